@@ -1,0 +1,1 @@
+int clue__placeholder;

@@ -1,0 +1,100 @@
+#ifndef CLUED_DB_DB_H
+#define CLUED_DB_DB_H
+
+/* The asynchronous PostgreSQL pool. Every call here runs on the libuv loop thread and
+ * never blocks it: connections are made with PQconnectStart/PQconnectPoll, queries are
+ * sent with PQsendQueryParams (or in pipeline mode for transactions), and results are read
+ * when uv_poll reports the socket readable. */
+
+#include <libpq-fe.h>
+#include <stddef.h>
+#include <uv.h>
+
+typedef struct db_pool db_pool_t;
+
+/** Error codes. */
+enum {
+  DB_OK = 0,
+  DB_EUNAVAILABLE = -1, /* no working connection, or the connection was lost mid-query */
+  DB_EQUEUE = -2,       /* every connection busy and the wait queue full */
+  DB_EQUERY = -3,       /* the server reported an error (see sqlstate/message) */
+  DB_ENOMEM = -4,
+  DB_ECLOSED = -5,      /* the pool is shutting down */
+};
+
+typedef struct db_config {
+  const char *conninfo;   /* libpq connection string or URI */
+  int size;               /* connections, default 8 */
+  size_t queue_max;       /* requests that may wait for a connection, default 1024 */
+  unsigned reconnect_min_ms; /* first reconnect delay, default 100 */
+  unsigned reconnect_max_ms; /* backoff ceiling, default 5000 */
+} db_config_t;
+
+/** The outcome of a query or transaction, valid only during the callback. */
+typedef struct db_result {
+  int err;                /* DB_OK or an error code above */
+  PGresult *const *res;   /* one result per statement (NULL entries when not reached) */
+  int nres;
+  const char *sqlstate;   /* on DB_EQUERY: five-character SQLSTATE, else "" */
+  const char *message;    /* on error: primary message (for logs; see db_error_is_user) */
+} db_result_t;
+
+typedef void (*db_cb)(const db_result_t *r, void *arg);
+
+/** One parameterized statement; values are text-format parameters (NULL = SQL NULL). */
+typedef struct db_stmt {
+  const char *sql;
+  int nparams;
+  const char *const *values;
+} db_stmt_t;
+
+/** Called when the pool's health (has at least one working connection) changes. */
+typedef void (*db_health_fn)(int healthy, void *arg);
+
+/** Create a pool on loop and start connecting. Returns 0, DB_ENOMEM. */
+int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out)
+    __attribute__((warn_unused_result));
+
+/**
+ * Close every connection and handle; queued and in-flight requests complete with
+ * DB_ECLOSED. The pool is freed once all its handles closed (then done runs, if set).
+ */
+void db_pool_close(db_pool_t *pool, void (*done)(void *arg), void *arg);
+
+/** True while at least one connection is connected and usable. */
+int db_pool_healthy(const db_pool_t *pool);
+
+/** Register the health-change callback (one per pool). */
+void db_pool_on_health(db_pool_t *pool, db_health_fn cb, void *arg);
+
+/**
+ * Run one parameterized statement (a single statement is its own transaction). Parameters
+ * are copied; the caller may free them on return. cb runs exactly once, always later on the
+ * loop (never from inside this call). Returns 0, or DB_ENOMEM / DB_ECLOSED (cb not called).
+ */
+int db_query(db_pool_t *pool, const char *sql, int nparams, const char *const *values, db_cb cb,
+             void *arg) __attribute__((warn_unused_result));
+
+/**
+ * Run n statements as one transaction on one connection (BEGIN ... COMMIT, sent in one
+ * pipeline). If any fails, the transaction is rolled back and cb gets DB_EQUERY with the
+ * failing statement's error. Same ownership and callback rules as db_query().
+ */
+int db_txn(db_pool_t *pool, const db_stmt_t *stmts, int n, db_cb cb, void *arg)
+    __attribute__((warn_unused_result));
+
+/**
+ * Subscribe to NOTIFY on channel through a dedicated connection that reconnects by itself.
+ * cb runs for every notification with its payload. Returns 0 or DB_ENOMEM.
+ */
+typedef void (*db_notify_fn)(const char *channel, const char *payload, void *arg);
+int db_listen(db_pool_t *pool, const char *channel, db_notify_fn cb, void *arg)
+    __attribute__((warn_unused_result));
+
+/** Convenience: the text value at (row, col) of the last result, or NULL if SQL NULL. */
+const char *db_value(const db_result_t *r, int row, int col);
+
+/** Rows in the last result. */
+int db_rows(const db_result_t *r);
+
+#endif

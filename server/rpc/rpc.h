@@ -1,0 +1,125 @@
+#ifndef CLUED_RPC_RPC_H
+#define CLUED_RPC_RPC_H
+
+/* The handler interface: what a service sees of one gRPC call.
+ *
+ * A call is created by the transport when a request's headers arrive. Once its single
+ * request message has arrived and decoded, and (for methods that need it) the caller is
+ * authenticated, the method's handler runs with the decoded request. The handler then
+ * finishes the call at once or later (after asynchronous database work) with rpc_reply()
+ * (unary) or rpc_send()... rpc_finish() (server streaming), or fails it with rpc_fail().
+ *
+ * Lifetime: the transport holds one reference while the HTTP/2 stream lives. Work that
+ * outlives the handler's return (a database query) takes its own reference with
+ * rpc_call_ref() and drops it with rpc_call_unref() when done. If the client cancels
+ * (RST_STREAM), the deadline passes or the connection drops, the call becomes "done":
+ * further replies are ignored, and the cancel callback (if any) runs once. */
+
+#include <protobuf-c/protobuf-c.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "net/grpc_status.h"
+
+typedef struct server server_t;
+typedef struct rpc_call rpc_call_t;
+
+/** The authenticated caller of a call (DESIGN.md §4). */
+typedef struct rpc_principal {
+  int64_t user_id;
+  int64_t unit_id;
+  int unit_kind; /* Clue__V1__UnitKind */
+  int role;      /* Clue__V1__Role */
+  char user_name[128];
+  char unit_code[32];
+} rpc_principal_t;
+
+/** A handler. req is owned by the call and lives as long as the call. */
+typedef void (*rpc_handler_fn)(rpc_call_t *call, const ProtobufCMessage *req);
+
+/** Called once when a call ends before the handler finished it (cancel, deadline, drop). */
+typedef void (*rpc_cancel_fn)(rpc_call_t *call, void *arg);
+
+/** Called when a streaming call's send buffer drained below the low-water mark. */
+typedef void (*rpc_writable_fn)(rpc_call_t *call, void *arg);
+
+/** One entry of the method table. */
+typedef struct rpc_method {
+  const char *path; /* "/package.Service/Method" */
+  const ProtobufCMessageDescriptor *input;
+  const ProtobufCMessageDescriptor *output;
+  rpc_handler_fn handler;
+  unsigned server_streaming : 1;
+  unsigned public_method : 1; /* no authentication (Health) */
+} rpc_method_t;
+
+/** The server a call belongs to. */
+server_t *rpc_call_server(rpc_call_t *call);
+
+/** The authenticated caller; NULL for public methods. */
+const rpc_principal_t *rpc_call_principal(const rpc_call_t *call);
+
+/** The method being called. */
+const rpc_method_t *rpc_call_method(const rpc_call_t *call);
+
+/** A request metadata value by lower-case name, or NULL. Binary (-bin) values are raw. */
+const char *rpc_call_metadata(const rpc_call_t *call, const char *name);
+
+/** A short identifier of the call for logs: "conn#stream". */
+const char *rpc_call_id(const rpc_call_t *call);
+
+/** True once the call has finished, was cancelled, timed out or its connection dropped. */
+int rpc_call_done(const rpc_call_t *call);
+
+/** Take a reference that keeps the call's memory alive across asynchronous work. */
+void rpc_call_ref(rpc_call_t *call);
+
+/** Drop a reference; the call is freed with the last one. */
+void rpc_call_unref(rpc_call_t *call);
+
+/** Register the cancel callback (replaces any earlier one). */
+void rpc_call_on_cancel(rpc_call_t *call, rpc_cancel_fn cb, void *arg);
+
+/** Register the writable callback for streaming calls (replaces any earlier one). */
+void rpc_call_on_writable(rpc_call_t *call, rpc_writable_fn cb, void *arg);
+
+/**
+ * Memory that lives as long as the call (freed with it): for response messages and their
+ * strings. Returns NULL on out of memory.
+ */
+void *rpc_call_alloc(rpc_call_t *call, size_t size);
+
+/** strdup into the call's memory; NULL on out of memory. */
+char *rpc_call_strdup(rpc_call_t *call, const char *s);
+
+/** printf into the call's memory; NULL on out of memory. */
+char *rpc_call_printf(rpc_call_t *call, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/**
+ * Unary reply: send msg and finish with OK. The message is packed at once; the caller
+ * keeps ownership of msg. Ignored (returns 0) if the call is already done.
+ * Returns 0, or -ENOMEM (the call is then failed with INTERNAL).
+ */
+int rpc_reply(rpc_call_t *call, const ProtobufCMessage *msg);
+
+/**
+ * Finish the call with an error status and a message for the client (printf format).
+ * The message must not carry SQL text or internals. Ignored if the call is already done.
+ */
+void rpc_fail(rpc_call_t *call, grpc_status_t code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/**
+ * Streaming: queue one message. Returns 0, -ECANCELED if the call is done, -ENOMEM.
+ * Check rpc_call_buffered() to respect flow control.
+ */
+int rpc_send(rpc_call_t *call, const ProtobufCMessage *msg) __attribute__((warn_unused_result));
+
+/** Bytes queued on a call and not yet accepted by HTTP/2 flow control. */
+size_t rpc_call_buffered(const rpc_call_t *call);
+
+/** Streaming: finish the call with the given status (message may be NULL for OK). */
+void rpc_finish(rpc_call_t *call, grpc_status_t code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif

@@ -1,0 +1,57 @@
+#ifndef CLUED_SERVER_H
+#define CLUED_SERVER_H
+
+/* The one server context, passed down as libuv passes uv_loop_t. No global mutable state:
+ * two servers can run in one process. */
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "rpc/rpc.h"
+
+typedef struct db_pool db_pool_t;
+typedef struct h2_conn h2_conn_t;
+typedef struct rpc_table rpc_table_t;
+typedef struct health health_t;
+
+typedef struct server_config {
+  char listen[128];             /* host:port, [v6]:port */
+  size_t max_message_bytes;     /* default 4 MiB */
+  unsigned max_concurrent_streams; /* advertised per connection, default 100 */
+  unsigned grace_ms;            /* shutdown grace period, default 5000 */
+  const char *database_url;     /* libpq conninfo */
+  int db_pool_size;             /* default 8 */
+  size_t db_queue_max;          /* default 1024 */
+  int accepted_deadline_days;   /* default 30 */
+  int prelim_deadline_days;     /* default 90 */
+  int filed_deadline_days;      /* default 90 */
+  int64_t clock_offset_ms;      /* test builds only: shifts the server's notion of "now" */
+} server_config_t;
+
+typedef enum server_state {
+  SERVER_RUNNING,
+  SERVER_DRAINING, /* stopped accepting, GOAWAY sent, waiting for calls in flight */
+  SERVER_STOPPED,
+} server_state_t;
+
+struct server {
+  uv_loop_t *loop;
+  server_config_t cfg;
+  server_state_t state;
+  uv_tcp_t listener;
+  uv_signal_t sigint, sigterm;
+  uv_timer_t grace_timer;
+  rpc_table_t *methods;
+  db_pool_t *db;                /* NULL when running without a database */
+  health_t *health;
+  h2_conn_t *conns;             /* intrusive list of live connections */
+  size_t nconns;
+  uint64_t next_conn_id;
+  char bound[160];              /* the address actually bound, for logs */
+};
+
+/** Set defaults in cfg. */
+void server_config_defaults(server_config_t *cfg);
+
+#endif
