@@ -1,4 +1,232 @@
-/* placeholder: replaced by the real entry point */
-int main(void) {
+/* clued: the clue workflow server. */
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "db/db.h"
+#include "log.h"
+#include "rpc/table.h"
+#include "server.h"
+#include "service/services.h"
+
+static const char usage_text[] =
+    "usage: clued <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  serve       serve gRPC over cleartext HTTP/2 until SIGINT/SIGTERM\n"
+    "  help        show this help\n"
+    "\n"
+    "options (serve):\n"
+    "  --listen ADDR              host:port or [v6]:port to listen on; port 0 picks a free port\n"
+    "                             (env CLUED_LISTEN, default 127.0.0.1:50051)\n"
+    "  --database-url URL         PostgreSQL connection string or URI (env CLUED_DATABASE_URL)\n"
+    "  --db-pool N                database connections (default 8)\n"
+    "  --db-queue N               calls that may wait for a connection (default 1024)\n"
+    "  --max-message-bytes N      largest request message accepted (default 4194304)\n"
+    "  --max-concurrent-streams N streams per connection (default 100)\n"
+    "  --grace-ms N               shutdown grace period for calls in flight (default 5000)\n"
+    "  --accepted-deadline-days N stage deadline for ACCEPTED (default 30)\n"
+    "  --prelim-deadline-days N   stage deadline for PRELIMINARY_CHECK (default 90)\n"
+    "  --filed-deadline-days N    stage deadline for FILED (default 90)\n";
+
+static void usage(FILE *f) {
+  fputs(usage_text, f);
+}
+
+static int parse_num(const char *opt, const char *s, long long min, long long max, long long *out) {
+  char *end;
+  long long v;
+  errno = 0;
+  v = strtoll(s, &end, 10);
+  if (errno || *end != '\0' || end == s || v < min || v > max) {
+    fprintf(stderr, "clued: %s must be a number between %lld and %lld (got \"%s\")\n", opt, min,
+            max, s);
+    return -1;
+  }
+  *out = v;
   return 0;
+}
+
+enum {
+  OPT_LISTEN = 256,
+  OPT_DATABASE_URL,
+  OPT_DB_POOL,
+  OPT_DB_QUEUE,
+  OPT_MAX_MESSAGE,
+  OPT_MAX_STREAMS,
+  OPT_GRACE,
+  OPT_ACCEPTED_DAYS,
+  OPT_PRELIM_DAYS,
+  OPT_FILED_DAYS,
+  OPT_CLOCK_OFFSET,
+};
+
+static const struct option long_opts[] = {
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"database-url", required_argument, NULL, OPT_DATABASE_URL},
+    {"db-pool", required_argument, NULL, OPT_DB_POOL},
+    {"db-queue", required_argument, NULL, OPT_DB_QUEUE},
+    {"max-message-bytes", required_argument, NULL, OPT_MAX_MESSAGE},
+    {"max-concurrent-streams", required_argument, NULL, OPT_MAX_STREAMS},
+    {"grace-ms", required_argument, NULL, OPT_GRACE},
+    {"accepted-deadline-days", required_argument, NULL, OPT_ACCEPTED_DAYS},
+    {"prelim-deadline-days", required_argument, NULL, OPT_PRELIM_DAYS},
+    {"filed-deadline-days", required_argument, NULL, OPT_FILED_DAYS},
+#ifdef CLUED_TEST_HOOKS
+    {"test-clock-offset-ms", required_argument, NULL, OPT_CLOCK_OFFSET},
+#endif
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* Returns 0, 1 (bad usage, message printed) or 2 (--help shown). */
+static int parse_options(int argc, char **argv, server_config_t *cfg) {
+  const char *env;
+  long long v;
+  int c;
+
+  if ((env = getenv("CLUED_LISTEN")) && *env)
+    snprintf(cfg->listen, sizeof(cfg->listen), "%s", env);
+  if ((env = getenv("CLUED_DATABASE_URL")) && *env)
+    cfg->database_url = env;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
+    switch (c) {
+    case OPT_LISTEN:
+      if (strlen(optarg) >= sizeof(cfg->listen)) {
+        fprintf(stderr, "clued: --listen address too long\n");
+        return 1;
+      }
+      snprintf(cfg->listen, sizeof(cfg->listen), "%s", optarg);
+      break;
+    case OPT_DATABASE_URL:
+      cfg->database_url = optarg;
+      break;
+    case OPT_DB_POOL:
+      if (parse_num("--db-pool", optarg, 1, 256, &v))
+        return 1;
+      cfg->db_pool_size = (int)v;
+      break;
+    case OPT_DB_QUEUE:
+      if (parse_num("--db-queue", optarg, 0, 1000000, &v))
+        return 1;
+      cfg->db_queue_max = (size_t)v;
+      break;
+    case OPT_MAX_MESSAGE:
+      if (parse_num("--max-message-bytes", optarg, 1024, 1LL << 30, &v))
+        return 1;
+      cfg->max_message_bytes = (size_t)v;
+      break;
+    case OPT_MAX_STREAMS:
+      if (parse_num("--max-concurrent-streams", optarg, 1, 100000, &v))
+        return 1;
+      cfg->max_concurrent_streams = (unsigned)v;
+      break;
+    case OPT_GRACE:
+      if (parse_num("--grace-ms", optarg, 0, 3600000, &v))
+        return 1;
+      cfg->grace_ms = (unsigned)v;
+      break;
+    case OPT_ACCEPTED_DAYS:
+      if (parse_num("--accepted-deadline-days", optarg, 1, 3650, &v))
+        return 1;
+      cfg->accepted_deadline_days = (int)v;
+      break;
+    case OPT_PRELIM_DAYS:
+      if (parse_num("--prelim-deadline-days", optarg, 1, 3650, &v))
+        return 1;
+      cfg->prelim_deadline_days = (int)v;
+      break;
+    case OPT_FILED_DAYS:
+      if (parse_num("--filed-deadline-days", optarg, 1, 3650, &v))
+        return 1;
+      cfg->filed_deadline_days = (int)v;
+      break;
+    case OPT_CLOCK_OFFSET:
+      if (parse_num("--test-clock-offset-ms", optarg, -(1LL << 50), 1LL << 50, &v))
+        return 1;
+      cfg->clock_offset_ms = v;
+      break;
+    case 'h':
+      usage(stdout);
+      return 2;
+    default:
+      fprintf(stderr, "clued: try 'clued help'\n");
+      return 1;
+    }
+  }
+  if (optind < argc) {
+    fprintf(stderr, "clued: unexpected argument \"%s\"\n", argv[optind]);
+    return 1;
+  }
+  return 0;
+}
+
+/* A thousand connections need more descriptors than the usual soft limit of 1024. */
+static void raise_fd_limit(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+static int cmd_serve(server_config_t *cfg) {
+  uv_loop_t loop;
+  server_t srv;
+  int rc;
+
+  raise_fd_limit();
+  uv_loop_init(&loop);
+  if (server_init(&srv, &loop, cfg) != 0) {
+    uv_loop_close(&loop);
+    return 1;
+  }
+  if (services_start(&srv) != 0) {
+    log_error("start-up failed");
+    server_shutdown(&srv);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    server_free(&srv);
+    uv_loop_close(&loop);
+    return 1;
+  }
+  log_info("listening on %s", srv.bound);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  server_free(&srv);
+  rc = uv_loop_close(&loop);
+  if (rc != 0)
+    log_warn("event loop closed with handles still open: %s", uv_strerror(rc));
+  log_info("stopped");
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  server_config_t cfg;
+  const char *cmd;
+  int rc;
+
+  setvbuf(stderr, NULL, _IOLBF, 0);
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  cmd = argv[1];
+  if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+    usage(stdout);
+    return 0;
+  }
+  server_config_defaults(&cfg);
+  rc = parse_options(argc - 1, argv + 1, &cfg);
+  if (rc == 2)
+    return 0;
+  if (rc != 0)
+    return 2;
+  if (strcmp(cmd, "serve") == 0)
+    return cmd_serve(&cfg);
+  fprintf(stderr, "clued: unknown command \"%s\"; try 'clued help'\n", cmd);
+  return 2;
 }

@@ -1,6 +1,16 @@
 #include "server.h"
 
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "db/db.h"
+#include "log.h"
+#include "net/h2_conn.h"
+#include "rpc/table.h"
+#include "service/health.h"
 
 void server_config_defaults(server_config_t *cfg) {
   memset(cfg, 0, sizeof(*cfg));
@@ -13,4 +23,172 @@ void server_config_defaults(server_config_t *cfg) {
   cfg->accepted_deadline_days = 30;
   cfg->prelim_deadline_days = 90;
   cfg->filed_deadline_days = 90;
+}
+
+int64_t server_now_ms(const server_t *srv) {
+  uv_timeval64_t tv;
+  uv_gettimeofday(&tv);
+  return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000 + srv->cfg.clock_offset_ms;
+}
+
+/* "host:port", "[v6]:port" or ":port" into a socket address. */
+static int parse_listen(const char *s, struct sockaddr_storage *ss) {
+  char host[128];
+  const char *colon;
+  long port;
+  char *end;
+
+  if (s[0] == '[') {
+    const char *rb = strchr(s, ']');
+    if (rb == NULL || rb[1] != ':' || (size_t)(rb - s - 1) >= sizeof(host))
+      return UV_EINVAL;
+    memcpy(host, s + 1, (size_t)(rb - s - 1));
+    host[rb - s - 1] = '\0';
+    colon = rb + 1;
+  } else {
+    colon = strrchr(s, ':');
+    if (colon == NULL || (size_t)(colon - s) >= sizeof(host))
+      return UV_EINVAL;
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = '\0';
+    if (host[0] == '\0')
+      strcpy(host, "0.0.0.0");
+  }
+  errno = 0;
+  port = strtol(colon + 1, &end, 10);
+  if (errno || *end != '\0' || end == colon + 1 || port < 0 || port > 65535)
+    return UV_EINVAL;
+  if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) == 0)
+    return 0;
+  if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss) == 0)
+    return 0;
+  return UV_EINVAL;
+}
+
+static void on_connection(uv_stream_t *l, int status) {
+  server_t *srv = (server_t *)((char *)l - offsetof(server_t, listener));
+  int rc;
+
+  if (status < 0) {
+    log_warn("accept failed: %s", uv_strerror(status));
+    return;
+  }
+  rc = h2_conn_accept(srv);
+  if (rc < 0)
+    log_warn("accept failed: %s", uv_strerror(rc));
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  server_t *srv = h->data;
+  log_info("received %s: shutting down (grace period %u ms)", signum == SIGINT ? "SIGINT" : "SIGTERM",
+           srv->cfg.grace_ms);
+  server_shutdown(srv);
+}
+
+static void bound_name(server_t *srv) {
+  struct sockaddr_storage ss;
+  int len = sizeof(ss);
+  char host[INET6_ADDRSTRLEN] = "?";
+
+  if (uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&ss, &len) != 0)
+    return;
+  if (ss.ss_family == AF_INET6) {
+    uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof(host));
+    snprintf(srv->bound, sizeof(srv->bound), "[%s]:%d", host,
+             ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+  } else {
+    uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof(host));
+    snprintf(srv->bound, sizeof(srv->bound), "%s:%d", host,
+             ntohs(((struct sockaddr_in *)&ss)->sin_port));
+  }
+}
+
+int server_init(server_t *srv, uv_loop_t *loop, const server_config_t *cfg) {
+  struct sockaddr_storage ss;
+  int rc;
+
+  memset(srv, 0, sizeof(*srv));
+  srv->loop = loop;
+  srv->cfg = *cfg;
+  srv->state = SERVER_RUNNING;
+  memset(&ss, 0, sizeof(ss));
+  rc = parse_listen(cfg->listen, &ss);
+  if (rc < 0) {
+    log_error("invalid listen address \"%s\" (want host:port or [v6]:port)", cfg->listen);
+    return rc;
+  }
+  uv_tcp_init(loop, &srv->listener);
+  rc = uv_tcp_bind(&srv->listener, (struct sockaddr *)&ss, 0);
+  if (rc == 0)
+    rc = uv_listen((uv_stream_t *)&srv->listener, 4096, on_connection);
+  if (rc < 0) {
+    log_error("cannot listen on %s: %s", cfg->listen, uv_strerror(rc));
+    uv_close((uv_handle_t *)&srv->listener, NULL);
+    return rc;
+  }
+  bound_name(srv);
+  uv_signal_init(loop, &srv->sigint);
+  uv_signal_init(loop, &srv->sigterm);
+  srv->sigint.data = srv->sigterm.data = srv;
+  uv_signal_start(&srv->sigint, on_signal, SIGINT);
+  uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
+  uv_timer_init(loop, &srv->grace_timer);
+  srv->grace_timer.data = srv;
+  return 0;
+}
+
+static void db_closed(void *arg) {
+  (void)arg;
+}
+
+/* The last step of a shutdown: close the server's own handles so the loop runs dry. */
+static void server_stop(server_t *srv) {
+  if (srv->state == SERVER_STOPPED)
+    return;
+  srv->state = SERVER_STOPPED;
+  uv_close((uv_handle_t *)&srv->grace_timer, NULL);
+  uv_close((uv_handle_t *)&srv->sigint, NULL);
+  uv_close((uv_handle_t *)&srv->sigterm, NULL);
+  health_close(srv);
+  if (srv->db) {
+    db_pool_close(srv->db, db_closed, NULL);
+    srv->db = NULL;
+  }
+}
+
+void server_conn_closed(server_t *srv) {
+  if (srv->state == SERVER_DRAINING && srv->nconns == 0)
+    server_stop(srv);
+}
+
+static void on_grace(uv_timer_t *t) {
+  server_t *srv = t->data;
+  log_warn("grace period over: closing %zu connection(s) with calls in flight", srv->nconns);
+  while (srv->conns)
+    h2_conn_close(srv->conns, "grace period over");
+  server_stop(srv);
+}
+
+void server_shutdown(server_t *srv) {
+  h2_conn_t *c, *next;
+
+  if (srv->state != SERVER_RUNNING)
+    return;
+  srv->state = SERVER_DRAINING;
+  uv_close((uv_handle_t *)&srv->listener, NULL);
+  health_shutdown(srv);
+  for (c = srv->conns; c; c = next) {
+    next = c->next;
+    h2_conn_drain(c);
+  }
+  if (srv->nconns == 0) {
+    server_stop(srv);
+    return;
+  }
+  uv_timer_start(&srv->grace_timer, on_grace, srv->cfg.grace_ms, 0);
+}
+
+void server_free(server_t *srv) {
+  rpc_table_free(srv->methods);
+  srv->methods = NULL;
 }

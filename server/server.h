@@ -54,4 +54,20 @@ struct server {
 /** Set defaults in cfg. */
 void server_config_defaults(server_config_t *cfg);
 
+/** Create the server: bind and listen on cfg->listen, install signal handlers. */
+int server_init(server_t *srv, uv_loop_t *loop, const server_config_t *cfg)
+    __attribute__((warn_unused_result));
+
+/** Begin graceful shutdown: stop accepting, GOAWAY everywhere, start the grace timer. */
+void server_shutdown(server_t *srv);
+
+/** Release what server_init built (after the loop has stopped). */
+void server_free(server_t *srv);
+
+/** Called by a connection as it closes: a draining server stops with its last one. */
+void server_conn_closed(server_t *srv);
+
+/** The server's clock in milliseconds since the epoch (test builds may offset it). */
+int64_t server_now_ms(const server_t *srv);
+
 #endif

@@ -1,0 +1,421 @@
+#include "net/h2_conn.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "rpc/call.h"
+
+#define H2_WRITE_CHUNK (64 * 1024)
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+static h2_conn_t *conn_of(nghttp2_session *s, void *user_data) {
+  (void)s;
+  return user_data;
+}
+
+static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
+  h2_conn_t *c = conn_of(s, ud);
+  rpc_call_t *call;
+
+  if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
+    return 0;
+  if (c->state != H2_CONN_OPEN) {
+    /* Past GOAWAY nghttp2 already ignores new streams; be explicit anyway. */
+    nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
+    return 0;
+  }
+  if (rpc_call_new(c->srv, c, f->hd.stream_id, &call) != 0) {
+    nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_INTERNAL_ERROR);
+    return 0;
+  }
+  call->next = c->calls;
+  if (c->calls)
+    c->calls->prev = call;
+  c->calls = call;
+  nghttp2_session_set_stream_user_data(s, f->hd.stream_id, call);
+  return 0;
+}
+
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t namelen,
+                     const uint8_t *value, size_t valuelen, uint8_t flags, void *ud) {
+  rpc_call_t *call;
+  (void)flags;
+  (void)ud;
+
+  if (f->hd.type != NGHTTP2_HEADERS)
+    return 0;
+  call = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+  if (call == NULL)
+    return 0;
+  if (f->headers.cat != NGHTTP2_HCAT_REQUEST)
+    return 0; /* request trailers carry nothing gRPC uses */
+  return rpc_call_on_header(call, name, namelen, value, valuelen);
+}
+
+static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
+  rpc_call_t *call;
+  (void)ud;
+
+  switch (f->hd.type) {
+  case NGHTTP2_HEADERS:
+  case NGHTTP2_DATA:
+    call = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+    if (call == NULL)
+      return 0;
+    if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST)
+      rpc_call_on_headers_end(call);
+    if (f->hd.flags & NGHTTP2_FLAG_END_STREAM)
+      rpc_call_on_end_stream(call);
+    return 0;
+  default:
+    return 0;
+  }
+}
+
+static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id, const uint8_t *data,
+                         size_t len, void *ud) {
+  rpc_call_t *call = nghttp2_session_get_stream_user_data(s, stream_id);
+  (void)flags;
+  (void)ud;
+
+  if (call != NULL)
+    rpc_call_on_data(call, data, len);
+  return 0;
+}
+
+static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error_code, void *ud) {
+  h2_conn_t *c = ud;
+  rpc_call_t *call = nghttp2_session_get_stream_user_data(s, stream_id);
+
+  if (call == NULL)
+    return 0;
+  nghttp2_session_set_stream_user_data(s, stream_id, NULL);
+  if (call->prev)
+    call->prev->next = call->next;
+  else
+    c->calls = call->next;
+  if (call->next)
+    call->next->prev = call->prev;
+  call->prev = call->next = NULL;
+  rpc_call_stream_closed(call, error_code);
+  return 0;
+}
+
+static int on_invalid_frame(nghttp2_session *s, const nghttp2_frame *f, int err, void *ud) {
+  h2_conn_t *c = ud;
+  (void)s;
+  log_warn("conn %llu (%s): invalid frame type %d on stream %d: %s", (unsigned long long)c->id,
+           c->peer, f->hd.type, f->hd.stream_id, nghttp2_strerror(err));
+  return 0;
+}
+
+static void conn_free_cb(uv_handle_t *h) {
+  h2_conn_t *c = (h2_conn_t *)h; /* tcp is the first member */
+  free(c->wbuf);
+  free(c);
+}
+
+static void conn_change_state(h2_conn_t *c, h2_conn_state_t to) {
+  server_t *srv = c->srv;
+
+  switch (to) {
+  case H2_CONN_DRAINING:
+    assert(c->state == H2_CONN_OPEN);
+    c->state = to;
+    break;
+  case H2_CONN_CLOSING:
+    assert(c->state != H2_CONN_CLOSING);
+    c->state = to;
+    /* Leave the server's list, cancel every call still open, then close the socket. */
+    if (c->prev)
+      c->prev->next = c->next;
+    else
+      srv->conns = c->next;
+    if (c->next)
+      c->next->prev = c->prev;
+    srv->nconns--;
+    while (c->writable) {
+      rpc_call_t *call = c->writable;
+      c->writable = call->next_writable;
+      call->next_writable = NULL;
+      call->queued_writable = 0;
+      rpc_call_unref(call);
+    }
+    while (c->calls) {
+      rpc_call_t *call = c->calls;
+      c->calls = call->next;
+      call->prev = call->next = NULL;
+      rpc_call_stream_closed(call, NGHTTP2_CANCEL);
+    }
+    nghttp2_session_del(c->session);
+    c->session = NULL;
+    uv_close((uv_handle_t *)&c->tcp, conn_free_cb);
+    server_conn_closed(srv);
+    break;
+  case H2_CONN_OPEN:
+  default:
+    assert(!"connections are born OPEN and never return to it");
+  }
+}
+
+void h2_conn_close(h2_conn_t *c, const char *reason) {
+  if (c->state == H2_CONN_CLOSING)
+    return;
+  log_info("conn %llu (%s): closed: %s", (unsigned long long)c->id, c->peer, reason);
+  conn_change_state(c, H2_CONN_CLOSING);
+}
+
+static void conn_write_cb(uv_write_t *req, int status) {
+  h2_conn_t *c = container_of(req, h2_conn_t, wreq);
+
+  c->writing = 0;
+  c->wlen = 0;
+  if (c->state == H2_CONN_CLOSING)
+    return;
+  if (status < 0) {
+    char why[128];
+    snprintf(why, sizeof(why), "write failed: %s", uv_strerror(status));
+    h2_conn_close(c, why);
+    return;
+  }
+  h2_conn_flush(c);
+}
+
+static void run_writable(h2_conn_t *c) {
+  while (c->writable && c->state != H2_CONN_CLOSING) {
+    rpc_call_t *call = c->writable;
+    c->writable = call->next_writable;
+    call->next_writable = NULL;
+    call->queued_writable = 0;
+    rpc_call_run_writable(call);
+    rpc_call_unref(call);
+  }
+}
+
+void h2_conn_flush(h2_conn_t *c) {
+  if (c->state == H2_CONN_CLOSING)
+    return;
+  if (c->in_session) {
+    c->flush_pending = 1;
+    return;
+  }
+  for (;;) {
+    c->flush_pending = 0;
+    if (!c->writing) {
+      /* Gather frames into one buffer of up to H2_WRITE_CHUNK bytes per write. */
+      c->in_session = 1;
+      while (c->wlen < H2_WRITE_CHUNK) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(c->session, &data);
+        if (n < 0) {
+          c->in_session = 0;
+          h2_conn_close(c, nghttp2_strerror((int)n));
+          return;
+        }
+        if (n == 0)
+          break;
+        if (c->wlen + (size_t)n > c->wcap) {
+          size_t cap = c->wcap ? c->wcap : H2_WRITE_CHUNK;
+          uint8_t *nb;
+          while (cap < c->wlen + (size_t)n)
+            cap *= 2;
+          nb = realloc(c->wbuf, cap);
+          if (nb == NULL) {
+            c->in_session = 0;
+            h2_conn_close(c, "out of memory");
+            return;
+          }
+          c->wbuf = nb;
+          c->wcap = cap;
+        }
+        memcpy(c->wbuf + c->wlen, data, (size_t)n);
+        c->wlen += (size_t)n;
+      }
+      c->in_session = 0;
+      if (c->wlen > 0) {
+        uv_buf_t b = uv_buf_init((char *)c->wbuf, (unsigned)c->wlen);
+        int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, conn_write_cb);
+        if (rc < 0) {
+          h2_conn_close(c, uv_strerror(rc));
+          return;
+        }
+        c->writing = 1;
+      }
+    }
+    run_writable(c);
+    if (c->state == H2_CONN_CLOSING)
+      return;
+    if (!c->flush_pending)
+      break;
+  }
+  if (!c->writing && !nghttp2_session_want_read(c->session) &&
+      !nghttp2_session_want_write(c->session))
+    h2_conn_close(c, c->state == H2_CONN_DRAINING ? "drained" : "session finished");
+}
+
+void h2_conn_queue_writable(h2_conn_t *c, rpc_call_t *call) {
+  if (call->queued_writable)
+    return;
+  call->queued_writable = 1;
+  rpc_call_ref(call);
+  call->next_writable = c->writable;
+  c->writable = call;
+  c->flush_pending = 1;
+}
+
+static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  h2_conn_t *c = (h2_conn_t *)h;
+  (void)suggested;
+  *buf = uv_buf_init((char *)c->rbuf, sizeof(c->rbuf));
+}
+
+static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
+  h2_conn_t *c = (h2_conn_t *)st;
+  ssize_t used;
+
+  if (c->state == H2_CONN_CLOSING)
+    return;
+  if (nread == 0)
+    return;
+  if (nread < 0) {
+    h2_conn_close(c, nread == UV_EOF ? "peer closed the connection" : uv_strerror((int)nread));
+    return;
+  }
+  c->in_session = 1;
+  used = nghttp2_session_mem_recv(c->session, (const uint8_t *)buf->base, (size_t)nread);
+  c->in_session = 0;
+  if (c->state == H2_CONN_CLOSING)
+    return;
+  if (used < 0) {
+    char why[160];
+    snprintf(why, sizeof(why), "protocol error: %s", nghttp2_strerror((int)used));
+    /* Tell the peer why before hanging up, when the session can still speak. */
+    if (used != NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
+      nghttp2_session_terminate_session(c->session, NGHTTP2_PROTOCOL_ERROR);
+      log_warn("conn %llu (%s): %s; sending GOAWAY", (unsigned long long)c->id, c->peer, why);
+      h2_conn_flush(c);
+      if (c->state != H2_CONN_CLOSING && !c->writing)
+        h2_conn_close(c, why);
+      else if (c->state != H2_CONN_CLOSING)
+        uv_read_stop((uv_stream_t *)&c->tcp);
+      return;
+    }
+    h2_conn_close(c, why);
+    return;
+  }
+  h2_conn_flush(c);
+}
+
+void h2_conn_drain(h2_conn_t *c) {
+  if (c->state != H2_CONN_OPEN)
+    return;
+  conn_change_state(c, H2_CONN_DRAINING);
+  nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
+                        nghttp2_session_get_last_proc_stream_id(c->session), NGHTTP2_NO_ERROR,
+                        (const uint8_t *)"server shutting down", 20);
+  h2_conn_flush(c);
+}
+
+static int session_new(h2_conn_t *c) {
+  nghttp2_session_callbacks *cbs;
+  nghttp2_option *opt;
+  nghttp2_settings_entry iv[3];
+  int rc;
+
+  if (nghttp2_session_callbacks_new(&cbs) != 0)
+    return -ENOMEM;
+  nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+  nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+  nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, on_invalid_frame);
+  if (nghttp2_option_new(&opt) != 0) {
+    nghttp2_session_callbacks_del(cbs);
+    return -ENOMEM;
+  }
+  nghttp2_option_set_max_send_header_block_length(opt, 64 * 1024);
+  rc = nghttp2_session_server_new2(&c->session, cbs, c, opt);
+  nghttp2_option_del(opt);
+  nghttp2_session_callbacks_del(cbs);
+  if (rc != 0)
+    return -ENOMEM;
+  iv[0].settings_id = NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS;
+  iv[0].value = c->srv->cfg.max_concurrent_streams;
+  iv[1].settings_id = NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE;
+  iv[1].value = 1 << 20;
+  iv[2].settings_id = NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE;
+  iv[2].value = 64 * 1024;
+  rc = nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, 3);
+  if (rc == 0) /* a wider connection window too, so large requests are not throttled */
+    rc = nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0, 8 << 20);
+  if (rc != 0) {
+    nghttp2_session_del(c->session);
+    c->session = NULL;
+    return -ENOMEM;
+  }
+  return 0;
+}
+
+static void peer_name(h2_conn_t *c) {
+  struct sockaddr_storage ss;
+  int len = sizeof(ss);
+  char host[INET6_ADDRSTRLEN] = "?";
+  int port = 0;
+
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+    if (ss.ss_family == AF_INET) {
+      struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+      uv_ip4_name(a, host, sizeof(host));
+      port = ntohs(a->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+      struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+      uv_ip6_name(a, host, sizeof(host));
+      port = ntohs(a->sin6_port);
+    }
+  }
+  snprintf(c->peer, sizeof(c->peer), ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", host, port);
+}
+
+int h2_conn_accept(server_t *srv) {
+  h2_conn_t *c = calloc(1, sizeof(*c));
+  int rc;
+
+  if (c == NULL)
+    return UV_ENOMEM;
+  c->srv = srv;
+  c->id = ++srv->next_conn_id;
+  c->state = H2_CONN_OPEN;
+  rc = uv_tcp_init(srv->loop, &c->tcp);
+  if (rc < 0) {
+    free(c);
+    return rc;
+  }
+  rc = uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)&c->tcp);
+  if (rc == 0)
+    rc = session_new(c) == 0 ? 0 : UV_ENOMEM;
+  if (rc < 0) {
+    uv_close((uv_handle_t *)&c->tcp, conn_free_cb);
+    return rc;
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  peer_name(c);
+  c->next = srv->conns;
+  if (srv->conns)
+    srv->conns->prev = c;
+  srv->conns = c;
+  srv->nconns++;
+  rc = uv_read_start((uv_stream_t *)&c->tcp, conn_alloc_cb, conn_read_cb);
+  if (rc < 0) {
+    h2_conn_close(c, uv_strerror(rc));
+    return 0;
+  }
+  h2_conn_flush(c); /* our SETTINGS go out at once */
+  return 0;
+}

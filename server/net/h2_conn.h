@@ -1,0 +1,59 @@
+#ifndef CLUED_NET_H2_CONN_H
+#define CLUED_NET_H2_CONN_H
+
+/* One accepted TCP connection speaking HTTP/2 with prior knowledge. The nghttp2 session
+ * owns the calls (one per stream): created in on_begin_headers, destroyed (released) in
+ * on_stream_close. */
+
+#include <nghttp2/nghttp2.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "server.h"
+
+typedef struct rpc_call rpc_call_t;
+
+typedef enum h2_conn_state {
+  H2_CONN_OPEN,     /* serving streams */
+  H2_CONN_DRAINING, /* GOAWAY sent; finishing the streams already open */
+  H2_CONN_CLOSING,  /* uv_close called; freed in its callback */
+} h2_conn_state_t;
+
+struct h2_conn {
+  uv_tcp_t tcp;
+  server_t *srv;
+  uint64_t id;
+  h2_conn_state_t state;
+  nghttp2_session *session;
+  h2_conn_t *prev, *next;  /* server's list */
+  rpc_call_t *calls;       /* calls whose stream is open (intrusive list) */
+  rpc_call_t *writable;    /* calls waiting for their writable callback */
+  unsigned in_session : 1; /* inside nghttp2 (recv or send): no re-entrant flush */
+  unsigned flush_pending : 1;
+  unsigned writing : 1;    /* a uv_write is in flight */
+  uv_write_t wreq;
+  uint8_t *wbuf;           /* bytes being written, owned */
+  size_t wlen, wcap;
+  uint8_t rbuf[65536];
+  char peer[64];
+};
+
+/** Accept a pending connection on the server's listener. Returns 0 or a negative uv error. */
+int h2_conn_accept(server_t *srv) __attribute__((warn_unused_result));
+
+/**
+ * Send whatever nghttp2 has queued. Safe to call at any time: from inside nghttp2 callbacks
+ * the flush is deferred until the session call returns.
+ */
+void h2_conn_flush(h2_conn_t *c);
+
+/** Start a graceful shutdown of the connection: GOAWAY, then close once streams end. */
+void h2_conn_drain(h2_conn_t *c);
+
+/** Close the connection now, logging reason. Calls still open are cancelled. */
+void h2_conn_close(h2_conn_t *c, const char *reason);
+
+/** Queue a call's writable callback to run after the current nghttp2 send. */
+void h2_conn_queue_writable(h2_conn_t *c, rpc_call_t *call);
+
+#endif

@@ -1,0 +1,121 @@
+#include "rpc/auth.h"
+
+#include <errno.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+
+#include "db/db.h"
+#include "log.h"
+#include "rpc/call.h"
+#include "server.h"
+
+static const char *const unit_kinds[] = {"", "ROOM", "GROUP", "REGION", "ADMIN"};
+static const char *const roles[] = {"", "MEMBER", "LEADER", "AUDITOR", "ADMIN"};
+
+int auth_unit_kind_from_name(const char *s) {
+  for (int i = 1; i < 5; i++)
+    if (strcmp(s, unit_kinds[i]) == 0)
+      return i;
+  return 0;
+}
+
+int auth_role_from_name(const char *s) {
+  for (int i = 1; i < 5; i++)
+    if (strcmp(s, roles[i]) == 0)
+      return i;
+  return 0;
+}
+
+static void to_hex(const unsigned char *in, size_t n, char *out) {
+  static const char hex[] = "0123456789abcdef";
+  for (size_t i = 0; i < n; i++) {
+    out[2 * i] = hex[in[i] >> 4];
+    out[2 * i + 1] = hex[in[i] & 15];
+  }
+  out[2 * n] = '\0';
+}
+
+void auth_token_hash(const char *token, char hex[65]) {
+  unsigned char md[32];
+  unsigned int len = 0;
+  EVP_Digest(token, strlen(token), md, &len, EVP_sha256(), NULL);
+  to_hex(md, 32, hex);
+}
+
+int auth_token_new(char token[AUTH_TOKEN_LEN + 1], char hash_hex[65]) {
+  unsigned char raw[32];
+  size_t got = 0;
+
+  while (got < sizeof(raw)) {
+    ssize_t n = getrandom(raw + got, sizeof(raw) - got, 0);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return -EIO;
+    }
+    got += (size_t)n;
+  }
+  memcpy(token, "ct_", 3);
+  to_hex(raw, sizeof(raw), token + 3);
+  auth_token_hash(token, hash_hex);
+  return 0;
+}
+
+static const char auth_sql[] =
+    "SELECT u.id, u.unit_id, un.kind, u.role, u.name, un.code"
+    "  FROM tokens t JOIN users u ON u.id = t.user_id JOIN units un ON un.id = u.unit_id"
+    " WHERE t.token_sha256 = decode($1, 'hex') AND t.revoked_at IS NULL AND NOT u.disabled";
+
+static void auth_done(const db_result_t *r, void *arg) {
+  rpc_call_t *call = arg;
+
+  if (rpc_call_done(call)) {
+    rpc_call_unref(call);
+    return;
+  }
+  if (r->err != DB_OK) {
+    log_warn("call %s: token lookup failed: %s", call->id, r->message ? r->message : "?");
+    rpc_fail(call, GRPC_UNAVAILABLE, "database unavailable");
+  } else if (db_rows(r) != 1) {
+    rpc_fail(call, GRPC_UNAUTHENTICATED, "unknown or revoked token, or disabled user");
+  } else {
+    rpc_principal_t *p = &call->principal;
+    p->user_id = strtoll(db_value(r, 0, 0), NULL, 10);
+    p->unit_id = strtoll(db_value(r, 0, 1), NULL, 10);
+    p->unit_kind = auth_unit_kind_from_name(db_value(r, 0, 2));
+    p->role = auth_role_from_name(db_value(r, 0, 3));
+    snprintf(p->user_name, sizeof(p->user_name), "%s", db_value(r, 0, 4));
+    snprintf(p->unit_code, sizeof(p->unit_code), "%s", db_value(r, 0, 5));
+    rpc_call_authenticated(call);
+  }
+  rpc_call_unref(call);
+}
+
+void rpc_auth_start(rpc_call_t *call) {
+  const char *h = rpc_call_metadata(call, "authorization");
+  char hex[65];
+  const char *params[1];
+
+  if (h == NULL) {
+    rpc_fail(call, GRPC_UNAUTHENTICATED, "missing authorization metadata (Bearer token)");
+    return;
+  }
+  if (strncasecmp(h, "Bearer ", 7) != 0 || h[7] == '\0') {
+    rpc_fail(call, GRPC_UNAUTHENTICATED, "authorization must be \"Bearer <token>\"");
+    return;
+  }
+  if (call->srv->db == NULL) {
+    rpc_fail(call, GRPC_UNAVAILABLE, "no database configured");
+    return;
+  }
+  auth_token_hash(h + 7, hex);
+  params[0] = hex;
+  rpc_call_ref(call);
+  if (db_query(call->srv->db, auth_sql, 1, params, auth_done, call) != 0) {
+    rpc_call_unref(call);
+    rpc_fail(call, GRPC_UNAVAILABLE, "database unavailable");
+  }
+}

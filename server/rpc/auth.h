@@ -1,0 +1,28 @@
+#ifndef CLUED_RPC_AUTH_H
+#define CLUED_RPC_AUTH_H
+
+/* Authentication of calls: "authorization: Bearer <token>" looked up (by SHA-256) in the
+ * database. */
+
+#include "rpc/rpc.h"
+
+/** Authenticate a call, then run its handler, or fail it with UNAUTHENTICATED/UNAVAILABLE. */
+void rpc_auth_start(rpc_call_t *call);
+
+/** Continue a call whose principal is set (used by rpc_auth_start). */
+void rpc_call_authenticated(rpc_call_t *call);
+
+
+
+#define AUTH_TOKEN_LEN 67 /* "ct_" + 64 hex digits */
+
+/** SHA-256 of a token as 64 lower-case hex digits plus NUL. */
+void auth_token_hash(const char *token, char hex[65]);
+
+/** A fresh 256-bit random token ("ct_" + hex) and its hash. Returns 0 or -EIO. */
+int auth_token_new(char token[AUTH_TOKEN_LEN + 1], char hash_hex[65]) __attribute__((warn_unused_result));
+
+/** Map database names to the proto enum numbers ("GROUP" -> 2, "LEADER" -> 2); 0 if unknown. */
+int auth_unit_kind_from_name(const char *s);
+int auth_role_from_name(const char *s);
+#endif

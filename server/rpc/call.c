@@ -1,0 +1,568 @@
+#include "rpc/call.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "net/h2_conn.h"
+#include "rpc/auth.h"
+#include "rpc/table.h"
+
+#define RPC_LOW_WATER (32 * 1024)
+
+static void call_finish(rpc_call_t *call, int http_status, int code, const char *msg);
+
+static void call_free(uv_handle_t *h) {
+  rpc_call_t *call = (rpc_call_t *)((char *)h - offsetof(rpc_call_t, timer));
+  rpc_meta_t *m = call->meta;
+
+  while (m) {
+    rpc_meta_t *next = m->next;
+    free(m->name);
+    free(m->value);
+    free(m);
+    m = next;
+  }
+  while (call->arena) {
+    rpc_arena_block_t *next = call->arena->next;
+    free(call->arena);
+    call->arena = next;
+  }
+  if (call->req)
+    protobuf_c_message_free_unpacked(call->req, NULL);
+  grpc_decoder_free(&call->dec);
+  free(call->msg.data);
+  free(call->path);
+  free(call->content_type);
+  free(call->method);
+  free(call->encoding);
+  free(call->timeout);
+  free(call->status_msg);
+  free(call->out);
+  free(call);
+}
+
+int rpc_call_new(server_t *srv, h2_conn_t *conn, int32_t stream_id, rpc_call_t **out) {
+  rpc_call_t *call = calloc(1, sizeof(*call));
+
+  if (call == NULL)
+    return -ENOMEM;
+  call->state = RPC_CALL_READING;
+  call->refs = 1;
+  call->srv = srv;
+  call->conn = conn;
+  call->stream_id = stream_id;
+  snprintf(call->id, sizeof(call->id), "%llu#%d", (unsigned long long)conn->id, stream_id);
+  grpc_decoder_init(&call->dec, srv->cfg.max_message_bytes);
+  uv_timer_init(srv->loop, &call->timer);
+  *out = call;
+  return 0;
+}
+
+void rpc_call_ref(rpc_call_t *call) {
+  call->refs++;
+}
+
+void rpc_call_unref(rpc_call_t *call) {
+  if (--call->refs > 0)
+    return;
+  /* The timer handle is the last thing the loop knows of the call: free in its close. */
+  uv_close((uv_handle_t *)&call->timer, call_free);
+}
+
+server_t *rpc_call_server(rpc_call_t *call) {
+  return call->srv;
+}
+
+const rpc_principal_t *rpc_call_principal(const rpc_call_t *call) {
+  return call->m && !call->m->public_method ? &call->principal : NULL;
+}
+
+const rpc_method_t *rpc_call_method(const rpc_call_t *call) {
+  return call->m;
+}
+
+const char *rpc_call_id(const rpc_call_t *call) {
+  return call->id;
+}
+
+int rpc_call_done(const rpc_call_t *call) {
+  return call->state >= RPC_CALL_FINISHING;
+}
+
+const char *rpc_call_metadata(const rpc_call_t *call, const char *name) {
+  for (const rpc_meta_t *m = call->meta; m; m = m->next)
+    if (strcmp(m->name, name) == 0)
+      return m->value;
+  return NULL;
+}
+
+void rpc_call_on_cancel(rpc_call_t *call, rpc_cancel_fn cb, void *arg) {
+  call->on_cancel = cb;
+  call->cancel_arg = arg;
+}
+
+void rpc_call_on_writable(rpc_call_t *call, rpc_writable_fn cb, void *arg) {
+  call->on_writable = cb;
+  call->writable_arg = arg;
+}
+
+void *rpc_call_alloc(rpc_call_t *call, size_t size) {
+  rpc_arena_block_t *b = malloc(sizeof(*b) + size);
+  if (b == NULL)
+    return NULL;
+  b->next = call->arena;
+  call->arena = b;
+  memset(b->data, 0, size);
+  return b->data;
+}
+
+char *rpc_call_strdup(rpc_call_t *call, const char *s) {
+  size_t n = strlen(s) + 1;
+  char *p = rpc_call_alloc(call, n);
+  if (p)
+    memcpy(p, s, n);
+  return p;
+}
+
+char *rpc_call_printf(rpc_call_t *call, const char *fmt, ...) {
+  va_list ap;
+  int n;
+  char *p;
+
+  va_start(ap, fmt);
+  n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  if (n < 0 || (p = rpc_call_alloc(call, (size_t)n + 1)) == NULL)
+    return NULL;
+  va_start(ap, fmt);
+  vsnprintf(p, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  return p;
+}
+
+static char *dupn(const uint8_t *s, size_t n) {
+  char *p = malloc(n + 1);
+  if (p) {
+    memcpy(p, s, n);
+    p[n] = '\0';
+  }
+  return p;
+}
+
+int rpc_call_on_header(rpc_call_t *call, const uint8_t *name, size_t namelen, const uint8_t *value,
+                       size_t valuelen) {
+  char **slot = NULL;
+
+  if (namelen > 0 && name[0] == ':') {
+    if (namelen == 5 && memcmp(name, ":path", 5) == 0)
+      slot = &call->path;
+    else if (namelen == 7 && memcmp(name, ":method", 7) == 0)
+      slot = &call->method;
+    else
+      return 0; /* :scheme, :authority */
+  } else if (namelen == 12 && memcmp(name, "content-type", 12) == 0) {
+    slot = &call->content_type;
+  } else if (namelen == 13 && memcmp(name, "grpc-encoding", 13) == 0) {
+    slot = &call->encoding;
+  } else if (namelen == 12 && memcmp(name, "grpc-timeout", 12) == 0) {
+    slot = &call->timeout;
+  }
+  if (slot) {
+    if (*slot) {
+      call->bad_header = 1; /* a repeated header we rely on: refuse the call */
+      return 0;
+    }
+    *slot = dupn(value, valuelen);
+    return *slot ? 0 : NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  }
+  {
+    rpc_meta_t *m = calloc(1, sizeof(*m));
+    if (m == NULL || (m->name = dupn(name, namelen)) == NULL ||
+        (m->value = dupn(value, valuelen)) == NULL) {
+      if (m)
+        free(m->name);
+      free(m);
+      return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+    m->next = call->meta;
+    call->meta = m;
+  }
+  return 0;
+}
+
+static void call_deadline(uv_timer_t *t) {
+  rpc_call_t *call = (rpc_call_t *)((char *)t - offsetof(rpc_call_t, timer));
+  rpc_cancel_fn cb = call->on_cancel;
+
+  if (call->state >= RPC_CALL_FINISHING)
+    return;
+  log_info("call %s %s: deadline of %llu ms exceeded", call->id, call->path ? call->path : "?",
+           (unsigned long long)call->deadline_ms);
+  call->on_cancel = NULL;
+  call_finish(call, 200, GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
+  if (cb)
+    cb(call, call->cancel_arg);
+}
+
+/* application/grpc, optionally followed by "+proto" (or another subtype: +json is not
+ * served) and ";parameters". */
+static int content_type_ok(const char *ct) {
+  size_t n = strlen("application/grpc");
+  if (ct == NULL || strncasecmp(ct, "application/grpc", n) != 0)
+    return 0;
+  ct += n;
+  if (strncasecmp(ct, "+proto", 6) == 0)
+    ct += 6;
+  return *ct == '\0' || *ct == ';';
+}
+
+void rpc_call_on_headers_end(rpc_call_t *call) {
+  uint64_t ms;
+
+  if (call->state != RPC_CALL_READING)
+    return;
+  if (call->bad_header) {
+    call_finish(call, 400, GRPC_INTERNAL, "repeated request header");
+    return;
+  }
+  if (call->method == NULL || strcmp(call->method, "POST") != 0) {
+    call_finish(call, 405, GRPC_UNIMPLEMENTED, "gRPC requires the POST method");
+    return;
+  }
+  if (!content_type_ok(call->content_type)) {
+    call_finish(call, 415, GRPC_UNKNOWN, "content-type must be application/grpc");
+    return;
+  }
+  call->m = call->path ? rpc_table_find(call->srv->methods, call->path, strlen(call->path)) : NULL;
+  if (call->m == NULL) {
+    char msg[300];
+    snprintf(msg, sizeof(msg), "unknown method %.200s", call->path ? call->path : "(no :path)");
+    call_finish(call, 200, GRPC_UNIMPLEMENTED, msg);
+    return;
+  }
+  if (call->encoding && strcmp(call->encoding, "identity") != 0) {
+    char msg[200];
+    snprintf(msg, sizeof(msg), "message encoding %.100s is not supported; use identity",
+             call->encoding);
+    call_finish(call, 200, GRPC_UNIMPLEMENTED, msg);
+    return;
+  }
+  if (call->timeout) {
+    if (grpc_timeout_parse(call->timeout, strlen(call->timeout), &ms) != 0) {
+      call_finish(call, 200, GRPC_INVALID_ARGUMENT, "malformed grpc-timeout header");
+      return;
+    }
+    call->deadline_ms = ms ? ms : 1;
+    uv_timer_start(&call->timer, call_deadline, call->deadline_ms, 0);
+  }
+}
+
+void rpc_call_on_data(rpc_call_t *call, const uint8_t *data, size_t len) {
+  while (len > 0 && call->state == RPC_CALL_READING) {
+    grpc_message_t msg;
+    int got;
+    long n = grpc_decoder_feed(&call->dec, data, len, &msg, &got);
+
+    if (n < 0) {
+      char buf[160];
+      if (n == GRPC_WIRE_ETOOBIG) {
+        snprintf(buf, sizeof(buf), "request message of %zu bytes exceeds the limit of %zu bytes",
+                 call->dec.len, call->dec.max_len);
+        call_finish(call, 200, GRPC_RESOURCE_EXHAUSTED, buf);
+      } else if (n == GRPC_WIRE_EBADFLAG) {
+        call_finish(call, 200, GRPC_INTERNAL, "invalid message frame: bad compressed-flag byte");
+      } else {
+        call_finish(call, 200, GRPC_RESOURCE_EXHAUSTED, "out of memory reading the request");
+      }
+      return;
+    }
+    data += n;
+    len -= (size_t)n;
+    if (!got)
+      continue;
+    if (msg.compressed) {
+      free(msg.data);
+      call_finish(call, 200, GRPC_UNIMPLEMENTED,
+                  "compressed messages are not supported; use identity encoding");
+      return;
+    }
+    if (++call->nmsgs > 1) {
+      free(msg.data);
+      call_finish(call, 200, GRPC_INVALID_ARGUMENT, "more than one request message for this method");
+      return;
+    }
+    call->msg = msg;
+  }
+}
+
+static void call_run_handler(rpc_call_t *call) {
+  call->m->handler(call, call->req);
+}
+
+void rpc_call_authenticated(rpc_call_t *call) {
+  if (call->state != RPC_CALL_RUNNING)
+    return;
+  call_run_handler(call);
+}
+
+void rpc_call_on_end_stream(rpc_call_t *call) {
+  if (call->state != RPC_CALL_READING)
+    return;
+  if (call->m == NULL) { /* no HEADERS end seen: cannot happen with nghttp2 */
+    call_finish(call, 400, GRPC_INTERNAL, "request ended before its headers");
+    return;
+  }
+  if (grpc_decoder_partial(&call->dec)) {
+    char buf[160];
+    if (call->dec.state == GRPC_DEC_BODY)
+      snprintf(buf, sizeof(buf), "truncated request message: %zu of %zu bytes", call->dec.have,
+               call->dec.len);
+    else
+      snprintf(buf, sizeof(buf), "truncated request message prefix: %zu of 5 bytes",
+               call->dec.prefix_have);
+    call_finish(call, 200, GRPC_INVALID_ARGUMENT, buf);
+    return;
+  }
+  if (call->nmsgs == 0) {
+    call_finish(call, 200, GRPC_INVALID_ARGUMENT, "request message missing");
+    return;
+  }
+  call->req = protobuf_c_message_unpack(call->m->input, NULL, call->msg.len, call->msg.data);
+  free(call->msg.data);
+  call->msg.data = NULL;
+  if (call->req == NULL) {
+    char buf[200];
+    snprintf(buf, sizeof(buf), "request is not a valid %s message", call->m->input->name);
+    call_finish(call, 200, GRPC_INVALID_ARGUMENT, buf);
+    return;
+  }
+  call->state = RPC_CALL_RUNNING;
+  if (call->m->public_method)
+    call_run_handler(call);
+  else
+    rpc_auth_start(call);
+}
+
+void rpc_call_stream_closed(rpc_call_t *call, uint32_t error_code) {
+  rpc_call_state_t was = call->state;
+  rpc_cancel_fn cb = call->on_cancel;
+
+  call->state = RPC_CALL_CLOSED;
+  call->conn = NULL;
+  call->on_cancel = NULL;
+  call->on_writable = NULL;
+  uv_timer_stop(&call->timer);
+  if (was < RPC_CALL_FINISHING) {
+    log_info("call %s %s: cancelled by the peer (HTTP/2 error %u)", call->id,
+             call->path ? call->path : "?", error_code);
+    if (cb)
+      cb(call, call->cancel_arg);
+  }
+  rpc_call_unref(call);
+}
+
+void rpc_call_run_writable(rpc_call_t *call) {
+  if (call->state == RPC_CALL_RUNNING && call->on_writable)
+    call->on_writable(call, call->writable_arg);
+}
+
+/* ---- response ---------------------------------------------------------------------- */
+
+static void trailer_nv(nghttp2_nv *nv, const char *name, const char *value) {
+  nv->name = (uint8_t *)name;
+  nv->namelen = strlen(name);
+  nv->value = (uint8_t *)value;
+  nv->valuelen = strlen(value);
+  nv->flags = NGHTTP2_NV_FLAG_NONE;
+}
+
+static size_t status_nv(rpc_call_t *call, nghttp2_nv *nv, char *code) {
+  size_t n = 0;
+  snprintf(code, 12, "%d", call->status);
+  trailer_nv(&nv[n++], "grpc-status", code);
+  if (call->status_msg && call->status_msg[0])
+    trailer_nv(&nv[n++], "grpc-message", call->status_msg);
+  if (call->status == GRPC_UNIMPLEMENTED)
+    trailer_nv(&nv[n++], "grpc-accept-encoding", "identity");
+  return n;
+}
+
+static ssize_t call_read_data(nghttp2_session *s, int32_t stream_id, uint8_t *buf, size_t length,
+                              uint32_t *flags, nghttp2_data_source *src, void *ud) {
+  rpc_call_t *call = src->ptr;
+  size_t avail = call->out_len - call->out_off;
+  size_t n = avail < length ? avail : length;
+  (void)ud;
+
+  memcpy(buf, call->out + call->out_off, n);
+  call->out_off += n;
+  if (call->out_off == call->out_len)
+    call->out_off = call->out_len = 0;
+  if (call->out_len == 0 && call->status_ready) {
+    nghttp2_nv nv[3];
+    char code[12];
+    size_t nnv = status_nv(call, nv, code);
+    *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+    if (nghttp2_submit_trailer(s, stream_id, nv, nnv) != 0)
+      return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    return (ssize_t)n;
+  }
+  if (n == 0) {
+    call->data_deferred = 1;
+    return NGHTTP2_ERR_DEFERRED;
+  }
+  if (call->out_len - call->out_off < RPC_LOW_WATER && call->on_writable && call->conn)
+    h2_conn_queue_writable(call->conn, call);
+  return (ssize_t)n;
+}
+
+static int call_start_response(rpc_call_t *call) {
+  nghttp2_nv hdrs[2];
+  nghttp2_data_provider dp;
+
+  trailer_nv(&hdrs[0], ":status", "200");
+  trailer_nv(&hdrs[1], "content-type", "application/grpc");
+  dp.source.ptr = call;
+  dp.read_callback = call_read_data;
+  if (nghttp2_submit_response(call->conn->session, call->stream_id, hdrs, 2, &dp) != 0)
+    return -ENOMEM;
+  call->response_started = 1;
+  return 0;
+}
+
+static void call_kick(rpc_call_t *call) {
+  if (call->data_deferred) {
+    call->data_deferred = 0;
+    nghttp2_session_resume_data(call->conn->session, call->stream_id);
+  }
+  h2_conn_flush(call->conn);
+}
+
+static void call_finish(rpc_call_t *call, int http_status, int code, const char *msg) {
+  if (call->state >= RPC_CALL_FINISHING)
+    return;
+  if (call->conn == NULL) {
+    call->state = RPC_CALL_FINISHING;
+    return;
+  }
+  if (code != GRPC_OK)
+    log_info("call %s %s: %s: %s", call->id, call->path ? call->path : "?", grpc_status_name(code),
+             msg ? msg : "");
+  call->status = code;
+  call->status_msg = grpc_message_encode(msg ? msg : "", msg ? strlen(msg) : 0);
+  uv_timer_stop(&call->timer);
+  call->on_writable = NULL;
+  if (!call->response_started && call->out_len == 0) {
+    /* Trailers-only: one HEADERS frame with END_STREAM. */
+    nghttp2_nv nv[5];
+    char status[8], codebuf[12];
+    size_t n = 0;
+    snprintf(status, sizeof(status), "%d", http_status);
+    trailer_nv(&nv[n++], ":status", status);
+    trailer_nv(&nv[n++], "content-type", "application/grpc");
+    n += status_nv(call, nv + n, codebuf);
+    nghttp2_submit_response(call->conn->session, call->stream_id, nv, n, NULL);
+    /* A client still uploading a request we refused keeps sending; its DATA is discarded
+     * (and flow-control credit returned) until it half-closes. An RST_STREAM here would
+     * race the trailers in some clients. */
+    call->state = RPC_CALL_FINISHING;
+    h2_conn_flush(call->conn);
+    return;
+  }
+  call->state = RPC_CALL_FINISHING;
+  call->status_ready = 1;
+  if (!call->response_started && call_start_response(call) != 0) {
+    h2_conn_close(call->conn, "out of memory");
+    return;
+  }
+  call_kick(call);
+}
+
+static int call_append(rpc_call_t *call, const ProtobufCMessage *msg) {
+  size_t len = protobuf_c_message_get_packed_size(msg);
+  size_t need;
+
+  if (len > UINT32_MAX)
+    return -E2BIG;
+  if (call->out_off > 0 && call->out_off == call->out_len)
+    call->out_off = call->out_len = 0;
+  need = call->out_len + GRPC_FRAME_PREFIX + len;
+  if (need > call->out_cap) {
+    size_t cap = call->out_cap ? call->out_cap : 256;
+    uint8_t *nb;
+    /* Compact before growing: the drained head is dead space. */
+    if (call->out_off > 0) {
+      memmove(call->out, call->out + call->out_off, call->out_len - call->out_off);
+      call->out_len -= call->out_off;
+      call->out_off = 0;
+      need = call->out_len + GRPC_FRAME_PREFIX + len;
+    }
+    while (cap < need)
+      cap *= 2;
+    if (cap > call->out_cap) {
+      nb = realloc(call->out, cap);
+      if (nb == NULL)
+        return -ENOMEM;
+      call->out = nb;
+      call->out_cap = cap;
+    }
+  }
+  grpc_frame_prefix(call->out + call->out_len, (uint32_t)len);
+  protobuf_c_message_pack(msg, call->out + call->out_len + GRPC_FRAME_PREFIX);
+  call->out_len += GRPC_FRAME_PREFIX + len;
+  return 0;
+}
+
+int rpc_send(rpc_call_t *call, const ProtobufCMessage *msg) {
+  int rc;
+
+  if (call->state != RPC_CALL_RUNNING || call->conn == NULL)
+    return -ECANCELED;
+  rc = call_append(call, msg);
+  if (rc != 0)
+    return rc;
+  if (!call->response_started && call_start_response(call) != 0)
+    return -ENOMEM;
+  call_kick(call);
+  return 0;
+}
+
+int rpc_reply(rpc_call_t *call, const ProtobufCMessage *msg) {
+  if (call->state != RPC_CALL_RUNNING || call->conn == NULL)
+    return 0;
+  if (call_append(call, msg) != 0) {
+    call_finish(call, 200, GRPC_INTERNAL, "out of memory encoding the response");
+    return -ENOMEM;
+  }
+  call_finish(call, 200, GRPC_OK, NULL);
+  return 0;
+}
+
+size_t rpc_call_buffered(const rpc_call_t *call) {
+  return call->out_len - call->out_off;
+}
+
+static void call_vfinish(rpc_call_t *call, grpc_status_t code, const char *fmt, va_list ap) {
+  char msg[1024] = "";
+  if (fmt)
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+  call_finish(call, 200, code, msg);
+}
+
+void rpc_fail(rpc_call_t *call, grpc_status_t code, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  call_vfinish(call, code, fmt, ap);
+  va_end(ap);
+}
+
+void rpc_finish(rpc_call_t *call, grpc_status_t code, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  call_vfinish(call, code, fmt, ap);
+  va_end(ap);
+}

@@ -1,0 +1,96 @@
+#ifndef CLUED_RPC_CALL_H
+#define CLUED_RPC_CALL_H
+
+/* The call object: one gRPC call = one HTTP/2 stream. Private to the transport (net/) and
+ * the rpc layer; services see only rpc/rpc.h. */
+
+#include <nghttp2/nghttp2.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "net/grpc_wire.h"
+#include "rpc/rpc.h"
+
+typedef struct h2_conn h2_conn_t;
+
+typedef enum rpc_call_state {
+  RPC_CALL_READING,   /* headers and request message arriving */
+  RPC_CALL_RUNNING,   /* dispatched: authenticating or in the handler */
+  RPC_CALL_FINISHING, /* status decided; response draining to the peer */
+  RPC_CALL_CLOSED,    /* stream gone; only references keep the memory */
+} rpc_call_state_t;
+
+typedef struct rpc_meta {
+  struct rpc_meta *next;
+  char *name, *value;
+} rpc_meta_t;
+
+typedef struct rpc_arena_block {
+  struct rpc_arena_block *next;
+  max_align_t data[];
+} rpc_arena_block_t;
+
+struct rpc_call {
+  rpc_call_state_t state;
+  int refs;
+  server_t *srv;
+  h2_conn_t *conn;      /* NULL once the stream closed */
+  int32_t stream_id;
+  rpc_call_t *prev, *next;   /* conn->calls */
+  rpc_call_t *next_writable; /* conn->writable */
+  unsigned queued_writable : 1;
+  char id[48];
+
+  /* request */
+  char *path, *content_type, *method, *encoding, *timeout;
+  rpc_meta_t *meta;
+  unsigned bad_header : 1; /* a header we refuse (e.g. duplicate pseudo-header) */
+  grpc_decoder_t dec;
+  grpc_message_t msg;   /* the request message, once complete */
+  int nmsgs;
+  const rpc_method_t *m;
+  ProtobufCMessage *req;
+  rpc_principal_t principal;
+  uint64_t deadline_ms; /* 0: none */
+  uv_timer_t timer;     /* deadline; the call is freed in this handle's close callback */
+
+  /* response */
+  unsigned response_started : 1; /* headers submitted with a data provider */
+  unsigned status_ready : 1;     /* trailers to send once the buffer drains */
+  unsigned data_deferred : 1;    /* the data provider returned DEFERRED */
+  int status;
+  char *status_msg;
+  uint8_t *out;
+  size_t out_off, out_len, out_cap;
+
+  rpc_cancel_fn on_cancel;
+  void *cancel_arg;
+  rpc_writable_fn on_writable;
+  void *writable_arg;
+  rpc_arena_block_t *arena;
+};
+
+/** Create a call for a new stream. Returns 0 or -ENOMEM. The stream holds the first reference. */
+int rpc_call_new(server_t *srv, h2_conn_t *conn, int32_t stream_id, rpc_call_t **out)
+    __attribute__((warn_unused_result));
+
+/** One request header. Returns 0, or an nghttp2 error to reset the stream. */
+int rpc_call_on_header(rpc_call_t *call, const uint8_t *name, size_t namelen, const uint8_t *value,
+                       size_t valuelen);
+
+/** The request headers are complete: validate them, look up the method, start the deadline. */
+void rpc_call_on_headers_end(rpc_call_t *call);
+
+/** Request body bytes (any split). */
+void rpc_call_on_data(rpc_call_t *call, const uint8_t *data, size_t len);
+
+/** The client half-closed the stream: decode the request and dispatch. */
+void rpc_call_on_end_stream(rpc_call_t *call);
+
+/** The stream is gone (closed, reset or connection dropped); drops the stream's reference. */
+void rpc_call_stream_closed(rpc_call_t *call, uint32_t error_code);
+
+/** Run the writable callback queued by the data provider. */
+void rpc_call_run_writable(rpc_call_t *call);
+
+#endif

@@ -1,0 +1,31 @@
+#include "service/services.h"
+
+#include <errno.h>
+
+#include "db/db.h"
+#include "log.h"
+#include "rpc/table.h"
+#include "service/health.h"
+
+int services_start(server_t *srv) {
+  int rc = rpc_table_new(&srv->methods);
+
+  if (rc == 0)
+    rc = rpc_table_add(srv->methods, health_methods, health_nmethods);
+  if (rc != 0) {
+    log_error("cannot build the method table: %d", rc);
+    return rc;
+  }
+  if (srv->cfg.database_url) {
+    db_config_t dc = {0};
+    dc.conninfo = srv->cfg.database_url;
+    dc.size = srv->cfg.db_pool_size;
+    dc.queue_max = srv->cfg.db_queue_max;
+    rc = db_pool_new(srv->loop, &dc, &srv->db);
+    if (rc != 0) {
+      log_error("cannot create the database pool");
+      return -ENOMEM;
+    }
+  }
+  return health_init(srv);
+}
