@@ -114,6 +114,7 @@ class Clued:
         if env:
             self.env.update(env)
         self.proc = None
+        self.signalled = False
         self.lines = []
         self.addr = None
         self._bound = threading.Event()
@@ -135,6 +136,7 @@ class Clued:
         cmd = [CLUED, "serve", "--listen", listen, *self.args]
         if self.database_url:
             cmd += ["--database-url", self.database_url]
+        self.signalled = False
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         threading.Thread(target=self._read, daemon=True).start()
         if not self._bound.wait(30):
@@ -156,12 +158,16 @@ class Clued:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
+    def send_signal(self, sig):
+        self.signalled = True
+        self.proc.send_signal(sig)
+
     def stop(self, sig=signal.SIGTERM, timeout=30):
         """Stop clued; assert it exited 0 with no sanitizer report. Returns the output."""
         if self.proc is None:
             return ""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+        if self.proc.poll() is None and not self.signalled:
+            self.send_signal(sig)
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -247,3 +253,36 @@ def wait_for(pred, timeout=10.0, interval=0.05, what="condition"):
             return
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def run_tests(namespace, setup=None, teardown=None):
+    """Run every test_* function of a module in order; exit 1 if any failed."""
+    import traceback
+
+    tests = [(n, f) for n, f in namespace.items() if n.startswith("test_") and callable(f)]
+    failed = 0
+    ctx = setup() if setup else None
+    try:
+        for name, fn in tests:
+            t0 = time.time()
+            try:
+                fn(ctx) if setup else fn()
+                print(f"PASS {name} ({time.time() - t0:.2f}s)", flush=True)
+            except Exception:
+                failed += 1
+                print(f"FAIL {name}", flush=True)
+                traceback.print_exc()
+    finally:
+        if teardown:
+            teardown(ctx)
+    print(f"{len(tests) - failed}/{len(tests)} passed", flush=True)
+    sys.exit(1 if failed else 0)
+
+
+def test_database_url():
+    """A fresh, migrated-on-start database for one test module, or None while clued runs
+    without one (CLUED_TEST_NO_DB=1)."""
+    if os.environ.get("CLUED_TEST_NO_DB"):
+        return None
+    pg = Postgres.get()
+    return pg.url(pg.new_database())

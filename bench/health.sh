@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# h2load against grpc.health.v1.Health/Check on a release build of clued.
+# usage: bench/health.sh [-c CLIENTS] [-m STREAMS] [-n REQUESTS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+c=16 m=10 n=200000
+while getopts c:m:n: o; do
+  case $o in c) c=$OPTARG ;; m) m=$OPTARG ;; n) n=$OPTARG ;; *) exit 2 ;; esac
+done
+command -v h2load >/dev/null || { echo "h2load missing: apt-get install nghttp2-client" >&2; exit 1; }
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$(nproc)" >/dev/null
+
+work=$(mktemp -d)
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; [ -n "${pgdir:-}" ] && scripts/pg-test stop "$pgdir"; rm -rf "$work"' EXIT
+pgdir="$work/pg"
+read -r host port < <(scripts/pg-test start "$pgdir")
+url="postgresql:///postgres?host=$host&port=$port&user=postgres"
+build/clued migrate --database-url "$url" >/dev/null 2>&1 || true
+build/clued serve --listen 127.0.0.1:0 --database-url "$url" 2>"$work/log" &
+pid=$!
+for _ in $(seq 100); do grep -q "listening on" "$work/log" && break; sleep 0.1; done
+addr=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$work/log" | head -n 1)
+printf '\0\0\0\0\0' >"$work/req" # an empty HealthCheckRequest, length-prefixed
+echo "h2load -c $c -m $m -n $n  grpc.health.v1.Health/Check on $addr"
+h2load -c "$c" -m "$m" -n "$n" -d "$work/req" -H 'content-type: application/grpc' -H 'te: trailers' \
+  "http://$addr/grpc.health.v1.Health/Check" | grep -E 'finished in|requests:|status codes|time for request'
