@@ -8,21 +8,28 @@
 #include <sys/resource.h>
 
 #include "db/db.h"
+#include "db/migrate.h"
 #include "log.h"
 #include "rpc/table.h"
 #include "server.h"
+#include "service/bootstrap.h"
 #include "service/services.h"
 
 static const char usage_text[] =
     "usage: clued <command> [options]\n"
     "\n"
     "commands:\n"
-    "  serve       serve gRPC over cleartext HTTP/2 until SIGINT/SIGTERM\n"
+    "  serve       serve gRPC over cleartext HTTP/2 until SIGINT/SIGTERM; refuses to start\n"
+    "              while migrations are pending\n"
+    "  migrate     apply pending database migrations (safe to run concurrently)\n"
+    "  bootstrap   create the first ADMIN user and print its token once;\n"
+    "              --demo-tokens FILE also creates demo units and users, tokens in FILE\n"
     "  help        show this help\n"
     "\n"
     "options (serve):\n"
     "  --listen ADDR              host:port or [v6]:port to listen on; port 0 picks a free port\n"
     "                             (env CLUED_LISTEN, default 127.0.0.1:50051)\n"
+    "  --migrations DIR           migrations directory (default: the source tree's)\n"
     "  --database-url URL         PostgreSQL connection string or URI (env CLUED_DATABASE_URL)\n"
     "  --db-pool N                database connections (default 8)\n"
     "  --db-queue N               calls that may wait for a connection (default 1024)\n"
@@ -63,7 +70,12 @@ enum {
   OPT_PRELIM_DAYS,
   OPT_FILED_DAYS,
   OPT_CLOCK_OFFSET,
+  OPT_MIGRATIONS,
+  OPT_DEMO_TOKENS,
 };
+
+static const char *migrations_dir = CLUED_MIGRATIONS_DIR;
+static const char *demo_tokens;
 
 static const struct option long_opts[] = {
     {"listen", required_argument, NULL, OPT_LISTEN},
@@ -79,6 +91,8 @@ static const struct option long_opts[] = {
 #ifdef CLUED_TEST_HOOKS
     {"test-clock-offset-ms", required_argument, NULL, OPT_CLOCK_OFFSET},
 #endif
+    {"migrations", required_argument, NULL, OPT_MIGRATIONS},
+    {"demo-tokens", required_argument, NULL, OPT_DEMO_TOKENS},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -151,6 +165,12 @@ static int parse_options(int argc, char **argv, server_config_t *cfg) {
         return 1;
       cfg->clock_offset_ms = v;
       break;
+    case OPT_MIGRATIONS:
+      migrations_dir = optarg;
+      break;
+    case OPT_DEMO_TOKENS:
+      demo_tokens = optarg;
+      break;
     case 'h':
       usage(stdout);
       return 2;
@@ -180,6 +200,21 @@ static int cmd_serve(server_config_t *cfg) {
   server_t srv;
   int rc;
 
+  if (cfg->database_url == NULL) {
+    fprintf(stderr, "clued: no database: set --database-url or CLUED_DATABASE_URL\n");
+    return 2;
+  }
+  {
+    char first[256] = "";
+    int pending = db_migrations_pending(cfg->database_url, migrations_dir, first, sizeof(first));
+    if (pending < 0)
+      return 1; /* the reason is printed */
+    if (pending > 0) {
+      fprintf(stderr, "clued: %d migration(s) pending (first: %s); run `clued migrate` first\n",
+              pending, first);
+      return 1;
+    }
+  }
   raise_fd_limit();
   uv_loop_init(&loop);
   if (server_init(&srv, &loop, cfg) != 0) {
@@ -227,6 +262,19 @@ int main(int argc, char **argv) {
     return 2;
   if (strcmp(cmd, "serve") == 0)
     return cmd_serve(&cfg);
+  if (strcmp(cmd, "migrate") == 0 || strcmp(cmd, "bootstrap") == 0) {
+    if (cfg.database_url == NULL) {
+      fprintf(stderr, "clued: no database: set --database-url or CLUED_DATABASE_URL\n");
+      return 2;
+    }
+    if (cmd[0] == 'm')
+      return db_migrate(cfg.database_url, migrations_dir, stdout) == 0 ? 0 : 1;
+    if (bootstrap_admin(cfg.database_url, stdout) != 0)
+      return 1;
+    if (demo_tokens && bootstrap_demo(cfg.database_url, demo_tokens, stdout) != 0)
+      return 1;
+    return 0;
+  }
   fprintf(stderr, "clued: unknown command \"%s\"; try 'clued help'\n", cmd);
   return 2;
 }

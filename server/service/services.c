@@ -5,6 +5,7 @@
 #include "db/db.h"
 #include "log.h"
 #include "rpc/table.h"
+#include "service/admin.h"
 #include "service/health.h"
 
 int services_start(server_t *srv) {
@@ -12,6 +13,8 @@ int services_start(server_t *srv) {
 
   if (rc == 0)
     rc = rpc_table_add(srv->methods, health_methods, health_nmethods);
+  if (rc == 0)
+    rc = rpc_table_add(srv->methods, admin_methods, admin_nmethods);
   if (rc != 0) {
     log_error("cannot build the method table: %d", rc);
     return rc;

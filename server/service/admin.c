@@ -1,0 +1,347 @@
+/* clue.v1.AdminService: units, users and tokens (ADMIN callers only). */
+
+#include "service/admin.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "clue/v1/admin.pb-c.h"
+#include "domain/validate.h"
+#include "rpc/auth.h"
+#include "service/common.h"
+
+static const char *const unit_kind_names[] = {"", "ROOM", "GROUP", "REGION", "ADMIN"};
+static const char *const role_names[] = {"", "MEMBER", "LEADER", "AUDITOR", "ADMIN"};
+
+/* Host units travel as one text column joined by U+001F, which names may not contain
+ * (validate_name refuses control characters). */
+#define UNIT_COLS                                                                             \
+  "id, kind, code, name, liaison_room_id, array_to_string(host_units, chr(31)), " SVC_MS("created_at")
+#define USER_COLS "id, unit_id, name, role, disabled, " SVC_MS("created_at")
+
+static int invalid(rpc_call_t *call, int rc, const validate_error_t *err) {
+  if (rc != 0)
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s", err->message);
+  return rc != 0;
+}
+
+static const char *actor_user(rpc_call_t *call) {
+  return svc_i64(call, rpc_call_principal(call)->user_id, 0);
+}
+
+static const char *actor_unit(rpc_call_t *call) {
+  return svc_i64(call, rpc_call_principal(call)->unit_id, 0);
+}
+
+/* ---- units ---------------------------------------------------------------------------- */
+
+static Clue__V1__Unit *unit_from_row(rpc_call_t *call, const db_result_t *r, int row) {
+  Clue__V1__Unit *u = rpc_call_alloc(call, sizeof(*u));
+  char *hosts;
+
+  if (u == NULL)
+    return NULL;
+  clue__v1__unit__init(u);
+  u->id = svc_col_i64(r, row, 0);
+  u->kind = (Clue__V1__UnitKind)auth_unit_kind_from_name(db_value(r, row, 1));
+  u->code = svc_col_str(call, r, row, 2);
+  u->name = svc_col_str(call, r, row, 3);
+  u->liaison_room_id = svc_col_i64(r, row, 4);
+  u->created_at_ms = svc_col_i64(r, row, 6);
+  hosts = svc_col_str(call, r, row, 5);
+  if (u->code == NULL || u->name == NULL || hosts == NULL)
+    return NULL;
+  if (hosts[0]) {
+    size_t n = 1;
+    for (char *p = hosts; *p; p++)
+      n += *p == '\x1f';
+    if ((u->host_units = rpc_call_alloc(call, n * sizeof(char *))) == NULL)
+      return NULL;
+    for (char *p = hosts, *sep; p; p = sep ? sep + 1 : NULL) {
+      sep = strchr(p, '\x1f');
+      if (sep)
+        *sep = '\0';
+      u->host_units[u->n_host_units++] = p;
+    }
+  }
+  return u;
+}
+
+static void reply_unit(rpc_call_t *call, const db_result_t *r, void *arg) {
+  Clue__V1__Unit *u = unit_from_row(call, r, 0);
+  (void)arg;
+  if (u == NULL) {
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  (void)rpc_reply(call, &u->base);
+}
+
+/* A PostgreSQL array literal of the host units: {"a","b"} with quotes and backslashes escaped. */
+static char *text_array(rpc_call_t *call, char **items, size_t n) {
+  size_t len = 3;
+  char *out, *p;
+
+  for (size_t i = 0; i < n; i++)
+    len += strlen(items[i]) * 2 + 3;
+  if ((out = p = rpc_call_alloc(call, len)) == NULL)
+    return NULL;
+  *p++ = '{';
+  for (size_t i = 0; i < n; i++) {
+    if (i)
+      *p++ = ',';
+    *p++ = '"';
+    for (const char *s = items[i]; *s; s++) {
+      if (*s == '"' || *s == '\\')
+        *p++ = '\\';
+      *p++ = *s;
+    }
+    *p++ = '"';
+  }
+  *p++ = '}';
+  *p = '\0';
+  return out;
+}
+
+static void create_unit(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__CreateUnitRequest *req = (const void *)m;
+  validate_error_t err;
+  const char *params[7];
+
+  if (!svc_require_admin(call))
+    return;
+  if (invalid(call, validate_enum("kind", req->kind, 1, 4, &err), &err) ||
+      invalid(call, validate_unit_code(req->code, &err), &err) ||
+      invalid(call, validate_name("name", req->name, true, &err), &err))
+    return;
+  if (req->kind == CLUE__V1__UNIT_KIND__UNIT_KIND_GROUP && req->liaison_room_id <= 0) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "liaison_room_id is required for a GROUP unit");
+    return;
+  }
+  if (req->kind != CLUE__V1__UNIT_KIND__UNIT_KIND_GROUP &&
+      (req->liaison_room_id != 0 || req->n_host_units > 0)) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT,
+             "liaison_room_id and host_units apply only to GROUP units");
+    return;
+  }
+  for (size_t i = 0; i < req->n_host_units; i++)
+    if (invalid(call, validate_name("host_units", req->host_units[i], true, &err), &err))
+      return;
+  params[0] = actor_user(call);
+  params[1] = actor_unit(call);
+  params[2] = unit_kind_names[req->kind];
+  params[3] = req->code;
+  params[4] = req->name;
+  params[5] = svc_i64(call, req->liaison_room_id, 1);
+  params[6] = text_array(call, req->host_units, req->n_host_units);
+  if (params[0] == NULL || params[1] == NULL || params[6] == NULL) {
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  svc_query(call,
+            "SELECT " UNIT_COLS " FROM admin_create_unit($1, $2, $3, $4, $5, $6, $7::text[])", 7,
+            params, reply_unit, NULL);
+}
+
+static void reply_units(rpc_call_t *call, const db_result_t *r, void *arg) {
+  Clue__V1__ListUnitsResponse resp = CLUE__V1__LIST_UNITS_RESPONSE__INIT;
+  int n = db_rows(r);
+  (void)arg;
+
+  resp.units = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*resp.units));
+  if (resp.units == NULL) {
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  for (int i = 0; i < n; i++)
+    if ((resp.units[resp.n_units++] = unit_from_row(call, r, i)) == NULL) {
+      rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+      return;
+    }
+  (void)rpc_reply(call, &resp.base);
+}
+
+static void list_units(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__ListUnitsRequest *req = (const void *)m;
+  validate_error_t err;
+  const char *params[1];
+
+  if (!svc_require_admin(call))
+    return;
+  if (req->kind != 0 && invalid(call, validate_enum("kind", req->kind, 1, 4, &err), &err))
+    return;
+  params[0] = req->kind ? unit_kind_names[req->kind] : NULL;
+  svc_query(call, "SELECT " UNIT_COLS " FROM units WHERE $1::text IS NULL OR kind = $1 ORDER BY id",
+            1, params, reply_units, NULL);
+}
+
+/* ---- users ---------------------------------------------------------------------------- */
+
+static Clue__V1__User *user_from_row(rpc_call_t *call, const db_result_t *r, int row) {
+  Clue__V1__User *u = rpc_call_alloc(call, sizeof(*u));
+  if (u == NULL)
+    return NULL;
+  clue__v1__user__init(u);
+  u->id = svc_col_i64(r, row, 0);
+  u->unit_id = svc_col_i64(r, row, 1);
+  u->name = svc_col_str(call, r, row, 2);
+  u->role = (Clue__V1__Role)auth_role_from_name(db_value(r, row, 3));
+  u->disabled = svc_col_bool(r, row, 4);
+  u->created_at_ms = svc_col_i64(r, row, 5);
+  return u->name ? u : NULL;
+}
+
+static void reply_user(rpc_call_t *call, const db_result_t *r, void *arg) {
+  Clue__V1__User *u = user_from_row(call, r, 0);
+  (void)arg;
+  if (u == NULL) {
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  (void)rpc_reply(call, &u->base);
+}
+
+static void create_user(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__CreateUserRequest *req = (const void *)m;
+  validate_error_t err;
+  const char *params[5];
+
+  if (!svc_require_admin(call))
+    return;
+  if (invalid(call, validate_id("unit_id", req->unit_id, &err), &err) ||
+      invalid(call, validate_name("name", req->name, true, &err), &err) ||
+      invalid(call, validate_enum("role", req->role, 1, 4, &err), &err))
+    return;
+  params[0] = actor_user(call);
+  params[1] = actor_unit(call);
+  params[2] = svc_i64(call, req->unit_id, 0);
+  params[3] = req->name;
+  params[4] = role_names[req->role];
+  svc_query(call, "SELECT " USER_COLS " FROM admin_create_user($1, $2, $3, $4, $5)", 5, params,
+            reply_user, NULL);
+}
+
+static void reply_users(rpc_call_t *call, const db_result_t *r, void *arg) {
+  Clue__V1__ListUsersResponse resp = CLUE__V1__LIST_USERS_RESPONSE__INIT;
+  int n = db_rows(r);
+  (void)arg;
+
+  resp.users = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*resp.users));
+  if (resp.users == NULL) {
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  for (int i = 0; i < n; i++)
+    if ((resp.users[resp.n_users++] = user_from_row(call, r, i)) == NULL) {
+      rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+      return;
+    }
+  (void)rpc_reply(call, &resp.base);
+}
+
+static void list_users(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__ListUsersRequest *req = (const void *)m;
+  const char *params[1];
+
+  if (!svc_require_admin(call))
+    return;
+  if (req->unit_id < 0) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "unit_id must be positive");
+    return;
+  }
+  params[0] = svc_i64(call, req->unit_id, 1);
+  svc_query(call,
+            "SELECT " USER_COLS " FROM users WHERE $1::bigint IS NULL OR unit_id = $1 ORDER BY id",
+            1, params, reply_users, NULL);
+}
+
+static void disable_user(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__DisableUserRequest *req = (const void *)m;
+  validate_error_t err;
+  const char *params[4];
+
+  if (!svc_require_admin(call))
+    return;
+  if (invalid(call, validate_id("user_id", req->user_id, &err), &err) ||
+      invalid(call, validate_reason("reason", req->reason, false, &err), &err))
+    return;
+  params[0] = actor_user(call);
+  params[1] = actor_unit(call);
+  params[2] = svc_i64(call, req->user_id, 0);
+  params[3] = req->reason[0] ? req->reason : NULL;
+  svc_query(call, "SELECT " USER_COLS " FROM admin_disable_user($1, $2, $3, $4)", 4, params,
+            reply_user, NULL);
+}
+
+/* ---- tokens --------------------------------------------------------------------------- */
+
+static void reply_token(rpc_call_t *call, const db_result_t *r, void *arg) {
+  Clue__V1__IssueTokenResponse resp = CLUE__V1__ISSUE_TOKEN_RESPONSE__INIT;
+  resp.token_id = svc_col_i64(r, 0, 0);
+  resp.token = arg;
+  (void)rpc_reply(call, &resp.base);
+}
+
+static void issue_token(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__IssueTokenRequest *req = (const void *)m;
+  validate_error_t err;
+  const char *params[5];
+  char *token, hash[65];
+
+  if (!svc_require_admin(call))
+    return;
+  if (invalid(call, validate_id("user_id", req->user_id, &err), &err) ||
+      invalid(call, validate_name("note", req->note, false, &err), &err))
+    return;
+  token = rpc_call_alloc(call, AUTH_TOKEN_LEN + 1);
+  if (token == NULL || auth_token_new(token, hash) != 0) {
+    rpc_fail(call, GRPC_INTERNAL, "cannot generate a token");
+    return;
+  }
+  params[0] = actor_user(call);
+  params[1] = actor_unit(call);
+  params[2] = svc_i64(call, req->user_id, 0);
+  params[3] = hash;
+  params[4] = req->note[0] ? req->note : NULL;
+  svc_query(call, "SELECT id FROM admin_issue_token($1, $2, $3, $4, $5)", 5, params, reply_token,
+            token);
+}
+
+static void reply_revoked(rpc_call_t *call, const db_result_t *r, void *arg) {
+  Clue__V1__RevokeTokenResponse resp = CLUE__V1__REVOKE_TOKEN_RESPONSE__INIT;
+  (void)arg;
+  resp.token_id = svc_col_i64(r, 0, 0);
+  resp.revoked_at_ms = svc_col_i64(r, 0, 1);
+  (void)rpc_reply(call, &resp.base);
+}
+
+static void revoke_token(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__RevokeTokenRequest *req = (const void *)m;
+  validate_error_t err;
+  const char *params[3];
+
+  if (!svc_require_admin(call))
+    return;
+  if (invalid(call, validate_id("token_id", req->token_id, &err), &err))
+    return;
+  params[0] = actor_user(call);
+  params[1] = actor_unit(call);
+  params[2] = svc_i64(call, req->token_id, 0);
+  svc_query(call, "SELECT id, " SVC_MS("revoked_at") " FROM admin_revoke_token($1, $2, $3)", 3,
+            params, reply_revoked, NULL);
+}
+
+#define ADMIN_METHOD(name, fn, in, out)                                                        \
+  {"/clue.v1.AdminService/" name, &clue__v1__##in##__descriptor, &clue__v1__##out##__descriptor, \
+   fn, 0, 0}
+
+const rpc_method_t admin_methods[] = {
+    ADMIN_METHOD("CreateUnit", create_unit, create_unit_request, unit),
+    ADMIN_METHOD("ListUnits", list_units, list_units_request, list_units_response),
+    ADMIN_METHOD("CreateUser", create_user, create_user_request, user),
+    ADMIN_METHOD("ListUsers", list_users, list_users_request, list_users_response),
+    ADMIN_METHOD("DisableUser", disable_user, disable_user_request, user),
+    ADMIN_METHOD("IssueToken", issue_token, issue_token_request, issue_token_response),
+    ADMIN_METHOD("RevokeToken", revoke_token, revoke_token_request, revoke_token_response),
+};
+const size_t admin_nmethods = sizeof(admin_methods) / sizeof(admin_methods[0]);

@@ -1,0 +1,171 @@
+#include "service/bootstrap.h"
+
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "rpc/auth.h"
+
+static PGconn *connect_db(const char *conninfo) {
+  PGconn *db = PQconnectdb(conninfo ? conninfo : "");
+  if (PQstatus(db) != CONNECTION_OK) {
+    fprintf(stderr, "clued: cannot connect to the database: %s", PQerrorMessage(db));
+    PQfinish(db);
+    return NULL;
+  }
+  return db;
+}
+
+/* Run one statement; returns its result on success, NULL (error printed) otherwise. */
+static PGresult *exec(PGconn *db, const char *sql, int n, const char *const *params) {
+  PGresult *r = PQexecParams(db, sql, n, NULL, params, NULL, NULL, 0);
+  ExecStatusType st = PQresultStatus(r);
+  if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+    fprintf(stderr, "clued: %s", PQresultErrorMessage(r));
+    PQclear(r);
+    return NULL;
+  }
+  return r;
+}
+
+int bootstrap_admin(const char *conninfo, FILE *out) {
+  PGconn *db = connect_db(conninfo);
+  char token[AUTH_TOKEN_LEN + 1], hash[65];
+  const char *params[1] = {hash};
+  PGresult *r;
+  int rc = -1;
+
+  if (db == NULL)
+    return -1;
+  if (auth_token_new(token, hash) != 0) {
+    fprintf(stderr, "clued: cannot read random bytes for the token\n");
+    goto done;
+  }
+  r = exec(db, "SELECT id FROM admin_bootstrap($1)", 1, params);
+  if (r == NULL)
+    goto done;
+  if (PQntuples(r) == 0) {
+    fprintf(out, "already bootstrapped: an ADMIN user exists; nothing changed\n");
+  } else {
+    fprintf(out, "created ADMIN user \"admin\" (id %s). Its token, shown only this once:\n%s\n",
+            PQgetvalue(r, 0, 0), token);
+  }
+  PQclear(r);
+  rc = 0;
+done:
+  PQfinish(db);
+  return rc;
+}
+
+typedef struct demo_unit {
+  const char *kind, *code, *name, *liaison, *hosts;
+} demo_unit_t;
+
+static const demo_unit_t demo_units[] = {
+    {"ROOM", "R01", "第一监督检查室", NULL, NULL},
+    {"ROOM", "R02", "第二监督检查室", NULL, NULL},
+    {"GROUP", "G01", "驻市发展改革委纪检监察组", "R01", "{市发展改革委,市统计局}"},
+    {"GROUP", "G02", "驻市交通运输局纪检监察组", "R01", "{市交通运输局}"},
+    {"GROUP", "G03", "驻市卫生健康委纪检监察组", "R02", "{市卫生健康委,市医保局}"},
+    {"REGION", "X01", "某区纪委监委", NULL, NULL},
+};
+
+int bootstrap_demo(const char *conninfo, const char *tokens_path, FILE *out) {
+  PGconn *db = connect_db(conninfo);
+  PGresult *r;
+  FILE *tf = NULL;
+  char admin_id[32], admin_unit[32];
+  int fd, rc = -1;
+
+  if (db == NULL)
+    return -1;
+  if ((r = exec(db, "SELECT count(*) FROM units WHERE kind <> 'ADMIN'", 0, NULL)) == NULL)
+    goto done;
+  if (strcmp(PQgetvalue(r, 0, 0), "0") != 0) {
+    PQclear(r);
+    fprintf(out, "demo units already exist; nothing changed\n");
+    rc = 0;
+    goto done;
+  }
+  PQclear(r);
+  r = exec(db, "SELECT id, unit_id FROM users WHERE role = 'ADMIN' ORDER BY id LIMIT 1", 0, NULL);
+  if (r == NULL)
+    goto done;
+  if (PQntuples(r) == 0) {
+    PQclear(r);
+    fprintf(stderr, "clued: run `clued bootstrap` first: no ADMIN user exists\n");
+    goto done;
+  }
+  snprintf(admin_id, sizeof(admin_id), "%s", PQgetvalue(r, 0, 0));
+  snprintf(admin_unit, sizeof(admin_unit), "%s", PQgetvalue(r, 0, 1));
+  PQclear(r);
+
+  fd = open(tokens_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (fd < 0 || (tf = fdopen(fd, "w")) == NULL) {
+    perror(tokens_path);
+    if (fd >= 0)
+      close(fd);
+    goto done;
+  }
+  if ((r = exec(db, "BEGIN", 0, NULL)) == NULL)
+    goto done;
+  PQclear(r);
+  for (size_t i = 0; i < sizeof(demo_units) / sizeof(demo_units[0]); i++) {
+    const demo_unit_t *u = &demo_units[i];
+    const char *p[7] = {admin_id, admin_unit, u->kind, u->code, u->name, u->liaison, u->hosts};
+    char unit_id[32];
+    r = exec(db,
+             "SELECT id FROM admin_create_unit($1, $2, $3, $4, $5,"
+             " (SELECT id FROM units WHERE code = $6), $7::text[])",
+             7, p);
+    if (r == NULL)
+      goto rollback;
+    snprintf(unit_id, sizeof(unit_id), "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    for (int k = 0; k < 2; k++) {
+      const char *role = k ? "MEMBER" : "LEADER";
+      char name[64], token[AUTH_TOKEN_LEN + 1], hash[65];
+      const char *up[5] = {admin_id, admin_unit, unit_id, name, role};
+      const char *tp[5] = {admin_id, admin_unit, NULL, hash, "demo"};
+      snprintf(name, sizeof(name), "%s-%s", u->code, k ? "member" : "leader");
+      if ((r = exec(db, "SELECT id FROM admin_create_user($1, $2, $3, $4, $5)", 5, up)) == NULL)
+        goto rollback;
+      tp[2] = PQgetvalue(r, 0, 0);
+      if (auth_token_new(token, hash) != 0) {
+        PQclear(r);
+        goto rollback;
+      }
+      {
+        PGresult *t = exec(db, "SELECT id FROM admin_issue_token($1, $2, $3, $4, $5)", 5, tp);
+        PQclear(r);
+        if (t == NULL)
+          goto rollback;
+        PQclear(t);
+      }
+      fprintf(tf, "%s %s %s %s\n", u->code, role, name, token);
+    }
+  }
+  if ((r = exec(db, "COMMIT", 0, NULL)) == NULL)
+    goto done;
+  PQclear(r);
+  if (fclose(tf) != 0) {
+    tf = NULL;
+    perror(tokens_path);
+    goto done;
+  }
+  tf = NULL;
+  fprintf(out, "created demo units R01 R02 G01 G02 G03 X01 with a leader and a member each;\n"
+               "their tokens are in %s\n",
+          tokens_path);
+  rc = 0;
+  goto done;
+rollback:
+  PQclear(PQexec(db, "ROLLBACK"));
+done:
+  if (tf)
+    fclose(tf);
+  PQfinish(db);
+  return rc;
+}

@@ -1,0 +1,155 @@
+#include "service/common.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "clue/v1/common.pb-c.h"
+#include "log.h"
+
+typedef struct svc_job {
+  rpc_call_t *call;
+  svc_cb cb;
+  void *arg;
+} svc_job_t;
+
+void svc_fail_db(rpc_call_t *call, const db_result_t *r) {
+  const char *st = r->sqlstate ? r->sqlstate : "";
+
+  switch (r->err) {
+  case DB_EUNAVAILABLE:
+  case DB_ECLOSED:
+    rpc_fail(call, GRPC_UNAVAILABLE, "database unavailable");
+    return;
+  case DB_EQUEUE:
+    rpc_fail(call, GRPC_UNAVAILABLE, "server busy: database queue full, retry later");
+    return;
+  case DB_ENOMEM:
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  default:
+    break;
+  }
+  if (st[0] == 'C' && st[1] == 'L') {
+    int code = atoi(st + 2);
+    if (code > 0 && code <= 16) {
+      rpc_fail(call, (grpc_status_t)code, "%s", r->message ? r->message : "");
+      return;
+    }
+  }
+  if (strcmp(st, "23505") == 0) {
+    rpc_fail(call, GRPC_ALREADY_EXISTS, "already exists");
+    return;
+  }
+  if (strcmp(st, "40001") == 0 || strcmp(st, "40P01") == 0) {
+    rpc_fail(call, GRPC_ABORTED, "concurrent change; retry");
+    return;
+  }
+  if (strcmp(st, "57014") == 0) {
+    rpc_fail(call, GRPC_DEADLINE_EXCEEDED, "query cancelled");
+    return;
+  }
+  log_error("call %s: database error %s: %s", rpc_call_id(call), st, r->message ? r->message : "");
+  rpc_fail(call, GRPC_INTERNAL, "internal error");
+}
+
+static void job_done(const db_result_t *r, void *arg) {
+  svc_job_t *job = arg;
+  rpc_call_t *call = job->call;
+
+  if (!rpc_call_done(call)) {
+    if (r->err != DB_OK)
+      svc_fail_db(call, r);
+    else
+      job->cb(call, r, job->arg);
+  }
+  free(job);
+  rpc_call_unref(call);
+}
+
+static svc_job_t *job_new(rpc_call_t *call, svc_cb cb, void *arg) {
+  svc_job_t *job = malloc(sizeof(*job));
+  if (job == NULL) {
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return NULL;
+  }
+  job->call = call;
+  job->cb = cb;
+  job->arg = arg;
+  rpc_call_ref(call);
+  return job;
+}
+
+static void job_refused(svc_job_t *job, int rc) {
+  db_result_t r = {0};
+  r.err = rc;
+  svc_fail_db(job->call, &r);
+  rpc_call_unref(job->call);
+  free(job);
+}
+
+void svc_query(rpc_call_t *call, const char *sql, int nparams, const char *const *values, svc_cb cb,
+               void *arg) {
+  server_t *srv = rpc_call_server(call);
+  svc_job_t *job;
+  int rc;
+
+  if (srv->db == NULL) {
+    rpc_fail(call, GRPC_UNAVAILABLE, "no database configured");
+    return;
+  }
+  if ((job = job_new(call, cb, arg)) == NULL)
+    return;
+  rc = db_query(srv->db, sql, nparams, values, job_done, job);
+  if (rc != 0)
+    job_refused(job, rc);
+}
+
+void svc_txn(rpc_call_t *call, const db_stmt_t *stmts, int n, svc_cb cb, void *arg) {
+  server_t *srv = rpc_call_server(call);
+  svc_job_t *job;
+  int rc;
+
+  if (srv->db == NULL) {
+    rpc_fail(call, GRPC_UNAVAILABLE, "no database configured");
+    return;
+  }
+  if ((job = job_new(call, cb, arg)) == NULL)
+    return;
+  rc = db_txn(srv->db, stmts, n, job_done, job);
+  if (rc != 0)
+    job_refused(job, rc);
+}
+
+int svc_role(const rpc_call_t *call) {
+  const rpc_principal_t *p = rpc_call_principal(call);
+  return p ? p->role : 0;
+}
+
+int svc_require_admin(rpc_call_t *call) {
+  if (svc_role(call) == CLUE__V1__ROLE__ROLE_ADMIN)
+    return 1;
+  rpc_fail(call, GRPC_PERMISSION_DENIED, "only administrators may call %s",
+           rpc_call_method(call)->path);
+  return 0;
+}
+
+const char *svc_i64(rpc_call_t *call, int64_t v, int null0) {
+  if (v == 0 && null0)
+    return NULL;
+  return rpc_call_printf(call, "%lld", (long long)v);
+}
+
+int64_t svc_col_i64(const db_result_t *r, int row, int col) {
+  const char *v = db_value(r, row, col);
+  return v ? strtoll(v, NULL, 10) : 0;
+}
+
+char *svc_col_str(rpc_call_t *call, const db_result_t *r, int row, int col) {
+  const char *v = db_value(r, row, col);
+  return rpc_call_strdup(call, v ? v : "");
+}
+
+int svc_col_bool(const db_result_t *r, int row, int col) {
+  const char *v = db_value(r, row, col);
+  return v && v[0] == 't';
+}

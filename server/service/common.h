@@ -1,0 +1,55 @@
+#ifndef CLUED_SERVICE_COMMON_H
+#define CLUED_SERVICE_COMMON_H
+
+/* What every service file shares: running a query on behalf of a call, mapping database
+ * errors to gRPC statuses, and small conversions. */
+
+#include <stdint.h>
+
+#include "db/db.h"
+#include "rpc/rpc.h"
+
+/** Continuation of svc_query(): runs only if the call is still live and the query succeeded. */
+typedef void (*svc_cb)(rpc_call_t *call, const db_result_t *r, void *arg);
+
+/**
+ * Run one statement for call. The call is referenced until the result arrives; if it is done
+ * by then (cancelled, deadline) the result is dropped; on error the call fails with the mapped
+ * status (see svc_fail_db); otherwise cb runs. Parameters are copied.
+ */
+void svc_query(rpc_call_t *call, const char *sql, int nparams, const char *const *values, svc_cb cb,
+               void *arg);
+
+/** Like svc_query() for several statements in one transaction. */
+void svc_txn(rpc_call_t *call, const db_stmt_t *stmts, int n, svc_cb cb, void *arg);
+
+/**
+ * Fail call from a database error: unavailable/queue full -> UNAVAILABLE; SQLSTATE "CLnnn"
+ * (raised by our own SQL with a client-safe message) -> status nnn with that message;
+ * 23505 -> ALREADY_EXISTS; 40001/40P01 -> ABORTED; anything else -> INTERNAL without details
+ * (logged).
+ */
+void svc_fail_db(rpc_call_t *call, const db_result_t *r);
+
+/** The caller's role and unit kind, or 0 for public calls. */
+int svc_role(const rpc_call_t *call);
+
+/** Fail with PERMISSION_DENIED unless the caller is an ADMIN; returns 1 if allowed. */
+int svc_require_admin(rpc_call_t *call);
+
+/** Decimal text of v in the call's memory (for query parameters); NULL when v == 0 and null0. */
+const char *svc_i64(rpc_call_t *call, int64_t v, int null0);
+
+/** Parse a decimal column value (NULL -> 0). */
+int64_t svc_col_i64(const db_result_t *r, int row, int col);
+
+/** A column value copied into the call's memory ("" for NULL). */
+char *svc_col_str(rpc_call_t *call, const db_result_t *r, int row, int col);
+
+/** "t" -> 1. */
+int svc_col_bool(const db_result_t *r, int row, int col);
+
+/** SQL fragment giving milliseconds since the epoch of a timestamptz expression. */
+#define SVC_MS(expr) "(extract(epoch from " expr ") * 1000)::bigint"
+
+#endif
