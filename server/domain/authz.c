@@ -30,20 +30,18 @@ static bool same_unit(int64_t a, int64_t b) {
   return a > 0 && a == b;
 }
 
+static bool is_work_unit(clue_unit_kind_t k) {
+  return k == CLUE_UNIT_GROUP || k == CLUE_UNIT_ROOM || k == CLUE_UNIT_REGION;
+}
+
 /* A MEMBER or LEADER of a unit that works on clues: the only principals who see clues
  * through their unit. Anything else (ADMIN unit, unknown kind or role) gets nothing. */
 static bool is_staff(const authz_principal_t *p) {
-  return (p->role == CLUE_ROLE_MEMBER || p->role == CLUE_ROLE_LEADER) &&
-         (p->unit_kind == CLUE_UNIT_GROUP || p->unit_kind == CLUE_UNIT_ROOM ||
-          p->unit_kind == CLUE_UNIT_REGION);
+  return (p->role == CLUE_ROLE_MEMBER || p->role == CLUE_ROLE_LEADER) && is_work_unit(p->unit_kind);
 }
 
 static bool is_leader_of(const authz_principal_t *p, int64_t unit_id) {
   return is_staff(p) && p->role == CLUE_ROLE_LEADER && same_unit(p->unit_id, unit_id);
-}
-
-static bool is_work_unit(clue_unit_kind_t k) {
-  return k == CLUE_UNIT_GROUP || k == CLUE_UNIT_ROOM || k == CLUE_UNIT_REGION;
 }
 
 /* Why p may not see c, or NULL if p may. */

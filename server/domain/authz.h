@@ -31,6 +31,7 @@ typedef enum authz_decision {
   AUTHZ_FAILED_PRECONDITION = 9, /* FAILED_PRECONDITION: not in the clue's current state */
 } authz_decision_t;
 
+/** Size of authz_result_t.message. */
 #define AUTHZ_MESSAGE_MAX 256
 
 /** The answer to one question. */

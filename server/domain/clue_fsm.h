@@ -35,8 +35,10 @@ typedef enum clue_state {
   CLUE_STATE_TRANSFERRED_TO_JUDICIAL = 5, /* 移送司法机关, terminal */
 } clue_state_t;
 
-#define CLUE_STATE_COUNT 6                     /* values 0..5, UNSPECIFIED included */
-#define CLUE_STATE_INITIAL CLUE_STATE_ACCEPTED /* the state a submitted clue starts in */
+/** Number of clue_state_t values, 0..5, UNSPECIFIED included. */
+#define CLUE_STATE_COUNT 6
+/** The state a submitted clue starts in. */
+#define CLUE_STATE_INITIAL CLUE_STATE_ACCEPTED
 
 /** Disposal of a clue closed from ACCEPTED (= clue.v1.Disposal). */
 typedef enum clue_disposal {
@@ -89,7 +91,7 @@ extern const clue_move_t clue_fsm_table[];
 /** Number of rows in clue_fsm_table. */
 extern const size_t clue_fsm_table_len;
 
-/** The row for from -> to, or NULL when that move is not allowed. */
+/** The row for from -> to (a pointer into clue_fsm_table, never freed), or NULL if not allowed. */
 const clue_move_t *clue_fsm_find(clue_state_t from, clue_state_t to);
 
 /**
@@ -127,7 +129,8 @@ const char *clue_unit_kind_name(clue_unit_kind_t k);
 /** The role's name ("LEADER"); "UNKNOWN" if out of range. */
 const char *clue_role_name(clue_role_t r);
 
-#define CLUE_FSM_MSG_MAX 192 /* enough for every refusal message clue_fsm_refusal() builds */
+/** A buffer size that fits every message clue_fsm_refusal() builds. */
+#define CLUE_FSM_MSG_MAX 192
 
 /**
  * The FAILED_PRECONDITION message for a refused move from -> to, naming the current state
@@ -173,9 +176,11 @@ typedef struct clue_deadline_config {
   int filed_days;
 } clue_deadline_config_t;
 
+/** Default stage deadlines in days (DESIGN.md §2 "Stage deadlines"). */
 #define CLUE_DEADLINE_ACCEPTED_DAYS 30
 #define CLUE_DEADLINE_PRELIMINARY_CHECK_DAYS 90
 #define CLUE_DEADLINE_FILED_DAYS 90
+/** One day in milliseconds. */
 #define CLUE_DAY_MS INT64_C(86400000)
 
 /** Fill cfg with the defaults (30, 90, 90 days). */

@@ -24,6 +24,7 @@ enum {
   VALIDATE_EINVAL = -1, /* the value is not acceptable; *err says why */
 };
 
+/** Limits of request fields (DESIGN.md §7 and the proto comments). */
 #define VALIDATE_TITLE_MAX_CHARS 200     /* clue and joint-case titles, in characters */
 #define VALIDATE_SUMMARY_MAX_BYTES 20000 /* clue summary, in UTF-8 bytes */
 #define VALIDATE_NAME_MAX_CHARS 100      /* person, unit and host-unit names, in characters */
@@ -35,6 +36,8 @@ enum {
 #define VALIDATE_PAGE_SIZE_DEFAULT 50 /* page_size 0 means this */
 #define VALIDATE_PAGE_SIZE_MAX 500    /* larger page sizes are clamped to this */
 #define VALIDATE_EXTEND_DAYS_MAX 365  /* a deadline extension adds 1 to this many days */
+
+/** Size of validate_error_t.message; longer messages are cut. */
 #define VALIDATE_MESSAGE_MAX 192
 
 /** Why a value was refused: the request field and a message for the client. */
