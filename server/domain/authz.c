@@ -1,0 +1,377 @@
+#include "domain/authz.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+static const char MSG_CLUE_NOT_FOUND[] = "clue not found";
+static const char MSG_CASE_NOT_FOUND[] = "joint case not found";
+static const char MSG_PROPOSAL_NOT_FOUND[] = "proposal not found";
+static const char MSG_READ_ONLY[] = "auditors have read-only access";
+
+__attribute__((format(printf, 3, 4))) static authz_result_t
+decide(authz_decision_t d, const char *reason, const char *fmt, ...) {
+  authz_result_t r;
+  r.decision = d;
+  r.grpc_code = (int)d;
+  r.reason = reason;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(r.message, sizeof(r.message), fmt, ap);
+  va_end(ap);
+  return r;
+}
+
+static authz_result_t allow(const char *reason) {
+  return decide(AUTHZ_ALLOW, reason, "%s", "");
+}
+
+/* Unit id 0 means "none" in every fact, so it never matches. */
+static bool same_unit(int64_t a, int64_t b) {
+  return a > 0 && a == b;
+}
+
+static bool is_work_unit(clue_unit_kind_t k) {
+  return k == CLUE_UNIT_GROUP || k == CLUE_UNIT_ROOM || k == CLUE_UNIT_REGION;
+}
+
+/* A MEMBER or LEADER of a unit that works on clues: the only principals who see clues
+ * through their unit. Anything else (ADMIN unit, unknown kind or role) gets nothing. */
+static bool is_staff(const authz_principal_t *p) {
+  return (p->role == CLUE_ROLE_MEMBER || p->role == CLUE_ROLE_LEADER) && is_work_unit(p->unit_kind);
+}
+
+static bool is_leader_of(const authz_principal_t *p, int64_t unit_id) {
+  return is_staff(p) && p->role == CLUE_ROLE_LEADER && same_unit(p->unit_id, unit_id);
+}
+
+/* Why p may not see c, or NULL if p may. */
+static const char *hidden(const authz_principal_t *p, const authz_clue_t *c) {
+  if (p == NULL || c == NULL)
+    return "no facts";
+  if (p->role == CLUE_ROLE_AUDITOR)
+    return NULL;
+  if (p->role == CLUE_ROLE_ADMIN)
+    return "administrators never see clues";
+  if (!is_staff(p))
+    return "role or unit kind sees no clues";
+  if (same_unit(p->unit_id, c->owner_unit_id))
+    return NULL;
+  if (same_unit(p->unit_id, c->case_lead_unit_id))
+    return NULL;
+  if (c->case_lead_unit_id > 0 && c->principal_in_case)
+    return NULL;
+  if (p->unit_kind == CLUE_UNIT_ROOM && c->owner_unit_kind == CLUE_UNIT_GROUP &&
+      same_unit(p->unit_id, c->owner_liaison_room_id))
+    return NULL;
+  if (same_unit(p->unit_id, c->pending_reviewer_unit_id))
+    return NULL;
+  return "clue of an unrelated unit";
+}
+
+/* The refusal for a visible clue that p may not change. */
+static authz_result_t not_owner_leader(const authz_principal_t *p, const char *what) {
+  if (p->role == CLUE_ROLE_AUDITOR)
+    return decide(AUTHZ_DENIED, "auditor is read-only", "%s", MSG_READ_ONLY);
+  return decide(AUTHZ_DENIED, "not a leader of the owner unit",
+                "only a LEADER of the owner unit may %s", what);
+}
+
+unsigned authz_clue_scope(const authz_principal_t *p) {
+  if (p == NULL)
+    return AUTHZ_SCOPE_NONE;
+  if (p->role == CLUE_ROLE_AUDITOR)
+    return AUTHZ_SCOPE_ALL;
+  if (!is_staff(p) || p->unit_id <= 0)
+    return AUTHZ_SCOPE_NONE;
+  unsigned scope = AUTHZ_SCOPE_OWN_UNIT | AUTHZ_SCOPE_JOINT_CASES | AUTHZ_SCOPE_PENDING_REVIEWS;
+  if (p->unit_kind == CLUE_UNIT_ROOM)
+    scope |= AUTHZ_SCOPE_LIAISON_GROUPS;
+  return scope;
+}
+
+authz_result_t authz_can_see_clue(const authz_principal_t *p, const authz_clue_t *c) {
+  const char *why = hidden(p, c);
+  if (why != NULL)
+    return decide(AUTHZ_NOT_FOUND, why, "%s", MSG_CLUE_NOT_FOUND);
+  return allow("visible");
+}
+
+authz_result_t authz_can_see_reporter(const authz_principal_t *p, const authz_clue_t *c) {
+  if (p == NULL || c == NULL || !is_leader_of(p, c->owner_unit_id))
+    return decide(AUTHZ_DENIED, "reporter shown only to leaders of the owner unit",
+                  "only a LEADER of the owner unit may see the reporter");
+  return allow("leader of the owner unit");
+}
+
+authz_result_t authz_can_submit(const authz_principal_t *p) {
+  if (p == NULL)
+    return decide(AUTHZ_DENIED, "no facts",
+                  "only members of a GROUP, ROOM or REGION may submit clues");
+  if (p->role == CLUE_ROLE_AUDITOR)
+    return decide(AUTHZ_DENIED, "auditor is read-only", "%s", MSG_READ_ONLY);
+  if (p->role == CLUE_ROLE_ADMIN)
+    return decide(AUTHZ_DENIED, "administrators never edit clues",
+                  "administrators may not submit clues");
+  if (!is_staff(p) || p->unit_id <= 0)
+    return decide(AUTHZ_DENIED, "role or unit kind may not submit",
+                  "only members of a GROUP, ROOM or REGION may submit clues");
+  return allow("member of a working unit");
+}
+
+/* Whether some row of the table lets this role act; keeps the actor role in the table
+ * rather than in code, while still refusing outsiders before revealing the clue's state. */
+static bool role_acts(clue_role_t role) {
+  for (size_t i = 0; i < clue_fsm_table_len; i++)
+    if (clue_fsm_table[i].actor_role == role)
+      return true;
+  return false;
+}
+
+authz_result_t authz_can_move(const authz_principal_t *p, const authz_clue_t *c,
+                              clue_state_t target, const clue_move_t **move) {
+  if (!clue_state_is_valid(target)) {
+    if (target == CLUE_STATE_UNSPECIFIED)
+      return decide(AUTHZ_INVALID_ARGUMENT, "no target", "target is required");
+    return decide(AUTHZ_INVALID_ARGUMENT, "unknown target", "target has an unknown value %d",
+                  (int)target);
+  }
+  const char *why = hidden(p, c);
+  if (why != NULL)
+    return decide(AUTHZ_NOT_FOUND, why, "%s", MSG_CLUE_NOT_FOUND);
+  if (!is_staff(p) || !same_unit(p->unit_id, c->owner_unit_id) || !role_acts(p->role))
+    return not_owner_leader(p, "move this clue");
+
+  const clue_move_t *row = clue_fsm_find(c->state, target);
+  if (row == NULL) {
+    authz_result_t r = decide(AUTHZ_FAILED_PRECONDITION, "move not in the state machine", "%s", "");
+    (void)clue_fsm_refusal(c->state, target, r.message, sizeof(r.message));
+    return r;
+  }
+  if (row->actor_role != p->role)
+    return not_owner_leader(p, "make this move");
+  if (c->pending_reviewer_unit_id > 0)
+    return decide(AUTHZ_FAILED_PRECONDITION, "proposal pending",
+                  "clue has a pending proposal; it must be reviewed first");
+  if (move != NULL)
+    *move = row;
+  return allow(row->co_review ? "move needs co-review" : "move allowed");
+}
+
+authz_result_t authz_reviewer_unit(const authz_clue_t *c, int64_t named_unit_id,
+                                   clue_unit_kind_t named_kind, int64_t *reviewer_unit_id) {
+  if (c == NULL)
+    return decide(AUTHZ_NOT_FOUND, "no facts", "%s", MSG_CLUE_NOT_FOUND);
+  if (c->case_lead_unit_id > 0) {
+    *reviewer_unit_id = c->case_lead_unit_id;
+    return allow("lead unit of the joint case");
+  }
+  if (c->owner_unit_kind == CLUE_UNIT_GROUP) {
+    if (c->owner_liaison_room_id <= 0)
+      return decide(AUTHZ_FAILED_PRECONDITION, "group without liaison room",
+                    "the owner group has no liaison room to review the proposal");
+    *reviewer_unit_id = c->owner_liaison_room_id;
+    return allow("liaison room of the owner group");
+  }
+  if (c->owner_unit_kind != CLUE_UNIT_ROOM && c->owner_unit_kind != CLUE_UNIT_REGION)
+    return decide(AUTHZ_FAILED_PRECONDITION, "owner kind has no reviewer",
+                  "the clue has no unit to review the proposal");
+  if (named_unit_id == 0)
+    return decide(AUTHZ_INVALID_ARGUMENT, "no reviewer named",
+                  "details.reviewer_unit_id is required: a %s's own clue is reviewed by another "
+                  "ROOM named on the proposal",
+                  clue_unit_kind_name(c->owner_unit_kind));
+  if (named_unit_id < 0 || named_kind != CLUE_UNIT_ROOM)
+    return decide(AUTHZ_INVALID_ARGUMENT, "named reviewer not a room",
+                  "details.reviewer_unit_id must name a ROOM");
+  if (named_unit_id == c->owner_unit_id)
+    return decide(AUTHZ_INVALID_ARGUMENT, "named reviewer is the owner",
+                  "details.reviewer_unit_id must name a ROOM other than the owner");
+  *reviewer_unit_id = named_unit_id;
+  return allow("room named on the proposal");
+}
+
+authz_result_t authz_can_review(const authz_principal_t *p, const authz_clue_t *c,
+                                const authz_proposal_t *prop) {
+  if (p == NULL || c == NULL || prop == NULL)
+    return decide(AUTHZ_NOT_FOUND, "no facts", "%s", MSG_PROPOSAL_NOT_FOUND);
+  /* The reviewing unit sees the proposal even once decided, so it gets the true answer
+   * ("already decided") rather than NOT_FOUND. */
+  bool reviewer_unit = is_staff(p) && same_unit(p->unit_id, prop->reviewer_unit_id);
+  const char *why = hidden(p, c);
+  if (why != NULL && !reviewer_unit)
+    return decide(AUTHZ_NOT_FOUND, why, "%s", MSG_PROPOSAL_NOT_FOUND);
+  if (p->role == CLUE_ROLE_AUDITOR)
+    return decide(AUTHZ_DENIED, "auditor is read-only", "%s", MSG_READ_ONLY);
+  if (!is_leader_of(p, prop->reviewer_unit_id))
+    return decide(AUTHZ_DENIED, "not a leader of the reviewing unit",
+                  "only a LEADER of the reviewing unit may review this proposal");
+  /* An unknown user (id 0) could be anyone, the proposer included. */
+  if (p->user_id <= 0 || p->user_id == prop->proposer_user_id)
+    return decide(AUTHZ_DENIED, "self-review", "nobody may review their own proposal");
+  if (!prop->pending)
+    return decide(AUTHZ_FAILED_PRECONDITION, "proposal decided", "proposal was already decided");
+  return allow("leader of the reviewing unit");
+}
+
+authz_result_t authz_can_add_note(const authz_principal_t *p, const authz_clue_t *c) {
+  const char *why = hidden(p, c);
+  if (why != NULL)
+    return decide(AUTHZ_NOT_FOUND, why, "%s", MSG_CLUE_NOT_FOUND);
+  if (!is_staff(p))
+    return decide(AUTHZ_DENIED, "auditor is read-only", "%s", MSG_READ_ONLY);
+  return allow("sees the clue");
+}
+
+authz_result_t authz_can_handover(const authz_principal_t *p, const authz_clue_t *c,
+                                  int64_t to_unit_id, clue_unit_kind_t to_kind) {
+  if (to_unit_id == 0)
+    return decide(AUTHZ_INVALID_ARGUMENT, "no target unit", "to_unit_id is required");
+  if (to_unit_id < 0)
+    return decide(AUTHZ_INVALID_ARGUMENT, "bad target unit", "to_unit_id must be positive");
+  const char *why = hidden(p, c);
+  if (why != NULL)
+    return decide(AUTHZ_NOT_FOUND, why, "%s", MSG_CLUE_NOT_FOUND);
+  if (!is_leader_of(p, c->owner_unit_id))
+    return not_owner_leader(p, "hand this clue over");
+  if (c->state != CLUE_STATE_ACCEPTED && c->state != CLUE_STATE_PRELIMINARY_CHECK)
+    return decide(AUTHZ_FAILED_PRECONDITION, "state does not allow handover",
+                  "clue is %s; only ACCEPTED or PRELIMINARY_CHECK clues can be handed over",
+                  clue_state_name(c->state));
+  if (c->pending_reviewer_unit_id > 0)
+    return decide(AUTHZ_FAILED_PRECONDITION, "proposal pending",
+                  "clue has a pending proposal; it must be reviewed first");
+  if (!is_work_unit(to_kind))
+    return decide(AUTHZ_INVALID_ARGUMENT, "target unit kind",
+                  "to_unit_id must name a GROUP, ROOM or REGION");
+  if (to_unit_id == c->owner_unit_id)
+    return decide(AUTHZ_INVALID_ARGUMENT, "target is the owner",
+                  "to_unit_id is already the owner of the clue");
+  return allow("leader of the owner unit");
+}
+
+authz_result_t authz_can_extend_deadline(const authz_principal_t *p, const authz_clue_t *c) {
+  const char *why = hidden(p, c);
+  if (why != NULL)
+    return decide(AUTHZ_NOT_FOUND, why, "%s", MSG_CLUE_NOT_FOUND);
+  if (!is_leader_of(p, c->owner_unit_id))
+    return not_owner_leader(p, "extend this clue's deadline");
+  if (clue_state_is_terminal(c->state))
+    return decide(AUTHZ_FAILED_PRECONDITION, "terminal state",
+                  "clue is %s, a terminal state; it has no deadline to extend",
+                  clue_state_name(c->state));
+  if (!clue_state_is_valid(c->state))
+    return decide(AUTHZ_FAILED_PRECONDITION, "no state", "clue has no stage deadline to extend");
+  if (c->deadline_extended)
+    return decide(AUTHZ_FAILED_PRECONDITION, "already extended",
+                  "the deadline of the current stage was already extended once");
+  return allow("leader of the owner unit");
+}
+
+authz_result_t authz_can_create_case(const authz_principal_t *p) {
+  if (p != NULL && p->role == CLUE_ROLE_AUDITOR)
+    return decide(AUTHZ_DENIED, "auditor is read-only", "%s", MSG_READ_ONLY);
+  if (p == NULL || p->role != CLUE_ROLE_LEADER || p->unit_kind != CLUE_UNIT_ROOM || p->unit_id <= 0)
+    return decide(AUTHZ_DENIED, "not a room leader",
+                  "only a LEADER of a ROOM may open a joint case");
+  return allow("room leader");
+}
+
+static const char *case_hidden(const authz_principal_t *p, const authz_case_t *jc) {
+  if (p == NULL || jc == NULL)
+    return "no facts";
+  if (p->role == CLUE_ROLE_AUDITOR)
+    return NULL;
+  if (p->role == CLUE_ROLE_ADMIN)
+    return "administrators never see clues";
+  if (!is_staff(p))
+    return "role or unit kind sees no cases";
+  if (same_unit(p->unit_id, jc->lead_unit_id) || jc->principal_in_case)
+    return NULL;
+  return "case of unrelated units";
+}
+
+authz_result_t authz_can_see_case(const authz_principal_t *p, const authz_case_t *jc) {
+  const char *why = case_hidden(p, jc);
+  if (why != NULL)
+    return decide(AUTHZ_NOT_FOUND, why, "%s", MSG_CASE_NOT_FOUND);
+  return allow("lead, participant or auditor");
+}
+
+authz_result_t authz_can_manage_case(const authz_principal_t *p, const authz_case_t *jc) {
+  const char *why = case_hidden(p, jc);
+  if (why != NULL)
+    return decide(AUTHZ_NOT_FOUND, why, "%s", MSG_CASE_NOT_FOUND);
+  if (p->role == CLUE_ROLE_AUDITOR)
+    return decide(AUTHZ_DENIED, "auditor is read-only", "%s", MSG_READ_ONLY);
+  if (!is_leader_of(p, jc->lead_unit_id))
+    return decide(AUTHZ_DENIED, "not a leader of the lead room",
+                  "only a LEADER of the lead room may change this joint case");
+  return allow("leader of the lead room");
+}
+
+authz_result_t authz_can_add_clue_to_case(const authz_principal_t *p, const authz_case_t *jc,
+                                          const authz_clue_t *c, bool owner_participates) {
+  authz_result_t r = authz_can_manage_case(p, jc);
+  if (!authz_ok(&r))
+    return r;
+  if (c == NULL)
+    return decide(AUTHZ_NOT_FOUND, "no facts", "%s", MSG_CLUE_NOT_FOUND);
+  const char *why = hidden(p, c);
+  if (why != NULL && !owner_participates)
+    return decide(AUTHZ_NOT_FOUND, why, "%s", MSG_CLUE_NOT_FOUND);
+  if (c->case_lead_unit_id > 0)
+    return decide(AUTHZ_FAILED_PRECONDITION, "already in a case",
+                  "clue is already in a joint case");
+  return allow(why == NULL ? "clue visible to the lead room" : "clue of a participant");
+}
+
+authz_result_t authz_case_participant_ok(const authz_case_t *jc, const char *field, int64_t unit_id,
+                                         clue_unit_kind_t kind) {
+  if (unit_id == 0)
+    return decide(AUTHZ_INVALID_ARGUMENT, "no unit", "%s is required", field);
+  if (unit_id < 0 || !is_work_unit(kind))
+    return decide(AUTHZ_INVALID_ARGUMENT, "participant kind",
+                  "%s must name a GROUP, ROOM or REGION", field);
+  if (jc != NULL && unit_id == jc->lead_unit_id)
+    return decide(AUTHZ_INVALID_ARGUMENT, "participant is the lead",
+                  "%s names the lead room of the joint case", field);
+  return allow("participant");
+}
+
+authz_result_t authz_can_read_all_audit(const authz_principal_t *p) {
+  if (p == NULL || (p->role != CLUE_ROLE_AUDITOR && p->role != CLUE_ROLE_ADMIN))
+    return decide(AUTHZ_DENIED, "not auditor or admin",
+                  "only AUDITORs and ADMINs may read the whole audit trail");
+  return allow("auditor or admin");
+}
+
+authz_result_t authz_is_admin(const authz_principal_t *p) {
+  if (p == NULL || p->role != CLUE_ROLE_ADMIN)
+    return decide(AUTHZ_DENIED, "not admin", "only an ADMIN may do this");
+  return allow("admin");
+}
+
+authz_result_t authz_role_fits_unit(clue_role_t role, clue_unit_kind_t kind) {
+  bool fits;
+  switch (role) {
+  case CLUE_ROLE_MEMBER:
+  case CLUE_ROLE_LEADER:
+    fits = is_work_unit(kind);
+    break;
+  case CLUE_ROLE_ADMIN:
+    fits = kind == CLUE_UNIT_ADMIN;
+    break;
+  case CLUE_ROLE_AUDITOR:
+    fits = is_work_unit(kind) || kind == CLUE_UNIT_ADMIN;
+    break;
+  default:
+    if (role == CLUE_ROLE_UNSPECIFIED)
+      return decide(AUTHZ_INVALID_ARGUMENT, "no role", "role is required");
+    return decide(AUTHZ_INVALID_ARGUMENT, "bad role", "role has an unknown value %d", (int)role);
+  }
+  if (!fits)
+    return decide(AUTHZ_INVALID_ARGUMENT, "role does not fit unit",
+                  "role %s does not fit a unit of kind %s", clue_role_name(role),
+                  clue_unit_kind_name(kind));
+  return allow("role fits unit");
+}

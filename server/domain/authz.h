@@ -1,0 +1,202 @@
+#ifndef CLUED_DOMAIN_AUTHZ_H
+#define CLUED_DOMAIN_AUTHZ_H
+
+/* Who may see and do what (DESIGN.md §2, §3, §4), as pure functions over facts.
+ *
+ * The service layer loads the facts (the caller's unit and role, the clue's owner, its
+ * joint case, ...) and asks one question per call. Each answer is an authz_result_t whose
+ * decision is numerically the gRPC status code to answer with, so the service can pass
+ * result.grpc_code and result.message straight to rpc_fail().
+ *
+ * Order of checks, the same in every function: arguments that need no stored facts
+ * (INVALID_ARGUMENT), then visibility (NOT_FOUND: a hidden clue answers exactly as a
+ * missing one), then permission (PERMISSION_DENIED), then the clue's state
+ * (FAILED_PRECONDITION), then arguments checked against stored facts (INVALID_ARGUMENT).
+ * A caller who may not see a clue thus learns nothing about its state.
+ *
+ * Every function fails closed: NULL facts, role or unit kind UNSPECIFIED or out of range,
+ * and unit id 0 never match anything. */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "domain/clue_fsm.h"
+
+/** A decision; each value is the gRPC status code the service answers with. */
+typedef enum authz_decision {
+  AUTHZ_ALLOW = 0,               /* OK */
+  AUTHZ_INVALID_ARGUMENT = 3,    /* INVALID_ARGUMENT: a request field is wrong */
+  AUTHZ_NOT_FOUND = 5,           /* NOT_FOUND: hidden, answered as if missing */
+  AUTHZ_DENIED = 7,              /* PERMISSION_DENIED: visible but not the caller's to do */
+  AUTHZ_FAILED_PRECONDITION = 9, /* FAILED_PRECONDITION: not in the clue's current state */
+} authz_decision_t;
+
+/** Size of authz_result_t.message. */
+#define AUTHZ_MESSAGE_MAX 256
+
+/** The answer to one question. */
+typedef struct authz_result {
+  authz_decision_t decision;
+  int grpc_code;                   /* == (int)decision, the gRPC status number */
+  const char *reason;              /* static text for the server log; may say more than message */
+  char message[AUTHZ_MESSAGE_MAX]; /* for the client; "" when allowed. NOT_FOUND gives
+                                      "clue not found", as for a missing clue */
+} authz_result_t;
+
+/** The authenticated caller. */
+typedef struct authz_principal {
+  int64_t user_id;
+  int64_t unit_id;
+  clue_unit_kind_t unit_kind;
+  clue_role_t role;
+} authz_principal_t;
+
+/** What authorization needs to know of a clue, some of it relative to the caller. */
+typedef struct authz_clue {
+  int64_t owner_unit_id;
+  clue_unit_kind_t owner_unit_kind;
+  int64_t owner_liaison_room_id;    /* GROUP owner: its liaison ROOM; 0 otherwise */
+  int64_t case_lead_unit_id;        /* lead ROOM of the clue's joint case; 0 if in none */
+  bool principal_in_case;           /* the caller's unit participates in that joint case */
+  int64_t pending_reviewer_unit_id; /* reviewer unit of the clue's pending proposal; 0 if none */
+  bool deadline_extended;           /* the current stage's deadline was already extended */
+  clue_state_t state;
+} authz_clue_t;
+
+/** What authorization needs to know of a co-review proposal. */
+typedef struct authz_proposal {
+  int64_t proposer_user_id;
+  int64_t reviewer_unit_id;
+  bool pending; /* not yet approved, rejected or withdrawn */
+} authz_proposal_t;
+
+/** What authorization needs to know of a joint case, relative to the caller. */
+typedef struct authz_case {
+  int64_t lead_unit_id;   /* the ROOM that leads it */
+  bool principal_in_case; /* the caller's unit is a participant */
+} authz_case_t;
+
+/** Bits of authz_clue_scope(): which clues a caller sees, for building list queries. */
+typedef enum authz_scope {
+  AUTHZ_SCOPE_NONE = 0,
+  AUTHZ_SCOPE_ALL = 1u << 0,             /* every clue (AUDITOR) */
+  AUTHZ_SCOPE_OWN_UNIT = 1u << 1,        /* owner_unit = caller's unit */
+  AUTHZ_SCOPE_LIAISON_GROUPS = 1u << 2,  /* owned by a GROUP whose liaison room is the caller's */
+  AUTHZ_SCOPE_JOINT_CASES = 1u << 3,     /* in a joint case the caller's unit leads or joins */
+  AUTHZ_SCOPE_PENDING_REVIEWS = 1u << 4, /* with a pending proposal the caller's unit reviews */
+} authz_scope_t;
+
+/** True if r allows. */
+static inline bool authz_ok(const authz_result_t *r) {
+  return r->decision == AUTHZ_ALLOW;
+}
+
+/**
+ * Which clues p sees, as authz_scope_t bits; a clue is visible when it matches any of them.
+ * Agrees with authz_can_see_clue() (the tests check so); meant for the WHERE clause of lists.
+ */
+unsigned authz_clue_scope(const authz_principal_t *p);
+
+/**
+ * May p see the clue? MEMBER/LEADER: clues of its unit, of joint cases its unit leads or
+ * joins, with a pending proposal its unit reviews, and for a ROOM those of GROUPs it is the
+ * liaison room of. AUDITOR: all. ADMIN: none. Otherwise NOT_FOUND.
+ */
+authz_result_t authz_can_see_clue(const authz_principal_t *p, const authz_clue_t *c);
+
+/** May p see the reporter's contact details? Only a LEADER of the owner unit (else DENIED). */
+authz_result_t authz_can_see_reporter(const authz_principal_t *p, const authz_clue_t *c);
+
+/** May p submit a clue? A MEMBER or LEADER of a GROUP, ROOM or REGION (else DENIED). */
+authz_result_t authz_can_submit(const authz_principal_t *p);
+
+/**
+ * May p move the clue to target? INVALID_ARGUMENT if target is not a state; NOT_FOUND if
+ * hidden; DENIED unless p is a LEADER of the owner unit; FAILED_PRECONDITION if the move is
+ * not in the table (message from clue_fsm_refusal()) or a proposal is pending. On ALLOW,
+ * *move (when move is not NULL) is the table row; it is left untouched otherwise. A row with
+ * co_review set must become a proposal (see authz_reviewer_unit()).
+ */
+authz_result_t authz_can_move(const authz_principal_t *p, const authz_clue_t *c,
+                              clue_state_t target, const clue_move_t **move);
+
+/**
+ * The unit that reviews a co-review proposal on the clue: the lead unit of its joint case;
+ * else the owner GROUP's liaison room (FAILED_PRECONDITION if it has none); else, for a
+ * ROOM's or REGION's own clue, the unit named on the proposal, which must be a ROOM other
+ * than the owner (INVALID_ARGUMENT otherwise; named_kind is UNSPECIFIED when the named id
+ * does not exist). A named unit is ignored when the first two rules apply. On ALLOW sets
+ * *reviewer_unit_id; leaves it untouched otherwise.
+ */
+authz_result_t authz_reviewer_unit(const authz_clue_t *c, int64_t named_unit_id,
+                                   clue_unit_kind_t named_kind, int64_t *reviewer_unit_id);
+
+/**
+ * May p approve or reject the proposal? NOT_FOUND unless p sees the clue or p's unit is the
+ * proposal's reviewer; DENIED unless p is a LEADER of the reviewer unit, and for the
+ * proposer (nobody reviews their own proposal); FAILED_PRECONDITION if already decided.
+ */
+authz_result_t authz_can_review(const authz_principal_t *p, const authz_clue_t *c,
+                                const authz_proposal_t *prop);
+
+/** May p add a note? Anyone who sees the clue (NOT_FOUND otherwise), except an AUDITOR (DENIED). */
+authz_result_t authz_can_add_note(const authz_principal_t *p, const authz_clue_t *c);
+
+/**
+ * May p hand the clue over to unit to_unit_id of kind to_kind? INVALID_ARGUMENT if to_unit_id
+ * is 0; NOT_FOUND if hidden; DENIED unless a LEADER of the owner unit; FAILED_PRECONDITION
+ * unless ACCEPTED or PRELIMINARY_CHECK with no pending proposal; INVALID_ARGUMENT unless the
+ * target is a GROUP, ROOM or REGION (to_kind UNSPECIFIED: no such unit) other than the owner.
+ */
+authz_result_t authz_can_handover(const authz_principal_t *p, const authz_clue_t *c,
+                                  int64_t to_unit_id, clue_unit_kind_t to_kind);
+
+/**
+ * May p extend the current stage's deadline? NOT_FOUND if hidden; DENIED unless a LEADER of
+ * the owner unit; FAILED_PRECONDITION in a terminal state or when already extended once.
+ */
+authz_result_t authz_can_extend_deadline(const authz_principal_t *p, const authz_clue_t *c);
+
+/** May p open a joint case (led by p's unit)? A LEADER of a ROOM only (else DENIED). */
+authz_result_t authz_can_create_case(const authz_principal_t *p);
+
+/** May p see the joint case? Its lead unit and participants, and AUDITORs; else NOT_FOUND. */
+authz_result_t authz_can_see_case(const authz_principal_t *p, const authz_case_t *jc);
+
+/**
+ * May p change the joint case (participants, clues)? NOT_FOUND if p does not see it; DENIED
+ * unless a LEADER of the lead room.
+ */
+authz_result_t authz_can_manage_case(const authz_principal_t *p, const authz_case_t *jc);
+
+/**
+ * May p put the clue into the joint case (CreateJointCase, AddClueToCase)? As
+ * authz_can_manage_case(); then the clue must be visible to p or owned by a participant of
+ * the case (owner_participates), so that a region's or another room's clue can join but a
+ * case cannot be used to reach any other hidden clue (NOT_FOUND); FAILED_PRECONDITION if
+ * the clue is already in a joint case.
+ */
+authz_result_t authz_can_add_clue_to_case(const authz_principal_t *p, const authz_case_t *jc,
+                                          const authz_clue_t *c, bool owner_participates);
+
+/**
+ * May the unit be a participant of the joint case? INVALID_ARGUMENT, naming field (e.g.
+ * "unit_id", "participant_unit_ids"), unless it is a GROUP, ROOM or REGION (kind
+ * UNSPECIFIED: no such unit) other than the lead room.
+ */
+authz_result_t authz_case_participant_ok(const authz_case_t *jc, const char *field, int64_t unit_id,
+                                         clue_unit_kind_t kind);
+
+/** May p read the whole audit trail (ListAuditEvents, VerifyAuditChain)? AUDITOR and ADMIN. */
+authz_result_t authz_can_read_all_audit(const authz_principal_t *p);
+
+/** May p call AdminService? ADMIN only (else DENIED). */
+authz_result_t authz_is_admin(const authz_principal_t *p);
+
+/**
+ * May a user of this role belong to a unit of this kind (CreateUser)? MEMBER and LEADER:
+ * GROUP, ROOM or REGION; ADMIN: an ADMIN unit; AUDITOR: any unit. INVALID_ARGUMENT otherwise.
+ */
+authz_result_t authz_role_fits_unit(clue_role_t role, clue_unit_kind_t kind);
+
+#endif

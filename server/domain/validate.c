@@ -1,0 +1,293 @@
+#include "domain/validate.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+__attribute__((format(printf, 3, 4))) static int fail(validate_error_t *err, const char *field,
+                                                      const char *fmt, ...) {
+  if (err != NULL) {
+    va_list ap;
+    err->field = field;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof(err->message), fmt, ap);
+    va_end(ap);
+  }
+  return VALIDATE_EINVAL;
+}
+
+/* Decode one UTF-8 sequence at s (len bytes available). Returns its length and the code
+ * point, or 0 if the bytes there are not a well-formed sequence (RFC 3629: no overlong
+ * forms, no UTF-16 surrogates, nothing above U+10FFFF). */
+static size_t utf8_decode(const unsigned char *s, size_t len, uint32_t *cp) {
+  if (len == 0)
+    return 0;
+  unsigned char c = s[0];
+  if (c < 0x80) {
+    *cp = c;
+    return 1;
+  }
+  size_t n;
+  uint32_t v, min;
+  if (c >= 0xC2 && c <= 0xDF) {
+    n = 2, v = c & 0x1F, min = 0x80;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    n = 3, v = c & 0x0F, min = 0x800;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    n = 4, v = c & 0x07, min = 0x10000;
+  } else {
+    return 0; /* continuation byte, C0/C1 overlong lead, or F5..FF */
+  }
+  if (len < n)
+    return 0;
+  for (size_t i = 1; i < n; i++) {
+    if ((s[i] & 0xC0) != 0x80)
+      return 0;
+    v = (v << 6) | (s[i] & 0x3F);
+  }
+  if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
+    return 0;
+  *cp = v;
+  return n;
+}
+
+static bool is_space(uint32_t cp) {
+  switch (cp) {
+  case 0x09:
+  case 0x0A:
+  case 0x0B:
+  case 0x0C:
+  case 0x0D:
+  case 0x20:
+  case 0x85:
+  case 0xA0:
+  case 0x1680:
+  case 0x2028:
+  case 0x2029:
+  case 0x202F:
+  case 0x205F:
+  case 0x3000: /* ideographic space, common in Chinese text */
+  case 0xFEFF: /* byte-order mark pasted from other documents */
+    return true;
+  default:
+    return cp >= 0x2000 && cp <= 0x200A;
+  }
+}
+
+static bool is_control(uint32_t cp, bool multiline) {
+  if (multiline && (cp == '\t' || cp == '\n' || cp == '\r'))
+    return false;
+  return cp < 0x20 || (cp >= 0x7F && cp <= 0x9F);
+}
+
+bool validate_utf8(const char *s, size_t len) {
+  const unsigned char *p = (const unsigned char *)s;
+  size_t i = 0;
+  uint32_t cp;
+  while (i < len) {
+    if (p[i] < 0x80) { /* ASCII runs are the common case */
+      i++;
+      continue;
+    }
+    size_t n = utf8_decode(p + i, len - i, &cp);
+    if (n == 0)
+      return false;
+    i += n;
+  }
+  return true;
+}
+
+size_t validate_utf8_chars(const char *s, size_t len) {
+  size_t chars = 0;
+  for (size_t i = 0; i < len; i++)
+    if (((unsigned char)s[i] & 0xC0) != 0x80)
+      chars++;
+  return chars;
+}
+
+const char *validate_trim(const char *s, size_t *len) {
+  if (s == NULL) {
+    *len = 0;
+    return "";
+  }
+  const unsigned char *p = (const unsigned char *)s;
+  size_t start = 0, end = strlen(s);
+  uint32_t cp;
+  while (start < end) {
+    size_t n = utf8_decode(p + start, end - start, &cp);
+    if (n == 0 || !is_space(cp))
+      break;
+    start += n;
+  }
+  while (end > start) {
+    /* Step back to the lead byte of the last sequence (at most 3 continuation bytes). */
+    size_t lead = end - 1;
+    while (lead > start && end - lead < 4 && (p[lead] & 0xC0) == 0x80)
+      lead--;
+    size_t n = utf8_decode(p + lead, end - lead, &cp);
+    if (n != end - lead || !is_space(cp))
+      break;
+    end = lead;
+  }
+  *len = end - start;
+  return s + start;
+}
+
+bool validate_is_blank(const char *s) {
+  size_t len;
+  (void)validate_trim(s, &len);
+  return len == 0;
+}
+
+int validate_text(const char *field, const char *s, size_t max, unsigned flags,
+                  validate_error_t *err) {
+  if (s == NULL)
+    s = "";
+  size_t full = strlen(s);
+  if (!validate_utf8(s, full))
+    return fail(err, field, "%s is not valid UTF-8", field);
+
+  size_t len;
+  const char *t = validate_trim(s, &len);
+  if (len == 0) {
+    if (flags & VALIDATE_REQUIRED)
+      return fail(err, field, "%s is required", field);
+    return VALIDATE_OK;
+  }
+
+  const unsigned char *p = (const unsigned char *)t;
+  bool multiline = (flags & VALIDATE_MULTILINE) != 0;
+  uint32_t cp;
+  for (size_t i = 0; i < len;) {
+    size_t n = utf8_decode(p + i, len - i, &cp);
+    if (is_control(cp, multiline))
+      return fail(err, field, "%s must not contain control characters", field);
+    i += n;
+  }
+
+  if (max > 0) {
+    if (flags & VALIDATE_COUNT_CHARS) {
+      size_t chars = validate_utf8_chars(t, len);
+      if (chars > max)
+        return fail(err, field, "%s is too long: %zu characters, at most %zu", field, chars, max);
+    } else if (len > max) {
+      return fail(err, field, "%s is too long: %zu bytes, at most %zu", field, len, max);
+    }
+  }
+  return VALIDATE_OK;
+}
+
+int validate_title(const char *field, const char *s, validate_error_t *err) {
+  return validate_text(field, s, VALIDATE_TITLE_MAX_CHARS, VALIDATE_REQUIRED | VALIDATE_COUNT_CHARS,
+                       err);
+}
+
+int validate_summary(const char *s, validate_error_t *err) {
+  return validate_text("summary", s, VALIDATE_SUMMARY_MAX_BYTES,
+                       VALIDATE_REQUIRED | VALIDATE_MULTILINE, err);
+}
+
+int validate_name(const char *field, const char *s, bool required, validate_error_t *err) {
+  return validate_text(field, s, VALIDATE_NAME_MAX_CHARS,
+                       VALIDATE_COUNT_CHARS | (required ? VALIDATE_REQUIRED : 0u), err);
+}
+
+int validate_note_text(const char *s, validate_error_t *err) {
+  return validate_text("text", s, VALIDATE_NOTE_MAX_BYTES, VALIDATE_REQUIRED | VALIDATE_MULTILINE,
+                       err);
+}
+
+int validate_reason(const char *field, const char *s, bool required, validate_error_t *err) {
+  return validate_text(field, s, VALIDATE_REASON_MAX_BYTES,
+                       VALIDATE_MULTILINE | (required ? VALIDATE_REQUIRED : 0u), err);
+}
+
+static bool is_hex(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+bool validate_is_uuid(const char *s) {
+  if (s == NULL)
+    return false;
+  for (size_t i = 0; i < VALIDATE_UUID_LEN; i++) {
+    bool hyphen = i == 8 || i == 13 || i == 18 || i == 23;
+    if (hyphen ? s[i] != '-' : !is_hex(s[i]))
+      return false; /* also stops at the terminating NUL of a short string */
+  }
+  return s[VALIDATE_UUID_LEN] == '\0';
+}
+
+int validate_uuid(const char *field, const char *s, bool required, validate_error_t *err) {
+  if (s == NULL || s[0] == '\0') {
+    if (required)
+      return fail(err, field, "%s is required", field);
+    return VALIDATE_OK;
+  }
+  if (!validate_is_uuid(s))
+    return fail(err, field, "%s must be a UUID (8-4-4-4-12 hexadecimal digits)", field);
+  return VALIDATE_OK;
+}
+
+int validate_request_id(const char *s, validate_error_t *err) {
+  return validate_uuid("request_id", s, true, err);
+}
+
+int validate_uuid_normalize(const char *in, char out[VALIDATE_UUID_LEN + 1]) {
+  if (!validate_is_uuid(in))
+    return VALIDATE_EINVAL;
+  for (size_t i = 0; i < VALIDATE_UUID_LEN; i++)
+    out[i] = (in[i] >= 'A' && in[i] <= 'F') ? (char)(in[i] - 'A' + 'a') : in[i];
+  out[VALIDATE_UUID_LEN] = '\0';
+  return VALIDATE_OK;
+}
+
+int validate_unit_code(const char *s, validate_error_t *err) {
+  if (s == NULL || s[0] == '\0')
+    return fail(err, "code", "code is required");
+  size_t n = 0;
+  bool ok = s[0] >= 'A' && s[0] <= 'Z';
+  for (n = 1; ok && s[n] != '\0'; n++)
+    ok = (s[n] >= 'A' && s[n] <= 'Z') || (s[n] >= '0' && s[n] <= '9');
+  if (!ok || n < VALIDATE_UNIT_CODE_MIN || n > VALIDATE_UNIT_CODE_MAX)
+    return fail(err, "code",
+                "code must be %d to %d characters: an upper-case letter, then upper-case letters "
+                "or digits",
+                VALIDATE_UNIT_CODE_MIN, VALIDATE_UNIT_CODE_MAX);
+  return VALIDATE_OK;
+}
+
+int validate_page_size(int32_t requested, int32_t *out, validate_error_t *err) {
+  if (requested < 0)
+    return fail(err, "page_size", "page_size must not be negative");
+  if (requested == 0)
+    *out = VALIDATE_PAGE_SIZE_DEFAULT;
+  else if (requested > VALIDATE_PAGE_SIZE_MAX)
+    *out = VALIDATE_PAGE_SIZE_MAX;
+  else
+    *out = requested;
+  return VALIDATE_OK;
+}
+
+int validate_id(const char *field, int64_t id, validate_error_t *err) {
+  if (id == 0)
+    return fail(err, field, "%s is required", field);
+  if (id < 0)
+    return fail(err, field, "%s must be positive", field);
+  return VALIDATE_OK;
+}
+
+int validate_enum(const char *field, int value, int min, int max, validate_error_t *err) {
+  if (value >= min && value <= max)
+    return VALIDATE_OK;
+  if (value == 0)
+    return fail(err, field, "%s is required", field);
+  return fail(err, field, "%s has an unknown value %d", field, value);
+}
+
+int validate_extend_days(int32_t days, validate_error_t *err) {
+  if (days == 0)
+    return fail(err, "days", "days is required");
+  if (days < 0 || days > VALIDATE_EXTEND_DAYS_MAX)
+    return fail(err, "days", "days must be between 1 and %d", VALIDATE_EXTEND_DAYS_MAX);
+  return VALIDATE_OK;
+}

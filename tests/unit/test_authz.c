@@ -1,0 +1,1145 @@
+/* Permission and visibility rules (server/domain/authz.c) against DESIGN.md §2, §3, §4.
+ *
+ * The core is a matrix: every role (MEMBER, LEADER, AUDITOR, ADMIN) in a unit standing in
+ * every relation to a clue (its own unit, the owner group's liaison room, the joint case's
+ * lead room, a participant group/room/region, the room named to review, an unrelated room,
+ * group, region, an ADMIN unit), for clues owned by a GROUP, ROOM or REGION, in or out of a
+ * joint case, in every state, with and without a pending proposal and an extended deadline;
+ * each combination asked every question. The expected answers come from the tables below,
+ * written out from the design, not from the code under test. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "domain/authz.h"
+#include "net/grpc_status.h"
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Roles, as column indexes of the tables. */
+enum { M, L, AU, AD, NROLES };
+static const clue_role_t ROLE[NROLES] = {CLUE_ROLE_MEMBER, CLUE_ROLE_LEADER, CLUE_ROLE_AUDITOR,
+                                         CLUE_ROLE_ADMIN};
+
+/* The units of the test world. */
+enum {
+  U_LIAISON = 1, /* ROOM, liaison room of the owner GROUP */
+  U_LEAD = 2,    /* ROOM, leads the joint case */
+  U_NAMED = 3,   /* ROOM, named to review a ROOM's or REGION's own clue */
+  U_OTHER_ROOM = 4,
+  U_OWN_ROOM = 5,
+  U_PART_ROOM = 6,
+  U_OWN_GROUP = 11,
+  U_PART_GROUP = 12,
+  U_OTHER_GROUP = 13,
+  U_OWN_REGION = 21,
+  U_PART_REGION = 22,
+  U_OTHER_REGION = 23,
+  U_ADMIN = 31,
+  PROPOSER = 9999, /* a leader of the owner unit who raised the proposal */
+};
+
+/* How the caller's unit relates to the clue. */
+typedef enum rel {
+  OWN,
+  LIAISON,
+  CASE_LEAD,
+  PART_GROUP,
+  PART_ROOM,
+  PART_REGION,
+  NAMED,
+  OTHER_ROOM,
+  OTHER_GROUP,
+  OTHER_REGION,
+  ADMIN_UNIT,
+  NREL
+} rel_t;
+
+static const char *const REL_NAME[NREL] = {
+    "own unit",         "liaison room",       "joint-case lead", "participant group",
+    "participant room", "participant region", "named room",      "other room",
+    "other group",      "other region",       "admin unit",
+};
+
+/* DESIGN.md §4 "sees clues", per relation and role (MEMBER, LEADER, AUDITOR, ADMIN).
+ * V: yes. N: no. g: if the owner is a GROUP. c: if the clue is in a joint case.
+ * r: while a proposal on it that this unit reviews is pending. */
+static const char *const SEES[NREL] = {
+    /*              M L AU AD */
+    [OWN] = "VVVN",         [LIAISON] = "ggVN",      [CASE_LEAD] = "ccVN",  [PART_GROUP] = "ccVN",
+    [PART_ROOM] = "ccVN",   [PART_REGION] = "ccVN",  [NAMED] = "rrVN",      [OTHER_ROOM] = "NNVN",
+    [OTHER_GROUP] = "NNVN", [OTHER_REGION] = "NNVN", [ADMIN_UNIT] = "NNVN",
+};
+
+/* DESIGN.md §2/§4 "may change": moves, handover, deadline extension. A: yes (state rules
+ * then apply). D: no (PERMISSION_DENIED if the clue is visible, NOT_FOUND otherwise). */
+static const char *const CHANGES[NREL] = {
+    [OWN] = "DADD",         [LIAISON] = "DDDD",      [CASE_LEAD] = "DDDD",  [PART_GROUP] = "DDDD",
+    [PART_ROOM] = "DDDD",   [PART_REGION] = "DDDD",  [NAMED] = "DDDD",      [OTHER_ROOM] = "DDDD",
+    [OTHER_GROUP] = "DDDD", [OTHER_REGION] = "DDDD", [ADMIN_UNIT] = "DDDD",
+};
+
+/* DESIGN.md §4: reporter contact details only to leaders of the owner unit. */
+static const char *const REPORTER[NREL] = {
+    [OWN] = "DADD",         [LIAISON] = "DDDD",      [CASE_LEAD] = "DDDD",  [PART_GROUP] = "DDDD",
+    [PART_ROOM] = "DDDD",   [PART_REGION] = "DDDD",  [NAMED] = "DDDD",      [OTHER_ROOM] = "DDDD",
+    [OTHER_GROUP] = "DDDD", [OTHER_REGION] = "DDDD", [ADMIN_UNIT] = "DDDD",
+};
+
+/* DESIGN.md §2 "Notes": anyone who sees the clue, but auditors are read-only. */
+static const char *const NOTES = "AADD";
+
+/* The legal moves of DESIGN.md §2, written out. */
+static bool legal(clue_state_t from, int to) {
+  static const int moves[][2] = {{1, 2}, {1, 4}, {2, 3}, {2, 4}, {3, 4}, {3, 5}};
+  for (size_t i = 0; i < NELEM(moves); i++)
+    if (moves[i][0] == (int)from && moves[i][1] == to)
+      return true;
+  return false;
+}
+
+typedef struct scenario {
+  clue_unit_kind_t owner_kind;
+  bool in_case;
+  clue_state_t state;
+  bool pending;
+  bool extended;
+} scenario_t;
+
+static int64_t owner_unit(clue_unit_kind_t k) {
+  return k == CLUE_UNIT_GROUP ? U_OWN_GROUP : k == CLUE_UNIT_ROOM ? U_OWN_ROOM : U_OWN_REGION;
+}
+
+/* DESIGN.md §2 "Co-review": the joint case's lead, else the owner group's liaison room,
+ * else the room named on the proposal. */
+static rel_t reviewer_rel(const scenario_t *sc) {
+  if (sc->in_case)
+    return CASE_LEAD;
+  if (sc->owner_kind == CLUE_UNIT_GROUP)
+    return LIAISON;
+  return NAMED;
+}
+
+static int64_t reviewer_unit(const scenario_t *sc) {
+  rel_t r = reviewer_rel(sc);
+  return r == CASE_LEAD ? U_LEAD : r == LIAISON ? U_LIAISON : U_NAMED;
+}
+
+static bool is_participant(rel_t rel) {
+  return rel == PART_GROUP || rel == PART_ROOM || rel == PART_REGION;
+}
+
+static authz_principal_t principal_for(const scenario_t *sc, rel_t rel, int role) {
+  static const struct {
+    int64_t id;
+    clue_unit_kind_t kind;
+  } unit[NREL] = {
+      [LIAISON] = {U_LIAISON, CLUE_UNIT_ROOM},
+      [CASE_LEAD] = {U_LEAD, CLUE_UNIT_ROOM},
+      [PART_GROUP] = {U_PART_GROUP, CLUE_UNIT_GROUP},
+      [PART_ROOM] = {U_PART_ROOM, CLUE_UNIT_ROOM},
+      [PART_REGION] = {U_PART_REGION, CLUE_UNIT_REGION},
+      [NAMED] = {U_NAMED, CLUE_UNIT_ROOM},
+      [OTHER_ROOM] = {U_OTHER_ROOM, CLUE_UNIT_ROOM},
+      [OTHER_GROUP] = {U_OTHER_GROUP, CLUE_UNIT_GROUP},
+      [OTHER_REGION] = {U_OTHER_REGION, CLUE_UNIT_REGION},
+      [ADMIN_UNIT] = {U_ADMIN, CLUE_UNIT_ADMIN},
+  };
+  authz_principal_t p = {
+      .user_id = 1000 + rel * 10 + role,
+      .unit_id = unit[rel].id,
+      .unit_kind = unit[rel].kind,
+      .role = ROLE[role],
+  };
+  if (rel == OWN) {
+    p.unit_id = owner_unit(sc->owner_kind);
+    p.unit_kind = sc->owner_kind;
+  }
+  return p;
+}
+
+static authz_clue_t clue_for(const scenario_t *sc, rel_t rel) {
+  authz_clue_t c = {
+      .owner_unit_id = owner_unit(sc->owner_kind),
+      .owner_unit_kind = sc->owner_kind,
+      .owner_liaison_room_id = sc->owner_kind == CLUE_UNIT_GROUP ? U_LIAISON : 0,
+      .case_lead_unit_id = sc->in_case ? U_LEAD : 0,
+      .principal_in_case = sc->in_case && is_participant(rel),
+      .pending_reviewer_unit_id = sc->pending ? reviewer_unit(sc) : 0,
+      .deadline_extended = sc->extended,
+      .state = sc->state,
+  };
+  return c;
+}
+
+static bool sees(const scenario_t *sc, rel_t rel, int role) {
+  switch (SEES[rel][role]) {
+  case 'V':
+    return true;
+  case 'g':
+    return sc->owner_kind == CLUE_UNIT_GROUP;
+  case 'c':
+    return sc->in_case;
+  case 'r':
+    return sc->pending && reviewer_rel(sc) == rel;
+  default:
+    return false;
+  }
+}
+
+static const char *decision_name(authz_decision_t d) {
+  return grpc_status_name((int)d);
+}
+
+static char where_buf[256];
+
+static const char *where(const scenario_t *sc, rel_t rel, int role, const char *question) {
+  snprintf(where_buf, sizeof(where_buf), "%s: %s of %s; clue of a %s%s, %s%s%s", question,
+           clue_role_name(ROLE[role]), REL_NAME[rel], clue_unit_kind_name(sc->owner_kind),
+           sc->in_case ? " in a joint case" : "", clue_state_name(sc->state),
+           sc->pending ? ", proposal pending" : "", sc->extended ? ", extended" : "");
+  return where_buf;
+}
+
+static unsigned long checks;
+
+static void expect(const authz_result_t *got, authz_decision_t want, const char *ctx) {
+  checks++;
+  if (got->decision != want)
+    fail_msg("%s: got %s (%s: \"%s\"), want %s", ctx, decision_name(got->decision), got->reason,
+             got->message, decision_name(want));
+  assert_int_equal(got->grpc_code, (int)want);
+  assert_non_null(got->reason);
+  if (want == AUTHZ_ALLOW)
+    assert_string_equal(got->message, "");
+  else if (got->message[0] == '\0')
+    fail_msg("%s: refusal without a message", ctx);
+}
+
+/* A hidden clue must answer exactly as a missing one, whatever its state or facts. */
+static void expect_hidden(const authz_result_t *got, const char *ctx) {
+  expect(got, AUTHZ_NOT_FOUND, ctx);
+  assert_string_equal(got->message, "clue not found");
+}
+
+static const clue_unit_kind_t OWNER_KINDS[] = {CLUE_UNIT_GROUP, CLUE_UNIT_ROOM, CLUE_UNIT_REGION};
+
+/* Run fn over every scenario, relation and role. */
+static void for_each(void (*fn)(const scenario_t *, rel_t, int)) {
+  for (size_t k = 0; k < NELEM(OWNER_KINDS); k++)
+    for (int in_case = 0; in_case < 2; in_case++)
+      for (int s = CLUE_STATE_ACCEPTED; s <= CLUE_STATE_TRANSFERRED_TO_JUDICIAL; s++)
+        for (int pending = 0; pending < 2; pending++)
+          for (int ext = 0; ext < 2; ext++) {
+            scenario_t sc = {OWNER_KINDS[k], in_case, (clue_state_t)s, pending, ext};
+            for (int rel = 0; rel < NREL; rel++)
+              for (int role = 0; role < NROLES; role++)
+                fn(&sc, (rel_t)rel, role);
+          }
+}
+
+static void check_see(const scenario_t *sc, rel_t rel, int role) {
+  authz_principal_t p = principal_for(sc, rel, role);
+  authz_clue_t c = clue_for(sc, rel);
+  authz_result_t r = authz_can_see_clue(&p, &c);
+  const char *ctx = where(sc, rel, role, "see");
+  if (sees(sc, rel, role))
+    expect(&r, AUTHZ_ALLOW, ctx);
+  else
+    expect_hidden(&r, ctx);
+
+  /* The list scope describes the same set of clues. */
+  unsigned scope = authz_clue_scope(&p);
+  bool in_scope =
+      (scope & AUTHZ_SCOPE_ALL) ||
+      ((scope & AUTHZ_SCOPE_OWN_UNIT) && c.owner_unit_id == p.unit_id) ||
+      ((scope & AUTHZ_SCOPE_LIAISON_GROUPS) && c.owner_unit_kind == CLUE_UNIT_GROUP &&
+       c.owner_liaison_room_id == p.unit_id) ||
+      ((scope & AUTHZ_SCOPE_JOINT_CASES) && c.case_lead_unit_id != 0 &&
+       (c.case_lead_unit_id == p.unit_id || c.principal_in_case)) ||
+      ((scope & AUTHZ_SCOPE_PENDING_REVIEWS) && c.pending_reviewer_unit_id == p.unit_id);
+  if (in_scope != sees(sc, rel, role))
+    fail_msg("%s: scope 0x%x disagrees", ctx, scope);
+}
+
+static void check_reporter(const scenario_t *sc, rel_t rel, int role) {
+  authz_principal_t p = principal_for(sc, rel, role);
+  authz_clue_t c = clue_for(sc, rel);
+  authz_result_t r = authz_can_see_reporter(&p, &c);
+  expect(&r, REPORTER[rel][role] == 'A' ? AUTHZ_ALLOW : AUTHZ_DENIED,
+         where(sc, rel, role, "reporter"));
+}
+
+static void check_note(const scenario_t *sc, rel_t rel, int role) {
+  authz_principal_t p = principal_for(sc, rel, role);
+  authz_clue_t c = clue_for(sc, rel);
+  authz_result_t r = authz_can_add_note(&p, &c);
+  const char *ctx = where(sc, rel, role, "note");
+  if (!sees(sc, rel, role))
+    expect_hidden(&r, ctx);
+  else
+    expect(&r, NOTES[role] == 'A' ? AUTHZ_ALLOW : AUTHZ_DENIED, ctx);
+}
+
+static void check_move(const scenario_t *sc, rel_t rel, int role) {
+  authz_principal_t p = principal_for(sc, rel, role);
+  authz_clue_t c = clue_for(sc, rel);
+  for (int to = -1; to <= CLUE_STATE_COUNT; to++) {
+    char ctx[320];
+    snprintf(ctx, sizeof(ctx), "%s -> %d", where(sc, rel, role, "move"), to);
+    const clue_move_t *row = NULL;
+    authz_result_t r = authz_can_move(&p, &c, (clue_state_t)to, &row);
+    if (to < CLUE_STATE_ACCEPTED || to > CLUE_STATE_TRANSFERRED_TO_JUDICIAL) {
+      expect(&r, AUTHZ_INVALID_ARGUMENT, ctx);
+    } else if (!sees(sc, rel, role)) {
+      expect_hidden(&r, ctx);
+    } else if (CHANGES[rel][role] != 'A') {
+      expect(&r, AUTHZ_DENIED, ctx);
+    } else if (!legal(sc->state, to)) {
+      expect(&r, AUTHZ_FAILED_PRECONDITION, ctx);
+      char want[CLUE_FSM_MSG_MAX];
+      assert_int_equal(clue_fsm_refusal(sc->state, (clue_state_t)to, want, sizeof(want)), 0);
+      assert_string_equal(r.message, want);
+    } else if (sc->pending) {
+      expect(&r, AUTHZ_FAILED_PRECONDITION, ctx);
+      assert_string_equal(r.message, "clue has a pending proposal; it must be reviewed first");
+    } else {
+      expect(&r, AUTHZ_ALLOW, ctx);
+      assert_ptr_equal(row, clue_fsm_find(sc->state, (clue_state_t)to));
+      continue;
+    }
+    assert_null(row); /* untouched when refused */
+  }
+}
+
+static void check_handover(const scenario_t *sc, rel_t rel, int role) {
+  authz_principal_t p = principal_for(sc, rel, role);
+  authz_clue_t c = clue_for(sc, rel);
+  authz_result_t r = authz_can_handover(&p, &c, U_OTHER_GROUP, CLUE_UNIT_GROUP);
+  const char *ctx = where(sc, rel, role, "handover");
+  if (!sees(sc, rel, role))
+    expect_hidden(&r, ctx);
+  else if (CHANGES[rel][role] != 'A')
+    expect(&r, AUTHZ_DENIED, ctx);
+  else if (sc->state != CLUE_STATE_ACCEPTED && sc->state != CLUE_STATE_PRELIMINARY_CHECK)
+    expect(&r, AUTHZ_FAILED_PRECONDITION, ctx);
+  else if (sc->pending)
+    expect(&r, AUTHZ_FAILED_PRECONDITION, ctx);
+  else
+    expect(&r, AUTHZ_ALLOW, ctx);
+}
+
+static void check_extend(const scenario_t *sc, rel_t rel, int role) {
+  authz_principal_t p = principal_for(sc, rel, role);
+  authz_clue_t c = clue_for(sc, rel);
+  authz_result_t r = authz_can_extend_deadline(&p, &c);
+  const char *ctx = where(sc, rel, role, "extend");
+  bool terminal = sc->state == CLUE_STATE_CLOSED || sc->state == CLUE_STATE_TRANSFERRED_TO_JUDICIAL;
+  if (!sees(sc, rel, role))
+    expect_hidden(&r, ctx);
+  else if (CHANGES[rel][role] != 'A')
+    expect(&r, AUTHZ_DENIED, ctx);
+  else if (terminal || sc->extended)
+    expect(&r, AUTHZ_FAILED_PRECONDITION, ctx);
+  else
+    expect(&r, AUTHZ_ALLOW, ctx);
+}
+
+static void check_review(const scenario_t *sc, rel_t rel, int role) {
+  authz_principal_t p = principal_for(sc, rel, role);
+  authz_clue_t c = clue_for(sc, rel);
+  authz_proposal_t prop = {
+      .proposer_user_id = PROPOSER,
+      .reviewer_unit_id = reviewer_unit(sc),
+      .pending = sc->pending,
+  };
+  authz_result_t r = authz_can_review(&p, &c, &prop);
+  const char *ctx = where(sc, rel, role, "review");
+  bool reviewer = rel == reviewer_rel(sc);
+  /* The reviewing unit keeps sight of its proposal after the decision. */
+  bool visible = sees(sc, rel, role) || (reviewer && (role == M || role == L));
+  if (!visible) {
+    expect(&r, AUTHZ_NOT_FOUND, ctx);
+    assert_string_equal(r.message, "proposal not found");
+  } else if (!(reviewer && role == L)) {
+    expect(&r, AUTHZ_DENIED, ctx);
+  } else if (!sc->pending) {
+    expect(&r, AUTHZ_FAILED_PRECONDITION, ctx);
+  } else {
+    expect(&r, AUTHZ_ALLOW, ctx);
+  }
+}
+
+static void test_matrix_see(void **state) {
+  (void)state;
+  for_each(check_see);
+}
+
+static void test_matrix_reporter(void **state) {
+  (void)state;
+  for_each(check_reporter);
+}
+
+static void test_matrix_note(void **state) {
+  (void)state;
+  for_each(check_note);
+}
+
+static void test_matrix_move(void **state) {
+  (void)state;
+  for_each(check_move);
+}
+
+static void test_matrix_handover(void **state) {
+  (void)state;
+  for_each(check_handover);
+}
+
+static void test_matrix_extend(void **state) {
+  (void)state;
+  for_each(check_extend);
+}
+
+static void test_matrix_review(void **state) {
+  (void)state;
+  for_each(check_review);
+}
+
+static void test_codes_are_grpc(void **state) {
+  (void)state;
+  assert_int_equal(AUTHZ_ALLOW, GRPC_OK);
+  assert_int_equal(AUTHZ_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT);
+  assert_int_equal(AUTHZ_NOT_FOUND, GRPC_NOT_FOUND);
+  assert_int_equal(AUTHZ_DENIED, GRPC_PERMISSION_DENIED);
+  assert_int_equal(AUTHZ_FAILED_PRECONDITION, GRPC_FAILED_PRECONDITION);
+}
+
+/* A few answers spelled out in full, as a reader would check them against the design. */
+static void test_examples(void **state) {
+  (void)state;
+  authz_clue_t group_clue = {.owner_unit_id = U_OWN_GROUP,
+                             .owner_unit_kind = CLUE_UNIT_GROUP,
+                             .owner_liaison_room_id = U_LIAISON,
+                             .state = CLUE_STATE_ACCEPTED};
+  authz_principal_t group_leader = {1, U_OWN_GROUP, CLUE_UNIT_GROUP, CLUE_ROLE_LEADER};
+  authz_principal_t group_member = {2, U_OWN_GROUP, CLUE_UNIT_GROUP, CLUE_ROLE_MEMBER};
+  authz_principal_t liaison_leader = {3, U_LIAISON, CLUE_UNIT_ROOM, CLUE_ROLE_LEADER};
+  authz_principal_t auditor = {4, U_ADMIN, CLUE_UNIT_ADMIN, CLUE_ROLE_AUDITOR};
+  authz_principal_t admin = {5, U_ADMIN, CLUE_UNIT_ADMIN, CLUE_ROLE_ADMIN};
+
+  const clue_move_t *row = NULL;
+  authz_result_t r = authz_can_move(&group_leader, &group_clue, CLUE_STATE_PRELIMINARY_CHECK, &row);
+  expect(&r, AUTHZ_ALLOW, "leader starts a check");
+  assert_int_equal(row->to, CLUE_STATE_PRELIMINARY_CHECK);
+  assert_false(row->co_review);
+
+  r = authz_can_move(&group_member, &group_clue, CLUE_STATE_PRELIMINARY_CHECK, NULL);
+  expect(&r, AUTHZ_DENIED, "member moves");
+  assert_string_equal(r.message, "only a LEADER of the owner unit may move this clue");
+
+  r = authz_can_move(&liaison_leader, &group_clue, CLUE_STATE_CLOSED, NULL);
+  expect(&r, AUTHZ_DENIED, "liaison leader moves");
+
+  r = authz_can_move(&auditor, &group_clue, CLUE_STATE_CLOSED, NULL);
+  expect(&r, AUTHZ_DENIED, "auditor moves");
+  assert_string_equal(r.message, "auditors have read-only access");
+
+  r = authz_can_move(&admin, &group_clue, CLUE_STATE_CLOSED, NULL);
+  expect_hidden(&r, "admin moves");
+  r = authz_can_see_clue(&admin, &group_clue);
+  expect_hidden(&r, "admin sees");
+
+  r = authz_can_move(&group_leader, &group_clue, CLUE_STATE_FILED, NULL);
+  expect(&r, AUTHZ_FAILED_PRECONDITION, "accepted to filed");
+  assert_string_equal(r.message, "cannot move from ACCEPTED to FILED; allowed from ACCEPTED: "
+                                 "PRELIMINARY_CHECK, CLOSED");
+
+  group_clue.state = CLUE_STATE_CLOSED;
+  r = authz_can_move(&group_leader, &group_clue, CLUE_STATE_ACCEPTED, NULL);
+  expect(&r, AUTHZ_FAILED_PRECONDITION, "closed");
+  assert_string_equal(r.message, "clue is CLOSED, a terminal state; no moves are allowed");
+
+  r = authz_can_move(&group_leader, &group_clue, CLUE_STATE_UNSPECIFIED, NULL);
+  expect(&r, AUTHZ_INVALID_ARGUMENT, "no target");
+  assert_string_equal(r.message, "target is required");
+  r = authz_can_move(&group_leader, &group_clue, (clue_state_t)9, NULL);
+  expect(&r, AUTHZ_INVALID_ARGUMENT, "bad target");
+  assert_string_equal(r.message, "target has an unknown value 9");
+
+  group_clue.state = CLUE_STATE_PRELIMINARY_CHECK;
+  r = authz_can_move(&group_leader, &group_clue, CLUE_STATE_FILED, &row);
+  expect(&r, AUTHZ_ALLOW, "filing is proposed");
+  assert_true(row->co_review);
+  assert_string_equal(r.reason, "move needs co-review");
+
+  /* The same hidden answer for a missing clue's neighbours in every state. */
+  authz_principal_t stranger = {6, U_OTHER_GROUP, CLUE_UNIT_GROUP, CLUE_ROLE_LEADER};
+  for (int s = 0; s < CLUE_STATE_COUNT; s++) {
+    group_clue.state = (clue_state_t)s;
+    r = authz_can_move(&stranger, &group_clue, CLUE_STATE_CLOSED, NULL);
+    expect_hidden(&r, "stranger moves");
+    r = authz_can_handover(&stranger, &group_clue, U_OTHER_ROOM, CLUE_UNIT_ROOM);
+    expect_hidden(&r, "stranger hands over");
+    r = authz_can_extend_deadline(&stranger, &group_clue);
+    expect_hidden(&r, "stranger extends");
+  }
+}
+
+/* Fail closed: odd or missing facts never widen access. */
+static void test_fail_closed(void **state) {
+  (void)state;
+  authz_clue_t c = {
+      .owner_unit_id = U_OWN_ROOM, .owner_unit_kind = CLUE_UNIT_ROOM, .state = CLUE_STATE_ACCEPTED};
+  authz_principal_t p = {1, U_OWN_ROOM, CLUE_UNIT_ROOM, CLUE_ROLE_LEADER};
+  authz_result_t r = authz_can_see_clue(&p, &c);
+  expect(&r, AUTHZ_ALLOW, "baseline");
+
+  r = authz_can_see_clue(NULL, &c);
+  expect_hidden(&r, "no principal");
+  r = authz_can_see_clue(&p, NULL);
+  expect_hidden(&r, "no clue");
+  r = authz_can_add_note(NULL, NULL);
+  expect_hidden(&r, "note without facts");
+  r = authz_can_move(NULL, &c, CLUE_STATE_CLOSED, NULL);
+  expect_hidden(&r, "move without principal");
+  r = authz_can_handover(&p, NULL, U_OTHER_ROOM, CLUE_UNIT_ROOM);
+  expect_hidden(&r, "handover without clue");
+  r = authz_can_extend_deadline(NULL, &c);
+  expect_hidden(&r, "extend without principal");
+  r = authz_can_see_reporter(NULL, &c);
+  expect(&r, AUTHZ_DENIED, "reporter without principal");
+  r = authz_can_see_reporter(&p, NULL);
+  expect(&r, AUTHZ_DENIED, "reporter without clue");
+  r = authz_can_review(&p, &c, NULL);
+  expect(&r, AUTHZ_NOT_FOUND, "review without proposal");
+  assert_int_equal(authz_clue_scope(NULL), AUTHZ_SCOPE_NONE);
+
+  const int roles[] = {CLUE_ROLE_UNSPECIFIED, 5, -1, 100};
+  for (size_t i = 0; i < NELEM(roles); i++) {
+    authz_principal_t q = p;
+    q.role = (clue_role_t)roles[i];
+    r = authz_can_see_clue(&q, &c);
+    expect_hidden(&r, "odd role sees");
+    r = authz_can_submit(&q);
+    expect(&r, AUTHZ_DENIED, "odd role submits");
+    assert_int_equal(authz_clue_scope(&q), AUTHZ_SCOPE_NONE);
+  }
+  const int kinds[] = {CLUE_UNIT_UNSPECIFIED, CLUE_UNIT_ADMIN, 5, -2};
+  for (size_t i = 0; i < NELEM(kinds); i++) {
+    authz_principal_t q = p;
+    q.unit_kind = (clue_unit_kind_t)kinds[i];
+    r = authz_can_see_clue(&q, &c);
+    expect_hidden(&r, "odd unit kind sees its 'own' clue");
+    r = authz_can_submit(&q);
+    expect(&r, AUTHZ_DENIED, "odd unit kind submits");
+    assert_int_equal(authz_clue_scope(&q), AUTHZ_SCOPE_NONE);
+  }
+
+  /* Unit id 0 is "none" and matches nothing, not even another 0. */
+  authz_clue_t zero = {0};
+  zero.owner_unit_kind = CLUE_UNIT_GROUP;
+  zero.state = CLUE_STATE_ACCEPTED;
+  authz_principal_t nobody = {1, 0, CLUE_UNIT_ROOM, CLUE_ROLE_LEADER};
+  r = authz_can_see_clue(&nobody, &zero);
+  expect_hidden(&r, "unit 0 sees clue with no owner, liaison, case or reviewer");
+  r = authz_can_see_reporter(&nobody, &zero);
+  expect(&r, AUTHZ_DENIED, "unit 0 sees reporter");
+  r = authz_can_submit(&nobody);
+  expect(&r, AUTHZ_DENIED, "unit 0 submits");
+  assert_int_equal(authz_clue_scope(&nobody), AUTHZ_SCOPE_NONE);
+
+  /* "In the joint case" means nothing for a clue in no case. */
+  authz_clue_t stray = c;
+  stray.principal_in_case = true;
+  authz_principal_t other = {2, U_PART_GROUP, CLUE_UNIT_GROUP, CLUE_ROLE_LEADER};
+  r = authz_can_see_clue(&other, &stray);
+  expect_hidden(&r, "participant of no case");
+
+  /* A liaison room id on a clue not owned by a GROUP grants nothing. */
+  authz_clue_t room_clue = c;
+  room_clue.owner_liaison_room_id = U_LIAISON;
+  authz_principal_t liaison = {3, U_LIAISON, CLUE_UNIT_ROOM, CLUE_ROLE_LEADER};
+  r = authz_can_see_clue(&liaison, &room_clue);
+  expect_hidden(&r, "liaison of a room");
+  /* Nor does matching the liaison id from a unit that is not a ROOM. */
+  authz_clue_t group_clue = {.owner_unit_id = U_OWN_GROUP,
+                             .owner_unit_kind = CLUE_UNIT_GROUP,
+                             .owner_liaison_room_id = U_OTHER_GROUP,
+                             .state = CLUE_STATE_ACCEPTED};
+  authz_principal_t group_as_liaison = {4, U_OTHER_GROUP, CLUE_UNIT_GROUP, CLUE_ROLE_LEADER};
+  r = authz_can_see_clue(&group_as_liaison, &group_clue);
+  expect_hidden(&r, "group as liaison");
+
+  /* A move from a state outside the table is refused, naming the state. */
+  authz_clue_t odd = c;
+  odd.state = CLUE_STATE_UNSPECIFIED;
+  r = authz_can_move(&p, &odd, CLUE_STATE_ACCEPTED, NULL);
+  expect(&r, AUTHZ_FAILED_PRECONDITION, "move from UNSPECIFIED");
+  assert_string_equal(r.message, "cannot move from UNSPECIFIED to ACCEPTED; no moves are allowed "
+                                 "from UNSPECIFIED");
+  r = authz_can_extend_deadline(&p, &odd);
+  expect(&r, AUTHZ_FAILED_PRECONDITION, "extend in UNSPECIFIED");
+  r = authz_can_handover(&p, &odd, U_OTHER_ROOM, CLUE_UNIT_ROOM);
+  expect(&r, AUTHZ_FAILED_PRECONDITION, "handover in UNSPECIFIED");
+}
+
+static void test_scope(void **state) {
+  (void)state;
+  const unsigned unit =
+      AUTHZ_SCOPE_OWN_UNIT | AUTHZ_SCOPE_JOINT_CASES | AUTHZ_SCOPE_PENDING_REVIEWS;
+  static const struct {
+    clue_unit_kind_t kind;
+    clue_role_t role;
+    unsigned want_extra; /* bits beyond those of every working unit */
+  } cases[] = {
+      {CLUE_UNIT_ROOM, CLUE_ROLE_MEMBER, AUTHZ_SCOPE_LIAISON_GROUPS},
+      {CLUE_UNIT_ROOM, CLUE_ROLE_LEADER, AUTHZ_SCOPE_LIAISON_GROUPS},
+      {CLUE_UNIT_GROUP, CLUE_ROLE_MEMBER, 0},
+      {CLUE_UNIT_GROUP, CLUE_ROLE_LEADER, 0},
+      {CLUE_UNIT_REGION, CLUE_ROLE_MEMBER, 0},
+      {CLUE_UNIT_REGION, CLUE_ROLE_LEADER, 0},
+  };
+  for (size_t i = 0; i < NELEM(cases); i++) {
+    authz_principal_t p = {1, 7, cases[i].kind, cases[i].role};
+    assert_int_equal(authz_clue_scope(&p), unit | cases[i].want_extra);
+  }
+  const clue_unit_kind_t kinds[] = {CLUE_UNIT_ROOM, CLUE_UNIT_GROUP, CLUE_UNIT_REGION,
+                                    CLUE_UNIT_ADMIN};
+  for (size_t k = 0; k < NELEM(kinds); k++) {
+    authz_principal_t aud = {1, 7, kinds[k], CLUE_ROLE_AUDITOR};
+    assert_int_equal(authz_clue_scope(&aud), AUTHZ_SCOPE_ALL);
+    authz_principal_t adm = {1, 7, kinds[k], CLUE_ROLE_ADMIN};
+    assert_int_equal(authz_clue_scope(&adm), AUTHZ_SCOPE_NONE);
+  }
+}
+
+/* Who may submit, by unit kind (rows) and role (MEMBER, LEADER, AUDITOR, ADMIN). */
+static void test_submit(void **state) {
+  (void)state;
+  static const struct {
+    clue_unit_kind_t kind;
+    const char *may; /* per role */
+  } table[] = {
+      {CLUE_UNIT_ROOM, "AADD"},  {CLUE_UNIT_GROUP, "AADD"},       {CLUE_UNIT_REGION, "AADD"},
+      {CLUE_UNIT_ADMIN, "DDDD"}, {CLUE_UNIT_UNSPECIFIED, "DDDD"},
+  };
+  for (size_t k = 0; k < NELEM(table); k++)
+    for (int role = 0; role < NROLES; role++) {
+      authz_principal_t p = {1, 7, table[k].kind, ROLE[role]};
+      authz_result_t r = authz_can_submit(&p);
+      char ctx[96];
+      snprintf(ctx, sizeof(ctx), "submit: %s of a %s", clue_role_name(ROLE[role]),
+               clue_unit_kind_name(table[k].kind));
+      expect(&r, table[k].may[role] == 'A' ? AUTHZ_ALLOW : AUTHZ_DENIED, ctx);
+    }
+  authz_principal_t aud = {1, 7, CLUE_UNIT_GROUP, CLUE_ROLE_AUDITOR};
+  authz_result_t r = authz_can_submit(&aud);
+  assert_string_equal(r.message, "auditors have read-only access");
+  authz_principal_t adm = {1, 7, CLUE_UNIT_ADMIN, CLUE_ROLE_ADMIN};
+  r = authz_can_submit(&adm);
+  assert_string_equal(r.message, "administrators may not submit clues");
+  r = authz_can_submit(NULL);
+  expect(&r, AUTHZ_DENIED, "submit without principal");
+}
+
+static void test_reviewer_selection(void **state) {
+  (void)state;
+  int64_t out;
+  authz_result_t r;
+
+  /* A group's clue: its liaison room. */
+  authz_clue_t g = {.owner_unit_id = U_OWN_GROUP,
+                    .owner_unit_kind = CLUE_UNIT_GROUP,
+                    .owner_liaison_room_id = U_LIAISON,
+                    .state = CLUE_STATE_PRELIMINARY_CHECK};
+  out = -1;
+  r = authz_reviewer_unit(&g, 0, CLUE_UNIT_UNSPECIFIED, &out);
+  expect(&r, AUTHZ_ALLOW, "group clue");
+  assert_int_equal(out, U_LIAISON);
+  /* A room named on the proposal does not override the liaison room. */
+  r = authz_reviewer_unit(&g, U_NAMED, CLUE_UNIT_ROOM, &out);
+  expect(&r, AUTHZ_ALLOW, "group clue, room named");
+  assert_int_equal(out, U_LIAISON);
+  /* A group without a liaison room cannot have proposals reviewed. */
+  authz_clue_t orphan = g;
+  orphan.owner_liaison_room_id = 0;
+  out = -1;
+  r = authz_reviewer_unit(&orphan, U_NAMED, CLUE_UNIT_ROOM, &out);
+  expect(&r, AUTHZ_FAILED_PRECONDITION, "group without liaison");
+  assert_string_equal(r.message, "the owner group has no liaison room to review the proposal");
+  assert_int_equal(out, -1);
+
+  /* In a joint case: its lead unit, whoever owns the clue. */
+  const clue_unit_kind_t kinds[] = {CLUE_UNIT_GROUP, CLUE_UNIT_ROOM, CLUE_UNIT_REGION};
+  for (size_t k = 0; k < NELEM(kinds); k++) {
+    authz_clue_t c = {.owner_unit_id = owner_unit(kinds[k]),
+                      .owner_unit_kind = kinds[k],
+                      .owner_liaison_room_id = kinds[k] == CLUE_UNIT_GROUP ? U_LIAISON : 0,
+                      .case_lead_unit_id = U_LEAD,
+                      .state = CLUE_STATE_FILED};
+    out = -1;
+    r = authz_reviewer_unit(&c, 0, CLUE_UNIT_UNSPECIFIED, &out);
+    expect(&r, AUTHZ_ALLOW, "case clue");
+    assert_int_equal(out, U_LEAD);
+    r = authz_reviewer_unit(&c, U_NAMED, CLUE_UNIT_ROOM, &out);
+    expect(&r, AUTHZ_ALLOW, "case clue, room named");
+    assert_int_equal(out, U_LEAD);
+  }
+
+  /* A room's or region's own clue: the other room named on the proposal. */
+  static const struct {
+    clue_unit_kind_t owner;
+    int64_t named;
+    clue_unit_kind_t named_kind;
+    authz_decision_t want;
+    const char *message;
+  } own[] = {
+      {CLUE_UNIT_ROOM, U_NAMED, CLUE_UNIT_ROOM, AUTHZ_ALLOW, ""},
+      {CLUE_UNIT_REGION, U_NAMED, CLUE_UNIT_ROOM, AUTHZ_ALLOW, ""},
+      {CLUE_UNIT_ROOM, 0, CLUE_UNIT_UNSPECIFIED, AUTHZ_INVALID_ARGUMENT,
+       "details.reviewer_unit_id is required: a ROOM's own clue is reviewed by another ROOM "
+       "named on the proposal"},
+      {CLUE_UNIT_REGION, 0, CLUE_UNIT_UNSPECIFIED, AUTHZ_INVALID_ARGUMENT,
+       "details.reviewer_unit_id is required: a REGION's own clue is reviewed by another ROOM "
+       "named on the proposal"},
+      {CLUE_UNIT_ROOM, U_OWN_ROOM, CLUE_UNIT_ROOM, AUTHZ_INVALID_ARGUMENT,
+       "details.reviewer_unit_id must name a ROOM other than the owner"},
+      {CLUE_UNIT_ROOM, U_OTHER_GROUP, CLUE_UNIT_GROUP, AUTHZ_INVALID_ARGUMENT,
+       "details.reviewer_unit_id must name a ROOM"},
+      {CLUE_UNIT_REGION, U_OTHER_REGION, CLUE_UNIT_REGION, AUTHZ_INVALID_ARGUMENT,
+       "details.reviewer_unit_id must name a ROOM"},
+      {CLUE_UNIT_REGION, U_OWN_REGION, CLUE_UNIT_REGION, AUTHZ_INVALID_ARGUMENT,
+       "details.reviewer_unit_id must name a ROOM"},
+      {CLUE_UNIT_ROOM, U_ADMIN, CLUE_UNIT_ADMIN, AUTHZ_INVALID_ARGUMENT,
+       "details.reviewer_unit_id must name a ROOM"},
+      {CLUE_UNIT_ROOM, 777, CLUE_UNIT_UNSPECIFIED, AUTHZ_INVALID_ARGUMENT,
+       "details.reviewer_unit_id must name a ROOM"},
+      {CLUE_UNIT_ROOM, -3, CLUE_UNIT_ROOM, AUTHZ_INVALID_ARGUMENT,
+       "details.reviewer_unit_id must name a ROOM"},
+  };
+  for (size_t i = 0; i < NELEM(own); i++) {
+    authz_clue_t c = {.owner_unit_id = owner_unit(own[i].owner),
+                      .owner_unit_kind = own[i].owner,
+                      .state = CLUE_STATE_PRELIMINARY_CHECK};
+    out = -1;
+    r = authz_reviewer_unit(&c, own[i].named, own[i].named_kind, &out);
+    char ctx[64];
+    snprintf(ctx, sizeof(ctx), "own clue case %zu", i);
+    expect(&r, own[i].want, ctx);
+    assert_string_equal(r.message, own[i].message);
+    assert_int_equal(out, own[i].want == AUTHZ_ALLOW ? own[i].named : -1);
+  }
+
+  /* Owners that cannot have proposals at all. */
+  authz_clue_t weird = {.owner_unit_id = U_ADMIN, .owner_unit_kind = CLUE_UNIT_ADMIN};
+  out = -1;
+  r = authz_reviewer_unit(&weird, U_NAMED, CLUE_UNIT_ROOM, &out);
+  expect(&r, AUTHZ_FAILED_PRECONDITION, "admin-owned clue");
+  weird.owner_unit_kind = CLUE_UNIT_UNSPECIFIED;
+  r = authz_reviewer_unit(&weird, U_NAMED, CLUE_UNIT_ROOM, &out);
+  expect(&r, AUTHZ_FAILED_PRECONDITION, "clue of unknown owner kind");
+  r = authz_reviewer_unit(NULL, U_NAMED, CLUE_UNIT_ROOM, &out);
+  expect(&r, AUTHZ_NOT_FOUND, "no clue");
+  assert_int_equal(out, -1);
+}
+
+static void test_self_review(void **state) {
+  (void)state;
+  /* The liaison room's leader raised nothing; the proposer is a group leader. */
+  authz_clue_t c = {.owner_unit_id = U_OWN_GROUP,
+                    .owner_unit_kind = CLUE_UNIT_GROUP,
+                    .owner_liaison_room_id = U_LIAISON,
+                    .pending_reviewer_unit_id = U_LIAISON,
+                    .state = CLUE_STATE_PRELIMINARY_CHECK};
+  authz_proposal_t prop = {.proposer_user_id = 41, .reviewer_unit_id = U_LIAISON, .pending = true};
+  authz_principal_t reviewer = {42, U_LIAISON, CLUE_UNIT_ROOM, CLUE_ROLE_LEADER};
+  authz_result_t r = authz_can_review(&reviewer, &c, &prop);
+  expect(&r, AUTHZ_ALLOW, "liaison leader reviews");
+
+  /* The proposer cannot review, even when a leader of the reviewing unit: a room's own
+   * clue in a joint case the same room leads. */
+  authz_clue_t own = {.owner_unit_id = U_LEAD,
+                      .owner_unit_kind = CLUE_UNIT_ROOM,
+                      .case_lead_unit_id = U_LEAD,
+                      .pending_reviewer_unit_id = U_LEAD,
+                      .state = CLUE_STATE_FILED};
+  int64_t unit = 0;
+  r = authz_reviewer_unit(&own, 0, CLUE_UNIT_UNSPECIFIED, &unit);
+  expect(&r, AUTHZ_ALLOW, "reviewer of a lead room's own clue");
+  assert_int_equal(unit, U_LEAD);
+  authz_proposal_t mine = {.proposer_user_id = 50, .reviewer_unit_id = U_LEAD, .pending = true};
+  authz_principal_t proposer = {50, U_LEAD, CLUE_UNIT_ROOM, CLUE_ROLE_LEADER};
+  r = authz_can_review(&proposer, &own, &mine);
+  expect(&r, AUTHZ_DENIED, "self-review");
+  assert_string_equal(r.message, "nobody may review their own proposal");
+  authz_principal_t colleague = {51, U_LEAD, CLUE_UNIT_ROOM, CLUE_ROLE_LEADER};
+  r = authz_can_review(&colleague, &own, &mine);
+  expect(&r, AUTHZ_ALLOW, "another leader of the same room");
+  authz_principal_t member = {52, U_LEAD, CLUE_UNIT_ROOM, CLUE_ROLE_MEMBER};
+  r = authz_can_review(&member, &own, &mine);
+  expect(&r, AUTHZ_DENIED, "a member of the reviewing room");
+  assert_string_equal(r.message, "only a LEADER of the reviewing unit may review this proposal");
+  /* An unknown user id could be the proposer. */
+  authz_principal_t anonymous = {0, U_LEAD, CLUE_UNIT_ROOM, CLUE_ROLE_LEADER};
+  r = authz_can_review(&anonymous, &own, &mine);
+  expect(&r, AUTHZ_DENIED, "user 0");
+  /* Self-review is refused before "already decided". */
+  mine.pending = false;
+  r = authz_can_review(&proposer, &own, &mine);
+  expect(&r, AUTHZ_DENIED, "self-review of a decided proposal");
+  r = authz_can_review(&colleague, &own, &mine);
+  expect(&r, AUTHZ_FAILED_PRECONDITION, "decided");
+  assert_string_equal(r.message, "proposal was already decided");
+}
+
+/* A room named to review a region's clue sees it only while the proposal is pending, and
+ * gets the same rights as any unit that sees it: notes yes, moves and reporter no. */
+static void test_named_reviewer(void **state) {
+  (void)state;
+  authz_clue_t c = {.owner_unit_id = U_OWN_REGION,
+                    .owner_unit_kind = CLUE_UNIT_REGION,
+                    .pending_reviewer_unit_id = U_NAMED,
+                    .state = CLUE_STATE_FILED};
+  authz_principal_t leader = {60, U_NAMED, CLUE_UNIT_ROOM, CLUE_ROLE_LEADER};
+  authz_principal_t member = {61, U_NAMED, CLUE_UNIT_ROOM, CLUE_ROLE_MEMBER};
+  authz_result_t r = authz_can_see_clue(&member, &c);
+  expect(&r, AUTHZ_ALLOW, "named room member sees");
+  r = authz_can_add_note(&member, &c);
+  expect(&r, AUTHZ_ALLOW, "named room member adds the co-review record");
+  r = authz_can_see_reporter(&leader, &c);
+  expect(&r, AUTHZ_DENIED, "named room leader and the reporter");
+  r = authz_can_move(&leader, &c, CLUE_STATE_CLOSED, NULL);
+  expect(&r, AUTHZ_DENIED, "named room leader moves");
+  authz_proposal_t prop = {.proposer_user_id = 70, .reviewer_unit_id = U_NAMED, .pending = true};
+  r = authz_can_review(&leader, &c, &prop);
+  expect(&r, AUTHZ_ALLOW, "named room leader reviews");
+
+  /* Once decided the clue is out of sight again, but the proposal still answers. */
+  c.pending_reviewer_unit_id = 0;
+  prop.pending = false;
+  r = authz_can_see_clue(&member, &c);
+  expect_hidden(&r, "after the decision");
+  r = authz_can_review(&leader, &c, &prop);
+  expect(&r, AUTHZ_FAILED_PRECONDITION, "review after the decision");
+
+  /* Another room that is not the reviewer sees nothing. */
+  authz_principal_t other = {62, U_OTHER_ROOM, CLUE_UNIT_ROOM, CLUE_ROLE_LEADER};
+  c.pending_reviewer_unit_id = U_NAMED;
+  prop.pending = true;
+  r = authz_can_review(&other, &c, &prop);
+  expect(&r, AUTHZ_NOT_FOUND, "unrelated room reviews");
+}
+
+static void test_handover_targets(void **state) {
+  (void)state;
+  authz_clue_t c = {.owner_unit_id = U_OWN_GROUP,
+                    .owner_unit_kind = CLUE_UNIT_GROUP,
+                    .owner_liaison_room_id = U_LIAISON,
+                    .state = CLUE_STATE_ACCEPTED};
+  authz_principal_t leader = {1, U_OWN_GROUP, CLUE_UNIT_GROUP, CLUE_ROLE_LEADER};
+  static const struct {
+    int64_t to;
+    clue_unit_kind_t kind;
+    authz_decision_t want;
+    const char *message;
+  } cases[] = {
+      {U_OTHER_GROUP, CLUE_UNIT_GROUP, AUTHZ_ALLOW, ""},
+      {U_LIAISON, CLUE_UNIT_ROOM, AUTHZ_ALLOW, ""},
+      {U_OTHER_REGION, CLUE_UNIT_REGION, AUTHZ_ALLOW, ""},
+      {0, CLUE_UNIT_GROUP, AUTHZ_INVALID_ARGUMENT, "to_unit_id is required"},
+      {-4, CLUE_UNIT_GROUP, AUTHZ_INVALID_ARGUMENT, "to_unit_id must be positive"},
+      {U_ADMIN, CLUE_UNIT_ADMIN, AUTHZ_INVALID_ARGUMENT,
+       "to_unit_id must name a GROUP, ROOM or REGION"},
+      {888, CLUE_UNIT_UNSPECIFIED, AUTHZ_INVALID_ARGUMENT,
+       "to_unit_id must name a GROUP, ROOM or REGION"},
+      {U_OWN_GROUP, CLUE_UNIT_GROUP, AUTHZ_INVALID_ARGUMENT,
+       "to_unit_id is already the owner of the clue"},
+  };
+  for (size_t i = 0; i < NELEM(cases); i++) {
+    authz_result_t r = authz_can_handover(&leader, &c, cases[i].to, cases[i].kind);
+    char ctx[64];
+    snprintf(ctx, sizeof(ctx), "handover case %zu", i);
+    expect(&r, cases[i].want, ctx);
+    assert_string_equal(r.message, cases[i].message);
+  }
+
+  /* State messages. */
+  const char *want[CLUE_STATE_COUNT] = {
+      "clue is UNSPECIFIED; only ACCEPTED or PRELIMINARY_CHECK clues can be handed over",
+      "",
+      "",
+      "clue is FILED; only ACCEPTED or PRELIMINARY_CHECK clues can be handed over",
+      "clue is CLOSED; only ACCEPTED or PRELIMINARY_CHECK clues can be handed over",
+      "clue is TRANSFERRED_TO_JUDICIAL; only ACCEPTED or PRELIMINARY_CHECK clues can be handed "
+      "over",
+  };
+  for (int s = 0; s < CLUE_STATE_COUNT; s++) {
+    c.state = (clue_state_t)s;
+    authz_result_t r = authz_can_handover(&leader, &c, U_OTHER_GROUP, CLUE_UNIT_GROUP);
+    assert_string_equal(r.message, want[s]);
+  }
+
+  /* A bad target kind is not revealed to somebody who cannot see the clue ... */
+  c.state = CLUE_STATE_ACCEPTED;
+  authz_principal_t stranger = {2, U_OTHER_GROUP, CLUE_UNIT_GROUP, CLUE_ROLE_LEADER};
+  authz_result_t r = authz_can_handover(&stranger, &c, U_ADMIN, CLUE_UNIT_ADMIN);
+  expect_hidden(&r, "stranger, bad target");
+  /* ... nor checked before the state. */
+  c.state = CLUE_STATE_FILED;
+  r = authz_can_handover(&leader, &c, U_ADMIN, CLUE_UNIT_ADMIN);
+  expect(&r, AUTHZ_FAILED_PRECONDITION, "filed, bad target");
+  /* A pending proposal blocks a handover (its reviewer depends on the owner). */
+  c.state = CLUE_STATE_PRELIMINARY_CHECK;
+  c.pending_reviewer_unit_id = U_LIAISON;
+  r = authz_can_handover(&leader, &c, U_OTHER_GROUP, CLUE_UNIT_GROUP);
+  expect(&r, AUTHZ_FAILED_PRECONDITION, "pending");
+  assert_string_equal(r.message, "clue has a pending proposal; it must be reviewed first");
+}
+
+static void test_extend_messages(void **state) {
+  (void)state;
+  authz_clue_t c = {.owner_unit_id = U_OWN_REGION,
+                    .owner_unit_kind = CLUE_UNIT_REGION,
+                    .state = CLUE_STATE_PRELIMINARY_CHECK};
+  authz_principal_t leader = {1, U_OWN_REGION, CLUE_UNIT_REGION, CLUE_ROLE_LEADER};
+  authz_result_t r = authz_can_extend_deadline(&leader, &c);
+  expect(&r, AUTHZ_ALLOW, "first extension");
+  c.deadline_extended = true;
+  r = authz_can_extend_deadline(&leader, &c);
+  expect(&r, AUTHZ_FAILED_PRECONDITION, "second extension");
+  assert_string_equal(r.message, "the deadline of the current stage was already extended once");
+  c.state = CLUE_STATE_TRANSFERRED_TO_JUDICIAL;
+  r = authz_can_extend_deadline(&leader, &c);
+  assert_string_equal(r.message,
+                      "clue is TRANSFERRED_TO_JUDICIAL, a terminal state; it has no deadline to "
+                      "extend");
+  authz_principal_t member = {2, U_OWN_REGION, CLUE_UNIT_REGION, CLUE_ROLE_MEMBER};
+  r = authz_can_extend_deadline(&member, &c);
+  expect(&r, AUTHZ_DENIED, "member extends");
+  assert_string_equal(r.message, "only a LEADER of the owner unit may extend this clue's deadline");
+}
+
+/* DESIGN.md §3: joint cases, per relation and role (MEMBER, LEADER, AUDITOR, ADMIN). */
+static void test_case_matrix(void **state) {
+  (void)state;
+  static const char *const CASE_SEES[NREL] = {
+      [OWN] = "NNVN",         [LIAISON] = "NNVN",      [CASE_LEAD] = "VVVN",  [PART_GROUP] = "VVVN",
+      [PART_ROOM] = "VVVN",   [PART_REGION] = "VVVN",  [NAMED] = "NNVN",      [OTHER_ROOM] = "NNVN",
+      [OTHER_GROUP] = "NNVN", [OTHER_REGION] = "NNVN", [ADMIN_UNIT] = "NNVN",
+  };
+  static const char *const CASE_MANAGES[NREL] = {
+      [OWN] = "DDDD",         [LIAISON] = "DDDD",      [CASE_LEAD] = "DADD",  [PART_GROUP] = "DDDD",
+      [PART_ROOM] = "DDDD",   [PART_REGION] = "DDDD",  [NAMED] = "DDDD",      [OTHER_ROOM] = "DDDD",
+      [OTHER_GROUP] = "DDDD", [OTHER_REGION] = "DDDD", [ADMIN_UNIT] = "DDDD",
+  };
+  scenario_t sc = {CLUE_UNIT_GROUP, true, CLUE_STATE_ACCEPTED, false, false};
+  for (int rel = 0; rel < NREL; rel++)
+    for (int role = 0; role < NROLES; role++) {
+      authz_principal_t p = principal_for(&sc, (rel_t)rel, role);
+      authz_case_t jc = {.lead_unit_id = U_LEAD, .principal_in_case = is_participant(rel)};
+      bool sees_case = CASE_SEES[rel][role] == 'V';
+      authz_result_t r = authz_can_see_case(&p, &jc);
+      expect(&r, sees_case ? AUTHZ_ALLOW : AUTHZ_NOT_FOUND, where(&sc, rel, role, "see case"));
+      if (!sees_case)
+        assert_string_equal(r.message, "joint case not found");
+      r = authz_can_manage_case(&p, &jc);
+      const char *ctx = where(&sc, rel, role, "manage case");
+      if (!sees_case)
+        expect(&r, AUTHZ_NOT_FOUND, ctx);
+      else
+        expect(&r, CASE_MANAGES[rel][role] == 'A' ? AUTHZ_ALLOW : AUTHZ_DENIED, ctx);
+    }
+  authz_case_t jc = {.lead_unit_id = U_LEAD};
+  authz_result_t r = authz_can_see_case(NULL, &jc);
+  expect(&r, AUTHZ_NOT_FOUND, "case without principal");
+  authz_principal_t lead = {1, U_LEAD, CLUE_UNIT_ROOM, CLUE_ROLE_LEADER};
+  r = authz_can_manage_case(&lead, NULL);
+  expect(&r, AUTHZ_NOT_FOUND, "no case");
+}
+
+static void test_create_case(void **state) {
+  (void)state;
+  static const struct {
+    clue_unit_kind_t kind;
+    const char *may; /* MEMBER, LEADER, AUDITOR, ADMIN */
+  } table[] = {
+      {CLUE_UNIT_ROOM, "DADD"},  {CLUE_UNIT_GROUP, "DDDD"},       {CLUE_UNIT_REGION, "DDDD"},
+      {CLUE_UNIT_ADMIN, "DDDD"}, {CLUE_UNIT_UNSPECIFIED, "DDDD"},
+  };
+  for (size_t k = 0; k < NELEM(table); k++)
+    for (int role = 0; role < NROLES; role++) {
+      authz_principal_t p = {1, 7, table[k].kind, ROLE[role]};
+      authz_result_t r = authz_can_create_case(&p);
+      expect(&r, table[k].may[role] == 'A' ? AUTHZ_ALLOW : AUTHZ_DENIED, "create case");
+    }
+  authz_result_t r = authz_can_create_case(NULL);
+  expect(&r, AUTHZ_DENIED, "create case without principal");
+  authz_principal_t p = {1, 7, CLUE_UNIT_GROUP, CLUE_ROLE_LEADER};
+  r = authz_can_create_case(&p);
+  assert_string_equal(r.message, "only a LEADER of a ROOM may open a joint case");
+}
+
+static void test_add_clue_to_case(void **state) {
+  (void)state;
+  authz_principal_t lead = {1, U_LEAD, CLUE_UNIT_ROOM, CLUE_ROLE_LEADER};
+  authz_principal_t lead_member = {2, U_LEAD, CLUE_UNIT_ROOM, CLUE_ROLE_MEMBER};
+  authz_case_t jc = {.lead_unit_id = U_LEAD};
+  /* The lead room's own clue, and a clue of a group it liaises with: visible. */
+  authz_clue_t own = {
+      .owner_unit_id = U_LEAD, .owner_unit_kind = CLUE_UNIT_ROOM, .state = CLUE_STATE_ACCEPTED};
+  authz_clue_t liaised = {.owner_unit_id = U_OWN_GROUP,
+                          .owner_unit_kind = CLUE_UNIT_GROUP,
+                          .owner_liaison_room_id = U_LEAD,
+                          .state = CLUE_STATE_PRELIMINARY_CHECK};
+  /* A region's clue: hidden from the lead room until in the case. */
+  authz_clue_t region = {.owner_unit_id = U_PART_REGION,
+                         .owner_unit_kind = CLUE_UNIT_REGION,
+                         .state = CLUE_STATE_ACCEPTED};
+  authz_result_t r = authz_can_add_clue_to_case(&lead, &jc, &own, false);
+  expect(&r, AUTHZ_ALLOW, "own clue");
+  r = authz_can_add_clue_to_case(&lead, &jc, &liaised, false);
+  expect(&r, AUTHZ_ALLOW, "liaised group's clue");
+  r = authz_can_add_clue_to_case(&lead, &jc, &region, true);
+  expect(&r, AUTHZ_ALLOW, "participant region's clue");
+  r = authz_can_add_clue_to_case(&lead, &jc, &region, false);
+  expect_hidden(&r, "non-participant region's clue");
+  r = authz_can_add_clue_to_case(&lead_member, &jc, &own, false);
+  expect(&r, AUTHZ_DENIED, "member of the lead room");
+  r = authz_can_add_clue_to_case(&lead, &jc, NULL, true);
+  expect_hidden(&r, "no clue");
+  authz_principal_t stranger = {3, U_OTHER_ROOM, CLUE_UNIT_ROOM, CLUE_ROLE_LEADER};
+  r = authz_can_add_clue_to_case(&stranger, &jc, &own, true);
+  expect(&r, AUTHZ_NOT_FOUND, "stranger");
+  assert_string_equal(r.message, "joint case not found");
+  /* Already in a case, this or another. */
+  authz_clue_t taken = liaised;
+  taken.case_lead_unit_id = U_OTHER_ROOM;
+  r = authz_can_add_clue_to_case(&lead, &jc, &taken, true);
+  expect(&r, AUTHZ_FAILED_PRECONDITION, "in another case");
+  assert_string_equal(r.message, "clue is already in a joint case");
+  taken.case_lead_unit_id = U_LEAD;
+  r = authz_can_add_clue_to_case(&lead, &jc, &taken, false);
+  expect(&r, AUTHZ_FAILED_PRECONDITION, "in this case");
+}
+
+static void test_case_participants(void **state) {
+  (void)state;
+  authz_case_t jc = {.lead_unit_id = U_LEAD};
+  static const struct {
+    int64_t unit;
+    clue_unit_kind_t kind;
+    authz_decision_t want;
+    const char *message;
+  } cases[] = {
+      {U_PART_GROUP, CLUE_UNIT_GROUP, AUTHZ_ALLOW, ""},
+      {U_PART_ROOM, CLUE_UNIT_ROOM, AUTHZ_ALLOW, ""},
+      {U_PART_REGION, CLUE_UNIT_REGION, AUTHZ_ALLOW, ""},
+      {0, CLUE_UNIT_GROUP, AUTHZ_INVALID_ARGUMENT, "unit_id is required"},
+      {-1, CLUE_UNIT_GROUP, AUTHZ_INVALID_ARGUMENT, "unit_id must name a GROUP, ROOM or REGION"},
+      {U_ADMIN, CLUE_UNIT_ADMIN, AUTHZ_INVALID_ARGUMENT,
+       "unit_id must name a GROUP, ROOM or REGION"},
+      {999, CLUE_UNIT_UNSPECIFIED, AUTHZ_INVALID_ARGUMENT,
+       "unit_id must name a GROUP, ROOM or REGION"},
+      {U_LEAD, CLUE_UNIT_ROOM, AUTHZ_INVALID_ARGUMENT,
+       "unit_id names the lead room of the joint case"},
+  };
+  for (size_t i = 0; i < NELEM(cases); i++) {
+    authz_result_t r = authz_case_participant_ok(&jc, "unit_id", cases[i].unit, cases[i].kind);
+    expect(&r, cases[i].want, "participant");
+    assert_string_equal(r.message, cases[i].message);
+  }
+  authz_result_t r =
+      authz_case_participant_ok(&jc, "participant_unit_ids", U_ADMIN, CLUE_UNIT_ADMIN);
+  assert_string_equal(r.message, "participant_unit_ids must name a GROUP, ROOM or REGION");
+}
+
+static void test_audit_and_admin(void **state) {
+  (void)state;
+  const char *reads_all = "DDAA"; /* MEMBER, LEADER, AUDITOR, ADMIN */
+  const char *admin = "DDDA";
+  const clue_unit_kind_t kinds[] = {CLUE_UNIT_ROOM, CLUE_UNIT_GROUP, CLUE_UNIT_REGION,
+                                    CLUE_UNIT_ADMIN};
+  for (size_t k = 0; k < NELEM(kinds); k++)
+    for (int role = 0; role < NROLES; role++) {
+      authz_principal_t p = {1, 7, kinds[k], ROLE[role]};
+      authz_result_t r = authz_can_read_all_audit(&p);
+      expect(&r, reads_all[role] == 'A' ? AUTHZ_ALLOW : AUTHZ_DENIED, "read all audit");
+      r = authz_is_admin(&p);
+      expect(&r, admin[role] == 'A' ? AUTHZ_ALLOW : AUTHZ_DENIED, "admin");
+    }
+  authz_result_t r = authz_can_read_all_audit(NULL);
+  expect(&r, AUTHZ_DENIED, "audit without principal");
+  r = authz_is_admin(NULL);
+  expect(&r, AUTHZ_DENIED, "admin without principal");
+  authz_principal_t odd = {1, 7, CLUE_UNIT_ADMIN, CLUE_ROLE_UNSPECIFIED};
+  r = authz_is_admin(&odd);
+  expect(&r, AUTHZ_DENIED, "no role");
+}
+
+static void test_role_fits_unit(void **state) {
+  (void)state;
+  /* Rows: role; columns: ROOM, GROUP, REGION, ADMIN, UNSPECIFIED unit kind. */
+  static const struct {
+    clue_role_t role;
+    const char *fits;
+  } table[] = {
+      {CLUE_ROLE_MEMBER, "YYYNN"},
+      {CLUE_ROLE_LEADER, "YYYNN"},
+      {CLUE_ROLE_AUDITOR, "YYYYN"},
+      {CLUE_ROLE_ADMIN, "NNNYN"},
+  };
+  const clue_unit_kind_t kinds[] = {CLUE_UNIT_ROOM, CLUE_UNIT_GROUP, CLUE_UNIT_REGION,
+                                    CLUE_UNIT_ADMIN, CLUE_UNIT_UNSPECIFIED};
+  for (size_t i = 0; i < NELEM(table); i++)
+    for (size_t k = 0; k < NELEM(kinds); k++) {
+      authz_result_t r = authz_role_fits_unit(table[i].role, kinds[k]);
+      expect(&r, table[i].fits[k] == 'Y' ? AUTHZ_ALLOW : AUTHZ_INVALID_ARGUMENT, "role fits");
+    }
+  authz_result_t r = authz_role_fits_unit(CLUE_ROLE_ADMIN, CLUE_UNIT_GROUP);
+  assert_string_equal(r.message, "role ADMIN does not fit a unit of kind GROUP");
+  r = authz_role_fits_unit(CLUE_ROLE_UNSPECIFIED, CLUE_UNIT_GROUP);
+  expect(&r, AUTHZ_INVALID_ARGUMENT, "no role");
+  assert_string_equal(r.message, "role is required");
+  r = authz_role_fits_unit((clue_role_t)9, CLUE_UNIT_GROUP);
+  assert_string_equal(r.message, "role has an unknown value 9");
+}
+
+static int report(void **state) {
+  (void)state;
+  print_message("authz: %lu decisions checked\n", checks);
+  return 0;
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_codes_are_grpc),
+      cmocka_unit_test(test_matrix_see),
+      cmocka_unit_test(test_matrix_reporter),
+      cmocka_unit_test(test_matrix_note),
+      cmocka_unit_test(test_matrix_move),
+      cmocka_unit_test(test_matrix_handover),
+      cmocka_unit_test(test_matrix_extend),
+      cmocka_unit_test(test_matrix_review),
+      cmocka_unit_test(test_examples),
+      cmocka_unit_test(test_fail_closed),
+      cmocka_unit_test(test_scope),
+      cmocka_unit_test(test_submit),
+      cmocka_unit_test(test_reviewer_selection),
+      cmocka_unit_test(test_self_review),
+      cmocka_unit_test(test_named_reviewer),
+      cmocka_unit_test(test_handover_targets),
+      cmocka_unit_test(test_extend_messages),
+      cmocka_unit_test(test_case_matrix),
+      cmocka_unit_test(test_create_case),
+      cmocka_unit_test(test_add_clue_to_case),
+      cmocka_unit_test(test_case_participants),
+      cmocka_unit_test(test_audit_and_admin),
+      cmocka_unit_test(test_role_fits_unit),
+  };
+  return cmocka_run_group_tests(tests, NULL, report);
+}

@@ -1,0 +1,428 @@
+/* Request field validators (server/domain/validate.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "domain/validate.h"
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+#define CJK "\xE4\xB8\xAD"        /* 中, 3 bytes */
+#define IDEO_SPACE "\xE3\x80\x80" /* U+3000 */
+#define NBSP "\xC2\xA0"           /* U+00A0 */
+#define BOM "\xEF\xBB\xBF"        /* U+FEFF */
+#define EMOJI "\xF0\x9F\x98\x80"  /* U+1F600, 4 bytes */
+
+/* n copies of unit, surrounded by pre and post; the caller frees. */
+static char *repeat(const char *pre, const char *unit, size_t n, const char *post) {
+  size_t ul = strlen(unit), pl = strlen(pre), ql = strlen(post);
+  char *s = malloc(pl + ul * n + ql + 1);
+  assert_non_null(s);
+  memcpy(s, pre, pl);
+  for (size_t i = 0; i < n; i++)
+    memcpy(s + pl + i * ul, unit, ul);
+  memcpy(s + pl + ul * n, post, ql + 1);
+  return s;
+}
+
+static void expect_ok(int rc) {
+  assert_int_equal(rc, VALIDATE_OK);
+}
+
+/* rc must be a refusal whose error names field and says message. */
+static void expect_err(int rc, const validate_error_t *err, const char *field,
+                       const char *message) {
+  assert_int_equal(rc, VALIDATE_EINVAL);
+  assert_string_equal(err->field, field);
+  assert_string_equal(err->message, message);
+}
+
+static void test_utf8(void **state) {
+  (void)state;
+  static const char *const good[] = {
+      "",
+      "plain ASCII",
+      CJK "文线索",
+      EMOJI,
+      "\xF4\x8F\xBF\xBF", /* U+10FFFF */
+      "\xED\x9F\xBF",     /* U+D7FF, just below the surrogates */
+      "\xEE\x80\x80",     /* U+E000, just above them */
+      "\xC2\x80",         /* U+0080, smallest 2-byte */
+      "\xE0\xA0\x80",     /* U+0800, smallest 3-byte */
+      "\xF0\x90\x80\x80", /* U+10000, smallest 4-byte */
+      "\xDF\xBF",         /* U+07FF */
+  };
+  for (size_t i = 0; i < NELEM(good); i++)
+    if (!validate_utf8(good[i], strlen(good[i])))
+      fail_msg("good[%zu] refused", i);
+
+  static const char *const bad[] = {
+      "\x80",                 /* lone continuation */
+      "a\xBF",                /* continuation after ASCII */
+      "\xC0\xAF",             /* overlong '/' */
+      "\xC1\xBF",             /* overlong */
+      "\xE0\x80\xAF",         /* overlong 3-byte */
+      "\xE0\x9F\xBF",         /* overlong U+07FF */
+      "\xF0\x80\x80\xAF",     /* overlong 4-byte */
+      "\xF0\x8F\xBF\xBF",     /* overlong U+FFFF */
+      "\xED\xA0\x80",         /* U+D800 surrogate */
+      "\xED\xBF\xBF",         /* U+DFFF surrogate */
+      "\xF4\x90\x80\x80",     /* U+110000 */
+      "\xF5\x80\x80\x80",     /* lead byte F5 */
+      "\xFF",                 /* never valid */
+      "\xFE",                 /* never valid */
+      "\xE4\xB8",             /* truncated */
+      "abc\xF0\x9F\x98",      /* truncated at the end */
+      "\xE4\x41\xAD",         /* bad continuation */
+      "\xC3",                 /* lead alone */
+      "\xF0\x9F\x98\x80\x80", /* extra continuation */
+  };
+  for (size_t i = 0; i < NELEM(bad); i++)
+    if (validate_utf8(bad[i], strlen(bad[i])))
+      fail_msg("bad[%zu] accepted", i);
+
+  /* The length bounds the check: a sequence cut by len is refused. */
+  assert_false(validate_utf8(CJK, 2));
+  assert_true(validate_utf8(CJK, 3));
+  assert_true(validate_utf8("ab\xFF", 2));
+}
+
+static void test_utf8_chars(void **state) {
+  (void)state;
+  assert_int_equal(validate_utf8_chars("", 0), 0);
+  assert_int_equal(validate_utf8_chars("abc", 3), 3);
+  assert_int_equal(validate_utf8_chars(CJK CJK "a" EMOJI, 11), 4);
+  assert_int_equal(validate_utf8_chars(NBSP, 2), 1);
+}
+
+static void expect_trim(const char *in, const char *want) {
+  size_t len = 999;
+  const char *t = validate_trim(in, &len);
+  assert_int_equal(len, strlen(want));
+  assert_memory_equal(t, want, len);
+  if (in != NULL)
+    assert_true(t >= in && t + len <= in + strlen(in));
+}
+
+static void test_trim(void **state) {
+  (void)state;
+  expect_trim(NULL, "");
+  expect_trim("", "");
+  expect_trim("abc", "abc");
+  expect_trim("  abc  ", "abc");
+  expect_trim("\t\n\r\v\f abc \f\v\r\n\t", "abc");
+  expect_trim("a b  c", "a b  c"); /* inner white space stays */
+  expect_trim(IDEO_SPACE CJK IDEO_SPACE, CJK);
+  expect_trim(NBSP "x" NBSP, "x");
+  expect_trim(BOM "title", "title");
+  expect_trim("\xE2\x80\x83x\xE2\x80\xAF", "x"); /* EM SPACE, NARROW NBSP */
+  expect_trim("\xE2\x80\xA8x\xE2\x80\xA9", "x"); /* LINE/PARAGRAPH SEPARATOR */
+  expect_trim("\xC2\x85x\xE1\x9A\x80", "x");     /* NEL, OGHAM SPACE MARK */
+  expect_trim("\xE2\x80\x8Bx", "\xE2\x80\x8Bx"); /* ZERO WIDTH SPACE is not white space */
+  expect_trim(" " EMOJI " ", EMOJI);
+  expect_trim("   ", "");
+  expect_trim(IDEO_SPACE NBSP " \t", "");
+  /* Malformed bytes at either end are not white space and stop the trim. */
+  expect_trim(" abc \xE3\x80", "abc \xE3\x80");
+  expect_trim("\x80 abc ", "\x80 abc");
+  expect_trim(" \xFF", "\xFF");
+
+  assert_true(validate_is_blank(NULL));
+  assert_true(validate_is_blank(""));
+  assert_true(validate_is_blank(" \t\n" IDEO_SPACE));
+  assert_false(validate_is_blank(" x "));
+  assert_false(validate_is_blank("\xFF"));
+}
+
+static void test_text_flags(void **state) {
+  (void)state;
+  validate_error_t err;
+  expect_ok(validate_text("f", NULL, 10, 0, &err));
+  expect_ok(validate_text("f", "   ", 10, 0, &err));
+  expect_err(validate_text("f", NULL, 10, VALIDATE_REQUIRED, &err), &err, "f", "f is required");
+  expect_err(validate_text("f", " \n ", 10, VALIDATE_REQUIRED, &err), &err, "f", "f is required");
+  expect_ok(validate_text("f", "x", 0, VALIDATE_REQUIRED, &err)); /* 0: no limit */
+
+  /* Control characters. */
+  expect_err(validate_text("f", "a\tb", 0, 0, &err), &err, "f",
+             "f must not contain control characters");
+  expect_ok(validate_text("f", "a\tb\r\nc", 0, VALIDATE_MULTILINE, &err));
+  static const char *const controls[] = {"a\x01",
+                                         "a\x1B[0m",
+                                         "a\x7F"
+                                         "b",
+                                         "a\xC2\x85"
+                                         "b",
+                                         "a\xC2\x9F"
+                                         "b",
+                                         "a\x0B"
+                                         "b",
+                                         "a\x0C"
+                                         "b"};
+  for (size_t i = 0; i < NELEM(controls); i++) {
+    expect_err(validate_text("f", controls[i], 0, VALIDATE_MULTILINE, &err), &err, "f",
+               "f must not contain control characters");
+    expect_err(validate_text("f", controls[i], 0, 0, &err), &err, "f",
+               "f must not contain control characters");
+  }
+  /* White space controls at the ends are trimmed, not refused. */
+  expect_ok(validate_text("f", "\tx\n", 0, 0, &err));
+
+  /* UTF-8 is checked on the whole string, trimmed part included. */
+  expect_err(validate_text("f", "ok\xC0\xAF", 0, 0, &err), &err, "f", "f is not valid UTF-8");
+  expect_err(validate_text("f", "  \xFF", 0, 0, &err), &err, "f", "f is not valid UTF-8");
+
+  /* Bytes or characters. */
+  expect_ok(validate_text("f", CJK CJK, 6, 0, &err));
+  expect_err(validate_text("f", CJK CJK, 5, 0, &err), &err, "f",
+             "f is too long: 6 bytes, at most 5");
+  expect_ok(validate_text("f", CJK CJK, 2, VALIDATE_COUNT_CHARS, &err));
+  expect_err(validate_text("f", CJK CJK CJK, 2, VALIDATE_COUNT_CHARS, &err), &err, "f",
+             "f is too long: 3 characters, at most 2");
+  /* The limit applies to the trimmed text. */
+  expect_ok(validate_text("f", "   ab   ", 2, 0, &err));
+
+  /* NULL err is allowed. */
+  assert_int_equal(validate_text("f", NULL, 1, VALIDATE_REQUIRED, NULL), VALIDATE_EINVAL);
+  assert_int_equal(validate_text("f", "\xFF", 1, 0, NULL), VALIDATE_EINVAL);
+}
+
+static void test_title(void **state) {
+  (void)state;
+  validate_error_t err;
+  expect_ok(validate_title("title", "关于某局长违规收受礼金的问题线索", &err));
+  expect_err(validate_title("title", "", &err), &err, "title", "title is required");
+  expect_err(validate_title("title", IDEO_SPACE " ", &err), &err, "title", "title is required");
+  expect_err(validate_title("title", "two\nlines", &err), &err, "title",
+             "title must not contain control characters");
+
+  char *s = repeat("", CJK, 200, ""); /* 200 characters, 600 bytes */
+  expect_ok(validate_title("title", s, &err));
+  free(s);
+  s = repeat("  ", "a", 200, IDEO_SPACE);
+  expect_ok(validate_title("title", s, &err));
+  free(s);
+  s = repeat("", CJK, 201, "");
+  expect_err(validate_title("title", s, &err), &err, "title",
+             "title is too long: 201 characters, at most 200");
+  free(s);
+  s = repeat("", EMOJI, 201, "");
+  expect_err(validate_title("case.title", s, &err), &err, "case.title",
+             "case.title is too long: 201 characters, at most 200");
+  free(s);
+}
+
+static void test_summary(void **state) {
+  (void)state;
+  validate_error_t err;
+  expect_ok(validate_summary("第一段。\n\n第二段，\t含制表符。", &err));
+  expect_err(validate_summary(NULL, &err), &err, "summary", "summary is required");
+  char *s = repeat("", "x", VALIDATE_SUMMARY_MAX_BYTES, "");
+  expect_ok(validate_summary(s, &err));
+  free(s);
+  s = repeat("\n", "x", VALIDATE_SUMMARY_MAX_BYTES, "\n");
+  expect_ok(validate_summary(s, &err));
+  free(s);
+  s = repeat("", "x", VALIDATE_SUMMARY_MAX_BYTES + 1, "");
+  expect_err(validate_summary(s, &err), &err, "summary",
+             "summary is too long: 20001 bytes, at most 20000");
+  free(s);
+  s = repeat("", CJK, 6667, ""); /* 6,667 characters but 20,001 bytes */
+  expect_err(validate_summary(s, &err), &err, "summary",
+             "summary is too long: 20001 bytes, at most 20000");
+  free(s);
+}
+
+static void test_name(void **state) {
+  (void)state;
+  validate_error_t err;
+  expect_ok(validate_name("subject.name", "张三", true, &err));
+  expect_ok(validate_name("subject.position", "", false, &err));
+  expect_ok(validate_name("subject.position", NULL, false, &err));
+  expect_err(validate_name("subject.name", "  ", true, &err), &err, "subject.name",
+             "subject.name is required");
+  char *s = repeat("", CJK, VALIDATE_NAME_MAX_CHARS, "");
+  expect_ok(validate_name("name", s, true, &err));
+  free(s);
+  s = repeat("", "a", VALIDATE_NAME_MAX_CHARS + 1, "");
+  expect_err(validate_name("name", s, false, &err), &err, "name",
+             "name is too long: 101 characters, at most 100");
+  free(s);
+  expect_err(validate_name("host_unit", "a\tb", false, &err), &err, "host_unit",
+             "host_unit must not contain control characters");
+}
+
+static void test_note_and_reason(void **state) {
+  (void)state;
+  validate_error_t err;
+  expect_ok(validate_note_text("会商记录：\n1. 同意立案。", &err));
+  expect_err(validate_note_text("", &err), &err, "text", "text is required");
+  char *s = repeat("", "n", 65536, "");
+  expect_ok(validate_note_text(s, &err));
+  free(s);
+  s = repeat("", "n", 65537, "");
+  expect_err(validate_note_text(s, &err), &err, "text",
+             "text is too long: 65537 bytes, at most 65536");
+  free(s);
+
+  expect_ok(validate_reason("reason", "符合初核条件", true, &err));
+  expect_ok(validate_reason("comment", "", false, &err));
+  expect_err(validate_reason("reason", " ", true, &err), &err, "reason", "reason is required");
+  s = repeat("", "r", VALIDATE_REASON_MAX_BYTES, "");
+  expect_ok(validate_reason("reason", s, true, &err));
+  free(s);
+  s = repeat("", "r", VALIDATE_REASON_MAX_BYTES + 1, "");
+  expect_err(validate_reason("comment", s, false, &err), &err, "comment",
+             "comment is too long: 4097 bytes, at most 4096");
+  free(s);
+}
+
+static void test_uuid(void **state) {
+  (void)state;
+  static const char *const good[] = {
+      "123e4567-e89b-12d3-a456-426614174000",
+      "123E4567-E89B-12D3-A456-426614174000",
+      "00000000-0000-0000-0000-000000000000",
+      "ffffffff-FFFF-ffff-FFFF-ffffffffffff",
+  };
+  for (size_t i = 0; i < NELEM(good); i++)
+    assert_true(validate_is_uuid(good[i]));
+  static const char *const bad[] = {
+      "",
+      "123e4567e89b12d3a456426614174000",
+      "123e4567-e89b-12d3-a456-42661417400",
+      "123e4567-e89b-12d3-a456-4266141740000",
+      "123e4567-e89b-12d3-a456_426614174000",
+      "123e456-7e89b-12d3-a456-426614174000",
+      "123e4567-e89b-12d3-a4564-26614174000",
+      "g23e4567-e89b-12d3-a456-426614174000",
+      "{123e4567-e89b-12d3-a456-426614174000}",
+      " 123e4567-e89b-12d3-a456-426614174000",
+      "123e4567-e89b-12d3-a456-426614174000 ",
+      "123e4567-e89b-12d3-a456-42661417400\xE4",
+      "--------------------------------------",
+  };
+  for (size_t i = 0; i < NELEM(bad); i++)
+    if (validate_is_uuid(bad[i]))
+      fail_msg("\"%s\" accepted", bad[i]);
+  assert_false(validate_is_uuid(NULL));
+
+  validate_error_t err;
+  expect_ok(validate_request_id(good[0], &err));
+  expect_err(validate_request_id("", &err), &err, "request_id", "request_id is required");
+  expect_err(validate_request_id(NULL, &err), &err, "request_id", "request_id is required");
+  expect_err(validate_request_id("abc", &err), &err, "request_id",
+             "request_id must be a UUID (8-4-4-4-12 hexadecimal digits)");
+  expect_ok(validate_uuid("request_id", "", false, &err));
+  expect_ok(validate_uuid("request_id", NULL, false, &err));
+  expect_err(validate_uuid("token_id", "x", false, &err), &err, "token_id",
+             "token_id must be a UUID (8-4-4-4-12 hexadecimal digits)");
+
+  char out[VALIDATE_UUID_LEN + 1];
+  assert_int_equal(validate_uuid_normalize(good[3], out), 0);
+  assert_string_equal(out, "ffffffff-ffff-ffff-ffff-ffffffffffff");
+  assert_int_equal(validate_uuid_normalize(good[1], out), 0);
+  assert_string_equal(out, good[0]);
+  strcpy(out, "untouched");
+  assert_int_equal(validate_uuid_normalize("nope", out), VALIDATE_EINVAL);
+  assert_string_equal(out, "untouched");
+}
+
+static void test_unit_code(void **state) {
+  (void)state;
+  validate_error_t err;
+  static const char *const good[] = {"G03", "AB", "R1", "REGION01", "A23456789012345B", "ZZ"};
+  for (size_t i = 0; i < NELEM(good); i++)
+    expect_ok(validate_unit_code(good[i], &err));
+  const char *msg = "code must be 2 to 16 characters: an upper-case letter, then upper-case "
+                    "letters or digits";
+  static const char *const bad[] = {
+      "A", "A23456789012345B7", "g03", "3G", "G-3", "G03 ", " G03", "Gé", "G_3", "G3a"};
+  for (size_t i = 0; i < NELEM(bad); i++)
+    expect_err(validate_unit_code(bad[i], &err), &err, "code", msg);
+  expect_err(validate_unit_code("", &err), &err, "code", "code is required");
+  expect_err(validate_unit_code(NULL, &err), &err, "code", "code is required");
+}
+
+static void test_page_size(void **state) {
+  (void)state;
+  static const struct {
+    int32_t in, out;
+  } cases[] = {{0, 50},    {1, 1},     {49, 49},   {50, 50},
+               {499, 499}, {500, 500}, {501, 500}, {INT32_MAX, 500}};
+  for (size_t i = 0; i < NELEM(cases); i++) {
+    int32_t out = -7;
+    validate_error_t err;
+    expect_ok(validate_page_size(cases[i].in, &out, &err));
+    assert_int_equal(out, cases[i].out);
+  }
+  int32_t out = -7;
+  validate_error_t err;
+  expect_err(validate_page_size(-1, &out, &err), &err, "page_size",
+             "page_size must not be negative");
+  expect_err(validate_page_size(INT32_MIN, &out, &err), &err, "page_size",
+             "page_size must not be negative");
+  assert_int_equal(out, -7);
+}
+
+static void test_id_enum_days(void **state) {
+  (void)state;
+  validate_error_t err;
+  expect_ok(validate_id("clue_id", 1, &err));
+  expect_ok(validate_id("clue_id", INT64_MAX, &err));
+  expect_err(validate_id("clue_id", 0, &err), &err, "clue_id", "clue_id is required");
+  expect_err(validate_id("case_id", -3, &err), &err, "case_id", "case_id must be positive");
+  expect_err(validate_id("case_id", INT64_MIN, &err), &err, "case_id", "case_id must be positive");
+
+  for (int v = 1; v <= 6; v++)
+    expect_ok(validate_enum("source", v, 1, 6, &err));
+  expect_err(validate_enum("source", 0, 1, 6, &err), &err, "source", "source is required");
+  expect_err(validate_enum("source", 7, 1, 6, &err), &err, "source",
+             "source has an unknown value 7");
+  expect_err(validate_enum("source", -1, 1, 6, &err), &err, "source",
+             "source has an unknown value -1");
+  expect_ok(validate_enum("kind", 0, 0, 4, &err)); /* an optional filter */
+  expect_err(validate_enum("kind", 5, 0, 4, &err), &err, "kind", "kind has an unknown value 5");
+
+  expect_ok(validate_extend_days(1, &err));
+  expect_ok(validate_extend_days(VALIDATE_EXTEND_DAYS_MAX, &err));
+  expect_err(validate_extend_days(0, &err), &err, "days", "days is required");
+  expect_err(validate_extend_days(-1, &err), &err, "days", "days must be between 1 and 365");
+  expect_err(validate_extend_days(366, &err), &err, "days", "days must be between 1 and 365");
+}
+
+static void test_long_field_name(void **state) {
+  (void)state;
+  /* A message longer than the buffer is cut, never overflows. */
+  char *field = repeat("", "f", 400, "");
+  validate_error_t err;
+  assert_int_equal(validate_text(field, "", 0, VALIDATE_REQUIRED, &err), VALIDATE_EINVAL);
+  assert_int_equal(strlen(err.message), VALIDATE_MESSAGE_MAX - 1);
+  assert_ptr_equal(err.field, field);
+  free(field);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_utf8),
+      cmocka_unit_test(test_utf8_chars),
+      cmocka_unit_test(test_trim),
+      cmocka_unit_test(test_text_flags),
+      cmocka_unit_test(test_title),
+      cmocka_unit_test(test_summary),
+      cmocka_unit_test(test_name),
+      cmocka_unit_test(test_note_and_reason),
+      cmocka_unit_test(test_uuid),
+      cmocka_unit_test(test_unit_code),
+      cmocka_unit_test(test_page_size),
+      cmocka_unit_test(test_id_enum_days),
+      cmocka_unit_test(test_long_field_name),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
