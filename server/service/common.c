@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "clue/v1/common.pb-c.h"
+#include "server.h"
 #include "log.h"
 
 typedef struct svc_job {
