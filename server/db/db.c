@@ -541,9 +541,14 @@ static void conn_connect_step(db_conn_t *c, PostgresPollingStatusType st) {
 
 static void conn_connect(db_conn_t *c) {
   db_pool_t *p = c->pool;
-  /* expand_dbname: the "dbname" value is the whole connection string or URI. */
-  const char *keys[] = {"dbname", "fallback_application_name", NULL};
-  const char *vals[] = {p->conninfo, c->role == ROLE_POOL ? "clued" : "clued-listen", NULL};
+  /* expand_dbname: the "dbname" value is the whole connection string or URI, and what it
+   * sets overrides the keywords before it. Those are defaults: TCP keepalives, so that a
+   * query on a silently dead network path fails within about a minute instead of the
+   * system's two hours (unix sockets ignore them). */
+  const char *keys[] = {"keepalives_idle", "keepalives_interval", "keepalives_count",
+                        "dbname", "fallback_application_name", NULL};
+  const char *vals[] = {"30", "10", "3", p->conninfo,
+                        c->role == ROLE_POOL ? "clued" : "clued-listen", NULL};
 
   assert(c->state == CONN_BROKEN && !c->pg && !c->watch);
   c->last_fatal[0] = '\0';
