@@ -5,12 +5,12 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <setjmp.h>
-#include <sys/socket.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <cmocka.h>
 
@@ -26,11 +26,11 @@ typedef struct tctx {
   db_pool_t *pool;
   int size;
   int closed;
-  int in_submit;       /* set around db_query/db_txn: a callback must never see it */
+  int in_submit; /* set around db_query/db_txn: a callback must never see it */
   int completed;
   int ok, equery, equeue, eunavail, eclosed;
-  char health[64];     /* "1", "10", "101": every health change, in order */
-  int ready;           /* listener ready callbacks */
+  char health[64]; /* "1", "10", "101": every health change, in order */
+  int ready;       /* listener ready callbacks */
   int notified;
   char payload[128];
   char channel[128];
@@ -148,17 +148,28 @@ typedef struct rec {
   int rows;
   char value[256];
   int value_null;
-  int expect;          /* for value checks in bulk tests */
+  int expect; /* for value checks in bulk tests */
 } rec_t;
 
 static void count_err(tctx_t *t, int err) {
   switch (err) {
-  case DB_OK: t->ok++; break;
-  case DB_EQUERY: t->equery++; break;
-  case DB_EQUEUE: t->equeue++; break;
-  case DB_EUNAVAILABLE: t->eunavail++; break;
-  case DB_ECLOSED: t->eclosed++; break;
-  default: fail_msg("unexpected error %d", err);
+  case DB_OK:
+    t->ok++;
+    break;
+  case DB_EQUERY:
+    t->equery++;
+    break;
+  case DB_EQUEUE:
+    t->equeue++;
+    break;
+  case DB_EUNAVAILABLE:
+    t->eunavail++;
+    break;
+  case DB_ECLOSED:
+    t->eclosed++;
+    break;
+  default:
+    fail_msg("unexpected error %d", err);
   }
 }
 
@@ -222,9 +233,9 @@ static void test_query_result_and_params(void **state) {
   (void)state;
   ctx_open(&t, 2, 16);
   assert_true(db_pool_healthy(t.pool));
-  assert_int_equal(db_query(t.pool, "SELECT $1::int + 1, NULL::text, $2::text, $3::text", 3,
-                            vals, on_basic, &t),
-                   0);
+  assert_int_equal(
+      db_query(t.pool, "SELECT $1::int + 1, NULL::text, $2::text, $3::text", 3, vals, on_basic, &t),
+      0);
   query(&t, &rows, "SELECT g FROM generate_series(1, 5) g", 0, NULL);
   wait_completed(&t, 2, 5000);
   assert_int_equal(rows.err, DB_OK);
@@ -328,7 +339,7 @@ static void on_txn_fail(const db_result_t *r, void *arg) {
   assert_non_null(r->res[1]);
   assert_non_null(r->res[2]); /* the failing statement's error result */
   assert_int_equal(PQresultStatus(r->res[2]), PGRES_FATAL_ERROR);
-  assert_null(r->res[3]);     /* never ran */
+  assert_null(r->res[3]); /* never ran */
   assert_null(db_value(r, 0, 0));
   assert_int_equal(db_rows(r), 0);
   t->completed++;
@@ -368,8 +379,7 @@ static void test_txn_rolls_back_all(void **state) {
   /* Same connection: this fails with 25P02 if the aborted transaction were still open. */
   query(&t, &count, "SELECT count(*) FROM txn_bad", 0, NULL);
   query(&t, &check, "SELECT count(*) FROM txn_bad", 0, NULL);
-  query(&t, &create2,
-        "CREATE TABLE txn_def (x int UNIQUE DEFERRABLE INITIALLY DEFERRED)", 0, NULL);
+  query(&t, &create2, "CREATE TABLE txn_def (x int UNIQUE DEFERRABLE INITIALLY DEFERRED)", 0, NULL);
   t.in_submit = 1;
   assert_int_equal(db_txn(t.pool, dup, 2, on_txn_commit_fails, &t), 0);
   t.in_submit = 0;
@@ -486,7 +496,7 @@ static void test_many_concurrent(void **state) {
   enum { NQ = 300, NT = 50 };
   tctx_t t;
   rec_t *recs = calloc(NQ + NT, sizeof(rec_t));
-  char (*num)[16] = calloc(NQ + NT, 16);
+  char(*num)[16] = calloc(NQ + NT, 16);
 
   (void)state;
   assert_non_null(recs);
@@ -652,7 +662,8 @@ static void test_close_from_callback(void **state) {
   assert_int_equal(uv_loop_close(&t.loop), 0);
 }
 
-/* ---- faults ------------------------------------------------------------------------------------ */
+/* ---- faults ------------------------------------------------------------------------------------
+ */
 
 static void terminate_backends(void) {
   PGconn *c = pgfx_connect(&pg, dbname);
@@ -768,8 +779,7 @@ static void test_connect_timeout(void **state) {
   assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
   assert_int_equal(listen(fd, 16), 0);
   assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-  snprintf(ci, sizeof(ci), "hostaddr=127.0.0.1 port=%d user=postgres dbname=x",
-           ntohs(sa.sin_port));
+  snprintf(ci, sizeof(ci), "hostaddr=127.0.0.1 port=%d user=postgres dbname=x", ntohs(sa.sin_port));
   cfg.conninfo = ci;
   cfg.size = 1;
   cfg.connect_timeout_ms = 300;
@@ -802,7 +812,8 @@ static void test_bad_conninfo(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
-/* ---- fixture ------------------------------------------------------------------------------------ */
+/* ---- fixture ------------------------------------------------------------------------------------
+ */
 
 static int group_setup(void **state) {
   (void)state;
