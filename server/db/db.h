@@ -19,27 +19,27 @@ enum {
   DB_EQUEUE = -2,       /* every connection busy and the wait queue full */
   DB_EQUERY = -3,       /* the server reported an error (see sqlstate/message) */
   DB_ENOMEM = -4,
-  DB_ECLOSED = -5,      /* the pool is shutting down */
-  DB_EINVAL = -6,       /* bad configuration: libpq cannot parse the connection string */
+  DB_ECLOSED = -5, /* the pool is shutting down */
+  DB_EINVAL = -6,  /* bad configuration: libpq cannot parse the connection string */
 };
 
 typedef struct db_config {
-  const char *conninfo;   /* libpq connection string or URI */
-  int size;               /* connections, default 8 */
-  size_t queue_max;       /* requests that may wait for a connection, default 1024 */
-  unsigned reconnect_min_ms; /* first reconnect delay, default 100 */
-  unsigned reconnect_max_ms; /* backoff ceiling, default 5000 */
+  const char *conninfo;        /* libpq connection string or URI */
+  int size;                    /* connections, default 8 */
+  size_t queue_max;            /* requests that may wait for a connection, default 1024 */
+  unsigned reconnect_min_ms;   /* first reconnect delay, default 100 */
+  unsigned reconnect_max_ms;   /* backoff ceiling, default 5000 */
   unsigned connect_timeout_ms; /* one connection attempt, default 10000 (libpq's own
                                   connect_timeout is not applied to asynchronous connects) */
 } db_config_t;
 
 /** The outcome of a query or transaction, valid only during the callback. */
 typedef struct db_result {
-  int err;                /* DB_OK or an error code above */
-  PGresult *const *res;   /* one result per statement (NULL entries when not reached) */
+  int err;              /* DB_OK or an error code above */
+  PGresult *const *res; /* one result per statement (NULL entries when not reached) */
   int nres;
-  const char *sqlstate;   /* on DB_EQUERY: five-character SQLSTATE, else "" */
-  const char *message;    /* on error: primary message (for logs; see db_error_is_user) */
+  const char *sqlstate; /* on DB_EQUERY: five-character SQLSTATE, else "" */
+  const char *message;  /* on error: primary message (for logs; see db_error_is_user) */
 } db_result_t;
 
 typedef void (*db_cb)(const db_result_t *r, void *arg);

@@ -2,12 +2,15 @@
  * queue, concurrency, LISTEN, shutdown with work in flight, and lost connections. Every test
  * counts callbacks, runs the loop, and ends with uv_loop_close() == 0. */
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <cmocka.h>
 
@@ -23,11 +26,11 @@ typedef struct tctx {
   db_pool_t *pool;
   int size;
   int closed;
-  int in_submit;       /* set around db_query/db_txn: a callback must never see it */
+  int in_submit; /* set around db_query/db_txn: a callback must never see it */
   int completed;
   int ok, equery, equeue, eunavail, eclosed;
-  char health[64];     /* "1", "10", "101": every health change, in order */
-  int ready;           /* listener ready callbacks */
+  char health[64]; /* "1", "10", "101": every health change, in order */
+  int ready;       /* listener ready callbacks */
   int notified;
   char payload[128];
   char channel[128];
@@ -145,17 +148,28 @@ typedef struct rec {
   int rows;
   char value[256];
   int value_null;
-  int expect;          /* for value checks in bulk tests */
+  int expect; /* for value checks in bulk tests */
 } rec_t;
 
 static void count_err(tctx_t *t, int err) {
   switch (err) {
-  case DB_OK: t->ok++; break;
-  case DB_EQUERY: t->equery++; break;
-  case DB_EQUEUE: t->equeue++; break;
-  case DB_EUNAVAILABLE: t->eunavail++; break;
-  case DB_ECLOSED: t->eclosed++; break;
-  default: fail_msg("unexpected error %d", err);
+  case DB_OK:
+    t->ok++;
+    break;
+  case DB_EQUERY:
+    t->equery++;
+    break;
+  case DB_EQUEUE:
+    t->equeue++;
+    break;
+  case DB_EUNAVAILABLE:
+    t->eunavail++;
+    break;
+  case DB_ECLOSED:
+    t->eclosed++;
+    break;
+  default:
+    fail_msg("unexpected error %d", err);
   }
 }
 
@@ -219,9 +233,9 @@ static void test_query_result_and_params(void **state) {
   (void)state;
   ctx_open(&t, 2, 16);
   assert_true(db_pool_healthy(t.pool));
-  assert_int_equal(db_query(t.pool, "SELECT $1::int + 1, NULL::text, $2::text, $3::text", 3,
-                            vals, on_basic, &t),
-                   0);
+  assert_int_equal(
+      db_query(t.pool, "SELECT $1::int + 1, NULL::text, $2::text, $3::text", 3, vals, on_basic, &t),
+      0);
   query(&t, &rows, "SELECT g FROM generate_series(1, 5) g", 0, NULL);
   wait_completed(&t, 2, 5000);
   assert_int_equal(rows.err, DB_OK);
@@ -325,7 +339,7 @@ static void on_txn_fail(const db_result_t *r, void *arg) {
   assert_non_null(r->res[1]);
   assert_non_null(r->res[2]); /* the failing statement's error result */
   assert_int_equal(PQresultStatus(r->res[2]), PGRES_FATAL_ERROR);
-  assert_null(r->res[3]);     /* never ran */
+  assert_null(r->res[3]); /* never ran */
   assert_null(db_value(r, 0, 0));
   assert_int_equal(db_rows(r), 0);
   t->completed++;
@@ -365,8 +379,7 @@ static void test_txn_rolls_back_all(void **state) {
   /* Same connection: this fails with 25P02 if the aborted transaction were still open. */
   query(&t, &count, "SELECT count(*) FROM txn_bad", 0, NULL);
   query(&t, &check, "SELECT count(*) FROM txn_bad", 0, NULL);
-  query(&t, &create2,
-        "CREATE TABLE txn_def (x int UNIQUE DEFERRABLE INITIALLY DEFERRED)", 0, NULL);
+  query(&t, &create2, "CREATE TABLE txn_def (x int UNIQUE DEFERRABLE INITIALLY DEFERRED)", 0, NULL);
   t.in_submit = 1;
   assert_int_equal(db_txn(t.pool, dup, 2, on_txn_commit_fails, &t), 0);
   t.in_submit = 0;
@@ -483,7 +496,7 @@ static void test_many_concurrent(void **state) {
   enum { NQ = 300, NT = 50 };
   tctx_t t;
   rec_t *recs = calloc(NQ + NT, sizeof(rec_t));
-  char (*num)[16] = calloc(NQ + NT, 16);
+  char(*num)[16] = calloc(NQ + NT, 16);
 
   (void)state;
   assert_non_null(recs);
@@ -649,7 +662,8 @@ static void test_close_from_callback(void **state) {
   assert_int_equal(uv_loop_close(&t.loop), 0);
 }
 
-/* ---- faults ------------------------------------------------------------------------------------ */
+/* ---- faults ------------------------------------------------------------------------------------
+ */
 
 static void terminate_backends(void) {
   PGconn *c = pgfx_connect(&pg, dbname);
@@ -745,6 +759,42 @@ static void test_unreachable_fails_fast(void **state) {
   ctx_close(&t);
 }
 
+/* A TCP listener that completes handshakes (the kernel does) but never answers: a connection
+ * attempt can only end by the pool's connect timeout. */
+static void test_connect_timeout(void **state) {
+  tctx_t t;
+  rec_t r;
+  db_config_t cfg = {0};
+  struct sockaddr_in sa;
+  socklen_t len = sizeof(sa);
+  char ci[128];
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  uint64_t t0;
+
+  (void)state;
+  assert_true(fd >= 0);
+  memset(&sa, 0, sizeof(sa));
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  assert_int_equal(listen(fd, 16), 0);
+  assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+  snprintf(ci, sizeof(ci), "hostaddr=127.0.0.1 port=%d user=postgres dbname=x", ntohs(sa.sin_port));
+  cfg.conninfo = ci;
+  cfg.size = 1;
+  cfg.connect_timeout_ms = 300;
+  cfg.reconnect_min_ms = 1000;
+  ctx_open_cfg(&t, &cfg, 0);
+  uv_update_time(&t.loop);
+  t0 = uv_now(&t.loop);
+  query(&t, &r, "SELECT 1", 0, NULL); /* waits: the first attempt has not failed yet */
+  wait_completed(&t, 1, 3000);
+  assert_int_equal(r.err, DB_EUNAVAILABLE);
+  assert_true(uv_now(&t.loop) - t0 >= 250);
+  ctx_close(&t);
+  close(fd);
+}
+
 static void test_bad_conninfo(void **state) {
   uv_loop_t loop;
   db_pool_t *pool = NULL;
@@ -762,7 +812,8 @@ static void test_bad_conninfo(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
-/* ---- fixture ------------------------------------------------------------------------------------ */
+/* ---- fixture ------------------------------------------------------------------------------------
+ */
 
 static int group_setup(void **state) {
   (void)state;
@@ -801,6 +852,7 @@ int main(void) {
       cmocka_unit_test(test_close_from_callback),
       cmocka_unit_test(test_lost_connections_reconnect),
       cmocka_unit_test(test_unreachable_fails_fast),
+      cmocka_unit_test(test_connect_timeout),
       cmocka_unit_test(test_bad_conninfo),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
