@@ -62,6 +62,7 @@ struct db_req {
   db_stmt_t *stmts; /* copies, in the same allocation */
   PGresult **res;   /* nstmts slots, owned */
   int seen;         /* pipeline: command results seen so far (BEGIN is the first) */
+  int nulls;        /* pipeline: NULL results in a row; one ends each command's results */
   int err;
   char sqlstate[6];
   char message[256];
@@ -717,8 +718,14 @@ static void conn_on_pipeline_result(db_conn_t *c, PGresult *res) {
   db_req_t *q = c->req;
   int i;
 
-  if (!res)
-    return; /* the end of one command's results */
+  if (!res) {
+    /* The end of one command's results. Never two in a row: that would mean libpq lost
+     * step with the server (and would loop here for ever). */
+    if (PQstatus(c->pg) == CONNECTION_BAD || ++q->nulls > 1)
+      conn_lost(c, PQstatus(c->pg) == CONNECTION_BAD ? conn_reason(c) : "pipeline out of step");
+    return;
+  }
+  q->nulls = 0;
   if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
     PQclear(res);
     if (PQexitPipelineMode(c->pg) != 1) {

@@ -18,6 +18,7 @@
 #include "pg_fixture.h"
 
 static pg_fixture_t pg;
+static pg_fixture_t restart_pg; /* test_server_restart's own cluster; teardown stops it */
 static char dbname[128];
 static char conninfo[600];
 
@@ -32,6 +33,7 @@ typedef struct tctx {
   char health[64]; /* "1", "10", "101": every health change, in order */
   int ready;       /* listener ready callbacks */
   int notified;
+  int sent; /* pg_notify() queries completed */
   char payload[128];
   char channel[128];
 } tctx_t;
@@ -109,15 +111,19 @@ static void ctx_open_cfg(tctx_t *t, db_config_t *cfg, int wait_idle) {
     assert_true(run_until(&t->loop, all_idle, t, 10000));
 }
 
-static void ctx_open(tctx_t *t, int size, size_t queue_max) {
+static void ctx_open_backoff(tctx_t *t, int size, size_t queue_max, unsigned min_ms) {
   db_config_t cfg = {0};
 
   cfg.conninfo = conninfo;
   cfg.size = size;
   cfg.queue_max = queue_max;
-  cfg.reconnect_min_ms = 50;
-  cfg.reconnect_max_ms = 500;
+  cfg.reconnect_min_ms = min_ms;
+  cfg.reconnect_max_ms = 10 * min_ms;
   ctx_open_cfg(t, &cfg, 1);
+}
+
+static void ctx_open(tctx_t *t, int size, size_t queue_max) {
+  ctx_open_backoff(t, size, queue_max, 50);
 }
 
 static void on_pool_closed(void *arg) {
@@ -544,8 +550,9 @@ static void test_slow_query_does_not_block_loop(void **state) {
   ticks_at_done = ticks;
   uv_close((uv_handle_t *)&timer, NULL);
   assert_int_equal(slow.err, DB_OK);
-  /* About 20 ticks of 50 ms fit in one second when the loop never blocks. */
-  assert_true(ticks_at_done >= 12);
+  /* About 20 ticks of 50 ms fit in one second when the loop never blocks, at most one if it
+   * blocked; leave room for a loaded machine. */
+  assert_true(ticks_at_done >= 8);
   ctx_close(&t);
 }
 
@@ -559,7 +566,7 @@ static void on_notify(const char *channel, const char *payload, void *arg) {
 
 static void on_notify_sent(const db_result_t *r, void *arg) {
   assert_int_equal(r->err, DB_OK);
-  (void)arg;
+  ((tctx_t *)arg)->sent++;
 }
 
 #define TEST_CHANNEL "Clued test \"chan\""
@@ -575,8 +582,11 @@ static void on_ready(void *arg) {
   notify(t, "héllo 世界");
 }
 
+/* The listener may hear the notification before the sender's query result is read: wait for
+ * both, or closing the pool would fail the sender with DB_ECLOSED. */
 static int got_notify(void *arg) {
-  return ((tctx_t *)arg)->notified > 0;
+  tctx_t *t = arg;
+  return t->notified > 0 && t->sent > 0;
 }
 
 static void test_listen_receives_notify(void **state) {
@@ -610,7 +620,7 @@ static void test_close_with_work_in_flight(void **state) {
   assert_int_equal(db_query(t.pool, "SELECT 1", 0, NULL, on_rec, &dummy), DB_ECLOSED);
   assert_int_equal(db_listen(t.pool, "late", on_notify, &t), DB_ECLOSED);
   assert_true(run_until(&t.loop, is_closed, &t, 5000));
-  assert_true(uv_now(&t.loop) - t0 < 2000); /* did not wait for pg_sleep */
+  assert_true(uv_now(&t.loop) - t0 < 3000); /* did not wait for pg_sleep(5) */
   assert_int_equal(t.eclosed, 5);
   for (int i = 0; i < 5; i++)
     assert_int_equal(r[i].called, 1);
@@ -705,7 +715,9 @@ static void test_lost_connections_reconnect(void **state) {
   uv_timer_t kill;
 
   (void)state;
-  ctx_open(&t, 2, 16);
+  /* Backoff long enough that every terminated connection is noticed before the first one
+   * reconnects, so health drops to 0 before it comes back, even on a slow machine. */
+  ctx_open_backoff(&t, 2, 16, 400);
   assert_string_equal(t.health, "1");
   assert_int_equal(db_listen_ex(t.pool, TEST_CHANNEL, on_notify, on_ready_count, &t), 0);
   assert_true(run_until(&t.loop, ready_once, &t, 5000));
@@ -729,6 +741,65 @@ static void test_lost_connections_reconnect(void **state) {
 
 static int unhealthy_reported(void *arg) {
   return strchr(((tctx_t *)arg)->health, '0') != NULL;
+}
+
+static int never(void *arg) {
+  (void)arg;
+  return 0;
+}
+
+static int went_down(void *arg) {
+  return strcmp(((tctx_t *)arg)->health, "10") == 0;
+}
+
+static void test_server_restart(void **state) {
+  pg_fixture_t *own = &restart_pg;
+  tctx_t t;
+  rec_t slow, during, after;
+  db_config_t cfg = {0};
+  char ci[600];
+  uint64_t t0;
+
+  (void)state;
+  assert_int_equal(pgfx_start_private(own), 0);
+  pgfx_conninfo(own, "postgres", ci, sizeof(ci));
+  cfg.conninfo = ci;
+  cfg.size = 2;
+  cfg.reconnect_min_ms = 50;
+  cfg.reconnect_max_ms = 200;
+  ctx_open_cfg(&t, &cfg, 1);
+  assert_int_equal(db_listen_ex(t.pool, TEST_CHANNEL, on_notify, on_ready_count, &t), 0);
+  assert_true(run_until(&t.loop, ready_once, &t, 5000));
+  query(&t, &slow, "SELECT pg_sleep(10)", 0, NULL);
+
+  assert_int_equal(pgfx_ctl(own, "stop"), 0);
+  wait_completed(&t, 1, 5000);
+  assert_int_equal(slow.err, DB_EUNAVAILABLE);
+  assert_true(run_until(&t.loop, went_down, &t, 5000));
+  /* While the server is gone, requests fail at once rather than wait. */
+  uv_update_time(&t.loop);
+  t0 = uv_now(&t.loop);
+  query(&t, &during, "SELECT 1", 0, NULL);
+  wait_completed(&t, 2, 2000);
+  assert_int_equal(during.err, DB_EUNAVAILABLE);
+  assert_true(uv_now(&t.loop) - t0 < 500);
+  /* Some reconnect attempts fail meanwhile; requests still fail at once. */
+  (void)run_until(&t.loop, never, NULL, 400);
+  query(&t, &during, "SELECT 2", 0, NULL);
+  wait_completed(&t, 3, 500);
+  assert_int_equal(during.err, DB_EUNAVAILABLE);
+  assert_string_equal(t.health, "10");
+
+  assert_int_equal(pgfx_ctl(own, "start"), 0);
+  assert_true(run_until(&t.loop, fault_recovered, &t, 10000));
+  query(&t, &after, "SELECT 'back'", 0, NULL);
+  notify(&t, "after restart");
+  assert_true(run_until(&t.loop, got_notify, &t, 5000));
+  wait_completed(&t, 4, 5000);
+  assert_int_equal(after.err, DB_OK);
+  assert_string_equal(t.payload, "after restart");
+  ctx_close(&t);
+  pgfx_stop(own);
 }
 
 static void test_unreachable_fails_fast(void **state) {
@@ -831,6 +902,7 @@ static int group_teardown(void **state) {
   (void)state;
   pgfx_drop_db(&pg, dbname);
   pgfx_stop(&pg);
+  pgfx_stop(&restart_pg);
   return 0;
 }
 
@@ -851,6 +923,7 @@ int main(void) {
       cmocka_unit_test(test_close_while_connecting),
       cmocka_unit_test(test_close_from_callback),
       cmocka_unit_test(test_lost_connections_reconnect),
+      cmocka_unit_test(test_server_restart),
       cmocka_unit_test(test_unreachable_fails_fast),
       cmocka_unit_test(test_connect_timeout),
       cmocka_unit_test(test_bad_conninfo),
