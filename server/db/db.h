@@ -20,6 +20,7 @@ enum {
   DB_EQUERY = -3,       /* the server reported an error (see sqlstate/message) */
   DB_ENOMEM = -4,
   DB_ECLOSED = -5,      /* the pool is shutting down */
+  DB_EINVAL = -6,       /* bad configuration: libpq cannot parse the connection string */
 };
 
 typedef struct db_config {
@@ -28,6 +29,8 @@ typedef struct db_config {
   size_t queue_max;       /* requests that may wait for a connection, default 1024 */
   unsigned reconnect_min_ms; /* first reconnect delay, default 100 */
   unsigned reconnect_max_ms; /* backoff ceiling, default 5000 */
+  unsigned connect_timeout_ms; /* one connection attempt, default 10000 (libpq's own
+                                  connect_timeout is not applied to asynchronous connects) */
 } db_config_t;
 
 /** The outcome of a query or transaction, valid only during the callback. */
@@ -51,7 +54,12 @@ typedef struct db_stmt {
 /** Called when the pool's health (has at least one working connection) changes. */
 typedef void (*db_health_fn)(int healthy, void *arg);
 
-/** Create a pool on loop and start connecting. Returns 0, DB_ENOMEM. */
+/**
+ * Create a pool on loop and start connecting. Zero fields of cfg take their defaults; cfg is
+ * copied. Returns 0, DB_ENOMEM, or DB_EINVAL (conninfo unparsable). Host names in conninfo
+ * are resolved synchronously by libpq when a connection starts; use hostaddr or a unix
+ * socket where that matters.
+ */
 int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out)
     __attribute__((warn_unused_result));
 
@@ -64,7 +72,19 @@ void db_pool_close(db_pool_t *pool, void (*done)(void *arg), void *arg);
 /** True while at least one connection is connected and usable. */
 int db_pool_healthy(const db_pool_t *pool);
 
-/** Register the health-change callback (one per pool). */
+/** A snapshot of the pool's connections and queue, for logs, metrics and tests. */
+typedef struct db_stats {
+  int idle, busy, connecting, broken; /* pool connections (listeners not counted) */
+  size_t queued;                      /* requests waiting for a connection */
+} db_stats_t;
+
+/** Fill st with the pool's current counts. */
+void db_pool_stats(const db_pool_t *pool, db_stats_t *st);
+
+/**
+ * Register the health-change callback (one per pool). It runs from the loop, only on changes
+ * after registration, and never after db_pool_close().
+ */
 void db_pool_on_health(db_pool_t *pool, db_health_fn cb, void *arg);
 
 /**
@@ -85,16 +105,36 @@ int db_txn(db_pool_t *pool, const db_stmt_t *stmts, int n, db_cb cb, void *arg)
 
 /**
  * Subscribe to NOTIFY on channel through a dedicated connection that reconnects by itself.
- * cb runs for every notification with its payload. Returns 0 or DB_ENOMEM.
+ * cb runs for every notification with its payload. Returns 0, DB_ENOMEM or DB_ECLOSED.
  */
 typedef void (*db_notify_fn)(const char *channel, const char *payload, void *arg);
 int db_listen(db_pool_t *pool, const char *channel, db_notify_fn cb, void *arg)
     __attribute__((warn_unused_result));
+
+/**
+ * Like db_listen(), and ready(arg) runs each time LISTEN has taken effect: first, and again
+ * after every reconnect. Notifications sent while the listener was disconnected are lost, so
+ * ready is where a consumer catches up (for example by querying past its last sequence
+ * number). ready may be NULL. Returns 0, DB_ENOMEM or DB_ECLOSED.
+ */
+int db_listen_ex(db_pool_t *pool, const char *channel, db_notify_fn cb, void (*ready)(void *arg),
+                 void *arg) __attribute__((warn_unused_result));
 
 /** Convenience: the text value at (row, col) of the last result, or NULL if SQL NULL. */
 const char *db_value(const db_result_t *r, int row, int col);
 
 /** Rows in the last result. */
 int db_rows(const db_result_t *r);
+
+/**
+ * True when r failed with an error the SQL raised on purpose or that the caller's input
+ * caused (SQLSTATE classes 22 data exception, 23 integrity constraint violation, 40
+ * transaction rollback, and P0001 RAISE EXCEPTION), so a service may map it to a client
+ * status; anything else is an internal fault whose text must not reach a client.
+ */
+int db_error_is_user(const db_result_t *r);
+
+/** A short, constant description of an error code above. */
+const char *db_strerror(int err);
 
 #endif

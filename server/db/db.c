@@ -1,0 +1,1251 @@
+/* The asynchronous PostgreSQL pool: N libpq connections driven by uv_poll, a bounded FIFO of
+ * requests waiting for a connection, transactions in pipeline mode, and LISTEN connections.
+ *
+ * Every connection is a db_conn_t with a state; conn_set_state() is the only place that
+ * changes it, and it keeps the idle list, the per-state counts and the pool's health in step.
+ * Completions that are not the direct outcome of a result read from the socket (refusals,
+ * lost connections, shutdown) go through the pool's deferred list and run from a uv_idle
+ * callback, so no user callback ever runs inside db_query(), db_txn() or db_pool_close(). */
+
+#include "db/db.h"
+
+#include <assert.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+#define DB_DEFAULT_SIZE 8
+#define DB_DEFAULT_QUEUE_MAX 1024
+#define DB_DEFAULT_RECONNECT_MIN_MS 100
+#define DB_DEFAULT_RECONNECT_MAX_MS 5000
+#define DB_DEFAULT_CONNECT_TIMEOUT_MS 10000
+#define DB_MAX_PARAMS 65535 /* the protocol's limit on parameters per statement */
+
+typedef enum conn_state {
+  CONN_CONNECTING,   /* PQconnectPoll in progress; the timer is the connect timeout */
+  CONN_IDLE,         /* pool: on the idle list, reading only to notice a disconnect */
+  CONN_BUSY,         /* pool: one request in flight */
+  CONN_ROLLBACK,     /* pool: the request left a transaction open; ROLLBACK in flight */
+  CONN_LISTEN_SETUP, /* listener: LISTEN sent */
+  CONN_LISTENING,    /* listener: delivering notifications */
+  CONN_BROKEN,       /* no PGconn; the timer is the reconnect backoff */
+  CONN_CLOSING,      /* the pool is closing; the timer's close callback is pending */
+  CONN_NSTATES
+} conn_state_t;
+
+typedef enum conn_role { ROLE_POOL, ROLE_LISTEN } conn_role_t;
+
+typedef struct db_req db_req_t;
+typedef struct db_conn db_conn_t;
+
+/* The poll handle of one socket. It lives apart from the connection because libpq replaces
+ * the socket on every reconnect (and may within PQconnectPoll), while a uv_poll_t is bound to
+ * one fd and must stay allocated until its close callback. */
+typedef struct db_watch {
+  uv_poll_t poll;
+  db_pool_t *pool;
+  db_conn_t *conn; /* NULL once the watch is closing */
+  int fd;
+  int events; /* UV_READABLE / UV_WRITABLE currently requested */
+} db_watch_t;
+
+struct db_req {
+  db_req_t *next;
+  db_cb cb;
+  void *arg;
+  int txn;          /* sent as BEGIN, stmts, COMMIT in one pipeline */
+  int nstmts;
+  db_stmt_t *stmts; /* copies, in the same allocation */
+  PGresult **res;   /* nstmts slots, owned */
+  int seen;         /* pipeline: command results seen so far (BEGIN is the first) */
+  int err;
+  char sqlstate[6];
+  char message[256];
+};
+
+typedef struct req_queue {
+  db_req_t *head, *tail;
+  size_t len;
+} req_queue_t;
+
+struct db_conn {
+  db_pool_t *pool;
+  conn_role_t role;
+  conn_state_t state;
+  PGconn *pg;
+  db_watch_t *watch;
+  uv_timer_t timer;   /* connect timeout (CONNECTING) or backoff (BROKEN) */
+  db_req_t *req;      /* the request in flight (BUSY, ROLLBACK) */
+  int flushing;       /* PQflush returned 1: waiting for the socket to be writable */
+  unsigned failures;  /* failed attempts since the last successful connect */
+  int was_connected;  /* a later connect is a reconnect, for the log */
+  db_conn_t *prev, *next; /* idle list (pool role) or listener list */
+  char name[48];      /* for the log: "connection 3", "listener \"audit_events\"" */
+  char last_fatal[256]; /* the last FATAL notice, usually why the server hung up */
+  /* listener role only */
+  char *listen_sql;
+  db_notify_fn notify;
+  void (*ready)(void *arg);
+  void *notify_arg;
+};
+
+struct db_pool {
+  uv_loop_t *loop;
+  char *conninfo;
+  int size;
+  size_t queue_max;
+  unsigned reconnect_min_ms, reconnect_max_ms, connect_timeout_ms;
+  db_conn_t *conns;    /* size pool connections */
+  db_conn_t *idle;     /* idle connections, most recently used first */
+  db_conn_t *listeners;
+  int nstate[CONN_NSTATES]; /* pool connections per state */
+  req_queue_t queue;   /* waiting for a connection */
+  req_queue_t defer;   /* completed; callbacks run from idle_handle */
+  uv_idle_t idle_handle;
+  int healthy;         /* some pool connection is IDLE, BUSY or ROLLBACK */
+  int down;            /* unhealthy after a failure: refuse requests at once */
+  int health_reported;
+  db_health_fn health_cb;
+  void *health_arg;
+  int closing;
+  unsigned nhandles;   /* uv handles not yet closed; the pool is freed at zero */
+  void (*done)(void *arg);
+  void *done_arg;
+  uint64_t rng;        /* backoff jitter */
+  uint64_t queue_full_logged_ms;
+  size_t queue_refused;
+};
+
+static void conn_connect(db_conn_t *c);
+static void conn_lost(db_conn_t *c, const char *why);
+static void conn_send(db_conn_t *c, db_req_t *q);
+static void pool_dispatch(db_pool_t *p);
+static void pool_kick(db_pool_t *p);
+
+/* ---- logging ------------------------------------------------------------------------ */
+
+static void db_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* One line on stderr: libpq messages carry newlines and tabs, which are folded to spaces. */
+static void db_log(const char *fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  size_t n;
+
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof(buf), fmt, ap);
+  va_end(ap);
+  for (char *s = buf; *s; s++)
+    if (*s == '\n' || *s == '\r' || *s == '\t')
+      *s = ' ';
+  n = strlen(buf);
+  while (n > 0 && buf[n - 1] == ' ')
+    buf[--n] = '\0';
+  fprintf(stderr, "clued: db: %s\n", buf);
+}
+
+/* The reason a connection failed: the server's FATAL message if it sent one before hanging
+ * up ("terminating connection due to administrator command"), else libpq's. */
+static const char *conn_reason(const db_conn_t *c) {
+  if (c->last_fatal[0])
+    return c->last_fatal;
+  if (c->pg) {
+    const char *m = PQerrorMessage(c->pg);
+    if (m && *m)
+      return m;
+  }
+  return "connection failed";
+}
+
+/* ---- requests ----------------------------------------------------------------------- */
+
+static void queue_push(req_queue_t *qu, db_req_t *q) {
+  q->next = NULL;
+  if (qu->tail)
+    qu->tail->next = q;
+  else
+    qu->head = q;
+  qu->tail = q;
+  qu->len++;
+}
+
+static db_req_t *queue_pop(req_queue_t *qu) {
+  db_req_t *q = qu->head;
+  if (q) {
+    qu->head = q->next;
+    if (!qu->head)
+      qu->tail = NULL;
+    qu->len--;
+    q->next = NULL;
+  }
+  return q;
+}
+
+/* One allocation holds the request, its statements, their parameter arrays, result slots and
+ * every string, so a request has a single owner and a single free. */
+static int req_new(const db_stmt_t *stmts, int n, int txn, db_cb cb, void *arg, db_req_t **out) {
+  size_t nvals = 0, bytes = 0, size;
+  db_req_t *q;
+  db_stmt_t *st;
+  const char **vals;
+  char *s;
+
+  for (int i = 0; i < n; i++) {
+    bytes += strlen(stmts[i].sql) + 1;
+    nvals += (size_t)stmts[i].nparams;
+    for (int j = 0; j < stmts[i].nparams; j++)
+      if (stmts[i].values[j])
+        bytes += strlen(stmts[i].values[j]) + 1;
+  }
+  size = sizeof(*q) + (size_t)n * (sizeof(db_stmt_t) + sizeof(PGresult *)) +
+         nvals * sizeof(char *) + bytes;
+  q = calloc(1, size);
+  if (!q)
+    return DB_ENOMEM;
+  st = (db_stmt_t *)(q + 1);
+  q->res = (PGresult **)(st + n);
+  vals = (const char **)(q->res + n);
+  s = (char *)(vals + nvals);
+  for (int i = 0; i < n; i++) {
+    size_t len = strlen(stmts[i].sql) + 1;
+    memcpy(s, stmts[i].sql, len);
+    st[i].sql = s;
+    s += len;
+    st[i].nparams = stmts[i].nparams;
+    st[i].values = vals;
+    for (int j = 0; j < stmts[i].nparams; j++) {
+      const char *v = stmts[i].values[j];
+      if (v) {
+        len = strlen(v) + 1;
+        memcpy(s, v, len);
+        *vals++ = s;
+        s += len;
+      } else {
+        *vals++ = NULL;
+      }
+    }
+  }
+  q->stmts = st;
+  q->nstmts = n;
+  q->txn = txn;
+  q->cb = cb;
+  q->arg = arg;
+  *out = q;
+  return 0;
+}
+
+static void req_free(db_req_t *q) {
+  for (int i = 0; i < q->nstmts; i++)
+    PQclear(q->res[i]);
+  free(q);
+}
+
+static void req_set_error(db_req_t *q, int err, const char *msg) {
+  q->err = err;
+  q->sqlstate[0] = '\0';
+  snprintf(q->message, sizeof(q->message), "%s", msg ? msg : "");
+}
+
+static void req_set_query_error(db_req_t *q, const PGresult *res) {
+  const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+  const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+
+  q->err = DB_EQUERY;
+  snprintf(q->sqlstate, sizeof(q->sqlstate), "%s", state ? state : "XX000");
+  snprintf(q->message, sizeof(q->message), "%s", msg ? msg : PQresultErrorMessage(res));
+}
+
+/* Run the callback and free the request. The callback may call anything in this file,
+ * including db_pool_close(); callers re-check their state afterwards. */
+static void req_finish(db_req_t *q) {
+  db_result_t r;
+
+  r.err = q->err;
+  r.res = q->res;
+  r.nres = q->nstmts;
+  r.sqlstate = q->err == DB_EQUERY ? q->sqlstate : "";
+  r.message = q->message;
+  q->cb(&r, q->arg);
+  req_free(q);
+}
+
+/* Complete q later, from the loop. */
+static void req_defer(db_pool_t *p, db_req_t *q, int err, const char *msg) {
+  if (q->err == 0)
+    req_set_error(q, err, msg);
+  queue_push(&p->defer, q);
+  pool_kick(p);
+}
+
+/* ---- watches: one uv_poll_t per socket ----------------------------------------------- */
+
+static void pool_handle_closed(db_pool_t *p);
+
+static void on_watch_closed(uv_handle_t *h) {
+  db_watch_t *w = container_of((uv_poll_t *)h, db_watch_t, poll);
+  db_pool_t *p = w->pool;
+
+  free(w);
+  pool_handle_closed(p);
+}
+
+/* Close before PQfinish: uv_close removes the fd from epoll, which must happen while the fd
+ * is still ours and not yet reused by another socket. */
+static void conn_unwatch(db_conn_t *c) {
+  db_watch_t *w = c->watch;
+
+  if (!w)
+    return;
+  c->watch = NULL;
+  w->conn = NULL;
+  uv_close((uv_handle_t *)&w->poll, on_watch_closed);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events);
+
+/* Watch the connection's current socket for events. While connecting the poll is restarted
+ * at every step even when nothing seems to change: libpq may have closed the socket and
+ * opened a new one that got the same number, and uv_poll_start re-registers the fd. */
+static int conn_watch(db_conn_t *c, int events) {
+  db_pool_t *p = c->pool;
+  db_watch_t *w = c->watch;
+  int fd = PQsocket(c->pg);
+  int rc;
+
+  if (fd < 0)
+    return UV_EBADF;
+  if (w && w->fd != fd) {
+    conn_unwatch(c);
+    w = NULL;
+  }
+  if (!w) {
+    w = malloc(sizeof(*w));
+    if (!w)
+      return UV_ENOMEM;
+    rc = uv_poll_init(p->loop, &w->poll, fd);
+    if (rc != 0) {
+      free(w);
+      return rc;
+    }
+    p->nhandles++;
+    w->pool = p;
+    w->conn = c;
+    w->fd = fd;
+    w->events = 0;
+    c->watch = w;
+  }
+  if (w->events == events && c->state != CONN_CONNECTING)
+    return 0;
+  rc = uv_poll_start(&w->poll, events, on_poll);
+  w->events = rc == 0 ? events : 0;
+  return rc;
+}
+
+/* Drop the libpq connection and its watch. */
+static void conn_drop_pg(db_conn_t *c) {
+  conn_unwatch(c);
+  if (c->pg) {
+    PQfinish(c->pg);
+    c->pg = NULL;
+  }
+  c->flushing = 0;
+}
+
+/* ---- state -------------------------------------------------------------------------- */
+
+static void idle_remove(db_pool_t *p, db_conn_t *c) {
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    p->idle = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+}
+
+static void idle_push(db_pool_t *p, db_conn_t *c) {
+  c->prev = NULL;
+  c->next = p->idle;
+  if (p->idle)
+    p->idle->prev = c;
+  p->idle = c;
+}
+
+/* Recompute health after a pool connection changed state. failed: it just failed (lost, or
+ * an attempt did not connect); with no working connection left the pool is then "down", and
+ * requests fail at once instead of waiting for a connection that may never come. */
+static void pool_update_health(db_pool_t *p, int failed) {
+  int healthy = p->nstate[CONN_IDLE] + p->nstate[CONN_BUSY] + p->nstate[CONN_ROLLBACK] > 0;
+
+  if (healthy) {
+    p->down = 0;
+  } else if (failed && !p->down) {
+    db_req_t *q;
+    size_t n = p->queue.len;
+
+    p->down = 1;
+    if (n > 0)
+      db_log("no working connection: failing %zu waiting request(s)", n);
+    while ((q = queue_pop(&p->queue)))
+      req_defer(p, q, DB_EUNAVAILABLE, "database unavailable");
+  }
+  if (healthy != p->healthy) {
+    p->healthy = healthy;
+    pool_kick(p); /* the health callback runs from the loop */
+  }
+}
+
+/* The one place a connection changes state. Fixes idle-list membership, the per-state counts
+ * and the pool's health. */
+static void conn_set_state(db_conn_t *c, conn_state_t to) {
+  db_pool_t *p = c->pool;
+  conn_state_t from = c->state;
+
+  if (from == to)
+    return;
+  c->state = to;
+  if (c->role != ROLE_POOL)
+    return;
+  if (from == CONN_IDLE)
+    idle_remove(p, c);
+  if (to == CONN_IDLE)
+    idle_push(p, c);
+  p->nstate[from]--;
+  p->nstate[to]++;
+  if (!p->closing)
+    pool_update_health(p, to == CONN_BROKEN);
+}
+
+/* ---- connecting ----------------------------------------------------------------------- */
+
+static unsigned backoff_ms(db_pool_t *p, unsigned failures) {
+  uint64_t d = p->reconnect_min_ms;
+  uint64_t jitter;
+
+  for (unsigned i = 0; i < failures && d < p->reconnect_max_ms; i++)
+    d *= 2;
+  if (d > p->reconnect_max_ms)
+    d = p->reconnect_max_ms;
+  /* Up to a quarter less, so that instances that lost the database together do not all
+   * come back in the same millisecond. xorshift64: a private generator, no global state. */
+  p->rng ^= p->rng << 13;
+  p->rng ^= p->rng >> 7;
+  p->rng ^= p->rng << 17;
+  jitter = d / 4 ? p->rng % (d / 4 + 1) : 0;
+  d -= jitter;
+  if (d < p->reconnect_min_ms)
+    d = p->reconnect_min_ms;
+  return (unsigned)d;
+}
+
+static void on_conn_timer(uv_timer_t *t);
+
+/* An attempt to connect failed: back off and try again. */
+static void conn_connect_failed(db_conn_t *c, const char *why) {
+  unsigned ms = backoff_ms(c->pool, c->failures);
+
+  db_log("%s: cannot connect: %s; retrying in %u ms", c->name, why, ms);
+  c->failures++;
+  conn_drop_pg(c);
+  conn_set_state(c, CONN_BROKEN);
+  uv_timer_start(&c->timer, on_conn_timer, ms, 0);
+}
+
+/* A working connection broke: its request (if any) fails, never retried, since it may or
+ * may not have run. Reconnect after the shortest backoff. */
+static void conn_lost(db_conn_t *c, const char *why) {
+  db_pool_t *p = c->pool;
+  db_req_t *q = c->req;
+  unsigned ms = backoff_ms(p, 0);
+
+  db_log("%s: disconnected: %s; reconnecting in %u ms", c->name, why, ms);
+  c->req = NULL;
+  if (q)
+    req_defer(p, q, DB_EUNAVAILABLE, why);
+  c->failures = 0;
+  conn_drop_pg(c);
+  conn_set_state(c, CONN_BROKEN);
+  uv_timer_start(&c->timer, on_conn_timer, ms, 0);
+}
+
+static void on_notice(void *arg, const PGresult *res) {
+  db_conn_t *c = arg;
+  const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+  const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+
+  if (!sev || !msg)
+    return;
+  if (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0)
+    snprintf(c->last_fatal, sizeof(c->last_fatal), "%s", msg);
+  else if (strcmp(sev, "WARNING") == 0)
+    db_log("%s: server warning: %s", c->name, msg);
+}
+
+static void listener_start(db_conn_t *c);
+
+static void conn_connected(db_conn_t *c) {
+  db_pool_t *p = c->pool;
+
+  uv_timer_stop(&c->timer);
+  if (PQsetnonblocking(c->pg, 1) != 0) {
+    conn_connect_failed(c, "cannot make the connection non-blocking");
+    return;
+  }
+  PQsetNoticeReceiver(c->pg, on_notice, c);
+  if (c->failures > 0)
+    db_log("%s: connected (backend pid %d) after %u failed attempt(s)", c->name,
+           PQbackendPID(c->pg), c->failures);
+  else if (c->was_connected)
+    db_log("%s: reconnected (backend pid %d)", c->name, PQbackendPID(c->pg));
+  c->failures = 0;
+  c->was_connected = 1;
+  c->last_fatal[0] = '\0';
+  if (conn_watch(c, UV_READABLE) != 0) {
+    conn_lost(c, "cannot watch the socket");
+    return;
+  }
+  if (c->role == ROLE_LISTEN) {
+    listener_start(c);
+    return;
+  }
+  conn_set_state(c, CONN_IDLE);
+  pool_dispatch(p);
+}
+
+/* Act on what PQconnectPoll asked for. */
+static void conn_connect_step(db_conn_t *c, PostgresPollingStatusType st) {
+  int rc;
+
+  switch (st) {
+  case PGRES_POLLING_READING:
+    rc = conn_watch(c, UV_READABLE);
+    break;
+  case PGRES_POLLING_WRITING:
+    rc = conn_watch(c, UV_WRITABLE);
+    break;
+  case PGRES_POLLING_OK:
+    conn_connected(c);
+    return;
+  case PGRES_POLLING_FAILED:
+  default:
+    conn_connect_failed(c, conn_reason(c));
+    return;
+  }
+  if (rc != 0)
+    conn_connect_failed(c, uv_strerror(rc));
+}
+
+static void conn_connect(db_conn_t *c) {
+  db_pool_t *p = c->pool;
+  /* expand_dbname: the "dbname" value is the whole connection string or URI. */
+  const char *keys[] = {"dbname", "fallback_application_name", NULL};
+  const char *vals[] = {p->conninfo, c->role == ROLE_POOL ? "clued" : "clued-listen", NULL};
+
+  assert(c->state == CONN_BROKEN && !c->pg && !c->watch);
+  c->last_fatal[0] = '\0';
+  c->pg = PQconnectStartParams(keys, vals, 1);
+  conn_set_state(c, CONN_CONNECTING);
+  uv_timer_start(&c->timer, on_conn_timer, p->connect_timeout_ms, 0);
+  if (!c->pg) {
+    conn_connect_failed(c, "out of memory");
+    return;
+  }
+  if (PQstatus(c->pg) == CONNECTION_BAD) {
+    conn_connect_failed(c, conn_reason(c));
+    return;
+  }
+  /* libpq: start as if PQconnectPoll had returned PGRES_POLLING_WRITING. */
+  conn_connect_step(c, PGRES_POLLING_WRITING);
+}
+
+static void on_conn_timer(uv_timer_t *t) {
+  db_conn_t *c = container_of(t, db_conn_t, timer);
+
+  switch (c->state) {
+  case CONN_CONNECTING:
+    conn_connect_failed(c, "timeout expired");
+    break;
+  case CONN_BROKEN:
+    conn_connect(c);
+    break;
+  default:
+    assert(!"connection timer fired in an unexpected state");
+  }
+}
+
+/* ---- requests on a connection ----------------------------------------------------------- */
+
+/* Push buffered output. Returns 0, or -1 when the connection was lost (c is BROKEN now). */
+static int conn_flush(db_conn_t *c) {
+  int r = PQflush(c->pg);
+
+  if (r < 0) {
+    conn_lost(c, conn_reason(c));
+    return -1;
+  }
+  c->flushing = r == 1;
+  if (conn_watch(c, UV_READABLE | (c->flushing ? UV_WRITABLE : 0)) != 0) {
+    conn_lost(c, "cannot watch the socket");
+    return -1;
+  }
+  return 0;
+}
+
+static void conn_send(db_conn_t *c, db_req_t *q) {
+  PGconn *pg = c->pg;
+  int ok;
+
+  assert(c->role == ROLE_POOL && c->state == CONN_IDLE && !c->req);
+  c->req = q;
+  conn_set_state(c, CONN_BUSY);
+  if (!q->txn) {
+    const db_stmt_t *s = &q->stmts[0];
+    ok = PQsendQueryParams(pg, s->sql, s->nparams, NULL, s->values, NULL, NULL, 0);
+  } else {
+    /* One round trip: BEGIN, the statements and COMMIT, then a sync point. A failing
+     * statement makes the server skip the rest up to the sync, COMMIT included, and leaves
+     * the transaction aborted; conn_req_done() rolls it back. */
+    ok = PQenterPipelineMode(pg) && PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
+    for (int i = 0; ok && i < q->nstmts; i++) {
+      const db_stmt_t *s = &q->stmts[i];
+      ok = PQsendQueryParams(pg, s->sql, s->nparams, NULL, s->values, NULL, NULL, 0);
+    }
+    ok = ok && PQsendQueryParams(pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) &&
+         PQpipelineSync(pg);
+  }
+  if (!ok) {
+    conn_lost(c, conn_reason(c));
+    return;
+  }
+  (void)conn_flush(c);
+}
+
+/* The connection's request has all its results. Roll back if it left a transaction open;
+ * otherwise hand the connection to the next waiting request and run the callback. */
+static void conn_req_done(db_conn_t *c) {
+  db_pool_t *p = c->pool;
+  db_req_t *q = c->req;
+  PGTransactionStatusType ts = PQtransactionStatus(c->pg);
+
+  if (ts != PQTRANS_IDLE) {
+    if (c->state == CONN_ROLLBACK || ts == PQTRANS_UNKNOWN) {
+      conn_lost(c, "cannot end the transaction");
+      return;
+    }
+    if (!q->txn && q->err == 0)
+      db_log("%s: a statement left a transaction open; rolling it back", c->name);
+    if (!PQsendQuery(c->pg, "ROLLBACK")) {
+      conn_lost(c, conn_reason(c));
+      return;
+    }
+    conn_set_state(c, CONN_ROLLBACK);
+    (void)conn_flush(c);
+    return;
+  }
+  c->req = NULL;
+  conn_set_state(c, CONN_IDLE);
+  /* Requests that waited go first, before anything the callback may submit. */
+  pool_dispatch(p);
+  req_finish(q);
+}
+
+/* An error the session does not survive: the server is about to hang up. */
+static int result_ends_session(const db_conn_t *c, const PGresult *res) {
+  const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+  const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+  if (PQstatus(c->pg) == CONNECTION_BAD)
+    return 1;
+  if (sev && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0))
+    return 1;
+  /* 08: connection exception; 57P01..57P03: the server is shutting down or terminated us. */
+  return state && (strncmp(state, "08", 2) == 0 || strncmp(state, "57P0", 4) == 0);
+}
+
+/* Handle an error result; returns -1 when it ended the connection. */
+static int conn_on_error(db_conn_t *c, PGresult *res) {
+  char why[256];
+
+  if (result_ends_session(c, res)) {
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    snprintf(why, sizeof(why), "%s", msg ? msg : conn_reason(c));
+    PQclear(res);
+    conn_lost(c, why);
+    return -1;
+  }
+  if (c->req->err == 0)
+    req_set_query_error(c->req, res);
+  return 0;
+}
+
+static void conn_on_query_result(db_conn_t *c, PGresult *res) {
+  db_req_t *q = c->req;
+
+  if (!res) {
+    conn_req_done(c);
+    return;
+  }
+  switch (PQresultStatus(res)) {
+  case PGRES_COMMAND_OK:
+  case PGRES_TUPLES_OK:
+  case PGRES_EMPTY_QUERY:
+    break;
+  case PGRES_FATAL_ERROR:
+    if (conn_on_error(c, res) != 0)
+      return;
+    break;
+  default:
+    /* COPY and friends would leave the connection in a state this pool cannot drive. */
+    PQclear(res);
+    req_set_error(q, DB_EQUERY, "unsupported result (COPY is not supported)");
+    conn_lost(c, "unsupported result (COPY)");
+    return;
+  }
+  PQclear(q->res[0]);
+  q->res[0] = res;
+}
+
+static void conn_on_pipeline_result(db_conn_t *c, PGresult *res) {
+  db_req_t *q = c->req;
+  int i;
+
+  if (!res)
+    return; /* the end of one command's results */
+  if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
+    PQclear(res);
+    if (PQexitPipelineMode(c->pg) != 1) {
+      conn_lost(c, "cannot leave pipeline mode");
+      return;
+    }
+    conn_req_done(c);
+    return;
+  }
+  i = q->seen++; /* 0: BEGIN, 1..nstmts: the statements, nstmts + 1: COMMIT */
+  if (i > q->nstmts + 1) {
+    PQclear(res);
+    conn_lost(c, "unexpected result in pipeline");
+    return;
+  }
+  switch (PQresultStatus(res)) {
+  case PGRES_PIPELINE_ABORTED:
+    PQclear(res);
+    return;
+  case PGRES_COMMAND_OK:
+  case PGRES_TUPLES_OK:
+  case PGRES_EMPTY_QUERY:
+    break;
+  case PGRES_FATAL_ERROR:
+    if (conn_on_error(c, res) != 0)
+      return;
+    break;
+  default:
+    PQclear(res);
+    req_set_error(q, DB_EQUERY, "unsupported result (COPY is not supported)");
+    conn_lost(c, "unsupported result in pipeline");
+    return;
+  }
+  if (i >= 1 && i <= q->nstmts)
+    q->res[i - 1] = res;
+  else
+    PQclear(res);
+}
+
+static void conn_on_rollback_result(db_conn_t *c, PGresult *res) {
+  if (!res) {
+    conn_req_done(c);
+    return;
+  }
+  if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+    char why[256];
+    snprintf(why, sizeof(why), "ROLLBACK failed: %s", PQresultErrorMessage(res));
+    PQclear(res);
+    conn_lost(c, why);
+    return;
+  }
+  PQclear(res);
+}
+
+/* Read every result that is complete. Each step re-checks the state: a callback run on the
+ * way may have sent a new request on this connection, or closed the pool. */
+static void conn_read_results(db_conn_t *c) {
+  while ((c->state == CONN_BUSY || c->state == CONN_ROLLBACK) && !PQisBusy(c->pg)) {
+    PGresult *res = PQgetResult(c->pg);
+
+    if (c->state == CONN_ROLLBACK)
+      conn_on_rollback_result(c, res);
+    else if (c->req->txn)
+      conn_on_pipeline_result(c, res);
+    else
+      conn_on_query_result(c, res);
+  }
+}
+
+/* ---- listeners ------------------------------------------------------------------------ */
+
+static void listener_start(db_conn_t *c) {
+  if (!PQsendQuery(c->pg, c->listen_sql)) {
+    conn_lost(c, conn_reason(c));
+    return;
+  }
+  conn_set_state(c, CONN_LISTEN_SETUP);
+  (void)conn_flush(c);
+}
+
+static void listener_read(db_conn_t *c) {
+  while (c->state == CONN_LISTEN_SETUP && !PQisBusy(c->pg)) {
+    PGresult *res = PQgetResult(c->pg);
+
+    if (res) {
+      if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        char why[256];
+        snprintf(why, sizeof(why), "LISTEN failed: %s", PQresultErrorMessage(res));
+        PQclear(res);
+        conn_lost(c, why);
+        return;
+      }
+      PQclear(res);
+      continue;
+    }
+    conn_set_state(c, CONN_LISTENING);
+    if (c->ready)
+      c->ready(c->notify_arg);
+  }
+  /* Deliver what arrived; the callback may close the pool, which drops c->pg. */
+  while (c->state == CONN_LISTENING) {
+    PGnotify *n = PQnotifies(c->pg);
+    if (!n)
+      break;
+    c->notify(n->relname, n->extra, c->notify_arg);
+    PQfreemem(n);
+  }
+}
+
+/* ---- socket events ----------------------------------------------------------------------- */
+
+static void conn_io(db_conn_t *c, int events) {
+  if (c->flushing && (events & UV_WRITABLE) && conn_flush(c) != 0)
+    return;
+  if (events & UV_READABLE) {
+    if (!PQconsumeInput(c->pg)) {
+      conn_lost(c, conn_reason(c));
+      return;
+    }
+    /* libpq: after reading, try the flush again, the server may have been waiting on us. */
+    if (c->flushing && conn_flush(c) != 0)
+      return;
+  }
+  switch (c->state) {
+  case CONN_IDLE: {
+    /* Nothing is expected; this is how an idle connection notices the server left. */
+    PGnotify *n;
+    while ((n = PQnotifies(c->pg)))
+      PQfreemem(n);
+    if (PQstatus(c->pg) == CONNECTION_BAD)
+      conn_lost(c, conn_reason(c));
+    break;
+  }
+  case CONN_BUSY:
+  case CONN_ROLLBACK:
+    conn_read_results(c);
+    break;
+  case CONN_LISTEN_SETUP:
+  case CONN_LISTENING:
+    listener_read(c);
+    break;
+  default:
+    assert(!"socket event in an unexpected state");
+  }
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  db_watch_t *w = container_of(h, db_watch_t, poll);
+  db_conn_t *c = w->conn;
+
+  assert(c != NULL && c->watch == w);
+  if (status < 0) {
+    if (c->state == CONN_CONNECTING)
+      conn_connect_failed(c, uv_strerror(status));
+    else
+      conn_lost(c, uv_strerror(status));
+    return;
+  }
+  switch (c->state) {
+  case CONN_CONNECTING:
+    conn_connect_step(c, PQconnectPoll(c->pg));
+    break;
+  case CONN_IDLE:
+  case CONN_BUSY:
+  case CONN_ROLLBACK:
+  case CONN_LISTEN_SETUP:
+  case CONN_LISTENING:
+    conn_io(c, events);
+    break;
+  default:
+    assert(!"poll event in an unexpected state");
+  }
+}
+
+/* ---- the pool ---------------------------------------------------------------------------- */
+
+static void pool_dispatch(db_pool_t *p) {
+  while (p->queue.head && p->idle)
+    conn_send(p->idle, queue_pop(&p->queue));
+}
+
+static void pool_submit(db_pool_t *p, db_req_t *q) {
+  if (p->down) {
+    req_defer(p, q, DB_EUNAVAILABLE, "database unavailable");
+    return;
+  }
+  if (p->idle && !p->queue.head) {
+    conn_send(p->idle, q);
+    return;
+  }
+  if (p->queue.len >= p->queue_max) {
+    uint64_t now = uv_now(p->loop);
+    p->queue_refused++;
+    /* Log a burst of refusals once a second, with how many there were. */
+    if (p->queue_full_logged_ms == 0 || now - p->queue_full_logged_ms >= 1000) {
+      db_log("wait queue full (%zu waiting): refused %zu request(s)", p->queue.len,
+             p->queue_refused);
+      p->queue_full_logged_ms = now ? now : 1;
+      p->queue_refused = 0;
+    }
+    req_defer(p, q, DB_EQUEUE, "database busy: wait queue full");
+    return;
+  }
+  queue_push(&p->queue, q);
+}
+
+static void pool_free(db_pool_t *p) {
+  free(p->conns);
+  free(p->conninfo);
+  free(p);
+}
+
+static void pool_handle_closed(db_pool_t *p) {
+  assert(p->nhandles > 0);
+  if (--p->nhandles == 0) {
+    void (*done)(void *) = p->done;
+    void *arg = p->done_arg;
+
+    assert(p->closing);
+    pool_free(p);
+    if (done)
+      done(arg);
+  }
+}
+
+static void on_idle_closed(uv_handle_t *h) {
+  pool_handle_closed(container_of((uv_idle_t *)h, db_pool_t, idle_handle));
+}
+
+static void on_conn_timer_closed(uv_handle_t *h) {
+  db_conn_t *c = container_of((uv_timer_t *)h, db_conn_t, timer);
+  db_pool_t *p = c->pool;
+
+  if (c->role == ROLE_LISTEN) {
+    free(c->listen_sql);
+    free(c);
+  }
+  pool_handle_closed(p);
+}
+
+/* Deferred completions and health changes. */
+static void on_idle(uv_idle_t *h) {
+  db_pool_t *p = container_of(h, db_pool_t, idle_handle);
+  req_queue_t batch = p->defer;
+  db_req_t *q;
+
+  /* Callbacks may defer more; those run on the next turn of the loop. */
+  memset(&p->defer, 0, sizeof(p->defer));
+  while ((q = queue_pop(&batch)))
+    req_finish(q);
+  if (!p->closing && p->health_cb && p->healthy != p->health_reported) {
+    p->health_reported = p->healthy;
+    p->health_cb(p->healthy, p->health_arg);
+  }
+  if (p->defer.head)
+    return;
+  if (p->closing) {
+    if (!uv_is_closing((uv_handle_t *)h))
+      uv_close((uv_handle_t *)h, on_idle_closed);
+  } else if (!p->health_cb || p->healthy == p->health_reported) {
+    uv_idle_stop(h);
+  }
+}
+
+static void pool_kick(db_pool_t *p) {
+  if (!uv_is_closing((uv_handle_t *)&p->idle_handle))
+    uv_idle_start(&p->idle_handle, on_idle);
+}
+
+static void conn_init(db_pool_t *p, db_conn_t *c, conn_role_t role) {
+  c->pool = p;
+  c->role = role;
+  c->state = CONN_BROKEN;
+  uv_timer_init(p->loop, &c->timer);
+  p->nhandles++;
+}
+
+int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out) {
+  db_pool_t *p;
+  PQconninfoOption *opts;
+  char *err = NULL;
+  const char *conninfo = cfg->conninfo ? cfg->conninfo : "";
+  int rc = DB_ENOMEM;
+
+  /* Refuse a string libpq cannot parse now, rather than retrying it forever. */
+  opts = PQconninfoParse(conninfo, &err);
+  if (!opts) {
+    rc = err ? DB_EINVAL : DB_ENOMEM;
+    if (err)
+      db_log("bad connection string: %s", err);
+    PQfreemem(err);
+    return rc;
+  }
+  PQconninfoFree(opts);
+
+  p = calloc(1, sizeof(*p));
+  if (!p)
+    goto fail;
+  p->loop = loop;
+  p->size = cfg->size > 0 ? cfg->size : DB_DEFAULT_SIZE;
+  p->queue_max = cfg->queue_max > 0 ? cfg->queue_max : DB_DEFAULT_QUEUE_MAX;
+  p->reconnect_min_ms = cfg->reconnect_min_ms ? cfg->reconnect_min_ms : DB_DEFAULT_RECONNECT_MIN_MS;
+  p->reconnect_max_ms = cfg->reconnect_max_ms ? cfg->reconnect_max_ms : DB_DEFAULT_RECONNECT_MAX_MS;
+  if (p->reconnect_max_ms < p->reconnect_min_ms)
+    p->reconnect_max_ms = p->reconnect_min_ms;
+  p->connect_timeout_ms =
+      cfg->connect_timeout_ms ? cfg->connect_timeout_ms : DB_DEFAULT_CONNECT_TIMEOUT_MS;
+  p->rng = uv_hrtime() | 1;
+  p->conninfo = strdup(conninfo);
+  if (!p->conninfo)
+    goto fail_pool;
+  p->conns = calloc((size_t)p->size, sizeof(*p->conns));
+  if (!p->conns)
+    goto fail_conninfo;
+
+  /* Nothing below can fail. */
+  uv_idle_init(loop, &p->idle_handle);
+  p->nhandles++;
+  p->nstate[CONN_BROKEN] = p->size;
+  for (int i = 0; i < p->size; i++) {
+    db_conn_t *c = &p->conns[i];
+    conn_init(p, c, ROLE_POOL);
+    snprintf(c->name, sizeof(c->name), "connection %d", i + 1);
+  }
+  for (int i = 0; i < p->size; i++)
+    conn_connect(&p->conns[i]);
+  *out = p;
+  return 0;
+
+fail_conninfo:
+  free(p->conninfo);
+fail_pool:
+  free(p);
+fail:
+  return rc;
+}
+
+/* Take a connection out of service for good; its request completes with DB_ECLOSED. */
+static void conn_close(db_conn_t *c) {
+  db_req_t *q = c->req;
+
+  c->req = NULL;
+  if (q)
+    req_defer(c->pool, q, DB_ECLOSED, "database pool closed");
+  conn_drop_pg(c);
+  conn_set_state(c, CONN_CLOSING);
+  uv_close((uv_handle_t *)&c->timer, on_conn_timer_closed);
+}
+
+void db_pool_close(db_pool_t *p, void (*done)(void *arg), void *arg) {
+  db_req_t *q;
+  db_conn_t *c, *next;
+
+  if (p->closing)
+    return;
+  p->closing = 1;
+  p->done = done;
+  p->done_arg = arg;
+  /* In flight first, then the waiting ones: callbacks keep their submission order. */
+  for (int i = 0; i < p->size; i++)
+    conn_close(&p->conns[i]);
+  while ((q = queue_pop(&p->queue)))
+    req_defer(p, q, DB_ECLOSED, "database pool closed");
+  for (c = p->listeners; c; c = next) {
+    next = c->next;
+    conn_close(c);
+  }
+  p->listeners = NULL;
+  /* The idle callback runs the deferred callbacks, then closes itself. */
+  uv_idle_start(&p->idle_handle, on_idle);
+}
+
+int db_pool_healthy(const db_pool_t *p) {
+  return p->healthy;
+}
+
+void db_pool_stats(const db_pool_t *p, db_stats_t *st) {
+  st->idle = p->nstate[CONN_IDLE];
+  st->busy = p->nstate[CONN_BUSY] + p->nstate[CONN_ROLLBACK];
+  st->connecting = p->nstate[CONN_CONNECTING];
+  st->broken = p->nstate[CONN_BROKEN];
+  st->queued = p->queue.len;
+}
+
+void db_pool_on_health(db_pool_t *p, db_health_fn cb, void *arg) {
+  p->health_cb = cb;
+  p->health_arg = arg;
+  p->health_reported = p->healthy;
+}
+
+static int pool_request(db_pool_t *p, const db_stmt_t *stmts, int n, int txn, db_cb cb,
+                        void *arg) {
+  db_req_t *q;
+  int rc;
+
+  assert(cb != NULL && n >= 0 && (n > 0 || txn));
+  if (p->closing)
+    return DB_ECLOSED;
+  for (int i = 0; i < n; i++)
+    assert(stmts[i].sql != NULL && stmts[i].nparams >= 0 &&
+           (stmts[i].nparams == 0 || stmts[i].values != NULL));
+  rc = req_new(stmts, n, txn, cb, arg, &q);
+  if (rc != 0)
+    return rc;
+  for (int i = 0; i < n; i++)
+    if (stmts[i].nparams > DB_MAX_PARAMS) {
+      q->err = DB_EQUERY;
+      snprintf(q->sqlstate, sizeof(q->sqlstate), "54023"); /* too_many_arguments */
+      snprintf(q->message, sizeof(q->message), "more than %d parameters", DB_MAX_PARAMS);
+      queue_push(&p->defer, q);
+      pool_kick(p);
+      return 0;
+    }
+  pool_submit(p, q);
+  return 0;
+}
+
+int db_query(db_pool_t *p, const char *sql, int nparams, const char *const *values, db_cb cb,
+             void *arg) {
+  db_stmt_t s;
+
+  s.sql = sql;
+  s.nparams = nparams;
+  s.values = values;
+  return pool_request(p, &s, 1, 0, cb, arg);
+}
+
+int db_txn(db_pool_t *p, const db_stmt_t *stmts, int n, db_cb cb, void *arg) {
+  return pool_request(p, stmts, n, 1, cb, arg);
+}
+
+/* LISTEN takes an identifier: quote it, so the channel is matched exactly as pg_notify()
+ * names it (no case folding). */
+static char *listen_sql(const char *channel) {
+  size_t n = strlen(channel);
+  char *sql = malloc(sizeof("LISTEN \"\"") + 2 * n);
+  char *s = sql;
+
+  if (!sql)
+    return NULL;
+  s += sprintf(s, "LISTEN \"");
+  for (const char *ch = channel; *ch; ch++) {
+    if (*ch == '"')
+      *s++ = '"';
+    *s++ = *ch;
+  }
+  *s++ = '"';
+  *s = '\0';
+  return sql;
+}
+
+int db_listen_ex(db_pool_t *p, const char *channel, db_notify_fn cb, void (*ready)(void *arg),
+                 void *arg) {
+  db_conn_t *c;
+
+  assert(channel != NULL && cb != NULL);
+  if (p->closing)
+    return DB_ECLOSED;
+  c = calloc(1, sizeof(*c));
+  if (!c)
+    return DB_ENOMEM;
+  c->listen_sql = listen_sql(channel);
+  if (!c->listen_sql) {
+    free(c);
+    return DB_ENOMEM;
+  }
+  conn_init(p, c, ROLE_LISTEN);
+  snprintf(c->name, sizeof(c->name), "listener \"%.30s\"", channel);
+  c->notify = cb;
+  c->ready = ready;
+  c->notify_arg = arg;
+  c->next = p->listeners;
+  if (p->listeners)
+    p->listeners->prev = c;
+  p->listeners = c;
+  conn_connect(c);
+  return 0;
+}
+
+int db_listen(db_pool_t *p, const char *channel, db_notify_fn cb, void *arg) {
+  return db_listen_ex(p, channel, cb, NULL, arg);
+}
+
+/* ---- results ------------------------------------------------------------------------------ */
+
+static const PGresult *last_result(const db_result_t *r) {
+  if (!r || !r->res || r->nres <= 0)
+    return NULL;
+  return r->res[r->nres - 1];
+}
+
+const char *db_value(const db_result_t *r, int row, int col) {
+  const PGresult *res = last_result(r);
+
+  if (!res || row < 0 || col < 0 || row >= PQntuples(res) || col >= PQnfields(res) ||
+      PQgetisnull(res, row, col))
+    return NULL;
+  return PQgetvalue(res, row, col);
+}
+
+int db_rows(const db_result_t *r) {
+  const PGresult *res = last_result(r);
+  return res ? PQntuples(res) : 0;
+}
+
+int db_error_is_user(const db_result_t *r) {
+  const char *s = r->sqlstate;
+
+  if (r->err != DB_EQUERY || !s || strlen(s) != 5)
+    return 0;
+  return strncmp(s, "22", 2) == 0 || strncmp(s, "23", 2) == 0 || strncmp(s, "40", 2) == 0 ||
+         strcmp(s, "P0001") == 0;
+}
+
+const char *db_strerror(int err) {
+  switch (err) {
+  case DB_OK:
+    return "ok";
+  case DB_EUNAVAILABLE:
+    return "database unavailable";
+  case DB_EQUEUE:
+    return "database busy: wait queue full";
+  case DB_EQUERY:
+    return "query failed";
+  case DB_ENOMEM:
+    return "out of memory";
+  case DB_ECLOSED:
+    return "database pool closed";
+  case DB_EINVAL:
+    return "bad database configuration";
+  default:
+    return "unknown database error";
+  }
+}

@@ -1,0 +1,807 @@
+/* The asynchronous pool against a real PostgreSQL: results, errors, transactions, the wait
+ * queue, concurrency, LISTEN, shutdown with work in flight, and lost connections. Every test
+ * counts callbacks, runs the loop, and ends with uv_loop_close() == 0. */
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "db/db.h"
+#include "pg_fixture.h"
+
+static pg_fixture_t pg;
+static char dbname[128];
+static char conninfo[600];
+
+typedef struct tctx {
+  uv_loop_t loop;
+  db_pool_t *pool;
+  int size;
+  int closed;
+  int in_submit;       /* set around db_query/db_txn: a callback must never see it */
+  int completed;
+  int ok, equery, equeue, eunavail, eclosed;
+  char health[64];     /* "1", "10", "101": every health change, in order */
+  int ready;           /* listener ready callbacks */
+  int notified;
+  char payload[128];
+  char channel[128];
+} tctx_t;
+
+/* ---- loop helpers ------------------------------------------------------------------------ */
+
+static void on_tick(uv_timer_t *t) {
+  (void)t;
+}
+
+static void on_tick_closed(uv_handle_t *h) {
+  *(int *)h->data = 1;
+}
+
+/* Run the loop until pred(arg) holds or ms pass; returns pred's last value. A repeating timer
+ * keeps UV_RUN_ONCE returning so the condition is re-checked. */
+static int run_until(uv_loop_t *loop, int (*pred)(void *), void *arg, unsigned ms) {
+  uv_timer_t tick;
+  int closed = 0;
+  uint64_t end;
+
+  uv_update_time(loop);
+  end = uv_now(loop) + ms;
+  uv_timer_init(loop, &tick);
+  tick.data = &closed;
+  uv_timer_start(&tick, on_tick, 10, 10);
+  while (!pred(arg) && uv_now(loop) < end)
+    uv_run(loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&tick, on_tick_closed);
+  while (!closed)
+    uv_run(loop, UV_RUN_NOWAIT);
+  return pred(arg);
+}
+
+typedef struct want {
+  tctx_t *t;
+  int n;
+} want_t;
+
+static int want_completed(void *arg) {
+  want_t *w = arg;
+  return w->t->completed >= w->n;
+}
+
+static void wait_completed(tctx_t *t, int n, unsigned ms) {
+  want_t w = {t, n};
+  assert_true(run_until(&t->loop, want_completed, &w, ms));
+}
+
+static int all_idle(void *arg) {
+  tctx_t *t = arg;
+  db_stats_t st;
+  db_pool_stats(t->pool, &st);
+  return st.idle == t->size;
+}
+
+static void on_health(int healthy, void *arg) {
+  tctx_t *t = arg;
+  size_t n = strlen(t->health);
+
+  assert_false(t->closed);
+  if (n + 1 < sizeof(t->health)) {
+    t->health[n] = healthy ? '1' : '0';
+    t->health[n + 1] = '\0';
+  }
+}
+
+static void ctx_open_cfg(tctx_t *t, db_config_t *cfg, int wait_idle) {
+  memset(t, 0, sizeof(*t));
+  assert_int_equal(uv_loop_init(&t->loop), 0);
+  t->size = cfg->size;
+  assert_int_equal(db_pool_new(&t->loop, cfg, &t->pool), 0);
+  db_pool_on_health(t->pool, on_health, t);
+  if (wait_idle)
+    assert_true(run_until(&t->loop, all_idle, t, 10000));
+}
+
+static void ctx_open(tctx_t *t, int size, size_t queue_max) {
+  db_config_t cfg = {0};
+
+  cfg.conninfo = conninfo;
+  cfg.size = size;
+  cfg.queue_max = queue_max;
+  cfg.reconnect_min_ms = 50;
+  cfg.reconnect_max_ms = 500;
+  ctx_open_cfg(t, &cfg, 1);
+}
+
+static void on_pool_closed(void *arg) {
+  ((tctx_t *)arg)->closed = 1;
+}
+
+static int is_closed(void *arg) {
+  return ((tctx_t *)arg)->closed;
+}
+
+static void ctx_close(tctx_t *t) {
+  db_pool_close(t->pool, on_pool_closed, t);
+  assert_true(run_until(&t->loop, is_closed, t, 5000));
+  assert_int_equal(uv_run(&t->loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&t->loop), 0);
+}
+
+/* ---- callbacks ------------------------------------------------------------------------------- */
+
+/* One request's outcome. */
+typedef struct rec {
+  tctx_t *t;
+  int called;
+  int err;
+  char sqlstate[6];
+  char message[256];
+  int nres;
+  int rows;
+  char value[256];
+  int value_null;
+  int expect;          /* for value checks in bulk tests */
+} rec_t;
+
+static void count_err(tctx_t *t, int err) {
+  switch (err) {
+  case DB_OK: t->ok++; break;
+  case DB_EQUERY: t->equery++; break;
+  case DB_EQUEUE: t->equeue++; break;
+  case DB_EUNAVAILABLE: t->eunavail++; break;
+  case DB_ECLOSED: t->eclosed++; break;
+  default: fail_msg("unexpected error %d", err);
+  }
+}
+
+static void on_rec(const db_result_t *r, void *arg) {
+  rec_t *x = arg;
+  const char *v;
+
+  assert_false(x->t->in_submit);
+  x->called++;
+  x->err = r->err;
+  snprintf(x->sqlstate, sizeof(x->sqlstate), "%s", r->sqlstate);
+  snprintf(x->message, sizeof(x->message), "%s", r->message ? r->message : "");
+  x->nres = r->nres;
+  x->rows = db_rows(r);
+  v = db_value(r, 0, 0);
+  x->value_null = v == NULL;
+  snprintf(x->value, sizeof(x->value), "%s", v ? v : "");
+  count_err(x->t, r->err);
+  x->t->completed++;
+}
+
+static void query(tctx_t *t, rec_t *x, const char *sql, int n, const char *const *vals) {
+  memset(x, 0, sizeof(*x));
+  x->t = t;
+  t->in_submit = 1;
+  assert_int_equal(db_query(t->pool, sql, n, vals, on_rec, x), 0);
+  t->in_submit = 0;
+}
+
+static void txn(tctx_t *t, rec_t *x, const db_stmt_t *st, int n) {
+  memset(x, 0, sizeof(*x));
+  x->t = t;
+  t->in_submit = 1;
+  assert_int_equal(db_txn(t->pool, st, n, on_rec, x), 0);
+  t->in_submit = 0;
+}
+
+/* ---- tests ----------------------------------------------------------------------------------- */
+
+static void on_basic(const db_result_t *r, void *arg) {
+  tctx_t *t = arg;
+
+  assert_int_equal(r->err, DB_OK);
+  assert_int_equal(r->nres, 1);
+  assert_int_equal(db_rows(r), 1);
+  assert_string_equal(db_value(r, 0, 0), "42");
+  assert_null(db_value(r, 0, 1));
+  assert_null(db_value(r, 0, 2));
+  assert_string_equal(db_value(r, 0, 3), "héllo 世界");
+  assert_null(db_value(r, 1, 0)); /* out of range */
+  assert_null(db_value(r, 0, 9));
+  assert_string_equal(r->sqlstate, "");
+  t->completed++;
+}
+
+static void test_query_result_and_params(void **state) {
+  tctx_t t;
+  rec_t rows;
+  const char *vals[] = {"41", NULL, "héllo 世界"};
+
+  (void)state;
+  ctx_open(&t, 2, 16);
+  assert_true(db_pool_healthy(t.pool));
+  assert_int_equal(db_query(t.pool, "SELECT $1::int + 1, NULL::text, $2::text, $3::text", 3,
+                            vals, on_basic, &t),
+                   0);
+  query(&t, &rows, "SELECT g FROM generate_series(1, 5) g", 0, NULL);
+  wait_completed(&t, 2, 5000);
+  assert_int_equal(rows.err, DB_OK);
+  assert_int_equal(rows.rows, 5);
+  assert_string_equal(rows.value, "1");
+  ctx_close(&t);
+}
+
+static void test_sql_error(void **state) {
+  tctx_t t;
+  rec_t missing, divzero, after;
+
+  (void)state;
+  ctx_open(&t, 1, 16); /* one connection: the last query reuses the failed one's */
+  query(&t, &missing, "SELECT * FROM no_such_table", 0, NULL);
+  query(&t, &divzero, "SELECT 1 / 0", 0, NULL);
+  query(&t, &after, "SELECT 7", 0, NULL);
+  wait_completed(&t, 3, 5000);
+  assert_int_equal(missing.err, DB_EQUERY);
+  assert_string_equal(missing.sqlstate, "42P01");
+  assert_non_null(strstr(missing.message, "no_such_table"));
+  assert_int_equal(divzero.err, DB_EQUERY);
+  assert_string_equal(divzero.sqlstate, "22012");
+  assert_int_equal(after.err, DB_OK);
+  assert_string_equal(after.value, "7");
+  ctx_close(&t);
+}
+
+static void on_user_error(const db_result_t *r, void *arg) {
+  tctx_t *t = arg;
+  assert_int_equal(r->err, DB_EQUERY);
+  /* 22012 is a data exception: the caller's input, not an internal fault. */
+  assert_true(db_error_is_user(r));
+  t->completed++;
+}
+
+static void on_internal_error(const db_result_t *r, void *arg) {
+  tctx_t *t = arg;
+  assert_int_equal(r->err, DB_EQUERY);
+  assert_false(db_error_is_user(r));
+  t->completed++;
+}
+
+static void test_error_classes(void **state) {
+  tctx_t t;
+
+  (void)state;
+  ctx_open(&t, 1, 16);
+  assert_int_equal(db_query(t.pool, "SELECT 1 / 0", 0, NULL, on_user_error, &t), 0);
+  assert_int_equal(db_query(t.pool, "SELEKT", 0, NULL, on_internal_error, &t), 0);
+  wait_completed(&t, 2, 5000);
+  ctx_close(&t);
+}
+
+static void on_txn_commit(const db_result_t *r, void *arg) {
+  tctx_t *t = arg;
+
+  assert_int_equal(r->err, DB_OK);
+  assert_int_equal(r->nres, 4);
+  for (int i = 0; i < 4; i++)
+    assert_non_null(r->res[i]);
+  assert_int_equal(PQresultStatus(r->res[0]), PGRES_COMMAND_OK);
+  assert_string_equal(PQcmdTuples(r->res[1]), "2");
+  /* db_value reads the last statement's result. */
+  assert_string_equal(db_value(r, 0, 0), "3");
+  t->completed++;
+}
+
+static void test_txn_commits_all(void **state) {
+  tctx_t t;
+  rec_t create, count;
+  const char *two[] = {"2", "3"};
+  db_stmt_t st[] = {
+      {"INSERT INTO txn_ok VALUES (1)", 0, NULL},
+      {"INSERT INTO txn_ok VALUES ($1::int), ($2::int)", 2, two},
+      {"UPDATE txn_ok SET x = x WHERE x = 1", 0, NULL},
+      {"SELECT count(*) FROM txn_ok", 0, NULL},
+  };
+
+  (void)state;
+  ctx_open(&t, 1, 16); /* FIFO on one connection orders the three requests */
+  query(&t, &create, "CREATE TABLE txn_ok (x int)", 0, NULL);
+  t.in_submit = 1;
+  assert_int_equal(db_txn(t.pool, st, 4, on_txn_commit, &t), 0);
+  t.in_submit = 0;
+  query(&t, &count, "SELECT count(*) FROM txn_ok", 0, NULL);
+  wait_completed(&t, 3, 5000);
+  assert_int_equal(create.err, DB_OK);
+  assert_int_equal(count.err, DB_OK);
+  assert_string_equal(count.value, "3");
+  ctx_close(&t);
+}
+
+static void on_txn_fail(const db_result_t *r, void *arg) {
+  tctx_t *t = arg;
+
+  assert_int_equal(r->err, DB_EQUERY);
+  assert_string_equal(r->sqlstate, "22012");
+  assert_int_equal(r->nres, 4);
+  assert_non_null(r->res[0]);
+  assert_non_null(r->res[1]);
+  assert_non_null(r->res[2]); /* the failing statement's error result */
+  assert_int_equal(PQresultStatus(r->res[2]), PGRES_FATAL_ERROR);
+  assert_null(r->res[3]);     /* never ran */
+  assert_null(db_value(r, 0, 0));
+  assert_int_equal(db_rows(r), 0);
+  t->completed++;
+}
+
+static void on_txn_commit_fails(const db_result_t *r, void *arg) {
+  tctx_t *t = arg;
+
+  /* A deferred constraint fails at COMMIT, after every statement succeeded. */
+  assert_int_equal(r->err, DB_EQUERY);
+  assert_string_equal(r->sqlstate, "23505");
+  assert_non_null(r->res[0]);
+  assert_non_null(r->res[1]);
+  t->completed++;
+}
+
+static void test_txn_rolls_back_all(void **state) {
+  tctx_t t;
+  rec_t create, count, check, create2, count2;
+  db_stmt_t st[] = {
+      {"INSERT INTO txn_bad VALUES (1)", 0, NULL},
+      {"INSERT INTO txn_bad VALUES (2)", 0, NULL},
+      {"SELECT 1 / 0", 0, NULL},
+      {"INSERT INTO txn_bad VALUES (3)", 0, NULL},
+  };
+  db_stmt_t dup[] = {
+      {"INSERT INTO txn_def VALUES (1)", 0, NULL},
+      {"INSERT INTO txn_def VALUES (1)", 0, NULL},
+  };
+
+  (void)state;
+  ctx_open(&t, 1, 16);
+  query(&t, &create, "CREATE TABLE txn_bad (x int)", 0, NULL);
+  t.in_submit = 1;
+  assert_int_equal(db_txn(t.pool, st, 4, on_txn_fail, &t), 0);
+  t.in_submit = 0;
+  /* Same connection: this fails with 25P02 if the aborted transaction were still open. */
+  query(&t, &count, "SELECT count(*) FROM txn_bad", 0, NULL);
+  query(&t, &check, "SELECT count(*) FROM txn_bad", 0, NULL);
+  query(&t, &create2,
+        "CREATE TABLE txn_def (x int UNIQUE DEFERRABLE INITIALLY DEFERRED)", 0, NULL);
+  t.in_submit = 1;
+  assert_int_equal(db_txn(t.pool, dup, 2, on_txn_commit_fails, &t), 0);
+  t.in_submit = 0;
+  query(&t, &count2, "SELECT count(*) FROM txn_def", 0, NULL);
+  wait_completed(&t, 7, 5000);
+  assert_int_equal(create.err, DB_OK);
+  assert_int_equal(count.err, DB_OK);
+  assert_string_equal(count.value, "0");
+  assert_int_equal(check.err, DB_OK);
+  assert_int_equal(create2.err, DB_OK);
+  assert_int_equal(count2.err, DB_OK);
+  assert_string_equal(count2.value, "0");
+  ctx_close(&t);
+}
+
+static void test_open_transaction_is_rolled_back(void **state) {
+  tctx_t t;
+  rec_t begin, create;
+  PGconn *other;
+  char n[16];
+
+  (void)state;
+  ctx_open(&t, 1, 16);
+  query(&t, &begin, "BEGIN", 0, NULL);
+  query(&t, &create, "CREATE TABLE left_open (x int)", 0, NULL);
+  wait_completed(&t, 2, 5000);
+  assert_int_equal(begin.err, DB_OK);
+  assert_int_equal(create.err, DB_OK);
+  /* Another session sees the table only if the CREATE committed on its own, that is if the
+   * pool rolled the BEGIN back before reusing the connection. */
+  other = pgfx_connect(&pg, dbname);
+  assert_non_null(other);
+  assert_int_equal(
+      pgfx_value(other, "SELECT count(*) FROM pg_class WHERE relname = 'left_open'", n, sizeof(n)),
+      0);
+  PQfinish(other);
+  assert_string_equal(n, "1");
+  ctx_close(&t);
+}
+
+static void test_txn_empty_and_big(void **state) {
+  tctx_t t;
+  rec_t empty, big, bigres;
+  char *param = malloc(8u << 20 | 1);
+  const char *vals[1];
+  db_stmt_t st[1];
+
+  (void)state;
+  assert_non_null(param);
+  memset(param, 'x', 8u << 20);
+  param[8u << 20] = '\0';
+  vals[0] = param;
+  st[0].sql = "SELECT length($1)";
+  st[0].nparams = 1;
+  st[0].values = vals;
+  ctx_open(&t, 1, 16);
+  txn(&t, &empty, NULL, 0);
+  /* 8 MiB does not fit the socket buffer: PQflush returns 1 and the pool waits for
+   * UV_WRITABLE. */
+  txn(&t, &big, st, 1);
+  free(param); /* parameters were copied */
+  query(&t, &bigres, "SELECT repeat('y', 8 << 20)", 0, NULL);
+  wait_completed(&t, 3, 20000);
+  assert_int_equal(empty.err, DB_OK);
+  assert_int_equal(empty.nres, 0);
+  assert_int_equal(empty.rows, 0);
+  assert_int_equal(big.err, DB_OK);
+  assert_string_equal(big.value, "8388608");
+  assert_int_equal(bigres.err, DB_OK);
+  assert_int_equal(bigres.rows, 1);
+  ctx_close(&t);
+}
+
+static void test_queue_overflow(void **state) {
+  tctx_t t;
+  rec_t r[7];
+  const char *v[7][1] = {{"0"}, {"1"}, {"2"}, {"3"}, {"4"}, {"5"}, {"6"}};
+  db_stats_t st;
+
+  (void)state;
+  ctx_open(&t, 2, 3);
+  for (int i = 0; i < 7; i++)
+    query(&t, &r[i], "SELECT $1::int FROM pg_sleep(0.2)", 1, v[i]);
+  db_pool_stats(t.pool, &st);
+  assert_int_equal(st.busy, 2);
+  assert_int_equal(st.queued, 3);
+  /* Refusals are delivered later, never from inside db_query. */
+  assert_int_equal(t.completed, 0);
+  wait_completed(&t, 7, 10000);
+  for (int i = 0; i < 5; i++) {
+    assert_int_equal(r[i].err, DB_OK);
+    assert_string_equal(r[i].value, v[i][0]);
+  }
+  assert_int_equal(r[5].err, DB_EQUEUE);
+  assert_int_equal(r[6].err, DB_EQUEUE);
+  assert_int_equal(t.ok, 5);
+  assert_int_equal(t.equeue, 2);
+  ctx_close(&t);
+}
+
+static void on_bulk(const db_result_t *r, void *arg) {
+  rec_t *x = arg;
+  char want[32];
+
+  assert_false(x->t->in_submit);
+  assert_int_equal(r->err, DB_OK);
+  snprintf(want, sizeof(want), "%d", x->expect * 2);
+  assert_string_equal(db_value(r, 0, 0), want);
+  x->called++;
+  x->t->completed++;
+}
+
+static void test_many_concurrent(void **state) {
+  enum { NQ = 300, NT = 50 };
+  tctx_t t;
+  rec_t *recs = calloc(NQ + NT, sizeof(rec_t));
+  char (*num)[16] = calloc(NQ + NT, 16);
+
+  (void)state;
+  assert_non_null(recs);
+  assert_non_null(num);
+  ctx_open(&t, 4, 1000);
+  t.in_submit = 1;
+  for (int i = 0; i < NQ + NT; i++) {
+    const char *v[1] = {num[i]};
+    recs[i].t = &t;
+    recs[i].expect = i;
+    snprintf(num[i], 16, "%d", i);
+    if (i < NQ) {
+      assert_int_equal(db_query(t.pool, "SELECT $1::int * 2", 1, v, on_bulk, &recs[i]), 0);
+    } else {
+      db_stmt_t st[2] = {{"SELECT 1", 0, NULL}, {"SELECT $1::int * 2", 1, v}};
+      assert_int_equal(db_txn(t.pool, st, 2, on_bulk, &recs[i]), 0);
+    }
+  }
+  t.in_submit = 0;
+  wait_completed(&t, NQ + NT, 30000);
+  for (int i = 0; i < NQ + NT; i++)
+    assert_int_equal(recs[i].called, 1);
+  free(num);
+  free(recs);
+  ctx_close(&t);
+}
+
+static void on_count_tick(uv_timer_t *tm) {
+  (*(int *)tm->data)++;
+}
+
+static void test_slow_query_does_not_block_loop(void **state) {
+  tctx_t t;
+  rec_t slow;
+  uv_timer_t timer;
+  int ticks = 0, ticks_at_done;
+
+  (void)state;
+  ctx_open(&t, 2, 16);
+  uv_timer_init(&t.loop, &timer);
+  timer.data = &ticks;
+  uv_timer_start(&timer, on_count_tick, 50, 50);
+  query(&t, &slow, "SELECT pg_sleep(1)", 0, NULL);
+  wait_completed(&t, 1, 5000);
+  ticks_at_done = ticks;
+  uv_close((uv_handle_t *)&timer, NULL);
+  assert_int_equal(slow.err, DB_OK);
+  /* About 20 ticks of 50 ms fit in one second when the loop never blocks. */
+  assert_true(ticks_at_done >= 12);
+  ctx_close(&t);
+}
+
+static void on_notify(const char *channel, const char *payload, void *arg) {
+  tctx_t *t = arg;
+
+  snprintf(t->channel, sizeof(t->channel), "%s", channel);
+  snprintf(t->payload, sizeof(t->payload), "%s", payload);
+  t->notified++;
+}
+
+static void on_notify_sent(const db_result_t *r, void *arg) {
+  assert_int_equal(r->err, DB_OK);
+  (void)arg;
+}
+
+#define TEST_CHANNEL "Clued test \"chan\""
+
+static void notify(tctx_t *t, const char *payload) {
+  const char *v[] = {TEST_CHANNEL, payload};
+  assert_int_equal(db_query(t->pool, "SELECT pg_notify($1, $2)", 2, v, on_notify_sent, t), 0);
+}
+
+static void on_ready(void *arg) {
+  tctx_t *t = arg;
+  t->ready++;
+  notify(t, "héllo 世界");
+}
+
+static int got_notify(void *arg) {
+  return ((tctx_t *)arg)->notified > 0;
+}
+
+static void test_listen_receives_notify(void **state) {
+  tctx_t t;
+
+  (void)state;
+  ctx_open(&t, 1, 16);
+  /* The channel is matched exactly: mixed case, a space and a quote survive quoting. */
+  assert_int_equal(db_listen_ex(t.pool, TEST_CHANNEL, on_notify, on_ready, &t), 0);
+  assert_true(run_until(&t.loop, got_notify, &t, 5000));
+  assert_int_equal(t.ready, 1);
+  assert_string_equal(t.channel, TEST_CHANNEL);
+  assert_string_equal(t.payload, "héllo 世界");
+  ctx_close(&t);
+}
+
+static void test_close_with_work_in_flight(void **state) {
+  tctx_t t;
+  rec_t r[5], dummy;
+  uint64_t t0;
+
+  (void)state;
+  ctx_open(&t, 2, 16);
+  assert_int_equal(db_listen(t.pool, "close_test", on_notify, &t), 0);
+  for (int i = 0; i < 5; i++)
+    query(&t, &r[i], "SELECT pg_sleep(5)", 0, NULL); /* 2 in flight, 3 waiting */
+  uv_update_time(&t.loop);
+  t0 = uv_now(&t.loop);
+  db_pool_close(t.pool, on_pool_closed, &t);
+  assert_int_equal(t.completed, 0); /* not from inside db_pool_close */
+  assert_int_equal(db_query(t.pool, "SELECT 1", 0, NULL, on_rec, &dummy), DB_ECLOSED);
+  assert_int_equal(db_listen(t.pool, "late", on_notify, &t), DB_ECLOSED);
+  assert_true(run_until(&t.loop, is_closed, &t, 5000));
+  assert_true(uv_now(&t.loop) - t0 < 2000); /* did not wait for pg_sleep */
+  assert_int_equal(t.eclosed, 5);
+  for (int i = 0; i < 5; i++)
+    assert_int_equal(r[i].called, 1);
+  assert_int_equal(uv_run(&t.loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&t.loop), 0);
+}
+
+static void test_close_while_connecting(void **state) {
+  tctx_t t;
+  rec_t r;
+  db_config_t cfg = {0};
+
+  (void)state;
+  cfg.conninfo = conninfo;
+  cfg.size = 4;
+  ctx_open_cfg(&t, &cfg, 0);
+  query(&t, &r, "SELECT 1", 0, NULL);
+  db_pool_close(t.pool, on_pool_closed, &t);
+  assert_true(run_until(&t.loop, is_closed, &t, 5000));
+  assert_int_equal(r.called, 1);
+  assert_int_equal(r.err, DB_ECLOSED);
+  assert_int_equal(uv_run(&t.loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&t.loop), 0);
+}
+
+static void on_close_from_cb(const db_result_t *r, void *arg) {
+  rec_t *x = arg;
+  on_rec(r, arg);
+  db_pool_close(x->t->pool, on_pool_closed, x->t);
+}
+
+static void test_close_from_callback(void **state) {
+  tctx_t t;
+  rec_t first, second;
+
+  (void)state;
+  ctx_open(&t, 1, 16);
+  memset(&first, 0, sizeof(first));
+  first.t = &t;
+  assert_int_equal(db_query(t.pool, "SELECT 1", 0, NULL, on_close_from_cb, &first), 0);
+  query(&t, &second, "SELECT 2", 0, NULL);
+  assert_true(run_until(&t.loop, is_closed, &t, 5000));
+  assert_int_equal(first.err, DB_OK);
+  assert_int_equal(second.called, 1);
+  /* The waiting request got the connection before the callback closed the pool, so it was in
+   * flight at close. */
+  assert_int_equal(second.err, DB_ECLOSED);
+  assert_int_equal(uv_run(&t.loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&t.loop), 0);
+}
+
+/* ---- faults ------------------------------------------------------------------------------------ */
+
+static void terminate_backends(void) {
+  PGconn *c = pgfx_connect(&pg, dbname);
+  char n[16];
+
+  assert_non_null(c);
+  assert_int_equal(pgfx_value(c,
+                              "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                              "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                              "AND application_name LIKE 'clued%'",
+                              n, sizeof(n)),
+                   0);
+  /* Two pool connections and the listener, and any backend an earlier test left behind. */
+  assert_true(atoi(n) >= 3);
+  PQfinish(c);
+}
+
+static void on_kill_timer(uv_timer_t *tm) {
+  terminate_backends();
+  uv_close((uv_handle_t *)tm, NULL);
+}
+
+static int fault_recovered(void *arg) {
+  tctx_t *t = arg;
+  return strcmp(t->health, "101") == 0 && t->ready >= 2 && all_idle(t);
+}
+
+static void on_ready_count(void *arg) {
+  ((tctx_t *)arg)->ready++;
+}
+
+static int ready_once(void *arg) {
+  return ((tctx_t *)arg)->ready >= 1;
+}
+
+static void test_lost_connections_reconnect(void **state) {
+  tctx_t t;
+  rec_t slow, after;
+  uv_timer_t kill;
+
+  (void)state;
+  ctx_open(&t, 2, 16);
+  assert_string_equal(t.health, "1");
+  assert_int_equal(db_listen_ex(t.pool, TEST_CHANNEL, on_notify, on_ready_count, &t), 0);
+  assert_true(run_until(&t.loop, ready_once, &t, 5000));
+  query(&t, &slow, "SELECT pg_sleep(10)", 0, NULL);
+  uv_timer_init(&t.loop, &kill);
+  uv_timer_start(&kill, on_kill_timer, 200, 0);
+  wait_completed(&t, 1, 5000);
+  /* Lost mid-query: reported, not retried. */
+  assert_int_equal(slow.err, DB_EUNAVAILABLE);
+  assert_true(run_until(&t.loop, fault_recovered, &t, 10000));
+  assert_true(db_pool_healthy(t.pool));
+  query(&t, &after, "SELECT 'back'", 0, NULL);
+  notify(&t, "after reconnect");
+  assert_true(run_until(&t.loop, got_notify, &t, 5000));
+  wait_completed(&t, 2, 5000);
+  assert_int_equal(after.err, DB_OK);
+  assert_string_equal(after.value, "back");
+  assert_string_equal(t.payload, "after reconnect");
+  ctx_close(&t);
+}
+
+static int unhealthy_reported(void *arg) {
+  return strchr(((tctx_t *)arg)->health, '0') != NULL;
+}
+
+static void test_unreachable_fails_fast(void **state) {
+  tctx_t t;
+  rec_t first, second;
+  db_config_t cfg = {0};
+  uint64_t t0;
+
+  (void)state;
+  cfg.conninfo = "host=/nonexistent/clued-test port=1 user=postgres dbname=none";
+  cfg.size = 2;
+  cfg.reconnect_min_ms = 100;
+  cfg.reconnect_max_ms = 200;
+  ctx_open_cfg(&t, &cfg, 0);
+  uv_update_time(&t.loop);
+  t0 = uv_now(&t.loop);
+  query(&t, &first, "SELECT 1", 0, NULL);
+  wait_completed(&t, 1, 3000);
+  assert_int_equal(first.err, DB_EUNAVAILABLE);
+  assert_false(db_pool_healthy(t.pool));
+  /* Still down after a few retries: new requests keep failing at once. */
+  (void)run_until(&t.loop, unhealthy_reported, &t, 500);
+  query(&t, &second, "SELECT 2", 0, NULL);
+  wait_completed(&t, 2, 1000);
+  assert_int_equal(second.err, DB_EUNAVAILABLE);
+  assert_true(uv_now(&t.loop) - t0 < 2500);
+  assert_null(strchr(t.health, '1'));
+  ctx_close(&t);
+}
+
+static void test_bad_conninfo(void **state) {
+  uv_loop_t loop;
+  db_pool_t *pool = NULL;
+  db_config_t cfg = {0};
+
+  (void)state;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  cfg.conninfo = "this is not = a 'conninfo";
+  assert_int_equal(db_pool_new(&loop, &cfg, &pool), DB_EINVAL);
+  assert_null(pool);
+  cfg.conninfo = "postgresql://[::1";
+  assert_int_equal(db_pool_new(&loop, &cfg, &pool), DB_EINVAL);
+  assert_null(pool);
+  assert_string_equal(db_strerror(DB_EQUEUE), "database busy: wait queue full");
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* ---- fixture ------------------------------------------------------------------------------------ */
+
+static int group_setup(void **state) {
+  (void)state;
+  if (pgfx_start(&pg) != 0) {
+    fprintf(stderr, "test_db: cannot start PostgreSQL\n");
+    return -1;
+  }
+  if (pgfx_create_db(&pg, "test_db", dbname, sizeof(dbname)) != 0)
+    return -1;
+  pgfx_conninfo(&pg, dbname, conninfo, sizeof(conninfo));
+  return 0;
+}
+
+static int group_teardown(void **state) {
+  (void)state;
+  pgfx_drop_db(&pg, dbname);
+  pgfx_stop(&pg);
+  return 0;
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_query_result_and_params),
+      cmocka_unit_test(test_sql_error),
+      cmocka_unit_test(test_error_classes),
+      cmocka_unit_test(test_txn_commits_all),
+      cmocka_unit_test(test_txn_rolls_back_all),
+      cmocka_unit_test(test_open_transaction_is_rolled_back),
+      cmocka_unit_test(test_txn_empty_and_big),
+      cmocka_unit_test(test_queue_overflow),
+      cmocka_unit_test(test_many_concurrent),
+      cmocka_unit_test(test_slow_query_does_not_block_loop),
+      cmocka_unit_test(test_listen_receives_notify),
+      cmocka_unit_test(test_close_with_work_in_flight),
+      cmocka_unit_test(test_close_while_connecting),
+      cmocka_unit_test(test_close_from_callback),
+      cmocka_unit_test(test_lost_connections_reconnect),
+      cmocka_unit_test(test_unreachable_fails_fast),
+      cmocka_unit_test(test_bad_conninfo),
+  };
+  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
