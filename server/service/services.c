@@ -6,6 +6,7 @@
 #include "log.h"
 #include "rpc/table.h"
 #include "service/admin.h"
+#include "service/debug.h"
 #include "service/health.h"
 
 int services_start(server_t *srv) {
@@ -15,6 +16,10 @@ int services_start(server_t *srv) {
     rc = rpc_table_add(srv->methods, health_methods, health_nmethods);
   if (rc == 0)
     rc = rpc_table_add(srv->methods, admin_methods, admin_nmethods);
+#ifdef CLUED_TEST_HOOKS
+  if (rc == 0)
+    rc = rpc_table_add(srv->methods, debug_methods, debug_nmethods);
+#endif
   if (rc != 0) {
     log_error("cannot build the method table: %d", rc);
     return rc;
