@@ -2,7 +2,10 @@
  * queue, concurrency, LISTEN, shutdown with work in flight, and lost connections. Every test
  * counts callbacks, runs the loop, and ends with uv_loop_close() == 0. */
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <setjmp.h>
+#include <sys/socket.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -745,6 +748,43 @@ static void test_unreachable_fails_fast(void **state) {
   ctx_close(&t);
 }
 
+/* A TCP listener that completes handshakes (the kernel does) but never answers: a connection
+ * attempt can only end by the pool's connect timeout. */
+static void test_connect_timeout(void **state) {
+  tctx_t t;
+  rec_t r;
+  db_config_t cfg = {0};
+  struct sockaddr_in sa;
+  socklen_t len = sizeof(sa);
+  char ci[128];
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  uint64_t t0;
+
+  (void)state;
+  assert_true(fd >= 0);
+  memset(&sa, 0, sizeof(sa));
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  assert_int_equal(listen(fd, 16), 0);
+  assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+  snprintf(ci, sizeof(ci), "hostaddr=127.0.0.1 port=%d user=postgres dbname=x",
+           ntohs(sa.sin_port));
+  cfg.conninfo = ci;
+  cfg.size = 1;
+  cfg.connect_timeout_ms = 300;
+  cfg.reconnect_min_ms = 1000;
+  ctx_open_cfg(&t, &cfg, 0);
+  uv_update_time(&t.loop);
+  t0 = uv_now(&t.loop);
+  query(&t, &r, "SELECT 1", 0, NULL); /* waits: the first attempt has not failed yet */
+  wait_completed(&t, 1, 3000);
+  assert_int_equal(r.err, DB_EUNAVAILABLE);
+  assert_true(uv_now(&t.loop) - t0 >= 250);
+  ctx_close(&t);
+  close(fd);
+}
+
 static void test_bad_conninfo(void **state) {
   uv_loop_t loop;
   db_pool_t *pool = NULL;
@@ -801,6 +841,7 @@ int main(void) {
       cmocka_unit_test(test_close_from_callback),
       cmocka_unit_test(test_lost_connections_reconnect),
       cmocka_unit_test(test_unreachable_fails_fast),
+      cmocka_unit_test(test_connect_timeout),
       cmocka_unit_test(test_bad_conninfo),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);

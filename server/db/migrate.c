@@ -1,0 +1,522 @@
+/* The migration runner. Blocking libpq on purpose: it runs before the event loop. */
+
+#include "db/migrate.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <libpq-fe.h>
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "db/db.h"
+
+#ifndef CLUED_MIGRATIONS_DIR
+#define CLUED_MIGRATIONS_DIR "migrations"
+#endif
+
+/* Session-level advisory lock key shared by every runner of every clued version. */
+#define MIGRATE_LOCK_SQL "SELECT pg_advisory_lock(hashtextextended('clued schema_migrations', 0))"
+
+#define MIGRATE_TABLE_SQL                                                                       \
+  "CREATE TABLE IF NOT EXISTS schema_migrations ("                                              \
+  " version bigint PRIMARY KEY,"                                                               \
+  " name text NOT NULL,"                                                                       \
+  " checksum text NOT NULL,"                                                                   \
+  " applied_at timestamptz NOT NULL DEFAULT now())"
+
+typedef struct migration {
+  long long version;
+  char name[256]; /* the file name */
+  char *sql;      /* the file's content, NUL-terminated */
+  char sha[65];   /* SHA-256 of the content, lower-case hex */
+} migration_t;
+
+typedef struct migration_set {
+  migration_t *v;
+  size_t n, cap;
+} migration_set_t;
+
+static void mlog(FILE *log, int error, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Progress goes to log; errors go to log, or to stderr when there is none. */
+static void mlog(FILE *log, int error, const char *fmt, ...) {
+  FILE *out = log ? log : (error ? stderr : NULL);
+  va_list ap;
+
+  if (!out)
+    return;
+  fputs("clued: migrate: ", out);
+  va_start(ap, fmt);
+  vfprintf(out, fmt, ap);
+  va_end(ap);
+  fputc('\n', out);
+  fflush(out);
+}
+
+/* libpq messages end with a newline (sometimes several lines); keep the first line. */
+static const char *first_line(const char *msg, char *buf, size_t len) {
+  size_t n = strcspn(msg ? msg : "", "\n");
+
+  if (n >= len)
+    n = len - 1;
+  memcpy(buf, msg ? msg : "", n);
+  buf[n] = '\0';
+  return buf;
+}
+
+const char *db_migrations_default_dir(void) {
+  return CLUED_MIGRATIONS_DIR;
+}
+
+const char *db_migrate_strerror(int rc) {
+  switch (rc) {
+  case 0:
+    return "ok";
+  case DB_ENOMEM:
+    return "out of memory";
+  case DB_MIGRATE_ECONNECT:
+    return "cannot connect to the database";
+  case DB_MIGRATE_EDIR:
+    return "cannot read the migrations directory";
+  case DB_MIGRATE_EFILE:
+    return "bad migration file";
+  case DB_MIGRATE_ECHECKSUM:
+    return "an applied migration was changed";
+  case DB_MIGRATE_ESQL:
+    return "a migration failed";
+  default:
+    return "unknown migration error";
+  }
+}
+
+/* ---- the directory ------------------------------------------------------------------------ */
+
+static void set_free(migration_set_t *set) {
+  for (size_t i = 0; i < set->n; i++)
+    free(set->v[i].sql);
+  free(set->v);
+  memset(set, 0, sizeof(*set));
+}
+
+/* 0: a migration name, version set; 1: not a migration (ignored); -1: ends in .sql but is not
+ * NNNN_name.sql, which is refused rather than silently skipped. */
+static int parse_name(const char *name, long long *version) {
+  size_t len = strlen(name), digits = 0;
+  const char *p;
+
+  if (name[0] == '.' || len < 5 || strcmp(name + len - 4, ".sql") != 0)
+    return 1;
+  for (p = name; *p >= '0' && *p <= '9'; p++)
+    digits++;
+  if (digits == 0 || digits > 18 || *p != '_' || p + 1 >= name + len - 4)
+    return -1;
+  for (const char *q = p + 1; q < name + len - 4; q++)
+    if (!((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9') ||
+          *q == '_' || *q == '-' || *q == '.'))
+      return -1;
+  *version = strtoll(name, NULL, 10);
+  return 0;
+}
+
+static int sha256_hex(const char *data, size_t len, char out[65]) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int mdlen = 0;
+
+  if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
+    return -1;
+  for (unsigned i = 0; i < mdlen; i++)
+    snprintf(out + 2 * i, 3, "%02x", md[i]);
+  return 0;
+}
+
+/* Read path into a new NUL-terminated buffer. */
+static int read_file(const char *path, char **out, size_t *outlen) {
+  FILE *f = fopen(path, "rb");
+  char *buf = NULL, *nbuf;
+  size_t len = 0, cap = 0, n;
+
+  if (!f)
+    return DB_MIGRATE_EFILE;
+  for (;;) {
+    if (cap - len < 4096) {
+      cap = cap ? cap * 2 : 16384;
+      nbuf = realloc(buf, cap);
+      if (!nbuf) {
+        free(buf);
+        fclose(f);
+        return DB_ENOMEM;
+      }
+      buf = nbuf;
+    }
+    n = fread(buf + len, 1, cap - len - 1, f);
+    len += n;
+    if (n == 0)
+      break;
+  }
+  if (ferror(f)) {
+    free(buf);
+    fclose(f);
+    return DB_MIGRATE_EFILE;
+  }
+  fclose(f);
+  buf[len] = '\0';
+  *out = buf;
+  *outlen = len;
+  return 0;
+}
+
+static int cmp_version(const void *a, const void *b) {
+  const migration_t *x = a, *y = b;
+  return x->version < y->version ? -1 : x->version > y->version;
+}
+
+/* Load every migration of dir, sorted by version, with content and checksum. */
+static int load_dir(const char *dir, migration_set_t *set, FILE *log) {
+  DIR *d = opendir(dir);
+  struct dirent *e;
+  int rc = 0;
+
+  if (!d) {
+    mlog(log, 1, "cannot open migrations directory %s: %s", dir, strerror(errno));
+    return DB_MIGRATE_EDIR;
+  }
+  while (rc == 0 && (e = readdir(d))) {
+    char path[4096];
+    struct stat st;
+    migration_t *m;
+    long long version;
+    size_t len;
+    int kind = parse_name(e->d_name, &version);
+
+    if (kind > 0)
+      continue;
+    if (kind < 0 || strlen(e->d_name) >= sizeof(m->name)) {
+      mlog(log, 1, "%s/%s: not a migration name (want NNNN_name.sql)", dir, e->d_name);
+      rc = DB_MIGRATE_EFILE;
+      break;
+    }
+    snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+      mlog(log, 1, "%s: not a regular file", path);
+      rc = DB_MIGRATE_EFILE;
+      break;
+    }
+    if (set->n == set->cap) {
+      size_t cap = set->cap ? set->cap * 2 : 16;
+      migration_t *v = realloc(set->v, cap * sizeof(*v));
+      if (!v) {
+        rc = DB_ENOMEM;
+        break;
+      }
+      set->v = v;
+      set->cap = cap;
+    }
+    m = &set->v[set->n];
+    memset(m, 0, sizeof(*m));
+    m->version = version;
+    snprintf(m->name, sizeof(m->name), "%s", e->d_name);
+    rc = read_file(path, &m->sql, &len);
+    if (rc != 0) {
+      mlog(log, 1, "cannot read %s: %s", path, rc == DB_ENOMEM ? "out of memory" : strerror(errno));
+      break;
+    }
+    set->n++;
+    if (memchr(m->sql, '\0', len)) {
+      mlog(log, 1, "%s: contains a NUL byte", path);
+      rc = DB_MIGRATE_EFILE;
+    } else if (sha256_hex(m->sql, len, m->sha) != 0) {
+      mlog(log, 1, "%s: cannot compute SHA-256", path);
+      rc = DB_ENOMEM;
+    }
+  }
+  closedir(d);
+  if (rc == 0 && set->n > 1) {
+    qsort(set->v, set->n, sizeof(*set->v), cmp_version);
+    for (size_t i = 1; i < set->n; i++)
+      if (set->v[i].version == set->v[i - 1].version) {
+        mlog(log, 1, "%s and %s have the same version", set->v[i - 1].name, set->v[i].name);
+        rc = DB_MIGRATE_EFILE;
+        break;
+      }
+  }
+  if (rc != 0)
+    set_free(set);
+  return rc;
+}
+
+/* ---- the database --------------------------------------------------------------------------- */
+
+static void on_notice(void *arg, const PGresult *res) {
+  const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+  const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+
+  /* NOTICEs ("relation already exists, skipping") are noise here; warnings are not. */
+  if (sev && msg && strcmp(sev, "NOTICE") != 0 && strcmp(sev, "DEBUG") != 0 &&
+      strcmp(sev, "INFO") != 0 && strcmp(sev, "LOG") != 0)
+    mlog(arg, 0, "server %s: %s", sev, msg);
+}
+
+static PGconn *migrate_connect(const char *conninfo, FILE *log) {
+  const char *keys[] = {"dbname", "fallback_application_name", NULL};
+  const char *vals[] = {conninfo ? conninfo : "", "clued-migrate", NULL};
+  PGconn *c = PQconnectdbParams(keys, vals, 1);
+  char line[512];
+
+  if (!c) {
+    mlog(log, 1, "cannot connect: out of memory");
+    return NULL;
+  }
+  if (PQstatus(c) != CONNECTION_OK) {
+    mlog(log, 1, "cannot connect: %s", first_line(PQerrorMessage(c), line, sizeof(line)));
+    PQfinish(c);
+    return NULL;
+  }
+  PQsetNoticeReceiver(c, on_notice, log);
+  return c;
+}
+
+/* Run a statement; on failure log it (with what) and return NULL. */
+static PGresult *run(PGconn *c, FILE *log, const char *what, const char *sql, int n,
+                     const char *const *vals) {
+  PGresult *r = PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
+  ExecStatusType st = PQresultStatus(r);
+  char line[512];
+
+  if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+    return r;
+  mlog(log, 1, "%s: %s", what, first_line(r ? PQresultErrorMessage(r) : PQerrorMessage(c), line,
+                                           sizeof(line)));
+  PQclear(r);
+  return NULL;
+}
+
+static int run_ok(PGconn *c, FILE *log, const char *what, const char *sql) {
+  PGresult *r = run(c, log, what, sql, 0, NULL);
+  PQclear(r);
+  return r ? 0 : -1;
+}
+
+/* The row of schema_migrations for version, or -1. */
+static int applied_row(const PGresult *applied, long long version) {
+  for (int i = 0; applied && i < PQntuples(applied); i++)
+    if (strtoll(PQgetvalue(applied, i, 0), NULL, 10) == version)
+      return i;
+  return -1;
+}
+
+/* Every applied migration must still be the file that was applied. */
+static int check_applied(const migration_set_t *set, const PGresult *applied, FILE *log) {
+  for (int i = 0; applied && i < PQntuples(applied); i++) {
+    long long version = strtoll(PQgetvalue(applied, i, 0), NULL, 10);
+    const char *name = PQgetvalue(applied, i, 1);
+    const char *sha = PQgetvalue(applied, i, 2);
+    const migration_t *m = NULL;
+
+    for (size_t j = 0; j < set->n && !m; j++)
+      if (set->v[j].version == version)
+        m = &set->v[j];
+    if (!m) {
+      mlog(log, 0, "warning: %s (version %lld) is applied but not in the migrations directory",
+           name, version);
+      continue;
+    }
+    if (strcmp(m->name, name) != 0) {
+      mlog(log, 1, "%s: version %lld was applied as %s; a migration cannot be renamed", m->name,
+           version, name);
+      return DB_MIGRATE_ECHECKSUM;
+    }
+    if (strcmp(m->sha, sha) != 0) {
+      mlog(log, 1,
+           "%s was changed after it was applied (applied sha256 %s, file now %s); restore it "
+           "and put the change in a new migration",
+           m->name, sha, m->sha);
+      return DB_MIGRATE_ECHECKSUM;
+    }
+  }
+  return 0;
+}
+
+/* Describe where in the file a statement failed: "line N" from the error position. */
+static void report_failure(const migration_t *m, const PGresult *r, FILE *log) {
+  const char *pos = PQresultErrorField(r, PG_DIAG_STATEMENT_POSITION);
+  const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  const char *ctx = PQresultErrorField(r, PG_DIAG_CONTEXT);
+  char where[64] = "", line[512], cline[256];
+
+  if (pos) {
+    long chars = strtol(pos, NULL, 10), seen = 0, lineno = 1;
+    /* The position counts characters, not bytes: skip UTF-8 continuation bytes. */
+    for (const unsigned char *s = (const unsigned char *)m->sql; *s && seen < chars - 1; s++) {
+      if ((*s & 0xC0) != 0x80)
+        seen++;
+      if (*s == '\n')
+        lineno++;
+    }
+    snprintf(where, sizeof(where), " at line %ld", lineno);
+  }
+  mlog(log, 1, "%s failed%s: %s (SQLSTATE %s)%s%s; rolled back", m->name, where,
+       first_line(PQresultErrorMessage(r), line, sizeof(line)), state ? state : "?",
+       ctx ? " in " : "", ctx ? first_line(ctx, cline, sizeof(cline)) : "");
+}
+
+static double ms_since(const struct timespec *t0) {
+  struct timespec t1;
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* Apply one migration in its own transaction. */
+static int apply_one(PGconn *c, const migration_t *m, FILE *log) {
+  char version[32];
+  const char *vals[3] = {version, m->name, m->sha};
+  struct timespec t0;
+  PGresult *r;
+
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  snprintf(version, sizeof(version), "%lld", m->version);
+  if (run_ok(c, log, m->name, "BEGIN") != 0)
+    return DB_MIGRATE_ESQL;
+  /* The simple query protocol: a file holds many statements. */
+  r = PQexec(c, m->sql);
+  if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK &&
+      PQresultStatus(r) != PGRES_EMPTY_QUERY) {
+    report_failure(m, r, log);
+    PQclear(r);
+    PQclear(PQexec(c, "ROLLBACK"));
+    return DB_MIGRATE_ESQL;
+  }
+  PQclear(r);
+  r = run(c, log, m->name,
+          "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1::bigint, $2, $3)",
+          3, vals);
+  if (!r || run_ok(c, log, m->name, "COMMIT") != 0) {
+    PQclear(r);
+    PQclear(PQexec(c, "ROLLBACK"));
+    return DB_MIGRATE_ESQL;
+  }
+  PQclear(r);
+  mlog(log, 0, "applied %s (%.0f ms)", m->name, ms_since(&t0));
+  return 0;
+}
+
+int db_migrate(const char *conninfo, const char *dir, FILE *log) {
+  migration_set_t set = {0};
+  PGconn *c = NULL;
+  PGresult *applied = NULL;
+  long long latest = -1;
+  int rc, napplied = 0;
+
+  if (!dir)
+    dir = db_migrations_default_dir();
+  rc = load_dir(dir, &set, log);
+  if (rc != 0)
+    return rc;
+  c = migrate_connect(conninfo, log);
+  if (!c) {
+    rc = DB_MIGRATE_ECONNECT;
+    goto out;
+  }
+  /* client_min_messages first, so CREATE ... IF NOT EXISTS stays quiet. Under the lock, a
+   * second runner waits for the first and then finds its work done. */
+  if (run_ok(c, log, "session set-up", "SET client_min_messages = warning") != 0 ||
+      run_ok(c, log, "taking the migration lock", MIGRATE_LOCK_SQL) != 0 ||
+      run_ok(c, log, "creating schema_migrations", MIGRATE_TABLE_SQL) != 0) {
+    rc = DB_MIGRATE_ECONNECT;
+    goto out;
+  }
+  applied = run(c, log, "reading schema_migrations",
+                "SELECT version, name, checksum FROM schema_migrations ORDER BY version", 0, NULL);
+  if (!applied) {
+    rc = DB_MIGRATE_ESQL;
+    goto out;
+  }
+  rc = check_applied(&set, applied, log);
+  if (rc != 0)
+    goto out;
+  if (PQntuples(applied) > 0)
+    latest = strtoll(PQgetvalue(applied, PQntuples(applied) - 1, 0), NULL, 10);
+  for (size_t i = 0; i < set.n; i++) {
+    const migration_t *m = &set.v[i];
+
+    if (applied_row(applied, m->version) >= 0)
+      continue;
+    if (m->version < latest) {
+      mlog(log, 1, "%s is older than the applied version %lld; give it a higher number",
+           m->name, latest);
+      rc = DB_MIGRATE_EFILE;
+      goto out;
+    }
+    rc = apply_one(c, m, log);
+    if (rc != 0)
+      goto out;
+    napplied++;
+  }
+  if (napplied == 0)
+    mlog(log, 0, "up to date (%zu migration(s) in %s)", set.n, dir);
+  else
+    mlog(log, 0, "%d migration(s) applied", napplied);
+
+out:
+  PQclear(applied);
+  PQfinish(c); /* also releases the advisory lock */
+  set_free(&set);
+  return rc;
+}
+
+int db_migrations_pending(const char *conninfo, const char *dir, char *first_pending,
+                          size_t len) {
+  migration_set_t set = {0};
+  PGconn *c;
+  PGresult *exists = NULL, *applied = NULL;
+  int rc, pending = 0;
+
+  if (first_pending && len > 0)
+    first_pending[0] = '\0';
+  if (!dir)
+    dir = db_migrations_default_dir();
+  rc = load_dir(dir, &set, NULL);
+  if (rc != 0)
+    return rc;
+  c = migrate_connect(conninfo, NULL);
+  if (!c) {
+    rc = DB_MIGRATE_ECONNECT;
+    goto out;
+  }
+  exists = run(c, NULL, "looking for schema_migrations",
+               "SELECT to_regclass('schema_migrations') IS NOT NULL", 0, NULL);
+  if (!exists) {
+    rc = DB_MIGRATE_ESQL;
+    goto out;
+  }
+  if (strcmp(PQgetvalue(exists, 0, 0), "t") == 0) {
+    applied = run(c, NULL, "reading schema_migrations",
+                  "SELECT version, name, checksum FROM schema_migrations ORDER BY version", 0,
+                  NULL);
+    if (!applied) {
+      rc = DB_MIGRATE_ESQL;
+      goto out;
+    }
+    rc = check_applied(&set, applied, NULL);
+    if (rc != 0)
+      goto out;
+  }
+  for (size_t i = 0; i < set.n; i++) {
+    if (applied_row(applied, set.v[i].version) >= 0)
+      continue;
+    if (pending++ == 0 && first_pending && len > 0)
+      snprintf(first_pending, len, "%s", set.v[i].name);
+  }
+  rc = pending;
+
+out:
+  PQclear(exists);
+  PQclear(applied);
+  PQfinish(c);
+  set_free(&set);
+  return rc;
+}

@@ -1,0 +1,50 @@
+#ifndef CLUED_DB_MIGRATE_H
+#define CLUED_DB_MIGRATE_H
+
+/* Schema migrations: files named NNNN_name.sql (NNNN the version, digits) applied in version
+ * order, each in its own transaction, under a PostgreSQL advisory lock so that concurrent
+ * runners apply each file once. schema_migrations records version, file name, the file's
+ * SHA-256 (hex) and when it was applied; an applied file whose content changed stops the run.
+ *
+ * These calls use blocking libpq: they are for `clued migrate` and the start of `clued
+ * serve`, before the event loop runs, never on the loop. A migration cannot contain
+ * statements that refuse to run in a transaction block (CREATE INDEX CONCURRENTLY ...). */
+
+#include <stddef.h>
+#include <stdio.h>
+
+/** Error codes (DB_ENOMEM from db.h is also returned). */
+enum {
+  DB_MIGRATE_ECONNECT = -20,  /* cannot connect, or the session set-up failed */
+  DB_MIGRATE_EDIR = -21,      /* the migrations directory cannot be read */
+  DB_MIGRATE_EFILE = -22,     /* a file is unreadable, misnamed, contains NUL, or a version
+                                 appears twice */
+  DB_MIGRATE_ECHECKSUM = -23, /* an applied migration's file changed or was renamed */
+  DB_MIGRATE_ESQL = -24,      /* a migration failed and was rolled back */
+};
+
+/** The directory built in (CLUED_MIGRATIONS_DIR), used when dir is NULL. */
+const char *db_migrations_default_dir(void);
+
+/**
+ * Apply the pending migrations of dir (NULL: the default) to the database at conninfo.
+ * Progress and errors are written to log as lines starting "clued: migrate:" (errors go to
+ * stderr when log is NULL). Migrations applied before a failure stay applied. Returns 0 or a
+ * negative error code above.
+ */
+int db_migrate(const char *conninfo, const char *dir, FILE *log)
+    __attribute__((warn_unused_result));
+
+/**
+ * Count the migrations of dir (NULL: the default) not yet applied, without changing the
+ * database; the first one's file name goes to first_pending (truncated to len, "" if none;
+ * may be NULL). Also checks the applied ones' checksums. Errors are written to stderr.
+ * Returns the count, or a negative error code above.
+ */
+int db_migrations_pending(const char *conninfo, const char *dir, char *first_pending, size_t len)
+    __attribute__((warn_unused_result));
+
+/** A short description of an error code above. */
+const char *db_migrate_strerror(int rc);
+
+#endif
