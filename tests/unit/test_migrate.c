@@ -111,7 +111,8 @@ static void sha256_hex(const char *s, size_t len, char out[65]) {
 #define FILE_A "-- first\nCREATE TABLE a (x int);\nINSERT INTO a VALUES (1);\n"
 #define FILE_B "CREATE TABLE b (s text);\nINSERT INTO b VALUES ('线索 ü');\n"
 
-/* ---- the runner ------------------------------------------------------------------------------- */
+/* ---- the runner -------------------------------------------------------------------------------
+ */
 
 static void test_fresh_then_noop(void **state) {
   mctx_t *m = *state;
@@ -200,8 +201,9 @@ static void test_failed_migration_rolls_back(void **state) {
   assert_non_null(strstr(logtext(m), "applied 0001_a.sql"));
   assert_non_null(strstr(logtext(m), "0002_bad.sql failed at line 4"));
   assert_non_null(strstr(logtext(m), "42703"));
-  assert_string_equal(value(m, "SELECT to_regclass('partial') IS NULL AND "
-                               "to_regclass('after_bad') IS NULL",
+  assert_string_equal(value(m,
+                            "SELECT to_regclass('partial') IS NULL AND "
+                            "to_regclass('after_bad') IS NULL",
                             buf, sizeof(buf)),
                       "t");
   assert_string_equal(value(m, "SELECT count(*) FROM schema_migrations", buf, sizeof(buf)), "1");
@@ -248,9 +250,9 @@ static void test_concurrent_runners(void **state) {
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
   }
-  assert_string_equal(value(m, "SELECT string_agg(file, ',' ORDER BY file) FROM runs", buf,
-                            sizeof(buf)),
-                      "0001,0002,0003");
+  assert_string_equal(
+      value(m, "SELECT string_agg(file, ',' ORDER BY file) FROM runs", buf, sizeof(buf)),
+      "0001,0002,0003");
   assert_string_equal(value(m, "SELECT count(*) FROM schema_migrations", buf, sizeof(buf)), "3");
 }
 
@@ -285,13 +287,15 @@ static void test_bad_directories(void **state) {
   assert_int_equal(db_migrate("host=/nonexistent/clued port=1 dbname=x", m->dir, m->log),
                    DB_MIGRATE_ECONNECT);
   assert_non_null(strstr(logtext(m), "cannot connect"));
-  assert_int_equal(db_migrations_pending("host=/nonexistent/clued port=1 dbname=x", m->dir, NULL,
-                                         0),
-                   DB_MIGRATE_ECONNECT);
-  assert_string_equal(db_migrate_strerror(DB_MIGRATE_ECHECKSUM), "an applied migration was changed");
+  assert_int_equal(
+      db_migrations_pending("host=/nonexistent/clued port=1 dbname=x", m->dir, NULL, 0),
+      DB_MIGRATE_ECONNECT);
+  assert_string_equal(db_migrate_strerror(DB_MIGRATE_ECHECKSUM),
+                      "an applied migration was changed");
 }
 
-/* ---- the real schema ------------------------------------------------------------------------------ */
+/* ---- the real schema
+ * ------------------------------------------------------------------------------ */
 
 /* Microseconds since the epoch from "YYYY-MM-DD HH:MM:SS[.ffffff]+00" (TimeZone UTC). */
 static long long parse_utc_micros(const char *s) {
