@@ -74,8 +74,11 @@ enum {
   OPT_DEMO_TOKENS,
 };
 
-static const char *migrations_dir = CLUED_MIGRATIONS_DIR;
-static const char *demo_tokens;
+/* Options of the one-shot commands, beside the server's own configuration. */
+typedef struct cli_opts {
+  const char *migrations_dir;
+  const char *demo_tokens;
+} cli_opts_t;
 
 static const struct option long_opts[] = {
     {"listen", required_argument, NULL, OPT_LISTEN},
@@ -98,7 +101,7 @@ static const struct option long_opts[] = {
 };
 
 /* Returns 0, 1 (bad usage, message printed) or 2 (--help shown). */
-static int parse_options(int argc, char **argv, server_config_t *cfg) {
+static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t *cli) {
   const char *env;
   long long v;
   int c;
@@ -166,10 +169,10 @@ static int parse_options(int argc, char **argv, server_config_t *cfg) {
       cfg->clock_offset_ms = v;
       break;
     case OPT_MIGRATIONS:
-      migrations_dir = optarg;
+      cli->migrations_dir = optarg;
       break;
     case OPT_DEMO_TOKENS:
-      demo_tokens = optarg;
+      cli->demo_tokens = optarg;
       break;
     case 'h':
       usage(stdout);
@@ -195,7 +198,7 @@ static void raise_fd_limit(void) {
   }
 }
 
-static int cmd_serve(server_config_t *cfg) {
+static int cmd_serve(server_config_t *cfg, const char *migrations_dir) {
   uv_loop_t loop;
   server_t srv;
   int rc;
@@ -241,6 +244,7 @@ static int cmd_serve(server_config_t *cfg) {
 
 int main(int argc, char **argv) {
   server_config_t cfg;
+  cli_opts_t cli = {CLUED_MIGRATIONS_DIR, NULL};
   const char *cmd;
   int rc;
 
@@ -255,23 +259,23 @@ int main(int argc, char **argv) {
     return 0;
   }
   server_config_defaults(&cfg);
-  rc = parse_options(argc - 1, argv + 1, &cfg);
+  rc = parse_options(argc - 1, argv + 1, &cfg, &cli);
   if (rc == 2)
     return 0;
   if (rc != 0)
     return 2;
   if (strcmp(cmd, "serve") == 0)
-    return cmd_serve(&cfg);
+    return cmd_serve(&cfg, cli.migrations_dir);
   if (strcmp(cmd, "migrate") == 0 || strcmp(cmd, "bootstrap") == 0) {
     if (cfg.database_url == NULL) {
       fprintf(stderr, "clued: no database: set --database-url or CLUED_DATABASE_URL\n");
       return 2;
     }
     if (cmd[0] == 'm')
-      return db_migrate(cfg.database_url, migrations_dir, stdout) == 0 ? 0 : 1;
+      return db_migrate(cfg.database_url, cli.migrations_dir, stdout) == 0 ? 0 : 1;
     if (bootstrap_admin(cfg.database_url, stdout) != 0)
       return 1;
-    if (demo_tokens && bootstrap_demo(cfg.database_url, demo_tokens, stdout) != 0)
+    if (cli.demo_tokens && bootstrap_demo(cfg.database_url, cli.demo_tokens, stdout) != 0)
       return 1;
     return 0;
   }

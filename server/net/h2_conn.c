@@ -58,6 +58,18 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
   return rpc_call_on_header(call, name, namelen, value, valuelen);
 }
 
+/* A request header nghttp2 finds malformed (e.g. a value with surrounding white space). We
+ * take it as given rather than resetting the stream, so the call can answer with a gRPC
+ * status that says what is wrong (an unusable token is UNAUTHENTICATED, not a reset). */
+static int on_invalid_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
+                             size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                             void *ud) {
+  h2_conn_t *c = ud;
+  log_info("conn %llu (%s): malformed header field \"%.*s\" on stream %d", (unsigned long long)c->id,
+           c->peer, (int)(namelen > 64 ? 64 : namelen), (const char *)name, f->hd.stream_id);
+  return on_header(s, f, name, namelen, value, valuelen, flags, ud);
+}
+
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
   rpc_call_t *call;
   (void)ud;
@@ -332,6 +344,7 @@ static int session_new(h2_conn_t *c) {
     return -ENOMEM;
   nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
   nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+  nghttp2_session_callbacks_set_on_invalid_header_callback(cbs, on_invalid_header);
   nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);

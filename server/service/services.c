@@ -7,6 +7,7 @@
 #include "rpc/table.h"
 #include "service/admin.h"
 #include "service/clue.h"
+#include "service/debug.h"
 #include "service/health.h"
 
 int services_start(server_t *srv) {
@@ -18,6 +19,10 @@ int services_start(server_t *srv) {
     rc = rpc_table_add(srv->methods, admin_methods, admin_nmethods);
   if (rc == 0)
     rc = rpc_table_add(srv->methods, clue_methods, clue_nmethods);
+#ifdef CLUED_TEST_HOOKS
+  if (rc == 0)
+    rc = rpc_table_add(srv->methods, debug_methods, debug_nmethods);
+#endif
   if (rc != 0) {
     log_error("cannot build the method table: %d", rc);
     return rc;

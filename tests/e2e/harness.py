@@ -142,7 +142,19 @@ class Clued:
         if not self._bound.wait(30):
             self.proc.kill()
             raise AssertionError("clued did not start:\n" + self.output())
+        if self.database_url:
+            self.wait_serving()
         return self
+
+    def wait_serving(self, timeout=30):
+        """Listening comes first; wait until Health reports the database answering too."""
+        import grpc
+
+        s = stubs()
+        with grpc.insecure_channel(self.addr) as ch:
+            h = s.health_pb2_grpc.HealthStub(ch)
+            wait_for(lambda: h.Check(s.health_pb2.HealthCheckRequest(), timeout=5).status
+                     == s.health_pb2.HealthCheckResponse.SERVING, timeout=timeout, what="SERVING")
 
     def _read(self):
         for line in self.proc.stdout:

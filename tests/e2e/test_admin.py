@@ -1,0 +1,259 @@
+"""AdminService, bootstrap, authentication and the audit rules, against the real clued and
+PostgreSQL."""
+
+import os
+import re
+import sys
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+
+S = harness.stubs()
+A = S.admin_pb2
+C = S.common_pb2
+ROOM, GROUP, REGION, ADMIN_KIND = C.UNIT_KIND_ROOM, C.UNIT_KIND_GROUP, C.UNIT_KIND_REGION, C.UNIT_KIND_ADMIN
+
+
+class Ctx:
+    pass
+
+
+def setup():
+    c = Ctx()
+    pg = harness.Postgres.get()
+    c.dbname = pg.new_database()
+    c.db = pg.connect(c.dbname)
+    c.srv = harness.Clued(pg.url(c.dbname)).start()
+    out = c.srv.run("bootstrap").stdout
+    c.admin_token = re.search(r"ct_[0-9a-f]{64}", out).group(0)
+    c.ch = grpc.insecure_channel(c.srv.addr)
+    c.admin = S.admin_pb2_grpc.AdminServiceStub(c.ch)
+    c.md = [("authorization", "Bearer " + c.admin_token)]
+    return c
+
+
+def teardown(c):
+    c.ch.close()
+    c.db.close()
+    c.srv.stop()
+
+
+def code_of(fn):
+    try:
+        fn()
+    except grpc.RpcError as e:
+        return e.code(), e.details()
+    return grpc.StatusCode.OK, ""
+
+
+def expect(fn, code, *words):
+    got, msg = code_of(fn)
+    assert got == code, f"wanted {code}, got {got}: {msg}"
+    for w in words:
+        assert w in msg, f"{w!r} not in {msg!r}"
+    return msg
+
+
+def audit_count(c):
+    with c.db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM audit_events")
+        return cur.fetchone()[0]
+
+
+def test_bootstrap_is_idempotent(c):
+    before = audit_count(c)
+    out = c.srv.run("bootstrap").stdout
+    assert "already bootstrapped" in out, out
+    assert not re.search(r"ct_[0-9a-f]{64}", out)
+    assert audit_count(c) == before
+    with c.db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM users WHERE role = 'ADMIN'")
+        assert cur.fetchone()[0] == 1
+        # Only the hash of the token is stored.
+        cur.execute("SELECT encode(token_sha256, 'hex') FROM tokens")
+        hashes = [r[0] for r in cur.fetchall()]
+    import hashlib
+
+    assert hashlib.sha256(c.admin_token.encode()).hexdigest() in hashes
+    assert c.admin_token not in str(hashes)
+
+
+def test_create_and_list_units(c):
+    before = audit_count(c)
+    room = c.admin.CreateUnit(A.CreateUnitRequest(kind=ROOM, code="R10", name="第十监督检查室"), metadata=c.md)
+    assert room.id > 0 and room.kind == ROOM and room.code == "R10" and room.created_at_ms > 0
+    grp = c.admin.CreateUnit(A.CreateUnitRequest(kind=GROUP, code="G10", name="驻某局纪检监察组",
+                                                 liaison_room_id=room.id, host_units=["某局", "某中心"]), metadata=c.md)
+    assert grp.liaison_room_id == room.id and list(grp.host_units) == ["某局", "某中心"]
+    reg = c.admin.CreateUnit(A.CreateUnitRequest(kind=REGION, code="X10", name="某区纪委监委"), metadata=c.md)
+    assert audit_count(c) == before + 3
+    units = c.admin.ListUnits(A.ListUnitsRequest(), metadata=c.md).units
+    assert {room.id, grp.id, reg.id} <= {u.id for u in units}
+    rooms = c.admin.ListUnits(A.ListUnitsRequest(kind=ROOM), metadata=c.md).units
+    assert all(u.kind == ROOM for u in rooms) and room.id in {u.id for u in rooms}
+    # One audit event per change, each naming the new unit.
+    with c.db.cursor() as cur:
+        cur.execute("SELECT subject_id, action FROM audit_events WHERE seq > (SELECT max(seq) - 3 FROM audit_events) ORDER BY seq")
+        assert cur.fetchall() == [(room.id, "unit.create"), (grp.id, "unit.create"), (reg.id, "unit.create")]
+
+
+def test_create_unit_bad_fields(c):
+    room = c.admin.CreateUnit(A.CreateUnitRequest(kind=ROOM, code="R11", name="R11 room"), metadata=c.md)
+    before = audit_count(c)
+    cases = [
+        (A.CreateUnitRequest(code="R12", name="n"), "kind"),
+        (A.CreateUnitRequest(kind=9, code="R12", name="n"), "kind"),
+        (A.CreateUnitRequest(kind=ROOM, code="", name="n"), "code"),
+        (A.CreateUnitRequest(kind=ROOM, code="r12", name="n"), "code"),
+        (A.CreateUnitRequest(kind=ROOM, code="R-12", name="n"), "code"),
+        (A.CreateUnitRequest(kind=ROOM, code="R12", name=""), "name"),
+        (A.CreateUnitRequest(kind=ROOM, code="R12", name="   "), "name"),
+        (A.CreateUnitRequest(kind=ROOM, code="R12", name="x" * 101), "name"),
+        (A.CreateUnitRequest(kind=ROOM, code="R12", name="bad\x01name"), "name"),
+        (A.CreateUnitRequest(kind=GROUP, code="G12", name="n"), "liaison_room_id"),
+        (A.CreateUnitRequest(kind=GROUP, code="G12", name="n", liaison_room_id=999999), "liaison_room_id"),
+        (A.CreateUnitRequest(kind=ROOM, code="R12", name="n", liaison_room_id=room.id), "liaison_room_id"),
+        (A.CreateUnitRequest(kind=GROUP, code="G12", name="n", liaison_room_id=room.id, host_units=[""]), "host_units"),
+    ]
+    for req, field in cases:
+        expect(lambda: c.admin.CreateUnit(req, metadata=c.md), grpc.StatusCode.INVALID_ARGUMENT, field)
+    grp = c.admin.CreateUnit(A.CreateUnitRequest(kind=GROUP, code="G13", name="G13 group", liaison_room_id=room.id),
+                             metadata=c.md)
+    # A group is not a room: it cannot be a liaison.
+    expect(lambda: c.admin.CreateUnit(A.CreateUnitRequest(kind=GROUP, code="G14", name="G14", liaison_room_id=grp.id),
+                                      metadata=c.md), grpc.StatusCode.INVALID_ARGUMENT, "liaison_room_id")
+    assert audit_count(c) == before + 1
+
+
+def test_duplicates(c):
+    c.admin.CreateUnit(A.CreateUnitRequest(kind=ROOM, code="R20", name="R20 room"), metadata=c.md)
+    before = audit_count(c)
+    expect(lambda: c.admin.CreateUnit(A.CreateUnitRequest(kind=ROOM, code="R20", name="other"), metadata=c.md),
+           grpc.StatusCode.ALREADY_EXISTS, "R20")
+    expect(lambda: c.admin.CreateUnit(A.CreateUnitRequest(kind=ROOM, code="R21", name="R20 room"), metadata=c.md),
+           grpc.StatusCode.ALREADY_EXISTS, "R20 room")
+    unit = [u for u in c.admin.ListUnits(A.ListUnitsRequest(), metadata=c.md).units if u.code == "R20"][0]
+    c.admin.CreateUser(A.CreateUserRequest(unit_id=unit.id, name="dup", role=C.ROLE_MEMBER), metadata=c.md)
+    expect(lambda: c.admin.CreateUser(A.CreateUserRequest(unit_id=unit.id, name="dup", role=C.ROLE_LEADER), metadata=c.md),
+           grpc.StatusCode.ALREADY_EXISTS, "dup")
+    assert audit_count(c) == before + 1
+
+
+def make_unit(c, code, kind=ROOM):
+    return c.admin.CreateUnit(A.CreateUnitRequest(kind=kind, code=code, name=code + " unit"), metadata=c.md)
+
+
+def test_users_and_tokens(c):
+    unit = make_unit(c, "R30")
+    before = audit_count(c)
+    u = c.admin.CreateUser(A.CreateUserRequest(unit_id=unit.id, name="王芳", role=C.ROLE_LEADER), metadata=c.md)
+    assert u.id > 0 and u.unit_id == unit.id and u.role == C.ROLE_LEADER and not u.disabled
+    users = c.admin.ListUsers(A.ListUsersRequest(unit_id=unit.id), metadata=c.md).users
+    assert [x.id for x in users] == [u.id]
+    t1 = c.admin.IssueToken(A.IssueTokenRequest(user_id=u.id, note="laptop"), metadata=c.md)
+    assert re.fullmatch(r"ct_[0-9a-f]{64}", t1.token) and t1.token_id > 0
+    t2 = c.admin.IssueToken(A.IssueTokenRequest(user_id=u.id), metadata=c.md)
+    assert t2.token != t1.token
+    assert audit_count(c) == before + 3
+    ch = grpc.insecure_channel(c.srv.addr)
+    as_user = S.admin_pb2_grpc.AdminServiceStub(ch)
+    umd = [("authorization", "Bearer " + t1.token)]
+    # A valid non-admin token: authenticated, but not allowed.
+    expect(lambda: as_user.ListUnits(A.ListUnitsRequest(), metadata=umd), grpc.StatusCode.PERMISSION_DENIED)
+    r = c.admin.RevokeToken(A.RevokeTokenRequest(token_id=t1.token_id), metadata=c.md)
+    assert r.token_id == t1.token_id and r.revoked_at_ms > 0
+    # Revocation takes effect for the next call.
+    expect(lambda: as_user.ListUnits(A.ListUnitsRequest(), metadata=umd), grpc.StatusCode.UNAUTHENTICATED)
+    expect(lambda: c.admin.RevokeToken(A.RevokeTokenRequest(token_id=t1.token_id), metadata=c.md),
+           grpc.StatusCode.FAILED_PRECONDITION, "already revoked")
+    expect(lambda: c.admin.RevokeToken(A.RevokeTokenRequest(token_id=987654), metadata=c.md),
+           grpc.StatusCode.NOT_FOUND, "987654")
+    # Disabling the user shuts out its other token too.
+    umd2 = [("authorization", "Bearer " + t2.token)]
+    expect(lambda: as_user.ListUnits(A.ListUnitsRequest(), metadata=umd2), grpc.StatusCode.PERMISSION_DENIED)
+    d = c.admin.DisableUser(A.DisableUserRequest(user_id=u.id, reason="left the unit"), metadata=c.md)
+    assert d.disabled
+    expect(lambda: as_user.ListUnits(A.ListUnitsRequest(), metadata=umd2), grpc.StatusCode.UNAUTHENTICATED)
+    expect(lambda: c.admin.DisableUser(A.DisableUserRequest(user_id=u.id), metadata=c.md),
+           grpc.StatusCode.FAILED_PRECONDITION, "already disabled")
+    expect(lambda: c.admin.IssueToken(A.IssueTokenRequest(user_id=u.id), metadata=c.md),
+           grpc.StatusCode.FAILED_PRECONDITION, "disabled")
+    assert audit_count(c) == before + 5
+    ch.close()
+
+
+def test_user_bad_fields(c):
+    room = make_unit(c, "R40")
+    admin_unit = [u for u in c.admin.ListUnits(A.ListUnitsRequest(kind=ADMIN_KIND), metadata=c.md).units][0]
+    before = audit_count(c)
+    cases = [
+        (A.CreateUserRequest(name="a", role=C.ROLE_MEMBER), grpc.StatusCode.INVALID_ARGUMENT, "unit_id"),
+        (A.CreateUserRequest(unit_id=room.id, role=C.ROLE_MEMBER), grpc.StatusCode.INVALID_ARGUMENT, "name"),
+        (A.CreateUserRequest(unit_id=room.id, name="a"), grpc.StatusCode.INVALID_ARGUMENT, "role"),
+        (A.CreateUserRequest(unit_id=room.id, name="a", role=7), grpc.StatusCode.INVALID_ARGUMENT, "role"),
+        (A.CreateUserRequest(unit_id=room.id, name="a", role=C.ROLE_ADMIN), grpc.StatusCode.INVALID_ARGUMENT, "ADMIN"),
+        (A.CreateUserRequest(unit_id=admin_unit.id, name="a", role=C.ROLE_LEADER), grpc.StatusCode.INVALID_ARGUMENT, "LEADER"),
+        (A.CreateUserRequest(unit_id=424242, name="a", role=C.ROLE_MEMBER), grpc.StatusCode.NOT_FOUND, "424242"),
+    ]
+    for req, code, word in cases:
+        expect(lambda: c.admin.CreateUser(req, metadata=c.md), code, word)
+    expect(lambda: c.admin.DisableUser(A.DisableUserRequest(), metadata=c.md), grpc.StatusCode.INVALID_ARGUMENT, "user_id")
+    expect(lambda: c.admin.DisableUser(A.DisableUserRequest(user_id=555555), metadata=c.md), grpc.StatusCode.NOT_FOUND)
+    expect(lambda: c.admin.IssueToken(A.IssueTokenRequest(), metadata=c.md), grpc.StatusCode.INVALID_ARGUMENT, "user_id")
+    expect(lambda: c.admin.IssueToken(A.IssueTokenRequest(user_id=555555), metadata=c.md), grpc.StatusCode.NOT_FOUND)
+    expect(lambda: c.admin.RevokeToken(A.RevokeTokenRequest(), metadata=c.md), grpc.StatusCode.INVALID_ARGUMENT, "token_id")
+    # An auditor is not an admin either.
+    aud = c.admin.CreateUser(A.CreateUserRequest(unit_id=admin_unit.id, name="auditor1", role=C.ROLE_AUDITOR), metadata=c.md)
+    tok = c.admin.IssueToken(A.IssueTokenRequest(user_id=aud.id), metadata=c.md).token
+    expect(lambda: c.admin.CreateUnit(A.CreateUnitRequest(kind=ROOM, code="R41", name="R41"),
+                                      metadata=[("authorization", "Bearer " + tok)]), grpc.StatusCode.PERMISSION_DENIED)
+    assert audit_count(c) == before + 2
+
+
+def test_every_method_needs_a_valid_token(c):
+    calls = [
+        ("CreateUnit", A.CreateUnitRequest(kind=ROOM, code="R50", name="R50")),
+        ("ListUnits", A.ListUnitsRequest()),
+        ("CreateUser", A.CreateUserRequest(unit_id=1, name="x", role=C.ROLE_MEMBER)),
+        ("ListUsers", A.ListUsersRequest()),
+        ("DisableUser", A.DisableUserRequest(user_id=1)),
+        ("IssueToken", A.IssueTokenRequest(user_id=1)),
+        ("RevokeToken", A.RevokeTokenRequest(token_id=1)),
+    ]
+    before = audit_count(c)
+    bad = [None, [("authorization", "Bearer ct_" + "0" * 64)], [("authorization", "Basic abc")],
+           [("authorization", "Bearer ")], [("authorization", "Bearer " + c.admin_token + "x")]]
+    for name, req in calls:
+        fn = getattr(c.admin, name)
+        for md in bad:
+            expect(lambda: fn(req, metadata=md) if md else fn(req), grpc.StatusCode.UNAUTHENTICATED)
+    assert audit_count(c) == before
+
+
+def test_audit_rows_are_append_only(c):
+    import psycopg2
+
+    assert audit_count(c) > 0
+    for sql in ("UPDATE audit_events SET reason = 'x'", "DELETE FROM audit_events",
+                "TRUNCATE audit_events"):
+        try:
+            with c.db.cursor() as cur:
+                cur.execute(sql)
+            raise AssertionError(f"{sql} was allowed")
+        except psycopg2.Error:
+            pass
+    n = audit_count(c)
+    assert n > 0
+    # Each chain links: prev_hash is the hash of the previous event of the same subject.
+    with c.db.cursor() as cur:
+        cur.execute("SELECT subject_type, subject_id, prev_hash, hash FROM audit_events ORDER BY seq")
+        last = {}
+        for st, sid, prev, h in cur.fetchall():
+            assert (bytes(prev) if prev is not None else None) == last.get((st, sid)), (st, sid)
+            last[(st, sid)] = bytes(h)
+
+
+if __name__ == "__main__":
+    harness.run_tests(globals(), setup, teardown)
