@@ -357,6 +357,18 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
     return;
   }
   res = authz_can_move(&p, &row.facts, (clue_state_t)req->target, &move);
+  /* Past visibility and permission, a stale version comes first: the caller's view of the
+   * clue is out of date, so what the move would need now is not its question yet. */
+  if ((authz_ok(&res) || res.decision == AUTHZ_FAILED_PRECONDITION) &&
+      row.version != req->expected_version) {
+    log_info("call %s: move refused (10): version %lld, expected %lld", rpc_call_id(call),
+             (long long)row.version, (long long)req->expected_version);
+    rpc_fail(call, GRPC_ABORTED,
+             "clue %lld is at version %lld, not the expected %lld: it changed meanwhile; reload "
+             "it and retry",
+             (long long)row.id, (long long)row.version, (long long)req->expected_version);
+    return;
+  }
   if (!authz_ok(&res)) {
     clue_refuse(call, &res);
     return;
@@ -377,15 +389,6 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
       clue_refuse(call, &res);
       return;
     }
-  }
-  if (row.version != req->expected_version) {
-    log_info("call %s: move refused (10): version %lld, expected %lld", rpc_call_id(call),
-             (long long)row.version, (long long)req->expected_version);
-    rpc_fail(call, GRPC_ABORTED,
-             "clue %lld is at version %lld, not the expected %lld: it changed meanwhile; reload "
-             "it and retry",
-             (long long)row.id, (long long)row.version, (long long)req->expected_version);
-    return;
   }
 
   memset(params, 0, sizeof(params));

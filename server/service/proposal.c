@@ -184,7 +184,7 @@ void clue_review_proposal(rpc_call_t *call, const ProtobufCMessage *m) {
 
 /* clang-format off */
 static const char list_proposals_sql[] =
-    "SELECT " PROPOSAL_COLS("p") " FROM proposals p WHERE %s"
+    "SELECT " PROPOSAL_COLS("p") " FROM proposals p, (SELECT $1::bigint AS unit) me WHERE %s"
     " AND ($2::boolean OR p.status = 'PENDING') AND ($3::bigint IS NULL OR p.clue_id = $3)"
     " ORDER BY p.id DESC LIMIT %d";
 /* clang-format on */
@@ -232,11 +232,11 @@ void clue_list_proposals(rpc_call_t *call, const ProtobufCMessage *m) {
   else if (scope == AUTHZ_SCOPE_NONE)
     where = NULL;
   else if (req->scope == CLUE__V1__LIST_PROPOSALS_REQUEST__SCOPE__SCOPE_TO_REVIEW)
-    where = "p.reviewer_unit = $1";
+    where = "p.reviewer_unit = me.unit";
   else if (req->scope == CLUE__V1__LIST_PROPOSALS_REQUEST__SCOPE__SCOPE_RAISED)
-    where = "p.proposer_unit = $1";
+    where = "p.proposer_unit = me.unit";
   else
-    where = "(p.reviewer_unit = $1 OR p.proposer_unit = $1)";
+    where = "(p.reviewer_unit = me.unit OR p.proposer_unit = me.unit)";
   if (where == NULL) {
     (void)rpc_reply(call, &empty.base);
     return;
