@@ -326,11 +326,12 @@ BEGIN
   IF (o.clue).id IS NOT NULL THEN
     RETURN o;
   END IF;
-  -- FOR UPDATE re-reads a row changed by a concurrent transaction and re-checks the WHERE
-  -- against it, so of two racing moves the second finds no row.
+  -- The row lock re-reads a row changed by a concurrent transaction and re-checks the WHERE
+  -- against it, so of two racing moves the second finds no row. NO KEY UPDATE, as the UPDATE
+  -- itself would take: it leaves rows elsewhere free to reference the clue meanwhile.
   PERFORM 1 FROM clues WHERE id = p_clue AND version = p_expected_version AND state = p_from
                          AND pending_proposal_id IS NULL
-  FOR UPDATE;
+  FOR NO KEY UPDATE;
   IF NOT FOUND THEN
     PERFORM clue_refuse_stale(p_clue, p_expected_version);
   END IF;
@@ -362,7 +363,7 @@ BEGIN
   END IF;
   SELECT * INTO c FROM clues WHERE id = p_clue AND version = p_expected_version AND state = p_from
                                AND pending_proposal_id IS NULL
-  FOR UPDATE;
+  FOR NO KEY UPDATE;
   IF NOT FOUND THEN
     PERFORM clue_refuse_stale(p_clue, p_expected_version);
   END IF;
@@ -401,7 +402,7 @@ BEGIN
   IF (o.clue).id IS NOT NULL THEN
     RETURN o;
   END IF;
-  SELECT * INTO p FROM proposals WHERE id = p_proposal FOR UPDATE;
+  SELECT * INTO p FROM proposals WHERE id = p_proposal FOR NO KEY UPDATE;
   IF NOT FOUND THEN
     RAISE EXCEPTION USING ERRCODE = 'CL005', MESSAGE = 'proposal not found';
   END IF;
@@ -411,7 +412,7 @@ BEGIN
   IF p_approve THEN
     PERFORM 1 FROM clues WHERE id = p.clue_id AND version = p.clue_version AND state = p.from_state
                            AND pending_proposal_id = p.id
-    FOR UPDATE;
+    FOR NO KEY UPDATE;
     IF NOT FOUND THEN
       SELECT * INTO c FROM clues WHERE id = p.clue_id;
       RAISE EXCEPTION USING ERRCODE = 'CL010', MESSAGE = format(
