@@ -20,14 +20,6 @@ static const char *param_i64(rpc_call_t *call, int64_t v) {
   return svc_i64(call, v, 0);
 }
 
-/* A normalised copy of a validated request_id in the call's memory. */
-static const char *request_key(rpc_call_t *call, const char *request_id) {
-  char *out = rpc_call_alloc(call, VALIDATE_UUID_LEN + 1);
-  if (out == NULL || validate_uuid_normalize(request_id, out) != 0)
-    return NULL;
-  return out;
-}
-
 /* Visible to the caller, or fail with NOT_FOUND ("clue not found", as for a missing id). */
 static bool see_or_refuse(rpc_call_t *call, const clue_row_t *row) {
   authz_principal_t p = clue_principal(call);
@@ -139,7 +131,7 @@ static void submit_clue(rpc_call_t *call, const ProtobufCMessage *m) {
   }
   params[0] = param_i64(call, p.user_id);
   params[1] = param_i64(call, p.unit_id);
-  params[2] = request_key(call, req->request_id);
+  params[2] = clue_request_key(call, req->request_id);
   params[3] = param_i64(call, now);
   deadline = clue_stage_deadline_ms(&cfg, CLUE_STATE_INITIAL, now);
   params[4] = svc_i64(call, deadline, 1);
@@ -477,7 +469,7 @@ static void request_transition(rpc_call_t *call, const ProtobufCMessage *m) {
     return;
   }
   mr->req = req;
-  mr->request_id = request_key(call, req->request_id);
+  mr->request_id = clue_request_key(call, req->request_id);
   mr->reason = clue_trimmed(call, req->reason);
   if (d != NULL) {
     mr->disposal = (int)d->disposal;

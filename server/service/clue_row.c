@@ -3,7 +3,6 @@
 #include "service/clue_row.h"
 
 #include <errno.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
@@ -262,6 +261,13 @@ const char *clue_trimmed(rpc_call_t *call, const char *s) {
     return NULL;
   memcpy(out, t, len);
   out[len] = '\0';
+  return out;
+}
+
+const char *clue_request_key(rpc_call_t *call, const char *request_id) {
+  char *out = rpc_call_alloc(call, VALIDATE_UUID_LEN + 1);
+  if (out == NULL || validate_uuid_normalize(request_id, out) != 0)
+    return NULL;
   return out;
 }
 

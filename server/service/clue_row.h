@@ -114,6 +114,12 @@ void clue_oom(rpc_call_t *call);
 const char *clue_trimmed(rpc_call_t *call, const char *s);
 
 /**
+ * The idempotency key of a validated request_id: its lower-case form in the call's memory, so
+ * that a retry spelled in another case finds the first call. NULL when out of memory.
+ */
+const char *clue_request_key(rpc_call_t *call, const char *request_id);
+
+/**
  * A PostgreSQL text[] literal of items (quotes and backslashes escaped), trimmed, in the
  * call's memory. NULL when out of memory.
  */

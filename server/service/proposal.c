@@ -150,7 +150,7 @@ void clue_review_proposal(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__ReviewProposalRequest *req = (const void *)m;
   validate_error_t err;
   review_req_t *rr;
-  char *key;
+  const char *key;
   const char *params[4];
 
   if (clue_invalid(call, validate_id("proposal_id", req->proposal_id, &err), &err) ||
@@ -158,8 +158,8 @@ void clue_review_proposal(rpc_call_t *call, const ProtobufCMessage *m) {
       clue_invalid(call, validate_reason("comment", req->comment, false, &err), &err))
     return;
   rr = rpc_call_alloc(call, sizeof(*rr));
-  key = rpc_call_alloc(call, VALIDATE_UUID_LEN + 1);
-  if (rr == NULL || key == NULL || validate_uuid_normalize(req->request_id, key) != 0) {
+  key = clue_request_key(call, req->request_id);
+  if (rr == NULL || key == NULL) {
     clue_oom(call);
     return;
   }
