@@ -8,6 +8,7 @@
  * callback, so no user callback ever runs inside db_query(), db_txn() or db_pool_close(). */
 
 #include "db/db.h"
+#include "log.h"
 
 #include <assert.h>
 #include <stdarg.h>
@@ -146,7 +147,7 @@ static void db_log(const char *fmt, ...) {
   n = strlen(buf);
   while (n > 0 && buf[n - 1] == ' ')
     buf[--n] = '\0';
-  fprintf(stderr, "clued: db: %s\n", buf);
+  log_warn("db: %s", buf);
 }
 
 /* The reason a connection failed: the server's FATAL message if it sent one before hanging

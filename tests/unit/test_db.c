@@ -20,7 +20,7 @@
 static pg_fixture_t pg;
 static pg_fixture_t restart_pg; /* test_server_restart's own cluster; teardown stops it */
 static char dbname[128];
-static char conninfo[600];
+static char conninfo[1024];
 
 typedef struct tctx {
   uv_loop_t loop;
@@ -757,7 +757,7 @@ static void test_server_restart(void **state) {
   tctx_t t;
   rec_t slow, during, after;
   db_config_t cfg = {0};
-  char ci[600];
+  char ci[1024];
   uint64_t t0;
 
   (void)state;

@@ -25,7 +25,7 @@ static pg_fixture_t pg;
 /* One scratch database and one scratch migrations directory per test. */
 typedef struct mctx {
   char db[128];
-  char conninfo[600];
+  char conninfo[1024];
   char dir[64];
   PGconn *conn; /* for checks, opened lazily */
   char *logbuf;
