@@ -262,7 +262,8 @@ def test_registration_numbers_gapless(c):
     # number back: a trigger makes the insert fail for one title.
     with c.db.cursor() as cur:
         cur.execute("""CREATE FUNCTION t_boom() RETURNS trigger LANGUAGE plpgsql AS $$
-                       BEGIN IF NEW.title = 'boom' THEN RAISE EXCEPTION 'boom'; END IF; RETURN NEW; END $$""")
+                       BEGIN IF NEW.title = 'boom' THEN RAISE EXCEPTION USING ERRCODE = 'CL013', MESSAGE = 'boom';
+                       END IF; RETURN NEW; END $$""")
         cur.execute("CREATE TRIGGER t_boom BEFORE INSERT ON clues FOR EACH ROW EXECUTE FUNCTION t_boom()")
     try:
         c.submit(w.G3.member)
