@@ -12,6 +12,7 @@
 #include "log.h"
 #include "service/clue_list.h"
 #include "service/clue_row.h"
+#include "service/deadline.h"
 #include "service/proposal.h"
 
 /* ---- shared ----------------------------------------------------------------------------- */
@@ -620,5 +621,6 @@ const rpc_method_t clue_methods[] = {
     CLUE_METHOD("ListProposals", clue_list_proposals, list_proposals_request,
                 list_proposals_response),
     CLUE_METHOD("GetHistory", get_history, get_history_request, get_history_response),
+    CLUE_METHOD("ExtendDeadline", clue_extend_deadline, extend_deadline_request, clue),
 };
 const size_t clue_nmethods = sizeof(clue_methods) / sizeof(clue_methods[0]);

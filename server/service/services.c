@@ -9,6 +9,7 @@
 #include "service/clue.h"
 #include "service/debug.h"
 #include "service/health.h"
+#include "service/stats.h"
 
 int services_start(server_t *srv) {
   int rc = rpc_table_new(&srv->methods);
@@ -19,6 +20,8 @@ int services_start(server_t *srv) {
     rc = rpc_table_add(srv->methods, admin_methods, admin_nmethods);
   if (rc == 0)
     rc = rpc_table_add(srv->methods, clue_methods, clue_nmethods);
+  if (rc == 0)
+    rc = rpc_table_add(srv->methods, stats_methods, stats_nmethods);
 #ifdef CLUED_TEST_HOOKS
   if (rc == 0)
     rc = rpc_table_add(srv->methods, debug_methods, debug_nmethods);

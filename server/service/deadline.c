@@ -1,0 +1,196 @@
+/* ClueService.ExtendDeadline: a LEADER of the owner unit extends the current stage's
+ * deadline once, with a reason (DESIGN.md §2 "Stage deadlines").
+ *
+ * Each stage gets its deadline on entry (clue_enter_state() of 0003_clues.sql, which also
+ * clears deadline_extended, so the next stage may be extended again). An extension adds
+ * `days` to the current deadline, bumps the clue's version and appends clue.deadline_extend
+ * with the old and new deadlines; clue_extend_deadline() of 0006_stats.sql applies it. */
+
+#include "service/deadline.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+#include "service/clue_row.h"
+
+typedef struct extend_req {
+  const Clue__V1__ExtendDeadlineRequest *req;
+  const char *request_id;
+  const char *reason;
+} extend_req_t;
+
+/* Columns of the facts query after the clue: the idempotency record. */
+enum {
+  EF_REQ_METHOD = CLUE_NCOLS,
+  EF_REQ_CLUE,
+};
+
+/* clang-format off */
+static const char extend_facts_sql[] =
+    "SELECT " CLUE_COLS("c", "ou", "$3") ", q.method, q.clue_id"
+    " FROM (SELECT 1) one"
+    " LEFT JOIN clues c ON c.id = $1"
+    " LEFT JOIN units ou ON ou.id = c.owner_unit"
+    " LEFT JOIN clue_requests q ON q.user_id = $2 AND q.request_id = $4";
+
+static const char extend_sql[] =
+    "SELECT " CLUE_COLS("s", "ou", "$2")
+    " FROM clue_extend_deadline($1, $2, $3, $4, $5, $6, $7, $8) s JOIN units ou ON ou.id = (s).owner_unit";
+/* clang-format on */
+
+/* Visible to the caller, or fail with NOT_FOUND exactly as for a missing clue. */
+static bool see_or_refuse(rpc_call_t *call, const clue_row_t *row) {
+  authz_principal_t p = clue_principal(call);
+  authz_result_t res;
+
+  if (row->id == 0) {
+    log_info("call %s: extend refused (5): no such clue", rpc_call_id(call));
+    rpc_fail(call, GRPC_NOT_FOUND, "clue not found");
+    return false;
+  }
+  res = authz_can_see_clue(&p, &row->facts);
+  if (!authz_ok(&res)) {
+    clue_refuse(call, &res);
+    return false;
+  }
+  return true;
+}
+
+static void extended(rpc_call_t *call, const db_result_t *r, void *arg) {
+  clue_row_t row;
+  (void)arg;
+
+  if (db_rows(r) != 1 || clue_row_read(call, r, 0, 0, clue_now_ms(call), &row) != 0) {
+    clue_oom(call);
+    return;
+  }
+  if (!see_or_refuse(call, &row))
+    return;
+  (void)rpc_reply(call, &row.clue->base);
+}
+
+/* FAILED_PRECONDITION, logged. */
+__attribute__((format(printf, 2, 3))) static void refuse_state(rpc_call_t *call, const char *fmt,
+                                                               ...) {
+  char msg[AUTHZ_MESSAGE_MAX];
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  log_info("call %s: extend refused (9): %s", rpc_call_id(call), msg);
+  rpc_fail(call, GRPC_FAILED_PRECONDITION, "%s", msg);
+}
+
+static void got_extend_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
+  const extend_req_t *er = arg;
+  const Clue__V1__ExtendDeadlineRequest *req = er->req;
+  authz_principal_t p = clue_principal(call);
+  int64_t now = clue_now_ms(call);
+  authz_result_t res;
+  clue_row_t row;
+  const char *params[8];
+
+  if (db_rows(r) != 1 || clue_row_read(call, r, 0, 0, now, &row) != 0) {
+    clue_oom(call);
+    return;
+  }
+  if (db_value(r, 0, EF_REQ_METHOD) != NULL) {
+    /* A retry: answer with the clue the first call extended, as it is now. */
+    if (strcmp(db_value(r, 0, EF_REQ_METHOD), "ExtendDeadline") != 0 ||
+        svc_col_i64(r, 0, EF_REQ_CLUE) != req->clue_id) {
+      rpc_fail(call, GRPC_INVALID_ARGUMENT, "request_id %s was already used for another call",
+               er->request_id);
+      return;
+    }
+    if (see_or_refuse(call, &row))
+      (void)rpc_reply(call, &row.clue->base);
+    return;
+  }
+  if (!see_or_refuse(call, &row))
+    return;
+  res = authz_can_extend_deadline(&p, &row.facts);
+  /* As for moves: past visibility and permission, a stale version comes first. */
+  if ((authz_ok(&res) || res.decision == AUTHZ_FAILED_PRECONDITION) &&
+      row.version != req->expected_version) {
+    log_info("call %s: extend refused (10): version %lld, expected %lld", rpc_call_id(call),
+             (long long)row.version, (long long)req->expected_version);
+    rpc_fail(call, GRPC_ABORTED,
+             "clue %lld is at version %lld, not the expected %lld: it changed meanwhile; reload "
+             "it and retry",
+             (long long)row.id, (long long)row.version, (long long)req->expected_version);
+    return;
+  }
+  if (!authz_ok(&res)) {
+    clue_refuse(call, &res);
+    return;
+  }
+  /* A pending proposal was made against this version; an extension would void it. */
+  if (row.facts.pending_reviewer_unit_id != 0) {
+    refuse_state(call, "clue has a pending proposal; it must be reviewed before the deadline "
+                       "is extended");
+    return;
+  }
+  if (row.stage_deadline_ms == 0) {
+    refuse_state(call, "clue is %s; its stage has no deadline to extend",
+                 clue_state_name(row.facts.state));
+    return;
+  }
+
+  params[0] = svc_i64(call, p.user_id, 0);
+  params[1] = svc_i64(call, p.unit_id, 0);
+  params[2] = er->request_id;
+  params[3] = svc_i64(call, now, 0);
+  params[4] = svc_i64(call, row.id, 0);
+  params[5] = svc_i64(call, row.version, 0);
+  params[6] = rpc_call_printf(call, "%d", (int)req->days);
+  params[7] = er->reason;
+  for (int i = 0; i < 8; i++)
+    if (params[i] == NULL) {
+      clue_oom(call);
+      return;
+    }
+  svc_query(call, extend_sql, 8, params, extended, NULL);
+}
+
+static int validate_extend(const Clue__V1__ExtendDeadlineRequest *req, validate_error_t *err) {
+  int rc;
+
+  if ((rc = validate_id("clue_id", req->clue_id, err)) != 0 ||
+      (rc = validate_id("expected_version", req->expected_version, err)) != 0 ||
+      (rc = validate_extend_days(req->days, err)) != 0 ||
+      (rc = validate_reason("reason", req->reason, true, err)) != 0 ||
+      (rc = validate_request_id(req->request_id, err)) != 0)
+    return rc;
+  return 0;
+}
+
+void clue_extend_deadline(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__ExtendDeadlineRequest *req = (const void *)m;
+  authz_principal_t p = clue_principal(call);
+  validate_error_t err;
+  extend_req_t *er;
+  const char *params[4];
+
+  if (clue_invalid(call, validate_extend(req, &err), &err))
+    return;
+  if ((er = rpc_call_alloc(call, sizeof(*er))) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  er->req = req;
+  er->request_id = clue_request_key(call, req->request_id);
+  er->reason = clue_trimmed(call, req->reason);
+  params[0] = svc_i64(call, req->clue_id, 0);
+  params[1] = svc_i64(call, p.user_id, 0);
+  params[2] = svc_i64(call, p.unit_id, 0);
+  params[3] = er->request_id;
+  if (er->request_id == NULL || er->reason == NULL || params[0] == NULL || params[1] == NULL ||
+      params[2] == NULL) {
+    clue_oom(call);
+    return;
+  }
+  svc_query(call, extend_facts_sql, 4, params, got_extend_facts, er);
+}

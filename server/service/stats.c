@@ -1,0 +1,333 @@
+/* clue.v1.StatsService.GetStatistics (DESIGN.md §6).
+ *
+ * decode -> validate -> read the candidate units -> decide the units covered
+ * (domain/stats_scope.h) -> one statement computes every figure (clue_stats() of
+ * 0006_stats.sql, where each figure is defined) -> encode. The figures come from the audit
+ * trail, the authoritative record of every transition, so they agree with GetHistory. */
+
+#include "service/stats.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clue/v1/stats.pb-c.h"
+#include "domain/stats_scope.h"
+#include "service/clue_row.h"
+
+/* At most this many unit ids in one request's filter. */
+#define STATS_UNIT_IDS_MAX 1000
+
+/* ---- the units covered ------------------------------------------------------------------ */
+
+/* Every working unit without a filter (the scope is decided here), else the units named. */
+static const char units_sql[] =
+    "SELECT id, kind, coalesce(liaison_room_id, 0) FROM units"
+    " WHERE CASE WHEN $1::bigint[] IS NULL THEN kind <> 'ADMIN' ELSE id = ANY ($1::bigint[]) END"
+    " ORDER BY id";
+
+/* Columns of clue_stats(), in its order. */
+enum {
+  SC_KIND,
+  SC_ID,
+  SC_CODE,
+  SC_NAME,
+  SC_RECEIVED,
+  SC_CHECKS,
+  SC_FILED,
+  SC_CLOSED,
+  SC_CLOSED_TALK,
+  SC_CLOSED_NO_ACTION,
+  SC_CLOSED_SHELVED,
+  SC_CLOSED_FINDING,
+  SC_CLOSED_SANCTION,
+  SC_TRANSFERRED,
+  SC_OVERDUE,
+  SC_MEDIAN_ACCEPTED,
+  SC_MEDIAN_CHECK,
+  SC_MEDIAN_FILED,
+  SC_ZERO,
+  SC_CLUES,
+};
+
+static const char stats_sql[] =
+    "SELECT kind, id, code, name, received, checks_started, filed, closed, closed_talk,"
+    " closed_no_action, closed_shelved, closed_finding, closed_sanction, transferred, overdue_now,"
+    " median_accepted, median_check, median_filed, zero_disposal, clues"
+    " FROM clue_stats($1, $2, $3, $4::bigint[], $5)";
+
+/* The breakdown of closed clues, in the order it is listed: the three disposals of a clue
+ * closed from ACCEPTED, then FINDING (closed after a preliminary check) and SANCTION (closed
+ * after filing). */
+static const struct {
+  int col;
+  const char *name;
+} disposal_cols[] = {
+    {SC_CLOSED_TALK, "TALK_OR_LETTER_INQUIRY"},
+    {SC_CLOSED_NO_ACTION, "NO_FURTHER_ACTION"},
+    {SC_CLOSED_SHELVED, "SHELVED"},
+    {SC_CLOSED_FINDING, "FINDING"},
+    {SC_CLOSED_SANCTION, "SANCTION"},
+};
+#define NDISPOSALS (sizeof(disposal_cols) / sizeof(disposal_cols[0]))
+
+static double col_double(const db_result_t *r, int row, int col) {
+  const char *v = db_value(r, row, col);
+  return v ? strtod(v, NULL) : 0;
+}
+
+/* ---- reply ------------------------------------------------------------------------------ */
+
+static int unit_stats(rpc_call_t *call, const db_result_t *r, int row, Clue__V1__UnitStats **out) {
+  Clue__V1__UnitStats *u = rpc_call_alloc(call, sizeof(*u));
+  Clue__V1__DisposalCount *d;
+
+  if (u == NULL)
+    return -1;
+  clue__v1__unit_stats__init(u);
+  u->unit_id = svc_col_i64(r, row, SC_ID);
+  u->unit_code = svc_col_str(call, r, row, SC_CODE);
+  u->unit_name = svc_col_str(call, r, row, SC_NAME);
+  u->received = svc_col_i64(r, row, SC_RECEIVED);
+  u->preliminary_checks_started = svc_col_i64(r, row, SC_CHECKS);
+  u->filed = svc_col_i64(r, row, SC_FILED);
+  u->closed = svc_col_i64(r, row, SC_CLOSED);
+  u->transferred_to_judicial = svc_col_i64(r, row, SC_TRANSFERRED);
+  u->overdue_now = svc_col_i64(r, row, SC_OVERDUE);
+  u->median_days_accepted = col_double(r, row, SC_MEDIAN_ACCEPTED);
+  u->median_days_preliminary_check = col_double(r, row, SC_MEDIAN_CHECK);
+  u->median_days_filed = col_double(r, row, SC_MEDIAN_FILED);
+  if (u->unit_code == NULL || u->unit_name == NULL)
+    return -1;
+  u->closed_by_disposal = rpc_call_alloc(call, NDISPOSALS * sizeof(*u->closed_by_disposal));
+  d = rpc_call_alloc(call, NDISPOSALS * sizeof(*d));
+  if (u->closed_by_disposal == NULL || d == NULL)
+    return -1;
+  /* Only the kinds that occurred, in a fixed order; a missing kind counts 0. */
+  for (size_t i = 0; i < NDISPOSALS; i++) {
+    int64_t n = svc_col_i64(r, row, disposal_cols[i].col);
+    if (n == 0)
+      continue;
+    clue__v1__disposal_count__init(&d[i]);
+    d[i].disposal = (char *)disposal_cols[i].name;
+    d[i].count = n;
+    u->closed_by_disposal[u->n_closed_by_disposal++] = &d[i];
+  }
+  *out = u;
+  return 0;
+}
+
+static int case_stats(rpc_call_t *call, const db_result_t *r, int row, Clue__V1__CaseStats **out) {
+  Clue__V1__CaseStats *c = rpc_call_alloc(call, sizeof(*c));
+
+  if (c == NULL)
+    return -1;
+  clue__v1__case_stats__init(c);
+  c->case_id = svc_col_i64(r, row, SC_ID);
+  c->title = svc_col_str(call, r, row, SC_NAME);
+  c->clues = svc_col_i64(r, row, SC_CLUES);
+  c->closed = svc_col_i64(r, row, SC_CLOSED);
+  c->transferred_to_judicial = svc_col_i64(r, row, SC_TRANSFERRED);
+  c->overdue_now = svc_col_i64(r, row, SC_OVERDUE);
+  if (c->title == NULL)
+    return -1;
+  *out = c;
+  return 0;
+}
+
+static int zero_unit(rpc_call_t *call, const Clue__V1__UnitStats *u,
+                     Clue__V1__ZeroDisposalUnit **out) {
+  Clue__V1__ZeroDisposalUnit *z = rpc_call_alloc(call, sizeof(*z));
+
+  if (z == NULL)
+    return -1;
+  clue__v1__zero_disposal_unit__init(z);
+  z->unit_id = u->unit_id;
+  z->unit_code = u->unit_code;
+  z->unit_name = u->unit_name;
+  *out = z;
+  return 0;
+}
+
+static void reply_stats(rpc_call_t *call, const db_result_t *r, void *arg) {
+  Clue__V1__GetStatisticsResponse resp = CLUE__V1__GET_STATISTICS_RESPONSE__INIT;
+  size_t n = (size_t)db_rows(r), cap = n ? n : 1;
+  (void)arg;
+
+  resp.units = rpc_call_alloc(call, cap * sizeof(*resp.units));
+  resp.cases = rpc_call_alloc(call, cap * sizeof(*resp.cases));
+  resp.zero_disposal_units = rpc_call_alloc(call, cap * sizeof(*resp.zero_disposal_units));
+  if (resp.units == NULL || resp.cases == NULL || resp.zero_disposal_units == NULL) {
+    clue_oom(call);
+    return;
+  }
+  for (int i = 0; i < (int)n; i++) {
+    const char *kind = db_value(r, i, SC_KIND);
+    int rc;
+
+    if (kind != NULL && strcmp(kind, "unit") == 0) {
+      Clue__V1__UnitStats *u;
+      rc = unit_stats(call, r, i, &u);
+      if (rc == 0) {
+        resp.units[resp.n_units++] = u;
+        if (svc_col_bool(r, i, SC_ZERO))
+          rc = zero_unit(call, u, &resp.zero_disposal_units[resp.n_zero_disposal_units++]);
+      }
+    } else {
+      rc = case_stats(call, r, i, &resp.cases[resp.n_cases]);
+      resp.n_cases += rc == 0;
+    }
+    if (rc != 0) {
+      clue_oom(call);
+      return;
+    }
+  }
+  (void)rpc_reply(call, &resp.base);
+}
+
+/* ---- the units covered ------------------------------------------------------------------ */
+
+/* A PostgreSQL bigint[] literal of ids in the call's memory; NULL when out of memory. */
+static const char *id_array(rpc_call_t *call, const int64_t *ids, size_t n) {
+  char *out = rpc_call_alloc(call, n * 21 + 3), *p = out;
+
+  if (out == NULL)
+    return NULL;
+  *p++ = '{';
+  for (size_t i = 0; i < n; i++)
+    p += sprintf(p, "%s%lld", i ? "," : "", (long long)ids[i]);
+  *p++ = '}';
+  *p = '\0';
+  return out;
+}
+
+static void unit_at(const db_result_t *r, int row, stats_unit_t *u) {
+  u->id = svc_col_i64(r, row, 0);
+  u->kind = (clue_unit_kind_t)clue_unit_kind_of(db_value(r, row, 1));
+  u->liaison_room_id = svc_col_i64(r, row, 2);
+}
+
+/* The facts of unit id among the rows (sorted by id), kind UNSPECIFIED if it is not there. */
+static stats_unit_t find_unit(const db_result_t *r, int64_t id) {
+  stats_unit_t u = {.id = id};
+  int lo = 0, hi = db_rows(r);
+
+  while (lo < hi) {
+    int mid = lo + (hi - lo) / 2;
+    int64_t v = svc_col_i64(r, mid, 0);
+    if (v == id) {
+      unit_at(r, mid, &u);
+      break;
+    }
+    if (v < id)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return u;
+}
+
+static void got_units(rpc_call_t *call, const db_result_t *r, void *arg) {
+  const Clue__V1__GetStatisticsRequest *req = arg;
+  Clue__V1__GetStatisticsResponse empty = CLUE__V1__GET_STATISTICS_RESPONSE__INIT;
+  authz_principal_t p = clue_principal(call);
+  size_t cap = req->n_unit_ids > 0 ? req->n_unit_ids : (size_t)db_rows(r), n = 0;
+  int64_t *ids = rpc_call_alloc(call, (cap ? cap : 1) * sizeof(*ids));
+  const char *params[5];
+
+  if (ids == NULL) {
+    clue_oom(call);
+    return;
+  }
+  if (req->n_unit_ids > 0) {
+    for (size_t i = 0; i < req->n_unit_ids; i++) {
+      stats_unit_t u = find_unit(r, req->unit_ids[i]);
+      authz_result_t res = stats_can_ask(&p, req->unit_ids[i], &u);
+      bool dup = false;
+
+      if (!authz_ok(&res)) {
+        clue_refuse(call, &res);
+        return;
+      }
+      for (size_t j = 0; j < n && !dup; j++)
+        dup = ids[j] == u.id;
+      if (!dup)
+        ids[n++] = u.id;
+    }
+  } else {
+    for (int i = 0; i < db_rows(r); i++) {
+      stats_unit_t u;
+      unit_at(r, i, &u);
+      if (stats_in_scope(&p, &u))
+        ids[n++] = u.id;
+    }
+  }
+  if (n == 0) {
+    (void)rpc_reply(call, &empty.base);
+    return;
+  }
+  params[0] = svc_i64(call, req->from_ms, 0);
+  params[1] = svc_i64(call, req->to_ms, 0);
+  params[2] = svc_i64(call, clue_now_ms(call), 0);
+  params[3] = id_array(call, ids, n);
+  params[4] = stats_cases_narrowed(&p) ? svc_i64(call, p.unit_id, 0) : NULL;
+  if (params[0] == NULL || params[1] == NULL || params[2] == NULL || params[3] == NULL ||
+      (stats_cases_narrowed(&p) && params[4] == NULL)) {
+    clue_oom(call);
+    return;
+  }
+  svc_query(call, stats_sql, 5, params, reply_stats, NULL);
+}
+
+/* ---- GetStatistics ---------------------------------------------------------------------- */
+
+static int validate_stats(const Clue__V1__GetStatisticsRequest *req, validate_error_t *err) {
+  int rc;
+
+  if ((rc = validate_id("from_ms", req->from_ms, err)) != 0 ||
+      (rc = validate_id("to_ms", req->to_ms, err)) != 0)
+    return rc;
+  if (req->from_ms >= req->to_ms) {
+    err->field = "from_ms";
+    snprintf(err->message, sizeof(err->message), "from_ms must be before to_ms");
+    return VALIDATE_EINVAL;
+  }
+  if (req->n_unit_ids > STATS_UNIT_IDS_MAX) {
+    err->field = "unit_ids";
+    snprintf(err->message, sizeof(err->message), "unit_ids has more than %d entries",
+             STATS_UNIT_IDS_MAX);
+    return VALIDATE_EINVAL;
+  }
+  for (size_t i = 0; i < req->n_unit_ids; i++)
+    if ((rc = validate_id("unit_ids", req->unit_ids[i], err)) != 0)
+      return rc;
+  return 0;
+}
+
+static void get_statistics(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__GetStatisticsRequest *req = (const void *)m;
+  authz_principal_t p = clue_principal(call);
+  authz_result_t res;
+  validate_error_t err;
+  const char *params[1] = {NULL};
+
+  if (clue_invalid(call, validate_stats(req, &err), &err))
+    return;
+  res = stats_can_read(&p);
+  if (!authz_ok(&res)) {
+    clue_refuse(call, &res);
+    return;
+  }
+  if (req->n_unit_ids > 0 &&
+      (params[0] = id_array(call, (const int64_t *)req->unit_ids, req->n_unit_ids)) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  svc_query(call, units_sql, 1, params, got_units, (void *)req);
+}
+
+const rpc_method_t stats_methods[] = {
+    {"/clue.v1.StatsService/GetStatistics", &clue__v1__get_statistics_request__descriptor,
+     &clue__v1__get_statistics_response__descriptor, get_statistics, 0, 0},
+};
+const size_t stats_nmethods = sizeof(stats_methods) / sizeof(stats_methods[0]);
