@@ -31,8 +31,8 @@ static void conn_set_state(clue_conn_t *c, conn_state_t to, int code, const char
   switch (to) {
   case CONN_IDLE:
     for (call_t *k = c->calls; k != NULL; k = k->next) {
-      if (k->state == CALL_CLOSED)
-        continue;
+      if (k->state != CALL_OPEN && k->state != CALL_RECEIVING)
+        continue; /* CLOSED, or IDLE: about to be started on a new transport */
       k->stream_id = 0; /* the session goes away with its streams: nothing to reset */
       call_finish(k, code, why != NULL ? strdup(why) : NULL);
     }
