@@ -6,12 +6,13 @@
 #include <strings.h>
 
 #include "conn.h"
+#include "mem.h"
 #include "net.h"
 #include "status.h"
 
 /* ---- state ----------------------------------------------------------------------- */
 
-void call_set_state(call_t *call, call_state_t to) {
+void clue__call_set_state(call_t *call, call_state_t to) {
   switch (to) {
   case CALL_IDLE:
     assert(!"a call never returns to IDLE");
@@ -36,28 +37,36 @@ void call_set_state(call_t *call, call_state_t to) {
   call->state = to;
 }
 
-void call_finish(call_t *call, int code, char *msg) {
+/* Store a final status (taking msg); code < 0 is a local CLUE_E* error. */
+static void call_record_status(call_t *call, int code, char *msg) {
+  if (code < 0) { /* a local error: report it in gRPC terms too */
+    call->local_err = code;
+    free(msg);
+    msg = clue__strdup(clue_strerror(code));
+    code = code == CLUE_ENOMEM ? CLUE_STATUS_RESOURCE_EXHAUSTED : CLUE_STATUS_INTERNAL;
+  } else {
+    call->local_err = 0;
+  }
+  free(call->status_msg);
+  call->status_code = code;
+  call->status_msg = msg;
+}
+
+void clue__call_finish(call_t *call, int code, char *msg) {
   if (call->state == CALL_CLOSED) {
     free(msg);
     return;
   }
-  if (code < 0) { /* a local error: report it in gRPC terms too */
-    call->local_err = code;
-    free(msg);
-    msg = strdup(clue_strerror(code));
-    code = code == CLUE_ENOMEM ? CLUE_STATUS_RESOURCE_EXHAUSTED : CLUE_STATUS_INTERNAL;
-  }
-  call->status_code = code;
-  call->status_msg = msg;
-  call_set_state(call, CALL_CLOSED);
+  call_record_status(call, code, msg);
+  clue__call_set_state(call, CALL_CLOSED);
 }
 
-void call_abort(call_t *call, int code, char *msg) {
+void clue__call_abort(call_t *call, int code, char *msg) {
   if (call->state != CALL_CLOSED && call->stream_id != 0 && call->conn != NULL &&
       call->conn->h2 != NULL)
     (void)nghttp2_submit_rst_stream(call->conn->h2, NGHTTP2_FLAG_NONE, call->stream_id,
                                     NGHTTP2_CANCEL);
-  call_finish(call, code, msg);
+  clue__call_finish(call, code, msg);
 }
 
 /* ---- response headers ------------------------------------------------------------ */
@@ -89,7 +98,7 @@ static int parse_uint(const uint8_t *v, size_t len, int max) {
   return n <= max ? n : -1;
 }
 
-void call_on_header(call_t *call, const uint8_t *name, size_t namelen, const uint8_t *value,
+void clue__call_on_header(call_t *call, const uint8_t *name, size_t namelen, const uint8_t *value,
                     size_t valuelen) {
   if (call->state == CALL_CLOSED)
     return;
@@ -105,11 +114,11 @@ void call_on_header(call_t *call, const uint8_t *name, size_t namelen, const uin
     call->grpc_status = code < 0 ? CLUE_STATUS_UNKNOWN : code;
   } else if (name_is(name, namelen, "grpc-message")) {
     free(call->grpc_message);
-    call->grpc_message = strndup((const char *)value, valuelen); /* NULL: message lost */
+    call->grpc_message = clue__strndup((const char *)value, valuelen); /* NULL: message lost */
   }
 }
 
-void call_on_headers_done(call_t *call) {
+void clue__call_on_headers_done(call_t *call) {
   if (call->state != CALL_OPEN)
     return; /* trailers: call_on_close reads them */
   if (call->http_status >= 100 && call->http_status < 200) {
@@ -117,7 +126,7 @@ void call_on_headers_done(call_t *call) {
     return;
   }
   call->is_grpc = call->http_status == 200 && call->grpc_ct;
-  call_set_state(call, CALL_RECEIVING);
+  clue__call_set_state(call, CALL_RECEIVING);
 }
 
 /* ---- response messages ------------------------------------------------------------- */
@@ -128,20 +137,20 @@ static void call_take_message(call_t *call, grpc_message_t *m) {
 
   if (m->compressed) {
     free(m->data);
-    call_abort(call, CLUE_STATUS_INTERNAL,
-               strdup("server sent a compressed message, but no compression was negotiated"));
+    clue__call_abort(call, CLUE_STATUS_INTERNAL,
+               clue__strdup("server sent a compressed message, but no compression was negotiated"));
     return;
   }
   if (call->unary && call->nmsgs > 0) {
     free(m->data);
-    call_abort(call, CLUE_STATUS_INTERNAL,
-               strdup("server sent more than one message for a unary call"));
+    clue__call_abort(call, CLUE_STATUS_INTERNAL,
+               clue__strdup("server sent more than one message for a unary call"));
     return;
   }
-  node = malloc(sizeof(*node));
+  node = clue__malloc(sizeof(*node));
   if (node == NULL) {
     free(m->data);
-    call_abort(call, CLUE_ENOMEM, NULL);
+    clue__call_abort(call, CLUE_ENOMEM, NULL);
     return;
   }
   node->next = NULL;
@@ -155,7 +164,7 @@ static void call_take_message(call_t *call, grpc_message_t *m) {
   call->nmsgs++;
 }
 
-void call_on_data(call_t *call, const uint8_t *data, size_t len) {
+void clue__call_on_data(call_t *call, const uint8_t *data, size_t len) {
   nghttp2_session *h2 = call->conn->h2;
   int32_t sid = call->stream_id;
   size_t off = 0;
@@ -166,13 +175,13 @@ void call_on_data(call_t *call, const uint8_t *data, size_t len) {
     long n = grpc_decoder_feed(&call->dec, data + off, len - off, &m, &got);
     if (n < 0) {
       if (n == GRPC_WIRE_ETOOBIG)
-        call_abort(call, CLUE_STATUS_RESOURCE_EXHAUSTED,
-                   str_printf("response message of %zu bytes is over the limit of %zu bytes",
+        clue__call_abort(call, CLUE_STATUS_RESOURCE_EXHAUSTED,
+                   clue__str_printf("response message of %zu bytes is over the limit of %zu bytes",
                               call->dec.len, call->dec.max_len));
       else if (n == GRPC_WIRE_ENOMEM)
-        call_abort(call, CLUE_ENOMEM, NULL);
+        clue__call_abort(call, CLUE_ENOMEM, NULL);
       else
-        call_abort(call, CLUE_STATUS_INTERNAL, strdup("malformed gRPC message framing"));
+        clue__call_abort(call, CLUE_STATUS_INTERNAL, clue__strdup("malformed gRPC message framing"));
       break;
     }
     off += (size_t)n;
@@ -227,7 +236,7 @@ static int http_to_status(int http) {
   }
 }
 
-void call_on_close(call_t *call, uint32_t h2_error) {
+void clue__call_on_close(call_t *call, uint32_t h2_error) {
   const char *target = call->conn->target;
   char *msg = NULL;
   int code;
@@ -242,32 +251,32 @@ void call_on_close(call_t *call, uint32_t h2_error) {
     if (code == CLUE_STATUS_OK && grpc_decoder_partial(&call->dec)) {
       code = CLUE_STATUS_INTERNAL;
       free(msg);
-      msg = strdup("response ended in the middle of a message");
+      msg = clue__strdup("response ended in the middle of a message");
     } else if (code == CLUE_STATUS_OK && call->unary && call->nmsgs == 0) {
       code = CLUE_STATUS_INTERNAL;
       free(msg);
-      msg = strdup("server sent no response message for a unary call");
+      msg = clue__strdup("server sent no response message for a unary call");
     }
   } else if (h2_error != NGHTTP2_NO_ERROR) {
     code = h2_error_to_status(h2_error);
     if (h2_error == NGHTTP2_REFUSED_STREAM && call->conn->state == CONN_DRAINING)
-      msg = str_printf("%s closed the connection (GOAWAY) before handling the call", target);
+      msg = clue__str_printf("%s closed the connection (GOAWAY) before handling the call", target);
     else
-      msg = str_printf("stream reset by %s: %s", target, nghttp2_http2_strerror(h2_error));
+      msg = clue__str_printf("stream reset by %s: %s", target, nghttp2_http2_strerror(h2_error));
   } else if (call->http_status != 0 && call->http_status != 200) {
     code = http_to_status(call->http_status);
-    msg = str_printf("HTTP status %d from %s", call->http_status, target);
+    msg = clue__str_printf("HTTP status %d from %s", call->http_status, target);
   } else if (call->http_status == 0) {
     code = CLUE_STATUS_INTERNAL;
-    msg = str_printf("%s closed the stream without a response", target);
+    msg = clue__str_printf("%s closed the stream without a response", target);
   } else if (!call->grpc_ct) {
     code = CLUE_STATUS_UNKNOWN;
-    msg = str_printf("response from %s is not gRPC (content-type)", target);
+    msg = clue__str_printf("response from %s is not gRPC (content-type)", target);
   } else {
     code = CLUE_STATUS_INTERNAL;
-    msg = str_printf("%s closed the stream without sending trailers", target);
+    msg = clue__str_printf("%s closed the stream without sending trailers", target);
   }
-  call_finish(call, code, msg);
+  clue__call_finish(call, code, msg);
 }
 
 /* ---- building and freeing calls -------------------------------------------------------- */
@@ -284,11 +293,11 @@ static int call_new(clue_conn_t *c, const char *path, const ProtobufCMessage *re
   len = protobuf_c_message_get_packed_size(req);
   if (len > UINT32_MAX - GRPC_FRAME_PREFIX)
     return CLUE_EINVAL;
-  call = calloc(1, sizeof(*call));
+  call = clue__calloc(1, sizeof(*call));
   if (call == NULL)
     return CLUE_ENOMEM;
-  call->path = strdup(path);
-  call->req = malloc(GRPC_FRAME_PREFIX + len);
+  call->path = clue__strdup(path);
+  call->req = clue__malloc(GRPC_FRAME_PREFIX + len);
   if (call->path == NULL || call->req == NULL) {
     free(call->path);
     free(call->req);
@@ -304,9 +313,9 @@ static int call_new(clue_conn_t *c, const char *path, const ProtobufCMessage *re
   call->grpc_status = -1;
   call->timeout_ms = c->timeout_ms;
   if (c->timeout_ms != 0)
-    call->deadline = net_now_ms() + (int64_t)c->timeout_ms;
+    call->deadline = clue__net_now_ms() + (int64_t)c->timeout_ms;
   grpc_decoder_init(&call->dec, c->max_recv);
-  conn_link(c, call);
+  clue__conn_link(c, call);
   *out = call;
   return 0;
 }
@@ -316,10 +325,10 @@ static void call_free(call_t *call) {
 
   if (c != NULL) {
     if (call->state != CALL_CLOSED) {
-      call_abort(call, CLUE_STATUS_CANCELLED, NULL);
-      conn_flush(c);
+      clue__call_abort(call, CLUE_STATUS_CANCELLED, NULL);
+      clue__conn_flush(c);
     }
-    conn_unlink(c, call);
+    clue__conn_unlink(c, call);
   }
   if (call->state != CALL_CLOSED)
     grpc_decoder_free(&call->dec);
@@ -353,7 +362,7 @@ static call_msg_t *call_pop(call_t *call) {
 
 /* protobuf-c reports both bad input and no memory as NULL; this allocator tells them apart. */
 static void *probe_alloc(void *data, size_t size) {
-  void *p = malloc(size != 0 ? size : 1);
+  void *p = clue__malloc(size != 0 ? size : 1);
 
   if (p == NULL)
     *(int *)data = 1;
@@ -380,7 +389,7 @@ static int decode(const ProtobufCMessageDescriptor *desc, const call_msg_t *m,
 
 /* Copy the final status out; returns what the public functions return. */
 static int call_result(const call_t *call, clue_status_t *st) {
-  status_set(st, call->status_code, call->status_msg);
+  clue__status_set(st, call->status_code, call->status_msg);
   return call->local_err != 0 ? call->local_err : call->status_code;
 }
 
@@ -396,23 +405,23 @@ int clue_call(clue_conn_t *c, const char *path, const ProtobufCMessage *req,
     return CLUE_EINVAL;
   clue_status_clear(st);
   if (resp == NULL)
-    return status_local(st, CLUE_EINVAL);
+    return clue__status_local(st, CLUE_EINVAL);
   rv = call_new(c, path, req, resp_desc, 1, &call);
   if (rv != 0)
-    return status_local(st, rv);
-  rv = conn_start(c, call, st);
+    return clue__status_local(st, rv);
+  rv = clue__conn_start(c, call, st);
   if (rv != 0) {
     call_free(call);
     return rv;
   }
-  conn_wait(c, call, 0);
+  clue__conn_wait(c, call, 0);
   rv = call_result(call, st);
   if (rv == CLUE_STATUS_OK) {
     int drv = decode(resp_desc, call->head, resp);
     if (drv == CLUE_ENOMEM) {
-      rv = status_local(st, CLUE_ENOMEM);
+      rv = clue__status_local(st, CLUE_ENOMEM);
     } else if (drv != 0) {
-      status_setf(st, CLUE_STATUS_INTERNAL, "cannot decode the response as %s", resp_desc->name);
+      clue__status_setf(st, CLUE_STATUS_INTERNAL, "cannot decode the response as %s", resp_desc->name);
       rv = st->code;
     }
   }
@@ -431,13 +440,13 @@ int clue_call_method(clue_conn_t *c, const ProtobufCServiceDescriptor *service,
     return CLUE_EINVAL;
   clue_status_clear(st);
   if (service == NULL || method == NULL || req == NULL)
-    return status_local(st, CLUE_EINVAL);
+    return clue__status_local(st, CLUE_EINVAL);
   m = protobuf_c_service_descriptor_get_method_by_name(service, method);
   if (m == NULL || m->input != req->descriptor)
-    return status_local(st, CLUE_EINVAL);
-  path = str_printf("/%s/%s", service->name, m->name);
+    return clue__status_local(st, CLUE_EINVAL);
+  path = clue__str_printf("/%s/%s", service->name, m->name);
   if (path == NULL)
-    return status_local(st, CLUE_ENOMEM);
+    return clue__status_local(st, CLUE_ENOMEM);
   rv = clue_call(c, path, req, m->output, resp, st);
   free(path);
   return rv;
@@ -453,11 +462,11 @@ int clue_stream_start(clue_conn_t *c, const char *path, const ProtobufCMessage *
     return CLUE_EINVAL;
   clue_status_clear(st);
   if (out == NULL)
-    return status_local(st, CLUE_EINVAL);
+    return clue__status_local(st, CLUE_EINVAL);
   rv = call_new(c, path, req, resp_desc, 0, &call);
   if (rv != 0)
-    return status_local(st, rv);
-  rv = conn_start(c, call, st);
+    return clue__status_local(st, rv);
+  rv = clue__conn_start(c, call, st);
   if (rv != 0) {
     call_free(call);
     return rv;
@@ -466,12 +475,35 @@ int clue_stream_start(clue_conn_t *c, const char *path, const ProtobufCMessage *
   return 0;
 }
 
+/*
+ * A message could not be handed out: as the caller sees it, the stream has failed, even
+ * when the server had already finished it with OK. Nothing after the gap is delivered.
+ */
+static void stream_lost_message(call_t *s, int code) {
+  char *msg = code == CLUE_ENOMEM
+                  ? NULL
+                  : clue__str_printf("cannot decode a stream message as %s", s->resp_desc->name);
+
+  if (s->state != CALL_CLOSED) {
+    clue__call_abort(s, code, msg);
+    if (s->conn != NULL)
+      clue__conn_flush(s->conn);
+  } else {
+    call_record_status(s, code, msg);
+  }
+  while (s->head != NULL) {
+    call_msg_t *m = call_pop(s);
+    free(m->data);
+    free(m);
+  }
+}
+
 int clue_stream_next(clue_stream_t *s, ProtobufCMessage **msg, clue_status_t *st) {
   if (st == NULL)
     return CLUE_EINVAL;
   clue_status_clear(st);
   if (s == NULL || msg == NULL)
-    return status_local(st, CLUE_EINVAL);
+    return clue__status_local(st, CLUE_EINVAL);
   for (;;) {
     if (s->head != NULL) {
       call_msg_t *m = call_pop(s);
@@ -480,14 +512,7 @@ int clue_stream_next(clue_stream_t *s, ProtobufCMessage **msg, clue_status_t *st
       free(m);
       if (rv == 0)
         return 1;
-      if (rv == CLUE_ENOMEM) {
-        call_abort(s, CLUE_ENOMEM, NULL);
-      } else {
-        call_abort(s, CLUE_STATUS_INTERNAL,
-                   str_printf("cannot decode a stream message as %s", s->resp_desc->name));
-      }
-      if (s->conn != NULL)
-        conn_flush(s->conn);
+      stream_lost_message(s, rv == CLUE_ENOMEM ? CLUE_ENOMEM : CLUE_STATUS_INTERNAL);
       continue;
     }
     if (s->state == CALL_CLOSED) {
@@ -495,10 +520,10 @@ int clue_stream_next(clue_stream_t *s, ProtobufCMessage **msg, clue_status_t *st
       return rv < 0 ? rv : 0;
     }
     if (s->conn == NULL) { /* the connection was freed under the stream */
-      call_finish(s, CLUE_STATUS_CANCELLED, strdup("connection closed by the client"));
+      clue__call_finish(s, CLUE_STATUS_CANCELLED, clue__strdup("connection closed by the client"));
       continue;
     }
-    conn_wait(s->conn, s, 1);
+    clue__conn_wait(s->conn, s, 1);
   }
 }
 

@@ -36,7 +36,7 @@ struct clue_stream {
   char *path;
   const ProtobufCMessageDescriptor *resp_desc;
   uint64_t timeout_ms; /* 0: no deadline */
-  int64_t deadline;    /* net_now_ms() time, meaningful if timeout_ms */
+  int64_t deadline;    /* clue__net_now_ms() time, meaningful if timeout_ms */
   uint8_t *req;        /* framed request, owned until CLOSED */
   size_t req_len, req_off;
 
@@ -56,22 +56,22 @@ struct clue_stream {
 };
 
 /** The one place a call changes state; CLOSED detaches it from its HTTP/2 stream. */
-void call_set_state(call_t *call, call_state_t to);
+void clue__call_set_state(call_t *call, call_state_t to);
 
 /** Event handlers, called from the connection's nghttp2 callbacks. */
-void call_on_header(call_t *call, const uint8_t *name, size_t namelen, const uint8_t *value,
+void clue__call_on_header(call_t *call, const uint8_t *name, size_t namelen, const uint8_t *value,
                     size_t valuelen);
-void call_on_headers_done(call_t *call);
-void call_on_data(call_t *call, const uint8_t *data, size_t len);
-void call_on_close(call_t *call, uint32_t h2_error);
+void clue__call_on_headers_done(call_t *call);
+void clue__call_on_data(call_t *call, const uint8_t *data, size_t len);
+void clue__call_on_close(call_t *call, uint32_t h2_error);
 
 /**
  * Record the final status (message owned by the call afterwards; code < 0 is a local
  * CLUE_E* error) and move to CLOSED. A call already CLOSED keeps its first status.
  */
-void call_finish(call_t *call, int code, char *msg);
+void clue__call_finish(call_t *call, int code, char *msg);
 
 /** End the call from this side: RST_STREAM(CANCEL) if the stream is live, then finish. */
-void call_abort(call_t *call, int code, char *msg);
+void clue__call_abort(call_t *call, int code, char *msg);
 
 #endif

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "mem.h"
 #include "net.h"
 #include "status.h"
 
@@ -34,7 +35,7 @@ static void conn_set_state(clue_conn_t *c, conn_state_t to, int code, const char
       if (k->state != CALL_OPEN && k->state != CALL_RECEIVING)
         continue; /* CLOSED, or IDLE: about to be started on a new transport */
       k->stream_id = 0; /* the session goes away with its streams: nothing to reset */
-      call_finish(k, code, why != NULL ? strdup(why) : NULL);
+      clue__call_finish(k, code, why != NULL ? clue__strdup(why) : NULL);
     }
     if (c->h2 != NULL)
       nghttp2_session_del(c->h2);
@@ -78,7 +79,7 @@ static int conn_running_calls(const clue_conn_t *c) {
   return n;
 }
 
-void conn_link(clue_conn_t *c, call_t *call) {
+void clue__conn_link(clue_conn_t *c, call_t *call) {
   call->conn = c;
   call->prev = NULL;
   call->next = c->calls;
@@ -87,7 +88,7 @@ void conn_link(clue_conn_t *c, call_t *call) {
   c->calls = call;
 }
 
-void conn_unlink(clue_conn_t *c, call_t *call) {
+void clue__conn_unlink(clue_conn_t *c, call_t *call) {
   if (call->prev != NULL)
     call->prev->next = call->next;
   else
@@ -113,7 +114,7 @@ static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t len
   if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
     return NGHTTP2_ERR_WOULDBLOCK;
   free(c->h2_error);
-  c->h2_error = str_printf("%s to %s", errno == EPIPE || errno == ECONNRESET
+  c->h2_error = clue__str_printf("%s to %s", errno == EPIPE || errno == ECONNRESET
                                            ? "connection reset while sending"
                                            : strerror(errno),
                            c->target);
@@ -131,7 +132,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     return 0;
   call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
   if (call != NULL)
-    call_on_header(call, name, namelen, value, valuelen);
+    clue__call_on_header(call, name, namelen, value, valuelen);
   return 0;
 }
 
@@ -143,14 +144,14 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
   case NGHTTP2_HEADERS:
     call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
     if (call != NULL)
-      call_on_headers_done(call);
+      clue__call_on_headers_done(call);
     break;
   case NGHTTP2_GOAWAY:
     if (c->state == CONN_READY)
       conn_set_state(c, CONN_DRAINING, 0, NULL);
     if (frame->goaway.error_code != NGHTTP2_NO_ERROR) {
       free(c->h2_error);
-      c->h2_error = str_printf("%s closed the connection: %s%s%.*s", c->target,
+      c->h2_error = clue__str_printf("%s closed the connection: %s%s%.*s", c->target,
                                nghttp2_http2_strerror(frame->goaway.error_code),
                                frame->goaway.opaque_data_len > 0 ? ": " : "",
                                (int)frame->goaway.opaque_data_len,
@@ -177,7 +178,7 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
     (void)nghttp2_session_consume_stream(session, stream_id, len);
     return 0;
   }
-  call_on_data(call, data, len);
+  clue__call_on_data(call, data, len);
   return 0;
 }
 
@@ -188,7 +189,7 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
   (void)user_data;
   if (call != NULL) {
     call->stream_id = 0; /* closed already: no RST_STREAM for it */
-    call_on_close(call, error_code);
+    clue__call_on_close(call, error_code);
   }
   return 0;
 }
@@ -200,7 +201,7 @@ static int on_error(nghttp2_session *session, int lib_error_code, const char *ms
   (void)session;
   (void)lib_error_code;
   if (c->h2_error == NULL)
-    c->h2_error = str_printf("HTTP/2 error talking to %s: %.*s", c->target, (int)len, msg);
+    c->h2_error = clue__str_printf("HTTP/2 error talking to %s: %.*s", c->target, (int)len, msg);
   return 0;
 }
 
@@ -247,7 +248,7 @@ static int session_new(clue_conn_t *c) {
     goto out;
   /* Window credit follows what the caller actually reads (call_on_data). */
   nghttp2_option_set_no_auto_window_update(opt, 1);
-  if ((rv = nghttp2_session_client_new2(&c->h2, cb, c, opt)) != 0)
+  if ((rv = nghttp2_session_client_new3(&c->h2, cb, c, opt, clue__nghttp2_mem())) != 0)
     goto out;
   if ((rv = nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, settings,
                                     sizeof(settings) / sizeof(settings[0]))) != 0)
@@ -267,34 +268,34 @@ out:
 
 /* Connect the transport; deadline 0 means the call has none. */
 static int conn_connect(clue_conn_t *c, int64_t deadline, clue_status_t *st) {
-  int64_t limit = deadline != 0 ? deadline : net_now_ms() + CONNECT_TIMEOUT_MS;
+  int64_t limit = deadline != 0 ? deadline : clue__net_now_ms() + CONNECT_TIMEOUT_MS;
   const char *detail = "";
   net_fail_t why;
   int fd, rv;
 
   assert(c->state == CONN_IDLE);
-  if (net_connect(c->host, c->port, limit, c->cancel, &fd, &why, &detail) != 0) {
+  if (clue__net_connect(c->host, c->port, limit, c->cancel, &fd, &why, &detail) != 0) {
     switch (why) {
     case NET_FAIL_RESOLVE:
-      status_setf(st, CLUE_STATUS_UNAVAILABLE, "cannot resolve %s: %s", c->host, detail);
+      clue__status_setf(st, CLUE_STATUS_UNAVAILABLE, "cannot resolve %s: %s", c->host, detail);
       break;
     case NET_FAIL_REFUSED:
-      status_setf(st, CLUE_STATUS_UNAVAILABLE, "connection refused to %s", c->target);
+      clue__status_setf(st, CLUE_STATUS_UNAVAILABLE, "connection refused to %s", c->target);
       break;
     case NET_FAIL_TIMEOUT:
       if (deadline != 0)
-        status_setf(st, CLUE_STATUS_DEADLINE_EXCEEDED, "deadline exceeded while connecting to %s",
+        clue__status_setf(st, CLUE_STATUS_DEADLINE_EXCEEDED, "deadline exceeded while connecting to %s",
                     c->target);
       else
-        status_setf(st, CLUE_STATUS_UNAVAILABLE, "timed out connecting to %s", c->target);
+        clue__status_setf(st, CLUE_STATUS_UNAVAILABLE, "timed out connecting to %s", c->target);
       break;
     case NET_FAIL_CANCELLED:
-      status_setf(st, CLUE_STATUS_CANCELLED, "cancelled while connecting to %s", c->target);
+      clue__status_setf(st, CLUE_STATUS_CANCELLED, "cancelled while connecting to %s", c->target);
       break;
     case NET_FAIL_NOMEM:
-      return status_local(st, CLUE_ENOMEM);
+      return clue__status_local(st, CLUE_ENOMEM);
     case NET_FAIL_OTHER:
-      status_setf(st, CLUE_STATUS_UNAVAILABLE, "cannot connect to %s: %s", c->target, detail);
+      clue__status_setf(st, CLUE_STATUS_UNAVAILABLE, "cannot connect to %s: %s", c->target, detail);
       break;
     }
     return st->code;
@@ -305,8 +306,8 @@ static int conn_connect(clue_conn_t *c, int64_t deadline, clue_status_t *st) {
     close(fd);
     c->fd = -1;
     if (rv == NGHTTP2_ERR_NOMEM)
-      return status_local(st, CLUE_ENOMEM);
-    status_setf(st, CLUE_STATUS_INTERNAL, "cannot start an HTTP/2 session: %s",
+      return clue__status_local(st, CLUE_ENOMEM);
+    clue__status_setf(st, CLUE_STATUS_INTERNAL, "cannot start an HTTP/2 session: %s",
                 nghttp2_strerror(rv));
     return st->code;
   }
@@ -374,7 +375,7 @@ static int conn_session_over(clue_conn_t *c) {
   return 1;
 }
 
-void conn_flush(clue_conn_t *c) {
+void clue__conn_flush(clue_conn_t *c) {
   if (c->h2 == NULL)
     return;
   conn_send(c);
@@ -394,35 +395,35 @@ static void conn_catch_up(clue_conn_t *c) {
     conn_read(c);
   }
   if (c->h2 != NULL)
-    conn_flush(c);
+    clue__conn_flush(c);
 }
 
 static int call_done(const call_t *call, int want_msg) {
   return call->state == CALL_CLOSED || (want_msg && call->head != NULL);
 }
 
-void conn_wait(clue_conn_t *c, call_t *call, int want_msg) {
+void clue__conn_wait(clue_conn_t *c, call_t *call, int want_msg) {
   while (!call_done(call, want_msg)) {
     struct pollfd pfd;
     int timeout = -1, n;
 
     if (c->h2 == NULL) { /* cannot happen: going IDLE closes every running call */
-      call_finish(call, CLUE_STATUS_UNAVAILABLE, str_printf("not connected to %s", c->target));
+      clue__call_finish(call, CLUE_STATUS_UNAVAILABLE, clue__str_printf("not connected to %s", c->target));
       break;
     }
     if (c->cancel != NULL && *c->cancel) {
-      call_abort(call, CLUE_STATUS_CANCELLED, strdup("cancelled"));
-      conn_flush(c);
+      clue__call_abort(call, CLUE_STATUS_CANCELLED, clue__strdup("cancelled"));
+      clue__conn_flush(c);
       break;
     }
     if (call->timeout_ms != 0) {
-      int64_t left = call->deadline - net_now_ms();
+      int64_t left = call->deadline - clue__net_now_ms();
       if (left <= 0) {
-        call_abort(call, CLUE_STATUS_DEADLINE_EXCEEDED,
-                   str_printf("deadline of %llu.%03llus exceeded",
+        clue__call_abort(call, CLUE_STATUS_DEADLINE_EXCEEDED,
+                   clue__str_printf("deadline of %llu.%03llus exceeded",
                               (unsigned long long)(call->timeout_ms / 1000),
                               (unsigned long long)(call->timeout_ms % 1000)));
-        conn_flush(c);
+        clue__conn_flush(c);
         break;
       }
       timeout = left > 60000 ? 60000 : (int)left;
@@ -466,7 +467,7 @@ static int32_t conn_submit(clue_conn_t *c, call_t *call) {
   nghttp2_data_provider prd;
 
   if (call->timeout_ms != 0) {
-    int64_t left = call->deadline - net_now_ms();
+    int64_t left = call->deadline - clue__net_now_ms();
     grpc_timeout_format(left > 0 ? (uint64_t)left : 1, timeout, sizeof(timeout));
     nva[n++] = (nghttp2_nv)NV("grpc-timeout", timeout, NGHTTP2_NV_FLAG_NONE);
   }
@@ -477,7 +478,7 @@ static int32_t conn_submit(clue_conn_t *c, call_t *call) {
   return nghttp2_submit_request(c->h2, NULL, nva, n, &prd, call);
 }
 
-int conn_start(clue_conn_t *c, call_t *call, clue_status_t *st) {
+int clue__conn_start(clue_conn_t *c, call_t *call, clue_status_t *st) {
   int32_t id = NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE;
 
   assert(call->state == CALL_IDLE && call->conn == c);
@@ -487,7 +488,7 @@ int conn_start(clue_conn_t *c, call_t *call, clue_status_t *st) {
     if (c->state == CONN_DRAINING && conn_running_calls(c) == 0)
       conn_set_state(c, CONN_IDLE, CLUE_STATUS_UNAVAILABLE, NULL);
     if (c->state == CONN_DRAINING) {
-      status_setf(st, CLUE_STATUS_UNAVAILABLE,
+      clue__status_setf(st, CLUE_STATUS_UNAVAILABLE,
                   "%s is closing the connection (GOAWAY) while other calls still use it",
                   c->target);
       return st->code;
@@ -503,14 +504,14 @@ int conn_start(clue_conn_t *c, call_t *call, clue_status_t *st) {
     conn_set_state(c, CONN_DRAINING, 0, NULL); /* out of stream ids: use a new connection */
   }
   if (id == NGHTTP2_ERR_NOMEM)
-    return status_local(st, CLUE_ENOMEM);
+    return clue__status_local(st, CLUE_ENOMEM);
   if (id < 0) {
-    status_setf(st, CLUE_STATUS_UNAVAILABLE, "cannot start a call on %s: %s", c->target,
+    clue__status_setf(st, CLUE_STATUS_UNAVAILABLE, "cannot start a call on %s: %s", c->target,
                 nghttp2_strerror(id));
     return st->code;
   }
   call->stream_id = id;
-  call_set_state(call, CALL_OPEN);
+  clue__call_set_state(call, CALL_OPEN);
   conn_send(c);
   return 0;
 }
@@ -523,19 +524,19 @@ int clue_conn_new(const char *target, clue_conn_t **out) {
 
   if (target == NULL || out == NULL)
     return CLUE_EINVAL;
-  c = calloc(1, sizeof(*c));
+  c = clue__calloc(1, sizeof(*c));
   if (c == NULL)
     return CLUE_ENOMEM;
   c->fd = -1;
   c->state = CONN_IDLE;
   c->max_recv = CLUE_DEFAULT_MAX_RECV;
-  rv = net_parse_target(target, DEFAULT_PORT, &c->host, &c->port);
+  rv = clue__net_parse_target(target, DEFAULT_PORT, &c->host, &c->port);
   if (rv != 0)
     goto fail;
   rv = CLUE_ENOMEM;
-  if ((c->target = strdup(target)) == NULL)
+  if ((c->target = clue__strdup(target)) == NULL)
     goto fail;
-  c->authority = str_printf(strchr(c->host, ':') != NULL ? "[%s]:%s" : "%s:%s", c->host, c->port);
+  c->authority = clue__str_printf(strchr(c->host, ':') != NULL ? "[%s]:%s" : "%s:%s", c->host, c->port);
   if (c->authority == NULL)
     goto fail;
   *out = c;
@@ -555,15 +556,15 @@ void clue_conn_free(clue_conn_t *c) {
     return;
   for (call_t *k = c->calls; k != NULL; k = k->next)
     if (k->state != CALL_CLOSED)
-      call_abort(k, CLUE_STATUS_CANCELLED, strdup("connection closed by the client"));
+      clue__call_abort(k, CLUE_STATUS_CANCELLED, clue__strdup("connection closed by the client"));
   if (c->h2 != NULL) {
     /* A polite goodbye, if the socket takes it right away. */
     (void)nghttp2_session_terminate_session(c->h2, NGHTTP2_NO_ERROR);
-    conn_flush(c);
+    clue__conn_flush(c);
   }
   conn_set_state(c, CONN_IDLE, CLUE_STATUS_CANCELLED, NULL);
   while (c->calls != NULL)
-    conn_unlink(c, c->calls);
+    clue__conn_unlink(c, c->calls);
   free(c->auth);
   free(c->authority);
   free(c->target);
@@ -581,7 +582,7 @@ int clue_conn_set_token(clue_conn_t *c, const char *token) {
     for (const char *p = token; *p; p++)
       if ((unsigned char)*p < 0x20 || *p == 0x7f) /* would break the header */
         return CLUE_EINVAL;
-    auth = str_printf("Bearer %s", token);
+    auth = clue__str_printf("Bearer %s", token);
     if (auth == NULL)
       return CLUE_ENOMEM;
   }
@@ -616,5 +617,5 @@ int clue_conn_connect(clue_conn_t *c, clue_status_t *st) {
     conn_set_state(c, CONN_IDLE, CLUE_STATUS_UNAVAILABLE, NULL);
   if (c->state != CONN_IDLE)
     return 0;
-  return conn_connect(c, c->timeout_ms != 0 ? net_now_ms() + (int64_t)c->timeout_ms : 0, st);
+  return conn_connect(c, c->timeout_ms != 0 ? clue__net_now_ms() + (int64_t)c->timeout_ms : 0, st);
 }

@@ -37,20 +37,20 @@ struct clue_conn {
  * code > 0 with *st filled (e.g. UNAVAILABLE when the server cannot be reached), or a
  * CLUE_E* error.
  */
-int conn_start(clue_conn_t *c, call_t *call, clue_status_t *st)
+int clue__conn_start(clue_conn_t *c, call_t *call, clue_status_t *st)
     __attribute__((warn_unused_result));
 
 /**
  * Run I/O until the call is CLOSED or, if want_msg, has a queued message. Deadlines,
  * cancellation and transport failures all end in the call being CLOSED with a status.
  */
-void conn_wait(clue_conn_t *c, call_t *call, int want_msg);
+void clue__conn_wait(clue_conn_t *c, call_t *call, int want_msg);
 
 /** Send what nghttp2 has queued without blocking (RST_STREAM, WINDOW_UPDATE). */
-void conn_flush(clue_conn_t *c);
+void clue__conn_flush(clue_conn_t *c);
 
 /** Add a new call to the connection's list / take a call off it. */
-void conn_link(clue_conn_t *c, call_t *call);
-void conn_unlink(clue_conn_t *c, call_t *call);
+void clue__conn_link(clue_conn_t *c, call_t *call);
+void clue__conn_unlink(clue_conn_t *c, call_t *call);
 
 #endif

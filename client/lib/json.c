@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "clue/client.h"
+#include "mem.h"
 
 typedef struct jbuf {
   char *p;
@@ -24,7 +25,7 @@ static void jb_put(jbuf_t *b, const char *s, size_t n) {
     char *p;
     while (cap < b->len + n + 1)
       cap *= 2;
-    p = realloc(b->p, cap);
+    p = clue__realloc(b->p, cap);
     if (p == NULL) {
       b->oom = 1;
       return;

@@ -13,8 +13,9 @@
 #include <unistd.h>
 
 #include "clue/client.h"
+#include "mem.h"
 
-int64_t net_now_ms(void) {
+int64_t clue__net_now_ms(void) {
   struct timespec ts;
 
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -45,7 +46,7 @@ static int valid_host(const char *h, size_t len) {
   return 1;
 }
 
-int net_parse_target(const char *target, const char *default_port, char **host, char **port) {
+int clue__net_parse_target(const char *target, const char *default_port, char **host, char **port) {
   const char *h, *p = NULL;
   size_t hlen, plen = 0;
   char *hs, *ps;
@@ -91,8 +92,8 @@ int net_parse_target(const char *target, const char *default_port, char **host, 
     p = default_port;
     plen = strlen(default_port);
   }
-  hs = strndup(h, hlen);
-  ps = strndup(p, plen);
+  hs = clue__strndup(h, hlen);
+  ps = clue__strndup(p, plen);
   if (hs == NULL || ps == NULL) {
     free(hs);
     free(ps);
@@ -124,7 +125,7 @@ static int connect_one(const struct addrinfo *ai, int64_t deadline,
     }
     for (;;) {
       struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-      int64_t left = deadline - net_now_ms();
+      int64_t left = deadline - clue__net_now_ms();
       int n;
       if (cancelled(cancel)) {
         close(fd);
@@ -158,7 +159,7 @@ static int connect_one(const struct addrinfo *ai, int64_t deadline,
   return 0;
 }
 
-int net_connect(const char *host, const char *port, int64_t deadline,
+int clue__net_connect(const char *host, const char *port, int64_t deadline,
                 const volatile sig_atomic_t *cancel, int *fd, net_fail_t *why,
                 const char **detail) {
   struct addrinfo hints, *res = NULL;

@@ -6,7 +6,7 @@
 #include <signal.h>
 #include <stdint.h>
 
-/** Why net_connect() failed. */
+/** Why clue__net_connect() failed. */
 typedef enum net_fail {
   NET_FAIL_RESOLVE,   /* name resolution failed; detail is the resolver's text */
   NET_FAIL_REFUSED,   /* every address refused the connection */
@@ -21,19 +21,19 @@ typedef enum net_fail {
  * port string, the port defaulting to default_port. On success *host and *port are owned
  * by the caller (free them). Returns 0, CLUE_EINVAL or CLUE_ENOMEM.
  */
-int net_parse_target(const char *target, const char *default_port, char **host, char **port)
+int clue__net_parse_target(const char *target, const char *default_port, char **host, char **port)
     __attribute__((warn_unused_result));
 
 /** Milliseconds of a monotonic clock. */
-int64_t net_now_ms(void);
+int64_t clue__net_now_ms(void);
 
 /**
  * Connect a TCP socket to host:port, trying every address the resolver returns, giving up
- * at deadline (net_now_ms() time) or when *cancel becomes non-zero (cancel may be NULL).
+ * at deadline (clue__net_now_ms() time) or when *cancel becomes non-zero (cancel may be NULL).
  * On success returns 0 and *fd is a connected non-blocking socket owned by the caller.
  * On failure returns -1, sets *why and points *detail at a static description (may be "").
  */
-int net_connect(const char *host, const char *port, int64_t deadline,
+int clue__net_connect(const char *host, const char *port, int64_t deadline,
                 const volatile sig_atomic_t *cancel, int *fd, net_fail_t *why,
                 const char **detail) __attribute__((warn_unused_result));
 

@@ -1,5 +1,3 @@
-#define _GNU_SOURCE /* vasprintf */
-
 #include "status.h"
 
 #include <stdarg.h>
@@ -7,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mem.h"
 #include "net/grpc_status.h"
 
 void clue_status_clear(clue_status_t *st) {
@@ -35,14 +34,20 @@ const char *clue_strerror(int err) {
 }
 
 static char *str_vprintf(const char *fmt, va_list ap) {
-  char *s = NULL;
+  va_list again;
+  char *s;
+  int n;
 
-  if (vasprintf(&s, fmt, ap) < 0)
+  va_copy(again, ap);
+  n = vsnprintf(NULL, 0, fmt, again);
+  va_end(again);
+  if (n < 0 || (s = clue__malloc((size_t)n + 1)) == NULL)
     return NULL;
+  vsnprintf(s, (size_t)n + 1, fmt, ap);
   return s;
 }
 
-char *str_printf(const char *fmt, ...) {
+char *clue__str_printf(const char *fmt, ...) {
   va_list ap;
   char *s;
 
@@ -52,7 +57,7 @@ char *str_printf(const char *fmt, ...) {
   return s;
 }
 
-void status_setf(clue_status_t *st, int code, const char *fmt, ...) {
+void clue__status_setf(clue_status_t *st, int code, const char *fmt, ...) {
   va_list ap;
 
   clue_status_clear(st);
@@ -62,15 +67,15 @@ void status_setf(clue_status_t *st, int code, const char *fmt, ...) {
   va_end(ap);
 }
 
-void status_set(clue_status_t *st, int code, const char *msg) {
+void clue__status_set(clue_status_t *st, int code, const char *msg) {
   clue_status_clear(st);
   st->code = code;
-  st->message = msg != NULL ? strdup(msg) : NULL;
+  st->message = msg != NULL ? clue__strdup(msg) : NULL;
 }
 
-int status_local(clue_status_t *st, int err) {
+int clue__status_local(clue_status_t *st, int err) {
   if (st != NULL)
-    status_set(st, err == CLUE_ENOMEM ? CLUE_STATUS_RESOURCE_EXHAUSTED : CLUE_STATUS_INVALID_ARGUMENT,
+    clue__status_set(st, err == CLUE_ENOMEM ? CLUE_STATUS_RESOURCE_EXHAUSTED : CLUE_STATUS_INVALID_ARGUMENT,
                clue_strerror(err));
   return err;
 }

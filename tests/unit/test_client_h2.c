@@ -25,6 +25,7 @@
 #include <cmocka.h>
 #include <nghttp2/nghttp2.h>
 
+#include "../../client/lib/mem.h" /* test hooks: allocation failure injection */
 #include "clue/client.h"
 #include "grpc/health/v1/health.pb-c.h"
 
@@ -37,6 +38,7 @@ typedef struct peer {
   pthread_mutex_t mu;
   int stop;
   int accepts;           /* connections accepted so far */
+  int conn_fd;           /* connection being served, -1 if none */
   uint32_t last_rst;     /* error code of the last stream the client reset */
   int rst_count;
   char last_timeout[32]; /* grpc-timeout of the last request, "" if none */
@@ -272,6 +274,12 @@ static void respond(nghttp2_session *session, sconn_t *c, sstream_t *s) {
     }
     s->trailers = 1;
     reply(session, s, "200", "application/grpc");
+  } else if (path_is(s, "Three")) {
+    append_msg(s, "one", 3, 0);
+    append_msg(s, "two", 3, 0);
+    append_msg(s, "three", 5, 0);
+    s->trailers = 1;
+    reply(session, s, "200", "application/grpc");
   } else if (path_is(s, "Infinite")) {
     append_msg(s, "again", 5, 0);
     s->infinite = 1;
@@ -378,7 +386,6 @@ static void serve_conn(int fd) {
   nghttp2_session_del(session); /* streams still open get no close callback */
   while (c.streams != NULL)
     sstream_free(&c, c.streams);
-  close(fd);
 }
 
 static void *peer_main(void *arg) {
@@ -388,8 +395,10 @@ static void *peer_main(void *arg) {
     int stop;
     pthread_mutex_lock(&peer.mu);
     stop = peer.stop;
-    if (fd >= 0 && !stop)
+    if (fd >= 0 && !stop) {
       peer.accepts++;
+      peer.conn_fd = fd;
+    }
     pthread_mutex_unlock(&peer.mu);
     if (fd < 0 || stop) {
       if (fd >= 0)
@@ -397,6 +406,10 @@ static void *peer_main(void *arg) {
       break;
     }
     serve_conn(fd);
+    pthread_mutex_lock(&peer.mu);
+    peer.conn_fd = -1;
+    pthread_mutex_unlock(&peer.mu);
+    close(fd);
   }
   return NULL;
 }
@@ -407,6 +420,7 @@ static int peer_start(void **state) {
 
   (void)state;
   memset(&peer, 0, sizeof(peer));
+  peer.conn_fd = -1;
   pthread_mutex_init(&peer.mu, NULL);
   peer.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   assert_true(peer.lfd >= 0);
@@ -422,6 +436,8 @@ static int peer_stop(void **state) {
   (void)state;
   pthread_mutex_lock(&peer.mu);
   peer.stop = 1;
+  if (peer.conn_fd >= 0) /* a failed test may have left its connection open */
+    shutdown(peer.conn_fd, SHUT_RDWR);
   pthread_mutex_unlock(&peer.mu);
   shutdown(peer.lfd, SHUT_RDWR); /* wakes accept() */
   pthread_join(peer.thread, NULL);
@@ -812,6 +828,83 @@ static void test_conn_free_with_open_stream(void **state) {
   clue_status_clear(&st);
 }
 
+/*
+ * One pass of ordinary use in which allocation number `nth` fails. Every API must come
+ * back with success or an error (CLUE_ENOMEM, or a status), never crash or leak; once
+ * memory is back, the same connection must work again.
+ */
+static void use_with_failing_alloc(long nth, int *injected) {
+  long before = clue__test_alloc_failures();
+  clue_status_t st = CLUE_STATUS_INIT;
+  clue_conn_t *c = NULL;
+  clue_stream_t *s = NULL;
+  ProtobufCMessage *m;
+  char target[64], *reply = NULL, *json = NULL;
+  int rv, n = 0;
+
+  snprintf(target, sizeof(target), "127.0.0.1:%d", peer.port);
+  clue__test_fail_alloc(nth);
+  rv = clue_conn_new(target, &c);
+  if (rv != 0) {
+    assert_int_equal(rv, CLUE_ENOMEM);
+    assert_null(c);
+    goto out;
+  }
+  rv = clue_conn_set_token(c, "t");
+  assert_true(rv == 0 || rv == CLUE_ENOMEM);
+  rv = call(c, "Echo", "ping", &st, &reply);
+  if (rv == 0) {
+    assert_string_equal(reply, "ping");
+    free(reply);
+  } else {
+    assert_true(rv == CLUE_ENOMEM || st.code != CLUE_STATUS_OK);
+  }
+  rv = call(c, "TrailersOnly", "x", &st, NULL);
+  assert_true(rv == CLUE_STATUS_NOT_FOUND || rv == CLUE_ENOMEM);
+  rv = start_stream(c, "Three", &s, &st);
+  if (rv == 0) {
+    while ((rv = clue_stream_next(s, &m, &st)) == 1) {
+      protobuf_c_message_free_unpacked(m, NULL);
+      n++;
+    }
+    assert_true((rv == 0 && st.code == CLUE_STATUS_OK && n == 3) || rv == CLUE_ENOMEM ||
+                (rv == 0 && st.code == CLUE_STATUS_RESOURCE_EXHAUSTED));
+    clue_stream_free(s);
+  } else {
+    assert_true(rv == CLUE_ENOMEM);
+  }
+  {
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    req.service = "json";
+    rv = clue_to_json(&req.base, 0, &json);
+    assert_true(rv == 0 || rv == CLUE_ENOMEM);
+    free(json);
+  }
+  /* memory is back: the connection recovers (reconnecting if the failure broke it) */
+  clue__test_fail_alloc(-1);
+  rv = call(c, "Echo", "again", &st, &reply);
+  assert_int_equal(rv, 0);
+  assert_string_equal(reply, "again");
+  free(reply);
+out:
+  clue__test_fail_alloc(-1);
+  *injected = clue__test_alloc_failures() > before;
+  clue_status_clear(&st);
+  clue_conn_free(c);
+}
+
+static void test_out_of_memory(void **state) {
+  long nth;
+  int injected = 1;
+
+  (void)state;
+  for (nth = 0; injected; nth++) {
+    assert_true(nth < 20000);
+    use_with_failing_alloc(nth, &injected);
+  }
+  assert_true(nth > 20); /* the pass does allocate: failures were really injected */
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_targets),
@@ -826,6 +919,7 @@ int main(void) {
       cmocka_unit_test(test_goaway),
       cmocka_unit_test(test_bad_arguments),
       cmocka_unit_test(test_conn_free_with_open_stream),
+      cmocka_unit_test(test_out_of_memory),
   };
   return cmocka_run_group_tests(tests, peer_start, peer_stop);
 }
