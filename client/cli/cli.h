@@ -50,11 +50,11 @@ typedef struct cli_args {
 
 /** The run context handed to every command. */
 typedef struct cli {
-  const char *server;  /* HOST:PORT */
-  uint64_t timeout_ms; /* 0: none */
-  int json;            /* --json */
-  clue_conn_t *conn;   /* created before the command runs; connects on first call */
-  const char *cmd;     /* "admin units": for messages */
+  const char *server;                 /* HOST:PORT */
+  uint64_t timeout_ms;                /* 0: none */
+  int json;                           /* --json */
+  clue_conn_t *conn;                  /* created before the command runs; connects on first call */
+  const char *cmd;                    /* "admin units": for messages */
   volatile sig_atomic_t *interrupted; /* set by SIGINT / SIGTERM */
 } cli_t;
 
@@ -62,7 +62,7 @@ typedef struct cli_command {
   const char *name;    /* "units"; NULL for a group that is itself one command */
   const char *summary; /* one line */
   const cli_opt_t *opts;
-  const char *help;    /* further text for --help, or NULL */
+  const char *help; /* further text for --help, or NULL */
   int (*run)(cli_t *cli, const cli_args_t *args);
 } cli_command_t;
 
@@ -144,8 +144,7 @@ typedef struct cli_col {
  * Print the repeated message field `list` of m as an aligned table with the given columns
  * (ends with a {NULL, NULL} entry). Returns CLI_OK or CLI_FAILED.
  */
-int cli_print_table(cli_t *cli, const ProtobufCMessage *m, const char *list,
-                    const cli_col_t *cols);
+int cli_print_table(cli_t *cli, const ProtobufCMessage *m, const char *list, const cli_col_t *cols);
 
 /**
  * The human text of one field of m: enums without their common prefix, *_ms times as local

@@ -96,8 +96,8 @@ static const cli_opt_t users_opts[] = {
 };
 
 static const cli_col_t user_cols[] = {
-    {"ID", "id"},           {"UNIT", "unit_id"},         {"NAME", "name"},
-    {"ROLE", "role"},       {"DISABLED", "disabled"},    {"CREATED", "created_at_ms"},
+    {"ID", "id"},     {"UNIT", "unit_id"},      {"NAME", "name"},
+    {"ROLE", "role"}, {"DISABLED", "disabled"}, {"CREATED", "created_at_ms"},
     {NULL, NULL},
 };
 

@@ -56,8 +56,7 @@ static void print_usage_line(FILE *o, const cli_group_t *g, const cli_command_t 
   for (const cli_opt_t *p = c->opts; p != NULL && p->name != NULL; p++) {
     int req = (p->flags & CLI_OPT_REQUIRED) != 0;
     fprintf(o, " %s--%s%s%s%s%s", req ? "" : "[", p->name, p->metavar ? " " : "",
-            p->metavar ? p->metavar : "", req ? "" : "]",
-            (p->flags & CLI_OPT_REPEAT) ? "..." : "");
+            p->metavar ? p->metavar : "", req ? "" : "]", (p->flags & CLI_OPT_REPEAT) ? "..." : "");
   }
   fputc('\n', o);
 }

@@ -256,8 +256,11 @@ int cli_print_table(cli_t *cli, const ProtobufCMessage *m, const char *list,
   table_t *t;
   int rv;
 
-  if (lf == NULL || lf->label != PROTOBUF_C_LABEL_REPEATED || lf->type != PROTOBUF_C_TYPE_MESSAGE)
-    return cli_oom(cli); /* a programming error in a command table; cannot happen */
+  if (lf == NULL || lf->label != PROTOBUF_C_LABEL_REPEATED ||
+      lf->type != PROTOBUF_C_TYPE_MESSAGE) { /* a mistake in a command's table */
+    fprintf(stderr, "cluectl: %s has no repeated message field '%s'\n", m->descriptor->name, list);
+    return CLI_FAILED;
+  }
   while (cols[ncols].header != NULL && ncols < 32) {
     headers[ncols] = cols[ncols].header;
     ncols++;

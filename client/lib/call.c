@@ -99,7 +99,7 @@ static int parse_uint(const uint8_t *v, size_t len, int max) {
 }
 
 void clue__call_on_header(call_t *call, const uint8_t *name, size_t namelen, const uint8_t *value,
-                    size_t valuelen) {
+                          size_t valuelen) {
   if (call->state == CALL_CLOSED)
     return;
   if (name_is(name, namelen, ":status")) {
@@ -137,14 +137,15 @@ static void call_take_message(call_t *call, grpc_message_t *m) {
 
   if (m->compressed) {
     free(m->data);
-    clue__call_abort(call, CLUE_STATUS_INTERNAL,
-               clue__strdup("server sent a compressed message, but no compression was negotiated"));
+    clue__call_abort(
+        call, CLUE_STATUS_INTERNAL,
+        clue__strdup("server sent a compressed message, but no compression was negotiated"));
     return;
   }
   if (call->unary && call->nmsgs > 0) {
     free(m->data);
     clue__call_abort(call, CLUE_STATUS_INTERNAL,
-               clue__strdup("server sent more than one message for a unary call"));
+                     clue__strdup("server sent more than one message for a unary call"));
     return;
   }
   node = clue__malloc(sizeof(*node));
@@ -175,13 +176,15 @@ void clue__call_on_data(call_t *call, const uint8_t *data, size_t len) {
     long n = grpc_decoder_feed(&call->dec, data + off, len - off, &m, &got);
     if (n < 0) {
       if (n == GRPC_WIRE_ETOOBIG)
-        clue__call_abort(call, CLUE_STATUS_RESOURCE_EXHAUSTED,
-                   clue__str_printf("response message of %zu bytes is over the limit of %zu bytes",
-                              call->dec.len, call->dec.max_len));
+        clue__call_abort(
+            call, CLUE_STATUS_RESOURCE_EXHAUSTED,
+            clue__str_printf("response message of %zu bytes is over the limit of %zu bytes",
+                             call->dec.len, call->dec.max_len));
       else if (n == GRPC_WIRE_ENOMEM)
         clue__call_abort(call, CLUE_ENOMEM, NULL);
       else
-        clue__call_abort(call, CLUE_STATUS_INTERNAL, clue__strdup("malformed gRPC message framing"));
+        clue__call_abort(call, CLUE_STATUS_INTERNAL,
+                         clue__strdup("malformed gRPC message framing"));
       break;
     }
     off += (size_t)n;
@@ -421,7 +424,8 @@ int clue_call(clue_conn_t *c, const char *path, const ProtobufCMessage *req,
     if (drv == CLUE_ENOMEM) {
       rv = clue__status_local(st, CLUE_ENOMEM);
     } else if (drv != 0) {
-      clue__status_setf(st, CLUE_STATUS_INTERNAL, "cannot decode the response as %s", resp_desc->name);
+      clue__status_setf(st, CLUE_STATUS_INTERNAL, "cannot decode the response as %s",
+                        resp_desc->name);
       rv = st->code;
     }
   }
@@ -429,9 +433,8 @@ int clue_call(clue_conn_t *c, const char *path, const ProtobufCMessage *req,
   return rv;
 }
 
-int clue_call_method(clue_conn_t *c, const ProtobufCServiceDescriptor *service,
-                     const char *method, const ProtobufCMessage *req, ProtobufCMessage **resp,
-                     clue_status_t *st) {
+int clue_call_method(clue_conn_t *c, const ProtobufCServiceDescriptor *service, const char *method,
+                     const ProtobufCMessage *req, ProtobufCMessage **resp, clue_status_t *st) {
   const ProtobufCMethodDescriptor *m;
   char *path;
   int rv;

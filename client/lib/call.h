@@ -29,9 +29,9 @@ typedef struct call_msg {
 
 struct clue_stream {
   call_state_t state;
-  clue_conn_t *conn;                /* NULL once the connection was freed */
-  struct clue_stream *next, *prev;  /* conn->calls: every call not yet freed */
-  int32_t stream_id;                /* 0 unless attached to a live HTTP/2 stream */
+  clue_conn_t *conn;               /* NULL once the connection was freed */
+  struct clue_stream *next, *prev; /* conn->calls: every call not yet freed */
+  int32_t stream_id;               /* 0 unless attached to a live HTTP/2 stream */
   int unary;
   char *path;
   const ProtobufCMessageDescriptor *resp_desc;
@@ -47,8 +47,8 @@ struct clue_stream {
   char *grpc_message; /* as received (percent-encoded), owned */
   grpc_decoder_t dec;
   call_msg_t *head, *tail;
-  unsigned nmsgs;     /* messages received so far */
-  size_t unconsumed;  /* DATA bytes whose stream window credit waits for the reader */
+  unsigned nmsgs;    /* messages received so far */
+  size_t unconsumed; /* DATA bytes whose stream window credit waits for the reader */
 
   int status_code;  /* final status, once CLOSED */
   char *status_msg; /* owned, may be NULL */
@@ -60,7 +60,7 @@ void clue__call_set_state(call_t *call, call_state_t to);
 
 /** Event handlers, called from the connection's nghttp2 callbacks. */
 void clue__call_on_header(call_t *call, const uint8_t *name, size_t namelen, const uint8_t *value,
-                    size_t valuelen);
+                          size_t valuelen);
 void clue__call_on_headers_done(call_t *call);
 void clue__call_on_data(call_t *call, const uint8_t *data, size_t len);
 void clue__call_on_close(call_t *call, uint32_t h2_error);

@@ -15,9 +15,9 @@
 #include "status.h"
 
 #define DEFAULT_PORT "50051"
-#define CONNECT_TIMEOUT_MS 20000        /* when the call itself has no deadline */
-#define STREAM_WINDOW (1 << 20)         /* per-stream receive window */
-#define CONN_WINDOW (16 << 20)          /* connection receive window */
+#define CONNECT_TIMEOUT_MS 20000 /* when the call itself has no deadline */
+#define STREAM_WINDOW (1 << 20)  /* per-stream receive window */
+#define CONN_WINDOW (16 << 20)   /* connection receive window */
 #define RECV_CHUNK 32768
 #define USER_AGENT "libclue/0.1"
 
@@ -33,7 +33,7 @@ static void conn_set_state(clue_conn_t *c, conn_state_t to, int code, const char
   case CONN_IDLE:
     for (call_t *k = c->calls; k != NULL; k = k->next) {
       if (k->state != CALL_OPEN && k->state != CALL_RECEIVING)
-        continue; /* CLOSED, or IDLE: about to be started on a new transport */
+        continue;       /* CLOSED, or IDLE: about to be started on a new transport */
       k->stream_id = 0; /* the session goes away with its streams: nothing to reset */
       clue__call_finish(k, code, why != NULL ? clue__strdup(why) : NULL);
     }
@@ -105,6 +105,7 @@ static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t len
                        void *user_data) {
   clue_conn_t *c = user_data;
   ssize_t n;
+  int err;
 
   (void)session;
   (void)flags;
@@ -113,11 +114,12 @@ static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t len
     return n;
   if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
     return NGHTTP2_ERR_WOULDBLOCK;
+  err = errno;
   free(c->h2_error);
-  c->h2_error = clue__str_printf("%s to %s", errno == EPIPE || errno == ECONNRESET
-                                           ? "connection reset while sending"
-                                           : strerror(errno),
-                           c->target);
+  if (err == EPIPE || err == ECONNRESET)
+    c->h2_error = clue__str_printf("connection reset by %s", c->target);
+  else
+    c->h2_error = clue__str_printf("cannot send to %s: %s", c->target, strerror(err));
   return NGHTTP2_ERR_CALLBACK_FAILURE;
 }
 
@@ -152,10 +154,10 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     if (frame->goaway.error_code != NGHTTP2_NO_ERROR) {
       free(c->h2_error);
       c->h2_error = clue__str_printf("%s closed the connection: %s%s%.*s", c->target,
-                               nghttp2_http2_strerror(frame->goaway.error_code),
-                               frame->goaway.opaque_data_len > 0 ? ": " : "",
-                               (int)frame->goaway.opaque_data_len,
-                               (const char *)frame->goaway.opaque_data);
+                                     nghttp2_http2_strerror(frame->goaway.error_code),
+                                     frame->goaway.opaque_data_len > 0 ? ": " : "",
+                                     (int)frame->goaway.opaque_data_len,
+                                     (const char *)frame->goaway.opaque_data);
     }
     break;
   default:
@@ -284,8 +286,8 @@ static int conn_connect(clue_conn_t *c, int64_t deadline, clue_status_t *st) {
       break;
     case NET_FAIL_TIMEOUT:
       if (deadline != 0)
-        clue__status_setf(st, CLUE_STATUS_DEADLINE_EXCEEDED, "deadline exceeded while connecting to %s",
-                    c->target);
+        clue__status_setf(st, CLUE_STATUS_DEADLINE_EXCEEDED,
+                          "deadline exceeded while connecting to %s", c->target);
       else
         clue__status_setf(st, CLUE_STATUS_UNAVAILABLE, "timed out connecting to %s", c->target);
       break;
@@ -308,7 +310,7 @@ static int conn_connect(clue_conn_t *c, int64_t deadline, clue_status_t *st) {
     if (rv == NGHTTP2_ERR_NOMEM)
       return clue__status_local(st, CLUE_ENOMEM);
     clue__status_setf(st, CLUE_STATUS_INTERNAL, "cannot start an HTTP/2 session: %s",
-                nghttp2_strerror(rv));
+                      nghttp2_strerror(rv));
     return st->code;
   }
   conn_set_state(c, CONN_READY, 0, NULL);
@@ -408,7 +410,8 @@ void clue__conn_wait(clue_conn_t *c, call_t *call, int want_msg) {
     int timeout = -1, n;
 
     if (c->h2 == NULL) { /* cannot happen: going IDLE closes every running call */
-      clue__call_finish(call, CLUE_STATUS_UNAVAILABLE, clue__str_printf("not connected to %s", c->target));
+      clue__call_finish(call, CLUE_STATUS_UNAVAILABLE,
+                        clue__str_printf("not connected to %s", c->target));
       break;
     }
     if (c->cancel != NULL && *c->cancel) {
@@ -420,9 +423,9 @@ void clue__conn_wait(clue_conn_t *c, call_t *call, int want_msg) {
       int64_t left = call->deadline - clue__net_now_ms();
       if (left <= 0) {
         clue__call_abort(call, CLUE_STATUS_DEADLINE_EXCEEDED,
-                   clue__str_printf("deadline of %llu.%03llus exceeded",
-                              (unsigned long long)(call->timeout_ms / 1000),
-                              (unsigned long long)(call->timeout_ms % 1000)));
+                         clue__str_printf("deadline of %llu.%03llus exceeded",
+                                          (unsigned long long)(call->timeout_ms / 1000),
+                                          (unsigned long long)(call->timeout_ms % 1000)));
         clue__conn_flush(c);
         break;
       }
@@ -449,7 +452,7 @@ void clue__conn_wait(clue_conn_t *c, call_t *call, int want_msg) {
 
 /* ---- starting a call ----------------------------------------------------------------- */
 
-#define NV(n, v, fl)                                                                          \
+#define NV(n, v, fl)                                                                               \
   { (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), (fl) }
 
 static int32_t conn_submit(clue_conn_t *c, call_t *call) {
@@ -489,8 +492,8 @@ int clue__conn_start(clue_conn_t *c, call_t *call, clue_status_t *st) {
       conn_set_state(c, CONN_IDLE, CLUE_STATUS_UNAVAILABLE, NULL);
     if (c->state == CONN_DRAINING) {
       clue__status_setf(st, CLUE_STATUS_UNAVAILABLE,
-                  "%s is closing the connection (GOAWAY) while other calls still use it",
-                  c->target);
+                        "%s is closing the connection (GOAWAY) while other calls still use it",
+                        c->target);
       return st->code;
     }
     if (c->state == CONN_IDLE) {
@@ -507,7 +510,7 @@ int clue__conn_start(clue_conn_t *c, call_t *call, clue_status_t *st) {
     return clue__status_local(st, CLUE_ENOMEM);
   if (id < 0) {
     clue__status_setf(st, CLUE_STATUS_UNAVAILABLE, "cannot start a call on %s: %s", c->target,
-                nghttp2_strerror(id));
+                      nghttp2_strerror(id));
     return st->code;
   }
   call->stream_id = id;
@@ -536,7 +539,8 @@ int clue_conn_new(const char *target, clue_conn_t **out) {
   rv = CLUE_ENOMEM;
   if ((c->target = clue__strdup(target)) == NULL)
     goto fail;
-  c->authority = clue__str_printf(strchr(c->host, ':') != NULL ? "[%s]:%s" : "%s:%s", c->host, c->port);
+  c->authority =
+      clue__str_printf(strchr(c->host, ':') != NULL ? "[%s]:%s" : "%s:%s", c->host, c->port);
   if (c->authority == NULL)
     goto fail;
   *out = c;

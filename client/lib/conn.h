@@ -18,7 +18,7 @@ typedef enum conn_state {
 
 struct clue_conn {
   conn_state_t state;
-  char *target;    /* as given by the user, for messages */
+  char *target; /* as given by the user, for messages */
   char *host;
   char *port;
   char *authority; /* :authority, host:port with IPv6 in brackets */

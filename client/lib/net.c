@@ -160,8 +160,8 @@ static int connect_one(const struct addrinfo *ai, int64_t deadline,
 }
 
 int clue__net_connect(const char *host, const char *port, int64_t deadline,
-                const volatile sig_atomic_t *cancel, int *fd, net_fail_t *why,
-                const char **detail) {
+                      const volatile sig_atomic_t *cancel, int *fd, net_fail_t *why,
+                      const char **detail) {
   struct addrinfo hints, *res = NULL;
   int rv, last = 0, refused = 0;
 

@@ -13,7 +13,7 @@ typedef enum net_fail {
   NET_FAIL_TIMEOUT,   /* the deadline passed */
   NET_FAIL_CANCELLED, /* the cancel flag was raised */
   NET_FAIL_NOMEM,
-  NET_FAIL_OTHER,     /* another socket error; detail is strerror() text */
+  NET_FAIL_OTHER, /* another socket error; detail is strerror() text */
 } net_fail_t;
 
 /**
@@ -34,7 +34,7 @@ int64_t clue__net_now_ms(void);
  * On failure returns -1, sets *why and points *detail at a static description (may be "").
  */
 int clue__net_connect(const char *host, const char *port, int64_t deadline,
-                const volatile sig_atomic_t *cancel, int *fd, net_fail_t *why,
-                const char **detail) __attribute__((warn_unused_result));
+                      const volatile sig_atomic_t *cancel, int *fd, net_fail_t *why,
+                      const char **detail) __attribute__((warn_unused_result));
 
 #endif

@@ -75,7 +75,8 @@ void clue__status_set(clue_status_t *st, int code, const char *msg) {
 
 int clue__status_local(clue_status_t *st, int err) {
   if (st != NULL)
-    clue__status_set(st, err == CLUE_ENOMEM ? CLUE_STATUS_RESOURCE_EXHAUSTED : CLUE_STATUS_INVALID_ARGUMENT,
-               clue_strerror(err));
+    clue__status_set(
+        st, err == CLUE_ENOMEM ? CLUE_STATUS_RESOURCE_EXHAUSTED : CLUE_STATUS_INVALID_ARGUMENT,
+        clue_strerror(err));
   return err;
 }

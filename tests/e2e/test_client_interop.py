@@ -6,6 +6,7 @@ An in-process grpcio server implements grpc.health.v1.Health and clue.v1.AdminSe
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -157,6 +158,18 @@ class ClientInterop(unittest.TestCase):
         r = self.ctl("--json", "health", "--watch", "--timeout", "1", check=0)
         self.assertEqual([json.loads(x)["status"] for x in r.stdout.splitlines()],
                          ["SERVING", "NOT_SERVING"])
+
+    def test_health_watch_interrupted(self):
+        """Ctrl-C ends a watch cleanly: exit 0, what was seen printed, no sanitizer report."""
+        env = dict(os.environ, CLUED_SERVER=self.addr, ASAN_OPTIONS="detect_leaks=1")
+        p = subprocess.Popen([harness.CLUECTL, "health", "--watch"], env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.assertEqual(p.stdout.readline(), "SERVING\n")
+        self.assertEqual(p.stdout.readline(), "NOT_SERVING\n")
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+        harness._assert_clean(err)
+        self.assertEqual((p.returncode, out, err), (0, "", ""))
 
     def test_server_option_and_ipv6_syntax(self):
         r = harness.cluectl("--server", self.addr, "health", env={"CLUED_SERVER": "bad:1:2:3"},

@@ -37,9 +37,9 @@ typedef struct peer {
   pthread_t thread;
   pthread_mutex_t mu;
   int stop;
-  int accepts;           /* connections accepted so far */
-  int conn_fd;           /* connection being served, -1 if none */
-  uint32_t last_rst;     /* error code of the last stream the client reset */
+  int accepts;       /* connections accepted so far */
+  int conn_fd;       /* connection being served, -1 if none */
+  uint32_t last_rst; /* error code of the last stream the client reset */
   int rst_count;
   char last_timeout[32]; /* grpc-timeout of the last request, "" if none */
 } peer_t;
@@ -54,9 +54,9 @@ typedef struct sstream {
   size_t in_len;
   uint8_t *out; /* DATA to send */
   size_t out_len, out_off;
-  size_t chunk;   /* largest DATA frame payload, 0: no limit */
-  int infinite;   /* repeat out forever */
-  int trailers;   /* send grpc-status 0 trailers after out */
+  size_t chunk; /* largest DATA frame payload, 0: no limit */
+  int infinite; /* repeat out forever */
+  int trailers; /* send grpc-status 0 trailers after out */
 } sstream_t;
 
 typedef struct sconn {
@@ -124,8 +124,7 @@ static void sstream_free(sconn_t *c, sstream_t *s) {
   free(s);
 }
 
-static int s_begin_headers(nghttp2_session *session, const nghttp2_frame *frame,
-                           void *user_data) {
+static int s_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data) {
   sstream_t *s;
 
   if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
@@ -205,7 +204,8 @@ static ssize_t s_read(nghttp2_session *session, int32_t id, uint8_t *buf, size_t
   return (ssize_t)n;
 }
 
-#define HDR(n, v) {(uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE}
+#define HDR(n, v)                                                                                  \
+  { (uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE }
 
 /* Response headers, then s->out as DATA (with OK trailers if s->trailers). */
 static void reply(nghttp2_session *session, sstream_t *s, const char *status, const char *ct) {
@@ -240,7 +240,8 @@ static void respond(nghttp2_session *session, sconn_t *c, sstream_t *s) {
     reply(session, s, "200", "application/grpc+proto");
   } else if (path_is(s, "TrailersOnly")) {
     nghttp2_nv h[] = {HDR(":status", "200"), HDR("content-type", "application/grpc"),
-                      HDR("grpc-status", "5"), HDR("grpc-message", "no%20such%20clue%3A%20%E7%BA%BF%E7%B4%A2%zz")};
+                      HDR("grpc-status", "5"),
+                      HDR("grpc-message", "no%20such%20clue%3A%20%E7%BA%BF%E7%B4%A2%zz")};
     reply_headers_only(session, s, h, 4);
   } else if (strncmp(s->path, "/t.S/Http", 9) == 0) {
     append(s, "go away\n", 8); /* "/t.S/Http404": a plain 404 page */
@@ -476,8 +477,8 @@ static int call(clue_conn_t *c, const char *method, const char *text, clue_statu
 
   snprintf(path, sizeof(path), "/t.S/%s", method);
   req.service = (char *)text;
-  rv = clue_call(c, path, &req.base, &grpc__health__v1__health_check_request__descriptor, &resp,
-                 st);
+  rv =
+      clue_call(c, path, &req.base, &grpc__health__v1__health_check_request__descriptor, &resp, st);
   if (rv == 0) {
     assert_non_null(resp);
     if (reply != NULL)
@@ -503,10 +504,10 @@ static void expect_status(clue_conn_t *c, const char *method, int code, const ch
 /* ---- tests ------------------------------------------------------------------------------- */
 
 static void test_targets(void **state) {
-  static const char *good[] = {"127.0.0.1:50051", "localhost", "[::1]:443", "[::1]", "::1",
-                               "fe80::1%eth0", "example.org:1", "a:65535"};
-  static const char *bad[] = {"", ":80", "host:", "host:0", "host:65536", "host:12a",
-                              "[::1", "[::1]x", "[host]:1", "a b:1", "a/b:1", "[]:1"};
+  static const char *good[] = {"127.0.0.1:50051", "localhost",     "[::1]:443", "[::1]", "::1",
+                               "fe80::1%eth0",    "example.org:1", "a:65535"};
+  static const char *bad[] = {"",     ":80",    "host:",    "host:0", "host:65536", "host:12a",
+                              "[::1", "[::1]x", "[host]:1", "a b:1",  "a/b:1",      "[]:1"};
   clue_conn_t *c;
 
   (void)state;
@@ -724,7 +725,7 @@ static void test_stream_stop_early_and_deadline(void **state) {
     assert_string_equal(((Grpc__Health__V1__HealthCheckRequest *)m)->service, "again");
     protobuf_c_message_free_unpacked(m, NULL);
   }
-  clue_stream_free(s); /* RST_STREAM(CANCEL) */
+  clue_stream_free(s);                            /* RST_STREAM(CANCEL) */
   expect_status(c, "Echo", CLUE_STATUS_OK, NULL); /* the peer has handled the reset by now */
   pthread_mutex_lock(&peer.mu);
   assert_int_equal(peer.rst_count, before_rst + 1);
@@ -794,16 +795,16 @@ static void test_bad_arguments(void **state) {
                              &grpc__health__v1__health_check_response__descriptor, &resp, &st),
                    CLUE_EINVAL);
   assert_int_equal(st.code, CLUE_STATUS_INVALID_ARGUMENT);
-  assert_int_equal(clue_call(c, "/a/b", NULL, &grpc__health__v1__health_check_response__descriptor,
-                             &resp, &st),
-                   CLUE_EINVAL);
+  assert_int_equal(
+      clue_call(c, "/a/b", NULL, &grpc__health__v1__health_check_response__descriptor, &resp, &st),
+      CLUE_EINVAL);
   /* wrong request type for the method */
-  assert_int_equal(clue_call_method(c, &grpc__health__v1__health__descriptor, "Check", &wrong.base,
-                                    &resp, &st),
-                   CLUE_EINVAL);
-  assert_int_equal(clue_call_method(c, &grpc__health__v1__health__descriptor, "Nope", &req.base,
-                                    &resp, &st),
-                   CLUE_EINVAL);
+  assert_int_equal(
+      clue_call_method(c, &grpc__health__v1__health__descriptor, "Check", &wrong.base, &resp, &st),
+      CLUE_EINVAL);
+  assert_int_equal(
+      clue_call_method(c, &grpc__health__v1__health__descriptor, "Nope", &req.base, &resp, &st),
+      CLUE_EINVAL);
   assert_null(resp);
   clue_status_clear(&st);
   clue_conn_free(c);

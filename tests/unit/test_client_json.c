@@ -86,7 +86,12 @@ static void test_invalid_utf8_replaced(void **state) {
 
   (void)state;
   /* stray continuation, truncated sequence, overlong '/', surrogate, beyond U+10FFFF */
-  req.service = "a\x80" "b\xe4\xb8" "c\xc0\xaf" "d\xed\xa0\x80" "e\xf4\x90\x80\x80" "f";
+  req.service = "a\x80"
+                "b\xe4\xb8"
+                "c\xc0\xaf"
+                "d\xed\xa0\x80"
+                "e\xf4\x90\x80\x80"
+                "f";
   expect_json(&req.base, CLUE_JSON_COMPACT,
               "{\"service\":\"a\\ufffdb\\ufffd\\ufffdc\\ufffd\\ufffdd\\ufffd\\ufffd\\ufffde"
               "\\ufffd\\ufffd\\ufffd\\ufffdf\"}");
@@ -167,10 +172,14 @@ static void test_bad_arguments(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_empty_and_defaults),   cmocka_unit_test(test_nested_repeated_pretty),
-      cmocka_unit_test(test_string_escapes),       cmocka_unit_test(test_invalid_utf8_replaced),
-      cmocka_unit_test(test_enums),                cmocka_unit_test(test_bytes_base64),
-      cmocka_unit_test(test_submessage_null_and_set), cmocka_unit_test(test_bad_arguments),
+      cmocka_unit_test(test_empty_and_defaults),
+      cmocka_unit_test(test_nested_repeated_pretty),
+      cmocka_unit_test(test_string_escapes),
+      cmocka_unit_test(test_invalid_utf8_replaced),
+      cmocka_unit_test(test_enums),
+      cmocka_unit_test(test_bytes_base64),
+      cmocka_unit_test(test_submessage_null_and_set),
+      cmocka_unit_test(test_bad_arguments),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -81,7 +81,8 @@ typedef struct clue_status {
 } clue_status_t;
 
 /** An all-zero status, ready to be filled in by a call. */
-#define CLUE_STATUS_INIT {0, NULL}
+#define CLUE_STATUS_INIT                                                                           \
+  { 0, NULL }
 
 /** Free the message a status holds and reset it to OK. Safe on an already-clear status. */
 void clue_status_clear(clue_status_t *st);
@@ -119,7 +120,8 @@ int clue_conn_set_token(clue_conn_t *c, const char *token) CLUE_WUR;
  */
 void clue_conn_set_timeout(clue_conn_t *c, uint64_t timeout_ms);
 
-/** Largest response message accepted (default CLUE_DEFAULT_MAX_RECV); larger: RESOURCE_EXHAUSTED. */
+/** Largest response message accepted (default CLUE_DEFAULT_MAX_RECV); larger: RESOURCE_EXHAUSTED.
+ */
 void clue_conn_set_max_recv(clue_conn_t *c, size_t max_bytes);
 
 /**
@@ -155,8 +157,8 @@ int clue_call(clue_conn_t *c, const char *path, const ProtobufCMessage *req,
  * ("ListUnits"); the request type is checked against the method's input type (a mismatch is
  * CLUE_EINVAL) and the response is decoded as the method's output type.
  */
-int clue_call_method(clue_conn_t *c, const ProtobufCServiceDescriptor *service,
-                     const char *method, const ProtobufCMessage *req, ProtobufCMessage **resp,
+int clue_call_method(clue_conn_t *c, const ProtobufCServiceDescriptor *service, const char *method,
+                     const ProtobufCMessage *req, ProtobufCMessage **resp,
                      clue_status_t *st) CLUE_WUR;
 
 /**
