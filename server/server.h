@@ -49,6 +49,9 @@ struct server {
   size_t nconns;
   uint64_t next_conn_id;
   char bound[160];              /* the address actually bound, for logs */
+  /* One read buffer for every connection: each read is consumed whole by nghttp2 inside its
+   * callback, so no connection needs its own. */
+  uint8_t rbuf[65536];
 };
 
 /** Set defaults in cfg. */

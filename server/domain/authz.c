@@ -237,9 +237,9 @@ authz_result_t authz_can_handover(const authz_principal_t *p, const authz_clue_t
     return decide(AUTHZ_FAILED_PRECONDITION, "state does not allow handover",
                   "clue is %s; only ACCEPTED or PRELIMINARY_CHECK clues can be handed over",
                   clue_state_name(c->state));
-  if (c->pending_reviewer_unit_id > 0)
-    return decide(AUTHZ_FAILED_PRECONDITION, "proposal pending",
-                  "clue has a pending proposal; it must be reviewed first");
+  if (to_kind == CLUE_UNIT_UNSPECIFIED)
+    return decide(AUTHZ_NOT_FOUND, "target unit missing", "to_unit_id: unit %lld not found",
+                  (long long)to_unit_id);
   if (!is_work_unit(to_kind))
     return decide(AUTHZ_INVALID_ARGUMENT, "target unit kind",
                   "to_unit_id must name a GROUP, ROOM or REGION");
@@ -322,7 +322,37 @@ authz_result_t authz_can_add_clue_to_case(const authz_principal_t *p, const auth
   if (c->case_lead_unit_id > 0)
     return decide(AUTHZ_FAILED_PRECONDITION, "already in a case",
                   "clue is already in a joint case");
+  if (clue_state_is_terminal(c->state))
+    return decide(AUTHZ_FAILED_PRECONDITION, "terminal state",
+                  "clue is %s, a terminal state; it cannot join a joint case",
+                  clue_state_name(c->state));
+  if (c->pending_reviewer_unit_id > 0)
+    return decide(AUTHZ_FAILED_PRECONDITION, "proposal pending",
+                  "clue has a pending proposal; it must be reviewed first");
   return allow(why == NULL ? "clue visible to the lead room" : "clue of a participant");
+}
+
+authz_result_t authz_can_remove_clue_from_case(const authz_principal_t *p, const authz_case_t *jc,
+                                               const authz_clue_t *c, bool in_this_case) {
+  authz_result_t r = authz_can_manage_case(p, jc);
+  if (!authz_ok(&r))
+    return r;
+  if (c == NULL)
+    return decide(AUTHZ_NOT_FOUND, "no facts", "%s", MSG_CLUE_NOT_FOUND);
+  if (!in_this_case) {
+    const char *why = hidden(p, c);
+    if (why != NULL)
+      return decide(AUTHZ_NOT_FOUND, why, "%s", MSG_CLUE_NOT_FOUND);
+    return decide(AUTHZ_FAILED_PRECONDITION, "not in this case", "clue is not in this joint case");
+  }
+  if (clue_state_is_terminal(c->state))
+    return decide(AUTHZ_FAILED_PRECONDITION, "terminal state",
+                  "clue is %s, a terminal state; it stays in its joint case",
+                  clue_state_name(c->state));
+  if (c->pending_reviewer_unit_id > 0)
+    return decide(AUTHZ_FAILED_PRECONDITION, "proposal pending",
+                  "clue has a pending proposal; it must be reviewed first");
+  return allow("member clue of the case");
 }
 
 authz_result_t authz_case_participant_ok(const authz_case_t *jc, const char *field, int64_t unit_id,

@@ -144,9 +144,11 @@ authz_result_t authz_can_add_note(const authz_principal_t *p, const authz_clue_t
 
 /**
  * May p hand the clue over to unit to_unit_id of kind to_kind? INVALID_ARGUMENT if to_unit_id
- * is 0; NOT_FOUND if hidden; DENIED unless a LEADER of the owner unit; FAILED_PRECONDITION
- * unless ACCEPTED or PRELIMINARY_CHECK with no pending proposal; INVALID_ARGUMENT unless the
- * target is a GROUP, ROOM or REGION (to_kind UNSPECIFIED: no such unit) other than the owner.
+ * is 0 or negative; NOT_FOUND if hidden; DENIED unless a LEADER of the owner unit;
+ * FAILED_PRECONDITION unless ACCEPTED or PRELIMINARY_CHECK; NOT_FOUND ("to_unit_id: unit N not
+ * found") when to_kind is UNSPECIFIED (no such unit); INVALID_ARGUMENT unless the target is a
+ * GROUP, ROOM or REGION other than the owner. A pending proposal does not block the handover:
+ * the handover withdraws it (its reviewer was chosen for the old owner).
  */
 authz_result_t authz_can_handover(const authz_principal_t *p, const authz_clue_t *c,
                                   int64_t to_unit_id, clue_unit_kind_t to_kind);
@@ -174,10 +176,20 @@ authz_result_t authz_can_manage_case(const authz_principal_t *p, const authz_cas
  * authz_can_manage_case(); then the clue must be visible to p or owned by a participant of
  * the case (owner_participates), so that a region's or another room's clue can join but a
  * case cannot be used to reach any other hidden clue (NOT_FOUND); FAILED_PRECONDITION if
- * the clue is already in a joint case.
+ * the clue is already in a joint case, in a terminal state, or has a pending proposal (whose
+ * reviewer would change under it).
  */
 authz_result_t authz_can_add_clue_to_case(const authz_principal_t *p, const authz_case_t *jc,
                                           const authz_clue_t *c, bool owner_participates);
+
+/**
+ * May p take the clue out of the joint case (RemoveClueFromCase)? As authz_can_manage_case();
+ * then, when the clue is not in this case (in_this_case false), NOT_FOUND if p does not see
+ * it and FAILED_PRECONDITION otherwise; FAILED_PRECONDITION in a terminal state (a closed
+ * or transferred clue stays on the case's record) or with a pending proposal.
+ */
+authz_result_t authz_can_remove_clue_from_case(const authz_principal_t *p, const authz_case_t *jc,
+                                               const authz_clue_t *c, bool in_this_case);
 
 /**
  * May the unit be a participant of the joint case? INVALID_ARGUMENT, naming field (e.g.

@@ -46,8 +46,11 @@ long grpc_decoder_feed(grpc_decoder_t *d, const uint8_t *in, size_t len, grpc_me
       d->state = GRPC_DEC_FAILED;
       return GRPC_WIRE_ETOOBIG;
     }
-    /* One spare byte keeps malloc(0) out of the picture for empty messages. */
-    d->buf = malloc(d->len + 1);
+    /* The buffer grows with the bytes that actually arrive, not with the declared length:
+     * a peer announcing large messages it never sends must not cost memory. One spare byte
+     * keeps malloc(0) out of the picture for empty messages. */
+    d->cap = d->len < GRPC_DEC_INITIAL ? d->len + 1 : GRPC_DEC_INITIAL;
+    d->buf = malloc(d->cap);
     if (d->buf == NULL) {
       d->state = GRPC_DEC_FAILED;
       return GRPC_WIRE_ENOMEM;
@@ -59,6 +62,21 @@ long grpc_decoder_feed(grpc_decoder_t *d, const uint8_t *in, size_t len, grpc_me
     size_t n = d->len - d->have;
     if (n > len - used)
       n = len - used;
+    if (d->have + n > d->cap) {
+      size_t cap = d->cap;
+      uint8_t *nb;
+      while (cap < d->have + n)
+        cap *= 2;
+      if (cap > d->len + 1)
+        cap = d->len + 1;
+      nb = realloc(d->buf, cap);
+      if (nb == NULL) {
+        d->state = GRPC_DEC_FAILED;
+        return GRPC_WIRE_ENOMEM;
+      }
+      d->buf = nb;
+      d->cap = cap;
+    }
     memcpy(d->buf + d->have, in + used, n);
     d->have += n;
     used += n;

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #define GRPC_FRAME_PREFIX 5 /* 1 byte compressed flag + 4 bytes big-endian length */
+#define GRPC_DEC_INITIAL 4096 /* first allocation for a message body */
 
 /** Error codes of this module. */
 enum {
@@ -33,6 +34,7 @@ typedef struct grpc_decoder {
   size_t prefix_have;
   int compressed;      /* flag of the message being read */
   uint8_t *buf;        /* body being read, owned */
+  size_t cap;          /* bytes allocated at buf */
   size_t len;          /* declared body length */
   size_t have;         /* body bytes read so far */
 } grpc_decoder_t;

@@ -284,7 +284,7 @@ void h2_conn_queue_writable(h2_conn_t *c, rpc_call_t *call) {
 static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   h2_conn_t *c = (h2_conn_t *)h;
   (void)suggested;
-  *buf = uv_buf_init((char *)c->rbuf, sizeof(c->rbuf));
+  *buf = uv_buf_init((char *)c->srv->rbuf, sizeof(c->srv->rbuf));
 }
 
 static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {

@@ -34,7 +34,6 @@ struct h2_conn {
   uv_write_t wreq;
   uint8_t *wbuf;           /* bytes being written, owned */
   size_t wlen, wcap;
-  uint8_t rbuf[65536];
   char peer[64];
 };
 

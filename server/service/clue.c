@@ -2,7 +2,8 @@
  *
  * Each call: decode (the transport) -> validate (validate.h) -> read the facts in one query
  * -> decide (authz.h, clue_fsm.h) -> one write statement (a function of 0003_clues.sql) ->
- * encode. Listing is in clue_list.c, proposals in proposal.c. */
+ * encode. Listing is in clue_list.c, proposals in proposal.c, handover in handover.c, notes
+ * in note.c. */
 
 #include "service/clue.h"
 
@@ -13,31 +14,14 @@
 #include "service/clue_list.h"
 #include "service/clue_row.h"
 #include "service/deadline.h"
+#include "service/handover.h"
+#include "service/note.h"
 #include "service/proposal.h"
 
 /* ---- shared ----------------------------------------------------------------------------- */
 
 static const char *param_i64(rpc_call_t *call, int64_t v) {
   return svc_i64(call, v, 0);
-}
-
-/* Visible to the caller, or fail with NOT_FOUND ("clue not found", as for a missing id). */
-static bool see_or_refuse(rpc_call_t *call, const clue_row_t *row) {
-  authz_principal_t p = clue_principal(call);
-  authz_result_t res;
-
-  if (row->id == 0) {
-    log_info("call %s: %s refused (5): no such clue", rpc_call_id(call),
-             rpc_call_method(call)->path);
-    rpc_fail(call, GRPC_NOT_FOUND, "clue not found");
-    return false;
-  }
-  res = authz_can_see_clue(&p, &row->facts);
-  if (!authz_ok(&res)) {
-    clue_refuse(call, &res);
-    return false;
-  }
-  return true;
 }
 
 /* ---- SubmitClue ------------------------------------------------------------------------ */
@@ -107,7 +91,7 @@ static void reply_clue(rpc_call_t *call, const db_result_t *r, void *arg) {
     return;
   }
   /* A retried submit returns the first clue, which a handover may since have hidden. */
-  if (!see_or_refuse(call, &row))
+  if (!clue_see_or_refuse(call, &row))
     return;
   (void)rpc_reply(call, &row.clue->base);
 }
@@ -196,7 +180,7 @@ static void got_clue(rpc_call_t *call, const db_result_t *r, void *arg) {
     clue_oom(call);
     return;
   }
-  if (!see_or_refuse(call, &row))
+  if (!clue_see_or_refuse(call, &row))
     return;
   res = authz_can_see_reporter(&p, &row.facts);
   if (!row.has_reporter || !authz_ok(&res)) {
@@ -299,7 +283,7 @@ static void moved(rpc_call_t *call, const db_result_t *r, void *arg) {
     clue_oom(call);
     return;
   }
-  if (!see_or_refuse(call, &row))
+  if (!clue_see_or_refuse(call, &row))
     return;
   reply_transition(call, &row, prop);
 }
@@ -315,7 +299,7 @@ static void replay_transition(rpc_call_t *call, const db_result_t *r, const move
              mr->request_id);
     return;
   }
-  if (!see_or_refuse(call, row))
+  if (!clue_see_or_refuse(call, row))
     return;
   if (clue_proposal_read(call, r, 0, MF_PROPOSAL, &prop, NULL) != 0) {
     clue_oom(call);
@@ -346,7 +330,7 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
     return;
   }
   if (row.id == 0) {
-    (void)see_or_refuse(call, &row);
+    (void)clue_see_or_refuse(call, &row);
     return;
   }
   res = authz_can_move(&p, &row.facts, (clue_state_t)req->target, &move);
@@ -569,7 +553,7 @@ static void got_history(rpc_call_t *call, const db_result_t *r, void *arg) {
 
   if (n > 0)
     (void)clue_row_facts(r, 0, 0, &row);
-  if (!see_or_refuse(call, &row))
+  if (!clue_see_or_refuse(call, &row))
     return;
   if ((resp.events = rpc_call_alloc(call, (size_t)n * sizeof(*resp.events))) == NULL) {
     clue_oom(call);
@@ -620,6 +604,9 @@ const rpc_method_t clue_methods[] = {
                 review_proposal_response),
     CLUE_METHOD("ListProposals", clue_list_proposals, list_proposals_request,
                 list_proposals_response),
+    CLUE_METHOD("HandOver", clue_hand_over, hand_over_request, clue),
+    CLUE_METHOD("AddNote", clue_add_note, add_note_request, note),
+    CLUE_METHOD("ListNotes", clue_list_notes, list_notes_request, list_notes_response),
     CLUE_METHOD("GetHistory", get_history, get_history_request, get_history_response),
     CLUE_METHOD("ExtendDeadline", clue_extend_deadline, extend_deadline_request, clue),
 };

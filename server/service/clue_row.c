@@ -236,6 +236,24 @@ int64_t clue_now_ms(rpc_call_t *call) {
   return server_now_ms(rpc_call_server(call));
 }
 
+bool clue_see_or_refuse(rpc_call_t *call, const clue_row_t *row) {
+  authz_principal_t p = clue_principal(call);
+  authz_result_t res;
+
+  if (row->id == 0) {
+    log_info("call %s: %s refused (5): no such clue", rpc_call_id(call),
+             rpc_call_method(call)->path);
+    rpc_fail(call, GRPC_NOT_FOUND, "clue not found");
+    return false;
+  }
+  res = authz_can_see_clue(&p, &row->facts);
+  if (!authz_ok(&res)) {
+    clue_refuse(call, &res);
+    return false;
+  }
+  return true;
+}
+
 void clue_refuse(rpc_call_t *call, const authz_result_t *res) {
   log_info("call %s: %s refused (%d): %s", rpc_call_id(call), rpc_call_method(call)->path,
            res->grpc_code, res->reason ? res->reason : "");

@@ -101,6 +101,12 @@ clue_deadline_config_t clue_deadline_config(rpc_call_t *call);
 /** The server's clock (ms since the epoch). */
 int64_t clue_now_ms(rpc_call_t *call);
 
+/**
+ * True if the caller sees the clue of row; otherwise fails call with NOT_FOUND ("clue not
+ * found", as for a missing id: row->id 0) and returns false.
+ */
+bool clue_see_or_refuse(rpc_call_t *call, const clue_row_t *row);
+
 /** Fail call with an authz.h refusal (its code and message), logging the reason. */
 void clue_refuse(rpc_call_t *call, const authz_result_t *res);
 

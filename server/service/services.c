@@ -6,6 +6,7 @@
 #include "log.h"
 #include "rpc/table.h"
 #include "service/admin.h"
+#include "service/case.h"
 #include "service/clue.h"
 #include "service/debug.h"
 #include "service/health.h"
@@ -20,6 +21,8 @@ int services_start(server_t *srv) {
     rc = rpc_table_add(srv->methods, admin_methods, admin_nmethods);
   if (rc == 0)
     rc = rpc_table_add(srv->methods, clue_methods, clue_nmethods);
+  if (rc == 0)
+    rc = rpc_table_add(srv->methods, case_methods, case_nmethods);
   if (rc == 0)
     rc = rpc_table_add(srv->methods, stats_methods, stats_nmethods);
 #ifdef CLUED_TEST_HOOKS

@@ -328,10 +328,8 @@ static void check_handover(const scenario_t *sc, rel_t rel, int role) {
     expect(&r, AUTHZ_DENIED, ctx);
   else if (sc->state != CLUE_STATE_ACCEPTED && sc->state != CLUE_STATE_PRELIMINARY_CHECK)
     expect(&r, AUTHZ_FAILED_PRECONDITION, ctx);
-  else if (sc->pending)
-    expect(&r, AUTHZ_FAILED_PRECONDITION, ctx);
   else
-    expect(&r, AUTHZ_ALLOW, ctx);
+    expect(&r, AUTHZ_ALLOW, ctx); /* a pending proposal is withdrawn by the handover */
 }
 
 static void check_extend(const scenario_t *sc, rel_t rel, int role) {
@@ -855,8 +853,7 @@ static void test_handover_targets(void **state) {
       {-4, CLUE_UNIT_GROUP, AUTHZ_INVALID_ARGUMENT, "to_unit_id must be positive"},
       {U_ADMIN, CLUE_UNIT_ADMIN, AUTHZ_INVALID_ARGUMENT,
        "to_unit_id must name a GROUP, ROOM or REGION"},
-      {888, CLUE_UNIT_UNSPECIFIED, AUTHZ_INVALID_ARGUMENT,
-       "to_unit_id must name a GROUP, ROOM or REGION"},
+      {888, CLUE_UNIT_UNSPECIFIED, AUTHZ_NOT_FOUND, "to_unit_id: unit 888 not found"},
       {U_OWN_GROUP, CLUE_UNIT_GROUP, AUTHZ_INVALID_ARGUMENT,
        "to_unit_id is already the owner of the clue"},
   };
@@ -893,12 +890,16 @@ static void test_handover_targets(void **state) {
   c.state = CLUE_STATE_FILED;
   r = authz_can_handover(&leader, &c, U_ADMIN, CLUE_UNIT_ADMIN);
   expect(&r, AUTHZ_FAILED_PRECONDITION, "filed, bad target");
-  /* A pending proposal blocks a handover (its reviewer depends on the owner). */
+  /* A missing target is not revealed before the state either. */
+  r = authz_can_handover(&leader, &c, 888, CLUE_UNIT_UNSPECIFIED);
+  expect(&r, AUTHZ_FAILED_PRECONDITION, "filed, missing target");
+  r = authz_can_handover(&stranger, &c, 888, CLUE_UNIT_UNSPECIFIED);
+  expect_hidden(&r, "stranger, missing target");
+  /* A pending proposal does not block a handover: the handover withdraws it. */
   c.state = CLUE_STATE_PRELIMINARY_CHECK;
   c.pending_reviewer_unit_id = U_LIAISON;
   r = authz_can_handover(&leader, &c, U_OTHER_GROUP, CLUE_UNIT_GROUP);
-  expect(&r, AUTHZ_FAILED_PRECONDITION, "pending");
-  assert_string_equal(r.message, "clue has a pending proposal; it must be reviewed first");
+  expect(&r, AUTHZ_ALLOW, "pending");
 }
 
 static void test_extend_messages(void **state) {
@@ -1025,6 +1026,81 @@ static void test_add_clue_to_case(void **state) {
   taken.case_lead_unit_id = U_LEAD;
   r = authz_can_add_clue_to_case(&lead, &jc, &taken, false);
   expect(&r, AUTHZ_FAILED_PRECONDITION, "in this case");
+  /* Terminal clues and clues with a pending proposal stay out (the reviewer would change). */
+  for (int s = CLUE_STATE_ACCEPTED; s <= CLUE_STATE_TRANSFERRED_TO_JUDICIAL; s++) {
+    authz_clue_t cl = liaised;
+    cl.state = (clue_state_t)s;
+    r = authz_can_add_clue_to_case(&lead, &jc, &cl, false);
+    if (clue_state_is_terminal(cl.state)) {
+      expect(&r, AUTHZ_FAILED_PRECONDITION, "terminal clue joins");
+      char want[128];
+      snprintf(want, sizeof(want), "clue is %s, a terminal state; it cannot join a joint case",
+               clue_state_name(cl.state));
+      assert_string_equal(r.message, want);
+    } else {
+      expect(&r, AUTHZ_ALLOW, "live clue joins");
+    }
+    cl.pending_reviewer_unit_id = U_LIAISON;
+    r = authz_can_add_clue_to_case(&lead, &jc, &cl, false);
+    expect(&r, AUTHZ_FAILED_PRECONDITION, "clue with a pending proposal joins");
+  }
+  /* A hidden clue is hidden before its state is told. */
+  authz_clue_t closed_region = region;
+  closed_region.state = CLUE_STATE_CLOSED;
+  r = authz_can_add_clue_to_case(&lead, &jc, &closed_region, false);
+  expect_hidden(&r, "closed clue of a non-participant");
+}
+
+static void test_remove_clue_from_case(void **state) {
+  (void)state;
+  authz_principal_t lead = {1, U_LEAD, CLUE_UNIT_ROOM, CLUE_ROLE_LEADER};
+  authz_principal_t lead_member = {2, U_LEAD, CLUE_UNIT_ROOM, CLUE_ROLE_MEMBER};
+  authz_principal_t part = {3, U_PART_REGION, CLUE_UNIT_REGION, CLUE_ROLE_LEADER};
+  authz_principal_t stranger = {4, U_OTHER_ROOM, CLUE_UNIT_ROOM, CLUE_ROLE_LEADER};
+  authz_principal_t auditor = {5, U_ADMIN, CLUE_UNIT_ADMIN, CLUE_ROLE_AUDITOR};
+  authz_case_t jc = {.lead_unit_id = U_LEAD};
+  authz_case_t jc_part = {.lead_unit_id = U_LEAD, .principal_in_case = true};
+  /* A region's clue in the case: the lead room sees it through the case. */
+  authz_clue_t member = {.owner_unit_id = U_PART_REGION,
+                         .owner_unit_kind = CLUE_UNIT_REGION,
+                         .case_lead_unit_id = U_LEAD,
+                         .state = CLUE_STATE_PRELIMINARY_CHECK};
+  authz_result_t r = authz_can_remove_clue_from_case(&lead, &jc, &member, true);
+  expect(&r, AUTHZ_ALLOW, "lead leader removes a member clue");
+  r = authz_can_remove_clue_from_case(&lead_member, &jc, &member, true);
+  expect(&r, AUTHZ_DENIED, "lead member removes");
+  r = authz_can_remove_clue_from_case(&part, &jc_part, &member, true);
+  expect(&r, AUTHZ_DENIED, "participant leader removes");
+  assert_string_equal(r.message, "only a LEADER of the lead room may change this joint case");
+  r = authz_can_remove_clue_from_case(&auditor, &jc, &member, true);
+  expect(&r, AUTHZ_DENIED, "auditor removes");
+  r = authz_can_remove_clue_from_case(&stranger, &jc, &member, true);
+  expect(&r, AUTHZ_NOT_FOUND, "stranger removes");
+  assert_string_equal(r.message, "joint case not found");
+  r = authz_can_remove_clue_from_case(&lead, &jc, NULL, true);
+  expect_hidden(&r, "no clue");
+
+  for (int s = CLUE_STATE_ACCEPTED; s <= CLUE_STATE_TRANSFERRED_TO_JUDICIAL; s++) {
+    authz_clue_t cl = member;
+    cl.state = (clue_state_t)s;
+    r = authz_can_remove_clue_from_case(&lead, &jc, &cl, true);
+    expect(&r, clue_state_is_terminal(cl.state) ? AUTHZ_FAILED_PRECONDITION : AUTHZ_ALLOW,
+           "remove by state");
+    cl.pending_reviewer_unit_id = U_LEAD;
+    r = authz_can_remove_clue_from_case(&lead, &jc, &cl, true);
+    expect(&r, AUTHZ_FAILED_PRECONDITION, "remove with a pending proposal");
+  }
+
+  /* Not in this case: hidden clues stay hidden, visible ones are refused by state. */
+  authz_clue_t elsewhere = member;
+  elsewhere.case_lead_unit_id = U_OTHER_ROOM;
+  r = authz_can_remove_clue_from_case(&lead, &jc, &elsewhere, false);
+  expect_hidden(&r, "hidden clue of another case");
+  authz_clue_t own = {
+      .owner_unit_id = U_LEAD, .owner_unit_kind = CLUE_UNIT_ROOM, .state = CLUE_STATE_ACCEPTED};
+  r = authz_can_remove_clue_from_case(&lead, &jc, &own, false);
+  expect(&r, AUTHZ_FAILED_PRECONDITION, "own clue in no case");
+  assert_string_equal(r.message, "clue is not in this joint case");
 }
 
 static void test_case_participants(void **state) {
@@ -1137,6 +1213,7 @@ int main(void) {
       cmocka_unit_test(test_case_matrix),
       cmocka_unit_test(test_create_case),
       cmocka_unit_test(test_add_clue_to_case),
+      cmocka_unit_test(test_remove_clue_from_case),
       cmocka_unit_test(test_case_participants),
       cmocka_unit_test(test_audit_and_admin),
       cmocka_unit_test(test_role_fits_unit),

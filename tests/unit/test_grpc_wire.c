@@ -138,6 +138,34 @@ static void test_length_over_limit(void **state) {
   grpc_decoder_free(&d);
 }
 
+/* Memory follows the bytes that arrive, not the length a peer announces. */
+static void test_buffer_grows_with_data(void **state) {
+  grpc_decoder_t d;
+  uint8_t p[GRPC_FRAME_PREFIX], chunk[10000];
+  grpc_message_t m;
+  int got;
+  size_t fed = 0;
+  (void)state;
+
+  grpc_decoder_init(&d, 4u << 20);
+  grpc_frame_prefix(p, 3u << 20);
+  assert_int_equal(grpc_decoder_feed(&d, p, sizeof(p), &m, &got), 5);
+  assert_true(d.cap <= GRPC_DEC_INITIAL);
+  for (size_t i = 0; i < sizeof(chunk); i++)
+    chunk[i] = (uint8_t)i;
+  while (fed < (3u << 20)) {
+    size_t n = (3u << 20) - fed < sizeof(chunk) ? (3u << 20) - fed : sizeof(chunk);
+    assert_int_equal(grpc_decoder_feed(&d, chunk, n, &m, &got), (long)n);
+    fed += n;
+    assert_true(d.cap <= 2 * fed + GRPC_DEC_INITIAL || got);
+  }
+  assert_true(got);
+  assert_int_equal(m.len, 3u << 20);
+  assert_memory_equal(m.data + 10000, chunk, 100);
+  free(m.data);
+  grpc_decoder_free(&d);
+}
+
 static void test_bad_and_compressed_flag(void **state) {
   grpc_decoder_t d;
   size_t total;
@@ -245,7 +273,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_one_byte_chunks),      cmocka_unit_test(test_several_in_one_chunk),
       cmocka_unit_test(test_truncated_prefix),     cmocka_unit_test(test_length_over_limit),
-      cmocka_unit_test(test_bad_and_compressed_flag), cmocka_unit_test(test_timeout_units),
+      cmocka_unit_test(test_bad_and_compressed_flag), cmocka_unit_test(test_buffer_grows_with_data), cmocka_unit_test(test_timeout_units),
       cmocka_unit_test(test_timeout_format_roundtrip), cmocka_unit_test(test_message_encoding),
       cmocka_unit_test(test_status_names),
   };

@@ -1,0 +1,159 @@
+#ifndef CLUECTL_CLI_H
+#define CLUECTL_CLI_H
+
+/*
+ * cluectl's shared pieces: the run context, the command tables every command group
+ * file exports, option access and the helpers that give all commands the same exit codes
+ * and the same output conventions.
+ *
+ * Adding a command group: write cmd_<group>.c defining `const cli_group_t cli_group_<group>`
+ * (a table of cli_command_t), declare it below, and list it in main.c's `groups[]`.
+ */
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "clue/client.h"
+
+/** Exit codes. */
+enum {
+  CLI_OK = 0,
+  CLI_FAILED = 1, /* an RPC failed, or the answer was a negative one (health: NOT_SERVING) */
+  CLI_USAGE = 2,  /* bad command line */
+};
+
+/** One command-line option of a command: --name [METAVAR]. */
+typedef struct cli_opt {
+  const char *name;    /* long name without "--"; NULL ends a table */
+  const char *metavar; /* NULL: a flag taking no value */
+  unsigned flags;      /* CLI_OPT_* */
+  const char *help;
+} cli_opt_t;
+
+#define CLI_OPT_REQUIRED 1u
+#define CLI_OPT_REPEAT 2u /* may be given more than once */
+
+/** One option occurrence, in command-line order. */
+typedef struct cli_optval {
+  const cli_opt_t *opt;
+  const char *value; /* NULL for flags */
+} cli_optval_t;
+
+/** The parsed options of a command. */
+typedef struct cli_args {
+  cli_optval_t *v;
+  size_t n;
+} cli_args_t;
+
+/** The run context handed to every command. */
+typedef struct cli {
+  const char *server;                 /* HOST:PORT */
+  uint64_t timeout_ms;                /* 0: none */
+  int json;                           /* --json */
+  clue_conn_t *conn;                  /* created before the command runs; connects on first call */
+  const char *cmd;                    /* "admin units": for messages */
+  volatile sig_atomic_t *interrupted; /* set by SIGINT / SIGTERM */
+} cli_t;
+
+typedef struct cli_command {
+  const char *name;    /* "units"; NULL for a group that is itself one command */
+  const char *summary; /* one line */
+  const cli_opt_t *opts;
+  const char *help; /* further text for --help, or NULL */
+  int (*run)(cli_t *cli, const cli_args_t *args);
+} cli_command_t;
+
+typedef struct cli_group {
+  const char *name; /* first word on the command line */
+  const char *summary;
+  const cli_command_t *commands; /* ends with an entry whose run is NULL */
+} cli_group_t;
+
+/* The command groups. */
+extern const cli_group_t cli_group_health;
+extern const cli_group_t cli_group_admin;
+
+/* ---- options ---- */
+
+/** Last value given for --name, or NULL. */
+const char *cli_arg(const cli_args_t *a, const char *name);
+
+/** Whether the flag --name was given. */
+int cli_flag(const cli_args_t *a, const char *name);
+
+/** The i-th value (0-based) given for a repeatable --name, or NULL past the last. */
+const char *cli_arg_nth(const cli_args_t *a, const char *name, size_t i);
+
+/** Number of values given for --name. */
+size_t cli_arg_count(const cli_args_t *a, const char *name);
+
+/**
+ * Parse the value of --name as a positive 64-bit id into *out. Absent: returns 0 and leaves
+ * *out alone. Bad: prints a usage error and returns CLI_USAGE.
+ */
+int cli_arg_id(cli_t *cli, const cli_args_t *a, const char *name, int64_t *out);
+
+/**
+ * Parse the value of --name as a value of enum ed, by its name with or without the common
+ * prefix, in any case ("group", "GROUP", "UNIT_KIND_GROUP"). Absent: 0, *out untouched.
+ * Bad: prints a usage error listing the choices and returns CLI_USAGE.
+ */
+int cli_arg_enum(cli_t *cli, const cli_args_t *a, const char *name,
+                 const ProtobufCEnumDescriptor *ed, int *out);
+
+/** The choices of an enum for messages, "ROOM|GROUP|...", written into buf; returns buf. */
+const char *cli_enum_choices(const ProtobufCEnumDescriptor *ed, char *buf, size_t len);
+
+/* ---- results ---- */
+
+/** Print "cluectl CMD: message" and a hint to stderr; returns CLI_USAGE. */
+int cli_usage_error(cli_t *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/**
+ * Report a failed call: "STATUS_NAME: message" on stderr. rv is what libclue returned.
+ * Returns CLI_FAILED.
+ */
+int cli_rpc_error(cli_t *cli, int rv, const clue_status_t *st);
+
+/** Report that memory ran out; returns CLI_FAILED. */
+int cli_oom(cli_t *cli);
+
+/** Make a unary call to a method of service; on failure it has been reported. */
+int cli_call(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
+             const ProtobufCMessage *req, ProtobufCMessage **resp)
+    __attribute__((warn_unused_result));
+
+/* ---- output (render.c) ---- */
+
+/** Print m as JSON on stdout (indented, or one line if compact). Returns CLI_OK or CLI_FAILED. */
+int cli_print_json(cli_t *cli, const ProtobufCMessage *m, int compact);
+
+/** Print m as "field: value" lines, aligned. Returns CLI_OK or CLI_FAILED (out of memory). */
+int cli_print_record(cli_t *cli, const ProtobufCMessage *m);
+
+/** A table column: header text and the field of each row message it shows. */
+typedef struct cli_col {
+  const char *header;
+  const char *field;
+} cli_col_t;
+
+/**
+ * Print the repeated message field `list` of m as an aligned table with the given columns
+ * (ends with a {NULL, NULL} entry). Returns CLI_OK or CLI_FAILED.
+ */
+int cli_print_table(cli_t *cli, const ProtobufCMessage *m, const char *list, const cli_col_t *cols);
+
+/**
+ * The human text of one field of m: enums without their common prefix, *_ms times as local
+ * date and time, unset ids and times as "-", repeated values joined by ", ".
+ * Returns a malloc'd string or NULL on out of memory.
+ */
+char *cli_field_text(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f);
+
+/** An enum value's name without the enum's common prefix ("GROUP" for UNIT_KIND_GROUP). */
+const char *cli_enum_short(const ProtobufCEnumDescriptor *ed, int value);
+
+#endif

@@ -1,0 +1,216 @@
+/* cluectl admin: units, users and tokens (clue.v1.AdminService; ADMIN callers only). */
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cli.h"
+#include "clue/v1/admin.pb-c.h"
+
+#define ADMIN (&clue__v1__admin_service__descriptor)
+
+/* Call method, then print the reply as JSON or with show(); frees the reply. */
+static int admin_call(cli_t *cli, const char *method, const ProtobufCMessage *req,
+                      int (*show)(cli_t *, const ProtobufCMessage *)) {
+  ProtobufCMessage *resp = NULL;
+  int rc = cli_call(cli, ADMIN, method, req, &resp);
+
+  if (rc != 0)
+    return rc;
+  rc = cli->json ? cli_print_json(cli, resp, 0) : show(cli, resp);
+  protobuf_c_message_free_unpacked(resp, NULL);
+  return rc;
+}
+
+/* ---- units ------------------------------------------------------------------------ */
+
+static const cli_opt_t units_opts[] = {
+    {"kind", "KIND", 0, "only units of this kind: ROOM, GROUP, REGION or ADMIN"},
+    {NULL, NULL, 0, NULL},
+};
+
+static const cli_col_t unit_cols[] = {
+    {"ID", "id"},
+    {"KIND", "kind"},
+    {"CODE", "code"},
+    {"NAME", "name"},
+    {"LIAISON ROOM", "liaison_room_id"},
+    {"HOST UNITS", "host_units"},
+    {"CREATED", "created_at_ms"},
+    {NULL, NULL},
+};
+
+static int show_units(cli_t *cli, const ProtobufCMessage *m) {
+  return cli_print_table(cli, m, "units", unit_cols);
+}
+
+static int run_units(cli_t *cli, const cli_args_t *args) {
+  Clue__V1__ListUnitsRequest req = CLUE__V1__LIST_UNITS_REQUEST__INIT;
+  int kind = 0, rc;
+
+  if ((rc = cli_arg_enum(cli, args, "kind", &clue__v1__unit_kind__descriptor, &kind)) != 0)
+    return rc;
+  req.kind = (Clue__V1__UnitKind)kind;
+  return admin_call(cli, "ListUnits", &req.base, show_units);
+}
+
+static const cli_opt_t create_unit_opts[] = {
+    {"kind", "KIND", CLI_OPT_REQUIRED, "ROOM, GROUP, REGION or ADMIN"},
+    {"code", "CODE", CLI_OPT_REQUIRED, "short code used in registration numbers, e.g. G03"},
+    {"name", "NAME", CLI_OPT_REQUIRED, "full name"},
+    {"liaison-room", "ID", 0, "GROUP only: id of its liaison ROOM"},
+    {"host-unit", "NAME", CLI_OPT_REPEAT, "GROUP only: a host unit it sits in"},
+    {NULL, NULL, 0, NULL},
+};
+
+static int run_create_unit(cli_t *cli, const cli_args_t *args) {
+  Clue__V1__CreateUnitRequest req = CLUE__V1__CREATE_UNIT_REQUEST__INIT;
+  size_t nhost = cli_arg_count(args, "host-unit");
+  char **hosts = NULL;
+  int kind = 0, rc;
+
+  if ((rc = cli_arg_enum(cli, args, "kind", &clue__v1__unit_kind__descriptor, &kind)) != 0 ||
+      (rc = cli_arg_id(cli, args, "liaison-room", &req.liaison_room_id)) != 0)
+    return rc;
+  req.kind = (Clue__V1__UnitKind)kind;
+  req.code = (char *)cli_arg(args, "code");
+  req.name = (char *)cli_arg(args, "name");
+  if (nhost > 0) {
+    hosts = calloc(nhost, sizeof(*hosts));
+    if (hosts == NULL)
+      return cli_oom(cli);
+    for (size_t i = 0; i < nhost; i++)
+      hosts[i] = (char *)cli_arg_nth(args, "host-unit", i);
+    req.n_host_units = nhost;
+    req.host_units = hosts;
+  }
+  rc = admin_call(cli, "CreateUnit", &req.base, cli_print_record);
+  free(hosts);
+  return rc;
+}
+
+/* ---- users ------------------------------------------------------------------------- */
+
+static const cli_opt_t users_opts[] = {
+    {"unit", "ID", 0, "only users of this unit"},
+    {NULL, NULL, 0, NULL},
+};
+
+static const cli_col_t user_cols[] = {
+    {"ID", "id"},     {"UNIT", "unit_id"},      {"NAME", "name"},
+    {"ROLE", "role"}, {"DISABLED", "disabled"}, {"CREATED", "created_at_ms"},
+    {NULL, NULL},
+};
+
+static int show_users(cli_t *cli, const ProtobufCMessage *m) {
+  return cli_print_table(cli, m, "users", user_cols);
+}
+
+static int run_users(cli_t *cli, const cli_args_t *args) {
+  Clue__V1__ListUsersRequest req = CLUE__V1__LIST_USERS_REQUEST__INIT;
+  int rc;
+
+  if ((rc = cli_arg_id(cli, args, "unit", &req.unit_id)) != 0)
+    return rc;
+  return admin_call(cli, "ListUsers", &req.base, show_users);
+}
+
+static const cli_opt_t create_user_opts[] = {
+    {"unit", "ID", CLI_OPT_REQUIRED, "unit the user belongs to"},
+    {"name", "NAME", CLI_OPT_REQUIRED, "the user's name"},
+    {"role", "ROLE", CLI_OPT_REQUIRED, "MEMBER, LEADER, AUDITOR or ADMIN"},
+    {NULL, NULL, 0, NULL},
+};
+
+static int run_create_user(cli_t *cli, const cli_args_t *args) {
+  Clue__V1__CreateUserRequest req = CLUE__V1__CREATE_USER_REQUEST__INIT;
+  int role = 0, rc;
+
+  if ((rc = cli_arg_id(cli, args, "unit", &req.unit_id)) != 0 ||
+      (rc = cli_arg_enum(cli, args, "role", &clue__v1__role__descriptor, &role)) != 0)
+    return rc;
+  req.role = (Clue__V1__Role)role;
+  req.name = (char *)cli_arg(args, "name");
+  return admin_call(cli, "CreateUser", &req.base, cli_print_record);
+}
+
+static const cli_opt_t disable_user_opts[] = {
+    {"user", "ID", CLI_OPT_REQUIRED, "user to disable"},
+    {"reason", "TEXT", 0, "why (kept in the audit trail)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static int run_disable_user(cli_t *cli, const cli_args_t *args) {
+  Clue__V1__DisableUserRequest req = CLUE__V1__DISABLE_USER_REQUEST__INIT;
+  int rc;
+
+  if ((rc = cli_arg_id(cli, args, "user", &req.user_id)) != 0)
+    return rc;
+  if (cli_arg(args, "reason") != NULL)
+    req.reason = (char *)cli_arg(args, "reason");
+  return admin_call(cli, "DisableUser", &req.base, cli_print_record);
+}
+
+/* ---- tokens ------------------------------------------------------------------------ */
+
+static const cli_opt_t issue_token_opts[] = {
+    {"user", "ID", CLI_OPT_REQUIRED, "user the token authenticates"},
+    {"note", "TEXT", 0, "what the token is for"},
+    {NULL, NULL, 0, NULL},
+};
+
+/* The token alone on stdout, so that TOKEN=$(cluectl admin issue-token ...) works. */
+static int show_token(cli_t *cli, const ProtobufCMessage *m) {
+  const Clue__V1__IssueTokenResponse *r = (const Clue__V1__IssueTokenResponse *)m;
+
+  (void)cli;
+  puts(r->token);
+  fprintf(stderr, "token %lld issued; it is shown only this once\n", (long long)r->token_id);
+  return CLI_OK;
+}
+
+static int run_issue_token(cli_t *cli, const cli_args_t *args) {
+  Clue__V1__IssueTokenRequest req = CLUE__V1__ISSUE_TOKEN_REQUEST__INIT;
+  int rc;
+
+  if ((rc = cli_arg_id(cli, args, "user", &req.user_id)) != 0)
+    return rc;
+  if (cli_arg(args, "note") != NULL)
+    req.note = (char *)cli_arg(args, "note");
+  return admin_call(cli, "IssueToken", &req.base, show_token);
+}
+
+static const cli_opt_t revoke_token_opts[] = {
+    {"token-id", "ID", CLI_OPT_REQUIRED, "id of the token (as printed by issue-token)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static int run_revoke_token(cli_t *cli, const cli_args_t *args) {
+  Clue__V1__RevokeTokenRequest req = CLUE__V1__REVOKE_TOKEN_REQUEST__INIT;
+  int rc;
+
+  if ((rc = cli_arg_id(cli, args, "token-id", &req.token_id)) != 0)
+    return rc;
+  return admin_call(cli, "RevokeToken", &req.base, cli_print_record);
+}
+
+static const cli_command_t admin_commands[] = {
+    {"units", "List units", units_opts, NULL, run_units},
+    {"create-unit", "Create a unit", create_unit_opts,
+     "A GROUP names its liaison ROOM and the host units it sits in.\n", run_create_unit},
+    {"users", "List users", users_opts, NULL, run_users},
+    {"create-user", "Create a user in a unit", create_user_opts, NULL, run_create_user},
+    {"disable-user", "Disable a user; their tokens stop working", disable_user_opts, NULL,
+     run_disable_user},
+    {"issue-token", "Issue a bearer token for a user and print it", issue_token_opts,
+     "The token is printed once on stdout and cannot be shown again; only its\n"
+     "SHA-256 is stored. Its id (for revoke-token) is printed on stderr.\n",
+     run_issue_token},
+    {"revoke-token", "Revoke a token", revoke_token_opts, NULL, run_revoke_token},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+const cli_group_t cli_group_admin = {
+    "admin",
+    "Manage units, users and tokens (ADMIN only)",
+    admin_commands,
+};

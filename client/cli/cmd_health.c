@@ -1,0 +1,99 @@
+/* cluectl health: the standard grpc.health.v1 check, once or as a watch. */
+
+#include <stdio.h>
+
+#include "cli.h"
+#include "grpc/health/v1/health.pb-c.h"
+
+#define HEALTH_CHECK "/grpc.health.v1.Health/Check"
+#define HEALTH_WATCH "/grpc.health.v1.Health/Watch"
+
+static const cli_opt_t health_opts[] = {
+    {"service", "NAME", 0, "service to check (default: the server as a whole)"},
+    {"watch", NULL, 0, "print each status change until interrupted or --timeout"},
+    {NULL, NULL, 0, NULL},
+};
+
+static void print_status(cli_t *cli, const Grpc__Health__V1__HealthCheckResponse *r, int line) {
+  const char *name;
+
+  if (cli->json) {
+    (void)cli_print_json(cli, &r->base, line);
+  } else {
+    name = cli_enum_short(&grpc__health__v1__health_check_response__serving_status__descriptor,
+                          r->status);
+    if (name != NULL)
+      puts(name);
+    else
+      printf("%d\n", (int)r->status);
+  }
+  fflush(stdout);
+}
+
+static int health_watch(cli_t *cli, const Grpc__Health__V1__HealthCheckRequest *req) {
+  clue_status_t st = CLUE_STATUS_INIT;
+  clue_stream_t *s = NULL;
+  ProtobufCMessage *m;
+  int rv, rc = CLI_OK;
+
+  rv = clue_stream_start(cli->conn, HEALTH_WATCH, &req->base,
+                         &grpc__health__v1__health_check_response__descriptor, &s, &st);
+  if (rv != 0) {
+    rc = cli_rpc_error(cli, rv, &st);
+    clue_status_clear(&st);
+    return rc;
+  }
+  while ((rv = clue_stream_next(s, &m, &st)) == 1) {
+    print_status(cli, (const Grpc__Health__V1__HealthCheckResponse *)m, 1);
+    protobuf_c_message_free_unpacked(m, NULL);
+  }
+  /* Watching ends normally when the time asked for is up or the user interrupts. */
+  if (rv < 0)
+    rc = cli_rpc_error(cli, rv, &st);
+  else if (st.code == CLUE_STATUS_DEADLINE_EXCEEDED && cli->timeout_ms != 0)
+    rc = CLI_OK;
+  else if (st.code == CLUE_STATUS_CANCELLED && *cli->interrupted)
+    rc = CLI_OK;
+  else if (st.code != CLUE_STATUS_OK)
+    rc = cli_rpc_error(cli, st.code, &st);
+  clue_status_clear(&st);
+  clue_stream_free(s);
+  return rc;
+}
+
+static int run_health(cli_t *cli, const cli_args_t *args) {
+  Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+  Grpc__Health__V1__HealthCheckResponse *resp = NULL;
+  const char *service = cli_arg(args, "service");
+  int rc;
+
+  if (service != NULL)
+    req.service = (char *)service;
+  if (cli_flag(args, "watch"))
+    return health_watch(cli, &req);
+  rc = cli_call(cli, &grpc__health__v1__health__descriptor, "Check", &req.base,
+                (ProtobufCMessage **)&resp);
+  if (rc != 0)
+    return rc;
+  print_status(cli, resp, 0);
+  rc = resp->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+           ? CLI_OK
+           : CLI_FAILED;
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+  return rc;
+}
+
+static const cli_command_t health_commands[] = {
+    {NULL, "Ask the server whether it is serving (grpc.health.v1)", health_opts,
+     "Prints SERVING, NOT_SERVING, UNKNOWN or SERVICE_UNKNOWN. Exits 0 when SERVING and 1\n"
+     "otherwise. With --watch, prints one line per status change; reaching --timeout or\n"
+     "an interrupt (Ctrl-C) ends the watch with exit status 0.\n",
+     run_health},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+const cli_group_t cli_group_health = {
+    "health",
+    "Check whether the server is serving",
+    health_commands,
+};

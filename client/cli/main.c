@@ -1,0 +1,330 @@
+/* cluectl: command line, dispatch and help. The commands live in cmd_<group>.c. */
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+#define DEFAULT_SERVER "127.0.0.1:50051"
+
+/* Every command group, in the order help lists them. Add new groups here. */
+static const cli_group_t *const groups[] = {
+    &cli_group_health,
+    &cli_group_admin,
+};
+#define NGROUPS (sizeof(groups) / sizeof(groups[0]))
+
+static const cli_opt_t global_opts[] = {
+    {"server", "HOST:PORT", 0, "server address (env CLUED_SERVER, default " DEFAULT_SERVER ")"},
+    {"token", "TOKEN", 0, "bearer token sent with every call (env CLUED_TOKEN)"},
+    {"timeout", "SECONDS", 0, "deadline of each call, e.g. 5 or 0.5 (default: none)"},
+    {"json", NULL, 0, "print results as JSON"},
+    {"help", NULL, 0, "show help (also: -h, cluectl help COMMAND)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig) {
+  (void)sig;
+  interrupted = 1;
+}
+
+/* ---- help ------------------------------------------------------------------------ */
+
+static int is_single(const cli_group_t *g) {
+  return g->commands[0].name == NULL;
+}
+
+static void print_opts(FILE *o, const cli_opt_t *opts) {
+  for (const cli_opt_t *p = opts; p != NULL && p->name != NULL; p++) {
+    char left[64];
+    snprintf(left, sizeof(left), "--%s%s%s", p->name, p->metavar ? " " : "",
+             p->metavar ? p->metavar : "");
+    fprintf(o, "  %-26s %s%s%s\n", left, p->help,
+            (p->flags & CLI_OPT_REQUIRED) ? " (required)" : "",
+            (p->flags & CLI_OPT_REPEAT) ? " (repeatable)" : "");
+  }
+}
+
+static void print_usage_line(FILE *o, const cli_group_t *g, const cli_command_t *c) {
+  fprintf(o, "Usage: cluectl %s%s%s", g->name, c->name ? " " : "", c->name ? c->name : "");
+  for (const cli_opt_t *p = c->opts; p != NULL && p->name != NULL; p++) {
+    int req = (p->flags & CLI_OPT_REQUIRED) != 0;
+    fprintf(o, " %s--%s%s%s%s%s", req ? "" : "[", p->name, p->metavar ? " " : "",
+            p->metavar ? p->metavar : "", req ? "" : "]", (p->flags & CLI_OPT_REPEAT) ? "..." : "");
+  }
+  fputc('\n', o);
+}
+
+static void help_top(FILE *o) {
+  fputs("Usage: cluectl [GLOBAL OPTIONS] COMMAND [OPTIONS]\n\n"
+        "Command-line client of clued, the problem-clue workflow server.\n\nCommands:\n",
+        o);
+  for (size_t i = 0; i < NGROUPS; i++)
+    fprintf(o, "  %-12s %s\n", groups[i]->name, groups[i]->summary);
+  fprintf(o, "  %-12s %s\n", "help", "show help of a command: cluectl help admin units");
+  fputs("\nGlobal options (accepted before or after the command):\n", o);
+  print_opts(o, global_opts);
+  fputs("\nExit status: 0 success; 1 the call failed (STATUS: message on stderr);\n"
+        "2 usage error.\n",
+        o);
+}
+
+static void help_group(FILE *o, const cli_group_t *g) {
+  fprintf(o, "Usage: cluectl %s COMMAND [OPTIONS]\n\n%s.\n\nCommands:\n", g->name, g->summary);
+  for (const cli_command_t *c = g->commands; c->run != NULL; c++)
+    fprintf(o, "  %-14s %s\n", c->name, c->summary);
+  fprintf(o, "\nRun 'cluectl %s COMMAND --help' for the options of a command.\n", g->name);
+}
+
+static void help_command(FILE *o, const cli_group_t *g, const cli_command_t *c) {
+  print_usage_line(o, g, c);
+  fprintf(o, "\n%s.\n", c->summary);
+  if (c->opts != NULL && c->opts[0].name != NULL) {
+    fputs("\nOptions:\n", o);
+    print_opts(o, c->opts);
+  }
+  if (c->help != NULL)
+    fprintf(o, "\n%s", c->help);
+  fputs("\nGlobal options: --server, --token, --timeout, --json (see 'cluectl --help').\n", o);
+}
+
+/* ---- command line ------------------------------------------------------------------- */
+
+typedef struct globals {
+  const char *server;
+  const char *token;
+  const char *timeout;
+  int json;
+  int help;
+} globals_t;
+
+static const cli_opt_t *find_opt(const cli_opt_t *opts, const char *name, size_t len) {
+  for (const cli_opt_t *p = opts; p != NULL && p->name != NULL; p++)
+    if (strlen(p->name) == len && strncmp(p->name, name, len) == 0)
+      return p;
+  return NULL;
+}
+
+static const cli_group_t *find_group(const char *name) {
+  for (size_t i = 0; i < NGROUPS; i++)
+    if (strcmp(groups[i]->name, name) == 0)
+      return groups[i];
+  return NULL;
+}
+
+static const cli_command_t *find_command(const cli_group_t *g, const char *name) {
+  for (const cli_command_t *c = g->commands; c->run != NULL; c++)
+    if (c->name != NULL && strcmp(c->name, name) == 0)
+      return c;
+  return NULL;
+}
+
+static int parse_timeout(const char *s, uint64_t *ms) {
+  char *end;
+  double v;
+
+  errno = 0;
+  v = strtod(s, &end);
+  if (end == s || *end != '\0' || errno != 0 || !isfinite(v) || v <= 0 || v > 8640000)
+    return -1;
+  v *= 1000;
+  *ms = (uint64_t)v;
+  if ((double)*ms < v) /* round up: a deadline is never shorter than asked */
+    (*ms)++;
+  return 0;
+}
+
+typedef struct parsed {
+  globals_t g;
+  const cli_group_t *group;
+  const cli_command_t *cmd;
+  int help_word; /* "help" appeared as a command word */
+  cli_args_t args;
+} parsed_t;
+
+/* Parse argv; returns -1 to go on, or an exit code (usage errors are reported). */
+static int parse(cli_t *cli, int argc, char **argv, parsed_t *p, char *cmdname, size_t cmdlen) {
+  int words_only = 0;
+
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+
+    if (!words_only && strcmp(a, "--") == 0) {
+      words_only = 1;
+      continue;
+    }
+    if (!words_only && a[0] == '-' && a[1] != '\0') {
+      const char *name = a + 2, *eq, *value = NULL;
+      const cli_opt_t *opt = NULL;
+      size_t len;
+      int global = 0;
+
+      if (strcmp(a, "-h") == 0) {
+        p->g.help = 1;
+        continue;
+      }
+      if (a[1] != '-')
+        return cli_usage_error(cli, "unknown option '%s'", a);
+      eq = strchr(name, '=');
+      len = eq ? (size_t)(eq - name) : strlen(name);
+      if (p->cmd != NULL)
+        opt = find_opt(p->cmd->opts, name, len);
+      if (opt == NULL && (opt = find_opt(global_opts, name, len)) != NULL)
+        global = 1;
+      if (opt == NULL)
+        return cli_usage_error(cli, "unknown option '--%.*s'", (int)len, name);
+      if (opt->metavar != NULL) {
+        if (eq != NULL)
+          value = eq + 1;
+        else if (i + 1 < argc)
+          value = argv[++i];
+        else
+          return cli_usage_error(cli, "--%s needs a value (%s)", opt->name, opt->metavar);
+      } else if (eq != NULL) {
+        return cli_usage_error(cli, "--%s takes no value", opt->name);
+      }
+      if (!global) {
+        if (!(opt->flags & CLI_OPT_REPEAT) && cli_flag(&p->args, opt->name))
+          return cli_usage_error(cli, "--%s given more than once", opt->name);
+        p->args.v[p->args.n].opt = opt;
+        p->args.v[p->args.n].value = value;
+        p->args.n++;
+      } else if (strcmp(opt->name, "server") == 0) {
+        p->g.server = value;
+      } else if (strcmp(opt->name, "token") == 0) {
+        p->g.token = value;
+      } else if (strcmp(opt->name, "timeout") == 0) {
+        p->g.timeout = value;
+      } else if (strcmp(opt->name, "json") == 0) {
+        p->g.json = 1;
+      } else {
+        p->g.help = 1;
+      }
+      continue;
+    }
+    /* a word: the group, then the command, then nothing */
+    if (p->group == NULL) {
+      if (strcmp(a, "help") == 0 && !p->help_word) {
+        p->help_word = 1;
+        continue;
+      }
+      p->group = find_group(a);
+      if (p->group == NULL)
+        return cli_usage_error(cli, "unknown command '%s'", a);
+      if (is_single(p->group))
+        p->cmd = &p->group->commands[0];
+      snprintf(cmdname, cmdlen, "%s", a);
+      cli->cmd = cmdname;
+      continue;
+    }
+    if (p->cmd == NULL) {
+      if (strcmp(a, "help") == 0) {
+        p->help_word = 1;
+        continue;
+      }
+      p->cmd = find_command(p->group, a);
+      if (p->cmd == NULL)
+        return cli_usage_error(cli, "unknown command '%s'", a);
+      snprintf(cmdname, cmdlen, "%s %s", p->group->name, a);
+      continue;
+    }
+    if (p->help_word)
+      continue;
+    return cli_usage_error(cli, "unexpected argument '%s'", a);
+  }
+  return -1;
+}
+
+static int setup(cli_t *cli, const parsed_t *p) {
+  int rv;
+
+  if (p->g.timeout != NULL && parse_timeout(p->g.timeout, &cli->timeout_ms) != 0)
+    return cli_usage_error(cli, "--timeout: '%s' is not a positive number of seconds",
+                           p->g.timeout);
+  for (const cli_opt_t *o = p->cmd->opts; o != NULL && o->name != NULL; o++)
+    if ((o->flags & CLI_OPT_REQUIRED) && !cli_flag(&p->args, o->name))
+      return cli_usage_error(cli, "--%s is required", o->name);
+  cli->server = p->g.server;
+  cli->json = p->g.json;
+  rv = clue_conn_new(cli->server, &cli->conn);
+  if (rv == CLUE_EINVAL)
+    return cli_usage_error(cli, "--server: '%s' is not HOST:PORT", cli->server);
+  if (rv != 0)
+    return cli_oom(cli);
+  rv = clue_conn_set_token(cli->conn, p->g.token);
+  if (rv == CLUE_EINVAL)
+    return cli_usage_error(cli, "--token: the token contains control characters");
+  if (rv != 0)
+    return cli_oom(cli);
+  clue_conn_set_timeout(cli->conn, cli->timeout_ms);
+  clue_conn_set_cancel_flag(cli->conn, &interrupted);
+  return -1;
+}
+
+int main(int argc, char **argv) {
+  char cmdname[128];
+  cli_t cli = {0};
+  parsed_t p = {0};
+  struct sigaction sa;
+  int rc;
+
+  p.g.server = getenv("CLUED_SERVER");
+  if (p.g.server == NULL || p.g.server[0] == '\0')
+    p.g.server = DEFAULT_SERVER;
+  p.g.token = getenv("CLUED_TOKEN");
+  p.args.v = calloc((size_t)argc + 1, sizeof(*p.args.v));
+  if (p.args.v == NULL)
+    return cli_oom(&cli);
+  cli.interrupted = &interrupted;
+
+  rc = parse(&cli, argc, argv, &p, cmdname, sizeof(cmdname));
+  if (rc >= 0)
+    goto out;
+  if (p.g.help || p.help_word) {
+    if (p.cmd != NULL)
+      help_command(stdout, p.group, p.cmd);
+    else if (p.group != NULL)
+      help_group(stdout, p.group);
+    else
+      help_top(stdout);
+    rc = CLI_OK;
+    goto out;
+  }
+  if (p.group == NULL) {
+    fputs("cluectl: missing command\n\n", stderr);
+    help_top(stderr);
+    rc = CLI_USAGE;
+    goto out;
+  }
+  if (p.cmd == NULL) {
+    fprintf(stderr, "cluectl %s: missing command\n\n", p.group->name);
+    help_group(stderr, p.group);
+    rc = CLI_USAGE;
+    goto out;
+  }
+  rc = setup(&cli, &p);
+  if (rc >= 0)
+    goto out;
+
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = on_signal; /* no SA_RESTART: a blocked poll() returns and sees the flag */
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+
+  rc = p.cmd->run(&cli, &p.args);
+  if (fflush(stdout) != 0 || ferror(stdout)) {
+    fprintf(stderr, "cluectl: cannot write output: %s\n", strerror(errno));
+    rc = CLI_FAILED;
+  }
+out:
+  clue_conn_free(cli.conn);
+  free(p.args.v);
+  return rc;
+}

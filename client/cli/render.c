@@ -1,0 +1,283 @@
+/* Output shared by every command: JSON, "field: value" records and tables, all driven by
+ * protobuf-c descriptors so a new command only names the fields it wants. */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "table.h"
+
+static size_t enum_prefix_len(const ProtobufCEnumDescriptor *ed) {
+  const char *first;
+  size_t n;
+
+  if (ed->n_values < 2)
+    return 0;
+  first = ed->values[0].name;
+  n = strlen(first);
+  for (unsigned i = 1; i < ed->n_values; i++) {
+    const char *name = ed->values[i].name;
+    size_t k = 0;
+    while (k < n && name[k] == first[k])
+      k++;
+    n = k;
+  }
+  while (n > 0 && first[n - 1] != '_') /* whole words only: UNIT_KIND_, not UNIT_KIND_R */
+    n--;
+  for (unsigned i = 0; i < ed->n_values; i++)
+    if (strlen(ed->values[i].name) == n)
+      return 0;
+  return n;
+}
+
+const char *cli_enum_short(const ProtobufCEnumDescriptor *ed, int value) {
+  const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(ed, value);
+
+  return ev != NULL ? ev->name + enum_prefix_len(ed) : NULL;
+}
+
+static int ends_with(const char *s, const char *suffix) {
+  size_t n = strlen(s), k = strlen(suffix);
+
+  return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+static int is_time_field(const ProtobufCFieldDescriptor *f) {
+  return ends_with(f->name, "_ms") && f->type == PROTOBUF_C_TYPE_INT64;
+}
+
+static int is_id_field(const ProtobufCFieldDescriptor *f) {
+  return strcmp(f->name, "id") == 0 || ends_with(f->name, "_id");
+}
+
+static void put_time(FILE *o, int64_t ms) {
+  time_t t = (time_t)(ms / 1000);
+  struct tm tm;
+  char buf[64];
+
+  if (localtime_r(&t, &tm) != NULL && strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm) > 0)
+    fputs(buf, o);
+  else
+    fprintf(o, "%lld", (long long)ms);
+}
+
+/* One value (a member or an element of a repeated field) as human text. */
+static void put_value(FILE *o, const ProtobufCFieldDescriptor *f, const void *p) {
+  switch (f->type) {
+  case PROTOBUF_C_TYPE_INT32:
+  case PROTOBUF_C_TYPE_SINT32:
+  case PROTOBUF_C_TYPE_SFIXED32: {
+    int32_t v = *(const int32_t *)p;
+    if (v == 0 && is_id_field(f))
+      fputs("-", o);
+    else
+      fprintf(o, "%d", (int)v);
+    break;
+  }
+  case PROTOBUF_C_TYPE_UINT32:
+  case PROTOBUF_C_TYPE_FIXED32:
+    fprintf(o, "%u", (unsigned)*(const uint32_t *)p);
+    break;
+  case PROTOBUF_C_TYPE_INT64:
+  case PROTOBUF_C_TYPE_SINT64:
+  case PROTOBUF_C_TYPE_SFIXED64: {
+    int64_t v = *(const int64_t *)p;
+    if (v == 0 && (is_id_field(f) || is_time_field(f)))
+      fputs("-", o);
+    else if (is_time_field(f))
+      put_time(o, v);
+    else
+      fprintf(o, "%lld", (long long)v);
+    break;
+  }
+  case PROTOBUF_C_TYPE_UINT64:
+  case PROTOBUF_C_TYPE_FIXED64:
+    fprintf(o, "%llu", (unsigned long long)*(const uint64_t *)p);
+    break;
+  case PROTOBUF_C_TYPE_FLOAT:
+    fprintf(o, "%g", (double)*(const float *)p);
+    break;
+  case PROTOBUF_C_TYPE_DOUBLE:
+    fprintf(o, "%g", *(const double *)p);
+    break;
+  case PROTOBUF_C_TYPE_BOOL:
+    fputs(*(const protobuf_c_boolean *)p ? "yes" : "no", o);
+    break;
+  case PROTOBUF_C_TYPE_ENUM: {
+    int v = *(const int *)p;
+    const char *name = cli_enum_short(f->descriptor, v);
+    if (name == NULL)
+      fprintf(o, "%d", v);
+    else if (v == 0 && ends_with(name, "UNSPECIFIED"))
+      fputs("-", o);
+    else
+      fputs(name, o);
+    break;
+  }
+  case PROTOBUF_C_TYPE_STRING: {
+    const char *s = *(char *const *)p;
+    fputs(s != NULL && s[0] != '\0' ? s : "-", o);
+    break;
+  }
+  case PROTOBUF_C_TYPE_BYTES: {
+    const ProtobufCBinaryData *b = p;
+    if (b->len == 0)
+      fputs("-", o);
+    for (size_t i = 0; i < b->len; i++)
+      fprintf(o, "%02x", b->data[i]);
+    break;
+  }
+  case PROTOBUF_C_TYPE_MESSAGE: {
+    const ProtobufCMessage *sub = *(ProtobufCMessage *const *)p;
+    char *json = NULL;
+    if (sub == NULL) {
+      fputs("-", o);
+    } else if (clue_to_json(sub, CLUE_JSON_COMPACT, &json) == 0) {
+      fputs(json, o);
+      free(json);
+    } else {
+      fputs("?", o);
+    }
+    break;
+  }
+  }
+}
+
+static size_t elem_size(ProtobufCType t) {
+  switch (t) {
+  case PROTOBUF_C_TYPE_INT64:
+  case PROTOBUF_C_TYPE_SINT64:
+  case PROTOBUF_C_TYPE_SFIXED64:
+  case PROTOBUF_C_TYPE_UINT64:
+  case PROTOBUF_C_TYPE_FIXED64:
+    return 8;
+  case PROTOBUF_C_TYPE_FLOAT:
+    return sizeof(float);
+  case PROTOBUF_C_TYPE_DOUBLE:
+    return sizeof(double);
+  case PROTOBUF_C_TYPE_BOOL:
+    return sizeof(protobuf_c_boolean);
+  case PROTOBUF_C_TYPE_ENUM:
+    return sizeof(int);
+  case PROTOBUF_C_TYPE_STRING:
+    return sizeof(char *);
+  case PROTOBUF_C_TYPE_BYTES:
+    return sizeof(ProtobufCBinaryData);
+  case PROTOBUF_C_TYPE_MESSAGE:
+    return sizeof(ProtobufCMessage *);
+  default:
+    return 4;
+  }
+}
+
+static int field_set(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f) {
+  const char *base = (const char *)m;
+
+  if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
+    return *(const uint32_t *)(base + f->quantifier_offset) == f->id;
+  if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->type != PROTOBUF_C_TYPE_STRING &&
+      f->type != PROTOBUF_C_TYPE_MESSAGE)
+    return *(const protobuf_c_boolean *)(base + f->quantifier_offset);
+  return 1;
+}
+
+char *cli_field_text(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f) {
+  const char *base = (const char *)m;
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *o = open_memstream(&buf, &len);
+  int bad;
+
+  if (o == NULL)
+    return NULL;
+  if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+    size_t n = *(const size_t *)(base + f->quantifier_offset);
+    const char *arr = *(const char *const *)(base + f->offset);
+    if (n == 0)
+      fputs("-", o);
+    for (size_t i = 0; i < n; i++) {
+      if (i > 0)
+        fputs(", ", o);
+      put_value(o, f, arr + i * elem_size(f->type));
+    }
+  } else if (!field_set(m, f)) {
+    fputs("-", o);
+  } else {
+    put_value(o, f, base + f->offset);
+  }
+  bad = ferror(o);
+  if (fclose(o) != 0 || bad) {
+    free(buf);
+    return NULL;
+  }
+  return buf;
+}
+
+int cli_print_json(cli_t *cli, const ProtobufCMessage *m, int compact) {
+  char *json = NULL;
+
+  if (clue_to_json(m, compact ? CLUE_JSON_COMPACT : 0, &json) != 0)
+    return cli_oom(cli);
+  puts(json);
+  free(json);
+  return CLI_OK;
+}
+
+int cli_print_record(cli_t *cli, const ProtobufCMessage *m) {
+  const ProtobufCMessageDescriptor *d = m->descriptor;
+  size_t width = 0;
+
+  for (unsigned i = 0; i < d->n_fields; i++)
+    if (strlen(d->fields[i].name) > width)
+      width = strlen(d->fields[i].name);
+  for (unsigned i = 0; i < d->n_fields; i++) {
+    const ProtobufCFieldDescriptor *f = &d->fields[i];
+    char *text = cli_field_text(m, f);
+    int n = (int)strlen(f->name);
+    if (text == NULL)
+      return cli_oom(cli);
+    if (is_time_field(f)) /* "created_at", with the value shown as a date */
+      n -= 3;
+    printf("%.*s:%*s%s\n", n, f->name, (int)(width - (size_t)n) + 2, "", text);
+    free(text);
+  }
+  return CLI_OK;
+}
+
+int cli_print_table(cli_t *cli, const ProtobufCMessage *m, const char *list,
+                    const cli_col_t *cols) {
+  const ProtobufCFieldDescriptor *lf =
+      protobuf_c_message_descriptor_get_field_by_name(m->descriptor, list);
+  const char *headers[32];
+  size_t ncols = 0, n;
+  ProtobufCMessage *const *rows;
+  table_t *t;
+  int rv;
+
+  if (lf == NULL || lf->label != PROTOBUF_C_LABEL_REPEATED ||
+      lf->type != PROTOBUF_C_TYPE_MESSAGE) { /* a mistake in a command's table */
+    fprintf(stderr, "cluectl: %s has no repeated message field '%s'\n", m->descriptor->name, list);
+    return CLI_FAILED;
+  }
+  while (cols[ncols].header != NULL && ncols < 32) {
+    headers[ncols] = cols[ncols].header;
+    ncols++;
+  }
+  t = table_new(ncols, headers);
+  if (t == NULL)
+    return cli_oom(cli);
+  n = *(const size_t *)((const char *)m + lf->quantifier_offset);
+  rows = *(ProtobufCMessage *const *const *)((const char *)m + lf->offset);
+  for (size_t r = 0; r < n; r++) {
+    for (size_t c = 0; c < ncols; c++) {
+      const ProtobufCFieldDescriptor *f =
+          protobuf_c_message_descriptor_get_field_by_name(rows[r]->descriptor, cols[c].field);
+      table_add(t, f != NULL ? cli_field_text(rows[r], f) : strdup("?"));
+    }
+  }
+  rv = table_print(t, stdout);
+  table_free(t);
+  return rv == 0 ? CLI_OK : cli_oom(cli);
+}

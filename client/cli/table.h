@@ -1,0 +1,28 @@
+#ifndef CLUECTL_TABLE_H
+#define CLUECTL_TABLE_H
+
+/* Aligned text tables for terminals; widths count East Asian wide characters as two. */
+
+#include <stddef.h>
+#include <stdio.h>
+
+typedef struct table table_t;
+
+/** A new table with ncols columns and these headers (copied). NULL on out of memory. */
+table_t *table_new(size_t ncols, const char *const *headers);
+
+/**
+ * Append the next cell, row by row; the table owns cell afterwards. A NULL cell (a failed
+ * allocation) marks the table failed, which table_print() reports.
+ */
+void table_add(table_t *t, char *cell);
+
+/** Print the table; returns 0, or -1 if a cell could not be built or memory ran out. */
+int table_print(const table_t *t, FILE *out);
+
+void table_free(table_t *t);
+
+/** Columns a UTF-8 string takes on a terminal. */
+size_t text_width(const char *s);
+
+#endif

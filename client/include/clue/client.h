@@ -1,0 +1,202 @@
+#ifndef CLUE_CLIENT_H
+#define CLUE_CLIENT_H
+
+/*
+ * libclue: a small blocking gRPC client for clued (and any gRPC server) over cleartext
+ * HTTP/2 with prior knowledge.
+ *
+ * A connection (clue_conn_t) is created without I/O and connects on its first call; after
+ * a GOAWAY or a broken transport the next call connects again. Each call is one HTTP/2
+ * stream. Requests and responses are protobuf-c messages.
+ *
+ * Return values follow one rule everywhere:
+ *   0         the call finished with status OK
+ *   > 0       the call finished with that gRPC status code (CLUE_STATUS_*); this includes
+ *             transport failures, reported as UNAVAILABLE ("connection refused to HOST:PORT")
+ *   < 0       a local error (CLUE_E*): bad arguments, out of memory
+ * Whatever the return value, a clue_status_t passed in is filled in (for local errors
+ * with RESOURCE_EXHAUSTED or INVALID_ARGUMENT and a message) and must be released with
+ * clue_status_clear().
+ *
+ * The status passed in must be initialised (CLUE_STATUS_INIT); a message it still holds is
+ * freed before it is overwritten, so one status can serve many calls.
+ *
+ * Nothing here aborts on out of memory and there is no global state. Sockets are written
+ * with MSG_NOSIGNAL, so a vanished server never raises SIGPIPE. A connection and its
+ * streams must be used from one thread at a time.
+ */
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CLUE_WUR __attribute__((warn_unused_result))
+
+/** gRPC status codes, numbered as in the gRPC specification. */
+enum {
+  CLUE_STATUS_OK = 0,
+  CLUE_STATUS_CANCELLED = 1,
+  CLUE_STATUS_UNKNOWN = 2,
+  CLUE_STATUS_INVALID_ARGUMENT = 3,
+  CLUE_STATUS_DEADLINE_EXCEEDED = 4,
+  CLUE_STATUS_NOT_FOUND = 5,
+  CLUE_STATUS_ALREADY_EXISTS = 6,
+  CLUE_STATUS_PERMISSION_DENIED = 7,
+  CLUE_STATUS_RESOURCE_EXHAUSTED = 8,
+  CLUE_STATUS_FAILED_PRECONDITION = 9,
+  CLUE_STATUS_ABORTED = 10,
+  CLUE_STATUS_OUT_OF_RANGE = 11,
+  CLUE_STATUS_UNIMPLEMENTED = 12,
+  CLUE_STATUS_INTERNAL = 13,
+  CLUE_STATUS_UNAVAILABLE = 14,
+  CLUE_STATUS_DATA_LOSS = 15,
+  CLUE_STATUS_UNAUTHENTICATED = 16,
+};
+
+/** Local error codes (always negative). */
+enum {
+  CLUE_ENOMEM = -1, /* out of memory */
+  CLUE_EINVAL = -2, /* bad argument: malformed target, NULL pointer, wrong message type */
+};
+
+/** Default largest response message accepted, as in other gRPC implementations. */
+#define CLUE_DEFAULT_MAX_RECV (4u * 1024 * 1024)
+
+/** An HTTP/2 connection to one server. Opaque. */
+typedef struct clue_conn clue_conn_t;
+
+/** A server-streaming call in progress. Opaque. */
+typedef struct clue_stream clue_stream_t;
+
+/** The outcome of a call. */
+typedef struct clue_status {
+  int code;      /* CLUE_STATUS_* */
+  char *message; /* percent-decoded grpc-message, or a local explanation; owned; may be NULL */
+} clue_status_t;
+
+/** An all-zero status, ready to be filled in by a call. */
+#define CLUE_STATUS_INIT                                                                           \
+  { 0, NULL }
+
+/** Free the message a status holds and reset it to OK. Safe on an already-clear status. */
+void clue_status_clear(clue_status_t *st);
+
+/** The canonical upper-case name of a status code ("NOT_FOUND"); "UNKNOWN" if out of range. */
+const char *clue_status_name(int code);
+
+/** A short English description of a local error code (CLUE_E*). */
+const char *clue_strerror(int err);
+
+/**
+ * Create a connection to target: "host:port", "host", "[v6addr]:port", "[v6addr]" or a bare
+ * IPv6 address; the default port is 50051. No I/O happens here. On success *out owns the
+ * new connection (free it with clue_conn_free). Errors: CLUE_EINVAL (malformed target),
+ * CLUE_ENOMEM.
+ */
+int clue_conn_new(const char *target, clue_conn_t **out) CLUE_WUR;
+
+/**
+ * Close the connection and free it. Streams still open are cancelled; their handles stay
+ * valid (they report CANCELLED) until clue_stream_free().
+ */
+void clue_conn_free(clue_conn_t *c);
+
+/**
+ * Send "authorization: Bearer <token>" on every following call; NULL or "" sends none.
+ * The string is copied. Errors: CLUE_ENOMEM.
+ */
+int clue_conn_set_token(clue_conn_t *c, const char *token) CLUE_WUR;
+
+/**
+ * Give every following call a deadline of timeout_ms from its start (sent to the server as
+ * grpc-timeout, enforced locally as DEADLINE_EXCEEDED); 0 means no deadline (default).
+ * The deadline covers connecting, and for a stream all of its messages.
+ */
+void clue_conn_set_timeout(clue_conn_t *c, uint64_t timeout_ms);
+
+/** Largest response message accepted (default CLUE_DEFAULT_MAX_RECV); larger: RESOURCE_EXHAUSTED.
+ */
+void clue_conn_set_max_recv(clue_conn_t *c, size_t max_bytes);
+
+/**
+ * Watch *flag (typically set by a signal handler): when it becomes non-zero, the blocking
+ * call in progress is cancelled (RST_STREAM CANCEL) and returns CANCELLED. NULL stops
+ * watching. The flag is read, never written.
+ */
+void clue_conn_set_cancel_flag(clue_conn_t *c, const volatile sig_atomic_t *flag);
+
+/** The target the connection was created with, as given. */
+const char *clue_conn_target(const clue_conn_t *c);
+
+/**
+ * Connect now instead of on the first call (useful to report an unreachable server early).
+ * Returns 0, CLUE_STATUS_UNAVAILABLE / CLUE_STATUS_DEADLINE_EXCEEDED / CLUE_STATUS_CANCELLED
+ * with the reason in *st, or CLUE_ENOMEM.
+ */
+int clue_conn_connect(clue_conn_t *c, clue_status_t *st) CLUE_WUR;
+
+/**
+ * Make a unary call to path ("/package.Service/Method"): send req, wait for the reply.
+ * On OK, *resp owns the decoded response of type resp_desc (free it with
+ * protobuf_c_message_free_unpacked(*resp, NULL)); otherwise *resp is left untouched.
+ * *st receives the status (clear it with clue_status_clear). Returns as described at the
+ * top of this file.
+ */
+int clue_call(clue_conn_t *c, const char *path, const ProtobufCMessage *req,
+              const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+              clue_status_t *st) CLUE_WUR;
+
+/**
+ * Like clue_call(), naming the method by its protobuf-c service descriptor and method name
+ * ("ListUnits"); the request type is checked against the method's input type (a mismatch is
+ * CLUE_EINVAL) and the response is decoded as the method's output type.
+ */
+int clue_call_method(clue_conn_t *c, const ProtobufCServiceDescriptor *service, const char *method,
+                     const ProtobufCMessage *req, ProtobufCMessage **resp,
+                     clue_status_t *st) CLUE_WUR;
+
+/**
+ * Start a server-streaming call: send req and return once the request is on its way.
+ * On success (0) *out owns the stream (free with clue_stream_free). On failure *out is left
+ * untouched and the status is returned as for clue_call().
+ */
+int clue_stream_start(clue_conn_t *c, const char *path, const ProtobufCMessage *req,
+                      const ProtobufCMessageDescriptor *resp_desc, clue_stream_t **out,
+                      clue_status_t *st) CLUE_WUR;
+
+/**
+ * Wait for the next message of a stream. Returns 1 with *msg owning the message (free it
+ * with protobuf_c_message_free_unpacked(*msg, NULL)); 0 when the call has ended, with its
+ * final status in *st (st->code may be an error); CLUE_ENOMEM on out of memory.
+ * After 0 every further call returns 0 with the same status.
+ */
+int clue_stream_next(clue_stream_t *s, ProtobufCMessage **msg, clue_status_t *st) CLUE_WUR;
+
+/** Free a stream. If the call is still running it is cancelled (RST_STREAM CANCEL). */
+void clue_stream_free(clue_stream_t *s);
+
+/** Flags of clue_to_json(). */
+enum {
+  CLUE_JSON_COMPACT = 1, /* one line, no spaces; default is indented with two spaces */
+};
+
+/**
+ * Render a message as JSON, driven by its descriptor: field names as in the .proto file,
+ * every field present (scalars with their default value, unset messages as null, unset
+ * proto3 optional and oneof members left out), enums by name (the number if unknown),
+ * 64-bit integers as JSON numbers, bytes as base64, invalid UTF-8 replaced by U+FFFD.
+ * On success *out owns a NUL-terminated string (free it). Errors: CLUE_ENOMEM, CLUE_EINVAL.
+ */
+int clue_to_json(const ProtobufCMessage *m, int flags, char **out) CLUE_WUR;
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,625 @@
+#include "conn.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "mem.h"
+#include "net.h"
+#include "status.h"
+
+#define DEFAULT_PORT "50051"
+#define CONNECT_TIMEOUT_MS 20000 /* when the call itself has no deadline */
+#define STREAM_WINDOW (1 << 20)  /* per-stream receive window */
+#define CONN_WINDOW (16 << 20)   /* connection receive window */
+#define RECV_CHUNK 32768
+#define USER_AGENT "libclue/0.1"
+
+/* ---- state ----------------------------------------------------------------------- */
+
+/*
+ * The one place the connection changes state. Going IDLE tears the transport down and
+ * fails every call still running on it with (code, why); it must not run inside an
+ * nghttp2 callback, because it deletes the session.
+ */
+static void conn_set_state(clue_conn_t *c, conn_state_t to, int code, const char *why) {
+  switch (to) {
+  case CONN_IDLE:
+    for (call_t *k = c->calls; k != NULL; k = k->next) {
+      if (k->state != CALL_OPEN && k->state != CALL_RECEIVING)
+        continue;       /* CLOSED, or IDLE: about to be started on a new transport */
+      k->stream_id = 0; /* the session goes away with its streams: nothing to reset */
+      clue__call_finish(k, code, why != NULL ? clue__strdup(why) : NULL);
+    }
+    if (c->h2 != NULL)
+      nghttp2_session_del(c->h2);
+    c->h2 = NULL;
+    if (c->fd >= 0)
+      close(c->fd);
+    c->fd = -1;
+    free(c->h2_error);
+    c->h2_error = NULL;
+    break;
+  case CONN_READY:
+    assert(c->state == CONN_IDLE && c->h2 != NULL && c->fd >= 0);
+    break;
+  case CONN_DRAINING:
+    assert(c->state == CONN_READY);
+    break;
+  }
+  c->state = to;
+}
+
+/* Transport failure: everything running on the connection ends with this status. */
+static void conn_fail(clue_conn_t *c, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void conn_fail(clue_conn_t *c, int code, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  conn_set_state(c, CONN_IDLE, code, msg);
+}
+
+static int conn_running_calls(const clue_conn_t *c) {
+  int n = 0;
+
+  for (const call_t *k = c->calls; k != NULL; k = k->next)
+    if (k->state == CALL_OPEN || k->state == CALL_RECEIVING)
+      n++;
+  return n;
+}
+
+void clue__conn_link(clue_conn_t *c, call_t *call) {
+  call->conn = c;
+  call->prev = NULL;
+  call->next = c->calls;
+  if (c->calls != NULL)
+    c->calls->prev = call;
+  c->calls = call;
+}
+
+void clue__conn_unlink(clue_conn_t *c, call_t *call) {
+  if (call->prev != NULL)
+    call->prev->next = call->next;
+  else
+    c->calls = call->next;
+  if (call->next != NULL)
+    call->next->prev = call->prev;
+  call->next = call->prev = NULL;
+  call->conn = NULL;
+}
+
+/* ---- nghttp2 callbacks ------------------------------------------------------------- */
+
+static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t length, int flags,
+                       void *user_data) {
+  clue_conn_t *c = user_data;
+  ssize_t n;
+  int err;
+
+  (void)session;
+  (void)flags;
+  n = send(c->fd, data, length, MSG_NOSIGNAL);
+  if (n >= 0)
+    return n;
+  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+    return NGHTTP2_ERR_WOULDBLOCK;
+  err = errno;
+  free(c->h2_error);
+  if (err == EPIPE || err == ECONNRESET)
+    c->h2_error = clue__str_printf("connection reset by %s", c->target);
+  else
+    c->h2_error = clue__str_printf("cannot send to %s: %s", c->target, strerror(err));
+  return NGHTTP2_ERR_CALLBACK_FAILURE;
+}
+
+static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user_data) {
+  call_t *call;
+
+  (void)flags;
+  (void)user_data;
+  if (frame->hd.type != NGHTTP2_HEADERS)
+    return 0;
+  call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+  if (call != NULL)
+    clue__call_on_header(call, name, namelen, value, valuelen);
+  return 0;
+}
+
+static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data) {
+  clue_conn_t *c = user_data;
+  call_t *call;
+
+  switch (frame->hd.type) {
+  case NGHTTP2_HEADERS:
+    call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (call != NULL)
+      clue__call_on_headers_done(call);
+    break;
+  case NGHTTP2_GOAWAY:
+    if (c->state == CONN_READY)
+      conn_set_state(c, CONN_DRAINING, 0, NULL);
+    if (frame->goaway.error_code != NGHTTP2_NO_ERROR) {
+      free(c->h2_error);
+      c->h2_error = clue__str_printf("%s closed the connection: %s%s%.*s", c->target,
+                                     nghttp2_http2_strerror(frame->goaway.error_code),
+                                     frame->goaway.opaque_data_len > 0 ? ": " : "",
+                                     (int)frame->goaway.opaque_data_len,
+                                     (const char *)frame->goaway.opaque_data);
+    }
+    break;
+  default:
+    break;
+  }
+  return 0;
+}
+
+static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id,
+                         const uint8_t *data, size_t len, void *user_data) {
+  call_t *call;
+
+  (void)flags;
+  (void)user_data;
+  /* The connection window is given back at once, so one slow stream cannot starve the
+   * others; stream windows are the call's business (see call_on_data). */
+  (void)nghttp2_session_consume_connection(session, len);
+  call = nghttp2_session_get_stream_user_data(session, stream_id);
+  if (call == NULL) {
+    (void)nghttp2_session_consume_stream(session, stream_id, len);
+    return 0;
+  }
+  clue__call_on_data(call, data, len);
+  return 0;
+}
+
+static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
+                           void *user_data) {
+  call_t *call = nghttp2_session_get_stream_user_data(session, stream_id);
+
+  (void)user_data;
+  if (call != NULL) {
+    call->stream_id = 0; /* closed already: no RST_STREAM for it */
+    clue__call_on_close(call, error_code);
+  }
+  return 0;
+}
+
+static int on_error(nghttp2_session *session, int lib_error_code, const char *msg, size_t len,
+                    void *user_data) {
+  clue_conn_t *c = user_data;
+
+  (void)session;
+  (void)lib_error_code;
+  if (c->h2_error == NULL)
+    c->h2_error = clue__str_printf("HTTP/2 error talking to %s: %.*s", c->target, (int)len, msg);
+  return 0;
+}
+
+static ssize_t read_request(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
+                            size_t length, uint32_t *data_flags, nghttp2_data_source *source,
+                            void *user_data) {
+  call_t *call = nghttp2_session_get_stream_user_data(session, stream_id);
+  size_t n;
+
+  (void)source;
+  (void)user_data;
+  if (call == NULL || call->req == NULL)
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  n = call->req_len - call->req_off;
+  if (n > length)
+    n = length;
+  memcpy(buf, call->req + call->req_off, n);
+  call->req_off += n;
+  if (call->req_off == call->req_len)
+    *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+  return (ssize_t)n;
+}
+
+/* ---- connecting ---------------------------------------------------------------------- */
+
+static int session_new(clue_conn_t *c) {
+  nghttp2_session_callbacks *cb = NULL;
+  nghttp2_option *opt = NULL;
+  nghttp2_settings_entry settings[] = {
+      {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
+  };
+  int rv;
+
+  if ((rv = nghttp2_session_callbacks_new(&cb)) != 0)
+    goto out;
+  nghttp2_session_callbacks_set_send_callback(cb, on_send);
+  nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+  nghttp2_session_callbacks_set_error_callback2(cb, on_error);
+  if ((rv = nghttp2_option_new(&opt)) != 0)
+    goto out;
+  /* Window credit follows what the caller actually reads (call_on_data). */
+  nghttp2_option_set_no_auto_window_update(opt, 1);
+  if ((rv = nghttp2_session_client_new3(&c->h2, cb, c, opt, clue__nghttp2_mem())) != 0)
+    goto out;
+  if ((rv = nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, settings,
+                                    sizeof(settings) / sizeof(settings[0]))) != 0)
+    goto fail_session;
+  if ((rv = nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW)) != 0)
+    goto fail_session;
+  goto out;
+
+fail_session:
+  nghttp2_session_del(c->h2);
+  c->h2 = NULL;
+out:
+  nghttp2_option_del(opt);
+  nghttp2_session_callbacks_del(cb);
+  return rv;
+}
+
+/* Connect the transport; deadline 0 means the call has none. */
+static int conn_connect(clue_conn_t *c, int64_t deadline, clue_status_t *st) {
+  int64_t limit = deadline != 0 ? deadline : clue__net_now_ms() + CONNECT_TIMEOUT_MS;
+  const char *detail = "";
+  net_fail_t why;
+  int fd, rv;
+
+  assert(c->state == CONN_IDLE);
+  if (clue__net_connect(c->host, c->port, limit, c->cancel, &fd, &why, &detail) != 0) {
+    switch (why) {
+    case NET_FAIL_RESOLVE:
+      clue__status_setf(st, CLUE_STATUS_UNAVAILABLE, "cannot resolve %s: %s", c->host, detail);
+      break;
+    case NET_FAIL_REFUSED:
+      clue__status_setf(st, CLUE_STATUS_UNAVAILABLE, "connection refused to %s", c->target);
+      break;
+    case NET_FAIL_TIMEOUT:
+      if (deadline != 0)
+        clue__status_setf(st, CLUE_STATUS_DEADLINE_EXCEEDED,
+                          "deadline exceeded while connecting to %s", c->target);
+      else
+        clue__status_setf(st, CLUE_STATUS_UNAVAILABLE, "timed out connecting to %s", c->target);
+      break;
+    case NET_FAIL_CANCELLED:
+      clue__status_setf(st, CLUE_STATUS_CANCELLED, "cancelled while connecting to %s", c->target);
+      break;
+    case NET_FAIL_NOMEM:
+      return clue__status_local(st, CLUE_ENOMEM);
+    case NET_FAIL_OTHER:
+      clue__status_setf(st, CLUE_STATUS_UNAVAILABLE, "cannot connect to %s: %s", c->target, detail);
+      break;
+    }
+    return st->code;
+  }
+  c->fd = fd;
+  rv = session_new(c);
+  if (rv != 0) {
+    close(fd);
+    c->fd = -1;
+    if (rv == NGHTTP2_ERR_NOMEM)
+      return clue__status_local(st, CLUE_ENOMEM);
+    clue__status_setf(st, CLUE_STATUS_INTERNAL, "cannot start an HTTP/2 session: %s",
+                      nghttp2_strerror(rv));
+    return st->code;
+  }
+  conn_set_state(c, CONN_READY, 0, NULL);
+  return 0;
+}
+
+/* ---- the pump -------------------------------------------------------------------------- */
+
+/* Read once from the socket and feed nghttp2. */
+static void conn_read(clue_conn_t *c) {
+  uint8_t buf[RECV_CHUNK];
+  ssize_t n, rv;
+
+  n = recv(c->fd, buf, sizeof(buf), 0);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+      return;
+    if (errno == ECONNRESET)
+      conn_fail(c, CLUE_STATUS_UNAVAILABLE, "connection reset by %s", c->target);
+    else
+      conn_fail(c, CLUE_STATUS_UNAVAILABLE, "connection to %s failed: %s", c->target,
+                strerror(errno));
+    return;
+  }
+  if (n == 0) {
+    if (c->h2_error != NULL)
+      conn_fail(c, CLUE_STATUS_UNAVAILABLE, "%s", c->h2_error);
+    else
+      conn_fail(c, CLUE_STATUS_UNAVAILABLE, "connection closed by %s", c->target);
+    return;
+  }
+  rv = nghttp2_session_mem_recv(c->h2, buf, (size_t)n);
+  if (rv == NGHTTP2_ERR_NOMEM) {
+    conn_set_state(c, CONN_IDLE, CLUE_ENOMEM, NULL);
+  } else if (rv < 0) {
+    conn_fail(c, CLUE_STATUS_UNAVAILABLE, "HTTP/2 error talking to %s: %s", c->target,
+              nghttp2_strerror((int)rv));
+  }
+}
+
+/* Send what can be sent now; on failure the connection is torn down. */
+static void conn_send(clue_conn_t *c) {
+  int rv = nghttp2_session_send(c->h2);
+
+  if (rv == 0)
+    return;
+  if (rv == NGHTTP2_ERR_NOMEM)
+    conn_set_state(c, CONN_IDLE, CLUE_ENOMEM, NULL);
+  else if (c->h2_error != NULL)
+    conn_fail(c, CLUE_STATUS_UNAVAILABLE, "%s", c->h2_error);
+  else
+    conn_fail(c, CLUE_STATUS_UNAVAILABLE, "HTTP/2 error talking to %s: %s", c->target,
+              nghttp2_strerror(rv));
+}
+
+/* The session wants nothing more: the peer or nghttp2 ended it. */
+static int conn_session_over(clue_conn_t *c) {
+  if (nghttp2_session_want_read(c->h2) || nghttp2_session_want_write(c->h2))
+    return 0;
+  if (c->h2_error != NULL)
+    conn_fail(c, CLUE_STATUS_UNAVAILABLE, "%s", c->h2_error);
+  else
+    conn_fail(c, CLUE_STATUS_UNAVAILABLE, "connection closed by %s", c->target);
+  return 1;
+}
+
+void clue__conn_flush(clue_conn_t *c) {
+  if (c->h2 == NULL)
+    return;
+  conn_send(c);
+  if (c->h2 != NULL)
+    (void)conn_session_over(c);
+}
+
+/*
+ * Between calls the server may have sent GOAWAY or closed an idle connection: take in
+ * whatever is waiting, without blocking, so the next call starts on a live session.
+ */
+static void conn_catch_up(clue_conn_t *c) {
+  for (int i = 0; i < 64 && c->h2 != NULL; i++) {
+    struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+    if (poll(&pfd, 1, 0) <= 0 || (pfd.revents & (POLLIN | POLLHUP | POLLERR)) == 0)
+      break;
+    conn_read(c);
+  }
+  if (c->h2 != NULL)
+    clue__conn_flush(c);
+}
+
+static int call_done(const call_t *call, int want_msg) {
+  return call->state == CALL_CLOSED || (want_msg && call->head != NULL);
+}
+
+void clue__conn_wait(clue_conn_t *c, call_t *call, int want_msg) {
+  while (!call_done(call, want_msg)) {
+    struct pollfd pfd;
+    int timeout = -1, n;
+
+    if (c->h2 == NULL) { /* cannot happen: going IDLE closes every running call */
+      clue__call_finish(call, CLUE_STATUS_UNAVAILABLE,
+                        clue__str_printf("not connected to %s", c->target));
+      break;
+    }
+    if (c->cancel != NULL && *c->cancel) {
+      clue__call_abort(call, CLUE_STATUS_CANCELLED, clue__strdup("cancelled"));
+      clue__conn_flush(c);
+      break;
+    }
+    if (call->timeout_ms != 0) {
+      int64_t left = call->deadline - clue__net_now_ms();
+      if (left <= 0) {
+        clue__call_abort(call, CLUE_STATUS_DEADLINE_EXCEEDED,
+                         clue__str_printf("deadline of %llu.%03llus exceeded",
+                                          (unsigned long long)(call->timeout_ms / 1000),
+                                          (unsigned long long)(call->timeout_ms % 1000)));
+        clue__conn_flush(c);
+        break;
+      }
+      timeout = left > 60000 ? 60000 : (int)left;
+    }
+    conn_send(c);
+    if (c->h2 == NULL || call_done(call, want_msg) || conn_session_over(c))
+      continue;
+    pfd.fd = c->fd;
+    pfd.events = POLLIN;
+    if (nghttp2_session_want_write(c->h2))
+      pfd.events |= POLLOUT;
+    pfd.revents = 0;
+    n = poll(&pfd, 1, timeout);
+    if (n < 0) {
+      if (errno != EINTR)
+        conn_fail(c, CLUE_STATUS_UNAVAILABLE, "poll: %s", strerror(errno));
+      continue;
+    }
+    if (n > 0 && (pfd.revents & (POLLIN | POLLHUP | POLLERR)))
+      conn_read(c);
+  }
+}
+
+/* ---- starting a call ----------------------------------------------------------------- */
+
+#define NV(n, v, fl)                                                                               \
+  { (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), (fl) }
+
+static int32_t conn_submit(clue_conn_t *c, call_t *call) {
+  char timeout[32];
+  nghttp2_nv nva[9] = {
+      NV(":method", "POST", NGHTTP2_NV_FLAG_NONE),
+      NV(":scheme", "http", NGHTTP2_NV_FLAG_NONE),
+      NV(":path", call->path, NGHTTP2_NV_FLAG_NONE),
+      NV(":authority", c->authority, NGHTTP2_NV_FLAG_NONE),
+      NV("content-type", "application/grpc", NGHTTP2_NV_FLAG_NONE),
+      NV("te", "trailers", NGHTTP2_NV_FLAG_NONE),
+      NV("user-agent", USER_AGENT, NGHTTP2_NV_FLAG_NONE),
+  };
+  size_t n = 7;
+  nghttp2_data_provider prd;
+
+  if (call->timeout_ms != 0) {
+    int64_t left = call->deadline - clue__net_now_ms();
+    grpc_timeout_format(left > 0 ? (uint64_t)left : 1, timeout, sizeof(timeout));
+    nva[n++] = (nghttp2_nv)NV("grpc-timeout", timeout, NGHTTP2_NV_FLAG_NONE);
+  }
+  if (c->auth != NULL) /* keep the credential out of the HPACK tables */
+    nva[n++] = (nghttp2_nv)NV("authorization", c->auth, NGHTTP2_NV_FLAG_NO_INDEX);
+  prd.source.ptr = call;
+  prd.read_callback = read_request;
+  return nghttp2_submit_request(c->h2, NULL, nva, n, &prd, call);
+}
+
+int clue__conn_start(clue_conn_t *c, call_t *call, clue_status_t *st) {
+  int32_t id = NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE;
+
+  assert(call->state == CALL_IDLE && call->conn == c);
+  if (c->state != CONN_IDLE)
+    conn_catch_up(c);
+  for (int attempt = 0; attempt < 2; attempt++) {
+    if (c->state == CONN_DRAINING && conn_running_calls(c) == 0)
+      conn_set_state(c, CONN_IDLE, CLUE_STATUS_UNAVAILABLE, NULL);
+    if (c->state == CONN_DRAINING) {
+      clue__status_setf(st, CLUE_STATUS_UNAVAILABLE,
+                        "%s is closing the connection (GOAWAY) while other calls still use it",
+                        c->target);
+      return st->code;
+    }
+    if (c->state == CONN_IDLE) {
+      int rv = conn_connect(c, call->timeout_ms != 0 ? call->deadline : 0, st);
+      if (rv != 0)
+        return rv;
+    }
+    id = conn_submit(c, call);
+    if (id != NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE && id != NGHTTP2_ERR_START_STREAM_NOT_ALLOWED)
+      break;
+    conn_set_state(c, CONN_DRAINING, 0, NULL); /* out of stream ids: use a new connection */
+  }
+  if (id == NGHTTP2_ERR_NOMEM)
+    return clue__status_local(st, CLUE_ENOMEM);
+  if (id < 0) {
+    clue__status_setf(st, CLUE_STATUS_UNAVAILABLE, "cannot start a call on %s: %s", c->target,
+                      nghttp2_strerror(id));
+    return st->code;
+  }
+  call->stream_id = id;
+  clue__call_set_state(call, CALL_OPEN);
+  conn_send(c);
+  return 0;
+}
+
+/* ---- public ------------------------------------------------------------------------------ */
+
+int clue_conn_new(const char *target, clue_conn_t **out) {
+  clue_conn_t *c;
+  int rv;
+
+  if (target == NULL || out == NULL)
+    return CLUE_EINVAL;
+  c = clue__calloc(1, sizeof(*c));
+  if (c == NULL)
+    return CLUE_ENOMEM;
+  c->fd = -1;
+  c->state = CONN_IDLE;
+  c->max_recv = CLUE_DEFAULT_MAX_RECV;
+  rv = clue__net_parse_target(target, DEFAULT_PORT, &c->host, &c->port);
+  if (rv != 0)
+    goto fail;
+  rv = CLUE_ENOMEM;
+  if ((c->target = clue__strdup(target)) == NULL)
+    goto fail;
+  c->authority =
+      clue__str_printf(strchr(c->host, ':') != NULL ? "[%s]:%s" : "%s:%s", c->host, c->port);
+  if (c->authority == NULL)
+    goto fail;
+  *out = c;
+  return 0;
+
+fail:
+  free(c->authority);
+  free(c->target);
+  free(c->host);
+  free(c->port);
+  free(c);
+  return rv;
+}
+
+void clue_conn_free(clue_conn_t *c) {
+  if (c == NULL)
+    return;
+  for (call_t *k = c->calls; k != NULL; k = k->next)
+    if (k->state != CALL_CLOSED)
+      clue__call_abort(k, CLUE_STATUS_CANCELLED, clue__strdup("connection closed by the client"));
+  if (c->h2 != NULL) {
+    /* A polite goodbye, if the socket takes it right away. */
+    (void)nghttp2_session_terminate_session(c->h2, NGHTTP2_NO_ERROR);
+    clue__conn_flush(c);
+  }
+  conn_set_state(c, CONN_IDLE, CLUE_STATUS_CANCELLED, NULL);
+  while (c->calls != NULL)
+    clue__conn_unlink(c, c->calls);
+  free(c->auth);
+  free(c->authority);
+  free(c->target);
+  free(c->host);
+  free(c->port);
+  free(c);
+}
+
+int clue_conn_set_token(clue_conn_t *c, const char *token) {
+  char *auth = NULL;
+
+  if (c == NULL)
+    return CLUE_EINVAL;
+  if (token != NULL && token[0] != '\0') {
+    for (const char *p = token; *p; p++)
+      if ((unsigned char)*p < 0x20 || *p == 0x7f) /* would break the header */
+        return CLUE_EINVAL;
+    auth = clue__str_printf("Bearer %s", token);
+    if (auth == NULL)
+      return CLUE_ENOMEM;
+  }
+  free(c->auth);
+  c->auth = auth;
+  return 0;
+}
+
+void clue_conn_set_timeout(clue_conn_t *c, uint64_t timeout_ms) {
+  c->timeout_ms = timeout_ms;
+}
+
+void clue_conn_set_max_recv(clue_conn_t *c, size_t max_bytes) {
+  c->max_recv = max_bytes;
+}
+
+void clue_conn_set_cancel_flag(clue_conn_t *c, const volatile sig_atomic_t *flag) {
+  c->cancel = flag;
+}
+
+const char *clue_conn_target(const clue_conn_t *c) {
+  return c->target;
+}
+
+int clue_conn_connect(clue_conn_t *c, clue_status_t *st) {
+  if (c == NULL || st == NULL)
+    return CLUE_EINVAL;
+  clue_status_clear(st);
+  if (c->state != CONN_IDLE)
+    conn_catch_up(c);
+  if (c->state == CONN_DRAINING && conn_running_calls(c) == 0)
+    conn_set_state(c, CONN_IDLE, CLUE_STATUS_UNAVAILABLE, NULL);
+  if (c->state != CONN_IDLE)
+    return 0;
+  return conn_connect(c, c->timeout_ms != 0 ? clue__net_now_ms() + (int64_t)c->timeout_ms : 0, st);
+}

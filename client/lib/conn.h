@@ -1,0 +1,56 @@
+#ifndef CLUE_LIB_CONN_H
+#define CLUE_LIB_CONN_H
+
+/* A client HTTP/2 connection: socket, nghttp2 session and the blocking I/O pump. */
+
+#include <nghttp2/nghttp2.h>
+#include <signal.h>
+#include <stdint.h>
+
+#include "call.h"
+#include "clue/client.h"
+
+typedef enum conn_state {
+  CONN_IDLE,     /* no transport; the next call connects */
+  CONN_READY,    /* session up; new calls may start */
+  CONN_DRAINING, /* GOAWAY received: running calls finish, new calls reconnect */
+} conn_state_t;
+
+struct clue_conn {
+  conn_state_t state;
+  char *target; /* as given by the user, for messages */
+  char *host;
+  char *port;
+  char *authority; /* :authority, host:port with IPv6 in brackets */
+  char *auth;      /* "Bearer <token>", or NULL */
+  uint64_t timeout_ms;
+  size_t max_recv;
+  const volatile sig_atomic_t *cancel;
+  int fd; /* -1 when IDLE */
+  nghttp2_session *h2;
+  call_t *calls;  /* every call created here and not yet freed */
+  char *h2_error; /* why nghttp2 or the server's GOAWAY ended the session, if it said */
+};
+
+/**
+ * Connect if needed and submit the call's request. Returns 0 (call OPEN), a gRPC status
+ * code > 0 with *st filled (e.g. UNAVAILABLE when the server cannot be reached), or a
+ * CLUE_E* error.
+ */
+int clue__conn_start(clue_conn_t *c, call_t *call, clue_status_t *st)
+    __attribute__((warn_unused_result));
+
+/**
+ * Run I/O until the call is CLOSED or, if want_msg, has a queued message. Deadlines,
+ * cancellation and transport failures all end in the call being CLOSED with a status.
+ */
+void clue__conn_wait(clue_conn_t *c, call_t *call, int want_msg);
+
+/** Send what nghttp2 has queued without blocking (RST_STREAM, WINDOW_UPDATE). */
+void clue__conn_flush(clue_conn_t *c);
+
+/** Add a new call to the connection's list / take a call off it. */
+void clue__conn_link(clue_conn_t *c, call_t *call);
+void clue__conn_unlink(clue_conn_t *c, call_t *call);
+
+#endif

@@ -1,1 +1,0 @@
-int clue__placeholder;

@@ -1,0 +1,690 @@
+/* clue.v1.CaseService: joint cases (室组地联合办案, DESIGN.md §3).
+ *
+ * A ROOM's LEADER opens a case led by that room, with participant units (groups, regions,
+ * other rooms) and member clues. Only a LEADER of the lead room changes it afterwards. The
+ * lead room and the participants see the case and its member clues (with their notes and
+ * history; never the reporter unless they own the clue), and the lead room reviews the
+ * co-review proposals of member clues. AUDITORs see every case; nobody else learns that a
+ * case exists (NOT_FOUND).
+ *
+ * Which clues may join or leave (authz_can_add_clue_to_case, _remove_clue_from_case): the
+ * lead room's leader may add a clue its room sees or that a unit of the case owns; a clue
+ * in a terminal state or with a pending proposal neither joins nor leaves, so that the
+ * reviewer of a pending proposal never changes under it and a concluded clue stays on the
+ * case's record.
+ *
+ * Each call: validate -> one facts query -> decide (authz.h) -> one function of
+ * 0005_cases.sql, which appends the audit events and answers with the case's rows
+ * (joint_case_row) -> encode. */
+
+#include "service/case.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "clue/v1/case.pb-c.h"
+#include "log.h"
+#include "service/clue_row.h"
+
+/* Limits of CreateJointCase's lists. */
+#define CASE_MAX_PARTICIPANTS 64
+#define CASE_MAX_CLUES 200
+/* ListJointCases answers the newest this many cases. */
+#define CASE_LIST_MAX 500
+
+static const char MSG_CASE_NOT_FOUND[] = "joint case not found";
+
+/* ---- reading cases ---------------------------------------------------------------------- */
+
+/* Columns of joint_case_row (0005_cases.sql). */
+enum {
+  JC_ID,
+  JC_TITLE,
+  JC_BASIS,
+  JC_LEAD,
+  JC_CREATED_BY,
+  JC_CREATED_MS,
+  JC_IN_CASE,
+  JC_PARTICIPANTS,
+  JC_CLUE_ID,
+  JC_CLUE_NUMBER,
+  JC_CLUE_TITLE,
+  JC_CLUE_STATE,
+  JC_CLUE_OWNER,
+  JC_CLUE_DEADLINE_MS,
+  JC_CLUE_ADDED_MS,
+  JC_NCOLS
+};
+
+/* The authorization facts of the case at row. */
+static authz_case_t case_facts(const db_result_t *r, int row) {
+  authz_case_t jc = {0};
+  jc.lead_unit_id = svc_col_i64(r, row, JC_LEAD);
+  jc.principal_in_case = svc_col_bool(r, row, JC_IN_CASE) != 0;
+  return jc;
+}
+
+/* Comma-separated ids into an array in the call's memory. */
+static int parse_ids(rpc_call_t *call, const char *csv, int64_t **out, size_t *n) {
+  size_t count = 1;
+
+  *n = 0;
+  *out = NULL;
+  if (csv == NULL || csv[0] == '\0')
+    return 0;
+  for (const char *p = csv; *p; p++)
+    count += *p == ',';
+  if ((*out = rpc_call_alloc(call, count * sizeof(**out))) == NULL)
+    return -1;
+  for (const char *p = csv; *p;) {
+    char *end;
+    (*out)[(*n)++] = strtoll(p, &end, 10);
+    p = *end == ',' ? end + 1 : end;
+    if (end == p && *p != '\0')
+      return -1;
+  }
+  return 0;
+}
+
+/*
+ * The case whose rows start at *row: its message in the call's memory in *out, and *row
+ * advanced past them. Returns 0 or -1 (out of memory).
+ */
+static int case_read(rpc_call_t *call, const db_result_t *r, int *row, Clue__V1__JointCase **out) {
+  int first = *row, n = db_rows(r), last = first;
+  int64_t id = svc_col_i64(r, first, JC_ID);
+  Clue__V1__JointCase *jc = rpc_call_alloc(call, sizeof(*jc));
+
+  while (last < n && svc_col_i64(r, last, JC_ID) == id)
+    last++;
+  *row = last;
+  if (jc == NULL)
+    return -1;
+  clue__v1__joint_case__init(jc);
+  jc->id = id;
+  jc->title = svc_col_str(call, r, first, JC_TITLE);
+  jc->basis = svc_col_str(call, r, first, JC_BASIS);
+  jc->lead_unit_id = svc_col_i64(r, first, JC_LEAD);
+  jc->created_by = svc_col_i64(r, first, JC_CREATED_BY);
+  jc->created_at_ms = svc_col_i64(r, first, JC_CREATED_MS);
+  if (jc->title == NULL || jc->basis == NULL ||
+      parse_ids(call, db_value(r, first, JC_PARTICIPANTS), &jc->participant_unit_ids,
+                &jc->n_participant_unit_ids) != 0 ||
+      (jc->clues = rpc_call_alloc(call, (size_t)(last - first) * sizeof(*jc->clues))) == NULL)
+    return -1;
+  for (int i = first; i < last; i++) {
+    Clue__V1__CaseClue *cc;
+
+    if (db_value(r, i, JC_CLUE_ID) == NULL)
+      continue;
+    if ((cc = rpc_call_alloc(call, sizeof(*cc))) == NULL)
+      return -1;
+    clue__v1__case_clue__init(cc);
+    cc->clue_id = svc_col_i64(r, i, JC_CLUE_ID);
+    cc->registration_number = svc_col_str(call, r, i, JC_CLUE_NUMBER);
+    cc->title = svc_col_str(call, r, i, JC_CLUE_TITLE);
+    cc->state = (Clue__V1__ClueState)clue_state_of(db_value(r, i, JC_CLUE_STATE));
+    cc->owner_unit_id = svc_col_i64(r, i, JC_CLUE_OWNER);
+    cc->stage_deadline_ms = svc_col_i64(r, i, JC_CLUE_DEADLINE_MS);
+    cc->added_at_ms = svc_col_i64(r, i, JC_CLUE_ADDED_MS);
+    if (cc->registration_number == NULL || cc->title == NULL)
+      return -1;
+    jc->clues[jc->n_clues++] = cc;
+  }
+  *out = jc;
+  return 0;
+}
+
+static void case_not_found(rpc_call_t *call) {
+  log_info("call %s: %s refused (5): no such joint case", rpc_call_id(call),
+           rpc_call_method(call)->path);
+  rpc_fail(call, GRPC_NOT_FOUND, "%s", MSG_CASE_NOT_FOUND);
+}
+
+/* Reply with the one case of r if the caller sees it (NOT_FOUND otherwise). */
+static void reply_case(rpc_call_t *call, const db_result_t *r, void *arg) {
+  authz_principal_t p = clue_principal(call);
+  Clue__V1__JointCase *jc;
+  authz_case_t facts;
+  authz_result_t res;
+  int row = 0;
+  (void)arg;
+
+  if (db_rows(r) == 0) {
+    case_not_found(call);
+    return;
+  }
+  facts = case_facts(r, 0);
+  res = authz_can_see_case(&p, &facts);
+  if (!authz_ok(&res)) {
+    clue_refuse(call, &res);
+    return;
+  }
+  if (case_read(call, r, &row, &jc) != 0) {
+    clue_oom(call);
+    return;
+  }
+  (void)rpc_reply(call, &jc->base);
+}
+
+/* ---- GetJointCase, ListJointCases ------------------------------------------------------- */
+
+static void get_joint_case(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__GetJointCaseRequest *req = (const void *)m;
+  validate_error_t err;
+  const char *params[2];
+
+  if (clue_invalid(call, validate_id("case_id", req->case_id, &err), &err))
+    return;
+  params[0] = svc_i64(call, req->case_id, 0);
+  params[1] = svc_i64(call, clue_principal(call).unit_id, 0);
+  if (params[0] == NULL || params[1] == NULL) {
+    clue_oom(call);
+    return;
+  }
+  svc_query(call, "SELECT * FROM joint_case_rows($1, $2)", 2, params, reply_case, NULL);
+}
+
+/* clang-format off */
+static const char list_cases_sql[] =
+    "SELECT r.* FROM (SELECT id FROM joint_cases WHERE %s ORDER BY id DESC LIMIT %d) j"
+    " CROSS JOIN LATERAL joint_case_rows(j.id, $1) WITH ORDINALITY r"
+    " ORDER BY r.case_id DESC, r.ordinality";
+/* clang-format on */
+
+static void reply_cases(rpc_call_t *call, const db_result_t *r, void *arg) {
+  Clue__V1__ListJointCasesResponse resp = CLUE__V1__LIST_JOINT_CASES_RESPONSE__INIT;
+  authz_principal_t p = clue_principal(call);
+  int n = db_rows(r);
+  (void)arg;
+
+  if ((resp.cases = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*resp.cases))) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  for (int row = 0; row < n;) {
+    authz_case_t facts = case_facts(r, row);
+    authz_result_t res = authz_can_see_case(&p, &facts);
+    Clue__V1__JointCase *jc;
+
+    if (case_read(call, r, &row, &jc) != 0) {
+      clue_oom(call);
+      return;
+    }
+    if (!authz_ok(&res)) {
+      log_error("call %s: case list returned case %lld that authz hides (%s); dropped",
+                rpc_call_id(call), (long long)jc->id, res.reason);
+      continue;
+    }
+    resp.cases[resp.n_cases++] = jc;
+  }
+  (void)rpc_reply(call, &resp.base);
+}
+
+static void list_joint_cases(rpc_call_t *call, const ProtobufCMessage *m) {
+  Clue__V1__ListJointCasesResponse empty = CLUE__V1__LIST_JOINT_CASES_RESPONSE__INIT;
+  authz_principal_t p = clue_principal(call);
+  unsigned scope = authz_clue_scope(&p);
+  const char *where, *params[1];
+  char sql[512];
+  (void)m;
+
+  /* Cases are seen as their clues are: all by AUDITORs, else those the unit leads or joins. */
+  if (scope & AUTHZ_SCOPE_ALL)
+    where = "true";
+  else if (scope & AUTHZ_SCOPE_JOINT_CASES)
+    where = "id IN (SELECT joint_cases_of_unit($1))";
+  else
+    where = NULL;
+  if (where == NULL) {
+    (void)rpc_reply(call, &empty.base);
+    return;
+  }
+  snprintf(sql, sizeof(sql), list_cases_sql, where, CASE_LIST_MAX);
+  if ((params[0] = svc_i64(call, p.unit_id, 0)) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  svc_query(call, sql, 1, params, reply_cases, NULL);
+}
+
+/* ---- CreateJointCase -------------------------------------------------------------------- */
+
+/* A PostgreSQL bigint[] literal of ids, in the call's memory; NULL when out of memory. */
+static const char *id_array(rpc_call_t *call, const int64_t *ids, size_t n) {
+  char *out = rpc_call_alloc(call, n * 21 + 3), *p = out;
+
+  if (out == NULL)
+    return NULL;
+  *p++ = '{';
+  for (size_t i = 0; i < n; i++)
+    p += sprintf(p, "%s%lld", i ? "," : "", (long long)ids[i]);
+  *p++ = '}';
+  *p = '\0';
+  return out;
+}
+
+/* Each id positive, none twice, at most max of them. */
+static int validate_ids(const char *field, const int64_t *ids, size_t n, size_t max,
+                        validate_error_t *err) {
+  int rc;
+
+  if (n > max) {
+    err->field = field;
+    snprintf(err->message, sizeof(err->message), "%s has more than %zu entries", field, max);
+    return VALIDATE_EINVAL;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if ((rc = validate_id(field, ids[i], err)) != 0)
+      return rc;
+    for (size_t j = 0; j < i; j++)
+      if (ids[j] == ids[i]) {
+        err->field = field;
+        snprintf(err->message, sizeof(err->message), "%s names %lld twice", field,
+                 (long long)ids[i]);
+        return VALIDATE_EINVAL;
+      }
+  }
+  return 0;
+}
+
+static int validate_create(const Clue__V1__CreateJointCaseRequest *req, validate_error_t *err) {
+  int rc;
+
+  if ((rc = validate_request_id(req->request_id, err)) != 0 ||
+      (rc = validate_title("title", req->title, err)) != 0 ||
+      (rc = validate_text("basis", req->basis, VALIDATE_SUMMARY_MAX_BYTES, VALIDATE_MULTILINE,
+                          err)) != 0 ||
+      (rc = validate_ids("participant_unit_ids", req->participant_unit_ids,
+                         req->n_participant_unit_ids, CASE_MAX_PARTICIPANTS, err)) != 0 ||
+      (rc = validate_ids("clue_ids", req->clue_ids, req->n_clue_ids, CASE_MAX_CLUES, err)) != 0)
+    return rc;
+  return 0;
+}
+
+typedef struct create_req {
+  const Clue__V1__CreateJointCaseRequest *req;
+  const char *request_id;
+  const char *title;
+  const char *basis;
+  const char *participants; /* bigint[] literal */
+  const char *clues;        /* bigint[] literal */
+} create_req_t;
+
+/* Columns of the facts query: a tag ('c' clue, 'u' unit, 'r' request), the position in the
+ * request's list (1-based), the id, the unit's kind, the idempotency record, a clue's facts. */
+enum {
+  CF_TAG,
+  CF_POS,
+  CF_ID,
+  CF_KIND,
+  CF_REQ_METHOD,
+  CF_REQ_CASE,
+  CF_CLUE,
+};
+
+/* clang-format off */
+#define NULL_FACTS                                                                              \
+  "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+
+/* The clue branch comes first: UNION resolves the types of the others' NULLs from it. */
+static const char create_facts_sql[] =
+    "SELECT 'c'::text, x.n, x.id, NULL::text, NULL::text, NULL::bigint, "
+    CLUE_FACT_COLS("c", "ou", "$4")
+    " FROM unnest($5::bigint[]) WITH ORDINALITY x(id, n)"
+    " LEFT JOIN clues c ON c.id = x.id LEFT JOIN units ou ON ou.id = c.owner_unit"
+    " UNION ALL"
+    " SELECT 'u', x.n, x.id, u.kind, NULL, NULL, " NULL_FACTS
+    " FROM unnest($3::bigint[]) WITH ORDINALITY x(id, n) LEFT JOIN units u ON u.id = x.id"
+    " UNION ALL"
+    " SELECT 'r', 0, NULL, NULL, q.method, q.case_id, " NULL_FACTS
+    " FROM (SELECT 1) one LEFT JOIN clue_requests q ON q.user_id = $1 AND q.request_id = $2";
+
+static const char create_sql[] =
+    "SELECT * FROM case_create($1, $2, $3, $4, $5, $6, $7::bigint[], $8::bigint[], $9::bigint[])";
+/* clang-format on */
+
+/* Refuse an entry of a request list, naming it: "clue_ids: clue 7: clue not found",
+ * "unit 9: participant_unit_ids must name a GROUP, ROOM or REGION". */
+static void refuse_entry(rpc_call_t *call, const char *what, int64_t id,
+                         const authz_result_t *res) {
+  log_info("call %s: %s refused (%d) for %s %lld: %s", rpc_call_id(call),
+           rpc_call_method(call)->path, res->grpc_code, what, (long long)id, res->reason);
+  rpc_fail(call, (grpc_status_t)res->grpc_code, "%s %lld: %s", what, (long long)id, res->message);
+}
+
+/* May the unit at facts row i take part? Fails the call and returns false if not. */
+static bool participant_ok(rpc_call_t *call, const db_result_t *r, int i, const authz_case_t *jc) {
+  int64_t id = svc_col_i64(r, i, CF_ID);
+  clue_unit_kind_t kind = (clue_unit_kind_t)clue_unit_kind_of(db_value(r, i, CF_KIND));
+  authz_result_t res = authz_case_participant_ok(jc, "participant_unit_ids", id, kind);
+
+  if (!authz_ok(&res))
+    refuse_entry(call, "unit", id, &res);
+  return authz_ok(&res);
+}
+
+/* May the clue at facts row i join? Records its version in versions[] (by its position in
+ * the request); fails the call and returns false if not. */
+static bool clue_may_join(rpc_call_t *call, const db_result_t *r, int i,
+                          const Clue__V1__CreateJointCaseRequest *req, const authz_case_t *jc,
+                          int64_t *versions) {
+  authz_principal_t p = clue_principal(call);
+  int64_t pos = svc_col_i64(r, i, CF_POS);
+  authz_result_t res;
+  bool owner_in_case;
+  clue_row_t row;
+
+  (void)clue_row_facts(r, i, CF_CLUE, &row);
+  owner_in_case = row.facts.owner_unit_id == jc->lead_unit_id;
+  for (size_t k = 0; k < req->n_participant_unit_ids; k++)
+    owner_in_case |= row.facts.owner_unit_id == req->participant_unit_ids[k];
+  res = authz_can_add_clue_to_case(&p, jc, row.id ? &row.facts : NULL, owner_in_case);
+  if (!authz_ok(&res)) {
+    refuse_entry(call, "clue_ids: clue", svc_col_i64(r, i, CF_ID), &res);
+    return false;
+  }
+  if (pos >= 1 && (size_t)pos <= req->n_clue_ids)
+    versions[pos - 1] = row.version;
+  return true;
+}
+
+static void got_create_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
+  const create_req_t *cr = arg;
+  const Clue__V1__CreateJointCaseRequest *req = cr->req;
+  authz_principal_t p = clue_principal(call);
+  authz_case_t jc = {.lead_unit_id = p.unit_id, .principal_in_case = true};
+  size_t nversions = req->n_clue_ids ? req->n_clue_ids : 1;
+  int n = db_rows(r);
+  int64_t *versions;
+  const char *params[9];
+
+  if ((versions = rpc_call_alloc(call, nversions * sizeof(*versions))) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  memset(versions, 0, nversions * sizeof(*versions));
+  for (int i = 0; i < n; i++) {
+    const char *tag = db_value(r, i, CF_TAG), *method = db_value(r, i, CF_REQ_METHOD);
+    if (tag[0] != 'r' || method == NULL)
+      continue;
+    /* A retry: case_create answers with the first call's case. */
+    if (strcmp(method, "CreateJointCase") != 0) {
+      rpc_fail(call, GRPC_INVALID_ARGUMENT, "request_id %s was already used for another call",
+               cr->request_id);
+      return;
+    }
+    goto write;
+  }
+  /* Units first: a clue may join because a listed unit owns it. */
+  for (int i = 0; i < n; i++)
+    if (db_value(r, i, CF_TAG)[0] == 'u' && !participant_ok(call, r, i, &jc))
+      return;
+  for (int i = 0; i < n; i++)
+    if (db_value(r, i, CF_TAG)[0] == 'c' && !clue_may_join(call, r, i, req, &jc, versions))
+      return;
+
+write:
+  params[0] = svc_i64(call, p.user_id, 0);
+  params[1] = svc_i64(call, p.unit_id, 0);
+  params[2] = cr->request_id;
+  params[3] = svc_i64(call, clue_now_ms(call), 0);
+  params[4] = cr->title;
+  params[5] = cr->basis ? cr->basis : "";
+  params[6] = cr->participants;
+  params[7] = cr->clues;
+  params[8] = id_array(call, versions, req->n_clue_ids);
+  for (int i = 0; i < 9; i++)
+    if (params[i] == NULL) {
+      clue_oom(call);
+      return;
+    }
+  svc_query(call, create_sql, 9, params, reply_case, NULL);
+}
+
+static void create_joint_case(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__CreateJointCaseRequest *req = (const void *)m;
+  authz_principal_t p = clue_principal(call);
+  authz_result_t res;
+  validate_error_t err;
+  create_req_t *cr;
+  const char *params[5];
+
+  if (clue_invalid(call, validate_create(req, &err), &err))
+    return;
+  res = authz_can_create_case(&p);
+  if (!authz_ok(&res)) {
+    clue_refuse(call, &res);
+    return;
+  }
+  if ((cr = rpc_call_alloc(call, sizeof(*cr))) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  cr->req = req;
+  cr->request_id = clue_request_key(call, req->request_id);
+  cr->title = clue_trimmed(call, req->title);
+  cr->basis = clue_trimmed(call, req->basis);
+  cr->participants = id_array(call, req->participant_unit_ids, req->n_participant_unit_ids);
+  cr->clues = id_array(call, req->clue_ids, req->n_clue_ids);
+  params[0] = svc_i64(call, p.user_id, 0);
+  params[1] = cr->request_id;
+  params[2] = cr->participants;
+  params[3] = svc_i64(call, p.unit_id, 0);
+  params[4] = cr->clues;
+  for (int i = 0; i < 5; i++)
+    if (params[i] == NULL || cr->title == NULL) {
+      clue_oom(call);
+      return;
+    }
+  svc_query(call, create_facts_sql, 5, params, got_create_facts, cr);
+}
+
+/* ---- AddParticipant, RemoveParticipant -------------------------------------------------- */
+
+typedef struct member_req {
+  bool remove;
+  int64_t case_id;
+  int64_t id; /* the unit or clue */
+  const char *reason;
+} member_req_t;
+
+/* Columns of the facts queries: the case, then the unit's or the clue's facts. */
+enum {
+  MF_CASE,
+  MF_LEAD,
+  MF_IN_CASE,
+  MF_UNIT_KIND, /* participants */
+  MF_TAKES_PART,
+  MF_CLUE = MF_UNIT_KIND, /* clues: CLUE_FACT_COLS, then the two below */
+  MF_CLUE_CASE = MF_CLUE + CLUE_FACT_NCOLS,
+  MF_OWNER_IN_CASE,
+};
+
+/* clang-format off */
+static const char participant_facts_sql[] =
+    "SELECT jc.id, jc.lead_unit, joint_case_has_unit(jc.id, $2), u.kind, cp.unit_id IS NOT NULL"
+    " FROM (SELECT 1) one"
+    " LEFT JOIN joint_cases jc ON jc.id = $1"
+    " LEFT JOIN units u ON u.id = $3"
+    " LEFT JOIN case_participants cp ON cp.case_id = jc.id AND cp.unit_id = $3";
+
+static const char clue_facts_sql[] =
+    "SELECT jc.id, jc.lead_unit, joint_case_has_unit(jc.id, $2), " CLUE_FACT_COLS("c", "ou", "$2")
+    ", c.joint_case_id, joint_case_has_unit(jc.id, c.owner_unit)"
+    " FROM (SELECT 1) one"
+    " LEFT JOIN joint_cases jc ON jc.id = $1"
+    " LEFT JOIN clues c ON c.id = $3"
+    " LEFT JOIN units ou ON ou.id = c.owner_unit";
+/* clang-format on */
+
+/* The case of a facts row, or false after answering NOT_FOUND / the refusal to manage it. */
+static bool manage_or_refuse(rpc_call_t *call, const db_result_t *r, authz_case_t *jc) {
+  authz_principal_t p = clue_principal(call);
+  authz_result_t res;
+
+  if (db_rows(r) != 1 || db_value(r, 0, MF_CASE) == NULL) {
+    case_not_found(call);
+    return false;
+  }
+  jc->lead_unit_id = svc_col_i64(r, 0, MF_LEAD);
+  jc->principal_in_case = svc_col_bool(r, 0, MF_IN_CASE) != 0;
+  res = authz_can_manage_case(&p, jc);
+  if (!authz_ok(&res)) {
+    clue_refuse(call, &res);
+    return false;
+  }
+  return true;
+}
+
+/* Run the write function fn(actor user, actor unit, now, case, unit or clue, [clue version,]
+ * reason): participants have no version (0), clues the one the decision saw. */
+static void write_member(rpc_call_t *call, const member_req_t *mr, const char *fn,
+                         int64_t version) {
+  authz_principal_t p = clue_principal(call);
+  const char *params[7];
+  const char *sql;
+  int np = 0;
+
+  params[np++] = svc_i64(call, p.user_id, 0);
+  params[np++] = svc_i64(call, p.unit_id, 0);
+  params[np++] = svc_i64(call, clue_now_ms(call), 0);
+  params[np++] = svc_i64(call, mr->case_id, 0);
+  params[np++] = svc_i64(call, mr->id, 0);
+  if (version != 0)
+    params[np++] = svc_i64(call, version, 0);
+  sql = rpc_call_printf(call, "SELECT * FROM %s($1, $2, $3, $4, $5, $6%s)", fn,
+                        version != 0 ? ", $7" : "");
+  for (int i = 0; i < np; i++)
+    if (params[i] == NULL || sql == NULL) {
+      clue_oom(call);
+      return;
+    }
+  params[np++] = mr->reason; /* NULL when none was given */
+  svc_query(call, sql, np, params, reply_case, NULL);
+}
+
+static void got_participant_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
+  const member_req_t *mr = arg;
+  authz_case_t jc;
+  authz_result_t res;
+  bool takes_part;
+
+  if (!manage_or_refuse(call, r, &jc))
+    return;
+  res = authz_case_participant_ok(
+      &jc, "unit_id", mr->id, (clue_unit_kind_t)clue_unit_kind_of(db_value(r, 0, MF_UNIT_KIND)));
+  if (!authz_ok(&res)) {
+    clue_refuse(call, &res);
+    return;
+  }
+  takes_part = svc_col_bool(r, 0, MF_TAKES_PART) != 0;
+  if (!mr->remove && takes_part) {
+    rpc_fail(call, GRPC_ALREADY_EXISTS, "unit %lld already takes part in joint case %lld",
+             (long long)mr->id, (long long)mr->case_id);
+    return;
+  }
+  if (mr->remove && !takes_part) {
+    rpc_fail(call, GRPC_FAILED_PRECONDITION, "unit %lld does not take part in joint case %lld",
+             (long long)mr->id, (long long)mr->case_id);
+    return;
+  }
+  write_member(call, mr, mr->remove ? "case_remove_participant" : "case_add_participant", 0);
+}
+
+static void got_clue_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
+  const member_req_t *mr = arg;
+  authz_principal_t p = clue_principal(call);
+  authz_case_t jc;
+  authz_result_t res;
+  clue_row_t row;
+
+  if (!manage_or_refuse(call, r, &jc))
+    return;
+  (void)clue_row_facts(r, 0, MF_CLUE, &row);
+  if (mr->remove)
+    res = authz_can_remove_clue_from_case(&p, &jc, row.id ? &row.facts : NULL,
+                                          svc_col_i64(r, 0, MF_CLUE_CASE) == mr->case_id);
+  else
+    res = authz_can_add_clue_to_case(&p, &jc, row.id ? &row.facts : NULL,
+                                     svc_col_bool(r, 0, MF_OWNER_IN_CASE) != 0);
+  if (!authz_ok(&res)) {
+    clue_refuse(call, &res);
+    return;
+  }
+  write_member(call, mr, mr->remove ? "case_remove_clue" : "case_add_clue", row.version);
+}
+
+/* The shared start of the four calls: validate, then read the facts. */
+static void change_member(rpc_call_t *call, int64_t case_id, const char *id_field, int64_t id,
+                          const char *reason, bool remove, bool clue) {
+  validate_error_t err;
+  member_req_t *mr;
+  const char *params[3];
+
+  /* Removals say why; additions may. */
+  if (clue_invalid(call, validate_id("case_id", case_id, &err), &err) ||
+      clue_invalid(call, validate_id(id_field, id, &err), &err) ||
+      clue_invalid(call, validate_reason("reason", reason, remove, &err), &err))
+    return;
+  if ((mr = rpc_call_alloc(call, sizeof(*mr))) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  mr->remove = remove;
+  mr->case_id = case_id;
+  mr->id = id;
+  mr->reason = clue_trimmed(call, reason);
+  params[0] = svc_i64(call, case_id, 0);
+  params[1] = svc_i64(call, clue_principal(call).unit_id, 0);
+  params[2] = svc_i64(call, id, 0);
+  if (params[0] == NULL || params[1] == NULL || params[2] == NULL) {
+    clue_oom(call);
+    return;
+  }
+  if (clue)
+    svc_query(call, clue_facts_sql, 3, params, got_clue_facts, mr);
+  else
+    svc_query(call, participant_facts_sql, 3, params, got_participant_facts, mr);
+}
+
+static void add_participant(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__AddParticipantRequest *req = (const void *)m;
+  change_member(call, req->case_id, "unit_id", req->unit_id, req->reason, false, false);
+}
+
+static void remove_participant(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__RemoveParticipantRequest *req = (const void *)m;
+  change_member(call, req->case_id, "unit_id", req->unit_id, req->reason, true, false);
+}
+
+static void add_clue_to_case(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__AddClueToCaseRequest *req = (const void *)m;
+  change_member(call, req->case_id, "clue_id", req->clue_id, req->reason, false, true);
+}
+
+static void remove_clue_from_case(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__RemoveClueFromCaseRequest *req = (const void *)m;
+  change_member(call, req->case_id, "clue_id", req->clue_id, req->reason, true, true);
+}
+
+/* ---- method table ----------------------------------------------------------------------- */
+
+#define CASE_METHOD(name, fn, in, out)                                                             \
+  {                                                                                                \
+    "/clue.v1.CaseService/" name, &clue__v1__##in##__descriptor, &clue__v1__##out##__descriptor,   \
+        fn, 0, 0                                                                                   \
+  }
+
+const rpc_method_t case_methods[] = {
+    CASE_METHOD("CreateJointCase", create_joint_case, create_joint_case_request, joint_case),
+    CASE_METHOD("AddParticipant", add_participant, add_participant_request, joint_case),
+    CASE_METHOD("RemoveParticipant", remove_participant, remove_participant_request, joint_case),
+    CASE_METHOD("AddClueToCase", add_clue_to_case, add_clue_to_case_request, joint_case),
+    CASE_METHOD("RemoveClueFromCase", remove_clue_from_case, remove_clue_from_case_request,
+                joint_case),
+    CASE_METHOD("GetJointCase", get_joint_case, get_joint_case_request, joint_case),
+    CASE_METHOD("ListJointCases", list_joint_cases, list_joint_cases_request,
+                list_joint_cases_response),
+};
+const size_t case_nmethods = sizeof(case_methods) / sizeof(case_methods[0]);

@@ -1,0 +1,251 @@
+/* ClueService's notes (DESIGN.md §2 "Notes"): evidence summaries, meeting minutes, 问题会商
+ * records. Anyone who sees a clue reads its notes; anyone who sees it adds notes except
+ * AUDITORs and ADMINs (authz_can_add_note). Notes are append-only: the database refuses to
+ * change or remove them (0005_cases.sql), and each is audited on the clue's chain. */
+
+#include "service/note.h"
+
+#include <string.h>
+
+#include "service/clue_row.h"
+
+/* Database names of Clue__V1__NoteKind, by number. */
+static const char *const kind_names[] = {
+    NULL, "EVIDENCE_SUMMARY", "MEETING_MINUTES", "INTERVIEW_RECORD", "OTHER",
+};
+#define NKINDS ((int)(sizeof(kind_names) / sizeof(kind_names[0])))
+
+/* A ListNotes page stops once it holds this much text (it always holds one note). */
+#define NOTES_PAGE_TEXT_BYTES 2097152
+#define STR(x) #x
+#define XSTR(x) STR(x)
+
+/* clang-format off */
+/* A row of notes, aliased n. */
+#define NOTE_COLS(n)                                                                            \
+  n ".id, " n ".clue_id, " n ".kind, " n ".text, " n ".author_user, " n ".author_unit, "       \
+  SVC_MS(n ".created_at")
+
+/* Columns of the AddNote facts query after the clue's facts. */
+enum {
+  NF_REQ_METHOD = CLUE_FACT_NCOLS,
+  NF_REQ_CLUE,
+  NF_NOTE,
+};
+
+static const char add_facts_sql[] =
+    "SELECT " CLUE_FACT_COLS("c", "ou", "$3") ", q.method, q.clue_id, " NOTE_COLS("n")
+    " FROM (SELECT 1) one"
+    " LEFT JOIN clues c ON c.id = $1"
+    " LEFT JOIN units ou ON ou.id = c.owner_unit"
+    " LEFT JOIN clue_requests q ON q.user_id = $2 AND q.request_id = $4"
+    " LEFT JOIN notes n ON n.id = q.note_id";
+
+static const char add_sql[] =
+    "SELECT " NOTE_COLS("n") " FROM note_add($1, $2, $3, $4, $5, $6, $7, $8) n";
+
+/* The clue's facts, then a page of its notes (one row with NULL note columns when none).
+ * Notes past the text budget are not fetched, except the first one, which tells the reply
+ * that more follow. */
+static const char list_sql[] =
+    "SELECT " CLUE_FACT_COLS("c", "ou", "$2") ", " NOTE_COLS("n")
+    " FROM clues c JOIN units ou ON ou.id = c.owner_unit"
+    " LEFT JOIN LATERAL (SELECT * FROM (SELECT x.*, sum(octet_length(x.text)) OVER (ORDER BY x.id)"
+    " - octet_length(x.text) AS text_before FROM notes x WHERE x.clue_id = c.id AND x.id > $3"
+    " ORDER BY x.id LIMIT $4) p WHERE p.text_before <= " XSTR(NOTES_PAGE_TEXT_BYTES) ") n ON true"
+    " WHERE c.id = $1 ORDER BY n.id";
+/* clang-format on */
+
+/* The note at (row, col) in the call's memory; NULL when out of memory. */
+static Clue__V1__Note *note_read(rpc_call_t *call, const db_result_t *r, int row, int col) {
+  Clue__V1__Note *n = rpc_call_alloc(call, sizeof(*n));
+  const char *kind = db_value(r, row, col + 2);
+
+  if (n == NULL)
+    return NULL;
+  clue__v1__note__init(n);
+  n->id = svc_col_i64(r, row, col + 0);
+  n->clue_id = svc_col_i64(r, row, col + 1);
+  for (int k = 1; k < NKINDS; k++)
+    if (kind != NULL && strcmp(kind, kind_names[k]) == 0)
+      n->kind = (Clue__V1__NoteKind)k;
+  n->text = svc_col_str(call, r, row, col + 3);
+  n->author_user_id = svc_col_i64(r, row, col + 4);
+  n->author_unit_id = svc_col_i64(r, row, col + 5);
+  n->created_at_ms = svc_col_i64(r, row, col + 6);
+  return n->text ? n : NULL;
+}
+
+/* ---- AddNote ---------------------------------------------------------------------------- */
+
+typedef struct note_req {
+  const Clue__V1__AddNoteRequest *req;
+  const char *request_id;
+  const char *text;
+} note_req_t;
+
+static void note_added(rpc_call_t *call, const db_result_t *r, void *arg) {
+  Clue__V1__Note *n;
+  (void)arg;
+
+  if (db_rows(r) != 1 || db_value(r, 0, 0) == NULL || (n = note_read(call, r, 0, 0)) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  (void)rpc_reply(call, &n->base);
+}
+
+static void got_add_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
+  const note_req_t *nr = arg;
+  authz_principal_t p = clue_principal(call);
+  authz_result_t res;
+  Clue__V1__Note *n;
+  clue_row_t row = {0};
+  const char *params[8];
+
+  if (db_rows(r) != 1) {
+    clue_oom(call);
+    return;
+  }
+  (void)clue_row_facts(r, 0, 0, &row);
+  if (db_value(r, 0, NF_REQ_METHOD) != NULL) {
+    /* A retry: the first note, if the caller still sees its clue. */
+    if (strcmp(db_value(r, 0, NF_REQ_METHOD), "AddNote") != 0 ||
+        svc_col_i64(r, 0, NF_REQ_CLUE) != nr->req->clue_id || db_value(r, 0, NF_NOTE) == NULL) {
+      rpc_fail(call, GRPC_INVALID_ARGUMENT, "request_id %s was already used for another call",
+               nr->request_id);
+      return;
+    }
+    if (!clue_see_or_refuse(call, &row))
+      return;
+    if ((n = note_read(call, r, 0, NF_NOTE)) == NULL) {
+      clue_oom(call);
+      return;
+    }
+    (void)rpc_reply(call, &n->base);
+    return;
+  }
+  if (row.id == 0) {
+    (void)clue_see_or_refuse(call, &row);
+    return;
+  }
+  res = authz_can_add_note(&p, &row.facts);
+  if (!authz_ok(&res)) {
+    clue_refuse(call, &res);
+    return;
+  }
+  params[0] = svc_i64(call, p.user_id, 0);
+  params[1] = svc_i64(call, p.unit_id, 0);
+  params[2] = nr->request_id;
+  params[3] = svc_i64(call, clue_now_ms(call), 0);
+  params[4] = svc_i64(call, row.id, 0);
+  params[5] = svc_i64(call, row.facts.owner_unit_id, 0);
+  params[6] = kind_names[nr->req->kind];
+  params[7] = nr->text;
+  for (int i = 0; i < 8; i++)
+    if (params[i] == NULL) {
+      clue_oom(call);
+      return;
+    }
+  svc_query(call, add_sql, 8, params, note_added, NULL);
+}
+
+void clue_add_note(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__AddNoteRequest *req = (const void *)m;
+  authz_principal_t p = clue_principal(call);
+  validate_error_t err;
+  note_req_t *nr;
+  const char *params[4];
+
+  if (clue_invalid(call, validate_id("clue_id", req->clue_id, &err), &err) ||
+      clue_invalid(call, validate_enum("kind", (int)req->kind, 1, NKINDS - 1, &err), &err) ||
+      clue_invalid(call, validate_note_text(req->text, &err), &err) ||
+      clue_invalid(call, validate_request_id(req->request_id, &err), &err))
+    return;
+  if ((nr = rpc_call_alloc(call, sizeof(*nr))) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  nr->req = req;
+  nr->request_id = clue_request_key(call, req->request_id);
+  nr->text = clue_trimmed(call, req->text);
+  params[0] = svc_i64(call, req->clue_id, 0);
+  params[1] = svc_i64(call, p.user_id, 0);
+  params[2] = svc_i64(call, p.unit_id, 0);
+  params[3] = nr->request_id;
+  for (int i = 0; i < 4; i++)
+    if (params[i] == NULL || nr->text == NULL) {
+      clue_oom(call);
+      return;
+    }
+  svc_query(call, add_facts_sql, 4, params, got_add_facts, nr);
+}
+
+/* ---- ListNotes -------------------------------------------------------------------------- */
+
+static void got_notes(rpc_call_t *call, const db_result_t *r, void *arg) {
+  const int32_t *page_size = arg;
+  Clue__V1__ListNotesResponse resp = CLUE__V1__LIST_NOTES_RESPONSE__INIT;
+  int n = db_rows(r);
+  size_t text_bytes = 0;
+  clue_row_t row = {0};
+
+  if (n > 0)
+    (void)clue_row_facts(r, 0, 0, &row);
+  if (!clue_see_or_refuse(call, &row))
+    return;
+  if ((resp.notes = rpc_call_alloc(call, (size_t)n * sizeof(*resp.notes))) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  for (int i = 0; i < n; i++) {
+    const char *text = db_value(r, i, CLUE_FACT_NCOLS + 3);
+    Clue__V1__Note *note;
+
+    if (db_value(r, i, CLUE_FACT_NCOLS) == NULL)
+      continue;
+    if ((int32_t)resp.n_notes == *page_size ||
+        (resp.n_notes > 0 && text_bytes + strlen(text) > NOTES_PAGE_TEXT_BYTES)) {
+      resp.more = 1;
+      break;
+    }
+    if ((note = note_read(call, r, i, CLUE_FACT_NCOLS)) == NULL) {
+      clue_oom(call);
+      return;
+    }
+    text_bytes += strlen(text);
+    resp.notes[resp.n_notes++] = note;
+  }
+  (void)rpc_reply(call, &resp.base);
+}
+
+void clue_list_notes(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__ListNotesRequest *req = (const void *)m;
+  validate_error_t err;
+  int32_t *page_size;
+  const char *params[4];
+
+  if (clue_invalid(call, validate_id("clue_id", req->clue_id, &err), &err))
+    return;
+  if (req->after_note_id < 0) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "after_note_id must not be negative");
+    return;
+  }
+  if ((page_size = rpc_call_alloc(call, sizeof(*page_size))) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  if (clue_invalid(call, validate_page_size(req->page_size, page_size, &err), &err))
+    return;
+  params[0] = svc_i64(call, req->clue_id, 0);
+  params[1] = svc_i64(call, clue_principal(call).unit_id, 0);
+  params[2] = svc_i64(call, req->after_note_id, 0);
+  /* One more than the page, to know whether more follow. */
+  params[3] = rpc_call_printf(call, "%d", (int)*page_size + 1);
+  for (int i = 0; i < 4; i++)
+    if (params[i] == NULL) {
+      clue_oom(call);
+      return;
+    }
+  svc_query(call, list_sql, 4, params, got_notes, page_size);
+}
