@@ -73,31 +73,17 @@ CREATE INDEX audit_events_clue_chain_idx ON audit_events (subject_id, seq)
   INCLUDE (at, owner_unit, from_state, to_state)
   WHERE subject_type = 'clue' AND action IN ('clue.submit', 'clue.move', 'proposal.approve');
 
--- The title of joint case p_case, or NULL. Joint cases arrive with migration 0005 (a
--- joint_cases table with a title); when that has run, the body reads it, otherwise there is
--- no case to name. A joint-case migration that comes later replaces this function.
-DO $$
-BEGIN
-  IF EXISTS (SELECT 1 FROM information_schema.columns
-             WHERE table_schema = current_schema() AND table_name = 'joint_cases' AND column_name = 'title') THEN
-    EXECUTE $f$
-      CREATE FUNCTION joint_case_title(p_case bigint) RETURNS text
-      LANGUAGE sql STABLE PARALLEL SAFE AS $b$ SELECT title FROM joint_cases WHERE id = p_case $b$
-    $f$;
-  ELSE
-    EXECUTE $f$
-      CREATE FUNCTION joint_case_title(p_case bigint) RETURNS text
-      LANGUAGE sql STABLE PARALLEL SAFE AS $b$ SELECT NULL::text $b$
-    $f$;
-  END IF;
-END $$;
+-- The title of joint case p_case (0005_cases.sql), or NULL.
+CREATE FUNCTION joint_case_title(p_case bigint) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$ SELECT title FROM joint_cases WHERE id = p_case $$;
 
 -- GetStatistics over the period [p_from_ms, p_to_ms) for the units p_units (decided by the
 -- server from the caller's scope); "now" for overdue counts is p_now_ms, the server's clock.
 -- Periods are judged on the audit events' own times. One row per unit (kind 'unit', in id
 -- order), then one per joint case (kind 'case', in id order). Definitions, per unit, all by
 -- the owner_unit the event recorded (the owner at the time of the transition):
---   received         clue.submit events (the submitting unit; a handover is not a receipt)
+--   received         clue.submit events (the submitting unit; a handover is not a receipt,
+--                    and what happens after it counts for the new owner)
 --   checks_started   transitions into PRELIMINARY_CHECK
 --   filed            transitions into FILED (approved proposals)
 --   closed           transitions into CLOSED, split by disposal: from ACCEPTED by the
@@ -107,7 +93,9 @@ END $$;
 --   overdue_now      clues the unit owns now whose current stage deadline is before now
 --                    (terminal clues have none)
 --   median_*         median days spent in ACCEPTED, PRELIMINARY_CHECK and FILED by the stages
---                    completed (left) in the period, from entering to leaving; 0 when none
+--                    completed (left) in the period, from entering to leaving, counted for
+--                    the unit that moved the clue out (the stay began under whoever owned the
+--                    clue then); 0 when none
 --   zero_disposal    the unit disposed of no clue in the period: no transition into
 --                    PRELIMINARY_CHECK, CLOSED, FILED or TRANSFERRED_TO_JUDICIAL (every
 --                    decision on a clue counts), and the unit existed before the period ended

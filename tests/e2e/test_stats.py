@@ -6,8 +6,10 @@ caused it in. Periods are judged on the audit events' own times (the database cl
 this host shares), so the phases' wall-clock boundaries are the periods asked for. Every
 figure expected is computed here from that ledger, never read back from the answer: counts
 by unit, the breakdown of closed clues, the zero-disposal list (零通报), and the median days
-per stage (measured on the times GetHistory reports for the transitions the test made). The
-per-unit overdue counts are checked by a second clued whose clock runs forty days ahead. A
+per stage (measured on the times GetHistory reports for the transitions the test made). A
+third phase adds a joint case (per-case figures, and which callers see the case) and a
+handover (figures follow the owner at each transition). The per-unit overdue counts are
+checked by a second clued whose clock runs forty days ahead. A
 bulk history with realistic durations (bench/stats_seed.sql) is checked against an
 independent computation over the raw audit rows.
 
@@ -275,7 +277,6 @@ def check_period(c, user, phases, frm, to, codes):
     assert sorted(c.code_of[z.unit_id] for z in r.zero_disposal_units) == zero, (phases, zero)
     assert [z.unit_code for z in r.zero_disposal_units] == [c.w.units[k].code for k in
                                                             sorted(zero, key=lambda k: c.w.units[k].id)]
-    assert list(r.cases) == []
     return r
 
 
@@ -314,8 +315,8 @@ def _median_days(c, frm, to):
         for prev, e in zip(moves, moves[1:]):
             if frm <= e.at_ms < to:
                 assert prev.to_state == e.from_state
-                key = (c.clues[cid]["unit"], e.from_state)
-                stays.setdefault(key, []).append((e.at_ms - prev.at_ms) / DAY_MS)
+                unit = [t["unit"] for t in c.ledger if t["clue"] == cid and t["to"] == e.to_state][0]
+                stays.setdefault((unit, e.from_state), []).append((e.at_ms - prev.at_ms) / DAY_MS)
     return {k: statistics.median(v) for k, v in stays.items()}
 
 
@@ -388,32 +389,63 @@ def test_invalid_requests(c):
                sp.GetStatisticsRequest(from_ms=1, to_ms=2), timeout=20)
 
 
-def test_cases_from_joint_case_ids(c):
-    """Per-case rows group clues by clues.joint_case_id. Joint cases are another migration's;
-    until it exists the test puts two clues into case 424242 by hand."""
+def test_joint_case_and_handover(c):
+    """Phase C: a joint case led by R2 with G3 and X1 taking part, whose member clues are
+    filed, transferred and closed; and a clue G1 received and handed over to G2, which then
+    decides on it. Units' figures go by who owned the clue at each transition; a case's by its
+    member clues, whoever owns them; staff see only the cases their unit leads or joins."""
     w = c.w
-    t0, _, t2 = c.bounds
-    with c.db.cursor() as cur:
-        cur.execute("SELECT to_regclass('joint_cases') IS NOT NULL")
-        if cur.fetchone()[0]:
-            print("joint_cases exists: per-case statistics are left to the joint-case tests")
-            return
-        members = [cid for cid, k in c.clues.items() if k["unit"] == "G2"][:3]
-        cur.execute("UPDATE clues SET joint_case_id = 424242 WHERE id = ANY (%s)", (members,))
-    try:
-        r = stats(w.auditor, t0, t2)
-        assert len(r.cases) == 1
-        k = r.cases[0]
-        mine = [t for t in c.ledger if t["clue"] in members]
-        assert (k.case_id, k.title, k.clues, k.closed, k.transferred_to_judicial, k.overdue_now) == (
-            424242, "", 3, sum(t["to"] == CLOSED for t in mine), sum(t["to"] == TRANSFERRED for t in mine), 0)
-        assert list(stats(w.auditor, t0, t2, [w.G3.id]).cases) == [], "cases of other units' clues are not listed"
-        assert stats(w.auditor, t0, t2, [w.G2.id]).cases[0].case_id == 424242
-        # Staff see only cases their unit leads or joins (none exist without joint cases).
-        assert list(stats(w.G2.leader, t0, t2).cases) == []
-    finally:
-        with c.db.cursor() as cur:
-            cur.execute("UPDATE clues SET joint_case_id = NULL WHERE id = ANY (%s)", (members,))
+    cs = S.case_pb2
+    pause()
+    t3 = now_ms()
+    pause()
+    c.phase = "C"
+    g3, x1, r2 = c.submit(w.G3), c.submit(w.X1), c.submit(w.R2)
+    jc = w.R2.leader.case.CreateJointCase(cs.CreateJointCaseRequest(
+        title="某局系列违纪案联合审查", participant_unit_ids=[w.G3.id, w.X1.id], clue_ids=[g3.id, x1.id, r2.id],
+        request_id=rid()), timeout=20)
+    # Joining bumps the version: reload before moving.
+    g3, x1 = g(w.G3.leader, g3.id), g(w.X1.leader, x1.id)
+    c.step(w.G3, c.step(w.G3, c.step(w.G3, g3, PRELIM), FILED), TRANSFERRED)  # the lead room reviews
+    c.step(w.X1, x1, CLOSED, pb.DISPOSAL_NO_FURTHER_ACTION)
+    moved = c.submit(w.G1)
+    moved = w.G1.leader.clue.HandOver(pb.HandOverRequest(clue_id=moved.id, expected_version=moved.version,
+                                                         to_unit_id=w.G2.id, reason="属地管辖", request_id=rid()),
+                                      timeout=20)
+    c.clues[moved.id]["unit"] = "G2"
+    c.step(w.G2, moved, PRELIM)
+    pause()
+    t4 = now_ms()
+    c.phase = None
+    c.bounds_c = (t3, t4)
+
+    r = check_period(c, w.auditor, ("C",), t3, t4, WORK_UNITS)
+    got = {u.unit_code: u for u in r.units}
+    assert got["G1"].received == 1 and got["G1"].preliminary_checks_started == 0
+    assert got["G2"].received == 0 and got["G2"].preliminary_checks_started == 1
+    # G2 measures the ACCEPTED stay from the submission by G1, whether or not G1 is asked too.
+    alone = stats(w.auditor, t3, t4, [w.G2.id]).units[0]
+    assert alone == got["G2"] and alone.median_days_accepted > 0
+    want = _median_days(c, t3, t4)
+    assert abs(alone.median_days_accepted - want[("G2", ACCEPTED)]) < 2.0 / DAY_MS
+
+    mine = [t for t in c.ledger if t["clue"] in (g3.id, x1.id, r2.id)]
+    case_row = (jc.id, "某局系列违纪案联合审查", 3, sum(t["to"] == CLOSED for t in mine),
+                sum(t["to"] == TRANSFERRED for t in mine), 0)
+    assert case_row[3:5] == (1, 1)
+
+    def cases(user, frm=t3, to=t4, units=()):
+        return [(k.case_id, k.title, k.clues, k.closed, k.transferred_to_judicial, k.overdue_now)
+                for k in stats(user, frm, to, units).cases]
+
+    for user in (w.auditor, w.admin, w.R2.leader, w.R2.member, w.G3.member, w.X1.leader):
+        assert cases(user) == [case_row], user
+    for user in (w.R1.leader, w.G1.leader, w.G2.member):
+        assert cases(user) == [], user
+    assert cases(w.auditor, units=[w.G1.id, w.G2.id]) == []
+    assert cases(w.auditor, units=[w.X1.id]) == [case_row], "a participant's filter lists the case"
+    # Membership is now; the closures are the period's.
+    assert cases(w.auditor, c.bounds[0], c.bounds[2]) == [case_row[:3] + (0, 0, 0)]
 
 
 # ---- deadlines -----------------------------------------------------------------------------------
