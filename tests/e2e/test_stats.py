@@ -376,9 +376,10 @@ def test_invalid_requests(c):
     w = c.w
     t = now_ms()
     for frm, to, field in ((0, t, "from_ms"), (t, 0, "to_ms"), (-5, t, "from_ms"), (t, t, "from_ms"),
-                           (t, t - 1, "from_ms")):
+                           (t, t - 1, "from_ms"), (t, 2 ** 62, "to_ms"), (2 ** 62, 2 ** 62 + 1, "to_ms")):
         msg = expect(Code.INVALID_ARGUMENT, stats, w.G1.leader, frm, to)
         assert field in msg, msg
+    assert len(stats(w.auditor, 1, 253402300800000).units) == len(WORK_UNITS), "all of time"
     msg = expect(Code.INVALID_ARGUMENT, stats, w.auditor, t - 1, t, [w.G1.id, -3])
     assert "unit_ids" in msg
     msg = expect(Code.INVALID_ARGUMENT, stats, w.auditor, t - 1, t, list(range(1, 1002)))
