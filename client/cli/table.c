@@ -1,6 +1,10 @@
+#define _GNU_SOURCE /* vasprintf */
+
 #include "table.h"
 
+#include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -127,4 +131,15 @@ int table_print(const table_t *t, FILE *out) {
   }
   free(width);
   return 0;
+}
+
+char *table_fmt(const char *fmt, ...) {
+  va_list ap;
+  char *s = NULL;
+  int n;
+
+  va_start(ap, fmt);
+  n = vasprintf(&s, fmt, ap);
+  va_end(ap);
+  return n < 0 ? NULL : s;
 }

@@ -22,6 +22,9 @@ int table_print(const table_t *t, FILE *out);
 
 void table_free(table_t *t);
 
+/** A malloc'd printf for cells; NULL on out of memory (which table_add() then records). */
+char *table_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /** Columns a UTF-8 string takes on a terminal. */
 size_t text_width(const char *s);
 
