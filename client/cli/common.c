@@ -528,7 +528,8 @@ int cli_call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const 
     }
     rows = grown;
     /* The rows move into the merged list; the page keeps only its (then empty) array. */
-    memcpy(rows + nrows, *arr, *n * sizeof(*rows));
+    if (*n > 0)
+      memcpy(rows + nrows, *arr, *n * sizeof(*rows));
     nrows += *n;
     *n = 0;
     next = str_member(page, "next_page_token");
