@@ -120,8 +120,9 @@ static int run_verify(cli_t *cli, const cli_args_t *args) {
   if (cli->json) {
     rc = cli_print_json(cli, &resp->base, 0);
   } else if (resp->ok) {
-    printf("OK: %lld events in %lld chains verified\n", (long long)resp->events_checked,
-           (long long)resp->subjects_checked);
+    printf("OK: %lld event%s in %lld chain%s verified\n", (long long)resp->events_checked,
+           resp->events_checked == 1 ? "" : "s", (long long)resp->subjects_checked,
+           resp->subjects_checked == 1 ? "" : "s");
   } else {
     const Clue__V1__BrokenLink *b = resp->broken;
     const char *problem =
@@ -131,8 +132,9 @@ static int run_verify(cli_t *cli, const cli_args_t *args) {
              (long long)b->seq, problem ? problem : "?", b->detail[0] ? ": " : "", b->detail);
     else
       printf("BROKEN\n");
-    printf("(checked %lld events in %lld chains)\n", (long long)resp->events_checked,
-           (long long)resp->subjects_checked);
+    printf("(checked %lld event%s in %lld chain%s)\n", (long long)resp->events_checked,
+           resp->events_checked == 1 ? "" : "s", (long long)resp->subjects_checked,
+           resp->subjects_checked == 1 ? "" : "s");
   }
   if (rc == CLI_OK && !resp->ok)
     rc = CLI_FAILED;

@@ -72,8 +72,12 @@ static void help_top(FILE *o) {
   fprintf(o, "  %-12s %s\n", "help", "show help of a command: cluectl help admin units");
   fputs("\nGlobal options (accepted before or after the command):\n", o);
   print_opts(o, global_opts);
-  fputs("\nExit status: 0 success; 1 the call failed (STATUS: message on stderr);\n"
-        "2 usage error.\n",
+  fputs("\nExit status: 0 success; 1 the call failed (STATUS: message on stderr) or the\n"
+        "answer was negative (health: not SERVING; audit verify: a broken chain); 2 usage\n"
+        "error (nothing was sent).\n"
+        "\nCommands that change something send a request id, a new random UUID unless\n"
+        "--request-id is given, and print it with --json: retrying with the same id after an\n"
+        "unknown outcome makes the change at most once.\n",
         o);
 }
 

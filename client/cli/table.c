@@ -36,6 +36,11 @@ void table_add(table_t *t, char *cell) {
     free(cell);
     return;
   }
+  /* A line break would tear the row apart, and an escape sequence sent by the server must
+   * not reach the terminal: control characters show as spaces. */
+  for (char *p = cell; *p != '\0'; p++)
+    if ((unsigned char)*p < 0x20 || *p == 0x7F)
+      *p = ' ';
   if (t->n == t->cap) {
     size_t cap = t->cap ? t->cap * 2 : 64;
     char **p = realloc(t->cells, cap * sizeof(*p));

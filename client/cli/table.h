@@ -12,7 +12,8 @@ typedef struct table table_t;
 table_t *table_new(size_t ncols, const char *const *headers);
 
 /**
- * Append the next cell, row by row; the table owns cell afterwards. A NULL cell (a failed
+ * Append the next cell, row by row; the table owns cell afterwards (and shows its control
+ * characters as spaces). A NULL cell (a failed
  * allocation) marks the table failed, which table_print() reports.
  */
 void table_add(table_t *t, char *cell);
