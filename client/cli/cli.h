@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <protobuf-c/protobuf-c.h>
 
@@ -258,6 +259,12 @@ const char *cli_date_text(int64_t ms, char *buf, size_t len);
  * Returns a malloc'd string or NULL on out of memory.
  */
 char *cli_field_text(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f);
+
+/**
+ * Write text that came from the server: control characters (line breaks too, unless
+ * keep_newlines) as spaces, so that no escape sequence reaches the terminal.
+ */
+void cli_put_text(FILE *o, const char *s, int keep_newlines);
 
 /** An enum value's name without the enum's common prefix ("GROUP" for UNIT_KIND_GROUP). */
 const char *cli_enum_short(const ProtobufCEnumDescriptor *ed, int value);

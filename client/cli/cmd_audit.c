@@ -127,11 +127,16 @@ static int run_verify(cli_t *cli, const cli_args_t *args) {
     const Clue__V1__BrokenLink *b = resp->broken;
     const char *problem =
         b ? cli_enum_short(&clue__v1__broken_link__problem__descriptor, b->problem) : NULL;
-    if (b != NULL)
-      printf("BROKEN: %s #%lld at event %lld: %s%s%s\n", b->subject_type, (long long)b->subject_id,
-             (long long)b->seq, problem ? problem : "?", b->detail[0] ? ": " : "", b->detail);
-    else
-      printf("BROKEN\n");
+    if (b != NULL) {
+      fputs("BROKEN: ", stdout);
+      cli_put_text(stdout, b->subject_type, 0);
+      printf(" #%lld at event %lld: %s%s", (long long)b->subject_id, (long long)b->seq,
+             problem ? problem : "?", b->detail[0] ? ": " : "");
+      cli_put_text(stdout, b->detail, 0);
+      putchar('\n');
+    } else {
+      puts("BROKEN");
+    }
     printf("(checked %lld event%s in %lld chain%s)\n", (long long)resp->events_checked,
            resp->events_checked == 1 ? "" : "s", (long long)resp->subjects_checked,
            resp->subjects_checked == 1 ? "" : "s");
@@ -155,13 +160,18 @@ static const cli_opt_t watch_opts[] = {
 static void event_line(const Clue__V1__AuditEvent *e) {
   char when[32];
 
-  printf("%lld  %s  %s  %s #%lld", (long long)e->seq, cli_time_text(e->at_ms, when, sizeof(when)),
-         e->action, e->subject_type, (long long)e->subject_id);
+  printf("%lld  %s  ", (long long)e->seq, cli_time_text(e->at_ms, when, sizeof(when)));
+  cli_put_text(stdout, e->action, 0);
+  fputs("  ", stdout);
+  cli_put_text(stdout, e->subject_type, 0);
+  printf(" #%lld", (long long)e->subject_id);
   if (e->from_state != 0 || e->to_state != 0)
     printf("  %s -> %s", state_text(e->from_state), state_text(e->to_state));
   printf("  by user %lld (unit %lld)", (long long)e->actor_user_id, (long long)e->actor_unit_id);
-  if (e->reason[0] != '\0')
-    printf("  %s", e->reason);
+  if (e->reason[0] != '\0') {
+    fputs("  ", stdout);
+    cli_put_text(stdout, e->reason, 0);
+  }
   putchar('\n');
 }
 

@@ -66,8 +66,11 @@ static int show_case(cli_t *cli, const Clue__V1__JointCase *jc) {
 
   if (parts == NULL)
     return cli_oom(cli);
-  printf("Joint case #%lld: %s\n", (long long)jc->id, jc->title);
-  printf("%-13s %s\n", "Basis:", jc->basis[0] ? jc->basis : "-");
+  printf("Joint case #%lld: ", (long long)jc->id);
+  cli_put_text(stdout, jc->title, 0);
+  printf("\n%-13s ", "Basis:");
+  cli_put_text(stdout, jc->basis[0] ? jc->basis : "-", 0);
+  putchar('\n');
   printf("%-13s %lld\n", "Lead unit:", (long long)jc->lead_unit_id);
   printf("%-13s %s\n", "Participants:", parts);
   printf("%-13s %s by user %lld\n",

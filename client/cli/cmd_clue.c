@@ -1,6 +1,8 @@
 /* cluectl clue: submitting and reading clues, their history and notes (clue.v1.ClueService).
  * The commands that change a clue's state or owner are in cmd_clue_move.c. */
 
+#define _GNU_SOURCE /* vasprintf */
+
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -231,19 +233,24 @@ static int run_submit(cli_t *cli, const cli_args_t *args) {
 /* ---- get ------------------------------------------------------------------------------------ */
 
 static void kv(const char *label, const char *value) {
-  printf("%-13s %s\n", label, value != NULL && value[0] != '\0' ? value : "-");
+  printf("%-13s ", label);
+  cli_put_text(stdout, value != NULL && value[0] != '\0' ? value : "-", 0);
+  putchar('\n');
 }
 
 static void kvf(const char *label, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void kvf(const char *label, const char *fmt, ...) {
   va_list ap;
+  char *value = NULL;
+  int n;
 
-  printf("%-13s ", label);
   va_start(ap, fmt);
-  vprintf(fmt, ap);
+  n = vasprintf(&value, fmt, ap);
   va_end(ap);
-  putchar('\n');
+  kv(label, n >= 0 ? value : "?");
+  if (n >= 0)
+    free(value);
 }
 
 static int show_clue(cli_t *cli, const Clue__V1__Clue *c) {
@@ -481,15 +488,17 @@ static int run_note(cli_t *cli, const cli_args_t *args) {
   return rc;
 }
 
+/* A note's text, each line indented; control characters other than line breaks as spaces. */
 static void print_indented(const char *text) {
-  const char *p = text;
-
-  while (*p != '\0') {
-    const char *nl = strchr(p, '\n');
-    size_t n = nl ? (size_t)(nl - p) : strlen(p);
-    printf("    %.*s\n", (int)n, p);
-    p += n + (nl ? 1 : 0);
+  fputs("    ", stdout);
+  for (const char *p = text; *p != '\0'; p++) {
+    unsigned char c = (unsigned char)*p;
+    if (c == '\n')
+      fputs(p[1] != '\0' ? "\n    " : "", stdout);
+    else
+      putchar(c < 0x20 || c == 0x7F ? ' ' : c);
   }
+  putchar('\n');
 }
 
 static int show_notes(const Clue__V1__ListNotesResponse *r) {

@@ -271,8 +271,10 @@ static int print_tables(cli_t *cli, const Clue__V1__GetStatisticsResponse *r, co
   fputs("\nUnits that disposed of no clue in the period:", stdout);
   if (r->n_zero_disposal_units == 0)
     fputs(" none", stdout);
-  for (size_t i = 0; i < r->n_zero_disposal_units; i++)
-    printf("%s %s", i ? "," : "", r->zero_disposal_units[i]->unit_code);
+  for (size_t i = 0; i < r->n_zero_disposal_units; i++) {
+    fputs(i ? ", " : " ", stdout);
+    cli_put_text(stdout, r->zero_disposal_units[i]->unit_code, 0);
+  }
   putchar('\n');
   return rc;
 }

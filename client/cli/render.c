@@ -15,6 +15,15 @@ const char *cli_enum_short(const ProtobufCEnumDescriptor *ed, int value) {
   return ev != NULL ? ev->name + clue_enum_prefix_len(ed) : NULL;
 }
 
+void cli_put_text(FILE *o, const char *s, int keep_newlines) {
+  for (; *s != '\0'; s++) {
+    unsigned char c = (unsigned char)*s;
+    if ((c < 0x20 && !(keep_newlines && c == '\n')) || c == 0x7F)
+      c = ' ';
+    fputc(c, o);
+  }
+}
+
 static int ends_with(const char *s, const char *suffix) {
   size_t n = strlen(s), k = strlen(suffix);
 
@@ -95,7 +104,10 @@ static void put_value(FILE *o, const ProtobufCFieldDescriptor *f, const void *p)
   }
   case PROTOBUF_C_TYPE_STRING: {
     const char *s = *(char *const *)p;
-    fputs(s != NULL && s[0] != '\0' ? s : "-", o);
+    if (s != NULL && s[0] != '\0')
+      cli_put_text(o, s, 0);
+    else
+      fputs("-", o);
     break;
   }
   case PROTOBUF_C_TYPE_BYTES: {

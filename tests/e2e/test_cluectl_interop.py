@@ -60,7 +60,7 @@ class Clue(S.clue_pb2_grpc.ClueServiceServicer):
 
     def ListNotes(self, request, context):
         return pb.ListNotesResponse(notes=[
-            pb.Note(id=1, clue_id=42, kind=pb.NOTE_KIND_EVIDENCE_SUMMARY, text="一行", author_user_id=7,
+            pb.Note(id=1, clue_id=42, kind=pb.NOTE_KIND_EVIDENCE_SUMMARY, text="一行\x1b[2J\r", author_user_id=7,
                     author_unit_id=3, created_at_ms=JAN1),
             pb.Note(id=2, clue_id=42, kind=pb.NOTE_KIND_MEETING_MINUTES, text="第一项\n第二项", author_user_id=8,
                     author_unit_id=2, created_at_ms=JAN1 + 3600000),
@@ -211,7 +211,7 @@ class CluectlInterop(unittest.TestCase):
         r = self.ctl("clue", "notes", "42", check=0)
         self.assertEqual(r.stdout,
                          "note 1  EVIDENCE_SUMMARY  2026-01-01 00:00  user 7 (unit 3)\n"
-                         "    一行\n"
+                         "    一行 [2J \n"  # no escape sequence reaches the terminal
                          "\n"
                          "note 2  MEETING_MINUTES  2026-01-01 01:00  user 8 (unit 2)\n"
                          "    第一项\n"
