@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <protobuf-c/protobuf-c.h>
 
@@ -46,6 +47,7 @@ typedef struct cli_optval {
 typedef struct cli_args {
   cli_optval_t *v;
   size_t n;
+  const char *operand; /* the word after the command (an ID), for commands that take one */
 } cli_args_t;
 
 /** The run context handed to every command. */
@@ -60,6 +62,7 @@ typedef struct cli {
 
 typedef struct cli_command {
   const char *name;    /* "units"; NULL for a group that is itself one command */
+  const char *operand; /* metavariable of the one required word after the name ("ID"), or NULL */
   const char *summary; /* one line */
   const cli_opt_t *opts;
   const char *help; /* further text for --help, or NULL */
@@ -75,6 +78,10 @@ typedef struct cli_group {
 /* The command groups. */
 extern const cli_group_t cli_group_health;
 extern const cli_group_t cli_group_admin;
+extern const cli_group_t cli_group_clue;
+extern const cli_group_t cli_group_case;
+extern const cli_group_t cli_group_audit;
+extern const cli_group_t cli_group_stats;
 
 /* ---- options ---- */
 
@@ -104,6 +111,58 @@ int cli_arg_id(cli_t *cli, const cli_args_t *a, const char *name, int64_t *out);
 int cli_arg_enum(cli_t *cli, const cli_args_t *a, const char *name,
                  const ProtobufCEnumDescriptor *ed, int *out);
 
+/** Parse the operand (the word after the command) as a positive id into *out, or CLI_USAGE. */
+int cli_operand_id(cli_t *cli, const cli_args_t *a, int64_t *out);
+
+/**
+ * Parse the value of --name as an integer in [min, max] into *out. Absent: 0, *out untouched.
+ * Bad: prints a usage error and returns CLI_USAGE.
+ */
+int cli_arg_int(cli_t *cli, const cli_args_t *a, const char *name, int64_t min, int64_t max,
+                int64_t *out);
+
+/** Like cli_arg_int() for an int32_t field. */
+int cli_arg_i32(cli_t *cli, const cli_args_t *a, const char *name, int32_t min, int32_t max,
+                int32_t *out);
+
+/**
+ * Parse the value of --name as a time into *ms (milliseconds since the epoch): RFC 3339
+ * ("2026-03-01T08:30:00+08:00", "...Z", optional fraction) or a date (YYYY-MM-DD) meaning
+ * local midnight at its start, or with end_of_day the midnight that ends it (for exclusive
+ * upper bounds: "--to 2026-03-31" takes in the whole of March 31). Absent: 0, *ms untouched.
+ * Bad: usage error, CLI_USAGE.
+ */
+int cli_arg_time(cli_t *cli, const cli_args_t *a, const char *name, int end_of_day, int64_t *ms);
+
+/**
+ * The values of the repeatable option --name as a malloc'd array in *out (NULL when none),
+ * their number in *n. The strings are argv's, not copies. Returns 0 or CLI_FAILED (out of
+ * memory, reported).
+ */
+int cli_arg_strv(cli_t *cli, const cli_args_t *a, const char *name, char ***out, size_t *n);
+
+/** Like cli_arg_strv() for a repeatable option of ids; CLI_USAGE for a bad one. */
+int cli_arg_idv(cli_t *cli, const cli_args_t *a, const char *name, int64_t **out, size_t *n);
+
+/** Like cli_arg_strv() for a repeatable option of values of enum ed. */
+int cli_arg_enumv(cli_t *cli, const cli_args_t *a, const char *name,
+                  const ProtobufCEnumDescriptor *ed, int **out, size_t *n);
+
+/** Size of a request id: a UUID in its 36-character text form and a NUL. */
+#define CLI_REQUEST_ID_LEN 37
+
+/**
+ * The request id of a mutating command: --request-id if given, else a fresh random UUID
+ * (version 4), written into buf. Returns 0 or CLI_FAILED (no randomness, reported).
+ */
+int cli_request_id(cli_t *cli, const cli_args_t *a, char buf[CLI_REQUEST_ID_LEN]);
+
+/**
+ * Read a whole file ("-" is standard input) into *out (NUL-terminated, *len bytes). Returns
+ * 0, or CLI_USAGE after printing why the file cannot be read.
+ */
+int cli_read_file(cli_t *cli, const char *path, char **out, size_t *len);
+
 /** The choices of an enum for messages, "ROOM|GROUP|...", written into buf; returns buf. */
 const char *cli_enum_choices(const ProtobufCEnumDescriptor *ed, char *buf, size_t len);
 
@@ -126,15 +185,51 @@ int cli_call(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *
              const ProtobufCMessage *req, ProtobufCMessage **resp)
     __attribute__((warn_unused_result));
 
+/**
+ * Like cli_call() for a call that carries request id rid: when the outcome is unknown
+ * (the deadline passed, the connection broke, the call was interrupted) the report adds how
+ * to retry without doing the change twice.
+ */
+int cli_call_rid(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
+                 const ProtobufCMessage *req, const char *rid, ProtobufCMessage **resp)
+    __attribute__((warn_unused_result));
+
+/**
+ * Call a list method whose request has a page_token field and whose response has a
+ * next_page_token and the repeated field `list`. With all, follow the page tokens and
+ * return one response holding every page's rows (its next_page_token empty); otherwise make
+ * one call. req's page_token is restored before returning. On failure it has been reported.
+ */
+int cli_call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
+                   ProtobufCMessage *req, const char *list, int all, ProtobufCMessage **resp)
+    __attribute__((warn_unused_result));
+
+/** After a one-page list, tell the user (stderr) how to get the next page, if there is one. */
+void cli_more_hint(cli_t *cli, const ProtobufCMessage *resp);
+
 /* ---- output (render.c) ---- */
 
 /** Print m as JSON on stdout (indented, or one line if compact). Returns CLI_OK or CLI_FAILED. */
 int cli_print_json(cli_t *cli, const ProtobufCMessage *m, int compact);
 
-/** Print m as "field: value" lines, aligned. Returns CLI_OK or CLI_FAILED (out of memory). */
+/**
+ * Print m as JSON with one more string member first, "key": value (a request id, so that
+ * scripts can retry). Returns CLI_OK or CLI_FAILED.
+ */
+int cli_print_json_with(cli_t *cli, const ProtobufCMessage *m, const char *key, const char *value,
+                        int compact);
+
+/**
+ * Print m as "field: value" lines, aligned; the fields of a nested message as
+ * "field.sub: value". Returns CLI_OK or CLI_FAILED (out of memory).
+ */
 int cli_print_record(cli_t *cli, const ProtobufCMessage *m);
 
-/** A table column: header text and the field of each row message it shows. */
+/**
+ * A table column: header text and the field of each row message it shows: a field name,
+ * a path into nested messages ("subject.name"), or "#field" for the number of elements of a
+ * repeated field.
+ */
 typedef struct cli_col {
   const char *header;
   const char *field;
@@ -147,11 +242,29 @@ typedef struct cli_col {
 int cli_print_table(cli_t *cli, const ProtobufCMessage *m, const char *list, const cli_col_t *cols);
 
 /**
+ * The human text of the field at path (as in cli_col_t) of m; "-" when a message on the way
+ * is unset. Returns a malloc'd string or NULL (out of memory, or no such field).
+ */
+char *cli_path_text(const ProtobufCMessage *m, const char *path);
+
+/** Local date and time of ms since the epoch ("2026-03-01 08:30"), or "-" for 0, into buf. */
+const char *cli_time_text(int64_t ms, char *buf, size_t len);
+
+/** Local date of ms since the epoch ("2026-03-01"), or "-" for 0, into buf. */
+const char *cli_date_text(int64_t ms, char *buf, size_t len);
+
+/**
  * The human text of one field of m: enums without their common prefix, *_ms times as local
  * date and time, unset ids and times as "-", repeated values joined by ", ".
  * Returns a malloc'd string or NULL on out of memory.
  */
 char *cli_field_text(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f);
+
+/**
+ * Write text that came from the server: control characters (line breaks too, unless
+ * keep_newlines) as spaces, so that no escape sequence reaches the terminal.
+ */
+void cli_put_text(FILE *o, const char *s, int keep_newlines);
 
 /** An enum value's name without the enum's common prefix ("GROUP" for UNIT_KIND_GROUP). */
 const char *cli_enum_short(const ProtobufCEnumDescriptor *ed, int value);

@@ -194,19 +194,19 @@ static int run_revoke_token(cli_t *cli, const cli_args_t *args) {
 }
 
 static const cli_command_t admin_commands[] = {
-    {"units", "List units", units_opts, NULL, run_units},
-    {"create-unit", "Create a unit", create_unit_opts,
+    {"units", NULL, "List units", units_opts, NULL, run_units},
+    {"create-unit", NULL, "Create a unit", create_unit_opts,
      "A GROUP names its liaison ROOM and the host units it sits in.\n", run_create_unit},
-    {"users", "List users", users_opts, NULL, run_users},
-    {"create-user", "Create a user in a unit", create_user_opts, NULL, run_create_user},
-    {"disable-user", "Disable a user; their tokens stop working", disable_user_opts, NULL,
+    {"users", NULL, "List users", users_opts, NULL, run_users},
+    {"create-user", NULL, "Create a user in a unit", create_user_opts, NULL, run_create_user},
+    {"disable-user", NULL, "Disable a user; their tokens stop working", disable_user_opts, NULL,
      run_disable_user},
-    {"issue-token", "Issue a bearer token for a user and print it", issue_token_opts,
+    {"issue-token", NULL, "Issue a bearer token for a user and print it", issue_token_opts,
      "The token is printed once on stdout and cannot be shown again; only its\n"
      "SHA-256 is stored. Its id (for revoke-token) is printed on stderr.\n",
      run_issue_token},
-    {"revoke-token", "Revoke a token", revoke_token_opts, NULL, run_revoke_token},
-    {NULL, NULL, NULL, NULL, NULL},
+    {"revoke-token", NULL, "Revoke a token", revoke_token_opts, NULL, run_revoke_token},
+    {NULL, NULL, NULL, NULL, NULL, NULL},
 };
 
 const cli_group_t cli_group_admin = {

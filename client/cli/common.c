@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
+#include <time.h>
 
 #include "cli.h"
 
@@ -140,4 +142,428 @@ int cli_call(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *
     rv = cli_rpc_error(cli, rv, &st);
   clue_status_clear(&st);
   return rv;
+}
+
+int cli_operand_id(cli_t *cli, const cli_args_t *a, int64_t *out) {
+  const char *s = a->operand;
+  char *end;
+  long long v;
+
+  if (s == NULL)
+    return cli_usage_error(cli, "missing ID");
+  errno = 0;
+  v = strtoll(s, &end, 10);
+  if (s[0] < '0' || s[0] > '9' || *end != '\0' || errno != 0 || v <= 0)
+    return cli_usage_error(cli, "'%s' is not a valid id (a positive integer)", s);
+  *out = v;
+  return 0;
+}
+
+int cli_arg_int(cli_t *cli, const cli_args_t *a, const char *name, int64_t min, int64_t max,
+                int64_t *out) {
+  const char *s = cli_arg(a, name);
+  char *end;
+  long long v;
+
+  if (s == NULL)
+    return 0;
+  errno = 0;
+  v = strtoll(s, &end, 10);
+  if (end == s || *end != '\0' || errno != 0 || (s[0] != '-' && (s[0] < '0' || s[0] > '9')))
+    return cli_usage_error(cli, "--%s: '%s' is not an integer", name, s);
+  if (v < min || v > max)
+    return cli_usage_error(cli, "--%s: %lld is out of range (%lld to %lld)", name, v,
+                           (long long)min, (long long)max);
+  *out = v;
+  return 0;
+}
+
+int cli_arg_i32(cli_t *cli, const cli_args_t *a, const char *name, int32_t min, int32_t max,
+                int32_t *out) {
+  int64_t v = 0;
+  int rc = cli_arg_int(cli, a, name, min, max, &v);
+
+  if (rc == 0 && cli_arg(a, name) != NULL)
+    *out = (int32_t)v;
+  return rc;
+}
+
+/* ---- times ------------------------------------------------------------------------------ */
+
+/* Days from 1970-01-01 to a date of the proleptic Gregorian calendar (Howard Hinnant's
+ * days_from_civil), so that an explicit offset never depends on the TZ of this process. */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
+  int64_t era;
+  unsigned yoe, doy, doe;
+
+  y -= m <= 2;
+  era = (y >= 0 ? y : y - 399) / 400;
+  yoe = (unsigned)(y - era * 400);
+  doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + (int64_t)doe - 719468;
+}
+
+static int days_in_month(int y, int m) {
+  static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+
+  return m == 2 && leap ? 29 : days[m - 1];
+}
+
+/* n decimal digits at s into *v. */
+static int digits(const char *s, int n, int *v) {
+  *v = 0;
+  for (int i = 0; i < n; i++) {
+    if (s[i] < '0' || s[i] > '9')
+      return -1;
+    *v = *v * 10 + (s[i] - '0');
+  }
+  return 0;
+}
+
+/* "YYYY-MM-DD" or RFC 3339 into ms; *date_only says which. Returns 0 or -1. */
+static int parse_time(const char *s, int end_of_day, int64_t *ms) {
+  int y, mo, d, h, mi, sec, oh = 0, om = 0, sign = 0;
+  int64_t frac_ms = 0, t;
+  const char *p;
+
+  if (strlen(s) < 10 || digits(s, 4, &y) || s[4] != '-' || digits(s + 5, 2, &mo) || s[7] != '-' ||
+      digits(s + 8, 2, &d) || y < 1970 || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo))
+    return -1;
+  if (s[10] == '\0') {
+    struct tm tm = {0};
+    time_t tt;
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d + (end_of_day ? 1 : 0);
+    tm.tm_isdst = -1;
+    tt = mktime(&tm);
+    if (tt == (time_t)-1)
+      return -1;
+    *ms = (int64_t)tt * 1000;
+    return 0;
+  }
+  if ((s[10] != 'T' && s[10] != 't' && s[10] != ' ') || digits(s + 11, 2, &h) || s[13] != ':' ||
+      digits(s + 14, 2, &mi) || s[16] != ':' || digits(s + 17, 2, &sec) || h > 23 || mi > 59 ||
+      sec > 60)
+    return -1;
+  p = s + 19;
+  if (*p == '.') {
+    int64_t scale = 100;
+    p++;
+    if (*p < '0' || *p > '9')
+      return -1;
+    for (; *p >= '0' && *p <= '9'; p++, scale /= 10)
+      frac_ms += (*p - '0') * scale; /* digits past milliseconds add 0 */
+  }
+  if ((*p == 'Z' || *p == 'z') && p[1] == '\0') {
+    sign = 0;
+  } else if ((*p == '+' || *p == '-') && !digits(p + 1, 2, &oh) && p[3] == ':' &&
+             !digits(p + 4, 2, &om) && p[6] == '\0' && oh <= 23 && om <= 59) {
+    sign = *p == '+' ? 1 : -1;
+  } else {
+    return -1;
+  }
+  if (sec == 60) /* a leap second is the last moment of its minute */
+    sec = 59, frac_ms = 999;
+  t = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + sec;
+  t -= sign * (oh * 3600 + om * 60);
+  *ms = t * 1000 + frac_ms;
+  return 0;
+}
+
+int cli_arg_time(cli_t *cli, const cli_args_t *a, const char *name, int end_of_day, int64_t *ms) {
+  const char *s = cli_arg(a, name);
+
+  if (s == NULL)
+    return 0;
+  if (parse_time(s, end_of_day, ms) != 0)
+    return cli_usage_error(cli,
+                           "--%s: '%s' is not a date (YYYY-MM-DD) or an RFC 3339 time "
+                           "(YYYY-MM-DDTHH:MM:SSZ or with an offset such as +08:00)",
+                           name, s);
+  return 0;
+}
+
+/* ---- repeated options ------------------------------------------------------------------- */
+
+int cli_arg_strv(cli_t *cli, const cli_args_t *a, const char *name, char ***out, size_t *n) {
+  size_t count = cli_arg_count(a, name);
+  char **v;
+
+  *out = NULL;
+  *n = 0;
+  if (count == 0)
+    return 0;
+  v = calloc(count, sizeof(*v));
+  if (v == NULL)
+    return cli_oom(cli);
+  for (size_t i = 0; i < count; i++)
+    v[i] = (char *)cli_arg_nth(a, name, i);
+  *out = v;
+  *n = count;
+  return 0;
+}
+
+int cli_arg_idv(cli_t *cli, const cli_args_t *a, const char *name, int64_t **out, size_t *n) {
+  size_t count = cli_arg_count(a, name);
+  int64_t *v;
+
+  *out = NULL;
+  *n = 0;
+  if (count == 0)
+    return 0;
+  v = calloc(count, sizeof(*v));
+  if (v == NULL)
+    return cli_oom(cli);
+  for (size_t i = 0; i < count; i++) {
+    const char *s = cli_arg_nth(a, name, i);
+    char *end;
+    long long x;
+    errno = 0;
+    x = strtoll(s, &end, 10);
+    if (s[0] < '0' || s[0] > '9' || *end != '\0' || errno != 0 || x <= 0) {
+      free(v);
+      return cli_usage_error(cli, "--%s: '%s' is not a valid id (a positive integer)", name, s);
+    }
+    v[i] = x;
+  }
+  *out = v;
+  *n = count;
+  return 0;
+}
+
+int cli_arg_enumv(cli_t *cli, const cli_args_t *a, const char *name,
+                  const ProtobufCEnumDescriptor *ed, int **out, size_t *n) {
+  size_t count = cli_arg_count(a, name);
+  int *v;
+
+  *out = NULL;
+  *n = 0;
+  if (count == 0)
+    return 0;
+  v = calloc(count, sizeof(*v));
+  if (v == NULL)
+    return cli_oom(cli);
+  for (size_t i = 0; i < count; i++) {
+    /* cli_arg_enum reads the last value; give it a view holding just the i-th. */
+    cli_optval_t one = {NULL, cli_arg_nth(a, name, i)};
+    cli_args_t view = {&one, 1, NULL};
+    int rc;
+    for (size_t k = 0; k < a->n; k++)
+      if (strcmp(a->v[k].opt->name, name) == 0)
+        one.opt = a->v[k].opt;
+    rc = cli_arg_enum(cli, &view, name, ed, &v[i]);
+    if (rc != 0) {
+      free(v);
+      return rc;
+    }
+  }
+  *out = v;
+  *n = count;
+  return 0;
+}
+
+/* ---- request ids and files ---------------------------------------------------------------- */
+
+int cli_request_id(cli_t *cli, const cli_args_t *a, char buf[CLI_REQUEST_ID_LEN]) {
+  const char *given = cli_arg(a, "request-id");
+  unsigned char r[16];
+  size_t got = 0;
+
+  (void)cli;
+  if (given != NULL) {
+    if (strlen(given) >= CLI_REQUEST_ID_LEN)
+      return cli_usage_error(cli, "--request-id: '%s' is not a UUID", given);
+    snprintf(buf, CLI_REQUEST_ID_LEN, "%s", given); /* the server judges its form */
+    return 0;
+  }
+  while (got < sizeof(r)) {
+    ssize_t n = getrandom(r + got, sizeof(r) - got, 0);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      fprintf(stderr, "cluectl: cannot make a request id: %s\n", strerror(errno));
+      return CLI_FAILED;
+    }
+    got += (size_t)n;
+  }
+  r[6] = (unsigned char)((r[6] & 0x0F) | 0x40); /* version 4 */
+  r[8] = (unsigned char)((r[8] & 0x3F) | 0x80); /* RFC 4122 variant */
+  snprintf(buf, CLI_REQUEST_ID_LEN,
+           "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2],
+           r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15]);
+  return 0;
+}
+
+#define MAX_FILE (64u * 1024 * 1024)
+
+int cli_read_file(cli_t *cli, const char *path, char **out, size_t *len) {
+  int is_stdin = strcmp(path, "-") == 0;
+  FILE *f = is_stdin ? stdin : fopen(path, "rb");
+  const char *shown = is_stdin ? "standard input" : path;
+  char *buf = NULL;
+  size_t used = 0, cap = 0;
+
+  if (f == NULL)
+    return cli_usage_error(cli, "cannot read %s: %s", shown, strerror(errno));
+  for (;;) {
+    size_t n;
+    if (used + 1 >= cap) {
+      char *p;
+      cap = cap ? cap * 2 : 8192;
+      if (cap > MAX_FILE + 1) {
+        free(buf);
+        if (!is_stdin)
+          fclose(f);
+        return cli_usage_error(cli, "%s is larger than %u MiB", shown, MAX_FILE >> 20);
+      }
+      p = realloc(buf, cap);
+      if (p == NULL) {
+        free(buf);
+        if (!is_stdin)
+          fclose(f);
+        return cli_oom(cli);
+      }
+      buf = p;
+    }
+    n = fread(buf + used, 1, cap - used - 1, f);
+    used += n;
+    if (n == 0)
+      break;
+  }
+  if (ferror(f)) {
+    int e = errno;
+    free(buf);
+    if (!is_stdin)
+      fclose(f);
+    return cli_usage_error(cli, "cannot read %s: %s", shown, strerror(e));
+  }
+  if (!is_stdin)
+    fclose(f);
+  buf[used] = '\0';
+  *out = buf;
+  *len = used;
+  return 0;
+}
+
+/* ---- calls that carry a request id, and lists in pages ------------------------------------ */
+
+static int outcome_unknown(int code) {
+  return code == CLUE_STATUS_DEADLINE_EXCEEDED || code == CLUE_STATUS_UNAVAILABLE ||
+         code == CLUE_STATUS_CANCELLED || code == CLUE_STATUS_UNKNOWN ||
+         code == CLUE_STATUS_INTERNAL;
+}
+
+int cli_call_rid(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
+                 const ProtobufCMessage *req, const char *rid, ProtobufCMessage **resp) {
+  clue_status_t st = CLUE_STATUS_INIT;
+  int rv = clue_call_method(cli->conn, service, method, req, resp, &st);
+
+  if (rv != 0) {
+    int code = st.code;
+    rv = cli_rpc_error(cli, rv, &st);
+    if (outcome_unknown(code))
+      fprintf(stderr,
+              "The change may or may not have been made. Retrying with --request-id %s\n"
+              "does it at most once.\n",
+              rid);
+  }
+  clue_status_clear(&st);
+  return rv;
+}
+
+static char **str_member(ProtobufCMessage *m, const char *field) {
+  const ProtobufCFieldDescriptor *f =
+      protobuf_c_message_descriptor_get_field_by_name(m->descriptor, field);
+
+  if (f == NULL || f->type != PROTOBUF_C_TYPE_STRING || f->label == PROTOBUF_C_LABEL_REPEATED)
+    return NULL;
+  return (char **)((char *)m + f->offset);
+}
+
+void cli_more_hint(cli_t *cli, const ProtobufCMessage *resp) {
+  char **next = str_member((ProtobufCMessage *)resp, "next_page_token");
+
+  if (cli->json || next == NULL || *next == NULL || (*next)[0] == '\0')
+    return;
+  fprintf(stderr, "More results: add --page-token %s (or --all for every page).\n", *next);
+}
+
+int cli_call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
+                   ProtobufCMessage *req, const char *list, int all, ProtobufCMessage **resp) {
+  const ProtobufCMethodDescriptor *md =
+      protobuf_c_service_descriptor_get_method_by_name(service, method);
+  const ProtobufCFieldDescriptor *lf;
+  char **tok = str_member(req, "page_token");
+  char *saved, *next_tok = NULL;
+  ProtobufCMessage *page = NULL, **rows = NULL;
+  size_t nrows = 0;
+  int rc = 0;
+
+  lf = md ? protobuf_c_message_descriptor_get_field_by_name(md->output, list) : NULL;
+  if (tok == NULL || lf == NULL || lf->label != PROTOBUF_C_LABEL_REPEATED ||
+      lf->type != PROTOBUF_C_TYPE_MESSAGE) { /* a mistake in a command, not the user's */
+    fprintf(stderr, "cluectl: %s is not a paged list of '%s'\n", method, list);
+    return CLI_FAILED;
+  }
+  if (!all)
+    return cli_call(cli, service, method, req, resp);
+  saved = *tok;
+  for (;;) {
+    char **next;
+    size_t *n;
+    ProtobufCMessage ***arr, **grown;
+
+    rc = cli_call(cli, service, method, req, &page);
+    if (rc != 0)
+      break;
+    n = (size_t *)((char *)page + lf->quantifier_offset);
+    arr = (ProtobufCMessage ***)((char *)page + lf->offset);
+    grown = *n ? realloc(rows, (nrows + *n) * sizeof(*rows)) : rows;
+    if (*n && grown == NULL) {
+      rc = cli_oom(cli);
+      break;
+    }
+    rows = grown;
+    /* The rows move into the merged list; the page keeps only its (then empty) array. */
+    if (*n > 0)
+      memcpy(rows + nrows, *arr, *n * sizeof(*rows));
+    nrows += *n;
+    *n = 0;
+    next = str_member(page, "next_page_token");
+    if (next == NULL || *next == NULL || (*next)[0] == '\0')
+      break;
+    if (next_tok != NULL && strcmp(next_tok, *next) == 0) {
+      fprintf(stderr, "cluectl: the server gave the same page token twice; stopping\n");
+      rc = CLI_FAILED;
+      break;
+    }
+    free(next_tok);
+    next_tok = strdup(*next);
+    if (next_tok == NULL) {
+      rc = cli_oom(cli);
+      break;
+    }
+    *tok = next_tok;
+    protobuf_c_message_free_unpacked(page, NULL);
+    page = NULL;
+  }
+  *tok = saved;
+  free(next_tok);
+  if (rc != 0) {
+    for (size_t i = 0; i < nrows; i++)
+      protobuf_c_message_free_unpacked(rows[i], NULL);
+    free(rows);
+    if (page != NULL)
+      protobuf_c_message_free_unpacked(page, NULL);
+    return rc;
+  }
+  /* The last page carries the merged rows. */
+  free(*(ProtobufCMessage ***)((char *)page + lf->offset));
+  *(ProtobufCMessage ***)((char *)page + lf->offset) = rows;
+  *(size_t *)((char *)page + lf->quantifier_offset) = nrows;
+  *resp = page;
+  return 0;
 }

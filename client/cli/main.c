@@ -13,8 +13,8 @@
 
 /* Every command group, in the order help lists them. Add new groups here. */
 static const cli_group_t *const groups[] = {
-    &cli_group_health,
-    &cli_group_admin,
+    &cli_group_health, &cli_group_clue,  &cli_group_case,
+    &cli_group_audit,  &cli_group_stats, &cli_group_admin,
 };
 #define NGROUPS (sizeof(groups) / sizeof(groups[0]))
 
@@ -53,6 +53,8 @@ static void print_opts(FILE *o, const cli_opt_t *opts) {
 
 static void print_usage_line(FILE *o, const cli_group_t *g, const cli_command_t *c) {
   fprintf(o, "Usage: cluectl %s%s%s", g->name, c->name ? " " : "", c->name ? c->name : "");
+  if (c->operand != NULL)
+    fprintf(o, " %s", c->operand);
   for (const cli_opt_t *p = c->opts; p != NULL && p->name != NULL; p++) {
     int req = (p->flags & CLI_OPT_REQUIRED) != 0;
     fprintf(o, " %s--%s%s%s%s%s", req ? "" : "[", p->name, p->metavar ? " " : "",
@@ -70,15 +72,23 @@ static void help_top(FILE *o) {
   fprintf(o, "  %-12s %s\n", "help", "show help of a command: cluectl help admin units");
   fputs("\nGlobal options (accepted before or after the command):\n", o);
   print_opts(o, global_opts);
-  fputs("\nExit status: 0 success; 1 the call failed (STATUS: message on stderr);\n"
-        "2 usage error.\n",
+  fputs("\nExit status: 0 success; 1 the call failed (STATUS: message on stderr) or the\n"
+        "answer was negative (health: not SERVING; audit verify: a broken chain); 2 usage\n"
+        "error (nothing was sent).\n"
+        "\nCommands that change something send a request id, a new random UUID unless\n"
+        "--request-id is given, and print it with --json: retrying with the same id after an\n"
+        "unknown outcome makes the change at most once.\n",
         o);
 }
 
 static void help_group(FILE *o, const cli_group_t *g) {
   fprintf(o, "Usage: cluectl %s COMMAND [OPTIONS]\n\n%s.\n\nCommands:\n", g->name, g->summary);
-  for (const cli_command_t *c = g->commands; c->run != NULL; c++)
-    fprintf(o, "  %-14s %s\n", c->name, c->summary);
+  for (const cli_command_t *c = g->commands; c->run != NULL; c++) {
+    char left[40];
+    snprintf(left, sizeof(left), "%s%s%s", c->name, c->operand ? " " : "",
+             c->operand ? c->operand : "");
+    fprintf(o, "  %-22s %s\n", left, c->summary);
+  }
   fprintf(o, "\nRun 'cluectl %s COMMAND --help' for the options of a command.\n", g->name);
 }
 
@@ -236,6 +246,10 @@ static int parse(cli_t *cli, int argc, char **argv, parsed_t *p, char *cmdname, 
     }
     if (p->help_word)
       continue;
+    if (p->cmd->operand != NULL && p->args.operand == NULL) {
+      p->args.operand = a;
+      continue;
+    }
     return cli_usage_error(cli, "unexpected argument '%s'", a);
   }
   return -1;
@@ -247,6 +261,8 @@ static int setup(cli_t *cli, const parsed_t *p) {
   if (p->g.timeout != NULL && parse_timeout(p->g.timeout, &cli->timeout_ms) != 0)
     return cli_usage_error(cli, "--timeout: '%s' is not a positive number of seconds",
                            p->g.timeout);
+  if (p->cmd->operand != NULL && p->args.operand == NULL)
+    return cli_usage_error(cli, "missing %s", p->cmd->operand);
   for (const cli_opt_t *o = p->cmd->opts; o != NULL && o->name != NULL; o++)
     if ((o->flags & CLI_OPT_REQUIRED) && !cli_flag(&p->args, o->name))
       return cli_usage_error(cli, "--%s is required", o->name);

@@ -9,33 +9,19 @@
 #include "cli.h"
 #include "table.h"
 
-static size_t enum_prefix_len(const ProtobufCEnumDescriptor *ed) {
-  const char *first;
-  size_t n;
-
-  if (ed->n_values < 2)
-    return 0;
-  first = ed->values[0].name;
-  n = strlen(first);
-  for (unsigned i = 1; i < ed->n_values; i++) {
-    const char *name = ed->values[i].name;
-    size_t k = 0;
-    while (k < n && name[k] == first[k])
-      k++;
-    n = k;
-  }
-  while (n > 0 && first[n - 1] != '_') /* whole words only: UNIT_KIND_, not UNIT_KIND_R */
-    n--;
-  for (unsigned i = 0; i < ed->n_values; i++)
-    if (strlen(ed->values[i].name) == n)
-      return 0;
-  return n;
-}
-
 const char *cli_enum_short(const ProtobufCEnumDescriptor *ed, int value) {
   const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(ed, value);
 
-  return ev != NULL ? ev->name + enum_prefix_len(ed) : NULL;
+  return ev != NULL ? ev->name + clue_enum_prefix_len(ed) : NULL;
+}
+
+void cli_put_text(FILE *o, const char *s, int keep_newlines) {
+  for (; *s != '\0'; s++) {
+    unsigned char c = (unsigned char)*s;
+    if ((c < 0x20 && !(keep_newlines && c == '\n')) || c == 0x7F)
+      c = ' ';
+    fputc(c, o);
+  }
 }
 
 static int ends_with(const char *s, const char *suffix) {
@@ -118,7 +104,10 @@ static void put_value(FILE *o, const ProtobufCFieldDescriptor *f, const void *p)
   }
   case PROTOBUF_C_TYPE_STRING: {
     const char *s = *(char *const *)p;
-    fputs(s != NULL && s[0] != '\0' ? s : "-", o);
+    if (s != NULL && s[0] != '\0')
+      cli_put_text(o, s, 0);
+    else
+      fputs("-", o);
     break;
   }
   case PROTOBUF_C_TYPE_BYTES: {
@@ -225,25 +214,149 @@ int cli_print_json(cli_t *cli, const ProtobufCMessage *m, int compact) {
   return CLI_OK;
 }
 
-int cli_print_record(cli_t *cli, const ProtobufCMessage *m) {
+int cli_print_json_with(cli_t *cli, const ProtobufCMessage *m, const char *key, const char *value,
+                        int compact) {
+  char *json = NULL;
+  FILE *o;
+  int empty;
+
+  if (clue_to_json(m, compact ? CLUE_JSON_COMPACT : 0, &json) != 0)
+    return cli_oom(cli);
+  /* The object's opening brace, then the extra member, then the rest of the object. */
+  empty = strcmp(json, "{}") == 0;
+  o = stdout;
+  fputs(compact ? "{\"" : "{\n  \"", o);
+  fputs(key, o); /* a fixed name such as request_id: nothing to escape */
+  fputs(compact ? "\":\"" : "\": \"", o);
+  for (const char *p = value; *p; p++) { /* a UUID as given: escape what JSON needs */
+    if (*p == '"' || *p == '\\')
+      fputc('\\', o);
+    if ((unsigned char)*p < 0x20)
+      fprintf(o, "\\u%04x", *p);
+    else
+      fputc(*p, o);
+  }
+  fputs(empty ? (compact ? "\"}" : "\"\n}") : "\",", o);
+  if (!empty)
+    fputs(json + 1, o);
+  fputc('\n', o);
+  free(json);
+  return CLI_OK;
+}
+
+/* Width of the longest name in a record, with nested messages' fields as "a.b". */
+static size_t record_width(const ProtobufCMessage *m, size_t prefix) {
   const ProtobufCMessageDescriptor *d = m->descriptor;
   size_t width = 0;
 
-  for (unsigned i = 0; i < d->n_fields; i++)
-    if (strlen(d->fields[i].name) > width)
-      width = strlen(d->fields[i].name);
   for (unsigned i = 0; i < d->n_fields; i++) {
     const ProtobufCFieldDescriptor *f = &d->fields[i];
-    char *text = cli_field_text(m, f);
-    int n = (int)strlen(f->name);
+    const ProtobufCMessage *sub = NULL;
+    size_t w = prefix + strlen(f->name);
+    if (f->type == PROTOBUF_C_TYPE_MESSAGE && f->label != PROTOBUF_C_LABEL_REPEATED)
+      sub = *(ProtobufCMessage *const *)((const char *)m + f->offset);
+    if (sub != NULL)
+      w = record_width(sub, w + 1);
+    else if (is_time_field(f))
+      w -= 3;
+    if (w > width)
+      width = w;
+  }
+  return width;
+}
+
+static int print_record_at(cli_t *cli, const ProtobufCMessage *m, const char *prefix,
+                           size_t width) {
+  const ProtobufCMessageDescriptor *d = m->descriptor;
+
+  for (unsigned i = 0; i < d->n_fields; i++) {
+    const ProtobufCFieldDescriptor *f = &d->fields[i];
+    const ProtobufCMessage *sub = NULL;
+    char name[160];
+    char *text;
+    int n;
+
+    n = snprintf(name, sizeof(name), "%s%s", prefix, f->name);
+    if (n < 0 || (size_t)n + 1 >= sizeof(name)) /* room for a '.' after it */
+      continue;
+    if (f->type == PROTOBUF_C_TYPE_MESSAGE && f->label != PROTOBUF_C_LABEL_REPEATED)
+      sub = *(ProtobufCMessage *const *)((const char *)m + f->offset);
+    if (sub != NULL) {
+      int rc;
+      name[n] = '.';
+      name[n + 1] = '\0';
+      rc = print_record_at(cli, sub, name, width);
+      if (rc != CLI_OK)
+        return rc;
+      continue;
+    }
+    text = cli_field_text(m, f);
     if (text == NULL)
       return cli_oom(cli);
     if (is_time_field(f)) /* "created_at", with the value shown as a date */
       n -= 3;
-    printf("%.*s:%*s%s\n", n, f->name, (int)(width - (size_t)n) + 2, "", text);
+    printf("%.*s:%*s%s\n", n, name, (int)(width - (size_t)n) + 2, "", text);
     free(text);
   }
   return CLI_OK;
+}
+
+int cli_print_record(cli_t *cli, const ProtobufCMessage *m) {
+  return print_record_at(cli, m, "", record_width(m, 0));
+}
+
+char *cli_path_text(const ProtobufCMessage *m, const char *path) {
+  const ProtobufCFieldDescriptor *f;
+  const char *dot;
+  char name[64];
+  int count = path[0] == '#';
+
+  if (count)
+    path++;
+  while ((dot = strchr(path, '.')) != NULL) {
+    const ProtobufCMessage *sub;
+    if ((size_t)(dot - path) >= sizeof(name))
+      return NULL;
+    memcpy(name, path, (size_t)(dot - path));
+    name[dot - path] = '\0';
+    f = protobuf_c_message_descriptor_get_field_by_name(m->descriptor, name);
+    if (f == NULL || f->type != PROTOBUF_C_TYPE_MESSAGE || f->label == PROTOBUF_C_LABEL_REPEATED)
+      return NULL;
+    sub = *(ProtobufCMessage *const *)((const char *)m + f->offset);
+    if (sub == NULL)
+      return strdup("-");
+    m = sub;
+    path = dot + 1;
+  }
+  f = protobuf_c_message_descriptor_get_field_by_name(m->descriptor, path);
+  if (f == NULL)
+    return NULL;
+  if (count) {
+    char buf[32];
+    if (f->label != PROTOBUF_C_LABEL_REPEATED)
+      return NULL;
+    snprintf(buf, sizeof(buf), "%zu", *(const size_t *)((const char *)m + f->quantifier_offset));
+    return strdup(buf);
+  }
+  return cli_field_text(m, f);
+}
+
+const char *cli_time_text(int64_t ms, char *buf, size_t len) {
+  time_t t = (time_t)(ms / 1000);
+  struct tm tm;
+
+  if (ms == 0 || localtime_r(&t, &tm) == NULL || strftime(buf, len, "%Y-%m-%d %H:%M", &tm) == 0)
+    snprintf(buf, len, "-");
+  return buf;
+}
+
+const char *cli_date_text(int64_t ms, char *buf, size_t len) {
+  time_t t = (time_t)(ms / 1000);
+  struct tm tm;
+
+  if (ms == 0 || localtime_r(&t, &tm) == NULL || strftime(buf, len, "%Y-%m-%d", &tm) == 0)
+    snprintf(buf, len, "-");
+  return buf;
 }
 
 int cli_print_table(cli_t *cli, const ProtobufCMessage *m, const char *list,
@@ -272,9 +385,8 @@ int cli_print_table(cli_t *cli, const ProtobufCMessage *m, const char *list,
   rows = *(ProtobufCMessage *const *const *)((const char *)m + lf->offset);
   for (size_t r = 0; r < n; r++) {
     for (size_t c = 0; c < ncols; c++) {
-      const ProtobufCFieldDescriptor *f =
-          protobuf_c_message_descriptor_get_field_by_name(rows[r]->descriptor, cols[c].field);
-      table_add(t, f != NULL ? cli_field_text(rows[r], f) : strdup("?"));
+      char *text = cli_path_text(rows[r], cols[c].field);
+      table_add(t, text != NULL ? text : strdup("?"));
     }
   }
   rv = table_print(t, stdout);

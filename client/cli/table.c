@@ -1,6 +1,10 @@
+#define _GNU_SOURCE /* vasprintf */
+
 #include "table.h"
 
+#include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +36,11 @@ void table_add(table_t *t, char *cell) {
     free(cell);
     return;
   }
+  /* A line break would tear the row apart, and an escape sequence sent by the server must
+   * not reach the terminal: control characters show as spaces. */
+  for (char *p = cell; *p != '\0'; p++)
+    if ((unsigned char)*p < 0x20 || *p == 0x7F)
+      *p = ' ';
   if (t->n == t->cap) {
     size_t cap = t->cap ? t->cap * 2 : 64;
     char **p = realloc(t->cells, cap * sizeof(*p));
@@ -127,4 +136,15 @@ int table_print(const table_t *t, FILE *out) {
   }
   free(width);
   return 0;
+}
+
+char *table_fmt(const char *fmt, ...) {
+  va_list ap;
+  char *s = NULL;
+  int n;
+
+  va_start(ap, fmt);
+  n = vasprintf(&s, fmt, ap);
+  va_end(ap);
+  return n < 0 ? NULL : s;
 }

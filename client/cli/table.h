@@ -12,7 +12,8 @@ typedef struct table table_t;
 table_t *table_new(size_t ncols, const char *const *headers);
 
 /**
- * Append the next cell, row by row; the table owns cell afterwards. A NULL cell (a failed
+ * Append the next cell, row by row; the table owns cell afterwards (and shows its control
+ * characters as spaces). A NULL cell (a failed
  * allocation) marks the table failed, which table_print() reports.
  */
 void table_add(table_t *t, char *cell);
@@ -21,6 +22,9 @@ void table_add(table_t *t, char *cell);
 int table_print(const table_t *t, FILE *out);
 
 void table_free(table_t *t);
+
+/** A malloc'd printf for cells; NULL on out of memory (which table_add() then records). */
+char *table_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /** Columns a UTF-8 string takes on a terminal. */
 size_t text_width(const char *s);

@@ -28,6 +28,8 @@ const char *clue_strerror(int err) {
     return "out of memory";
   case CLUE_EINVAL:
     return "invalid argument";
+  case CLUE_EJSON:
+    return "malformed JSON input";
   default:
     return "unknown error";
   }

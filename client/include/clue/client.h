@@ -63,6 +63,7 @@ enum {
 enum {
   CLUE_ENOMEM = -1, /* out of memory */
   CLUE_EINVAL = -2, /* bad argument: malformed target, NULL pointer, wrong message type */
+  CLUE_EJSON = -3,  /* JSON input that is malformed or does not fit the message type */
 };
 
 /** Default largest response message accepted, as in other gRPC implementations. */
@@ -194,6 +195,44 @@ enum {
  * On success *out owns a NUL-terminated string (free it). Errors: CLUE_ENOMEM, CLUE_EINVAL.
  */
 int clue_to_json(const ProtobufCMessage *m, int flags, char **out) CLUE_WUR;
+
+/** Where and why reading JSON failed. */
+typedef struct clue_json_error {
+  int line;          /* 1-based; 0 when the failure has no place in the text (out of memory) */
+  int column;        /* 1-based, in characters (UTF-8 sequences), not bytes */
+  char message[256]; /* English, names the field or the syntax problem */
+} clue_json_error_t;
+
+/**
+ * Read text (len bytes, UTF-8, RFC 8259 JSON with nothing after the value) as one JSON object
+ * into a new message of type d: members named by the .proto field name or its lowerCamelCase
+ * JSON name; enums by full or prefix-less name in any case, or by number; 64-bit integers
+ * as numbers or strings of digits; nested objects; arrays for repeated fields; null leaves
+ * a field at its default. Strict: unknown fields, members given twice, fractions where an
+ * integer belongs, comments and trailing commas are errors. Bytes fields are not supported.
+ * On success *out owns the message (free with protobuf_c_message_free_unpacked(*out, NULL)).
+ * Errors: CLUE_EJSON (*err says where and why), CLUE_ENOMEM, CLUE_EINVAL (NULL argument).
+ */
+int clue_from_json(const char *text, size_t len, const ProtobufCMessageDescriptor *d,
+                   ProtobufCMessage **out, clue_json_error_t *err) CLUE_WUR;
+
+/**
+ * Like clue_from_json() for a JSON array of objects: on success *out owns an array of *n
+ * messages (free with clue_messages_free). Messages of elements after the first bad one are
+ * not made: the whole text is read, or none of it. Error messages name the element
+ * ("element 3: ...").
+ */
+int clue_from_json_array(const char *text, size_t len, const ProtobufCMessageDescriptor *d,
+                         ProtobufCMessage ***out, size_t *n, clue_json_error_t *err) CLUE_WUR;
+
+/** Free n messages and the array holding them (as made by clue_from_json_array). */
+void clue_messages_free(ProtobufCMessage **msgs, size_t n);
+
+/**
+ * Length of the prefix all value names of an enum share, in whole words ("UNIT_KIND_" for
+ * UNIT_KIND_ROOM, UNIT_KIND_GROUP, ...); 0 when there is none or it would leave a name empty.
+ */
+size_t clue_enum_prefix_len(const ProtobufCEnumDescriptor *ed);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,258 @@
+/* cluectl audit: the audit trail, its hash chains and live events (clue.v1.AuditService). */
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cli.h"
+#include "clue/v1/audit.pb-c.h"
+#include "table.h"
+
+#define AUDIT_SVC (&clue__v1__audit_service__descriptor)
+#define WATCH_PATH "/clue.v1.AuditService/WatchEvents"
+
+static const char *state_text(int state) {
+  const char *s = state != 0 ? cli_enum_short(&clue__v1__clue_state__descriptor, state) : NULL;
+
+  return s != NULL ? s : "-";
+}
+
+/* ---- list ----------------------------------------------------------------------------------- */
+
+static const cli_opt_t list_opts[] = {
+    {"subject-type", "TYPE", 0, "clue, case, user, unit, token or proposal"},
+    {"subject-id", "ID", 0, "events of this subject (with --subject-type)"},
+    {"actor", "USER", 0, "events caused by this user"},
+    {"unit", "ID", 0, "events caused by users of this unit"},
+    {"action", "ACTION", 0, "e.g. clue.submit, clue.move, user.create"},
+    {"from", "TIME", 0, "at or after (YYYY-MM-DD or RFC 3339)"},
+    {"to", "TIME", 0, "before; a date takes in that whole day"},
+    {"after-seq", "N", 0, "events with a sequence number above N"},
+    {"until-seq", "N", 0, "events with a sequence number up to N"},
+    {"page-size", "N", 0, "events per page"},
+    {"page-token", "TOKEN", 0, "continue a listing (as printed after a page)"},
+    {"all", NULL, 0, "follow page tokens and list every match"},
+    {NULL, NULL, 0, NULL},
+};
+
+static int show_events(cli_t *cli, const Clue__V1__ListAuditEventsResponse *r) {
+  static const char *const headers[] = {"SEQ", "TIME", "ACTION", "SUBJECT", "FROM",
+                                        "TO",  "USER", "UNIT",   "REASON"};
+  table_t *t = table_new(9, headers);
+  int rc;
+
+  if (t == NULL)
+    return cli_oom(cli);
+  for (size_t i = 0; i < r->n_events; i++) {
+    const Clue__V1__AuditEvent *e = r->events[i];
+    char when[32];
+    table_add(t, table_fmt("%lld", (long long)e->seq));
+    table_add(t, table_fmt("%s", cli_time_text(e->at_ms, when, sizeof(when))));
+    table_add(t, table_fmt("%s", e->action));
+    table_add(t, table_fmt("%s #%lld", e->subject_type, (long long)e->subject_id));
+    table_add(t, table_fmt("%s", state_text(e->from_state)));
+    table_add(t, table_fmt("%s", state_text(e->to_state)));
+    table_add(t, table_fmt("%lld", (long long)e->actor_user_id));
+    table_add(t, table_fmt("%lld", (long long)e->actor_unit_id));
+    table_add(t, table_fmt("%s", e->reason[0] ? e->reason : "-"));
+  }
+  rc = table_print(t, stdout) == 0 ? CLI_OK : cli_oom(cli);
+  table_free(t);
+  if (rc == CLI_OK && r->n_events == 0)
+    puts("(no events)");
+  return rc;
+}
+
+static int run_list(cli_t *cli, const cli_args_t *args) {
+  Clue__V1__ListAuditEventsRequest req = CLUE__V1__LIST_AUDIT_EVENTS_REQUEST__INIT;
+  Clue__V1__ListAuditEventsResponse *resp = NULL;
+  int all = cli_flag(args, "all"), rc;
+
+  if ((rc = cli_arg_id(cli, args, "subject-id", &req.subject_id)) != 0 ||
+      (rc = cli_arg_id(cli, args, "actor", &req.actor_user_id)) != 0 ||
+      (rc = cli_arg_id(cli, args, "unit", &req.unit_id)) != 0 ||
+      (rc = cli_arg_time(cli, args, "from", 0, &req.from_ms)) != 0 ||
+      (rc = cli_arg_time(cli, args, "to", 1, &req.to_ms)) != 0 ||
+      (rc = cli_arg_int(cli, args, "after-seq", 0, INT64_MAX, &req.after_seq)) != 0 ||
+      (rc = cli_arg_int(cli, args, "until-seq", 0, INT64_MAX, &req.until_seq)) != 0 ||
+      (rc = cli_arg_i32(cli, args, "page-size", 1, INT32_MAX, &req.page_size)) != 0)
+    return rc;
+  if (all && cli_arg(args, "page-token") != NULL)
+    return cli_usage_error(cli, "--all starts from the first page; leave out --page-token");
+  if (cli_arg(args, "subject-type") != NULL)
+    req.subject_type = (char *)cli_arg(args, "subject-type");
+  if (cli_arg(args, "action") != NULL)
+    req.action = (char *)cli_arg(args, "action");
+  if (cli_arg(args, "page-token") != NULL)
+    req.page_token = (char *)cli_arg(args, "page-token");
+  rc = cli_call_pages(cli, AUDIT_SVC, "ListAuditEvents", &req.base, "events", all,
+                      (ProtobufCMessage **)&resp);
+  if (rc != 0)
+    return rc;
+  rc = cli->json ? cli_print_json(cli, &resp->base, 0) : show_events(cli, resp);
+  if (rc == CLI_OK)
+    cli_more_hint(cli, &resp->base);
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+  return rc;
+}
+
+/* ---- verify --------------------------------------------------------------------------------- */
+
+static const cli_opt_t verify_opts[] = {
+    {"subject-type", "TYPE", 0, "verify only the chains of this kind of subject"},
+    {"subject-id", "ID", 0, "verify only this subject's chain (with --subject-type)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static int run_verify(cli_t *cli, const cli_args_t *args) {
+  Clue__V1__VerifyAuditChainRequest req = CLUE__V1__VERIFY_AUDIT_CHAIN_REQUEST__INIT;
+  Clue__V1__VerifyAuditChainResponse *resp = NULL;
+  int rc;
+
+  if ((rc = cli_arg_id(cli, args, "subject-id", &req.subject_id)) != 0)
+    return rc;
+  if (req.subject_id != 0 && cli_arg(args, "subject-type") == NULL)
+    return cli_usage_error(cli, "--subject-id needs --subject-type");
+  if (cli_arg(args, "subject-type") != NULL)
+    req.subject_type = (char *)cli_arg(args, "subject-type");
+  if ((rc = cli_call(cli, AUDIT_SVC, "VerifyAuditChain", &req.base, (ProtobufCMessage **)&resp)) !=
+      0)
+    return rc;
+  if (cli->json) {
+    rc = cli_print_json(cli, &resp->base, 0);
+  } else if (resp->ok) {
+    printf("OK: %lld event%s in %lld chain%s verified\n", (long long)resp->events_checked,
+           resp->events_checked == 1 ? "" : "s", (long long)resp->subjects_checked,
+           resp->subjects_checked == 1 ? "" : "s");
+  } else {
+    const Clue__V1__BrokenLink *b = resp->broken;
+    const char *problem =
+        b ? cli_enum_short(&clue__v1__broken_link__problem__descriptor, b->problem) : NULL;
+    if (b != NULL) {
+      fputs("BROKEN: ", stdout);
+      cli_put_text(stdout, b->subject_type, 0);
+      printf(" #%lld at event %lld: %s%s", (long long)b->subject_id, (long long)b->seq,
+             problem ? problem : "?", b->detail[0] ? ": " : "");
+      cli_put_text(stdout, b->detail, 0);
+      putchar('\n');
+    } else {
+      puts("BROKEN");
+    }
+    printf("(checked %lld event%s in %lld chain%s)\n", (long long)resp->events_checked,
+           resp->events_checked == 1 ? "" : "s", (long long)resp->subjects_checked,
+           resp->subjects_checked == 1 ? "" : "s");
+  }
+  if (rc == CLI_OK && !resp->ok)
+    rc = CLI_FAILED;
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+  return rc;
+}
+
+/* ---- watch ---------------------------------------------------------------------------------- */
+
+static const cli_opt_t watch_opts[] = {
+    {"after-seq", "N", 0, "replay events after sequence number N first (default: 0, all)"},
+    {"subject-type", "TYPE", 0, "only events of this kind of subject"},
+    {"subject-id", "ID", 0, "only events of this subject"},
+    {"action", "ACTION", 0, "only events of this action"},
+    {NULL, NULL, 0, NULL},
+};
+
+static void event_line(const Clue__V1__AuditEvent *e) {
+  char when[32];
+
+  printf("%lld  %s  ", (long long)e->seq, cli_time_text(e->at_ms, when, sizeof(when)));
+  cli_put_text(stdout, e->action, 0);
+  fputs("  ", stdout);
+  cli_put_text(stdout, e->subject_type, 0);
+  printf(" #%lld", (long long)e->subject_id);
+  if (e->from_state != 0 || e->to_state != 0)
+    printf("  %s -> %s", state_text(e->from_state), state_text(e->to_state));
+  printf("  by user %lld (unit %lld)", (long long)e->actor_user_id, (long long)e->actor_unit_id);
+  if (e->reason[0] != '\0') {
+    fputs("  ", stdout);
+    cli_put_text(stdout, e->reason, 0);
+  }
+  putchar('\n');
+}
+
+static int run_watch(cli_t *cli, const cli_args_t *args) {
+  Clue__V1__WatchEventsRequest req = CLUE__V1__WATCH_EVENTS_REQUEST__INIT;
+  clue_status_t st = CLUE_STATUS_INIT;
+  clue_stream_t *s = NULL;
+  ProtobufCMessage *m;
+  int64_t last;
+  int rv, rc = CLI_OK;
+
+  if ((rc = cli_arg_int(cli, args, "after-seq", 0, INT64_MAX, &req.after_seq)) != 0 ||
+      (rc = cli_arg_id(cli, args, "subject-id", &req.subject_id)) != 0)
+    return rc;
+  if (cli_arg(args, "subject-type") != NULL)
+    req.subject_type = (char *)cli_arg(args, "subject-type");
+  if (cli_arg(args, "action") != NULL)
+    req.action = (char *)cli_arg(args, "action");
+  last = req.after_seq;
+  rv = clue_stream_start(cli->conn, WATCH_PATH, &req.base, &clue__v1__audit_event__descriptor, &s,
+                         &st);
+  if (rv != 0) {
+    rc = cli_rpc_error(cli, rv, &st);
+    clue_status_clear(&st);
+    return rc;
+  }
+  while ((rv = clue_stream_next(s, &m, &st)) == 1) {
+    const Clue__V1__AuditEvent *e = (const Clue__V1__AuditEvent *)m;
+    if (cli->json)
+      rc = cli_print_json(cli, m, 1);
+    else
+      event_line(e);
+    if (e->seq > last)
+      last = e->seq;
+    protobuf_c_message_free_unpacked(m, NULL);
+    fflush(stdout); /* a watcher reads each event as it comes, through a pipe too */
+    if (rc != CLI_OK)
+      break;
+  }
+  /* The watch ends normally when the time asked for is up or the user interrupts it. */
+  if (rc != CLI_OK) /* output failed: already reported */
+    rc = CLI_FAILED;
+  else if (rv < 0)
+    rc = cli_rpc_error(cli, rv, &st);
+  else if (st.code == CLUE_STATUS_DEADLINE_EXCEEDED && cli->timeout_ms != 0)
+    rc = CLI_OK;
+  else if (st.code == CLUE_STATUS_CANCELLED && *cli->interrupted)
+    rc = CLI_OK;
+  else if (st.code != CLUE_STATUS_OK)
+    rc = cli_rpc_error(cli, st.code, &st);
+  clue_status_clear(&st);
+  clue_stream_free(s);
+  fprintf(stderr, "last seq %lld; resume with: cluectl audit watch --after-seq %lld\n",
+          (long long)last, (long long)last);
+  return rc;
+}
+
+static const cli_command_t audit_commands[] = {
+    {"list", NULL, "List audit events", list_opts,
+     "AUDITOR and ADMIN callers see the whole trail. One page is listed unless --all is\n"
+     "given; the token of the next page is printed on stderr.\n",
+     run_list},
+    {"verify", NULL, "Verify the audit hash chains", verify_opts,
+     "Walks each subject's chain of events, recomputing every hash. Prints\n"
+     "\"OK: N events in M chains verified\" and exits 0, or prints the first broken link\n"
+     "(subject, event sequence number, problem) and exits 1. With --json the answer is\n"
+     "printed as JSON; the exit status is the same.\n",
+     run_verify},
+    {"watch", NULL, "Stream audit events as they happen", watch_opts,
+     "Prints the events after --after-seq, then each new event as it is recorded, one\n"
+     "line each (with --json: one JSON object per line). Runs until interrupted (Ctrl-C)\n"
+     "or until the --timeout deadline; both end it with exit status 0. On exit the last\n"
+     "sequence number seen is printed on stderr: pass it as --after-seq to resume\n"
+     "without missing or repeating an event. A broken connection exits 1, after the same\n"
+     "line.\n",
+     run_watch},
+    {NULL, NULL, NULL, NULL, NULL, NULL},
+};
+
+const cli_group_t cli_group_audit = {
+    "audit",
+    "Read, verify and watch the audit trail",
+    audit_commands,
+};

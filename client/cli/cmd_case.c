@@ -1,0 +1,290 @@
+/* cluectl case: room–group–region joint cases (室组地联合办案, clue.v1.CaseService). */
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cli.h"
+#include "clue/v1/case.pb-c.h"
+#include "table.h"
+
+#define CASE_SVC (&clue__v1__case_service__descriptor)
+
+/* "3, 5, 9" or "none". */
+static char *id_list(const int64_t *ids, size_t n) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *o = open_memstream(&buf, &len);
+  int bad;
+
+  if (o == NULL)
+    return NULL;
+  if (n == 0)
+    fputs("none", o);
+  for (size_t i = 0; i < n; i++)
+    fprintf(o, "%s%lld", i ? ", " : "", (long long)ids[i]);
+  bad = ferror(o);
+  if (fclose(o) != 0 || bad) {
+    free(buf);
+    return NULL;
+  }
+  return buf;
+}
+
+static char *clue_ids(const Clue__V1__JointCase *jc) {
+  int64_t *ids = calloc(jc->n_clues ? jc->n_clues : 1, sizeof(*ids));
+  char *s;
+
+  if (ids == NULL)
+    return NULL;
+  for (size_t i = 0; i < jc->n_clues; i++)
+    ids[i] = jc->clues[i]->clue_id;
+  s = id_list(ids, jc->n_clues);
+  free(ids);
+  return s;
+}
+
+/* One line after a change: what the case holds now. */
+static int show_case_line(cli_t *cli, const Clue__V1__JointCase *jc, const char *what) {
+  char *parts = id_list(jc->participant_unit_ids, jc->n_participant_unit_ids);
+  char *clues = clue_ids(jc);
+
+  if (parts != NULL && clues != NULL)
+    printf("joint case #%lld %s; lead unit %lld, participant units: %s; clues: %s\n",
+           (long long)jc->id, what, (long long)jc->lead_unit_id, parts, clues);
+  free(parts);
+  free(clues);
+  return parts != NULL && clues != NULL ? CLI_OK : cli_oom(cli);
+}
+
+static int show_case(cli_t *cli, const Clue__V1__JointCase *jc) {
+  static const char *const headers[] = {"CLUE",     "NUMBER", "STATE", "OWNER",
+                                        "DEADLINE", "ADDED",  "TITLE"};
+  char *parts = id_list(jc->participant_unit_ids, jc->n_participant_unit_ids);
+  char when[32];
+  table_t *t;
+  int rc;
+
+  if (parts == NULL)
+    return cli_oom(cli);
+  printf("Joint case #%lld: ", (long long)jc->id);
+  cli_put_text(stdout, jc->title, 0);
+  printf("\n%-13s ", "Basis:");
+  cli_put_text(stdout, jc->basis[0] ? jc->basis : "-", 0);
+  putchar('\n');
+  printf("%-13s %lld\n", "Lead unit:", (long long)jc->lead_unit_id);
+  printf("%-13s %s\n", "Participants:", parts);
+  printf("%-13s %s by user %lld\n",
+         "Created:", cli_time_text(jc->created_at_ms, when, sizeof(when)),
+         (long long)jc->created_by);
+  free(parts);
+  if (jc->n_clues == 0) {
+    printf("%-13s none\n", "Clues:");
+    return CLI_OK;
+  }
+  printf("Clues:\n");
+  t = table_new(7, headers);
+  if (t == NULL)
+    return cli_oom(cli);
+  for (size_t i = 0; i < jc->n_clues; i++) {
+    const Clue__V1__CaseClue *c = jc->clues[i];
+    const char *state = cli_enum_short(&clue__v1__clue_state__descriptor, c->state);
+    char d1[32], d2[32];
+    table_add(t, table_fmt("%lld", (long long)c->clue_id));
+    table_add(t, table_fmt("%s", c->registration_number[0] ? c->registration_number : "-"));
+    table_add(t, table_fmt("%s", state != NULL && c->state != 0 ? state : "-"));
+    table_add(t, table_fmt("%lld", (long long)c->owner_unit_id));
+    table_add(t, table_fmt("%s", cli_date_text(c->stage_deadline_ms, d1, sizeof(d1))));
+    table_add(t, table_fmt("%s", cli_date_text(c->added_at_ms, d2, sizeof(d2))));
+    table_add(t, table_fmt("%s", c->title));
+  }
+  rc = table_print(t, stdout) == 0 ? CLI_OK : cli_oom(cli);
+  table_free(t);
+  return rc;
+}
+
+/* ---- create --------------------------------------------------------------------------------- */
+
+static const cli_opt_t create_opts[] = {
+    {"title", "TEXT", CLI_OPT_REQUIRED, "the case's title"},
+    {"basis", "TEXT", CLI_OPT_REQUIRED, "the grounds for handling the clues jointly"},
+    {"participant", "UNIT", CLI_OPT_REPEAT, "a participating unit (group, region or room)"},
+    {"clue", "ID", CLI_OPT_REPEAT, "a member clue"},
+    {"request-id", "UUID", 0, "idempotency key (default: a new random UUID)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static int run_create(cli_t *cli, const cli_args_t *args) {
+  Clue__V1__CreateJointCaseRequest req = CLUE__V1__CREATE_JOINT_CASE_REQUEST__INIT;
+  Clue__V1__JointCase *jc = NULL;
+  char rid[CLI_REQUEST_ID_LEN];
+  int rc;
+
+  if ((rc = cli_arg_idv(cli, args, "participant", &req.participant_unit_ids,
+                        &req.n_participant_unit_ids)) != 0)
+    return rc;
+  if ((rc = cli_arg_idv(cli, args, "clue", &req.clue_ids, &req.n_clue_ids)) != 0 ||
+      (rc = cli_request_id(cli, args, rid)) != 0)
+    goto out;
+  req.title = (char *)cli_arg(args, "title");
+  req.basis = (char *)cli_arg(args, "basis");
+  req.request_id = rid;
+  rc = cli_call_rid(cli, CASE_SVC, "CreateJointCase", &req.base, rid, (ProtobufCMessage **)&jc);
+  if (rc != 0)
+    goto out;
+  rc = cli->json ? cli_print_json_with(cli, &jc->base, "request_id", rid, 0)
+                 : show_case_line(cli, jc, "created");
+  protobuf_c_message_free_unpacked(&jc->base, NULL);
+out:
+  free(req.participant_unit_ids);
+  free(req.clue_ids);
+  return rc;
+}
+
+/* ---- show and list -------------------------------------------------------------------------- */
+
+static int run_show(cli_t *cli, const cli_args_t *args) {
+  Clue__V1__GetJointCaseRequest req = CLUE__V1__GET_JOINT_CASE_REQUEST__INIT;
+  Clue__V1__JointCase *jc = NULL;
+  int rc;
+
+  if ((rc = cli_operand_id(cli, args, &req.case_id)) != 0 ||
+      (rc = cli_call(cli, CASE_SVC, "GetJointCase", &req.base, (ProtobufCMessage **)&jc)) != 0)
+    return rc;
+  rc = cli->json ? cli_print_json(cli, &jc->base, 0) : show_case(cli, jc);
+  protobuf_c_message_free_unpacked(&jc->base, NULL);
+  return rc;
+}
+
+static const cli_col_t case_cols[] = {
+    {"ID", "id"},
+    {"TITLE", "title"},
+    {"LEAD UNIT", "lead_unit_id"},
+    {"PARTICIPANTS", "participant_unit_ids"},
+    {"CLUES", "#clues"},
+    {"CREATED", "created_at_ms"},
+    {NULL, NULL},
+};
+
+static int run_list(cli_t *cli, const cli_args_t *args) {
+  Clue__V1__ListJointCasesRequest req = CLUE__V1__LIST_JOINT_CASES_REQUEST__INIT;
+  Clue__V1__ListJointCasesResponse *resp = NULL;
+  int rc;
+
+  (void)args;
+  if ((rc = cli_call(cli, CASE_SVC, "ListJointCases", &req.base, (ProtobufCMessage **)&resp)) != 0)
+    return rc;
+  if (cli->json) {
+    rc = cli_print_json(cli, &resp->base, 0);
+  } else {
+    rc = cli_print_table(cli, &resp->base, "cases", case_cols);
+    if (rc == CLI_OK && resp->n_cases == 0)
+      puts("(no joint cases)");
+  }
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+  return rc;
+}
+
+/* ---- membership changes --------------------------------------------------------------------- */
+
+static const cli_opt_t unit_opts[] = {
+    {"unit", "ID", CLI_OPT_REQUIRED, "the participating unit"},
+    {"reason", "TEXT", 0, "why (kept in the audit trail)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static const cli_opt_t clue_opts[] = {
+    {"clue", "ID", CLI_OPT_REQUIRED, "the member clue"},
+    {"reason", "TEXT", 0, "why (kept in the audit trail)"},
+    {NULL, NULL, 0, NULL},
+};
+
+typedef enum change {
+  ADD_PARTICIPANT,
+  REMOVE_PARTICIPANT,
+  ADD_CLUE,
+  REMOVE_CLUE,
+} change_t;
+
+static const char *const change_method[] = {"AddParticipant", "RemoveParticipant", "AddClueToCase",
+                                            "RemoveClueFromCase"};
+
+/* The four membership requests are alike (case, unit or clue, reason) but distinct types;
+ * each is filled through its own type so that the compiler checks the fields. */
+static int change(cli_t *cli, const cli_args_t *args, change_t kind) {
+  Clue__V1__AddParticipantRequest ap = CLUE__V1__ADD_PARTICIPANT_REQUEST__INIT;
+  Clue__V1__RemoveParticipantRequest rp = CLUE__V1__REMOVE_PARTICIPANT_REQUEST__INIT;
+  Clue__V1__AddClueToCaseRequest ac = CLUE__V1__ADD_CLUE_TO_CASE_REQUEST__INIT;
+  Clue__V1__RemoveClueFromCaseRequest rc_ = CLUE__V1__REMOVE_CLUE_FROM_CASE_REQUEST__INIT;
+  const ProtobufCMessage *req = NULL;
+  Clue__V1__JointCase *jc = NULL;
+  char *reason = (char *)cli_arg(args, "reason");
+  int64_t case_id = 0, member = 0;
+  int rc;
+
+  if ((rc = cli_operand_id(cli, args, &case_id)) != 0 ||
+      (rc = cli_arg_id(cli, args, kind <= REMOVE_PARTICIPANT ? "unit" : "clue", &member)) != 0)
+    return rc;
+  if (reason == NULL)
+    reason = "";
+  switch (kind) {
+  case ADD_PARTICIPANT:
+    ap.case_id = case_id, ap.unit_id = member, ap.reason = reason;
+    req = &ap.base;
+    break;
+  case REMOVE_PARTICIPANT:
+    rp.case_id = case_id, rp.unit_id = member, rp.reason = reason;
+    req = &rp.base;
+    break;
+  case ADD_CLUE:
+    ac.case_id = case_id, ac.clue_id = member, ac.reason = reason;
+    req = &ac.base;
+    break;
+  case REMOVE_CLUE:
+    rc_.case_id = case_id, rc_.clue_id = member, rc_.reason = reason;
+    req = &rc_.base;
+    break;
+  }
+  if ((rc = cli_call(cli, CASE_SVC, change_method[kind], req, (ProtobufCMessage **)&jc)) != 0)
+    return rc;
+  rc = cli->json ? cli_print_json(cli, &jc->base, 0) : show_case_line(cli, jc, "updated");
+  protobuf_c_message_free_unpacked(&jc->base, NULL);
+  return rc;
+}
+
+static int run_add_participant(cli_t *cli, const cli_args_t *args) {
+  return change(cli, args, ADD_PARTICIPANT);
+}
+
+static int run_remove_participant(cli_t *cli, const cli_args_t *args) {
+  return change(cli, args, REMOVE_PARTICIPANT);
+}
+
+static int run_add_clue(cli_t *cli, const cli_args_t *args) {
+  return change(cli, args, ADD_CLUE);
+}
+
+static int run_remove_clue(cli_t *cli, const cli_args_t *args) {
+  return change(cli, args, REMOVE_CLUE);
+}
+
+static const cli_command_t case_commands[] = {
+    {"create", NULL, "Open a joint case led by your room", create_opts,
+     "Only a LEADER of a ROOM opens a joint case; the room leads it and reviews proposals\n"
+     "for its member clues. Participants see member clues, their history and notes.\n",
+     run_create},
+    {"show", "ID", "Show a joint case and its clues", NULL, NULL, run_show},
+    {"list", NULL, "List the joint cases you can see", NULL, NULL, run_list},
+    {"add-participant", "ID", "Add a participating unit to a joint case", unit_opts, NULL,
+     run_add_participant},
+    {"remove-participant", "ID", "Remove a participating unit from a joint case", unit_opts, NULL,
+     run_remove_participant},
+    {"add-clue", "ID", "Add a clue to a joint case", clue_opts, NULL, run_add_clue},
+    {"remove-clue", "ID", "Remove a clue from a joint case", clue_opts, NULL, run_remove_clue},
+    {NULL, NULL, NULL, NULL, NULL, NULL},
+};
+
+const cli_group_t cli_group_case = {
+    "case",
+    "Room-group-region joint cases",
+    case_commands,
+};

@@ -1,0 +1,42 @@
+#ifndef CLUECTL_CMD_CLUE_H
+#define CLUECTL_CMD_CLUE_H
+
+/*
+ * The `clue` command group is written in two files: cmd_clue.c (intake and reading:
+ * submit, get, list, history, note, notes; it holds the group's table) and cmd_clue_move.c
+ * (changes of state and owner: move, proposals, review, handover, extend). This header is
+ * what the second gives the first.
+ */
+
+#include "cli.h"
+#include "clue/v1/clue.pb-c.h"
+
+#define CLUE_SVC (&clue__v1__clue_service__descriptor)
+
+/** The short name of a clue state ("PRELIMINARY_CHECK"), or "-" when unset. */
+const char *clue_state_text(int state);
+
+/* The commands of cmd_clue_move.c: options, help and what runs them. */
+extern const cli_opt_t clue_move_opts[];
+extern const cli_opt_t clue_proposals_opts[];
+extern const cli_opt_t clue_review_opts[];
+extern const cli_opt_t clue_handover_opts[];
+extern const cli_opt_t clue_extend_opts[];
+extern const char clue_move_help[];
+extern const char clue_proposals_help[];
+extern const char clue_review_help[];
+extern const char clue_handover_help[];
+extern const char clue_extend_help[];
+
+/** clue move ID: RequestTransition. */
+int clue_run_move(cli_t *cli, const cli_args_t *args);
+/** clue proposals: ListProposals. */
+int clue_run_proposals(cli_t *cli, const cli_args_t *args);
+/** clue review PROPOSAL_ID: ReviewProposal. */
+int clue_run_review(cli_t *cli, const cli_args_t *args);
+/** clue handover ID: HandOver. */
+int clue_run_handover(cli_t *cli, const cli_args_t *args);
+/** clue extend ID: ExtendDeadline. */
+int clue_run_extend(cli_t *cli, const cli_args_t *args);
+
+#endif

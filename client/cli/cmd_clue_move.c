@@ -1,0 +1,281 @@
+/* cluectl clue move, proposals, review, handover and extend: the calls that change a clue's
+ * state, owner or deadline (clue.v1.ClueService). The group's table is in cmd_clue.c. */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd_clue.h"
+#include "table.h"
+
+#define REQUEST_ID_OPT                                                                             \
+  { "request-id", "UUID", 0, "idempotency key (default: a new random UUID)" }
+#define VERSION_OPT                                                                                \
+  { "version", "N", CLI_OPT_REQUIRED, "the clue version you last saw (see clue get)" }
+
+/* ---- move ----------------------------------------------------------------------------------- */
+
+const cli_opt_t clue_move_opts[] = {
+    {"to", "STATE", CLI_OPT_REQUIRED,
+     "PRELIMINARY_CHECK, FILED, CLOSED or TRANSFERRED_TO_JUDICIAL"},
+    VERSION_OPT,
+    {"reason", "TEXT", CLI_OPT_REQUIRED, "why the clue moves"},
+    {"disposal", "DISPOSAL", 0,
+     "ACCEPTED to CLOSED: TALK_OR_LETTER_INQUIRY, NO_FURTHER_ACTION or SHELVED"},
+    {"finding", "TEXT", 0, "PRELIMINARY_CHECK to CLOSED: what the check found"},
+    {"sanction-kind", "TEXT", 0, "FILED to CLOSED: the sanction imposed"},
+    {"persons-disciplined", "N", 0, "FILED to CLOSED: number of persons disciplined"},
+    {"receiving-organ", "TEXT", 0, "FILED to TRANSFERRED_TO_JUDICIAL: the organ receiving it"},
+    {"reviewer-unit", "ID", 0,
+     "co-reviewed move of a ROOM's or REGION's own clue: the ROOM to review it"},
+    REQUEST_ID_OPT,
+    {NULL, NULL, 0, NULL},
+};
+
+const char clue_move_help[] =
+    "Allowed moves, made by a LEADER of the owner unit:\n"
+    "  ACCEPTED          -> PRELIMINARY_CHECK\n"
+    "  ACCEPTED          -> CLOSED                   with --disposal\n"
+    "  PRELIMINARY_CHECK -> FILED                    co-reviewed\n"
+    "  PRELIMINARY_CHECK -> CLOSED                   with --finding\n"
+    "  FILED             -> CLOSED                   with --sanction-kind, --persons-disciplined\n"
+    "  FILED             -> TRANSFERRED_TO_JUDICIAL  with --receiving-organ; co-reviewed\n"
+    "\n"
+    "A co-reviewed move is not made at once: it becomes a proposal that a LEADER of the\n"
+    "reviewing unit approves or rejects (clue review). Prints \"moved to STATE (version N)\"\n"
+    "or \"proposal #P pending review by unit U\".\n"
+    "\n"
+    "--version must be the clue's current version; if the clue changed meanwhile the call\n"
+    "fails with ABORTED and nothing happens: look again (clue get) and decide anew.\n";
+
+int clue_run_move(cli_t *cli, const cli_args_t *args) {
+  Clue__V1__RequestTransitionRequest req = CLUE__V1__REQUEST_TRANSITION_REQUEST__INIT;
+  Clue__V1__TransitionDetails details = CLUE__V1__TRANSITION_DETAILS__INIT;
+  Clue__V1__RequestTransitionResponse *resp = NULL;
+  char rid[CLI_REQUEST_ID_LEN];
+  int target = 0, disposal = 0, rc;
+
+  if ((rc = cli_operand_id(cli, args, &req.clue_id)) != 0 ||
+      (rc = cli_arg_enum(cli, args, "to", &clue__v1__clue_state__descriptor, &target)) != 0 ||
+      (rc = cli_arg_id(cli, args, "version", &req.expected_version)) != 0 ||
+      (rc = cli_arg_enum(cli, args, "disposal", &clue__v1__disposal__descriptor, &disposal)) != 0 ||
+      (rc = cli_arg_i32(cli, args, "persons-disciplined", 0, INT32_MAX,
+                        &details.persons_disciplined)) != 0 ||
+      (rc = cli_arg_id(cli, args, "reviewer-unit", &details.reviewer_unit_id)) != 0 ||
+      (rc = cli_request_id(cli, args, rid)) != 0)
+    return rc;
+  req.target = (Clue__V1__ClueState)target;
+  req.reason = (char *)cli_arg(args, "reason");
+  details.disposal = (Clue__V1__Disposal)disposal;
+  if (cli_arg(args, "finding") != NULL)
+    details.finding = (char *)cli_arg(args, "finding");
+  if (cli_arg(args, "sanction-kind") != NULL)
+    details.sanction_kind = (char *)cli_arg(args, "sanction-kind");
+  if (cli_arg(args, "receiving-organ") != NULL)
+    details.receiving_organ = (char *)cli_arg(args, "receiving-organ");
+  req.details = &details;
+  req.request_id = rid;
+  rc = cli_call_rid(cli, CLUE_SVC, "RequestTransition", &req.base, rid, (ProtobufCMessage **)&resp);
+  if (rc != 0)
+    return rc;
+  if (cli->json)
+    rc = cli_print_json_with(cli, &resp->base, "request_id", rid, 0);
+  else if (resp->pending && resp->proposal != NULL)
+    printf("proposal #%lld pending review by unit %lld\n", (long long)resp->proposal->id,
+           (long long)resp->proposal->reviewer_unit_id);
+  else if (resp->clue != NULL)
+    printf("moved to %s (version %lld)\n", clue_state_text(resp->clue->state),
+           (long long)resp->clue->version);
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+  return rc;
+}
+
+/* ---- proposals ------------------------------------------------------------------------------ */
+
+const cli_opt_t clue_proposals_opts[] = {
+    {"to-review", NULL, 0, "only proposals addressed to your unit for review"},
+    {"raised", NULL, 0, "only proposals your unit raised"},
+    {"all", NULL, 0, "decided ones too (approved, rejected, withdrawn), not only pending"},
+    {"clue", "ID", 0, "only proposals about this clue"},
+    {NULL, NULL, 0, NULL},
+};
+
+const char clue_proposals_help[] =
+    "Without --to-review or --raised, lists both: proposals addressed to your unit and\n"
+    "those it raised. Newest first.\n";
+
+static int show_proposals(cli_t *cli, const Clue__V1__ListProposalsResponse *r) {
+  static const char *const headers[] = {"ID",        "CLUE",     "FROM",    "TO",    "STATUS",
+                                        "RAISED BY", "REVIEWER", "CREATED", "REASON"};
+  table_t *t = table_new(9, headers);
+  int rc;
+
+  if (t == NULL)
+    return cli_oom(cli);
+  for (size_t i = 0; i < r->n_proposals; i++) {
+    const Clue__V1__Proposal *p = r->proposals[i];
+    const char *status = cli_enum_short(&clue__v1__proposal_status__descriptor, p->status);
+    char when[32];
+    table_add(t, table_fmt("#%lld", (long long)p->id));
+    table_add(t, table_fmt("%lld", (long long)p->clue_id));
+    table_add(t, table_fmt("%s", clue_state_text(p->from_state)));
+    table_add(t, table_fmt("%s", clue_state_text(p->target)));
+    table_add(t, table_fmt("%s", status ? status : "-"));
+    table_add(t, table_fmt("unit %lld", (long long)p->proposer_unit_id));
+    table_add(t, table_fmt("unit %lld", (long long)p->reviewer_unit_id));
+    table_add(t, table_fmt("%s", cli_time_text(p->created_at_ms, when, sizeof(when))));
+    table_add(t, table_fmt("%s", p->reason[0] ? p->reason : "-"));
+  }
+  rc = table_print(t, stdout) == 0 ? CLI_OK : cli_oom(cli);
+  table_free(t);
+  if (rc == CLI_OK && r->n_proposals == 0)
+    puts("(no proposals)");
+  return rc;
+}
+
+int clue_run_proposals(cli_t *cli, const cli_args_t *args) {
+  Clue__V1__ListProposalsRequest req = CLUE__V1__LIST_PROPOSALS_REQUEST__INIT;
+  Clue__V1__ListProposalsResponse *resp = NULL;
+  int rc;
+
+  if (cli_flag(args, "to-review") && cli_flag(args, "raised"))
+    return cli_usage_error(cli, "--to-review and --raised exclude each other (neither: both)");
+  if ((rc = cli_arg_id(cli, args, "clue", &req.clue_id)) != 0)
+    return rc;
+  if (cli_flag(args, "to-review"))
+    req.scope = CLUE__V1__LIST_PROPOSALS_REQUEST__SCOPE__SCOPE_TO_REVIEW;
+  else if (cli_flag(args, "raised"))
+    req.scope = CLUE__V1__LIST_PROPOSALS_REQUEST__SCOPE__SCOPE_RAISED;
+  req.include_decided = cli_flag(args, "all");
+  if ((rc = cli_call(cli, CLUE_SVC, "ListProposals", &req.base, (ProtobufCMessage **)&resp)) != 0)
+    return rc;
+  rc = cli->json ? cli_print_json(cli, &resp->base, 0) : show_proposals(cli, resp);
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+  return rc;
+}
+
+/* ---- review --------------------------------------------------------------------------------- */
+
+const cli_opt_t clue_review_opts[] = {
+    {"approve", NULL, 0, "approve: the proposed move is made"},
+    {"reject", NULL, 0, "reject: the clue stays as it is"},
+    {"comment", "TEXT", 0, "the reviewer's comment"},
+    REQUEST_ID_OPT,
+    {NULL, NULL, 0, NULL},
+};
+
+const char clue_review_help[] =
+    "Exactly one of --approve and --reject. Only a LEADER of the reviewing unit may decide,\n"
+    "and never on a proposal they raised. An approval fails with ABORTED if the clue\n"
+    "changed after the proposal was made; reject it then, and propose again.\n";
+
+int clue_run_review(cli_t *cli, const cli_args_t *args) {
+  Clue__V1__ReviewProposalRequest req = CLUE__V1__REVIEW_PROPOSAL_REQUEST__INIT;
+  Clue__V1__ReviewProposalResponse *resp = NULL;
+  char rid[CLI_REQUEST_ID_LEN];
+  int rc;
+
+  if (cli_flag(args, "approve") == cli_flag(args, "reject"))
+    return cli_usage_error(cli, "give exactly one of --approve and --reject");
+  if ((rc = cli_operand_id(cli, args, &req.proposal_id)) != 0 ||
+      (rc = cli_request_id(cli, args, rid)) != 0)
+    return rc;
+  req.approve = cli_flag(args, "approve");
+  if (cli_arg(args, "comment") != NULL)
+    req.comment = (char *)cli_arg(args, "comment");
+  req.request_id = rid;
+  rc = cli_call_rid(cli, CLUE_SVC, "ReviewProposal", &req.base, rid, (ProtobufCMessage **)&resp);
+  if (rc != 0)
+    return rc;
+  if (cli->json) {
+    rc = cli_print_json_with(cli, &resp->base, "request_id", rid, 0);
+  } else {
+    const Clue__V1__Proposal *p = resp->proposal;
+    const Clue__V1__Clue *c = resp->clue;
+    printf("proposal #%lld %s", p ? (long long)p->id : (long long)req.proposal_id,
+           req.approve ? "approved" : "rejected");
+    if (c != NULL)
+      printf("; clue %lld %s %s (version %lld)", (long long)c->id,
+             req.approve ? "moved to" : "stays", clue_state_text(c->state), (long long)c->version);
+    putchar('\n');
+  }
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+  return rc;
+}
+
+/* ---- handover ------------------------------------------------------------------------------- */
+
+const cli_opt_t clue_handover_opts[] = {
+    {"to-unit", "ID", CLI_OPT_REQUIRED, "the unit that becomes the owner"},
+    VERSION_OPT,
+    {"reason", "TEXT", CLI_OPT_REQUIRED, "why the clue is handed over"},
+    REQUEST_ID_OPT,
+    {NULL, NULL, 0, NULL},
+};
+
+const char clue_handover_help[] =
+    "A LEADER of the owner unit hands over a clue that is ACCEPTED or in PRELIMINARY_CHECK;\n"
+    "the receiving unit becomes its owner.\n";
+
+int clue_run_handover(cli_t *cli, const cli_args_t *args) {
+  Clue__V1__HandOverRequest req = CLUE__V1__HAND_OVER_REQUEST__INIT;
+  Clue__V1__Clue *c = NULL;
+  char rid[CLI_REQUEST_ID_LEN];
+  int rc;
+
+  if ((rc = cli_operand_id(cli, args, &req.clue_id)) != 0 ||
+      (rc = cli_arg_id(cli, args, "to-unit", &req.to_unit_id)) != 0 ||
+      (rc = cli_arg_id(cli, args, "version", &req.expected_version)) != 0 ||
+      (rc = cli_request_id(cli, args, rid)) != 0)
+    return rc;
+  req.reason = (char *)cli_arg(args, "reason");
+  req.request_id = rid;
+  rc = cli_call_rid(cli, CLUE_SVC, "HandOver", &req.base, rid, (ProtobufCMessage **)&c);
+  if (rc != 0)
+    return rc;
+  if (cli->json)
+    rc = cli_print_json_with(cli, &c->base, "request_id", rid, 0);
+  else
+    printf("clue %lld handed over to unit %lld (version %lld)\n", (long long)c->id,
+           (long long)c->owner_unit_id, (long long)c->version);
+  protobuf_c_message_free_unpacked(&c->base, NULL);
+  return rc;
+}
+
+/* ---- extend --------------------------------------------------------------------------------- */
+
+const cli_opt_t clue_extend_opts[] = {
+    {"days", "N", CLI_OPT_REQUIRED, "days added to the current stage's deadline"},
+    VERSION_OPT,
+    {"reason", "TEXT", CLI_OPT_REQUIRED, "why more time is needed"},
+    REQUEST_ID_OPT,
+    {NULL, NULL, 0, NULL},
+};
+
+const char clue_extend_help[] =
+    "A LEADER of the owner unit may extend each stage's deadline once.\n";
+
+int clue_run_extend(cli_t *cli, const cli_args_t *args) {
+  Clue__V1__ExtendDeadlineRequest req = CLUE__V1__EXTEND_DEADLINE_REQUEST__INIT;
+  Clue__V1__Clue *c = NULL;
+  char rid[CLI_REQUEST_ID_LEN], date[32];
+  int rc;
+
+  if ((rc = cli_operand_id(cli, args, &req.clue_id)) != 0 ||
+      (rc = cli_arg_i32(cli, args, "days", 1, 36500, &req.days)) != 0 ||
+      (rc = cli_arg_id(cli, args, "version", &req.expected_version)) != 0 ||
+      (rc = cli_request_id(cli, args, rid)) != 0)
+    return rc;
+  req.reason = (char *)cli_arg(args, "reason");
+  req.request_id = rid;
+  rc = cli_call_rid(cli, CLUE_SVC, "ExtendDeadline", &req.base, rid, (ProtobufCMessage **)&c);
+  if (rc != 0)
+    return rc;
+  if (cli->json)
+    rc = cli_print_json_with(cli, &c->base, "request_id", rid, 0);
+  else
+    printf("deadline of clue %lld extended to %s (version %lld)\n", (long long)c->id,
+           cli_date_text(c->stage_deadline_ms, date, sizeof(date)), (long long)c->version);
+  protobuf_c_message_free_unpacked(&c->base, NULL);
+  return rc;
+}
