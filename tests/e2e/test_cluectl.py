@@ -576,9 +576,9 @@ def test_joint_case(c):
     assert c.json(w.G1.member, "clue", "get", str(b))["joint_case_id"] == case_id
     r = c.ctl(w.R1.leader, "case", "add-participant", str(case_id), "--unit", str(w.G2.id), check=0)
     assert _case_line(r.stdout)[2] == {w.G1.id, w.X1.id, w.G2.id}
-    r = c.ctl(w.R1.leader, "case", "remove-participant", str(case_id), "--unit", str(w.G2.id), check=0)
+    r = c.ctl(w.R1.leader, "case", "remove-participant", str(case_id), "--unit", str(w.G2.id), "--reason", "no longer involved", check=0)
     assert _case_line(r.stdout)[2] == {w.G1.id, w.X1.id}
-    r = c.ctl(w.R1.leader, "case", "remove-clue", str(case_id), "--clue", str(b), check=0)
+    r = c.ctl(w.R1.leader, "case", "remove-clue", str(case_id), "--clue", str(b), "--reason", "separate matter", check=0)
     assert _case_line(r.stdout)[3] == {a}
     lines = c.ctl(w.R1.leader, "case", "list", check=0).stdout.splitlines()
     assert lines[0].split() == ["ID", "TITLE", "LEAD", "UNIT", "PARTICIPANTS", "CLUES", "CREATED"]

@@ -289,8 +289,12 @@ if guarded "clue handover" "$leader" clue handover "$other" --to-unit "$group2" 
 fi
 
 step "joint case"
+# A closed clue cannot join a case: the case gathers an open one.
+ok "$member" --json clue submit --title "关联线索" --summary "s" --source SELF_DISCOVERED \
+  --subject-name "周九" --host-unit "市发展改革委"
+open_clue=$(json 'd["id"]')
 if guarded "case create" "$room_leader" case create --title "联合审查" --basis "线索关联" \
-  --participant "$group" --clue "$clue"; then
+  --participant "$group" --clue "$open_clue"; then
   [[ "$out" =~ ^joint\ case\ \#([0-9]+)\ created ]] || fail "case create: $out"
   case_id=${BASH_REMATCH[1]}
   ok "$room_leader" case show "$case_id"
