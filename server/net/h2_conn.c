@@ -115,7 +115,7 @@ static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error
   if (call->next)
     call->next->prev = call->prev;
   call->prev = call->next = NULL;
-  rpc_call_stream_closed(call, error_code);
+  rpc_call_stream_closed(call, error_code, NULL);
   return 0;
 }
 
@@ -133,7 +133,8 @@ static void conn_free_cb(uv_handle_t *h) {
   free(c);
 }
 
-static void conn_change_state(h2_conn_t *c, h2_conn_state_t to) {
+/* why: the reason a connection closes (CLOSING), for the calls' logs. */
+static void conn_change_state(h2_conn_t *c, h2_conn_state_t to, const char *why) {
   server_t *srv = c->srv;
 
   switch (to) {
@@ -163,7 +164,7 @@ static void conn_change_state(h2_conn_t *c, h2_conn_state_t to) {
       rpc_call_t *call = c->calls;
       c->calls = call->next;
       call->prev = call->next = NULL;
-      rpc_call_stream_closed(call, NGHTTP2_CANCEL);
+      rpc_call_stream_closed(call, NGHTTP2_CANCEL, why);
     }
     nghttp2_session_del(c->session);
     c->session = NULL;
@@ -180,7 +181,7 @@ void h2_conn_close(h2_conn_t *c, const char *reason) {
   if (c->state == H2_CONN_CLOSING)
     return;
   log_info("conn %llu (%s): closed: %s", (unsigned long long)c->id, c->peer, reason);
-  conn_change_state(c, H2_CONN_CLOSING);
+  conn_change_state(c, H2_CONN_CLOSING, reason);
 }
 
 static void conn_write_cb(uv_write_t *req, int status) {
@@ -327,7 +328,7 @@ static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
 void h2_conn_drain(h2_conn_t *c) {
   if (c->state != H2_CONN_OPEN)
     return;
-  conn_change_state(c, H2_CONN_DRAINING);
+  conn_change_state(c, H2_CONN_DRAINING, NULL);
   nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
                         nghttp2_session_get_last_proc_stream_id(c->session), NGHTTP2_NO_ERROR,
                         (const uint8_t *)"server shutting down", 20);

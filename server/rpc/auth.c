@@ -76,7 +76,12 @@ static void auth_done(const db_result_t *r, void *arg) {
     rpc_call_unref(call);
     return;
   }
-  if (r->err != DB_OK) {
+  if (r->err == DB_EQUEUE) {
+    /* The database is up, only saturated: say so, as a handler's query would (svc_fail_db),
+     * so a client backs off instead of treating the server as down. The pool logs the
+     * refusals itself, once a second. */
+    rpc_fail(call, GRPC_UNAVAILABLE, "server busy: database queue full, retry later");
+  } else if (r->err != DB_OK) {
     log_warn("call %s: token lookup failed: %s", call->id, r->message ? r->message : "?");
     rpc_fail(call, GRPC_UNAVAILABLE, "database unavailable");
   } else if (db_rows(r) != 1) {

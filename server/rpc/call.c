@@ -340,6 +340,13 @@ void rpc_call_on_end_stream(rpc_call_t *call) {
     call_finish(call, 200, GRPC_INVALID_ARGUMENT, buf);
     return;
   }
+  if (call->m->server_streaming && call->srv->state != SERVER_RUNNING) {
+    /* A stream opened before GOAWAY whose request completes during the drain: a streaming
+     * handler would keep it open until the grace period cuts it off, holding up the exit.
+     * End it with the status the shutdown gave the streams already running. */
+    call_finish(call, 200, GRPC_UNAVAILABLE, "server shutting down");
+    return;
+  }
   call->state = RPC_CALL_RUNNING;
   if (call->m->public_method)
     call_run_handler(call);
@@ -347,7 +354,7 @@ void rpc_call_on_end_stream(rpc_call_t *call) {
     rpc_auth_start(call);
 }
 
-void rpc_call_stream_closed(rpc_call_t *call, uint32_t error_code) {
+void rpc_call_stream_closed(rpc_call_t *call, uint32_t error_code, const char *conn_reason) {
   rpc_call_state_t was = call->state;
   rpc_cancel_fn cb = call->on_cancel;
 
@@ -357,8 +364,12 @@ void rpc_call_stream_closed(rpc_call_t *call, uint32_t error_code) {
   call->on_writable = NULL;
   uv_timer_stop(&call->timer);
   if (was < RPC_CALL_FINISHING) {
-    log_info("call %s %s: cancelled by the peer (HTTP/2 error %u)", call->id,
-             call->path ? call->path : "?", error_code);
+    if (conn_reason)
+      log_info("call %s %s: ended with its connection: %s", call->id, call->path ? call->path : "?",
+               conn_reason);
+    else
+      log_info("call %s %s: cancelled by the peer (HTTP/2 error %u)", call->id,
+               call->path ? call->path : "?", error_code);
     if (cb)
       cb(call, call->cancel_arg);
   }

@@ -87,8 +87,11 @@ void rpc_call_on_data(rpc_call_t *call, const uint8_t *data, size_t len);
 /** The client half-closed the stream: decode the request and dispatch. */
 void rpc_call_on_end_stream(rpc_call_t *call);
 
-/** The stream is gone (closed, reset or connection dropped); drops the stream's reference. */
-void rpc_call_stream_closed(rpc_call_t *call, uint32_t error_code);
+/**
+ * The stream is gone: closed or reset (error_code), or its connection closed (conn_reason,
+ * for the log; NULL otherwise). Drops the stream's reference.
+ */
+void rpc_call_stream_closed(rpc_call_t *call, uint32_t error_code, const char *conn_reason);
 
 /** Run the writable callback queued by the data provider. */
 void rpc_call_run_writable(rpc_call_t *call);
