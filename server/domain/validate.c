@@ -291,3 +291,14 @@ int validate_extend_days(int32_t days, validate_error_t *err) {
     return fail(err, "days", "days must be between 1 and %d", VALIDATE_EXTEND_DAYS_MAX);
   return VALIDATE_OK;
 }
+
+int validate_time_ms(const char *field, int64_t ms, validate_error_t *err) {
+  if (ms >= 0 && ms <= VALIDATE_TIME_MS_MAX)
+    return VALIDATE_OK;
+  if (err) {
+    err->field = field;
+    snprintf(err->message, sizeof(err->message),
+             "%s must be milliseconds since 1970-01-01 UTC, no later than the year 10000", field);
+  }
+  return VALIDATE_EINVAL;
+}

@@ -138,6 +138,15 @@ int validate_id(const char *field, int64_t id, validate_error_t *err)
 int validate_enum(const char *field, int value, int min, int max, validate_error_t *err)
     __attribute__((warn_unused_result));
 
+#define VALIDATE_TIME_MS_MAX 253402300800000LL /* 10000-01-01T00:00:00Z */
+
+/**
+ * A time in milliseconds since the Unix epoch: 0 means "not set"; otherwise 1 to
+ * VALIDATE_TIME_MS_MAX (the start of the year 10000; an exclusive upper bound may be that).
+ */
+int validate_time_ms(const char *field, int64_t ms, validate_error_t *err)
+    __attribute__((warn_unused_result));
+
 /** The "days" of a deadline extension: 1 to 365. */
 int validate_extend_days(int32_t days, validate_error_t *err) __attribute__((warn_unused_result));
 

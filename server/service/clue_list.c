@@ -221,10 +221,10 @@ static int validate_list(const Clue__V1__ListCluesRequest *req, validate_error_t
   if ((rc = validate_enum("source", (int)req->source, 0, 6, err)) != 0 ||
       (rc = validate_name("subject_name", req->subject_name, false, err)) != 0 ||
       (rc = not_negative("owner_unit_id", req->owner_unit_id, err)) != 0 ||
-      (rc = not_negative("created_from_ms", req->created_from_ms, err)) != 0 ||
-      (rc = not_negative("created_to_ms", req->created_to_ms, err)) != 0 ||
-      (rc = not_negative("updated_from_ms", req->updated_from_ms, err)) != 0 ||
-      (rc = not_negative("updated_to_ms", req->updated_to_ms, err)) != 0)
+      (rc = validate_time_ms("created_from_ms", req->created_from_ms, err)) != 0 ||
+      (rc = validate_time_ms("created_to_ms", req->created_to_ms, err)) != 0 ||
+      (rc = validate_time_ms("updated_from_ms", req->updated_from_ms, err)) != 0 ||
+      (rc = validate_time_ms("updated_to_ms", req->updated_to_ms, err)) != 0)
     return rc;
   return 0;
 }

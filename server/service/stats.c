@@ -18,7 +18,6 @@
 /* At most this many unit ids in one request's filter. */
 #define STATS_UNIT_IDS_MAX 1000
 /* Times up to the end of the year 9999 (PostgreSQL's timestamps reach far beyond). */
-#define STATS_TIME_MAX_MS INT64_C(253402300800000)
 
 /* ---- the units covered ------------------------------------------------------------------ */
 
@@ -289,11 +288,8 @@ static int validate_stats(const Clue__V1__GetStatisticsRequest *req, validate_er
   if ((rc = validate_id("from_ms", req->from_ms, err)) != 0 ||
       (rc = validate_id("to_ms", req->to_ms, err)) != 0)
     return rc;
-  if (req->to_ms > STATS_TIME_MAX_MS) {
-    err->field = "to_ms";
-    snprintf(err->message, sizeof(err->message), "to_ms must be before the year 10000");
-    return VALIDATE_EINVAL;
-  }
+  if ((rc = validate_time_ms("to_ms", req->to_ms, err)) != 0)
+    return rc;
   if (req->from_ms >= req->to_ms) {
     err->field = "from_ms";
     snprintf(err->message, sizeof(err->message), "from_ms must be before to_ms");

@@ -137,7 +137,8 @@ class Clued:
         if self.database_url:
             cmd += ["--database-url", self.database_url]
         self.signalled = False
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     errors="backslashreplace")
         threading.Thread(target=self._read, daemon=True).start()
         if not self._bound.wait(30):
             self.proc.kill()

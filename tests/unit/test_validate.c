@@ -408,6 +408,24 @@ static void test_long_field_name(void **state) {
   free(field);
 }
 
+static void test_time_ms(void **state) {
+  validate_error_t err;
+  (void)state;
+
+  assert_int_equal(validate_time_ms("created_from_ms", 0, &err), VALIDATE_OK);
+  assert_int_equal(validate_time_ms("created_from_ms", 1, &err), VALIDATE_OK);
+  assert_int_equal(validate_time_ms("created_from_ms", 1795294567820LL, &err), VALIDATE_OK);
+  assert_int_equal(validate_time_ms("created_from_ms", VALIDATE_TIME_MS_MAX, &err), VALIDATE_OK);
+  assert_int_equal(validate_time_ms("created_from_ms", VALIDATE_TIME_MS_MAX + 1, &err),
+                   VALIDATE_EINVAL);
+  assert_string_equal(err.field, "created_from_ms");
+  assert_string_equal(err.message, "created_from_ms must be milliseconds since 1970-01-01 UTC, "
+                                   "no later than the year 10000");
+  assert_int_equal(validate_time_ms("to_ms", -1, &err), VALIDATE_EINVAL);
+  assert_int_equal(validate_time_ms("to_ms", INT64_MAX, &err), VALIDATE_EINVAL);
+  assert_int_equal(validate_time_ms("to_ms", INT64_MIN, NULL), VALIDATE_EINVAL);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_utf8),
@@ -423,6 +441,7 @@ int main(void) {
       cmocka_unit_test(test_page_size),
       cmocka_unit_test(test_id_enum_days),
       cmocka_unit_test(test_long_field_name),
+      cmocka_unit_test(test_time_ms),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
