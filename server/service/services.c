@@ -6,6 +6,8 @@
 #include "log.h"
 #include "rpc/table.h"
 #include "service/admin.h"
+#include "service/audit.h"
+#include "service/audit_watch.h"
 #include "service/debug.h"
 #include "service/health.h"
 
@@ -16,6 +18,8 @@ int services_start(server_t *srv) {
     rc = rpc_table_add(srv->methods, health_methods, health_nmethods);
   if (rc == 0)
     rc = rpc_table_add(srv->methods, admin_methods, admin_nmethods);
+  if (rc == 0)
+    rc = rpc_table_add(srv->methods, audit_methods, audit_nmethods);
 #ifdef CLUED_TEST_HOOKS
   if (rc == 0)
     rc = rpc_table_add(srv->methods, debug_methods, debug_nmethods);
@@ -35,5 +39,8 @@ int services_start(server_t *srv) {
       return -ENOMEM;
     }
   }
-  return health_init(srv);
+  rc = health_init(srv);
+  if (rc == 0)
+    rc = audit_init(srv);
+  return rc;
 }
