@@ -12,8 +12,9 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)" >/dev/null
 
 work=$(mktemp -d)
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; [ -n "${pgdir:-}" ] && scripts/pg-test stop "$pgdir"; rm -rf "$work"' EXIT
-pgdir="$work/pg"
+pgdir=$(mktemp -d /tmp/clued-bench-pg.XXXXXX)
+pid=""
+trap '[ -n "$pid" ] && kill $pid 2>/dev/null; wait 2>/dev/null; scripts/pg-test stop "$pgdir"; rm -rf "$work"' EXIT
 read -r host port < <(scripts/pg-test start "$pgdir")
 url="postgresql:///postgres?host=$host&port=$port&user=postgres"
 build/clued migrate --database-url "$url" >/dev/null 2>&1 || true

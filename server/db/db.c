@@ -8,6 +8,7 @@
  * callback, so no user callback ever runs inside db_query(), db_txn() or db_pool_close(). */
 
 #include "db/db.h"
+#include "log.h"
 
 #include <assert.h>
 #include <stdarg.h>
@@ -57,11 +58,12 @@ struct db_req {
   db_req_t *next;
   db_cb cb;
   void *arg;
-  int txn;          /* sent as BEGIN, stmts, COMMIT in one pipeline */
+  int txn; /* sent as BEGIN, stmts, COMMIT in one pipeline */
   int nstmts;
   db_stmt_t *stmts; /* copies, in the same allocation */
   PGresult **res;   /* nstmts slots, owned */
   int seen;         /* pipeline: command results seen so far (BEGIN is the first) */
+  int nulls;        /* pipeline: NULL results in a row; one ends each command's results */
   int err;
   char sqlstate[6];
   char message[256];
@@ -78,14 +80,14 @@ struct db_conn {
   conn_state_t state;
   PGconn *pg;
   db_watch_t *watch;
-  uv_timer_t timer;   /* connect timeout (CONNECTING) or backoff (BROKEN) */
-  db_req_t *req;      /* the request in flight (BUSY, ROLLBACK) */
-  int flushing;       /* PQflush returned 1: waiting for the socket to be writable */
-  unsigned failures;  /* failed attempts since the last successful connect */
-  int was_connected;  /* a later connect is a reconnect, for the log */
+  uv_timer_t timer;       /* connect timeout (CONNECTING) or backoff (BROKEN) */
+  db_req_t *req;          /* the request in flight (BUSY, ROLLBACK) */
+  int flushing;           /* PQflush returned 1: waiting for the socket to be writable */
+  unsigned failures;      /* failed attempts since the last successful connect */
+  int was_connected;      /* a later connect is a reconnect, for the log */
   db_conn_t *prev, *next; /* idle list (pool role) or listener list */
-  char name[48];      /* for the log: "connection 3", "listener \"audit_events\"" */
-  char last_fatal[256]; /* the last FATAL notice, usually why the server hung up */
+  char name[48];          /* for the log: "connection 3", "listener \"audit_events\"" */
+  char last_fatal[256];   /* the last FATAL notice, usually why the server hung up */
   /* listener role only */
   char *listen_sql;
   db_notify_fn notify;
@@ -99,23 +101,23 @@ struct db_pool {
   int size;
   size_t queue_max;
   unsigned reconnect_min_ms, reconnect_max_ms, connect_timeout_ms;
-  db_conn_t *conns;    /* size pool connections */
-  db_conn_t *idle;     /* idle connections, most recently used first */
+  db_conn_t *conns; /* size pool connections */
+  db_conn_t *idle;  /* idle connections, most recently used first */
   db_conn_t *listeners;
   int nstate[CONN_NSTATES]; /* pool connections per state */
-  req_queue_t queue;   /* waiting for a connection */
-  req_queue_t defer;   /* completed; callbacks run from idle_handle */
+  req_queue_t queue;        /* waiting for a connection */
+  req_queue_t defer;        /* completed; callbacks run from idle_handle */
   uv_idle_t idle_handle;
-  int healthy;         /* some pool connection is IDLE, BUSY or ROLLBACK */
-  int down;            /* unhealthy after a failure: refuse requests at once */
+  int healthy; /* some pool connection is IDLE, BUSY or ROLLBACK */
+  int down;    /* unhealthy after a failure: refuse requests at once */
   int health_reported;
   db_health_fn health_cb;
   void *health_arg;
   int closing;
-  unsigned nhandles;   /* uv handles not yet closed; the pool is freed at zero */
+  unsigned nhandles; /* uv handles not yet closed; the pool is freed at zero */
   void (*done)(void *arg);
   void *done_arg;
-  uint64_t rng;        /* backoff jitter */
+  uint64_t rng; /* backoff jitter */
   uint64_t queue_full_logged_ms;
   size_t queue_refused;
 };
@@ -145,7 +147,7 @@ static void db_log(const char *fmt, ...) {
   n = strlen(buf);
   while (n > 0 && buf[n - 1] == ' ')
     buf[--n] = '\0';
-  fprintf(stderr, "clued: db: %s\n", buf);
+  log_warn("db: %s", buf);
 }
 
 /* The reason a connection failed: the server's FATAL message if it sent one before hanging
@@ -541,9 +543,14 @@ static void conn_connect_step(db_conn_t *c, PostgresPollingStatusType st) {
 
 static void conn_connect(db_conn_t *c) {
   db_pool_t *p = c->pool;
-  /* expand_dbname: the "dbname" value is the whole connection string or URI. */
-  const char *keys[] = {"dbname", "fallback_application_name", NULL};
-  const char *vals[] = {p->conninfo, c->role == ROLE_POOL ? "clued" : "clued-listen", NULL};
+  /* expand_dbname: the "dbname" value is the whole connection string or URI, and what it
+   * sets overrides the keywords before it. Those are defaults: TCP keepalives, so that a
+   * query on a silently dead network path fails within about a minute instead of the
+   * system's two hours (unix sockets ignore them). */
+  const char *keys[] = {"keepalives_idle", "keepalives_interval",       "keepalives_count",
+                        "dbname",          "fallback_application_name", NULL};
+  const char *vals[] = {
+      "30", "10", "3", p->conninfo, c->role == ROLE_POOL ? "clued" : "clued-listen", NULL};
 
   assert(c->state == CONN_BROKEN && !c->pg && !c->watch);
   c->last_fatal[0] = '\0';
@@ -614,8 +621,7 @@ static void conn_send(db_conn_t *c, db_req_t *q) {
       const db_stmt_t *s = &q->stmts[i];
       ok = PQsendQueryParams(pg, s->sql, s->nparams, NULL, s->values, NULL, NULL, 0);
     }
-    ok = ok && PQsendQueryParams(pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) &&
-         PQpipelineSync(pg);
+    ok = ok && PQsendQueryParams(pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync(pg);
   }
   if (!ok) {
     conn_lost(c, conn_reason(c));
@@ -713,8 +719,14 @@ static void conn_on_pipeline_result(db_conn_t *c, PGresult *res) {
   db_req_t *q = c->req;
   int i;
 
-  if (!res)
-    return; /* the end of one command's results */
+  if (!res) {
+    /* The end of one command's results. Never two in a row: that would mean libpq lost
+     * step with the server (and would loop here for ever). */
+    if (PQstatus(c->pg) == CONNECTION_BAD || ++q->nulls > 1)
+      conn_lost(c, PQstatus(c->pg) == CONNECTION_BAD ? conn_reason(c) : "pipeline out of step");
+    return;
+  }
+  q->nulls = 0;
   if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
     PQclear(res);
     if (PQexitPipelineMode(c->pg) != 1) {
@@ -1105,8 +1117,7 @@ void db_pool_on_health(db_pool_t *p, db_health_fn cb, void *arg) {
   p->health_reported = p->healthy;
 }
 
-static int pool_request(db_pool_t *p, const db_stmt_t *stmts, int n, int txn, db_cb cb,
-                        void *arg) {
+static int pool_request(db_pool_t *p, const db_stmt_t *stmts, int n, int txn, db_cb cb, void *arg) {
   db_req_t *q;
   int rc;
 

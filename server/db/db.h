@@ -19,27 +19,27 @@ enum {
   DB_EQUEUE = -2,       /* every connection busy and the wait queue full */
   DB_EQUERY = -3,       /* the server reported an error (see sqlstate/message) */
   DB_ENOMEM = -4,
-  DB_ECLOSED = -5,      /* the pool is shutting down */
-  DB_EINVAL = -6,       /* bad configuration: libpq cannot parse the connection string */
+  DB_ECLOSED = -5, /* the pool is shutting down */
+  DB_EINVAL = -6,  /* bad configuration: libpq cannot parse the connection string */
 };
 
 typedef struct db_config {
-  const char *conninfo;   /* libpq connection string or URI */
-  int size;               /* connections, default 8 */
-  size_t queue_max;       /* requests that may wait for a connection, default 1024 */
-  unsigned reconnect_min_ms; /* first reconnect delay, default 100 */
-  unsigned reconnect_max_ms; /* backoff ceiling, default 5000 */
+  const char *conninfo;        /* libpq connection string or URI */
+  int size;                    /* connections, default 8 */
+  size_t queue_max;            /* requests that may wait for a connection, default 1024 */
+  unsigned reconnect_min_ms;   /* first reconnect delay, default 100 */
+  unsigned reconnect_max_ms;   /* backoff ceiling, default 5000 */
   unsigned connect_timeout_ms; /* one connection attempt, default 10000 (libpq's own
                                   connect_timeout is not applied to asynchronous connects) */
 } db_config_t;
 
 /** The outcome of a query or transaction, valid only during the callback. */
 typedef struct db_result {
-  int err;                /* DB_OK or an error code above */
-  PGresult *const *res;   /* one result per statement (NULL entries when not reached) */
+  int err;              /* DB_OK or an error code above */
+  PGresult *const *res; /* one result per statement (NULL entries when not reached) */
   int nres;
-  const char *sqlstate;   /* on DB_EQUERY: five-character SQLSTATE, else "" */
-  const char *message;    /* on error: primary message (for logs; see db_error_is_user) */
+  const char *sqlstate; /* on DB_EQUERY: five-character SQLSTATE, else "" */
+  const char *message;  /* on error: primary message (for logs; see db_error_is_user) */
 } db_result_t;
 
 typedef void (*db_cb)(const db_result_t *r, void *arg);
@@ -65,7 +65,9 @@ int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out)
 
 /**
  * Close every connection and handle; queued and in-flight requests complete with
- * DB_ECLOSED. The pool is freed once all its handles closed (then done runs, if set).
+ * DB_ECLOSED, from the loop after this returns. The pool is freed once all its handles
+ * closed (then done runs, if set). May be called from any db callback; a second call is
+ * ignored.
  */
 void db_pool_close(db_pool_t *pool, void (*done)(void *arg), void *arg);
 
@@ -90,15 +92,22 @@ void db_pool_on_health(db_pool_t *pool, db_health_fn cb, void *arg);
 /**
  * Run one parameterized statement (a single statement is its own transaction). Parameters
  * are copied; the caller may free them on return. cb runs exactly once, always later on the
- * loop (never from inside this call). Returns 0, or DB_ENOMEM / DB_ECLOSED (cb not called).
+ * loop (never from inside this call), with r->nres == 1, or with err DB_EQUEUE (wait queue
+ * full), DB_EUNAVAILABLE (no connection, or it was lost: the statement may or may not have
+ * run), DB_EQUERY, DB_ECLOSED. Returns 0, or DB_ENOMEM / DB_ECLOSED (cb not called).
  */
 int db_query(db_pool_t *pool, const char *sql, int nparams, const char *const *values, db_cb cb,
              void *arg) __attribute__((warn_unused_result));
 
 /**
  * Run n statements as one transaction on one connection (BEGIN ... COMMIT, sent in one
- * pipeline). If any fails, the transaction is rolled back and cb gets DB_EQUERY with the
- * failing statement's error. Same ownership and callback rules as db_query().
+ * pipeline: one round trip). r->res[i] is statement i's result (BEGIN and COMMIT are not
+ * included). If any fails, the transaction is rolled back before the connection is reused,
+ * and cb gets DB_EQUERY with the first error: the failing statement's slot holds its error
+ * result, later slots are NULL; if COMMIT itself fails (a deferred constraint, a
+ * serialization failure) every slot is filled and nothing was committed. DB_EUNAVAILABLE
+ * means the connection was lost and the outcome is unknown (it may have committed). Same
+ * ownership and callback rules as db_query().
  */
 int db_txn(db_pool_t *pool, const db_stmt_t *stmts, int n, db_cb cb, void *arg)
     __attribute__((warn_unused_result));
@@ -120,7 +129,8 @@ int db_listen(db_pool_t *pool, const char *channel, db_notify_fn cb, void *arg)
 int db_listen_ex(db_pool_t *pool, const char *channel, db_notify_fn cb, void (*ready)(void *arg),
                  void *arg) __attribute__((warn_unused_result));
 
-/** Convenience: the text value at (row, col) of the last result, or NULL if SQL NULL. */
+/** The text value at (row, col) of the last result; NULL if SQL NULL, out of range, or there
+ * is no result. */
 const char *db_value(const db_result_t *r, int row, int col);
 
 /** Rows in the last result. */

@@ -22,11 +22,11 @@
 /* Session-level advisory lock key shared by every runner of every clued version. */
 #define MIGRATE_LOCK_SQL "SELECT pg_advisory_lock(hashtextextended('clued schema_migrations', 0))"
 
-#define MIGRATE_TABLE_SQL                                                                       \
-  "CREATE TABLE IF NOT EXISTS schema_migrations ("                                              \
-  " version bigint PRIMARY KEY,"                                                               \
-  " name text NOT NULL,"                                                                       \
-  " checksum text NOT NULL,"                                                                   \
+#define MIGRATE_TABLE_SQL                                                                          \
+  "CREATE TABLE IF NOT EXISTS schema_migrations ("                                                 \
+  " version bigint PRIMARY KEY,"                                                                   \
+  " name text NOT NULL,"                                                                           \
+  " checksum text NOT NULL,"                                                                       \
   " applied_at timestamptz NOT NULL DEFAULT now())"
 
 typedef struct migration {
@@ -289,8 +289,8 @@ static PGresult *run(PGconn *c, FILE *log, const char *what, const char *sql, in
 
   if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
     return r;
-  mlog(log, 1, "%s: %s", what, first_line(r ? PQresultErrorMessage(r) : PQerrorMessage(c), line,
-                                           sizeof(line)));
+  mlog(log, 1, "%s: %s", what,
+       first_line(r ? PQresultErrorMessage(r) : PQerrorMessage(c), line, sizeof(line)));
   PQclear(r);
   return NULL;
 }
@@ -392,8 +392,8 @@ static int apply_one(PGconn *c, const migration_t *m, FILE *log) {
   }
   PQclear(r);
   r = run(c, log, m->name,
-          "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1::bigint, $2, $3)",
-          3, vals);
+          "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1::bigint, $2, $3)", 3,
+          vals);
   if (!r || run_ok(c, log, m->name, "COMMIT") != 0) {
     PQclear(r);
     PQclear(PQexec(c, "ROLLBACK"));
@@ -446,8 +446,8 @@ int db_migrate(const char *conninfo, const char *dir, FILE *log) {
     if (applied_row(applied, m->version) >= 0)
       continue;
     if (m->version < latest) {
-      mlog(log, 1, "%s is older than the applied version %lld; give it a higher number",
-           m->name, latest);
+      mlog(log, 1, "%s is older than the applied version %lld; give it a higher number", m->name,
+           latest);
       rc = DB_MIGRATE_EFILE;
       goto out;
     }
@@ -468,8 +468,7 @@ out:
   return rc;
 }
 
-int db_migrations_pending(const char *conninfo, const char *dir, char *first_pending,
-                          size_t len) {
+int db_migrations_pending(const char *conninfo, const char *dir, char *first_pending, size_t len) {
   migration_set_t set = {0};
   PGconn *c;
   PGresult *exists = NULL, *applied = NULL;
@@ -494,9 +493,9 @@ int db_migrations_pending(const char *conninfo, const char *dir, char *first_pen
     goto out;
   }
   if (strcmp(PQgetvalue(exists, 0, 0), "t") == 0) {
-    applied = run(c, NULL, "reading schema_migrations",
-                  "SELECT version, name, checksum FROM schema_migrations ORDER BY version", 0,
-                  NULL);
+    applied =
+        run(c, NULL, "reading schema_migrations",
+            "SELECT version, name, checksum FROM schema_migrations ORDER BY version", 0, NULL);
     if (!applied) {
       rc = DB_MIGRATE_ESQL;
       goto out;

@@ -67,9 +67,15 @@ static void job_done(const db_result_t *r, void *arg) {
   rpc_call_unref(call);
 }
 
+/* A job for call, or NULL after failing the call (no database, out of memory). */
 static svc_job_t *job_new(rpc_call_t *call, svc_cb cb, void *arg) {
-  svc_job_t *job = malloc(sizeof(*job));
-  if (job == NULL) {
+  svc_job_t *job;
+
+  if (rpc_call_server(call)->db == NULL) {
+    rpc_fail(call, GRPC_UNAVAILABLE, "no database configured");
+    return NULL;
+  }
+  if ((job = malloc(sizeof(*job))) == NULL) {
     rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return NULL;
   }
@@ -80,8 +86,12 @@ static svc_job_t *job_new(rpc_call_t *call, svc_cb cb, void *arg) {
   return job;
 }
 
-static void job_refused(svc_job_t *job, int rc) {
+/* The pool refused the job outright (rc != 0): fail the call as its callback would have. */
+static void job_check_sent(svc_job_t *job, int rc) {
   db_result_t r = {0};
+
+  if (rc == 0)
+    return;
   r.err = rc;
   svc_fail_db(job->call, &r);
   rpc_call_unref(job->call);
@@ -90,35 +100,15 @@ static void job_refused(svc_job_t *job, int rc) {
 
 void svc_query(rpc_call_t *call, const char *sql, int nparams, const char *const *values, svc_cb cb,
                void *arg) {
-  server_t *srv = rpc_call_server(call);
-  svc_job_t *job;
-  int rc;
-
-  if (srv->db == NULL) {
-    rpc_fail(call, GRPC_UNAVAILABLE, "no database configured");
-    return;
-  }
-  if ((job = job_new(call, cb, arg)) == NULL)
-    return;
-  rc = db_query(srv->db, sql, nparams, values, job_done, job);
-  if (rc != 0)
-    job_refused(job, rc);
+  svc_job_t *job = job_new(call, cb, arg);
+  if (job)
+    job_check_sent(job, db_query(rpc_call_server(call)->db, sql, nparams, values, job_done, job));
 }
 
 void svc_txn(rpc_call_t *call, const db_stmt_t *stmts, int n, svc_cb cb, void *arg) {
-  server_t *srv = rpc_call_server(call);
-  svc_job_t *job;
-  int rc;
-
-  if (srv->db == NULL) {
-    rpc_fail(call, GRPC_UNAVAILABLE, "no database configured");
-    return;
-  }
-  if ((job = job_new(call, cb, arg)) == NULL)
-    return;
-  rc = db_txn(srv->db, stmts, n, job_done, job);
-  if (rc != 0)
-    job_refused(job, rc);
+  svc_job_t *job = job_new(call, cb, arg);
+  if (job)
+    job_check_sent(job, db_txn(rpc_call_server(call)->db, stmts, n, job_done, job));
 }
 
 int svc_role(const rpc_call_t *call) {

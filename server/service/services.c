@@ -8,6 +8,7 @@
 #include "service/admin.h"
 #include "service/audit.h"
 #include "service/audit_watch.h"
+#include "service/clue.h"
 #include "service/debug.h"
 #include "service/health.h"
 
@@ -20,6 +21,8 @@ int services_start(server_t *srv) {
     rc = rpc_table_add(srv->methods, admin_methods, admin_nmethods);
   if (rc == 0)
     rc = rpc_table_add(srv->methods, audit_methods, audit_nmethods);
+  if (rc == 0)
+    rc = rpc_table_add(srv->methods, clue_methods, clue_nmethods);
 #ifdef CLUED_TEST_HOOKS
   if (rc == 0)
     rc = rpc_table_add(srv->methods, debug_methods, debug_nmethods);

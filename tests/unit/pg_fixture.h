@@ -49,6 +49,38 @@ static inline int pgfx_start(pg_fixture_t *f) {
   return pclose(out) == 0 ? 0 : -1;
 }
 
+/* Start a cluster of this process's own, whatever the environment says (for tests that stop
+ * and restart the server). */
+static inline int pgfx_start_private(pg_fixture_t *f) {
+  const char *host = getenv("CLUED_TEST_PGHOST");
+  char *saved = host ? strdup(host) : NULL;
+  int rc;
+
+  unsetenv("CLUED_TEST_PGHOST");
+  rc = pgfx_start(f);
+  if (saved) {
+    setenv("CLUED_TEST_PGHOST", saved, 1);
+    free(saved);
+  }
+  return rc;
+}
+
+/* pg_ctl stop or start on a cluster this process owns; 0 on success. Blocks until done. */
+static inline int pgfx_ctl(const pg_fixture_t *f, const char *action) {
+  char cmd[2048];
+
+  if (!f->owned_dir[0])
+    return -1;
+  snprintf(cmd, sizeof(cmd),
+           "bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1); "
+           "as=; [ \"$(id -u)\" -eq 0 ] && as='runuser -u postgres --'; "
+           "if [ %s = stop ]; then $as $bin/pg_ctl -D %s/data -m fast -w stop >/dev/null; "
+           "else $as $bin/pg_ctl -D %s/data -l %s/postgres.log -w -o \"-k %s "
+           "-c listen_addresses='' -p %s -c fsync=off\" start >/dev/null; fi",
+           action, f->owned_dir, f->owned_dir, f->owned_dir, f->owned_dir, f->port);
+  return system(cmd) == 0 ? 0 : -1;
+}
+
 static inline void pgfx_stop(pg_fixture_t *f) {
   char cmd[512];
 

@@ -5,12 +5,12 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <setjmp.h>
-#include <sys/socket.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <cmocka.h>
 
@@ -18,20 +18,22 @@
 #include "pg_fixture.h"
 
 static pg_fixture_t pg;
+static pg_fixture_t restart_pg; /* test_server_restart's own cluster; teardown stops it */
 static char dbname[128];
-static char conninfo[600];
+static char conninfo[1024];
 
 typedef struct tctx {
   uv_loop_t loop;
   db_pool_t *pool;
   int size;
   int closed;
-  int in_submit;       /* set around db_query/db_txn: a callback must never see it */
+  int in_submit; /* set around db_query/db_txn: a callback must never see it */
   int completed;
   int ok, equery, equeue, eunavail, eclosed;
-  char health[64];     /* "1", "10", "101": every health change, in order */
-  int ready;           /* listener ready callbacks */
+  char health[64]; /* "1", "10", "101": every health change, in order */
+  int ready;       /* listener ready callbacks */
   int notified;
+  int sent; /* pg_notify() queries completed */
   char payload[128];
   char channel[128];
 } tctx_t;
@@ -109,15 +111,19 @@ static void ctx_open_cfg(tctx_t *t, db_config_t *cfg, int wait_idle) {
     assert_true(run_until(&t->loop, all_idle, t, 10000));
 }
 
-static void ctx_open(tctx_t *t, int size, size_t queue_max) {
+static void ctx_open_backoff(tctx_t *t, int size, size_t queue_max, unsigned min_ms) {
   db_config_t cfg = {0};
 
   cfg.conninfo = conninfo;
   cfg.size = size;
   cfg.queue_max = queue_max;
-  cfg.reconnect_min_ms = 50;
-  cfg.reconnect_max_ms = 500;
+  cfg.reconnect_min_ms = min_ms;
+  cfg.reconnect_max_ms = 10 * min_ms;
   ctx_open_cfg(t, &cfg, 1);
+}
+
+static void ctx_open(tctx_t *t, int size, size_t queue_max) {
+  ctx_open_backoff(t, size, queue_max, 50);
 }
 
 static void on_pool_closed(void *arg) {
@@ -148,17 +154,28 @@ typedef struct rec {
   int rows;
   char value[256];
   int value_null;
-  int expect;          /* for value checks in bulk tests */
+  int expect; /* for value checks in bulk tests */
 } rec_t;
 
 static void count_err(tctx_t *t, int err) {
   switch (err) {
-  case DB_OK: t->ok++; break;
-  case DB_EQUERY: t->equery++; break;
-  case DB_EQUEUE: t->equeue++; break;
-  case DB_EUNAVAILABLE: t->eunavail++; break;
-  case DB_ECLOSED: t->eclosed++; break;
-  default: fail_msg("unexpected error %d", err);
+  case DB_OK:
+    t->ok++;
+    break;
+  case DB_EQUERY:
+    t->equery++;
+    break;
+  case DB_EQUEUE:
+    t->equeue++;
+    break;
+  case DB_EUNAVAILABLE:
+    t->eunavail++;
+    break;
+  case DB_ECLOSED:
+    t->eclosed++;
+    break;
+  default:
+    fail_msg("unexpected error %d", err);
   }
 }
 
@@ -222,9 +239,9 @@ static void test_query_result_and_params(void **state) {
   (void)state;
   ctx_open(&t, 2, 16);
   assert_true(db_pool_healthy(t.pool));
-  assert_int_equal(db_query(t.pool, "SELECT $1::int + 1, NULL::text, $2::text, $3::text", 3,
-                            vals, on_basic, &t),
-                   0);
+  assert_int_equal(
+      db_query(t.pool, "SELECT $1::int + 1, NULL::text, $2::text, $3::text", 3, vals, on_basic, &t),
+      0);
   query(&t, &rows, "SELECT g FROM generate_series(1, 5) g", 0, NULL);
   wait_completed(&t, 2, 5000);
   assert_int_equal(rows.err, DB_OK);
@@ -328,7 +345,7 @@ static void on_txn_fail(const db_result_t *r, void *arg) {
   assert_non_null(r->res[1]);
   assert_non_null(r->res[2]); /* the failing statement's error result */
   assert_int_equal(PQresultStatus(r->res[2]), PGRES_FATAL_ERROR);
-  assert_null(r->res[3]);     /* never ran */
+  assert_null(r->res[3]); /* never ran */
   assert_null(db_value(r, 0, 0));
   assert_int_equal(db_rows(r), 0);
   t->completed++;
@@ -368,8 +385,7 @@ static void test_txn_rolls_back_all(void **state) {
   /* Same connection: this fails with 25P02 if the aborted transaction were still open. */
   query(&t, &count, "SELECT count(*) FROM txn_bad", 0, NULL);
   query(&t, &check, "SELECT count(*) FROM txn_bad", 0, NULL);
-  query(&t, &create2,
-        "CREATE TABLE txn_def (x int UNIQUE DEFERRABLE INITIALLY DEFERRED)", 0, NULL);
+  query(&t, &create2, "CREATE TABLE txn_def (x int UNIQUE DEFERRABLE INITIALLY DEFERRED)", 0, NULL);
   t.in_submit = 1;
   assert_int_equal(db_txn(t.pool, dup, 2, on_txn_commit_fails, &t), 0);
   t.in_submit = 0;
@@ -486,7 +502,7 @@ static void test_many_concurrent(void **state) {
   enum { NQ = 300, NT = 50 };
   tctx_t t;
   rec_t *recs = calloc(NQ + NT, sizeof(rec_t));
-  char (*num)[16] = calloc(NQ + NT, 16);
+  char(*num)[16] = calloc(NQ + NT, 16);
 
   (void)state;
   assert_non_null(recs);
@@ -534,8 +550,9 @@ static void test_slow_query_does_not_block_loop(void **state) {
   ticks_at_done = ticks;
   uv_close((uv_handle_t *)&timer, NULL);
   assert_int_equal(slow.err, DB_OK);
-  /* About 20 ticks of 50 ms fit in one second when the loop never blocks. */
-  assert_true(ticks_at_done >= 12);
+  /* About 20 ticks of 50 ms fit in one second when the loop never blocks, at most one if it
+   * blocked; leave room for a loaded machine. */
+  assert_true(ticks_at_done >= 8);
   ctx_close(&t);
 }
 
@@ -549,7 +566,7 @@ static void on_notify(const char *channel, const char *payload, void *arg) {
 
 static void on_notify_sent(const db_result_t *r, void *arg) {
   assert_int_equal(r->err, DB_OK);
-  (void)arg;
+  ((tctx_t *)arg)->sent++;
 }
 
 #define TEST_CHANNEL "Clued test \"chan\""
@@ -565,8 +582,11 @@ static void on_ready(void *arg) {
   notify(t, "héllo 世界");
 }
 
+/* The listener may hear the notification before the sender's query result is read: wait for
+ * both, or closing the pool would fail the sender with DB_ECLOSED. */
 static int got_notify(void *arg) {
-  return ((tctx_t *)arg)->notified > 0;
+  tctx_t *t = arg;
+  return t->notified > 0 && t->sent > 0;
 }
 
 static void test_listen_receives_notify(void **state) {
@@ -600,7 +620,7 @@ static void test_close_with_work_in_flight(void **state) {
   assert_int_equal(db_query(t.pool, "SELECT 1", 0, NULL, on_rec, &dummy), DB_ECLOSED);
   assert_int_equal(db_listen(t.pool, "late", on_notify, &t), DB_ECLOSED);
   assert_true(run_until(&t.loop, is_closed, &t, 5000));
-  assert_true(uv_now(&t.loop) - t0 < 2000); /* did not wait for pg_sleep */
+  assert_true(uv_now(&t.loop) - t0 < 3000); /* did not wait for pg_sleep(5) */
   assert_int_equal(t.eclosed, 5);
   for (int i = 0; i < 5; i++)
     assert_int_equal(r[i].called, 1);
@@ -652,7 +672,8 @@ static void test_close_from_callback(void **state) {
   assert_int_equal(uv_loop_close(&t.loop), 0);
 }
 
-/* ---- faults ------------------------------------------------------------------------------------ */
+/* ---- faults ------------------------------------------------------------------------------------
+ */
 
 static void terminate_backends(void) {
   PGconn *c = pgfx_connect(&pg, dbname);
@@ -694,7 +715,9 @@ static void test_lost_connections_reconnect(void **state) {
   uv_timer_t kill;
 
   (void)state;
-  ctx_open(&t, 2, 16);
+  /* Backoff long enough that every terminated connection is noticed before the first one
+   * reconnects, so health drops to 0 before it comes back, even on a slow machine. */
+  ctx_open_backoff(&t, 2, 16, 400);
   assert_string_equal(t.health, "1");
   assert_int_equal(db_listen_ex(t.pool, TEST_CHANNEL, on_notify, on_ready_count, &t), 0);
   assert_true(run_until(&t.loop, ready_once, &t, 5000));
@@ -718,6 +741,65 @@ static void test_lost_connections_reconnect(void **state) {
 
 static int unhealthy_reported(void *arg) {
   return strchr(((tctx_t *)arg)->health, '0') != NULL;
+}
+
+static int never(void *arg) {
+  (void)arg;
+  return 0;
+}
+
+static int went_down(void *arg) {
+  return strcmp(((tctx_t *)arg)->health, "10") == 0;
+}
+
+static void test_server_restart(void **state) {
+  pg_fixture_t *own = &restart_pg;
+  tctx_t t;
+  rec_t slow, during, after;
+  db_config_t cfg = {0};
+  char ci[1024];
+  uint64_t t0;
+
+  (void)state;
+  assert_int_equal(pgfx_start_private(own), 0);
+  pgfx_conninfo(own, "postgres", ci, sizeof(ci));
+  cfg.conninfo = ci;
+  cfg.size = 2;
+  cfg.reconnect_min_ms = 50;
+  cfg.reconnect_max_ms = 200;
+  ctx_open_cfg(&t, &cfg, 1);
+  assert_int_equal(db_listen_ex(t.pool, TEST_CHANNEL, on_notify, on_ready_count, &t), 0);
+  assert_true(run_until(&t.loop, ready_once, &t, 5000));
+  query(&t, &slow, "SELECT pg_sleep(10)", 0, NULL);
+
+  assert_int_equal(pgfx_ctl(own, "stop"), 0);
+  wait_completed(&t, 1, 5000);
+  assert_int_equal(slow.err, DB_EUNAVAILABLE);
+  assert_true(run_until(&t.loop, went_down, &t, 5000));
+  /* While the server is gone, requests fail at once rather than wait. */
+  uv_update_time(&t.loop);
+  t0 = uv_now(&t.loop);
+  query(&t, &during, "SELECT 1", 0, NULL);
+  wait_completed(&t, 2, 2000);
+  assert_int_equal(during.err, DB_EUNAVAILABLE);
+  assert_true(uv_now(&t.loop) - t0 < 500);
+  /* Some reconnect attempts fail meanwhile; requests still fail at once. */
+  (void)run_until(&t.loop, never, NULL, 400);
+  query(&t, &during, "SELECT 2", 0, NULL);
+  wait_completed(&t, 3, 500);
+  assert_int_equal(during.err, DB_EUNAVAILABLE);
+  assert_string_equal(t.health, "10");
+
+  assert_int_equal(pgfx_ctl(own, "start"), 0);
+  assert_true(run_until(&t.loop, fault_recovered, &t, 10000));
+  query(&t, &after, "SELECT 'back'", 0, NULL);
+  notify(&t, "after restart");
+  assert_true(run_until(&t.loop, got_notify, &t, 5000));
+  wait_completed(&t, 4, 5000);
+  assert_int_equal(after.err, DB_OK);
+  assert_string_equal(t.payload, "after restart");
+  ctx_close(&t);
+  pgfx_stop(own);
 }
 
 static void test_unreachable_fails_fast(void **state) {
@@ -768,8 +850,7 @@ static void test_connect_timeout(void **state) {
   assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
   assert_int_equal(listen(fd, 16), 0);
   assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-  snprintf(ci, sizeof(ci), "hostaddr=127.0.0.1 port=%d user=postgres dbname=x",
-           ntohs(sa.sin_port));
+  snprintf(ci, sizeof(ci), "hostaddr=127.0.0.1 port=%d user=postgres dbname=x", ntohs(sa.sin_port));
   cfg.conninfo = ci;
   cfg.size = 1;
   cfg.connect_timeout_ms = 300;
@@ -802,7 +883,8 @@ static void test_bad_conninfo(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
-/* ---- fixture ------------------------------------------------------------------------------------ */
+/* ---- fixture ------------------------------------------------------------------------------------
+ */
 
 static int group_setup(void **state) {
   (void)state;
@@ -820,6 +902,7 @@ static int group_teardown(void **state) {
   (void)state;
   pgfx_drop_db(&pg, dbname);
   pgfx_stop(&pg);
+  pgfx_stop(&restart_pg);
   return 0;
 }
 
@@ -840,6 +923,7 @@ int main(void) {
       cmocka_unit_test(test_close_while_connecting),
       cmocka_unit_test(test_close_from_callback),
       cmocka_unit_test(test_lost_connections_reconnect),
+      cmocka_unit_test(test_server_restart),
       cmocka_unit_test(test_unreachable_fails_fast),
       cmocka_unit_test(test_connect_timeout),
       cmocka_unit_test(test_bad_conninfo),

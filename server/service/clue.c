@@ -1,0 +1,624 @@
+/* clue.v1.ClueService: submitting, reading and moving clues (DESIGN.md §2, §4).
+ *
+ * Each call: decode (the transport) -> validate (validate.h) -> read the facts in one query
+ * -> decide (authz.h, clue_fsm.h) -> one write statement (a function of 0003_clues.sql) ->
+ * encode. Listing is in clue_list.c, proposals in proposal.c. */
+
+#include "service/clue.h"
+
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "service/clue_list.h"
+#include "service/clue_row.h"
+#include "service/proposal.h"
+
+/* ---- shared ----------------------------------------------------------------------------- */
+
+static const char *param_i64(rpc_call_t *call, int64_t v) {
+  return svc_i64(call, v, 0);
+}
+
+/* Visible to the caller, or fail with NOT_FOUND ("clue not found", as for a missing id). */
+static bool see_or_refuse(rpc_call_t *call, const clue_row_t *row) {
+  authz_principal_t p = clue_principal(call);
+  authz_result_t res;
+
+  if (row->id == 0) {
+    log_info("call %s: %s refused (5): no such clue", rpc_call_id(call),
+             rpc_call_method(call)->path);
+    rpc_fail(call, GRPC_NOT_FOUND, "clue not found");
+    return false;
+  }
+  res = authz_can_see_clue(&p, &row->facts);
+  if (!authz_ok(&res)) {
+    clue_refuse(call, &res);
+    return false;
+  }
+  return true;
+}
+
+/* ---- SubmitClue ------------------------------------------------------------------------ */
+
+#define CATEGORIES_MAX 32
+
+static int validate_submit(const Clue__V1__SubmitClueRequest *req, validate_error_t *err) {
+  const Clue__V1__SubjectPerson *s = req->subject;
+  const Clue__V1__ReporterContact *rep = req->reporter;
+  const unsigned chars = VALIDATE_COUNT_CHARS;
+  int rc;
+
+  if ((rc = validate_request_id(req->request_id, err)) != 0 ||
+      (rc = validate_title("title", req->title, err)) != 0 ||
+      (rc = validate_summary(req->summary, err)) != 0 ||
+      (rc = validate_enum("source", (int)req->source, 1, 6, err)) != 0 ||
+      (rc = validate_name("subject.name", s ? s->name : NULL, true, err)) != 0 ||
+      (rc = validate_name("subject.position", s ? s->position : NULL, false, err)) != 0 ||
+      (rc = validate_name("subject.rank_level", s ? s->rank_level : NULL, false, err)) != 0 ||
+      (rc = validate_name("host_unit", req->host_unit, true, err)) != 0)
+    return rc;
+  if (req->n_violation_categories > CATEGORIES_MAX) {
+    err->field = "violation_categories";
+    snprintf(err->message, sizeof(err->message), "violation_categories has more than %d entries",
+             CATEGORIES_MAX);
+    return VALIDATE_EINVAL;
+  }
+  for (size_t i = 0; i < req->n_violation_categories; i++)
+    if ((rc = validate_name("violation_categories", req->violation_categories[i], true, err)) != 0)
+      return rc;
+  if (rep == NULL)
+    return 0;
+  if ((rc = validate_name("reporter.name", rep->name, false, err)) != 0 ||
+      (rc = validate_text("reporter.phone", rep->phone, 64, chars, err)) != 0 ||
+      (rc = validate_text("reporter.address", rep->address, 500, chars, err)) != 0 ||
+      (rc = validate_text("reporter.email", rep->email, 254, chars, err)) != 0)
+    return rc;
+  return 0;
+}
+
+/* Registration numbers count per calendar year of the server's local time zone. */
+static int year_of(int64_t ms) {
+  time_t t = (time_t)(ms / 1000);
+  struct tm tm;
+  if (localtime_r(&t, &tm) == NULL)
+    return 1970;
+  return tm.tm_year + 1900;
+}
+
+/* clang-format off */
+static const char submit_sql[] =
+    "SELECT " CLUE_COLS("s", "ou", "$2")
+    " FROM clue_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,"
+    " $15::text[], $16, $17, $18, $19) s JOIN units ou ON ou.id = (s).owner_unit";
+
+static const char get_clue_sql[] =
+    "SELECT " CLUE_COLS("c", "ou", "$2")
+    " FROM clues c JOIN units ou ON ou.id = c.owner_unit WHERE c.id = $1";
+/* clang-format on */
+
+static void reply_clue(rpc_call_t *call, const db_result_t *r, void *arg) {
+  clue_row_t row;
+  (void)arg;
+
+  if (db_rows(r) != 1 || clue_row_read(call, r, 0, 0, clue_now_ms(call), &row) != 0) {
+    clue_oom(call);
+    return;
+  }
+  /* A retried submit returns the first clue, which a handover may since have hidden. */
+  if (!see_or_refuse(call, &row))
+    return;
+  (void)rpc_reply(call, &row.clue->base);
+}
+
+static void submit_clue(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__SubmitClueRequest *req = (const void *)m;
+  const Clue__V1__SubjectPerson *s = req->subject;
+  const Clue__V1__ReporterContact *rep = req->reporter;
+  authz_principal_t p = clue_principal(call);
+  clue_deadline_config_t cfg = clue_deadline_config(call);
+  int64_t now = clue_now_ms(call), deadline;
+  authz_result_t res;
+  validate_error_t err;
+  const char *params[19];
+
+  if (clue_invalid(call, validate_submit(req, &err), &err))
+    return;
+  res = authz_can_submit(&p);
+  if (!authz_ok(&res)) {
+    clue_refuse(call, &res);
+    return;
+  }
+  params[0] = param_i64(call, p.user_id);
+  params[1] = param_i64(call, p.unit_id);
+  params[2] = clue_request_key(call, req->request_id);
+  params[3] = param_i64(call, now);
+  deadline = clue_stage_deadline_ms(&cfg, CLUE_STATE_INITIAL, now);
+  params[4] = svc_i64(call, deadline, 1);
+  params[5] = rpc_call_printf(call, "%d", year_of(now));
+  params[6] = clue_trimmed(call, req->title);
+  params[7] = clue_trimmed(call, req->summary);
+  params[8] = clue_source_db(req->source);
+  params[9] = clue_trimmed(call, s->name);
+  params[10] = clue_trimmed(call, s->position);
+  params[11] = clue_trimmed(call, s->rank_level);
+  params[12] = s->is_top_leader ? "t" : "f";
+  params[13] = clue_trimmed(call, req->host_unit);
+  params[14] = clue_text_array(call, req->violation_categories, req->n_violation_categories);
+  params[15] = rep ? clue_trimmed(call, rep->name) : NULL;
+  params[16] = rep ? clue_trimmed(call, rep->phone) : NULL;
+  params[17] = rep ? clue_trimmed(call, rep->address) : NULL;
+  params[18] = rep ? clue_trimmed(call, rep->email) : NULL;
+  if (params[0] == NULL || params[1] == NULL || params[2] == NULL || params[3] == NULL ||
+      (deadline != 0 && params[4] == NULL) || params[5] == NULL || params[6] == NULL ||
+      params[7] == NULL || params[9] == NULL || params[13] == NULL || params[14] == NULL) {
+    clue_oom(call);
+    return;
+  }
+  svc_query(call, submit_sql, 19, params, reply_clue, NULL);
+}
+
+/* ---- GetClue ---------------------------------------------------------------------------- */
+
+static void reply_with_reporter(rpc_call_t *call, const db_result_t *r, void *arg) {
+  Clue__V1__Clue *c = arg;
+  Clue__V1__ReporterContact *rep;
+
+  /* No row: the caller's unit stopped owning the clue after the first read. */
+  if (db_rows(r) == 1) {
+    if ((rep = rpc_call_alloc(call, sizeof(*rep))) == NULL) {
+      clue_oom(call);
+      return;
+    }
+    clue__v1__reporter_contact__init(rep);
+    rep->name = svc_col_str(call, r, 0, 0);
+    rep->phone = svc_col_str(call, r, 0, 1);
+    rep->address = svc_col_str(call, r, 0, 2);
+    rep->email = svc_col_str(call, r, 0, 3);
+    if (rep->name == NULL || rep->phone == NULL || rep->address == NULL || rep->email == NULL) {
+      clue_oom(call);
+      return;
+    }
+    c->reporter = rep;
+  }
+  (void)rpc_reply(call, &c->base);
+}
+
+static void got_clue(rpc_call_t *call, const db_result_t *r, void *arg) {
+  authz_principal_t p = clue_principal(call);
+  authz_result_t res;
+  clue_row_t row = {0};
+  const char *params[3];
+  (void)arg;
+
+  if (db_rows(r) == 1 && clue_row_read(call, r, 0, 0, clue_now_ms(call), &row) != 0) {
+    clue_oom(call);
+    return;
+  }
+  if (!see_or_refuse(call, &row))
+    return;
+  res = authz_can_see_reporter(&p, &row.facts);
+  if (!row.has_reporter || !authz_ok(&res)) {
+    (void)rpc_reply(call, &row.clue->base);
+    return;
+  }
+  /* The read of the reporter and its audit event are one statement. */
+  params[0] = param_i64(call, p.user_id);
+  params[1] = param_i64(call, p.unit_id);
+  params[2] = param_i64(call, row.id);
+  if (params[0] == NULL || params[1] == NULL || params[2] == NULL) {
+    clue_oom(call);
+    return;
+  }
+  svc_query(call, "SELECT name, phone, address, email FROM clue_read_reporter($1, $2, $3)", 3,
+            params, reply_with_reporter, row.clue);
+}
+
+static void get_clue(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__GetClueRequest *req = (const void *)m;
+  validate_error_t err;
+  const char *params[2];
+
+  if (clue_invalid(call, validate_id("clue_id", req->clue_id, &err), &err))
+    return;
+  params[0] = param_i64(call, req->clue_id);
+  params[1] = param_i64(call, clue_principal(call).unit_id);
+  if (params[0] == NULL || params[1] == NULL) {
+    clue_oom(call);
+    return;
+  }
+  svc_query(call, get_clue_sql, 2, params, got_clue, NULL);
+}
+
+/* ---- RequestTransition ------------------------------------------------------------------ */
+
+/* A move request after validation: trimmed texts, NULL when blank. */
+typedef struct move_req {
+  const Clue__V1__RequestTransitionRequest *req;
+  const char *request_id;
+  const char *reason;
+  int disposal;
+  const char *finding;
+  const char *sanction_kind;
+  int32_t persons_disciplined;
+  const char *receiving_organ;
+  int64_t named_reviewer; /* details.reviewer_unit_id */
+} move_req_t;
+
+/* Columns of the facts query: the clue, the named reviewer's kind, the idempotency record,
+ * and the proposal that record names. */
+enum {
+  MF_NAMED_KIND = CLUE_NCOLS,
+  MF_REQ_METHOD,
+  MF_REQ_CLUE,
+  MF_PROPOSAL,
+};
+
+/* clang-format off */
+static const char move_facts_sql[] =
+    "SELECT " CLUE_COLS("c", "ou", "$4") ", nu.kind, q.method, q.clue_id, " PROPOSAL_COLS("rp")
+    " FROM (SELECT 1) one"
+    " LEFT JOIN clues c ON c.id = $1"
+    " LEFT JOIN units ou ON ou.id = c.owner_unit"
+    " LEFT JOIN units nu ON nu.id = $5"
+    " LEFT JOIN clue_requests q ON q.user_id = $2 AND q.request_id = $3"
+    " LEFT JOIN proposals rp ON rp.id = q.proposal_id";
+
+/* The details a move carries, as jsonb without the fields it does not need (NULLs). */
+#define MOVE_DETAILS                                                                            \
+  "jsonb_build_object('disposal', $11::text, 'finding', $12::text, 'sanction_kind', $13::text," \
+  " 'persons_disciplined', $14::int, 'receiving_organ', $15::text"
+
+static const char apply_move_sql[] =
+    "SELECT " OUTCOME_COLS " FROM clue_apply_move($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+    " jsonb_strip_nulls(" MOVE_DETAILS ")), $16)" OUTCOME_JOIN;
+
+static const char propose_sql[] =
+    "SELECT " OUTCOME_COLS " FROM proposal_create($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+    " jsonb_strip_nulls(" MOVE_DETAILS ", 'reviewer_unit_id', $17::bigint)), $16)" OUTCOME_JOIN;
+/* clang-format on */
+
+/* Reply with the clue and, when the call made or names one, the proposal. */
+static void reply_transition(rpc_call_t *call, const clue_row_t *row, Clue__V1__Proposal *prop) {
+  Clue__V1__RequestTransitionResponse resp = CLUE__V1__REQUEST_TRANSITION_RESPONSE__INIT;
+
+  resp.clue = row->clue;
+  resp.proposal = prop;
+  resp.pending = prop && prop->status == CLUE__V1__PROPOSAL_STATUS__PROPOSAL_STATUS_PENDING;
+  (void)rpc_reply(call, &resp.base);
+}
+
+static void moved(rpc_call_t *call, const db_result_t *r, void *arg) {
+  clue_row_t row;
+  Clue__V1__Proposal *prop;
+  (void)arg;
+
+  if (db_rows(r) != 1 || clue_row_read(call, r, 0, 0, clue_now_ms(call), &row) != 0 ||
+      clue_proposal_read(call, r, 0, CLUE_NCOLS, &prop, NULL) != 0) {
+    clue_oom(call);
+    return;
+  }
+  if (!see_or_refuse(call, &row))
+    return;
+  reply_transition(call, &row, prop);
+}
+
+/* The first call with this request_id already ran: answer with what it produced, as it is now. */
+static void replay_transition(rpc_call_t *call, const db_result_t *r, const move_req_t *mr,
+                              clue_row_t *row) {
+  Clue__V1__Proposal *prop;
+
+  if (strcmp(db_value(r, 0, MF_REQ_METHOD), "RequestTransition") != 0 ||
+      svc_col_i64(r, 0, MF_REQ_CLUE) != mr->req->clue_id) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "request_id %s was already used for another call",
+             mr->request_id);
+    return;
+  }
+  if (!see_or_refuse(call, row))
+    return;
+  if (clue_proposal_read(call, r, 0, MF_PROPOSAL, &prop, NULL) != 0) {
+    clue_oom(call);
+    return;
+  }
+  reply_transition(call, row, prop);
+}
+
+static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
+  const move_req_t *mr = arg;
+  const Clue__V1__RequestTransitionRequest *req = mr->req;
+  authz_principal_t p = clue_principal(call);
+  clue_deadline_config_t cfg = clue_deadline_config(call);
+  int64_t now = clue_now_ms(call), reviewer = 0, deadline = 0;
+  const clue_move_t *move = NULL;
+  clue_move_facts_t mf = {0};
+  authz_result_t res;
+  validate_error_t err;
+  clue_row_t row;
+  const char *params[17];
+
+  if (db_rows(r) != 1 || clue_row_read(call, r, 0, 0, now, &row) != 0) {
+    clue_oom(call);
+    return;
+  }
+  if (db_value(r, 0, MF_REQ_METHOD) != NULL) {
+    replay_transition(call, r, mr, &row);
+    return;
+  }
+  if (row.id == 0) {
+    (void)see_or_refuse(call, &row);
+    return;
+  }
+  res = authz_can_move(&p, &row.facts, (clue_state_t)req->target, &move);
+  /* Past visibility and permission, a stale version comes first: the caller's view of the
+   * clue is out of date, so what the move would need now is not its question yet. */
+  if ((authz_ok(&res) || res.decision == AUTHZ_FAILED_PRECONDITION) &&
+      row.version != req->expected_version) {
+    log_info("call %s: move refused (10): version %lld, expected %lld", rpc_call_id(call),
+             (long long)row.version, (long long)req->expected_version);
+    rpc_fail(call, GRPC_ABORTED,
+             "clue %lld is at version %lld, not the expected %lld: it changed meanwhile; reload "
+             "it and retry",
+             (long long)row.id, (long long)row.version, (long long)req->expected_version);
+    return;
+  }
+  if (!authz_ok(&res)) {
+    clue_refuse(call, &res);
+    return;
+  }
+  mf.reason = mr->reason;
+  mf.disposal = mr->disposal;
+  mf.finding = mr->finding;
+  mf.sanction_kind = mr->sanction_kind;
+  mf.persons_disciplined = mr->persons_disciplined;
+  mf.receiving_organ = mr->receiving_organ;
+  if (clue_invalid(call, clue_fsm_check_fields(move, &mf, &err), &err))
+    return;
+  if (move->co_review) {
+    res = authz_reviewer_unit(&row.facts, mr->named_reviewer,
+                              (clue_unit_kind_t)clue_unit_kind_of(db_value(r, 0, MF_NAMED_KIND)),
+                              &reviewer);
+    if (!authz_ok(&res)) {
+      clue_refuse(call, &res);
+      return;
+    }
+  }
+
+  memset(params, 0, sizeof(params));
+  params[0] = param_i64(call, p.user_id);
+  params[1] = param_i64(call, p.unit_id);
+  params[2] = mr->request_id;
+  params[3] = param_i64(call, now);
+  params[4] = param_i64(call, row.id);
+  params[5] = param_i64(call, row.version);
+  params[6] = clue_state_name(move->from);
+  params[7] = clue_state_name(move->to);
+  params[8] = move->action;
+  params[9] = mr->reason;
+  /* Only the fields this move carries are stored. */
+  if (move->required & CLUE_FIELD_DISPOSAL)
+    params[10] = clue_disposal_db(mr->disposal);
+  if (move->required & CLUE_FIELD_FINDING)
+    params[11] = mr->finding;
+  if (move->required & CLUE_FIELD_OUTCOME) {
+    params[12] = mr->sanction_kind;
+    params[13] = rpc_call_printf(call, "%d", (int)mr->persons_disciplined);
+  }
+  if (move->required & CLUE_FIELD_RECEIVING_ORGAN)
+    params[14] = mr->receiving_organ;
+  if (move->co_review) {
+    params[15] = param_i64(call, reviewer);
+    params[16] = svc_i64(call, mr->named_reviewer == reviewer ? reviewer : 0, 1);
+  } else {
+    deadline = clue_stage_deadline_ms(&cfg, move->to, now);
+    params[15] = svc_i64(call, deadline, 1);
+  }
+  if (params[0] == NULL || params[1] == NULL || params[3] == NULL || params[4] == NULL ||
+      params[5] == NULL || ((move->required & CLUE_FIELD_OUTCOME) && params[13] == NULL) ||
+      ((move->co_review || deadline != 0) && params[15] == NULL)) {
+    clue_oom(call);
+    return;
+  }
+  if (move->co_review)
+    svc_query(call, propose_sql, 17, params, moved, NULL);
+  else
+    svc_query(call, apply_move_sql, 16, params, moved, NULL);
+}
+
+static int validate_move(const Clue__V1__RequestTransitionRequest *req, validate_error_t *err) {
+  const Clue__V1__TransitionDetails *d = req->details;
+  int rc;
+
+  if ((rc = validate_id("clue_id", req->clue_id, err)) != 0 ||
+      (rc = validate_id("expected_version", req->expected_version, err)) != 0 ||
+      (rc = validate_enum("target", (int)req->target, 1, 5, err)) != 0 ||
+      (rc = validate_request_id(req->request_id, err)) != 0 ||
+      (rc = validate_reason("reason", req->reason, false, err)) != 0)
+    return rc;
+  if (d == NULL)
+    return 0;
+  if ((rc = validate_enum("details.disposal", (int)d->disposal, 0, 3, err)) != 0 ||
+      (rc = validate_reason("details.finding", d->finding, false, err)) != 0 ||
+      (rc = validate_name("details.sanction_kind", d->sanction_kind, false, err)) != 0 ||
+      (rc = validate_name("details.receiving_organ", d->receiving_organ, false, err)) != 0)
+    return rc;
+  if (d->persons_disciplined < 0) {
+    err->field = "details.persons_disciplined";
+    snprintf(err->message, sizeof(err->message),
+             "details.persons_disciplined must not be negative");
+    return VALIDATE_EINVAL;
+  }
+  if (d->reviewer_unit_id < 0) {
+    err->field = "details.reviewer_unit_id";
+    snprintf(err->message, sizeof(err->message), "details.reviewer_unit_id must be positive");
+    return VALIDATE_EINVAL;
+  }
+  return 0;
+}
+
+static void request_transition(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__RequestTransitionRequest *req = (const void *)m;
+  const Clue__V1__TransitionDetails *d = req->details;
+  validate_error_t err;
+  move_req_t *mr;
+  const char *params[5];
+
+  if (clue_invalid(call, validate_move(req, &err), &err))
+    return;
+  if ((mr = rpc_call_alloc(call, sizeof(*mr))) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  mr->req = req;
+  mr->request_id = clue_request_key(call, req->request_id);
+  mr->reason = clue_trimmed(call, req->reason);
+  if (d != NULL) {
+    mr->disposal = (int)d->disposal;
+    mr->finding = clue_trimmed(call, d->finding);
+    mr->sanction_kind = clue_trimmed(call, d->sanction_kind);
+    mr->persons_disciplined = d->persons_disciplined;
+    mr->receiving_organ = clue_trimmed(call, d->receiving_organ);
+    mr->named_reviewer = d->reviewer_unit_id;
+  }
+  params[0] = param_i64(call, req->clue_id);
+  params[1] = param_i64(call, clue_principal(call).user_id);
+  params[2] = mr->request_id;
+  params[3] = param_i64(call, clue_principal(call).unit_id);
+  params[4] = svc_i64(call, mr->named_reviewer, 1);
+  if (mr->request_id == NULL || params[0] == NULL || params[1] == NULL || params[3] == NULL) {
+    clue_oom(call);
+    return;
+  }
+  svc_query(call, move_facts_sql, 5, params, got_move_facts, mr);
+}
+
+/* ---- GetHistory ------------------------------------------------------------------------- */
+
+/* clang-format off */
+#define EVENT_COLS                                                                              \
+  "e.seq, " SVC_MS("e.at") ", e.actor_user_id, e.actor_unit_id, e.action, e.subject_type, "    \
+  "e.subject_id, e.from_state, e.to_state, e.reason, e.details, encode(e.prev_hash, 'hex'), "  \
+  "encode(e.hash, 'hex')"
+
+/* The facts and the events in one query; the events are dropped if the clue is hidden. */
+static const char history_sql[] =
+    "SELECT " CLUE_FACT_COLS("c", "ou", "$2") ", " EVENT_COLS
+    " FROM clues c JOIN units ou ON ou.id = c.owner_unit"
+    " LEFT JOIN audit_events e ON e.subject_type = 'clue' AND e.subject_id = c.id"
+    " WHERE c.id = $1 ORDER BY e.seq";
+/* clang-format on */
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  return -1;
+}
+
+/* Hex text (as encode(..., 'hex') gives) into bytes in the call's memory; NULL/"" is empty. */
+static int hex_bytes(rpc_call_t *call, const char *hex, ProtobufCBinaryData *out) {
+  size_t n = hex ? strlen(hex) / 2 : 0;
+
+  out->len = 0;
+  out->data = NULL;
+  if (n == 0)
+    return 0;
+  if ((out->data = rpc_call_alloc(call, n)) == NULL)
+    return -1;
+  for (size_t i = 0; i < n; i++) {
+    int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0)
+      return -1;
+    out->data[i] = (uint8_t)(hi << 4 | lo);
+  }
+  out->len = n;
+  return 0;
+}
+
+static Clue__V1__AuditEvent *event_from_row(rpc_call_t *call, const db_result_t *r, int row,
+                                            int col) {
+  Clue__V1__AuditEvent *e = rpc_call_alloc(call, sizeof(*e));
+
+  if (e == NULL)
+    return NULL;
+  clue__v1__audit_event__init(e);
+  e->seq = svc_col_i64(r, row, col + 0);
+  e->at_ms = svc_col_i64(r, row, col + 1);
+  e->actor_user_id = svc_col_i64(r, row, col + 2);
+  e->actor_unit_id = svc_col_i64(r, row, col + 3);
+  e->action = svc_col_str(call, r, row, col + 4);
+  e->subject_type = svc_col_str(call, r, row, col + 5);
+  e->subject_id = svc_col_i64(r, row, col + 6);
+  e->from_state = (Clue__V1__ClueState)clue_state_of(db_value(r, row, col + 7));
+  e->to_state = (Clue__V1__ClueState)clue_state_of(db_value(r, row, col + 8));
+  e->reason = svc_col_str(call, r, row, col + 9);
+  e->details_json = svc_col_str(call, r, row, col + 10);
+  if (e->action == NULL || e->subject_type == NULL || e->reason == NULL ||
+      e->details_json == NULL || hex_bytes(call, db_value(r, row, col + 11), &e->prev_hash) ||
+      hex_bytes(call, db_value(r, row, col + 12), &e->hash))
+    return NULL;
+  return e;
+}
+
+static void got_history(rpc_call_t *call, const db_result_t *r, void *arg) {
+  Clue__V1__GetHistoryResponse resp = CLUE__V1__GET_HISTORY_RESPONSE__INIT;
+  int n = db_rows(r);
+  clue_row_t row = {0};
+  (void)arg;
+
+  if (n > 0)
+    (void)clue_row_facts(r, 0, 0, &row);
+  if (!see_or_refuse(call, &row))
+    return;
+  if ((resp.events = rpc_call_alloc(call, (size_t)n * sizeof(*resp.events))) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  for (int i = 0; i < n; i++) {
+    if (db_value(r, i, CLUE_FACT_NCOLS) == NULL)
+      continue;
+    if ((resp.events[resp.n_events++] = event_from_row(call, r, i, CLUE_FACT_NCOLS)) == NULL) {
+      clue_oom(call);
+      return;
+    }
+  }
+  (void)rpc_reply(call, &resp.base);
+}
+
+static void get_history(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__GetHistoryRequest *req = (const void *)m;
+  validate_error_t err;
+  const char *params[2];
+
+  if (clue_invalid(call, validate_id("clue_id", req->clue_id, &err), &err))
+    return;
+  params[0] = param_i64(call, req->clue_id);
+  params[1] = param_i64(call, clue_principal(call).unit_id);
+  if (params[0] == NULL || params[1] == NULL) {
+    clue_oom(call);
+    return;
+  }
+  svc_query(call, history_sql, 2, params, got_history, NULL);
+}
+
+/* ---- method table ----------------------------------------------------------------------- */
+
+#define CLUE_METHOD(name, fn, in, out)                                                             \
+  {                                                                                                \
+    "/clue.v1.ClueService/" name, &clue__v1__##in##__descriptor, &clue__v1__##out##__descriptor,   \
+        fn, 0, 0                                                                                   \
+  }
+
+const rpc_method_t clue_methods[] = {
+    CLUE_METHOD("SubmitClue", submit_clue, submit_clue_request, clue),
+    CLUE_METHOD("GetClue", get_clue, get_clue_request, clue),
+    CLUE_METHOD("ListClues", clue_list_clues, list_clues_request, list_clues_response),
+    CLUE_METHOD("RequestTransition", request_transition, request_transition_request,
+                request_transition_response),
+    CLUE_METHOD("ReviewProposal", clue_review_proposal, review_proposal_request,
+                review_proposal_response),
+    CLUE_METHOD("ListProposals", clue_list_proposals, list_proposals_request,
+                list_proposals_response),
+    CLUE_METHOD("GetHistory", get_history, get_history_request, get_history_response),
+};
+const size_t clue_nmethods = sizeof(clue_methods) / sizeof(clue_methods[0]);

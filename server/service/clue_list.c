@@ -1,0 +1,313 @@
+/* ClueService.ListClues: the clues the caller sees, newest first, one page at a time.
+ *
+ * Visibility is the WHERE clause built from authz_clue_scope(), which agrees with
+ * authz_can_see_clue(); each row is checked against the latter as well, so that a
+ * disagreement shows in the log instead of leaking a clue. Lists never carry the reporter
+ * (has_reporter only): reading it is GetClue's, which audits the read.
+ *
+ * Pages are a keyset on the id: the page token holds the last id returned, in an opaque
+ * encoding with a check so that a damaged or made-up token is refused. */
+
+#include "service/clue_list.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+#include "service/clue_row.h"
+
+/* ---- page tokens ------------------------------------------------------------------------ */
+
+#define TOKEN_VERSION 1
+#define TOKEN_BYTES 12 /* version, id (8 bytes, big-endian), check (3 bytes) */
+#define TOKEN_CHARS 16 /* base64url of TOKEN_BYTES, no padding */
+
+static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/* FNV-1a over the version and id: catches damaged tokens, not meant as a secret. */
+static uint32_t token_check(const uint8_t *b) {
+  uint32_t h = 2166136261u;
+  for (int i = 0; i < 9; i++) {
+    h ^= b[i];
+    h *= 16777619u;
+  }
+  return h;
+}
+
+static void token_encode(int64_t last_id, char out[TOKEN_CHARS + 1]) {
+  uint8_t b[TOKEN_BYTES];
+  uint32_t check;
+
+  b[0] = TOKEN_VERSION;
+  for (int i = 0; i < 8; i++)
+    b[1 + i] = (uint8_t)((uint64_t)last_id >> (56 - 8 * i));
+  check = token_check(b);
+  b[9] = (uint8_t)(check >> 16);
+  b[10] = (uint8_t)(check >> 8);
+  b[11] = (uint8_t)check;
+  for (int i = 0, o = 0; i < TOKEN_BYTES; i += 3) {
+    uint32_t v = (uint32_t)b[i] << 16 | (uint32_t)b[i + 1] << 8 | b[i + 2];
+    out[o++] = b64url[v >> 18 & 63];
+    out[o++] = b64url[v >> 12 & 63];
+    out[o++] = b64url[v >> 6 & 63];
+    out[o++] = b64url[v & 63];
+  }
+  out[TOKEN_CHARS] = '\0';
+}
+
+/* Returns the id the token holds, or 0 if it is not a token of ours. */
+static int64_t token_decode(const char *s) {
+  uint8_t b[TOKEN_BYTES];
+  uint64_t id = 0;
+  uint32_t check;
+
+  if (strlen(s) != TOKEN_CHARS)
+    return 0;
+  for (int i = 0, o = 0; i < TOKEN_CHARS; i += 4) {
+    uint32_t v = 0;
+    for (int j = 0; j < 4; j++) {
+      const char *p = s[i + j] ? strchr(b64url, s[i + j]) : NULL;
+      if (p == NULL)
+        return 0;
+      v = v << 6 | (uint32_t)(p - b64url);
+    }
+    b[o++] = (uint8_t)(v >> 16);
+    b[o++] = (uint8_t)(v >> 8);
+    b[o++] = (uint8_t)v;
+  }
+  check = token_check(b);
+  if (b[0] != TOKEN_VERSION || b[9] != (uint8_t)(check >> 16) || b[10] != (uint8_t)(check >> 8) ||
+      b[11] != (uint8_t)check)
+    return 0;
+  for (int i = 0; i < 8; i++)
+    id = id << 8 | b[1 + i];
+  return id > 0 && id <= INT64_MAX ? (int64_t)id : 0;
+}
+
+/* ---- the query -------------------------------------------------------------------------- */
+
+/* clang-format off */
+static const char list_head_sql[] =
+    "SELECT " CLUE_COLS("c", "ou", "$1") " FROM clues c JOIN units ou ON ou.id = c.owner_unit WHERE ";
+/* clang-format on */
+
+#define LIST_MAX_PARAMS 12
+#define LIST_SQL_MAX 4096
+
+/* The SQL and its parameters, built clause by clause. */
+typedef struct list_query {
+  char sql[LIST_SQL_MAX];
+  size_t len;
+  const char *params[LIST_MAX_PARAMS];
+  int nparams;
+  int overflow;
+} list_query_t;
+
+__attribute__((format(printf, 2, 3))) static void sql_add(list_query_t *q, const char *fmt, ...) {
+  va_list ap;
+  int n;
+
+  if (q->overflow)
+    return;
+  va_start(ap, fmt);
+  n = vsnprintf(q->sql + q->len, sizeof(q->sql) - q->len, fmt, ap);
+  va_end(ap);
+  if (n < 0 || (size_t)n >= sizeof(q->sql) - q->len)
+    q->overflow = 1;
+  else
+    q->len += (size_t)n;
+}
+
+/* Add a parameter; returns its number ($n). */
+static int param_add(list_query_t *q, const char *value) {
+  if (q->nparams >= LIST_MAX_PARAMS) {
+    q->overflow = 1;
+    return 1;
+  }
+  q->params[q->nparams++] = value;
+  return q->nparams;
+}
+
+/* The visibility clause for scope (not NONE); $1 is the caller's unit. */
+static void add_scope(list_query_t *q, unsigned scope) {
+  int first = 1;
+
+  if (scope & AUTHZ_SCOPE_ALL) {
+    sql_add(q, "true");
+    return;
+  }
+  sql_add(q, "(");
+  /* Own unit and liaison groups as one = ANY, so the owner index serves both. */
+  if (scope & (AUTHZ_SCOPE_OWN_UNIT | AUTHZ_SCOPE_LIAISON_GROUPS)) {
+    sql_add(q, "c.owner_unit = ANY (ARRAY(SELECT $1::bigint WHERE %s",
+            scope & AUTHZ_SCOPE_OWN_UNIT ? "true" : "false");
+    if (scope & AUTHZ_SCOPE_LIAISON_GROUPS)
+      sql_add(q, " UNION ALL SELECT id FROM units WHERE kind = 'GROUP' AND liaison_room_id = $1");
+    sql_add(q, "))");
+    first = 0;
+  }
+  if (scope & AUTHZ_SCOPE_JOINT_CASES) {
+    sql_add(q, "%sc.joint_case_id IN (SELECT joint_cases_of_unit($1))", first ? "" : " OR ");
+    first = 0;
+  }
+  if (scope & AUTHZ_SCOPE_PENDING_REVIEWS) {
+    sql_add(q, "%sc.pending_reviewer_unit = $1", first ? "" : " OR ");
+    first = 0;
+  }
+  sql_add(q, "%s)", first ? "false" : "");
+}
+
+typedef struct list_ctx {
+  int32_t page_size;
+  int64_t now_ms;
+} list_ctx_t;
+
+static void reply_list(rpc_call_t *call, const db_result_t *r, void *arg) {
+  const list_ctx_t *lc = arg;
+  Clue__V1__ListCluesResponse resp = CLUE__V1__LIST_CLUES_RESPONSE__INIT;
+  authz_principal_t p = clue_principal(call);
+  int n = db_rows(r), shown = n > lc->page_size ? lc->page_size : n;
+  int64_t last_id = 0;
+
+  if ((resp.clues = rpc_call_alloc(call, (size_t)(shown ? shown : 1) * sizeof(*resp.clues))) ==
+      NULL) {
+    clue_oom(call);
+    return;
+  }
+  for (int i = 0; i < shown; i++) {
+    clue_row_t row;
+    authz_result_t res;
+
+    if (clue_row_read(call, r, i, 0, lc->now_ms, &row) != 0) {
+      clue_oom(call);
+      return;
+    }
+    last_id = row.id;
+    res = authz_can_see_clue(&p, &row.facts);
+    if (!authz_ok(&res)) {
+      log_error("call %s: list scope returned clue %lld that authz hides (%s); dropped",
+                rpc_call_id(call), (long long)row.id, res.reason);
+      continue;
+    }
+    resp.clues[resp.n_clues++] = row.clue;
+  }
+  if (n > lc->page_size) {
+    char *tok = rpc_call_alloc(call, TOKEN_CHARS + 1);
+    if (tok == NULL) {
+      clue_oom(call);
+      return;
+    }
+    token_encode(last_id, tok);
+    resp.next_page_token = tok;
+  }
+  (void)rpc_reply(call, &resp.base);
+}
+
+static int not_negative(const char *field, int64_t v, validate_error_t *err) {
+  if (v >= 0)
+    return 0;
+  err->field = field;
+  snprintf(err->message, sizeof(err->message), "%s must not be negative", field);
+  return VALIDATE_EINVAL;
+}
+
+static int validate_list(const Clue__V1__ListCluesRequest *req, validate_error_t *err) {
+  int rc;
+
+  for (size_t i = 0; i < req->n_states; i++)
+    if ((rc = validate_enum("states", (int)req->states[i], 1, 5, err)) != 0)
+      return rc;
+  if ((rc = validate_enum("source", (int)req->source, 0, 6, err)) != 0 ||
+      (rc = validate_name("subject_name", req->subject_name, false, err)) != 0 ||
+      (rc = not_negative("owner_unit_id", req->owner_unit_id, err)) != 0 ||
+      (rc = not_negative("created_from_ms", req->created_from_ms, err)) != 0 ||
+      (rc = not_negative("created_to_ms", req->created_to_ms, err)) != 0 ||
+      (rc = not_negative("updated_from_ms", req->updated_from_ms, err)) != 0 ||
+      (rc = not_negative("updated_to_ms", req->updated_to_ms, err)) != 0)
+    return rc;
+  return 0;
+}
+
+/* A time-range bound: "c.<column> >= or < clue_ms_ts($n)". */
+static void add_time(rpc_call_t *call, list_query_t *q, const char *column, const char *op,
+                     int64_t ms) {
+  const char *v;
+
+  if (ms == 0)
+    return;
+  if ((v = svc_i64(call, ms, 0)) == NULL) {
+    q->overflow = 1;
+    return;
+  }
+  sql_add(q, " AND c.%s %s clue_ms_ts($%d)", column, op, param_add(q, v));
+}
+
+void clue_list_clues(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__ListCluesRequest *req = (const void *)m;
+  Clue__V1__ListCluesResponse empty = CLUE__V1__LIST_CLUES_RESPONSE__INIT;
+  authz_principal_t p = clue_principal(call);
+  unsigned scope = authz_clue_scope(&p);
+  validate_error_t err;
+  list_query_t *q;
+  list_ctx_t *lc;
+  int64_t after = 0;
+  const char *subject;
+
+  if (clue_invalid(call, validate_list(req, &err), &err))
+    return;
+  if ((lc = rpc_call_alloc(call, sizeof(*lc))) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  if (clue_invalid(call, validate_page_size(req->page_size, &lc->page_size, &err), &err))
+    return;
+  if (req->page_token[0] && (after = token_decode(req->page_token)) == 0) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "page_token is malformed");
+    return;
+  }
+  if (scope == AUTHZ_SCOPE_NONE) {
+    (void)rpc_reply(call, &empty.base);
+    return;
+  }
+  lc->now_ms = clue_now_ms(call);
+  if ((q = rpc_call_alloc(call, sizeof(*q))) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  (void)param_add(q, svc_i64(call, p.unit_id, 0));
+  sql_add(q, "%s", list_head_sql);
+  add_scope(q, scope);
+  if (req->n_states > 0) {
+    const char *names[CLUE_STATE_COUNT];
+    size_t n = 0;
+    for (size_t i = 0; i < req->n_states && n < CLUE_STATE_COUNT; i++)
+      names[n++] = clue_state_name((clue_state_t)req->states[i]);
+    sql_add(q, " AND c.state = ANY ($%d::text[])",
+            param_add(q, clue_text_array(call, (char *const *)names, n)));
+  }
+  if (req->owner_unit_id > 0)
+    sql_add(q, " AND c.owner_unit = $%d", param_add(q, svc_i64(call, req->owner_unit_id, 0)));
+  if (req->source != 0)
+    sql_add(q, " AND c.source = $%d", param_add(q, clue_source_db(req->source)));
+  if ((subject = clue_trimmed(call, req->subject_name)) != NULL)
+    sql_add(q, " AND strpos(lower(c.subject_name), lower($%d)) > 0", param_add(q, subject));
+  if (req->overdue_only)
+    sql_add(q, " AND c.stage_deadline < clue_ms_ts($%d)",
+            param_add(q, svc_i64(call, lc->now_ms, 0)));
+  add_time(call, q, "created_at", ">=", req->created_from_ms);
+  add_time(call, q, "created_at", "<", req->created_to_ms);
+  add_time(call, q, "updated_at", ">=", req->updated_from_ms);
+  add_time(call, q, "updated_at", "<", req->updated_to_ms);
+  if (after > 0)
+    sql_add(q, " AND c.id < $%d", param_add(q, svc_i64(call, after, 0)));
+  sql_add(q, " ORDER BY c.id DESC LIMIT %d", (int)lc->page_size + 1);
+  for (int i = 0; i < q->nparams; i++)
+    if (q->params[i] == NULL)
+      q->overflow = 1;
+  if (q->overflow) {
+    clue_oom(call);
+    return;
+  }
+  svc_query(call, q->sql, q->nparams, q->params, reply_list, lc);
+}

@@ -1,0 +1,299 @@
+/* Rows of clues and proposals as protobuf-c messages, and what the ClueService files share. */
+
+#include "service/clue_row.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "log.h"
+#include "rpc/auth.h"
+#include "server.h"
+
+static const char *const source_names[] = {
+    NULL,
+    "LETTER_VISIT_REPORT",
+    "INSPECTION_TOUR",
+    "AUDIT",
+    "SUPERIOR_ASSIGNED",
+    "SELF_DISCOVERED",
+    "OTHER_BODY_TRANSFER",
+};
+
+static const char *const disposal_names[] = {
+    NULL,
+    "TALK_OR_LETTER_INQUIRY",
+    "NO_FURTHER_ACTION",
+    "SHELVED",
+};
+
+static const char *const status_names[] = {
+    NULL, "PENDING", "APPROVED", "REJECTED", "WITHDRAWN",
+};
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+static int index_of(const char *const *names, size_t n, const char *s) {
+  if (s == NULL)
+    return 0;
+  for (size_t i = 1; i < n; i++)
+    if (strcmp(names[i], s) == 0)
+      return (int)i;
+  return 0;
+}
+
+const char *clue_source_db(int source) {
+  return source > 0 && (size_t)source < NELEM(source_names) ? source_names[source] : NULL;
+}
+
+const char *clue_disposal_db(int disposal) {
+  return disposal > 0 && (size_t)disposal < NELEM(disposal_names) ? disposal_names[disposal] : NULL;
+}
+
+int clue_unit_kind_of(const char *s) {
+  return s ? auth_unit_kind_from_name(s) : 0;
+}
+
+int clue_state_of(const char *s) {
+  clue_state_t st;
+  return s && clue_state_from_name(s, &st) == 0 ? (int)st : 0;
+}
+
+/* Column values: NULL reads as 0 / false / "". */
+static int64_t col_i64(const db_result_t *r, int row, int col) {
+  return svc_col_i64(r, row, col);
+}
+
+static bool col_bool(const db_result_t *r, int row, int col) {
+  return svc_col_bool(r, row, col) != 0;
+}
+
+int clue_row_facts(const db_result_t *r, int row, int col, clue_row_t *out) {
+  memset(out, 0, sizeof(*out));
+  out->id = col_i64(r, row, col + 0);
+  if (out->id == 0)
+    return 0;
+  out->facts.state = (clue_state_t)clue_state_of(db_value(r, row, col + 1));
+  out->version = col_i64(r, row, col + 2);
+  out->facts.owner_unit_id = col_i64(r, row, col + 3);
+  out->facts.owner_unit_kind = (clue_unit_kind_t)clue_unit_kind_of(db_value(r, row, col + 4));
+  out->facts.owner_liaison_room_id = col_i64(r, row, col + 5);
+  out->facts.case_lead_unit_id = col_i64(r, row, col + 6);
+  out->facts.principal_in_case = col_bool(r, row, col + 7);
+  out->facts.pending_reviewer_unit_id = col_i64(r, row, col + 8);
+  out->facts.deadline_extended = col_bool(r, row, col + 9);
+  out->has_reporter = col_bool(r, row, col + 10);
+  out->stage_deadline_ms = col_i64(r, row, col + 11);
+  return 0;
+}
+
+/* A text[] that travelled as one string joined by U+001F (which validated text never holds). */
+static int split_list(rpc_call_t *call, char *joined, char ***items, size_t *n) {
+  size_t count = 1;
+
+  *n = 0;
+  if (joined[0] == '\0')
+    return 0;
+  for (char *p = joined; *p; p++)
+    count += *p == '\x1f';
+  if ((*items = rpc_call_alloc(call, count * sizeof(char *))) == NULL)
+    return -ENOMEM;
+  for (char *p = joined, *sep; p; p = sep ? sep + 1 : NULL) {
+    sep = strchr(p, '\x1f');
+    if (sep)
+      *sep = '\0';
+    (*items)[(*n)++] = p;
+  }
+  return 0;
+}
+
+int clue_row_read(rpc_call_t *call, const db_result_t *r, int row, int col, int64_t now_ms,
+                  clue_row_t *out) {
+  Clue__V1__Clue *c;
+  Clue__V1__SubjectPerson *s;
+  char *cats;
+  int k = col + CLUE_FACT_NCOLS;
+  bool overdue;
+
+  (void)clue_row_facts(r, row, col, out);
+  if (out->id == 0)
+    return 0;
+  c = rpc_call_alloc(call, sizeof(*c));
+  s = rpc_call_alloc(call, sizeof(*s));
+  if (c == NULL || s == NULL)
+    return -ENOMEM;
+  clue__v1__clue__init(c);
+  clue__v1__subject_person__init(s);
+  c->id = out->id;
+  c->state = (Clue__V1__ClueState)out->facts.state;
+  c->version = out->version;
+  c->owner_unit_id = out->facts.owner_unit_id;
+  c->pending_proposal = out->facts.pending_reviewer_unit_id != 0;
+  c->deadline_extended = out->facts.deadline_extended;
+  c->has_reporter = out->has_reporter;
+  c->stage_deadline_ms = out->stage_deadline_ms;
+  clue_deadline_status(c->stage_deadline_ms, now_ms, &c->days_left, &overdue);
+  c->overdue = overdue;
+
+  c->registration_number = svc_col_str(call, r, row, k + 0);
+  c->title = svc_col_str(call, r, row, k + 1);
+  c->summary = svc_col_str(call, r, row, k + 2);
+  c->source =
+      (Clue__V1__SourceChannel)index_of(source_names, NELEM(source_names), db_value(r, row, k + 3));
+  s->name = svc_col_str(call, r, row, k + 4);
+  s->position = svc_col_str(call, r, row, k + 5);
+  s->rank_level = svc_col_str(call, r, row, k + 6);
+  s->is_top_leader = col_bool(r, row, k + 7);
+  c->subject = s;
+  c->host_unit = svc_col_str(call, r, row, k + 8);
+  cats = svc_col_str(call, r, row, k + 9);
+  c->created_by = col_i64(r, row, k + 10);
+  c->created_at_ms = col_i64(r, row, k + 11);
+  c->updated_at_ms = col_i64(r, row, k + 12);
+  c->joint_case_id = col_i64(r, row, k + 13);
+  c->disposal =
+      (Clue__V1__Disposal)index_of(disposal_names, NELEM(disposal_names), db_value(r, row, k + 14));
+  if (c->registration_number == NULL || c->title == NULL || c->summary == NULL || s->name == NULL ||
+      s->position == NULL || s->rank_level == NULL || c->host_unit == NULL || cats == NULL ||
+      split_list(call, cats, &c->violation_categories, &c->n_violation_categories))
+    return -ENOMEM;
+  out->clue = c;
+  return 0;
+}
+
+int clue_proposal_read(rpc_call_t *call, const db_result_t *r, int row, int col,
+                       Clue__V1__Proposal **out, authz_proposal_t *facts) {
+  Clue__V1__Proposal *p;
+  Clue__V1__TransitionDetails *d;
+
+  *out = NULL;
+  if (db_value(r, row, col) == NULL)
+    return 0;
+  p = rpc_call_alloc(call, sizeof(*p));
+  d = rpc_call_alloc(call, sizeof(*d));
+  if (p == NULL || d == NULL)
+    return -ENOMEM;
+  clue__v1__proposal__init(p);
+  clue__v1__transition_details__init(d);
+  p->id = col_i64(r, row, col + 0);
+  p->clue_id = col_i64(r, row, col + 1);
+  p->from_state = (Clue__V1__ClueState)clue_state_of(db_value(r, row, col + 2));
+  p->target = (Clue__V1__ClueState)clue_state_of(db_value(r, row, col + 3));
+  p->reason = svc_col_str(call, r, row, col + 4);
+  d->disposal = (Clue__V1__Disposal)index_of(disposal_names, NELEM(disposal_names),
+                                             db_value(r, row, col + 5));
+  d->finding = svc_col_str(call, r, row, col + 6);
+  d->sanction_kind = svc_col_str(call, r, row, col + 7);
+  d->persons_disciplined = (int32_t)col_i64(r, row, col + 8);
+  d->receiving_organ = svc_col_str(call, r, row, col + 9);
+  d->reviewer_unit_id = col_i64(r, row, col + 10);
+  p->details = d;
+  p->proposer_user_id = col_i64(r, row, col + 11);
+  p->proposer_unit_id = col_i64(r, row, col + 12);
+  p->reviewer_unit_id = col_i64(r, row, col + 13);
+  p->status = (Clue__V1__ProposalStatus)index_of(status_names, NELEM(status_names),
+                                                 db_value(r, row, col + 14));
+  p->clue_version = col_i64(r, row, col + 15);
+  p->review_comment = svc_col_str(call, r, row, col + 16);
+  p->reviewed_by = col_i64(r, row, col + 17);
+  p->created_at_ms = col_i64(r, row, col + 18);
+  p->decided_at_ms = col_i64(r, row, col + 19);
+  if (p->reason == NULL || d->finding == NULL || d->sanction_kind == NULL ||
+      d->receiving_organ == NULL || p->review_comment == NULL)
+    return -ENOMEM;
+  if (facts != NULL) {
+    facts->proposer_user_id = p->proposer_user_id;
+    facts->reviewer_unit_id = p->reviewer_unit_id;
+    facts->pending = p->status == CLUE__V1__PROPOSAL_STATUS__PROPOSAL_STATUS_PENDING;
+  }
+  *out = p;
+  return 0;
+}
+
+authz_principal_t clue_principal(rpc_call_t *call) {
+  const rpc_principal_t *rp = rpc_call_principal(call);
+  authz_principal_t p = {0};
+
+  if (rp != NULL) {
+    p.user_id = rp->user_id;
+    p.unit_id = rp->unit_id;
+    p.unit_kind = (clue_unit_kind_t)rp->unit_kind;
+    p.role = (clue_role_t)rp->role;
+  }
+  return p;
+}
+
+clue_deadline_config_t clue_deadline_config(rpc_call_t *call) {
+  const server_t *srv = rpc_call_server(call);
+  clue_deadline_config_t cfg;
+
+  cfg.accepted_days = srv->cfg.accepted_deadline_days;
+  cfg.preliminary_check_days = srv->cfg.prelim_deadline_days;
+  cfg.filed_days = srv->cfg.filed_deadline_days;
+  return cfg;
+}
+
+int64_t clue_now_ms(rpc_call_t *call) {
+  return server_now_ms(rpc_call_server(call));
+}
+
+void clue_refuse(rpc_call_t *call, const authz_result_t *res) {
+  log_info("call %s: %s refused (%d): %s", rpc_call_id(call), rpc_call_method(call)->path,
+           res->grpc_code, res->reason ? res->reason : "");
+  rpc_fail(call, (grpc_status_t)res->grpc_code, "%s", res->message);
+}
+
+bool clue_invalid(rpc_call_t *call, int rc, const validate_error_t *err) {
+  if (rc != 0)
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s", err->message);
+  return rc != 0;
+}
+
+void clue_oom(rpc_call_t *call) {
+  rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+}
+
+const char *clue_trimmed(rpc_call_t *call, const char *s) {
+  size_t len;
+  const char *t = validate_trim(s, &len);
+  char *out;
+
+  if (len == 0 || (out = rpc_call_alloc(call, len + 1)) == NULL)
+    return NULL;
+  memcpy(out, t, len);
+  out[len] = '\0';
+  return out;
+}
+
+const char *clue_request_key(rpc_call_t *call, const char *request_id) {
+  char *out = rpc_call_alloc(call, VALIDATE_UUID_LEN + 1);
+  if (out == NULL || validate_uuid_normalize(request_id, out) != 0)
+    return NULL;
+  return out;
+}
+
+const char *clue_text_array(rpc_call_t *call, char *const *items, size_t n) {
+  size_t len = 3;
+  char *out, *p;
+
+  for (size_t i = 0; i < n; i++)
+    len += strlen(items[i]) * 2 + 3;
+  if ((out = p = rpc_call_alloc(call, len)) == NULL)
+    return NULL;
+  *p++ = '{';
+  for (size_t i = 0; i < n; i++) {
+    size_t tl;
+    const char *t = validate_trim(items[i], &tl);
+    if (i)
+      *p++ = ',';
+    *p++ = '"';
+    for (size_t j = 0; j < tl; j++) {
+      if (t[j] == '"' || t[j] == '\\')
+        *p++ = '\\';
+      *p++ = t[j];
+    }
+    *p++ = '"';
+  }
+  *p++ = '}';
+  *p = '\0';
+  return out;
+}

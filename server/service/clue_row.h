@@ -1,0 +1,137 @@
+#ifndef CLUED_SERVICE_CLUE_ROW_H
+#define CLUED_SERVICE_CLUE_ROW_H
+
+/* What the ClueService files (clue.c, clue_list.c, proposal.c) share: the SQL column lists
+ * of a clue and a proposal, the mapping of those columns into protobuf-c messages in the
+ * call's memory, the authorization facts of a clue row, and small conversions.
+ *
+ * Column lists take SQL expressions as string literals: c is a row of table clues (a table
+ * alias, or "o.clue" for a function's clue_outcome), ou the alias of the owner's units row,
+ * unit the parameter holding the caller's unit id ("$2"). Every function returning a message
+ * allocates it in the call's memory and returns NULL when out of memory. */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "clue/v1/clue.pb-c.h"
+#include "clue/v1/common.pb-c.h"
+#include "domain/authz.h"
+#include "domain/validate.h"
+#include "service/common.h"
+
+/* clang-format off */
+/* The authorization facts of a clue: what authz.h needs, first so that a query may select
+ * only these (CLUE_FACT_NCOLS columns). */
+#define CLUE_FACT_COLS(c, ou, unit)                                                             \
+  "(" c ").id, (" c ").state, (" c ").version, (" c ").owner_unit, " ou ".kind, " ou            \
+  ".liaison_room_id, joint_case_lead((" c ").joint_case_id), "                                  \
+  "joint_case_has_unit((" c ").joint_case_id, " unit "), (" c ").pending_reviewer_unit, (" c    \
+  ").deadline_extended, (" c ").has_reporter, " SVC_MS("(" c ").stage_deadline")
+
+/** Number of columns of CLUE_FACT_COLS. */
+#define CLUE_FACT_NCOLS 12
+
+/* Everything a Clue message shows (never the reporter): the facts, then the rest. */
+#define CLUE_COLS(c, ou, unit)                                                                  \
+  CLUE_FACT_COLS(c, ou, unit)                                                                   \
+  ", (" c ").registration_number, (" c ").title, (" c ").summary, (" c ").source, (" c          \
+  ").subject_name, (" c ").subject_position, (" c ").subject_rank_level, (" c                   \
+  ").subject_is_top_leader, (" c ").host_unit, array_to_string((" c                             \
+  ").violation_categories, chr(31)), (" c ").created_by, " SVC_MS("(" c ").created_at") ", "    \
+  SVC_MS("(" c ").updated_at") ", (" c ").joint_case_id, (" c ").disposal"
+
+/** Number of columns of CLUE_COLS. */
+#define CLUE_NCOLS 27
+
+/* A proposal row p (alias, or "o.proposal"); all NULL when there is none. */
+#define PROPOSAL_COLS(p)                                                                        \
+  "(" p ").id, (" p ").clue_id, (" p ").from_state, (" p ").target, (" p ").reason, (" p        \
+  ").details ->> 'disposal', (" p ").details ->> 'finding', (" p ").details ->> 'sanction_kind', " \
+  "(" p ").details ->> 'persons_disciplined', (" p ").details ->> 'receiving_organ', (" p       \
+  ").details ->> 'reviewer_unit_id', (" p ").proposer_user, (" p ").proposer_unit, (" p         \
+  ").reviewer_unit, (" p ").status, (" p ").clue_version, (" p ").review_comment, (" p          \
+  ").reviewed_by, " SVC_MS("(" p ").created_at") ", " SVC_MS("(" p ").decided_at")
+
+/** Number of columns of PROPOSAL_COLS. */
+#define PROPOSAL_NCOLS 20
+
+/* The columns of a mutation's clue_outcome aliased "o" (the caller's unit in $2): the clue,
+ * then the proposal; and the join that gives the owner unit. */
+#define OUTCOME_COLS CLUE_COLS("o.clue", "ou", "$2") ", " PROPOSAL_COLS("o.proposal")
+#define OUTCOME_JOIN " o LEFT JOIN units ou ON ou.id = (o.clue).owner_unit"
+/* clang-format on */
+
+/** A clue row as read: its message (NULL when only facts were selected) and its facts. */
+typedef struct clue_row {
+  Clue__V1__Clue *clue;
+  authz_clue_t facts;
+  int64_t id; /* 0 when the row holds no clue (a LEFT JOIN found none) */
+  int64_t version;
+  int64_t stage_deadline_ms;
+  bool has_reporter;
+} clue_row_t;
+
+/**
+ * Read the CLUE_FACT_COLS at (row, col) into *out (clue left NULL). Returns 0; out->id is 0
+ * when the columns are NULL (no clue).
+ */
+int clue_row_facts(const db_result_t *r, int row, int col, clue_row_t *out);
+
+/**
+ * Read the CLUE_COLS at (row, col) into *out, building out->clue with days_left/overdue as of
+ * now_ms. Returns 0 (out->id 0 when there is no clue) or -ENOMEM.
+ */
+int clue_row_read(rpc_call_t *call, const db_result_t *r, int row, int col, int64_t now_ms,
+                  clue_row_t *out) __attribute__((warn_unused_result));
+
+/**
+ * Read the PROPOSAL_COLS at (row, col). Returns 0 and sets *out (NULL when the columns are
+ * NULL: no proposal), or -ENOMEM. proposer_user_id and pending go to *facts when not NULL.
+ */
+int clue_proposal_read(rpc_call_t *call, const db_result_t *r, int row, int col,
+                       Clue__V1__Proposal **out, authz_proposal_t *facts)
+    __attribute__((warn_unused_result));
+
+/** The caller as authz.h sees it. */
+authz_principal_t clue_principal(rpc_call_t *call);
+
+/** The server's deadline settings. */
+clue_deadline_config_t clue_deadline_config(rpc_call_t *call);
+
+/** The server's clock (ms since the epoch). */
+int64_t clue_now_ms(rpc_call_t *call);
+
+/** Fail call with an authz.h refusal (its code and message), logging the reason. */
+void clue_refuse(rpc_call_t *call, const authz_result_t *res);
+
+/** Fail call with INVALID_ARGUMENT if rc != 0 (a validate.h result); returns rc != 0. */
+bool clue_invalid(rpc_call_t *call, int rc, const validate_error_t *err);
+
+/** Fail call with RESOURCE_EXHAUSTED "out of memory". */
+void clue_oom(rpc_call_t *call);
+
+/** The trimmed text of s copied into the call's memory; NULL if blank (or out of memory). */
+const char *clue_trimmed(rpc_call_t *call, const char *s);
+
+/**
+ * The idempotency key of a validated request_id: its lower-case form in the call's memory, so
+ * that a retry spelled in another case finds the first call. NULL when out of memory.
+ */
+const char *clue_request_key(rpc_call_t *call, const char *request_id);
+
+/**
+ * A PostgreSQL text[] literal of items (quotes and backslashes escaped), trimmed, in the
+ * call's memory. NULL when out of memory.
+ */
+const char *clue_text_array(rpc_call_t *call, char *const *items, size_t n);
+
+/** Database names of the proto enums ("LETTER_VISIT_REPORT"); NULL when out of range. */
+const char *clue_source_db(int source);
+const char *clue_disposal_db(int disposal);
+
+/** The proto enum of a database name; 0 (UNSPECIFIED) if unknown or NULL. */
+int clue_state_of(const char *s);
+/** As clue_state_of() for unit kinds ("GROUP" -> 2). */
+int clue_unit_kind_of(const char *s);
+
+#endif

@@ -1,0 +1,253 @@
+/* ClueService's co-review (会商): ReviewProposal and ListProposals.
+ *
+ * A co-review move becomes a PENDING proposal (clue.c, RequestTransition). A LEADER of the
+ * reviewing unit other than the proposer approves it, which applies the move in the same
+ * transaction, or rejects it, which leaves the clue as it was. */
+
+#include "service/proposal.h"
+
+#include <string.h>
+
+#include "log.h"
+#include "service/clue_row.h"
+
+/* ---- ReviewProposal --------------------------------------------------------------------- */
+
+typedef struct review_req {
+  const Clue__V1__ReviewProposalRequest *req;
+  const char *request_id;
+  const char *comment;
+} review_req_t;
+
+/* Columns of the facts query: the proposal, its clue, the idempotency record. */
+enum {
+  RF_CLUE = PROPOSAL_NCOLS,
+  RF_REQ_METHOD = PROPOSAL_NCOLS + CLUE_NCOLS,
+  RF_REQ_PROPOSAL,
+};
+
+/* clang-format off */
+static const char review_facts_sql[] =
+    "SELECT " PROPOSAL_COLS("p") ", " CLUE_COLS("c", "ou", "$3") ", q.method, q.proposal_id"
+    " FROM (SELECT 1) one"
+    " LEFT JOIN proposals p ON p.id = $1"
+    " LEFT JOIN clues c ON c.id = p.clue_id"
+    " LEFT JOIN units ou ON ou.id = c.owner_unit"
+    " LEFT JOIN clue_requests q ON q.user_id = $2 AND q.request_id = $4";
+
+static const char decide_sql[] =
+    "SELECT " OUTCOME_COLS " FROM proposal_decide($1, $2, $3, $4, $5, $6, $7, $8, $9)" OUTCOME_JOIN;
+/* clang-format on */
+
+/* Whether the caller may see the proposal: it sees the clue, or its unit reviews it. */
+static bool sees_proposal(rpc_call_t *call, const clue_row_t *row, const Clue__V1__Proposal *prop) {
+  authz_principal_t p = clue_principal(call);
+  authz_result_t res = authz_can_see_clue(&p, &row->facts);
+
+  return authz_ok(&res) || ((p.role == CLUE_ROLE_LEADER || p.role == CLUE_ROLE_MEMBER) &&
+                            p.unit_id > 0 && p.unit_id == prop->reviewer_unit_id);
+}
+
+/* Reply with the proposal and, if the caller still sees it, the clue. */
+static void reply_review(rpc_call_t *call, const clue_row_t *row, Clue__V1__Proposal *prop) {
+  Clue__V1__ReviewProposalResponse resp = CLUE__V1__REVIEW_PROPOSAL_RESPONSE__INIT;
+  authz_principal_t p = clue_principal(call);
+  authz_result_t res = authz_can_see_clue(&p, &row->facts);
+
+  resp.proposal = prop;
+  /* A ROOM reviewing another ROOM's or a REGION's clue sees it only while it is pending. */
+  resp.clue = authz_ok(&res) ? row->clue : NULL;
+  (void)rpc_reply(call, &resp.base);
+}
+
+static void decided(rpc_call_t *call, const db_result_t *r, void *arg) {
+  Clue__V1__Proposal *prop;
+  clue_row_t row;
+  (void)arg;
+
+  if (db_rows(r) != 1 || clue_row_read(call, r, 0, 0, clue_now_ms(call), &row) != 0 ||
+      clue_proposal_read(call, r, 0, CLUE_NCOLS, &prop, NULL) != 0 || prop == NULL) {
+    clue_oom(call);
+    return;
+  }
+  reply_review(call, &row, prop);
+}
+
+static void not_found(rpc_call_t *call) {
+  log_info("call %s: review refused (5): proposal not found or hidden", rpc_call_id(call));
+  rpc_fail(call, GRPC_NOT_FOUND, "proposal not found");
+}
+
+static void got_review_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
+  const review_req_t *rr = arg;
+  authz_principal_t p = clue_principal(call);
+  clue_deadline_config_t cfg = clue_deadline_config(call);
+  int64_t now = clue_now_ms(call), deadline = 0;
+  const clue_move_t *move;
+  Clue__V1__Proposal *prop;
+  authz_proposal_t pf = {0};
+  authz_result_t res;
+  clue_row_t row;
+  const char *params[9];
+
+  if (db_rows(r) != 1 || clue_proposal_read(call, r, 0, 0, &prop, &pf) != 0 ||
+      clue_row_read(call, r, 0, RF_CLUE, now, &row) != 0) {
+    clue_oom(call);
+    return;
+  }
+  if (db_value(r, 0, RF_REQ_METHOD) != NULL) {
+    /* A retry: answer with what the first call decided, as it is now. */
+    if (strcmp(db_value(r, 0, RF_REQ_METHOD), "ReviewProposal") != 0 ||
+        svc_col_i64(r, 0, RF_REQ_PROPOSAL) != rr->req->proposal_id) {
+      rpc_fail(call, GRPC_INVALID_ARGUMENT, "request_id %s was already used for another call",
+               rr->request_id);
+      return;
+    }
+    if (prop == NULL || row.id == 0 || !sees_proposal(call, &row, prop)) {
+      not_found(call);
+      return;
+    }
+    reply_review(call, &row, prop);
+    return;
+  }
+  if (prop == NULL || row.id == 0) {
+    not_found(call);
+    return;
+  }
+  res = authz_can_review(&p, &row.facts, &pf);
+  if (!authz_ok(&res)) {
+    clue_refuse(call, &res);
+    return;
+  }
+  move = clue_fsm_find((clue_state_t)prop->from_state, (clue_state_t)prop->target);
+  if (move == NULL || !move->co_review) {
+    log_error("call %s: proposal %lld names no co-review move", rpc_call_id(call),
+              (long long)prop->id);
+    rpc_fail(call, GRPC_FAILED_PRECONDITION, "the proposal's move is not a co-review move");
+    return;
+  }
+  if (rr->req->approve)
+    deadline = clue_stage_deadline_ms(&cfg, move->to, now);
+
+  params[0] = svc_i64(call, p.user_id, 0);
+  params[1] = svc_i64(call, p.unit_id, 0);
+  params[2] = rr->request_id;
+  params[3] = svc_i64(call, now, 0);
+  params[4] = svc_i64(call, prop->id, 0);
+  params[5] = rr->req->approve ? "t" : "f";
+  params[6] = rr->comment;
+  params[7] = move->action;
+  params[8] = svc_i64(call, deadline, 1);
+  if (params[0] == NULL || params[1] == NULL || params[3] == NULL || params[4] == NULL ||
+      (deadline != 0 && params[8] == NULL)) {
+    clue_oom(call);
+    return;
+  }
+  svc_query(call, decide_sql, 9, params, decided, NULL);
+}
+
+void clue_review_proposal(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__ReviewProposalRequest *req = (const void *)m;
+  validate_error_t err;
+  review_req_t *rr;
+  const char *key;
+  const char *params[4];
+
+  if (clue_invalid(call, validate_id("proposal_id", req->proposal_id, &err), &err) ||
+      clue_invalid(call, validate_request_id(req->request_id, &err), &err) ||
+      clue_invalid(call, validate_reason("comment", req->comment, false, &err), &err))
+    return;
+  rr = rpc_call_alloc(call, sizeof(*rr));
+  key = clue_request_key(call, req->request_id);
+  if (rr == NULL || key == NULL) {
+    clue_oom(call);
+    return;
+  }
+  rr->req = req;
+  rr->request_id = key;
+  rr->comment = clue_trimmed(call, req->comment);
+  params[0] = svc_i64(call, req->proposal_id, 0);
+  params[1] = svc_i64(call, clue_principal(call).user_id, 0);
+  params[2] = svc_i64(call, clue_principal(call).unit_id, 0);
+  params[3] = key;
+  if (params[0] == NULL || params[1] == NULL || params[2] == NULL) {
+    clue_oom(call);
+    return;
+  }
+  svc_query(call, review_facts_sql, 4, params, got_review_facts, rr);
+}
+
+/* ---- ListProposals ---------------------------------------------------------------------- */
+
+/* ListProposalsResponse has no page token; the newest this many are listed. */
+#define PROPOSALS_LIST_MAX 1000
+
+/* clang-format off */
+static const char list_proposals_sql[] =
+    "SELECT " PROPOSAL_COLS("p") " FROM proposals p, (SELECT $1::bigint AS unit) me WHERE %s"
+    " AND ($2::boolean OR p.status = 'PENDING') AND ($3::bigint IS NULL OR p.clue_id = $3)"
+    " ORDER BY p.id DESC LIMIT %d";
+/* clang-format on */
+
+static void reply_proposals(rpc_call_t *call, const db_result_t *r, void *arg) {
+  Clue__V1__ListProposalsResponse resp = CLUE__V1__LIST_PROPOSALS_RESPONSE__INIT;
+  int n = db_rows(r);
+  (void)arg;
+
+  if ((resp.proposals = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*resp.proposals))) ==
+      NULL) {
+    clue_oom(call);
+    return;
+  }
+  for (int i = 0; i < n; i++) {
+    if (clue_proposal_read(call, r, i, 0, &resp.proposals[resp.n_proposals], NULL) != 0 ||
+        resp.proposals[resp.n_proposals] == NULL) {
+      clue_oom(call);
+      return;
+    }
+    resp.n_proposals++;
+  }
+  (void)rpc_reply(call, &resp.base);
+}
+
+void clue_list_proposals(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__ListProposalsRequest *req = (const void *)m;
+  Clue__V1__ListProposalsResponse empty = CLUE__V1__LIST_PROPOSALS_RESPONSE__INIT;
+  authz_principal_t p = clue_principal(call);
+  unsigned scope = authz_clue_scope(&p);
+  const char *where, *params[3];
+  validate_error_t err;
+  char sql[2048];
+
+  if (clue_invalid(call, validate_enum("scope", (int)req->scope, 0, 2, &err), &err))
+    return;
+  if (req->clue_id < 0) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "clue_id must be positive");
+    return;
+  }
+  /* Staff list the proposals their unit reviews or raised; an AUDITOR's unit does neither,
+   * so it gets every proposal under SCOPE_ALL; callers who see no clue get none. */
+  if (scope & AUTHZ_SCOPE_ALL)
+    where = req->scope == CLUE__V1__LIST_PROPOSALS_REQUEST__SCOPE__SCOPE_ALL ? "true" : NULL;
+  else if (scope == AUTHZ_SCOPE_NONE)
+    where = NULL;
+  else if (req->scope == CLUE__V1__LIST_PROPOSALS_REQUEST__SCOPE__SCOPE_TO_REVIEW)
+    where = "p.reviewer_unit = me.unit";
+  else if (req->scope == CLUE__V1__LIST_PROPOSALS_REQUEST__SCOPE__SCOPE_RAISED)
+    where = "p.proposer_unit = me.unit";
+  else
+    where = "(p.reviewer_unit = me.unit OR p.proposer_unit = me.unit)";
+  if (where == NULL) {
+    (void)rpc_reply(call, &empty.base);
+    return;
+  }
+  snprintf(sql, sizeof(sql), list_proposals_sql, where, PROPOSALS_LIST_MAX);
+  params[0] = svc_i64(call, p.unit_id, 0);
+  params[1] = req->include_decided ? "t" : "f";
+  params[2] = svc_i64(call, req->clue_id, 1);
+  if (params[0] == NULL || (req->clue_id != 0 && params[2] == NULL)) {
+    clue_oom(call);
+    return;
+  }
+  svc_query(call, sql, 3, params, reply_proposals, NULL);
+}
