@@ -73,10 +73,11 @@ int audit_check_subject(rpc_call_t *call, const char *subject_type, int64_t subj
 static uint32_t fingerprint(const Clue__V1__ListAuditEventsRequest *req) {
   char buf[512];
   uint32_t h = 2166136261u;
-  int n = snprintf(buf, sizeof(buf), "%s\x1f%lld\x1f%lld\x1f%lld\x1f%s\x1f%lld\x1f%lld\x1f%lld\x1f%lld",
-                   req->subject_type, (long long)req->subject_id, (long long)req->actor_user_id,
-                   (long long)req->unit_id, req->action, (long long)req->from_ms,
-                   (long long)req->to_ms, (long long)req->after_seq, (long long)req->until_seq);
+  int n =
+      snprintf(buf, sizeof(buf), "%s\x1f%lld\x1f%lld\x1f%lld\x1f%s\x1f%lld\x1f%lld\x1f%lld\x1f%lld",
+               req->subject_type, (long long)req->subject_id, (long long)req->actor_user_id,
+               (long long)req->unit_id, req->action, (long long)req->from_ms, (long long)req->to_ms,
+               (long long)req->after_seq, (long long)req->until_seq);
   for (int i = 0; i < n && i < (int)sizeof(buf) - 1; i++) {
     h ^= (unsigned char)buf[i];
     h *= 16777619u;
@@ -131,7 +132,8 @@ static void list_done(rpc_call_t *call, const db_result_t *r, void *arg) {
   resp.n_events = (size_t)n;
   /* One row more than a page was asked for: there is a next page. */
   if (rows > ctx->page_size) {
-    resp.next_page_token = rpc_call_printf(call, "%llx.%08x", (unsigned long long)evs[n - 1]->seq, ctx->fp);
+    resp.next_page_token =
+        rpc_call_printf(call, "%llx.%08x", (unsigned long long)evs[n - 1]->seq, ctx->fp);
     if (resp.next_page_token == NULL)
       goto oom;
   }
@@ -262,9 +264,11 @@ static void verify_chain(rpc_call_t *call, const ProtobufCMessage *m) {
 
 /* ---- the method table ------------------------------------------------------------------- */
 
-#define AUDIT_METHOD(name, fn, in, out, streaming)                                              \
-  {"/clue.v1.AuditService/" name, &clue__v1__##in##__descriptor, &clue__v1__##out##__descriptor, \
-   fn, streaming, 0}
+#define AUDIT_METHOD(name, fn, in, out, streaming)                                                 \
+  {                                                                                                \
+    "/clue.v1.AuditService/" name, &clue__v1__##in##__descriptor, &clue__v1__##out##__descriptor,  \
+        fn, streaming, 0                                                                           \
+  }
 
 const rpc_method_t audit_methods[] = {
     AUDIT_METHOD("ListAuditEvents", list_events, list_audit_events_request,

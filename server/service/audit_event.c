@@ -143,7 +143,8 @@ int audit_ev_from_row(const db_result_t *r, int row, int col0, audit_ev_t **out)
   const char *texts[4];
   size_t lens[4], total = 0;
   const char *prev_hex = db_value(r, row, col0 + 11), *hash_hex = db_value(r, row, col0 + 12);
-  size_t prev_max = prev_hex ? strlen(prev_hex) / 2 : 0, hash_max = hash_hex ? strlen(hash_hex) / 2 : 0;
+  size_t prev_max = prev_hex ? strlen(prev_hex) / 2 : 0,
+         hash_max = hash_hex ? strlen(hash_hex) / 2 : 0;
   audit_ev_t *ev;
   char *p;
   Clue__V1__AuditEvent msg;

@@ -26,9 +26,9 @@ typedef struct audit_filter {
 } audit_filter_t;
 
 /** The columns audit_ev_from_row() reads, in order; the table is aliased "e". */
-#define AUDIT_EVENT_COLS                                                                         \
-  "e.seq, floor(extract(epoch FROM e.at) * 1000)::bigint, e.actor_user_id, e.actor_unit_id, "  \
-  "e.action, e.subject_type, e.subject_id, e.from_state, e.to_state, e.reason, e.details, "    \
+#define AUDIT_EVENT_COLS                                                                           \
+  "e.seq, floor(extract(epoch FROM e.at) * 1000)::bigint, e.actor_user_id, e.actor_unit_id, "      \
+  "e.action, e.subject_type, e.subject_id, e.from_state, e.to_state, e.reason, e.details, "        \
   "encode(e.prev_hash, 'hex'), encode(e.hash, 'hex'), e.owner_unit"
 #define AUDIT_EVENT_NCOLS 14
 

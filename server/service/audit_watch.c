@@ -63,16 +63,16 @@
 #include "service/audit.h"
 #include "service/audit_event.h"
 
-#define TAIL_BATCH 500              /* rows per tail query */
-#define REPLAY_BATCH 256            /* rows per catch-up query of one watcher */
-#define RING_MAX_EVENTS 4096        /* decided events kept for watchers near the edge */
-#define RING_MAX_BYTES (8u << 20)   /* ... and at most this much of them */
+#define TAIL_BATCH 500               /* rows per tail query */
+#define REPLAY_BATCH 256             /* rows per catch-up query of one watcher */
+#define RING_MAX_EVENTS 4096         /* decided events kept for watchers near the edge */
+#define RING_MAX_BYTES (8u << 20)    /* ... and at most this much of them */
 #define WATCH_HIGH_WATER (64 * 1024) /* a watcher queues no more once its call holds this */
-#define POLL_MIN_MS 5               /* re-reading while a gap is open: first delay */
-#define POLL_MAX_MS 500             /* ... doubling up to this */
-#define RETRY_MIN_MS 100            /* after a failed tail query */
+#define POLL_MIN_MS 5                /* re-reading while a gap is open: first delay */
+#define POLL_MAX_MS 500              /* ... doubling up to this */
+#define RETRY_MIN_MS 100             /* after a failed tail query */
 #define RETRY_MAX_MS 5000
-#define STUCK_WARN_MS 10000         /* warn when the frontier waits this long on one seq */
+#define STUCK_WARN_MS 10000 /* warn when the frontier waits this long on one seq */
 
 typedef enum tail_state {
   TAIL_OFF,      /* no watchers: nothing is read */
@@ -93,20 +93,20 @@ typedef struct watcher watcher_t;
 
 struct audit {
   server_t *srv;
-  int refs;           /* the server, the timer handle, tail queries, watchers */
+  int refs; /* the server, the timer handle, tail queries, watchers */
   int closed;
   tail_state_t tail;
-  unsigned gen;       /* bumped when the tail stops: older queries' results are dropped */
-  int busy;           /* a tail query is in flight */
-  int again;          /* something may have arrived since it was sent */
-  int listening;      /* the LISTEN connection exists */
-  unsigned poll_ms;   /* next delay while a gap is open */
-  unsigned retry_ms;  /* next delay after a failed tail query */
-  int64_t waiting_on; /* the undecided seq the frontier stopped at, or 0 */
+  unsigned gen;         /* bumped when the tail stops: older queries' results are dropped */
+  int busy;             /* a tail query is in flight */
+  int again;            /* something may have arrived since it was sent */
+  int listening;        /* the LISTEN connection exists */
+  unsigned poll_ms;     /* next delay while a gap is open */
+  unsigned retry_ms;    /* next delay after a failed tail query */
+  int64_t waiting_on;   /* the undecided seq the frontier stopped at, or 0 */
   uint64_t stuck_since; /* loop time the frontier first stopped at its current seq, or 0 */
   int stuck_warned;
   audit_frontier_t frontier;
-  uv_timer_t timer;   /* polls while a gap is open, retries after errors */
+  uv_timer_t timer; /* polls while a gap is open, retries after errors */
   /* The ring: decided events with seq in (ring_base, frontier.safe], oldest first. */
   audit_ev_t **ring;
   size_t ring_head, ring_len, ring_bytes;
@@ -120,10 +120,10 @@ struct watcher {
   audit_t *a;
   rpc_call_t *call;
   watch_state_t state;
-  int refs;            /* the watcher list, a query in flight, a fan-out in progress */
-  int caught_up;       /* reached the live edge once: from then on it must keep up */
-  int64_t last;        /* every seq <= last was queued or is not for this watcher */
-  int64_t query_bound; /* the frontier when its catch-up query was sent */
+  int refs;              /* the watcher list, a query in flight, a fan-out in progress */
+  int caught_up;         /* reached the live edge once: from then on it must keep up */
+  int64_t last;          /* every seq <= last was queued or is not for this watcher */
+  int64_t query_bound;   /* the frontier when its catch-up query was sent */
   audit_filter_t filter; /* strings point into the request, which the call owns */
 };
 
@@ -350,9 +350,8 @@ static void watcher_fetched(const db_result_t *r, void *arg) {
     if (!unavailable)
       log_error("call %s: audit catch-up query failed: %s %s", rpc_call_id(w->call),
                 r->sqlstate ? r->sqlstate : "", r->message ? r->message : "");
-    watcher_end(w, unavailable ? GRPC_UNAVAILABLE : GRPC_INTERNAL,
-                "%s; resume from seq %lld", unavailable ? "database unavailable" : "internal error",
-                (long long)w->last);
+    watcher_end(w, unavailable ? GRPC_UNAVAILABLE : GRPC_INTERNAL, "%s; resume from seq %lld",
+                unavailable ? "database unavailable" : "internal error", (long long)w->last);
     watcher_unref(w);
     return;
   }
@@ -432,9 +431,8 @@ static const char sql_start[] =
 static const char sql_fetch[] =
     "WITH e AS MATERIALIZED (SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2)"
     " SELECT txid_snapshot_xmin(txid_current_snapshot()),"
-    "        (SELECT CASE WHEN max(seq) - $1 > count(*) THEN txid_current() END FROM e), "
-    AUDIT_EVENT_COLS
-    "   FROM (SELECT 1) one LEFT JOIN e ON true"
+    "        (SELECT CASE WHEN max(seq) - $1 > count(*) THEN txid_current() END FROM "
+    "e), " AUDIT_EVENT_COLS "   FROM (SELECT 1) one LEFT JOIN e ON true"
     "  ORDER BY e.seq";
 
 typedef struct tail_job {
@@ -668,8 +666,8 @@ static void tail_done(const db_result_t *r, void *arg) {
   }
   if (r->err != DB_OK) {
     if (a->retry_ms == 0)
-      log_warn("audit watch: reading new events failed (%s%s%s); retrying",
-               db_strerror(r->err), r->message ? ": " : "", r->message ? r->message : "");
+      log_warn("audit watch: reading new events failed (%s%s%s); retrying", db_strerror(r->err),
+               r->message ? ": " : "", r->message ? r->message : "");
     tail_retry(a);
     audit_unref(a);
     return;

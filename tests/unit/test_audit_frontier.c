@@ -10,9 +10,9 @@
 
 #include "domain/audit_frontier.h"
 
-
 /* Feed seqs (visible in a snapshot with this xmin and bound) and return the accepted count. */
-static size_t feed(audit_frontier_t *f, const int64_t *seqs, size_t n, int64_t xmin, int64_t xbound) {
+static size_t feed(audit_frontier_t *f, const int64_t *seqs, size_t n, int64_t xmin,
+                   int64_t xbound) {
   return audit_frontier_advance(f, seqs, n, xmin, xbound);
 }
 
@@ -104,9 +104,9 @@ static void later_gap_needs_its_own_checkpoint(void **state) {
   int64_t b[] = {13, 15};
   (void)state;
   audit_frontier_start(&f, 11, 5, 5);
-  assert_int_equal(feed(&f, a, 1, 50, 60), 0);     /* 12 missing, checkpoint (13, 60) */
-  assert_int_equal(feed(&f, b, 2, 55, 80), 0);     /* 14 missing too, checkpoint (15, 80) */
-  assert_int_equal(feed(&f, b, 2, 60, 80), 1);     /* 12 resolved: 13; 14 waits for 80 */
+  assert_int_equal(feed(&f, a, 1, 50, 60), 0); /* 12 missing, checkpoint (13, 60) */
+  assert_int_equal(feed(&f, b, 2, 55, 80), 0); /* 14 missing too, checkpoint (15, 80) */
+  assert_int_equal(feed(&f, b, 2, 60, 80), 1); /* 12 resolved: 13; 14 waits for 80 */
   assert_int_equal(f.safe, 13);
   int64_t c[] = {15};
   assert_int_equal(feed(&f, c, 1, 79, 90), 0);
@@ -179,8 +179,9 @@ static void merged_checkpoint_is_later_not_earlier(void **state) {
   assert_int_equal(f.cp[f.ncp - 1].xbound, 100 + AUDIT_FRONTIER_CHECKPOINTS + 3);
   assert_int_equal(feed(&f, rows, n, 100 + AUDIT_FRONTIER_CHECKPOINTS, 1000),
                    AUDIT_FRONTIER_CHECKPOINTS - 1);
-  assert_int_equal(feed(&f, rows + (AUDIT_FRONTIER_CHECKPOINTS - 1), n - (AUDIT_FRONTIER_CHECKPOINTS - 1),
-                        100 + AUDIT_FRONTIER_CHECKPOINTS + 3, 1000),
+  assert_int_equal(feed(&f, rows + (AUDIT_FRONTIER_CHECKPOINTS - 1),
+                        n - (AUDIT_FRONTIER_CHECKPOINTS - 1), 100 + AUDIT_FRONTIER_CHECKPOINTS + 3,
+                        1000),
                    n - (AUDIT_FRONTIER_CHECKPOINTS - 1));
   assert_int_equal(f.safe, rows[n - 1]);
 }
@@ -244,15 +245,15 @@ typedef enum bound_kind { BOUND_TXID_CURRENT, BOUND_XMAX } bound_kind_t;
 
 typedef struct model {
   int64_t xid[MODEL_TXNS];
-  int state[MODEL_TXNS];     /* 0 not begun, 1 running, 2 committed, 3 rolled back */
+  int state[MODEL_TXNS]; /* 0 not begun, 1 running, 2 committed, 3 rolled back */
   int nseqs[MODEL_TXNS];
   int owner[MODEL_SEQS + 1]; /* seq -> transaction */
   int drawn;
   int64_t next_xid;
   int64_t latest_completed;
-  int64_t last;              /* last delivered seq */
+  int64_t last; /* last delivered seq */
   int delivered[MODEL_SEQS + 1];
-  int disorder;              /* a seq delivered after a larger one (never the case) */
+  int disorder; /* a seq delivered after a larger one (never the case) */
 } model_t;
 
 static void model_complete(model_t *m, int64_t xid) {
