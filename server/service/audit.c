@@ -27,14 +27,13 @@ static authz_principal_t principal_facts(const rpc_principal_t *p) {
   return a;
 }
 
-int64_t audit_visible_owner(const rpc_principal_t *p) {
+void audit_visibility(const rpc_principal_t *p, audit_filter_t *f) {
   authz_principal_t a = principal_facts(p);
   authz_result_t all = authz_can_read_all_audit(&a);
 
-  if (authz_ok(&all))
-    return 0;
-  /* Everyone else sees the events of the clues their unit owns; no unit, nothing. */
-  return a.unit_id > 0 ? a.unit_id : -1;
+  f->all = authz_ok(&all);
+  f->clue_scope = f->all ? AUTHZ_SCOPE_ALL : authz_clue_scope(&a);
+  f->scope_unit = a.unit_id;
 }
 
 static int refuse(rpc_call_t *call, int rc, const validate_error_t *err) {
@@ -191,7 +190,7 @@ static void list_events(rpc_call_t *call, const ProtobufCMessage *m) {
   f.from_ms = req->from_ms;
   f.to_ms = req->to_ms;
   f.until_seq = req->until_seq;
-  f.owner_unit = audit_visible_owner(rpc_call_principal(call));
+  audit_visibility(rpc_call_principal(call), &f);
   audit_sql_build(q, &f, after, 0, ctx->page_size + 1);
   svc_query(call, q->text, q->n, q->values, list_done, ctx);
 }

@@ -13,10 +13,10 @@ extern const rpc_method_t audit_methods[];
 extern const size_t audit_nmethods;
 
 /**
- * What the caller may see of the audit trail, as the owner_unit of an audit_filter_t:
- * 0 for AUDITOR and ADMIN (every event), else the caller's unit (events of clues it owns).
+ * Set the visibility fields of f for the caller: every event for AUDITOR and ADMIN, else
+ * the events of the clues the caller sees (authz_clue_scope()).
  */
-int64_t audit_visible_owner(const rpc_principal_t *p);
+void audit_visibility(const rpc_principal_t *p, audit_filter_t *f);
 
 /**
  * Check a request's subject_type / subject_id pair (a known shape; an id needs a type).

@@ -1,12 +1,14 @@
 #include "service/audit_event.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "domain/clue_fsm.h"
 #include "net/grpc_wire.h"
+#include "service/clue_scope.h"
 
 /* ---- SQL ------------------------------------------------------------------------------ */
 
@@ -20,9 +22,13 @@ static void param_str(audit_sql_t *q, const char *s) {
   q->values[q->n++] = s;
 }
 
-static void cat(audit_sql_t *q, const char *fmt, int arg) {
+__attribute__((format(printf, 2, 3))) static void cat(audit_sql_t *q, const char *fmt, ...) {
   size_t len = strlen(q->text);
-  snprintf(q->text + len, sizeof(q->text) - len, fmt, arg);
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(q->text + len, sizeof(q->text) - len, fmt, ap);
+  va_end(ap);
 }
 
 void audit_sql_build(audit_sql_t *q, const audit_filter_t *f, int64_t after, int64_t bound,
@@ -69,9 +75,16 @@ void audit_sql_build(audit_sql_t *q, const audit_filter_t *f, int64_t after, int
     param_i64(q, f->to_ms);
     cat(q, " AND e.at < timestamptz 'epoch' + $%d::bigint * interval '1 millisecond'", q->n);
   }
-  if (f->owner_unit) {
-    param_i64(q, f->owner_unit);
-    cat(q, " AND e.owner_unit = $%d", q->n);
+  if (!f->all) {
+    char cond[CLUE_SCOPE_SQL_MAX];
+    param_i64(q, f->scope_unit);
+    /* The buffer fits every scope; were it not to, the caller would see nothing. */
+    if (clue_scope_sql(f->clue_scope, "c", q->n, cond, sizeof(cond)) != 0)
+      snprintf(cond, sizeof(cond), "false");
+    cat(q,
+        " AND e.subject_type = 'clue' AND EXISTS (SELECT 1 FROM clues c"
+        " WHERE c.id = e.subject_id AND %s)",
+        cond);
   }
   param_i64(q, limit);
   cat(q, " ORDER BY e.seq LIMIT $%d", q->n);
@@ -94,8 +107,8 @@ bool audit_filter_match(const audit_filter_t *f, const audit_ev_t *ev) {
     return false;
   if (f->to_ms && ev->at_ms >= f->to_ms)
     return false;
-  /* owner_unit is NULL (0 here) for events that belong to no clue: hidden from units. */
-  if (f->owner_unit && f->owner_unit != ev->owner_unit)
+  /* Only clue events can be in a clue scope; which clues, the database says. */
+  if (!f->all && strcmp(ev->subject_type, "clue") != 0)
     return false;
   return true;
 }
@@ -166,7 +179,6 @@ int audit_ev_from_row(const db_result_t *r, int row, int col0, audit_ev_t **out)
   ev->subject_id = col_i64(r, row, col0 + 6);
   ev->from_state = col_state(r, row, col0 + 7);
   ev->to_state = col_state(r, row, col0 + 8);
-  ev->owner_unit = col_i64(r, row, col0 + 13);
   p = ev->data;
   for (int i = 0; i < 4; i++) {
     memcpy(p, texts[i], lens[i]);

@@ -10,6 +10,15 @@
  * (replaying history in batches), so a burst of events costs one query however many
  * watchers there are.
  *
+ * Visibility. AUDITOR and ADMIN watchers see every event. Anyone else sees the events of
+ * the clues they may see, which depends on the clues table (owner, liaison room, joint
+ * case, pending review), so memory alone cannot decide it. Watchers with the same unit and
+ * clue scope form a visibility group; for each batch the tail decides, the group asks once
+ * which of the batch's clues it sees (clue_scope_sql(), as ListClues does), remembers the
+ * seqs it may deliver, and its members deliver from the ring up to where the group has
+ * checked. So a burst costs one more query per group with watchers, not per watcher. As
+ * with ListAuditEvents, visibility is the clue's at the time of delivery.
+ *
  * Ordering without gaps. seq comes from a sequence and transactions commit in any order, so
  * a reader can see seq 11 while 10 is still uncommitted; one that then moved past 11 would
  * never deliver 10. A watcher therefore delivers only the contiguous run of decided seqs.
@@ -62,6 +71,7 @@
 #include "log.h"
 #include "service/audit.h"
 #include "service/audit_event.h"
+#include "service/clue_scope.h"
 
 #define TAIL_BATCH 500               /* rows per tail query */
 #define REPLAY_BATCH 256             /* rows per catch-up query of one watcher */
@@ -90,10 +100,11 @@ typedef enum watch_state {
 } watch_state_t;
 
 typedef struct watcher watcher_t;
+typedef struct vis_group vis_group_t;
 
 struct audit {
   server_t *srv;
-  int refs; /* the server, the timer handle, tail queries, watchers */
+  int refs; /* the server, the timer handle, tail queries, watchers, groups */
   int closed;
   tail_state_t tail;
   unsigned gen;         /* bumped when the tail stops: older queries' results are dropped */
@@ -113,6 +124,22 @@ struct audit {
   int64_t ring_base;
   watcher_t *watchers; /* every watcher not GONE */
   size_t nwatchers;
+  vis_group_t *groups; /* every visibility group with members */
+};
+
+/* Watchers that see the trail through the same clue scope (see "Visibility"). */
+struct vis_group {
+  vis_group_t *prev, *next;
+  audit_t *a;
+  int64_t unit;
+  unsigned scope;
+  int members;       /* its watchers not GONE */
+  int refs;          /* the members, a visibility query in flight, a walk of the group list */
+  int busy;          /* a visibility query is in flight, for (pos, upto] */
+  int64_t base, pos; /* visibility is known for seqs in (base, pos]; -1 before the first check */
+  int64_t upto;
+  int64_t *visible; /* ascending: the seqs in (base, pos] of the clue events it sees */
+  size_t nvisible, cap;
 };
 
 struct watcher {
@@ -125,10 +152,13 @@ struct watcher {
   int64_t last;          /* every seq <= last was queued or is not for this watcher */
   int64_t query_bound;   /* the frontier when its catch-up query was sent */
   audit_filter_t filter; /* strings point into the request, which the call owns */
+  vis_group_t *group;    /* NULL for watchers that see every event */
 };
 
 static void tail_kick(audit_t *a);
 static void watcher_advance(watcher_t *w);
+static void group_leave(vis_group_t *g);
+static void group_check(vis_group_t *g);
 
 /* ---- lifetimes ------------------------------------------------------------------------- */
 
@@ -189,6 +219,10 @@ static void watcher_set_state(watcher_t *w, watch_state_t to) {
   a->nwatchers--;
   rpc_call_on_cancel(w->call, NULL, NULL);
   rpc_call_on_writable(w->call, NULL, NULL);
+  if (w->group) {
+    group_leave(w->group);
+    w->group = NULL;
+  }
   if (a->nwatchers == 0)
     tail_stop(a);
   watcher_unref(w); /* the list's reference */
@@ -296,25 +330,55 @@ static int watcher_send(watcher_t *w, const audit_ev_t *ev) {
   return 0;
 }
 
-/* Queue w's events from the ring; stops when the call is full. */
+/* Is there a visible seq in the group's checked range? */
+static int group_sees(const vis_group_t *g, int64_t seq) {
+  size_t lo = 0, hi = g->nvisible;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (g->visible[mid] < seq)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo < g->nvisible && g->visible[lo] == seq;
+}
+
+/* Can w's next events come from memory: the ring, and for a group member the group's
+ * checked range? */
+static int watcher_in_memory(const watcher_t *w) {
+  const vis_group_t *g = w->group;
+  if (w->last < w->a->ring_base)
+    return 0;
+  return g == NULL || (g->pos >= 0 && w->last >= g->base);
+}
+
+/* Queue w's events from the ring; stops when the call is full. A group member goes as far
+ * as its group has checked, and waits there (LIVE) for the group's next check. */
 static void watcher_pump(watcher_t *w) {
   audit_t *a = w->a;
+  vis_group_t *g = w->group;
+  int64_t limit = g && g->pos < a->frontier.safe ? g->pos : a->frontier.safe;
   size_t i = ring_find(a, w->last);
 
   watcher_set_state(w, WATCH_SENDING);
   for (; i < a->ring_len; i++) {
     audit_ev_t *ev = ring_at(a, i);
+    if (ev->seq > limit)
+      break;
     if (rpc_call_buffered(w->call) >= WATCH_HIGH_WATER) {
       watcher_set_state(w, WATCH_PAUSED);
       return;
     }
-    if (audit_filter_match(&w->filter, ev) && watcher_send(w, ev) != 0)
+    if (audit_filter_match(&w->filter, ev) && (g == NULL || group_sees(g, ev->seq)) &&
+        watcher_send(w, ev) != 0)
       return;
     w->last = ev->seq;
   }
-  if (w->last < a->frontier.safe)
-    w->last = a->frontier.safe;
+  if (w->last < limit)
+    w->last = limit;
   watcher_set_state(w, WATCH_LIVE);
+  if (g && g->pos < a->frontier.safe)
+    group_check(g);
 }
 
 static void watcher_fetched(const db_result_t *r, void *arg);
@@ -392,7 +456,7 @@ static void watcher_advance(watcher_t *w) {
     watcher_set_state(w, WATCH_WAITING);
   else if (w->last >= a->frontier.safe)
     watcher_set_state(w, WATCH_LIVE);
-  else if (w->last >= a->ring_base)
+  else if (watcher_in_memory(w))
     watcher_pump(w);
   else if (w->caught_up)
     watcher_end(w, GRPC_RESOURCE_EXHAUSTED, "watcher too slow; resume from seq %lld",
@@ -401,6 +465,8 @@ static void watcher_advance(watcher_t *w) {
     watcher_set_state(w, WATCH_PAUSED);
   else
     watcher_query(w);
+  if (w->state == WATCH_LIVE && w->group && w->group->pos < a->frontier.safe)
+    group_check(w->group);
   watcher_unref(w);
 }
 
@@ -415,6 +481,273 @@ static void on_cancel(rpc_call_t *call, void *arg) {
   watcher_t *w = arg;
   (void)call;
   watcher_set_state(w, WATCH_GONE);
+}
+
+/* ---- visibility groups ---------------------------------------------------------------- */
+
+static void group_unref(vis_group_t *g) {
+  audit_t *a = g->a;
+  if (--g->refs > 0)
+    return;
+  free(g->visible);
+  free(g);
+  audit_unref(a);
+}
+
+/* The group of watchers with this unit and scope, created if need be; NULL when out of
+ * memory. The caller is a new member. */
+static vis_group_t *group_join(audit_t *a, int64_t unit, unsigned scope) {
+  vis_group_t *g;
+
+  for (g = a->groups; g; g = g->next)
+    if (g->unit == unit && g->scope == scope)
+      break;
+  if (g == NULL) {
+    if ((g = calloc(1, sizeof(*g))) == NULL)
+      return NULL;
+    g->a = a;
+    a->refs++;
+    g->unit = unit;
+    g->scope = scope;
+    g->base = g->pos = -1;
+    g->next = a->groups;
+    if (a->groups)
+      a->groups->prev = g;
+    a->groups = g;
+  }
+  g->members++;
+  g->refs++;
+  return g;
+}
+
+static void group_leave(vis_group_t *g) {
+  if (--g->members == 0) {
+    audit_t *a = g->a;
+    if (g->prev)
+      g->prev->next = g->next;
+    else
+      a->groups = g->next;
+    if (g->next)
+      g->next->prev = g->prev;
+    g->prev = g->next = NULL;
+  }
+  group_unref(g);
+}
+
+/* Start over at the ring's start: what was checked before it is gone from memory. Members
+ * behind that point replay from the database (or, having caught up once, are too slow). */
+static void group_reset(vis_group_t *g) {
+  g->base = g->pos = g->a->ring_base;
+  g->nvisible = 0;
+}
+
+/* Wake the group's members waiting at the end of its checked range. */
+static void group_wake(vis_group_t *g) {
+  audit_t *a = g->a;
+  size_t n;
+  watcher_t **v = watchers_snapshot(a, &n);
+
+  if (v == NULL) {
+    log_error("audit watch: out of memory waking watchers");
+    return;
+  }
+  for (size_t i = 0; i < n; i++)
+    if (v[i]->group == g && v[i]->state == WATCH_LIVE)
+      watcher_advance(v[i]);
+  watchers_release(v, n);
+}
+
+/* Forget what no member needs any more: seqs at or below every member's position. */
+static void group_trim(vis_group_t *g) {
+  int64_t low = g->pos;
+  size_t k = 0;
+
+  for (watcher_t *w = g->a->watchers; w; w = w->next)
+    if (w->group == g && w->last < low)
+      low = w->last;
+  if (low <= g->base)
+    return;
+  while (k < g->nvisible && g->visible[k] <= low)
+    k++;
+  if (k > 0) {
+    memmove(g->visible, g->visible + k, (g->nvisible - k) * sizeof(*g->visible));
+    g->nvisible -= k;
+  }
+  g->base = low;
+}
+
+static int cmp_i64(const void *x, const void *y) {
+  int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+  return (a > b) - (a < b);
+}
+
+static int group_push(vis_group_t *g, int64_t seq) {
+  if (g->nvisible == g->cap) {
+    size_t cap = g->cap ? g->cap * 2 : 64;
+    int64_t *nv = realloc(g->visible, cap * sizeof(*nv));
+    if (nv == NULL)
+      return -ENOMEM;
+    g->visible = nv;
+    g->cap = cap;
+  }
+  g->visible[g->nvisible++] = seq;
+  return 0;
+}
+
+typedef struct group_job {
+  vis_group_t *g;
+  unsigned gen;
+} group_job_t;
+
+/* End the members that depend on the group's checks (those catching up from the database
+ * do not): the group cannot say what they may see. */
+static void group_fail(vis_group_t *g, grpc_status_t code, const char *why) {
+  audit_t *a = g->a;
+  size_t n;
+  watcher_t **v = watchers_snapshot(a, &n);
+
+  if (v == NULL)
+    return;
+  for (size_t i = 0; i < n; i++)
+    if (v[i]->group == g && v[i]->state != WATCH_QUERY)
+      watcher_end(v[i], code, "%s; resume from seq %lld", why, (long long)v[i]->last);
+  watchers_release(v, n);
+}
+
+/* The answer to "which of these clues does the group see": mark the visible events of
+ * (pos, upto] that are still in the ring, and move pos to upto. */
+static void group_checked(const db_result_t *r, void *arg) {
+  group_job_t *job = arg;
+  vis_group_t *g = job->g;
+  audit_t *a = g->a;
+  int64_t *ids = NULL;
+  int n = 0, stale = job->gen != a->gen;
+
+  free(job);
+  g->busy = 0;
+  if (g->members == 0 || a->closed || stale || a->tail != TAIL_RUNNING) {
+    group_unref(g);
+    return;
+  }
+  if (r->err != DB_OK) {
+    log_warn("audit watch: visibility check failed (%s%s%s)", db_strerror(r->err),
+             r->message ? ": " : "", r->message ? r->message : "");
+    group_fail(g, GRPC_UNAVAILABLE, "database unavailable");
+    group_unref(g);
+    return;
+  }
+  n = db_rows(r);
+  if (n > 0 && (ids = malloc((size_t)n * sizeof(*ids))) == NULL) {
+    group_fail(g, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    group_unref(g);
+    return;
+  }
+  for (int i = 0; i < n; i++)
+    ids[i] = strtoll(db_value(r, i, 0), NULL, 10);
+  if (n > 0)
+    qsort(ids, (size_t)n, sizeof(*ids), cmp_i64);
+  if (g->pos < a->ring_base)
+    group_reset(g); /* the ring moved on during the query */
+  for (size_t i = ring_find(a, g->pos); i < a->ring_len; i++) {
+    audit_ev_t *ev = ring_at(a, i);
+    if (ev->seq > g->upto)
+      break;
+    if (strcmp(ev->subject_type, "clue") == 0 && n > 0 &&
+        bsearch(&ev->subject_id, ids, (size_t)n, sizeof(*ids), cmp_i64) &&
+        group_push(g, ev->seq) != 0) {
+      free(ids);
+      group_fail(g, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+      group_unref(g);
+      return;
+    }
+  }
+  free(ids);
+  if (g->upto > g->pos)
+    g->pos = g->upto;
+  group_trim(g);
+  group_wake(g);
+  if (g->members > 0 && g->pos < a->frontier.safe)
+    group_check(g);
+  group_unref(g);
+}
+
+/* Ask which clues of the decided events after pos the group sees (one query), unless one
+ * is in flight. */
+static void group_check(vis_group_t *g) {
+  audit_t *a = g->a;
+  int64_t upto = a->frontier.safe;
+  int64_t *ids = NULL;
+  size_t n = 0, cap = 0, len, i;
+  char *list = NULL, cond[CLUE_SCOPE_SQL_MAX], sql[CLUE_SCOPE_SQL_MAX + 128], unit[24];
+  const char *params[2];
+  group_job_t *job = NULL;
+
+  if (g->busy || g->members == 0 || a->closed || a->tail != TAIL_RUNNING || !a->frontier.ready)
+    return;
+  if (g->pos < 0 || g->pos < a->ring_base)
+    group_reset(g);
+  if (g->pos >= upto)
+    return;
+  for (i = ring_find(a, g->pos); i < a->ring_len && ring_at(a, i)->seq <= upto; i++) {
+    audit_ev_t *ev = ring_at(a, i);
+    if (strcmp(ev->subject_type, "clue") != 0)
+      continue;
+    if (n == cap) {
+      int64_t *ni = realloc(ids, (cap = cap ? cap * 2 : 64) * sizeof(*ids));
+      if (ni == NULL)
+        goto oom;
+      ids = ni;
+    }
+    ids[n++] = ev->subject_id;
+  }
+  if (n == 0) {
+    /* Nothing in the range can be visible to a group. */
+    g->pos = upto;
+    group_trim(g);
+    g->refs++;
+    group_wake(g);
+    group_unref(g);
+    return;
+  }
+  if ((list = malloc(n * 21 + 3)) == NULL)
+    goto oom;
+  len = 0;
+  list[len++] = '{';
+  for (i = 0; i < n; i++)
+    len += (size_t)snprintf(list + len, 22, "%s%lld", i ? "," : "", (long long)ids[i]);
+  list[len++] = '}';
+  list[len] = '\0';
+  if (clue_scope_sql(g->scope, "c", 1, cond, sizeof(cond)) != 0)
+    snprintf(cond, sizeof(cond), "false");
+  snprintf(sql, sizeof(sql), "SELECT c.id FROM clues c WHERE c.id = ANY ($2::bigint[]) AND %s",
+           cond);
+  snprintf(unit, sizeof(unit), "%lld", (long long)g->unit);
+  params[0] = unit;
+  params[1] = list;
+  if ((job = malloc(sizeof(*job))) == NULL)
+    goto oom;
+  job->g = g;
+  job->gen = a->gen;
+  g->busy = 1;
+  g->upto = upto;
+  g->refs++;
+  if (db_query(a->srv->db, sql, 2, params, group_checked, job) != 0) {
+    g->busy = 0;
+    g->refs--;
+    free(job);
+    free(list);
+    free(ids);
+    group_fail(g, GRPC_UNAVAILABLE, "database unavailable");
+    return;
+  }
+  free(list);
+  free(ids);
+  return;
+oom:
+  free(list);
+  free(ids);
+  log_error("audit watch: out of memory checking visibility");
+  group_fail(g, GRPC_RESOURCE_EXHAUSTED, "out of memory");
 }
 
 /* ---- the tail ------------------------------------------------------------------------- */
@@ -528,6 +861,26 @@ static void on_listen_ready(void *arg) {
     tail_kick(srv->audit);
 }
 
+/* Let every visibility group look at what the tail just decided. */
+static void tail_check_groups(audit_t *a) {
+  size_t n = 0, k = 0;
+  vis_group_t *g, **v;
+
+  for (g = a->groups; g; g = g->next)
+    n++;
+  if (n == 0 || (v = malloc(n * sizeof(*v))) == NULL)
+    return; /* out of memory: members start their group's check as they reach its end */
+  for (g = a->groups; g; g = g->next) {
+    g->refs++;
+    v[k++] = g;
+  }
+  for (size_t i = 0; i < k; i++) {
+    group_check(v[i]);
+    group_unref(v[i]);
+  }
+  free(v);
+}
+
 /* Give every watcher its share of what the tail just decided. */
 static void tail_fan_out(audit_t *a) {
   size_t n;
@@ -551,6 +904,7 @@ static void tail_fan_out(audit_t *a) {
       watcher_advance(w);
   }
   watchers_release(v, n);
+  tail_check_groups(a);
 }
 
 /* The frontier stopped short of rows it saw: some seq is still undecided. */
@@ -744,7 +1098,15 @@ void audit_watch_events(rpc_call_t *call, const ProtobufCMessage *m) {
   w->filter.subject_type = req->subject_type;
   w->filter.subject_id = req->subject_id;
   w->filter.action = req->action;
-  w->filter.owner_unit = audit_visible_owner(rpc_call_principal(call));
+  audit_visibility(rpc_call_principal(call), &w->filter);
+  if (!w->filter.all &&
+      (w->group = group_join(a, w->filter.scope_unit, w->filter.clue_scope)) == NULL) {
+    rpc_call_unref(call);
+    audit_unref(a);
+    free(w);
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
   w->next = a->watchers;
   if (a->watchers)
     a->watchers->prev = w;

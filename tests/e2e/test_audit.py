@@ -1,6 +1,9 @@
 """AuditService against the real clued and PostgreSQL: listing with filters and pages, who
 sees what, chain verification (and tampering by a superuser), and WatchEvents across two
-instances under concurrent, out-of-order commits."""
+instances under concurrent, out-of-order commits.
+
+Events appended straight through audit_append() use subject ids from FAKE up for subject
+type "clue", so that they never name a clue made through ClueService."""
 
 import hashlib
 import os
@@ -12,17 +15,20 @@ import struct
 import sys
 import threading
 import time
+import uuid
 
 import grpc
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
 import rawh2  # noqa: E402
+import world  # noqa: E402
 
 S = harness.stubs()
 A = S.admin_pb2
 AU = S.audit_pb2
 C = S.common_pb2
+CL = S.clue_pb2
 P = AU.BrokenLink
 ROOM, GROUP = C.UNIT_KIND_ROOM, C.UNIT_KIND_GROUP
 
@@ -31,8 +37,7 @@ class Ctx:
     pass
 
 
-def token_for(c, user_id):
-    return [("authorization", "Bearer " + c.admin.IssueToken(A.IssueTokenRequest(user_id=user_id), metadata=c.md).token)]
+FAKE = 100000
 
 
 def setup():
@@ -43,30 +48,31 @@ def setup():
     c.db = c.pg.connect(c.dbname)
     c.a = harness.Clued(c.url).start()
     c.b = harness.Clued(c.url).start(migrate=False)  # a second instance on the same database
-    out = c.a.run("bootstrap").stdout
-    c.md = [("authorization", "Bearer " + re.search(r"ct_[0-9a-f]{64}", out).group(0))]
+    # Units R1, R2, G1, G2 (liaison R1), G3 (liaison R2), X1, each with a leader and a member;
+    # the admin and an auditor.
+    c.w = world.build(c.a)
+    c.md = list(c.w.admin.metadata)
     c.ch_a = grpc.insecure_channel(c.a.addr)
     c.ch_b = grpc.insecure_channel(c.b.addr)
     c.admin = S.admin_pb2_grpc.AdminServiceStub(c.ch_a)
     c.admin_b = S.admin_pb2_grpc.AdminServiceStub(c.ch_b)
     c.audit = S.audit_pb2_grpc.AuditServiceStub(c.ch_a)
     c.audit_b = S.audit_pb2_grpc.AuditServiceStub(c.ch_b)
-    # Two working units with a member each, and an auditor.
-    c.room = c.admin.CreateUnit(A.CreateUnitRequest(kind=ROOM, code="R1", name="第一监督检查室"), metadata=c.md)
-    c.group = c.admin.CreateUnit(A.CreateUnitRequest(kind=GROUP, code="G1", name="驻某局纪检监察组",
-                                                     liaison_room_id=c.room.id), metadata=c.md)
-    admin_unit = c.admin.ListUnits(A.ListUnitsRequest(kind=C.UNIT_KIND_ADMIN), metadata=c.md).units[0]
-    c.member = c.admin.CreateUser(A.CreateUserRequest(unit_id=c.room.id, name="张三", role=C.ROLE_MEMBER), metadata=c.md)
-    c.leader = c.admin.CreateUser(A.CreateUserRequest(unit_id=c.group.id, name="李四", role=C.ROLE_LEADER), metadata=c.md)
-    c.auditor = c.admin.CreateUser(A.CreateUserRequest(unit_id=admin_unit.id, name="审计", role=C.ROLE_AUDITOR),
-                                   metadata=c.md)
-    c.member_md = token_for(c, c.member.id)
-    c.leader_md = token_for(c, c.leader.id)
-    c.auditor_md = token_for(c, c.auditor.id)
+    c.room, c.group = c.w.R1, c.w.G1
+    c.member, c.leader, c.auditor = c.w.R1.member, c.w.G1.leader, c.w.auditor
+    c.member_md, c.leader_md, c.auditor_md = (list(u.metadata) for u in (c.member, c.leader, c.auditor))
     return c
 
 
+def submit(user, title="线索"):
+    return user.clue.SubmitClue(CL.SubmitClueRequest(
+        request_id=str(uuid.uuid4()), title=title, summary="反映某某违规收受礼金",
+        source=CL.SOURCE_CHANNEL_LETTER_VISIT_REPORT, subject=CL.SubjectPerson(name="张三", position="处长"),
+        host_unit="市发展改革委"), timeout=20)
+
+
 def teardown(c):
+    c.w.close()
     c.ch_a.close()
     c.ch_b.close()
     c.db.close()
@@ -165,18 +171,18 @@ def test_list_filters_and_pagination(c):
     base = max_seq(c)
     with c.db.cursor() as cur:
         for i in range(60):
-            append(cur, "clue", 100 + i % 4, owner=c.room.id if i % 2 else c.group.id,
+            append(cur, "clue", FAKE + 100 + i % 4, owner=c.room.id if i % 2 else c.group.id,
                    action="clue.note" if i % 3 else "clue.transition",
                    actor_user=c.member.id if i % 5 else c.leader.id,
                    actor_unit=c.room.id if i % 5 else c.group.id)
-    u = c.admin.CreateUnit(A.CreateUnitRequest(kind=ROOM, code="R2", name="第二室"), metadata=c.md)
+    u = c.admin.CreateUnit(A.CreateUnitRequest(kind=ROOM, code="R12", name="第十二室"), metadata=c.md)
     t_mid = sql(c, "SELECT floor(extract(epoch FROM at) * 1000)::bigint FROM audit_events WHERE seq = %s",
                 base + 30)[0][0]
     everything, pages = list_all(c.audit, c.md, page_size=7)
     assert everything == [r[0] for r in sql(c, "SELECT seq FROM audit_events ORDER BY seq")]
     assert pages == -(-len(everything) // 7)
     cases = [
-        (dict(subject_type="clue", subject_id=101), "subject_type = 'clue' AND subject_id = 101"),
+        (dict(subject_type="clue", subject_id=FAKE + 101), f"subject_type = 'clue' AND subject_id = {FAKE + 101}"),
         (dict(subject_type="clue"), "subject_type = 'clue'"),
         (dict(subject_type="unit", subject_id=u.id), f"subject_type = 'unit' AND subject_id = {u.id}"),
         (dict(actor_user_id=c.leader.id), f"actor_user_id = {c.leader.id}"),
@@ -233,23 +239,45 @@ def test_list_bad_requests(c):
     expect(lambda: L(AU.ListAuditEventsRequest()), grpc.StatusCode.UNAUTHENTICATED)
 
 
+def clue_events(c, ids):
+    return [r[0] for r in sql(c, "SELECT seq FROM audit_events WHERE subject_type = 'clue' AND "
+                                 "subject_id = ANY(%s) ORDER BY seq", list(ids))]
+
+
 def test_list_visibility(c):
+    w = c.w
+    g1 = [submit(w.G1.member, "一"), submit(w.G1.leader, "二")]
+    g3 = [submit(w.G3.leader, "三")]
+    r1 = [submit(w.R1.member, "四")]
+    x1 = [submit(w.X1.member, "五")]
+    # A move adds an event to a clue's trail.
+    w.G1.leader.clue.RequestTransition(CL.RequestTransitionRequest(
+        clue_id=g1[0].id, expected_version=g1[0].version, target=C.CLUE_STATE_PRELIMINARY_CHECK,
+        reason="初核", request_id=str(uuid.uuid4())), timeout=20)
     with c.db.cursor() as cur:
-        for i in range(10):
-            append(cur, "clue", 900 + i, owner=c.room.id)
-            append(cur, "clue", 950 + i, owner=c.group.id)
+        for i in range(5):
+            append(cur, "clue", FAKE + 900 + i, owner=c.room.id)  # no such clue: nobody's
     every = [r[0] for r in sql(c, "SELECT seq FROM audit_events ORDER BY seq")]
     # AUDITOR and ADMIN read the whole trail.
     assert list_all(c.audit, c.auditor_md, page_size=500)[0] == every
     assert list_all(c.audit, c.md, page_size=500)[0] == every
-    # A member sees only events of clues its unit owns: no unit, user or token events.
-    mine = [r[0] for r in sql(c, "SELECT seq FROM audit_events WHERE owner_unit = %s ORDER BY seq", c.room.id)]
-    assert mine and list_all(c.audit, c.member_md, page_size=9)[0] == mine
-    theirs = [r[0] for r in sql(c, "SELECT seq FROM audit_events WHERE owner_unit = %s ORDER BY seq", c.group.id)]
-    assert list_all(c.audit, c.leader_md)[0] == theirs
-    # Asking for another unit's clue gives nothing rather than an error.
-    assert list_all(c.audit, c.member_md, subject_type="clue", subject_id=950)[0] == []
-    assert list_all(c.audit, c.member_md, subject_type="user", subject_id=c.member.id)[0] == []
+    # Everyone else: the events of the clues they see (ListClues' rule), no unit, user or
+    # token events. A room sees its liaison groups' clues.
+    sees = {
+        (w.G1, "member"): g1, (w.G1, "leader"): g1, (w.R1, "member"): r1 + g1, (w.R2, "leader"): g3,
+        (w.G2, "member"): [], (w.G3, "member"): g3, (w.X1, "leader"): x1,
+    }
+    for (unit, role), clues in sees.items():
+        user = getattr(unit, role)
+        got, _ = list_all(user.audit, (), page_size=3)
+        assert got == clue_events(c, [x.id for x in clues]), (unit, role)
+        listed = {x.id for x in user.clue.ListClues(CL.ListCluesRequest(page_size=500), timeout=10).clues}
+        assert listed == {x.id for x in clues}, (unit, role)
+    # Asking for a clue one does not see gives nothing rather than an error.
+    assert list_all(w.G2.member.audit, (), subject_type="clue", subject_id=g1[0].id)[0] == []
+    assert list_all(w.G1.member.audit, (), subject_type="user", subject_id=w.G1.member.id)[0] == []
+    got, _ = list_all(w.R1.member.audit, (), subject_type="clue", subject_id=g1[0].id)
+    assert got == clue_events(c, [g1[0].id]) and len(got) == 2
 
 
 # ---- VerifyAuditChain -------------------------------------------------------------------
@@ -296,7 +324,7 @@ def busy_history(c):
         rnd = random.Random(k)
         with conn.cursor() as cur:
             for i in range(400):
-                append(cur, rnd.choice(["clue", "case", "proposal"]), rnd.randrange(1, 150), owner=c.room.id,
+                append(cur, rnd.choice(["clue", "case", "proposal"]), FAKE + rnd.randrange(1, 150), owner=c.room.id,
                        reason=f"w{k} #{i} 理由")
                 if i % 7 == 0:
                     conn.rollback()
@@ -319,9 +347,10 @@ def test_verify_busy_history(c):
     r = verify(c)
     assert r.ok and not r.HasField("broken"), r
     assert (r.subjects_checked, r.events_checked) == (n_subjects, n_events)
-    r = verify(c, subject_type="clue", subject_id=5)
+    r = verify(c, subject_type="clue", subject_id=FAKE + 5)
     assert r.ok and r.subjects_checked == 1
-    assert r.events_checked == sql(c, "SELECT count(*) FROM audit_events WHERE subject_type = 'clue' AND subject_id = 5")[0][0]
+    assert r.events_checked == sql(c, "SELECT count(*) FROM audit_events WHERE subject_type = 'clue' "
+                                      "AND subject_id = %s", FAKE + 5)[0][0]
     assert verify(c, subject_type="clue", subject_id=987654).subjects_checked == 0
     # Another implementation of the canonical encoding agrees with every stored hash.
     rows = sql(c, "SELECT seq, (extract(epoch FROM at) * 1000000)::bigint, actor_user_id, actor_unit_id, action, "
@@ -507,14 +536,14 @@ def test_watch_replays_then_follows_across_instances(c):
     wb = Watch(c.audit_b, c.md, after=history[-4])
     assert [x.seq for x in wb.until(s0)] == history[-3:] + [s0]
     with c.db.cursor() as cur:
-        s1 = append(cur, "clue", 4242, owner=c.room.id)
+        s1 = append(cur, "clue", FAKE + 4242, owner=c.room.id)
     assert w.next().seq == s1 and wb.next().seq == s1
     w.cancel()
     wb.cancel()
     # One LISTEN connection per instance, however many watchers.
     ws = [Watch(c.audit, c.md, after=s1) for _ in range(5)]
     with c.db.cursor() as cur:
-        s2 = append(cur, "clue", 4243, owner=c.room.id)
+        s2 = append(cur, "clue", FAKE + 4243, owner=c.room.id)
     assert all(x.next().seq == s2 for x in ws)
     listeners = sql(c, "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = 'clued-listen'",
                     c.dbname)[0][0]
@@ -523,31 +552,58 @@ def test_watch_replays_then_follows_across_instances(c):
         x.cancel()
 
 
+def seq_of(c, clue_id, action):
+    return sql(c, "SELECT max(seq) FROM audit_events WHERE subject_type = 'clue' AND subject_id = %s "
+                  "AND action = %s", clue_id, action)[0][0]
+
+
 def test_watch_filters_and_visibility(c):
+    w = c.w
     start = max_seq(c)
-    w_subject = Watch(c.audit, c.md, after=start, subject_type="clue", subject_id=5151)
+    w_subject = Watch(c.audit, c.md, after=start, subject_type="clue", subject_id=FAKE + 5151)
     w_action = Watch(c.audit, c.md, after=start, action="clue.handover")
-    w_member = Watch(c.audit, c.member_md, after=start)
     w_auditor = Watch(c.audit_b, c.auditor_md, after=start)
+    # Members of one visibility group (R1's staff), on both instances, and other units.
+    w_r1 = [Watch(c.audit, list(w.R1.member.metadata), after=start),
+             Watch(c.audit_b, list(w.R1.member.metadata), after=start),
+             Watch(c.audit, list(w.R1.leader.metadata), after=start)]
+    w_g2 = Watch(c.audit_b, list(w.G2.member.metadata), after=start)
+    w_g3 = Watch(c.audit, list(w.G3.member.metadata), after=start)
+    w_r1_moves = Watch(c.audit, list(w.R1.member.metadata), after=start, action="clue.move")
     with c.db.cursor() as cur:
-        a = append(cur, "clue", 5151, owner=c.group.id)
-        b = append(cur, "clue", 5152, owner=c.room.id, action="clue.handover")
-        cc = append(cur, "clue", 5151, owner=c.room.id, action="clue.handover")
+        a = append(cur, "clue", FAKE + 5151, owner=c.group.id)
+        b = append(cur, "clue", FAKE + 5152, owner=c.room.id, action="clue.handover")
+        cc = append(cur, "clue", FAKE + 5151, owner=c.room.id, action="clue.handover")
+    mine = submit(w.G1.member, "liaison room sees it")   # G1's: R1 is its liaison room
+    other = submit(w.G3.leader, "R1 does not")           # G3's: R2's
+    w.G1.leader.clue.RequestTransition(CL.RequestTransitionRequest(
+        clue_id=mine.id, expected_version=mine.version, target=C.CLUE_STATE_PRELIMINARY_CHECK,
+        reason="初核", request_id=str(uuid.uuid4())), timeout=20)
     c.admin.CreateUnit(A.CreateUnitRequest(kind=ROOM, code="R6", name="第六室"), metadata=c.md)
     last = max_seq(c)
+    s_submit, s_move, s_other = seq_of(c, mine.id, "clue.submit"), seq_of(c, mine.id, "clue.move"), \
+        seq_of(c, other.id, "clue.submit")
     assert [e.seq for e in w_subject.until(cc)] == [a, cc]
     assert [e.seq for e in w_action.until(cc)] == [b, cc]
-    assert [e.seq for e in w_member.until(cc)] == [b, cc]  # its unit's clues only
     assert [e.seq for e in w_auditor.until(last)] == seqs_after(c, start)
+    for x in w_r1:
+        got = x.until(s_move)
+        assert [(e.seq, e.subject_id) for e in got] == [(s_submit, mine.id), (s_move, mine.id)]
+    assert [e.seq for e in w_r1_moves.until(s_move)] == [s_move]
+    assert [e.seq for e in w_g3.until(s_other)] == [s_other]
     time.sleep(0.3)
-    for x in (w_subject, w_action, w_member):
-        assert x.q.empty()
+    for x in [w_subject, w_action, w_g2, w_g3, w_r1_moves] + w_r1:
+        assert x.q.empty(), x
         x.cancel()
     w_auditor.cancel()
-    # A member's replay from the database applies the same visibility.
-    w = Watch(c.audit, c.member_md, after=start)
-    assert [e.seq for e in w.until(cc)] == [b, cc]
-    w.cancel()
+    # A replay from the database applies the same visibility.
+    x = Watch(c.audit_b, list(w.R1.member.metadata), after=start)
+    assert [e.seq for e in x.until(s_move)] == [s_submit, s_move]
+    x.cancel()
+    x = Watch(c.audit, list(w.G2.member.metadata), after=0)
+    time.sleep(0.3)
+    assert x.q.empty()
+    x.cancel()
 
 
 def test_watch_waits_for_late_commit_and_skips_rollback(c):
@@ -557,9 +613,9 @@ def test_watch_waits_for_late_commit_and_skips_rollback(c):
     slow = c.pg.connect(c.dbname)
     slow.autocommit = False
     with slow.cursor() as cur:
-        g = append(cur, "clue", 6001, owner=c.room.id)  # drawn, not committed
+        g = append(cur, "clue", FAKE + 6001, owner=c.room.id)  # drawn, not committed
     with c.db.cursor() as cur:
-        h = append(cur, "clue", 6002, owner=c.room.id)  # committed after g was drawn
+        h = append(cur, "clue", FAKE + 6002, owner=c.room.id)  # committed after g was drawn
     assert h == g + 1
     time.sleep(0.5)
     assert w.q.empty(), "an event was delivered past an undecided seq"
@@ -567,9 +623,9 @@ def test_watch_waits_for_late_commit_and_skips_rollback(c):
     assert [w.next().seq, w.next().seq] == [g, h]
     # Now a rollback: the later event is delivered once the rolled-back one is decided.
     with slow.cursor() as cur:
-        r = append(cur, "clue", 6003, owner=c.room.id)
+        r = append(cur, "clue", FAKE + 6003, owner=c.room.id)
     with c.db.cursor() as cur:
-        k = append(cur, "clue", 6004, owner=c.room.id)
+        k = append(cur, "clue", FAKE + 6004, owner=c.room.id)
     time.sleep(0.3)
     assert w.q.empty()
     slow.rollback()
@@ -594,7 +650,7 @@ def test_watch_concurrent_writers_with_resumes(c):
         mine = []
         with conn.cursor() as cur:
             for i in range(per_writer):
-                seq = append(cur, "clue", 7000 + rnd.randrange(40), owner=c.room.id, reason=f"{k}/{i}")
+                seq = append(cur, "clue", FAKE + 7000 + rnd.randrange(40), owner=c.room.id, reason=f"{k}/{i}")
                 time.sleep(rnd.uniform(0, 0.006))
                 if i % 25 == 7:
                     conn.rollback()
@@ -612,10 +668,19 @@ def test_watch_concurrent_writers_with_resumes(c):
             stub.CreateUnit(A.CreateUnitRequest(kind=ROOM, code=f"{tag}{run}X{i}", name=f"{tag} {run} unit {i}"),
                             metadata=c.md)
 
+    def clue_writer(users):
+        for i in range(15):
+            for u in users:
+                submit(u, f"并发 {i}")
+
     writers = [threading.Thread(target=writer, args=(k,)) for k in range(6)]
     writers += [threading.Thread(target=admin_writer, args=(c.admin, "WA")),
-                threading.Thread(target=admin_writer, args=(c.admin_b, "WB"))]
+                threading.Thread(target=admin_writer, args=(c.admin_b, "WB")),
+                threading.Thread(target=clue_writer, args=([c.w.G1.member, c.w.G3.leader],)),
+                threading.Thread(target=clue_writer, args=([c.w.G2.leader, c.w.R1.leader],))]
     steady = Watch(c.audit_b, c.md, after=start)  # stays connected throughout
+    # R1's staff see the clues of R1, G1 and G2, not G3's.
+    steady_r1 = Watch(c.audit, list(c.w.R1.member.metadata), after=start)
     for t in writers:
         t.start()
     delivered, last, resumes, marks = [], start, 0, []
@@ -649,6 +714,14 @@ def test_watch_concurrent_writers_with_resumes(c):
     assert rolled_back and not set(rolled_back) & set(delivered)
     assert [e.seq for e in steady.until(committed[-1])] == committed
     steady.cancel()
+    r1_sees = [r[0] for r in sql(c, "SELECT e.seq FROM audit_events e JOIN clues cl ON cl.id = e.subject_id "
+                                    "WHERE e.subject_type = 'clue' AND e.seq > %s AND cl.owner_unit = ANY(%s) "
+                                    "ORDER BY e.seq", start, [c.w.R1.id, c.w.G1.id, c.w.G2.id])]
+    assert len(r1_sees) == 45
+    assert [e.seq for e in steady_r1.until(r1_sees[-1])] == r1_sees
+    time.sleep(0.3)
+    assert steady_r1.q.empty()
+    steady_r1.cancel()
     # Every gap is a rolled-back seq (or one burnt by a failed call).
     gaps = set(range(start + 1, committed[-1] + 1)) - set(committed)
     assert set(rolled_back) <= gaps
@@ -680,7 +753,7 @@ def test_watch_slow_watcher_is_ended_and_resumes(c):
     time.sleep(0.3)
     # More than the server keeps in memory, in big events, while the raw client reads nothing.
     with c.db.cursor() as cur:
-        cur.execute("SELECT count(audit_append(NULL, NULL, 'bulk.event', 'clue', 8000 + g %% 50, %s, NULL, NULL, "
+        cur.execute("SELECT count(audit_append(NULL, NULL, 'bulk.event', 'clue', 108000 + g %% 50, %s, NULL, NULL, "
                     "repeat('x', 200), '{}')) FROM generate_series(1, 5000) g", (c.room.id,))
     end = max_seq(c)
     # A watcher that reads keeps up with the same burst.
@@ -710,15 +783,16 @@ def test_watch_300_watchers(c):
     chans = [grpc.insecure_channel(x.addr, options=[("grpc.use_local_subchannel_pool", 1)])
              for x in (c.a, c.a, c.b, c.b)]
     stubs = [S.audit_pb2_grpc.AuditServiceStub(ch) for ch in chans]
-    ws = [Watch(stubs[i % 4], c.md if i % 3 else c.auditor_md, after=start) for i in range(300)]
+    mds = [c.md, c.auditor_md, list(c.w.R1.member.metadata)]  # R1's staff see G1's clues
+    ws = [Watch(stubs[i % 4], mds[i % 3], after=start) for i in range(300)]
     time.sleep(1.0)
-    u = c.admin.CreateUnit(A.CreateUnitRequest(kind=ROOM, code="R300", name="三百"), metadata=c.md)
-    want = (max_seq(c), "unit", u.id)
+    clue = submit(c.w.G1.member, "三百")
+    want = (seq_of(c, clue.id, "clue.submit"), "clue", clue.id, "clue.submit")
     deadline = time.time() + 30
     for w in ws:
         e = w.next(timeout=max(0.1, deadline - time.time()))
         assert e is not None, w.status
-        assert (e.seq, e.subject_type, e.subject_id) == want
+        assert (e.seq, e.subject_type, e.subject_id, e.action) == want
     for w in ws:
         w.cancel()
     for ch in chans:
@@ -731,13 +805,13 @@ def test_watch_ends_on_shutdown_and_resumes_elsewhere(c):
     with grpc.insecure_channel(b2.addr) as ch:
         w = Watch(S.audit_pb2_grpc.AuditServiceStub(ch), c.md, after=start)
         with c.db.cursor() as cur:
-            s1 = append(cur, "clue", 9001, owner=c.room.id)
+            s1 = append(cur, "clue", FAKE + 9001, owner=c.room.id)
         assert w.next().seq == s1
         b2.stop()
         assert w.next() is None
         assert w.status[0] == grpc.StatusCode.UNAVAILABLE and f"resume from seq {s1}" in w.status[1], w.status
     with c.db.cursor() as cur:
-        s2 = append(cur, "clue", 9002, owner=c.room.id)
+        s2 = append(cur, "clue", FAKE + 9002, owner=c.room.id)
     w = Watch(c.audit, c.md, after=s1)
     assert w.next().seq == s2
     w.cancel()
