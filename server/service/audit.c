@@ -16,6 +16,9 @@
 /* Subject types and actions are short identifiers ("clue", "clue.transition"). */
 #define AUDIT_NAME_MAX 64
 
+/* Times past the start of the year 10000 are refused: PostgreSQL's timestamps end there. */
+#define AUDIT_TIME_MS_MAX 253402300800000LL
+
 static authz_principal_t principal_facts(const rpc_principal_t *p) {
   authz_principal_t a = {0};
   if (p) {
@@ -45,6 +48,15 @@ static int refuse(rpc_call_t *call, int rc, const validate_error_t *err) {
 static int bad_id(rpc_call_t *call, const char *field, int64_t v) {
   if (v < 0) {
     rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s must not be negative", field);
+    return 1;
+  }
+  return 0;
+}
+
+static int bad_time(rpc_call_t *call, const char *field, int64_t ms) {
+  if (ms < 0 || ms > AUDIT_TIME_MS_MAX) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s must be 0 (not set) or a time before the year 10000",
+             field);
     return 1;
   }
   return 0;
@@ -163,8 +175,8 @@ static void list_events(rpc_call_t *call, const ProtobufCMessage *m) {
   }
   if (audit_check_subject(call, req->subject_type, req->subject_id) != 0 ||
       bad_id(call, "actor_user_id", req->actor_user_id) || bad_id(call, "unit_id", req->unit_id) ||
-      bad_name(call, "action", req->action) || bad_id(call, "from_ms", req->from_ms) ||
-      bad_id(call, "to_ms", req->to_ms) || bad_id(call, "after_seq", req->after_seq) ||
+      bad_name(call, "action", req->action) || bad_time(call, "from_ms", req->from_ms) ||
+      bad_time(call, "to_ms", req->to_ms) || bad_id(call, "after_seq", req->after_seq) ||
       bad_id(call, "until_seq", req->until_seq) ||
       refuse(call, validate_page_size(req->page_size, &ctx->page_size, &err), &err))
     return;
