@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -219,6 +220,9 @@ static int cmd_serve(server_config_t *cfg, const char *migrations_dir) {
     }
   }
   raise_fd_limit();
+  /* A write to a peer that has already closed must fail with EPIPE (a disconnect, handled
+   * per connection), not kill the process: libuv writes with write(2), which raises SIGPIPE. */
+  signal(SIGPIPE, SIG_IGN);
   uv_loop_init(&loop);
   if (server_init(&srv, &loop, cfg) != 0) {
     uv_loop_close(&loop);
