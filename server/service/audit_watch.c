@@ -46,7 +46,11 @@
  * the tail starts, the largest seq M of its first snapshot becomes the frontier once a
  * snapshot's xmin reaches that first statement's bound.
  * A transaction that appended an event and stays open holds the frontier (and every watcher)
- * at its seq until it ends: a warning is logged when that lasts.
+ * at its seq until it ends: a warning is logged when that lasts. xmin covers the whole
+ * PostgreSQL cluster, so skipping a rolled-back seq also waits for write transactions of
+ * other databases that were running when the gap was seen (a delay, never a loss). The
+ * argument needs every row to come from audit_append(): a plain INSERT draws its seq from
+ * the column default before it has a transaction id.
  *
  * Flow control. A watcher queues events on its call only while the call holds less than
  * WATCH_HIGH_WATER bytes; then it waits for the writable callback and continues from where
