@@ -10,6 +10,7 @@
 #include "log.h"
 #include "net/h2_conn.h"
 #include "rpc/table.h"
+#include "service/audit_watch.h"
 #include "service/health.h"
 
 void server_config_defaults(server_config_t *cfg) {
@@ -150,6 +151,7 @@ static void server_stop(server_t *srv) {
   uv_close((uv_handle_t *)&srv->sigint, NULL);
   uv_close((uv_handle_t *)&srv->sigterm, NULL);
   health_close(srv);
+  audit_close(srv);
   if (srv->db) {
     db_pool_close(srv->db, db_closed, NULL);
     srv->db = NULL;
@@ -177,6 +179,7 @@ void server_shutdown(server_t *srv) {
   srv->state = SERVER_DRAINING;
   uv_close((uv_handle_t *)&srv->listener, NULL);
   health_shutdown(srv);
+  audit_shutdown(srv);
   for (c = srv->conns; c; c = next) {
     next = c->next;
     h2_conn_drain(c);

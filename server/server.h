@@ -14,6 +14,7 @@ typedef struct db_pool db_pool_t;
 typedef struct h2_conn h2_conn_t;
 typedef struct rpc_table rpc_table_t;
 typedef struct health health_t;
+typedef struct audit audit_t;
 
 typedef struct server_config {
   char listen[128];             /* host:port, [v6]:port */
@@ -45,6 +46,7 @@ struct server {
   rpc_table_t *methods;
   db_pool_t *db;                /* NULL when running without a database */
   health_t *health;
+  audit_t *audit;               /* WatchEvents: the shared tail and its watchers */
   h2_conn_t *conns;             /* intrusive list of live connections */
   size_t nconns;
   uint64_t next_conn_id;

@@ -16,6 +16,7 @@
 
 #include "log.h"
 #include "service/clue_row.h"
+#include "service/clue_scope.h"
 
 /* ---- page tokens ------------------------------------------------------------------------ */
 
@@ -131,31 +132,13 @@ static int param_add(list_query_t *q, const char *value) {
 
 /* The visibility clause for scope (not NONE); $1 is the caller's unit. */
 static void add_scope(list_query_t *q, unsigned scope) {
-  int first = 1;
+  char cond[CLUE_SCOPE_SQL_MAX];
 
-  if (scope & AUTHZ_SCOPE_ALL) {
-    sql_add(q, "true");
+  if (clue_scope_sql(scope, "c", 1, cond, sizeof(cond)) != 0) {
+    q->overflow = 1;
     return;
   }
-  sql_add(q, "(");
-  /* Own unit and liaison groups as one = ANY, so the owner index serves both. */
-  if (scope & (AUTHZ_SCOPE_OWN_UNIT | AUTHZ_SCOPE_LIAISON_GROUPS)) {
-    sql_add(q, "c.owner_unit = ANY (ARRAY(SELECT $1::bigint WHERE %s",
-            scope & AUTHZ_SCOPE_OWN_UNIT ? "true" : "false");
-    if (scope & AUTHZ_SCOPE_LIAISON_GROUPS)
-      sql_add(q, " UNION ALL SELECT id FROM units WHERE kind = 'GROUP' AND liaison_room_id = $1");
-    sql_add(q, "))");
-    first = 0;
-  }
-  if (scope & AUTHZ_SCOPE_JOINT_CASES) {
-    sql_add(q, "%sc.joint_case_id IN (SELECT joint_cases_of_unit($1))", first ? "" : " OR ");
-    first = 0;
-  }
-  if (scope & AUTHZ_SCOPE_PENDING_REVIEWS) {
-    sql_add(q, "%sc.pending_reviewer_unit = $1", first ? "" : " OR ");
-    first = 0;
-  }
-  sql_add(q, "%s)", first ? "false" : "");
+  sql_add(q, "%s", cond);
 }
 
 typedef struct list_ctx {

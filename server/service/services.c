@@ -6,6 +6,8 @@
 #include "log.h"
 #include "rpc/table.h"
 #include "service/admin.h"
+#include "service/audit.h"
+#include "service/audit_watch.h"
 #include "service/case.h"
 #include "service/clue.h"
 #include "service/debug.h"
@@ -19,6 +21,8 @@ int services_start(server_t *srv) {
     rc = rpc_table_add(srv->methods, health_methods, health_nmethods);
   if (rc == 0)
     rc = rpc_table_add(srv->methods, admin_methods, admin_nmethods);
+  if (rc == 0)
+    rc = rpc_table_add(srv->methods, audit_methods, audit_nmethods);
   if (rc == 0)
     rc = rpc_table_add(srv->methods, clue_methods, clue_nmethods);
   if (rc == 0)
@@ -44,5 +48,8 @@ int services_start(server_t *srv) {
       return -ENOMEM;
     }
   }
-  return health_init(srv);
+  rc = health_init(srv);
+  if (rc == 0)
+    rc = audit_init(srv);
+  return rc;
 }

@@ -1,0 +1,291 @@
+/* clue.v1.AuditService: listing and verifying the audit trail; WatchEvents lives in
+ * audit_watch.c. */
+
+#include "service/audit.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clue/v1/audit.pb-c.h"
+#include "domain/authz.h"
+#include "domain/validate.h"
+#include "service/audit_watch.h"
+#include "service/common.h"
+
+/* Subject types and actions are short identifiers ("clue", "clue.transition"). */
+#define AUDIT_NAME_MAX 64
+
+/* Times past the start of the year 10000 are refused: PostgreSQL's timestamps end there. */
+#define AUDIT_TIME_MS_MAX 253402300800000LL
+
+static authz_principal_t principal_facts(const rpc_principal_t *p) {
+  authz_principal_t a = {0};
+  if (p) {
+    a.user_id = p->user_id;
+    a.unit_id = p->unit_id;
+    a.unit_kind = (clue_unit_kind_t)p->unit_kind;
+    a.role = (clue_role_t)p->role;
+  }
+  return a;
+}
+
+void audit_visibility(const rpc_principal_t *p, audit_filter_t *f) {
+  authz_principal_t a = principal_facts(p);
+  authz_result_t all = authz_can_read_all_audit(&a);
+
+  f->all = authz_ok(&all);
+  f->clue_scope = f->all ? AUTHZ_SCOPE_ALL : authz_clue_scope(&a);
+  f->scope_unit = a.unit_id;
+}
+
+static int refuse(rpc_call_t *call, int rc, const validate_error_t *err) {
+  if (rc != 0)
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s", err->message);
+  return rc != 0;
+}
+
+static int bad_id(rpc_call_t *call, const char *field, int64_t v) {
+  if (v < 0) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s must not be negative", field);
+    return 1;
+  }
+  return 0;
+}
+
+static int bad_time(rpc_call_t *call, const char *field, int64_t ms) {
+  if (ms < 0 || ms > AUDIT_TIME_MS_MAX) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s must be 0 (not set) or a time before the year 10000",
+             field);
+    return 1;
+  }
+  return 0;
+}
+
+static int bad_name(rpc_call_t *call, const char *field, const char *s) {
+  validate_error_t err;
+  return refuse(call, validate_text(field, s, AUDIT_NAME_MAX, 0, &err), &err);
+}
+
+int audit_check_subject(rpc_call_t *call, const char *subject_type, int64_t subject_id) {
+  if (bad_name(call, "subject_type", subject_type) || bad_id(call, "subject_id", subject_id))
+    return -1;
+  if (subject_id != 0 && subject_type[0] == '\0') {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "subject_id needs subject_type");
+    return -1;
+  }
+  return 0;
+}
+
+/* ---- ListAuditEvents -------------------------------------------------------------------- */
+
+/* A page token carries the last seq of the page and a fingerprint of the filters it was
+ * issued for, so a token is not silently applied to another query. */
+static uint32_t fingerprint(const Clue__V1__ListAuditEventsRequest *req) {
+  char buf[512];
+  uint32_t h = 2166136261u;
+  int n =
+      snprintf(buf, sizeof(buf), "%s\x1f%lld\x1f%lld\x1f%lld\x1f%s\x1f%lld\x1f%lld\x1f%lld\x1f%lld",
+               req->subject_type, (long long)req->subject_id, (long long)req->actor_user_id,
+               (long long)req->unit_id, req->action, (long long)req->from_ms, (long long)req->to_ms,
+               (long long)req->after_seq, (long long)req->until_seq);
+  for (int i = 0; i < n && i < (int)sizeof(buf) - 1; i++) {
+    h ^= (unsigned char)buf[i];
+    h *= 16777619u;
+  }
+  return h;
+}
+
+/* "<seq in hex>.<fingerprint, 8 hex digits>"; returns 0 and sets *seq, or -1. */
+static int token_parse(const char *tok, uint32_t want, int64_t *seq) {
+  char *end;
+  unsigned long long v;
+  unsigned long fp;
+
+  if (tok[0] == '\0' || strspn(tok, "0123456789abcdef") > 16 || !strchr(tok, '.'))
+    return -1;
+  v = strtoull(tok, &end, 16);
+  if (end == tok || *end != '.' || v == 0 || v > INT64_MAX)
+    return -1;
+  tok = end + 1;
+  if (strlen(tok) != 8 || strspn(tok, "0123456789abcdef") != 8)
+    return -1;
+  fp = strtoul(tok, &end, 16);
+  if (*end != '\0' || (uint32_t)fp != want)
+    return -1;
+  *seq = (int64_t)v;
+  return 0;
+}
+
+typedef struct list_ctx {
+  int32_t page_size;
+  uint32_t fp;
+} list_ctx_t;
+
+static void list_done(rpc_call_t *call, const db_result_t *r, void *arg) {
+  list_ctx_t *ctx = arg;
+  Clue__V1__ListAuditEventsResponse resp = CLUE__V1__LIST_AUDIT_EVENTS_RESPONSE__INIT;
+  int rows = db_rows(r), n = rows > ctx->page_size ? ctx->page_size : rows;
+  audit_ev_t **evs = calloc((size_t)(n ? n : 1), sizeof(*evs));
+  Clue__V1__AuditEvent *msgs = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*msgs));
+  Clue__V1__AuditEvent **ptrs = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*ptrs));
+  int i;
+
+  if (evs == NULL || msgs == NULL || ptrs == NULL)
+    goto oom;
+  for (i = 0; i < n; i++) {
+    if (audit_ev_from_row(r, i, 0, &evs[i]) != 0)
+      goto oom;
+    audit_ev_to_msg(evs[i], &msgs[i]);
+    ptrs[i] = &msgs[i];
+  }
+  resp.events = ptrs;
+  resp.n_events = (size_t)n;
+  /* One row more than a page was asked for: there is a next page. */
+  if (rows > ctx->page_size) {
+    resp.next_page_token =
+        rpc_call_printf(call, "%llx.%08x", (unsigned long long)evs[n - 1]->seq, ctx->fp);
+    if (resp.next_page_token == NULL)
+      goto oom;
+  }
+  (void)rpc_reply(call, &resp.base);
+  for (i = 0; i < n; i++)
+    free(evs[i]);
+  free(evs);
+  return;
+oom:
+  if (evs)
+    for (i = 0; i < n; i++)
+      free(evs[i]);
+  free(evs);
+  rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+}
+
+static void list_events(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__ListAuditEventsRequest *req = (const void *)m;
+  validate_error_t err;
+  audit_filter_t f = {0};
+  list_ctx_t *ctx = rpc_call_alloc(call, sizeof(*ctx));
+  audit_sql_t *q = rpc_call_alloc(call, sizeof(*q));
+  int64_t after = req->after_seq, tok_seq;
+
+  if (ctx == NULL || q == NULL) {
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  if (audit_check_subject(call, req->subject_type, req->subject_id) != 0 ||
+      bad_id(call, "actor_user_id", req->actor_user_id) || bad_id(call, "unit_id", req->unit_id) ||
+      bad_name(call, "action", req->action) || bad_time(call, "from_ms", req->from_ms) ||
+      bad_time(call, "to_ms", req->to_ms) || bad_id(call, "after_seq", req->after_seq) ||
+      bad_id(call, "until_seq", req->until_seq) ||
+      refuse(call, validate_page_size(req->page_size, &ctx->page_size, &err), &err))
+    return;
+  if (req->to_ms && req->from_ms >= req->to_ms) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "from_ms must be before to_ms");
+    return;
+  }
+  ctx->fp = fingerprint(req);
+  if (req->page_token[0]) {
+    if (token_parse(req->page_token, ctx->fp, &tok_seq) != 0) {
+      rpc_fail(call, GRPC_INVALID_ARGUMENT,
+               "page_token is malformed or was issued for other filters");
+      return;
+    }
+    if (tok_seq > after)
+      after = tok_seq;
+  }
+  f.subject_type = req->subject_type;
+  f.subject_id = req->subject_id;
+  f.actor_user_id = req->actor_user_id;
+  f.actor_unit_id = req->unit_id;
+  f.action = req->action;
+  f.from_ms = req->from_ms;
+  f.to_ms = req->to_ms;
+  f.until_seq = req->until_seq;
+  audit_visibility(rpc_call_principal(call), &f);
+  audit_sql_build(q, &f, after, 0, ctx->page_size + 1);
+  svc_query(call, q->text, q->n, q->values, list_done, ctx);
+}
+
+/* ---- VerifyAuditChain ------------------------------------------------------------------- */
+
+static Clue__V1__BrokenLink__Problem problem_of(const char *s) {
+  static const struct {
+    const char *name;
+    Clue__V1__BrokenLink__Problem p;
+  } map[] = {
+      {"CHANGED_CONTENT", CLUE__V1__BROKEN_LINK__PROBLEM__PROBLEM_CHANGED_CONTENT},
+      {"MISSING_PREDECESSOR", CLUE__V1__BROKEN_LINK__PROBLEM__PROBLEM_MISSING_PREDECESSOR},
+      {"REORDERED", CLUE__V1__BROKEN_LINK__PROBLEM__PROBLEM_REORDERED},
+      {"FORGED", CLUE__V1__BROKEN_LINK__PROBLEM__PROBLEM_FORGED},
+  };
+  for (size_t i = 0; s && i < sizeof(map) / sizeof(map[0]); i++)
+    if (strcmp(s, map[i].name) == 0)
+      return map[i].p;
+  return CLUE__V1__BROKEN_LINK__PROBLEM__PROBLEM_UNSPECIFIED;
+}
+
+static void verify_done(rpc_call_t *call, const db_result_t *r, void *arg) {
+  Clue__V1__VerifyAuditChainResponse resp = CLUE__V1__VERIFY_AUDIT_CHAIN_RESPONSE__INIT;
+  Clue__V1__BrokenLink link = CLUE__V1__BROKEN_LINK__INIT;
+  (void)arg;
+
+  if (db_rows(r) != 1) {
+    rpc_fail(call, GRPC_INTERNAL, "internal error");
+    return;
+  }
+  resp.subjects_checked = svc_col_i64(r, 0, 0);
+  resp.events_checked = svc_col_i64(r, 0, 1);
+  resp.ok = db_value(r, 0, 5) == NULL;
+  if (!resp.ok) {
+    link.subject_type = svc_col_str(call, r, 0, 2);
+    link.subject_id = svc_col_i64(r, 0, 3);
+    link.seq = svc_col_i64(r, 0, 4);
+    link.problem = problem_of(db_value(r, 0, 5));
+    link.detail = svc_col_str(call, r, 0, 6);
+    if (link.subject_type == NULL || link.detail == NULL) {
+      rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+      return;
+    }
+    resp.broken = &link;
+  }
+  (void)rpc_reply(call, &resp.base);
+}
+
+static void verify_chain(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__VerifyAuditChainRequest *req = (const void *)m;
+  authz_principal_t p = principal_facts(rpc_call_principal(call));
+  authz_result_t ok = authz_can_read_all_audit(&p);
+  const char *params[2];
+
+  if (!authz_ok(&ok)) {
+    rpc_fail(call, (grpc_status_t)ok.grpc_code, "%s", ok.message);
+    return;
+  }
+  if (audit_check_subject(call, req->subject_type, req->subject_id) != 0)
+    return;
+  if (req->subject_type[0] && req->subject_id == 0) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "subject_type needs subject_id (or leave both empty)");
+    return;
+  }
+  params[0] = req->subject_type[0] ? req->subject_type : NULL;
+  params[1] = svc_i64(call, req->subject_id, 1);
+  svc_query(call, "SELECT * FROM audit_verify($1, $2::bigint)", 2, params, verify_done, NULL);
+}
+
+/* ---- the method table ------------------------------------------------------------------- */
+
+#define AUDIT_METHOD(name, fn, in, out, streaming)                                                 \
+  {                                                                                                \
+    "/clue.v1.AuditService/" name, &clue__v1__##in##__descriptor, &clue__v1__##out##__descriptor,  \
+        fn, streaming, 0                                                                           \
+  }
+
+const rpc_method_t audit_methods[] = {
+    AUDIT_METHOD("ListAuditEvents", list_events, list_audit_events_request,
+                 list_audit_events_response, 0),
+    AUDIT_METHOD("VerifyAuditChain", verify_chain, verify_audit_chain_request,
+                 verify_audit_chain_response, 0),
+    AUDIT_METHOD("WatchEvents", audit_watch_events, watch_events_request, audit_event, 1),
+};
+const size_t audit_nmethods = sizeof(audit_methods) / sizeof(audit_methods[0]);

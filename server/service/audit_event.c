@@ -1,0 +1,221 @@
+#include "service/audit_event.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "domain/clue_fsm.h"
+#include "net/grpc_wire.h"
+#include "service/clue_scope.h"
+
+/* ---- SQL ------------------------------------------------------------------------------ */
+
+static const char *param_i64(audit_sql_t *q, int64_t v) {
+  snprintf(q->num[q->n], sizeof(q->num[0]), "%lld", (long long)v);
+  q->values[q->n] = q->num[q->n];
+  return q->values[q->n++];
+}
+
+static void param_str(audit_sql_t *q, const char *s) {
+  q->values[q->n++] = s;
+}
+
+__attribute__((format(printf, 2, 3))) static void cat(audit_sql_t *q, const char *fmt, ...) {
+  size_t len = strlen(q->text);
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(q->text + len, sizeof(q->text) - len, fmt, ap);
+  va_end(ap);
+}
+
+void audit_sql_build(audit_sql_t *q, const audit_filter_t *f, int64_t after, int64_t bound,
+                     int limit) {
+  q->n = 0;
+  q->text[0] = '\0';
+  param_i64(q, after);
+  cat(q, "SELECT " AUDIT_EVENT_COLS " FROM audit_events e WHERE e.seq > $%d", q->n);
+  if (bound > 0) {
+    param_i64(q, bound);
+    cat(q, " AND e.seq <= $%d", q->n);
+  }
+  if (f->until_seq > 0) {
+    param_i64(q, f->until_seq);
+    cat(q, " AND e.seq <= $%d", q->n);
+  }
+  if (f->subject_type && f->subject_type[0]) {
+    param_str(q, f->subject_type);
+    cat(q, " AND e.subject_type = $%d", q->n);
+  }
+  if (f->subject_id) {
+    param_i64(q, f->subject_id);
+    cat(q, " AND e.subject_id = $%d", q->n);
+  }
+  if (f->actor_user_id) {
+    param_i64(q, f->actor_user_id);
+    cat(q, " AND e.actor_user_id = $%d", q->n);
+  }
+  if (f->actor_unit_id) {
+    param_i64(q, f->actor_unit_id);
+    cat(q, " AND e.actor_unit_id = $%d", q->n);
+  }
+  if (f->action && f->action[0]) {
+    param_str(q, f->action);
+    cat(q, " AND e.action = $%d", q->n);
+  }
+  /* Whole milliseconds compare exactly with the stored microseconds: at >= T ms holds iff
+   * floor(at in ms) >= T, which is what audit_filter_match() tests on at_ms. */
+  if (f->from_ms) {
+    param_i64(q, f->from_ms);
+    cat(q, " AND e.at >= timestamptz 'epoch' + $%d::bigint * interval '1 millisecond'", q->n);
+  }
+  if (f->to_ms) {
+    param_i64(q, f->to_ms);
+    cat(q, " AND e.at < timestamptz 'epoch' + $%d::bigint * interval '1 millisecond'", q->n);
+  }
+  if (!f->all) {
+    char cond[CLUE_SCOPE_SQL_MAX];
+    param_i64(q, f->scope_unit);
+    /* The buffer fits every scope; were it not to, the caller would see nothing. */
+    if (clue_scope_sql(f->clue_scope, "c", q->n, cond, sizeof(cond)) != 0)
+      snprintf(cond, sizeof(cond), "false");
+    cat(q,
+        " AND e.subject_type = 'clue' AND EXISTS (SELECT 1 FROM clues c"
+        " WHERE c.id = e.subject_id AND %s)",
+        cond);
+  }
+  param_i64(q, limit);
+  cat(q, " ORDER BY e.seq LIMIT $%d", q->n);
+}
+
+bool audit_filter_match(const audit_filter_t *f, const audit_ev_t *ev) {
+  if (f->until_seq > 0 && ev->seq > f->until_seq)
+    return false;
+  if (f->subject_type && f->subject_type[0] && strcmp(f->subject_type, ev->subject_type) != 0)
+    return false;
+  if (f->subject_id && f->subject_id != ev->subject_id)
+    return false;
+  if (f->actor_user_id && f->actor_user_id != ev->actor_user_id)
+    return false;
+  if (f->actor_unit_id && f->actor_unit_id != ev->actor_unit_id)
+    return false;
+  if (f->action && f->action[0] && strcmp(f->action, ev->action) != 0)
+    return false;
+  if (f->from_ms && ev->at_ms < f->from_ms)
+    return false;
+  if (f->to_ms && ev->at_ms >= f->to_ms)
+    return false;
+  /* Only clue events can be in a clue scope; which clues, the database says. */
+  if (!f->all && strcmp(ev->subject_type, "clue") != 0)
+    return false;
+  return true;
+}
+
+/* ---- events --------------------------------------------------------------------------- */
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+/* Decode hex (encode(..., 'hex') output) into out; returns the byte count. */
+static size_t unhex(const char *hex, uint8_t *out) {
+  size_t n = 0;
+  for (; hex[0] && hex[1]; hex += 2) {
+    int hi = hexval(hex[0]), lo = hexval(hex[1]);
+    if (hi < 0 || lo < 0)
+      break;
+    out[n++] = (uint8_t)(hi << 4 | lo);
+  }
+  return n;
+}
+
+static int64_t col_i64(const db_result_t *r, int row, int col) {
+  const char *v = db_value(r, row, col);
+  return v ? strtoll(v, NULL, 10) : 0;
+}
+
+static int col_state(const db_result_t *r, int row, int col) {
+  const char *v = db_value(r, row, col);
+  clue_state_t s = CLUE_STATE_UNSPECIFIED;
+  if (v && clue_state_from_name(v, &s) != 0)
+    s = CLUE_STATE_UNSPECIFIED;
+  return (int)s;
+}
+
+int audit_ev_from_row(const db_result_t *r, int row, int col0, audit_ev_t **out) {
+  /* Text columns, copied with their NUL; then the two hashes. */
+  static const int text_cols[] = {4, 5, 9, 10};
+  const char *texts[4];
+  size_t lens[4], total = 0;
+  const char *prev_hex = db_value(r, row, col0 + 11), *hash_hex = db_value(r, row, col0 + 12);
+  size_t prev_max = prev_hex ? strlen(prev_hex) / 2 : 0,
+         hash_max = hash_hex ? strlen(hash_hex) / 2 : 0;
+  audit_ev_t *ev;
+  char *p;
+  Clue__V1__AuditEvent msg;
+
+  for (int i = 0; i < 4; i++) {
+    texts[i] = db_value(r, row, col0 + text_cols[i]);
+    if (texts[i] == NULL)
+      texts[i] = "";
+    lens[i] = strlen(texts[i]) + 1;
+    total += lens[i];
+  }
+  ev = malloc(sizeof(*ev) + total + prev_max + hash_max);
+  if (ev == NULL)
+    return -ENOMEM;
+  ev->seq = col_i64(r, row, col0 + 0);
+  ev->at_ms = col_i64(r, row, col0 + 1);
+  ev->actor_user_id = col_i64(r, row, col0 + 2);
+  ev->actor_unit_id = col_i64(r, row, col0 + 3);
+  ev->subject_id = col_i64(r, row, col0 + 6);
+  ev->from_state = col_state(r, row, col0 + 7);
+  ev->to_state = col_state(r, row, col0 + 8);
+  p = ev->data;
+  for (int i = 0; i < 4; i++) {
+    memcpy(p, texts[i], lens[i]);
+    texts[i] = p;
+    p += lens[i];
+  }
+  ev->action = texts[0];
+  ev->subject_type = texts[1];
+  ev->reason = texts[2];
+  ev->details = texts[3];
+  ev->prev_hash = (const uint8_t *)p;
+  ev->prev_hash_len = prev_hex ? unhex(prev_hex, (uint8_t *)p) : 0;
+  p += prev_max;
+  ev->hash = (const uint8_t *)p;
+  ev->hash_len = hash_hex ? unhex(hash_hex, (uint8_t *)p) : 0;
+  audit_ev_to_msg(ev, &msg);
+  ev->wire_size = protobuf_c_message_get_packed_size(&msg.base) + GRPC_FRAME_PREFIX;
+  *out = ev;
+  return 0;
+}
+
+void audit_ev_to_msg(const audit_ev_t *ev, Clue__V1__AuditEvent *msg) {
+  clue__v1__audit_event__init(msg);
+  msg->seq = ev->seq;
+  msg->at_ms = ev->at_ms;
+  msg->actor_user_id = ev->actor_user_id;
+  msg->actor_unit_id = ev->actor_unit_id;
+  /* protobuf-c's string fields are not const; packing only reads them. */
+  msg->action = (char *)ev->action;
+  msg->subject_type = (char *)ev->subject_type;
+  msg->subject_id = ev->subject_id;
+  msg->from_state = (Clue__V1__ClueState)ev->from_state;
+  msg->to_state = (Clue__V1__ClueState)ev->to_state;
+  msg->reason = (char *)ev->reason;
+  msg->details_json = (char *)ev->details;
+  msg->prev_hash.data = (uint8_t *)ev->prev_hash;
+  msg->prev_hash.len = ev->prev_hash_len;
+  msg->hash.data = (uint8_t *)ev->hash;
+  msg->hash.len = ev->hash_len;
+}

@@ -1,0 +1,85 @@
+#ifndef CLUED_SERVICE_AUDIT_EVENT_H
+#define CLUED_SERVICE_AUDIT_EVENT_H
+
+/* Audit events as AuditService reads them: which events a request selects (one filter,
+ * turned into SQL for the database and into a predicate for events held in memory, the two
+ * agreeing), and one event copied out of a query result. */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "clue/v1/common.pb-c.h"
+#include "db/db.h"
+
+/** Which events a caller asked for and may see; zero / NULL fields do not filter. */
+typedef struct audit_filter {
+  const char *subject_type; /* with subject_id: one chain */
+  int64_t subject_id;
+  int64_t actor_user_id;
+  int64_t actor_unit_id;
+  const char *action;
+  int64_t from_ms;   /* at >= from_ms */
+  int64_t to_ms;     /* at < to_ms */
+  int64_t until_seq; /* seq <= until_seq */
+  /* Visibility: every event (all), or only the events of the clues that unit scope_unit
+   * sees under clue_scope (authz_clue_scope() bits). */
+  bool all;
+  unsigned clue_scope;
+  int64_t scope_unit;
+} audit_filter_t;
+
+/** The columns audit_ev_from_row() reads, in order; the table is aliased "e". */
+#define AUDIT_EVENT_COLS                                                                           \
+  "e.seq, floor(extract(epoch FROM e.at) * 1000)::bigint, e.actor_user_id, e.actor_unit_id, "      \
+  "e.action, e.subject_type, e.subject_id, e.from_state, e.to_state, e.reason, e.details, "        \
+  "encode(e.prev_hash, 'hex'), encode(e.hash, 'hex')"
+#define AUDIT_EVENT_NCOLS 13
+
+/** Most parameters audit_sql_build() uses. */
+#define AUDIT_SQL_MAX_PARAMS 12
+
+/** One parameterized SELECT of events; values point into the struct (do not copy it). */
+typedef struct audit_sql {
+  char text[2560];
+  const char *values[AUDIT_SQL_MAX_PARAMS];
+  char num[AUDIT_SQL_MAX_PARAMS][24];
+  int n;
+} audit_sql_t;
+
+/**
+ * Build "SELECT AUDIT_EVENT_COLS FROM audit_events e WHERE seq > after [AND seq <= bound]
+ * AND <filter> ORDER BY seq LIMIT limit" into q (bound 0: none).
+ */
+void audit_sql_build(audit_sql_t *q, const audit_filter_t *f, int64_t after, int64_t bound,
+                     int limit);
+
+/** One event, in one allocation (free with free()). */
+typedef struct audit_ev {
+  int64_t seq, at_ms, actor_user_id, actor_unit_id, subject_id;
+  int from_state, to_state; /* Clue__V1__ClueState */
+  const char *action, *subject_type, *reason, *details;
+  const uint8_t *prev_hash, *hash;
+  size_t prev_hash_len, hash_len;
+  size_t wire_size; /* bytes on the call: the packed message and the 5-byte frame prefix */
+  char data[];      /* the strings and hashes above */
+} audit_ev_t;
+
+/**
+ * Copy row of r (AUDIT_EVENT_COLS starting at column col0) into a new event. Returns 0 and
+ * sets *out (the caller owns it), or -ENOMEM.
+ */
+int audit_ev_from_row(const db_result_t *r, int row, int col0, audit_ev_t **out)
+    __attribute__((warn_unused_result));
+
+/** Fill msg (initialised here) to describe ev; msg points into ev and lives no longer. */
+void audit_ev_to_msg(const audit_ev_t *ev, Clue__V1__AuditEvent *msg);
+
+/**
+ * True if the filter selects ev: the same test the SQL of audit_sql_build() makes, except
+ * the clue scope of a filter that is not "all" (that needs the clues table: only the
+ * subject type is checked here, and the caller learns the rest from the database).
+ */
+bool audit_filter_match(const audit_filter_t *f, const audit_ev_t *ev);
+
+#endif

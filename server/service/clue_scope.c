@@ -1,0 +1,62 @@
+#include "service/clue_scope.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "domain/authz.h"
+
+typedef struct sql_buf {
+  char *out;
+  size_t len, used;
+  int overflow;
+} sql_buf_t;
+
+__attribute__((format(printf, 2, 3))) static void add(sql_buf_t *b, const char *fmt, ...) {
+  va_list ap;
+  int n;
+
+  if (b->overflow)
+    return;
+  va_start(ap, fmt);
+  n = vsnprintf(b->out + b->used, b->len - b->used, fmt, ap);
+  va_end(ap);
+  if (n < 0 || (size_t)n >= b->len - b->used)
+    b->overflow = 1;
+  else
+    b->used += (size_t)n;
+}
+
+int clue_scope_sql(unsigned scope, const char *c, int unit, char *out, size_t len) {
+  sql_buf_t b = {out, len, 0, 0};
+  int first = 1;
+
+  if (len == 0)
+    return -1;
+  out[0] = '\0';
+  if (scope & AUTHZ_SCOPE_ALL) {
+    add(&b, "true");
+    return b.overflow ? -1 : 0;
+  }
+  add(&b, "(");
+  /* Own unit and liaison groups as one = ANY, so the owner index serves both. */
+  if (scope & (AUTHZ_SCOPE_OWN_UNIT | AUTHZ_SCOPE_LIAISON_GROUPS)) {
+    add(&b, "%s.owner_unit = ANY (ARRAY(SELECT $%d::bigint WHERE %s", c, unit,
+        scope & AUTHZ_SCOPE_OWN_UNIT ? "true" : "false");
+    if (scope & AUTHZ_SCOPE_LIAISON_GROUPS)
+      add(&b, " UNION ALL SELECT id FROM units WHERE kind = 'GROUP' AND liaison_room_id = $%d",
+          unit);
+    add(&b, "))");
+    first = 0;
+  }
+  if (scope & AUTHZ_SCOPE_JOINT_CASES) {
+    add(&b, "%s%s.joint_case_id IN (SELECT joint_cases_of_unit($%d))", first ? "" : " OR ", c,
+        unit);
+    first = 0;
+  }
+  if (scope & AUTHZ_SCOPE_PENDING_REVIEWS) {
+    add(&b, "%s%s.pending_reviewer_unit = $%d", first ? "" : " OR ", c, unit);
+    first = 0;
+  }
+  add(&b, "%s)", first ? "false" : "");
+  return b.overflow ? -1 : 0;
+}
