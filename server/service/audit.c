@@ -16,9 +16,6 @@
 /* Subject types and actions are short identifiers ("clue", "clue.transition"). */
 #define AUDIT_NAME_MAX 64
 
-/* Times past the start of the year 10000 are refused: PostgreSQL's timestamps end there. */
-#define AUDIT_TIME_MS_MAX 253402300800000LL
-
 static authz_principal_t principal_facts(const rpc_principal_t *p) {
   authz_principal_t a = {0};
   if (p) {
@@ -54,12 +51,8 @@ static int bad_id(rpc_call_t *call, const char *field, int64_t v) {
 }
 
 static int bad_time(rpc_call_t *call, const char *field, int64_t ms) {
-  if (ms < 0 || ms > AUDIT_TIME_MS_MAX) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s must be 0 (not set) or a time before the year 10000",
-             field);
-    return 1;
-  }
-  return 0;
+  validate_error_t err;
+  return refuse(call, validate_time_ms(field, ms, &err), &err);
 }
 
 static int bad_name(rpc_call_t *call, const char *field, const char *s) {
