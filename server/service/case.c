@@ -25,6 +25,7 @@
 #include "clue/v1/case.pb-c.h"
 #include "log.h"
 #include "service/clue_row.h"
+#include "service/svc_util.h"
 
 /* Limits of CreateJointCase's lists. */
 #define CASE_MAX_PARTICIPANTS 64
@@ -250,20 +251,6 @@ static void list_joint_cases(rpc_call_t *call, const ProtobufCMessage *m) {
 
 /* ---- CreateJointCase -------------------------------------------------------------------- */
 
-/* A PostgreSQL bigint[] literal of ids, in the call's memory; NULL when out of memory. */
-static const char *id_array(rpc_call_t *call, const int64_t *ids, size_t n) {
-  char *out = rpc_call_alloc(call, n * 21 + 3), *p = out;
-
-  if (out == NULL)
-    return NULL;
-  *p++ = '{';
-  for (size_t i = 0; i < n; i++)
-    p += sprintf(p, "%s%lld", i ? "," : "", (long long)ids[i]);
-  *p++ = '}';
-  *p = '\0';
-  return out;
-}
-
 /* Each id positive, none twice, at most max of them. */
 static int validate_ids(const char *field, const int64_t *ids, size_t n, size_t max,
                         validate_error_t *err) {
@@ -433,7 +420,7 @@ write:
   params[5] = cr->basis ? cr->basis : "";
   params[6] = cr->participants;
   params[7] = cr->clues;
-  params[8] = id_array(call, versions, req->n_clue_ids);
+  params[8] = svc_id_array(call, versions, req->n_clue_ids);
   for (int i = 0; i < 9; i++)
     if (params[i] == NULL) {
       clue_oom(call);
@@ -465,8 +452,8 @@ static void create_joint_case(rpc_call_t *call, const ProtobufCMessage *m) {
   cr->request_id = clue_request_key(call, req->request_id);
   cr->title = clue_trimmed(call, req->title);
   cr->basis = clue_trimmed(call, req->basis);
-  cr->participants = id_array(call, req->participant_unit_ids, req->n_participant_unit_ids);
-  cr->clues = id_array(call, req->clue_ids, req->n_clue_ids);
+  cr->participants = svc_id_array(call, req->participant_unit_ids, req->n_participant_unit_ids);
+  cr->clues = svc_id_array(call, req->clue_ids, req->n_clue_ids);
   params[0] = svc_i64(call, p.user_id, 0);
   params[1] = cr->request_id;
   params[2] = cr->participants;
