@@ -2,13 +2,11 @@
 
 #include "service/admin.h"
 
-#include <stdlib.h>
-#include <string.h>
-
 #include "clue/v1/admin.pb-c.h"
 #include "domain/validate.h"
 #include "rpc/auth.h"
 #include "service/common.h"
+#include "service/svc_util.h"
 
 static const char *const unit_kind_names[] = {"", "ROOM", "GROUP", "REGION", "ADMIN"};
 static const char *const role_names[] = {"", "MEMBER", "LEADER", "AUDITOR", "ADMIN"};
@@ -51,19 +49,8 @@ static Clue__V1__Unit *unit_from_row(rpc_call_t *call, const db_result_t *r, int
   hosts = svc_col_str(call, r, row, 5);
   if (u->code == NULL || u->name == NULL || hosts == NULL)
     return NULL;
-  if (hosts[0]) {
-    size_t n = 1;
-    for (char *p = hosts; *p; p++)
-      n += *p == '\x1f';
-    if ((u->host_units = rpc_call_alloc(call, n * sizeof(char *))) == NULL)
-      return NULL;
-    for (char *p = hosts, *sep; p; p = sep ? sep + 1 : NULL) {
-      sep = strchr(p, '\x1f');
-      if (sep)
-        *sep = '\0';
-      u->host_units[u->n_host_units++] = p;
-    }
-  }
+  if (svc_split_list(call, hosts, &u->host_units, &u->n_host_units) != 0)
+    return NULL;
   return u;
 }
 
@@ -75,32 +62,6 @@ static void reply_unit(rpc_call_t *call, const db_result_t *r, void *arg) {
     return;
   }
   (void)rpc_reply(call, &u->base);
-}
-
-/* A PostgreSQL array literal of the host units: {"a","b"} with quotes and backslashes escaped. */
-static char *text_array(rpc_call_t *call, char **items, size_t n) {
-  size_t len = 3;
-  char *out, *p;
-
-  for (size_t i = 0; i < n; i++)
-    len += strlen(items[i]) * 2 + 3;
-  if ((out = p = rpc_call_alloc(call, len)) == NULL)
-    return NULL;
-  *p++ = '{';
-  for (size_t i = 0; i < n; i++) {
-    if (i)
-      *p++ = ',';
-    *p++ = '"';
-    for (const char *s = items[i]; *s; s++) {
-      if (*s == '"' || *s == '\\')
-        *p++ = '\\';
-      *p++ = *s;
-    }
-    *p++ = '"';
-  }
-  *p++ = '}';
-  *p = '\0';
-  return out;
 }
 
 static void create_unit(rpc_call_t *call, const ProtobufCMessage *m) {
@@ -133,7 +94,7 @@ static void create_unit(rpc_call_t *call, const ProtobufCMessage *m) {
   params[3] = req->code;
   params[4] = req->name;
   params[5] = svc_i64(call, req->liaison_room_id, 1);
-  params[6] = text_array(call, req->host_units, req->n_host_units);
+  params[6] = svc_text_array(call, req->host_units, req->n_host_units);
   if (params[0] == NULL || params[1] == NULL || params[6] == NULL) {
     rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;

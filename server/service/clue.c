@@ -17,6 +17,7 @@
 #include "service/handover.h"
 #include "service/note.h"
 #include "service/proposal.h"
+#include "service/svc_util.h"
 
 /* ---- shared ----------------------------------------------------------------------------- */
 
@@ -129,7 +130,7 @@ static void submit_clue(rpc_call_t *call, const ProtobufCMessage *m) {
   params[11] = clue_trimmed(call, s->rank_level);
   params[12] = s->is_top_leader ? "t" : "f";
   params[13] = clue_trimmed(call, req->host_unit);
-  params[14] = clue_text_array(call, req->violation_categories, req->n_violation_categories);
+  params[14] = svc_text_array_trimmed(call, req->violation_categories, req->n_violation_categories);
   params[15] = rep ? clue_trimmed(call, rep->name) : NULL;
   params[16] = rep ? clue_trimmed(call, rep->phone) : NULL;
   params[17] = rep ? clue_trimmed(call, rep->address) : NULL;

@@ -8,6 +8,7 @@
 #include "log.h"
 #include "rpc/auth.h"
 #include "server.h"
+#include "service/svc_util.h"
 
 static const char *const source_names[] = {
     NULL,
@@ -86,26 +87,6 @@ int clue_row_facts(const db_result_t *r, int row, int col, clue_row_t *out) {
   return 0;
 }
 
-/* A text[] that travelled as one string joined by U+001F (which validated text never holds). */
-static int split_list(rpc_call_t *call, char *joined, char ***items, size_t *n) {
-  size_t count = 1;
-
-  *n = 0;
-  if (joined[0] == '\0')
-    return 0;
-  for (char *p = joined; *p; p++)
-    count += *p == '\x1f';
-  if ((*items = rpc_call_alloc(call, count * sizeof(char *))) == NULL)
-    return -ENOMEM;
-  for (char *p = joined, *sep; p; p = sep ? sep + 1 : NULL) {
-    sep = strchr(p, '\x1f');
-    if (sep)
-      *sep = '\0';
-    (*items)[(*n)++] = p;
-  }
-  return 0;
-}
-
 int clue_row_read(rpc_call_t *call, const db_result_t *r, int row, int col, int64_t now_ms,
                   clue_row_t *out) {
   Clue__V1__Clue *c;
@@ -154,7 +135,7 @@ int clue_row_read(rpc_call_t *call, const db_result_t *r, int row, int col, int6
       (Clue__V1__Disposal)index_of(disposal_names, NELEM(disposal_names), db_value(r, row, k + 14));
   if (c->registration_number == NULL || c->title == NULL || c->summary == NULL || s->name == NULL ||
       s->position == NULL || s->rank_level == NULL || c->host_unit == NULL || cats == NULL ||
-      split_list(call, cats, &c->violation_categories, &c->n_violation_categories))
+      svc_split_list(call, cats, &c->violation_categories, &c->n_violation_categories))
     return -ENOMEM;
   out->clue = c;
   return 0;
@@ -286,32 +267,5 @@ const char *clue_request_key(rpc_call_t *call, const char *request_id) {
   char *out = rpc_call_alloc(call, VALIDATE_UUID_LEN + 1);
   if (out == NULL || validate_uuid_normalize(request_id, out) != 0)
     return NULL;
-  return out;
-}
-
-const char *clue_text_array(rpc_call_t *call, char *const *items, size_t n) {
-  size_t len = 3;
-  char *out, *p;
-
-  for (size_t i = 0; i < n; i++)
-    len += strlen(items[i]) * 2 + 3;
-  if ((out = p = rpc_call_alloc(call, len)) == NULL)
-    return NULL;
-  *p++ = '{';
-  for (size_t i = 0; i < n; i++) {
-    size_t tl;
-    const char *t = validate_trim(items[i], &tl);
-    if (i)
-      *p++ = ',';
-    *p++ = '"';
-    for (size_t j = 0; j < tl; j++) {
-      if (t[j] == '"' || t[j] == '\\')
-        *p++ = '\\';
-      *p++ = t[j];
-    }
-    *p++ = '"';
-  }
-  *p++ = '}';
-  *p = '\0';
   return out;
 }

@@ -125,12 +125,6 @@ const char *clue_trimmed(rpc_call_t *call, const char *s);
  */
 const char *clue_request_key(rpc_call_t *call, const char *request_id);
 
-/**
- * A PostgreSQL text[] literal of items (quotes and backslashes escaped), trimmed, in the
- * call's memory. NULL when out of memory.
- */
-const char *clue_text_array(rpc_call_t *call, char *const *items, size_t n);
-
 /** Database names of the proto enums ("LETTER_VISIT_REPORT"); NULL when out of range. */
 const char *clue_source_db(int source);
 const char *clue_disposal_db(int disposal);

@@ -13,4 +13,20 @@
 /** A PostgreSQL bigint[] literal of ids ("{1,2,3}"); NULL when out of memory. */
 const char *svc_id_array(rpc_call_t *call, const int64_t *ids, size_t n);
 
+/**
+ * A PostgreSQL text[] literal of items ({"a","b"}, quotes and backslashes escaped); NULL when
+ * out of memory. svc_text_array() takes the items as given, svc_text_array_trimmed() without
+ * their leading and trailing white space (validate_trim).
+ */
+const char *svc_text_array(rpc_call_t *call, char *const *items, size_t n);
+const char *svc_text_array_trimmed(rpc_call_t *call, char *const *items, size_t n);
+
+/**
+ * Split, in place, a list that travelled as one column joined by U+001F (which validated
+ * text never holds): *items, in the call's memory, points into joined. "" is no items (*n 0,
+ * *items untouched). Returns 0 or -ENOMEM.
+ */
+int svc_split_list(rpc_call_t *call, char *joined, char ***items, size_t *n)
+    __attribute__((warn_unused_result));
+
 #endif
