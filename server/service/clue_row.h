@@ -1,9 +1,10 @@
 #ifndef CLUED_SERVICE_CLUE_ROW_H
 #define CLUED_SERVICE_CLUE_ROW_H
 
-/* What the ClueService files (clue.c, clue_list.c, proposal.c) share: the SQL column lists
- * of a clue and a proposal, the mapping of those columns into protobuf-c messages in the
- * call's memory, the authorization facts of a clue row, and small conversions.
+/* What the ClueService files (clue.c, clue_list.c, proposal.c, ...) share: the SQL column
+ * lists of a clue and a proposal, the mapping of those columns into protobuf-c messages in the
+ * call's memory, the authorization facts of a clue row, and small conversions. The refusals
+ * (clue_refuse, clue_invalid, clue_oom) serve the other services too.
  *
  * Column lists take SQL expressions as string literals: c is a row of table clues (a table
  * alias, or "o.clue" for a function's clue_outcome), ou the alias of the owner's units row,
