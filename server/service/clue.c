@@ -19,12 +19,6 @@
 #include "service/proposal.h"
 #include "service/svc_util.h"
 
-/* ---- shared ----------------------------------------------------------------------------- */
-
-static const char *param_i64(rpc_call_t *call, int64_t v) {
-  return svc_i64(call, v, 0);
-}
-
 /* ---- SubmitClue ------------------------------------------------------------------------ */
 
 #define CATEGORIES_MAX 32
@@ -115,10 +109,10 @@ static void submit_clue(rpc_call_t *call, const ProtobufCMessage *m) {
     clue_refuse(call, &res);
     return;
   }
-  params[0] = param_i64(call, p.user_id);
-  params[1] = param_i64(call, p.unit_id);
+  params[0] = svc_i64(call, p.user_id, 0);
+  params[1] = svc_i64(call, p.unit_id, 0);
   params[2] = clue_request_key(call, req->request_id);
-  params[3] = param_i64(call, now);
+  params[3] = svc_i64(call, now, 0);
   deadline = clue_stage_deadline_ms(&cfg, CLUE_STATE_INITIAL, now);
   params[4] = svc_i64(call, deadline, 1);
   params[5] = rpc_call_printf(call, "%d", year_of(now));
@@ -189,9 +183,9 @@ static void got_clue(rpc_call_t *call, const db_result_t *r, void *arg) {
     return;
   }
   /* The read of the reporter and its audit event are one statement. */
-  params[0] = param_i64(call, p.user_id);
-  params[1] = param_i64(call, p.unit_id);
-  params[2] = param_i64(call, row.id);
+  params[0] = svc_i64(call, p.user_id, 0);
+  params[1] = svc_i64(call, p.unit_id, 0);
+  params[2] = svc_i64(call, row.id, 0);
   if (params[0] == NULL || params[1] == NULL || params[2] == NULL) {
     clue_oom(call);
     return;
@@ -207,8 +201,8 @@ static void get_clue(rpc_call_t *call, const ProtobufCMessage *m) {
 
   if (clue_invalid(call, validate_id("clue_id", req->clue_id, &err), &err))
     return;
-  params[0] = param_i64(call, req->clue_id);
-  params[1] = param_i64(call, clue_principal(call).unit_id);
+  params[0] = svc_i64(call, req->clue_id, 0);
+  params[1] = svc_i64(call, clue_principal(call).unit_id, 0);
   if (params[0] == NULL || params[1] == NULL) {
     clue_oom(call);
     return;
@@ -370,12 +364,12 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   }
 
   memset(params, 0, sizeof(params));
-  params[0] = param_i64(call, p.user_id);
-  params[1] = param_i64(call, p.unit_id);
+  params[0] = svc_i64(call, p.user_id, 0);
+  params[1] = svc_i64(call, p.unit_id, 0);
   params[2] = mr->request_id;
-  params[3] = param_i64(call, now);
-  params[4] = param_i64(call, row.id);
-  params[5] = param_i64(call, row.version);
+  params[3] = svc_i64(call, now, 0);
+  params[4] = svc_i64(call, row.id, 0);
+  params[5] = svc_i64(call, row.version, 0);
   params[6] = clue_state_name(move->from);
   params[7] = clue_state_name(move->to);
   params[8] = move->action;
@@ -392,7 +386,7 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   if (move->required & CLUE_FIELD_RECEIVING_ORGAN)
     params[14] = mr->receiving_organ;
   if (move->co_review) {
-    params[15] = param_i64(call, reviewer);
+    params[15] = svc_i64(call, reviewer, 0);
     params[16] = svc_i64(call, mr->named_reviewer == reviewer ? reviewer : 0, 1);
   } else {
     deadline = clue_stage_deadline_ms(&cfg, move->to, now);
@@ -465,10 +459,10 @@ static void request_transition(rpc_call_t *call, const ProtobufCMessage *m) {
     mr->receiving_organ = clue_trimmed(call, d->receiving_organ);
     mr->named_reviewer = d->reviewer_unit_id;
   }
-  params[0] = param_i64(call, req->clue_id);
-  params[1] = param_i64(call, clue_principal(call).user_id);
+  params[0] = svc_i64(call, req->clue_id, 0);
+  params[1] = svc_i64(call, clue_principal(call).user_id, 0);
   params[2] = mr->request_id;
-  params[3] = param_i64(call, clue_principal(call).unit_id);
+  params[3] = svc_i64(call, clue_principal(call).unit_id, 0);
   params[4] = svc_i64(call, mr->named_reviewer, 1);
   if (mr->request_id == NULL || params[0] == NULL || params[1] == NULL || params[3] == NULL) {
     clue_oom(call);
@@ -578,8 +572,8 @@ static void get_history(rpc_call_t *call, const ProtobufCMessage *m) {
 
   if (clue_invalid(call, validate_id("clue_id", req->clue_id, &err), &err))
     return;
-  params[0] = param_i64(call, req->clue_id);
-  params[1] = param_i64(call, clue_principal(call).unit_id);
+  params[0] = svc_i64(call, req->clue_id, 0);
+  params[1] = svc_i64(call, clue_principal(call).unit_id, 0);
   if (params[0] == NULL || params[1] == NULL) {
     clue_oom(call);
     return;
