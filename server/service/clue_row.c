@@ -33,15 +33,6 @@ static const char *const status_names[] = {
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
-static int index_of(const char *const *names, size_t n, const char *s) {
-  if (s == NULL)
-    return 0;
-  for (size_t i = 1; i < n; i++)
-    if (strcmp(names[i], s) == 0)
-      return (int)i;
-  return 0;
-}
-
 const char *clue_source_db(int source) {
   return source > 0 && (size_t)source < NELEM(source_names) ? source_names[source] : NULL;
 }
@@ -118,8 +109,8 @@ int clue_row_read(rpc_call_t *call, const db_result_t *r, int row, int col, int6
   c->registration_number = svc_col_str(call, r, row, k + 0);
   c->title = svc_col_str(call, r, row, k + 1);
   c->summary = svc_col_str(call, r, row, k + 2);
-  c->source =
-      (Clue__V1__SourceChannel)index_of(source_names, NELEM(source_names), db_value(r, row, k + 3));
+  c->source = (Clue__V1__SourceChannel)svc_name_index(source_names, NELEM(source_names),
+                                                      db_value(r, row, k + 3));
   s->name = svc_col_str(call, r, row, k + 4);
   s->position = svc_col_str(call, r, row, k + 5);
   s->rank_level = svc_col_str(call, r, row, k + 6);
@@ -131,8 +122,8 @@ int clue_row_read(rpc_call_t *call, const db_result_t *r, int row, int col, int6
   c->created_at_ms = col_i64(r, row, k + 11);
   c->updated_at_ms = col_i64(r, row, k + 12);
   c->joint_case_id = col_i64(r, row, k + 13);
-  c->disposal =
-      (Clue__V1__Disposal)index_of(disposal_names, NELEM(disposal_names), db_value(r, row, k + 14));
+  c->disposal = (Clue__V1__Disposal)svc_name_index(disposal_names, NELEM(disposal_names),
+                                                   db_value(r, row, k + 14));
   if (c->registration_number == NULL || c->title == NULL || c->summary == NULL || s->name == NULL ||
       s->position == NULL || s->rank_level == NULL || c->host_unit == NULL || cats == NULL ||
       svc_split_list(call, cats, &c->violation_categories, &c->n_violation_categories))
@@ -160,8 +151,8 @@ int clue_proposal_read(rpc_call_t *call, const db_result_t *r, int row, int col,
   p->from_state = (Clue__V1__ClueState)clue_state_of(db_value(r, row, col + 2));
   p->target = (Clue__V1__ClueState)clue_state_of(db_value(r, row, col + 3));
   p->reason = svc_col_str(call, r, row, col + 4);
-  d->disposal = (Clue__V1__Disposal)index_of(disposal_names, NELEM(disposal_names),
-                                             db_value(r, row, col + 5));
+  d->disposal = (Clue__V1__Disposal)svc_name_index(disposal_names, NELEM(disposal_names),
+                                                   db_value(r, row, col + 5));
   d->finding = svc_col_str(call, r, row, col + 6);
   d->sanction_kind = svc_col_str(call, r, row, col + 7);
   d->persons_disciplined = (int32_t)col_i64(r, row, col + 8);
@@ -171,8 +162,8 @@ int clue_proposal_read(rpc_call_t *call, const db_result_t *r, int row, int col,
   p->proposer_user_id = col_i64(r, row, col + 11);
   p->proposer_unit_id = col_i64(r, row, col + 12);
   p->reviewer_unit_id = col_i64(r, row, col + 13);
-  p->status = (Clue__V1__ProposalStatus)index_of(status_names, NELEM(status_names),
-                                                 db_value(r, row, col + 14));
+  p->status = (Clue__V1__ProposalStatus)svc_name_index(status_names, NELEM(status_names),
+                                                       db_value(r, row, col + 14));
   p->clue_version = col_i64(r, row, col + 15);
   p->review_comment = svc_col_str(call, r, row, col + 16);
   p->reviewed_by = col_i64(r, row, col + 17);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "service/clue_row.h"
+#include "service/svc_util.h"
 
 /* Database names of Clue__V1__NoteKind, by number. */
 static const char *const kind_names[] = {
@@ -59,16 +60,13 @@ static const char list_sql[] =
 /* The note at (row, col) in the call's memory; NULL when out of memory. */
 static Clue__V1__Note *note_read(rpc_call_t *call, const db_result_t *r, int row, int col) {
   Clue__V1__Note *n = rpc_call_alloc(call, sizeof(*n));
-  const char *kind = db_value(r, row, col + 2);
 
   if (n == NULL)
     return NULL;
   clue__v1__note__init(n);
   n->id = svc_col_i64(r, row, col + 0);
   n->clue_id = svc_col_i64(r, row, col + 1);
-  for (int k = 1; k < NKINDS; k++)
-    if (kind != NULL && strcmp(kind, kind_names[k]) == 0)
-      n->kind = (Clue__V1__NoteKind)k;
+  n->kind = (Clue__V1__NoteKind)svc_name_index(kind_names, NKINDS, db_value(r, row, col + 2));
   n->text = svc_col_str(call, r, row, col + 3);
   n->author_user_id = svc_col_i64(r, row, col + 4);
   n->author_unit_id = svc_col_i64(r, row, col + 5);

@@ -78,3 +78,12 @@ int svc_split_list(rpc_call_t *call, char *joined, char ***items, size_t *n) {
   }
   return 0;
 }
+
+int svc_name_index(const char *const *names, size_t n, const char *s) {
+  if (s == NULL)
+    return 0;
+  for (size_t i = 1; i < n; i++)
+    if (strcmp(names[i], s) == 0)
+      return (int)i;
+  return 0;
+}

@@ -29,4 +29,10 @@ const char *svc_text_array_trimmed(rpc_call_t *call, char *const *items, size_t 
 int svc_split_list(rpc_call_t *call, char *joined, char ***items, size_t *n)
     __attribute__((warn_unused_result));
 
+/**
+ * The index of s in names[1..n) (a table of database names by proto enum number, names[0]
+ * unused); 0 (UNSPECIFIED) if s is NULL or not there.
+ */
+int svc_name_index(const char *const *names, size_t n, const char *s);
+
 #endif
