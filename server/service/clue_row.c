@@ -209,12 +209,15 @@ int64_t clue_now_ms(rpc_call_t *call) {
 }
 
 bool clue_see_or_refuse(rpc_call_t *call, const clue_row_t *row) {
+  return clue_see_or_refuse_as(call, rpc_call_method(call)->path, row);
+}
+
+bool clue_see_or_refuse_as(rpc_call_t *call, const char *what, const clue_row_t *row) {
   authz_principal_t p = clue_principal(call);
   authz_result_t res;
 
   if (row->id == 0) {
-    log_info("call %s: %s refused (5): no such clue", rpc_call_id(call),
-             rpc_call_method(call)->path);
+    log_info("call %s: %s refused (5): no such clue", rpc_call_id(call), what);
     rpc_fail(call, GRPC_NOT_FOUND, "clue not found");
     return false;
   }

@@ -108,6 +108,9 @@ int64_t clue_now_ms(rpc_call_t *call);
  */
 bool clue_see_or_refuse(rpc_call_t *call, const clue_row_t *row);
 
+/** Like clue_see_or_refuse(), naming the call as what ("extend") in the log of a missing clue. */
+bool clue_see_or_refuse_as(rpc_call_t *call, const char *what, const clue_row_t *row);
+
 /** Fail call with an authz.h refusal (its code and message), logging the reason. */
 void clue_refuse(rpc_call_t *call, const authz_result_t *res);
 

@@ -40,24 +40,6 @@ static const char extend_sql[] =
     " FROM clue_extend_deadline($1, $2, $3, $4, $5, $6, $7, $8) s JOIN units ou ON ou.id = (s).owner_unit";
 /* clang-format on */
 
-/* Visible to the caller, or fail with NOT_FOUND exactly as for a missing clue. */
-static bool see_or_refuse(rpc_call_t *call, const clue_row_t *row) {
-  authz_principal_t p = clue_principal(call);
-  authz_result_t res;
-
-  if (row->id == 0) {
-    log_info("call %s: extend refused (5): no such clue", rpc_call_id(call));
-    rpc_fail(call, GRPC_NOT_FOUND, "clue not found");
-    return false;
-  }
-  res = authz_can_see_clue(&p, &row->facts);
-  if (!authz_ok(&res)) {
-    clue_refuse(call, &res);
-    return false;
-  }
-  return true;
-}
-
 static void extended(rpc_call_t *call, const db_result_t *r, void *arg) {
   clue_row_t row;
   (void)arg;
@@ -66,7 +48,7 @@ static void extended(rpc_call_t *call, const db_result_t *r, void *arg) {
     clue_oom(call);
     return;
   }
-  if (!see_or_refuse(call, &row))
+  if (!clue_see_or_refuse_as(call, "extend", &row))
     return;
   (void)rpc_reply(call, &row.clue->base);
 }
@@ -105,11 +87,11 @@ static void got_extend_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
                er->request_id);
       return;
     }
-    if (see_or_refuse(call, &row))
+    if (clue_see_or_refuse_as(call, "extend", &row))
       (void)rpc_reply(call, &row.clue->base);
     return;
   }
-  if (!see_or_refuse(call, &row))
+  if (!clue_see_or_refuse_as(call, "extend", &row))
     return;
   res = authz_can_extend_deadline(&p, &row.facts);
   /* As for moves: past visibility and permission, a stale version comes first. */
