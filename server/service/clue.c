@@ -10,7 +10,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "log.h"
 #include "service/clue_list.h"
 #include "service/clue_row.h"
 #include "service/deadline.h"
@@ -333,12 +332,7 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
    * clue is out of date, so what the move would need now is not its question yet. */
   if ((authz_ok(&res) || res.decision == AUTHZ_FAILED_PRECONDITION) &&
       row.version != req->expected_version) {
-    log_info("call %s: move refused (10): version %lld, expected %lld", rpc_call_id(call),
-             (long long)row.version, (long long)req->expected_version);
-    rpc_fail(call, GRPC_ABORTED,
-             "clue %lld is at version %lld, not the expected %lld: it changed meanwhile; reload "
-             "it and retry",
-             (long long)row.id, (long long)row.version, (long long)req->expected_version);
+    clue_refuse_stale(call, "move", &row, req->expected_version);
     return;
   }
   if (!authz_ok(&res)) {

@@ -235,6 +235,16 @@ void clue_refuse(rpc_call_t *call, const authz_result_t *res) {
   rpc_fail(call, (grpc_status_t)res->grpc_code, "%s", res->message);
 }
 
+void clue_refuse_stale(rpc_call_t *call, const char *what, const clue_row_t *row,
+                       int64_t expected_version) {
+  log_info("call %s: %s refused (10): version %lld, expected %lld", rpc_call_id(call), what,
+           (long long)row->version, (long long)expected_version);
+  rpc_fail(call, GRPC_ABORTED,
+           "clue %lld is at version %lld, not the expected %lld: it changed meanwhile; reload "
+           "it and retry",
+           (long long)row->id, (long long)row->version, (long long)expected_version);
+}
+
 bool clue_invalid(rpc_call_t *call, int rc, const validate_error_t *err) {
   if (rc != 0)
     rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s", err->message);

@@ -114,6 +114,13 @@ bool clue_see_or_refuse_as(rpc_call_t *call, const char *what, const clue_row_t 
 /** Fail call with an authz.h refusal (its code and message), logging the reason. */
 void clue_refuse(rpc_call_t *call, const authz_result_t *res);
 
+/**
+ * Fail call with ABORTED because the clue of row is not at the version the caller expected,
+ * logging it with what naming the call ("move").
+ */
+void clue_refuse_stale(rpc_call_t *call, const char *what, const clue_row_t *row,
+                       int64_t expected_version);
+
 /** Fail call with INVALID_ARGUMENT if rc != 0 (a validate.h result); returns rc != 0. */
 bool clue_invalid(rpc_call_t *call, int rc, const validate_error_t *err);
 

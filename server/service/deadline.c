@@ -97,12 +97,7 @@ static void got_extend_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
   /* As for moves: past visibility and permission, a stale version comes first. */
   if ((authz_ok(&res) || res.decision == AUTHZ_FAILED_PRECONDITION) &&
       row.version != req->expected_version) {
-    log_info("call %s: extend refused (10): version %lld, expected %lld", rpc_call_id(call),
-             (long long)row.version, (long long)req->expected_version);
-    rpc_fail(call, GRPC_ABORTED,
-             "clue %lld is at version %lld, not the expected %lld: it changed meanwhile; reload "
-             "it and retry",
-             (long long)row.id, (long long)row.version, (long long)req->expected_version);
+    clue_refuse_stale(call, "extend", &row, req->expected_version);
     return;
   }
   if (!authz_ok(&res)) {

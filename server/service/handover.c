@@ -106,12 +106,7 @@ static void got_handover_facts(rpc_call_t *call, const db_result_t *r, void *arg
   /* As for RequestTransition: once the caller may see and change the clue, a stale version
    * is the first thing to say; the rest is judged against a clue the caller has not seen. */
   if (authz_ok(&see) && res.decision != AUTHZ_DENIED && row.version != req->expected_version) {
-    log_info("call %s: handover refused (10): version %lld, expected %lld", rpc_call_id(call),
-             (long long)row.version, (long long)req->expected_version);
-    rpc_fail(call, GRPC_ABORTED,
-             "clue %lld is at version %lld, not the expected %lld: it changed meanwhile; reload "
-             "it and retry",
-             (long long)row.id, (long long)row.version, (long long)req->expected_version);
+    clue_refuse_stale(call, "handover", &row, req->expected_version);
     return;
   }
   if (!authz_ok(&res)) {
