@@ -397,8 +397,7 @@ static void got_create_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
       continue;
     /* A retry: case_create answers with the first call's case. */
     if (strcmp(method, "CreateJointCase") != 0) {
-      rpc_fail(call, GRPC_INVALID_ARGUMENT, "request_id %s was already used for another call",
-               cr->request_id);
+      clue_refuse_reused(call, cr->request_id);
       return;
     }
     goto write;

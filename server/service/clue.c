@@ -287,10 +287,8 @@ static void replay_transition(rpc_call_t *call, const db_result_t *r, const move
                               clue_row_t *row) {
   Clue__V1__Proposal *prop;
 
-  if (strcmp(db_value(r, 0, MF_REQ_METHOD), "RequestTransition") != 0 ||
-      svc_col_i64(r, 0, MF_REQ_CLUE) != mr->req->clue_id) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "request_id %s was already used for another call",
-             mr->request_id);
+  if (!clue_request_is(r, MF_REQ_METHOD, "RequestTransition", mr->req->clue_id)) {
+    clue_refuse_reused(call, mr->request_id);
     return;
   }
   if (!clue_see_or_refuse(call, row))

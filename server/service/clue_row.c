@@ -245,6 +245,15 @@ void clue_refuse_stale(rpc_call_t *call, const char *what, const clue_row_t *row
            (long long)row->id, (long long)row->version, (long long)expected_version);
 }
 
+bool clue_request_is(const db_result_t *r, int col, const char *method, int64_t id) {
+  return strcmp(db_value(r, 0, col), method) == 0 && svc_col_i64(r, 0, col + 1) == id;
+}
+
+void clue_refuse_reused(rpc_call_t *call, const char *request_id) {
+  rpc_fail(call, GRPC_INVALID_ARGUMENT, "request_id %s was already used for another call",
+           request_id);
+}
+
 bool clue_invalid(rpc_call_t *call, int rc, const validate_error_t *err) {
   if (rc != 0)
     rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s", err->message);

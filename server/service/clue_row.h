@@ -121,6 +121,15 @@ void clue_refuse(rpc_call_t *call, const authz_result_t *res);
 void clue_refuse_stale(rpc_call_t *call, const char *what, const clue_row_t *row,
                        int64_t expected_version);
 
+/**
+ * Whether the idempotency record a facts query read at (0, col) is this call's: its method
+ * (column col, not NULL) is method and the id it names (column col + 1) is id.
+ */
+bool clue_request_is(const db_result_t *r, int col, const char *method, int64_t id);
+
+/** Fail call with INVALID_ARGUMENT: its request_id was already used for another call. */
+void clue_refuse_reused(rpc_call_t *call, const char *request_id);
+
 /** Fail call with INVALID_ARGUMENT if rc != 0 (a validate.h result); returns rc != 0. */
 bool clue_invalid(rpc_call_t *call, int rc, const validate_error_t *err);
 

@@ -10,7 +10,6 @@
 
 #include <stdarg.h>
 #include <stdio.h>
-#include <string.h>
 
 #include "log.h"
 #include "service/clue_row.h"
@@ -81,10 +80,8 @@ static void got_extend_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
   }
   if (db_value(r, 0, EF_REQ_METHOD) != NULL) {
     /* A retry: answer with the clue the first call extended, as it is now. */
-    if (strcmp(db_value(r, 0, EF_REQ_METHOD), "ExtendDeadline") != 0 ||
-        svc_col_i64(r, 0, EF_REQ_CLUE) != req->clue_id) {
-      rpc_fail(call, GRPC_INVALID_ARGUMENT, "request_id %s was already used for another call",
-               er->request_id);
+    if (!clue_request_is(r, EF_REQ_METHOD, "ExtendDeadline", req->clue_id)) {
+      clue_refuse_reused(call, er->request_id);
       return;
     }
     if (clue_see_or_refuse_as(call, "extend", &row))

@@ -13,8 +13,6 @@
 
 #include "service/handover.h"
 
-#include <string.h>
-
 #include "log.h"
 #include "service/clue_row.h"
 
@@ -65,10 +63,8 @@ static void replay_handover(rpc_call_t *call, const db_result_t *r, const handov
   authz_principal_t p = clue_principal(call);
   authz_result_t res;
 
-  if (strcmp(db_value(r, 0, HF_REQ_METHOD), "HandOver") != 0 ||
-      svc_col_i64(r, 0, HF_REQ_CLUE) != hr->req->clue_id) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "request_id %s was already used for another call",
-             hr->request_id);
+  if (!clue_request_is(r, HF_REQ_METHOD, "HandOver", hr->req->clue_id)) {
+    clue_refuse_reused(call, hr->request_id);
     return;
   }
   res = authz_can_see_clue(&p, &row->facts);

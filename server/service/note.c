@@ -108,10 +108,9 @@ static void got_add_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   (void)clue_row_facts(r, 0, 0, &row);
   if (db_value(r, 0, NF_REQ_METHOD) != NULL) {
     /* A retry: the first note, if the caller still sees its clue. */
-    if (strcmp(db_value(r, 0, NF_REQ_METHOD), "AddNote") != 0 ||
-        svc_col_i64(r, 0, NF_REQ_CLUE) != nr->req->clue_id || db_value(r, 0, NF_NOTE) == NULL) {
-      rpc_fail(call, GRPC_INVALID_ARGUMENT, "request_id %s was already used for another call",
-               nr->request_id);
+    if (!clue_request_is(r, NF_REQ_METHOD, "AddNote", nr->req->clue_id) ||
+        db_value(r, 0, NF_NOTE) == NULL) {
+      clue_refuse_reused(call, nr->request_id);
       return;
     }
     if (!clue_see_or_refuse(call, &row))
