@@ -76,20 +76,6 @@ static const char get_clue_sql[] =
     " FROM clues c JOIN units ou ON ou.id = c.owner_unit WHERE c.id = $1";
 /* clang-format on */
 
-static void reply_clue(rpc_call_t *call, const db_result_t *r, void *arg) {
-  clue_row_t row;
-  (void)arg;
-
-  if (db_rows(r) != 1 || clue_row_read(call, r, 0, 0, clue_now_ms(call), &row) != 0) {
-    clue_oom(call);
-    return;
-  }
-  /* A retried submit returns the first clue, which a handover may since have hidden. */
-  if (!clue_see_or_refuse(call, &row))
-    return;
-  (void)rpc_reply(call, &row.clue->base);
-}
-
 static void submit_clue(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__SubmitClueRequest *req = (const void *)m;
   const Clue__V1__SubjectPerson *s = req->subject;
@@ -134,7 +120,8 @@ static void submit_clue(rpc_call_t *call, const ProtobufCMessage *m) {
     clue_oom(call);
     return;
   }
-  svc_query(call, submit_sql, 19, params, reply_clue, NULL);
+  /* A retried submit returns the first clue, which a handover may since have hidden. */
+  svc_query(call, submit_sql, 19, params, clue_reply_seen, NULL);
 }
 
 /* ---- GetClue ---------------------------------------------------------------------------- */

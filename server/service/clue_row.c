@@ -229,6 +229,19 @@ bool clue_see_or_refuse_as(rpc_call_t *call, const char *what, const clue_row_t 
   return true;
 }
 
+void clue_reply_seen(rpc_call_t *call, const db_result_t *r, void *arg) {
+  clue_row_t row;
+  (void)arg;
+
+  if (db_rows(r) != 1 || clue_row_read(call, r, 0, 0, clue_now_ms(call), &row) != 0) {
+    clue_oom(call);
+    return;
+  }
+  if (!clue_see_or_refuse(call, &row))
+    return;
+  (void)rpc_reply(call, &row.clue->base);
+}
+
 void clue_refuse(rpc_call_t *call, const authz_result_t *res) {
   log_info("call %s: %s refused (%d): %s", rpc_call_id(call), rpc_call_method(call)->path,
            res->grpc_code, res->reason ? res->reason : "");

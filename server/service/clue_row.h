@@ -111,6 +111,12 @@ bool clue_see_or_refuse(rpc_call_t *call, const clue_row_t *row);
 /** Like clue_see_or_refuse(), naming the call as what ("extend") in the log of a missing clue. */
 bool clue_see_or_refuse_as(rpc_call_t *call, const char *what, const clue_row_t *row);
 
+/**
+ * A svc_query() callback for a statement answering one clue (CLUE_COLS first): reply with
+ * it if the caller sees it (else clue_see_or_refuse()'s NOT_FOUND).
+ */
+void clue_reply_seen(rpc_call_t *call, const db_result_t *r, void *arg);
+
 /** Fail call with an authz.h refusal (its code and message), logging the reason. */
 void clue_refuse(rpc_call_t *call, const authz_result_t *res);
 

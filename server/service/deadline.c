@@ -39,19 +39,6 @@ static const char extend_sql[] =
     " FROM clue_extend_deadline($1, $2, $3, $4, $5, $6, $7, $8) s JOIN units ou ON ou.id = (s).owner_unit";
 /* clang-format on */
 
-static void extended(rpc_call_t *call, const db_result_t *r, void *arg) {
-  clue_row_t row;
-  (void)arg;
-
-  if (db_rows(r) != 1 || clue_row_read(call, r, 0, 0, clue_now_ms(call), &row) != 0) {
-    clue_oom(call);
-    return;
-  }
-  if (!clue_see_or_refuse_as(call, "extend", &row))
-    return;
-  (void)rpc_reply(call, &row.clue->base);
-}
-
 /* FAILED_PRECONDITION, logged. */
 __attribute__((format(printf, 2, 3))) static void refuse_state(rpc_call_t *call, const char *fmt,
                                                                ...) {
@@ -126,7 +113,7 @@ static void got_extend_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
       clue_oom(call);
       return;
     }
-  svc_query(call, extend_sql, 8, params, extended, NULL);
+  svc_query(call, extend_sql, 8, params, clue_reply_seen, NULL);
 }
 
 static int validate_extend(const Clue__V1__ExtendDeadlineRequest *req, validate_error_t *err) {
