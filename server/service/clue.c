@@ -180,20 +180,25 @@ static void got_clue(rpc_call_t *call, const db_result_t *r, void *arg) {
             params, reply_with_reporter, row.clue);
 }
 
-static void get_clue(rpc_call_t *call, const ProtobufCMessage *m) {
-  const Clue__V1__GetClueRequest *req = (const void *)m;
+/* GetClue and GetHistory: validate the id, then run sql with it ($1) and the caller's unit. */
+static void read_clue(rpc_call_t *call, int64_t clue_id, const char *sql, svc_cb cb) {
   validate_error_t err;
   const char *params[2];
 
-  if (clue_invalid(call, validate_id("clue_id", req->clue_id, &err), &err))
+  if (clue_invalid(call, validate_id("clue_id", clue_id, &err), &err))
     return;
-  params[0] = svc_i64(call, req->clue_id, 0);
+  params[0] = svc_i64(call, clue_id, 0);
   params[1] = svc_i64(call, clue_principal(call).unit_id, 0);
   if (params[0] == NULL || params[1] == NULL) {
     clue_oom(call);
     return;
   }
-  svc_query(call, get_clue_sql, 2, params, got_clue, NULL);
+  svc_query(call, sql, 2, params, cb, NULL);
+}
+
+static void get_clue(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__GetClueRequest *req = (const void *)m;
+  read_clue(call, req->clue_id, get_clue_sql, got_clue);
 }
 
 /* ---- RequestTransition ------------------------------------------------------------------ */
@@ -546,18 +551,7 @@ static void got_history(rpc_call_t *call, const db_result_t *r, void *arg) {
 
 static void get_history(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__GetHistoryRequest *req = (const void *)m;
-  validate_error_t err;
-  const char *params[2];
-
-  if (clue_invalid(call, validate_id("clue_id", req->clue_id, &err), &err))
-    return;
-  params[0] = svc_i64(call, req->clue_id, 0);
-  params[1] = svc_i64(call, clue_principal(call).unit_id, 0);
-  if (params[0] == NULL || params[1] == NULL) {
-    clue_oom(call);
-    return;
-  }
-  svc_query(call, history_sql, 2, params, got_history, NULL);
+  read_clue(call, req->clue_id, history_sql, got_history);
 }
 
 /* ---- method table ----------------------------------------------------------------------- */
