@@ -420,11 +420,10 @@ write:
   params[6] = cr->participants;
   params[7] = cr->clues;
   params[8] = svc_id_array(call, versions, req->n_clue_ids);
-  for (int i = 0; i < 9; i++)
-    if (params[i] == NULL) {
-      clue_oom(call);
-      return;
-    }
+  if (!svc_all_set(params, 9)) {
+    clue_oom(call);
+    return;
+  }
   svc_query(call, create_sql, 9, params, reply_case, NULL);
 }
 
@@ -458,11 +457,10 @@ static void create_joint_case(rpc_call_t *call, const ProtobufCMessage *m) {
   params[2] = cr->participants;
   params[3] = svc_i64(call, p.unit_id, 0);
   params[4] = cr->clues;
-  for (int i = 0; i < 5; i++)
-    if (params[i] == NULL || cr->title == NULL) {
-      clue_oom(call);
-      return;
-    }
+  if (cr->title == NULL || !svc_all_set(params, 5)) {
+    clue_oom(call);
+    return;
+  }
   svc_query(call, create_facts_sql, 5, params, got_create_facts, cr);
 }
 
@@ -541,11 +539,10 @@ static void write_member(rpc_call_t *call, const member_req_t *mr, const char *f
     params[np++] = svc_i64(call, version, 0);
   sql = rpc_call_printf(call, "SELECT * FROM %s($1, $2, $3, $4, $5, $6%s)", fn,
                         version != 0 ? ", $7" : "");
-  for (int i = 0; i < np; i++)
-    if (params[i] == NULL || sql == NULL) {
-      clue_oom(call);
-      return;
-    }
+  if (sql == NULL || !svc_all_set(params, np)) {
+    clue_oom(call);
+    return;
+  }
   params[np++] = mr->reason; /* NULL when none was given */
   svc_query(call, sql, np, params, reply_case, NULL);
 }

@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "service/clue_row.h"
+#include "service/svc_util.h"
 
 typedef struct extend_req {
   const Clue__V1__ExtendDeadlineRequest *req;
@@ -108,11 +109,10 @@ static void got_extend_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
   params[5] = svc_i64(call, row.version, 0);
   params[6] = rpc_call_printf(call, "%d", (int)req->days);
   params[7] = er->reason;
-  for (int i = 0; i < 8; i++)
-    if (params[i] == NULL) {
-      clue_oom(call);
-      return;
-    }
+  if (!svc_all_set(params, 8)) {
+    clue_oom(call);
+    return;
+  }
   svc_query(call, extend_sql, 8, params, clue_reply_seen, NULL);
 }
 

@@ -15,6 +15,7 @@
 
 #include "log.h"
 #include "service/clue_row.h"
+#include "service/svc_util.h"
 
 typedef struct handover_req {
   const Clue__V1__HandOverRequest *req;
@@ -117,11 +118,10 @@ static void got_handover_facts(rpc_call_t *call, const db_result_t *r, void *arg
   params[5] = svc_i64(call, row.version, 0);
   params[6] = svc_i64(call, req->to_unit_id, 0);
   params[7] = hr->reason;
-  for (int i = 0; i < 8; i++)
-    if (params[i] == NULL) {
-      clue_oom(call);
-      return;
-    }
+  if (!svc_all_set(params, 8)) {
+    clue_oom(call);
+    return;
+  }
   svc_query(call, handover_sql, 8, params, handed_over, NULL);
 }
 
@@ -158,10 +158,9 @@ void clue_hand_over(rpc_call_t *call, const ProtobufCMessage *m) {
   params[2] = hr->request_id;
   params[3] = svc_i64(call, p.unit_id, 0);
   params[4] = svc_i64(call, req->to_unit_id, 0);
-  for (int i = 0; i < 5; i++)
-    if (params[i] == NULL || hr->reason == NULL) {
-      clue_oom(call);
-      return;
-    }
+  if (hr->reason == NULL || !svc_all_set(params, 5)) {
+    clue_oom(call);
+    return;
+  }
   svc_query(call, handover_facts_sql, 5, params, got_handover_facts, hr);
 }

@@ -139,11 +139,10 @@ static void got_add_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   params[5] = svc_i64(call, row.facts.owner_unit_id, 0);
   params[6] = kind_names[nr->req->kind];
   params[7] = nr->text;
-  for (int i = 0; i < 8; i++)
-    if (params[i] == NULL) {
-      clue_oom(call);
-      return;
-    }
+  if (!svc_all_set(params, 8)) {
+    clue_oom(call);
+    return;
+  }
   svc_query(call, add_sql, 8, params, note_added, NULL);
 }
 
@@ -170,11 +169,10 @@ void clue_add_note(rpc_call_t *call, const ProtobufCMessage *m) {
   params[1] = svc_i64(call, p.user_id, 0);
   params[2] = svc_i64(call, p.unit_id, 0);
   params[3] = nr->request_id;
-  for (int i = 0; i < 4; i++)
-    if (params[i] == NULL || nr->text == NULL) {
-      clue_oom(call);
-      return;
-    }
+  if (nr->text == NULL || !svc_all_set(params, 4)) {
+    clue_oom(call);
+    return;
+  }
   svc_query(call, add_facts_sql, 4, params, got_add_facts, nr);
 }
 
@@ -239,10 +237,9 @@ void clue_list_notes(rpc_call_t *call, const ProtobufCMessage *m) {
   params[2] = svc_i64(call, req->after_note_id, 0);
   /* One more than the page, to know whether more follow. */
   params[3] = rpc_call_printf(call, "%d", (int)*page_size + 1);
-  for (int i = 0; i < 4; i++)
-    if (params[i] == NULL) {
-      clue_oom(call);
-      return;
-    }
+  if (!svc_all_set(params, 4)) {
+    clue_oom(call);
+    return;
+  }
   svc_query(call, list_sql, 4, params, got_notes, page_size);
 }

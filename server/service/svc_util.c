@@ -79,6 +79,13 @@ int svc_split_list(rpc_call_t *call, char *joined, char ***items, size_t *n) {
   return 0;
 }
 
+bool svc_all_set(const char *const *params, int n) {
+  for (int i = 0; i < n; i++)
+    if (params[i] == NULL)
+      return false;
+  return true;
+}
+
 int svc_name_index(const char *const *names, size_t n, const char *s) {
   if (s == NULL)
     return 0;

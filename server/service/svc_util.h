@@ -5,6 +5,7 @@
  * literals for query parameters and lists that travel as one joined column. Every function
  * returning text allocates it in the call's memory. */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,6 +29,9 @@ const char *svc_text_array_trimmed(rpc_call_t *call, char *const *items, size_t 
  */
 int svc_split_list(rpc_call_t *call, char *joined, char ***items, size_t *n)
     __attribute__((warn_unused_result));
+
+/** True if none of params[0..n) is NULL: every query parameter was made (no out of memory). */
+bool svc_all_set(const char *const *params, int n);
 
 /**
  * The index of s in names[1..n) (a table of database names by proto enum number, names[0]
