@@ -318,17 +318,8 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
     return;
   }
   res = authz_can_move(&p, &row.facts, (clue_state_t)req->target, &move);
-  /* Past visibility and permission, a stale version comes first: the caller's view of the
-   * clue is out of date, so what the move would need now is not its question yet. */
-  if ((authz_ok(&res) || res.decision == AUTHZ_FAILED_PRECONDITION) &&
-      row.version != req->expected_version) {
-    clue_refuse_stale(call, "move", &row, req->expected_version);
+  if (!clue_change_allowed(call, "move", &row, req->expected_version, &res))
     return;
-  }
-  if (!authz_ok(&res)) {
-    clue_refuse(call, &res);
-    return;
-  }
   mf.reason = mr->reason;
   mf.disposal = mr->disposal;
   mf.finding = mr->finding;

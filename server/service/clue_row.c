@@ -258,6 +258,22 @@ void clue_refuse_stale(rpc_call_t *call, const char *what, const clue_row_t *row
            (long long)row->id, (long long)row->version, (long long)expected_version);
 }
 
+bool clue_change_allowed(rpc_call_t *call, const char *what, const clue_row_t *row,
+                         int64_t expected_version, const authz_result_t *res) {
+  /* The caller's view of the clue is out of date, so what the change would need now is not
+   * its question yet. */
+  if ((authz_ok(res) || res->decision == AUTHZ_FAILED_PRECONDITION) &&
+      row->version != expected_version) {
+    clue_refuse_stale(call, what, row, expected_version);
+    return false;
+  }
+  if (!authz_ok(res)) {
+    clue_refuse(call, res);
+    return false;
+  }
+  return true;
+}
+
 bool clue_request_is(const db_result_t *r, int col, const char *method, int64_t id) {
   return strcmp(db_value(r, 0, col), method) == 0 && svc_col_i64(r, 0, col + 1) == id;
 }

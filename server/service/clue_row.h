@@ -128,6 +128,14 @@ void clue_refuse_stale(rpc_call_t *call, const char *what, const clue_row_t *row
                        int64_t expected_version);
 
 /**
+ * Whether a change of the clue of row, which authz.h answered with res, may go on. Past
+ * visibility and permission a stale version is refused first (clue_refuse_stale, naming the
+ * call as what); then a refusal in res (clue_refuse). Returns false after failing call.
+ */
+bool clue_change_allowed(rpc_call_t *call, const char *what, const clue_row_t *row,
+                         int64_t expected_version, const authz_result_t *res);
+
+/**
  * Whether the idempotency record a facts query read at (0, col) is this call's: its method
  * (column col, not NULL) is method and the id it names (column col + 1) is id.
  */

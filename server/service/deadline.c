@@ -79,16 +79,8 @@ static void got_extend_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
   if (!clue_see_or_refuse_as(call, "extend", &row))
     return;
   res = authz_can_extend_deadline(&p, &row.facts);
-  /* As for moves: past visibility and permission, a stale version comes first. */
-  if ((authz_ok(&res) || res.decision == AUTHZ_FAILED_PRECONDITION) &&
-      row.version != req->expected_version) {
-    clue_refuse_stale(call, "extend", &row, req->expected_version);
+  if (!clue_change_allowed(call, "extend", &row, req->expected_version, &res))
     return;
-  }
-  if (!authz_ok(&res)) {
-    clue_refuse(call, &res);
-    return;
-  }
   /* A pending proposal was made against this version; an extension would void it. */
   if (row.facts.pending_reviewer_unit_id != 0) {
     refuse_state(call, "clue has a pending proposal; it must be reviewed before the deadline "
