@@ -287,9 +287,7 @@ static void revoke_token(rpc_call_t *call, const ProtobufCMessage *m) {
             params, reply_revoked, NULL);
 }
 
-#define ADMIN_METHOD(name, fn, in, out)                                                        \
-  {"/clue.v1.AdminService/" name, &clue__v1__##in##__descriptor, &clue__v1__##out##__descriptor, \
-   fn, 0, 0}
+#define ADMIN_METHOD(name, fn, in, out) SVC_CLUE_METHOD("AdminService", name, fn, in, out)
 
 const rpc_method_t admin_methods[] = {
     ADMIN_METHOD("CreateUnit", create_unit, create_unit_request, unit),

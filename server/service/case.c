@@ -653,11 +653,7 @@ static void remove_clue_from_case(rpc_call_t *call, const ProtobufCMessage *m) {
 
 /* ---- method table ----------------------------------------------------------------------- */
 
-#define CASE_METHOD(name, fn, in, out)                                                             \
-  {                                                                                                \
-    "/clue.v1.CaseService/" name, &clue__v1__##in##__descriptor, &clue__v1__##out##__descriptor,   \
-        fn, 0, 0                                                                                   \
-  }
+#define CASE_METHOD(name, fn, in, out) SVC_CLUE_METHOD("CaseService", name, fn, in, out)
 
 const rpc_method_t case_methods[] = {
     CASE_METHOD("CreateJointCase", create_joint_case, create_joint_case_request, joint_case),

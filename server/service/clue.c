@@ -547,11 +547,7 @@ static void get_history(rpc_call_t *call, const ProtobufCMessage *m) {
 
 /* ---- method table ----------------------------------------------------------------------- */
 
-#define CLUE_METHOD(name, fn, in, out)                                                             \
-  {                                                                                                \
-    "/clue.v1.ClueService/" name, &clue__v1__##in##__descriptor, &clue__v1__##out##__descriptor,   \
-        fn, 0, 0                                                                                   \
-  }
+#define CLUE_METHOD(name, fn, in, out) SVC_CLUE_METHOD("ClueService", name, fn, in, out)
 
 const rpc_method_t clue_methods[] = {
     CLUE_METHOD("SubmitClue", submit_clue, submit_clue_request, clue),

@@ -321,7 +321,7 @@ static void get_statistics(rpc_call_t *call, const ProtobufCMessage *m) {
 }
 
 const rpc_method_t stats_methods[] = {
-    {"/clue.v1.StatsService/GetStatistics", &clue__v1__get_statistics_request__descriptor,
-     &clue__v1__get_statistics_response__descriptor, get_statistics, 0, 0},
+    SVC_CLUE_METHOD("StatsService", "GetStatistics", get_statistics, get_statistics_request,
+                    get_statistics_response),
 };
 const size_t stats_nmethods = sizeof(stats_methods) / sizeof(stats_methods[0]);

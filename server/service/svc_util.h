@@ -11,6 +11,17 @@
 
 #include "rpc/rpc.h"
 
+/**
+ * An entry of a clue.v1 service's method table: a unary call to "/clue.v1.<service>/<name>"
+ * handled by fn, whose request and response are the clue.v1 messages named in and out in
+ * protobuf-c's lower-case form (create_unit_request, unit).
+ */
+#define SVC_CLUE_METHOD(service, name, fn, in, out)                                                \
+  {                                                                                                \
+    "/clue.v1." service "/" name, &clue__v1__##in##__descriptor, &clue__v1__##out##__descriptor,   \
+        fn, 0, 0                                                                                   \
+  }
+
 /** A PostgreSQL bigint[] literal of ids ("{1,2,3}"); NULL when out of memory. */
 const char *svc_id_array(rpc_call_t *call, const int64_t *ids, size_t n);
 
