@@ -50,31 +50,22 @@ int clue_state_of(const char *s) {
   return s && clue_state_from_name(s, &st) == 0 ? (int)st : 0;
 }
 
-/* Column values: NULL reads as 0 / false / "". */
-static int64_t col_i64(const db_result_t *r, int row, int col) {
-  return svc_col_i64(r, row, col);
-}
-
-static bool col_bool(const db_result_t *r, int row, int col) {
-  return svc_col_bool(r, row, col) != 0;
-}
-
 int clue_row_facts(const db_result_t *r, int row, int col, clue_row_t *out) {
   memset(out, 0, sizeof(*out));
-  out->id = col_i64(r, row, col + 0);
+  out->id = svc_col_i64(r, row, col + 0);
   if (out->id == 0)
     return 0;
   out->facts.state = (clue_state_t)clue_state_of(db_value(r, row, col + 1));
-  out->version = col_i64(r, row, col + 2);
-  out->facts.owner_unit_id = col_i64(r, row, col + 3);
+  out->version = svc_col_i64(r, row, col + 2);
+  out->facts.owner_unit_id = svc_col_i64(r, row, col + 3);
   out->facts.owner_unit_kind = (clue_unit_kind_t)clue_unit_kind_of(db_value(r, row, col + 4));
-  out->facts.owner_liaison_room_id = col_i64(r, row, col + 5);
-  out->facts.case_lead_unit_id = col_i64(r, row, col + 6);
-  out->facts.principal_in_case = col_bool(r, row, col + 7);
-  out->facts.pending_reviewer_unit_id = col_i64(r, row, col + 8);
-  out->facts.deadline_extended = col_bool(r, row, col + 9);
-  out->has_reporter = col_bool(r, row, col + 10);
-  out->stage_deadline_ms = col_i64(r, row, col + 11);
+  out->facts.owner_liaison_room_id = svc_col_i64(r, row, col + 5);
+  out->facts.case_lead_unit_id = svc_col_i64(r, row, col + 6);
+  out->facts.principal_in_case = svc_col_bool(r, row, col + 7);
+  out->facts.pending_reviewer_unit_id = svc_col_i64(r, row, col + 8);
+  out->facts.deadline_extended = svc_col_bool(r, row, col + 9);
+  out->has_reporter = svc_col_bool(r, row, col + 10);
+  out->stage_deadline_ms = svc_col_i64(r, row, col + 11);
   return 0;
 }
 
@@ -114,14 +105,14 @@ int clue_row_read(rpc_call_t *call, const db_result_t *r, int row, int col, int6
   s->name = svc_col_str(call, r, row, k + 4);
   s->position = svc_col_str(call, r, row, k + 5);
   s->rank_level = svc_col_str(call, r, row, k + 6);
-  s->is_top_leader = col_bool(r, row, k + 7);
+  s->is_top_leader = svc_col_bool(r, row, k + 7);
   c->subject = s;
   c->host_unit = svc_col_str(call, r, row, k + 8);
   cats = svc_col_str(call, r, row, k + 9);
-  c->created_by = col_i64(r, row, k + 10);
-  c->created_at_ms = col_i64(r, row, k + 11);
-  c->updated_at_ms = col_i64(r, row, k + 12);
-  c->joint_case_id = col_i64(r, row, k + 13);
+  c->created_by = svc_col_i64(r, row, k + 10);
+  c->created_at_ms = svc_col_i64(r, row, k + 11);
+  c->updated_at_ms = svc_col_i64(r, row, k + 12);
+  c->joint_case_id = svc_col_i64(r, row, k + 13);
   c->disposal = (Clue__V1__Disposal)svc_name_index(disposal_names, NELEM(disposal_names),
                                                    db_value(r, row, k + 14));
   if (c->registration_number == NULL || c->title == NULL || c->summary == NULL || s->name == NULL ||
@@ -146,8 +137,8 @@ int clue_proposal_read(rpc_call_t *call, const db_result_t *r, int row, int col,
     return -ENOMEM;
   clue__v1__proposal__init(p);
   clue__v1__transition_details__init(d);
-  p->id = col_i64(r, row, col + 0);
-  p->clue_id = col_i64(r, row, col + 1);
+  p->id = svc_col_i64(r, row, col + 0);
+  p->clue_id = svc_col_i64(r, row, col + 1);
   p->from_state = (Clue__V1__ClueState)clue_state_of(db_value(r, row, col + 2));
   p->target = (Clue__V1__ClueState)clue_state_of(db_value(r, row, col + 3));
   p->reason = svc_col_str(call, r, row, col + 4);
@@ -155,20 +146,20 @@ int clue_proposal_read(rpc_call_t *call, const db_result_t *r, int row, int col,
                                                    db_value(r, row, col + 5));
   d->finding = svc_col_str(call, r, row, col + 6);
   d->sanction_kind = svc_col_str(call, r, row, col + 7);
-  d->persons_disciplined = (int32_t)col_i64(r, row, col + 8);
+  d->persons_disciplined = (int32_t)svc_col_i64(r, row, col + 8);
   d->receiving_organ = svc_col_str(call, r, row, col + 9);
-  d->reviewer_unit_id = col_i64(r, row, col + 10);
+  d->reviewer_unit_id = svc_col_i64(r, row, col + 10);
   p->details = d;
-  p->proposer_user_id = col_i64(r, row, col + 11);
-  p->proposer_unit_id = col_i64(r, row, col + 12);
-  p->reviewer_unit_id = col_i64(r, row, col + 13);
+  p->proposer_user_id = svc_col_i64(r, row, col + 11);
+  p->proposer_unit_id = svc_col_i64(r, row, col + 12);
+  p->reviewer_unit_id = svc_col_i64(r, row, col + 13);
   p->status = (Clue__V1__ProposalStatus)svc_name_index(status_names, NELEM(status_names),
                                                        db_value(r, row, col + 14));
-  p->clue_version = col_i64(r, row, col + 15);
+  p->clue_version = svc_col_i64(r, row, col + 15);
   p->review_comment = svc_col_str(call, r, row, col + 16);
-  p->reviewed_by = col_i64(r, row, col + 17);
-  p->created_at_ms = col_i64(r, row, col + 18);
-  p->decided_at_ms = col_i64(r, row, col + 19);
+  p->reviewed_by = svc_col_i64(r, row, col + 17);
+  p->created_at_ms = svc_col_i64(r, row, col + 18);
+  p->decided_at_ms = svc_col_i64(r, row, col + 19);
   if (p->reason == NULL || d->finding == NULL || d->sanction_kind == NULL ||
       d->receiving_organ == NULL || p->review_comment == NULL)
     return -ENOMEM;
