@@ -9,6 +9,7 @@
 
 #include "clue/client.h"
 #include "mem.h"
+#include "utf8.h"
 
 typedef struct jbuf {
   char *p;
@@ -64,38 +65,6 @@ static void jb_newline(jbuf_t *b, int depth) {
     jb_put(b, "  ", 2);
 }
 
-/* Length of a valid UTF-8 sequence at s (at most n bytes), or 0 if it is not valid. */
-static size_t utf8_len(const unsigned char *s, size_t n) {
-  uint32_t cp;
-  size_t len;
-
-  if (s[0] < 0x80)
-    return 1;
-  if (s[0] >= 0xC2 && s[0] <= 0xDF) {
-    len = 2;
-    cp = s[0] & 0x1F;
-  } else if (s[0] >= 0xE0 && s[0] <= 0xEF) {
-    len = 3;
-    cp = s[0] & 0x0F;
-  } else if (s[0] >= 0xF0 && s[0] <= 0xF4) {
-    len = 4;
-    cp = s[0] & 0x07;
-  } else {
-    return 0;
-  }
-  if (len > n)
-    return 0;
-  for (size_t i = 1; i < len; i++) {
-    if ((s[i] & 0xC0) != 0x80)
-      return 0;
-    cp = cp << 6 | (s[i] & 0x3F);
-  }
-  if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-      (cp >= 0xD800 && cp <= 0xDFFF))
-    return 0;
-  return len;
-}
-
 static void jb_string(jbuf_t *b, const char *str, size_t n) {
   const unsigned char *s = (const unsigned char *)str;
   size_t i = 0;
@@ -138,7 +107,7 @@ static void jb_string(jbuf_t *b, const char *str, size_t n) {
       }
       i++;
     } else {
-      size_t len = utf8_len(s + i, n - i);
+      size_t len = clue__utf8_len(s + i, n - i);
       if (len == 0) {
         jb_puts(b, "\\ufffd");
         i++;

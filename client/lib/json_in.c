@@ -16,6 +16,7 @@
 
 #include "clue/client.h"
 #include "mem.h"
+#include "utf8.h"
 
 #define MAX_DEPTH 64
 
@@ -183,35 +184,6 @@ static size_t put_utf8(unsigned char *d, uint32_t cp) {
   return 4;
 }
 
-/* Length of the valid UTF-8 sequence at s, or 0 (overlong forms and surrogates are invalid). */
-static size_t utf8_seq(const unsigned char *s, const unsigned char *end) {
-  size_t len, avail = (size_t)(end - s);
-  uint32_t cp;
-
-  if (s[0] < 0x80)
-    return 1;
-  if (s[0] >= 0xC2 && s[0] <= 0xDF)
-    len = 2;
-  else if (s[0] >= 0xE0 && s[0] <= 0xEF)
-    len = 3;
-  else if (s[0] >= 0xF0 && s[0] <= 0xF4)
-    len = 4;
-  else
-    return 0;
-  cp = s[0] & (0x7F >> len); /* the lead byte's payload bits */
-  if (len > avail)
-    return 0;
-  for (size_t i = 1; i < len; i++) {
-    if ((s[i] & 0xC0) != 0x80)
-      return 0;
-    cp = cp << 6 | (s[i] & 0x3F);
-  }
-  if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-      (cp >= 0xD800 && cp <= 0xDFFF))
-    return 0;
-  return len;
-}
-
 /* A string at the cursor (on its opening quote); *out owns the decoded bytes. */
 static int parse_string(parser_t *ps, char **out, size_t *outlen) {
   const unsigned char *start;
@@ -315,7 +287,7 @@ static int parse_string(parser_t *ps, char **out, size_t *outlen) {
       *d++ = c;
       adv(ps);
     } else {
-      size_t n = utf8_seq(ps->p, ps->end);
+      size_t n = clue__utf8_len(ps->p, (size_t)(ps->end - ps->p));
       if (n == 0) {
         free(buf);
         return perr(ps, "invalid UTF-8 (byte 0x%02x)", c);
