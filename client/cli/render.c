@@ -134,33 +134,6 @@ static void put_value(FILE *o, const ProtobufCFieldDescriptor *f, const void *p)
   }
 }
 
-static size_t elem_size(ProtobufCType t) {
-  switch (t) {
-  case PROTOBUF_C_TYPE_INT64:
-  case PROTOBUF_C_TYPE_SINT64:
-  case PROTOBUF_C_TYPE_SFIXED64:
-  case PROTOBUF_C_TYPE_UINT64:
-  case PROTOBUF_C_TYPE_FIXED64:
-    return 8;
-  case PROTOBUF_C_TYPE_FLOAT:
-    return sizeof(float);
-  case PROTOBUF_C_TYPE_DOUBLE:
-    return sizeof(double);
-  case PROTOBUF_C_TYPE_BOOL:
-    return sizeof(protobuf_c_boolean);
-  case PROTOBUF_C_TYPE_ENUM:
-    return sizeof(int);
-  case PROTOBUF_C_TYPE_STRING:
-    return sizeof(char *);
-  case PROTOBUF_C_TYPE_BYTES:
-    return sizeof(ProtobufCBinaryData);
-  case PROTOBUF_C_TYPE_MESSAGE:
-    return sizeof(ProtobufCMessage *);
-  default:
-    return 4;
-  }
-}
-
 static int field_set(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f) {
   const char *base = (const char *)m;
 
@@ -189,7 +162,7 @@ char *cli_field_text(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *
     for (size_t i = 0; i < n; i++) {
       if (i > 0)
         fputs(", ", o);
-      put_value(o, f, arr + i * elem_size(f->type));
+      put_value(o, f, arr + i * clue_type_size(f->type));
     }
   } else if (!field_set(m, f)) {
     fputs("-", o);

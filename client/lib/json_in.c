@@ -747,33 +747,6 @@ static int map_value(mapper_t *m, const jnode_t *v, const ProtobufCFieldDescript
   return merr(m, v->line, v->col, "field '%s' has a type this reader does not know", f->name);
 }
 
-static size_t elem_size(ProtobufCType t) {
-  switch (t) {
-  case PROTOBUF_C_TYPE_INT64:
-  case PROTOBUF_C_TYPE_SINT64:
-  case PROTOBUF_C_TYPE_SFIXED64:
-  case PROTOBUF_C_TYPE_UINT64:
-  case PROTOBUF_C_TYPE_FIXED64:
-    return 8;
-  case PROTOBUF_C_TYPE_FLOAT:
-    return sizeof(float);
-  case PROTOBUF_C_TYPE_DOUBLE:
-    return sizeof(double);
-  case PROTOBUF_C_TYPE_BOOL:
-    return sizeof(protobuf_c_boolean);
-  case PROTOBUF_C_TYPE_ENUM:
-    return sizeof(int);
-  case PROTOBUF_C_TYPE_STRING:
-    return sizeof(char *);
-  case PROTOBUF_C_TYPE_BYTES:
-    return sizeof(ProtobufCBinaryData);
-  case PROTOBUF_C_TYPE_MESSAGE:
-    return sizeof(ProtobufCMessage *);
-  default:
-    return 4;
-  }
-}
-
 static int map_field(mapper_t *m, ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f,
                      const jnode_t *v) {
   char *base = (char *)msg;
@@ -782,7 +755,7 @@ static int map_field(mapper_t *m, ProtobufCMessage *msg, const ProtobufCFieldDes
   if (v->type == J_NULL) /* proto3 JSON: null leaves the field at its default */
     return 0;
   if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-    size_t sz = elem_size(f->type);
+    size_t sz = clue_type_size(f->type);
     char *arr;
     if (v->type != J_ARRAY)
       return merr(m, v->line, v->col, "field '%s' must be an array, not %s", f->name,

@@ -326,13 +326,28 @@ static void test_enum_prefix(void **state) {
   assert_int_equal(clue_enum_prefix_len(NULL), 0);
 }
 
+static void test_type_size(void **state) {
+  (void)state;
+  assert_int_equal(clue_type_size(PROTOBUF_C_TYPE_INT32), sizeof(int32_t));
+  assert_int_equal(clue_type_size(PROTOBUF_C_TYPE_FIXED32), sizeof(uint32_t));
+  assert_int_equal(clue_type_size(PROTOBUF_C_TYPE_SINT64), sizeof(int64_t));
+  assert_int_equal(clue_type_size(PROTOBUF_C_TYPE_UINT64), sizeof(uint64_t));
+  assert_int_equal(clue_type_size(PROTOBUF_C_TYPE_FLOAT), sizeof(float));
+  assert_int_equal(clue_type_size(PROTOBUF_C_TYPE_DOUBLE), sizeof(double));
+  assert_int_equal(clue_type_size(PROTOBUF_C_TYPE_BOOL), sizeof(protobuf_c_boolean));
+  assert_int_equal(clue_type_size(PROTOBUF_C_TYPE_ENUM), sizeof(int));
+  assert_int_equal(clue_type_size(PROTOBUF_C_TYPE_STRING), sizeof(char *));
+  assert_int_equal(clue_type_size(PROTOBUF_C_TYPE_BYTES), sizeof(ProtobufCBinaryData));
+  assert_int_equal(clue_type_size(PROTOBUF_C_TYPE_MESSAGE), sizeof(ProtobufCMessage *));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_submit_request), cmocka_unit_test(test_integers),
       cmocka_unit_test(test_mapping_errors), cmocka_unit_test(test_syntax_errors),
       cmocka_unit_test(test_depth_limit),    cmocka_unit_test(test_array),
       cmocka_unit_test(test_bad_arguments),  cmocka_unit_test(test_out_of_memory),
-      cmocka_unit_test(test_enum_prefix),
+      cmocka_unit_test(test_enum_prefix),    cmocka_unit_test(test_type_size),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

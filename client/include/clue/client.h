@@ -229,6 +229,12 @@ int clue_from_json_array(const char *text, size_t len, const ProtobufCMessageDes
 void clue_messages_free(ProtobufCMessage **msgs, size_t n);
 
 /**
+ * Bytes one value of a field of this type takes in a protobuf-c message: the member of a
+ * singular field, or one element of a repeated field's array.
+ */
+size_t clue_type_size(ProtobufCType type);
+
+/**
  * Length of the prefix all value names of an enum share, in whole words ("UNIT_KIND_" for
  * UNIT_KIND_ROOM, UNIT_KIND_GROUP, ...); 0 when there is none or it would leave a name empty.
  */
