@@ -1,5 +1,7 @@
 /* Descriptor helpers for walking protobuf-c messages: libclue's JSON and cluectl's output. */
 
+#include <string.h>
+
 #include "clue/client.h"
 
 size_t clue_type_size(ProtobufCType type) {
@@ -32,4 +34,27 @@ size_t clue_type_size(ProtobufCType type) {
     return sizeof(ProtobufCMessage *);
   }
   return 4;
+}
+
+size_t clue_enum_prefix_len(const ProtobufCEnumDescriptor *ed) {
+  const char *first;
+  size_t n;
+
+  if (ed == NULL || ed->n_values < 2)
+    return 0;
+  first = ed->values[0].name;
+  n = strlen(first);
+  for (unsigned i = 1; i < ed->n_values; i++) {
+    const char *name = ed->values[i].name;
+    size_t k = 0;
+    while (k < n && name[k] == first[k])
+      k++;
+    n = k;
+  }
+  while (n > 0 && first[n - 1] != '_') /* whole words only: UNIT_KIND_, not UNIT_KIND_R */
+    n--;
+  for (unsigned i = 0; i < ed->n_values; i++)
+    if (strlen(ed->values[i].name) == n)
+      return 0;
+  return n;
 }

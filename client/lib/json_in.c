@@ -567,29 +567,6 @@ static const ProtobufCFieldDescriptor *find_field(const ProtobufCMessageDescript
   return NULL;
 }
 
-size_t clue_enum_prefix_len(const ProtobufCEnumDescriptor *ed) {
-  const char *first;
-  size_t n;
-
-  if (ed == NULL || ed->n_values < 2)
-    return 0;
-  first = ed->values[0].name;
-  n = strlen(first);
-  for (unsigned i = 1; i < ed->n_values; i++) {
-    const char *name = ed->values[i].name;
-    size_t k = 0;
-    while (k < n && name[k] == first[k])
-      k++;
-    n = k;
-  }
-  while (n > 0 && first[n - 1] != '_') /* whole words only: UNIT_KIND_, not UNIT_KIND_R */
-    n--;
-  for (unsigned i = 0; i < ed->n_values; i++)
-    if (strlen(ed->values[i].name) == n)
-      return 0;
-  return n;
-}
-
 static int map_int(mapper_t *m, const jnode_t *v, const ProtobufCFieldDescriptor *f, int64_t lo,
                    uint64_t hi, int is_unsigned, void *out) {
   const char *s = v->text;
