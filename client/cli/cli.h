@@ -163,9 +163,6 @@ int cli_request_id(cli_t *cli, const cli_args_t *a, char buf[CLI_REQUEST_ID_LEN]
  */
 int cli_read_file(cli_t *cli, const char *path, char **out, size_t *len);
 
-/** The choices of an enum for messages, "ROOM|GROUP|...", written into buf; returns buf. */
-const char *cli_enum_choices(const ProtobufCEnumDescriptor *ed, char *buf, size_t len);
-
 /* ---- results ---- */
 
 /** Print "cluectl CMD: message" and a hint to stderr; returns CLI_USAGE. */

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -58,48 +57,22 @@ int cli_arg_id(cli_t *cli, const cli_args_t *a, const char *name, int64_t *out) 
   return 0;
 }
 
-/* Whether s names value ev of an enum whose names share a prefix of plen bytes. */
-static int enum_matches(const char *s, const char *name, size_t plen) {
-  return strcasecmp(s, name) == 0 || strcasecmp(s, name + plen) == 0;
-}
-
-const char *cli_enum_choices(const ProtobufCEnumDescriptor *ed, char *buf, size_t len) {
-  size_t used = 0;
-
-  buf[0] = '\0';
-  for (unsigned i = 0; i < ed->n_values; i++) {
-    const char *name = cli_enum_short(ed, ed->values[i].value);
-    int n;
-    if (ed->values[i].value == 0 && strstr(name, "UNSPECIFIED") != NULL)
-      continue;
-    n = snprintf(buf + used, len - used, "%s%s", used > 0 ? "|" : "", name);
-    if (n < 0 || (size_t)n >= len - used)
-      break;
-    used += (size_t)n;
-  }
-  return buf;
-}
-
 int cli_arg_enum(cli_t *cli, const cli_args_t *a, const char *name,
                  const ProtobufCEnumDescriptor *ed, int *out) {
   const char *s = cli_arg(a, name);
   char choices[256];
+  int v;
 
   if (s == NULL)
     return 0;
-  for (unsigned i = 0; i < ed->n_values; i++) {
-    const ProtobufCEnumValue *ev = &ed->values[i];
-    const char *shortname = cli_enum_short(ed, ev->value);
-    size_t plen = (size_t)(shortname - ev->name);
-    if (ev->value == 0 && strstr(shortname, "UNSPECIFIED") != NULL)
-      continue;
-    if (enum_matches(s, ev->name, plen)) {
-      *out = ev->value;
-      return 0;
-    }
+  /* UNSPECIFIED is what leaving the option out means, not a value to name. */
+  if (clue_enum_from_name(ed, s, &v) == 0 &&
+      !(v == 0 && strstr(cli_enum_short(ed, v), "UNSPECIFIED") != NULL)) {
+    *out = v;
+    return 0;
   }
   return cli_usage_error(cli, "--%s: '%s' is not one of %s", name, s,
-                         cli_enum_choices(ed, choices, sizeof(choices)));
+                         clue_enum_choices(ed, "|", choices, sizeof(choices)));
 }
 
 int cli_usage_error(cli_t *cli, const char *fmt, ...) {

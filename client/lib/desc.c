@@ -1,6 +1,8 @@
 /* Descriptor helpers for walking protobuf-c messages: libclue's JSON and cluectl's output. */
 
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "clue/client.h"
 
@@ -57,4 +59,34 @@ size_t clue_enum_prefix_len(const ProtobufCEnumDescriptor *ed) {
     if (strlen(ed->values[i].name) == n)
       return 0;
   return n;
+}
+
+int clue_enum_from_name(const ProtobufCEnumDescriptor *ed, const char *name, int *value) {
+  size_t plen = clue_enum_prefix_len(ed);
+
+  for (unsigned i = 0; i < ed->n_values; i++) {
+    const char *full = ed->values[i].name;
+    if (strcasecmp(name, full) == 0 || strcasecmp(name, full + plen) == 0) {
+      *value = ed->values[i].value;
+      return 0;
+    }
+  }
+  return CLUE_EINVAL;
+}
+
+const char *clue_enum_choices(const ProtobufCEnumDescriptor *ed, const char *sep, char *buf,
+                              size_t len) {
+  size_t plen = clue_enum_prefix_len(ed), used = 0;
+
+  buf[0] = '\0';
+  for (unsigned i = 0; i < ed->n_values; i++) {
+    int k;
+    if (ed->values[i].value == 0 && strstr(ed->values[i].name, "UNSPECIFIED") != NULL)
+      continue;
+    k = snprintf(buf + used, len - used, "%s%s", used > 0 ? sep : "", ed->values[i].name + plen);
+    if (k < 0 || (size_t)k >= len - used)
+      break;
+    used += (size_t)k;
+  }
+  return buf;
 }

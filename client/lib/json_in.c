@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "clue/client.h"
 #include "mem.h"
@@ -615,18 +614,11 @@ range:
 
 static int map_enum(mapper_t *m, const jnode_t *v, const ProtobufCFieldDescriptor *f, int *out) {
   const ProtobufCEnumDescriptor *ed = f->descriptor;
-  size_t plen = clue_enum_prefix_len(ed);
   char choices[200];
-  size_t used = 0;
 
   if (v->type == J_STRING) {
-    for (unsigned i = 0; i < ed->n_values; i++) {
-      const char *name = ed->values[i].name;
-      if (strcasecmp(v->text, name) == 0 || strcasecmp(v->text, name + plen) == 0) {
-        *out = ed->values[i].value;
-        return 0;
-      }
-    }
+    if (clue_enum_from_name(ed, v->text, out) == 0)
+      return 0;
   } else if (v->type == J_NUMBER) {
     char *end;
     long x;
@@ -641,19 +633,8 @@ static int map_enum(mapper_t *m, const jnode_t *v, const ProtobufCFieldDescripto
     return merr(m, v->line, v->col, "field '%s' must be a string naming a %s, not %s", f->name,
                 ed->short_name, type_name(v->type));
   }
-  choices[0] = '\0';
-  for (unsigned i = 0; i < ed->n_values; i++) {
-    int k;
-    if (ed->values[i].value == 0 && strstr(ed->values[i].name, "UNSPECIFIED") != NULL)
-      continue;
-    k = snprintf(choices + used, sizeof(choices) - used, "%s%s", used ? ", " : "",
-                 ed->values[i].name + plen);
-    if (k < 0 || (size_t)k >= sizeof(choices) - used)
-      break;
-    used += (size_t)k;
-  }
   return merr(m, v->line, v->col, "field '%s': '%s' is not a %s (one of %s)", f->name, v->text,
-              ed->short_name, choices);
+              ed->short_name, clue_enum_choices(ed, ", ", choices, sizeof(choices)));
 }
 
 static int map_message(mapper_t *m, const jnode_t *obj, const ProtobufCMessageDescriptor *d,

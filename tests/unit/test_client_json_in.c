@@ -326,6 +326,23 @@ static void test_enum_prefix(void **state) {
   assert_int_equal(clue_enum_prefix_len(NULL), 0);
 }
 
+static void test_enum_names(void **state) {
+  const ProtobufCEnumDescriptor *kind = &clue__v1__unit_kind__descriptor;
+  char buf[64];
+  int v = -1;
+
+  (void)state;
+  assert_int_equal(clue_enum_from_name(kind, "group", &v), 0);
+  assert_int_equal(v, CLUE__V1__UNIT_KIND__UNIT_KIND_GROUP);
+  assert_int_equal(clue_enum_from_name(kind, "Unit_Kind_Room", &v), 0);
+  assert_int_equal(v, CLUE__V1__UNIT_KIND__UNIT_KIND_ROOM);
+  assert_int_equal(clue_enum_from_name(kind, "KIND_ROOM", &v), CLUE_EINVAL);
+  assert_int_equal(v, CLUE__V1__UNIT_KIND__UNIT_KIND_ROOM);
+  /* UNSPECIFIED is no choice to offer. */
+  assert_string_equal(clue_enum_choices(kind, "|", buf, sizeof(buf)), "ROOM|GROUP|REGION|ADMIN");
+  assert_string_equal(clue_enum_choices(kind, ", ", buf, 12), "ROOM, GROUP");
+}
+
 static void test_type_size(void **state) {
   (void)state;
   assert_int_equal(clue_type_size(PROTOBUF_C_TYPE_INT32), sizeof(int32_t));
@@ -347,7 +364,8 @@ int main(void) {
       cmocka_unit_test(test_mapping_errors), cmocka_unit_test(test_syntax_errors),
       cmocka_unit_test(test_depth_limit),    cmocka_unit_test(test_array),
       cmocka_unit_test(test_bad_arguments),  cmocka_unit_test(test_out_of_memory),
-      cmocka_unit_test(test_enum_prefix),    cmocka_unit_test(test_type_size),
+      cmocka_unit_test(test_enum_prefix),    cmocka_unit_test(test_enum_names),
+      cmocka_unit_test(test_type_size),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

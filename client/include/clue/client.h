@@ -240,6 +240,21 @@ size_t clue_type_size(ProtobufCType type);
  */
 size_t clue_enum_prefix_len(const ProtobufCEnumDescriptor *ed);
 
+/**
+ * The value of enum ed called name: its full name or the name without the common prefix
+ * (clue_enum_prefix_len), in any case ("group", "UNIT_KIND_GROUP"). Returns 0 and sets
+ * *value, or CLUE_EINVAL (*value untouched) when no value is called so.
+ */
+int clue_enum_from_name(const ProtobufCEnumDescriptor *ed, const char *name, int *value) CLUE_WUR;
+
+/**
+ * The names of enum ed's values without the common prefix, joined by sep ("ROOM|GROUP|..."),
+ * into buf (len bytes; cut short when they do not fit). A value 0 called *UNSPECIFIED* is
+ * left out. Returns buf.
+ */
+const char *clue_enum_choices(const ProtobufCEnumDescriptor *ed, const char *sep, char *buf,
+                              size_t len);
+
 #ifdef __cplusplus
 }
 #endif
