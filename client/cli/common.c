@@ -42,29 +42,38 @@ size_t cli_arg_count(const cli_args_t *a, const char *name) {
   return n;
 }
 
-int cli_arg_id(cli_t *cli, const cli_args_t *a, const char *name, int64_t *out) {
-  const char *s = cli_arg(a, name);
+/* s as a positive 64-bit id into *out; -1 (*out untouched) if it is not one. */
+static int parse_id(const char *s, int64_t *out) {
   char *end;
   long long v;
 
-  if (s == NULL)
-    return 0;
   errno = 0;
   v = strtoll(s, &end, 10);
   if (s[0] < '0' || s[0] > '9' || *end != '\0' || errno != 0 || v <= 0)
-    return cli_usage_error(cli, "--%s: '%s' is not a valid id (a positive integer)", name, s);
+    return -1;
   *out = v;
   return 0;
 }
 
-int cli_arg_enum(cli_t *cli, const cli_args_t *a, const char *name,
-                 const ProtobufCEnumDescriptor *ed, int *out) {
+/* The value s of --name as an id, or a usage error. */
+static int id_value(cli_t *cli, const char *name, const char *s, int64_t *out) {
+  if (parse_id(s, out) != 0)
+    return cli_usage_error(cli, "--%s: '%s' is not a valid id (a positive integer)", name, s);
+  return 0;
+}
+
+int cli_arg_id(cli_t *cli, const cli_args_t *a, const char *name, int64_t *out) {
   const char *s = cli_arg(a, name);
+
+  return s != NULL ? id_value(cli, name, s, out) : 0;
+}
+
+/* The value s of --name as a value of enum ed, or a usage error. */
+static int enum_value(cli_t *cli, const char *name, const char *s,
+                      const ProtobufCEnumDescriptor *ed, int *out) {
   char choices[256];
   int v;
 
-  if (s == NULL)
-    return 0;
   /* UNSPECIFIED is what leaving the option out means, not a value to name. */
   if (clue_enum_from_name(ed, s, &v) == 0 &&
       !(v == 0 && strstr(cli_enum_short(ed, v), "UNSPECIFIED") != NULL)) {
@@ -73,6 +82,13 @@ int cli_arg_enum(cli_t *cli, const cli_args_t *a, const char *name,
   }
   return cli_usage_error(cli, "--%s: '%s' is not one of %s", name, s,
                          clue_enum_choices(ed, "|", choices, sizeof(choices)));
+}
+
+int cli_arg_enum(cli_t *cli, const cli_args_t *a, const char *name,
+                 const ProtobufCEnumDescriptor *ed, int *out) {
+  const char *s = cli_arg(a, name);
+
+  return s != NULL ? enum_value(cli, name, s, ed, out) : 0;
 }
 
 int cli_usage_error(cli_t *cli, const char *fmt, ...) {
@@ -119,16 +135,11 @@ int cli_call(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *
 
 int cli_operand_id(cli_t *cli, const cli_args_t *a, int64_t *out) {
   const char *s = a->operand;
-  char *end;
-  long long v;
 
   if (s == NULL)
     return cli_usage_error(cli, "missing ID");
-  errno = 0;
-  v = strtoll(s, &end, 10);
-  if (s[0] < '0' || s[0] > '9' || *end != '\0' || errno != 0 || v <= 0)
+  if (parse_id(s, out) != 0)
     return cli_usage_error(cli, "'%s' is not a valid id (a positive integer)", s);
-  *out = v;
   return 0;
 }
 
@@ -291,16 +302,11 @@ int cli_arg_idv(cli_t *cli, const cli_args_t *a, const char *name, int64_t **out
   if (v == NULL)
     return cli_oom(cli);
   for (size_t i = 0; i < count; i++) {
-    const char *s = cli_arg_nth(a, name, i);
-    char *end;
-    long long x;
-    errno = 0;
-    x = strtoll(s, &end, 10);
-    if (s[0] < '0' || s[0] > '9' || *end != '\0' || errno != 0 || x <= 0) {
+    int rc = id_value(cli, name, cli_arg_nth(a, name, i), &v[i]);
+    if (rc != 0) {
       free(v);
-      return cli_usage_error(cli, "--%s: '%s' is not a valid id (a positive integer)", name, s);
+      return rc;
     }
-    v[i] = x;
   }
   *out = v;
   *n = count;
@@ -320,14 +326,7 @@ int cli_arg_enumv(cli_t *cli, const cli_args_t *a, const char *name,
   if (v == NULL)
     return cli_oom(cli);
   for (size_t i = 0; i < count; i++) {
-    /* cli_arg_enum reads the last value; give it a view holding just the i-th. */
-    cli_optval_t one = {NULL, cli_arg_nth(a, name, i)};
-    cli_args_t view = {&one, 1, NULL};
-    int rc;
-    for (size_t k = 0; k < a->n; k++)
-      if (strcmp(a->v[k].opt->name, name) == 0)
-        one.opt = a->v[k].opt;
-    rc = cli_arg_enum(cli, &view, name, ed, &v[i]);
+    int rc = enum_value(cli, name, cli_arg_nth(a, name, i), ed, &v[i]);
     if (rc != 0) {
       free(v);
       return rc;
