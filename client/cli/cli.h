@@ -37,6 +37,18 @@ typedef struct cli_opt {
 #define CLI_OPT_REQUIRED 1u
 #define CLI_OPT_REPEAT 2u /* may be given more than once */
 
+/** --request-id of a mutating command, read by cli_request_id(). */
+#define CLI_OPT_REQUEST_ID                                                                         \
+  { "request-id", "UUID", 0, "idempotency key (default: a new random UUID)" }
+/** --page-token and --all of a paged list (cli_call_pages()). */
+#define CLI_OPT_PAGE_TOKEN                                                                         \
+  { "page-token", "TOKEN", 0, "continue a listing (as printed after a page)" }
+#define CLI_OPT_ALL_PAGES                                                                          \
+  { "all", NULL, 0, "follow page tokens and list every match" }
+/** An optional --reason that the server keeps in the audit trail. */
+#define CLI_OPT_REASON                                                                             \
+  { "reason", "TEXT", 0, "why (kept in the audit trail)" }
+
 /** One option occurrence, in command-line order. */
 typedef struct cli_optval {
   const cli_opt_t *opt;

@@ -135,7 +135,7 @@ static int run_create_user(cli_t *cli, const cli_args_t *args) {
 
 static const cli_opt_t disable_user_opts[] = {
     {"user", "ID", CLI_OPT_REQUIRED, "user to disable"},
-    {"reason", "TEXT", 0, "why (kept in the audit trail)"},
+    CLI_OPT_REASON,
     {NULL, NULL, 0, NULL},
 };
 

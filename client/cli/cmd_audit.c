@@ -29,8 +29,8 @@ static const cli_opt_t list_opts[] = {
     {"after-seq", "N", 0, "events with a sequence number above N"},
     {"until-seq", "N", 0, "events with a sequence number up to N"},
     {"page-size", "N", 0, "events per page"},
-    {"page-token", "TOKEN", 0, "continue a listing (as printed after a page)"},
-    {"all", NULL, 0, "follow page tokens and list every match"},
+    CLI_OPT_PAGE_TOKEN,
+    CLI_OPT_ALL_PAGES,
     {NULL, NULL, 0, NULL},
 };
 

@@ -109,7 +109,7 @@ static const cli_opt_t create_opts[] = {
     {"basis", "TEXT", CLI_OPT_REQUIRED, "the grounds for handling the clues jointly"},
     {"participant", "UNIT", CLI_OPT_REPEAT, "a participating unit (group, region or room)"},
     {"clue", "ID", CLI_OPT_REPEAT, "a member clue"},
-    {"request-id", "UUID", 0, "idempotency key (default: a new random UUID)"},
+    CLI_OPT_REQUEST_ID,
     {NULL, NULL, 0, NULL},
 };
 
@@ -188,13 +188,13 @@ static int run_list(cli_t *cli, const cli_args_t *args) {
 
 static const cli_opt_t unit_opts[] = {
     {"unit", "ID", CLI_OPT_REQUIRED, "the participating unit"},
-    {"reason", "TEXT", 0, "why (kept in the audit trail)"},
+    CLI_OPT_REASON,
     {NULL, NULL, 0, NULL},
 };
 
 static const cli_opt_t clue_opts[] = {
     {"clue", "ID", CLI_OPT_REQUIRED, "the member clue"},
-    {"reason", "TEXT", 0, "why (kept in the audit trail)"},
+    CLI_OPT_REASON,
     {NULL, NULL, 0, NULL},
 };
 

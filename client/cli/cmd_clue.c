@@ -50,7 +50,7 @@ static const cli_opt_t submit_opts[] = {
     {"reporter-address", "TEXT", 0, "reporter's address"},
     {"reporter-email", "EMAIL", 0, "reporter's e-mail"},
     {"file", "PATH", 0, "read the clue (or an array of clues) from a JSON file; - for stdin"},
-    {"request-id", "UUID", 0, "idempotency key (default: a new random UUID)"},
+    CLI_OPT_REQUEST_ID,
     {NULL, NULL, 0, NULL},
 };
 
@@ -326,8 +326,8 @@ static const cli_opt_t list_opts[] = {
     {"created-from", "TIME", 0, "created at or after (YYYY-MM-DD or RFC 3339)"},
     {"created-to", "TIME", 0, "created before; a date takes in that whole day"},
     {"page-size", "N", 0, "clues per page (1-500; server default 50)"},
-    {"page-token", "TOKEN", 0, "continue a listing (as printed after a page)"},
-    {"all", NULL, 0, "follow page tokens and list every match"},
+    CLI_OPT_PAGE_TOKEN,
+    CLI_OPT_ALL_PAGES,
     {NULL, NULL, 0, NULL},
 };
 
@@ -444,7 +444,7 @@ static const cli_opt_t note_opts[] = {
      "EVIDENCE_SUMMARY, MEETING_MINUTES, INTERVIEW_RECORD or OTHER"},
     {"text", "TEXT", 0, "the note"},
     {"text-file", "PATH", 0, "read the note from a file; - for standard input"},
-    {"request-id", "UUID", 0, "idempotency key (default: a new random UUID)"},
+    CLI_OPT_REQUEST_ID,
     {NULL, NULL, 0, NULL},
 };
 

@@ -8,8 +8,6 @@
 #include "cmd_clue.h"
 #include "table.h"
 
-#define REQUEST_ID_OPT                                                                             \
-  { "request-id", "UUID", 0, "idempotency key (default: a new random UUID)" }
 #define VERSION_OPT                                                                                \
   { "version", "N", CLI_OPT_REQUIRED, "the clue version you last saw (see clue get)" }
 
@@ -28,7 +26,7 @@ const cli_opt_t clue_move_opts[] = {
     {"receiving-organ", "TEXT", 0, "FILED to TRANSFERRED_TO_JUDICIAL: the organ receiving it"},
     {"reviewer-unit", "ID", 0,
      "co-reviewed move of a ROOM's or REGION's own clue: the ROOM to review it"},
-    REQUEST_ID_OPT,
+    CLI_OPT_REQUEST_ID,
     {NULL, NULL, 0, NULL},
 };
 
@@ -160,7 +158,7 @@ const cli_opt_t clue_review_opts[] = {
     {"approve", NULL, 0, "approve: the proposed move is made"},
     {"reject", NULL, 0, "reject: the clue stays as it is"},
     {"comment", "TEXT", 0, "the reviewer's comment"},
-    REQUEST_ID_OPT,
+    CLI_OPT_REQUEST_ID,
     {NULL, NULL, 0, NULL},
 };
 
@@ -209,7 +207,7 @@ const cli_opt_t clue_handover_opts[] = {
     {"to-unit", "ID", CLI_OPT_REQUIRED, "the unit that becomes the owner"},
     VERSION_OPT,
     {"reason", "TEXT", CLI_OPT_REQUIRED, "why the clue is handed over"},
-    REQUEST_ID_OPT,
+    CLI_OPT_REQUEST_ID,
     {NULL, NULL, 0, NULL},
 };
 
@@ -248,7 +246,7 @@ const cli_opt_t clue_extend_opts[] = {
     {"days", "N", CLI_OPT_REQUIRED, "days added to the current stage's deadline"},
     VERSION_OPT,
     {"reason", "TEXT", CLI_OPT_REQUIRED, "why more time is needed"},
-    REQUEST_ID_OPT,
+    CLI_OPT_REQUEST_ID,
     {NULL, NULL, 0, NULL},
 };
 
