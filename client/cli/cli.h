@@ -100,6 +100,12 @@ extern const cli_group_t cli_group_stats;
 /** Last value given for --name, or NULL. */
 const char *cli_arg(const cli_args_t *a, const char *name);
 
+/**
+ * Set the message's string member *field to the value of --name if it was given; otherwise
+ * leave it (protobuf-c's default empty string).
+ */
+void cli_arg_str(const cli_args_t *a, const char *name, char **field);
+
 /** Whether the flag --name was given. */
 int cli_flag(const cli_args_t *a, const char *name);
 

@@ -145,8 +145,7 @@ static int run_disable_user(cli_t *cli, const cli_args_t *args) {
 
   if ((rc = cli_arg_id(cli, args, "user", &req.user_id)) != 0)
     return rc;
-  if (cli_arg(args, "reason") != NULL)
-    req.reason = (char *)cli_arg(args, "reason");
+  cli_arg_str(args, "reason", &req.reason);
   return admin_call(cli, "DisableUser", &req.base, cli_print_record);
 }
 
@@ -174,8 +173,7 @@ static int run_issue_token(cli_t *cli, const cli_args_t *args) {
 
   if ((rc = cli_arg_id(cli, args, "user", &req.user_id)) != 0)
     return rc;
-  if (cli_arg(args, "note") != NULL)
-    req.note = (char *)cli_arg(args, "note");
+  cli_arg_str(args, "note", &req.note);
   return admin_call(cli, "IssueToken", &req.base, show_token);
 }
 

@@ -78,12 +78,9 @@ static int run_list(cli_t *cli, const cli_args_t *args) {
     return rc;
   if (all && cli_arg(args, "page-token") != NULL)
     return cli_usage_error(cli, "--all starts from the first page; leave out --page-token");
-  if (cli_arg(args, "subject-type") != NULL)
-    req.subject_type = (char *)cli_arg(args, "subject-type");
-  if (cli_arg(args, "action") != NULL)
-    req.action = (char *)cli_arg(args, "action");
-  if (cli_arg(args, "page-token") != NULL)
-    req.page_token = (char *)cli_arg(args, "page-token");
+  cli_arg_str(args, "subject-type", &req.subject_type);
+  cli_arg_str(args, "action", &req.action);
+  cli_arg_str(args, "page-token", &req.page_token);
   rc = cli_call_pages(cli, AUDIT_SVC, "ListAuditEvents", &req.base, "events", all,
                       (ProtobufCMessage **)&resp);
   if (rc != 0)
@@ -112,8 +109,7 @@ static int run_verify(cli_t *cli, const cli_args_t *args) {
     return rc;
   if (req.subject_id != 0 && cli_arg(args, "subject-type") == NULL)
     return cli_usage_error(cli, "--subject-id needs --subject-type");
-  if (cli_arg(args, "subject-type") != NULL)
-    req.subject_type = (char *)cli_arg(args, "subject-type");
+  cli_arg_str(args, "subject-type", &req.subject_type);
   if ((rc = cli_call(cli, AUDIT_SVC, "VerifyAuditChain", &req.base, (ProtobufCMessage **)&resp)) !=
       0)
     return rc;
@@ -186,10 +182,8 @@ static int run_watch(cli_t *cli, const cli_args_t *args) {
   if ((rc = cli_arg_int(cli, args, "after-seq", 0, INT64_MAX, &req.after_seq)) != 0 ||
       (rc = cli_arg_id(cli, args, "subject-id", &req.subject_id)) != 0)
     return rc;
-  if (cli_arg(args, "subject-type") != NULL)
-    req.subject_type = (char *)cli_arg(args, "subject-type");
-  if (cli_arg(args, "action") != NULL)
-    req.action = (char *)cli_arg(args, "action");
+  cli_arg_str(args, "subject-type", &req.subject_type);
+  cli_arg_str(args, "action", &req.action);
   last = req.after_seq;
   rv = clue_stream_start(cli->conn, WATCH_PATH, &req.base, &clue__v1__audit_event__descriptor, &s,
                          &st);

@@ -204,10 +204,8 @@ static int run_submit(cli_t *cli, const cli_args_t *args) {
   req.source = (Clue__V1__SourceChannel)source;
   req.host_unit = (char *)cli_arg(args, "host-unit");
   subject.name = (char *)cli_arg(args, "subject-name");
-  if (cli_arg(args, "subject-position") != NULL)
-    subject.position = (char *)cli_arg(args, "subject-position");
-  if (cli_arg(args, "subject-rank") != NULL)
-    subject.rank_level = (char *)cli_arg(args, "subject-rank");
+  cli_arg_str(args, "subject-position", &subject.position);
+  cli_arg_str(args, "subject-rank", &subject.rank_level);
   subject.is_top_leader = cli_flag(args, "top-leader");
   req.subject = &subject;
   for (size_t i = 0; i < sizeof(rep) / sizeof(rep[0]); i++) {
@@ -378,11 +376,9 @@ static int run_list(cli_t *cli, const cli_args_t *args) {
   req.states = (Clue__V1__ClueState *)states;
   req.n_states = nstates;
   req.source = (Clue__V1__SourceChannel)source;
-  if (cli_arg(args, "subject") != NULL)
-    req.subject_name = (char *)cli_arg(args, "subject");
+  cli_arg_str(args, "subject", &req.subject_name);
   req.overdue_only = cli_flag(args, "overdue");
-  if (cli_arg(args, "page-token") != NULL)
-    req.page_token = (char *)cli_arg(args, "page-token");
+  cli_arg_str(args, "page-token", &req.page_token);
   if (all && req.page_size == 0)
     req.page_size = 500; /* fewer round trips */
   rc = cli_call_pages(cli, CLUE_SVC, "ListClues", &req.base, "clues", all,

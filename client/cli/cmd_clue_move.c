@@ -65,12 +65,9 @@ int clue_run_move(cli_t *cli, const cli_args_t *args) {
   req.target = (Clue__V1__ClueState)target;
   req.reason = (char *)cli_arg(args, "reason");
   details.disposal = (Clue__V1__Disposal)disposal;
-  if (cli_arg(args, "finding") != NULL)
-    details.finding = (char *)cli_arg(args, "finding");
-  if (cli_arg(args, "sanction-kind") != NULL)
-    details.sanction_kind = (char *)cli_arg(args, "sanction-kind");
-  if (cli_arg(args, "receiving-organ") != NULL)
-    details.receiving_organ = (char *)cli_arg(args, "receiving-organ");
+  cli_arg_str(args, "finding", &details.finding);
+  cli_arg_str(args, "sanction-kind", &details.sanction_kind);
+  cli_arg_str(args, "receiving-organ", &details.receiving_organ);
   req.details = &details;
   req.request_id = rid;
   rc = cli_call_rid(cli, CLUE_SVC, "RequestTransition", &req.base, rid, (ProtobufCMessage **)&resp);
@@ -179,8 +176,7 @@ int clue_run_review(cli_t *cli, const cli_args_t *args) {
       (rc = cli_request_id(cli, args, rid)) != 0)
     return rc;
   req.approve = cli_flag(args, "approve");
-  if (cli_arg(args, "comment") != NULL)
-    req.comment = (char *)cli_arg(args, "comment");
+  cli_arg_str(args, "comment", &req.comment);
   req.request_id = rid;
   rc = cli_call_rid(cli, CLUE_SVC, "ReviewProposal", &req.base, rid, (ProtobufCMessage **)&resp);
   if (rc != 0)

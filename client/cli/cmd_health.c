@@ -64,11 +64,9 @@ static int health_watch(cli_t *cli, const Grpc__Health__V1__HealthCheckRequest *
 static int run_health(cli_t *cli, const cli_args_t *args) {
   Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
   Grpc__Health__V1__HealthCheckResponse *resp = NULL;
-  const char *service = cli_arg(args, "service");
   int rc;
 
-  if (service != NULL)
-    req.service = (char *)service;
+  cli_arg_str(args, "service", &req.service);
   if (cli_flag(args, "watch"))
     return health_watch(cli, &req);
   rc = cli_call(cli, &grpc__health__v1__health__descriptor, "Check", &req.base,

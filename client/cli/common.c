@@ -19,6 +19,13 @@ const char *cli_arg(const cli_args_t *a, const char *name) {
   return v;
 }
 
+void cli_arg_str(const cli_args_t *a, const char *name, char **field) {
+  const char *v = cli_arg(a, name);
+
+  if (v != NULL)
+    *field = (char *)v;
+}
+
 int cli_flag(const cli_args_t *a, const char *name) {
   for (size_t i = 0; i < a->n; i++)
     if (strcmp(a->v[i].opt->name, name) == 0)
