@@ -153,6 +153,13 @@ int cli_arg_i32(cli_t *cli, const cli_args_t *a, const char *name, int32_t min, 
 int cli_arg_time(cli_t *cli, const cli_args_t *a, const char *name, int end_of_day, int64_t *ms);
 
 /**
+ * The paging options of a list (CLI_OPT_PAGE_TOKEN, CLI_OPT_ALL_PAGES): *all says whether
+ * --all was given, and --page-token goes to *token as by cli_arg_str(). Returns 0, or
+ * CLI_USAGE (reported) when both are given.
+ */
+int cli_page_args(cli_t *cli, const cli_args_t *a, int *all, char **token);
+
+/**
  * The values of the repeatable option --name as a malloc'd array in *out (NULL when none),
  * their number in *n. The strings are argv's, not copies. Returns 0 or CLI_FAILED (out of
  * memory, reported).

@@ -65,7 +65,7 @@ static int show_events(cli_t *cli, const Clue__V1__ListAuditEventsResponse *r) {
 static int run_list(cli_t *cli, const cli_args_t *args) {
   Clue__V1__ListAuditEventsRequest req = CLUE__V1__LIST_AUDIT_EVENTS_REQUEST__INIT;
   Clue__V1__ListAuditEventsResponse *resp = NULL;
-  int all = cli_flag(args, "all"), rc;
+  int all, rc;
 
   if ((rc = cli_arg_id(cli, args, "subject-id", &req.subject_id)) != 0 ||
       (rc = cli_arg_id(cli, args, "actor", &req.actor_user_id)) != 0 ||
@@ -74,13 +74,11 @@ static int run_list(cli_t *cli, const cli_args_t *args) {
       (rc = cli_arg_time(cli, args, "to", 1, &req.to_ms)) != 0 ||
       (rc = cli_arg_int(cli, args, "after-seq", 0, INT64_MAX, &req.after_seq)) != 0 ||
       (rc = cli_arg_int(cli, args, "until-seq", 0, INT64_MAX, &req.until_seq)) != 0 ||
-      (rc = cli_arg_i32(cli, args, "page-size", 1, INT32_MAX, &req.page_size)) != 0)
+      (rc = cli_arg_i32(cli, args, "page-size", 1, INT32_MAX, &req.page_size)) != 0 ||
+      (rc = cli_page_args(cli, args, &all, &req.page_token)) != 0)
     return rc;
-  if (all && cli_arg(args, "page-token") != NULL)
-    return cli_usage_error(cli, "--all starts from the first page; leave out --page-token");
   cli_arg_str(args, "subject-type", &req.subject_type);
   cli_arg_str(args, "action", &req.action);
-  cli_arg_str(args, "page-token", &req.page_token);
   rc = cli_call_pages(cli, AUDIT_SVC, "ListAuditEvents", &req.base, "events", all,
                       (ProtobufCMessage **)&resp);
   if (rc != 0)

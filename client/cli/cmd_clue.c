@@ -358,7 +358,7 @@ static int show_clue_list(cli_t *cli, const Clue__V1__ListCluesResponse *r) {
 static int run_list(cli_t *cli, const cli_args_t *args) {
   Clue__V1__ListCluesRequest req = CLUE__V1__LIST_CLUES_REQUEST__INIT;
   Clue__V1__ListCluesResponse *resp = NULL;
-  int *states = NULL, source = 0, all = cli_flag(args, "all"), rc;
+  int *states = NULL, source = 0, all, rc;
   size_t nstates = 0;
 
   if ((rc = cli_arg_id(cli, args, "owner-unit", &req.owner_unit_id)) != 0 ||
@@ -366,10 +366,9 @@ static int run_list(cli_t *cli, const cli_args_t *args) {
           0 ||
       (rc = cli_arg_time(cli, args, "created-from", 0, &req.created_from_ms)) != 0 ||
       (rc = cli_arg_time(cli, args, "created-to", 1, &req.created_to_ms)) != 0 ||
-      (rc = cli_arg_i32(cli, args, "page-size", 1, 500, &req.page_size)) != 0)
+      (rc = cli_arg_i32(cli, args, "page-size", 1, 500, &req.page_size)) != 0 ||
+      (rc = cli_page_args(cli, args, &all, &req.page_token)) != 0)
     return rc;
-  if (all && cli_arg(args, "page-token") != NULL)
-    return cli_usage_error(cli, "--all starts from the first page; leave out --page-token");
   if ((rc = cli_arg_enumv(cli, args, "state", &clue__v1__clue_state__descriptor, &states,
                           &nstates)) != 0)
     return rc;
@@ -378,7 +377,6 @@ static int run_list(cli_t *cli, const cli_args_t *args) {
   req.source = (Clue__V1__SourceChannel)source;
   cli_arg_str(args, "subject", &req.subject_name);
   req.overdue_only = cli_flag(args, "overdue");
-  cli_arg_str(args, "page-token", &req.page_token);
   if (all && req.page_size == 0)
     req.page_size = 500; /* fewer round trips */
   rc = cli_call_pages(cli, CLUE_SVC, "ListClues", &req.base, "clues", all,

@@ -277,6 +277,14 @@ int cli_arg_time(cli_t *cli, const cli_args_t *a, const char *name, int end_of_d
   return 0;
 }
 
+int cli_page_args(cli_t *cli, const cli_args_t *a, int *all, char **token) {
+  *all = cli_flag(a, "all");
+  if (*all && cli_arg(a, "page-token") != NULL)
+    return cli_usage_error(cli, "--all starts from the first page; leave out --page-token");
+  cli_arg_str(a, "page-token", token);
+  return 0;
+}
+
 /* ---- repeated options ------------------------------------------------------------------- */
 
 int cli_arg_strv(cli_t *cli, const cli_args_t *a, const char *name, char ***out, size_t *n) {
