@@ -226,6 +226,21 @@ int cli_call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const 
                    ProtobufCMessage *req, const char *list, int all, ProtobufCMessage **resp)
     __attribute__((warn_unused_result));
 
+/**
+ * Start a server-streaming call (clue_stream_start()) to path; on success *out owns the
+ * stream. On failure it has been reported and *out is untouched. Returns 0 or CLI_FAILED.
+ */
+int cli_stream_start(cli_t *cli, const char *path, const ProtobufCMessage *req,
+                     const ProtobufCMessageDescriptor *resp_desc, clue_stream_t **out)
+    __attribute__((warn_unused_result));
+
+/**
+ * The exit status of a watch, a stream read until it ended: rv is clue_stream_next()'s last
+ * return and st the stream's final status. An OK end, the --timeout deadline and an interrupt
+ * are CLI_OK; anything else is reported, CLI_FAILED.
+ */
+int cli_watch_end(cli_t *cli, int rv, const clue_status_t *st);
+
 /** After a one-page list, tell the user (stderr) how to get the next page, if there is one. */
 void cli_more_hint(cli_t *cli, const ProtobufCMessage *resp);
 

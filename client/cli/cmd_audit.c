@@ -183,13 +183,9 @@ static int run_watch(cli_t *cli, const cli_args_t *args) {
   cli_arg_str(args, "subject-type", &req.subject_type);
   cli_arg_str(args, "action", &req.action);
   last = req.after_seq;
-  rv = clue_stream_start(cli->conn, WATCH_PATH, &req.base, &clue__v1__audit_event__descriptor, &s,
-                         &st);
-  if (rv != 0) {
-    rc = cli_rpc_error(cli, rv, &st);
-    clue_status_clear(&st);
+  rc = cli_stream_start(cli, WATCH_PATH, &req.base, &clue__v1__audit_event__descriptor, &s);
+  if (rc != 0)
     return rc;
-  }
   while ((rv = clue_stream_next(s, &m, &st)) == 1) {
     const Clue__V1__AuditEvent *e = (const Clue__V1__AuditEvent *)m;
     if (cli->json)
@@ -203,17 +199,10 @@ static int run_watch(cli_t *cli, const cli_args_t *args) {
     if (rc != CLI_OK)
       break;
   }
-  /* The watch ends normally when the time asked for is up or the user interrupts it. */
   if (rc != CLI_OK) /* output failed: already reported */
     rc = CLI_FAILED;
-  else if (rv < 0)
-    rc = cli_rpc_error(cli, rv, &st);
-  else if (st.code == CLUE_STATUS_DEADLINE_EXCEEDED && cli->timeout_ms != 0)
-    rc = CLI_OK;
-  else if (st.code == CLUE_STATUS_CANCELLED && *cli->interrupted)
-    rc = CLI_OK;
-  else if (st.code != CLUE_STATUS_OK)
-    rc = cli_rpc_error(cli, st.code, &st);
+  else
+    rc = cli_watch_end(cli, rv, &st);
   clue_status_clear(&st);
   clue_stream_free(s);
   fprintf(stderr, "last seq %lld; resume with: cluectl audit watch --after-seq %lld\n",

@@ -36,26 +36,14 @@ static int health_watch(cli_t *cli, const Grpc__Health__V1__HealthCheckRequest *
   ProtobufCMessage *m;
   int rv, rc = CLI_OK;
 
-  rv = clue_stream_start(cli->conn, HEALTH_WATCH, &req->base,
-                         &grpc__health__v1__health_check_response__descriptor, &s, &st);
-  if (rv != 0) {
-    rc = cli_rpc_error(cli, rv, &st);
-    clue_status_clear(&st);
+  if ((rc = cli_stream_start(cli, HEALTH_WATCH, &req->base,
+                             &grpc__health__v1__health_check_response__descriptor, &s)) != 0)
     return rc;
-  }
   while ((rv = clue_stream_next(s, &m, &st)) == 1) {
     print_status(cli, (const Grpc__Health__V1__HealthCheckResponse *)m, 1);
     protobuf_c_message_free_unpacked(m, NULL);
   }
-  /* Watching ends normally when the time asked for is up or the user interrupts. */
-  if (rv < 0)
-    rc = cli_rpc_error(cli, rv, &st);
-  else if (st.code == CLUE_STATUS_DEADLINE_EXCEEDED && cli->timeout_ms != 0)
-    rc = CLI_OK;
-  else if (st.code == CLUE_STATUS_CANCELLED && *cli->interrupted)
-    rc = CLI_OK;
-  else if (st.code != CLUE_STATUS_OK)
-    rc = cli_rpc_error(cli, st.code, &st);
+  rc = cli_watch_end(cli, rv, &st);
   clue_status_clear(&st);
   clue_stream_free(s);
   return rc;

@@ -461,6 +461,30 @@ int cli_call_rid(cli_t *cli, const ProtobufCServiceDescriptor *service, const ch
   return rv;
 }
 
+int cli_stream_start(cli_t *cli, const char *path, const ProtobufCMessage *req,
+                     const ProtobufCMessageDescriptor *resp_desc, clue_stream_t **out) {
+  clue_status_t st = CLUE_STATUS_INIT;
+  int rv = clue_stream_start(cli->conn, path, req, resp_desc, out, &st);
+
+  if (rv != 0)
+    rv = cli_rpc_error(cli, rv, &st);
+  clue_status_clear(&st);
+  return rv;
+}
+
+int cli_watch_end(cli_t *cli, int rv, const clue_status_t *st) {
+  /* A watch ends normally when the time asked for is up or the user interrupts it. */
+  if (rv < 0)
+    return cli_rpc_error(cli, rv, st);
+  if (st->code == CLUE_STATUS_DEADLINE_EXCEEDED && cli->timeout_ms != 0)
+    return CLI_OK;
+  if (st->code == CLUE_STATUS_CANCELLED && *cli->interrupted)
+    return CLI_OK;
+  if (st->code != CLUE_STATUS_OK)
+    return cli_rpc_error(cli, st->code, st);
+  return CLI_OK;
+}
+
 static char **str_member(ProtobufCMessage *m, const char *field) {
   const ProtobufCFieldDescriptor *f =
       protobuf_c_message_descriptor_get_field_by_name(m->descriptor, field);
