@@ -306,4 +306,7 @@ void cli_put_text(FILE *o, const char *s, int keep_newlines);
 /** An enum value's name without the enum's common prefix ("GROUP" for UNIT_KIND_GROUP). */
 const char *cli_enum_short(const ProtobufCEnumDescriptor *ed, int value);
 
+/** The short name of a clue state ("PRELIMINARY_CHECK"), or "-" when unset or unknown. */
+const char *cli_state_text(int state);
+
 #endif

@@ -10,12 +10,6 @@
 #define AUDIT_SVC (&clue__v1__audit_service__descriptor)
 #define WATCH_PATH "/clue.v1.AuditService/WatchEvents"
 
-static const char *state_text(int state) {
-  const char *s = state != 0 ? cli_enum_short(&clue__v1__clue_state__descriptor, state) : NULL;
-
-  return s != NULL ? s : "-";
-}
-
 /* ---- list ----------------------------------------------------------------------------------- */
 
 static const cli_opt_t list_opts[] = {
@@ -49,8 +43,8 @@ static int show_events(cli_t *cli, const Clue__V1__ListAuditEventsResponse *r) {
     table_add(t, table_fmt("%s", cli_time_text(e->at_ms, when, sizeof(when))));
     table_add(t, table_fmt("%s", e->action));
     table_add(t, table_fmt("%s #%lld", e->subject_type, (long long)e->subject_id));
-    table_add(t, table_fmt("%s", state_text(e->from_state)));
-    table_add(t, table_fmt("%s", state_text(e->to_state)));
+    table_add(t, table_fmt("%s", cli_state_text(e->from_state)));
+    table_add(t, table_fmt("%s", cli_state_text(e->to_state)));
     table_add(t, table_fmt("%lld", (long long)e->actor_user_id));
     table_add(t, table_fmt("%lld", (long long)e->actor_unit_id));
     table_add(t, table_fmt("%s", e->reason[0] ? e->reason : "-"));
@@ -160,7 +154,7 @@ static void event_line(const Clue__V1__AuditEvent *e) {
   cli_put_text(stdout, e->subject_type, 0);
   printf(" #%lld", (long long)e->subject_id);
   if (e->from_state != 0 || e->to_state != 0)
-    printf("  %s -> %s", state_text(e->from_state), state_text(e->to_state));
+    printf("  %s -> %s", cli_state_text(e->from_state), cli_state_text(e->to_state));
   printf("  by user %lld (unit %lld)", (long long)e->actor_user_id, (long long)e->actor_unit_id);
   if (e->reason[0] != '\0') {
     fputs("  ", stdout);

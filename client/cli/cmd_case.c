@@ -87,11 +87,10 @@ static int show_case(cli_t *cli, const Clue__V1__JointCase *jc) {
     return cli_oom(cli);
   for (size_t i = 0; i < jc->n_clues; i++) {
     const Clue__V1__CaseClue *c = jc->clues[i];
-    const char *state = cli_enum_short(&clue__v1__clue_state__descriptor, c->state);
     char d1[32], d2[32];
     table_add(t, table_fmt("%lld", (long long)c->clue_id));
     table_add(t, table_fmt("%s", c->registration_number[0] ? c->registration_number : "-"));
-    table_add(t, table_fmt("%s", state != NULL && c->state != 0 ? state : "-"));
+    table_add(t, table_fmt("%s", cli_state_text(c->state)));
     table_add(t, table_fmt("%lld", (long long)c->owner_unit_id));
     table_add(t, table_fmt("%s", cli_date_text(c->stage_deadline_ms, d1, sizeof(d1))));
     table_add(t, table_fmt("%s", cli_date_text(c->added_at_ms, d2, sizeof(d2))));

@@ -12,12 +12,6 @@
 #include "cmd_clue.h"
 #include "table.h"
 
-const char *clue_state_text(int state) {
-  const char *s = state != 0 ? cli_enum_short(&clue__v1__clue_state__descriptor, state) : NULL;
-
-  return s != NULL ? s : "-";
-}
-
 /* "2026-04-01 (29 days left)", "2026-02-01 (overdue by 3 days)", or "-" when no deadline runs. */
 static char *deadline_text(const Clue__V1__Clue *c) {
   char date[32];
@@ -274,7 +268,7 @@ static int show_clue(cli_t *cli, const Clue__V1__Clue *c) {
     kv("Subject:", "-");
   kv("Host unit:", c->host_unit);
   kv("Categories:", cats);
-  kvf("State:", "%s (version %lld)%s", clue_state_text(c->state), (long long)c->version,
+  kvf("State:", "%s (version %lld)%s", cli_state_text(c->state), (long long)c->version,
       c->pending_proposal ? ", a proposal awaits review" : "");
   kvf("Owner unit:", "%lld", (long long)c->owner_unit_id);
   kvf("Deadline:", "%s%s", deadline, c->deadline_extended ? ", extended" : "");
@@ -341,7 +335,7 @@ static int show_clue_list(cli_t *cli, const Clue__V1__ListCluesResponse *r) {
     const Clue__V1__Clue *c = r->clues[i];
     table_add(t, table_fmt("%lld", (long long)c->id));
     table_add(t, table_fmt("%s", c->registration_number));
-    table_add(t, table_fmt("%s%s", clue_state_text(c->state), c->pending_proposal ? "*" : ""));
+    table_add(t, table_fmt("%s%s", cli_state_text(c->state), c->pending_proposal ? "*" : ""));
     table_add(t,
               table_fmt("%s", c->subject != NULL && c->subject->name[0] ? c->subject->name : "-"));
     table_add(t, table_fmt("%s", c->title));
@@ -407,8 +401,8 @@ static int show_history(cli_t *cli, const Clue__V1__GetHistoryResponse *r) {
     table_add(t, table_fmt("%lld", (long long)e->seq));
     table_add(t, table_fmt("%s", cli_time_text(e->at_ms, when, sizeof(when))));
     table_add(t, table_fmt("%s", e->action));
-    table_add(t, table_fmt("%s", clue_state_text(e->from_state)));
-    table_add(t, table_fmt("%s", clue_state_text(e->to_state)));
+    table_add(t, table_fmt("%s", cli_state_text(e->from_state)));
+    table_add(t, table_fmt("%s", cli_state_text(e->to_state)));
     table_add(t, table_fmt("%lld", (long long)e->actor_user_id));
     table_add(t, table_fmt("%lld", (long long)e->actor_unit_id));
     table_add(t, table_fmt("%s", e->reason[0] ? e->reason : "-"));

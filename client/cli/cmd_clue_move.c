@@ -79,7 +79,7 @@ int clue_run_move(cli_t *cli, const cli_args_t *args) {
     printf("proposal #%lld pending review by unit %lld\n", (long long)resp->proposal->id,
            (long long)resp->proposal->reviewer_unit_id);
   else if (resp->clue != NULL)
-    printf("moved to %s (version %lld)\n", clue_state_text(resp->clue->state),
+    printf("moved to %s (version %lld)\n", cli_state_text(resp->clue->state),
            (long long)resp->clue->version);
   protobuf_c_message_free_unpacked(&resp->base, NULL);
   return rc;
@@ -113,8 +113,8 @@ static int show_proposals(cli_t *cli, const Clue__V1__ListProposalsResponse *r) 
     char when[32];
     table_add(t, table_fmt("#%lld", (long long)p->id));
     table_add(t, table_fmt("%lld", (long long)p->clue_id));
-    table_add(t, table_fmt("%s", clue_state_text(p->from_state)));
-    table_add(t, table_fmt("%s", clue_state_text(p->target)));
+    table_add(t, table_fmt("%s", cli_state_text(p->from_state)));
+    table_add(t, table_fmt("%s", cli_state_text(p->target)));
     table_add(t, table_fmt("%s", status ? status : "-"));
     table_add(t, table_fmt("unit %lld", (long long)p->proposer_unit_id));
     table_add(t, table_fmt("unit %lld", (long long)p->reviewer_unit_id));
@@ -190,7 +190,7 @@ int clue_run_review(cli_t *cli, const cli_args_t *args) {
            req.approve ? "approved" : "rejected");
     if (c != NULL)
       printf("; clue %lld %s %s (version %lld)", (long long)c->id,
-             req.approve ? "moved to" : "stays", clue_state_text(c->state), (long long)c->version);
+             req.approve ? "moved to" : "stays", cli_state_text(c->state), (long long)c->version);
     putchar('\n');
   }
   protobuf_c_message_free_unpacked(&resp->base, NULL);

@@ -7,12 +7,19 @@
 #include <time.h>
 
 #include "cli.h"
+#include "clue/v1/common.pb-c.h"
 #include "table.h"
 
 const char *cli_enum_short(const ProtobufCEnumDescriptor *ed, int value) {
   const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(ed, value);
 
   return ev != NULL ? ev->name + clue_enum_prefix_len(ed) : NULL;
+}
+
+const char *cli_state_text(int state) {
+  const char *s = state != 0 ? cli_enum_short(&clue__v1__clue_state__descriptor, state) : NULL;
+
+  return s != NULL ? s : "-";
 }
 
 void cli_put_text(FILE *o, const char *s, int keep_newlines) {
