@@ -241,8 +241,18 @@ int cli_stream_start(cli_t *cli, const char *path, const ProtobufCMessage *req,
  */
 int cli_watch_end(cli_t *cli, int rv, const clue_status_t *st);
 
-/** After a one-page list, tell the user (stderr) how to get the next page, if there is one. */
-void cli_more_hint(cli_t *cli, const ProtobufCMessage *resp);
+/** Prints an answer for the user (see cli_show()); returns CLI_OK or CLI_FAILED. */
+typedef int (*cli_show_fn)(cli_t *cli, const ProtobufCMessage *m);
+
+/**
+ * Print an answer and free it: as JSON with --json, otherwise with show(). When the answer is
+ * one page of a list, the way to the next page follows on stderr. Returns what printing did.
+ */
+int cli_show(cli_t *cli, ProtobufCMessage *resp, cli_show_fn show);
+
+/** Call a method of service (cli_call()) and print its answer (cli_show()). */
+int cli_call_show(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
+                  const ProtobufCMessage *req, cli_show_fn show);
 
 /* ---- output (render.c) ---- */
 

@@ -28,7 +28,8 @@ static const cli_opt_t list_opts[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static int show_events(cli_t *cli, const Clue__V1__ListAuditEventsResponse *r) {
+static int show_events(cli_t *cli, const ProtobufCMessage *m) {
+  const Clue__V1__ListAuditEventsResponse *r = (const Clue__V1__ListAuditEventsResponse *)m;
   static const char *const headers[] = {"SEQ", "TIME", "ACTION", "SUBJECT", "FROM",
                                         "TO",  "USER", "UNIT",   "REASON"};
   table_t *t = table_new(9, headers);
@@ -77,11 +78,7 @@ static int run_list(cli_t *cli, const cli_args_t *args) {
                       (ProtobufCMessage **)&resp);
   if (rc != 0)
     return rc;
-  rc = cli->json ? cli_print_json(cli, &resp->base, 0) : show_events(cli, resp);
-  if (rc == CLI_OK)
-    cli_more_hint(cli, &resp->base);
-  protobuf_c_message_free_unpacked(&resp->base, NULL);
-  return rc;
+  return cli_show(cli, &resp->base, show_events);
 }
 
 /* ---- verify --------------------------------------------------------------------------------- */

@@ -56,7 +56,8 @@ static int show_case_line(cli_t *cli, const Clue__V1__JointCase *jc, const char 
   return parts != NULL && clues != NULL ? CLI_OK : cli_oom(cli);
 }
 
-static int show_case(cli_t *cli, const Clue__V1__JointCase *jc) {
+static int show_case(cli_t *cli, const ProtobufCMessage *m) {
+  const Clue__V1__JointCase *jc = (const Clue__V1__JointCase *)m;
   static const char *const headers[] = {"CLUE",     "NUMBER", "STATE", "OWNER",
                                         "DEADLINE", "ADDED",  "TITLE"};
   char *parts = id_list(jc->participant_unit_ids, jc->n_participant_unit_ids);
@@ -143,15 +144,11 @@ out:
 
 static int run_show(cli_t *cli, const cli_args_t *args) {
   Clue__V1__GetJointCaseRequest req = CLUE__V1__GET_JOINT_CASE_REQUEST__INIT;
-  Clue__V1__JointCase *jc = NULL;
   int rc;
 
-  if ((rc = cli_operand_id(cli, args, &req.case_id)) != 0 ||
-      (rc = cli_call(cli, CASE_SVC, "GetJointCase", &req.base, (ProtobufCMessage **)&jc)) != 0)
+  if ((rc = cli_operand_id(cli, args, &req.case_id)) != 0)
     return rc;
-  rc = cli->json ? cli_print_json(cli, &jc->base, 0) : show_case(cli, jc);
-  protobuf_c_message_free_unpacked(&jc->base, NULL);
-  return rc;
+  return cli_call_show(cli, CASE_SVC, "GetJointCase", &req.base, show_case);
 }
 
 static const cli_col_t case_cols[] = {
@@ -164,23 +161,20 @@ static const cli_col_t case_cols[] = {
     {NULL, NULL},
 };
 
+static int show_cases(cli_t *cli, const ProtobufCMessage *m) {
+  const Clue__V1__ListJointCasesResponse *r = (const Clue__V1__ListJointCasesResponse *)m;
+  int rc = cli_print_table(cli, m, "cases", case_cols);
+
+  if (rc == CLI_OK && r->n_cases == 0)
+    puts("(no joint cases)");
+  return rc;
+}
+
 static int run_list(cli_t *cli, const cli_args_t *args) {
   Clue__V1__ListJointCasesRequest req = CLUE__V1__LIST_JOINT_CASES_REQUEST__INIT;
-  Clue__V1__ListJointCasesResponse *resp = NULL;
-  int rc;
 
   (void)args;
-  if ((rc = cli_call(cli, CASE_SVC, "ListJointCases", &req.base, (ProtobufCMessage **)&resp)) != 0)
-    return rc;
-  if (cli->json) {
-    rc = cli_print_json(cli, &resp->base, 0);
-  } else {
-    rc = cli_print_table(cli, &resp->base, "cases", case_cols);
-    if (rc == CLI_OK && resp->n_cases == 0)
-      puts("(no joint cases)");
-  }
-  protobuf_c_message_free_unpacked(&resp->base, NULL);
-  return rc;
+  return cli_call_show(cli, CASE_SVC, "ListJointCases", &req.base, show_cases);
 }
 
 /* ---- membership changes --------------------------------------------------------------------- */
@@ -196,6 +190,10 @@ static const cli_opt_t clue_opts[] = {
     CLI_OPT_REASON,
     {NULL, NULL, 0, NULL},
 };
+
+static int show_updated(cli_t *cli, const ProtobufCMessage *m) {
+  return show_case_line(cli, (const Clue__V1__JointCase *)m, "updated");
+}
 
 typedef enum change {
   ADD_PARTICIPANT,
@@ -215,7 +213,6 @@ static int change(cli_t *cli, const cli_args_t *args, change_t kind) {
   Clue__V1__AddClueToCaseRequest ac = CLUE__V1__ADD_CLUE_TO_CASE_REQUEST__INIT;
   Clue__V1__RemoveClueFromCaseRequest rc_ = CLUE__V1__REMOVE_CLUE_FROM_CASE_REQUEST__INIT;
   const ProtobufCMessage *req = NULL;
-  Clue__V1__JointCase *jc = NULL;
   char *reason = (char *)cli_arg(args, "reason");
   int64_t case_id = 0, member = 0;
   int rc;
@@ -243,11 +240,7 @@ static int change(cli_t *cli, const cli_args_t *args, change_t kind) {
     req = &rc_.base;
     break;
   }
-  if ((rc = cli_call(cli, CASE_SVC, change_method[kind], req, (ProtobufCMessage **)&jc)) != 0)
-    return rc;
-  rc = cli->json ? cli_print_json(cli, &jc->base, 0) : show_case_line(cli, jc, "updated");
-  protobuf_c_message_free_unpacked(&jc->base, NULL);
-  return rc;
+  return cli_call_show(cli, CASE_SVC, change_method[kind], req, show_updated);
 }
 
 static int run_add_participant(cli_t *cli, const cli_args_t *args) {

@@ -245,7 +245,8 @@ static void kvf(const char *label, const char *fmt, ...) {
     free(value);
 }
 
-static int show_clue(cli_t *cli, const Clue__V1__Clue *c) {
+static int show_clue(cli_t *cli, const ProtobufCMessage *m) {
+  const Clue__V1__Clue *c = (const Clue__V1__Clue *)m;
   const Clue__V1__SubjectPerson *s = c->subject;
   char t1[32], t2[32];
   char *cats = cli_path_text(&c->base, "violation_categories");
@@ -295,15 +296,11 @@ static int show_clue(cli_t *cli, const Clue__V1__Clue *c) {
 
 static int run_get(cli_t *cli, const cli_args_t *args) {
   Clue__V1__GetClueRequest req = CLUE__V1__GET_CLUE_REQUEST__INIT;
-  Clue__V1__Clue *c = NULL;
   int rc;
 
-  if ((rc = cli_operand_id(cli, args, &req.clue_id)) != 0 ||
-      (rc = cli_call(cli, CLUE_SVC, "GetClue", &req.base, (ProtobufCMessage **)&c)) != 0)
+  if ((rc = cli_operand_id(cli, args, &req.clue_id)) != 0)
     return rc;
-  rc = cli->json ? cli_print_json(cli, &c->base, 0) : show_clue(cli, c);
-  protobuf_c_message_free_unpacked(&c->base, NULL);
-  return rc;
+  return cli_call_show(cli, CLUE_SVC, "GetClue", &req.base, show_clue);
 }
 
 /* ---- list ----------------------------------------------------------------------------------- */
@@ -323,7 +320,8 @@ static const cli_opt_t list_opts[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static int show_clue_list(cli_t *cli, const Clue__V1__ListCluesResponse *r) {
+static int show_clue_list(cli_t *cli, const ProtobufCMessage *m) {
+  const Clue__V1__ListCluesResponse *r = (const Clue__V1__ListCluesResponse *)m;
   static const char *const headers[] = {"ID",    "NUMBER", "STATE",   "SUBJECT",
                                         "TITLE", "OWNER",  "DEADLINE"};
   table_t *t = table_new(7, headers);
@@ -378,16 +376,13 @@ static int run_list(cli_t *cli, const cli_args_t *args) {
   free(states);
   if (rc != 0)
     return rc;
-  rc = cli->json ? cli_print_json(cli, &resp->base, 0) : show_clue_list(cli, resp);
-  if (rc == CLI_OK)
-    cli_more_hint(cli, &resp->base);
-  protobuf_c_message_free_unpacked(&resp->base, NULL);
-  return rc;
+  return cli_show(cli, &resp->base, show_clue_list);
 }
 
 /* ---- history -------------------------------------------------------------------------------- */
 
-static int show_history(cli_t *cli, const Clue__V1__GetHistoryResponse *r) {
+static int show_history(cli_t *cli, const ProtobufCMessage *m) {
+  const Clue__V1__GetHistoryResponse *r = (const Clue__V1__GetHistoryResponse *)m;
   static const char *const headers[] = {"SEQ", "TIME", "ACTION", "FROM",
                                         "TO",  "USER", "UNIT",   "REASON"};
   table_t *t = table_new(8, headers);
@@ -414,15 +409,11 @@ static int show_history(cli_t *cli, const Clue__V1__GetHistoryResponse *r) {
 
 static int run_history(cli_t *cli, const cli_args_t *args) {
   Clue__V1__GetHistoryRequest req = CLUE__V1__GET_HISTORY_REQUEST__INIT;
-  Clue__V1__GetHistoryResponse *resp = NULL;
   int rc;
 
-  if ((rc = cli_operand_id(cli, args, &req.clue_id)) != 0 ||
-      (rc = cli_call(cli, CLUE_SVC, "GetHistory", &req.base, (ProtobufCMessage **)&resp)) != 0)
+  if ((rc = cli_operand_id(cli, args, &req.clue_id)) != 0)
     return rc;
-  rc = cli->json ? cli_print_json(cli, &resp->base, 0) : show_history(cli, resp);
-  protobuf_c_message_free_unpacked(&resp->base, NULL);
-  return rc;
+  return cli_call_show(cli, CLUE_SVC, "GetHistory", &req.base, show_history);
 }
 
 /* ---- notes ---------------------------------------------------------------------------------- */
@@ -489,7 +480,10 @@ static void print_indented(const char *text) {
   putchar('\n');
 }
 
-static int show_notes(const Clue__V1__ListNotesResponse *r) {
+static int show_notes(cli_t *cli, const ProtobufCMessage *m) {
+  const Clue__V1__ListNotesResponse *r = (const Clue__V1__ListNotesResponse *)m;
+
+  (void)cli;
   for (size_t i = 0; i < r->n_notes; i++) {
     const Clue__V1__Note *n = r->notes[i];
     char when[32];
@@ -508,15 +502,11 @@ static int show_notes(const Clue__V1__ListNotesResponse *r) {
 
 static int run_notes(cli_t *cli, const cli_args_t *args) {
   Clue__V1__ListNotesRequest req = CLUE__V1__LIST_NOTES_REQUEST__INIT;
-  Clue__V1__ListNotesResponse *resp = NULL;
   int rc;
 
-  if ((rc = cli_operand_id(cli, args, &req.clue_id)) != 0 ||
-      (rc = cli_call(cli, CLUE_SVC, "ListNotes", &req.base, (ProtobufCMessage **)&resp)) != 0)
+  if ((rc = cli_operand_id(cli, args, &req.clue_id)) != 0)
     return rc;
-  rc = cli->json ? cli_print_json(cli, &resp->base, 0) : show_notes(resp);
-  protobuf_c_message_free_unpacked(&resp->base, NULL);
-  return rc;
+  return cli_call_show(cli, CLUE_SVC, "ListNotes", &req.base, show_notes);
 }
 
 /* ---- the group ------------------------------------------------------------------------------ */

@@ -99,7 +99,8 @@ const char clue_proposals_help[] =
     "Without --to-review or --raised, lists both: proposals addressed to your unit and\n"
     "those it raised. Newest first.\n";
 
-static int show_proposals(cli_t *cli, const Clue__V1__ListProposalsResponse *r) {
+static int show_proposals(cli_t *cli, const ProtobufCMessage *m) {
+  const Clue__V1__ListProposalsResponse *r = (const Clue__V1__ListProposalsResponse *)m;
   static const char *const headers[] = {"ID",        "CLUE",     "FROM",    "TO",    "STATUS",
                                         "RAISED BY", "REVIEWER", "CREATED", "REASON"};
   table_t *t = table_new(9, headers);
@@ -130,7 +131,6 @@ static int show_proposals(cli_t *cli, const Clue__V1__ListProposalsResponse *r) 
 
 int clue_run_proposals(cli_t *cli, const cli_args_t *args) {
   Clue__V1__ListProposalsRequest req = CLUE__V1__LIST_PROPOSALS_REQUEST__INIT;
-  Clue__V1__ListProposalsResponse *resp = NULL;
   int rc;
 
   if (cli_flag(args, "to-review") && cli_flag(args, "raised"))
@@ -142,11 +142,7 @@ int clue_run_proposals(cli_t *cli, const cli_args_t *args) {
   else if (cli_flag(args, "raised"))
     req.scope = CLUE__V1__LIST_PROPOSALS_REQUEST__SCOPE__SCOPE_RAISED;
   req.include_decided = cli_flag(args, "all");
-  if ((rc = cli_call(cli, CLUE_SVC, "ListProposals", &req.base, (ProtobufCMessage **)&resp)) != 0)
-    return rc;
-  rc = cli->json ? cli_print_json(cli, &resp->base, 0) : show_proposals(cli, resp);
-  protobuf_c_message_free_unpacked(&resp->base, NULL);
-  return rc;
+  return cli_call_show(cli, CLUE_SVC, "ListProposals", &req.base, show_proposals);
 }
 
 /* ---- review --------------------------------------------------------------------------------- */

@@ -494,12 +494,30 @@ static char **str_member(ProtobufCMessage *m, const char *field) {
   return (char **)((char *)m + f->offset);
 }
 
-void cli_more_hint(cli_t *cli, const ProtobufCMessage *resp) {
+/* After a page of a list, tell the user (stderr) how to get the next page, if there is one. */
+static void more_hint(cli_t *cli, const ProtobufCMessage *resp) {
   char **next = str_member((ProtobufCMessage *)resp, "next_page_token");
 
   if (cli->json || next == NULL || *next == NULL || (*next)[0] == '\0')
     return;
   fprintf(stderr, "More results: add --page-token %s (or --all for every page).\n", *next);
+}
+
+int cli_show(cli_t *cli, ProtobufCMessage *resp, cli_show_fn show) {
+  int rc = cli->json ? cli_print_json(cli, resp, 0) : show(cli, resp);
+
+  if (rc == CLI_OK)
+    more_hint(cli, resp);
+  protobuf_c_message_free_unpacked(resp, NULL);
+  return rc;
+}
+
+int cli_call_show(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
+                  const ProtobufCMessage *req, cli_show_fn show) {
+  ProtobufCMessage *resp = NULL;
+  int rc = cli_call(cli, service, method, req, &resp);
+
+  return rc != 0 ? rc : cli_show(cli, resp, show);
 }
 
 int cli_call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
