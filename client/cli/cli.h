@@ -202,6 +202,9 @@ int cli_rpc_error(cli_t *cli, int rv, const clue_status_t *st);
 /** Report that memory ran out; returns CLI_FAILED. */
 int cli_oom(cli_t *cli);
 
+/** Prints an answer for the user (see cli_show()); returns CLI_OK or CLI_FAILED. */
+typedef int (*cli_show_fn)(cli_t *cli, const ProtobufCMessage *m);
+
 /** Make a unary call to a method of service; on failure it has been reported. */
 int cli_call(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
              const ProtobufCMessage *req, ProtobufCMessage **resp)
@@ -215,6 +218,13 @@ int cli_call(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *
 int cli_call_rid(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
                  const ProtobufCMessage *req, const char *rid, ProtobufCMessage **resp)
     __attribute__((warn_unused_result));
+
+/**
+ * Like cli_call_show() for a call that carries request id rid (cli_call_rid()): the JSON
+ * answer leads with "request_id": rid, so that a script can retry it.
+ */
+int cli_call_rid_show(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
+                      const ProtobufCMessage *req, const char *rid, cli_show_fn show);
 
 /**
  * Call a list method whose request has a page_token field and whose response has a
@@ -240,9 +250,6 @@ int cli_stream_start(cli_t *cli, const char *path, const ProtobufCMessage *req,
  * are CLI_OK; anything else is reported, CLI_FAILED.
  */
 int cli_watch_end(cli_t *cli, int rv, const clue_status_t *st);
-
-/** Prints an answer for the user (see cli_show()); returns CLI_OK or CLI_FAILED. */
-typedef int (*cli_show_fn)(cli_t *cli, const ProtobufCMessage *m);
 
 /**
  * Print an answer and free it: as JSON with --json, otherwise with show(). When the answer is

@@ -113,9 +113,12 @@ static const cli_opt_t create_opts[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static int show_created(cli_t *cli, const ProtobufCMessage *m) {
+  return show_case_line(cli, (const Clue__V1__JointCase *)m, "created");
+}
+
 static int run_create(cli_t *cli, const cli_args_t *args) {
   Clue__V1__CreateJointCaseRequest req = CLUE__V1__CREATE_JOINT_CASE_REQUEST__INIT;
-  Clue__V1__JointCase *jc = NULL;
   char rid[CLI_REQUEST_ID_LEN];
   int rc;
 
@@ -128,12 +131,7 @@ static int run_create(cli_t *cli, const cli_args_t *args) {
   req.title = (char *)cli_arg(args, "title");
   req.basis = (char *)cli_arg(args, "basis");
   req.request_id = rid;
-  rc = cli_call_rid(cli, CASE_SVC, "CreateJointCase", &req.base, rid, (ProtobufCMessage **)&jc);
-  if (rc != 0)
-    goto out;
-  rc = cli->json ? cli_print_json_with(cli, &jc->base, "request_id", rid, 0)
-                 : show_case_line(cli, jc, "created");
-  protobuf_c_message_free_unpacked(&jc->base, NULL);
+  rc = cli_call_rid_show(cli, CASE_SVC, "CreateJointCase", &req.base, rid, show_created);
 out:
   free(req.participant_unit_ids);
   free(req.clue_ids);

@@ -427,9 +427,16 @@ static const cli_opt_t note_opts[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static int show_note_added(cli_t *cli, const ProtobufCMessage *m) {
+  const Clue__V1__Note *note = (const Clue__V1__Note *)m;
+
+  (void)cli;
+  printf("note %lld added to clue %lld\n", (long long)note->id, (long long)note->clue_id);
+  return CLI_OK;
+}
+
 static int run_note(cli_t *cli, const cli_args_t *args) {
   Clue__V1__AddNoteRequest req = CLUE__V1__ADD_NOTE_REQUEST__INIT;
-  Clue__V1__Note *note = NULL;
   const char *path = cli_arg(args, "text-file");
   char rid[CLI_REQUEST_ID_LEN], *text = NULL;
   size_t len = 0;
@@ -454,16 +461,9 @@ static int run_note(cli_t *cli, const cli_args_t *args) {
   req.kind = (Clue__V1__NoteKind)kind;
   if ((rc = cli_request_id(cli, args, rid)) == 0) {
     req.request_id = rid;
-    rc = cli_call_rid(cli, CLUE_SVC, "AddNote", &req.base, rid, (ProtobufCMessage **)&note);
+    rc = cli_call_rid_show(cli, CLUE_SVC, "AddNote", &req.base, rid, show_note_added);
   }
   free(text);
-  if (rc != 0)
-    return rc;
-  if (cli->json)
-    rc = cli_print_json_with(cli, &note->base, "request_id", rid, 0);
-  else
-    printf("note %lld added to clue %lld\n", (long long)note->id, (long long)note->clue_id);
-  protobuf_c_message_free_unpacked(&note->base, NULL);
   return rc;
 }
 

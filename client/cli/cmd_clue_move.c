@@ -46,10 +46,22 @@ const char clue_move_help[] =
     "--version must be the clue's current version; if the clue changed meanwhile the call\n"
     "fails with ABORTED and nothing happens: look again (clue get) and decide anew.\n";
 
+static int show_moved(cli_t *cli, const ProtobufCMessage *m) {
+  const Clue__V1__RequestTransitionResponse *resp = (const Clue__V1__RequestTransitionResponse *)m;
+
+  (void)cli;
+  if (resp->pending && resp->proposal != NULL)
+    printf("proposal #%lld pending review by unit %lld\n", (long long)resp->proposal->id,
+           (long long)resp->proposal->reviewer_unit_id);
+  else if (resp->clue != NULL)
+    printf("moved to %s (version %lld)\n", cli_state_text(resp->clue->state),
+           (long long)resp->clue->version);
+  return CLI_OK;
+}
+
 int clue_run_move(cli_t *cli, const cli_args_t *args) {
   Clue__V1__RequestTransitionRequest req = CLUE__V1__REQUEST_TRANSITION_REQUEST__INIT;
   Clue__V1__TransitionDetails details = CLUE__V1__TRANSITION_DETAILS__INIT;
-  Clue__V1__RequestTransitionResponse *resp = NULL;
   char rid[CLI_REQUEST_ID_LEN];
   int target = 0, disposal = 0, rc;
 
@@ -70,19 +82,7 @@ int clue_run_move(cli_t *cli, const cli_args_t *args) {
   cli_arg_str(args, "receiving-organ", &details.receiving_organ);
   req.details = &details;
   req.request_id = rid;
-  rc = cli_call_rid(cli, CLUE_SVC, "RequestTransition", &req.base, rid, (ProtobufCMessage **)&resp);
-  if (rc != 0)
-    return rc;
-  if (cli->json)
-    rc = cli_print_json_with(cli, &resp->base, "request_id", rid, 0);
-  else if (resp->pending && resp->proposal != NULL)
-    printf("proposal #%lld pending review by unit %lld\n", (long long)resp->proposal->id,
-           (long long)resp->proposal->reviewer_unit_id);
-  else if (resp->clue != NULL)
-    printf("moved to %s (version %lld)\n", cli_state_text(resp->clue->state),
-           (long long)resp->clue->version);
-  protobuf_c_message_free_unpacked(&resp->base, NULL);
-  return rc;
+  return cli_call_rid_show(cli, CLUE_SVC, "RequestTransition", &req.base, rid, show_moved);
 }
 
 /* ---- proposals ------------------------------------------------------------------------------ */
@@ -207,9 +207,17 @@ const char clue_handover_help[] =
     "A LEADER of the owner unit hands over a clue that is ACCEPTED or in PRELIMINARY_CHECK;\n"
     "the receiving unit becomes its owner.\n";
 
+static int show_handed_over(cli_t *cli, const ProtobufCMessage *m) {
+  const Clue__V1__Clue *c = (const Clue__V1__Clue *)m;
+
+  (void)cli;
+  printf("clue %lld handed over to unit %lld (version %lld)\n", (long long)c->id,
+         (long long)c->owner_unit_id, (long long)c->version);
+  return CLI_OK;
+}
+
 int clue_run_handover(cli_t *cli, const cli_args_t *args) {
   Clue__V1__HandOverRequest req = CLUE__V1__HAND_OVER_REQUEST__INIT;
-  Clue__V1__Clue *c = NULL;
   char rid[CLI_REQUEST_ID_LEN];
   int rc;
 
@@ -220,16 +228,7 @@ int clue_run_handover(cli_t *cli, const cli_args_t *args) {
     return rc;
   req.reason = (char *)cli_arg(args, "reason");
   req.request_id = rid;
-  rc = cli_call_rid(cli, CLUE_SVC, "HandOver", &req.base, rid, (ProtobufCMessage **)&c);
-  if (rc != 0)
-    return rc;
-  if (cli->json)
-    rc = cli_print_json_with(cli, &c->base, "request_id", rid, 0);
-  else
-    printf("clue %lld handed over to unit %lld (version %lld)\n", (long long)c->id,
-           (long long)c->owner_unit_id, (long long)c->version);
-  protobuf_c_message_free_unpacked(&c->base, NULL);
-  return rc;
+  return cli_call_rid_show(cli, CLUE_SVC, "HandOver", &req.base, rid, show_handed_over);
 }
 
 /* ---- extend --------------------------------------------------------------------------------- */
@@ -245,10 +244,19 @@ const cli_opt_t clue_extend_opts[] = {
 const char clue_extend_help[] =
     "A LEADER of the owner unit may extend each stage's deadline once.\n";
 
+static int show_extended(cli_t *cli, const ProtobufCMessage *m) {
+  const Clue__V1__Clue *c = (const Clue__V1__Clue *)m;
+  char date[32];
+
+  (void)cli;
+  printf("deadline of clue %lld extended to %s (version %lld)\n", (long long)c->id,
+         cli_date_text(c->stage_deadline_ms, date, sizeof(date)), (long long)c->version);
+  return CLI_OK;
+}
+
 int clue_run_extend(cli_t *cli, const cli_args_t *args) {
   Clue__V1__ExtendDeadlineRequest req = CLUE__V1__EXTEND_DEADLINE_REQUEST__INIT;
-  Clue__V1__Clue *c = NULL;
-  char rid[CLI_REQUEST_ID_LEN], date[32];
+  char rid[CLI_REQUEST_ID_LEN];
   int rc;
 
   if ((rc = cli_operand_id(cli, args, &req.clue_id)) != 0 ||
@@ -258,14 +266,5 @@ int clue_run_extend(cli_t *cli, const cli_args_t *args) {
     return rc;
   req.reason = (char *)cli_arg(args, "reason");
   req.request_id = rid;
-  rc = cli_call_rid(cli, CLUE_SVC, "ExtendDeadline", &req.base, rid, (ProtobufCMessage **)&c);
-  if (rc != 0)
-    return rc;
-  if (cli->json)
-    rc = cli_print_json_with(cli, &c->base, "request_id", rid, 0);
-  else
-    printf("deadline of clue %lld extended to %s (version %lld)\n", (long long)c->id,
-           cli_date_text(c->stage_deadline_ms, date, sizeof(date)), (long long)c->version);
-  protobuf_c_message_free_unpacked(&c->base, NULL);
-  return rc;
+  return cli_call_rid_show(cli, CLUE_SVC, "ExtendDeadline", &req.base, rid, show_extended);
 }

@@ -485,6 +485,18 @@ int cli_watch_end(cli_t *cli, int rv, const clue_status_t *st) {
   return CLI_OK;
 }
 
+int cli_call_rid_show(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
+                      const ProtobufCMessage *req, const char *rid, cli_show_fn show) {
+  ProtobufCMessage *resp = NULL;
+  int rc = cli_call_rid(cli, service, method, req, rid, &resp);
+
+  if (rc != 0)
+    return rc;
+  rc = cli->json ? cli_print_json_with(cli, resp, "request_id", rid, 0) : show(cli, resp);
+  protobuf_c_message_free_unpacked(resp, NULL);
+  return rc;
+}
+
 static char **str_member(ProtobufCMessage *m, const char *field) {
   const ProtobufCFieldDescriptor *f =
       protobuf_c_message_descriptor_get_field_by_name(m->descriptor, field);
