@@ -321,22 +321,22 @@ char *cli_path_text(const ProtobufCMessage *m, const char *path) {
   return cli_field_text(m, f);
 }
 
-const char *cli_time_text(int64_t ms, char *buf, size_t len) {
+/* Local time of ms in strftime's fmt into buf, or "-" for 0 or a time it cannot show. */
+static const char *local_text(int64_t ms, const char *fmt, char *buf, size_t len) {
   time_t t = (time_t)(ms / 1000);
   struct tm tm;
 
-  if (ms == 0 || localtime_r(&t, &tm) == NULL || strftime(buf, len, "%Y-%m-%d %H:%M", &tm) == 0)
+  if (ms == 0 || localtime_r(&t, &tm) == NULL || strftime(buf, len, fmt, &tm) == 0)
     snprintf(buf, len, "-");
   return buf;
 }
 
-const char *cli_date_text(int64_t ms, char *buf, size_t len) {
-  time_t t = (time_t)(ms / 1000);
-  struct tm tm;
+const char *cli_time_text(int64_t ms, char *buf, size_t len) {
+  return local_text(ms, "%Y-%m-%d %H:%M", buf, len);
+}
 
-  if (ms == 0 || localtime_r(&t, &tm) == NULL || strftime(buf, len, "%Y-%m-%d", &tm) == 0)
-    snprintf(buf, len, "-");
-  return buf;
+const char *cli_date_text(int64_t ms, char *buf, size_t len) {
+  return local_text(ms, "%Y-%m-%d", buf, len);
 }
 
 int cli_print_table(cli_t *cli, const ProtobufCMessage *m, const char *list,
