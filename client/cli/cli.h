@@ -315,6 +315,12 @@ const char *cli_date_text(int64_t ms, char *buf, size_t len);
 char *cli_field_text(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f);
 
 /**
+ * Close o, a stream from open_memstream(buf, ...), and return its text (malloc'd), or NULL
+ * (the text freed) when writing it failed.
+ */
+char *cli_memstream_text(FILE *o, char **buf);
+
+/**
  * Write text that came from the server: control characters (line breaks too, unless
  * keep_newlines) as spaces, so that no escape sequence reaches the terminal.
  */

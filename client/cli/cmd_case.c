@@ -14,7 +14,6 @@ static char *id_list(const int64_t *ids, size_t n) {
   char *buf = NULL;
   size_t len = 0;
   FILE *o = open_memstream(&buf, &len);
-  int bad;
 
   if (o == NULL)
     return NULL;
@@ -22,12 +21,7 @@ static char *id_list(const int64_t *ids, size_t n) {
     fputs("none", o);
   for (size_t i = 0; i < n; i++)
     fprintf(o, "%s%lld", i ? ", " : "", (long long)ids[i]);
-  bad = ferror(o);
-  if (fclose(o) != 0 || bad) {
-    free(buf);
-    return NULL;
-  }
-  return buf;
+  return cli_memstream_text(o, &buf);
 }
 
 static char *clue_ids(const Clue__V1__JointCase *jc) {

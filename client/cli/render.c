@@ -31,6 +31,16 @@ void cli_put_text(FILE *o, const char *s, int keep_newlines) {
   }
 }
 
+char *cli_memstream_text(FILE *o, char **buf) {
+  int bad = ferror(o);
+
+  if (fclose(o) != 0 || bad) {
+    free(*buf);
+    return NULL;
+  }
+  return *buf;
+}
+
 static int ends_with(const char *s, const char *suffix) {
   size_t n = strlen(s), k = strlen(suffix);
 
@@ -157,7 +167,6 @@ char *cli_field_text(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *
   char *buf = NULL;
   size_t len = 0;
   FILE *o = open_memstream(&buf, &len);
-  int bad;
 
   if (o == NULL)
     return NULL;
@@ -176,12 +185,7 @@ char *cli_field_text(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *
   } else {
     put_value(o, f, base + f->offset);
   }
-  bad = ferror(o);
-  if (fclose(o) != 0 || bad) {
-    free(buf);
-    return NULL;
-  }
-  return buf;
+  return cli_memstream_text(o, &buf);
 }
 
 int cli_print_json(cli_t *cli, const ProtobufCMessage *m, int compact) {
