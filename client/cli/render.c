@@ -151,17 +151,6 @@ static void put_value(FILE *o, const ProtobufCFieldDescriptor *f, const void *p)
   }
 }
 
-static int field_set(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f) {
-  const char *base = (const char *)m;
-
-  if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
-    return *(const uint32_t *)(base + f->quantifier_offset) == f->id;
-  if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->type != PROTOBUF_C_TYPE_STRING &&
-      f->type != PROTOBUF_C_TYPE_MESSAGE)
-    return *(const protobuf_c_boolean *)(base + f->quantifier_offset);
-  return 1;
-}
-
 char *cli_field_text(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f) {
   const char *base = (const char *)m;
   char *buf = NULL;
@@ -180,7 +169,7 @@ char *cli_field_text(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *
         fputs(", ", o);
       put_value(o, f, arr + i * clue_type_size(f->type));
     }
-  } else if (!field_set(m, f)) {
+  } else if (!clue_field_present(m, f)) {
     fputs("-", o);
   } else {
     put_value(o, f, base + f->offset);

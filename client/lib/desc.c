@@ -38,6 +38,19 @@ size_t clue_type_size(ProtobufCType type) {
   return 4;
 }
 
+int clue_field_present(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f) {
+  const char *base = (const char *)m;
+
+  if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
+    return *(const uint32_t *)(base + f->quantifier_offset) == f->id;
+  if (f->label == PROTOBUF_C_LABEL_OPTIONAL) {
+    if (f->type == PROTOBUF_C_TYPE_STRING || f->type == PROTOBUF_C_TYPE_MESSAGE)
+      return *(void *const *)(base + f->offset) != NULL;
+    return *(const protobuf_c_boolean *)(base + f->quantifier_offset);
+  }
+  return 1; /* proto3 singular and proto2 required fields always hold a value */
+}
+
 size_t clue_enum_prefix_len(const ProtobufCEnumDescriptor *ed) {
   const char *first;
   size_t n;

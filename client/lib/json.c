@@ -211,20 +211,6 @@ static void write_value(jbuf_t *b, const ProtobufCFieldDescriptor *f, const void
   }
 }
 
-/* Whether a non-repeated field is present in m and is to be written. */
-static int field_present(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f) {
-  const char *base = (const char *)m;
-
-  if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
-    return *(const uint32_t *)(base + f->quantifier_offset) == f->id;
-  if (f->label == PROTOBUF_C_LABEL_OPTIONAL) {
-    if (f->type == PROTOBUF_C_TYPE_STRING || f->type == PROTOBUF_C_TYPE_MESSAGE)
-      return *(void *const *)(base + f->offset) != NULL;
-    return *(const protobuf_c_boolean *)(base + f->quantifier_offset);
-  }
-  return 1; /* proto3 singular and proto2 required fields are always written */
-}
-
 static void write_message(jbuf_t *b, const ProtobufCMessage *m, int depth) {
   const ProtobufCMessageDescriptor *d = m->descriptor;
   const char *base = (const char *)m;
@@ -235,7 +221,7 @@ static void write_message(jbuf_t *b, const ProtobufCMessage *m, int depth) {
     const ProtobufCFieldDescriptor *f = &d->fields[i];
     const void *member = base + f->offset;
 
-    if (f->label != PROTOBUF_C_LABEL_REPEATED && !field_present(m, f))
+    if (f->label != PROTOBUF_C_LABEL_REPEATED && !clue_field_present(m, f))
       continue;
     if (!first)
       jb_put(b, ",", 1);

@@ -235,6 +235,12 @@ void clue_messages_free(ProtobufCMessage **msgs, size_t n);
 size_t clue_type_size(ProtobufCType type);
 
 /**
+ * Whether the singular field f of m holds a value: a oneof member that is the one set, an
+ * optional field that was given; other singular fields always do (1). 0 otherwise.
+ */
+int clue_field_present(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f);
+
+/**
  * Length of the prefix all value names of an enum share, in whole words ("UNIT_KIND_" for
  * UNIT_KIND_ROOM, UNIT_KIND_GROUP, ...); 0 when there is none or it would leave a name empty.
  */
