@@ -1,8 +1,6 @@
 /* cluectl clue: submitting and reading clues, their history and notes (clue.v1.ClueService).
  * The commands that change a clue's state or owner are in cmd_clue_move.c. */
 
-#define _GNU_SOURCE /* vasprintf */
-
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -234,15 +232,13 @@ static void kvf(const char *label, const char *fmt, ...) __attribute__((format(p
 
 static void kvf(const char *label, const char *fmt, ...) {
   va_list ap;
-  char *value = NULL;
-  int n;
+  char *value;
 
   va_start(ap, fmt);
-  n = vasprintf(&value, fmt, ap);
+  value = table_vfmt(fmt, ap);
   va_end(ap);
-  kv(label, n >= 0 ? value : "?");
-  if (n >= 0)
-    free(value);
+  kv(label, value != NULL ? value : "?");
+  free(value);
 }
 
 static int show_clue(cli_t *cli, const ProtobufCMessage *m) {
