@@ -1,9 +1,9 @@
 #ifndef CLUED_SERVICE_SVC_UTIL_H
 #define CLUED_SERVICE_SVC_UTIL_H
 
-/* Small conversions several service files share, beside common.h's: PostgreSQL array
- * literals for query parameters and lists that travel as one joined column. Every function
- * returning text allocates it in the call's memory. */
+/* What several service files share beside common.h: method-table entries, PostgreSQL array
+ * literals and other query parameters, lists that travel as one joined column, and database
+ * names of enums. Every function returning text allocates it in the call's memory. */
 
 #include <stdbool.h>
 #include <stddef.h>
