@@ -129,15 +129,21 @@ int cli_oom(cli_t *cli) {
   return CLI_FAILED;
 }
 
+/* What a libclue call returned (rv) as cluectl reports it: a failure is reported (0 or
+ * CLI_FAILED is returned); st is released either way. */
+static int reported(cli_t *cli, int rv, clue_status_t *st) {
+  if (rv != 0)
+    rv = cli_rpc_error(cli, rv, st);
+  clue_status_clear(st);
+  return rv;
+}
+
 int cli_call(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
              const ProtobufCMessage *req, ProtobufCMessage **resp) {
   clue_status_t st = CLUE_STATUS_INIT;
   int rv = clue_call_method(cli->conn, service, method, req, resp, &st);
 
-  if (rv != 0)
-    rv = cli_rpc_error(cli, rv, &st);
-  clue_status_clear(&st);
-  return rv;
+  return reported(cli, rv, &st);
 }
 
 int cli_operand_id(cli_t *cli, const cli_args_t *a, int64_t *out) {
@@ -447,17 +453,14 @@ int cli_call_rid(cli_t *cli, const ProtobufCServiceDescriptor *service, const ch
                  const ProtobufCMessage *req, const char *rid, ProtobufCMessage **resp) {
   clue_status_t st = CLUE_STATUS_INIT;
   int rv = clue_call_method(cli->conn, service, method, req, resp, &st);
+  int code = st.code;
 
-  if (rv != 0) {
-    int code = st.code;
-    rv = cli_rpc_error(cli, rv, &st);
-    if (outcome_unknown(code))
-      fprintf(stderr,
-              "The change may or may not have been made. Retrying with --request-id %s\n"
-              "does it at most once.\n",
-              rid);
-  }
-  clue_status_clear(&st);
+  rv = reported(cli, rv, &st);
+  if (rv != 0 && outcome_unknown(code))
+    fprintf(stderr,
+            "The change may or may not have been made. Retrying with --request-id %s\n"
+            "does it at most once.\n",
+            rid);
   return rv;
 }
 
@@ -466,10 +469,7 @@ int cli_stream_start(cli_t *cli, const char *path, const ProtobufCMessage *req,
   clue_status_t st = CLUE_STATUS_INIT;
   int rv = clue_stream_start(cli->conn, path, req, resp_desc, out, &st);
 
-  if (rv != 0)
-    rv = cli_rpc_error(cli, rv, &st);
-  clue_status_clear(&st);
-  return rv;
+  return reported(cli, rv, &st);
 }
 
 int cli_watch_end(cli_t *cli, int rv, const clue_status_t *st) {
