@@ -37,6 +37,18 @@ typedef struct cli_opt {
 #define CLI_OPT_REQUIRED 1u
 #define CLI_OPT_REPEAT 2u /* may be given more than once */
 
+/** --request-id of a mutating command, read by cli_request_id(). */
+#define CLI_OPT_REQUEST_ID                                                                         \
+  { "request-id", "UUID", 0, "idempotency key (default: a new random UUID)" }
+/** --page-token and --all of a paged list (cli_call_pages()). */
+#define CLI_OPT_PAGE_TOKEN                                                                         \
+  { "page-token", "TOKEN", 0, "continue a listing (as printed after a page)" }
+#define CLI_OPT_ALL_PAGES                                                                          \
+  { "all", NULL, 0, "follow page tokens and list every match" }
+/** An optional --reason that the server keeps in the audit trail. */
+#define CLI_OPT_REASON                                                                             \
+  { "reason", "TEXT", 0, "why (kept in the audit trail)" }
+
 /** One option occurrence, in command-line order. */
 typedef struct cli_optval {
   const cli_opt_t *opt;
@@ -88,6 +100,12 @@ extern const cli_group_t cli_group_stats;
 /** Last value given for --name, or NULL. */
 const char *cli_arg(const cli_args_t *a, const char *name);
 
+/**
+ * Set the message's string member *field to the value of --name if it was given; otherwise
+ * leave it (protobuf-c's default empty string).
+ */
+void cli_arg_str(const cli_args_t *a, const char *name, char **field);
+
 /** Whether the flag --name was given. */
 int cli_flag(const cli_args_t *a, const char *name);
 
@@ -135,6 +153,13 @@ int cli_arg_i32(cli_t *cli, const cli_args_t *a, const char *name, int32_t min, 
 int cli_arg_time(cli_t *cli, const cli_args_t *a, const char *name, int end_of_day, int64_t *ms);
 
 /**
+ * The paging options of a list (CLI_OPT_PAGE_TOKEN, CLI_OPT_ALL_PAGES): *all says whether
+ * --all was given, and --page-token goes to *token as by cli_arg_str(). Returns 0, or
+ * CLI_USAGE (reported) when both are given.
+ */
+int cli_page_args(cli_t *cli, const cli_args_t *a, int *all, char **token);
+
+/**
  * The values of the repeatable option --name as a malloc'd array in *out (NULL when none),
  * their number in *n. The strings are argv's, not copies. Returns 0 or CLI_FAILED (out of
  * memory, reported).
@@ -163,9 +188,6 @@ int cli_request_id(cli_t *cli, const cli_args_t *a, char buf[CLI_REQUEST_ID_LEN]
  */
 int cli_read_file(cli_t *cli, const char *path, char **out, size_t *len);
 
-/** The choices of an enum for messages, "ROOM|GROUP|...", written into buf; returns buf. */
-const char *cli_enum_choices(const ProtobufCEnumDescriptor *ed, char *buf, size_t len);
-
 /* ---- results ---- */
 
 /** Print "cluectl CMD: message" and a hint to stderr; returns CLI_USAGE. */
@@ -179,6 +201,9 @@ int cli_rpc_error(cli_t *cli, int rv, const clue_status_t *st);
 
 /** Report that memory ran out; returns CLI_FAILED. */
 int cli_oom(cli_t *cli);
+
+/** Prints an answer for the user (see cli_show()); returns CLI_OK or CLI_FAILED. */
+typedef int (*cli_show_fn)(cli_t *cli, const ProtobufCMessage *m);
 
 /** Make a unary call to a method of service; on failure it has been reported. */
 int cli_call(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
@@ -195,6 +220,13 @@ int cli_call_rid(cli_t *cli, const ProtobufCServiceDescriptor *service, const ch
     __attribute__((warn_unused_result));
 
 /**
+ * Like cli_call_show() for a call that carries request id rid (cli_call_rid()): the JSON
+ * answer leads with "request_id": rid, so that a script can retry it.
+ */
+int cli_call_rid_show(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
+                      const ProtobufCMessage *req, const char *rid, cli_show_fn show);
+
+/**
  * Call a list method whose request has a page_token field and whose response has a
  * next_page_token and the repeated field `list`. With all, follow the page tokens and
  * return one response holding every page's rows (its next_page_token empty); otherwise make
@@ -204,8 +236,30 @@ int cli_call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const 
                    ProtobufCMessage *req, const char *list, int all, ProtobufCMessage **resp)
     __attribute__((warn_unused_result));
 
-/** After a one-page list, tell the user (stderr) how to get the next page, if there is one. */
-void cli_more_hint(cli_t *cli, const ProtobufCMessage *resp);
+/**
+ * Start a server-streaming call (clue_stream_start()) to path; on success *out owns the
+ * stream. On failure it has been reported and *out is untouched. Returns 0 or CLI_FAILED.
+ */
+int cli_stream_start(cli_t *cli, const char *path, const ProtobufCMessage *req,
+                     const ProtobufCMessageDescriptor *resp_desc, clue_stream_t **out)
+    __attribute__((warn_unused_result));
+
+/**
+ * The exit status of a watch, a stream read until it ended: rv is clue_stream_next()'s last
+ * return and st the stream's final status. An OK end, the --timeout deadline and an interrupt
+ * are CLI_OK; anything else is reported, CLI_FAILED.
+ */
+int cli_watch_end(cli_t *cli, int rv, const clue_status_t *st);
+
+/**
+ * Print an answer and free it: as JSON with --json, otherwise with show(). When the answer is
+ * one page of a list, the way to the next page follows on stderr. Returns what printing did.
+ */
+int cli_show(cli_t *cli, ProtobufCMessage *resp, cli_show_fn show);
+
+/** Call a method of service (cli_call()) and print its answer (cli_show()). */
+int cli_call_show(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
+                  const ProtobufCMessage *req, cli_show_fn show);
 
 /* ---- output (render.c) ---- */
 
@@ -261,6 +315,12 @@ const char *cli_date_text(int64_t ms, char *buf, size_t len);
 char *cli_field_text(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f);
 
 /**
+ * Close o, a stream from open_memstream(buf, ...), and return its text (malloc'd), or NULL
+ * (the text freed) when writing it failed.
+ */
+char *cli_memstream_text(FILE *o, char **buf);
+
+/**
  * Write text that came from the server: control characters (line breaks too, unless
  * keep_newlines) as spaces, so that no escape sequence reaches the terminal.
  */
@@ -268,5 +328,8 @@ void cli_put_text(FILE *o, const char *s, int keep_newlines);
 
 /** An enum value's name without the enum's common prefix ("GROUP" for UNIT_KIND_GROUP). */
 const char *cli_enum_short(const ProtobufCEnumDescriptor *ed, int value);
+
+/** The short name of a clue state ("PRELIMINARY_CHECK"), or "-" when unset or unknown. */
+const char *cli_state_text(int state);
 
 #endif

@@ -8,19 +8,6 @@
 
 #define ADMIN (&clue__v1__admin_service__descriptor)
 
-/* Call method, then print the reply as JSON or with show(); frees the reply. */
-static int admin_call(cli_t *cli, const char *method, const ProtobufCMessage *req,
-                      int (*show)(cli_t *, const ProtobufCMessage *)) {
-  ProtobufCMessage *resp = NULL;
-  int rc = cli_call(cli, ADMIN, method, req, &resp);
-
-  if (rc != 0)
-    return rc;
-  rc = cli->json ? cli_print_json(cli, resp, 0) : show(cli, resp);
-  protobuf_c_message_free_unpacked(resp, NULL);
-  return rc;
-}
-
 /* ---- units ------------------------------------------------------------------------ */
 
 static const cli_opt_t units_opts[] = {
@@ -50,7 +37,7 @@ static int run_units(cli_t *cli, const cli_args_t *args) {
   if ((rc = cli_arg_enum(cli, args, "kind", &clue__v1__unit_kind__descriptor, &kind)) != 0)
     return rc;
   req.kind = (Clue__V1__UnitKind)kind;
-  return admin_call(cli, "ListUnits", &req.base, show_units);
+  return cli_call_show(cli, ADMIN, "ListUnits", &req.base, show_units);
 }
 
 static const cli_opt_t create_unit_opts[] = {
@@ -83,7 +70,7 @@ static int run_create_unit(cli_t *cli, const cli_args_t *args) {
     req.n_host_units = nhost;
     req.host_units = hosts;
   }
-  rc = admin_call(cli, "CreateUnit", &req.base, cli_print_record);
+  rc = cli_call_show(cli, ADMIN, "CreateUnit", &req.base, cli_print_record);
   free(hosts);
   return rc;
 }
@@ -111,7 +98,7 @@ static int run_users(cli_t *cli, const cli_args_t *args) {
 
   if ((rc = cli_arg_id(cli, args, "unit", &req.unit_id)) != 0)
     return rc;
-  return admin_call(cli, "ListUsers", &req.base, show_users);
+  return cli_call_show(cli, ADMIN, "ListUsers", &req.base, show_users);
 }
 
 static const cli_opt_t create_user_opts[] = {
@@ -130,12 +117,12 @@ static int run_create_user(cli_t *cli, const cli_args_t *args) {
     return rc;
   req.role = (Clue__V1__Role)role;
   req.name = (char *)cli_arg(args, "name");
-  return admin_call(cli, "CreateUser", &req.base, cli_print_record);
+  return cli_call_show(cli, ADMIN, "CreateUser", &req.base, cli_print_record);
 }
 
 static const cli_opt_t disable_user_opts[] = {
     {"user", "ID", CLI_OPT_REQUIRED, "user to disable"},
-    {"reason", "TEXT", 0, "why (kept in the audit trail)"},
+    CLI_OPT_REASON,
     {NULL, NULL, 0, NULL},
 };
 
@@ -145,9 +132,8 @@ static int run_disable_user(cli_t *cli, const cli_args_t *args) {
 
   if ((rc = cli_arg_id(cli, args, "user", &req.user_id)) != 0)
     return rc;
-  if (cli_arg(args, "reason") != NULL)
-    req.reason = (char *)cli_arg(args, "reason");
-  return admin_call(cli, "DisableUser", &req.base, cli_print_record);
+  cli_arg_str(args, "reason", &req.reason);
+  return cli_call_show(cli, ADMIN, "DisableUser", &req.base, cli_print_record);
 }
 
 /* ---- tokens ------------------------------------------------------------------------ */
@@ -174,9 +160,8 @@ static int run_issue_token(cli_t *cli, const cli_args_t *args) {
 
   if ((rc = cli_arg_id(cli, args, "user", &req.user_id)) != 0)
     return rc;
-  if (cli_arg(args, "note") != NULL)
-    req.note = (char *)cli_arg(args, "note");
-  return admin_call(cli, "IssueToken", &req.base, show_token);
+  cli_arg_str(args, "note", &req.note);
+  return cli_call_show(cli, ADMIN, "IssueToken", &req.base, show_token);
 }
 
 static const cli_opt_t revoke_token_opts[] = {
@@ -190,7 +175,7 @@ static int run_revoke_token(cli_t *cli, const cli_args_t *args) {
 
   if ((rc = cli_arg_id(cli, args, "token-id", &req.token_id)) != 0)
     return rc;
-  return admin_call(cli, "RevokeToken", &req.base, cli_print_record);
+  return cli_call_show(cli, ADMIN, "RevokeToken", &req.base, cli_print_record);
 }
 
 static const cli_command_t admin_commands[] = {

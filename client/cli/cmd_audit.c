@@ -10,12 +10,6 @@
 #define AUDIT_SVC (&clue__v1__audit_service__descriptor)
 #define WATCH_PATH "/clue.v1.AuditService/WatchEvents"
 
-static const char *state_text(int state) {
-  const char *s = state != 0 ? cli_enum_short(&clue__v1__clue_state__descriptor, state) : NULL;
-
-  return s != NULL ? s : "-";
-}
-
 /* ---- list ----------------------------------------------------------------------------------- */
 
 static const cli_opt_t list_opts[] = {
@@ -29,12 +23,13 @@ static const cli_opt_t list_opts[] = {
     {"after-seq", "N", 0, "events with a sequence number above N"},
     {"until-seq", "N", 0, "events with a sequence number up to N"},
     {"page-size", "N", 0, "events per page"},
-    {"page-token", "TOKEN", 0, "continue a listing (as printed after a page)"},
-    {"all", NULL, 0, "follow page tokens and list every match"},
+    CLI_OPT_PAGE_TOKEN,
+    CLI_OPT_ALL_PAGES,
     {NULL, NULL, 0, NULL},
 };
 
-static int show_events(cli_t *cli, const Clue__V1__ListAuditEventsResponse *r) {
+static int show_events(cli_t *cli, const ProtobufCMessage *m) {
+  const Clue__V1__ListAuditEventsResponse *r = (const Clue__V1__ListAuditEventsResponse *)m;
   static const char *const headers[] = {"SEQ", "TIME", "ACTION", "SUBJECT", "FROM",
                                         "TO",  "USER", "UNIT",   "REASON"};
   table_t *t = table_new(9, headers);
@@ -49,8 +44,8 @@ static int show_events(cli_t *cli, const Clue__V1__ListAuditEventsResponse *r) {
     table_add(t, table_fmt("%s", cli_time_text(e->at_ms, when, sizeof(when))));
     table_add(t, table_fmt("%s", e->action));
     table_add(t, table_fmt("%s #%lld", e->subject_type, (long long)e->subject_id));
-    table_add(t, table_fmt("%s", state_text(e->from_state)));
-    table_add(t, table_fmt("%s", state_text(e->to_state)));
+    table_add(t, table_fmt("%s", cli_state_text(e->from_state)));
+    table_add(t, table_fmt("%s", cli_state_text(e->to_state)));
     table_add(t, table_fmt("%lld", (long long)e->actor_user_id));
     table_add(t, table_fmt("%lld", (long long)e->actor_unit_id));
     table_add(t, table_fmt("%s", e->reason[0] ? e->reason : "-"));
@@ -65,7 +60,7 @@ static int show_events(cli_t *cli, const Clue__V1__ListAuditEventsResponse *r) {
 static int run_list(cli_t *cli, const cli_args_t *args) {
   Clue__V1__ListAuditEventsRequest req = CLUE__V1__LIST_AUDIT_EVENTS_REQUEST__INIT;
   Clue__V1__ListAuditEventsResponse *resp = NULL;
-  int all = cli_flag(args, "all"), rc;
+  int all, rc;
 
   if ((rc = cli_arg_id(cli, args, "subject-id", &req.subject_id)) != 0 ||
       (rc = cli_arg_id(cli, args, "actor", &req.actor_user_id)) != 0 ||
@@ -74,25 +69,16 @@ static int run_list(cli_t *cli, const cli_args_t *args) {
       (rc = cli_arg_time(cli, args, "to", 1, &req.to_ms)) != 0 ||
       (rc = cli_arg_int(cli, args, "after-seq", 0, INT64_MAX, &req.after_seq)) != 0 ||
       (rc = cli_arg_int(cli, args, "until-seq", 0, INT64_MAX, &req.until_seq)) != 0 ||
-      (rc = cli_arg_i32(cli, args, "page-size", 1, INT32_MAX, &req.page_size)) != 0)
+      (rc = cli_arg_i32(cli, args, "page-size", 1, INT32_MAX, &req.page_size)) != 0 ||
+      (rc = cli_page_args(cli, args, &all, &req.page_token)) != 0)
     return rc;
-  if (all && cli_arg(args, "page-token") != NULL)
-    return cli_usage_error(cli, "--all starts from the first page; leave out --page-token");
-  if (cli_arg(args, "subject-type") != NULL)
-    req.subject_type = (char *)cli_arg(args, "subject-type");
-  if (cli_arg(args, "action") != NULL)
-    req.action = (char *)cli_arg(args, "action");
-  if (cli_arg(args, "page-token") != NULL)
-    req.page_token = (char *)cli_arg(args, "page-token");
+  cli_arg_str(args, "subject-type", &req.subject_type);
+  cli_arg_str(args, "action", &req.action);
   rc = cli_call_pages(cli, AUDIT_SVC, "ListAuditEvents", &req.base, "events", all,
                       (ProtobufCMessage **)&resp);
   if (rc != 0)
     return rc;
-  rc = cli->json ? cli_print_json(cli, &resp->base, 0) : show_events(cli, resp);
-  if (rc == CLI_OK)
-    cli_more_hint(cli, &resp->base);
-  protobuf_c_message_free_unpacked(&resp->base, NULL);
-  return rc;
+  return cli_show(cli, &resp->base, show_events);
 }
 
 /* ---- verify --------------------------------------------------------------------------------- */
@@ -112,8 +98,7 @@ static int run_verify(cli_t *cli, const cli_args_t *args) {
     return rc;
   if (req.subject_id != 0 && cli_arg(args, "subject-type") == NULL)
     return cli_usage_error(cli, "--subject-id needs --subject-type");
-  if (cli_arg(args, "subject-type") != NULL)
-    req.subject_type = (char *)cli_arg(args, "subject-type");
+  cli_arg_str(args, "subject-type", &req.subject_type);
   if ((rc = cli_call(cli, AUDIT_SVC, "VerifyAuditChain", &req.base, (ProtobufCMessage **)&resp)) !=
       0)
     return rc;
@@ -166,7 +151,7 @@ static void event_line(const Clue__V1__AuditEvent *e) {
   cli_put_text(stdout, e->subject_type, 0);
   printf(" #%lld", (long long)e->subject_id);
   if (e->from_state != 0 || e->to_state != 0)
-    printf("  %s -> %s", state_text(e->from_state), state_text(e->to_state));
+    printf("  %s -> %s", cli_state_text(e->from_state), cli_state_text(e->to_state));
   printf("  by user %lld (unit %lld)", (long long)e->actor_user_id, (long long)e->actor_unit_id);
   if (e->reason[0] != '\0') {
     fputs("  ", stdout);
@@ -186,18 +171,12 @@ static int run_watch(cli_t *cli, const cli_args_t *args) {
   if ((rc = cli_arg_int(cli, args, "after-seq", 0, INT64_MAX, &req.after_seq)) != 0 ||
       (rc = cli_arg_id(cli, args, "subject-id", &req.subject_id)) != 0)
     return rc;
-  if (cli_arg(args, "subject-type") != NULL)
-    req.subject_type = (char *)cli_arg(args, "subject-type");
-  if (cli_arg(args, "action") != NULL)
-    req.action = (char *)cli_arg(args, "action");
+  cli_arg_str(args, "subject-type", &req.subject_type);
+  cli_arg_str(args, "action", &req.action);
   last = req.after_seq;
-  rv = clue_stream_start(cli->conn, WATCH_PATH, &req.base, &clue__v1__audit_event__descriptor, &s,
-                         &st);
-  if (rv != 0) {
-    rc = cli_rpc_error(cli, rv, &st);
-    clue_status_clear(&st);
+  rc = cli_stream_start(cli, WATCH_PATH, &req.base, &clue__v1__audit_event__descriptor, &s);
+  if (rc != 0)
     return rc;
-  }
   while ((rv = clue_stream_next(s, &m, &st)) == 1) {
     const Clue__V1__AuditEvent *e = (const Clue__V1__AuditEvent *)m;
     if (cli->json)
@@ -211,17 +190,10 @@ static int run_watch(cli_t *cli, const cli_args_t *args) {
     if (rc != CLI_OK)
       break;
   }
-  /* The watch ends normally when the time asked for is up or the user interrupts it. */
   if (rc != CLI_OK) /* output failed: already reported */
     rc = CLI_FAILED;
-  else if (rv < 0)
-    rc = cli_rpc_error(cli, rv, &st);
-  else if (st.code == CLUE_STATUS_DEADLINE_EXCEEDED && cli->timeout_ms != 0)
-    rc = CLI_OK;
-  else if (st.code == CLUE_STATUS_CANCELLED && *cli->interrupted)
-    rc = CLI_OK;
-  else if (st.code != CLUE_STATUS_OK)
-    rc = cli_rpc_error(cli, st.code, &st);
+  else
+    rc = cli_watch_end(cli, rv, &st);
   clue_status_clear(&st);
   clue_stream_free(s);
   fprintf(stderr, "last seq %lld; resume with: cluectl audit watch --after-seq %lld\n",

@@ -14,7 +14,6 @@ static char *id_list(const int64_t *ids, size_t n) {
   char *buf = NULL;
   size_t len = 0;
   FILE *o = open_memstream(&buf, &len);
-  int bad;
 
   if (o == NULL)
     return NULL;
@@ -22,12 +21,7 @@ static char *id_list(const int64_t *ids, size_t n) {
     fputs("none", o);
   for (size_t i = 0; i < n; i++)
     fprintf(o, "%s%lld", i ? ", " : "", (long long)ids[i]);
-  bad = ferror(o);
-  if (fclose(o) != 0 || bad) {
-    free(buf);
-    return NULL;
-  }
-  return buf;
+  return cli_memstream_text(o, &buf);
 }
 
 static char *clue_ids(const Clue__V1__JointCase *jc) {
@@ -56,7 +50,8 @@ static int show_case_line(cli_t *cli, const Clue__V1__JointCase *jc, const char 
   return parts != NULL && clues != NULL ? CLI_OK : cli_oom(cli);
 }
 
-static int show_case(cli_t *cli, const Clue__V1__JointCase *jc) {
+static int show_case(cli_t *cli, const ProtobufCMessage *m) {
+  const Clue__V1__JointCase *jc = (const Clue__V1__JointCase *)m;
   static const char *const headers[] = {"CLUE",     "NUMBER", "STATE", "OWNER",
                                         "DEADLINE", "ADDED",  "TITLE"};
   char *parts = id_list(jc->participant_unit_ids, jc->n_participant_unit_ids);
@@ -87,11 +82,10 @@ static int show_case(cli_t *cli, const Clue__V1__JointCase *jc) {
     return cli_oom(cli);
   for (size_t i = 0; i < jc->n_clues; i++) {
     const Clue__V1__CaseClue *c = jc->clues[i];
-    const char *state = cli_enum_short(&clue__v1__clue_state__descriptor, c->state);
     char d1[32], d2[32];
     table_add(t, table_fmt("%lld", (long long)c->clue_id));
     table_add(t, table_fmt("%s", c->registration_number[0] ? c->registration_number : "-"));
-    table_add(t, table_fmt("%s", state != NULL && c->state != 0 ? state : "-"));
+    table_add(t, table_fmt("%s", cli_state_text(c->state)));
     table_add(t, table_fmt("%lld", (long long)c->owner_unit_id));
     table_add(t, table_fmt("%s", cli_date_text(c->stage_deadline_ms, d1, sizeof(d1))));
     table_add(t, table_fmt("%s", cli_date_text(c->added_at_ms, d2, sizeof(d2))));
@@ -109,13 +103,16 @@ static const cli_opt_t create_opts[] = {
     {"basis", "TEXT", CLI_OPT_REQUIRED, "the grounds for handling the clues jointly"},
     {"participant", "UNIT", CLI_OPT_REPEAT, "a participating unit (group, region or room)"},
     {"clue", "ID", CLI_OPT_REPEAT, "a member clue"},
-    {"request-id", "UUID", 0, "idempotency key (default: a new random UUID)"},
+    CLI_OPT_REQUEST_ID,
     {NULL, NULL, 0, NULL},
 };
 
+static int show_created(cli_t *cli, const ProtobufCMessage *m) {
+  return show_case_line(cli, (const Clue__V1__JointCase *)m, "created");
+}
+
 static int run_create(cli_t *cli, const cli_args_t *args) {
   Clue__V1__CreateJointCaseRequest req = CLUE__V1__CREATE_JOINT_CASE_REQUEST__INIT;
-  Clue__V1__JointCase *jc = NULL;
   char rid[CLI_REQUEST_ID_LEN];
   int rc;
 
@@ -128,12 +125,7 @@ static int run_create(cli_t *cli, const cli_args_t *args) {
   req.title = (char *)cli_arg(args, "title");
   req.basis = (char *)cli_arg(args, "basis");
   req.request_id = rid;
-  rc = cli_call_rid(cli, CASE_SVC, "CreateJointCase", &req.base, rid, (ProtobufCMessage **)&jc);
-  if (rc != 0)
-    goto out;
-  rc = cli->json ? cli_print_json_with(cli, &jc->base, "request_id", rid, 0)
-                 : show_case_line(cli, jc, "created");
-  protobuf_c_message_free_unpacked(&jc->base, NULL);
+  rc = cli_call_rid_show(cli, CASE_SVC, "CreateJointCase", &req.base, rid, show_created);
 out:
   free(req.participant_unit_ids);
   free(req.clue_ids);
@@ -144,15 +136,11 @@ out:
 
 static int run_show(cli_t *cli, const cli_args_t *args) {
   Clue__V1__GetJointCaseRequest req = CLUE__V1__GET_JOINT_CASE_REQUEST__INIT;
-  Clue__V1__JointCase *jc = NULL;
   int rc;
 
-  if ((rc = cli_operand_id(cli, args, &req.case_id)) != 0 ||
-      (rc = cli_call(cli, CASE_SVC, "GetJointCase", &req.base, (ProtobufCMessage **)&jc)) != 0)
+  if ((rc = cli_operand_id(cli, args, &req.case_id)) != 0)
     return rc;
-  rc = cli->json ? cli_print_json(cli, &jc->base, 0) : show_case(cli, jc);
-  protobuf_c_message_free_unpacked(&jc->base, NULL);
-  return rc;
+  return cli_call_show(cli, CASE_SVC, "GetJointCase", &req.base, show_case);
 }
 
 static const cli_col_t case_cols[] = {
@@ -165,38 +153,39 @@ static const cli_col_t case_cols[] = {
     {NULL, NULL},
 };
 
+static int show_cases(cli_t *cli, const ProtobufCMessage *m) {
+  const Clue__V1__ListJointCasesResponse *r = (const Clue__V1__ListJointCasesResponse *)m;
+  int rc = cli_print_table(cli, m, "cases", case_cols);
+
+  if (rc == CLI_OK && r->n_cases == 0)
+    puts("(no joint cases)");
+  return rc;
+}
+
 static int run_list(cli_t *cli, const cli_args_t *args) {
   Clue__V1__ListJointCasesRequest req = CLUE__V1__LIST_JOINT_CASES_REQUEST__INIT;
-  Clue__V1__ListJointCasesResponse *resp = NULL;
-  int rc;
 
   (void)args;
-  if ((rc = cli_call(cli, CASE_SVC, "ListJointCases", &req.base, (ProtobufCMessage **)&resp)) != 0)
-    return rc;
-  if (cli->json) {
-    rc = cli_print_json(cli, &resp->base, 0);
-  } else {
-    rc = cli_print_table(cli, &resp->base, "cases", case_cols);
-    if (rc == CLI_OK && resp->n_cases == 0)
-      puts("(no joint cases)");
-  }
-  protobuf_c_message_free_unpacked(&resp->base, NULL);
-  return rc;
+  return cli_call_show(cli, CASE_SVC, "ListJointCases", &req.base, show_cases);
 }
 
 /* ---- membership changes --------------------------------------------------------------------- */
 
 static const cli_opt_t unit_opts[] = {
     {"unit", "ID", CLI_OPT_REQUIRED, "the participating unit"},
-    {"reason", "TEXT", 0, "why (kept in the audit trail)"},
+    CLI_OPT_REASON,
     {NULL, NULL, 0, NULL},
 };
 
 static const cli_opt_t clue_opts[] = {
     {"clue", "ID", CLI_OPT_REQUIRED, "the member clue"},
-    {"reason", "TEXT", 0, "why (kept in the audit trail)"},
+    CLI_OPT_REASON,
     {NULL, NULL, 0, NULL},
 };
+
+static int show_updated(cli_t *cli, const ProtobufCMessage *m) {
+  return show_case_line(cli, (const Clue__V1__JointCase *)m, "updated");
+}
 
 typedef enum change {
   ADD_PARTICIPANT,
@@ -216,7 +205,6 @@ static int change(cli_t *cli, const cli_args_t *args, change_t kind) {
   Clue__V1__AddClueToCaseRequest ac = CLUE__V1__ADD_CLUE_TO_CASE_REQUEST__INIT;
   Clue__V1__RemoveClueFromCaseRequest rc_ = CLUE__V1__REMOVE_CLUE_FROM_CASE_REQUEST__INIT;
   const ProtobufCMessage *req = NULL;
-  Clue__V1__JointCase *jc = NULL;
   char *reason = (char *)cli_arg(args, "reason");
   int64_t case_id = 0, member = 0;
   int rc;
@@ -244,11 +232,7 @@ static int change(cli_t *cli, const cli_args_t *args, change_t kind) {
     req = &rc_.base;
     break;
   }
-  if ((rc = cli_call(cli, CASE_SVC, change_method[kind], req, (ProtobufCMessage **)&jc)) != 0)
-    return rc;
-  rc = cli->json ? cli_print_json(cli, &jc->base, 0) : show_case_line(cli, jc, "updated");
-  protobuf_c_message_free_unpacked(&jc->base, NULL);
-  return rc;
+  return cli_call_show(cli, CASE_SVC, change_method[kind], req, show_updated);
 }
 
 static int run_add_participant(cli_t *cli, const cli_args_t *args) {

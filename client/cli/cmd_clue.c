@@ -1,8 +1,6 @@
 /* cluectl clue: submitting and reading clues, their history and notes (clue.v1.ClueService).
  * The commands that change a clue's state or owner are in cmd_clue_move.c. */
 
-#define _GNU_SOURCE /* vasprintf */
-
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -11,12 +9,6 @@
 
 #include "cmd_clue.h"
 #include "table.h"
-
-const char *clue_state_text(int state) {
-  const char *s = state != 0 ? cli_enum_short(&clue__v1__clue_state__descriptor, state) : NULL;
-
-  return s != NULL ? s : "-";
-}
 
 /* "2026-04-01 (29 days left)", "2026-02-01 (overdue by 3 days)", or "-" when no deadline runs. */
 static char *deadline_text(const Clue__V1__Clue *c) {
@@ -50,7 +42,7 @@ static const cli_opt_t submit_opts[] = {
     {"reporter-address", "TEXT", 0, "reporter's address"},
     {"reporter-email", "EMAIL", 0, "reporter's e-mail"},
     {"file", "PATH", 0, "read the clue (or an array of clues) from a JSON file; - for stdin"},
-    {"request-id", "UUID", 0, "idempotency key (default: a new random UUID)"},
+    CLI_OPT_REQUEST_ID,
     {NULL, NULL, 0, NULL},
 };
 
@@ -204,10 +196,8 @@ static int run_submit(cli_t *cli, const cli_args_t *args) {
   req.source = (Clue__V1__SourceChannel)source;
   req.host_unit = (char *)cli_arg(args, "host-unit");
   subject.name = (char *)cli_arg(args, "subject-name");
-  if (cli_arg(args, "subject-position") != NULL)
-    subject.position = (char *)cli_arg(args, "subject-position");
-  if (cli_arg(args, "subject-rank") != NULL)
-    subject.rank_level = (char *)cli_arg(args, "subject-rank");
+  cli_arg_str(args, "subject-position", &subject.position);
+  cli_arg_str(args, "subject-rank", &subject.rank_level);
   subject.is_top_leader = cli_flag(args, "top-leader");
   req.subject = &subject;
   for (size_t i = 0; i < sizeof(rep) / sizeof(rep[0]); i++) {
@@ -242,18 +232,17 @@ static void kvf(const char *label, const char *fmt, ...) __attribute__((format(p
 
 static void kvf(const char *label, const char *fmt, ...) {
   va_list ap;
-  char *value = NULL;
-  int n;
+  char *value;
 
   va_start(ap, fmt);
-  n = vasprintf(&value, fmt, ap);
+  value = table_vfmt(fmt, ap);
   va_end(ap);
-  kv(label, n >= 0 ? value : "?");
-  if (n >= 0)
-    free(value);
+  kv(label, value != NULL ? value : "?");
+  free(value);
 }
 
-static int show_clue(cli_t *cli, const Clue__V1__Clue *c) {
+static int show_clue(cli_t *cli, const ProtobufCMessage *m) {
+  const Clue__V1__Clue *c = (const Clue__V1__Clue *)m;
   const Clue__V1__SubjectPerson *s = c->subject;
   char t1[32], t2[32];
   char *cats = cli_path_text(&c->base, "violation_categories");
@@ -276,7 +265,7 @@ static int show_clue(cli_t *cli, const Clue__V1__Clue *c) {
     kv("Subject:", "-");
   kv("Host unit:", c->host_unit);
   kv("Categories:", cats);
-  kvf("State:", "%s (version %lld)%s", clue_state_text(c->state), (long long)c->version,
+  kvf("State:", "%s (version %lld)%s", cli_state_text(c->state), (long long)c->version,
       c->pending_proposal ? ", a proposal awaits review" : "");
   kvf("Owner unit:", "%lld", (long long)c->owner_unit_id);
   kvf("Deadline:", "%s%s", deadline, c->deadline_extended ? ", extended" : "");
@@ -303,15 +292,11 @@ static int show_clue(cli_t *cli, const Clue__V1__Clue *c) {
 
 static int run_get(cli_t *cli, const cli_args_t *args) {
   Clue__V1__GetClueRequest req = CLUE__V1__GET_CLUE_REQUEST__INIT;
-  Clue__V1__Clue *c = NULL;
   int rc;
 
-  if ((rc = cli_operand_id(cli, args, &req.clue_id)) != 0 ||
-      (rc = cli_call(cli, CLUE_SVC, "GetClue", &req.base, (ProtobufCMessage **)&c)) != 0)
+  if ((rc = cli_operand_id(cli, args, &req.clue_id)) != 0)
     return rc;
-  rc = cli->json ? cli_print_json(cli, &c->base, 0) : show_clue(cli, c);
-  protobuf_c_message_free_unpacked(&c->base, NULL);
-  return rc;
+  return cli_call_show(cli, CLUE_SVC, "GetClue", &req.base, show_clue);
 }
 
 /* ---- list ----------------------------------------------------------------------------------- */
@@ -326,12 +311,13 @@ static const cli_opt_t list_opts[] = {
     {"created-from", "TIME", 0, "created at or after (YYYY-MM-DD or RFC 3339)"},
     {"created-to", "TIME", 0, "created before; a date takes in that whole day"},
     {"page-size", "N", 0, "clues per page (1-500; server default 50)"},
-    {"page-token", "TOKEN", 0, "continue a listing (as printed after a page)"},
-    {"all", NULL, 0, "follow page tokens and list every match"},
+    CLI_OPT_PAGE_TOKEN,
+    CLI_OPT_ALL_PAGES,
     {NULL, NULL, 0, NULL},
 };
 
-static int show_clue_list(cli_t *cli, const Clue__V1__ListCluesResponse *r) {
+static int show_clue_list(cli_t *cli, const ProtobufCMessage *m) {
+  const Clue__V1__ListCluesResponse *r = (const Clue__V1__ListCluesResponse *)m;
   static const char *const headers[] = {"ID",    "NUMBER", "STATE",   "SUBJECT",
                                         "TITLE", "OWNER",  "DEADLINE"};
   table_t *t = table_new(7, headers);
@@ -343,7 +329,7 @@ static int show_clue_list(cli_t *cli, const Clue__V1__ListCluesResponse *r) {
     const Clue__V1__Clue *c = r->clues[i];
     table_add(t, table_fmt("%lld", (long long)c->id));
     table_add(t, table_fmt("%s", c->registration_number));
-    table_add(t, table_fmt("%s%s", clue_state_text(c->state), c->pending_proposal ? "*" : ""));
+    table_add(t, table_fmt("%s%s", cli_state_text(c->state), c->pending_proposal ? "*" : ""));
     table_add(t,
               table_fmt("%s", c->subject != NULL && c->subject->name[0] ? c->subject->name : "-"));
     table_add(t, table_fmt("%s", c->title));
@@ -360,7 +346,7 @@ static int show_clue_list(cli_t *cli, const Clue__V1__ListCluesResponse *r) {
 static int run_list(cli_t *cli, const cli_args_t *args) {
   Clue__V1__ListCluesRequest req = CLUE__V1__LIST_CLUES_REQUEST__INIT;
   Clue__V1__ListCluesResponse *resp = NULL;
-  int *states = NULL, source = 0, all = cli_flag(args, "all"), rc;
+  int *states = NULL, source = 0, all, rc;
   size_t nstates = 0;
 
   if ((rc = cli_arg_id(cli, args, "owner-unit", &req.owner_unit_id)) != 0 ||
@@ -368,21 +354,17 @@ static int run_list(cli_t *cli, const cli_args_t *args) {
           0 ||
       (rc = cli_arg_time(cli, args, "created-from", 0, &req.created_from_ms)) != 0 ||
       (rc = cli_arg_time(cli, args, "created-to", 1, &req.created_to_ms)) != 0 ||
-      (rc = cli_arg_i32(cli, args, "page-size", 1, 500, &req.page_size)) != 0)
+      (rc = cli_arg_i32(cli, args, "page-size", 1, 500, &req.page_size)) != 0 ||
+      (rc = cli_page_args(cli, args, &all, &req.page_token)) != 0)
     return rc;
-  if (all && cli_arg(args, "page-token") != NULL)
-    return cli_usage_error(cli, "--all starts from the first page; leave out --page-token");
   if ((rc = cli_arg_enumv(cli, args, "state", &clue__v1__clue_state__descriptor, &states,
                           &nstates)) != 0)
     return rc;
   req.states = (Clue__V1__ClueState *)states;
   req.n_states = nstates;
   req.source = (Clue__V1__SourceChannel)source;
-  if (cli_arg(args, "subject") != NULL)
-    req.subject_name = (char *)cli_arg(args, "subject");
+  cli_arg_str(args, "subject", &req.subject_name);
   req.overdue_only = cli_flag(args, "overdue");
-  if (cli_arg(args, "page-token") != NULL)
-    req.page_token = (char *)cli_arg(args, "page-token");
   if (all && req.page_size == 0)
     req.page_size = 500; /* fewer round trips */
   rc = cli_call_pages(cli, CLUE_SVC, "ListClues", &req.base, "clues", all,
@@ -390,16 +372,13 @@ static int run_list(cli_t *cli, const cli_args_t *args) {
   free(states);
   if (rc != 0)
     return rc;
-  rc = cli->json ? cli_print_json(cli, &resp->base, 0) : show_clue_list(cli, resp);
-  if (rc == CLI_OK)
-    cli_more_hint(cli, &resp->base);
-  protobuf_c_message_free_unpacked(&resp->base, NULL);
-  return rc;
+  return cli_show(cli, &resp->base, show_clue_list);
 }
 
 /* ---- history -------------------------------------------------------------------------------- */
 
-static int show_history(cli_t *cli, const Clue__V1__GetHistoryResponse *r) {
+static int show_history(cli_t *cli, const ProtobufCMessage *m) {
+  const Clue__V1__GetHistoryResponse *r = (const Clue__V1__GetHistoryResponse *)m;
   static const char *const headers[] = {"SEQ", "TIME", "ACTION", "FROM",
                                         "TO",  "USER", "UNIT",   "REASON"};
   table_t *t = table_new(8, headers);
@@ -413,8 +392,8 @@ static int show_history(cli_t *cli, const Clue__V1__GetHistoryResponse *r) {
     table_add(t, table_fmt("%lld", (long long)e->seq));
     table_add(t, table_fmt("%s", cli_time_text(e->at_ms, when, sizeof(when))));
     table_add(t, table_fmt("%s", e->action));
-    table_add(t, table_fmt("%s", clue_state_text(e->from_state)));
-    table_add(t, table_fmt("%s", clue_state_text(e->to_state)));
+    table_add(t, table_fmt("%s", cli_state_text(e->from_state)));
+    table_add(t, table_fmt("%s", cli_state_text(e->to_state)));
     table_add(t, table_fmt("%lld", (long long)e->actor_user_id));
     table_add(t, table_fmt("%lld", (long long)e->actor_unit_id));
     table_add(t, table_fmt("%s", e->reason[0] ? e->reason : "-"));
@@ -426,15 +405,11 @@ static int show_history(cli_t *cli, const Clue__V1__GetHistoryResponse *r) {
 
 static int run_history(cli_t *cli, const cli_args_t *args) {
   Clue__V1__GetHistoryRequest req = CLUE__V1__GET_HISTORY_REQUEST__INIT;
-  Clue__V1__GetHistoryResponse *resp = NULL;
   int rc;
 
-  if ((rc = cli_operand_id(cli, args, &req.clue_id)) != 0 ||
-      (rc = cli_call(cli, CLUE_SVC, "GetHistory", &req.base, (ProtobufCMessage **)&resp)) != 0)
+  if ((rc = cli_operand_id(cli, args, &req.clue_id)) != 0)
     return rc;
-  rc = cli->json ? cli_print_json(cli, &resp->base, 0) : show_history(cli, resp);
-  protobuf_c_message_free_unpacked(&resp->base, NULL);
-  return rc;
+  return cli_call_show(cli, CLUE_SVC, "GetHistory", &req.base, show_history);
 }
 
 /* ---- notes ---------------------------------------------------------------------------------- */
@@ -444,13 +419,20 @@ static const cli_opt_t note_opts[] = {
      "EVIDENCE_SUMMARY, MEETING_MINUTES, INTERVIEW_RECORD or OTHER"},
     {"text", "TEXT", 0, "the note"},
     {"text-file", "PATH", 0, "read the note from a file; - for standard input"},
-    {"request-id", "UUID", 0, "idempotency key (default: a new random UUID)"},
+    CLI_OPT_REQUEST_ID,
     {NULL, NULL, 0, NULL},
 };
 
+static int show_note_added(cli_t *cli, const ProtobufCMessage *m) {
+  const Clue__V1__Note *note = (const Clue__V1__Note *)m;
+
+  (void)cli;
+  printf("note %lld added to clue %lld\n", (long long)note->id, (long long)note->clue_id);
+  return CLI_OK;
+}
+
 static int run_note(cli_t *cli, const cli_args_t *args) {
   Clue__V1__AddNoteRequest req = CLUE__V1__ADD_NOTE_REQUEST__INIT;
-  Clue__V1__Note *note = NULL;
   const char *path = cli_arg(args, "text-file");
   char rid[CLI_REQUEST_ID_LEN], *text = NULL;
   size_t len = 0;
@@ -475,16 +457,9 @@ static int run_note(cli_t *cli, const cli_args_t *args) {
   req.kind = (Clue__V1__NoteKind)kind;
   if ((rc = cli_request_id(cli, args, rid)) == 0) {
     req.request_id = rid;
-    rc = cli_call_rid(cli, CLUE_SVC, "AddNote", &req.base, rid, (ProtobufCMessage **)&note);
+    rc = cli_call_rid_show(cli, CLUE_SVC, "AddNote", &req.base, rid, show_note_added);
   }
   free(text);
-  if (rc != 0)
-    return rc;
-  if (cli->json)
-    rc = cli_print_json_with(cli, &note->base, "request_id", rid, 0);
-  else
-    printf("note %lld added to clue %lld\n", (long long)note->id, (long long)note->clue_id);
-  protobuf_c_message_free_unpacked(&note->base, NULL);
   return rc;
 }
 
@@ -501,7 +476,10 @@ static void print_indented(const char *text) {
   putchar('\n');
 }
 
-static int show_notes(const Clue__V1__ListNotesResponse *r) {
+static int show_notes(cli_t *cli, const ProtobufCMessage *m) {
+  const Clue__V1__ListNotesResponse *r = (const Clue__V1__ListNotesResponse *)m;
+
+  (void)cli;
   for (size_t i = 0; i < r->n_notes; i++) {
     const Clue__V1__Note *n = r->notes[i];
     char when[32];
@@ -520,15 +498,11 @@ static int show_notes(const Clue__V1__ListNotesResponse *r) {
 
 static int run_notes(cli_t *cli, const cli_args_t *args) {
   Clue__V1__ListNotesRequest req = CLUE__V1__LIST_NOTES_REQUEST__INIT;
-  Clue__V1__ListNotesResponse *resp = NULL;
   int rc;
 
-  if ((rc = cli_operand_id(cli, args, &req.clue_id)) != 0 ||
-      (rc = cli_call(cli, CLUE_SVC, "ListNotes", &req.base, (ProtobufCMessage **)&resp)) != 0)
+  if ((rc = cli_operand_id(cli, args, &req.clue_id)) != 0)
     return rc;
-  rc = cli->json ? cli_print_json(cli, &resp->base, 0) : show_notes(resp);
-  protobuf_c_message_free_unpacked(&resp->base, NULL);
-  return rc;
+  return cli_call_show(cli, CLUE_SVC, "ListNotes", &req.base, show_notes);
 }
 
 /* ---- the group ------------------------------------------------------------------------------ */

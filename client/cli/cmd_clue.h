@@ -13,9 +13,6 @@
 
 #define CLUE_SVC (&clue__v1__clue_service__descriptor)
 
-/** The short name of a clue state ("PRELIMINARY_CHECK"), or "-" when unset. */
-const char *clue_state_text(int state);
-
 /* The commands of cmd_clue_move.c: options, help and what runs them. */
 extern const cli_opt_t clue_move_opts[];
 extern const cli_opt_t clue_proposals_opts[];

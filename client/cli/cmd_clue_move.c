@@ -8,8 +8,6 @@
 #include "cmd_clue.h"
 #include "table.h"
 
-#define REQUEST_ID_OPT                                                                             \
-  { "request-id", "UUID", 0, "idempotency key (default: a new random UUID)" }
 #define VERSION_OPT                                                                                \
   { "version", "N", CLI_OPT_REQUIRED, "the clue version you last saw (see clue get)" }
 
@@ -28,7 +26,7 @@ const cli_opt_t clue_move_opts[] = {
     {"receiving-organ", "TEXT", 0, "FILED to TRANSFERRED_TO_JUDICIAL: the organ receiving it"},
     {"reviewer-unit", "ID", 0,
      "co-reviewed move of a ROOM's or REGION's own clue: the ROOM to review it"},
-    REQUEST_ID_OPT,
+    CLI_OPT_REQUEST_ID,
     {NULL, NULL, 0, NULL},
 };
 
@@ -48,10 +46,22 @@ const char clue_move_help[] =
     "--version must be the clue's current version; if the clue changed meanwhile the call\n"
     "fails with ABORTED and nothing happens: look again (clue get) and decide anew.\n";
 
+static int show_moved(cli_t *cli, const ProtobufCMessage *m) {
+  const Clue__V1__RequestTransitionResponse *resp = (const Clue__V1__RequestTransitionResponse *)m;
+
+  (void)cli;
+  if (resp->pending && resp->proposal != NULL)
+    printf("proposal #%lld pending review by unit %lld\n", (long long)resp->proposal->id,
+           (long long)resp->proposal->reviewer_unit_id);
+  else if (resp->clue != NULL)
+    printf("moved to %s (version %lld)\n", cli_state_text(resp->clue->state),
+           (long long)resp->clue->version);
+  return CLI_OK;
+}
+
 int clue_run_move(cli_t *cli, const cli_args_t *args) {
   Clue__V1__RequestTransitionRequest req = CLUE__V1__REQUEST_TRANSITION_REQUEST__INIT;
   Clue__V1__TransitionDetails details = CLUE__V1__TRANSITION_DETAILS__INIT;
-  Clue__V1__RequestTransitionResponse *resp = NULL;
   char rid[CLI_REQUEST_ID_LEN];
   int target = 0, disposal = 0, rc;
 
@@ -67,27 +77,12 @@ int clue_run_move(cli_t *cli, const cli_args_t *args) {
   req.target = (Clue__V1__ClueState)target;
   req.reason = (char *)cli_arg(args, "reason");
   details.disposal = (Clue__V1__Disposal)disposal;
-  if (cli_arg(args, "finding") != NULL)
-    details.finding = (char *)cli_arg(args, "finding");
-  if (cli_arg(args, "sanction-kind") != NULL)
-    details.sanction_kind = (char *)cli_arg(args, "sanction-kind");
-  if (cli_arg(args, "receiving-organ") != NULL)
-    details.receiving_organ = (char *)cli_arg(args, "receiving-organ");
+  cli_arg_str(args, "finding", &details.finding);
+  cli_arg_str(args, "sanction-kind", &details.sanction_kind);
+  cli_arg_str(args, "receiving-organ", &details.receiving_organ);
   req.details = &details;
   req.request_id = rid;
-  rc = cli_call_rid(cli, CLUE_SVC, "RequestTransition", &req.base, rid, (ProtobufCMessage **)&resp);
-  if (rc != 0)
-    return rc;
-  if (cli->json)
-    rc = cli_print_json_with(cli, &resp->base, "request_id", rid, 0);
-  else if (resp->pending && resp->proposal != NULL)
-    printf("proposal #%lld pending review by unit %lld\n", (long long)resp->proposal->id,
-           (long long)resp->proposal->reviewer_unit_id);
-  else if (resp->clue != NULL)
-    printf("moved to %s (version %lld)\n", clue_state_text(resp->clue->state),
-           (long long)resp->clue->version);
-  protobuf_c_message_free_unpacked(&resp->base, NULL);
-  return rc;
+  return cli_call_rid_show(cli, CLUE_SVC, "RequestTransition", &req.base, rid, show_moved);
 }
 
 /* ---- proposals ------------------------------------------------------------------------------ */
@@ -104,7 +99,8 @@ const char clue_proposals_help[] =
     "Without --to-review or --raised, lists both: proposals addressed to your unit and\n"
     "those it raised. Newest first.\n";
 
-static int show_proposals(cli_t *cli, const Clue__V1__ListProposalsResponse *r) {
+static int show_proposals(cli_t *cli, const ProtobufCMessage *m) {
+  const Clue__V1__ListProposalsResponse *r = (const Clue__V1__ListProposalsResponse *)m;
   static const char *const headers[] = {"ID",        "CLUE",     "FROM",    "TO",    "STATUS",
                                         "RAISED BY", "REVIEWER", "CREATED", "REASON"};
   table_t *t = table_new(9, headers);
@@ -118,8 +114,8 @@ static int show_proposals(cli_t *cli, const Clue__V1__ListProposalsResponse *r) 
     char when[32];
     table_add(t, table_fmt("#%lld", (long long)p->id));
     table_add(t, table_fmt("%lld", (long long)p->clue_id));
-    table_add(t, table_fmt("%s", clue_state_text(p->from_state)));
-    table_add(t, table_fmt("%s", clue_state_text(p->target)));
+    table_add(t, table_fmt("%s", cli_state_text(p->from_state)));
+    table_add(t, table_fmt("%s", cli_state_text(p->target)));
     table_add(t, table_fmt("%s", status ? status : "-"));
     table_add(t, table_fmt("unit %lld", (long long)p->proposer_unit_id));
     table_add(t, table_fmt("unit %lld", (long long)p->reviewer_unit_id));
@@ -135,7 +131,6 @@ static int show_proposals(cli_t *cli, const Clue__V1__ListProposalsResponse *r) 
 
 int clue_run_proposals(cli_t *cli, const cli_args_t *args) {
   Clue__V1__ListProposalsRequest req = CLUE__V1__LIST_PROPOSALS_REQUEST__INIT;
-  Clue__V1__ListProposalsResponse *resp = NULL;
   int rc;
 
   if (cli_flag(args, "to-review") && cli_flag(args, "raised"))
@@ -147,11 +142,7 @@ int clue_run_proposals(cli_t *cli, const cli_args_t *args) {
   else if (cli_flag(args, "raised"))
     req.scope = CLUE__V1__LIST_PROPOSALS_REQUEST__SCOPE__SCOPE_RAISED;
   req.include_decided = cli_flag(args, "all");
-  if ((rc = cli_call(cli, CLUE_SVC, "ListProposals", &req.base, (ProtobufCMessage **)&resp)) != 0)
-    return rc;
-  rc = cli->json ? cli_print_json(cli, &resp->base, 0) : show_proposals(cli, resp);
-  protobuf_c_message_free_unpacked(&resp->base, NULL);
-  return rc;
+  return cli_call_show(cli, CLUE_SVC, "ListProposals", &req.base, show_proposals);
 }
 
 /* ---- review --------------------------------------------------------------------------------- */
@@ -160,7 +151,7 @@ const cli_opt_t clue_review_opts[] = {
     {"approve", NULL, 0, "approve: the proposed move is made"},
     {"reject", NULL, 0, "reject: the clue stays as it is"},
     {"comment", "TEXT", 0, "the reviewer's comment"},
-    REQUEST_ID_OPT,
+    CLI_OPT_REQUEST_ID,
     {NULL, NULL, 0, NULL},
 };
 
@@ -181,8 +172,7 @@ int clue_run_review(cli_t *cli, const cli_args_t *args) {
       (rc = cli_request_id(cli, args, rid)) != 0)
     return rc;
   req.approve = cli_flag(args, "approve");
-  if (cli_arg(args, "comment") != NULL)
-    req.comment = (char *)cli_arg(args, "comment");
+  cli_arg_str(args, "comment", &req.comment);
   req.request_id = rid;
   rc = cli_call_rid(cli, CLUE_SVC, "ReviewProposal", &req.base, rid, (ProtobufCMessage **)&resp);
   if (rc != 0)
@@ -196,7 +186,7 @@ int clue_run_review(cli_t *cli, const cli_args_t *args) {
            req.approve ? "approved" : "rejected");
     if (c != NULL)
       printf("; clue %lld %s %s (version %lld)", (long long)c->id,
-             req.approve ? "moved to" : "stays", clue_state_text(c->state), (long long)c->version);
+             req.approve ? "moved to" : "stays", cli_state_text(c->state), (long long)c->version);
     putchar('\n');
   }
   protobuf_c_message_free_unpacked(&resp->base, NULL);
@@ -209,7 +199,7 @@ const cli_opt_t clue_handover_opts[] = {
     {"to-unit", "ID", CLI_OPT_REQUIRED, "the unit that becomes the owner"},
     VERSION_OPT,
     {"reason", "TEXT", CLI_OPT_REQUIRED, "why the clue is handed over"},
-    REQUEST_ID_OPT,
+    CLI_OPT_REQUEST_ID,
     {NULL, NULL, 0, NULL},
 };
 
@@ -217,9 +207,17 @@ const char clue_handover_help[] =
     "A LEADER of the owner unit hands over a clue that is ACCEPTED or in PRELIMINARY_CHECK;\n"
     "the receiving unit becomes its owner.\n";
 
+static int show_handed_over(cli_t *cli, const ProtobufCMessage *m) {
+  const Clue__V1__Clue *c = (const Clue__V1__Clue *)m;
+
+  (void)cli;
+  printf("clue %lld handed over to unit %lld (version %lld)\n", (long long)c->id,
+         (long long)c->owner_unit_id, (long long)c->version);
+  return CLI_OK;
+}
+
 int clue_run_handover(cli_t *cli, const cli_args_t *args) {
   Clue__V1__HandOverRequest req = CLUE__V1__HAND_OVER_REQUEST__INIT;
-  Clue__V1__Clue *c = NULL;
   char rid[CLI_REQUEST_ID_LEN];
   int rc;
 
@@ -230,16 +228,7 @@ int clue_run_handover(cli_t *cli, const cli_args_t *args) {
     return rc;
   req.reason = (char *)cli_arg(args, "reason");
   req.request_id = rid;
-  rc = cli_call_rid(cli, CLUE_SVC, "HandOver", &req.base, rid, (ProtobufCMessage **)&c);
-  if (rc != 0)
-    return rc;
-  if (cli->json)
-    rc = cli_print_json_with(cli, &c->base, "request_id", rid, 0);
-  else
-    printf("clue %lld handed over to unit %lld (version %lld)\n", (long long)c->id,
-           (long long)c->owner_unit_id, (long long)c->version);
-  protobuf_c_message_free_unpacked(&c->base, NULL);
-  return rc;
+  return cli_call_rid_show(cli, CLUE_SVC, "HandOver", &req.base, rid, show_handed_over);
 }
 
 /* ---- extend --------------------------------------------------------------------------------- */
@@ -248,17 +237,26 @@ const cli_opt_t clue_extend_opts[] = {
     {"days", "N", CLI_OPT_REQUIRED, "days added to the current stage's deadline"},
     VERSION_OPT,
     {"reason", "TEXT", CLI_OPT_REQUIRED, "why more time is needed"},
-    REQUEST_ID_OPT,
+    CLI_OPT_REQUEST_ID,
     {NULL, NULL, 0, NULL},
 };
 
 const char clue_extend_help[] =
     "A LEADER of the owner unit may extend each stage's deadline once.\n";
 
+static int show_extended(cli_t *cli, const ProtobufCMessage *m) {
+  const Clue__V1__Clue *c = (const Clue__V1__Clue *)m;
+  char date[32];
+
+  (void)cli;
+  printf("deadline of clue %lld extended to %s (version %lld)\n", (long long)c->id,
+         cli_date_text(c->stage_deadline_ms, date, sizeof(date)), (long long)c->version);
+  return CLI_OK;
+}
+
 int clue_run_extend(cli_t *cli, const cli_args_t *args) {
   Clue__V1__ExtendDeadlineRequest req = CLUE__V1__EXTEND_DEADLINE_REQUEST__INIT;
-  Clue__V1__Clue *c = NULL;
-  char rid[CLI_REQUEST_ID_LEN], date[32];
+  char rid[CLI_REQUEST_ID_LEN];
   int rc;
 
   if ((rc = cli_operand_id(cli, args, &req.clue_id)) != 0 ||
@@ -268,14 +266,5 @@ int clue_run_extend(cli_t *cli, const cli_args_t *args) {
     return rc;
   req.reason = (char *)cli_arg(args, "reason");
   req.request_id = rid;
-  rc = cli_call_rid(cli, CLUE_SVC, "ExtendDeadline", &req.base, rid, (ProtobufCMessage **)&c);
-  if (rc != 0)
-    return rc;
-  if (cli->json)
-    rc = cli_print_json_with(cli, &c->base, "request_id", rid, 0);
-  else
-    printf("deadline of clue %lld extended to %s (version %lld)\n", (long long)c->id,
-           cli_date_text(c->stage_deadline_ms, date, sizeof(date)), (long long)c->version);
-  protobuf_c_message_free_unpacked(&c->base, NULL);
-  return rc;
+  return cli_call_rid_show(cli, CLUE_SVC, "ExtendDeadline", &req.base, rid, show_extended);
 }

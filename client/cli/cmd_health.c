@@ -36,26 +36,14 @@ static int health_watch(cli_t *cli, const Grpc__Health__V1__HealthCheckRequest *
   ProtobufCMessage *m;
   int rv, rc = CLI_OK;
 
-  rv = clue_stream_start(cli->conn, HEALTH_WATCH, &req->base,
-                         &grpc__health__v1__health_check_response__descriptor, &s, &st);
-  if (rv != 0) {
-    rc = cli_rpc_error(cli, rv, &st);
-    clue_status_clear(&st);
+  if ((rc = cli_stream_start(cli, HEALTH_WATCH, &req->base,
+                             &grpc__health__v1__health_check_response__descriptor, &s)) != 0)
     return rc;
-  }
   while ((rv = clue_stream_next(s, &m, &st)) == 1) {
     print_status(cli, (const Grpc__Health__V1__HealthCheckResponse *)m, 1);
     protobuf_c_message_free_unpacked(m, NULL);
   }
-  /* Watching ends normally when the time asked for is up or the user interrupts. */
-  if (rv < 0)
-    rc = cli_rpc_error(cli, rv, &st);
-  else if (st.code == CLUE_STATUS_DEADLINE_EXCEEDED && cli->timeout_ms != 0)
-    rc = CLI_OK;
-  else if (st.code == CLUE_STATUS_CANCELLED && *cli->interrupted)
-    rc = CLI_OK;
-  else if (st.code != CLUE_STATUS_OK)
-    rc = cli_rpc_error(cli, st.code, &st);
+  rc = cli_watch_end(cli, rv, &st);
   clue_status_clear(&st);
   clue_stream_free(s);
   return rc;
@@ -64,11 +52,9 @@ static int health_watch(cli_t *cli, const Grpc__Health__V1__HealthCheckRequest *
 static int run_health(cli_t *cli, const cli_args_t *args) {
   Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
   Grpc__Health__V1__HealthCheckResponse *resp = NULL;
-  const char *service = cli_arg(args, "service");
   int rc;
 
-  if (service != NULL)
-    req.service = (char *)service;
+  cli_arg_str(args, "service", &req.service);
   if (cli_flag(args, "watch"))
     return health_watch(cli, &req);
   rc = cli_call(cli, &grpc__health__v1__health__descriptor, "Check", &req.base,

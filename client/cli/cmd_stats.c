@@ -186,7 +186,6 @@ static char *disposals_text(const Clue__V1__UnitStats *u) {
   char *buf = NULL;
   size_t len = 0;
   FILE *o = open_memstream(&buf, &len);
-  int bad;
 
   if (o == NULL)
     return NULL;
@@ -195,12 +194,7 @@ static char *disposals_text(const Clue__V1__UnitStats *u) {
   for (size_t d = 0; d < u->n_closed_by_disposal; d++)
     fprintf(o, "%s%s %lld", d ? ", " : "", u->closed_by_disposal[d]->disposal,
             (long long)u->closed_by_disposal[d]->count);
-  bad = ferror(o);
-  if (fclose(o) != 0 || bad) {
-    free(buf);
-    return NULL;
-  }
-  return buf;
+  return cli_memstream_text(o, &buf);
 }
 
 static char *median_text(double d) {

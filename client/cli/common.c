@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -18,6 +17,13 @@ const char *cli_arg(const cli_args_t *a, const char *name) {
     if (strcmp(a->v[i].opt->name, name) == 0)
       v = a->v[i].value;
   return v;
+}
+
+void cli_arg_str(const cli_args_t *a, const char *name, char **field) {
+  const char *v = cli_arg(a, name);
+
+  if (v != NULL)
+    *field = (char *)v;
 }
 
 int cli_flag(const cli_args_t *a, const char *name) {
@@ -43,63 +49,53 @@ size_t cli_arg_count(const cli_args_t *a, const char *name) {
   return n;
 }
 
-int cli_arg_id(cli_t *cli, const cli_args_t *a, const char *name, int64_t *out) {
-  const char *s = cli_arg(a, name);
+/* s as a positive 64-bit id into *out; -1 (*out untouched) if it is not one. */
+static int parse_id(const char *s, int64_t *out) {
   char *end;
   long long v;
 
-  if (s == NULL)
-    return 0;
   errno = 0;
   v = strtoll(s, &end, 10);
   if (s[0] < '0' || s[0] > '9' || *end != '\0' || errno != 0 || v <= 0)
-    return cli_usage_error(cli, "--%s: '%s' is not a valid id (a positive integer)", name, s);
+    return -1;
   *out = v;
   return 0;
 }
 
-/* Whether s names value ev of an enum whose names share a prefix of plen bytes. */
-static int enum_matches(const char *s, const char *name, size_t plen) {
-  return strcasecmp(s, name) == 0 || strcasecmp(s, name + plen) == 0;
+/* The value s of --name as an id, or a usage error. */
+static int id_value(cli_t *cli, const char *name, const char *s, int64_t *out) {
+  if (parse_id(s, out) != 0)
+    return cli_usage_error(cli, "--%s: '%s' is not a valid id (a positive integer)", name, s);
+  return 0;
 }
 
-const char *cli_enum_choices(const ProtobufCEnumDescriptor *ed, char *buf, size_t len) {
-  size_t used = 0;
+int cli_arg_id(cli_t *cli, const cli_args_t *a, const char *name, int64_t *out) {
+  const char *s = cli_arg(a, name);
 
-  buf[0] = '\0';
-  for (unsigned i = 0; i < ed->n_values; i++) {
-    const char *name = cli_enum_short(ed, ed->values[i].value);
-    int n;
-    if (ed->values[i].value == 0 && strstr(name, "UNSPECIFIED") != NULL)
-      continue;
-    n = snprintf(buf + used, len - used, "%s%s", used > 0 ? "|" : "", name);
-    if (n < 0 || (size_t)n >= len - used)
-      break;
-    used += (size_t)n;
+  return s != NULL ? id_value(cli, name, s, out) : 0;
+}
+
+/* The value s of --name as a value of enum ed, or a usage error. */
+static int enum_value(cli_t *cli, const char *name, const char *s,
+                      const ProtobufCEnumDescriptor *ed, int *out) {
+  char choices[256];
+  int v;
+
+  /* UNSPECIFIED is what leaving the option out means, not a value to name. */
+  if (clue_enum_from_name(ed, s, &v) == 0 &&
+      !(v == 0 && strstr(cli_enum_short(ed, v), "UNSPECIFIED") != NULL)) {
+    *out = v;
+    return 0;
   }
-  return buf;
+  return cli_usage_error(cli, "--%s: '%s' is not one of %s", name, s,
+                         clue_enum_choices(ed, "|", choices, sizeof(choices)));
 }
 
 int cli_arg_enum(cli_t *cli, const cli_args_t *a, const char *name,
                  const ProtobufCEnumDescriptor *ed, int *out) {
   const char *s = cli_arg(a, name);
-  char choices[256];
 
-  if (s == NULL)
-    return 0;
-  for (unsigned i = 0; i < ed->n_values; i++) {
-    const ProtobufCEnumValue *ev = &ed->values[i];
-    const char *shortname = cli_enum_short(ed, ev->value);
-    size_t plen = (size_t)(shortname - ev->name);
-    if (ev->value == 0 && strstr(shortname, "UNSPECIFIED") != NULL)
-      continue;
-    if (enum_matches(s, ev->name, plen)) {
-      *out = ev->value;
-      return 0;
-    }
-  }
-  return cli_usage_error(cli, "--%s: '%s' is not one of %s", name, s,
-                         cli_enum_choices(ed, choices, sizeof(choices)));
+  return s != NULL ? enum_value(cli, name, s, ed, out) : 0;
 }
 
 int cli_usage_error(cli_t *cli, const char *fmt, ...) {
@@ -133,29 +129,30 @@ int cli_oom(cli_t *cli) {
   return CLI_FAILED;
 }
 
+/* What a libclue call returned (rv) as cluectl reports it: a failure is reported (0 or
+ * CLI_FAILED is returned); st is released either way. */
+static int reported(cli_t *cli, int rv, clue_status_t *st) {
+  if (rv != 0)
+    rv = cli_rpc_error(cli, rv, st);
+  clue_status_clear(st);
+  return rv;
+}
+
 int cli_call(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
              const ProtobufCMessage *req, ProtobufCMessage **resp) {
   clue_status_t st = CLUE_STATUS_INIT;
   int rv = clue_call_method(cli->conn, service, method, req, resp, &st);
 
-  if (rv != 0)
-    rv = cli_rpc_error(cli, rv, &st);
-  clue_status_clear(&st);
-  return rv;
+  return reported(cli, rv, &st);
 }
 
 int cli_operand_id(cli_t *cli, const cli_args_t *a, int64_t *out) {
   const char *s = a->operand;
-  char *end;
-  long long v;
 
   if (s == NULL)
     return cli_usage_error(cli, "missing ID");
-  errno = 0;
-  v = strtoll(s, &end, 10);
-  if (s[0] < '0' || s[0] > '9' || *end != '\0' || errno != 0 || v <= 0)
+  if (parse_id(s, out) != 0)
     return cli_usage_error(cli, "'%s' is not a valid id (a positive integer)", s);
-  *out = v;
   return 0;
 }
 
@@ -286,6 +283,14 @@ int cli_arg_time(cli_t *cli, const cli_args_t *a, const char *name, int end_of_d
   return 0;
 }
 
+int cli_page_args(cli_t *cli, const cli_args_t *a, int *all, char **token) {
+  *all = cli_flag(a, "all");
+  if (*all && cli_arg(a, "page-token") != NULL)
+    return cli_usage_error(cli, "--all starts from the first page; leave out --page-token");
+  cli_arg_str(a, "page-token", token);
+  return 0;
+}
+
 /* ---- repeated options ------------------------------------------------------------------- */
 
 int cli_arg_strv(cli_t *cli, const cli_args_t *a, const char *name, char ***out, size_t *n) {
@@ -318,16 +323,11 @@ int cli_arg_idv(cli_t *cli, const cli_args_t *a, const char *name, int64_t **out
   if (v == NULL)
     return cli_oom(cli);
   for (size_t i = 0; i < count; i++) {
-    const char *s = cli_arg_nth(a, name, i);
-    char *end;
-    long long x;
-    errno = 0;
-    x = strtoll(s, &end, 10);
-    if (s[0] < '0' || s[0] > '9' || *end != '\0' || errno != 0 || x <= 0) {
+    int rc = id_value(cli, name, cli_arg_nth(a, name, i), &v[i]);
+    if (rc != 0) {
       free(v);
-      return cli_usage_error(cli, "--%s: '%s' is not a valid id (a positive integer)", name, s);
+      return rc;
     }
-    v[i] = x;
   }
   *out = v;
   *n = count;
@@ -347,14 +347,7 @@ int cli_arg_enumv(cli_t *cli, const cli_args_t *a, const char *name,
   if (v == NULL)
     return cli_oom(cli);
   for (size_t i = 0; i < count; i++) {
-    /* cli_arg_enum reads the last value; give it a view holding just the i-th. */
-    cli_optval_t one = {NULL, cli_arg_nth(a, name, i)};
-    cli_args_t view = {&one, 1, NULL};
-    int rc;
-    for (size_t k = 0; k < a->n; k++)
-      if (strcmp(a->v[k].opt->name, name) == 0)
-        one.opt = a->v[k].opt;
-    rc = cli_arg_enum(cli, &view, name, ed, &v[i]);
+    int rc = enum_value(cli, name, cli_arg_nth(a, name, i), ed, &v[i]);
     if (rc != 0) {
       free(v);
       return rc;
@@ -460,18 +453,48 @@ int cli_call_rid(cli_t *cli, const ProtobufCServiceDescriptor *service, const ch
                  const ProtobufCMessage *req, const char *rid, ProtobufCMessage **resp) {
   clue_status_t st = CLUE_STATUS_INIT;
   int rv = clue_call_method(cli->conn, service, method, req, resp, &st);
+  int code = st.code;
 
-  if (rv != 0) {
-    int code = st.code;
-    rv = cli_rpc_error(cli, rv, &st);
-    if (outcome_unknown(code))
-      fprintf(stderr,
-              "The change may or may not have been made. Retrying with --request-id %s\n"
-              "does it at most once.\n",
-              rid);
-  }
-  clue_status_clear(&st);
+  rv = reported(cli, rv, &st);
+  if (rv != 0 && outcome_unknown(code))
+    fprintf(stderr,
+            "The change may or may not have been made. Retrying with --request-id %s\n"
+            "does it at most once.\n",
+            rid);
   return rv;
+}
+
+int cli_stream_start(cli_t *cli, const char *path, const ProtobufCMessage *req,
+                     const ProtobufCMessageDescriptor *resp_desc, clue_stream_t **out) {
+  clue_status_t st = CLUE_STATUS_INIT;
+  int rv = clue_stream_start(cli->conn, path, req, resp_desc, out, &st);
+
+  return reported(cli, rv, &st);
+}
+
+int cli_watch_end(cli_t *cli, int rv, const clue_status_t *st) {
+  /* A watch ends normally when the time asked for is up or the user interrupts it. */
+  if (rv < 0)
+    return cli_rpc_error(cli, rv, st);
+  if (st->code == CLUE_STATUS_DEADLINE_EXCEEDED && cli->timeout_ms != 0)
+    return CLI_OK;
+  if (st->code == CLUE_STATUS_CANCELLED && *cli->interrupted)
+    return CLI_OK;
+  if (st->code != CLUE_STATUS_OK)
+    return cli_rpc_error(cli, st->code, st);
+  return CLI_OK;
+}
+
+int cli_call_rid_show(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
+                      const ProtobufCMessage *req, const char *rid, cli_show_fn show) {
+  ProtobufCMessage *resp = NULL;
+  int rc = cli_call_rid(cli, service, method, req, rid, &resp);
+
+  if (rc != 0)
+    return rc;
+  rc = cli->json ? cli_print_json_with(cli, resp, "request_id", rid, 0) : show(cli, resp);
+  protobuf_c_message_free_unpacked(resp, NULL);
+  return rc;
 }
 
 static char **str_member(ProtobufCMessage *m, const char *field) {
@@ -483,12 +506,30 @@ static char **str_member(ProtobufCMessage *m, const char *field) {
   return (char **)((char *)m + f->offset);
 }
 
-void cli_more_hint(cli_t *cli, const ProtobufCMessage *resp) {
+/* After a page of a list, tell the user (stderr) how to get the next page, if there is one. */
+static void more_hint(cli_t *cli, const ProtobufCMessage *resp) {
   char **next = str_member((ProtobufCMessage *)resp, "next_page_token");
 
   if (cli->json || next == NULL || *next == NULL || (*next)[0] == '\0')
     return;
   fprintf(stderr, "More results: add --page-token %s (or --all for every page).\n", *next);
+}
+
+int cli_show(cli_t *cli, ProtobufCMessage *resp, cli_show_fn show) {
+  int rc = cli->json ? cli_print_json(cli, resp, 0) : show(cli, resp);
+
+  if (rc == CLI_OK)
+    more_hint(cli, resp);
+  protobuf_c_message_free_unpacked(resp, NULL);
+  return rc;
+}
+
+int cli_call_show(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
+                  const ProtobufCMessage *req, cli_show_fn show) {
+  ProtobufCMessage *resp = NULL;
+  int rc = cli_call(cli, service, method, req, &resp);
+
+  return rc != 0 ? rc : cli_show(cli, resp, show);
 }
 
 int cli_call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,

@@ -7,12 +7,19 @@
 #include <time.h>
 
 #include "cli.h"
+#include "clue/v1/common.pb-c.h"
 #include "table.h"
 
 const char *cli_enum_short(const ProtobufCEnumDescriptor *ed, int value) {
   const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(ed, value);
 
   return ev != NULL ? ev->name + clue_enum_prefix_len(ed) : NULL;
+}
+
+const char *cli_state_text(int state) {
+  const char *s = state != 0 ? cli_enum_short(&clue__v1__clue_state__descriptor, state) : NULL;
+
+  return s != NULL ? s : "-";
 }
 
 void cli_put_text(FILE *o, const char *s, int keep_newlines) {
@@ -22,6 +29,16 @@ void cli_put_text(FILE *o, const char *s, int keep_newlines) {
       c = ' ';
     fputc(c, o);
   }
+}
+
+char *cli_memstream_text(FILE *o, char **buf) {
+  int bad = ferror(o);
+
+  if (fclose(o) != 0 || bad) {
+    free(*buf);
+    return NULL;
+  }
+  return *buf;
 }
 
 static int ends_with(const char *s, const char *suffix) {
@@ -134,50 +151,11 @@ static void put_value(FILE *o, const ProtobufCFieldDescriptor *f, const void *p)
   }
 }
 
-static size_t elem_size(ProtobufCType t) {
-  switch (t) {
-  case PROTOBUF_C_TYPE_INT64:
-  case PROTOBUF_C_TYPE_SINT64:
-  case PROTOBUF_C_TYPE_SFIXED64:
-  case PROTOBUF_C_TYPE_UINT64:
-  case PROTOBUF_C_TYPE_FIXED64:
-    return 8;
-  case PROTOBUF_C_TYPE_FLOAT:
-    return sizeof(float);
-  case PROTOBUF_C_TYPE_DOUBLE:
-    return sizeof(double);
-  case PROTOBUF_C_TYPE_BOOL:
-    return sizeof(protobuf_c_boolean);
-  case PROTOBUF_C_TYPE_ENUM:
-    return sizeof(int);
-  case PROTOBUF_C_TYPE_STRING:
-    return sizeof(char *);
-  case PROTOBUF_C_TYPE_BYTES:
-    return sizeof(ProtobufCBinaryData);
-  case PROTOBUF_C_TYPE_MESSAGE:
-    return sizeof(ProtobufCMessage *);
-  default:
-    return 4;
-  }
-}
-
-static int field_set(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f) {
-  const char *base = (const char *)m;
-
-  if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
-    return *(const uint32_t *)(base + f->quantifier_offset) == f->id;
-  if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->type != PROTOBUF_C_TYPE_STRING &&
-      f->type != PROTOBUF_C_TYPE_MESSAGE)
-    return *(const protobuf_c_boolean *)(base + f->quantifier_offset);
-  return 1;
-}
-
 char *cli_field_text(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f) {
   const char *base = (const char *)m;
   char *buf = NULL;
   size_t len = 0;
   FILE *o = open_memstream(&buf, &len);
-  int bad;
 
   if (o == NULL)
     return NULL;
@@ -189,19 +167,14 @@ char *cli_field_text(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *
     for (size_t i = 0; i < n; i++) {
       if (i > 0)
         fputs(", ", o);
-      put_value(o, f, arr + i * elem_size(f->type));
+      put_value(o, f, arr + i * clue_type_size(f->type));
     }
-  } else if (!field_set(m, f)) {
+  } else if (!clue_field_present(m, f)) {
     fputs("-", o);
   } else {
     put_value(o, f, base + f->offset);
   }
-  bad = ferror(o);
-  if (fclose(o) != 0 || bad) {
-    free(buf);
-    return NULL;
-  }
-  return buf;
+  return cli_memstream_text(o, &buf);
 }
 
 int cli_print_json(cli_t *cli, const ProtobufCMessage *m, int compact) {
@@ -341,22 +314,22 @@ char *cli_path_text(const ProtobufCMessage *m, const char *path) {
   return cli_field_text(m, f);
 }
 
-const char *cli_time_text(int64_t ms, char *buf, size_t len) {
+/* Local time of ms in strftime's fmt into buf, or "-" for 0 or a time it cannot show. */
+static const char *local_text(int64_t ms, const char *fmt, char *buf, size_t len) {
   time_t t = (time_t)(ms / 1000);
   struct tm tm;
 
-  if (ms == 0 || localtime_r(&t, &tm) == NULL || strftime(buf, len, "%Y-%m-%d %H:%M", &tm) == 0)
+  if (ms == 0 || localtime_r(&t, &tm) == NULL || strftime(buf, len, fmt, &tm) == 0)
     snprintf(buf, len, "-");
   return buf;
 }
 
-const char *cli_date_text(int64_t ms, char *buf, size_t len) {
-  time_t t = (time_t)(ms / 1000);
-  struct tm tm;
+const char *cli_time_text(int64_t ms, char *buf, size_t len) {
+  return local_text(ms, "%Y-%m-%d %H:%M", buf, len);
+}
 
-  if (ms == 0 || localtime_r(&t, &tm) == NULL || strftime(buf, len, "%Y-%m-%d", &tm) == 0)
-    snprintf(buf, len, "-");
-  return buf;
+const char *cli_date_text(int64_t ms, char *buf, size_t len) {
+  return local_text(ms, "%Y-%m-%d", buf, len);
 }
 
 int cli_print_table(cli_t *cli, const ProtobufCMessage *m, const char *list,

@@ -138,13 +138,18 @@ int table_print(const table_t *t, FILE *out) {
   return 0;
 }
 
+char *table_vfmt(const char *fmt, va_list ap) {
+  char *s = NULL;
+
+  return vasprintf(&s, fmt, ap) < 0 ? NULL : s;
+}
+
 char *table_fmt(const char *fmt, ...) {
   va_list ap;
-  char *s = NULL;
-  int n;
+  char *s;
 
   va_start(ap, fmt);
-  n = vasprintf(&s, fmt, ap);
+  s = table_vfmt(fmt, ap);
   va_end(ap);
-  return n < 0 ? NULL : s;
+  return s;
 }

@@ -3,6 +3,7 @@
 
 /* Aligned text tables for terminals; widths count East Asian wide characters as two. */
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -25,6 +26,9 @@ void table_free(table_t *t);
 
 /** A malloc'd printf for cells; NULL on out of memory (which table_add() then records). */
 char *table_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/** table_fmt() with a va_list. */
+char *table_vfmt(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 
 /** Columns a UTF-8 string takes on a terminal. */
 size_t text_width(const char *s);

@@ -396,6 +396,25 @@ static int call_result(const call_t *call, clue_status_t *st) {
   return call->local_err != 0 ? call->local_err : call->status_code;
 }
 
+/* Make a call and send its request, as both kinds of call start. Returns 0 with *out, or
+ * what the public functions return (*st filled in). */
+static int call_begin(clue_conn_t *c, const char *path, const ProtobufCMessage *req,
+                      const ProtobufCMessageDescriptor *resp_desc, int unary, clue_status_t *st,
+                      call_t **out) {
+  call_t *call;
+  int rv = call_new(c, path, req, resp_desc, unary, &call);
+
+  if (rv != 0)
+    return clue__status_local(st, rv);
+  rv = clue__conn_start(c, call, st);
+  if (rv != 0) {
+    call_free(call);
+    return rv;
+  }
+  *out = call;
+  return 0;
+}
+
 /* ---- public ------------------------------------------------------------------------------ */
 
 int clue_call(clue_conn_t *c, const char *path, const ProtobufCMessage *req,
@@ -409,14 +428,8 @@ int clue_call(clue_conn_t *c, const char *path, const ProtobufCMessage *req,
   clue_status_clear(st);
   if (resp == NULL)
     return clue__status_local(st, CLUE_EINVAL);
-  rv = call_new(c, path, req, resp_desc, 1, &call);
-  if (rv != 0)
-    return clue__status_local(st, rv);
-  rv = clue__conn_start(c, call, st);
-  if (rv != 0) {
-    call_free(call);
+  if ((rv = call_begin(c, path, req, resp_desc, 1, st, &call)) != 0)
     return rv;
-  }
   clue__conn_wait(c, call, 0);
   rv = call_result(call, st);
   if (rv == CLUE_STATUS_OK) {
@@ -466,14 +479,8 @@ int clue_stream_start(clue_conn_t *c, const char *path, const ProtobufCMessage *
   clue_status_clear(st);
   if (out == NULL)
     return clue__status_local(st, CLUE_EINVAL);
-  rv = call_new(c, path, req, resp_desc, 0, &call);
-  if (rv != 0)
-    return clue__status_local(st, rv);
-  rv = clue__conn_start(c, call, st);
-  if (rv != 0) {
-    call_free(call);
+  if ((rv = call_begin(c, path, req, resp_desc, 0, st, &call)) != 0)
     return rv;
-  }
   *out = call;
   return 0;
 }

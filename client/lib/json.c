@@ -9,6 +9,7 @@
 
 #include "clue/client.h"
 #include "mem.h"
+#include "utf8.h"
 
 typedef struct jbuf {
   char *p;
@@ -64,38 +65,6 @@ static void jb_newline(jbuf_t *b, int depth) {
     jb_put(b, "  ", 2);
 }
 
-/* Length of a valid UTF-8 sequence at s (at most n bytes), or 0 if it is not valid. */
-static size_t utf8_len(const unsigned char *s, size_t n) {
-  uint32_t cp;
-  size_t len;
-
-  if (s[0] < 0x80)
-    return 1;
-  if (s[0] >= 0xC2 && s[0] <= 0xDF) {
-    len = 2;
-    cp = s[0] & 0x1F;
-  } else if (s[0] >= 0xE0 && s[0] <= 0xEF) {
-    len = 3;
-    cp = s[0] & 0x0F;
-  } else if (s[0] >= 0xF0 && s[0] <= 0xF4) {
-    len = 4;
-    cp = s[0] & 0x07;
-  } else {
-    return 0;
-  }
-  if (len > n)
-    return 0;
-  for (size_t i = 1; i < len; i++) {
-    if ((s[i] & 0xC0) != 0x80)
-      return 0;
-    cp = cp << 6 | (s[i] & 0x3F);
-  }
-  if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-      (cp >= 0xD800 && cp <= 0xDFFF))
-    return 0;
-  return len;
-}
-
 static void jb_string(jbuf_t *b, const char *str, size_t n) {
   const unsigned char *s = (const unsigned char *)str;
   size_t i = 0;
@@ -138,7 +107,7 @@ static void jb_string(jbuf_t *b, const char *str, size_t n) {
       }
       i++;
     } else {
-      size_t len = utf8_len(s + i, n - i);
+      size_t len = clue__utf8_len(s + i, n - i);
       if (len == 0) {
         jb_puts(b, "\\ufffd");
         i++;
@@ -242,52 +211,6 @@ static void write_value(jbuf_t *b, const ProtobufCFieldDescriptor *f, const void
   }
 }
 
-static size_t elem_size(ProtobufCType t) {
-  switch (t) {
-  case PROTOBUF_C_TYPE_INT32:
-  case PROTOBUF_C_TYPE_SINT32:
-  case PROTOBUF_C_TYPE_SFIXED32:
-  case PROTOBUF_C_TYPE_UINT32:
-  case PROTOBUF_C_TYPE_FIXED32:
-    return 4;
-  case PROTOBUF_C_TYPE_INT64:
-  case PROTOBUF_C_TYPE_SINT64:
-  case PROTOBUF_C_TYPE_SFIXED64:
-  case PROTOBUF_C_TYPE_UINT64:
-  case PROTOBUF_C_TYPE_FIXED64:
-    return 8;
-  case PROTOBUF_C_TYPE_FLOAT:
-    return sizeof(float);
-  case PROTOBUF_C_TYPE_DOUBLE:
-    return sizeof(double);
-  case PROTOBUF_C_TYPE_BOOL:
-    return sizeof(protobuf_c_boolean);
-  case PROTOBUF_C_TYPE_ENUM:
-    return sizeof(int);
-  case PROTOBUF_C_TYPE_STRING:
-    return sizeof(char *);
-  case PROTOBUF_C_TYPE_BYTES:
-    return sizeof(ProtobufCBinaryData);
-  case PROTOBUF_C_TYPE_MESSAGE:
-    return sizeof(ProtobufCMessage *);
-  }
-  return 0;
-}
-
-/* Whether a non-repeated field is present in m and is to be written. */
-static int field_present(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f) {
-  const char *base = (const char *)m;
-
-  if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
-    return *(const uint32_t *)(base + f->quantifier_offset) == f->id;
-  if (f->label == PROTOBUF_C_LABEL_OPTIONAL) {
-    if (f->type == PROTOBUF_C_TYPE_STRING || f->type == PROTOBUF_C_TYPE_MESSAGE)
-      return *(void *const *)(base + f->offset) != NULL;
-    return *(const protobuf_c_boolean *)(base + f->quantifier_offset);
-  }
-  return 1; /* proto3 singular and proto2 required fields are always written */
-}
-
 static void write_message(jbuf_t *b, const ProtobufCMessage *m, int depth) {
   const ProtobufCMessageDescriptor *d = m->descriptor;
   const char *base = (const char *)m;
@@ -298,7 +221,7 @@ static void write_message(jbuf_t *b, const ProtobufCMessage *m, int depth) {
     const ProtobufCFieldDescriptor *f = &d->fields[i];
     const void *member = base + f->offset;
 
-    if (f->label != PROTOBUF_C_LABEL_REPEATED && !field_present(m, f))
+    if (f->label != PROTOBUF_C_LABEL_REPEATED && !clue_field_present(m, f))
       continue;
     if (!first)
       jb_put(b, ",", 1);
@@ -309,7 +232,7 @@ static void write_message(jbuf_t *b, const ProtobufCMessage *m, int depth) {
     if (f->label == PROTOBUF_C_LABEL_REPEATED) {
       size_t n = *(const size_t *)(base + f->quantifier_offset);
       const char *arr = *(const char *const *)member;
-      size_t sz = elem_size(f->type);
+      size_t sz = clue_type_size(f->type);
       jb_put(b, "[", 1);
       for (size_t k = 0; k < n; k++) {
         if (k > 0)

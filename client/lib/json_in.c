@@ -12,10 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "clue/client.h"
 #include "mem.h"
+#include "utf8.h"
 
 #define MAX_DEPTH 64
 
@@ -183,35 +183,6 @@ static size_t put_utf8(unsigned char *d, uint32_t cp) {
   return 4;
 }
 
-/* Length of the valid UTF-8 sequence at s, or 0 (overlong forms and surrogates are invalid). */
-static size_t utf8_seq(const unsigned char *s, const unsigned char *end) {
-  size_t len, avail = (size_t)(end - s);
-  uint32_t cp;
-
-  if (s[0] < 0x80)
-    return 1;
-  if (s[0] >= 0xC2 && s[0] <= 0xDF)
-    len = 2;
-  else if (s[0] >= 0xE0 && s[0] <= 0xEF)
-    len = 3;
-  else if (s[0] >= 0xF0 && s[0] <= 0xF4)
-    len = 4;
-  else
-    return 0;
-  cp = s[0] & (0x7F >> len); /* the lead byte's payload bits */
-  if (len > avail)
-    return 0;
-  for (size_t i = 1; i < len; i++) {
-    if ((s[i] & 0xC0) != 0x80)
-      return 0;
-    cp = cp << 6 | (s[i] & 0x3F);
-  }
-  if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-      (cp >= 0xD800 && cp <= 0xDFFF))
-    return 0;
-  return len;
-}
-
 /* A string at the cursor (on its opening quote); *out owns the decoded bytes. */
 static int parse_string(parser_t *ps, char **out, size_t *outlen) {
   const unsigned char *start;
@@ -315,7 +286,7 @@ static int parse_string(parser_t *ps, char **out, size_t *outlen) {
       *d++ = c;
       adv(ps);
     } else {
-      size_t n = utf8_seq(ps->p, ps->end);
+      size_t n = clue__utf8_len(ps->p, (size_t)(ps->end - ps->p));
       if (n == 0) {
         free(buf);
         return perr(ps, "invalid UTF-8 (byte 0x%02x)", c);
@@ -595,29 +566,6 @@ static const ProtobufCFieldDescriptor *find_field(const ProtobufCMessageDescript
   return NULL;
 }
 
-size_t clue_enum_prefix_len(const ProtobufCEnumDescriptor *ed) {
-  const char *first;
-  size_t n;
-
-  if (ed == NULL || ed->n_values < 2)
-    return 0;
-  first = ed->values[0].name;
-  n = strlen(first);
-  for (unsigned i = 1; i < ed->n_values; i++) {
-    const char *name = ed->values[i].name;
-    size_t k = 0;
-    while (k < n && name[k] == first[k])
-      k++;
-    n = k;
-  }
-  while (n > 0 && first[n - 1] != '_') /* whole words only: UNIT_KIND_, not UNIT_KIND_R */
-    n--;
-  for (unsigned i = 0; i < ed->n_values; i++)
-    if (strlen(ed->values[i].name) == n)
-      return 0;
-  return n;
-}
-
 static int map_int(mapper_t *m, const jnode_t *v, const ProtobufCFieldDescriptor *f, int64_t lo,
                    uint64_t hi, int is_unsigned, void *out) {
   const char *s = v->text;
@@ -666,18 +614,11 @@ range:
 
 static int map_enum(mapper_t *m, const jnode_t *v, const ProtobufCFieldDescriptor *f, int *out) {
   const ProtobufCEnumDescriptor *ed = f->descriptor;
-  size_t plen = clue_enum_prefix_len(ed);
   char choices[200];
-  size_t used = 0;
 
   if (v->type == J_STRING) {
-    for (unsigned i = 0; i < ed->n_values; i++) {
-      const char *name = ed->values[i].name;
-      if (strcasecmp(v->text, name) == 0 || strcasecmp(v->text, name + plen) == 0) {
-        *out = ed->values[i].value;
-        return 0;
-      }
-    }
+    if (clue_enum_from_name(ed, v->text, out) == 0)
+      return 0;
   } else if (v->type == J_NUMBER) {
     char *end;
     long x;
@@ -692,19 +633,8 @@ static int map_enum(mapper_t *m, const jnode_t *v, const ProtobufCFieldDescripto
     return merr(m, v->line, v->col, "field '%s' must be a string naming a %s, not %s", f->name,
                 ed->short_name, type_name(v->type));
   }
-  choices[0] = '\0';
-  for (unsigned i = 0; i < ed->n_values; i++) {
-    int k;
-    if (ed->values[i].value == 0 && strstr(ed->values[i].name, "UNSPECIFIED") != NULL)
-      continue;
-    k = snprintf(choices + used, sizeof(choices) - used, "%s%s", used ? ", " : "",
-                 ed->values[i].name + plen);
-    if (k < 0 || (size_t)k >= sizeof(choices) - used)
-      break;
-    used += (size_t)k;
-  }
   return merr(m, v->line, v->col, "field '%s': '%s' is not a %s (one of %s)", f->name, v->text,
-              ed->short_name, choices);
+              ed->short_name, clue_enum_choices(ed, ", ", choices, sizeof(choices)));
 }
 
 static int map_message(mapper_t *m, const jnode_t *obj, const ProtobufCMessageDescriptor *d,
@@ -775,33 +705,6 @@ static int map_value(mapper_t *m, const jnode_t *v, const ProtobufCFieldDescript
   return merr(m, v->line, v->col, "field '%s' has a type this reader does not know", f->name);
 }
 
-static size_t elem_size(ProtobufCType t) {
-  switch (t) {
-  case PROTOBUF_C_TYPE_INT64:
-  case PROTOBUF_C_TYPE_SINT64:
-  case PROTOBUF_C_TYPE_SFIXED64:
-  case PROTOBUF_C_TYPE_UINT64:
-  case PROTOBUF_C_TYPE_FIXED64:
-    return 8;
-  case PROTOBUF_C_TYPE_FLOAT:
-    return sizeof(float);
-  case PROTOBUF_C_TYPE_DOUBLE:
-    return sizeof(double);
-  case PROTOBUF_C_TYPE_BOOL:
-    return sizeof(protobuf_c_boolean);
-  case PROTOBUF_C_TYPE_ENUM:
-    return sizeof(int);
-  case PROTOBUF_C_TYPE_STRING:
-    return sizeof(char *);
-  case PROTOBUF_C_TYPE_BYTES:
-    return sizeof(ProtobufCBinaryData);
-  case PROTOBUF_C_TYPE_MESSAGE:
-    return sizeof(ProtobufCMessage *);
-  default:
-    return 4;
-  }
-}
-
 static int map_field(mapper_t *m, ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f,
                      const jnode_t *v) {
   char *base = (char *)msg;
@@ -810,7 +713,7 @@ static int map_field(mapper_t *m, ProtobufCMessage *msg, const ProtobufCFieldDes
   if (v->type == J_NULL) /* proto3 JSON: null leaves the field at its default */
     return 0;
   if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-    size_t sz = elem_size(f->type);
+    size_t sz = clue_type_size(f->type);
     char *arr;
     if (v->type != J_ARRAY)
       return merr(m, v->line, v->col, "field '%s' must be an array, not %s", f->name,

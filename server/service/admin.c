@@ -2,13 +2,12 @@
 
 #include "service/admin.h"
 
-#include <stdlib.h>
-#include <string.h>
-
 #include "clue/v1/admin.pb-c.h"
 #include "domain/validate.h"
 #include "rpc/auth.h"
+#include "service/clue_row.h"
 #include "service/common.h"
+#include "service/svc_util.h"
 
 static const char *const unit_kind_names[] = {"", "ROOM", "GROUP", "REGION", "ADMIN"};
 static const char *const role_names[] = {"", "MEMBER", "LEADER", "AUDITOR", "ADMIN"};
@@ -18,12 +17,6 @@ static const char *const role_names[] = {"", "MEMBER", "LEADER", "AUDITOR", "ADM
 #define UNIT_COLS                                                                             \
   "id, kind, code, name, liaison_room_id, array_to_string(host_units, chr(31)), " SVC_MS("created_at")
 #define USER_COLS "id, unit_id, name, role, disabled, " SVC_MS("created_at")
-
-static int invalid(rpc_call_t *call, int rc, const validate_error_t *err) {
-  if (rc != 0)
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s", err->message);
-  return rc != 0;
-}
 
 static const char *actor_user(rpc_call_t *call) {
   return svc_i64(call, rpc_call_principal(call)->user_id, 0);
@@ -51,19 +44,8 @@ static Clue__V1__Unit *unit_from_row(rpc_call_t *call, const db_result_t *r, int
   hosts = svc_col_str(call, r, row, 5);
   if (u->code == NULL || u->name == NULL || hosts == NULL)
     return NULL;
-  if (hosts[0]) {
-    size_t n = 1;
-    for (char *p = hosts; *p; p++)
-      n += *p == '\x1f';
-    if ((u->host_units = rpc_call_alloc(call, n * sizeof(char *))) == NULL)
-      return NULL;
-    for (char *p = hosts, *sep; p; p = sep ? sep + 1 : NULL) {
-      sep = strchr(p, '\x1f');
-      if (sep)
-        *sep = '\0';
-      u->host_units[u->n_host_units++] = p;
-    }
-  }
+  if (svc_split_list(call, hosts, &u->host_units, &u->n_host_units) != 0)
+    return NULL;
   return u;
 }
 
@@ -71,36 +53,10 @@ static void reply_unit(rpc_call_t *call, const db_result_t *r, void *arg) {
   Clue__V1__Unit *u = unit_from_row(call, r, 0);
   (void)arg;
   if (u == NULL) {
-    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    clue_oom(call);
     return;
   }
   (void)rpc_reply(call, &u->base);
-}
-
-/* A PostgreSQL array literal of the host units: {"a","b"} with quotes and backslashes escaped. */
-static char *text_array(rpc_call_t *call, char **items, size_t n) {
-  size_t len = 3;
-  char *out, *p;
-
-  for (size_t i = 0; i < n; i++)
-    len += strlen(items[i]) * 2 + 3;
-  if ((out = p = rpc_call_alloc(call, len)) == NULL)
-    return NULL;
-  *p++ = '{';
-  for (size_t i = 0; i < n; i++) {
-    if (i)
-      *p++ = ',';
-    *p++ = '"';
-    for (const char *s = items[i]; *s; s++) {
-      if (*s == '"' || *s == '\\')
-        *p++ = '\\';
-      *p++ = *s;
-    }
-    *p++ = '"';
-  }
-  *p++ = '}';
-  *p = '\0';
-  return out;
 }
 
 static void create_unit(rpc_call_t *call, const ProtobufCMessage *m) {
@@ -110,9 +66,9 @@ static void create_unit(rpc_call_t *call, const ProtobufCMessage *m) {
 
   if (!svc_require_admin(call))
     return;
-  if (invalid(call, validate_enum("kind", req->kind, 1, 4, &err), &err) ||
-      invalid(call, validate_unit_code(req->code, &err), &err) ||
-      invalid(call, validate_name("name", req->name, true, &err), &err))
+  if (clue_invalid(call, validate_enum("kind", req->kind, 1, 4, &err), &err) ||
+      clue_invalid(call, validate_unit_code(req->code, &err), &err) ||
+      clue_invalid(call, validate_name("name", req->name, true, &err), &err))
     return;
   if (req->kind == CLUE__V1__UNIT_KIND__UNIT_KIND_GROUP && req->liaison_room_id <= 0) {
     rpc_fail(call, GRPC_INVALID_ARGUMENT, "liaison_room_id is required for a GROUP unit");
@@ -125,7 +81,7 @@ static void create_unit(rpc_call_t *call, const ProtobufCMessage *m) {
     return;
   }
   for (size_t i = 0; i < req->n_host_units; i++)
-    if (invalid(call, validate_name("host_units", req->host_units[i], true, &err), &err))
+    if (clue_invalid(call, validate_name("host_units", req->host_units[i], true, &err), &err))
       return;
   params[0] = actor_user(call);
   params[1] = actor_unit(call);
@@ -133,9 +89,9 @@ static void create_unit(rpc_call_t *call, const ProtobufCMessage *m) {
   params[3] = req->code;
   params[4] = req->name;
   params[5] = svc_i64(call, req->liaison_room_id, 1);
-  params[6] = text_array(call, req->host_units, req->n_host_units);
+  params[6] = svc_text_array(call, req->host_units, req->n_host_units);
   if (params[0] == NULL || params[1] == NULL || params[6] == NULL) {
-    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    clue_oom(call);
     return;
   }
   svc_query(call,
@@ -150,12 +106,12 @@ static void reply_units(rpc_call_t *call, const db_result_t *r, void *arg) {
 
   resp.units = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*resp.units));
   if (resp.units == NULL) {
-    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    clue_oom(call);
     return;
   }
   for (int i = 0; i < n; i++)
     if ((resp.units[resp.n_units++] = unit_from_row(call, r, i)) == NULL) {
-      rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+      clue_oom(call);
       return;
     }
   (void)rpc_reply(call, &resp.base);
@@ -168,7 +124,7 @@ static void list_units(rpc_call_t *call, const ProtobufCMessage *m) {
 
   if (!svc_require_admin(call))
     return;
-  if (req->kind != 0 && invalid(call, validate_enum("kind", req->kind, 1, 4, &err), &err))
+  if (req->kind != 0 && clue_invalid(call, validate_enum("kind", req->kind, 1, 4, &err), &err))
     return;
   params[0] = req->kind ? unit_kind_names[req->kind] : NULL;
   svc_query(call, "SELECT " UNIT_COLS " FROM units WHERE $1::text IS NULL OR kind = $1 ORDER BY id",
@@ -195,7 +151,7 @@ static void reply_user(rpc_call_t *call, const db_result_t *r, void *arg) {
   Clue__V1__User *u = user_from_row(call, r, 0);
   (void)arg;
   if (u == NULL) {
-    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    clue_oom(call);
     return;
   }
   (void)rpc_reply(call, &u->base);
@@ -208,9 +164,9 @@ static void create_user(rpc_call_t *call, const ProtobufCMessage *m) {
 
   if (!svc_require_admin(call))
     return;
-  if (invalid(call, validate_id("unit_id", req->unit_id, &err), &err) ||
-      invalid(call, validate_name("name", req->name, true, &err), &err) ||
-      invalid(call, validate_enum("role", req->role, 1, 4, &err), &err))
+  if (clue_invalid(call, validate_id("unit_id", req->unit_id, &err), &err) ||
+      clue_invalid(call, validate_name("name", req->name, true, &err), &err) ||
+      clue_invalid(call, validate_enum("role", req->role, 1, 4, &err), &err))
     return;
   params[0] = actor_user(call);
   params[1] = actor_unit(call);
@@ -228,12 +184,12 @@ static void reply_users(rpc_call_t *call, const db_result_t *r, void *arg) {
 
   resp.users = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*resp.users));
   if (resp.users == NULL) {
-    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    clue_oom(call);
     return;
   }
   for (int i = 0; i < n; i++)
     if ((resp.users[resp.n_users++] = user_from_row(call, r, i)) == NULL) {
-      rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+      clue_oom(call);
       return;
     }
   (void)rpc_reply(call, &resp.base);
@@ -262,8 +218,8 @@ static void disable_user(rpc_call_t *call, const ProtobufCMessage *m) {
 
   if (!svc_require_admin(call))
     return;
-  if (invalid(call, validate_id("user_id", req->user_id, &err), &err) ||
-      invalid(call, validate_reason("reason", req->reason, false, &err), &err))
+  if (clue_invalid(call, validate_id("user_id", req->user_id, &err), &err) ||
+      clue_invalid(call, validate_reason("reason", req->reason, false, &err), &err))
     return;
   params[0] = actor_user(call);
   params[1] = actor_unit(call);
@@ -290,8 +246,8 @@ static void issue_token(rpc_call_t *call, const ProtobufCMessage *m) {
 
   if (!svc_require_admin(call))
     return;
-  if (invalid(call, validate_id("user_id", req->user_id, &err), &err) ||
-      invalid(call, validate_name("note", req->note, false, &err), &err))
+  if (clue_invalid(call, validate_id("user_id", req->user_id, &err), &err) ||
+      clue_invalid(call, validate_name("note", req->note, false, &err), &err))
     return;
   token = rpc_call_alloc(call, AUTH_TOKEN_LEN + 1);
   if (token == NULL || auth_token_new(token, hash) != 0) {
@@ -322,7 +278,7 @@ static void revoke_token(rpc_call_t *call, const ProtobufCMessage *m) {
 
   if (!svc_require_admin(call))
     return;
-  if (invalid(call, validate_id("token_id", req->token_id, &err), &err))
+  if (clue_invalid(call, validate_id("token_id", req->token_id, &err), &err))
     return;
   params[0] = actor_user(call);
   params[1] = actor_unit(call);
@@ -331,9 +287,7 @@ static void revoke_token(rpc_call_t *call, const ProtobufCMessage *m) {
             params, reply_revoked, NULL);
 }
 
-#define ADMIN_METHOD(name, fn, in, out)                                                        \
-  {"/clue.v1.AdminService/" name, &clue__v1__##in##__descriptor, &clue__v1__##out##__descriptor, \
-   fn, 0, 0}
+#define ADMIN_METHOD(name, fn, in, out) SVC_CLUE_METHOD("AdminService", name, fn, in, out)
 
 const rpc_method_t admin_methods[] = {
     ADMIN_METHOD("CreateUnit", create_unit, create_unit_request, unit),

@@ -25,6 +25,7 @@
 #include "clue/v1/case.pb-c.h"
 #include "log.h"
 #include "service/clue_row.h"
+#include "service/svc_util.h"
 
 /* Limits of CreateJointCase's lists. */
 #define CASE_MAX_PARTICIPANTS 64
@@ -250,20 +251,6 @@ static void list_joint_cases(rpc_call_t *call, const ProtobufCMessage *m) {
 
 /* ---- CreateJointCase -------------------------------------------------------------------- */
 
-/* A PostgreSQL bigint[] literal of ids, in the call's memory; NULL when out of memory. */
-static const char *id_array(rpc_call_t *call, const int64_t *ids, size_t n) {
-  char *out = rpc_call_alloc(call, n * 21 + 3), *p = out;
-
-  if (out == NULL)
-    return NULL;
-  *p++ = '{';
-  for (size_t i = 0; i < n; i++)
-    p += sprintf(p, "%s%lld", i ? "," : "", (long long)ids[i]);
-  *p++ = '}';
-  *p = '\0';
-  return out;
-}
-
 /* Each id positive, none twice, at most max of them. */
 static int validate_ids(const char *field, const int64_t *ids, size_t n, size_t max,
                         validate_error_t *err) {
@@ -410,8 +397,7 @@ static void got_create_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
       continue;
     /* A retry: case_create answers with the first call's case. */
     if (strcmp(method, "CreateJointCase") != 0) {
-      rpc_fail(call, GRPC_INVALID_ARGUMENT, "request_id %s was already used for another call",
-               cr->request_id);
+      clue_refuse_reused(call, cr->request_id);
       return;
     }
     goto write;
@@ -433,12 +419,11 @@ write:
   params[5] = cr->basis ? cr->basis : "";
   params[6] = cr->participants;
   params[7] = cr->clues;
-  params[8] = id_array(call, versions, req->n_clue_ids);
-  for (int i = 0; i < 9; i++)
-    if (params[i] == NULL) {
-      clue_oom(call);
-      return;
-    }
+  params[8] = svc_id_array(call, versions, req->n_clue_ids);
+  if (!svc_all_set(params, 9)) {
+    clue_oom(call);
+    return;
+  }
   svc_query(call, create_sql, 9, params, reply_case, NULL);
 }
 
@@ -465,18 +450,17 @@ static void create_joint_case(rpc_call_t *call, const ProtobufCMessage *m) {
   cr->request_id = clue_request_key(call, req->request_id);
   cr->title = clue_trimmed(call, req->title);
   cr->basis = clue_trimmed(call, req->basis);
-  cr->participants = id_array(call, req->participant_unit_ids, req->n_participant_unit_ids);
-  cr->clues = id_array(call, req->clue_ids, req->n_clue_ids);
+  cr->participants = svc_id_array(call, req->participant_unit_ids, req->n_participant_unit_ids);
+  cr->clues = svc_id_array(call, req->clue_ids, req->n_clue_ids);
   params[0] = svc_i64(call, p.user_id, 0);
   params[1] = cr->request_id;
   params[2] = cr->participants;
   params[3] = svc_i64(call, p.unit_id, 0);
   params[4] = cr->clues;
-  for (int i = 0; i < 5; i++)
-    if (params[i] == NULL || cr->title == NULL) {
-      clue_oom(call);
-      return;
-    }
+  if (cr->title == NULL || !svc_all_set(params, 5)) {
+    clue_oom(call);
+    return;
+  }
   svc_query(call, create_facts_sql, 5, params, got_create_facts, cr);
 }
 
@@ -555,11 +539,10 @@ static void write_member(rpc_call_t *call, const member_req_t *mr, const char *f
     params[np++] = svc_i64(call, version, 0);
   sql = rpc_call_printf(call, "SELECT * FROM %s($1, $2, $3, $4, $5, $6%s)", fn,
                         version != 0 ? ", $7" : "");
-  for (int i = 0; i < np; i++)
-    if (params[i] == NULL || sql == NULL) {
-      clue_oom(call);
-      return;
-    }
+  if (sql == NULL || !svc_all_set(params, np)) {
+    clue_oom(call);
+    return;
+  }
   params[np++] = mr->reason; /* NULL when none was given */
   svc_query(call, sql, np, params, reply_case, NULL);
 }
@@ -670,11 +653,7 @@ static void remove_clue_from_case(rpc_call_t *call, const ProtobufCMessage *m) {
 
 /* ---- method table ----------------------------------------------------------------------- */
 
-#define CASE_METHOD(name, fn, in, out)                                                             \
-  {                                                                                                \
-    "/clue.v1.CaseService/" name, &clue__v1__##in##__descriptor, &clue__v1__##out##__descriptor,   \
-        fn, 0, 0                                                                                   \
-  }
+#define CASE_METHOD(name, fn, in, out) SVC_CLUE_METHOD("CaseService", name, fn, in, out)
 
 const rpc_method_t case_methods[] = {
     CASE_METHOD("CreateJointCase", create_joint_case, create_joint_case_request, joint_case),

@@ -10,19 +10,13 @@
 #include <string.h>
 #include <time.h>
 
-#include "log.h"
 #include "service/clue_list.h"
 #include "service/clue_row.h"
 #include "service/deadline.h"
 #include "service/handover.h"
 #include "service/note.h"
 #include "service/proposal.h"
-
-/* ---- shared ----------------------------------------------------------------------------- */
-
-static const char *param_i64(rpc_call_t *call, int64_t v) {
-  return svc_i64(call, v, 0);
-}
+#include "service/svc_util.h"
 
 /* ---- SubmitClue ------------------------------------------------------------------------ */
 
@@ -82,20 +76,6 @@ static const char get_clue_sql[] =
     " FROM clues c JOIN units ou ON ou.id = c.owner_unit WHERE c.id = $1";
 /* clang-format on */
 
-static void reply_clue(rpc_call_t *call, const db_result_t *r, void *arg) {
-  clue_row_t row;
-  (void)arg;
-
-  if (db_rows(r) != 1 || clue_row_read(call, r, 0, 0, clue_now_ms(call), &row) != 0) {
-    clue_oom(call);
-    return;
-  }
-  /* A retried submit returns the first clue, which a handover may since have hidden. */
-  if (!clue_see_or_refuse(call, &row))
-    return;
-  (void)rpc_reply(call, &row.clue->base);
-}
-
 static void submit_clue(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__SubmitClueRequest *req = (const void *)m;
   const Clue__V1__SubjectPerson *s = req->subject;
@@ -114,10 +94,10 @@ static void submit_clue(rpc_call_t *call, const ProtobufCMessage *m) {
     clue_refuse(call, &res);
     return;
   }
-  params[0] = param_i64(call, p.user_id);
-  params[1] = param_i64(call, p.unit_id);
+  params[0] = svc_i64(call, p.user_id, 0);
+  params[1] = svc_i64(call, p.unit_id, 0);
   params[2] = clue_request_key(call, req->request_id);
-  params[3] = param_i64(call, now);
+  params[3] = svc_i64(call, now, 0);
   deadline = clue_stage_deadline_ms(&cfg, CLUE_STATE_INITIAL, now);
   params[4] = svc_i64(call, deadline, 1);
   params[5] = rpc_call_printf(call, "%d", year_of(now));
@@ -129,7 +109,7 @@ static void submit_clue(rpc_call_t *call, const ProtobufCMessage *m) {
   params[11] = clue_trimmed(call, s->rank_level);
   params[12] = s->is_top_leader ? "t" : "f";
   params[13] = clue_trimmed(call, req->host_unit);
-  params[14] = clue_text_array(call, req->violation_categories, req->n_violation_categories);
+  params[14] = svc_text_array_trimmed(call, req->violation_categories, req->n_violation_categories);
   params[15] = rep ? clue_trimmed(call, rep->name) : NULL;
   params[16] = rep ? clue_trimmed(call, rep->phone) : NULL;
   params[17] = rep ? clue_trimmed(call, rep->address) : NULL;
@@ -140,7 +120,8 @@ static void submit_clue(rpc_call_t *call, const ProtobufCMessage *m) {
     clue_oom(call);
     return;
   }
-  svc_query(call, submit_sql, 19, params, reply_clue, NULL);
+  /* A retried submit returns the first clue, which a handover may since have hidden. */
+  svc_query(call, submit_sql, 19, params, clue_reply_seen, NULL);
 }
 
 /* ---- GetClue ---------------------------------------------------------------------------- */
@@ -188,9 +169,9 @@ static void got_clue(rpc_call_t *call, const db_result_t *r, void *arg) {
     return;
   }
   /* The read of the reporter and its audit event are one statement. */
-  params[0] = param_i64(call, p.user_id);
-  params[1] = param_i64(call, p.unit_id);
-  params[2] = param_i64(call, row.id);
+  params[0] = svc_i64(call, p.user_id, 0);
+  params[1] = svc_i64(call, p.unit_id, 0);
+  params[2] = svc_i64(call, row.id, 0);
   if (params[0] == NULL || params[1] == NULL || params[2] == NULL) {
     clue_oom(call);
     return;
@@ -199,20 +180,25 @@ static void got_clue(rpc_call_t *call, const db_result_t *r, void *arg) {
             params, reply_with_reporter, row.clue);
 }
 
-static void get_clue(rpc_call_t *call, const ProtobufCMessage *m) {
-  const Clue__V1__GetClueRequest *req = (const void *)m;
+/* GetClue and GetHistory: validate the id, then run sql with it ($1) and the caller's unit. */
+static void read_clue(rpc_call_t *call, int64_t clue_id, const char *sql, svc_cb cb) {
   validate_error_t err;
   const char *params[2];
 
-  if (clue_invalid(call, validate_id("clue_id", req->clue_id, &err), &err))
+  if (clue_invalid(call, validate_id("clue_id", clue_id, &err), &err))
     return;
-  params[0] = param_i64(call, req->clue_id);
-  params[1] = param_i64(call, clue_principal(call).unit_id);
+  params[0] = svc_i64(call, clue_id, 0);
+  params[1] = svc_i64(call, clue_principal(call).unit_id, 0);
   if (params[0] == NULL || params[1] == NULL) {
     clue_oom(call);
     return;
   }
-  svc_query(call, get_clue_sql, 2, params, got_clue, NULL);
+  svc_query(call, sql, 2, params, cb, NULL);
+}
+
+static void get_clue(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__GetClueRequest *req = (const void *)m;
+  read_clue(call, req->clue_id, get_clue_sql, got_clue);
 }
 
 /* ---- RequestTransition ------------------------------------------------------------------ */
@@ -293,10 +279,8 @@ static void replay_transition(rpc_call_t *call, const db_result_t *r, const move
                               clue_row_t *row) {
   Clue__V1__Proposal *prop;
 
-  if (strcmp(db_value(r, 0, MF_REQ_METHOD), "RequestTransition") != 0 ||
-      svc_col_i64(r, 0, MF_REQ_CLUE) != mr->req->clue_id) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "request_id %s was already used for another call",
-             mr->request_id);
+  if (!clue_request_is(r, MF_REQ_METHOD, "RequestTransition", mr->req->clue_id)) {
+    clue_refuse_reused(call, mr->request_id);
     return;
   }
   if (!clue_see_or_refuse(call, row))
@@ -334,22 +318,8 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
     return;
   }
   res = authz_can_move(&p, &row.facts, (clue_state_t)req->target, &move);
-  /* Past visibility and permission, a stale version comes first: the caller's view of the
-   * clue is out of date, so what the move would need now is not its question yet. */
-  if ((authz_ok(&res) || res.decision == AUTHZ_FAILED_PRECONDITION) &&
-      row.version != req->expected_version) {
-    log_info("call %s: move refused (10): version %lld, expected %lld", rpc_call_id(call),
-             (long long)row.version, (long long)req->expected_version);
-    rpc_fail(call, GRPC_ABORTED,
-             "clue %lld is at version %lld, not the expected %lld: it changed meanwhile; reload "
-             "it and retry",
-             (long long)row.id, (long long)row.version, (long long)req->expected_version);
+  if (!clue_change_allowed(call, "move", &row, req->expected_version, &res))
     return;
-  }
-  if (!authz_ok(&res)) {
-    clue_refuse(call, &res);
-    return;
-  }
   mf.reason = mr->reason;
   mf.disposal = mr->disposal;
   mf.finding = mr->finding;
@@ -369,12 +339,12 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   }
 
   memset(params, 0, sizeof(params));
-  params[0] = param_i64(call, p.user_id);
-  params[1] = param_i64(call, p.unit_id);
+  params[0] = svc_i64(call, p.user_id, 0);
+  params[1] = svc_i64(call, p.unit_id, 0);
   params[2] = mr->request_id;
-  params[3] = param_i64(call, now);
-  params[4] = param_i64(call, row.id);
-  params[5] = param_i64(call, row.version);
+  params[3] = svc_i64(call, now, 0);
+  params[4] = svc_i64(call, row.id, 0);
+  params[5] = svc_i64(call, row.version, 0);
   params[6] = clue_state_name(move->from);
   params[7] = clue_state_name(move->to);
   params[8] = move->action;
@@ -391,7 +361,7 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   if (move->required & CLUE_FIELD_RECEIVING_ORGAN)
     params[14] = mr->receiving_organ;
   if (move->co_review) {
-    params[15] = param_i64(call, reviewer);
+    params[15] = svc_i64(call, reviewer, 0);
     params[16] = svc_i64(call, mr->named_reviewer == reviewer ? reviewer : 0, 1);
   } else {
     deadline = clue_stage_deadline_ms(&cfg, move->to, now);
@@ -464,10 +434,10 @@ static void request_transition(rpc_call_t *call, const ProtobufCMessage *m) {
     mr->receiving_organ = clue_trimmed(call, d->receiving_organ);
     mr->named_reviewer = d->reviewer_unit_id;
   }
-  params[0] = param_i64(call, req->clue_id);
-  params[1] = param_i64(call, clue_principal(call).user_id);
+  params[0] = svc_i64(call, req->clue_id, 0);
+  params[1] = svc_i64(call, clue_principal(call).user_id, 0);
   params[2] = mr->request_id;
-  params[3] = param_i64(call, clue_principal(call).unit_id);
+  params[3] = svc_i64(call, clue_principal(call).unit_id, 0);
   params[4] = svc_i64(call, mr->named_reviewer, 1);
   if (mr->request_id == NULL || params[0] == NULL || params[1] == NULL || params[3] == NULL) {
     clue_oom(call);
@@ -572,27 +542,12 @@ static void got_history(rpc_call_t *call, const db_result_t *r, void *arg) {
 
 static void get_history(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__GetHistoryRequest *req = (const void *)m;
-  validate_error_t err;
-  const char *params[2];
-
-  if (clue_invalid(call, validate_id("clue_id", req->clue_id, &err), &err))
-    return;
-  params[0] = param_i64(call, req->clue_id);
-  params[1] = param_i64(call, clue_principal(call).unit_id);
-  if (params[0] == NULL || params[1] == NULL) {
-    clue_oom(call);
-    return;
-  }
-  svc_query(call, history_sql, 2, params, got_history, NULL);
+  read_clue(call, req->clue_id, history_sql, got_history);
 }
 
 /* ---- method table ----------------------------------------------------------------------- */
 
-#define CLUE_METHOD(name, fn, in, out)                                                             \
-  {                                                                                                \
-    "/clue.v1.ClueService/" name, &clue__v1__##in##__descriptor, &clue__v1__##out##__descriptor,   \
-        fn, 0, 0                                                                                   \
-  }
+#define CLUE_METHOD(name, fn, in, out) SVC_CLUE_METHOD("ClueService", name, fn, in, out)
 
 const rpc_method_t clue_methods[] = {
     CLUE_METHOD("SubmitClue", submit_clue, submit_clue_request, clue),

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "service/clue_row.h"
 #include "service/clue_scope.h"
+#include "service/svc_util.h"
 
 /* ---- page tokens ------------------------------------------------------------------------ */
 
@@ -267,7 +268,7 @@ void clue_list_clues(rpc_call_t *call, const ProtobufCMessage *m) {
     for (size_t i = 0; i < req->n_states && n < CLUE_STATE_COUNT; i++)
       names[n++] = clue_state_name((clue_state_t)req->states[i]);
     sql_add(q, " AND c.state = ANY ($%d::text[])",
-            param_add(q, clue_text_array(call, (char *const *)names, n)));
+            param_add(q, svc_text_array_trimmed(call, (char *const *)names, n)));
   }
   if (req->owner_unit_id > 0)
     sql_add(q, " AND c.owner_unit = $%d", param_add(q, svc_i64(call, req->owner_unit_id, 0)));

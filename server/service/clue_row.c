@@ -8,6 +8,7 @@
 #include "log.h"
 #include "rpc/auth.h"
 #include "server.h"
+#include "service/svc_util.h"
 
 static const char *const source_names[] = {
     NULL,
@@ -32,15 +33,6 @@ static const char *const status_names[] = {
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
-static int index_of(const char *const *names, size_t n, const char *s) {
-  if (s == NULL)
-    return 0;
-  for (size_t i = 1; i < n; i++)
-    if (strcmp(names[i], s) == 0)
-      return (int)i;
-  return 0;
-}
-
 const char *clue_source_db(int source) {
   return source > 0 && (size_t)source < NELEM(source_names) ? source_names[source] : NULL;
 }
@@ -58,51 +50,22 @@ int clue_state_of(const char *s) {
   return s && clue_state_from_name(s, &st) == 0 ? (int)st : 0;
 }
 
-/* Column values: NULL reads as 0 / false / "". */
-static int64_t col_i64(const db_result_t *r, int row, int col) {
-  return svc_col_i64(r, row, col);
-}
-
-static bool col_bool(const db_result_t *r, int row, int col) {
-  return svc_col_bool(r, row, col) != 0;
-}
-
 int clue_row_facts(const db_result_t *r, int row, int col, clue_row_t *out) {
   memset(out, 0, sizeof(*out));
-  out->id = col_i64(r, row, col + 0);
+  out->id = svc_col_i64(r, row, col + 0);
   if (out->id == 0)
     return 0;
   out->facts.state = (clue_state_t)clue_state_of(db_value(r, row, col + 1));
-  out->version = col_i64(r, row, col + 2);
-  out->facts.owner_unit_id = col_i64(r, row, col + 3);
+  out->version = svc_col_i64(r, row, col + 2);
+  out->facts.owner_unit_id = svc_col_i64(r, row, col + 3);
   out->facts.owner_unit_kind = (clue_unit_kind_t)clue_unit_kind_of(db_value(r, row, col + 4));
-  out->facts.owner_liaison_room_id = col_i64(r, row, col + 5);
-  out->facts.case_lead_unit_id = col_i64(r, row, col + 6);
-  out->facts.principal_in_case = col_bool(r, row, col + 7);
-  out->facts.pending_reviewer_unit_id = col_i64(r, row, col + 8);
-  out->facts.deadline_extended = col_bool(r, row, col + 9);
-  out->has_reporter = col_bool(r, row, col + 10);
-  out->stage_deadline_ms = col_i64(r, row, col + 11);
-  return 0;
-}
-
-/* A text[] that travelled as one string joined by U+001F (which validated text never holds). */
-static int split_list(rpc_call_t *call, char *joined, char ***items, size_t *n) {
-  size_t count = 1;
-
-  *n = 0;
-  if (joined[0] == '\0')
-    return 0;
-  for (char *p = joined; *p; p++)
-    count += *p == '\x1f';
-  if ((*items = rpc_call_alloc(call, count * sizeof(char *))) == NULL)
-    return -ENOMEM;
-  for (char *p = joined, *sep; p; p = sep ? sep + 1 : NULL) {
-    sep = strchr(p, '\x1f');
-    if (sep)
-      *sep = '\0';
-    (*items)[(*n)++] = p;
-  }
+  out->facts.owner_liaison_room_id = svc_col_i64(r, row, col + 5);
+  out->facts.case_lead_unit_id = svc_col_i64(r, row, col + 6);
+  out->facts.principal_in_case = svc_col_bool(r, row, col + 7);
+  out->facts.pending_reviewer_unit_id = svc_col_i64(r, row, col + 8);
+  out->facts.deadline_extended = svc_col_bool(r, row, col + 9);
+  out->has_reporter = svc_col_bool(r, row, col + 10);
+  out->stage_deadline_ms = svc_col_i64(r, row, col + 11);
   return 0;
 }
 
@@ -137,24 +100,24 @@ int clue_row_read(rpc_call_t *call, const db_result_t *r, int row, int col, int6
   c->registration_number = svc_col_str(call, r, row, k + 0);
   c->title = svc_col_str(call, r, row, k + 1);
   c->summary = svc_col_str(call, r, row, k + 2);
-  c->source =
-      (Clue__V1__SourceChannel)index_of(source_names, NELEM(source_names), db_value(r, row, k + 3));
+  c->source = (Clue__V1__SourceChannel)svc_name_index(source_names, NELEM(source_names),
+                                                      db_value(r, row, k + 3));
   s->name = svc_col_str(call, r, row, k + 4);
   s->position = svc_col_str(call, r, row, k + 5);
   s->rank_level = svc_col_str(call, r, row, k + 6);
-  s->is_top_leader = col_bool(r, row, k + 7);
+  s->is_top_leader = svc_col_bool(r, row, k + 7);
   c->subject = s;
   c->host_unit = svc_col_str(call, r, row, k + 8);
   cats = svc_col_str(call, r, row, k + 9);
-  c->created_by = col_i64(r, row, k + 10);
-  c->created_at_ms = col_i64(r, row, k + 11);
-  c->updated_at_ms = col_i64(r, row, k + 12);
-  c->joint_case_id = col_i64(r, row, k + 13);
-  c->disposal =
-      (Clue__V1__Disposal)index_of(disposal_names, NELEM(disposal_names), db_value(r, row, k + 14));
+  c->created_by = svc_col_i64(r, row, k + 10);
+  c->created_at_ms = svc_col_i64(r, row, k + 11);
+  c->updated_at_ms = svc_col_i64(r, row, k + 12);
+  c->joint_case_id = svc_col_i64(r, row, k + 13);
+  c->disposal = (Clue__V1__Disposal)svc_name_index(disposal_names, NELEM(disposal_names),
+                                                   db_value(r, row, k + 14));
   if (c->registration_number == NULL || c->title == NULL || c->summary == NULL || s->name == NULL ||
       s->position == NULL || s->rank_level == NULL || c->host_unit == NULL || cats == NULL ||
-      split_list(call, cats, &c->violation_categories, &c->n_violation_categories))
+      svc_split_list(call, cats, &c->violation_categories, &c->n_violation_categories))
     return -ENOMEM;
   out->clue = c;
   return 0;
@@ -174,29 +137,29 @@ int clue_proposal_read(rpc_call_t *call, const db_result_t *r, int row, int col,
     return -ENOMEM;
   clue__v1__proposal__init(p);
   clue__v1__transition_details__init(d);
-  p->id = col_i64(r, row, col + 0);
-  p->clue_id = col_i64(r, row, col + 1);
+  p->id = svc_col_i64(r, row, col + 0);
+  p->clue_id = svc_col_i64(r, row, col + 1);
   p->from_state = (Clue__V1__ClueState)clue_state_of(db_value(r, row, col + 2));
   p->target = (Clue__V1__ClueState)clue_state_of(db_value(r, row, col + 3));
   p->reason = svc_col_str(call, r, row, col + 4);
-  d->disposal = (Clue__V1__Disposal)index_of(disposal_names, NELEM(disposal_names),
-                                             db_value(r, row, col + 5));
+  d->disposal = (Clue__V1__Disposal)svc_name_index(disposal_names, NELEM(disposal_names),
+                                                   db_value(r, row, col + 5));
   d->finding = svc_col_str(call, r, row, col + 6);
   d->sanction_kind = svc_col_str(call, r, row, col + 7);
-  d->persons_disciplined = (int32_t)col_i64(r, row, col + 8);
+  d->persons_disciplined = (int32_t)svc_col_i64(r, row, col + 8);
   d->receiving_organ = svc_col_str(call, r, row, col + 9);
-  d->reviewer_unit_id = col_i64(r, row, col + 10);
+  d->reviewer_unit_id = svc_col_i64(r, row, col + 10);
   p->details = d;
-  p->proposer_user_id = col_i64(r, row, col + 11);
-  p->proposer_unit_id = col_i64(r, row, col + 12);
-  p->reviewer_unit_id = col_i64(r, row, col + 13);
-  p->status = (Clue__V1__ProposalStatus)index_of(status_names, NELEM(status_names),
-                                                 db_value(r, row, col + 14));
-  p->clue_version = col_i64(r, row, col + 15);
+  p->proposer_user_id = svc_col_i64(r, row, col + 11);
+  p->proposer_unit_id = svc_col_i64(r, row, col + 12);
+  p->reviewer_unit_id = svc_col_i64(r, row, col + 13);
+  p->status = (Clue__V1__ProposalStatus)svc_name_index(status_names, NELEM(status_names),
+                                                       db_value(r, row, col + 14));
+  p->clue_version = svc_col_i64(r, row, col + 15);
   p->review_comment = svc_col_str(call, r, row, col + 16);
-  p->reviewed_by = col_i64(r, row, col + 17);
-  p->created_at_ms = col_i64(r, row, col + 18);
-  p->decided_at_ms = col_i64(r, row, col + 19);
+  p->reviewed_by = svc_col_i64(r, row, col + 17);
+  p->created_at_ms = svc_col_i64(r, row, col + 18);
+  p->decided_at_ms = svc_col_i64(r, row, col + 19);
   if (p->reason == NULL || d->finding == NULL || d->sanction_kind == NULL ||
       d->receiving_organ == NULL || p->review_comment == NULL)
     return -ENOMEM;
@@ -237,12 +200,15 @@ int64_t clue_now_ms(rpc_call_t *call) {
 }
 
 bool clue_see_or_refuse(rpc_call_t *call, const clue_row_t *row) {
+  return clue_see_or_refuse_as(call, rpc_call_method(call)->path, row);
+}
+
+bool clue_see_or_refuse_as(rpc_call_t *call, const char *what, const clue_row_t *row) {
   authz_principal_t p = clue_principal(call);
   authz_result_t res;
 
   if (row->id == 0) {
-    log_info("call %s: %s refused (5): no such clue", rpc_call_id(call),
-             rpc_call_method(call)->path);
+    log_info("call %s: %s refused (5): no such clue", rpc_call_id(call), what);
     rpc_fail(call, GRPC_NOT_FOUND, "clue not found");
     return false;
   }
@@ -254,10 +220,58 @@ bool clue_see_or_refuse(rpc_call_t *call, const clue_row_t *row) {
   return true;
 }
 
+void clue_reply_seen(rpc_call_t *call, const db_result_t *r, void *arg) {
+  clue_row_t row;
+  (void)arg;
+
+  if (db_rows(r) != 1 || clue_row_read(call, r, 0, 0, clue_now_ms(call), &row) != 0) {
+    clue_oom(call);
+    return;
+  }
+  if (!clue_see_or_refuse(call, &row))
+    return;
+  (void)rpc_reply(call, &row.clue->base);
+}
+
 void clue_refuse(rpc_call_t *call, const authz_result_t *res) {
   log_info("call %s: %s refused (%d): %s", rpc_call_id(call), rpc_call_method(call)->path,
            res->grpc_code, res->reason ? res->reason : "");
   rpc_fail(call, (grpc_status_t)res->grpc_code, "%s", res->message);
+}
+
+void clue_refuse_stale(rpc_call_t *call, const char *what, const clue_row_t *row,
+                       int64_t expected_version) {
+  log_info("call %s: %s refused (10): version %lld, expected %lld", rpc_call_id(call), what,
+           (long long)row->version, (long long)expected_version);
+  rpc_fail(call, GRPC_ABORTED,
+           "clue %lld is at version %lld, not the expected %lld: it changed meanwhile; reload "
+           "it and retry",
+           (long long)row->id, (long long)row->version, (long long)expected_version);
+}
+
+bool clue_change_allowed(rpc_call_t *call, const char *what, const clue_row_t *row,
+                         int64_t expected_version, const authz_result_t *res) {
+  /* The caller's view of the clue is out of date, so what the change would need now is not
+   * its question yet. */
+  if ((authz_ok(res) || res->decision == AUTHZ_FAILED_PRECONDITION) &&
+      row->version != expected_version) {
+    clue_refuse_stale(call, what, row, expected_version);
+    return false;
+  }
+  if (!authz_ok(res)) {
+    clue_refuse(call, res);
+    return false;
+  }
+  return true;
+}
+
+bool clue_request_is(const db_result_t *r, int col, const char *method, int64_t id) {
+  return strcmp(db_value(r, 0, col), method) == 0 && svc_col_i64(r, 0, col + 1) == id;
+}
+
+void clue_refuse_reused(rpc_call_t *call, const char *request_id) {
+  rpc_fail(call, GRPC_INVALID_ARGUMENT, "request_id %s was already used for another call",
+           request_id);
 }
 
 bool clue_invalid(rpc_call_t *call, int rc, const validate_error_t *err) {
@@ -286,32 +300,5 @@ const char *clue_request_key(rpc_call_t *call, const char *request_id) {
   char *out = rpc_call_alloc(call, VALIDATE_UUID_LEN + 1);
   if (out == NULL || validate_uuid_normalize(request_id, out) != 0)
     return NULL;
-  return out;
-}
-
-const char *clue_text_array(rpc_call_t *call, char *const *items, size_t n) {
-  size_t len = 3;
-  char *out, *p;
-
-  for (size_t i = 0; i < n; i++)
-    len += strlen(items[i]) * 2 + 3;
-  if ((out = p = rpc_call_alloc(call, len)) == NULL)
-    return NULL;
-  *p++ = '{';
-  for (size_t i = 0; i < n; i++) {
-    size_t tl;
-    const char *t = validate_trim(items[i], &tl);
-    if (i)
-      *p++ = ',';
-    *p++ = '"';
-    for (size_t j = 0; j < tl; j++) {
-      if (t[j] == '"' || t[j] == '\\')
-        *p++ = '\\';
-      *p++ = t[j];
-    }
-    *p++ = '"';
-  }
-  *p++ = '}';
-  *p = '\0';
   return out;
 }

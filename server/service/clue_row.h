@@ -1,9 +1,10 @@
 #ifndef CLUED_SERVICE_CLUE_ROW_H
 #define CLUED_SERVICE_CLUE_ROW_H
 
-/* What the ClueService files (clue.c, clue_list.c, proposal.c) share: the SQL column lists
- * of a clue and a proposal, the mapping of those columns into protobuf-c messages in the
- * call's memory, the authorization facts of a clue row, and small conversions.
+/* What the ClueService files (clue.c, clue_list.c, proposal.c, ...) share: the SQL column
+ * lists of a clue and a proposal, the mapping of those columns into protobuf-c messages in the
+ * call's memory, the authorization facts of a clue row, and small conversions. The refusals
+ * (clue_refuse, clue_invalid, clue_oom) serve the other services too.
  *
  * Column lists take SQL expressions as string literals: c is a row of table clues (a table
  * alias, or "o.clue" for a function's clue_outcome), ou the alias of the owner's units row,
@@ -107,8 +108,41 @@ int64_t clue_now_ms(rpc_call_t *call);
  */
 bool clue_see_or_refuse(rpc_call_t *call, const clue_row_t *row);
 
+/** Like clue_see_or_refuse(), naming the call as what ("extend") in the log of a missing clue. */
+bool clue_see_or_refuse_as(rpc_call_t *call, const char *what, const clue_row_t *row);
+
+/**
+ * A svc_query() callback for a statement answering one clue (CLUE_COLS first): reply with
+ * it if the caller sees it (else clue_see_or_refuse()'s NOT_FOUND).
+ */
+void clue_reply_seen(rpc_call_t *call, const db_result_t *r, void *arg);
+
 /** Fail call with an authz.h refusal (its code and message), logging the reason. */
 void clue_refuse(rpc_call_t *call, const authz_result_t *res);
+
+/**
+ * Fail call with ABORTED because the clue of row is not at the version the caller expected,
+ * logging it with what naming the call ("move").
+ */
+void clue_refuse_stale(rpc_call_t *call, const char *what, const clue_row_t *row,
+                       int64_t expected_version);
+
+/**
+ * Whether a change of the clue of row, which authz.h answered with res, may go on. Past
+ * visibility and permission a stale version is refused first (clue_refuse_stale, naming the
+ * call as what); then a refusal in res (clue_refuse). Returns false after failing call.
+ */
+bool clue_change_allowed(rpc_call_t *call, const char *what, const clue_row_t *row,
+                         int64_t expected_version, const authz_result_t *res);
+
+/**
+ * Whether the idempotency record a facts query read at (0, col) is this call's: its method
+ * (column col, not NULL) is method and the id it names (column col + 1) is id.
+ */
+bool clue_request_is(const db_result_t *r, int col, const char *method, int64_t id);
+
+/** Fail call with INVALID_ARGUMENT: its request_id was already used for another call. */
+void clue_refuse_reused(rpc_call_t *call, const char *request_id);
 
 /** Fail call with INVALID_ARGUMENT if rc != 0 (a validate.h result); returns rc != 0. */
 bool clue_invalid(rpc_call_t *call, int rc, const validate_error_t *err);
@@ -124,12 +158,6 @@ const char *clue_trimmed(rpc_call_t *call, const char *s);
  * that a retry spelled in another case finds the first call. NULL when out of memory.
  */
 const char *clue_request_key(rpc_call_t *call, const char *request_id);
-
-/**
- * A PostgreSQL text[] literal of items (quotes and backslashes escaped), trimmed, in the
- * call's memory. NULL when out of memory.
- */
-const char *clue_text_array(rpc_call_t *call, char *const *items, size_t n);
 
 /** Database names of the proto enums ("LETTER_VISIT_REPORT"); NULL when out of range. */
 const char *clue_source_db(int source);

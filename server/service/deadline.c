@@ -10,10 +10,10 @@
 
 #include <stdarg.h>
 #include <stdio.h>
-#include <string.h>
 
 #include "log.h"
 #include "service/clue_row.h"
+#include "service/svc_util.h"
 
 typedef struct extend_req {
   const Clue__V1__ExtendDeadlineRequest *req;
@@ -39,37 +39,6 @@ static const char extend_sql[] =
     "SELECT " CLUE_COLS("s", "ou", "$2")
     " FROM clue_extend_deadline($1, $2, $3, $4, $5, $6, $7, $8) s JOIN units ou ON ou.id = (s).owner_unit";
 /* clang-format on */
-
-/* Visible to the caller, or fail with NOT_FOUND exactly as for a missing clue. */
-static bool see_or_refuse(rpc_call_t *call, const clue_row_t *row) {
-  authz_principal_t p = clue_principal(call);
-  authz_result_t res;
-
-  if (row->id == 0) {
-    log_info("call %s: extend refused (5): no such clue", rpc_call_id(call));
-    rpc_fail(call, GRPC_NOT_FOUND, "clue not found");
-    return false;
-  }
-  res = authz_can_see_clue(&p, &row->facts);
-  if (!authz_ok(&res)) {
-    clue_refuse(call, &res);
-    return false;
-  }
-  return true;
-}
-
-static void extended(rpc_call_t *call, const db_result_t *r, void *arg) {
-  clue_row_t row;
-  (void)arg;
-
-  if (db_rows(r) != 1 || clue_row_read(call, r, 0, 0, clue_now_ms(call), &row) != 0) {
-    clue_oom(call);
-    return;
-  }
-  if (!see_or_refuse(call, &row))
-    return;
-  (void)rpc_reply(call, &row.clue->base);
-}
 
 /* FAILED_PRECONDITION, logged. */
 __attribute__((format(printf, 2, 3))) static void refuse_state(rpc_call_t *call, const char *fmt,
@@ -99,34 +68,19 @@ static void got_extend_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
   }
   if (db_value(r, 0, EF_REQ_METHOD) != NULL) {
     /* A retry: answer with the clue the first call extended, as it is now. */
-    if (strcmp(db_value(r, 0, EF_REQ_METHOD), "ExtendDeadline") != 0 ||
-        svc_col_i64(r, 0, EF_REQ_CLUE) != req->clue_id) {
-      rpc_fail(call, GRPC_INVALID_ARGUMENT, "request_id %s was already used for another call",
-               er->request_id);
+    if (!clue_request_is(r, EF_REQ_METHOD, "ExtendDeadline", req->clue_id)) {
+      clue_refuse_reused(call, er->request_id);
       return;
     }
-    if (see_or_refuse(call, &row))
+    if (clue_see_or_refuse_as(call, "extend", &row))
       (void)rpc_reply(call, &row.clue->base);
     return;
   }
-  if (!see_or_refuse(call, &row))
+  if (!clue_see_or_refuse_as(call, "extend", &row))
     return;
   res = authz_can_extend_deadline(&p, &row.facts);
-  /* As for moves: past visibility and permission, a stale version comes first. */
-  if ((authz_ok(&res) || res.decision == AUTHZ_FAILED_PRECONDITION) &&
-      row.version != req->expected_version) {
-    log_info("call %s: extend refused (10): version %lld, expected %lld", rpc_call_id(call),
-             (long long)row.version, (long long)req->expected_version);
-    rpc_fail(call, GRPC_ABORTED,
-             "clue %lld is at version %lld, not the expected %lld: it changed meanwhile; reload "
-             "it and retry",
-             (long long)row.id, (long long)row.version, (long long)req->expected_version);
+  if (!clue_change_allowed(call, "extend", &row, req->expected_version, &res))
     return;
-  }
-  if (!authz_ok(&res)) {
-    clue_refuse(call, &res);
-    return;
-  }
   /* A pending proposal was made against this version; an extension would void it. */
   if (row.facts.pending_reviewer_unit_id != 0) {
     refuse_state(call, "clue has a pending proposal; it must be reviewed before the deadline "
@@ -147,12 +101,11 @@ static void got_extend_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
   params[5] = svc_i64(call, row.version, 0);
   params[6] = rpc_call_printf(call, "%d", (int)req->days);
   params[7] = er->reason;
-  for (int i = 0; i < 8; i++)
-    if (params[i] == NULL) {
-      clue_oom(call);
-      return;
-    }
-  svc_query(call, extend_sql, 8, params, extended, NULL);
+  if (!svc_all_set(params, 8)) {
+    clue_oom(call);
+    return;
+  }
+  svc_query(call, extend_sql, 8, params, clue_reply_seen, NULL);
 }
 
 static int validate_extend(const Clue__V1__ExtendDeadlineRequest *req, validate_error_t *err) {

@@ -13,10 +13,9 @@
 
 #include "service/handover.h"
 
-#include <string.h>
-
 #include "log.h"
 #include "service/clue_row.h"
+#include "service/svc_util.h"
 
 typedef struct handover_req {
   const Clue__V1__HandOverRequest *req;
@@ -65,10 +64,8 @@ static void replay_handover(rpc_call_t *call, const db_result_t *r, const handov
   authz_principal_t p = clue_principal(call);
   authz_result_t res;
 
-  if (strcmp(db_value(r, 0, HF_REQ_METHOD), "HandOver") != 0 ||
-      svc_col_i64(r, 0, HF_REQ_CLUE) != hr->req->clue_id) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "request_id %s was already used for another call",
-             hr->request_id);
+  if (!clue_request_is(r, HF_REQ_METHOD, "HandOver", hr->req->clue_id)) {
+    clue_refuse_reused(call, hr->request_id);
     return;
   }
   res = authz_can_see_clue(&p, &row->facts);
@@ -106,12 +103,7 @@ static void got_handover_facts(rpc_call_t *call, const db_result_t *r, void *arg
   /* As for RequestTransition: once the caller may see and change the clue, a stale version
    * is the first thing to say; the rest is judged against a clue the caller has not seen. */
   if (authz_ok(&see) && res.decision != AUTHZ_DENIED && row.version != req->expected_version) {
-    log_info("call %s: handover refused (10): version %lld, expected %lld", rpc_call_id(call),
-             (long long)row.version, (long long)req->expected_version);
-    rpc_fail(call, GRPC_ABORTED,
-             "clue %lld is at version %lld, not the expected %lld: it changed meanwhile; reload "
-             "it and retry",
-             (long long)row.id, (long long)row.version, (long long)req->expected_version);
+    clue_refuse_stale(call, "handover", &row, req->expected_version);
     return;
   }
   if (!authz_ok(&res)) {
@@ -126,11 +118,10 @@ static void got_handover_facts(rpc_call_t *call, const db_result_t *r, void *arg
   params[5] = svc_i64(call, row.version, 0);
   params[6] = svc_i64(call, req->to_unit_id, 0);
   params[7] = hr->reason;
-  for (int i = 0; i < 8; i++)
-    if (params[i] == NULL) {
-      clue_oom(call);
-      return;
-    }
+  if (!svc_all_set(params, 8)) {
+    clue_oom(call);
+    return;
+  }
   svc_query(call, handover_sql, 8, params, handed_over, NULL);
 }
 
@@ -167,10 +158,9 @@ void clue_hand_over(rpc_call_t *call, const ProtobufCMessage *m) {
   params[2] = hr->request_id;
   params[3] = svc_i64(call, p.unit_id, 0);
   params[4] = svc_i64(call, req->to_unit_id, 0);
-  for (int i = 0; i < 5; i++)
-    if (params[i] == NULL || hr->reason == NULL) {
-      clue_oom(call);
-      return;
-    }
+  if (hr->reason == NULL || !svc_all_set(params, 5)) {
+    clue_oom(call);
+    return;
+  }
   svc_query(call, handover_facts_sql, 5, params, got_handover_facts, hr);
 }

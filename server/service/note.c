@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "service/clue_row.h"
+#include "service/svc_util.h"
 
 /* Database names of Clue__V1__NoteKind, by number. */
 static const char *const kind_names[] = {
@@ -59,16 +60,13 @@ static const char list_sql[] =
 /* The note at (row, col) in the call's memory; NULL when out of memory. */
 static Clue__V1__Note *note_read(rpc_call_t *call, const db_result_t *r, int row, int col) {
   Clue__V1__Note *n = rpc_call_alloc(call, sizeof(*n));
-  const char *kind = db_value(r, row, col + 2);
 
   if (n == NULL)
     return NULL;
   clue__v1__note__init(n);
   n->id = svc_col_i64(r, row, col + 0);
   n->clue_id = svc_col_i64(r, row, col + 1);
-  for (int k = 1; k < NKINDS; k++)
-    if (kind != NULL && strcmp(kind, kind_names[k]) == 0)
-      n->kind = (Clue__V1__NoteKind)k;
+  n->kind = (Clue__V1__NoteKind)svc_name_index(kind_names, NKINDS, db_value(r, row, col + 2));
   n->text = svc_col_str(call, r, row, col + 3);
   n->author_user_id = svc_col_i64(r, row, col + 4);
   n->author_unit_id = svc_col_i64(r, row, col + 5);
@@ -110,10 +108,9 @@ static void got_add_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   (void)clue_row_facts(r, 0, 0, &row);
   if (db_value(r, 0, NF_REQ_METHOD) != NULL) {
     /* A retry: the first note, if the caller still sees its clue. */
-    if (strcmp(db_value(r, 0, NF_REQ_METHOD), "AddNote") != 0 ||
-        svc_col_i64(r, 0, NF_REQ_CLUE) != nr->req->clue_id || db_value(r, 0, NF_NOTE) == NULL) {
-      rpc_fail(call, GRPC_INVALID_ARGUMENT, "request_id %s was already used for another call",
-               nr->request_id);
+    if (!clue_request_is(r, NF_REQ_METHOD, "AddNote", nr->req->clue_id) ||
+        db_value(r, 0, NF_NOTE) == NULL) {
+      clue_refuse_reused(call, nr->request_id);
       return;
     }
     if (!clue_see_or_refuse(call, &row))
@@ -142,11 +139,10 @@ static void got_add_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   params[5] = svc_i64(call, row.facts.owner_unit_id, 0);
   params[6] = kind_names[nr->req->kind];
   params[7] = nr->text;
-  for (int i = 0; i < 8; i++)
-    if (params[i] == NULL) {
-      clue_oom(call);
-      return;
-    }
+  if (!svc_all_set(params, 8)) {
+    clue_oom(call);
+    return;
+  }
   svc_query(call, add_sql, 8, params, note_added, NULL);
 }
 
@@ -173,11 +169,10 @@ void clue_add_note(rpc_call_t *call, const ProtobufCMessage *m) {
   params[1] = svc_i64(call, p.user_id, 0);
   params[2] = svc_i64(call, p.unit_id, 0);
   params[3] = nr->request_id;
-  for (int i = 0; i < 4; i++)
-    if (params[i] == NULL || nr->text == NULL) {
-      clue_oom(call);
-      return;
-    }
+  if (nr->text == NULL || !svc_all_set(params, 4)) {
+    clue_oom(call);
+    return;
+  }
   svc_query(call, add_facts_sql, 4, params, got_add_facts, nr);
 }
 
@@ -242,10 +237,9 @@ void clue_list_notes(rpc_call_t *call, const ProtobufCMessage *m) {
   params[2] = svc_i64(call, req->after_note_id, 0);
   /* One more than the page, to know whether more follow. */
   params[3] = rpc_call_printf(call, "%d", (int)*page_size + 1);
-  for (int i = 0; i < 4; i++)
-    if (params[i] == NULL) {
-      clue_oom(call);
-      return;
-    }
+  if (!svc_all_set(params, 4)) {
+    clue_oom(call);
+    return;
+  }
   svc_query(call, list_sql, 4, params, got_notes, page_size);
 }

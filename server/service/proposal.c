@@ -6,8 +6,6 @@
 
 #include "service/proposal.h"
 
-#include <string.h>
-
 #include "log.h"
 #include "service/clue_row.h"
 
@@ -97,10 +95,8 @@ static void got_review_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
   }
   if (db_value(r, 0, RF_REQ_METHOD) != NULL) {
     /* A retry: answer with what the first call decided, as it is now. */
-    if (strcmp(db_value(r, 0, RF_REQ_METHOD), "ReviewProposal") != 0 ||
-        svc_col_i64(r, 0, RF_REQ_PROPOSAL) != rr->req->proposal_id) {
-      rpc_fail(call, GRPC_INVALID_ARGUMENT, "request_id %s was already used for another call",
-               rr->request_id);
+    if (!clue_request_is(r, RF_REQ_METHOD, "ReviewProposal", rr->req->proposal_id)) {
+      clue_refuse_reused(call, rr->request_id);
       return;
     }
     if (prop == NULL || row.id == 0 || !sees_proposal(call, &row, prop)) {

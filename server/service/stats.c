@@ -14,6 +14,7 @@
 #include "clue/v1/stats.pb-c.h"
 #include "domain/stats_scope.h"
 #include "service/clue_row.h"
+#include "service/svc_util.h"
 
 /* At most this many unit ids in one request's filter. */
 #define STATS_UNIT_IDS_MAX 1000
@@ -188,20 +189,6 @@ static void reply_stats(rpc_call_t *call, const db_result_t *r, void *arg) {
 
 /* ---- the units covered ------------------------------------------------------------------ */
 
-/* A PostgreSQL bigint[] literal of ids in the call's memory; NULL when out of memory. */
-static const char *id_array(rpc_call_t *call, const int64_t *ids, size_t n) {
-  char *out = rpc_call_alloc(call, n * 21 + 3), *p = out;
-
-  if (out == NULL)
-    return NULL;
-  *p++ = '{';
-  for (size_t i = 0; i < n; i++)
-    p += sprintf(p, "%s%lld", i ? "," : "", (long long)ids[i]);
-  *p++ = '}';
-  *p = '\0';
-  return out;
-}
-
 static void unit_at(const db_result_t *r, int row, stats_unit_t *u) {
   u->id = svc_col_i64(r, row, 0);
   u->kind = (clue_unit_kind_t)clue_unit_kind_of(db_value(r, row, 1));
@@ -270,7 +257,7 @@ static void got_units(rpc_call_t *call, const db_result_t *r, void *arg) {
   params[0] = svc_i64(call, req->from_ms, 0);
   params[1] = svc_i64(call, req->to_ms, 0);
   params[2] = svc_i64(call, clue_now_ms(call), 0);
-  params[3] = id_array(call, ids, n);
+  params[3] = svc_id_array(call, ids, n);
   params[4] = stats_cases_narrowed(&p) ? svc_i64(call, p.unit_id, 0) : NULL;
   if (params[0] == NULL || params[1] == NULL || params[2] == NULL || params[3] == NULL ||
       (stats_cases_narrowed(&p) && params[4] == NULL)) {
@@ -322,7 +309,7 @@ static void get_statistics(rpc_call_t *call, const ProtobufCMessage *m) {
     return;
   }
   if (req->n_unit_ids > 0 &&
-      (params[0] = id_array(call, (const int64_t *)req->unit_ids, req->n_unit_ids)) == NULL) {
+      (params[0] = svc_id_array(call, (const int64_t *)req->unit_ids, req->n_unit_ids)) == NULL) {
     clue_oom(call);
     return;
   }
@@ -330,7 +317,7 @@ static void get_statistics(rpc_call_t *call, const ProtobufCMessage *m) {
 }
 
 const rpc_method_t stats_methods[] = {
-    {"/clue.v1.StatsService/GetStatistics", &clue__v1__get_statistics_request__descriptor,
-     &clue__v1__get_statistics_response__descriptor, get_statistics, 0, 0},
+    SVC_CLUE_METHOD("StatsService", "GetStatistics", get_statistics, get_statistics_request,
+                    get_statistics_response),
 };
 const size_t stats_nmethods = sizeof(stats_methods) / sizeof(stats_methods[0]);

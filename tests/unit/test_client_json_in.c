@@ -326,13 +326,95 @@ static void test_enum_prefix(void **state) {
   assert_int_equal(clue_enum_prefix_len(NULL), 0);
 }
 
+static void test_enum_names(void **state) {
+  const ProtobufCEnumDescriptor *kind = &clue__v1__unit_kind__descriptor;
+  char buf[64];
+  int v = -1;
+
+  (void)state;
+  assert_int_equal(clue_enum_from_name(kind, "group", &v), 0);
+  assert_int_equal(v, CLUE__V1__UNIT_KIND__UNIT_KIND_GROUP);
+  assert_int_equal(clue_enum_from_name(kind, "Unit_Kind_Room", &v), 0);
+  assert_int_equal(v, CLUE__V1__UNIT_KIND__UNIT_KIND_ROOM);
+  assert_int_equal(clue_enum_from_name(kind, "KIND_ROOM", &v), CLUE_EINVAL);
+  assert_int_equal(v, CLUE__V1__UNIT_KIND__UNIT_KIND_ROOM);
+  /* UNSPECIFIED is no choice to offer. */
+  assert_string_equal(clue_enum_choices(kind, "|", buf, sizeof(buf)), "ROOM|GROUP|REGION|ADMIN");
+  assert_string_equal(clue_enum_choices(kind, ", ", buf, 12), "ROOM, GROUP");
+}
+
+/* A message with a proto2-style optional field and a oneof, laid out as protobuf-c does. */
+typedef struct fake_msg {
+  ProtobufCMessage base;
+  protobuf_c_boolean has_n;
+  int32_t n;
+  char *s;
+  uint32_t which; /* the oneof's case */
+  int64_t a;
+} fake_msg_t;
+
+static void test_field_present(void **state) {
+  const ProtobufCFieldDescriptor n = {.name = "n",
+                                      .id = 1,
+                                      .label = PROTOBUF_C_LABEL_OPTIONAL,
+                                      .type = PROTOBUF_C_TYPE_INT32,
+                                      .quantifier_offset = offsetof(fake_msg_t, has_n),
+                                      .offset = offsetof(fake_msg_t, n)};
+  const ProtobufCFieldDescriptor s = {.name = "s",
+                                      .id = 2,
+                                      .label = PROTOBUF_C_LABEL_OPTIONAL,
+                                      .type = PROTOBUF_C_TYPE_STRING,
+                                      .offset = offsetof(fake_msg_t, s)};
+  const ProtobufCFieldDescriptor a = {.name = "a",
+                                      .id = 3,
+                                      .label = PROTOBUF_C_LABEL_NONE,
+                                      .type = PROTOBUF_C_TYPE_INT64,
+                                      .quantifier_offset = offsetof(fake_msg_t, which),
+                                      .offset = offsetof(fake_msg_t, a),
+                                      .flags = PROTOBUF_C_FIELD_FLAG_ONEOF};
+  const ProtobufCFieldDescriptor plain = {.name = "plain",
+                                          .id = 4,
+                                          .label = PROTOBUF_C_LABEL_NONE,
+                                          .type = PROTOBUF_C_TYPE_INT64,
+                                          .offset = offsetof(fake_msg_t, a)};
+  fake_msg_t m = {0};
+
+  (void)state;
+  assert_false(clue_field_present(&m.base, &n));
+  assert_false(clue_field_present(&m.base, &s));
+  assert_false(clue_field_present(&m.base, &a));
+  assert_true(clue_field_present(&m.base, &plain));
+  m.has_n = 1;
+  m.s = "x";
+  m.which = 3;
+  assert_true(clue_field_present(&m.base, &n));
+  assert_true(clue_field_present(&m.base, &s));
+  assert_true(clue_field_present(&m.base, &a));
+}
+
+static void test_type_size(void **state) {
+  (void)state;
+  assert_int_equal(clue_type_size(PROTOBUF_C_TYPE_INT32), sizeof(int32_t));
+  assert_int_equal(clue_type_size(PROTOBUF_C_TYPE_FIXED32), sizeof(uint32_t));
+  assert_int_equal(clue_type_size(PROTOBUF_C_TYPE_SINT64), sizeof(int64_t));
+  assert_int_equal(clue_type_size(PROTOBUF_C_TYPE_UINT64), sizeof(uint64_t));
+  assert_int_equal(clue_type_size(PROTOBUF_C_TYPE_FLOAT), sizeof(float));
+  assert_int_equal(clue_type_size(PROTOBUF_C_TYPE_DOUBLE), sizeof(double));
+  assert_int_equal(clue_type_size(PROTOBUF_C_TYPE_BOOL), sizeof(protobuf_c_boolean));
+  assert_int_equal(clue_type_size(PROTOBUF_C_TYPE_ENUM), sizeof(int));
+  assert_int_equal(clue_type_size(PROTOBUF_C_TYPE_STRING), sizeof(char *));
+  assert_int_equal(clue_type_size(PROTOBUF_C_TYPE_BYTES), sizeof(ProtobufCBinaryData));
+  assert_int_equal(clue_type_size(PROTOBUF_C_TYPE_MESSAGE), sizeof(ProtobufCMessage *));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_submit_request), cmocka_unit_test(test_integers),
       cmocka_unit_test(test_mapping_errors), cmocka_unit_test(test_syntax_errors),
       cmocka_unit_test(test_depth_limit),    cmocka_unit_test(test_array),
       cmocka_unit_test(test_bad_arguments),  cmocka_unit_test(test_out_of_memory),
-      cmocka_unit_test(test_enum_prefix),
+      cmocka_unit_test(test_enum_prefix),    cmocka_unit_test(test_enum_names),
+      cmocka_unit_test(test_field_present),  cmocka_unit_test(test_type_size),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

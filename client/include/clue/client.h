@@ -229,10 +229,37 @@ int clue_from_json_array(const char *text, size_t len, const ProtobufCMessageDes
 void clue_messages_free(ProtobufCMessage **msgs, size_t n);
 
 /**
+ * Bytes one value of a field of this type takes in a protobuf-c message: the member of a
+ * singular field, or one element of a repeated field's array.
+ */
+size_t clue_type_size(ProtobufCType type);
+
+/**
+ * Whether the singular field f of m holds a value: a oneof member that is the one set, an
+ * optional field that was given; other singular fields always do (1). 0 otherwise.
+ */
+int clue_field_present(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f);
+
+/**
  * Length of the prefix all value names of an enum share, in whole words ("UNIT_KIND_" for
  * UNIT_KIND_ROOM, UNIT_KIND_GROUP, ...); 0 when there is none or it would leave a name empty.
  */
 size_t clue_enum_prefix_len(const ProtobufCEnumDescriptor *ed);
+
+/**
+ * The value of enum ed called name: its full name or the name without the common prefix
+ * (clue_enum_prefix_len), in any case ("group", "UNIT_KIND_GROUP"). Returns 0 and sets
+ * *value, or CLUE_EINVAL (*value untouched) when no value is called so.
+ */
+int clue_enum_from_name(const ProtobufCEnumDescriptor *ed, const char *name, int *value) CLUE_WUR;
+
+/**
+ * The names of enum ed's values without the common prefix, joined by sep ("ROOM|GROUP|..."),
+ * into buf (len bytes; cut short when they do not fit). A value 0 called *UNSPECIFIED* is
+ * left out. Returns buf.
+ */
+const char *clue_enum_choices(const ProtobufCEnumDescriptor *ed, const char *sep, char *buf,
+                              size_t len);
 
 #ifdef __cplusplus
 }

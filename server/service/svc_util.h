@@ -1,0 +1,53 @@
+#ifndef CLUED_SERVICE_SVC_UTIL_H
+#define CLUED_SERVICE_SVC_UTIL_H
+
+/* What several service files share beside common.h: method-table entries, PostgreSQL array
+ * literals and other query parameters, lists that travel as one joined column, and database
+ * names of enums. Every function returning text allocates it in the call's memory. */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rpc/rpc.h"
+
+/**
+ * An entry of a clue.v1 service's method table: a unary call to "/clue.v1.<service>/<name>"
+ * handled by fn, whose request and response are the clue.v1 messages named in and out in
+ * protobuf-c's lower-case form (create_unit_request, unit).
+ */
+#define SVC_CLUE_METHOD(service, name, fn, in, out)                                                \
+  {                                                                                                \
+    "/clue.v1." service "/" name, &clue__v1__##in##__descriptor, &clue__v1__##out##__descriptor,   \
+        fn, 0, 0                                                                                   \
+  }
+
+/** A PostgreSQL bigint[] literal of ids ("{1,2,3}"); NULL when out of memory. */
+const char *svc_id_array(rpc_call_t *call, const int64_t *ids, size_t n);
+
+/**
+ * A PostgreSQL text[] literal of items ({"a","b"}, quotes and backslashes escaped); NULL when
+ * out of memory. svc_text_array() takes the items as given, svc_text_array_trimmed() without
+ * their leading and trailing white space (validate_trim).
+ */
+const char *svc_text_array(rpc_call_t *call, char *const *items, size_t n);
+const char *svc_text_array_trimmed(rpc_call_t *call, char *const *items, size_t n);
+
+/**
+ * Split, in place, a list that travelled as one column joined by U+001F (which validated
+ * text never holds): *items, in the call's memory, points into joined. "" is no items (*n 0,
+ * *items untouched). Returns 0 or -ENOMEM.
+ */
+int svc_split_list(rpc_call_t *call, char *joined, char ***items, size_t *n)
+    __attribute__((warn_unused_result));
+
+/** True if none of params[0..n) is NULL: every query parameter was made (no out of memory). */
+bool svc_all_set(const char *const *params, int n);
+
+/**
+ * The index of s in names[1..n) (a table of database names by proto enum number, names[0]
+ * unused); 0 (UNSPECIFIED) if s is NULL or not there.
+ */
+int svc_name_index(const char *const *names, size_t n, const char *s);
+
+#endif
