@@ -11,24 +11,14 @@
 #include "domain/authz.h"
 #include "domain/validate.h"
 #include "service/audit_watch.h"
+#include "service/clue_row.h"
 #include "service/common.h"
 
 /* Subject types and actions are short identifiers ("clue", "clue.transition"). */
 #define AUDIT_NAME_MAX 64
 
-static authz_principal_t principal_facts(const rpc_principal_t *p) {
-  authz_principal_t a = {0};
-  if (p) {
-    a.user_id = p->user_id;
-    a.unit_id = p->unit_id;
-    a.unit_kind = (clue_unit_kind_t)p->unit_kind;
-    a.role = (clue_role_t)p->role;
-  }
-  return a;
-}
-
 void audit_visibility(const rpc_principal_t *p, audit_filter_t *f) {
-  authz_principal_t a = principal_facts(p);
+  authz_principal_t a = clue_principal_of(p);
   authz_result_t all = authz_can_read_all_audit(&a);
 
   f->all = authz_ok(&all);
@@ -247,7 +237,7 @@ static void verify_done(rpc_call_t *call, const db_result_t *r, void *arg) {
 
 static void verify_chain(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__VerifyAuditChainRequest *req = (const void *)m;
-  authz_principal_t p = principal_facts(rpc_call_principal(call));
+  authz_principal_t p = clue_principal_of(rpc_call_principal(call));
   authz_result_t ok = authz_can_read_all_audit(&p);
   const char *params[2];
 

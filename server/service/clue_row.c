@@ -173,7 +173,10 @@ int clue_proposal_read(rpc_call_t *call, const db_result_t *r, int row, int col,
 }
 
 authz_principal_t clue_principal(rpc_call_t *call) {
-  const rpc_principal_t *rp = rpc_call_principal(call);
+  return clue_principal_of(rpc_call_principal(call));
+}
+
+authz_principal_t clue_principal_of(const rpc_principal_t *rp) {
   authz_principal_t p = {0};
 
   if (rp != NULL) {

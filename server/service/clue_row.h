@@ -96,6 +96,9 @@ int clue_proposal_read(rpc_call_t *call, const db_result_t *r, int row, int col,
 /** The caller as authz.h sees it. */
 authz_principal_t clue_principal(rpc_call_t *call);
 
+/** The authorization facts of a principal (NULL gives an all-zero principal, allowed nothing). */
+authz_principal_t clue_principal_of(const rpc_principal_t *rp);
+
 /** The server's deadline settings. */
 clue_deadline_config_t clue_deadline_config(rpc_call_t *call);
 
