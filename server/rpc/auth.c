@@ -8,23 +8,22 @@
 #include <sys/random.h>
 
 #include "db/db.h"
+#include "domain/clue_fsm.h"
 #include "log.h"
 #include "rpc/call.h"
 #include "server.h"
 
-static const char *const unit_kinds[] = {"", "ROOM", "GROUP", "REGION", "ADMIN"};
-static const char *const roles[] = {"", "MEMBER", "LEADER", "AUDITOR", "ADMIN"};
-
+/* The names are the domain's (UNIT_KIND / ROLE enums numbered as in the protos). */
 int auth_unit_kind_from_name(const char *s) {
-  for (int i = 1; i < 5; i++)
-    if (strcmp(s, unit_kinds[i]) == 0)
+  for (int i = CLUE_UNIT_ROOM; i <= CLUE_UNIT_ADMIN; i++)
+    if (strcmp(s, clue_unit_kind_name((clue_unit_kind_t)i)) == 0)
       return i;
   return 0;
 }
 
 int auth_role_from_name(const char *s) {
-  for (int i = 1; i < 5; i++)
-    if (strcmp(s, roles[i]) == 0)
+  for (int i = CLUE_ROLE_MEMBER; i <= CLUE_ROLE_ADMIN; i++)
+    if (strcmp(s, clue_role_name((clue_role_t)i)) == 0)
       return i;
   return 0;
 }

@@ -3,14 +3,13 @@
 #include "service/admin.h"
 
 #include "clue/v1/admin.pb-c.h"
+#include "domain/clue_fsm.h"
 #include "domain/validate.h"
 #include "rpc/auth.h"
 #include "service/clue_row.h"
 #include "service/common.h"
 #include "service/svc_util.h"
 
-static const char *const unit_kind_names[] = {"", "ROOM", "GROUP", "REGION", "ADMIN"};
-static const char *const role_names[] = {"", "MEMBER", "LEADER", "AUDITOR", "ADMIN"};
 
 /* Host units travel as one text column joined by U+001F, which names may not contain
  * (validate_name refuses control characters). */
@@ -85,7 +84,7 @@ static void create_unit(rpc_call_t *call, const ProtobufCMessage *m) {
       return;
   params[0] = actor_user(call);
   params[1] = actor_unit(call);
-  params[2] = unit_kind_names[req->kind];
+  params[2] = clue_unit_kind_name((clue_unit_kind_t)req->kind);
   params[3] = req->code;
   params[4] = req->name;
   params[5] = svc_i64(call, req->liaison_room_id, 1);
@@ -126,7 +125,7 @@ static void list_units(rpc_call_t *call, const ProtobufCMessage *m) {
     return;
   if (req->kind != 0 && clue_invalid(call, validate_enum("kind", req->kind, 1, 4, &err), &err))
     return;
-  params[0] = req->kind ? unit_kind_names[req->kind] : NULL;
+  params[0] = req->kind ? clue_unit_kind_name((clue_unit_kind_t)req->kind) : NULL;
   svc_query(call, "SELECT " UNIT_COLS " FROM units WHERE $1::text IS NULL OR kind = $1 ORDER BY id",
             1, params, reply_units, NULL);
 }
@@ -172,7 +171,7 @@ static void create_user(rpc_call_t *call, const ProtobufCMessage *m) {
   params[1] = actor_unit(call);
   params[2] = svc_i64(call, req->unit_id, 0);
   params[3] = req->name;
-  params[4] = role_names[req->role];
+  params[4] = clue_role_name((clue_role_t)req->role);
   svc_query(call, "SELECT " USER_COLS " FROM admin_create_user($1, $2, $3, $4, $5)", 5, params,
             reply_user, NULL);
 }
