@@ -11,6 +11,7 @@ import importlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -159,11 +160,14 @@ class Clued:
 
     def _read(self):
         for line in self.proc.stdout:
-            self.lines.append(line)
-            m = re.search(r"listening on (\S+)", line)
-            if m and not self._bound.is_set():
-                self.addr = m.group(1)
-                self._bound.set()
+            self._take(line)
+
+    def _take(self, line):
+        self.lines.append(line)
+        m = re.search(r"listening on (\S+)", line)
+        if m and not self._bound.is_set():
+            self.addr = m.group(1)
+            self._bound.set()
 
     def output(self):
         return "".join(self.lines)
@@ -202,6 +206,21 @@ class Clued:
         elif self.proc is not None:
             self.proc.kill()
             sys.stderr.write(self.output())
+
+
+class RawLogClued(Clued):
+    """Clued that also keeps each line of the server's output as the bytes it wrote
+    (raw_lines), read from the byte stream: a line that is not UTF-8 must not stop the
+    reader, or the pipe fills up and the server blocks writing its log."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.raw_lines = []
+
+    def _read(self):
+        for raw in self.proc.stdout.buffer:
+            self.raw_lines.append(raw)
+            self._take(raw.decode("utf-8", "backslashreplace"))
 
 
 def _assert_clean(out):
@@ -266,6 +285,37 @@ def wait_for(pred, timeout=10.0, interval=0.05, what="condition"):
             return
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def request_id():
+    """A fresh request id (a UUID), as the idempotent calls take."""
+    return str(uuid.uuid4())
+
+
+def expect_status(code, fn, *args, details_has=(), **kw):
+    """Call fn(*args, **kw); assert it fails with the gRPC status `code` and that its details
+    contain each string of details_has; return the details."""
+    import grpc
+
+    try:
+        fn(*args, **kw)
+    except grpc.RpcError as e:
+        assert e.code() == code, f"wanted {code}, got {e.code()}: {e.details()}"
+        msg = e.details()
+    else:
+        raise AssertionError(f"wanted {code}, the call succeeded")
+    for w in details_has:
+        assert w in msg, f"{w!r} not in {msg!r}"
+    return msg
 
 
 class Skip(Exception):
