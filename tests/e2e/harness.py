@@ -296,8 +296,8 @@ def free_port():
     return port
 
 
-def request_id():
-    """A fresh request id (a UUID), as the idempotent calls take."""
+def new_request_id():
+    """A fresh request id (a UUID string) for the calls that take one."""
     return str(uuid.uuid4())
 
 

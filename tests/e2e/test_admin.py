@@ -9,6 +9,7 @@ import grpc
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
+from harness import expect_status  # noqa: E402
 
 S = harness.stubs()
 A = S.admin_pb2
@@ -38,22 +39,6 @@ def teardown(c):
     c.ch.close()
     c.db.close()
     c.srv.stop()
-
-
-def code_of(fn):
-    try:
-        fn()
-    except grpc.RpcError as e:
-        return e.code(), e.details()
-    return grpc.StatusCode.OK, ""
-
-
-def expect(fn, code, *words):
-    got, msg = code_of(fn)
-    assert got == code, f"wanted {code}, got {got}: {msg}"
-    for w in words:
-        assert w in msg, f"{w!r} not in {msg!r}"
-    return msg
 
 
 def audit_count(c):
@@ -118,26 +103,28 @@ def test_create_unit_bad_fields(c):
         (A.CreateUnitRequest(kind=GROUP, code="G12", name="n", liaison_room_id=room.id, host_units=[""]), "host_units"),
     ]
     for req, field in cases:
-        expect(lambda: c.admin.CreateUnit(req, metadata=c.md), grpc.StatusCode.INVALID_ARGUMENT, field)
+        expect_status(grpc.StatusCode.INVALID_ARGUMENT, c.admin.CreateUnit, req, metadata=c.md, details_has=[field])
     grp = c.admin.CreateUnit(A.CreateUnitRequest(kind=GROUP, code="G13", name="G13 group", liaison_room_id=room.id),
                              metadata=c.md)
     # A group is not a room: it cannot be a liaison.
-    expect(lambda: c.admin.CreateUnit(A.CreateUnitRequest(kind=GROUP, code="G14", name="G14", liaison_room_id=grp.id),
-                                      metadata=c.md), grpc.StatusCode.INVALID_ARGUMENT, "liaison_room_id")
+    expect_status(grpc.StatusCode.INVALID_ARGUMENT, c.admin.CreateUnit,
+                  A.CreateUnitRequest(kind=GROUP, code="G14", name="G14", liaison_room_id=grp.id), metadata=c.md,
+                  details_has=["liaison_room_id"])
     assert audit_count(c) == before + 1
 
 
 def test_duplicates(c):
     c.admin.CreateUnit(A.CreateUnitRequest(kind=ROOM, code="R20", name="R20 room"), metadata=c.md)
     before = audit_count(c)
-    expect(lambda: c.admin.CreateUnit(A.CreateUnitRequest(kind=ROOM, code="R20", name="other"), metadata=c.md),
-           grpc.StatusCode.ALREADY_EXISTS, "R20")
-    expect(lambda: c.admin.CreateUnit(A.CreateUnitRequest(kind=ROOM, code="R21", name="R20 room"), metadata=c.md),
-           grpc.StatusCode.ALREADY_EXISTS, "R20 room")
+    expect_status(grpc.StatusCode.ALREADY_EXISTS, c.admin.CreateUnit,
+                  A.CreateUnitRequest(kind=ROOM, code="R20", name="other"), metadata=c.md, details_has=["R20"])
+    expect_status(grpc.StatusCode.ALREADY_EXISTS, c.admin.CreateUnit,
+                  A.CreateUnitRequest(kind=ROOM, code="R21", name="R20 room"), metadata=c.md, details_has=["R20 room"])
     unit = [u for u in c.admin.ListUnits(A.ListUnitsRequest(), metadata=c.md).units if u.code == "R20"][0]
     c.admin.CreateUser(A.CreateUserRequest(unit_id=unit.id, name="dup", role=C.ROLE_MEMBER), metadata=c.md)
-    expect(lambda: c.admin.CreateUser(A.CreateUserRequest(unit_id=unit.id, name="dup", role=C.ROLE_LEADER), metadata=c.md),
-           grpc.StatusCode.ALREADY_EXISTS, "dup")
+    expect_status(grpc.StatusCode.ALREADY_EXISTS, c.admin.CreateUser,
+                  A.CreateUserRequest(unit_id=unit.id, name="dup", role=C.ROLE_LEADER), metadata=c.md,
+                  details_has=["dup"])
     assert audit_count(c) == before + 1
 
 
@@ -161,25 +148,25 @@ def test_users_and_tokens(c):
     as_user = S.admin_pb2_grpc.AdminServiceStub(ch)
     umd = [("authorization", "Bearer " + t1.token)]
     # A valid non-admin token: authenticated, but not allowed.
-    expect(lambda: as_user.ListUnits(A.ListUnitsRequest(), metadata=umd), grpc.StatusCode.PERMISSION_DENIED)
+    expect_status(grpc.StatusCode.PERMISSION_DENIED, as_user.ListUnits, A.ListUnitsRequest(), metadata=umd)
     r = c.admin.RevokeToken(A.RevokeTokenRequest(token_id=t1.token_id), metadata=c.md)
     assert r.token_id == t1.token_id and r.revoked_at_ms > 0
     # Revocation takes effect for the next call.
-    expect(lambda: as_user.ListUnits(A.ListUnitsRequest(), metadata=umd), grpc.StatusCode.UNAUTHENTICATED)
-    expect(lambda: c.admin.RevokeToken(A.RevokeTokenRequest(token_id=t1.token_id), metadata=c.md),
-           grpc.StatusCode.FAILED_PRECONDITION, "already revoked")
-    expect(lambda: c.admin.RevokeToken(A.RevokeTokenRequest(token_id=987654), metadata=c.md),
-           grpc.StatusCode.NOT_FOUND, "987654")
+    expect_status(grpc.StatusCode.UNAUTHENTICATED, as_user.ListUnits, A.ListUnitsRequest(), metadata=umd)
+    expect_status(grpc.StatusCode.FAILED_PRECONDITION, c.admin.RevokeToken, A.RevokeTokenRequest(token_id=t1.token_id),
+                  metadata=c.md, details_has=["already revoked"])
+    expect_status(grpc.StatusCode.NOT_FOUND, c.admin.RevokeToken, A.RevokeTokenRequest(token_id=987654), metadata=c.md,
+                  details_has=["987654"])
     # Disabling the user shuts out its other token too.
     umd2 = [("authorization", "Bearer " + t2.token)]
-    expect(lambda: as_user.ListUnits(A.ListUnitsRequest(), metadata=umd2), grpc.StatusCode.PERMISSION_DENIED)
+    expect_status(grpc.StatusCode.PERMISSION_DENIED, as_user.ListUnits, A.ListUnitsRequest(), metadata=umd2)
     d = c.admin.DisableUser(A.DisableUserRequest(user_id=u.id, reason="left the unit"), metadata=c.md)
     assert d.disabled
-    expect(lambda: as_user.ListUnits(A.ListUnitsRequest(), metadata=umd2), grpc.StatusCode.UNAUTHENTICATED)
-    expect(lambda: c.admin.DisableUser(A.DisableUserRequest(user_id=u.id), metadata=c.md),
-           grpc.StatusCode.FAILED_PRECONDITION, "already disabled")
-    expect(lambda: c.admin.IssueToken(A.IssueTokenRequest(user_id=u.id), metadata=c.md),
-           grpc.StatusCode.FAILED_PRECONDITION, "disabled")
+    expect_status(grpc.StatusCode.UNAUTHENTICATED, as_user.ListUnits, A.ListUnitsRequest(), metadata=umd2)
+    expect_status(grpc.StatusCode.FAILED_PRECONDITION, c.admin.DisableUser, A.DisableUserRequest(user_id=u.id),
+                  metadata=c.md, details_has=["already disabled"])
+    expect_status(grpc.StatusCode.FAILED_PRECONDITION, c.admin.IssueToken, A.IssueTokenRequest(user_id=u.id),
+                  metadata=c.md, details_has=["disabled"])
     assert audit_count(c) == before + 5
     ch.close()
 
@@ -198,17 +185,20 @@ def test_user_bad_fields(c):
         (A.CreateUserRequest(unit_id=424242, name="a", role=C.ROLE_MEMBER), grpc.StatusCode.NOT_FOUND, "424242"),
     ]
     for req, code, word in cases:
-        expect(lambda: c.admin.CreateUser(req, metadata=c.md), code, word)
-    expect(lambda: c.admin.DisableUser(A.DisableUserRequest(), metadata=c.md), grpc.StatusCode.INVALID_ARGUMENT, "user_id")
-    expect(lambda: c.admin.DisableUser(A.DisableUserRequest(user_id=555555), metadata=c.md), grpc.StatusCode.NOT_FOUND)
-    expect(lambda: c.admin.IssueToken(A.IssueTokenRequest(), metadata=c.md), grpc.StatusCode.INVALID_ARGUMENT, "user_id")
-    expect(lambda: c.admin.IssueToken(A.IssueTokenRequest(user_id=555555), metadata=c.md), grpc.StatusCode.NOT_FOUND)
-    expect(lambda: c.admin.RevokeToken(A.RevokeTokenRequest(), metadata=c.md), grpc.StatusCode.INVALID_ARGUMENT, "token_id")
+        expect_status(code, c.admin.CreateUser, req, metadata=c.md, details_has=[word])
+    expect_status(grpc.StatusCode.INVALID_ARGUMENT, c.admin.DisableUser, A.DisableUserRequest(), metadata=c.md,
+                  details_has=["user_id"])
+    expect_status(grpc.StatusCode.NOT_FOUND, c.admin.DisableUser, A.DisableUserRequest(user_id=555555), metadata=c.md)
+    expect_status(grpc.StatusCode.INVALID_ARGUMENT, c.admin.IssueToken, A.IssueTokenRequest(), metadata=c.md,
+                  details_has=["user_id"])
+    expect_status(grpc.StatusCode.NOT_FOUND, c.admin.IssueToken, A.IssueTokenRequest(user_id=555555), metadata=c.md)
+    expect_status(grpc.StatusCode.INVALID_ARGUMENT, c.admin.RevokeToken, A.RevokeTokenRequest(), metadata=c.md,
+                  details_has=["token_id"])
     # An auditor is not an admin either.
     aud = c.admin.CreateUser(A.CreateUserRequest(unit_id=admin_unit.id, name="auditor1", role=C.ROLE_AUDITOR), metadata=c.md)
     tok = c.admin.IssueToken(A.IssueTokenRequest(user_id=aud.id), metadata=c.md).token
-    expect(lambda: c.admin.CreateUnit(A.CreateUnitRequest(kind=ROOM, code="R41", name="R41"),
-                                      metadata=[("authorization", "Bearer " + tok)]), grpc.StatusCode.PERMISSION_DENIED)
+    expect_status(grpc.StatusCode.PERMISSION_DENIED, c.admin.CreateUnit,
+                  A.CreateUnitRequest(kind=ROOM, code="R41", name="R41"), metadata=[("authorization", "Bearer " + tok)])
     assert audit_count(c) == before + 2
 
 
@@ -228,7 +218,7 @@ def test_every_method_needs_a_valid_token(c):
     for name, req in calls:
         fn = getattr(c.admin, name)
         for md in bad:
-            expect(lambda: fn(req, metadata=md) if md else fn(req), grpc.StatusCode.UNAUTHENTICATED)
+            expect_status(grpc.StatusCode.UNAUTHENTICATED, lambda: fn(req, metadata=md) if md else fn(req))
     assert audit_count(c) == before
 
 

@@ -12,18 +12,18 @@ clue's history is compared with the calls that succeeded, and every chain is rec
 """
 
 import concurrent.futures
-import datetime
 import hashlib
 import json
 import os
 import sys
 import threading
-import uuid
 
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import chain  # noqa: E402
 import harness  # noqa: E402
+from harness import expect_status, new_request_id  # noqa: E402
 import world  # noqa: E402
 
 S = harness.stubs()
@@ -38,20 +38,6 @@ ACCEPTED, PRELIM, FILED, CLOSED, TRANSFERRED = (cm.CLUE_STATE_ACCEPTED, cm.CLUE_
 EVIDENCE, MINUTES, INTERVIEW, OTHER = (pb.NOTE_KIND_EVIDENCE_SUMMARY, pb.NOTE_KIND_MEETING_MINUTES,
                                        pb.NOTE_KIND_INTERVIEW_RECORD, pb.NOTE_KIND_OTHER)
 MISSING_ID = 987654321
-
-
-def rid():
-    return str(uuid.uuid4())
-
-
-def expect(code, fn, *args, **kw):
-    """Call fn; assert it fails with code; return the status message."""
-    try:
-        fn(*args, **kw)
-    except grpc.RpcError as e:
-        assert e.code() == code, f"wanted {code}, got {e.code()}: {e.details()}"
-        return e.details()
-    raise AssertionError(f"wanted {code}, the call succeeded")
 
 
 class Ctx:
@@ -86,13 +72,13 @@ class Ctx:
         fields = dict(title=title, summary="反映某某违规插手工程项目", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
                       subject=pb.SubjectPerson(name="王某", position="局长"), host_unit="市发展改革委")
         fields.update(kw)
-        c = user.clue.SubmitClue(pb.SubmitClueRequest(request_id=rid(), **fields), timeout=20)
+        c = user.clue.SubmitClue(pb.SubmitClueRequest(request_id=new_request_id(), **fields), timeout=20)
         self.log("clue", c.id, "clue.submit")
         return c
 
     def move(self, user, clue, target, details=None, version=None, reason="依据核查情况"):
         req = pb.RequestTransitionRequest(clue_id=clue.id, expected_version=version or clue.version, target=target,
-                                          reason=reason, request_id=rid(),
+                                          reason=reason, request_id=new_request_id(),
                                           details=pb.TransitionDetails(**(details or {})))
         r = user.clue.RequestTransition(req, timeout=20)
         self.log("clue", clue.id, "proposal.create" if r.pending else "clue.move")
@@ -100,7 +86,7 @@ class Ctx:
 
     def review(self, user, proposal_id, approve=True, comment="同意"):
         r = user.clue.ReviewProposal(pb.ReviewProposalRequest(proposal_id=proposal_id, approve=approve,
-                                                              comment=comment, request_id=rid()), timeout=20)
+                                                              comment=comment, request_id=new_request_id()), timeout=20)
         self.log("clue", r.proposal.clue_id, "proposal.approve" if approve else "proposal.reject")
         return r
 
@@ -111,7 +97,7 @@ class Ctx:
         return c
 
     def note(self, user, clue_id, text, kind=EVIDENCE, request_id=None):
-        key = request_id or rid()
+        key = request_id or new_request_id()
         n = user.clue.AddNote(pb.AddNoteRequest(clue_id=clue_id, kind=kind, text=text, request_id=key), timeout=20)
         if self.first_use((user.id, key)):
             self.log("clue", clue_id, "note.add")
@@ -121,7 +107,7 @@ class Ctx:
         return user.clue.ListNotes(pb.ListNotesRequest(clue_id=clue_id, **kw), timeout=20)
 
     def handover(self, user, clue, to_unit, reason="工作需要，移交办理", version=None, request_id=None):
-        key = request_id or rid()
+        key = request_id or new_request_id()
         pending = self.sql("SELECT pending_proposal_id FROM clues WHERE id = %s", clue.id)[0][0]
         r = user.clue.HandOver(pb.HandOverRequest(clue_id=clue.id, expected_version=version or clue.version,
                                                   to_unit_id=to_unit.id, reason=reason, request_id=key), timeout=20)
@@ -135,7 +121,7 @@ class Ctx:
     # ---- CaseService
 
     def create_case(self, user, title="联合办案", participants=(), clues=(), basis="室组地联合审查", request_id=None):
-        key = request_id or rid()
+        key = request_id or new_request_id()
         jc = user.case.CreateJointCase(cs.CreateJointCaseRequest(
             title=title, basis=basis, participant_unit_ids=[u.id for u in participants],
             clue_ids=[x.id for x in clues], request_id=key), timeout=20)
@@ -191,9 +177,10 @@ def hidden_everywhere(c, user, clue_id):
     for call in (lambda i: user.clue.GetClue(pb.GetClueRequest(clue_id=i), timeout=20),
                  lambda i: user.clue.GetHistory(pb.GetHistoryRequest(clue_id=i), timeout=20),
                  lambda i: user.clue.ListNotes(pb.ListNotesRequest(clue_id=i), timeout=20),
-                 lambda i: user.clue.AddNote(pb.AddNoteRequest(clue_id=i, kind=OTHER, text="x", request_id=rid()),
-                                             timeout=20)):
-        assert expect(Code.NOT_FOUND, call, clue_id) == expect(Code.NOT_FOUND, call, MISSING_ID) == "clue not found"
+                 lambda i: user.clue.AddNote(pb.AddNoteRequest(clue_id=i, kind=OTHER, text="x",
+                                                               request_id=new_request_id()), timeout=20)):
+        assert (expect_status(Code.NOT_FOUND, call, clue_id) == expect_status(Code.NOT_FOUND, call, MISSING_ID)
+                == "clue not found")
     assert clue_id not in listed(user)
 
 
@@ -235,7 +222,7 @@ def test_story(c):
     # G1 submits a clue, with the reporter's contact details; G1's leader starts a check.
     rep = pb.ReporterContact(name="实名举报人", phone="13700000000")
     a = c.submit(G1.member, title="某局长违规插手工程招投标", reporter=rep)
-    expect(Code.PERMISSION_DENIED, c.move, G1.member, a, PRELIM)
+    expect_status(Code.PERMISSION_DENIED, c.move, G1.member, a, PRELIM)
     a = c.move(G1.leader, a, PRELIM).clue
     assert a.state == PRELIM and a.version == 2
     for u in (R2.leader, R2.member, X1.leader, X1.member) + strangers:
@@ -243,7 +230,7 @@ def test_story(c):
     assert sees(R1.member, a.id) and sees(G1.member, a.id)
 
     # R2's leader opens a joint case with G1 and X1 as participants and the clue as member.
-    expect(Code.PERMISSION_DENIED, c.create_case, R2.member, participants=[G1, X1], clues=[a])
+    expect_status(Code.PERMISSION_DENIED, c.create_case, R2.member, participants=[G1, X1], clues=[a])
     jc = c.create_case(R2.leader, title="某局长违纪违法问题联合审查", participants=[G1, X1], clues=[a])
     assert jc.id > 0 and jc.lead_unit_id == R2.id and jc.created_by == R2.leader.id
     assert list(jc.participant_unit_ids) == sorted([G1.id, X1.id])
@@ -267,18 +254,18 @@ def test_story(c):
         assert c.get_case(u, jc.id) == jc, u
         assert jc.id in c.listed_cases(u), u
     for u in (R1.leader, R1.member) + strangers:
-        assert expect(Code.NOT_FOUND, c.get_case, u, jc.id) == "joint case not found", u
+        assert expect_status(Code.NOT_FOUND, c.get_case, u, jc.id) == "joint case not found", u
         assert jc.id not in c.listed_cases(u), u
-    assert expect(Code.NOT_FOUND, c.get_case, R2.leader, MISSING_ID) == "joint case not found"
+    assert expect_status(Code.NOT_FOUND, c.get_case, R2.leader, MISSING_ID) == "joint case not found"
 
     # X1 submits a related clue; R2 sees it once it joins the case. Only R2's leader adds it.
     b = c.submit(X1.member, title="某局长亲属公司围标串标", host_unit="某县住建局")
     for u in (R2.leader, G1.member, R1.member):
         assert not sees(u, b.id), u
     for u in (R2.member, G1.leader, X1.leader, w.auditor):
-        expect(Code.PERMISSION_DENIED, c.add_clue, u, jc.id, b.id)
+        expect_status(Code.PERMISSION_DENIED, c.add_clue, u, jc.id, b.id)
     for u in (R1.leader, G3.leader):
-        expect(Code.NOT_FOUND, c.add_clue, u, jc.id, b.id)
+        expect_status(Code.NOT_FOUND, c.add_clue, u, jc.id, b.id)
     jc = c.add_clue(R2.leader, jc.id, b.id, reason="同一问题线索并案")
     assert [x.clue_id for x in jc.clues] == [a.id, b.id] and jc.clues[1].owner_unit_id == X1.id
     for u in (R2.leader, R2.member, G1.member, X1.member, w.auditor):
@@ -299,7 +286,7 @@ def test_story(c):
         assert list(c.notes(u, a.id).notes) == made, u
     assert list(c.notes(G1.member, b.id).notes) == [nb]
     for u in (w.auditor, w.admin):
-        expect(Code.PERMISSION_DENIED if u is w.auditor else Code.NOT_FOUND, c.note, u, a.id, "x")
+        expect_status(Code.PERMISSION_DENIED if u is w.auditor else Code.NOT_FOUND, c.note, u, a.id, "x")
     for u in strangers:
         hidden_everywhere(c, u, a.id)
 
@@ -310,27 +297,27 @@ def test_story(c):
     assert r.pending and r.proposal.reviewer_unit_id == R2.id
     pid = r.proposal.id
     for u in (R1.leader, R1.member, X1.leader, R2.member, G1.leader, w.auditor):
-        expect(Code.PERMISSION_DENIED, c.review, u, pid)
+        expect_status(Code.PERMISSION_DENIED, c.review, u, pid)
     for u in strangers:
-        assert expect(Code.NOT_FOUND, c.review, u, pid) == "proposal not found"
+        assert expect_status(Code.NOT_FOUND, c.review, u, pid) == "proposal not found"
     to_review = lambda u: {p.id for p in u.clue.ListProposals(  # noqa: E731
         pb.ListProposalsRequest(scope=pb.ListProposalsRequest.SCOPE_TO_REVIEW), timeout=20).proposals}
     assert pid in to_review(R2.leader) and pid not in to_review(R1.leader)
     # While the proposal waits, the clue cannot leave the case (its reviewer would change).
-    assert "pending proposal" in expect(Code.FAILED_PRECONDITION, c.remove_clue, R2.leader, jc.id, a.id)
+    assert "pending proposal" in expect_status(Code.FAILED_PRECONDITION, c.remove_clue, R2.leader, jc.id, a.id)
     d = c.review(R2.leader, pid, comment="同意立案")
     assert d.proposal.status == pb.PROPOSAL_STATUS_APPROVED and d.clue.state == FILED
 
     # The case proceeds to a transfer to judicial organs, approved by R2 again.
     r = c.move(G1.leader, d.clue, TRANSFERRED, details={"receiving_organ": "市人民检察院"})
     assert r.pending and r.proposal.reviewer_unit_id == R2.id
-    expect(Code.PERMISSION_DENIED, c.review, R1.leader, r.proposal.id)
+    expect_status(Code.PERMISSION_DENIED, c.review, R1.leader, r.proposal.id)
     d = c.review(R2.leader, r.proposal.id, comment="同意移送")
     assert d.clue.state == TRANSFERRED
     assert [(x.clue_id, x.state) for x in c.get_case(X1.member, jc.id).clues] == [(a.id, TRANSFERRED), (b.id, ACCEPTED)]
     # A transferred clue stays on the case's record and cannot be handed over.
-    assert "terminal" in expect(Code.FAILED_PRECONDITION, c.remove_clue, R2.leader, jc.id, a.id)
-    assert "TRANSFERRED_TO_JUDICIAL" in expect(Code.FAILED_PRECONDITION, c.handover, G1.leader, d.clue, G2)
+    assert "terminal" in expect_status(Code.FAILED_PRECONDITION, c.remove_clue, R2.leader, jc.id, a.id)
+    assert "TRANSFERRED_TO_JUDICIAL" in expect_status(Code.FAILED_PRECONDITION, c.handover, G1.leader, d.clue, G2)
 
     # X1's own clue in the case is reviewed by the lead room too: no reviewer is named.
     b = c.move(X1.leader, c.get(X1.member, b.id), PRELIM).clue
@@ -342,9 +329,9 @@ def test_story(c):
     # A second clue of G1 is handed over to G2: it leaves G1's sight, G2 sees and owns it.
     cl = c.submit(G1.member, title="某处长违规收受购物卡", reporter=pb.ReporterContact(name="李某", phone="13600000000"))
     assert sees(G1.member, cl.id) and not sees(G2.member, cl.id)
-    expect(Code.PERMISSION_DENIED, c.handover, G1.member, cl, G2)
-    expect(Code.PERMISSION_DENIED, c.handover, R1.leader, cl, G2)
-    expect(Code.NOT_FOUND, c.handover, G2.leader, cl, G2)
+    expect_status(Code.PERMISSION_DENIED, c.handover, G1.member, cl, G2)
+    expect_status(Code.PERMISSION_DENIED, c.handover, R1.leader, cl, G2)
+    expect_status(Code.NOT_FOUND, c.handover, G2.leader, cl, G2)
     h = c.handover(G1.leader, cl, G2, reason="属G2组监督范围")
     assert h.owner_unit_id == G2.id and h.version == cl.version + 1 and h.state == ACCEPTED
     assert h.registration_number == cl.registration_number and h.registration_number.startswith("G1-")
@@ -373,9 +360,9 @@ def test_story(c):
     joined = w.auditor.clue.GetHistory(pb.GetHistoryRequest(clue_id=a.id), timeout=20).events[2]
     assert json.loads(joined.details_json)["case_id"] == jc.id and joined.actor_user_id == R2.leader.id
     for clue_id in (a.id, b.id, cl.id):
-        verify_chain(c, "clue", clue_id)
+        chain.verify_subject(c.db, "clue", clue_id)
     assert chain_actions(c, "case", jc.id) == ["case.create"]
-    verify_chain(c, "case", jc.id)
+    chain.verify_subject(c.db, "case", jc.id)
 
 
 # ---- participants ----------------------------------------------------------------------------
@@ -386,7 +373,7 @@ def test_participant_removal_revokes_sight(c):
     R1, X1, G3, G1 = w.R1, w.X1, w.G3, w.G1
     d = c.submit(G1.member, title="D")          # R1 sees it as G1's liaison room
     e = c.submit(G3.member, title="E")          # G3's: R1 may add it once G3 takes part
-    expect(Code.NOT_FOUND, c.create_case, R1.leader, participants=[X1], clues=[d, e])
+    expect_status(Code.NOT_FOUND, c.create_case, R1.leader, participants=[X1], clues=[d, e])
     jc = c.create_case(R1.leader, participants=[X1, G3], clues=[d, e])
     c.note(X1.member, d.id, "X1 note while taking part")
     for u in (X1.member, X1.leader):
@@ -394,23 +381,23 @@ def test_participant_removal_revokes_sight(c):
     assert sees(G3.member, d.id)
 
     # Removing X1: at once it sees neither the case nor its clues, by any call.
-    assert "reason is required" in expect(Code.INVALID_ARGUMENT, c.remove_participant, R1.leader, jc.id, X1,
-                                          reason=" ")
+    assert "reason is required" in expect_status(Code.INVALID_ARGUMENT, c.remove_participant, R1.leader, jc.id, X1,
+                                                 reason=" ")
     for u, code in ((X1.leader, Code.PERMISSION_DENIED), (R1.member, Code.PERMISSION_DENIED),
                     (w.auditor, Code.PERMISSION_DENIED), (w.R2.leader, Code.NOT_FOUND)):
-        expect(code, c.remove_participant, u, jc.id, X1)
+        expect_status(code, c.remove_participant, u, jc.id, X1)
     after = c.remove_participant(R1.leader, jc.id, X1)
     assert list(after.participant_unit_ids) == [G3.id]
     for u in (X1.member, X1.leader):
         hidden_everywhere(c, u, d.id)
         hidden_everywhere(c, u, e.id)
-        expect(Code.NOT_FOUND, c.get_case, u, jc.id)
+        expect_status(Code.NOT_FOUND, c.get_case, u, jc.id)
         assert jc.id not in c.listed_cases(u)
     # Removing it again, or adding the lead room, the ADMIN unit or a missing unit, is refused.
-    expect(Code.FAILED_PRECONDITION, c.remove_participant, R1.leader, jc.id, X1)
+    expect_status(Code.FAILED_PRECONDITION, c.remove_participant, R1.leader, jc.id, X1)
     for unit in (R1, w.admin_unit, world.Unit(MISSING_ID, "NONE", "GROUP")):
-        assert "unit_id" in expect(Code.INVALID_ARGUMENT, c.add_participant, R1.leader, jc.id, unit)
-    expect(Code.ALREADY_EXISTS, c.add_participant, R1.leader, jc.id, G3)
+        assert "unit_id" in expect_status(Code.INVALID_ARGUMENT, c.add_participant, R1.leader, jc.id, unit)
+    expect_status(Code.ALREADY_EXISTS, c.add_participant, R1.leader, jc.id, G3)
     # Taking part again gives the sight back.
     c.add_participant(R1.leader, jc.id, X1, reason="需要X1继续协作")
     assert sees(X1.member, d.id) and c.get_case(X1.member, jc.id).id == jc.id
@@ -419,7 +406,7 @@ def test_participant_removal_revokes_sight(c):
     # and only that one; the clue stays in the case, still reviewed by the lead room.
     c.remove_participant(R1.leader, jc.id, G3)
     assert sees(G3.member, e.id) and not sees(G3.member, d.id)
-    expect(Code.NOT_FOUND, c.get_case, G3.member, jc.id)
+    expect_status(Code.NOT_FOUND, c.get_case, G3.member, jc.id)
     e = c.move(G3.leader, c.get(G3.member, e.id), PRELIM).clue
     assert e.joint_case_id == jc.id
     r = c.move(G3.leader, e, FILED)
@@ -430,7 +417,7 @@ def test_participant_removal_revokes_sight(c):
     ev = c.sql("SELECT details::jsonb, reason, actor_user_id FROM audit_events WHERE subject_type = 'case'"
                " AND subject_id = %s AND action = 'case.remove_participant' ORDER BY seq", jc.id)
     assert ev[0][0]["unit_id"] == X1.id and ev[0][1] == "协作事项完成" and ev[0][2] == R1.leader.id
-    verify_chain(c, "case", jc.id)
+    chain.verify_subject(c.db, "case", jc.id)
 
 
 def test_outsider_sees_nothing(c):
@@ -441,10 +428,11 @@ def test_outsider_sees_nothing(c):
     c.note(w.R2.member, x.id, "会商")
     for u in (w.G2.member, w.G2.leader):
         hidden_everywhere(c, u, x.id)
-        assert expect(Code.NOT_FOUND, c.get_case, u, jc.id) == expect(Code.NOT_FOUND, c.get_case, u, MISSING_ID)
+        assert (expect_status(Code.NOT_FOUND, c.get_case, u, jc.id)
+                == expect_status(Code.NOT_FOUND, c.get_case, u, MISSING_ID))
         assert jc.id not in c.listed_cases(u)
         for call in (lambda: c.add_participant(u, jc.id, w.G1), lambda: c.add_clue(u, jc.id, x.id)):
-            expect(Code.NOT_FOUND, call)
+            expect_status(Code.NOT_FOUND, call)
     assert c.listed_cases(w.admin) == []
     assert jc.id in c.listed_cases(w.auditor)
 
@@ -453,8 +441,8 @@ def test_who_may_open_a_case(c):
     w = c.w
     before = c.sql("SELECT count(*) FROM joint_cases")[0][0]
     for u in (w.R1.member, w.G1.leader, w.X1.leader, w.G1.member, w.admin):
-        assert "only a LEADER of a ROOM" in expect(Code.PERMISSION_DENIED, c.create_case, u), u
-    assert "read-only" in expect(Code.PERMISSION_DENIED, c.create_case, w.auditor)
+        assert "only a LEADER of a ROOM" in expect_status(Code.PERMISSION_DENIED, c.create_case, u), u
+    assert "read-only" in expect_status(Code.PERMISSION_DENIED, c.create_case, w.auditor)
     g = c.submit(w.G1.member)
     g3 = c.submit(w.G3.member)
     closed = c.move(w.G1.leader, c.submit(w.G1.member), CLOSED,
@@ -477,21 +465,21 @@ def test_who_may_open_a_case(c):
         (dict(participants=[w.G3], clues=[g, closed]), Code.FAILED_PRECONDITION, f"clue {closed.id}"),
     ]
     for kw, code, text in bad:
-        msg = expect(code, c.create_case, w.R1.leader, **kw)
+        msg = expect_status(code, c.create_case, w.R1.leader, **kw)
         assert text in msg, (kw, msg)
     # A hidden clue answers exactly as a missing one.
-    assert (expect(Code.NOT_FOUND, c.create_case, w.R1.leader, clues=[g3]).replace(str(g3.id), "N")
-            == expect(Code.NOT_FOUND, c.create_case, w.R1.leader,
-                      clues=[world.Unit(MISSING_ID, "x", "GROUP")]).replace(str(MISSING_ID), "N"))
+    assert (expect_status(Code.NOT_FOUND, c.create_case, w.R1.leader, clues=[g3]).replace(str(g3.id), "N")
+            == expect_status(Code.NOT_FOUND, c.create_case, w.R1.leader,
+                             clues=[world.Unit(MISSING_ID, "x", "GROUP")]).replace(str(MISSING_ID), "N"))
     assert c.sql("SELECT count(*) FROM joint_cases")[0][0] == before, "refusals create nothing"
 
     # With G3 taking part, its clue may join; a clue in another case may not.
     jc = c.create_case(w.R1.leader, participants=[w.G3], clues=[g, g3])
-    assert "already in a joint case" in expect(Code.FAILED_PRECONDITION, c.create_case, w.R2.leader, clues=[g3])
-    assert "already in a joint case" in expect(Code.FAILED_PRECONDITION, c.add_clue, w.R1.leader, jc.id, g.id)
+    assert "already in a joint case" in expect_status(Code.FAILED_PRECONDITION, c.create_case, w.R2.leader, clues=[g3])
+    assert "already in a joint case" in expect_status(Code.FAILED_PRECONDITION, c.add_clue, w.R1.leader, jc.id, g.id)
 
     # Idempotent: a retry returns the first case and creates nothing; the key is the user's.
-    key = rid()
+    key = new_request_id()
     first = c.create_case(w.R2.leader, title="重复创建", participants=[w.X1], request_id=key)
     events = c.events("case", first.id)
     for _ in range(3):
@@ -500,12 +488,12 @@ def test_who_may_open_a_case(c):
     assert c.sql("SELECT count(*) FROM joint_cases WHERE title = '重复创建'")[0][0] == 1
     x = c.submit(w.R2.member)
     req = pb.RequestTransitionRequest(clue_id=x.id, expected_version=1, target=PRELIM, reason="r", request_id=key)
-    assert "request_id" in expect(Code.INVALID_ARGUMENT, w.R2.leader.clue.RequestTransition, req, timeout=20)
+    assert "request_id" in expect_status(Code.INVALID_ARGUMENT, w.R2.leader.clue.RequestTransition, req, timeout=20)
     other = c.create_case(w.R1.leader, title="重复创建", request_id=key)
     assert other.id != first.id
 
     # Concurrent retries of one creation: one case.
-    key = rid()
+    key = new_request_id()
     barrier = threading.Barrier(6)
 
     def racer(_):
@@ -533,16 +521,17 @@ def test_clues_joining_and_leaving(c):
     # Joining bumps the version: a move made against the old version is ABORTED.
     jc = c.add_clue(R2.leader, jc.id, x.id)
     assert c.get(X1.member, x.id).version == x.version + 1
-    assert "version" in expect(Code.ABORTED, c.move, X1.leader, x, CLOSED, details={"finding": "f"})
+    assert "version" in expect_status(Code.ABORTED, c.move, X1.leader, x, CLOSED, details={"finding": "f"})
     x = c.get(X1.member, x.id)
     # With a proposal pending, the clue cannot leave; once decided it can, by R2's leader only.
     r = c.move(X1.leader, x, FILED)
     assert r.proposal.reviewer_unit_id == R2.id
-    assert "pending proposal" in expect(Code.FAILED_PRECONDITION, c.remove_clue, R2.leader, jc.id, x.id)
+    assert "pending proposal" in expect_status(Code.FAILED_PRECONDITION, c.remove_clue, R2.leader, jc.id, x.id)
     c.review(R2.leader, r.proposal.id, approve=False)
     for u in (X1.leader, R2.member, w.auditor):
-        expect(Code.PERMISSION_DENIED, c.remove_clue, u, jc.id, x.id)
-    assert "reason is required" in expect(Code.INVALID_ARGUMENT, c.remove_clue, R2.leader, jc.id, x.id, reason="")
+        expect_status(Code.PERMISSION_DENIED, c.remove_clue, u, jc.id, x.id)
+    assert "reason is required" in expect_status(Code.INVALID_ARGUMENT, c.remove_clue, R2.leader, jc.id, x.id,
+                                                 reason="")
     after = c.remove_clue(R2.leader, jc.id, x.id, reason="另案处理")
     assert len(after.clues) == 0
     x2 = c.get(X1.member, x.id)
@@ -554,19 +543,19 @@ def test_clues_joining_and_leaving(c):
                    "另案处理")]
     # Gone: removing again answers NOT_FOUND (R2 no longer sees it); a visible clue outside
     # the case answers FAILED_PRECONDITION.
-    assert expect(Code.NOT_FOUND, c.remove_clue, R2.leader, jc.id, x.id) == "clue not found"
+    assert expect_status(Code.NOT_FOUND, c.remove_clue, R2.leader, jc.id, x.id) == "clue not found"
     own = c.submit(R2.member)
-    assert "not in this joint case" in expect(Code.FAILED_PRECONDITION, c.remove_clue, R2.leader, jc.id, own.id)
+    assert "not in this joint case" in expect_status(Code.FAILED_PRECONDITION, c.remove_clue, R2.leader, jc.id, own.id)
     # A clue of a unit outside the case is hidden from the lead room; a missing case is NOT_FOUND.
     g3 = c.submit(G3.member)
     assert sees(R2.member, g3.id), "R2 is G3's liaison room"
     c.add_clue(R2.leader, jc.id, g3.id)
     g1 = c.submit(w.G1.member)
-    assert expect(Code.NOT_FOUND, c.add_clue, R2.leader, jc.id, g1.id) == "clue not found"
-    assert expect(Code.NOT_FOUND, c.add_clue, R2.leader, MISSING_ID, g3.id) == "joint case not found"
+    assert expect_status(Code.NOT_FOUND, c.add_clue, R2.leader, jc.id, g1.id) == "clue not found"
+    assert expect_status(Code.NOT_FOUND, c.add_clue, R2.leader, MISSING_ID, g3.id) == "joint case not found"
     # Terminal clues do not join.
     done = c.move(X1.leader, c.submit(X1.member), CLOSED, details={"disposal": pb.DISPOSAL_SHELVED}).clue
-    assert "terminal" in expect(Code.FAILED_PRECONDITION, c.add_clue, R2.leader, jc.id, done.id)
+    assert "terminal" in expect_status(Code.FAILED_PRECONDITION, c.add_clue, R2.leader, jc.id, done.id)
 
 
 # ---- notes -----------------------------------------------------------------------------------
@@ -579,23 +568,23 @@ def test_notes(c):
     for kind, text, field in ((pb.NOTE_KIND_UNSPECIFIED, "t", "kind"), (9, "t", "kind"), (EVIDENCE, " \n ", "text"),
                               (EVIDENCE, "a" * 65537, "text"), (EVIDENCE, "证" * 21846, "text"),
                               (EVIDENCE, "bell\x07", "text")):
-        msg = expect(Code.INVALID_ARGUMENT, c.note, w.G2.member, x.id, text, kind=kind)
+        msg = expect_status(Code.INVALID_ARGUMENT, c.note, w.G2.member, x.id, text, kind=kind)
         assert field in msg, msg
     big = c.note(w.G2.member, x.id, "  " + "证" * 21845 + "a  ", kind=MINUTES)
     assert len(big.text.encode()) == 65536 and big.text.startswith("证"), "stored trimmed, limit inclusive"
-    assert "65536" in expect(Code.INVALID_ARGUMENT, c.note, w.G2.member, x.id, "b" * 65537)
+    assert "65536" in expect_status(Code.INVALID_ARGUMENT, c.note, w.G2.member, x.id, "b" * 65537)
     small = c.note(w.R1.member, x.id, "多行\n记录\t一", kind=INTERVIEW)
     assert small.author_unit_id == w.R1.id and small.created_at_ms > 0 and small.id > big.id
     # Who may add: anyone who sees the clue but auditors and admins.
-    expect(Code.PERMISSION_DENIED, c.note, w.auditor, x.id, "x")
+    expect_status(Code.PERMISSION_DENIED, c.note, w.auditor, x.id, "x")
     for u in (w.admin, w.G1.leader, w.R2.member, w.X1.member):
-        expect(Code.NOT_FOUND, c.note, u, x.id, "x")
+        expect_status(Code.NOT_FOUND, c.note, u, x.id, "x")
     # Idempotent: the retry returns the first note.
-    key = rid()
+    key = new_request_id()
     n1 = c.note(w.G2.leader, x.id, "会商纪要", kind=MINUTES, request_id=key)
     assert c.note(w.G2.leader, x.id, "会商纪要", kind=MINUTES, request_id=key) == n1
     other = c.submit(w.G2.member)
-    assert "request_id" in expect(Code.INVALID_ARGUMENT, c.note, w.G2.leader, other.id, "x", request_id=key)
+    assert "request_id" in expect_status(Code.INVALID_ARGUMENT, c.note, w.G2.leader, other.id, "x", request_id=key)
     # The audit event has the length and hash of the text, not the text.
     ev = c.sql("SELECT details::jsonb FROM audit_events WHERE subject_type = 'clue' AND subject_id = %s"
                " AND action = 'note.add' ORDER BY seq", x.id)
@@ -623,8 +612,8 @@ def test_notes(c):
     assert r.more and 30 <= len(r.notes) < 40 and sum(len(n.text) for n in r.notes) <= 2 << 20
     rest = c.notes(w.G2.member, many.id, page_size=500, after_note_id=r.notes[-1].id)
     assert not rest.more and len(r.notes) + len(rest.notes) == 40
-    expect(Code.INVALID_ARGUMENT, c.notes, w.G2.member, x.id, page_size=-1)
-    expect(Code.INVALID_ARGUMENT, c.notes, w.G2.member, x.id, after_note_id=-1)
+    expect_status(Code.INVALID_ARGUMENT, c.notes, w.G2.member, x.id, page_size=-1)
+    expect_status(Code.INVALID_ARGUMENT, c.notes, w.G2.member, x.id, after_note_id=-1)
 
 
 def test_notes_are_append_only(c):
@@ -668,14 +657,15 @@ def test_handover_rules(c):
            (dict(to_unit=G2, version=7), Code.ABORTED, "version 1")]
     for kw, code, text in bad:
         to = kw.pop("to_unit")
-        msg = expect(code, c.handover, G1.leader, x, to, **kw)
+        msg = expect_status(code, c.handover, G1.leader, x, to, **kw)
         assert text in msg, (kw, msg)
     for u, code in ((G1.member, Code.PERMISSION_DENIED), (w.R1.leader, Code.PERMISSION_DENIED),
                     (w.auditor, Code.PERMISSION_DENIED), (G2.leader, Code.NOT_FOUND), (w.R2.leader, Code.NOT_FOUND),
                     (w.admin, Code.NOT_FOUND)):
-        expect(code, c.handover, u, x, G2)
+        expect_status(code, c.handover, u, x, G2)
     # A stranger learns nothing, not even about a missing target.
-    assert expect(Code.NOT_FOUND, c.handover, G2.leader, x, world.Unit(MISSING_ID, "x", "GROUP")) == "clue not found"
+    missing = world.Unit(MISSING_ID, "x", "GROUP")
+    assert expect_status(Code.NOT_FOUND, c.handover, G2.leader, x, missing) == "clue not found"
     assert c.events("clue", x.id) == 1
     # Only ACCEPTED and PRELIMINARY_CHECK clues move; closed, filed and transferred ones do not.
     closed = c.move(G1.leader, c.submit(G1.member), CLOSED, details={"disposal": pb.DISPOSAL_SHELVED}).clue
@@ -686,7 +676,7 @@ def test_handover_rules(c):
     filed = c.move(G1.leader, c.submit(G1.member), PRELIM).clue
     filed = c.review(w.R1.leader, c.move(G1.leader, filed, FILED).proposal.id).clue
     for cl, name in ((closed, "CLOSED"), (filed, "FILED"), (transferred, "TRANSFERRED_TO_JUDICIAL")):
-        msg = expect(Code.FAILED_PRECONDITION, c.handover, G1.leader, cl, G2)
+        msg = expect_status(Code.FAILED_PRECONDITION, c.handover, G1.leader, cl, G2)
         assert name in msg and "ACCEPTED or PRELIMINARY_CHECK" in msg, msg
     # Rooms and regions are targets too.
     y = c.handover(G1.leader, c.submit(G1.member), w.X1)
@@ -707,7 +697,7 @@ def test_handover_withdraws_pending_proposal(c):
     props = w.auditor.clue.ListProposals(pb.ListProposalsRequest(clue_id=x.id, include_decided=True), timeout=20)
     assert [(p.id, p.status) for p in props.proposals] == [(r.proposal.id, pb.PROPOSAL_STATUS_WITHDRAWN)]
     assert props.proposals[0].decided_at_ms > 0
-    assert "already decided" in expect(Code.FAILED_PRECONDITION, c.review, w.R1.leader, r.proposal.id)
+    assert "already decided" in expect_status(Code.FAILED_PRECONDITION, c.review, w.R1.leader, r.proposal.id)
     # Two events, withdrawal first; every clue-scoped row now belongs to G2.
     hist = w.auditor.clue.GetHistory(pb.GetHistoryRequest(clue_id=x.id), timeout=20).events
     assert [e.action for e in hist][-2:] == ["proposal.withdraw", "clue.handover"]
@@ -731,7 +721,7 @@ def test_handover_idempotent_and_in_case(c):
     w = c.w
     G1, G2 = w.G1, w.G2
     x = c.submit(G1.member)
-    key = rid()
+    key = new_request_id()
     first = c.handover(G1.leader, x, G2, request_id=key)
     # G1 no longer sees the clue, but a retry returns the handover's result while unchanged.
     assert not sees(G1.leader, x.id)
@@ -739,7 +729,7 @@ def test_handover_idempotent_and_in_case(c):
     assert again == first
     assert c.events("clue", x.id) == 2
     c.move(G2.leader, first, PRELIM)
-    expect(Code.NOT_FOUND, c.handover, G1.leader, x, G2, request_id=key)
+    expect_status(Code.NOT_FOUND, c.handover, G1.leader, x, G2, request_id=key)
     # A member clue stays in its case when handed over; its new owner sees it as owner, the
     # old owner as a unit of the case.
     y = c.submit(G1.member)
@@ -749,8 +739,8 @@ def test_handover_idempotent_and_in_case(c):
     assert h.joint_case_id == jc.id and sees(G1.member, y.id) and sees(G2.member, y.id)
     assert [(cc.clue_id, cc.owner_unit_id) for cc in c.get_case(w.R2.member, jc.id).clues] == [(y.id, G2.id)]
     assert c.sql("SELECT owner_unit FROM case_clues WHERE clue_id = %s", y.id)[0][0] == G2.id
-    expect(Code.NOT_FOUND, c.get_case, G2.member, jc.id)
-    expect(Code.PERMISSION_DENIED, c.move, G1.leader, c.get(G1.member, y.id), PRELIM)
+    expect_status(Code.NOT_FOUND, c.get_case, G2.member, jc.id)
+    expect_status(Code.PERMISSION_DENIED, c.move, G1.leader, c.get(G1.member, y.id), PRELIM)
 
 
 def test_handover_races_move(c):
@@ -770,7 +760,7 @@ def test_handover_races_move(c):
                 stub.GetClue(pb.GetClueRequest(clue_id=x.id), timeout=20)
                 barrier.wait()
                 return stub.HandOver(pb.HandOverRequest(clue_id=x.id, expected_version=1, to_unit_id=G2.id,
-                                                        reason="移交", request_id=rid()), timeout=30)
+                                                        reason="移交", request_id=new_request_id()), timeout=30)
             finally:
                 raw.close()
 
@@ -782,7 +772,7 @@ def test_handover_races_move(c):
                 stub.GetClue(pb.GetClueRequest(clue_id=x.id), timeout=20)
                 barrier.wait()
                 return stub.RequestTransition(pb.RequestTransitionRequest(
-                    clue_id=x.id, expected_version=1, target=target, reason="r", request_id=rid(),
+                    clue_id=x.id, expected_version=1, target=target, reason="r", request_id=new_request_id(),
                     details=pb.TransitionDetails(**details)), timeout=30)
             finally:
                 raw.close()
@@ -819,52 +809,8 @@ def test_handover_races_move(c):
 # ---- audit -----------------------------------------------------------------------------------
 
 
-EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
-COLS = ("seq, at, actor_user_id, actor_unit_id, action, subject_type, subject_id, owner_unit, from_state, "
-        "to_state, reason, details, prev_hash, hash")
-
-
-def _canonical(ev):
-    """migrations/0001_identity.sql, audit_canonical(): each field as text (NULL as ''),
-    written '<length in bytes>:<text>\\n', in this order."""
-    micros = (ev["at"] - EPOCH) // datetime.timedelta(microseconds=1)
-    fields = [ev["seq"], micros, ev["actor_user_id"], ev["actor_unit_id"], ev["action"], ev["subject_type"],
-              ev["subject_id"], ev["from_state"], ev["to_state"], ev["reason"], ev["details"],
-              ev["prev_hash"].hex() if ev["prev_hash"] else None]
-    out = b""
-    for f in fields:
-        b = b"" if f is None else str(f).encode("utf-8")
-        out += str(len(b)).encode() + b":" + b + b"\n"
-    return out
-
-
-def chain_events(c, kind, subject_id):
-    with c.db.cursor() as cur:
-        cur.execute(f"SELECT {COLS} FROM audit_events WHERE subject_type = %s AND subject_id = %s ORDER BY seq",
-                    (kind, subject_id))
-        names = [d[0] for d in cur.description]
-        evs = [dict(zip(names, r)) for r in cur.fetchall()]
-    for ev in evs:
-        for k in ("prev_hash", "hash"):
-            ev[k] = bytes(ev[k]) if ev[k] is not None else None
-    return evs
-
-
 def chain_actions(c, kind, subject_id):
-    return [ev["action"] for ev in chain_events(c, kind, subject_id)]
-
-
-def verify_chain(c, kind, subject_id):
-    """Recompute the subject's chain here: each hash from the row, each link to the one before."""
-    prev = None
-    evs = chain_events(c, kind, subject_id)
-    assert evs, (kind, subject_id)
-    for ev in evs:
-        assert hashlib.sha256(_canonical(ev)).digest() == ev["hash"], f"hash of event {ev['seq']}"
-        assert ev["prev_hash"] == prev, f"link at event {ev['seq']}"
-        prev = ev["hash"]
-    head = c.sql("SELECT last_hash FROM audit_heads WHERE subject_type = %s AND subject_id = %s", kind, subject_id)
-    assert bytes(head[0][0]) == prev
+    return [ev["action"] for ev in chain.events(c.db, kind, subject_id)]
 
 
 def test_zz_audit_trail(c):
@@ -874,11 +820,11 @@ def test_zz_audit_trail(c):
     assert {(k, i) for k, i in subjects} == set(c.actions), "every subject changed above, and no other"
     for (kind, subject_id), want in sorted(c.actions.items()):
         assert chain_actions(c, kind, subject_id) == want, (kind, subject_id)
-        verify_chain(c, kind, subject_id)
+        chain.verify_subject(c.db, kind, subject_id)
     # Each clue event carries the owner of the clue when it was written: G1's events of a
     # handed-over clue stay G1's, the handover and what follows are the new owner's.
     for (clue_id,) in c.sql("SELECT DISTINCT subject_id FROM audit_events WHERE action = 'clue.handover'"):
-        evs = chain_events(c, "clue", clue_id)
+        evs = chain.events(c.db, "clue", clue_id)
         cut = [e["action"] for e in evs].index("clue.handover")
         d = json.loads(evs[cut]["details"])
         assert all(e["owner_unit"] == d["from_unit_id"] for e in evs[:cut])

@@ -110,14 +110,6 @@ class Admin(S.admin_pb2_grpc.AdminServiceServicer):
         return S.admin_pb2.IssueTokenResponse(token_id=9, token=f"issued-for-{request.user_id}")
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 class ClientInterop(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -297,7 +289,7 @@ class ClientInterop(unittest.TestCase):
     # ---- transport failures and usage ----------------------------------------------------
 
     def test_connection_refused(self):
-        port = free_port()
+        port = harness.free_port()
         r = harness.cluectl("--server", f"127.0.0.1:{port}", "health", check=1)
         self.assertEqual(r.stderr, f"UNAVAILABLE: connection refused to 127.0.0.1:{port}\n")
         r = harness.cluectl("admin", "units", env={"CLUED_SERVER": f"127.0.0.1:{port}"}, check=1)

@@ -14,12 +14,10 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -68,14 +66,6 @@ def requires(r, what):
     return r
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 # ---- transport, usage and help -----------------------------------------------------------------
 
 
@@ -86,7 +76,7 @@ def test_health(c):
 
 
 def test_connection_refused(c):
-    port = free_port()
+    port = harness.free_port()
     r = harness.cluectl("--server", f"127.0.0.1:{port}", "health", check=1)
     assert r.stderr == f"UNAVAILABLE: connection refused to 127.0.0.1:{port}\n", r.stderr
     assert r.stdout == ""
@@ -284,7 +274,7 @@ def test_submit_file(c):
     assert got["source"] == "SOURCE_CHANNEL_AUDIT"
 
     # An array: one line per clue, in order; a given request_id is kept.
-    key = str(uuid.uuid4())
+    key = harness.new_request_id()
     batch = [dict(one, title=f"批量{i}", subject={"name": f"对象{i}"}) for i in range(3)]
     batch[1]["request_id"] = key
     path = os.path.join(d, "batch.json")
@@ -461,7 +451,7 @@ def test_move_review_history(c):
 def test_move_request_id_retry(c):
     w = c.w
     cid = c.submit(w.G2.member)["id"]
-    key = str(uuid.uuid4())
+    key = harness.new_request_id()
     for _ in range(2):
         r = _move(c, w.G2.leader, cid, "PRELIMINARY_CHECK", 1, "--request-id", key)
         assert r.stdout == "moved to PRELIMINARY_CHECK (version 2)\n", r.stdout

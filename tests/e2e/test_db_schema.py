@@ -3,7 +3,6 @@ constraints; the audit trail's append-only rule, its hash chains recomputed here
 documented canonical encoding, tamper detection, concurrent appends to one chain, chains
 that do not block each other, and the NOTIFY on append."""
 
-import datetime
 import glob
 import hashlib
 import os
@@ -13,60 +12,11 @@ import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import chain  # noqa: E402
 import harness  # noqa: E402
 
 import psycopg2  # noqa: E402
 import psycopg2.errors  # noqa: E402
-
-EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
-
-EVENT_COLUMNS = ("seq, at, actor_user_id, actor_unit_id, action, subject_type, subject_id, "
-                 "owner_unit, from_state, to_state, reason, details, prev_hash, hash")
-
-
-def canonical(ev):
-    """The documented encoding: each field as text (NULL as ''), emitted as
-    '<length in bytes>:<text>\\n', in this order."""
-    micros = (ev["at"] - EPOCH) // datetime.timedelta(microseconds=1)
-    fields = [ev["seq"], micros, ev["actor_user_id"], ev["actor_unit_id"], ev["action"],
-              ev["subject_type"], ev["subject_id"], ev["from_state"], ev["to_state"],
-              ev["reason"], ev["details"], ev["prev_hash"].hex() if ev["prev_hash"] else None]
-    out = b""
-    for f in fields:
-        b = b"" if f is None else str(f).encode("utf-8")
-        out += str(len(b)).encode() + b":" + b + b"\n"
-    return out
-
-
-def events(conn, where="", args=()):
-    with conn.cursor() as cur:
-        cur.execute(f"SELECT {EVENT_COLUMNS} FROM audit_events {where} ORDER BY seq", args)
-        names = [d[0] for d in cur.description]
-        rows = []
-        for r in cur.fetchall():
-            ev = dict(zip(names, r))
-            for k in ("prev_hash", "hash"):
-                ev[k] = bytes(ev[k]) if ev[k] is not None else None
-            rows.append(ev)
-        return rows
-
-
-def verify(conn):
-    """Walk every chain; return the seq of the first broken link, or None."""
-    last = {}
-    for ev in events(conn):
-        key = (ev["subject_type"], ev["subject_id"])
-        if hashlib.sha256(canonical(ev)).digest() != ev["hash"]:
-            return ev["seq"]
-        if ev["prev_hash"] != last.get(key):
-            return ev["seq"]
-        last[key] = ev["hash"]
-    with conn.cursor() as cur:
-        cur.execute("SELECT subject_type, subject_id, last_hash FROM audit_heads")
-        for st, sid, h in cur.fetchall():
-            if last.get((st, sid)) != (bytes(h) if h is not None else None):
-                return -1  # the head points past the last event: a tail was removed
-    return None
 
 
 def append(conn, actor=1, unit=10, action="note", stype="clue", sid=1, owner=10, frm=None,
@@ -191,20 +141,17 @@ class SchemaTest(unittest.TestCase):
                details="{}", conn=self.conn)
         append(action="note", sid=8, reason="line one\nline two", conn=self.conn)
         append(action="view_reporter", sid=7, conn=self.conn)
-        evs = events(self.conn)
+        evs = chain.events(self.conn)
         self.assertEqual(len(evs), 5)
-        last = {}
         for ev in evs:
-            key = (ev["subject_type"], ev["subject_id"])
             # The hash is SHA-256 of exactly the documented bytes ...
-            self.assertEqual(hashlib.sha256(canonical(ev)).digest(), ev["hash"])
-            # ... which the server-side function produces too (verifiers may reuse it) ...
+            self.assertEqual(chain.event_hash(ev), ev["hash"])
+            # ... which the server-side function produces too (verifiers may reuse it).
             sql_canon = self.exec("SELECT convert_to(audit_canonical(e), 'UTF8') FROM audit_events e "
                                   "WHERE seq = %s", (ev["seq"],))[0][0]
-            self.assertEqual(bytes(sql_canon), canonical(ev))
-            # ... and each event links to its own subject's previous one.
-            self.assertEqual(ev["prev_hash"], last.get(key))
-            last[key] = ev["hash"]
+            self.assertEqual(bytes(sql_canon), chain.canonical(ev))
+        # Each event links to its own subject's previous one, and each head names the last.
+        self.assertIsNone(chain.first_break(self.conn))
         self.assertIsNone(evs[0]["prev_hash"])
         self.assertEqual(evs[0]["details"], '{"n": 1, "title": "线索"}')  # jsonb's rendering
         self.assertEqual(evs[1]["details"], "{}")
@@ -216,7 +163,6 @@ class SchemaTest(unittest.TestCase):
         self.assertEqual(heads[("clue", 7)], (evs[4]["seq"], evs[4]["hash"]))
         self.assertEqual(heads[("clue", 8)], (evs[3]["seq"], evs[3]["hash"]))
         self.assertEqual(heads[("user", 7)], (evs[1]["seq"], evs[1]["hash"]))
-        self.assertIsNone(verify(self.conn))
         # txid is the appending transaction's.
         txids = self.exec("SELECT count(DISTINCT txid) FROM audit_events")[0][0]
         self.assertEqual(txids, 5)
@@ -229,17 +175,17 @@ class SchemaTest(unittest.TestCase):
         self.fails("42501", "TRUNCATE audit_events")
         self.fails("42501", "UPDATE audit_events SET reason = 'forged' WHERE false")
         self.assertEqual(self.exec("SELECT count(*) FROM audit_events")[0][0], 4)
-        self.assertIsNone(verify(self.conn))
+        self.assertIsNone(chain.first_break(self.conn))
         # A superuser who disables the trigger can edit, but the chain shows it.
         self.exec("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
         self.exec("UPDATE audit_events SET reason = 'forged' WHERE seq = 2")
-        self.assertEqual(verify(self.conn), 2)
+        self.assertEqual(chain.first_break(self.conn), 2)
         self.exec("UPDATE audit_events SET reason = 'r1' WHERE seq = 2")
-        self.assertIsNone(verify(self.conn))
+        self.assertIsNone(chain.first_break(self.conn))
         self.exec("DELETE FROM audit_events WHERE seq = 3")
-        self.assertEqual(verify(self.conn), 4)
+        self.assertEqual(chain.first_break(self.conn), 4)
         self.exec("DELETE FROM audit_events WHERE seq = 4")
-        self.assertEqual(verify(self.conn), -1)  # only the head shows the tail is gone
+        self.assertEqual(chain.first_break(self.conn), -1)  # only the head shows the tail is gone
         self.exec("ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only")
         self.fails("42501", "DELETE FROM audit_events")
 
@@ -264,9 +210,9 @@ class SchemaTest(unittest.TestCase):
         for t in ts:
             t.join()
         self.assertEqual(errors, [])
-        evs = events(self.conn, "WHERE subject_id = 42")
+        evs = chain.events(self.conn, subject_id=42)
         self.assertEqual(len(evs), threads * per)
-        self.assertIsNone(verify(self.conn))
+        self.assertIsNone(chain.first_break(self.conn))
         head = self.exec("SELECT last_seq FROM audit_heads WHERE subject_id = 42")[0][0]
         self.assertEqual(head, evs[-1]["seq"])
 
@@ -284,7 +230,7 @@ class SchemaTest(unittest.TestCase):
             append(sid=1, conn=other)  # the same chain waits for the holder
         holder.commit()
         append(sid=1, conn=other)
-        self.assertIsNone(verify(self.conn))
+        self.assertIsNone(chain.first_break(self.conn))
 
     def test_append_notifies(self):
         listener = self.other()

@@ -450,25 +450,6 @@ def server_sockets(port):
 # ---- fixture ----------------------------------------------------------------------------------
 
 
-class Clued(harness.Clued):
-    """harness.Clued, reading the server's output as bytes: a line that is not UTF-8 must not
-    stop the reader, or the pipe fills up and the server blocks writing its log."""
-
-    def __init__(self, *args, **kw):
-        super().__init__(*args, **kw)
-        self.raw_lines = []
-
-    def _read(self):
-        for raw in self.proc.stdout.buffer:
-            self.raw_lines.append(raw)
-            line = raw.decode("utf-8", "backslashreplace")
-            self.lines.append(line)
-            m = re.search(r"listening on (\S+)", line)
-            if m and not self._bound.is_set():
-                self.addr = m.group(1)
-                self._bound.set()
-
-
 class Ctx:
     pass
 
@@ -476,7 +457,7 @@ class Ctx:
 def setup():
     print(f"h2 fuzz seed {SEED} (FUZZ_SEED to reproduce), {CONNS} connections (FUZZ_CONNS)", flush=True)
     c = Ctx()
-    c.srv = Clued(harness.test_database_url()).start()
+    c.srv = harness.RawLogClued(harness.test_database_url()).start()
     c.ports = {}  # client port -> fuzz connection number, to name the connection behind a log line
     return c
 

@@ -775,25 +775,6 @@ def _has_set_field(msg, name):
 # ---- fixture ---------------------------------------------------------------------------------
 
 
-class Clued(harness.Clued):
-    """harness.Clued, reading the server's output as bytes: a line that is not UTF-8 must not
-    stop the reader, or the pipe fills up and the server blocks writing its log."""
-
-    def __init__(self, *args, **kw):
-        super().__init__(*args, **kw)
-        self.raw_lines = []
-
-    def _read(self):
-        for raw in self.proc.stdout.buffer:
-            self.raw_lines.append(raw)
-            line = raw.decode("utf-8", "backslashreplace")
-            self.lines.append(line)
-            m = re.search(r"listening on (\S+)", line)
-            if m and not self._bound.is_set():
-                self.addr = m.group(1)
-                self._bound.set()
-
-
 class Ctx:
     pass
 
@@ -834,7 +815,7 @@ def setup():
     c = Ctx()
     pg = harness.Postgres.get()
     c.dbname = pg.new_database("fuzz")
-    c.srv = Clued(pg.url(c.dbname)).start()
+    c.srv = harness.RawLogClued(pg.url(c.dbname)).start()
     c.w = world.build(c.srv)
     c.db = pg.connect(c.dbname)
     w = c.w

@@ -26,12 +26,12 @@ import statistics
 import sys
 import threading
 import time
-import uuid
 
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+from harness import expect_status, new_request_id  # noqa: E402
 import world  # noqa: E402
 
 S = harness.stubs()
@@ -56,22 +56,8 @@ CO_REVIEW = {(PRELIM, FILED), (FILED, TRANSFERRED)}
 TRANSITION_ACTIONS = ("clue.submit", "clue.move", "proposal.approve")
 
 
-def rid():
-    return str(uuid.uuid4())
-
-
 def now_ms():
     return int(time.time() * 1000)
-
-
-def expect(code, fn, *args, **kw):
-    """Call fn; assert it fails with code; return the status message."""
-    try:
-        fn(*args, **kw)
-    except grpc.RpcError as e:
-        assert e.code() == code, f"wanted {code}, got {e.code()}: {e.details()}"
-        return e.details()
-    raise AssertionError(f"wanted {code}, the call succeeded")
 
 
 class Ctx:
@@ -92,7 +78,8 @@ class Ctx:
     def submit(self, unit, user=None, stub=None, days=30):
         stub = stub or (user or unit.member).clue
         c = stub.SubmitClue(pb.SubmitClueRequest(
-            request_id=rid(), title="统计用线索", summary="反映某处长违规收受礼金", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+            request_id=new_request_id(), title="统计用线索", summary="反映某处长违规收受礼金",
+            source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
             subject=pb.SubjectPerson(name="张三"), host_unit="市发展改革委"), timeout=20)
         self.record(unit, c, None, ACCEPTED, deadline_ms=c.updated_at_ms + days * DAY_MS)
         return c
@@ -103,8 +90,8 @@ class Ctx:
         if disposal is not None:
             details["disposal"] = disposal
         r = (stub or unit.leader.clue).RequestTransition(pb.RequestTransitionRequest(
-            clue_id=clue.id, expected_version=clue.version, target=target, reason="依据核查情况", request_id=rid(),
-            details=pb.TransitionDetails(**details)), timeout=20)
+            clue_id=clue.id, expected_version=clue.version, target=target, reason="依据核查情况",
+            request_id=new_request_id(), details=pb.TransitionDetails(**details)), timeout=20)
         assert not r.pending and r.clue.state == target
         kind = None
         if target == CLOSED:
@@ -119,15 +106,15 @@ class Ctx:
         if unit.kind in ("ROOM", "REGION"):
             details["reviewer_unit_id"] = unit.reviewer.unit.id
         r = unit.leader.clue.RequestTransition(pb.RequestTransitionRequest(
-            clue_id=clue.id, expected_version=clue.version, target=target, reason="提请会商", request_id=rid(),
-            details=pb.TransitionDetails(**details)), timeout=20)
+            clue_id=clue.id, expected_version=clue.version, target=target, reason="提请会商",
+            request_id=new_request_id(), details=pb.TransitionDetails(**details)), timeout=20)
         assert r.pending
         return r.proposal
 
     def review(self, unit, proposal, approve=True):
         """The reviewer's decision; an approval is the transition."""
         r = unit.reviewer.clue.ReviewProposal(pb.ReviewProposalRequest(
-            proposal_id=proposal.id, approve=approve, comment="会商意见", request_id=rid()), timeout=20)
+            proposal_id=proposal.id, approve=approve, comment="会商意见", request_id=new_request_id()), timeout=20)
         clue = r.clue if r.HasField("clue") else unit.member.clue.GetClue(pb.GetClueRequest(clue_id=proposal.clue_id),
                                                                          timeout=20)
         if approve:
@@ -182,14 +169,7 @@ def setup():
     c.srv = harness.Clued(c.url).start()
     c.w = world.build(c.srv)
     c.db = pg.connect(c.dbname)
-    w = c.w
-    w.G1.reviewer = w.R1.leader
-    w.G2.reviewer = w.R1.leader
-    w.G3.reviewer = w.R2.leader
-    w.R1.reviewer = w.R2.leader
-    w.R2.reviewer = w.R1.leader
-    w.X1.reviewer = w.R1.leader
-    c.code_of = {w.units[k].id: k for k in WORK_UNITS}
+    c.code_of = {c.w.units[k].id: k for k in WORK_UNITS}
     return c
 
 
@@ -355,20 +335,20 @@ def test_scope(c):
             for other in WORK_UNITS:
                 if other in sees:
                     continue
-                msg = expect(Code.PERMISSION_DENIED, stats, user, t0, t2, [w.units[code].id, w.units[other].id])
+                msg = expect_status(Code.PERMISSION_DENIED, stats, user, t0, t2, [w.units[code].id, w.units[other].id])
                 assert str(w.units[other].id) in msg and "scope" in msg, msg
             # An id that is no unit at all looks the same to staff.
-            expect(Code.PERMISSION_DENIED, stats, user, t0, t2, [987654])
-            expect(Code.PERMISSION_DENIED, stats, user, t0, t2, [w.admin_unit.id])
+            expect_status(Code.PERMISSION_DENIED, stats, user, t0, t2, [987654])
+            expect_status(Code.PERMISSION_DENIED, stats, user, t0, t2, [w.admin_unit.id])
     r = stats(w.R1.leader, t0, t2, [w.G2.id, w.G1.id, w.G2.id])
     assert [u.unit_code for u in r.units] == ["G1", "G2"], "duplicates collapse; id order"
     for user in (w.auditor, w.admin):
         r = stats(user, t0, t2, [w.G3.id, w.X1.id])
         assert [u.unit_code for u in r.units] == ["G3", "X1"]
         assert [z.unit_code for z in r.zero_disposal_units] == []
-        msg = expect(Code.NOT_FOUND, stats, user, t0, t2, [987654])
+        msg = expect_status(Code.NOT_FOUND, stats, user, t0, t2, [987654])
         assert "987654" in msg
-        msg = expect(Code.INVALID_ARGUMENT, stats, user, t0, t2, [w.admin_unit.id])
+        msg = expect_status(Code.INVALID_ARGUMENT, stats, user, t0, t2, [w.admin_unit.id])
         assert "ADMIN" in msg
 
 
@@ -377,17 +357,17 @@ def test_invalid_requests(c):
     t = now_ms()
     for frm, to, field in ((0, t, "from_ms"), (t, 0, "to_ms"), (-5, t, "from_ms"), (t, t, "from_ms"),
                            (t, t - 1, "from_ms"), (t, 2 ** 62, "to_ms"), (2 ** 62, 2 ** 62 + 1, "to_ms")):
-        msg = expect(Code.INVALID_ARGUMENT, stats, w.G1.leader, frm, to)
+        msg = expect_status(Code.INVALID_ARGUMENT, stats, w.G1.leader, frm, to)
         assert field in msg, msg
     assert len(stats(w.auditor, 1, 253402300800000).units) == len(WORK_UNITS), "all of time"
-    msg = expect(Code.INVALID_ARGUMENT, stats, w.auditor, t - 1, t, [w.G1.id, -3])
+    msg = expect_status(Code.INVALID_ARGUMENT, stats, w.auditor, t - 1, t, [w.G1.id, -3])
     assert "unit_ids" in msg
-    msg = expect(Code.INVALID_ARGUMENT, stats, w.auditor, t - 1, t, list(range(1, 1002)))
+    msg = expect_status(Code.INVALID_ARGUMENT, stats, w.auditor, t - 1, t, list(range(1, 1002)))
     assert "unit_ids" in msg
     # Without a token: UNAUTHENTICATED, as for every method.
     with grpc.insecure_channel(c.srv.addr) as ch:
-        expect(Code.UNAUTHENTICATED, S.stats_pb2_grpc.StatsServiceStub(ch).GetStatistics,
-               sp.GetStatisticsRequest(from_ms=1, to_ms=2), timeout=20)
+        expect_status(Code.UNAUTHENTICATED, S.stats_pb2_grpc.StatsServiceStub(ch).GetStatistics,
+                      sp.GetStatisticsRequest(from_ms=1, to_ms=2), timeout=20)
 
 
 def test_joint_case_and_handover(c):
@@ -404,14 +384,15 @@ def test_joint_case_and_handover(c):
     g3, x1, r2 = c.submit(w.G3), c.submit(w.X1), c.submit(w.R2)
     jc = w.R2.leader.case.CreateJointCase(cs.CreateJointCaseRequest(
         title="某局系列违纪案联合审查", participant_unit_ids=[w.G3.id, w.X1.id], clue_ids=[g3.id, x1.id, r2.id],
-        request_id=rid()), timeout=20)
+        request_id=new_request_id()), timeout=20)
     # Joining bumps the version: reload before moving.
     g3, x1 = g(w.G3.leader, g3.id), g(w.X1.leader, x1.id)
     c.step(w.G3, c.step(w.G3, c.step(w.G3, g3, PRELIM), FILED), TRANSFERRED)  # the lead room reviews
     c.step(w.X1, x1, CLOSED, pb.DISPOSAL_NO_FURTHER_ACTION)
     moved = c.submit(w.G1)
     moved = w.G1.leader.clue.HandOver(pb.HandOverRequest(clue_id=moved.id, expected_version=moved.version,
-                                                         to_unit_id=w.G2.id, reason="属地管辖", request_id=rid()),
+                                                         to_unit_id=w.G2.id, reason="属地管辖",
+                                                         request_id=new_request_id()),
                                       timeout=20)
     c.clues[moved.id]["unit"] = "G2"
     c.step(w.G2, moved, PRELIM)
@@ -455,7 +436,7 @@ def test_joint_case_and_handover(c):
 def extend(user, clue, days=10, reason="证据调取需要时间", request_id=None, version=None):
     return user.clue.ExtendDeadline(pb.ExtendDeadlineRequest(
         clue_id=clue.id, expected_version=version or clue.version, days=days, reason=reason,
-        request_id=request_id or rid()), timeout=20)
+        request_id=request_id or new_request_id()), timeout=20)
 
 
 def events(c, clue_id, action):
@@ -483,9 +464,10 @@ def test_stage_deadlines_follow_settings(c):
         cl = c.move(w.G1, cl, PRELIM, stub=stubs[w.G1.leader.name], days=20)
         assert cl.stage_deadline_ms == cl.updated_at_ms + days[PRELIM] * DAY_MS and cl.days_left == 19
         p = stubs[w.G1.leader.name].RequestTransition(pb.RequestTransitionRequest(
-            clue_id=cl.id, expected_version=cl.version, target=FILED, reason="提请立案", request_id=rid()), timeout=20)
+            clue_id=cl.id, expected_version=cl.version, target=FILED, reason="提请立案",
+            request_id=new_request_id()), timeout=20)
         d = stubs[w.R1.leader.name].ReviewProposal(pb.ReviewProposalRequest(
-            proposal_id=p.proposal.id, approve=True, comment="同意", request_id=rid()), timeout=20).clue
+            proposal_id=p.proposal.id, approve=True, comment="同意", request_id=new_request_id()), timeout=20).clue
         c.record(w.G1, d, PRELIM, FILED, deadline_ms=d.updated_at_ms + 45 * DAY_MS)
         assert d.state == FILED and d.stage_deadline_ms == d.updated_at_ms + days[FILED] * DAY_MS
         cl = c.move(w.G1, d, CLOSED, stub=stubs[w.G1.leader.name])
@@ -518,10 +500,10 @@ def test_extend_deadline(c):
     assert g(w.G3.member, cl.id).stage_deadline_ms == got.stage_deadline_ms
 
     # Once per stage: the second is refused, whoever asks and however many days.
-    msg = expect(Code.FAILED_PRECONDITION, extend, w.G3.leader, got, days=1)
+    msg = expect_status(Code.FAILED_PRECONDITION, extend, w.G3.leader, got, days=1)
     assert "already extended" in msg, msg
     # A stale version answers ABORTED first, as for moves.
-    expect(Code.ABORTED, extend, w.G3.leader, got, version=cl.version)
+    expect_status(Code.ABORTED, extend, w.G3.leader, got, version=cl.version)
     assert len(events(c, cl.id, "clue.deadline_extend")) == 1
 
     # Entering the next stage sets a fresh deadline and allows one extension again.
@@ -530,16 +512,16 @@ def test_extend_deadline(c):
     again = extend(w.G3.leader, nxt, days=365)
     assert again.deadline_extended and again.stage_deadline_ms == nxt.stage_deadline_ms + 365 * DAY_MS
     c.clues[cl.id]["deadline_ms"] += 365 * DAY_MS
-    expect(Code.FAILED_PRECONDITION, extend, w.G3.leader, again)
+    expect_status(Code.FAILED_PRECONDITION, extend, w.G3.leader, again)
 
     # A terminal clue has no deadline to extend.
     done = c.step(w.G1, c.submit(w.G1), CLOSED, pb.DISPOSAL_SHELVED)
-    msg = expect(Code.FAILED_PRECONDITION, extend, w.G1.leader, done)
+    msg = expect_status(Code.FAILED_PRECONDITION, extend, w.G1.leader, done)
     assert "terminal" in msg, msg
     # A pending proposal was made against this version: review it first.
     pend = c.step(w.G1, c.submit(w.G1), PRELIM)
     prop = c.propose(w.G1, pend, FILED)
-    msg = expect(Code.FAILED_PRECONDITION, extend, w.G1.leader, pend)
+    msg = expect_status(Code.FAILED_PRECONDITION, extend, w.G1.leader, pend)
     assert "pending proposal" in msg, msg
     c.review(w.G1, prop, approve=False)
     ok = extend(w.G1.leader, pend, days=5)
@@ -556,17 +538,17 @@ def test_extend_deadline_who_and_what(c):
     cl = c.submit(w.G2)
     # Visible but not theirs to extend: the unit's member, the liaison room, the auditor.
     for user in (w.G2.member, w.R1.leader, w.R1.member, w.auditor):
-        msg = expect(Code.PERMISSION_DENIED, extend, user, cl)
+        msg = expect_status(Code.PERMISSION_DENIED, extend, user, cl)
         assert "LEADER" in msg or "read-only" in msg, msg
     # Hidden: other units, and administrators, who never see clues.
     for user in (w.G1.leader, w.G3.leader, w.R2.leader, w.X1.leader, w.admin):
-        assert expect(Code.NOT_FOUND, extend, user, cl) == "clue not found"
-    expect(Code.NOT_FOUND, w.G2.leader.clue.ExtendDeadline, pb.ExtendDeadlineRequest(
-        clue_id=987654321, expected_version=1, days=3, reason="r", request_id=rid()), timeout=20)
+        assert expect_status(Code.NOT_FOUND, extend, user, cl) == "clue not found"
+    expect_status(Code.NOT_FOUND, w.G2.leader.clue.ExtendDeadline, pb.ExtendDeadlineRequest(
+        clue_id=987654321, expected_version=1, days=3, reason="r", request_id=new_request_id()), timeout=20)
     bad = [(dict(days=0), "days"), (dict(days=366), "days"), (dict(days=-1), "days"), (dict(reason=" \n"), "reason"),
            (dict(request_id="nope"), "request_id"), (dict(version=-1), "expected_version")]
     for kw, field in bad:
-        msg = expect(Code.INVALID_ARGUMENT, extend, w.G2.leader, cl, **kw)
+        msg = expect_status(Code.INVALID_ARGUMENT, extend, w.G2.leader, cl, **kw)
         assert field in msg, (kw, msg)
     assert events(c, cl.id, "clue.deadline_extend") == []
     assert g(w.G2.leader, cl.id).version == cl.version
@@ -575,7 +557,7 @@ def test_extend_deadline_who_and_what(c):
 def test_extend_deadline_idempotent_and_racing(c):
     w = c.w
     cl = c.submit(w.X1)
-    key = rid()
+    key = new_request_id()
     first = extend(w.X1.leader, cl, days=3, request_id=key)
     for _ in range(3):
         again = extend(w.X1.leader, cl, days=3, request_id=key.upper())
@@ -584,7 +566,7 @@ def test_extend_deadline_idempotent_and_racing(c):
     assert len(events(c, cl.id, "clue.deadline_extend")) == 1
     c.clues[cl.id]["deadline_ms"] += 3 * DAY_MS
     other = c.submit(w.X1)
-    msg = expect(Code.INVALID_ARGUMENT, extend, w.X1.leader, other, request_id=key)
+    msg = expect_status(Code.INVALID_ARGUMENT, extend, w.X1.leader, other, request_id=key)
     assert "request_id" in msg
     # Racing extensions of one clue: exactly one wins, the others change nothing.
     race = c.submit(w.X1)
@@ -598,7 +580,8 @@ def test_extend_deadline_idempotent_and_racing(c):
             barrier.wait()
             try:
                 stub.ExtendDeadline(pb.ExtendDeadlineRequest(clue_id=race.id, expected_version=race.version,
-                                                             days=i + 1, reason="并发", request_id=rid()), timeout=20)
+                                                             days=i + 1, reason="并发", request_id=new_request_id()),
+                                    timeout=20)
                 return "ok", i + 1
             except grpc.RpcError as e:
                 return e.code(), None
@@ -656,7 +639,8 @@ def test_overdue_follows_the_clock(c):
         # Extending an overdue clue adds to its deadline, not to now.
         old = got.stage_deadline_ms
         x = stub(w.X1.leader, "clue").ExtendDeadline(pb.ExtendDeadlineRequest(
-            clue_id=plain.id, expected_version=got.version, days=5, reason="补充调查", request_id=rid()), timeout=20)
+            clue_id=plain.id, expected_version=got.version, days=5, reason="补充调查",
+            request_id=new_request_id()), timeout=20)
         assert x.stage_deadline_ms == old + 5 * DAY_MS and x.overdue and x.days_left == -6
     finally:
         for ch in channels.values():

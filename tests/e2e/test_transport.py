@@ -11,6 +11,7 @@ import grpc
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
+from harness import expect_status  # noqa: E402
 from rawh2 import RawH2, grpc_frame  # noqa: E402
 
 S = harness.stubs()
@@ -38,15 +39,6 @@ def teardown(c):
     c.srv.stop()
 
 
-def expect_code(fn, code):
-    try:
-        fn()
-    except grpc.RpcError as e:
-        assert e.code() == code, f"wanted {code}, got {e.code()}: {e.details()}"
-        return e.details()
-    raise AssertionError(f"wanted {code}, call succeeded")
-
-
 def still_serving(c):
     assert c.srv.alive()
     assert c.health.Check(check_req(), timeout=5).status == S.health_pb2.HealthCheckResponse.SERVING
@@ -57,21 +49,21 @@ def test_check_serving(c):
     assert r.status == S.health_pb2.HealthCheckResponse.SERVING
     r = c.health.Check(check_req("clue.v1.ClueService"), timeout=5)
     assert r.status == S.health_pb2.HealthCheckResponse.SERVING
-    msg = expect_code(lambda: c.health.Check(check_req("no.such.Service"), timeout=5), grpc.StatusCode.NOT_FOUND)
+    msg = expect_status(grpc.StatusCode.NOT_FOUND, c.health.Check, check_req("no.such.Service"), timeout=5)
     assert "no.such.Service" in msg
 
 
 def test_unknown_method(c):
     for path in ("/clue.v1.ClueService/NoSuchMethod", "/no.Such/Method", "/garbage"):
         call = c.ch.unary_unary(path)
-        msg = expect_code(lambda: call(b"", timeout=5), grpc.StatusCode.UNIMPLEMENTED)
+        msg = expect_status(grpc.StatusCode.UNIMPLEMENTED, call, b"", timeout=5)
         assert path in msg, msg
     still_serving(c)
 
 
 def test_oversized_request(c):
     big = check_req("x" * (5 << 20))
-    msg = expect_code(lambda: c.health.Check(big, timeout=30), grpc.StatusCode.RESOURCE_EXHAUSTED)
+    msg = expect_status(grpc.StatusCode.RESOURCE_EXHAUSTED, c.health.Check, big, timeout=30)
     assert "4194304" in msg, msg
     still_serving(c)
 
@@ -79,14 +71,14 @@ def test_oversized_request(c):
 def test_invalid_protobuf(c):
     call = c.ch.unary_unary(CHECK)
     # Field 1 declared as a 100-byte string but only 2 bytes follow.
-    msg = expect_code(lambda: call(b"\x0a\x64ab", timeout=5), grpc.StatusCode.INVALID_ARGUMENT)
+    msg = expect_status(grpc.StatusCode.INVALID_ARGUMENT, call, b"\x0a\x64ab", timeout=5)
     assert "HealthCheckRequest" in msg, msg
     still_serving(c)
 
 
 def test_compressed_request_refused(c):
-    msg = expect_code(lambda: c.health.Check(check_req("x" * 100), timeout=5, compression=grpc.Compression.Gzip),
-                      grpc.StatusCode.UNIMPLEMENTED)
+    msg = expect_status(grpc.StatusCode.UNIMPLEMENTED, c.health.Check, check_req("x" * 100), timeout=5,
+                        compression=grpc.Compression.Gzip)
     assert "gzip" in msg, msg
     still_serving(c)
 
@@ -197,7 +189,7 @@ def test_percent_encoded_message(c):
     assert r.grpc_message == 'unknown service "线索 100%"', r.grpc_message
     h.close()
     # grpcio decodes it too.
-    msg = expect_code(lambda: c.health.Check(check_req("线索"), timeout=5), grpc.StatusCode.NOT_FOUND)
+    msg = expect_status(grpc.StatusCode.NOT_FOUND, c.health.Check, check_req("线索"), timeout=5)
     assert "线索" in msg
 
 

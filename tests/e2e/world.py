@@ -9,8 +9,9 @@ AdminService, and one authenticated set of stubs per user.
 
 Units: rooms R1 and R2; groups G1 and G2 (liaison room R1) and G3 (liaison room R2); region
 X1; and the ADMIN unit made by `clued bootstrap`. Each working unit has a LEADER and a MEMBER
-(w.<code>.leader, w.<code>.member); the ADMIN unit has the bootstrap admin (w.admin) and an
-AUDITOR (w.auditor). w.units maps codes to units, w.users lists every user.
+(w.<code>.leader, w.<code>.member) and w.<code>.reviewer, the leader who approves its
+co-review moves (REVIEWERS); the ADMIN unit has the bootstrap admin (w.admin) and an AUDITOR
+(w.auditor). w.units maps codes to units, w.users lists every user.
 """
 
 import re
@@ -30,6 +31,9 @@ UNITS = (
     ("G3", "GROUP", "R2", ("市卫生健康委", "市医保局")),
     ("X1", "REGION", None, ()),
 )
+# Whose leader approves the co-review moves of each unit's clues: the liaison room's for a
+# group, another room's (named on the proposal) for a room or region.
+REVIEWERS = {"G1": "R1", "G2": "R1", "G3": "R2", "R1": "R2", "R2": "R1", "X1": "R1"}
 
 
 class _Auth(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
@@ -101,7 +105,7 @@ class User:
 class Unit:
     def __init__(self, id, code, kind, liaison_room_id=0):
         self.id, self.code, self.kind, self.liaison_room_id = id, code, kind, liaison_room_id
-        self.leader = self.member = None
+        self.leader = self.member = self.reviewer = None
 
     def __repr__(self):
         return f"<Unit {self.code} {self.kind} #{self.id}>"
@@ -182,5 +186,7 @@ def build(srv):
         unit = w.units[code]
         unit.leader = _make_user(w, unit, "LEADER", f"{code}-leader")
         unit.member = _make_user(w, unit, "MEMBER", f"{code}-member")
+    for code, by in REVIEWERS.items():
+        w.units[code].reviewer = w.units[by].leader
     w.auditor = _make_user(w, w.admin_unit, "AUDITOR", "auditor")
     return w
