@@ -198,6 +198,8 @@ static void conn_write_cb(uv_write_t *req, int status) {
     return;
   }
   h2_conn_flush(c);
+  if (c->hangup && c->state != H2_CONN_CLOSING && !c->writing)
+    h2_conn_close(c, "protocol error; GOAWAY sent");
 }
 
 static void run_writable(h2_conn_t *c) {
@@ -300,6 +302,8 @@ static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     h2_conn_close(c, nread == UV_EOF ? "peer closed the connection" : uv_strerror((int)nread));
     return;
   }
+  if (c->hangup)
+    return; /* after a protocol error nothing the peer sends matters */
   c->in_session = 1;
   used = nghttp2_session_mem_recv(c->session, (const uint8_t *)buf->base, (size_t)nread);
   c->in_session = 0;
@@ -312,17 +316,21 @@ static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     if (used != NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
       nghttp2_session_terminate_session(c->session, NGHTTP2_PROTOCOL_ERROR);
       log_warn("conn %llu (%s): %s; sending GOAWAY", (unsigned long long)c->id, c->peer, why);
+      /* Keep reading (and discarding) while the GOAWAY drains: a peer that hangs up or
+       * resets meanwhile must end the connection at once, not leave it waiting on a write
+       * that cannot finish. */
+      c->hangup = 1;
       h2_conn_flush(c);
       if (c->state != H2_CONN_CLOSING && !c->writing)
         h2_conn_close(c, why);
-      else if (c->state != H2_CONN_CLOSING)
-        uv_read_stop((uv_stream_t *)&c->tcp);
       return;
     }
     h2_conn_close(c, why);
     return;
   }
   h2_conn_flush(c);
+  if (c->hangup && c->state != H2_CONN_CLOSING && !c->writing)
+    h2_conn_close(c, "protocol error; GOAWAY sent");
 }
 
 void h2_conn_drain(h2_conn_t *c) {

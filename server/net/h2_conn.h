@@ -31,6 +31,7 @@ struct h2_conn {
   unsigned in_session : 1; /* inside nghttp2 (recv or send): no re-entrant flush */
   unsigned flush_pending : 1;
   unsigned writing : 1;    /* a uv_write is in flight */
+  unsigned hangup : 1;     /* protocol error: GOAWAY queued, close once it is written */
   uv_write_t wreq;
   uint8_t *wbuf;           /* bytes being written, owned */
   size_t wlen, wcap;
