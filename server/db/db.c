@@ -12,6 +12,7 @@
 
 #include <assert.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -688,6 +689,27 @@ static int conn_on_error(db_conn_t *c, PGresult *res) {
   return 0;
 }
 
+/*
+ * Sort one command's result: true when the caller keeps it (a success, or an error recorded
+ * on the request); false when it was consumed here (the connection ended). COPY and friends
+ * would leave the connection in a state this pool cannot drive, so they end it.
+ */
+static bool conn_result_usable(db_conn_t *c, PGresult *res, const char *unsupported) {
+  switch (PQresultStatus(res)) {
+  case PGRES_COMMAND_OK:
+  case PGRES_TUPLES_OK:
+  case PGRES_EMPTY_QUERY:
+    return true;
+  case PGRES_FATAL_ERROR:
+    return conn_on_error(c, res) == 0;
+  default:
+    PQclear(res);
+    req_set_error(c->req, DB_EQUERY, "unsupported result (COPY is not supported)");
+    conn_lost(c, unsupported);
+    return false;
+  }
+}
+
 static void conn_on_query_result(db_conn_t *c, PGresult *res) {
   db_req_t *q = c->req;
 
@@ -695,22 +717,8 @@ static void conn_on_query_result(db_conn_t *c, PGresult *res) {
     conn_req_done(c);
     return;
   }
-  switch (PQresultStatus(res)) {
-  case PGRES_COMMAND_OK:
-  case PGRES_TUPLES_OK:
-  case PGRES_EMPTY_QUERY:
-    break;
-  case PGRES_FATAL_ERROR:
-    if (conn_on_error(c, res) != 0)
-      return;
-    break;
-  default:
-    /* COPY and friends would leave the connection in a state this pool cannot drive. */
-    PQclear(res);
-    req_set_error(q, DB_EQUERY, "unsupported result (COPY is not supported)");
-    conn_lost(c, "unsupported result (COPY)");
+  if (!conn_result_usable(c, res, "unsupported result (COPY)"))
     return;
-  }
   PQclear(q->res[0]);
   q->res[0] = res;
 }
@@ -742,24 +750,12 @@ static void conn_on_pipeline_result(db_conn_t *c, PGresult *res) {
     conn_lost(c, "unexpected result in pipeline");
     return;
   }
-  switch (PQresultStatus(res)) {
-  case PGRES_PIPELINE_ABORTED:
+  if (PQresultStatus(res) == PGRES_PIPELINE_ABORTED) {
     PQclear(res);
-    return;
-  case PGRES_COMMAND_OK:
-  case PGRES_TUPLES_OK:
-  case PGRES_EMPTY_QUERY:
-    break;
-  case PGRES_FATAL_ERROR:
-    if (conn_on_error(c, res) != 0)
-      return;
-    break;
-  default:
-    PQclear(res);
-    req_set_error(q, DB_EQUERY, "unsupported result (COPY is not supported)");
-    conn_lost(c, "unsupported result in pipeline");
     return;
   }
+  if (!conn_result_usable(c, res, "unsupported result in pipeline"))
+    return;
   if (i >= 1 && i <= q->nstmts)
     q->res[i - 1] = res;
   else
