@@ -316,5 +316,39 @@ def test_thousand_connections(c):
     still_serving(c)
 
 
+def ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_ipv6_listen_and_port_zero(c):
+    if not ipv6_loopback():
+        print("SKIP test_ipv6_listen_and_port_zero: no IPv6 loopback on this machine")
+        return
+    srv = harness.Clued(harness.test_database_url()).start(listen="[::1]:0")
+    try:
+        assert srv.addr.startswith("[::1]:") and not srv.addr.endswith(":0"), srv.addr
+        with grpc.insecure_channel(srv.addr) as ch:
+            r = S.health_pb2_grpc.HealthStub(ch).Check(check_req(), timeout=5)
+            assert r.status == S.health_pb2.HealthCheckResponse.SERVING
+        out = harness.cluectl("--server", srv.addr, "health", check=0).stdout
+        assert out.strip() == "SERVING", out
+    finally:
+        srv.stop()
+
+
+def test_bad_listen_address(c):
+    srv = harness.Clued(harness.test_database_url())
+    srv.run("migrate")
+    for addr in ("nonsense", "127.0.0.1:99999", "[::1", "300.1.1.1:5", "127.0.0.1:"):
+        r = srv.run("serve", "--listen", addr, check=False)
+        assert r.returncode != 0, addr
+        assert "listen address" in r.stderr and addr in r.stderr, r.stderr
+
+
 if __name__ == "__main__":
     harness.run_tests(globals(), setup, teardown)
