@@ -34,6 +34,10 @@ static const char usage_text[] =
     "  --database-url URL         PostgreSQL connection string or URI (env CLUED_DATABASE_URL)\n"
     "  --db-pool N                database connections (default 8)\n"
     "  --db-queue N               calls that may wait for a connection (default 1024)\n"
+    "  --db-statement-timeout MS  a database statement running longer is cancelled and its\n"
+    "                             call fails with UNAVAILABLE, nothing changed (default 30000)\n"
+    "  --db-lock-timeout MS       a wait for a row locked by a concurrent change longer than\n"
+    "                             this fails the call with ABORTED, nothing changed (default 3000)\n"
     "  --max-message-bytes N      largest request message accepted (default 4194304)\n"
     "  --max-concurrent-streams N streams per connection (default 100)\n"
     "  --grace-ms N               shutdown grace period for calls in flight (default 5000)\n"
@@ -64,6 +68,8 @@ enum {
   OPT_DATABASE_URL,
   OPT_DB_POOL,
   OPT_DB_QUEUE,
+  OPT_DB_STATEMENT_TIMEOUT,
+  OPT_DB_LOCK_TIMEOUT,
   OPT_MAX_MESSAGE,
   OPT_MAX_STREAMS,
   OPT_GRACE,
@@ -86,6 +92,8 @@ static const struct option long_opts[] = {
     {"database-url", required_argument, NULL, OPT_DATABASE_URL},
     {"db-pool", required_argument, NULL, OPT_DB_POOL},
     {"db-queue", required_argument, NULL, OPT_DB_QUEUE},
+    {"db-statement-timeout", required_argument, NULL, OPT_DB_STATEMENT_TIMEOUT},
+    {"db-lock-timeout", required_argument, NULL, OPT_DB_LOCK_TIMEOUT},
     {"max-message-bytes", required_argument, NULL, OPT_MAX_MESSAGE},
     {"max-concurrent-streams", required_argument, NULL, OPT_MAX_STREAMS},
     {"grace-ms", required_argument, NULL, OPT_GRACE},
@@ -133,6 +141,16 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       if (parse_num("--db-queue", optarg, 0, 1000000, &v))
         return 1;
       cfg->db_queue_max = (size_t)v;
+      break;
+    case OPT_DB_STATEMENT_TIMEOUT:
+      if (parse_num("--db-statement-timeout", optarg, 1, 86400000, &v))
+        return 1;
+      cfg->db_statement_timeout_ms = (unsigned)v;
+      break;
+    case OPT_DB_LOCK_TIMEOUT:
+      if (parse_num("--db-lock-timeout", optarg, 1, 86400000, &v))
+        return 1;
+      cfg->db_lock_timeout_ms = (unsigned)v;
       break;
     case OPT_MAX_MESSAGE:
       if (parse_num("--max-message-bytes", optarg, 1024, 1LL << 30, &v))

@@ -21,6 +21,8 @@ void server_config_defaults(server_config_t *cfg) {
   cfg->grace_ms = 5000;
   cfg->db_pool_size = 8;
   cfg->db_queue_max = 1024;
+  cfg->db_statement_timeout_ms = 30000;
+  cfg->db_lock_timeout_ms = 3000;
   cfg->accepted_deadline_days = 30;
   cfg->prelim_deadline_days = 90;
   cfg->filed_deadline_days = 90;

@@ -24,6 +24,8 @@ typedef struct server_config {
   const char *database_url;     /* libpq conninfo */
   int db_pool_size;             /* default 8 */
   size_t db_queue_max;          /* default 1024 */
+  unsigned db_statement_timeout_ms; /* server-side statement_timeout, default 30000 */
+  unsigned db_lock_timeout_ms;  /* server-side lock_timeout, default 3000 */
   int accepted_deadline_days;   /* default 30 */
   int prelim_deadline_days;     /* default 90 */
   int filed_deadline_days;      /* default 90 */

@@ -25,6 +25,8 @@
 #define DB_DEFAULT_RECONNECT_MIN_MS 100
 #define DB_DEFAULT_RECONNECT_MAX_MS 5000
 #define DB_DEFAULT_CONNECT_TIMEOUT_MS 10000
+#define DB_DEFAULT_STATEMENT_TIMEOUT_MS 30000
+#define DB_DEFAULT_LOCK_TIMEOUT_MS 3000
 #define DB_MAX_PARAMS 65535 /* the protocol's limit on parameters per statement */
 
 typedef enum conn_state {
@@ -99,6 +101,7 @@ struct db_conn {
 struct db_pool {
   uv_loop_t *loop;
   char *conninfo;
+  char *options; /* the startup "options": the connection string's own, then the timeouts */
   int size;
   size_t queue_max;
   unsigned reconnect_min_ms, reconnect_max_ms, connect_timeout_ms;
@@ -548,10 +551,20 @@ static void conn_connect(db_conn_t *c) {
    * sets overrides the keywords before it. Those are defaults: TCP keepalives, so that a
    * query on a silently dead network path fails within about a minute instead of the
    * system's two hours (unix sockets ignore them). */
-  const char *keys[] = {"keepalives_idle", "keepalives_interval",       "keepalives_count",
-                        "dbname",          "fallback_application_name", NULL};
-  const char *vals[] = {
-      "30", "10", "3", p->conninfo, c->role == ROLE_POOL ? "clued" : "clued-listen", NULL};
+  const char *keys[] = {"keepalives_idle",
+                        "keepalives_interval",
+                        "keepalives_count",
+                        "dbname",
+                        "fallback_application_name",
+                        "options",
+                        NULL};
+  const char *vals[] = {"30",
+                        "10",
+                        "3",
+                        p->conninfo,
+                        c->role == ROLE_POOL ? "clued" : "clued-listen",
+                        p->options,
+                        NULL};
 
   assert(c->state == CONN_BROKEN && !c->pg && !c->watch);
   c->last_fatal[0] = '\0';
@@ -932,6 +945,7 @@ static void pool_submit(db_pool_t *p, db_req_t *q) {
 static void pool_free(db_pool_t *p) {
   free(p->conns);
   free(p->conninfo);
+  free(p->options);
   free(p);
 }
 
@@ -1000,6 +1014,31 @@ static void conn_init(db_pool_t *p, db_conn_t *c, conn_role_t role) {
   p->nhandles++;
 }
 
+/* The startup "options" of every connection: the connection string's own (options=..., or
+ * else PGOPTIONS), then the server-side time bounds, so that no statement or lock wait can hold
+ * a pool connection for ever. Set at connect, they cost no round trip; a later "-c" wins, so
+ * ours take effect. Returns NULL on out of memory. */
+static char *pool_options(const PQconninfoOption *opts, const db_config_t *cfg) {
+  const char *own = "";
+  unsigned st = cfg->statement_timeout_ms ? cfg->statement_timeout_ms
+                                          : DB_DEFAULT_STATEMENT_TIMEOUT_MS;
+  unsigned lk = cfg->lock_timeout_ms ? cfg->lock_timeout_ms : DB_DEFAULT_LOCK_TIMEOUT_MS;
+  char *s;
+  int n;
+
+  for (const PQconninfoOption *o = opts; o->keyword; o++)
+    if (strcmp(o->keyword, "options") == 0 && o->val)
+      own = o->val;
+  /* Passing "options" hides PGOPTIONS, which libpq reads only for a missing keyword. */
+  if (!*own && getenv("PGOPTIONS"))
+    own = getenv("PGOPTIONS");
+  n = snprintf(NULL, 0, "%s -c statement_timeout=%u -c lock_timeout=%u", own, st, lk);
+  s = malloc((size_t)n + 1);
+  if (s)
+    snprintf(s, (size_t)n + 1, "%s -c statement_timeout=%u -c lock_timeout=%u", own, st, lk);
+  return s;
+}
+
 int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out) {
   db_pool_t *p;
   PQconninfoOption *opts;
@@ -1016,11 +1055,15 @@ int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out) {
     PQfreemem(err);
     return rc;
   }
-  PQconninfoFree(opts);
 
   p = calloc(1, sizeof(*p));
   if (!p)
-    goto fail;
+    goto fail_opts;
+  p->options = pool_options(opts, cfg);
+  PQconninfoFree(opts);
+  opts = NULL;
+  if (!p->options)
+    goto fail_pool;
   p->loop = loop;
   p->size = cfg->size > 0 ? cfg->size : DB_DEFAULT_SIZE;
   p->queue_max = cfg->queue_max > 0 ? cfg->queue_max : DB_DEFAULT_QUEUE_MAX;
@@ -1055,8 +1098,10 @@ int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out) {
 fail_conninfo:
   free(p->conninfo);
 fail_pool:
+  free(p->options);
   free(p);
-fail:
+fail_opts:
+  PQconninfoFree(opts);
   return rc;
 }
 

@@ -31,6 +31,10 @@ typedef struct db_config {
   unsigned reconnect_max_ms;   /* backoff ceiling, default 5000 */
   unsigned connect_timeout_ms; /* one connection attempt, default 10000 (libpq's own
                                   connect_timeout is not applied to asynchronous connects) */
+  unsigned statement_timeout_ms; /* the server's statement_timeout on every connection,
+                                    default 30000: a statement running longer fails, 57014 */
+  unsigned lock_timeout_ms;      /* the server's lock_timeout, default 3000: a wait for a row
+                                    or other lock longer than this fails, 55P03 */
 } db_config_t;
 
 /** The outcome of a query or transaction, valid only during the callback. */

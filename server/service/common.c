@@ -45,8 +45,22 @@ void svc_fail_db(rpc_call_t *call, const db_result_t *r) {
     rpc_fail(call, GRPC_ABORTED, "concurrent change; retry");
     return;
   }
+  /* The time bounds of every pool connection (--db-lock-timeout, --db-statement-timeout).
+   * The statement failed, so its transaction rolled back: a retry is safe. A lock wait is
+   * a conflict with a concurrent change, like a version mismatch (ABORTED); a statement
+   * that ran out of time (or was cancelled by an operator) means an overloaded database,
+   * so UNAVAILABLE, which clients retry with backoff. */
+  if (strcmp(st, "55P03") == 0) {
+    rpc_fail(call, GRPC_ABORTED,
+             "the record is locked by a concurrent change (waited %u ms); nothing was changed, "
+             "retry",
+             rpc_call_server(call)->cfg.db_lock_timeout_ms);
+    return;
+  }
   if (strcmp(st, "57014") == 0) {
-    rpc_fail(call, GRPC_DEADLINE_EXCEEDED, "query cancelled");
+    rpc_fail(call, GRPC_UNAVAILABLE,
+             "database statement timed out (limit %u ms); nothing was changed, retry later",
+             rpc_call_server(call)->cfg.db_statement_timeout_ms);
     return;
   }
   log_error("call %s: database error %s: %s", rpc_call_id(call), st, r->message ? r->message : "");

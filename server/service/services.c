@@ -42,6 +42,8 @@ int services_start(server_t *srv) {
     dc.conninfo = srv->cfg.database_url;
     dc.size = srv->cfg.db_pool_size;
     dc.queue_max = srv->cfg.db_queue_max;
+    dc.statement_timeout_ms = srv->cfg.db_statement_timeout_ms;
+    dc.lock_timeout_ms = srv->cfg.db_lock_timeout_ms;
     rc = db_pool_new(srv->loop, &dc, &srv->db);
     if (rc != 0) {
       log_error("cannot create the database pool");
