@@ -41,6 +41,9 @@ static const char usage_text[] =
     "  --max-message-bytes N      largest request message accepted (default 4194304)\n"
     "  --max-concurrent-streams N streams per connection (default 100)\n"
     "  --grace-ms N               shutdown grace period for calls in flight (default 5000)\n"
+    "  --max-stream-age D         end a WatchEvents stream after D with UNAVAILABLE and the seq\n"
+    "                             to resume from; D is a number with ms, s, m or h (default\n"
+    "                             1h; 0: never)\n"
     "  --accepted-deadline-days N stage deadline for ACCEPTED (default 30)\n"
     "  --prelim-deadline-days N   stage deadline for PRELIMINARY_CHECK (default 90)\n"
     "  --filed-deadline-days N    stage deadline for FILED (default 90)\n";
@@ -63,6 +66,36 @@ static int parse_num(const char *opt, const char *s, long long min, long long ma
   return 0;
 }
 
+/* A duration: a whole number with the unit ms, s, m or h ("0" alone: none), at most 30 days. */
+static int parse_duration(const char *opt, const char *s, uint64_t *ms_out) {
+  static const struct {
+    const char *unit;
+    uint64_t ms;
+  } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}};
+  const uint64_t max = 30ull * 24 * 3600000;
+  char *end;
+  unsigned long long v;
+
+  errno = 0;
+  if (s[0] >= '0' && s[0] <= '9') {
+    v = strtoull(s, &end, 10);
+    if (errno == 0 && end != s && v == 0 && *end == '\0') {
+      *ms_out = 0;
+      return 0;
+    }
+    for (size_t i = 0; errno == 0 && end != s && i < sizeof(units) / sizeof(units[0]); i++)
+      if (strcmp(end, units[i].unit) == 0 && v <= max / units[i].ms) {
+        *ms_out = v * units[i].ms;
+        return 0;
+      }
+  }
+  fprintf(stderr,
+          "clued: %s must be a whole number with the unit ms, s, m or h, at most 30 days, or 0 "
+          "(got \"%s\")\n",
+          opt, s);
+  return -1;
+}
+
 enum {
   OPT_LISTEN = 256,
   OPT_DATABASE_URL,
@@ -73,6 +106,7 @@ enum {
   OPT_MAX_MESSAGE,
   OPT_MAX_STREAMS,
   OPT_GRACE,
+  OPT_MAX_STREAM_AGE,
   OPT_ACCEPTED_DAYS,
   OPT_PRELIM_DAYS,
   OPT_FILED_DAYS,
@@ -97,6 +131,7 @@ static const struct option long_opts[] = {
     {"max-message-bytes", required_argument, NULL, OPT_MAX_MESSAGE},
     {"max-concurrent-streams", required_argument, NULL, OPT_MAX_STREAMS},
     {"grace-ms", required_argument, NULL, OPT_GRACE},
+    {"max-stream-age", required_argument, NULL, OPT_MAX_STREAM_AGE},
     {"accepted-deadline-days", required_argument, NULL, OPT_ACCEPTED_DAYS},
     {"prelim-deadline-days", required_argument, NULL, OPT_PRELIM_DAYS},
     {"filed-deadline-days", required_argument, NULL, OPT_FILED_DAYS},
@@ -166,6 +201,10 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       if (parse_num("--grace-ms", optarg, 0, 3600000, &v))
         return 1;
       cfg->grace_ms = (unsigned)v;
+      break;
+    case OPT_MAX_STREAM_AGE:
+      if (parse_duration("--max-stream-age", optarg, &cfg->max_stream_age_ms))
+        return 1;
       break;
     case OPT_ACCEPTED_DAYS:
       if (parse_num("--accepted-deadline-days", optarg, 1, 3650, &v))

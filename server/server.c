@@ -19,6 +19,7 @@ void server_config_defaults(server_config_t *cfg) {
   cfg->max_message_bytes = 4u << 20;
   cfg->max_concurrent_streams = 100;
   cfg->grace_ms = 5000;
+  cfg->max_stream_age_ms = 3600000;
   cfg->db_pool_size = 8;
   cfg->db_queue_max = 1024;
   cfg->db_statement_timeout_ms = 30000;

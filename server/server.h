@@ -21,6 +21,7 @@ typedef struct server_config {
   size_t max_message_bytes;     /* default 4 MiB */
   unsigned max_concurrent_streams; /* advertised per connection, default 100 */
   unsigned grace_ms;            /* shutdown grace period, default 5000 */
+  uint64_t max_stream_age_ms;   /* WatchEvents streams end after this, default 1 h; 0: never */
   const char *database_url;     /* libpq conninfo */
   int db_pool_size;             /* default 8 */
   size_t db_queue_max;          /* default 1024 */

@@ -58,7 +58,27 @@
  * watcher that had reached the live edge and then falls out of the ring (more than
  * RING_MAX_EVENTS events or RING_MAX_BYTES behind) is too slow: it is ended with
  * RESOURCE_EXHAUSTED and the seq to resume from, which is exact because every event up to
- * that seq was queued before the status. Memory is bounded per watcher and per server. */
+ * that seq was queued before the status. Memory is bounded per watcher and per server.
+ *
+ * Revocation. A watcher ends with UNAUTHENTICATED once its token is revoked or its user
+ * disabled, and delivers nothing committed after that. Every statement that reads events
+ * for delivery also reads, in the same snapshot, whether the watchers' tokens still
+ * authenticate: the tail's fetch names the token (SHA-256) of every watcher, a catch-up query
+ * its own. If an event E was committed after a revocation, any snapshot that shows E shows
+ * the revocation too, so the token check of E's own statement ends the watcher before E can
+ * go out; events read earlier came from snapshots in which the token still worked (nothing
+ * un-revokes a token or re-enables a user). Events of the ring were read before a new
+ * watcher joined, so a watcher takes nothing from the ring until a tail fetch sent after it
+ * joined has found its token valid (it replays from the database meanwhile, checking as it
+ * goes). Speed comes from migration 0007: a trigger on tokens and users NOTIFYs
+ * "audit_events" from the revoking transaction, so every instance sharing the database
+ * fetches (and checks) within a round trip of the commit, even when the frontier is waiting
+ * on an open transaction. A notification lost while the LISTEN connection reconnects is
+ * covered twice: the reconnect itself starts a fetch, and the tail fetches at least every
+ * RECHECK_MS while anyone watches.
+ *
+ * Age. A stream open for --max-stream-age ends with UNAVAILABLE and the seq to resume from
+ * (exact, as above), so long-lived streams spread over instances and pick up new rules. */
 
 #include "service/audit_watch.h"
 
@@ -73,6 +93,7 @@
 #include "domain/audit_frontier.h"
 #include "domain/validate.h"
 #include "log.h"
+#include "rpc/auth.h"
 #include "service/audit.h"
 #include "service/audit_event.h"
 #include "service/clue_scope.h"
@@ -87,6 +108,13 @@
 #define RETRY_MIN_MS 100             /* after a failed tail query */
 #define RETRY_MAX_MS 5000
 #define STUCK_WARN_MS 10000 /* warn when the frontier waits this long on one seq */
+#define RECHECK_MS 5000     /* re-read the watchers' tokens at least this often */
+
+/* True when the token whose SHA-256 (hex) is the SQL expression h still authenticates: the
+ * condition of auth_sql in rpc/auth.c. */
+#define TOKEN_VALID_SQL(h)                                                                         \
+  "EXISTS (SELECT 1 FROM tokens t JOIN users u ON u.id = t.user_id"                                \
+  " WHERE t.token_sha256 = decode(" h ", 'hex') AND t.revoked_at IS NULL AND NOT u.disabled)"
 
 typedef enum tail_state {
   TAIL_OFF,      /* no watchers: nothing is read */
@@ -95,7 +123,7 @@ typedef enum tail_state {
 } tail_state_t;
 
 typedef enum watch_state {
-  WATCH_WAITING, /* the frontier is not established yet */
+  WATCH_WAITING, /* the frontier is not established yet, or its token is not yet checked */
   WATCH_QUERY,   /* a catch-up query of its own is in flight */
   WATCH_SENDING, /* transient: queuing events on the call */
   WATCH_PAUSED,  /* the call holds WATCH_HIGH_WATER or more: wait for writable */
@@ -122,6 +150,7 @@ struct audit {
   int stuck_warned;
   audit_frontier_t frontier;
   uv_timer_t timer; /* polls while a gap is open, retries after errors */
+  uv_timer_t sweep; /* while anyone watches: --max-stream-age, and the periodic re-check */
   /* The ring: decided events with seq in (ring_base, frontier.safe], oldest first. */
   audit_ev_t **ring;
   size_t ring_head, ring_len, ring_bytes;
@@ -157,6 +186,10 @@ struct watcher {
   int64_t query_bound;   /* the frontier when its catch-up query was sent */
   audit_filter_t filter; /* strings point into the request, which the call owns */
   vis_group_t *group;    /* NULL for watchers that see every event */
+  int checked;           /* a tail fetch sent after it joined found its token valid */
+  int in_check;          /* its token is named in the tail fetch in flight */
+  uint64_t expires;      /* loop time at which it reaches --max-stream-age; 0: never */
+  char token[65];        /* SHA-256 of its bearer token, hex */
 };
 
 static void tail_kick(audit_t *a);
@@ -193,6 +226,7 @@ static void watcher_unref(watcher_t *w) {
 }
 
 static void tail_stop(audit_t *a) {
+  uv_timer_stop(&a->sweep);
   if (a->tail == TAIL_OFF)
     return;
   /* The ring stays allocated until the next start or close: a fan-out may be walking it. */
@@ -248,6 +282,13 @@ static void watcher_end(watcher_t *w, grpc_status_t code, const char *fmt, ...) 
   watcher_set_state(w, WATCH_GONE);
   rpc_finish(w->call, code, "%s", msg);
   watcher_unref(w);
+}
+
+/* Its token no longer authenticates (revoked, or its user disabled). */
+static void watcher_revoked(watcher_t *w) {
+  log_info("call %s: watch ended: its token was revoked or its user disabled",
+           rpc_call_id(w->call));
+  watcher_end(w, GRPC_UNAUTHENTICATED, "token revoked or user disabled");
 }
 
 /* A snapshot of the watcher list, each referenced: sending may end any watcher (a write
@@ -387,17 +428,28 @@ static void watcher_pump(watcher_t *w) {
 
 static void watcher_fetched(const db_result_t *r, void *arg);
 
-/* Replay from the database: the next batch after w->last, up to the frontier. */
+/* Replay from the database: the next batch after w->last, up to the frontier. The first
+ * column says whether w's token still authenticates in the statement's snapshot (see
+ * "Revocation"); with no events, or a token that no longer works, there is one row with
+ * NULL events. */
 static void watcher_query(watcher_t *w) {
   audit_t *a = w->a;
   audit_sql_t q;
+  char sql[sizeof(q.text) + 512];
+  const char *params[AUDIT_SQL_MAX_PARAMS + 1];
   int rc;
 
   w->query_bound = a->frontier.safe;
   audit_sql_build(&q, &w->filter, w->last, w->query_bound, REPLAY_BATCH);
+  memcpy(params, q.values, (size_t)q.n * sizeof(*params));
+  params[q.n] = w->token;
+  snprintf(sql, sizeof(sql),
+           "WITH ok AS MATERIALIZED (SELECT " TOKEN_VALID_SQL("$%d") " AS v)"
+           " SELECT ok.v, q.* FROM ok LEFT JOIN (%s) q ON ok.v ORDER BY 2",
+           q.n + 1, q.text);
   watcher_set_state(w, WATCH_QUERY);
   w->refs++;
-  rc = db_query(a->srv->db, q.text, q.n, q.values, watcher_fetched, w);
+  rc = db_query(a->srv->db, sql, q.n + 1, params, watcher_fetched, w);
   if (rc != 0) {
     watcher_end(w, GRPC_UNAVAILABLE, "database unavailable; resume from seq %lld",
                 (long long)w->last);
@@ -423,14 +475,21 @@ static void watcher_fetched(const db_result_t *r, void *arg) {
     watcher_unref(w);
     return;
   }
-  watcher_set_state(w, WATCH_SENDING);
   n = db_rows(r);
+  if (n < 1 || db_value(r, 0, 0) == NULL || strcmp(db_value(r, 0, 0), "t") != 0) {
+    watcher_revoked(w);
+    watcher_unref(w);
+    return;
+  }
+  watcher_set_state(w, WATCH_SENDING);
   for (i = 0; i < n; i++) {
     audit_ev_t *ev;
     int sent;
+    if (db_value(r, i, 1) == NULL)
+      continue; /* the one row of an empty batch */
     if (rpc_call_buffered(w->call) >= WATCH_HIGH_WATER)
       break; /* the rest is read again when the call drains */
-    if (audit_ev_from_row(r, i, 0, &ev) != 0) {
+    if (audit_ev_from_row(r, i, 1, &ev) != 0) {
       watcher_end(w, GRPC_RESOURCE_EXHAUSTED, "out of memory; resume from seq %lld",
                   (long long)w->last);
       break;
@@ -460,6 +519,8 @@ static void watcher_advance(watcher_t *w) {
     watcher_set_state(w, WATCH_WAITING);
   else if (w->last >= a->frontier.safe)
     watcher_set_state(w, WATCH_LIVE);
+  else if (watcher_in_memory(w) && !w->checked)
+    watcher_set_state(w, WATCH_WAITING); /* the tail's next fetch checks its token */
   else if (watcher_in_memory(w))
     watcher_pump(w);
   else if (w->caught_up)
@@ -764,12 +825,17 @@ static const char sql_start[] =
 
 /* Rows after the frontier with their snapshot's xmin (one statement, one snapshot), and,
  * when the rows leave a gap above the frontier, a transaction id assigned after the
- * snapshot. At least one row, with NULL event columns when there is nothing new. */
+ * snapshot; then which of the watchers' tokens ($3) no longer authenticate in that snapshot,
+ * comma-separated (NULL when all do). At least one row, with NULL event columns when there
+ * is nothing new. */
+#define FETCH_EVENT_COL 3
 static const char sql_fetch[] =
     "WITH e AS MATERIALIZED (SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2)"
     " SELECT txid_snapshot_xmin(txid_current_snapshot()),"
-    "        (SELECT CASE WHEN max(seq) - $1 > count(*) THEN txid_current() END FROM "
-    "e), " AUDIT_EVENT_COLS "   FROM (SELECT 1) one LEFT JOIN e ON true"
+    "        (SELECT CASE WHEN max(seq) - $1 > count(*) THEN txid_current() END FROM e),"
+    "        (SELECT string_agg(DISTINCT h, ',') FROM unnest($3::text[]) h"
+    "          WHERE NOT " TOKEN_VALID_SQL("h") "), " AUDIT_EVENT_COLS
+    "   FROM (SELECT 1) one LEFT JOIN e ON true"
     "  ORDER BY e.seq";
 
 typedef struct tail_job {
@@ -794,11 +860,29 @@ static void tail_retry(audit_t *a) {
 
 static void tail_done(const db_result_t *r, void *arg);
 
+/* The watchers' tokens as an SQL array literal ({hex,hex,...}); NULL when out of memory. */
+static char *tail_tokens(const audit_t *a) {
+  char *s = malloc(3 + a->nwatchers * 65), *p = s;
+
+  if (s == NULL)
+    return NULL;
+  *p++ = '{';
+  for (const watcher_t *w = a->watchers; w; w = w->next) {
+    if (w != a->watchers)
+      *p++ = ',';
+    memcpy(p, w->token, 64);
+    p += 64;
+  }
+  *p++ = '}';
+  *p = '\0';
+  return s;
+}
+
 /* Send the tail's next query: the starting snapshot, or the rows after the frontier. */
 static void tail_query(audit_t *a) {
   tail_job_t *job = malloc(sizeof(*job));
-  char after[24], limit[24];
-  const char *params[2] = {after, limit};
+  char after[24], limit[24], *tokens = NULL;
+  const char *params[3] = {after, limit, NULL};
   int rc;
 
   if (job == NULL) {
@@ -809,10 +893,17 @@ static void tail_query(audit_t *a) {
   job->gen = a->gen;
   if (a->tail == TAIL_STARTING) {
     rc = db_query(a->srv->db, sql_start, 0, NULL, tail_done, job);
+  } else if ((tokens = tail_tokens(a)) == NULL) {
+    rc = DB_ENOMEM;
   } else {
     snprintf(after, sizeof(after), "%lld", (long long)a->frontier.safe);
     snprintf(limit, sizeof(limit), "%d", TAIL_BATCH);
-    rc = db_query(a->srv->db, sql_fetch, 2, params, tail_done, job);
+    params[2] = tokens;
+    rc = db_query(a->srv->db, sql_fetch, 3, params, tail_done, job);
+    free(tokens);
+    if (rc == 0)
+      for (watcher_t *w = a->watchers; w; w = w->next)
+        w->in_check = 1;
   }
   if (rc != 0) {
     free(job);
@@ -845,6 +936,13 @@ static void on_notify(const char *channel, const char *payload, void *arg) {
 
   if (a == NULL || a->tail == TAIL_OFF)
     return;
+  if (payload && (strncmp(payload, "revoked token ", 14) == 0 ||
+                  strncmp(payload, "disabled user ", 14) == 0)) {
+    /* Migration 0007's triggers: the next fetch re-checks every watcher's token. */
+    log_info("audit watch: %.40s; checking the tokens of %zu watchers", payload, a->nwatchers);
+    tail_kick(a);
+    return;
+  }
   seq = payload ? strtoll(payload, &end, 10) : 0;
   if (end && *end == '\0' && seq > 0) {
     /* An event the tail has already passed needs no query. */
@@ -958,9 +1056,9 @@ static void tail_fetched(audit_t *a, const db_result_t *r) {
     goto oom;
   /* Copy the rows before moving the frontier, so running out of memory loses nothing. */
   for (int i = 0; i < rows; i++) {
-    if (db_value(r, i, 2) == NULL)
+    if (db_value(r, i, FETCH_EVENT_COL) == NULL)
       continue; /* the one row of an empty fetch */
-    if (audit_ev_from_row(r, i, 2, &evs[n]) != 0)
+    if (audit_ev_from_row(r, i, FETCH_EVENT_COL, &evs[n]) != 0)
       goto oom;
     seqs[n] = evs[n]->seq;
     n++;
@@ -1008,6 +1106,36 @@ oom:
   tail_retry(a);
 }
 
+/* The fetch's token check (see "Revocation"), applied before any of its events go out:
+ * end the watchers whose token the fetch found invalid (a comma-separated list of hashes,
+ * NULL for none), and let the others it named take events from the ring. Returns 0, or
+ * -ENOMEM with nothing changed. */
+static int tail_check_tokens(audit_t *a, const char *invalid) {
+  size_t n;
+  watcher_t **v = watchers_snapshot(a, &n);
+
+  if (v == NULL) {
+    log_error("audit watch: out of memory checking tokens");
+    return -ENOMEM;
+  }
+  for (size_t i = 0; i < n; i++) {
+    watcher_t *w = v[i];
+    if (w->state == WATCH_GONE || !w->in_check)
+      continue;
+    w->in_check = 0;
+    /* Hashes are 64 hex digits apart from commas, so a match is a whole entry. */
+    if (invalid && strstr(invalid, w->token)) {
+      watcher_revoked(w);
+    } else if (!w->checked) {
+      w->checked = 1;
+      if (w->state == WATCH_WAITING)
+        watcher_advance(w);
+    }
+  }
+  watchers_release(v, n);
+  return 0;
+}
+
 static void tail_done(const db_result_t *r, void *arg) {
   tail_job_t *job = arg;
   audit_t *a = job->a;
@@ -1033,7 +1161,9 @@ static void tail_done(const db_result_t *r, void *arg) {
   a->retry_ms = 0;
   if (a->tail == TAIL_STARTING)
     tail_started(a, r);
-  else
+  else if (tail_check_tokens(a, db_value(r, 0, 2)) != 0)
+    tail_retry(a); /* nothing of this snapshot may go out unchecked: read it again */
+  else if (a->tail == TAIL_RUNNING)
     tail_fetched(a, r);
   if (a->again)
     tail_kick(a);
@@ -1061,12 +1191,53 @@ static void tail_start(audit_t *a) {
   tail_kick(a);
 }
 
+/* ---- age and the periodic re-check ---------------------------------------------------- */
+
+static void on_sweep(uv_timer_t *t);
+
+/* Run the sweep at the next expiry, or after RECHECK_MS if that comes first. */
+static void sweep_schedule(audit_t *a) {
+  uint64_t now = uv_now(a->srv->loop), due = now + RECHECK_MS;
+
+  if (a->closed || a->nwatchers == 0)
+    return;
+  for (const watcher_t *w = a->watchers; w; w = w->next)
+    if (w->expires && w->expires < due)
+      due = w->expires;
+  uv_timer_start(&a->sweep, on_sweep, due > now ? due - now : 0, 0);
+}
+
+static void on_sweep(uv_timer_t *t) {
+  audit_t *a = t->data;
+  uint64_t now = uv_now(a->srv->loop);
+  size_t n;
+  watcher_t **v = watchers_snapshot(a, &n);
+
+  if (v) {
+    for (size_t i = 0; i < n; i++) {
+      watcher_t *w = v[i];
+      if (w->state == WATCH_GONE || w->expires == 0 || w->expires > now)
+        continue;
+      log_info("call %s: watch ended: open for --max-stream-age; resume from seq %lld",
+               rpc_call_id(w->call), (long long)w->last);
+      watcher_end(w, GRPC_UNAVAILABLE,
+                  "stream reached the server's maximum age; resume from seq %lld",
+                  (long long)w->last);
+    }
+    watchers_release(v, n);
+  }
+  /* The backstop: a fetch re-reads every watcher's token. */
+  tail_kick(a);
+  sweep_schedule(a);
+}
+
 /* ---- the handler and the server's hooks ---------------------------------------------- */
 
 void audit_watch_events(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__WatchEventsRequest *req = (const void *)m;
   server_t *srv = rpc_call_server(call);
   audit_t *a = srv->audit;
+  const char *bearer = rpc_call_metadata(call, "authorization");
   validate_error_t err;
   watcher_t *w;
 
@@ -1088,6 +1259,10 @@ void audit_watch_events(rpc_call_t *call, const ProtobufCMessage *m) {
     rpc_fail(call, GRPC_UNAVAILABLE, "server shutting down");
     return;
   }
+  if (bearer == NULL || strlen(bearer) <= 7) { /* authentication let it through: cannot be */
+    rpc_fail(call, GRPC_UNAUTHENTICATED, "missing authorization metadata (Bearer token)");
+    return;
+  }
   if ((w = calloc(1, sizeof(*w))) == NULL) {
     rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
@@ -1102,6 +1277,9 @@ void audit_watch_events(rpc_call_t *call, const ProtobufCMessage *m) {
   w->filter.subject_type = req->subject_type;
   w->filter.subject_id = req->subject_id;
   w->filter.action = req->action;
+  auth_token_hash(bearer + 7, w->token);
+  if (srv->cfg.max_stream_age_ms)
+    w->expires = uv_now(srv->loop) + srv->cfg.max_stream_age_ms;
   audit_visibility(rpc_call_principal(call), &w->filter);
   if (!w->filter.all &&
       (w->group = group_join(a, w->filter.scope_unit, w->filter.clue_scope)) == NULL) {
@@ -1118,8 +1296,11 @@ void audit_watch_events(rpc_call_t *call, const ProtobufCMessage *m) {
   a->nwatchers++;
   rpc_call_on_cancel(call, on_cancel, w);
   rpc_call_on_writable(call, on_writable, w);
+  sweep_schedule(a);
   if (a->tail == TAIL_OFF)
     tail_start(a);
+  else
+    tail_kick(a); /* the next fetch checks its token (see "Revocation") */
   watcher_advance(w);
 }
 
@@ -1128,9 +1309,11 @@ int audit_init(server_t *srv) {
   if (a == NULL)
     return -ENOMEM;
   a->srv = srv;
-  a->refs = 2; /* the server and the timer handle */
+  a->refs = 3; /* the server and the two timer handles */
   uv_timer_init(srv->loop, &a->timer);
   a->timer.data = a;
+  uv_timer_init(srv->loop, &a->sweep);
+  a->sweep.data = a;
   srv->audit = a;
   return 0;
 }
@@ -1167,6 +1350,7 @@ void audit_close(server_t *srv) {
   tail_stop(a);
   ring_clear(a);
   uv_close((uv_handle_t *)&a->timer, on_timer_closed);
+  uv_close((uv_handle_t *)&a->sweep, on_timer_closed);
   srv->audit = NULL;
   audit_unref(a);
 }

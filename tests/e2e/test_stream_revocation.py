@@ -1,0 +1,439 @@
+"""Open WatchEvents streams follow revocation and visibility (issue 9, finding 4), on two
+clued instances sharing one database:
+
+- RevokeToken ends every stream of that token, on both instances, within 1 s, with
+  UNAUTHENTICATED; the user's streams with another token go on.
+- DisableUser ends every stream of that user the same way.
+- Neither kind of stream receives an event that comes after the revocation in the audit
+  sequence, although events keep being committed while it happens.
+- The end comes within 1 s even while the audit frontier waits on an open transaction, and
+  a revocation whose notification was never sent is still found by the periodic re-check.
+- A unit removed from a joint case gets none of the case's clue events after the removal.
+- --max-stream-age ends a stream with UNAVAILABLE and the seq to resume from, and resuming
+  from it misses nothing.
+
+Latencies are measured from the return of the revoking call to the moment the client sees
+the stream's status, and printed."""
+
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+from harness import new_request_id  # noqa: E402
+import world  # noqa: E402
+
+S = harness.stubs()
+A = S.admin_pb2
+AU = S.audit_pb2
+C = S.common_pb2
+CL = S.clue_pb2
+CA = S.case_pb2
+
+FAKE = 200000     # subject ids of events appended straight through audit_append()
+END_WITHIN = 1.0  # seconds from a revocation to the end of its streams
+LATENCIES = []
+
+
+class Ctx:
+    pass
+
+
+def setup():
+    c = Ctx()
+    c.pg = harness.Postgres.get()
+    c.dbname = c.pg.new_database()
+    c.url = c.pg.url(c.dbname)
+    c.db = c.pg.connect(c.dbname)
+    c.a = harness.Clued(c.url).start()
+    c.b = harness.Clued(c.url).start(migrate=False)  # a second instance on the same database
+    c.w = world.build(c.a)
+    c.chans = []
+    return c
+
+
+def teardown(c):
+    for ch in c.chans:
+        ch.close()
+    c.w.close()
+    c.db.close()
+    c.b.stop()
+    c.a.stop()
+    if LATENCIES:
+        print("revocation to stream end (s): " + ", ".join(f"{x:.3f}" for x in LATENCIES)
+              + f"; max {max(LATENCIES):.3f}", flush=True)
+
+
+def sql(c, q, *args):
+    with c.db.cursor() as cur:
+        cur.execute(q, args)
+        return cur.fetchall() if cur.description else None
+
+
+def max_seq(c):
+    return sql(c, "SELECT coalesce(max(seq), 0) FROM audit_events")[0][0]
+
+
+def append(cur, subject_id, action="test.event"):
+    cur.execute("SELECT (audit_append(NULL, NULL, %s, 'clue', %s, NULL, NULL, NULL, NULL, '{}')).seq",
+                (action, subject_id))
+    return cur.fetchone()[0]
+
+
+def audit_stub(c, srv):
+    ch = grpc.insecure_channel(srv.addr)
+    c.chans.append(ch)
+    return S.audit_pb2_grpc.AuditServiceStub(ch)
+
+
+def md_of(token):
+    return [("authorization", "Bearer " + token)]
+
+
+class Watch:
+    """A WatchEvents call read by a thread; records when its status arrived."""
+
+    def __init__(self, stub, token, after=0, **filters):
+        self.q = queue.Queue()
+        self.seqs = []
+        self.status = None
+        self.ended_at = None
+        self.call = stub.WatchEvents(AU.WatchEventsRequest(after_seq=after, **filters), metadata=md_of(token))
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        try:
+            for e in self.call:
+                self.seqs.append(e.seq)
+                self.q.put(e)
+            self.status = (grpc.StatusCode.OK, "")
+        except grpc.RpcError as e:
+            self.status = (e.code(), e.details())
+        self.ended_at = time.monotonic()
+        self.q.put(None)
+
+    def wait_seq(self, seq, timeout=30):
+        """Wait until an event with seq >= the given one has arrived."""
+        harness.wait_for(lambda: (self.seqs and self.seqs[-1] >= seq) or self.status is not None,
+                         timeout=timeout, interval=0.01, what=f"seq {seq}")
+        assert self.seqs and self.seqs[-1] >= seq, f"stream ended before seq {seq}: {self.status}"
+
+    def wait_end(self, timeout):
+        harness.wait_for(lambda: self.ended_at is not None, timeout=timeout, interval=0.005,
+                         what="the stream to end")
+
+    def cancel(self):
+        self.call.cancel()
+
+
+class Writer:
+    """Commits events in a loop on its own thread (fn returns each one's seq) until stopped."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.seqs = []
+        self.error = None
+        self.stopping = threading.Event()
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        try:
+            while not self.stopping.is_set():
+                self.seqs.append(self.fn())
+                time.sleep(0.005)
+        except Exception as e:  # reported by stop()
+            self.error = e
+
+    def stop(self):
+        self.stopping.set()
+        self.t.join(30)
+        assert self.error is None, self.error
+        return self.seqs
+
+
+def sql_writer(c, base):
+    conn = c.pg.connect(c.dbname)
+    n = [0]
+
+    def one():
+        n[0] += 1
+        with conn.cursor() as cur:
+            return append(cur, base + n[0])
+    w = Writer(one)
+    w.conn = conn
+    return w
+
+
+def issue(c, user_id):
+    return c.w.admin.admin.IssueToken(A.IssueTokenRequest(user_id=user_id, note="stream test"), timeout=10)
+
+
+def new_auditor(c, name):
+    u = c.w.admin.admin.CreateUser(A.CreateUserRequest(unit_id=c.w.admin_unit.id, name=name, role=C.ROLE_AUDITOR),
+                                   timeout=10)
+    return u.id, issue(c, u.id), issue(c, u.id)
+
+
+def event_seq(c, action, subject_id, **details):
+    q = "SELECT max(seq) FROM audit_events WHERE action = %s AND subject_type = 'user' AND subject_id = %s"
+    args = [action, subject_id]
+    for k, v in details.items():
+        q += " AND details::jsonb ->> %s = %s"
+        args += [k, str(v)]
+    s = sql(c, q, *args)[0][0]
+    assert s is not None, (action, subject_id, details)
+    return s
+
+
+def check_ended(watches, since, what):
+    """Each watch ended with UNAUTHENTICATED within END_WITHIN of `since`; returns latencies."""
+    out = []
+    for x in watches:
+        x.wait_end(timeout=10)
+        assert x.status[0] == grpc.StatusCode.UNAUTHENTICATED, (what, x.status)
+        lat = x.ended_at - since
+        out.append(lat)
+        assert lat <= END_WITHIN, f"{what}: the stream ended {lat:.3f} s after the revocation"
+    LATENCIES.extend(out)
+    print(f"  {what}: ended after " + ", ".join(f"{x:.3f}" for x in out) + " s", flush=True)
+    return out
+
+
+def test_revoke_token_ends_its_streams_on_both_instances(c):
+    uid, t1, t2 = new_auditor(c, "auditor-revoke")
+    start = max_seq(c)
+    stub_a, stub_b = audit_stub(c, c.a), audit_stub(c, c.b)
+    revoked = [Watch(stub_a, t1.token, after=start), Watch(stub_b, t1.token, after=start),
+               Watch(stub_b, t1.token, after=start, subject_type="clue")]
+    other = Watch(stub_a, t2.token, after=start)  # the same user's other token
+    wr = sql_writer(c, FAKE)
+    try:
+        harness.wait_for(lambda: len(wr.seqs) > 5, what="events")
+        for x in revoked + [other]:
+            x.wait_seq(wr.seqs[4])  # every stream is live and at the edge
+        c.w.admin.admin.RevokeToken(A.RevokeTokenRequest(token_id=t1.token_id), timeout=10)
+        t_revoked = time.monotonic()
+        check_ended(revoked, t_revoked, "RevokeToken")
+        time.sleep(0.3)
+    finally:
+        seqs = wr.stop()
+        wr.conn.close()
+    s_revoke = event_seq(c, "token.revoke", uid, token_id=t1.token_id)
+    assert any(s > s_revoke for s in seqs), "no event was committed after the revocation"
+    for x in revoked:
+        assert x.seqs, "the stream received nothing before the revocation"
+        late = [s for s in x.seqs if s > s_revoke]
+        assert not late, f"events after the revocation (seq {s_revoke}) were delivered: {late}"
+    # The user's other token keeps its stream, and it sees past the revocation.
+    other.wait_seq(seqs[-1])
+    assert other.status is None
+    other.cancel()
+    # And a new stream with the revoked token is refused.
+    harness.expect_status(grpc.StatusCode.UNAUTHENTICATED, next,
+                          stub_b.WatchEvents(AU.WatchEventsRequest(), metadata=md_of(t1.token)))
+
+
+def test_disable_user_ends_all_their_streams_on_both_instances(c):
+    w = c.w
+    # A group member sees only its unit's clues: its streams go through visibility checks.
+    u = w.new_user("G1", "MEMBER", "g1-member-disabled")
+    t2 = issue(c, u.id)
+    clue = w.G1.leader.clue.SubmitClue(CL.SubmitClueRequest(
+        request_id=new_request_id(), title="线索", summary="反映某某违规收受礼金",
+        source=CL.SOURCE_CHANNEL_LETTER_VISIT_REPORT, subject=CL.SubjectPerson(name="张三", position="处长"),
+        host_unit="市发展改革委"), timeout=20)
+    start = max_seq(c)
+    stub_a, stub_b = audit_stub(c, c.a), audit_stub(c, c.b)
+    disabled = [Watch(stub_a, u.token, after=start), Watch(stub_b, t2.token, after=start),
+                Watch(stub_b, u.token, after=0)]
+    colleague = Watch(stub_a, w.G1.member.token, after=start)
+
+    def note():
+        w.G1.leader.clue.AddNote(CL.AddNoteRequest(clue_id=clue.id, kind=CL.NOTE_KIND_EVIDENCE_SUMMARY,
+                                                   text="证据", request_id=new_request_id()), timeout=20)
+        return max_seq(c)
+    wr = Writer(note)
+    try:
+        harness.wait_for(lambda: len(wr.seqs) > 3, what="notes")
+        for x in disabled + [colleague]:
+            x.wait_seq(wr.seqs[2])
+        w.admin.admin.DisableUser(A.DisableUserRequest(user_id=u.id, reason="离岗"), timeout=10)
+        t_disabled = time.monotonic()
+        check_ended(disabled, t_disabled, "DisableUser")
+        time.sleep(0.3)
+    finally:
+        wr.stop()
+    s_disable = event_seq(c, "user.disable", u.id)
+    last = max_seq(c)
+    assert last > s_disable
+    for x in disabled:
+        late = [s for s in x.seqs if s > s_disable]
+        assert not late, f"events after the disabling (seq {s_disable}) were delivered: {late}"
+    colleague.wait_seq(sql(c, "SELECT max(seq) FROM audit_events WHERE subject_type = 'clue' AND subject_id = %s",
+                           clue.id)[0][0])
+    colleague.cancel()
+
+
+def test_revocation_ends_streams_while_the_frontier_waits(c):
+    """An open transaction holds an undecided seq: nothing after it can be delivered, and the
+    revocation's own audit event cannot be either; the stream still ends within 1 s."""
+    uid, t1, _ = new_auditor(c, "auditor-frontier")
+    start = max_seq(c)
+    x = Watch(audit_stub(c, c.a), t1.token, after=start)
+    y = Watch(audit_stub(c, c.b), t1.token, after=start)
+    with c.db.cursor() as cur:
+        s0 = append(cur, FAKE + 50000)
+    x.wait_seq(s0)
+    y.wait_seq(s0)
+    slow = c.pg.connect(c.dbname)
+    slow.autocommit = False
+    try:
+        with slow.cursor() as cur:
+            append(cur, FAKE + 50001)  # drawn, not committed: the frontier stops here
+        time.sleep(0.2)
+        c.w.admin.admin.RevokeToken(A.RevokeTokenRequest(token_id=t1.token_id), timeout=10)
+        t_revoked = time.monotonic()
+        check_ended([x, y], t_revoked, "RevokeToken, frontier waiting")
+    finally:
+        slow.rollback()
+        slow.close()
+    assert x.seqs == [s0] and y.seqs == [s0]
+
+
+def test_missed_notification_is_caught_by_the_recheck(c):
+    """A token revoked with triggers off sends no notification (as if it were lost across a
+    LISTEN reconnect) and appends no audit event: the periodic re-check still ends its
+    stream."""
+    _, t1, t2 = new_auditor(c, "auditor-silent")
+    start = max_seq(c)
+    x = Watch(audit_stub(c, c.b), t1.token, after=start)
+    other = Watch(audit_stub(c, c.b), t2.token, after=start)
+    with c.db.cursor() as cur:
+        s0 = append(cur, FAKE + 60000)
+    x.wait_seq(s0)
+    with c.db.cursor() as cur:
+        cur.execute("BEGIN; SET LOCAL session_replication_role = replica;"
+                    " UPDATE tokens SET revoked_at = now() WHERE id = %s; COMMIT", (t1.token_id,))
+    t_revoked = time.monotonic()
+    x.wait_end(timeout=15)
+    assert x.status[0] == grpc.StatusCode.UNAUTHENTICATED, x.status
+    print(f"  silent revocation found after {x.ended_at - t_revoked:.3f} s", flush=True)
+    assert other.status is None
+    other.cancel()
+
+
+def test_events_read_with_a_revocation_are_never_delivered(c):
+    """Without a notification, the first fetch that reads events committed after a silent
+    revocation reads the revocation too, in the same snapshot, and ends the stream before
+    delivering them."""
+    _, t1, _ = new_auditor(c, "auditor-snapshot")
+    start = max_seq(c)
+    stub = audit_stub(c, c.a)
+    live = Watch(stub, t1.token, after=start)
+    with c.db.cursor() as cur:
+        s0 = append(cur, FAKE + 61000)
+    live.wait_seq(s0)
+    with c.db.cursor() as cur:
+        cur.execute("BEGIN; SET LOCAL session_replication_role = replica;"
+                    " UPDATE tokens SET revoked_at = now() WHERE id = %s; COMMIT", (t1.token_id,))
+        later = [append(cur, FAKE + 61001 + i) for i in range(5)]
+    live.wait_end(timeout=END_WITHIN * 3)
+    assert live.status[0] == grpc.StatusCode.UNAUTHENTICATED, live.status
+    assert live.seqs == [s0], f"events committed after the revocation were delivered: {live.seqs}"
+    assert later[-1] > s0
+
+
+def test_removed_participant_gets_no_later_case_events(c):
+    w = c.w
+    clue = w.R1.leader.clue.SubmitClue(CL.SubmitClueRequest(
+        request_id=new_request_id(), title="联合办案线索", summary="反映某某违规收受礼金",
+        source=CL.SOURCE_CHANNEL_LETTER_VISIT_REPORT, subject=CL.SubjectPerson(name="李四", position="科长"),
+        host_unit="市交通运输局"), timeout=20)
+    jc = w.R1.leader.case.CreateJointCase(CA.CreateJointCaseRequest(
+        title="室组地联合办案", basis="依据", participant_unit_ids=[w.G3.id], clue_ids=[clue.id],
+        request_id=new_request_id()), timeout=20)
+    start = max_seq(c)
+    stub_a, stub_b = audit_stub(c, c.a), audit_stub(c, c.b)
+    g3 = [Watch(stub_a, w.G3.member.token, after=start), Watch(stub_b, w.G3.leader.token, after=start),
+          Watch(stub_b, w.G3.member.token, after=start, subject_type="clue", subject_id=clue.id)]
+    r1 = Watch(stub_a, w.R1.member.token, after=start)
+
+    def note(text):
+        w.R1.leader.clue.AddNote(CL.AddNoteRequest(clue_id=clue.id, kind=CL.NOTE_KIND_MEETING_MINUTES,
+                                                   text=text, request_id=new_request_id()), timeout=20)
+        return sql(c, "SELECT max(seq) FROM audit_events WHERE subject_type = 'clue' AND subject_id = %s",
+                   clue.id)[0][0]
+    before = note("参与时")
+    for x in g3 + [r1]:
+        x.wait_seq(before)
+    w.R1.leader.case.RemoveParticipant(CA.RemoveParticipantRequest(case_id=jc.id, unit_id=w.G3.id, reason="退出"),
+                                       timeout=20)
+    s_removed = max_seq(c)
+    after = [note(f"退出后 {i}") for i in range(3)]
+    r1.wait_seq(after[-1])
+    time.sleep(0.5)
+    for x in g3:
+        late = [s for s in x.seqs if s > s_removed]
+        assert not late, f"a removed participant received the case's later events {late}"
+        assert before in x.seqs
+        x.cancel()
+    r1.cancel()
+    # A stream opened after the removal replays none of the later events either.
+    y = Watch(stub_a, w.G3.member.token, after=start)
+    time.sleep(0.5)
+    assert not [s for s in y.seqs if s > s_removed], y.seqs
+    y.cancel()
+
+
+def test_max_stream_age(c):
+    out = subprocess.run([harness.CLUED, "help"], capture_output=True, text=True, timeout=30).stdout
+    assert "--max-stream-age" in out, out
+    for bad in ("0x", "-1", "1y", "s", ""):
+        r = subprocess.run([harness.CLUED, "serve", "--max-stream-age", bad, "--listen", "127.0.0.1:0"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0 and "--max-stream-age" in r.stderr, (bad, r.returncode, r.stderr)
+    srv = harness.Clued(c.url, args=["--max-stream-age", "2s"]).start(migrate=False)
+    try:
+        stub = audit_stub(c, srv)
+        start = max_seq(c)
+        wr = sql_writer(c, FAKE + 70000)
+        try:
+            t0 = time.monotonic()
+            x = Watch(stub, c.w.auditor.token, after=start)
+            x.wait_end(timeout=10)
+            lived = x.ended_at - t0
+            assert x.status[0] == grpc.StatusCode.UNAVAILABLE, x.status
+            m = re.search(r"resume from seq (\d+)", x.status[1])
+            assert m, x.status
+            resume = int(m.group(1))
+            assert 1.5 <= lived <= 4.0, lived
+            assert x.seqs and resume >= x.seqs[-1], (resume, x.seqs[-1:])
+            assert len(wr.seqs) > 10
+            y = Watch(stub, c.w.auditor.token, after=resume)
+            time.sleep(0.3)
+        finally:
+            seqs = wr.stop()
+            wr.conn.close()
+        y.wait_seq(seqs[-1])
+        y.cancel()
+        every = [r[0] for r in sql(c, "SELECT seq FROM audit_events WHERE seq > %s AND seq <= %s ORDER BY seq",
+                                   start, seqs[-1])]
+        assert x.seqs == [s for s in every if s <= resume], "the first stream skipped or invented events"
+        got = x.seqs + [s for s in y.seqs if s <= seqs[-1]]
+        assert got == every, "resuming from the named seq missed or repeated events"
+        print(f"  max-stream-age 2 s: the stream lived {lived:.3f} s, {len(x.seqs)} events, resumed after "
+              f"seq {resume}", flush=True)
+    finally:
+        srv.stop()
+
+
+if __name__ == "__main__":
+    harness.run_tests(globals(), setup, teardown)
