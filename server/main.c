@@ -20,8 +20,9 @@ static const char usage_text[] =
     "usage: clued <command> [options]\n"
     "\n"
     "commands:\n"
-    "  serve       serve gRPC over cleartext HTTP/2 until SIGINT/SIGTERM; refuses to start\n"
-    "              while migrations are pending\n"
+    "  serve       serve gRPC over HTTP/2 (TLS with --tls-cert/--tls-key, else cleartext)\n"
+    "              until SIGINT/SIGTERM; refuses to start while migrations are pending;\n"
+    "              SIGHUP reloads the TLS certificate, key and client CAs\n"
     "  migrate     apply pending database migrations (safe to run concurrently)\n"
     "  bootstrap   create the first ADMIN user and print its token once;\n"
     "              --demo-tokens FILE also creates demo units and users, tokens in FILE\n"
@@ -46,7 +47,14 @@ static const char usage_text[] =
     "                             1h; 0: never)\n"
     "  --accepted-deadline-days N stage deadline for ACCEPTED (default 30)\n"
     "  --prelim-deadline-days N   stage deadline for PRELIMINARY_CHECK (default 90)\n"
-    "  --filed-deadline-days N    stage deadline for FILED (default 90)\n";
+    "  --filed-deadline-days N    stage deadline for FILED (default 90)\n"
+    "  --tls-cert FILE            serve TLS (1.2 or later, ALPN h2) with this PEM certificate\n"
+    "                             chain, leaf first (env CLUED_TLS_CERT); needs --tls-key\n"
+    "  --tls-key FILE             PEM private key of --tls-cert, unencrypted (env CLUED_TLS_KEY)\n"
+    "  --tls-client-ca FILE       mutual TLS: require a client certificate issued by a CA in\n"
+    "                             this PEM file (env CLUED_TLS_CLIENT_CA)\n"
+    "  --insecure-cleartext       allow cleartext HTTP/2 on a non-loopback address (without it\n"
+    "                             serve refuses: tokens would cross the network in clear)\n";
 
 static void usage(FILE *f) {
   fputs(usage_text, f);
@@ -113,6 +121,10 @@ enum {
   OPT_CLOCK_OFFSET,
   OPT_MIGRATIONS,
   OPT_DEMO_TOKENS,
+  OPT_TLS_CERT,
+  OPT_TLS_KEY,
+  OPT_TLS_CLIENT_CA,
+  OPT_INSECURE_CLEARTEXT,
 };
 
 /* Options of the one-shot commands, beside the server's own configuration. */
@@ -140,6 +152,10 @@ static const struct option long_opts[] = {
 #endif
     {"migrations", required_argument, NULL, OPT_MIGRATIONS},
     {"demo-tokens", required_argument, NULL, OPT_DEMO_TOKENS},
+    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+    {"tls-client-ca", required_argument, NULL, OPT_TLS_CLIENT_CA},
+    {"insecure-cleartext", no_argument, NULL, OPT_INSECURE_CLEARTEXT},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -154,6 +170,12 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
     snprintf(cfg->listen, sizeof(cfg->listen), "%s", env);
   if ((env = getenv("CLUED_DATABASE_URL")) && *env)
     cfg->database_url = env;
+  if ((env = getenv("CLUED_TLS_CERT")) && *env)
+    cfg->tls_cert = env;
+  if ((env = getenv("CLUED_TLS_KEY")) && *env)
+    cfg->tls_key = env;
+  if ((env = getenv("CLUED_TLS_CLIENT_CA")) && *env)
+    cfg->tls_client_ca = env;
   optind = 1;
   while ((c = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
     switch (c) {
@@ -231,6 +253,18 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       break;
     case OPT_DEMO_TOKENS:
       cli->demo_tokens = optarg;
+      break;
+    case OPT_TLS_CERT:
+      cfg->tls_cert = optarg;
+      break;
+    case OPT_TLS_KEY:
+      cfg->tls_key = optarg;
+      break;
+    case OPT_TLS_CLIENT_CA:
+      cfg->tls_client_ca = optarg;
+      break;
+    case OPT_INSECURE_CLEARTEXT:
+      cfg->insecure_cleartext = 1;
       break;
     case 'h':
       usage(stdout);

@@ -9,6 +9,7 @@
 #include "db/db.h"
 #include "log.h"
 #include "net/h2_conn.h"
+#include "net/tls.h"
 #include "rpc/table.h"
 #include "service/audit_watch.h"
 #include "service/health.h"
@@ -89,6 +90,51 @@ static void on_signal(uv_signal_t *h, int signum) {
   server_shutdown(srv);
 }
 
+static void on_sighup(uv_signal_t *h, int signum) {
+  server_t *srv = h->data;
+  (void)signum;
+  log_info("received SIGHUP: reloading the TLS certificate");
+  (void)tls_server_reload(srv->tls); /* on failure the old one stays; the reason is logged */
+}
+
+/* 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104: the only addresses cleartext may listen on
+ * without --insecure-cleartext, since nothing on them crosses a network. */
+static int is_loopback(const struct sockaddr_storage *ss) {
+  if (ss->ss_family == AF_INET)
+    return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
+  if (ss->ss_family == AF_INET6) {
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+  }
+  return 0;
+}
+
+/* TLS from the configuration, or the refusal of cleartext where it would not be safe. */
+static int server_tls_init(server_t *srv, const server_config_t *cfg,
+                           const struct sockaddr_storage *ss) {
+  tls_files_t files = {cfg->tls_cert, cfg->tls_key, cfg->tls_client_ca};
+
+  if (cfg->tls_cert == NULL && cfg->tls_key == NULL) {
+    if (cfg->tls_client_ca != NULL) {
+      log_error("--tls-client-ca needs --tls-cert and --tls-key");
+      return UV_EINVAL;
+    }
+    if (!is_loopback(ss) && !cfg->insecure_cleartext) {
+      log_error("refusing to serve cleartext HTTP/2 on %s, a non-loopback address: tokens "
+                "would cross the network unencrypted. Give --tls-cert and --tls-key, or "
+                "--insecure-cleartext if a TLS proxy or a private network protects it",
+                cfg->listen);
+      return UV_EINVAL;
+    }
+    return 0;
+  }
+  if (cfg->tls_cert == NULL || cfg->tls_key == NULL) {
+    log_error("TLS needs both --tls-cert and --tls-key");
+    return UV_EINVAL;
+  }
+  return tls_server_new(&files, &srv->tls) == 0 ? 0 : UV_EINVAL;
+}
+
 static void bound_name(server_t *srv) {
   struct sockaddr_storage ss;
   int len = sizeof(ss);
@@ -121,6 +167,9 @@ int server_init(server_t *srv, uv_loop_t *loop, const server_config_t *cfg) {
     log_error("invalid listen address \"%s\" (want host:port or [v6]:port)", cfg->listen);
     return rc;
   }
+  rc = server_tls_init(srv, cfg, &ss);
+  if (rc < 0)
+    return rc;
   uv_tcp_init(loop, &srv->listener);
   rc = uv_tcp_bind(&srv->listener, (struct sockaddr *)&ss, 0);
   if (rc == 0)
@@ -128,6 +177,8 @@ int server_init(server_t *srv, uv_loop_t *loop, const server_config_t *cfg) {
   if (rc < 0) {
     log_error("cannot listen on %s: %s", cfg->listen, uv_strerror(rc));
     uv_close((uv_handle_t *)&srv->listener, NULL);
+    tls_server_free(srv->tls);
+    srv->tls = NULL;
     return rc;
   }
   bound_name(srv);
@@ -136,6 +187,10 @@ int server_init(server_t *srv, uv_loop_t *loop, const server_config_t *cfg) {
   srv->sigint.data = srv->sigterm.data = srv;
   uv_signal_start(&srv->sigint, on_signal, SIGINT);
   uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
+  uv_signal_init(loop, &srv->sighup);
+  srv->sighup.data = srv;
+  if (srv->tls != NULL)
+    uv_signal_start(&srv->sighup, on_sighup, SIGHUP);
   uv_timer_init(loop, &srv->grace_timer);
   srv->grace_timer.data = srv;
   return 0;
@@ -153,6 +208,7 @@ static void server_stop(server_t *srv) {
   uv_close((uv_handle_t *)&srv->grace_timer, NULL);
   uv_close((uv_handle_t *)&srv->sigint, NULL);
   uv_close((uv_handle_t *)&srv->sigterm, NULL);
+  uv_close((uv_handle_t *)&srv->sighup, NULL);
   health_close(srv);
   audit_close(srv);
   if (srv->db) {
@@ -197,4 +253,6 @@ void server_shutdown(server_t *srv) {
 void server_free(server_t *srv) {
   rpc_table_free(srv->methods);
   srv->methods = NULL;
+  tls_server_free(srv->tls);
+  srv->tls = NULL;
 }

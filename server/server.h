@@ -15,6 +15,7 @@ typedef struct h2_conn h2_conn_t;
 typedef struct rpc_table rpc_table_t;
 typedef struct health health_t;
 typedef struct audit audit_t;
+typedef struct tls_server tls_server_t;
 
 typedef struct server_config {
   char listen[128];             /* host:port, [v6]:port */
@@ -31,6 +32,10 @@ typedef struct server_config {
   int prelim_deadline_days;     /* default 90 */
   int filed_deadline_days;      /* default 90 */
   int64_t clock_offset_ms;      /* test builds only: shifts the server's notion of "now" */
+  const char *tls_cert;         /* PEM certificate chain; with tls_key turns TLS on */
+  const char *tls_key;          /* PEM private key */
+  const char *tls_client_ca;    /* PEM CAs whose client certificates are required */
+  int insecure_cleartext;       /* allow cleartext on a non-loopback address */
 } server_config_t;
 
 typedef enum server_state {
@@ -45,6 +50,8 @@ struct server {
   server_state_t state;
   uv_tcp_t listener;
   uv_signal_t sigint, sigterm;
+  uv_signal_t sighup;           /* reloads the TLS certificate (started only with TLS) */
+  tls_server_t *tls;            /* NULL: cleartext HTTP/2 */
   uv_timer_t grace_timer;
   rpc_table_t *methods;
   db_pool_t *db;                /* NULL when running without a database */

@@ -22,6 +22,10 @@ static const cli_opt_t global_opts[] = {
     {"server", "HOST:PORT", 0, "server address (env CLUED_SERVER, default " DEFAULT_SERVER ")"},
     {"token", "TOKEN", 0, "bearer token sent with every call (env CLUED_TOKEN)"},
     {"timeout", "SECONDS", 0, "deadline of each call, e.g. 5 or 0.5 (default: none)"},
+    {"tls", NULL, 0, "connect over TLS, trusting the system's CAs (env CLUED_TLS=1)"},
+    {"ca", "FILE", 0, "TLS: trust the CAs in this PEM file (env CLUED_CA; implies --tls)"},
+    {"cert", "FILE", 0, "TLS: client certificate, PEM (env CLUED_CERT; implies --tls)"},
+    {"key", "FILE", 0, "TLS: key of --cert if not in that file (env CLUED_KEY)"},
     {"json", NULL, 0, "print results as JSON"},
     {"help", NULL, 0, "show help (also: -h, cluectl help COMMAND)"},
     {NULL, NULL, 0, NULL},
@@ -101,7 +105,9 @@ static void help_command(FILE *o, const cli_group_t *g, const cli_command_t *c) 
   }
   if (c->help != NULL)
     fprintf(o, "\n%s", c->help);
-  fputs("\nGlobal options: --server, --token, --timeout, --json (see 'cluectl --help').\n", o);
+  fputs("\nGlobal options: --server, --token, --timeout, --tls, --ca, --cert, --key, --json\n"
+        "(see 'cluectl --help').\n",
+        o);
 }
 
 /* ---- command line ------------------------------------------------------------------- */
@@ -110,6 +116,8 @@ typedef struct globals {
   const char *server;
   const char *token;
   const char *timeout;
+  const char *ca, *cert, *key; /* TLS files */
+  int tls;
   int json;
   int help;
 } globals_t;
@@ -211,6 +219,14 @@ static int parse(cli_t *cli, int argc, char **argv, parsed_t *p, char *cmdname, 
         p->g.token = value;
       } else if (strcmp(opt->name, "timeout") == 0) {
         p->g.timeout = value;
+      } else if (strcmp(opt->name, "tls") == 0) {
+        p->g.tls = 1;
+      } else if (strcmp(opt->name, "ca") == 0) {
+        p->g.ca = value;
+      } else if (strcmp(opt->name, "cert") == 0) {
+        p->g.cert = value;
+      } else if (strcmp(opt->name, "key") == 0) {
+        p->g.key = value;
       } else if (strcmp(opt->name, "json") == 0) {
         p->g.json = 1;
       } else {
@@ -278,9 +294,35 @@ static int setup(cli_t *cli, const parsed_t *p) {
     return cli_usage_error(cli, "--token: the token contains control characters");
   if (rv != 0)
     return cli_oom(cli);
+  if (p->g.key != NULL && p->g.cert == NULL)
+    return cli_usage_error(cli, "--key needs --cert");
+  if (p->g.tls || p->g.ca != NULL || p->g.cert != NULL) {
+    clue_status_t st = CLUE_STATUS_INIT;
+    rv = clue_conn_set_tls(cli->conn, p->g.ca, p->g.cert, p->g.key, &st);
+    if (rv == CLUE_EINVAL) {
+      rv = cli_usage_error(cli, "TLS: %s", st.message ? st.message : "invalid settings");
+      clue_status_clear(&st);
+      return rv;
+    }
+    clue_status_clear(&st);
+    if (rv != 0)
+      return cli_oom(cli);
+  }
   clue_conn_set_timeout(cli->conn, cli->timeout_ms);
   clue_conn_set_cancel_flag(cli->conn, &interrupted);
   return -1;
+}
+
+/* A variable set to something, or NULL. */
+static const char *env_value(const char *name) {
+  const char *v = getenv(name);
+  return v != NULL && v[0] != '\0' ? v : NULL;
+}
+
+/* A yes/no variable: set, and not "0". */
+static int env_set(const char *name) {
+  const char *v = env_value(name);
+  return v != NULL && strcmp(v, "0") != 0;
 }
 
 int main(int argc, char **argv) {
@@ -294,6 +336,10 @@ int main(int argc, char **argv) {
   if (p.g.server == NULL || p.g.server[0] == '\0')
     p.g.server = DEFAULT_SERVER;
   p.g.token = getenv("CLUED_TOKEN");
+  p.g.tls = env_set("CLUED_TLS");
+  p.g.ca = env_value("CLUED_CA");
+  p.g.cert = env_value("CLUED_CERT");
+  p.g.key = env_value("CLUED_KEY");
   p.args.v = calloc((size_t)argc + 1, sizeof(*p.args.v));
   if (p.args.v == NULL)
     return cli_oom(&cli);

@@ -40,6 +40,8 @@ static void conn_set_state(clue_conn_t *c, conn_state_t to, int code, const char
     if (c->h2 != NULL)
       nghttp2_session_del(c->h2);
     c->h2 = NULL;
+    clue__tls_close(c->ssl);
+    c->ssl = NULL;
     if (c->fd >= 0)
       close(c->fd);
     c->fd = -1;
@@ -109,6 +111,17 @@ static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t len
 
   (void)session;
   (void)flags;
+  if (c->ssl != NULL) {
+    char why[256];
+    n = clue__tls_send(c->ssl, data, length, why, sizeof(why));
+    if (n >= 0)
+      return n;
+    if (n == CLUE_TLS_AGAIN)
+      return NGHTTP2_ERR_WOULDBLOCK;
+    free(c->h2_error);
+    c->h2_error = clue__str_printf("TLS error talking to %s: %s", c->target, why);
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
+  }
   n = send(c->fd, data, length, MSG_NOSIGNAL);
   if (n >= 0)
     return n;
@@ -302,9 +315,21 @@ static int conn_connect(clue_conn_t *c, int64_t deadline, clue_status_t *st) {
     }
     return st->code;
   }
+  if (c->tls.ctx != NULL) {
+    rv = clue__tls_handshake(&c->tls, fd, c->host, c->target, limit, c->cancel, &c->ssl, st);
+    if (rv != 0) {
+      close(fd);
+      if (rv == CLUE_STATUS_DEADLINE_EXCEEDED && deadline == 0)
+        clue__status_setf(st, CLUE_STATUS_UNAVAILABLE, "timed out in the TLS handshake with %s",
+                          c->target);
+      return rv < 0 ? rv : st->code;
+    }
+  }
   c->fd = fd;
   rv = session_new(c);
   if (rv != 0) {
+    clue__tls_close(c->ssl);
+    c->ssl = NULL;
     close(fd);
     c->fd = -1;
     if (rv == NGHTTP2_ERR_NOMEM)
@@ -319,11 +344,46 @@ static int conn_connect(clue_conn_t *c, int64_t deadline, clue_status_t *st) {
 
 /* ---- the pump -------------------------------------------------------------------------- */
 
+static void conn_feed(clue_conn_t *c, const uint8_t *buf, size_t n);
+
+/* Read what TLS has for us (a bounded number of records) and feed nghttp2. */
+static void conn_read_tls(clue_conn_t *c) {
+  uint8_t buf[RECV_CHUNK];
+  char why[256];
+
+  for (int i = 0; i < 8 && c->ssl != NULL; i++) {
+    ssize_t n = clue__tls_recv(c->ssl, buf, sizeof(buf), why, sizeof(why));
+    if (n == CLUE_TLS_AGAIN)
+      return;
+    if (n == CLUE_TLS_ERROR) {
+      conn_fail(c, CLUE_STATUS_UNAVAILABLE, "TLS error talking to %s: %s", c->target, why);
+      return;
+    }
+    if (n == 0) {
+      if (c->h2_error != NULL)
+        conn_fail(c, CLUE_STATUS_UNAVAILABLE, "%s", c->h2_error);
+      else
+        conn_fail(c, CLUE_STATUS_UNAVAILABLE, "connection closed by %s", c->target);
+      return;
+    }
+    conn_feed(c, buf, (size_t)n);
+  }
+}
+
+/* Data waits inside TLS, where poll() cannot see it. */
+static int conn_tls_pending(const clue_conn_t *c) {
+  return c->ssl != NULL && SSL_has_pending(c->ssl);
+}
+
 /* Read once from the socket and feed nghttp2. */
 static void conn_read(clue_conn_t *c) {
   uint8_t buf[RECV_CHUNK];
-  ssize_t n, rv;
+  ssize_t n;
 
+  if (c->ssl != NULL) {
+    conn_read_tls(c);
+    return;
+  }
   n = recv(c->fd, buf, sizeof(buf), 0);
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
@@ -342,7 +402,12 @@ static void conn_read(clue_conn_t *c) {
       conn_fail(c, CLUE_STATUS_UNAVAILABLE, "connection closed by %s", c->target);
     return;
   }
-  rv = nghttp2_session_mem_recv(c->h2, buf, (size_t)n);
+  conn_feed(c, buf, (size_t)n);
+}
+
+static void conn_feed(clue_conn_t *c, const uint8_t *buf, size_t n) {
+  ssize_t rv = nghttp2_session_mem_recv(c->h2, buf, n);
+
   if (rv == NGHTTP2_ERR_NOMEM) {
     conn_set_state(c, CONN_IDLE, CLUE_ENOMEM, NULL);
   } else if (rv < 0) {
@@ -392,7 +457,8 @@ void clue__conn_flush(clue_conn_t *c) {
 static void conn_catch_up(clue_conn_t *c) {
   for (int i = 0; i < 64 && c->h2 != NULL; i++) {
     struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
-    if (poll(&pfd, 1, 0) <= 0 || (pfd.revents & (POLLIN | POLLHUP | POLLERR)) == 0)
+    if (!conn_tls_pending(c) &&
+        (poll(&pfd, 1, 0) <= 0 || (pfd.revents & (POLLIN | POLLHUP | POLLERR)) == 0))
       break;
     conn_read(c);
   }
@@ -434,6 +500,10 @@ void clue__conn_wait(clue_conn_t *c, call_t *call, int want_msg) {
     conn_send(c);
     if (c->h2 == NULL || call_done(call, want_msg) || conn_session_over(c))
       continue;
+    if (conn_tls_pending(c)) {
+      conn_read(c);
+      continue;
+    }
     pfd.fd = c->fd;
     pfd.events = POLLIN;
     if (nghttp2_session_want_write(c->h2))
@@ -459,7 +529,7 @@ static int32_t conn_submit(clue_conn_t *c, call_t *call) {
   char timeout[32];
   nghttp2_nv nva[9] = {
       NV(":method", "POST", NGHTTP2_NV_FLAG_NONE),
-      NV(":scheme", "http", NGHTTP2_NV_FLAG_NONE),
+      NV(":scheme", c->tls.ctx != NULL ? "https" : "http", NGHTTP2_NV_FLAG_NONE),
       NV(":path", call->path, NGHTTP2_NV_FLAG_NONE),
       NV(":authority", c->authority, NGHTTP2_NV_FLAG_NONE),
       NV("content-type", "application/grpc", NGHTTP2_NV_FLAG_NONE),
@@ -569,6 +639,7 @@ void clue_conn_free(clue_conn_t *c) {
   conn_set_state(c, CONN_IDLE, CLUE_STATUS_CANCELLED, NULL);
   while (c->calls != NULL)
     clue__conn_unlink(c, c->calls);
+  clue__tls_clear(&c->tls);
   free(c->auth);
   free(c->authority);
   free(c->target);
@@ -592,6 +663,27 @@ int clue_conn_set_token(clue_conn_t *c, const char *token) {
   }
   free(c->auth);
   c->auth = auth;
+  return 0;
+}
+
+int clue_conn_set_tls(clue_conn_t *c, const char *ca_file, const char *cert_file,
+                      const char *key_file, clue_status_t *st) {
+  clue_tls_t tls;
+  int rv;
+
+  if (c == NULL || st == NULL)
+    return CLUE_EINVAL;
+  if (c->state != CONN_IDLE) {
+    clue__status_set(st, CLUE_STATUS_INVALID_ARGUMENT,
+                     "TLS settings must be made before the connection is used");
+    return CLUE_EINVAL;
+  }
+  rv = clue__tls_init(&tls, ca_file, cert_file, key_file, st);
+  if (rv != 0)
+    return rv;
+  clue__tls_clear(&c->tls);
+  c->tls = tls;
+  clue_status_clear(st);
   return 0;
 }
 

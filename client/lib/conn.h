@@ -9,6 +9,7 @@
 
 #include "call.h"
 #include "clue/client.h"
+#include "tls.h"
 
 typedef enum conn_state {
   CONN_IDLE,     /* no transport; the next call connects */
@@ -30,6 +31,8 @@ struct clue_conn {
   nghttp2_session *h2;
   call_t *calls;  /* every call created here and not yet freed */
   char *h2_error; /* why nghttp2 or the server's GOAWAY ended the session, if it said */
+  clue_tls_t tls; /* ctx NULL: cleartext (h2c) */
+  SSL *ssl;       /* the TLS session on fd, or NULL */
 };
 
 /**

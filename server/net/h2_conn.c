@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "net/tls.h"
 #include "rpc/call.h"
 
 #define H2_WRITE_CHUNK (64 * 1024)
@@ -129,6 +130,7 @@ static int on_invalid_frame(nghttp2_session *s, const nghttp2_frame *f, int err,
 
 static void conn_free_cb(uv_handle_t *h) {
   h2_conn_t *c = (h2_conn_t *)h; /* tcp is the first member */
+  tls_conn_free(c->tls);
   free(c->wbuf);
   free(c);
 }
@@ -213,6 +215,33 @@ static void run_writable(h2_conn_t *c) {
   }
 }
 
+/* ---- the socket, cleartext or TLS: the only place the two differ -------------------- */
+
+static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+
+/* TLS hands conn_read_cb plaintext, and conn_write_cb runs once the ciphertext is sent. */
+static int conn_read_start(h2_conn_t *c) {
+  if (c->tls != NULL)
+    return tls_read_start(c->tls, conn_alloc_cb, conn_read_cb);
+  return uv_read_start((uv_stream_t *)&c->tcp, conn_alloc_cb, conn_read_cb);
+}
+
+static int conn_write(h2_conn_t *c, const uv_buf_t *b) {
+  if (c->tls != NULL)
+    return tls_write(c->tls, &c->wreq, b, conn_write_cb);
+  return uv_write(&c->wreq, (uv_stream_t *)&c->tcp, b, 1, conn_write_cb);
+}
+
+static int conn_tls_start(h2_conn_t *c) {
+  char label[96];
+
+  if (c->srv->tls == NULL)
+    return 0;
+  snprintf(label, sizeof(label), "conn %llu (%s)", (unsigned long long)c->id, c->peer);
+  return tls_conn_new(c->srv->tls, (uv_stream_t *)&c->tcp, label, &c->tls) == 0 ? 0 : UV_ENOMEM;
+}
+
 void h2_conn_flush(h2_conn_t *c) {
   if (c->state == H2_CONN_CLOSING)
     return;
@@ -255,7 +284,7 @@ void h2_conn_flush(h2_conn_t *c) {
       c->in_session = 0;
       if (c->wlen > 0) {
         uv_buf_t b = uv_buf_init((char *)c->wbuf, (unsigned)c->wlen);
-        int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, conn_write_cb);
+        int rc = conn_write(c, &b);
         if (rc < 0) {
           h2_conn_close(c, uv_strerror(rc));
           return;
@@ -433,7 +462,9 @@ int h2_conn_accept(server_t *srv) {
     srv->conns->prev = c;
   srv->conns = c;
   srv->nconns++;
-  rc = uv_read_start((uv_stream_t *)&c->tcp, conn_alloc_cb, conn_read_cb);
+  rc = conn_tls_start(c);
+  if (rc == 0)
+    rc = conn_read_start(c);
   if (rc < 0) {
     h2_conn_close(c, uv_strerror(rc));
     return 0;

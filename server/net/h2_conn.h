@@ -12,6 +12,7 @@
 #include "server.h"
 
 typedef struct rpc_call rpc_call_t;
+typedef struct tls_conn tls_conn_t;
 
 typedef enum h2_conn_state {
   H2_CONN_OPEN,     /* serving streams */
@@ -36,6 +37,7 @@ struct h2_conn {
   uint8_t *wbuf;           /* bytes being written, owned */
   size_t wlen, wcap;
   char peer[64];
+  tls_conn_t *tls;         /* NULL on a cleartext listener; see conn_read_start/conn_write */
 };
 
 /** Accept a pending connection on the server's listener. Returns 0 or a negative uv error. */

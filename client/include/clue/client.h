@@ -2,8 +2,8 @@
 #define CLUE_CLIENT_H
 
 /*
- * libclue: a small blocking gRPC client for clued (and any gRPC server) over cleartext
- * HTTP/2 with prior knowledge.
+ * libclue: a small blocking gRPC client for clued (and any gRPC server) over HTTP/2, in
+ * cleartext with prior knowledge or over TLS (clue_conn_set_tls).
  *
  * A connection (clue_conn_t) is created without I/O and connects on its first call; after
  * a GOAWAY or a broken transport the next call connects again. Each call is one HTTP/2
@@ -113,6 +113,18 @@ void clue_conn_free(clue_conn_t *c);
  * The string is copied. Errors: CLUE_ENOMEM.
  */
 int clue_conn_set_token(clue_conn_t *c, const char *token) CLUE_WUR;
+
+/**
+ * Speak TLS (1.2 or later, ALPN h2) instead of cleartext HTTP/2 from the next connection on.
+ * The server's certificate must chain to a CA in ca_file (PEM; NULL: the system's CAs) and
+ * name the target's host (a DNS name or an IP address). With cert_file (PEM chain) the
+ * connection presents that client certificate (mutual TLS), its key read from key_file
+ * (NULL: from cert_file). Files are read now; must be called before the first call.
+ * Returns 0; CLUE_EINVAL with the reason in *st (a file that does not load, or a connection
+ * already in use); CLUE_ENOMEM.
+ */
+int clue_conn_set_tls(clue_conn_t *c, const char *ca_file, const char *cert_file,
+                      const char *key_file, clue_status_t *st) CLUE_WUR;
 
 /**
  * Give every following call a deadline of timeout_ms from its start (sent to the server as

@@ -1,0 +1,499 @@
+#include "net/tls.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "log.h"
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* HTTP/2 over TLS forbids the TLS 1.2 suites RFC 9113 appendix A lists; these are all allowed
+ * and every current client has one. TLS 1.3 suites are OpenSSL's defaults. */
+#define TLS12_CIPHERS "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+static const unsigned char alpn_h2[] = "\x02h2";
+
+struct tls_server {
+  SSL_CTX *ctx; /* for new connections */
+  char *cert, *key, *client_ca;
+};
+
+typedef enum tls_state {
+  TLS_HANDSHAKE, /* reading the peer's handshake; writes wait */
+  TLS_OPEN,      /* records flow both ways */
+  TLS_FAILED,    /* handshake or record error reported to the reader; nothing more happens */
+} tls_state_t;
+
+/* The one write the connection above may have outstanding. */
+typedef enum tls_uwrite {
+  UW_NONE,
+  UW_WAITING, /* given before the handshake finished: plaintext kept, not yet encrypted */
+  UW_SEALED,  /* encrypted into wbio, not yet on the socket */
+  UW_SENDING, /* its ciphertext is in the uv_write in flight */
+} tls_uwrite_t;
+
+struct tls_conn {
+  tls_state_t state;
+  tls_uwrite_t uw;
+  SSL *ssl;
+  BIO *rbio, *wbio; /* memory BIOs, owned by ssl: ciphertext in from and out to the socket */
+  uv_stream_t *stream;
+  uv_alloc_cb alloc_cb;
+  uv_read_cb read_cb;
+  uv_write_t *ureq; /* the write of the connection above, and what it wants sent */
+  uv_write_cb ucb;
+  const char *ubase;
+  size_t ulen;
+  uv_write_t wreq;      /* our one write of ciphertext */
+  unsigned sending : 1; /* wreq is in flight */
+  unsigned got_any : 1; /* the peer has sent something */
+  uint8_t *obuf;        /* ciphertext being written, owned */
+  size_t ocap;
+  char label[96];
+};
+
+/* ---- errors --------------------------------------------------------------------- */
+
+/* The most useful line of OpenSSL's error queue, which is then emptied. */
+static void ssl_reason(char *buf, size_t n) {
+  unsigned long e = ERR_peek_last_error();
+
+  if (e == 0)
+    snprintf(buf, n, "%s", "unknown error");
+  else
+    ERR_error_string_n(e, buf, n);
+  ERR_clear_error();
+}
+
+/* ---- the server context ------------------------------------------------------------ */
+
+static int no_password(char *buf, int size, int rwflag, void *u) {
+  (void)buf;
+  (void)size;
+  (void)rwflag;
+  (void)u;
+  return 0; /* an encrypted key fails to load instead of prompting on a terminal */
+}
+
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned int inlen, void *arg) {
+  unsigned char *sel;
+  (void)ssl;
+  (void)arg;
+
+  if (SSL_select_next_proto(&sel, outlen, alpn_h2, sizeof(alpn_h2) - 1, in, inlen) !=
+      OPENSSL_NPN_NEGOTIATED)
+    return SSL_TLSEXT_ERR_ALERT_FATAL; /* no_application_protocol: only h2 is spoken here */
+  *out = sel;
+  return SSL_TLSEXT_ERR_OK;
+}
+
+/* "CN=clued; expires Jan  1 00:00:00 2030 GMT" for the log. */
+static void cert_summary(SSL_CTX *ctx, char *buf, size_t n) {
+  X509 *x = SSL_CTX_get0_certificate(ctx);
+  char subject[160] = "?", expiry[64] = "?";
+  BIO *m;
+
+  if (x == NULL) {
+    snprintf(buf, n, "no certificate");
+    return;
+  }
+  X509_NAME_oneline(X509_get_subject_name(x), subject, sizeof(subject));
+  m = BIO_new(BIO_s_mem());
+  if (m != NULL && ASN1_TIME_print(m, X509_get0_notAfter(x))) {
+    int len = BIO_read(m, expiry, sizeof(expiry) - 1);
+    expiry[len > 0 ? len : 0] = '\0';
+  }
+  BIO_free(m);
+  snprintf(buf, n, "%s, expires %s", subject, expiry);
+}
+
+/* OpenSSL's words for a missing file are "system lib"; say what the system said. */
+static int unreadable(const char *path) {
+  FILE *f;
+
+  if (path == NULL)
+    return 0;
+  f = fopen(path, "r");
+  if (f != NULL) {
+    fclose(f);
+    return 0;
+  }
+  log_error("TLS: cannot read %s: %s", path, strerror(errno));
+  return 1;
+}
+
+static int ctx_build(const tls_server_t *t, SSL_CTX **out) {
+  char why[256];
+  const char *what;
+  SSL_CTX *ctx;
+
+  if (unreadable(t->cert) || unreadable(t->key) || unreadable(t->client_ca))
+    return -EINVAL;
+  ERR_clear_error();
+  ctx = SSL_CTX_new(TLS_server_method());
+  if (ctx == NULL) {
+    log_error("TLS: cannot create a context: out of memory");
+    return -ENOMEM;
+  }
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                               SSL_OP_NO_COMPRESSION);
+  /* Idle connections give their 32 KiB of record buffers back. */
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+  SSL_CTX_set_default_passwd_cb(ctx, no_password);
+  SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+  SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"clued", 5);
+  what = "cipher list";
+  if (SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) != 1)
+    goto fail;
+  what = t->cert;
+  if (SSL_CTX_use_certificate_chain_file(ctx, t->cert) != 1)
+    goto fail;
+  what = t->key;
+  if (SSL_CTX_use_PrivateKey_file(ctx, t->key, SSL_FILETYPE_PEM) != 1)
+    goto fail;
+  what = "the private key against the certificate";
+  if (SSL_CTX_check_private_key(ctx) != 1)
+    goto fail;
+  if (t->client_ca != NULL) {
+    STACK_OF(X509_NAME) * names;
+    what = t->client_ca;
+    if (SSL_CTX_load_verify_locations(ctx, t->client_ca, NULL) != 1)
+      goto fail;
+    names = SSL_load_client_CA_file(t->client_ca);
+    if (names == NULL)
+      goto fail;
+    SSL_CTX_set_client_CA_list(ctx, names); /* ctx owns names */
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+  }
+  *out = ctx;
+  return 0;
+
+fail:
+  ssl_reason(why, sizeof(why));
+  log_error("TLS: cannot load %s: %s", what, why);
+  SSL_CTX_free(ctx);
+  return -EINVAL;
+}
+
+int tls_server_new(const tls_files_t *files, tls_server_t **out) {
+  tls_server_t *t = calloc(1, sizeof(*t));
+  char desc[256];
+  int rc = -ENOMEM;
+
+  if (t == NULL)
+    return -ENOMEM;
+  t->cert = strdup(files->cert);
+  t->key = strdup(files->key);
+  if (t->cert == NULL || t->key == NULL)
+    goto fail;
+  if (files->client_ca != NULL && (t->client_ca = strdup(files->client_ca)) == NULL)
+    goto fail;
+  rc = ctx_build(t, &t->ctx);
+  if (rc != 0)
+    goto fail;
+  cert_summary(t->ctx, desc, sizeof(desc));
+  log_info("TLS: serving certificate %s%s", desc,
+           t->client_ca ? "; client certificates required" : "");
+  *out = t;
+  return 0;
+
+fail:
+  free(t->client_ca);
+  free(t->key);
+  free(t->cert);
+  free(t);
+  return rc;
+}
+
+int tls_server_reload(tls_server_t *t) {
+  SSL_CTX *ctx;
+  char desc[256];
+
+  if (ctx_build(t, &ctx) != 0) {
+    log_error("TLS: reload failed; still serving the previous certificate");
+    return -EINVAL;
+  }
+  SSL_CTX_free(t->ctx); /* connections made with it hold their own reference */
+  t->ctx = ctx;
+  cert_summary(ctx, desc, sizeof(desc));
+  log_info("TLS: reloaded; new connections get certificate %s", desc);
+  return 0;
+}
+
+void tls_server_free(tls_server_t *t) {
+  if (t == NULL)
+    return;
+  SSL_CTX_free(t->ctx);
+  free(t->client_ca);
+  free(t->key);
+  free(t->cert);
+  free(t);
+}
+
+/* ---- a connection: output -------------------------------------------------------- */
+
+static void on_written(uv_write_t *req, int status);
+
+/* Move what OpenSSL has written into wbio onto the socket, one uv_write at a time. */
+static int send_out(tls_conn_t *tc) {
+  size_t n;
+  uv_buf_t b;
+  int rc;
+
+  if (tc->sending || uv_is_closing((uv_handle_t *)tc->stream))
+    return 0;
+  n = BIO_ctrl_pending(tc->wbio);
+  if (n == 0)
+    return 0;
+  if (n > tc->ocap) {
+    uint8_t *nb = realloc(tc->obuf, n);
+    if (nb == NULL)
+      return UV_ENOMEM;
+    tc->obuf = nb;
+    tc->ocap = n;
+  }
+  if (BIO_read(tc->wbio, tc->obuf, (int)n) != (int)n)
+    return UV_EPROTO;
+  b = uv_buf_init((char *)tc->obuf, (unsigned)n);
+  rc = uv_write(&tc->wreq, tc->stream, &b, 1, on_written);
+  if (rc < 0)
+    return rc;
+  tc->sending = 1;
+  if (tc->uw == UW_SEALED)
+    tc->uw = UW_SENDING;
+  return 0;
+}
+
+static void on_written(uv_write_t *req, int status) {
+  tls_conn_t *tc = container_of(req, tls_conn_t, wreq);
+
+  tc->sending = 0;
+  if (tc->uw == UW_SENDING) {
+    tc->uw = UW_NONE;
+    tc->ucb(tc->ureq, status); /* may write again at once */
+  }
+  /* A failed write of our own (handshake, alert) shows up on the read side as well. */
+  if (status == 0 && send_out(tc) < 0 && tc->uw == UW_SEALED) {
+    tc->uw = UW_NONE;
+    tc->ucb(tc->ureq, UV_EPROTO);
+  }
+}
+
+/* Encrypt the waiting write into wbio and send. */
+static int seal(tls_conn_t *tc) {
+  int rc;
+
+  ERR_clear_error();
+  if (SSL_write(tc->ssl, tc->ubase, (int)tc->ulen) != (int)tc->ulen) {
+    char why[256];
+    ssl_reason(why, sizeof(why));
+    log_warn("%s: TLS write failed: %s", tc->label, why);
+    tc->uw = UW_NONE;
+    return UV_EPROTO;
+  }
+  tc->uw = UW_SEALED;
+  rc = send_out(tc);
+  if (rc < 0)
+    tc->uw = UW_NONE;
+  return rc;
+}
+
+int tls_write(tls_conn_t *tc, uv_write_t *req, const uv_buf_t *buf, uv_write_cb cb) {
+  if (tc->uw != UW_NONE)
+    return UV_EBUSY;
+  if (tc->state == TLS_FAILED)
+    return UV_EPROTO;
+  if (buf->len == 0 || buf->len > INT32_MAX)
+    return UV_EINVAL;
+  tc->ureq = req;
+  tc->ucb = cb;
+  tc->ubase = buf->base;
+  tc->ulen = buf->len;
+  tc->uw = UW_WAITING;
+  if (tc->state == TLS_HANDSHAKE)
+    return 0;
+  return seal(tc);
+}
+
+/* ---- a connection: input ------------------------------------------------------------ */
+
+/* Report a failure to the reader once, after a best-effort attempt to send the alert
+ * OpenSSL has queued (the connection is about to close, so no callback can wait for it). */
+static void fail(tls_conn_t *tc, const uv_buf_t *buf, const char *what, const char *detail) {
+  size_t n = BIO_ctrl_pending(tc->wbio);
+
+  log_info("%s: %s: %s", tc->label, what, detail);
+  tc->state = TLS_FAILED;
+  if (n > 0 && n <= 4096 && !tc->sending) {
+    char alert[4096];
+    if (BIO_read(tc->wbio, alert, (int)n) == (int)n) {
+      uv_buf_t b = uv_buf_init(alert, (unsigned)n);
+      (void)uv_try_write(tc->stream, &b, 1);
+    }
+  }
+  tc->read_cb(tc->stream, UV_EPROTO, buf);
+}
+
+/* Why the handshake failed: the certificate check when it was the cause, else OpenSSL's. */
+static void handshake_reason(tls_conn_t *tc, int err, char *buf, size_t n) {
+  long v = SSL_get_verify_result(tc->ssl);
+
+  if (v != X509_V_OK) {
+    snprintf(buf, n, "client certificate rejected: %s", X509_verify_cert_error_string(v));
+    ERR_clear_error();
+  } else if (err == SSL_ERROR_SSL) {
+    ssl_reason(buf, n);
+  } else {
+    snprintf(buf, n, "SSL error %d", err);
+    ERR_clear_error();
+  }
+}
+
+/* A cleartext HTTP/2 client on the TLS port: tell it in its own language (GOAWAY
+ * PROTOCOL_ERROR with a reason), since it cannot read a TLS alert. No SETTINGS: a client
+ * that saw the connection come up would retry at once, again and again. */
+static void refuse_cleartext(tls_conn_t *tc, const uv_buf_t *buf) {
+  static const char why[] = "this server requires TLS";
+  uint8_t frames[9 + 8 + sizeof(why) - 1] = {
+      0, 0, 8 + sizeof(why) - 1,
+      7, 0, 0,
+      0, 0, 0, /* GOAWAY on stream 0 */
+      0, 0, 0,
+      0, 0, 0,
+      0, 1, /* last stream 0, PROTOCOL_ERROR */
+  };
+  uv_buf_t b = uv_buf_init((char *)frames, sizeof(frames));
+
+  memcpy(frames + 17, why, sizeof(why) - 1);
+  (void)uv_try_write(tc->stream, &b, 1);
+  fail(tc, buf, "cleartext HTTP/2 on the TLS port", "GOAWAY sent");
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
+  tls_conn_t *tc = st->data;
+  char why[256];
+  int rc, err;
+
+  if (tc->state == TLS_FAILED)
+    return;
+  if (nread <= 0) {
+    tc->read_cb(st, nread, buf);
+    return;
+  }
+  if (!tc->got_any && nread >= 4 && memcmp(buf->base, "PRI ", 4) == 0) {
+    refuse_cleartext(tc, buf); /* a TLS record never starts with 'P' */
+    return;
+  }
+  tc->got_any = 1;
+  if (BIO_write(tc->rbio, buf->base, (int)nread) != (int)nread) {
+    fail(tc, buf, "TLS", "out of memory");
+    return;
+  }
+  if (tc->state == TLS_HANDSHAKE) {
+    ERR_clear_error();
+    rc = SSL_do_handshake(tc->ssl);
+    if (rc != 1) {
+      err = SSL_get_error(tc->ssl, rc);
+      if (err == SSL_ERROR_WANT_READ) {
+        if ((rc = send_out(tc)) < 0)
+          tc->read_cb(st, rc, buf);
+        return;
+      }
+      handshake_reason(tc, err, why, sizeof(why));
+      fail(tc, buf, "TLS handshake failed", why);
+      return;
+    }
+    tc->state = TLS_OPEN;
+    if (tc->uw == UW_WAITING && (rc = seal(tc)) < 0) {
+      tc->read_cb(st, rc, buf);
+      return;
+    }
+  }
+  /* The ciphertext is in rbio now, so the read buffer can take the plaintext. */
+  for (;;) {
+    ERR_clear_error();
+    rc = SSL_read(tc->ssl, buf->base, (int)(buf->len > INT32_MAX ? INT32_MAX : buf->len));
+    if (rc > 0) {
+      uv_buf_t plain = uv_buf_init(buf->base, (unsigned)rc);
+      tc->read_cb(st, rc, &plain);
+      if (uv_is_closing((uv_handle_t *)st) || tc->state == TLS_FAILED)
+        return;
+      continue;
+    }
+    err = SSL_get_error(tc->ssl, rc);
+    if (err == SSL_ERROR_WANT_READ)
+      break;
+    if (err == SSL_ERROR_ZERO_RETURN) { /* close_notify */
+      tc->read_cb(st, UV_EOF, buf);
+      return;
+    }
+    ssl_reason(why, sizeof(why));
+    fail(tc, buf, "TLS record error", why);
+    return;
+  }
+  /* Reading may have produced output too (TLS 1.3 key updates, session tickets). */
+  if ((rc = send_out(tc)) < 0)
+    tc->read_cb(st, rc, buf);
+}
+
+int tls_read_start(tls_conn_t *tc, uv_alloc_cb alloc_cb, uv_read_cb read_cb) {
+  tc->alloc_cb = alloc_cb;
+  tc->read_cb = read_cb;
+  return uv_read_start(tc->stream, alloc_cb, on_read);
+}
+
+/* ---- a connection: life --------------------------------------------------------------- */
+
+int tls_conn_new(tls_server_t *t, uv_stream_t *stream, const char *label, tls_conn_t **out) {
+  tls_conn_t *tc = calloc(1, sizeof(*tc));
+
+  if (tc == NULL)
+    return -ENOMEM;
+  tc->stream = stream;
+  tc->state = TLS_HANDSHAKE;
+  snprintf(tc->label, sizeof(tc->label), "%s", label);
+  ERR_clear_error();
+  tc->ssl = SSL_new(t->ctx);
+  if (tc->ssl == NULL)
+    goto fail;
+  tc->rbio = BIO_new(BIO_s_mem());
+  if (tc->rbio == NULL)
+    goto fail_ssl;
+  tc->wbio = BIO_new(BIO_s_mem());
+  if (tc->wbio == NULL)
+    goto fail_rbio;
+  /* An empty rbio means "wait for more", not end of file. */
+  BIO_set_mem_eof_return(tc->rbio, -1);
+  BIO_set_mem_eof_return(tc->wbio, -1);
+  SSL_set_bio(tc->ssl, tc->rbio, tc->wbio); /* ssl owns both from here */
+  SSL_set_accept_state(tc->ssl);
+  stream->data = tc;
+  *out = tc;
+  return 0;
+
+fail_rbio:
+  BIO_free(tc->rbio);
+fail_ssl:
+  SSL_free(tc->ssl);
+fail:
+  ERR_clear_error();
+  free(tc);
+  return -ENOMEM;
+}
+
+void tls_conn_free(tls_conn_t *tc) {
+  if (tc == NULL)
+    return;
+  SSL_free(tc->ssl);
+  free(tc->obuf);
+  free(tc);
+}
