@@ -39,8 +39,17 @@ static char *clue_ids(const Clue__V1__JointCase *jc) {
 
 /* One line after a change: what the case holds now. */
 static int show_case_line(cli_t *cli, const Clue__V1__JointCase *jc, const char *what) {
-  char *parts = id_list(jc->participant_unit_ids, jc->n_participant_unit_ids);
-  char *clues = clue_ids(jc);
+  char *parts;
+  char *clues;
+
+  /* The owner's leader took its clue out of a case its unit has no part in: the answer names
+   * the case only. */
+  if (jc->lead_unit_id == 0) {
+    printf("joint case #%lld %s\n", (long long)jc->id, what);
+    return CLI_OK;
+  }
+  parts = id_list(jc->participant_unit_ids, jc->n_participant_unit_ids);
+  clues = clue_ids(jc);
 
   if (parts != NULL && clues != NULL)
     printf("joint case #%lld %s; lead unit %lld, participant units: %s; clues: %s\n",

@@ -161,7 +161,9 @@ authz_result_t authz_reviewer_unit(const authz_clue_t *c, int64_t named_unit_id,
                                    clue_unit_kind_t named_kind, int64_t *reviewer_unit_id) {
   if (c == NULL)
     return decide(AUTHZ_NOT_FOUND, "no facts", "%s", MSG_CLUE_NOT_FOUND);
-  if (c->case_lead_unit_id > 0) {
+  /* A case led by the owner room does not make it its own reviewer: the review then goes
+   * where it would outside the case. */
+  if (c->case_lead_unit_id > 0 && c->case_lead_unit_id != c->owner_unit_id) {
     *reviewer_unit_id = c->case_lead_unit_id;
     return allow("lead unit of the joint case");
   }
@@ -208,6 +210,11 @@ authz_result_t authz_can_review(const authz_principal_t *p, const authz_clue_t *
   /* An unknown user (id 0) could be anyone, the proposer included. */
   if (p->user_id <= 0 || p->user_id == prop->proposer_user_id)
     return decide(AUTHZ_DENIED, "self-review", "nobody may review their own proposal");
+  /* Co-review is independent: the owner unit and the proposer's unit never review, even if a
+   * proposal names one of them as reviewer (one made before this rule, say). */
+  if (same_unit(p->unit_id, c->owner_unit_id) || same_unit(p->unit_id, prop->proposer_unit_id))
+    return decide(AUTHZ_DENIED, "owner or proposer unit",
+                  "the owner unit and the proposer's unit may not review the proposal");
   if (!prop->pending)
     return decide(AUTHZ_FAILED_PRECONDITION, "proposal decided", "proposal was already decided");
   return allow("leader of the reviewing unit");
@@ -309,16 +316,29 @@ authz_result_t authz_can_manage_case(const authz_principal_t *p, const authz_cas
   return allow("leader of the lead room");
 }
 
+/* May p vouch for the clue joining a case led by lead_unit_id? A LEADER of its owner unit, or
+ * of the lead room when that room sees the clue as its owner or as the owner group's liaison
+ * room; never through sight lent by a joint case or a pending review (consent, DESIGN.md §3). */
+static bool may_bring_clue(const authz_principal_t *p, const authz_clue_t *c, int64_t lead_unit_id) {
+  if (is_leader_of(p, c->owner_unit_id))
+    return true;
+  return is_leader_of(p, lead_unit_id) && p->unit_kind == CLUE_UNIT_ROOM &&
+         c->owner_unit_kind == CLUE_UNIT_GROUP && same_unit(lead_unit_id, c->owner_liaison_room_id);
+}
+
 authz_result_t authz_can_add_clue_to_case(const authz_principal_t *p, const authz_case_t *jc,
-                                          const authz_clue_t *c, bool owner_participates) {
-  authz_result_t r = authz_can_manage_case(p, jc);
-  if (!authz_ok(&r))
-    return r;
-  if (c == NULL)
-    return decide(AUTHZ_NOT_FOUND, "no facts", "%s", MSG_CLUE_NOT_FOUND);
-  const char *why = hidden(p, c);
-  if (why != NULL && !owner_participates)
+                                          const authz_clue_t *c) {
+  const char *why = case_hidden(p, jc);
+  if (why != NULL)
+    return decide(AUTHZ_NOT_FOUND, why, "%s", MSG_CASE_NOT_FOUND);
+  if ((why = hidden(p, c)) != NULL)
     return decide(AUTHZ_NOT_FOUND, why, "%s", MSG_CLUE_NOT_FOUND);
+  if (p->role == CLUE_ROLE_AUDITOR)
+    return decide(AUTHZ_DENIED, "auditor is read-only", "%s", MSG_READ_ONLY);
+  if (!may_bring_clue(p, c, jc->lead_unit_id))
+    return decide(AUTHZ_DENIED, "no consent of the owner",
+                  "only a LEADER of the clue's owner unit, or of the lead room when it owns the "
+                  "clue or is the owner group's liaison room, may put the clue into a joint case");
   if (c->case_lead_unit_id > 0)
     return decide(AUTHZ_FAILED_PRECONDITION, "already in a case",
                   "clue is already in a joint case");
@@ -329,22 +349,29 @@ authz_result_t authz_can_add_clue_to_case(const authz_principal_t *p, const auth
   if (c->pending_reviewer_unit_id > 0)
     return decide(AUTHZ_FAILED_PRECONDITION, "proposal pending",
                   "clue has a pending proposal; it must be reviewed first");
-  return allow(why == NULL ? "clue visible to the lead room" : "clue of a participant");
+  return allow(is_leader_of(p, c->owner_unit_id) ? "leader of the owner unit"
+                                                 : "lead room liaises with the owner group");
 }
 
 authz_result_t authz_can_remove_clue_from_case(const authz_principal_t *p, const authz_case_t *jc,
                                                const authz_clue_t *c, bool in_this_case) {
-  authz_result_t r = authz_can_manage_case(p, jc);
-  if (!authz_ok(&r))
-    return r;
-  if (c == NULL)
-    return decide(AUTHZ_NOT_FOUND, "no facts", "%s", MSG_CLUE_NOT_FOUND);
-  if (!in_this_case) {
-    const char *why = hidden(p, c);
-    if (why != NULL)
-      return decide(AUTHZ_NOT_FOUND, why, "%s", MSG_CLUE_NOT_FOUND);
+  /* The owner's leader knows the case from its own clue, whether or not its unit takes part:
+   * it may take the clue back. Everyone else must see the case first. */
+  bool owner_leader = hidden(p, c) == NULL && is_leader_of(p, c->owner_unit_id);
+  const char *why;
+
+  if (!(owner_leader && in_this_case) && (why = case_hidden(p, jc)) != NULL)
+    return decide(AUTHZ_NOT_FOUND, why, "%s", MSG_CASE_NOT_FOUND);
+  if ((why = hidden(p, c)) != NULL)
+    return decide(AUTHZ_NOT_FOUND, why, "%s", MSG_CLUE_NOT_FOUND);
+  if (p->role == CLUE_ROLE_AUDITOR)
+    return decide(AUTHZ_DENIED, "auditor is read-only", "%s", MSG_READ_ONLY);
+  if (!owner_leader && !is_leader_of(p, jc->lead_unit_id))
+    return decide(AUTHZ_DENIED, "neither owner nor lead",
+                  "only a LEADER of the clue's owner unit or of the lead room may take the clue "
+                  "out of the joint case");
+  if (!in_this_case)
     return decide(AUTHZ_FAILED_PRECONDITION, "not in this case", "clue is not in this joint case");
-  }
   if (clue_state_is_terminal(c->state))
     return decide(AUTHZ_FAILED_PRECONDITION, "terminal state",
                   "clue is %s, a terminal state; it stays in its joint case",
@@ -352,7 +379,7 @@ authz_result_t authz_can_remove_clue_from_case(const authz_principal_t *p, const
   if (c->pending_reviewer_unit_id > 0)
     return decide(AUTHZ_FAILED_PRECONDITION, "proposal pending",
                   "clue has a pending proposal; it must be reviewed first");
-  return allow("member clue of the case");
+  return allow(owner_leader ? "leader of the owner unit" : "leader of the lead room");
 }
 
 authz_result_t authz_case_participant_ok(const authz_case_t *jc, const char *field, int64_t unit_id,

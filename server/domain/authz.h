@@ -66,6 +66,7 @@ typedef struct authz_clue {
 /** What authorization needs to know of a co-review proposal. */
 typedef struct authz_proposal {
   int64_t proposer_user_id;
+  int64_t proposer_unit_id;
   int64_t reviewer_unit_id;
   bool pending; /* not yet approved, rejected or withdrawn */
 } authz_proposal_t;
@@ -121,8 +122,8 @@ authz_result_t authz_can_move(const authz_principal_t *p, const authz_clue_t *c,
                               clue_state_t target, const clue_move_t **move);
 
 /**
- * The unit that reviews a co-review proposal on the clue: the lead unit of its joint case;
- * else the owner GROUP's liaison room (FAILED_PRECONDITION if it has none); else, for a
+ * The unit that reviews a co-review proposal on the clue: the lead unit of its joint case
+ * unless that room owns the clue; else the owner GROUP's liaison room (FAILED_PRECONDITION if it has none); else, for a
  * ROOM's or REGION's own clue, the unit named on the proposal, which must be a ROOM other
  * than the owner (INVALID_ARGUMENT otherwise; named_kind is UNSPECIFIED when the named id
  * does not exist). A named unit is ignored when the first two rules apply. On ALLOW sets
@@ -133,8 +134,9 @@ authz_result_t authz_reviewer_unit(const authz_clue_t *c, int64_t named_unit_id,
 
 /**
  * May p approve or reject the proposal? NOT_FOUND unless p sees the clue or p's unit is the
- * proposal's reviewer; DENIED unless p is a LEADER of the reviewer unit, and for the
- * proposer (nobody reviews their own proposal); FAILED_PRECONDITION if already decided.
+ * proposal's reviewer; DENIED unless p is a LEADER of the reviewer unit, for a unit that owns
+ * the clue or made the proposal (co-review is independent), and for the proposer (nobody
+ * reviews their own proposal); FAILED_PRECONDITION if already decided.
  */
 authz_result_t authz_can_review(const authz_principal_t *p, const authz_clue_t *c,
                                 const authz_proposal_t *prop);
@@ -172,21 +174,24 @@ authz_result_t authz_can_see_case(const authz_principal_t *p, const authz_case_t
 authz_result_t authz_can_manage_case(const authz_principal_t *p, const authz_case_t *jc);
 
 /**
- * May p put the clue into the joint case (CreateJointCase, AddClueToCase)? As
- * authz_can_manage_case(); then the clue must be visible to p or owned by a participant of
- * the case (owner_participates), so that a region's or another room's clue can join but a
- * case cannot be used to reach any other hidden clue (NOT_FOUND); FAILED_PRECONDITION if
- * the clue is already in a joint case, in a terminal state, or has a pending proposal (whose
- * reviewer would change under it).
+ * May p put the clue into the joint case (CreateJointCase, AddClueToCase)? Only by consent
+ * (DESIGN.md §3): NOT_FOUND if p does not see the case, then if p does not see the clue;
+ * DENIED unless p is a LEADER of the clue's owner unit, or of the case's lead room when that
+ * room owns the clue or is the owner group's liaison room (sight through a joint case or a
+ * pending review never suffices); FAILED_PRECONDITION if the clue is already in a joint case,
+ * in a terminal state, or has a pending proposal (whose reviewer would change under it).
+ * Making the owner a participant never lets a clue in.
  */
 authz_result_t authz_can_add_clue_to_case(const authz_principal_t *p, const authz_case_t *jc,
-                                          const authz_clue_t *c, bool owner_participates);
+                                          const authz_clue_t *c);
 
 /**
- * May p take the clue out of the joint case (RemoveClueFromCase)? As authz_can_manage_case();
- * then, when the clue is not in this case (in_this_case false), NOT_FOUND if p does not see
- * it and FAILED_PRECONDITION otherwise; FAILED_PRECONDITION in a terminal state (a closed
- * or transferred clue stays on the case's record) or with a pending proposal.
+ * May p take the clue out of the joint case (RemoveClueFromCase)? A LEADER of the clue's
+ * owner unit, who needs not see the case when the clue is in it (in_this_case), or a LEADER
+ * of the lead room. NOT_FOUND if p sees neither the case (case message) nor, then, the clue
+ * (clue message); DENIED for anyone else; FAILED_PRECONDITION when the clue is not in this
+ * case, is in a terminal state (a concluded clue stays on the case's record) or has a
+ * pending proposal.
  */
 authz_result_t authz_can_remove_clue_from_case(const authz_principal_t *p, const authz_case_t *jc,
                                                const authz_clue_t *c, bool in_this_case);

@@ -7,11 +7,13 @@
  * co-review proposals of member clues. AUDITORs see every case; nobody else learns that a
  * case exists (NOT_FOUND).
  *
- * Which clues may join or leave (authz_can_add_clue_to_case, _remove_clue_from_case): the
- * lead room's leader may add a clue its room sees or that a unit of the case owns; a clue
- * in a terminal state or with a pending proposal neither joins nor leaves, so that the
- * reviewer of a pending proposal never changes under it and a concluded clue stays on the
- * case's record.
+ * Which clues may join or leave (authz_can_add_clue_to_case, _remove_clue_from_case): a clue
+ * joins only by consent, from a LEADER of its owner unit (a participant adds its own clue)
+ * or of the lead room when that room owns the clue or liaises with its owner group; taking
+ * part in a case shares the case's clues and never gives the participant's away. The owner's
+ * leader, or the lead room's, takes a clue out again. A clue in a terminal state or with a
+ * pending proposal neither joins nor leaves, so that the reviewer of a pending proposal
+ * never changes under it and a concluded clue stays on the case's record.
  *
  * Each call: validate -> one facts query -> decide (authz.h) -> one function of
  * 0005_cases.sql, which appends the audit events and answers with the case's rows
@@ -166,6 +168,26 @@ static void reply_case(rpc_call_t *call, const db_result_t *r, void *arg) {
     return;
   }
   (void)rpc_reply(call, &jc->base);
+}
+
+/* Reply with the case after a change; a caller who changed it without seeing it (the owner's
+ * leader taking its clue out of a case its unit has no part in) gets the case's id only. */
+static void reply_changed_case(rpc_call_t *call, const db_result_t *r, void *arg) {
+  Clue__V1__JointCase only_id = CLUE__V1__JOINT_CASE__INIT;
+  authz_principal_t p = clue_principal(call);
+  authz_case_t facts;
+  authz_result_t res;
+
+  if (db_rows(r) > 0) {
+    facts = case_facts(r, 0);
+    res = authz_can_see_case(&p, &facts);
+    if (!authz_ok(&res)) {
+      only_id.id = svc_col_i64(r, 0, JC_ID);
+      (void)rpc_reply(call, &only_id.base);
+      return;
+    }
+  }
+  reply_case(call, r, arg);
 }
 
 /* ---- GetJointCase, ListJointCases ------------------------------------------------------- */
@@ -359,14 +381,10 @@ static bool clue_may_join(rpc_call_t *call, const db_result_t *r, int i,
   authz_principal_t p = clue_principal(call);
   int64_t pos = svc_col_i64(r, i, CF_POS);
   authz_result_t res;
-  bool owner_in_case;
   clue_row_t row;
 
   (void)clue_row_facts(r, i, CF_CLUE, &row);
-  owner_in_case = row.facts.owner_unit_id == jc->lead_unit_id;
-  for (size_t k = 0; k < req->n_participant_unit_ids; k++)
-    owner_in_case |= row.facts.owner_unit_id == req->participant_unit_ids[k];
-  res = authz_can_add_clue_to_case(&p, jc, row.id ? &row.facts : NULL, owner_in_case);
+  res = authz_can_add_clue_to_case(&p, jc, row.id ? &row.facts : NULL);
   if (!authz_ok(&res)) {
     refuse_entry(call, "clue_ids: clue", svc_col_i64(r, i, CF_ID), &res);
     return false;
@@ -402,7 +420,7 @@ static void got_create_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
     }
     goto write;
   }
-  /* Units first: a clue may join because a listed unit owns it. */
+  /* Units first, as listed in the request; then the clues, each by the caller's consent. */
   for (int i = 0; i < n; i++)
     if (db_value(r, i, CF_TAG)[0] == 'u' && !participant_ok(call, r, i, &jc))
       return;
@@ -482,7 +500,6 @@ enum {
   MF_TAKES_PART,
   MF_CLUE = MF_UNIT_KIND, /* clues: CLUE_FACT_COLS, then the two below */
   MF_CLUE_CASE = MF_CLUE + CLUE_FACT_NCOLS,
-  MF_OWNER_IN_CASE,
 };
 
 /* clang-format off */
@@ -495,7 +512,7 @@ static const char participant_facts_sql[] =
 
 static const char clue_facts_sql[] =
     "SELECT jc.id, jc.lead_unit, joint_case_has_unit(jc.id, $2), " CLUE_FACT_COLS("c", "ou", "$2")
-    ", c.joint_case_id, joint_case_has_unit(jc.id, c.owner_unit)"
+    ", c.joint_case_id"
     " FROM (SELECT 1) one"
     " LEFT JOIN joint_cases jc ON jc.id = $1"
     " LEFT JOIN clues c ON c.id = $3"
@@ -544,7 +561,7 @@ static void write_member(rpc_call_t *call, const member_req_t *mr, const char *f
     return;
   }
   params[np++] = mr->reason; /* NULL when none was given */
-  svc_query(call, sql, np, params, reply_case, NULL);
+  svc_query(call, sql, np, params, reply_changed_case, NULL);
 }
 
 static void got_participant_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
@@ -582,15 +599,18 @@ static void got_clue_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   authz_result_t res;
   clue_row_t row;
 
-  if (!manage_or_refuse(call, r, &jc))
+  if (db_rows(r) != 1 || db_value(r, 0, MF_CASE) == NULL) {
+    case_not_found(call);
     return;
+  }
+  jc.lead_unit_id = svc_col_i64(r, 0, MF_LEAD);
+  jc.principal_in_case = svc_col_bool(r, 0, MF_IN_CASE) != 0;
   (void)clue_row_facts(r, 0, MF_CLUE, &row);
   if (mr->remove)
     res = authz_can_remove_clue_from_case(&p, &jc, row.id ? &row.facts : NULL,
                                           svc_col_i64(r, 0, MF_CLUE_CASE) == mr->case_id);
   else
-    res = authz_can_add_clue_to_case(&p, &jc, row.id ? &row.facts : NULL,
-                                     svc_col_bool(r, 0, MF_OWNER_IN_CASE) != 0);
+    res = authz_can_add_clue_to_case(&p, &jc, row.id ? &row.facts : NULL);
   if (!authz_ok(&res)) {
     clue_refuse(call, &res);
     return;

@@ -165,6 +165,7 @@ int clue_proposal_read(rpc_call_t *call, const db_result_t *r, int row, int col,
     return -ENOMEM;
   if (facts != NULL) {
     facts->proposer_user_id = p->proposer_user_id;
+    facts->proposer_unit_id = p->proposer_unit_id;
     facts->reviewer_unit_id = p->reviewer_unit_id;
     facts->pending = p->status == CLUE__V1__PROPOSAL_STATUS__PROPOSAL_STATUS_PENDING;
   }

@@ -229,11 +229,16 @@ def test_story(c):
         assert not sees(u, a.id), u
     assert sees(R1.member, a.id) and sees(G1.member, a.id)
 
-    # R2's leader opens a joint case with G1 and X1 as participants and the clue as member.
+    # R2's leader opens a joint case with G1 and X1 as participants. R2 does not see G1's
+    # clue, so cannot bring it in; G1's leader does (a clue joins by its owner's consent).
     expect_status(Code.PERMISSION_DENIED, c.create_case, R2.member, participants=[G1, X1], clues=[a])
-    jc = c.create_case(R2.leader, title="某局长违纪违法问题联合审查", participants=[G1, X1], clues=[a])
+    expect_status(Code.NOT_FOUND, c.create_case, R2.leader, participants=[G1, X1], clues=[a])
+    jc = c.create_case(R2.leader, title="某局长违纪违法问题联合审查", participants=[G1, X1])
     assert jc.id > 0 and jc.lead_unit_id == R2.id and jc.created_by == R2.leader.id
     assert list(jc.participant_unit_ids) == sorted([G1.id, X1.id])
+    assert expect_status(Code.NOT_FOUND, c.add_clue, R2.leader, jc.id, a.id) == "clue not found"
+    expect_status(Code.PERMISSION_DENIED, c.add_clue, G1.member, jc.id, a.id)
+    jc = c.add_clue(G1.leader, jc.id, a.id, reason="同意并案")
     assert [(x.clue_id, x.state, x.owner_unit_id, x.registration_number, x.title) for x in jc.clues] == [
         (a.id, PRELIM, G1.id, a.registration_number, a.title)]
     assert jc.clues[0].stage_deadline_ms == a.stage_deadline_ms and jc.clues[0].added_at_ms >= jc.created_at_ms
@@ -258,15 +263,15 @@ def test_story(c):
         assert jc.id not in c.listed_cases(u), u
     assert expect_status(Code.NOT_FOUND, c.get_case, R2.leader, MISSING_ID) == "joint case not found"
 
-    # X1 submits a related clue; R2 sees it once it joins the case. Only R2's leader adds it.
+    # X1 submits a related clue; R2 sees it once it joins the case. Only X1's leader adds it.
     b = c.submit(X1.member, title="某局长亲属公司围标串标", host_unit="某县住建局")
     for u in (R2.leader, G1.member, R1.member):
         assert not sees(u, b.id), u
-    for u in (R2.member, G1.leader, X1.leader, w.auditor):
+    for u in (X1.member, w.auditor):
         expect_status(Code.PERMISSION_DENIED, c.add_clue, u, jc.id, b.id)
-    for u in (R1.leader, G3.leader):
+    for u in (R2.leader, R2.member, G1.leader, R1.leader, G3.leader):
         expect_status(Code.NOT_FOUND, c.add_clue, u, jc.id, b.id)
-    jc = c.add_clue(R2.leader, jc.id, b.id, reason="同一问题线索并案")
+    jc = c.add_clue(X1.leader, jc.id, b.id, reason="同一问题线索并案")
     assert [x.clue_id for x in jc.clues] == [a.id, b.id] and jc.clues[1].owner_unit_id == X1.id
     for u in (R2.leader, R2.member, G1.member, X1.member, w.auditor):
         assert sees(u, b.id), u
@@ -358,7 +363,7 @@ def test_story(c):
     assert ho.actor_user_id == G1.leader.id and ho.reason == "属G2组监督范围"
     assert json.loads(ho.details_json)["from_unit_id"] == G1.id and json.loads(ho.details_json)["to_unit_id"] == G2.id
     joined = w.auditor.clue.GetHistory(pb.GetHistoryRequest(clue_id=a.id), timeout=20).events[2]
-    assert json.loads(joined.details_json)["case_id"] == jc.id and joined.actor_user_id == R2.leader.id
+    assert json.loads(joined.details_json)["case_id"] == jc.id and joined.actor_user_id == G1.leader.id
     for clue_id in (a.id, b.id, cl.id):
         chain.verify_subject(c.db, "clue", clue_id)
     assert chain_actions(c, "case", jc.id) == ["case.create"]
@@ -372,9 +377,11 @@ def test_participant_removal_revokes_sight(c):
     w = c.w
     R1, X1, G3, G1 = w.R1, w.X1, w.G3, w.G1
     d = c.submit(G1.member, title="D")          # R1 sees it as G1's liaison room
-    e = c.submit(G3.member, title="E")          # G3's: R1 may add it once G3 takes part
+    e = c.submit(G3.member, title="E")          # G3's: its leader adds it once G3 takes part
     expect_status(Code.NOT_FOUND, c.create_case, R1.leader, participants=[X1], clues=[d, e])
-    jc = c.create_case(R1.leader, participants=[X1, G3], clues=[d, e])
+    expect_status(Code.NOT_FOUND, c.create_case, R1.leader, participants=[X1, G3], clues=[d, e])
+    jc = c.create_case(R1.leader, participants=[X1, G3], clues=[d])
+    c.add_clue(G3.leader, jc.id, e.id)
     c.note(X1.member, d.id, "X1 note while taking part")
     for u in (X1.member, X1.leader):
         assert sees(u, d.id) and sees(u, e.id)
@@ -423,7 +430,8 @@ def test_participant_removal_revokes_sight(c):
 def test_outsider_sees_nothing(c):
     w = c.w
     x = c.submit(w.X1.member, title="outsider check")
-    jc = c.create_case(w.R2.leader, participants=[w.X1], clues=[x])
+    jc = c.create_case(w.R2.leader, participants=[w.X1])
+    c.add_clue(w.X1.leader, jc.id, x.id)
     # G2 never joined: no case, no clue, no note, no history, no list entry.
     c.note(w.R2.member, x.id, "会商")
     for u in (w.G2.member, w.G2.leader):
@@ -463,6 +471,7 @@ def test_who_may_open_a_case(c):
         (dict(clues=[closed]), Code.FAILED_PRECONDITION, "terminal"),
         (dict(clues=[pending]), Code.FAILED_PRECONDITION, "pending proposal"),
         (dict(participants=[w.G3], clues=[g, closed]), Code.FAILED_PRECONDITION, f"clue {closed.id}"),
+        (dict(participants=[w.G3], clues=[g, g3]), Code.NOT_FOUND, f"clue {g3.id}: clue not found"),
     ]
     for kw, code, text in bad:
         msg = expect_status(code, c.create_case, w.R1.leader, **kw)
@@ -473,8 +482,9 @@ def test_who_may_open_a_case(c):
                              clues=[world.Unit(MISSING_ID, "x", "GROUP")]).replace(str(MISSING_ID), "N"))
     assert c.sql("SELECT count(*) FROM joint_cases")[0][0] == before, "refusals create nothing"
 
-    # With G3 taking part, its clue may join; a clue in another case may not.
-    jc = c.create_case(w.R1.leader, participants=[w.G3], clues=[g, g3])
+    # With G3 taking part, its leader adds its clue; a clue in another case may not join.
+    jc = c.create_case(w.R1.leader, participants=[w.G3], clues=[g])
+    c.add_clue(w.G3.leader, jc.id, g3.id)
     assert "already in a joint case" in expect_status(Code.FAILED_PRECONDITION, c.create_case, w.R2.leader, clues=[g3])
     assert "already in a joint case" in expect_status(Code.FAILED_PRECONDITION, c.add_clue, w.R1.leader, jc.id, g.id)
 
@@ -519,16 +529,18 @@ def test_clues_joining_and_leaving(c):
     jc = c.create_case(R2.leader, participants=[X1])
     x = c.move(X1.leader, c.submit(X1.member), PRELIM).clue
     # Joining bumps the version: a move made against the old version is ABORTED.
-    jc = c.add_clue(R2.leader, jc.id, x.id)
+    assert expect_status(Code.NOT_FOUND, c.add_clue, R2.leader, jc.id, x.id) == "clue not found"
+    jc = c.add_clue(X1.leader, jc.id, x.id)
     assert c.get(X1.member, x.id).version == x.version + 1
     assert "version" in expect_status(Code.ABORTED, c.move, X1.leader, x, CLOSED, details={"finding": "f"})
     x = c.get(X1.member, x.id)
-    # With a proposal pending, the clue cannot leave; once decided it can, by R2's leader only.
+    # With a proposal pending, the clue cannot leave; once decided it can, by R2's leader (or
+    # X1's, see test_insider.py) only.
     r = c.move(X1.leader, x, FILED)
     assert r.proposal.reviewer_unit_id == R2.id
     assert "pending proposal" in expect_status(Code.FAILED_PRECONDITION, c.remove_clue, R2.leader, jc.id, x.id)
     c.review(R2.leader, r.proposal.id, approve=False)
-    for u in (X1.leader, R2.member, w.auditor):
+    for u in (X1.member, R2.member, w.auditor):
         expect_status(Code.PERMISSION_DENIED, c.remove_clue, u, jc.id, x.id)
     assert "reason is required" in expect_status(Code.INVALID_ARGUMENT, c.remove_clue, R2.leader, jc.id, x.id,
                                                  reason="")
@@ -555,7 +567,8 @@ def test_clues_joining_and_leaving(c):
     assert expect_status(Code.NOT_FOUND, c.add_clue, R2.leader, MISSING_ID, g3.id) == "joint case not found"
     # Terminal clues do not join.
     done = c.move(X1.leader, c.submit(X1.member), CLOSED, details={"disposal": pb.DISPOSAL_SHELVED}).clue
-    assert "terminal" in expect_status(Code.FAILED_PRECONDITION, c.add_clue, R2.leader, jc.id, done.id)
+    assert expect_status(Code.NOT_FOUND, c.add_clue, R2.leader, jc.id, done.id) == "clue not found"
+    assert "terminal" in expect_status(Code.FAILED_PRECONDITION, c.add_clue, X1.leader, jc.id, done.id)
 
 
 # ---- notes -----------------------------------------------------------------------------------
@@ -733,7 +746,8 @@ def test_handover_idempotent_and_in_case(c):
     # A member clue stays in its case when handed over; its new owner sees it as owner, the
     # old owner as a unit of the case.
     y = c.submit(G1.member)
-    jc = c.create_case(w.R2.leader, participants=[G1], clues=[y])
+    jc = c.create_case(w.R2.leader, participants=[G1])
+    c.add_clue(G1.leader, jc.id, y.id)
     y = c.get(G1.member, y.id)
     h = c.handover(G1.leader, y, G2)
     assert h.joint_case_id == jc.id and sees(G1.member, y.id) and sees(G2.member, y.id)

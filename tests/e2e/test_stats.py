@@ -383,8 +383,10 @@ def test_joint_case_and_handover(c):
     c.phase = "C"
     g3, x1, r2 = c.submit(w.G3), c.submit(w.X1), c.submit(w.R2)
     jc = w.R2.leader.case.CreateJointCase(cs.CreateJointCaseRequest(
-        title="某局系列违纪案联合审查", participant_unit_ids=[w.G3.id, w.X1.id], clue_ids=[g3.id, x1.id, r2.id],
+        title="某局系列违纪案联合审查", participant_unit_ids=[w.G3.id, w.X1.id], clue_ids=[g3.id, r2.id],
         request_id=new_request_id()), timeout=20)
+    # X1's clue joins by its own leader's consent (R2 does not see it).
+    jc = w.X1.leader.case.AddClueToCase(cs.AddClueToCaseRequest(case_id=jc.id, clue_id=x1.id), timeout=20)
     # Joining bumps the version: reload before moving.
     g3, x1 = g(w.G3.leader, g3.id), g(w.X1.leader, x1.id)
     c.step(w.G3, c.step(w.G3, c.step(w.G3, g3, PRELIM), FILED), TRANSFERRED)  # the lead room reviews

@@ -759,8 +759,8 @@ static void test_self_review(void **state) {
   authz_result_t r = authz_can_review(&reviewer, &c, &prop);
   expect(&r, AUTHZ_ALLOW, "liaison leader reviews");
 
-  /* The proposer cannot review, even when a leader of the reviewing unit: a room's own
-   * clue in a joint case the same room leads. */
+  /* A room's own clue in a joint case the same room leads is reviewed where it would be
+   * outside the case: by the other ROOM named on the proposal. */
   authz_clue_t own = {.owner_unit_id = U_LEAD,
                       .owner_unit_kind = CLUE_UNIT_ROOM,
                       .case_lead_unit_id = U_LEAD,
@@ -768,16 +768,26 @@ static void test_self_review(void **state) {
                       .state = CLUE_STATE_FILED};
   int64_t unit = 0;
   r = authz_reviewer_unit(&own, 0, CLUE_UNIT_UNSPECIFIED, &unit);
+  expect(&r, AUTHZ_INVALID_ARGUMENT, "lead room's own clue names no reviewer");
+  r = authz_reviewer_unit(&own, U_LEAD, CLUE_UNIT_ROOM, &unit);
+  expect(&r, AUTHZ_INVALID_ARGUMENT, "lead room names itself");
+  r = authz_reviewer_unit(&own, U_NAMED, CLUE_UNIT_ROOM, &unit);
   expect(&r, AUTHZ_ALLOW, "reviewer of a lead room's own clue");
-  assert_int_equal(unit, U_LEAD);
-  authz_proposal_t mine = {.proposer_user_id = 50, .reviewer_unit_id = U_LEAD, .pending = true};
+  assert_int_equal(unit, U_NAMED);
+  /* A proposal that names the owner room as reviewer (made before the rule) is reviewed by
+   * nobody of that room: not the proposer, not another leader. */
+  authz_proposal_t mine = {.proposer_user_id = 50,
+                           .proposer_unit_id = U_LEAD,
+                           .reviewer_unit_id = U_LEAD,
+                           .pending = true};
   authz_principal_t proposer = {50, U_LEAD, CLUE_UNIT_ROOM, CLUE_ROLE_LEADER};
   r = authz_can_review(&proposer, &own, &mine);
   expect(&r, AUTHZ_DENIED, "self-review");
   assert_string_equal(r.message, "nobody may review their own proposal");
   authz_principal_t colleague = {51, U_LEAD, CLUE_UNIT_ROOM, CLUE_ROLE_LEADER};
   r = authz_can_review(&colleague, &own, &mine);
-  expect(&r, AUTHZ_ALLOW, "another leader of the same room");
+  expect(&r, AUTHZ_DENIED, "another leader of the owner room");
+  assert_string_equal(r.message, "the owner unit and the proposer's unit may not review the proposal");
   authz_principal_t member = {52, U_LEAD, CLUE_UNIT_ROOM, CLUE_ROLE_MEMBER};
   r = authz_can_review(&member, &own, &mine);
   expect(&r, AUTHZ_DENIED, "a member of the reviewing room");
@@ -786,11 +796,24 @@ static void test_self_review(void **state) {
   authz_principal_t anonymous = {0, U_LEAD, CLUE_UNIT_ROOM, CLUE_ROLE_LEADER};
   r = authz_can_review(&anonymous, &own, &mine);
   expect(&r, AUTHZ_DENIED, "user 0");
-  /* Self-review is refused before "already decided". */
+  /* The proposer's unit, when it is not the owner (a proposal from before a handover). */
+  authz_clue_t handed = own;
+  handed.owner_unit_id = U_OWN_ROOM;
+  handed.case_lead_unit_id = 0;
+  r = authz_can_review(&colleague, &handed, &mine);
+  expect(&r, AUTHZ_DENIED, "a leader of the proposer's unit");
+  /* Refusals come before "already decided". */
   mine.pending = false;
   r = authz_can_review(&proposer, &own, &mine);
   expect(&r, AUTHZ_DENIED, "self-review of a decided proposal");
   r = authz_can_review(&colleague, &own, &mine);
+  expect(&r, AUTHZ_DENIED, "owner room on a decided proposal");
+  authz_proposal_t named = {.proposer_user_id = 50,
+                            .proposer_unit_id = U_LEAD,
+                            .reviewer_unit_id = U_NAMED,
+                            .pending = false};
+  authz_principal_t named_leader = {60, U_NAMED, CLUE_UNIT_ROOM, CLUE_ROLE_LEADER};
+  r = authz_can_review(&named_leader, &own, &named);
   expect(&r, AUTHZ_FAILED_PRECONDITION, "decided");
   assert_string_equal(r.message, "proposal was already decided");
 }
@@ -989,7 +1012,11 @@ static void test_add_clue_to_case(void **state) {
   (void)state;
   authz_principal_t lead = {1, U_LEAD, CLUE_UNIT_ROOM, CLUE_ROLE_LEADER};
   authz_principal_t lead_member = {2, U_LEAD, CLUE_UNIT_ROOM, CLUE_ROLE_MEMBER};
+  authz_principal_t region_leader = {3, U_PART_REGION, CLUE_UNIT_REGION, CLUE_ROLE_LEADER};
+  authz_principal_t region_member = {4, U_PART_REGION, CLUE_UNIT_REGION, CLUE_ROLE_MEMBER};
+  authz_principal_t auditor = {5, U_ADMIN, CLUE_UNIT_ADMIN, CLUE_ROLE_AUDITOR};
   authz_case_t jc = {.lead_unit_id = U_LEAD};
+  authz_case_t jc_part = {.lead_unit_id = U_LEAD, .principal_in_case = true};
   /* The lead room's own clue, and a clue of a group it liaises with: visible. */
   authz_clue_t own = {
       .owner_unit_id = U_LEAD, .owner_unit_kind = CLUE_UNIT_ROOM, .state = CLUE_STATE_ACCEPTED};
@@ -997,40 +1024,57 @@ static void test_add_clue_to_case(void **state) {
                           .owner_unit_kind = CLUE_UNIT_GROUP,
                           .owner_liaison_room_id = U_LEAD,
                           .state = CLUE_STATE_PRELIMINARY_CHECK};
-  /* A region's clue: hidden from the lead room until in the case. */
+  /* A region's clue: hidden from the lead room, even with the region taking part. */
   authz_clue_t region = {.owner_unit_id = U_PART_REGION,
                          .owner_unit_kind = CLUE_UNIT_REGION,
                          .state = CLUE_STATE_ACCEPTED};
-  authz_result_t r = authz_can_add_clue_to_case(&lead, &jc, &own, false);
+  authz_result_t r = authz_can_add_clue_to_case(&lead, &jc, &own);
   expect(&r, AUTHZ_ALLOW, "own clue");
-  r = authz_can_add_clue_to_case(&lead, &jc, &liaised, false);
+  r = authz_can_add_clue_to_case(&lead, &jc, &liaised);
   expect(&r, AUTHZ_ALLOW, "liaised group's clue");
-  r = authz_can_add_clue_to_case(&lead, &jc, &region, true);
-  expect(&r, AUTHZ_ALLOW, "participant region's clue");
-  r = authz_can_add_clue_to_case(&lead, &jc, &region, false);
-  expect_hidden(&r, "non-participant region's clue");
-  r = authz_can_add_clue_to_case(&lead_member, &jc, &own, false);
+  r = authz_can_add_clue_to_case(&lead, &jc, &region);
+  expect_hidden(&r, "participant region's clue, by the lead");
+  r = authz_can_add_clue_to_case(&region_leader, &jc_part, &region);
+  expect(&r, AUTHZ_ALLOW, "participant region's leader consents");
+  r = authz_can_add_clue_to_case(&region_leader, &jc, &region);
+  expect(&r, AUTHZ_NOT_FOUND, "owner's leader outside the case");
+  assert_string_equal(r.message, "joint case not found");
+  r = authz_can_add_clue_to_case(&region_member, &jc_part, &region);
+  expect(&r, AUTHZ_DENIED, "participant region's member");
+  r = authz_can_add_clue_to_case(&auditor, &jc, &region);
+  expect(&r, AUTHZ_DENIED, "auditor");
+  r = authz_can_add_clue_to_case(&lead_member, &jc, &own);
   expect(&r, AUTHZ_DENIED, "member of the lead room");
-  r = authz_can_add_clue_to_case(&lead, &jc, NULL, true);
+  r = authz_can_add_clue_to_case(&lead, &jc, NULL);
   expect_hidden(&r, "no clue");
   authz_principal_t stranger = {3, U_OTHER_ROOM, CLUE_UNIT_ROOM, CLUE_ROLE_LEADER};
-  r = authz_can_add_clue_to_case(&stranger, &jc, &own, true);
+  r = authz_can_add_clue_to_case(&stranger, &jc, &own);
   expect(&r, AUTHZ_NOT_FOUND, "stranger");
   assert_string_equal(r.message, "joint case not found");
+  /* Sight lent by a joint case or a pending review is no consent. */
+  authz_clue_t lent = region;
+  lent.case_lead_unit_id = U_OTHER_ROOM;
+  lent.principal_in_case = true;
+  r = authz_can_add_clue_to_case(&lead, &jc, &lent);
+  expect(&r, AUTHZ_DENIED, "clue seen through another case");
+  lent = region;
+  lent.pending_reviewer_unit_id = U_LEAD;
+  r = authz_can_add_clue_to_case(&lead, &jc, &lent);
+  expect(&r, AUTHZ_DENIED, "clue seen as its reviewer");
   /* Already in a case, this or another. */
   authz_clue_t taken = liaised;
   taken.case_lead_unit_id = U_OTHER_ROOM;
-  r = authz_can_add_clue_to_case(&lead, &jc, &taken, true);
+  r = authz_can_add_clue_to_case(&lead, &jc, &taken);
   expect(&r, AUTHZ_FAILED_PRECONDITION, "in another case");
   assert_string_equal(r.message, "clue is already in a joint case");
   taken.case_lead_unit_id = U_LEAD;
-  r = authz_can_add_clue_to_case(&lead, &jc, &taken, false);
+  r = authz_can_add_clue_to_case(&lead, &jc, &taken);
   expect(&r, AUTHZ_FAILED_PRECONDITION, "in this case");
   /* Terminal clues and clues with a pending proposal stay out (the reviewer would change). */
   for (int s = CLUE_STATE_ACCEPTED; s <= CLUE_STATE_TRANSFERRED_TO_JUDICIAL; s++) {
     authz_clue_t cl = liaised;
     cl.state = (clue_state_t)s;
-    r = authz_can_add_clue_to_case(&lead, &jc, &cl, false);
+    r = authz_can_add_clue_to_case(&lead, &jc, &cl);
     if (clue_state_is_terminal(cl.state)) {
       expect(&r, AUTHZ_FAILED_PRECONDITION, "terminal clue joins");
       char want[128];
@@ -1041,14 +1085,17 @@ static void test_add_clue_to_case(void **state) {
       expect(&r, AUTHZ_ALLOW, "live clue joins");
     }
     cl.pending_reviewer_unit_id = U_LIAISON;
-    r = authz_can_add_clue_to_case(&lead, &jc, &cl, false);
+    r = authz_can_add_clue_to_case(&lead, &jc, &cl);
     expect(&r, AUTHZ_FAILED_PRECONDITION, "clue with a pending proposal joins");
   }
-  /* A hidden clue is hidden before its state is told. */
+  /* A hidden clue is hidden before its state is told, whoever takes part. */
   authz_clue_t closed_region = region;
   closed_region.state = CLUE_STATE_CLOSED;
-  r = authz_can_add_clue_to_case(&lead, &jc, &closed_region, false);
-  expect_hidden(&r, "closed clue of a non-participant");
+  r = authz_can_add_clue_to_case(&lead, &jc, &closed_region);
+  expect_hidden(&r, "closed clue of a participant");
+  closed_region.pending_reviewer_unit_id = U_NAMED;
+  r = authz_can_add_clue_to_case(&lead, &jc, &closed_region);
+  expect_hidden(&r, "clue with a pending proposal of a participant");
 }
 
 static void test_remove_clue_from_case(void **state) {
@@ -1056,6 +1103,8 @@ static void test_remove_clue_from_case(void **state) {
   authz_principal_t lead = {1, U_LEAD, CLUE_UNIT_ROOM, CLUE_ROLE_LEADER};
   authz_principal_t lead_member = {2, U_LEAD, CLUE_UNIT_ROOM, CLUE_ROLE_MEMBER};
   authz_principal_t part = {3, U_PART_REGION, CLUE_UNIT_REGION, CLUE_ROLE_LEADER};
+  authz_principal_t part_member = {6, U_PART_REGION, CLUE_UNIT_REGION, CLUE_ROLE_MEMBER};
+  authz_principal_t group_leader = {7, U_PART_GROUP, CLUE_UNIT_GROUP, CLUE_ROLE_LEADER};
   authz_principal_t stranger = {4, U_OTHER_ROOM, CLUE_UNIT_ROOM, CLUE_ROLE_LEADER};
   authz_principal_t auditor = {5, U_ADMIN, CLUE_UNIT_ADMIN, CLUE_ROLE_AUDITOR};
   authz_case_t jc = {.lead_unit_id = U_LEAD};
@@ -1070,8 +1119,17 @@ static void test_remove_clue_from_case(void **state) {
   r = authz_can_remove_clue_from_case(&lead_member, &jc, &member, true);
   expect(&r, AUTHZ_DENIED, "lead member removes");
   r = authz_can_remove_clue_from_case(&part, &jc_part, &member, true);
-  expect(&r, AUTHZ_DENIED, "participant leader removes");
-  assert_string_equal(r.message, "only a LEADER of the lead room may change this joint case");
+  expect(&r, AUTHZ_ALLOW, "owner's leader takes its clue back");
+  r = authz_can_remove_clue_from_case(&part, &jc, &member, true);
+  expect(&r, AUTHZ_ALLOW, "owner's leader, no longer taking part, takes its clue back");
+  r = authz_can_remove_clue_from_case(&part_member, &jc_part, &member, true);
+  expect(&r, AUTHZ_DENIED, "owner's member");
+  authz_clue_t member_seen = member; /* as a participant sees it */
+  member_seen.principal_in_case = true;
+  r = authz_can_remove_clue_from_case(&group_leader, &jc_part, &member_seen, true);
+  expect(&r, AUTHZ_DENIED, "another participant's leader");
+  assert_string_equal(r.message, "only a LEADER of the clue's owner unit or of the lead room may "
+                                 "take the clue out of the joint case");
   r = authz_can_remove_clue_from_case(&auditor, &jc, &member, true);
   expect(&r, AUTHZ_DENIED, "auditor removes");
   r = authz_can_remove_clue_from_case(&stranger, &jc, &member, true);
@@ -1089,6 +1147,8 @@ static void test_remove_clue_from_case(void **state) {
     cl.pending_reviewer_unit_id = U_LEAD;
     r = authz_can_remove_clue_from_case(&lead, &jc, &cl, true);
     expect(&r, AUTHZ_FAILED_PRECONDITION, "remove with a pending proposal");
+    r = authz_can_remove_clue_from_case(&part, &jc, &cl, true);
+    expect(&r, AUTHZ_FAILED_PRECONDITION, "owner removes with a pending proposal");
   }
 
   /* Not in this case: hidden clues stay hidden, visible ones are refused by state. */
@@ -1096,6 +1156,9 @@ static void test_remove_clue_from_case(void **state) {
   elsewhere.case_lead_unit_id = U_OTHER_ROOM;
   r = authz_can_remove_clue_from_case(&lead, &jc, &elsewhere, false);
   expect_hidden(&r, "hidden clue of another case");
+  r = authz_can_remove_clue_from_case(&part, &jc, &elsewhere, false);
+  expect(&r, AUTHZ_NOT_FOUND, "owner names a case it does not see");
+  assert_string_equal(r.message, "joint case not found");
   authz_clue_t own = {
       .owner_unit_id = U_LEAD, .owner_unit_kind = CLUE_UNIT_ROOM, .state = CLUE_STATE_ACCEPTED};
   r = authz_can_remove_clue_from_case(&lead, &jc, &own, false);
