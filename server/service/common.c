@@ -6,6 +6,7 @@
 #include "clue/v1/common.pb-c.h"
 #include "server.h"
 #include "log.h"
+#include "service/sql_errors.h"
 
 typedef struct svc_job {
   rpc_call_t *call;
@@ -15,6 +16,7 @@ typedef struct svc_job {
 
 void svc_fail_db(rpc_call_t *call, const db_result_t *r) {
   const char *st = r->sqlstate ? r->sqlstate : "";
+  grpc_status_t code;
 
   switch (r->err) {
   case DB_EUNAVAILABLE:
@@ -30,12 +32,9 @@ void svc_fail_db(rpc_call_t *call, const db_result_t *r) {
   default:
     break;
   }
-  if (st[0] == 'C' && st[1] == 'L') {
-    int code = atoi(st + 2);
-    if (code > 0 && code <= 16) {
-      rpc_fail(call, (grpc_status_t)code, "%s", r->message ? r->message : "");
-      return;
-    }
+  if (sql_error_code(st, &code) == 0) {
+    rpc_fail(call, code, "%s", r->message ? r->message : "");
+    return;
   }
   if (strcmp(st, "23505") == 0) {
     rpc_fail(call, GRPC_ALREADY_EXISTS, "already exists");
