@@ -1,0 +1,569 @@
+"""The authorization matrix (issue 9, Tests): every RPC that takes a clue, case or proposal
+id, called as every principal, against objects in several states, each outcome compared with
+the one the rules below give.
+
+The rules are written here, from DESIGN.md §2-§4 and issue 9, independently of the server:
+`sees`, `may_move`, `may_bring` ... and the order in which a refusal is chosen (a hidden or
+missing object answers NOT_FOUND with the message of a missing one, before permission;
+PERMISSION_DENIED before the object's state; a stale version answers ABORTED once the caller
+may see and change the clue). Nothing is copied from observed output.
+
+The world: rooms R1 and R2, groups G1 and G2 (liaison room R1) and G3 (liaison room R2),
+region X1, the ADMIN unit. The objects are G1's clues in every state (ACCEPTED, PRELIMINARY_CHECK,
+PRELIMINARY_CHECK with a pending co-review proposal, FILED, CLOSED, and PRELIMINARY_CHECK in
+joint case K), X1's own clue, a missing id; joint case K (led by R2, with participants G1 and
+X1) and case K2 (led by R1, with participant X1); a pending and a decided proposal. The
+principals: G1's leader and member (owner group), R1's leader and member (liaison room), R2's
+leader and member (case lead, another room), X1's leader (a region, case participant), G3's
+leader (an unrelated group), an AUDITOR, the ADMIN, a disabled user and a revoked token (both
+G1 leaders).
+
+Calls that the rules allow and that would change an object run against a fresh object of the
+same kind, so that every other cell meets the objects as built; refusals run against the
+shared objects, and at the end those are checked unchanged (version, state, owner, case,
+pending proposal, and every audit event but notes). The test prints the number of cells and
+how many passed.
+"""
+
+import os
+import re
+import sys
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import new_request_id  # noqa: E402
+import world  # noqa: E402
+
+S = harness.stubs()
+pb = S.clue_pb2
+cs = S.case_pb2
+cm = S.common_pb2
+ad = S.admin_pb2
+au = S.audit_pb2
+Code = grpc.StatusCode
+OK = Code.OK
+
+ACC, PRE, FIL, CLO, TRA = "ACCEPTED", "PRELIMINARY_CHECK", "FILED", "CLOSED", "TRANSFERRED_TO_JUDICIAL"
+STATE = {ACC: cm.CLUE_STATE_ACCEPTED, PRE: cm.CLUE_STATE_PRELIMINARY_CHECK, FIL: cm.CLUE_STATE_FILED,
+         CLO: cm.CLUE_STATE_CLOSED, TRA: cm.CLUE_STATE_TRANSFERRED_TO_JUDICIAL}
+MISSING = 987654321
+
+# ---- the rules (DESIGN.md §2-§4, issue 9) ------------------------------------------------------
+
+# §2: (from, to) -> co-review; every move is a LEADER's of the owner unit.
+MOVES = {(ACC, PRE): False, (ACC, CLO): False, (PRE, FIL): True, (PRE, CLO): False, (FIL, CLO): False,
+         (FIL, TRA): True}
+TERMINAL = {CLO, TRA}
+WORKING = {"GROUP", "ROOM", "REGION"}
+MSG = {"clue": "clue not found", "case": "joint case not found", "proposal": "proposal not found"}
+
+
+class P:
+    """A principal: a user with its unit's code and kind, role, and whether its token works."""
+
+    def __init__(self, name, user, unit, kind, role, active=True):
+        self.name, self.user, self.unit, self.kind, self.role, self.active = name, user, unit, kind, role, active
+
+    @property
+    def staff(self):
+        return self.active and self.role in ("LEADER", "MEMBER") and self.kind in WORKING
+
+    def leads(self, unit):
+        return self.staff and self.role == "LEADER" and self.unit == unit
+
+    def __repr__(self):
+        return self.name
+
+
+class Clue:
+    """What the rules need of a clue: its owner, the owner's liaison room, state, joint case
+    (lead, participants) and the reviewer unit of its pending proposal."""
+
+    def __init__(self, kind, owner, liaison, state, case=None, reviewer=None):
+        self.kind, self.owner, self.liaison, self.state = kind, owner, liaison, state
+        self.case, self.reviewer = case, reviewer
+        self.id = self.version = None
+
+
+class Case:
+    def __init__(self, name, lead, participants):
+        self.name, self.lead, self.participants = name, lead, set(participants)
+        self.id = None
+
+    def has(self, unit):
+        return unit == self.lead or unit in self.participants
+
+
+def sees(p, c):
+    """§4: AUDITOR all; ADMIN none; staff: own unit's, liaised groups' (a ROOM), member clues of
+    a case its unit leads or joins, and a clue its unit reviews while a proposal is pending."""
+    if c is None or not p.active:
+        return False
+    if p.role == "AUDITOR":
+        return True
+    if not p.staff:
+        return False
+    return (p.unit == c.owner or (p.kind == "ROOM" and c.liaison == p.unit)
+            or (c.case is not None and c.case.has(p.unit)) or p.unit == c.reviewer)
+
+
+def sees_case(p, k):
+    if k is None or not p.active:
+        return False
+    return p.role == "AUDITOR" or (p.staff and k.has(p.unit))
+
+
+def may_bring(p, c, lead):
+    """§3, issue 9 Build 1: a LEADER of the owner unit, or of the lead room when that room
+    owns the clue or is the owner group's liaison room."""
+    return p.leads(c.owner) or (p.leads(lead) and (c.owner == lead or c.liaison == lead))
+
+
+def refusal(p, obj_kind, visible):
+    """The first refusals, shared by every call: UNAUTHENTICATED, then NOT_FOUND."""
+    if not p.active:
+        return Code.UNAUTHENTICATED
+    if not visible:
+        return (Code.NOT_FOUND, MSG[obj_kind])
+    return None
+
+
+def expect_read(p, c):
+    return refusal(p, "clue", sees(p, c)) or OK
+
+
+def expect_note(p, c):
+    return refusal(p, "clue", sees(p, c)) or (Code.PERMISSION_DENIED if p.role == "AUDITOR" else OK)
+
+
+def expect_move(p, c, target, stale):
+    r = refusal(p, "clue", sees(p, c))
+    if r:
+        return r
+    if not p.leads(c.owner):
+        return Code.PERMISSION_DENIED
+    if stale:
+        return Code.ABORTED
+    if (c.state, target) not in MOVES or c.reviewer is not None:
+        return Code.FAILED_PRECONDITION
+    return OK
+
+
+def reviewer_of(c):
+    """§2 and issue 9 Build 3: the case's lead room unless it owns the clue; else the owner
+    group's liaison room (a room's or region's own clue: the room named, not modelled here)."""
+    if c.case is not None and c.case.lead != c.owner:
+        return c.case.lead
+    return c.liaison
+
+
+def expect_handover(p, c, stale):
+    r = refusal(p, "clue", sees(p, c))
+    if r:
+        return r
+    if not p.leads(c.owner):
+        return Code.PERMISSION_DENIED
+    if stale:
+        return Code.ABORTED
+    return OK if c.state in (ACC, PRE) else Code.FAILED_PRECONDITION
+
+
+def expect_extend(p, c, stale):
+    r = refusal(p, "clue", sees(p, c))
+    if r:
+        return r
+    if not p.leads(c.owner):
+        return Code.PERMISSION_DENIED
+    if stale:
+        return Code.ABORTED
+    return Code.FAILED_PRECONDITION if c.state in TERMINAL or c.reviewer is not None else OK
+
+
+def expect_review(p, prop):
+    """§2: a LEADER of the reviewing unit, never the proposer, the owner unit or the
+    proposer's unit; the reviewing unit sees its proposals even once decided."""
+    if not p.active:
+        return Code.UNAUTHENTICATED
+    if prop is None or not (sees(p, prop.clue) or (p.staff and p.unit == prop.reviewer)):
+        return (Code.NOT_FOUND, MSG["proposal"])
+    if (not p.leads(prop.reviewer) or p.user.id == prop.proposer
+            or p.unit in (prop.clue.owner, prop.proposer_unit)):
+        return Code.PERMISSION_DENIED
+    return OK if prop.pending else Code.FAILED_PRECONDITION
+
+
+def expect_get_case(p, k):
+    return refusal(p, "case", sees_case(p, k)) or OK
+
+
+def expect_participant(p, k, outcome_if_allowed):
+    r = refusal(p, "case", sees_case(p, k))
+    if r:
+        return r
+    return outcome_if_allowed if p.leads(k.lead) else Code.PERMISSION_DENIED
+
+
+def expect_add_clue(p, k, c):
+    r = refusal(p, "case", sees_case(p, k)) or refusal(p, "clue", sees(p, c))
+    if r:
+        return r
+    if not may_bring(p, c, k.lead):
+        return Code.PERMISSION_DENIED
+    if c.case is not None or c.state in TERMINAL or c.reviewer is not None:
+        return Code.FAILED_PRECONDITION
+    return OK
+
+
+def expect_remove_clue(p, k, c):
+    """Issue 9 Build 1: the owner's leader takes its clue back (knowing the case from its
+    clue), as the lead room's leader may."""
+    if not p.active:
+        return Code.UNAUTHENTICATED
+    in_k = c is not None and c.case is k
+    owner_leader = sees(p, c) and p.leads(c.owner)
+    if not (owner_leader and in_k) and not sees_case(p, k):
+        return (Code.NOT_FOUND, MSG["case"])
+    if not sees(p, c):
+        return (Code.NOT_FOUND, MSG["clue"])
+    if not owner_leader and not p.leads(k.lead):
+        return Code.PERMISSION_DENIED
+    if not in_k or c.state in TERMINAL or c.reviewer is not None:
+        return Code.FAILED_PRECONDITION
+    return OK
+
+
+def expect_create_case(p, c):
+    if not p.active:
+        return Code.UNAUTHENTICATED
+    if not (p.staff and p.role == "LEADER" and p.kind == "ROOM"):
+        return Code.PERMISSION_DENIED
+    if not sees(p, c):
+        return (Code.NOT_FOUND, "clue_ids: clue N: " + MSG["clue"])
+    if not may_bring(p, c, p.unit):
+        return Code.PERMISSION_DENIED
+    if c.case is not None or c.state in TERMINAL or c.reviewer is not None:
+        return Code.FAILED_PRECONDITION
+    return OK
+
+
+def expect_audit(p, c):
+    """The subject's events: whoever sees the clue, and the AUDITOR and ADMIN, who read the
+    whole trail; nobody else learns a thing (an empty list, as for a missing clue)."""
+    if not p.active:
+        return Code.UNAUTHENTICATED
+    if c is None:
+        return "none"
+    return "events" if sees(p, c) or p.role in ("AUDITOR", "ADMIN") else "none"
+
+
+# ---- the world ---------------------------------------------------------------------------------
+
+
+class Proposal:
+    def __init__(self, clue, reviewer, proposer, proposer_unit, pending):
+        self.clue, self.reviewer, self.proposer, self.proposer_unit, self.pending = (
+            clue, reviewer, proposer, proposer_unit, pending)
+        self.id = None
+
+
+class Matrix:
+    def __init__(self, srv):
+        self.srv = srv
+        self.w = w = world.build(srv)
+        self.units = {code: u.id for code, u in w.units.items()}
+        self.K = Case("K", self.units["R2"], [self.units["G1"], self.units["X1"]])
+        self.K2 = Case("K2", self.units["R1"], [self.units["X1"]])
+        self.cells = self.passed = 0
+        self.failures = []
+        self.changed_expected = set()
+
+        def mk(name, code, role, user=None, active=True):
+            unit = w.units[code]
+            return P(name, user or getattr(unit, role.lower()), unit.id, unit.kind, role, active)
+
+        disabled = w.new_user("G1", "LEADER", "G1-disabled")
+        w.admin.admin.DisableUser(ad.DisableUserRequest(user_id=disabled.id, reason="调离"), timeout=20)
+        revoked = w.new_user("G1", "LEADER", "G1-revoked")
+        tokens = w.admin.admin.IssueToken(ad.IssueTokenRequest(user_id=revoked.id, note="to revoke"), timeout=20)
+        revoked_user = world.User(w.addr, revoked.id, "G1-revoked-token", "LEADER", w.G1, tokens.token)
+        w.users.append(revoked_user)
+        w.admin.admin.RevokeToken(ad.RevokeTokenRequest(token_id=tokens.token_id), timeout=20)
+        self.principals = [
+            mk("G1.leader (owner)", "G1", "LEADER"), mk("G1.member (owner)", "G1", "MEMBER"),
+            mk("R1.leader (liaison, K2 lead)", "R1", "LEADER"), mk("R1.member (liaison)", "R1", "MEMBER"),
+            mk("R2.leader (K lead, other room)", "R2", "LEADER"), mk("R2.member (K lead)", "R2", "MEMBER"),
+            mk("X1.leader (region, participant)", "X1", "LEADER"), mk("G3.leader (unrelated)", "G3", "LEADER"),
+            P("auditor", w.auditor, w.admin_unit.id, "ADMIN", "AUDITOR"),
+            P("admin", w.admin, w.admin_unit.id, "ADMIN", "ADMIN"),
+            P("disabled user", disabled, w.G1.id, "GROUP", "LEADER", active=False),
+            P("revoked token", revoked_user, w.G1.id, "GROUP", "LEADER", active=False),
+        ]
+        # The cases.
+        for k, lead in ((self.K, w.R2.leader), (self.K2, w.R1.leader)):
+            parts = sorted(k.participants)
+            k.id = lead.case.CreateJointCase(cs.CreateJointCaseRequest(
+                title=k.name, participant_unit_ids=parts, request_id=new_request_id()), timeout=20).id
+        # The clues and proposals.
+        self.clues = {kind: self.make(kind) for kind in ("acc", "pre", "pend", "filed", "closed", "incase", "x1own",
+                                                          "x1pend")}
+        self.clues["missing"] = None
+        self.proposals = {"pending": self.pending_proposal(self.clues["pend"]), "decided": self.decided_proposal(),
+                          "region's, named R2": self.pending_proposal(self.clues["x1pend"]), "missing": None}
+        self.snapshot = self.state()
+
+    # ---- making objects
+
+    def g(self, user, clue_id):
+        return user.clue.GetClue(pb.GetClueRequest(clue_id=clue_id), timeout=20)
+
+    def submit(self, user):
+        return user.clue.SubmitClue(pb.SubmitClueRequest(
+            request_id=new_request_id(), title="矩阵线索", summary="s", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+            subject=pb.SubjectPerson(name="某某"), host_unit="某单位"), timeout=20)
+
+    def move(self, user, clue, target, **details):
+        return user.clue.RequestTransition(pb.RequestTransitionRequest(
+            clue_id=clue.id, expected_version=clue.version, target=STATE[target], reason="r",
+            details=pb.TransitionDetails(**details), request_id=new_request_id()), timeout=20)
+
+    def make(self, kind):
+        """A fresh object of the kind, as Clue with id and version set."""
+        w, G1 = self.w, self.w.G1
+        owner, liaison = self.units["G1"], self.units["R1"]
+        if kind == "x1own":
+            x = self.submit(w.X1.member)
+            c = Clue(kind, self.units["X1"], None, ACC)
+        elif kind == "x1pend":
+            # A region's own clue under review by the room it named, R2: R2 sees it meanwhile.
+            x = self.move(w.X1.leader, self.submit(w.X1.member), PRE).clue
+            self.move(w.X1.leader, x, FIL, reviewer_unit_id=w.R2.id)
+            x = self.g(w.X1.leader, x.id)
+            c = Clue(kind, self.units["X1"], None, PRE, reviewer=self.units["R2"])
+        else:
+            x = self.submit(G1.member)
+            state, case, reviewer = ACC, None, None
+            if kind in ("pre", "pend", "filed", "incase"):
+                x = self.move(G1.leader, x, PRE).clue
+                state = PRE
+            if kind == "pend":
+                self.move(G1.leader, x, FIL)
+                x, reviewer = self.g(G1.leader, x.id), liaison
+            if kind == "filed":
+                p = self.move(G1.leader, x, FIL).proposal
+                x = w.R1.leader.clue.ReviewProposal(pb.ReviewProposalRequest(
+                    proposal_id=p.id, approve=True, comment="同意", request_id=new_request_id()), timeout=20).clue
+                state = FIL
+            if kind == "closed":
+                x = self.move(G1.leader, x, CLO, disposal=pb.DISPOSAL_NO_FURTHER_ACTION).clue
+                state = CLO
+            if kind == "incase":
+                G1.leader.case.AddClueToCase(cs.AddClueToCaseRequest(case_id=self.K.id, clue_id=x.id), timeout=20)
+                x, case = self.g(G1.leader, x.id), self.K
+            c = Clue(kind, owner, liaison, state, case, reviewer)
+        c.id, c.version = x.id, x.version
+        return c
+
+    def pending_proposal(self, c):
+        owner = self.w.X1 if c.owner == self.units["X1"] else self.w.G1
+        props = owner.leader.clue.ListProposals(pb.ListProposalsRequest(clue_id=c.id), timeout=20).proposals
+        pr = Proposal(c, c.reviewer, owner.leader.id, c.owner, True)
+        pr.id = [x.id for x in props if x.status == pb.PROPOSAL_STATUS_PENDING][0]
+        return pr
+
+    def decided_proposal(self):
+        c = self.make("pre")
+        p = self.move(self.w.G1.leader, c, FIL).proposal
+        self.w.R1.leader.clue.ReviewProposal(pb.ReviewProposalRequest(
+            proposal_id=p.id, approve=False, comment="退回", request_id=new_request_id()), timeout=20)
+        c.version = self.g(self.w.G1.leader, c.id).version
+        pr = Proposal(c, self.units["R1"], self.w.G1.leader.id, self.units["G1"], False)
+        pr.id = p.id
+        return pr
+
+    def state(self):
+        """What must not change under refusals: each shared clue's row and its audit events
+        other than notes, and the cases' participants and clues."""
+        out = {}
+        for kind, c in self.clues.items():
+            if c is None:
+                continue
+            x = self.g(self.w.auditor, c.id)
+            events = [e.action for e in self.w.auditor.clue.GetHistory(pb.GetHistoryRequest(clue_id=c.id),
+                                                                       timeout=20).events if e.action != "note.add"]
+            out[kind] = (x.version, x.state, x.owner_unit_id, x.joint_case_id, x.pending_proposal, tuple(events))
+        # Allowed calls add fresh clues to the cases; the shared ones must stay where they are.
+        shared = {c.id for c in self.clues.values() if c is not None}
+        for k in (self.K, self.K2):
+            jc = self.w.auditor.case.GetJointCase(cs.GetJointCaseRequest(case_id=k.id), timeout=20)
+            out[k.name] = (tuple(jc.participant_unit_ids), tuple(x.clue_id for x in jc.clues if x.clue_id in shared))
+        return out
+
+    # ---- running cells
+
+    def call(self, fn):
+        try:
+            return OK, fn(), ""
+        except grpc.RpcError as e:
+            return e.code(), None, e.details()
+
+    def check(self, rpc, p, obj, want, fn):
+        """Run fn(); compare its code (and for NOT_FOUND the message of a missing object) with want."""
+        self.cells += 1
+        want_code, want_msg = want if isinstance(want, tuple) else (want, None)
+        code, resp, msg = self.call(fn)
+        if want_msg is not None:
+            msg = re.sub(r"\d+", "N", msg)
+        ok = code == want_code and (want_msg is None or msg == want_msg)
+        if ok:
+            self.passed += 1
+        else:
+            self.failures.append(f"{rpc} as {p} on {obj}: want {want_code.name}"
+                                 f"{' ' + repr(want_msg) if want_msg else ''}, got {code.name} {msg!r}")
+        return resp
+
+    def subject(self, kind, fresh):
+        """The shared clue of a kind, or a fresh one for a call the rules allow."""
+        if fresh and kind != "missing":
+            return self.make(kind)
+        return self.clues[kind]
+
+    def run(self):
+        w = self.w
+        kinds = list(self.clues)
+        for p in self.principals:
+            u = p.user
+            for kind in kinds:
+                c = self.clues[kind]
+                cid = c.id if c else MISSING
+                name = kind
+                self.check("GetClue", p, name, expect_read(p, c),
+                           lambda: u.clue.GetClue(pb.GetClueRequest(clue_id=cid), timeout=20))
+                self.check("GetHistory", p, name, expect_read(p, c),
+                           lambda: u.clue.GetHistory(pb.GetHistoryRequest(clue_id=cid), timeout=20))
+                self.check("ListNotes", p, name, expect_read(p, c),
+                           lambda: u.clue.ListNotes(pb.ListNotesRequest(clue_id=cid), timeout=20))
+                self.check("AddNote", p, name, expect_note(p, c),
+                           lambda: u.clue.AddNote(pb.AddNoteRequest(clue_id=cid, kind=pb.NOTE_KIND_OTHER, text="矩阵",
+                                                                    request_id=new_request_id()), timeout=20))
+                want = expect_audit(p, c)
+                code, resp, msg = self.call(lambda: u.audit.ListAuditEvents(au.ListAuditEventsRequest(
+                    subject_type="clue", subject_id=cid), timeout=20))
+                got = code if code != OK else ("events" if len(resp.events) else "none")
+                self.cells += 1
+                if got == want:
+                    self.passed += 1
+                else:
+                    self.failures.append(f"ListAuditEvents as {p} on {name}: want {want}, got {got} {msg!r}")
+                # Moves, handover, extension: a stale version, then the clue's own version.
+                for target in (PRE, FIL, CLO, TRA):
+                    for stale in (True, False):
+                        want = expect_move(p, c, target, stale)
+                        x = self.subject(kind, want == OK)
+                        xid, ver = (x.id, x.version) if x else (MISSING, 1)
+                        resp = self.check(f"RequestTransition({target}{', stale' if stale else ''})", p, name, want,
+                                          lambda: u.clue.RequestTransition(pb.RequestTransitionRequest(
+                                              clue_id=xid, expected_version=ver + 5 if stale else ver,
+                                              target=STATE[target], reason="r",
+                                              details=pb.TransitionDetails(
+                                                  disposal=pb.DISPOSAL_SHELVED, finding="f", sanction_kind="警告",
+                                                  persons_disciplined=1, receiving_organ="检察院"),
+                                              request_id=new_request_id()), timeout=20))
+                        if want == OK and resp is not None and MOVES[(x.state, target)]:
+                            self.cells += 1
+                            if resp.pending and resp.proposal.reviewer_unit_id == reviewer_of(x):
+                                self.passed += 1
+                            else:
+                                self.failures.append(f"co-review of {name} to {target}: reviewer "
+                                                     f"{resp.proposal.reviewer_unit_id}, want {reviewer_of(x)}")
+                for stale in (True, False):
+                    want = expect_handover(p, c, stale)
+                    x = self.subject(kind, want == OK)
+                    xid, ver = (x.id, x.version) if x else (MISSING, 1)
+                    self.check(f"HandOver{'(stale)' if stale else ''}", p, name, want,
+                               lambda: u.clue.HandOver(pb.HandOverRequest(
+                                   clue_id=xid, expected_version=ver + 5 if stale else ver, to_unit_id=w.G2.id,
+                                   reason="移交", request_id=new_request_id()), timeout=20))
+                    want = expect_extend(p, c, stale)
+                    x = self.subject(kind, want == OK)
+                    xid, ver = (x.id, x.version) if x else (MISSING, 1)
+                    self.check(f"ExtendDeadline{'(stale)' if stale else ''}", p, name, want,
+                               lambda: u.clue.ExtendDeadline(pb.ExtendDeadlineRequest(
+                                   clue_id=xid, expected_version=ver + 5 if stale else ver, days=10, reason="延期",
+                                   request_id=new_request_id()), timeout=20))
+                # Joint cases and this clue.
+                for k in (self.K, self.K2):
+                    want = expect_add_clue(p, k, c)
+                    x = self.subject(kind, want == OK)
+                    xid = x.id if x else MISSING
+                    self.check(f"AddClueToCase({k.name})", p, name, want,
+                               lambda: u.case.AddClueToCase(cs.AddClueToCaseRequest(case_id=k.id, clue_id=xid),
+                                                            timeout=20))
+                    want = expect_remove_clue(p, k, c)
+                    x = self.subject(kind, want == OK)
+                    xid = x.id if x else MISSING
+                    self.check(f"RemoveClueFromCase({k.name})", p, name, want,
+                               lambda: u.case.RemoveClueFromCase(cs.RemoveClueFromCaseRequest(
+                                   case_id=k.id, clue_id=xid, reason="收回"), timeout=20))
+                want = expect_create_case(p, c)
+                x = self.subject(kind, want == OK)
+                xid = x.id if x else MISSING
+                self.check("CreateJointCase(clue_ids)", p, name, want,
+                           lambda: u.case.CreateJointCase(cs.CreateJointCaseRequest(
+                               title="矩阵案件", clue_ids=[xid], request_id=new_request_id()), timeout=20))
+            # The cases themselves, and a missing one.
+            for k in (self.K, self.K2, None):
+                kid, name = (k.id, k.name) if k else (MISSING, "missing case")
+                self.check("GetJointCase", p, name, expect_get_case(p, k),
+                           lambda: u.case.GetJointCase(cs.GetJointCaseRequest(case_id=kid), timeout=20))
+                self.check("AddParticipant(X1, already in)", p, name,
+                           expect_participant(p, k, Code.ALREADY_EXISTS) if k else refusal(p, "case", False),
+                           lambda: u.case.AddParticipant(cs.AddParticipantRequest(case_id=kid, unit_id=w.X1.id),
+                                                         timeout=20))
+                self.check("RemoveParticipant(G3, not in)", p, name,
+                           expect_participant(p, k, Code.FAILED_PRECONDITION) if k else refusal(p, "case", False),
+                           lambda: u.case.RemoveParticipant(cs.RemoveParticipantRequest(
+                               case_id=kid, unit_id=w.G3.id, reason="r"), timeout=20))
+            # Proposals.
+            for pk, prop in self.proposals.items():
+                want = expect_review(p, prop)
+                if want == OK:
+                    prop = self.pending_proposal(self.make(prop.clue.kind))
+                pid = prop.id if prop else MISSING
+                self.check("ReviewProposal(reject)", p, pk, want,
+                           lambda: u.clue.ReviewProposal(pb.ReviewProposalRequest(
+                               proposal_id=pid, approve=False, comment="c", request_id=new_request_id()), timeout=20))
+
+    def close(self):
+        self.w.close()
+
+
+def main():
+    pg = harness.Postgres.get()
+    srv = harness.Clued(pg.url(pg.new_database("matrix"))).start()
+    m = None
+    try:
+        m = Matrix(srv)
+        m.run()
+        after = m.state()
+        m.cells += 1
+        if after == m.snapshot:
+            m.passed += 1
+        else:
+            for key in m.snapshot:
+                if after.get(key) != m.snapshot[key]:
+                    m.failures.append(f"shared object {key} changed: {m.snapshot[key]} -> {after.get(key)}")
+        for f in m.failures:
+            print("MISMATCH", f, flush=True)
+        print(f"authorization matrix: {m.cells} cells, {m.passed} passed, "
+              f"{len(m.principals)} principals, {len(m.clues)} clues, 3 cases, {len(m.proposals)} proposals", flush=True)
+    finally:
+        if m is not None:
+            m.close()
+        srv.stop()
+    sys.exit(0 if m is not None and not m.failures else 1)
+
+
+if __name__ == "__main__":
+    main()
