@@ -10,8 +10,8 @@ last replaced a function:
 - no function repeats a rule of the domain: no state names of the state machine's terminal
   states and no unit kinds, outside the functions listed in LITERALS_ALLOWED (statistics count
   by state; the AdminService's);
-- every CREATE OR REPLACE from 0008 on (the convention starts there) says in its first line which earlier
-  definition it replaces, and that file did define it;
+- every CREATE OR REPLACE from 0008 on (where the convention starts) says in its first
+  line which earlier definition it replaces, and that file did define it;
 - clued answers a raced change with the code the table gives and the function's message.
 """
 
