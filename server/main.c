@@ -41,6 +41,11 @@ static const char usage_text[] =
     "                             this fails the call with ABORTED, nothing changed (default 3000)\n"
     "  --max-message-bytes N      largest request message accepted (default 4194304)\n"
     "  --max-concurrent-streams N streams per connection (default 100)\n"
+    "  --max-header-bytes N       decoded request header list, counted as RFC 7541 sizes\n"
+    "                             (name + value + 32 per field, HPACK references included);\n"
+    "                             advertised as SETTINGS_MAX_HEADER_LIST_SIZE; a request over\n"
+    "                             it gets RESOURCE_EXHAUSTED (default 65536)\n"
+    "  --max-headers N            request header fields per request (default 128)\n"
     "  --grace-ms N               shutdown grace period for calls in flight (default 5000)\n"
     "  --max-stream-age D         end a WatchEvents stream after D with UNAVAILABLE and the seq\n"
     "                             to resume from; D is a number with ms, s, m or h (default\n"
@@ -113,6 +118,8 @@ enum {
   OPT_DB_LOCK_TIMEOUT,
   OPT_MAX_MESSAGE,
   OPT_MAX_STREAMS,
+  OPT_MAX_HEADER_BYTES,
+  OPT_MAX_HEADERS,
   OPT_GRACE,
   OPT_MAX_STREAM_AGE,
   OPT_ACCEPTED_DAYS,
@@ -142,6 +149,8 @@ static const struct option long_opts[] = {
     {"db-lock-timeout", required_argument, NULL, OPT_DB_LOCK_TIMEOUT},
     {"max-message-bytes", required_argument, NULL, OPT_MAX_MESSAGE},
     {"max-concurrent-streams", required_argument, NULL, OPT_MAX_STREAMS},
+    {"max-header-bytes", required_argument, NULL, OPT_MAX_HEADER_BYTES},
+    {"max-headers", required_argument, NULL, OPT_MAX_HEADERS},
     {"grace-ms", required_argument, NULL, OPT_GRACE},
     {"max-stream-age", required_argument, NULL, OPT_MAX_STREAM_AGE},
     {"accepted-deadline-days", required_argument, NULL, OPT_ACCEPTED_DAYS},
@@ -218,6 +227,16 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       if (parse_num("--max-concurrent-streams", optarg, 1, 100000, &v))
         return 1;
       cfg->max_concurrent_streams = (unsigned)v;
+      break;
+    case OPT_MAX_HEADER_BYTES:
+      if (parse_num("--max-header-bytes", optarg, 1024, 1 << 24, &v))
+        return 1;
+      cfg->max_header_list_bytes = (size_t)v;
+      break;
+    case OPT_MAX_HEADERS:
+      if (parse_num("--max-headers", optarg, 8, 100000, &v))
+        return 1;
+      cfg->max_header_count = (unsigned)v;
       break;
     case OPT_GRACE:
       if (parse_num("--grace-ms", optarg, 0, 3600000, &v))

@@ -19,6 +19,8 @@ void server_config_defaults(server_config_t *cfg) {
   strcpy(cfg->listen, "127.0.0.1:50051");
   cfg->max_message_bytes = 4u << 20;
   cfg->max_concurrent_streams = 100;
+  cfg->max_header_list_bytes = 64 * 1024;
+  cfg->max_header_count = 128;
   cfg->grace_ms = 5000;
   cfg->max_stream_age_ms = 3600000;
   cfg->db_pool_size = 8;

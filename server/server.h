@@ -21,6 +21,8 @@ typedef struct server_config {
   char listen[128];             /* host:port, [v6]:port */
   size_t max_message_bytes;     /* default 4 MiB */
   unsigned max_concurrent_streams; /* advertised per connection, default 100 */
+  size_t max_header_list_bytes; /* decoded request header list (RFC 7541 sizes), 64 KiB */
+  unsigned max_header_count;    /* request header fields, default 128 */
   unsigned grace_ms;            /* shutdown grace period, default 5000 */
   uint64_t max_stream_age_ms;   /* WatchEvents streams end after this, default 1 h; 0: never */
   const char *database_url;     /* libpq conninfo */

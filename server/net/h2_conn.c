@@ -20,6 +20,46 @@ static h2_conn_t *conn_of(nghttp2_session *s, void *user_data) {
   return user_data;
 }
 
+static void note_gap(h2_conn_t *c, int32_t lo, int32_t hi) {
+  if (c->ngaps == H2_STREAM_GAPS) { /* forget the oldest: bounded memory, as nghttp2 does */
+    memmove(&c->gaps[0], &c->gaps[1], sizeof(c->gaps[0]) * (H2_STREAM_GAPS - 1));
+    c->ngaps--;
+  }
+  c->gaps[c->ngaps].lo = lo;
+  c->gaps[c->ngaps].hi = hi;
+  c->ngaps++;
+}
+
+/* nghttp2 ignores a HEADERS frame on a stream id below the highest one the client opened
+ * unless it still knows that stream, because a late trailer for a stream it reset is no
+ * fault of the client. A stream id the client skipped was never used, so no trailer can be
+ * late for it: RFC 9113 5.1.1 makes that a connection error of type PROTOCOL_ERROR. */
+static int on_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd, void *ud) {
+  h2_conn_t *c = ud;
+  int32_t id = hd->stream_id;
+
+  if (hd->type != NGHTTP2_HEADERS || id <= 0 || (id & 1) == 0)
+    return 0;
+  if (id > c->max_stream_id) {
+    int32_t next = c->max_stream_id ? c->max_stream_id + 2 : 1;
+    if (id > next)
+      note_gap(c, next, id - 2);
+    c->max_stream_id = id;
+    return 0;
+  }
+  if (nghttp2_session_find_stream(s, id) != NULL)
+    return 0;
+  for (unsigned i = 0; i < c->ngaps; i++) {
+    if (id >= c->gaps[i].lo && id <= c->gaps[i].hi) {
+      snprintf(c->error, sizeof(c->error),
+               "HEADERS on stream %d, which the client skipped (it opened stream %d)", id,
+               c->max_stream_id);
+      return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
+  }
+  return 0;
+}
+
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
   h2_conn_t *c = conn_of(s, ud);
   rpc_call_t *call;
@@ -339,8 +379,9 @@ static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   if (c->state == H2_CONN_CLOSING)
     return;
   if (used < 0) {
-    char why[160];
-    snprintf(why, sizeof(why), "protocol error: %s", nghttp2_strerror((int)used));
+    char why[192];
+    snprintf(why, sizeof(why), "protocol error: %s",
+             c->error[0] ? c->error : nghttp2_strerror((int)used));
     /* Tell the peer why before hanging up, when the session can still speak. */
     if (used != NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
       nghttp2_session_terminate_session(c->session, NGHTTP2_PROTOCOL_ERROR);
@@ -380,6 +421,7 @@ static int session_new(h2_conn_t *c) {
 
   if (nghttp2_session_callbacks_new(&cbs) != 0)
     return -ENOMEM;
+  nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
   nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
   nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
   nghttp2_session_callbacks_set_on_invalid_header_callback(cbs, on_invalid_header);
@@ -402,7 +444,7 @@ static int session_new(h2_conn_t *c) {
   iv[1].settings_id = NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE;
   iv[1].value = 1 << 20;
   iv[2].settings_id = NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE;
-  iv[2].value = 64 * 1024;
+  iv[2].value = (uint32_t)c->srv->cfg.max_header_list_bytes;
   rc = nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, 3);
   if (rc == 0) /* a wider connection window too, so large requests are not throttled */
     rc = nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0, 8 << 20);

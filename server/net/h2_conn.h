@@ -14,6 +14,8 @@
 typedef struct rpc_call rpc_call_t;
 typedef struct tls_conn tls_conn_t;
 
+#define H2_STREAM_GAPS 16 /* ranges of skipped stream ids remembered per connection */
+
 typedef enum h2_conn_state {
   H2_CONN_OPEN,     /* serving streams */
   H2_CONN_DRAINING, /* GOAWAY sent; finishing the streams already open */
@@ -36,6 +38,14 @@ struct h2_conn {
   uv_write_t wreq;
   uint8_t *wbuf;           /* bytes being written, owned */
   size_t wlen, wcap;
+  /* Stream ids the peer skipped are closed without ever having been used (RFC 9113 5.1.1);
+   * a HEADERS on one is a connection error. The most recent gaps are remembered. */
+  int32_t max_stream_id;
+  struct {
+    int32_t lo, hi;
+  } gaps[H2_STREAM_GAPS];
+  unsigned ngaps;
+  char error[128];         /* why a callback failed the session, for the log */
   char peer[64];
   tls_conn_t *tls;         /* NULL on a cleartext listener; see conn_read_start/conn_write */
 };

@@ -15,8 +15,7 @@
 
 static void call_finish(rpc_call_t *call, int http_status, int code, const char *msg);
 
-static void call_free(uv_handle_t *h) {
-  rpc_call_t *call = (rpc_call_t *)((char *)h - offsetof(rpc_call_t, timer));
+static void meta_free(rpc_call_t *call) {
   rpc_meta_t *m = call->meta;
 
   while (m) {
@@ -26,6 +25,13 @@ static void call_free(uv_handle_t *h) {
     free(m);
     m = next;
   }
+  call->meta = NULL;
+}
+
+static void call_free(uv_handle_t *h) {
+  rpc_call_t *call = (rpc_call_t *)((char *)h - offsetof(rpc_call_t, timer));
+
+  meta_free(call);
   while (call->arena) {
     rpc_arena_block_t *next = call->arena->next;
     free(call->arena);
@@ -157,6 +163,18 @@ int rpc_call_on_header(rpc_call_t *call, const uint8_t *name, size_t namelen, co
                        size_t valuelen) {
   char **slot = NULL;
 
+  /* Count what the decoder produced, not what crossed the wire: one HPACK reference can
+   * stand for a 4 KB field, so the wire size says nothing about the memory a list costs. */
+  call->header_bytes += namelen + valuelen + 32;
+  call->header_count++;
+  if (call->headers_over)
+    return 0;
+  if (call->header_bytes > call->srv->cfg.max_header_list_bytes ||
+      call->header_count > call->srv->cfg.max_header_count) {
+    call->headers_over = 1;
+    meta_free(call); /* the call is refused: drop what it kept */
+    return 0;
+  }
   if (namelen > 0 && name[0] == ':') {
     if (namelen == 5 && memcmp(name, ":path", 5) == 0)
       slot = &call->path;
@@ -225,6 +243,15 @@ void rpc_call_on_headers_end(rpc_call_t *call) {
 
   if (call->state != RPC_CALL_READING)
     return;
+  if (call->headers_over) {
+    char msg[200];
+    snprintf(msg, sizeof(msg),
+             "request headers too large: %zu bytes in %u fields decoded (limits %zu bytes, %u fields)",
+             call->header_bytes, call->header_count, call->srv->cfg.max_header_list_bytes,
+             call->srv->cfg.max_header_count);
+    call_finish(call, 200, GRPC_RESOURCE_EXHAUSTED, msg);
+    return;
+  }
   if (call->bad_header) {
     call_finish(call, 400, GRPC_INTERNAL, "repeated request header");
     return;

@@ -45,6 +45,9 @@ struct rpc_call {
   char *path, *content_type, *method, *encoding, *timeout;
   rpc_meta_t *meta;
   unsigned bad_header : 1; /* a header we refuse (e.g. duplicate pseudo-header) */
+  unsigned headers_over : 1; /* over a header limit: the rest is counted, not kept */
+  size_t header_bytes;       /* decoded header list size so far (RFC 7541 entry sizes) */
+  unsigned header_count;
   grpc_decoder_t dec;
   grpc_message_t msg;   /* the request message, once complete */
   int nmsgs;
@@ -74,7 +77,12 @@ struct rpc_call {
 int rpc_call_new(server_t *srv, h2_conn_t *conn, int32_t stream_id, rpc_call_t **out)
     __attribute__((warn_unused_result));
 
-/** One request header. Returns 0, or an nghttp2 error to reset the stream. */
+/**
+ * One request header, as decoded (HPACK references included). Counts it against the
+ * server's header-list size and count limits; past either, nothing more is kept and the call
+ * is refused with RESOURCE_EXHAUSTED when the headers end. Returns 0, or an nghttp2 error
+ * to reset the stream (out of memory).
+ */
 int rpc_call_on_header(rpc_call_t *call, const uint8_t *name, size_t namelen, const uint8_t *value,
                        size_t valuelen);
 

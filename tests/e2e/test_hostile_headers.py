@@ -1,0 +1,122 @@
+"""Header limits against hostile clients: the decoded header list (HPACK references counted in
+full) and the number of fields are bounded. A request over either is refused with
+RESOURCE_EXHAUSTED without its headers being kept, and the connection serves on.
+
+Each attack measures clued's RSS before and after and runs a Health/Check probe on another
+connection meanwhile."""
+
+import os
+import struct
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+from hostile import (DATA, END_STREAM, SETTINGS, HealthProbe, Raw, frame, grpc_msg, headers_frames,  # noqa: E402
+                     indexed, lit, report, request_block, rss_kb, start_clued)
+
+BIG = "v" * 4000  # with its name and the 32-byte overhead, one entry of a 4 KiB HPACK table
+
+
+class Ctx:
+    pass
+
+
+def setup():
+    c = Ctx()
+    c.srv = start_clued()
+    c.pid = c.srv.proc.pid
+    # Warm up: the first calls allocate what every later call reuses.
+    r = Raw(c.srv.addr)
+    for sid in range(1, 40, 2):
+        assert r.check(sid) == 0
+    r.close()
+    return c
+
+
+def teardown(c):
+    c.srv.stop()
+
+
+def amplified_block(refs):
+    """One 4 KB field indexed once, then referenced `refs` times by its 1-byte index."""
+    return request_block(extra=lit("x-big", BIG, index=True) + indexed(62) * refs)
+
+
+def test_hpack_amplification(c):
+    before = rss_kb(c.pid)
+    with HealthProbe(c.srv.addr) as probe:
+        for round_ in range(3):
+            r = Raw(c.srv.addr)
+            sids = [1, 3, 5, 7]
+            for sid in sids:
+                # 40,000 references: about 160 MB decoded, sent in HEADERS + CONTINUATION frames
+                # of about 56 KB in all.
+                r.send(headers_frames(sid, amplified_block(40000), end_stream=False))
+                r.send(frame(DATA, END_STREAM, sid, grpc_msg()))
+            r.until(lambda: all(s in r.ended for s in sids), 60, "the answers")
+            statuses = [r.status(sid) for sid in sids]
+            messages = [r.message(sid) for sid in sids]
+            # The connection lives on and serves a normal call.
+            assert r.check(9) == 0
+            assert r.goaway is None, r.goaway
+            r.close()
+    after = rss_kb(c.pid)
+    report("HPACK amplification, 3 x 4 streams x 40,000 references", before, after, 16)
+    probe.assert_prompt()
+    assert statuses == [8] * 4, statuses
+    assert all("request headers too large" in m for m in messages), messages
+    assert "request headers too large" in c.srv.output()
+
+
+def test_too_many_fields(c):
+    before = rss_kb(c.pid)
+    r = Raw(c.srv.addr)
+    extra = b"".join(lit(f"x-f{i}", "v") for i in range(1000))
+    r.send(headers_frames(1, request_block(extra=extra), end_stream=False) + frame(DATA, END_STREAM, 1, grpc_msg()))
+    r.until(lambda: 1 in r.ended, 10, "the refusal")
+    assert r.status(1) == 8 and "fields" in r.message(1), (r.hdrs, r.rst)
+    assert r.check(3) == 0
+    r.close()
+    report("1,000 header fields", before, rss_kb(c.pid), 8)
+
+
+def test_under_the_limits_served(c):
+    # Five 12 KB metadata values: about 60 KB decoded, under 64 KiB.
+    r = Raw(c.srv.addr)
+    extra = b"".join(lit(f"x-m{i}", "m" * 12000) for i in range(5))
+    r.send(headers_frames(1, request_block(extra=extra)) + frame(DATA, END_STREAM, 1, grpc_msg()))
+    r.until(lambda: 1 in r.ended, 10, "the answer")
+    assert r.status(1) == 0, (r.hdrs, r.rst)
+    # Literal fields over the limit (HPACK itself caps one field at 64 KiB) are refused too.
+    extra = lit("x-huge", "h" * 60000) + lit("x-more", "i" * 10000)
+    r.send(headers_frames(3, request_block(extra=extra)) + frame(DATA, END_STREAM, 3, grpc_msg()))
+    r.until(lambda: 3 in r.ended, 10, "the refusal")
+    assert r.status(3) == 8, (r.hdrs, r.rst)
+    assert r.check(5) == 0
+    r.close()
+
+
+def test_configured_limits_advertised_and_enforced(c):
+    srv = harness.Clued(harness.test_database_url(), args=["--max-header-bytes", "4096", "--max-headers", "16"]).start()
+    try:
+        r = Raw(srv.addr)
+        r.until(lambda: any(f[0] == SETTINGS and not f[1] & 1 for f in r.frames), 5, "SETTINGS")
+        p = next(f[3] for f in r.frames if f[0] == SETTINGS and not f[1] & 1)
+        adv = dict(struct.unpack(">HI", p[i:i + 6]) for i in range(0, len(p), 6))
+        assert adv.get(6) == 4096, adv  # SETTINGS_MAX_HEADER_LIST_SIZE
+        r.send(headers_frames(1, request_block(extra=lit("x-a", "a" * 4000))) + frame(DATA, END_STREAM, 1, grpc_msg()))
+        r.send(headers_frames(3, request_block(extra=b"".join(lit(f"x-{i}", "b") for i in range(20))))
+               + frame(DATA, END_STREAM, 3, grpc_msg()))
+        r.until(lambda: 1 in r.ended and 3 in r.ended, 10, "the refusals")
+        assert r.status(1) == 8 and r.status(3) == 8, r.hdrs
+        assert r.check(5) == 0
+        r.close()
+        assert harness.cluectl("--server", srv.addr, "health", check=0).stdout.strip() == "SERVING"
+    finally:
+        srv.stop()
+    out = harness.Clued().run("help").stdout
+    assert "--max-header-bytes" in out and "--max-headers" in out
+
+
+if __name__ == "__main__":
+    harness.run_tests(globals(), setup, teardown)
