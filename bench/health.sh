@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # h2load against grpc.health.v1.Health/Check on a release build of clued.
-# usage: bench/health.sh [-c CLIENTS] [-m STREAMS] [-n REQUESTS]
+# usage: bench/health.sh [-c CLIENTS] [-m STREAMS] [-n REQUESTS] [-t]
+#   -t  over TLS, with a throwaway certificate made by the openssl tool
 set -euo pipefail
 cd "$(dirname "$0")/.."
-c=16 m=10 n=200000
-while getopts c:m:n: o; do
-  case $o in c) c=$OPTARG ;; m) m=$OPTARG ;; n) n=$OPTARG ;; *) exit 2 ;; esac
+c=16 m=10 n=200000 tls=""
+while getopts c:m:n:t o; do
+  case $o in c) c=$OPTARG ;; m) m=$OPTARG ;; n) n=$OPTARG ;; t) tls=1 ;; *) exit 2 ;; esac
 done
 command -v h2load >/dev/null || { echo "h2load missing: apt-get install nghttp2-client" >&2; exit 1; }
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -18,11 +19,17 @@ trap '[ -n "$pid" ] && kill $pid 2>/dev/null; wait 2>/dev/null; scripts/pg-test 
 read -r host port < <(scripts/pg-test start "$pgdir")
 url="postgresql:///postgres?host=$host&port=$port&user=postgres"
 build/clued migrate --database-url "$url" >/dev/null 2>&1 || true
-build/clued serve --listen 127.0.0.1:0 --database-url "$url" 2>"$work/log" &
+scheme=http tlsargs=()
+if [ -n "$tls" ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+    -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+  scheme=https tlsargs=(--tls-cert "$work/cert.pem" --tls-key "$work/key.pem")
+fi
+build/clued serve --listen 127.0.0.1:0 --database-url "$url" "${tlsargs[@]}" 2>"$work/log" &
 pid=$!
 for _ in $(seq 100); do grep -q "listening on" "$work/log" && break; sleep 0.1; done
 addr=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$work/log" | head -n 1)
 printf '\0\0\0\0\0' >"$work/req" # an empty HealthCheckRequest, length-prefixed
 echo "h2load -c $c -m $m -n $n  grpc.health.v1.Health/Check on $addr"
 h2load -c "$c" -m "$m" -n "$n" -d "$work/req" -H 'content-type: application/grpc' -H 'te: trailers' \
-  "http://$addr/grpc.health.v1.Health/Check" | grep -E 'finished in|requests:|status codes|time for request'
+  "$scheme://$addr/grpc.health.v1.Health/Check" | grep -E 'finished in|requests:|status codes|time for request|TLS Protocol|Cipher|Application protocol'

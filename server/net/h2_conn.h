@@ -47,7 +47,10 @@ struct h2_conn {
   unsigned ngaps;
   char error[128];         /* why a callback failed the session, for the log */
   char peer[64];
-  tls_conn_t *tls;         /* NULL on a cleartext listener; see conn_read_start/conn_write */
+  /* NULL on a cleartext listener. With TLS the socket is read and written only through
+   * conn_read_start() and conn_write() in h2_conn.c (never uv_read_start/uv_write on tcp);
+   * pausing with uv_read_stop(&tcp) is fine, resuming must be conn_read_start(). */
+  tls_conn_t *tls;
 };
 
 /** Accept a pending connection on the server's listener. Returns 0 or a negative uv error. */

@@ -303,6 +303,46 @@ def test_cluectl_mtls(c):
         assert "UNAVAILABLE" in r.stderr, r.stderr
 
 
+# ---- many records each way ----------------------------------------------------------------------
+
+
+def test_large_messages_both_ways(c):
+    """Messages of many TLS records, and many calls at once on one TLS connection."""
+    host_units = [f"{i:04d}" + "驻" * 96 for i in range(2000)]  # 2000 × 292 bytes
+    with c.tls.channel() as ch:
+        md = [("authorization", "Bearer " + c.token)]
+        admin = S.admin_pb2_grpc.AdminServiceStub(ch)
+        room = admin.CreateUnit(S.admin_pb2.CreateUnitRequest(
+            kind=S.common_pb2.UnitKind.Value("UNIT_KIND_ROOM"), code="TLSR", name="TLS 室"), metadata=md, timeout=10)
+        admin.CreateUnit(S.admin_pb2.CreateUnitRequest(
+            kind=S.common_pb2.UnitKind.Value("UNIT_KIND_GROUP"), code="TLSG", name="TLS 组", liaison_room_id=room.id,
+            host_units=host_units), metadata=md, timeout=30)
+        units = {u.code: u for u in list_units(ch, c.token).units}
+        assert list(units["TLSG"].host_units) == host_units
+        # A 3 MiB request read through ~200 records, twenty at a time.
+        health = S.health_pb2_grpc.HealthStub(ch)
+        big = S.health_pb2.HealthCheckRequest(service="s" * (3 << 20))
+        futures = [health.Check.future(big, timeout=30) for _ in range(20)]
+        futures += [admin.ListUnits.future(S.admin_pb2.ListUnitsRequest(), metadata=md, timeout=30) for _ in range(20)]
+        for f in futures[:20]:
+            try:
+                f.result()
+                raise AssertionError("an unknown service was found")
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.NOT_FOUND, (e.code(), e.details()[:200])
+        for f in futures[20:]:
+            assert len(f.result().units) == len(units)
+    # libclue reads the large reply (many records, some left inside TLS between polls) ...
+    r = harness.cluectl("--server", c.tls.addr, "--ca", c.certs.path("ca.pem"), "--token", c.token, "--json",
+                        "admin", "units", check=0)
+    assert r.stdout.count("驻" * 96) == 2000, len(r.stdout)
+    # ... and sends a large request (more than the socket takes at once).
+    r = harness.cluectl("--server", c.tls.addr, "--ca", c.certs.path("ca.pem"), "--token", c.token,
+                        "clue", "note", "999999", "--kind", "OTHER", "--text-file", "-", input="笔" * (1 << 20))
+    assert r.returncode == 1 and "UNAVAILABLE" not in r.stderr, r.stderr
+    assert serving(c.tls)
+
+
 # ---- cleartext on the TLS port ------------------------------------------------------------------
 
 
