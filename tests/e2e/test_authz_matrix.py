@@ -85,6 +85,7 @@ class Clue:
         self.kind, self.owner, self.liaison, self.state = kind, owner, liaison, state
         self.case, self.reviewer = case, reviewer
         self.id = self.version = None
+        self.props = []  # its proposals, as made
 
 
 class Case:
@@ -258,14 +259,34 @@ def expect_audit(p, c):
     return "events" if sees(p, c) or p.role in ("AUDITOR", "ADMIN") else "none"
 
 
+def expect_listed_proposals(p, props):
+    """ListProposals(clue_id, every scope, decided too): a unit lists the proposals it raised
+    or reviews; the AUDITOR every one; nobody else any. Never more than the caller may see."""
+    if not p.active:
+        return Code.UNAUTHENTICATED
+    if p.role == "AUDITOR":
+        return {x.id for x in props}
+    if not p.staff:
+        return set()
+    return {x.id for x in props if p.unit in (x.reviewer, x.proposer_unit)}
+
+
+def expect_visible_set(p, clues):
+    """One visibility for single reads, lists and streams: the clues `sees` gives. The ADMIN,
+    who reads the whole audit trail, gets every clue's events in a stream but no clue in a list."""
+    if not p.active:
+        return Code.UNAUTHENTICATED
+    return {kind for kind, c in clues.items() if c is not None and sees(p, c)}
+
+
 # ---- the world ---------------------------------------------------------------------------------
 
 
 class Proposal:
-    def __init__(self, clue, reviewer, proposer, proposer_unit, pending):
+    def __init__(self, clue, reviewer, proposer, proposer_unit, pending, id):
         self.clue, self.reviewer, self.proposer, self.proposer_unit, self.pending = (
             clue, reviewer, proposer, proposer_unit, pending)
-        self.id = None
+        self.id = id
 
 
 class Matrix:
@@ -305,7 +326,8 @@ class Matrix:
             parts = sorted(k.participants)
             k.id = lead.case.CreateJointCase(cs.CreateJointCaseRequest(
                 title=k.name, participant_unit_ids=parts, request_id=new_request_id()), timeout=20).id
-        # The clues and proposals.
+        # The clues and proposals; first_seq: where their events start.
+        self.first_seq = self.latest_seq() + 1
         self.clues = {kind: self.make(kind) for kind in ("acc", "pre", "pend", "filed", "closed", "incase", "x1own",
                                                           "x1pend")}
         self.clues["missing"] = None
@@ -338,20 +360,22 @@ class Matrix:
         elif kind == "x1pend":
             # A region's own clue under review by the room it named, R2: R2 sees it meanwhile.
             x = self.move(w.X1.leader, self.submit(w.X1.member), PRE).clue
-            self.move(w.X1.leader, x, FIL, reviewer_unit_id=w.R2.id)
+            pid = self.move(w.X1.leader, x, FIL, reviewer_unit_id=w.R2.id).proposal.id
             x = self.g(w.X1.leader, x.id)
             c = Clue(kind, self.units["X1"], None, PRE, reviewer=self.units["R2"])
+            c.props.append(Proposal(c, self.units["R2"], w.X1.leader.id, self.units["X1"], True, pid))
         else:
             x = self.submit(G1.member)
-            state, case, reviewer = ACC, None, None
+            state, case, reviewer, props = ACC, None, None, []
             if kind in ("pre", "pend", "filed", "incase"):
                 x = self.move(G1.leader, x, PRE).clue
                 state = PRE
             if kind == "pend":
-                self.move(G1.leader, x, FIL)
+                props.append((self.move(G1.leader, x, FIL).proposal.id, True))
                 x, reviewer = self.g(G1.leader, x.id), liaison
             if kind == "filed":
                 p = self.move(G1.leader, x, FIL).proposal
+                props.append((p.id, False))
                 x = w.R1.leader.clue.ReviewProposal(pb.ReviewProposalRequest(
                     proposal_id=p.id, approve=True, comment="同意", request_id=new_request_id()), timeout=20).clue
                 state = FIL
@@ -362,15 +386,24 @@ class Matrix:
                 G1.leader.case.AddClueToCase(cs.AddClueToCaseRequest(case_id=self.K.id, clue_id=x.id), timeout=20)
                 x, case = self.g(G1.leader, x.id), self.K
             c = Clue(kind, owner, liaison, state, case, reviewer)
+            c.props = [Proposal(c, liaison, G1.leader.id, owner, pending, pid) for pid, pending in props]
         c.id, c.version = x.id, x.version
         return c
 
-    def pending_proposal(self, c):
-        owner = self.w.X1 if c.owner == self.units["X1"] else self.w.G1
-        props = owner.leader.clue.ListProposals(pb.ListProposalsRequest(clue_id=c.id), timeout=20).proposals
-        pr = Proposal(c, c.reviewer, owner.leader.id, c.owner, True)
-        pr.id = [x.id for x in props if x.status == pb.PROPOSAL_STATUS_PENDING][0]
-        return pr
+    def latest_seq(self):
+        last, token = 0, ""
+        while True:
+            r = self.w.auditor.audit.ListAuditEvents(au.ListAuditEventsRequest(page_size=500, page_token=token),
+                                                     timeout=20)
+            if r.events:
+                last = max(last, max(e.seq for e in r.events))
+            if not r.next_page_token:
+                return last
+            token = r.next_page_token
+
+    @staticmethod
+    def pending_proposal(c):
+        return [x for x in c.props if x.pending][0]
 
     def decided_proposal(self):
         c = self.make("pre")
@@ -378,8 +411,8 @@ class Matrix:
         self.w.R1.leader.clue.ReviewProposal(pb.ReviewProposalRequest(
             proposal_id=p.id, approve=False, comment="退回", request_id=new_request_id()), timeout=20)
         c.version = self.g(self.w.G1.leader, c.id).version
-        pr = Proposal(c, self.units["R1"], self.w.G1.leader.id, self.units["G1"], False)
-        pr.id = p.id
+        pr = Proposal(c, self.units["R1"], self.w.G1.leader.id, self.units["G1"], False, p.id)
+        c.props.append(pr)
         return pr
 
     def state(self):
@@ -423,6 +456,48 @@ class Matrix:
                                  f"{' ' + repr(want_msg) if want_msg else ''}, got {code.name} {msg!r}")
         return resp
 
+    def tally(self, rpc, p, obj, want, got, msg=""):
+        self.cells += 1
+        if got == want:
+            self.passed += 1
+        else:
+            self.failures.append(f"{rpc} as {p} on {obj}: want {want}, got {got} {msg!r}")
+
+    def listed(self, u):
+        """The shared clues ListClues shows, by kind."""
+        ids, token = set(), ""
+        while True:
+            r = u.clue.ListClues(pb.ListCluesRequest(page_size=500, page_token=token), timeout=20)
+            ids |= {x.id for x in r.clues}
+            if not r.next_page_token:
+                break
+            token = r.next_page_token
+        return {kind for kind, c in self.clues.items() if c is not None and c.id in ids}
+
+    def streamed(self, p):
+        """The shared clues whose events WatchEvents replays to p, by kind: watch from before the
+        first shared clue until a marker event p sees, made after every other event."""
+        w = self.w
+        code_of = {u.id: code for code, u in w.units.items()}
+        if p.staff:
+            marker = self.submit(w.units[code_of[p.unit]].member)
+        else:
+            marker = self.submit(w.G2.member)
+        mseq = max(e.seq for e in w.auditor.clue.GetHistory(pb.GetHistoryRequest(clue_id=marker.id),
+                                                             timeout=20).events)
+        ids = {c.id: kind for kind, c in self.clues.items() if c is not None}
+        seen = set()
+        stream = p.user.audit.WatchEvents(au.WatchEventsRequest(after_seq=self.first_seq - 1), timeout=60)
+        try:
+            for e in stream:
+                if e.subject_type == "clue" and e.subject_id in ids:
+                    seen.add(ids[e.subject_id])
+                if e.seq >= mseq:
+                    break
+        finally:
+            stream.cancel()
+        return seen
+
     def subject(self, kind, fresh):
         """The shared clue of a kind, or a fresh one for a call the rules allow."""
         if fresh and kind != "missing":
@@ -434,6 +509,14 @@ class Matrix:
         kinds = list(self.clues)
         for p in self.principals:
             u = p.user
+            # One visibility: what a list shows and what a stream replays, as single reads.
+            want = expect_visible_set(p, self.clues)
+            code, got, msg = self.call(lambda: self.listed(u))
+            self.tally("ListClues", p, "every clue", want if p.role != "ADMIN" else set(),
+                       code if code != OK else got, msg)
+            code, got, msg = self.call(lambda: self.streamed(p))
+            want_stream = set(k for k, c in self.clues.items() if c is not None) if p.role == "ADMIN" else want
+            self.tally("WatchEvents(replay)", p, "every clue", want_stream, code if code != OK else got, msg)
             for kind in kinds:
                 c = self.clues[kind]
                 cid = c.id if c else MISSING
@@ -447,15 +530,16 @@ class Matrix:
                 self.check("AddNote", p, name, expect_note(p, c),
                            lambda: u.clue.AddNote(pb.AddNoteRequest(clue_id=cid, kind=pb.NOTE_KIND_OTHER, text="矩阵",
                                                                     request_id=new_request_id()), timeout=20))
+                want = expect_listed_proposals(p, c.props if c else [])
+                code, resp, msg = self.call(lambda: u.clue.ListProposals(pb.ListProposalsRequest(
+                    clue_id=cid, include_decided=True), timeout=20))
+                got = code if code != OK else {x.id for x in resp.proposals}
+                self.tally("ListProposals(clue_id)", p, name, want, got, msg)
                 want = expect_audit(p, c)
                 code, resp, msg = self.call(lambda: u.audit.ListAuditEvents(au.ListAuditEventsRequest(
                     subject_type="clue", subject_id=cid), timeout=20))
                 got = code if code != OK else ("events" if len(resp.events) else "none")
-                self.cells += 1
-                if got == want:
-                    self.passed += 1
-                else:
-                    self.failures.append(f"ListAuditEvents as {p} on {name}: want {want}, got {got} {msg!r}")
+                self.tally("ListAuditEvents(subject)", p, name, want, got, msg)
                 # Moves, handover, extension: a stale version, then the clue's own version.
                 for target in (PRE, FIL, CLO, TRA):
                     for stale in (True, False):
