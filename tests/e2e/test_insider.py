@@ -69,6 +69,25 @@ def same_as_missing(fn, hidden_ids, missing_id=MISSING_ID, code=Code.NOT_FOUND):
     return want
 
 
+def replayed_clues(c, user):
+    """The clue ids whose events WatchEvents replays to user from the start: read until a
+    marker event the user's unit makes, after every event before it."""
+    marker = c.submit(user.unit.member, title="marker")
+    mseq = max(e.seq for e in c.w.auditor.clue.GetHistory(pb.GetHistoryRequest(clue_id=marker.id),
+                                                           timeout=20).events)
+    seen = set()
+    stream = user.audit.WatchEvents(S.audit_pb2.WatchEventsRequest(after_seq=0), timeout=60)
+    try:
+        for e in stream:
+            if e.subject_type == "clue":
+                seen.add(e.subject_id)
+            if e.seq >= mseq:
+                break
+    finally:
+        stream.cancel()
+    return seen
+
+
 def closed(c, user_leader, clue):
     return c.move(user_leader, clue, CLOSED, details={"disposal": pb.DISPOSAL_NO_FURTHER_ACTION}).clue
 
@@ -96,6 +115,7 @@ def test_finding1_no_takeover_through_a_case(c):
     # Making G3 a participant pulled nothing in: R1 and X1 still see nothing of G3's clue.
     for u in (R1.leader, R1.member, X1.leader):
         hidden_everywhere(c, u, secret.id)
+        assert secret.id not in replayed_clues(c, u), u
     assert len(c.get_case(R1.leader, jc.id).clues) == 0
 
     # G3's leader consents: its clue joins, and the case's units see it from then on.
@@ -103,6 +123,7 @@ def test_finding1_no_takeover_through_a_case(c):
     jc = c.add_clue(G3.leader, jc.id, secret.id, reason="同意并案")
     assert [x.clue_id for x in jc.clues] == [secret.id]
     assert sees(R1.member, secret.id) and sees(X1.member, secret.id)
+    assert secret.id in replayed_clues(c, R1.member)
     ev = c.sql("SELECT actor_user_id FROM audit_events WHERE subject_type = 'clue' AND subject_id = %s"
                " AND action = 'case.add_clue'", secret.id)
     assert ev == [(G3.leader.id,)]
@@ -123,6 +144,8 @@ def test_finding1_no_takeover_through_a_case(c):
     assert len(after.clues) == 0
     for u in (R1.leader, X1.leader):
         hidden_everywhere(c, u, secret.id)
+        assert secret.id not in replayed_clues(c, u), u
+    assert secret.id in replayed_clues(c, G3.member) and secret.id in replayed_clues(c, R2.member)
     ev = c.sql("SELECT actor_user_id, reason FROM audit_events WHERE subject_type = 'clue' AND subject_id = %s"
                " AND action = 'case.remove_clue'", secret.id)
     assert ev == [(G3.leader.id, "收回本组线索")]
