@@ -39,6 +39,9 @@ static const char usage_text[] =
     "                             call fails with UNAVAILABLE, nothing changed (default 30000)\n"
     "  --db-lock-timeout MS       a wait for a row locked by a concurrent change longer than\n"
     "                             this fails the call with ABORTED, nothing changed (default 3000)\n"
+    "  --db-queue-per-conn N      database requests one connection may have waiting or running;\n"
+    "                             over it a call fails at once with RESOURCE_EXHAUSTED; keep it\n"
+    "                             above --max-concurrent-streams (default 128)\n"
     "  --max-message-bytes N      largest request message accepted (default 4194304)\n"
     "  --max-concurrent-streams N streams per connection (default 100)\n"
     "  --max-header-bytes N       decoded request header list, counted as RFC 7541 sizes\n"
@@ -116,6 +119,7 @@ enum {
   OPT_DB_QUEUE,
   OPT_DB_STATEMENT_TIMEOUT,
   OPT_DB_LOCK_TIMEOUT,
+  OPT_DB_QUEUE_PER_CONN,
   OPT_MAX_MESSAGE,
   OPT_MAX_STREAMS,
   OPT_MAX_HEADER_BYTES,
@@ -147,6 +151,7 @@ static const struct option long_opts[] = {
     {"db-queue", required_argument, NULL, OPT_DB_QUEUE},
     {"db-statement-timeout", required_argument, NULL, OPT_DB_STATEMENT_TIMEOUT},
     {"db-lock-timeout", required_argument, NULL, OPT_DB_LOCK_TIMEOUT},
+    {"db-queue-per-conn", required_argument, NULL, OPT_DB_QUEUE_PER_CONN},
     {"max-message-bytes", required_argument, NULL, OPT_MAX_MESSAGE},
     {"max-concurrent-streams", required_argument, NULL, OPT_MAX_STREAMS},
     {"max-header-bytes", required_argument, NULL, OPT_MAX_HEADER_BYTES},
@@ -217,6 +222,11 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       if (parse_num("--db-lock-timeout", optarg, 1, 86400000, &v))
         return 1;
       cfg->db_lock_timeout_ms = (unsigned)v;
+      break;
+    case OPT_DB_QUEUE_PER_CONN:
+      if (parse_num("--db-queue-per-conn", optarg, 1, 1000000, &v))
+        return 1;
+      cfg->db_queue_per_conn = (size_t)v;
       break;
     case OPT_MAX_MESSAGE:
       if (parse_num("--max-message-bytes", optarg, 1024, 1LL << 30, &v))

@@ -27,6 +27,7 @@ void server_config_defaults(server_config_t *cfg) {
   cfg->db_queue_max = 1024;
   cfg->db_statement_timeout_ms = 30000;
   cfg->db_lock_timeout_ms = 3000;
+  cfg->db_queue_per_conn = 128;
   cfg->accepted_deadline_days = 30;
   cfg->prelim_deadline_days = 90;
   cfg->filed_deadline_days = 90;

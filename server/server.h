@@ -30,6 +30,8 @@ typedef struct server_config {
   size_t db_queue_max;          /* default 1024 */
   unsigned db_statement_timeout_ms; /* server-side statement_timeout, default 30000 */
   unsigned db_lock_timeout_ms;  /* server-side lock_timeout, default 3000 */
+  size_t db_queue_per_conn;     /* database requests one HTTP/2 connection may have waiting
+                                   or running, default 128 */
   int accepted_deadline_days;   /* default 30 */
   int prelim_deadline_days;     /* default 90 */
   int filed_deadline_days;      /* default 90 */

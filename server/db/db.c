@@ -27,12 +27,21 @@
 #define DB_DEFAULT_CONNECT_TIMEOUT_MS 10000
 #define DB_DEFAULT_STATEMENT_TIMEOUT_MS 30000
 #define DB_DEFAULT_LOCK_TIMEOUT_MS 3000
+#define DB_DEFAULT_PER_OWNER_MAX 128
+#define DB_DEFAULT_CANCEL_GRACE_MS 10
+#define DB_OWNER_BUCKETS 256
 #define DB_MAX_PARAMS 65535 /* the protocol's limit on parameters per statement */
 
 typedef enum conn_state {
   CONN_CONNECTING,   /* PQconnectPoll in progress; the timer is the connect timeout */
   CONN_IDLE,         /* pool: on the idle list, reading only to notice a disconnect */
-  CONN_BUSY,         /* pool: one request in flight */
+  CONN_BUSY,         /* pool: one request in flight; if it was cancelled, the timer is the
+                        cancel grace (a statement that ends by itself costs no cancel) */
+  CONN_CANCELLING,   /* pool: the request is being cancelled: a worker thread delivers the
+                        cancel request; results are read as in BUSY; the timer bounds it */
+  CONN_CANCEL_WAIT,  /* pool: the cancelled request has all its results, but the cancel may
+                        not have reached the server yet: nothing is sent until it has, or it
+                        could stop the next statement */
   CONN_ROLLBACK,     /* pool: the request left a transaction open; ROLLBACK in flight */
   CONN_LISTEN_SETUP, /* listener: LISTEN sent */
   CONN_LISTENING,    /* listener: delivering notifications */
@@ -43,8 +52,33 @@ typedef enum conn_state {
 
 typedef enum conn_role { ROLE_POOL, ROLE_LISTEN } conn_role_t;
 
-typedef struct db_req db_req_t;
 typedef struct db_conn db_conn_t;
+
+/* Where a request is; db_cancel() acts on it accordingly. */
+typedef enum req_state {
+  REQ_NEW,    /* built, not yet submitted */
+  REQ_QUEUED, /* on the wait queue */
+  REQ_SENT,   /* a connection's request (c->req) */
+  REQ_DONE,   /* completed: on the deferred list, or its callback is running */
+} req_state_t;
+
+/* The requests of one owner (say, one HTTP/2 connection) waiting or in flight. */
+typedef struct owner_count {
+  struct owner_count *next;
+  uint64_t owner;
+  size_t n;
+} owner_count_t;
+
+/* A cancel request on its way to the server. libpq 15's PQcancel() blocks (it opens a new
+ * connection to the server), so it runs on libuv's thread pool, never on the loop. */
+typedef struct cancel_work {
+  uv_work_t work;
+  db_pool_t *pool;
+  db_conn_t *conn; /* NULL once the connection moved on (lost, closed): nothing to resume */
+  PGcancel *cancel;
+  int ok;
+  char err[256];
+} cancel_work_t;
 
 /* The poll handle of one socket. It lives apart from the connection because libpq replaces
  * the socket on every reconnect (and may within PQconnectPoll), while a uv_poll_t is bound to
@@ -58,7 +92,12 @@ typedef struct db_watch {
 } db_watch_t;
 
 struct db_req {
-  db_req_t *next;
+  db_req_t *prev, *next; /* wait queue or deferred list */
+  req_state_t state;
+  db_conn_t *conn;    /* REQ_SENT: the connection running it */
+  uint64_t owner;     /* 0: not counted */
+  uint64_t sent_ms;   /* uv_now() when sent */
+  int cancelled;      /* db_cancel() was called while it ran */
   db_cb cb;
   void *arg;
   int txn; /* sent as BEGIN, stmts, COMMIT in one pipeline */
@@ -84,7 +123,8 @@ struct db_conn {
   PGconn *pg;
   db_watch_t *watch;
   uv_timer_t timer;       /* connect timeout (CONNECTING) or backoff (BROKEN) */
-  db_req_t *req;          /* the request in flight (BUSY, ROLLBACK) */
+  db_req_t *req;          /* the request in flight (BUSY, CANCELLING, CANCEL_WAIT, ROLLBACK) */
+  cancel_work_t *cancel;  /* CANCELLING, CANCEL_WAIT: the cancel request on its way */
   int flushing;           /* PQflush returned 1: waiting for the socket to be writable */
   unsigned failures;      /* failed attempts since the last successful connect */
   int was_connected;      /* a later connect is a reconnect, for the log */
@@ -105,11 +145,14 @@ struct db_pool {
   int size;
   size_t queue_max;
   unsigned reconnect_min_ms, reconnect_max_ms, connect_timeout_ms;
+  size_t per_owner_max;
+  unsigned cancel_grace_ms;
+  owner_count_t *owners[DB_OWNER_BUCKETS]; /* requests per owner, waiting or in flight */
   db_conn_t *conns; /* size pool connections */
   db_conn_t *idle;  /* idle connections, most recently used first */
   db_conn_t *listeners;
   int nstate[CONN_NSTATES]; /* pool connections per state */
-  req_queue_t queue;        /* waiting for a connection */
+  req_queue_t queue;        /* waiting for a connection, doubly linked for db_cancel() */
   req_queue_t defer;        /* completed; callbacks run from idle_handle */
   uv_idle_t idle_handle;
   int healthy; /* some pool connection is IDLE, BUSY or ROLLBACK */
@@ -118,7 +161,8 @@ struct db_pool {
   db_health_fn health_cb;
   void *health_arg;
   int closing;
-  unsigned nhandles; /* uv handles not yet closed; the pool is freed at zero */
+  unsigned nhandles; /* uv handles not yet closed and cancel work not yet done; the pool is
+                        freed at zero */
   void (*done)(void *arg);
   void *done_arg;
   uint64_t rng; /* backoff jitter */
@@ -129,6 +173,8 @@ struct db_pool {
 static void conn_connect(db_conn_t *c);
 static void conn_lost(db_conn_t *c, const char *why);
 static void conn_send(db_conn_t *c, db_req_t *q);
+static void conn_cancel_start(db_conn_t *c);
+static void conn_req_done(db_conn_t *c);
 static void pool_dispatch(db_pool_t *p);
 static void pool_kick(db_pool_t *p);
 
@@ -171,6 +217,7 @@ static const char *conn_reason(const db_conn_t *c) {
 
 static void queue_push(req_queue_t *qu, db_req_t *q) {
   q->next = NULL;
+  q->prev = qu->tail;
   if (qu->tail)
     qu->tail->next = q;
   else
@@ -179,16 +226,74 @@ static void queue_push(req_queue_t *qu, db_req_t *q) {
   qu->len++;
 }
 
+static void queue_remove(req_queue_t *qu, db_req_t *q) {
+  if (q->prev)
+    q->prev->next = q->next;
+  else
+    qu->head = q->next;
+  if (q->next)
+    q->next->prev = q->prev;
+  else
+    qu->tail = q->prev;
+  q->prev = q->next = NULL;
+  qu->len--;
+}
+
 static db_req_t *queue_pop(req_queue_t *qu) {
   db_req_t *q = qu->head;
-  if (q) {
-    qu->head = q->next;
-    if (!qu->head)
-      qu->tail = NULL;
-    qu->len--;
-    q->next = NULL;
-  }
+  if (q)
+    queue_remove(qu, q);
   return q;
+}
+
+/* ---- owners ------------------------------------------------------------------------- */
+
+static owner_count_t **owner_slot(db_pool_t *p, uint64_t owner) {
+  /* Fibonacci hashing: owners are usually consecutive connection numbers. */
+  owner_count_t **o = &p->owners[(owner * 0x9E3779B97F4A7C15ull) >> 56];
+
+  while (*o && (*o)->owner != owner)
+    o = &(*o)->next;
+  return o;
+}
+
+/* Count one more request of owner. Returns 0, DB_EOWNER (the owner is at its limit) or
+ * DB_ENOMEM. */
+static int owner_take(db_pool_t *p, uint64_t owner) {
+  owner_count_t **o;
+
+  if (owner == 0)
+    return 0;
+  o = owner_slot(p, owner);
+  if (!*o) {
+    *o = calloc(1, sizeof(**o));
+    if (!*o)
+      return DB_ENOMEM;
+    (*o)->owner = owner;
+  }
+  if ((*o)->n >= p->per_owner_max) {
+    if ((*o)->n == 0) { /* cannot happen: per_owner_max > 0 */
+      free(*o);
+      *o = NULL;
+    }
+    return DB_EOWNER;
+  }
+  (*o)->n++;
+  return 0;
+}
+
+static void owner_give(db_pool_t *p, uint64_t owner) {
+  owner_count_t **o, *dead;
+
+  if (owner == 0)
+    return;
+  o = owner_slot(p, owner);
+  assert(*o && (*o)->n > 0);
+  if (--(*o)->n == 0) {
+    dead = *o;
+    *o = dead->next;
+    free(dead);
+  }
 }
 
 /* One allocation holds the request, its statements, their parameter arrays, result slots and
@@ -266,10 +371,14 @@ static void req_set_query_error(db_req_t *q, const PGresult *res) {
 }
 
 /* Run the callback and free the request. The callback may call anything in this file,
- * including db_pool_close(); callers re-check their state afterwards. */
-static void req_finish(db_req_t *q) {
+ * including db_pool_close(); callers re-check their state afterwards. The owner's count drops
+ * first, so that the callback may send the owner's next request. */
+static void req_finish(db_pool_t *p, db_req_t *q) {
   db_result_t r;
 
+  q->state = REQ_DONE;
+  owner_give(p, q->owner);
+  q->owner = 0;
   r.err = q->err;
   r.res = q->res;
   r.nres = q->nstmts;
@@ -283,6 +392,8 @@ static void req_finish(db_req_t *q) {
 static void req_defer(db_pool_t *p, db_req_t *q, int err, const char *msg) {
   if (q->err == 0)
     req_set_error(q, err, msg);
+  q->state = REQ_DONE;
+  q->conn = NULL;
   queue_push(&p->defer, q);
   pool_kick(p);
 }
@@ -351,8 +462,14 @@ static int conn_watch(db_conn_t *c, int events) {
   return rc;
 }
 
-/* Drop the libpq connection and its watch. */
+/* Drop the libpq connection and its watch. A cancel request still on its way is left to
+ * finish on its own: it carries its own copy of what it needs, and aims at a backend that
+ * this connection no longer uses. */
 static void conn_drop_pg(db_conn_t *c) {
+  if (c->cancel) {
+    c->cancel->conn = NULL;
+    c->cancel = NULL;
+  }
   conn_unwatch(c);
   if (c->pg) {
     PQfinish(c->pg);
@@ -385,7 +502,9 @@ static void idle_push(db_pool_t *p, db_conn_t *c) {
  * an attempt did not connect); with no working connection left the pool is then "down", and
  * requests fail at once instead of waiting for a connection that may never come. */
 static void pool_update_health(db_pool_t *p, int failed) {
-  int healthy = p->nstate[CONN_IDLE] + p->nstate[CONN_BUSY] + p->nstate[CONN_ROLLBACK] > 0;
+  int healthy = p->nstate[CONN_IDLE] + p->nstate[CONN_BUSY] + p->nstate[CONN_CANCELLING] +
+                    p->nstate[CONN_CANCEL_WAIT] + p->nstate[CONN_ROLLBACK] >
+                0;
 
   if (healthy) {
     p->down = 0;
@@ -593,6 +712,18 @@ static void on_conn_timer(uv_timer_t *t) {
   case CONN_BROKEN:
     conn_connect(c);
     break;
+  case CONN_BUSY:
+    assert(c->req && c->req->cancelled);
+    conn_cancel_start(c); /* the cancel grace is over */
+    break;
+  case CONN_CANCELLING:
+  case CONN_CANCEL_WAIT: {
+    char why[96];
+    snprintf(why, sizeof(why), "cancel request not delivered within %u ms",
+             c->pool->connect_timeout_ms);
+    conn_lost(c, why);
+    break;
+  }
   default:
     assert(!"connection timer fired in an unexpected state");
   }
@@ -622,6 +753,9 @@ static void conn_send(db_conn_t *c, db_req_t *q) {
 
   assert(c->role == ROLE_POOL && c->state == CONN_IDLE && !c->req);
   c->req = q;
+  q->state = REQ_SENT;
+  q->conn = c;
+  q->sent_ms = uv_now(c->pool->loop);
   conn_set_state(c, CONN_BUSY);
   if (!q->txn) {
     const db_stmt_t *s = &q->stmts[0];
@@ -649,8 +783,14 @@ static void conn_send(db_conn_t *c, db_req_t *q) {
 static void conn_req_done(db_conn_t *c) {
   db_pool_t *p = c->pool;
   db_req_t *q = c->req;
-  PGTransactionStatusType ts = PQtransactionStatus(c->pg);
+  PGTransactionStatusType ts;
 
+  if (c->state == CONN_CANCELLING) {
+    conn_set_state(c, CONN_CANCEL_WAIT); /* conn_cancel_done() comes back here */
+    return;
+  }
+  uv_timer_stop(&c->timer); /* a cancel grace that is no longer needed */
+  ts = PQtransactionStatus(c->pg);
   if (ts != PQTRANS_IDLE) {
     if (c->state == CONN_ROLLBACK || ts == PQTRANS_UNKNOWN) {
       conn_lost(c, "cannot end the transaction");
@@ -667,10 +807,11 @@ static void conn_req_done(db_conn_t *c) {
     return;
   }
   c->req = NULL;
+  q->conn = NULL;
   conn_set_state(c, CONN_IDLE);
   /* Requests that waited go first, before anything the callback may submit. */
   pool_dispatch(p);
-  req_finish(q);
+  req_finish(p, q);
 }
 
 /* An error the session does not survive: the server is about to hang up. */
@@ -793,7 +934,8 @@ static void conn_on_rollback_result(db_conn_t *c, PGresult *res) {
 /* Read every result that is complete. Each step re-checks the state: a callback run on the
  * way may have sent a new request on this connection, or closed the pool. */
 static void conn_read_results(db_conn_t *c) {
-  while ((c->state == CONN_BUSY || c->state == CONN_ROLLBACK) && !PQisBusy(c->pg)) {
+  while ((c->state == CONN_BUSY || c->state == CONN_CANCELLING || c->state == CONN_ROLLBACK) &&
+         !PQisBusy(c->pg)) {
     PGresult *res = PQgetResult(c->pg);
 
     if (c->state == CONN_ROLLBACK)
@@ -803,6 +945,73 @@ static void conn_read_results(db_conn_t *c) {
     else
       conn_on_query_result(c, res);
   }
+}
+
+/* ---- cancelling ----------------------------------------------------------------------- */
+
+/* On a worker thread: PQcancel opens a connection to the server, sends the cancel key and
+ * waits until the server has acted on it (signalled the backend) and hung up. */
+static void cancel_run(uv_work_t *w) {
+  cancel_work_t *cw = container_of(w, cancel_work_t, work);
+
+  cw->ok = PQcancel(cw->cancel, cw->err, sizeof(cw->err));
+}
+
+/* The cancel request reached the server (or failed to). The backend has the signal: a
+ * statement still running ends with 57014, and one that already ended is not touched (an
+ * idle backend ignores it). The connection may now be used again. */
+static void conn_cancel_done(db_conn_t *c) {
+  conn_state_t was = c->state;
+
+  uv_timer_stop(&c->timer);
+  conn_set_state(c, CONN_BUSY);
+  if (was == CONN_CANCEL_WAIT)
+    conn_req_done(c);
+}
+
+static void cancel_after(uv_work_t *w, int status) {
+  cancel_work_t *cw = container_of(w, cancel_work_t, work);
+  db_pool_t *p = cw->pool;
+  db_conn_t *c = cw->conn;
+
+  (void)status;
+  if (!cw->ok)
+    db_log("%s: cancel request failed: %s", c ? c->name : "a closed connection", cw->err);
+  PQfreeCancel(cw->cancel);
+  free(cw);
+  if (c) {
+    assert(c->cancel == cw && (c->state == CONN_CANCELLING || c->state == CONN_CANCEL_WAIT));
+    c->cancel = NULL;
+    conn_cancel_done(c);
+  }
+  pool_handle_closed(p); /* may free the pool: last */
+}
+
+/* Ask the server to stop the connection's request. The connection keeps reading results as
+ * before; it is not reused until the cancel request has been delivered. */
+static void conn_cancel_start(db_conn_t *c) {
+  db_pool_t *p = c->pool;
+  cancel_work_t *cw;
+
+  assert(c->state == CONN_BUSY && c->req && !c->cancel);
+  cw = calloc(1, sizeof(*cw));
+  if (cw)
+    cw->cancel = PQgetCancel(c->pg);
+  if (!cw || !cw->cancel || uv_queue_work(p->loop, &cw->work, cancel_run, cancel_after) != 0) {
+    if (cw && cw->cancel)
+      PQfreeCancel(cw->cancel);
+    free(cw);
+    /* Hanging up frees the pool connection all the same; the server rolls back the
+     * statement's transaction when it ends. */
+    conn_lost(c, "cannot send a cancel request");
+    return;
+  }
+  cw->pool = p;
+  cw->conn = c;
+  c->cancel = cw;
+  p->nhandles++;
+  conn_set_state(c, CONN_CANCELLING);
+  uv_timer_start(&c->timer, on_conn_timer, p->connect_timeout_ms, 0);
 }
 
 /* ---- listeners ------------------------------------------------------------------------ */
@@ -860,7 +1069,8 @@ static void conn_io(db_conn_t *c, int events) {
       return;
   }
   switch (c->state) {
-  case CONN_IDLE: {
+  case CONN_IDLE:
+  case CONN_CANCEL_WAIT: {
     /* Nothing is expected; this is how an idle connection notices the server left. */
     PGnotify *n;
     while ((n = PQnotifies(c->pg)))
@@ -870,6 +1080,7 @@ static void conn_io(db_conn_t *c, int events) {
     break;
   }
   case CONN_BUSY:
+  case CONN_CANCELLING:
   case CONN_ROLLBACK:
     conn_read_results(c);
     break;
@@ -900,6 +1111,8 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     break;
   case CONN_IDLE:
   case CONN_BUSY:
+  case CONN_CANCELLING:
+  case CONN_CANCEL_WAIT:
   case CONN_ROLLBACK:
   case CONN_LISTEN_SETUP:
   case CONN_LISTENING:
@@ -939,10 +1152,14 @@ static void pool_submit(db_pool_t *p, db_req_t *q) {
     req_defer(p, q, DB_EQUEUE, "database busy: wait queue full");
     return;
   }
+  q->state = REQ_QUEUED;
   queue_push(&p->queue, q);
 }
 
 static void pool_free(db_pool_t *p) {
+  /* Every request has completed, so every owner's count is back to zero and freed. */
+  for (int i = 0; i < DB_OWNER_BUCKETS; i++)
+    assert(p->owners[i] == NULL);
   free(p->conns);
   free(p->conninfo);
   free(p->options);
@@ -986,7 +1203,7 @@ static void on_idle(uv_idle_t *h) {
   /* Callbacks may defer more; those run on the next turn of the loop. */
   memset(&p->defer, 0, sizeof(p->defer));
   while ((q = queue_pop(&batch)))
-    req_finish(q);
+    req_finish(p, q);
   if (!p->closing && p->health_cb && p->healthy != p->health_reported) {
     p->health_reported = p->healthy;
     p->health_cb(p->healthy, p->health_arg);
@@ -1073,6 +1290,8 @@ int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out) {
     p->reconnect_max_ms = p->reconnect_min_ms;
   p->connect_timeout_ms =
       cfg->connect_timeout_ms ? cfg->connect_timeout_ms : DB_DEFAULT_CONNECT_TIMEOUT_MS;
+  p->per_owner_max = cfg->per_owner_max > 0 ? cfg->per_owner_max : DB_DEFAULT_PER_OWNER_MAX;
+  p->cancel_grace_ms = cfg->cancel_grace_ms ? cfg->cancel_grace_ms : DB_DEFAULT_CANCEL_GRACE_MS;
   p->rng = uv_hrtime() | 1;
   p->conninfo = strdup(conninfo);
   if (!p->conninfo)
@@ -1147,6 +1366,7 @@ int db_pool_healthy(const db_pool_t *p) {
 void db_pool_stats(const db_pool_t *p, db_stats_t *st) {
   st->idle = p->nstate[CONN_IDLE];
   st->busy = p->nstate[CONN_BUSY] + p->nstate[CONN_ROLLBACK];
+  st->cancelling = p->nstate[CONN_CANCELLING] + p->nstate[CONN_CANCEL_WAIT];
   st->connecting = p->nstate[CONN_CONNECTING];
   st->broken = p->nstate[CONN_BROKEN];
   st->queued = p->queue.len;
@@ -1158,7 +1378,9 @@ void db_pool_on_health(db_pool_t *p, db_health_fn cb, void *arg) {
   p->health_reported = p->healthy;
 }
 
-static int pool_request(db_pool_t *p, const db_stmt_t *stmts, int n, int txn, db_cb cb, void *arg) {
+static int pool_request(db_pool_t *p, const db_opts_t *o, const db_stmt_t *stmts, int n, int txn,
+                        db_cb cb, void *arg) {
+  uint64_t owner = o ? o->owner : 0;
   db_req_t *q;
   int rc;
 
@@ -1168,14 +1390,24 @@ static int pool_request(db_pool_t *p, const db_stmt_t *stmts, int n, int txn, db
   for (int i = 0; i < n; i++)
     assert(stmts[i].sql != NULL && stmts[i].nparams >= 0 &&
            (stmts[i].nparams == 0 || stmts[i].values != NULL));
-  rc = req_new(stmts, n, txn, cb, arg, &q);
+  /* Refused before anything is built: a client over its share costs next to nothing. */
+  rc = owner_take(p, owner);
   if (rc != 0)
     return rc;
+  rc = req_new(stmts, n, txn, cb, arg, &q);
+  if (rc != 0) {
+    owner_give(p, owner);
+    return rc;
+  }
+  q->owner = owner;
+  if (o && o->handle)
+    *o->handle = q;
   for (int i = 0; i < n; i++)
     if (stmts[i].nparams > DB_MAX_PARAMS) {
       q->err = DB_EQUERY;
       snprintf(q->sqlstate, sizeof(q->sqlstate), "54023"); /* too_many_arguments */
       snprintf(q->message, sizeof(q->message), "more than %d parameters", DB_MAX_PARAMS);
+      q->state = REQ_DONE;
       queue_push(&p->defer, q);
       pool_kick(p);
       return 0;
@@ -1184,18 +1416,58 @@ static int pool_request(db_pool_t *p, const db_stmt_t *stmts, int n, int txn, db
   return 0;
 }
 
-int db_query(db_pool_t *p, const char *sql, int nparams, const char *const *values, db_cb cb,
-             void *arg) {
+int db_query_opts(db_pool_t *p, const db_opts_t *o, const char *sql, int nparams,
+                  const char *const *values, db_cb cb, void *arg) {
   db_stmt_t s;
 
   s.sql = sql;
   s.nparams = nparams;
   s.values = values;
-  return pool_request(p, &s, 1, 0, cb, arg);
+  return pool_request(p, o, &s, 1, 0, cb, arg);
+}
+
+int db_query(db_pool_t *p, const char *sql, int nparams, const char *const *values, db_cb cb,
+             void *arg) {
+  return db_query_opts(p, NULL, sql, nparams, values, cb, arg);
+}
+
+int db_txn_opts(db_pool_t *p, const db_opts_t *o, const db_stmt_t *stmts, int n, db_cb cb,
+                void *arg) {
+  return pool_request(p, o, stmts, n, 1, cb, arg);
 }
 
 int db_txn(db_pool_t *p, const db_stmt_t *stmts, int n, db_cb cb, void *arg) {
-  return pool_request(p, stmts, n, 1, cb, arg);
+  return pool_request(p, NULL, stmts, n, 1, cb, arg);
+}
+
+void db_cancel(db_pool_t *p, db_req_t *q) {
+  db_conn_t *c;
+  uint64_t ran;
+
+  switch (q->state) {
+  case REQ_QUEUED:
+    queue_remove(&p->queue, q);
+    req_defer(p, q, DB_ECANCELED, "cancelled while waiting for a connection");
+    return;
+  case REQ_SENT:
+    c = q->conn;
+    assert(c && c->req == q);
+    if (q->cancelled)
+      return;
+    q->cancelled = 1;
+    /* Only a running statement is stopped: a ROLLBACK, or a cancel on its way, finish. */
+    if (c->state != CONN_BUSY)
+      return;
+    ran = uv_now(p->loop) - q->sent_ms;
+    if (ran >= p->cancel_grace_ms)
+      conn_cancel_start(c);
+    else
+      uv_timer_start(&c->timer, on_conn_timer, p->cancel_grace_ms - ran, 0);
+    return;
+  case REQ_NEW:
+  case REQ_DONE:
+    return;
+  }
 }
 
 /* LISTEN takes an identifier: quote it, so the channel is matched exactly as pg_notify()
@@ -1297,6 +1569,10 @@ const char *db_strerror(int err) {
     return "database pool closed";
   case DB_EINVAL:
     return "bad database configuration";
+  case DB_EOWNER:
+    return "too many database requests from one client";
+  case DB_ECANCELED:
+    return "cancelled before it ran";
   default:
     return "unknown database error";
   }

@@ -8,9 +8,11 @@
 
 #include <libpq-fe.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 typedef struct db_pool db_pool_t;
+typedef struct db_req db_req_t;
 
 /** Error codes. */
 enum {
@@ -21,6 +23,9 @@ enum {
   DB_ENOMEM = -4,
   DB_ECLOSED = -5, /* the pool is shutting down */
   DB_EINVAL = -6,  /* bad configuration: libpq cannot parse the connection string */
+  DB_EOWNER = -7,  /* the owner (db_opts_t) already has per_owner_max requests waiting or
+                      running */
+  DB_ECANCELED = -8, /* db_cancel() took the request off the wait queue: it never ran */
 };
 
 typedef struct db_config {
@@ -35,6 +40,10 @@ typedef struct db_config {
                                     default 30000: a statement running longer fails, 57014 */
   unsigned lock_timeout_ms;      /* the server's lock_timeout, default 3000: a wait for a row
                                     or other lock longer than this fails, 55P03 */
+  size_t per_owner_max;          /* requests one owner may have waiting or running, default 128 */
+  unsigned cancel_grace_ms;      /* db_cancel() lets a statement that has run less than this
+                                    finish first, default 10: a cancel costs the server a
+                                    new connection, far more than a short statement */
 } db_config_t;
 
 /** The outcome of a query or transaction, valid only during the callback. */
@@ -47,6 +56,14 @@ typedef struct db_result {
 } db_result_t;
 
 typedef void (*db_cb)(const db_result_t *r, void *arg);
+
+/** Who asks, for db_query_opts() and db_txn_opts(). */
+typedef struct db_opts {
+  uint64_t owner;     /* e.g. an HTTP/2 connection's number: at most per_owner_max requests of
+                         one owner wait or run at once; 0: not counted */
+  db_req_t **handle;  /* if set, receives the request's handle for db_cancel(); the handle is
+                         valid until its callback starts */
+} db_opts_t;
 
 /** One parameterized statement; values are text-format parameters (NULL = SQL NULL). */
 typedef struct db_stmt {
@@ -81,6 +98,7 @@ int db_pool_healthy(const db_pool_t *pool);
 /** A snapshot of the pool's connections and queue, for logs, metrics and tests. */
 typedef struct db_stats {
   int idle, busy, connecting, broken; /* pool connections (listeners not counted) */
+  int cancelling;                     /* pool connections stopping a cancelled request */
   size_t queued;                      /* requests waiting for a connection */
 } db_stats_t;
 
@@ -104,6 +122,14 @@ int db_query(db_pool_t *pool, const char *sql, int nparams, const char *const *v
              void *arg) __attribute__((warn_unused_result));
 
 /**
+ * db_query() on behalf of an owner (o may be NULL). Also returns DB_EOWNER, at once and
+ * without calling cb, when the owner already has per_owner_max requests waiting or running.
+ */
+int db_query_opts(db_pool_t *pool, const db_opts_t *o, const char *sql, int nparams,
+                  const char *const *values, db_cb cb, void *arg)
+    __attribute__((warn_unused_result));
+
+/**
  * Run n statements as one transaction on one connection (BEGIN ... COMMIT, sent in one
  * pipeline: one round trip). r->res[i] is statement i's result (BEGIN and COMMIT are not
  * included). If any fails, the transaction is rolled back before the connection is reused,
@@ -115,6 +141,21 @@ int db_query(db_pool_t *pool, const char *sql, int nparams, const char *const *v
  */
 int db_txn(db_pool_t *pool, const db_stmt_t *stmts, int n, db_cb cb, void *arg)
     __attribute__((warn_unused_result));
+
+/** db_txn() on behalf of an owner; returns DB_EOWNER as db_query_opts() does. */
+int db_txn_opts(db_pool_t *pool, const db_opts_t *o, const db_stmt_t *stmts, int n, db_cb cb,
+                void *arg) __attribute__((warn_unused_result));
+
+/**
+ * Cancel request q (a handle from db_opts_t, before its callback started). Still waiting: it
+ * leaves the queue and its callback runs later with DB_ECANCELED. Running: once it has run
+ * cancel_grace_ms, the server is asked to stop it (the cancel request is sent from libuv's
+ * thread pool, never blocking the loop); its callback then runs when it ends, with 57014 if
+ * it was stopped, or with its own outcome if it ended first. A transaction is all or
+ * nothing either way. The connection is reused only after the cancel request was delivered,
+ * so it can never stop a later statement. Otherwise (rolling back, completed) nothing.
+ */
+void db_cancel(db_pool_t *pool, db_req_t *q);
 
 /**
  * Subscribe to NOTIFY on channel through a dedicated connection that reconnects by itself.

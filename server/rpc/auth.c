@@ -71,6 +71,7 @@ static const char auth_sql[] =
 static void auth_done(const db_result_t *r, void *arg) {
   rpc_call_t *call = arg;
 
+  call->db_req = NULL;
   if (rpc_call_done(call)) {
     rpc_call_unref(call);
     return;
@@ -102,6 +103,8 @@ void rpc_auth_start(rpc_call_t *call) {
   const char *h = rpc_call_metadata(call, "authorization");
   char hex[65];
   const char *params[1];
+  db_opts_t o;
+  int rc;
 
   if (h == NULL) {
     rpc_fail(call, GRPC_UNAUTHENTICATED, "missing authorization metadata (Bearer token)");
@@ -117,9 +120,19 @@ void rpc_auth_start(rpc_call_t *call) {
   }
   auth_token_hash(h + 7, hex);
   params[0] = hex;
+  o.owner = rpc_call_conn_id(call);
+  o.handle = &call->db_req;
   rpc_call_ref(call);
-  if (db_query(call->srv->db, auth_sql, 1, params, auth_done, call) != 0) {
+  rc = db_query_opts(call->srv->db, &o, auth_sql, 1, params, auth_done, call);
+  if (rc != 0) {
+    call->db_req = NULL;
     rpc_call_unref(call);
-    rpc_fail(call, GRPC_UNAVAILABLE, "database unavailable");
+    if (rc == DB_EOWNER)
+      rpc_fail(call, GRPC_RESOURCE_EXHAUSTED,
+               "too many calls waiting for the database on this connection (limit %zu); "
+               "retry later",
+               call->srv->cfg.db_queue_per_conn);
+    else
+      rpc_fail(call, GRPC_UNAVAILABLE, "database unavailable");
   }
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "db/db.h"
 #include "log.h"
 #include "net/h2_conn.h"
 #include "rpc/auth.h"
@@ -66,6 +67,29 @@ int rpc_call_new(server_t *srv, h2_conn_t *conn, int32_t stream_id, rpc_call_t *
   uv_timer_init(srv->loop, &call->timer);
   *out = call;
   return 0;
+}
+
+uint64_t rpc_call_conn_id(const rpc_call_t *call) {
+  return call->conn ? call->conn->id : 0;
+}
+
+void rpc_call_db_started(rpc_call_t *call, db_req_t *q) {
+  call->db_req = q;
+}
+
+void rpc_call_db_ended(rpc_call_t *call, db_req_t *q) {
+  if (call->db_req == q)
+    call->db_req = NULL;
+}
+
+/* The call ended before its database request: stop that, so that a cancelled or expired call
+ * frees its place in the queue or its pool connection (db_cancel). */
+static void call_cancel_db(rpc_call_t *call) {
+  db_req_t *q = call->db_req;
+
+  call->db_req = NULL;
+  if (q && call->srv->db)
+    db_cancel(call->srv->db, q);
 }
 
 void rpc_call_ref(rpc_call_t *call) {
@@ -222,6 +246,7 @@ static void call_deadline(uv_timer_t *t) {
            (unsigned long long)call->deadline_ms);
   call->on_cancel = NULL;
   call_finish(call, 200, GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
+  call_cancel_db(call);
   if (cb)
     cb(call, call->cancel_arg);
 }
@@ -390,6 +415,7 @@ void rpc_call_stream_closed(rpc_call_t *call, uint32_t error_code, const char *c
   call->on_cancel = NULL;
   call->on_writable = NULL;
   uv_timer_stop(&call->timer);
+  call_cancel_db(call);
   if (was < RPC_CALL_FINISHING) {
     if (conn_reason)
       log_info("call %s %s: ended with its connection: %s", call->id, call->path ? call->path : "?",

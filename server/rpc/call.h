@@ -71,6 +71,7 @@ struct rpc_call {
   rpc_writable_fn on_writable;
   void *writable_arg;
   rpc_arena_block_t *arena;
+  db_req_t *db_req; /* database request in flight, cancelled if the call ends first */
 };
 
 /** Create a call for a new stream. Returns 0 or -ENOMEM. The stream holds the first reference. */

@@ -23,6 +23,7 @@
 
 typedef struct server server_t;
 typedef struct rpc_call rpc_call_t;
+typedef struct db_req db_req_t;
 
 /** The authenticated caller of a call (DESIGN.md §4). */
 typedef struct rpc_principal {
@@ -70,6 +71,22 @@ const char *rpc_call_id(const rpc_call_t *call);
 
 /** True once the call has finished, was cancelled, timed out or its connection dropped. */
 int rpc_call_done(const rpc_call_t *call);
+
+/**
+ * The number of the HTTP/2 connection the call came on (0 once the stream closed): the owner
+ * of the call's database requests, so that one connection holds a bounded share of the pool.
+ */
+uint64_t rpc_call_conn_id(const rpc_call_t *call);
+
+/**
+ * Name q (a db_cancel() handle) as the call's database request in flight: if the call ends
+ * before q's callback starts (the peer cancels, the deadline passes, the connection drops),
+ * q is cancelled. One request at a time; rpc_call_db_ended() forgets it.
+ */
+void rpc_call_db_started(rpc_call_t *call, db_req_t *q);
+
+/** q's callback has started: the call no longer cancels it (no-op if q is not the call's). */
+void rpc_call_db_ended(rpc_call_t *call, db_req_t *q);
 
 /** Take a reference that keeps the call's memory alive across asynchronous work. */
 void rpc_call_ref(rpc_call_t *call);

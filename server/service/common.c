@@ -12,6 +12,7 @@ typedef struct svc_job {
   rpc_call_t *call;
   svc_cb cb;
   void *arg;
+  db_req_t *req; /* cancelled by the call if it ends first */
 } svc_job_t;
 
 void svc_fail_db(rpc_call_t *call, const db_result_t *r) {
@@ -28,6 +29,15 @@ void svc_fail_db(rpc_call_t *call, const db_result_t *r) {
     return;
   case DB_ENOMEM:
     rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  case DB_EOWNER:
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED,
+             "too many calls waiting for the database on this connection (limit %zu); retry "
+             "later",
+             rpc_call_server(call)->cfg.db_queue_per_conn);
+    return;
+  case DB_ECANCELED:
+    rpc_fail(call, GRPC_CANCELLED, "cancelled");
     return;
   default:
     break;
@@ -70,6 +80,7 @@ static void job_done(const db_result_t *r, void *arg) {
   svc_job_t *job = arg;
   rpc_call_t *call = job->call;
 
+  rpc_call_db_ended(call, job->req);
   if (!rpc_call_done(call)) {
     if (r->err != DB_OK)
       svc_fail_db(call, r);
@@ -95,16 +106,20 @@ static svc_job_t *job_new(rpc_call_t *call, svc_cb cb, void *arg) {
   job->call = call;
   job->cb = cb;
   job->arg = arg;
+  job->req = NULL;
   rpc_call_ref(call);
   return job;
 }
 
-/* The pool refused the job outright (rc != 0): fail the call as its callback would have. */
+/* The pool took the job (rc == 0): the call cancels it if it ends first. Or it refused it
+ * outright: fail the call as its callback would have. */
 static void job_check_sent(svc_job_t *job, int rc) {
   db_result_t r = {0};
 
-  if (rc == 0)
+  if (rc == 0) {
+    rpc_call_db_started(job->call, job->req);
     return;
+  }
   r.err = rc;
   svc_fail_db(job->call, &r);
   rpc_call_unref(job->call);
@@ -114,14 +129,25 @@ static void job_check_sent(svc_job_t *job, int rc) {
 void svc_query(rpc_call_t *call, const char *sql, int nparams, const char *const *values, svc_cb cb,
                void *arg) {
   svc_job_t *job = job_new(call, cb, arg);
-  if (job)
-    job_check_sent(job, db_query(rpc_call_server(call)->db, sql, nparams, values, job_done, job));
+  db_opts_t o;
+
+  if (!job)
+    return;
+  o.owner = rpc_call_conn_id(call);
+  o.handle = &job->req;
+  job_check_sent(job, db_query_opts(rpc_call_server(call)->db, &o, sql, nparams, values, job_done,
+                                    job));
 }
 
 void svc_txn(rpc_call_t *call, const db_stmt_t *stmts, int n, svc_cb cb, void *arg) {
   svc_job_t *job = job_new(call, cb, arg);
-  if (job)
-    job_check_sent(job, db_txn(rpc_call_server(call)->db, stmts, n, job_done, job));
+  db_opts_t o;
+
+  if (!job)
+    return;
+  o.owner = rpc_call_conn_id(call);
+  o.handle = &job->req;
+  job_check_sent(job, db_txn_opts(rpc_call_server(call)->db, &o, stmts, n, job_done, job));
 }
 
 int svc_role(const rpc_call_t *call) {

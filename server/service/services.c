@@ -44,6 +44,7 @@ int services_start(server_t *srv) {
     dc.queue_max = srv->cfg.db_queue_max;
     dc.statement_timeout_ms = srv->cfg.db_statement_timeout_ms;
     dc.lock_timeout_ms = srv->cfg.db_lock_timeout_ms;
+    dc.per_owner_max = srv->cfg.db_queue_per_conn;
     rc = db_pool_new(srv->loop, &dc, &srv->db);
     if (rc != 0) {
       log_error("cannot create the database pool");

@@ -29,7 +29,7 @@ typedef struct tctx {
   int closed;
   int in_submit; /* set around db_query/db_txn: a callback must never see it */
   int completed;
-  int ok, equery, equeue, eunavail, eclosed;
+  int ok, equery, equeue, eunavail, eclosed, ecanceled;
   char health[64]; /* "1", "10", "101": every health change, in order */
   int ready;       /* listener ready callbacks */
   int notified;
@@ -174,6 +174,9 @@ static void count_err(tctx_t *t, int err) {
   case DB_ECLOSED:
     t->eclosed++;
     break;
+  case DB_ECANCELED:
+    t->ecanceled++;
+    break;
   default:
     fail_msg("unexpected error %d", err);
   }
@@ -203,6 +206,20 @@ static void query(tctx_t *t, rec_t *x, const char *sql, int n, const char *const
   t->in_submit = 1;
   assert_int_equal(db_query(t->pool, sql, n, vals, on_rec, x), 0);
   t->in_submit = 0;
+}
+
+/* A query on behalf of owner, with a handle for db_cancel(). Returns db_query_opts()'s code. */
+static int query_as(tctx_t *t, rec_t *x, uint64_t owner, db_req_t **h, const char *sql, int n,
+                    const char *const *vals) {
+  db_opts_t o = {owner, h};
+  int rc;
+
+  memset(x, 0, sizeof(*x));
+  x->t = t;
+  t->in_submit = 1;
+  rc = db_query_opts(t->pool, &o, sql, n, vals, on_rec, x);
+  t->in_submit = 0;
+  return rc;
 }
 
 static void txn(tctx_t *t, rec_t *x, const db_stmt_t *st, int n) {
@@ -883,6 +900,205 @@ static void test_bad_conninfo(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+
+/* ---- time bounds and cancellation ---------------------------------------------------------- */
+
+static void ctx_open_bounds(tctx_t *t, int size, unsigned stmt_ms, unsigned lock_ms, size_t per_owner) {
+  db_config_t cfg = {0};
+
+  cfg.conninfo = conninfo;
+  cfg.size = size;
+  cfg.queue_max = 64;
+  cfg.reconnect_min_ms = 50;
+  cfg.reconnect_max_ms = 500;
+  cfg.statement_timeout_ms = stmt_ms;
+  cfg.lock_timeout_ms = lock_ms;
+  cfg.per_owner_max = per_owner;
+  ctx_open_cfg(t, &cfg, 1);
+}
+
+static int is_called(void *arg) {
+  return ((rec_t *)arg)->called > 0;
+}
+
+static void test_statement_and_lock_timeouts(void **state) {
+  tctx_t t;
+  rec_t setup, sleep, lock, blocked, after, shown;
+  db_stmt_t hold[] = {{"SELECT x FROM bounds_lock FOR UPDATE", 0, NULL},
+                      {"SELECT pg_sleep(0.6)", 0, NULL}};
+
+  (void)state;
+  ctx_open_bounds(&t, 2, 1000, 200, 0);
+  query(&t, &shown, "SELECT current_setting('statement_timeout') || ' ' || "
+                    "current_setting('lock_timeout')", 0, NULL);
+  query(&t, &setup, "CREATE TABLE bounds_lock AS SELECT 1 AS x", 0, NULL);
+  wait_completed(&t, 2, 5000);
+  assert_string_equal(shown.value, "1s 200ms");
+  assert_int_equal(setup.err, DB_OK);
+  query(&t, &sleep, "SELECT pg_sleep(10)", 0, NULL);
+  wait_completed(&t, 3, 5000);
+  assert_int_equal(sleep.err, DB_EQUERY);
+  assert_string_equal(sleep.sqlstate, "57014");
+  /* A row locked by one connection's statement for 0.6 s and wanted by the other's: the
+   * lock timeout fires first. */
+  txn(&t, &lock, hold, 2);
+  assert_false(run_until(&t.loop, is_called, &lock, 100));
+  query(&t, &blocked, "UPDATE bounds_lock SET x = 2", 0, NULL);
+  wait_completed(&t, 5, 5000);
+  assert_int_equal(blocked.err, DB_EQUERY);
+  assert_string_equal(blocked.sqlstate, "55P03");
+  assert_int_equal(lock.err, DB_OK);
+  query(&t, &after, "SELECT x FROM bounds_lock", 0, NULL);
+  wait_completed(&t, 6, 5000);
+  assert_string_equal(after.value, "1");
+  ctx_close(&t);
+}
+
+static void test_cancel_queued(void **state) {
+  tctx_t t;
+  rec_t busy, q[4], late;
+  db_req_t *h[4];
+  db_stats_t st;
+
+  (void)state;
+  ctx_open_bounds(&t, 1, 0, 0, 0);
+  assert_int_equal(query_as(&t, &busy, 0, NULL, "SELECT pg_sleep(0.3)", 0, NULL), 0);
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(query_as(&t, &q[i], 0, &h[i], "SELECT 1", 0, NULL), 0);
+  db_pool_stats(t.pool, &st);
+  assert_int_equal(st.queued, 4);
+  /* From the middle, the head and the tail of the queue; twice is harmless. */
+  db_cancel(t.pool, h[1]);
+  db_cancel(t.pool, h[0]);
+  db_cancel(t.pool, h[3]);
+  db_cancel(t.pool, h[3]);
+  db_pool_stats(t.pool, &st);
+  assert_int_equal(st.queued, 1);
+  assert_int_equal(t.completed, 0); /* completions come from the loop, never from db_cancel */
+  /* The cancelled ones complete before the statement ahead of them ends. */
+  wait_completed(&t, 3, 250);
+  assert_int_equal(busy.called, 0);
+  assert_int_equal(q[0].err, DB_ECANCELED);
+  assert_int_equal(q[1].err, DB_ECANCELED);
+  assert_int_equal(q[3].err, DB_ECANCELED);
+  assert_int_equal(q[2].called, 0);
+  assert_int_equal(query_as(&t, &late, 0, NULL, "SELECT 2", 0, NULL), 0);
+  wait_completed(&t, 6, 5000);
+  assert_int_equal(busy.err, DB_OK);
+  assert_int_equal(q[2].err, DB_OK);
+  assert_string_equal(late.value, "2");
+  assert_int_equal(t.ecanceled, 3);
+  ctx_close(&t);
+}
+
+static void test_cancel_running(void **state) {
+  tctx_t t;
+  rec_t pid1, slow, pid2, quick;
+  db_req_t *h, *hq;
+
+  (void)state;
+  ctx_open_bounds(&t, 1, 0, 0, 0);
+  query(&t, &pid1, "SELECT pg_backend_pid()", 0, NULL);
+  wait_completed(&t, 1, 5000);
+  assert_int_equal(query_as(&t, &slow, 0, &h, "SELECT pg_sleep(30)", 0, NULL), 0);
+  assert_int_equal(query_as(&t, &pid2, 0, NULL, "SELECT pg_backend_pid()", 0, NULL), 0);
+  assert_false(run_until(&t.loop, is_called, &slow, 200));
+  db_cancel(t.pool, h);
+  /* Stopped by the server, on the same connection: no reconnect, no 30 s wait. */
+  wait_completed(&t, 3, 5000);
+  assert_int_equal(slow.err, DB_EQUERY);
+  assert_string_equal(slow.sqlstate, "57014");
+  assert_int_equal(pid2.err, DB_OK);
+  assert_string_equal(pid2.value, pid1.value);
+  /* A statement that ends within the cancel grace is not cancelled at all. */
+  assert_int_equal(query_as(&t, &quick, 0, &hq, "SELECT 7", 0, NULL), 0);
+  db_cancel(t.pool, hq);
+  wait_completed(&t, 4, 5000);
+  assert_int_equal(quick.err, DB_OK);
+  assert_string_equal(quick.value, "7");
+  ctx_close(&t);
+}
+
+static void on_txn_rec(const db_result_t *r, void *arg) {
+  on_rec(r, arg);
+}
+
+static void test_cancel_txn_is_all_or_nothing(void **state) {
+  tctx_t t;
+  rec_t create, tx, count;
+  db_req_t *h;
+  db_opts_t o = {0, &h};
+  db_stmt_t st[] = {
+      {"INSERT INTO cancel_txn VALUES (1)", 0, NULL},
+      {"SELECT pg_sleep(30)", 0, NULL},
+      {"INSERT INTO cancel_txn VALUES (2)", 0, NULL},
+  };
+
+  (void)state;
+  ctx_open_bounds(&t, 1, 0, 0, 0);
+  query(&t, &create, "CREATE TABLE cancel_txn (x int)", 0, NULL);
+  wait_completed(&t, 1, 5000);
+  memset(&tx, 0, sizeof(tx));
+  tx.t = &t;
+  assert_int_equal(db_txn_opts(t.pool, &o, st, 3, on_txn_rec, &tx), 0);
+  assert_false(run_until(&t.loop, is_called, &tx, 200));
+  db_cancel(t.pool, h);
+  query(&t, &count, "SELECT count(*) FROM cancel_txn", 0, NULL);
+  wait_completed(&t, 3, 5000);
+  assert_int_equal(tx.err, DB_EQUERY);
+  assert_string_equal(tx.sqlstate, "57014");
+  assert_int_equal(count.err, DB_OK);
+  assert_string_equal(count.value, "0");
+  ctx_close(&t);
+}
+
+static void test_close_while_cancelling(void **state) {
+  tctx_t t;
+  rec_t slow;
+  db_req_t *h;
+
+  (void)state;
+  ctx_open_bounds(&t, 1, 0, 0, 0);
+  assert_int_equal(query_as(&t, &slow, 0, &h, "SELECT pg_sleep(30)", 0, NULL), 0);
+  assert_false(run_until(&t.loop, is_called, &slow, 100));
+  db_cancel(t.pool, h);
+  /* The cancel is on its way (or about to be) when the pool closes: the request completes
+   * once, and the pool waits for the worker before it frees itself (ctx_close checks the
+   * loop closes cleanly). */
+  ctx_close(&t);
+  assert_int_equal(slow.called, 1);
+  assert_true(slow.err == DB_ECLOSED || slow.err == DB_EQUERY);
+}
+
+static void test_owner_share(void **state) {
+  tctx_t t;
+  rec_t a[3], b, none[3], again;
+  db_req_t *h;
+
+  (void)state;
+  ctx_open_bounds(&t, 1, 0, 0, 2);
+  assert_int_equal(query_as(&t, &a[0], 7, NULL, "SELECT pg_sleep(0.2)", 0, NULL), 0);
+  assert_int_equal(query_as(&t, &a[1], 7, &h, "SELECT 1", 0, NULL), 0);
+  /* Owner 7 has one running and one waiting: a third is refused at once, no callback. */
+  assert_int_equal(query_as(&t, &a[2], 7, NULL, "SELECT 1", 0, NULL), DB_EOWNER);
+  /* Others are not affected, nor are requests without an owner. */
+  assert_int_equal(query_as(&t, &b, 8, NULL, "SELECT 8", 0, NULL), 0);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(query_as(&t, &none[i], 0, NULL, "SELECT 0", 0, NULL), 0);
+  /* A cancelled request gives its place back. */
+  db_cancel(t.pool, h);
+  wait_completed(&t, 1, 1000);
+  assert_int_equal(a[1].err, DB_ECANCELED);
+  assert_int_equal(query_as(&t, &again, 7, NULL, "SELECT 7", 0, NULL), 0);
+  wait_completed(&t, 7, 5000);
+  assert_int_equal(a[0].err, DB_OK);
+  assert_string_equal(b.value, "8");
+  assert_string_equal(again.value, "7");
+  assert_int_equal(a[2].called, 0);
+  assert_string_equal(db_strerror(DB_EOWNER), "too many database requests from one client");
+  ctx_close(&t);
+}
+
 /* ---- fixture ------------------------------------------------------------------------------------
  */
 
@@ -927,6 +1143,12 @@ int main(void) {
       cmocka_unit_test(test_unreachable_fails_fast),
       cmocka_unit_test(test_connect_timeout),
       cmocka_unit_test(test_bad_conninfo),
+      cmocka_unit_test(test_statement_and_lock_timeouts),
+      cmocka_unit_test(test_cancel_queued),
+      cmocka_unit_test(test_cancel_running),
+      cmocka_unit_test(test_cancel_txn_is_all_or_nothing),
+      cmocka_unit_test(test_close_while_cancelling),
+      cmocka_unit_test(test_owner_share),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
