@@ -2,6 +2,8 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
 #include "cli.h"
 #include "clue/v1/audit.pb-c.h"
@@ -160,12 +162,31 @@ static void event_line(const Clue__V1__AuditEvent *e) {
   putchar('\n');
 }
 
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* A stream the server ended because it reached its maximum age (clued --max-stream-age):
+ * the seq to resume from, or -1. */
+static int64_t aged_out(int rv, const clue_status_t *st) {
+  static const char mark[] = "maximum age; resume from seq ";
+  const char *p;
+
+  if (rv != 0 || st->code != CLUE_STATUS_UNAVAILABLE || st->message == NULL ||
+      (p = strstr(st->message, mark)) == NULL)
+    return -1;
+  return strtoll(p + sizeof(mark) - 1, NULL, 10);
+}
+
 static int run_watch(cli_t *cli, const cli_args_t *args) {
   Clue__V1__WatchEventsRequest req = CLUE__V1__WATCH_EVENTS_REQUEST__INIT;
   clue_status_t st = CLUE_STATUS_INIT;
   clue_stream_t *s = NULL;
   ProtobufCMessage *m;
-  int64_t last;
+  int64_t last, resume;
+  uint64_t started = now_ms();
   int rv, rc = CLI_OK;
 
   if ((rc = cli_arg_int(cli, args, "after-seq", 0, INT64_MAX, &req.after_seq)) != 0 ||
@@ -174,6 +195,7 @@ static int run_watch(cli_t *cli, const cli_args_t *args) {
   cli_arg_str(args, "subject-type", &req.subject_type);
   cli_arg_str(args, "action", &req.action);
   last = req.after_seq;
+again:
   rc = cli_stream_start(cli, WATCH_PATH, &req.base, &clue__v1__audit_event__descriptor, &s);
   if (rc != 0)
     return rc;
@@ -189,6 +211,22 @@ static int run_watch(cli_t *cli, const cli_args_t *args) {
     fflush(stdout); /* a watcher reads each event as it comes, through a pipe too */
     if (rc != CLI_OK)
       break;
+  }
+  if (rc == CLI_OK && (resume = aged_out(rv, &st)) >= last) {
+    /* The server ends long streams; carry on from where it says, within --timeout. */
+    uint64_t spent = now_ms() - started;
+    clue_status_clear(&st);
+    clue_stream_free(s);
+    s = NULL;
+    last = req.after_seq = resume;
+    if (cli->timeout_ms == 0 || spent < cli->timeout_ms) {
+      if (cli->timeout_ms != 0)
+        clue_conn_set_timeout(cli->conn, cli->timeout_ms - spent);
+      fprintf(stderr, "the server ended the stream at its maximum age; resuming after seq %lld\n",
+              (long long)resume);
+      goto again;
+    }
+    st.code = CLUE_STATUS_DEADLINE_EXCEEDED; /* --timeout is up */
   }
   if (rc != CLI_OK) /* output failed: already reported */
     rc = CLI_FAILED;
@@ -218,7 +256,8 @@ static const cli_command_t audit_commands[] = {
      "or until the --timeout deadline; both end it with exit status 0. On exit the last\n"
      "sequence number seen is printed on stderr: pass it as --after-seq to resume\n"
      "without missing or repeating an event. A broken connection exits 1, after the same\n"
-     "line.\n",
+     "line. When the server ends the stream at its maximum age (clued --max-stream-age),\n"
+     "the watch resumes by itself from the sequence number the server names.\n",
      run_watch},
     {NULL, NULL, NULL, NULL, NULL, NULL},
 };

@@ -833,7 +833,7 @@ static const char sql_fetch[] =
     "WITH e AS MATERIALIZED (SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2)"
     " SELECT txid_snapshot_xmin(txid_current_snapshot()),"
     "        (SELECT CASE WHEN max(seq) - $1 > count(*) THEN txid_current() END FROM e),"
-    "        (SELECT string_agg(DISTINCT h, ',') FROM unnest($3::text[]) h"
+    "        (SELECT string_agg(h, ',') FROM (SELECT DISTINCT unnest($3::text[]) h) x"
     "          WHERE NOT " TOKEN_VALID_SQL("h") "), " AUDIT_EVENT_COLS
     "   FROM (SELECT 1) one LEFT JOIN e ON true"
     "  ORDER BY e.seq";
@@ -1207,6 +1207,16 @@ static void sweep_schedule(audit_t *a) {
   uv_timer_start(&a->sweep, on_sweep, due > now ? due - now : 0, 0);
 }
 
+/* A watcher joined: its expiry is the latest of all, so the sweep moves only when it is not
+ * running or is due after that expiry (a limit shorter than RECHECK_MS). */
+static void sweep_joined(audit_t *a, const watcher_t *w) {
+  uint64_t now = uv_now(a->srv->loop);
+
+  if (!uv_is_active((uv_handle_t *)&a->sweep) ||
+      (w->expires && now + uv_timer_get_due_in(&a->sweep) > w->expires))
+    sweep_schedule(a);
+}
+
 static void on_sweep(uv_timer_t *t) {
   audit_t *a = t->data;
   uint64_t now = uv_now(a->srv->loop);
@@ -1296,7 +1306,7 @@ void audit_watch_events(rpc_call_t *call, const ProtobufCMessage *m) {
   a->nwatchers++;
   rpc_call_on_cancel(call, on_cancel, w);
   rpc_call_on_writable(call, on_writable, w);
-  sweep_schedule(a);
+  sweep_joined(a, w);
   if (a->tail == TAIL_OFF)
     tail_start(a);
   else
