@@ -283,7 +283,7 @@ static int show_clue(cli_t *cli, const ProtobufCMessage *m) {
     kv("  address:", r->address);
     kv("  e-mail:", r->email);
   } else {
-    kv("Reporter:", c->has_reporter ? "on file (shown to leaders of the owner unit)" : "none");
+    kv("Reporter:", c->reporter_on_file ? "on file (shown to leaders of the owner unit)" : "none");
   }
   free(cats);
   free(deadline);

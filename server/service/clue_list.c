@@ -3,7 +3,7 @@
  * Visibility is the WHERE clause built from authz_clue_scope(), which agrees with
  * authz_can_see_clue(); each row is checked against the latter as well, so that a
  * disagreement shows in the log instead of leaking a clue. Lists never carry the reporter
- * (has_reporter only): reading it is GetClue's, which audits the read.
+ * (reporter_on_file only): reading it is GetClue's, which audits the read.
  *
  * Pages are a keyset on the id: the page token holds the last id returned, in an opaque
  * encoding with a check so that a damaged or made-up token is refused. */

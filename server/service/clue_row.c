@@ -92,7 +92,7 @@ int clue_row_read(rpc_call_t *call, const db_result_t *r, int row, int col, int6
   c->owner_unit_id = out->facts.owner_unit_id;
   c->pending_proposal = out->facts.pending_reviewer_unit_id != 0;
   c->deadline_extended = out->facts.deadline_extended;
-  c->has_reporter = out->has_reporter;
+  c->reporter_on_file = out->has_reporter;
   c->stage_deadline_ms = out->stage_deadline_ms;
   clue_deadline_status(c->stage_deadline_ms, now_ms, &c->days_left, &overdue);
   c->overdue = overdue;

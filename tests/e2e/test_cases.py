@@ -248,7 +248,7 @@ def test_story(c):
     # Now the case's units see the clue, never the reporter; outsiders still see nothing.
     for u in (R2.leader, R2.member, X1.leader, X1.member, G1.member, R1.leader, w.auditor):
         got = c.get(u, a.id)
-        assert got.has_reporter and not got.HasField("reporter") and got.joint_case_id == jc.id, u
+        assert got.reporter_on_file and not got.HasField("reporter") and got.joint_case_id == jc.id, u
     assert c.get(G1.leader, a.id).reporter == rep
     for u in strangers:
         hidden_everywhere(c, u, a.id)

@@ -161,7 +161,7 @@ def test_submit(c):
     assert re.fullmatch(rf"G1-{datetime.datetime.now().year}-\d{{4}}", cl.registration_number), cl.registration_number
     assert list(cl.violation_categories) == ["违反廉洁纪律", "违反工作纪律"]
     assert cl.subject.name == "张三" and cl.subject.position == "处长"
-    assert cl.has_reporter and not cl.HasField("reporter"), "the submit reply never carries the reporter"
+    assert cl.reporter_on_file and not cl.HasField("reporter"), "the submit reply never carries the reporter"
     assert before - 5000 <= cl.created_at_ms <= int(time.time() * 1000) + 5000
     assert cl.stage_deadline_ms == cl.created_at_ms + 30 * DAY_MS
     assert cl.days_left == 29 and not cl.overdue and not cl.pending_proposal
@@ -541,7 +541,7 @@ def test_reporter_contact(c):
     assert reads() == []
     for u in (w.G1.member, w.R1.leader, w.R1.member, w.auditor):
         got = c.get(u, cl.id)
-        assert got.has_reporter and not got.HasField("reporter"), u
+        assert got.reporter_on_file and not got.HasField("reporter"), u
     assert reads() == []
     got = c.get(w.G1.leader, cl.id)
     assert got.reporter == rep
@@ -550,7 +550,7 @@ def test_reporter_contact(c):
     assert reads() == [w.G1.leader.id, w.G1.leader.id], "each read by the leader is audited"
     # No reporter, nothing to read or audit.
     got = c.get(w.G1.leader, plain.id)
-    assert not got.has_reporter and not got.HasField("reporter") and _reporter_reads(c, plain.id) == []
+    assert not got.reporter_on_file and not got.HasField("reporter") and _reporter_reads(c, plain.id) == []
     # Lists never carry the reporter, not even to the owner's leader.
     for r in w.G1.leader.clue.ListClues(pb.ListCluesRequest(page_size=500), timeout=20).clues:
         assert not r.HasField("reporter")

@@ -225,7 +225,7 @@ def test_submit_and_get(c):
     g = c.json(w.G1.member, "clue", "get", str(cid))
     assert g["subject"] == {"name": "张三", "position": "局长", "rank_level": "正处", "is_top_leader": True}
     assert g["violation_categories"] == ["违反廉洁纪律", "违反工作纪律"]
-    assert g["has_reporter"] and g["reporter"] is None, "a member does not see the reporter"
+    assert g["reporter_on_file"] and g["reporter"] is None, "a member does not see the reporter"
     assert "request_id" not in g
     assert c.json(w.G1.leader, "clue", "get", str(cid))["reporter"]["phone"] == "13800000000"
 
