@@ -161,8 +161,15 @@ def test_finding1_no_takeover_through_a_case(c):
     liaised = c.submit(G1.member, title="G1 via liaison R1")
     jc2 = c.create_case(R1.leader, title="R1 第二案", clues=[own, liaised])
     assert sorted(x.clue_id for x in jc2.clues) == sorted([own.id, liaised.id])
-    # G1 is no participant, yet its leader, who sees its clue, takes it out.
-    c.remove_clue(G1.leader, jc2.id, liaised.id, reason="G1 收回")
+    # G1 is no participant, yet its leader, who sees its clue, takes it out (here through
+    # cluectl); the answer names the case only, which G1 does not see. Its member, who may
+    # not take the clue out, learns nothing of the case.
+    ctl = lambda u, *a: harness.cluectl(*a, env={"CLUED_SERVER": c.srv.addr, "CLUED_TOKEN": u.token})  # noqa: E731
+    r = ctl(G1.member, "case", "remove-clue", str(jc2.id), "--clue", str(liaised.id), "--reason", "G1 收回")
+    assert r.returncode == 1 and r.stderr.startswith("NOT_FOUND: joint case not found"), r.stderr
+    r = ctl(G1.leader, "case", "remove-clue", str(jc2.id), "--clue", str(liaised.id), "--reason", "G1 收回")
+    assert r.returncode == 0 and r.stdout == f"joint case #{jc2.id} updated\n", (r.stdout, r.stderr)
+    expect_status(Code.NOT_FOUND, c.get_case, G1.leader, jc2.id)
     assert c.get(G1.member, liaised.id).joint_case_id == 0
     # A participant's leader that sees a clue only through the case may not move it elsewhere.
     x1clue = c.submit(X1.member, title="X1 clue")
