@@ -373,6 +373,83 @@ static void check_review(const scenario_t *sc, rel_t rel, int role) {
   }
 }
 
+/* Issue 9 Build 1: does the caller's unit see the case led by lead_rel's unit? */
+static bool sees_case(rel_t rel, int role, rel_t lead_rel) {
+  if (role == AU)
+    return true;
+  if ((role != M && role != L) || rel == ADMIN_UNIT)
+    return false;
+  return rel == lead_rel || is_participant(rel);
+}
+
+/* Joint cases by consent, for a case led by the lead room (CASE_LEAD) or by the owner
+ * group's liaison room (LIAISON): only a LEADER of the owner unit, or of a lead room that
+ * is the owner group's liaison room, brings a clue in; a participant never gives its clues
+ * away by taking part, and sight lent by a case or a review is no consent. */
+static void check_add_clue_for(const scenario_t *sc, rel_t rel, int role, rel_t lead_rel) {
+  authz_principal_t p = principal_for(sc, rel, role);
+  authz_clue_t c = clue_for(sc, rel);
+  authz_case_t jc = {.lead_unit_id = lead_rel == CASE_LEAD ? U_LEAD : U_LIAISON,
+                     .principal_in_case = is_participant(rel)};
+  authz_result_t r = authz_can_add_clue_to_case(&p, &jc, &c);
+  const char *ctx = where(sc, rel, role, lead_rel == CASE_LEAD ? "add to case" : "add to liaison's case");
+  bool terminal = sc->state == CLUE_STATE_CLOSED || sc->state == CLUE_STATE_TRANSFERRED_TO_JUDICIAL;
+  bool consent = role == L && (rel == OWN || (rel == LIAISON && lead_rel == LIAISON &&
+                                             sc->owner_kind == CLUE_UNIT_GROUP));
+  if (!sees_case(rel, role, lead_rel)) {
+    expect(&r, AUTHZ_NOT_FOUND, ctx);
+    assert_string_equal(r.message, "joint case not found");
+  } else if (!sees(sc, rel, role)) {
+    expect_hidden(&r, ctx);
+  } else if (!consent) {
+    expect(&r, AUTHZ_DENIED, ctx);
+  } else if (sc->in_case || terminal || sc->pending) {
+    expect(&r, AUTHZ_FAILED_PRECONDITION, ctx);
+  } else {
+    expect(&r, AUTHZ_ALLOW, ctx);
+  }
+}
+
+static void check_add_clue(const scenario_t *sc, rel_t rel, int role) {
+  check_add_clue_for(sc, rel, role, CASE_LEAD);
+  check_add_clue_for(sc, rel, role, LIAISON);
+}
+
+/* Taking a clue out of the case it is in (when sc->in_case), or of a case it is not in:
+ * a LEADER of the owner unit (who needs not see the case when the clue is in it) or of the
+ * lead room. */
+static void check_remove_clue(const scenario_t *sc, rel_t rel, int role) {
+  authz_principal_t p = principal_for(sc, rel, role);
+  authz_clue_t c = clue_for(sc, rel);
+  authz_case_t jc = {.lead_unit_id = U_LEAD, .principal_in_case = is_participant(rel)};
+  authz_result_t r = authz_can_remove_clue_from_case(&p, &jc, &c, sc->in_case);
+  const char *ctx = where(sc, rel, role, "remove from case");
+  bool terminal = sc->state == CLUE_STATE_CLOSED || sc->state == CLUE_STATE_TRANSFERRED_TO_JUDICIAL;
+  bool owner_leader = sees(sc, rel, role) && rel == OWN && role == L;
+  if (!(owner_leader && sc->in_case) && !sees_case(rel, role, CASE_LEAD)) {
+    expect(&r, AUTHZ_NOT_FOUND, ctx);
+    assert_string_equal(r.message, "joint case not found");
+  } else if (!sees(sc, rel, role)) {
+    expect_hidden(&r, ctx);
+  } else if (!owner_leader && !(rel == CASE_LEAD && role == L)) {
+    expect(&r, AUTHZ_DENIED, ctx);
+  } else if (!sc->in_case || terminal || sc->pending) {
+    expect(&r, AUTHZ_FAILED_PRECONDITION, ctx);
+  } else {
+    expect(&r, AUTHZ_ALLOW, ctx);
+  }
+}
+
+static void test_matrix_add_clue(void **state) {
+  (void)state;
+  for_each(check_add_clue);
+}
+
+static void test_matrix_remove_clue(void **state) {
+  (void)state;
+  for_each(check_remove_clue);
+}
+
 static void test_matrix_see(void **state) {
   (void)state;
   for_each(check_see);
@@ -1275,6 +1352,8 @@ int main(void) {
       cmocka_unit_test(test_extend_messages),
       cmocka_unit_test(test_case_matrix),
       cmocka_unit_test(test_create_case),
+      cmocka_unit_test(test_matrix_add_clue),
+      cmocka_unit_test(test_matrix_remove_clue),
       cmocka_unit_test(test_add_clue_to_case),
       cmocka_unit_test(test_remove_clue_from_case),
       cmocka_unit_test(test_case_participants),
