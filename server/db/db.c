@@ -8,6 +8,7 @@
  * callback, so no user callback ever runs inside db_query(), db_txn() or db_pool_close(). */
 
 #include "db/db.h"
+#include "db/owners.h"
 #include "log.h"
 
 #include <assert.h>
@@ -29,7 +30,6 @@
 #define DB_DEFAULT_LOCK_TIMEOUT_MS 3000
 #define DB_DEFAULT_PER_OWNER_MAX 128
 #define DB_DEFAULT_CANCEL_GRACE_MS 10
-#define DB_OWNER_BUCKETS 256
 #define DB_MAX_PARAMS 65535 /* the protocol's limit on parameters per statement */
 
 typedef enum conn_state {
@@ -62,13 +62,6 @@ typedef enum req_state {
   REQ_DONE,   /* completed: on the deferred list, or its callback is running */
 } req_state_t;
 
-/* The requests of one owner (say, one HTTP/2 connection) waiting or in flight. */
-typedef struct owner_count {
-  struct owner_count *next;
-  uint64_t owner;
-  size_t n;
-} owner_count_t;
-
 /* A cancel request on its way to the server. libpq 15's PQcancel() blocks (it opens a new
  * connection to the server), so it runs on libuv's thread pool, never on the loop. */
 typedef struct cancel_work {
@@ -94,10 +87,10 @@ typedef struct db_watch {
 struct db_req {
   db_req_t *prev, *next; /* wait queue or deferred list */
   req_state_t state;
-  db_conn_t *conn;    /* REQ_SENT: the connection running it */
-  uint64_t owner;     /* 0: not counted */
-  uint64_t sent_ms;   /* uv_now() when sent */
-  int cancelled;      /* db_cancel() was called while it ran */
+  db_conn_t *conn;  /* REQ_SENT: the connection running it */
+  uint64_t owner;   /* 0: not counted */
+  uint64_t sent_ms; /* uv_now() when sent */
+  int cancelled;    /* db_cancel() was called while it ran */
   db_cb cb;
   void *arg;
   int txn; /* sent as BEGIN, stmts, COMMIT in one pipeline */
@@ -145,11 +138,10 @@ struct db_pool {
   int size;
   size_t queue_max;
   unsigned reconnect_min_ms, reconnect_max_ms, connect_timeout_ms;
-  size_t per_owner_max;
   unsigned cancel_grace_ms;
-  owner_count_t *owners[DB_OWNER_BUCKETS]; /* requests per owner, waiting or in flight */
-  db_conn_t *conns; /* size pool connections */
-  db_conn_t *idle;  /* idle connections, most recently used first */
+  db_owners_t owners; /* requests per owner, waiting or in flight */
+  db_conn_t *conns;   /* size pool connections */
+  db_conn_t *idle;    /* idle connections, most recently used first */
   db_conn_t *listeners;
   int nstate[CONN_NSTATES]; /* pool connections per state */
   req_queue_t queue;        /* waiting for a connection, doubly linked for db_cancel() */
@@ -246,56 +238,6 @@ static db_req_t *queue_pop(req_queue_t *qu) {
   return q;
 }
 
-/* ---- owners ------------------------------------------------------------------------- */
-
-static owner_count_t **owner_slot(db_pool_t *p, uint64_t owner) {
-  /* Fibonacci hashing: owners are usually consecutive connection numbers. */
-  owner_count_t **o = &p->owners[(owner * 0x9E3779B97F4A7C15ull) >> 56];
-
-  while (*o && (*o)->owner != owner)
-    o = &(*o)->next;
-  return o;
-}
-
-/* Count one more request of owner. Returns 0, DB_EOWNER (the owner is at its limit) or
- * DB_ENOMEM. */
-static int owner_take(db_pool_t *p, uint64_t owner) {
-  owner_count_t **o;
-
-  if (owner == 0)
-    return 0;
-  o = owner_slot(p, owner);
-  if (!*o) {
-    *o = calloc(1, sizeof(**o));
-    if (!*o)
-      return DB_ENOMEM;
-    (*o)->owner = owner;
-  }
-  if ((*o)->n >= p->per_owner_max) {
-    if ((*o)->n == 0) { /* cannot happen: per_owner_max > 0 */
-      free(*o);
-      *o = NULL;
-    }
-    return DB_EOWNER;
-  }
-  (*o)->n++;
-  return 0;
-}
-
-static void owner_give(db_pool_t *p, uint64_t owner) {
-  owner_count_t **o, *dead;
-
-  if (owner == 0)
-    return;
-  o = owner_slot(p, owner);
-  assert(*o && (*o)->n > 0);
-  if (--(*o)->n == 0) {
-    dead = *o;
-    *o = dead->next;
-    free(dead);
-  }
-}
-
 /* One allocation holds the request, its statements, their parameter arrays, result slots and
  * every string, so a request has a single owner and a single free. */
 static int req_new(const db_stmt_t *stmts, int n, int txn, db_cb cb, void *arg, db_req_t **out) {
@@ -377,7 +319,7 @@ static void req_finish(db_pool_t *p, db_req_t *q) {
   db_result_t r;
 
   q->state = REQ_DONE;
-  owner_give(p, q->owner);
+  db_owners_give(&p->owners, q->owner);
   q->owner = 0;
   r.err = q->err;
   r.res = q->res;
@@ -677,13 +619,9 @@ static void conn_connect(db_conn_t *c) {
                         "fallback_application_name",
                         "options",
                         NULL};
-  const char *vals[] = {"30",
-                        "10",
-                        "3",
-                        p->conninfo,
-                        c->role == ROLE_POOL ? "clued" : "clued-listen",
-                        p->options,
-                        NULL};
+  const char *vals[] = {
+      "30",       "10", "3", p->conninfo, c->role == ROLE_POOL ? "clued" : "clued-listen",
+      p->options, NULL};
 
   assert(c->state == CONN_BROKEN && !c->pg && !c->watch);
   c->last_fatal[0] = '\0';
@@ -1158,8 +1096,7 @@ static void pool_submit(db_pool_t *p, db_req_t *q) {
 
 static void pool_free(db_pool_t *p) {
   /* Every request has completed, so every owner's count is back to zero and freed. */
-  for (int i = 0; i < DB_OWNER_BUCKETS; i++)
-    assert(p->owners[i] == NULL);
+  assert(db_owners_empty(&p->owners));
   free(p->conns);
   free(p->conninfo);
   free(p->options);
@@ -1237,8 +1174,8 @@ static void conn_init(db_pool_t *p, db_conn_t *c, conn_role_t role) {
  * ours take effect. Returns NULL on out of memory. */
 static char *pool_options(const PQconninfoOption *opts, const db_config_t *cfg) {
   const char *own = "";
-  unsigned st = cfg->statement_timeout_ms ? cfg->statement_timeout_ms
-                                          : DB_DEFAULT_STATEMENT_TIMEOUT_MS;
+  unsigned st =
+      cfg->statement_timeout_ms ? cfg->statement_timeout_ms : DB_DEFAULT_STATEMENT_TIMEOUT_MS;
   unsigned lk = cfg->lock_timeout_ms ? cfg->lock_timeout_ms : DB_DEFAULT_LOCK_TIMEOUT_MS;
   char *s;
   int n;
@@ -1290,7 +1227,8 @@ int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out) {
     p->reconnect_max_ms = p->reconnect_min_ms;
   p->connect_timeout_ms =
       cfg->connect_timeout_ms ? cfg->connect_timeout_ms : DB_DEFAULT_CONNECT_TIMEOUT_MS;
-  p->per_owner_max = cfg->per_owner_max > 0 ? cfg->per_owner_max : DB_DEFAULT_PER_OWNER_MAX;
+  db_owners_init(&p->owners,
+                 cfg->per_owner_max > 0 ? cfg->per_owner_max : DB_DEFAULT_PER_OWNER_MAX);
   p->cancel_grace_ms = cfg->cancel_grace_ms ? cfg->cancel_grace_ms : DB_DEFAULT_CANCEL_GRACE_MS;
   p->rng = uv_hrtime() | 1;
   p->conninfo = strdup(conninfo);
@@ -1391,12 +1329,12 @@ static int pool_request(db_pool_t *p, const db_opts_t *o, const db_stmt_t *stmts
     assert(stmts[i].sql != NULL && stmts[i].nparams >= 0 &&
            (stmts[i].nparams == 0 || stmts[i].values != NULL));
   /* Refused before anything is built: a client over its share costs next to nothing. */
-  rc = owner_take(p, owner);
+  rc = db_owners_take(&p->owners, owner);
   if (rc != 0)
     return rc;
   rc = req_new(stmts, n, txn, cb, arg, &q);
   if (rc != 0) {
-    owner_give(p, owner);
+    db_owners_give(&p->owners, owner);
     return rc;
   }
   q->owner = owner;

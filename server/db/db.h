@@ -21,21 +21,21 @@ enum {
   DB_EQUEUE = -2,       /* every connection busy and the wait queue full */
   DB_EQUERY = -3,       /* the server reported an error (see sqlstate/message) */
   DB_ENOMEM = -4,
-  DB_ECLOSED = -5, /* the pool is shutting down */
-  DB_EINVAL = -6,  /* bad configuration: libpq cannot parse the connection string */
-  DB_EOWNER = -7,  /* the owner (db_opts_t) already has per_owner_max requests waiting or
-                      running */
+  DB_ECLOSED = -5,   /* the pool is shutting down */
+  DB_EINVAL = -6,    /* bad configuration: libpq cannot parse the connection string */
+  DB_EOWNER = -7,    /* the owner (db_opts_t) already has per_owner_max requests waiting or
+                        running */
   DB_ECANCELED = -8, /* db_cancel() took the request off the wait queue: it never ran */
 };
 
 typedef struct db_config {
-  const char *conninfo;        /* libpq connection string or URI */
-  int size;                    /* connections, default 8 */
-  size_t queue_max;            /* requests that may wait for a connection, default 1024 */
-  unsigned reconnect_min_ms;   /* first reconnect delay, default 100 */
-  unsigned reconnect_max_ms;   /* backoff ceiling, default 5000 */
-  unsigned connect_timeout_ms; /* one connection attempt, default 10000 (libpq's own
-                                  connect_timeout is not applied to asynchronous connects) */
+  const char *conninfo;          /* libpq connection string or URI */
+  int size;                      /* connections, default 8 */
+  size_t queue_max;              /* requests that may wait for a connection, default 1024 */
+  unsigned reconnect_min_ms;     /* first reconnect delay, default 100 */
+  unsigned reconnect_max_ms;     /* backoff ceiling, default 5000 */
+  unsigned connect_timeout_ms;   /* one connection attempt, default 10000 (libpq's own
+                                    connect_timeout is not applied to asynchronous connects) */
   unsigned statement_timeout_ms; /* the server's statement_timeout on every connection,
                                     default 30000: a statement running longer fails, 57014 */
   unsigned lock_timeout_ms;      /* the server's lock_timeout, default 3000: a wait for a row
@@ -59,10 +59,10 @@ typedef void (*db_cb)(const db_result_t *r, void *arg);
 
 /** Who asks, for db_query_opts() and db_txn_opts(). */
 typedef struct db_opts {
-  uint64_t owner;     /* e.g. an HTTP/2 connection's number: at most per_owner_max requests of
-                         one owner wait or run at once; 0: not counted */
-  db_req_t **handle;  /* if set, receives the request's handle for db_cancel(); the handle is
-                         valid until its callback starts */
+  uint64_t owner;    /* e.g. an HTTP/2 connection's number: at most per_owner_max requests of
+                        one owner wait or run at once; 0: not counted */
+  db_req_t **handle; /* if set, receives the request's handle for db_cancel(); the handle is
+                        valid until its callback starts */
 } db_opts_t;
 
 /** One parameterized statement; values are text-format parameters (NULL = SQL NULL). */

@@ -135,8 +135,8 @@ void svc_query(rpc_call_t *call, const char *sql, int nparams, const char *const
     return;
   o.owner = rpc_call_conn_id(call);
   o.handle = &job->req;
-  job_check_sent(job, db_query_opts(rpc_call_server(call)->db, &o, sql, nparams, values, job_done,
-                                    job));
+  job_check_sent(job,
+                 db_query_opts(rpc_call_server(call)->db, &o, sql, nparams, values, job_done, job));
 }
 
 void svc_txn(rpc_call_t *call, const db_stmt_t *stmts, int n, svc_cb cb, void *arg) {

@@ -900,10 +900,10 @@ static void test_bad_conninfo(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
-
 /* ---- time bounds and cancellation ---------------------------------------------------------- */
 
-static void ctx_open_bounds(tctx_t *t, int size, unsigned stmt_ms, unsigned lock_ms, size_t per_owner) {
+static void ctx_open_bounds(tctx_t *t, int size, unsigned stmt_ms, unsigned lock_ms,
+                            size_t per_owner) {
   db_config_t cfg = {0};
 
   cfg.conninfo = conninfo;
@@ -929,8 +929,10 @@ static void test_statement_and_lock_timeouts(void **state) {
 
   (void)state;
   ctx_open_bounds(&t, 2, 1000, 200, 0);
-  query(&t, &shown, "SELECT current_setting('statement_timeout') || ' ' || "
-                    "current_setting('lock_timeout')", 0, NULL);
+  query(&t, &shown,
+        "SELECT current_setting('statement_timeout') || ' ' || "
+        "current_setting('lock_timeout')",
+        0, NULL);
   query(&t, &setup, "CREATE TABLE bounds_lock AS SELECT 1 AS x", 0, NULL);
   wait_completed(&t, 2, 5000);
   assert_string_equal(shown.value, "1s 200ms");
