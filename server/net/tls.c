@@ -20,6 +20,9 @@
 
 static const unsigned char alpn_h2[] = "\x02h2";
 
+/* Ciphertext buffers up to this size stay with the connection between writes. */
+#define TLS_OBUF_KEEP (16 * 1024)
+
 struct tls_server {
   SSL_CTX *ctx; /* for new connections */
   char *cert, *key, *client_ca;
@@ -277,6 +280,11 @@ static void on_written(uv_write_t *req, int status) {
   tls_conn_t *tc = container_of(req, tls_conn_t, wreq);
 
   tc->sending = 0;
+  if (tc->ocap > TLS_OBUF_KEEP) { /* one large reply must not pin its size for good */
+    free(tc->obuf);
+    tc->obuf = NULL;
+    tc->ocap = 0;
+  }
   if (tc->uw == UW_SENDING) {
     tc->uw = UW_NONE;
     tc->ucb(tc->ureq, status); /* may write again at once */
@@ -418,8 +426,11 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
       return;
     }
   }
-  /* The ciphertext is in rbio now, so the read buffer can take the plaintext. */
-  for (;;) {
+  /* The ciphertext is in rbio now, so the read buffer can take the plaintext. Read only
+   * while input waits: an SSL_read that finds nothing leaves a 16 KiB record buffer
+   * allocated on every idle connection (SSL_MODE_RELEASE_BUFFERS frees it only after a
+   * record). */
+  while (BIO_ctrl_pending(tc->rbio) > 0 || SSL_has_pending(tc->ssl)) {
     ERR_clear_error();
     rc = SSL_read(tc->ssl, buf->base, (int)(buf->len > INT32_MAX ? INT32_MAX : buf->len));
     if (rc > 0) {

@@ -521,6 +521,27 @@ def test_sighup_reloads_the_certificate(c):
         srv.stop()
 
 
+def test_sighup_reloads_the_client_cas(c):
+    """Mutual TLS: after the CA file changes and SIGHUP, certificates of the new CA are
+    accepted and those of the old one refused."""
+    work = tempfile.mkdtemp(prefix="clued-tls-reload-ca-", dir=c.certs.dir)
+    cas = os.path.join(work, "clients.pem")
+    shutil.copy(c.certs.path("ca.pem"), cas)
+    srv = TlsClued(c.certs, c.url, args=["--tls-client-ca", cas], client="client").start()
+    try:
+        assert serving(srv, "client")
+        shutil.copy(c.certs.path("other_ca.pem"), cas)
+        srv.proc.send_signal(signal.SIGHUP)
+        harness.wait_for(lambda: "TLS: reloaded" in srv.output(), what="reload logged")
+        assert serving(srv, "stranger")
+        with srv.channel("client") as ch:
+            expect_status(grpc.StatusCode.UNAVAILABLE, S.health_pb2_grpc.HealthStub(ch).Check,
+                          S.health_pb2.HealthCheckRequest(), timeout=5)
+        srv.client = "stranger"
+    finally:
+        srv.stop()
+
+
 # ---- cleartext only on loopback ----------------------------------------------------------------
 
 
