@@ -16,7 +16,8 @@ X1) and case K2 (led by R1, with participant X1); a pending and a decided propos
 principals: G1's leader and member (owner group), R1's leader and member (liaison room), R2's
 leader and member (case lead, another room), X1's leader (a region, case participant), G3's
 leader (an unrelated group), an AUDITOR, the ADMIN, a disabled user and a revoked token (both
-G1 leaders).
+G1 leaders), and where the world has them (tokens issued by the admin and exchanged) G1's
+leader acting with its enrollment token.
 
 Calls that the rules allow and that would change an object run against a fresh object of the
 same kind, so that every other cell meets the objects as built; refusals run against the
@@ -63,8 +64,9 @@ MSG = {"clue": "clue not found", "case": "joint case not found", "proposal": "pr
 class P:
     """A principal: a user with its unit's code and kind, role, and whether its token works."""
 
-    def __init__(self, name, user, unit, kind, role, active=True):
+    def __init__(self, name, user, unit, kind, role, active=True, enrollment=False):
         self.name, self.user, self.unit, self.kind, self.role, self.active = name, user, unit, kind, role, active
+        self.enrollment = enrollment  # acting with a token issued by someone else
 
     @property
     def staff(self):
@@ -85,6 +87,7 @@ class Clue:
         self.kind, self.owner, self.liaison, self.state = kind, owner, liaison, state
         self.case, self.reviewer = case, reviewer
         self.id = self.version = None
+        self.reporter = False
         self.props = []  # its proposals, as made
 
 
@@ -133,6 +136,12 @@ def refusal(p, obj_kind, visible):
 
 def expect_read(p, c):
     return refusal(p, "clue", sees(p, c)) or OK
+
+
+def expect_reporter(p, c):
+    """§4: the reporter's contact details go to a LEADER of the owner unit only, and never
+    through an enrollment token; GetClue shows them to nobody else (and says that there are)."""
+    return c.reporter and p.leads(c.owner) and not p.enrollment
 
 
 def expect_note(p, c):
@@ -311,7 +320,7 @@ class Matrix:
         revoked_user = world.User(w.addr, revoked.id, "G1-revoked-token", "LEADER", w.G1, tokens.token)
         w.users.append(revoked_user)
         w.admin.admin.RevokeToken(ad.RevokeTokenRequest(token_id=tokens.token_id), timeout=20)
-        self.principals = [
+        principals = [
             mk("G1.leader (owner)", "G1", "LEADER"), mk("G1.member (owner)", "G1", "MEMBER"),
             mk("R1.leader (liaison, K2 lead)", "R1", "LEADER"), mk("R1.member (liaison)", "R1", "MEMBER"),
             mk("R2.leader (K lead, other room)", "R2", "LEADER"), mk("R2.member (K lead)", "R2", "MEMBER"),
@@ -321,6 +330,14 @@ class Matrix:
             P("disabled user", disabled, w.G1.id, "GROUP", "LEADER", active=False),
             P("revoked token", revoked_user, w.G1.id, "GROUP", "LEADER", active=False),
         ]
+        # An enrollment token (issued by the admin, not yet exchanged), where the world has them.
+        enrollment = getattr(w.G1.leader, "enrollment_token", None)
+        if enrollment:
+            eu = world.User(w.addr, w.G1.leader.id, "G1-leader-enrollment", "LEADER", w.G1, enrollment)
+            w.users.append(eu)
+            principals.insert(1, P("G1.leader (enrollment token)", eu, w.G1.id, "GROUP", "LEADER",
+                                   enrollment=True))
+        self.principals = principals
         # The cases.
         for k, lead in ((self.K, w.R2.leader), (self.K2, w.R1.leader)):
             parts = sorted(k.participants)
@@ -340,10 +357,10 @@ class Matrix:
     def g(self, user, clue_id):
         return user.clue.GetClue(pb.GetClueRequest(clue_id=clue_id), timeout=20)
 
-    def submit(self, user):
+    def submit(self, user, reporter=None):
         return user.clue.SubmitClue(pb.SubmitClueRequest(
             request_id=new_request_id(), title="矩阵线索", summary="s", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
-            subject=pb.SubjectPerson(name="某某"), host_unit="某单位"), timeout=20)
+            subject=pb.SubjectPerson(name="某某"), host_unit="某单位", reporter=reporter), timeout=20)
 
     def move(self, user, clue, target, **details):
         return user.clue.RequestTransition(pb.RequestTransitionRequest(
@@ -365,7 +382,8 @@ class Matrix:
             c = Clue(kind, self.units["X1"], None, PRE, reviewer=self.units["R2"])
             c.props.append(Proposal(c, self.units["R2"], w.X1.leader.id, self.units["X1"], True, pid))
         else:
-            x = self.submit(G1.member)
+            # The ACCEPTED clue has a reporter's contact details.
+            x = self.submit(G1.member, pb.ReporterContact(name="举报人", phone="13800000000") if kind == "acc" else None)
             state, case, reviewer, props = ACC, None, None, []
             if kind in ("pre", "pend", "filed", "incase"):
                 x = self.move(G1.leader, x, PRE).clue
@@ -386,6 +404,7 @@ class Matrix:
                 G1.leader.case.AddClueToCase(cs.AddClueToCaseRequest(case_id=self.K.id, clue_id=x.id), timeout=20)
                 x, case = self.g(G1.leader, x.id), self.K
             c = Clue(kind, owner, liaison, state, case, reviewer)
+            c.reporter = kind == "acc"
             c.props = [Proposal(c, liaison, G1.leader.id, owner, pending, pid) for pid, pending in props]
         c.id, c.version = x.id, x.version
         return c
@@ -424,7 +443,8 @@ class Matrix:
                 continue
             x = self.g(self.w.auditor, c.id)
             events = [e.action for e in self.w.auditor.clue.GetHistory(pb.GetHistoryRequest(clue_id=c.id),
-                                                                       timeout=20).events if e.action != "note.add"]
+                                                                       timeout=20).events
+                      if e.action not in ("note.add", "clue.reporter_read")]
             out[kind] = (x.version, x.state, x.owner_unit_id, x.joint_case_id, x.pending_proposal, tuple(events))
         # Allowed calls add fresh clues to the cases; the shared ones must stay where they are.
         shared = {c.id for c in self.clues.values() if c is not None}
@@ -521,8 +541,11 @@ class Matrix:
                 c = self.clues[kind]
                 cid = c.id if c else MISSING
                 name = kind
-                self.check("GetClue", p, name, expect_read(p, c),
-                           lambda: u.clue.GetClue(pb.GetClueRequest(clue_id=cid), timeout=20))
+                resp = self.check("GetClue", p, name, expect_read(p, c),
+                                  lambda: u.clue.GetClue(pb.GetClueRequest(clue_id=cid), timeout=20))
+                if resp is not None:
+                    self.tally("GetClue(reporter shown)", p, name, expect_reporter(p, c), resp.HasField("reporter"))
+                    self.tally("GetClue(reporter_on_file)", p, name, c.reporter, resp.reporter_on_file)
                 self.check("GetHistory", p, name, expect_read(p, c),
                            lambda: u.clue.GetHistory(pb.GetHistoryRequest(clue_id=cid), timeout=20))
                 self.check("ListNotes", p, name, expect_read(p, c),
