@@ -72,6 +72,34 @@ static const demo_unit_t demo_units[] = {
     {"REGION", "X01", "某区纪委监委", NULL, NULL},
 };
 
+/* Create the demo user CODE-suffix (or plain suffix in the ADMIN unit) of role in unit_id and
+ * write "CODE ROLE NAME TOKEN" to tf. 0 on success, -1 (printed) otherwise. */
+static int demo_user(PGconn *db, const char *admin_id, const char *admin_unit, const char *unit_id,
+                     const char *code, const char *role, const char *suffix, FILE *tf) {
+  char name[64], token[AUTH_TOKEN_LEN + 1], hash[65], user_id[32];
+  const char *up[5] = {admin_id, admin_unit, unit_id, name, role};
+  const char *tp[5] = {admin_id, admin_unit, user_id, hash, "demo"};
+  PGresult *r;
+
+  if (strcmp(unit_id, admin_unit) == 0)
+    snprintf(name, sizeof(name), "%s", suffix);
+  else
+    snprintf(name, sizeof(name), "%s-%s", code, suffix);
+  if ((r = exec(db, "SELECT id FROM admin_create_user($1, $2, $3, $4, $5)", 5, up)) == NULL)
+    return -1;
+  snprintf(user_id, sizeof(user_id), "%s", PQgetvalue(r, 0, 0));
+  PQclear(r);
+  if (auth_token_new(token, hash) != 0) {
+    fprintf(stderr, "clued: cannot read random bytes for a token\n");
+    return -1;
+  }
+  if ((r = exec(db, "SELECT id FROM admin_issue_token($1, $2, $3, $4, $5)", 5, tp)) == NULL)
+    return -1;
+  PQclear(r);
+  fprintf(tf, "%s %s %s %s\n", code, role, name, token);
+  return 0;
+}
+
 int bootstrap_demo(const char *conninfo, const char *tokens_path, FILE *out) {
   PGconn *db = connect_db(conninfo);
   PGresult *r;
@@ -124,29 +152,13 @@ int bootstrap_demo(const char *conninfo, const char *tokens_path, FILE *out) {
       goto rollback;
     snprintf(unit_id, sizeof(unit_id), "%s", PQgetvalue(r, 0, 0));
     PQclear(r);
-    for (int k = 0; k < 2; k++) {
-      const char *role = k ? "MEMBER" : "LEADER";
-      char name[64], token[AUTH_TOKEN_LEN + 1], hash[65];
-      const char *up[5] = {admin_id, admin_unit, unit_id, name, role};
-      const char *tp[5] = {admin_id, admin_unit, NULL, hash, "demo"};
-      snprintf(name, sizeof(name), "%s-%s", u->code, k ? "member" : "leader");
-      if ((r = exec(db, "SELECT id FROM admin_create_user($1, $2, $3, $4, $5)", 5, up)) == NULL)
-        goto rollback;
-      tp[2] = PQgetvalue(r, 0, 0);
-      if (auth_token_new(token, hash) != 0) {
-        PQclear(r);
-        goto rollback;
-      }
-      {
-        PGresult *t = exec(db, "SELECT id FROM admin_issue_token($1, $2, $3, $4, $5)", 5, tp);
-        PQclear(r);
-        if (t == NULL)
-          goto rollback;
-        PQclear(t);
-      }
-      fprintf(tf, "%s %s %s %s\n", u->code, role, name, token);
-    }
+    if (demo_user(db, admin_id, admin_unit, unit_id, u->code, "LEADER", "leader", tf) != 0 ||
+        demo_user(db, admin_id, admin_unit, unit_id, u->code, "MEMBER", "member", tf) != 0)
+      goto rollback;
   }
+  /* Auditing is one of the service's three jobs: the demo has an auditor, in the ADMIN unit. */
+  if (demo_user(db, admin_id, admin_unit, admin_unit, "ADM", "AUDITOR", "auditor", tf) != 0)
+    goto rollback;
   if ((r = exec(db, "COMMIT", 0, NULL)) == NULL)
     goto done;
   PQclear(r);
@@ -156,8 +168,8 @@ int bootstrap_demo(const char *conninfo, const char *tokens_path, FILE *out) {
     goto done;
   }
   tf = NULL;
-  fprintf(out, "created demo units R01 R02 G01 G02 G03 X01 with a leader and a member each;\n"
-               "their tokens are in %s\n",
+  fprintf(out, "created demo units R01 R02 G01 G02 G03 X01 with a leader and a member each,\n"
+               "and an auditor; their tokens are in %s\n",
           tokens_path);
   rc = 0;
   goto done;

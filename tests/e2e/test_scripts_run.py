@@ -1,0 +1,276 @@
+"""scripts/run as a new user meets it: in a fresh clone below a mode-700 folder (as /root and
+mktemp -d are), started, used, stopped with Ctrl-C, started again, and its set-up failures.
+
+The clone is made from the source tree's committed HEAD, so this tests what a user would
+clone. When run as root it also runs scripts/run as an unprivileged user made with useradd.
+Each step builds on the one before; the steps run in order.
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+from harness import SRC, free_port, run_tests, wait_for
+
+IS_ROOT = os.getuid() == 0
+
+
+def user_env(ctx):
+    """A user's environment: none of the test flavour's variables, clued on the test's port."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("CLUED_", "ASAN_", "UBSAN_", "CTEST"))}
+    e["CLUED_LISTEN"] = f"127.0.0.1:{ctx.port}"
+    return e
+
+
+def run_once(ctx, *args, timeout=300):
+    """scripts/run that is expected to end by itself; returns CompletedProcess (text)."""
+    return subprocess.run(["scripts/run", *args], cwd=ctx.clone, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=timeout, env=user_env(ctx))
+
+
+class Run:
+    """One `scripts/run` process in its own process group (as a terminal would start it)."""
+
+    def __init__(self, ctx, *args, user=None):
+        self.ctx = ctx
+        e = user_env(ctx)
+        cmd = ["scripts/run", *args]
+        if user:
+            cmd = ["runuser", "-u", user, "--", "env", f"HOME={ctx.tmp}", *cmd]
+        self.log = open(os.path.join(ctx.tmp, f"run-{time.time_ns()}.log"), "w+")
+        self.proc = subprocess.Popen(cmd, cwd=ctx.clone, env=e, stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def output(self):
+        self.log.flush()
+        with open(self.log.name, errors="replace") as f:
+            return f.read()
+
+    def wait(self, timeout):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"scripts/run did not exit within {timeout}s:\n{self.output()[-3000:]}")
+
+    def ctrl_c(self):
+        """What a terminal's Ctrl-C does: SIGINT to every process of the foreground group."""
+        os.killpg(self.proc.pid, signal.SIGINT)
+
+
+def cluectl(ctx, *args, token=None, check=0):
+    e = user_env(ctx)
+    e["CLUED_SERVER"] = f"127.0.0.1:{ctx.port}"
+    if token:
+        e["CLUED_TOKEN"] = token
+    cmd = [os.path.join(ctx.clone, "build", "cluectl"), *args]
+    r = subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=60)
+    if check is not None:
+        assert r.returncode == check, f"cluectl {' '.join(args)} exited {r.returncode}:\n{r.stdout}{r.stderr}"
+    return r
+
+
+def demo_token(ctx, code, role):
+    with open(os.path.join(ctx.clone, ".local", "demo-tokens")) as f:
+        for line in f:
+            c, r, _name, tok = line.split()
+            if c == code and r == role:
+                return tok
+    raise AssertionError(f"no demo token for {code} {role}")
+
+
+def pgdir(ctx):
+    """Where the private cluster keeps its data: .local/pg, or where that link points."""
+    return os.path.realpath(os.path.join(ctx.clone, ".local", "pg"))
+
+
+def processes_matching(text):
+    """PIDs of live processes whose command line contains text."""
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{p}/stat") as f:
+                if f.read().split(") ")[-1].startswith("Z"):
+                    continue
+        except OSError:
+            continue
+        if text in cmd:
+            out.append(int(p))
+    return out
+
+
+def wait_serving(ctx, run, timeout):
+    def serving():
+        assert run.proc.poll() is None, f"scripts/run exited {run.proc.returncode}:\n{run.output()[-4000:]}"
+        return cluectl(ctx, "health", check=None).stdout.strip() == "SERVING"
+
+    wait_for(serving, timeout=timeout, interval=0.5, what="SERVING from scripts/run")
+
+
+def assert_all_stopped(ctx, run):
+    rc = run.wait(90)
+    out = run.output()
+    assert rc in (0, 130), f"scripts/run exited {rc}:\n{out[-3000:]}"
+    assert "clued stopped" in out and "PostgreSQL stopped" in out, out[-2000:]
+    data = os.path.join(pgdir(ctx), "data")
+    wait_for(lambda: not processes_matching(data), timeout=10, what="PostgreSQL to be gone")
+    assert not os.path.exists(os.path.join(data, "postmaster.pid")), "the cluster left its pid file"
+    assert not processes_matching(f"build/clued serve --listen 127.0.0.1:{ctx.port}"), "clued still runs"
+    # Nothing listens on the port any more.
+    s = socket.socket()
+    try:
+        assert s.connect_ex(("127.0.0.1", ctx.port)) != 0, "the port still answers"
+    finally:
+        s.close()
+
+
+class Ctx:
+    pass
+
+
+def setup():
+    ctx = Ctx()
+    ctx.tmp = tempfile.mkdtemp(prefix="clued-run-")
+    os.chmod(ctx.tmp, 0o700)  # like /root, and like every mktemp -d
+    ctx.clone = os.path.join(ctx.tmp, "clued")
+    subprocess.check_call(["git", "clone", "-q", SRC, ctx.clone])
+    ctx.port = free_port()
+    ctx.user = None
+    return ctx
+
+
+def teardown(ctx):
+    for u in [ctx.user] if ctx.user else []:
+        subprocess.call(["pkill", "-KILL", "-u", u])
+    if os.path.isdir(ctx.clone):
+        subprocess.call(["scripts/run", "--reset", "--yes"], cwd=ctx.clone, stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL)
+    if ctx.user:
+        subprocess.call(["userdel", ctx.user], stderr=subprocess.DEVNULL)
+    shutil.rmtree(ctx.tmp, ignore_errors=True)
+
+
+def test_first_run_serves_and_ctrl_c_stops_everything(ctx):
+    run = Run(ctx)
+    wait_serving(ctx, run, timeout=800)  # the first run builds
+    out = run.output()
+    for role in ("ADMIN", "AUDITOR", "LEADER", "MEMBER"):
+        assert re.search(rf"^\s*{role}\s+export CLUED_TOKEN=", out, re.M), f"no line for {role}:\n{out}"
+    r = cluectl(ctx, "clue", "submit", "--title", "第一次运行", "--summary", "s", "--source", "AUDIT",
+                "--subject-name", "张三", "--host-unit", "市统计局", "--json", token=demo_token(ctx, "G01", "MEMBER"))
+    ctx.clue_id = re.search(r'"id":\s*"?(\d+)', r.stdout).group(1)
+    # The demo auditor reads every clue and the whole audit trail.
+    auditor = demo_token(ctx, "ADM", "AUDITOR")
+    assert "第一次运行" in cluectl(ctx, "clue", "get", ctx.clue_id, token=auditor).stdout
+    assert cluectl(ctx, "audit", "verify", token=auditor).stdout.startswith("OK")
+    if IS_ROOT:
+        # The data lives outside the checkout, owned by postgres; the checkout kept its modes.
+        assert not pgdir(ctx).startswith(ctx.tmp), pgdir(ctx)
+        assert os.stat(ctx.tmp).st_mode & 0o777 == 0o700
+        assert os.stat(os.path.join(ctx.clone, ".local")).st_mode & 0o777 == 0o700
+    run.ctrl_c()
+    assert_all_stopped(ctx, run)
+
+
+def test_second_run_keeps_the_clue(ctx):
+    run = Run(ctx)
+    wait_serving(ctx, run, timeout=300)
+    r = cluectl(ctx, "clue", "get", ctx.clue_id, token=demo_token(ctx, "G01", "MEMBER"))
+    assert "第一次运行" in r.stdout, r.stdout
+    ctx.running = run
+
+
+def test_port_in_use_is_named(ctx):
+    # A second scripts/run on the port of the first, which keeps serving.
+    r = run_once(ctx)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"port {ctx.port}" in r.stderr and "in use" in r.stderr and "CLUED_LISTEN=" in r.stderr, r.stderr
+    assert cluectl(ctx, "health").stdout.strip() == "SERVING"
+
+
+def test_sigint_to_the_script_alone_stops_everything(ctx):
+    run = ctx.running
+    run.proc.send_signal(signal.SIGINT)  # kill -INT <pid of scripts/run>
+    assert_all_stopped(ctx, run)
+
+
+def test_double_ctrl_c_leaves_no_half_stopped_cluster(ctx):
+    run = Run(ctx)
+    wait_serving(ctx, run, timeout=300)
+    # Keep a call in flight so that clued takes a moment to stop, then press Ctrl-C twice.
+    watch = subprocess.Popen([os.path.join(ctx.clone, "build", "cluectl"), "audit", "watch", "--after-seq", "0"],
+                             env={**user_env(ctx), "CLUED_SERVER": f"127.0.0.1:{ctx.port}",
+                                  "CLUED_TOKEN": demo_token(ctx, "ADM", "AUDITOR")},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    run.ctrl_c()
+    time.sleep(0.2)
+    run.ctrl_c()
+    assert_all_stopped(ctx, run)
+    watch.wait(30)
+
+
+def test_cluster_that_cannot_start_shows_its_log(ctx):
+    conf = os.path.join(pgdir(ctx), "data", "postgresql.conf")
+    with open(conf) as f:
+        saved = f.read()
+    with open(conf, "a") as f:
+        f.write("\nclued_test_bogus_setting = 1\n")
+    try:
+        r = run_once(ctx)
+    finally:
+        with open(conf, "w") as f:
+            f.write(saved)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "did not start" in r.stderr and "clued_test_bogus_setting" in r.stderr, r.stderr
+    assert "--reset" in r.stderr
+
+
+def test_reset_asks_then_removes_cluster_and_tokens(ctx):
+    data = pgdir(ctx)
+    r = run_once(ctx, "--reset")
+    assert r.returncode == 1 and "--yes" in r.stderr, r.stdout + r.stderr
+    assert os.path.exists(os.path.join(data, "data", "PG_VERSION")), "removed without confirmation"
+    r = run_once(ctx, "--reset", "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for p in (data, os.path.join(ctx.clone, ".local", "pg"), os.path.join(ctx.clone, ".local", "demo-tokens"),
+              os.path.join(ctx.clone, ".local", "admin-token")):
+        assert not os.path.lexists(p), f"{p} survived --reset"
+    r = run_once(ctx, "--bogus")
+    assert r.returncode == 2 and "usage" in r.stderr, r.stderr
+    r = run_once(ctx, "--help")
+    assert r.returncode == 0 and "--reset" in r.stdout and "CLUED_LISTEN" in r.stdout
+
+
+def test_unprivileged_user(ctx):
+    if not IS_ROOT:
+        return  # the runs above were already unprivileged
+    ctx.user = f"cluedrun{os.getpid()}"
+    subprocess.check_call(["useradd", "--no-create-home", "--shell", "/bin/bash", ctx.user])
+    subprocess.check_call(["chown", "-R", f"{ctx.user}:", ctx.tmp])
+    run = Run(ctx, user=ctx.user)
+    wait_serving(ctx, run, timeout=600)
+    # As that user the cluster lives in the checkout, owned by the user.
+    assert pgdir(ctx) == os.path.join(ctx.clone, ".local", "pg")
+    assert os.stat(os.path.join(pgdir(ctx), "data")).st_uid != 0
+    r = cluectl(ctx, "clue", "submit", "--title", "普通用户", "--summary", "s", "--source", "AUDIT",
+                "--subject-name", "李四", "--host-unit", "市统计局", token=demo_token(ctx, "G01", "MEMBER"))
+    assert "submitted" in r.stdout, r.stdout
+    run.ctrl_c()
+    assert_all_stopped(ctx, run)
+    run = Run(ctx, user=ctx.user)
+    wait_serving(ctx, run, timeout=300)
+    run.ctrl_c()
+    assert_all_stopped(ctx, run)
+
+
+if __name__ == "__main__":
+    run_tests(globals(), setup=setup, teardown=teardown)
