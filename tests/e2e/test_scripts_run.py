@@ -110,6 +110,8 @@ def processes_matching(text):
 def wait_serving(ctx, run, timeout):
     def serving():
         assert run.proc.poll() is None, f"scripts/run exited {run.proc.returncode}:\n{run.output()[-4000:]}"
+        if not os.path.exists(os.path.join(ctx.clone, "build", "cluectl")):
+            return False  # still building
         return cluectl(ctx, "health", check=None).stdout.strip() == "SERVING"
 
     wait_for(serving, timeout=timeout, interval=0.5, what="SERVING from scripts/run")
