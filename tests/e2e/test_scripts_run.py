@@ -220,6 +220,44 @@ def test_double_ctrl_c_leaves_no_half_stopped_cluster(ctx):
     watch.wait(30)
 
 
+def kill_hard(ctx, run, cluster_too):
+    """As a crash or a power cut would: SIGKILL scripts/run and clued, and the cluster too."""
+    os.killpg(run.proc.pid, signal.SIGKILL)
+    run.proc.wait(30)
+    for pid in processes_matching(f"build/clued serve --listen 127.0.0.1:{ctx.port}"):
+        os.kill(pid, signal.SIGKILL)
+    if cluster_too:
+        for pid in processes_matching(os.path.join(pgdir(ctx), "data")):
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not processes_matching(os.path.join(pgdir(ctx), "data")), timeout=10, what="cluster gone")
+
+
+def test_run_while_an_earlier_cluster_is_still_up(ctx):
+    run = Run(ctx)
+    wait_serving(ctx, run, timeout=300)
+    kill_hard(ctx, run, cluster_too=False)
+    assert processes_matching(os.path.join(pgdir(ctx), "data")), "the cluster should still be up"
+    run = Run(ctx)
+    wait_serving(ctx, run, timeout=300)
+    assert "already running" in run.output()
+    run.ctrl_c()
+    assert_all_stopped(ctx, run)
+
+
+def test_run_after_a_crash_of_everything(ctx):
+    # Like a reboot: nothing runs, and the cluster's pid file is left behind.
+    run = Run(ctx)
+    wait_serving(ctx, run, timeout=300)
+    kill_hard(ctx, run, cluster_too=True)
+    assert os.path.exists(os.path.join(pgdir(ctx), "data", "postmaster.pid"))
+    run = Run(ctx)
+    wait_serving(ctx, run, timeout=300)
+    r = cluectl(ctx, "clue", "get", ctx.clue_id, token=demo_token(ctx, "G01", "MEMBER"))
+    assert "第一次运行" in r.stdout, r.stdout
+    run.ctrl_c()
+    assert_all_stopped(ctx, run)
+
+
 def test_cluster_that_cannot_start_shows_its_log(ctx):
     conf = os.path.join(pgdir(ctx), "data", "postgresql.conf")
     with open(conf) as f:
