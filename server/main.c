@@ -32,7 +32,11 @@ static const char usage_text[] =
     "  --listen ADDR              host:port or [v6]:port to listen on; port 0 picks a free port\n"
     "                             (env CLUED_LISTEN, default 127.0.0.1:50051)\n"
     "  --migrations DIR           migrations directory (default: the source tree's)\n"
-    "  --database-url URL         PostgreSQL connection string or URI (env CLUED_DATABASE_URL)\n"
+    "  --database-url URL         PostgreSQL connection string or URI (env CLUED_DATABASE_URL);\n"
+    "                             serve connects as the runtime role (a member of clued_runtime\n"
+    "                             that owns nothing), migrate as the role owning the schema\n"
+    "  --allow-superuser          serve even as a superuser or the schema's owner, roles that\n"
+    "                             could disable the audit triggers (refused otherwise)\n"
     "  --db-pool N                database connections (default 8)\n"
     "  --db-queue N               calls that may wait for a connection (default 1024)\n"
     "  --db-statement-timeout MS  a database statement running longer is cancelled and its\n"
@@ -137,12 +141,14 @@ enum {
   OPT_TLS_KEY,
   OPT_TLS_CLIENT_CA,
   OPT_INSECURE_CLEARTEXT,
+  OPT_ALLOW_SUPERUSER,
 };
 
 /* Options of the one-shot commands, beside the server's own configuration. */
 typedef struct cli_opts {
   const char *migrations_dir;
   const char *demo_tokens;
+  int allow_superuser; /* serve as a role that could rewrite the audit record */
 } cli_opts_t;
 
 static const struct option long_opts[] = {
@@ -171,6 +177,7 @@ static const struct option long_opts[] = {
     {"tls-key", required_argument, NULL, OPT_TLS_KEY},
     {"tls-client-ca", required_argument, NULL, OPT_TLS_CLIENT_CA},
     {"insecure-cleartext", no_argument, NULL, OPT_INSECURE_CLEARTEXT},
+    {"allow-superuser", no_argument, NULL, OPT_ALLOW_SUPERUSER},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -296,6 +303,9 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
     case OPT_INSECURE_CLEARTEXT:
       cfg->insecure_cleartext = 1;
       break;
+    case OPT_ALLOW_SUPERUSER:
+      cli->allow_superuser = 1;
+      break;
     case 'h':
       usage(stdout);
       return 2;
@@ -320,7 +330,7 @@ static void raise_fd_limit(void) {
   }
 }
 
-static int cmd_serve(server_config_t *cfg, const char *migrations_dir) {
+static int cmd_serve(server_config_t *cfg, const cli_opts_t *cli) {
   uv_loop_t loop;
   server_t srv;
   int rc;
@@ -331,7 +341,7 @@ static int cmd_serve(server_config_t *cfg, const char *migrations_dir) {
   }
   {
     char first[256] = "";
-    int pending = db_migrations_pending(cfg->database_url, migrations_dir, first, sizeof(first));
+    int pending = db_migrations_pending(cfg->database_url, cli->migrations_dir, first, sizeof(first));
     if (pending < 0)
       return 1; /* the reason is printed */
     if (pending > 0) {
@@ -339,6 +349,23 @@ static int cmd_serve(server_config_t *cfg, const char *migrations_dir) {
               pending, first);
       return 1;
     }
+  }
+  {
+    char why[160];
+    int privileged = db_role_privileged(cfg->database_url, why, sizeof(why));
+    if (privileged < 0)
+      return 1; /* the reason is printed */
+    if (privileged && !cli->allow_superuser) {
+      log_error("refusing to serve: the database %s, so this server could disable the audit "
+                "log's append-only triggers; connect as the runtime role (a member of "
+                "clued_runtime, see README) or pass --allow-superuser",
+                why);
+      return 1;
+    }
+    if (privileged)
+      log_warn("serving although the database %s (--allow-superuser): the audit log's "
+               "append-only triggers are only as safe as this server",
+               why);
   }
   raise_fd_limit();
   /* A write to a peer that has already closed must fail with EPIPE (a disconnect, handled
@@ -369,7 +396,7 @@ static int cmd_serve(server_config_t *cfg, const char *migrations_dir) {
 
 int main(int argc, char **argv) {
   server_config_t cfg;
-  cli_opts_t cli = {CLUED_MIGRATIONS_DIR, NULL};
+  cli_opts_t cli = {.migrations_dir = CLUED_MIGRATIONS_DIR};
   const char *cmd;
   int rc;
 
@@ -390,7 +417,7 @@ int main(int argc, char **argv) {
   if (rc != 0)
     return 2;
   if (strcmp(cmd, "serve") == 0)
-    return cmd_serve(&cfg, cli.migrations_dir);
+    return cmd_serve(&cfg, &cli);
   if (strcmp(cmd, "migrate") == 0 || strcmp(cmd, "bootstrap") == 0) {
     if (cfg.database_url == NULL) {
       fprintf(stderr, "clued: no database: set --database-url or CLUED_DATABASE_URL\n");

@@ -519,3 +519,38 @@ out:
   set_free(&set);
   return rc;
 }
+
+int db_role_privileged(const char *conninfo, char *why, size_t len) {
+  /* A superuser may do anything; a role that owns (or is a member of the owner of) the audit
+   * table may ALTER it, which includes DISABLE TRIGGER. Either could rewrite the record. */
+  static const char sql[] =
+      "SELECT current_user, r.rolsuper,"
+      " coalesce(pg_has_role(current_user, c.relowner, 'MEMBER'), false)"
+      " FROM pg_roles r LEFT JOIN pg_class c ON c.oid = to_regclass('audit_events')"
+      " WHERE r.rolname = current_user";
+  PGconn *c = migrate_connect(conninfo, NULL);
+  PGresult *r;
+  int rc = 0;
+
+  if (why && len > 0)
+    why[0] = '\0';
+  if (!c)
+    return DB_MIGRATE_ECONNECT;
+  r = run(c, NULL, "checking the database role", sql, 0, NULL);
+  if (!r) {
+    PQfinish(c);
+    return DB_MIGRATE_ESQL;
+  }
+  if (PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 1), "t") == 0) {
+    rc = 1;
+    if (why)
+      snprintf(why, len, "role \"%s\" is a superuser", PQgetvalue(r, 0, 0));
+  } else if (PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 2), "t") == 0) {
+    rc = 1;
+    if (why)
+      snprintf(why, len, "role \"%s\" owns the audit tables", PQgetvalue(r, 0, 0));
+  }
+  PQclear(r);
+  PQfinish(c);
+  return rc;
+}

@@ -44,6 +44,15 @@ int db_migrate(const char *conninfo, const char *dir, FILE *log)
 int db_migrations_pending(const char *conninfo, const char *dir, char *first_pending, size_t len)
     __attribute__((warn_unused_result));
 
+/**
+ * Is the role conninfo logs in as able to rewrite the audit record: a superuser, or the owner
+ * (or a member of the owner) of the audit tables, either of which may disable their triggers?
+ * Returns 1 (and a reason such as `role "x" is a superuser` in why, truncated to len), 0 when
+ * it is not, or a negative error code above (printed to stderr).
+ */
+int db_role_privileged(const char *conninfo, char *why, size_t len)
+    __attribute__((warn_unused_result));
+
 /** A short description of an error code above. */
 const char *db_migrate_strerror(int rc);
 

@@ -54,8 +54,8 @@ class Postgres:
             subprocess.call([os.path.join(SRC, "scripts", "pg-test"), "stop", self.owned_dir])
             self.owned_dir = None
 
-    def url(self, dbname="postgres"):
-        return f"postgresql:///{dbname}?host={self.host}&port={self.port}&user=postgres"
+    def url(self, dbname="postgres", user="postgres"):
+        return f"postgresql:///{dbname}?host={self.host}&port={self.port}&user={user}"
 
     def connect(self, dbname="postgres"):
         import psycopg2
@@ -64,11 +64,32 @@ class Postgres:
         conn.autocommit = True
         return conn
 
+    def ensure_roles(self):
+        """The roles clued runs as (migrations/0008_runtime_role.sql), made once per cluster:
+        clued_owner owns each test database and migrates it; clued, a member of clued_runtime
+        that owns nothing, serves."""
+        if getattr(self, "_roles", False):
+            return
+        import psycopg2
+
+        conn = self.connect()
+        with conn.cursor() as cur:
+            for stmt in ("CREATE ROLE clued_owner LOGIN", "CREATE ROLE clued_runtime NOLOGIN",
+                         "CREATE ROLE clued LOGIN IN ROLE clued_runtime"):
+                try:
+                    cur.execute(stmt)
+                except (psycopg2.errors.DuplicateObject, psycopg2.errors.UniqueViolation):
+                    pass  # made already, perhaps by a test running beside this one
+        conn.close()
+        self._roles = True
+
     def new_database(self, prefix="t"):
+        """A new database owned by clued_owner; its name."""
+        self.ensure_roles()
         name = f"{prefix}_{uuid.uuid4().hex[:12]}"
         conn = self.connect()
         with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
+            cur.execute(f'CREATE DATABASE "{name}" OWNER clued_owner')
         conn.close()
         return name
 
@@ -103,11 +124,23 @@ def private_postgres():
     return pg
 
 
+def as_role(database_url, user):
+    """database_url with the superuser postgres replaced by user; other URLs unchanged."""
+    if database_url and "user=postgres" in database_url:
+        return database_url.replace("user=postgres", f"user={user}")
+    return database_url
+
+
 class Clued:
-    """The real clued binary. start() waits until it logs the address it bound."""
+    """The real clued binary. start() waits until it logs the address it bound.
+
+    As in production, one-shot commands (migrate, bootstrap) run as the schema's owner and
+    serve runs as the runtime role: a database_url naming user=postgres is rewritten to
+    clued_owner and clued respectively."""
 
     def __init__(self, database_url=None, args=(), env=None):
-        self.database_url = database_url
+        self.database_url = as_role(database_url, "clued_owner")
+        self.serve_url = as_role(database_url, "clued")
         self.args = list(args)
         self.env = dict(os.environ)
         self.env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=66")
@@ -123,8 +156,9 @@ class Clued:
     def run(self, *args, check=True, input=None):
         """Run a one-shot clued command (migrate, bootstrap) and return CompletedProcess."""
         cmd = [CLUED, *args]
-        if self.database_url:
-            cmd += ["--database-url", self.database_url]
+        url = self.serve_url if args and args[0] == "serve" else self.database_url
+        if url:
+            cmd += ["--database-url", url]
         r = subprocess.run(cmd, env=self.env, capture_output=True, text=True, input=input, timeout=120)
         _assert_clean(r.stderr)
         if check and r.returncode != 0:
@@ -135,8 +169,8 @@ class Clued:
         if migrate and self.database_url:
             self.run("migrate")
         cmd = [CLUED, "serve", "--listen", listen, *self.args]
-        if self.database_url:
-            cmd += ["--database-url", self.database_url]
+        if self.serve_url:
+            cmd += ["--database-url", self.serve_url]
         self.signalled = False
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      errors="backslashreplace")

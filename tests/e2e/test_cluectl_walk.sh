@@ -113,15 +113,18 @@ else
 fi
 dbname="walk_$(date +%s)_$$"
 pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-"$pgbin/createdb" -h "$pghost" -p "$pgport" -U postgres "$dbname" || fail "cannot create database $dbname"
-export CLUED_DATABASE_URL="postgresql:///$dbname?host=$pghost&port=$pgport&user=postgres"
+# As in production: clued_owner owns the database and migrates; clued (a member of
+# clued_runtime, made by scripts/pg-test) serves.
+"$pgbin/createdb" -h "$pghost" -p "$pgport" -U postgres -O clued_owner "$dbname" || fail "cannot create database $dbname"
+export CLUED_DATABASE_URL="postgresql:///$dbname?host=$pghost&port=$pgport&user=clued_owner"
 
 "$CLUED_BIN" migrate >"$work/migrate.log" 2>&1 || { cat "$work/migrate.log"; fail "clued migrate"; }
 "$CLUED_BIN" bootstrap >"$work/bootstrap.log" 2>&1 || { cat "$work/bootstrap.log"; fail "clued bootstrap"; }
 admin=$(grep -oE 'ct_[0-9a-f]{64}' "$work/bootstrap.log" | head -n 1)
 [ -n "$admin" ] || fail "no admin token in: $(cat "$work/bootstrap.log")"
 
-"$CLUED_BIN" serve --listen 127.0.0.1:0 >"$work/clued.log" 2>&1 &
+"$CLUED_BIN" serve --listen 127.0.0.1:0 --database-url "${CLUED_DATABASE_URL/user=clued_owner/user=clued}" \
+  >"$work/clued.log" 2>&1 &
 server_pid=$!
 addr=""
 for _ in $(seq 1 300); do

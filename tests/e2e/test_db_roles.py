@@ -1,0 +1,139 @@
+"""Least privilege in PostgreSQL: `clued migrate` runs as the schema's owner, `clued serve` as
+a runtime role that owns nothing and cannot disable the audit triggers or rewrite audit events,
+chain heads or notes; serve refuses a superuser or owner connection unless --allow-superuser."""
+
+import psycopg2
+import psycopg2.errors
+
+import harness
+import world
+
+# Statements a compromised server (connected as the runtime role) might try, each of which
+# the database must refuse for lack of privilege.
+REFUSED = [
+    "ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only",
+    "ALTER TABLE audit_events DISABLE TRIGGER ALL",
+    "ALTER TABLE notes DISABLE TRIGGER notes_append_only",
+    "ALTER TABLE audit_heads DISABLE TRIGGER audit_heads_keep",
+    "UPDATE audit_events SET reason = 'rewritten' WHERE seq = (SELECT max(seq) FROM audit_events)",
+    "DELETE FROM audit_events WHERE seq = (SELECT max(seq) FROM audit_events)",
+    "INSERT INTO audit_events (action, subject_type, subject_id, hash) VALUES ('forged', 'clue', 1, '\\x00')",
+    "TRUNCATE audit_events",
+    "UPDATE audit_heads SET last_seq = last_seq - 1",
+    "DELETE FROM audit_heads",
+    "INSERT INTO audit_heads (subject_type, subject_id) VALUES ('clue', 999999)",
+    "UPDATE notes SET text = 'rewritten'",
+    "DELETE FROM notes",
+    "TRUNCATE notes",
+    "ALTER FUNCTION audit_events_refuse_change() RENAME TO gone",
+    "CREATE OR REPLACE FUNCTION audit_events_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$",
+    "DROP TRIGGER audit_events_append_only ON audit_events",
+    "CREATE TABLE public.x (i int)",
+    "ALTER TABLE clues OWNER TO clued",
+    "SET session_replication_role = replica",
+]
+
+
+def setup():
+    c = type("C", (), {})()
+    c.pg = harness.Postgres.get()
+    c.dbname = c.pg.new_database("roles")
+    c.srv = harness.Clued(c.pg.url(c.dbname)).start()  # migrates as clued_owner, serves as clued
+    c.w = world.build(c.srv)
+    # Something in every protected table: a clue with a note.
+    m = c.w.G1.member
+    pb = harness.stubs().clue_pb2
+    clue = m.clue.SubmitClue(pb.SubmitClueRequest(
+        request_id=harness.new_request_id(), title="权限", summary="s", subject=pb.SubjectPerson(name="某某"),
+        host_unit="市发展改革委", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT), timeout=20)
+    m.clue.AddNote(pb.AddNoteRequest(request_id=harness.new_request_id(), clue_id=clue.id,
+                                     kind=pb.NOTE_KIND_EVIDENCE_SUMMARY, text="证据"), timeout=20)
+    return c
+
+
+def teardown(c):
+    c.w.close()
+    c.srv.stop()
+
+
+def runtime_conn(c):
+    conn = psycopg2.connect(host=c.pg.host, port=c.pg.port, user="clued", dbname=c.dbname)
+    conn.autocommit = True
+    return conn
+
+
+def test_runtime_role_is_refused_every_rewrite(c):
+    admin = c.pg.connect(c.dbname)
+    with admin.cursor() as cur:
+        cur.execute("SELECT count(*), max(seq) FROM audit_events")
+        before_events = cur.fetchone()
+        cur.execute("SELECT count(*), string_agg(text, '|' ORDER BY id) FROM notes")
+        before_notes = cur.fetchone()
+        cur.execute("SELECT string_agg(subject_type || subject_id || ':' || last_seq, ',' ORDER BY 1) FROM audit_heads")
+        before_heads = cur.fetchone()
+    assert before_events[0] > 0 and before_notes[0] > 0
+    conn = runtime_conn(c)
+    for stmt in REFUSED:
+        with conn.cursor() as cur:
+            try:
+                cur.execute(stmt)
+            except psycopg2.errors.InsufficientPrivilege:
+                continue
+            raise AssertionError(f"the runtime role was allowed: {stmt}")
+    conn.close()
+    with admin.cursor() as cur:
+        cur.execute("SELECT count(*), max(seq) FROM audit_events")
+        assert cur.fetchone() == before_events
+        cur.execute("SELECT count(*), string_agg(text, '|' ORDER BY id) FROM notes")
+        assert cur.fetchone() == before_notes
+        cur.execute("SELECT string_agg(subject_type || subject_id || ':' || last_seq, ',' ORDER BY 1) FROM audit_heads")
+        assert cur.fetchone() == before_heads
+    admin.close()
+
+
+def test_runtime_role_owns_nothing_and_is_no_superuser(c):
+    conn = c.pg.connect(c.dbname)
+    with conn.cursor() as cur:
+        cur.execute("SELECT rolsuper, rolcreaterole, rolcreatedb, rolbypassrls FROM pg_roles WHERE rolname = 'clued'")
+        assert cur.fetchone() == (False, False, False, False)
+        cur.execute("""SELECT count(*) FROM pg_class WHERE pg_has_role('clued', relowner, 'MEMBER')
+                       AND relnamespace = 'public'::regnamespace""")
+        assert cur.fetchone()[0] == 0
+        cur.execute("""SELECT count(*) FROM pg_proc WHERE pg_has_role('clued', proowner, 'MEMBER')
+                       AND pronamespace = 'public'::regnamespace""")
+        assert cur.fetchone()[0] == 0
+        # The schema is owned by the role that migrated it.
+        cur.execute("SELECT relowner::regrole::text FROM pg_class WHERE oid = 'audit_events'::regclass")
+        assert cur.fetchone()[0] == "clued_owner"
+    conn.close()
+
+
+def test_serve_refuses_a_superuser(c):
+    srv = harness.Clued(c.pg.url(c.dbname))
+    srv.serve_url = c.pg.url(c.dbname, user="postgres")
+    r = srv.run("serve", "--listen", "127.0.0.1:0", check=False)
+    assert r.returncode == 1, r.stderr
+    assert 'role "postgres" is a superuser' in r.stderr and "--allow-superuser" in r.stderr, r.stderr
+    assert "listening" not in r.stderr
+
+
+def test_serve_refuses_the_schema_owner(c):
+    srv = harness.Clued(c.pg.url(c.dbname))
+    srv.serve_url = c.pg.url(c.dbname, user="clued_owner")
+    r = srv.run("serve", "--listen", "127.0.0.1:0", check=False)
+    assert r.returncode == 1, r.stderr
+    assert 'role "clued_owner" owns the audit tables' in r.stderr, r.stderr
+
+
+def test_allow_superuser_serves_and_says_why(c):
+    srv = harness.Clued(c.pg.url(c.dbname), args=["--allow-superuser"])
+    srv.serve_url = c.pg.url(c.dbname, user="postgres")
+    srv.start(migrate=False)
+    try:
+        assert "--allow-superuser" in srv.output() and "is a superuser" in srv.output(), srv.output()
+    finally:
+        srv.stop()
+
+
+if __name__ == "__main__":
+    harness.run_tests(globals(), setup, teardown)
