@@ -17,15 +17,15 @@ pgdir=$(mktemp -d /tmp/clued-bench-pg.XXXXXX)
 pid=""
 trap '[ -n "$pid" ] && kill $pid 2>/dev/null; wait 2>/dev/null; scripts/pg-test stop "$pgdir"; rm -rf "$work"' EXIT
 read -r host port < <(scripts/pg-test start "$pgdir")
-url="postgresql:///postgres?host=$host&port=$port&user=postgres"
-build/clued migrate --database-url "$url" >/dev/null 2>&1 || true
+url="postgresql:///postgres?host=$host&port=$port"
+build/clued migrate --database-url "$url&user=postgres" >/dev/null 2>&1 || true
 scheme=http tlsargs=()
 if [ -n "$tls" ]; then
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
     -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
   scheme=https tlsargs=(--tls-cert "$work/cert.pem" --tls-key "$work/key.pem")
 fi
-build/clued serve --listen 127.0.0.1:0 --database-url "$url" "${tlsargs[@]}" 2>"$work/log" &
+build/clued serve --listen 127.0.0.1:0 --database-url "$url&user=clued" "${tlsargs[@]}" 2>"$work/log" &
 pid=$!
 for _ in $(seq 100); do grep -q "listening on" "$work/log" && break; sleep 0.1; done
 addr=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$work/log" | head -n 1)
