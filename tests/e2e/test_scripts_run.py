@@ -38,6 +38,15 @@ class Run:
 
     def __init__(self, ctx, *args, user=None):
         self.ctx = ctx
+        # A run an earlier (failed) step left behind would hold the port: stop it first.
+        for old in getattr(ctx, "runs", []):
+            if old.proc.poll() is None:
+                old.ctrl_c()
+                try:
+                    old.proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(old.proc.pid, signal.SIGKILL)
+        ctx.runs = [self]
         e = user_env(ctx)
         cmd = ["scripts/run", *args]
         if user:
@@ -110,8 +119,8 @@ def processes_matching(text):
 def wait_serving(ctx, run, timeout):
     def serving():
         assert run.proc.poll() is None, f"scripts/run exited {run.proc.returncode}:\n{run.output()[-4000:]}"
-        if not os.path.exists(os.path.join(ctx.clone, "build", "cluectl")):
-            return False  # still building
+        if "clued is starting" not in run.output():
+            return False  # still building or migrating
         return cluectl(ctx, "health", check=None).stdout.strip() == "SERVING"
 
     wait_for(serving, timeout=timeout, interval=0.5, what="SERVING from scripts/run")
@@ -150,6 +159,13 @@ def setup():
 
 
 def teardown(ctx):
+    for run in getattr(ctx, "runs", []):
+        if run.proc.poll() is None:
+            os.killpg(run.proc.pid, signal.SIGINT)
+            try:
+                run.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(run.proc.pid, signal.SIGKILL)
     for u in [ctx.user] if ctx.user else []:
         subprocess.call(["pkill", "-KILL", "-u", u])
     if os.path.isdir(ctx.clone):
