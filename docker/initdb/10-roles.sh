@@ -1,6 +1,6 @@
 #!/bin/sh
 # Runs once, when the postgres image initialises its data volume: the roles of
-# migrations/0008_runtime_role.sql. clued_owner owns the clued database and migrates it;
+# migrations/0009_runtime_role.sql. clued_owner owns the clued database and migrates it;
 # clued (a member of clued_runtime, owning nothing) serves. Passwords come from compose.
 set -eu
 psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres \

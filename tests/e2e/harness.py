@@ -65,7 +65,7 @@ class Postgres:
         return conn
 
     def ensure_roles(self):
-        """The roles clued runs as (migrations/0008_runtime_role.sql), made once per cluster:
+        """The roles clued runs as (migrations/0009_runtime_role.sql), made once per cluster:
         clued_owner owns each test database and migrates it; clued, a member of clued_runtime
         that owns nothing, serves."""
         if getattr(self, "_roles", False):
