@@ -13,6 +13,7 @@
 #include "rpc/table.h"
 #include "service/audit_watch.h"
 #include "service/health.h"
+#include "service/reflection.h"
 
 void server_config_defaults(server_config_t *cfg) {
   memset(cfg, 0, sizeof(*cfg));
@@ -256,6 +257,7 @@ void server_shutdown(server_t *srv) {
 void server_free(server_t *srv) {
   rpc_table_free(srv->methods);
   srv->methods = NULL;
+  reflection_close(srv);
   tls_server_free(srv->tls);
   srv->tls = NULL;
 }

@@ -15,6 +15,7 @@ typedef struct h2_conn h2_conn_t;
 typedef struct rpc_table rpc_table_t;
 typedef struct health health_t;
 typedef struct audit audit_t;
+typedef struct reflection reflection_t;
 typedef struct tls_server tls_server_t;
 
 typedef struct server_config {
@@ -61,6 +62,7 @@ struct server {
   db_pool_t *db;                /* NULL when running without a database */
   health_t *health;
   audit_t *audit;               /* WatchEvents: the shared tail and its watchers */
+  reflection_t *reflection;     /* server reflection: the embedded descriptor set, indexed */
   h2_conn_t *conns;             /* intrusive list of live connections */
   size_t nconns;
   uint64_t next_conn_id;

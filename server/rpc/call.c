@@ -1,5 +1,6 @@
 #include "rpc/call.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -313,8 +314,37 @@ void rpc_call_on_headers_end(rpc_call_t *call) {
   }
 }
 
+/* A client-streaming call's request message: decoded and handed to the handler at once. */
+static void call_stream_message(rpc_call_t *call, grpc_message_t *msg) {
+  ProtobufCMessage *req;
+
+  assert(call->m->public_method);
+  if (call->srv->state != SERVER_RUNNING) {
+    free(msg->data);
+    call_finish(call, 200, GRPC_UNAVAILABLE, "server shutting down");
+    return;
+  }
+  req = protobuf_c_message_unpack(call->m->input, NULL, msg->len, msg->data);
+  free(msg->data);
+  if (req == NULL) {
+    char buf[200];
+    snprintf(buf, sizeof(buf), "request is not a valid %s message", call->m->input->name);
+    call_finish(call, 200, GRPC_INVALID_ARGUMENT, buf);
+    return;
+  }
+  call->state = RPC_CALL_STREAMING;
+  rpc_call_ref(call);
+  call->m->handler(call, req);
+  protobuf_c_message_free_unpacked(req, NULL);
+  rpc_call_unref(call);
+}
+
+static int call_reading(const rpc_call_t *call) {
+  return call->state == RPC_CALL_READING || call->state == RPC_CALL_STREAMING;
+}
+
 void rpc_call_on_data(rpc_call_t *call, const uint8_t *data, size_t len) {
-  while (len > 0 && call->state == RPC_CALL_READING) {
+  while (len > 0 && call_reading(call)) {
     grpc_message_t msg;
     int got;
     long n = grpc_decoder_feed(&call->dec, data, len, &msg, &got);
@@ -342,6 +372,10 @@ void rpc_call_on_data(rpc_call_t *call, const uint8_t *data, size_t len) {
                   "compressed messages are not supported; use identity encoding");
       return;
     }
+    if (call->m != NULL && call->m->client_streaming) {
+      call_stream_message(call, &msg);
+      continue;
+    }
     if (++call->nmsgs > 1) {
       free(msg.data);
       call_finish(call, 200, GRPC_INVALID_ARGUMENT, "more than one request message for this method");
@@ -362,7 +396,7 @@ void rpc_call_authenticated(rpc_call_t *call) {
 }
 
 void rpc_call_on_end_stream(rpc_call_t *call) {
-  if (call->state != RPC_CALL_READING)
+  if (!call_reading(call))
     return;
   if (call->m == NULL) { /* no HEADERS end seen: cannot happen with nghttp2 */
     call_finish(call, 400, GRPC_INTERNAL, "request ended before its headers");
@@ -377,6 +411,11 @@ void rpc_call_on_end_stream(rpc_call_t *call) {
       snprintf(buf, sizeof(buf), "truncated request message prefix: %zu of 5 bytes",
                call->dec.prefix_have);
     call_finish(call, 200, GRPC_INVALID_ARGUMENT, buf);
+    return;
+  }
+  if (call->m->client_streaming) { /* the client half-closed: the handler ends the call */
+    call->state = RPC_CALL_RUNNING;
+    call->m->handler(call, NULL);
     return;
   }
   if (call->nmsgs == 0) {
@@ -584,7 +623,7 @@ static int call_append(rpc_call_t *call, const ProtobufCMessage *msg) {
 int rpc_send(rpc_call_t *call, const ProtobufCMessage *msg) {
   int rc;
 
-  if (call->state != RPC_CALL_RUNNING || call->conn == NULL)
+  if ((call->state != RPC_CALL_RUNNING && call->state != RPC_CALL_STREAMING) || call->conn == NULL)
     return -ECANCELED;
   rc = call_append(call, msg);
   if (rc != 0)

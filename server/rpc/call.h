@@ -15,6 +15,7 @@ typedef struct h2_conn h2_conn_t;
 
 typedef enum rpc_call_state {
   RPC_CALL_READING,   /* headers and request message arriving */
+  RPC_CALL_STREAMING, /* client-streaming: each message goes to the handler as it arrives */
   RPC_CALL_RUNNING,   /* dispatched: authenticating or in the handler */
   RPC_CALL_FINISHING, /* status decided; response draining to the peer */
   RPC_CALL_CLOSED,    /* stream gone; only references keep the memory */

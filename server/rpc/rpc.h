@@ -52,6 +52,10 @@ typedef struct rpc_method {
   rpc_handler_fn handler;
   unsigned server_streaming : 1;
   unsigned public_method : 1; /* no authentication (Health) */
+  /* Bidirectional streaming, public methods only: the handler runs once per request message
+   * as it arrives (req valid only during that run) and once more with req NULL when the
+   * client half-closes; it may send at any time and finishes the call with rpc_finish(). */
+  unsigned client_streaming : 1;
 } rpc_method_t;
 
 /** The server a call belongs to. */

@@ -261,7 +261,7 @@ static void verify_chain(rpc_call_t *call, const ProtobufCMessage *m) {
 #define AUDIT_METHOD(name, fn, in, out, streaming)                                                 \
   {                                                                                                \
     "/clue.v1.AuditService/" name, &clue__v1__##in##__descriptor, &clue__v1__##out##__descriptor,  \
-        fn, streaming, 0                                                                           \
+        fn, streaming, 0, 0                                                                        \
   }
 
 const rpc_method_t audit_methods[] = {

@@ -12,6 +12,7 @@
 #include "service/clue.h"
 #include "service/debug.h"
 #include "service/health.h"
+#include "service/reflection.h"
 #include "service/stats.h"
 
 int services_start(server_t *srv) {
@@ -29,6 +30,8 @@ int services_start(server_t *srv) {
     rc = rpc_table_add(srv->methods, case_methods, case_nmethods);
   if (rc == 0)
     rc = rpc_table_add(srv->methods, stats_methods, stats_nmethods);
+  if (rc == 0)
+    rc = rpc_table_add(srv->methods, reflection_methods, reflection_nmethods);
 #ifdef CLUED_TEST_HOOKS
   if (rc == 0)
     rc = rpc_table_add(srv->methods, debug_methods, debug_nmethods);
@@ -37,6 +40,8 @@ int services_start(server_t *srv) {
     log_error("cannot build the method table: %d", rc);
     return rc;
   }
+  if ((rc = reflection_init(srv)) != 0)
+    return rc;
   if (srv->cfg.database_url) {
     db_config_t dc = {0};
     dc.conninfo = srv->cfg.database_url;
