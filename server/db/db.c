@@ -312,15 +312,21 @@ static void req_set_query_error(db_req_t *q, const PGresult *res) {
   snprintf(q->message, sizeof(q->message), "%s", msg ? msg : PQresultErrorMessage(res));
 }
 
+/* q holds no queue slot and no connection any more: its owner's count drops (once). */
+static void req_done(db_pool_t *p, db_req_t *q) {
+  q->state = REQ_DONE;
+  q->conn = NULL;
+  db_owners_give(&p->owners, q->owner);
+  q->owner = 0;
+}
+
 /* Run the callback and free the request. The callback may call anything in this file,
  * including db_pool_close(); callers re-check their state afterwards. The owner's count drops
  * first, so that the callback may send the owner's next request. */
 static void req_finish(db_pool_t *p, db_req_t *q) {
   db_result_t r;
 
-  q->state = REQ_DONE;
-  db_owners_give(&p->owners, q->owner);
-  q->owner = 0;
+  req_done(p, q);
   r.err = q->err;
   r.res = q->res;
   r.nres = q->nstmts;
@@ -330,12 +336,12 @@ static void req_finish(db_pool_t *p, db_req_t *q) {
   req_free(q);
 }
 
-/* Complete q later, from the loop. */
+/* Complete q later, from the loop. Its owner's count drops now: a client that resets streams
+ * as fast as it opens them (all within one read) gets its places back at once. */
 static void req_defer(db_pool_t *p, db_req_t *q, int err, const char *msg) {
   if (q->err == 0)
     req_set_error(q, err, msg);
-  q->state = REQ_DONE;
-  q->conn = NULL;
+  req_done(p, q);
   queue_push(&p->defer, q);
   pool_kick(p);
 }

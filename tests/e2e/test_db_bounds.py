@@ -464,6 +464,35 @@ def test_reset_stream_loop_cannot_fill_the_queue(c):
           f"{served} of 10 times")
 
 
+def test_cancelled_calls_give_back_their_share(c):
+    """C's two connections are busy with sleeps from another client. One HTTP/2 connection
+    then opens and resets 40 authenticated calls, one after another: each waits in the queue
+    for its token lookup when its reset arrives. Were they not taken off the queue, the
+    connection would pass its share of 8 by the ninth; instead its next call is queued and
+    served once the sleeps end."""
+    w = c.w
+    busy = rawh2.RawH2(c.srv_c.addr, timeout=60)
+    h = rawh2.RawH2(c.srv_c.addr, timeout=60)
+    try:
+        sleeps = [busy.request(SLEEP, sleep_body(3)) for _ in range(2)]
+        harness.wait_for(lambda: sleeping(c.db) == 2, timeout=20, what="both connections asleep")
+        auth = [("authorization", "Bearer " + w.G3.member.token)]
+        body = rawh2.grpc_frame(pb.ListCluesRequest(page_size=10).SerializeToString())
+        path = "/clue.v1.ClueService/ListClues"
+        for _ in range(40):
+            sid = h.request(path, body, headers=auth)
+            h.conn.reset_stream(sid, error_code=8)  # CANCEL
+            h.flush()
+        assert sleeping(c.db) == 2, "the sleeps ended during the resets: this proves nothing"
+        r = h.call(path, body, headers=auth)
+        assert r.grpc_status == 0, (r.grpc_status, r.grpc_message)
+        for sid in sleeps:
+            assert busy.wait(sid).grpc_status == 0
+    finally:
+        h.close()
+        busy.close()
+
+
 def test_one_connection_holds_a_bounded_share(c):
     """One HTTP/2 connection opens 20 streams of 1 s sleeps on C (two connections, 16 queue
     slots, 8 per connection): 8 are taken and the other 12 fail at once with
