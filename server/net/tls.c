@@ -48,7 +48,6 @@ struct tls_conn {
   SSL *ssl;
   BIO *rbio, *wbio; /* memory BIOs, owned by ssl: ciphertext in from and out to the socket */
   uv_stream_t *stream;
-  uv_alloc_cb alloc_cb;
   uv_read_cb read_cb;
   uv_write_t *ureq; /* the write of the connection above, and what it wants sent */
   uv_write_cb ucb;
@@ -457,7 +456,6 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
 }
 
 int tls_read_start(tls_conn_t *tc, uv_alloc_cb alloc_cb, uv_read_cb read_cb) {
-  tc->alloc_cb = alloc_cb;
   tc->read_cb = read_cb;
   return uv_read_start(tc->stream, alloc_cb, on_read);
 }
