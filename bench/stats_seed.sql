@@ -153,7 +153,8 @@ BEGIN
     END IF;
     UPDATE seed_audit t SET hash = audit_hash(ROW(t.seq, t.at, t.actor_user_id, t.actor_unit_id, t.action,
                                                   t.subject_type, t.subject_id, t.owner_unit, t.from_state,
-                                                  t.to_state, t.reason, t.details, t.prev_hash, NULL, 0)::audit_events)
+                                                  t.to_state, t.reason, t.details, t.prev_hash, NULL, 0,
+                                                  NULL)::audit_events)
     WHERE t.k = j;
   END LOOP;
 

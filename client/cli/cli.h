@@ -94,6 +94,7 @@ extern const cli_group_t cli_group_clue;
 extern const cli_group_t cli_group_case;
 extern const cli_group_t cli_group_audit;
 extern const cli_group_t cli_group_stats;
+extern const cli_group_t cli_group_token;
 
 /* ---- options ---- */
 

@@ -2,6 +2,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 static const char MSG_CLUE_NOT_FOUND[] = "clue not found";
 static const char MSG_CASE_NOT_FOUND[] = "joint case not found";
@@ -101,6 +102,14 @@ authz_result_t authz_can_see_reporter(const authz_principal_t *p, const authz_cl
     return decide(AUTHZ_DENIED, "reporter shown only to leaders of the owner unit",
                   "only a LEADER of the owner unit may see the reporter");
   return allow("leader of the owner unit");
+}
+
+authz_result_t authz_token_can_see_reporter(bool enrollment_token) {
+  if (enrollment_token)
+    return decide(AUTHZ_DENIED, "enrollment token",
+                  "an enrollment token cannot read the reporter: issue yourself a personal token "
+                  "(TokenService.IssueMyToken)");
+  return allow("personal token");
 }
 
 authz_result_t authz_can_submit(const authz_principal_t *p) {
@@ -431,4 +440,20 @@ authz_result_t authz_role_fits_unit(clue_role_t role, clue_unit_kind_t kind) {
                   "role %s does not fit a unit of kind %s", clue_role_name(role),
                   clue_unit_kind_name(kind));
   return allow("role fits unit");
+}
+
+bool authz_audit_event_whole(const authz_principal_t *p, const char *subject_type) {
+  if (p == NULL || subject_type == NULL)
+    return false;
+  switch (p->role) {
+  case CLUE_ROLE_AUDITOR:
+  case CLUE_ROLE_MEMBER:
+  case CLUE_ROLE_LEADER:
+    return true;
+  case CLUE_ROLE_ADMIN:
+    return strcmp(subject_type, "unit") == 0 || strcmp(subject_type, "user") == 0 ||
+           strcmp(subject_type, "token") == 0;
+  default:
+    return false;
+  }
 }

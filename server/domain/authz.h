@@ -105,8 +105,17 @@ unsigned authz_clue_scope(const authz_principal_t *p);
  */
 authz_result_t authz_can_see_clue(const authz_principal_t *p, const authz_clue_t *c);
 
-/** May p see the reporter's contact details? Only a LEADER of the owner unit (else DENIED). */
+/**
+ * May p see the reporter's contact details? Only a LEADER of the owner unit (else DENIED).
+ * The token p called with must allow it too (authz_token_can_see_reporter()).
+ */
 authz_result_t authz_can_see_reporter(const authz_principal_t *p, const authz_clue_t *c);
+
+/**
+ * May a call made with this token read reporter contacts? Not with an enrollment token, one
+ * issued by someone other than its user (DENIED, naming the way out: a personal token).
+ */
+authz_result_t authz_token_can_see_reporter(bool enrollment_token);
 
 /** May p submit a clue? A MEMBER or LEADER of a GROUP, ROOM or REGION (else DENIED). */
 authz_result_t authz_can_submit(const authz_principal_t *p);
@@ -215,5 +224,14 @@ authz_result_t authz_is_admin(const authz_principal_t *p);
  * GROUP, ROOM or REGION; ADMIN: an ADMIN unit; AUDITOR: any unit. INVALID_ARGUMENT otherwise.
  */
 authz_result_t authz_role_fits_unit(clue_role_t role, clue_unit_kind_t kind);
+
+/**
+ * Does p see every field of an audit event about subject_type ("clue", "case", "unit",
+ * "user")? AUDITORs, and MEMBERs and LEADERs (who see only their clues' events), see all. An
+ * ADMIN sees unit, user and token events (token events are the user's) whole; of every other subject only seq,
+ * time, actor, action, subject and states, never reason, details or hashes (separation of
+ * duties, DESIGN.md §4). Fails closed: an unknown role or a NULL argument sees no more.
+ */
+bool authz_audit_event_whole(const authz_principal_t *p, const char *subject_type);
 
 #endif

@@ -64,7 +64,7 @@ int auth_token_new(char token[AUTH_TOKEN_LEN + 1], char hash_hex[65]) {
 }
 
 static const char auth_sql[] =
-    "SELECT u.id, u.unit_id, un.kind, u.role, u.name, un.code"
+    "SELECT u.id, u.unit_id, un.kind, u.role, u.name, un.code, t.id, t.issued_by <> t.user_id"
     "  FROM tokens t JOIN users u ON u.id = t.user_id JOIN units un ON un.id = u.unit_id"
     " WHERE t.token_sha256 = decode($1, 'hex') AND t.revoked_at IS NULL AND NOT u.disabled";
 
@@ -94,6 +94,8 @@ static void auth_done(const db_result_t *r, void *arg) {
     p->role = auth_role_from_name(db_value(r, 0, 3));
     snprintf(p->user_name, sizeof(p->user_name), "%s", db_value(r, 0, 4));
     snprintf(p->unit_code, sizeof(p->unit_code), "%s", db_value(r, 0, 5));
+    p->token_id = strtoll(db_value(r, 0, 6), NULL, 10);
+    p->enrollment = strcmp(db_value(r, 0, 7), "f") != 0; /* anything but "false" fails closed */
     rpc_call_authenticated(call);
   }
   rpc_call_unref(call);

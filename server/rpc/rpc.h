@@ -16,6 +16,7 @@
  * further replies are ignored, and the cancel callback (if any) runs once. */
 
 #include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,6 +32,8 @@ typedef struct rpc_principal {
   int64_t unit_id;
   int unit_kind; /* Clue__V1__UnitKind */
   int role;      /* Clue__V1__Role */
+  int64_t token_id;   /* the token the call came with (tokens.id) */
+  bool enrollment;    /* that token was issued by someone else: no reporter contacts */
   char user_name[128];
   char unit_code[32];
 } rpc_principal_t;

@@ -24,6 +24,7 @@ void audit_visibility(const rpc_principal_t *p, audit_filter_t *f) {
   f->all = authz_ok(&all);
   f->clue_scope = f->all ? AUTHZ_SCOPE_ALL : authz_clue_scope(&a);
   f->scope_unit = a.unit_id;
+  f->viewer = a;
 }
 
 static int refuse(rpc_call_t *call, int rc, const validate_error_t *err) {
@@ -103,6 +104,7 @@ static int token_parse(const char *tok, uint32_t want, int64_t *seq) {
 typedef struct list_ctx {
   int32_t page_size;
   uint32_t fp;
+  audit_filter_t filter; /* strings point into the request, which the call owns */
 } list_ctx_t;
 
 static void list_done(rpc_call_t *call, const db_result_t *r, void *arg) {
@@ -119,7 +121,7 @@ static void list_done(rpc_call_t *call, const db_result_t *r, void *arg) {
   for (i = 0; i < n; i++) {
     if (audit_ev_from_row(r, i, 0, &evs[i]) != 0)
       goto oom;
-    audit_ev_to_msg(evs[i], &msgs[i]);
+    audit_ev_to_msg(&ctx->filter, evs[i], &msgs[i]);
     ptrs[i] = &msgs[i];
   }
   resp.events = ptrs;
@@ -186,6 +188,7 @@ static void list_events(rpc_call_t *call, const ProtobufCMessage *m) {
   f.to_ms = req->to_ms;
   f.until_seq = req->until_seq;
   audit_visibility(rpc_call_principal(call), &f);
+  ctx->filter = f;
   audit_sql_build(q, &f, after, 0, ctx->page_size + 1);
   svc_query(call, q->text, q->n, q->values, list_done, ctx);
 }

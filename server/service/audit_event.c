@@ -176,6 +176,7 @@ int audit_ev_from_row(const db_result_t *r, int row, int col0, audit_ev_t **out)
   ev->at_ms = col_i64(r, row, col0 + 1);
   ev->actor_user_id = col_i64(r, row, col0 + 2);
   ev->actor_unit_id = col_i64(r, row, col0 + 3);
+  ev->actor_token_id = col_i64(r, row, col0 + 13);
   ev->subject_id = col_i64(r, row, col0 + 6);
   ev->from_state = col_state(r, row, col0 + 7);
   ev->to_state = col_state(r, row, col0 + 8);
@@ -194,18 +195,19 @@ int audit_ev_from_row(const db_result_t *r, int row, int col0, audit_ev_t **out)
   p += prev_max;
   ev->hash = (const uint8_t *)p;
   ev->hash_len = hash_hex ? unhex(hash_hex, (uint8_t *)p) : 0;
-  audit_ev_to_msg(ev, &msg);
+  audit_ev_to_msg(NULL, ev, &msg); /* every field: an upper bound for any viewer */
   ev->wire_size = protobuf_c_message_get_packed_size(&msg.base) + GRPC_FRAME_PREFIX;
   *out = ev;
   return 0;
 }
 
-void audit_ev_to_msg(const audit_ev_t *ev, Clue__V1__AuditEvent *msg) {
+void audit_ev_to_msg(const audit_filter_t *f, const audit_ev_t *ev, Clue__V1__AuditEvent *msg) {
   clue__v1__audit_event__init(msg);
   msg->seq = ev->seq;
   msg->at_ms = ev->at_ms;
   msg->actor_user_id = ev->actor_user_id;
   msg->actor_unit_id = ev->actor_unit_id;
+  msg->actor_token_id = ev->actor_token_id;
   /* protobuf-c's string fields are not const; packing only reads them. */
   msg->action = (char *)ev->action;
   msg->subject_type = (char *)ev->subject_type;
@@ -218,4 +220,14 @@ void audit_ev_to_msg(const audit_ev_t *ev, Clue__V1__AuditEvent *msg) {
   msg->prev_hash.len = ev->prev_hash_len;
   msg->hash.data = (uint8_t *)ev->hash;
   msg->hash.len = ev->hash_len;
+  if (f != NULL && !authz_audit_event_whole(&f->viewer, ev->subject_type)) {
+    /* The hashes go too: with every other field known, a hash would confirm a guess of the
+     * withheld text (a subject's name, say). */
+    msg->reason = (char *)"";
+    msg->details_json = (char *)"";
+    msg->prev_hash.data = NULL;
+    msg->prev_hash.len = 0;
+    msg->hash.data = NULL;
+    msg->hash.len = 0;
+  }
 }

@@ -11,6 +11,7 @@
 
 #include "clue/v1/common.pb-c.h"
 #include "db/db.h"
+#include "domain/authz.h"
 
 /** Which events a caller asked for and may see; zero / NULL fields do not filter. */
 typedef struct audit_filter {
@@ -27,14 +28,16 @@ typedef struct audit_filter {
   bool all;
   unsigned clue_scope;
   int64_t scope_unit;
+  /* Who reads: which fields of an event they see (authz_audit_event_whole()). */
+  authz_principal_t viewer;
 } audit_filter_t;
 
 /** The columns audit_ev_from_row() reads, in order; the table is aliased "e". */
 #define AUDIT_EVENT_COLS                                                                           \
   "e.seq, floor(extract(epoch FROM e.at) * 1000)::bigint, e.actor_user_id, e.actor_unit_id, "      \
   "e.action, e.subject_type, e.subject_id, e.from_state, e.to_state, e.reason, e.details, "        \
-  "encode(e.prev_hash, 'hex'), encode(e.hash, 'hex')"
-#define AUDIT_EVENT_NCOLS 13
+  "encode(e.prev_hash, 'hex'), encode(e.hash, 'hex'), e.actor_token_id"
+#define AUDIT_EVENT_NCOLS 14
 
 /** Most parameters audit_sql_build() uses. */
 #define AUDIT_SQL_MAX_PARAMS 12
@@ -56,7 +59,7 @@ void audit_sql_build(audit_sql_t *q, const audit_filter_t *f, int64_t after, int
 
 /** One event, in one allocation (free with free()). */
 typedef struct audit_ev {
-  int64_t seq, at_ms, actor_user_id, actor_unit_id, subject_id;
+  int64_t seq, at_ms, actor_user_id, actor_unit_id, actor_token_id, subject_id;
   int from_state, to_state; /* Clue__V1__ClueState */
   const char *action, *subject_type, *reason, *details;
   const uint8_t *prev_hash, *hash;
@@ -72,8 +75,13 @@ typedef struct audit_ev {
 int audit_ev_from_row(const db_result_t *r, int row, int col0, audit_ev_t **out)
     __attribute__((warn_unused_result));
 
-/** Fill msg (initialised here) to describe ev; msg points into ev and lives no longer. */
-void audit_ev_to_msg(const audit_ev_t *ev, Clue__V1__AuditEvent *msg);
+/**
+ * Fill msg (initialised here) to describe ev as f's viewer may see it: the one place that
+ * withholds reason, details and hashes from an ADMIN reading clue-side events (ListAuditEvents
+ * and WatchEvents both build their messages here). f NULL: every field (for sizing). msg
+ * points into ev and lives no longer.
+ */
+void audit_ev_to_msg(const audit_filter_t *f, const audit_ev_t *ev, Clue__V1__AuditEvent *msg);
 
 /**
  * True if the filter selects ev: the same test the SQL of audit_sql_build() makes, except

@@ -359,7 +359,7 @@ static int watcher_send(watcher_t *w, const audit_ev_t *ev) {
   Clue__V1__AuditEvent msg;
   int rc;
 
-  audit_ev_to_msg(ev, &msg);
+  audit_ev_to_msg(&w->filter, ev, &msg);
   rc = rpc_send(w->call, &msg.base);
   if (w->state == WATCH_GONE)
     return -1;

@@ -78,7 +78,9 @@ static int demo_user(PGconn *db, const char *admin_id, const char *admin_unit, c
                      const char *code, const char *role, const char *suffix, FILE *tf) {
   char name[64], token[AUTH_TOKEN_LEN + 1], hash[65], user_id[32];
   const char *up[5] = {admin_id, admin_unit, unit_id, name, role};
-  const char *tp[5] = {admin_id, admin_unit, user_id, hash, "demo"};
+  /* The user issues its own token: a personal token, not an enrollment token (one the admin
+   * issued could not read reporter contacts). */
+  const char *tp[5] = {user_id, unit_id, user_id, hash, "demo"};
   PGresult *r;
 
   if (strcmp(unit_id, admin_unit) == 0)

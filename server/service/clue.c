@@ -164,6 +164,8 @@ static void got_clue(rpc_call_t *call, const db_result_t *r, void *arg) {
   if (!clue_see_or_refuse(call, &row))
     return;
   res = authz_can_see_reporter(&p, &row.facts);
+  if (authz_ok(&res))
+    res = authz_token_can_see_reporter(rpc_call_principal(call)->enrollment);
   if (!row.has_reporter || !authz_ok(&res)) {
     (void)rpc_reply(call, &row.clue->base);
     return;

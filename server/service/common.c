@@ -13,6 +13,7 @@ typedef struct svc_job {
   svc_cb cb;
   void *arg;
   db_req_t *req; /* cancelled by the call if it ends first */
+  int skip;      /* leading results not the caller's (the token statement) */
 } svc_job_t;
 
 void svc_fail_db(rpc_call_t *call, const db_result_t *r) {
@@ -82,10 +83,15 @@ static void job_done(const db_result_t *r, void *arg) {
 
   rpc_call_db_ended(call, job->req);
   if (!rpc_call_done(call)) {
-    if (r->err != DB_OK)
+    if (r->err != DB_OK) {
       svc_fail_db(call, r);
-    else
-      job->cb(call, r, job->arg);
+    } else {
+      /* The caller sees its own statements' results only. */
+      db_result_t mine = *r;
+      mine.res = r->res + job->skip;
+      mine.nres = r->nres - job->skip;
+      job->cb(call, &mine, job->arg);
+    }
   }
   free(job);
   rpc_call_unref(call);
@@ -107,6 +113,7 @@ static svc_job_t *job_new(rpc_call_t *call, svc_cb cb, void *arg) {
   job->cb = cb;
   job->arg = arg;
   job->req = NULL;
+  job->skip = 0;
   rpc_call_ref(call);
   return job;
 }
@@ -126,28 +133,69 @@ static void job_check_sent(svc_job_t *job, int rc) {
   free(job);
 }
 
+/* The first statement of every transaction run for an authenticated call: the acting token,
+ * transaction-local, which audit_append() records in each event it appends (0010_tokens.sql).
+ * Setting it in the same transaction is what ties an event to the token that caused it. */
+static const char sql_token[] = "SELECT set_config('clued.token_id', $1, true)";
+
+/* The caller's token id as a query parameter in the call's memory; NULL when the call has no
+ * token (public methods) or out of memory (*oom set). */
+static const char *token_param(rpc_call_t *call, int *oom) {
+  const rpc_principal_t *p = rpc_call_principal(call);
+  const char *v;
+
+  *oom = 0;
+  if (p == NULL || p->token_id <= 0)
+    return NULL;
+  if ((v = svc_i64(call, p->token_id, 0)) == NULL)
+    *oom = 1;
+  return v;
+}
+
 void svc_query(rpc_call_t *call, const char *sql, int nparams, const char *const *values, svc_cb cb,
                void *arg) {
-  svc_job_t *job = job_new(call, cb, arg);
-  db_opts_t o;
-
-  if (!job)
-    return;
-  o.owner = rpc_call_conn_id(call);
-  o.handle = &job->req;
-  job_check_sent(job,
-                 db_query_opts(rpc_call_server(call)->db, &o, sql, nparams, values, job_done, job));
+  db_stmt_t s = {sql, nparams, values};
+  svc_txn(call, &s, 1, cb, arg);
 }
 
 void svc_txn(rpc_call_t *call, const db_stmt_t *stmts, int n, svc_cb cb, void *arg) {
-  svc_job_t *job = job_new(call, cb, arg);
+  db_pool_t *db = rpc_call_server(call)->db;
+  svc_job_t *job;
+  db_stmt_t *all;
   db_opts_t o;
+  const char *tok[1];
+  int oom, rc;
 
-  if (!job)
+  tok[0] = token_param(call, &oom);
+  if (oom) {
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  if ((job = job_new(call, cb, arg)) == NULL)
     return;
   o.owner = rpc_call_conn_id(call);
   o.handle = &job->req;
-  job_check_sent(job, db_txn_opts(rpc_call_server(call)->db, &o, stmts, n, job_done, job));
+  if (tok[0] == NULL) {
+    /* No token: a single statement stays a plain query (its own transaction). */
+    rc = n == 1 ? db_query_opts(db, &o, stmts[0].sql, stmts[0].nparams, stmts[0].values,
+                                job_done, job)
+                : db_txn_opts(db, &o, stmts, n, job_done, job);
+    job_check_sent(job, rc);
+    return;
+  }
+  /* The token statement first; the pool copies the statements, so all can go at once. */
+  if ((all = malloc((size_t)(n + 1) * sizeof(*all))) == NULL) {
+    job_check_sent(job, DB_ENOMEM);
+    return;
+  }
+  all[0].sql = sql_token;
+  all[0].nparams = 1;
+  all[0].values = tok;
+  memcpy(all + 1, stmts, (size_t)n * sizeof(*all));
+  job->skip = 1;
+  rc = db_txn_opts(db, &o, all, n + 1, job_done, job);
+  free(all);
+  job_check_sent(job, rc);
 }
 
 int svc_role(const rpc_call_t *call) {

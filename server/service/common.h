@@ -16,11 +16,19 @@ typedef void (*svc_cb)(rpc_call_t *call, const db_result_t *r, void *arg);
  * Run one statement for call. The call is referenced until the result arrives; if it is done
  * by then (cancelled, deadline) the result is dropped; on error the call fails with the mapped
  * status (see svc_fail_db); otherwise cb runs. Parameters are copied.
+ *
+ * For an authenticated call the statement runs in one transaction after one that sets the
+ * acting token (the transaction-local setting clued.token_id), which audit_append() records
+ * in every event the statement appends; still one round trip (a pipeline). r holds the
+ * caller's statement's result only.
  */
 void svc_query(rpc_call_t *call, const char *sql, int nparams, const char *const *values, svc_cb cb,
                void *arg);
 
-/** Like svc_query() for several statements in one transaction. */
+/**
+ * Like svc_query() for several statements in one transaction (the token statement first, as
+ * there); r->res[i] is the caller's statement i's result.
+ */
 void svc_txn(rpc_call_t *call, const db_stmt_t *stmts, int n, svc_cb cb, void *arg);
 
 /**

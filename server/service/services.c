@@ -14,6 +14,7 @@
 #include "service/health.h"
 #include "service/reflection.h"
 #include "service/stats.h"
+#include "service/token.h"
 
 int services_start(server_t *srv) {
   int rc = rpc_table_new(&srv->methods);
@@ -32,6 +33,8 @@ int services_start(server_t *srv) {
     rc = rpc_table_add(srv->methods, stats_methods, stats_nmethods);
   if (rc == 0)
     rc = rpc_table_add(srv->methods, reflection_methods, reflection_nmethods);
+  if (rc == 0)
+    rc = rpc_table_add(srv->methods, token_methods, token_nmethods);
 #ifdef CLUED_TEST_HOOKS
   if (rc == 0)
     rc = rpc_table_add(srv->methods, debug_methods, debug_nmethods);

@@ -8,6 +8,7 @@ const sql_error_t sql_errors[] = {
     {"CLDUP", GRPC_ALREADY_EXISTS, "it exists already (a concurrent addition)"},
     {"CLPRE", GRPC_FAILED_PRECONDITION, "a concurrent proposal, decision or removal"},
     {"CLVER", GRPC_ABORTED, "the clue changed meanwhile"},
+    {"CLLIM", GRPC_RESOURCE_EXHAUSTED, "a per-user limit is reached (unrevoked tokens)"},
 };
 const int sql_errors_len = (int)(sizeof(sql_errors) / sizeof(sql_errors[0]));
 

@@ -5,7 +5,8 @@ encoding of migrations/0001_identity.sql, to check the stored hashes against.
 Each event's hash is SHA-256 of its fields seq, at (integer microseconds since the epoch),
 actor_user_id, actor_unit_id, action, subject_type, subject_id, from_state, to_state, reason,
 details and prev_hash (lower-case hex), each written as text, NULL as the empty text, in the
-form '<length in bytes>:<text>\\n'. Each event's prev_hash is the hash of the event before it
+form '<length in bytes>:<text>\\n'; an event with an acting token (migrations/0010_tokens.sql)
+has a thirteenth field, actor_token_id, in the same form. Each event's prev_hash is the hash of the event before it
 on the same subject (NULL for the first), and audit_heads holds each subject's last hash.
 
 conn is a psycopg2 connection to the database under test.
@@ -16,7 +17,7 @@ import hashlib
 
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 COLUMNS = ("seq, at, actor_user_id, actor_unit_id, action, subject_type, subject_id, owner_unit, from_state, "
-           "to_state, reason, details, prev_hash, hash")
+           "to_state, reason, details, prev_hash, hash, actor_token_id")
 
 
 def canonical(ev):
@@ -25,6 +26,8 @@ def canonical(ev):
     fields = [ev["seq"], micros, ev["actor_user_id"], ev["actor_unit_id"], ev["action"], ev["subject_type"],
               ev["subject_id"], ev["from_state"], ev["to_state"], ev["reason"], ev["details"],
               ev["prev_hash"].hex() if ev["prev_hash"] else None]
+    if ev.get("actor_token_id") is not None:
+        fields.append(ev["actor_token_id"])
     out = b""
     for f in fields:
         b = b"" if f is None else str(f).encode("utf-8")

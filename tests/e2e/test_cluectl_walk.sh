@@ -155,12 +155,15 @@ group2=$(field id)
 ok "$admin" admin units --kind group
 [ "$(grep -c ' GROUP ' "$work/out")" -eq 2 ] || fail "admin units --kind group lists two groups"
 
-# user UNIT NAME ROLE: create a user and print a token for them
+# user UNIT NAME ROLE: create a user, issue them an enrollment token, and print the personal
+# token they issue themselves with it (an enrollment token cannot read reporter contacts)
 user() {
   ok "$admin" admin create-user --unit "$1" --name "$2" --role "$3"
-  local id
+  local id enrollment
   id=$(field id)
   ok "$admin" admin issue-token --user "$id" --note walk
+  enrollment=$out
+  ok "$enrollment" token issue --note "walk personal"
   echo "$out"
 }
 member=$(user "$group" "组员甲" member)

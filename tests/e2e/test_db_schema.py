@@ -122,12 +122,17 @@ class SchemaTest(unittest.TestCase):
                    (u1,))
         self.fails("23503", "INSERT INTO users (unit_id, name, role) VALUES (999999, 'bob', 'MEMBER')")
         digest = hashlib.sha256(b"secret").digest()
-        self.exec("INSERT INTO tokens (user_id, token_sha256, note) VALUES (%s, %s, 'first')",
-                  (alice[0], digest))
-        self.fails("23505", "INSERT INTO tokens (user_id, token_sha256) VALUES (%s, %s)",
-                   (alice[0], digest))
-        self.fails("23514", "INSERT INTO tokens (user_id, token_sha256) VALUES (%s, %s)",
-                   (alice[0], digest[:31]))
+        self.exec("INSERT INTO tokens (user_id, token_sha256, note, issued_by) VALUES (%s, %s, 'first', %s)",
+                  (alice[0], digest, alice[0]))
+        self.fails("23505", "INSERT INTO tokens (user_id, token_sha256, issued_by) VALUES (%s, %s, %s)",
+                   (alice[0], digest, alice[0]))
+        self.fails("23514", "INSERT INTO tokens (user_id, token_sha256, issued_by) VALUES (%s, %s, %s)",
+                   (alice[0], digest[:31], alice[0]))
+        # Every token names who issued it, an existing user.
+        other = hashlib.sha256(b"other").digest()
+        self.fails("23502", "INSERT INTO tokens (user_id, token_sha256) VALUES (%s, %s)", (alice[0], other))
+        self.fails("23503", "INSERT INTO tokens (user_id, token_sha256, issued_by) VALUES (%s, %s, 999999)",
+                   (alice[0], other))
         self.exec("UPDATE tokens SET revoked_at = now() WHERE token_sha256 = %s", (digest,))
 
     # ---- audit -------------------------------------------------------------------------------
@@ -166,6 +171,33 @@ class SchemaTest(unittest.TestCase):
         # txid is the appending transaction's.
         txids = self.exec("SELECT count(DISTINCT txid) FROM audit_events")[0][0]
         self.assertEqual(txids, 5)
+        self.assertEqual([ev["actor_token_id"] for ev in evs], [None] * 5)
+
+    def test_acting_token_is_recorded_and_hashed(self):
+        # The token set for the transaction (as the server sets it) lands in the event and in
+        # its hash, as a thirteenth field; it does not outlive the transaction.
+        self.conn.autocommit = False
+        self.exec("SELECT set_config('clued.token_id', '42', true)")
+        append(action="submit", sid=9, to="ACCEPTED", conn=self.conn)
+        self.conn.commit()
+        self.conn.autocommit = True
+        append(action="note", sid=9, conn=self.conn)
+        evs = chain.events(self.conn, "clue", 9)
+        self.assertEqual([ev["actor_token_id"] for ev in evs], [42, None])
+        self.assertTrue(chain.canonical(evs[0]).endswith(b"\n2:42\n"))
+        for ev in evs:
+            self.assertEqual(chain.event_hash(ev), ev["hash"])
+            sql_canon = self.exec("SELECT convert_to(audit_canonical(e), 'UTF8') FROM audit_events e "
+                                  "WHERE seq = %s", (ev["seq"],))[0][0]
+            self.assertEqual(bytes(sql_canon), chain.canonical(ev))
+        self.assertIsNone(chain.first_break(self.conn))
+        # A token id rewritten by someone who can bypass the trigger breaks the chain.
+        self.exec("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
+        self.exec("UPDATE audit_events SET actor_token_id = 7 WHERE seq = %s", (evs[0]["seq"],))
+        self.exec("ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only")
+        self.assertIsNotNone(chain.first_break(self.conn))
+        broken = self.exec("SELECT seq, problem FROM audit_verify('clue', 9)")[0]
+        self.assertEqual(broken, (evs[0]["seq"], "CHANGED_CONTENT"))
 
     def test_append_only_and_tamper_detection(self):
         for i in range(4):

@@ -12,6 +12,10 @@ X1; and the ADMIN unit made by `clued bootstrap`. Each working unit has a LEADER
 (w.<code>.leader, w.<code>.member) and w.<code>.reviewer, the leader who approves its
 co-review moves (REVIEWERS); the ADMIN unit has the bootstrap admin (w.admin) and an AUDITOR
 (w.auditor). w.units maps codes to units, w.users lists every user.
+
+Tokens are made as a deployment makes them: the admin issues each user an enrollment token
+(user.enrollment_token, which cannot read reporter contacts), and the user exchanges it for a
+personal token (user.token, TokenService.IssueMyToken) that every stub sends.
 """
 
 import re
@@ -69,21 +73,25 @@ class _Details(grpc.ClientCallDetails):
 
 
 def _service_stubs(obj, channel):
-    """Set obj.<short> for every service stub of proto/clue/v1: clue, admin, audit, case, stats."""
-    for short in ("clue", "admin", "audit", "case", "stats"):
+    """Set obj.<short> for every service stub of proto/clue/v1: clue, admin, audit, case, stats,
+    and tokens (TokenService; obj.token is the token itself)."""
+    for short, attr in (("clue", "clue"), ("admin", "admin"), ("audit", "audit"), ("case", "case"),
+                        ("stats", "stats"), ("token", "tokens")):
         mod = getattr(S, short + "_pb2_grpc", None)
         if mod is None:
             continue
         for name in dir(mod):
             if name.endswith("ServiceStub"):
-                setattr(obj, short, getattr(mod, name)(channel))
+                setattr(obj, attr, getattr(mod, name)(channel))
 
 
 class User:
-    """A user with a token and stubs that send it: user.clue, user.admin, user.audit, ..."""
+    """A user with a token and stubs that send it: user.clue, user.admin, user.audit, ...,
+    user.tokens (TokenService); user.token is the personal token they send."""
 
-    def __init__(self, addr, id, name, role, unit, token):
+    def __init__(self, addr, id, name, role, unit, token, enrollment_token=None):
         self.id, self.name, self.role, self.unit, self.token = id, name, role, unit, token
+        self.enrollment_token = enrollment_token
         self.addr = addr
         self.metadata = (("authorization", "Bearer " + token),)
         self.raw_channel = grpc.insecure_channel(addr)
@@ -143,12 +151,23 @@ def bootstrap_token(srv):
     return m.group(1)
 
 
+def exchange_token(addr, enrollment_token, note="e2e personal"):
+    """Issue, with an enrollment token, its user a personal token; return the personal one."""
+    ch = grpc.insecure_channel(addr)
+    try:
+        stub = S.token_pb2_grpc.TokenServiceStub(grpc.intercept_channel(ch, _Auth(enrollment_token)))
+        return stub.IssueMyToken(S.token_pb2.IssueMyTokenRequest(note=note), timeout=10).token
+    finally:
+        ch.close()
+
+
 def _make_user(w, unit, role, name):
     u = w.admin.admin.CreateUser(S.admin_pb2.CreateUserRequest(unit_id=unit.id, name=name,
                                                                role=S.common_pb2.Role.Value("ROLE_" + role)),
                                  timeout=10)
     t = w.admin.admin.IssueToken(S.admin_pb2.IssueTokenRequest(user_id=u.id, note="e2e"), timeout=10)
-    user = User(w.addr, u.id, name, role, unit, t.token)
+    personal = exchange_token(w.addr, t.token)
+    user = User(w.addr, u.id, name, role, unit, personal, enrollment_token=t.token)
     w.users.append(user)
     return user
 

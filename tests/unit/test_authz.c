@@ -1325,6 +1325,41 @@ static void test_role_fits_unit(void **state) {
   assert_string_equal(r.message, "role has an unknown value 9");
 }
 
+/* Separation of duties: every role against every subject type, and the token rule. */
+static void test_audit_fields_and_tokens(void **state) {
+  (void)state;
+  /* Rows: subject type; columns: MEMBER, LEADER, AUDITOR, ADMIN. W: whole, R: redacted. */
+  static const struct {
+    const char *subject;
+    const char *whole;
+  } table[] = {
+      {"unit", "WWWW"}, {"user", "WWWW"}, {"token", "WWWW"}, {"clue", "WWWR"},
+      {"case", "WWWR"}, {"proposal", "WWWR"}, {"note", "WWWR"}, {"", "WWWR"},
+      {"Unit", "WWWR"}, {"user ", "WWWR"},
+  };
+  for (size_t i = 0; i < NELEM(table); i++)
+    for (int role = 0; role < NROLES; role++) {
+      authz_principal_t p = {1, 7, CLUE_UNIT_ADMIN, ROLE[role]};
+      bool whole = authz_audit_event_whole(&p, table[i].subject);
+      checks++;
+      if (whole != (table[i].whole[role] == 'W'))
+        fail_msg("subject \"%s\", role %d: whole=%d", table[i].subject, (int)ROLE[role], whole);
+    }
+  authz_principal_t odd = {1, 7, CLUE_UNIT_ADMIN, CLUE_ROLE_UNSPECIFIED};
+  assert_false(authz_audit_event_whole(&odd, "unit"));
+  odd.role = (clue_role_t)9;
+  assert_false(authz_audit_event_whole(&odd, "clue"));
+  assert_false(authz_audit_event_whole(NULL, "unit"));
+  authz_principal_t aud = {1, 7, CLUE_UNIT_ADMIN, CLUE_ROLE_AUDITOR};
+  assert_false(authz_audit_event_whole(&aud, NULL));
+
+  authz_result_t r = authz_token_can_see_reporter(false);
+  expect(&r, AUTHZ_ALLOW, "personal token");
+  r = authz_token_can_see_reporter(true);
+  expect(&r, AUTHZ_DENIED, "enrollment token");
+  assert_non_null(strstr(r.message, "enrollment token"));
+}
+
 static int report(void **state) {
   (void)state;
   print_message("authz: %lu decisions checked\n", checks);
@@ -1359,6 +1394,7 @@ int main(void) {
       cmocka_unit_test(test_case_participants),
       cmocka_unit_test(test_audit_and_admin),
       cmocka_unit_test(test_role_fits_unit),
+      cmocka_unit_test(test_audit_fields_and_tokens),
   };
   return cmocka_run_group_tests(tests, NULL, report);
 }

@@ -17,7 +17,7 @@ static void test_named(void **state) {
   } want[] = {
       {"CLNOF", GRPC_NOT_FOUND},      {"CLARG", GRPC_INVALID_ARGUMENT},
       {"CLDUP", GRPC_ALREADY_EXISTS}, {"CLPRE", GRPC_FAILED_PRECONDITION},
-      {"CLVER", GRPC_ABORTED},
+      {"CLVER", GRPC_ABORTED},        {"CLLIM", GRPC_RESOURCE_EXHAUSTED},
   };
   assert_int_equal(sql_errors_len, (int)(sizeof(want) / sizeof(want[0])));
   for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {

@@ -1,0 +1,147 @@
+/* clue.v1.TokenService: every authenticated user's own tokens. Nobody reaches another user's
+ * token here: each statement is bound to the caller's user id, and another user's token id
+ * answers as a missing one (token_revoke_own in 0010_tokens.sql). */
+
+#include "service/token.h"
+
+#include "clue/v1/token.pb-c.h"
+#include "domain/validate.h"
+#include "rpc/auth.h"
+#include "service/clue_row.h"
+#include "service/common.h"
+#include "service/svc_util.h"
+
+static const char *caller_user(rpc_call_t *call) {
+  return svc_i64(call, rpc_call_principal(call)->user_id, 0);
+}
+
+static const char *caller_unit(rpc_call_t *call) {
+  return svc_i64(call, rpc_call_principal(call)->unit_id, 0);
+}
+
+/* ---- ListMyTokens ------------------------------------------------------------------------ */
+
+#define TOKEN_COLS                                                                               \
+  "id, user_id, issued_by, note, " SVC_MS("created_at") ", " SVC_MS("revoked_at")
+
+static void reply_tokens(rpc_call_t *call, const db_result_t *r, void *arg) {
+  Clue__V1__ListMyTokensResponse resp = CLUE__V1__LIST_MY_TOKENS_RESPONSE__INIT;
+  int64_t current = rpc_call_principal(call)->token_id;
+  int rows = db_rows(r), n = rows > TOKEN_LIST_MAX ? TOKEN_LIST_MAX : rows;
+  Clue__V1__Token *toks = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*toks));
+  (void)arg;
+
+  resp.tokens = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*resp.tokens));
+  if (toks == NULL || resp.tokens == NULL) {
+    clue_oom(call);
+    return;
+  }
+  for (int i = 0; i < n; i++) {
+    Clue__V1__Token *t = &toks[i];
+    clue__v1__token__init(t);
+    t->id = svc_col_i64(r, i, 0);
+    t->user_id = svc_col_i64(r, i, 1);
+    t->issued_by_user_id = svc_col_i64(r, i, 2);
+    t->enrollment = t->issued_by_user_id != t->user_id;
+    t->note = svc_col_str(call, r, i, 3);
+    t->created_at_ms = svc_col_i64(r, i, 4);
+    t->revoked_at_ms = svc_col_i64(r, i, 5);
+    t->current = t->id == current;
+    if (t->note == NULL) {
+      clue_oom(call);
+      return;
+    }
+    resp.tokens[resp.n_tokens++] = t;
+  }
+  resp.truncated = rows > TOKEN_LIST_MAX;
+  (void)rpc_reply(call, &resp.base);
+}
+
+static void list_my_tokens(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__ListMyTokensRequest *req = (const void *)m;
+  const char *params[3];
+
+  params[0] = caller_user(call);
+  params[1] = req->include_revoked ? "true" : "false";
+  params[2] = svc_i64(call, TOKEN_LIST_MAX + 1, 0); /* one more: was the list cut short? */
+  if (!svc_all_set(params, 3)) {
+    clue_oom(call);
+    return;
+  }
+  svc_query(call,
+            "SELECT " TOKEN_COLS " FROM tokens WHERE user_id = $1"
+            " AND ($2::boolean OR revoked_at IS NULL) ORDER BY id DESC LIMIT $3",
+            3, params, reply_tokens, NULL);
+}
+
+/* ---- IssueMyToken ------------------------------------------------------------------------ */
+
+static void reply_issued(rpc_call_t *call, const db_result_t *r, void *arg) {
+  Clue__V1__IssueTokenResponse resp = CLUE__V1__ISSUE_TOKEN_RESPONSE__INIT;
+  resp.token_id = svc_col_i64(r, 0, 0);
+  resp.token = arg;
+  (void)rpc_reply(call, &resp.base);
+}
+
+static void issue_my_token(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__IssueMyTokenRequest *req = (const void *)m;
+  validate_error_t err;
+  const char *params[5];
+  char *token, hash[65];
+
+  if (clue_invalid(call, validate_name("note", req->note, false, &err), &err))
+    return;
+  token = rpc_call_alloc(call, AUTH_TOKEN_LEN + 1);
+  if (token == NULL || auth_token_new(token, hash) != 0) {
+    rpc_fail(call, GRPC_INTERNAL, "cannot generate a token");
+    return;
+  }
+  params[0] = caller_user(call);
+  params[1] = caller_unit(call);
+  params[2] = hash;
+  params[3] = req->note[0] ? req->note : "";
+  params[4] = svc_i64(call, TOKEN_LIVE_MAX, 0);
+  if (!svc_all_set(params, 5)) {
+    clue_oom(call);
+    return;
+  }
+  svc_query(call, "SELECT id FROM token_issue_own($1, $2, $3, nullif($4, ''), $5)", 5, params,
+            reply_issued, token);
+}
+
+/* ---- RevokeMyToken ----------------------------------------------------------------------- */
+
+static void reply_revoked(rpc_call_t *call, const db_result_t *r, void *arg) {
+  Clue__V1__RevokeTokenResponse resp = CLUE__V1__REVOKE_TOKEN_RESPONSE__INIT;
+  (void)arg;
+  resp.token_id = svc_col_i64(r, 0, 0);
+  resp.revoked_at_ms = svc_col_i64(r, 0, 1);
+  (void)rpc_reply(call, &resp.base);
+}
+
+static void revoke_my_token(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__RevokeMyTokenRequest *req = (const void *)m;
+  validate_error_t err;
+  const char *params[3];
+
+  if (clue_invalid(call, validate_id("token_id", req->token_id, &err), &err))
+    return;
+  params[0] = caller_user(call);
+  params[1] = caller_unit(call);
+  params[2] = svc_i64(call, req->token_id, 0);
+  if (!svc_all_set(params, 3)) {
+    clue_oom(call);
+    return;
+  }
+  svc_query(call, "SELECT id, " SVC_MS("revoked_at") " FROM token_revoke_own($1, $2, $3)", 3,
+            params, reply_revoked, NULL);
+}
+
+#define TOKEN_METHOD(name, fn, in, out) SVC_CLUE_METHOD("TokenService", name, fn, in, out)
+
+const rpc_method_t token_methods[] = {
+    TOKEN_METHOD("ListMyTokens", list_my_tokens, list_my_tokens_request, list_my_tokens_response),
+    TOKEN_METHOD("IssueMyToken", issue_my_token, issue_my_token_request, issue_token_response),
+    TOKEN_METHOD("RevokeMyToken", revoke_my_token, revoke_my_token_request, revoke_token_response),
+};
+const size_t token_nmethods = sizeof(token_methods) / sizeof(token_methods[0]);
