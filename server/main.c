@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "build_info.h"
 #include "db/db.h"
 #include "db/migrate.h"
 #include "log.h"
@@ -26,12 +27,13 @@ static const char usage_text[] =
     "  migrate     apply pending database migrations (safe to run concurrently)\n"
     "  bootstrap   create the first ADMIN user and print its token once;\n"
     "              --demo-tokens FILE also creates demo units and users, tokens in FILE\n"
+    "  version     print the version, the git commit built and the schema version expected\n"
     "  help        show this help\n"
     "\n"
     "options (serve):\n"
     "  --listen ADDR              host:port or [v6]:port to listen on; port 0 picks a free port\n"
     "                             (env CLUED_LISTEN, default 127.0.0.1:50051)\n"
-    "  --migrations DIR           migrations directory (default: the source tree's)\n"
+    "  --migrations DIR           read migrations from DIR instead of those built into clued\n"
     "  --database-url URL         PostgreSQL connection string or URI (env CLUED_DATABASE_URL);\n"
     "                             serve connects as the runtime role (a member of clued_runtime\n"
     "                             that owns nothing), migrate as the role owning the schema\n"
@@ -396,7 +398,7 @@ static int cmd_serve(server_config_t *cfg, const cli_opts_t *cli) {
 
 int main(int argc, char **argv) {
   server_config_t cfg;
-  cli_opts_t cli = {.migrations_dir = CLUED_MIGRATIONS_DIR};
+  cli_opts_t cli = {.migrations_dir = NULL}; /* NULL: the migrations built in */
   const char *cmd;
   int rc;
 
@@ -408,6 +410,12 @@ int main(int argc, char **argv) {
   cmd = argv[1];
   if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
     usage(stdout);
+    return 0;
+  }
+  if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+    const char *schema_name;
+    long long schema = db_schema_version(&schema_name);
+    printf("clued %s\ncommit %s\nschema %lld (%s)\n", clued_version, clued_git_commit, schema, schema_name);
     return 0;
   }
   server_config_defaults(&cfg);

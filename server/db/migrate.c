@@ -175,6 +175,21 @@ static int cmp_version(const void *a, const void *b) {
   return x->version < y->version ? -1 : x->version > y->version;
 }
 
+/* No NUL byte (SQL text), and the checksum recorded when applied. */
+static int check_content(migration_t *m, size_t len, const char *where, FILE *log) {
+  if (memchr(m->sql, '\0', len)) {
+    mlog(log, 1, "%s: contains a NUL byte", where);
+    return DB_MIGRATE_EFILE;
+  }
+  if (sha256_hex(m->sql, len, m->sha) != 0) {
+    mlog(log, 1, "%s: cannot compute SHA-256", where);
+    return DB_ENOMEM;
+  }
+  return 0;
+}
+
+static int check_versions(migration_set_t *set, FILE *log);
+
 /* Load every migration of dir, sorted by version, with content and checksum. */
 static int load_dir(const char *dir, migration_set_t *set, FILE *log) {
   DIR *d = opendir(dir);
@@ -226,16 +241,71 @@ static int load_dir(const char *dir, migration_set_t *set, FILE *log) {
       break;
     }
     set->n++;
-    if (memchr(m->sql, '\0', len)) {
-      mlog(log, 1, "%s: contains a NUL byte", path);
-      rc = DB_MIGRATE_EFILE;
-    } else if (sha256_hex(m->sql, len, m->sha) != 0) {
-      mlog(log, 1, "%s: cannot compute SHA-256", path);
-      rc = DB_ENOMEM;
-    }
+    rc = check_content(m, len, path, log);
   }
   closedir(d);
-  if (rc == 0 && set->n > 1) {
+  if (rc == 0)
+    rc = check_versions(set, log);
+  if (rc != 0)
+    set_free(set);
+  return rc;
+}
+
+/* The built-in migrations, checked exactly as files read from a directory are. */
+static int load_embedded(migration_set_t *set, FILE *log) {
+  int rc = 0;
+
+  if ((set->v = calloc(db_embedded_nmigrations ? db_embedded_nmigrations : 1, sizeof(*set->v))) == NULL)
+    return DB_ENOMEM;
+  set->cap = db_embedded_nmigrations;
+  for (size_t i = 0; rc == 0 && i < db_embedded_nmigrations; i++) {
+    const db_embedded_migration_t *e = &db_embedded_migrations[i];
+    migration_t *m = &set->v[set->n];
+    if (parse_name(e->name, &m->version) != 0 || strlen(e->name) >= sizeof(m->name)) {
+      mlog(log, 1, "built-in %s: not a migration name (want NNNN_name.sql)", e->name);
+      rc = DB_MIGRATE_EFILE;
+      break;
+    }
+    snprintf(m->name, sizeof(m->name), "%s", e->name);
+    if ((m->sql = malloc(e->len + 1)) == NULL) {
+      rc = DB_ENOMEM;
+      break;
+    }
+    memcpy(m->sql, e->sql, e->len);
+    m->sql[e->len] = '\0';
+    set->n++;
+    rc = check_content(m, e->len, e->name, log);
+  }
+  if (rc == 0)
+    rc = check_versions(set, log);
+  if (rc != 0)
+    set_free(set);
+  return rc;
+}
+
+long long db_schema_version(const char **name) {
+  long long best = 0, v;
+  const char *best_name = "";
+
+  for (size_t i = 0; i < db_embedded_nmigrations; i++)
+    if (parse_name(db_embedded_migrations[i].name, &v) == 0 && v > best) {
+      best = v;
+      best_name = db_embedded_migrations[i].name;
+    }
+  if (name)
+    *name = best_name;
+  return best;
+}
+
+static int load_set(const char *dir, migration_set_t *set, FILE *log) {
+  return dir ? load_dir(dir, set, log) : load_embedded(set, log);
+}
+
+/* Versions sorted and unique. */
+static int check_versions(migration_set_t *set, FILE *log) {
+  int rc = 0;
+
+  if (set->n > 1) {
     qsort(set->v, set->n, sizeof(*set->v), cmp_version);
     for (size_t i = 1; i < set->n; i++)
       if (set->v[i].version == set->v[i - 1].version) {
@@ -244,8 +314,6 @@ static int load_dir(const char *dir, migration_set_t *set, FILE *log) {
         break;
       }
   }
-  if (rc != 0)
-    set_free(set);
   return rc;
 }
 
@@ -411,9 +479,7 @@ int db_migrate(const char *conninfo, const char *dir, FILE *log) {
   long long latest = -1;
   int rc, napplied = 0;
 
-  if (!dir)
-    dir = db_migrations_default_dir();
-  rc = load_dir(dir, &set, log);
+  rc = load_set(dir, &set, log);
   if (rc != 0)
     return rc;
   c = migrate_connect(conninfo, log);
@@ -457,7 +523,8 @@ int db_migrate(const char *conninfo, const char *dir, FILE *log) {
     napplied++;
   }
   if (napplied == 0)
-    mlog(log, 0, "up to date (%zu migration(s) in %s)", set.n, dir);
+    mlog(log, 0, "up to date (%zu migration(s) %s%s)", set.n, dir ? "in " : "built in",
+         dir ? dir : "");
   else
     mlog(log, 0, "%d migration(s) applied", napplied);
 
@@ -476,9 +543,7 @@ int db_migrations_pending(const char *conninfo, const char *dir, char *first_pen
 
   if (first_pending && len > 0)
     first_pending[0] = '\0';
-  if (!dir)
-    dir = db_migrations_default_dir();
-  rc = load_dir(dir, &set, NULL);
+  rc = load_set(dir, &set, NULL);
   if (rc != 0)
     return rc;
   c = migrate_connect(conninfo, NULL);

@@ -23,11 +23,28 @@ enum {
   DB_MIGRATE_ESQL = -24,      /* a migration failed and was rolled back */
 };
 
-/** The directory built in (CLUED_MIGRATIONS_DIR), used when dir is NULL. */
+/** One migration built into the binary: migrations/NNNN_name.sql as it was at build time. */
+typedef struct db_embedded_migration {
+  const char *name; /* the file name */
+  const char *sql;  /* its exact bytes, NUL-terminated */
+  size_t len;
+} db_embedded_migration_t;
+
+/** The migrations built in (cmake/embed_migrations.cmake), used when dir is NULL. */
+extern const db_embedded_migration_t db_embedded_migrations[];
+extern const size_t db_embedded_nmigrations;
+
+/** The source tree's migrations directory the build embedded (CLUED_MIGRATIONS_DIR). */
 const char *db_migrations_default_dir(void);
 
 /**
- * Apply the pending migrations of dir (NULL: the default) to the database at conninfo.
+ * The schema version this binary expects: the highest built-in migration's version (0 with
+ * none); its file name goes to *name when name is not NULL.
+ */
+long long db_schema_version(const char **name);
+
+/**
+ * Apply the pending migrations of dir (NULL: the built-in ones) to the database at conninfo.
  * Progress and errors are written to log as lines starting "clued: migrate:" (errors go to
  * stderr when log is NULL). Migrations applied before a failure stay applied. Returns 0 or a
  * negative error code above.
@@ -36,7 +53,7 @@ int db_migrate(const char *conninfo, const char *dir, FILE *log)
     __attribute__((warn_unused_result));
 
 /**
- * Count the migrations of dir (NULL: the default) not yet applied, without changing the
+ * Count the migrations of dir (NULL: the built-in ones) not yet applied, without changing the
  * database; the first one's file name goes to first_pending (truncated to len, "" if none;
  * may be NULL). Also checks the applied ones' checksums. Errors are written to stderr.
  * Returns the count, or a negative error code above.

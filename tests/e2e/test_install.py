@@ -1,0 +1,147 @@
+"""cmake --install: the installed tree works on its own.
+
+Installs the build into a temporary prefix; the installed clued reports its version and
+schema, migrates a fresh database with its built-in migrations (run from a folder with no
+migrations/ in it) and serves; a small C program built against the installed tree with
+`pkg-config --cflags --libs clue` alone (shared libclue, and again static) calls it: Health,
+then AdminService/ListUnits with the bootstrap admin's token.
+"""
+
+import glob
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+import world  # noqa: E402
+
+PROGRAM = r"""
+#include <stdio.h>
+#include <string.h>
+
+#include <clue/client.h>
+#include "clue/v1/admin.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
+
+int main(int argc, char **argv) {
+  clue_conn_t *c;
+  clue_status_t st = CLUE_STATUS_INIT;
+  ProtobufCMessage *resp = NULL;
+  Grpc__Health__V1__HealthCheckRequest hreq = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+  Clue__V1__ListUnitsRequest ureq = CLUE__V1__LIST_UNITS_REQUEST__INIT;
+  int rc;
+
+  if (argc != 3 || clue_conn_new(argv[1], &c) != 0)
+    return 2;
+  rc = clue_call(c, "/grpc.health.v1.Health/Check", &hreq.base,
+                 &grpc__health__v1__health_check_response__descriptor, &resp, &st);
+  if (rc != 0) {
+    fprintf(stderr, "Health/Check: %d %s\n", rc, st.message ? st.message : "");
+    return 1;
+  }
+  printf("health %d\n", (int)((Grpc__Health__V1__HealthCheckResponse *)resp)->status);
+  protobuf_c_message_free_unpacked(resp, NULL);
+  if (clue_conn_set_token(c, argv[2]) != 0)
+    return 1;
+  rc = clue_call_method(c, &clue__v1__admin_service__descriptor, "ListUnits", &ureq.base, &resp, &st);
+  if (rc != 0) {
+    fprintf(stderr, "ListUnits: %s %s\n", clue_status_name(st.code), st.message ? st.message : "");
+    return 1;
+  }
+  for (size_t i = 0; i < ((Clue__V1__ListUnitsResponse *)resp)->n_units; i++)
+    printf("unit %s\n", ((Clue__V1__ListUnitsResponse *)resp)->units[i]->code);
+  protobuf_c_message_free_unpacked(resp, NULL);
+  clue_status_clear(&st);
+  clue_conn_free(c);
+  return 0;
+}
+"""
+
+
+def sh(*cmd, env=None, cwd=None):
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+    assert r.returncode == 0, f"{' '.join(cmd)} exited {r.returncode}:\n{r.stdout}{r.stderr}"
+    return r.stdout
+
+
+def setup():
+    prefix = tempfile.mkdtemp(prefix="clued-install-")
+    sh("cmake", "--install", harness.BUILD, "--prefix", prefix)
+    return prefix
+
+
+def teardown(prefix):
+    subprocess.call(["rm", "-rf", prefix])
+
+
+def test_installed_files(prefix):
+    for f in ("bin/clued", "bin/cluectl", "include/clue/client.h", "include/clue/proto/clue/v1/clue.pb-c.h"):
+        assert os.path.exists(os.path.join(prefix, f)), f
+    libs = {os.path.basename(p) for p in glob.glob(os.path.join(prefix, "lib*", "**", "libclue*"), recursive=True)}
+    assert "libclue.a" in libs and "libclue.so" in libs, libs
+    assert glob.glob(os.path.join(prefix, "lib*", "**", "pkgconfig", "clue.pc"), recursive=True)
+
+
+def test_version_names_commit_and_schema(prefix):
+    out = sh(os.path.join(prefix, "bin", "clued"), "version")
+    sql = sorted(os.path.basename(p) for p in glob.glob(os.path.join(harness.SRC, "migrations", "*.sql")))
+    latest = sql[-1]
+    assert re.search(r"^clued \d+\.\d+\.\d+$", out, re.M), out
+    assert re.search(r"^commit ([0-9a-f]{7,40}(-dirty)?|unknown)$", out, re.M), out
+    assert f"schema {int(latest.split('_')[0])} ({latest})" in out, out
+
+
+def test_installed_clued_migrates_serves_and_a_c_program_calls_it(prefix):
+    pc = glob.glob(os.path.join(prefix, "lib*", "**", "pkgconfig", "clue.pc"), recursive=True)[0]
+    env = dict(os.environ, PKG_CONFIG_PATH=os.path.dirname(pc))
+    cflags = sh("pkg-config", "--cflags", "clue", env=env).split()
+    libs = sh("pkg-config", "--libs", "clue", env=env).split()
+    static_libs = sh("pkg-config", "--static", "--libs", "clue", env=env).split()
+    san = os.environ.get("CLUED_TEST_CFLAGS", "").split()  # the test build's libclue has ASan/UBSan
+    src = os.path.join(prefix, "prog.c")
+    with open(src, "w") as f:
+        f.write(PROGRAM)
+    libdir = os.path.dirname(os.path.dirname(pc))
+    shared = os.path.join(prefix, "prog-shared")
+    sh("cc", *san, *cflags, src, "-o", shared, *libs, f"-Wl,-rpath,{libdir}")
+    static = os.path.join(prefix, "prog-static")
+    sh("cc", *san, *cflags, src, "-o", static, "-Wl,-Bstatic", "-lclue", "-Wl,-Bdynamic",
+       *[a for a in static_libs if a != "-lclue"])
+    assert "libclue.so" in sh("ldd", shared) and "libclue.so" not in sh("ldd", static)
+
+    url = harness.test_database_url()
+    installed = os.path.join(prefix, "bin", "clued")
+    harness.CLUED = installed  # harness.Clued runs the installed binary from here on
+    srv = harness.Clued(url)
+    for want in ("applied", "built in"):
+        out = subprocess.run([installed, "migrate", "--database-url", srv.database_url], capture_output=True,
+                             text=True, cwd=prefix, timeout=120)  # as the schema's owner, as harness.Clued does
+        assert out.returncode == 0 and want in out.stdout + out.stderr, out.stdout + out.stderr
+    srv.start(migrate=False)
+    try:
+        token = world.bootstrap_token(srv)
+        import psycopg2
+
+        conn = psycopg2.connect(url)
+        with conn.cursor() as cur:
+            cur.execute("SELECT name, checksum FROM schema_migrations ORDER BY version")
+            rows = cur.fetchall()
+        conn.close()
+        want = [(os.path.basename(p), hashlib.sha256(open(p, "rb").read()).hexdigest())
+                for p in sorted(glob.glob(os.path.join(harness.SRC, "migrations", "*.sql")))]
+        assert rows == want, (rows, want)
+        for prog in (shared, static):
+            r = subprocess.run([prog, srv.addr, token], capture_output=True, text=True, timeout=60,
+                               env=dict(os.environ, ASAN_OPTIONS="detect_leaks=1"))
+            assert r.returncode == 0, f"{prog} exited {r.returncode}:\n{r.stdout}{r.stderr}"
+            assert "health 1" in r.stdout and "unit " in r.stdout, r.stdout
+    finally:
+        srv.stop()
+
+
+if __name__ == "__main__":
+    harness.run_tests(globals(), setup, teardown)
