@@ -27,8 +27,10 @@ def teardown(ctx):
 
 
 def run_client(srv, *tokens):
-    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")  # grpc++'s own singletons live to exit
-    return subprocess.run([CLIENT, srv.addr, *tokens], capture_output=True, text=True, timeout=120, env=env)
+    r = subprocess.run([CLIENT, srv.addr, *tokens], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, ASAN_OPTIONS="detect_leaks=1"))
+    harness._assert_clean(r.stderr)
+    return r
 
 
 def test_grpcpp_client_submits_and_reads(ctx):
