@@ -9,6 +9,7 @@
 
 #include "db/db.h"
 #include "db/owners.h"
+#include "db/stmts.h"
 #include "log.h"
 
 #include <assert.h>
@@ -30,6 +31,8 @@
 #define DB_DEFAULT_LOCK_TIMEOUT_MS 3000
 #define DB_DEFAULT_PER_OWNER_MAX 128
 #define DB_DEFAULT_CANCEL_GRACE_MS 10
+#define DB_DEFAULT_PREPARED_MAX 256
+#define DB_PREPARED_TEXT_MAX 16384 /* longer texts run unprepared */
 #define DB_MAX_PARAMS 65535 /* the protocol's limit on parameters per statement */
 
 typedef enum conn_state {
@@ -51,6 +54,10 @@ typedef enum conn_state {
 } conn_state_t;
 
 typedef enum conn_role { ROLE_POOL, ROLE_LISTEN } conn_role_t;
+
+/* A registered statement on one server session. Sessions forget their prepared statements,
+ * so a new PGconn starts with every one PREP_NONE. */
+enum { PREP_NONE = 0, PREP_SENT = 1 /* Parse in flight */, PREP_READY = 2 };
 
 typedef struct db_conn db_conn_t;
 
@@ -97,12 +104,21 @@ struct db_req {
   int nstmts;
   db_stmt_t *stmts; /* copies, in the same allocation */
   PGresult **res;   /* nstmts slots, owned */
-  int seen;         /* pipeline: command results seen so far (BEGIN is the first) */
+  int *ids;         /* nstmts: each statement's number in the pool's registry, or -1 */
+  int *plan;        /* pipeline: what each command sent is (PLAN_* or a statement's slot) */
+  int nplan;
+  int piped;        /* sent in pipeline mode (a transaction, or a statement prepared first) */
+  int seen;         /* pipeline: command results seen so far */
   int nulls;        /* pipeline: NULL results in a row; one ends each command's results */
   int err;
   char sqlstate[6];
   char message[256];
 };
+
+/* The commands of a pipeline, in the order sent: plan[k] says what result k answers. */
+enum { PLAN_BEGIN = -1, PLAN_COMMIT = -2 };
+#define PLAN_PARSE(i) (2 * (i))    /* statement i's Parse (PQsendPrepare) */
+#define PLAN_EXEC(i) (2 * (i) + 1) /* statement i itself */
 
 typedef struct req_queue {
   db_req_t *head, *tail;
@@ -119,6 +135,7 @@ struct db_conn {
   db_req_t *req;          /* the request in flight (BUSY, CANCELLING, CANCEL_WAIT, ROLLBACK) */
   cancel_work_t *cancel;  /* CANCELLING, CANCEL_WAIT: the cancel request on its way */
   int flushing;           /* PQflush returned 1: waiting for the socket to be writable */
+  uint8_t *prepared;      /* pool: per registered statement, PREP_* on this PGconn */
   unsigned failures;      /* failed attempts since the last successful connect */
   int was_connected;      /* a later connect is a reconnect, for the log */
   db_conn_t *prev, *next; /* idle list (pool role) or listener list */
@@ -141,6 +158,8 @@ struct db_pool {
   unsigned cancel_grace_ms;
   db_owners_t owners; /* requests per owner, waiting or in flight */
   db_conn_t *conns;   /* size pool connections */
+  db_stmts_t stmts;   /* statement texts prepared on every connection, lazily */
+  uint8_t *prepared;  /* size * stmts.max PREP_* states, one row per pool connection */
   db_conn_t *idle;    /* idle connections, most recently used first */
   db_conn_t *listeners;
   int nstate[CONN_NSTATES]; /* pool connections per state */
@@ -255,14 +274,16 @@ static int req_new(const db_stmt_t *stmts, int n, int txn, db_cb cb, void *arg, 
         bytes += strlen(stmts[i].values[j]) + 1;
   }
   size = sizeof(*q) + (size_t)n * (sizeof(db_stmt_t) + sizeof(PGresult *)) +
-         nvals * sizeof(char *) + bytes;
+         nvals * sizeof(char *) + ((size_t)n + 2 * (size_t)n + 2) * sizeof(int) + bytes;
   q = calloc(1, size);
   if (!q)
     return DB_ENOMEM;
   st = (db_stmt_t *)(q + 1);
   q->res = (PGresult **)(st + n);
   vals = (const char **)(q->res + n);
-  s = (char *)(vals + nvals);
+  q->ids = (int *)(vals + nvals);
+  q->plan = q->ids + n;
+  s = (char *)(q->plan + 2 * n + 2);
   for (int i = 0; i < n; i++) {
     size_t len = strlen(stmts[i].sql) + 1;
     memcpy(s, stmts[i].sql, len);
@@ -424,6 +445,8 @@ static void conn_drop_pg(db_conn_t *c) {
     c->pg = NULL;
   }
   c->flushing = 0;
+  if (c->prepared)
+    memset(c->prepared, PREP_NONE, c->pool->stmts.max);
 }
 
 /* ---- state -------------------------------------------------------------------------- */
@@ -691,29 +714,63 @@ static int conn_flush(db_conn_t *c) {
   return 0;
 }
 
+/* Send statement i of q, prepared if it is registered: its Parse first when this session has
+ * not prepared it yet (pipeline mode only). Returns libpq's 1 or 0. */
+static int conn_send_stmt(db_conn_t *c, db_req_t *q, int i) {
+  const db_stmt_t *s = &q->stmts[i];
+  int id = q->ids[i];
+  char name[DB_STMTS_NAME_MAX];
+
+  if (id < 0) {
+    q->plan[q->nplan++] = PLAN_EXEC(i);
+    return PQsendQueryParams(c->pg, s->sql, s->nparams, NULL, s->values, NULL, NULL, 0);
+  }
+  db_stmts_name(id, name);
+  if (c->prepared[id] == PREP_NONE) {
+    assert(q->piped);
+    if (!PQsendPrepare(c->pg, name, s->sql, s->nparams, NULL))
+      return 0;
+    c->prepared[id] = PREP_SENT; /* a second use in this pipeline needs no Parse of its own */
+    q->plan[q->nplan++] = PLAN_PARSE(i);
+  }
+  q->plan[q->nplan++] = PLAN_EXEC(i);
+  return PQsendQueryPrepared(c->pg, name, s->nparams, s->values, NULL, NULL, 0);
+}
+
 static void conn_send(db_conn_t *c, db_req_t *q) {
   PGconn *pg = c->pg;
-  int ok;
+  int ok = 1;
 
   assert(c->role == ROLE_POOL && c->state == CONN_IDLE && !c->req);
   c->req = q;
   q->state = REQ_SENT;
   q->conn = c;
   q->sent_ms = uv_now(c->pool->loop);
+  q->nplan = 0;
+  q->seen = 0;
   conn_set_state(c, CONN_BUSY);
-  if (!q->txn) {
-    const db_stmt_t *s = &q->stmts[0];
-    ok = PQsendQueryParams(pg, s->sql, s->nparams, NULL, s->values, NULL, NULL, 0);
-  } else {
-    /* One round trip: BEGIN, the statements and COMMIT, then a sync point. A failing
-     * statement makes the server skip the rest up to the sync, COMMIT included, and leaves
-     * the transaction aborted; conn_req_done() rolls it back. */
-    ok = PQenterPipelineMode(pg) && PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
-    for (int i = 0; ok && i < q->nstmts; i++) {
-      const db_stmt_t *s = &q->stmts[i];
-      ok = PQsendQueryParams(pg, s->sql, s->nparams, NULL, s->values, NULL, NULL, 0);
+  /* A lone statement this session has prepared (or that is not registered) goes as it is;
+   * one still to prepare goes as Parse, then the statement, in one pipeline: one round trip
+   * either way. */
+  q->piped = q->txn || (q->ids[0] >= 0 && c->prepared[q->ids[0]] != PREP_READY);
+  if (q->piped) {
+    /* A transaction is one round trip: BEGIN, the statements and COMMIT, then a sync point.
+     * A failing command makes the server skip the rest up to the sync, COMMIT included, and
+     * leaves the transaction aborted; conn_req_done() rolls it back. */
+    ok = PQenterPipelineMode(pg);
+    if (ok && q->txn) {
+      q->plan[q->nplan++] = PLAN_BEGIN;
+      ok = PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
     }
-    ok = ok && PQsendQueryParams(pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync(pg);
+    for (int i = 0; ok && i < q->nstmts; i++)
+      ok = conn_send_stmt(c, q, i);
+    if (ok && q->txn) {
+      q->plan[q->nplan++] = PLAN_COMMIT;
+      ok = PQsendQueryParams(pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
+    }
+    ok = ok && PQpipelineSync(pg);
+  } else {
+    ok = conn_send_stmt(c, q, 0);
   }
   if (!ok) {
     conn_lost(c, conn_reason(c));
@@ -823,7 +880,7 @@ static void conn_on_query_result(db_conn_t *c, PGresult *res) {
 
 static void conn_on_pipeline_result(db_conn_t *c, PGresult *res) {
   db_req_t *q = c->req;
-  int i;
+  int k, slot, parse;
 
   if (!res) {
     /* The end of one command's results. Never two in a row: that would mean libpq lost
@@ -842,22 +899,31 @@ static void conn_on_pipeline_result(db_conn_t *c, PGresult *res) {
     conn_req_done(c);
     return;
   }
-  i = q->seen++; /* 0: BEGIN, 1..nstmts: the statements, nstmts + 1: COMMIT */
-  if (i > q->nstmts + 1) {
+  k = q->seen++;
+  if (k >= q->nplan) {
     PQclear(res);
     conn_lost(c, "unexpected result in pipeline");
     return;
   }
+  slot = q->plan[k] >= 0 ? q->plan[k] / 2 : -1; /* the statement this command belongs to */
+  parse = q->plan[k] >= 0 && q->plan[k] % 2 == 0;
+  /* A Parse that did not succeed leaves the name free: the next use sends it again. */
+  if (parse)
+    c->prepared[q->ids[slot]] =
+        PQresultStatus(res) == PGRES_COMMAND_OK ? PREP_READY : PREP_NONE;
   if (PQresultStatus(res) == PGRES_PIPELINE_ABORTED) {
     PQclear(res);
     return;
   }
   if (!conn_result_usable(c, res, "unsupported result in pipeline"))
     return;
-  if (i >= 1 && i <= q->nstmts)
-    q->res[i - 1] = res;
-  else
+  /* A statement's slot holds its result, or the error of its Parse. */
+  if (slot >= 0 && (!parse || PQresultStatus(res) == PGRES_FATAL_ERROR)) {
+    PQclear(q->res[slot]);
+    q->res[slot] = res;
+  } else {
     PQclear(res);
+  }
 }
 
 static void conn_on_rollback_result(db_conn_t *c, PGresult *res) {
@@ -884,7 +950,7 @@ static void conn_read_results(db_conn_t *c) {
 
     if (c->state == CONN_ROLLBACK)
       conn_on_rollback_result(c, res);
-    else if (c->req->txn)
+    else if (c->req->piped)
       conn_on_pipeline_result(c, res);
     else
       conn_on_query_result(c, res);
@@ -1103,6 +1169,8 @@ static void pool_submit(db_pool_t *p, db_req_t *q) {
 static void pool_free(db_pool_t *p) {
   /* Every request has completed, so every owner's count is back to zero and freed. */
   assert(db_owners_empty(&p->owners));
+  db_stmts_free(&p->stmts);
+  free(p->prepared);
   free(p->conns);
   free(p->conninfo);
   free(p->options);
@@ -1243,6 +1311,12 @@ int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out) {
   p->conns = calloc((size_t)p->size, sizeof(*p->conns));
   if (!p->conns)
     goto fail_conninfo;
+  if (db_stmts_init(&p->stmts, cfg->prepared_max ? cfg->prepared_max : DB_DEFAULT_PREPARED_MAX,
+                    DB_PREPARED_TEXT_MAX) != 0)
+    goto fail_conns;
+  p->prepared = calloc((size_t)p->size, p->stmts.max);
+  if (!p->prepared)
+    goto fail_stmts;
 
   /* Nothing below can fail. */
   uv_idle_init(loop, &p->idle_handle);
@@ -1251,6 +1325,7 @@ int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out) {
   for (int i = 0; i < p->size; i++) {
     db_conn_t *c = &p->conns[i];
     conn_init(p, c, ROLE_POOL);
+    c->prepared = p->prepared + (size_t)i * p->stmts.max;
     snprintf(c->name, sizeof(c->name), "connection %d", i + 1);
   }
   for (int i = 0; i < p->size; i++)
@@ -1258,6 +1333,10 @@ int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out) {
   *out = p;
   return 0;
 
+fail_stmts:
+  db_stmts_free(&p->stmts);
+fail_conns:
+  free(p->conns);
 fail_conninfo:
   free(p->conninfo);
 fail_pool:
@@ -1344,6 +1423,8 @@ static int pool_request(db_pool_t *p, const db_opts_t *o, const db_stmt_t *stmts
     return rc;
   }
   q->owner = owner;
+  for (int i = 0; i < n; i++)
+    q->ids[i] = db_stmts_id(&p->stmts, stmts[i].sql);
   if (o && o->handle)
     *o->handle = q;
   for (int i = 0; i < n; i++)

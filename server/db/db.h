@@ -3,8 +3,9 @@
 
 /* The asynchronous PostgreSQL pool. Every call here runs on the libuv loop thread and
  * never blocks it: connections are made with PQconnectStart/PQconnectPoll, queries are
- * sent with PQsendQueryParams (or in pipeline mode for transactions), and results are read
- * when uv_poll reports the socket readable. */
+ * sent with PQsendQueryPrepared (each statement text is prepared once per connection, on its
+ * first use there, in the same round trip; again after a reconnect), in pipeline mode for
+ * transactions, and results are read when uv_poll reports the socket readable. */
 
 #include <libpq-fe.h>
 #include <stddef.h>
@@ -44,6 +45,8 @@ typedef struct db_config {
   unsigned cancel_grace_ms;      /* db_cancel() lets a statement that has run less than this
                                     finish first, default 10: a cancel costs the server a
                                     new connection, far more than a short statement */
+  unsigned prepared_max;         /* distinct statement texts prepared (once per connection, on
+                                    first use) at most, default 256; later texts run unprepared */
 } db_config_t;
 
 /** The outcome of a query or transaction, valid only during the callback. */

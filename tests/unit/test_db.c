@@ -1072,6 +1072,89 @@ static void test_close_while_cancelling(void **state) {
   assert_true(slow.err == DB_ECLOSED || slow.err == DB_EQUERY);
 }
 
+static int healthy_again(void *arg) {
+  return db_pool_healthy(((tctx_t *)arg)->pool);
+}
+
+/* Each statement text is prepared once per connection, on its first use, under a name of its
+ * own; a registry that is full leaves later texts unprepared; a Parse that fails leaves the
+ * name free; a new session prepares again. One connection, so every query shares a session. */
+static void test_prepared_statements(void **state) {
+  db_config_t cfg = {0};
+  tctx_t t;
+  rec_t a, b, name0, other, count, gone, again, after, bad1, bad2, good;
+  db_stmt_t twice[2], broken[2];
+  const char *one[] = {"1"}, *five[] = {"5"};
+  const char *add = "SELECT $1::int + 1";
+  const char *stmt0 = "SELECT statement FROM pg_prepared_statements WHERE name = 'clued_0'";
+
+  (void)state;
+  cfg.conninfo = conninfo;
+  cfg.size = 1;
+  cfg.reconnect_min_ms = 50;
+  cfg.prepared_max = 3;
+  ctx_open_cfg(&t, &cfg, 1);
+  query(&t, &a, add, 1, one);
+  query(&t, &b, add, 1, five);
+  query(&t, &name0, stmt0, 0, NULL);
+  /* Registered third: the registry is full after it. */
+  query(&t, &other, "SELECT 'x' || $1", 1, one);
+  query(&t, &count, "SELECT count(*) FROM pg_prepared_statements", 0, NULL);
+  wait_completed(&t, 5, 5000);
+  assert_int_equal(a.err, DB_OK);
+  assert_string_equal(a.value, "2");
+  assert_int_equal(b.err, DB_OK);
+  assert_string_equal(b.value, "6");
+  assert_int_equal(name0.err, DB_OK);
+  assert_string_equal(name0.value, add);
+  assert_string_equal(other.value, "x1");
+  assert_string_equal(count.value, "3"); /* the last query itself ran unprepared */
+
+  /* The same new text twice in one transaction: one Parse, both run. */
+  twice[0] = (db_stmt_t){"SELECT $1::int * 10", 1, one};
+  twice[1] = (db_stmt_t){"SELECT $1::int * 10", 1, five};
+  txn(&t, &again, twice, 2);
+  wait_completed(&t, 6, 5000);
+  assert_int_equal(again.err, DB_OK);
+  assert_string_equal(again.value, "50");
+
+  /* A new session knows none of them: each is prepared again on its next use. */
+  query(&t, &gone, "SELECT pg_terminate_backend(pg_backend_pid())", 0, NULL);
+  wait_completed(&t, 7, 5000);
+  assert_int_equal(gone.err, DB_EUNAVAILABLE);
+  assert_true(run_until(&t.loop, healthy_again, &t, 10000));
+  query(&t, &name0, stmt0, 0, NULL);
+  query(&t, &after, add, 1, five);
+  query(&t, &count, stmt0, 0, NULL);
+  wait_completed(&t, 10, 5000);
+  assert_int_equal(name0.err, DB_OK);
+  assert_int_equal(name0.rows, 0);
+  assert_int_equal(after.err, DB_OK);
+  assert_string_equal(after.value, "6");
+  assert_string_equal(count.value, add);
+  ctx_close(&t);
+
+  /* A text that does not parse fails the same way each time, and the session goes on. */
+  cfg.prepared_max = 0;
+  ctx_open_cfg(&t, &cfg, 1);
+  query(&t, &bad1, "SELEKT 1", 0, NULL);
+  query(&t, &bad2, "SELEKT 1", 0, NULL);
+  broken[0] = (db_stmt_t){"SELECT 1", 0, NULL};
+  broken[1] = (db_stmt_t){"SELEKT 2", 0, NULL};
+  txn(&t, &again, broken, 2);
+  query(&t, &good, "SELECT 1", 0, NULL);
+  wait_completed(&t, 4, 5000);
+  assert_int_equal(bad1.err, DB_EQUERY);
+  assert_string_equal(bad1.sqlstate, "42601");
+  assert_int_equal(bad2.err, DB_EQUERY);
+  assert_string_equal(bad2.sqlstate, "42601");
+  assert_int_equal(again.err, DB_EQUERY);
+  assert_string_equal(again.sqlstate, "42601");
+  assert_int_equal(good.err, DB_OK);
+  assert_string_equal(good.value, "1");
+  ctx_close(&t);
+}
+
 static void test_owner_share(void **state) {
   tctx_t t;
   rec_t a[3], b, none[3], again;
@@ -1151,6 +1234,7 @@ int main(void) {
       cmocka_unit_test(test_cancel_txn_is_all_or_nothing),
       cmocka_unit_test(test_close_while_cancelling),
       cmocka_unit_test(test_owner_share),
+      cmocka_unit_test(test_prepared_statements),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
