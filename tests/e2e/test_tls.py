@@ -88,10 +88,20 @@ class Certs:
 class TlsClued(harness.Clued):
     """clued serving TLS: waits for SERVING over TLS (with a client certificate for mTLS)."""
 
-    def __init__(self, certs, database_url, args=(), client=None, cert="server"):
+    def __init__(self, certs, database_url, args=(), client=None, files=None):
         self.certs, self.client = certs, client
-        tls = ["--tls-cert", certs.path(cert + ".pem"), "--tls-key", certs.path(cert + ".key")]
+        cert, key = files or (certs.path("server.pem"), certs.path("server.key"))
+        tls = ["--tls-cert", cert, "--tls-key", key]
         super().__init__(database_url, args=tls + list(args))
+
+    def start(self, *args, **kw):
+        try:
+            return super().start(*args, **kw)
+        except BaseException:  # not serving over TLS: leave no clued behind
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            raise
 
     def channel(self, client=None):
         return grpc.secure_channel(self.addr, self.certs.creds(client if client is not None else self.client))
@@ -481,10 +491,7 @@ def test_sighup_reloads_the_certificate(c):
     cert, key = os.path.join(work, "cert.pem"), os.path.join(work, "key.pem")
     shutil.copy(c.certs.path("server.pem"), cert)
     shutil.copy(c.certs.path("server.key"), key)
-    srv = harness.Clued(c.url, args=["--tls-cert", cert, "--tls-key", key])
-    srv.__class__ = type("ReloadClued", (TlsClued,), {})
-    srv.certs, srv.client = c.certs, None
-    srv.start()
+    srv = TlsClued(c.certs, c.url, files=(cert, key)).start()
     ca = c.certs.path("ca.pem")
 
     def subject():
