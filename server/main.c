@@ -56,6 +56,26 @@ static const char usage_text[] =
     "                             advertised as SETTINGS_MAX_HEADER_LIST_SIZE; a request over\n"
     "                             it gets RESOURCE_EXHAUSTED (default 65536)\n"
     "  --max-headers N            request header fields per request (default 128)\n"
+    "  --max-conn-buffer N        response bytes queued per connection; past it the\n"
+    "                             connection's new calls wait and its streams pause until\n"
+    "                             the peer reads (default 1048576)\n"
+    "  --max-conn-inbound N       bytes of unfinished request bodies kept per connection;\n"
+    "                             a call that would pass it gets RESOURCE_EXHAUSTED\n"
+    "                             (default 134217728)\n"
+    "  --max-connections N        open connections; past it a new one is accepted, logged and\n"
+    "                             closed (default 10240; 0: no limit)\n"
+    "  --handshake-timeout D      close a connection whose HTTP/2 preface and SETTINGS do not\n"
+    "                             arrive within D (default 10s; 0: never)\n"
+    "  --idle-timeout D           GOAWAY to a connection with no call and no request for D\n"
+    "                             (default 5m; 0: never)\n"
+    "  --write-timeout D          close a connection whose peer takes none of its pending\n"
+    "                             output for D (default 60s; 0: never)\n"
+    "  --max-unauth-stream-age D  end a stream that needs no caller (Health/Watch) after D with\n"
+    "                             UNAVAILABLE (default 1h; 0: never)\n"
+    "  --keepalive-min-ping D     PINGs closer than D with no data sent between are strikes;\n"
+    "                             the third ends the connection with GOAWAY ENHANCE_YOUR_CALM\n"
+    "                             \"too_many_pings\", as gRPC servers do (default 5m; 0: any)\n"
+    "                             durations: a number with ms, s, m or h\n"
     "  --grace-ms N               shutdown grace period for calls in flight (default 5000)\n"
     "  --max-stream-age D         end a WatchEvents stream after D with UNAVAILABLE and the seq\n"
     "                             to resume from; D is a number with ms, s, m or h (default\n"
@@ -131,6 +151,14 @@ enum {
   OPT_MAX_STREAMS,
   OPT_MAX_HEADER_BYTES,
   OPT_MAX_HEADERS,
+  OPT_MAX_CONN_BUFFER,
+  OPT_MAX_CONN_INBOUND,
+  OPT_MAX_CONNECTIONS,
+  OPT_HANDSHAKE_TIMEOUT,
+  OPT_IDLE_TIMEOUT,
+  OPT_WRITE_TIMEOUT,
+  OPT_UNAUTH_STREAM_AGE,
+  OPT_KEEPALIVE_MIN_PING,
   OPT_GRACE,
   OPT_MAX_STREAM_AGE,
   OPT_ACCEPTED_DAYS,
@@ -165,6 +193,14 @@ static const struct option long_opts[] = {
     {"max-concurrent-streams", required_argument, NULL, OPT_MAX_STREAMS},
     {"max-header-bytes", required_argument, NULL, OPT_MAX_HEADER_BYTES},
     {"max-headers", required_argument, NULL, OPT_MAX_HEADERS},
+    {"max-conn-buffer", required_argument, NULL, OPT_MAX_CONN_BUFFER},
+    {"max-conn-inbound", required_argument, NULL, OPT_MAX_CONN_INBOUND},
+    {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+    {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
+    {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
+    {"write-timeout", required_argument, NULL, OPT_WRITE_TIMEOUT},
+    {"max-unauth-stream-age", required_argument, NULL, OPT_UNAUTH_STREAM_AGE},
+    {"keepalive-min-ping", required_argument, NULL, OPT_KEEPALIVE_MIN_PING},
     {"grace-ms", required_argument, NULL, OPT_GRACE},
     {"max-stream-age", required_argument, NULL, OPT_MAX_STREAM_AGE},
     {"accepted-deadline-days", required_argument, NULL, OPT_ACCEPTED_DAYS},
@@ -257,6 +293,41 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       if (parse_num("--max-headers", optarg, 8, 100000, &v))
         return 1;
       cfg->max_header_count = (unsigned)v;
+      break;
+    case OPT_MAX_CONN_BUFFER:
+      if (parse_num("--max-conn-buffer", optarg, 16384, 1LL << 32, &v))
+        return 1;
+      cfg->max_conn_buffer = (size_t)v;
+      break;
+    case OPT_MAX_CONN_INBOUND:
+      if (parse_num("--max-conn-inbound", optarg, 65536, 1LL << 34, &v))
+        return 1;
+      cfg->max_conn_inbound = (size_t)v;
+      break;
+    case OPT_MAX_CONNECTIONS:
+      if (parse_num("--max-connections", optarg, 0, 10000000, &v))
+        return 1;
+      cfg->max_connections = (unsigned)v;
+      break;
+    case OPT_HANDSHAKE_TIMEOUT:
+      if (parse_duration("--handshake-timeout", optarg, &cfg->handshake_timeout_ms))
+        return 1;
+      break;
+    case OPT_IDLE_TIMEOUT:
+      if (parse_duration("--idle-timeout", optarg, &cfg->idle_timeout_ms))
+        return 1;
+      break;
+    case OPT_WRITE_TIMEOUT:
+      if (parse_duration("--write-timeout", optarg, &cfg->write_timeout_ms))
+        return 1;
+      break;
+    case OPT_UNAUTH_STREAM_AGE:
+      if (parse_duration("--max-unauth-stream-age", optarg, &cfg->unauth_stream_age_ms))
+        return 1;
+      break;
+    case OPT_KEEPALIVE_MIN_PING:
+      if (parse_duration("--keepalive-min-ping", optarg, &cfg->keepalive_min_ping_ms))
+        return 1;
       break;
     case OPT_GRACE:
       if (parse_num("--grace-ms", optarg, 0, 3600000, &v))

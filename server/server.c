@@ -22,6 +22,14 @@ void server_config_defaults(server_config_t *cfg) {
   cfg->max_concurrent_streams = 100;
   cfg->max_header_list_bytes = 64 * 1024;
   cfg->max_header_count = 128;
+  cfg->max_conn_buffer = 1u << 20;
+  cfg->max_conn_inbound = 128u << 20;
+  cfg->max_connections = 10240;
+  cfg->handshake_timeout_ms = 10000;
+  cfg->idle_timeout_ms = 300000;
+  cfg->write_timeout_ms = 60000;
+  cfg->unauth_stream_age_ms = 3600000;
+  cfg->keepalive_min_ping_ms = 300000;
   cfg->grace_ms = 5000;
   cfg->max_stream_age_ms = 3600000;
   cfg->db_pool_size = 8;
@@ -74,12 +82,51 @@ static int parse_listen(const char *s, struct sockaddr_storage *ss) {
   return UV_EINVAL;
 }
 
+static void refused_close_cb(uv_handle_t *h) {
+  free(h);
+}
+
+/* Over --max-connections: accept (so the peer is not left in the backlog, retrying) and
+ * close at once. Logged once a second at most, with the count. */
+static void refuse_connection(server_t *srv) {
+  uv_tcp_t *t = malloc(sizeof(*t));
+  uint64_t now = uv_now(srv->loop);
+
+  if (t == NULL)
+    return;
+  uv_tcp_init(srv->loop, t);
+  if (uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)t) == 0)
+    srv->refused_conns++;
+  uv_close((uv_handle_t *)t, refused_close_cb);
+  if (srv->refused_conns > 0 && now - srv->refused_logged_ms >= 1000) {
+    log_warn("closed %llu new connection(s): %zu open, --max-connections %u",
+             (unsigned long long)srv->refused_conns, srv->nconns, srv->cfg.max_connections);
+    srv->refused_conns = 0;
+    srv->refused_logged_ms = now;
+  }
+}
+
+static void on_sweep(uv_timer_t *t) {
+  server_t *srv = t->data;
+  uint64_t now = uv_now(srv->loop);
+  h2_conn_t *c, *next;
+
+  for (c = srv->conns; c; c = next) {
+    next = c->next;
+    h2_conn_tick(c, now);
+  }
+}
+
 static void on_connection(uv_stream_t *l, int status) {
   server_t *srv = (server_t *)((char *)l - offsetof(server_t, listener));
   int rc;
 
   if (status < 0) {
     log_warn("accept failed: %s", uv_strerror(status));
+    return;
+  }
+  if (srv->cfg.max_connections && srv->nconns >= srv->cfg.max_connections) {
+    refuse_connection(srv);
     return;
   }
   rc = h2_conn_accept(srv);
@@ -197,6 +244,9 @@ int server_init(server_t *srv, uv_loop_t *loop, const server_config_t *cfg) {
     uv_signal_start(&srv->sighup, on_sighup, SIGHUP);
   uv_timer_init(loop, &srv->grace_timer);
   srv->grace_timer.data = srv;
+  uv_timer_init(loop, &srv->sweep_timer);
+  srv->sweep_timer.data = srv;
+  uv_timer_start(&srv->sweep_timer, on_sweep, 1000, 1000);
   return 0;
 }
 
@@ -210,6 +260,7 @@ static void server_stop(server_t *srv) {
     return;
   srv->state = SERVER_STOPPED;
   uv_close((uv_handle_t *)&srv->grace_timer, NULL);
+  uv_close((uv_handle_t *)&srv->sweep_timer, NULL);
   uv_close((uv_handle_t *)&srv->sigint, NULL);
   uv_close((uv_handle_t *)&srv->sigterm, NULL);
   uv_close((uv_handle_t *)&srv->sighup, NULL);

@@ -24,6 +24,14 @@ typedef struct server_config {
   unsigned max_concurrent_streams; /* advertised per connection, default 100 */
   size_t max_header_list_bytes; /* decoded request header list (RFC 7541 sizes), 64 KiB */
   unsigned max_header_count;    /* request header fields, default 128 */
+  size_t max_conn_buffer;       /* queued response bytes per connection, default 1 MiB */
+  size_t max_conn_inbound;      /* unfinished request bytes kept per connection, 128 MiB */
+  unsigned max_connections;     /* open connections; past it new ones are closed, 10240 */
+  uint64_t handshake_timeout_ms; /* preface and SETTINGS within, default 10 s; 0: none */
+  uint64_t idle_timeout_ms;     /* no call and no request for, then GOAWAY; default 5 min */
+  uint64_t write_timeout_ms;    /* pending output with no progress for, then close; 60 s */
+  uint64_t unauth_stream_age_ms; /* public streams (Health/Watch) end after, default 1 h */
+  uint64_t keepalive_min_ping_ms; /* PINGs closer than this are strikes, default 5 min */
   unsigned grace_ms;            /* shutdown grace period, default 5000 */
   uint64_t max_stream_age_ms;   /* WatchEvents streams end after this, default 1 h; 0: never */
   const char *database_url;     /* libpq conninfo */
@@ -58,6 +66,9 @@ struct server {
   uv_signal_t sighup;           /* reloads the TLS certificate (started only with TLS) */
   tls_server_t *tls;            /* NULL: cleartext HTTP/2 */
   uv_timer_t grace_timer;
+  uv_timer_t sweep_timer;       /* once a second: connection timeouts */
+  uint64_t refused_conns;       /* over --max-connections, since the last log line */
+  uint64_t refused_logged_ms;
   rpc_table_t *methods;
   db_pool_t *db;                /* NULL when running without a database */
   health_t *health;

@@ -111,13 +111,50 @@ static int on_invalid_header(nghttp2_session *s, const nghttp2_frame *f, const u
   return on_header(s, f, name, namelen, value, valuelen, flags, ud);
 }
 
+#define H2_MAX_PING_STRIKES 2 /* as gRPC's servers: the third PING too soon ends it */
+
+/* gRPC's keepalive policy: a PING less than --keepalive-min-ping after the previous one,
+ * with no HEADERS or DATA sent in between, is a strike; past the strikes allowed the
+ * connection ends with GOAWAY ENHANCE_YOUR_CALM "too_many_pings". */
+static void conn_on_ping(h2_conn_t *c) {
+  uint64_t now = uv_now(c->srv->loop), min = c->srv->cfg.keepalive_min_ping_ms;
+
+  if (min && c->last_ping && now - c->last_ping < min && ++c->ping_strikes > H2_MAX_PING_STRIKES &&
+      !c->hangup) {
+    log_warn("conn %llu (%s): %u PINGs less than %llu ms apart (--keepalive-min-ping): GOAWAY "
+             "ENHANCE_YOUR_CALM", (unsigned long long)c->id, c->peer, c->ping_strikes + 1,
+             (unsigned long long)min);
+    nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
+                          nghttp2_session_get_last_proc_stream_id(c->session),
+                          NGHTTP2_ENHANCE_YOUR_CALM, (const uint8_t *)"too_many_pings", 14);
+    c->hangup = 1; /* close once the GOAWAY is written; nothing read matters now */
+  }
+  c->last_ping = now;
+}
+
+static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
+  h2_conn_t *c = ud;
+  (void)s;
+  if (f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA)
+    c->ping_strikes = 0;
+  return 0;
+}
+
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
+  h2_conn_t *c = ud;
   rpc_call_t *call;
-  (void)ud;
 
   switch (f->hd.type) {
+  case NGHTTP2_SETTINGS:
+    c->handshaken = 1;
+    return 0;
+  case NGHTTP2_PING:
+    if (!(f->hd.flags & NGHTTP2_FLAG_ACK))
+      conn_on_ping(c);
+    return 0;
   case NGHTTP2_HEADERS:
   case NGHTTP2_DATA:
+    c->last_active = uv_now(c->srv->loop);
     call = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
     if (call == NULL)
       return 0;
@@ -135,10 +172,13 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id, c
                          size_t len, void *ud) {
   rpc_call_t *call = nghttp2_session_get_stream_user_data(s, stream_id);
   (void)flags;
-  (void)ud;
 
+  /* Window credit is ours to give (no automatic WINDOW_UPDATE): the call returns it as it
+   * drops or takes the bytes, and holds it while the caller is not yet authenticated. */
   if (call != NULL)
     rpc_call_on_data(call, data, len);
+  else
+    h2_conn_consume(ud, stream_id, len);
   return 0;
 }
 
@@ -146,6 +186,7 @@ static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error
   h2_conn_t *c = ud;
   rpc_call_t *call = nghttp2_session_get_stream_user_data(s, stream_id);
 
+  c->last_active = uv_now(c->srv->loop);
   if (call == NULL)
     return 0;
   nghttp2_session_set_stream_user_data(s, stream_id, NULL);
@@ -233,6 +274,8 @@ static void conn_write_cb(uv_write_t *req, int status) {
   c->wlen = 0;
   if (c->state == H2_CONN_CLOSING)
     return;
+  c->last_progress = uv_now(c->srv->loop);
+  h2_conn_queued(c, 0); /* the written bytes left the queue */
   if (status < 0) {
     char why[128];
     snprintf(why, sizeof(why), "write failed: %s", uv_strerror(status));
@@ -240,8 +283,61 @@ static void conn_write_cb(uv_write_t *req, int status) {
     return;
   }
   h2_conn_flush(c);
-  if (c->hangup && c->state != H2_CONN_CLOSING && !c->writing)
+  if (c->hangup && c->state != H2_CONN_CLOSING && !c->writing) {
     h2_conn_close(c, "protocol error; GOAWAY sent");
+  } else if (c->state != H2_CONN_CLOSING && !c->writing && c->calls == NULL) {
+    /* Nothing to write and no call that will: an idle connection keeps no write buffer
+     * (64 KiB reserved, a page or more touched), a good part of what 10,000 of them cost. */
+    free(c->wbuf);
+    c->wbuf = NULL;
+    c->wcap = 0;
+  }
+}
+
+void h2_conn_consume(h2_conn_t *c, int32_t stream_id, size_t n) {
+  if (n == 0 || c->session == NULL)
+    return;
+  /* Fails only for stream 0 or a closed session; the credit then no longer matters. */
+  (void)nghttp2_session_consume(c->session, stream_id, n);
+  c->flush_pending = 1; /* the WINDOW_UPDATE goes out with the next flush */
+}
+
+void h2_conn_wake(h2_conn_t *c) {
+  c->wake_pending = 1;
+  c->flush_pending = 1;
+}
+
+int h2_conn_congested(const h2_conn_t *c) {
+  return c->congested;
+}
+
+void h2_conn_queued(h2_conn_t *c, ptrdiff_t delta) {
+  size_t cap = c->srv->cfg.max_conn_buffer;
+
+  c->queued += (size_t)delta;
+  if (delta < 0)
+    c->last_progress = uv_now(c->srv->loop);
+  if (!c->congested && c->queued + c->wlen > cap) {
+    c->congested = 1;
+    log_info("conn %llu (%s): %zu response bytes queued, over --max-conn-buffer %zu: new calls "
+             "wait, streams pause until the peer reads", (unsigned long long)c->id, c->peer,
+             c->queued + c->wlen, cap);
+  } else if (c->congested && c->queued + c->wlen <= cap / 2) {
+    c->congested = 0;
+    c->wake_pending = 1;
+    c->flush_pending = 1;
+  }
+}
+
+/* Congestion eased: calls that waited to run, and streams that paused, go on. */
+static void wake_calls(h2_conn_t *c) {
+  rpc_call_t *call, *next;
+
+  c->wake_pending = 0;
+  for (call = c->calls; call && !c->congested && c->state != H2_CONN_CLOSING; call = next) {
+    next = call->next;
+    rpc_call_conn_ready(call);
+  }
 }
 
 static void run_writable(h2_conn_t *c) {
@@ -335,6 +431,10 @@ void h2_conn_flush(h2_conn_t *c) {
     run_writable(c);
     if (c->state == H2_CONN_CLOSING)
       return;
+    if (c->wake_pending)
+      wake_calls(c);
+    if (c->state == H2_CONN_CLOSING)
+      return;
     if (!c->flush_pending)
       break;
   }
@@ -403,14 +503,48 @@ static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     h2_conn_close(c, "protocol error; GOAWAY sent");
 }
 
-void h2_conn_drain(h2_conn_t *c) {
+static void conn_goaway(h2_conn_t *c, const char *debug) {
   if (c->state != H2_CONN_OPEN)
     return;
   conn_change_state(c, H2_CONN_DRAINING, NULL);
   nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
                         nghttp2_session_get_last_proc_stream_id(c->session), NGHTTP2_NO_ERROR,
-                        (const uint8_t *)"server shutting down", 20);
+                        (const uint8_t *)debug, strlen(debug));
   h2_conn_flush(c);
+}
+
+void h2_conn_drain(h2_conn_t *c) {
+  conn_goaway(c, "server shutting down");
+}
+
+void h2_conn_tick(h2_conn_t *c, uint64_t now) {
+  const server_config_t *cfg = &c->srv->cfg;
+  char why[192];
+
+  if (c->state == H2_CONN_CLOSING)
+    return;
+  if (!c->handshaken && cfg->handshake_timeout_ms && now - c->born >= cfg->handshake_timeout_ms) {
+    snprintf(why, sizeof(why),
+             "handshake timeout: no HTTP/2 preface and SETTINGS within %llu ms (--handshake-timeout)",
+             (unsigned long long)cfg->handshake_timeout_ms);
+    h2_conn_close(c, why);
+    return;
+  }
+  if (!c->writing && c->queued == 0) {
+    c->last_progress = now;
+  } else if (cfg->write_timeout_ms && now - c->last_progress >= cfg->write_timeout_ms) {
+    snprintf(why, sizeof(why),
+             "write timeout: %zu bytes pending and none taken by the peer for %llu ms "
+             "(--write-timeout)", c->queued + c->wlen, (unsigned long long)(now - c->last_progress));
+    h2_conn_close(c, why);
+    return;
+  }
+  if (c->calls == NULL && c->state == H2_CONN_OPEN && cfg->idle_timeout_ms &&
+      now - c->last_active >= cfg->idle_timeout_ms) {
+    log_info("conn %llu (%s): idle for %llu ms (--idle-timeout): sending GOAWAY",
+             (unsigned long long)c->id, c->peer, (unsigned long long)(now - c->last_active));
+    conn_goaway(c, "idle timeout");
+  }
 }
 
 static int session_new(h2_conn_t *c) {
@@ -426,6 +560,7 @@ static int session_new(h2_conn_t *c) {
   nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
   nghttp2_session_callbacks_set_on_invalid_header_callback(cbs, on_invalid_header);
   nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+  nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
   nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, on_invalid_frame);
@@ -434,6 +569,7 @@ static int session_new(h2_conn_t *c) {
     return -ENOMEM;
   }
   nghttp2_option_set_max_send_header_block_length(opt, 64 * 1024);
+  nghttp2_option_set_no_auto_window_update(opt, 1);
   rc = nghttp2_session_server_new2(&c->session, cbs, c, opt);
   nghttp2_option_del(opt);
   nghttp2_session_callbacks_del(cbs);
@@ -485,6 +621,7 @@ int h2_conn_accept(server_t *srv) {
   c->srv = srv;
   c->id = ++srv->next_conn_id;
   c->state = H2_CONN_OPEN;
+  c->born = c->last_active = c->last_progress = uv_now(srv->loop);
   rc = uv_tcp_init(srv->loop, &c->tcp);
   if (rc < 0) {
     free(c);

@@ -35,6 +35,19 @@ struct h2_conn {
   unsigned flush_pending : 1;
   unsigned writing : 1;    /* a uv_write is in flight */
   unsigned hangup : 1;     /* protocol error: GOAWAY queued, close once it is written */
+  unsigned congested : 1;  /* queued output over --max-conn-buffer: new calls wait */
+  unsigned wake_pending : 1; /* congestion eased: wake waiting calls after this send */
+  size_t queued;           /* response bytes in this connection's calls, not yet sent */
+  size_t inbound;          /* request body bytes its calls keep (--max-conn-inbound) */
+  unsigned running;        /* unary calls in their handler */
+  unsigned waiting;        /* calls whose request is complete, waiting to run */
+  /* Timeouts (loop time, ms), checked once a second by h2_conn_tick(). */
+  unsigned handshaken : 1; /* the client's preface and SETTINGS arrived */
+  uint64_t born;
+  uint64_t last_active;    /* last request frame (HEADERS, DATA) or call end */
+  uint64_t last_progress;  /* last time pending output moved */
+  uint64_t last_ping;      /* last PING received */
+  unsigned ping_strikes;   /* PINGs too close together since we last sent HEADERS/DATA */
   uv_write_t wreq;
   uint8_t *wbuf;           /* bytes being written, owned */
   size_t wlen, wcap;
@@ -62,11 +75,36 @@ int h2_conn_accept(server_t *srv) __attribute__((warn_unused_result));
  */
 void h2_conn_flush(h2_conn_t *c);
 
+/**
+ * Once a second: enforce --handshake-timeout, --write-timeout (close) and --idle-timeout
+ * (GOAWAY), logging which fired. now is the loop time. May close the connection.
+ */
+void h2_conn_tick(h2_conn_t *c, uint64_t now);
+
 /** Start a graceful shutdown of the connection: GOAWAY, then close once streams end. */
 void h2_conn_drain(h2_conn_t *c);
 
 /** Close the connection now, logging reason. Calls still open are cancelled. */
 void h2_conn_close(h2_conn_t *c, const char *reason);
+
+/**
+ * Response bytes added to (delta > 0) or taken from a call's buffer on this connection.
+ * Past --max-conn-buffer the connection is congested: new calls wait and streaming calls
+ * see themselves as full; below half of it they are woken (rpc_call_conn_ready()).
+ */
+void h2_conn_queued(h2_conn_t *c, ptrdiff_t delta);
+
+/** Wake the connection's waiting calls after the current send (a running call ended). */
+void h2_conn_wake(h2_conn_t *c);
+
+/** True while the connection's queued output is over --max-conn-buffer. */
+int h2_conn_congested(const h2_conn_t *c);
+
+/**
+ * Give the peer back flow-control credit for n request bytes of a stream. The WINDOW_UPDATE
+ * goes out with the next h2_conn_flush() (never from here: callers may be mid-change).
+ */
+void h2_conn_consume(h2_conn_t *c, int32_t stream_id, size_t n);
 
 /** Queue a call's writable callback to run after the current nghttp2 send. */
 void h2_conn_queue_writable(h2_conn_t *c, rpc_call_t *call);

@@ -6,10 +6,13 @@
 
 #include "rpc/rpc.h"
 
-/** Authenticate a call, then run its handler, or fail it with UNAUTHENTICATED/UNAVAILABLE. */
+/**
+ * Authenticate a call from its headers alone (before its body is read), then continue it
+ * with rpc_call_authenticated(), or fail it with UNAUTHENTICATED/UNAVAILABLE.
+ */
 void rpc_auth_start(rpc_call_t *call);
 
-/** Continue a call whose principal is set (used by rpc_auth_start). */
+/** Continue a call whose principal is set (used by rpc_auth_start): read its body, dispatch. */
 void rpc_call_authenticated(rpc_call_t *call);
 
 

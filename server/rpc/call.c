@@ -17,6 +17,123 @@
 
 static void call_finish(rpc_call_t *call, int http_status, int code, const char *msg);
 
+/* The one place a call changes state. Leaving the states that keep a request body drops
+ * the body: a refused call's upload is never kept, let alone decoded. */
+static void call_set_state(rpc_call_t *call, rpc_call_state_t to) {
+  switch (to) {
+  case RPC_CALL_AUTHENTICATING:
+    assert(call->state == RPC_CALL_HEADERS);
+    break;
+  case RPC_CALL_READING:
+    assert(call->state == RPC_CALL_HEADERS || call->state == RPC_CALL_AUTHENTICATING);
+    break;
+  case RPC_CALL_STREAMING:
+    assert(call->state == RPC_CALL_READING);
+    break;
+  case RPC_CALL_WAITING:
+    assert(call->state == RPC_CALL_READING);
+    break;
+  case RPC_CALL_RUNNING:
+    assert(call->state == RPC_CALL_READING || call->state == RPC_CALL_STREAMING ||
+           call->state == RPC_CALL_WAITING);
+    break;
+  case RPC_CALL_FINISHING:
+    assert(call->state < RPC_CALL_FINISHING);
+    break;
+  case RPC_CALL_CLOSED:
+    assert(call->state != RPC_CALL_CLOSED);
+    break;
+  case RPC_CALL_HEADERS:
+  default:
+    assert(!"calls are born in HEADERS and never return to it");
+  }
+  if (call->state == RPC_CALL_AUTHENTICATING && call->conn) {
+    /* Authenticated or refused: the credit held for its body goes back either way. */
+    h2_conn_consume(call->conn, call->stream_id, call->unacked);
+    call->unacked = 0;
+  }
+  if (call->conn && call->state != to) {
+    if (call->state == RPC_CALL_WAITING)
+      call->conn->waiting--;
+    if (to == RPC_CALL_WAITING)
+      call->conn->waiting++;
+    if (to == RPC_CALL_RUNNING && !call->m->server_streaming)
+      call->conn->running++;
+    if (call->state == RPC_CALL_RUNNING && !call->m->server_streaming) {
+      call->conn->running--;
+      if (call->conn->waiting > 0)
+        h2_conn_wake(call->conn);
+    }
+  }
+  call->state = to;
+  if (to >= RPC_CALL_RUNNING) {
+    grpc_decoder_free(&call->dec);
+    free(call->msg.data);
+    call->msg.data = NULL;
+    if (call->conn)
+      call->conn->inbound -= call->inbound;
+    call->inbound = 0;
+  }
+  if (to == RPC_CALL_CLOSED && call->conn && call->out_len > call->out_off)
+    h2_conn_queued(call->conn, -(ptrdiff_t)(call->out_len - call->out_off));
+}
+
+/* ---- the request's decode arena ------------------------------------------------------ */
+
+#define RPC_DECODE_CHUNK (64 * 1024)
+
+static void *decode_alloc(void *ad, size_t size) {
+  rpc_decode_arena_t *a = ad;
+  rpc_decode_chunk_t *c = a->chunks;
+  /* Natural alignment from the size (an 8-byte multiple may hold pointers or int64; a 1-byte
+   * string needs none), so a million empty strings cost a byte each, not eight. */
+  size_t align = size & (~size + 1);
+  size_t off;
+
+  if (align == 0 || align > 8)
+    align = 8;
+  if (size > a->budget - a->used) {
+    a->over = 1;
+    return NULL;
+  }
+  off = c ? (a->off + align - 1) & ~(align - 1) : 0;
+  if (c == NULL || off + size > c->size) {
+    size_t csize = size > RPC_DECODE_CHUNK / 4 ? size : RPC_DECODE_CHUNK;
+    rpc_decode_chunk_t *n = malloc(sizeof(*n) + csize);
+    if (n == NULL)
+      return NULL;
+    n->size = csize;
+    if (c != NULL && size > RPC_DECODE_CHUNK / 4) {
+      /* A large block gets its own chunk behind the current one, which stays in use. */
+      n->next = c->next;
+      c->next = n;
+      a->used += size;
+      return n->data;
+    }
+    n->next = c;
+    a->chunks = n;
+    c = n;
+    off = 0;
+  }
+  a->off = off + size;
+  a->used += size;
+  return (char *)c->data + off;
+}
+
+static void decode_free(void *ad, void *p) {
+  (void)ad;
+  (void)p; /* everything goes with the call */
+}
+
+static void decode_arena_release(rpc_decode_arena_t *a) {
+  while (a->chunks) {
+    rpc_decode_chunk_t *next = a->chunks->next;
+    free(a->chunks);
+    a->chunks = next;
+  }
+  a->off = a->used = 0;
+}
+
 static void meta_free(rpc_call_t *call) {
   rpc_meta_t *m = call->meta;
 
@@ -39,8 +156,7 @@ static void call_free(uv_handle_t *h) {
     free(call->arena);
     call->arena = next;
   }
-  if (call->req)
-    protobuf_c_message_free_unpacked(call->req, NULL);
+  decode_arena_release(&call->decode_arena);
   grpc_decoder_free(&call->dec);
   free(call->msg.data);
   free(call->path);
@@ -58,7 +174,7 @@ int rpc_call_new(server_t *srv, h2_conn_t *conn, int32_t stream_id, rpc_call_t *
 
   if (call == NULL)
     return -ENOMEM;
-  call->state = RPC_CALL_READING;
+  call->state = RPC_CALL_HEADERS;
   call->refs = 1;
   call->srv = srv;
   call->conn = conn;
@@ -192,8 +308,21 @@ int rpc_call_on_header(rpc_call_t *call, const uint8_t *name, size_t namelen, co
    * stand for a 4 KB field, so the wire size says nothing about the memory a list costs. */
   call->header_bytes += namelen + valuelen + 32;
   call->header_count++;
-  if (call->headers_over)
+  if (call->headers_over) {
+    /* Refused already (RESOURCE_EXHAUSTED when the block ends); nothing more is kept. A
+     * block far past the limit is an attack, not a client with big metadata: at 4 times it,
+     * have nghttp2 skip the rest. It still decodes it (HPACK state is the connection's) but
+     * no longer validates and hands over each field, so 40,000 references to a 4 KB field
+     * cost table look-ups, not 160 MB of work. It resets the stream (INTERNAL_ERROR). */
+    if (call->header_bytes > 4 * call->srv->cfg.max_header_list_bytes ||
+        call->header_count > 4 * call->srv->cfg.max_header_count) {
+      log_info("call %s: request headers past 4 times the limit (%zu bytes in %u fields "
+               "decoded): stream reset, the rest of the block skipped",
+               call->id, call->header_bytes, call->header_count);
+      return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
     return 0;
+  }
   if (call->header_bytes > call->srv->cfg.max_header_list_bytes ||
       call->header_count > call->srv->cfg.max_header_count) {
     call->headers_over = 1;
@@ -252,6 +381,24 @@ static void call_deadline(uv_timer_t *t) {
     cb(call, call->cancel_arg);
 }
 
+/* A public stream (Health/Watch) needs no caller, so nothing else ends it: it ends at
+ * --max-unauth-stream-age with UNAVAILABLE, which gRPC clients take as "call again". */
+static void call_stream_age(uv_timer_t *t) {
+  rpc_call_t *call = (rpc_call_t *)((char *)t - offsetof(rpc_call_t, timer));
+  rpc_cancel_fn cb = call->on_cancel;
+  char msg[160];
+
+  if (call->state >= RPC_CALL_FINISHING)
+    return;
+  snprintf(msg, sizeof(msg),
+           "stream open for its maximum age of %llu ms (--max-unauth-stream-age); call again",
+           (unsigned long long)call->srv->cfg.unauth_stream_age_ms);
+  call->on_cancel = NULL;
+  call_finish(call, 200, GRPC_UNAVAILABLE, msg);
+  if (cb)
+    cb(call, call->cancel_arg);
+}
+
 /* application/grpc, optionally followed by "+proto" (or another subtype: +json is not
  * served) and ";parameters". */
 static int content_type_ok(const char *ct) {
@@ -267,7 +414,7 @@ static int content_type_ok(const char *ct) {
 void rpc_call_on_headers_end(rpc_call_t *call) {
   uint64_t ms;
 
-  if (call->state != RPC_CALL_READING)
+  if (call->state != RPC_CALL_HEADERS)
     return;
   if (call->headers_over) {
     char msg[200];
@@ -312,6 +459,17 @@ void rpc_call_on_headers_end(rpc_call_t *call) {
     call->deadline_ms = ms ? ms : 1;
     uv_timer_start(&call->timer, call_deadline, call->deadline_ms, 0);
   }
+  /* Authenticate on the headers alone: a caller without a valid token is refused before any
+   * of its body is decoded, and what it still uploads is dropped as it arrives. */
+  if (call->m->public_method) {
+    uint64_t age = call->srv->cfg.unauth_stream_age_ms;
+    if (call->m->server_streaming && age && (call->deadline_ms == 0 || call->deadline_ms > age))
+      uv_timer_start(&call->timer, call_stream_age, age, 0);
+    call_set_state(call, RPC_CALL_READING);
+    return;
+  }
+  call_set_state(call, RPC_CALL_AUTHENTICATING);
+  rpc_auth_start(call);
 }
 
 /* A client-streaming call's request message: decoded and handed to the handler at once. */
@@ -326,24 +484,60 @@ static void call_stream_message(rpc_call_t *call, grpc_message_t *msg) {
   }
   req = protobuf_c_message_unpack(call->m->input, NULL, msg->len, msg->data);
   free(msg->data);
+  {
+    /* The message is taken: its bytes no longer count as an unfinished request. */
+    size_t done = msg->len + GRPC_FRAME_PREFIX < call->inbound ? msg->len + GRPC_FRAME_PREFIX
+                                                               : call->inbound;
+    call->inbound -= done;
+    if (call->conn)
+      call->conn->inbound -= done;
+  }
   if (req == NULL) {
     char buf[200];
     snprintf(buf, sizeof(buf), "request is not a valid %s message", call->m->input->name);
     call_finish(call, 200, GRPC_INVALID_ARGUMENT, buf);
     return;
   }
-  call->state = RPC_CALL_STREAMING;
+  if (call->state != RPC_CALL_STREAMING)
+    call_set_state(call, RPC_CALL_STREAMING);
   rpc_call_ref(call);
   call->m->handler(call, req);
   protobuf_c_message_free_unpacked(req, NULL);
   rpc_call_unref(call);
 }
 
+/* The states that keep request body bytes. */
 static int call_reading(const rpc_call_t *call) {
-  return call->state == RPC_CALL_READING || call->state == RPC_CALL_STREAMING;
+  return call->state == RPC_CALL_AUTHENTICATING || call->state == RPC_CALL_READING ||
+         call->state == RPC_CALL_STREAMING;
 }
 
 void rpc_call_on_data(rpc_call_t *call, const uint8_t *data, size_t len) {
+  h2_conn_t *conn = call->conn;
+
+  if (!call_reading(call)) {
+    h2_conn_consume(conn, call->stream_id, len); /* refused or answered: dropped unread */
+    return;
+  }
+  if (call->state != RPC_CALL_AUTHENTICATING &&
+      conn->inbound + len > call->srv->cfg.max_conn_inbound) {
+    char msg[200];
+    snprintf(msg, sizeof(msg),
+             "connection holds %zu bytes of unfinished requests, over its limit of %zu; send "
+             "large requests one after another",
+             conn->inbound + len, call->srv->cfg.max_conn_inbound);
+    h2_conn_consume(conn, call->stream_id, len);
+    call_finish(call, 200, GRPC_RESOURCE_EXHAUSTED, msg);
+    return;
+  }
+  /* Credit for the body of a caller not yet authenticated is held back: until the token
+   * lookup answers, such a client can send no more than its windows. */
+  if (call->state == RPC_CALL_AUTHENTICATING)
+    call->unacked += len;
+  else
+    h2_conn_consume(conn, call->stream_id, len);
+  call->inbound += len;
+  conn->inbound += len;
   while (len > 0 && call_reading(call)) {
     grpc_message_t msg;
     int got;
@@ -385,23 +579,12 @@ void rpc_call_on_data(rpc_call_t *call, const uint8_t *data, size_t len) {
   }
 }
 
-static void call_run_handler(rpc_call_t *call) {
-  call->m->handler(call, call->req);
-}
+/* Authenticated (or public) and the client half-closed: check the framing, decode the one
+ * request message into the call's arena, run the handler. */
+static void call_dispatch(rpc_call_t *call) {
+  rpc_decode_arena_t *a = &call->decode_arena;
+  ProtobufCAllocator alloc = {decode_alloc, decode_free, a};
 
-void rpc_call_authenticated(rpc_call_t *call) {
-  if (call->state != RPC_CALL_RUNNING)
-    return;
-  call_run_handler(call);
-}
-
-void rpc_call_on_end_stream(rpc_call_t *call) {
-  if (!call_reading(call))
-    return;
-  if (call->m == NULL) { /* no HEADERS end seen: cannot happen with nghttp2 */
-    call_finish(call, 400, GRPC_INTERNAL, "request ended before its headers");
-    return;
-  }
   if (grpc_decoder_partial(&call->dec)) {
     char buf[160];
     if (call->dec.state == GRPC_DEC_BODY)
@@ -414,7 +597,7 @@ void rpc_call_on_end_stream(rpc_call_t *call) {
     return;
   }
   if (call->m->client_streaming) { /* the client half-closed: the handler ends the call */
-    call->state = RPC_CALL_RUNNING;
+    call_set_state(call, RPC_CALL_RUNNING);
     call->m->handler(call, NULL);
     return;
   }
@@ -422,13 +605,28 @@ void rpc_call_on_end_stream(rpc_call_t *call) {
     call_finish(call, 200, GRPC_INVALID_ARGUMENT, "request message missing");
     return;
   }
-  call->req = protobuf_c_message_unpack(call->m->input, NULL, call->msg.len, call->msg.data);
+  if (call->conn && h2_conn_congested(call->conn)) {
+    /* The peer is not reading what this connection already owes it: the call waits (its
+     * request undecoded) until the output drains, rather than adding to it. Calls already
+     * running finish; how many run at once is bounded by --db-queue-per-conn. */
+    if (call->state == RPC_CALL_READING)
+      call_set_state(call, RPC_CALL_WAITING);
+    return;
+  }
+  a->budget = RPC_DECODE_FACTOR * call->msg.len + RPC_DECODE_SLACK;
+  call->req = protobuf_c_message_unpack(call->m->input, &alloc, call->msg.len, call->msg.data);
   free(call->msg.data);
   call->msg.data = NULL;
   if (call->req == NULL) {
     char buf[200];
-    snprintf(buf, sizeof(buf), "request is not a valid %s message", call->m->input->name);
-    call_finish(call, 200, GRPC_INVALID_ARGUMENT, buf);
+    if (a->over)
+      snprintf(buf, sizeof(buf),
+               "request %s of %zu bytes decodes to more than %zu bytes; send fewer, larger fields",
+               call->m->input->name, call->msg.len, a->budget);
+    else
+      snprintf(buf, sizeof(buf), "request is not a valid %s message", call->m->input->name);
+    decode_arena_release(a);
+    call_finish(call, 200, a->over ? GRPC_RESOURCE_EXHAUSTED : GRPC_INVALID_ARGUMENT, buf);
     return;
   }
   if (call->m->server_streaming && call->srv->state != SERVER_RUNNING) {
@@ -438,18 +636,35 @@ void rpc_call_on_end_stream(rpc_call_t *call) {
     call_finish(call, 200, GRPC_UNAVAILABLE, "server shutting down");
     return;
   }
-  call->state = RPC_CALL_RUNNING;
-  if (call->m->public_method)
-    call_run_handler(call);
-  else
-    rpc_auth_start(call);
+  call_set_state(call, RPC_CALL_RUNNING);
+  call->m->handler(call, call->req);
+}
+
+void rpc_call_authenticated(rpc_call_t *call) {
+  if (call->state != RPC_CALL_AUTHENTICATING)
+    return;
+  call_set_state(call, RPC_CALL_READING);
+  if (call->remote_ended)
+    call_dispatch(call);
+  if (call->conn)
+    h2_conn_flush(call->conn); /* the credit held for the body, at least */
+}
+
+void rpc_call_on_end_stream(rpc_call_t *call) {
+  call->remote_ended = 1;
+  if (call->state == RPC_CALL_HEADERS) { /* no HEADERS end seen: cannot happen with nghttp2 */
+    call_finish(call, 400, GRPC_INTERNAL, "request ended before its headers");
+    return;
+  }
+  if (call->state == RPC_CALL_READING || call->state == RPC_CALL_STREAMING)
+    call_dispatch(call);
 }
 
 void rpc_call_stream_closed(rpc_call_t *call, uint32_t error_code, const char *conn_reason) {
   rpc_call_state_t was = call->state;
   rpc_cancel_fn cb = call->on_cancel;
 
-  call->state = RPC_CALL_CLOSED;
+  call_set_state(call, RPC_CALL_CLOSED);
   call->conn = NULL;
   call->on_cancel = NULL;
   call->on_writable = NULL;
@@ -468,8 +683,18 @@ void rpc_call_stream_closed(rpc_call_t *call, uint32_t error_code, const char *c
   rpc_call_unref(call);
 }
 
+void rpc_call_conn_ready(rpc_call_t *call) {
+  if (call->state == RPC_CALL_WAITING)
+    call_dispatch(call);
+  else if ((call->state == RPC_CALL_RUNNING || call->state == RPC_CALL_STREAMING) &&
+           call->on_writable && call->conn)
+    h2_conn_queue_writable(call->conn, call);
+}
+
 void rpc_call_run_writable(rpc_call_t *call) {
-  if (call->state == RPC_CALL_RUNNING && call->on_writable)
+  if (call->conn && h2_conn_congested(call->conn))
+    return; /* paused with its connection; woken by rpc_call_conn_ready() */
+  if ((call->state == RPC_CALL_RUNNING || call->state == RPC_CALL_STREAMING) && call->on_writable)
     call->on_writable(call, call->writable_arg);
 }
 
@@ -503,6 +728,8 @@ static ssize_t call_read_data(nghttp2_session *s, int32_t stream_id, uint8_t *bu
 
   memcpy(buf, call->out + call->out_off, n);
   call->out_off += n;
+  if (n > 0 && call->conn)
+    h2_conn_queued(call->conn, -(ptrdiff_t)n);
   if (call->out_off == call->out_len)
     call->out_off = call->out_len = 0;
   if (call->out_len == 0 && call->status_ready) {
@@ -549,7 +776,7 @@ static void call_finish(rpc_call_t *call, int http_status, int code, const char 
   if (call->state >= RPC_CALL_FINISHING)
     return;
   if (call->conn == NULL) {
-    call->state = RPC_CALL_FINISHING;
+    call_set_state(call, RPC_CALL_FINISHING);
     return;
   }
   if (code != GRPC_OK)
@@ -572,11 +799,11 @@ static void call_finish(rpc_call_t *call, int http_status, int code, const char 
     /* A client still uploading a request we refused keeps sending; its DATA is discarded
      * (and flow-control credit returned) until it half-closes. An RST_STREAM here would
      * race the trailers in some clients. */
-    call->state = RPC_CALL_FINISHING;
+    call_set_state(call, RPC_CALL_FINISHING);
     h2_conn_flush(call->conn);
     return;
   }
-  call->state = RPC_CALL_FINISHING;
+  call_set_state(call, RPC_CALL_FINISHING);
   call->status_ready = 1;
   if (!call->response_started && call_start_response(call) != 0) {
     h2_conn_close(call->conn, "out of memory");
@@ -617,6 +844,8 @@ static int call_append(rpc_call_t *call, const ProtobufCMessage *msg) {
   grpc_frame_prefix(call->out + call->out_len, (uint32_t)len);
   protobuf_c_message_pack(msg, call->out + call->out_len + GRPC_FRAME_PREFIX);
   call->out_len += GRPC_FRAME_PREFIX + len;
+  if (call->conn)
+    h2_conn_queued(call->conn, (ptrdiff_t)(GRPC_FRAME_PREFIX + len));
   return 0;
 }
 
@@ -646,7 +875,12 @@ int rpc_reply(rpc_call_t *call, const ProtobufCMessage *msg) {
 }
 
 size_t rpc_call_buffered(const rpc_call_t *call) {
-  return call->out_len - call->out_off;
+  size_t own = call->out_len - call->out_off;
+  /* A congested connection makes each of its streams look full, so streaming handlers
+   * pause; they are woken through their writable callback when it drains. */
+  if (call->conn && h2_conn_congested(call->conn) && call->conn->queued > own)
+    return call->conn->queued;
+  return own;
 }
 
 static void call_vfinish(rpc_call_t *call, grpc_status_t code, const char *fmt, va_list ap) {

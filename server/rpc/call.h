@@ -13,13 +13,41 @@
 
 typedef struct h2_conn h2_conn_t;
 
+/* HEADERS -> AUTHENTICATING (methods that need a caller) -> READING [-> STREAMING for
+ * client-streaming methods] [-> WAITING] -> RUNNING -> FINISHING -> CLOSED; FINISHING and
+ * CLOSED can follow any earlier state. A call's request body is kept only in AUTHENTICATING,
+ * READING and STREAMING: once the call is refused or finished, what the client still sends
+ * is dropped as it arrives. */
 typedef enum rpc_call_state {
-  RPC_CALL_READING,   /* headers and request message arriving */
-  RPC_CALL_STREAMING, /* client-streaming: each message goes to the handler as it arrives */
-  RPC_CALL_RUNNING,   /* dispatched: authenticating or in the handler */
-  RPC_CALL_FINISHING, /* status decided; response draining to the peer */
-  RPC_CALL_CLOSED,    /* stream gone; only references keep the memory */
+  RPC_CALL_HEADERS,        /* request headers arriving */
+  RPC_CALL_AUTHENTICATING, /* headers done, token lookup running; the body waits, undecoded */
+  RPC_CALL_READING,        /* caller allowed (or method public); request message arriving */
+  RPC_CALL_STREAMING,      /* client-streaming: each message goes to the handler as it arrives */
+  RPC_CALL_WAITING,        /* request complete; its connection's output is congested */
+  RPC_CALL_RUNNING,        /* request decoded, handler running */
+  RPC_CALL_FINISHING,      /* status decided; response draining to the peer */
+  RPC_CALL_CLOSED,         /* stream gone; only references keep the memory */
 } rpc_call_state_t;
+
+/* The request message is decoded into one chunked arena per call, freed with the call, with
+ * a budget proportional to the message's size: protobuf's expansion (a 2-byte empty string
+ * becomes a pointer and an allocation) cannot cost more than this. */
+#define RPC_DECODE_FACTOR 4
+#define RPC_DECODE_SLACK (64 * 1024)
+
+typedef struct rpc_decode_chunk {
+  struct rpc_decode_chunk *next;
+  size_t size;
+  max_align_t data[];
+} rpc_decode_chunk_t;
+
+typedef struct rpc_decode_arena {
+  rpc_decode_chunk_t *chunks;
+  size_t off;     /* next free byte in chunks (the newest) */
+  size_t used;    /* bytes handed out, against budget */
+  size_t budget;
+  unsigned over : 1;
+} rpc_decode_arena_t;
 
 typedef struct rpc_meta {
   struct rpc_meta *next;
@@ -46,6 +74,9 @@ struct rpc_call {
   char *path, *content_type, *method, *encoding, *timeout;
   rpc_meta_t *meta;
   unsigned bad_header : 1; /* a header we refuse (e.g. duplicate pseudo-header) */
+  unsigned remote_ended : 1; /* the client half-closed the stream */
+  size_t unacked;          /* body bytes whose flow-control credit waits for authentication */
+  size_t inbound;          /* body bytes kept (counted in the connection's inbound total) */
   unsigned headers_over : 1; /* over a header limit: the rest is counted, not kept */
   size_t header_bytes;       /* decoded header list size so far (RFC 7541 entry sizes) */
   unsigned header_count;
@@ -53,7 +84,8 @@ struct rpc_call {
   grpc_message_t msg;   /* the request message, once complete */
   int nmsgs;
   const rpc_method_t *m;
-  ProtobufCMessage *req;
+  ProtobufCMessage *req;   /* in decode_arena */
+  rpc_decode_arena_t decode_arena;
   rpc_principal_t principal;
   uint64_t deadline_ms; /* 0: none */
   uv_timer_t timer;     /* deadline; the call is freed in this handle's close callback */
@@ -94,7 +126,7 @@ void rpc_call_on_headers_end(rpc_call_t *call);
 /** Request body bytes (any split). */
 void rpc_call_on_data(rpc_call_t *call, const uint8_t *data, size_t len);
 
-/** The client half-closed the stream: decode the request and dispatch. */
+/** The client half-closed the stream: decode the request and dispatch once authenticated. */
 void rpc_call_on_end_stream(rpc_call_t *call);
 
 /**
@@ -102,6 +134,9 @@ void rpc_call_on_end_stream(rpc_call_t *call);
  * for the log; NULL otherwise). Drops the stream's reference.
  */
 void rpc_call_stream_closed(rpc_call_t *call, uint32_t error_code, const char *conn_reason);
+
+/** The connection's output congestion eased: run a waiting call, wake a paused stream. */
+void rpc_call_conn_ready(rpc_call_t *call);
 
 /** Run the writable callback queued by the data provider. */
 void rpc_call_run_writable(rpc_call_t *call);

@@ -139,6 +139,12 @@ class Raw:
         self.ended = set()
         self.dec = Decoder()
         self.dec.max_allowed_table_size = 65536
+        # Flow control towards the server: the windows it grants us.
+        self.initial_window = 65535
+        self.conn_window = 65535
+        self.windows = {}
+        self.server_settings = None
+        self.auto_window = True
         if handshake:
             self.send(PREFACE + settings(settings_pairs))
 
@@ -156,7 +162,21 @@ class Raw:
             self.buf = self.buf[9 + n:]
             self.frames.append((t, fl, sid, p))
             if t == SETTINGS and not fl & ACK:
+                vals = dict(struct.unpack(">HI", p[i:i + 6]) for i in range(0, len(p) - 5, 6))
+                if self.server_settings is None:
+                    self.server_settings = vals
+                if 4 in vals:
+                    delta = vals[4] - self.initial_window
+                    self.initial_window = vals[4]
+                    for k in self.windows:
+                        self.windows[k] += delta
                 self.send(frame(SETTINGS, ACK, 0))
+            elif t == WINDOW_UPDATE:
+                inc = struct.unpack(">I", p)[0] & 0x7FFFFFFF
+                if sid == 0:
+                    self.conn_window += inc
+                else:
+                    self.windows[sid] = self.windows.get(sid, self.initial_window) + inc
             elif t == GOAWAY:
                 last, code = struct.unpack(">II", p[:8])
                 self.goaway = (last & 0x7FFFFFFF, code, p[8:])
@@ -175,6 +195,9 @@ class Raw:
                     self.ended.add(sid)
             elif t == DATA:
                 self.data[sid] = self.data.get(sid, b"") + p
+                if p and self.auto_window:  # a reading client gives the credit back
+                    self.send(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", len(p)))
+                              + frame(WINDOW_UPDATE, 0, sid, struct.pack(">I", len(p))))
                 if fl & END_STREAM:
                     self.ended.add(sid)
             elif t == PING and not fl & ACK:
@@ -211,6 +234,35 @@ class Raw:
         while not self.closed and time.time() < end:
             self.read(min(1.0, max(0.05, end - time.time())))
         return self.closed
+
+    def window(self, sid):
+        return min(self.conn_window, self.windows.get(sid, self.initial_window))
+
+    def send_body(self, sid, data, end_stream=True, timeout=30.0, stop=None):
+        """Send DATA within the windows the server grants, reading as needed. Stops early
+        (returns the bytes sent) when stop() turns true or the stream ended; raises if the
+        server grants no window for `timeout` seconds."""
+        sent = 0
+        last = time.time()
+        while sent < len(data) or (end_stream and sent == len(data) == 0):
+            if (stop and stop()) or (sid in self.ended and sid in self.rst):
+                return sent
+            n = min(16384, len(data) - sent, self.window(sid))
+            if n <= 0 and len(data) > 0:
+                if time.time() - last > timeout:
+                    raise AssertionError(f"stream {sid}: no window for {timeout} s after {sent} bytes")
+                if not self.read(0.2):
+                    return sent
+                continue
+            fin = end_stream and sent + n == len(data)
+            self.send(frame(DATA, END_STREAM if fin else 0, sid, data[sent:sent + n]))
+            self.conn_window -= n
+            self.windows[sid] = self.windows.get(sid, self.initial_window) - n
+            sent += n
+            last = time.time()
+            if len(data) == 0:
+                break
+        return sent
 
     def status(self, sid):
         """grpc-status of a stream (from trailers or a trailers-only HEADERS), or None."""

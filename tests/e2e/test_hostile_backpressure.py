@@ -1,0 +1,151 @@
+"""Backpressure instead of buffering.
+
+Outbound: a client that opens wide flow-control windows and then never reads. Past
+--max-conn-buffer (1 MiB) of queued responses its connection's new calls wait, undecoded,
+and calls already running are bounded by --db-queue-per-conn (8 here), so the replies it can make the server
+hold are bounded. Inbound: unfinished request bodies one connection keeps are capped by
+--max-conn-inbound; a call that would pass it gets RESOURCE_EXHAUSTED.
+
+Each attack measures clued's RSS before and after, with a Health/Check probe beside it."""
+
+import os
+import socket
+import struct
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+import world  # noqa: E402
+from hostile import (PREFACE, WINDOW_UPDATE, HealthProbe, Raw, frame, grpc_msg, headers_frames, lit,  # noqa: E402
+                     report, request_block, rss_kb, settings, start_clued)
+
+S = harness.stubs()
+pb = S.clue_pb2
+LIST_NOTES = "/clue.v1.ClueService/ListNotes"
+
+
+class Ctx:
+    pass
+
+
+def setup():
+    c = Ctx()
+    c.srv = start_clued("--max-conn-inbound", str(16 << 20), "--db-queue-per-conn", "8")
+    c.pid = c.srv.proc.pid
+    c.w = world.build(c.srv)
+    leader = c.w.G1.leader
+    c.token = leader.token
+    clue = leader.clue.SubmitClue(pb.SubmitClueRequest(
+        request_id=harness.new_request_id(), title="线索", summary="反映某某违规插手工程项目",
+        source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT, subject=pb.SubjectPerson(name="王某", position="局长"),
+        host_unit="市发展改革委"), timeout=20)
+    c.clue_id = clue.id
+    for i in range(34):
+        leader.clue.AddNote(pb.AddNoteRequest(clue_id=clue.id, kind=pb.NOTE_KIND_OTHER, text=f"{i}" + "n" * 60000,
+                                              request_id=harness.new_request_id()), timeout=20)
+    r = leader.clue.ListNotes(pb.ListNotesRequest(clue_id=clue.id, page_size=500), timeout=20)
+    c.reply_bytes = r.ByteSize()
+    assert c.reply_bytes > 2_000_000, c.reply_bytes
+    return c
+
+
+def teardown(c):
+    c.w.close()
+    c.srv.stop()
+
+
+def varint(n):
+    out = b""
+    while n >= 128:
+        out += bytes([(n & 127) | 128])
+        n >>= 7
+    return out + bytes([n])
+
+
+def auth(token):
+    return lit("authorization", f"Bearer {token}")
+
+
+def test_client_that_never_reads(c):
+    before = rss_kb(c.pid)
+    host, port = c.srv.addr.rsplit(":", 1)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+    s.connect((host, int(port)))
+    # Windows wide open, so HTTP/2 flow control does not hold the replies back; then 60
+    # requests of 2 MiB replies each, and never a read.
+    s.sendall(PREFACE + settings([(4, 0x7FFFFFFF)]) + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 0x7FFFFFFF - 65535)))
+    body = grpc_msg(pb.ListNotesRequest(clue_id=c.clue_id, page_size=500).SerializeToString())
+    with HealthProbe(c.srv.addr) as probe:
+        for i in range(60):
+            sid = 1 + 2 * i
+            s.sendall(headers_frames(sid, request_block(LIST_NOTES, auth(c.token)))
+                      + frame(0, 1, sid, body))
+        time.sleep(5)
+        held = rss_kb(c.pid)
+    report(f"60 ListNotes replies of {c.reply_bytes / 1e6:.1f} MB to a client that never reads", before, held, 48)
+    probe.assert_prompt()
+    assert "over --max-conn-buffer" in c.srv.output()
+    s.close()
+    harness.wait_for(lambda: "conn" in c.srv.output() and c.srv.alive(), what="close")
+    time.sleep(0.5)
+    # The same user on a connection that reads gets its notes, all of them.
+    r = c.w.G1.leader.clue.ListNotes(pb.ListNotesRequest(clue_id=c.clue_id, page_size=500), timeout=20)
+    assert r.ByteSize() == c.reply_bytes
+
+
+def test_slow_reader_gets_everything(c):
+    # A client that reads slowly (not never) gets every reply in full: waiting is not refusing.
+    r = Raw(c.srv.addr, settings_pairs=[(4, 0x7FFFFFFF)])
+    r.send(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 0x7FFFFFFF - 65535)))
+    body = grpc_msg(pb.ListNotesRequest(clue_id=c.clue_id, page_size=500).SerializeToString())
+    sids = [1 + 2 * i for i in range(8)]  # within --db-queue-per-conn
+    for sid in sids:
+        r.send(headers_frames(sid, request_block(LIST_NOTES, auth(c.token))) + frame(0, 1, sid, body))
+    time.sleep(1)
+    r.until(lambda: all(s in r.ended for s in sids), 120, "all replies")
+    for sid in sids:
+        assert r.status(sid) == 0, (sid, r.hdrs.get(sid))
+        assert len(r.data[sid]) == 5 + c.reply_bytes, (sid, len(r.data.get(sid, b"")))
+    r.close()
+
+
+def test_unfinished_uploads_capped(c):
+    before = rss_kb(c.pid)
+    with HealthProbe(c.srv.addr) as probe:
+        r = Raw(c.srv.addr)
+        # ListNotesRequest with a 3.9 MB unknown field (15, bytes): valid protobuf, never ended.
+        big = pb.ListNotesRequest(clue_id=c.clue_id).SerializeToString() + b"\x7a" + varint(3_900_000) \
+            + b"u" * 3_900_000
+        msg = grpc_msg(big)
+        sids = [1, 3, 5, 7, 9]
+        for sid in sids:
+            r.send(headers_frames(sid, request_block(LIST_NOTES, auth(c.token))))
+        r.until(lambda: r.server_settings is not None, 5, "SETTINGS")
+        time.sleep(0.3)  # the token lookups answer
+        for sid in sids:
+            r.send_body(sid, msg[:-10], end_stream=False, stop=lambda: 9 in r.ended)
+        r.until(lambda: 9 in r.ended, 20, "the refusal of the fifth upload")
+        held = rss_kb(c.pid)
+        status9, msg9 = r.status(9), r.message(9)
+        # The four within the limit finish and are served.
+        for sid in sids[:4]:
+            r.send_body(sid, msg[-10:])
+        r.until(lambda: all(s in r.ended for s in sids[:4]), 30, "the four")
+        statuses = [r.status(s) for s in sids[:4]]
+        assert r.check(11) == 0
+        r.close()
+    report("5 unfinished 3.9 MB uploads on one connection", before, held, 40)
+    probe.assert_prompt()
+    assert status9 == 8 and "unfinished requests" in msg9, (status9, msg9)
+    assert statuses == [0] * 4, statuses
+
+
+def test_flags_documented(c):
+    out = harness.Clued().run("help").stdout
+    assert "--max-conn-buffer" in out and "--max-conn-inbound" in out
+
+
+if __name__ == "__main__":
+    harness.run_tests(globals(), setup, teardown)

@@ -1,0 +1,209 @@
+"""Timeouts and caps per connection, each set short here by its flag: the handshake timeout,
+the idle-connection GOAWAY, the write timeout, --max-connections, the maximum age of streams
+that need no caller (Health/Watch), and gRPC's keepalive policy (GOAWAY ENHANCE_YOUR_CALM
+"too_many_pings"). Each fires, is logged, and leaves clued serving; the attacks measure RSS
+with a Health/Check probe beside them."""
+
+import os
+import resource
+import socket
+import struct
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+from hostile import (CHECK, DATA, END_STREAM, ENHANCE_YOUR_CALM, NO_ERROR, PING, PREFACE, HealthProbe,  # noqa: E402
+                     Raw, frame, grpc_msg, headers_frames, report, request_block, rss_kb, settings, start_clued)
+
+WATCH = "/grpc.health.v1.Health/Watch"
+MAX_CONNS = 300
+
+
+class Ctx:
+    pass
+
+
+def setup():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+    c = Ctx()
+    c.srv = start_clued("--handshake-timeout", "1s", "--idle-timeout", "2s", "--write-timeout", "2s",
+                        "--max-connections", str(MAX_CONNS), "--max-unauth-stream-age", "1500ms",
+                        "--keepalive-min-ping", "1s")
+    c.pid = c.srv.proc.pid
+    return c
+
+
+def teardown(c):
+    c.srv.stop()
+
+
+def logged(c, text):
+    harness.wait_for(lambda: text in c.srv.output(), timeout=5, what=f"{text!r} in the log")
+
+
+def connect(addr):
+    host, port = addr.rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def closed_by_server(s, timeout=8.0):
+    s.settimeout(timeout)
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                return True
+    except socket.timeout:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_bare_tcp_connections_time_out(c):
+    before = rss_kb(c.pid)
+    with HealthProbe(c.srv.addr) as probe:
+        socks = [connect(c.srv.addr) for _ in range(200)]
+        # Half send the preface alone, no SETTINGS: still no handshake.
+        for s in socks[::2]:
+            s.sendall(PREFACE)
+        held = rss_kb(c.pid)
+        t0 = time.time()
+        closed = sum(closed_by_server(s) for s in socks)
+        took = time.time() - t0
+        for s in socks:
+            s.close()
+    report("200 connections that never finish the handshake", before, held, 24)
+    probe.assert_prompt()
+    assert closed == 200, f"{closed} of 200 closed within the timeout"
+    assert took < 8, took
+    logged(c, "handshake timeout")
+
+
+def test_idle_connection_gets_goaway(c):
+    r = Raw(c.srv.addr)
+    assert r.check(1) == 0
+    t0 = time.time()
+    assert r.wait_closed(10), "an idle connection was kept"
+    assert r.goaway is not None and r.goaway[1] == NO_ERROR and b"idle" in r.goaway[2], r.goaway
+    assert time.time() - t0 > 1.0
+    logged(c, "--idle-timeout")
+    # A connection with a call open is not idle: a Watch stream keeps it (until its age).
+    r = Raw(c.srv.addr)
+    r.send(headers_frames(1, request_block(WATCH)) + frame(DATA, END_STREAM, 1, grpc_msg()))
+    r.until(lambda: 1 in r.ended, 10, "the watch to reach its age")
+    assert r.status(1) == 14 and "maximum age" in r.message(1), (r.hdrs, r.message(1))
+    r.close()
+
+
+def test_write_timeout(c):
+    # The client grants no flow-control window and never updates it: the reply stays pending.
+    before = rss_kb(c.pid)
+    with HealthProbe(c.srv.addr) as probe:
+        rs = []
+        for _ in range(50):
+            r = Raw(c.srv.addr, settings_pairs=[(4, 0)])
+            r.send(headers_frames(1, request_block()) + frame(DATA, END_STREAM, 1, grpc_msg()))
+            rs.append(r)
+        held = rss_kb(c.pid)
+        for r in rs:
+            assert r.wait_closed(10), "a connection that takes nothing was kept"
+            assert 1 not in r.data, "a reply went out through a closed window"
+            r.close()
+    report("50 connections that take none of their replies", before, held, 16)
+    probe.assert_prompt()
+    logged(c, "write timeout")
+
+
+def test_max_connections(c):
+    before = rss_kb(c.pid)
+    with HealthProbe(c.srv.addr) as probe:
+        rs = []
+        for _ in range(MAX_CONNS + 50):
+            try:
+                rs.append(Raw(c.srv.addr))
+            except OSError:
+                pass
+        time.sleep(0.5)
+        held = rss_kb(c.pid)
+        # Those over the cap are closed at once; the rest serve.
+        closed = 0
+        for r in rs:
+            r.read(0.05)
+            closed += r.closed
+        ok = Raw(c.srv.addr) if closed == 0 else None
+        for r in rs:
+            r.close()
+    report(f"{MAX_CONNS + 50} connections against --max-connections {MAX_CONNS}", before, held, 24)
+    probe.assert_prompt()
+    assert closed >= 45, closed  # the probe holds one connection itself
+    assert ok is None
+    logged(c, "--max-connections")
+    time.sleep(0.5)
+    r = Raw(c.srv.addr)
+    assert r.check(1) == 0
+    r.close()
+
+
+def test_unauthenticated_stream_age(c):
+    import grpc
+
+    s = harness.stubs()
+    with grpc.insecure_channel(c.srv.addr) as ch:
+        it = s.health_pb2_grpc.HealthStub(ch).Watch(s.health_pb2.HealthCheckRequest(), timeout=20)
+        t0 = time.time()
+        got = []
+        try:
+            for m in it:
+                got.append(m.status)
+            raise AssertionError("the watch ended without a status")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.UNAVAILABLE, e
+            assert "maximum age" in e.details(), e.details()
+        assert 1.0 < time.time() - t0 < 10
+        assert got == [s.health_pb2.HealthCheckResponse.SERVING]
+    logged(c, "--max-unauth-stream-age")
+
+
+def test_ping_flood(c):
+    r = Raw(c.srv.addr)
+    r.until(lambda: r.server_settings is not None, 5, "SETTINGS")
+    for i in range(5):
+        r.send(frame(PING, 0, 0, struct.pack(">Q", i)))
+    assert r.wait_closed(10)
+    assert r.goaway is not None and r.goaway[1] == ENHANCE_YOUR_CALM and r.goaway[2] == b"too_many_pings", r.goaway
+    r.close()
+    logged(c, "ENHANCE_YOUR_CALM")
+    # PINGs further apart than the minimum are fine, and so are PINGs between calls.
+    r = Raw(c.srv.addr)
+    assert r.check(1) == 0  # (PINGs are no activity: keep within the 2 s idle timeout)
+    for i in range(2):
+        r.send(frame(PING, 0, 0, struct.pack(">Q", i)))
+        if i == 0:
+            time.sleep(1.1)
+        r.read(0.05)
+    sid = 3
+    for i in range(4):
+        assert r.check(sid) == 0
+        r.send(frame(PING, 0, 0, struct.pack(">Q", i)))
+        sid += 2
+    r.read(0.2)
+    assert r.goaway is None, r.goaway
+    r.close()
+
+
+def test_flags_documented(c):
+    out = harness.Clued().run("help").stdout
+    for flag in ("--max-connections", "--handshake-timeout", "--idle-timeout", "--write-timeout",
+                 "--max-unauth-stream-age", "--keepalive-min-ping"):
+        assert flag in out, flag
+    readme = open(os.path.join(harness.SRC, "README.md")).read()
+    for flag in ("--max-connections", "--handshake-timeout", "--idle-timeout", "--write-timeout",
+                 "--max-unauth-stream-age", "--keepalive-min-ping", "--max-conn-buffer", "--max-conn-inbound",
+                 "--max-header-bytes", "--max-headers"):
+        assert f"`{flag}`" in readme, flag
+
+
+if __name__ == "__main__":
+    harness.run_tests(globals(), setup, teardown)
