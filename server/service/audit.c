@@ -69,10 +69,12 @@ static uint32_t fingerprint(const Clue__V1__ListAuditEventsRequest *req) {
   char buf[512];
   uint32_t h = 2166136261u;
   int n =
-      snprintf(buf, sizeof(buf), "%s\x1f%lld\x1f%lld\x1f%lld\x1f%s\x1f%lld\x1f%lld\x1f%lld\x1f%lld",
+      snprintf(buf, sizeof(buf),
+               "%s\x1f%lld\x1f%lld\x1f%lld\x1f%s\x1f%lld\x1f%lld\x1f%lld\x1f%lld\x1f%lld",
                req->subject_type, (long long)req->subject_id, (long long)req->actor_user_id,
                (long long)req->unit_id, req->action, (long long)req->from_ms, (long long)req->to_ms,
-               (long long)req->after_seq, (long long)req->until_seq);
+               (long long)req->after_seq, (long long)req->until_seq,
+               (long long)req->actor_token_id);
   for (int i = 0; i < n && i < (int)sizeof(buf) - 1; i++) {
     h ^= (unsigned char)buf[i];
     h *= 16777619u;
@@ -160,6 +162,7 @@ static void list_events(rpc_call_t *call, const ProtobufCMessage *m) {
   }
   if (audit_check_subject(call, req->subject_type, req->subject_id) != 0 ||
       bad_id(call, "actor_user_id", req->actor_user_id) || bad_id(call, "unit_id", req->unit_id) ||
+      bad_id(call, "actor_token_id", req->actor_token_id) ||
       bad_name(call, "action", req->action) || bad_time(call, "from_ms", req->from_ms) ||
       bad_time(call, "to_ms", req->to_ms) || bad_id(call, "after_seq", req->after_seq) ||
       bad_id(call, "until_seq", req->until_seq) ||
@@ -182,6 +185,7 @@ static void list_events(rpc_call_t *call, const ProtobufCMessage *m) {
   f.subject_type = req->subject_type;
   f.subject_id = req->subject_id;
   f.actor_user_id = req->actor_user_id;
+  f.actor_token_id = req->actor_token_id;
   f.actor_unit_id = req->unit_id;
   f.action = req->action;
   f.from_ms = req->from_ms;

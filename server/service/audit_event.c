@@ -61,6 +61,10 @@ void audit_sql_build(audit_sql_t *q, const audit_filter_t *f, int64_t after, int
     param_i64(q, f->actor_unit_id);
     cat(q, " AND e.actor_unit_id = $%d", q->n);
   }
+  if (f->actor_token_id) {
+    param_i64(q, f->actor_token_id);
+    cat(q, " AND e.actor_token_id = $%d", q->n);
+  }
   if (f->action && f->action[0]) {
     param_str(q, f->action);
     cat(q, " AND e.action = $%d", q->n);
@@ -100,6 +104,8 @@ bool audit_filter_match(const audit_filter_t *f, const audit_ev_t *ev) {
   if (f->actor_user_id && f->actor_user_id != ev->actor_user_id)
     return false;
   if (f->actor_unit_id && f->actor_unit_id != ev->actor_unit_id)
+    return false;
+  if (f->actor_token_id && f->actor_token_id != ev->actor_token_id)
     return false;
   if (f->action && f->action[0] && strcmp(f->action, ev->action) != 0)
     return false;

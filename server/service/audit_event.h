@@ -19,6 +19,7 @@ typedef struct audit_filter {
   int64_t subject_id;
   int64_t actor_user_id;
   int64_t actor_unit_id;
+  int64_t actor_token_id;
   const char *action;
   int64_t from_ms;   /* at >= from_ms */
   int64_t to_ms;     /* at < to_ms */
@@ -40,7 +41,7 @@ typedef struct audit_filter {
 #define AUDIT_EVENT_NCOLS 14
 
 /** Most parameters audit_sql_build() uses. */
-#define AUDIT_SQL_MAX_PARAMS 12
+#define AUDIT_SQL_MAX_PARAMS 13
 
 /** One parameterized SELECT of events; values point into the struct (do not copy it). */
 typedef struct audit_sql {

@@ -256,6 +256,24 @@ def test_every_event_records_the_acting_token(c):
     for e in chain.events(c.db, "clue", cl.id):
         assert chain.event_hash(e) == e["hash"]
     assert w.auditor.audit.VerifyAuditChain(AU.VerifyAuditChainRequest(), timeout=60).ok
+    # What one token did: the filter selects exactly its events, for any reader within what
+    # that reader sees; a page token does not carry over to another token's filter.
+    by_token = all_events(w.auditor, actor_token_id=leader_tok)
+    assert [e.seq for e in by_token] == [r[0] for r in sql(
+        c, "SELECT seq FROM audit_events WHERE actor_token_id = %s ORDER BY seq", (leader_tok,))]
+    assert [e.action for e in by_token if e.seq > start] == ["clue.move", "token.issue"]
+    assert [e.action for e in all_events(w.G3.leader, actor_token_id=other.token_id)] == ["note.add"]
+    assert all_events(w.G1.leader, actor_token_id=other.token_id) == [], "G1 does not see G3's clue"
+    assert [e.action for e in all_events(w.admin, actor_token_id=other.token_id)] == ["note.add"]
+    assert all_events(w.admin, actor_token_id=other.token_id)[0].reason == ""
+    expect_status(CODE.INVALID_ARGUMENT, w.auditor.audit.ListAuditEvents,
+                  AU.ListAuditEventsRequest(actor_token_id=-1), timeout=10, details_has=["actor_token_id"])
+    page = w.auditor.audit.ListAuditEvents(AU.ListAuditEventsRequest(page_size=1, actor_token_id=leader_tok),
+                                           timeout=10)
+    assert page.next_page_token
+    expect_status(CODE.INVALID_ARGUMENT, w.auditor.audit.ListAuditEvents,
+                  AU.ListAuditEventsRequest(page_size=1, actor_token_id=member_tok,
+                                            page_token=page.next_page_token), timeout=10)
     # Events appended outside any call (bootstrap) have none.
     assert sql(c, "SELECT count(*) FROM audit_events WHERE actor_user_id IS NULL AND actor_token_id IS NOT NULL")[0][0] == 0
 
