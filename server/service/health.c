@@ -7,6 +7,7 @@
 #include "db/db.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "log.h"
+#include "service/reflection.h"
 
 typedef struct health_watcher {
   struct health_watcher *prev, *next;
@@ -20,22 +21,10 @@ struct health {
   health_watcher_t *watchers;
 };
 
-/* The services this server answers for; "" is the server as a whole. */
-static const char *const known_services[] = {
-    "",
-    "grpc.health.v1.Health",
-    "clue.v1.ClueService",
-    "clue.v1.CaseService",
-    "clue.v1.AuditService",
-    "clue.v1.StatsService",
-    "clue.v1.AdminService",
-};
-
-static int service_known(const char *name) {
-  for (size_t i = 0; i < sizeof(known_services) / sizeof(known_services[0]); i++)
-    if (strcmp(name, known_services[i]) == 0)
-      return 1;
-  return 0;
+/* The services this server answers for: "" (the server as a whole) and every service its
+ * method table serves, as reflection lists them. */
+static int service_known(const server_t *srv, const char *name) {
+  return name[0] == '\0' || reflection_serves(srv, name);
 }
 
 static Grpc__Health__V1__HealthCheckResponse__ServingStatus current(server_t *srv) {
@@ -48,7 +37,7 @@ static void health_check(rpc_call_t *call, const ProtobufCMessage *m) {
   const Grpc__Health__V1__HealthCheckRequest *req = (const void *)m;
   Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
 
-  if (!service_known(req->service)) {
+  if (!service_known(rpc_call_server(call), req->service)) {
     rpc_fail(call, GRPC_NOT_FOUND, "unknown service \"%.200s\"", req->service);
     return;
   }
@@ -76,7 +65,7 @@ static void watch_cancelled(rpc_call_t *call, void *arg) {
 
 static int watcher_send(health_watcher_t *w, int status) {
   Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
-  resp.status = service_known(w->service)
+  resp.status = service_known(rpc_call_server(w->call), w->service)
                     ? (Grpc__Health__V1__HealthCheckResponse__ServingStatus)status
                     : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
   return rpc_send(w->call, &resp.base);

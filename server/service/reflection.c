@@ -204,6 +204,15 @@ void reflection_close(server_t *srv) {
   srv->reflection = NULL;
 }
 
+int reflection_serves(const server_t *srv, const char *service) {
+  const reflection_t *r = srv->reflection;
+
+  for (size_t i = 0; r && i < r->list.n_service; i++)
+    if (strcmp(r->list.service[i]->name, service) == 0)
+      return 1;
+  return 0;
+}
+
 /* ---- the stream ------------------------------------------------------------------- */
 
 static size_t file_by_name(const reflection_t *r, const char *name) {

@@ -24,6 +24,10 @@ extern const size_t reflection_nmethods;
  * Returns 0, -ENOMEM, or -EINVAL when the embedded set does not decode. */
 int reflection_init(server_t *srv) __attribute__((warn_unused_result));
 
+/** 1 if srv serves the service of that full name ("clue.v1.ClueService"), else 0: the
+ * services reflection lists, which Health also answers for. */
+int reflection_serves(const server_t *srv, const char *service);
+
 /** Free what reflection_init built. */
 void reflection_close(server_t *srv);
 

@@ -116,6 +116,13 @@ def test_list_services_v1_and_v1alpha(ctx):
             # Exactly the public API: the test build's debug service is not in proto/ and stays hidden.
             assert names == SERVED, (path, names)
             assert r.close() == []
+        # Health answers for exactly the services reflection lists (and "" for the server).
+        h = S.health_pb2_grpc.HealthStub(ch)
+        for name in SERVED | {""}:
+            assert h.Check(S.health_pb2.HealthCheckRequest(service=name), timeout=10).status == \
+                S.health_pb2.HealthCheckResponse.SERVING, name
+        harness.expect_status(grpc.StatusCode.NOT_FOUND, h.Check,
+                              S.health_pb2.HealthCheckRequest(service="clued.test.Debug"), timeout=10)
 
 
 def test_describe_a_method_and_call_health_from_reflection_alone(ctx):
