@@ -49,6 +49,10 @@ static const char usage_text[] =
     "  --db-queue-per-conn N      database requests one connection may have waiting or running;\n"
     "                             over it a call fails at once with RESOURCE_EXHAUSTED; keep it\n"
     "                             above --max-concurrent-streams (default 128)\n"
+    "  --auth-cache-ttl MS        how long an authenticated token's principal is reused without\n"
+    "                             a database lookup; revocations reach every instance at once\n"
+    "                             through LISTEN, this bounds anything else; 0: off (default 1000)\n"
+    "  --auth-cache-size N        tokens whose principal is cached at most (default 4096)\n"
     "  --max-message-bytes N      largest request message accepted (default 4194304)\n"
     "  --max-concurrent-streams N streams per connection (default 100)\n"
     "  --max-header-bytes N       decoded request header list, counted as RFC 7541 sizes\n"
@@ -147,6 +151,8 @@ enum {
   OPT_DB_STATEMENT_TIMEOUT,
   OPT_DB_LOCK_TIMEOUT,
   OPT_DB_QUEUE_PER_CONN,
+  OPT_AUTH_CACHE_TTL,
+  OPT_AUTH_CACHE_SIZE,
   OPT_MAX_MESSAGE,
   OPT_MAX_STREAMS,
   OPT_MAX_HEADER_BYTES,
@@ -189,6 +195,8 @@ static const struct option long_opts[] = {
     {"db-statement-timeout", required_argument, NULL, OPT_DB_STATEMENT_TIMEOUT},
     {"db-lock-timeout", required_argument, NULL, OPT_DB_LOCK_TIMEOUT},
     {"db-queue-per-conn", required_argument, NULL, OPT_DB_QUEUE_PER_CONN},
+    {"auth-cache-ttl", required_argument, NULL, OPT_AUTH_CACHE_TTL},
+    {"auth-cache-size", required_argument, NULL, OPT_AUTH_CACHE_SIZE},
     {"max-message-bytes", required_argument, NULL, OPT_MAX_MESSAGE},
     {"max-concurrent-streams", required_argument, NULL, OPT_MAX_STREAMS},
     {"max-header-bytes", required_argument, NULL, OPT_MAX_HEADER_BYTES},
@@ -273,6 +281,16 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       if (parse_num("--db-queue-per-conn", optarg, 1, 1000000, &v))
         return 1;
       cfg->db_queue_per_conn = (size_t)v;
+      break;
+    case OPT_AUTH_CACHE_TTL:
+      if (parse_num("--auth-cache-ttl", optarg, 0, 3600000, &v))
+        return 1;
+      cfg->auth_cache_ttl_ms = (unsigned)v;
+      break;
+    case OPT_AUTH_CACHE_SIZE:
+      if (parse_num("--auth-cache-size", optarg, 0, 10000000, &v))
+        return 1;
+      cfg->auth_cache_size = (size_t)v;
       break;
     case OPT_MAX_MESSAGE:
       if (parse_num("--max-message-bytes", optarg, 1024, 1LL << 30, &v))

@@ -36,6 +36,8 @@ void server_config_defaults(server_config_t *cfg) {
   cfg->db_queue_max = 1024;
   cfg->db_statement_timeout_ms = 30000;
   cfg->db_lock_timeout_ms = 3000;
+  cfg->auth_cache_ttl_ms = 1000;
+  cfg->auth_cache_size = 4096;
   cfg->db_queue_per_conn = 128;
   cfg->accepted_deadline_days = 30;
   cfg->prelim_deadline_days = 90;
@@ -306,6 +308,7 @@ void server_shutdown(server_t *srv) {
 }
 
 void server_free(server_t *srv) {
+  auth_cache_free(&srv->auth_cache);
   rpc_table_free(srv->methods);
   srv->methods = NULL;
   reflection_close(srv);

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "rpc/auth_cache.h"
 #include "rpc/rpc.h"
 
 typedef struct db_pool db_pool_t;
@@ -39,6 +40,8 @@ typedef struct server_config {
   size_t db_queue_max;          /* default 1024 */
   unsigned db_statement_timeout_ms; /* server-side statement_timeout, default 30000 */
   unsigned db_lock_timeout_ms;  /* server-side lock_timeout, default 3000 */
+  unsigned auth_cache_ttl_ms;   /* life of a cached principal, default 1000; 0: no cache */
+  size_t auth_cache_size;       /* cached principals at most, default 4096 */
   size_t db_queue_per_conn;     /* database requests one HTTP/2 connection may have waiting
                                    or running, default 128 */
   int accepted_deadline_days;   /* default 30 */
@@ -74,6 +77,7 @@ struct server {
   health_t *health;
   audit_t *audit;               /* WatchEvents: the shared tail and its watchers */
   reflection_t *reflection;     /* server reflection: the embedded descriptor set, indexed */
+  auth_cache_t auth_cache;      /* principals by token hash (rpc/auth.c); outlives the pool */
   h2_conn_t *conns;             /* intrusive list of live connections */
   size_t nconns;
   uint64_t next_conn_id;

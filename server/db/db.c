@@ -145,6 +145,7 @@ struct db_conn {
   char *listen_sql;
   db_notify_fn notify;
   void (*ready)(void *arg);
+  void (*lost)(void *arg); /* listener: LISTEN no longer in effect */
   void *notify_arg;
 };
 
@@ -557,15 +558,20 @@ static void conn_lost(db_conn_t *c, const char *why) {
   db_pool_t *p = c->pool;
   db_req_t *q = c->req;
   unsigned ms = backoff_ms(p, 0);
+  conn_state_t was;
 
   db_log("%s: disconnected: %s; reconnecting in %u ms", c->name, why, ms);
   c->req = NULL;
   if (q)
     req_defer(p, q, DB_EUNAVAILABLE, why);
   c->failures = 0;
+  was = c->state;
   conn_drop_pg(c);
   conn_set_state(c, CONN_BROKEN);
   uv_timer_start(&c->timer, on_conn_timer, ms, 0);
+  /* Last: the callback may do anything but close the pool from here. */
+  if (c->lost && was == CONN_LISTENING)
+    c->lost(c->notify_arg);
 }
 
 static void on_notice(void *arg, const PGresult *res) {
@@ -1517,6 +1523,11 @@ static char *listen_sql(const char *channel) {
 
 int db_listen_ex(db_pool_t *p, const char *channel, db_notify_fn cb, void (*ready)(void *arg),
                  void *arg) {
+  return db_listen_full(p, channel, cb, ready, NULL, arg);
+}
+
+int db_listen_full(db_pool_t *p, const char *channel, db_notify_fn cb, void (*ready)(void *arg),
+                   void (*lost)(void *arg), void *arg) {
   db_conn_t *c;
 
   assert(channel != NULL && cb != NULL);
@@ -1534,6 +1545,7 @@ int db_listen_ex(db_pool_t *p, const char *channel, db_notify_fn cb, void (*read
   snprintf(c->name, sizeof(c->name), "listener \"%.30s\"", channel);
   c->notify = cb;
   c->ready = ready;
+  c->lost = lost;
   c->notify_arg = arg;
   c->next = p->listeners;
   if (p->listeners)

@@ -177,6 +177,15 @@ int db_listen(db_pool_t *pool, const char *channel, db_notify_fn cb, void *arg)
 int db_listen_ex(db_pool_t *pool, const char *channel, db_notify_fn cb, void (*ready)(void *arg),
                  void *arg) __attribute__((warn_unused_result));
 
+/**
+ * Like db_listen_ex(), and lost(arg) runs each time a listening connection is lost (after
+ * ready ran; not when the pool closes): from then until ready runs again, notifications are
+ * missed. lost may be NULL; it must not close the pool. Returns 0, DB_ENOMEM or DB_ECLOSED.
+ */
+int db_listen_full(db_pool_t *pool, const char *channel, db_notify_fn cb,
+                   void (*ready)(void *arg), void (*lost)(void *arg), void *arg)
+    __attribute__((warn_unused_result));
+
 /** The text value at (row, col) of the last result; NULL if SQL NULL, out of range, or there
  * is no result. */
 const char *db_value(const db_result_t *r, int row, int col);

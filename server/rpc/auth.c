@@ -63,13 +63,71 @@ int auth_token_new(char token[AUTH_TOKEN_LEN + 1], char hash_hex[65]) {
   return 0;
 }
 
+/* ---- the principal cache ----------------------------------------------------------------
+ *
+ * Why a cached principal is never served after its token was revoked or its user disabled,
+ * beyond the bounds in auth.h:
+ * - On the instance that revoked, the admin call drops the cache before it replies, so the
+ *   next call there looks the token up.
+ * - Every revocation and disabling NOTIFYs "audit_events" from its own transaction (the
+ *   triggers of migrations/0007): each instance drops its cache when the notification arrives.
+ * - A lookup that read the token before the revocation committed may answer after the drop:
+ *   it carries the generation it started in, and the drop bumps it, so it cannot re-insert.
+ * - Notifications are lost while the LISTEN connection is down: the cache is dropped when it
+ *   goes and serves nothing until LISTEN is in effect again.
+ * - Anything not notified (a role change, a revocation with the triggers off) lasts at most
+ *   the entry's life, --auth-cache-ttl. */
+
+static void auth_on_notify(const char *channel, const char *payload, void *arg) {
+  server_t *srv = arg;
+
+  (void)channel;
+  if (payload && (strncmp(payload, "revoked token ", 14) == 0 ||
+                  strncmp(payload, "disabled user ", 14) == 0))
+    auth_cache_reset(&srv->auth_cache, srv->auth_cache.live);
+}
+
+static void auth_on_listen_ready(void *arg) {
+  server_t *srv = arg;
+  auth_cache_reset(&srv->auth_cache, 1);
+}
+
+static void auth_on_listen_lost(void *arg) {
+  server_t *srv = arg;
+  log_warn("auth: lost the invalidation listener: principal cache dropped until it is back");
+  auth_cache_reset(&srv->auth_cache, 0);
+}
+
+int rpc_auth_init(server_t *srv) {
+  int rc;
+
+  auth_cache_init(&srv->auth_cache, srv->cfg.auth_cache_size, srv->cfg.auth_cache_ttl_ms);
+  if (srv->db == NULL || srv->auth_cache.max == 0)
+    return 0;
+  rc = db_listen_full(srv->db, "audit_events", auth_on_notify, auth_on_listen_ready,
+                      auth_on_listen_lost, srv);
+  return rc == 0 ? 0 : -ENOMEM;
+}
+
+void rpc_auth_forget(server_t *srv) {
+  auth_cache_reset(&srv->auth_cache, srv->auth_cache.live);
+}
+
+/* A lookup in flight: the generation it started in decides whether its answer may be kept. */
+typedef struct auth_job {
+  rpc_call_t *call;
+  uint64_t gen;
+  char hash[65];
+} auth_job_t;
+
 static const char auth_sql[] =
     "SELECT u.id, u.unit_id, un.kind, u.role, u.name, un.code, t.id, t.issued_by <> t.user_id"
     "  FROM tokens t JOIN users u ON u.id = t.user_id JOIN units un ON un.id = u.unit_id"
     " WHERE t.token_sha256 = decode($1, 'hex') AND t.revoked_at IS NULL AND NOT u.disabled";
 
 static void auth_done(const db_result_t *r, void *arg) {
-  rpc_call_t *call = arg;
+  auth_job_t *job = arg;
+  rpc_call_t *call = job->call;
 
   call->db_req = NULL;
   if (rpc_call_done(call)) {
@@ -96,6 +154,7 @@ static void auth_done(const db_result_t *r, void *arg) {
     snprintf(p->unit_code, sizeof(p->unit_code), "%s", db_value(r, 0, 5));
     p->token_id = strtoll(db_value(r, 0, 6), NULL, 10);
     p->enrollment = strcmp(db_value(r, 0, 7), "f") != 0; /* anything but "false" fails closed */
+    auth_cache_put(&call->srv->auth_cache, job->hash, p, job->gen, uv_now(call->srv->loop));
     rpc_call_authenticated(call);
   }
   rpc_call_unref(call);
@@ -103,8 +162,9 @@ static void auth_done(const db_result_t *r, void *arg) {
 
 void rpc_auth_start(rpc_call_t *call) {
   const char *h = rpc_call_metadata(call, "authorization");
-  char hex[65];
   const char *params[1];
+  const rpc_principal_t *cached;
+  auth_job_t *job;
   db_opts_t o;
   int rc;
 
@@ -120,12 +180,25 @@ void rpc_auth_start(rpc_call_t *call) {
     rpc_fail(call, GRPC_UNAVAILABLE, "no database configured");
     return;
   }
-  auth_token_hash(h + 7, hex);
-  params[0] = hex;
+  job = rpc_call_alloc(call, sizeof(*job));
+  if (job == NULL) {
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  job->call = call;
+  auth_token_hash(h + 7, job->hash);
+  cached = auth_cache_get(&call->srv->auth_cache, job->hash, uv_now(call->srv->loop));
+  if (cached) {
+    call->principal = *cached;
+    rpc_call_authenticated(call);
+    return;
+  }
+  job->gen = call->srv->auth_cache.gen;
+  params[0] = job->hash;
   o.owner = rpc_call_conn_id(call);
   o.handle = &call->db_req;
   rpc_call_ref(call);
-  rc = db_query_opts(call->srv->db, &o, auth_sql, 1, params, auth_done, call);
+  rc = db_query_opts(call->srv->db, &o, auth_sql, 1, params, auth_done, job);
   if (rc != 0) {
     call->db_req = NULL;
     rpc_call_unref(call);

@@ -12,6 +12,16 @@
  */
 void rpc_auth_start(rpc_call_t *call);
 
+/**
+ * Start the principal cache (srv->auth_cache) and the LISTEN on "audit_events" that keeps it
+ * honest: a revocation or a disabled user notified there drops the cache; losing that
+ * connection drops it too and stops its use until LISTEN is back. Returns 0 or -ENOMEM.
+ */
+int rpc_auth_init(server_t *srv) __attribute__((warn_unused_result));
+
+/** Drop every cached principal: a token was revoked or a user changed on this instance. */
+void rpc_auth_forget(server_t *srv);
+
 /** Continue a call whose principal is set (used by rpc_auth_start): read its body, dispatch. */
 void rpc_call_authenticated(rpc_call_t *call);
 

@@ -210,6 +210,13 @@ static void list_users(rpc_call_t *call, const ProtobufCMessage *m) {
             1, params, reply_users, NULL);
 }
 
+/* The user no longer authenticates: this instance's cached principals go before the reply,
+ * so the caller's next call here is refused (other instances drop theirs on the NOTIFY). */
+static void reply_disabled(rpc_call_t *call, const db_result_t *r, void *arg) {
+  rpc_auth_forget(rpc_call_server(call));
+  reply_user(call, r, arg);
+}
+
 static void disable_user(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__DisableUserRequest *req = (const void *)m;
   validate_error_t err;
@@ -225,7 +232,7 @@ static void disable_user(rpc_call_t *call, const ProtobufCMessage *m) {
   params[2] = svc_i64(call, req->user_id, 0);
   params[3] = req->reason[0] ? req->reason : NULL;
   svc_query(call, "SELECT " USER_COLS " FROM admin_disable_user($1, $2, $3, $4)", 4, params,
-            reply_user, NULL);
+            reply_disabled, NULL);
 }
 
 /* ---- tokens --------------------------------------------------------------------------- */
@@ -265,6 +272,7 @@ static void issue_token(rpc_call_t *call, const ProtobufCMessage *m) {
 static void reply_revoked(rpc_call_t *call, const db_result_t *r, void *arg) {
   Clue__V1__RevokeTokenResponse resp = CLUE__V1__REVOKE_TOKEN_RESPONSE__INIT;
   (void)arg;
+  rpc_auth_forget(rpc_call_server(call)); /* as reply_disabled() */
   resp.token_id = svc_col_i64(r, 0, 0);
   resp.revoked_at_ms = svc_col_i64(r, 0, 1);
   (void)rpc_reply(call, &resp.base);

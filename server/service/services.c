@@ -1,4 +1,5 @@
 #include "service/services.h"
+#include "rpc/auth.h"
 
 #include <errno.h>
 
@@ -59,7 +60,9 @@ int services_start(server_t *srv) {
       return -ENOMEM;
     }
   }
-  rc = health_init(srv);
+  rc = rpc_auth_init(srv);
+  if (rc == 0)
+    rc = health_init(srv);
   if (rc == 0)
     rc = audit_init(srv);
   return rc;

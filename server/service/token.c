@@ -114,6 +114,8 @@ static void issue_my_token(rpc_call_t *call, const ProtobufCMessage *m) {
 static void reply_revoked(rpc_call_t *call, const db_result_t *r, void *arg) {
   Clue__V1__RevokeTokenResponse resp = CLUE__V1__REVOKE_TOKEN_RESPONSE__INIT;
   (void)arg;
+  /* This instance's cached principals go before the reply (see rpc/auth.c). */
+  rpc_auth_forget(rpc_call_server(call));
   resp.token_id = svc_col_i64(r, 0, 0);
   resp.revoked_at_ms = svc_col_i64(r, 0, 1);
   (void)rpc_reply(call, &resp.base);

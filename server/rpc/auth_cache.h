@@ -1,0 +1,46 @@
+#ifndef CLUED_RPC_AUTH_CACHE_H
+#define CLUED_RPC_AUTH_CACHE_H
+
+/* Principals of recently seen tokens, by token hash, so that most calls authenticate without a
+ * round trip to the database. Bounded in entries; each entry lives at most ttl_ms. Entries are
+ * only served while the cache is "live" (its invalidation listener is listening). Every
+ * invalidation bumps a generation: a lookup that started before it may not insert what it
+ * read, since that may predate the revocation. Pure data: the caller supplies the time. */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rpc/rpc.h"
+
+#define AUTH_CACHE_BUCKETS 1024
+
+typedef struct auth_cache_entry auth_cache_entry_t;
+
+typedef struct auth_cache {
+  size_t max;      /* entries at most; 0: nothing is ever cached */
+  size_t n;        /* entries now */
+  uint64_t ttl_ms; /* an entry's life */
+  int live;        /* the invalidation listener is listening: entries may be served */
+  uint64_t gen;    /* bumped by every invalidation */
+  auth_cache_entry_t *buckets[AUTH_CACHE_BUCKETS];
+} auth_cache_t;
+
+/** An empty cache, not live, of at most max entries living ttl_ms each. */
+void auth_cache_init(auth_cache_t *c, size_t max, uint64_t ttl_ms);
+
+/** The principal of the token with SHA-256 hex hash, if cached, live and not expired at now;
+ * else NULL. The pointer is valid until the next call on the cache. */
+const rpc_principal_t *auth_cache_get(auth_cache_t *c, const char *hash, uint64_t now);
+
+/** Remember p for hash from now, unless an invalidation happened since gen was read (gen !=
+ * c->gen), the cache is not live, or it is full of unexpired entries. */
+void auth_cache_put(auth_cache_t *c, const char *hash, const rpc_principal_t *p, uint64_t gen,
+                    uint64_t now);
+
+/** Drop every entry and bump the generation; live: whether entries may be served from now. */
+void auth_cache_reset(auth_cache_t *c, int live);
+
+/** Free every entry (the cache is then empty, not live). */
+void auth_cache_free(auth_cache_t *c);
+
+#endif

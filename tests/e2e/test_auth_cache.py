@@ -1,0 +1,155 @@
+"""The principal cache of rpc/auth.c on two clued instances sharing one database, both with a
+cache life (--auth-cache-ttl) of 60 s, far beyond any wait here, so that every refusal below
+comes from an invalidation, never from an entry's age:
+
+- The cache is real: a token revoked with the triggers off (no notification) still
+  authenticates on an instance that had it cached, and not on one that had not.
+- Revoking a token on instance A refuses it on A's very next call, and on B within 1 s of the
+  revocation (the `audit_events` notification); the user's other token goes on.
+- Disabling a user likewise refuses all their tokens on both instances.
+- Losing the LISTEN connection drops the cache: a token revoked with the triggers off is
+  refused on B once B's listener backends are terminated, long before the 60 s."""
+
+import os
+import sys
+import time
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+import world  # noqa: E402
+
+S = harness.stubs()
+A = S.admin_pb2
+AU = S.audit_pb2
+C = S.common_pb2
+
+TTL_MS = 60000
+WITHIN = 1.0  # seconds from a revocation on A to its refusal on B
+
+
+class Ctx:
+    pass
+
+
+def setup():
+    c = Ctx()
+    c.pg = harness.Postgres.get()
+    c.dbname = c.pg.new_database()
+    c.url = c.pg.url(c.dbname)
+    c.db = c.pg.connect(c.dbname)
+    args = ["--auth-cache-ttl", str(TTL_MS)]
+    c.a = harness.Clued(c.url, args=args).start()
+    c.b = harness.Clued(c.url, args=args).start(migrate=False)
+    c.w = world.build(c.a)
+    c.chans = []
+    c.stubs = {}
+    return c
+
+
+def teardown(c):
+    for ch in c.chans:
+        ch.close()
+    c.w.close()
+    c.db.close()
+    c.b.stop()
+    c.a.stop()
+
+
+def sql(c, q, *args):
+    with c.db.cursor() as cur:
+        cur.execute(q, args)
+        return cur.fetchall() if cur.description else None
+
+
+def stub(c, srv):
+    if srv.addr not in c.stubs:
+        ch = grpc.insecure_channel(srv.addr)
+        c.chans.append(ch)
+        c.stubs[srv.addr] = S.audit_pb2_grpc.AuditServiceStub(ch)
+    return c.stubs[srv.addr]
+
+
+def call(c, srv, token):
+    """The status of an authenticated call on srv with token."""
+    try:
+        stub(c, srv).ListAuditEvents(AU.ListAuditEventsRequest(page_size=1),
+                                      metadata=[("authorization", "Bearer " + token)], timeout=10)
+        return grpc.StatusCode.OK
+    except grpc.RpcError as e:
+        return e.code()
+
+
+def new_auditor(c, name):
+    u = c.w.admin.admin.CreateUser(A.CreateUserRequest(unit_id=c.w.admin_unit.id, name=name, role=C.ROLE_AUDITOR),
+                                   timeout=10)
+    t = [c.w.admin.admin.IssueToken(A.IssueTokenRequest(user_id=u.id, note="cache test"), timeout=10)
+         for _ in range(2)]
+    return u.id, t[0], t[1]
+
+
+def warm(c, *tokens):
+    for srv in (c.a, c.b):
+        for t in tokens:
+            assert call(c, srv, t.token) == grpc.StatusCode.OK
+
+
+def silent_revoke(c, token_id):
+    """Revoke with every trigger off: no notification, as if it were lost."""
+    with c.db.cursor() as cur:
+        cur.execute("BEGIN; SET LOCAL session_replication_role = replica;"
+                    " UPDATE tokens SET revoked_at = now() WHERE id = %s; COMMIT", (token_id,))
+
+
+def test_cached_principal_outlives_a_silent_revocation(c):
+    _, t1, _ = new_auditor(c, "auditor-cached")
+    assert call(c, c.b, t1.token) == grpc.StatusCode.OK  # cached on B only
+    silent_revoke(c, t1.token_id)
+    assert call(c, c.b, t1.token) == grpc.StatusCode.OK  # served from B's cache
+    assert call(c, c.a, t1.token) == grpc.StatusCode.UNAUTHENTICATED  # A looks it up
+
+
+def test_revoke_on_a_is_refused_on_b_within_1s(c):
+    _, t1, t2 = new_auditor(c, "auditor-revoked")
+    warm(c, t1, t2)
+    t0 = time.monotonic()
+    c.w.admin.admin.RevokeToken(A.RevokeTokenRequest(token_id=t1.token_id), timeout=10)
+    assert call(c, c.a, t1.token) == grpc.StatusCode.UNAUTHENTICATED  # the next call on A
+    time.sleep(max(0.0, t0 + WITHIN - time.monotonic()))
+    assert call(c, c.b, t1.token) == grpc.StatusCode.UNAUTHENTICATED
+    assert call(c, c.b, t2.token) == grpc.StatusCode.OK
+    assert call(c, c.a, t2.token) == grpc.StatusCode.OK
+
+
+def test_disable_on_a_is_refused_on_b_within_1s(c):
+    uid, t1, t2 = new_auditor(c, "auditor-disabled")
+    warm(c, t1, t2)
+    t0 = time.monotonic()
+    c.w.admin.admin.DisableUser(A.DisableUserRequest(user_id=uid, reason="cache test"), timeout=10)
+    assert call(c, c.a, t1.token) == grpc.StatusCode.UNAUTHENTICATED
+    assert call(c, c.a, t2.token) == grpc.StatusCode.UNAUTHENTICATED
+    time.sleep(max(0.0, t0 + WITHIN - time.monotonic()))
+    assert call(c, c.b, t1.token) == grpc.StatusCode.UNAUTHENTICATED
+    assert call(c, c.b, t2.token) == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_losing_the_listener_drops_the_cache(c):
+    _, t1, t2 = new_auditor(c, "auditor-listener")
+    warm(c, t1, t2)
+    silent_revoke(c, t1.token_id)
+    assert call(c, c.b, t1.token) == grpc.StatusCode.OK  # still cached: nothing told B
+    pids = sql(c, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                  " WHERE datname = current_database() AND application_name = 'clued-listen'")
+    assert pids, "no LISTEN backend found"
+    # B notices the lost connection asynchronously; the bound here is far below the 60 s life.
+    deadline = time.monotonic() + 15
+    while call(c, c.b, t1.token) == grpc.StatusCode.OK:
+        assert time.monotonic() < deadline, "the cache outlived its invalidation listener"
+        time.sleep(0.05)
+    assert call(c, c.b, t1.token) == grpc.StatusCode.UNAUTHENTICATED
+    assert call(c, c.b, t2.token) == grpc.StatusCode.OK  # looked up again, and cached again
+
+
+if __name__ == "__main__":
+    harness.run_tests(globals(), setup, teardown)
