@@ -518,14 +518,15 @@ def test_watch_replays_then_follows_across_instances(c):
     assert w.next().seq == s1 and wb.next().seq == s1
     w.cancel()
     wb.cancel()
-    # One LISTEN connection per instance, however many watchers.
+    # Two LISTEN connections per instance (the watchers' tail and the principal cache of
+    # rpc/auth.c), however many watchers.
     ws = [Watch(c.audit, c.md, after=s1) for _ in range(5)]
     with c.db.cursor() as cur:
         s2 = append(cur, "clue", FAKE + 4243, owner=c.room.id)
     assert all(x.next().seq == s2 for x in ws)
     listeners = sql(c, "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = 'clued-listen'",
                     c.dbname)[0][0]
-    assert listeners == 2, listeners
+    assert listeners == 4, listeners
     for x in ws:
         x.cancel()
 
