@@ -31,7 +31,7 @@ if [ -n "$tls" ]; then
 fi
 # A build from before the runtime role (its help has no --allow-superuser) serves as postgres.
 user=clued
-"$bin" help | grep -q -- --allow-superuser || user=postgres
+"$bin" help | grep -- --allow-superuser >/dev/null || user=postgres # (no -q: pipefail)
 "$bin" serve --listen 127.0.0.1:0 --database-url "$url&user=$user" "${tlsargs[@]}" 2>"$work/log" &
 pid=$!
 for _ in $(seq 100); do grep -q "listening on" "$work/log" && break; sleep 0.1; done

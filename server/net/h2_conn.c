@@ -283,15 +283,8 @@ static void conn_write_cb(uv_write_t *req, int status) {
     return;
   }
   h2_conn_flush(c);
-  if (c->hangup && c->state != H2_CONN_CLOSING && !c->writing) {
+  if (c->hangup && c->state != H2_CONN_CLOSING && !c->writing)
     h2_conn_close(c, "protocol error; GOAWAY sent");
-  } else if (c->state != H2_CONN_CLOSING && !c->writing && c->calls == NULL) {
-    /* Nothing to write and no call that will: an idle connection keeps no write buffer
-     * (64 KiB reserved, a page or more touched), a good part of what 10,000 of them cost. */
-    free(c->wbuf);
-    c->wbuf = NULL;
-    c->wcap = 0;
-  }
 }
 
 void h2_conn_consume(h2_conn_t *c, int32_t stream_id, size_t n) {
@@ -401,7 +394,9 @@ void h2_conn_flush(h2_conn_t *c) {
         if (n == 0)
           break;
         if (c->wlen + (size_t)n > c->wcap) {
-          size_t cap = c->wcap ? c->wcap : H2_WRITE_CHUNK;
+          /* Start small: an idle connection only ever writes its SETTINGS, and a private
+           * 64 KiB buffer (a page or more touched) was much of what 10,000 of them cost. */
+          size_t cap = c->wcap ? c->wcap : 256;
           uint8_t *nb;
           while (cap < c->wlen + (size_t)n)
             cap *= 2;
