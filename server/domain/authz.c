@@ -442,6 +442,13 @@ authz_result_t authz_role_fits_unit(clue_role_t role, clue_unit_kind_t kind) {
   return allow("role fits unit");
 }
 
+authz_result_t authz_liaison_fits(clue_unit_kind_t kind) {
+  if (kind != CLUE_UNIT_ROOM)
+    return decide(AUTHZ_INVALID_ARGUMENT, "liaison is no room",
+                  "liaison_room_id is not an existing ROOM unit");
+  return allow("liaison is a room");
+}
+
 bool authz_audit_event_whole(const authz_principal_t *p, const char *subject_type) {
   if (p == NULL || subject_type == NULL)
     return false;

@@ -226,6 +226,12 @@ authz_result_t authz_is_admin(const authz_principal_t *p);
 authz_result_t authz_role_fits_unit(clue_role_t role, clue_unit_kind_t kind);
 
 /**
+ * May a unit of this kind be a GROUP's liaison room (CreateUnit)? Only a ROOM; kind
+ * UNSPECIFIED stands for a unit that does not exist. INVALID_ARGUMENT otherwise.
+ */
+authz_result_t authz_liaison_fits(clue_unit_kind_t kind);
+
+/**
  * Does p see every field of an audit event about subject_type ("clue", "case", "unit",
  * "user")? AUDITORs, and MEMBERs and LEADERs (who see only their clues' events), see all. An
  * ADMIN sees unit, user and token events (token events are the user's) whole; of every other subject only seq,

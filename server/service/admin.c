@@ -3,6 +3,7 @@
 #include "service/admin.h"
 
 #include "clue/v1/admin.pb-c.h"
+#include "domain/authz.h"
 #include "domain/clue_fsm.h"
 #include "domain/validate.h"
 #include "rpc/auth.h"
@@ -58,10 +59,41 @@ static void reply_unit(rpc_call_t *call, const db_result_t *r, void *arg) {
   (void)rpc_reply(call, &u->base);
 }
 
+/* The write of CreateUnit, once the liaison (if any) was read into r: its kind decides. */
+static void create_unit_write(rpc_call_t *call, const db_result_t *r, void *arg) {
+  const Clue__V1__CreateUnitRequest *req = arg;
+  const char *params[7];
+
+  if (r != NULL) {
+    clue_unit_kind_t kind =
+        db_rows(r) == 1 ? (clue_unit_kind_t)clue_unit_kind_of(db_value(r, 0, 0)) : CLUE_UNIT_UNSPECIFIED;
+    authz_result_t res = authz_liaison_fits(kind);
+    if (!authz_ok(&res)) {
+      rpc_fail(call, GRPC_INVALID_ARGUMENT, "liaison_room_id %lld is not an existing ROOM unit",
+               (long long)req->liaison_room_id);
+      return;
+    }
+  }
+  params[0] = actor_user(call);
+  params[1] = actor_unit(call);
+  params[2] = clue_unit_kind_name((clue_unit_kind_t)req->kind);
+  params[3] = req->code;
+  params[4] = req->name;
+  params[5] = svc_i64(call, req->liaison_room_id, 1);
+  params[6] = svc_text_array(call, req->host_units, req->n_host_units);
+  if (params[0] == NULL || params[1] == NULL || params[6] == NULL) {
+    clue_oom(call);
+    return;
+  }
+  svc_query(call,
+            "SELECT " UNIT_COLS " FROM admin_create_unit($1, $2, $3, $4, $5, $6, $7::text[])", 7,
+            params, reply_unit, NULL);
+}
+
 static void create_unit(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__CreateUnitRequest *req = (const void *)m;
   validate_error_t err;
-  const char *params[7];
+  const char *params[1];
 
   if (!svc_require_admin(call))
     return;
@@ -82,20 +114,17 @@ static void create_unit(rpc_call_t *call, const ProtobufCMessage *m) {
   for (size_t i = 0; i < req->n_host_units; i++)
     if (clue_invalid(call, validate_name("host_units", req->host_units[i], true, &err), &err))
       return;
-  params[0] = actor_user(call);
-  params[1] = actor_unit(call);
-  params[2] = clue_unit_kind_name((clue_unit_kind_t)req->kind);
-  params[3] = req->code;
-  params[4] = req->name;
-  params[5] = svc_i64(call, req->liaison_room_id, 1);
-  params[6] = svc_text_array(call, req->host_units, req->n_host_units);
-  if (params[0] == NULL || params[1] == NULL || params[6] == NULL) {
-    clue_oom(call);
+  if (req->liaison_room_id > 0) {
+    /* The domain decides whether the liaison may be one (a ROOM): read its kind first. */
+    params[0] = svc_i64(call, req->liaison_room_id, 0);
+    if (params[0] == NULL) {
+      clue_oom(call);
+      return;
+    }
+    svc_query(call, "SELECT kind FROM units WHERE id = $1", 1, params, create_unit_write, (void *)req);
     return;
   }
-  svc_query(call,
-            "SELECT " UNIT_COLS " FROM admin_create_unit($1, $2, $3, $4, $5, $6, $7::text[])", 7,
-            params, reply_unit, NULL);
+  create_unit_write(call, NULL, (void *)req);
 }
 
 static void reply_units(rpc_call_t *call, const db_result_t *r, void *arg) {
@@ -156,17 +185,22 @@ static void reply_user(rpc_call_t *call, const db_result_t *r, void *arg) {
   (void)rpc_reply(call, &u->base);
 }
 
-static void create_user(rpc_call_t *call, const ProtobufCMessage *m) {
-  const Clue__V1__CreateUserRequest *req = (const void *)m;
-  validate_error_t err;
+/* The write of CreateUser, once the unit was read into r: its kind decides the role's fit. */
+static void create_user_write(rpc_call_t *call, const db_result_t *r, void *arg) {
+  const Clue__V1__CreateUserRequest *req = arg;
   const char *params[5];
+  authz_result_t res;
 
-  if (!svc_require_admin(call))
+  if (db_rows(r) != 1) {
+    rpc_fail(call, GRPC_NOT_FOUND, "unit %lld not found", (long long)req->unit_id);
     return;
-  if (clue_invalid(call, validate_id("unit_id", req->unit_id, &err), &err) ||
-      clue_invalid(call, validate_name("name", req->name, true, &err), &err) ||
-      clue_invalid(call, validate_enum("role", req->role, 1, 4, &err), &err))
+  }
+  res = authz_role_fits_unit((clue_role_t)req->role,
+                             (clue_unit_kind_t)clue_unit_kind_of(db_value(r, 0, 0)));
+  if (!authz_ok(&res)) {
+    clue_refuse(call, &res);
     return;
+  }
   params[0] = actor_user(call);
   params[1] = actor_unit(call);
   params[2] = svc_i64(call, req->unit_id, 0);
@@ -174,6 +208,26 @@ static void create_user(rpc_call_t *call, const ProtobufCMessage *m) {
   params[4] = clue_role_name((clue_role_t)req->role);
   svc_query(call, "SELECT " USER_COLS " FROM admin_create_user($1, $2, $3, $4, $5)", 5, params,
             reply_user, NULL);
+}
+
+static void create_user(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__CreateUserRequest *req = (const void *)m;
+  validate_error_t err;
+  const char *params[1];
+
+  if (!svc_require_admin(call))
+    return;
+  if (clue_invalid(call, validate_id("unit_id", req->unit_id, &err), &err) ||
+      clue_invalid(call, validate_name("name", req->name, true, &err), &err) ||
+      clue_invalid(call, validate_enum("role", req->role, 1, 4, &err), &err))
+    return;
+  /* The domain decides whether the role fits the unit: read the unit's kind first. */
+  params[0] = svc_i64(call, req->unit_id, 0);
+  if (params[0] == NULL) {
+    clue_oom(call);
+    return;
+  }
+  svc_query(call, "SELECT kind FROM units WHERE id = $1", 1, params, create_user_write, (void *)req);
 }
 
 static void reply_users(rpc_call_t *call, const db_result_t *r, void *arg) {

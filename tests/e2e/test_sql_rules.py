@@ -5,11 +5,10 @@ now holds are read back (pg_proc), so what is checked is what runs, whichever mi
 last replaced a function:
 
 - every SQLSTATE our functions raise is a row of the one C table (server/service/
-  sql_errors.c); the legacy numeric form "CLnnn" remains only in the AdminService's and
-  TokenService's functions (LEGACY_PREFIXES, left to the ADMIN-separation change);
+  sql_errors.c); no function raises the legacy numeric form "CLnnn" any more;
 - no function repeats a rule of the domain: no state names of the state machine's terminal
   states and no unit kinds, outside the functions listed in LITERALS_ALLOWED (statistics count
-  by state; the AdminService's);
+  by state; the bootstrap creates the ADMIN unit);
 - every CREATE OR REPLACE from 0008 on (where the convention starts) says in its first
   line which earlier definition it replaces, and that file did define it;
 - clued answers a raced change with the code the table gives and the function's message.
@@ -27,11 +26,10 @@ import harness  # noqa: E402
 MIGRATIONS = sorted(glob.glob(os.path.join(harness.SRC, "migrations", "*.sql")))
 # The AdminService's and TokenService's functions (admin_*, token_*) may still raise the
 # legacy form; they are left to the ADMIN-separation change of issue 9.
-LEGACY_PREFIXES = ("admin_", "token_")
-# clue_stats counts transitions by state (a report, not a rule). The AdminService's and
-# TokenService's functions (LEGACY_PREFIXES) create the ADMIN unit and still repeat which role
-# fits which unit kind (authz_role_fits_unit): left to the ADMIN-separation change of issue 9.
-LITERALS_ALLOWED = {"clue_stats"}
+# clue_stats counts transitions by state (a report, not a rule); admin_bootstrap creates the
+# ADMIN unit and its first ADMIN user, which is data, not a rule. Since 0011 no function raises
+# the legacy CLnnn form and none repeats which role fits which unit.
+LITERALS_ALLOWED = {"clue_stats", "admin_bootstrap"}
 GRPC = {"OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
         "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9,
         "ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14,
@@ -84,15 +82,13 @@ class SqlRules(unittest.TestCase):
         named = {st for st in raised if not re.fullmatch(r"CL\d{3}", st)}
         self.assertLessEqual(named, set(table), f"raised but not in sql_errors.c: {named - set(table)}")
         legacy = {fn for st, fns in raised.items() if re.fullmatch(r"CL\d{3}", st) for fn in fns}
-        others = {fn for fn in legacy if not fn.startswith(LEGACY_PREFIXES)}
-        self.assertEqual(others, set(), "functions still raising CLnnn")
+        self.assertEqual(legacy, set(), "functions still raising CLnnn")
         print(f"{len(named)} named SQLSTATEs raised, {len(legacy)} functions with the legacy form", flush=True)
 
     def test_no_function_repeats_a_domain_rule(self):
         pattern = re.compile(r"'(CLOSED|TRANSFERRED_TO_JUDICIAL|GROUP|ROOM|REGION|ADMIN)'")
         offenders = {name: sorted(set(pattern.findall(body))) for name, body in self.bodies
-                     if pattern.search(body) and name not in LITERALS_ALLOWED
-                     and not name.startswith(LEGACY_PREFIXES)}
+                     if pattern.search(body) and name not in LITERALS_ALLOWED}
         self.assertEqual(offenders, {})
 
     def test_replacements_name_what_they_replace(self):

@@ -1325,6 +1325,18 @@ static void test_role_fits_unit(void **state) {
   assert_string_equal(r.message, "role has an unknown value 9");
 }
 
+/* Only a ROOM may be a GROUP's liaison; UNSPECIFIED stands for a unit that does not exist. */
+static void test_liaison_fits(void **state) {
+  const clue_unit_kind_t kinds[] = {CLUE_UNIT_ROOM, CLUE_UNIT_GROUP, CLUE_UNIT_REGION,
+                                    CLUE_UNIT_ADMIN, CLUE_UNIT_UNSPECIFIED, (clue_unit_kind_t)9};
+  (void)state;
+  for (size_t k = 0; k < NELEM(kinds); k++) {
+    authz_result_t r = authz_liaison_fits(kinds[k]);
+    expect(&r, kinds[k] == CLUE_UNIT_ROOM ? AUTHZ_ALLOW : AUTHZ_INVALID_ARGUMENT,
+           kinds[k] == CLUE_UNIT_ROOM ? "liaison is a room" : "liaison is no room");
+  }
+}
+
 /* Separation of duties: every role against every subject type, and the token rule. */
 static void test_audit_fields_and_tokens(void **state) {
   (void)state;
@@ -1394,6 +1406,7 @@ int main(void) {
       cmocka_unit_test(test_case_participants),
       cmocka_unit_test(test_audit_and_admin),
       cmocka_unit_test(test_role_fits_unit),
+      cmocka_unit_test(test_liaison_fits),
       cmocka_unit_test(test_audit_fields_and_tokens),
   };
   return cmocka_run_group_tests(tests, NULL, report);
