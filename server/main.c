@@ -1,14 +1,18 @@
 /* clued: the clue workflow server. */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <openssl/crypto.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "build_info.h"
+#include "audit/note.h"
 #include "db/db.h"
 #include "db/migrate.h"
 #include "log.h"
@@ -28,6 +32,9 @@ static const char usage_text[] =
     "  bootstrap   create the first ADMIN user and print its token once;\n"
     "              --demo-tokens FILE also creates demo units and users, tokens in FILE\n"
     "  version     print the version, the git commit built and the schema version expected\n"
+    "  keygen      write a new checkpoint signing key (Ed25519) to --out FILE (mode 0600)\n"
+    "              and its verifier key to FILE.pub; --name NAME names it (default\n"
+    "              clued.audit): the origin line of every checkpoint it signs\n"
     "  help        show this help\n"
     "\n"
     "options (serve):\n"
@@ -93,7 +100,13 @@ static const char usage_text[] =
     "  --tls-client-ca FILE       mutual TLS: require a client certificate issued by a CA in\n"
     "                             this PEM file (env CLUED_TLS_CLIENT_CA)\n"
     "  --insecure-cleartext       allow cleartext HTTP/2 on a non-loopback address (without it\n"
-    "                             serve refuses: tokens would cross the network in clear)\n";
+    "                             serve refuses: tokens would cross the network in clear)\n"
+    "  --audit-signing-key FILE   sign checkpoints of the audit log's Merkle tree with this key\n"
+    "                             (from clued keygen; env CLUED_AUDIT_SIGNING_KEY). Without it\n"
+    "                             the instance follows the tree and serves proofs, never signs\n"
+    "  --checkpoint-every N       publish a checkpoint once N events are unsigned (default 1000)\n"
+    "  --checkpoint-interval D    ... or once D passed since the last one (default 10s; ms, s,\n"
+    "                             m, h)\n";
 
 static void usage(FILE *f) {
   fputs(usage_text, f);
@@ -178,6 +191,11 @@ enum {
   OPT_TLS_CLIENT_CA,
   OPT_INSECURE_CLEARTEXT,
   OPT_ALLOW_SUPERUSER,
+  OPT_AUDIT_SIGNING_KEY,
+  OPT_CHECKPOINT_EVERY,
+  OPT_CHECKPOINT_INTERVAL,
+  OPT_NAME,
+  OPT_OUT,
 };
 
 /* Options of the one-shot commands, beside the server's own configuration. */
@@ -185,6 +203,8 @@ typedef struct cli_opts {
   const char *migrations_dir;
   const char *demo_tokens;
   int allow_superuser; /* serve as a role that could rewrite the audit record */
+  const char *key_name; /* keygen */
+  const char *out;      /* keygen */
 } cli_opts_t;
 
 static const struct option long_opts[] = {
@@ -224,6 +244,11 @@ static const struct option long_opts[] = {
     {"tls-client-ca", required_argument, NULL, OPT_TLS_CLIENT_CA},
     {"insecure-cleartext", no_argument, NULL, OPT_INSECURE_CLEARTEXT},
     {"allow-superuser", no_argument, NULL, OPT_ALLOW_SUPERUSER},
+    {"audit-signing-key", required_argument, NULL, OPT_AUDIT_SIGNING_KEY},
+    {"checkpoint-every", required_argument, NULL, OPT_CHECKPOINT_EVERY},
+    {"checkpoint-interval", required_argument, NULL, OPT_CHECKPOINT_INTERVAL},
+    {"name", required_argument, NULL, OPT_NAME},
+    {"out", required_argument, NULL, OPT_OUT},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -244,6 +269,8 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
     cfg->tls_key = env;
   if ((env = getenv("CLUED_TLS_CLIENT_CA")) && *env)
     cfg->tls_client_ca = env;
+  if ((env = getenv("CLUED_AUDIT_SIGNING_KEY")) && *env)
+    cfg->audit_signing_key = env;
   optind = 1;
   while ((c = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
     switch (c) {
@@ -397,6 +424,28 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
     case OPT_ALLOW_SUPERUSER:
       cli->allow_superuser = 1;
       break;
+    case OPT_AUDIT_SIGNING_KEY:
+      cfg->audit_signing_key = optarg;
+      break;
+    case OPT_CHECKPOINT_EVERY:
+      if (parse_num("--checkpoint-every", optarg, 1, 100000000, &v))
+        return 1;
+      cfg->checkpoint_every = (uint64_t)v;
+      break;
+    case OPT_CHECKPOINT_INTERVAL:
+      if (parse_duration("--checkpoint-interval", optarg, &cfg->checkpoint_ms))
+        return 1;
+      if (cfg->checkpoint_ms == 0) {
+        fprintf(stderr, "clued: --checkpoint-interval must be more than 0\n");
+        return 1;
+      }
+      break;
+    case OPT_NAME:
+      cli->key_name = optarg;
+      break;
+    case OPT_OUT:
+      cli->out = optarg;
+      break;
     case 'h':
       usage(stdout);
       return 2;
@@ -485,6 +534,50 @@ static int cmd_serve(server_config_t *cfg, const cli_opts_t *cli) {
   return 0;
 }
 
+/* clued keygen: the signing key to --out (0600, never overwritten), its verifier key to
+ * --out.pub and standard output. */
+static int cmd_keygen(const cli_opts_t *cli) {
+  note_key_t k;
+  char priv[320], pub[256], path[4096];
+  int fd, rc = 1;
+  FILE *f;
+
+  if (cli->out == NULL) {
+    fprintf(stderr, "clued keygen: --out FILE is required\n");
+    return 2;
+  }
+  if (note_key_generate(cli->key_name ? cli->key_name : "clued.audit", &k) != 0) {
+    fprintf(stderr, "clued keygen: the name must be 1 to %d printable characters without "
+                    "spaces or '+'\n", NOTE_NAME_MAX);
+    return 2;
+  }
+  if (note_key_private_text(&k, priv, sizeof(priv)) != 0 ||
+      note_key_public_text(&k, pub, sizeof(pub)) != 0 ||
+      (size_t)snprintf(path, sizeof(path), "%s.pub", cli->out) >= sizeof(path))
+    goto out;
+  fd = open(cli->out, O_WRONLY | O_CREAT | O_EXCL, 0600);
+  if (fd < 0) {
+    fprintf(stderr, "clued keygen: cannot create %s: %s\n", cli->out, strerror(errno));
+    goto out;
+  }
+  f = fdopen(fd, "w");
+  if (f == NULL || fprintf(f, "%s\n", priv) < 0 || fclose(f) != 0) {
+    fprintf(stderr, "clued keygen: cannot write %s\n", cli->out);
+    goto out;
+  }
+  f = fopen(path, "w");
+  if (f == NULL || fprintf(f, "%s\n", pub) < 0 || fclose(f) != 0) {
+    fprintf(stderr, "clued keygen: cannot write %s\n", path);
+    goto out;
+  }
+  printf("%s\n", pub);
+  rc = 0;
+out:
+  OPENSSL_cleanse(&k, sizeof(k));
+  OPENSSL_cleanse(priv, sizeof(priv));
+  return rc;
+}
+
 int main(int argc, char **argv) {
   server_config_t cfg;
   cli_opts_t cli = {.migrations_dir = NULL}; /* NULL: the migrations built in */
@@ -515,6 +608,8 @@ int main(int argc, char **argv) {
     return 2;
   if (strcmp(cmd, "serve") == 0)
     return cmd_serve(&cfg, &cli);
+  if (strcmp(cmd, "keygen") == 0)
+    return cmd_keygen(&cli);
   if (strcmp(cmd, "migrate") == 0 || strcmp(cmd, "bootstrap") == 0) {
     if (cfg.database_url == NULL) {
       fprintf(stderr, "clued: no database: set --database-url or CLUED_DATABASE_URL\n");

@@ -11,6 +11,7 @@
 #include "net/h2_conn.h"
 #include "net/tls.h"
 #include "rpc/table.h"
+#include "audit/tree.h"
 #include "service/audit_watch.h"
 #include "service/health.h"
 #include "service/reflection.h"
@@ -42,6 +43,8 @@ void server_config_defaults(server_config_t *cfg) {
   cfg->accepted_deadline_days = 30;
   cfg->prelim_deadline_days = 90;
   cfg->filed_deadline_days = 90;
+  cfg->checkpoint_every = 1000;
+  cfg->checkpoint_ms = 10000;
 }
 
 int64_t server_now_ms(const server_t *srv) {
@@ -268,6 +271,7 @@ static void server_stop(server_t *srv) {
   uv_close((uv_handle_t *)&srv->sighup, NULL);
   health_close(srv);
   audit_close(srv);
+  audit_tree_close(srv);
   if (srv->db) {
     db_pool_close(srv->db, db_closed, NULL);
     srv->db = NULL;

@@ -18,6 +18,7 @@ typedef struct health health_t;
 typedef struct audit audit_t;
 typedef struct reflection reflection_t;
 typedef struct tls_server tls_server_t;
+typedef struct audit_tree audit_tree_t;
 
 typedef struct server_config {
   char listen[128];             /* host:port, [v6]:port */
@@ -52,6 +53,9 @@ typedef struct server_config {
   const char *tls_key;          /* PEM private key */
   const char *tls_client_ca;    /* PEM CAs whose client certificates are required */
   int insecure_cleartext;       /* allow cleartext on a non-loopback address */
+  const char *audit_signing_key; /* file of the checkpoint signing key; NULL: never sign */
+  uint64_t checkpoint_every;    /* publish a checkpoint after this many new events (1000) */
+  uint64_t checkpoint_ms;       /* ... or after this long with unsigned events (10000) */
 } server_config_t;
 
 typedef enum server_state {
@@ -78,6 +82,7 @@ struct server {
   audit_t *audit;               /* WatchEvents: the shared tail and its watchers */
   reflection_t *reflection;     /* server reflection: the embedded descriptor set, indexed */
   auth_cache_t auth_cache;      /* principals by token hash (rpc/auth.c); outlives the pool */
+  audit_tree_t *tree;           /* the audit log's Merkle tree and checkpoints */
   h2_conn_t *conns;             /* intrusive list of live connections */
   size_t nconns;
   uint64_t next_conn_id;

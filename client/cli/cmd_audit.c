@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "cmd_audit_tree.h"
 #include "clue/v1/audit.pb-c.h"
 #include "table.h"
 
@@ -88,6 +89,21 @@ static int run_list(cli_t *cli, const cli_args_t *args) {
 static const cli_opt_t verify_opts[] = {
     {"subject-type", "TYPE", 0, "verify only the chains of this kind of subject"},
     {"subject-id", "ID", 0, "verify only this subject's chain (with --subject-type)"},
+    {"checkpoint", "FILE", 0, "verify the whole log offline against this saved checkpoint"},
+    {"key", "FILE", 0, "with --checkpoint: the verifier key to check signatures with"},
+    {NULL, NULL, 0, NULL},
+};
+
+static const cli_opt_t checkpoint_opts[] = {
+    {"out", "FILE", 0, "save the signed checkpoint to FILE (\"-\": standard output)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static const cli_opt_t witness_opts[] = {
+    {"dir", "DIR", CLI_OPT_REQUIRED, "where the checkpoints are kept (created if missing)"},
+    {"key", "FILE", 0, "the verifier key (default: DIR/key.pub, kept from the first run)"},
+    {"interval", "SECONDS", 0, "time between polls (default 10)"},
+    {"once", NULL, 0, "poll once and exit"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -96,6 +112,13 @@ static int run_verify(cli_t *cli, const cli_args_t *args) {
   Clue__V1__VerifyAuditChainResponse *resp = NULL;
   int rc;
 
+  if (cli_arg(args, "checkpoint")) {
+    if (cli_arg(args, "subject-type") || cli_arg(args, "subject-id"))
+      return cli_usage_error(cli, "--checkpoint verifies the whole log: no --subject-*");
+    return audit_tree_verify(cli, args);
+  }
+  if (cli_arg(args, "key"))
+    return cli_usage_error(cli, "--key goes with --checkpoint");
   if ((rc = cli_arg_id(cli, args, "subject-id", &req.subject_id)) != 0)
     return rc;
   if (req.subject_id != 0 && cli_arg(args, "subject-type") == NULL)
@@ -120,6 +143,10 @@ static int run_verify(cli_t *cli, const cli_args_t *args) {
       printf(" #%lld at event %lld: %s%s", (long long)b->subject_id, (long long)b->seq,
              problem ? problem : "?", b->detail[0] ? ": " : "");
       cli_put_text(stdout, b->detail, 0);
+      putchar('\n');
+    } else if (resp->tree_problem[0]) {
+      fputs("BROKEN: the Merkle tree: ", stdout);
+      cli_put_text(stdout, resp->tree_problem, 0);
       putchar('\n');
     } else {
       puts("BROKEN");
@@ -244,12 +271,33 @@ static const cli_command_t audit_commands[] = {
      "AUDITOR and ADMIN callers see the whole trail. One page is listed unless --all is\n"
      "given; the token of the next page is printed on stderr.\n",
      run_list},
-    {"verify", NULL, "Verify the audit hash chains", verify_opts,
+    {"verify", NULL, "Verify the audit hash chains, or the whole log against a checkpoint",
+     verify_opts,
      "Walks each subject's chain of events, recomputing every hash. Prints\n"
      "\"OK: N events in M chains verified\" and exits 0, or prints the first broken link\n"
      "(subject, event sequence number, problem) and exits 1. With --json the answer is\n"
-     "printed as JSON; the exit status is the same.\n",
+     "printed as JSON; the exit status is the same.\n"
+     "\n"
+     "With --checkpoint FILE (saved by `audit checkpoint --out`), checks offline, here:\n"
+     "the checkpoint's signature and the server's latest one's (with --key, or else the key\n"
+     "the server names); that the server's tree only grew since (a consistency proof);\n"
+     "that every event hashes to its leaf and the leaves to both roots; the content hashes\n"
+     "the events record (note text, a clue's submitted fields, its reporter) against the\n"
+     "current rows; and the chains. Prints \"OK: ...\" and exits 0, or \"FAIL: ...\" naming\n"
+     "the first problem (seq, subject, what) and exits 1.\n",
      run_verify},
+    {"checkpoint", NULL, "Print or save the latest signed checkpoint", checkpoint_opts,
+     "The checkpoint is a signed note (C2SP tlog-checkpoint): the log's name, its number of\n"
+     "events and the root hash of its Merkle tree, signed with the server's Ed25519 key.\n"
+     "Keep it somewhere the server cannot reach; `audit verify --checkpoint` proves later\n"
+     "that the log only grew since.\n",
+     audit_tree_checkpoint},
+    {"witness", NULL, "Keep the signed sequence of checkpoints, checking each", witness_opts,
+     "Polls the latest checkpoint, checks its signature and that it extends the last one\n"
+     "kept (a consistency proof), and keeps it as DIR/checkpoint.<size> and DIR/latest.\n"
+     "Runs until interrupted, or once with --once; exits 1 on the first checkpoint that\n"
+     "does not extend the last one kept (a fork or a truncation), naming it.\n",
+     audit_tree_witness},
     {"watch", NULL, "Stream audit events as they happen", watch_opts,
      "Prints the events after --after-seq, then each new event as it is recorded, one\n"
      "line each (with --json: one JSON object per line). Runs until interrupted (Ctrl-C)\n"

@@ -4,12 +4,14 @@
 #include "service/audit.h"
 
 #include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "clue/v1/audit.pb-c.h"
 #include "domain/authz.h"
 #include "domain/validate.h"
+#include "service/audit_proof.h"
 #include "service/audit_watch.h"
 #include "service/clue_row.h"
 #include "service/common.h"
@@ -216,30 +218,41 @@ static Clue__V1__BrokenLink__Problem problem_of(const char *s) {
 }
 
 static void verify_done(rpc_call_t *call, const db_result_t *r, void *arg) {
-  Clue__V1__VerifyAuditChainResponse resp = CLUE__V1__VERIFY_AUDIT_CHAIN_RESPONSE__INIT;
-  Clue__V1__BrokenLink link = CLUE__V1__BROKEN_LINK__INIT;
-  (void)arg;
+  Clue__V1__VerifyAuditChainResponse *resp = rpc_call_alloc(call, sizeof(*resp));
+  Clue__V1__BrokenLink *link = rpc_call_alloc(call, sizeof(*link));
+  int whole = arg != NULL;
 
+  if (resp == NULL || link == NULL) {
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  clue__v1__verify_audit_chain_response__init(resp);
+  clue__v1__broken_link__init(link);
   if (db_rows(r) != 1) {
     rpc_fail(call, GRPC_INTERNAL, "internal error");
     return;
   }
-  resp.subjects_checked = svc_col_i64(r, 0, 0);
-  resp.events_checked = svc_col_i64(r, 0, 1);
-  resp.ok = db_value(r, 0, 5) == NULL;
-  if (!resp.ok) {
-    link.subject_type = svc_col_str(call, r, 0, 2);
-    link.subject_id = svc_col_i64(r, 0, 3);
-    link.seq = svc_col_i64(r, 0, 4);
-    link.problem = problem_of(db_value(r, 0, 5));
-    link.detail = svc_col_str(call, r, 0, 6);
-    if (link.subject_type == NULL || link.detail == NULL) {
+  resp->subjects_checked = svc_col_i64(r, 0, 0);
+  resp->events_checked = svc_col_i64(r, 0, 1);
+  resp->ok = db_value(r, 0, 5) == NULL;
+  if (!resp->ok) {
+    link->subject_type = svc_col_str(call, r, 0, 2);
+    link->subject_id = svc_col_i64(r, 0, 3);
+    link->seq = svc_col_i64(r, 0, 4);
+    link->problem = problem_of(db_value(r, 0, 5));
+    link->detail = svc_col_str(call, r, 0, 6);
+    if (link->subject_type == NULL || link->detail == NULL) {
       rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
       return;
     }
-    resp.broken = &link;
+    resp->broken = link;
   }
-  (void)rpc_reply(call, &resp.base);
+  /* The whole log: the Merkle tree too, which replies. */
+  if (whole) {
+    audit_tree_verify(call, resp, db_value(r, 0, 7), db_value(r, 0, 8), db_value(r, 0, 9));
+    return;
+  }
+  (void)rpc_reply(call, &resp->base);
 }
 
 static void verify_chain(rpc_call_t *call, const ProtobufCMessage *m) {
@@ -260,7 +273,12 @@ static void verify_chain(rpc_call_t *call, const ProtobufCMessage *m) {
   }
   params[0] = req->subject_type[0] ? req->subject_type : NULL;
   params[1] = svc_i64(call, req->subject_id, 1);
-  svc_query(call, "SELECT * FROM audit_verify($1, $2::bigint)", 2, params, verify_done, NULL);
+  svc_query(call,
+            "SELECT v.*, c.tree_size, encode(c.root, 'hex'), c.note"
+            "  FROM audit_verify($1, $2::bigint) v"
+            "  LEFT JOIN (SELECT * FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1) c"
+            "    ON $1::text IS NULL",
+            2, params, verify_done, params[0] ? NULL : (void *)call);
 }
 
 /* ---- the method table ------------------------------------------------------------------- */

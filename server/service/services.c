@@ -3,11 +3,15 @@
 
 #include <errno.h>
 
+#include <string.h>
+
+#include "audit/tree.h"
 #include "db/db.h"
 #include "log.h"
 #include "rpc/table.h"
 #include "service/admin.h"
 #include "service/audit.h"
+#include "service/audit_proof.h"
 #include "service/audit_watch.h"
 #include "service/case.h"
 #include "service/clue.h"
@@ -16,6 +20,34 @@
 #include "service/reflection.h"
 #include "service/stats.h"
 #include "service/token.h"
+
+/* The audit tree, with the signing key of --audit-signing-key if given. */
+static int tree_start(server_t *srv) {
+  audit_tree_config_t tc = {0};
+  note_key_t key;
+  char err[512];
+  int rc;
+
+  if (srv->cfg.audit_signing_key) {
+    if (note_key_read_file(srv->cfg.audit_signing_key, &key, err, sizeof(err)) != 0) {
+      log_error("--audit-signing-key: %s", err);
+      return -EINVAL;
+    }
+    if (!key.has_private) {
+      log_error("--audit-signing-key: %s holds a verifier key, not a signing key",
+                srv->cfg.audit_signing_key);
+      return -EINVAL;
+    }
+    tc.key = &key;
+  }
+  tc.checkpoint_every = srv->cfg.checkpoint_every;
+  tc.checkpoint_ms = srv->cfg.checkpoint_ms;
+  rc = audit_tree_init(srv, &tc);
+  if (rc == 0 && tc.key)
+    log_info("audit tree: signing checkpoints as %s", key.name);
+  memset(&key, 0, sizeof(key));
+  return rc;
+}
 
 int services_start(server_t *srv) {
   int rc = rpc_table_new(&srv->methods);
@@ -26,6 +58,8 @@ int services_start(server_t *srv) {
     rc = rpc_table_add(srv->methods, admin_methods, admin_nmethods);
   if (rc == 0)
     rc = rpc_table_add(srv->methods, audit_methods, audit_nmethods);
+  if (rc == 0)
+    rc = rpc_table_add(srv->methods, audit_proof_methods, audit_proof_nmethods);
   if (rc == 0)
     rc = rpc_table_add(srv->methods, clue_methods, clue_nmethods);
   if (rc == 0)
@@ -65,5 +99,7 @@ int services_start(server_t *srv) {
     rc = health_init(srv);
   if (rc == 0)
     rc = audit_init(srv);
+  if (rc == 0 && srv->db)
+    rc = tree_start(srv);
   return rc;
 }

@@ -139,7 +139,8 @@ static void test_submessage_null_and_set(void **state) {
   r.ok = 1;
   r.events_checked = 12;
   expect_json(&r.base, CLUE_JSON_COMPACT,
-              "{\"ok\":true,\"subjects_checked\":0,\"events_checked\":12,\"broken\":null}");
+              "{\"ok\":true,\"subjects_checked\":0,\"events_checked\":12,\"broken\":null,"
+              "\"checkpoint_size\":0,\"tree_problem\":\"\"}");
   r.ok = 0;
   b.subject_type = "clue";
   b.subject_id = 3;
@@ -156,7 +157,9 @@ static void test_submessage_null_and_set(void **state) {
               "    \"seq\": 0,\n"
               "    \"problem\": \"PROBLEM_REORDERED\",\n"
               "    \"detail\": \"\"\n"
-              "  }\n"
+              "  },\n"
+              "  \"checkpoint_size\": 0,\n"
+              "  \"tree_problem\": \"\"\n"
               "}");
 }
 

@@ -1,0 +1,553 @@
+/* cluectl audit checkpoint / verify --checkpoint / witness: the audit log's Merkle tree,
+ * checked offline against signed checkpoints (docs/AUDIT.md). Everything the server sends
+ * is checked here with this program's own hashing: the checkpoints' signatures, the
+ * consistency proofs between them, every event's leaf, the roots, and the content hashes
+ * the events record. */
+
+#include "cmd_audit_tree.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "audit/merkle.h"
+#include "audit/note.h"
+#include "clue/v1/audit.pb-c.h"
+
+#define AUDIT_SVC (&clue__v1__audit_service__descriptor)
+#define EXPORT_PAGE 1000
+
+static int get_checkpoint(cli_t *cli, Clue__V1__Checkpoint **out) {
+  Clue__V1__GetCheckpointRequest req = CLUE__V1__GET_CHECKPOINT_REQUEST__INIT;
+  return cli_call(cli, AUDIT_SVC, "GetCheckpoint", &req.base, (ProtobufCMessage **)out);
+}
+
+/* The verifier key: --key FILE, else the one the server names (reported as such). */
+static int load_key(cli_t *cli, const char *path, const Clue__V1__Checkpoint *latest,
+                    note_key_t *key) {
+  char err[512];
+
+  if (path) {
+    if (note_key_read_file(path, key, err, sizeof(err)) != 0) {
+      fprintf(stderr, "cluectl %s: %s\n", cli->cmd, err);
+      return CLI_USAGE;
+    }
+    return 0;
+  }
+  if (latest == NULL || latest->verifier_key[0] == '\0' ||
+      note_key_parse(latest->verifier_key, key) != 0) {
+    fprintf(stderr, "cluectl %s: the server names no verifier key; pass --key FILE\n", cli->cmd);
+    return CLI_FAILED;
+  }
+  fprintf(stderr,
+          "note: checking signatures with the key the server names (%s); pass --key with the\n"
+          "      key you were given to check against that instead\n",
+          latest->verifier_key);
+  return 0;
+}
+
+/* ---- checkpoint --out ------------------------------------------------------------------ */
+
+static int write_file(cli_t *cli, const char *path, const char *text) {
+  FILE *f = strcmp(path, "-") == 0 ? stdout : fopen(path, "w");
+  int bad;
+
+  if (f == NULL) {
+    fprintf(stderr, "cluectl %s: cannot write %s: %s\n", cli->cmd, path, strerror(errno));
+    return CLI_FAILED;
+  }
+  bad = fputs(text, f) < 0;
+  if (f != stdout)
+    bad |= fclose(f) != 0;
+  else
+    bad |= fflush(f) != 0;
+  if (bad) {
+    fprintf(stderr, "cluectl %s: cannot write %s\n", cli->cmd, path);
+    return CLI_FAILED;
+  }
+  return CLI_OK;
+}
+
+int audit_tree_checkpoint(cli_t *cli, const cli_args_t *args) {
+  Clue__V1__Checkpoint *cp = NULL;
+  const char *out = cli_arg(args, "out");
+  int rc;
+
+  if ((rc = get_checkpoint(cli, &cp)) != 0)
+    return rc;
+  if (out)
+    rc = write_file(cli, out, cp->note);
+  if (rc == CLI_OK && (out == NULL || strcmp(out, "-") != 0)) {
+    if (cli->json)
+      rc = cli_print_json(cli, &cp->base, 0);
+    else
+      printf("checkpoint of %lld event%s%s%s\n", (long long)cp->tree_size,
+             cp->tree_size == 1 ? "" : "s", out ? " saved to " : "", out ? out : "");
+    if (!cli->json && out == NULL)
+      fputs(cp->note, stdout);
+  }
+  protobuf_c_message_free_unpacked(&cp->base, NULL);
+  return rc;
+}
+
+/* ---- verify --checkpoint ---------------------------------------------------------------- */
+
+/* The first problem found; later ones are not reported. */
+typedef struct verdict {
+  int failed;
+  char what[1024];
+} verdict_t;
+
+__attribute__((format(printf, 2, 3))) static void fail(verdict_t *v, const char *fmt, ...) {
+  va_list ap;
+  if (v->failed)
+    return;
+  v->failed = 1;
+  va_start(ap, fmt);
+  vsnprintf(v->what, sizeof(v->what), fmt, ap);
+  va_end(ap);
+}
+
+/* A string or number member of a flat JSON object as jsonb renders it ("key": value). */
+static int json_member(const char *json, const char *key, char *out, size_t cap) {
+  char pat[80];
+  const char *p;
+  size_t n = 0;
+
+  snprintf(pat, sizeof(pat), "\"%s\": ", key);
+  p = strstr(json, pat);
+  if (p == NULL)
+    return -1;
+  p += strlen(pat);
+  if (*p == '"') {
+    p++;
+    while (p[n] && p[n] != '"' && n + 1 < cap)
+      n++;
+  } else {
+    while (p[n] && p[n] != ',' && p[n] != '}' && n + 1 < cap)
+      n++;
+  }
+  memcpy(out, p, n);
+  out[n] = '\0';
+  return 0;
+}
+
+static void leaf_of(const Clue__V1__LeafEvent *e, merkle_hash_t out, int *oom) {
+  char seq[24], at[24];
+  const char *f[AUDIT_LEAF_NFIELDS];
+
+  snprintf(seq, sizeof(seq), "%lld", (long long)e->seq);
+  snprintf(at, sizeof(at), "%lld", (long long)e->at_us);
+  f[AUDIT_LEAF_SEQ] = seq;
+  f[AUDIT_LEAF_AT_US] = at;
+  f[AUDIT_LEAF_ACTOR_USER] = e->actor_user_id;
+  f[AUDIT_LEAF_ACTOR_UNIT] = e->actor_unit_id;
+  f[AUDIT_LEAF_ACTION] = e->action;
+  f[AUDIT_LEAF_SUBJECT_TYPE] = e->subject_type;
+  f[AUDIT_LEAF_SUBJECT_ID] = e->subject_id;
+  f[AUDIT_LEAF_OWNER_UNIT] = e->owner_unit;
+  f[AUDIT_LEAF_FROM_STATE] = e->from_state;
+  f[AUDIT_LEAF_TO_STATE] = e->to_state;
+  f[AUDIT_LEAF_REASON] = e->reason;
+  f[AUDIT_LEAF_DETAILS] = e->details;
+  f[AUDIT_LEAF_PREV_HASH] = e->prev_hash;
+  f[AUDIT_LEAF_HASH] = e->hash;
+  f[AUDIT_LEAF_TOKEN] = e->actor_token_id;
+  for (int i = AUDIT_LEAF_ACTOR_USER; i < AUDIT_LEAF_NFIELDS; i++)
+    if (e->nulls & (1u << i))
+      f[i] = NULL;
+  if (audit_leaf_hash(f, out) != 0)
+    *oom = 1;
+}
+
+/* The content an event records a hash of, against the current rows. */
+static void check_content(const Clue__V1__LeafEvent *e, verdict_t *v) {
+  char want[80], id[32];
+
+  if (e->redacted || e->details[0] == '\0')
+    return;
+  if (strcmp(e->action, "note.add") == 0 && json_member(e->details, "text_sha256", want, sizeof(want)) == 0) {
+    if (json_member(e->details, "note_id", id, sizeof(id)) != 0)
+      id[0] = '\0';
+    if (e->current_sha256[0] == '\0')
+      fail(v, "seq %lld (%s #%s): note %s is gone", (long long)e->seq, e->subject_type,
+           e->subject_id, id);
+    else if (strcmp(want, e->current_sha256) != 0)
+      fail(v, "seq %lld (%s #%s): the text of note %s was changed: its SHA-256 is not the one "
+              "logged",
+           (long long)e->seq, e->subject_type, e->subject_id, id);
+  }
+  if (strcmp(e->action, "clue.submit") == 0) {
+    if (json_member(e->details, "content_sha256", want, sizeof(want)) == 0 &&
+        strcmp(want, e->current_sha256) != 0)
+      fail(v, "seq %lld (%s #%s): %s", (long long)e->seq, e->subject_type, e->subject_id,
+           e->current_sha256[0] ? "the clue's submitted fields (title, summary, subject, ...) "
+                                  "were changed: their SHA-256 is not the one logged"
+                                : "the clue's row is gone");
+    if (json_member(e->details, "reporter_sha256", want, sizeof(want)) == 0 &&
+        strcmp(want, e->current_reporter_sha256) != 0)
+      fail(v, "seq %lld (%s #%s): %s", (long long)e->seq, e->subject_type, e->subject_id,
+           e->current_reporter_sha256[0] ? "the reporter's contact details were changed: their "
+                                           "SHA-256 is not the one logged"
+                                         : "the reporter's contact details are gone");
+  }
+}
+
+static void hash_text(const uint8_t *h, char *out) {
+  merkle_hex(h, 8, out); /* the first 8 bytes are enough to tell roots apart */
+}
+
+/* Walk the export, rebuilding the tree from the events. */
+static int walk(cli_t *cli, merkle_tree_t *mt, verdict_t *v, int64_t *last_seq, int64_t *events) {
+  Clue__V1__ExportAuditEventsRequest req = CLUE__V1__EXPORT_AUDIT_EVENTS_REQUEST__INIT;
+  int rc = 0, oom = 0;
+
+  req.page_size = EXPORT_PAGE;
+  for (;;) {
+    Clue__V1__ExportAuditEventsResponse *r = NULL;
+    int done;
+    if ((rc = cli_call(cli, AUDIT_SVC, "ExportAuditEvents", &req.base, (ProtobufCMessage **)&r)) != 0)
+      return rc;
+    for (size_t i = 0; i < r->n_events; i++) {
+      const Clue__V1__LeafEvent *e = r->events[i];
+      merkle_hash_t h;
+      req.after_seq = e->seq;
+      if (e->missing) {
+        fail(v, "seq %lld: the event is gone from the log, but the tree holds it as leaf %lld: "
+                "it was deleted",
+             (long long)e->seq, (long long)e->leaf_index);
+      } else if (e->leaf_index < 0) {
+        if (e->seq > r->tree_last_seq)
+          continue; /* committed after the tree's last leaf: not logged yet */
+        fail(v, "seq %lld (%s #%s): the event is not in the tree, which holds the events before "
+                "and after it: it was inserted",
+             (long long)e->seq, e->subject_type, e->subject_id);
+        continue;
+      } else if ((uint64_t)e->leaf_index != mt->size || e->leaf_hash.len != MERKLE_HASH_LEN) {
+        fail(v, "seq %lld: the server gave leaf %lld where leaf %llu was due", (long long)e->seq,
+             (long long)e->leaf_index, (unsigned long long)mt->size);
+        break;
+      } else if (!e->redacted) {
+        (*events)++;
+        leaf_of(e, h, &oom);
+        if (!oom && memcmp(h, e->leaf_hash.data, MERKLE_HASH_LEN) != 0)
+          fail(v, "seq %lld (%s #%s, %s): the event does not match its leaf in the tree: it was "
+                  "changed after it was logged",
+               (long long)e->seq, e->subject_type, e->subject_id, e->action);
+        check_content(e, v);
+      }
+      if (e->leaf_index >= 0) {
+        /* The tree is rebuilt from the recomputed leaves where they could be recomputed, so
+         * a changed event also shows in the roots; the server's leaf stands for the rest. */
+        const uint8_t *leaf = e->redacted || e->missing ? e->leaf_hash.data : h;
+        if (merkle_tree_append(mt, leaf) != 0)
+          oom = 1;
+        *last_seq = e->seq;
+      }
+    }
+    done = r->done || r->n_events == 0;
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    if (oom)
+      return cli_oom(cli);
+    if (done)
+      return 0;
+  }
+}
+
+int audit_tree_verify(cli_t *cli, const cli_args_t *args) {
+  const char *path = cli_arg(args, "checkpoint");
+  Clue__V1__Checkpoint *latest = NULL;
+  Clue__V1__GetConsistencyProofRequest creq = CLUE__V1__GET_CONSISTENCY_PROOF_REQUEST__INIT;
+  Clue__V1__ConsistencyProof *cons = NULL;
+  Clue__V1__VerifyAuditChainRequest vreq = CLUE__V1__VERIFY_AUDIT_CHAIN_REQUEST__INIT;
+  Clue__V1__VerifyAuditChainResponse *vresp = NULL;
+  checkpoint_t cp1, cp2;
+  note_key_t key;
+  merkle_tree_t mt;
+  merkle_hash_t root;
+  verdict_t v = {0, ""};
+  char *text = NULL, a[20], b[20];
+  size_t len;
+  int64_t last_seq = 0, events = 0;
+  int rc;
+
+  merkle_tree_init(&mt);
+  if ((rc = cli_read_file(cli, path, &text, &len)) != 0)
+    return rc;
+  if ((rc = get_checkpoint(cli, &latest)) != 0)
+    goto out;
+  if ((rc = load_key(cli, cli_arg(args, "key"), latest, &key)) != 0)
+    goto out;
+  rc = CLI_FAILED;
+  if (note_checkpoint_open(&key, text, &cp1) != 0) {
+    fail(&v, "checkpoint %s: not a checkpoint signed by %s", path, key.name);
+    goto report;
+  }
+  if (note_checkpoint_open(&key, latest->note, &cp2) != 0) {
+    fail(&v, "the server's latest checkpoint (%lld events) is not signed by %s",
+         (long long)latest->tree_size, key.name);
+    goto report;
+  }
+  /* Every event, against its leaf; the tree rebuilt from them. A server without the key
+   * may be a moment behind its own latest checkpoint: walk again, a few times. */
+  for (int attempt = 0;; attempt++) {
+    if ((rc = walk(cli, &mt, &v, &last_seq, &events)) != 0)
+      goto out;
+    if (v.failed || mt.size >= cp2.size || attempt == 5)
+      break;
+    merkle_tree_free(&mt);
+    merkle_tree_init(&mt);
+    last_seq = events = 0;
+    nanosleep(&(struct timespec){0, 300 * 1000 * 1000}, NULL);
+  }
+  rc = CLI_FAILED;
+  if (v.failed)
+    goto report;
+  if (cp2.size < cp1.size) {
+    fail(&v, "the log was truncated: the checkpoint covers %llu events, the server's latest "
+             "only %llu; the tree ends at seq %lld, its event %llu: the events after it were "
+             "removed",
+         (unsigned long long)cp1.size, (unsigned long long)cp2.size, (long long)last_seq,
+         (unsigned long long)mt.size);
+    goto report;
+  }
+  if (mt.size < cp1.size) {
+    fail(&v, "the log was truncated: the checkpoint covers %llu events, the log has %llu; the "
+             "events after seq %lld were removed",
+         (unsigned long long)cp1.size, (unsigned long long)mt.size, (long long)last_seq);
+    goto report;
+  }
+  if (cp2.size == cp1.size && memcmp(cp1.root, cp2.root, MERKLE_HASH_LEN) != 0) {
+    hash_text(cp1.root, a);
+    hash_text(cp2.root, b);
+    fail(&v, "fork: two checkpoints of %llu events with different roots (%s..., saved; %s..., "
+             "the server's): the log was rewritten within its first %llu events",
+         (unsigned long long)cp1.size, a, b, (unsigned long long)cp1.size);
+    goto report;
+  }
+  /* The server's proof that its latest tree extends the saved one. */
+  if (cp2.size > cp1.size) {
+    creq.old_size = (int64_t)cp1.size;
+    creq.new_size = (int64_t)cp2.size;
+    if ((rc = cli_call(cli, AUDIT_SVC, "GetConsistencyProof", &creq.base,
+                       (ProtobufCMessage **)&cons)) != 0)
+      goto out;
+    rc = CLI_FAILED;
+    {
+      merkle_hash_t proof[MERKLE_MAX_PROOF];
+      size_t n = cons->n_hashes > MERKLE_MAX_PROOF ? MERKLE_MAX_PROOF : cons->n_hashes;
+      int bad = cons->n_hashes > MERKLE_MAX_PROOF;
+      for (size_t i = 0; i < n; i++) {
+        if (cons->hashes[i].len != MERKLE_HASH_LEN)
+          bad = 1;
+        else
+          memcpy(proof[i], cons->hashes[i].data, MERKLE_HASH_LEN);
+      }
+      if (bad || merkle_verify_consistency(cp1.size, cp2.size, cp1.root, cp2.root, proof, n) != 0) {
+        fail(&v, "fork: the server's checkpoint of %llu events does not extend the saved one of "
+                 "%llu: the log was rewritten within its first %llu events",
+             (unsigned long long)cp2.size, (unsigned long long)cp1.size,
+             (unsigned long long)cp1.size);
+        goto report;
+      }
+    }
+  }
+  /* The events themselves must hash to both signed roots. */
+  if (merkle_tree_root(&mt, cp1.size, root) != 0 || memcmp(root, cp1.root, MERKLE_HASH_LEN) != 0) {
+    fail(&v, "the log's first %llu events do not hash to the saved checkpoint's root: the log "
+             "was rewritten within them",
+         (unsigned long long)cp1.size);
+    goto report;
+  }
+  if (mt.size < cp2.size || merkle_tree_root(&mt, cp2.size, root) != 0 ||
+      memcmp(root, cp2.root, MERKLE_HASH_LEN) != 0) {
+    fail(&v, "the log's first %llu events do not hash to the server's latest checkpoint",
+         (unsigned long long)cp2.size);
+    goto report;
+  }
+  /* The per-subject chains, recomputed by the server. */
+  if ((rc = cli_call(cli, AUDIT_SVC, "VerifyAuditChain", &vreq.base, (ProtobufCMessage **)&vresp)) != 0)
+    goto out;
+  rc = CLI_FAILED;
+  if (!vresp->ok && vresp->broken) {
+    fail(&v, "seq %lld (%s #%lld): broken chain: %s", (long long)vresp->broken->seq,
+         vresp->broken->subject_type, (long long)vresp->broken->subject_id, vresp->broken->detail);
+    goto report;
+  }
+  if (!vresp->ok || vresp->tree_problem[0]) {
+    fail(&v, "the server reports: %s", vresp->tree_problem[0] ? vresp->tree_problem : "broken chain");
+    goto report;
+  }
+report:
+  if (v.failed) {
+    fputs("FAIL: ", stdout);
+    cli_put_text(stdout, v.what, 0);
+    putchar('\n');
+    rc = CLI_FAILED;
+  } else {
+    printf("OK: checkpoint of %llu events verified (signed by %s); the log has %llu, an "
+           "extension of it; %lld events rehashed, chains and content hashes hold\n",
+           (unsigned long long)cp1.size, key.name, (unsigned long long)mt.size,
+           (long long)events);
+    rc = CLI_OK;
+  }
+out:
+  if (latest)
+    protobuf_c_message_free_unpacked(&latest->base, NULL);
+  if (cons)
+    protobuf_c_message_free_unpacked(&cons->base, NULL);
+  if (vresp)
+    protobuf_c_message_free_unpacked(&vresp->base, NULL);
+  merkle_tree_free(&mt);
+  free(text);
+  return rc;
+}
+
+/* ---- witness ---------------------------------------------------------------------------- */
+
+static char *read_text(const char *path) {
+  FILE *f = fopen(path, "r");
+  char *buf = NULL;
+  size_t n = 0;
+  if (f == NULL)
+    return NULL;
+  if (getdelim(&buf, &n, '\0', f) < 0) {
+    free(buf);
+    buf = NULL;
+  }
+  fclose(f);
+  return buf;
+}
+
+/* One poll: returns CLI_OK (kept or unchanged), CLI_FAILED (reported). */
+static int witness_poll(cli_t *cli, const char *dir, const note_key_t *key) {
+  Clue__V1__Checkpoint *cp = NULL;
+  Clue__V1__GetConsistencyProofRequest creq = CLUE__V1__GET_CONSISTENCY_PROOF_REQUEST__INIT;
+  Clue__V1__ConsistencyProof *cons = NULL;
+  char path[4096], *last_text = NULL;
+  checkpoint_t now, last;
+  int rc;
+
+  if ((rc = get_checkpoint(cli, &cp)) != 0)
+    return rc;
+  rc = CLI_FAILED;
+  if (note_checkpoint_open(key, cp->note, &now) != 0) {
+    printf("FAIL: the server's checkpoint of %lld events is not signed by %s\n",
+           (long long)cp->tree_size, key->name);
+    goto out;
+  }
+  snprintf(path, sizeof(path), "%s/latest", dir);
+  last_text = read_text(path);
+  if (last_text && note_checkpoint_open(key, last_text, &last) != 0) {
+    printf("FAIL: %s is not a checkpoint signed by %s\n", path, key->name);
+    goto out;
+  }
+  if (last_text && now.size < last.size) {
+    printf("FAIL: the log shrank: the server's checkpoint has %llu events, the last one kept "
+           "%llu\n",
+           (unsigned long long)now.size, (unsigned long long)last.size);
+    goto out;
+  }
+  if (last_text && now.size == last.size) {
+    if (memcmp(now.root, last.root, MERKLE_HASH_LEN) != 0) {
+      printf("FAIL: fork: two checkpoints of %llu events with different roots\n",
+             (unsigned long long)now.size);
+      goto out;
+    }
+    rc = CLI_OK;
+    goto out;
+  }
+  if (last_text) {
+    merkle_hash_t proof[MERKLE_MAX_PROOF];
+    size_t n;
+    int bad = 0;
+    creq.old_size = (int64_t)last.size;
+    creq.new_size = (int64_t)now.size;
+    if ((rc = cli_call(cli, AUDIT_SVC, "GetConsistencyProof", &creq.base,
+                       (ProtobufCMessage **)&cons)) != 0)
+      goto out;
+    rc = CLI_FAILED;
+    n = cons->n_hashes;
+    if (n > MERKLE_MAX_PROOF)
+      bad = 1;
+    for (size_t i = 0; !bad && i < n; i++) {
+      if (cons->hashes[i].len != MERKLE_HASH_LEN)
+        bad = 1;
+      else
+        memcpy(proof[i], cons->hashes[i].data, MERKLE_HASH_LEN);
+    }
+    if (bad || merkle_verify_consistency(last.size, now.size, last.root, now.root, proof, n) != 0) {
+      printf("FAIL: fork: the checkpoint of %llu events does not extend the one of %llu kept\n",
+             (unsigned long long)now.size, (unsigned long long)last.size);
+      goto out;
+    }
+  }
+  snprintf(path, sizeof(path), "%s/checkpoint.%llu", dir, (unsigned long long)now.size);
+  if (write_file(cli, path, cp->note) != CLI_OK)
+    goto out;
+  snprintf(path, sizeof(path), "%s/latest", dir);
+  if (write_file(cli, path, cp->note) != CLI_OK)
+    goto out;
+  printf("kept checkpoint of %llu events%s\n", (unsigned long long)now.size,
+         last_text ? ", consistent with the last one kept" : "");
+  fflush(stdout);
+  rc = CLI_OK;
+out:
+  free(last_text);
+  if (cons)
+    protobuf_c_message_free_unpacked(&cons->base, NULL);
+  protobuf_c_message_free_unpacked(&cp->base, NULL);
+  return rc;
+}
+
+int audit_tree_witness(cli_t *cli, const cli_args_t *args) {
+  const char *dir = cli_arg(args, "dir");
+  int64_t interval = 10;
+  note_key_t key;
+  char err[512], path[4096];
+  int rc;
+
+  if ((rc = cli_arg_int(cli, args, "interval", 1, 86400, &interval)) != 0)
+    return rc;
+  if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+    return cli_usage_error(cli, "cannot create %s: %s", dir, strerror(errno));
+  /* The key: --key, else the one kept in DIR/key.pub, else the server's on first use. */
+  snprintf(path, sizeof(path), "%s/key.pub", dir);
+  if (cli_arg(args, "key")) {
+    if (note_key_read_file(cli_arg(args, "key"), &key, err, sizeof(err)) != 0)
+      return cli_usage_error(cli, "%s", err);
+  } else if (access(path, F_OK) == 0) {
+    if (note_key_read_file(path, &key, err, sizeof(err)) != 0)
+      return cli_usage_error(cli, "%s", err);
+  } else {
+    Clue__V1__Checkpoint *cp = NULL;
+    char vkey[256];
+    if ((rc = get_checkpoint(cli, &cp)) != 0)
+      return rc;
+    rc = load_key(cli, NULL, cp, &key);
+    protobuf_c_message_free_unpacked(&cp->base, NULL);
+    if (rc != 0)
+      return rc;
+    if (note_key_public_text(&key, vkey, sizeof(vkey)) != 0)
+      return cli_oom(cli);
+    strcat(vkey, "\n");
+    if (write_file(cli, path, vkey) != CLI_OK)
+      return CLI_FAILED;
+  }
+  for (;;) {
+    rc = witness_poll(cli, dir, &key);
+    if (rc != CLI_OK || cli_flag(args, "once"))
+      return rc;
+    for (int64_t s = 0; s < interval * 10; s++) {
+      struct timespec ts = {0, 100 * 1000 * 1000};
+      if (*cli->interrupted)
+        return CLI_OK;
+      nanosleep(&ts, NULL);
+    }
+  }
+}

@@ -1,0 +1,471 @@
+/* The server's Merkle tree of the audit log: following the leaves table, and (with a
+ * signing key) building leaves from the committed tail of audit_events.
+ *
+ * Shape. One query at a time, driven by one timer. Each round first reads the leaves other
+ * instances appended (SYNC); a builder then reads the events after the last leaf (FETCH),
+ * decides with the WatchEvents frontier which of them are final (audit_frontier.c: a seq is
+ * final once it is visible, or once no transaction that could still commit it is running),
+ * hashes the final ones in seq order, and appends them (APPEND) through audit_tree_append(),
+ * which refuses unless this instance holds the builder lock and the tree is still as long
+ * as it was read. The leaves are added to the in-memory tree before the append is sent, so
+ * that the checkpoint's root can be computed; if the append is refused they are dropped
+ * again (merkle trees are cut back by size alone), and the next round reads what the other
+ * builder wrote. Proofs and exports use only the leaves known to be in the table
+ * (durable).
+ *
+ * Why it never loses or reorders a leaf: a builder appends only seqs the frontier decided,
+ * in increasing order, right after the last leaf, and the append is a compare-and-swap on
+ * the tree's length under one lock; a decided seq stays decided for every reader, so two
+ * builders that both pass the check would have to append the same seqs, and the lock and
+ * the primary key on idx let only one of them. */
+
+#include "audit/tree.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db/db.h"
+#include "domain/audit_frontier.h"
+#include "log.h"
+
+#define SYNC_BATCH 10000 /* leaves per SYNC query */
+#define FETCH_BATCH 1000 /* events per FETCH query */
+#define POLL_IDLE_MS 200 /* nothing new: look again after this */
+#define POLL_GAP_MS 20   /* a gap is open: look again soon */
+#define RETRY_MS 1000    /* after a failed query */
+
+typedef enum tree_state {
+  TREE_DORMANT, /* a follower between callers: nothing is read (the pool is not touched) */
+  TREE_IDLE,   /* the timer runs; no query in flight */
+  TREE_SYNC,   /* reading leaves appended by anyone */
+  TREE_FETCH,  /* reading the events after the last leaf */
+  TREE_APPEND, /* audit_tree_append() in flight */
+  TREE_CLOSED, /* closing: freed once the timer is closed and no query is in flight */
+} tree_state_t;
+
+struct audit_tree {
+  server_t *srv;
+  tree_state_t state;
+  int refs; /* the server, the timer handle, a query in flight */
+  uv_timer_t timer;
+  merkle_tree_t mt;
+  int64_t *seqs; /* seqs[i]: the seq of leaf i */
+  uint64_t seqs_cap;
+  uint64_t durable; /* leaves known to be in audit_leaves */
+  int loaded;       /* a SYNC has read to the end of audit_leaves once */
+  int64_t synced_ms; /* a follower: when its last SYNC ended */
+  int has_key;
+  note_key_t key;
+  uint64_t every, interval_ms;
+  uint64_t cp_size;      /* the latest checkpoint's size */
+  int64_t cp_ms;         /* and when it was published (server clock), 0 if none */
+  audit_frontier_t frontier;
+  int frontier_on;       /* frontier follows from seqs[durable - 1] */
+  int appending_cp;      /* the append in flight carries a checkpoint */
+  int64_t appending_ms;  /* ... published at this time */
+};
+
+const merkle_tree_t *audit_tree_merkle(const audit_tree_t *t) {
+  return &t->mt;
+}
+
+uint64_t audit_tree_size(const audit_tree_t *t) {
+  return t->durable;
+}
+
+int64_t audit_tree_seq(const audit_tree_t *t, uint64_t i) {
+  return i < t->durable ? t->seqs[i] : -1;
+}
+
+int64_t audit_tree_index(const audit_tree_t *t, int64_t seq) {
+  uint64_t lo = 0, hi = t->durable;
+  while (lo < hi) {
+    uint64_t mid = lo + (hi - lo) / 2;
+    if (t->seqs[mid] < seq)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo < t->durable && t->seqs[lo] == seq ? (int64_t)lo : -1;
+}
+
+const note_key_t *audit_tree_key(const audit_tree_t *t) {
+  return t->has_key ? &t->key : NULL;
+}
+
+/* Wall-clock milliseconds: checkpoint times are compared with the database's. */
+static int64_t wall_ms(void) {
+  uv_timeval64_t tv;
+  uv_gettimeofday(&tv);
+  return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static int64_t last_seq(const audit_tree_t *t) {
+  return t->durable ? t->seqs[t->durable - 1] : 0;
+}
+
+static void tree_unref(audit_tree_t *t) {
+  if (--t->refs > 0)
+    return;
+  merkle_tree_free(&t->mt);
+  free(t->seqs);
+  memset(&t->key, 0, sizeof(t->key));
+  free(t);
+}
+
+/* Add a leaf to the in-memory tree (not yet durable). */
+static int leaf_push(audit_tree_t *t, int64_t seq, const merkle_hash_t h) {
+  if (t->mt.size >= t->seqs_cap) {
+    uint64_t cap = t->seqs_cap ? t->seqs_cap * 2 : 1024;
+    int64_t *p = realloc(t->seqs, (size_t)cap * sizeof(*p));
+    if (p == NULL)
+      return -ENOMEM;
+    t->seqs = p;
+    t->seqs_cap = cap;
+  }
+  if (merkle_tree_append(&t->mt, h) != 0)
+    return -ENOMEM;
+  t->seqs[t->mt.size - 1] = seq;
+  return 0;
+}
+
+/* Drop the leaves that are not durable. */
+static void leaves_cut(audit_tree_t *t) {
+  t->mt.size = t->durable;
+}
+
+static int hex_decode(const char *s, uint8_t *out, size_t n) {
+  if (s == NULL || strlen(s) != 2 * n)
+    return -1;
+  for (size_t i = 0; i < n; i++) {
+    unsigned v;
+    if (sscanf(s + 2 * i, "%2x", &v) != 1)
+      return -1;
+    out[i] = (uint8_t)v;
+  }
+  return 0;
+}
+
+static void tree_round(audit_tree_t *t);
+
+static void on_timer(uv_timer_t *h) {
+  audit_tree_t *t = h->data;
+  if (t->state == TREE_IDLE)
+    tree_round(t);
+}
+
+static void tree_wait(audit_tree_t *t, uint64_t ms) {
+  t->state = TREE_IDLE;
+  uv_timer_start(&t->timer, on_timer, ms, 0);
+}
+
+/* A query's result arrives after the tree was closed: drop it. Returns 1 if so. */
+static int dropped(audit_tree_t *t) {
+  if (t->state != TREE_CLOSED)
+    return 0;
+  tree_unref(t);
+  return 1;
+}
+
+static int query_send(audit_tree_t *t, tree_state_t st, const char *sql, int n, const char *const *v,
+                db_cb cb) {
+  if (t->srv->db == NULL || db_query(t->srv->db, sql, n, v, cb, t) != 0)
+    return -1;
+  t->state = st;
+  t->refs++;
+  return 0;
+}
+
+/* ---- APPEND ------------------------------------------------------------------------------ */
+
+static void on_append(const db_result_t *r, void *arg) {
+  audit_tree_t *t = arg;
+  const char *ans;
+
+  if (dropped(t))
+    return;
+  t->refs--;
+  ans = r->err == DB_OK ? db_value(r, 0, 0) : NULL;
+  if (ans && strcmp(ans, "ok") == 0) {
+    t->durable = t->mt.size;
+    if (t->appending_cp) {
+      t->cp_size = t->durable;
+      t->cp_ms = t->appending_ms;
+    }
+    tree_wait(t, 0);
+    return;
+  }
+  leaves_cut(t);
+  t->frontier_on = 0;
+  if (ans == NULL)
+    log_warn("audit tree: appending leaves failed: %s", r->message ? r->message : db_strerror(r->err));
+  /* busy or moved: another builder is at work; read what it wrote. */
+  tree_wait(t, ans ? POLL_IDLE_MS : RETRY_MS);
+}
+
+/* Postgres array literals of the new leaves' seqs and hashes. */
+static int append_send(audit_tree_t *t, int checkpoint) {
+  uint64_t first = t->durable, n = t->mt.size - first;
+  size_t cap = 16 + n * 24, cap2 = 16 + n * 72;
+  char *seqs = malloc(cap), *leaves = malloc(cap2), *note = NULL;
+  char num[24], root_hex[2 * MERKLE_HASH_LEN + 4], size[24];
+  merkle_hash_t root;
+  size_t a = 0, b = 0;
+  const char *v[6];
+  int rc = -ENOMEM;
+
+  if (seqs == NULL || leaves == NULL)
+    goto out;
+  seqs[a++] = '{';
+  leaves[b++] = '{';
+  for (uint64_t i = first; i < t->mt.size; i++) {
+    char hex[2 * MERKLE_HASH_LEN + 1];
+    merkle_hex(merkle_tree_leaf(&t->mt, i), MERKLE_HASH_LEN, hex);
+    a += (size_t)snprintf(seqs + a, cap - a, "%s%lld", i > first ? "," : "",
+                          (long long)t->seqs[i]);
+    b += (size_t)snprintf(leaves + b, cap2 - b, "%s\"\\\\x%s\"", i > first ? "," : "", hex);
+  }
+  snprintf(seqs + a, cap - a, "}");
+  snprintf(leaves + b, cap2 - b, "}");
+  snprintf(num, sizeof(num), "%llu", (unsigned long long)first);
+  snprintf(size, sizeof(size), "%llu", (unsigned long long)t->mt.size);
+  v[0] = num;
+  v[1] = seqs;
+  v[2] = leaves;
+  v[3] = size;
+  v[4] = NULL;
+  v[5] = NULL;
+  t->appending_cp = 0;
+  if (checkpoint) {
+    if (merkle_tree_root(&t->mt, t->mt.size, root) != 0 ||
+        note_checkpoint_sign(&t->key, t->mt.size, root, &note) != 0) {
+      log_error("audit tree: cannot sign a checkpoint");
+      goto out;
+    }
+    root_hex[0] = '\\';
+    root_hex[1] = 'x';
+    merkle_hex(root, MERKLE_HASH_LEN, root_hex + 2);
+    v[4] = root_hex;
+    v[5] = note;
+    t->appending_cp = 1;
+    t->appending_ms = wall_ms();
+  }
+  rc = query_send(t, TREE_APPEND, "SELECT audit_tree_append($1, $2::bigint[], $3::bytea[], $4, $5, $6)",
+            6, v, on_append);
+out:
+  free(seqs);
+  free(leaves);
+  free(note);
+  return rc;
+}
+
+/* ---- FETCH ------------------------------------------------------------------------------- */
+
+/* Events after the frontier with their snapshot's xmin and, when the rows leave a gap above
+ * it, a transaction id assigned after the snapshot (service/audit_watch.c, "Ordering
+ * without gaps"). At least one row; event columns NULL when there is nothing new. */
+#define FETCH_COL 2
+static const char sql_fetch[] =
+    "WITH e AS MATERIALIZED (SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2)"
+    " SELECT txid_snapshot_xmin(txid_current_snapshot()),"
+    "        (SELECT CASE WHEN max(seq) - $1 > count(*) THEN txid_current() END FROM e), " AUDIT_LEAF_COLS
+    "   FROM (SELECT 1) one LEFT JOIN e ON true ORDER BY e.seq";
+
+static int checkpoint_due(audit_tree_t *t) {
+  uint64_t n = t->mt.size;
+  if (n <= t->cp_size)
+    return 0;
+  return n - t->cp_size >= t->every ||
+         wall_ms() - t->cp_ms >= (int64_t)t->interval_ms;
+}
+
+static void on_fetch(const db_result_t *r, void *arg) {
+  audit_tree_t *t = arg;
+  int rows, n = 0;
+  int64_t *seqs = NULL, xmin, xbound;
+  size_t acc;
+
+  if (dropped(t))
+    return;
+  t->refs--;
+  if (r->err != DB_OK) {
+    log_warn("audit tree: reading events failed: %s", r->message ? r->message : db_strerror(r->err));
+    tree_wait(t, RETRY_MS);
+    return;
+  }
+  rows = db_rows(r);
+  seqs = calloc((size_t)(rows ? rows : 1), sizeof(*seqs));
+  if (seqs == NULL) {
+    tree_wait(t, RETRY_MS);
+    return;
+  }
+  for (int i = 0; i < rows; i++)
+    if (db_value(r, i, FETCH_COL) != NULL)
+      seqs[n++] = strtoll(db_value(r, i, FETCH_COL), NULL, 10);
+  xmin = strtoll(db_value(r, 0, 0), NULL, 10);
+  xbound = db_value(r, 0, 1) ? strtoll(db_value(r, 0, 1), NULL, 10) : 0;
+  acc = audit_frontier_advance(&t->frontier, seqs, (size_t)n, xmin, xbound);
+  free(seqs);
+  for (size_t i = 0, row = 0; i < acc; row++) {
+    const char *f[AUDIT_LEAF_NFIELDS];
+    merkle_hash_t h;
+    if (db_value(r, (int)row, FETCH_COL) == NULL)
+      continue;
+    for (int k = 0; k < AUDIT_LEAF_NFIELDS; k++)
+      f[k] = db_value(r, (int)row, FETCH_COL + k);
+    if (audit_leaf_hash(f, h) != 0 || leaf_push(t, strtoll(f[0], NULL, 10), h) != 0) {
+      log_error("audit tree: out of memory");
+      leaves_cut(t);
+      t->frontier_on = 0;
+      tree_wait(t, RETRY_MS);
+      return;
+    }
+    i++;
+  }
+  if (t->mt.size > t->durable || checkpoint_due(t)) {
+    if (append_send(t, checkpoint_due(t)) != 0) {
+      leaves_cut(t);
+      t->frontier_on = 0;
+      tree_wait(t, RETRY_MS);
+    }
+    return;
+  }
+  tree_wait(t, (size_t)n > acc ? POLL_GAP_MS : POLL_IDLE_MS);
+}
+
+static void fetch_send(audit_tree_t *t) {
+  char after[24], lim[24];
+  const char *v[2] = {after, lim};
+
+  if (!t->frontier_on || t->frontier.safe != last_seq(t)) {
+    /* Every seq up to the last leaf is decided: whoever appended it decided it. */
+    audit_frontier_start(&t->frontier, last_seq(t), 0, 0);
+    t->frontier_on = 1;
+  }
+  snprintf(after, sizeof(after), "%lld", (long long)t->frontier.safe);
+  snprintf(lim, sizeof(lim), "%d", FETCH_BATCH);
+  if (query_send(t, TREE_FETCH, sql_fetch, 2, v, on_fetch) != 0)
+    tree_wait(t, RETRY_MS);
+}
+
+/* ---- SYNC -------------------------------------------------------------------------------- */
+
+static const char sql_sync[] =
+    "SELECT l.idx, l.seq, encode(l.leaf, 'hex'),"
+    "       (SELECT tree_size FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1),"
+    "       (SELECT floor(extract(epoch FROM at) * 1000)::bigint FROM audit_checkpoints"
+    "         ORDER BY tree_size DESC LIMIT 1)"
+    "  FROM (SELECT 1) one"
+    "  LEFT JOIN (SELECT * FROM audit_leaves WHERE idx >= $1 ORDER BY idx LIMIT $2) l ON true"
+    " ORDER BY l.idx";
+
+static void on_sync(const db_result_t *r, void *arg) {
+  audit_tree_t *t = arg;
+  int rows, got = 0;
+
+  if (dropped(t))
+    return;
+  t->refs--;
+  if (r->err != DB_OK) {
+    log_warn("audit tree: reading leaves failed: %s", r->message ? r->message : db_strerror(r->err));
+    tree_wait(t, RETRY_MS);
+    return;
+  }
+  rows = db_rows(r);
+  for (int i = 0; i < rows; i++) {
+    merkle_hash_t h;
+    if (db_value(r, i, 0) == NULL)
+      continue;
+    if ((uint64_t)strtoll(db_value(r, i, 0), NULL, 10) != t->durable ||
+        hex_decode(db_value(r, i, 2), h, MERKLE_HASH_LEN) != 0) {
+      log_error("audit tree: audit_leaves is not contiguous at leaf %llu; following stops there",
+                (unsigned long long)t->durable);
+      break;
+    }
+    if (leaf_push(t, strtoll(db_value(r, i, 1), NULL, 10), h) != 0) {
+      log_error("audit tree: out of memory");
+      break;
+    }
+    t->durable = t->mt.size;
+    got++;
+  }
+  if (db_value(r, 0, 3) != NULL) {
+    uint64_t cp = (uint64_t)strtoll(db_value(r, 0, 3), NULL, 10);
+    if (cp > t->cp_size || t->cp_ms == 0) {
+      t->cp_size = cp;
+      t->cp_ms = strtoll(db_value(r, 0, 4), NULL, 10);
+    }
+  }
+  if (got == SYNC_BATCH) {
+    tree_wait(t, 0);
+    return;
+  }
+  t->loaded = 1;
+  if (t->has_key) {
+    fetch_send(t);
+    return;
+  }
+  /* A follower reads again only when asked (audit_tree_ready()). */
+  t->state = TREE_DORMANT;
+  t->synced_ms = wall_ms();
+}
+
+static void tree_round(audit_tree_t *t) {
+  char after[24], lim[24];
+  const char *v[2] = {after, lim};
+
+  snprintf(after, sizeof(after), "%llu", (unsigned long long)t->durable);
+  snprintf(lim, sizeof(lim), "%d", SYNC_BATCH);
+  if (query_send(t, TREE_SYNC, sql_sync, 2, v, on_sync) != 0)
+    tree_wait(t, RETRY_MS);
+}
+
+/* ---- lifetime ---------------------------------------------------------------------------- */
+
+int audit_tree_init(server_t *srv, const audit_tree_config_t *cfg) {
+  audit_tree_t *t = calloc(1, sizeof(*t));
+
+  if (t == NULL)
+    return -ENOMEM;
+  t->srv = srv;
+  t->refs = 2; /* the server, the timer */
+  merkle_tree_init(&t->mt);
+  if (cfg->key) {
+    t->has_key = 1;
+    t->key = *cfg->key;
+  }
+  t->every = cfg->checkpoint_every ? cfg->checkpoint_every : 1000;
+  t->interval_ms = cfg->checkpoint_ms ? cfg->checkpoint_ms : 10000;
+  uv_timer_init(srv->loop, &t->timer);
+  t->timer.data = t;
+  srv->tree = t;
+  /* Both read the tree at once. A builder then follows the tail; a follower reads again
+   * only when a caller needs the tree (audit_tree_ready()), so that an instance nobody asks
+   * for proofs sends the pool no queries of its own. */
+  tree_wait(t, 0);
+  return 0;
+}
+
+int audit_tree_ready(audit_tree_t *t) {
+  if (t->state == TREE_DORMANT && wall_ms() - t->synced_ms >= POLL_IDLE_MS)
+    tree_wait(t, 0);
+  return t->loaded;
+}
+
+static void on_timer_closed(uv_handle_t *h) {
+  tree_unref(h->data);
+}
+
+void audit_tree_close(server_t *srv) {
+  audit_tree_t *t = srv->tree;
+
+  if (t == NULL)
+    return;
+  srv->tree = NULL;
+  /* A query in flight keeps its reference and finds the tree closed. */
+  t->state = TREE_CLOSED;
+  uv_close((uv_handle_t *)&t->timer, on_timer_closed);
+  tree_unref(t);
+}

@@ -1,0 +1,65 @@
+#ifndef CLUED_AUDIT_TREE_H
+#define CLUED_AUDIT_TREE_H
+
+/* The server's copy of the audit log's Merkle tree (docs/AUDIT.md).
+ *
+ * Every instance keeps the tree in memory (32 bytes and a seq per event) and follows the
+ * leaves table, so any instance answers proofs. An instance started with a signing key is
+ * also a builder: it follows the committed tail of audit_events with the WatchEvents
+ * frontier (domain/audit_frontier.c), hashes each decided event into a leaf in seq order,
+ * and appends the leaves, with a signed checkpoint every N leaves or T seconds, through
+ * audit_tree_append(), which one builder at a time may run (a transaction-level advisory
+ * lock) and only at the tree's current end. */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "audit/merkle.h"
+#include "audit/note.h"
+#include "server.h"
+
+typedef struct audit_tree audit_tree_t;
+
+/** The columns of audit_events (aliased "e") that a leaf covers, in canonical order. */
+#define AUDIT_LEAF_COLS                                                                            \
+  "e.seq, (extract(epoch FROM e.at) * 1000000)::bigint, e.actor_user_id, e.actor_unit_id, "        \
+  "e.action, e.subject_type, e.subject_id, e.owner_unit, e.from_state, e.to_state, e.reason, "     \
+  "e.details, encode(e.prev_hash, 'hex'), encode(e.hash, 'hex'), e.actor_token_id"
+
+/** The builder's configuration. */
+typedef struct audit_tree_config {
+  const note_key_t *key;      /* NULL: follow and serve proofs, never sign */
+  uint64_t checkpoint_every;  /* publish once this many leaves are unsigned (default 1000) */
+  uint64_t checkpoint_ms;     /* ... or once the oldest unsigned leaf waited this long (10 s) */
+} audit_tree_config_t;
+
+/** Create the tree of srv (srv->db must exist) and start following. Returns 0 or -ENOMEM. */
+int audit_tree_init(server_t *srv, const audit_tree_config_t *cfg)
+    __attribute__((warn_unused_result));
+
+/** Stop following and free the tree once its query in flight (if any) has ended. */
+void audit_tree_close(server_t *srv);
+
+/**
+ * True once the tree has been read to the end of the leaves table. On an instance without a
+ * key, a call also starts reading the leaves appended since (if its last read is older than
+ * 200 ms): the caller is answered from what is read so far, at most that much behind.
+ */
+int audit_tree_ready(audit_tree_t *t);
+
+/** The in-memory tree (never NULL while the server runs); read-only for callers. */
+const merkle_tree_t *audit_tree_merkle(const audit_tree_t *t);
+
+/** Leaves known to be in the database: proofs and exports use no more. */
+uint64_t audit_tree_size(const audit_tree_t *t);
+
+/** The seq of leaf i, or -1. */
+int64_t audit_tree_seq(const audit_tree_t *t, uint64_t i);
+
+/** The leaf index of seq, or -1 if seq is not a leaf (yet). */
+int64_t audit_tree_index(const audit_tree_t *t, int64_t seq);
+
+/** The signing key, or NULL. */
+const note_key_t *audit_tree_key(const audit_tree_t *t);
+
+#endif

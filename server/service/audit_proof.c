@@ -1,0 +1,603 @@
+/* clue.v1.AuditService: the Merkle tree's checkpoints, proofs and export (docs/AUDIT.md).
+ * Proofs come from the server's in-memory tree (audit/tree.c), limited to the leaves known
+ * to be in the database; checkpoints come from the database, as signed. */
+
+#include "service/audit_proof.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "audit/tree.h"
+#include "clue/v1/audit.pb-c.h"
+#include "domain/authz.h"
+#include "service/clue_row.h"
+#include "service/common.h"
+#include "service/svc_util.h"
+
+#define EXPORT_PAGE_DEFAULT 500
+#define EXPORT_PAGE_MAX 5000
+#define EXPORT_PAGE_BYTES (1u << 20) /* a page ends early past this much text (reasons are long) */
+
+/* AUDITOR and ADMIN only; returns 0 if allowed, else fails the call. */
+static int require_auditor(rpc_call_t *call) {
+  authz_principal_t p = clue_principal_of(rpc_call_principal(call));
+  authz_result_t ok = authz_can_read_all_audit(&p);
+
+  if (authz_ok(&ok))
+    return 0;
+  rpc_fail(call, (grpc_status_t)ok.grpc_code, "%s", ok.message);
+  return -1;
+}
+
+static audit_tree_t *tree_of(rpc_call_t *call) {
+  audit_tree_t *t = rpc_call_server(call)->tree;
+  if (t == NULL) {
+    rpc_fail(call, GRPC_UNAVAILABLE, "the audit tree is not available");
+    return NULL;
+  }
+  if (!audit_tree_ready(t)) {
+    rpc_fail(call, GRPC_UNAVAILABLE, "this server is still reading the audit tree; retry in a moment");
+    return NULL;
+  }
+  return t;
+}
+
+static ProtobufCBinaryData bytes_copy(rpc_call_t *call, const uint8_t *b, size_t n, int *oom) {
+  ProtobufCBinaryData d = {0, NULL};
+  d.data = rpc_call_alloc(call, n ? n : 1);
+  if (d.data == NULL) {
+    *oom = 1;
+    return d;
+  }
+  memcpy(d.data, b, n);
+  d.len = n;
+  return d;
+}
+
+/* A requested size: 0 means the tree's current size; more than it is not yet known here
+ * (OUT_OF_RANGE: past the end of what exists, which a later call may find). */
+static int size_arg(rpc_call_t *call, const char *field, int64_t v, uint64_t have,
+                    uint64_t *out) {
+  if (v < 0) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s must not be negative", field);
+    return -1;
+  }
+  if ((uint64_t)v > have) {
+    rpc_fail(call, GRPC_OUT_OF_RANGE, "%s %lld is beyond the tree (%llu leaves so far)", field,
+             (long long)v, (unsigned long long)have);
+    return -1;
+  }
+  *out = v ? (uint64_t)v : have;
+  return 0;
+}
+
+/* ---- GetCheckpoint ------------------------------------------------------------------------ */
+
+static void checkpoint_done(rpc_call_t *call, const db_result_t *r, void *arg) {
+  Clue__V1__Checkpoint cp = CLUE__V1__CHECKPOINT__INIT;
+  const note_key_t *key = arg;
+  char vkey[256];
+  uint8_t root[MERKLE_HASH_LEN];
+  const char *hex;
+  int oom = 0;
+
+  if (db_rows(r) != 1) {
+    rpc_fail(call, GRPC_NOT_FOUND, "no checkpoint has been published at that size");
+    return;
+  }
+  cp.tree_size = svc_col_i64(r, 0, 0);
+  hex = db_value(r, 0, 1);
+  for (size_t i = 0; hex && i < MERKLE_HASH_LEN; i++) {
+    unsigned v = 0;
+    if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+      break;
+    root[i] = (uint8_t)v;
+  }
+  cp.root_hash = bytes_copy(call, root, MERKLE_HASH_LEN, &oom);
+  cp.note = svc_col_str(call, r, 0, 2);
+  cp.published_ms = svc_col_i64(r, 0, 3);
+  if (key && note_key_public_text(key, vkey, sizeof(vkey)) == 0)
+    cp.verifier_key = rpc_call_printf(call, "%s", vkey);
+  if (oom || cp.note == NULL || cp.verifier_key == NULL) {
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  (void)rpc_reply(call, &cp.base);
+}
+
+static void get_checkpoint(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__GetCheckpointRequest *req = (const void *)m;
+  audit_tree_t *t = rpc_call_server(call)->tree;
+  const char *params[1];
+
+  if (require_auditor(call) != 0)
+    return;
+  if (t)
+    (void)audit_tree_ready(t); /* a follower catches up for the proofs that follow */
+  if (req->tree_size < 0) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "tree_size must not be negative");
+    return;
+  }
+  params[0] = svc_i64(call, req->tree_size, 1);
+  svc_query(call,
+            "SELECT tree_size, encode(root, 'hex'), note, " SVC_MS("at") " FROM audit_checkpoints"
+            " WHERE $1::bigint IS NULL OR tree_size = $1 ORDER BY tree_size DESC LIMIT 1",
+            1, params, checkpoint_done, t ? (void *)audit_tree_key(t) : NULL);
+}
+
+/* ---- proofs ------------------------------------------------------------------------------ */
+
+static ProtobufCBinaryData *proof_copy(rpc_call_t *call, merkle_hash_t *h, size_t n, int *oom) {
+  ProtobufCBinaryData *v = rpc_call_alloc(call, (n ? n : 1) * sizeof(*v));
+  if (v == NULL) {
+    *oom = 1;
+    return NULL;
+  }
+  for (size_t i = 0; i < n; i++)
+    v[i] = bytes_copy(call, h[i], MERKLE_HASH_LEN, oom);
+  return v;
+}
+
+static void get_inclusion(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__GetInclusionProofRequest *req = (const void *)m;
+  Clue__V1__InclusionProof resp = CLUE__V1__INCLUSION_PROOF__INIT;
+  merkle_hash_t proof[MERKLE_MAX_PROOF], root;
+  audit_tree_t *t;
+  const merkle_tree_t *mt;
+  uint64_t size;
+  int64_t idx;
+  size_t n;
+  int oom = 0;
+
+  if (require_auditor(call) != 0 || (t = tree_of(call)) == NULL)
+    return;
+  if (req->seq <= 0) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "seq must be positive");
+    return;
+  }
+  if (size_arg(call, "tree_size", req->tree_size, audit_tree_size(t), &size) != 0)
+    return;
+  idx = audit_tree_index(t, req->seq);
+  if (idx < 0) {
+    rpc_fail(call, GRPC_NOT_FOUND, "seq %lld is not a leaf of the tree (yet)", (long long)req->seq);
+    return;
+  }
+  if ((uint64_t)idx >= size) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT,
+             "seq %lld is leaf %lld, not among the first %llu leaves (tree_size)",
+             (long long)req->seq, (long long)idx, (unsigned long long)size);
+    return;
+  }
+  mt = audit_tree_merkle(t);
+  if (merkle_tree_inclusion(mt, (uint64_t)idx, size, proof, &n) != 0 ||
+      merkle_tree_root(mt, size, root) != 0) {
+    rpc_fail(call, GRPC_INTERNAL, "internal error");
+    return;
+  }
+  resp.leaf_index = idx;
+  resp.tree_size = (int64_t)size;
+  resp.leaf_hash = bytes_copy(call, merkle_tree_leaf(mt, (uint64_t)idx), MERKLE_HASH_LEN, &oom);
+  resp.hashes = proof_copy(call, proof, n, &oom);
+  resp.n_hashes = n;
+  resp.root_hash = bytes_copy(call, root, MERKLE_HASH_LEN, &oom);
+  if (oom) {
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  (void)rpc_reply(call, &resp.base);
+}
+
+static void get_consistency(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__GetConsistencyProofRequest *req = (const void *)m;
+  Clue__V1__ConsistencyProof resp = CLUE__V1__CONSISTENCY_PROOF__INIT;
+  merkle_hash_t proof[MERKLE_MAX_PROOF], r1, r2;
+  audit_tree_t *t;
+  const merkle_tree_t *mt;
+  uint64_t size;
+  size_t n;
+  int oom = 0;
+
+  if (require_auditor(call) != 0 || (t = tree_of(call)) == NULL)
+    return;
+  if (req->old_size <= 0) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "old_size must be positive");
+    return;
+  }
+  if (size_arg(call, "new_size", req->new_size, audit_tree_size(t), &size) != 0)
+    return;
+  if ((uint64_t)req->old_size > size) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT,
+             "old_size must be between 1 and new_size (%llu); got %lld",
+             (unsigned long long)size, (long long)req->old_size);
+    return;
+  }
+  mt = audit_tree_merkle(t);
+  if (merkle_tree_consistency(mt, (uint64_t)req->old_size, size, proof, &n) != 0 ||
+      merkle_tree_root(mt, (uint64_t)req->old_size, r1) != 0 ||
+      merkle_tree_root(mt, size, r2) != 0) {
+    rpc_fail(call, GRPC_INTERNAL, "internal error");
+    return;
+  }
+  resp.old_size = req->old_size;
+  resp.new_size = (int64_t)size;
+  resp.hashes = proof_copy(call, proof, n, &oom);
+  resp.n_hashes = n;
+  resp.old_root = bytes_copy(call, r1, MERKLE_HASH_LEN, &oom);
+  resp.new_root = bytes_copy(call, r2, MERKLE_HASH_LEN, &oom);
+  if (oom) {
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  (void)rpc_reply(call, &resp.base);
+}
+
+/* ---- ExportAuditEvents ------------------------------------------------------------------- */
+
+/* The leaf columns, then the current SHA-256 of the content the event records a hash of:
+ * a note's text (note.add), a clue's submitted fields and its reporter (clue.submit). The
+ * expressions are those of note_add() (0005) and clue_content_sha256() and
+ * clue_reporter_sha256() (0011), written out here rather than called, so that a function
+ * redefined in the database cannot answer for the rows. */
+#define EXPORT_COL_CONTENT AUDIT_LEAF_NFIELDS
+#define LP(x) "octet_length(" x "), ':', " x ", E'\\n'" /* "<length>:<text>\n" */
+static const char sql_export[] =
+    "SELECT " AUDIT_LEAF_COLS ","
+    "  CASE e.action"
+    "    WHEN 'note.add' THEN (SELECT encode(sha256(convert_to(n.text, 'UTF8')), 'hex')"
+    "                            FROM notes n WHERE n.id = (e.details::jsonb->>'note_id')::bigint)"
+    "    WHEN 'clue.submit' THEN (SELECT encode(sha256(convert_to(concat("
+    LP("c.title") ", " LP("c.summary") ", " LP("c.source") ", " LP("c.subject_name") ", "
+    LP("c.subject_position") ", " LP("c.subject_rank_level") ", "
+    LP("c.subject_is_top_leader::text") ", " LP("c.host_unit") ", "
+    LP("c.violation_categories::text") "), 'UTF8')), 'hex')"
+    "                              FROM clues c WHERE c.id = e.subject_id)"
+    "  END,"
+    "  CASE WHEN e.action = 'clue.submit' THEN (SELECT encode(sha256(convert_to(concat("
+    LP("r.name") ", " LP("r.phone") ", " LP("r.address") ", " LP("r.email") "), 'UTF8')), 'hex')"
+    "                              FROM clue_reporters r WHERE r.clue_id = e.subject_id) END"
+    " FROM audit_events e WHERE e.seq > $1 ORDER BY e.seq LIMIT $2";
+
+typedef struct export_ctx {
+  int64_t after;
+  int page;
+  authz_principal_t viewer;
+} export_ctx_t;
+
+static char *col(rpc_call_t *call, const db_result_t *r, int row, int c, uint32_t *nulls, int bit,
+                 int *oom) {
+  char *s;
+  if (db_value(r, row, c) == NULL) {
+    if (bit >= 0)
+      *nulls |= 1u << bit;
+    return (char *)protobuf_c_empty_string;
+  }
+  s = svc_col_str(call, r, row, c);
+  if (s == NULL) {
+    *oom = 1;
+    return (char *)protobuf_c_empty_string;
+  }
+  return s;
+}
+
+static void fill_event(rpc_call_t *call, const db_result_t *r, int row,
+                       const authz_principal_t *viewer, Clue__V1__LeafEvent *ev, int *oom) {
+  uint32_t nulls = 0;
+
+  ev->seq = svc_col_i64(r, row, AUDIT_LEAF_SEQ);
+  ev->at_us = svc_col_i64(r, row, AUDIT_LEAF_AT_US);
+  ev->actor_user_id = col(call, r, row, AUDIT_LEAF_ACTOR_USER, &nulls, AUDIT_LEAF_ACTOR_USER, oom);
+  ev->actor_unit_id = col(call, r, row, AUDIT_LEAF_ACTOR_UNIT, &nulls, AUDIT_LEAF_ACTOR_UNIT, oom);
+  ev->action = col(call, r, row, AUDIT_LEAF_ACTION, &nulls, AUDIT_LEAF_ACTION, oom);
+  ev->subject_type = col(call, r, row, AUDIT_LEAF_SUBJECT_TYPE, &nulls, AUDIT_LEAF_SUBJECT_TYPE, oom);
+  ev->subject_id = col(call, r, row, AUDIT_LEAF_SUBJECT_ID, &nulls, AUDIT_LEAF_SUBJECT_ID, oom);
+  ev->owner_unit = col(call, r, row, AUDIT_LEAF_OWNER_UNIT, &nulls, AUDIT_LEAF_OWNER_UNIT, oom);
+  ev->from_state = col(call, r, row, AUDIT_LEAF_FROM_STATE, &nulls, AUDIT_LEAF_FROM_STATE, oom);
+  ev->to_state = col(call, r, row, AUDIT_LEAF_TO_STATE, &nulls, AUDIT_LEAF_TO_STATE, oom);
+  ev->actor_token_id = col(call, r, row, AUDIT_LEAF_TOKEN, &nulls, AUDIT_LEAF_TOKEN, oom);
+  /* What an ADMIN may not see of clue and case events (authz_audit_event_whole(), as
+   * ListAuditEvents): reason, details and the chain hashes. The leaf hash stands for them,
+   * so that an ADMIN can still check the tree (issue 12). */
+  if (!authz_audit_event_whole(viewer, ev->subject_type)) {
+    ev->redacted = 1;
+  } else {
+    ev->prev_hash = col(call, r, row, AUDIT_LEAF_PREV_HASH, &nulls, AUDIT_LEAF_PREV_HASH, oom);
+    ev->hash = col(call, r, row, AUDIT_LEAF_HASH, &nulls, AUDIT_LEAF_HASH, oom);
+    ev->reason = col(call, r, row, AUDIT_LEAF_REASON, &nulls, AUDIT_LEAF_REASON, oom);
+    ev->details = col(call, r, row, AUDIT_LEAF_DETAILS, &nulls, AUDIT_LEAF_DETAILS, oom);
+    ev->current_sha256 = col(call, r, row, EXPORT_COL_CONTENT, &nulls, -1, oom);
+    ev->current_reporter_sha256 = col(call, r, row, EXPORT_COL_CONTENT + 1, &nulls, -1, oom);
+  }
+  ev->nulls = nulls;
+}
+
+static void export_done(rpc_call_t *call, const db_result_t *r, void *arg) {
+  export_ctx_t *ctx = arg;
+  Clue__V1__ExportAuditEventsResponse resp = CLUE__V1__EXPORT_AUDIT_EVENTS_RESPONSE__INIT;
+  audit_tree_t *t = tree_of(call);
+  const merkle_tree_t *mt;
+  int rows = db_rows(r), full = rows == ctx->page, oom = 0;
+  uint64_t size, j;
+  Clue__V1__LeafEvent *evs, **ptrs;
+  size_t out = 0, cap = (size_t)ctx->page;
+  int i = 0;
+
+  if (t == NULL)
+    return;
+  mt = audit_tree_merkle(t);
+  size = audit_tree_size(t);
+  evs = rpc_call_alloc(call, cap * sizeof(*evs));
+  ptrs = rpc_call_alloc(call, cap * sizeof(*ptrs));
+  if (evs == NULL || ptrs == NULL) {
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  /* The first leaf after ctx->after. */
+  {
+    uint64_t lo = 0, hi = size;
+    while (lo < hi) {
+      uint64_t mid = lo + (hi - lo) / 2;
+      if (audit_tree_seq(t, mid) <= ctx->after)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+    j = lo;
+  }
+  /* Merge the events and the tree's leaves in seq order. */
+  size_t bytes = 0;
+  while (out < cap && bytes < EXPORT_PAGE_BYTES) {
+    int64_t es = i < rows ? svc_col_i64(r, i, AUDIT_LEAF_SEQ) : INT64_MAX;
+    int64_t ls = j < size ? audit_tree_seq(t, j) : INT64_MAX;
+    Clue__V1__LeafEvent *ev = &evs[out];
+
+    if (es == INT64_MAX && (full || ls == INT64_MAX))
+      break; /* past the last event read: later leaves go with the next page */
+    clue__v1__leaf_event__init(ev);
+    if (ls < es) {
+      ev->seq = ls;
+      ev->missing = 1;
+      ev->leaf_index = (int64_t)j;
+      ev->leaf_hash = bytes_copy(call, merkle_tree_leaf(mt, j), MERKLE_HASH_LEN, &oom);
+      j++;
+    } else {
+      fill_event(call, r, i, &ctx->viewer, ev, &oom);
+      bytes += strlen(ev->reason) + strlen(ev->details) + 256;
+      if (ls == es) {
+        ev->leaf_index = (int64_t)j;
+        ev->leaf_hash = bytes_copy(call, merkle_tree_leaf(mt, j), MERKLE_HASH_LEN, &oom);
+        j++;
+      } else {
+        ev->leaf_index = -1;
+      }
+      i++;
+    }
+    ptrs[out++] = ev;
+  }
+  resp.events = ptrs;
+  resp.n_events = out;
+  resp.tree_size = (int64_t)size;
+  resp.tree_last_seq = size ? audit_tree_seq(t, size - 1) : 0;
+  resp.done = !full && i >= rows && j >= size;
+  if (oom) {
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  (void)rpc_reply(call, &resp.base);
+}
+
+static void export_events(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__ExportAuditEventsRequest *req = (const void *)m;
+  export_ctx_t *ctx = rpc_call_alloc(call, sizeof(*ctx));
+  const char *params[2];
+
+  if (require_auditor(call) != 0 || tree_of(call) == NULL)
+    return;
+  if (ctx == NULL) {
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  if (req->after_seq < 0 || req->page_size < 0 || req->page_size > EXPORT_PAGE_MAX) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT,
+             "after_seq must not be negative and page_size must be between 0 and %d",
+             EXPORT_PAGE_MAX);
+    return;
+  }
+  ctx->after = req->after_seq;
+  ctx->page = req->page_size ? req->page_size : EXPORT_PAGE_DEFAULT;
+  ctx->viewer = clue_principal_of(rpc_call_principal(call));
+  params[0] = svc_i64(call, ctx->after, 0);
+  params[1] = svc_i64(call, ctx->page, 0);
+  svc_query(call, sql_export, 2, params, export_done, ctx);
+}
+
+/* ---- VerifyAuditChain: the tree ------------------------------------------------------------ */
+
+#define VERIFY_PAGE 5000
+
+typedef struct tree_verify {
+  Clue__V1__VerifyAuditChainResponse *resp;
+  uint64_t size;    /* the tree's leaves when the walk began: later ones are not judged */
+  int64_t last_seq; /* the seq of its last leaf */
+  uint64_t next;    /* the leaf the next event in the tree must be */
+  int64_t after;    /* events up to this seq are judged */
+  uint64_t cp_size;
+  int has_cp;
+  char cp_root[2 * MERKLE_HASH_LEN + 1];
+  char *cp_note;
+} tree_verify_t;
+
+static void verify_finish(rpc_call_t *call, tree_verify_t *v, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void verify_finish(rpc_call_t *call, tree_verify_t *v, const char *fmt, ...) {
+  if (fmt) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    v->resp->ok = 0;
+    v->resp->tree_problem = rpc_call_printf(call, "%s", buf);
+    if (v->resp->tree_problem == NULL) {
+      rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+      return;
+    }
+  }
+  (void)rpc_reply(call, &v->resp->base);
+}
+
+/* After the events: the tree against the latest checkpoint. */
+static void verify_checkpoint(rpc_call_t *call, tree_verify_t *v) {
+  audit_tree_t *t = rpc_call_server(call)->tree;
+  const note_key_t *key = audit_tree_key(t);
+  merkle_hash_t root;
+  char hex[2 * MERKLE_HASH_LEN + 1];
+  checkpoint_t cp;
+
+  if (!v->has_cp) {
+    verify_finish(call, v, NULL);
+    return;
+  }
+  if (key && note_checkpoint_open(key, v->cp_note, &cp) != 0) {
+    verify_finish(call, v, "the latest checkpoint (%llu events) is not signed by this server's key",
+                  (unsigned long long)v->cp_size);
+    return;
+  }
+  if (key && (merkle_hex(cp.root, MERKLE_HASH_LEN, hex), cp.size != v->cp_size ||
+                                                         strcmp(hex, v->cp_root) != 0)) {
+    verify_finish(call, v, "the latest checkpoint's row (%llu events) does not match its signed note",
+                  (unsigned long long)v->cp_size);
+    return;
+  }
+  /* (An instance that has not read that far has nothing to compare.) */
+  if (audit_tree_size(t) >= v->cp_size) {
+    if (merkle_tree_root(audit_tree_merkle(t), v->cp_size, root) != 0) {
+      rpc_fail(call, GRPC_INTERNAL, "internal error");
+      return;
+    }
+    merkle_hex(root, MERKLE_HASH_LEN, hex);
+    if (strcmp(hex, v->cp_root) != 0) {
+      verify_finish(call, v, "the tree's first %llu leaves do not hash to the latest checkpoint's root",
+                    (unsigned long long)v->cp_size);
+      return;
+    }
+  }
+  verify_finish(call, v, NULL);
+}
+
+static void verify_page(rpc_call_t *call, tree_verify_t *v);
+
+static void verify_rows(rpc_call_t *call, const db_result_t *r, void *arg) {
+  tree_verify_t *v = arg;
+  audit_tree_t *t = tree_of(call);
+  int rows = db_rows(r);
+
+  if (t == NULL)
+    return;
+  for (int i = 0; i < rows; i++) {
+    const char *f[AUDIT_LEAF_NFIELDS];
+    int64_t seq = svc_col_i64(r, i, AUDIT_LEAF_SEQ), idx;
+    merkle_hash_t h;
+
+    if (seq > v->last_seq) {
+      rows = 0; /* past the tree: not logged yet */
+      break;
+    }
+    idx = audit_tree_index(t, seq);
+    if (idx < 0) {
+      verify_finish(call, v, "seq %lld (%s #%s): the event is not in the tree, which holds the "
+                             "events before and after it: it was inserted",
+                    (long long)seq, db_value(r, i, AUDIT_LEAF_SUBJECT_TYPE),
+                    db_value(r, i, AUDIT_LEAF_SUBJECT_ID));
+      return;
+    }
+    if ((uint64_t)idx != v->next) {
+      verify_finish(call, v, "seq %lld: the event is gone from the log, but the tree holds it as "
+                             "leaf %llu: it was deleted",
+                    (long long)audit_tree_seq(t, v->next), (unsigned long long)v->next);
+      return;
+    }
+    for (int k = 0; k < AUDIT_LEAF_NFIELDS; k++)
+      f[k] = db_value(r, i, k);
+    if (audit_leaf_hash(f, h) != 0) {
+      rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+      return;
+    }
+    if (memcmp(h, merkle_tree_leaf(audit_tree_merkle(t), (uint64_t)idx), MERKLE_HASH_LEN) != 0) {
+      verify_finish(call, v, "seq %lld (%s #%s, %s): the event does not match its leaf in the "
+                             "tree: it was changed after it was logged",
+                    (long long)seq, f[AUDIT_LEAF_SUBJECT_TYPE], f[AUDIT_LEAF_SUBJECT_ID],
+                    f[AUDIT_LEAF_ACTION]);
+      return;
+    }
+    v->next++;
+    v->after = seq;
+  }
+  if (rows == VERIFY_PAGE && v->next < v->size) {
+    verify_page(call, v);
+    return;
+  }
+  if (v->next < v->size) {
+    verify_finish(call, v, "seq %lld: the event is gone from the log, but the tree holds it as "
+                           "leaf %llu: it was deleted",
+                  (long long)audit_tree_seq(t, v->next), (unsigned long long)v->next);
+    return;
+  }
+  verify_checkpoint(call, v);
+}
+
+static void verify_page(rpc_call_t *call, tree_verify_t *v) {
+  const char *params[2] = {svc_i64(call, v->after, 0), svc_i64(call, VERIFY_PAGE, 0)};
+  svc_query(call,
+            "SELECT " AUDIT_LEAF_COLS " FROM audit_events e WHERE e.seq > $1 ORDER BY e.seq LIMIT $2",
+            2, params, verify_rows, v);
+}
+
+void audit_tree_verify(rpc_call_t *call, Clue__V1__VerifyAuditChainResponse *resp,
+                       const char *cp_size, const char *cp_root_hex, const char *cp_note) {
+  audit_tree_t *t = tree_of(call);
+  tree_verify_t *v = rpc_call_alloc(call, sizeof(*v));
+
+  if (t == NULL)
+    return;
+  if (v == NULL) {
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  memset(v, 0, sizeof(*v));
+  v->resp = resp;
+  v->size = audit_tree_size(t);
+  v->last_seq = v->size ? audit_tree_seq(t, v->size - 1) : 0;
+  if (cp_size && cp_root_hex && cp_note) {
+    v->has_cp = 1;
+    v->cp_size = (uint64_t)strtoll(cp_size, NULL, 10);
+    resp->checkpoint_size = (int64_t)v->cp_size;
+    snprintf(v->cp_root, sizeof(v->cp_root), "%s", cp_root_hex);
+    v->cp_note = rpc_call_printf(call, "%s", cp_note);
+    if (v->cp_note == NULL) {
+      rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+      return;
+    }
+  }
+  if (v->size == 0) {
+    verify_checkpoint(call, v);
+    return;
+  }
+  verify_page(call, v);
+}
+
+/* ---- the method table ------------------------------------------------------------------- */
+
+#define PROOF_METHOD(name, fn, in, out) SVC_CLUE_METHOD("AuditService", name, fn, in, out)
+
+const rpc_method_t audit_proof_methods[] = {
+    PROOF_METHOD("GetCheckpoint", get_checkpoint, get_checkpoint_request, checkpoint),
+    PROOF_METHOD("GetInclusionProof", get_inclusion, get_inclusion_proof_request, inclusion_proof),
+    PROOF_METHOD("GetConsistencyProof", get_consistency, get_consistency_proof_request,
+                 consistency_proof),
+    PROOF_METHOD("ExportAuditEvents", export_events, export_audit_events_request,
+                 export_audit_events_response),
+};
+const size_t audit_proof_nmethods = sizeof(audit_proof_methods) / sizeof(audit_proof_methods[0]);

@@ -1,0 +1,322 @@
+"""The audit log's Merkle tree against the real clued: leaves recomputed independently from
+the rows, inclusion and consistency proofs compared with tlog.py's own RFC 9162
+implementation for every tree size 1..300 and random pairs, checkpoints verified with
+Python's Ed25519 (and OpenSSL), who may call what, bad arguments, and two instances that
+append concurrently building exactly one tree with no seq missing."""
+
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+from harness import expect_status  # noqa: E402
+import tlog  # noqa: E402
+import world  # noqa: E402
+
+S = harness.stubs()
+AU = S.audit_pb2
+FAKE = 500000  # subject ids of events appended straight through audit_append()
+# Waits are long on purpose: a rolled-back seq is decided only once the cluster's oldest
+# running transaction (xmin, across every database: other tests' too) has passed it.
+
+
+def cp_size(stub, md):
+    """The latest checkpoint's size, 0 while none is published."""
+    try:
+        return stub.GetCheckpoint(AU.GetCheckpointRequest(), metadata=md).tree_size
+    except grpc.RpcError as e:
+        if e.code() == grpc.StatusCode.NOT_FOUND:
+            return 0
+        raise
+
+
+class Ctx:
+    pass
+
+
+def keygen(d, name="clued.test/audit"):
+    key = os.path.join(d, "audit.key")
+    r = subprocess.run([harness.CLUED, "keygen", "--name", name, "--out", key], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert oct(os.stat(key).st_mode & 0o777) == "0o600"
+    vkey = open(key + ".pub").read().strip()
+    assert r.stdout.strip() == vkey
+    return key, vkey
+
+
+def append(conn, n, subject=FAKE, rollback_every=0):
+    """n events through audit_append() (as clued's SQL functions do), some rolled back."""
+    cur = conn.cursor()
+    for i in range(n):
+        if rollback_every and i % rollback_every == rollback_every - 1:
+            cur.execute("BEGIN")
+            cur.execute("SELECT audit_append(1, 1, 'test.rolled_back', 'clue', %s, 1, NULL, NULL, 'x', '{}')",
+                        (subject,))
+            cur.execute("ROLLBACK")
+            continue
+        cur.execute("SELECT audit_append(NULL, NULL, 'test.event', 'clue', %s, %s, NULL, NULL, %s, %s::jsonb)",
+                    (subject + i % 7, 1 if i % 3 else None, f"reason {i}", '{"i": %d}' % i))
+
+
+def tree_size(stub, md):
+    try:
+        return stub.GetConsistencyProof(AU.GetConsistencyProofRequest(old_size=1), metadata=md).new_size
+    except grpc.RpcError as e:
+        if e.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAVAILABLE):
+            return 0
+        raise
+
+
+def wait_tree(stub, md, n, timeout=180):
+    harness.wait_for(lambda: tree_size(stub, md) >= n, timeout=timeout, what=f"tree of {n} leaves")
+
+
+def setup():
+    c = Ctx()
+    c.tmp = tempfile.mkdtemp(prefix="clued-tree-")
+    c.key, c.vkey = keygen(c.tmp)
+    c.pg = harness.Postgres.get()
+    c.url = c.pg.url(c.pg.new_database())
+    c.srv = harness.Clued(c.url, args=["--audit-signing-key", c.key, "--checkpoint-every", "64",
+                                       "--checkpoint-interval", "300ms"]).start()
+    c.w = world.build(c.srv)
+    c.db = c.pg.connect(c.url.split("///")[1].split("?")[0])
+    c.ch = grpc.insecure_channel(c.srv.addr)
+    c.audit = S.audit_pb2_grpc.AuditServiceStub(c.ch)
+    c.md = list(c.w.auditor.metadata)
+    return c
+
+
+def teardown(c):
+    c.ch.close()
+    c.w.close()
+    c.db.close()
+    c.srv.stop()
+
+
+def export_all(c, md=None):
+    out, after = [], 0
+    while True:
+        r = c.audit.ExportAuditEvents(AU.ExportAuditEventsRequest(after_seq=after, page_size=97),
+                                      metadata=md or c.md)
+        out += list(r.events)
+        if r.events:
+            after = r.events[-1].seq
+        if r.done or not r.events:
+            return out, r
+
+
+def test_leaves_match_an_independent_encoding(c):
+    while len(tlog.rows(c.db)) < 300:
+        append(c.db, 300 - len(tlog.rows(c.db)), rollback_every=11)
+    rows = tlog.rows(c.db)
+    assert len(rows) >= 300
+    wait_tree(c.audit, c.md, len(rows))
+    evs, last = export_all(c)
+    assert [e.seq for e in evs] == [r["seq"] for r in rows]
+    assert [e.leaf_index for e in evs] == list(range(len(rows)))
+    for e, r in zip(evs, rows):
+        assert not e.missing and not e.redacted
+        assert e.leaf_hash == tlog.leaf_hash_of_row(r), f"leaf of seq {e.seq}"
+    c.leaves = [tlog.leaf_hash_of_row(r) for r in rows]
+    c.rows = rows
+
+
+def test_proofs_match_rfc9162_for_sizes_1_to_300(c):
+    d = c.leaves[:300]
+    rnd = random.Random(12)
+    for n in range(1, 301):
+        m = rnd.randrange(n)
+        p = c.audit.GetInclusionProof(AU.GetInclusionProofRequest(seq=c.rows[m]["seq"], tree_size=n),
+                                      metadata=c.md)
+        assert p.leaf_index == m and p.tree_size == n
+        assert p.leaf_hash == d[m]
+        assert list(p.hashes) == tlog.path(m, d[:n]), f"inclusion {m} in {n}"
+        assert p.root_hash == tlog.mth(d[:n])
+        m = rnd.randint(1, n)
+        q = c.audit.GetConsistencyProof(AU.GetConsistencyProofRequest(old_size=m, new_size=n), metadata=c.md)
+        assert list(q.hashes) == tlog.proof(m, d[:n]), f"consistency {m} -> {n}"
+        assert q.old_root == tlog.mth(d[:m]) and q.new_root == tlog.mth(d[:n])
+    # Random pairs, and every leaf of some sizes.
+    for _ in range(200):
+        n = rnd.randint(1, 300)
+        m = rnd.randint(1, n)
+        q = c.audit.GetConsistencyProof(AU.GetConsistencyProofRequest(old_size=m, new_size=n), metadata=c.md)
+        assert list(q.hashes) == tlog.proof(m, d[:n]), f"consistency {m} -> {n}"
+    for n in (1, 2, 3, 7, 8, 9, 255, 256, 257, 300):
+        for m in range(n):
+            p = c.audit.GetInclusionProof(AU.GetInclusionProofRequest(seq=c.rows[m]["seq"], tree_size=n),
+                                          metadata=c.md)
+            assert list(p.hashes) == tlog.path(m, d[:n])
+
+
+def test_checkpoints_are_signed_notes_python_and_openssl_verify(c):
+    harness.wait_for(lambda: cp_size(c.audit, c.md)
+                     >= len(c.rows), timeout=180, what="a checkpoint of the whole log")
+    cp = c.audit.GetCheckpoint(AU.GetCheckpointRequest(), metadata=c.md)
+    assert cp.verifier_key == c.vkey
+    origin, size, root = tlog.open_checkpoint(cp.note, c.vkey)
+    assert origin == "clued.test/audit" and size == cp.tree_size and root == cp.root_hash
+    assert root == tlog.mth(c.leaves[:size])
+    # Every checkpoint published (every 64 leaves or 300 ms) verifies and roots its prefix.
+    with c.db.cursor() as cur:
+        cur.execute("SELECT tree_size, note FROM audit_checkpoints ORDER BY tree_size")
+        cps = cur.fetchall()
+    assert len(cps) >= 2
+    for n, note in cps:
+        _, size, root = tlog.open_checkpoint(note, c.vkey)
+        assert size == n and root == tlog.mth(c.leaves[:n])
+        assert c.audit.GetCheckpoint(AU.GetCheckpointRequest(tree_size=n), metadata=c.md).note == note
+    # OpenSSL checks the same signature, from the raw public key wrapped as SPKI.
+    import base64
+    _, kid, pub = tlog.parse_vkey(c.vkey)
+    body, sig = cp.note.rsplit("\n\n", 1)
+    raw = base64.b64decode(sig.strip().split(" ")[2])[4:]
+    spki = bytes.fromhex("302a300506032b6570032100") + pub
+    d = tempfile.mkdtemp(dir=c.tmp)
+    for name, data in (("pub.der", spki), ("body", (body + "\n").encode()), ("sig", raw)):
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
+    r = subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", os.path.join(d, "pub.der"),
+                        "-keyform", "DER", "-rawin", "-in", os.path.join(d, "body"), "-sigfile",
+                        os.path.join(d, "sig")], capture_output=True, text=True)
+    assert r.returncode == 0 and "Success" in r.stdout, r.stdout + r.stderr
+    with open(os.path.join(d, "body"), "ab") as f:
+        f.write(b"x")
+    r = subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", os.path.join(d, "pub.der"),
+                        "-keyform", "DER", "-rawin", "-in", os.path.join(d, "body"), "-sigfile",
+                        os.path.join(d, "sig")], capture_output=True, text=True)
+    assert r.returncode != 0
+
+
+def test_who_may_call_and_bad_arguments(c):
+    for who in (c.w.admin, c.w.auditor):
+        c.audit.GetCheckpoint(AU.GetCheckpointRequest(), metadata=who.metadata)
+    member = c.w.user("G1", "member")
+    for fn, req in ((c.audit.GetCheckpoint, AU.GetCheckpointRequest()),
+                    (c.audit.GetInclusionProof, AU.GetInclusionProofRequest(seq=1)),
+                    (c.audit.GetConsistencyProof, AU.GetConsistencyProofRequest(old_size=1)),
+                    (c.audit.ExportAuditEvents, AU.ExportAuditEventsRequest())):
+        expect_status(grpc.StatusCode.PERMISSION_DENIED, fn, req, metadata=member.metadata)
+        expect_status(grpc.StatusCode.UNAUTHENTICATED, fn, req)
+    n = tree_size(c.audit, c.md)
+    bad = [
+        (c.audit.GetInclusionProof, AU.GetInclusionProofRequest(seq=0), grpc.StatusCode.INVALID_ARGUMENT),
+        (c.audit.GetInclusionProof, AU.GetInclusionProofRequest(seq=1 << 60), grpc.StatusCode.NOT_FOUND),
+        (c.audit.GetInclusionProof, AU.GetInclusionProofRequest(seq=c.rows[5]["seq"], tree_size=3),
+         grpc.StatusCode.INVALID_ARGUMENT),
+        (c.audit.GetInclusionProof, AU.GetInclusionProofRequest(seq=c.rows[5]["seq"], tree_size=-1),
+         grpc.StatusCode.INVALID_ARGUMENT),
+        (c.audit.GetInclusionProof, AU.GetInclusionProofRequest(seq=c.rows[5]["seq"], tree_size=n + 10),
+         grpc.StatusCode.OUT_OF_RANGE),
+        (c.audit.GetConsistencyProof, AU.GetConsistencyProofRequest(old_size=0), grpc.StatusCode.INVALID_ARGUMENT),
+        (c.audit.GetConsistencyProof, AU.GetConsistencyProofRequest(old_size=5, new_size=4),
+         grpc.StatusCode.INVALID_ARGUMENT),
+        (c.audit.GetConsistencyProof, AU.GetConsistencyProofRequest(old_size=1, new_size=n + 1),
+         grpc.StatusCode.OUT_OF_RANGE),
+        (c.audit.GetCheckpoint, AU.GetCheckpointRequest(tree_size=-1), grpc.StatusCode.INVALID_ARGUMENT),
+        (c.audit.GetCheckpoint, AU.GetCheckpointRequest(tree_size=1 << 40), grpc.StatusCode.NOT_FOUND),
+        (c.audit.ExportAuditEvents, AU.ExportAuditEventsRequest(page_size=5001), grpc.StatusCode.INVALID_ARGUMENT),
+        (c.audit.ExportAuditEvents, AU.ExportAuditEventsRequest(after_seq=-1), grpc.StatusCode.INVALID_ARGUMENT),
+    ]
+    for fn, req, code in bad:
+        expect_status(code, fn, req, metadata=c.md)
+    assert c.srv.alive()
+
+
+def test_admin_export_hides_clue_reasons_but_gives_every_leaf(c):
+    evs, _ = export_all(c, md=list(c.w.admin.metadata))
+    mine, _ = export_all(c)
+    assert [e.leaf_hash for e in evs] == [e.leaf_hash for e in mine]
+    hidden = [e for e in evs if e.redacted]
+    assert hidden and all(e.reason == "" and e.details == "" and e.hash == "" and e.prev_hash == ""
+                          for e in hidden)
+    assert {e.subject_type for e in hidden} <= {"clue", "case", "proposal"}
+    assert all(not e.redacted for e in evs if e.subject_type in ("unit", "user", "token"))
+    # The acting token is in the leaf: events made through calls carry it.
+    assert any(e.actor_token_id != "" for e in mine)
+
+
+def test_cluectl_checkpoint_and_verify(c):
+    env = {"CLUED_SERVER": c.srv.addr, "CLUED_TOKEN": c.w.auditor.token}
+    cp = os.path.join(c.tmp, "cp.txt")
+    harness.cluectl("audit", "checkpoint", "--out", cp, env=env, check=0)
+    tlog.open_checkpoint(open(cp).read(), c.vkey)
+    append(c.db, 40)
+    r = harness.cluectl("audit", "verify", "--checkpoint", cp, "--key", c.key + ".pub", env=env, check=0)
+    assert r.stdout.startswith("OK: checkpoint of"), r.stdout
+    # The plain verify still works as before.
+    r = harness.cluectl("audit", "verify", env=env, check=0)
+    assert r.stdout.startswith("OK:")
+    # A checkpoint signed by another key is refused.
+    other = tempfile.mkdtemp(dir=c.tmp)
+    okey, _ = keygen(other, name="clued.test/audit")
+    r = harness.cluectl("audit", "verify", "--checkpoint", cp, "--key", okey + ".pub", env=env, check=1)
+    assert "not a checkpoint signed by" in r.stdout
+    # The witness keeps checkpoints that extend each other.
+    wd = os.path.join(c.tmp, "witness")
+    r = harness.cluectl("audit", "witness", "--dir", wd, "--once", env=env, check=0)
+    first = sorted(os.listdir(wd))
+    append(c.db, 70)
+    harness.wait_for(lambda: cp_size(c.audit, c.md)
+                     == len(tlog.rows(c.db)), timeout=180, what="a new checkpoint")
+    r = harness.cluectl("audit", "witness", "--dir", wd, "--once", "--key", c.key + ".pub", env=env, check=0)
+    assert "consistent with the last one kept" in r.stdout, r.stdout
+    assert len(os.listdir(wd)) == len(first) + 1
+
+
+def test_server_side_verify_checks_the_tree(c):
+    v = c.audit.VerifyAuditChain(AU.VerifyAuditChainRequest(), metadata=c.md)
+    assert v.ok and v.checkpoint_size > 0 and v.tree_problem == ""
+
+
+def test_two_instances_build_one_tree_with_no_seq_missing(c):
+    # A second instance with the same key, and writers on many connections at once, some
+    # of whose transactions roll back.
+    b = harness.Clued(c.url, args=["--audit-signing-key", c.key, "--checkpoint-every", "16",
+                                   "--checkpoint-interval", "100ms"]).start(migrate=False)
+    try:
+        def writer(k):
+            conn = c.pg.connect(c.url.split("///")[1].split("?")[0])
+            append(conn, 120, subject=FAKE + 1000 * (k + 1), rollback_every=5)
+            conn.close()
+        ts = [threading.Thread(target=writer, args=(k,)) for k in range(6)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        rows = tlog.rows(c.db)
+        ch_b = grpc.insecure_channel(b.addr)
+        audit_b = S.audit_pb2_grpc.AuditServiceStub(ch_b)
+        wait_tree(c.audit, c.md, len(rows))
+        wait_tree(audit_b, c.md, len(rows))
+        with c.db.cursor() as cur:
+            cur.execute("SELECT idx, seq, leaf FROM audit_leaves ORDER BY idx")
+            leaves = cur.fetchall()
+        assert [l[0] for l in leaves] == list(range(len(rows)))
+        assert [l[1] for l in leaves] == [r["seq"] for r in rows], "every committed seq once, in order"
+        assert [bytes(l[2]) for l in leaves] == [tlog.leaf_hash_of_row(r) for r in rows]
+        root = tlog.mth([bytes(l[2]) for l in leaves])
+        for stub in (c.audit, audit_b):
+            q = stub.GetConsistencyProof(AU.GetConsistencyProofRequest(old_size=1, new_size=len(rows)),
+                                         metadata=c.md)
+            assert q.new_root == root
+        # Every checkpoint either instance published roots a prefix of that one tree.
+        with c.db.cursor() as cur:
+            cur.execute("SELECT tree_size, note FROM audit_checkpoints ORDER BY tree_size")
+            for n, note in cur.fetchall():
+                assert tlog.open_checkpoint(note, c.vkey)[2] == tlog.mth([bytes(l[2]) for l in leaves[:n]])
+        ch_b.close()
+    finally:
+        b.stop()
+
+
+if __name__ == "__main__":
+    harness.run_tests(dict(globals()), setup, teardown)
