@@ -238,7 +238,7 @@ static void get_consistency(rpc_call_t *call, const ProtobufCMessage *m) {
 /* The leaf columns, then the current SHA-256 of the content the event records a hash of:
  * a note's text (note.add), a clue's submitted fields and its reporter (clue.submit). The
  * expressions are those of note_add() (0005) and clue_content_sha256() and
- * clue_reporter_sha256() (0011), written out here rather than called, so that a function
+ * clue_reporter_sha256() (0013), written out here rather than called, so that a function
  * redefined in the database cannot answer for the rows. */
 #define EXPORT_COL_CONTENT AUDIT_LEAF_NFIELDS
 #define LP(x) "octet_length(" x "), ':', " x ", E'\\n'" /* "<length>:<text>\n" */
