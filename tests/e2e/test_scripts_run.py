@@ -274,6 +274,45 @@ def test_run_after_a_crash_of_everything(ctx):
     assert_all_stopped(ctx, run)
 
 
+def zombie():
+    """A child that has exited and was never reaped, as a crashed postmaster is under an init
+    that does not reap: its pid still answers kill(pid, 0)."""
+    child = subprocess.Popen(["true"])
+    wait_for(lambda: open(f"/proc/{child.pid}/stat").read().split(") ")[-1].startswith("Z"),
+             timeout=10, what="the child to become a zombie")
+    return child
+
+
+def point_pid_file_at(ctx, pid):
+    path = os.path.join(pgdir(ctx), "data", "postmaster.pid")
+    with open(path) as f:
+        lines = f.read().split("\n")
+    lines[0] = str(pid)
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+
+
+def test_run_after_a_crash_whose_pid_is_a_zombie_or_reused(ctx):
+    # In a container whose init does not reap, the killed postmaster stays a zombie; after a
+    # reboot its pid may belong to any other process. Neither is a running cluster.
+    for stand_in in ("zombie", "unrelated process"):
+        run = Run(ctx)
+        wait_serving(ctx, run, timeout=300)
+        kill_hard(ctx, run, cluster_too=True)
+        other = zombie() if stand_in == "zombie" else subprocess.Popen(["sleep", "300"])
+        try:
+            point_pid_file_at(ctx, other.pid)
+            run = Run(ctx)
+            wait_serving(ctx, run, timeout=300)
+            assert "already running" not in run.output(), f"{stand_in}: {run.output()[-2000:]}"
+            assert "stale" in run.output(), run.output()[-2000:]
+            run.ctrl_c()
+            assert_all_stopped(ctx, run)
+        finally:
+            other.kill()
+            other.wait()
+
+
 def test_cluster_that_cannot_start_shows_its_log(ctx):
     conf = os.path.join(pgdir(ctx), "data", "postgresql.conf")
     with open(conf) as f:
