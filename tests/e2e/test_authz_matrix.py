@@ -1,6 +1,7 @@
 """The authorization matrix (issue 9, Tests): every RPC that takes a clue, case or proposal
 id, called as every principal, against objects in several states, each outcome compared with
-the one the rules below give.
+the one the rules below give; and the calls about no object (the whole trail's checkpoints,
+proofs, export and chain check, and the caller's own tokens), called as every principal.
 
 The rules are written here, from DESIGN.md §2-§4 and issue 9, independently of the server:
 `sees`, `may_move`, `may_bring` ... and the order in which a refusal is chosen (a hidden or
@@ -28,7 +29,10 @@ how many passed.
 
 import os
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
 
 import grpc
 
@@ -43,6 +47,7 @@ cs = S.case_pb2
 cm = S.common_pb2
 ad = S.admin_pb2
 au = S.audit_pb2
+tk = S.token_pb2
 Code = grpc.StatusCode
 OK = Code.OK
 
@@ -288,6 +293,26 @@ def expect_visible_set(p, clues):
     return {kind for kind, c in clues.items() if c is not None and sees(p, c)}
 
 
+def expect_whole_trail(p):
+    """§4, issue 12: the Merkle tree's checkpoints, proofs and export, and the chain check, are
+    the whole trail's: an AUDITOR's and an ADMIN's, nobody else's."""
+    if not p.active:
+        return Code.UNAUTHENTICATED
+    return OK if p.role in ("AUDITOR", "ADMIN") else Code.PERMISSION_DENIED
+
+
+def expect_own_tokens(p):
+    """TokenService: every active user, whatever the role, lists, issues and revokes their own
+    tokens; another user's token answers exactly as a missing one."""
+    return Code.UNAUTHENTICATED if not p.active else OK
+
+
+def expect_revoke_token(p, own):
+    if not p.active:
+        return Code.UNAUTHENTICATED
+    return OK if own else (Code.NOT_FOUND, "token N not found")
+
+
 # ---- the world ---------------------------------------------------------------------------------
 
 
@@ -338,6 +363,14 @@ class Matrix:
             principals.insert(1, P("G1.leader (enrollment token)", eu, w.G1.id, "GROUP", "LEADER",
                                    enrollment=True))
         self.principals = principals
+        # Unrevoked tokens of two users, for "another user's token" (each principal gets one
+        # that is not its own).
+        def live_token(user):
+            return next(t.id for t in user.tokens.ListMyTokens(tk.ListMyTokensRequest(), timeout=20).tokens
+                        if t.current)
+        self.foreign_token_user = w.G3.leader.id
+        self.foreign_token = live_token(w.G3.leader)
+        self.foreign_token_2 = live_token(w.G2.leader)
         # The cases.
         for k, lead in ((self.K, w.R2.leader), (self.K2, w.R1.leader)):
             parts = sorted(k.participants)
@@ -518,6 +551,36 @@ class Matrix:
             stream.cancel()
         return seen
 
+    def trail_and_token_cells(self, p):
+        """Calls about no clue: the whole trail's RPCs, and the caller's own tokens."""
+        u = p.user
+        want = expect_whole_trail(p)
+        for rpc, fn in (
+                ("GetCheckpoint", lambda: u.audit.GetCheckpoint(au.GetCheckpointRequest(), timeout=20)),
+                ("GetInclusionProof", lambda: u.audit.GetInclusionProof(
+                    au.GetInclusionProofRequest(seq=self.first_seq), timeout=20)),
+                ("GetConsistencyProof", lambda: u.audit.GetConsistencyProof(
+                    au.GetConsistencyProofRequest(old_size=1), timeout=20)),
+                ("ExportAuditEvents", lambda: u.audit.ExportAuditEvents(
+                    au.ExportAuditEventsRequest(page_size=1), timeout=20)),
+                ("VerifyAuditChain", lambda: u.audit.VerifyAuditChain(au.VerifyAuditChainRequest(), timeout=60))):
+            self.check(rpc, p, "the whole trail", want, fn)
+        want = expect_own_tokens(p)
+        code, resp, msg = self.call(lambda: u.tokens.ListMyTokens(tk.ListMyTokensRequest(include_revoked=True),
+                                                                 timeout=20))
+        got = code if code != OK else ("own" if resp.tokens and all(t.user_id == p.user.id for t in resp.tokens)
+                                       and sum(t.current for t in resp.tokens) == 1 else "other")
+        self.tally("ListMyTokens", p, "own tokens", want if want != OK else "own", got, msg)
+        issued = self.check("IssueMyToken", p, "own tokens", want,
+                            lambda: u.tokens.IssueMyToken(tk.IssueMyTokenRequest(note="矩阵"), timeout=20))
+        if issued is not None:
+            self.check("RevokeMyToken(own)", p, "own tokens", expect_revoke_token(p, True),
+                       lambda: u.tokens.RevokeMyToken(tk.RevokeMyTokenRequest(token_id=issued.token_id), timeout=20))
+        other = self.foreign_token if p.user.id != self.foreign_token_user else self.foreign_token_2
+        for name, tid in (("another user's token", other), ("missing token", MISSING)):
+            self.check(f"RevokeMyToken({name})", p, name, expect_revoke_token(p, False),
+                       lambda: u.tokens.RevokeMyToken(tk.RevokeMyTokenRequest(token_id=tid), timeout=20))
+
     def subject(self, kind, fresh):
         """The shared clue of a kind, or a fresh one for a call the rules allow."""
         if fresh and kind != "missing":
@@ -526,6 +589,10 @@ class Matrix:
 
     def run(self):
         w = self.w
+        # The tree follows the log's tail: wait until it holds the shared objects' first event.
+        harness.wait_for(lambda: self.call(lambda: w.auditor.audit.GetInclusionProof(
+            au.GetInclusionProofRequest(seq=self.first_seq), timeout=20))[0] == OK, timeout=120,
+            what="the audit tree to hold the first shared event")
         kinds = list(self.clues)
         for p in self.principals:
             u = p.user
@@ -537,6 +604,7 @@ class Matrix:
             code, got, msg = self.call(lambda: self.streamed(p))
             want_stream = set(k for k, c in self.clues.items() if c is not None) if p.role == "ADMIN" else want
             self.tally("WatchEvents(replay)", p, "every clue", want_stream, code if code != OK else got, msg)
+            self.trail_and_token_cells(p)
             for kind in kinds:
                 c = self.clues[kind]
                 cid = c.id if c else MISSING
@@ -648,7 +716,13 @@ class Matrix:
 
 def main():
     pg = harness.Postgres.get()
-    srv = harness.Clued(pg.url(pg.new_database("matrix"))).start()
+    # With a signing key, so that the tree's checkpoints and proofs exist to be refused.
+    tmp = tempfile.mkdtemp(prefix="clued-matrix-")
+    key = os.path.join(tmp, "audit.key")
+    subprocess.run([harness.CLUED, "keygen", "--name", "clued.test/matrix", "--out", key], check=True,
+                   capture_output=True)
+    srv = harness.Clued(pg.url(pg.new_database("matrix")),
+                        args=["--audit-signing-key", key, "--checkpoint-interval", "300ms"]).start()
     m = None
     try:
         m = Matrix(srv)
@@ -669,6 +743,7 @@ def main():
         if m is not None:
             m.close()
         srv.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     sys.exit(0 if m is not None and not m.failures else 1)
 
 
