@@ -7,9 +7,11 @@
 
 #include "service/clue.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "service/audit_event.h"
 #include "service/clue_list.h"
 #include "service/clue_row.h"
 #include "service/deadline.h"
@@ -450,96 +452,51 @@ static void request_transition(rpc_call_t *call, const ProtobufCMessage *m) {
 
 /* ---- GetHistory ------------------------------------------------------------------------- */
 
+/* The facts and the events in one query; the events are dropped if the clue is hidden. Each
+ * event is decoded and shown as ListAuditEvents shows it (service/audit_event.h). */
 /* clang-format off */
-#define EVENT_COLS                                                                              \
-  "e.seq, " SVC_MS("e.at") ", e.actor_user_id, e.actor_unit_id, e.action, e.subject_type, "    \
-  "e.subject_id, e.from_state, e.to_state, e.reason, e.details, encode(e.prev_hash, 'hex'), "  \
-  "encode(e.hash, 'hex')"
-
-/* The facts and the events in one query; the events are dropped if the clue is hidden. */
 static const char history_sql[] =
-    "SELECT " CLUE_FACT_COLS("c", "ou", "$2") ", " EVENT_COLS
+    "SELECT " CLUE_FACT_COLS("c", "ou", "$2") ", " AUDIT_EVENT_COLS
     " FROM clues c JOIN units ou ON ou.id = c.owner_unit"
     " LEFT JOIN audit_events e ON e.subject_type = 'clue' AND e.subject_id = c.id"
     " WHERE c.id = $1 ORDER BY e.seq";
 /* clang-format on */
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  return -1;
-}
-
-/* Hex text (as encode(..., 'hex') gives) into bytes in the call's memory; NULL/"" is empty. */
-static int hex_bytes(rpc_call_t *call, const char *hex, ProtobufCBinaryData *out) {
-  size_t n = hex ? strlen(hex) / 2 : 0;
-
-  out->len = 0;
-  out->data = NULL;
-  if (n == 0)
-    return 0;
-  if ((out->data = rpc_call_alloc(call, n)) == NULL)
-    return -1;
-  for (size_t i = 0; i < n; i++) {
-    int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0)
-      return -1;
-    out->data[i] = (uint8_t)(hi << 4 | lo);
-  }
-  out->len = n;
-  return 0;
-}
-
-static Clue__V1__AuditEvent *event_from_row(rpc_call_t *call, const db_result_t *r, int row,
-                                            int col) {
-  Clue__V1__AuditEvent *e = rpc_call_alloc(call, sizeof(*e));
-
-  if (e == NULL)
-    return NULL;
-  clue__v1__audit_event__init(e);
-  e->seq = svc_col_i64(r, row, col + 0);
-  e->at_ms = svc_col_i64(r, row, col + 1);
-  e->actor_user_id = svc_col_i64(r, row, col + 2);
-  e->actor_unit_id = svc_col_i64(r, row, col + 3);
-  e->action = svc_col_str(call, r, row, col + 4);
-  e->subject_type = svc_col_str(call, r, row, col + 5);
-  e->subject_id = svc_col_i64(r, row, col + 6);
-  e->from_state = (Clue__V1__ClueState)clue_state_of(db_value(r, row, col + 7));
-  e->to_state = (Clue__V1__ClueState)clue_state_of(db_value(r, row, col + 8));
-  e->reason = svc_col_str(call, r, row, col + 9);
-  e->details_json = svc_col_str(call, r, row, col + 10);
-  if (e->action == NULL || e->subject_type == NULL || e->reason == NULL ||
-      e->details_json == NULL || hex_bytes(call, db_value(r, row, col + 11), &e->prev_hash) ||
-      hex_bytes(call, db_value(r, row, col + 12), &e->hash))
-    return NULL;
-  return e;
-}
-
 static void got_history(rpc_call_t *call, const db_result_t *r, void *arg) {
   Clue__V1__GetHistoryResponse resp = CLUE__V1__GET_HISTORY_RESPONSE__INIT;
-  int n = db_rows(r);
+  audit_filter_t viewer = {.viewer = clue_principal_of(rpc_call_principal(call))};
+  int n = db_rows(r), k = 0;
   clue_row_t row = {0};
+  audit_ev_t **evs;
+  Clue__V1__AuditEvent *msgs;
   (void)arg;
 
   if (n > 0)
     (void)clue_row_facts(r, 0, 0, &row);
   if (!clue_see_or_refuse(call, &row))
     return;
-  if ((resp.events = rpc_call_alloc(call, (size_t)n * sizeof(*resp.events))) == NULL) {
-    clue_oom(call);
-    return;
-  }
+  evs = calloc((size_t)(n ? n : 1), sizeof(*evs));
+  msgs = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*msgs));
+  resp.events = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*resp.events));
+  if (evs == NULL || msgs == NULL || resp.events == NULL)
+    goto oom;
   for (int i = 0; i < n; i++) {
     if (db_value(r, i, CLUE_FACT_NCOLS) == NULL)
-      continue;
-    if ((resp.events[resp.n_events++] = event_from_row(call, r, i, CLUE_FACT_NCOLS)) == NULL) {
-      clue_oom(call);
-      return;
-    }
+      continue; /* the LEFT JOIN's row of a clue with no events */
+    if (audit_ev_from_row(r, i, CLUE_FACT_NCOLS, &evs[k]) != 0)
+      goto oom;
+    audit_ev_to_msg(&viewer, evs[k], &msgs[k]);
+    resp.events[resp.n_events++] = &msgs[k];
+    k++;
   }
   (void)rpc_reply(call, &resp.base);
+  goto out;
+oom:
+  clue_oom(call);
+out:
+  for (int i = 0; evs != NULL && i < k; i++)
+    free(evs[i]);
+  free(evs);
 }
 
 static void get_history(rpc_call_t *call, const ProtobufCMessage *m) {

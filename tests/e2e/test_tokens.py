@@ -278,6 +278,19 @@ def test_every_event_records_the_acting_token(c):
     assert sql(c, "SELECT count(*) FROM audit_events WHERE actor_user_id IS NULL AND actor_token_id IS NOT NULL")[0][0] == 0
 
 
+def test_history_names_the_acting_token(c):
+    # GetHistory shows each event as ListAuditEvents does, the acting token included.
+    w = c.w
+    cl = submit(w.G1.member)
+    moved = move(w.G1.leader, cl, C.CLUE_STATE_PRELIMINARY_CHECK).clue
+    hist = w.G1.leader.clue.GetHistory(CL.GetHistoryRequest(clue_id=moved.id), timeout=20).events
+    assert [e.action for e in hist] == ["clue.submit", "clue.move"], [e.action for e in hist]
+    assert [e.actor_token_id for e in hist] == [current_token_id(w.G1.member), current_token_id(w.G1.leader)]
+    listed = w.auditor.audit.ListAuditEvents(AU.ListAuditEventsRequest(subject_type="clue", subject_id=moved.id),
+                                             timeout=20).events
+    assert list(hist) == list(listed), "one event, one rendering"
+
+
 def test_tokens_record_who_issued_them(c):
     w = c.w
     u = w.new_user("G2", "LEADER", "g2-second-leader")
