@@ -10,6 +10,7 @@
 #include "log.h"
 #include "net/h2_conn.h"
 #include "net/tls.h"
+#include "rpc/call.h"
 #include "rpc/table.h"
 #include "audit/tree.h"
 #include "service/audit_watch.h"
@@ -217,6 +218,7 @@ int server_init(server_t *srv, uv_loop_t *loop, const server_config_t *cfg) {
   srv->loop = loop;
   srv->cfg = *cfg;
   srv->state = SERVER_RUNNING;
+  srv->stream_accept = rpc_call_accept;
   memset(&ss, 0, sizeof(ss));
   rc = parse_listen(cfg->listen, &ss);
   if (rc < 0) {

@@ -13,6 +13,7 @@
 
 typedef struct db_pool db_pool_t;
 typedef struct h2_conn h2_conn_t;
+typedef struct h2_stream h2_stream_t;
 typedef struct rpc_table rpc_table_t;
 typedef struct health health_t;
 typedef struct audit audit_t;
@@ -83,6 +84,9 @@ struct server {
   reflection_t *reflection;     /* server reflection: the embedded descriptor set, indexed */
   auth_cache_t auth_cache;      /* principals by token hash (rpc/auth.c); outlives the pool */
   audit_tree_t *tree;           /* the audit log's Merkle tree and checkpoints */
+  /* Creates the owner of a new stream and hands back its stream (rpc_call_accept): how a
+   * connection starts a call without knowing what a call is. 0 or a negative error. */
+  int (*stream_accept)(server_t *srv, uint64_t conn_id, int32_t stream_id, h2_stream_t **out);
   h2_conn_t *conns;             /* intrusive list of live connections */
   size_t nconns;
   uint64_t next_conn_id;

@@ -9,11 +9,13 @@
 
 #include "log.h"
 #include "net/tls.h"
-#include "rpc/call.h"
+#include "net/h2_stream.h"
 
 #define H2_WRITE_CHUNK (64 * 1024)
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+static void conn_change_state(h2_conn_t *c, h2_conn_state_t to, const char *why);
 
 static h2_conn_t *conn_of(nghttp2_session *s, void *user_data) {
   (void)s;
@@ -62,7 +64,7 @@ static int on_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd, void *
 
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
   h2_conn_t *c = conn_of(s, ud);
-  rpc_call_t *call;
+  h2_stream_t *st;
 
   if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
     return 0;
@@ -71,32 +73,29 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
     nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
     return 0;
   }
-  if (rpc_call_new(c->srv, c, f->hd.stream_id, &call) != 0) {
+  if (c->srv->stream_accept(c->srv, c->id, f->hd.stream_id, &st) != 0) {
     nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_INTERNAL_ERROR);
     return 0;
   }
-  call->next = c->calls;
-  if (c->calls)
-    c->calls->prev = call;
-  c->calls = call;
-  nghttp2_session_set_stream_user_data(s, f->hd.stream_id, call);
+  h2_stream_attach(st, c, f->hd.stream_id);
+  nghttp2_session_set_stream_user_data(s, f->hd.stream_id, st);
   return 0;
 }
 
 static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t namelen,
                      const uint8_t *value, size_t valuelen, uint8_t flags, void *ud) {
-  rpc_call_t *call;
+  h2_stream_t *st;
   (void)flags;
   (void)ud;
 
   if (f->hd.type != NGHTTP2_HEADERS)
     return 0;
-  call = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
-  if (call == NULL)
+  st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+  if (st == NULL)
     return 0;
   if (f->headers.cat != NGHTTP2_HCAT_REQUEST)
     return 0; /* request trailers carry nothing gRPC uses */
-  return rpc_call_on_header(call, name, namelen, value, valuelen);
+  return h2_stream_recv_header(st, name, namelen, value, valuelen);
 }
 
 /* A request header nghttp2 finds malformed (e.g. a value with surrounding white space). We
@@ -120,14 +119,14 @@ static void conn_on_ping(h2_conn_t *c) {
   uint64_t now = uv_now(c->srv->loop), min = c->srv->cfg.keepalive_min_ping_ms;
 
   if (min && c->last_ping && now - c->last_ping < min && ++c->ping_strikes > H2_MAX_PING_STRIKES &&
-      !c->hangup) {
+      (c->state == H2_CONN_OPEN || c->state == H2_CONN_DRAINING)) {
     log_warn("conn %llu (%s): %u PINGs less than %llu ms apart (--keepalive-min-ping): GOAWAY "
              "ENHANCE_YOUR_CALM", (unsigned long long)c->id, c->peer, c->ping_strikes + 1,
              (unsigned long long)min);
     nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
                           nghttp2_session_get_last_proc_stream_id(c->session),
                           NGHTTP2_ENHANCE_YOUR_CALM, (const uint8_t *)"too_many_pings", 14);
-    c->hangup = 1; /* close once the GOAWAY is written; nothing read matters now */
+    conn_change_state(c, H2_CONN_HANGUP, NULL); /* nothing read matters now */
   }
   c->last_ping = now;
 }
@@ -142,7 +141,7 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
   h2_conn_t *c = ud;
-  rpc_call_t *call;
+  h2_stream_t *st;
 
   switch (f->hd.type) {
   case NGHTTP2_SETTINGS:
@@ -155,13 +154,13 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
   case NGHTTP2_HEADERS:
   case NGHTTP2_DATA:
     c->last_active = uv_now(c->srv->loop);
-    call = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
-    if (call == NULL)
+    st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+    if (st == NULL)
       return 0;
     if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST)
-      rpc_call_on_headers_end(call);
+      h2_stream_recv_headers_done(st);
     if (f->hd.flags & NGHTTP2_FLAG_END_STREAM)
-      rpc_call_on_end_stream(call);
+      h2_stream_recv_end(st);
     return 0;
   default:
     return 0;
@@ -170,13 +169,13 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
 
 static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id, const uint8_t *data,
                          size_t len, void *ud) {
-  rpc_call_t *call = nghttp2_session_get_stream_user_data(s, stream_id);
+  h2_stream_t *st = nghttp2_session_get_stream_user_data(s, stream_id);
   (void)flags;
 
-  /* Window credit is ours to give (no automatic WINDOW_UPDATE): the call returns it as it
-   * drops or takes the bytes, and holds it while the caller is not yet authenticated. */
-  if (call != NULL)
-    rpc_call_on_data(call, data, len);
+  /* Window credit is ours to give (no automatic WINDOW_UPDATE): the stream returns it as
+   * its bytes are dropped or taken, and holds it while the caller is not yet known. */
+  if (st != NULL)
+    h2_stream_recv_data(st, data, len);
   else
     h2_conn_consume(ud, stream_id, len);
   return 0;
@@ -184,20 +183,13 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id, c
 
 static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error_code, void *ud) {
   h2_conn_t *c = ud;
-  rpc_call_t *call = nghttp2_session_get_stream_user_data(s, stream_id);
+  h2_stream_t *st = nghttp2_session_get_stream_user_data(s, stream_id);
 
   c->last_active = uv_now(c->srv->loop);
-  if (call == NULL)
+  if (st == NULL)
     return 0;
   nghttp2_session_set_stream_user_data(s, stream_id, NULL);
-  if (call->prev)
-    call->prev->next = call->next;
-  else
-    c->calls = call->next;
-  if (call->next)
-    call->next->prev = call->prev;
-  call->prev = call->next = NULL;
-  rpc_call_stream_closed(call, error_code, NULL);
+  h2_stream_detach(st, error_code, NULL);
   return 0;
 }
 
@@ -216,13 +208,18 @@ static void conn_free_cb(uv_handle_t *h) {
   free(c);
 }
 
-/* why: the reason a connection closes (CLOSING), for the calls' logs. */
+/* The one place a connection changes state. why: the reason it closes (CLOSING), for the
+ * calls' logs. */
 static void conn_change_state(h2_conn_t *c, h2_conn_state_t to, const char *why) {
   server_t *srv = c->srv;
 
   switch (to) {
   case H2_CONN_DRAINING:
     assert(c->state == H2_CONN_OPEN);
+    c->state = to;
+    break;
+  case H2_CONN_HANGUP:
+    assert(c->state == H2_CONN_OPEN || c->state == H2_CONN_DRAINING);
     c->state = to;
     break;
   case H2_CONN_CLOSING:
@@ -236,19 +233,8 @@ static void conn_change_state(h2_conn_t *c, h2_conn_state_t to, const char *why)
     if (c->next)
       c->next->prev = c->prev;
     srv->nconns--;
-    while (c->writable) {
-      rpc_call_t *call = c->writable;
-      c->writable = call->next_writable;
-      call->next_writable = NULL;
-      call->queued_writable = 0;
-      rpc_call_unref(call);
-    }
-    while (c->calls) {
-      rpc_call_t *call = c->calls;
-      c->calls = call->next;
-      call->prev = call->next = NULL;
-      rpc_call_stream_closed(call, NGHTTP2_CANCEL, why);
-    }
+    while (c->streams) /* each leaves the list (and the writable queue) as it detaches */
+      h2_stream_detach(c->streams, NGHTTP2_CANCEL, why);
     nghttp2_session_del(c->session);
     c->session = NULL;
     uv_close((uv_handle_t *)&c->tcp, conn_free_cb);
@@ -283,7 +269,7 @@ static void conn_write_cb(uv_write_t *req, int status) {
     return;
   }
   h2_conn_flush(c);
-  if (c->hangup && c->state != H2_CONN_CLOSING && !c->writing)
+  if (c->state == H2_CONN_HANGUP && !c->writing)
     h2_conn_close(c, "protocol error; GOAWAY sent");
 }
 
@@ -322,25 +308,21 @@ void h2_conn_queued(h2_conn_t *c, ptrdiff_t delta) {
   }
 }
 
-/* Congestion eased: calls that waited to run, and streams that paused, go on. */
+/* Congestion eased: calls that waited to run, and streams that paused, go on (their
+ * writable events run with the next send). */
 static void wake_calls(h2_conn_t *c) {
-  rpc_call_t *call, *next;
-
   c->wake_pending = 0;
-  for (call = c->calls; call && !c->congested && c->state != H2_CONN_CLOSING; call = next) {
-    next = call->next;
-    rpc_call_conn_ready(call);
-  }
+  if (!c->congested)
+    h2_stream_wake_all(c);
 }
 
 static void run_writable(h2_conn_t *c) {
   while (c->writable && c->state != H2_CONN_CLOSING) {
-    rpc_call_t *call = c->writable;
-    c->writable = call->next_writable;
-    call->next_writable = NULL;
-    call->queued_writable = 0;
-    rpc_call_run_writable(call);
-    rpc_call_unref(call);
+    h2_stream_t *st = c->writable;
+    c->writable = st->next_writable;
+    st->next_writable = NULL;
+    st->queued_writable = 0;
+    h2_stream_run_writable(st);
   }
 }
 
@@ -438,16 +420,6 @@ void h2_conn_flush(h2_conn_t *c) {
     h2_conn_close(c, c->state == H2_CONN_DRAINING ? "drained" : "session finished");
 }
 
-void h2_conn_queue_writable(h2_conn_t *c, rpc_call_t *call) {
-  if (call->queued_writable)
-    return;
-  call->queued_writable = 1;
-  rpc_call_ref(call);
-  call->next_writable = c->writable;
-  c->writable = call;
-  c->flush_pending = 1;
-}
-
 static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   h2_conn_t *c = (h2_conn_t *)h;
   (void)suggested;
@@ -466,7 +438,7 @@ static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     h2_conn_close(c, nread == UV_EOF ? "peer closed the connection" : uv_strerror((int)nread));
     return;
   }
-  if (c->hangup)
+  if (c->state == H2_CONN_HANGUP)
     return; /* after a protocol error nothing the peer sends matters */
   c->in_session = 1;
   used = nghttp2_session_mem_recv(c->session, (const uint8_t *)buf->base, (size_t)nread);
@@ -484,7 +456,8 @@ static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
       /* Keep reading (and discarding) while the GOAWAY drains: a peer that hangs up or
        * resets meanwhile must end the connection at once, not leave it waiting on a write
        * that cannot finish. */
-      c->hangup = 1;
+      if (c->state != H2_CONN_HANGUP)
+        conn_change_state(c, H2_CONN_HANGUP, NULL);
       h2_conn_flush(c);
       if (c->state != H2_CONN_CLOSING && !c->writing)
         h2_conn_close(c, why);
@@ -494,7 +467,7 @@ static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   h2_conn_flush(c);
-  if (c->hangup && c->state != H2_CONN_CLOSING && !c->writing)
+  if (c->state == H2_CONN_HANGUP && !c->writing)
     h2_conn_close(c, "protocol error; GOAWAY sent");
 }
 
@@ -534,7 +507,7 @@ void h2_conn_tick(h2_conn_t *c, uint64_t now) {
     h2_conn_close(c, why);
     return;
   }
-  if (c->calls == NULL && c->state == H2_CONN_OPEN && cfg->idle_timeout_ms &&
+  if (c->streams == NULL && c->state == H2_CONN_OPEN && cfg->idle_timeout_ms &&
       now - c->last_active >= cfg->idle_timeout_ms) {
     log_info("conn %llu (%s): idle for %llu ms (--idle-timeout): sending GOAWAY",
              (unsigned long long)c->id, c->peer, (unsigned long long)(now - c->last_active));

@@ -2,8 +2,8 @@
 #define CLUED_NET_H2_CONN_H
 
 /* One accepted TCP connection speaking HTTP/2 with prior knowledge. The nghttp2 session
- * owns the calls (one per stream): created in on_begin_headers, destroyed (released) in
- * on_stream_close. */
+ * owns the streams: each is created (through the server's stream_accept hook) in
+ * on_begin_headers and detached in on_stream_close; h2_stream.c does their I/O. */
 
 #include <nghttp2/nghttp2.h>
 #include <stdint.h>
@@ -11,14 +11,17 @@
 
 #include "server.h"
 
-typedef struct rpc_call rpc_call_t;
+typedef struct h2_stream h2_stream_t;
 typedef struct tls_conn tls_conn_t;
 
 #define H2_STREAM_GAPS 16 /* ranges of skipped stream ids remembered per connection */
 
+/* OPEN -> DRAINING -> CLOSING; OPEN or DRAINING -> HANGUP -> CLOSING; any -> CLOSING. */
 typedef enum h2_conn_state {
   H2_CONN_OPEN,     /* serving streams */
   H2_CONN_DRAINING, /* GOAWAY sent; finishing the streams already open */
+  H2_CONN_HANGUP,   /* a protocol error or abuse: GOAWAY queued, what the peer sends is
+                       ignored, closed once the GOAWAY is written */
   H2_CONN_CLOSING,  /* uv_close called; freed in its callback */
 } h2_conn_state_t;
 
@@ -29,18 +32,15 @@ struct h2_conn {
   h2_conn_state_t state;
   nghttp2_session *session;
   h2_conn_t *prev, *next;  /* server's list */
-  rpc_call_t *calls;       /* calls whose stream is open (intrusive list) */
-  rpc_call_t *writable;    /* calls waiting for their writable callback */
+  h2_stream_t *streams;    /* open streams (intrusive list) */
+  h2_stream_t *writable;   /* streams whose writable event runs after the next send */
   unsigned in_session : 1; /* inside nghttp2 (recv or send): no re-entrant flush */
   unsigned flush_pending : 1;
   unsigned writing : 1;    /* a uv_write is in flight */
-  unsigned hangup : 1;     /* protocol error: GOAWAY queued, close once it is written */
   unsigned congested : 1;  /* queued output over --max-conn-buffer: new calls wait */
   unsigned wake_pending : 1; /* congestion eased: wake waiting calls after this send */
   size_t queued;           /* response bytes in this connection's calls, not yet sent */
   size_t inbound;          /* request body bytes its calls keep (--max-conn-inbound) */
-  unsigned running;        /* unary calls in their handler */
-  unsigned waiting;        /* calls whose request is complete, waiting to run */
   /* Timeouts (loop time, ms), checked once a second by h2_conn_tick(). */
   unsigned handshaken : 1; /* the client's preface and SETTINGS arrived */
   uint64_t born;
@@ -88,13 +88,13 @@ void h2_conn_drain(h2_conn_t *c);
 void h2_conn_close(h2_conn_t *c, const char *reason);
 
 /**
- * Response bytes added to (delta > 0) or taken from a call's buffer on this connection.
+ * Response bytes added to (delta > 0) or taken from a stream's buffer on this connection.
  * Past --max-conn-buffer the connection is congested: new calls wait and streaming calls
- * see themselves as full; below half of it they are woken (rpc_call_conn_ready()).
+ * see themselves as full; below half of it they are woken (their writable event).
  */
 void h2_conn_queued(h2_conn_t *c, ptrdiff_t delta);
 
-/** Wake the connection's waiting calls after the current send (a running call ended). */
+/** Run the writable events of the streams that asked, after the current send. */
 void h2_conn_wake(h2_conn_t *c);
 
 /** True while the connection's queued output is over --max-conn-buffer. */
@@ -105,8 +105,5 @@ int h2_conn_congested(const h2_conn_t *c);
  * goes out with the next h2_conn_flush() (never from here: callers may be mid-change).
  */
 void h2_conn_consume(h2_conn_t *c, int32_t stream_id, size_t n);
-
-/** Queue a call's writable callback to run after the current nghttp2 send. */
-void h2_conn_queue_writable(h2_conn_t *c, rpc_call_t *call);
 
 #endif

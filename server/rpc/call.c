@@ -9,16 +9,21 @@
 
 #include "db/db.h"
 #include "log.h"
-#include "net/h2_conn.h"
 #include "rpc/auth.h"
 #include "rpc/table.h"
+#include "server.h"
 
-#define RPC_LOW_WATER (32 * 1024)
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 static void call_finish(rpc_call_t *call, int http_status, int code, const char *msg);
 
-/* The one place a call changes state. Leaving the states that keep a request body drops
- * the body: a refused call's upload is never kept, let alone decoded. */
+static rpc_call_t *call_of(h2_stream_t *s) {
+  return container_of(s, rpc_call_t, stream);
+}
+
+/* The one place a call changes state, and tells its stream what to do with the request
+ * body from now on. Leaving the states that keep a request body drops the body: a refused
+ * call's upload is never kept, let alone decoded. */
 static void call_set_state(rpc_call_t *call, rpc_call_state_t to) {
   switch (to) {
   case RPC_CALL_AUTHENTICATING:
@@ -47,35 +52,24 @@ static void call_set_state(rpc_call_t *call, rpc_call_state_t to) {
   default:
     assert(!"calls are born in HEADERS and never return to it");
   }
-  if (call->state == RPC_CALL_AUTHENTICATING && call->conn) {
-    /* Authenticated or refused: the credit held for its body goes back either way. */
-    h2_conn_consume(call->conn, call->stream_id, call->unacked);
-    call->unacked = 0;
-  }
-  if (call->conn && call->state != to) {
-    if (call->state == RPC_CALL_WAITING)
-      call->conn->waiting--;
-    if (to == RPC_CALL_WAITING)
-      call->conn->waiting++;
-    if (to == RPC_CALL_RUNNING && !call->m->server_streaming)
-      call->conn->running++;
-    if (call->state == RPC_CALL_RUNNING && !call->m->server_streaming) {
-      call->conn->running--;
-      if (call->conn->waiting > 0)
-        h2_conn_wake(call->conn);
-    }
-  }
+  /* Authenticating, the body is framed but its credit held (the caller may be refused);
+   * reading, framed and credited; otherwise dropped as it arrives (leaving AUTHENTICATING
+   * returns the credit held either way). */
+  if (to == RPC_CALL_AUTHENTICATING)
+    h2_stream_set_input(&call->stream, H2_IN_HOLD);
+  else if (to == RPC_CALL_READING || to == RPC_CALL_STREAMING)
+    h2_stream_set_input(&call->stream, H2_IN_READ);
+  else
+    h2_stream_set_input(&call->stream, H2_IN_DISCARD);
+  /* A waiting call runs when its connection can take output again. */
+  if (to == RPC_CALL_WAITING || call->state == RPC_CALL_WAITING)
+    h2_stream_want_writable(&call->stream, to == RPC_CALL_WAITING || call->on_writable != NULL);
   call->state = to;
   if (to >= RPC_CALL_RUNNING) {
-    grpc_decoder_free(&call->dec);
     free(call->msg.data);
     call->msg.data = NULL;
-    if (call->conn)
-      call->conn->inbound -= call->inbound;
-    call->inbound = 0;
+    h2_stream_input_free(&call->stream);
   }
-  if (to == RPC_CALL_CLOSED && call->conn && call->out_len > call->out_off)
-    h2_conn_queued(call->conn, -(ptrdiff_t)(call->out_len - call->out_off));
 }
 
 /* ---- the request's decode arena ------------------------------------------------------ */
@@ -157,19 +151,19 @@ static void call_free(uv_handle_t *h) {
     call->arena = next;
   }
   decode_arena_release(&call->decode_arena);
-  grpc_decoder_free(&call->dec);
+  h2_stream_free(&call->stream);
   free(call->msg.data);
   free(call->path);
   free(call->content_type);
   free(call->method);
   free(call->encoding);
   free(call->timeout);
-  free(call->status_msg);
-  free(call->out);
   free(call);
 }
 
-int rpc_call_new(server_t *srv, h2_conn_t *conn, int32_t stream_id, rpc_call_t **out) {
+static const h2_stream_ops_t call_stream_ops;
+
+int rpc_call_accept(server_t *srv, uint64_t conn_id, int32_t stream_id, h2_stream_t **out) {
   rpc_call_t *call = calloc(1, sizeof(*call));
 
   if (call == NULL)
@@ -177,17 +171,15 @@ int rpc_call_new(server_t *srv, h2_conn_t *conn, int32_t stream_id, rpc_call_t *
   call->state = RPC_CALL_HEADERS;
   call->refs = 1;
   call->srv = srv;
-  call->conn = conn;
-  call->stream_id = stream_id;
-  snprintf(call->id, sizeof(call->id), "%llu#%d", (unsigned long long)conn->id, stream_id);
-  grpc_decoder_init(&call->dec, srv->cfg.max_message_bytes);
+  h2_stream_init(&call->stream, &call_stream_ops, srv->cfg.max_message_bytes);
+  snprintf(call->id, sizeof(call->id), "%llu#%d", (unsigned long long)conn_id, stream_id);
   uv_timer_init(srv->loop, &call->timer);
-  *out = call;
+  *out = &call->stream;
   return 0;
 }
 
 uint64_t rpc_call_conn_id(const rpc_call_t *call) {
-  return call->conn ? call->conn->id : 0;
+  return h2_stream_conn_id(&call->stream);
 }
 
 void rpc_call_db_started(rpc_call_t *call, db_req_t *q) {
@@ -255,6 +247,7 @@ void rpc_call_on_cancel(rpc_call_t *call, rpc_cancel_fn cb, void *arg) {
 void rpc_call_on_writable(rpc_call_t *call, rpc_writable_fn cb, void *arg) {
   call->on_writable = cb;
   call->writable_arg = arg;
+  h2_stream_want_writable(&call->stream, cb != NULL || call->state == RPC_CALL_WAITING);
 }
 
 void *rpc_call_alloc(rpc_call_t *call, size_t size) {
@@ -300,8 +293,10 @@ static char *dupn(const uint8_t *s, size_t n) {
   return p;
 }
 
-int rpc_call_on_header(rpc_call_t *call, const uint8_t *name, size_t namelen, const uint8_t *value,
-                       size_t valuelen) {
+/* The stream's header event: 0, or -1 to reset the stream. */
+static int call_on_header(h2_stream_t *s, const uint8_t *name, size_t namelen,
+                          const uint8_t *value, size_t valuelen) {
+  rpc_call_t *call = call_of(s);
   char **slot = NULL;
 
   /* Count what the decoder produced, not what crossed the wire: one HPACK reference can
@@ -319,7 +314,7 @@ int rpc_call_on_header(rpc_call_t *call, const uint8_t *name, size_t namelen, co
       log_info("call %s: request headers past 4 times the limit (%zu bytes in %u fields "
                "decoded): stream reset, the rest of the block skipped",
                call->id, call->header_bytes, call->header_count);
-      return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+      return -1;
     }
     return 0;
   }
@@ -349,7 +344,7 @@ int rpc_call_on_header(rpc_call_t *call, const uint8_t *name, size_t namelen, co
       return 0;
     }
     *slot = dupn(value, valuelen);
-    return *slot ? 0 : NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    return *slot ? 0 : -1;
   }
   {
     rpc_meta_t *m = calloc(1, sizeof(*m));
@@ -358,7 +353,7 @@ int rpc_call_on_header(rpc_call_t *call, const uint8_t *name, size_t namelen, co
       if (m)
         free(m->name);
       free(m);
-      return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+      return -1;
     }
     m->next = call->meta;
     call->meta = m;
@@ -411,7 +406,8 @@ static int content_type_ok(const char *ct) {
   return *ct == '\0' || *ct == ';';
 }
 
-void rpc_call_on_headers_end(rpc_call_t *call) {
+static void call_on_headers_done(h2_stream_t *s) {
+  rpc_call_t *call = call_of(s);
   uint64_t ms;
 
   if (call->state != RPC_CALL_HEADERS)
@@ -484,14 +480,8 @@ static void call_stream_message(rpc_call_t *call, grpc_message_t *msg) {
   }
   req = protobuf_c_message_unpack(call->m->input, NULL, msg->len, msg->data);
   free(msg->data);
-  {
-    /* The message is taken: its bytes no longer count as an unfinished request. */
-    size_t done = msg->len + GRPC_FRAME_PREFIX < call->inbound ? msg->len + GRPC_FRAME_PREFIX
-                                                               : call->inbound;
-    call->inbound -= done;
-    if (call->conn)
-      call->conn->inbound -= done;
-  }
+  /* The message is taken: its bytes no longer count as an unfinished request. */
+  h2_stream_input_taken(&call->stream, msg->len + GRPC_FRAME_PREFIX);
   if (req == NULL) {
     char buf[200];
     snprintf(buf, sizeof(buf), "request is not a valid %s message", call->m->input->name);
@@ -506,77 +496,31 @@ static void call_stream_message(rpc_call_t *call, grpc_message_t *msg) {
   rpc_call_unref(call);
 }
 
-/* The states that keep request body bytes. */
-static int call_reading(const rpc_call_t *call) {
-  return call->state == RPC_CALL_AUTHENTICATING || call->state == RPC_CALL_READING ||
-         call->state == RPC_CALL_STREAMING;
+/* The stream's message event: one whole request message, ours to free. */
+static void call_on_message(h2_stream_t *s, grpc_message_t *msg) {
+  rpc_call_t *call = call_of(s);
+
+  if (msg->compressed) {
+    free(msg->data);
+    call_finish(call, 200, GRPC_UNIMPLEMENTED,
+                "compressed messages are not supported; use identity encoding");
+    return;
+  }
+  if (call->m != NULL && call->m->client_streaming) {
+    call_stream_message(call, msg);
+    return;
+  }
+  if (++call->nmsgs > 1) {
+    free(msg->data);
+    call_finish(call, 200, GRPC_INVALID_ARGUMENT, "more than one request message for this method");
+    return;
+  }
+  call->msg = *msg;
 }
 
-void rpc_call_on_data(rpc_call_t *call, const uint8_t *data, size_t len) {
-  h2_conn_t *conn = call->conn;
-
-  if (!call_reading(call)) {
-    h2_conn_consume(conn, call->stream_id, len); /* refused or answered: dropped unread */
-    return;
-  }
-  if (call->state != RPC_CALL_AUTHENTICATING &&
-      conn->inbound + len > call->srv->cfg.max_conn_inbound) {
-    char msg[200];
-    snprintf(msg, sizeof(msg),
-             "connection holds %zu bytes of unfinished requests, over its limit of %zu; send "
-             "large requests one after another",
-             conn->inbound + len, call->srv->cfg.max_conn_inbound);
-    h2_conn_consume(conn, call->stream_id, len);
-    call_finish(call, 200, GRPC_RESOURCE_EXHAUSTED, msg);
-    return;
-  }
-  /* Credit for the body of a caller not yet authenticated is held back: until the token
-   * lookup answers, such a client can send no more than its windows. */
-  if (call->state == RPC_CALL_AUTHENTICATING)
-    call->unacked += len;
-  else
-    h2_conn_consume(conn, call->stream_id, len);
-  call->inbound += len;
-  conn->inbound += len;
-  while (len > 0 && call_reading(call)) {
-    grpc_message_t msg;
-    int got;
-    long n = grpc_decoder_feed(&call->dec, data, len, &msg, &got);
-
-    if (n < 0) {
-      char buf[160];
-      if (n == GRPC_WIRE_ETOOBIG) {
-        snprintf(buf, sizeof(buf), "request message of %zu bytes exceeds the limit of %zu bytes",
-                 call->dec.len, call->dec.max_len);
-        call_finish(call, 200, GRPC_RESOURCE_EXHAUSTED, buf);
-      } else if (n == GRPC_WIRE_EBADFLAG) {
-        call_finish(call, 200, GRPC_INTERNAL, "invalid message frame: bad compressed-flag byte");
-      } else {
-        call_finish(call, 200, GRPC_RESOURCE_EXHAUSTED, "out of memory reading the request");
-      }
-      return;
-    }
-    data += n;
-    len -= (size_t)n;
-    if (!got)
-      continue;
-    if (msg.compressed) {
-      free(msg.data);
-      call_finish(call, 200, GRPC_UNIMPLEMENTED,
-                  "compressed messages are not supported; use identity encoding");
-      return;
-    }
-    if (call->m != NULL && call->m->client_streaming) {
-      call_stream_message(call, &msg);
-      continue;
-    }
-    if (++call->nmsgs > 1) {
-      free(msg.data);
-      call_finish(call, 200, GRPC_INVALID_ARGUMENT, "more than one request message for this method");
-      return;
-    }
-    call->msg = msg;
-  }
+/* The stream's input_error event: the body cannot be read on. */
+static void call_on_input_error(h2_stream_t *s, int code, const char *why) {
+  call_finish(call_of(s), 200, code, why);
 }
 
 /* Authenticated (or public) and the client half-closed: check the framing, decode the one
@@ -585,15 +529,10 @@ static void call_dispatch(rpc_call_t *call) {
   rpc_decode_arena_t *a = &call->decode_arena;
   ProtobufCAllocator alloc = {decode_alloc, decode_free, a};
 
-  if (grpc_decoder_partial(&call->dec)) {
-    char buf[160];
-    if (call->dec.state == GRPC_DEC_BODY)
-      snprintf(buf, sizeof(buf), "truncated request message: %zu of %zu bytes", call->dec.have,
-               call->dec.len);
-    else
-      snprintf(buf, sizeof(buf), "truncated request message prefix: %zu of 5 bytes",
-               call->dec.prefix_have);
-    call_finish(call, 200, GRPC_INVALID_ARGUMENT, buf);
+  char why[160];
+
+  if (h2_stream_input_partial(&call->stream, why, sizeof(why))) {
+    call_finish(call, 200, GRPC_INVALID_ARGUMENT, why);
     return;
   }
   if (call->m->client_streaming) { /* the client half-closed: the handler ends the call */
@@ -605,7 +544,7 @@ static void call_dispatch(rpc_call_t *call) {
     call_finish(call, 200, GRPC_INVALID_ARGUMENT, "request message missing");
     return;
   }
-  if (call->conn && h2_conn_congested(call->conn)) {
+  if (h2_stream_congested(&call->stream)) {
     /* The peer is not reading what this connection already owes it: the call waits (its
      * request undecoded) until the output drains, rather than adding to it. Calls already
      * running finish; how many run at once is bounded by --db-queue-per-conn. */
@@ -646,11 +585,12 @@ void rpc_call_authenticated(rpc_call_t *call) {
   call_set_state(call, RPC_CALL_READING);
   if (call->remote_ended)
     call_dispatch(call);
-  if (call->conn)
-    h2_conn_flush(call->conn); /* the credit held for the body, at least */
+  h2_stream_flush(&call->stream); /* the credit held for the body, at least */
 }
 
-void rpc_call_on_end_stream(rpc_call_t *call) {
+static void call_on_end(h2_stream_t *s) {
+  rpc_call_t *call = call_of(s);
+
   call->remote_ended = 1;
   if (call->state == RPC_CALL_HEADERS) { /* no HEADERS end seen: cannot happen with nghttp2 */
     call_finish(call, 400, GRPC_INTERNAL, "request ended before its headers");
@@ -660,12 +600,13 @@ void rpc_call_on_end_stream(rpc_call_t *call) {
     call_dispatch(call);
 }
 
-void rpc_call_stream_closed(rpc_call_t *call, uint32_t error_code, const char *conn_reason) {
+/* The stream's closed event: reset or closed by the peer, or its connection went. */
+static void call_on_closed(h2_stream_t *s, uint32_t error_code, const char *conn_reason) {
+  rpc_call_t *call = call_of(s);
   rpc_call_state_t was = call->state;
   rpc_cancel_fn cb = call->on_cancel;
 
   call_set_state(call, RPC_CALL_CLOSED);
-  call->conn = NULL;
   call->on_cancel = NULL;
   call->on_writable = NULL;
   uv_timer_stop(&call->timer);
@@ -683,190 +624,58 @@ void rpc_call_stream_closed(rpc_call_t *call, uint32_t error_code, const char *c
   rpc_call_unref(call);
 }
 
-void rpc_call_conn_ready(rpc_call_t *call) {
+/* The stream's writable event: the connection can take output again. A waiting call runs;
+ * a streaming handler produces more. */
+static void call_on_writable(h2_stream_t *s) {
+  rpc_call_t *call = call_of(s);
+
   if (call->state == RPC_CALL_WAITING)
     call_dispatch(call);
   else if ((call->state == RPC_CALL_RUNNING || call->state == RPC_CALL_STREAMING) &&
-           call->on_writable && call->conn)
-    h2_conn_queue_writable(call->conn, call);
-}
-
-void rpc_call_run_writable(rpc_call_t *call) {
-  if (call->conn && h2_conn_congested(call->conn))
-    return; /* paused with its connection; woken by rpc_call_conn_ready() */
-  if ((call->state == RPC_CALL_RUNNING || call->state == RPC_CALL_STREAMING) && call->on_writable)
+           call->on_writable)
     call->on_writable(call, call->writable_arg);
 }
 
+static const h2_stream_ops_t call_stream_ops = {
+    .header = call_on_header,
+    .headers_done = call_on_headers_done,
+    .message = call_on_message,
+    .input_error = call_on_input_error,
+    .end = call_on_end,
+    .closed = call_on_closed,
+    .writable = call_on_writable,
+};
+
 /* ---- response ---------------------------------------------------------------------- */
-
-static void trailer_nv(nghttp2_nv *nv, const char *name, const char *value) {
-  nv->name = (uint8_t *)name;
-  nv->namelen = strlen(name);
-  nv->value = (uint8_t *)value;
-  nv->valuelen = strlen(value);
-  nv->flags = NGHTTP2_NV_FLAG_NONE;
-}
-
-static size_t status_nv(rpc_call_t *call, nghttp2_nv *nv, char *code) {
-  size_t n = 0;
-  snprintf(code, 12, "%d", call->status);
-  trailer_nv(&nv[n++], "grpc-status", code);
-  if (call->status_msg && call->status_msg[0])
-    trailer_nv(&nv[n++], "grpc-message", call->status_msg);
-  if (call->status == GRPC_UNIMPLEMENTED)
-    trailer_nv(&nv[n++], "grpc-accept-encoding", "identity");
-  return n;
-}
-
-static ssize_t call_read_data(nghttp2_session *s, int32_t stream_id, uint8_t *buf, size_t length,
-                              uint32_t *flags, nghttp2_data_source *src, void *ud) {
-  rpc_call_t *call = src->ptr;
-  size_t avail = call->out_len - call->out_off;
-  size_t n = avail < length ? avail : length;
-  (void)ud;
-
-  memcpy(buf, call->out + call->out_off, n);
-  call->out_off += n;
-  if (n > 0 && call->conn)
-    h2_conn_queued(call->conn, -(ptrdiff_t)n);
-  if (call->out_off == call->out_len)
-    call->out_off = call->out_len = 0;
-  if (call->out_len == 0 && call->status_ready) {
-    nghttp2_nv nv[3];
-    char code[12];
-    size_t nnv = status_nv(call, nv, code);
-    *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
-    if (nghttp2_submit_trailer(s, stream_id, nv, nnv) != 0)
-      return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    return (ssize_t)n;
-  }
-  if (n == 0) {
-    call->data_deferred = 1;
-    return NGHTTP2_ERR_DEFERRED;
-  }
-  if (call->out_len - call->out_off < RPC_LOW_WATER && call->on_writable && call->conn)
-    h2_conn_queue_writable(call->conn, call);
-  return (ssize_t)n;
-}
-
-static int call_start_response(rpc_call_t *call) {
-  nghttp2_nv hdrs[2];
-  nghttp2_data_provider dp;
-
-  trailer_nv(&hdrs[0], ":status", "200");
-  trailer_nv(&hdrs[1], "content-type", "application/grpc");
-  dp.source.ptr = call;
-  dp.read_callback = call_read_data;
-  if (nghttp2_submit_response(call->conn->session, call->stream_id, hdrs, 2, &dp) != 0)
-    return -ENOMEM;
-  call->response_started = 1;
-  return 0;
-}
-
-static void call_kick(rpc_call_t *call) {
-  if (call->data_deferred) {
-    call->data_deferred = 0;
-    nghttp2_session_resume_data(call->conn->session, call->stream_id);
-  }
-  h2_conn_flush(call->conn);
-}
 
 static void call_finish(rpc_call_t *call, int http_status, int code, const char *msg) {
   if (call->state >= RPC_CALL_FINISHING)
     return;
-  if (call->conn == NULL) {
+  if (!h2_stream_live(&call->stream)) {
     call_set_state(call, RPC_CALL_FINISHING);
     return;
   }
   if (code != GRPC_OK)
     log_info("call %s %s: %s: %s", call->id, call->path ? call->path : "?", grpc_status_name(code),
              msg ? msg : "");
-  call->status = code;
-  call->status_msg = grpc_message_encode(msg ? msg : "", msg ? strlen(msg) : 0);
   uv_timer_stop(&call->timer);
   call->on_writable = NULL;
-  if (!call->response_started && call->out_len == 0) {
-    /* Trailers-only: one HEADERS frame with END_STREAM. */
-    nghttp2_nv nv[5];
-    char status[8], codebuf[12];
-    size_t n = 0;
-    snprintf(status, sizeof(status), "%d", http_status);
-    trailer_nv(&nv[n++], ":status", status);
-    trailer_nv(&nv[n++], "content-type", "application/grpc");
-    n += status_nv(call, nv + n, codebuf);
-    nghttp2_submit_response(call->conn->session, call->stream_id, nv, n, NULL);
-    /* A client still uploading a request we refused keeps sending; its DATA is discarded
-     * (and flow-control credit returned) until it half-closes. An RST_STREAM here would
-     * race the trailers in some clients. */
-    call_set_state(call, RPC_CALL_FINISHING);
-    h2_conn_flush(call->conn);
-    return;
-  }
   call_set_state(call, RPC_CALL_FINISHING);
-  call->status_ready = 1;
-  if (!call->response_started && call_start_response(call) != 0) {
-    h2_conn_close(call->conn, "out of memory");
-    return;
-  }
-  call_kick(call);
-}
-
-static int call_append(rpc_call_t *call, const ProtobufCMessage *msg) {
-  size_t len = protobuf_c_message_get_packed_size(msg);
-  size_t need;
-
-  if (len > UINT32_MAX)
-    return -E2BIG;
-  if (call->out_off > 0 && call->out_off == call->out_len)
-    call->out_off = call->out_len = 0;
-  need = call->out_len + GRPC_FRAME_PREFIX + len;
-  if (need > call->out_cap) {
-    size_t cap = call->out_cap ? call->out_cap : 256;
-    uint8_t *nb;
-    /* Compact before growing: the drained head is dead space. */
-    if (call->out_off > 0) {
-      memmove(call->out, call->out + call->out_off, call->out_len - call->out_off);
-      call->out_len -= call->out_off;
-      call->out_off = 0;
-      need = call->out_len + GRPC_FRAME_PREFIX + len;
-    }
-    while (cap < need)
-      cap *= 2;
-    if (cap > call->out_cap) {
-      nb = realloc(call->out, cap);
-      if (nb == NULL)
-        return -ENOMEM;
-      call->out = nb;
-      call->out_cap = cap;
-    }
-  }
-  grpc_frame_prefix(call->out + call->out_len, (uint32_t)len);
-  protobuf_c_message_pack(msg, call->out + call->out_len + GRPC_FRAME_PREFIX);
-  call->out_len += GRPC_FRAME_PREFIX + len;
-  if (call->conn)
-    h2_conn_queued(call->conn, (ptrdiff_t)(GRPC_FRAME_PREFIX + len));
-  return 0;
+  h2_stream_finish(&call->stream, http_status, code, msg);
 }
 
 int rpc_send(rpc_call_t *call, const ProtobufCMessage *msg) {
-  int rc;
-
-  if ((call->state != RPC_CALL_RUNNING && call->state != RPC_CALL_STREAMING) || call->conn == NULL)
+  if ((call->state != RPC_CALL_RUNNING && call->state != RPC_CALL_STREAMING) ||
+      !h2_stream_live(&call->stream))
     return -ECANCELED;
-  rc = call_append(call, msg);
-  if (rc != 0)
-    return rc;
-  if (!call->response_started && call_start_response(call) != 0)
-    return -ENOMEM;
-  call_kick(call);
-  return 0;
+  return h2_stream_write(&call->stream, msg, 1);
 }
 
 int rpc_reply(rpc_call_t *call, const ProtobufCMessage *msg) {
-  if (call->state != RPC_CALL_RUNNING || call->conn == NULL)
+  if (call->state != RPC_CALL_RUNNING || !h2_stream_live(&call->stream))
     return 0;
-  if (call_append(call, msg) != 0) {
+  /* Queued, not sent: the message and its trailers leave together. */
+  if (h2_stream_write(&call->stream, msg, 0) != 0) {
     call_finish(call, 200, GRPC_INTERNAL, "out of memory encoding the response");
     return -ENOMEM;
   }
@@ -875,12 +684,7 @@ int rpc_reply(rpc_call_t *call, const ProtobufCMessage *msg) {
 }
 
 size_t rpc_call_buffered(const rpc_call_t *call) {
-  size_t own = call->out_len - call->out_off;
-  /* A congested connection makes each of its streams look full, so streaming handlers
-   * pause; they are woken through their writable callback when it drains. */
-  if (call->conn && h2_conn_congested(call->conn) && call->conn->queued > own)
-    return call->conn->queued;
-  return own;
+  return h2_stream_buffered(&call->stream);
 }
 
 static void call_vfinish(rpc_call_t *call, grpc_status_t code, const char *fmt, va_list ap) {

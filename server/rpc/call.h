@@ -1,17 +1,17 @@
 #ifndef CLUED_RPC_CALL_H
 #define CLUED_RPC_CALL_H
 
-/* The call object: one gRPC call = one HTTP/2 stream. Private to the transport (net/) and
- * the rpc layer; services see only rpc/rpc.h. */
+/* The call object: one gRPC call = one HTTP/2 stream. Private to the rpc layer; services
+ * see only rpc/rpc.h. The call owns an h2_stream_t and sees the transport only through
+ * net/h2_stream.h: start a reply, write a message, finish with a status; and the stream's
+ * events (headers, message, end, cancel, writable). */
 
-#include <nghttp2/nghttp2.h>
 #include <stdint.h>
 #include <uv.h>
 
 #include "net/grpc_wire.h"
+#include "net/h2_stream.h"
 #include "rpc/rpc.h"
-
-typedef struct h2_conn h2_conn_t;
 
 /* HEADERS -> AUTHENTICATING (methods that need a caller) -> READING [-> STREAMING for
  * client-streaming methods] [-> WAITING] -> RUNNING -> FINISHING -> CLOSED; FINISHING and
@@ -63,11 +63,7 @@ struct rpc_call {
   rpc_call_state_t state;
   int refs;
   server_t *srv;
-  h2_conn_t *conn;      /* NULL once the stream closed */
-  int32_t stream_id;
-  rpc_call_t *prev, *next;   /* conn->calls */
-  rpc_call_t *next_writable; /* conn->writable */
-  unsigned queued_writable : 1;
+  h2_stream_t stream;   /* the transport's; detached once the stream closed */
   char id[48];
 
   /* request */
@@ -75,12 +71,9 @@ struct rpc_call {
   rpc_meta_t *meta;
   unsigned bad_header : 1; /* a header we refuse (e.g. duplicate pseudo-header) */
   unsigned remote_ended : 1; /* the client half-closed the stream */
-  size_t unacked;          /* body bytes whose flow-control credit waits for authentication */
-  size_t inbound;          /* body bytes kept (counted in the connection's inbound total) */
   unsigned headers_over : 1; /* over a header limit: the rest is counted, not kept */
   size_t header_bytes;       /* decoded header list size so far (RFC 7541 entry sizes) */
   unsigned header_count;
-  grpc_decoder_t dec;
   grpc_message_t msg;   /* the request message, once complete */
   int nmsgs;
   const rpc_method_t *m;
@@ -90,15 +83,6 @@ struct rpc_call {
   uint64_t deadline_ms; /* 0: none */
   uv_timer_t timer;     /* deadline; the call is freed in this handle's close callback */
 
-  /* response */
-  unsigned response_started : 1; /* headers submitted with a data provider */
-  unsigned status_ready : 1;     /* trailers to send once the buffer drains */
-  unsigned data_deferred : 1;    /* the data provider returned DEFERRED */
-  int status;
-  char *status_msg;
-  uint8_t *out;
-  size_t out_off, out_len, out_cap;
-
   rpc_cancel_fn on_cancel;
   void *cancel_arg;
   rpc_writable_fn on_writable;
@@ -107,38 +91,12 @@ struct rpc_call {
   db_req_t *db_req; /* database request in flight, cancelled if the call ends first */
 };
 
-/** Create a call for a new stream. Returns 0 or -ENOMEM. The stream holds the first reference. */
-int rpc_call_new(server_t *srv, h2_conn_t *conn, int32_t stream_id, rpc_call_t **out)
+/**
+ * The server's stream_accept hook: create a call for stream stream_id of connection conn_id
+ * and hand back its stream for the connection to attach. The stream holds the first
+ * reference. Returns 0 or -ENOMEM.
+ */
+int rpc_call_accept(server_t *srv, uint64_t conn_id, int32_t stream_id, h2_stream_t **out)
     __attribute__((warn_unused_result));
-
-/**
- * One request header, as decoded (HPACK references included). Counts it against the
- * server's header-list size and count limits; past either, nothing more is kept and the call
- * is refused with RESOURCE_EXHAUSTED when the headers end. Returns 0, or an nghttp2 error
- * to reset the stream (out of memory).
- */
-int rpc_call_on_header(rpc_call_t *call, const uint8_t *name, size_t namelen, const uint8_t *value,
-                       size_t valuelen);
-
-/** The request headers are complete: validate them, look up the method, start the deadline. */
-void rpc_call_on_headers_end(rpc_call_t *call);
-
-/** Request body bytes (any split). */
-void rpc_call_on_data(rpc_call_t *call, const uint8_t *data, size_t len);
-
-/** The client half-closed the stream: decode the request and dispatch once authenticated. */
-void rpc_call_on_end_stream(rpc_call_t *call);
-
-/**
- * The stream is gone: closed or reset (error_code), or its connection closed (conn_reason,
- * for the log; NULL otherwise). Drops the stream's reference.
- */
-void rpc_call_stream_closed(rpc_call_t *call, uint32_t error_code, const char *conn_reason);
-
-/** The connection's output congestion eased: run a waiting call, wake a paused stream. */
-void rpc_call_conn_ready(rpc_call_t *call);
-
-/** Run the writable callback queued by the data provider. */
-void rpc_call_run_writable(rpc_call_t *call);
 
 #endif

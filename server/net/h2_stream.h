@@ -1,0 +1,183 @@
+#ifndef CLUED_NET_H2_STREAM_H
+#define CLUED_NET_H2_STREAM_H
+
+/* One HTTP/2 stream carrying one gRPC call: the only code that does nghttp2 stream I/O.
+ * It takes the request headers in, frames the request body into messages, holds or returns
+ * its flow-control credit, buffers the reply behind nghttp2's data provider and ends it with
+ * the trailers.
+ *
+ * The layer above (rpc/) embeds an h2_stream_t in its call object, sees it only through the
+ * functions below, and hears of it through the events of h2_stream_ops_t. It creates the
+ * call when a connection asks it to (the server's stream_accept hook). The stream never
+ * frees its owner: after the closed event it is detached (no connection), and the owner
+ * releases it with h2_stream_free() when it frees itself. */
+
+#include <protobuf-c/protobuf-c.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "net/grpc_wire.h"
+
+typedef struct h2_conn h2_conn_t;
+typedef struct h2_stream h2_stream_t;
+
+/** What the stream does with request body bytes as they arrive. */
+typedef enum h2_input {
+  H2_IN_DISCARD, /* drop them, return their credit (refused, answered, or not yet asked) */
+  H2_IN_HOLD,    /* frame them into messages, hold their credit (caller not yet known) */
+  H2_IN_READ,    /* frame them into messages, return their credit */
+} h2_input_t;
+
+/* IDLE -> SENDING <-> DEFERRED -> TRAILING -> DONE; IDLE -> TRAILING; IDLE -> DONE
+ * (trailers-only); any -> CLOSED when nghttp2 closes the stream or its connection closes. */
+typedef enum h2_output {
+  H2_OUT_IDLE,     /* nothing submitted yet */
+  H2_OUT_SENDING,  /* reply HEADERS submitted with the data provider */
+  H2_OUT_DEFERRED, /* the data provider ran dry; nghttp2 waits for resume */
+  H2_OUT_TRAILING, /* status decided: the trailers go once the buffer drains */
+  H2_OUT_DONE,     /* trailers (or a trailers-only reply) submitted */
+  H2_OUT_CLOSED,   /* the stream is gone */
+} h2_output_t;
+
+/** The events of a stream, run by the transport. None may free the owner synchronously. */
+typedef struct h2_stream_ops {
+  /** One request header as decoded. Returns 0, or -1 to reset the stream. */
+  int (*header)(h2_stream_t *s, const uint8_t *name, size_t namelen, const uint8_t *value,
+                size_t valuelen);
+  /** The request headers are complete. */
+  void (*headers_done)(h2_stream_t *s);
+  /** One whole request message; the callee owns msg->data. */
+  void (*message)(h2_stream_t *s, grpc_message_t *msg);
+  /** The request body cannot be read on (framing, size, the connection's inbound cap). */
+  void (*input_error)(h2_stream_t *s, int grpc_code, const char *why);
+  /** The client half-closed the stream. */
+  void (*end)(h2_stream_t *s);
+  /**
+   * The stream is gone: reset by the peer or closed (error_code), or its connection closed
+   * (conn_reason, for the log; NULL otherwise). The stream is detached when this runs.
+   */
+  void (*closed)(h2_stream_t *s, uint32_t error_code, const char *conn_reason);
+  /**
+   * The connection can take more output: this stream's buffer fell below the low-water mark
+   * or the connection's congestion eased. Only for streams that asked (h2_stream_want_writable).
+   */
+  void (*writable)(h2_stream_t *s);
+} h2_stream_ops_t;
+
+struct h2_stream { /* fields are the transport's; the owner uses the functions below */
+  const h2_stream_ops_t *ops;
+  h2_conn_t *conn;                /* NULL once the stream closed */
+  int32_t id;
+  h2_stream_t *prev, *next;       /* conn->streams */
+  h2_stream_t *next_writable;     /* conn->writable */
+  unsigned queued_writable : 1;
+  unsigned want_writable : 1;
+  h2_input_t in;
+  h2_output_t out;
+  size_t unacked;                 /* body bytes whose credit is held (H2_IN_HOLD) */
+  size_t inbound;                 /* body bytes kept, counted in the connection's total */
+  grpc_decoder_t dec;
+  int status;
+  char *status_msg;               /* percent-encoded grpc-message */
+  uint8_t *buf;                   /* reply bytes not yet taken by nghttp2 */
+  size_t off, len, cap;
+};
+
+/**
+ * Set up s, detached, with the owner's events: the owner calls this from the server's
+ * stream_accept hook, which the connection then attaches. max_message is the largest
+ * request message accepted.
+ */
+void h2_stream_init(h2_stream_t *s, const h2_stream_ops_t *ops, size_t max_message);
+
+/** Release what the stream holds (its reply buffer, decoder). s must be detached. */
+void h2_stream_free(h2_stream_t *s);
+
+/** True while the stream is attached to its connection. */
+int h2_stream_live(const h2_stream_t *s);
+
+/** The number of the connection the stream came on (0 once detached). */
+uint64_t h2_stream_conn_id(const h2_stream_t *s);
+
+/** Change what is done with request body bytes from now on (see h2_input_t). */
+void h2_stream_set_input(h2_stream_t *s, h2_input_t in);
+
+/** n bytes of a delivered request message were consumed: they no longer count as kept. */
+void h2_stream_input_taken(h2_stream_t *s, size_t n);
+
+/** Forget every request byte kept (framing state included): the request is done with. */
+void h2_stream_input_free(h2_stream_t *s);
+
+/** True if a request message is only partly received; why says how much (for a status). */
+int h2_stream_input_partial(const h2_stream_t *s, char *why, size_t whylen);
+
+/** Start the reply (HEADERS :status 200 with the data provider). Returns 0 or -ENOMEM. */
+int h2_stream_start_reply(h2_stream_t *s) __attribute__((warn_unused_result));
+
+/**
+ * Queue one reply message (framed). With send, start the reply if needed and send what flow
+ * control allows; without, leave it for h2_stream_finish() (a unary reply and its trailers
+ * then leave together). Returns 0, -ECANCELED if detached or already finished, -E2BIG,
+ * -ENOMEM.
+ */
+int h2_stream_write(h2_stream_t *s, const ProtobufCMessage *msg, int send)
+    __attribute__((warn_unused_result));
+
+/**
+ * Finish with a gRPC status: trailers after the queued messages, or a trailers-only reply
+ * with http_status if nothing was queued. A no-op once finished or detached.
+ */
+void h2_stream_finish(h2_stream_t *s, int http_status, int grpc_code, const char *msg);
+
+/** True once h2_stream_finish() ran (or the stream is gone). */
+int h2_stream_finished(const h2_stream_t *s);
+
+/**
+ * Reply bytes queued on the stream and not yet taken by HTTP/2 flow control; while the
+ * connection is congested, its whole queue, so that a streaming producer pauses.
+ */
+size_t h2_stream_buffered(const h2_stream_t *s);
+
+/** True while the stream's connection has more output queued than --max-conn-buffer. */
+int h2_stream_congested(const h2_stream_t *s);
+
+/** Ask for (or stop asking for) the writable event. */
+void h2_stream_want_writable(h2_stream_t *s, int on);
+
+/** Something on the connection ended that a waiting stream may wait for: wake the writers. */
+void h2_stream_wake(h2_stream_t *s);
+
+/** Send what is queued now (safe at any time; deferred inside nghttp2 callbacks). */
+void h2_stream_flush(h2_stream_t *s);
+
+/* ---- for h2_conn.c only ------------------------------------------------------------- */
+
+/** The server's hook created and initialised s: attach it to c as stream id. */
+void h2_stream_attach(h2_stream_t *s, h2_conn_t *c, int32_t id);
+
+/** One request header. Returns 0 or NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE (reset it). */
+int h2_stream_recv_header(h2_stream_t *s, const uint8_t *name, size_t namelen,
+                          const uint8_t *value, size_t valuelen);
+
+/** The request HEADERS frame ended. */
+void h2_stream_recv_headers_done(h2_stream_t *s);
+
+/** The client half-closed the stream (END_STREAM). */
+void h2_stream_recv_end(h2_stream_t *s);
+
+/** Request body bytes for the stream. */
+void h2_stream_recv_data(h2_stream_t *s, const uint8_t *data, size_t len);
+
+/**
+ * The stream closed (error_code) or its connection closes (conn_reason): detach and tell
+ * the owner.
+ */
+void h2_stream_detach(h2_stream_t *s, uint32_t error_code, const char *conn_reason);
+
+/** Fire the writable event if the connection can take output. */
+void h2_stream_run_writable(h2_stream_t *s);
+
+/** Congestion eased: queue the writable event of every stream that asked for it. */
+void h2_stream_wake_all(h2_conn_t *c);
+
+#endif
