@@ -6,16 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "db/db.h"
 #include "log.h"
 #include "net/h2_conn.h"
 #include "net/tls.h"
 #include "rpc/call.h"
-#include "rpc/table.h"
-#include "audit/tree.h"
-#include "service/audit_watch.h"
-#include "service/health.h"
-#include "service/reflection.h"
 
 void server_config_defaults(server_config_t *cfg) {
   memset(cfg, 0, sizeof(*cfg));
@@ -257,8 +251,21 @@ int server_init(server_t *srv, uv_loop_t *loop, const server_config_t *cfg) {
   return 0;
 }
 
-static void db_closed(void *arg) {
-  (void)arg;
+int server_start_modules(server_t *srv, const server_module_t *const *mods, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    int rc;
+    if (srv->nmodules == SERVER_MAX_MODULES) {
+      log_error("too many server modules (%d at most)", SERVER_MAX_MODULES);
+      return -ENOMEM;
+    }
+    srv->modules[srv->nmodules++] = mods[i];
+    rc = mods[i]->start ? mods[i]->start(srv) : 0;
+    if (rc != 0) {
+      log_error("cannot start %s: %d", mods[i]->name, rc);
+      return rc;
+    }
+  }
+  return 0;
 }
 
 /* The last step of a shutdown: close the server's own handles so the loop runs dry. */
@@ -271,13 +278,9 @@ static void server_stop(server_t *srv) {
   uv_close((uv_handle_t *)&srv->sigint, NULL);
   uv_close((uv_handle_t *)&srv->sigterm, NULL);
   uv_close((uv_handle_t *)&srv->sighup, NULL);
-  health_close(srv);
-  audit_close(srv);
-  audit_tree_close(srv);
-  if (srv->db) {
-    db_pool_close(srv->db, db_closed, NULL);
-    srv->db = NULL;
-  }
+  for (unsigned i = srv->nmodules; i-- > 0;)
+    if (srv->modules[i]->close)
+      srv->modules[i]->close(srv);
 }
 
 void server_conn_closed(server_t *srv) {
@@ -300,8 +303,9 @@ void server_shutdown(server_t *srv) {
     return;
   srv->state = SERVER_DRAINING;
   uv_close((uv_handle_t *)&srv->listener, NULL);
-  health_shutdown(srv);
-  audit_shutdown(srv);
+  for (unsigned i = srv->nmodules; i-- > 0;)
+    if (srv->modules[i]->shutdown)
+      srv->modules[i]->shutdown(srv);
   for (c = srv->conns; c; c = next) {
     next = c->next;
     h2_conn_drain(c);
@@ -314,10 +318,10 @@ void server_shutdown(server_t *srv) {
 }
 
 void server_free(server_t *srv) {
-  auth_cache_free(&srv->auth_cache);
-  rpc_table_free(srv->methods);
-  srv->methods = NULL;
-  reflection_close(srv);
+  for (unsigned i = srv->nmodules; i-- > 0;)
+    if (srv->modules[i]->free)
+      srv->modules[i]->free(srv);
+  srv->nmodules = 0;
   tls_server_free(srv->tls);
   srv->tls = NULL;
 }

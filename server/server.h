@@ -59,6 +59,22 @@ typedef struct server_config {
   uint64_t checkpoint_ms;       /* ... or after this long with unsigned events (10000) */
 } server_config_t;
 
+/**
+ * A part of the server with a life of its own (the method table, the database pool, health,
+ * audit, ...). Modules start in the order registered; they hear of a shutdown, are closed
+ * (once the last connection is gone) and freed (after the loop stopped) in reverse order.
+ * Every hook may be NULL. A module whose start failed is still shut down, closed and freed.
+ */
+typedef struct server_module {
+  const char *name;
+  int (*start)(server_t *srv);     /* 0 or a negative error, logged by the module */
+  void (*shutdown)(server_t *srv); /* the server drains: end streams, stop taking work */
+  void (*close)(server_t *srv);    /* the last connection is gone: close handles */
+  void (*free)(server_t *srv);     /* the loop has stopped: release memory */
+} server_module_t;
+
+#define SERVER_MAX_MODULES 16
+
 typedef enum server_state {
   SERVER_RUNNING,
   SERVER_DRAINING, /* stopped accepting, GOAWAY sent, waiting for calls in flight */
@@ -77,6 +93,8 @@ struct server {
   uv_timer_t sweep_timer;       /* once a second: connection timeouts */
   uint64_t refused_conns;       /* over --max-connections, since the last log line */
   uint64_t refused_logged_ms;
+  const server_module_t *modules[SERVER_MAX_MODULES]; /* started (or tried), in order */
+  unsigned nmodules;
   rpc_table_t *methods;
   db_pool_t *db;                /* NULL when running without a database */
   health_t *health;
@@ -101,6 +119,14 @@ void server_config_defaults(server_config_t *cfg);
 
 /** Create the server: bind and listen on cfg->listen, install signal handlers. */
 int server_init(server_t *srv, uv_loop_t *loop, const server_config_t *cfg)
+    __attribute__((warn_unused_result));
+
+/**
+ * Start the modules in order (each is registered as it starts, so that a failure still
+ * closes what came before). Returns 0 or the first module's error; stop with
+ * server_shutdown() and server_free() either way.
+ */
+int server_start_modules(server_t *srv, const server_module_t *const *mods, size_t n)
     __attribute__((warn_unused_result));
 
 /** Begin graceful shutdown: stop accepting, GOAWAY everywhere, start the grace timer. */

@@ -49,7 +49,9 @@ static int tree_start(server_t *srv) {
   return rc;
 }
 
-int services_start(server_t *srv) {
+/* ---- the modules, in the order they start ------------------------------------------ */
+
+static int methods_start(server_t *srv) {
   int rc = rpc_table_new(&srv->methods);
 
   if (rc == 0)
@@ -74,32 +76,73 @@ int services_start(server_t *srv) {
   if (rc == 0)
     rc = rpc_table_add(srv->methods, debug_methods, debug_nmethods);
 #endif
-  if (rc != 0) {
+  if (rc != 0)
     log_error("cannot build the method table: %d", rc);
-    return rc;
-  }
-  if ((rc = reflection_init(srv)) != 0)
-    return rc;
-  if (srv->cfg.database_url) {
-    db_config_t dc = {0};
-    dc.conninfo = srv->cfg.database_url;
-    dc.size = srv->cfg.db_pool_size;
-    dc.queue_max = srv->cfg.db_queue_max;
-    dc.statement_timeout_ms = srv->cfg.db_statement_timeout_ms;
-    dc.lock_timeout_ms = srv->cfg.db_lock_timeout_ms;
-    dc.per_owner_max = srv->cfg.db_queue_per_conn;
-    rc = db_pool_new(srv->loop, &dc, &srv->db);
-    if (rc != 0) {
-      log_error("cannot create the database pool");
-      return -ENOMEM;
-    }
-  }
-  rc = rpc_auth_init(srv);
-  if (rc == 0)
-    rc = health_init(srv);
-  if (rc == 0)
-    rc = audit_init(srv);
-  if (rc == 0 && srv->db)
-    rc = tree_start(srv);
   return rc;
+}
+
+static void methods_free(server_t *srv) {
+  rpc_table_free(srv->methods);
+  srv->methods = NULL;
+}
+
+/* The database pool: created here and closed here, nowhere else. */
+static int pool_start(server_t *srv) {
+  db_config_t dc = {0};
+
+  if (srv->cfg.database_url == NULL)
+    return 0;
+  dc.conninfo = srv->cfg.database_url;
+  dc.size = srv->cfg.db_pool_size;
+  dc.queue_max = srv->cfg.db_queue_max;
+  dc.statement_timeout_ms = srv->cfg.db_statement_timeout_ms;
+  dc.lock_timeout_ms = srv->cfg.db_lock_timeout_ms;
+  dc.per_owner_max = srv->cfg.db_queue_per_conn;
+  if (db_pool_new(srv->loop, &dc, &srv->db) != 0) {
+    log_error("cannot create the database pool");
+    return -ENOMEM;
+  }
+  return 0;
+}
+
+static void pool_closed(void *arg) {
+  (void)arg;
+}
+
+static void pool_close(server_t *srv) {
+  if (srv->db) {
+    db_pool_close(srv->db, pool_closed, NULL);
+    srv->db = NULL;
+  }
+}
+
+static void auth_free(server_t *srv) {
+  auth_cache_free(&srv->auth_cache);
+}
+
+static int tree_start_if_db(server_t *srv) {
+  return srv->db ? tree_start(srv) : 0;
+}
+
+static const server_module_t methods_module = {"the method table", methods_start, NULL, NULL,
+                                               methods_free};
+static const server_module_t reflection_module = {"reflection", reflection_init, NULL, NULL,
+                                                  reflection_close};
+static const server_module_t pool_module = {"the database pool", pool_start, NULL, pool_close,
+                                            NULL};
+static const server_module_t auth_module = {"authentication", rpc_auth_init, NULL, NULL,
+                                            auth_free};
+static const server_module_t health_module = {"health", health_init, health_shutdown,
+                                              health_close, NULL};
+static const server_module_t audit_module = {"audit watch", audit_init, audit_shutdown,
+                                             audit_close, NULL};
+static const server_module_t tree_module = {"the audit tree", tree_start_if_db, NULL,
+                                            audit_tree_close, NULL};
+
+int services_start(server_t *srv) {
+  static const server_module_t *const modules[] = {
+      &methods_module, &reflection_module, &pool_module, &auth_module,
+      &health_module,  &audit_module,      &tree_module,
+  };
+  return server_start_modules(srv, modules, sizeof(modules) / sizeof(modules[0]));
 }

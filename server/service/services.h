@@ -4,8 +4,10 @@
 #include "server.h"
 
 /**
- * Build the method table, open the database pool (when configured) and the services'
- * shared state. Returns 0 or a negative error (logged).
+ * Register and start the server's modules: the method table, reflection, the database pool
+ * (when configured), authentication, health, audit watch, the audit tree. The server shuts
+ * them down, closes and frees them through their hooks. Returns 0 or a negative error
+ * (logged).
  */
 int services_start(server_t *srv) __attribute__((warn_unused_result));
 
