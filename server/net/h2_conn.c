@@ -237,6 +237,7 @@ static void conn_change_state(h2_conn_t *c, h2_conn_state_t to, const char *why)
       h2_stream_detach(c->streams, NGHTTP2_CANCEL, why);
     nghttp2_session_del(c->session);
     c->session = NULL;
+    tls_close_notify(c->tls); /* a TLS peer can tell our close from a cut connection */
     uv_close((uv_handle_t *)&c->tcp, conn_free_cb);
     server_conn_closed(srv);
     break;

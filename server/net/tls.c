@@ -499,6 +499,23 @@ fail:
   return -ENOMEM;
 }
 
+void tls_close_notify(tls_conn_t *tc) {
+  char alert[256];
+  size_t n;
+
+  if (tc == NULL || tc->state != TLS_OPEN || tc->sending ||
+      uv_is_closing((uv_handle_t *)tc->stream))
+    return;
+  ERR_clear_error();
+  (void)SSL_shutdown(tc->ssl); /* queues close_notify in wbio; the peer's is not awaited */
+  ERR_clear_error();
+  n = BIO_ctrl_pending(tc->wbio);
+  if (n > 0 && n <= sizeof(alert) && BIO_read(tc->wbio, alert, (int)n) == (int)n) {
+    uv_buf_t b = uv_buf_init(alert, (unsigned)n);
+    (void)uv_try_write(tc->stream, &b, 1);
+  }
+}
+
 void tls_conn_free(tls_conn_t *tc) {
   if (tc == NULL)
     return;

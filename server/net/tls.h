@@ -52,6 +52,13 @@ void tls_server_free(tls_server_t *t);
 int tls_conn_new(tls_server_t *t, uv_stream_t *stream, const char *label, tls_conn_t **out)
     __attribute__((warn_unused_result));
 
+/**
+ * Before an orderly close: send close_notify, so the peer can tell the end of the data from
+ * a truncation. Best effort and without a callback (the stream is about to close): nothing
+ * is sent while a write is in flight or before the handshake completed. NULL is a no-op.
+ */
+void tls_close_notify(tls_conn_t *tc);
+
 /** Free a connection's TLS state; only after its stream's close callback. NULL is a no-op. */
 void tls_conn_free(tls_conn_t *tc);
 

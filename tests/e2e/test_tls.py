@@ -578,6 +578,36 @@ def test_cleartext_refused_on_a_non_loopback_address(c):
         s.stop()
 
 
+def test_orderly_close_sends_close_notify(c):
+    """A connection the server ends in order (the client sent GOAWAY, so the HTTP/2 session
+    is finished) ends with TLS close_notify: the client can tell the end of the data from a
+    cut connection. Without it Python's ssl reports an EOF in violation of the protocol."""
+    host, port = c.tls.addr.rsplit(":", 1)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(c.certs.path("ca.pem"))
+    ctx.set_alpn_protocols(["h2"])
+    before = c.tls.output().count("session finished")
+    raw = socket.create_connection((host, int(port)), timeout=10)
+    with ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False) as s:
+        def frame(t, flags, sid, payload=b""):
+            return struct.pack(">I", len(payload))[1:] + bytes([t, flags]) + struct.pack(">I", sid) + payload
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0) +
+                  frame(7, 0, 0, struct.pack(">II", 0, 0)))  # GOAWAY NO_ERROR, no streams
+        data = b""
+        try:
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    break  # close_notify
+                data += d
+        except ssl.SSLEOFError as e:
+            raise AssertionError(f"the server closed without close_notify: {e}")
+        assert data[3:4] == b"\x04", data[:16]  # its SETTINGS came first
+    harness.wait_for(lambda: c.tls.output().count("session finished") > before, timeout=10,
+                     what="the close logged")
+    assert serving(c.tls)
+
+
 def test_bad_tls_settings_refused_at_start(c):
     srv = harness.Clued(c.url)
     p = c.certs.path
