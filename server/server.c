@@ -8,6 +8,7 @@
 
 #include "log.h"
 #include "net/h2_conn.h"
+#include "net/h2_pages.h"
 #include "net/tls.h"
 #include "rpc/call.h"
 
@@ -219,9 +220,14 @@ int server_init(server_t *srv, uv_loop_t *loop, const server_config_t *cfg) {
     log_error("invalid listen address \"%s\" (want host:port or [v6]:port)", cfg->listen);
     return rc;
   }
+  if (h2_pages_new(&srv->pages) != 0)
+    return UV_ENOMEM;
   rc = server_tls_init(srv, cfg, &ss);
-  if (rc < 0)
+  if (rc < 0) {
+    h2_pages_free(srv->pages);
+    srv->pages = NULL;
     return rc;
+  }
   uv_tcp_init(loop, &srv->listener);
   rc = uv_tcp_bind(&srv->listener, (struct sockaddr *)&ss, 0);
   if (rc == 0)
@@ -231,6 +237,8 @@ int server_init(server_t *srv, uv_loop_t *loop, const server_config_t *cfg) {
     uv_close((uv_handle_t *)&srv->listener, NULL);
     tls_server_free(srv->tls);
     srv->tls = NULL;
+    h2_pages_free(srv->pages);
+    srv->pages = NULL;
     return rc;
   }
   bound_name(srv);
@@ -324,4 +332,6 @@ void server_free(server_t *srv) {
   srv->nmodules = 0;
   tls_server_free(srv->tls);
   srv->tls = NULL;
+  h2_pages_free(srv->pages);
+  srv->pages = NULL;
 }

@@ -20,6 +20,7 @@ typedef struct audit audit_t;
 typedef struct reflection reflection_t;
 typedef struct tls_server tls_server_t;
 typedef struct audit_tree audit_tree_t;
+typedef struct h2_pages h2_pages_t;
 
 typedef struct server_config {
   char listen[128];             /* host:port, [v6]:port */
@@ -105,6 +106,7 @@ struct server {
   /* Creates the owner of a new stream and hands back its stream (rpc_call_accept): how a
    * connection starts a call without knowing what a call is. 0 or a negative error. */
   int (*stream_accept)(server_t *srv, uint64_t conn_id, int32_t stream_id, h2_stream_t **out);
+  h2_pages_t *pages;            /* whole-page blocks for nghttp2's large buffers */
   h2_conn_t *conns;             /* intrusive list of live connections */
   size_t nconns;
   uint64_t next_conn_id;

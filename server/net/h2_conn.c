@@ -9,6 +9,7 @@
 
 #include "log.h"
 #include "net/tls.h"
+#include "net/h2_pages.h"
 #include "net/h2_stream.h"
 
 #define H2_WRITE_CHUNK (64 * 1024)
@@ -16,6 +17,7 @@
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 static void conn_change_state(h2_conn_t *c, h2_conn_state_t to, const char *why);
+static void conn_release_idle(h2_conn_t *c);
 
 static h2_conn_t *conn_of(nghttp2_session *s, void *user_data) {
   (void)s;
@@ -376,6 +378,7 @@ void h2_conn_flush(h2_conn_t *c) {
         }
         if (n == 0)
           break;
+        c->out_idle = 0;
         if (c->wlen + (size_t)n > c->wcap) {
           /* Start small: an idle connection only ever writes its SETTINGS, and a private
            * 64 KiB buffer (a page or more touched) was much of what 10,000 of them cost. */
@@ -508,6 +511,7 @@ void h2_conn_tick(h2_conn_t *c, uint64_t now) {
     h2_conn_close(c, why);
     return;
   }
+  conn_release_idle(c);
   if (c->streams == NULL && c->state == H2_CONN_OPEN && cfg->idle_timeout_ms &&
       now - c->last_active >= cfg->idle_timeout_ms) {
     log_info("conn %llu (%s): idle for %llu ms (--idle-timeout): sending GOAWAY",
@@ -516,7 +520,85 @@ void h2_conn_tick(h2_conn_t *c, uint64_t now) {
   }
 }
 
+/* ---- nghttp2's memory ---------------------------------------------------------------------
+ * Blocks of a page or more (its frame buffer, its stream map) come from the server's
+ * h2_pages, the rest from malloc. The frame buffer only ever holds the frame being sent, so
+ * an idle connection gives its pages back (h2_conn_tick), and 10,000 idle connections do not
+ * keep 10,000 of them resident. */
+
+static void *conn_malloc(size_t size, void *ud) {
+  h2_conn_t *c = ud;
+  void *p = h2_pages_alloc(c->srv->pages, size);
+
+  if (p == NULL)
+    return malloc(size);
+  if (c->in_new && size >= 16384 && c->framebuf == NULL)
+    c->framebuf = p; /* the one large buffer a new session allocates */
+  return p;
+}
+
+static void conn_mfree(void *p, void *ud) {
+  h2_conn_t *c = ud;
+
+  if (p == NULL)
+    return;
+  if (h2_pages_size(c->srv->pages, p) == 0) {
+    free(p);
+    return;
+  }
+  if (p == c->framebuf)
+    c->framebuf = NULL;
+  h2_pages_release(c->srv->pages, p);
+}
+
+static void *conn_calloc(size_t n, size_t size, void *ud) {
+  h2_conn_t *c = ud;
+  void *p;
+
+  if (size != 0 && n > SIZE_MAX / size)
+    return NULL;
+  p = h2_pages_alloc(c->srv->pages, n * size); /* zero, untouched */
+  return p ? p : calloc(n, size);
+}
+
+static void *conn_realloc(void *p, size_t size, void *ud) {
+  h2_conn_t *c = ud;
+  size_t old;
+  void *q;
+
+  if (p == NULL)
+    return conn_malloc(size, ud);
+  old = h2_pages_size(c->srv->pages, p);
+  if (old == 0)
+    return realloc(p, size); /* malloc's block stays malloc's */
+  if (size <= old)
+    return p;
+  q = conn_malloc(size, ud);
+  if (q == NULL)
+    return NULL;
+  memcpy(q, p, old);
+  if (p == c->framebuf)
+    c->framebuf = q;
+  conn_mfree(p, ud);
+  return q;
+}
+
+/* Idle: no stream, nothing to send or being sent. The frame buffer's contents are dead once
+ * nghttp2 has nothing more to send, and wbuf is empty between writes. */
+static void conn_release_idle(h2_conn_t *c) {
+  if (c->out_idle || c->streams != NULL || c->writing || c->in_session ||
+      nghttp2_session_want_write(c->session))
+    return;
+  if (c->framebuf)
+    h2_pages_discard(c->srv->pages, c->framebuf);
+  free(c->wbuf);
+  c->wbuf = NULL;
+  c->wcap = 0;
+  c->out_idle = 1;
+}
+
 static int session_new(h2_conn_t *c) {
+  nghttp2_mem mem = {c, conn_malloc, conn_mfree, conn_calloc, conn_realloc};
   nghttp2_session_callbacks *cbs;
   nghttp2_option *opt;
   nghttp2_settings_entry iv[3];
@@ -539,7 +621,9 @@ static int session_new(h2_conn_t *c) {
   }
   nghttp2_option_set_max_send_header_block_length(opt, 64 * 1024);
   nghttp2_option_set_no_auto_window_update(opt, 1);
-  rc = nghttp2_session_server_new2(&c->session, cbs, c, opt);
+  c->in_new = 1;
+  rc = nghttp2_session_server_new3(&c->session, cbs, c, opt, &mem);
+  c->in_new = 0;
   nghttp2_option_del(opt);
   nghttp2_session_callbacks_del(cbs);
   if (rc != 0)

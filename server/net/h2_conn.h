@@ -39,6 +39,9 @@ struct h2_conn {
   unsigned writing : 1;    /* a uv_write is in flight */
   unsigned congested : 1;  /* queued output over --max-conn-buffer: new calls wait */
   unsigned wake_pending : 1; /* congestion eased: wake waiting calls after this send */
+  unsigned in_new : 1;     /* inside nghttp2_session_server_new3 */
+  unsigned out_idle : 1;   /* frame buffer and wbuf given back; nothing sent since */
+  void *framebuf;          /* nghttp2's 16 KiB frame buffer (h2_pages), discarded while idle */
   size_t queued;           /* response bytes in this connection's calls, not yet sent */
   size_t inbound;          /* request body bytes its calls keep (--max-conn-inbound) */
   /* Timeouts (loop time, ms), checked once a second by h2_conn_tick(). */
@@ -49,7 +52,7 @@ struct h2_conn {
   uint64_t last_ping;      /* last PING received */
   unsigned ping_strikes;   /* PINGs too close together since we last sent HEADERS/DATA */
   uv_write_t wreq;
-  uint8_t *wbuf;           /* bytes being written, owned */
+  uint8_t *wbuf;           /* bytes being written, owned; freed while idle */
   size_t wlen, wcap;
   /* Stream ids the peer skipped are closed without ever having been used (RFC 9113 5.1.1);
    * a HEADERS on one is a connection error. The most recent gaps are remembered. */
