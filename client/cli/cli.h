@@ -95,6 +95,7 @@ extern const cli_group_t cli_group_case;
 extern const cli_group_t cli_group_audit;
 extern const cli_group_t cli_group_stats;
 extern const cli_group_t cli_group_token;
+extern const cli_group_t cli_group_rect;
 
 /* ---- options ---- */
 

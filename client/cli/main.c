@@ -13,7 +13,7 @@
 
 /* Every command group, in the order help lists them. Add new groups here. */
 static const cli_group_t *const groups[] = {
-    &cli_group_health, &cli_group_clue,  &cli_group_case,
+    &cli_group_health, &cli_group_clue,  &cli_group_case,  &cli_group_rect,
     &cli_group_audit,  &cli_group_stats, &cli_group_token, &cli_group_admin,
 };
 #define NGROUPS (sizeof(groups) / sizeof(groups[0]))

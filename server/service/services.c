@@ -17,6 +17,7 @@
 #include "service/clue.h"
 #include "service/debug.h"
 #include "service/health.h"
+#include "service/rect.h"
 #include "service/reflection.h"
 #include "service/stats.h"
 #include "service/token.h"
@@ -68,6 +69,8 @@ static int methods_start(server_t *srv) {
     rc = rpc_table_add(srv->methods, case_methods, case_nmethods);
   if (rc == 0)
     rc = rpc_table_add(srv->methods, stats_methods, stats_nmethods);
+  if (rc == 0)
+    rc = rpc_table_add(srv->methods, rect_methods, rect_nmethods);
   if (rc == 0)
     rc = rpc_table_add(srv->methods, reflection_methods, reflection_nmethods);
   if (rc == 0)

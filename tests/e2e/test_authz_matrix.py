@@ -33,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import grpc
 
@@ -48,6 +49,7 @@ cm = S.common_pb2
 ad = S.admin_pb2
 au = S.audit_pb2
 tk = S.token_pb2
+rp = S.rectification_pb2
 Code = grpc.StatusCode
 OK = Code.OK
 
@@ -63,7 +65,12 @@ MOVES = {(ACC, PRE): False, (ACC, CLO): False, (PRE, FIL): True, (PRE, CLO): Fal
          (FIL, TRA): True}
 TERMINAL = {CLO, TRA}
 WORKING = {"GROUP", "ROOM", "REGION"}
-MSG = {"clue": "clue not found", "case": "joint case not found", "proposal": "proposal not found"}
+MSG = {"clue": "clue not found", "case": "joint case not found", "proposal": "proposal not found",
+       "item": "rectification item not found"}
+# Issue 14: the rectification item's moves, (from, to) -> the least role of the supervising unit.
+OPN, PLN, SUB, VER, REO = "OPEN", "PLAN_RECORDED", "SUBMITTED", "VERIFIED", "REOPENED"
+ITEM_MOVES = {(OPN, PLN): "MEMBER", (REO, PLN): "MEMBER", (PLN, SUB): "MEMBER", (SUB, VER): "LEADER",
+              (SUB, REO): "LEADER"}
 
 
 class P:
@@ -122,6 +129,57 @@ def sees_case(p, k):
     if k is None or not p.active:
         return False
     return p.role == "AUDITOR" or (p.staff and k.has(p.unit))
+
+
+class Item:
+    """A rectification item: its supervising unit, that unit's liaison room, state, and the joint
+    case it was found in (or None)."""
+
+    def __init__(self, kind, sup, liaison, state, case=None):
+        self.kind, self.sup, self.liaison, self.state, self.case = kind, sup, liaison, state, case
+        self.id = self.version = None
+
+
+def sees_item(p, it):
+    """Issue 14: the supervising unit, its liaison room, the units of the source case, AUDITORs."""
+    if it is None or not p.active:
+        return False
+    if p.role == "AUDITOR":
+        return True
+    if not p.staff:
+        return False
+    return (p.unit == it.sup or (p.kind == "ROOM" and it.liaison == p.unit)
+            or (it.case is not None and it.case.has(p.unit)))
+
+
+def expect_item_read(p, it):
+    return refusal(p, "item", sees_item(p, it)) or OK
+
+
+def expect_item_move(p, it, target, stale):
+    """NOT_FOUND, then PERMISSION_DENIED (plans and evidence: the supervising unit's staff;
+    verify and reopen: its LEADERs), then ABORTED for a stale version, then the state machine."""
+    r = refusal(p, "item", sees_item(p, it))
+    if r:
+        return r
+    need = "MEMBER" if target in (PLN, SUB) else "LEADER"
+    if not (p.staff and p.unit == it.sup and (need == "MEMBER" or p.role == "LEADER")):
+        return Code.PERMISSION_DENIED
+    if stale:
+        return Code.ABORTED
+    return OK if (it.state, target) in ITEM_MOVES else Code.FAILED_PRECONDITION
+
+
+def expect_create_item(p, c):
+    """Issue 14: a LEADER of a working unit, from a clue it sees (else as a missing clue) and
+    its unit owns."""
+    if not p.active:
+        return Code.UNAUTHENTICATED
+    if not (p.staff and p.role == "LEADER"):
+        return Code.PERMISSION_DENIED
+    if not sees(p, c):
+        return (Code.NOT_FOUND, "source_clue_id: " + MSG["clue"])
+    return OK if p.unit == c.owner else Code.PERMISSION_DENIED
 
 
 def may_bring(p, c, lead):
@@ -383,9 +441,40 @@ class Matrix:
         self.clues["missing"] = None
         self.proposals = {"pending": self.pending_proposal(self.clues["pend"]), "decided": self.decided_proposal(),
                           "region's, named R2": self.pending_proposal(self.clues["x1pend"]), "missing": None}
+        self.items = {kind: self.make_item(kind) for kind in (OPN, PLN, SUB, VER, REO, "in case K")}
+        self.items["missing"] = None
         self.snapshot = self.state()
 
     # ---- making objects
+
+    def make_item(self, kind):
+        """A fresh rectification item supervised by G1: from a G1 clue in the state named, or
+        (kind "in case K") found in joint case K, OPEN."""
+        w, L, M = self.w, self.w.G1.leader, self.w.G1.member
+        case = self.K if kind == "in case K" else None
+        if case:
+            req = rp.CreateItemRequest(source=rp.RECTIFICATION_SOURCE_CASE, source_case_id=case.id)
+        else:
+            req = rp.CreateItemRequest(source=rp.RECTIFICATION_SOURCE_CLUE, source_clue_id=self.submit(M).id)
+        req.host_unit, req.description, req.category = "市发展改革委", "矩阵问题", "矩阵"
+        req.deadline_ms, req.request_id = int(time.time() * 1000) + 30 * 86400000, new_request_id()
+        x = L.rect.CreateItem(req, timeout=20)
+
+        def mv(fn, reqtype, **kw):
+            return fn(reqtype(item_id=x.id, expected_version=x.version, request_id=new_request_id(), **kw),
+                      timeout=20)
+
+        if kind in (PLN, SUB, VER, REO):
+            x = mv(M.rect.RecordPlan, rp.RecordPlanRequest, plan="方案")
+        if kind in (SUB, VER, REO):
+            x = mv(M.rect.Submit, rp.SubmitRequest, evidence="材料")
+        if kind == VER:
+            x = mv(L.rect.Verify, rp.VerifyRequest)
+        if kind == REO:
+            x = mv(L.rect.Reopen, rp.ReopenRequest, reason="不足")
+        it = Item(kind, self.units["G1"], self.units["R1"], OPN if case else kind, case)
+        it.id, it.version = x.id, x.version
+        return it
 
     def g(self, user, clue_id):
         return user.clue.GetClue(pb.GetClueRequest(clue_id=clue_id), timeout=20)
@@ -479,6 +568,10 @@ class Matrix:
                                                                        timeout=20).events
                       if e.action not in ("note.add", "clue.reporter_read")]
             out[kind] = (x.version, x.state, x.owner_unit_id, x.joint_case_id, x.pending_proposal, tuple(events))
+        for kind, it in getattr(self, "items", {}).items():
+            if it is not None:
+                x = self.w.auditor.rect.GetItem(rp.GetItemRequest(item_id=it.id), timeout=20)
+                out["item " + kind] = (x.version, x.state)
         # Allowed calls add fresh clues to the cases; the shared ones must stay where they are.
         shared = {c.id for c in self.clues.values() if c is not None}
         for k in (self.K, self.K2):
@@ -526,6 +619,17 @@ class Matrix:
                 break
             token = r.next_page_token
         return {kind for kind, c in self.clues.items() if c is not None and c.id in ids}
+
+    def listed_items(self, u):
+        """The shared items ListItems shows, by kind."""
+        ids, token = set(), ""
+        while True:
+            r = u.rect.ListItems(rp.ListItemsRequest(page_size=500, page_token=token), timeout=20)
+            ids |= {x.id for x in r.items}
+            if not r.next_page_token:
+                break
+            token = r.next_page_token
+        return {k for k, it in self.items.items() if it is not None and it.id in ids}
 
     def streamed(self, p):
         """The shared clues whose events WatchEvents replays to p, by kind: watch from before the
@@ -681,12 +785,42 @@ class Matrix:
                     self.check(f"RemoveClueFromCase({k.name})", p, name, want,
                                lambda: u.case.RemoveClueFromCase(cs.RemoveClueFromCaseRequest(
                                    case_id=k.id, clue_id=xid, reason="收回"), timeout=20))
+                want = expect_create_item(p, c)
+                x = self.subject(kind, want == OK)
+                xid = x.id if x else MISSING
+                self.check("CreateItem(source clue)", p, name, want,
+                           lambda: u.rect.CreateItem(rp.CreateItemRequest(
+                               host_unit="市发展改革委", description="d", category="c",
+                               source=rp.RECTIFICATION_SOURCE_CLUE, source_clue_id=xid,
+                               deadline_ms=int(time.time() * 1000) + 86400000, request_id=new_request_id()),
+                               timeout=20))
                 want = expect_create_case(p, c)
                 x = self.subject(kind, want == OK)
                 xid = x.id if x else MISSING
                 self.check("CreateJointCase(clue_ids)", p, name, want,
                            lambda: u.case.CreateJointCase(cs.CreateJointCaseRequest(
                                title="矩阵案件", clue_ids=[xid], request_id=new_request_id()), timeout=20))
+            # Rectification items: one visibility for reads and lists, then every move.
+            want = {k for k, it in self.items.items() if it is not None and sees_item(p, it)} if p.active \
+                else Code.UNAUTHENTICATED
+            code, got, msg = self.call(lambda: self.listed_items(u))
+            self.tally("ListItems", p, "every item", want, code if code != OK else got, msg)
+            item_rpcs = {PLN: (lambda x: x.rect.RecordPlan, rp.RecordPlanRequest, {"plan": "方案"}),
+                         SUB: (lambda x: x.rect.Submit, rp.SubmitRequest, {"evidence": "材料"}),
+                         VER: (lambda x: x.rect.Verify, rp.VerifyRequest, {}),
+                         REO: (lambda x: x.rect.Reopen, rp.ReopenRequest, {"reason": "不足"})}
+            for ik, it in self.items.items():
+                iid = it.id if it else MISSING
+                self.check("GetItem", p, "item " + ik, expect_item_read(p, it),
+                           lambda: u.rect.GetItem(rp.GetItemRequest(item_id=iid), timeout=20))
+                for target, (fn, reqtype, extra) in item_rpcs.items():
+                    for stale in (True, False):
+                        want = expect_item_move(p, it, target, stale)
+                        x = self.make_item(ik) if want == OK else it
+                        xid, ver = (x.id, x.version) if x else (MISSING, 1)
+                        self.check(f"{reqtype.__name__[:-7]}{'(stale)' if stale else ''}", p, "item " + ik, want,
+                                   lambda: fn(u)(reqtype(item_id=xid, expected_version=ver + 5 if stale else ver,
+                                                         request_id=new_request_id(), **extra), timeout=20))
             # The cases themselves, and a missing one.
             for k in (self.K, self.K2, None):
                 kid, name = (k.id, k.name) if k else (MISSING, "missing case")
@@ -738,7 +872,8 @@ def main():
         for f in m.failures:
             print("MISMATCH", f, flush=True)
         print(f"authorization matrix: {m.cells} cells, {m.passed} passed, "
-              f"{len(m.principals)} principals, {len(m.clues)} clues, 3 cases, {len(m.proposals)} proposals", flush=True)
+              f"{len(m.principals)} principals, {len(m.clues)} clues, 3 cases, {len(m.proposals)} proposals, "
+              f"{len(m.items)} rectification items", flush=True)
     finally:
         if m is not None:
             m.close()

@@ -32,7 +32,7 @@ V1 = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
 V1ALPHA = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 SERVED = {
     "clue.v1.AdminService", "clue.v1.AuditService", "clue.v1.CaseService", "clue.v1.ClueService",
-    "clue.v1.StatsService", "clue.v1.TokenService", "grpc.health.v1.Health",
+    "clue.v1.StatsService", "clue.v1.TokenService", "clue.v1.RectificationService", "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
 }

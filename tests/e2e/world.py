@@ -74,9 +74,9 @@ class _Details(grpc.ClientCallDetails):
 
 def _service_stubs(obj, channel):
     """Set obj.<short> for every service stub of proto/clue/v1: clue, admin, audit, case, stats,
-    and tokens (TokenService; obj.token is the token itself)."""
+    rect (RectificationService), and tokens (TokenService; obj.token is the token itself)."""
     for short, attr in (("clue", "clue"), ("admin", "admin"), ("audit", "audit"), ("case", "case"),
-                        ("stats", "stats"), ("token", "tokens")):
+                        ("stats", "stats"), ("token", "tokens"), ("rectification", "rect")):
         mod = getattr(S, short + "_pb2_grpc", None)
         if mod is None:
             continue

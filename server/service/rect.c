@@ -1,0 +1,779 @@
+/* clue.v1.RectificationService: the rectification ledger (督促整改台账, docs/LEDGER.md).
+ *
+ * A LEADER of a working unit records a problem found in a host unit (from a clue its unit
+ * owns, a joint case its unit leads or joins, or its own supervision); the unit then follows
+ * the rectification through the state machine of domain/rect.h to VERIFIED. The item is seen
+ * by the supervising unit, its liaison room, the units of the source case and AUDITORs;
+ * anybody else gets NOT_FOUND, as for a missing item.
+ *
+ * Each call: validate -> one facts query (the item or the source, and this request_id's
+ * record) -> decide (domain/rect.h) -> one function of 0014_rectification.sql, which appends
+ * the audit event and answers with the item -> encode. A request_id already recorded skips
+ * the decision: the function answers with the item the first call produced, or refuses a key
+ * that named another call (a clue or case call's too). */
+
+#include "service/rect.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "clue/v1/rectification.pb-c.h"
+#include "domain/rect.h"
+#include "log.h"
+#include "service/clue_row.h"
+#include "service/svc_util.h"
+
+/* Note ids a plan or evidence may cite. */
+#define RECT_MAX_NOTES 50
+/* Plans, evidence and descriptions, in UTF-8 bytes. */
+#define RECT_TEXT_MAX VALIDATE_SUMMARY_MAX_BYTES
+/* A deadline at most this far ahead (5 years). */
+#define RECT_DEADLINE_MAX_MS (5 * 366 * CLUE_DAY_MS)
+/* GetLedgerStats answers at most this many host units. */
+#define RECT_STATS_MAX 1000
+
+/* clang-format off */
+/* An item row i with its supervising unit's row u, relative to the caller's unit (param). */
+#define RECT_COLS(unit)                                                                         \
+  "i.id, i.host_unit, i.description, i.category, i.source, i.source_clue, i.source_case, "    \
+  SVC_MS("i.deadline") ", i.supervising_unit, i.state, i.version, i.plan, "                   \
+  "array_to_string(i.plan_note_ids, ','), i.evidence, array_to_string(i.evidence_note_ids, ','), " \
+  "i.reopen_reason, i.verify_comment, i.created_by, " SVC_MS("i.created_at") ", "               \
+  SVC_MS("i.updated_at") ", " SVC_MS("i.verified_at") ", u.liaison_room_id, "                  \
+  "coalesce(joint_case_has_unit(i.source_case, " unit "), false)"
+/* clang-format on */
+
+/* Columns of RECT_COLS. */
+enum {
+  RC_ID,
+  RC_HOST,
+  RC_DESCRIPTION,
+  RC_CATEGORY,
+  RC_SOURCE,
+  RC_CLUE,
+  RC_CASE,
+  RC_DEADLINE_MS,
+  RC_UNIT,
+  RC_STATE,
+  RC_VERSION,
+  RC_PLAN,
+  RC_PLAN_NOTES,
+  RC_EVIDENCE,
+  RC_EVIDENCE_NOTES,
+  RC_REOPEN_REASON,
+  RC_VERIFY_COMMENT,
+  RC_CREATED_BY,
+  RC_CREATED_MS,
+  RC_UPDATED_MS,
+  RC_VERIFIED_MS,
+  RC_LIAISON,
+  RC_IN_CASE,
+  RC_NCOLS
+};
+
+/* ---- reading items ---------------------------------------------------------------------- */
+
+static rect_item_facts_t item_facts(const db_result_t *r, int row) {
+  rect_item_facts_t f = {0};
+
+  f.supervising_unit_id = svc_col_i64(r, row, RC_UNIT);
+  f.supervising_liaison_room_id = svc_col_i64(r, row, RC_LIAISON);
+  f.principal_in_source_case = svc_col_bool(r, row, RC_IN_CASE) != 0;
+  f.state = rect_state_of(db_value(r, row, RC_STATE));
+  return f;
+}
+
+/* Comma-separated ids into an array in the call's memory. Returns 0 or -1 (out of memory). */
+static int parse_ids(rpc_call_t *call, const char *csv, int64_t **out, size_t *n) {
+  size_t count = 1;
+
+  *n = 0;
+  *out = NULL;
+  if (csv == NULL || csv[0] == '\0')
+    return 0;
+  for (const char *p = csv; *p; p++)
+    count += *p == ',';
+  if ((*out = rpc_call_alloc(call, count * sizeof(**out))) == NULL)
+    return -1;
+  for (const char *p = csv; *p && *n < count;) {
+    char *end;
+    (*out)[(*n)++] = strtoll(p, &end, 10);
+    if (end == p)
+      break;
+    p = *end == ',' ? end + 1 : end;
+  }
+  return 0;
+}
+
+/* The item at row as a message in the call's memory; NULL when out of memory. */
+static Clue__V1__RectificationItem *item_read(rpc_call_t *call, const db_result_t *r, int row) {
+  Clue__V1__RectificationItem *it = rpc_call_alloc(call, sizeof(*it));
+  int64_t now = clue_now_ms(call);
+
+  if (it == NULL)
+    return NULL;
+  clue__v1__rectification_item__init(it);
+  it->id = svc_col_i64(r, row, RC_ID);
+  it->host_unit = svc_col_str(call, r, row, RC_HOST);
+  it->description = svc_col_str(call, r, row, RC_DESCRIPTION);
+  it->category = svc_col_str(call, r, row, RC_CATEGORY);
+  it->source = (Clue__V1__RectificationSource)rect_source_of(db_value(r, row, RC_SOURCE));
+  it->source_clue_id = svc_col_i64(r, row, RC_CLUE);
+  it->source_case_id = svc_col_i64(r, row, RC_CASE);
+  it->deadline_ms = svc_col_i64(r, row, RC_DEADLINE_MS);
+  it->supervising_unit_id = svc_col_i64(r, row, RC_UNIT);
+  it->state = (Clue__V1__RectificationState)rect_state_of(db_value(r, row, RC_STATE));
+  it->version = svc_col_i64(r, row, RC_VERSION);
+  it->plan = svc_col_str(call, r, row, RC_PLAN);
+  it->evidence = svc_col_str(call, r, row, RC_EVIDENCE);
+  it->reopen_reason = svc_col_str(call, r, row, RC_REOPEN_REASON);
+  it->verify_comment = svc_col_str(call, r, row, RC_VERIFY_COMMENT);
+  it->created_by = svc_col_i64(r, row, RC_CREATED_BY);
+  it->created_at_ms = svc_col_i64(r, row, RC_CREATED_MS);
+  it->updated_at_ms = svc_col_i64(r, row, RC_UPDATED_MS);
+  it->verified_at_ms = svc_col_i64(r, row, RC_VERIFIED_MS);
+  it->overdue = it->state != CLUE__V1__RECTIFICATION_STATE__RECTIFICATION_STATE_VERIFIED &&
+                it->deadline_ms > 0 && now > it->deadline_ms;
+  if (it->host_unit == NULL || it->description == NULL || it->category == NULL ||
+      it->plan == NULL || it->evidence == NULL || it->reopen_reason == NULL ||
+      it->verify_comment == NULL ||
+      parse_ids(call, db_value(r, row, RC_PLAN_NOTES), &it->plan_note_ids,
+                &it->n_plan_note_ids) != 0 ||
+      parse_ids(call, db_value(r, row, RC_EVIDENCE_NOTES), &it->evidence_note_ids,
+                &it->n_evidence_note_ids) != 0)
+    return NULL;
+  return it;
+}
+
+static void item_not_found(rpc_call_t *call, const char *why) {
+  log_info("call %s: %s refused (5): %s", rpc_call_id(call), rpc_call_method(call)->path, why);
+  rpc_fail(call, GRPC_NOT_FOUND, "%s", RECT_MSG_NOT_FOUND);
+}
+
+/* Reply with the one item of r if the caller sees it (NOT_FOUND otherwise). */
+static void reply_item(rpc_call_t *call, const db_result_t *r, void *arg) {
+  authz_principal_t p = clue_principal(call);
+  Clue__V1__RectificationItem *it;
+  rect_item_facts_t facts;
+  authz_result_t res;
+  (void)arg;
+
+  if (db_rows(r) == 0 || db_value(r, 0, RC_ID) == NULL) {
+    item_not_found(call, "no such item");
+    return;
+  }
+  facts = item_facts(r, 0);
+  res = rect_can_see(&p, &facts);
+  if (!authz_ok(&res)) {
+    clue_refuse(call, &res);
+    return;
+  }
+  if ((it = item_read(call, r, 0)) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  (void)rpc_reply(call, &it->base);
+}
+
+/* ---- GetItem, ListItems ----------------------------------------------------------------- */
+
+static void get_item(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__GetItemRequest *req = (const void *)m;
+  validate_error_t err;
+  const char *params[2];
+
+  if (clue_invalid(call, validate_id("item_id", req->item_id, &err), &err))
+    return;
+  params[0] = svc_i64(call, req->item_id, 0);
+  params[1] = svc_i64(call, clue_principal(call).unit_id, 0);
+  if (!svc_all_set(params, 2)) {
+    clue_oom(call);
+    return;
+  }
+  svc_query(call,
+            "SELECT " RECT_COLS("$2") " FROM rect_items i JOIN units u ON u.id = i.supervising_unit"
+                                      " WHERE i.id = $1",
+            2, params, reply_item, NULL);
+}
+
+/* The WHERE clause of the items p sees (unit in $1), from rect_scope(); NULL: none. */
+static const char *scope_sql(const authz_principal_t *p) {
+  unsigned scope = rect_scope(p);
+
+  if (scope & RECT_SCOPE_ALL)
+    return "$1::bigint IS NOT NULL";
+  if (scope == 0)
+    return NULL;
+  if (scope & RECT_SCOPE_LIAISED)
+    return "(i.supervising_unit = $1 OR u.liaison_room_id = $1"
+           " OR i.source_case IN (SELECT joint_cases_of_unit($1)))";
+  return "(i.supervising_unit = $1 OR i.source_case IN (SELECT joint_cases_of_unit($1)))";
+}
+
+typedef struct list_req {
+  int32_t page_size;
+} list_req_t;
+
+static void reply_items(rpc_call_t *call, const db_result_t *r, void *arg) {
+  Clue__V1__ListItemsResponse resp = CLUE__V1__LIST_ITEMS_RESPONSE__INIT;
+  const list_req_t *lr = arg;
+  authz_principal_t p = clue_principal(call);
+  int n = db_rows(r), last = -1;
+
+  if ((resp.items = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*resp.items))) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  for (int row = 0; row < n && row < lr->page_size; row++) {
+    rect_item_facts_t facts = item_facts(r, row);
+    authz_result_t res = rect_can_see(&p, &facts);
+    Clue__V1__RectificationItem *it;
+
+    last = row;
+    if (!authz_ok(&res)) {
+      log_error("call %s: item list returned item %lld that rect_can_see hides (%s); dropped",
+                rpc_call_id(call), (long long)svc_col_i64(r, row, RC_ID), res.reason);
+      continue;
+    }
+    if ((it = item_read(call, r, row)) == NULL) {
+      clue_oom(call);
+      return;
+    }
+    resp.items[resp.n_items++] = it;
+  }
+  if (n > lr->page_size && last >= 0 &&
+      (resp.next_page_token = rpc_call_printf(call, "r%lld", (long long)svc_col_i64(r, last, RC_ID))) ==
+          NULL) {
+    clue_oom(call);
+    return;
+  }
+  (void)rpc_reply(call, &resp.base);
+}
+
+/* A page token "r<id>": the items before that id. Returns the id, or 0 if malformed. */
+static int64_t page_after(const char *tok) {
+  int64_t id = 0;
+
+  if (tok[0] != 'r' || tok[1] == '\0' || strlen(tok) > 20)
+    return 0;
+  for (const char *p = tok + 1; *p; p++) {
+    if (*p < '0' || *p > '9')
+      return 0;
+    id = id * 10 + (*p - '0');
+  }
+  return id;
+}
+
+static void list_items(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__ListItemsRequest *req = (const void *)m;
+  Clue__V1__ListItemsResponse empty = CLUE__V1__LIST_ITEMS_RESPONSE__INIT;
+  authz_principal_t p = clue_principal(call);
+  const char *scope = scope_sql(&p), *params[6], *sql;
+  validate_error_t err;
+  list_req_t *lr;
+  int64_t before = 0;
+  int np = 0;
+
+  if ((lr = rpc_call_alloc(call, sizeof(*lr))) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  if (clue_invalid(call, validate_page_size(req->page_size, &lr->page_size, &err), &err) ||
+      clue_invalid(call, validate_name("host_unit", req->host_unit, false, &err), &err))
+    return;
+  if (req->state != 0 && !rect_state_is_valid((int)req->state)) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "state has an unknown value %d", (int)req->state);
+    return;
+  }
+  if (req->source != 0 && !rect_source_is_valid((int)req->source)) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "source has an unknown value %d", (int)req->source);
+    return;
+  }
+  if (req->page_token[0] && (before = page_after(req->page_token)) <= 0) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "page_token is malformed");
+    return;
+  }
+  if (scope == NULL) {
+    (void)rpc_reply(call, &empty.base);
+    return;
+  }
+  params[np++] = svc_i64(call, p.unit_id, 0);
+  params[np++] = svc_i64(call, clue_now_ms(call), 0);
+  params[np++] = clue_trimmed(call, req->host_unit);
+  params[np++] = req->state ? rect_state_name((rect_state_t)req->state) : NULL;
+  params[np++] = req->source ? rect_source_name((rect_source_t)req->source) : NULL;
+  params[np++] = before ? svc_i64(call, before, 0) : NULL;
+  sql = rpc_call_printf(
+      call,
+      "SELECT " RECT_COLS("$1") " FROM rect_items i JOIN units u ON u.id = i.supervising_unit"
+                                " WHERE %s AND ($3::text IS NULL OR i.host_unit = $3)"
+                                " AND ($4::text IS NULL OR i.state = $4)"
+                                " AND ($5::text IS NULL OR i.source = $5)"
+                                " AND ($6::bigint IS NULL OR i.id < $6)%s"
+                                " ORDER BY i.id DESC LIMIT %d",
+      scope,
+      req->overdue_only ? " AND i.state <> 'VERIFIED' AND i.deadline < clue_ms_ts($2)"
+                        : " AND $2::bigint IS NOT NULL",
+      lr->page_size + 1);
+  if (sql == NULL || params[0] == NULL || params[1] == NULL) {
+    clue_oom(call);
+    return;
+  }
+  svc_query(call, sql, np, params, reply_items, lr);
+}
+
+/* ---- GetLedgerStats --------------------------------------------------------------------- */
+
+static void reply_stats(rpc_call_t *call, const db_result_t *r, void *arg) {
+  Clue__V1__GetLedgerStatsResponse resp = CLUE__V1__GET_LEDGER_STATS_RESPONSE__INIT;
+  int n = db_rows(r);
+  (void)arg;
+
+  resp.as_of_ms = clue_now_ms(call);
+  if ((resp.host_units = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*resp.host_units))) ==
+      NULL) {
+    clue_oom(call);
+    return;
+  }
+  for (int row = 0; row < n; row++) {
+    Clue__V1__HostUnitLedger *h = rpc_call_alloc(call, sizeof(*h));
+
+    if (h == NULL) {
+      clue_oom(call);
+      return;
+    }
+    clue__v1__host_unit_ledger__init(h);
+    if ((h->host_unit = svc_col_str(call, r, row, 0)) == NULL) {
+      clue_oom(call);
+      return;
+    }
+    h->found = svc_col_i64(r, row, 1);
+    h->rectified = svc_col_i64(r, row, 2);
+    h->overdue = svc_col_i64(r, row, 3);
+    h->cleared = h->found > 0 && h->rectified == h->found;
+    resp.host_units[resp.n_host_units++] = h;
+  }
+  (void)rpc_reply(call, &resp.base);
+}
+
+static void get_ledger_stats(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__GetLedgerStatsRequest *req = (const void *)m;
+  Clue__V1__GetLedgerStatsResponse empty = CLUE__V1__GET_LEDGER_STATS_RESPONSE__INIT;
+  authz_principal_t p = clue_principal(call);
+  const char *scope = scope_sql(&p), *params[3], *sql;
+
+  if (req->supervising_unit_id < 0) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "supervising_unit_id must not be negative");
+    return;
+  }
+  if (scope == NULL) {
+    empty.as_of_ms = clue_now_ms(call);
+    (void)rpc_reply(call, &empty.base);
+    return;
+  }
+  params[0] = svc_i64(call, p.unit_id, 0);
+  params[1] = svc_i64(call, clue_now_ms(call), 0);
+  params[2] = svc_i64(call, req->supervising_unit_id, 1);
+  sql = rpc_call_printf(call,
+                        "SELECT i.host_unit, count(*), count(*) FILTER (WHERE i.state = 'VERIFIED'),"
+                        " count(*) FILTER (WHERE i.state <> 'VERIFIED' AND i.deadline < clue_ms_ts($2))"
+                        " FROM rect_items i JOIN units u ON u.id = i.supervising_unit"
+                        " WHERE %s AND ($3::bigint IS NULL OR i.supervising_unit = $3)"
+                        " GROUP BY i.host_unit ORDER BY i.host_unit LIMIT %d",
+                        scope, RECT_STATS_MAX);
+  if (sql == NULL || params[0] == NULL || params[1] == NULL) {
+    clue_oom(call);
+    return;
+  }
+  svc_query(call, sql, 3, params, reply_stats, NULL);
+}
+
+/* ---- CreateItem ------------------------------------------------------------------------- */
+
+/* Each id positive, none twice, at most max of them. */
+static int validate_ids(const char *field, const int64_t *ids, size_t n, size_t max,
+                        validate_error_t *err) {
+  int rc;
+
+  if (n > max) {
+    err->field = field;
+    snprintf(err->message, sizeof(err->message), "%s has more than %zu entries", field, max);
+    return VALIDATE_EINVAL;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if ((rc = validate_id(field, ids[i], err)) != 0)
+      return rc;
+    for (size_t j = 0; j < i; j++)
+      if (ids[j] == ids[i]) {
+        err->field = field;
+        snprintf(err->message, sizeof(err->message), "%s names %lld twice", field,
+                 (long long)ids[i]);
+        return VALIDATE_EINVAL;
+      }
+  }
+  return 0;
+}
+
+static int fail_field(validate_error_t *err, const char *field, const char *msg) {
+  err->field = field;
+  snprintf(err->message, sizeof(err->message), "%s", msg);
+  return VALIDATE_EINVAL;
+}
+
+static int validate_create(const Clue__V1__CreateItemRequest *req, int64_t now,
+                           validate_error_t *err) {
+  int rc;
+
+  if ((rc = validate_request_id(req->request_id, err)) != 0 ||
+      (rc = validate_name("host_unit", req->host_unit, true, err)) != 0 ||
+      (rc = validate_text("description", req->description, RECT_TEXT_MAX,
+                          VALIDATE_REQUIRED | VALIDATE_MULTILINE, err)) != 0 ||
+      (rc = validate_name("category", req->category, true, err)) != 0 ||
+      (rc = validate_enum("source", (int)req->source, RECT_SOURCE_CLUE, RECT_SOURCE_SUPERVISION,
+                          err)) != 0)
+    return rc;
+  if (req->source_clue_id < 0)
+    return fail_field(err, "source_clue_id", "source_clue_id must not be negative");
+  if (req->source_case_id < 0)
+    return fail_field(err, "source_case_id", "source_case_id must not be negative");
+  if ((int)req->source == RECT_SOURCE_CLUE && req->source_clue_id == 0)
+    return fail_field(err, "source_clue_id", "source_clue_id is required with source CLUE");
+  if ((int)req->source == RECT_SOURCE_CASE && req->source_case_id == 0)
+    return fail_field(err, "source_case_id", "source_case_id is required with source CASE");
+  if ((int)req->source != RECT_SOURCE_CLUE && req->source_clue_id != 0)
+    return fail_field(err, "source_clue_id", "source_clue_id is set only with source CLUE");
+  if ((int)req->source != RECT_SOURCE_CASE && req->source_case_id != 0)
+    return fail_field(err, "source_case_id", "source_case_id is set only with source CASE");
+  if (req->deadline_ms == 0)
+    return fail_field(err, "deadline_ms", "deadline_ms is required");
+  if ((rc = validate_time_ms("deadline_ms", req->deadline_ms, err)) != 0)
+    return rc;
+  if (req->deadline_ms <= now)
+    return fail_field(err, "deadline_ms", "deadline_ms must be in the future");
+  if (req->deadline_ms - now > RECT_DEADLINE_MAX_MS)
+    return fail_field(err, "deadline_ms", "deadline_ms is more than 5 years ahead");
+  return 0;
+}
+
+typedef struct create_req {
+  const Clue__V1__CreateItemRequest *req;
+  const char *request_id;
+  const char *host_unit;
+  const char *description;
+  const char *category;
+} create_req_t;
+
+/* Columns of the create facts query: the source clue's facts, the source case, whether the
+ * host unit is the caller's unit's, and this request_id's record. */
+enum {
+  CF_CLUE = 0,
+  CF_CASE = CLUE_FACT_NCOLS,
+  CF_CASE_LEAD,
+  CF_CASE_IN,
+  CF_HOST_OK,
+  CF_REQ_METHOD,
+};
+
+/* clang-format off */
+static const char create_facts_sql[] =
+    "SELECT " CLUE_FACT_COLS("c", "ou", "$3") ", jc.id, jc.lead_unit, joint_case_has_unit(jc.id, $3),"
+    " coalesce(me.host_units @> ARRAY[$6::text], false), coalesce(q.method, cq.method)"
+    " FROM (SELECT 1) one"
+    " LEFT JOIN clues c ON c.id = $1"
+    " LEFT JOIN units ou ON ou.id = c.owner_unit"
+    " LEFT JOIN joint_cases jc ON jc.id = $2"
+    " LEFT JOIN units me ON me.id = $3"
+    " LEFT JOIN rect_requests q ON q.user_id = $4 AND q.request_id = $5"
+    " LEFT JOIN clue_requests cq ON cq.user_id = $4 AND cq.request_id = $5";
+
+static const char create_sql[] =
+    "SELECT " RECT_COLS("$2") " FROM rect_create($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) i"
+    " JOIN units u ON u.id = i.supervising_unit";
+/* clang-format on */
+
+static void got_create_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
+  const create_req_t *cr = arg;
+  const Clue__V1__CreateItemRequest *req = cr->req;
+  authz_principal_t p = clue_principal(call);
+  rect_source_facts_t src = {0};
+  authz_result_t res;
+  const char *params[11];
+
+  if (db_rows(r) != 1) {
+    clue_oom(call);
+    return;
+  }
+  if (db_value(r, 0, CF_REQ_METHOD) == NULL) {
+    src.source = (rect_source_t)req->source;
+    switch (src.source) {
+    case RECT_SOURCE_CLUE: {
+      clue_row_t row;
+      authz_result_t see;
+
+      (void)clue_row_facts(r, 0, CF_CLUE, &row);
+      src.exists = row.id != 0;
+      see = authz_can_see_clue(&p, &row.facts);
+      src.visible = src.exists && authz_ok(&see);
+      src.owned_or_in = src.exists && row.facts.owner_unit_id == p.unit_id;
+      break;
+    }
+    case RECT_SOURCE_CASE: {
+      authz_case_t jc = {0};
+      authz_result_t see;
+
+      src.exists = db_value(r, 0, CF_CASE) != NULL;
+      jc.lead_unit_id = svc_col_i64(r, 0, CF_CASE_LEAD);
+      jc.principal_in_case = svc_col_bool(r, 0, CF_CASE_IN) != 0;
+      see = authz_can_see_case(&p, &jc);
+      src.visible = src.exists && authz_ok(&see);
+      src.owned_or_in = src.exists && jc.principal_in_case;
+      break;
+    }
+    default:
+      src.exists = src.visible = true;
+      src.host_unit_ok = svc_col_bool(r, 0, CF_HOST_OK) != 0;
+      break;
+    }
+    res = rect_can_create(&p, &src);
+    if (!authz_ok(&res)) {
+      clue_refuse(call, &res);
+      return;
+    }
+  }
+  params[0] = svc_i64(call, p.user_id, 0);
+  params[1] = svc_i64(call, p.unit_id, 0);
+  params[2] = cr->request_id;
+  params[3] = svc_i64(call, clue_now_ms(call), 0);
+  params[4] = cr->host_unit;
+  params[5] = cr->description;
+  params[6] = cr->category;
+  params[7] = rect_source_name((rect_source_t)req->source);
+  params[8] = svc_i64(call, req->source_clue_id, 1);
+  params[9] = svc_i64(call, req->source_case_id, 1);
+  params[10] = svc_i64(call, req->deadline_ms, 0);
+  if (!svc_all_set(params, 8) || params[10] == NULL) {
+    clue_oom(call);
+    return;
+  }
+  svc_query(call, create_sql, 11, params, reply_item, NULL);
+}
+
+static void create_item(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__CreateItemRequest *req = (const void *)m;
+  authz_principal_t p = clue_principal(call);
+  authz_result_t res;
+  validate_error_t err;
+  rect_source_facts_t none = {.source = RECT_SOURCE_SUPERVISION, .exists = true, .visible = true,
+                              .host_unit_ok = true};
+  create_req_t *cr;
+  const char *params[6];
+
+  if (clue_invalid(call, validate_create(req, clue_now_ms(call), &err), &err))
+    return;
+  /* Who may record at all, before reading anything: a LEADER of a working unit. */
+  res = rect_can_create(&p, &none);
+  if (!authz_ok(&res)) {
+    clue_refuse(call, &res);
+    return;
+  }
+  if ((cr = rpc_call_alloc(call, sizeof(*cr))) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  cr->req = req;
+  cr->request_id = clue_request_key(call, req->request_id);
+  cr->host_unit = clue_trimmed(call, req->host_unit);
+  cr->description = clue_trimmed(call, req->description);
+  cr->category = clue_trimmed(call, req->category);
+  params[0] = svc_i64(call, req->source_clue_id, 1);
+  params[1] = svc_i64(call, req->source_case_id, 1);
+  params[2] = svc_i64(call, p.unit_id, 0);
+  params[3] = svc_i64(call, p.user_id, 0);
+  params[4] = cr->request_id;
+  params[5] = cr->host_unit;
+  if (cr->description == NULL || cr->category == NULL || !svc_all_set(params + 2, 4)) {
+    clue_oom(call);
+    return;
+  }
+  svc_query(call, create_facts_sql, 6, params, got_create_facts, cr);
+}
+
+/* ---- RecordPlan, Submit, Verify, Reopen ------------------------------------------------- */
+
+typedef struct move_req {
+  const char *method; /* the RPC's name, also the key of its idempotency records */
+  rect_state_t target;
+  int64_t item_id;
+  int64_t expected_version;
+  const char *request_id;
+  const char *text;  /* plan, evidence, comment or reason; NULL when none */
+  const char *notes; /* bigint[] literal */
+} move_req_t;
+
+/* clang-format off */
+static const char move_facts_sql[] =
+    "SELECT " RECT_COLS("$2") ", coalesce(q.method, cq.method)"
+    " FROM (SELECT 1) one"
+    " LEFT JOIN rect_items i ON i.id = $1"
+    " LEFT JOIN units u ON u.id = i.supervising_unit"
+    " LEFT JOIN rect_requests q ON q.user_id = $3 AND q.request_id = $4"
+    " LEFT JOIN clue_requests cq ON cq.user_id = $3 AND cq.request_id = $4";
+
+static const char move_sql[] =
+    "SELECT " RECT_COLS("$2") " FROM rect_move($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) i"
+    " JOIN units u ON u.id = i.supervising_unit";
+/* clang-format on */
+
+static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
+  const move_req_t *mr = arg;
+  authz_principal_t p = clue_principal(call);
+  const rect_move_t *move = NULL;
+  rect_item_facts_t facts;
+  authz_result_t res;
+  rect_state_t from;
+  const char *params[11];
+
+  if (db_rows(r) != 1) {
+    clue_oom(call);
+    return;
+  }
+  facts = item_facts(r, 0);
+  from = facts.state;
+  if (db_value(r, 0, RC_NCOLS) == NULL) {
+    int64_t version = svc_col_i64(r, 0, RC_VERSION);
+
+    if (db_value(r, 0, RC_ID) == NULL) {
+      item_not_found(call, "no such item");
+      return;
+    }
+    res = rect_can_move(&p, &facts, mr->target, &move);
+    /* Past visibility and permission a stale version comes first, as for clues: the caller
+     * learns the item changed before being told why the move no longer fits. */
+    if ((authz_ok(&res) || res.decision == AUTHZ_FAILED_PRECONDITION) &&
+        version != mr->expected_version) {
+      log_info("call %s: %s refused (10): item %lld at version %lld, not %lld", rpc_call_id(call),
+               mr->method, (long long)svc_col_i64(r, 0, RC_ID), (long long)version,
+               (long long)mr->expected_version);
+      rpc_fail(call, GRPC_ABORTED,
+               "rectification item %lld is at version %lld, not %lld; read it again",
+               (long long)svc_col_i64(r, 0, RC_ID), (long long)version,
+               (long long)mr->expected_version);
+      return;
+    }
+    if (!authz_ok(&res)) {
+      clue_refuse(call, &res);
+      return;
+    }
+  }
+  params[0] = svc_i64(call, p.user_id, 0);
+  params[1] = svc_i64(call, p.unit_id, 0);
+  params[2] = mr->request_id;
+  params[3] = mr->method;
+  params[4] = svc_i64(call, clue_now_ms(call), 0);
+  params[5] = svc_i64(call, mr->item_id, 0);
+  params[6] = svc_i64(call, mr->expected_version, 0);
+  params[7] = rect_state_name(from);
+  params[8] = rect_state_name(mr->target);
+  params[9] = mr->notes;
+  if (!svc_all_set(params, 10)) {
+    clue_oom(call);
+    return;
+  }
+  params[10] = params[9];
+  params[9] = mr->text; /* NULL: an optional comment left out */
+  svc_query(call, move_sql, 11, params, reply_item, NULL);
+}
+
+/* The shared start of the four moves: validate, then read the item. */
+static void start_move(rpc_call_t *call, const char *method, rect_state_t target, int64_t item_id,
+                       int64_t expected_version, const char *request_id, const char *text_field,
+                       const char *text, const int64_t *note_ids, size_t n_note_ids) {
+  unsigned required = rect_fsm_required(target);
+  bool text_required = required != 0;
+  bool long_text = (required & (RECT_FIELD_PLAN | RECT_FIELD_EVIDENCE)) != 0;
+  validate_error_t err;
+  move_req_t *mr;
+  const char *params[4];
+  int rc;
+
+  if ((rc = validate_id("item_id", item_id, &err)) != 0 ||
+      (rc = validate_id("expected_version", expected_version, &err)) != 0 ||
+      (rc = validate_request_id(request_id, &err)) != 0)
+    goto invalid;
+  if (long_text)
+    rc = validate_text(text_field, text, RECT_TEXT_MAX, VALIDATE_REQUIRED | VALIDATE_MULTILINE,
+                       &err);
+  else
+    rc = validate_reason(text_field, text, text_required, &err);
+  if (rc != 0 ||
+      (rc = validate_ids("note_ids", note_ids, n_note_ids, RECT_MAX_NOTES, &err)) != 0)
+    goto invalid;
+  if (!long_text && n_note_ids > 0) {
+    rc = fail_field(&err, "note_ids", "note_ids go with a plan or evidence only");
+    goto invalid;
+  }
+  if ((mr = rpc_call_alloc(call, sizeof(*mr))) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  mr->method = method;
+  mr->target = target;
+  mr->item_id = item_id;
+  mr->expected_version = expected_version;
+  mr->request_id = clue_request_key(call, request_id);
+  mr->text = clue_trimmed(call, text);
+  mr->notes = svc_id_array(call, note_ids, n_note_ids);
+  params[0] = svc_i64(call, item_id, 0);
+  params[1] = svc_i64(call, clue_principal(call).unit_id, 0);
+  params[2] = svc_i64(call, clue_principal(call).user_id, 0);
+  params[3] = mr->request_id;
+  if (mr->notes == NULL || (text_required && mr->text == NULL) || !svc_all_set(params, 4)) {
+    clue_oom(call);
+    return;
+  }
+  svc_query(call, move_facts_sql, 4, params, got_move_facts, mr);
+  return;
+invalid:
+  (void)clue_invalid(call, rc, &err);
+}
+
+static void record_plan(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__RecordPlanRequest *req = (const void *)m;
+  start_move(call, "RecordPlan", RECT_STATE_PLAN_RECORDED, req->item_id, req->expected_version,
+             req->request_id, "plan", req->plan, req->note_ids, req->n_note_ids);
+}
+
+static void submit(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__SubmitRequest *req = (const void *)m;
+  start_move(call, "Submit", RECT_STATE_SUBMITTED, req->item_id, req->expected_version,
+             req->request_id, "evidence", req->evidence, req->note_ids, req->n_note_ids);
+}
+
+static void verify(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__VerifyRequest *req = (const void *)m;
+  start_move(call, "Verify", RECT_STATE_VERIFIED, req->item_id, req->expected_version,
+             req->request_id, "comment", req->comment, NULL, 0);
+}
+
+static void reopen(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__ReopenRequest *req = (const void *)m;
+  start_move(call, "Reopen", RECT_STATE_REOPENED, req->item_id, req->expected_version,
+             req->request_id, "reason", req->reason, NULL, 0);
+}
+
+/* ---- method table ----------------------------------------------------------------------- */
+
+#define RECT_METHOD(name, fn, in, out) SVC_CLUE_METHOD("RectificationService", name, fn, in, out)
+
+const rpc_method_t rect_methods[] = {
+    RECT_METHOD("CreateItem", create_item, create_item_request, rectification_item),
+    RECT_METHOD("GetItem", get_item, get_item_request, rectification_item),
+    RECT_METHOD("ListItems", list_items, list_items_request, list_items_response),
+    RECT_METHOD("RecordPlan", record_plan, record_plan_request, rectification_item),
+    RECT_METHOD("Submit", submit, submit_request, rectification_item),
+    RECT_METHOD("Verify", verify, verify_request, rectification_item),
+    RECT_METHOD("Reopen", reopen, reopen_request, rectification_item),
+    RECT_METHOD("GetLedgerStats", get_ledger_stats, get_ledger_stats_request,
+                get_ledger_stats_response),
+};
+const size_t rect_nmethods = sizeof(rect_methods) / sizeof(rect_methods[0]);
