@@ -106,6 +106,10 @@ struct server {
   /* Creates the owner of a new stream and hands back its stream (rpc_call_accept): how a
    * connection starts a call without knowing what a call is. 0 or a negative error. */
   int (*stream_accept)(server_t *srv, uint64_t conn_id, int32_t stream_id, h2_stream_t **out);
+  /* Told when a connection's queued output passes --max-conn-buffer (1) and when it drains
+   * below half of it or the connection closes (0); NULL: nobody listens. The database pool
+   * holds that connection's waiting queries meanwhile (db_owner_pause). */
+  void (*conn_congested)(server_t *srv, uint64_t conn_id, int congested);
   h2_pages_t *pages;            /* whole-page blocks for nghttp2's large buffers */
   h2_conn_t *conns;             /* intrusive list of live connections */
   size_t nconns;

@@ -157,7 +157,8 @@ struct db_pool {
   size_t queue_max;
   unsigned reconnect_min_ms, reconnect_max_ms, connect_timeout_ms;
   unsigned cancel_grace_ms;
-  db_owners_t owners; /* requests per owner, waiting or in flight */
+  db_owners_t owners; /* requests per owner, waiting or in flight; paused owners */
+  size_t npaused;     /* owners paused: the queue is then searched, not just popped */
   db_conn_t *conns;   /* size pool connections */
   db_stmts_t stmts;   /* statement texts prepared on every connection, lazily */
   uint8_t *prepared;  /* size * stmts.max PREP_* states, one row per pool connection */
@@ -1141,9 +1142,24 @@ static void on_poll(uv_poll_t *h, int status, int events) {
 
 /* ---- the pool ---------------------------------------------------------------------------- */
 
+/* The first waiting request whose owner is not paused, or NULL. */
+static db_req_t *queue_next(db_pool_t *p) {
+  db_req_t *q = p->queue.head;
+
+  if (p->npaused == 0)
+    return q;
+  while (q && db_owners_paused(&p->owners, q->owner))
+    q = q->next;
+  return q;
+}
+
 static void pool_dispatch(db_pool_t *p) {
-  while (p->queue.head && p->idle)
-    conn_send(p->idle, queue_pop(&p->queue));
+  db_req_t *q;
+
+  while (p->idle && (q = queue_next(p)) != NULL) {
+    queue_remove(&p->queue, q);
+    conn_send(p->idle, q);
+  }
 }
 
 static void pool_submit(db_pool_t *p, db_req_t *q) {
@@ -1151,7 +1167,7 @@ static void pool_submit(db_pool_t *p, db_req_t *q) {
     req_defer(p, q, DB_EUNAVAILABLE, "database unavailable");
     return;
   }
-  if (p->idle && !p->queue.head) {
+  if (p->idle && !p->queue.head && !db_owners_paused(&p->owners, q->owner)) {
     conn_send(p->idle, q);
     return;
   }
@@ -1170,6 +1186,8 @@ static void pool_submit(db_pool_t *p, db_req_t *q) {
   }
   q->state = REQ_QUEUED;
   queue_push(&p->queue, q);
+  if (p->idle && p->npaused > 0)
+    pool_dispatch(p); /* idle connections and only paused requests before this one */
 }
 
 static void pool_free(db_pool_t *p) {
@@ -1469,6 +1487,22 @@ int db_txn_opts(db_pool_t *p, const db_opts_t *o, const db_stmt_t *stmts, int n,
 
 int db_txn(db_pool_t *p, const db_stmt_t *stmts, int n, db_cb cb, void *arg) {
   return pool_request(p, NULL, stmts, n, 1, cb, arg);
+}
+
+void db_owner_pause(db_pool_t *p, uint64_t owner, int paused) {
+  int was;
+
+  if (p == NULL || owner == 0)
+    return;
+  was = db_owners_paused(&p->owners, owner);
+  if (!!paused == was || db_owners_pause(&p->owners, owner, paused) != 0)
+    return; /* out of memory: the owner is simply not paused */
+  if (paused) {
+    p->npaused++;
+    return;
+  }
+  p->npaused--;
+  pool_dispatch(p);
 }
 
 void db_cancel(db_pool_t *p, db_req_t *q) {

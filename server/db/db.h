@@ -150,6 +150,15 @@ int db_txn_opts(db_pool_t *pool, const db_opts_t *o, const db_stmt_t *stmts, int
                 void *arg) __attribute__((warn_unused_result));
 
 /**
+ * Pause (paused != 0) or resume an owner (db_opts_t): while paused, its waiting requests stay
+ * on the queue and later ones join them, while other owners' requests go ahead; what it has
+ * running finishes. Resuming sends them again in order. An HTTP/2 connection whose peer does
+ * not read its replies is paused, so that it does not pull more rows than it can take. Out of
+ * memory leaves the owner running. pool NULL or owner 0: nothing.
+ */
+void db_owner_pause(db_pool_t *pool, uint64_t owner, int paused);
+
+/**
  * Cancel request q (a handle from db_opts_t, before its callback started). Still waiting: it
  * leaves the queue and its callback runs later with DB_ECANCELED. Running: once it has run
  * cancel_grace_ms, the server is asked to stop it (the cancel request is sent from libuv's

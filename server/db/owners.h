@@ -2,8 +2,9 @@
 #define CLUED_DB_OWNERS_H
 
 /* How many requests each owner has in the database pool (waiting or running), so that one
- * owner (an HTTP/2 connection) holds a bounded share of it. A counter exists only while its
- * owner has requests: memory follows the requests, never the number of owners ever seen. */
+ * owner (an HTTP/2 connection) holds a bounded share of it, and which owners are paused (their
+ * waiting requests are not sent). A counter exists only while its owner has requests or is
+ * paused: memory follows the requests and the paused owners, never the owners ever seen. */
 
 #include <stddef.h>
 #include <stdint.h>
@@ -31,6 +32,15 @@ void db_owners_give(db_owners_t *o, uint64_t owner);
 
 /** The requests owner has now. */
 size_t db_owners_count(const db_owners_t *o, uint64_t owner);
+
+/**
+ * Pause (on) or resume owner. Returns 0 or DB_ENOMEM (nothing changed). Owner 0 is never
+ * paused.
+ */
+int db_owners_pause(db_owners_t *o, uint64_t owner, int on) __attribute__((warn_unused_result));
+
+/** True while owner is paused. */
+int db_owners_paused(const db_owners_t *o, uint64_t owner);
 
 /** True when no owner has a request (every counter is freed). */
 int db_owners_empty(const db_owners_t *o);

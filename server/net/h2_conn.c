@@ -235,6 +235,9 @@ static void conn_change_state(h2_conn_t *c, h2_conn_state_t to, const char *why)
     if (c->next)
       c->next->prev = c->prev;
     srv->nconns--;
+    if (c->congested && srv->conn_congested)
+      srv->conn_congested(srv, c->id, 0);
+    c->congested = 0;
     while (c->streams) /* each leaves the list (and the writable queue) as it detaches */
       h2_stream_detach(c->streams, NGHTTP2_CANCEL, why);
     nghttp2_session_del(c->session);
@@ -297,15 +300,21 @@ void h2_conn_queued(h2_conn_t *c, ptrdiff_t delta) {
   size_t cap = c->srv->cfg.max_conn_buffer;
 
   c->queued += (size_t)delta;
+  if (c->state == H2_CONN_CLOSING)
+    return; /* its streams are leaving: nothing to pause or wake */
   if (delta < 0)
     c->last_progress = uv_now(c->srv->loop);
   if (!c->congested && c->queued + c->wlen > cap) {
     c->congested = 1;
+    if (c->srv->conn_congested)
+      c->srv->conn_congested(c->srv, c->id, 1);
     log_info("conn %llu (%s): %zu response bytes queued, over --max-conn-buffer %zu: new calls "
-             "wait, streams pause until the peer reads", (unsigned long long)c->id, c->peer,
+             "and queries wait, streams pause until the peer reads", (unsigned long long)c->id, c->peer,
              c->queued + c->wlen, cap);
   } else if (c->congested && c->queued + c->wlen <= cap / 2) {
     c->congested = 0;
+    if (c->srv->conn_congested)
+      c->srv->conn_congested(c->srv, c->id, 0);
     c->wake_pending = 1;
     c->flush_pending = 1;
   }

@@ -89,6 +89,11 @@ static void methods_free(server_t *srv) {
   srv->methods = NULL;
 }
 
+/* A connection whose peer does not read its replies pulls no more rows meanwhile. */
+static void pool_conn_congested(server_t *srv, uint64_t conn_id, int congested) {
+  db_owner_pause(srv->db, conn_id, congested);
+}
+
 /* The database pool: created here and closed here, nowhere else. */
 static int pool_start(server_t *srv) {
   db_config_t dc = {0};
@@ -105,6 +110,7 @@ static int pool_start(server_t *srv) {
     log_error("cannot create the database pool");
     return -ENOMEM;
   }
+  srv->conn_congested = pool_conn_congested;
   return 0;
 }
 
@@ -113,6 +119,7 @@ static void pool_closed(void *arg) {
 }
 
 static void pool_close(server_t *srv) {
+  srv->conn_congested = NULL;
   if (srv->db) {
     db_pool_close(srv->db, pool_closed, NULL);
     srv->db = NULL;

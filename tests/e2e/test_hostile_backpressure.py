@@ -2,8 +2,8 @@
 
 Outbound: a client that opens wide flow-control windows and then never reads. Past
 --max-conn-buffer (1 MiB) of queued responses its connection's new calls wait, undecoded,
-and calls already running are bounded by --db-queue-per-conn (8 here), so the replies it can make the server
-hold are bounded. Inbound: unfinished request bodies one connection keeps are capped by
+and the queries of calls already running wait in the pool's queue (paused), so the replies
+it can make the server hold are those of the queries already running. Inbound: unfinished request bodies one connection keeps are capped by
 --max-conn-inbound; a call that would pass it gets RESOURCE_EXHAUSTED.
 
 Each attack measures clued's RSS before and after, with a Health/Check probe beside it."""
@@ -14,10 +14,12 @@ import struct
 import sys
 import time
 
+import grpc
+
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
 import world  # noqa: E402
-from hostile import (PREFACE, WINDOW_UPDATE, HealthProbe, Raw, frame, grpc_msg, headers_frames, lit,  # noqa: E402
+from hostile import (ASAN_SMALL_QUARANTINE, PREFACE, WINDOW_UPDATE, HealthProbe, Raw, frame, grpc_msg, headers_frames, lit,  # noqa: E402
                      report, request_block, rss_kb, settings, start_clued)
 
 S = harness.stubs()
@@ -93,6 +95,52 @@ def test_client_that_never_reads(c):
     # The same user on a connection that reads gets its notes, all of them.
     r = c.w.G1.leader.clue.ListNotes(pb.ListNotesRequest(clue_id=c.clue_id, page_size=500), timeout=20)
     assert r.ByteSize() == c.reply_bytes
+
+
+def test_running_calls_pause_with_the_default_queue_share(c):
+    """--db-queue-per-conn at its default (128), so 60 calls may all be running at once. Once
+    the connection's output passes --max-conn-buffer its waiting queries are paused in the
+    pool's queue: the server holds the replies of the queries already running (at most the
+    pool's 8), not 60 of them. Other connections' queries go past the paused ones."""
+    url = c.srv.database_url.replace("user=clued_owner", "user=postgres")
+    srv = harness.Clued(url, env={"ASAN_OPTIONS": ASAN_SMALL_QUARANTINE}).start()
+    try:
+        pid = srv.proc.pid
+        with grpc.insecure_channel(srv.addr) as ch:  # warm up: one full reply, read
+            r = S.clue_pb2_grpc.ClueServiceStub(ch).ListNotes(
+                pb.ListNotesRequest(clue_id=c.clue_id, page_size=500),
+                metadata=[("authorization", "Bearer " + c.token)], timeout=20)
+            assert r.ByteSize() == c.reply_bytes
+        time.sleep(0.5)
+        before = rss_kb(pid)
+        host, port = srv.addr.rsplit(":", 1)
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+        s.connect((host, int(port)))
+        s.sendall(PREFACE + settings([(4, 0x7FFFFFFF)])
+                  + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 0x7FFFFFFF - 65535)))
+        body = grpc_msg(pb.ListNotesRequest(clue_id=c.clue_id, page_size=500).SerializeToString())
+        with HealthProbe(srv.addr) as probe:
+            for i in range(60):
+                sid = 1 + 2 * i
+                s.sendall(headers_frames(sid, request_block(LIST_NOTES, auth(c.token))) + frame(0, 1, sid, body))
+            time.sleep(5)
+            held = rss_kb(pid)
+            # Meanwhile another connection's call is served: paused queries do not block the queue.
+            ch = grpc.insecure_channel(srv.addr)
+            stub = S.clue_pb2_grpc.ClueServiceStub(ch)
+            r = stub.ListNotes(pb.ListNotesRequest(clue_id=c.clue_id, page_size=1),
+                               metadata=[("authorization", "Bearer " + c.token)], timeout=10)
+            assert len(r.notes) == 1
+            ch.close()
+        report(f"60 ListNotes replies of {c.reply_bytes / 1e6:.1f} MB, default --db-queue-per-conn, never read",
+               before, held, 64)  # unpaused, the 60 replies alone are 120 MB
+        probe.assert_prompt()
+        assert "new calls and queries wait" in srv.output()
+        s.close()
+        harness.wait_for(lambda: "peer closed the connection" in srv.output(), what="the close")
+    finally:
+        srv.stop()
 
 
 def test_slow_reader_gets_everything(c):

@@ -71,11 +71,43 @@ static void test_many_owners_share_buckets(void **state) {
   assert_true(db_owners_empty(&o));
 }
 
+/* A paused owner keeps its counter while it has no request, and loses it only when it has
+ * neither a request nor the pause; every order of take, give, pause and resume. */
+static void test_pause_outlives_requests(void **state) {
+  db_owners_t o;
+
+  (void)state;
+  db_owners_init(&o, 2);
+  assert_false(db_owners_paused(&o, 9));
+  assert_int_equal(db_owners_pause(&o, 9, 1), 0); /* paused with no request */
+  assert_true(db_owners_paused(&o, 9));
+  assert_false(db_owners_empty(&o));
+  assert_int_equal(db_owners_take(&o, 9), 0);
+  db_owners_give(&o, 9); /* its last request: the pause stays */
+  assert_true(db_owners_paused(&o, 9));
+  assert_int_equal(db_owners_pause(&o, 9, 0), 0);
+  assert_false(db_owners_paused(&o, 9));
+  assert_true(db_owners_empty(&o));
+  /* Request first, then pause, resume while the request runs, then give. */
+  assert_int_equal(db_owners_take(&o, 9), 0);
+  assert_int_equal(db_owners_pause(&o, 9, 1), 0);
+  assert_int_equal(db_owners_pause(&o, 9, 0), 0);
+  assert_int_equal(db_owners_count(&o, 9), 1);
+  db_owners_give(&o, 9);
+  assert_true(db_owners_empty(&o));
+  /* Resuming an owner never seen, and pausing owner 0, change nothing. */
+  assert_int_equal(db_owners_pause(&o, 11, 0), 0);
+  assert_int_equal(db_owners_pause(&o, 0, 1), 0);
+  assert_false(db_owners_paused(&o, 0));
+  assert_true(db_owners_empty(&o));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_limit_is_per_owner),
       cmocka_unit_test(test_owner_zero_is_not_counted),
       cmocka_unit_test(test_many_owners_share_buckets),
+      cmocka_unit_test(test_pause_outlives_requests),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
