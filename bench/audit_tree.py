@@ -100,7 +100,7 @@ def main():
         w = world.build(srv)
         conn = pg.connect(dbname)
         with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM (SELECT audit_append(1, 1, 'bench.event', 'clue', 1000000 + g % 1000,"
+            cur.execute("SELECT count(*) FROM (SELECT audit_append(1, 1, 'bench.event', 'clue', 1000000 + g %% 1000,"
                         " 1, 'ACCEPTED', 'PRELIMINARY_CHECK', '依据初步核实情况', jsonb_build_object('i', g))"
                         " FROM generate_series(1, %s) g) x", (args.events,))
             cur.execute("SELECT count(*) FROM audit_events")
