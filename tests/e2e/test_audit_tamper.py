@@ -45,6 +45,13 @@ class Log:
         self.url = self.pg.url(self.dbname)
         self.args = ["--audit-signing-key", KEY, "--checkpoint-every", "1000", "--checkpoint-interval", "200ms"]
         self.srv = harness.Clued(self.url, args=self.args).start()
+        try:
+            self._populate()
+        except BaseException:
+            self.srv.stop()  # a failed set-up leaves no clued behind
+            raise
+
+    def _populate(self):
         self.w = world.build(self.srv)
         self.db = self.pg.connect(self.dbname)
         g = self.w.G1
