@@ -21,6 +21,7 @@ typedef struct reflection reflection_t;
 typedef struct tls_server tls_server_t;
 typedef struct audit_tree audit_tree_t;
 typedef struct h2_pages h2_pages_t;
+typedef struct audit_tail audit_tail_t;
 
 typedef struct server_config {
   char listen[128];             /* host:port, [v6]:port */
@@ -111,6 +112,7 @@ struct server {
    * holds that connection's waiting queries meanwhile (db_owner_pause). */
   void (*conn_congested)(server_t *srv, uint64_t conn_id, int congested);
   h2_pages_t *pages;            /* whole-page blocks for nghttp2's large buffers */
+  audit_tail_t *tail;           /* the committed tail of audit_events: watchers and the tree follow it */
   h2_conn_t *conns;             /* intrusive list of live connections */
   size_t nconns;
   uint64_t next_conn_id;

@@ -2,10 +2,12 @@
  * signing key) building leaves from the committed tail of audit_events.
  *
  * Shape. One query at a time, driven by one timer. Each round first reads the leaves other
- * instances appended (SYNC); a builder then reads the events after the last leaf (FETCH),
- * decides with the WatchEvents frontier which of them are final (audit_frontier.c: a seq is
- * final once it is visible, or once no transaction that could still commit it is running),
- * hashes the final ones in seq order, and appends them (APPEND) through audit_tree_append(),
+ * instances appended (SYNC); a builder then takes the events after the last leaf that the
+ * server's tail (audit/tail.c) has decided: from the tail's ring, where they already carry
+ * their leaf hashes, or, when the last leaf is behind the ring (at start, or after another
+ * builder held the lock), from the database with seq <= the tail's frontier (FETCH), which
+ * reads exactly the committed events up to it. It appends them in seq order (APPEND) through
+ * audit_tree_append(),
  * which refuses unless this instance holds the builder lock and the tree is still as long
  * as it was read. The leaves are added to the in-memory tree before the append is sent, so
  * that the checkpoint's root can be computed; if the append is refused they are dropped
@@ -22,25 +24,32 @@
 #include "audit/tree.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit/tail.h"
 #include "db/db.h"
-#include "domain/audit_frontier.h"
 #include "log.h"
 
 #define SYNC_BATCH 10000 /* leaves per SYNC query */
-#define FETCH_BATCH 1000 /* events per FETCH query */
+#define BUILD_BATCH 1000 /* leaves per APPEND */
 #define POLL_IDLE_MS 200 /* nothing new: look again after this */
-#define POLL_GAP_MS 20   /* a gap is open: look again soon */
 #define RETRY_MS 1000    /* after a failed query */
+/* A builder appends at most this often, and the tail reads for it at most this often, so
+ * that building costs a few statements per pace however many events commit: the writers'
+ * commits never wait for it, and sequential writers do not share the database's CPU with a
+ * round of builder statements per event. A full batch goes at once. */
+#define BUILD_PACE_MS 100
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 typedef enum tree_state {
   TREE_DORMANT, /* a follower between callers: nothing is read (the pool is not touched) */
   TREE_IDLE,   /* the timer runs; no query in flight */
   TREE_SYNC,   /* reading leaves appended by anyone */
-  TREE_FETCH,  /* reading the events after the last leaf */
+  TREE_FETCH,  /* reading decided events after the last leaf from the database */
   TREE_APPEND, /* audit_tree_append() in flight */
   TREE_CLOSED, /* closing: freed once the timer is closed and no query is in flight */
 } tree_state_t;
@@ -61,8 +70,9 @@ struct audit_tree {
   uint64_t every, interval_ms;
   uint64_t cp_size;      /* the latest checkpoint's size */
   int64_t cp_ms;         /* and when it was published (server clock), 0 if none */
-  audit_frontier_t frontier;
-  int frontier_on;       /* frontier follows from seqs[durable - 1] */
+  audit_tail_follower_t follower; /* a builder follows the server's tail */
+  uint64_t round_ms;     /* loop time the last round began */
+  int appending_full;    /* the append in flight carries a full batch: go on at once */
   int appending_cp;      /* the append in flight carries a checkpoint */
   int64_t appending_ms;  /* ... published at this time */
 };
@@ -194,11 +204,10 @@ static void on_append(const db_result_t *r, void *arg) {
       t->cp_size = t->durable;
       t->cp_ms = t->appending_ms;
     }
-    tree_wait(t, 0);
+    tree_wait(t, t->appending_full ? 0 : BUILD_PACE_MS);
     return;
   }
   leaves_cut(t);
-  t->frontier_on = 0;
   if (ans == NULL)
     log_warn("audit tree: appending leaves failed: %s", r->message ? r->message : db_strerror(r->err));
   /* busy or moved: another builder is at work; read what it wrote. */
@@ -263,15 +272,11 @@ out:
 
 /* ---- FETCH ------------------------------------------------------------------------------- */
 
-/* Events after the frontier with their snapshot's xmin and, when the rows leave a gap above
- * it, a transaction id assigned after the snapshot (service/audit_watch.c, "Ordering
- * without gaps"). At least one row; event columns NULL when there is nothing new. */
-#define FETCH_COL 2
+/* Decided events after the last leaf ($1), up to the tail's frontier ($2): exactly the
+ * committed ones, in seq order. */
 static const char sql_fetch[] =
-    "WITH e AS MATERIALIZED (SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2)"
-    " SELECT txid_snapshot_xmin(txid_current_snapshot()),"
-    "        (SELECT CASE WHEN max(seq) - $1 > count(*) THEN txid_current() END FROM e), " AUDIT_LEAF_COLS
-    "   FROM (SELECT 1) one LEFT JOIN e ON true ORDER BY e.seq";
+    "SELECT " AUDIT_LEAF_COLS " FROM audit_events e WHERE e.seq > $1 AND e.seq <= $2"
+    " ORDER BY e.seq LIMIT $3";
 
 static int checkpoint_due(audit_tree_t *t) {
   uint64_t n = t->mt.size;
@@ -281,11 +286,22 @@ static int checkpoint_due(audit_tree_t *t) {
          wall_ms() - t->cp_ms >= (int64_t)t->interval_ms;
 }
 
+/* The leaves gathered (if any) go out, with a checkpoint if one is due; else wait. */
+static void append_or_wait(audit_tree_t *t) {
+  t->appending_full = t->mt.size - t->durable >= BUILD_BATCH;
+  if (t->mt.size > t->durable || checkpoint_due(t)) {
+    if (append_send(t, checkpoint_due(t)) != 0) {
+      leaves_cut(t);
+      tree_wait(t, RETRY_MS);
+    }
+    return;
+  }
+  tree_wait(t, POLL_IDLE_MS);
+}
+
 static void on_fetch(const db_result_t *r, void *arg) {
   audit_tree_t *t = arg;
-  int rows, n = 0;
-  int64_t *seqs = NULL, xmin, xbound;
-  size_t acc;
+  int rows;
 
   if (dropped(t))
     return;
@@ -296,58 +312,71 @@ static void on_fetch(const db_result_t *r, void *arg) {
     return;
   }
   rows = db_rows(r);
-  seqs = calloc((size_t)(rows ? rows : 1), sizeof(*seqs));
-  if (seqs == NULL) {
-    tree_wait(t, RETRY_MS);
-    return;
-  }
-  for (int i = 0; i < rows; i++)
-    if (db_value(r, i, FETCH_COL) != NULL)
-      seqs[n++] = strtoll(db_value(r, i, FETCH_COL), NULL, 10);
-  xmin = strtoll(db_value(r, 0, 0), NULL, 10);
-  xbound = db_value(r, 0, 1) ? strtoll(db_value(r, 0, 1), NULL, 10) : 0;
-  acc = audit_frontier_advance(&t->frontier, seqs, (size_t)n, xmin, xbound);
-  free(seqs);
-  for (size_t i = 0, row = 0; i < acc; row++) {
+  for (int row = 0; row < rows; row++) {
     const char *f[AUDIT_LEAF_NFIELDS];
     merkle_hash_t h;
-    if (db_value(r, (int)row, FETCH_COL) == NULL)
-      continue;
     for (int k = 0; k < AUDIT_LEAF_NFIELDS; k++)
-      f[k] = db_value(r, (int)row, FETCH_COL + k);
+      f[k] = db_value(r, row, k);
     if (audit_leaf_hash(f, h) != 0 || leaf_push(t, strtoll(f[0], NULL, 10), h) != 0) {
       log_error("audit tree: out of memory");
       leaves_cut(t);
-      t->frontier_on = 0;
       tree_wait(t, RETRY_MS);
       return;
     }
-    i++;
   }
-  if (t->mt.size > t->durable || checkpoint_due(t)) {
-    if (append_send(t, checkpoint_due(t)) != 0) {
-      leaves_cut(t);
-      t->frontier_on = 0;
-      tree_wait(t, RETRY_MS);
-    }
-    return;
-  }
-  tree_wait(t, (size_t)n > acc ? POLL_GAP_MS : POLL_IDLE_MS);
+  append_or_wait(t);
 }
 
-static void fetch_send(audit_tree_t *t) {
-  char after[24], lim[24];
-  const char *v[2] = {after, lim};
+/* Gather the decided events after the last leaf: from the tail's ring when it holds them,
+ * else from the database. */
+static void gather(audit_tree_t *t) {
+  audit_tail_t *tail = t->follower.tail;
+  int64_t last = last_seq(t), safe;
 
-  if (!t->frontier_on || t->frontier.safe != last_seq(t)) {
-    /* Every seq up to the last leaf is decided: whoever appended it decided it. */
-    audit_frontier_start(&t->frontier, last_seq(t), 0, 0);
-    t->frontier_on = 1;
+  if (tail == NULL || !audit_tail_ready(tail) || (safe = audit_tail_safe(tail)) <= last) {
+    append_or_wait(t); /* nothing decided after the last leaf (a checkpoint may be due) */
+    return;
   }
-  snprintf(after, sizeof(after), "%lld", (long long)t->frontier.safe);
-  snprintf(lim, sizeof(lim), "%d", FETCH_BATCH);
-  if (query_send(t, TREE_FETCH, sql_fetch, 2, v, on_fetch) != 0)
-    tree_wait(t, RETRY_MS);
+  if (last >= audit_tail_ring_base(tail)) {
+    size_t n = audit_tail_ring_len(tail);
+    for (size_t i = audit_tail_ring_find(tail, last);
+         i < n && t->mt.size - t->durable < BUILD_BATCH; i++) {
+      const audit_ev_t *ev = audit_tail_event(tail, i);
+      if (ev->seq > safe)
+        break;
+      if (leaf_push(t, ev->seq, audit_tail_leaf(tail, i)) != 0) {
+        log_error("audit tree: out of memory");
+        leaves_cut(t);
+        tree_wait(t, RETRY_MS);
+        return;
+      }
+    }
+    append_or_wait(t);
+    return;
+  }
+  {
+    char after[24], upto[24], lim[24];
+    const char *v[3] = {after, upto, lim};
+    snprintf(after, sizeof(after), "%lld", (long long)last);
+    snprintf(upto, sizeof(upto), "%lld", (long long)safe);
+    snprintf(lim, sizeof(lim), "%d", BUILD_BATCH);
+    if (query_send(t, TREE_FETCH, sql_fetch, 3, v, on_fetch) != 0)
+      tree_wait(t, RETRY_MS);
+  }
+}
+
+/* The tail decided new events: begin a round as soon as the pace allows. */
+static void on_tail_advanced(audit_tail_follower_t *f) {
+  audit_tree_t *t = container_of(f, audit_tree_t, follower);
+  uint64_t now, due;
+
+  if (t->state != TREE_IDLE)
+    return;
+  now = uv_now(t->srv->loop);
+  due = t->round_ms + BUILD_PACE_MS;
+  due = due > now ? due - now : 0;
+  if (!uv_is_active((uv_handle_t *)&t->timer) || uv_timer_get_due_in(&t->timer) > due)
+    uv_timer_start(&t->timer, on_timer, due, 0);
 }
 
 /* ---- SYNC -------------------------------------------------------------------------------- */
@@ -404,7 +433,7 @@ static void on_sync(const db_result_t *r, void *arg) {
   }
   t->loaded = 1;
   if (t->has_key) {
-    fetch_send(t);
+    gather(t);
     return;
   }
   /* A follower reads again only when asked (audit_tree_ready()). */
@@ -416,6 +445,7 @@ static void tree_round(audit_tree_t *t) {
   char after[24], lim[24];
   const char *v[2] = {after, lim};
 
+  t->round_ms = uv_now(t->srv->loop);
   snprintf(after, sizeof(after), "%llu", (unsigned long long)t->durable);
   snprintf(lim, sizeof(lim), "%d", SYNC_BATCH);
   if (query_send(t, TREE_SYNC, sql_sync, 2, v, on_sync) != 0)
@@ -441,6 +471,12 @@ int audit_tree_init(server_t *srv, const audit_tree_config_t *cfg) {
   uv_timer_init(srv->loop, &t->timer);
   t->timer.data = t;
   srv->tree = t;
+  if (t->has_key && srv->tail) {
+    t->follower.advanced = on_tail_advanced;
+    t->follower.pace_ms = BUILD_PACE_MS;
+    if (audit_tail_follow(srv->tail, &t->follower) != 0)
+      log_error("audit tree: cannot follow the audit log's tail");
+  }
   /* Both read the tree at once. A builder then follows the tail; a follower reads again
    * only when a caller needs the tree (audit_tree_ready()), so that an instance nobody asks
    * for proofs sends the pool no queries of its own. */
@@ -464,6 +500,7 @@ void audit_tree_close(server_t *srv) {
   if (t == NULL)
     return;
   srv->tree = NULL;
+  audit_tail_unfollow(&t->follower);
   /* A query in flight keeps its reference and finds the tree closed. */
   t->state = TREE_CLOSED;
   uv_close((uv_handle_t *)&t->timer, on_timer_closed);

@@ -7,7 +7,7 @@
  *
  * seq comes from a sequence and transactions commit out of seq order: a reader may see seq
  * 11 committed while 10 is still in flight. A seq is *decided* once it is either visible or
- * certain never to commit. The rule (the argument is in service/audit_watch.c): when a
+ * certain never to commit. The rule (the argument is in audit/tail.c): when a
  * snapshot shows a seq h and not a smaller g, take a transaction id bound B that exceeds
  * every id assigned before that snapshot (txid_current() called in the same statement,
  * after the snapshot was taken). Every g below h still absent in any snapshot whose xmin is

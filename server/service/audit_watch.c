@@ -1,14 +1,14 @@
 /* AuditService/WatchEvents.
  *
- * Shape. Each server has one audit_t: one LISTEN connection on channel "audit_events" and
- * one *tail* that reads new rows of audit_events, at most one query at a time. A
- * notification only says "something new": notifications that arrive while the tail's query
- * runs are coalesced into one more query. The tail decides which seqs are final (the
- * frontier, below), keeps the newest decided events in a ring, and hands them to every
- * watcher that is at the frontier; each watcher filters them in memory (audit_filter_match,
- * the same test as its SQL). Only a watcher that is behind the ring runs queries of its own
- * (replaying history in batches), so a burst of events costs one query however many
- * watchers there are.
+ * Shape. The server follows the committed tail of audit_events once (audit/tail.c: one
+ * LISTEN connection, one reader, the frontier that decides which seqs are final, and a ring
+ * of the newest decided events); WatchEvents is one of its followers, the Merkle tree
+ * builder another. The tail tells this module when it has decided new events; every watcher
+ * at the frontier then takes them from the ring and filters them in memory
+ * (audit_filter_match, the same test as its SQL). Only a watcher that is behind the ring
+ * runs queries of its own (replaying history in batches, bounded by the frontier), so a
+ * burst of events costs one query however many watchers there are.
+ *
  *
  * Visibility. AUDITOR and ADMIN watchers see every event. Anyone else sees the events of
  * the clues they may see, which depends on the clues table (owner, liaison room, joint
@@ -19,38 +19,10 @@
  * checked. So a burst costs one more query per group with watchers, not per watcher. As
  * with ListAuditEvents, visibility is the clue's at the time of delivery.
  *
- * Ordering without gaps. seq comes from a sequence and transactions commit in any order, so
- * a reader can see seq 11 while 10 is still uncommitted; one that then moved past 11 would
- * never deliver 10. A watcher therefore delivers only the contiguous run of decided seqs.
- * A seq g is decided when it is visible, or when it can never become visible:
- *   - nextval() hands out seqs in time order (the sequence has CACHE 1, migration 0004), so
- *     if a snapshot S shows some h > g, g was drawn before h was, hence before S was taken;
- *   - audit_append() takes its transaction id (txid_current()) before it draws the seq, so
- *     the transaction T that drew g had its id before S was taken;
- *   - the statement that read S also calls txid_current() (when it sees a gap), which
- *     assigns an id B after S was taken: ids are assigned in increasing order, so id(T) < B;
- *   - in any snapshot S' with xmin(S') >= B, T is not running: a running id below
- *     xmax(S') would be listed and hold xmin(S') at or below it, and a running id at or
- *     above xmax(S') means xmin(S') <= xmax(S') <= id(T) < B. So T committed (then g is
- *     visible in S') or rolled back: if g is absent from S', it never appears. Gaps are
- *     allowed; reordering and loss are not.
- * The snapshot's own xmax is not such a bound: PostgreSQL sets it to latestCompletedXid + 1
- * and leaves running ids at or above it out of the snapshot, so a transaction that took its
- * id after the last completion is invisible to both xmin and xip (the unit test
- * snapshot_xmax_is_not_a_bound shows the case). Taking B costs the reader a transaction id,
- * and only when its rows have a gap. The tail records (largest seq seen, B) as a checkpoint,
- * and each query returns its snapshot's xmin with the rows (one statement, one snapshot);
- * domain/audit_frontier.c does the bookkeeping and is model-checked on its own. A decided
- * seq stays decided for every later query on any connection, so a watcher's catch-up query
- * bounded by the frontier (seq <= safe) reads exactly the committed events up to it. When
- * the tail starts, the largest seq M of its first snapshot becomes the frontier once a
- * snapshot's xmin reaches that first statement's bound.
- * A transaction that appended an event and stays open holds the frontier (and every watcher)
- * at its seq until it ends: a warning is logged when that lasts. xmin covers the whole
- * PostgreSQL cluster, so skipping a rolled-back seq also waits for write transactions of
- * other databases that were running when the gap was seen (a delay, never a loss). The
- * argument needs every row to come from audit_append(): a plain INSERT draws its seq from
- * the column default before it has a transaction id.
+ * Ordering without gaps. A watcher delivers only the contiguous run of seqs the tail's
+ * frontier has decided (the argument is at the top of audit/tail.c), so it never skips an
+ * event that commits late; its catch-up queries read seq <= the frontier, exactly the
+ * committed events up to it.
  *
  * Flow control. A watcher queues events on its call only while the call holds less than
  * WATCH_HIGH_WATER bytes; then it waits for the writable callback and continues from where
@@ -84,13 +56,14 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit/tail.h"
 #include "clue/v1/audit.pb-c.h"
 #include "db/db.h"
-#include "domain/audit_frontier.h"
 #include "domain/validate.h"
 #include "log.h"
 #include "rpc/auth.h"
@@ -98,29 +71,11 @@
 #include "service/audit_event.h"
 #include "service/clue_scope.h"
 
-#define TAIL_BATCH 500               /* rows per tail query */
 #define REPLAY_BATCH 256             /* rows per catch-up query of one watcher */
-#define RING_MAX_EVENTS 4096         /* decided events kept for watchers near the edge */
-#define RING_MAX_BYTES (8u << 20)    /* ... and at most this much of them */
 #define WATCH_HIGH_WATER (64 * 1024) /* a watcher queues no more once its call holds this */
-#define POLL_MIN_MS 5                /* re-reading while a gap is open: first delay */
-#define POLL_MAX_MS 500              /* ... doubling up to this */
-#define RETRY_MIN_MS 100             /* after a failed tail query */
-#define RETRY_MAX_MS 5000
-#define STUCK_WARN_MS 10000 /* warn when the frontier waits this long on one seq */
-#define RECHECK_MS 5000     /* re-read the watchers' tokens at least this often */
+#define RECHECK_MS 5000              /* re-read the watchers' tokens at least this often */
 
-/* True when the token whose SHA-256 (hex) is the SQL expression h still authenticates: the
- * condition of auth_sql in rpc/auth.c. */
-#define TOKEN_VALID_SQL(h)                                                                         \
-  "EXISTS (SELECT 1 FROM tokens t JOIN users u ON u.id = t.user_id"                                \
-  " WHERE t.token_sha256 = decode(" h ", 'hex') AND t.revoked_at IS NULL AND NOT u.disabled)"
-
-typedef enum tail_state {
-  TAIL_OFF,      /* no watchers: nothing is read */
-  TAIL_STARTING, /* the starting snapshot is being read */
-  TAIL_RUNNING,  /* following new rows (the frontier may still be waiting to be ready) */
-} tail_state_t;
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 typedef enum watch_state {
   WATCH_WAITING, /* the frontier is not established yet, or its token is not yet checked */
@@ -136,25 +91,11 @@ typedef struct vis_group vis_group_t;
 
 struct audit {
   server_t *srv;
-  int refs; /* the server, the timer handle, tail queries, watchers, groups */
+  int refs; /* the server, the sweep timer handle, watchers, groups */
   int closed;
-  tail_state_t tail;
-  unsigned gen;         /* bumped when the tail stops: older queries' results are dropped */
-  int busy;             /* a tail query is in flight */
-  int again;            /* something may have arrived since it was sent */
-  int listening;        /* the LISTEN connection exists */
-  unsigned poll_ms;     /* next delay while a gap is open */
-  unsigned retry_ms;    /* next delay after a failed tail query */
-  int64_t waiting_on;   /* the undecided seq the frontier stopped at, or 0 */
-  uint64_t stuck_since; /* loop time the frontier first stopped at its current seq, or 0 */
-  int stuck_warned;
-  audit_frontier_t frontier;
-  uv_timer_t timer; /* polls while a gap is open, retries after errors */
+  audit_tail_t *tail;              /* the server's tail (srv->tail) */
+  audit_tail_follower_t follower;  /* following it while anyone watches */
   uv_timer_t sweep; /* while anyone watches: --max-stream-age, and the periodic re-check */
-  /* The ring: decided events with seq in (ring_base, frontier.safe], oldest first. */
-  audit_ev_t **ring;
-  size_t ring_head, ring_len, ring_bytes;
-  int64_t ring_base;
   watcher_t *watchers; /* every watcher not GONE */
   size_t nwatchers;
   vis_group_t *groups; /* every visibility group with members */
@@ -192,28 +133,15 @@ struct watcher {
   char token[65];        /* SHA-256 of its bearer token, hex */
 };
 
-static void tail_kick(audit_t *a);
 static void watcher_advance(watcher_t *w);
 static void group_leave(vis_group_t *g);
 static void group_check(vis_group_t *g);
 
 /* ---- lifetimes ------------------------------------------------------------------------- */
 
-static void ring_clear(audit_t *a) {
-  while (a->ring_len > 0) {
-    free(a->ring[a->ring_head]);
-    a->ring_head = (a->ring_head + 1) % RING_MAX_EVENTS;
-    a->ring_len--;
-  }
-  free(a->ring);
-  a->ring = NULL;
-  a->ring_head = a->ring_bytes = 0;
-}
-
 static void audit_unref(audit_t *a) {
   if (--a->refs > 0)
     return;
-  ring_clear(a);
   free(a);
 }
 
@@ -225,15 +153,10 @@ static void watcher_unref(watcher_t *w) {
   free(w);
 }
 
+/* Nobody watches: stop following the tail (which stops reading if nobody else follows). */
 static void tail_stop(audit_t *a) {
   uv_timer_stop(&a->sweep);
-  if (a->tail == TAIL_OFF)
-    return;
-  /* The ring stays allocated until the next start or close: a fan-out may be walking it. */
-  a->tail = TAIL_OFF;
-  a->gen++;
-  a->again = 0;
-  uv_timer_stop(&a->timer);
+  audit_tail_unfollow(&a->follower);
 }
 
 /* The one place a watcher changes state; GONE also takes it off the list. */
@@ -313,43 +236,28 @@ static void watchers_release(watcher_t **v, size_t n) {
   free(v);
 }
 
-/* ---- the ring ------------------------------------------------------------------------- */
+/* ---- the ring (the tail's) ---------------------------------------------------------- */
 
-static audit_ev_t *ring_at(const audit_t *a, size_t i) {
-  return a->ring[(a->ring_head + i) % RING_MAX_EVENTS];
+static const audit_ev_t *ring_at(const audit_t *a, size_t i) {
+  return audit_tail_event(a->tail, i);
 }
 
-static void ring_evict_one(audit_t *a) {
-  audit_ev_t *ev = a->ring[a->ring_head];
-  a->ring_base = ev->seq;
-  a->ring_bytes -= ev->wire_size;
-  free(ev);
-  a->ring_head = (a->ring_head + 1) % RING_MAX_EVENTS;
-  a->ring_len--;
+static size_t ring_len(const audit_t *a) {
+  return audit_tail_ring_len(a->tail);
 }
 
-/* Takes ownership of ev. */
-static void ring_push(audit_t *a, audit_ev_t *ev) {
-  if (a->ring_len == RING_MAX_EVENTS)
-    ring_evict_one(a);
-  a->ring[(a->ring_head + a->ring_len) % RING_MAX_EVENTS] = ev;
-  a->ring_len++;
-  a->ring_bytes += ev->wire_size;
-  while (a->ring_bytes > RING_MAX_BYTES && a->ring_len > 1)
-    ring_evict_one(a);
+static int64_t ring_base(const audit_t *a) {
+  return audit_tail_ring_base(a->tail);
 }
 
 /* Index of the first event with seq > after (ring_len if none). */
 static size_t ring_find(const audit_t *a, int64_t after) {
-  size_t lo = 0, hi = a->ring_len;
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    if (ring_at(a, mid)->seq <= after)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  return lo;
+  return audit_tail_ring_find(a->tail, after);
+}
+
+/* Every seq <= this is decided. */
+static int64_t safe(const audit_t *a) {
+  return audit_tail_safe(a->tail);
 }
 
 /* ---- watchers ------------------------------------------------------------------------- */
@@ -392,7 +300,7 @@ static int group_sees(const vis_group_t *g, int64_t seq) {
  * checked range? */
 static int watcher_in_memory(const watcher_t *w) {
   const vis_group_t *g = w->group;
-  if (w->last < w->a->ring_base)
+  if (w->last < ring_base(w->a))
     return 0;
   return g == NULL || (g->pos >= 0 && w->last >= g->base);
 }
@@ -402,12 +310,12 @@ static int watcher_in_memory(const watcher_t *w) {
 static void watcher_pump(watcher_t *w) {
   audit_t *a = w->a;
   vis_group_t *g = w->group;
-  int64_t limit = g && g->pos < a->frontier.safe ? g->pos : a->frontier.safe;
+  int64_t limit = g && g->pos < safe(a) ? g->pos : safe(a);
   size_t i = ring_find(a, w->last);
 
   watcher_set_state(w, WATCH_SENDING);
-  for (; i < a->ring_len; i++) {
-    audit_ev_t *ev = ring_at(a, i);
+  for (; i < ring_len(a); i++) {
+    const audit_ev_t *ev = ring_at(a, i);
     if (ev->seq > limit)
       break;
     if (rpc_call_buffered(w->call) >= WATCH_HIGH_WATER) {
@@ -422,7 +330,7 @@ static void watcher_pump(watcher_t *w) {
   if (w->last < limit)
     w->last = limit;
   watcher_set_state(w, WATCH_LIVE);
-  if (g && g->pos < a->frontier.safe)
+  if (g && g->pos < safe(a))
     group_check(g);
 }
 
@@ -439,12 +347,12 @@ static void watcher_query(watcher_t *w) {
   const char *params[AUDIT_SQL_MAX_PARAMS + 1];
   int rc;
 
-  w->query_bound = a->frontier.safe;
+  w->query_bound = safe(a);
   audit_sql_build(&q, &w->filter, w->last, w->query_bound, REPLAY_BATCH);
   memcpy(params, q.values, (size_t)q.n * sizeof(*params));
   params[q.n] = w->token;
   snprintf(sql, sizeof(sql),
-           "WITH ok AS MATERIALIZED (SELECT " TOKEN_VALID_SQL("$%d") " AS v)"
+           "WITH ok AS MATERIALIZED (SELECT " AUDIT_TOKEN_VALID_SQL("$%d") " AS v)"
            " SELECT ok.v, q.* FROM ok LEFT JOIN (%s) q ON ok.v ORDER BY 2",
            q.n + 1, q.text);
   watcher_set_state(w, WATCH_QUERY);
@@ -515,9 +423,9 @@ static void watcher_advance(watcher_t *w) {
   if (w->state == WATCH_GONE)
     return;
   w->refs++;
-  if (a->tail != TAIL_RUNNING || !a->frontier.ready)
+  if (!audit_tail_ready(a->tail))
     watcher_set_state(w, WATCH_WAITING);
-  else if (w->last >= a->frontier.safe)
+  else if (w->last >= safe(a))
     watcher_set_state(w, WATCH_LIVE);
   else if (watcher_in_memory(w) && !w->checked)
     watcher_set_state(w, WATCH_WAITING); /* the tail's next fetch checks its token */
@@ -530,7 +438,7 @@ static void watcher_advance(watcher_t *w) {
     watcher_set_state(w, WATCH_PAUSED);
   else
     watcher_query(w);
-  if (w->state == WATCH_LIVE && w->group && w->group->pos < a->frontier.safe)
+  if (w->state == WATCH_LIVE && w->group && w->group->pos < safe(a))
     group_check(w->group);
   watcher_unref(w);
 }
@@ -602,7 +510,7 @@ static void group_leave(vis_group_t *g) {
 /* Start over at the ring's start: what was checked before it is gone from memory. Members
  * behind that point replay from the database (or, having caught up once, are too slow). */
 static void group_reset(vis_group_t *g) {
-  g->base = g->pos = g->a->ring_base;
+  g->base = g->pos = ring_base(g->a);
   g->nvisible = 0;
 }
 
@@ -661,7 +569,7 @@ static int group_push(vis_group_t *g, int64_t seq) {
 
 typedef struct group_job {
   vis_group_t *g;
-  unsigned gen;
+  unsigned epoch; /* the tail's, when the query was sent */
 } group_job_t;
 
 /* End the members that depend on the group's checks (those catching up from the database
@@ -686,11 +594,14 @@ static void group_checked(const db_result_t *r, void *arg) {
   vis_group_t *g = job->g;
   audit_t *a = g->a;
   int64_t *ids = NULL;
-  int n = 0, stale = job->gen != a->gen;
+  unsigned epoch = job->epoch;
+  int n = 0;
 
   free(job);
   g->busy = 0;
-  if (g->members == 0 || a->closed || stale || a->tail != TAIL_RUNNING) {
+  /* In this order: the tail may be gone once the watch is closed. */
+  if (g->members == 0 || a->closed || epoch != audit_tail_epoch(a->tail) ||
+      !audit_tail_ready(a->tail)) {
     group_unref(g);
     return;
   }
@@ -711,10 +622,10 @@ static void group_checked(const db_result_t *r, void *arg) {
     ids[i] = strtoll(db_value(r, i, 0), NULL, 10);
   if (n > 0)
     qsort(ids, (size_t)n, sizeof(*ids), cmp_i64);
-  if (g->pos < a->ring_base)
+  if (g->pos < ring_base(a))
     group_reset(g); /* the ring moved on during the query */
-  for (size_t i = ring_find(a, g->pos); i < a->ring_len; i++) {
-    audit_ev_t *ev = ring_at(a, i);
+  for (size_t i = ring_find(a, g->pos); i < ring_len(a); i++) {
+    const audit_ev_t *ev = ring_at(a, i);
     if (ev->seq > g->upto)
       break;
     if (strcmp(ev->subject_type, "clue") == 0 && n > 0 &&
@@ -731,7 +642,7 @@ static void group_checked(const db_result_t *r, void *arg) {
     g->pos = g->upto;
   group_trim(g);
   group_wake(g);
-  if (g->members > 0 && g->pos < a->frontier.safe)
+  if (g->members > 0 && g->pos < safe(a))
     group_check(g);
   group_unref(g);
 }
@@ -740,21 +651,21 @@ static void group_checked(const db_result_t *r, void *arg) {
  * is in flight. */
 static void group_check(vis_group_t *g) {
   audit_t *a = g->a;
-  int64_t upto = a->frontier.safe;
+  int64_t upto = safe(a);
   int64_t *ids = NULL;
   size_t n = 0, cap = 0, len, i;
   char *list = NULL, cond[CLUE_SCOPE_SQL_MAX], sql[CLUE_SCOPE_SQL_MAX + 128], unit[24];
   const char *params[2];
   group_job_t *job = NULL;
 
-  if (g->busy || g->members == 0 || a->closed || a->tail != TAIL_RUNNING || !a->frontier.ready)
+  if (g->busy || g->members == 0 || a->closed || !audit_tail_ready(a->tail))
     return;
-  if (g->pos < 0 || g->pos < a->ring_base)
+  if (g->pos < 0 || g->pos < ring_base(a))
     group_reset(g);
   if (g->pos >= upto)
     return;
-  for (i = ring_find(a, g->pos); i < a->ring_len && ring_at(a, i)->seq <= upto; i++) {
-    audit_ev_t *ev = ring_at(a, i);
+  for (i = ring_find(a, g->pos); i < ring_len(a) && ring_at(a, i)->seq <= upto; i++) {
+    const audit_ev_t *ev = ring_at(a, i);
     if (strcmp(ev->subject_type, "clue") != 0)
       continue;
     if (n == cap) {
@@ -792,7 +703,7 @@ static void group_check(vis_group_t *g) {
   if ((job = malloc(sizeof(*job))) == NULL)
     goto oom;
   job->g = g;
-  job->gen = a->gen;
+  job->epoch = audit_tail_epoch(a->tail);
   g->busy = 1;
   g->upto = upto;
   g->refs++;
@@ -815,153 +726,7 @@ oom:
   group_fail(g, GRPC_RESOURCE_EXHAUSTED, "out of memory");
 }
 
-/* ---- the tail ------------------------------------------------------------------------- */
-
-/* The largest seq, the xmin of the snapshot it was read in, and a transaction id assigned
- * after that snapshot was taken (see "Ordering without gaps"). */
-static const char sql_start[] =
-    "SELECT (SELECT coalesce(max(seq), 0) FROM audit_events),"
-    "       txid_snapshot_xmin(txid_current_snapshot()), txid_current()";
-
-/* Rows after the frontier with their snapshot's xmin (one statement, one snapshot), and,
- * when the rows leave a gap above the frontier, a transaction id assigned after the
- * snapshot; then which of the watchers' tokens ($3) no longer authenticate in that snapshot,
- * comma-separated (NULL when all do). At least one row, with NULL event columns when there
- * is nothing new. */
-#define FETCH_EVENT_COL 3
-static const char sql_fetch[] =
-    "WITH e AS MATERIALIZED (SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2)"
-    " SELECT txid_snapshot_xmin(txid_current_snapshot()),"
-    "        (SELECT CASE WHEN max(seq) - $1 > count(*) THEN txid_current() END FROM e),"
-    "        (SELECT string_agg(h, ',') FROM (SELECT DISTINCT unnest($3::text[]) h) x"
-    "          WHERE NOT " TOKEN_VALID_SQL("h") "), " AUDIT_EVENT_COLS
-    "   FROM (SELECT 1) one LEFT JOIN e ON true"
-    "  ORDER BY e.seq";
-
-typedef struct tail_job {
-  audit_t *a;
-  unsigned gen;
-} tail_job_t;
-
-static void on_tail_timer(uv_timer_t *t) {
-  tail_kick(t->data);
-}
-
-static void tail_schedule(audit_t *a, unsigned ms) {
-  if (a->tail != TAIL_OFF && !a->closed)
-    uv_timer_start(&a->timer, on_tail_timer, ms, 0);
-}
-
-static void tail_retry(audit_t *a) {
-  unsigned ms = a->retry_ms ? a->retry_ms : RETRY_MIN_MS;
-  a->retry_ms = ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : ms * 2;
-  tail_schedule(a, ms);
-}
-
-static void tail_done(const db_result_t *r, void *arg);
-
-/* The watchers' tokens as an SQL array literal ({hex,hex,...}); NULL when out of memory. */
-static char *tail_tokens(const audit_t *a) {
-  char *s = malloc(3 + a->nwatchers * 65), *p = s;
-
-  if (s == NULL)
-    return NULL;
-  *p++ = '{';
-  for (const watcher_t *w = a->watchers; w; w = w->next) {
-    if (w != a->watchers)
-      *p++ = ',';
-    memcpy(p, w->token, 64);
-    p += 64;
-  }
-  *p++ = '}';
-  *p = '\0';
-  return s;
-}
-
-/* Send the tail's next query: the starting snapshot, or the rows after the frontier. */
-static void tail_query(audit_t *a) {
-  tail_job_t *job = malloc(sizeof(*job));
-  char after[24], limit[24], *tokens = NULL;
-  const char *params[3] = {after, limit, NULL};
-  int rc;
-
-  if (job == NULL) {
-    tail_retry(a);
-    return;
-  }
-  job->a = a;
-  job->gen = a->gen;
-  if (a->tail == TAIL_STARTING) {
-    rc = db_query(a->srv->db, sql_start, 0, NULL, tail_done, job);
-  } else if ((tokens = tail_tokens(a)) == NULL) {
-    rc = DB_ENOMEM;
-  } else {
-    snprintf(after, sizeof(after), "%lld", (long long)a->frontier.safe);
-    snprintf(limit, sizeof(limit), "%d", TAIL_BATCH);
-    params[2] = tokens;
-    rc = db_query(a->srv->db, sql_fetch, 3, params, tail_done, job);
-    free(tokens);
-    if (rc == 0)
-      for (watcher_t *w = a->watchers; w; w = w->next)
-        w->in_check = 1;
-  }
-  if (rc != 0) {
-    free(job);
-    tail_retry(a);
-    return;
-  }
-  a->busy = 1;
-  a->refs++;
-}
-
-/* Something may be new: query now, or once the query in flight is back. */
-static void tail_kick(audit_t *a) {
-  if (a->tail == TAIL_OFF || a->closed)
-    return;
-  if (a->busy) {
-    a->again = 1;
-    return;
-  }
-  uv_timer_stop(&a->timer);
-  a->again = 0;
-  tail_query(a);
-}
-
-static void on_notify(const char *channel, const char *payload, void *arg) {
-  server_t *srv = arg;
-  audit_t *a = srv->audit;
-  char *end = NULL;
-  long long seq;
-  (void)channel;
-
-  if (a == NULL || a->tail == TAIL_OFF)
-    return;
-  if (payload && (strncmp(payload, "revoked token ", 14) == 0 ||
-                  strncmp(payload, "disabled user ", 14) == 0)) {
-    /* Migration 0007's triggers: the next fetch re-checks every watcher's token. */
-    log_info("audit watch: %.40s; checking the tokens of %zu watchers", payload, a->nwatchers);
-    tail_kick(a);
-    return;
-  }
-  seq = payload ? strtoll(payload, &end, 10) : 0;
-  if (end && *end == '\0' && seq > 0) {
-    /* An event the tail has already passed needs no query. */
-    if (a->frontier.ready && seq <= a->frontier.safe)
-      return;
-    /* While the frontier waits on an undecided seq, only that seq's commit helps; a
-     * rollback sends nothing, and the poll timer (armed) finds it. */
-    if (a->waiting_on && seq != a->waiting_on)
-      return;
-  }
-  tail_kick(a);
-}
-
-/* LISTEN took effect (first, or after a reconnect): notifications may have been missed. */
-static void on_listen_ready(void *arg) {
-  server_t *srv = arg;
-  if (srv->audit)
-    tail_kick(srv->audit);
-}
+/* ---- following the tail ---------------------------------------------------------------- */
 
 /* Let every visibility group look at what the tail just decided. */
 static void tail_check_groups(audit_t *a) {
@@ -983,8 +748,9 @@ static void tail_check_groups(audit_t *a) {
   free(v);
 }
 
-/* Give every watcher its share of what the tail just decided. */
-static void tail_fan_out(audit_t *a) {
+/* The tail decided new events: give every watcher its share. */
+static void on_advanced(audit_tail_follower_t *f) {
+  audit_t *a = container_of(f, audit_t, follower);
   size_t n;
   watcher_t **v = watchers_snapshot(a, &n);
 
@@ -997,7 +763,7 @@ static void tail_fan_out(audit_t *a) {
     watcher_t *w = v[i];
     if (w->state == WATCH_GONE)
       continue;
-    if (w->caught_up && w->last < a->ring_base) {
+    if (w->caught_up && w->last < ring_base(a)) {
       watcher_end(w, GRPC_RESOURCE_EXHAUSTED, "watcher too slow; resume from seq %lld",
                   (long long)w->last);
       continue;
@@ -1009,108 +775,38 @@ static void tail_fan_out(audit_t *a) {
   tail_check_groups(a);
 }
 
-/* The frontier stopped short of rows it saw: some seq is still undecided. */
-static void tail_note_stuck(audit_t *a, int stuck) {
-  uint64_t now = uv_now(a->srv->loop);
+/* The watchers' tokens as an SQL array literal ({hex,hex,...}); NULL when out of memory. */
+static char *on_tokens(audit_tail_follower_t *f) {
+  audit_t *a = container_of(f, audit_t, follower);
+  char *s = malloc(3 + a->nwatchers * 65), *p = s;
 
-  if (!stuck) {
-    a->stuck_since = 0;
-    a->stuck_warned = 0;
-    return;
+  if (s == NULL)
+    return NULL;
+  *p++ = '{';
+  for (const watcher_t *w = a->watchers; w; w = w->next) {
+    if (w != a->watchers)
+      *p++ = ',';
+    memcpy(p, w->token, 64);
+    p += 64;
   }
-  if (a->stuck_since == 0)
-    a->stuck_since = now;
-  else if (!a->stuck_warned && now - a->stuck_since >= STUCK_WARN_MS) {
-    a->stuck_warned = 1;
-    log_warn("audit watch: seq %lld has been undecided for %u s: the transaction that drew "
-             "it is still open; watchers wait for it to end",
-             (long long)a->frontier.safe + 1, STUCK_WARN_MS / 1000);
-  }
+  *p++ = '}';
+  *p = '\0';
+  return s;
 }
 
-static void tail_started(audit_t *a, const db_result_t *r) {
-  int64_t max_seq = strtoll(db_value(r, 0, 0), NULL, 10);
-  int64_t xmin = strtoll(db_value(r, 0, 1), NULL, 10);
-  int64_t xbound = strtoll(db_value(r, 0, 2), NULL, 10);
-
-  audit_frontier_start(&a->frontier, max_seq, xmin, xbound);
-  a->ring_base = max_seq;
-  a->tail = TAIL_RUNNING;
-  if (a->frontier.ready)
-    tail_fan_out(a);
-  /* Rows after max_seq may exist already; the next query also polls the frontier. */
-  a->again = 1;
-}
-
-static void tail_fetched(audit_t *a, const db_result_t *r) {
-  int rows = db_rows(r), n = 0;
-  int64_t xmin = strtoll(db_value(r, 0, 0), NULL, 10);
-  const char *bound = db_value(r, 0, 1); /* NULL when the rows leave no gap */
-  int64_t xbound = bound ? strtoll(bound, NULL, 10) : 0;
-  int was_ready = a->frontier.ready;
-  audit_ev_t **evs = calloc((size_t)(rows ? rows : 1), sizeof(*evs));
-  int64_t *seqs = calloc((size_t)(rows ? rows : 1), sizeof(*seqs));
-  size_t acc;
-
-  if (evs == NULL || seqs == NULL)
-    goto oom;
-  /* Copy the rows before moving the frontier, so running out of memory loses nothing. */
-  for (int i = 0; i < rows; i++) {
-    if (db_value(r, i, FETCH_EVENT_COL) == NULL)
-      continue; /* the one row of an empty fetch */
-    if (audit_ev_from_row(r, i, FETCH_EVENT_COL, &evs[n]) != 0)
-      goto oom;
-    seqs[n] = evs[n]->seq;
-    n++;
-  }
-  acc = audit_frontier_advance(&a->frontier, seqs, (size_t)n, xmin, xbound);
-  if (acc > 0 || a->frontier.ready != was_ready)
-    a->poll_ms = POLL_MIN_MS;
-  if (acc > 0 && !a->ring) {
-    a->ring = calloc(RING_MAX_EVENTS, sizeof(*a->ring));
-    if (a->ring == NULL) {
-      /* The frontier moved: nothing can be kept, so watchers at the edge fall behind the
-       * ring and replay from the database (or end, if they had caught up). */
-      log_error("audit watch: out of memory for the event ring");
-      a->ring_base = a->frontier.safe;
-    }
-  }
-  for (int i = 0; i < n; i++) {
-    if ((size_t)i < acc && a->ring)
-      ring_push(a, evs[i]);
-    else
-      free(evs[i]);
-  }
-  free(evs);
-  free(seqs);
-  a->waiting_on = a->frontier.ready && acc < (size_t)n ? a->frontier.safe + 1 : 0;
-  tail_note_stuck(a, acc < (size_t)n || !a->frontier.ready);
-  if (acc > 0 || a->frontier.ready != was_ready)
-    tail_fan_out(a);
-  if (a->tail == TAIL_OFF)
-    return;
-  if ((acc == (size_t)n && n == TAIL_BATCH) || a->again) {
-    a->again = 1; /* tail_done queries again */
-  } else if (acc < (size_t)n || !a->frontier.ready) {
-    unsigned ms = a->poll_ms;
-    a->poll_ms = ms * 2 > POLL_MAX_MS ? POLL_MAX_MS : ms * 2;
-    tail_schedule(a, ms);
-  }
-  return;
-oom:
-  for (int i = 0; i < n; i++)
-    free(evs[i]);
-  free(evs);
-  free(seqs);
-  log_error("audit watch: out of memory reading new events");
-  tail_retry(a);
+/* The fetch naming every watcher's token was sent. */
+static void on_sent(audit_tail_follower_t *f) {
+  audit_t *a = container_of(f, audit_t, follower);
+  for (watcher_t *w = a->watchers; w; w = w->next)
+    w->in_check = 1;
 }
 
 /* The fetch's token check (see "Revocation"), applied before any of its events go out:
  * end the watchers whose token the fetch found invalid (a comma-separated list of hashes,
  * NULL for none), and let the others it named take events from the ring. Returns 0, or
  * -ENOMEM with nothing changed. */
-static int tail_check_tokens(audit_t *a, const char *invalid) {
+static int on_checked(audit_tail_follower_t *f, const char *invalid) {
+  audit_t *a = container_of(f, audit_t, follower);
   size_t n;
   watcher_t **v = watchers_snapshot(a, &n);
 
@@ -1136,60 +832,6 @@ static int tail_check_tokens(audit_t *a, const char *invalid) {
   return 0;
 }
 
-static void tail_done(const db_result_t *r, void *arg) {
-  tail_job_t *job = arg;
-  audit_t *a = job->a;
-  unsigned gen = job->gen;
-
-  free(job);
-  a->busy = 0;
-  if (a->closed || gen != a->gen || a->tail == TAIL_OFF) {
-    /* A stale answer; a tail started since then may be waiting for this query to end. */
-    if (!a->closed && a->again)
-      tail_kick(a);
-    audit_unref(a);
-    return;
-  }
-  if (r->err != DB_OK) {
-    if (a->retry_ms == 0)
-      log_warn("audit watch: reading new events failed (%s%s%s); retrying", db_strerror(r->err),
-               r->message ? ": " : "", r->message ? r->message : "");
-    tail_retry(a);
-    audit_unref(a);
-    return;
-  }
-  a->retry_ms = 0;
-  if (a->tail == TAIL_STARTING)
-    tail_started(a, r);
-  else if (tail_check_tokens(a, db_value(r, 0, 2)) != 0)
-    tail_retry(a); /* nothing of this snapshot may go out unchecked: read it again */
-  else if (a->tail == TAIL_RUNNING)
-    tail_fetched(a, r);
-  if (a->again)
-    tail_kick(a);
-  audit_unref(a);
-}
-
-static void tail_start(audit_t *a) {
-  if (a->tail != TAIL_OFF)
-    return;
-  ring_clear(a);
-  memset(&a->frontier, 0, sizeof(a->frontier));
-  a->tail = TAIL_STARTING;
-  a->poll_ms = POLL_MIN_MS;
-  a->retry_ms = 0;
-  a->waiting_on = 0;
-  a->stuck_since = 0;
-  a->stuck_warned = 0;
-  if (!a->listening) {
-    int rc = db_listen_ex(a->srv->db, "audit_events", on_notify, on_listen_ready, a->srv);
-    if (rc == 0)
-      a->listening = 1;
-    else
-      log_error("audit watch: cannot listen for new events: %s", db_strerror(rc));
-  }
-  tail_kick(a);
-}
 
 /* ---- age and the periodic re-check ---------------------------------------------------- */
 
@@ -1237,7 +879,7 @@ static void on_sweep(uv_timer_t *t) {
     watchers_release(v, n);
   }
   /* The backstop: a fetch re-reads every watcher's token. */
-  tail_kick(a);
+  audit_tail_kick(a->tail);
   sweep_schedule(a);
 }
 
@@ -1261,7 +903,7 @@ void audit_watch_events(rpc_call_t *call, const ProtobufCMessage *m) {
     rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s", err.message);
     return;
   }
-  if (srv->db == NULL || a == NULL || a->closed) {
+  if (srv->db == NULL || a == NULL || a->closed || a->tail == NULL) {
     rpc_fail(call, GRPC_UNAVAILABLE, "no database configured");
     return;
   }
@@ -1307,10 +949,11 @@ void audit_watch_events(rpc_call_t *call, const ProtobufCMessage *m) {
   rpc_call_on_cancel(call, on_cancel, w);
   rpc_call_on_writable(call, on_writable, w);
   sweep_joined(a, w);
-  if (a->tail == TAIL_OFF)
-    tail_start(a);
-  else
-    tail_kick(a); /* the next fetch checks its token (see "Revocation") */
+  if (audit_tail_follow(a->tail, &a->follower) != 0) { /* cannot be: a fixed set follows */
+    watcher_end(w, GRPC_INTERNAL, "cannot follow the audit log");
+    return;
+  }
+  audit_tail_kick(a->tail); /* the next fetch checks its token (see "Revocation") */
   watcher_advance(w);
 }
 
@@ -1319,9 +962,13 @@ int audit_init(server_t *srv) {
   if (a == NULL)
     return -ENOMEM;
   a->srv = srv;
-  a->refs = 3; /* the server and the two timer handles */
-  uv_timer_init(srv->loop, &a->timer);
-  a->timer.data = a;
+  a->refs = 2; /* the server and the sweep timer handle */
+  a->tail = srv->tail;
+  a->follower.advanced = on_advanced;
+  a->follower.tokens = on_tokens;
+  a->follower.sent = on_sent;
+  a->follower.checked = on_checked;
+  a->follower.pace_ms = 0; /* watchers want each event as soon as it is decided */
   uv_timer_init(srv->loop, &a->sweep);
   a->sweep.data = a;
   srv->audit = a;
@@ -1358,8 +1005,6 @@ void audit_close(server_t *srv) {
   while (a->watchers)
     watcher_set_state(a->watchers, WATCH_GONE);
   tail_stop(a);
-  ring_clear(a);
-  uv_close((uv_handle_t *)&a->timer, on_timer_closed);
   uv_close((uv_handle_t *)&a->sweep, on_timer_closed);
   srv->audit = NULL;
   audit_unref(a);

@@ -5,6 +5,7 @@
 
 #include <string.h>
 
+#include "audit/tail.h"
 #include "audit/tree.h"
 #include "db/db.h"
 #include "log.h"
@@ -130,6 +131,12 @@ static void auth_free(server_t *srv) {
   auth_cache_free(&srv->auth_cache);
 }
 
+/* The committed tail of audit_events, which the watch and the tree builder follow: it
+ * starts before them and closes after them. */
+static int tail_start_if_db(server_t *srv) {
+  return srv->db ? audit_tail_init(srv) : 0;
+}
+
 static int tree_start_if_db(server_t *srv) {
   return srv->db ? tree_start(srv) : 0;
 }
@@ -144,6 +151,8 @@ static const server_module_t auth_module = {"authentication", rpc_auth_init, NUL
                                             auth_free};
 static const server_module_t health_module = {"health", health_init, health_shutdown,
                                               health_close, NULL};
+static const server_module_t tail_module = {"the audit tail", tail_start_if_db, NULL,
+                                            audit_tail_close, NULL};
 static const server_module_t audit_module = {"audit watch", audit_init, audit_shutdown,
                                              audit_close, NULL};
 static const server_module_t tree_module = {"the audit tree", tree_start_if_db, NULL,
@@ -152,7 +161,7 @@ static const server_module_t tree_module = {"the audit tree", tree_start_if_db, 
 int services_start(server_t *srv) {
   static const server_module_t *const modules[] = {
       &methods_module, &reflection_module, &pool_module, &auth_module,
-      &health_module,  &audit_module,      &tree_module,
+      &health_module,  &tail_module,       &audit_module, &tree_module,
   };
   return server_start_modules(srv, modules, sizeof(modules) / sizeof(modules[0]));
 }

@@ -1,0 +1,88 @@
+#ifndef CLUED_AUDIT_TAIL_H
+#define CLUED_AUDIT_TAIL_H
+
+/* The committed tail of audit_events, followed once per server for everyone who needs it:
+ * WatchEvents (service/audit_watch.c) and the Merkle tree builder (audit/tree.c).
+ *
+ * One LISTEN connection on channel "audit_events" and at most one query at a time read the
+ * rows after the frontier; the frontier (domain/audit_frontier.c, the argument in tail.c)
+ * says up to which seq every event is decided; the newest decided events are kept in a
+ * ring, each with its Merkle leaf hash, so that every follower takes them from memory. A
+ * follower behind the ring reads from the database itself, bounded by the frontier
+ * (seq <= audit_tail_safe()), which reads exactly the committed events up to it. */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "audit/merkle.h"
+#include "server.h"
+#include "service/audit_event.h"
+
+typedef struct audit_tail audit_tail_t;
+
+/** Someone who follows the tail; embedded in the follower's own object. */
+typedef struct audit_tail_follower {
+  /* The frontier moved or became ready: the ring holds new decided events. May unfollow. */
+  void (*advanced)(struct audit_tail_follower *f);
+  /* Optional: the tokens (SHA-256, hex) the next fetch must check in its own snapshot, as an
+   * SQL array literal ({h,h,...}; malloc'd, the tail frees it), or NULL when out of memory. */
+  char *(*tokens)(struct audit_tail_follower *f);
+  /* Optional: that fetch was sent (the tokens are in it). */
+  void (*sent)(struct audit_tail_follower *f);
+  /* Optional: its answer, before any of its events is decided: the tokens it found invalid
+   * (comma-separated, NULL for none). Returns 0, or -ENOMEM to have the snapshot read again. */
+  int (*checked)(struct audit_tail_follower *f, const char *invalid);
+  unsigned pace_ms; /* fetch at most this often for this follower; 0: on every notification */
+  audit_tail_t *tail; /* set while following */
+} audit_tail_follower_t;
+
+/** Create srv->tail. Nothing is read until someone follows. Returns 0 or -ENOMEM. */
+int audit_tail_init(server_t *srv) __attribute__((warn_unused_result));
+
+/** Free srv->tail once its query in flight (if any) has ended; followers must have left. */
+void audit_tail_close(server_t *srv);
+
+/**
+ * Start following: the tail starts reading if it was not. The follower struct must stay
+ * allocated until audit_tail_unfollow(). Returns 0, or -ENOSPC past AUDIT_TAIL_MAX_FOLLOWERS.
+ */
+int audit_tail_follow(audit_tail_t *t, audit_tail_follower_t *f)
+    __attribute__((warn_unused_result));
+
+/** Stop following; the tail stops reading when nobody follows. No-op if not following. */
+void audit_tail_unfollow(audit_tail_follower_t *f);
+
+/** Something may be new, or tokens need checking: fetch now (or within the pace). */
+void audit_tail_kick(audit_tail_t *t);
+
+/** True while the frontier is established: audit_tail_safe() and the ring may be used. */
+int audit_tail_ready(const audit_tail_t *t);
+
+/** Every seq <= this is decided. */
+int64_t audit_tail_safe(const audit_tail_t *t);
+
+/** Bumped whenever the tail (re)starts: positions in an older ring mean nothing. */
+unsigned audit_tail_epoch(const audit_tail_t *t);
+
+/** The ring holds every decided event with ring_base < seq <= safe, oldest first. */
+int64_t audit_tail_ring_base(const audit_tail_t *t);
+size_t audit_tail_ring_len(const audit_tail_t *t);
+
+/** Index of the first ring event with seq > after (audit_tail_ring_len() if none). */
+size_t audit_tail_ring_find(const audit_tail_t *t, int64_t after);
+
+/** Ring event i (i < audit_tail_ring_len()); owned by the ring. */
+const audit_ev_t *audit_tail_event(const audit_tail_t *t, size_t i);
+
+/** Ring event i's Merkle leaf hash (RFC 9162, over the canonical event). */
+const uint8_t *audit_tail_leaf(const audit_tail_t *t, size_t i);
+
+#define AUDIT_TAIL_MAX_FOLLOWERS 4
+
+/** SQL: true when the token whose SHA-256 (hex) is the SQL expression h still authenticates
+ * (the condition of auth_sql in rpc/auth.c). */
+#define AUDIT_TOKEN_VALID_SQL(h)                                                                   \
+  "EXISTS (SELECT 1 FROM tokens t JOIN users u ON u.id = t.user_id"                                \
+  " WHERE t.token_sha256 = decode(" h ", 'hex') AND t.revoked_at IS NULL AND NOT u.disabled)"
+
+#endif
