@@ -290,7 +290,9 @@ static const cli_command_t audit_commands[] = {
      "The checkpoint is a signed note (C2SP tlog-checkpoint): the log's name, its number of\n"
      "events and the root hash of its Merkle tree, signed with the server's Ed25519 key.\n"
      "Keep it somewhere the server cannot reach; `audit verify --checkpoint` proves later\n"
-     "that the log only grew since.\n",
+     "that the log only grew since. With --out FILE, FILE.leaves keeps the seq and leaf\n"
+     "hash of every event the checkpoint covers, so that a later verify names the exact\n"
+     "first event of a truncation or fork.\n",
      audit_tree_checkpoint},
     {"witness", NULL, "Keep the signed sequence of checkpoints, checking each", witness_opts,
      "Polls the latest checkpoint, checks its signature and that it extends the last one\n"

@@ -51,6 +51,168 @@ static int load_key(cli_t *cli, const char *path, const Clue__V1__Checkpoint *la
   return 0;
 }
 
+/* ---- the leaves a checkpoint covers ---------------------------------------------------- *
+ *
+ * `audit checkpoint --out FILE` also keeps, in FILE.leaves, the seq and leaf hash of every
+ * event the checkpoint covers, as the server gave them; they are trusted only once they hash
+ * to the signed root. With them, `audit verify --checkpoint FILE` names the exact first event
+ * where the log today differs from the one the checkpoint signed (a truncation or a fork),
+ * where the root alone can only say "somewhere in the first N events". */
+
+#define LEAVES_MAGIC "clued-audit-leaves-v1"
+
+typedef struct leaves {
+  uint64_t n;
+  int64_t *seq;
+  merkle_hash_t *leaf;
+} leaves_t;
+
+static void leaves_free(leaves_t *l) {
+  free(l->seq);
+  free(l->leaf);
+  memset(l, 0, sizeof(*l));
+}
+
+static int leaves_alloc(leaves_t *l, uint64_t n) {
+  l->n = n;
+  l->seq = calloc(n ? n : 1, sizeof(*l->seq));
+  l->leaf = calloc(n ? n : 1, sizeof(*l->leaf));
+  return l->seq && l->leaf ? 0 : -1;
+}
+
+/* Do the leaves hash to root? */
+static int leaves_match(const leaves_t *l, const merkle_hash_t root) {
+  merkle_tree_t mt;
+  merkle_hash_t r;
+  int ok = 1;
+
+  merkle_tree_init(&mt);
+  for (uint64_t i = 0; ok && i < l->n; i++)
+    ok = merkle_tree_append(&mt, l->leaf[i]) == 0;
+  ok = ok && merkle_tree_root(&mt, l->n, r) == 0 && memcmp(r, root, MERKLE_HASH_LEN) == 0;
+  merkle_tree_free(&mt);
+  return ok;
+}
+
+/* The server's first n leaves, with their seqs. */
+static int leaves_export(cli_t *cli, uint64_t n, leaves_t *out) {
+  Clue__V1__ExportAuditEventsRequest req = CLUE__V1__EXPORT_AUDIT_EVENTS_REQUEST__INIT;
+  uint64_t got = 0;
+  int rc;
+
+  if (leaves_alloc(out, n) != 0)
+    return cli_oom(cli);
+  req.page_size = EXPORT_PAGE;
+  while (got < n) {
+    Clue__V1__ExportAuditEventsResponse *r = NULL;
+    int done;
+    if ((rc = cli_call(cli, AUDIT_SVC, "ExportAuditEvents", &req.base, (ProtobufCMessage **)&r)) != 0)
+      return rc;
+    for (size_t i = 0; i < r->n_events && got < n; i++) {
+      const Clue__V1__LeafEvent *e = r->events[i];
+      req.after_seq = e->seq;
+      if (e->leaf_index < 0)
+        continue;
+      if ((uint64_t)e->leaf_index != got || e->leaf_hash.len != MERKLE_HASH_LEN)
+        break;
+      out->seq[got] = e->seq;
+      memcpy(out->leaf[got], e->leaf_hash.data, MERKLE_HASH_LEN);
+      got++;
+    }
+    done = r->done || r->n_events == 0;
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    if (done)
+      break;
+  }
+  return got == n ? 0 : CLI_FAILED;
+}
+
+static int leaves_write(const char *path, const leaves_t *l) {
+  FILE *f = fopen(path, "w");
+  int bad;
+
+  if (f == NULL)
+    return -1;
+  fprintf(f, "%s %llu\n", LEAVES_MAGIC, (unsigned long long)l->n);
+  for (uint64_t i = 0; i < l->n; i++) {
+    char hex[2 * MERKLE_HASH_LEN + 1];
+    merkle_hex(l->leaf[i], MERKLE_HASH_LEN, hex);
+    fprintf(f, "%lld %s\n", (long long)l->seq[i], hex);
+  }
+  bad = ferror(f);
+  bad |= fclose(f) != 0;
+  return bad ? -1 : 0;
+}
+
+static int hexbyte(const char *p, uint8_t *out) {
+  unsigned v = 0;
+  for (int k = 0; k < 2; k++) {
+    char c = p[k];
+    v <<= 4;
+    if (c >= '0' && c <= '9')
+      v |= (unsigned)(c - '0');
+    else if (c >= 'a' && c <= 'f')
+      v |= (unsigned)(c - 'a' + 10);
+    else
+      return -1;
+  }
+  *out = (uint8_t)v;
+  return 0;
+}
+
+/* Read path into out; -1 when it is missing or not a leaves file. */
+static int leaves_read(const char *path, leaves_t *out) {
+  FILE *f = fopen(path, "r");
+  char line[256];
+  unsigned long long n;
+  int rc = -1;
+
+  if (f == NULL)
+    return -1;
+  if (fgets(line, sizeof(line), f) == NULL || sscanf(line, LEAVES_MAGIC " %llu", &n) != 1 ||
+      n > (1ull << 32) || leaves_alloc(out, n) != 0)
+    goto out;
+  for (uint64_t i = 0; i < n; i++) {
+    long long seq;
+    char hex[2 * MERKLE_HASH_LEN + 2];
+    if (fgets(line, sizeof(line), f) == NULL || sscanf(line, "%lld %65s", &seq, hex) != 2 ||
+        strlen(hex) != 2 * MERKLE_HASH_LEN)
+      goto out;
+    out->seq[i] = seq;
+    for (int k = 0; k < MERKLE_HASH_LEN; k++)
+      if (hexbyte(hex + 2 * k, &out->leaf[i][k]) != 0)
+        goto out;
+  }
+  rc = 0;
+out:
+  fclose(f);
+  if (rc != 0)
+    leaves_free(out);
+  return rc;
+}
+
+/* Keep the leaves of the checkpoint just saved to path, in path.leaves. */
+static void keep_leaves(cli_t *cli, const char *path, const Clue__V1__Checkpoint *cp) {
+  note_key_t key;
+  checkpoint_t c;
+  leaves_t l = {0};
+  char lpath[4096];
+
+  snprintf(lpath, sizeof(lpath), "%s.leaves", path);
+  if (cp->verifier_key[0] == '\0' || note_key_parse(cp->verifier_key, &key) != 0 ||
+      note_checkpoint_open(&key, cp->note, &c) != 0) {
+    fprintf(stderr, "note: the server names no key that signed this checkpoint; %s not kept\n", lpath);
+    return;
+  }
+  if (leaves_export(cli, c.size, &l) != 0 || !leaves_match(&l, c.root)) {
+    fprintf(stderr, "note: the server's leaves do not hash to the checkpoint's root; %s not kept\n",
+            lpath);
+  } else if (leaves_write(lpath, &l) != 0) {
+    fprintf(stderr, "note: cannot write %s: %s\n", lpath, strerror(errno));
+  }
+  leaves_free(&l);
+}
+
 /* ---- checkpoint --out ------------------------------------------------------------------ */
 
 static int write_file(cli_t *cli, const char *path, const char *text) {
@@ -82,6 +244,8 @@ int audit_tree_checkpoint(cli_t *cli, const cli_args_t *args) {
     return rc;
   if (out)
     rc = write_file(cli, out, cp->note);
+  if (rc == CLI_OK && out && strcmp(out, "-") != 0)
+    keep_leaves(cli, out, cp);
   if (rc == CLI_OK && (out == NULL || strcmp(out, "-") != 0)) {
     if (cli->json)
       rc = cli_print_json(cli, &cp->base, 0);
@@ -203,7 +367,8 @@ static void hash_text(const uint8_t *h, char *out) {
 }
 
 /* Walk the export, rebuilding the tree from the events. */
-static int walk(cli_t *cli, merkle_tree_t *mt, verdict_t *v, int64_t *last_seq, int64_t *events) {
+static int walk(cli_t *cli, merkle_tree_t *mt, verdict_t *v, int64_t *last_seq, int64_t *events,
+                int64_t **seqs, uint64_t *seqs_cap) {
   Clue__V1__ExportAuditEventsRequest req = CLUE__V1__EXPORT_AUDIT_EVENTS_REQUEST__INIT;
   int rc = 0, oom = 0;
 
@@ -245,6 +410,17 @@ static int walk(cli_t *cli, merkle_tree_t *mt, verdict_t *v, int64_t *last_seq, 
         /* The tree is rebuilt from the recomputed leaves where they could be recomputed, so
          * a changed event also shows in the roots; the server's leaf stands for the rest. */
         const uint8_t *leaf = e->redacted || e->missing ? e->leaf_hash.data : h;
+        if (mt->size >= *seqs_cap) {
+          uint64_t cap = *seqs_cap ? *seqs_cap * 2 : 1024;
+          int64_t *p = realloc(*seqs, cap * sizeof(*p));
+          if (p == NULL) {
+            oom = 1;
+            break;
+          }
+          *seqs = p;
+          *seqs_cap = cap;
+        }
+        (*seqs)[mt->size] = e->seq;
         if (merkle_tree_append(mt, leaf) != 0)
           oom = 1;
         *last_seq = e->seq;
@@ -273,7 +449,10 @@ int audit_tree_verify(cli_t *cli, const cli_args_t *args) {
   verdict_t v = {0, ""};
   char *text = NULL, a[20], b[20];
   size_t len;
-  int64_t last_seq = 0, events = 0;
+  int64_t last_seq = 0, events = 0, *seqs = NULL;
+  uint64_t seqs_cap = 0;
+  leaves_t saved = {0};
+  char lpath[4096];
   int rc;
 
   merkle_tree_init(&mt);
@@ -296,7 +475,7 @@ int audit_tree_verify(cli_t *cli, const cli_args_t *args) {
   /* Every event, against its leaf; the tree rebuilt from them. A server without the key
    * may be a moment behind its own latest checkpoint: walk again, a few times. */
   for (int attempt = 0;; attempt++) {
-    if ((rc = walk(cli, &mt, &v, &last_seq, &events)) != 0)
+    if ((rc = walk(cli, &mt, &v, &last_seq, &events, &seqs, &seqs_cap)) != 0)
       goto out;
     if (v.failed || mt.size >= cp2.size || attempt == 5)
       break;
@@ -308,6 +487,39 @@ int audit_tree_verify(cli_t *cli, const cli_args_t *args) {
   rc = CLI_FAILED;
   if (v.failed)
     goto report;
+  /* The leaves kept with the checkpoint, if any: the exact first event that differs. */
+  snprintf(lpath, sizeof(lpath), "%s.leaves", path);
+  if (leaves_read(lpath, &saved) == 0) {
+    if (saved.n != cp1.size || !leaves_match(&saved, cp1.root)) {
+      fail(&v, "%s does not hold the leaves of the checkpoint in %s", lpath, path);
+      goto report;
+    }
+    for (uint64_t i = 0; i < saved.n; i++) {
+      if (i >= mt.size) {
+        fail(&v, "the log was truncated: the checkpoint covers %llu events, the log has %llu; "
+                 "seq %lld (leaf %llu) is the first event the checkpoint covers that was removed",
+             (unsigned long long)cp1.size, (unsigned long long)mt.size, (long long)saved.seq[i],
+             (unsigned long long)i);
+        goto report;
+      }
+      if (memcmp(saved.leaf[i], merkle_tree_leaf(&mt, i), MERKLE_HASH_LEN) == 0)
+        continue;
+      if (saved.seq[i] < seqs[i])
+        fail(&v, "fork: seq %lld (leaf %llu), signed by the checkpoint, is gone from the tree, "
+                 "whose leaf %llu is now seq %lld: the log was rewritten from seq %lld on",
+             (long long)saved.seq[i], (unsigned long long)i, (unsigned long long)i,
+             (long long)seqs[i], (long long)saved.seq[i]);
+      else if (saved.seq[i] > seqs[i])
+        fail(&v, "fork: seq %lld is leaf %llu of the tree now, where the checkpoint signed seq "
+                 "%lld: seq %lld was inserted into the signed log",
+             (long long)seqs[i], (unsigned long long)i, (long long)saved.seq[i], (long long)seqs[i]);
+      else
+        fail(&v, "fork: seq %lld (leaf %llu) is not the event the checkpoint signed: it was "
+                 "rewritten together with its leaf",
+             (long long)saved.seq[i], (unsigned long long)i);
+      goto report;
+    }
+  }
   if (cp2.size < cp1.size) {
     fail(&v, "the log was truncated: the checkpoint covers %llu events, the server's latest "
              "only %llu; the tree ends at seq %lld, its event %llu: the events after it were "
@@ -404,6 +616,8 @@ out:
   if (vresp)
     protobuf_c_message_free_unpacked(&vresp->base, NULL);
   merkle_tree_free(&mt);
+  leaves_free(&saved);
+  free(seqs);
   free(text);
   return rc;
 }

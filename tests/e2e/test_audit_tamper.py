@@ -283,9 +283,15 @@ def test_log_truncated():
     log = Log()
     try:
         keep = log.one("SELECT seq FROM audit_events ORDER BY seq DESC OFFSET 4 LIMIT 1")[0]
+        first_gone = log.one("SELECT min(seq) FROM audit_events WHERE seq > %s", keep)[0]
         _truncate(log, keep)
-        tampered("log truncated (events, leaves, checkpoints) and clued restarted", log, keep, "truncated",
-                 "removed")
+        # The exact first event removed, from the leaves kept beside the checkpoint.
+        tampered("log truncated (events, leaves, checkpoints) and clued restarted", log, first_gone, "truncated",
+                 "first event the checkpoint covers that was removed")
+        # Without them, the root alone still shows the truncation, as a range.
+        os.rename(log.cp + ".leaves", log.cp + ".leaves.off")
+        msg = expect_failure(log, keep, "truncated", "after")
+        assert f"seq {first_gone}" not in msg, msg
     finally:
         log.close()
 
@@ -295,6 +301,7 @@ def test_fork_after_truncation_and_regrowth():
     try:
         size = log.nevents()
         keep = log.one("SELECT seq FROM audit_events ORDER BY seq DESC OFFSET 4 LIMIT 1")[0]
+        first_gone = log.one("SELECT min(seq) FROM audit_events WHERE seq > %s", keep)[0]
         _truncate(log, keep)
         # The log grows again past the saved checkpoint: another tree of that size.
         g = log.w.G3
@@ -304,7 +311,15 @@ def test_fork_after_truncation_and_regrowth():
                 subject=pb.SubjectPerson(name="李四"), host_unit="市卫生健康委"), timeout=20)
         a = S.audit_pb2_grpc.AuditServiceStub(log.w.auditor.channel)
         harness.wait_for(lambda: cp_size(a, log.w.auditor.metadata) >= size + 3, timeout=180, what="a checkpoint of the regrown log")
-        tampered("fork: truncated, restarted, regrown past the saved size", log, None, "fork")
+        tampered("fork: truncated, restarted, regrown past the saved size", log, first_gone, "fork",
+                 "gone from the tree", "rewritten from seq")
+        # A leaves file that is not the checkpoint's is refused, not believed.
+        with open(log.cp + ".leaves") as f:
+            lines = f.read().splitlines()
+        lines[1] = lines[1].split()[0] + " " + "00" * 32
+        with open(log.cp + ".leaves", "w") as f:
+            f.write("\n".join(lines) + "\n")
+        expect_failure(log, None, "does not hold the leaves of the checkpoint")
     finally:
         log.close()
 
