@@ -3,13 +3,16 @@
 time to verify a large log against a checkpoint offline.
 
 usage: bench/audit_tree.py [-n CALLS] [--rounds R] [--events E] [--clued PATH] [--cluectl PATH]
+                          [--clued-before PATH] [--skip-verify]
 
 Write path: for each of R rounds, alternating, a fresh database and a clued without a
 signing key (off: it follows the tree but never builds or signs) or with one (on: it builds
 the tree and publishes a checkpoint every 1,000 events or 10 s, the defaults). Each round
 submits CALLS clues as one group member (the submit phase), then moves each to
 PRELIMINARY_CHECK as the group's leader (the move phase), one call after another over one
-connection, and prints calls/s per phase. Verification: E events appended through
+connection, and prints calls/s per phase. With --clued-before PATH (an older build), a third
+kind of round runs that binary with the key ("on, before"), so that one run compares a
+change of the builder with checkpointing off and with the new builder. Verification: E events appended through
 audit_append() (one statement), the tree built and signed, the checkpoint saved with
 `cluectl audit checkpoint`, then `cluectl audit verify --checkpoint` timed: it downloads
 every event, rehashes it, rebuilds the tree, checks both signed roots, a consistency proof,
@@ -34,6 +37,8 @@ def main():
     ap.add_argument("--events", type=int, default=100000, help="events to verify (default 100000)")
     ap.add_argument("--clued", default=os.path.join(ROOT, "build", "clued"))
     ap.add_argument("--cluectl", default=os.path.join(ROOT, "build", "cluectl"))
+    ap.add_argument("--clued-before", help="an older clued: also run rounds of it with checkpointing on")
+    ap.add_argument("--skip-verify", action="store_true", help="only the write path")
     args = ap.parse_args()
     for b in (args.clued, args.cluectl):
         if not os.access(b, os.X_OK):
@@ -54,10 +59,12 @@ def main():
     key = os.path.join(tmp, "audit.key")
     subprocess.run([args.clued, "keygen", "--out", key], check=True, capture_output=True)
 
-    results = {"off": {"submit": [], "move": []}, "on": {"submit": [], "move": []}}
+    modes = ["off", "on"] + (["on, before"] if args.clued_before else [])
+    results = {m: {"submit": [], "move": []} for m in modes}
     for r in range(args.rounds):
-        mode = "off" if r % 2 == 0 else "on"
-        extra = ["--audit-signing-key", key] if mode == "on" else []
+        mode = modes[r % len(modes)]
+        extra = ["--audit-signing-key", key] if mode != "off" else []
+        harness.CLUED = os.path.abspath(args.clued_before if mode == "on, before" else args.clued)
         srv = harness.Clued(pg.url(pg.new_database("bench")), args=extra).start()
         try:
             w = world.build(srv)
@@ -87,11 +94,14 @@ def main():
             w.close()
         finally:
             srv.stop()
-    for mode in ("off", "on"):
+    harness.CLUED = os.path.abspath(args.clued)
+    for mode in modes:
         s, m = results[mode]["submit"], results[mode]["move"]
         if s:
             print(f"checkpointing {mode}: submit {sum(s) / len(s):.0f} calls/s, move {sum(m) / len(m):.0f} calls/s "
                   f"(mean of {len(s)} rounds)")
+    if args.skip_verify:
+        return
 
     # Verification of a large log.
     dbname = pg.new_database("bench")

@@ -324,6 +324,38 @@ def test_fork_after_truncation_and_regrowth():
         log.close()
 
 
+def test_fork_two_checkpoints_of_one_size_with_different_roots():
+    log = Log()
+    try:
+        size = log.nevents()
+        env = log.env()
+        wd = os.path.join(TMP, f"{log.dbname}.witness")
+        r = harness.cluectl("audit", "witness", "--dir", wd, "--once", "--key", KEY + ".pub", env=env, check=0)
+        assert f"kept checkpoint of {size} events" in r.stdout, r.stdout
+        keep = log.one("SELECT seq FROM audit_events ORDER BY seq DESC OFFSET 2 LIMIT 1")[0]
+        first_gone = log.one("SELECT min(seq) FROM audit_events WHERE seq > %s", keep)[0]
+        n = _truncate(log, keep)
+        # Another history of exactly the same length, appended as the server's own function would.
+        with log.db.cursor() as cur:
+            for i in range(size - n):
+                cur.execute("SELECT audit_append(NULL, NULL, 'clue.note', 'clue', %s, NULL, NULL, NULL, %s, '{}')",
+                            (log.clues[0], f"改写 {i}"))
+        a = S.audit_pb2_grpc.AuditServiceStub(log.w.auditor.channel)
+        harness.wait_for(lambda: cp_size(a, log.w.auditor.metadata) == size, timeout=180,
+                         what="a checkpoint of the rewritten log at the saved size")
+        env = log.env()
+        tampered("fork: two checkpoints of one size with different roots", log, first_gone, "fork",
+                 "gone from the tree")
+        # From the root alone: the same size, another root.
+        os.rename(log.cp + ".leaves", log.cp + ".leaves.off")
+        expect_failure(log, None, f"fork: two checkpoints of {size} events with different roots")
+        # A witness that kept the first checkpoint refuses the second.
+        r = harness.cluectl("audit", "witness", "--dir", wd, "--once", env=env, check=1)
+        assert r.stdout.startswith(f"FAIL: fork: two checkpoints of {size} events with different roots"), r.stdout
+    finally:
+        log.close()
+
+
 def test_event_inserted_behind_the_tree_with_recomputed_hashes_and_head():
     log = Log()
     try:
@@ -356,7 +388,7 @@ def test_report():
     # The list the closing note asks for: each tampering with its detection message.
     for name, msg in REPORT:
         print(f"{name}\n    {msg}")
-    assert len(REPORT) == 10
+    assert len(REPORT) == 11
 
 
 if __name__ == "__main__":
