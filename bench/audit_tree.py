@@ -28,6 +28,33 @@ import time
 import uuid
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid, children=False):
+    """CPU seconds a process used (and, with children, those of its reaped children)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            v = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    t = int(v[11]) + int(v[12]) + ((int(v[13]) + int(v[14])) if children else 0)
+    return t / TICK
+
+
+def cluster_cpu(postmaster):
+    """CPU seconds of a PostgreSQL cluster: the postmaster, its backends, and those gone."""
+    total = proc_cpu(postmaster, children=True)
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            if ppid == postmaster:
+                total += proc_cpu(int(d))
+    return total
 
 
 def main():
@@ -59,13 +86,24 @@ def main():
     key = os.path.join(tmp, "audit.key")
     subprocess.run([args.clued, "keygen", "--out", key], check=True, capture_output=True)
 
+    # CPU time per call (clued and the whole PostgreSQL cluster) is far less sensitive than
+    # calls/s to what else the machine runs; it is what a pacing change of the builder moves.
+    with pg.connect("postgres") as c0, c0.cursor() as cur:
+        cur.execute("SHOW data_directory")
+        with open(os.path.join(cur.fetchone()[0], "postmaster.pid")) as f:
+            postmaster = int(f.readline())
     modes = ["off", "on"] + (["on, before"] if args.clued_before else [])
-    results = {m: {"submit": [], "move": []} for m in modes}
+    results = {m: {"submit": [], "move": [], "submit_cpu": [], "move_cpu": [], "xacts": []} for m in modes}
+
+    def cpu(srv):
+        return proc_cpu(srv.proc.pid) + cluster_cpu(postmaster)
+
     for r in range(args.rounds):
         mode = modes[r % len(modes)]
         extra = ["--audit-signing-key", key] if mode != "off" else []
         harness.CLUED = os.path.abspath(args.clued_before if mode == "on, before" else args.clued)
-        srv = harness.Clued(pg.url(pg.new_database("bench")), args=extra).start()
+        dbname = pg.new_database("bench")
+        srv = harness.Clued(pg.url(dbname), args=extra).start()
         try:
             w = world.build(srv)
             member, leader = w.G1.member.clue, w.G1.leader.clue
@@ -80,26 +118,41 @@ def main():
 
             for i in range(20):  # warm-up
                 submit(-i)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu(srv)
             clues = [submit(i) for i in range(args.n)]
             results[mode]["submit"].append(args.n / (time.perf_counter() - t0))
-            t0 = time.perf_counter()
+            results[mode]["submit_cpu"].append((cpu(srv) - c0) * 1000 / args.n)
+            t0, c0 = time.perf_counter(), cpu(srv)
             for c in clues:
                 leader.RequestTransition(pb.RequestTransitionRequest(
                     clue_id=c.id, expected_version=c.version, target=cm.CLUE_STATE_PRELIMINARY_CHECK,
                     reason="依据初步核实情况", request_id=str(uuid.uuid4())), timeout=30)
             results[mode]["move"].append(args.n / (time.perf_counter() - t0))
-            print(f"round {r + 1} checkpointing {mode}: submit {results[mode]['submit'][-1]:.0f} calls/s, "
-                  f"move {results[mode]['move'][-1]:.0f} calls/s", flush=True)
+            results[mode]["move_cpu"].append((cpu(srv) - c0) * 1000 / args.n)
+            rr = results[mode]
+            print(f"round {r + 1} checkpointing {mode}: submit {rr['submit'][-1]:.0f} calls/s "
+                  f"({rr['submit_cpu'][-1]:.2f} ms CPU/call), move {rr['move'][-1]:.0f} calls/s "
+                  f"({rr['move_cpu'][-1]:.2f} ms CPU/call)", flush=True)
             w.close()
         finally:
             srv.stop()
+        # Every statement clued sent for the round (set-up, calls, building, signing): its
+        # backends have exited, so their counts are in.
+        time.sleep(1.5)
+        with pg.connect("postgres") as c1, c1.cursor() as cur:
+            cur.execute("SELECT pg_stat_clear_snapshot()")
+            cur.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s", (dbname,))
+            results[mode]["xacts"].append(cur.fetchone()[0])
+        print(f"    {results[mode]['xacts'][-1]} database transactions in the round", flush=True)
     harness.CLUED = os.path.abspath(args.clued)
     for mode in modes:
         s, m = results[mode]["submit"], results[mode]["move"]
+        sc, mc = results[mode]["submit_cpu"], results[mode]["move_cpu"]
         if s:
-            print(f"checkpointing {mode}: submit {sum(s) / len(s):.0f} calls/s, move {sum(m) / len(m):.0f} calls/s "
-                  f"(mean of {len(s)} rounds)")
+            print(f"checkpointing {mode}: submit {sum(s) / len(s):.0f} calls/s, {sum(sc) / len(sc):.2f} ms CPU/call; "
+                  f"move {sum(m) / len(m):.0f} calls/s, {sum(mc) / len(mc):.2f} ms CPU/call "
+                  f"(mean of {len(s)} rounds; CPU: clued and PostgreSQL); "
+                  f"{sum(results[mode]['xacts']) / len(s):.0f} database transactions per round")
     if args.skip_verify:
         return
 

@@ -5,9 +5,11 @@
  * are coalesced into one more query (TAIL_REFETCH). Each fetch reads the rows after the
  * frontier; the frontier decides which seqs are final, and the decided events go into the
  * ring with their Merkle leaf hashes, and every follower is told (advanced). A follower may
- * ask for a pace: while only paced followers follow (the tree builder), the tail fetches at
- * most once per pace, however many transactions commit, so that following the log costs the
- * writers no round trip of their own.
+ * ask for a pace: while only paced followers follow (the tree builder), the tail does not
+ * LISTEN (a listening backend runs a transaction for every notification, that is for every
+ * commit) but polls, once per pace while events come and once per UNLISTENED_IDLE_MS when
+ * none came, so that following the log costs the writers nothing per commit. The first
+ * follower without a pace (a watcher) starts the LISTEN, which then stays.
  *
  * Ordering without gaps. seq comes from a sequence and transactions commit in any order, so
  * a reader can see seq 11 while 10 is still uncommitted; one that then moved past 11 would
@@ -66,6 +68,7 @@
 #define RETRY_MIN_MS 100          /* after a failed query */
 #define RETRY_MAX_MS 5000
 #define STUCK_WARN_MS 10000 /* warn when the frontier waits this long on one seq */
+#define UNLISTENED_IDLE_MS 1000 /* not listening, and the last fetch found nothing: poll again */
 
 typedef enum tail_state {
   TAIL_OFF,        /* nobody follows; no query in flight */
@@ -107,6 +110,9 @@ struct audit_tail {
 
 static void tail_kick_now(audit_tail_t *t);
 static void tail_start(audit_tail_t *t);
+static void tail_listen(audit_tail_t *t);
+static void on_notify(const char *channel, const char *payload, void *arg);
+static void on_listen_ready(void *arg);
 
 /* ---- state ------------------------------------------------------------------------------ */
 
@@ -265,10 +271,12 @@ int audit_tail_follow(audit_tail_t *t, audit_tail_follower_t *f) {
     return -ENOSPC;
   t->followers[t->nfollowers++] = f;
   f->tail = t;
-  if (t->state == TAIL_OFF)
+  if (t->state == TAIL_OFF) {
     tail_start(t);
-  else
+  } else {
+    tail_listen(t);
     audit_tail_kick(t);
+  }
   return 0;
 }
 
@@ -496,8 +504,9 @@ static void tail_started(audit_tail_t *t, const db_result_t *r) {
     tail_kick_now(t);
 }
 
-/* The frontier moved over a fetched batch. Returns 1 if the tail should fetch again at
- * once (a full batch), 0 otherwise; -1 when out of memory (nothing changed). */
+/* The frontier moved over a fetched batch. Returns 2 if the tail should fetch again at
+ * once (a full batch), 1 if it decided events, 0 if none; -1 when out of memory (nothing
+ * changed). */
 static int tail_fetched(audit_tail_t *t, const db_result_t *r) {
   int rows = db_rows(r), n = 0, more;
   int64_t xmin = strtoll(db_value(r, 0, 0), NULL, 10);
@@ -543,7 +552,7 @@ static int tail_fetched(audit_tail_t *t, const db_result_t *r) {
   free(leaves);
   t->waiting_on = t->frontier.ready && acc < (size_t)n ? t->frontier.safe + 1 : 0;
   note_stuck(t, acc < (size_t)n || !t->frontier.ready);
-  more = acc == (size_t)n && n == TAIL_BATCH;
+  more = acc == (size_t)n && n == TAIL_BATCH ? 2 : acc > 0;
   if (!more && (acc < (size_t)n || !t->frontier.ready)) {
     unsigned ms = t->poll_ms;
     t->poll_ms = ms * 2 > POLL_MAX_MS ? POLL_MAX_MS : ms * 2;
@@ -620,11 +629,16 @@ static void tail_done(const db_result_t *r, void *arg) {
     tail_unref(t);
     return;
   }
-  if (t->state == TAIL_IDLE && (more || again)) {
-    if (more)
+  if (t->state == TAIL_IDLE && (more == 2 || again)) {
+    if (more == 2)
       tail_kick_now(t);
     else
       audit_tail_kick(t);
+  } else if (t->state == TAIL_IDLE && !t->listening) {
+    /* Nothing tells an unlistening tail that rows came: look again, sooner while they come. */
+    uint64_t ms = more ? tail_pace(t) : UNLISTENED_IDLE_MS;
+    if (!uv_is_active((uv_handle_t *)&t->timer) || uv_timer_get_due_in(&t->timer) > ms)
+      tail_schedule(t, ms);
   }
   tail_unref(t);
 }
@@ -669,6 +683,19 @@ static void on_listen_ready(void *arg) {
 
 /* ---- lifetime --------------------------------------------------------------------------- */
 
+/* LISTEN, once some follower wants each event as soon as it commits; it then stays. */
+static void tail_listen(audit_tail_t *t) {
+  int rc;
+
+  if (t->listening || tail_pace(t) != 0)
+    return;
+  rc = db_listen_ex(t->srv->db, "audit_events", on_notify, on_listen_ready, t->srv);
+  if (rc == 0)
+    t->listening = 1;
+  else
+    log_error("audit tail: cannot listen for new events: %s", db_strerror(rc));
+}
+
 /* From OFF: read the starting snapshot. */
 static void tail_start(audit_tail_t *t) {
   assert(t->state == TAIL_OFF);
@@ -679,13 +706,7 @@ static void tail_start(audit_tail_t *t) {
   t->waiting_on = 0;
   t->stuck_since = 0;
   t->stuck_warned = 0;
-  if (!t->listening) {
-    int rc = db_listen_ex(t->srv->db, "audit_events", on_notify, on_listen_ready, t->srv);
-    if (rc == 0)
-      t->listening = 1;
-    else
-      log_error("audit tail: cannot listen for new events: %s", db_strerror(rc));
-  }
+  tail_listen(t);
   if (db_query(t->srv->db, sql_start, 0, NULL, tail_done, t) != 0) {
     tail_set_state(t, TAIL_STARTING);
     tail_set_state(t, TAIL_START_WAIT);

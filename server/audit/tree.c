@@ -35,13 +35,15 @@
 
 #define SYNC_BATCH 10000 /* leaves per SYNC query */
 #define BUILD_BATCH 1000 /* leaves per APPEND */
-#define POLL_IDLE_MS 200 /* nothing new: look again after this */
+#define POLL_IDLE_MS 200 /* a follower: read the leaves again at most this often */
+#define SYNC_MS 1000     /* a builder: read the leaves others appended at least this often */
 #define RETRY_MS 1000    /* after a failed query */
 /* A builder appends at most this often, and the tail reads for it at most this often, so
- * that building costs a few statements per pace however many events commit: the writers'
- * commits never wait for it, and sequential writers do not share the database's CPU with a
- * round of builder statements per event. A full batch goes at once. */
-#define BUILD_PACE_MS 100
+ * that building costs two statements per pace (the tail's read, the append) however many
+ * events commit: the writers' commits never wait for it, and sequential writers do not share
+ * the database's CPU with a round of builder statements per event. A full batch goes at
+ * once. */
+#define BUILD_PACE_MS 250
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -72,6 +74,7 @@ struct audit_tree {
   int64_t cp_ms;         /* and when it was published (server clock), 0 if none */
   audit_tail_follower_t follower; /* a builder follows the server's tail */
   uint64_t round_ms;     /* loop time the last round began */
+  uint64_t next_sync;    /* a builder: loop time from which a round reads the leaves first */
   int appending_full;    /* the append in flight carries a full batch: go on at once */
   int appending_cp;      /* the append in flight carries a checkpoint */
   int64_t appending_ms;  /* ... published at this time */
@@ -141,9 +144,10 @@ static int leaf_push(audit_tree_t *t, int64_t seq, const merkle_hash_t h) {
   return 0;
 }
 
-/* Drop the leaves that are not durable. */
+/* Drop the leaves that are not durable; the next round reads what others appended. */
 static void leaves_cut(audit_tree_t *t) {
   t->mt.size = t->durable;
+  t->next_sync = 0;
 }
 
 static int hex_decode(const char *s, uint8_t *out, size_t n) {
@@ -169,6 +173,24 @@ static void on_timer(uv_timer_t *h) {
 static void tree_wait(audit_tree_t *t, uint64_t ms) {
   t->state = TREE_IDLE;
   uv_timer_start(&t->timer, on_timer, ms, 0);
+}
+
+/* A builder between rounds: the next one begins when the tail has decided events after the
+ * last leaf (within the pace; on_tail_advanced() also wakes it), when a checkpoint falls due
+ * by time, or after SYNC_MS to read what other builders appended. */
+static void tree_rest(audit_tree_t *t) {
+  audit_tail_t *tail = t->follower.tail;
+  uint64_t now = uv_now(t->srv->loop), ms = SYNC_MS;
+
+  if (tail && audit_tail_ready(tail) && audit_tail_safe(tail) > last_seq(t)) {
+    uint64_t due = t->round_ms + BUILD_PACE_MS;
+    ms = due > now ? due - now : 0;
+  } else if (t->mt.size > t->cp_size) {
+    int64_t left = t->cp_ms + (int64_t)t->interval_ms - wall_ms();
+    if (left < (int64_t)ms)
+      ms = left > 0 ? (uint64_t)left : 0;
+  }
+  tree_wait(t, ms);
 }
 
 /* A query's result arrives after the tree was closed: drop it. Returns 1 if so. */
@@ -204,7 +226,10 @@ static void on_append(const db_result_t *r, void *arg) {
       t->cp_size = t->durable;
       t->cp_ms = t->appending_ms;
     }
-    tree_wait(t, t->appending_full ? 0 : BUILD_PACE_MS);
+    if (t->appending_full)
+      tree_wait(t, 0);
+    else
+      tree_rest(t);
     return;
   }
   leaves_cut(t);
@@ -296,7 +321,7 @@ static void append_or_wait(audit_tree_t *t) {
     }
     return;
   }
-  tree_wait(t, POLL_IDLE_MS);
+  tree_rest(t);
 }
 
 static void on_fetch(const db_result_t *r, void *arg) {
@@ -433,6 +458,7 @@ static void on_sync(const db_result_t *r, void *arg) {
   }
   t->loaded = 1;
   if (t->has_key) {
+    t->next_sync = uv_now(t->srv->loop) + SYNC_MS;
     gather(t);
     return;
   }
@@ -446,6 +472,12 @@ static void tree_round(audit_tree_t *t) {
   const char *v[2] = {after, lim};
 
   t->round_ms = uv_now(t->srv->loop);
+  if (t->has_key && t->loaded && t->round_ms < t->next_sync) {
+    /* This builder's own appends keep its tree current; others' are read every SYNC_MS,
+     * and at once after any append of this one was refused. */
+    gather(t);
+    return;
+  }
   snprintf(after, sizeof(after), "%llu", (unsigned long long)t->durable);
   snprintf(lim, sizeof(lim), "%d", SYNC_BATCH);
   if (query_send(t, TREE_SYNC, sql_sync, 2, v, on_sync) != 0)
