@@ -97,6 +97,9 @@ extern const cli_group_t cli_group_stats;
 extern const cli_group_t cli_group_token;
 extern const cli_group_t cli_group_rect;
 
+/** cluectl stats bulletin (cmd_bulletin.c). */
+int cli_run_bulletin(cli_t *cli, const cli_args_t *args);
+
 /* ---- options ---- */
 
 /** Last value given for --name, or NULL. */

@@ -304,6 +304,14 @@ static int run_stats(cli_t *cli, const cli_args_t *args) {
   return rc;
 }
 
+static const cli_opt_t bulletin_opts[] = {
+    {"month", "YYYY-MM", CLI_OPT_REQUIRED, "the month (UTC+08:00), not after the current one"},
+    {"unit", "ID", CLI_OPT_REPEAT, "only this group or region (repeatable)"},
+    {"csv", NULL, 0, "print CSV (RFC 4180, with a header row)"},
+    {"markdown", NULL, 0, "print a Markdown table ready to paste into a circular"},
+    {NULL, NULL, 0, NULL},
+};
+
 static const cli_command_t stats_commands[] = {
     {NULL, NULL, "Figures per unit and joint case for a period", stats_opts,
      "Per unit: clues received, preliminary checks started, filed, closed (by disposal),\n"
@@ -312,8 +320,16 @@ static const cli_command_t stats_commands[] = {
      "\n"
      "--csv prints the unit figures as CSV (RFC 4180: CRLF line ends, fields with commas,\n"
      "quotes or line breaks quoted) with a header row; one closed_<DISPOSAL> column per\n"
-     "disposal kind in the answer. --csv --cases prints the joint-case figures instead.\n",
+     "disposal kind in the answer. --csv --cases prints the joint-case figures instead.\n"
+     "\n"
+     "The monthly bulletin (通报) is 'cluectl stats bulletin --month YYYY-MM'.\n",
      run_stats},
+    {"bulletin", NULL, "The monthly bulletin (通报) per group and region", bulletin_opts,
+     "For each GROUP and REGION in your scope, for one calendar month (UTC+08:00): clues\n"
+     "received, decisions by kind, filed, transferred, overdue now, rectification items found,\n"
+     "verified and overdue, and the zero-disposal flag (零通报) with the number of consecutive\n"
+     "months it has held. --csv (RFC 4180), --markdown (ready for a circular) or --json.\n",
+     cli_run_bulletin},
     {NULL, NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -262,6 +262,14 @@ static int parse(cli_t *cli, int argc, char **argv, parsed_t *p, char *cmdname, 
     }
     if (p->help_word)
       continue;
+    /* A group that is itself one command ("stats") may also have named ones ("stats
+     * bulletin"), chosen by the first word after the group before any option. */
+    if (is_single(p->group) && p->cmd == &p->group->commands[0] && p->args.n == 0 &&
+        p->args.operand == NULL && find_command(p->group, a) != NULL) {
+      p->cmd = find_command(p->group, a);
+      snprintf(cmdname, cmdlen, "%s %s", p->group->name, a);
+      continue;
+    }
     if (p->cmd->operand != NULL && p->args.operand == NULL) {
       p->args.operand = a;
       continue;

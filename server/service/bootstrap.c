@@ -72,6 +72,20 @@ static const demo_unit_t demo_units[] = {
     {"REGION", "X01", "某区纪委监委", NULL, NULL},
 };
 
+/* The demo's rectification items: problems the groups found in their host units in their own
+ * supervision, recorded by each group's leader through rect_create (so audited as any other). */
+static const char demo_items_sql[] =
+    "SELECT count(*) FROM (SELECT rect_create(l.id, l.unit_id, gen_random_uuid(), now_ms,"
+    " d.host, d.descr, d.cat, 'SUPERVISION', NULL, NULL, now_ms + d.days::bigint * 86400000)"
+    " FROM (VALUES ('G01', '市发展改革委', '政府采购项目未按规定公开招标信息', '财务管理', 60),"
+    " ('G01', '市统计局', '公务接待超标准列支', '作风建设', 30),"
+    " ('G03', '市医保局', '医保基金专项检查发现的违规结算问题', '监督检查', 90))"
+    " AS d(code, host, descr, cat, days)"
+    " JOIN units u ON u.code = d.code"
+    " JOIN LATERAL (SELECT id, unit_id FROM users WHERE unit_id = u.id AND role = 'LEADER'"
+    " ORDER BY id LIMIT 1) l ON true"
+    " CROSS JOIN (SELECT (extract(epoch FROM now()) * 1000)::bigint AS now_ms) t) x";
+
 /* Create the demo user CODE-suffix (or plain suffix in the ADMIN unit) of role in unit_id and
  * write "CODE ROLE NAME TOKEN" to tf. 0 on success, -1 (printed) otherwise. */
 static int demo_user(PGconn *db, const char *admin_id, const char *admin_unit, const char *unit_id,
@@ -161,6 +175,10 @@ int bootstrap_demo(const char *conninfo, const char *tokens_path, FILE *out) {
   /* Auditing is one of the service's three jobs: the demo has an auditor, in the ADMIN unit. */
   if (demo_user(db, admin_id, admin_unit, admin_unit, "ADM", "AUDITOR", "auditor", tf) != 0)
     goto rollback;
+  /* A few rectification items (docs/LEDGER.md), recorded by the groups' leaders. */
+  if ((r = exec(db, demo_items_sql, 0, NULL)) == NULL)
+    goto rollback;
+  PQclear(r);
   if ((r = exec(db, "COMMIT", 0, NULL)) == NULL)
     goto done;
   PQclear(r);
@@ -171,7 +189,7 @@ int bootstrap_demo(const char *conninfo, const char *tokens_path, FILE *out) {
   }
   tf = NULL;
   fprintf(out, "created demo units R01 R02 G01 G02 G03 X01 with a leader and a member each,\n"
-               "and an auditor; their tokens are in %s\n",
+               "an auditor, and three rectification items; their tokens are in %s\n",
           tokens_path);
   rc = 0;
   goto done;

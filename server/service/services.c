@@ -14,6 +14,7 @@
 #include "service/audit.h"
 #include "service/audit_proof.h"
 #include "service/audit_watch.h"
+#include "service/bulletin.h"
 #include "service/case.h"
 #include "service/clue.h"
 #include "service/debug.h"
@@ -70,6 +71,8 @@ static int methods_start(server_t *srv) {
     rc = rpc_table_add(srv->methods, case_methods, case_nmethods);
   if (rc == 0)
     rc = rpc_table_add(srv->methods, stats_methods, stats_nmethods);
+  if (rc == 0)
+    rc = rpc_table_add(srv->methods, bulletin_methods, bulletin_nmethods);
   if (rc == 0)
     rc = rpc_table_add(srv->methods, rect_methods, rect_nmethods);
   if (rc == 0)

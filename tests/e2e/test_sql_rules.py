@@ -29,7 +29,7 @@ MIGRATIONS = sorted(glob.glob(os.path.join(harness.SRC, "migrations", "*.sql")))
 # clue_stats counts transitions by state (a report, not a rule); admin_bootstrap creates the
 # ADMIN unit and its first ADMIN user, which is data, not a rule. Since 0011 no function raises
 # the legacy CLnnn form and none repeats which role fits which unit.
-LITERALS_ALLOWED = {"clue_stats", "admin_bootstrap"}
+LITERALS_ALLOWED = {"clue_stats", "clue_bulletin", "admin_bootstrap"}
 GRPC = {"OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
         "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9,
         "ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14,

@@ -467,6 +467,12 @@ def test_demo_users_get_personal_tokens(c):
             cur.execute("SELECT count(*), count(*) FILTER (WHERE issued_by = user_id) FROM tokens t"
                         " JOIN users u ON u.id = t.user_id WHERE u.role IN ('LEADER', 'MEMBER')")
             assert cur.fetchone() == (12, 12)
+            # The demo's rectification items, recorded (and audited) by the groups' leaders.
+            cur.execute("SELECT count(*), count(DISTINCT i.supervising_unit), bool_and(u.role = 'LEADER'),"
+                        " (SELECT count(*) FROM audit_events e WHERE e.action = 'rect.create'"
+                        "  AND e.subject_type = 'rectification')"
+                        " FROM rect_items i JOIN users u ON u.id = i.created_by")
+            assert cur.fetchone() == (3, 2, True, 3)
         conn.close()
         member, leader = stub(srv.addr, demo[("G01", "MEMBER")]), stub(srv.addr, demo[("G01", "LEADER")])
         try:

@@ -1,0 +1,280 @@
+"""The monthly bulletin (通报, StatsService.GetBulletin, issue 14) end to end.
+
+A generated dataset with known counts: clues of G1, G2 and X1 go through a random mix of
+decisions (every disposal kind, checks closed by a finding, filings approved, cases concluded
+and transferred), G3 decides nothing; rectification items are recorded and some verified.
+The expected figures are computed here from the calls made, independently of the server,
+and compared with the bulletin of the current month (UTC+08:00) for every unit, as the
+AUDITOR, a room and a group see it. A second clued whose clock runs two months ahead shows
+every unit at zero, with the streak of months each has held it; cluectl prints the same
+bulletin as a table, CSV, JSON and Markdown. Bad input of every kind is refused.
+"""
+
+import csv
+import io
+import json
+import os
+import random
+import sys
+import time
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import expect_status, new_request_id  # noqa: E402
+import world  # noqa: E402
+
+S = harness.stubs()
+pb = S.clue_pb2
+st = S.stats_pb2
+rp = S.rectification_pb2
+cm = S.common_pb2
+Code = grpc.StatusCode
+DAY_MS = 86400000
+KINDS = ["PRELIMINARY_CHECK", "TALK_OR_LETTER_INQUIRY", "NO_FURTHER_ACTION", "SHELVED", "FINDING", "SANCTION"]
+DISPOSAL = {"TALK_OR_LETTER_INQUIRY": pb.DISPOSAL_TALK_OR_LETTER_INQUIRY,
+            "NO_FURTHER_ACTION": pb.DISPOSAL_NO_FURTHER_ACTION, "SHELVED": pb.DISPOSAL_SHELVED}
+
+
+def month_of(ms):
+    t = time.gmtime(ms / 1000 + 8 * 3600)
+    return f"{t.tm_year:04d}-{t.tm_mon:02d}"
+
+
+def month_add(m, k):
+    y, mo = int(m[:4]), int(m[5:])
+    i = y * 12 + mo - 1 + k
+    return f"{i // 12:04d}-{i % 12 + 1:02d}"
+
+
+class Ctx:
+    pass
+
+
+def setup():
+    c = Ctx()
+    pg = harness.Postgres.get()
+    c.url = pg.url(pg.new_database("bulletin"))
+    c.srv = harness.Clued(c.url).start()
+    c.w = world.build(c.srv)
+    c.month = month_of(time.time() * 1000)
+    return c
+
+
+def teardown(c):
+    c.w.close()
+    c.srv.stop()
+
+
+def expected_zero():
+    return {"received": 0, "disposed": 0, "filed": 0, "transferred": 0, "overdue": 0, "found": 0,
+            "verified": 0, "rect_overdue": 0, **{k: 0 for k in KINDS}}
+
+
+def move(u, x, target, **details):
+    return u.clue.RequestTransition(pb.RequestTransitionRequest(
+        clue_id=x.id, expected_version=x.version, target=target, reason="r",
+        details=pb.TransitionDetails(**details), request_id=new_request_id()), timeout=20)
+
+
+def approve(reviewer, prop):
+    return reviewer.clue.ReviewProposal(pb.ReviewProposalRequest(
+        proposal_id=prop.id, approve=True, comment="同意", request_id=new_request_id()), timeout=20).clue
+
+
+def generate(c):
+    """Random decisions on each unit's clues; returns the expected figures per unit code."""
+    w = c.w
+    rnd = random.Random(1411)
+    exp = {code: expected_zero() for code in ("G1", "G2", "G3", "X1")}
+    for code in ("G1", "G2", "X1"):
+        unit = w.units[code]
+        reviewer_unit = w.units[world.REVIEWERS[code]]
+        for _ in range(rnd.randint(5, 8)):
+            x = unit.member.clue.SubmitClue(pb.SubmitClueRequest(
+                request_id=new_request_id(), title="批量线索", summary="s",
+                source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT, subject=pb.SubjectPerson(name="某"),
+                host_unit="某单位"), timeout=20)
+            e = exp[code]
+            e["received"] += 1
+            path = rnd.choice(["none", "talk", "noact", "shelve", "check", "finding", "sanction", "transfer"])
+            if path == "none":
+                continue
+            if path in ("talk", "noact", "shelve"):
+                kind = {"talk": "TALK_OR_LETTER_INQUIRY", "noact": "NO_FURTHER_ACTION", "shelve": "SHELVED"}[path]
+                move(unit.leader, x, cm.CLUE_STATE_CLOSED, disposal=DISPOSAL[kind])
+                e[kind] += 1
+                e["disposed"] += 1
+                continue
+            x = move(unit.leader, x, cm.CLUE_STATE_PRELIMINARY_CHECK).clue
+            e["PRELIMINARY_CHECK"] += 1
+            e["disposed"] += 1
+            if path == "check":
+                continue
+            if path == "finding":
+                move(unit.leader, x, cm.CLUE_STATE_CLOSED, finding="查无实据")
+                e["FINDING"] += 1
+                e["disposed"] += 1
+                continue
+            named = reviewer_unit.id if unit.kind != "GROUP" else 0
+            prop = move(unit.leader, x, cm.CLUE_STATE_FILED, reviewer_unit_id=named).proposal
+            approve(reviewer_unit.leader, prop)
+            # A room reviewing a region's clue no longer sees it once decided: read it as the owner.
+            x = unit.leader.clue.GetClue(pb.GetClueRequest(clue_id=x.id), timeout=20)
+            e["filed"] += 1
+            e["disposed"] += 1
+            if path == "sanction":
+                move(unit.leader, x, cm.CLUE_STATE_CLOSED, sanction_kind="警告", persons_disciplined=1)
+                e["SANCTION"] += 1
+                e["disposed"] += 1
+            else:
+                prop = move(unit.leader, x, cm.CLUE_STATE_TRANSFERRED_TO_JUDICIAL, receiving_organ="检察院",
+                            reviewer_unit_id=named).proposal
+                approve(reviewer_unit.leader, prop)
+                e["transferred"] += 1
+                e["disposed"] += 1
+    # G3 receives clues but decides nothing.
+    for _ in range(2):
+        w.G3.member.clue.SubmitClue(pb.SubmitClueRequest(
+            request_id=new_request_id(), title="未处置", summary="s", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+            subject=pb.SubjectPerson(name="某"), host_unit="某单位"), timeout=20)
+        exp["G3"]["received"] += 1
+    # Rectification items: G1 records three and verifies one; X1 records one.
+    now = int(time.time() * 1000)
+    for code, n, verified in (("G1", 3, 1), ("X1", 1, 0)):
+        u = w.units[code]
+        host = "市发展改革委" if code == "G1" else "某县"
+        for i in range(n):
+            it = u.leader.rect.CreateItem(rp.CreateItemRequest(
+                host_unit=host, description="问题", category="c", source=rp.RECTIFICATION_SOURCE_SUPERVISION,
+                deadline_ms=now + 20 * DAY_MS, request_id=new_request_id()), timeout=20)
+            exp[code]["found"] += 1
+            if i < verified:
+                for fn, req in ((u.member.rect.RecordPlan, rp.RecordPlanRequest(plan="p")),
+                                (u.member.rect.Submit, rp.SubmitRequest(evidence="e")),
+                                (u.leader.rect.Verify, rp.VerifyRequest())):
+                    req.item_id, req.expected_version, req.request_id = it.id, it.version, new_request_id()
+                    it = fn(req, timeout=20)
+                exp[code]["verified"] += 1
+    return exp
+
+
+def rows(user, month, unit_ids=(), url_stub=None):
+    stub = url_stub or user.stats
+    r = stub.GetBulletin(st.GetBulletinRequest(month=month, unit_ids=list(unit_ids)), timeout=30)
+    return r, {u.unit_code: u for u in r.units}
+
+
+def figures(u):
+    k = {d.disposal: d.count for d in u.disposed_by_kind}
+    return {"received": u.received, "disposed": u.disposed, "filed": u.filed,
+            "transferred": u.transferred_to_judicial, "overdue": u.overdue_now, "found": u.rectification_found,
+            "verified": u.rectification_verified, "rect_overdue": u.rectification_overdue,
+            **{x: k.get(x, -1) for x in KINDS}}
+
+
+def test_generated_dataset(c):
+    w = c.w
+    c.exp = exp = generate(c)
+    r, got = rows(w.auditor, c.month)
+    assert r.month == c.month and r.to_ms > r.from_ms
+    # Every GROUP and REGION, no ROOM, no ADMIN unit.
+    assert set(got) == {"G1", "G2", "G3", "X1"}, set(got)
+    assert [u.unit_id for u in r.units] == sorted(u.unit_id for u in r.units)
+    for code, e in exp.items():
+        assert figures(got[code]) == e, (code, figures(got[code]), e)
+        assert [d.disposal for d in got[code].disposed_by_kind] == KINDS
+        # The parts add up to the whole.
+        assert sum(e[k] for k in KINDS) + e["filed"] + e["transferred"] == e["disposed"]
+    assert got["G3"].zero_disposal and got["G3"].zero_disposal_months == 1
+    for code in ("G1", "G2", "X1"):
+        assert got[code].zero_disposal == (exp[code]["disposed"] == 0)
+    # Scope: R1 sees its groups G1 and G2; G3 its own row only; a filter outside is refused.
+    _, mine = rows(w.R1.member, c.month)
+    assert set(mine) == {"G1", "G2"}
+    _, mine = rows(w.G3.leader, c.month)
+    assert set(mine) == {"G3"} and figures(mine["G3"]) == exp["G3"]
+    expect_status(Code.PERMISSION_DENIED, rows, w.G3.leader, c.month, [w.G1.id])
+    expect_status(Code.INVALID_ARGUMENT, rows, w.auditor, c.month, [w.R1.id], details_has=("GROUP",))
+    _, one = rows(w.auditor, c.month, [w.X1.id, w.X1.id])
+    assert set(one) == {"X1"}
+
+
+def test_zero_disposal_streak(c):
+    """Two months on (a clued whose clock runs ahead): nobody decided anything in either month;
+    G3, which decided nothing this month either, has held zero for three months, the others two."""
+    w = c.w
+    later = harness.Clued(c.url, args=["--test-clock-offset-ms", str(62 * DAY_MS)]).start(migrate=False)
+    try:
+        ch = grpc.intercept_channel(grpc.insecure_channel(later.addr), world._Auth(w.auditor.token))
+        stub = S.stats_pb2_grpc.StatsServiceStub(ch)
+        month = month_add(c.month, 2)
+        if month_of(time.time() * 1000 + 62 * DAY_MS) != month:  # 62 days may span three month ends
+            month = month_of(time.time() * 1000 + 62 * DAY_MS)
+        steps = (int(month[:4]) * 12 + int(month[5:])) - (int(c.month[:4]) * 12 + int(c.month[5:]))
+        _, got = rows(None, month, url_stub=stub)
+        for code in ("G1", "G2", "X1"):
+            want = steps + (1 if c.exp[code]["disposed"] == 0 else 0)
+            assert got[code].zero_disposal and got[code].zero_disposal_months == want, (code, got[code])
+            assert got[code].received == 0 and got[code].disposed == 0
+        assert got["G3"].zero_disposal_months == steps + 1
+        # Deadlines of 20 days have passed by then: G1's two open items are overdue, its verified one not.
+        assert got["G1"].rectification_overdue == 2 and got["X1"].rectification_overdue == 1
+        # The month just before this one: the same streak less one.
+        _, prev = rows(None, month_add(month, -1), url_stub=stub)
+        assert prev["G3"].zero_disposal_months == steps
+        ch.close()
+    finally:
+        later.stop()
+
+
+def test_bad_input(c):
+    w = c.w
+    for m, hint in (("", "required"), ("2026-13", "YYYY-MM"), ("2026-1", "YYYY-MM"), ("1999-12", "YYYY-MM"),
+                    ("2026/11", "YYYY-MM"), ("abcd-ef", "YYYY-MM"), (month_add(c.month, 1), "not begun"),
+                    ("9999-12", "not begun")):
+        expect_status(Code.INVALID_ARGUMENT, rows, w.auditor, m, details_has=(hint,))
+    expect_status(Code.INVALID_ARGUMENT, rows, w.auditor, c.month, [0], details_has=("unit_ids",))
+    expect_status(Code.INVALID_ARGUMENT, rows, w.auditor, c.month, [-4])
+    expect_status(Code.INVALID_ARGUMENT, rows, w.auditor, c.month, list(range(1, 1002)))
+    expect_status(Code.NOT_FOUND, rows, w.auditor, c.month, [987654321])
+    expect_status(Code.PERMISSION_DENIED, rows, w.G1.member, c.month, [987654321])
+    expect_status(Code.INVALID_ARGUMENT, rows, w.auditor, c.month, [w.admin_unit.id])
+    # Still serving.
+    assert rows(w.auditor, c.month)[0].month == c.month
+
+
+def test_cluectl(c):
+    w = c.w
+    env = {"CLUED_SERVER": c.srv.addr, "CLUED_TOKEN": w.auditor.token}
+    r = harness.cluectl("stats", "bulletin", "--month", c.month, env=env, check=0)
+    assert "Bulletin " + c.month in r.stdout and "G3" in r.stdout and "yes (1 mo)" in r.stdout, r.stdout
+    r = harness.cluectl("stats", "bulletin", "--month", c.month, "--csv", env=env, check=0)
+    rows_ = list(csv.DictReader(io.StringIO(r.stdout)))
+    by = {x["unit_code"]: x for x in rows_}
+    assert set(by) == {"G1", "G2", "G3", "X1"}
+    for code, e in c.exp.items():
+        assert int(by[code]["received"]) == e["received"] and int(by[code]["disposed"]) == e["disposed"]
+        assert int(by[code]["disposed_SHELVED"]) == e["SHELVED"]
+        assert int(by[code]["rectification_found"]) == e["found"]
+    assert by["G3"]["zero_disposal"] == "true" and by["G3"]["zero_disposal_months"] == "1"
+    r = harness.cluectl("--json", "stats", "bulletin", "--month", c.month, "--unit", str(w.G1.id), env=env, check=0)
+    j = json.loads(r.stdout)
+    assert j["month"] == c.month and len(j["units"]) == 1 and j["units"][0].get("unit_code", j["units"][0].get("unitCode")) == "G1", j
+    r = harness.cluectl("stats", "bulletin", "--month", c.month, "--markdown", env=env, check=0)
+    assert r.stdout.startswith(f"## {c.month} 线索处置情况通报") and "| 单位 |" in r.stdout
+    assert "零通报单位" in r.stdout and "连续 1 个月" in r.stdout, r.stdout
+    r = harness.cluectl("stats", "bulletin", "--month", "2026-13", env=env, check=1)
+    assert "INVALID_ARGUMENT" in r.stderr
+    r = harness.cluectl("stats", "bulletin", "--month", c.month, "--csv", "--markdown", env=env, check=2)
+    r = harness.cluectl("stats", "bulletin", "--help", env=env, check=0)
+    assert "--markdown" in r.stdout
+    # The statistics command itself still works beside its new sub-command.
+    now = int(time.time())
+    r = harness.cluectl("stats", "--from", time.strftime("%Y-%m-%d", time.gmtime(now - 86400)),
+                        "--to", time.strftime("%Y-%m-%d", time.gmtime(now + 86400)), env=env, check=0)
+
+
+if __name__ == "__main__":
+    harness.run_tests(dict(globals()), setup, teardown)
