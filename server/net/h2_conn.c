@@ -9,6 +9,7 @@
 
 #include "log.h"
 #include "net/tls.h"
+#include "net/grpc_wire.h"
 #include "net/h2_pages.h"
 #include "net/h2_stream.h"
 
@@ -285,6 +286,16 @@ void h2_conn_consume(h2_conn_t *c, int32_t stream_id, size_t n) {
   /* Fails only for stream 0 or a closed session; the credit then no longer matters. */
   (void)nghttp2_session_consume(c->session, stream_id, n);
   c->flush_pending = 1; /* the WINDOW_UPDATE goes out with the next flush */
+}
+
+void h2_conn_consume_apart(h2_conn_t *c, int32_t stream_id, size_t conn_n, size_t stream_n) {
+  if (c->session == NULL || (conn_n == 0 && stream_n == 0))
+    return;
+  if (conn_n > 0)
+    (void)nghttp2_session_consume_connection(c->session, conn_n);
+  if (stream_n > 0)
+    (void)nghttp2_session_consume_stream(c->session, stream_id, stream_n);
+  c->flush_pending = 1;
 }
 
 void h2_conn_wake(h2_conn_t *c) {
@@ -639,8 +650,14 @@ static int session_new(h2_conn_t *c) {
     return -ENOMEM;
   iv[0].settings_id = NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS;
   iv[0].value = c->srv->cfg.max_concurrent_streams;
+  /* A stream's credit comes back only as its messages are taken (h2_stream.c), so its
+   * window must hold the largest request message, or that message could never arrive. */
   iv[1].settings_id = NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE;
-  iv[1].value = 1 << 20;
+  iv[1].value = c->srv->cfg.max_message_bytes + GRPC_FRAME_PREFIX > (1u << 20)
+                    ? (c->srv->cfg.max_message_bytes + GRPC_FRAME_PREFIX > NGHTTP2_MAX_WINDOW_SIZE
+                           ? NGHTTP2_MAX_WINDOW_SIZE
+                           : (uint32_t)(c->srv->cfg.max_message_bytes + GRPC_FRAME_PREFIX))
+                    : 1u << 20;
   iv[2].settings_id = NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE;
   iv[2].value = (uint32_t)c->srv->cfg.max_header_list_bytes;
   rc = nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, 3);

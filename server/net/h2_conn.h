@@ -109,4 +109,7 @@ int h2_conn_congested(const h2_conn_t *c);
  */
 void h2_conn_consume(h2_conn_t *c, int32_t stream_id, size_t n);
 
+/** Like h2_conn_consume(), the connection's credit and the stream's given back apart. */
+void h2_conn_consume_apart(h2_conn_t *c, int32_t stream_id, size_t conn_n, size_t stream_n);
+
 #endif

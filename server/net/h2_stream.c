@@ -295,12 +295,29 @@ static void consume(h2_stream_t *s, size_t n) {
     h2_conn_consume(s->conn, s->id, n);
 }
 
+/* Stream credit held for bytes of messages not yet handed over: n of them are taken. */
+static void release_held(h2_stream_t *s, size_t n) {
+  if (n > s->held)
+    n = s->held;
+  s->held -= n;
+  if (s->conn)
+    h2_conn_consume_apart(s->conn, s->id, 0, n);
+}
+
 void h2_stream_set_input(h2_stream_t *s, h2_input_t in) {
-  if (s->in == H2_IN_HOLD && in != H2_IN_HOLD) {
-    /* The caller is known (or refused): the credit held for its body goes back. */
+  if (s->in == H2_IN_HOLD && in == H2_IN_READ && s->conn) {
+    /* The caller is known: the connection's credit goes back, the stream's waits for the
+     * message those bytes belong to. */
+    h2_conn_consume_apart(s->conn, s->id, s->unacked, 0);
+    s->held += s->unacked;
+    s->unacked = 0;
+  } else if (s->in == H2_IN_HOLD && in != H2_IN_HOLD) {
+    /* Refused: the credit held for its body goes back. */
     consume(s, s->unacked);
     s->unacked = 0;
   }
+  if (in == H2_IN_DISCARD)
+    release_held(s, s->held);
   s->in = in;
 }
 
@@ -313,6 +330,7 @@ void h2_stream_input_taken(h2_stream_t *s, size_t n) {
 }
 
 void h2_stream_input_free(h2_stream_t *s) {
+  release_held(s, s->held);
   grpc_decoder_free(&s->dec);
   h2_stream_input_taken(s, s->inbound);
 }
@@ -361,11 +379,16 @@ void h2_stream_recv_data(h2_stream_t *s, const uint8_t *data, size_t len) {
     return;
   }
   /* Credit for the body of a caller not yet authenticated is held back: until the token
-   * lookup answers, such a client can send no more than its windows. */
-  if (s->in == H2_IN_HOLD)
+   * lookup answers, such a client can send no more than its windows. Afterwards the
+   * connection's credit comes back at once (one stream's unfinished message must not starve
+   * the others) and the stream's as each message is handed over: a stream never has more
+   * than its window of body unconsumed. */
+  if (s->in == H2_IN_HOLD) {
     s->unacked += len;
-  else
-    consume(s, len);
+  } else {
+    h2_conn_consume_apart(c, s->id, len, 0);
+    s->held += len;
+  }
   s->inbound += len;
   c->inbound += len;
   while (len > 0 && s->in != H2_IN_DISCARD) {
@@ -388,8 +411,11 @@ void h2_stream_recv_data(h2_stream_t *s, const uint8_t *data, size_t len) {
     }
     data += n;
     len -= (size_t)n;
-    if (got)
-      s->ops->message(s, &msg);
+    if (!got)
+      continue;
+    if (s->in == H2_IN_READ)
+      release_held(s, msg.len + GRPC_FRAME_PREFIX);
+    s->ops->message(s, &msg);
   }
 }
 
@@ -419,9 +445,10 @@ void h2_stream_detach(h2_stream_t *s, uint32_t error_code, const char *conn_reas
   unqueue_writable(s);
   s->want_writable = 0;
   stream_set_out(s, H2_OUT_CLOSED);
+  s->held = 0; /* the stream is gone: no credit to give back for it */
   h2_stream_input_free(s);
   s->in = H2_IN_DISCARD;
-  s->unacked = 0;
+  s->unacked = s->held = 0;
   s->conn = NULL;
   s->ops->closed(s, error_code, conn_reason);
 }

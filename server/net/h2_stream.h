@@ -25,7 +25,8 @@ typedef struct h2_stream h2_stream_t;
 typedef enum h2_input {
   H2_IN_DISCARD, /* drop them, return their credit (refused, answered, or not yet asked) */
   H2_IN_HOLD,    /* frame them into messages, hold their credit (caller not yet known) */
-  H2_IN_READ,    /* frame them into messages, return their credit */
+  H2_IN_READ,    /* frame them into messages; the connection's credit goes back at once,
+                    the stream's as each message is handed over */
 } h2_input_t;
 
 /* IDLE -> SENDING <-> DEFERRED -> TRAILING -> DONE; IDLE -> TRAILING; IDLE -> DONE
@@ -75,6 +76,8 @@ struct h2_stream { /* fields are the transport's; the owner uses the functions b
   h2_input_t in;
   h2_output_t out;
   size_t unacked;                 /* body bytes whose credit is held (H2_IN_HOLD) */
+  size_t held;                    /* body bytes of messages not yet taken whose stream
+                                     credit is held (H2_IN_READ; the connection's is back) */
   size_t inbound;                 /* body bytes kept, counted in the connection's total */
   grpc_decoder_t dec;
   int status;

@@ -190,6 +190,38 @@ def test_unfinished_uploads_capped(c):
     assert statuses == [0] * 4, statuses
 
 
+def test_stream_window_bounds_an_unfinished_message(c):
+    """Inbound bounded by HTTP/2 flow control: a stream's credit comes back only as its
+    messages are taken, so a client that leaves a message unfinished cannot push past the
+    stream's window (one largest message); DATA past it resets that stream with
+    FLOW_CONTROL_ERROR and the connection goes on."""
+    before = rss_kb(c.pid)
+    r = Raw(c.srv.addr)
+    r.until(lambda: r.server_settings is not None, 5, "SETTINGS")
+    window = r.server_settings.get(4)
+    size = 4 << 20  # --max-message's default: the largest request message
+    assert window == size + 5, r.server_settings
+    # A valid ListNotesRequest of exactly the largest size (an unknown bytes field pads it).
+    req = pb.ListNotesRequest(clue_id=c.clue_id).SerializeToString() + b"\x7a"
+    pad = size - len(req) - 4
+    body = req + varint(pad) + b"p" * pad
+    assert len(body) == size
+    msg = grpc_msg(body)
+    r.send(headers_frames(1, request_block(LIST_NOTES, auth(c.token))))
+    assert r.send_body(1, msg[:-1], end_stream=False) == len(msg) - 1
+    time.sleep(1)  # the token lookup answers; any credit the server would give arrives
+    r.read(0.5)
+    assert r.windows[1] == 1, r.windows  # no credit for a message not yet whole
+    assert r.check(3) == 0  # the connection's credit came back: other streams go on
+    held = rss_kb(c.pid)
+    r.send(frame(0, 0, 1, b"xy"))  # one byte past the window
+    r.until(lambda: 1 in r.rst, 10, "the reset of stream 1")
+    assert r.rst[1] == 3, r.rst  # FLOW_CONTROL_ERROR
+    assert r.check(5) == 0 and r.goaway is None
+    r.close()
+    report("a 4 MiB message left unfinished, then pushed past its window", before, held, 24)
+
+
 def test_flags_documented(c):
     out = harness.Clued().run("help").stdout
     assert "--max-conn-buffer" in out and "--max-conn-inbound" in out
