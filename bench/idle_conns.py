@@ -7,7 +7,10 @@ then stay idle, and prints clued's RSS before and after, and per connection. A H
 on one more connection must still answer. Raises this process's descriptor limit as far as
 the hard limit allows.
 
-    /usr/bin/python3 bench/idle_conns.py [-n 10000] [--clued build/clued]
+    /usr/bin/python3 bench/idle_conns.py [-n 10000] [--clued build/clued] [--call]
+
+With --call each connection first makes one Health/Check, so what an idle connection that
+has served a call keeps (HPACK tables, nghttp2's stream map) is counted too.
 """
 
 import argparse
@@ -64,10 +67,21 @@ def check(addr):
     return done
 
 
+def _lit(idx, v):
+    return bytes([idx]) + bytes([len(v)]) + v
+
+
+# One Health/Check on stream 1: :method POST, :scheme http, :path, :authority, content-type.
+CALL = frame(1, 4, 1, b"\x83\x86" + _lit(4, b"/grpc.health.v1.Health/Check") + _lit(1, b"b") + b"\x0f\x10"
+             + bytes([len(b"application/grpc")]) + b"application/grpc") + frame(0, 1, 1, b"\0\0\0\0\0")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=10000)
     ap.add_argument("--clued", default=os.path.join(ROOT, "build", "clued"))
+    ap.add_argument("--call", action="store_true",
+                    help="make one Health/Check on each connection before it goes idle")
     a = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = min(hard, a.n + 1000)
@@ -105,7 +119,7 @@ def main():
         t0 = time.time()
         for i in range(a.n):
             s = socket.create_connection((host_, int(port_)), timeout=30)
-            s.sendall(PREFACE + frame(4, 0, 0))
+            s.sendall(PREFACE + frame(4, 0, 0) + (CALL if a.call else b""))
             s.setblocking(False)
             socks.append(s)
             sel.register(s, selectors.EVENT_READ, [b""])
@@ -134,7 +148,7 @@ def main():
         ok = check(addr)
         alive = sum(1 for s in socks if s.fileno() >= 0)
         print(f"clued {a.clued}")
-        print(f"{a.n} idle HTTP/2 connections opened in {opened:.1f} s; Health/Check meanwhile: {'OK' if ok else 'FAILED'}")
+        print(f"{a.n} idle HTTP/2 connections{' (one call each)' if a.call else ''} opened in {opened:.1f} s; Health/Check meanwhile: {'OK' if ok else 'FAILED'}")
         print(f"RSS {base / 1024:.1f} MiB -> {held / 1024:.1f} MiB: +{(held - base) / 1024:.1f} MiB, "
               f"{(held - base) * 1024 / a.n / 1000:.1f} kB per connection ({alive} open)")
         for s in socks:
