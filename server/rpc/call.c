@@ -10,6 +10,7 @@
 #include "db/db.h"
 #include "log.h"
 #include "rpc/auth.h"
+#include "rpc/msg_check.h"
 #include "rpc/table.h"
 #include "server.h"
 
@@ -471,11 +472,18 @@ static void call_on_headers_done(h2_stream_t *s) {
 /* A client-streaming call's request message: decoded and handed to the handler at once. */
 static void call_stream_message(rpc_call_t *call, grpc_message_t *msg) {
   ProtobufCMessage *req;
+  char why[200];
 
   assert(call->m->public_method);
   if (call->srv->state != SERVER_RUNNING) {
     free(msg->data);
     call_finish(call, 200, GRPC_UNAVAILABLE, "server shutting down");
+    return;
+  }
+  if (rpc_msg_check_strings(call->m->input, msg->data, msg->len, why, sizeof(why)) != 0) {
+    free(msg->data);
+    h2_stream_input_taken(&call->stream, msg->len + GRPC_FRAME_PREFIX);
+    call_finish(call, 200, GRPC_INVALID_ARGUMENT, why);
     return;
   }
   req = protobuf_c_message_unpack(call->m->input, NULL, msg->len, msg->data);
@@ -550,6 +558,12 @@ static void call_dispatch(rpc_call_t *call) {
      * running finish; how many run at once is bounded by --db-queue-per-conn. */
     if (call->state == RPC_CALL_READING)
       call_set_state(call, RPC_CALL_WAITING);
+    return;
+  }
+  if (rpc_msg_check_strings(call->m->input, call->msg.data, call->msg.len, why, sizeof(why))) {
+    free(call->msg.data);
+    call->msg.data = NULL;
+    call_finish(call, 200, GRPC_INVALID_ARGUMENT, why);
     return;
   }
   a->budget = RPC_DECODE_FACTOR * call->msg.len + RPC_DECODE_SLACK;
