@@ -296,9 +296,11 @@ static const cli_command_t audit_commands[] = {
      audit_tree_checkpoint},
     {"witness", NULL, "Keep the signed sequence of checkpoints, checking each", witness_opts,
      "Polls the latest checkpoint, checks its signature and that it extends the last one\n"
-     "kept (a consistency proof), and keeps it as DIR/checkpoint.<size> and DIR/latest.\n"
+     "kept (a consistency proof), and keeps it as DIR/checkpoint.<size> and DIR/latest,\n"
+     "with the seq and leaf hash of every event it covers in DIR/leaves.\n"
      "Runs until interrupted, or once with --once; exits 1 on the first checkpoint that\n"
-     "does not extend the last one kept (a fork or a truncation), naming it.\n",
+     "does not extend the last one kept (a fork or a truncation), naming it and the first\n"
+     "event where the log differs from the leaves kept.\n",
      audit_tree_witness},
     {"watch", NULL, "Stream audit events as they happen", watch_opts,
      "Prints the events after --after-seq, then each new event as it is recorded, one\n"

@@ -94,37 +94,56 @@ static int leaves_match(const leaves_t *l, const merkle_hash_t root) {
   return ok;
 }
 
-/* The server's first n leaves, with their seqs. */
-static int leaves_export(cli_t *cli, uint64_t n, leaves_t *out) {
+/* Append to l the server's leaves from index l->n on, up to n of them in all (fewer if its
+ * tree is shorter, or stops matching l's last seq): l->n is then how many l holds. Returns 0
+ * or the RPC's error. */
+static int leaves_fetch(cli_t *cli, leaves_t *l, uint64_t n) {
   Clue__V1__ExportAuditEventsRequest req = CLUE__V1__EXPORT_AUDIT_EVENTS_REQUEST__INIT;
-  uint64_t got = 0;
-  int rc;
+  int64_t *seq;
+  merkle_hash_t *leaf;
+  int rc, stop = 0;
 
-  if (leaves_alloc(out, n) != 0)
+  if (n <= l->n)
+    return 0;
+  if ((seq = realloc(l->seq, n * sizeof(*seq))) == NULL)
     return cli_oom(cli);
+  l->seq = seq;
+  if ((leaf = realloc(l->leaf, n * sizeof(*leaf))) == NULL)
+    return cli_oom(cli);
+  l->leaf = leaf;
   req.page_size = EXPORT_PAGE;
-  while (got < n) {
+  req.after_seq = l->n ? l->seq[l->n - 1] : 0;
+  while (!stop && l->n < n) {
     Clue__V1__ExportAuditEventsResponse *r = NULL;
-    int done;
     if ((rc = cli_call(cli, AUDIT_SVC, "ExportAuditEvents", &req.base, (ProtobufCMessage **)&r)) != 0)
       return rc;
-    for (size_t i = 0; i < r->n_events && got < n; i++) {
+    for (size_t i = 0; i < r->n_events && l->n < n; i++) {
       const Clue__V1__LeafEvent *e = r->events[i];
       req.after_seq = e->seq;
       if (e->leaf_index < 0)
         continue;
-      if ((uint64_t)e->leaf_index != got || e->leaf_hash.len != MERKLE_HASH_LEN)
+      if ((uint64_t)e->leaf_index != l->n || e->leaf_hash.len != MERKLE_HASH_LEN) {
+        stop = 1;
         break;
-      out->seq[got] = e->seq;
-      memcpy(out->leaf[got], e->leaf_hash.data, MERKLE_HASH_LEN);
-      got++;
+      }
+      l->seq[l->n] = e->seq;
+      memcpy(l->leaf[l->n], e->leaf_hash.data, MERKLE_HASH_LEN);
+      l->n++;
     }
-    done = r->done || r->n_events == 0;
+    stop |= r->done || r->n_events == 0;
     protobuf_c_message_free_unpacked(&r->base, NULL);
-    if (done)
-      break;
   }
-  return got == n ? 0 : CLI_FAILED;
+  return 0;
+}
+
+/* The server's first n leaves, with their seqs. */
+static int leaves_export(cli_t *cli, uint64_t n, leaves_t *out) {
+  int rc;
+
+  memset(out, 0, sizeof(*out));
+  if ((rc = leaves_fetch(cli, out, n)) != 0)
+    return rc;
+  return out->n == n ? 0 : CLI_FAILED;
 }
 
 static int leaves_write(const char *path, const leaves_t *l) {
@@ -638,13 +657,61 @@ static char *read_text(const char *path) {
   return buf;
 }
 
+/* Where the server's tree today first differs from the leaves kept ("" if it does not within
+ * them): what a witness adds to a fork or a shrink. */
+static void first_difference(cli_t *cli, const leaves_t *kept, char *buf, size_t cap) {
+  leaves_t cur = {0};
+
+  buf[0] = '\0';
+  if (leaves_fetch(cli, &cur, kept->n) != 0) {
+    leaves_free(&cur);
+    return;
+  }
+  for (uint64_t i = 0; i < kept->n; i++) {
+    if (i >= cur.n) {
+      snprintf(buf, cap, "; seq %lld (leaf %llu), kept, is the first event gone from the tree",
+               (long long)kept->seq[i], (unsigned long long)i);
+      break;
+    }
+    if (memcmp(kept->leaf[i], cur.leaf[i], MERKLE_HASH_LEN) == 0)
+      continue;
+    if (kept->seq[i] != cur.seq[i])
+      snprintf(buf, cap, "; seq %lld (leaf %llu), kept, is gone from the tree, whose leaf %llu is "
+                         "now seq %lld",
+               (long long)kept->seq[i], (unsigned long long)i, (unsigned long long)i,
+               (long long)cur.seq[i]);
+    else
+      snprintf(buf, cap, "; seq %lld (leaf %llu) is not the event kept: it was rewritten",
+               (long long)kept->seq[i], (unsigned long long)i);
+    break;
+  }
+  leaves_free(&cur);
+}
+
+/* Keep the leaves of the checkpoint just kept in DIR/leaves, extending those of the last one
+ * (the consistency proof passed, so they are its first leaves). Best effort: without them a
+ * later fork is reported without its first event. */
+static void witness_keep_leaves(cli_t *cli, const char *dir, leaves_t *kept, const checkpoint_t *now) {
+  char path[4096];
+
+  snprintf(path, sizeof(path), "%s/leaves", dir);
+  if (leaves_fetch(cli, kept, now->size) == 0 && kept->n == now->size && leaves_match(kept, now->root)) {
+    if (leaves_write(path, kept) == 0)
+      return;
+  }
+  fprintf(stderr, "note: the leaves of the checkpoint of %llu events are not kept\n",
+          (unsigned long long)now->size);
+  unlink(path);
+}
+
 /* One poll: returns CLI_OK (kept or unchanged), CLI_FAILED (reported). */
 static int witness_poll(cli_t *cli, const char *dir, const note_key_t *key) {
   Clue__V1__Checkpoint *cp = NULL;
   Clue__V1__GetConsistencyProofRequest creq = CLUE__V1__GET_CONSISTENCY_PROOF_REQUEST__INIT;
   Clue__V1__ConsistencyProof *cons = NULL;
-  char path[4096], *last_text = NULL;
+  char path[4096], *last_text = NULL, where[512] = "";
   checkpoint_t now, last;
+  leaves_t kept = {0};
   int rc;
 
   if ((rc = get_checkpoint(cli, &cp)) != 0)
@@ -661,16 +728,23 @@ static int witness_poll(cli_t *cli, const char *dir, const note_key_t *key) {
     printf("FAIL: %s is not a checkpoint signed by %s\n", path, key->name);
     goto out;
   }
+  /* The leaves kept with the last checkpoint, if they are its own. */
+  snprintf(path, sizeof(path), "%s/leaves", dir);
+  if (last_text && leaves_read(path, &kept) == 0 &&
+      (kept.n != last.size || !leaves_match(&kept, last.root)))
+    leaves_free(&kept);
   if (last_text && now.size < last.size) {
+    first_difference(cli, &kept, where, sizeof(where));
     printf("FAIL: the log shrank: the server's checkpoint has %llu events, the last one kept "
-           "%llu\n",
-           (unsigned long long)now.size, (unsigned long long)last.size);
+           "%llu%s\n",
+           (unsigned long long)now.size, (unsigned long long)last.size, where);
     goto out;
   }
   if (last_text && now.size == last.size) {
     if (memcmp(now.root, last.root, MERKLE_HASH_LEN) != 0) {
-      printf("FAIL: fork: two checkpoints of %llu events with different roots\n",
-             (unsigned long long)now.size);
+      first_difference(cli, &kept, where, sizeof(where));
+      printf("FAIL: fork: two checkpoints of %llu events with different roots%s\n",
+             (unsigned long long)now.size, where);
       goto out;
     }
     rc = CLI_OK;
@@ -696,8 +770,9 @@ static int witness_poll(cli_t *cli, const char *dir, const note_key_t *key) {
         memcpy(proof[i], cons->hashes[i].data, MERKLE_HASH_LEN);
     }
     if (bad || merkle_verify_consistency(last.size, now.size, last.root, now.root, proof, n) != 0) {
-      printf("FAIL: fork: the checkpoint of %llu events does not extend the one of %llu kept\n",
-             (unsigned long long)now.size, (unsigned long long)last.size);
+      first_difference(cli, &kept, where, sizeof(where));
+      printf("FAIL: fork: the checkpoint of %llu events does not extend the one of %llu kept%s\n",
+             (unsigned long long)now.size, (unsigned long long)last.size, where);
       goto out;
     }
   }
@@ -707,11 +782,15 @@ static int witness_poll(cli_t *cli, const char *dir, const note_key_t *key) {
   snprintf(path, sizeof(path), "%s/latest", dir);
   if (write_file(cli, path, cp->note) != CLI_OK)
     goto out;
+  if (kept.n == 0 || last_text == NULL)
+    leaves_free(&kept); /* none kept, or not the last checkpoint's: read them all */
+  witness_keep_leaves(cli, dir, &kept, &now);
   printf("kept checkpoint of %llu events%s\n", (unsigned long long)now.size,
          last_text ? ", consistent with the last one kept" : "");
   fflush(stdout);
   rc = CLI_OK;
 out:
+  leaves_free(&kept);
   free(last_text);
   if (cons)
     protobuf_c_message_free_unpacked(&cons->base, NULL);

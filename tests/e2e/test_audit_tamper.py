@@ -352,6 +352,8 @@ def test_fork_two_checkpoints_of_one_size_with_different_roots():
         # A witness that kept the first checkpoint refuses the second.
         r = harness.cluectl("audit", "witness", "--dir", wd, "--once", env=env, check=1)
         assert r.stdout.startswith(f"FAIL: fork: two checkpoints of {size} events with different roots"), r.stdout
+        # ... naming, from the leaves it kept, the first event that differs.
+        assert f"seq {first_gone} (leaf {n}), kept, is gone from the tree" in r.stdout, r.stdout
     finally:
         log.close()
 

@@ -270,6 +270,16 @@ def test_cluectl_checkpoint_and_verify(c):
     r = harness.cluectl("audit", "witness", "--dir", wd, "--once", "--key", c.key + ".pub", env=env, check=0)
     assert "consistent with the last one kept" in r.stdout, r.stdout
     assert len(os.listdir(wd)) == len(first) + 1
+    # Beside them, the leaves of the latest, extended from the last ones kept: each the leaf
+    # of the row of its seq as tlog.py hashes it, together giving the kept checkpoint's root.
+    with open(os.path.join(wd, "leaves")) as f:
+        lines = f.read().splitlines()
+    _, size, root = tlog.open_checkpoint(open(os.path.join(wd, "latest")).read(), c.vkey)
+    assert lines[0] == f"clued-audit-leaves-v1 {size}" and len(lines) == size + 1, lines[:2]
+    by_seq = {row["seq"]: tlog.leaf_hash_of_row(row) for row in tlog.rows(c.db)}
+    kept = [(int(q), bytes.fromhex(h)) for q, h in (ln.split() for ln in lines[1:])]
+    assert all(by_seq[q] == h for q, h in kept)
+    assert tlog.mth([h for _, h in kept]) == root
 
 
 def test_server_side_verify_checks_the_tree(c):
