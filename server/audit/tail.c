@@ -1,8 +1,12 @@
 /* The committed tail of audit_events, followed once per server (audit/tail.h).
  *
  * Shape. One LISTEN connection on channel "audit_events" and at most one query at a time.
- * A notification only says "something new": notifications that arrive while the query runs
- * are coalesced into one more query (TAIL_REFETCH). Each fetch reads the rows after the
+ * Appending an event notifies nobody (a NOTIFY in every audited transaction would serialise
+ * their commits, migration 0016): when a call's transaction commits, the server kicks its
+ * own tail (audit_tail_committed()), and while the tail listens (a watcher follows) it also
+ * fetches every FOLLOW_MS, for what other instances, or anyone else, committed. The LISTEN
+ * carries the revocations of migration 0007. Kicks and notifications that arrive while the
+ * query runs are coalesced into one more query (TAIL_REFETCH). Each fetch reads the rows after the
  * frontier; the frontier decides which seqs are final, and the decided events go into the
  * ring with their Merkle leaf hashes, and every follower is told (advanced). A follower may
  * ask for a pace: while only paced followers follow (the tree builder), the tail does not
@@ -69,6 +73,7 @@
 #define RETRY_MAX_MS 5000
 #define STUCK_WARN_MS 10000 /* warn when the frontier waits this long on one seq */
 #define UNLISTENED_IDLE_MS 1000 /* not listening, and the last fetch found nothing: poll again */
+#define FOLLOW_MS 50 /* listening (a watcher follows): fetch at least this often */
 
 typedef enum tail_state {
   TAIL_OFF,        /* nobody follows; no query in flight */
@@ -468,6 +473,11 @@ void audit_tail_kick(audit_tail_t *t) {
     tail_schedule(t, due - now);
 }
 
+void audit_tail_committed(server_t *srv) {
+  if (srv->tail)
+    audit_tail_kick(srv->tail);
+}
+
 /* ---- answers ---------------------------------------------------------------------------- */
 
 /* The frontier stopped short of rows it saw: some seq is still undecided. */
@@ -634,9 +644,10 @@ static void tail_done(const db_result_t *r, void *arg) {
       tail_kick_now(t);
     else
       audit_tail_kick(t);
-  } else if (t->state == TAIL_IDLE && !t->listening) {
-    /* Nothing tells an unlistening tail that rows came: look again, sooner while they come. */
-    uint64_t ms = more ? tail_pace(t) : UNLISTENED_IDLE_MS;
+  } else if (t->state == TAIL_IDLE) {
+    /* Nothing tells the tail that another instance committed: a listening one (a watcher
+     * follows) looks every FOLLOW_MS; an unlistening one again, sooner while rows come. */
+    uint64_t ms = t->listening ? FOLLOW_MS : more ? tail_pace(t) : UNLISTENED_IDLE_MS;
     if (!uv_is_active((uv_handle_t *)&t->timer) || uv_timer_get_due_in(&t->timer) > ms)
       tail_schedule(t, ms);
   }

@@ -4,8 +4,8 @@
 /* The committed tail of audit_events, followed once per server for everyone who needs it:
  * WatchEvents (service/audit_watch.c) and the Merkle tree builder (audit/tree.c).
  *
- * One LISTEN connection on channel "audit_events" and at most one query at a time read the
- * rows after the frontier; the frontier (domain/audit_frontier.c, the argument in tail.c)
+ * At most one query at a time reads the rows after the frontier, when this server's own
+ * calls commit, every FOLLOW_MS while a watcher follows, or on a revocation's notification; the frontier (domain/audit_frontier.c, the argument in tail.c)
  * says up to which seq every event is decided; the newest decided events are kept in a
  * ring, each with its Merkle leaf hash, so that every follower takes them from memory. A
  * follower behind the ring reads from the database itself, bounded by the frontier
@@ -54,6 +54,10 @@ void audit_tail_unfollow(audit_tail_follower_t *f);
 
 /** Something may be new, or tokens need checking: fetch now (or within the pace). */
 void audit_tail_kick(audit_tail_t *t);
+
+/** A transaction run for a call of srv has committed and may have appended events: kick
+ * srv's tail (a no-op while nobody follows). Appending an event notifies nobody. */
+void audit_tail_committed(server_t *srv);
 
 /** True while the frontier is established: audit_tail_safe() and the ring may be used. */
 int audit_tail_ready(const audit_tail_t *t);

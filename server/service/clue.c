@@ -184,7 +184,8 @@ static void got_clue(rpc_call_t *call, const db_result_t *r, void *arg) {
             params, reply_with_reporter, row.clue);
 }
 
-/* GetClue and GetHistory: validate the id, then run sql with it ($1) and the caller's unit. */
+/* GetClue and GetHistory: validate the id, then run sql with it ($1) and the caller's unit,
+ * a read (reading the reporter, which is audited, is a statement of its own). */
 static void read_clue(rpc_call_t *call, int64_t clue_id, const char *sql, svc_cb cb) {
   validate_error_t err;
   const char *params[2];
@@ -197,7 +198,7 @@ static void read_clue(rpc_call_t *call, int64_t clue_id, const char *sql, svc_cb
     clue_oom(call);
     return;
   }
-  svc_query(call, sql, 2, params, cb, NULL);
+  svc_read(call, sql, 2, params, cb, NULL);
 }
 
 static void get_clue(rpc_call_t *call, const ProtobufCMessage *m) {

@@ -22,12 +22,17 @@
 
 /* clang-format off */
 /* The authorization facts of a clue: what authz.h needs, first so that a query may select
- * only these (CLUE_FACT_NCOLS columns). */
+ * only these (CLUE_FACT_NCOLS columns). The joint case's lead unit and whether the caller's
+ * unit takes part are the bodies of joint_case_lead() and joint_case_has_unit() (0005), as
+ * subqueries: PostgreSQL cannot inline those functions and would parse them on every call. */
 #define CLUE_FACT_COLS(c, ou, unit)                                                             \
   "(" c ").id, (" c ").state, (" c ").version, (" c ").owner_unit, " ou ".kind, " ou            \
-  ".liaison_room_id, joint_case_lead((" c ").joint_case_id), "                                  \
-  "joint_case_has_unit((" c ").joint_case_id, " unit "), (" c ").pending_reviewer_unit, (" c    \
-  ").deadline_extended, (" c ").has_reporter, " SVC_MS("(" c ").stage_deadline")
+  ".liaison_room_id, (SELECT jcl.lead_unit FROM joint_cases jcl WHERE jcl.id = (" c             \
+  ").joint_case_id), (EXISTS (SELECT 1 FROM joint_cases jcl WHERE jcl.id = (" c                 \
+  ").joint_case_id AND jcl.lead_unit = " unit ") OR EXISTS (SELECT 1 FROM case_participants"    \
+  " jcp WHERE jcp.case_id = (" c ").joint_case_id AND jcp.unit_id = " unit ")), (" c            \
+  ").pending_reviewer_unit, (" c ").deadline_extended, (" c ").has_reporter, "                  \
+  SVC_MS("(" c ").stage_deadline")
 
 /** Number of columns of CLUE_FACT_COLS. */
 #define CLUE_FACT_NCOLS 12

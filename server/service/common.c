@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit/tail.h"
 #include "clue/v1/common.pb-c.h"
 #include "server.h"
 #include "log.h"
@@ -14,6 +15,7 @@ typedef struct svc_job {
   void *arg;
   db_req_t *req; /* cancelled by the call if it ends first */
   int skip;      /* leading results not the caller's (the token statement) */
+  int writes;    /* may append audit events (svc_txn, not svc_read) */
 } svc_job_t;
 
 void svc_fail_db(rpc_call_t *call, const db_result_t *r) {
@@ -82,6 +84,9 @@ static void job_done(const db_result_t *r, void *arg) {
   rpc_call_t *call = job->call;
 
   rpc_call_db_ended(call, job->req);
+  /* Its events are committed: this server's watchers need not wait to be told. */
+  if (r->err == DB_OK && job->writes)
+    audit_tail_committed(rpc_call_server(call));
   if (!rpc_call_done(call)) {
     if (r->err != DB_OK) {
       svc_fail_db(call, r);
@@ -114,6 +119,7 @@ static svc_job_t *job_new(rpc_call_t *call, svc_cb cb, void *arg) {
   job->arg = arg;
   job->req = NULL;
   job->skip = 0;
+  job->writes = 0;
   rpc_call_ref(call);
   return job;
 }
@@ -158,6 +164,19 @@ void svc_query(rpc_call_t *call, const char *sql, int nparams, const char *const
   svc_txn(call, &s, 1, cb, arg);
 }
 
+void svc_read(rpc_call_t *call, const char *sql, int nparams, const char *const *values, svc_cb cb,
+              void *arg) {
+  svc_job_t *job;
+  db_opts_t o;
+
+  if ((job = job_new(call, cb, arg)) == NULL)
+    return;
+  o.owner = rpc_call_conn_id(call);
+  o.handle = &job->req;
+  job_check_sent(job, db_query_opts(rpc_call_server(call)->db, &o, sql, nparams, values, job_done,
+                                    job));
+}
+
 void svc_txn(rpc_call_t *call, const db_stmt_t *stmts, int n, svc_cb cb, void *arg) {
   db_pool_t *db = rpc_call_server(call)->db;
   svc_job_t *job;
@@ -173,6 +192,7 @@ void svc_txn(rpc_call_t *call, const db_stmt_t *stmts, int n, svc_cb cb, void *a
   }
   if ((job = job_new(call, cb, arg)) == NULL)
     return;
+  job->writes = 1;
   o.owner = rpc_call_conn_id(call);
   o.handle = &job->req;
   if (tok[0] == NULL) {

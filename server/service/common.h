@@ -20,10 +20,19 @@ typedef void (*svc_cb)(rpc_call_t *call, const db_result_t *r, void *arg);
  * For an authenticated call the statement runs in one transaction after one that sets the
  * acting token (the transaction-local setting clued.token_id), which audit_append() records
  * in every event the statement appends; still one round trip (a pipeline). r holds the
- * caller's statement's result only.
+ * caller's statement's result only. Once the transaction has committed, the server's
+ * audit tail looks for the events it may have appended (audit_tail_committed()).
  */
 void svc_query(rpc_call_t *call, const char *sql, int nparams, const char *const *values, svc_cb cb,
                void *arg);
+
+/**
+ * Like svc_query() for a statement that appends no audit event (a read): it runs on its own,
+ * without the acting token, which only audit_append() records, and so without the token
+ * statement and the BEGIN and COMMIT around it.
+ */
+void svc_read(rpc_call_t *call, const char *sql, int nparams, const char *const *values, svc_cb cb,
+              void *arg);
 
 /**
  * Like svc_query() for several statements in one transaction (the token statement first, as
