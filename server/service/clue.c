@@ -448,7 +448,8 @@ static void request_transition(rpc_call_t *call, const ProtobufCMessage *m) {
     clue_oom(call);
     return;
   }
-  svc_query(call, move_facts_sql, 5, params, got_move_facts, mr);
+  /* The facts are a read: the move's one transaction is the write that follows. */
+  svc_read(call, move_facts_sql, 5, params, got_move_facts, mr);
 }
 
 /* ---- GetHistory ------------------------------------------------------------------------- */
