@@ -265,7 +265,7 @@ class SchemaTest(unittest.TestCase):
         self.assertIsNone(chain.first_break(self.conn))
 
     def test_append_does_not_notify(self):
-        # A NOTIFY in every audited transaction would serialise their commits (0014): clued
+        # A NOTIFY in every audited transaction would serialise their commits (0016): clued
         # wakes its own watchers and others follow the tail. A NOTIFY sent after the append
         # is the fence: notifications arrive in commit order, so one from the append would
         # come first.
