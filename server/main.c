@@ -107,7 +107,11 @@ static const char usage_text[] =
     "                             the instance follows the tree and serves proofs, never signs\n"
     "  --checkpoint-every N       publish a checkpoint once N events are unsigned (default 1000)\n"
     "  --checkpoint-interval D    ... or once D passed since the last one (default 10s; ms, s,\n"
-    "                             m, h)\n";
+    "                             m, h)\n"
+    "  --log-format F             text (default) or json: one object per line with time, level,\n"
+    "                             msg and, for calls, call, peer, method, code, duration_ms,\n"
+    "                             request_id; json also logs every successful call (env\n"
+    "                             CLUED_LOG_FORMAT; every command takes it)\n";
 
 static void usage(FILE *f) {
   fputs(usage_text, f);
@@ -197,6 +201,7 @@ enum {
   OPT_CHECKPOINT_INTERVAL,
   OPT_NAME,
   OPT_OUT,
+  OPT_LOG_FORMAT,
 };
 
 /* Options of the one-shot commands, beside the server's own configuration. */
@@ -250,9 +255,22 @@ static const struct option long_opts[] = {
     {"checkpoint-interval", required_argument, NULL, OPT_CHECKPOINT_INTERVAL},
     {"name", required_argument, NULL, OPT_NAME},
     {"out", required_argument, NULL, OPT_OUT},
+    {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
+
+static int set_log_format(const char *opt, const char *v) {
+  if (strcmp(v, "text") == 0)
+    log_set_format(LOG_TEXT);
+  else if (strcmp(v, "json") == 0)
+    log_set_format(LOG_JSON);
+  else {
+    fprintf(stderr, "clued: %s must be text or json (got \"%s\")\n", opt, v);
+    return -1;
+  }
+  return 0;
+}
 
 /* Returns 0, 1 (bad usage, message printed) or 2 (--help shown). */
 static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t *cli) {
@@ -272,6 +290,8 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
     cfg->tls_client_ca = env;
   if ((env = getenv("CLUED_AUDIT_SIGNING_KEY")) && *env)
     cfg->audit_signing_key = env;
+  if ((env = getenv("CLUED_LOG_FORMAT")) && *env && set_log_format("CLUED_LOG_FORMAT", env) != 0)
+    return 1;
   optind = 1;
   while ((c = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
     switch (c) {
@@ -446,6 +466,10 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       break;
     case OPT_OUT:
       cli->out = optarg;
+      break;
+    case OPT_LOG_FORMAT:
+      if (set_log_format("--log-format", optarg) != 0)
+        return 1;
       break;
     case 'h':
       usage(stdout);

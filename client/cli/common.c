@@ -9,6 +9,8 @@
 #include <time.h>
 
 #include "cli.h"
+#include "google/rpc/error_details.pb-c.h"
+#include "google/rpc/status.pb-c.h"
 
 const char *cli_arg(const cli_args_t *a, const char *name) {
   const char *v = NULL;
@@ -110,7 +112,46 @@ int cli_usage_error(cli_t *cli, const char *fmt, ...) {
   return CLI_USAGE;
 }
 
+/* One google.rpc detail for people, one line each: the bad fields, the unmet preconditions,
+ * the reason and its facts. ResourceInfo says no more than the message. */
+static void print_detail(const Google__Protobuf__Any *any) {
+  const char *type = strrchr(any->type_url ? any->type_url : "", '/');
+  ProtobufCMessage *m;
+
+  type = type ? type + 1 : "";
+  if (strcmp(type, "google.rpc.BadRequest") == 0) {
+    Google__Rpc__BadRequest *b = google__rpc__bad_request__unpack(NULL, any->value.len, any->value.data);
+    for (size_t i = 0; b && i < b->n_field_violations; i++)
+      fprintf(stderr, "  field %s: %s\n", b->field_violations[i]->field[0] ? b->field_violations[i]->field : "?",
+              b->field_violations[i]->description);
+    m = b ? &b->base : NULL;
+  } else if (strcmp(type, "google.rpc.PreconditionFailure") == 0) {
+    Google__Rpc__PreconditionFailure *p =
+        google__rpc__precondition_failure__unpack(NULL, any->value.len, any->value.data);
+    for (size_t i = 0; p && i < p->n_violations; i++)
+      fprintf(stderr, "  precondition %s%s%s: %s\n", p->violations[i]->type,
+              p->violations[i]->subject[0] ? " " : "", p->violations[i]->subject,
+              p->violations[i]->description);
+    m = p ? &p->base : NULL;
+  } else if (strcmp(type, "google.rpc.ErrorInfo") == 0) {
+    Google__Rpc__ErrorInfo *e = google__rpc__error_info__unpack(NULL, any->value.len, any->value.data);
+    if (e) {
+      fprintf(stderr, "  reason %s", e->reason);
+      for (size_t i = 0; i < e->n_metadata; i++)
+        fprintf(stderr, " %s=%s", e->metadata[i]->key, e->metadata[i]->value);
+      fputc('\n', stderr);
+    }
+    m = e ? &e->base : NULL;
+  } else {
+    return;
+  }
+  if (m)
+    protobuf_c_message_free_unpacked(m, NULL);
+}
+
 int cli_rpc_error(cli_t *cli, int rv, const clue_status_t *st) {
+  Google__Rpc__Status *rs;
+
   (void)cli;
   if (rv < 0 && (st == NULL || st->message == NULL)) {
     fprintf(stderr, "%s: %s\n", clue_status_name(CLUE_STATUS_INTERNAL), clue_strerror(rv));
@@ -120,6 +161,12 @@ int cli_rpc_error(cli_t *cli, int rv, const clue_status_t *st) {
     fprintf(stderr, "%s: %s\n", clue_status_name(st->code), st->message);
   else
     fprintf(stderr, "%s\n", clue_status_name(st->code));
+  if (st->details != NULL &&
+      (rs = google__rpc__status__unpack(NULL, st->details_len, st->details)) != NULL) {
+    for (size_t i = 0; i < rs->n_details; i++)
+      print_detail(rs->details[i]);
+    google__rpc__status__free_unpacked(rs, NULL);
+  }
   return CLI_FAILED;
 }
 

@@ -115,6 +115,9 @@ void clue__call_on_header(call_t *call, const uint8_t *name, size_t namelen, con
   } else if (name_is(name, namelen, "grpc-message")) {
     free(call->grpc_message);
     call->grpc_message = clue__strndup((const char *)value, valuelen); /* NULL: message lost */
+  } else if (name_is(name, namelen, "grpc-status-details-bin")) {
+    free(call->grpc_details);
+    call->grpc_details = clue__strndup((const char *)value, valuelen); /* NULL: details lost */
   }
 }
 
@@ -344,6 +347,7 @@ static void call_free(call_t *call) {
   free(call->req);
   free(call->path);
   free(call->grpc_message);
+  free(call->grpc_details);
   free(call->status_msg);
   free(call);
 }
@@ -390,9 +394,56 @@ static int decode(const ProtobufCMessageDescriptor *desc, const call_msg_t *m,
   return 0;
 }
 
+/* The value of a base64 digit (standard or URL alphabet), or -1. */
+static int b64_digit(char c) {
+  if (c >= 'A' && c <= 'Z')
+    return c - 'A';
+  if (c >= 'a' && c <= 'z')
+    return c - 'a' + 26;
+  if (c >= '0' && c <= '9')
+    return c - '0' + 52;
+  if (c == '+' || c == '-')
+    return 62;
+  if (c == '/' || c == '_')
+    return 63;
+  return -1;
+}
+
+/* Decode base64 text, padded or not (gRPC sends either), into st->details; nothing on bad
+ * input or out of memory: the details are an extra the status does without. */
+static void status_details(clue_status_t *st, const char *b64) {
+  size_t len = strlen(b64), n = 0;
+  unsigned acc = 0;
+  int bits = 0;
+  uint8_t *out;
+
+  while (len > 0 && b64[len - 1] == '=')
+    len--;
+  if ((out = clue__malloc(len * 3 / 4 + 1)) == NULL)
+    return;
+  for (size_t i = 0; i < len; i++) {
+    int d = b64_digit(b64[i]);
+    if (d < 0) {
+      free(out);
+      return;
+    }
+    acc = (acc << 6 | (unsigned)d) & 0xFFFFFF;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out[n++] = (uint8_t)(acc >> bits);
+    }
+  }
+  st->details = out;
+  st->details_len = n;
+}
+
 /* Copy the final status out; returns what the public functions return. */
 static int call_result(const call_t *call, clue_status_t *st) {
   clue__status_set(st, call->status_code, call->status_msg);
+  if (call->grpc_details != NULL && call->grpc_status == call->status_code &&
+      call->status_code != CLUE_STATUS_OK)
+    status_details(st, call->grpc_details);
   return call->local_err != 0 ? call->local_err : call->status_code;
 }
 

@@ -45,6 +45,7 @@ struct clue_stream {
   int is_grpc;        /* 200 with a gRPC content-type: DATA carries gRPC messages */
   int grpc_status;    /* -1 until grpc-status arrives */
   char *grpc_message; /* as received (percent-encoded), owned */
+  char *grpc_details; /* grpc-status-details-bin as received (base64), owned */
   grpc_decoder_t dec;
   call_msg_t *head, *tail;
   unsigned nmsgs;    /* messages received so far */

@@ -13,6 +13,9 @@ void clue_status_clear(clue_status_t *st) {
     return;
   free(st->message);
   st->message = NULL;
+  free(st->details);
+  st->details = NULL;
+  st->details_len = 0;
   st->code = CLUE_STATUS_OK;
 }
 

@@ -25,8 +25,10 @@ void h2_stream_free(h2_stream_t *s) {
   assert(s->conn == NULL);
   grpc_decoder_free(&s->dec);
   free(s->status_msg);
+  free(s->status_details);
   free(s->buf);
   s->status_msg = NULL;
+  s->status_details = NULL;
   s->buf = NULL;
   s->off = s->len = s->cap = 0;
 }
@@ -89,6 +91,8 @@ static size_t status_nv(h2_stream_t *s, nghttp2_nv *nv, char *code) {
   nv_set(&nv[n++], "grpc-status", code);
   if (s->status_msg && s->status_msg[0])
     nv_set(&nv[n++], "grpc-message", s->status_msg);
+  if (s->status_details)
+    nv_set(&nv[n++], "grpc-status-details-bin", s->status_details);
   if (s->status == GRPC_UNIMPLEMENTED)
     nv_set(&nv[n++], "grpc-accept-encoding", "identity");
   return n;
@@ -134,7 +138,7 @@ static ssize_t read_data(nghttp2_session *session, int32_t stream_id, uint8_t *b
   if (s->off == s->len)
     s->off = s->len = 0;
   if (s->len == 0 && s->out == H2_OUT_TRAILING) {
-    nghttp2_nv nv[3];
+    nghttp2_nv nv[4];
     char code[12];
     size_t nnv = status_nv(s, nv, code);
     *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
@@ -229,6 +233,15 @@ int h2_stream_write(h2_stream_t *s, const ProtobufCMessage *msg, int send) {
   return 0;
 }
 
+void h2_stream_set_details(h2_stream_t *s, char *details) {
+  free(s->status_details);
+  s->status_details = details;
+}
+
+const char *h2_stream_peer(const h2_stream_t *s) {
+  return s->conn ? s->conn->peer : NULL;
+}
+
 void h2_stream_finish(h2_stream_t *s, int http_status, int grpc_code, const char *msg) {
   if (s->conn == NULL || s->out >= H2_OUT_TRAILING)
     return;
@@ -240,7 +253,7 @@ void h2_stream_finish(h2_stream_t *s, int http_status, int grpc_code, const char
     /* Trailers-only: one HEADERS frame with END_STREAM. A client still uploading a request
      * we refused keeps sending; its DATA is discarded (and credit returned) until it
      * half-closes. An RST_STREAM here would race the trailers in some clients. */
-    nghttp2_nv nv[5];
+    nghttp2_nv nv[6];
     char status[8], codebuf[12];
     size_t n = 0;
     snprintf(status, sizeof(status), "%d", http_status);

@@ -82,6 +82,7 @@ struct h2_stream { /* fields are the transport's; the owner uses the functions b
   grpc_decoder_t dec;
   int status;
   char *status_msg;               /* percent-encoded grpc-message */
+  char *status_details;           /* grpc-status-details-bin (base64), owned; NULL: none */
   uint8_t *buf;                   /* reply bytes not yet taken by nghttp2 */
   size_t off, len, cap;
 };
@@ -131,6 +132,15 @@ int h2_stream_write(h2_stream_t *s, const ProtobufCMessage *msg, int send)
  * with http_status if nothing was queued. A no-op once finished or detached.
  */
 void h2_stream_finish(h2_stream_t *s, int http_status, int grpc_code, const char *msg);
+
+/**
+ * Send details (base64 text of a google.rpc.Status; the stream owns it afterwards, NULL for
+ * none) as grpc-status-details-bin with the next h2_stream_finish(). Freed if never sent.
+ */
+void h2_stream_set_details(h2_stream_t *s, char *details);
+
+/** The peer's address ("127.0.0.1:5555"), or NULL once detached. */
+const char *h2_stream_peer(const h2_stream_t *s);
 
 /** True once h2_stream_finish() ran (or the stream is gone). */
 int h2_stream_finished(const h2_stream_t *s);

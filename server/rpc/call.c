@@ -174,6 +174,7 @@ int rpc_call_accept(server_t *srv, uint64_t conn_id, int32_t stream_id, h2_strea
   call->srv = srv;
   h2_stream_init(&call->stream, &call_stream_ops, srv->cfg.max_message_bytes);
   snprintf(call->id, sizeof(call->id), "%llu#%d", (unsigned long long)conn_id, stream_id);
+  call->started_ns = uv_hrtime();
   uv_timer_init(srv->loop, &call->timer);
   *out = &call->stream;
   return 0;
@@ -662,6 +663,38 @@ static const h2_stream_ops_t call_stream_ops = {
 
 /* ---- response ---------------------------------------------------------------------- */
 
+/* The request's request_id field (a client-chosen UUID), if its message type has one. */
+static const char *call_request_id(const rpc_call_t *call) {
+  const ProtobufCFieldDescriptor *f;
+
+  if (call->req == NULL || call->m == NULL ||
+      (f = protobuf_c_message_descriptor_get_field_by_name(call->m->input, "request_id")) == NULL ||
+      f->type != PROTOBUF_C_TYPE_STRING || f->label == PROTOBUF_C_LABEL_REPEATED)
+    return NULL;
+  return *(const char *const *)((const char *)call->req + f->offset);
+}
+
+/* One line per finished call: failures always; with --log-format json every call, as an
+ * access log with the fields a log pipeline indexes. */
+static void call_log_finish(const rpc_call_t *call, int code, const char *msg) {
+  const char *rid = call_request_id(call);
+  log_field_t f[] = {
+      {"call", call->id, 0},
+      {"peer", h2_stream_peer(&call->stream), -1},
+      {"method", call->path ? call->path : "?", 0},
+      {"code", grpc_status_name(code), 0},
+      {"duration_ms", NULL, (long long)((uv_hrtime() - call->started_ns) / 1000000)},
+      {"request_id", rid && rid[0] ? rid : NULL, -1},
+  };
+
+  if (code != GRPC_OK)
+    log_event("info", f, sizeof(f) / sizeof(f[0]), "call %s %s: %s: %s", call->id,
+              call->path ? call->path : "?", grpc_status_name(code), msg ? msg : "");
+  else if (log_get_format() == LOG_JSON)
+    log_event("info", f, sizeof(f) / sizeof(f[0]), "call %s %s: OK", call->id,
+              call->path ? call->path : "?");
+}
+
 static void call_finish(rpc_call_t *call, int http_status, int code, const char *msg) {
   if (call->state >= RPC_CALL_FINISHING)
     return;
@@ -669,12 +702,11 @@ static void call_finish(rpc_call_t *call, int http_status, int code, const char 
     call_set_state(call, RPC_CALL_FINISHING);
     return;
   }
-  if (code != GRPC_OK)
-    log_info("call %s %s: %s: %s", call->id, call->path ? call->path : "?", grpc_status_name(code),
-             msg ? msg : "");
+  call_log_finish(call, code, msg);
   uv_timer_stop(&call->timer);
   call->on_writable = NULL;
   call_set_state(call, RPC_CALL_FINISHING);
+  h2_stream_set_details(&call->stream, rpc_details_encode(code, msg, call->details, call->ndetails));
   h2_stream_finish(&call->stream, http_status, code, msg);
 }
 

@@ -11,6 +11,7 @@
 
 #include "net/grpc_wire.h"
 #include "net/h2_stream.h"
+#include "rpc/details.h"
 #include "rpc/rpc.h"
 
 /* HEADERS -> AUTHENTICATING (methods that need a caller) -> READING [-> STREAMING for
@@ -65,6 +66,9 @@ struct rpc_call {
   server_t *srv;
   h2_stream_t stream;   /* the transport's; detached once the stream closed */
   char id[48];
+  uint64_t started_ns; /* uv_hrtime() when the stream was accepted: the call's duration */
+  rpc_detail_t details[RPC_DETAILS_MAX]; /* named by the handler for its failure */
+  size_t ndetails;
 
   /* request */
   char *path, *content_type, *method, *encoding, *timeout;

@@ -133,6 +133,27 @@ int rpc_reply(rpc_call_t *call, const ProtobufCMessage *msg);
 void rpc_fail(rpc_call_t *call, grpc_status_t code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/*
+ * Rich error details (google.rpc error_details.proto, in the grpc-status-details-bin
+ * trailer's google.rpc.Status). Name them just before rpc_fail(); strings are copied into
+ * the call's memory. A status with none named still carries the one its code implies
+ * (rpc/details.h). Never name what the caller may not see: a NOT_FOUND's details must be
+ * the same for a hidden object as for a missing one.
+ */
+
+/** INVALID_ARGUMENT: a BadRequest field violation (field path as in the request). */
+void rpc_detail_field(rpc_call_t *call, const char *field, const char *description);
+
+/** FAILED_PRECONDITION: a PreconditionFailure violation ("STATE", the current state, why). */
+void rpc_detail_precondition(rpc_call_t *call, const char *type, const char *subject,
+                             const char *description);
+
+/** ErrorInfo with this reason (domain "clue.v1"); key/value add a metadata entry (key may be NULL). */
+void rpc_detail_reason(rpc_call_t *call, const char *reason, const char *key, const char *value);
+
+/** NOT_FOUND: ResourceInfo with the resource type and the name the request gave. */
+void rpc_detail_resource(rpc_call_t *call, const char *type, const char *name);
+
 /**
  * Streaming: queue one message. Returns 0, -ECANCELED if the call is done, -ENOMEM.
  * Check rpc_call_buffered() to respect flow control.

@@ -30,8 +30,10 @@ void audit_visibility(const rpc_principal_t *p, audit_filter_t *f) {
 }
 
 static int refuse(rpc_call_t *call, int rc, const validate_error_t *err) {
-  if (rc != 0)
+  if (rc != 0) {
+    rpc_detail_field(call, err->field, err->message);
     rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s", err->message);
+  }
   return rc != 0;
 }
 

@@ -900,6 +900,7 @@ void audit_watch_events(rpc_call_t *call, const ProtobufCMessage *m) {
   if (audit_check_subject(call, req->subject_type, req->subject_id) != 0)
     return;
   if (validate_text("action", req->action, 64, 0, &err) != 0) {
+    rpc_detail_field(call, err.field, err.message);
     rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s", err.message);
     return;
   }

@@ -3,6 +3,7 @@
 #include "service/clue_row.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "log.h"
@@ -213,6 +214,7 @@ bool clue_see_or_refuse_as(rpc_call_t *call, const char *what, const clue_row_t 
 
   if (row->id == 0) {
     log_info("call %s: %s refused (5): no such clue", rpc_call_id(call), what);
+    rpc_detail_resource(call, "clue.v1.Clue", "");
     rpc_fail(call, GRPC_NOT_FOUND, "clue not found");
     return false;
   }
@@ -237,16 +239,36 @@ void clue_reply_seen(rpc_call_t *call, const db_result_t *r, void *arg) {
   (void)rpc_reply(call, &row.clue->base);
 }
 
+/* The API type of what a NOT_FOUND message names. The message is the same for a hidden
+ * object as for a missing one (authz.h), so the type is too. */
+static const char *not_found_type(const char *msg) {
+  if (strstr(msg, "joint case") != NULL)
+    return "clue.v1.JointCase";
+  if (strstr(msg, "proposal") != NULL)
+    return "clue.v1.Proposal";
+  if (strstr(msg, "unit") != NULL)
+    return "clue.v1.Unit";
+  return "clue.v1.Clue";
+}
+
 void clue_refuse(rpc_call_t *call, const authz_result_t *res) {
   log_info("call %s: %s refused (%d): %s", rpc_call_id(call), rpc_call_method(call)->path,
            res->grpc_code, res->reason ? res->reason : "");
+  if (res->grpc_code == GRPC_NOT_FOUND)
+    rpc_detail_resource(call, not_found_type(res->message), "");
   rpc_fail(call, (grpc_status_t)res->grpc_code, "%s", res->message);
 }
 
 void clue_refuse_stale(rpc_call_t *call, const char *what, const clue_row_t *row,
                        int64_t expected_version) {
+  char cur[24], exp[24];
+
   log_info("call %s: %s refused (10): version %lld, expected %lld", rpc_call_id(call), what,
            (long long)row->version, (long long)expected_version);
+  snprintf(cur, sizeof(cur), "%lld", (long long)row->version);
+  snprintf(exp, sizeof(exp), "%lld", (long long)expected_version);
+  rpc_detail_reason(call, "VERSION_CONFLICT", "current_version", cur);
+  rpc_detail_reason(call, "VERSION_CONFLICT", "expected_version", exp);
   rpc_fail(call, GRPC_ABORTED,
            "clue %lld is at version %lld, not the expected %lld: it changed meanwhile; reload "
            "it and retry",
@@ -263,6 +285,8 @@ bool clue_change_allowed(rpc_call_t *call, const char *what, const clue_row_t *r
     return false;
   }
   if (!authz_ok(res)) {
+    if (res->decision == AUTHZ_FAILED_PRECONDITION)
+      rpc_detail_precondition(call, "STATE", clue_state_name(row->facts.state), res->message);
     clue_refuse(call, res);
     return false;
   }
@@ -274,13 +298,16 @@ bool clue_request_is(const db_result_t *r, int col, const char *method, int64_t 
 }
 
 void clue_refuse_reused(rpc_call_t *call, const char *request_id) {
+  rpc_detail_field(call, "request_id", "already used for another call");
   rpc_fail(call, GRPC_INVALID_ARGUMENT, "request_id %s was already used for another call",
            request_id);
 }
 
 bool clue_invalid(rpc_call_t *call, int rc, const validate_error_t *err) {
-  if (rc != 0)
+  if (rc != 0) {
+    rpc_detail_field(call, err->field, err->message);
     rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s", err->message);
+  }
   return rc != 0;
 }
 

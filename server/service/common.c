@@ -46,6 +46,8 @@ void svc_fail_db(rpc_call_t *call, const db_result_t *r) {
     break;
   }
   if (sql_error_code(st, &code) == 0) {
+    if (strcmp(st, "CLVER") == 0)
+      rpc_detail_reason(call, "VERSION_CONFLICT", NULL, NULL);
     rpc_fail(call, code, "%s", r->message ? r->message : "");
     return;
   }
@@ -63,6 +65,7 @@ void svc_fail_db(rpc_call_t *call, const db_result_t *r) {
    * that ran out of time (or was cancelled by an operator) means an overloaded database,
    * so UNAVAILABLE, which clients retry with backoff. */
   if (strcmp(st, "55P03") == 0) {
+    rpc_detail_reason(call, "LOCK_TIMEOUT", NULL, NULL);
     rpc_fail(call, GRPC_ABORTED,
              "the record is locked by a concurrent change (waited %u ms); nothing was changed, "
              "retry",

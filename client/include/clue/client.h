@@ -79,11 +79,16 @@ typedef struct clue_stream clue_stream_t;
 typedef struct clue_status {
   int code;      /* CLUE_STATUS_* */
   char *message; /* percent-decoded grpc-message, or a local explanation; owned; may be NULL */
+  /* The serialized google.rpc.Status of the grpc-status-details-bin trailer (decode it with
+   * google/rpc/status.pb-c.h: its details are BadRequest, PreconditionFailure, ErrorInfo or
+   * ResourceInfo); owned; NULL when the server sent none. */
+  uint8_t *details;
+  size_t details_len;
 } clue_status_t;
 
 /** An all-zero status, ready to be filled in by a call. */
 #define CLUE_STATUS_INIT                                                                           \
-  { 0, NULL }
+  { 0, NULL, NULL, 0 }
 
 /** Free the message a status holds and reset it to OK. Safe on an already-clear status. */
 void clue_status_clear(clue_status_t *st);

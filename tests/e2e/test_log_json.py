@@ -1,0 +1,117 @@
+"""--log-format json: every line clued writes, from start to stop, is one JSON object with
+the stable keys time, level and msg; each finished call is a line with call, peer, method,
+code, duration_ms and (for calls that carry one) request_id; and no line carries a token or
+a reporter's contact, whatever the calls sent, failures and hostile text included.
+"""
+
+import datetime
+import json
+import os
+import re
+import sys
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import new_request_id  # noqa: E402
+import world  # noqa: E402
+
+S = harness.stubs()
+pb = S.clue_pb2
+cm = S.common_pb2
+CALL_KEYS = {"time", "level", "msg", "call", "peer", "method", "code", "duration_ms"}
+SECRET_PHONE = "13912345678"
+SECRET_EMAIL = "whistle@example.org"
+
+
+class JsonClued(harness.Clued):
+    """The harness finds the bound address in the msg of the JSON line."""
+
+    def _take(self, line):
+        self.lines.append(line)
+        if not self._bound.is_set():
+            try:
+                m = re.search(r"listening on (\S+)", json.loads(line).get("msg", ""))
+            except ValueError:
+                m = None
+            if m:
+                self.addr = m.group(1)
+                self._bound.set()
+
+
+def parse(lines):
+    out = []
+    for i, line in enumerate(lines):
+        assert line.endswith("\n"), f"line {i} is not whole: {line!r}"
+        obj = json.loads(line)
+        assert isinstance(obj, dict), line
+        assert {"time", "level", "msg"} <= obj.keys(), line
+        assert obj["level"] in ("info", "warn", "error"), line
+        datetime.datetime.strptime(obj["time"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        out.append(obj)
+    return out
+
+
+def test_every_line_is_json():
+    srv = JsonClued(harness.test_database_url(), args=["--log-format", "json"]).start()
+    try:
+        w = world.build(srv)
+        tokens = [u.token for u in w.users] + [u.enrollment_token for u in w.users if u.enrollment_token]
+        m = w.G1.member
+        rid = new_request_id()
+        clue = m.clue.SubmitClue(pb.SubmitClueRequest(
+            request_id=rid, title="线索", summary="摘要", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+            subject=pb.SubjectPerson(name="张三"), host_unit="市发展改革委",
+            reporter=pb.ReporterContact(name="李四", phone=SECRET_PHONE, email=SECRET_EMAIL)), timeout=20)
+        w.G1.leader.clue.GetClue(pb.GetClueRequest(clue_id=clue.id), timeout=20)  # reads the contact
+        # A failure with hostile text in the field that is echoed back.
+        try:
+            m.clue.SubmitClue(pb.SubmitClueRequest(request_id="\"}\n{\u0001\xff", title="t"), timeout=20)
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # A bad token and an unknown method.
+        with grpc.insecure_channel(srv.addr) as ch:
+            bad = ch.unary_unary("/clue.v1.ClueService/GetClue")
+            try:
+                bad(pb.GetClueRequest(clue_id=1).SerializeToString(), timeout=10,
+                    metadata=[("authorization", "Bearer " + "x" * 43)])
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.UNAUTHENTICATED
+            try:
+                ch.unary_unary("/clue.v1.Nope/Nothing")(b"", timeout=10)
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.UNIMPLEMENTED
+        w.close()
+    finally:
+        out = srv.stop()
+    objs = parse(out.splitlines(keepends=True))
+    calls = [o for o in objs if "method" in o]
+    for o in calls:
+        assert CALL_KEYS <= o.keys(), o
+        assert isinstance(o["duration_ms"], int) and o["duration_ms"] >= 0, o
+        assert re.fullmatch(r"\d+#\d+", o["call"]), o
+        assert o["peer"].startswith("127.0.0.1:"), o
+    submit = [o for o in calls if o.get("request_id") == rid]
+    assert len(submit) == 1, calls
+    assert submit[0]["method"] == "/clue.v1.ClueService/SubmitClue" and submit[0]["code"] == "OK", submit
+    codes = {(o["method"], o["code"]) for o in calls}
+    assert ("/clue.v1.ClueService/GetClue", "OK") in codes, codes
+    assert ("/clue.v1.ClueService/SubmitClue", "INVALID_ARGUMENT") in codes, codes
+    assert ("/clue.v1.ClueService/GetClue", "UNAUTHENTICATED") in codes, codes
+    assert ("/clue.v1.Nope/Nothing", "UNIMPLEMENTED") in codes, codes
+    assert any("listening on" in o["msg"] for o in objs) and objs[-1]["msg"] == "stopped", objs[-1]
+    for secret in tokens + [SECRET_PHONE, SECRET_EMAIL, "x" * 43]:
+        assert secret not in out, f"a secret is in the log: {secret[:6]}…"
+
+
+def test_one_shot_commands_and_bad_value():
+    srv = harness.Clued(harness.test_database_url(), args=["--log-format", "json"])
+    r = srv.run("migrate", "--log-format", "json")
+    parse(r.stderr.splitlines(keepends=True))
+    r = srv.run("serve", "--log-format", "yaml", check=False)
+    assert r.returncode != 0 and "--log-format must be text or json" in r.stderr, r.stderr
+
+
+if __name__ == "__main__":
+    harness.run_tests(dict(globals()))

@@ -1,0 +1,202 @@
+"""Rich errors: the grpc-status-details-bin trailer carries a google.rpc.Status whose details
+say what went wrong in a form programs read, decoded here with grpcio and protoc's Python
+output of proto/google/rpc (the standard google.rpc messages).
+
+- INVALID_ARGUMENT carries a BadRequest naming each bad field;
+- FAILED_PRECONDITION (a move the state machine refuses) a PreconditionFailure with the
+  current state and the moves allowed from it;
+- ABORTED (a stale version) an ErrorInfo VERSION_CONFLICT in domain clue.v1 with the
+  current version;
+- NOT_FOUND a ResourceInfo; a clue the caller may not see answers with the same trailers,
+  byte for byte, as a missing one;
+- the Status's code and message are the call's, and cluectl prints the violations.
+"""
+
+import importlib
+import os
+import subprocess
+import sys
+import tempfile
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import new_request_id  # noqa: E402
+import world  # noqa: E402
+
+S = harness.stubs()
+pb = S.clue_pb2
+cm = S.common_pb2
+Code = grpc.StatusCode
+
+
+def rpc_protos():
+    """status_pb2 and error_details_pb2 from proto/google/rpc, under a renamed root so that
+    they do not shadow the google package of protobuf."""
+    from grpc_tools import protoc
+
+    out = tempfile.mkdtemp(prefix="clued-rpc-")
+    proto = os.path.join(harness.SRC, "proto")
+    rc = protoc.main(["protoc", f"-I{proto}", f"--python_out={out}",
+                      "google/rpc/status.proto", "google/rpc/error_details.proto"])
+    assert rc == 0, "protoc failed for google/rpc"
+    os.rename(os.path.join(out, "google"), os.path.join(out, "gproto_rich"))
+    sys.path.insert(0, out)
+    return (importlib.import_module("gproto_rich.rpc.status_pb2"),
+            importlib.import_module("gproto_rich.rpc.error_details_pb2"))
+
+
+status_pb2, details_pb2 = rpc_protos()
+
+
+def failure(fn, *args, **kw):
+    """Call fn; return (code, message, raw details bytes) of the error it must raise."""
+    try:
+        fn(*args, **kw)
+    except grpc.RpcError as e:
+        raw = [v for k, v in (e.trailing_metadata() or ()) if k == "grpc-status-details-bin"]
+        assert len(raw) <= 1, raw
+        return e.code(), e.details(), (raw[0] if raw else None)
+    raise AssertionError("the call succeeded")
+
+
+def status_of(code, msg, raw):
+    """The google.rpc.Status of a failure, checked against the call's code and message;
+    returns {detail type name: [messages]}."""
+    assert raw is not None, f"{code} without grpc-status-details-bin"
+    st = status_pb2.Status.FromString(raw)
+    assert st.code == code.value[0], (st.code, code)
+    assert st.message == msg, (st.message, msg)
+    kinds = {}
+    for any_ in st.details:
+        name = any_.type_url.rsplit("/", 1)[-1]
+        assert any_.type_url == "type.googleapis.com/" + name, any_.type_url
+        cls = {"google.rpc.BadRequest": details_pb2.BadRequest,
+               "google.rpc.PreconditionFailure": details_pb2.PreconditionFailure,
+               "google.rpc.ErrorInfo": details_pb2.ErrorInfo,
+               "google.rpc.ResourceInfo": details_pb2.ResourceInfo}[name]
+        kinds.setdefault(name, []).append(cls.FromString(any_.value))
+    return kinds
+
+
+class Ctx:
+    pass
+
+
+def setup():
+    c = Ctx()
+    c.srv = harness.Clued(harness.test_database_url()).start()
+    c.w = world.build(c.srv)
+    return c
+
+
+def teardown(c):
+    c.w.close()
+    c.srv.stop()
+
+
+def submit(user, **kw):
+    fields = dict(title="线索", summary="反映某某违规收受礼金", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+                  subject=pb.SubjectPerson(name="张三", position="处长"), host_unit="市发展改革委")
+    fields.update(kw)
+    return user.clue.SubmitClue(pb.SubmitClueRequest(request_id=new_request_id(), **fields), timeout=20)
+
+
+def test_bad_request_names_the_field(c):
+    code, msg, raw = failure(submit, c.w.G1.member, title="   ")
+    assert code == Code.INVALID_ARGUMENT
+    kinds = status_of(code, msg, raw)
+    (bad,) = kinds["google.rpc.BadRequest"]
+    assert [v.field for v in bad.field_violations] == ["title"], bad
+    assert "title" in bad.field_violations[0].description
+    # A nested field is named by its path.
+    code, msg, raw = failure(submit, c.w.G1.member, subject=pb.SubjectPerson(name=""))
+    assert code == Code.INVALID_ARGUMENT
+    (bad,) = status_of(code, msg, raw)["google.rpc.BadRequest"]
+    assert bad.field_violations[0].field == "subject.name", bad
+    # A message that names its field first, without a validator behind it.
+    code, msg, raw = failure(c.w.auditor.audit.WatchEvents(S.audit_pb2.WatchEventsRequest(after_seq=-1),
+                                                           timeout=10).__next__)
+    assert code == Code.INVALID_ARGUMENT
+    (bad,) = status_of(code, msg, raw)["google.rpc.BadRequest"]
+    assert bad.field_violations[0].field == "after_seq", bad
+
+
+def test_precondition_names_state_and_moves(c):
+    clue = submit(c.w.G1.member)
+    req = pb.RequestTransitionRequest(clue_id=clue.id, expected_version=clue.version,
+                                      target=cm.CLUE_STATE_FILED, reason="跳过初核",
+                                      request_id=new_request_id())
+    code, msg, raw = failure(c.w.G1.leader.clue.RequestTransition, req, timeout=20)
+    assert code == Code.FAILED_PRECONDITION
+    (pre,) = status_of(code, msg, raw)["google.rpc.PreconditionFailure"]
+    (v,) = pre.violations
+    assert v.type == "STATE" and v.subject == "ACCEPTED", v
+    assert "PRELIMINARY_CHECK" in v.description and "CLOSED" in v.description, v
+
+
+def test_version_conflict_is_error_info(c):
+    clue = submit(c.w.G1.member)
+    req = pb.RequestTransitionRequest(clue_id=clue.id, expected_version=clue.version + 5,
+                                      target=cm.CLUE_STATE_PRELIMINARY_CHECK, reason="初核",
+                                      request_id=new_request_id())
+    code, msg, raw = failure(c.w.G1.leader.clue.RequestTransition, req, timeout=20)
+    assert code == Code.ABORTED
+    (info,) = status_of(code, msg, raw)["google.rpc.ErrorInfo"]
+    assert info.reason == "VERSION_CONFLICT" and info.domain == "clue.v1", info
+    assert info.metadata["current_version"] == str(clue.version), info
+    assert info.metadata["expected_version"] == str(clue.version + 5), info
+
+
+def test_not_found_hidden_equals_missing(c):
+    hidden = submit(c.w.G1.member)  # G2 does not see G1's clues
+    missing = hidden.id + 100000
+    results = []
+    for cid in (hidden.id, missing):
+        code, msg, raw = failure(c.w.G2.leader.clue.GetClue, pb.GetClueRequest(clue_id=cid), timeout=20)
+        assert code == Code.NOT_FOUND
+        results.append((code, msg, raw))
+    assert results[0] == results[1], results
+    (res,) = status_of(*results[0])["google.rpc.ResourceInfo"]
+    assert res.resource_type == "clue.v1.Clue", res
+    # And for a move on it: still the same answer as for a missing clue.
+    answers = []
+    for cid in (hidden.id, missing):
+        req = pb.RequestTransitionRequest(clue_id=cid, expected_version=1, target=cm.CLUE_STATE_PRELIMINARY_CHECK,
+                                          reason="初核", request_id=new_request_id())
+        answers.append(failure(c.w.G2.leader.clue.RequestTransition, req, timeout=20))
+    assert answers[0] == answers[1], answers
+    assert answers[0][0] == Code.NOT_FOUND
+
+
+def test_other_codes_carry_no_details(c):
+    # PERMISSION_DENIED: a member may not move its unit's clue; nothing structured to add.
+    clue = submit(c.w.G1.member)
+    req = pb.RequestTransitionRequest(clue_id=clue.id, expected_version=clue.version,
+                                      target=cm.CLUE_STATE_PRELIMINARY_CHECK, reason="初核",
+                                      request_id=new_request_id())
+    code, _, raw = failure(c.w.G1.member.clue.RequestTransition, req, timeout=20)
+    assert code == Code.PERMISSION_DENIED and raw is None
+
+
+def test_cluectl_prints_violations(c):
+    env = {"CLUED_SERVER": c.srv.addr, "CLUED_TOKEN": c.w.G1.member.token}
+    r = harness.cluectl("clue", "submit", "--title", " ", "--summary", "s", "--source", "LETTER_VISIT_REPORT",
+                        "--subject-name", "张三", "--host-unit", "市发展改革委", env=env, check=1)
+    assert r.stderr.startswith("INVALID_ARGUMENT: "), r.stderr
+    assert "  field title: " in r.stderr, r.stderr
+    clue = submit(c.w.G1.member)
+    env["CLUED_TOKEN"] = c.w.G1.leader.token
+    r = harness.cluectl("clue", "move", str(clue.id), "--to", "FILED", "--version", str(clue.version),
+                        "--reason", "跳过", env=env, check=1)
+    assert r.stderr.startswith("FAILED_PRECONDITION: "), r.stderr
+    assert "  precondition STATE ACCEPTED: " in r.stderr, r.stderr
+    r = harness.cluectl("clue", "move", str(clue.id), "--to", "PRELIMINARY_CHECK", "--version", "9",
+                        "--reason", "初核", env=env, check=1)
+    assert r.stderr.startswith("ABORTED: "), r.stderr
+    assert f"  reason VERSION_CONFLICT current_version={clue.version} expected_version=9" in r.stderr, r.stderr
+
+
+if __name__ == "__main__":
+    harness.run_tests(dict(globals()), setup=setup, teardown=teardown)
