@@ -108,6 +108,9 @@ static const char usage_text[] =
     "  --checkpoint-every N       publish a checkpoint once N events are unsigned (default 1000)\n"
     "  --checkpoint-interval D    ... or once D passed since the last one (default 10s; ms, s,\n"
     "                             m, h)\n"
+    "  --metrics-listen ADDR      serve Prometheus metrics (text format) at http://ADDR/metrics;\n"
+    "                             cleartext, so a non-loopback ADDR needs --insecure-cleartext\n"
+    "                             (env CLUED_METRICS_LISTEN; default: off)\n"
     "  --log-format F             text (default) or json: one object per line with time, level,\n"
     "                             msg and, for calls, call, peer, method, code, duration_ms,\n"
     "                             request_id; json also logs every successful call (env\n"
@@ -202,6 +205,7 @@ enum {
   OPT_NAME,
   OPT_OUT,
   OPT_LOG_FORMAT,
+  OPT_METRICS_LISTEN,
 };
 
 /* Options of the one-shot commands, beside the server's own configuration. */
@@ -256,6 +260,7 @@ static const struct option long_opts[] = {
     {"name", required_argument, NULL, OPT_NAME},
     {"out", required_argument, NULL, OPT_OUT},
     {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
+    {"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -290,6 +295,8 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
     cfg->tls_client_ca = env;
   if ((env = getenv("CLUED_AUDIT_SIGNING_KEY")) && *env)
     cfg->audit_signing_key = env;
+  if ((env = getenv("CLUED_METRICS_LISTEN")) && *env)
+    cfg->metrics_listen = env;
   if ((env = getenv("CLUED_LOG_FORMAT")) && *env && set_log_format("CLUED_LOG_FORMAT", env) != 0)
     return 1;
   optind = 1;
@@ -466,6 +473,9 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       break;
     case OPT_OUT:
       cli->out = optarg;
+      break;
+    case OPT_METRICS_LISTEN:
+      cfg->metrics_listen = optarg;
       break;
     case OPT_LOG_FORMAT:
       if (set_log_format("--log-format", optarg) != 0)

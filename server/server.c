@@ -50,7 +50,7 @@ int64_t server_now_ms(const server_t *srv) {
 }
 
 /* "host:port", "[v6]:port" or ":port" into a socket address. */
-static int parse_listen(const char *s, struct sockaddr_storage *ss) {
+int server_parse_listen(const char *s, struct sockaddr_storage *ss) {
   char host[128];
   const char *colon;
   long port;
@@ -151,7 +151,7 @@ static void on_sighup(uv_signal_t *h, int signum) {
 
 /* 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104: the only addresses cleartext may listen on
  * without --insecure-cleartext, since nothing on them crosses a network. */
-static int is_loopback(const struct sockaddr_storage *ss) {
+int server_is_loopback(const struct sockaddr_storage *ss) {
   if (ss->ss_family == AF_INET)
     return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
   if (ss->ss_family == AF_INET6) {
@@ -171,7 +171,7 @@ static int server_tls_init(server_t *srv, const server_config_t *cfg,
       log_error("--tls-client-ca needs --tls-cert and --tls-key");
       return UV_EINVAL;
     }
-    if (!is_loopback(ss) && !cfg->insecure_cleartext) {
+    if (!server_is_loopback(ss) && !cfg->insecure_cleartext) {
       log_error("refusing to serve cleartext HTTP/2 on %s, a non-loopback address: tokens "
                 "would cross the network unencrypted. Give --tls-cert and --tls-key, or "
                 "--insecure-cleartext if a TLS proxy or a private network protects it",
@@ -215,7 +215,7 @@ int server_init(server_t *srv, uv_loop_t *loop, const server_config_t *cfg) {
   srv->state = SERVER_RUNNING;
   srv->stream_accept = rpc_call_accept;
   memset(&ss, 0, sizeof(ss));
-  rc = parse_listen(cfg->listen, &ss);
+  rc = server_parse_listen(cfg->listen, &ss);
   if (rc < 0) {
     log_error("invalid listen address \"%s\" (want host:port or [v6]:port)", cfg->listen);
     return rc;

@@ -56,6 +56,7 @@ typedef struct server_config {
   const char *tls_key;          /* PEM private key */
   const char *tls_client_ca;    /* PEM CAs whose client certificates are required */
   int insecure_cleartext;       /* allow cleartext on a non-loopback address */
+  const char *metrics_listen;   /* host:port of the Prometheus endpoint; NULL: none */
   const char *audit_signing_key; /* file of the checkpoint signing key; NULL: never sign */
   uint64_t checkpoint_every;    /* publish a checkpoint after this many new events (1000) */
   uint64_t checkpoint_ms;       /* ... or after this long with unsigned events (10000) */
@@ -113,6 +114,8 @@ struct server {
   void (*conn_congested)(server_t *srv, uint64_t conn_id, int congested);
   h2_pages_t *pages;            /* whole-page blocks for nghttp2's large buffers */
   audit_tail_t *tail;           /* the committed tail of audit_events: watchers and the tree follow it */
+  struct metrics *metrics;      /* call counters for --metrics-listen; NULL: off */
+  struct metrics_http *metrics_http; /* the /metrics listener; NULL: none */
   h2_conn_t *conns;             /* intrusive list of live connections */
   size_t nconns;
   uint64_t next_conn_id;
@@ -145,6 +148,12 @@ void server_free(server_t *srv);
 
 /** Called by a connection as it closes: a draining server stops with its last one. */
 void server_conn_closed(server_t *srv);
+
+/** Parse "host:port", "[v6]:port" or ":port" into *ss. Returns 0 or UV_EINVAL. */
+int server_parse_listen(const char *s, struct sockaddr_storage *ss);
+
+/** True for 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104: cleartext needs no flag there. */
+int server_is_loopback(const struct sockaddr_storage *ss);
 
 /** The server's clock in milliseconds since the epoch (test builds may offset it). */
 int64_t server_now_ms(const server_t *srv);

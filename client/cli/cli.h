@@ -157,6 +157,9 @@ int cli_arg_i32(cli_t *cli, const cli_args_t *a, const char *name, int32_t min, 
  */
 int cli_arg_time(cli_t *cli, const cli_args_t *a, const char *name, int end_of_day, int64_t *ms);
 
+/** As cli_arg_time() for the text s of option --name. */
+int cli_time(cli_t *cli, const char *name, const char *s, int end_of_day, int64_t *ms);
+
 /**
  * The paging options of a list (CLI_OPT_PAGE_TOKEN, CLI_OPT_ALL_PAGES): *all says whether
  * --all was given, and --page-token goes to *token as by cli_arg_str(). Returns 0, or

@@ -4,14 +4,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 #include "clue/v1/stats.pb-c.h"
 #include "table.h"
 
 static const cli_opt_t stats_opts[] = {
-    {"from", "DATE", CLI_OPT_REQUIRED, "first day of the period (YYYY-MM-DD or RFC 3339)"},
-    {"to", "DATE", CLI_OPT_REQUIRED, "last day of the period (a date takes in that whole day)"},
+    {"from", "DATE", 0, "first day of the period (YYYY-MM-DD or RFC 3339; default: 1 January of this year)"},
+    {"to", "DATE", 0, "last day of the period, a date taking in that whole day (default: 31 December of this year)"},
     {"unit", "ID", CLI_OPT_REPEAT, "only this unit"},
     {"csv", NULL, 0, "print CSV (RFC 4180, with a header row) instead of a table"},
     {"cases", NULL, 0, "with --csv: the joint-case figures instead of the unit figures"},
@@ -277,13 +278,26 @@ static int run_stats(cli_t *cli, const cli_args_t *args) {
   Clue__V1__GetStatisticsRequest req = CLUE__V1__GET_STATISTICS_REQUEST__INIT;
   Clue__V1__GetStatisticsResponse *resp = NULL;
   int csv = cli_flag(args, "csv"), rc;
+  char year_from[24], year_to[24];
+  const char *from = cli_arg(args, "from"), *to = cli_arg(args, "to");
+  time_t now = time(NULL);
+  struct tm tm;
+
+  /* The period people ask for most: this calendar year, in local time as dates are. */
+  localtime_r(&now, &tm);
+  snprintf(year_from, sizeof(year_from), "%04d-01-01", tm.tm_year + 1900);
+  snprintf(year_to, sizeof(year_to), "%04d-12-31", tm.tm_year + 1900);
+  if (from == NULL)
+    from = year_from;
+  if (to == NULL)
+    to = year_to;
 
   if (cli_flag(args, "cases") && !csv)
     return cli_usage_error(cli, "--cases goes with --csv (the table shows both)");
   if (csv && cli->json)
     return cli_usage_error(cli, "--csv and --json exclude each other");
-  if ((rc = cli_arg_time(cli, args, "from", 0, &req.from_ms)) != 0 ||
-      (rc = cli_arg_time(cli, args, "to", 1, &req.to_ms)) != 0)
+  if ((rc = cli_time(cli, "from", from, 0, &req.from_ms)) != 0 ||
+      (rc = cli_time(cli, "to", to, 1, &req.to_ms)) != 0)
     return rc;
   if (req.to_ms <= req.from_ms)
     return cli_usage_error(cli, "the period ends before it begins (--to before --from)");
@@ -299,7 +313,7 @@ static int run_stats(cli_t *cli, const cli_args_t *args) {
   else if (csv)
     rc = cli_flag(args, "cases") ? print_cases_csv(resp) : print_units_csv(cli, resp);
   else
-    rc = print_tables(cli, resp, cli_arg(args, "from"), cli_arg(args, "to"));
+    rc = print_tables(cli, resp, from, to);
   protobuf_c_message_free_unpacked(&resp->base, NULL);
   return rc;
 }
@@ -314,6 +328,7 @@ static const cli_opt_t bulletin_opts[] = {
 
 static const cli_command_t stats_commands[] = {
     {NULL, NULL, "Figures per unit and joint case for a period", stats_opts,
+     "Without --from and --to: the current calendar year.\n"
      "Per unit: clues received, preliminary checks started, filed, closed (by disposal),\n"
      "transferred to judicial organs, overdue now, and median days spent in each stage;\n"
      "per joint case; and the units that disposed of no clue in the period (零通报).\n"

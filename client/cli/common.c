@@ -322,6 +322,10 @@ int cli_arg_time(cli_t *cli, const cli_args_t *a, const char *name, int end_of_d
 
   if (s == NULL)
     return 0;
+  return cli_time(cli, name, s, end_of_day, ms);
+}
+
+int cli_time(cli_t *cli, const char *name, const char *s, int end_of_day, int64_t *ms) {
   if (parse_time(s, end_of_day, ms) != 0)
     return cli_usage_error(cli,
                            "--%s: '%s' is not a date (YYYY-MM-DD) or an RFC 3339 time "

@@ -97,6 +97,7 @@ struct db_req {
   db_conn_t *conn;  /* REQ_SENT: the connection running it */
   uint64_t owner;   /* 0: not counted */
   uint64_t sent_ms; /* uv_now() when sent */
+  uint64_t sent_ns; /* uv_hrtime() when sent; 0: never sent (not in the latency histogram) */
   int cancelled;    /* db_cancel() was called while it ran */
   db_cb cb;
   void *arg;
@@ -181,7 +182,12 @@ struct db_pool {
   uint64_t rng; /* backoff jitter */
   uint64_t queue_full_logged_ms;
   size_t queue_refused;
+  uint64_t lat_buckets[DB_LAT_BUCKETS]; /* sent requests by latency (db_stats_t) */
+  uint64_t lat_count, lat_sum_ns;
 };
+
+const double db_latency_bounds[DB_LAT_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                  0.05,   0.1,   0.25,   0.5,   1};
 
 static void conn_connect(db_conn_t *c);
 static void conn_lost(db_conn_t *c, const char *why);
@@ -349,6 +355,16 @@ static void req_done(db_pool_t *p, db_req_t *q) {
 static void req_finish(db_pool_t *p, db_req_t *q) {
   db_result_t r;
 
+  if (q->sent_ns != 0) {
+    uint64_t ns = uv_hrtime() - q->sent_ns;
+    int i = 0;
+    while (i < DB_LAT_BUCKETS && (double)ns / 1e9 > db_latency_bounds[i])
+      i++;
+    if (i < DB_LAT_BUCKETS)
+      p->lat_buckets[i]++;
+    p->lat_count++;
+    p->lat_sum_ns += ns;
+  }
   req_done(p, q);
   r.err = q->err;
   r.res = q->res;
@@ -753,6 +769,7 @@ static void conn_send(db_conn_t *c, db_req_t *q) {
   q->state = REQ_SENT;
   q->conn = c;
   q->sent_ms = uv_now(c->pool->loop);
+  q->sent_ns = uv_hrtime();
   q->nplan = 0;
   q->seen = 0;
   conn_set_state(c, CONN_BUSY);
@@ -1417,6 +1434,9 @@ void db_pool_stats(const db_pool_t *p, db_stats_t *st) {
   st->connecting = p->nstate[CONN_CONNECTING];
   st->broken = p->nstate[CONN_BROKEN];
   st->queued = p->queue.len;
+  memcpy(st->lat_buckets, p->lat_buckets, sizeof(st->lat_buckets));
+  st->lat_count = p->lat_count;
+  st->lat_sum_ns = p->lat_sum_ns;
 }
 
 void db_pool_on_health(db_pool_t *p, db_health_fn cb, void *arg) {

@@ -98,11 +98,17 @@ void db_pool_close(db_pool_t *pool, void (*done)(void *arg), void *arg);
 /** True while at least one connection is connected and usable. */
 int db_pool_healthy(const db_pool_t *pool);
 
+/** Upper bounds (seconds) of the request latency histogram of db_stats_t. */
+#define DB_LAT_BUCKETS 11
+extern const double db_latency_bounds[DB_LAT_BUCKETS];
+
 /** A snapshot of the pool's connections and queue, for logs, metrics and tests. */
 typedef struct db_stats {
   int idle, busy, connecting, broken; /* pool connections (listeners not counted) */
   int cancelling;                     /* pool connections stopping a cancelled request */
   size_t queued;                      /* requests waiting for a connection */
+  uint64_t lat_buckets[DB_LAT_BUCKETS]; /* requests by latency, sent to done (not cumulative) */
+  uint64_t lat_count, lat_sum_ns;       /* all requests that were sent, and their total time */
 } db_stats_t;
 
 /** Fill st with the pool's current counts. */

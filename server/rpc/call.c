@@ -9,6 +9,7 @@
 
 #include "db/db.h"
 #include "log.h"
+#include "metrics/metrics.h"
 #include "rpc/auth.h"
 #include "rpc/msg_check.h"
 #include "rpc/table.h"
@@ -145,6 +146,7 @@ static void meta_free(rpc_call_t *call) {
 static void call_free(uv_handle_t *h) {
   rpc_call_t *call = (rpc_call_t *)((char *)h - offsetof(rpc_call_t, timer));
 
+  metrics_stream(call->srv->metrics, -1);
   meta_free(call);
   while (call->arena) {
     rpc_arena_block_t *next = call->arena->next;
@@ -175,6 +177,7 @@ int rpc_call_accept(server_t *srv, uint64_t conn_id, int32_t stream_id, h2_strea
   h2_stream_init(&call->stream, &call_stream_ops, srv->cfg.max_message_bytes);
   snprintf(call->id, sizeof(call->id), "%llu#%d", (unsigned long long)conn_id, stream_id);
   call->started_ns = uv_hrtime();
+  metrics_stream(srv->metrics, +1);
   uv_timer_init(srv->loop, &call->timer);
   *out = &call->stream;
   return 0;
@@ -436,6 +439,7 @@ static void call_on_headers_done(h2_stream_t *s) {
     return;
   }
   call->m = call->path ? rpc_table_find(call->srv->methods, call->path, strlen(call->path)) : NULL;
+  metrics_call_started(call->srv->metrics, call->m);
   if (call->m == NULL) {
     char msg[300];
     snprintf(msg, sizeof(msg), "unknown method %.200s", call->path ? call->path : "(no :path)");
@@ -509,6 +513,7 @@ static void call_stream_message(rpc_call_t *call, grpc_message_t *msg) {
 static void call_on_message(h2_stream_t *s, grpc_message_t *msg) {
   rpc_call_t *call = call_of(s);
 
+  metrics_msg_received(call->srv->metrics, call->m);
   if (msg->compressed) {
     free(msg->data);
     call_finish(call, 200, GRPC_UNIMPLEMENTED,
@@ -627,6 +632,8 @@ static void call_on_closed(h2_stream_t *s, uint32_t error_code, const char *conn
   uv_timer_stop(&call->timer);
   call_cancel_db(call);
   if (was < RPC_CALL_FINISHING) {
+    metrics_call_handled(call->srv->metrics, call->m, GRPC_CANCELLED,
+                         uv_hrtime() - call->started_ns);
     if (conn_reason)
       log_info("call %s %s: ended with its connection: %s", call->id, call->path ? call->path : "?",
                conn_reason);
@@ -698,6 +705,7 @@ static void call_log_finish(const rpc_call_t *call, int code, const char *msg) {
 static void call_finish(rpc_call_t *call, int http_status, int code, const char *msg) {
   if (call->state >= RPC_CALL_FINISHING)
     return;
+  metrics_call_handled(call->srv->metrics, call->m, code, uv_hrtime() - call->started_ns);
   if (!h2_stream_live(&call->stream)) {
     call_set_state(call, RPC_CALL_FINISHING);
     return;
@@ -711,10 +719,14 @@ static void call_finish(rpc_call_t *call, int http_status, int code, const char 
 }
 
 int rpc_send(rpc_call_t *call, const ProtobufCMessage *msg) {
+  int rc;
+
   if ((call->state != RPC_CALL_RUNNING && call->state != RPC_CALL_STREAMING) ||
       !h2_stream_live(&call->stream))
     return -ECANCELED;
-  return h2_stream_write(&call->stream, msg, 1);
+  if ((rc = h2_stream_write(&call->stream, msg, 1)) == 0)
+    metrics_msg_sent(call->srv->metrics, call->m);
+  return rc;
 }
 
 int rpc_reply(rpc_call_t *call, const ProtobufCMessage *msg) {
@@ -725,6 +737,7 @@ int rpc_reply(rpc_call_t *call, const ProtobufCMessage *msg) {
     call_finish(call, 200, GRPC_INTERNAL, "out of memory encoding the response");
     return -ENOMEM;
   }
+  metrics_msg_sent(call->srv->metrics, call->m);
   call_finish(call, 200, GRPC_OK, NULL);
   return 0;
 }

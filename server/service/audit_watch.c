@@ -997,6 +997,10 @@ static void on_timer_closed(uv_handle_t *h) {
   audit_unref(h->data);
 }
 
+size_t audit_watchers(const server_t *srv) {
+  return srv->audit ? srv->audit->nwatchers : 0;
+}
+
 void audit_close(server_t *srv) {
   audit_t *a = srv->audit;
 

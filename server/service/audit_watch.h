@@ -21,6 +21,9 @@ void audit_shutdown(server_t *srv);
 /** Free srv->audit (after shutdown, before the database pool closes). */
 void audit_close(server_t *srv);
 
+/** WatchEvents streams open now (for metrics). */
+size_t audit_watchers(const server_t *srv);
+
 /** The WatchEvents handler. */
 void audit_watch_events(rpc_call_t *call, const ProtobufCMessage *req);
 

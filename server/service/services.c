@@ -17,6 +17,7 @@
 #include "service/bulletin.h"
 #include "service/case.h"
 #include "service/clue.h"
+#include "metrics/http.h"
 #include "service/debug.h"
 #include "service/health.h"
 #include "service/rect.h"
@@ -164,7 +165,7 @@ static const server_module_t tree_module = {"the audit tree", tree_start_if_db, 
 int services_start(server_t *srv) {
   static const server_module_t *const modules[] = {
       &methods_module, &reflection_module, &pool_module, &auth_module,
-      &health_module,  &tail_module,       &audit_module, &tree_module,
+      &health_module,  &tail_module,       &audit_module, &tree_module, &metrics_module,
   };
   return server_start_modules(srv, modules, sizeof(modules) / sizeof(modules[0]));
 }

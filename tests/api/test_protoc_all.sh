@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Every .proto under proto/ through protoc for C++ (with grpc_cpp_plugin), Java and Python
-# (with grpc_python_plugin), warnings fatal; then Python imports every generated module, so
-# its descriptor pool accepts the files as a whole (names, JSON names, imports). The C++ is
-# compiled by the build itself (CMake target clue_api_cpp, g++ against libprotobuf and
-# libgrpc++). Any error fails the test.
+# Every .proto under proto/ through protoc for C++ (with grpc_cpp_plugin), Java (with
+# grpc-java's plugin) and Python (with grpc_python_plugin), warnings fatal; javac compiles the
+# Java, messages and service stubs, against Debian's protobuf-java and grpc-java; then Python
+# imports every generated module, so its descriptor pool accepts the files as a whole (names,
+# JSON names, imports). The C++ is compiled by the build itself (CMake target clue_api_cpp,
+# g++ against libprotobuf and libgrpc++). Any error fails the test.
 set -euo pipefail
 
 src=${CLUED_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -19,8 +20,21 @@ protoc --fatal_warnings --proto_path=. \
   "${files[@]}"
 echo "PASS C++: ${#files[@]} files, $(find "$out/cpp" -name '*.cc' | wc -l) sources"
 
-protoc --fatal_warnings --proto_path=. --java_out="$out/java" "${files[@]}"
-echo "PASS Java: $(find "$out/java" -name '*.java' | wc -l) sources"
+protoc --fatal_warnings --proto_path=. --java_out="$out/java" \
+  --grpc-java_out="$out/java" --plugin=protoc-gen-grpc-java="$(command -v grpc_java_plugin)" "${files[@]}"
+# grpc-java 1.41's stubs carry @javax.annotation.Generated, which JDK 11+ no longer has:
+# Debian's javax.annotation API jar (geronimo) provides it.
+jars=/usr/share/java
+cp=""
+for j in protobuf grpc-api grpc-stub grpc-protobuf grpc-protobuf-lite grpc-context guava jsr305 \
+         error_prone_annotations geronimo-annotation-1.3-spec; do
+  [ -f "$jars/$j.jar" ] || { echo "FAIL: $jars/$j.jar missing (scripts/deps --test installs it)" >&2; exit 1; }
+  cp+="$jars/$j.jar:"
+done
+mkdir -p "$out/classes"
+mapfile -t java < <(find "$out/java" -name '*.java')
+javac -nowarn -Xlint:none -d "$out/classes" -cp "$cp" "${java[@]}"
+echo "PASS Java: ${#java[@]} sources, $(find "$out/classes" -name '*.class' | wc -l) classes (javac, grpc-java stubs)"
 
 protoc --fatal_warnings --proto_path=. \
   --python_out="$out/python" --grpc_out="$out/python" \

@@ -117,7 +117,7 @@ def test_usage_errors(c):
         (["case", "add-clue", "1"], "--clue is required"),
         (["audit", "verify", "--subject-id", "3"], "--subject-id needs --subject-type"),
         (["audit", "watch", "--after-seq", "-1"], "out of range"),
-        (["stats", "--from", "2026-02-01"], "--to is required"),
+        (["stats", "--to", "1999-12-31"], "ends before it begins"),  # --from: this year
         (["stats", "--from", "2026-02-01", "--to", "2026-01-01"], "ends before it begins"),
         (["stats", "--from", "2026-01-01", "--to", "2026-02-01", "--cases"], "--cases goes with --csv"),
         (["--json", "stats", "--from", "2026-01-01", "--to", "2026-02-01", "--csv"], "exclude each other"),
@@ -680,6 +680,12 @@ def test_stats(c):
     assert [u["unit_id"] for u in only["units"]] == [w.G1.id]
     r = c.ctl(w.auditor, "stats", "--from", today, "--to", today, "--csv", "--cases", check=0)
     assert r.stdout.startswith("case_id,title,clues,closed,transferred_to_judicial,overdue_now\n")
+    # Without --from and --to: the current calendar year, with what today's figures count.
+    year = time.strftime("%Y")
+    r = c.ctl(w.auditor, "stats", check=0)
+    assert r.returncode == 0 and r.stdout.startswith(f"Period: {year}-01-01 to {year}-12-31\n"), r.stdout + r.stderr
+    whole = {u["unit_code"]: u for u in c.json(w.auditor, "stats")["units"]}
+    assert whole["G1"]["received"] >= by_code["G1"]["received"]
 
 
 if __name__ == "__main__":

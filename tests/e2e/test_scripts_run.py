@@ -24,6 +24,8 @@ def user_env(ctx):
     """A user's environment: none of the test flavour's variables, clued on the test's port."""
     e = {k: v for k, v in os.environ.items() if not k.startswith(("CLUED_", "ASAN_", "UBSAN_", "CTEST"))}
     e["CLUED_LISTEN"] = f"127.0.0.1:{ctx.port}"
+    # Port 0: a free port for the metrics endpoint, so runs beside each other never collide.
+    e["CLUED_METRICS_LISTEN"] = "127.0.0.1:0"
     return e
 
 

@@ -1,0 +1,327 @@
+#include "metrics/http.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "metrics/metrics.h"
+
+/* READING (the request head) -> WRITING (the response, then our half of the connection
+ * shut down; what the peer still sends is read and dropped until it closes, so that closing
+ * with unread input does not reset the connection before it read the answer) -> CLOSING;
+ * CLOSING can follow either (timeout, error, the peer's end, server shutdown). */
+typedef enum mconn_state {
+  MCONN_READING,
+  MCONN_WRITING,
+  MCONN_CLOSING,
+} mconn_state_t;
+
+typedef struct metrics_http metrics_http_t;
+
+typedef struct mconn {
+  mconn_state_t state;
+  metrics_http_t *h;
+  struct mconn *prev, *next;
+  uv_tcp_t tcp;
+  uv_timer_t timer; /* the whole exchange must end before it fires */
+  uv_write_t wr;
+  uv_shutdown_t sd;
+  int open_handles; /* freed when both handles are closed */
+  char head[METRICS_HTTP_MAX_HEAD];
+  size_t len;
+  char *resp;
+} mconn_t;
+
+struct metrics_http {
+  server_t *srv;
+  uv_tcp_t listener;
+  mconn_t *conns;
+  size_t nconns;
+  int refs; /* the listener and each connection */
+  char bound[160];
+};
+
+static void http_unref(metrics_http_t *h) {
+  if (--h->refs == 0)
+    free(h);
+}
+
+static void mconn_handle_closed(uv_handle_t *hd) {
+  mconn_t *c = hd->data;
+
+  if (--c->open_handles > 0)
+    return;
+  free(c->resp);
+  http_unref(c->h);
+  free(c);
+}
+
+/* The one place a metrics connection changes state. */
+static void mconn_set_state(mconn_t *c, mconn_state_t to) {
+  if (c->state == MCONN_CLOSING)
+    return;
+  c->state = to;
+  if (to != MCONN_CLOSING)
+    return;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    c->h->conns = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  c->h->nconns--;
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  uv_timer_stop(&c->timer);
+  uv_close((uv_handle_t *)&c->tcp, mconn_handle_closed);
+  uv_close((uv_handle_t *)&c->timer, mconn_handle_closed);
+}
+
+static void on_shutdown(uv_shutdown_t *sd, int status) {
+  mconn_t *c = sd->data;
+  if (status != 0)
+    mconn_set_state(c, MCONN_CLOSING);
+}
+
+static void on_written(uv_write_t *w, int status) {
+  mconn_t *c = w->data;
+
+  if (status != 0 || c->state == MCONN_CLOSING) {
+    mconn_set_state(c, MCONN_CLOSING);
+    return;
+  }
+  c->sd.data = c;
+  if (uv_shutdown(&c->sd, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
+    mconn_set_state(c, MCONN_CLOSING);
+}
+
+/* Send status line, headers and body (owned by c from here), then close. */
+static void respond(mconn_t *c, const char *status, const char *ctype, char *body, size_t blen,
+                    const char *extra) {
+  char head[512];
+  int n;
+  uv_buf_t bufs[1];
+
+  n = snprintf(head, sizeof(head),
+               "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%sConnection: close\r\n\r\n",
+               status, ctype, blen, extra ? extra : "");
+  c->resp = malloc((size_t)n + blen);
+  if (c->resp == NULL) {
+    free(body);
+    mconn_set_state(c, MCONN_CLOSING);
+    return;
+  }
+  memcpy(c->resp, head, (size_t)n);
+  if (blen)
+    memcpy(c->resp + n, body, blen);
+  free(body);
+  bufs[0] = uv_buf_init(c->resp, (unsigned)((size_t)n + blen));
+  c->wr.data = c;
+  mconn_set_state(c, MCONN_WRITING);
+  if (uv_write(&c->wr, (uv_stream_t *)&c->tcp, bufs, 1, on_written) != 0)
+    mconn_set_state(c, MCONN_CLOSING);
+}
+
+static void respond_text(mconn_t *c, const char *status, const char *text, const char *extra) {
+  size_t len = strlen(text);
+  char *b = malloc(len + 1);
+
+  if (b == NULL) {
+    mconn_set_state(c, MCONN_CLOSING);
+    return;
+  }
+  memcpy(b, text, len + 1);
+  respond(c, status, "text/plain; charset=utf-8", b, len, extra);
+}
+
+/* The head is complete: answer it. Only the request line matters; header fields are read
+ * past (no authentication: the metrics carry nothing about callers). */
+static void handle_request(mconn_t *c) {
+  char *sp1, *sp2, *eol;
+  size_t plen;
+  char *body;
+  size_t blen;
+
+  c->head[c->len] = '\0';
+  eol = strpbrk(c->head, "\r\n");
+  sp1 = strchr(c->head, ' ');
+  sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
+  if (eol == NULL || sp1 == NULL || sp2 == NULL || sp2 > eol || strncmp(sp2 + 1, "HTTP/1.", 7) != 0) {
+    respond_text(c, "400 Bad Request", "bad request\n", NULL);
+    return;
+  }
+  if ((size_t)(sp1 - c->head) != 3 || memcmp(c->head, "GET", 3) != 0) {
+    respond_text(c, "405 Method Not Allowed", "only GET\n", "Allow: GET\r\n");
+    return;
+  }
+  plen = strcspn(sp1 + 1, " ?");
+  if (plen != strlen("/metrics") || memcmp(sp1 + 1, "/metrics", plen) != 0) {
+    respond_text(c, "404 Not Found", "not found: try /metrics\n", NULL);
+    return;
+  }
+  if (metrics_render(c->h->srv, &body, &blen) != 0) {
+    respond_text(c, "503 Service Unavailable", "out of memory\n", NULL);
+    return;
+  }
+  respond(c, "200 OK", "text/plain; version=0.0.4; charset=utf-8", body, blen, NULL);
+}
+
+static void on_alloc(uv_handle_t *hd, size_t suggested, uv_buf_t *buf) {
+  mconn_t *c = hd->data;
+  (void)suggested;
+  /* One byte stays free for the terminating NUL. Once answered, input is dropped. */
+  if (c->state != MCONN_READING)
+    *buf = uv_buf_init(c->head, (unsigned)sizeof(c->head));
+  else
+    *buf = uv_buf_init(c->head + c->len, (unsigned)(sizeof(c->head) - 1 - c->len));
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  mconn_t *c = s->data;
+  (void)buf;
+
+  if (n < 0) {
+    mconn_set_state(c, MCONN_CLOSING); /* the peer's end (or an error), in any state */
+    return;
+  }
+  if (c->state != MCONN_READING)
+    return;
+  c->len += (size_t)n;
+  c->head[c->len] = '\0';
+  if (strstr(c->head, "\r\n\r\n") || strstr(c->head, "\n\n")) {
+    handle_request(c);
+    return;
+  }
+  if (c->len >= sizeof(c->head) - 1)
+    respond_text(c, "431 Request Header Fields Too Large", "request head too large\n", NULL);
+}
+
+static void on_timeout(uv_timer_t *t) {
+  mconn_t *c = t->data;
+  log_info("metrics: closing a connection after %d ms without a complete exchange",
+           METRICS_HTTP_TIMEOUT_MS);
+  mconn_set_state(c, MCONN_CLOSING);
+}
+
+static void on_refused_closed(uv_handle_t *hd) {
+  metrics_http_t *h = hd->data;
+  free(hd);
+  http_unref(h);
+}
+
+static void on_connection(uv_stream_t *l, int status) {
+  metrics_http_t *h = l->data;
+  mconn_t *c;
+
+  if (status < 0)
+    return;
+  if (h->nconns >= METRICS_HTTP_MAX_CONNS) {
+    /* Accept and close, so the backlog does not hold it. */
+    uv_tcp_t *t = malloc(sizeof(*t));
+    if (t == NULL)
+      return;
+    uv_tcp_init(l->loop, t);
+    t->data = h;
+    h->refs++;
+    if (uv_accept(l, (uv_stream_t *)t) == 0)
+      log_info("metrics: connection refused, %d already open", METRICS_HTTP_MAX_CONNS);
+    uv_close((uv_handle_t *)t, on_refused_closed);
+    return;
+  }
+  if ((c = calloc(1, sizeof(*c))) == NULL)
+    return;
+  c->h = h;
+  c->state = MCONN_READING;
+  uv_tcp_init(l->loop, &c->tcp);
+  uv_timer_init(l->loop, &c->timer);
+  c->tcp.data = c->timer.data = c;
+  c->open_handles = 2;
+  h->refs++;
+  c->next = h->conns;
+  if (h->conns)
+    h->conns->prev = c;
+  h->conns = c;
+  h->nconns++;
+  if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0 ||
+      uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
+    mconn_set_state(c, MCONN_CLOSING);
+    return;
+  }
+  uv_timer_start(&c->timer, on_timeout, METRICS_HTTP_TIMEOUT_MS, 0);
+}
+
+static void on_listener_closed(uv_handle_t *hd) {
+  http_unref(hd->data);
+}
+
+static int metrics_http_start(server_t *srv) {
+  struct sockaddr_storage ss;
+  metrics_http_t *h;
+  int len = sizeof(ss), rc;
+  char host[INET6_ADDRSTRLEN] = "?";
+
+  if (srv->cfg.metrics_listen == NULL)
+    return 0;
+  if (metrics_new(&srv->metrics) != 0) {
+    log_error("metrics: out of memory");
+    return UV_ENOMEM;
+  }
+  memset(&ss, 0, sizeof(ss));
+  if (server_parse_listen(srv->cfg.metrics_listen, &ss) != 0) {
+    log_error("invalid --metrics-listen address \"%s\" (want host:port or [v6]:port)",
+              srv->cfg.metrics_listen);
+    return UV_EINVAL;
+  }
+  if (!server_is_loopback(&ss) && !srv->cfg.insecure_cleartext) {
+    log_error("refusing to serve metrics in cleartext on %s, a non-loopback address; give "
+              "--insecure-cleartext if a private network or a proxy protects it",
+              srv->cfg.metrics_listen);
+    return UV_EINVAL;
+  }
+  if ((h = calloc(1, sizeof(*h))) == NULL)
+    return UV_ENOMEM;
+  h->srv = srv;
+  h->refs = 1;
+  uv_tcp_init(srv->loop, &h->listener);
+  h->listener.data = h;
+  rc = uv_tcp_bind(&h->listener, (struct sockaddr *)&ss, 0);
+  if (rc == 0)
+    rc = uv_listen((uv_stream_t *)&h->listener, 64, on_connection);
+  if (rc < 0) {
+    log_error("cannot listen for metrics on %s: %s", srv->cfg.metrics_listen, uv_strerror(rc));
+    uv_close((uv_handle_t *)&h->listener, on_listener_closed);
+    return rc;
+  }
+  if (uv_tcp_getsockname(&h->listener, (struct sockaddr *)&ss, &len) == 0) {
+    if (ss.ss_family == AF_INET6) {
+      uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof(host));
+      snprintf(h->bound, sizeof(h->bound), "[%s]:%d", host, ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+    } else {
+      uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof(host));
+      snprintf(h->bound, sizeof(h->bound), "%s:%d", host, ntohs(((struct sockaddr_in *)&ss)->sin_port));
+    }
+  }
+  log_info("metrics on http://%s/metrics", h->bound);
+  srv->metrics_http = h;
+  return 0;
+}
+
+static void metrics_http_stop(server_t *srv) {
+  metrics_http_t *h = srv->metrics_http;
+
+  if (h == NULL)
+    return;
+  srv->metrics_http = NULL;
+  while (h->conns)
+    mconn_set_state(h->conns, MCONN_CLOSING);
+  uv_close((uv_handle_t *)&h->listener, on_listener_closed);
+}
+
+static void metrics_release(server_t *srv) {
+  metrics_free(srv->metrics);
+  srv->metrics = NULL;
+}
+
+const server_module_t metrics_module = {"metrics", metrics_http_start, metrics_http_stop, NULL,
+                                        metrics_release};

@@ -1,0 +1,26 @@
+#ifndef CLUED_METRICS_HTTP_H
+#define CLUED_METRICS_HTTP_H
+
+/* The metrics endpoint: a small HTTP/1.1 server on --metrics-listen answering GET /metrics
+ * with the text exposition format, one request per connection (Connection: close).
+ *
+ * Bounds: at most METRICS_HTTP_MAX_CONNS connections (more are accepted and closed at once),
+ * a request head of at most METRICS_HTTP_MAX_HEAD bytes (more: 431), and
+ * METRICS_HTTP_TIMEOUT_MS for the whole exchange, after which the connection is closed.
+ * Cleartext, like the gRPC port: refused on a non-loopback address without
+ * --insecure-cleartext. */
+
+#include "server.h"
+
+#define METRICS_HTTP_MAX_CONNS 16
+#define METRICS_HTTP_MAX_HEAD 8192
+#define METRICS_HTTP_TIMEOUT_MS 10000
+
+/**
+ * The metrics module (server_module_t): with --metrics-listen, start creates the counters
+ * and listens; shutdown stops listening and closes every metrics connection; free releases
+ * the counters. Without it, every hook does nothing and the counters stay off (NULL).
+ */
+extern const server_module_t metrics_module;
+
+#endif

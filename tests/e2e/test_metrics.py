@@ -1,0 +1,173 @@
+"""--metrics-listen: GET /metrics in the Prometheus text exposition format.
+
+- promtool check metrics accepts the output (Debian's prometheus package);
+- the go-grpc-prometheus call families count what grpcio did: started, handled by code,
+  handling-time histogram, messages received and sent, by method;
+- pool, queue, query latency, connections, streams, watchers, tree size and process figures
+  are there;
+- a path that names no method counts as "unknown", not as a new label value;
+- no token, user or unit appears in the output;
+- the endpoint is bounded: a head over 8 KiB gets 431, other paths 404, other methods 405,
+  a client that sends nothing is closed after the timeout, connections past the cap are
+  closed at once, and the gRPC port keeps serving through all of it;
+- a non-loopback address is refused without --insecure-cleartext.
+"""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import new_request_id  # noqa: E402
+import world  # noqa: E402
+
+S = harness.stubs()
+pb = S.clue_pb2
+
+
+class MetricsClued(harness.Clued):
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.metrics_addr = None
+
+    def _take(self, line):
+        m = re.search(r"metrics on http://(\S+)/metrics", line)
+        if m:
+            self.metrics_addr = m.group(1)
+        super()._take(line)
+
+
+def http(addr, raw, timeout=10):
+    host, port = addr.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        s.sendall(raw)
+        chunks = []
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            chunks.append(b)
+    return b"".join(chunks)
+
+
+def scrape(addr):
+    resp = http(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, _, body = resp.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK"), head
+    assert b"Content-Type: text/plain; version=0.0.4" in head, head
+    m = re.search(rb"Content-Length: (\d+)", head)
+    assert m and int(m.group(1)) == len(body), head
+    return body.decode()
+
+
+def value(text, name, **labels):
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        m = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)", line)
+        assert m, f"malformed sample line {line!r}"
+        if m.group(1) != name:
+            continue
+        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        if all(got.get(k) == v for k, v in labels.items()):
+            return float(m.group(3))
+    return None
+
+
+def promtool(text):
+    tool = shutil.which("promtool")
+    assert tool, "promtool missing: scripts/deps --test installs the prometheus package"
+    r = subprocess.run([tool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, f"promtool check metrics:\n{r.stdout}{r.stderr}"
+
+
+def test_metrics_endpoint():
+    srv = MetricsClued(harness.test_database_url(), args=["--metrics-listen", "127.0.0.1:0"]).start()
+    try:
+        assert srv.metrics_addr, srv.output()
+        w = world.build(srv)
+        m = w.G1.member
+        for _ in range(3):
+            m.clue.SubmitClue(pb.SubmitClueRequest(
+                request_id=new_request_id(), title="线索", summary="摘要",
+                source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT, subject=pb.SubjectPerson(name="张三"),
+                host_unit="市发展改革委"), timeout=20)
+        for _ in range(2):
+            try:
+                w.G2.leader.clue.GetClue(pb.GetClueRequest(clue_id=987654321), timeout=20)
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.NOT_FOUND
+        with grpc.insecure_channel(srv.addr) as ch:
+            for i in range(5):
+                try:
+                    ch.unary_unary(f"/evil.Service{i}/Method{i}")(b"", timeout=10)
+                except grpc.RpcError as e:
+                    assert e.code() == grpc.StatusCode.UNIMPLEMENTED
+        text = scrape(srv.metrics_addr)
+        promtool(text)
+        submit = dict(grpc_type="unary", grpc_service="clue.v1.ClueService", grpc_method="SubmitClue")
+        assert value(text, "grpc_server_started_total", **submit) == 3, text
+        assert value(text, "grpc_server_handled_total", grpc_code="OK", **submit) == 3
+        assert value(text, "grpc_server_msg_received_total", **submit) == 3
+        assert value(text, "grpc_server_msg_sent_total", **submit) == 3
+        assert value(text, "grpc_server_handling_seconds_count", **submit) == 3
+        assert value(text, "grpc_server_handling_seconds_bucket", le="+Inf", **submit) == 3
+        get = dict(grpc_service="clue.v1.ClueService", grpc_method="GetClue")
+        assert value(text, "grpc_server_handled_total", grpc_code="NotFound", **get) == 2
+        assert value(text, "grpc_server_handled_total", grpc_service="unknown", grpc_method="unknown",
+                     grpc_code="Unimplemented") == 5
+        assert "evil" not in text
+        watch = dict(grpc_type="server_stream", grpc_service="clue.v1.AuditService", grpc_method="WatchEvents")
+        assert value(text, "grpc_server_started_total", **watch) is None  # only methods called appear
+        for name, labels in (("clued_connections_open", {}), ("clued_streams_open", {}),
+                             ("clued_db_pool_connections", {"state": "idle"}), ("clued_db_queue_depth", {}),
+                             ("clued_db_query_seconds_count", {}), ("clued_audit_watchers", {}),
+                             ("clued_audit_tree_size", {}), ("process_resident_memory_bytes", {}),
+                             ("process_cpu_seconds_total", {}), ("process_open_fds", {})):
+            assert value(text, name, **labels) is not None, name
+        assert value(text, "clued_db_query_seconds_count") > 0
+        assert value(text, "process_resident_memory_bytes") > 1e6
+        for u in w.users:
+            assert u.token not in text and u.name not in text
+        w.close()
+
+        # Bounds of the endpoint; the gRPC port serves on.
+        resp = http(srv.metrics_addr, b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n")
+        assert resp.startswith(b"HTTP/1.1 431 "), resp[:80]
+        assert http(srv.metrics_addr, b"GET /other HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 404 ")
+        assert http(srv.metrics_addr, b"POST /metrics HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 405 ")
+        assert http(srv.metrics_addr, b"garbage\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+        host, port = srv.metrics_addr.rsplit(":", 1)
+        idle = [socket.create_connection((host, int(port)), timeout=30) for _ in range(16)]
+        time.sleep(0.5)
+        # Past the cap of 16: accepted and closed at once, with nothing sent.
+        extra = socket.create_connection((host, int(port)), timeout=10)
+        assert extra.recv(100) == b""
+        extra.close()
+        srv.wait_serving(timeout=10)
+        # The idle ones are closed by the server after its timeout (10 s).
+        for s in idle:
+            assert s.recv(100) == b"", "an idle metrics connection was not closed"
+            s.close()
+        scrape(srv.metrics_addr)
+    finally:
+        out = srv.stop()
+    assert "metrics: connection refused" in out
+
+
+def test_non_loopback_refused():
+    srv = harness.Clued(harness.test_database_url())
+    srv.run("migrate")
+    r = srv.run("serve", "--listen", "127.0.0.1:0", "--metrics-listen", "0.0.0.0:0", check=False)
+    assert r.returncode != 0 and "refusing to serve metrics in cleartext" in r.stderr, r.stderr
+
+
+if __name__ == "__main__":
+    harness.run_tests(dict(globals()))
