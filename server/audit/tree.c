@@ -311,9 +311,18 @@ static int checkpoint_due(audit_tree_t *t) {
          wall_ms() - t->cp_ms >= (int64_t)t->interval_ms;
 }
 
+/* How many leaves the next append may carry: BUILD_BATCH, and no more than keeps the
+ * unsigned leaves within --checkpoint-every, so that a backlog is signed every N leaves
+ * rather than once at its end. */
+static uint64_t batch_room(const audit_tree_t *t) {
+  uint64_t unsigned_leaves = t->durable > t->cp_size ? t->durable - t->cp_size : 0;
+  uint64_t room = t->every > unsigned_leaves ? t->every - unsigned_leaves : 1;
+  return room < BUILD_BATCH ? room : BUILD_BATCH;
+}
+
 /* The leaves gathered (if any) go out, with a checkpoint if one is due; else wait. */
 static void append_or_wait(audit_tree_t *t) {
-  t->appending_full = t->mt.size - t->durable >= BUILD_BATCH;
+  t->appending_full = t->mt.size - t->durable >= batch_room(t);
   if (t->mt.size > t->durable || checkpoint_due(t)) {
     if (append_send(t, checkpoint_due(t)) != 0) {
       leaves_cut(t);
@@ -365,7 +374,7 @@ static void gather(audit_tree_t *t) {
   if (last >= audit_tail_ring_base(tail)) {
     size_t n = audit_tail_ring_len(tail);
     for (size_t i = audit_tail_ring_find(tail, last);
-         i < n && t->mt.size - t->durable < BUILD_BATCH; i++) {
+         i < n && t->mt.size - t->durable < batch_room(t); i++) {
       const audit_ev_t *ev = audit_tail_event(tail, i);
       if (ev->seq > safe)
         break;
@@ -384,7 +393,7 @@ static void gather(audit_tree_t *t) {
     const char *v[3] = {after, upto, lim};
     snprintf(after, sizeof(after), "%lld", (long long)last);
     snprintf(upto, sizeof(upto), "%lld", (long long)safe);
-    snprintf(lim, sizeof(lim), "%d", BUILD_BATCH);
+    snprintf(lim, sizeof(lim), "%llu", (unsigned long long)batch_room(t));
     if (query_send(t, TREE_FETCH, sql_fetch, 3, v, on_fetch) != 0)
       tree_wait(t, RETRY_MS);
   }
