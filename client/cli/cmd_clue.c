@@ -267,14 +267,21 @@ static int show_clue(cli_t *cli, const ProtobufCMessage *m) {
   kv("Categories:", cats);
   kvf("State:", "%s (version %lld)%s", cli_state_text(c->state), (long long)c->version,
       c->pending_proposal ? ", a proposal awaits review" : "");
-  kvf("Owner unit:", "%lld", (long long)c->owner_unit_id);
+  if (c->owner_unit_code[0])
+    kvf("Owner unit:", "%s %s", c->owner_unit_code, c->owner_unit_name);
+  else
+    kvf("Owner unit:", "%lld", (long long)c->owner_unit_id);
   kvf("Deadline:", "%s%s", deadline, c->deadline_extended ? ", extended" : "");
   if (c->disposal != 0)
     kv("Disposal:", cli_enum_short(&clue__v1__disposal__descriptor, c->disposal));
   if (c->joint_case_id != 0)
     kvf("Joint case:", "%lld", (long long)c->joint_case_id);
-  kvf("Created:", "%s by user %lld", cli_time_text(c->created_at_ms, t1, sizeof(t1)),
-      (long long)c->created_by);
+  if (c->created_by_name[0])
+    kvf("Created:", "%s by %s", cli_time_text(c->created_at_ms, t1, sizeof(t1)),
+        c->created_by_name);
+  else
+    kvf("Created:", "%s by user %lld", cli_time_text(c->created_at_ms, t1, sizeof(t1)),
+        (long long)c->created_by);
   kv("Updated:", cli_time_text(c->updated_at_ms, t2, sizeof(t2)));
   if (c->reporter != NULL) {
     const Clue__V1__ReporterContact *r = c->reporter;

@@ -164,17 +164,17 @@ static void completion_bash(FILE *o) {
   for (size_t i = 0; i < NGROUPS; i++) {
     const cli_group_t *g = groups[i];
     fprintf(o, "    %s)\n", g->name);
-    if (is_single(g)) {
-      fputs("      words='", o);
-      completion_opts(o, g->commands[0].opts);
-      fputs("' ;;\n", o);
-      continue;
-    }
+    /* A group's unnamed command (stats) takes its options right after the group name. */
     fputs("      case $cmd in\n        '') words='", o);
     for (const cli_command_t *c = g->commands; c->run != NULL; c++)
-      fprintf(o, " %s", c->name);
+      if (c->name != NULL)
+        fprintf(o, " %s", c->name);
+    if (is_single(g))
+      completion_opts(o, g->commands[0].opts);
     fputs("' ;;\n", o);
     for (const cli_command_t *c = g->commands; c->run != NULL; c++) {
+      if (c->name == NULL)
+        continue;
       fprintf(o, "        %s) words='", c->name);
       completion_opts(o, c->opts);
       fputs("' ;;\n", o);

@@ -116,6 +116,11 @@ int clue_row_read(rpc_call_t *call, const db_result_t *r, int row, int col, int6
   c->joint_case_id = svc_col_i64(r, row, k + 13);
   c->disposal = (Clue__V1__Disposal)svc_name_index(disposal_names, NELEM(disposal_names),
                                                    db_value(r, row, k + 14));
+  c->owner_unit_code = svc_col_str(call, r, row, k + 15);
+  c->owner_unit_name = svc_col_str(call, r, row, k + 16);
+  c->created_by_name = svc_col_str(call, r, row, k + 17);
+  if (c->owner_unit_code == NULL || c->owner_unit_name == NULL || c->created_by_name == NULL)
+    return -ENOMEM;
   if (c->registration_number == NULL || c->title == NULL || c->summary == NULL || s->name == NULL ||
       s->position == NULL || s->rank_level == NULL || c->host_unit == NULL || cats == NULL ||
       svc_split_list(call, cats, &c->violation_categories, &c->n_violation_categories))

@@ -44,10 +44,11 @@
   ").subject_name, (" c ").subject_position, (" c ").subject_rank_level, (" c                   \
   ").subject_is_top_leader, (" c ").host_unit, array_to_string((" c                             \
   ").violation_categories, chr(31)), (" c ").created_by, " SVC_MS("(" c ").created_at") ", "    \
-  SVC_MS("(" c ").updated_at") ", (" c ").joint_case_id, (" c ").disposal"
+  SVC_MS("(" c ").updated_at") ", (" c ").joint_case_id, (" c ").disposal, " ou ".code, " ou   \
+  ".name, (SELECT cu.name FROM users cu WHERE cu.id = (" c ").created_by)"
 
 /** Number of columns of CLUE_COLS. */
-#define CLUE_NCOLS 27
+#define CLUE_NCOLS 30
 
 /* A proposal row p (alias, or "o.proposal"); all NULL when there is none. */
 #define PROPOSAL_COLS(p)                                                                        \

@@ -236,9 +236,12 @@ def test_submit_and_get(c):
     assert rec["Subject:"] == "张三, 局长, 正处 (top leader)"
     assert rec["Categories:"] == "违反廉洁纪律, 违反工作纪律"
     assert rec["State:"] == "ACCEPTED (version 1)"
-    assert rec["Owner unit:"] == str(w.G1.id)
+    assert rec["Owner unit:"] == "G1 group G1"  # the code and name, not the id
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \(29 days left\)", rec["Deadline:"]), rec["Deadline:"]
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d by user \d+", rec["Created:"]), rec["Created:"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d by G1-member", rec["Created:"]), rec["Created:"]
+    doc = c.json(w.G1.leader, "clue", "get", str(cid))  # --json keeps the ids, and has the names
+    assert doc["owner_unit_id"] == w.G1.id and doc["created_by"] == w.G1.member.id, doc
+    assert (doc["owner_unit_code"], doc["owner_unit_name"], doc["created_by_name"]) == ("G1", "group G1", "G1-member")
     assert rec["Reporter:"] == "李四" and rec["phone:"] == "13800000000"
     out = c.ctl(w.G1.member, "clue", "get", str(cid), check=0).stdout
     assert "Reporter:     on file" in out and "13800000000" not in out

@@ -47,6 +47,8 @@ check cluectl clue move 17 --ver --version
 check cluectl --server 127.0.0.1:1 clue mo move        # the option's value is not a command
 check cluectl clue submit --ti --title
 check cluectl stats --fr --from
+check cluectl stats bul bulletin
+check cluectl stats bulletin --mo --month
 check cluectl admin create-u create-user
 check cluectl --js --json                             # global options anywhere
 check cluectl clue note 3 --text-file /tmp/cluectl-completion-f /tmp/cluectl-completion-file.txt
