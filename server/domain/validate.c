@@ -157,9 +157,11 @@ int validate_text(const char *field, const char *s, size_t max, unsigned flags,
 
   const unsigned char *p = (const unsigned char *)t;
   bool multiline = (flags & VALIDATE_MULTILINE) != 0;
-  uint32_t cp;
+  uint32_t cp = 0;
   for (size_t i = 0; i < len;) {
     size_t n = utf8_decode(p + i, len - i, &cp);
+    if (n == 0) /* cannot happen after validate_utf8(); never loop on it */
+      return fail(err, field, "%s is not valid UTF-8", field);
     if (is_control(cp, multiline))
       return fail(err, field, "%s must not contain control characters", field);
     i += n;
