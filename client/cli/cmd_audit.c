@@ -49,8 +49,10 @@ static int show_events(cli_t *cli, const ProtobufCMessage *m) {
     table_add(t, table_fmt("%s #%lld", e->subject_type, (long long)e->subject_id));
     table_add(t, table_fmt("%s", cli_state_text(e->from_state)));
     table_add(t, table_fmt("%s", cli_state_text(e->to_state)));
-    table_add(t, table_fmt("%lld", (long long)e->actor_user_id));
-    table_add(t, table_fmt("%lld", (long long)e->actor_unit_id));
+    table_add(t, e->actor_user_name[0] ? table_fmt("%s", e->actor_user_name)
+                                       : table_fmt("%lld", (long long)e->actor_user_id));
+    table_add(t, e->actor_unit_code[0] ? table_fmt("%s", e->actor_unit_code)
+                                       : table_fmt("%lld", (long long)e->actor_unit_id));
     table_add(t, table_fmt("%s", e->reason[0] ? e->reason : "-"));
   }
   rc = table_print(t, stdout) == 0 ? CLI_OK : cli_oom(cli);
@@ -181,7 +183,19 @@ static void event_line(const Clue__V1__AuditEvent *e) {
   printf(" #%lld", (long long)e->subject_id);
   if (e->from_state != 0 || e->to_state != 0)
     printf("  %s -> %s", cli_state_text(e->from_state), cli_state_text(e->to_state));
-  printf("  by user %lld (unit %lld)", (long long)e->actor_user_id, (long long)e->actor_unit_id);
+  if (e->actor_user_name[0]) {
+    fputs("  by ", stdout);
+    cli_put_text(stdout, e->actor_user_name, 0);
+  } else {
+    printf("  by user %lld", (long long)e->actor_user_id);
+  }
+  if (e->actor_unit_code[0]) {
+    printf(" (%s ", e->actor_unit_code);
+    cli_put_text(stdout, e->actor_unit_name, 0);
+    putchar(')');
+  } else {
+    printf(" (unit %lld)", (long long)e->actor_unit_id);
+  }
   if (e->reason[0] != '\0') {
     fputs("  ", stdout);
     cli_put_text(stdout, e->reason, 0);

@@ -401,8 +401,10 @@ static int show_history(cli_t *cli, const ProtobufCMessage *m) {
     table_add(t, table_fmt("%s", e->action));
     table_add(t, table_fmt("%s", cli_state_text(e->from_state)));
     table_add(t, table_fmt("%s", cli_state_text(e->to_state)));
-    table_add(t, table_fmt("%lld", (long long)e->actor_user_id));
-    table_add(t, table_fmt("%lld", (long long)e->actor_unit_id));
+    table_add(t, e->actor_user_name[0] ? table_fmt("%s", e->actor_user_name)
+                                       : table_fmt("%lld", (long long)e->actor_user_id));
+    table_add(t, e->actor_unit_code[0] ? table_fmt("%s", e->actor_unit_code)
+                                       : table_fmt("%lld", (long long)e->actor_unit_id));
     table_add(t, table_fmt("%s", e->reason[0] ? e->reason : "-"));
   }
   rc = table_print(t, stdout) == 0 ? CLI_OK : cli_oom(cli);

@@ -158,9 +158,9 @@ static int col_state(const db_result_t *r, int row, int col) {
 
 int audit_ev_from_row(const db_result_t *r, int row, int col0, audit_ev_t **out) {
   /* Text columns, copied with their NUL; then the two hashes. */
-  static const int text_cols[] = {4, 5, 9, 10};
-  const char *texts[4];
-  size_t lens[4], total = 0;
+  static const int text_cols[] = {4, 5, 9, 10, 14, 15, 16};
+  const char *texts[7];
+  size_t lens[7], total = 0;
   const char *prev_hex = db_value(r, row, col0 + 11), *hash_hex = db_value(r, row, col0 + 12);
   size_t prev_max = prev_hex ? strlen(prev_hex) / 2 : 0,
          hash_max = hash_hex ? strlen(hash_hex) / 2 : 0;
@@ -168,7 +168,7 @@ int audit_ev_from_row(const db_result_t *r, int row, int col0, audit_ev_t **out)
   char *p;
   Clue__V1__AuditEvent msg;
 
-  for (int i = 0; i < 4; i++) {
+  for (int i = 0; i < 7; i++) {
     texts[i] = db_value(r, row, col0 + text_cols[i]);
     if (texts[i] == NULL)
       texts[i] = "";
@@ -187,7 +187,7 @@ int audit_ev_from_row(const db_result_t *r, int row, int col0, audit_ev_t **out)
   ev->from_state = col_state(r, row, col0 + 7);
   ev->to_state = col_state(r, row, col0 + 8);
   p = ev->data;
-  for (int i = 0; i < 4; i++) {
+  for (int i = 0; i < 7; i++) {
     memcpy(p, texts[i], lens[i]);
     texts[i] = p;
     p += lens[i];
@@ -196,6 +196,9 @@ int audit_ev_from_row(const db_result_t *r, int row, int col0, audit_ev_t **out)
   ev->subject_type = texts[1];
   ev->reason = texts[2];
   ev->details = texts[3];
+  ev->actor_user_name = texts[4];
+  ev->actor_unit_code = texts[5];
+  ev->actor_unit_name = texts[6];
   ev->prev_hash = (const uint8_t *)p;
   ev->prev_hash_len = prev_hex ? unhex(prev_hex, (uint8_t *)p) : 0;
   p += prev_max;
@@ -214,6 +217,9 @@ void audit_ev_to_msg(const audit_filter_t *f, const audit_ev_t *ev, Clue__V1__Au
   msg->actor_user_id = ev->actor_user_id;
   msg->actor_unit_id = ev->actor_unit_id;
   msg->actor_token_id = ev->actor_token_id;
+  msg->actor_user_name = (char *)ev->actor_user_name;
+  msg->actor_unit_code = (char *)ev->actor_unit_code;
+  msg->actor_unit_name = (char *)ev->actor_unit_name;
   /* protobuf-c's string fields are not const; packing only reads them. */
   msg->action = (char *)ev->action;
   msg->subject_type = (char *)ev->subject_type;

@@ -37,15 +37,18 @@ typedef struct audit_filter {
 #define AUDIT_EVENT_COLS                                                                           \
   "e.seq, floor(extract(epoch FROM e.at) * 1000)::bigint, e.actor_user_id, e.actor_unit_id, "      \
   "e.action, e.subject_type, e.subject_id, e.from_state, e.to_state, e.reason, e.details, "        \
-  "encode(e.prev_hash, 'hex'), encode(e.hash, 'hex'), e.actor_token_id"
-#define AUDIT_EVENT_NCOLS 14
+  "encode(e.prev_hash, 'hex'), encode(e.hash, 'hex'), e.actor_token_id, "                        \
+  "(SELECT au.name FROM users au WHERE au.id = e.actor_user_id), "                                 \
+  "(SELECT an.code FROM units an WHERE an.id = e.actor_unit_id), "                                 \
+  "(SELECT an.name FROM units an WHERE an.id = e.actor_unit_id)"
+#define AUDIT_EVENT_NCOLS 17
 
 /** Most parameters audit_sql_build() uses. */
 #define AUDIT_SQL_MAX_PARAMS 13
 
 /** One parameterized SELECT of events; values point into the struct (do not copy it). */
 typedef struct audit_sql {
-  char text[2560];
+  char text[3072];
   const char *values[AUDIT_SQL_MAX_PARAMS];
   char num[AUDIT_SQL_MAX_PARAMS][24];
   int n;
@@ -63,6 +66,7 @@ typedef struct audit_ev {
   int64_t seq, at_ms, actor_user_id, actor_unit_id, actor_token_id, subject_id;
   int from_state, to_state; /* Clue__V1__ClueState */
   const char *action, *subject_type, *reason, *details;
+  const char *actor_user_name, *actor_unit_code, *actor_unit_name;
   const uint8_t *prev_hash, *hash;
   size_t prev_hash_len, hash_len;
   size_t wire_size; /* bytes on the call: the packed message and the 5-byte frame prefix */

@@ -446,6 +446,12 @@ def test_move_review_history(c):
     seqs = [int(ln.split()[0]) for ln in lines[1:]]
     assert seqs == sorted(seqs) and len(seqs) == 7
     assert lines[1].split()[3:5] == ["clue.submit", "-"] and lines[-1].split()[4:6] == ["FILED", "CLOSED"]
+    # People read names: the submitter's user name and unit code; --json keeps the ids beside them.
+    assert lines[1].split()[6:8] == [w.G1.member.name, "G1"], lines[1]
+    assert lines[-1].split()[6:8] == [w.G1.leader.name, "G1"], lines[-1]
+    assert (hist[0]["actor_user_id"], hist[0]["actor_user_name"]) == (w.G1.member.id, w.G1.member.name)
+    assert (hist[0]["actor_unit_id"], hist[0]["actor_unit_code"], hist[0]["actor_unit_name"]) == \
+        (w.G1.id, "G1", "group G1")
     assert "理由：CLOSED" not in lines[-1] and "结案" in lines[-1]
     r = c.ctl(w.G2.member, "clue", "history", str(cid), check=1)
     assert r.stderr.startswith("NOT_FOUND")
@@ -590,6 +596,7 @@ def test_audit_list_and_verify(c):
     lines = r.stdout.splitlines()
     assert lines[0].split() == ["SEQ", "TIME", "ACTION", "SUBJECT", "FROM", "TO", "USER", "UNIT", "REASON"]
     assert lines[1].split()[3:5] == ["clue.submit", "clue"] and lines[1].split()[5] == f"#{cid}", lines
+    assert lines[1].split()[8:10] == [w.G2.member.name, "G2"], lines[1]
     every = c.json(w.auditor, "audit", "list", "--all", "--page-size", "3")
     seqs = [e["seq"] for e in every["events"]]
     assert len(seqs) > 10 and len(set(seqs)) == len(seqs) and every["next_page_token"] == ""
@@ -600,6 +607,8 @@ def test_audit_list_and_verify(c):
     assert sorted(e["seq"] for e in after) == top[-2:]
     mine = c.json(w.auditor, "audit", "list", "--all", "--action", "clue.submit", "--actor", str(w.G2.member.id))
     assert mine["events"] and all(e["action"] == "clue.submit" and e["actor_user_id"] == w.G2.member.id
+                                  and e["actor_user_name"] == w.G2.member.name
+                                  and e["actor_unit_code"] == "G2" and e["actor_unit_id"] == w.G2.id
                                   for e in mine["events"])
 
     r = requires(c.ctl(w.auditor, "audit", "verify"), "AuditService.VerifyAuditChain")
@@ -639,6 +648,8 @@ def test_audit_watch(c):
 
         ev = next_of_cid()
         assert ev["action"] == "clue.submit" and ev["seq"] > last, ev
+        assert (ev["actor_user_name"], ev["actor_unit_code"], ev["actor_unit_name"]) == \
+            (w.G1.member.name, "G1", "group G1"), ev
         _move(c, w.G1.leader, cid, "PRELIMINARY_CHECK", 1)
         ev2 = json.loads(p.stdout.readline())
         assert ev2["action"] == "clue.move" and ev2["subject_id"] == cid and ev2["seq"] > ev["seq"], ev2
@@ -656,6 +667,8 @@ def test_audit_watch(c):
               "--subject-type", "clue", "--subject-id", str(cid), check=0)
     lines = r.stdout.splitlines()
     assert len(lines) == 1 and "clue.move" in lines[0] and "PRELIMINARY_CHECK -> CLOSED" in lines[0], lines
+    assert lines[0].endswith(f"by {w.G1.leader.name} (G1 group G1)") or \
+        f"by {w.G1.leader.name} (G1 group G1)  " in lines[0], lines
 
 
 def test_stats(c):
