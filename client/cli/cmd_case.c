@@ -24,6 +24,26 @@ static char *id_list(const int64_t *ids, size_t n) {
   return cli_memstream_text(o, &buf);
 }
 
+/* The participants for people: their codes ("G1, R2"), or their ids when the server sent no
+ * codes; "none" when there are none. */
+static char *participant_list(const Clue__V1__JointCase *jc) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *o;
+
+  if (jc->n_participant_unit_codes != jc->n_participant_unit_ids)
+    return id_list(jc->participant_unit_ids, jc->n_participant_unit_ids);
+  if ((o = open_memstream(&buf, &len)) == NULL)
+    return NULL;
+  if (jc->n_participant_unit_codes == 0)
+    fputs("none", o);
+  for (size_t i = 0; i < jc->n_participant_unit_codes; i++) {
+    fputs(i ? ", " : "", o);
+    cli_put_text(o, jc->participant_unit_codes[i], 0);
+  }
+  return cli_memstream_text(o, &buf);
+}
+
 static char *clue_ids(const Clue__V1__JointCase *jc) {
   int64_t *ids = calloc(jc->n_clues ? jc->n_clues : 1, sizeof(*ids));
   char *s;
@@ -48,12 +68,17 @@ static int show_case_line(cli_t *cli, const Clue__V1__JointCase *jc, const char 
     printf("joint case #%lld %s\n", (long long)jc->id, what);
     return CLI_OK;
   }
-  parts = id_list(jc->participant_unit_ids, jc->n_participant_unit_ids);
+  parts = participant_list(jc);
   clues = clue_ids(jc);
 
-  if (parts != NULL && clues != NULL)
-    printf("joint case #%lld %s; lead unit %lld, participant units: %s; clues: %s\n",
-           (long long)jc->id, what, (long long)jc->lead_unit_id, parts, clues);
+  if (parts != NULL && clues != NULL) {
+    printf("joint case #%lld %s; lead unit ", (long long)jc->id, what);
+    if (jc->lead_unit_code[0])
+      cli_put_text(stdout, jc->lead_unit_code, 0);
+    else
+      printf("%lld", (long long)jc->lead_unit_id);
+    printf(", participant units: %s; clues: %s\n", parts, clues);
+  }
   free(parts);
   free(clues);
   return parts != NULL && clues != NULL ? CLI_OK : cli_oom(cli);
@@ -63,7 +88,7 @@ static int show_case(cli_t *cli, const ProtobufCMessage *m) {
   const Clue__V1__JointCase *jc = (const Clue__V1__JointCase *)m;
   static const char *const headers[] = {"CLUE",     "NUMBER", "STATE", "OWNER",
                                         "DEADLINE", "ADDED",  "TITLE"};
-  char *parts = id_list(jc->participant_unit_ids, jc->n_participant_unit_ids);
+  char *parts = participant_list(jc);
   char when[32];
   table_t *t;
   int rc;
@@ -75,11 +100,22 @@ static int show_case(cli_t *cli, const ProtobufCMessage *m) {
   printf("\n%-13s ", "Basis:");
   cli_put_text(stdout, jc->basis[0] ? jc->basis : "-", 0);
   putchar('\n');
-  printf("%-13s %lld\n", "Lead unit:", (long long)jc->lead_unit_id);
+  if (jc->lead_unit_code[0]) {
+    printf("%-13s ", "Lead unit:");
+    cli_put_text(stdout, jc->lead_unit_code, 0);
+    putchar(' ');
+    cli_put_text(stdout, jc->lead_unit_name, 0);
+    putchar('\n');
+  } else {
+    printf("%-13s %lld\n", "Lead unit:", (long long)jc->lead_unit_id);
+  }
   printf("%-13s %s\n", "Participants:", parts);
-  printf("%-13s %s by user %lld\n",
-         "Created:", cli_time_text(jc->created_at_ms, when, sizeof(when)),
-         (long long)jc->created_by);
+  printf("%-13s %s by ", "Created:", cli_time_text(jc->created_at_ms, when, sizeof(when)));
+  if (jc->created_by_name[0])
+    cli_put_text(stdout, jc->created_by_name, 0);
+  else
+    printf("user %lld", (long long)jc->created_by);
+  putchar('\n');
   free(parts);
   if (jc->n_clues == 0) {
     printf("%-13s none\n", "Clues:");
@@ -95,7 +131,8 @@ static int show_case(cli_t *cli, const ProtobufCMessage *m) {
     table_add(t, table_fmt("%lld", (long long)c->clue_id));
     table_add(t, table_fmt("%s", c->registration_number[0] ? c->registration_number : "-"));
     table_add(t, table_fmt("%s", cli_state_text(c->state)));
-    table_add(t, table_fmt("%lld", (long long)c->owner_unit_id));
+    table_add(t, c->owner_unit_code[0] ? table_fmt("%s", c->owner_unit_code)
+                                       : table_fmt("%lld", (long long)c->owner_unit_id));
     table_add(t, table_fmt("%s", cli_date_text(c->stage_deadline_ms, d1, sizeof(d1))));
     table_add(t, table_fmt("%s", cli_date_text(c->added_at_ms, d2, sizeof(d2))));
     table_add(t, table_fmt("%s", c->title));
@@ -155,8 +192,8 @@ static int run_show(cli_t *cli, const cli_args_t *args) {
 static const cli_col_t case_cols[] = {
     {"ID", "id"},
     {"TITLE", "title"},
-    {"LEAD UNIT", "lead_unit_id"},
-    {"PARTICIPANTS", "participant_unit_ids"},
+    {"LEAD UNIT", "lead_unit_code"},
+    {"PARTICIPANTS", "participant_unit_codes"},
     {"CLUES", "#clues"},
     {"CREATED", "created_at_ms"},
     {NULL, NULL},

@@ -56,8 +56,55 @@ enum {
   JC_CLUE_OWNER,
   JC_CLUE_DEADLINE_MS,
   JC_CLUE_ADDED_MS,
+  /* Names for people, beside the row's ids (JC_SELECT). */
+  JC_LEAD_CODE,
+  JC_LEAD_NAME,
+  JC_CREATED_BY_NAME,
+  JC_PARTICIPANT_CODES,
+  JC_CLUE_OWNER_CODE,
   JC_NCOLS
 };
+
+/* The columns of a joint_case_row r in order, then the unit codes and names and the user name
+ * its ids stand for (unit codes are [A-Za-z0-9_], so a comma list of them is unambiguous). */
+/* clang-format off */
+#define JC_SELECT                                                                                  \
+  "r.case_id, r.title, r.basis, r.lead_unit, r.created_by, r.created_ms, r.in_case,"               \
+  " r.participants, r.clue_id, r.clue_number, r.clue_title, r.clue_state, r.clue_owner,"           \
+  " r.clue_deadline_ms, r.clue_added_ms,"                                                          \
+  " (SELECT lu.code FROM units lu WHERE lu.id = r.lead_unit),"                                    \
+  " (SELECT lu.name FROM units lu WHERE lu.id = r.lead_unit),"                                    \
+  " (SELECT cu.name FROM users cu WHERE cu.id = r.created_by),"                                   \
+  " (SELECT string_agg(pu.code, ',' ORDER BY pu.id) FROM units pu"                                \
+  "   WHERE pu.id = ANY (string_to_array(r.participants, ',')::bigint[])),"                       \
+  " (SELECT ou.code FROM units ou WHERE ou.id = r.clue_owner)"
+/* clang-format on */
+
+/* Comma-separated unit codes into an array in the call's memory. */
+static int parse_codes(rpc_call_t *call, const char *csv, char ***out, size_t *n) {
+  size_t count = 1, len;
+  char *copy;
+
+  *n = 0;
+  *out = NULL;
+  if (csv == NULL || csv[0] == '\0')
+    return 0;
+  for (const char *p = csv; *p; p++)
+    count += *p == ',';
+  len = strlen(csv) + 1;
+  if ((*out = rpc_call_alloc(call, count * sizeof(**out))) == NULL ||
+      (copy = rpc_call_alloc(call, len)) == NULL)
+    return -1;
+  memcpy(copy, csv, len);
+  for (char *p = copy; p != NULL && *n < count;) {
+    char *comma = strchr(p, ',');
+    if (comma != NULL)
+      *comma = '\0';
+    (*out)[(*n)++] = p;
+    p = comma != NULL ? comma + 1 : NULL;
+  }
+  return 0;
+}
 
 /* The authorization facts of the case at row. */
 static authz_case_t case_facts(const db_result_t *r, int row) {
@@ -110,9 +157,15 @@ static int case_read(rpc_call_t *call, const db_result_t *r, int *row, Clue__V1_
   jc->lead_unit_id = svc_col_i64(r, first, JC_LEAD);
   jc->created_by = svc_col_i64(r, first, JC_CREATED_BY);
   jc->created_at_ms = svc_col_i64(r, first, JC_CREATED_MS);
-  if (jc->title == NULL || jc->basis == NULL ||
+  jc->lead_unit_code = svc_col_str(call, r, first, JC_LEAD_CODE);
+  jc->lead_unit_name = svc_col_str(call, r, first, JC_LEAD_NAME);
+  jc->created_by_name = svc_col_str(call, r, first, JC_CREATED_BY_NAME);
+  if (jc->title == NULL || jc->basis == NULL || jc->lead_unit_code == NULL ||
+      jc->lead_unit_name == NULL || jc->created_by_name == NULL ||
       parse_ids(call, db_value(r, first, JC_PARTICIPANTS), &jc->participant_unit_ids,
                 &jc->n_participant_unit_ids) != 0 ||
+      parse_codes(call, db_value(r, first, JC_PARTICIPANT_CODES), &jc->participant_unit_codes,
+                  &jc->n_participant_unit_codes) != 0 ||
       (jc->clues = rpc_call_alloc(call, (size_t)(last - first) * sizeof(*jc->clues))) == NULL)
     return -1;
   for (int i = first; i < last; i++) {
@@ -130,7 +183,8 @@ static int case_read(rpc_call_t *call, const db_result_t *r, int *row, Clue__V1_
     cc->owner_unit_id = svc_col_i64(r, i, JC_CLUE_OWNER);
     cc->stage_deadline_ms = svc_col_i64(r, i, JC_CLUE_DEADLINE_MS);
     cc->added_at_ms = svc_col_i64(r, i, JC_CLUE_ADDED_MS);
-    if (cc->registration_number == NULL || cc->title == NULL)
+    cc->owner_unit_code = svc_col_str(call, r, i, JC_CLUE_OWNER_CODE);
+    if (cc->registration_number == NULL || cc->title == NULL || cc->owner_unit_code == NULL)
       return -1;
     jc->clues[jc->n_clues++] = cc;
   }
@@ -205,12 +259,13 @@ static void get_joint_case(rpc_call_t *call, const ProtobufCMessage *m) {
     clue_oom(call);
     return;
   }
-  svc_query(call, "SELECT * FROM joint_case_rows($1, $2)", 2, params, reply_case, NULL);
+  svc_query(call, "SELECT " JC_SELECT " FROM joint_case_rows($1, $2) r", 2, params, reply_case,
+            NULL);
 }
 
 /* clang-format off */
 static const char list_cases_sql[] =
-    "SELECT r.* FROM (SELECT id FROM joint_cases WHERE %s ORDER BY id DESC LIMIT %d) j"
+    "SELECT " JC_SELECT " FROM (SELECT id FROM joint_cases WHERE %s ORDER BY id DESC LIMIT %d) j"
     " CROSS JOIN LATERAL joint_case_rows(j.id, $1) WITH ORDINALITY r"
     " ORDER BY r.case_id DESC, r.ordinality";
 /* clang-format on */
@@ -249,7 +304,7 @@ static void list_joint_cases(rpc_call_t *call, const ProtobufCMessage *m) {
   authz_principal_t p = clue_principal(call);
   unsigned scope = authz_clue_scope(&p);
   const char *where, *params[1];
-  char sql[512];
+  char sql[2048];
   (void)m;
 
   /* Cases are seen as their clues are: all by AUDITORs, else those the unit leads or joins. */
@@ -350,7 +405,8 @@ static const char create_facts_sql[] =
     " FROM (SELECT 1) one LEFT JOIN clue_requests q ON q.user_id = $1 AND q.request_id = $2";
 
 static const char create_sql[] =
-    "SELECT * FROM case_create($1, $2, $3, $4, $5, $6, $7::bigint[], $8::bigint[], $9::bigint[])";
+    "SELECT " JC_SELECT
+    " FROM case_create($1, $2, $3, $4, $5, $6, $7::bigint[], $8::bigint[], $9::bigint[]) r";
 /* clang-format on */
 
 /* Refuse an entry of a request list, naming it: "clue_ids: clue 7: clue not found",
@@ -554,7 +610,7 @@ static void write_member(rpc_call_t *call, const member_req_t *mr, const char *f
   params[np++] = svc_i64(call, mr->id, 0);
   if (version != 0)
     params[np++] = svc_i64(call, version, 0);
-  sql = rpc_call_printf(call, "SELECT * FROM %s($1, $2, $3, $4, $5, $6%s)", fn,
+  sql = rpc_call_printf(call, "SELECT " JC_SELECT " FROM %s($1, $2, $3, $4, $5, $6%s) r", fn,
                         version != 0 ? ", $7" : "");
   if (sql == NULL || !svc_all_set(params, np)) {
     clue_oom(call);

@@ -548,12 +548,13 @@ def test_extend(c):
 
 
 def _case_line(out):
-    """(case id, lead unit, {participant unit ids}, {clue ids}) from a case command's line."""
-    m = re.fullmatch(r"joint case #(\d+) (?:created|updated); lead unit (\d+), participant units: ([\d, ]+|none); "
+    """(case id, lead unit code, {participant unit codes}, {clue ids}) from a case command's line."""
+    m = re.fullmatch(r"joint case #(\d+) (?:created|updated); lead unit (\w+), participant units: ([\w, ]+); "
                      r"clues: ([\d, ]+|none)\n", out)
     assert m, out
     ids = lambda s: set() if s == "none" else {int(x) for x in s.split(", ")}  # noqa: E731
-    return int(m.group(1)), int(m.group(2)), ids(m.group(3)), ids(m.group(4))
+    codes = set() if m.group(3) == "none" else set(m.group(3).split(", "))
+    return int(m.group(1)), m.group(2), codes, ids(m.group(4))
 
 
 def test_joint_case(c):
@@ -565,23 +566,33 @@ def test_joint_case(c):
                  "CaseService.CreateJointCase")
     assert r.returncode == 0, r.stderr
     case_id, lead, parts, clues = _case_line(r.stdout)
-    assert (lead, parts, clues) == (w.R1.id, {w.G1.id, w.X1.id}, {a})
+    assert (lead, parts, clues) == ("R1", {"G1", "X1"}, {a})
     r = c.ctl(w.R1.leader, "case", "add-clue", str(case_id), "--clue", str(b), "--reason", "同一对象", check=0)
     assert _case_line(r.stdout)[3] == {a, b}
     doc = c.json(w.R1.leader, "case", "show", str(case_id))
     assert doc["lead_unit_id"] == w.R1.id and {x["clue_id"] for x in doc["clues"]} == {a, b}
+    # --json keeps every id beside the names people read.
+    assert (doc["lead_unit_code"], doc["lead_unit_name"]) == ("R1", "room R1"), doc
+    assert dict(zip(doc["participant_unit_ids"], doc["participant_unit_codes"])) == {w.G1.id: "G1", w.X1.id: "X1"}
+    assert (doc["created_by"], doc["created_by_name"]) == (w.R1.leader.id, w.R1.leader.name), doc
+    assert {(x["owner_unit_id"], x["owner_unit_code"]) for x in doc["clues"]} == {(w.G1.id, "G1")}, doc
     out = c.ctl(w.G1.member, "case", "show", str(case_id), check=0).stdout
     assert out.startswith(f"Joint case #{case_id}: 某系统窝案\n") and "联合办案乙" in out, out
+    assert "\nLead unit:    R1 room R1\n" in out, out
+    assert re.search(r"\nParticipants: (G1, X1|X1, G1)\n", out), out
+    assert re.search(rf"\nCreated: .* by {re.escape(w.R1.leader.name)}\n", out), out
+    assert re.search(rf"\n\s*{b}\s+\S+\s+\S+\s+G1\s", out), out
     assert c.json(w.G1.member, "clue", "get", str(b))["joint_case_id"] == case_id
     r = c.ctl(w.R1.leader, "case", "add-participant", str(case_id), "--unit", str(w.G2.id), check=0)
-    assert _case_line(r.stdout)[2] == {w.G1.id, w.X1.id, w.G2.id}
+    assert _case_line(r.stdout)[2] == {"G1", "X1", "G2"}
     r = c.ctl(w.R1.leader, "case", "remove-participant", str(case_id), "--unit", str(w.G2.id), "--reason", "no longer involved", check=0)
-    assert _case_line(r.stdout)[2] == {w.G1.id, w.X1.id}
+    assert _case_line(r.stdout)[2] == {"G1", "X1"}
     r = c.ctl(w.R1.leader, "case", "remove-clue", str(case_id), "--clue", str(b), "--reason", "separate matter", check=0)
     assert _case_line(r.stdout)[3] == {a}
     lines = c.ctl(w.R1.leader, "case", "list", check=0).stdout.splitlines()
     assert lines[0].split() == ["ID", "TITLE", "LEAD", "UNIT", "PARTICIPANTS", "CLUES", "CREATED"]
-    assert any(ln.split()[:3] == [str(case_id), "某系统窝案", str(w.R1.id)] for ln in lines[1:]), lines
+    assert any(ln.split()[:4] in ([str(case_id), "某系统窝案", "R1", "G1,"], [str(case_id), "某系统窝案", "R1", "X1,"])
+               for ln in lines[1:]), lines
     assert case_id in [x["id"] for x in c.json(w.R1.member, "case", "list")["cases"]]
     r = c.ctl(w.G1.leader, "case", "create", "--title", "t", "--basis", "b", check=1)
     assert r.stderr.startswith("PERMISSION_DENIED"), r.stderr
