@@ -546,6 +546,22 @@ void h2_conn_tick(h2_conn_t *c, uint64_t now) {
  * an idle connection gives its pages back (h2_conn_tick), and 10,000 idle connections do not
  * keep 10,000 of them resident. */
 
+static void track_block(h2_conn_t *c, void *p) {
+  for (unsigned i = 0; i < H2_CONN_BLOCKS; i++) {
+    if (c->blocks[i] == NULL) {
+      c->blocks[i] = p;
+      return;
+    }
+  }
+  /* Untracked: it is never discarded, which costs memory, not correctness. */
+}
+
+static void untrack_block(h2_conn_t *c, const void *p) {
+  for (unsigned i = 0; i < H2_CONN_BLOCKS; i++)
+    if (c->blocks[i] == p)
+      c->blocks[i] = NULL;
+}
+
 static void *conn_malloc(size_t size, void *ud) {
   h2_conn_t *c = ud;
   void *p = h2_pages_alloc(c->srv->pages, size);
@@ -554,6 +570,8 @@ static void *conn_malloc(size_t size, void *ud) {
     return malloc(size);
   if (c->in_new && size >= 16384 && c->framebuf == NULL)
     c->framebuf = p; /* the one large buffer a new session allocates */
+  else
+    track_block(c, p);
   return p;
 }
 
@@ -568,6 +586,7 @@ static void conn_mfree(void *p, void *ud) {
   }
   if (p == c->framebuf)
     c->framebuf = NULL;
+  untrack_block(c, p);
   h2_pages_release(c->srv->pages, p);
 }
 
@@ -578,7 +597,10 @@ static void *conn_calloc(size_t n, size_t size, void *ud) {
   if (size != 0 && n > SIZE_MAX / size)
     return NULL;
   p = h2_pages_alloc(c->srv->pages, n * size); /* zero, untouched */
-  return p ? p : calloc(n, size);
+  if (p == NULL)
+    return calloc(n, size);
+  track_block(c, p);
+  return p;
 }
 
 static void *conn_realloc(void *p, size_t size, void *ud) {
@@ -597,8 +619,10 @@ static void *conn_realloc(void *p, size_t size, void *ud) {
   if (q == NULL)
     return NULL;
   memcpy(q, p, old);
-  if (p == c->framebuf)
+  if (p == c->framebuf) {
+    untrack_block(c, q); /* conn_malloc tracked it as another block */
     c->framebuf = q;
+  }
   conn_mfree(p, ud);
   return q;
 }
@@ -611,6 +635,12 @@ static void conn_release_idle(h2_conn_t *c) {
     return;
   if (c->framebuf)
     h2_pages_discard(c->srv->pages, c->framebuf);
+  /* The stream map's bucket table is all zeros once its last stream has left (a removed
+   * bucket is cleared), exactly as calloc gave it. Discarding a block that holds only zeros
+   * changes nothing nghttp2 can read, so no assumption about what it holds is needed. */
+  for (unsigned i = 0; i < H2_CONN_BLOCKS; i++)
+    if (c->blocks[i])
+      h2_pages_discard_zero(c->srv->pages, c->blocks[i]);
   free(c->wbuf);
   c->wbuf = NULL;
   c->wcap = 0;
@@ -621,7 +651,7 @@ static int session_new(h2_conn_t *c) {
   nghttp2_mem mem = {c, conn_malloc, conn_mfree, conn_calloc, conn_realloc};
   nghttp2_session_callbacks *cbs;
   nghttp2_option *opt;
-  nghttp2_settings_entry iv[3];
+  nghttp2_settings_entry iv[4];
   int rc;
 
   if (nghttp2_session_callbacks_new(&cbs) != 0)
@@ -660,7 +690,13 @@ static int session_new(h2_conn_t *c) {
                     : 1u << 20;
   iv[2].settings_id = NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE;
   iv[2].value = (uint32_t)c->srv->cfg.max_header_list_bytes;
-  rc = nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, 3);
+  /* gRPC has no use for RFC 7540 priorities (RFC 9113 deprecates them). Without them nghttp2
+   * keeps no priority tree: a closed stream leaves the stream map at once instead of being
+   * retained for the tree, and PRIORITY frames do not create idle streams. So a connection
+   * that has served its calls holds no stream, and its map's table can go back (idle). */
+  iv[3].settings_id = NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES;
+  iv[3].value = 1;
+  rc = nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, 4);
   if (rc == 0) /* a wider connection window too, so large requests are not throttled */
     rc = nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0, 8 << 20);
   if (rc != 0) {

@@ -15,6 +15,7 @@ typedef struct h2_stream h2_stream_t;
 typedef struct tls_conn tls_conn_t;
 
 #define H2_STREAM_GAPS 16 /* ranges of skipped stream ids remembered per connection */
+#define H2_CONN_BLOCKS 4  /* nghttp2's other page blocks (its stream map) tracked per connection */
 
 /* OPEN -> DRAINING -> CLOSING; OPEN or DRAINING -> HANGUP -> CLOSING; any -> CLOSING. */
 typedef enum h2_conn_state {
@@ -42,6 +43,8 @@ struct h2_conn {
   unsigned in_new : 1;     /* inside nghttp2_session_server_new3 */
   unsigned out_idle : 1;   /* frame buffer and wbuf given back; nothing sent since */
   void *framebuf;          /* nghttp2's 16 KiB frame buffer (h2_pages), discarded while idle */
+  void *blocks[H2_CONN_BLOCKS]; /* its other h2_pages blocks (the stream map's table): while
+                                   idle, one that holds only zeros gives its pages back */
   size_t queued;           /* response bytes in this connection's calls, not yet sent */
   size_t inbound;          /* request body bytes its calls keep (--max-conn-inbound) */
   /* Timeouts (loop time, ms), checked once a second by h2_conn_tick(). */

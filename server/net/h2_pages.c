@@ -107,6 +107,35 @@ void h2_pages_discard(h2_pages_t *p, void *ptr) {
     (void)madvise(ptr, size, MADV_DONTNEED);
 }
 
+int h2_pages_discard_zero(h2_pages_t *p, void *ptr) {
+  size_t size = h2_pages_size(p, ptr);
+  const uint64_t *w = ptr;
+  unsigned char vec[H2_PAGES_MAX / H2_PAGE_SIZE];
+  int any = 0;
+
+  if (size == 0)
+    return 0;
+  /* Only resident pages can hold anything but zeros; reading the others would map them. */
+  if (mincore(ptr, size, vec) == 0) {
+    for (size_t pg = 0; pg < size / H2_PAGE_SIZE; pg++) {
+      if (!(vec[pg] & 1))
+        continue;
+      any = 1;
+      for (size_t i = pg * H2_PAGE_SIZE / 8; i < (pg + 1) * H2_PAGE_SIZE / 8; i++)
+        if (w[i] != 0)
+          return 0;
+    }
+  } else {
+    any = 1;
+    for (size_t i = 0; i < size / 8; i++)
+      if (w[i] != 0)
+        return 0;
+  }
+  if (any)
+    (void)madvise(ptr, size, MADV_DONTNEED);
+  return 1;
+}
+
 void h2_pages_release(h2_pages_t *p, void *ptr) {
   size_t size = h2_pages_size(p, ptr);
   free_list_t *fl;

@@ -41,4 +41,11 @@ void h2_pages_release(h2_pages_t *p, void *ptr);
 /** Drop a block's contents (it reads back as zeros) and return its pages; it stays allocated. */
 void h2_pages_discard(h2_pages_t *p, void *ptr);
 
+/**
+ * Give back the pages of a block whose contents are all zero bytes (they read back as zeros,
+ * so nothing its owner can see changes). Pages not resident are not read in. Returns 1 if
+ * the block was discarded, 0 if it holds a non-zero byte or is not one of this allocator's.
+ */
+int h2_pages_discard_zero(h2_pages_t *p, void *ptr);
+
 #endif
