@@ -43,6 +43,12 @@ static int on_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd, void *
   h2_conn_t *c = ud;
   int32_t id = hd->stream_id;
 
+  /* With SETTINGS_NO_RFC7540_PRIORITIES nghttp2 skips PRIORITY frames unread, but RFC 9113
+   * 6.3 still makes one on stream 0 a connection error of type PROTOCOL_ERROR. */
+  if (hd->type == NGHTTP2_PRIORITY && id == 0) {
+    snprintf(c->error, sizeof(c->error), "PRIORITY on stream 0");
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
+  }
   if (hd->type != NGHTTP2_HEADERS || id <= 0 || (id & 1) == 0)
     return 0;
   if (id > c->max_stream_id) {
@@ -189,6 +195,10 @@ static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error
   h2_stream_t *st = nghttp2_session_get_stream_user_data(s, stream_id);
 
   c->last_active = uv_now(c->srv->loop);
+  if (nghttp2_session_get_stream_remote_close(s, stream_id) == 1) {
+    c->ended[c->nended] = stream_id;
+    c->nended = (c->nended + 1) % H2_STREAM_ENDED;
+  }
   if (st == NULL)
     return 0;
   nghttp2_session_set_stream_user_data(s, stream_id, NULL);
@@ -450,6 +460,72 @@ static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   *buf = uv_buf_init((char *)c->srv->rbuf, sizeof(c->srv->rbuf));
 }
 
+static int ended_by_client(const h2_conn_t *c, int32_t id) {
+  for (unsigned i = 0; i < H2_STREAM_ENDED; i++)
+    if (c->ended[i] == id)
+      return 1;
+  return 0;
+}
+
+/* Hand nghttp2 what was read, watching the frame headers go by. nghttp2 keeps no closed
+ * streams (no priority tree), so it skips DATA or HEADERS on one unseen; on a stream the
+ * client had ended that is a connection error STREAM_CLOSED (RFC 9113 5.1). Such a frame
+ * is checked once nghttp2 has taken every byte before it. */
+static ssize_t conn_recv(h2_conn_t *c, const uint8_t *p, size_t n) {
+  size_t done = 0, i = 0;
+
+  while (i < n) {
+    size_t k;
+    if (c->scan_preface < NGHTTP2_CLIENT_MAGIC_LEN) {
+      k = NGHTTP2_CLIENT_MAGIC_LEN - c->scan_preface;
+      k = k < n - i ? k : n - i;
+      c->scan_preface += (uint8_t)k;
+      i += k;
+      continue;
+    }
+    if (c->scan_skip > 0) {
+      k = c->scan_skip < n - i ? c->scan_skip : n - i;
+      c->scan_skip -= (uint32_t)k;
+      i += k;
+      continue;
+    }
+    c->scan_hdr[c->scan_hlen++] = p[i++];
+    if (c->scan_hlen < 9)
+      continue;
+    c->scan_hlen = 0;
+    c->scan_skip = (uint32_t)c->scan_hdr[0] << 16 | (uint32_t)c->scan_hdr[1] << 8 | c->scan_hdr[2];
+    {
+      uint8_t type = c->scan_hdr[3];
+      int32_t id = (int32_t)(((uint32_t)c->scan_hdr[5] << 24 | (uint32_t)c->scan_hdr[6] << 16 |
+                              (uint32_t)c->scan_hdr[7] << 8 | c->scan_hdr[8]) & 0x7fffffffu);
+      /* The header may have begun in an earlier read: nghttp2 has all before it then. */
+      size_t start = i >= 9 ? i - 9 : 0;
+      if ((type == NGHTTP2_DATA || type == NGHTTP2_HEADERS) && id > 0 && ended_by_client(c, id)) {
+        if (start > done) {
+          ssize_t r = nghttp2_session_mem_recv(c->session, p + done, start - done);
+          if (r < 0)
+            return r;
+          done = start;
+          if (c->state != H2_CONN_OPEN && c->state != H2_CONN_DRAINING)
+            return (ssize_t)n;
+        }
+        if (nghttp2_session_find_stream(c->session, id) == NULL) {
+          snprintf(c->error, sizeof(c->error), "%s on stream %d, which the client had ended",
+                   type == NGHTTP2_DATA ? "DATA" : "HEADERS", id);
+          c->error_code = NGHTTP2_STREAM_CLOSED;
+          return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
+      }
+    }
+  }
+  if (done < n) {
+    ssize_t r = nghttp2_session_mem_recv(c->session, p + done, n - done);
+    if (r < 0)
+      return r;
+  }
+  return (ssize_t)n;
+}
+
 static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   h2_conn_t *c = (h2_conn_t *)st;
   ssize_t used;
@@ -465,7 +541,7 @@ static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   if (c->state == H2_CONN_HANGUP)
     return; /* after a protocol error nothing the peer sends matters */
   c->in_session = 1;
-  used = nghttp2_session_mem_recv(c->session, (const uint8_t *)buf->base, (size_t)nread);
+  used = conn_recv(c, (const uint8_t *)buf->base, (size_t)nread);
   c->in_session = 0;
   if (c->state == H2_CONN_CLOSING)
     return;
@@ -475,7 +551,8 @@ static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
              c->error[0] ? c->error : nghttp2_strerror((int)used));
     /* Tell the peer why before hanging up, when the session can still speak. */
     if (used != NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
-      nghttp2_session_terminate_session(c->session, NGHTTP2_PROTOCOL_ERROR);
+      nghttp2_session_terminate_session(c->session,
+                                        c->error_code ? c->error_code : NGHTTP2_PROTOCOL_ERROR);
       log_warn("conn %llu (%s): %s; sending GOAWAY", (unsigned long long)c->id, c->peer, why);
       /* Keep reading (and discarding) while the GOAWAY drains: a peer that hangs up or
        * resets meanwhile must end the connection at once, not leave it waiting on a write

@@ -15,6 +15,7 @@ typedef struct h2_stream h2_stream_t;
 typedef struct tls_conn tls_conn_t;
 
 #define H2_STREAM_GAPS 16 /* ranges of skipped stream ids remembered per connection */
+#define H2_STREAM_ENDED 16 /* streams the client ended, remembered after they close */
 #define H2_CONN_BLOCKS 4  /* nghttp2's other page blocks (its stream map) tracked per connection */
 
 /* OPEN -> DRAINING -> CLOSING; OPEN or DRAINING -> HANGUP -> CLOSING; any -> CLOSING. */
@@ -64,6 +65,17 @@ struct h2_conn {
     int32_t lo, hi;
   } gaps[H2_STREAM_GAPS];
   unsigned ngaps;
+  /* Closed streams that the client had ended (END_STREAM): DATA or HEADERS on one is a
+   * connection error STREAM_CLOSED (RFC 9113 5.1). nghttp2 keeps no closed streams (no
+   * priority tree), so the most recent are remembered here, as it used to. */
+  int32_t ended[H2_STREAM_ENDED];
+  unsigned nended;         /* next slot (a ring) */
+  uint32_t error_code;     /* the GOAWAY code for a failure found here; 0: PROTOCOL_ERROR */
+  /* Where the bytes read stand in HTTP/2's framing (conn_recv in h2_conn.c). */
+  uint32_t scan_skip;      /* payload bytes of the current frame still to come */
+  uint8_t scan_preface;    /* bytes of the client preface seen */
+  uint8_t scan_hlen;       /* bytes of a frame header gathered so far */
+  uint8_t scan_hdr[9];
   char error[128];         /* why a callback failed the session, for the log */
   char peer[64];
   /* NULL on a cleartext listener. With TLS the socket is read and written only through
