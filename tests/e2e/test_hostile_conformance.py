@@ -98,6 +98,31 @@ def test_data_on_closed_stream(c):
     r.close()
 
 
+def test_headers_on_closed_stream(c):
+    # 5.1: a trailer HEADERS after the client's END_STREAM, on a stream the server also closed,
+    # when further calls came between (the server keeps no closed stream of its own).
+    r = Raw(c.srv.addr)
+    for sid in (1, 3, 5):
+        assert r.check(sid) == 0
+    r.send(headers_frames(3, b"\x40\x01x\x01y", end_stream=True))
+    assert r.wait_closed(10)
+    assert r.goaway is not None and r.goaway[1] == STREAM_CLOSED, r.goaway
+    r.close()
+    assert c.srv.alive()
+
+
+def test_priority_frames_served_on(c):
+    # PRIORITY on idle, open and closed streams, and HEADERS with a priority, change nothing:
+    # the calls are answered and the connection stays up.
+    r = Raw(c.srv.addr)
+    assert r.check(1) == 0
+    r.send(b"".join(frame(PRIORITY, 0, 2 * i + 3, struct.pack(">IB", 1, 16)) for i in range(200)))
+    r.send(frame(PRIORITY, 0, 1, struct.pack(">IB", 0, 200)))
+    assert r.check(405) == 0
+    assert r.goaway is None, r.goaway
+    r.close()
+
+
 def test_settings_bad_length(c):
     expect_goaway(c, frame(SETTINGS, 0, 0, b"\x00\x03\x00\x00"), FRAME_SIZE_ERROR, what="SETTINGS of 4 bytes")
 
