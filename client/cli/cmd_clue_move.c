@@ -50,7 +50,10 @@ static int show_moved(cli_t *cli, const ProtobufCMessage *m) {
   const Clue__V1__RequestTransitionResponse *resp = (const Clue__V1__RequestTransitionResponse *)m;
 
   (void)cli;
-  if (resp->pending && resp->proposal != NULL)
+  if (resp->pending && resp->proposal != NULL && resp->proposal->reviewer_unit_code[0])
+    printf("proposal #%lld pending review by unit %s\n", (long long)resp->proposal->id,
+           resp->proposal->reviewer_unit_code);
+  else if (resp->pending && resp->proposal != NULL)
     printf("proposal #%lld pending review by unit %lld\n", (long long)resp->proposal->id,
            (long long)resp->proposal->reviewer_unit_id);
   else if (resp->clue != NULL)
@@ -117,8 +120,12 @@ static int show_proposals(cli_t *cli, const ProtobufCMessage *m) {
     table_add(t, table_fmt("%s", cli_state_text(p->from_state)));
     table_add(t, table_fmt("%s", cli_state_text(p->target)));
     table_add(t, table_fmt("%s", status ? status : "-"));
-    table_add(t, table_fmt("unit %lld", (long long)p->proposer_unit_id));
-    table_add(t, table_fmt("unit %lld", (long long)p->reviewer_unit_id));
+    if (p->proposer_user_name[0] && p->proposer_unit_code[0])
+      table_add(t, table_fmt("%s (%s)", p->proposer_user_name, p->proposer_unit_code));
+    else
+      table_add(t, table_fmt("unit %lld", (long long)p->proposer_unit_id));
+    table_add(t, p->reviewer_unit_code[0] ? table_fmt("%s", p->reviewer_unit_code)
+                                          : table_fmt("unit %lld", (long long)p->reviewer_unit_id));
     table_add(t, table_fmt("%s", cli_time_text(p->created_at_ms, when, sizeof(when))));
     table_add(t, table_fmt("%s", p->reason[0] ? p->reason : "-"));
   }

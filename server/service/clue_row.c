@@ -166,8 +166,14 @@ int clue_proposal_read(rpc_call_t *call, const db_result_t *r, int row, int col,
   p->reviewed_by = svc_col_i64(r, row, col + 17);
   p->created_at_ms = svc_col_i64(r, row, col + 18);
   p->decided_at_ms = svc_col_i64(r, row, col + 19);
+  p->proposer_user_name = svc_col_str(call, r, row, col + 20);
+  p->proposer_unit_code = svc_col_str(call, r, row, col + 21);
+  p->reviewer_unit_code = svc_col_str(call, r, row, col + 22);
+  p->reviewer_unit_name = svc_col_str(call, r, row, col + 23);
   if (p->reason == NULL || d->finding == NULL || d->sanction_kind == NULL ||
-      d->receiving_organ == NULL || p->review_comment == NULL)
+      d->receiving_organ == NULL || p->review_comment == NULL || p->proposer_user_name == NULL ||
+      p->proposer_unit_code == NULL || p->reviewer_unit_code == NULL ||
+      p->reviewer_unit_name == NULL)
     return -ENOMEM;
   if (facts != NULL) {
     facts->proposer_user_id = p->proposer_user_id;

@@ -57,10 +57,14 @@
   "(" p ").details ->> 'persons_disciplined', (" p ").details ->> 'receiving_organ', (" p       \
   ").details ->> 'reviewer_unit_id', (" p ").proposer_user, (" p ").proposer_unit, (" p         \
   ").reviewer_unit, (" p ").status, (" p ").clue_version, (" p ").review_comment, (" p          \
-  ").reviewed_by, " SVC_MS("(" p ").created_at") ", " SVC_MS("(" p ").decided_at")
+  ").reviewed_by, " SVC_MS("(" p ").created_at") ", " SVC_MS("(" p ").decided_at") ", "         \
+  "(SELECT pu.name FROM users pu WHERE pu.id = (" p ").proposer_user), "                         \
+  "(SELECT pn.code FROM units pn WHERE pn.id = (" p ").proposer_unit), "                         \
+  "(SELECT rn.code FROM units rn WHERE rn.id = (" p ").reviewer_unit), "                         \
+  "(SELECT rn.name FROM units rn WHERE rn.id = (" p ").reviewer_unit)"
 
 /** Number of columns of PROPOSAL_COLS. */
-#define PROPOSAL_NCOLS 20
+#define PROPOSAL_NCOLS 24
 
 /* The columns of a mutation's clue_outcome aliased "o" (the caller's unit in $2): the clue,
  * then the proposal; and the join that gives the owner unit. */

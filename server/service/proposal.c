@@ -213,7 +213,7 @@ void clue_list_proposals(rpc_call_t *call, const ProtobufCMessage *m) {
   unsigned scope = authz_clue_scope(&p);
   const char *where, *params[3];
   validate_error_t err;
-  char sql[2048];
+  char sql[3072];
 
   if (clue_invalid(call, validate_enum("scope", (int)req->scope, 0, 2, &err), &err))
     return;

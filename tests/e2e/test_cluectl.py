@@ -406,7 +406,7 @@ def test_move_review_history(c):
 
     # Filing is proposed, listed for the liaison room, and approved there.
     r = _move(c, w.G1.leader, cid, "FILED", 2)
-    m = re.fullmatch(rf"proposal #(\d+) pending review by unit {w.R1.id}\n", r.stdout)
+    m = re.fullmatch(r"proposal #(\d+) pending review by unit R1\n", r.stdout)
     assert m, r.stdout
     pid = m.group(1)
     lines = c.ctl(w.R1.leader, "clue", "proposals", "--to-review", check=0).stdout.splitlines()
@@ -414,8 +414,13 @@ def test_move_review_history(c):
                                 "REASON"]
     row = [ln for ln in lines[1:] if ln.startswith(f"#{pid} ")]
     assert row and row[0].split()[1:5] == [str(cid), "PRELIMINARY_CHECK", "FILED", "PENDING"], lines
+    # Raised by the G1 leader of unit G1, reviewed by R1: names for people, not ids.
+    assert row[0].split()[5:8] == [w.G1.leader.name, "(G1)", "R1"], row
     props = c.json(w.G1.member, "clue", "proposals", "--raised", "--clue", str(cid))["proposals"]
     assert [p["id"] for p in props] == [int(pid)] and props[0]["reviewer_unit_id"] == w.R1.id
+    assert (props[0]["proposer_user_id"], props[0]["proposer_user_name"], props[0]["proposer_unit_code"],
+            props[0]["reviewer_unit_code"], props[0]["reviewer_unit_name"]) == \
+        (w.G1.leader.id, w.G1.leader.name, "G1", "R1", "room R1"), props[0]
     assert c.json(w.G1.member, "clue", "proposals", "--to-review", "--clue", str(cid))["proposals"] == []
     assert "(no proposals)" in c.ctl(w.G3.leader, "clue", "proposals", "--clue", str(cid), check=0).stdout
     r = c.ctl(w.G1.leader, "clue", "review", pid, "--approve", check=1)
@@ -428,7 +433,7 @@ def test_move_review_history(c):
 
     # Transfer proposed and rejected: the clue stays.
     r = _move(c, w.G1.leader, cid, "TRANSFERRED_TO_JUDICIAL", 3, "--receiving-organ", "市人民检察院")
-    pid2 = re.fullmatch(r"proposal #(\d+) pending review by unit \d+\n", r.stdout).group(1)
+    pid2 = re.fullmatch(r"proposal #(\d+) pending review by unit R1\n", r.stdout).group(1)
     doc = c.json(w.R1.leader, "clue", "review", pid2, "--reject", "--comment", "证据不足")
     assert doc["proposal"]["status"] == "PROPOSAL_STATUS_REJECTED" and UUID4.match(doc["request_id"])
     assert doc["clue"]["state"] == "CLUE_STATE_FILED" and doc["clue"]["version"] == 3
@@ -474,7 +479,7 @@ def test_room_clue_names_its_reviewer(c):
     r = _move(c, w.R1.leader, cid, "FILED", 2, check=1)
     assert "details.reviewer_unit_id" in r.stderr, r.stderr
     r = _move(c, w.R1.leader, cid, "FILED", 2, "--reviewer-unit", str(w.R2.id))
-    assert r.stdout.endswith(f"pending review by unit {w.R2.id}\n"), r.stdout
+    assert r.stdout.endswith("pending review by unit R2\n"), r.stdout
     pid = r.stdout.split()[1][1:]
     r = c.ctl(w.R2.leader, "clue", "review", pid, "--approve", check=0)
     assert r.stdout == f"proposal #{pid} approved\n", r.stdout  # R2 no longer sees R1's clue
