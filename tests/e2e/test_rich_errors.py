@@ -160,6 +160,9 @@ def test_not_found_hidden_equals_missing(c):
     assert results[0] == results[1], results
     (res,) = status_of(*results[0])["google.rpc.ResourceInfo"]
     assert res.resource_type == "clue.v1.Clue", res
+    # The id asked for is not echoed and no owner is named (error_details.proto): nothing in the
+    # detail can tell the hidden clue from the missing one.
+    assert (res.resource_name, res.owner, res.description) == ("", "", results[0][1]), res
     # And for a move on it: still the same answer as for a missing clue.
     answers = []
     for cid in (hidden.id, missing):
