@@ -262,12 +262,21 @@ static const char *not_found_type(const char *msg) {
   return "clue.v1.Clue";
 }
 
-void clue_refuse(rpc_call_t *call, const authz_result_t *res) {
+/* Refuse as res says. A FAILED_PRECONDITION the caller did not detail (named false) names
+ * the condition that failed as its subject ("proposal pending", "terminal state", ...): a
+ * fixed text of authz.h, given only after the caller was found to see the object. */
+static void refuse(rpc_call_t *call, const authz_result_t *res, bool named) {
   log_info("call %s: %s refused (%d): %s", rpc_call_id(call), rpc_call_method(call)->path,
            res->grpc_code, res->reason ? res->reason : "");
   if (res->grpc_code == GRPC_NOT_FOUND)
     rpc_detail_resource(call, not_found_type(res->message), "");
+  if (res->grpc_code == GRPC_FAILED_PRECONDITION && !named && res->reason != NULL)
+    rpc_detail_precondition(call, "STATE", res->reason, res->message);
   rpc_fail(call, (grpc_status_t)res->grpc_code, "%s", res->message);
+}
+
+void clue_refuse(rpc_call_t *call, const authz_result_t *res) {
+  refuse(call, res, false);
 }
 
 void clue_refuse_stale(rpc_call_t *call, const char *what, const clue_row_t *row,
@@ -298,7 +307,7 @@ bool clue_change_allowed(rpc_call_t *call, const char *what, const clue_row_t *r
   if (!authz_ok(res)) {
     if (res->decision == AUTHZ_FAILED_PRECONDITION)
       rpc_detail_precondition(call, "STATE", clue_state_name(row->facts.state), res->message);
-    clue_refuse(call, res);
+    refuse(call, res, res->decision == AUTHZ_FAILED_PRECONDITION);
     return false;
   }
   return true;

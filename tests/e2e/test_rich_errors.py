@@ -4,7 +4,8 @@ output of proto/google/rpc (the standard google.rpc messages).
 
 - INVALID_ARGUMENT carries a BadRequest naming each bad field;
 - FAILED_PRECONDITION (a move the state machine refuses) a PreconditionFailure with the
-  current state and the moves allowed from it;
+  current state and the moves allowed from it; another refusal names the condition that
+  failed ("proposal decided");
 - ABORTED (a stale version) an ErrorInfo VERSION_CONFLICT in domain clue.v1 with the
   current version;
 - NOT_FOUND a ResourceInfo; a clue the caller may not see answers with the same trailers,
@@ -134,6 +135,27 @@ def test_precondition_names_state_and_moves(c):
     (v,) = pre.violations
     assert v.type == "STATE" and v.subject == "ACCEPTED", v
     assert "PRELIMINARY_CHECK" in v.description and "CLOSED" in v.description, v
+
+
+def test_other_precondition_names_its_condition(c):
+    # Not a state-machine move: a proposal reviewed twice. The subject names what failed.
+    w = c.w
+    clue = submit(w.G1.member)
+    moved = w.G1.leader.clue.RequestTransition(pb.RequestTransitionRequest(
+        clue_id=clue.id, expected_version=clue.version, target=cm.CLUE_STATE_PRELIMINARY_CHECK, reason="初核",
+        request_id=new_request_id()), timeout=20)
+    filed = w.G1.leader.clue.RequestTransition(pb.RequestTransitionRequest(
+        clue_id=clue.id, expected_version=moved.clue.version, target=cm.CLUE_STATE_FILED, reason="立案",
+        request_id=new_request_id()), timeout=20)
+    assert filed.pending, filed
+    review = lambda: w.R1.leader.clue.ReviewProposal(pb.ReviewProposalRequest(  # noqa: E731
+        proposal_id=filed.proposal.id, approve=True, request_id=new_request_id()), timeout=20)
+    review()
+    code, msg, raw = failure(review)
+    assert code == Code.FAILED_PRECONDITION, (code, msg)
+    (pre,) = status_of(code, msg, raw)["google.rpc.PreconditionFailure"]
+    (v,) = pre.violations
+    assert (v.type, v.subject, v.description) == ("STATE", "proposal decided", msg), v
 
 
 def test_version_conflict_is_error_info(c):
