@@ -1,5 +1,6 @@
 /* cluectl case: room–group–region joint cases (室组地联合办案, clue.v1.CaseService). */
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -189,6 +190,7 @@ static int run_show(cli_t *cli, const cli_args_t *args) {
   return cli_call_show(cli, CASE_SVC, "GetJointCase", &req.base, show_case);
 }
 
+/* The units by code; by id when the server sent no codes (a server older than the codes). */
 static const cli_col_t case_cols[] = {
     {"ID", "id"},
     {"TITLE", "title"},
@@ -198,10 +200,25 @@ static const cli_col_t case_cols[] = {
     {"CREATED", "created_at_ms"},
     {NULL, NULL},
 };
+static const cli_col_t case_id_cols[] = {
+    {"ID", "id"},
+    {"TITLE", "title"},
+    {"LEAD UNIT", "lead_unit_id"},
+    {"PARTICIPANTS", "participant_unit_ids"},
+    {"CLUES", "#clues"},
+    {"CREATED", "created_at_ms"},
+    {NULL, NULL},
+};
 
 static int show_cases(cli_t *cli, const ProtobufCMessage *m) {
   const Clue__V1__ListJointCasesResponse *r = (const Clue__V1__ListJointCasesResponse *)m;
-  int rc = cli_print_table(cli, m, "cases", case_cols);
+  bool codes = true;
+  int rc;
+
+  for (size_t i = 0; i < r->n_cases; i++)
+    if (r->cases[i]->lead_unit_code[0] == '\0')
+      codes = false;
+  rc = cli_print_table(cli, m, "cases", codes ? case_cols : case_id_cols);
 
   if (rc == CLI_OK && r->n_cases == 0)
     puts("(no joint cases)");

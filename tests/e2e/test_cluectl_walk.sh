@@ -197,7 +197,7 @@ grep -q '^ABORTED: ' "$work/err" || fail "stale version: wanted ABORTED"
 
 step "the leader proposes filing; the liaison room's leader approves"
 ok "$leader" clue move "$clue" --to FILED --version 2 --reason "发现违纪事实，拟立案"
-[[ "$out" =~ ^proposal\ \#([0-9]+)\ pending\ review\ by\ unit\ $room$ ]] || fail "proposal output: $out"
+[[ "$out" =~ ^proposal\ \#([0-9]+)\ pending\ review\ by\ unit\ R1$ ]] || fail "proposal output: $out"
 proposal=${BASH_REMATCH[1]}
 ok "$room_leader" clue proposals --to-review
 grep -qE "^#$proposal +$clue +PRELIMINARY_CHECK +FILED +PENDING " "$work/out" || fail "proposal not listed for review"
