@@ -495,9 +495,15 @@ static int show_notes(cli_t *cli, const ProtobufCMessage *m) {
     const char *kind = cli_enum_short(&clue__v1__note_kind__descriptor, n->kind);
     if (i > 0)
       putchar('\n');
-    printf("note %lld  %s  %s  user %lld (unit %lld)\n", (long long)n->id, kind ? kind : "-",
-           cli_time_text(n->created_at_ms, when, sizeof(when)), (long long)n->author_user_id,
-           (long long)n->author_unit_id);
+    printf("note %lld  %s  %s  ", (long long)n->id, kind ? kind : "-",
+           cli_time_text(n->created_at_ms, when, sizeof(when)));
+    if (n->author_user_name[0] && n->author_unit_code[0]) {
+      cli_put_text(stdout, n->author_user_name, 0);
+      printf(" (%s)\n", n->author_unit_code);
+    } else {
+      printf("user %lld (unit %lld)\n", (long long)n->author_user_id,
+             (long long)n->author_unit_id);
+    }
     print_indented(n->text);
   }
   if (r->n_notes == 0)

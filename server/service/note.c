@@ -25,7 +25,8 @@ static const char *const kind_names[] = {
 /* A row of notes, aliased n. */
 #define NOTE_COLS(n)                                                                            \
   n ".id, " n ".clue_id, " n ".kind, " n ".text, " n ".author_user, " n ".author_unit, "       \
-  SVC_MS(n ".created_at")
+  SVC_MS(n ".created_at") ", (SELECT nu.name FROM users nu WHERE nu.id = " n ".author_user), "  \
+  "(SELECT nn.code FROM units nn WHERE nn.id = " n ".author_unit)"
 
 /* Columns of the AddNote facts query after the clue's facts. */
 enum {
@@ -71,7 +72,9 @@ static Clue__V1__Note *note_read(rpc_call_t *call, const db_result_t *r, int row
   n->author_user_id = svc_col_i64(r, row, col + 4);
   n->author_unit_id = svc_col_i64(r, row, col + 5);
   n->created_at_ms = svc_col_i64(r, row, col + 6);
-  return n->text ? n : NULL;
+  n->author_user_name = svc_col_str(call, r, row, col + 7);
+  n->author_unit_code = svc_col_str(call, r, row, col + 8);
+  return n->text && n->author_user_name && n->author_unit_code ? n : NULL;
 }
 
 /* ---- AddNote ---------------------------------------------------------------------------- */

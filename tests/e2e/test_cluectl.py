@@ -521,11 +521,14 @@ def test_notes(c):
               check=0, input=minutes)
     doc = c.json(w.G3.leader, "clue", "note", str(cid), "--kind", "OTHER", "--text", "补充")
     assert doc["kind"] == "NOTE_KIND_OTHER" and doc["clue_id"] == cid and UUID4.match(doc["request_id"])
+    assert (doc["author_user_id"], doc["author_user_name"], doc["author_unit_id"], doc["author_unit_code"]) == \
+        (w.G3.leader.id, w.G3.leader.name, w.G3.id, "G3"), doc
     r = requires(c.ctl(w.G3.member, "clue", "notes", str(cid)), "ClueService.ListNotes")
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "EVIDENCE_SUMMARY" in out and "MEETING_MINUTES" in out and "    调取银行流水\n" in out
     assert "    第一项：同意初核\n    第二项：两周内报告\n" in out, out
+    assert re.search(rf"EVIDENCE_SUMMARY  .*  {re.escape(w.G3.member.name)} \(G3\)\n", out), out
     notes = c.json(w.G3.member, "clue", "notes", str(cid))["notes"]
     assert sorted(n["text"] for n in notes) == sorted(["调取银行流水", minutes, "补充"])
     r = c.ctl(w.G1.member, "clue", "note", str(cid), "--kind", "OTHER", "--text", "x", check=1)
