@@ -218,8 +218,17 @@ static int show_handed_over(cli_t *cli, const ProtobufCMessage *m) {
   const Clue__V1__Clue *c = (const Clue__V1__Clue *)m;
 
   (void)cli;
-  printf("clue %lld handed over to unit %lld (version %lld)\n", (long long)c->id,
-         (long long)c->owner_unit_id, (long long)c->version);
+  printf("clue %lld handed over to ", (long long)c->id);
+  if (c->owner_unit_code[0]) { /* the new owner, for people; a server without names: its id */
+    cli_put_text(stdout, c->owner_unit_code, 0);
+    if (c->owner_unit_name[0]) {
+      fputs(" ", stdout);
+      cli_put_text(stdout, c->owner_unit_name, 0);
+    }
+  } else {
+    printf("unit %lld", (long long)c->owner_unit_id);
+  }
+  printf(" (version %lld)\n", (long long)c->version);
   return CLI_OK;
 }
 

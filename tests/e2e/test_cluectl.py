@@ -495,9 +495,12 @@ def test_handover(c):
     r = requires(c.ctl(w.G1.leader, "clue", "handover", str(cid), "--to-unit", str(w.G2.id), "--version", "1",
                        "--reason", "属于其他组管辖"), "ClueService.HandOver")
     assert r.returncode == 0, r.stderr
-    m = re.fullmatch(rf"clue {cid} handed over to unit {w.G2.id} \(version (\d+)\)\n", r.stdout)
+    got = c.json(w.G2.member, "clue", "get", str(cid))
+    assert got["owner_unit_id"] == w.G2.id
+    # The new owner for people: its code and name (the ids stay in --json).
+    m = re.fullmatch(rf"clue {cid} handed over to {re.escape(w.G2.code)} {re.escape(got['owner_unit_name'])}"
+                     rf" \(version (\d+)\)\n", r.stdout)
     assert m, r.stdout
-    assert c.json(w.G2.member, "clue", "get", str(cid))["owner_unit_id"] == w.G2.id
     r = c.ctl(w.G1.member, "clue", "get", str(cid), check=1)
     assert r.stderr.startswith("NOT_FOUND"), r.stderr
     stale = str(int(m.group(1)) + 5)  # any version but the current one
