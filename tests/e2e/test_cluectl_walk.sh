@@ -289,7 +289,7 @@ else
 fi
 if guarded "clue handover" "$leader" clue handover "$other" --to-unit "$group2" --version "$version" \
   --reason "属第二组管辖"; then
-  [[ "$out" =~ ^clue\ $other\ handed\ over\ to\ unit\ $group2\ \(version ]] || fail "handover: $out"
+  [[ "$out" =~ ^clue\ $other\ handed\ over\ to\ G2\ 第二派驻纪检监察组\ \(version ]] || fail "handover: $out"
   ok "$g2_leader" --json clue get "$other"
   [ "$(json 'd["owner_unit_id"]')" = "$group2" ] || fail "new owner"
 fi
