@@ -278,6 +278,22 @@ int validate_id(const char *field, int64_t id, validate_error_t *err) {
   return VALIDATE_OK;
 }
 
+int validate_id_list(const char *field, const int64_t *ids, size_t n, size_t max,
+                     validate_error_t *err) {
+  int rc;
+
+  if (n > max)
+    return fail(err, field, "%s has more than %zu entries", field, max);
+  for (size_t i = 0; i < n; i++) {
+    if ((rc = validate_id(field, ids[i], err)) != 0)
+      return rc;
+    for (size_t j = 0; j < i; j++)
+      if (ids[j] == ids[i])
+        return fail(err, field, "%s names %lld twice", field, (long long)ids[i]);
+  }
+  return VALIDATE_OK;
+}
+
 int validate_enum(const char *field, int value, int min, int max, validate_error_t *err) {
   if (value >= min && value <= max)
     return VALIDATE_OK;

@@ -131,6 +131,10 @@ int validate_page_size(int32_t requested, int32_t *out, validate_error_t *err)
 int validate_id(const char *field, int64_t id, validate_error_t *err)
     __attribute__((warn_unused_result));
 
+/** A list of ids: each positive, none twice, at most max of them. */
+int validate_id_list(const char *field, const int64_t *ids, size_t n, size_t max,
+                     validate_error_t *err) __attribute__((warn_unused_result));
+
 /**
  * An enum field whose valid values are min..max: 0 (UNSPECIFIED) is "<field> is required"
  * when min > 0, other values outside the range are refused.

@@ -328,30 +328,6 @@ static void list_joint_cases(rpc_call_t *call, const ProtobufCMessage *m) {
 
 /* ---- CreateJointCase -------------------------------------------------------------------- */
 
-/* Each id positive, none twice, at most max of them. */
-static int validate_ids(const char *field, const int64_t *ids, size_t n, size_t max,
-                        validate_error_t *err) {
-  int rc;
-
-  if (n > max) {
-    err->field = field;
-    snprintf(err->message, sizeof(err->message), "%s has more than %zu entries", field, max);
-    return VALIDATE_EINVAL;
-  }
-  for (size_t i = 0; i < n; i++) {
-    if ((rc = validate_id(field, ids[i], err)) != 0)
-      return rc;
-    for (size_t j = 0; j < i; j++)
-      if (ids[j] == ids[i]) {
-        err->field = field;
-        snprintf(err->message, sizeof(err->message), "%s names %lld twice", field,
-                 (long long)ids[i]);
-        return VALIDATE_EINVAL;
-      }
-  }
-  return 0;
-}
-
 static int validate_create(const Clue__V1__CreateJointCaseRequest *req, validate_error_t *err) {
   int rc;
 
@@ -359,9 +335,9 @@ static int validate_create(const Clue__V1__CreateJointCaseRequest *req, validate
       (rc = validate_title("title", req->title, err)) != 0 ||
       (rc = validate_text("basis", req->basis, VALIDATE_SUMMARY_MAX_BYTES, VALIDATE_MULTILINE,
                           err)) != 0 ||
-      (rc = validate_ids("participant_unit_ids", req->participant_unit_ids,
-                         req->n_participant_unit_ids, CASE_MAX_PARTICIPANTS, err)) != 0 ||
-      (rc = validate_ids("clue_ids", req->clue_ids, req->n_clue_ids, CASE_MAX_CLUES, err)) != 0)
+      (rc = validate_id_list("participant_unit_ids", req->participant_unit_ids,
+                             req->n_participant_unit_ids, CASE_MAX_PARTICIPANTS, err)) != 0 ||
+      (rc = validate_id_list("clue_ids", req->clue_ids, req->n_clue_ids, CASE_MAX_CLUES, err)) != 0)
     return rc;
   return 0;
 }

@@ -390,30 +390,6 @@ static void get_ledger_stats(rpc_call_t *call, const ProtobufCMessage *m) {
 
 /* ---- CreateItem ------------------------------------------------------------------------- */
 
-/* Each id positive, none twice, at most max of them. */
-static int validate_ids(const char *field, const int64_t *ids, size_t n, size_t max,
-                        validate_error_t *err) {
-  int rc;
-
-  if (n > max) {
-    err->field = field;
-    snprintf(err->message, sizeof(err->message), "%s has more than %zu entries", field, max);
-    return VALIDATE_EINVAL;
-  }
-  for (size_t i = 0; i < n; i++) {
-    if ((rc = validate_id(field, ids[i], err)) != 0)
-      return rc;
-    for (size_t j = 0; j < i; j++)
-      if (ids[j] == ids[i]) {
-        err->field = field;
-        snprintf(err->message, sizeof(err->message), "%s names %lld twice", field,
-                 (long long)ids[i]);
-        return VALIDATE_EINVAL;
-      }
-  }
-  return 0;
-}
-
 static int fail_field(validate_error_t *err, const char *field, const char *msg) {
   err->field = field;
   snprintf(err->message, sizeof(err->message), "%s", msg);
@@ -706,7 +682,7 @@ static void start_move(rpc_call_t *call, const char *method, rect_state_t target
   else
     rc = validate_reason(text_field, text, text_required, &err);
   if (rc != 0 ||
-      (rc = validate_ids("note_ids", note_ids, n_note_ids, RECT_MAX_NOTES, &err)) != 0)
+      (rc = validate_id_list("note_ids", note_ids, n_note_ids, RECT_MAX_NOTES, &err)) != 0)
     goto invalid;
   if (!long_text && n_note_ids > 0) {
     rc = fail_field(&err, "note_ids", "note_ids go with a plan or evidence only");

@@ -371,6 +371,19 @@ static void test_page_size(void **state) {
   assert_int_equal(out, -7);
 }
 
+static void test_id_list(void **state) {
+  validate_error_t err;
+  const int64_t ok[] = {3, 1, 2}, dup[] = {3, 1, 3}, neg[] = {1, -4};
+  (void)state;
+  expect_ok(validate_id_list("clue_ids", ok, 3, 3, &err));
+  expect_ok(validate_id_list("clue_ids", NULL, 0, 3, &err));
+  expect_err(validate_id_list("clue_ids", ok, 3, 2, &err), &err, "clue_ids",
+             "clue_ids has more than 2 entries");
+  expect_err(validate_id_list("clue_ids", dup, 3, 3, &err), &err, "clue_ids", "clue_ids names 3 twice");
+  expect_err(validate_id_list("clue_ids", neg, 2, 3, &err), &err, "clue_ids",
+             "clue_ids must be positive");
+}
+
 static void test_id_enum_days(void **state) {
   (void)state;
   validate_error_t err;
@@ -442,6 +455,7 @@ int main(void) {
       cmocka_unit_test(test_id_enum_days),
       cmocka_unit_test(test_long_field_name),
       cmocka_unit_test(test_time_ms),
+      cmocka_unit_test(test_id_list),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
