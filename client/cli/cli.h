@@ -294,7 +294,7 @@ int cli_print_record(cli_t *cli, const ProtobufCMessage *m);
  */
 typedef struct cli_col {
   const char *header;
-  const char *field;
+  const char *field; /* a field path, or "a|b": the first of them that is set */
 } cli_col_t;
 
 /**

@@ -20,7 +20,7 @@ static const cli_col_t unit_cols[] = {
     {"KIND", "kind"},
     {"CODE", "code"},
     {"NAME", "name"},
-    {"LIAISON ROOM", "liaison_room_id"},
+    {"LIAISON ROOM", "liaison_room_code|liaison_room_id"},
     {"HOST UNITS", "host_units"},
     {"CREATED", "created_at_ms"},
     {NULL, NULL},
@@ -83,8 +83,9 @@ static const cli_opt_t users_opts[] = {
 };
 
 static const cli_col_t user_cols[] = {
-    {"ID", "id"},     {"UNIT", "unit_id"},      {"NAME", "name"},
-    {"ROLE", "role"}, {"DISABLED", "disabled"}, {"CREATED", "created_at_ms"},
+    {"ID", "id"},     {"UNIT", "unit_code|unit_id"},        {"UNIT NAME", "unit_name"},
+    {"NAME", "name"}, {"ROLE", "role"},             {"DISABLED", "disabled"},
+    {"CREATED", "created_at_ms"},
     {NULL, NULL},
 };
 

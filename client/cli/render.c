@@ -332,6 +332,28 @@ const char *cli_date_text(int64_t ms, char *buf, size_t len) {
   return local_text(ms, "%Y-%m-%d", buf, len);
 }
 
+/* The text of a column: its field, or of "a|b" the first of a and b that is set (not empty
+ * and not 0), else the last one's. A server that sends no code gets its id shown. */
+static char *col_text(const ProtobufCMessage *row, const char *spec) {
+  char path[128];
+  const char *bar;
+  char *text;
+
+  while ((bar = strchr(spec, '|')) != NULL) {
+    size_t len = (size_t)(bar - spec);
+    if (len >= sizeof(path))
+      return NULL;
+    memcpy(path, spec, len);
+    path[len] = '\0';
+    text = cli_path_text(row, path);
+    if (text == NULL || (text[0] != '\0' && strcmp(text, "0") != 0 && strcmp(text, "-") != 0))
+      return text;
+    free(text);
+    spec = bar + 1;
+  }
+  return cli_path_text(row, spec);
+}
+
 int cli_print_table(cli_t *cli, const ProtobufCMessage *m, const char *list,
                     const cli_col_t *cols) {
   const ProtobufCFieldDescriptor *lf =
@@ -358,7 +380,7 @@ int cli_print_table(cli_t *cli, const ProtobufCMessage *m, const char *list,
   rows = *(ProtobufCMessage *const *const *)((const char *)m + lf->offset);
   for (size_t r = 0; r < n; r++) {
     for (size_t c = 0; c < ncols; c++) {
-      char *text = cli_path_text(rows[r], cols[c].field);
+      char *text = col_text(rows[r], cols[c].field);
       table_add(t, text != NULL ? text : strdup("?"));
     }
   }

@@ -14,9 +14,15 @@
 
 /* Host units travel as one text column joined by U+001F, which names may not contain
  * (validate_name refuses control characters). */
+/* Both read a row aliased x (FROM units x, FROM admin_create_unit(...) x, ...); the codes and
+ * names of the units a row names are for people to read. */
 #define UNIT_COLS                                                                             \
-  "id, kind, code, name, liaison_room_id, array_to_string(host_units, chr(31)), " SVC_MS("created_at")
-#define USER_COLS "id, unit_id, name, role, disabled, " SVC_MS("created_at")
+  "x.id, x.kind, x.code, x.name, x.liaison_room_id, array_to_string(x.host_units, chr(31)), " \
+  SVC_MS("x.created_at") ", (SELECT r.code FROM units r WHERE r.id = x.liaison_room_id)"
+#define USER_COLS                                                                       \
+  "x.id, x.unit_id, x.name, x.role, x.disabled, " SVC_MS("x.created_at")               \
+  ", (SELECT u.code FROM units u WHERE u.id = x.unit_id),"                              \
+  " (SELECT u.name FROM units u WHERE u.id = x.unit_id)"
 
 static const char *actor_user(rpc_call_t *call) {
   return svc_i64(call, rpc_call_principal(call)->user_id, 0);
@@ -41,8 +47,9 @@ static Clue__V1__Unit *unit_from_row(rpc_call_t *call, const db_result_t *r, int
   u->name = svc_col_str(call, r, row, 3);
   u->liaison_room_id = svc_col_i64(r, row, 4);
   u->created_at_ms = svc_col_i64(r, row, 6);
+  u->liaison_room_code = svc_col_str(call, r, row, 7);
   hosts = svc_col_str(call, r, row, 5);
-  if (u->code == NULL || u->name == NULL || hosts == NULL)
+  if (u->code == NULL || u->name == NULL || hosts == NULL || u->liaison_room_code == NULL)
     return NULL;
   if (svc_split_list(call, hosts, &u->host_units, &u->n_host_units) != 0)
     return NULL;
@@ -86,7 +93,7 @@ static void create_unit_write(rpc_call_t *call, const db_result_t *r, void *arg)
     return;
   }
   svc_query(call,
-            "SELECT " UNIT_COLS " FROM admin_create_unit($1, $2, $3, $4, $5, $6, $7::text[])", 7,
+            "SELECT " UNIT_COLS " FROM admin_create_unit($1, $2, $3, $4, $5, $6, $7::text[]) x", 7,
             params, reply_unit, NULL);
 }
 
@@ -155,7 +162,7 @@ static void list_units(rpc_call_t *call, const ProtobufCMessage *m) {
   if (req->kind != 0 && clue_invalid(call, validate_enum("kind", req->kind, 1, 4, &err), &err))
     return;
   params[0] = req->kind ? clue_unit_kind_name((clue_unit_kind_t)req->kind) : NULL;
-  svc_query(call, "SELECT " UNIT_COLS " FROM units WHERE $1::text IS NULL OR kind = $1 ORDER BY id",
+  svc_query(call, "SELECT " UNIT_COLS " FROM units x WHERE $1::text IS NULL OR x.kind = $1 ORDER BY x.id",
             1, params, reply_units, NULL);
 }
 
@@ -172,7 +179,9 @@ static Clue__V1__User *user_from_row(rpc_call_t *call, const db_result_t *r, int
   u->role = (Clue__V1__Role)auth_role_from_name(db_value(r, row, 3));
   u->disabled = svc_col_bool(r, row, 4);
   u->created_at_ms = svc_col_i64(r, row, 5);
-  return u->name ? u : NULL;
+  u->unit_code = svc_col_str(call, r, row, 6);
+  u->unit_name = svc_col_str(call, r, row, 7);
+  return u->name && u->unit_code && u->unit_name ? u : NULL;
 }
 
 static void reply_user(rpc_call_t *call, const db_result_t *r, void *arg) {
@@ -206,7 +215,7 @@ static void create_user_write(rpc_call_t *call, const db_result_t *r, void *arg)
   params[2] = svc_i64(call, req->unit_id, 0);
   params[3] = req->name;
   params[4] = clue_role_name((clue_role_t)req->role);
-  svc_query(call, "SELECT " USER_COLS " FROM admin_create_user($1, $2, $3, $4, $5)", 5, params,
+  svc_query(call, "SELECT " USER_COLS " FROM admin_create_user($1, $2, $3, $4, $5) x", 5, params,
             reply_user, NULL);
 }
 
@@ -260,7 +269,7 @@ static void list_users(rpc_call_t *call, const ProtobufCMessage *m) {
   }
   params[0] = svc_i64(call, req->unit_id, 1);
   svc_query(call,
-            "SELECT " USER_COLS " FROM users WHERE $1::bigint IS NULL OR unit_id = $1 ORDER BY id",
+            "SELECT " USER_COLS " FROM users x WHERE $1::bigint IS NULL OR x.unit_id = $1 ORDER BY x.id",
             1, params, reply_users, NULL);
 }
 
@@ -285,7 +294,7 @@ static void disable_user(rpc_call_t *call, const ProtobufCMessage *m) {
   params[1] = actor_unit(call);
   params[2] = svc_i64(call, req->user_id, 0);
   params[3] = req->reason[0] ? req->reason : NULL;
-  svc_query(call, "SELECT " USER_COLS " FROM admin_disable_user($1, $2, $3, $4)", 4, params,
+  svc_query(call, "SELECT " USER_COLS " FROM admin_disable_user($1, $2, $3, $4) x", 4, params,
             reply_disabled, NULL);
 }
 

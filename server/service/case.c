@@ -617,6 +617,8 @@ static void got_participant_facts(rpc_call_t *call, const db_result_t *r, void *
     return;
   }
   if (mr->remove && !takes_part) {
+    rpc_detail_precondition(call, "PARTICIPATION", "not a participant",
+                            "the unit does not take part in the joint case");
     rpc_fail(call, GRPC_FAILED_PRECONDITION, "unit %lld does not take part in joint case %lld",
              (long long)mr->id, (long long)mr->case_id);
     return;

@@ -48,6 +48,8 @@ void svc_fail_db(rpc_call_t *call, const db_result_t *r) {
   if (sql_error_code(st, &code) == 0) {
     if (strcmp(st, "CLVER") == 0)
       rpc_detail_reason(call, "VERSION_CONFLICT", NULL, NULL);
+    else if (strcmp(st, "CLPRE") == 0)
+      rpc_detail_precondition(call, "STATE", "concurrent change", r->message);
     rpc_fail(call, code, "%s", r->message ? r->message : "");
     return;
   }

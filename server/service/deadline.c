@@ -40,9 +40,10 @@ static const char extend_sql[] =
     " FROM clue_extend_deadline($1, $2, $3, $4, $5, $6, $7, $8) s JOIN units ou ON ou.id = (s).owner_unit";
 /* clang-format on */
 
-/* FAILED_PRECONDITION, logged. */
-__attribute__((format(printf, 2, 3))) static void refuse_state(rpc_call_t *call, const char *fmt,
-                                                               ...) {
+/* FAILED_PRECONDITION, logged, with a PreconditionFailure whose subject is the clue's state. */
+__attribute__((format(printf, 3, 4))) static void refuse_state(rpc_call_t *call,
+                                                               const clue_row_t *row,
+                                                               const char *fmt, ...) {
   char msg[AUTHZ_MESSAGE_MAX];
   va_list ap;
 
@@ -50,6 +51,7 @@ __attribute__((format(printf, 2, 3))) static void refuse_state(rpc_call_t *call,
   vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
   log_info("call %s: extend refused (9): %s", rpc_call_id(call), msg);
+  rpc_detail_precondition(call, "STATE", clue_state_name(row->facts.state), msg);
   rpc_fail(call, GRPC_FAILED_PRECONDITION, "%s", msg);
 }
 
@@ -83,12 +85,12 @@ static void got_extend_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
     return;
   /* A pending proposal was made against this version; an extension would void it. */
   if (row.facts.pending_reviewer_unit_id != 0) {
-    refuse_state(call, "clue has a pending proposal; it must be reviewed before the deadline "
+    refuse_state(call, &row, "clue has a pending proposal; it must be reviewed before the deadline "
                        "is extended");
     return;
   }
   if (row.stage_deadline_ms == 0) {
-    refuse_state(call, "clue is %s; its stage has no deadline to extend",
+    refuse_state(call, &row, "clue is %s; its stage has no deadline to extend",
                  clue_state_name(row.facts.state));
     return;
   }

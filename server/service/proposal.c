@@ -119,6 +119,8 @@ static void got_review_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
   if (move == NULL || !move->co_review) {
     log_error("call %s: proposal %lld names no co-review move", rpc_call_id(call),
               (long long)prop->id);
+    rpc_detail_precondition(call, "STATE", clue_state_name(row.facts.state),
+                            "the proposal's move is not a co-review move");
     rpc_fail(call, GRPC_FAILED_PRECONDITION, "the proposal's move is not a co-review move");
     return;
   }

@@ -90,7 +90,8 @@ class Admin(S.admin_pb2_grpc.AdminServiceServicer):
         if request.unit_id == 999:  # slow: lets the client's deadline pass
             time.sleep(3)
         return S.admin_pb2.ListUsersResponse(users=[
-            S.admin_pb2.User(id=5, unit_id=2, name="张三", role=S.common_pb2.ROLE_LEADER),
+            S.admin_pb2.User(id=5, unit_id=2, name="张三", role=S.common_pb2.ROLE_LEADER,
+                             unit_code="G00002", unit_name="第三派驻纪检监察组"),
             S.admin_pb2.User(id=6, unit_id=2, name="Li Si", role=S.common_pb2.ROLE_MEMBER,
                              disabled=True, created_at_ms=1767225600000),
         ])
@@ -223,9 +224,11 @@ class ClientInterop(unittest.TestCase):
     def test_users_and_user_commands(self):
         r = self.ctl("admin", "users", "--unit", "2", check=0)
         lines = r.stdout.splitlines()
-        self.assertEqual(lines[0].split(), ["ID", "UNIT", "NAME", "ROLE", "DISABLED", "CREATED"])
-        self.assertEqual(lines[1].split(), ["5", "2", "张三", "LEADER", "no", "-"])
-        self.assertEqual(lines[2].split()[:5], ["6", "2", "Li", "Si", "MEMBER"])
+        self.assertEqual(lines[0].split(),
+                         ["ID", "UNIT", "UNIT", "NAME", "NAME", "ROLE", "DISABLED", "CREATED"])
+        self.assertEqual(lines[1].split(), ["5", "G00002", "第三派驻纪检监察组", "张三", "LEADER", "no", "-"])
+        # A server that sends no unit code: the unit's id stands in.
+        self.assertEqual(lines[2].split()[:6], ["6", "2", "-", "Li", "Si", "MEMBER"])
         r = self.ctl("admin", "create-user", "--unit", "2", "--name", "王五", "--role", "auditor",
                      "--json", check=0)
         self.assertEqual(json.loads(r.stdout)["role"], "ROLE_AUDITOR")

@@ -161,6 +161,12 @@ def test_admin_commands(c):
     assert lines[0].split()[:4] == ["ID", "KIND", "CODE", "NAME"]
     rows = {ln.split()[2]: ln.split() for ln in lines[1:]}
     assert rows["G1"][:2] == [str(w.G1.id), "GROUP"] and rows["R1"][1] == "ROOM"
+    # The liaison room by its code, for people to read; --json keeps the id too.
+    col = lines[0].index("LIAISON ROOM")
+    g1 = next(ln for ln in lines[1:] if ln.split()[2] == "G1")
+    assert g1[col:].split()[0] == "R1", lines
+    units = {u["code"]: u for u in c.json(w.admin, "admin", "units")["units"]}
+    assert units["G1"]["liaison_room_id"] == w.R1.id and units["G1"]["liaison_room_code"] == "R1"
     units = c.json(w.admin, "admin", "units", "--kind", "group")["units"]
     assert {u["code"] for u in units} == {"G1", "G2", "G3"}
     assert all(u["kind"] == "UNIT_KIND_GROUP" for u in units)
@@ -176,7 +182,10 @@ def test_admin_commands(c):
     user = c.json(w.admin, "admin", "create-user", "--unit", str(unit_id), "--name", "新成员", "--role", "member")
     assert user["role"] == "ROLE_MEMBER" and user["unit_id"] == unit_id
     users = c.ctl(w.admin, "admin", "users", "--unit", str(unit_id), check=0).stdout.splitlines()
-    assert len(users) == 2 and users[1].split()[2:4] == ["新成员", "MEMBER"]
+    assert users[0].split()[:6] == ["ID", "UNIT", "UNIT", "NAME", "NAME", "ROLE"], users
+    assert len(users) == 2 and users[1].split()[1:5] == ["G9", "第九派驻纪检监察组", "新成员", "MEMBER"], users
+    listed = c.json(w.admin, "admin", "users", "--unit", str(unit_id))["users"]
+    assert [(u["unit_id"], u["unit_code"], u["unit_name"]) for u in listed] == [(unit_id, "G9", "第九派驻纪检监察组")]
 
     r = c.ctl(w.admin, "admin", "issue-token", "--user", str(user["id"]), "--note", "cli test", check=0)
     token = r.stdout.strip()

@@ -311,7 +311,9 @@ fi
 
 step "audit"
 ok "$admin" admin users
-admin_unit=$(awk '$4 == "ADMIN" { print $2; exit }' "$work/out")
+grep -qE '^ *[0-9]+ +ADM +[^ ]' "$work/out" || fail "admin users names the admin's unit by code: $out"
+ok "$admin" admin units --kind admin
+admin_unit=$(awk 'NR > 1 { print $1; exit }' "$work/out")
 ok "$admin" admin create-user --unit "$admin_unit" --name "审计员" --role auditor
 auditor_id=$(field id)
 ok "$admin" admin issue-token --user "$auditor_id"

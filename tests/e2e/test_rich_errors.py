@@ -158,6 +158,26 @@ def test_other_precondition_names_its_condition(c):
     assert (v.type, v.subject, v.description) == ("STATE", "proposal decided", msg), v
 
 
+def test_extend_refusal_names_the_state(c):
+    # An extension refused while a proposal waits: the subject is the clue's current state.
+    w = c.w
+    clue = submit(w.G1.member)
+    moved = w.G1.leader.clue.RequestTransition(pb.RequestTransitionRequest(
+        clue_id=clue.id, expected_version=clue.version, target=cm.CLUE_STATE_PRELIMINARY_CHECK, reason="初核",
+        request_id=new_request_id()), timeout=20)
+    filed = w.G1.leader.clue.RequestTransition(pb.RequestTransitionRequest(
+        clue_id=clue.id, expected_version=moved.clue.version, target=cm.CLUE_STATE_FILED, reason="立案",
+        request_id=new_request_id()), timeout=20)
+    assert filed.pending, filed
+    code, msg, raw = failure(w.G1.leader.clue.ExtendDeadline, pb.ExtendDeadlineRequest(
+        clue_id=clue.id, expected_version=moved.clue.version, days=10, reason="延期",
+        request_id=new_request_id()), timeout=20)
+    assert code == Code.FAILED_PRECONDITION, (code, msg)
+    (pre,) = status_of(code, msg, raw)["google.rpc.PreconditionFailure"]
+    (v,) = pre.violations
+    assert (v.type, v.subject, v.description) == ("STATE", "PRELIMINARY_CHECK", msg), v
+
+
 def test_version_conflict_is_error_info(c):
     clue = submit(c.w.G1.member)
     req = pb.RequestTransitionRequest(clue_id=clue.id, expected_version=clue.version + 5,
