@@ -34,7 +34,7 @@ static void test_empty_and_defaults(void **state) {
   /* proto3 scalars are always written, with their defaults */
   expect_json(&user.base, CLUE_JSON_COMPACT,
               "{\"id\":0,\"unit_id\":0,\"name\":\"\",\"role\":\"ROLE_UNSPECIFIED\","
-              "\"disabled\":false,\"created_at_ms\":0}");
+              "\"disabled\":false,\"created_at_ms\":0,\"unit_code\":\"\",\"unit_name\":\"\"}");
 }
 
 static void test_nested_repeated_pretty(void **state) {
@@ -66,7 +66,8 @@ static void test_nested_repeated_pretty(void **state) {
               "        \"住建局\",\n"
               "        \"交通局\"\n"
               "      ],\n"
-              "      \"created_at_ms\": -1\n"
+              "      \"created_at_ms\": -1,\n"
+              "      \"liaison_room_code\": \"\"\n"
               "    }\n"
               "  ]\n"
               "}");
