@@ -2,7 +2,8 @@
  *
  * Each call: decode (the transport) -> validate (validate.h) -> read the facts in one query
  * -> decide (authz.h, clue_fsm.h) -> one write statement (a function of 0003_clues.sql) ->
- * encode. Listing is in clue_list.c, proposals in proposal.c, handover in handover.c, notes
+ * encode. A submit and a plain move pass the acting token to their function and run as one
+ * statement of their own (svc_write(), 0018_one_statement_writes.sql). Listing is in clue_list.c, proposals in proposal.c, handover in handover.c, notes
  * in note.c. */
 
 #include "service/clue.h"
@@ -71,7 +72,7 @@ static int year_of(int64_t ms) {
 static const char submit_sql[] =
     "SELECT " CLUE_COLS("s", "ou", "$2")
     " FROM clue_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,"
-    " $15::text[], $16, $17, $18, $19) s JOIN units ou ON ou.id = (s).owner_unit";
+    " $15::text[], $16, $17, $18, $19, $20) s JOIN units ou ON ou.id = (s).owner_unit";
 
 static const char get_clue_sql[] =
     "SELECT " CLUE_COLS("c", "ou", "$2")
@@ -87,7 +88,8 @@ static void submit_clue(rpc_call_t *call, const ProtobufCMessage *m) {
   int64_t now = clue_now_ms(call), deadline;
   authz_result_t res;
   validate_error_t err;
-  const char *params[19];
+  const char *params[20];
+  int oom;
 
   if (clue_invalid(call, validate_submit(req, &err), &err))
     return;
@@ -116,14 +118,15 @@ static void submit_clue(rpc_call_t *call, const ProtobufCMessage *m) {
   params[16] = rep ? clue_trimmed(call, rep->phone) : NULL;
   params[17] = rep ? clue_trimmed(call, rep->address) : NULL;
   params[18] = rep ? clue_trimmed(call, rep->email) : NULL;
-  if (params[0] == NULL || params[1] == NULL || params[2] == NULL || params[3] == NULL ||
+  params[19] = svc_token(call, &oom);
+  if (oom || params[0] == NULL || params[1] == NULL || params[2] == NULL || params[3] == NULL ||
       (deadline != 0 && params[4] == NULL) || params[5] == NULL || params[6] == NULL ||
       params[7] == NULL || params[9] == NULL || params[13] == NULL || params[14] == NULL) {
     clue_oom(call);
     return;
   }
   /* A retried submit returns the first clue, which a handover may since have hidden. */
-  svc_query(call, submit_sql, 19, params, clue_reply_seen, NULL);
+  svc_write(call, submit_sql, 20, params, clue_reply_seen, NULL);
 }
 
 /* ---- GetClue ---------------------------------------------------------------------------- */
@@ -247,7 +250,7 @@ static const char move_facts_sql[] =
 
 static const char apply_move_sql[] =
     "SELECT " OUTCOME_COLS " FROM clue_apply_move($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-    " jsonb_strip_nulls(" MOVE_DETAILS ")), $16)" OUTCOME_JOIN;
+    " jsonb_strip_nulls(" MOVE_DETAILS ")), $16, $17)" OUTCOME_JOIN;
 
 static const char propose_sql[] =
     "SELECT " OUTCOME_COLS " FROM proposal_create($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
@@ -309,6 +312,7 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   validate_error_t err;
   clue_row_t row;
   const char *params[17];
+  int oom = 0;
 
   if (db_rows(r) != 1 || clue_row_read(call, r, 0, 0, now, &row) != 0) {
     clue_oom(call);
@@ -371,8 +375,9 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   } else {
     deadline = clue_stage_deadline_ms(&cfg, move->to, now);
     params[15] = svc_i64(call, deadline, 1);
+    params[16] = svc_token(call, &oom);
   }
-  if (params[0] == NULL || params[1] == NULL || params[3] == NULL || params[4] == NULL ||
+  if (oom || params[0] == NULL || params[1] == NULL || params[3] == NULL || params[4] == NULL ||
       params[5] == NULL || ((move->required & CLUE_FIELD_OUTCOME) && params[13] == NULL) ||
       ((move->co_review || deadline != 0) && params[15] == NULL)) {
     clue_oom(call);
@@ -381,7 +386,7 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   if (move->co_review)
     svc_query(call, propose_sql, 17, params, moved, NULL);
   else
-    svc_query(call, apply_move_sql, 16, params, moved, NULL);
+    svc_write(call, apply_move_sql, 17, params, moved, NULL);
 }
 
 static int validate_move(const Clue__V1__RequestTransitionRequest *req, validate_error_t *err) {

@@ -149,9 +149,7 @@ static void job_check_sent(svc_job_t *job, int rc) {
  * Setting it in the same transaction is what ties an event to the token that caused it. */
 static const char sql_token[] = "SELECT set_config('clued.token_id', $1, true)";
 
-/* The caller's token id as a query parameter in the call's memory; NULL when the call has no
- * token (public methods) or out of memory (*oom set). */
-static const char *token_param(rpc_call_t *call, int *oom) {
+const char *svc_token(rpc_call_t *call, int *oom) {
   const rpc_principal_t *p = rpc_call_principal(call);
   const char *v;
 
@@ -169,17 +167,29 @@ void svc_query(rpc_call_t *call, const char *sql, int nparams, const char *const
   svc_txn(call, &s, 1, cb, arg);
 }
 
-void svc_read(rpc_call_t *call, const char *sql, int nparams, const char *const *values, svc_cb cb,
-              void *arg) {
+/* One statement on its own: its own transaction, no token statement. */
+static void run_one(rpc_call_t *call, const char *sql, int nparams, const char *const *values,
+                    svc_cb cb, void *arg, int writes) {
   svc_job_t *job;
   db_opts_t o;
 
   if ((job = job_new(call, cb, arg)) == NULL)
     return;
+  job->writes = writes;
   o.owner = rpc_call_conn_id(call);
   o.handle = &job->req;
   job_check_sent(job, db_query_opts(rpc_call_server(call)->db, &o, sql, nparams, values, job_done,
                                     job));
+}
+
+void svc_read(rpc_call_t *call, const char *sql, int nparams, const char *const *values, svc_cb cb,
+              void *arg) {
+  run_one(call, sql, nparams, values, cb, arg, 0);
+}
+
+void svc_write(rpc_call_t *call, const char *sql, int nparams, const char *const *values,
+               svc_cb cb, void *arg) {
+  run_one(call, sql, nparams, values, cb, arg, 1);
 }
 
 void svc_txn(rpc_call_t *call, const db_stmt_t *stmts, int n, svc_cb cb, void *arg) {
@@ -190,7 +200,7 @@ void svc_txn(rpc_call_t *call, const db_stmt_t *stmts, int n, svc_cb cb, void *a
   const char *tok[1];
   int oom, rc;
 
-  tok[0] = token_param(call, &oom);
+  tok[0] = svc_token(call, &oom);
   if (oom) {
     rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;

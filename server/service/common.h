@@ -35,6 +35,22 @@ void svc_read(rpc_call_t *call, const char *sql, int nparams, const char *const 
               void *arg);
 
 /**
+ * Like svc_query() for one statement that records the acting token itself: it takes the
+ * token id as one of its parameters (svc_token()) and passes it to audit_append(), so it runs
+ * as one statement in a transaction of its own, with no token statement, BEGIN or COMMIT
+ * around it (migrations/0018_one_statement_writes.sql). Once it has committed, the audit tail
+ * looks for its events, as after svc_query().
+ */
+void svc_write(rpc_call_t *call, const char *sql, int nparams, const char *const *values,
+               svc_cb cb, void *arg);
+
+/**
+ * The acting token's id as a query parameter in the call's memory: NULL when the call has no
+ * token (public methods), or out of memory (*oom set, the call not failed).
+ */
+const char *svc_token(rpc_call_t *call, int *oom);
+
+/**
  * Like svc_query() for several statements in one transaction (the token statement first, as
  * there); r->res[i] is the caller's statement i's result.
  */
