@@ -76,7 +76,8 @@ static const char usage_text[] =
     "                             (default 134217728)\n"
     "  --max-connections N        open connections; past it a new one is accepted, logged and\n"
     "                             closed (default 10240; 0: no limit)\n"
-    "  --handshake-timeout D      close a connection whose HTTP/2 preface and SETTINGS do not\n"
+    "  --handshake-timeout D      close a connection whose HTTP/2 preface and SETTINGS (or an\n"
+    "                             HTTP/1.1 request head, once begun) do not\n"
     "                             arrive within D (default 10s; 0: never)\n"
     "  --idle-timeout D           GOAWAY to a connection with no call and no request for D\n"
     "                             (default 5m; 0: never)\n"
@@ -95,7 +96,7 @@ static const char usage_text[] =
     "  --accepted-deadline-days N stage deadline for ACCEPTED (default 30)\n"
     "  --prelim-deadline-days N   stage deadline for PRELIMINARY_CHECK (default 90)\n"
     "  --filed-deadline-days N    stage deadline for FILED (default 90)\n"
-    "  --tls-cert FILE            serve TLS (1.2 or later, ALPN h2) with this PEM certificate\n"
+    "  --tls-cert FILE            serve TLS (1.2 or later, ALPN h2, http/1.1) with this PEM cert\n"
     "                             chain, leaf first (env CLUED_TLS_CERT); needs --tls-key\n"
     "  --tls-key FILE             PEM private key of --tls-cert, unencrypted (env CLUED_TLS_KEY)\n"
     "  --tls-client-ca FILE       mutual TLS: require a client certificate issued by a CA in\n"
@@ -111,6 +112,14 @@ static const char usage_text[] =
     "  --metrics-listen ADDR      serve Prometheus metrics (text format) at http://ADDR/metrics;\n"
     "                             cleartext, so a non-loopback ADDR needs --insecure-cleartext\n"
     "                             (env CLUED_METRICS_LISTEN; default: off)\n"
+    "  --web-origin ORIGIN        an origin (scheme://host[:port]) whose pages may call clued\n"
+    "                             with gRPC-Web: CORS preflights and replies name it; other\n"
+    "                             origins get no CORS headers (repeatable, up to 16; default:\n"
+    "                             none, same-origin pages only)\n"
+    "  --console-dir DIR          serve the console's static files from DIR at / on the gRPC\n"
+    "                             port, over HTTP/1.1 and HTTP/2 (GET and HEAD; index.html\n"
+    "                             for / and for paths without an extension; hashed asset names\n"
+    "                             cached as immutable) (env CLUED_CONSOLE_DIR; default: off)\n"
     "  --log-format F             text (default) or json: one object per line with time, level,\n"
     "                             msg and, for calls, call, peer, method, code, duration_ms,\n"
     "                             request_id; json also logs every successful call (env\n"
@@ -206,6 +215,8 @@ enum {
   OPT_OUT,
   OPT_LOG_FORMAT,
   OPT_METRICS_LISTEN,
+  OPT_WEB_ORIGIN,
+  OPT_CONSOLE_DIR,
 };
 
 /* Options of the one-shot commands, beside the server's own configuration. */
@@ -261,6 +272,8 @@ static const struct option long_opts[] = {
     {"out", required_argument, NULL, OPT_OUT},
     {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
     {"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
+    {"web-origin", required_argument, NULL, OPT_WEB_ORIGIN},
+    {"console-dir", required_argument, NULL, OPT_CONSOLE_DIR},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -275,6 +288,32 @@ static int set_log_format(const char *opt, const char *v) {
     return -1;
   }
   return 0;
+}
+
+/* An origin as browsers send it: http or https, "://", a host of letters, digits, '-', '.',
+ * or a bracketed IPv6 address, an optional port, nothing after. It goes into response
+ * headers verbatim, so nothing else may pass. */
+static int origin_ok(const char *o) {
+  const char *p;
+  size_t n = strlen(o);
+
+  if (n > 255)
+    return 0;
+  if (strncmp(o, "https://", 8) == 0)
+    p = o + 8;
+  else if (strncmp(o, "http://", 7) == 0)
+    p = o + 7;
+  else
+    return 0;
+  if (*p == '\0')
+    return 0;
+  for (; *p; p++) {
+    char c = *p;
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+          c == '-' || c == '.' || c == ':' || c == '[' || c == ']'))
+      return 0;
+  }
+  return 1;
 }
 
 /* Returns 0, 1 (bad usage, message printed) or 2 (--help shown). */
@@ -297,6 +336,8 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
     cfg->audit_signing_key = env;
   if ((env = getenv("CLUED_METRICS_LISTEN")) && *env)
     cfg->metrics_listen = env;
+  if ((env = getenv("CLUED_CONSOLE_DIR")) && *env)
+    cfg->console_dir = env;
   if ((env = getenv("CLUED_LOG_FORMAT")) && *env && set_log_format("CLUED_LOG_FORMAT", env) != 0)
     return 1;
   optind = 1;
@@ -476,6 +517,23 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       break;
     case OPT_METRICS_LISTEN:
       cfg->metrics_listen = optarg;
+      break;
+    case OPT_WEB_ORIGIN:
+      if (!origin_ok(optarg)) {
+        fprintf(stderr,
+                "clued: --web-origin must be an origin such as https://console.example:8443 "
+                "(scheme://host[:port], no path; got \"%s\")\n",
+                optarg);
+        return 1;
+      }
+      if (cfg->nweb_origins == SERVER_MAX_WEB_ORIGINS) {
+        fprintf(stderr, "clued: --web-origin given more than %d times\n", SERVER_MAX_WEB_ORIGINS);
+        return 1;
+      }
+      cfg->web_origins[cfg->nweb_origins++] = optarg;
+      break;
+    case OPT_CONSOLE_DIR:
+      cfg->console_dir = optarg;
       break;
     case OPT_LOG_FORMAT:
       if (set_log_format("--log-format", optarg) != 0)

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "log.h"
 #include "net/h2_conn.h"
@@ -220,12 +221,27 @@ int server_init(server_t *srv, uv_loop_t *loop, const server_config_t *cfg) {
     log_error("invalid listen address \"%s\" (want host:port or [v6]:port)", cfg->listen);
     return rc;
   }
-  if (h2_pages_new(&srv->pages) != 0)
+  if (cfg->console_dir != NULL) {
+    struct stat st;
+    srv->console_root = realpath(cfg->console_dir, NULL);
+    if (srv->console_root == NULL || stat(srv->console_root, &st) != 0 || !S_ISDIR(st.st_mode)) {
+      log_error("--console-dir %s is not a directory", cfg->console_dir);
+      free(srv->console_root);
+      srv->console_root = NULL;
+      return UV_EINVAL;
+    }
+  }
+  if (h2_pages_new(&srv->pages) != 0) {
+    free(srv->console_root);
+    srv->console_root = NULL;
     return UV_ENOMEM;
+  }
   rc = server_tls_init(srv, cfg, &ss);
   if (rc < 0) {
     h2_pages_free(srv->pages);
     srv->pages = NULL;
+    free(srv->console_root);
+    srv->console_root = NULL;
     return rc;
   }
   uv_tcp_init(loop, &srv->listener);
@@ -239,6 +255,8 @@ int server_init(server_t *srv, uv_loop_t *loop, const server_config_t *cfg) {
     srv->tls = NULL;
     h2_pages_free(srv->pages);
     srv->pages = NULL;
+    free(srv->console_root);
+    srv->console_root = NULL;
     return rc;
   }
   bound_name(srv);
@@ -334,4 +352,6 @@ void server_free(server_t *srv) {
   srv->tls = NULL;
   h2_pages_free(srv->pages);
   srv->pages = NULL;
+  free(srv->console_root);
+  srv->console_root = NULL;
 }

@@ -23,6 +23,8 @@ typedef struct audit_tree audit_tree_t;
 typedef struct h2_pages h2_pages_t;
 typedef struct audit_tail audit_tail_t;
 
+#define SERVER_MAX_WEB_ORIGINS 16
+
 typedef struct server_config {
   char listen[128];             /* host:port, [v6]:port */
   size_t max_message_bytes;     /* default 4 MiB */
@@ -60,6 +62,9 @@ typedef struct server_config {
   const char *audit_signing_key; /* file of the checkpoint signing key; NULL: never sign */
   uint64_t checkpoint_every;    /* publish a checkpoint after this many new events (1000) */
   uint64_t checkpoint_ms;       /* ... or after this long with unsigned events (10000) */
+  const char *web_origins[SERVER_MAX_WEB_ORIGINS]; /* --web-origin: CORS allowed origins */
+  unsigned nweb_origins;
+  const char *console_dir;      /* --console-dir: static files served at /; NULL: none */
 } server_config_t;
 
 /**
@@ -120,6 +125,7 @@ struct server {
   size_t nconns;
   uint64_t next_conn_id;
   char bound[160];              /* the address actually bound, for logs */
+  char *console_root;           /* realpath of --console-dir, owned; NULL: no files served */
   /* One read buffer for every connection: each read is consumed whole by nghttp2 inside its
    * callback, so no connection needs its own. */
   uint8_t rbuf[65536];

@@ -10,6 +10,7 @@
 #include "log.h"
 #include "net/tls.h"
 #include "net/grpc_wire.h"
+#include "net/h1.h"
 #include "net/h2_pages.h"
 #include "net/h2_stream.h"
 
@@ -217,6 +218,7 @@ static int on_invalid_frame(nghttp2_session *s, const nghttp2_frame *f, int err,
 static void conn_free_cb(uv_handle_t *h) {
   h2_conn_t *c = (h2_conn_t *)h; /* tcp is the first member */
   tls_conn_free(c->tls);
+  h1_free(c->h1);
   free(c->wbuf);
   free(c);
 }
@@ -377,6 +379,20 @@ static int conn_write(h2_conn_t *c, const uv_buf_t *b) {
   return uv_write(&c->wreq, (uv_stream_t *)&c->tcp, b, 1, conn_write_cb);
 }
 
+void h2_conn_read_pause(h2_conn_t *c, int pause) {
+  int rc;
+
+  if (c->state == H2_CONN_CLOSING)
+    return;
+  if (pause) {
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    return;
+  }
+  rc = conn_read_start(c);
+  if (rc < 0)
+    h2_conn_close(c, uv_strerror(rc));
+}
+
 static int conn_tls_start(h2_conn_t *c) {
   char label[96];
 
@@ -387,7 +403,7 @@ static int conn_tls_start(h2_conn_t *c) {
 }
 
 void h2_conn_flush(h2_conn_t *c) {
-  if (c->state == H2_CONN_CLOSING)
+  if (c->state == H2_CONN_CLOSING || c->proto == H2_PROTO_UNKNOWN)
     return;
   if (c->in_session) {
     c->flush_pending = 1;
@@ -395,12 +411,17 @@ void h2_conn_flush(h2_conn_t *c) {
   }
   for (;;) {
     c->flush_pending = 0;
+    if (c->h1 != NULL) {
+      h1_run(c); /* input a stream can take again, the next pipelined request */
+      if (c->state == H2_CONN_CLOSING)
+        return;
+    }
     if (!c->writing) {
       /* Gather frames into one buffer of up to H2_WRITE_CHUNK bytes per write. */
       c->in_session = 1;
       while (c->wlen < H2_WRITE_CHUNK) {
         const uint8_t *data;
-        ssize_t n = nghttp2_session_mem_send(c->session, &data);
+        ssize_t n = c->h1 ? h1_send(c, &data) : nghttp2_session_mem_send(c->session, &data);
         if (n < 0) {
           c->in_session = 0;
           h2_conn_close(c, nghttp2_strerror((int)n));
@@ -448,6 +469,11 @@ void h2_conn_flush(h2_conn_t *c) {
       return;
     if (!c->flush_pending)
       break;
+  }
+  if (c->h1 != NULL) {
+    if (!c->writing && !h1_want_read(c) && !h1_want_write(c))
+      h2_conn_close(c, c->state == H2_CONN_DRAINING ? "drained" : "HTTP/1.1 connection done");
+    return;
   }
   if (!c->writing && !nghttp2_session_want_read(c->session) &&
       !nghttp2_session_want_write(c->session))
@@ -540,9 +566,48 @@ static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   }
   if (c->state == H2_CONN_HANGUP)
     return; /* after a protocol error nothing the peer sends matters */
+  if (c->h1 == NULL && c->proto != H2_PROTO_H2) {
+    /* The first bytes say what the peer speaks: the HTTP/2 preface starts "PRI ", no
+     * HTTP/1.1 request line does. Up to 4 bytes are kept until they can tell. */
+    static const char pri[4] = {'P', 'R', 'I', ' '};
+    size_t k = (size_t)(4 - c->nsniff) < (size_t)nread ? (size_t)(4 - c->nsniff) : (size_t)nread;
+    memcpy(c->sniff + c->nsniff, buf->base, k);
+    c->nsniff += (uint8_t)k;
+    if (c->nsniff < 4 && memcmp(c->sniff, pri, c->nsniff) == 0)
+      return;
+    if (memcmp(c->sniff, pri, 4) == 0) {
+      c->proto = H2_PROTO_H2;
+      c->in_session = 1;
+      used = conn_recv(c, c->sniff, c->nsniff);
+      if (used >= 0 && (size_t)nread > k)
+        used = conn_recv(c, (const uint8_t *)buf->base + k, (size_t)nread - k);
+      c->in_session = 0;
+      goto h2_read;
+    }
+    if (h1_start(c) != 0) {
+      h2_conn_close(c, "out of memory");
+      return;
+    }
+    c->in_session = 1;
+    if (h1_recv(c, c->sniff, c->nsniff) == 0 && (size_t)nread > k)
+      (void)h1_recv(c, (const uint8_t *)buf->base + k, (size_t)nread - k);
+    c->in_session = 0;
+    if (c->state != H2_CONN_CLOSING)
+      h2_conn_flush(c);
+    return;
+  }
+  if (c->h1 != NULL) {
+    c->in_session = 1;
+    (void)h1_recv(c, (const uint8_t *)buf->base, (size_t)nread);
+    c->in_session = 0;
+    if (c->state != H2_CONN_CLOSING)
+      h2_conn_flush(c);
+    return;
+  }
   c->in_session = 1;
   used = conn_recv(c, (const uint8_t *)buf->base, (size_t)nread);
   c->in_session = 0;
+h2_read:
   if (c->state == H2_CONN_CLOSING)
     return;
   if (used < 0) {
@@ -575,7 +640,16 @@ static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
 static void conn_goaway(h2_conn_t *c, const char *debug) {
   if (c->state != H2_CONN_OPEN)
     return;
+  if (c->proto == H2_PROTO_UNKNOWN) {
+    h2_conn_close(c, debug); /* it has not said a word: nothing to finish */
+    return;
+  }
   conn_change_state(c, H2_CONN_DRAINING, NULL);
+  if (c->h1 != NULL) {
+    h1_drain(c); /* closes after the reply in progress, at once if there is none */
+    h2_conn_flush(c);
+    return;
+  }
   nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
                         nghttp2_session_get_last_proc_stream_id(c->session), NGHTTP2_NO_ERROR,
                         (const uint8_t *)debug, strlen(debug));
@@ -594,7 +668,10 @@ void h2_conn_tick(h2_conn_t *c, uint64_t now) {
     return;
   if (!c->handshaken && cfg->handshake_timeout_ms && now - c->born >= cfg->handshake_timeout_ms) {
     snprintf(why, sizeof(why),
-             "handshake timeout: no HTTP/2 preface and SETTINGS within %llu ms (--handshake-timeout)",
+             c->h1 ? "handshake timeout: no complete HTTP/1.1 request head within %llu ms "
+                     "(--handshake-timeout)"
+                   : "handshake timeout: no HTTP/2 preface and SETTINGS within %llu ms "
+                     "(--handshake-timeout)",
              (unsigned long long)cfg->handshake_timeout_ms);
     h2_conn_close(c, why);
     return;
@@ -608,11 +685,14 @@ void h2_conn_tick(h2_conn_t *c, uint64_t now) {
     h2_conn_close(c, why);
     return;
   }
+  if (c->h1 != NULL && h1_tick(c, now))
+    return;
   conn_release_idle(c);
   if (c->streams == NULL && c->state == H2_CONN_OPEN && cfg->idle_timeout_ms &&
-      now - c->last_active >= cfg->idle_timeout_ms) {
-    log_info("conn %llu (%s): idle for %llu ms (--idle-timeout): sending GOAWAY",
-             (unsigned long long)c->id, c->peer, (unsigned long long)(now - c->last_active));
+      (c->h1 == NULL || h1_idle(c)) && now - c->last_active >= cfg->idle_timeout_ms) {
+    log_info("conn %llu (%s): idle for %llu ms (--idle-timeout): %s", (unsigned long long)c->id,
+             c->peer, (unsigned long long)(now - c->last_active),
+             c->h1 ? "closing" : "sending GOAWAY");
     conn_goaway(c, "idle timeout");
   }
 }
@@ -707,8 +787,19 @@ static void *conn_realloc(void *p, size_t size, void *ud) {
 /* Idle: no stream, nothing to send or being sent. The frame buffer's contents are dead once
  * nghttp2 has nothing more to send, and wbuf is empty between writes. */
 static void conn_release_idle(h2_conn_t *c) {
-  if (c->out_idle || c->streams != NULL || c->writing || c->in_session ||
-      nghttp2_session_want_write(c->session))
+  if (c->out_idle || c->streams != NULL || c->writing || c->in_session)
+    return;
+  if (c->h1 != NULL) {
+    if (h1_want_write(c))
+      return;
+    h1_release_idle(c);
+    free(c->wbuf);
+    c->wbuf = NULL;
+    c->wcap = 0;
+    c->out_idle = 1;
+    return;
+  }
+  if (c->session == NULL || nghttp2_session_want_write(c->session))
     return;
   if (c->framebuf)
     h2_pages_discard(c->srv->pages, c->framebuf);
@@ -840,6 +931,6 @@ int h2_conn_accept(server_t *srv) {
     h2_conn_close(c, uv_strerror(rc));
     return 0;
   }
-  h2_conn_flush(c); /* our SETTINGS go out at once */
+  /* Our SETTINGS wait for the first bytes: an HTTP/1.1 client must not read them. */
   return 0;
 }

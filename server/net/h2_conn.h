@@ -13,6 +13,14 @@
 
 typedef struct h2_stream h2_stream_t;
 typedef struct tls_conn tls_conn_t;
+typedef struct h1 h1_t;
+
+/** What the connection speaks, known from its first bytes. */
+typedef enum h2_proto {
+  H2_PROTO_UNKNOWN, /* nothing read yet: nothing is written either (not even SETTINGS) */
+  H2_PROTO_H2,      /* the HTTP/2 preface came */
+  H2_PROTO_H1,      /* anything else: HTTP/1.1 (net/h1.c) */
+} h2_proto_t;
 
 #define H2_STREAM_GAPS 16 /* ranges of skipped stream ids remembered per connection */
 #define H2_STREAM_ENDED 16 /* streams the client ended, remembered after they close */
@@ -82,6 +90,10 @@ struct h2_conn {
    * conn_read_start() and conn_write() in h2_conn.c (never uv_read_start/uv_write on tcp);
    * pausing with uv_read_stop(&tcp) is fine, resuming must be conn_read_start(). */
   tls_conn_t *tls;
+  h2_proto_t proto;
+  uint8_t sniff[4];        /* the first bytes, while they could still be the preface */
+  uint8_t nsniff;
+  h1_t *h1;                /* HTTP/1.1 state; NULL for HTTP/2 (session is NULL for HTTP/1.1) */
 };
 
 /** Accept a pending connection on the server's listener. Returns 0 or a negative uv error. */
@@ -123,6 +135,9 @@ int h2_conn_congested(const h2_conn_t *c);
  * goes out with the next h2_conn_flush() (never from here: callers may be mid-change).
  */
 void h2_conn_consume(h2_conn_t *c, int32_t stream_id, size_t n);
+
+/** Stop (pause) or resume reading from the peer. */
+void h2_conn_read_pause(h2_conn_t *c, int pause);
 
 /** Like h2_conn_consume(), the connection's credit and the stream's given back apart. */
 void h2_conn_consume_apart(h2_conn_t *c, int32_t stream_id, size_t conn_n, size_t stream_n);

@@ -6,18 +6,29 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "net/grpc_status.h"
+#include "net/h1.h"
 #include "net/h2_conn.h"
 #include "server.h"
 
 /* Below this many queued reply bytes a stream that asked hears it is writable. */
 #define H2_LOW_WATER (32 * 1024)
 
+/* The largest console file served (it is read whole into the reply). */
+#define H2_MAX_FILE (16u << 20)
+
+/* True if the stream's connection speaks HTTP/1.1. */
+static int is_h1(const h2_stream_t *s) {
+  return s->conn != NULL && s->conn->h1 != NULL;
+}
+
 void h2_stream_init(h2_stream_t *s, const h2_stream_ops_t *ops, size_t max_message) {
   memset(s, 0, sizeof(*s));
   s->ops = ops;
   s->in = H2_IN_DISCARD;
   s->out = H2_OUT_IDLE;
+  s->origin = -1;
   grpc_decoder_init(&s->dec, max_message);
 }
 
@@ -27,6 +38,9 @@ void h2_stream_free(h2_stream_t *s) {
   free(s->status_msg);
   free(s->status_details);
   free(s->buf);
+  free(s->path);
+  free(s->acrh);
+  s->path = s->acrh = NULL;
   s->status_msg = NULL;
   s->status_details = NULL;
   s->buf = NULL;
@@ -71,7 +85,7 @@ static void stream_set_out(h2_stream_t *s, h2_output_t to) {
     return;
   /* nghttp2 holds a deferred data provider until resumed: do it on the way out of DEFERRED
    * (unless the stream is gone, when nghttp2 has forgotten it). */
-  if (from == H2_OUT_DEFERRED && to != H2_OUT_CLOSED)
+  if (from == H2_OUT_DEFERRED && to != H2_OUT_CLOSED && s->conn->session != NULL)
     (void)nghttp2_session_resume_data(s->conn->session, s->id);
   if (to == H2_OUT_CLOSED && s->len > s->off)
     h2_conn_queued(s->conn, -(ptrdiff_t)(s->len - s->off));
@@ -124,13 +138,13 @@ static void unqueue_writable(h2_stream_t *s) {
   s->queued_writable = 0;
 }
 
-static ssize_t read_data(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
-                         uint32_t *flags, nghttp2_data_source *src, void *ud) {
-  h2_stream_t *s = src->ptr;
+/* Take up to length reply bytes. *end: the reply's body ends with them (trailers next for
+ * gRPC). Nothing to take and no end: DEFERRED until more is written. */
+static size_t take(h2_stream_t *s, uint8_t *buf, size_t length, int *end) {
   size_t avail = s->len - s->off;
   size_t n = avail < length ? avail : length;
-  (void)ud;
 
+  *end = 0;
   memcpy(buf, s->buf + s->off, n);
   s->off += n;
   if (n > 0 && s->conn)
@@ -138,38 +152,120 @@ static ssize_t read_data(nghttp2_session *session, int32_t stream_id, uint8_t *b
   if (s->off == s->len)
     s->off = s->len = 0;
   if (s->len == 0 && s->out == H2_OUT_TRAILING) {
-    nghttp2_nv nv[4];
-    char code[12];
-    size_t nnv = status_nv(s, nv, code);
-    *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
-    if (nghttp2_submit_trailer(session, stream_id, nv, nnv) != 0)
-      return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    stream_set_out(s, H2_OUT_DONE);
-    return (ssize_t)n;
+    *end = 1;
+    return n;
   }
   if (n == 0) {
     stream_set_out(s, H2_OUT_DEFERRED);
-    return NGHTTP2_ERR_DEFERRED;
+    return 0;
   }
   if (s->len - s->off < H2_LOW_WATER && s->want_writable)
     queue_writable(s);
-  return (ssize_t)n;
+  return n;
 }
 
-int h2_stream_start_reply(h2_stream_t *s) {
-  nghttp2_nv hdrs[2];
-  nghttp2_data_provider dp;
+static ssize_t read_data(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+                         uint32_t *flags, nghttp2_data_source *src, void *ud) {
+  h2_stream_t *s = src->ptr;
+  int end;
+  size_t n = take(s, buf, length, &end);
+  (void)ud;
+
+  if (end) {
+    *flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (s->reply == H2_REPLY_GRPC) {
+      nghttp2_nv nv[4];
+      char code[12];
+      size_t nnv = status_nv(s, nv, code);
+      *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+      if (nghttp2_submit_trailer(session, stream_id, nv, nnv) != 0)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+    stream_set_out(s, H2_OUT_DONE);
+    return (ssize_t)n;
+  }
+  return n == 0 ? NGHTTP2_ERR_DEFERRED : (ssize_t)n;
+}
+
+size_t h2_stream_pull(h2_stream_t *s, uint8_t *buf, size_t len, int *end) {
+  size_t n;
+
+  *end = 0;
+  if (s->out == H2_OUT_DONE) {
+    *end = 1;
+    return 0;
+  }
+  if (s->out != H2_OUT_SENDING && s->out != H2_OUT_TRAILING)
+    return 0;
+  n = take(s, buf, len, end);
+  if (*end)
+    stream_set_out(s, H2_OUT_DONE);
+  return n;
+}
+
+/* ---- the reply's headers ------------------------------------------------------------------ */
+
+static const char *reply_content_type(const h2_stream_t *s) {
+  if (s->proto == WEB_PROTO_TEXT)
+    return "application/grpc-web-text+proto";
+  if (s->proto == WEB_PROTO_WEB)
+    return "application/grpc-web+proto";
+  return "application/grpc";
+}
+
+/* CORS response headers for an allowed origin; the number added to nv. */
+static size_t cors_nv(h2_stream_t *s, nghttp2_nv *nv) {
+  size_t n = 0;
+
+  if (s->origin < 0 || s->conn == NULL)
+    return 0;
+  nv_set(&nv[n++], "access-control-allow-origin", s->conn->srv->cfg.web_origins[s->origin]);
+  nv_set(&nv[n++], "access-control-expose-headers",
+         "grpc-status, grpc-message, grpc-status-details-bin");
+  nv_set(&nv[n++], "vary", "Origin");
+  return n;
+}
+
+/* Submit the reply's headers (nv[0] is :status) on either transport; with body, a body
+ * follows (HTTP/1.1: chunked when its length is not among the headers). */
+static int submit_reply(h2_stream_t *s, int status, nghttp2_nv *nv, size_t n, int body,
+                        int chunked) {
+  if (is_h1(s))
+    return h1_reply_start(s->conn, s, status, nv + 1, n - 1, body && chunked);
+  if (body) {
+    nghttp2_data_provider dp;
+    dp.source.ptr = s;
+    dp.read_callback = read_data;
+    return nghttp2_submit_response(s->conn->session, s->id, nv, n, &dp) == 0 ? 0 : -ENOMEM;
+  }
+  return nghttp2_submit_response(s->conn->session, s->id, nv, n, NULL) == 0 ? 0 : -ENOMEM;
+}
+
+/* Start a gRPC or gRPC-Web reply. clen >= 0: the whole body is queued and is that long. */
+static int start(h2_stream_t *s, long long clen) {
+  nghttp2_nv hdrs[6];
+  char lenbuf[24];
+  size_t n = 0;
 
   if (s->conn == NULL || s->out != H2_OUT_IDLE)
     return 0;
-  nv_set(&hdrs[0], ":status", "200");
-  nv_set(&hdrs[1], "content-type", "application/grpc");
-  dp.source.ptr = s;
-  dp.read_callback = read_data;
-  if (nghttp2_submit_response(s->conn->session, s->id, hdrs, 2, &dp) != 0)
+  if (s->reply != H2_REPLY_WEB)
+    s->reply = H2_REPLY_GRPC;
+  nv_set(&hdrs[n++], ":status", "200");
+  nv_set(&hdrs[n++], "content-type", reply_content_type(s));
+  n += cors_nv(s, hdrs + n);
+  if (clen >= 0 && is_h1(s)) {
+    snprintf(lenbuf, sizeof(lenbuf), "%lld", clen);
+    nv_set(&hdrs[n++], "content-length", lenbuf);
+  }
+  if (submit_reply(s, 200, hdrs, n, 1, clen < 0) != 0)
     return -ENOMEM;
   stream_set_out(s, H2_OUT_SENDING);
   return 0;
+}
+
+int h2_stream_start_reply(h2_stream_t *s) {
+  return start(s, -1);
 }
 
 void h2_stream_flush(h2_stream_t *s) {
@@ -183,15 +279,13 @@ static void kick(h2_stream_t *s) {
   h2_conn_flush(s->conn);
 }
 
-static int append(h2_stream_t *s, const ProtobufCMessage *msg) {
-  size_t len = protobuf_c_message_get_packed_size(msg);
+/* Room for len more reply bytes at s->buf + s->len. */
+static int reserve(h2_stream_t *s, size_t len) {
   size_t need;
 
-  if (len > UINT32_MAX)
-    return -E2BIG;
   if (s->off > 0 && s->off == s->len)
     s->off = s->len = 0;
-  need = s->len + GRPC_FRAME_PREFIX + len;
+  need = s->len + len;
   if (need > s->cap) {
     size_t cap = s->cap ? s->cap : 256;
     uint8_t *nb;
@@ -200,7 +294,7 @@ static int append(h2_stream_t *s, const ProtobufCMessage *msg) {
       memmove(s->buf, s->buf + s->off, s->len - s->off);
       s->len -= s->off;
       s->off = 0;
-      need = s->len + GRPC_FRAME_PREFIX + len;
+      need = s->len + len;
     }
     while (cap < need)
       cap *= 2;
@@ -212,6 +306,43 @@ static int append(h2_stream_t *s, const ProtobufCMessage *msg) {
       s->cap = cap;
     }
   }
+  return 0;
+}
+
+/* Queue bytes of the reply as they are (base64 for grpc-web-text, each piece padded: the
+ * protocol's clients decode a stream of such chunks). */
+static int append_bytes(h2_stream_t *s, const uint8_t *p, size_t n) {
+  size_t out = s->proto == WEB_PROTO_TEXT && s->reply == H2_REPLY_WEB ? 4 * ((n + 2) / 3) : n;
+
+  if (reserve(s, out) != 0)
+    return -ENOMEM;
+  if (out != n)
+    web_b64_encode(p, n, (char *)s->buf + s->len);
+  else if (n > 0)
+    memcpy(s->buf + s->len, p, n);
+  s->len += out;
+  h2_conn_queued(s->conn, (ptrdiff_t)out);
+  return 0;
+}
+
+static int append(h2_stream_t *s, const ProtobufCMessage *msg) {
+  size_t len = protobuf_c_message_get_packed_size(msg);
+
+  if (len > UINT32_MAX - GRPC_FRAME_PREFIX)
+    return -E2BIG;
+  if (s->proto == WEB_PROTO_TEXT && s->reply == H2_REPLY_WEB) {
+    uint8_t *tmp = malloc(GRPC_FRAME_PREFIX + len);
+    int rc;
+    if (tmp == NULL)
+      return -ENOMEM;
+    grpc_frame_prefix(tmp, (uint32_t)len);
+    protobuf_c_message_pack(msg, tmp + GRPC_FRAME_PREFIX);
+    rc = append_bytes(s, tmp, GRPC_FRAME_PREFIX + len);
+    free(tmp);
+    return rc;
+  }
+  if (reserve(s, GRPC_FRAME_PREFIX + len) != 0)
+    return -ENOMEM;
   grpc_frame_prefix(s->buf + s->len, (uint32_t)len);
   protobuf_c_message_pack(msg, s->buf + s->len + GRPC_FRAME_PREFIX);
   s->len += GRPC_FRAME_PREFIX + len;
@@ -227,7 +358,7 @@ int h2_stream_write(h2_stream_t *s, const ProtobufCMessage *msg, int send) {
   rc = append(s, msg);
   if (rc != 0 || !send)
     return rc;
-  if (s->out == H2_OUT_IDLE && h2_stream_start_reply(s) != 0)
+  if (s->out == H2_OUT_IDLE && start(s, -1) != 0)
     return -ENOMEM;
   kick(s);
   return 0;
@@ -249,23 +380,45 @@ void h2_stream_finish(h2_stream_t *s, int http_status, int grpc_code, const char
   s->status_msg = grpc_message_encode(msg ? msg : "", msg ? strlen(msg) : 0);
   s->want_writable = 0;
   unqueue_writable(s);
+  if (s->reply == H2_REPLY_WEB) {
+    /* gRPC-Web: the trailers are the body's last frame; the reply then simply ends. */
+    uint8_t *tr;
+    size_t trlen;
+    if (web_trailer_frame(grpc_code, s->status_msg, s->status_details, &tr, &trlen) != 0 ||
+        append_bytes(s, tr, trlen) != 0) {
+      if (tr)
+        free(tr);
+      h2_conn_close(s->conn, "out of memory");
+      return;
+    }
+    free(tr);
+    if (s->out == H2_OUT_IDLE && start(s, (long long)(s->len - s->off)) != 0) {
+      h2_conn_close(s->conn, "out of memory");
+      return;
+    }
+    stream_set_out(s, H2_OUT_TRAILING);
+    h2_conn_flush(s->conn);
+    return;
+  }
   if (s->out == H2_OUT_IDLE && s->len == 0) {
     /* Trailers-only: one HEADERS frame with END_STREAM. A client still uploading a request
      * we refused keeps sending; its DATA is discarded (and credit returned) until it
      * half-closes. An RST_STREAM here would race the trailers in some clients. */
-    nghttp2_nv nv[6];
+    nghttp2_nv nv[8];
     char status[8], codebuf[12];
     size_t n = 0;
     snprintf(status, sizeof(status), "%d", http_status);
     nv_set(&nv[n++], ":status", status);
     nv_set(&nv[n++], "content-type", "application/grpc");
     n += status_nv(s, nv + n, codebuf);
-    (void)nghttp2_submit_response(s->conn->session, s->id, nv, n, NULL);
+    if (is_h1(s))
+      nv_set(&nv[n++], "content-length", "0");
+    (void)submit_reply(s, http_status, nv, n, 0, 0);
     stream_set_out(s, H2_OUT_DONE);
     h2_conn_flush(s->conn);
     return;
   }
-  if (s->out == H2_OUT_IDLE && h2_stream_start_reply(s) != 0) {
+  if (s->out == H2_OUT_IDLE && start(s, -1) != 0) {
     h2_conn_close(s->conn, "out of memory");
     return;
   }
@@ -321,8 +474,12 @@ void h2_stream_set_input(h2_stream_t *s, h2_input_t in) {
   if (s->in == H2_IN_HOLD && in == H2_IN_READ && s->conn) {
     /* The caller is known: the connection's credit goes back, the stream's waits for the
      * message those bytes belong to. */
-    h2_conn_consume_apart(s->conn, s->id, s->unacked, 0);
-    s->held += s->unacked;
+    if (s->proto == WEB_PROTO_TEXT) {
+      h2_conn_consume_apart(s->conn, s->id, s->unacked, s->unacked);
+    } else {
+      h2_conn_consume_apart(s->conn, s->id, s->unacked, 0);
+      s->held += s->unacked;
+    }
     s->unacked = 0;
   } else if (s->in == H2_IN_HOLD && in != H2_IN_HOLD) {
     /* Refused: the credit held for its body goes back. */
@@ -331,6 +488,8 @@ void h2_stream_set_input(h2_stream_t *s, h2_input_t in) {
   }
   if (in == H2_IN_DISCARD)
     release_held(s, s->held);
+  if (s->in == H2_IN_HOLD && in != H2_IN_HOLD && is_h1(s))
+    h1_input_resume(s->conn); /* HTTP/1.1 stopped feeding the body while the caller was unknown */
   s->in = in;
 }
 
@@ -349,6 +508,10 @@ void h2_stream_input_free(h2_stream_t *s) {
 }
 
 int h2_stream_input_partial(const h2_stream_t *s, char *why, size_t whylen) {
+  if (web_b64_partial(&s->b64)) {
+    snprintf(why, whylen, "grpc-web-text request body ends inside a base64 quantum");
+    return 1;
+  }
   if (!grpc_decoder_partial(&s->dec))
     return 0;
   if (s->dec.state == GRPC_DEC_BODY)
@@ -358,8 +521,70 @@ int h2_stream_input_partial(const h2_stream_t *s, char *why, size_t whylen) {
   return 1;
 }
 
+static char *dupn(const uint8_t *p, size_t n) {
+  char *d = malloc(n + 1);
+  if (d) {
+    memcpy(d, p, n);
+    d[n] = '\0';
+  }
+  return d;
+}
+
+static h2_method_t method_of(const uint8_t *v, size_t n) {
+  static const struct {
+    const char *name;
+    h2_method_t m;
+  } ms[] = {{"POST", H2_M_POST}, {"GET", H2_M_GET}, {"HEAD", H2_M_HEAD}, {"OPTIONS", H2_M_OPTIONS}};
+  for (size_t i = 0; i < sizeof(ms) / sizeof(ms[0]); i++)
+    if (strlen(ms[i].name) == n && memcmp(ms[i].name, v, n) == 0)
+      return ms[i].m;
+  return H2_M_OTHER;
+}
+
+/* Note what the transport itself needs of a request header: the method, the path of a
+ * request it may answer itself, the content-type, and CORS. Bounded: what is kept is short. */
+static int note_header(h2_stream_t *s, const uint8_t *name, size_t namelen, const uint8_t *value,
+                       size_t valuelen) {
+  const server_config_t *cfg = &s->conn->srv->cfg;
+
+#define IS(lit) (namelen == sizeof(lit) - 1 && memcmp(name, lit, sizeof(lit) - 1) == 0)
+  if (IS(":method")) {
+    s->method = (uint8_t)method_of(value, valuelen);
+  } else if (IS(":path")) {
+    if (s->method != H2_M_POST && s->path == NULL && valuelen <= WEB_MAX_PATH &&
+        memchr(value, '\0', valuelen) == NULL && (s->path = dupn(value, valuelen)) == NULL)
+      return -1;
+  } else if (IS("content-type")) {
+    s->proto = (uint8_t)web_content_type(value, valuelen);
+    s->reply = s->proto == WEB_PROTO_WEB || s->proto == WEB_PROTO_TEXT ? H2_REPLY_WEB : H2_REPLY_GRPC;
+  } else if (IS("origin")) {
+    s->has_origin = 1;
+    s->origin = web_origin_find(cfg->web_origins, cfg->nweb_origins, value, valuelen);
+  } else if (IS("access-control-request-method")) {
+    s->acrm = 1;
+  } else if (IS("access-control-request-headers")) {
+    if (s->acrh == NULL && valuelen <= 1024 && web_token_list_ok(value, valuelen) &&
+        (s->acrh = dupn(value, valuelen)) == NULL)
+      return -1;
+  }
+#undef IS
+  return 0;
+}
+
+int h2_stream_conn_is_h1(const h2_stream_t *s) {
+  return is_h1(s);
+}
+
+web_proto_t h2_stream_protocol(const h2_stream_t *s) {
+  if (s->proto == WEB_PROTO_GRPC && is_h1(s))
+    return WEB_PROTO_NONE; /* gRPC needs HTTP/2's trailers */
+  return (web_proto_t)s->proto;
+}
+
 int h2_stream_recv_header(h2_stream_t *s, const uint8_t *name, size_t namelen,
                           const uint8_t *value, size_t valuelen) {
+  if (note_header(s, name, namelen, value, valuelen) != 0)
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
   return s->ops->header(s, name, namelen, value, valuelen) == 0
              ? 0
              : NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -373,9 +598,12 @@ void h2_stream_recv_end(h2_stream_t *s) {
   s->ops->end(s);
 }
 
+static void feed(h2_stream_t *s, const uint8_t *data, size_t len);
+
 void h2_stream_recv_data(h2_stream_t *s, const uint8_t *data, size_t len) {
   h2_conn_t *c = s->conn;
   size_t max = c->srv->cfg.max_conn_inbound;
+  int text = s->proto == WEB_PROTO_TEXT;
 
   if (s->in == H2_IN_DISCARD) {
     consume(s, len); /* refused or answered: dropped unread */
@@ -398,10 +626,38 @@ void h2_stream_recv_data(h2_stream_t *s, const uint8_t *data, size_t len) {
    * than its window of body unconsumed. */
   if (s->in == H2_IN_HOLD) {
     s->unacked += len;
+  } else if (text) {
+    /* base64 is longer than the messages it carries: credit by message would never balance,
+     * so both credits go back as the text arrives; the decoded bytes count as kept. */
+    h2_conn_consume_apart(c, s->id, len, len);
   } else {
     h2_conn_consume_apart(c, s->id, len, 0);
     s->held += len;
   }
+  if (!text) {
+    feed(s, data, len);
+    return;
+  }
+  while (len > 0 && s->in != H2_IN_DISCARD) {
+    uint8_t out[3 * 1024 + 3];
+    size_t k = len < 4 * 1024 ? len : 4 * 1024;
+    long n = web_b64_decode(&s->b64, data, k, out);
+    if (n < 0) {
+      s->ops->input_error(s, GRPC_INVALID_ARGUMENT, "grpc-web-text request body is not base64");
+      return;
+    }
+    feed(s, out, (size_t)n);
+    data += k;
+    len -= k;
+  }
+}
+
+/* Request body bytes (decoded): frame them into messages. */
+static void feed(h2_stream_t *s, const uint8_t *data, size_t len) {
+  h2_conn_t *c = s->conn;
+
+  if (c == NULL)
+    return;
   s->inbound += len;
   c->inbound += len;
   while (len > 0 && s->in != H2_IN_DISCARD) {
@@ -426,7 +682,7 @@ void h2_stream_recv_data(h2_stream_t *s, const uint8_t *data, size_t len) {
     len -= (size_t)n;
     if (!got)
       continue;
-    if (s->in == H2_IN_READ)
+    if (s->in == H2_IN_READ && s->proto != WEB_PROTO_TEXT)
       release_held(s, msg.len + GRPC_FRAME_PREFIX);
     s->ops->message(s, &msg);
   }
@@ -476,4 +732,147 @@ void h2_stream_wake_all(h2_conn_t *c) {
   for (h2_stream_t *s = c->streams; s; s = s->next)
     if (s->want_writable)
       queue_writable(s);
+}
+
+/* ---- replies of the transport's own: CORS preflights, console files ------------------ */
+
+/* A whole HTTP response: status, the headers in extra, then body (not sent for HEAD, whose
+ * content-length still says how long it would be). */
+static int plain_reply(h2_stream_t *s, int status, const nghttp2_nv *extra, size_t nextra,
+                       const uint8_t *body, size_t len) {
+  nghttp2_nv nv[16];
+  char code[8], lenbuf[24];
+  size_t n = 0;
+  int send_body = len > 0 && s->method != H2_M_HEAD;
+
+  assert(nextra + 6 <= sizeof(nv) / sizeof(nv[0]));
+  s->reply = H2_REPLY_PLAIN;
+  snprintf(code, sizeof(code), "%d", status);
+  nv_set(&nv[n++], ":status", code);
+  for (size_t i = 0; i < nextra; i++)
+    nv[n++] = extra[i];
+  snprintf(lenbuf, sizeof(lenbuf), "%zu", len);
+  if (status != 204) /* RFC 9110 8.6: never on a 204 */
+    nv_set(&nv[n++], "content-length", lenbuf);
+  if (send_body && append_bytes(s, body, len) != 0)
+    return -ENOMEM;
+  if (submit_reply(s, status, nv, n, send_body, 0) != 0)
+    return -ENOMEM;
+  if (send_body) {
+    stream_set_out(s, H2_OUT_SENDING);
+    stream_set_out(s, H2_OUT_TRAILING);
+  } else {
+    stream_set_out(s, H2_OUT_DONE);
+  }
+  h2_conn_flush(s->conn);
+  return 0;
+}
+
+static int text_reply(h2_stream_t *s, int status, const char *text) {
+  nghttp2_nv nv[2];
+  nv_set(&nv[0], "content-type", "text/plain; charset=utf-8");
+  nv_set(&nv[1], "x-content-type-options", "nosniff");
+  return plain_reply(s, status, nv, 2, (const uint8_t *)text, strlen(text));
+}
+
+/* OPTIONS: a CORS preflight from an origin named by --web-origin gets the CORS headers; one
+ * from any other origin gets none (403), so the browser refuses the call. */
+static int preflight(h2_stream_t *s) {
+  nghttp2_nv nv[8];
+  size_t n = 0;
+
+  if (!s->has_origin) {
+    nv_set(&nv[n++], "allow", "GET, HEAD, POST, OPTIONS");
+    return plain_reply(s, 204, nv, n, NULL, 0);
+  }
+  if (s->origin < 0) {
+    log_info("conn %llu (%s): CORS preflight from an origin not in --web-origin: refused",
+             (unsigned long long)s->conn->id, s->conn->peer);
+    return text_reply(s, 403, "origin not allowed\n");
+  }
+  nv_set(&nv[n++], "access-control-allow-origin", s->conn->srv->cfg.web_origins[s->origin]);
+  nv_set(&nv[n++], "access-control-allow-methods", "POST, GET, HEAD, OPTIONS");
+  nv_set(&nv[n++], "access-control-allow-headers",
+         s->acrh && s->acrh[0] ? s->acrh
+                               : "authorization, content-type, grpc-timeout, x-grpc-web, "
+                                 "x-user-agent");
+  nv_set(&nv[n++], "access-control-expose-headers",
+         "grpc-status, grpc-message, grpc-status-details-bin");
+  nv_set(&nv[n++], "access-control-max-age", "600");
+  nv_set(&nv[n++], "vary", "Origin, Access-Control-Request-Method, Access-Control-Request-Headers");
+  return plain_reply(s, 204, nv, n, NULL, 0);
+}
+
+/* GET or HEAD under --console-dir: the file, index.html for "/" and for any path without an
+ * extension (the console's own routes). */
+static int serve_file(h2_stream_t *s) {
+  const char *root = s->conn->srv->console_root;
+  char rel[WEB_MAX_PATH + 16];
+  nghttp2_nv nv[4];
+  uint8_t *data = NULL;
+  size_t len = 0;
+  int rc;
+
+  if (s->path == NULL || web_path_clean(s->path, rel, WEB_MAX_PATH) != 0) {
+    log_info("conn %llu (%s): refused request path %.200s", (unsigned long long)s->conn->id,
+             s->conn->peer, s->path ? s->path : "(too long)");
+    return text_reply(s, 400, "bad request path\n");
+  }
+  if (rel[0] == '\0')
+    strcpy(rel, "index.html");
+  rc = web_file_read(root, rel, H2_MAX_FILE, &data, &len);
+  if (rc == -ENOENT && !web_has_extension(rel)) {
+    strcpy(rel, "index.html");
+    rc = web_file_read(root, rel, H2_MAX_FILE, &data, &len);
+  }
+  if (rc == -ENOENT)
+    return text_reply(s, 404, "not found\n");
+  if (rc == -EFBIG) {
+    log_warn("console file %s is over %u bytes: not served", rel, H2_MAX_FILE);
+    return text_reply(s, 500, "file too large\n");
+  }
+  if (rc != 0)
+    return text_reply(s, 500, "cannot read the file\n");
+  nv_set(&nv[0], "content-type", web_mime(rel));
+  nv_set(&nv[1], "cache-control",
+         web_hashed_asset(rel) ? "public, max-age=31536000, immutable" : "no-cache");
+  nv_set(&nv[2], "x-content-type-options", "nosniff");
+  rc = plain_reply(s, 200, nv, 3, data, len);
+  free(data);
+  return rc;
+}
+
+int h2_stream_answer_http(h2_stream_t *s) {
+  const server_t *srv;
+  int rc;
+
+  if (s->conn == NULL || s->out != H2_OUT_IDLE)
+    return 0;
+  srv = s->conn->srv;
+  switch ((h2_method_t)s->method) {
+  case H2_M_POST:
+    return 0;
+  case H2_M_OPTIONS:
+    if (srv->cfg.nweb_origins == 0 && !is_h1(s))
+      return 0;
+    rc = preflight(s);
+    break;
+  case H2_M_GET:
+  case H2_M_HEAD:
+    if (srv->console_root != NULL)
+      rc = serve_file(s);
+    else if (is_h1(s))
+      rc = text_reply(s, 404, "not found\n");
+    else
+      return 0;
+    break;
+  default:
+    if (!is_h1(s))
+      return 0;
+    rc = text_reply(s, 405, "method not allowed\n");
+    break;
+  }
+  if (rc != 0)
+    h2_conn_close(s->conn, "out of memory");
+  return 1;
 }

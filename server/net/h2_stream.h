@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "net/grpc_wire.h"
+#include "net/web.h"
 
 typedef struct h2_conn h2_conn_t;
 typedef struct h2_stream h2_stream_t;
@@ -39,6 +40,23 @@ typedef enum h2_output {
   H2_OUT_DONE,     /* trailers (or a trailers-only reply) submitted */
   H2_OUT_CLOSED,   /* the stream is gone */
 } h2_output_t;
+
+/** The request's method, as far as the transport cares. */
+typedef enum h2_method {
+  H2_M_NONE,
+  H2_M_POST,
+  H2_M_GET,
+  H2_M_HEAD,
+  H2_M_OPTIONS,
+  H2_M_OTHER,
+} h2_method_t;
+
+/** How the reply ends. */
+typedef enum h2_reply {
+  H2_REPLY_GRPC,  /* gRPC: trailers in an HTTP/2 HEADERS frame */
+  H2_REPLY_WEB,   /* gRPC-Web: trailers as the body's last frame (flag 0x80), then the end */
+  H2_REPLY_PLAIN, /* an HTTP response of the transport's own (file, preflight, refusal) */
+} h2_reply_t;
 
 /** The events of a stream, run by the transport. None may free the owner synchronously. */
 typedef struct h2_stream_ops {
@@ -85,6 +103,16 @@ struct h2_stream { /* fields are the transport's; the owner uses the functions b
   char *status_details;           /* grpc-status-details-bin (base64), owned; NULL: none */
   uint8_t *buf;                   /* reply bytes not yet taken by nghttp2 */
   size_t off, len, cap;
+  /* What the request is, read from its headers as they pass (net/web.h). */
+  uint8_t method;                 /* h2_method_t */
+  uint8_t proto;                  /* web_proto_t of its content-type */
+  uint8_t reply;                  /* h2_reply_t */
+  unsigned has_origin : 1;        /* an Origin header came */
+  unsigned acrm : 1;              /* Access-Control-Request-Method came (a preflight) */
+  int origin;                     /* index of its Origin in --web-origin; -1: none allowed */
+  char *path;                     /* :path of a request that is not a POST, owned */
+  char *acrh;                     /* Access-Control-Request-Headers, owned */
+  web_b64_t b64;                  /* grpc-web-text: the request body's base64 */
 };
 
 /**
@@ -114,6 +142,20 @@ void h2_stream_input_free(h2_stream_t *s);
 
 /** True if a request message is only partly received; why says how much (for a status). */
 int h2_stream_input_partial(const h2_stream_t *s, char *why, size_t whylen);
+
+/** True if the stream came over HTTP/1.1. */
+int h2_stream_conn_is_h1(const h2_stream_t *s);
+
+/** What the request's content-type asks for (WEB_PROTO_GRPC only where HTTP/2 carries it). */
+web_proto_t h2_stream_protocol(const h2_stream_t *s);
+
+/**
+ * Answer a request that is not a gRPC call, if the transport serves it: a CORS preflight
+ * (--web-origin), a console file (--console-dir), or, over HTTP/1.1, any other method.
+ * Returns 1 if the stream answered (the owner only waits for its closed event), 0 if the
+ * request is the owner's to answer.
+ */
+int h2_stream_answer_http(h2_stream_t *s);
 
 /** Start the reply (HEADERS :status 200 with the data provider). Returns 0 or -ENOMEM. */
 int h2_stream_start_reply(h2_stream_t *s) __attribute__((warn_unused_result));
@@ -189,6 +231,13 @@ void h2_stream_detach(h2_stream_t *s, uint32_t error_code, const char *conn_reas
 
 /** Fire the writable event if the connection can take output. */
 void h2_stream_run_writable(h2_stream_t *s);
+
+/**
+ * For the HTTP/1.1 writer: take up to len reply bytes into buf. *end is set when the reply
+ * is complete with them (the stream is then DONE). Returns the bytes taken; 0 without *end
+ * means nothing to send yet (resumed by the next write).
+ */
+size_t h2_stream_pull(h2_stream_t *s, uint8_t *buf, size_t len, int *end);
 
 /** Congestion eased: queue the writable event of every stream that asked for it. */
 void h2_stream_wake_all(h2_conn_t *c);

@@ -18,7 +18,8 @@
  * and every current client has one. TLS 1.3 suites are OpenSSL's defaults. */
 #define TLS12_CIPHERS "ECDHE+AESGCM:ECDHE+CHACHA20"
 
-static const unsigned char alpn_h2[] = "\x02h2";
+/* Server preference: h2, then http/1.1 (gRPC-Web from browsers, the console's files). */
+static const unsigned char alpn_protos[] = "\x02h2\x08http/1.1";
 
 /* Ciphertext buffers up to this size stay with the connection between writes. */
 #define TLS_OBUF_KEEP (16 * 1024)
@@ -90,9 +91,9 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
   (void)ssl;
   (void)arg;
 
-  if (SSL_select_next_proto(&sel, outlen, alpn_h2, sizeof(alpn_h2) - 1, in, inlen) !=
+  if (SSL_select_next_proto(&sel, outlen, alpn_protos, sizeof(alpn_protos) - 1, in, inlen) !=
       OPENSSL_NPN_NEGOTIATED)
-    return SSL_TLSEXT_ERR_ALERT_FATAL; /* no_application_protocol: only h2 is spoken here */
+    return SSL_TLSEXT_ERR_ALERT_FATAL; /* no_application_protocol: h2 and http/1.1 only */
   *out = sel;
   return SSL_TLSEXT_ERR_OK;
 }

@@ -26,7 +26,7 @@ typedef struct tls_files {
 } tls_files_t;
 
 /**
- * Load the files and build the server context (TLS 1.2 or later, ALPN "h2"). The paths are
+ * Load the files and build the server context (TLS 1.2 or later, ALPN "h2" or "http/1.1"). The paths are
  * copied. On success *out owns the new context (free with tls_server_free). On failure the
  * reason is logged. Errors: -EINVAL (a file does not load, or key and certificate disagree),
  * -ENOMEM.

@@ -399,18 +399,6 @@ static void call_stream_age(uv_timer_t *t) {
     cb(call, call->cancel_arg);
 }
 
-/* application/grpc, optionally followed by "+proto" (or another subtype: +json is not
- * served) and ";parameters". */
-static int content_type_ok(const char *ct) {
-  size_t n = strlen("application/grpc");
-  if (ct == NULL || strncasecmp(ct, "application/grpc", n) != 0)
-    return 0;
-  ct += n;
-  if (strncasecmp(ct, "+proto", 6) == 0)
-    ct += 6;
-  return *ct == '\0' || *ct == ';';
-}
-
 static void call_on_headers_done(h2_stream_t *s) {
   rpc_call_t *call = call_of(s);
   uint64_t ms;
@@ -430,12 +418,23 @@ static void call_on_headers_done(h2_stream_t *s) {
     call_finish(call, 400, GRPC_INTERNAL, "repeated request header");
     return;
   }
+  /* A preflight, a console file, or (HTTP/1.1) another method: the transport answers it. */
+  if (h2_stream_answer_http(&call->stream)) {
+    call_set_state(call, RPC_CALL_FINISHING);
+    return;
+  }
   if (call->method == NULL || strcmp(call->method, "POST") != 0) {
     call_finish(call, 405, GRPC_UNIMPLEMENTED, "gRPC requires the POST method");
     return;
   }
-  if (!content_type_ok(call->content_type)) {
-    call_finish(call, 415, GRPC_UNKNOWN, "content-type must be application/grpc");
+  /* application/grpc (HTTP/2 only), application/grpc-web or application/grpc-web-text, each
+   * optionally "+proto" and ";parameters": +json is not served. */
+  if (h2_stream_protocol(&call->stream) == WEB_PROTO_NONE) {
+    call_finish(call, 415, GRPC_UNKNOWN,
+                h2_stream_conn_is_h1(&call->stream)
+                    ? "content-type must be application/grpc-web or application/grpc-web-text "
+                      "over HTTP/1.1"
+                    : "content-type must be application/grpc");
     return;
   }
   call->m = call->path ? rpc_table_find(call->srv->methods, call->path, strlen(call->path)) : NULL;

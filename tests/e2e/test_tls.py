@@ -211,10 +211,24 @@ def test_negotiation_tls12_or_later_and_alpn_h2(c):
         assert s.version() == "TLSv1.2" and s.selected_alpn_protocol() == "h2"
     with _handshake(c.tls.addr, cafile=ca) as s:  # no ALPN at all: h2 with prior knowledge
         assert s.selected_alpn_protocol() is None
-    # A client that offers ALPN without h2 is refused (no_application_protocol).
+    # http/1.1 is the browser's gRPC-Web and the console's files; h2 is preferred.
+    with _handshake(c.tls.addr, cafile=ca, alpn=["http/1.1", "h2"]) as s:
+        assert s.selected_alpn_protocol() == "h2"
+    with _handshake(c.tls.addr, cafile=ca, alpn=["http/1.1"]) as s:
+        assert s.selected_alpn_protocol() == "http/1.1"
+        body = struct.pack(">BI", 0, 0)
+        s.sendall(b"POST /grpc.health.v1.Health/Check HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Type: application/grpc-web+proto\r\nContent-Length: 5\r\n\r\n" + body)
+        data = b""
+        while b"grpc-status:" not in data:
+            d = s.recv(65536)
+            assert d, data
+            data += d
+        assert data.startswith(b"HTTP/1.1 200 OK\r\n") and b"grpc-status:0\r\n" in data, data
+    # A client that offers ALPN without h2 or http/1.1 is refused (no_application_protocol).
     try:
-        _handshake(c.tls.addr, cafile=ca, alpn=["http/1.1"]).close()
-        raise AssertionError("ALPN without h2 was accepted")
+        _handshake(c.tls.addr, cafile=ca, alpn=["spdy/3.1"]).close()
+        raise AssertionError("ALPN without h2 or http/1.1 was accepted")
     except ssl.SSLError as e:
         assert "NO_APPLICATION_PROTOCOL" in str(e).upper() or "ALERT" in str(e).upper(), e
     # TLS 1.1 and older are refused, even by a client willing to speak them.

@@ -1,0 +1,573 @@
+"""gRPC-Web served by clued itself, against the protocol text (PROTOCOL-WEB.md): raw HTTP/1.1
+on sockets (rawh1.py) and raw HTTP/2 (python3-h2, rawh2.py) on the gRPC port. Unary and
+server-streaming calls, binary and base64 bodies, trailers as the body's last frame, CORS for
+the origins named by --web-origin, the console's files (--console-dir) and the bounds of an
+HTTP/1.1 connection: request line, header section, body, pipelined input, slowloris."""
+
+import base64
+import os
+import socket
+import struct
+import sys
+import tempfile
+import threading
+import time
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+import world  # noqa: E402
+from rawh1 import H1, encode, frame, grpc_web  # noqa: E402
+from rawh2 import RawH2, grpc_frame  # noqa: E402
+
+S = harness.stubs()
+CHECK = "/grpc.health.v1.Health/Check"
+LIST_UNITS = "/clue.v1.AdminService/ListUnits"
+ORIGIN = "https://console.example:8443"
+MAX_MSG = 65536
+HEADER_BYTES = 8192
+
+
+def check_req(service=""):
+    return S.health_pb2.HealthCheckRequest(service=service).SerializeToString()
+
+
+def serving(body):
+    r = S.health_pb2.HealthCheckResponse()
+    r.ParseFromString(body)
+    return r.status == S.health_pb2.HealthCheckResponse.SERVING
+
+
+class Ctx:
+    pass
+
+
+def make_console(d):
+    os.makedirs(os.path.join(d, "assets"))
+    files = {
+        "index.html": b"<!doctype html><title>console</title>",
+        "assets/index-B3xk9aQ2.js": b"console.log('clued');\n",
+        "assets/index-Df81kLm0.css": b"body{color:#111}\n",
+        "assets/logo.svg": b"<svg xmlns='http://www.w3.org/2000/svg'/>",
+        "favicon.ico": b"\x00\x00\x01\x00",
+        "config.json": b"{}",
+    }
+    for name, data in files.items():
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
+    os.symlink("/etc/passwd", os.path.join(d, "passwd.txt"))  # out of the directory
+    os.symlink("index-B3xk9aQ2.js", os.path.join(d, "assets", "alias.js"))  # inside it
+    os.mkfifo(os.path.join(d, "fifo.txt"))
+    with open(os.path.join(d, "huge.bin"), "wb") as f:  # sparse: over the 16 MiB bound
+        f.truncate(17 << 20)
+    return files
+
+
+def setup():
+    c = Ctx()
+    c.dir = tempfile.mkdtemp(prefix="clued-console-")
+    c.files = make_console(os.path.join(c.dir, "www"))
+    c.url = harness.test_database_url()
+    c.srv = harness.Clued(c.url, args=[
+        "--console-dir", os.path.join(c.dir, "www"), "--web-origin", ORIGIN,
+        "--web-origin", "http://localhost:5173", "--max-message-bytes", str(MAX_MSG),
+        "--max-header-bytes", str(HEADER_BYTES), "--max-headers", "40",
+        "--handshake-timeout", "2s"]).start()
+    c.token = world.bootstrap_token(c.srv)
+    return c
+
+
+def teardown(c):
+    c.srv.stop()
+
+
+def still_serving(c):
+    r = grpc_web(c.srv.addr, CHECK, check_req())
+    assert r.grpc_status() == 0 and serving(r.messages()[0])
+
+
+# ---- unary over HTTP/1.1 -------------------------------------------------------------------
+
+
+def test_unary_http1(c):
+    r = grpc_web(c.srv.addr, CHECK, check_req())
+    assert r.status == 200, r.status
+    assert r.header("content-type") == "application/grpc-web+proto"
+    assert int(r.header("content-length")) == len(r.body)
+    msgs = r.messages()
+    assert len(msgs) == 1 and serving(msgs[0])
+    assert r.trailers() == {"grpc-status": "0"}
+    assert "grpc-status" not in r.headers  # the status is in the body, as the protocol says
+    # application/grpc-web without +proto is the same thing.
+    r = grpc_web(c.srv.addr, CHECK, check_req(), ctype="application/grpc-web")
+    assert r.grpc_status() == 0 and serving(r.messages()[0])
+
+
+def test_keep_alive_and_pipelining(c):
+    h = H1(c.srv.addr)
+    for _ in range(3):
+        r = grpc_web(h, CHECK, check_req())
+        assert r.grpc_status() == 0
+    # Three requests in one write: three replies, in order, on the same connection.
+    reqs = b""
+    for svc in ("", "no.such.A", "clue.v1.ClueService"):
+        reqs += encode("POST", CHECK, frame(check_req(svc)), [("Content-Type", "application/grpc-web+proto")])
+    h.send(reqs)
+    a, b, d = h.read_reply(), h.read_reply(), h.read_reply()
+    assert a.grpc_status() == 0
+    assert b.grpc_status() == 5 and "no.such.A" in b.grpc_message()
+    assert d.grpc_status() == 0
+    h.close()
+
+
+def test_authenticated_and_unauthenticated(c):
+    req = S.admin_pb2.ListUnitsRequest().SerializeToString()
+    r = grpc_web(c.srv.addr, LIST_UNITS, req)
+    assert r.status == 200 and r.grpc_status() == 16, r.body
+    assert "authorization" in r.grpc_message()
+    assert r.messages() == []
+    r = grpc_web(c.srv.addr, LIST_UNITS, req, token="ct_" + "0" * 64)
+    assert r.grpc_status() == 16
+    r = grpc_web(c.srv.addr, LIST_UNITS, req, token=c.token)
+    assert r.grpc_status() == 0
+    units = S.admin_pb2.ListUnitsResponse()
+    units.ParseFromString(r.messages()[0])
+    assert any(u.code == "ADM" for u in units.units)
+    # A refused caller's body is read and dropped: the connection serves the next request.
+    h = H1(c.srv.addr)
+    assert grpc_web(h, LIST_UNITS, req).grpc_status() == 16
+    assert grpc_web(h, LIST_UNITS, req, token=c.token).grpc_status() == 0
+    h.close()
+
+
+def test_error_trailers(c):
+    r = grpc_web(c.srv.addr, "/clue.v1.ClueService/NoSuchMethod", b"")
+    assert r.status == 200 and r.grpc_status() == 12
+    assert "/clue.v1.ClueService/NoSuchMethod" in r.grpc_message()
+    r = grpc_web(c.srv.addr, CHECK, check_req("no.such.Service"))
+    assert r.grpc_status() == 5 and 'unknown service "no.such.Service"' in r.grpc_message()
+    # Rich details travel in the trailer frame too (grpc-status-details-bin, base64).
+    tr = r.trailers()
+    if "grpc-status-details-bin" in tr:
+        base64.b64decode(tr["grpc-status-details-bin"] + "==")
+    # Not one message: INVALID_ARGUMENT, as over HTTP/2.
+    r = grpc_web(c.srv.addr, CHECK, b"\xff\xff\xff")
+    assert r.grpc_status() == 3, r.trailers()
+    # Plain gRPC needs HTTP/2's trailers: over HTTP/1.1 it is refused.
+    h = H1(c.srv.addr)
+    r = h.request("POST", CHECK, grpc_frame(check_req()), [("Content-Type", "application/grpc")])
+    assert r.status == 415 and r.header("grpc-status") == "2", (r.status, r.headers)
+    h.close()
+
+
+def test_grpc_web_text(c):
+    r = grpc_web(c.srv.addr, CHECK, check_req(), text=True)
+    assert r.header("content-type") == "application/grpc-web-text+proto"
+    base64.b64decode(r.body[:4])  # base64 on the wire
+    assert r.grpc_status(text=True) == 0 and serving(r.messages(text=True)[0])
+    # A body of concatenated padded chunks, as streaming clients send.
+    body = frame(check_req("clue.v1.ClueService"))
+    chunked = base64.b64encode(body[:4]) + base64.b64encode(body[4:])
+    assert b"=" in chunked[:8]
+    h = H1(c.srv.addr)
+    r = h.request("POST", CHECK, chunked, [("Content-Type", "application/grpc-web-text")])
+    assert r.grpc_status(text=True) == 0 and serving(r.messages(text=True)[0])
+    # Not base64, or cut inside a quantum: INVALID_ARGUMENT.
+    r = h.request("POST", CHECK, b"!!!!", [("Content-Type", "application/grpc-web-text")])
+    assert r.grpc_status(text=True) == 3, r.body
+    r = h.request("POST", CHECK, base64.b64encode(body)[:-1], [("Content-Type", "application/grpc-web-text")])
+    assert r.grpc_status(text=True) == 3, r.body
+    h.close()
+
+
+def test_chunked_request_body(c):
+    body = frame(check_req())
+    h = H1(c.srv.addr)
+    raw = b"%x\r\n%s\r\n%x;ext=1\r\n%s\r\n0\r\nx-trailer: 1\r\n\r\n" % (3, body[:3], len(body) - 3, body[3:])
+    h.send(encode("POST", CHECK, b"", [("Content-Type", "application/grpc-web+proto"),
+                                        ("Transfer-Encoding", "chunked")]) + raw)
+    r = h.read_reply()
+    assert r.grpc_status() == 0 and serving(r.messages()[0])
+    # And the connection goes on.
+    assert grpc_web(h, CHECK, check_req()).grpc_status() == 0
+    h.close()
+
+
+def test_expect_continue(c):
+    h = H1(c.srv.addr)
+    body = frame(check_req())
+    h.send(encode("POST", CHECK, b"", [("Content-Type", "application/grpc-web+proto"),
+                                        ("Content-Length", str(len(body))), ("Expect", "100-continue")]))
+    line = h._line()
+    assert line == b"HTTP/1.1 100 Continue", line
+    assert h._line() == b""
+    h.send(body)
+    assert h.read_reply().grpc_status() == 0
+    h.close()
+
+
+# ---- over HTTP/2 -------------------------------------------------------------------------------
+
+
+def test_unary_http2(c):
+    h = RawH2(c.srv.addr)
+    r = h.call(CHECK, grpc_frame(check_req()), content_type="application/grpc-web+proto")
+    assert r.http_status == 200 and r.headers["content-type"] == "application/grpc-web+proto"
+    assert r.trailers == {}, r.trailers  # no HTTP/2 trailers: they are the body's last frame
+    fr = _frames(r.data)
+    assert fr[0][0] == 0 and serving(fr[0][1])
+    assert fr[-1][0] == 0x80 and b"grpc-status:0\r\n" in fr[-1][1]
+    r = h.call(CHECK, base64.b64encode(grpc_frame(check_req("nope"))), content_type="application/grpc-web-text")
+    fr = _frames(base64.b64decode(r.data))
+    assert fr[-1][0] == 0x80 and b"grpc-status:5\r\n" in fr[-1][1], fr
+    r = h.call(LIST_UNITS, grpc_frame(b""), content_type="application/grpc-web+proto")
+    fr = _frames(r.data)
+    assert len(fr) == 1 and b"grpc-status:16\r\n" in fr[0][1]
+    # Plain gRPC on the same connection is untouched.
+    r = h.call(CHECK, grpc_frame(check_req()))
+    assert r.grpc_status == 0 and r.headers["content-type"] == "application/grpc"
+    h.close()
+
+
+def _frames(b):
+    out, i = [], 0
+    while i < len(b):
+        flag, n = struct.unpack(">BI", b[i:i + 5])
+        out.append((flag, b[i + 5:i + 5 + n]))
+        i += 5 + n
+    return out
+
+
+# ---- streaming -------------------------------------------------------------------------------
+
+
+def test_watch_events_streams_over_http1(c):
+    h = H1(c.srv.addr)
+    req = S.audit_pb2.WatchEventsRequest(after_seq=0).SerializeToString()
+    h.send(encode("POST", "/clue.v1.AuditService/WatchEvents", frame(req),
+                  [("Content-Type", "application/grpc-web+proto"), ("Authorization", "Bearer " + c.token)]))
+    got, buf = [], [b""]
+    lock = threading.Condition()
+
+    def on_chunk(d):
+        with lock:
+            buf[0] += d
+            while len(buf[0]) >= 5:
+                flag, n = struct.unpack(">BI", buf[0][:5])
+                if len(buf[0]) < 5 + n:
+                    break
+                got.append((flag, buf[0][5:5 + n]))
+                buf[0] = buf[0][5 + n:]
+            lock.notify_all()
+
+    def reader():
+        try:
+            h.read_reply(on_chunk=on_chunk)
+        except OSError:
+            pass  # closed by the test below
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    with lock:
+        assert lock.wait_for(lambda: len(got) >= 3, 10), got  # the bootstrap's events, replayed
+    ch = grpc.intercept_channel(grpc.insecure_channel(c.srv.addr), world._Auth(c.token))
+    S.admin_pb2_grpc.AdminServiceStub(ch).CreateUnit(S.admin_pb2.CreateUnitRequest(
+        kind=S.common_pb2.UNIT_KIND_ROOM, code="RW1", name="room w1"), timeout=10)
+    ch.close()
+
+    def live():
+        for _, p in got:
+            ev = S.common_pb2.AuditEvent()
+            ev.ParseFromString(p)
+            if ev.action == "unit.create" and "RW1" in ev.details_json:
+                return True
+        return False
+
+    with lock:
+        assert lock.wait_for(live, 10), "the live event did not arrive"
+    assert all(f == 0 for f, _ in got)
+    h.sock.shutdown(socket.SHUT_RDWR)
+    t.join(5)
+    h.close()
+
+
+def test_watch_events_ends_with_trailer_frame(c):
+    # A stream the server ends (at shutdown, or at its age) closes the chunked body with the
+    # trailer frame; here: an unauthenticated WatchEvents, refused at once.
+    h = H1(c.srv.addr)
+    r = h.request("POST", "/clue.v1.AuditService/WatchEvents",
+                  frame(S.audit_pb2.WatchEventsRequest().SerializeToString()),
+                  [("Content-Type", "application/grpc-web+proto")])
+    assert r.grpc_status() == 16
+    h.close()
+
+
+# ---- limits -----------------------------------------------------------------------------------
+
+
+def test_over_limit_message(c):
+    big = S.admin_pb2.CreateUnitRequest(kind=S.common_pb2.UNIT_KIND_ROOM, code="RBIG",
+                                        name="x" * (MAX_MSG + 100)).SerializeToString()
+    # An honest content-length over the limit: RESOURCE_EXHAUSTED before a byte of it is taken.
+    h = H1(c.srv.addr)
+    r = grpc_web(h, "/clue.v1.AdminService/CreateUnit", big, token=c.token)
+    assert r.grpc_status() == 8 and "limit" in r.grpc_message(), r.trailers()
+    # The body was read and dropped: the connection goes on.
+    assert grpc_web(h, CHECK, check_req()).grpc_status() == 0
+    h.close()
+    # A frame that declares more than the limit inside a small body.
+    lie = struct.pack(">BI", 0, MAX_MSG + 1) + b"x" * 10
+    h = H1(c.srv.addr)
+    r = h.request("POST", CHECK, lie, [("Content-Type", "application/grpc-web+proto")])
+    assert r.grpc_status() == 8, r.trailers()
+    h.close()
+    # Chunked, growing past the limit: refused and closed.
+    h = H1(c.srv.addr)
+    h.send(encode("POST", "/clue.v1.AdminService/CreateUnit", b"",
+                  [("Content-Type", "application/grpc-web+proto"), ("Transfer-Encoding", "chunked"),
+                   ("Authorization", "Bearer " + c.token)]))
+    # One message of the largest size, declared in its prefix, then more than it in chunks.
+    h.send(b"%x\r\n" % 30005 + struct.pack(">BI", 0, MAX_MSG) + b"y" * 30000 + b"\r\n")
+    for _ in range(3):
+        h.send(b"%x\r\n" % 30000 + b"y" * 30000 + b"\r\n")
+    r = h.read_reply()
+    assert r.grpc_status() == 8, r.trailers()
+    assert h.closed()
+    h.close()
+    # Far past the limit: refused and the connection closed, the body never read.
+    h = H1(c.srv.addr)
+    h.send(encode("POST", CHECK, b"", [("Content-Type", "application/grpc-web+proto"),
+                                        ("Content-Length", str(64 << 20))]))
+    r = h.read_reply()
+    assert r.grpc_status() == 8 and r.header("connection") == "close"
+    assert h.closed()
+    h.close()
+    still_serving(c)
+
+
+def test_request_line_and_headers_bounded(c):
+    cases = [
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET /" + b"a" * 9000, 414),  # not even finished
+        (b"GET / HTTP/1.1\r\nX-Big: " + b"b" * (HEADER_BYTES + 100) + b"\r\n\r\n", 431),
+        (b"GET / HTTP/1.1\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(60)) + b"\r\n", 431),
+        (b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nX: a\r\n folded\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\nHost: x\n\n", 400),
+        (b"GET / HTTP/2.0\r\n\r\n", 505),
+        (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", 400),
+        (b"garbage\r\n\r\n", 400),
+    ]
+    for raw, status in cases:
+        h = H1(c.srv.addr)
+        h.send(raw)
+        r = h.read_reply()
+        assert r.status == status, (raw[:60], r.status, r.body)
+        assert r.header("connection") == "close"
+        assert h.closed(), raw[:60]
+        h.close()
+    still_serving(c)
+
+
+def test_pipelined_input_bounded(c):
+    """A client that pipelines without reading replies: the server reads a bounded amount
+    (its input buffer, then nothing while the reply before waits), answers in order once
+    read, and never holds more than that."""
+    one = encode("GET", "/config.json")
+    s = socket.create_connection(tuple(c.srv.addr.rsplit(":", 1)[0:1]) + (int(c.srv.addr.rsplit(":", 1)[1]),))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.setblocking(False)
+    sent, want = 0, 64 << 20
+    blob = one * 4096
+    stalled_since = None
+    while sent < want:
+        try:
+            sent += s.send(blob)
+            stalled_since = None
+        except BlockingIOError:
+            if stalled_since is None:
+                stalled_since = time.time()
+            elif time.time() - stalled_since > 2:
+                break
+            time.sleep(0.05)
+    assert sent < want, "the server read 64 MiB of pipelined requests without reading on"
+    s.setblocking(True)
+    s.settimeout(10)
+    h = H1(None, sock=s)
+    for _ in range(5):
+        r = h.read_reply()
+        assert r.status == 200 and r.body == c.files["config.json"]
+    h.close()
+    still_serving(c)
+
+
+def test_slowloris_bounded(c):
+    """Heads that never end are cut at --handshake-timeout (2s here), the first request's or
+    a later one's, and a slow trickle does not extend it."""
+    socks = []
+    for i in range(30):
+        s = socket.create_connection(tuple([c.srv.addr.rsplit(":", 1)[0], int(c.srv.addr.rsplit(":", 1)[1])]))
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        socks.append(s)
+    h = H1(c.srv.addr)
+    assert h.request("GET", "/config.json").status == 200
+    h.send(b"GET / HTTP/1.1\r\nX: ")  # a second request's head, never finished
+    t0 = time.time()
+    for _ in range(5):  # a byte a second keeps nothing alive
+        time.sleep(0.5)
+        try:
+            socks[0].sendall(b"a")
+        except OSError:
+            break
+    for s in socks[1:]:
+        s.settimeout(6)
+        assert s.recv(100) == b"", "a slow head was not cut"
+    assert h.closed(6)
+    assert time.time() - t0 < 8
+    for s in socks:
+        s.close()
+    h.close()
+    harness.wait_for(lambda: "request head not complete within 2000 ms" in c.srv.output(), what="logged")
+    assert "handshake timeout: no complete HTTP/1.1 request head" in c.srv.output()
+    still_serving(c)
+
+
+# ---- CORS --------------------------------------------------------------------------------------
+
+
+def test_cors_preflight_allowed(c):
+    h = H1(c.srv.addr)
+    r = h.request("OPTIONS", CHECK, headers=[
+        ("Origin", ORIGIN), ("Access-Control-Request-Method", "POST"),
+        ("Access-Control-Request-Headers", "authorization,content-type,x-grpc-web,x-user-agent")])
+    assert r.status == 204
+    assert r.header("access-control-allow-origin") == ORIGIN
+    assert "POST" in r.header("access-control-allow-methods")
+    allowed = {x.strip() for x in r.header("access-control-allow-headers").split(",")}
+    assert {"authorization", "content-type", "x-grpc-web", "x-user-agent"} <= allowed
+    exposed = {x.strip() for x in r.header("access-control-expose-headers").split(",")}
+    assert exposed == {"grpc-status", "grpc-message", "grpc-status-details-bin"}
+    assert "content-length" not in r.headers
+    # The call itself names the origin and exposes the status headers.
+    r = grpc_web(h, CHECK, check_req(), headers=[("Origin", ORIGIN)])
+    assert r.grpc_status() == 0
+    assert r.header("access-control-allow-origin") == ORIGIN
+    assert "grpc-status" in r.header("access-control-expose-headers")
+    # Over HTTP/2 too.
+    h2c = RawH2(c.srv.addr)
+    r2 = h2c.call(CHECK, b"", method="OPTIONS", content_type=None, headers=[
+        ("origin", "http://localhost:5173"), ("access-control-request-method", "POST")])
+    assert r2.http_status == 204 and r2.headers["access-control-allow-origin"] == "http://localhost:5173"
+    h2c.close()
+    h.close()
+
+
+def test_cors_refused_origins(c):
+    for origin in ("https://evil.example", ORIGIN + "/", "https://console.example", "null",
+                   ORIGIN.upper()):
+        h = H1(c.srv.addr)
+        r = h.request("OPTIONS", CHECK, headers=[("Origin", origin), ("Access-Control-Request-Method", "POST")])
+        assert r.status == 403, (origin, r.status)
+        assert not any(k.startswith("access-control-") for k in r.headers), (origin, r.headers)
+        r = grpc_web(h, CHECK, check_req(), headers=[("Origin", origin)])
+        assert r.grpc_status() == 0  # served (CORS is the browser's to enforce) but unnamed
+        assert not any(k.startswith("access-control-") for k in r.headers), (origin, r.headers)
+        h.close()
+
+
+# ---- the console's files --------------------------------------------------------------------
+
+
+def test_static_files(c):
+    h = H1(c.srv.addr)
+    cases = [
+        ("/", "index.html", "text/html; charset=utf-8", "no-cache"),
+        ("/index.html", "index.html", "text/html; charset=utf-8", "no-cache"),
+        ("/assets/index-B3xk9aQ2.js", None, "text/javascript; charset=utf-8", "public, max-age=31536000, immutable"),
+        ("/assets/index-Df81kLm0.css", None, "text/css; charset=utf-8", "public, max-age=31536000, immutable"),
+        ("/assets/logo.svg", None, "image/svg+xml", "no-cache"),
+        ("/favicon.ico", None, "image/x-icon", "no-cache"),
+        ("/config.json?v=2", "config.json", "application/json", "no-cache"),
+        ("/queue", "index.html", "text/html; charset=utf-8", "no-cache"),  # the SPA's routes
+        ("/clues/42/history", "index.html", "text/html; charset=utf-8", "no-cache"),
+        ("/assets/alias.js", "assets/index-B3xk9aQ2.js", "text/javascript; charset=utf-8", "no-cache"),
+    ]
+    for path, name, ctype, cache in cases:
+        name = name or path.lstrip("/")
+        r = h.request("GET", path)
+        assert r.status == 200, (path, r.status)
+        assert r.body == c.files[name], path
+        assert r.header("content-type") == ctype, (path, r.headers)
+        assert r.header("cache-control") == cache, (path, r.headers)
+        assert r.header("x-content-type-options") == "nosniff"
+    r = h.request("HEAD", "/assets/index-B3xk9aQ2.js")
+    assert r.status == 200 and int(r.header("content-length")) == len(c.files["assets/index-B3xk9aQ2.js"])
+    assert h.request("GET", "/config.json").body == c.files["config.json"]  # HEAD sent no body
+    assert h.request("GET", "/assets/missing-Zz99Yy88.js").status == 404
+    assert h.request("GET", "/nothing.png").status == 404
+    assert h.request("DELETE", "/index.html").status == 405
+    h.close()
+    # Over HTTP/2 as well.
+    h2c = RawH2(c.srv.addr)
+    r = h2c.call("/assets/index-B3xk9aQ2.js", b"", method="GET", content_type=None)
+    assert r.http_status == 200 and r.data == c.files["assets/index-B3xk9aQ2.js"]
+    assert r.headers["cache-control"] == "public, max-age=31536000, immutable"
+    h2c.close()
+
+
+def test_static_traversal_refused(c):
+    bad = ["/../etc/passwd", "/assets/../../etc/passwd", "/%2e%2e/etc/passwd", "/assets/%2e%2e/index.html",
+           "/assets%2findex-B3xk9aQ2.js", "/assets%2Findex-B3xk9aQ2.js", "/a%5cb", "/index.html%00.js",
+           "/%00", "/assets\\index-B3xk9aQ2.js", "//etc/passwd", "/./index.html", "/assets/",
+           "/%zz", "*", "http://x/etc/passwd"]
+    for path in bad:
+        h = H1(c.srv.addr)
+        r = h.request("GET", path)
+        assert r.status in (400, 404), (path, r.status)
+        assert b"root:" not in r.body, path
+        h.close()
+    for path in ("/passwd.txt", "/fifo.txt"):  # a symlink out of the directory; not a file
+        h = H1(c.srv.addr)
+        r = h.request("GET", path)
+        assert r.status == 404 and b"root:" not in r.body, (path, r.status)
+        h.close()
+    h = H1(c.srv.addr)
+    r = h.request("GET", "/huge.bin")
+    assert r.status == 500 and len(r.body) < 100  # over the size bound: not read
+    h.close()
+    still_serving(c)
+
+
+def test_console_off_without_flag(c):
+    with harness.Clued(harness.test_database_url()) as srv:
+        srv.start()
+        h = H1(srv.addr)
+        assert h.request("GET", "/").status == 404
+        r = h.request("OPTIONS", CHECK, headers=[("Origin", ORIGIN), ("Access-Control-Request-Method", "POST")])
+        assert r.status == 403 and "access-control-allow-origin" not in r.headers
+        r = grpc_web(h, CHECK, check_req())
+        assert r.grpc_status() == 0
+        h.close()
+        # HTTP/2 clients see what they saw before: GET is not a gRPC call.
+        h2c = RawH2(srv.addr)
+        r = h2c.call("/", b"", method="GET", content_type=None)
+        assert r.http_status == 405 and r.grpc_status == 12
+        h2c.close()
+
+
+def test_bad_flags(c):
+    srv = harness.Clued(c.url)
+    for args, word in ((["--web-origin", "https://x.example/path"], "--web-origin"),
+                       (["--web-origin", "ftp://x"], "--web-origin"),
+                       (["--web-origin", "https://a\r\nx: y"], "--web-origin"),
+                       (["--console-dir", "/no/such/dir"], "--console-dir")):
+        r = srv.run("serve", "--listen", "127.0.0.1:0", *args, check=False)
+        assert r.returncode != 0 and word in r.stderr, (args, r.stderr)
+
+
+if __name__ == "__main__":
+    harness.run_tests(globals(), setup, teardown)
