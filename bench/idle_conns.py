@@ -10,7 +10,9 @@ the hard limit allows.
     /usr/bin/python3 bench/idle_conns.py [-n 10000] [--clued build/clued] [--call]
 
 With --call each connection first makes one Health/Check, so what an idle connection that
-has served a call keeps (HPACK tables, nghttp2's stream map) is counted too.
+has served a call keeps (HPACK tables, nghttp2's stream map) is counted too. With --http1 the
+connections speak HTTP/1.1 instead: each makes one gRPC-Web Health/Check (keep-alive), reads
+its reply, and stays open.
 """
 
 import argparse
@@ -76,12 +78,19 @@ CALL = frame(1, 4, 1, b"\x83\x86" + _lit(4, b"/grpc.health.v1.Health/Check") + _
              + bytes([len(b"application/grpc")]) + b"application/grpc") + frame(0, 1, 1, b"\0\0\0\0\0")
 
 
+# One gRPC-Web Health/Check over HTTP/1.1, the connection kept alive.
+H1_CALL = (b"POST /grpc.health.v1.Health/Check HTTP/1.1\r\nHost: b\r\n"
+           b"Content-Type: application/grpc-web+proto\r\nContent-Length: 5\r\n\r\n\0\0\0\0\0")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=10000)
     ap.add_argument("--clued", default=os.path.join(ROOT, "build", "clued"))
     ap.add_argument("--call", action="store_true",
                     help="make one Health/Check on each connection before it goes idle")
+    ap.add_argument("--http1", action="store_true",
+                    help="HTTP/1.1 connections, each after one gRPC-Web Health/Check")
     a = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = min(hard, a.n + 1000)
@@ -119,7 +128,7 @@ def main():
         t0 = time.time()
         for i in range(a.n):
             s = socket.create_connection((host_, int(port_)), timeout=30)
-            s.sendall(PREFACE + frame(4, 0, 0) + (CALL if a.call else b""))
+            s.sendall(H1_CALL if a.http1 else PREFACE + frame(4, 0, 0) + (CALL if a.call else b""))
             s.setblocking(False)
             socks.append(s)
             sel.register(s, selectors.EVENT_READ, [b""])
@@ -130,7 +139,8 @@ def main():
                     except BlockingIOError:
                         continue
                     if d:
-                        key.fileobj.sendall(frame(4, 1, 0))
+                        if not a.http1:
+                            key.fileobj.sendall(frame(4, 1, 0))
                         sel.unregister(key.fileobj)
         end = time.time() + 60
         while len(sel.get_map()) and time.time() < end:
@@ -139,7 +149,7 @@ def main():
                     d = key.fileobj.recv(65536)
                 except BlockingIOError:
                     continue
-                if d:
+                if d and not a.http1:
                     key.fileobj.sendall(frame(4, 1, 0))
                 sel.unregister(key.fileobj)
         opened = time.time() - t0
@@ -148,7 +158,8 @@ def main():
         ok = check(addr)
         alive = sum(1 for s in socks if s.fileno() >= 0)
         print(f"clued {a.clued}")
-        print(f"{a.n} idle HTTP/2 connections{' (one call each)' if a.call else ''} opened in {opened:.1f} s; Health/Check meanwhile: {'OK' if ok else 'FAILED'}")
+        kind = "HTTP/1.1 connections (one gRPC-Web call each)" if a.http1 else "HTTP/2 connections"
+        print(f"{a.n} idle {kind}{' (one call each)' if a.call else ''} opened in {opened:.1f} s; Health/Check meanwhile: {'OK' if ok else 'FAILED'}")
         print(f"RSS {base / 1024:.1f} MiB -> {held / 1024:.1f} MiB: +{(held - base) / 1024:.1f} MiB, "
               f"{(held - base) * 1024 / a.n / 1000:.1f} kB per connection ({alive} open)")
         for s in socks:

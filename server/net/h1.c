@@ -68,6 +68,7 @@ struct h1 {
   unsigned cont_pending : 1; /* "100 Continue" to send before anything else */
   unsigned paused : 1;       /* reading stopped (input buffer full) */
   unsigned run_pending : 1;  /* h1_run has input to parse again */
+  unsigned peer_eof : 1;     /* the peer half-closed: nothing more is read */
   char *head;                /* the reply head (or a whole refusal), owned */
   size_t headlen;
   uint8_t *scratch; /* chunk framing around pulled body bytes */
@@ -149,6 +150,12 @@ static void refuse(h2_conn_t *c, int status, const char *why) {
   h->in = H1_IN_CLOSED;
   h->close_after = 1;
   h->cont_pending = 0;
+  if (h->cur != NULL && h2_stream_live(h->cur) && !h2_stream_finished(h->cur)) {
+    /* Its body cannot be read on: the call ends with a status (and the connection then). */
+    snprintf(buf, sizeof(buf), "malformed request body: %s", why);
+    h->cur->ops->input_error(h->cur, GRPC_INVALID_ARGUMENT, buf);
+    return;
+  }
   if (h->cur != NULL || h->out != H1_OUT_NONE)
     return; /* a reply is under way: the close after it says enough */
   n = snprintf(buf, sizeof(buf),
@@ -662,7 +669,7 @@ static void input_compact(h1_t *h) {
 /* Reading stops while the input buffer is full and goes on when it drains. */
 static void input_flow(h2_conn_t *c) {
   h1_t *h = c->h1;
-  int full = h->ilen - h->ioff >= h->in_limit;
+  int full = h->ilen - h->ioff >= h->in_limit || h->peer_eof;
 
   if (full && !h->paused) {
     h->paused = 1;
@@ -864,6 +871,23 @@ int h1_want_write(const h2_conn_t *c) {
 int h1_idle(const h2_conn_t *c) {
   const h1_t *h = c->h1;
   return h->cur == NULL && h->out == H1_OUT_NONE && h->ilen == h->ioff;
+}
+
+int h1_peer_eof(h2_conn_t *c) {
+  h1_t *h = c->h1;
+
+  /* Only a request whose reply has not begun: a reply already going out (a stream) is
+   * cancelled with the connection, as a browser that went away expects. */
+  int whole = h->in == H1_IN_DONE ||
+              (h->in == H1_IN_BODY && !h->chunked && h->ilen - h->ioff >= h->remaining);
+
+  if (!whole || h->cur == NULL || h->out != H1_OUT_NONE || h->cur->out != H2_OUT_IDLE)
+    return 0;
+  h->peer_eof = 1;
+  h->close_after = 1;
+  h->paused = 1;
+  h2_conn_read_pause(c, 1);
+  return 1;
 }
 
 void h1_drain(h2_conn_t *c) {

@@ -49,6 +49,12 @@ int h1_want_read(const h2_conn_t *c);
 /** True while output is pending (a reply's head or body). */
 int h1_want_write(const h2_conn_t *c);
 
+/**
+ * The peer half-closed. Returns 1 if a whole request's reply is still to go out (reading
+ * stops; the connection closes after it), 0 if the connection should close now.
+ */
+int h1_peer_eof(h2_conn_t *c);
+
 /** The server drains or the connection idled out: close after the reply in progress. */
 void h1_drain(h2_conn_t *c);
 

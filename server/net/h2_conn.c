@@ -561,6 +561,10 @@ static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   if (nread == 0)
     return;
   if (nread < 0) {
+    if (nread == UV_EOF && c->h1 != NULL && h1_peer_eof(c)) {
+      h2_conn_flush(c); /* a client that half-closed after its request still gets the reply */
+      return;
+    }
     h2_conn_close(c, nread == UV_EOF ? "peer closed the connection" : uv_strerror((int)nread));
     return;
   }

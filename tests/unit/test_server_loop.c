@@ -139,8 +139,9 @@ static void test_garbage_is_dropped(void **state) {
 
   uv_loop_init(&loop);
   start_server(&loop, &srv);
-  memcpy(c.out, "GET / HTTP/1.1\r\n\r\n", 18);
-  c.out_len = 18;
+  /* Neither the HTTP/2 preface nor an HTTP/1.1 request line: a 400, then the close. */
+  memcpy(c.out, "\x01\x02garbage\r\n\r\n", 13);
+  c.out_len = 13;
   connect_client(&loop, &srv, &c);
   finish(&loop, &srv);
   assert_int_equal(c.connected, 1);
