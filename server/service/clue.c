@@ -3,8 +3,8 @@
  * Each call: decode (the transport) -> validate (validate.h) -> read the facts in one query
  * -> decide (authz.h, clue_fsm.h) -> one write statement (a function of 0003_clues.sql) ->
  * encode. A submit and a plain move pass the acting token to their function and run as one
- * statement of their own (svc_write(), 0018_one_statement_writes.sql). Listing is in clue_list.c, proposals in proposal.c, handover in handover.c, notes
- * in note.c. */
+ * statement of their own (svc_write(), 0018_one_statement_writes.sql). Listing is in
+ * clue_list.c, proposals in proposal.c, handover in handover.c, notes in note.c. */
 
 #include "service/clue.h"
 
@@ -222,6 +222,8 @@ typedef struct move_req {
   int32_t persons_disciplined;
   const char *receiving_organ;
   int64_t named_reviewer; /* details.reviewer_unit_id */
+  const char *facts[5];   /* the parameters of move_facts_sql */
+  clue_row_t row;         /* the clue as the facts read found it */
 } move_req_t;
 
 /* Columns of the facts query: the clue, the named reviewer's kind, the idempotency record,
@@ -248,9 +250,11 @@ static const char move_facts_sql[] =
   "jsonb_build_object('disposal', $11::text, 'finding', $12::text, 'sanction_kind', $13::text," \
   " 'persons_disciplined', $14::int, 'receiving_organ', $15::text"
 
+/* A plain move answers what it changed only: the rest of the clue is as the facts read found it
+ * (clue_row_moved()). */
 static const char apply_move_sql[] =
-    "SELECT " OUTCOME_COLS " FROM clue_apply_move($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-    " jsonb_strip_nulls(" MOVE_DETAILS ")), $16, $17)" OUTCOME_JOIN;
+    "SELECT " MOVED_COLS " FROM clue_apply_move($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+    " jsonb_strip_nulls(" MOVE_DETAILS ")), $16, $17) o";
 
 static const char propose_sql[] =
     "SELECT " OUTCOME_COLS " FROM proposal_create($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
@@ -300,8 +304,39 @@ static void replay_transition(rpc_call_t *call, const db_result_t *r, const move
   reply_transition(call, row, prop);
 }
 
+/* The facts read again after a plain move whose answer was not its own change of the row as
+ * first read (clue_row_moved()): its request record is there now, so answer as a retry. */
+static void reread_moved(rpc_call_t *call, const db_result_t *r, void *arg) {
+  move_req_t *mr = arg;
+  clue_row_t row;
+
+  if (db_rows(r) != 1 || clue_row_read(call, r, 0, 0, clue_now_ms(call), &row) != 0) {
+    clue_oom(call);
+    return;
+  }
+  if (db_value(r, 0, MF_REQ_METHOD) == NULL) {
+    rpc_fail(call, GRPC_INTERNAL, "internal error");
+    return;
+  }
+  replay_transition(call, r, mr, &row);
+}
+
+static void moved_plain(rpc_call_t *call, const db_result_t *r, void *arg) {
+  move_req_t *mr = arg;
+
+  if (!clue_row_moved(&mr->row, r, clue_now_ms(call))) {
+    /* The move raced its first call (the same request_id) and answered with that call's
+     * result, the clue as it is now: read it. */
+    svc_read(call, move_facts_sql, 5, mr->facts, reread_moved, mr);
+    return;
+  }
+  if (!clue_see_or_refuse(call, &mr->row))
+    return;
+  reply_transition(call, &mr->row, NULL);
+}
+
 static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
-  const move_req_t *mr = arg;
+  move_req_t *mr = arg;
   const Clue__V1__RequestTransitionRequest *req = mr->req;
   authz_principal_t p = clue_principal(call);
   clue_deadline_config_t cfg = clue_deadline_config(call);
@@ -383,10 +418,12 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
     clue_oom(call);
     return;
   }
-  if (move->co_review)
+  if (move->co_review) {
     svc_query(call, propose_sql, 17, params, moved, NULL);
-  else
-    svc_write(call, apply_move_sql, 17, params, moved, NULL);
+    return;
+  }
+  mr->row = row;
+  svc_write(call, apply_move_sql, 17, params, moved_plain, mr);
 }
 
 static int validate_move(const Clue__V1__RequestTransitionRequest *req, validate_error_t *err) {
@@ -425,7 +462,7 @@ static void request_transition(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__TransitionDetails *d = req->details;
   validate_error_t err;
   move_req_t *mr;
-  const char *params[5];
+  const char **params;
 
   if (clue_invalid(call, validate_move(req, &err), &err))
     return;
@@ -444,6 +481,7 @@ static void request_transition(rpc_call_t *call, const ProtobufCMessage *m) {
     mr->receiving_organ = clue_trimmed(call, d->receiving_organ);
     mr->named_reviewer = d->reviewer_unit_id;
   }
+  params = mr->facts;
   params[0] = svc_i64(call, req->clue_id, 0);
   params[1] = svc_i64(call, clue_principal(call).user_id, 0);
   params[2] = mr->request_id;

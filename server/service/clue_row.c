@@ -129,6 +129,31 @@ int clue_row_read(rpc_call_t *call, const db_result_t *r, int row, int col, int6
   return 0;
 }
 
+bool clue_row_moved(clue_row_t *row, const db_result_t *r, int64_t now_ms) {
+  Clue__V1__Clue *c = row->clue;
+  bool overdue;
+
+  if (c == NULL || db_rows(r) != 1 || svc_col_i64(r, 0, 0) != row->id ||
+      svc_col_i64(r, 0, 1) != row->version + 1 || db_value(r, 0, 6) != NULL)
+    return false;
+  row->version = svc_col_i64(r, 0, 1);
+  row->facts.state = (clue_state_t)clue_state_of(db_value(r, 0, 2));
+  row->facts.pending_reviewer_unit_id = 0;
+  row->facts.deadline_extended = false;
+  row->stage_deadline_ms = svc_col_i64(r, 0, 4);
+  c->state = (Clue__V1__ClueState)row->facts.state;
+  c->version = row->version;
+  c->pending_proposal = false;
+  c->deadline_extended = false;
+  c->updated_at_ms = svc_col_i64(r, 0, 3);
+  c->stage_deadline_ms = row->stage_deadline_ms;
+  clue_deadline_status(c->stage_deadline_ms, now_ms, &c->days_left, &overdue);
+  c->overdue = overdue;
+  c->disposal =
+      (Clue__V1__Disposal)svc_name_index(disposal_names, NELEM(disposal_names), db_value(r, 0, 5));
+  return true;
+}
+
 int clue_proposal_read(rpc_call_t *call, const db_result_t *r, int row, int col,
                        Clue__V1__Proposal **out, authz_proposal_t *facts) {
   Clue__V1__Proposal *p;

@@ -103,6 +103,25 @@ int clue_proposal_read(rpc_call_t *call, const db_result_t *r, int row, int col,
                        Clue__V1__Proposal **out, authz_proposal_t *facts)
     __attribute__((warn_unused_result));
 
+/* What a plain move changes, and what tells its own change from another (clue_row_moved()):
+ * the clue's id, version, state, updated_at, stage_deadline and disposal, and the proposal of
+ * the outcome, from a mutation's clue_outcome aliased "o". */
+/* clang-format off */
+#define MOVED_COLS                                                                              \
+  "(o.clue).id, (o.clue).version, (o.clue).state, " SVC_MS("(o.clue).updated_at") ", "         \
+  SVC_MS("(o.clue).stage_deadline") ", (o.clue).disposal, (o.proposal).id"
+/* clang-format on */
+
+/**
+ * Bring row (read with clue_row_read() before a move) to what the move made of it, from the
+ * MOVED_COLS of r's first row, if they are this move's change of the row as read: the same
+ * clue at the next version, no proposal. Every other change of a clue's columns a reply shows
+ * moves its version (state, owner, deadline, joint case; see clues.version), so the rest of
+ * the row is still as read. Returns true if so (row updated; no pending proposal, the deadline
+ * not extended, days_left and overdue as of now_ms), false otherwise (row unchanged).
+ */
+bool clue_row_moved(clue_row_t *row, const db_result_t *r, int64_t now_ms);
+
 /** The caller as authz.h sees it. */
 authz_principal_t clue_principal(rpc_call_t *call);
 

@@ -473,6 +473,92 @@ def test_move_idempotent(c):
     assert c.events(cl.id) == events + 2
 
 
+def same_clue(a, b):
+    """a and b show the same clue, as far as a reply can: every field but the deadline's days."""
+    a, b = pb.Clue.FromString(a.SerializeToString()), pb.Clue.FromString(b.SerializeToString())
+    for m in (a, b):
+        m.ClearField("days_left")
+        m.ClearField("reporter")
+    return a == b
+
+
+def test_move_retries_race(c):
+    # Concurrent retries of one plain move: one move, one event, and every caller gets the clue
+    # the move made, field for field as a read of it now shows it.
+    w = c.w
+    cl = c.submit(w.G2.member)
+    events = c.events(cl.id)
+    key = new_request_id()
+    barrier = threading.Barrier(8)
+
+    def racer(_):
+        raw, ch = w.G2.leader.new_channel()
+        try:
+            stub = S.clue_pb2_grpc.ClueServiceStub(ch)
+            stub.GetClue(pb.GetClueRequest(clue_id=cl.id), timeout=20)
+            barrier.wait()
+            return stub.RequestTransition(pb.RequestTransitionRequest(
+                clue_id=cl.id, expected_version=1, target=PRELIM, reason="初核", request_id=key), timeout=30)
+        finally:
+            raw.close()
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(racer, range(8)))
+    c.changed(cl.id)
+    assert c.events(cl.id) == events + 1
+    now = w.G2.leader.clue.GetClue(pb.GetClueRequest(clue_id=cl.id), timeout=20)
+    assert now.version == 2 and now.state == PRELIM
+    for r in results:
+        assert not r.pending and not r.HasField("proposal"), r
+        assert same_clue(r.clue, now), (r.clue, now)
+
+
+def test_move_answered_by_its_first_call_after_later_changes(c):
+    # A move whose write waits for its first call (same request_id) to commit gets that call's
+    # answer: the clue as it is by then. Here the first call, and an extension of the deadline
+    # after it, run in a transaction of the test's that holds the request's lock while the call
+    # waits; the call then answers with the clue at version 3, extended, as a read shows it.
+    w = c.w
+    cl = c.submit(w.G2.member)
+    events = c.events(cl.id)
+    key = new_request_id()
+    lock = ("SELECT pg_advisory_xact_lock(hashtextextended('clue_requests/' || %s || '/' || %s::uuid, 0))",
+            (w.G2.leader.id, key))
+    t = harness.Postgres.get().connect(c.dbname)
+    t.autocommit = False
+    try:
+        with t.cursor() as cur:
+            cur.execute(*lock)
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            fut = ex.submit(w.G2.leader.clue.RequestTransition, pb.RequestTransitionRequest(
+                clue_id=cl.id, expected_version=1, target=PRELIM, reason="初核", request_id=key), timeout=30)
+            for _ in range(400):
+                with c.db.cursor() as cur:
+                    cur.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+                    if cur.fetchone()[0] == 1:
+                        break
+                time.sleep(0.025)
+            else:
+                raise AssertionError("the move never waited for the request's lock")
+            now_ms = int(time.time() * 1000)
+            with t.cursor() as cur:
+                cur.execute("SELECT (clue_apply_move(%s, %s, %s, %s, %s, 1, 'ACCEPTED', 'PRELIMINARY_CHECK',"
+                            " 'start_check', 'first', '{}', %s, NULL)).clue",
+                            (w.G2.leader.id, w.G2.id, key, now_ms, cl.id, now_ms + 30 * DAY_MS))
+                cur.execute("SELECT clue_extend_deadline(%s, %s, %s, %s, %s, 2, 10, 'then')",
+                            (w.G2.leader.id, w.G2.id, new_request_id(), now_ms, cl.id))
+            t.commit()
+            r = fut.result(timeout=30)
+    finally:
+        t.close()
+    c.changed(cl.id, 2)
+    assert c.events(cl.id) == events + 2, "the waiting call changed nothing"
+    now = w.G2.leader.clue.GetClue(pb.GetClueRequest(clue_id=cl.id), timeout=20)
+    assert now.version == 3 and now.state == PRELIM and now.deadline_extended
+    assert r.clue.version == 3 and r.clue.deadline_extended and not r.pending, r
+    assert same_clue(r.clue, now), (r.clue, now)
+
 def test_who_may_move(c):
     w = c.w
     cl = c.submit(w.G1.member)
