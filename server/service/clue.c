@@ -226,24 +226,26 @@ typedef struct move_req {
   clue_row_t row;         /* the clue as the facts read found it */
 } move_req_t;
 
-/* Columns of the facts query: the clue, the named reviewer's kind, the idempotency record,
- * and the proposal that record names. */
+/* Columns of the facts query: the clue, the named reviewer's kind, and the idempotency record
+ * with the proposal it names (read only for a retry, replayed_proposal()). */
 enum {
   MF_NAMED_KIND = CLUE_NCOLS,
   MF_REQ_METHOD,
   MF_REQ_CLUE,
-  MF_PROPOSAL,
+  MF_REQ_PROPOSAL,
 };
 
 /* clang-format off */
 static const char move_facts_sql[] =
-    "SELECT " CLUE_COLS("c", "ou", "$4") ", nu.kind, q.method, q.clue_id, " PROPOSAL_COLS("rp")
+    "SELECT " CLUE_COLS("c", "ou", "$4") ", nu.kind, q.method, q.clue_id, q.proposal_id"
     " FROM (SELECT 1) one"
     " LEFT JOIN clues c ON c.id = $1"
     " LEFT JOIN units ou ON ou.id = c.owner_unit"
     " LEFT JOIN units nu ON nu.id = $5"
-    " LEFT JOIN clue_requests q ON q.user_id = $2 AND q.request_id = $3"
-    " LEFT JOIN proposals rp ON rp.id = q.proposal_id";
+    " LEFT JOIN clue_requests q ON q.user_id = $2 AND q.request_id = $3";
+
+static const char replay_proposal_sql[] =
+    "SELECT " PROPOSAL_COLS("p") " FROM proposals p WHERE p.id = $1";
 
 /* The details a move carries, as jsonb without the fields it does not need (NULLs). */
 #define MOVE_DETAILS                                                                            \
@@ -286,10 +288,24 @@ static void moved(rpc_call_t *call, const db_result_t *r, void *arg) {
   reply_transition(call, &row, prop);
 }
 
-/* The first call with this request_id already ran: answer with what it produced, as it is now. */
-static void replay_transition(rpc_call_t *call, const db_result_t *r, const move_req_t *mr,
+/* A retry's answer with the proposal its first call made or named, as it is now. */
+static void replayed_proposal(rpc_call_t *call, const db_result_t *r, void *arg) {
+  move_req_t *mr = arg;
+  Clue__V1__Proposal *prop = NULL;
+
+  if (db_rows(r) == 1 && clue_proposal_read(call, r, 0, 0, &prop, NULL) != 0) {
+    clue_oom(call);
+    return;
+  }
+  reply_transition(call, &mr->row, prop);
+}
+
+/* The first call with this request_id already ran: answer with what it produced, as it is now
+ * (its proposal, if any, read on its own: a retry is rare, the facts read of every move is
+ * not). */
+static void replay_transition(rpc_call_t *call, const db_result_t *r, move_req_t *mr,
                               clue_row_t *row) {
-  Clue__V1__Proposal *prop;
+  const char *params[1];
 
   if (!clue_request_is(r, MF_REQ_METHOD, "RequestTransition", mr->req->clue_id)) {
     clue_refuse_reused(call, mr->request_id);
@@ -297,11 +313,13 @@ static void replay_transition(rpc_call_t *call, const db_result_t *r, const move
   }
   if (!clue_see_or_refuse(call, row))
     return;
-  if (clue_proposal_read(call, r, 0, MF_PROPOSAL, &prop, NULL) != 0) {
-    clue_oom(call);
+  if (db_value(r, 0, MF_REQ_PROPOSAL) == NULL) {
+    reply_transition(call, row, NULL);
     return;
   }
-  reply_transition(call, row, prop);
+  mr->row = *row;
+  params[0] = db_value(r, 0, MF_REQ_PROPOSAL);
+  svc_read(call, replay_proposal_sql, 1, params, replayed_proposal, mr);
 }
 
 /* The facts read again after a plain move whose answer was not its own change of the row as

@@ -464,6 +464,12 @@ def test_move_idempotent(c):
     c.changed(cl.id)
     assert c.events(cl.id) == events + 1
     pid = list(results)[0][0]
+    # A later retry answers with the same proposal, read for it, as it is now.
+    again = w.G2.leader.clue.RequestTransition(pb.RequestTransitionRequest(
+        clue_id=cl.id, expected_version=2, target=FILED, reason="立案", request_id=key), timeout=20)
+    assert again.pending and again.proposal.id == pid and again.proposal.target == FILED, again
+    assert again.proposal.proposer_user_name and again.proposal.reviewer_unit_code, again.proposal
+    assert c.events(cl.id) == events + 1
     # Retried approval: applied once.
     key = new_request_id()
     d1 = c.review(w.R1.leader, pid, True, request_id=key)
