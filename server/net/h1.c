@@ -74,6 +74,41 @@ struct h1 {
   uint8_t *scratch; /* chunk framing around pulled body bytes */
 };
 
+/* The one place the request side changes state. */
+static void in_set(h1_t *h, h1_in_t to) {
+  switch (to) {
+  case H1_IN_HEAD: /* the exchange is over (the reply went out, the body was read) */
+    assert(h->in == H1_IN_DONE || h->in == H1_IN_BODY);
+    assert(h->cur == NULL && h->out == H1_OUT_NONE);
+    break;
+  case H1_IN_BODY:
+    assert(h->in == H1_IN_HEAD);
+    break;
+  case H1_IN_DONE:
+    assert(h->in == H1_IN_HEAD || h->in == H1_IN_BODY);
+    break;
+  case H1_IN_CLOSED:
+    break; /* from anywhere: a refusal, a drain, the end of a closing exchange */
+  }
+  h->in = to;
+}
+
+/* The one place the reply side changes state. */
+static void out_set(h1_t *h, h1_out_t to) {
+  switch (to) {
+  case H1_OUT_HEAD:
+    assert(h->out == H1_OUT_NONE);
+    break;
+  case H1_OUT_BODY:
+    assert(h->out == H1_OUT_HEAD && h->cur != NULL);
+    break;
+  case H1_OUT_NONE: /* a refusal of our own written, or a stream's reply all pulled */
+    assert(h->out == H1_OUT_HEAD || h->out == H1_OUT_BODY);
+    break;
+  }
+  h->out = to;
+}
+
 static const char *reason(int status) {
   switch (status) {
   case 200:
@@ -147,7 +182,7 @@ static void refuse(h2_conn_t *c, int status, const char *why) {
 
   log_info("conn %llu (%s): HTTP/1.1 request refused (%d): %s", (unsigned long long)c->id, c->peer,
            status, why);
-  h->in = H1_IN_CLOSED;
+  in_set(h, H1_IN_CLOSED);
   h->close_after = 1;
   h->cont_pending = 0;
   if (h->cur != NULL && h2_stream_live(h->cur) && !h2_stream_finished(h->cur)) {
@@ -169,7 +204,7 @@ static void refuse(h2_conn_t *c, int status, const char *why) {
     return;
   }
   h->headlen = (size_t)(n < (int)sizeof(buf) ? n : (int)sizeof(buf) - 1);
-  h->out = H1_OUT_HEAD;
+  out_set(h, H1_OUT_HEAD);
 }
 
 /* ---- input ------------------------------------------------------------------------------- */
@@ -407,7 +442,7 @@ static int take_head(h2_conn_t *c, uint8_t *p, size_t len) {
   h->body_total = 0;
   h->trail_bytes = 0;
   h->remaining = te_chunked ? 0 : (uint64_t)(clen > 0 ? clen : 0);
-  h->in = te_chunked || clen > 0 ? H1_IN_BODY : H1_IN_DONE;
+  in_set(h, te_chunked || clen > 0 ? H1_IN_BODY : H1_IN_DONE);
   if (h->in == H1_IN_BODY && expect)
     h->cont_pending = 1;
   h2_stream_recv_headers_done(st);
@@ -443,8 +478,10 @@ static int read_head(h2_conn_t *c) {
   int rc;
 
   /* Empty lines before a request are ignored (RFC 9112 2.2). */
-  while (h->ilen - h->ioff >= 2 && h->ibuf[h->ioff] == '\r' && h->ibuf[h->ioff + 1] == '\n')
+  while (h->ilen - h->ioff >= 2 && h->ibuf[h->ioff] == '\r' && h->ibuf[h->ioff + 1] == '\n') {
     h->ioff += 2;
+    h->scan = 0;
+  }
   p = h->ibuf + h->ioff;
   avail = h->ilen - h->ioff;
   if (avail == 0)
@@ -507,11 +544,11 @@ static void deliver(h2_conn_t *c, const uint8_t *p, size_t n) {
 
 static void body_done(h2_conn_t *c) {
   h1_t *h = c->h1;
-  h->in = H1_IN_DONE;
+  in_set(h, H1_IN_DONE);
   if (h->cur != NULL && h2_stream_live(h->cur))
     h2_stream_recv_end(h->cur);
   else if (h->cur == NULL && h->out == H1_OUT_NONE)
-    h->in = H1_IN_HEAD; /* the reply went out before the body ended: on to the next request */
+    in_set(h, H1_IN_HEAD); /* the reply went out before the body ended: on to the next request */
 }
 
 /* Feed what there is of the body. Returns 1 if it is complete, 0 if more is needed (or the
@@ -574,7 +611,7 @@ static int read_body(h2_conn_t *c) {
         snprintf(why, sizeof(why),
                  "request body exceeds the limit of %llu bytes (--max-message-bytes)",
                  (unsigned long long)h->body_limit);
-        h->in = H1_IN_CLOSED;
+        in_set(h, H1_IN_CLOSED);
         h->close_after = 1;
         if (st != NULL && h2_stream_live(st))
           st->ops->input_error(st, GRPC_RESOURCE_EXHAUSTED, why);
@@ -642,7 +679,7 @@ static void process(h2_conn_t *c) {
       if (h->cur != NULL || h->out != H1_OUT_NONE)
         return; /* the reply before it is still going out: pipelined requests wait */
       if (c->state != H2_CONN_OPEN) {
-        h->in = H1_IN_CLOSED;
+        in_set(h, H1_IN_CLOSED);
         return;
       }
       rc = read_head(c);
@@ -736,12 +773,14 @@ int h1_reply_start(h2_conn_t *c, h2_stream_t *s, int status, const nghttp2_nv *n
   size_t cap = 128, len;
   char *b;
 
+  (void)s; /* only asserted */
+
   assert(s == h->cur && h->out == H1_OUT_NONE);
   if (h->in == H1_IN_BODY && (h->chunked || h->remaining > h->body_limit + H1_DISCARD_MAX)) {
     /* Answered before its body is read, and the rest is too long to read and drop: the
      * connection closes after the reply. */
     h->close_after = 1;
-    h->in = H1_IN_CLOSED;
+    in_set(h, H1_IN_CLOSED);
   }
   h->cont_pending = 0;
   if (chunked && h->http10) {
@@ -771,7 +810,7 @@ int h1_reply_start(h2_conn_t *c, h2_stream_t *s, int status, const nghttp2_nv *n
   h->head = b;
   h->headlen = len;
   h->out_chunked = (unsigned)chunked;
-  h->out = H1_OUT_HEAD;
+  out_set(h, H1_OUT_HEAD);
   c->flush_pending = 1;
   return 0;
 }
@@ -783,16 +822,21 @@ static void exchange_done(h2_conn_t *c) {
   h2_stream_t *st = h->cur;
 
   h->cur = NULL;
-  h->out = H1_OUT_NONE;
+  out_set(h, H1_OUT_NONE);
   c->last_active = uv_now(c->srv->loop);
+  if (h->ilen == h->ioff && !h->paused) { /* nothing pipelined: the input buffer goes too */
+    free(h->ibuf);
+    h->ibuf = NULL;
+    h->ioff = h->ilen = h->icap = 0;
+  }
   if (st != NULL && h2_stream_live(st))
     h2_stream_detach(st, 0, NULL);
   if (h->close_after || c->state != H2_CONN_OPEN) {
-    h->in = H1_IN_CLOSED;
+    in_set(h, H1_IN_CLOSED);
     return;
   }
   if (h->in == H1_IN_DONE)
-    h->in = H1_IN_HEAD;
+    in_set(h, H1_IN_HEAD);
   h->run_pending = 1;
   c->flush_pending = 1;
 }
@@ -804,6 +848,14 @@ ssize_t h1_send(h2_conn_t *c, const uint8_t **data) {
   size_t n, off;
   int end;
 
+  if (h->out == H1_OUT_NONE && h->cur == NULL && (h->scratch || h->head)) {
+    /* The last exchange's bytes were copied out when this is called again: its buffers go
+     * now, not at the next idle tick, so many short exchanges do not each hold them. */
+    free(h->scratch);
+    h->scratch = NULL;
+    free(h->head);
+    h->head = NULL;
+  }
   if (h->cont_pending && h->out == H1_OUT_NONE) {
     h->cont_pending = 0;
     *data = (const uint8_t *)cont;
@@ -816,11 +868,11 @@ ssize_t h1_send(h2_conn_t *c, const uint8_t **data) {
     *data = (const uint8_t *)h->head;
     n = h->headlen;
     if (st == NULL) { /* a refusal of our own: head and body in one, and done */
-      h->out = H1_OUT_NONE;
-      h->in = H1_IN_CLOSED;
+      out_set(h, H1_OUT_NONE);
+      in_set(h, H1_IN_CLOSED);
       return (ssize_t)n;
     }
-    h->out = H1_OUT_BODY;
+    out_set(h, H1_OUT_BODY);
     return (ssize_t)n;
   case H1_OUT_BODY:
     break;
@@ -895,7 +947,7 @@ void h1_drain(h2_conn_t *c) {
 
   h->close_after = 1;
   if (h->cur == NULL && h->out == H1_OUT_NONE)
-    h->in = H1_IN_CLOSED; /* between requests (a head begun is dropped): close now */
+    in_set(h, H1_IN_CLOSED); /* between requests (a head begun is dropped): close now */
 }
 
 int h1_tick(h2_conn_t *c, uint64_t now) {

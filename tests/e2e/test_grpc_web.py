@@ -627,6 +627,31 @@ def test_console_off_without_flag(c):
         h2c.close()
 
 
+def test_idle_and_write_timeouts_cover_http1(c):
+    """--idle-timeout closes a kept-alive HTTP/1.1 connection with no request; --write-timeout
+    closes one whose peer stops reading a reply (a 12 MiB file here)."""
+    d = os.path.join(c.dir, "big")
+    os.makedirs(d)
+    with open(os.path.join(d, "big.bin"), "wb") as f:
+        f.write(os.urandom(12 << 20))
+    with harness.Clued(harness.test_database_url(), args=[
+            "--console-dir", d, "--idle-timeout", "2s", "--write-timeout", "2s"]) as srv:
+        srv.start()
+        h = H1(srv.addr)
+        assert h.request("GET", "/nothing.txt").status == 404
+        t0 = time.time()
+        assert h.closed(8), "an idle HTTP/1.1 connection was kept past --idle-timeout"
+        assert time.time() - t0 >= 1
+        h.close()
+        s = socket.create_connection(tuple([srv.addr.rsplit(":", 1)[0], int(srv.addr.rsplit(":", 1)[1])]))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall(encode("GET", "/big.bin"))
+        harness.wait_for(lambda: "write timeout" in srv.output(), timeout=15, what="the write timeout")
+        s.close()
+        out = srv.output()
+        assert "idle for" in out and "(--idle-timeout): closing" in out
+
+
 def test_bad_flags(c):
     srv = harness.Clued(c.url)
     for args, word in ((["--web-origin", "https://x.example/path"], "--web-origin"),
