@@ -311,6 +311,47 @@ def test_watch_events_ends_with_trailer_frame(c):
     h.close()
 
 
+def test_stream_deadline_ends_chunked_body_with_trailers(c):
+    """A WatchEvents with grpc-timeout: its events, then DEADLINE_EXCEEDED as the last frame
+    of the chunked body, and the connection serves on."""
+    h = H1(c.srv.addr)
+    t0 = time.time()
+    r = h.request("POST", "/clue.v1.AuditService/WatchEvents",
+                  frame(S.audit_pb2.WatchEventsRequest(after_seq=0).SerializeToString()),
+                  [("Content-Type", "application/grpc-web+proto"), ("Authorization", "Bearer " + c.token),
+                   ("Grpc-Timeout", "700m")])
+    assert time.time() - t0 >= 0.6
+    assert r.header("transfer-encoding") == "chunked" and r.chunks and len(r.chunks) >= 2
+    assert len(r.messages()) >= 3
+    assert r.grpc_status() == 4, r.trailers()
+    assert grpc_web(h, CHECK, check_req()).grpc_status() == 0
+    h.close()
+
+
+def test_http10_and_connection_close(c):
+    h = H1(c.srv.addr)
+    h.send(b"GET /config.json HTTP/1.0\r\n\r\n")
+    r = h.read_reply()
+    assert r.status == 200 and r.body == c.files["config.json"] and r.header("connection") == "close"
+    assert h.closed()
+    h.close()
+    h = H1(c.srv.addr)
+    r = h.request("GET", "/config.json", headers=[("Connection", "close")])
+    assert r.status == 200 and r.header("connection") == "close"
+    assert h.closed()
+    h.close()
+    # A stream to an HTTP/1.0 client is not chunked: it ends with the connection.
+    h = H1(c.srv.addr)
+    body = frame(S.audit_pb2.WatchEventsRequest(after_seq=0).SerializeToString())
+    h.send(b"POST /clue.v1.AuditService/WatchEvents HTTP/1.0\r\nContent-Type: application/grpc-web+proto\r\n"
+           b"Authorization: Bearer " + c.token.encode() + b"\r\nGrpc-Timeout: 300m\r\n"
+           b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    r = h.read_reply()
+    assert "transfer-encoding" not in r.headers and "content-length" not in r.headers
+    assert r.grpc_status() == 4 and len(r.messages()) >= 3
+    h.close()
+
+
 # ---- limits -----------------------------------------------------------------------------------
 
 
