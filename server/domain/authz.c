@@ -55,6 +55,11 @@ static const char *hidden(const authz_principal_t *p, const authz_clue_t *c) {
     return "administrators never see clues";
   if (!is_staff(p))
     return "role or unit kind sees no clues";
+  /* A conflict of interest outweighs every other reason to see the clue. */
+  if (c->principal_recused)
+    return "recused from the clue";
+  if (c->principal_is_handler)
+    return NULL;
   if (same_unit(p->unit_id, c->owner_unit_id))
     return NULL;
   if (same_unit(p->unit_id, c->case_lead_unit_id))
@@ -69,10 +74,22 @@ static const char *hidden(const authz_principal_t *p, const authz_clue_t *c) {
   return "clue of an unrelated unit";
 }
 
+/* The refusal when every leader of the owner unit is recused: not a permission the caller
+ * lacks but a state nobody in the unit can get past. */
+static authz_result_t leaders_recused(const char *what) {
+  return decide(AUTHZ_FAILED_PRECONDITION, "every leader recused",
+                "every LEADER of the owner unit is recused from this clue, so nobody there may "
+                "%s; an ADMIN must add a LEADER without a conflict to the unit",
+                what);
+}
+
 /* The refusal for a visible clue that p may not change. */
-static authz_result_t not_owner_leader(const authz_principal_t *p, const char *what) {
+static authz_result_t not_owner_leader(const authz_principal_t *p, const authz_clue_t *c,
+                                       const char *what) {
   if (p->role == CLUE_ROLE_AUDITOR)
     return decide(AUTHZ_DENIED, "auditor is read-only", "%s", MSG_READ_ONLY);
+  if (is_staff(p) && same_unit(p->unit_id, c->owner_unit_id) && c->owner_leaders_recused)
+    return leaders_recused(what);
   return decide(AUTHZ_DENIED, "not a leader of the owner unit",
                 "only a LEADER of the owner unit may %s", what);
 }
@@ -84,7 +101,8 @@ unsigned authz_clue_scope(const authz_principal_t *p) {
     return AUTHZ_SCOPE_ALL;
   if (!is_staff(p) || p->unit_id <= 0)
     return AUTHZ_SCOPE_NONE;
-  unsigned scope = AUTHZ_SCOPE_OWN_UNIT | AUTHZ_SCOPE_JOINT_CASES | AUTHZ_SCOPE_PENDING_REVIEWS;
+  unsigned scope = AUTHZ_SCOPE_OWN_UNIT | AUTHZ_SCOPE_JOINT_CASES | AUTHZ_SCOPE_PENDING_REVIEWS |
+                   AUTHZ_SCOPE_HANDLED | AUTHZ_SCOPE_UNRECUSED;
   if (p->unit_kind == CLUE_UNIT_ROOM)
     scope |= AUTHZ_SCOPE_LIAISON_GROUPS;
   return scope;
@@ -148,7 +166,7 @@ authz_result_t authz_can_move(const authz_principal_t *p, const authz_clue_t *c,
   if (why != NULL)
     return decide(AUTHZ_NOT_FOUND, why, "%s", MSG_CLUE_NOT_FOUND);
   if (!is_staff(p) || !same_unit(p->unit_id, c->owner_unit_id) || !role_acts(p->role))
-    return not_owner_leader(p, "move this clue");
+    return not_owner_leader(p, c, "move this clue");
 
   const clue_move_t *row = clue_fsm_find(c->state, target);
   if (row == NULL) {
@@ -157,7 +175,7 @@ authz_result_t authz_can_move(const authz_principal_t *p, const authz_clue_t *c,
     return r;
   }
   if (row->actor_role != p->role)
-    return not_owner_leader(p, "make this move");
+    return not_owner_leader(p, c, "make this move");
   if (c->pending_reviewer_unit_id > 0)
     return decide(AUTHZ_FAILED_PRECONDITION, "proposal pending",
                   "clue has a pending proposal; it must be reviewed first");
@@ -209,6 +227,8 @@ authz_result_t authz_can_review(const authz_principal_t *p, const authz_clue_t *
    * ("already decided") rather than NOT_FOUND. */
   bool reviewer_unit = is_staff(p) && same_unit(p->unit_id, prop->reviewer_unit_id);
   const char *why = hidden(p, c);
+  if (is_staff(p) && c->principal_recused)
+    return decide(AUTHZ_NOT_FOUND, why, "%s", MSG_PROPOSAL_NOT_FOUND);
   if (why != NULL && !reviewer_unit)
     return decide(AUTHZ_NOT_FOUND, why, "%s", MSG_PROPOSAL_NOT_FOUND);
   if (p->role == CLUE_ROLE_AUDITOR)
@@ -248,7 +268,7 @@ authz_result_t authz_can_handover(const authz_principal_t *p, const authz_clue_t
   if (why != NULL)
     return decide(AUTHZ_NOT_FOUND, why, "%s", MSG_CLUE_NOT_FOUND);
   if (!is_leader_of(p, c->owner_unit_id))
-    return not_owner_leader(p, "hand this clue over");
+    return not_owner_leader(p, c, "hand this clue over");
   if (c->state != CLUE_STATE_ACCEPTED && c->state != CLUE_STATE_PRELIMINARY_CHECK)
     return decide(AUTHZ_FAILED_PRECONDITION, "state does not allow handover",
                   "clue is %s; only ACCEPTED or PRELIMINARY_CHECK clues can be handed over",
@@ -270,7 +290,7 @@ authz_result_t authz_can_extend_deadline(const authz_principal_t *p, const authz
   if (why != NULL)
     return decide(AUTHZ_NOT_FOUND, why, "%s", MSG_CLUE_NOT_FOUND);
   if (!is_leader_of(p, c->owner_unit_id))
-    return not_owner_leader(p, "extend this clue's deadline");
+    return not_owner_leader(p, c, "extend this clue's deadline");
   if (clue_state_is_terminal(c->state))
     return decide(AUTHZ_FAILED_PRECONDITION, "terminal state",
                   "clue is %s, a terminal state; it has no deadline to extend",
@@ -402,6 +422,144 @@ authz_result_t authz_case_participant_ok(const authz_case_t *jc, const char *fie
     return decide(AUTHZ_INVALID_ARGUMENT, "participant is the lead",
                   "%s names the lead room of the joint case", field);
   return allow("participant");
+}
+
+/* May p manage the clue's handlers? A LEADER of the owner unit, or of the lead room of its
+ * joint case. */
+static bool may_assign(const authz_principal_t *p, const authz_clue_t *c) {
+  return is_leader_of(p, c->owner_unit_id) ||
+         (c->case_lead_unit_id > 0 && is_leader_of(p, c->case_lead_unit_id));
+}
+
+/* The checks AssignHandler and UnassignHandler share: the user id, visibility, permission. */
+static bool handler_call_refused(const authz_principal_t *p, const authz_clue_t *c,
+                                 const authz_user_t *u, authz_result_t *out) {
+  const char *why;
+
+  if (u == NULL || u->user_id == 0) {
+    *out = decide(AUTHZ_INVALID_ARGUMENT, "no user", "user_id is required");
+    return true;
+  }
+  if (u->user_id < 0) {
+    *out = decide(AUTHZ_INVALID_ARGUMENT, "bad user", "user_id must be positive");
+    return true;
+  }
+  if ((why = hidden(p, c)) != NULL) {
+    *out = decide(AUTHZ_NOT_FOUND, why, "%s", MSG_CLUE_NOT_FOUND);
+    return true;
+  }
+  if (p->role == CLUE_ROLE_AUDITOR) {
+    *out = decide(AUTHZ_DENIED, "auditor is read-only", "%s", MSG_READ_ONLY);
+    return true;
+  }
+  if (!may_assign(p, c)) {
+    if (is_staff(p) && same_unit(p->unit_id, c->owner_unit_id) && c->owner_leaders_recused)
+      *out = leaders_recused("assign or unassign handlers");
+    else
+      *out = decide(AUTHZ_DENIED, "not a leader of the owner or lead unit",
+                    "only a LEADER of the owner unit, or of the lead room of the clue's joint "
+                    "case, may assign or unassign handlers");
+    return true;
+  }
+  return false;
+}
+
+static authz_result_t user_not_found(const authz_user_t *u) {
+  return decide(AUTHZ_NOT_FOUND, "user missing", "user_id: user %lld not found",
+                (long long)u->user_id);
+}
+
+/* Is u someone who works on clues: an active MEMBER or LEADER of a working unit? */
+static bool user_is_staff(const authz_user_t *u) {
+  return u->active && (u->role == CLUE_ROLE_MEMBER || u->role == CLUE_ROLE_LEADER) &&
+         is_work_unit(u->unit_kind) && u->unit_id > 0;
+}
+
+authz_result_t authz_can_assign(const authz_principal_t *p, const authz_clue_t *c,
+                                const authz_user_t *u) {
+  authz_result_t r;
+
+  if (handler_call_refused(p, c, u, &r))
+    return r;
+  if (clue_state_is_terminal(c->state))
+    return decide(AUTHZ_FAILED_PRECONDITION, "terminal state",
+                  "clue is %s, a terminal state; it takes no new handlers",
+                  clue_state_name(c->state));
+  if (!u->exists)
+    return user_not_found(u);
+  if (!user_is_staff(u))
+    return decide(AUTHZ_INVALID_ARGUMENT, "user does not work on clues",
+                  "user_id must name an active MEMBER or LEADER of a GROUP, ROOM or REGION");
+  if (u->recused)
+    return decide(AUTHZ_FAILED_PRECONDITION, "user recused",
+                  "user %lld is recused from this clue and cannot be assigned to it",
+                  (long long)u->user_id);
+  if (u->handler)
+    return decide(AUTHZ_FAILED_PRECONDITION, "already a handler",
+                  "user %lld is already a handler of this clue", (long long)u->user_id);
+  return allow(is_leader_of(p, c->owner_unit_id) ? "leader of the owner unit"
+                                                 : "leader of the lead room");
+}
+
+authz_result_t authz_can_unassign(const authz_principal_t *p, const authz_clue_t *c,
+                                  const authz_user_t *u) {
+  authz_result_t r;
+
+  if (handler_call_refused(p, c, u, &r))
+    return r;
+  if (!u->exists)
+    return user_not_found(u);
+  if (!u->handler)
+    return decide(AUTHZ_FAILED_PRECONDITION, "not a handler",
+                  "user %lld is not a handler of this clue", (long long)u->user_id);
+  return allow(is_leader_of(p, c->owner_unit_id) ? "leader of the owner unit"
+                                                 : "leader of the lead room");
+}
+
+authz_result_t authz_can_recuse(const authz_principal_t *p, const authz_clue_t *c,
+                                const authz_user_t *u) {
+  const char *why;
+
+  if (u == NULL || u->user_id == 0)
+    return decide(AUTHZ_INVALID_ARGUMENT, "no user", "user_id is required");
+  if (u->user_id < 0)
+    return decide(AUTHZ_INVALID_ARGUMENT, "bad user", "user_id must be positive");
+  if ((why = hidden(p, c)) != NULL)
+    return decide(AUTHZ_NOT_FOUND, why, "%s", MSG_CLUE_NOT_FOUND);
+  if (p->role == CLUE_ROLE_AUDITOR)
+    return decide(AUTHZ_DENIED, "auditor is read-only", "%s", MSG_READ_ONLY);
+  bool self = p->user_id > 0 && p->user_id == u->user_id;
+  bool leader = p->role == CLUE_ROLE_LEADER &&
+                ((u->exists && is_leader_of(p, u->unit_id)) || may_assign(p, c));
+  if (!self && !leader)
+    return decide(AUTHZ_DENIED, "neither the user nor a leader over it",
+                  "only the user themselves, or a LEADER of their unit, of the owner unit or of "
+                  "the lead room of the clue's joint case, may record a recusal");
+  if (!u->exists)
+    return user_not_found(u);
+  if (!user_is_staff(u))
+    return decide(AUTHZ_INVALID_ARGUMENT, "user does not work on clues",
+                  "user_id must name an active MEMBER or LEADER of a GROUP, ROOM or REGION");
+  if (u->recused)
+    return decide(AUTHZ_FAILED_PRECONDITION, "already recused",
+                  "user %lld is already recused from this clue", (long long)u->user_id);
+  return allow(self ? "declared by the user" : "recorded by a leader");
+}
+
+authz_result_t authz_can_list_recusals(const authz_principal_t *p) {
+  if (p != NULL && (p->role == CLUE_ROLE_AUDITOR || (is_staff(p) && p->role == CLUE_ROLE_LEADER)))
+    return allow("leader or auditor");
+  return decide(AUTHZ_DENIED, "not a leader or auditor",
+                "only LEADERs and AUDITORs may list recusals");
+}
+
+authz_result_t authz_reviewer_can_act(bool reviewer_leaders_recused) {
+  if (reviewer_leaders_recused)
+    return decide(AUTHZ_FAILED_PRECONDITION, "every reviewer leader recused",
+                  "every LEADER of the reviewing unit is recused from this clue, so nobody could "
+                  "review the proposal; an ADMIN must add a LEADER without a conflict to that "
+                  "unit first");
+  return allow("reviewer can act");
 }
 
 authz_result_t authz_can_read_all_audit(const authz_principal_t *p) {

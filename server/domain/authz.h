@@ -61,7 +61,22 @@ typedef struct authz_clue {
   int64_t pending_reviewer_unit_id; /* reviewer unit of the clue's pending proposal; 0 if none */
   bool deadline_extended;           /* the current stage's deadline was already extended */
   clue_state_t state;
+  bool principal_is_handler;  /* the caller is an assigned handler (承办人) of the clue */
+  bool principal_recused;     /* the caller is recused (回避) from the clue */
+  bool owner_leaders_recused; /* every active LEADER of the owner unit is recused (and one is) */
 } authz_clue_t;
+
+/** What authorization needs to know of a user named in a request (a handler, a recusal). */
+typedef struct authz_user {
+  int64_t user_id;
+  bool exists;      /* false: no such user (the other fields are then 0) */
+  bool active;      /* not disabled */
+  int64_t unit_id;
+  clue_unit_kind_t unit_kind;
+  clue_role_t role;
+  bool handler;     /* currently a handler of the clue in question */
+  bool recused;     /* recused from the clue in question */
+} authz_user_t;
 
 /** What authorization needs to know of a co-review proposal. */
 typedef struct authz_proposal {
@@ -85,6 +100,9 @@ typedef enum authz_scope {
   AUTHZ_SCOPE_LIAISON_GROUPS = 1u << 2,  /* owned by a GROUP whose liaison room is the caller's */
   AUTHZ_SCOPE_JOINT_CASES = 1u << 3,     /* in a joint case the caller's unit leads or joins */
   AUTHZ_SCOPE_PENDING_REVIEWS = 1u << 4, /* with a pending proposal the caller's unit reviews */
+  AUTHZ_SCOPE_HANDLED = 1u << 5,         /* the caller (a user) is an assigned handler of */
+  AUTHZ_SCOPE_UNRECUSED = 1u << 6,       /* a restriction, not a source: none the caller is
+                                            recused from, whatever the bits above say */
 } authz_scope_t;
 
 /** True if r allows. */
@@ -100,8 +118,9 @@ unsigned authz_clue_scope(const authz_principal_t *p);
 
 /**
  * May p see the clue? MEMBER/LEADER: clues of its unit, of joint cases its unit leads or
- * joins, with a pending proposal its unit reviews, and for a ROOM those of GROUPs it is the
- * liaison room of. AUDITOR: all. ADMIN: none. Otherwise NOT_FOUND.
+ * joins, with a pending proposal its unit reviews, for a ROOM those of GROUPs it is the
+ * liaison room of, and those p is an assigned handler of; never one p is recused from.
+ * AUDITOR: all. ADMIN: none. Otherwise NOT_FOUND.
  */
 authz_result_t authz_can_see_clue(const authz_principal_t *p, const authz_clue_t *c);
 
@@ -142,8 +161,8 @@ authz_result_t authz_reviewer_unit(const authz_clue_t *c, int64_t named_unit_id,
                                    clue_unit_kind_t named_kind, int64_t *reviewer_unit_id);
 
 /**
- * May p approve or reject the proposal? NOT_FOUND unless p sees the clue or p's unit is the
- * proposal's reviewer; DENIED unless p is a LEADER of the reviewer unit, for a unit that owns
+ * May p approve or reject the proposal? NOT_FOUND when p is recused from the clue, and unless
+ * p sees the clue or p's unit is the proposal's reviewer; DENIED unless p is a LEADER of the reviewer unit, for a unit that owns
  * the clue or made the proposal (co-review is independent), and for the proposer (nobody
  * reviews their own proposal); FAILED_PRECONDITION if already decided.
  */
@@ -212,6 +231,47 @@ authz_result_t authz_can_remove_clue_from_case(const authz_principal_t *p, const
  */
 authz_result_t authz_case_participant_ok(const authz_case_t *jc, const char *field, int64_t unit_id,
                                          clue_unit_kind_t kind);
+
+/**
+ * May p assign user u as a handler (承办人) of the clue? INVALID_ARGUMENT if u->user_id is 0 or
+ * negative; NOT_FOUND if p does not see the clue; DENIED unless p is a LEADER of the owner
+ * unit or of the lead room of the clue's joint case (FAILED_PRECONDITION instead, naming the
+ * recusals, for staff of the owner unit when every leader of it is recused);
+ * FAILED_PRECONDITION in a terminal state; NOT_FOUND ("user_id: user N not found") when u
+ * does not exist; INVALID_ARGUMENT unless u is an active MEMBER or LEADER of a GROUP, ROOM or
+ * REGION (of any unit: no consent of u's own leader is needed); FAILED_PRECONDITION when u is
+ * recused from the clue or already a handler.
+ */
+authz_result_t authz_can_assign(const authz_principal_t *p, const authz_clue_t *c,
+                                const authz_user_t *u);
+
+/**
+ * May p end user u's assignment to the clue? As authz_can_assign() up to the permission
+ * (whoever may assign may unassign, in any state); then NOT_FOUND for a missing user and
+ * FAILED_PRECONDITION unless u is a handler of the clue.
+ */
+authz_result_t authz_can_unassign(const authz_principal_t *p, const authz_clue_t *c,
+                                  const authz_user_t *u);
+
+/**
+ * May p record that user u is recused (回避) from the clue? INVALID_ARGUMENT if u->user_id is 0
+ * or negative (the service puts p's own id for "myself"); NOT_FOUND if p does not see the clue;
+ * DENIED for an AUDITOR, and unless u is p (a declaration) or p is a LEADER of u's unit, of the
+ * owner unit or of the lead room of the clue's joint case; NOT_FOUND when u does not exist;
+ * INVALID_ARGUMENT unless u is a MEMBER or LEADER of a GROUP, ROOM or REGION (only they work
+ * on clues); FAILED_PRECONDITION when u is already recused. Any state.
+ */
+authz_result_t authz_can_recuse(const authz_principal_t *p, const authz_clue_t *c,
+                                const authz_user_t *u);
+
+/** May p list recusals (ListRecusals)? LEADERs of working units and AUDITORs (else DENIED). */
+authz_result_t authz_can_list_recusals(const authz_principal_t *p);
+
+/**
+ * Can the unit chosen to review a proposal on the clue act on it? FAILED_PRECONDITION, naming
+ * the recusals, when every LEADER of it is recused from the clue (nobody could review).
+ */
+authz_result_t authz_reviewer_can_act(bool reviewer_leaders_recused);
 
 /** May p read the whole audit trail (ListAuditEvents, VerifyAuditChain)? AUDITOR and ADMIN. */
 authz_result_t authz_can_read_all_audit(const authz_principal_t *p);

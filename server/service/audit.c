@@ -26,6 +26,7 @@ void audit_visibility(const rpc_principal_t *p, audit_filter_t *f) {
   f->all = authz_ok(&all);
   f->clue_scope = f->all ? AUTHZ_SCOPE_ALL : authz_clue_scope(&a);
   f->scope_unit = a.unit_id;
+  f->scope_user = a.user_id;
   f->viewer = a;
 }
 

@@ -82,8 +82,9 @@ void audit_sql_build(audit_sql_t *q, const audit_filter_t *f, int64_t after, int
   if (!f->all) {
     char cond[CLUE_SCOPE_SQL_MAX];
     param_i64(q, f->scope_unit);
+    param_i64(q, f->scope_user);
     /* The buffer fits every scope; were it not to, the caller would see nothing. */
-    if (clue_scope_sql(f->clue_scope, "c", q->n, cond, sizeof(cond)) != 0)
+    if (clue_scope_sql(f->clue_scope, "c", q->n - 1, q->n, cond, sizeof(cond)) != 0)
       snprintf(cond, sizeof(cond), "false");
     cat(q,
         " AND e.subject_type = 'clue' AND EXISTS (SELECT 1 FROM clues c"

@@ -24,11 +24,12 @@ typedef struct audit_filter {
   int64_t from_ms;   /* at >= from_ms */
   int64_t to_ms;     /* at < to_ms */
   int64_t until_seq; /* seq <= until_seq */
-  /* Visibility: every event (all), or only the events of the clues that unit scope_unit
-   * sees under clue_scope (authz_clue_scope() bits). */
+  /* Visibility: every event (all), or only the events of the clues that user scope_user of
+   * unit scope_unit sees under clue_scope (authz_clue_scope() bits). */
   bool all;
   unsigned clue_scope;
   int64_t scope_unit;
+  int64_t scope_user;
   /* Who reads: which fields of an event they see (authz_audit_event_whole()). */
   authz_principal_t viewer;
 } audit_filter_t;
@@ -44,11 +45,11 @@ typedef struct audit_filter {
 #define AUDIT_EVENT_NCOLS 17
 
 /** Most parameters audit_sql_build() uses. */
-#define AUDIT_SQL_MAX_PARAMS 13
+#define AUDIT_SQL_MAX_PARAMS 14
 
 /** One parameterized SELECT of events; values point into the struct (do not copy it). */
 typedef struct audit_sql {
-  char text[3072];
+  char text[4096];
   const char *values[AUDIT_SQL_MAX_PARAMS];
   char num[AUDIT_SQL_MAX_PARAMS][24];
   int n;

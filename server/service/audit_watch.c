@@ -12,8 +12,9 @@
  *
  * Visibility. AUDITOR and ADMIN watchers see every event. Anyone else sees the events of
  * the clues they may see, which depends on the clues table (owner, liaison room, joint
- * case, pending review), so memory alone cannot decide it. Watchers with the same unit and
- * clue scope form a visibility group; for each batch the tail decides, the group asks once
+ * case, pending review, assignment, recusal), so memory alone cannot decide it. Watchers
+ * with the same unit, user and clue scope form a visibility group (assignments and recusals
+ * are a user's, so a group is one user's watchers); for each batch the tail decides, the group asks once
  * which of the batch's clues it sees (clue_scope_sql(), as ListClues does), remembers the
  * seqs it may deliver, and its members deliver from the ring up to where the group has
  * checked. So a burst costs one more query per group with watchers, not per watcher. As
@@ -106,6 +107,7 @@ struct vis_group {
   vis_group_t *prev, *next;
   audit_t *a;
   int64_t unit;
+  int64_t user; /* assignments and recusals are a user's: a group is one user's watchers */
   unsigned scope;
   int members;       /* its watchers not GONE */
   int refs;          /* the members, a visibility query in flight, a walk of the group list */
@@ -467,13 +469,13 @@ static void group_unref(vis_group_t *g) {
   audit_unref(a);
 }
 
-/* The group of watchers with this unit and scope, created if need be; NULL when out of
+/* The group of watchers with this unit, user and scope, created if need be; NULL when out of
  * memory. The caller is a new member. */
-static vis_group_t *group_join(audit_t *a, int64_t unit, unsigned scope) {
+static vis_group_t *group_join(audit_t *a, int64_t unit, int64_t user, unsigned scope) {
   vis_group_t *g;
 
   for (g = a->groups; g; g = g->next)
-    if (g->unit == unit && g->scope == scope)
+    if (g->unit == unit && g->user == user && g->scope == scope)
       break;
   if (g == NULL) {
     if ((g = calloc(1, sizeof(*g))) == NULL)
@@ -481,6 +483,7 @@ static vis_group_t *group_join(audit_t *a, int64_t unit, unsigned scope) {
     g->a = a;
     a->refs++;
     g->unit = unit;
+    g->user = user;
     g->scope = scope;
     g->base = g->pos = -1;
     g->next = a->groups;
@@ -654,8 +657,8 @@ static void group_check(vis_group_t *g) {
   int64_t upto = safe(a);
   int64_t *ids = NULL;
   size_t n = 0, cap = 0, len, i;
-  char *list = NULL, cond[CLUE_SCOPE_SQL_MAX], sql[CLUE_SCOPE_SQL_MAX + 128], unit[24];
-  const char *params[2];
+  char *list = NULL, cond[CLUE_SCOPE_SQL_MAX], sql[CLUE_SCOPE_SQL_MAX + 128], unit[24], user[24];
+  const char *params[3];
   group_job_t *job = NULL;
 
   if (g->busy || g->members == 0 || a->closed || !audit_tail_ready(a->tail))
@@ -693,13 +696,15 @@ static void group_check(vis_group_t *g) {
     len += (size_t)snprintf(list + len, 22, "%s%lld", i ? "," : "", (long long)ids[i]);
   list[len++] = '}';
   list[len] = '\0';
-  if (clue_scope_sql(g->scope, "c", 1, cond, sizeof(cond)) != 0)
+  if (clue_scope_sql(g->scope, "c", 1, 3, cond, sizeof(cond)) != 0)
     snprintf(cond, sizeof(cond), "false");
   snprintf(sql, sizeof(sql), "SELECT c.id FROM clues c WHERE c.id = ANY ($2::bigint[]) AND %s",
            cond);
   snprintf(unit, sizeof(unit), "%lld", (long long)g->unit);
+  snprintf(user, sizeof(user), "%lld", (long long)g->user);
   params[0] = unit;
   params[1] = list;
+  params[2] = user;
   if ((job = malloc(sizeof(*job))) == NULL)
     goto oom;
   job->g = g;
@@ -707,7 +712,7 @@ static void group_check(vis_group_t *g) {
   g->busy = 1;
   g->upto = upto;
   g->refs++;
-  if (db_query(a->srv->db, sql, 2, params, group_checked, job) != 0) {
+  if (db_query(a->srv->db, sql, 3, params, group_checked, job) != 0) {
     g->busy = 0;
     g->refs--;
     free(job);
@@ -935,7 +940,8 @@ void audit_watch_events(rpc_call_t *call, const ProtobufCMessage *m) {
     w->expires = uv_now(srv->loop) + srv->cfg.max_stream_age_ms;
   audit_visibility(rpc_call_principal(call), &w->filter);
   if (!w->filter.all &&
-      (w->group = group_join(a, w->filter.scope_unit, w->filter.clue_scope)) == NULL) {
+      (w->group = group_join(a, w->filter.scope_unit, w->filter.scope_user, w->filter.clue_scope)) ==
+          NULL) {
     rpc_call_unref(call);
     audit_unref(a);
     free(w);

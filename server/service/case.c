@@ -365,12 +365,12 @@ enum {
 
 /* clang-format off */
 #define NULL_FACTS                                                                              \
-  "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+  "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
 
 /* The clue branch comes first: UNION resolves the types of the others' NULLs from it. */
 static const char create_facts_sql[] =
     "SELECT 'c'::text, x.n, x.id, NULL::text, NULL::text, NULL::bigint, "
-    CLUE_FACT_COLS("c", "ou", "$4")
+    CLUE_FACT_COLS("c", "ou", "$4", "$1")
     " FROM unnest($5::bigint[]) WITH ORDINALITY x(id, n)"
     " LEFT JOIN clues c ON c.id = x.id LEFT JOIN units ou ON ou.id = c.owner_unit"
     " UNION ALL"
@@ -543,7 +543,7 @@ static const char participant_facts_sql[] =
     " LEFT JOIN case_participants cp ON cp.case_id = jc.id AND cp.unit_id = $3";
 
 static const char clue_facts_sql[] =
-    "SELECT jc.id, jc.lead_unit, joint_case_has_unit(jc.id, $2), " CLUE_FACT_COLS("c", "ou", "$2")
+    "SELECT jc.id, jc.lead_unit, joint_case_has_unit(jc.id, $2), " CLUE_FACT_COLS("c", "ou", "$2", "$4")
     ", c.joint_case_id"
     " FROM (SELECT 1) one"
     " LEFT JOIN joint_cases jc ON jc.id = $1"
@@ -657,7 +657,7 @@ static void change_member(rpc_call_t *call, int64_t case_id, const char *id_fiel
                           const char *reason, bool remove, bool clue) {
   validate_error_t err;
   member_req_t *mr;
-  const char *params[3];
+  const char *params[4];
 
   /* Removals say why; additions may. */
   if (clue_invalid(call, validate_id("case_id", case_id, &err), &err) ||
@@ -675,12 +675,13 @@ static void change_member(rpc_call_t *call, int64_t case_id, const char *id_fiel
   params[0] = svc_i64(call, case_id, 0);
   params[1] = svc_i64(call, clue_principal(call).unit_id, 0);
   params[2] = svc_i64(call, id, 0);
-  if (params[0] == NULL || params[1] == NULL || params[2] == NULL) {
+  params[3] = svc_i64(call, clue_principal(call).user_id, 0);
+  if (params[0] == NULL || params[1] == NULL || params[2] == NULL || params[3] == NULL) {
     clue_oom(call);
     return;
   }
   if (clue)
-    svc_query(call, clue_facts_sql, 3, params, got_clue_facts, mr);
+    svc_query(call, clue_facts_sql, 4, params, got_clue_facts, mr);
   else
     svc_query(call, participant_facts_sql, 3, params, got_participant_facts, mr);
 }

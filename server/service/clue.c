@@ -17,6 +17,7 @@
 #include "service/clue_row.h"
 #include "service/deadline.h"
 #include "service/handover.h"
+#include "service/handler.h"
 #include "service/note.h"
 #include "service/proposal.h"
 #include "service/svc_util.h"
@@ -70,12 +71,12 @@ static int year_of(int64_t ms) {
 
 /* clang-format off */
 static const char submit_sql[] =
-    "SELECT " CLUE_COLS("s", "ou", "$2")
+    "SELECT " CLUE_COLS("s", "ou", "$2", "$1")
     " FROM clue_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,"
     " $15::text[], $16, $17, $18, $19, $20) s JOIN units ou ON ou.id = (s).owner_unit";
 
 static const char get_clue_sql[] =
-    "SELECT " CLUE_COLS("c", "ou", "$2")
+    "SELECT " CLUE_COLS("c", "ou", "$2", "$3") ", " CLUE_HANDLERS_COL("c")
     " FROM clues c JOIN units ou ON ou.id = c.owner_unit WHERE c.id = $1";
 /* clang-format on */
 
@@ -168,6 +169,10 @@ static void got_clue(rpc_call_t *call, const db_result_t *r, void *arg) {
   }
   if (!clue_see_or_refuse(call, &row))
     return;
+  if (clue_handlers_read(call, r, 0, CLUE_NCOLS, row.clue) != 0) {
+    clue_oom(call);
+    return;
+  }
   res = authz_can_see_reporter(&p, &row.facts);
   if (authz_ok(&res))
     res = authz_token_can_see_reporter(rpc_call_principal(call)->enrollment);
@@ -191,17 +196,18 @@ static void got_clue(rpc_call_t *call, const db_result_t *r, void *arg) {
  * a read (reading the reporter, which is audited, is a statement of its own). */
 static void read_clue(rpc_call_t *call, int64_t clue_id, const char *sql, svc_cb cb) {
   validate_error_t err;
-  const char *params[2];
+  const char *params[3];
 
   if (clue_invalid(call, validate_id("clue_id", clue_id, &err), &err))
     return;
   params[0] = svc_i64(call, clue_id, 0);
   params[1] = svc_i64(call, clue_principal(call).unit_id, 0);
-  if (params[0] == NULL || params[1] == NULL) {
+  params[2] = svc_i64(call, clue_principal(call).user_id, 0);
+  if (params[0] == NULL || params[1] == NULL || params[2] == NULL) {
     clue_oom(call);
     return;
   }
-  svc_read(call, sql, 2, params, cb, NULL);
+  svc_read(call, sql, 3, params, cb, NULL);
 }
 
 static void get_clue(rpc_call_t *call, const ProtobufCMessage *m) {
@@ -233,11 +239,22 @@ enum {
   MF_REQ_METHOD,
   MF_REQ_CLUE,
   MF_REQ_PROPOSAL,
+  /* Whether every leader of a possible reviewer is recused: the case lead, the liaison room,
+   * the room named on the request. */
+  MF_LEAD_RECUSED,
+  MF_LIAISON_RECUSED,
+  MF_NAMED_RECUSED,
 };
 
 /* clang-format off */
+#define REVIEWER_RECUSED(unit)                                                                  \
+  "(EXISTS (SELECT 1 FROM recusals rx WHERE rx.clue_id = c.id)"                                 \
+  " AND clue_unit_leaders_recused(c.id, " unit "))"
+
 static const char move_facts_sql[] =
-    "SELECT " CLUE_COLS("c", "ou", "$4") ", nu.kind, q.method, q.clue_id, q.proposal_id"
+    "SELECT " CLUE_COLS("c", "ou", "$4", "$2") ", nu.kind, q.method, q.clue_id, q.proposal_id"
+    ", " REVIEWER_RECUSED("(SELECT jcl.lead_unit FROM joint_cases jcl WHERE jcl.id = c.joint_case_id)")
+    ", " REVIEWER_RECUSED("ou.liaison_room_id") ", " REVIEWER_RECUSED("$5::bigint")
     " FROM (SELECT 1) one"
     " LEFT JOIN clues c ON c.id = $1"
     " LEFT JOIN units ou ON ou.id = c.owner_unit"
@@ -398,6 +415,15 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
       clue_refuse(call, &res);
       return;
     }
+    /* A reviewer unit none of whose leaders may see the clue would leave it stuck. */
+    res = authz_reviewer_can_act(
+        reviewer == row.facts.case_lead_unit_id ? svc_col_bool(r, 0, MF_LEAD_RECUSED)
+        : reviewer == row.facts.owner_liaison_room_id ? svc_col_bool(r, 0, MF_LIAISON_RECUSED)
+                                                      : svc_col_bool(r, 0, MF_NAMED_RECUSED));
+    if (!authz_ok(&res)) {
+      clue_refuse(call, &res);
+      return;
+    }
   }
 
   memset(params, 0, sizeof(params));
@@ -519,7 +545,7 @@ static void request_transition(rpc_call_t *call, const ProtobufCMessage *m) {
  * event is decoded and shown as ListAuditEvents shows it (service/audit_event.h). */
 /* clang-format off */
 static const char history_sql[] =
-    "SELECT " CLUE_FACT_COLS("c", "ou", "$2") ", " AUDIT_EVENT_COLS
+    "SELECT " CLUE_FACT_COLS("c", "ou", "$2", "$3") ", " AUDIT_EVENT_COLS
     " FROM clues c JOIN units ou ON ou.id = c.owner_unit"
     " LEFT JOIN audit_events e ON e.subject_type = 'clue' AND e.subject_id = c.id"
     " WHERE c.id = $1 ORDER BY e.seq";
@@ -586,5 +612,10 @@ const rpc_method_t clue_methods[] = {
     CLUE_METHOD("ListNotes", clue_list_notes, list_notes_request, list_notes_response),
     CLUE_METHOD("GetHistory", get_history, get_history_request, get_history_response),
     CLUE_METHOD("ExtendDeadline", clue_extend_deadline, extend_deadline_request, clue),
+    CLUE_METHOD("AssignHandler", clue_assign_handler, assign_handler_request, clue),
+    CLUE_METHOD("UnassignHandler", clue_unassign_handler, unassign_handler_request, clue),
+    CLUE_METHOD("RecordRecusal", clue_record_recusal, record_recusal_request, recusal),
+    CLUE_METHOD("ListRecusals", clue_list_recusals, list_recusals_request,
+                list_recusals_response),
 };
 const size_t clue_nmethods = sizeof(clue_methods) / sizeof(clue_methods[0]);

@@ -91,10 +91,10 @@ static int64_t token_decode(const char *s) {
 
 /* clang-format off */
 static const char list_head_sql[] =
-    "SELECT " CLUE_COLS("c", "ou", "$1") " FROM clues c JOIN units ou ON ou.id = c.owner_unit WHERE ";
+    "SELECT " CLUE_COLS("c", "ou", "$1", "$2") " FROM clues c JOIN units ou ON ou.id = c.owner_unit WHERE ";
 /* clang-format on */
 
-#define LIST_MAX_PARAMS 12
+#define LIST_MAX_PARAMS 14
 #define LIST_SQL_MAX 4096
 
 /* The SQL and its parameters, built clause by clause. */
@@ -131,11 +131,11 @@ static int param_add(list_query_t *q, const char *value) {
   return q->nparams;
 }
 
-/* The visibility clause for scope (not NONE); $1 is the caller's unit. */
+/* The visibility clause for scope (not NONE); $1 is the caller's unit, $2 the caller. */
 static void add_scope(list_query_t *q, unsigned scope) {
   char cond[CLUE_SCOPE_SQL_MAX];
 
-  if (clue_scope_sql(scope, "c", 1, cond, sizeof(cond)) != 0) {
+  if (clue_scope_sql(scope, "c", 1, 2, cond, sizeof(cond)) != 0) {
     q->overflow = 1;
     return;
   }
@@ -260,8 +260,13 @@ void clue_list_clues(rpc_call_t *call, const ProtobufCMessage *m) {
     return;
   }
   (void)param_add(q, svc_i64(call, p.unit_id, 0));
+  (void)param_add(q, svc_i64(call, p.user_id, 0));
   sql_add(q, "%s", list_head_sql);
   add_scope(q, scope);
+  /* "My queue": the clues the caller is a handler of, while the assigning owner owns them. */
+  if (req->assigned_to_me)
+    sql_add(q, " AND c.id IN (SELECT mh.clue_id FROM clue_handlers mh WHERE mh.user_id = $2"
+               " AND mh.owner_unit = c.owner_unit)");
   if (req->n_states > 0) {
     const char *names[CLUE_STATE_COUNT];
     size_t n = 0;

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
@@ -67,6 +68,9 @@ int clue_row_facts(const db_result_t *r, int row, int col, clue_row_t *out) {
   out->facts.deadline_extended = svc_col_bool(r, row, col + 9);
   out->has_reporter = svc_col_bool(r, row, col + 10);
   out->stage_deadline_ms = svc_col_i64(r, row, col + 11);
+  out->facts.principal_is_handler = svc_col_bool(r, row, col + 12);
+  out->facts.principal_recused = svc_col_bool(r, row, col + 13);
+  out->facts.owner_leaders_recused = svc_col_bool(r, row, col + 14);
   return 0;
 }
 
@@ -152,6 +156,58 @@ bool clue_row_moved(clue_row_t *row, const db_result_t *r, int64_t now_ms) {
   c->disposal =
       (Clue__V1__Disposal)svc_name_index(disposal_names, NELEM(disposal_names), db_value(r, 0, 5));
   return true;
+}
+
+/* Split s in place at sep into at most max fields; returns the count. */
+static size_t split(char *s, char sep, char **out, size_t max) {
+  size_t n = 0;
+  while (n < max) {
+    out[n++] = s;
+    char *e = strchr(s, sep);
+    if (e == NULL)
+      break;
+    *e = '\0';
+    s = e + 1;
+  }
+  return n;
+}
+
+int clue_handlers_read(rpc_call_t *call, const db_result_t *r, int row, int col,
+                       Clue__V1__Clue *c) {
+  char *all, *f[6];
+  size_t n = 1, i;
+
+  c->n_handlers = 0;
+  c->handlers = NULL;
+  if (db_value(r, row, col) == NULL)
+    return 0;
+  if ((all = svc_col_str(call, r, row, col)) == NULL)
+    return -ENOMEM;
+  for (const char *q = all; *q; q++)
+    n += *q == '\x1e';
+  c->handlers = rpc_call_alloc(call, n * sizeof(*c->handlers));
+  if (c->handlers == NULL)
+    return -ENOMEM;
+  for (i = 0; i < n; i++) {
+    char *next = strchr(all, '\x1e');
+    Clue__V1__Handler *h = rpc_call_alloc(call, sizeof(*h));
+    if (next != NULL)
+      *next = '\0';
+    if (h == NULL || split(all, '\x1f', f, 6) != 6)
+      return -ENOMEM;
+    clue__v1__handler__init(h);
+    h->user_id = strtoll(f[0], NULL, 10);
+    h->user_name = f[1];
+    h->unit_id = strtoll(f[2], NULL, 10);
+    h->unit_code = f[3];
+    h->assigned_by = strtoll(f[4], NULL, 10);
+    h->assigned_at_ms = strtoll(f[5], NULL, 10);
+    c->handlers[c->n_handlers++] = h;
+    if (next == NULL)
+      break;
+    all = next + 1;
+  }
+  return 0;
 }
 
 int clue_proposal_read(rpc_call_t *call, const db_result_t *r, int row, int col,
@@ -287,6 +343,12 @@ static const char *not_found_type(const char *msg) {
   return "clue.v1.Clue";
 }
 
+/* Is the refusal about recusals (nobody without a conflict can act)? Its precondition
+ * detail then has type RECUSAL rather than STATE. */
+static bool recusal_reason(const authz_result_t *res) {
+  return res->reason != NULL && strstr(res->reason, "recused") != NULL;
+}
+
 /* Refuse as res says. A FAILED_PRECONDITION the caller did not detail (named false) names
  * the condition that failed as its subject ("proposal pending", "terminal state", ...): a
  * fixed text of authz.h, given only after the caller was found to see the object. */
@@ -296,7 +358,8 @@ static void refuse(rpc_call_t *call, const authz_result_t *res, bool named) {
   if (res->grpc_code == GRPC_NOT_FOUND)
     rpc_detail_resource(call, not_found_type(res->message), "");
   if (res->grpc_code == GRPC_FAILED_PRECONDITION && !named && res->reason != NULL)
-    rpc_detail_precondition(call, "STATE", res->reason, res->message);
+    rpc_detail_precondition(call, recusal_reason(res) ? "RECUSAL" : "STATE", res->reason,
+                            res->message);
   rpc_fail(call, (grpc_status_t)res->grpc_code, "%s", res->message);
 }
 
@@ -330,7 +393,9 @@ bool clue_change_allowed(rpc_call_t *call, const char *what, const clue_row_t *r
     return false;
   }
   if (!authz_ok(res)) {
-    if (res->decision == AUTHZ_FAILED_PRECONDITION)
+    if (res->decision == AUTHZ_FAILED_PRECONDITION && recusal_reason(res))
+      rpc_detail_precondition(call, "RECUSAL", res->reason, res->message);
+    else if (res->decision == AUTHZ_FAILED_PRECONDITION)
       rpc_detail_precondition(call, "STATE", clue_state_name(row->facts.state), res->message);
     refuse(call, res, res->decision == AUTHZ_FAILED_PRECONDITION);
     return false;

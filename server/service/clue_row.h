@@ -8,7 +8,8 @@
  *
  * Column lists take SQL expressions as string literals: c is a row of table clues (a table
  * alias, or "o.clue" for a function's clue_outcome), ou the alias of the owner's units row,
- * unit the parameter holding the caller's unit id ("$2"). Every function returning a message
+ * unit the parameter holding the caller's unit id ("$2"), user the one holding the caller's user
+ * id ("$1"). Every function returning a message
  * allocates it in the call's memory and returns NULL when out of memory. */
 
 #include <stdbool.h>
@@ -25,21 +26,31 @@
  * only these (CLUE_FACT_NCOLS columns). The joint case's lead unit and whether the caller's
  * unit takes part are the bodies of joint_case_lead() and joint_case_has_unit() (0005), as
  * subqueries: PostgreSQL cannot inline those functions and would parse them on every call. */
-#define CLUE_FACT_COLS(c, ou, unit)                                                             \
+#define CLUE_FACT_COLS(c, ou, unit, user)                                                       \
   "(" c ").id, (" c ").state, (" c ").version, (" c ").owner_unit, " ou ".kind, " ou            \
   ".liaison_room_id, (SELECT jcl.lead_unit FROM joint_cases jcl WHERE jcl.id = (" c             \
   ").joint_case_id), (EXISTS (SELECT 1 FROM joint_cases jcl WHERE jcl.id = (" c                 \
   ").joint_case_id AND jcl.lead_unit = " unit ") OR EXISTS (SELECT 1 FROM case_participants"    \
   " jcp WHERE jcp.case_id = (" c ").joint_case_id AND jcp.unit_id = " unit ")), (" c            \
   ").pending_reviewer_unit, (" c ").deadline_extended, (" c ").has_reporter, "                  \
-  SVC_MS("(" c ").stage_deadline")
+  SVC_MS("(" c ").stage_deadline") ", " CLUE_USER_FACT_COLS(c, user)
+
+/* The facts about the caller as a user (0018): an assignment counting while the unit that
+ * made it owns the clue, a recusal, and whether every leader of the owner unit is recused
+ * (asked only of a clue with recusals). */
+#define CLUE_USER_FACT_COLS(c, user)                                                            \
+  "EXISTS (SELECT 1 FROM clue_handlers chf WHERE chf.clue_id = (" c ").id AND chf.user_id = "   \
+  user " AND chf.owner_unit = (" c ").owner_unit), EXISTS (SELECT 1 FROM recusals rrf WHERE"    \
+  " rrf.clue_id = (" c ").id AND rrf.user_id = " user "), (EXISTS (SELECT 1 FROM recusals rrf"  \
+  " WHERE rrf.clue_id = (" c ").id) AND clue_unit_leaders_recused((" c ").id, (" c             \
+  ").owner_unit))"
 
 /** Number of columns of CLUE_FACT_COLS. */
-#define CLUE_FACT_NCOLS 12
+#define CLUE_FACT_NCOLS 15
 
 /* Everything a Clue message shows (never the reporter): the facts, then the rest. */
-#define CLUE_COLS(c, ou, unit)                                                                  \
-  CLUE_FACT_COLS(c, ou, unit)                                                                   \
+#define CLUE_COLS(c, ou, unit, user)                                                            \
+  CLUE_FACT_COLS(c, ou, unit, user)                                                             \
   ", (" c ").registration_number, (" c ").title, (" c ").summary, (" c ").source, (" c          \
   ").subject_name, (" c ").subject_position, (" c ").subject_rank_level, (" c                   \
   ").subject_is_top_leader, (" c ").host_unit, array_to_string((" c                             \
@@ -48,7 +59,16 @@
   ".name, (SELECT cu.name FROM users cu WHERE cu.id = (" c ").created_by)"
 
 /** Number of columns of CLUE_COLS. */
-#define CLUE_NCOLS 30
+#define CLUE_NCOLS 33
+
+/* The clue's current handlers (0018), as one text: per handler, fields separated by chr(31)
+ * (user id, user name, unit id, unit code, assigned by, assigned at in ms), handlers by chr(30),
+ * in the order they were assigned; NULL when none. Read by clue_handlers_read(). */
+#define CLUE_HANDLERS_COL(c)                                                                    \
+  "(SELECT string_agg(concat_ws(chr(31), h.user_id, hu.name, hu.unit_id, hn.code,"              \
+  " h.assigned_by, " SVC_MS("h.assigned_at") "), chr(30) ORDER BY h.assigned_at, h.user_id)"    \
+  " FROM clue_handlers h JOIN users hu ON hu.id = h.user_id JOIN units hn ON hn.id = hu.unit_id" \
+  " WHERE h.clue_id = (" c ").id AND h.owner_unit = (" c ").owner_unit)"
 
 /* A proposal row p (alias, or "o.proposal"); all NULL when there is none. */
 #define PROPOSAL_COLS(p)                                                                        \
@@ -66,9 +86,9 @@
 /** Number of columns of PROPOSAL_COLS. */
 #define PROPOSAL_NCOLS 24
 
-/* The columns of a mutation's clue_outcome aliased "o" (the caller's unit in $2): the clue,
+/* The columns of a mutation's clue_outcome aliased "o" (the caller in $1, its unit in $2): the clue,
  * then the proposal; and the join that gives the owner unit. */
-#define OUTCOME_COLS CLUE_COLS("o.clue", "ou", "$2") ", " PROPOSAL_COLS("o.proposal")
+#define OUTCOME_COLS CLUE_COLS("o.clue", "ou", "$2", "$1") ", " PROPOSAL_COLS("o.proposal")
 #define OUTCOME_JOIN " o LEFT JOIN units ou ON ou.id = (o.clue).owner_unit"
 /* clang-format on */
 
@@ -94,6 +114,13 @@ int clue_row_facts(const db_result_t *r, int row, int col, clue_row_t *out);
  */
 int clue_row_read(rpc_call_t *call, const db_result_t *r, int row, int col, int64_t now_ms,
                   clue_row_t *out) __attribute__((warn_unused_result));
+
+/**
+ * Read the CLUE_HANDLERS_COL at (row, col) into c->handlers. Returns 0 or -ENOMEM (also for a
+ * malformed column, which the query never gives).
+ */
+int clue_handlers_read(rpc_call_t *call, const db_result_t *r, int row, int col,
+                       Clue__V1__Clue *c) __attribute__((warn_unused_result));
 
 /**
  * Read the PROPOSAL_COLS at (row, col). Returns 0 and sets *out (NULL when the columns are

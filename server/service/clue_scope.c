@@ -26,7 +26,7 @@ __attribute__((format(printf, 2, 3))) static void add(sql_buf_t *b, const char *
     b->used += (size_t)n;
 }
 
-int clue_scope_sql(unsigned scope, const char *c, int unit, char *out, size_t len) {
+int clue_scope_sql(unsigned scope, const char *c, int unit, int user, char *out, size_t len) {
   sql_buf_t b = {out, len, 0, 0};
   int first = 1;
 
@@ -57,6 +57,17 @@ int clue_scope_sql(unsigned scope, const char *c, int unit, char *out, size_t le
     add(&b, "%s%s.pending_reviewer_unit = $%d", first ? "" : " OR ", c, unit);
     first = 0;
   }
+  /* An assignment counts while the unit that made it owns the clue (0018). */
+  if (scope & AUTHZ_SCOPE_HANDLED) {
+    add(&b,
+        "%s%s.id IN (SELECT ch.clue_id FROM clue_handlers ch WHERE ch.user_id = $%d"
+        " AND ch.owner_unit = %s.owner_unit)",
+        first ? "" : " OR ", c, user, c);
+    first = 0;
+  }
   add(&b, "%s)", first ? "false" : "");
+  if (scope & AUTHZ_SCOPE_UNRECUSED)
+    add(&b, " AND %s.id NOT IN (SELECT rr.clue_id FROM recusals rr WHERE rr.user_id = $%d)", c,
+        user);
   return b.overflow ? -1 : 0;
 }

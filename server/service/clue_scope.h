@@ -9,15 +9,16 @@
 #include <stddef.h>
 
 /** Room clue_scope_sql() needs at most, with its NUL. */
-#define CLUE_SCOPE_SQL_MAX 512
+#define CLUE_SCOPE_SQL_MAX 1024
 
 /**
  * Write into out the condition that the clues row aliased alias is visible under scope
  * (authz_scope_t bits, see authz_clue_scope()), where $<unit_param> (bigint) holds the
- * caller's unit; AUTHZ_SCOPE_NONE gives a condition that is always false. Returns 0, or -1
+ * caller's unit and $<user_param> (bigint) the caller's user id; AUTHZ_SCOPE_NONE gives a condition that is always false. Returns 0, or -1
  * when len is too small (out is then undefined).
  */
-int clue_scope_sql(unsigned scope, const char *alias, int unit_param, char *out, size_t len)
+int clue_scope_sql(unsigned scope, const char *alias, int unit_param, int user_param, char *out,
+                   size_t len)
     __attribute__((warn_unused_result));
 
 #endif

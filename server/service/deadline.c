@@ -29,14 +29,14 @@ enum {
 
 /* clang-format off */
 static const char extend_facts_sql[] =
-    "SELECT " CLUE_COLS("c", "ou", "$3") ", q.method, q.clue_id"
+    "SELECT " CLUE_COLS("c", "ou", "$3", "$2") ", q.method, q.clue_id"
     " FROM (SELECT 1) one"
     " LEFT JOIN clues c ON c.id = $1"
     " LEFT JOIN units ou ON ou.id = c.owner_unit"
     " LEFT JOIN clue_requests q ON q.user_id = $2 AND q.request_id = $4";
 
 static const char extend_sql[] =
-    "SELECT " CLUE_COLS("s", "ou", "$2")
+    "SELECT " CLUE_COLS("s", "ou", "$2", "$1")
     " FROM clue_extend_deadline($1, $2, $3, $4, $5, $6, $7, $8) s JOIN units ou ON ou.id = (s).owner_unit";
 /* clang-format on */
 

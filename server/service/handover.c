@@ -33,7 +33,7 @@ enum {
 
 /* clang-format off */
 static const char handover_facts_sql[] =
-    "SELECT " CLUE_COLS("c", "ou", "$4") ", tu.kind, q.method, q.clue_id, q.clue_version"
+    "SELECT " CLUE_COLS("c", "ou", "$4", "$2") ", tu.kind, q.method, q.clue_id, q.clue_version"
     " FROM (SELECT 1) one"
     " LEFT JOIN clues c ON c.id = $1"
     " LEFT JOIN units ou ON ou.id = c.owner_unit"

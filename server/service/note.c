@@ -36,7 +36,7 @@ enum {
 };
 
 static const char add_facts_sql[] =
-    "SELECT " CLUE_FACT_COLS("c", "ou", "$3") ", q.method, q.clue_id, " NOTE_COLS("n")
+    "SELECT " CLUE_FACT_COLS("c", "ou", "$3", "$2") ", q.method, q.clue_id, " NOTE_COLS("n")
     " FROM (SELECT 1) one"
     " LEFT JOIN clues c ON c.id = $1"
     " LEFT JOIN units ou ON ou.id = c.owner_unit"
@@ -50,7 +50,7 @@ static const char add_sql[] =
  * Notes past the text budget are not fetched, except the first one, which tells the reply
  * that more follow. */
 static const char list_sql[] =
-    "SELECT " CLUE_FACT_COLS("c", "ou", "$2") ", " NOTE_COLS("n")
+    "SELECT " CLUE_FACT_COLS("c", "ou", "$2", "$5") ", " NOTE_COLS("n")
     " FROM clues c JOIN units ou ON ou.id = c.owner_unit"
     " LEFT JOIN LATERAL (SELECT * FROM (SELECT x.*, sum(octet_length(x.text)) OVER (ORDER BY x.id)"
     " - octet_length(x.text) AS text_before FROM notes x WHERE x.clue_id = c.id AND x.id > $3"
@@ -221,7 +221,7 @@ void clue_list_notes(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__ListNotesRequest *req = (const void *)m;
   validate_error_t err;
   int32_t *page_size;
-  const char *params[4];
+  const char *params[5];
 
   if (clue_invalid(call, validate_id("clue_id", req->clue_id, &err), &err))
     return;
@@ -240,9 +240,10 @@ void clue_list_notes(rpc_call_t *call, const ProtobufCMessage *m) {
   params[2] = svc_i64(call, req->after_note_id, 0);
   /* One more than the page, to know whether more follow. */
   params[3] = rpc_call_printf(call, "%d", (int)*page_size + 1);
-  if (!svc_all_set(params, 4)) {
+  params[4] = svc_i64(call, clue_principal(call).user_id, 0);
+  if (!svc_all_set(params, 5)) {
     clue_oom(call);
     return;
   }
-  svc_query(call, list_sql, 4, params, got_notes, page_size);
+  svc_query(call, list_sql, 5, params, got_notes, page_size);
 }

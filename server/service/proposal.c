@@ -26,7 +26,7 @@ enum {
 
 /* clang-format off */
 static const char review_facts_sql[] =
-    "SELECT " PROPOSAL_COLS("p") ", " CLUE_COLS("c", "ou", "$3") ", q.method, q.proposal_id"
+    "SELECT " PROPOSAL_COLS("p") ", " CLUE_COLS("c", "ou", "$3", "$2") ", q.method, q.proposal_id"
     " FROM (SELECT 1) one"
     " LEFT JOIN proposals p ON p.id = $1"
     " LEFT JOIN clues c ON c.id = p.clue_id"
@@ -184,6 +184,7 @@ void clue_review_proposal(rpc_call_t *call, const ProtobufCMessage *m) {
 static const char list_proposals_sql[] =
     "SELECT " PROPOSAL_COLS("p") " FROM proposals p, (SELECT $1::bigint AS unit) me WHERE %s"
     " AND ($2::boolean OR p.status = 'PENDING') AND ($3::bigint IS NULL OR p.clue_id = $3)"
+    " AND p.clue_id NOT IN (SELECT rr.clue_id FROM recusals rr WHERE rr.user_id = $4)"
     " ORDER BY p.id DESC LIMIT %d";
 /* clang-format on */
 
@@ -213,7 +214,7 @@ void clue_list_proposals(rpc_call_t *call, const ProtobufCMessage *m) {
   Clue__V1__ListProposalsResponse empty = CLUE__V1__LIST_PROPOSALS_RESPONSE__INIT;
   authz_principal_t p = clue_principal(call);
   unsigned scope = authz_clue_scope(&p);
-  const char *where, *params[3];
+  const char *where, *params[4];
   validate_error_t err;
   char sql[3072];
 
@@ -243,9 +244,11 @@ void clue_list_proposals(rpc_call_t *call, const ProtobufCMessage *m) {
   params[0] = svc_i64(call, p.unit_id, 0);
   params[1] = req->include_decided ? "t" : "f";
   params[2] = svc_i64(call, req->clue_id, 1);
-  if (params[0] == NULL || (req->clue_id != 0 && params[2] == NULL)) {
+  /* A recused user lists no proposal of that clue: it may not review them. */
+  params[3] = svc_i64(call, p.user_id, 0);
+  if (params[0] == NULL || params[3] == NULL || (req->clue_id != 0 && params[2] == NULL)) {
     clue_oom(call);
     return;
   }
-  svc_query(call, sql, 3, params, reply_proposals, NULL);
+  svc_query(call, sql, 4, params, reply_proposals, NULL);
 }

@@ -452,7 +452,7 @@ enum {
 
 /* clang-format off */
 static const char create_facts_sql[] =
-    "SELECT " CLUE_FACT_COLS("c", "ou", "$3") ", jc.id, jc.lead_unit, joint_case_has_unit(jc.id, $3),"
+    "SELECT " CLUE_FACT_COLS("c", "ou", "$3", "$4") ", jc.id, jc.lead_unit, joint_case_has_unit(jc.id, $3),"
     " coalesce(me.host_units @> ARRAY[$6::text], false), coalesce(q.method, cq.method)"
     " FROM (SELECT 1) one"
     " LEFT JOIN clues c ON c.id = $1"

@@ -665,8 +665,9 @@ static void test_fail_closed(void **state) {
 
 static void test_scope(void **state) {
   (void)state;
-  const unsigned unit =
-      AUTHZ_SCOPE_OWN_UNIT | AUTHZ_SCOPE_JOINT_CASES | AUTHZ_SCOPE_PENDING_REVIEWS;
+  const unsigned unit = AUTHZ_SCOPE_OWN_UNIT | AUTHZ_SCOPE_JOINT_CASES |
+                        AUTHZ_SCOPE_PENDING_REVIEWS | AUTHZ_SCOPE_HANDLED |
+                        AUTHZ_SCOPE_UNRECUSED;
   static const struct {
     clue_unit_kind_t kind;
     clue_role_t role;

@@ -1,0 +1,397 @@
+/* ClueService.AssignHandler, UnassignHandler (承办人, 派员参与), RecordRecusal and
+ * ListRecusals (回避): docs/COOPERATION.md.
+ *
+ * Each mutation reads the facts in one query (the clue's, with the caller's assignment and
+ * recusal; the named user's; the idempotency record), lets authz.h decide, and applies the
+ * decision with one function of 0018_handlers_recusal.sql, which re-checks what a concurrent
+ * call may have changed (the owner, a recusal or assignment made meanwhile) and appends the
+ * event on the clue's chain. Assignments and recusals do not bump the clue's version: they
+ * change who works on the clue, not the clue. */
+
+#include "service/handler.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+#include "rpc/auth.h"
+#include "service/clue_row.h"
+#include "service/clue_scope.h"
+#include "service/svc_util.h"
+
+/* At most this many recusals in one ListRecusals answer. */
+#define RECUSALS_LIST_MAX 1000
+
+/* clang-format off */
+/* The facts of the user a request names ($5), relative to the clue c. */
+#define TARGET_COLS                                                                             \
+  "tu.id IS NOT NULL, coalesce(NOT tu.disabled, false), tu.unit_id, tun.kind, tu.role,"         \
+  " EXISTS (SELECT 1 FROM clue_handlers th WHERE th.clue_id = c.id AND th.user_id = $5"         \
+  " AND th.owner_unit = c.owner_unit),"                                                         \
+  " EXISTS (SELECT 1 FROM recusals tr WHERE tr.clue_id = c.id AND tr.user_id = $5)"
+
+#define FACTS_FROM                                                                              \
+  " FROM (SELECT 1) one"                                                                        \
+  " LEFT JOIN clues c ON c.id = $1"                                                             \
+  " LEFT JOIN units ou ON ou.id = c.owner_unit"                                                 \
+  " LEFT JOIN users tu ON tu.id = $5"                                                           \
+  " LEFT JOIN units tun ON tun.id = tu.unit_id"                                                 \
+  " LEFT JOIN clue_requests q ON q.user_id = $2 AND q.request_id = $4"
+
+/* A recusals row x, with the names people read. */
+#define RECUSAL_COLS(x)                                                                         \
+  x ".id, " x ".clue_id, " x ".user_id, (SELECT ru.name FROM users ru WHERE ru.id = " x         \
+  ".user_id), (SELECT ru.unit_id FROM users ru WHERE ru.id = " x ".user_id), (SELECT rn.code"   \
+  " FROM users ru JOIN units rn ON rn.id = ru.unit_id WHERE ru.id = " x ".user_id), " x         \
+  ".reason, " x ".recorded_by, (SELECT rb.name FROM users rb WHERE rb.id = " x                  \
+  ".recorded_by), " SVC_MS(x ".recorded_at")
+#define RECUSAL_NCOLS 10
+
+/* Columns of the facts queries after the clue. */
+enum {
+  TF_HANDLERS = CLUE_NCOLS,
+  TF_EXISTS,
+  TF_ACTIVE,
+  TF_UNIT,
+  TF_UNIT_KIND,
+  TF_ROLE,
+  TF_HANDLER,
+  TF_RECUSED,
+  TF_REQ_METHOD,
+  TF_REQ_CLUE,
+  TF_RECUSAL, /* RecordRecusal: the recusal the request made */
+};
+
+static const char handler_facts_sql[] =
+    "SELECT " CLUE_COLS("c", "ou", "$3", "$2") ", " CLUE_HANDLERS_COL("c") ", " TARGET_COLS
+    ", q.method, q.clue_id" FACTS_FROM;
+
+/* The write; the clue with its handlers is read after it, by a statement of its own (the
+ * write's own statement would not see the rows it changed). */
+static const char set_handler_sql[] =
+    "SELECT s.id FROM clue_set_handler($1, $2, $3, $4, $5, $6, $7, $8, $9) s";
+
+static const char reread_sql[] =
+    "SELECT " CLUE_COLS("c", "ou", "$2", "$3") ", " CLUE_HANDLERS_COL("c")
+    " FROM clues c JOIN units ou ON ou.id = c.owner_unit WHERE c.id = $1";
+
+static const char recuse_facts_sql[] =
+    "SELECT " CLUE_COLS("c", "ou", "$3", "$2") ", " CLUE_HANDLERS_COL("c") ", " TARGET_COLS
+    ", q.method, q.clue_id, " RECUSAL_COLS("rq") FACTS_FROM
+    " LEFT JOIN recusals rq ON rq.id = q.recusal_id";
+
+static const char recuse_sql[] =
+    "SELECT " RECUSAL_COLS("x") " FROM clue_recuse($1, $2, $3, $4, $5, $6, $7, $8) x";
+
+static const char list_recusals_sql[] =
+    "SELECT " RECUSAL_COLS("x") " FROM (SELECT $1::bigint AS unit, $2::bigint AS usr) me,"
+    " recusals x JOIN users xu ON xu.id = x.user_id"
+    " WHERE ($3::bigint IS NULL OR x.clue_id = $3) AND ($4::bigint IS NULL OR x.user_id = $4)"
+    " AND (%s OR xu.unit_id = $1 OR EXISTS (SELECT 1 FROM clues c WHERE c.id = x.clue_id AND %s))"
+    " ORDER BY x.id DESC LIMIT %d";
+/* clang-format on */
+
+/* A validated AssignHandler, UnassignHandler or RecordRecusal. */
+typedef struct handler_req {
+  const char *method; /* "AssignHandler", ... */
+  int64_t clue_id;
+  int64_t user_id; /* the user named; for a recusal, the caller when the request said 0 */
+  const char *reason;
+  const char *request_id;
+  bool assign;
+} handler_req_t;
+
+/* The named user's facts at row 0. */
+static authz_user_t target_of(const db_result_t *r, int64_t user_id) {
+  authz_user_t u = {0};
+
+  u.user_id = user_id;
+  u.exists = svc_col_bool(r, 0, TF_EXISTS);
+  if (!u.exists)
+    return u;
+  u.active = svc_col_bool(r, 0, TF_ACTIVE);
+  u.unit_id = svc_col_i64(r, 0, TF_UNIT);
+  u.unit_kind = (clue_unit_kind_t)clue_unit_kind_of(db_value(r, 0, TF_UNIT_KIND));
+  u.role = (clue_role_t)(db_value(r, 0, TF_ROLE) ? auth_role_from_name(db_value(r, 0, TF_ROLE))
+                                                 : 0);
+  u.handler = svc_col_bool(r, 0, TF_HANDLER);
+  u.recused = svc_col_bool(r, 0, TF_RECUSED);
+  return u;
+}
+
+/* Reply with the clue of row 0 (CLUE_COLS, then CLUE_HANDLERS_COL) if the caller sees it. */
+static void reply_clue(rpc_call_t *call, const db_result_t *r, void *arg) {
+  clue_row_t row;
+  (void)arg;
+
+  if (db_rows(r) != 1 || clue_row_read(call, r, 0, 0, clue_now_ms(call), &row) != 0) {
+    clue_oom(call);
+    return;
+  }
+  if (!clue_see_or_refuse(call, &row))
+    return;
+  if (clue_handlers_read(call, r, 0, CLUE_NCOLS, row.clue) != 0) {
+    clue_oom(call);
+    return;
+  }
+  (void)rpc_reply(call, &row.clue->base);
+}
+
+/* After a write: read the clue again, with its handlers. */
+static void handler_set(rpc_call_t *call, const db_result_t *r, void *arg) {
+  authz_principal_t p = clue_principal(call);
+  const char *params[3];
+  (void)arg;
+
+  if (db_rows(r) != 1) {
+    clue_oom(call);
+    return;
+  }
+  params[0] = svc_i64(call, svc_col_i64(r, 0, 0), 0);
+  params[1] = svc_i64(call, p.unit_id, 0);
+  params[2] = svc_i64(call, p.user_id, 0);
+  if (!svc_all_set(params, 3)) {
+    clue_oom(call);
+    return;
+  }
+  svc_read(call, reread_sql, 3, params, reply_clue, NULL);
+}
+
+/* Read a RECUSAL_COLS row; NULL when out of memory. */
+static Clue__V1__Recusal *recusal_read(rpc_call_t *call, const db_result_t *r, int row, int col) {
+  Clue__V1__Recusal *x = rpc_call_alloc(call, sizeof(*x));
+
+  if (x == NULL)
+    return NULL;
+  clue__v1__recusal__init(x);
+  x->id = svc_col_i64(r, row, col + 0);
+  x->clue_id = svc_col_i64(r, row, col + 1);
+  x->user_id = svc_col_i64(r, row, col + 2);
+  x->user_name = svc_col_str(call, r, row, col + 3);
+  x->unit_id = svc_col_i64(r, row, col + 4);
+  x->unit_code = svc_col_str(call, r, row, col + 5);
+  x->reason = svc_col_str(call, r, row, col + 6);
+  x->recorded_by = svc_col_i64(r, row, col + 7);
+  x->recorded_by_name = svc_col_str(call, r, row, col + 8);
+  x->recorded_at_ms = svc_col_i64(r, row, col + 9);
+  if (x->user_name == NULL || x->unit_code == NULL || x->reason == NULL ||
+      x->recorded_by_name == NULL)
+    return NULL;
+  return x;
+}
+
+static void reply_recusal(rpc_call_t *call, const db_result_t *r, void *arg) {
+  Clue__V1__Recusal *x;
+  (void)arg;
+
+  if (db_rows(r) != 1 || (x = recusal_read(call, r, 0, 0)) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  log_info("call %s: user %lld recused from clue %lld (recusal %lld)", rpc_call_id(call),
+           (long long)x->user_id, (long long)x->clue_id, (long long)x->id);
+  (void)rpc_reply(call, &x->base);
+}
+
+/* The first call with this request_id already ran: true after answering it. */
+static bool replayed(rpc_call_t *call, const db_result_t *r, const handler_req_t *hr,
+                     clue_row_t *row) {
+  Clue__V1__Recusal *x;
+
+  if (db_value(r, 0, TF_REQ_METHOD) == NULL)
+    return false;
+  if (!clue_request_is(r, TF_REQ_METHOD, hr->method, hr->clue_id)) {
+    clue_refuse_reused(call, hr->request_id);
+    return true;
+  }
+  if (strcmp(hr->method, "RecordRecusal") == 0) {
+    /* The caller made it, and the recusal shows nothing of the clue. */
+    if ((x = recusal_read(call, r, 0, TF_RECUSAL)) == NULL)
+      clue_oom(call);
+    else
+      (void)rpc_reply(call, &x->base);
+    return true;
+  }
+  if (!clue_see_or_refuse(call, row))
+    return true;
+  if (clue_handlers_read(call, r, 0, TF_HANDLERS, row->clue) != 0)
+    clue_oom(call);
+  else
+    (void)rpc_reply(call, &row->clue->base);
+  return true;
+}
+
+static void got_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
+  const handler_req_t *hr = arg;
+  authz_principal_t p = clue_principal(call);
+  authz_user_t u;
+  authz_result_t res;
+  clue_row_t row;
+  const char *params[9];
+  int n = 0;
+
+  if (db_rows(r) != 1 || clue_row_read(call, r, 0, 0, clue_now_ms(call), &row) != 0) {
+    clue_oom(call);
+    return;
+  }
+  if (replayed(call, r, hr, &row))
+    return;
+  if (row.id == 0) {
+    (void)clue_see_or_refuse(call, &row);
+    return;
+  }
+  u = target_of(r, hr->user_id);
+  if (strcmp(hr->method, "RecordRecusal") == 0)
+    res = authz_can_recuse(&p, &row.facts, &u);
+  else if (hr->assign)
+    res = authz_can_assign(&p, &row.facts, &u);
+  else
+    res = authz_can_unassign(&p, &row.facts, &u);
+  if (!authz_ok(&res)) {
+    if (res.grpc_code == GRPC_NOT_FOUND && strncmp(res.message, "user_id:", 8) == 0) {
+      log_info("call %s: %s refused (5): %s", rpc_call_id(call), hr->method, res.reason);
+      rpc_detail_resource(call, "clue.v1.User", "");
+      rpc_fail(call, GRPC_NOT_FOUND, "%s", res.message);
+      return;
+    }
+    clue_refuse(call, &res);
+    return;
+  }
+  params[n++] = svc_i64(call, p.user_id, 0);
+  params[n++] = svc_i64(call, p.unit_id, 0);
+  params[n++] = hr->request_id;
+  params[n++] = svc_i64(call, clue_now_ms(call), 0);
+  params[n++] = svc_i64(call, row.id, 0);
+  params[n++] = svc_i64(call, row.facts.owner_unit_id, 0);
+  params[n++] = svc_i64(call, u.user_id, 0);
+  if (!svc_all_set(params, n)) {
+    clue_oom(call);
+    return;
+  }
+  if (strcmp(hr->method, "RecordRecusal") == 0) {
+    params[n++] = hr->reason;
+    svc_query(call, recuse_sql, n, params, reply_recusal, NULL);
+    return;
+  }
+  params[n++] = hr->assign ? "t" : "f";
+  params[n++] = hr->reason; /* NULL: none given */
+  log_info("call %s: %s user %lld on clue %lld", rpc_call_id(call), hr->method,
+           (long long)u.user_id, (long long)row.id);
+  svc_query(call, set_handler_sql, n, params, handler_set, NULL);
+}
+
+/* Validate, then read the facts. user_id 0 stands for the caller where self_default. */
+static void start(rpc_call_t *call, const char *method, int64_t clue_id, int64_t user_id,
+                  const char *reason, bool reason_required, const char *request_id, bool assign) {
+  authz_principal_t p = clue_principal(call);
+  validate_error_t err;
+  handler_req_t *hr;
+  const char *params[5];
+  bool recusal = strcmp(method, "RecordRecusal") == 0;
+
+  if (clue_invalid(call, validate_id("clue_id", clue_id, &err), &err))
+    return;
+  if (recusal && user_id == 0)
+    user_id = p.user_id;
+  if (clue_invalid(call, validate_id("user_id", user_id, &err), &err) ||
+      clue_invalid(call, validate_reason("reason", reason, reason_required, &err), &err) ||
+      clue_invalid(call, validate_request_id(request_id, &err), &err))
+    return;
+  if ((hr = rpc_call_alloc(call, sizeof(*hr))) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  hr->method = method;
+  hr->clue_id = clue_id;
+  hr->user_id = user_id;
+  hr->reason = clue_trimmed(call, reason);
+  hr->request_id = clue_request_key(call, request_id);
+  hr->assign = assign;
+  params[0] = svc_i64(call, clue_id, 0);
+  params[1] = svc_i64(call, p.user_id, 0);
+  params[2] = svc_i64(call, p.unit_id, 0);
+  params[3] = hr->request_id;
+  params[4] = svc_i64(call, user_id, 0);
+  if (!svc_all_set(params, 5) || (reason_required && hr->reason == NULL)) {
+    clue_oom(call);
+    return;
+  }
+  svc_query(call, recusal ? recuse_facts_sql : handler_facts_sql, 5, params, got_facts, hr);
+}
+
+void clue_assign_handler(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__AssignHandlerRequest *req = (const void *)m;
+  start(call, "AssignHandler", req->clue_id, req->user_id, req->reason, false, req->request_id,
+        true);
+}
+
+void clue_unassign_handler(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__UnassignHandlerRequest *req = (const void *)m;
+  start(call, "UnassignHandler", req->clue_id, req->user_id, req->reason, false, req->request_id,
+        false);
+}
+
+void clue_record_recusal(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__RecordRecusalRequest *req = (const void *)m;
+  start(call, "RecordRecusal", req->clue_id, req->user_id, req->reason, true, req->request_id,
+        false);
+}
+
+/* ---- ListRecusals ------------------------------------------------------------------------ */
+
+static void reply_recusals(rpc_call_t *call, const db_result_t *r, void *arg) {
+  Clue__V1__ListRecusalsResponse resp = CLUE__V1__LIST_RECUSALS_RESPONSE__INIT;
+  int n = db_rows(r);
+  (void)arg;
+
+  if ((resp.recusals = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*resp.recusals))) ==
+      NULL) {
+    clue_oom(call);
+    return;
+  }
+  for (int i = 0; i < n; i++) {
+    if ((resp.recusals[i] = recusal_read(call, r, i, 0)) == NULL) {
+      clue_oom(call);
+      return;
+    }
+    resp.n_recusals++;
+  }
+  (void)rpc_reply(call, &resp.base);
+}
+
+void clue_list_recusals(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__ListRecusalsRequest *req = (const void *)m;
+  authz_principal_t p = clue_principal(call);
+  authz_result_t res = authz_can_list_recusals(&p);
+  unsigned scope = authz_clue_scope(&p);
+  char cond[CLUE_SCOPE_SQL_MAX];
+  const char *sql, *params[4];
+
+  if (req->clue_id < 0 || req->user_id < 0) {
+    const char *field = req->clue_id < 0 ? "clue_id" : "user_id";
+    rpc_detail_field(call, field, "must not be negative");
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s must not be negative", field);
+    return;
+  }
+  if (!authz_ok(&res)) {
+    clue_refuse(call, &res);
+    return;
+  }
+  if (clue_scope_sql(scope, "c", 1, 2, cond, sizeof(cond)) != 0) {
+    clue_oom(call);
+    return;
+  }
+  /* An AUDITOR's scope is every clue; a LEADER's, its unit's users and the clues it sees. */
+  sql = rpc_call_printf(call, list_recusals_sql, (scope & AUTHZ_SCOPE_ALL) ? "true" : "false",
+                        cond, RECUSALS_LIST_MAX);
+  params[0] = svc_i64(call, p.unit_id, 0);
+  params[1] = svc_i64(call, p.user_id, 0);
+  params[2] = svc_i64(call, req->clue_id, 1);
+  params[3] = svc_i64(call, req->user_id, 1);
+  if (sql == NULL || params[0] == NULL || params[1] == NULL ||
+      (req->clue_id != 0 && params[2] == NULL) || (req->user_id != 0 && params[3] == NULL)) {
+    clue_oom(call);
+    return;
+  }
+  svc_read(call, sql, 4, params, reply_recusals, NULL);
+}

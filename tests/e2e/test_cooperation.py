@@ -1,0 +1,377 @@
+"""Assigned handlers (承办人, 派员参与) and recusal (回避), issue 14 Build 2 and 3, end to end
+through grpcio against the real clued and PostgreSQL (docs/COOPERATION.md).
+
+Handlers: a member seconded from a room (R2, not G1's liaison room) to G1's preliminary check
+sees the clue while assigned, in GetClue, ListClues ("my queue", assigned_to_me), GetHistory,
+ListNotes, ListAuditEvents and WatchEvents, never the reporter; adds notes; never moves it;
+and stops seeing it everywhere when unassigned. The lead room's leader assigns for a case's
+clue; the assignment is visible to the seconded member's own leader (the audit event and
+GetClue's handlers never need that leader's consent); a handover ends every assignment.
+Refusals: who may assign, bad and missing users, twice, retries.
+
+Recusal: a recused leader gets NOT_FOUND on read exactly as for a missing clue (message and
+rich details), cannot review a proposal addressed to its unit, cannot be assigned; a recusal
+ends an assignment; recusals are listed for leaders and AUDITORs, not members; every leader
+of the owner recused gives FAILED_PRECONDITION naming the recusals, and a co-review whose
+reviewing unit has every leader recused is refused up front. Each change leaves exactly one
+event on the clue's chain, which still verifies.
+"""
+
+import os
+import sys
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import chain  # noqa: E402
+import harness  # noqa: E402
+from harness import expect_status, new_request_id  # noqa: E402
+import world  # noqa: E402
+
+S = harness.stubs()
+pb = S.clue_pb2
+cs = S.case_pb2
+cm = S.common_pb2
+au = S.audit_pb2
+ad = S.admin_pb2
+Code = grpc.StatusCode
+ACC, PRE, FIL, CLO = (cm.CLUE_STATE_ACCEPTED, cm.CLUE_STATE_PRELIMINARY_CHECK, cm.CLUE_STATE_FILED,
+                      cm.CLUE_STATE_CLOSED)
+MISSING_ID = 987654321
+
+
+class Ctx:
+    pass
+
+
+def setup():
+    c = Ctx()
+    c.pg = harness.Postgres.get()
+    c.url = c.pg.url(c.pg.new_database())
+    c.srv = harness.Clued(c.url).start()
+    c.w = world.build(c.srv)
+    c.db = c.pg.connect(c.url.split("///")[1].split("?")[0])
+    c.db.autocommit = True
+    return c
+
+
+def teardown(c):
+    c.w.close()
+    c.db.close()
+    c.srv.stop()
+
+
+def submit(u, reporter=False):
+    return u.clue.SubmitClue(pb.SubmitClueRequest(
+        request_id=new_request_id(), title="线索", summary="摘要", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+        subject=pb.SubjectPerson(name="张某"), host_unit="市发展改革委",
+        reporter=pb.ReporterContact(name="举报人", phone="13800000000") if reporter else None), timeout=20)
+
+
+def move(u, clue, target, **details):
+    return u.clue.RequestTransition(pb.RequestTransitionRequest(
+        clue_id=clue.id, expected_version=clue.version, target=target, reason="r",
+        details=pb.TransitionDetails(**details), request_id=new_request_id()), timeout=20)
+
+
+def assign(u, clue_id, user_id, rid=None, reason=""):
+    return u.clue.AssignHandler(pb.AssignHandlerRequest(clue_id=clue_id, user_id=user_id, reason=reason,
+                                                        request_id=rid or new_request_id()), timeout=20)
+
+
+def unassign(u, clue_id, user_id, rid=None):
+    return u.clue.UnassignHandler(pb.UnassignHandlerRequest(clue_id=clue_id, user_id=user_id,
+                                                            request_id=rid or new_request_id()), timeout=20)
+
+
+def recuse(u, clue_id, user_id=0, reason="亲属关系", rid=None):
+    return u.clue.RecordRecusal(pb.RecordRecusalRequest(clue_id=clue_id, user_id=user_id, reason=reason,
+                                                        request_id=rid or new_request_id()), timeout=20)
+
+
+def get(u, clue_id):
+    return u.clue.GetClue(pb.GetClueRequest(clue_id=clue_id), timeout=20)
+
+
+def queue(u, **kw):
+    return {x.id for x in u.clue.ListClues(pb.ListCluesRequest(page_size=500, **kw), timeout=20).clues}
+
+
+def actions(u, clue_id):
+    return [e.action for e in u.audit.ListAuditEvents(au.ListAuditEventsRequest(
+        subject_type="clue", subject_id=clue_id), timeout=20).events]
+
+
+def streamed(c, u, clue_id, after):
+    """The events of clue_id WatchEvents replays to u from after, until a marker u sees."""
+    marker = submit(u)
+    mseq = max(e.seq for e in c.w.auditor.clue.GetHistory(pb.GetHistoryRequest(clue_id=marker.id),
+                                                          timeout=20).events)
+    seen = []
+    stream = u.audit.WatchEvents(au.WatchEventsRequest(after_seq=after), timeout=60)
+    try:
+        for e in stream:
+            if e.subject_type == "clue" and e.subject_id == clue_id:
+                seen.append(e.action)
+            if e.seq >= mseq:
+                break
+    finally:
+        stream.cancel()
+    return seen
+
+
+def not_found_like_missing(u, clue_id):
+    """NOT_FOUND with the very message a missing clue gets, for every read."""
+    want = expect_status(Code.NOT_FOUND, get, u, MISSING_ID)
+    assert expect_status(Code.NOT_FOUND, get, u, clue_id) == want
+    for fn, req in ((u.clue.GetHistory, pb.GetHistoryRequest(clue_id=clue_id)),
+                    (u.clue.ListNotes, pb.ListNotesRequest(clue_id=clue_id))):
+        assert expect_status(Code.NOT_FOUND, fn, req, timeout=20) == want
+    assert clue_id not in queue(u)
+    assert actions(u, clue_id) == []
+
+
+def test_seconded_member_sees_while_assigned(c):
+    w = c.w
+    L, M = w.G1.leader, w.G1.member
+    h = w.R2.member  # a room that is not G1's liaison room
+    cl = move(L, submit(M, reporter=True), PRE).clue
+    start = max(e.seq for e in w.auditor.clue.GetHistory(pb.GetHistoryRequest(clue_id=cl.id), timeout=20).events)
+    # Before: hidden, as a missing clue.
+    not_found_like_missing(h, cl.id)
+    expect_status(Code.NOT_FOUND, h.clue.AddNote, pb.AddNoteRequest(
+        clue_id=cl.id, kind=pb.NOTE_KIND_OTHER, text="x", request_id=new_request_id()), timeout=20)
+    # The owner's leader seconds R2's member; no consent of R2's leader is asked.
+    x = assign(L, cl.id, h.id, reason="派员参与初核")
+    got = [(y.user_id, y.unit_id, y.unit_code, y.assigned_by) for y in x.handlers]
+    assert got == [(h.id, w.R2.id, "R2", L.id)], got
+    assert x.version == cl.version, "an assignment does not bump the version"
+    # While assigned: every read, never the reporter.
+    g = get(h, cl.id)
+    assert g.reporter_on_file and not g.HasField("reporter")
+    assert [y.user_id for y in g.handlers] == [h.id] and g.handlers[0].user_name == h.name
+    assert get(L, cl.id).HasField("reporter"), "the owner's leader still sees the reporter"
+    assert cl.id in queue(h) and queue(h, assigned_to_me=True) == {cl.id}
+    assert cl.id not in queue(L, assigned_to_me=True), "the queue is the caller's own"
+    assert queue(w.R2.leader, assigned_to_me=True) == set()
+    assert "clue.assign" in actions(h, cl.id)
+    n = h.clue.AddNote(pb.AddNoteRequest(clue_id=cl.id, kind=pb.NOTE_KIND_INTERVIEW_RECORD, text="谈话记录",
+                                         request_id=new_request_id()), timeout=20)
+    assert n.author_unit_id == w.R2.id
+    assert [x.text for x in h.clue.ListNotes(pb.ListNotesRequest(clue_id=cl.id), timeout=20).notes] == ["谈话记录"]
+    assert "clue.assign" in streamed(c, h, cl.id, start)
+    # Handlers never move, hand over, extend or assign.
+    g = get(L, cl.id)
+    expect_status(Code.PERMISSION_DENIED, move, h, g, CLO, finding="无")
+    expect_status(Code.PERMISSION_DENIED, h.clue.HandOver, pb.HandOverRequest(
+        clue_id=cl.id, expected_version=g.version, to_unit_id=w.G2.id, reason="r", request_id=new_request_id()),
+        timeout=20)
+    expect_status(Code.PERMISSION_DENIED, h.clue.ExtendDeadline, pb.ExtendDeadlineRequest(
+        clue_id=cl.id, expected_version=g.version, days=3, reason="r", request_id=new_request_id()), timeout=20)
+    expect_status(Code.PERMISSION_DENIED, assign, h, cl.id, w.R2.leader.id)
+    # The member's own leader sees the assignment on its member without seeing the clue: the
+    # event names the user, and the user sees it in GetClue.
+    with c.db.cursor() as cur:
+        cur.execute("SELECT details::jsonb->>'user_id', details::jsonb->>'user_unit_id' FROM audit_events"
+                    " WHERE subject_type = 'clue' AND subject_id = %s AND action = 'clue.assign'", (cl.id,))
+        assert cur.fetchall() == [(str(h.id), str(w.R2.id))]
+    # Unassigned: hidden everywhere again, the stream included.
+    x = unassign(L, cl.id, h.id)
+    assert list(x.handlers) == []
+    not_found_like_missing(h, cl.id)
+    assert streamed(c, h, cl.id, start) == []
+    assert queue(h, assigned_to_me=True) == set()
+    acts = actions(L, cl.id)
+    assert acts[-1] == "clue.unassign" and acts.count("clue.assign") == 1, acts
+
+
+def test_assign_rules(c):
+    w = c.w
+    L, M = w.G1.leader, w.G1.member
+    cl = move(L, submit(M), PRE).clue
+    # Who may: the owner's leader only (outside a case).
+    for u, code in ((M, Code.PERMISSION_DENIED), (w.R1.leader, Code.PERMISSION_DENIED),
+                    (w.auditor, Code.PERMISSION_DENIED), (w.G3.leader, Code.NOT_FOUND),
+                    (w.admin, Code.NOT_FOUND)):
+        expect_status(code, assign, u, cl.id, w.R2.member.id)
+    # Bad and missing users, users who do not work on clues.
+    expect_status(Code.INVALID_ARGUMENT, assign, L, cl.id, 0, details_has=("user_id",))
+    expect_status(Code.INVALID_ARGUMENT, assign, L, cl.id, -4, details_has=("user_id",))
+    expect_status(Code.NOT_FOUND, assign, L, cl.id, MISSING_ID, details_has=(f"user {MISSING_ID} not found",))
+    expect_status(Code.NOT_FOUND, assign, L, MISSING_ID, w.R2.member.id, details_has=("clue not found",))
+    for u in (w.auditor, w.admin):
+        expect_status(Code.INVALID_ARGUMENT, assign, L, cl.id, u.id, details_has=("MEMBER or LEADER",))
+    gone = w.new_user("R2", "MEMBER", "R2-disabled")
+    w.admin.admin.DisableUser(ad.DisableUserRequest(user_id=gone.id, reason="调离"), timeout=20)
+    expect_status(Code.INVALID_ARGUMENT, assign, L, cl.id, gone.id)
+    # Twice; a retry returns the clue and adds no event.
+    rid = new_request_id()
+    assign(L, cl.id, w.X1.member.id, rid=rid)
+    n = len(actions(L, cl.id))
+    again = assign(L, cl.id, w.X1.member.id, rid=rid.upper())
+    assert [y.user_id for y in again.handlers] == [w.X1.member.id]
+    assert len(actions(L, cl.id)) == n
+    expect_status(Code.FAILED_PRECONDITION, assign, L, cl.id, w.X1.member.id, details_has=("already a handler",))
+    expect_status(Code.INVALID_ARGUMENT, unassign, L, cl.id, w.X1.member.id, rid=rid)  # another call's id
+    expect_status(Code.FAILED_PRECONDITION, unassign, L, cl.id, w.G3.member.id, details_has=("not a handler",))
+    # A concluded clue takes no new handlers, but lets one go.
+    g = get(L, cl.id)
+    closed = move(L, g, CLO, finding="查无实据").clue
+    expect_status(Code.FAILED_PRECONDITION, assign, L, closed.id, w.G3.member.id, details_has=("terminal",))
+    unassign(L, closed.id, w.X1.member.id)
+    expect_status(Code.NOT_FOUND, get, w.X1.member, closed.id)
+
+
+def test_case_lead_assigns_and_handover_ends(c):
+    w = c.w
+    cl = move(w.G1.leader, submit(w.G1.member), PRE).clue
+    k = w.R2.leader.case.CreateJointCase(cs.CreateJointCaseRequest(
+        title="联合", participant_unit_ids=[w.G1.id], request_id=new_request_id()), timeout=20)
+    w.G1.leader.case.AddClueToCase(cs.AddClueToCaseRequest(case_id=k.id, clue_id=cl.id), timeout=20)
+    # The lead room's leader assigns its own member, a region's member too.
+    assign(w.R2.leader, cl.id, w.G3.member.id)
+    assert get(w.G3.member, cl.id).id == cl.id
+    expect_status(Code.PERMISSION_DENIED, assign, w.R2.member, cl.id, w.X1.member.id)
+    expect_status(Code.PERMISSION_DENIED, assign, w.R1.leader, cl.id, w.X1.member.id)
+    # A handover to G2 ends the assignment (it was G1's and the case's).
+    g = get(w.G1.leader, cl.id)
+    w.G1.leader.clue.HandOver(pb.HandOverRequest(clue_id=cl.id, expected_version=g.version, to_unit_id=w.G2.id,
+                                                  reason="移交", request_id=new_request_id()), timeout=20)
+    expect_status(Code.NOT_FOUND, get, w.G3.member, cl.id)
+    assert list(get(w.G2.leader, cl.id).handlers) == []
+    # The new owner assigns afresh.
+    assign(w.G2.leader, cl.id, w.G3.member.id)
+    assert [y.user_id for y in get(w.G3.member, cl.id).handlers] == [w.G3.member.id]
+
+
+def test_recused_leader(c):
+    w = c.w
+    L, M = w.G1.leader, w.G1.member
+    L2 = w.new_user("G1", "LEADER", "G1-leader-2")
+    cl = move(L, submit(M, reporter=True), PRE).clue
+    # L2 declares a conflict: from then on the clue is missing to it.
+    r = recuse(L2, cl.id, reason="与被反映人系亲属")
+    assert (r.user_id, r.recorded_by, r.unit_id, r.unit_code, r.clue_id) == (L2.id, L2.id, w.G1.id, "G1", cl.id)
+    not_found_like_missing(L2, cl.id)
+    g = get(L, cl.id)
+    for fn in (lambda: move(L2, g, CLO, finding="无"),
+               lambda: L2.clue.AddNote(pb.AddNoteRequest(clue_id=cl.id, kind=pb.NOTE_KIND_OTHER, text="x",
+                                                         request_id=new_request_id()), timeout=20),
+               lambda: L2.clue.HandOver(pb.HandOverRequest(clue_id=cl.id, expected_version=g.version,
+                                                           to_unit_id=w.G2.id, reason="r",
+                                                           request_id=new_request_id()), timeout=20),
+               lambda: assign(L2, cl.id, w.R2.member.id),
+               lambda: recuse(L2, cl.id, user_id=M.id)):
+        expect_status(Code.NOT_FOUND, fn, details_has=("clue not found",))
+    # It cannot be assigned to it.
+    expect_status(Code.FAILED_PRECONDITION, assign, L, cl.id, L2.id, details_has=("recused",))
+    expect_status(Code.FAILED_PRECONDITION, recuse, L, cl.id, L2.id, details_has=("already recused",))
+    # The rest of the unit goes on.
+    assert get(L, cl.id).HasField("reporter")
+    assert get(M, cl.id).id == cl.id
+
+
+def test_recused_reviewer_cannot_review(c):
+    w = c.w
+    L = w.G1.leader
+    cl = move(L, submit(w.G1.member), PRE).clue
+    prop = move(L, cl, FIL).proposal
+    assert prop.reviewer_unit_id == w.R1.id
+    R1b = w.new_user("R1", "LEADER", "R1-leader-2")
+    # R1's leader records the conflict of its own leader R1b, who now sees nothing of it.
+    recuse(w.R1.leader, cl.id, user_id=R1b.id, reason="曾在该单位任职")
+    want = expect_status(Code.NOT_FOUND, R1b.clue.ReviewProposal, pb.ReviewProposalRequest(
+        proposal_id=MISSING_ID, approve=True, request_id=new_request_id()), timeout=20)
+    got = expect_status(Code.NOT_FOUND, R1b.clue.ReviewProposal, pb.ReviewProposalRequest(
+        proposal_id=prop.id, approve=True, comment="同意", request_id=new_request_id()), timeout=20)
+    assert got == want
+    assert prop.id not in {x.id for x in R1b.clue.ListProposals(pb.ListProposalsRequest(
+        include_decided=True), timeout=20).proposals}
+    # Another leader of the room reviews as usual.
+    w.R1.leader.clue.ReviewProposal(pb.ReviewProposalRequest(proposal_id=prop.id, approve=True, comment="同意",
+                                                             request_id=new_request_id()), timeout=20)
+
+
+def test_recusal_ends_assignment_and_listing(c):
+    w = c.w
+    L = w.G1.leader
+    cl = move(L, submit(w.G1.member), PRE).clue
+    h = w.R2.member
+    assign(L, cl.id, h.id)
+    assert get(h, cl.id).id == cl.id
+    # The owner's leader records h's conflict: h is unassigned and sees nothing.
+    recuse(L, cl.id, user_id=h.id, reason="利害关系")
+    not_found_like_missing(h, cl.id)
+    assert list(get(L, cl.id).handlers) == []
+    with c.db.cursor() as cur:
+        cur.execute("SELECT details::jsonb->>'unassigned', details::jsonb->>'self' FROM audit_events WHERE subject_type = 'clue'"
+                    " AND subject_id = %s AND action = 'clue.recuse'", (cl.id,))
+        assert cur.fetchall() == [("true", "false")]
+    # Who may record: not a member for a colleague, not an auditor, not an unrelated leader.
+    expect_status(Code.PERMISSION_DENIED, recuse, w.G1.member, cl.id, user_id=L.id)
+    expect_status(Code.PERMISSION_DENIED, recuse, w.auditor, cl.id, user_id=L.id)
+    expect_status(Code.NOT_FOUND, recuse, w.G3.leader, cl.id, user_id=w.G3.member.id)
+    expect_status(Code.INVALID_ARGUMENT, recuse, L, cl.id, user_id=w.auditor.id)
+    expect_status(Code.INVALID_ARGUMENT, recuse, L, cl.id, reason="  ", details_has=("reason",))
+    # A retry returns the same recusal.
+    rid = new_request_id()
+    first = recuse(w.G1.member, cl.id, reason="同学", rid=rid)
+    assert recuse(w.G1.member, cl.id, reason="同学", rid=rid).id == first.id
+    # Listed for leaders (its unit's users, the clues it sees) and AUDITORs; not for members.
+    lst = lambda u, **kw: {(x.clue_id, x.user_id) for x in u.clue.ListRecusals(  # noqa: E731
+        pb.ListRecusalsRequest(**kw), timeout=20).recusals}
+    mine = {(cl.id, h.id), (cl.id, w.G1.member.id)}
+    assert mine <= lst(L) and lst(L, clue_id=cl.id) == mine
+    assert mine <= lst(w.auditor)
+    assert (cl.id, h.id) in lst(w.R2.leader), "the user's own leader sees it"
+    assert (cl.id, w.G1.member.id) not in lst(w.R2.leader)
+    assert lst(w.G3.leader, clue_id=cl.id) == set()
+    expect_status(Code.PERMISSION_DENIED, w.G1.member.clue.ListRecusals, pb.ListRecusalsRequest(), timeout=20)
+    expect_status(Code.PERMISSION_DENIED, w.admin.clue.ListRecusals, pb.ListRecusalsRequest(), timeout=20)
+
+
+def test_every_leader_recused(c):
+    w = c.w
+    # G2 has one leader; a second one is made here. Both recused: nobody in G2 can act.
+    L, M = w.G2.leader, w.G2.member
+    L2 = w.new_user("G2", "LEADER", "G2-leader-2")
+    cl = move(L, submit(M), PRE).clue
+    recuse(L, cl.id, user_id=L2.id, reason="亲属")
+    g = get(M, cl.id)
+    expect_status(Code.PERMISSION_DENIED, move, M, g, CLO, finding="无")  # one leader still free
+    recuse(L, cl.id, reason="本人回避")
+    for fn in (lambda: move(M, g, CLO, finding="无"),
+               lambda: M.clue.ExtendDeadline(pb.ExtendDeadlineRequest(
+                   clue_id=cl.id, expected_version=g.version, days=3, reason="r", request_id=new_request_id()),
+                   timeout=20),
+               lambda: assign(M, cl.id, w.R1.member.id)):
+        expect_status(Code.FAILED_PRECONDITION, fn, details_has=("every LEADER of the owner unit is recused",))
+    # Outside the unit it stays a question of permission.
+    expect_status(Code.PERMISSION_DENIED, move, w.R1.member, g, CLO, finding="无")
+    # An ADMIN adds a leader without a conflict: the unit can act again.
+    L3 = w.new_user("G2", "LEADER", "G2-leader-3")
+    expect_status(Code.PERMISSION_DENIED, move, M, g, CLO, finding="无")
+    move(L3, g, CLO, finding="查无实据")
+
+
+def test_reviewer_unit_every_leader_recused(c):
+    w = c.w
+    # G3's reviewer is R2. With every R2 leader recused, the proposal is refused up front.
+    L = w.G3.leader
+    cl = move(L, submit(w.G3.member), PRE).clue
+    recuse(L, cl.id, user_id=w.R2.leader.id, reason="亲属")
+    g = get(L, cl.id)
+    expect_status(Code.FAILED_PRECONDITION, move, L, g, FIL,
+                  details_has=("every LEADER of the reviewing unit is recused",))
+    assert not get(L, cl.id).pending_proposal
+
+
+def test_zz_chains(c):
+    """Every clue's chain verifies when recomputed here (assign, unassign, recuse included)."""
+    chains = chain.verify(c.db, "clue")
+    acts = {a for evs in chains.values() for a in (e["action"] for e in evs)}
+    assert {"clue.assign", "clue.unassign", "clue.recuse"} <= acts, acts
+
+
+if __name__ == "__main__":
+    harness.run_tests(dict(globals()), setup, teardown)
