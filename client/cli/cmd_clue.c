@@ -276,6 +276,10 @@ static int show_clue(cli_t *cli, const ProtobufCMessage *m) {
     kv("Disposal:", cli_enum_short(&clue__v1__disposal__descriptor, c->disposal));
   if (c->joint_case_id != 0)
     kvf("Joint case:", "%lld", (long long)c->joint_case_id);
+  if (c->n_handlers != 0) {
+    kvf("Handlers:", "%zu", c->n_handlers);
+    clue_print_handlers(c);
+  }
   if (c->created_by_name[0])
     kvf("Created:", "%s by %s", cli_time_text(c->created_at_ms, t1, sizeof(t1)),
         c->created_by_name);
@@ -315,6 +319,7 @@ static const cli_opt_t list_opts[] = {
     {"source", "SOURCE", 0, "only clues from this channel (see clue submit --help)"},
     {"subject", "TEXT", 0, "subject's name contains TEXT (any case)"},
     {"overdue", NULL, 0, "only clues past their stage deadline"},
+    {"mine", NULL, 0, "only clues you are an assigned handler of (your queue)"},
     {"created-from", "TIME", 0, "created at or after (YYYY-MM-DD or RFC 3339)"},
     {"created-to", "TIME", 0, "created before; a date takes in that whole day"},
     {"page-size", "N", 0, "clues per page (1-500; server default 50)"},
@@ -372,6 +377,7 @@ static int run_list(cli_t *cli, const cli_args_t *args) {
   req.source = (Clue__V1__SourceChannel)source;
   cli_arg_str(args, "subject", &req.subject_name);
   req.overdue_only = cli_flag(args, "overdue");
+  req.assigned_to_me = cli_flag(args, "mine");
   if (all && req.page_size == 0)
     req.page_size = 500; /* fewer round trips */
   rc = cli_call_pages(cli, CLUE_SVC, "ListClues", &req.base, "clues", all,
@@ -548,6 +554,14 @@ static const cli_command_t clue_commands[] = {
     {"notes", "ID", "List a clue's notes", NULL, NULL, run_notes},
     {"extend", "ID", "Extend the deadline of a clue's current stage (once)", clue_extend_opts,
      clue_extend_help, clue_run_extend},
+    {"assign", "ID", "Make a user a handler of a clue (承办人)", clue_assign_opts,
+     clue_assign_help, clue_run_assign},
+    {"unassign", "ID", "End a handler's assignment to a clue", clue_assign_opts,
+     clue_unassign_help, clue_run_unassign},
+    {"recuse", "ID", "Record a conflict of interest with a clue (回避)", clue_recuse_opts,
+     clue_recuse_help, clue_run_recuse},
+    {"recusals", NULL, "List recusals (leaders and auditors)", clue_recusals_opts,
+     clue_recusals_help, clue_run_recusals},
     {NULL, NULL, NULL, NULL, NULL, NULL},
 };
 

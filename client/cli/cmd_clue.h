@@ -3,9 +3,10 @@
 
 /*
  * The `clue` command group is written in two files: cmd_clue.c (intake and reading:
- * submit, get, list, history, note, notes; it holds the group's table) and cmd_clue_move.c
- * (changes of state and owner: move, proposals, review, handover, extend). This header is
- * what the second gives the first.
+ * submit, get, list, history, note, notes; it holds the group's table), cmd_clue_move.c
+ * (changes of state and owner: move, proposals, review, handover, extend) and
+ * cmd_clue_people.c (assign, unassign, recuse, recusals). This header is what the others
+ * give the first.
  */
 
 #include "cli.h"
@@ -35,5 +36,25 @@ int clue_run_review(cli_t *cli, const cli_args_t *args);
 int clue_run_handover(cli_t *cli, const cli_args_t *args);
 /** clue extend ID: ExtendDeadline. */
 int clue_run_extend(cli_t *cli, const cli_args_t *args);
+
+/* The commands of cmd_clue_people.c: handlers and recusals. */
+extern const cli_opt_t clue_assign_opts[];
+extern const cli_opt_t clue_recuse_opts[];
+extern const cli_opt_t clue_recusals_opts[];
+extern const char clue_assign_help[];
+extern const char clue_unassign_help[];
+extern const char clue_recuse_help[];
+extern const char clue_recusals_help[];
+
+/** clue assign ID --user U: AssignHandler. */
+int clue_run_assign(cli_t *cli, const cli_args_t *args);
+/** clue unassign ID --user U: UnassignHandler. */
+int clue_run_unassign(cli_t *cli, const cli_args_t *args);
+/** clue recuse ID [--user U]: RecordRecusal. */
+int clue_run_recuse(cli_t *cli, const cli_args_t *args);
+/** clue recusals: ListRecusals. */
+int clue_run_recusals(cli_t *cli, const cli_args_t *args);
+/** Print a clue's handlers, one an indented line. */
+void clue_print_handlers(const Clue__V1__Clue *c);
 
 #endif

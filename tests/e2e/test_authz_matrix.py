@@ -18,7 +18,11 @@ principals: G1's leader and member (owner group), R1's leader and member (liaiso
 leader and member (case lead, another room), X1's leader (a region, case participant), G3's
 leader (an unrelated group), an AUDITOR, the ADMIN, a disabled user and a revoked token (both
 G1 leaders), and where the world has them (tokens issued by the admin and exchanged) G1's
-leader acting with its enrollment token.
+leader acting with its enrollment token. Issue 14 adds a handler and a recusal: G1's clue
+"assigned" has G3's member as an assigned handler (a principal of its own), and G1's clue
+"recused" has a second G1 leader recused from it (a principal too); every RPC is asked of
+both, and the handler and recusal RPCs (AssignHandler, UnassignHandler, RecordRecusal,
+ListRecusals) of every principal on every clue.
 
 Calls that the rules allow and that would change an object run against a fresh object of the
 same kind, so that every other cell meets the objects as built; refusals run against the
@@ -101,6 +105,8 @@ class Clue:
         self.id = self.version = None
         self.reporter = False
         self.props = []  # its proposals, as made
+        self.handlers = set()  # user ids of its assigned handlers (issue 14)
+        self.recused = set()   # user ids recused from it (issue 14)
 
 
 class Case:
@@ -114,13 +120,18 @@ class Case:
 
 def sees(p, c):
     """§4: AUDITOR all; ADMIN none; staff: own unit's, liaised groups' (a ROOM), member clues of
-    a case its unit leads or joins, and a clue its unit reviews while a proposal is pending."""
+    a case its unit leads or joins, and a clue its unit reviews while a proposal is pending.
+    Issue 14: an assigned handler sees it too; a recused user never does."""
     if c is None or not p.active:
         return False
     if p.role == "AUDITOR":
         return True
     if not p.staff:
         return False
+    if p.user.id in c.recused:
+        return False
+    if p.user.id in c.handlers:
+        return True
     return (p.unit == c.owner or (p.kind == "ROOM" and c.liaison == p.unit)
             or (c.case is not None and c.case.has(p.unit)) or p.unit == c.reviewer)
 
@@ -259,6 +270,8 @@ def expect_review(p, prop):
     proposer's unit; the reviewing unit sees its proposals even once decided."""
     if not p.active:
         return Code.UNAUTHENTICATED
+    if prop is not None and p.staff and p.user.id in prop.clue.recused:
+        return (Code.NOT_FOUND, MSG["proposal"])  # issue 14: a recused user reviews nothing
     if prop is None or not (sees(p, prop.clue) or (p.staff and p.unit == prop.reviewer)):
         return (Code.NOT_FOUND, MSG["proposal"])
     if (not p.leads(prop.reviewer) or p.user.id == prop.proposer
@@ -351,6 +364,61 @@ def expect_visible_set(p, clues):
     return {kind for kind, c in clues.items() if c is not None and sees(p, c)}
 
 
+def may_assign(p, c):
+    """Issue 14 Build 2: a LEADER of the owner unit, or of the lead room of the clue's case."""
+    return p.leads(c.owner) or (c.case is not None and p.leads(c.case.lead))
+
+
+def expect_assign(p, c, target):
+    """NOT_FOUND, then DENIED (an AUDITOR, anyone but may_assign), then FAILED_PRECONDITION for
+    a concluded clue, a recused target or one already a handler."""
+    r = refusal(p, "clue", sees(p, c))
+    if r:
+        return r
+    if not may_assign(p, c):
+        return Code.PERMISSION_DENIED
+    if c.state in TERMINAL or target in c.recused or target in c.handlers:
+        return Code.FAILED_PRECONDITION
+    return OK
+
+
+def expect_unassign(p, c, target):
+    """As expect_assign, in any state; FAILED_PRECONDITION unless the target is a handler."""
+    r = refusal(p, "clue", sees(p, c))
+    if r:
+        return r
+    if not may_assign(p, c):
+        return Code.PERMISSION_DENIED
+    return OK if target in c.handlers else Code.FAILED_PRECONDITION
+
+
+def expect_recuse(p, c, target, target_unit):
+    """Issue 14 Build 3: the user themselves, or a LEADER of the user's unit, the owner unit or
+    the case's lead room; never an AUDITOR. Any state; FAILED_PRECONDITION if already recused."""
+    r = refusal(p, "clue", sees(p, c))
+    if r:
+        return r
+    if p.role == "AUDITOR":
+        return Code.PERMISSION_DENIED
+    if not (p.user.id == target or (p.staff and p.role == "LEADER" and (p.unit == target_unit or may_assign(p, c)))):
+        return Code.PERMISSION_DENIED
+    return Code.FAILED_PRECONDITION if target in c.recused else OK
+
+
+def expect_list_recusals(p, c, user_unit):
+    """ListRecusals(clue_id): LEADERs and AUDITORs only; an AUDITOR every recusal of the clue, a
+    LEADER those of its unit's users and all of a clue it sees. user_unit: recused user -> unit."""
+    if not p.active:
+        return Code.UNAUTHENTICATED
+    if not (p.role == "AUDITOR" or (p.staff and p.role == "LEADER")):
+        return Code.PERMISSION_DENIED
+    if c is None:
+        return set()
+    if p.role == "AUDITOR" or sees(p, c):
+        return set(c.recused)
+    return {u for u in c.recused if user_unit[u] == p.unit}
+
+
 def expect_whole_trail(p):
     """§4, issue 12: the Merkle tree's checkpoints, proofs and export, and the chain check, are
     the whole trail's: an AUDITOR's and an ADMIN's, nobody else's."""
@@ -413,6 +481,13 @@ class Matrix:
             P("disabled user", disabled, w.G1.id, "GROUP", "LEADER", active=False),
             P("revoked token", revoked_user, w.G1.id, "GROUP", "LEADER", active=False),
         ]
+        # Issue 14: G3's member is the handler of clue "assigned"; a second G1 leader is recused
+        # from clue "recused".
+        self.handler = w.G3.member
+        self.recused_leader = w.new_user("G1", "LEADER", "G1-leader-recused")
+        principals += [mk("G3.member (handler of 'assigned')", "G3", "MEMBER"),
+                       mk("G1.leader2 (recused from 'recused')", "G1", "LEADER", user=self.recused_leader)]
+        self.user_unit = {self.recused_leader.id: w.G1.id}
         # An enrollment token (issued by the admin, not yet exchanged), where the world has them.
         enrollment = getattr(w.G1.leader, "enrollment_token", None)
         if enrollment:
@@ -437,7 +512,7 @@ class Matrix:
         # The clues and proposals; first_seq: where their events start.
         self.first_seq = self.latest_seq() + 1
         self.clues = {kind: self.make(kind) for kind in ("acc", "pre", "pend", "filed", "closed", "incase", "x1own",
-                                                          "x1pend")}
+                                                          "x1pend", "assigned", "recused")}
         self.clues["missing"] = None
         self.proposals = {"pending": self.pending_proposal(self.clues["pend"]), "decided": self.decided_proposal(),
                           "region's, named R2": self.pending_proposal(self.clues["x1pend"]), "missing": None}
@@ -507,7 +582,7 @@ class Matrix:
             # The ACCEPTED clue has a reporter's contact details.
             x = self.submit(G1.member, pb.ReporterContact(name="举报人", phone="13800000000") if kind == "acc" else None)
             state, case, reviewer, props = ACC, None, None, []
-            if kind in ("pre", "pend", "filed", "incase"):
+            if kind in ("pre", "pend", "filed", "incase", "assigned", "recused"):
                 x = self.move(G1.leader, x, PRE).clue
                 state = PRE
             if kind == "pend":
@@ -525,8 +600,19 @@ class Matrix:
             if kind == "incase":
                 G1.leader.case.AddClueToCase(cs.AddClueToCaseRequest(case_id=self.K.id, clue_id=x.id), timeout=20)
                 x, case = self.g(G1.leader, x.id), self.K
+            if kind == "assigned":
+                x = G1.leader.clue.AssignHandler(pb.AssignHandlerRequest(
+                    clue_id=x.id, user_id=self.handler.id, request_id=new_request_id()), timeout=20)
+            if kind == "recused":
+                G1.leader.clue.RecordRecusal(pb.RecordRecusalRequest(
+                    clue_id=x.id, user_id=self.recused_leader.id, reason="亲属", request_id=new_request_id()),
+                    timeout=20)
             c = Clue(kind, owner, liaison, state, case, reviewer)
             c.reporter = kind == "acc"
+            if kind == "assigned":
+                c.handlers.add(self.handler.id)
+            if kind == "recused":
+                c.recused.add(self.recused_leader.id)
             c.props = [Proposal(c, liaison, G1.leader.id, owner, pending, pid) for pid, pending in props]
         c.id, c.version = x.id, x.version
         return c
@@ -800,6 +886,34 @@ class Matrix:
                 self.check("CreateJointCase(clue_ids)", p, name, want,
                            lambda: u.case.CreateJointCase(cs.CreateJointCaseRequest(
                                title="矩阵案件", clue_ids=[xid], request_id=new_request_id()), timeout=20))
+                # Issue 14: handlers and recusals. The targets: X1's member (assign), G3's member
+                # (unassign: the handler of "assigned"), R1's member (recusal).
+                tgt = w.X1.member.id
+                want = expect_assign(p, c, tgt) if c else refusal(p, "clue", False)
+                x = self.subject(kind, want == OK)
+                xid = x.id if x else MISSING
+                self.check("AssignHandler", p, name, want,
+                           lambda: u.clue.AssignHandler(pb.AssignHandlerRequest(
+                               clue_id=xid, user_id=tgt, request_id=new_request_id()), timeout=20))
+                tgt = self.handler.id
+                want = expect_unassign(p, c, tgt) if c else refusal(p, "clue", False)
+                x = self.subject(kind, want == OK)
+                xid = x.id if x else MISSING
+                self.check("UnassignHandler", p, name, want,
+                           lambda: u.clue.UnassignHandler(pb.UnassignHandlerRequest(
+                               clue_id=xid, user_id=tgt, request_id=new_request_id()), timeout=20))
+                tgt = w.R1.member.id
+                want = expect_recuse(p, c, tgt, w.R1.id) if c else refusal(p, "clue", False)
+                x = self.subject(kind, want == OK)
+                xid = x.id if x else MISSING
+                self.check("RecordRecusal(R1.member)", p, name, want,
+                           lambda: u.clue.RecordRecusal(pb.RecordRecusalRequest(
+                               clue_id=xid, user_id=tgt, reason="矩阵", request_id=new_request_id()), timeout=20))
+                want = expect_list_recusals(p, c, self.user_unit)
+                code, resp, msg = self.call(lambda: u.clue.ListRecusals(pb.ListRecusalsRequest(clue_id=cid),
+                                                                        timeout=20))
+                got = code if code != OK else {x.user_id for x in resp.recusals}
+                self.tally("ListRecusals(clue_id)", p, name, want, got, msg)
             # Rectification items: one visibility for reads and lists, then every move.
             want = {k for k, it in self.items.items() if it is not None and sees_item(p, it)} if p.active \
                 else Code.UNAUTHENTICATED
