@@ -86,6 +86,40 @@ static const char demo_items_sql[] =
     " ORDER BY id LIMIT 1) l ON true"
     " CROSS JOIN (SELECT (extract(epoch FROM now()) * 1000)::bigint AS now_ms) t) x";
 
+/* The demo's clues, submitted by the members of G01 and G03 through clue_submit (so numbered
+ * and audited as any other), with a deadline 30 days on (the default for ACCEPTED). */
+static const char demo_clues_sql[] =
+    "SELECT count(*) FROM (SELECT clue_submit(m.id, m.unit_id, gen_random_uuid(), t.now_ms,"
+    " t.now_ms + 30::bigint * 86400000, extract(year FROM now())::int, d.title, d.summary,"
+    " 'LETTER_VISIT_REPORT', d.subject, d.pos, '', false, d.host, ARRAY[d.cat], NULL, NULL, NULL,"
+    " NULL)"
+    " FROM (VALUES ('G01', '反映某处长违规接受宴请', '群众来信反映某处长多次接受管理服务对象宴请。',"
+    " '王某', '处长', '市发展改革委', '违反中央八项规定精神'),"
+    " ('G03', '反映某医院院长在设备采购中收受回扣', '举报人反映某医院院长在医疗设备采购中收受供应商回扣。',"
+    " '赵某', '院长', '市卫生健康委', '受贿'))"
+    " AS d(code, title, summary, subject, pos, host, cat)"
+    " JOIN units u ON u.code = d.code"
+    " JOIN LATERAL (SELECT id, unit_id FROM users WHERE unit_id = u.id AND role = 'MEMBER'"
+    " ORDER BY id LIMIT 1) m ON true"
+    " CROSS JOIN (SELECT (extract(epoch FROM now()) * 1000)::bigint AS now_ms) t) x";
+
+/* The demo's assignments (docs/COOPERATION.md), made by the owner groups' leaders through
+ * clue_set_handler (audited as clue.assign): R01's member seconded to G01's clue with G01's
+ * member, and R02's member seconded to G03's clue. */
+static const char demo_handlers_sql[] =
+    "SELECT count(*) FROM (SELECT clue_set_handler(l.id, l.unit_id, gen_random_uuid(), t.now_ms,"
+    " c.id, c.owner_unit, h.id, true, d.why)"
+    " FROM (VALUES ('G01', 'G01', '承办'), ('G01', 'R01', '派员参与初核'),"
+    " ('G03', 'R02', '派员参与初核')) AS d(code, hcode, why)"
+    " JOIN units u ON u.code = d.code"
+    " JOIN clues c ON c.owner_unit = u.id"
+    " JOIN LATERAL (SELECT id, unit_id FROM users WHERE unit_id = u.id AND role = 'LEADER'"
+    " ORDER BY id LIMIT 1) l ON true"
+    " JOIN units hu ON hu.code = d.hcode"
+    " JOIN LATERAL (SELECT id FROM users WHERE unit_id = hu.id AND role = 'MEMBER'"
+    " ORDER BY id LIMIT 1) h ON true"
+    " CROSS JOIN (SELECT (extract(epoch FROM now()) * 1000)::bigint AS now_ms) t) x";
+
 /* Create the demo user CODE-suffix (or plain suffix in the ADMIN unit) of role in unit_id and
  * write "CODE ROLE NAME TOKEN" to tf. 0 on success, -1 (printed) otherwise. */
 static int demo_user(PGconn *db, const char *admin_id, const char *admin_unit, const char *unit_id,
@@ -179,6 +213,13 @@ int bootstrap_demo(const char *conninfo, const char *tokens_path, FILE *out) {
   if ((r = exec(db, demo_items_sql, 0, NULL)) == NULL)
     goto rollback;
   PQclear(r);
+  /* Two clues, and a few handlers on them, one seconded from a room to each group. */
+  if ((r = exec(db, demo_clues_sql, 0, NULL)) == NULL)
+    goto rollback;
+  PQclear(r);
+  if ((r = exec(db, demo_handlers_sql, 0, NULL)) == NULL)
+    goto rollback;
+  PQclear(r);
   if ((r = exec(db, "COMMIT", 0, NULL)) == NULL)
     goto done;
   PQclear(r);
@@ -189,7 +230,8 @@ int bootstrap_demo(const char *conninfo, const char *tokens_path, FILE *out) {
   }
   tf = NULL;
   fprintf(out, "created demo units R01 R02 G01 G02 G03 X01 with a leader and a member each,\n"
-               "an auditor, and three rectification items; their tokens are in %s\n",
+               "an auditor, three rectification items, and two clues with three assigned\n"
+               "handlers; their tokens are in %s\n",
           tokens_path);
   rc = 0;
   goto done;

@@ -473,6 +473,13 @@ def test_demo_users_get_personal_tokens(c):
                         "  AND e.subject_type = 'rectification')"
                         " FROM rect_items i JOIN users u ON u.id = i.created_by")
             assert cur.fetchone() == (3, 2, True, 3)
+            # The demo's clues and handlers (issue 14): two clues, three handlers, one seconded
+            # from a room to each group, each assignment audited.
+            cur.execute("SELECT (SELECT count(*) FROM clues), count(*),"
+                        " count(*) FILTER (WHERE hu.unit_id <> h.owner_unit),"
+                        " (SELECT count(*) FROM audit_events WHERE action = 'clue.assign')"
+                        " FROM clue_handlers h JOIN users hu ON hu.id = h.user_id")
+            assert cur.fetchone() == (2, 3, 2, 3)
         conn.close()
         member, leader = stub(srv.addr, demo[("G01", "MEMBER")]), stub(srv.addr, demo[("G01", "LEADER")])
         try:
