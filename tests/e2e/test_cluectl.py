@@ -134,7 +134,7 @@ def test_help(c):
         assert f"\n  {group} " in r.stdout, group
     commands = {
         "clue": ["submit", "get", "list", "move", "proposals", "review", "history", "handover", "note",
-                 "notes", "extend"],
+                 "notes", "extend", "assign", "unassign", "recuse", "recusals"],
         "case": ["create", "show", "list", "add-participant", "remove-participant", "add-clue", "remove-clue"],
         "audit": ["list", "verify", "watch"],
     }
@@ -545,6 +545,44 @@ def test_notes(c):
     assert sorted(n["text"] for n in notes) == sorted(["调取银行流水", minutes, "补充"])
     r = c.ctl(w.G1.member, "clue", "note", str(cid), "--kind", "OTHER", "--text", "x", check=1)
     assert r.stderr.startswith("NOT_FOUND"), r.stderr
+
+
+def test_handlers_and_recusal(c):
+    """clue assign, unassign, recuse, recusals and list --mine (issue 14): human and --json
+    output, a request id by default, and the refusals' exit codes."""
+    w = c.w
+    cid = c.submit(w.G1.member)["id"]
+    h = w.R2.member
+    r = requires(c.ctl(w.G1.leader, "clue", "assign", str(cid), "--user", str(h.id), "--reason", "派员参与初核"),
+                 "ClueService.AssignHandler")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"clue {cid} has 1 handler:\n  {h.name} (user {h.id}, R2), since "), r.stdout
+    assert cid in [x["id"] for x in c.json(h, "clue", "list", "--mine")["clues"]]
+    assert c.json(w.G1.leader, "clue", "list", "--mine").get("clues", []) == []
+    out = c.ctl(h, "clue", "get", str(cid), check=0).stdout
+    assert "Handlers:" in out and h.name in out, out
+    r = c.ctl(w.G1.member, "clue", "assign", str(cid), "--user", str(w.X1.member.id), check=1)
+    assert r.stderr.startswith("PERMISSION_DENIED"), r.stderr
+    r = c.ctl(w.G1.leader, "clue", "assign", str(cid), check=2)  # --user is required
+    doc = c.json(w.G1.leader, "clue", "unassign", str(cid), "--user", str(h.id))
+    assert doc["id"] == cid and not doc.get("handlers") and UUID4.match(doc["request_id"])
+    r = c.ctl(h, "clue", "get", str(cid), check=1)
+    assert r.stderr.startswith("NOT_FOUND"), r.stderr
+    # Recusal: one's own, then a leader's record for a member; listed for leaders, not members.
+    r = c.ctl(w.G1.member, "clue", "recuse", str(cid), "--reason", "与被反映人系同学", check=0)
+    assert re.fullmatch(rf"recusal #\d+: {re.escape(w.G1.member.name)} \(user {w.G1.member.id}, G1\) recused from"
+                        rf" clue {cid}, .* by themselves: 与被反映人系同学\n", r.stdout), r.stdout
+    r = c.ctl(w.G1.member, "clue", "get", str(cid), check=1)
+    assert r.stderr.startswith("NOT_FOUND"), r.stderr
+    doc = c.json(w.R1.leader, "clue", "recuse", str(cid), "--user", str(w.R1.member.id), "--reason", "亲属")
+    assert doc["user_id"] == w.R1.member.id and doc["recorded_by"] == w.R1.leader.id and UUID4.match(doc["request_id"])
+    lst = c.json(w.G1.leader, "clue", "recusals", "--clue", str(cid))["recusals"]
+    assert sorted(x["user_id"] for x in lst) == sorted([w.G1.member.id, w.R1.member.id])
+    assert "recused from clue" in c.ctl(w.auditor, "clue", "recusals", check=0).stdout
+    r = c.ctl(w.G1.member, "clue", "recusals", check=1)
+    assert r.stderr.startswith("PERMISSION_DENIED"), r.stderr
+    r = c.ctl(w.G1.leader, "clue", "assign", str(cid), "--user", str(w.R1.member.id), check=1)
+    assert r.stderr.startswith("FAILED_PRECONDITION") and "recused" in r.stderr, r.stderr
 
 
 def test_extend(c):
