@@ -35,7 +35,7 @@
   ").pending_reviewer_unit, (" c ").deadline_extended, (" c ").has_reporter, "                  \
   SVC_MS("(" c ").stage_deadline") ", " CLUE_USER_FACT_COLS(c, user)
 
-/* The facts about the caller as a user (0018): an assignment counting while the unit that
+/* The facts about the caller as a user (0019): an assignment counting while the unit that
  * made it owns the clue, a recusal, and whether every leader of the owner unit is recused
  * (asked only of a clue with recusals). */
 #define CLUE_USER_FACT_COLS(c, user)                                                            \
@@ -61,7 +61,7 @@
 /** Number of columns of CLUE_COLS. */
 #define CLUE_NCOLS 33
 
-/* The clue's current handlers (0018), as one text: per handler, fields separated by chr(31)
+/* The clue's current handlers (0019), as one text: per handler, fields separated by chr(31)
  * (user id, user name, unit id, unit code, assigned by, assigned at in ms), handlers by chr(30),
  * in the order they were assigned; NULL when none. Read by clue_handlers_read(). */
 #define CLUE_HANDLERS_COL(c)                                                                    \

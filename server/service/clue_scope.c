@@ -57,7 +57,7 @@ int clue_scope_sql(unsigned scope, const char *c, int unit, int user, char *out,
     add(&b, "%s%s.pending_reviewer_unit = $%d", first ? "" : " OR ", c, unit);
     first = 0;
   }
-  /* An assignment counts while the unit that made it owns the clue (0018). */
+  /* An assignment counts while the unit that made it owns the clue (0019). */
   if (scope & AUTHZ_SCOPE_HANDLED) {
     add(&b,
         "%s%s.id IN (SELECT ch.clue_id FROM clue_handlers ch WHERE ch.user_id = $%d"

@@ -3,7 +3,7 @@
  *
  * Each mutation reads the facts in one query (the clue's, with the caller's assignment and
  * recusal; the named user's; the idempotency record), lets authz.h decide, and applies the
- * decision with one function of 0018_handlers_recusal.sql, which re-checks what a concurrent
+ * decision with one function of 0019_handlers_recusal.sql, which re-checks what a concurrent
  * call may have changed (the owner, a recusal or assignment made meanwhile) and appends the
  * event on the clue's chain. Assignments and recusals do not bump the clue's version: they
  * change who works on the clue, not the clue. */
