@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "log.h"
 #include "net/grpc_status.h"
@@ -205,8 +206,13 @@ size_t h2_stream_pull(h2_stream_t *s, uint8_t *buf, size_t len, int *end) {
 
 /* ---- the reply's headers ------------------------------------------------------------------ */
 
+/* A gRPC-Web reply in base64: the request was, or its Accept asked for it. */
+static int reply_text(const h2_stream_t *s) {
+  return s->reply == H2_REPLY_WEB && (s->proto == WEB_PROTO_TEXT || s->accept_text);
+}
+
 static const char *reply_content_type(const h2_stream_t *s) {
-  if (s->proto == WEB_PROTO_TEXT)
+  if (reply_text(s))
     return "application/grpc-web-text+proto";
   if (s->proto == WEB_PROTO_WEB)
     return "application/grpc-web+proto";
@@ -222,6 +228,7 @@ static size_t cors_nv(h2_stream_t *s, nghttp2_nv *nv) {
   nv_set(&nv[n++], "access-control-allow-origin", s->conn->srv->cfg.web_origins[s->origin]);
   nv_set(&nv[n++], "access-control-expose-headers",
          "grpc-status, grpc-message, grpc-status-details-bin");
+  nv_set(&nv[n++], "access-control-allow-credentials", "true");
   nv_set(&nv[n++], "vary", "Origin");
   return n;
 }
@@ -243,7 +250,7 @@ static int submit_reply(h2_stream_t *s, int status, nghttp2_nv *nv, size_t n, in
 
 /* Start a gRPC or gRPC-Web reply. clen >= 0: the whole body is queued and is that long. */
 static int start(h2_stream_t *s, long long clen) {
-  nghttp2_nv hdrs[6];
+  nghttp2_nv hdrs[8];
   char lenbuf[24];
   size_t n = 0;
 
@@ -312,7 +319,7 @@ static int reserve(h2_stream_t *s, size_t len) {
 /* Queue bytes of the reply as they are (base64 for grpc-web-text, each piece padded: the
  * protocol's clients decode a stream of such chunks). */
 static int append_bytes(h2_stream_t *s, const uint8_t *p, size_t n) {
-  size_t out = s->proto == WEB_PROTO_TEXT && s->reply == H2_REPLY_WEB ? 4 * ((n + 2) / 3) : n;
+  size_t out = reply_text(s) ? 4 * ((n + 2) / 3) : n;
 
   if (reserve(s, out) != 0)
     return -ENOMEM;
@@ -330,7 +337,7 @@ static int append(h2_stream_t *s, const ProtobufCMessage *msg) {
 
   if (len > UINT32_MAX - GRPC_FRAME_PREFIX)
     return -E2BIG;
-  if (s->proto == WEB_PROTO_TEXT && s->reply == H2_REPLY_WEB) {
+  if (reply_text(s)) {
     uint8_t *tmp = malloc(GRPC_FRAME_PREFIX + len);
     int rc;
     if (tmp == NULL)
@@ -557,6 +564,11 @@ static int note_header(h2_stream_t *s, const uint8_t *name, size_t namelen, cons
   } else if (IS("content-type")) {
     s->proto = (uint8_t)web_content_type(value, valuelen);
     s->reply = s->proto == WEB_PROTO_WEB || s->proto == WEB_PROTO_TEXT ? H2_REPLY_WEB : H2_REPLY_GRPC;
+  } else if (IS("accept")) {
+    static const char want[] = "application/grpc-web-text";
+    for (size_t i = 0; i + sizeof(want) - 1 <= valuelen; i++)
+      if (strncasecmp((const char *)value + i, want, sizeof(want) - 1) == 0)
+        s->accept_text = 1;
   } else if (IS("origin")) {
     s->has_origin = 1;
     s->origin = web_origin_find(cfg->web_origins, cfg->nweb_origins, value, valuelen);
@@ -791,7 +803,8 @@ static int preflight(h2_stream_t *s) {
     return text_reply(s, 403, "origin not allowed\n");
   }
   nv_set(&nv[n++], "access-control-allow-origin", s->conn->srv->cfg.web_origins[s->origin]);
-  nv_set(&nv[n++], "access-control-allow-methods", "POST, GET, HEAD, OPTIONS");
+  nv_set(&nv[n++], "access-control-allow-methods", "POST, OPTIONS");
+  nv_set(&nv[n++], "access-control-allow-credentials", "true");
   nv_set(&nv[n++], "access-control-allow-headers",
          s->acrh && s->acrh[0] ? s->acrh
                                : "authorization, content-type, grpc-timeout, x-grpc-web, "

@@ -109,6 +109,7 @@ struct h2_stream { /* fields are the transport's; the owner uses the functions b
   uint8_t reply;                  /* h2_reply_t */
   unsigned has_origin : 1;        /* an Origin header came */
   unsigned acrm : 1;              /* Access-Control-Request-Method came (a preflight) */
+  unsigned accept_text : 1;       /* Accept: application/grpc-web-text (a text reply) */
   int origin;                     /* index of its Origin in --web-origin; -1: none allowed */
   char *path;                     /* :path of a request that is not a POST, owned */
   char *acrh;                     /* Access-Control-Request-Headers, owned */

@@ -134,18 +134,18 @@ int web_b64_partial(const web_b64_t *d) {
 int web_trailer_frame(int status, const char *message, const char *details, uint8_t **out,
                       size_t *outlen) {
   size_t mlen = message ? strlen(message) : 0, dlen = details ? strlen(details) : 0;
-  size_t cap = 5 + 32 + (mlen ? mlen + 16 : 0) + (dlen ? dlen + 28 : 0);
+  size_t cap = 5 + 32 + (mlen ? mlen + 18 : 0) + (dlen ? dlen + 30 : 0);
   uint8_t *b = malloc(cap);
   int n;
 
   if (b == NULL)
     return -ENOMEM;
-  n = snprintf((char *)b + 5, cap - 5, "grpc-status:%d\r\n", status);
+  n = snprintf((char *)b + 5, cap - 5, "grpc-status: %d\r\n", status);
   if (mlen)
-    n += snprintf((char *)b + 5 + n, cap - 5 - (size_t)n, "grpc-message:%s\r\n", message);
+    n += snprintf((char *)b + 5 + n, cap - 5 - (size_t)n, "grpc-message: %s\r\n", message);
   if (dlen)
     n +=
-        snprintf((char *)b + 5 + n, cap - 5 - (size_t)n, "grpc-status-details-bin:%s\r\n", details);
+        snprintf((char *)b + 5 + n, cap - 5 - (size_t)n, "grpc-status-details-bin: %s\r\n", details);
   b[0] = WEB_TRAILER_FLAG;
   b[1] = (uint8_t)((unsigned)n >> 24);
   b[2] = (uint8_t)((unsigned)n >> 16);

@@ -42,7 +42,7 @@ long web_b64_decode(web_b64_t *d, const uint8_t *in, size_t n, uint8_t *out);
 int web_b64_partial(const web_b64_t *d);
 
 /**
- * The trailer block of a gRPC-Web response ("grpc-status:0\r\ngrpc-message:...\r\n"),
+ * The trailer block of a gRPC-Web response ("grpc-status: 0\r\ngrpc-message: ...\r\n"),
  * framed (flag 0x80, length): a malloc'd buffer in *out of *outlen bytes. message is
  * percent-encoded already; it and details (base64) may be NULL. Returns 0 or -ENOMEM.
  */

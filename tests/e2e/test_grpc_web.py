@@ -18,7 +18,7 @@ import grpc
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
 import world  # noqa: E402
-from rawh1 import H1, encode, frame, grpc_web  # noqa: E402
+from rawh1 import H1, b64decode_stream, encode, frame, grpc_web  # noqa: E402
 from rawh2 import RawH2, grpc_frame  # noqa: E402
 
 S = harness.stubs()
@@ -173,6 +173,10 @@ def test_grpc_web_text(c):
     h = H1(c.srv.addr)
     r = h.request("POST", CHECK, chunked, [("Content-Type", "application/grpc-web-text")])
     assert r.grpc_status(text=True) == 0 and serving(r.messages(text=True)[0])
+    # A binary request whose Accept asks for text gets a text reply (PROTOCOL-WEB.md).
+    r = grpc_web(h, CHECK, check_req(), headers=[("Accept", "application/grpc-web-text")])
+    assert r.header("content-type") == "application/grpc-web-text+proto"
+    assert r.grpc_status(text=True) == 0 and serving(r.messages(text=True)[0])
     # Not base64, or cut inside a quantum: INVALID_ARGUMENT.
     r = h.request("POST", CHECK, b"!!!!", [("Content-Type", "application/grpc-web-text")])
     assert r.grpc_status(text=True) == 3, r.body
@@ -225,13 +229,13 @@ def test_unary_http2(c):
     assert r.trailers == {}, r.trailers  # no HTTP/2 trailers: they are the body's last frame
     fr = _frames(r.data)
     assert fr[0][0] == 0 and serving(fr[0][1])
-    assert fr[-1][0] == 0x80 and b"grpc-status:0\r\n" in fr[-1][1]
+    assert fr[-1][0] == 0x80 and b"grpc-status: 0\r\n" in fr[-1][1]
     r = h.call(CHECK, base64.b64encode(grpc_frame(check_req("nope"))), content_type="application/grpc-web-text")
     fr = _frames(base64.b64decode(r.data))
-    assert fr[-1][0] == 0x80 and b"grpc-status:5\r\n" in fr[-1][1], fr
+    assert fr[-1][0] == 0x80 and b"grpc-status: 5\r\n" in fr[-1][1], fr
     r = h.call(LIST_UNITS, grpc_frame(b""), content_type="application/grpc-web+proto")
     fr = _frames(r.data)
-    assert len(fr) == 1 and b"grpc-status:16\r\n" in fr[0][1]
+    assert len(fr) == 1 and b"grpc-status: 16\r\n" in fr[0][1]
     # Plain gRPC on the same connection is untouched.
     r = h.call(CHECK, grpc_frame(check_req()))
     assert r.grpc_status == 0 and r.headers["content-type"] == "application/grpc"
@@ -297,6 +301,35 @@ def test_watch_events_streams_over_http1(c):
     assert all(f == 0 for f, _ in got)
     h.sock.shutdown(socket.SHUT_RDWR)
     t.join(5)
+    h.close()
+
+
+def test_watch_events_streams_over_http2(c):
+    h = RawH2(c.srv.addr)
+    sid = h.request("/clue.v1.AuditService/WatchEvents",
+                    base64.b64encode(grpc_frame(S.audit_pb2.WatchEventsRequest(after_seq=0).SerializeToString())),
+                    content_type="application/grpc-web-text",
+                    headers=[("authorization", "Bearer " + c.token)])
+    r = h.responses[sid]
+    # Each message is its own padded base64 chunk: decode what has come as it comes.
+    end = time.time() + 10
+    msgs = []
+    while len(msgs) < 3 and time.time() < end and not r.ended:
+        h.pump()
+        try:
+            body = b64decode_stream(r.data)
+        except ValueError:
+            continue  # a read ended inside a chunk
+        msgs, i = [], 0
+        while len(body) - i >= 5:
+            flag, n = struct.unpack(">BI", body[i:i + 5])
+            if len(body) - i - 5 < n:
+                break
+            msgs.append((flag, body[i + 5:i + 5 + n]))
+            i += 5 + n
+    assert r.headers[":status"] == "200" and r.headers["content-type"] == "application/grpc-web-text+proto"
+    assert len(msgs) >= 3 and all(f == 0 for f, _ in msgs), msgs
+    assert not r.ended  # a live stream
     h.close()
 
 
@@ -555,7 +588,8 @@ def test_cors_preflight_allowed(c):
         ("Access-Control-Request-Headers", "authorization,content-type,x-grpc-web,x-user-agent")])
     assert r.status == 204
     assert r.header("access-control-allow-origin") == ORIGIN
-    assert "POST" in r.header("access-control-allow-methods")
+    assert {x.strip() for x in r.header("access-control-allow-methods").split(",")} == {"POST", "OPTIONS"}
+    assert r.header("access-control-allow-credentials") == "true"  # Authorization may be sent
     allowed = {x.strip() for x in r.header("access-control-allow-headers").split(",")}
     assert {"authorization", "content-type", "x-grpc-web", "x-user-agent"} <= allowed
     exposed = {x.strip() for x in r.header("access-control-expose-headers").split(",")}

@@ -220,11 +220,11 @@ def test_negotiation_tls12_or_later_and_alpn_h2(c):
         s.sendall(b"POST /grpc.health.v1.Health/Check HTTP/1.1\r\nHost: x\r\n"
                   b"Content-Type: application/grpc-web+proto\r\nContent-Length: 5\r\n\r\n" + body)
         data = b""
-        while b"grpc-status:" not in data:
+        while b"grpc-status: " not in data:
             d = s.recv(65536)
             assert d, data
             data += d
-        assert data.startswith(b"HTTP/1.1 200 OK\r\n") and b"grpc-status:0\r\n" in data, data
+        assert data.startswith(b"HTTP/1.1 200 OK\r\n") and b"grpc-status: 0\r\n" in data, data
     # A client that offers ALPN without h2 or http/1.1 is refused (no_application_protocol).
     try:
         _handshake(c.tls.addr, cafile=ca, alpn=["spdy/3.1"]).close()

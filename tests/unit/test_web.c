@@ -88,12 +88,12 @@ static void test_trailer_frame(void **state) {
   assert_int_equal(b[0], 0x80);
   assert_int_equal(((size_t)b[1] << 24 | (size_t)b[2] << 16 | (size_t)b[3] << 8 | b[4]), n - 5);
   assert_int_equal(
-      n - 5, strlen("grpc-status:5\r\ngrpc-message:no%20such\r\ngrpc-status-details-bin:CAU\r\n"));
+      n - 5, strlen("grpc-status: 5\r\ngrpc-message: no%20such\r\ngrpc-status-details-bin: CAU\r\n"));
   assert_memory_equal(
-      b + 5, "grpc-status:5\r\ngrpc-message:no%20such\r\ngrpc-status-details-bin:CAU\r\n", n - 5);
+      b + 5, "grpc-status: 5\r\ngrpc-message: no%20such\r\ngrpc-status-details-bin: CAU\r\n", n - 5);
   free(b);
   assert_int_equal(web_trailer_frame(0, "", NULL, &b, &n), 0);
-  assert_int_equal(n, 5 + strlen("grpc-status:0\r\n"));
+  assert_int_equal(n, 5 + strlen("grpc-status: 0\r\n"));
   free(b);
 }
 
