@@ -129,6 +129,7 @@ class Raw:
     def __init__(self, addr, handshake=True, settings_pairs=(), timeout=10):
         host, port = addr.rsplit(":", 1)
         self.sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+        self.timeout = timeout
         self.buf = b""
         self.frames = []  # (type, flags, sid, payload) as read
         self.closed = False
@@ -149,6 +150,9 @@ class Raw:
             self.send(PREFACE + settings(settings_pairs))
 
     def send(self, b):
+        # read() leaves its own short timeout on the socket; a write that waits for a busy
+        # server (decoding a large message on a loaded machine) gets the connection's.
+        self.sock.settimeout(self.timeout)
         self.sock.sendall(b)
 
     def _parse(self):
