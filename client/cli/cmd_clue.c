@@ -558,6 +558,8 @@ static const cli_command_t clue_commands[] = {
      clue_assign_help, clue_run_assign},
     {"unassign", "ID", "End a handler's assignment to a clue", clue_assign_opts,
      clue_unassign_help, clue_run_unassign},
+    {"assignments", NULL, "List handlers' assignments (yours, your unit's, your clues')",
+     clue_assignments_opts, clue_assignments_help, clue_run_assignments},
     {"recuse", "ID", "Record a conflict of interest with a clue (回避)", clue_recuse_opts,
      clue_recuse_help, clue_run_recuse},
     {"recusals", NULL, "List recusals (leaders and auditors)", clue_recusals_opts,

@@ -5,7 +5,7 @@
  * The `clue` command group is written in two files: cmd_clue.c (intake and reading:
  * submit, get, list, history, note, notes; it holds the group's table), cmd_clue_move.c
  * (changes of state and owner: move, proposals, review, handover, extend) and
- * cmd_clue_people.c (assign, unassign, recuse, recusals). This header is what the others
+ * cmd_clue_people.c (assign, unassign, assignments, recuse, recusals). This header is what the others
  * give the first.
  */
 
@@ -45,6 +45,8 @@ extern const char clue_assign_help[];
 extern const char clue_unassign_help[];
 extern const char clue_recuse_help[];
 extern const char clue_recusals_help[];
+extern const cli_opt_t clue_assignments_opts[];
+extern const char clue_assignments_help[];
 
 /** clue assign ID --user U: AssignHandler. */
 int clue_run_assign(cli_t *cli, const cli_args_t *args);
@@ -52,6 +54,8 @@ int clue_run_assign(cli_t *cli, const cli_args_t *args);
 int clue_run_unassign(cli_t *cli, const cli_args_t *args);
 /** clue recuse ID [--user U]: RecordRecusal. */
 int clue_run_recuse(cli_t *cli, const cli_args_t *args);
+/** clue assignments: ListAssignments. */
+int clue_run_assignments(cli_t *cli, const cli_args_t *args);
 /** clue recusals: ListRecusals. */
 int clue_run_recusals(cli_t *cli, const cli_args_t *args);
 /** Print a clue's handlers, one an indented line. */

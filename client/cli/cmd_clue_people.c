@@ -183,3 +183,59 @@ int clue_run_recusals(cli_t *cli, const cli_args_t *args) {
     return rc;
   return cli_call_show(cli, CLUE_SVC, "ListRecusals", &req.base, show_recusals);
 }
+
+/* ---- assignments ---------------------------------------------------------------------------- */
+
+const cli_opt_t clue_assignments_opts[] = {
+    {"clue", "ID", 0, "only the handlers of this clue"},
+    {"user", "ID", 0, "only the assignments of this user"},
+    {NULL, NULL, 0, NULL},
+};
+
+const char clue_assignments_help[] =
+    "Current assignments, newest first, at most 1000: yours, those on the clues you see, and\n"
+    "for a LEADER those of your unit's users to any clue (no consent is asked of you, but you\n"
+    "see them here); AUDITORs see every one. An assignment names the clue and its owner,\n"
+    "never its content.\n";
+
+static int show_assignments(cli_t *cli, const ProtobufCMessage *m) {
+  const Clue__V1__ListAssignmentsResponse *r = (const Clue__V1__ListAssignmentsResponse *)m;
+
+  (void)cli;
+  for (size_t i = 0; i < r->n_assignments; i++) {
+    const Clue__V1__Assignment *a = r->assignments[i];
+    const Clue__V1__Handler *h = a->handler;
+    char t[32];
+    if (h == NULL)
+      continue;
+    printf("clue %lld (owner ", (long long)a->clue_id);
+    if (a->owner_unit_code[0])
+      cli_put_text(stdout, a->owner_unit_code, 0);
+    else
+      printf("unit %lld", (long long)a->owner_unit_id);
+    fputs("): ", stdout);
+    if (h->user_name[0])
+      cli_put_text(stdout, h->user_name, 0);
+    else
+      printf("user %lld", (long long)h->user_id);
+    printf(" (user %lld", (long long)h->user_id);
+    if (h->unit_code[0]) {
+      fputs(", ", stdout);
+      cli_put_text(stdout, h->unit_code, 0);
+    }
+    printf("), since %s\n", cli_time_text(h->assigned_at_ms, t, sizeof(t)));
+  }
+  if (r->n_assignments == 0)
+    puts("(no assignments)");
+  return CLI_OK;
+}
+
+int clue_run_assignments(cli_t *cli, const cli_args_t *args) {
+  Clue__V1__ListAssignmentsRequest req = CLUE__V1__LIST_ASSIGNMENTS_REQUEST__INIT;
+  int rc;
+
+  if ((rc = cli_arg_id(cli, args, "clue", &req.clue_id)) != 0 ||
+      (rc = cli_arg_id(cli, args, "user", &req.user_id)) != 0)
+    return rc;
+  return cli_call_show(cli, CLUE_SVC, "ListAssignments", &req.base, show_assignments);
+}

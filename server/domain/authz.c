@@ -546,6 +546,10 @@ authz_result_t authz_can_recuse(const authz_principal_t *p, const authz_clue_t *
   return allow(self ? "declared by the user" : "recorded by a leader");
 }
 
+bool authz_sees_unit_assignments(const authz_principal_t *p) {
+  return p != NULL && is_staff(p) && p->role == CLUE_ROLE_LEADER && p->unit_id > 0;
+}
+
 authz_result_t authz_can_list_recusals(const authz_principal_t *p) {
   if (p != NULL && (p->role == CLUE_ROLE_AUDITOR || (is_staff(p) && p->role == CLUE_ROLE_LEADER)))
     return allow("leader or auditor");

@@ -264,6 +264,14 @@ authz_result_t authz_can_unassign(const authz_principal_t *p, const authz_clue_t
 authz_result_t authz_can_recuse(const authz_principal_t *p, const authz_clue_t *c,
                                 const authz_user_t *u);
 
+/**
+ * Does p see the assignments of its own unit's users to any clue (ListAssignments), even to a
+ * clue p does not see? A LEADER of a working unit: no consent is asked of it when its users
+ * are seconded, so it sees where they are. (Everyone sees their own assignments and those on
+ * the clues they see; an AUDITOR every one.)
+ */
+bool authz_sees_unit_assignments(const authz_principal_t *p);
+
 /** May p list recusals (ListRecusals)? LEADERs of working units and AUDITORs (else DENIED). */
 authz_result_t authz_can_list_recusals(const authz_principal_t *p);
 

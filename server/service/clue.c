@@ -617,5 +617,7 @@ const rpc_method_t clue_methods[] = {
     CLUE_METHOD("RecordRecusal", clue_record_recusal, record_recusal_request, recusal),
     CLUE_METHOD("ListRecusals", clue_list_recusals, list_recusals_request,
                 list_recusals_response),
+    CLUE_METHOD("ListAssignments", clue_list_assignments, list_assignments_request,
+                list_assignments_response),
 };
 const size_t clue_nmethods = sizeof(clue_methods) / sizeof(clue_methods[0]);

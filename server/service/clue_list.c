@@ -265,8 +265,8 @@ void clue_list_clues(rpc_call_t *call, const ProtobufCMessage *m) {
   add_scope(q, scope);
   /* "My queue": the clues the caller is a handler of, while the assigning owner owns them. */
   if (req->assigned_to_me)
-    sql_add(q, " AND c.id IN (SELECT mh.clue_id FROM clue_handlers mh WHERE mh.user_id = $2"
-               " AND mh.owner_unit = c.owner_unit)");
+    sql_add(q, " AND c.id = ANY (ARRAY(SELECT mh.clue_id FROM clue_handlers mh JOIN clues mc"
+               " ON mc.id = mh.clue_id AND mc.owner_unit = mh.owner_unit WHERE mh.user_id = $2))");
   if (req->n_states > 0) {
     const char *names[CLUE_STATE_COUNT];
     size_t n = 0;

@@ -57,12 +57,13 @@ int clue_scope_sql(unsigned scope, const char *c, int unit, int user, char *out,
     add(&b, "%s%s.pending_reviewer_unit = $%d", first ? "" : " OR ", c, unit);
     first = 0;
   }
-  /* An assignment counts while the unit that made it owns the clue (0019). */
+  /* An assignment counts while the unit that made it owns the clue (0019). As = ANY of an
+   * uncorrelated array, like the owner arm, so that the id index serves it. */
   if (scope & AUTHZ_SCOPE_HANDLED) {
     add(&b,
-        "%s%s.id IN (SELECT ch.clue_id FROM clue_handlers ch WHERE ch.user_id = $%d"
-        " AND ch.owner_unit = %s.owner_unit)",
-        first ? "" : " OR ", c, user, c);
+        "%s%s.id = ANY (ARRAY(SELECT ch.clue_id FROM clue_handlers ch JOIN clues chc"
+        " ON chc.id = ch.clue_id AND chc.owner_unit = ch.owner_unit WHERE ch.user_id = $%d))",
+        first ? "" : " OR ", c, user);
     first = 0;
   }
   add(&b, "%s)", first ? "false" : "");

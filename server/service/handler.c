@@ -19,8 +19,8 @@
 #include "service/clue_scope.h"
 #include "service/svc_util.h"
 
-/* At most this many recusals in one ListRecusals answer. */
-#define RECUSALS_LIST_MAX 1000
+/* At most this many recusals or assignments in one ListRecusals or ListAssignments answer. */
+#define LIST_MAX 1000
 
 /* clang-format off */
 /* The facts of the user a request names ($5), relative to the clue c. */
@@ -89,6 +89,16 @@ static const char list_recusals_sql[] =
     " WHERE ($3::bigint IS NULL OR x.clue_id = $3) AND ($4::bigint IS NULL OR x.user_id = $4)"
     " AND (%s OR xu.unit_id = $1 OR EXISTS (SELECT 1 FROM clues c WHERE c.id = x.clue_id AND %s))"
     " ORDER BY x.id DESC LIMIT %d";
+static const char list_assignments_sql[] =
+    "SELECT h.clue_id, c.owner_unit, ou.code, h.user_id, hu.name, hu.unit_id, hn.code,"
+    " h.assigned_by, " SVC_MS("h.assigned_at")
+    " FROM (SELECT $1::bigint AS unit, $2::bigint AS usr) me, clue_handlers h"
+    " JOIN clues c ON c.id = h.clue_id AND c.owner_unit = h.owner_unit"
+    " JOIN units ou ON ou.id = c.owner_unit"
+    " JOIN users hu ON hu.id = h.user_id JOIN units hn ON hn.id = hu.unit_id"
+    " WHERE ($3::bigint IS NULL OR h.clue_id = $3) AND ($4::bigint IS NULL OR h.user_id = $4)"
+    " AND (%s OR h.user_id = $2 OR (%s AND hu.unit_id = $1) OR %s)"
+    " ORDER BY h.assigned_at DESC, h.clue_id DESC, h.user_id LIMIT %d";
 /* clang-format on */
 
 /* A validated AssignHandler, UnassignHandler or RecordRecusal. */
@@ -383,7 +393,7 @@ void clue_list_recusals(rpc_call_t *call, const ProtobufCMessage *m) {
   }
   /* An AUDITOR's scope is every clue; a LEADER's, its unit's users and the clues it sees. */
   sql = rpc_call_printf(call, list_recusals_sql, (scope & AUTHZ_SCOPE_ALL) ? "true" : "false",
-                        cond, RECUSALS_LIST_MAX);
+                        cond, LIST_MAX);
   params[0] = svc_i64(call, p.unit_id, 0);
   params[1] = svc_i64(call, p.user_id, 0);
   params[2] = svc_i64(call, req->clue_id, 1);
@@ -394,4 +404,80 @@ void clue_list_recusals(rpc_call_t *call, const ProtobufCMessage *m) {
     return;
   }
   svc_read(call, sql, 4, params, reply_recusals, NULL);
+}
+
+/* ---- ListAssignments --------------------------------------------------------------------- */
+
+static void reply_assignments(rpc_call_t *call, const db_result_t *r, void *arg) {
+  Clue__V1__ListAssignmentsResponse resp = CLUE__V1__LIST_ASSIGNMENTS_RESPONSE__INIT;
+  int n = db_rows(r);
+  (void)arg;
+
+  resp.assignments = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*resp.assignments));
+  if (resp.assignments == NULL) {
+    clue_oom(call);
+    return;
+  }
+  for (int i = 0; i < n; i++) {
+    Clue__V1__Assignment *a = rpc_call_alloc(call, sizeof(*a));
+    Clue__V1__Handler *h = rpc_call_alloc(call, sizeof(*h));
+    if (a == NULL || h == NULL) {
+      clue_oom(call);
+      return;
+    }
+    clue__v1__assignment__init(a);
+    clue__v1__handler__init(h);
+    a->clue_id = svc_col_i64(r, i, 0);
+    a->owner_unit_id = svc_col_i64(r, i, 1);
+    a->owner_unit_code = svc_col_str(call, r, i, 2);
+    h->user_id = svc_col_i64(r, i, 3);
+    h->user_name = svc_col_str(call, r, i, 4);
+    h->unit_id = svc_col_i64(r, i, 5);
+    h->unit_code = svc_col_str(call, r, i, 6);
+    h->assigned_by = svc_col_i64(r, i, 7);
+    h->assigned_at_ms = svc_col_i64(r, i, 8);
+    if (a->owner_unit_code == NULL || h->user_name == NULL || h->unit_code == NULL) {
+      clue_oom(call);
+      return;
+    }
+    a->handler = h;
+    resp.assignments[resp.n_assignments++] = a;
+  }
+  (void)rpc_reply(call, &resp.base);
+}
+
+void clue_list_assignments(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__ListAssignmentsRequest *req = (const void *)m;
+  authz_principal_t p = clue_principal(call);
+  unsigned scope = authz_clue_scope(&p);
+  char cond[CLUE_SCOPE_SQL_MAX];
+  const char *sql, *params[4];
+  bool leader = authz_sees_unit_assignments(&p);
+
+  if (req->clue_id < 0 || req->user_id < 0) {
+    const char *field = req->clue_id < 0 ? "clue_id" : "user_id";
+    rpc_detail_field(call, field, "must not be negative");
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s must not be negative", field);
+    return;
+  }
+  if (clue_scope_sql(scope, "c", 1, 2, cond, sizeof(cond)) != 0) {
+    clue_oom(call);
+    return;
+  }
+  /* An AUDITOR sees every assignment; staff their own, those on the clues they see, and a
+   * LEADER those of its unit's users (the consent nobody asks is replaced by this sight).
+   * Anyone else (an ADMIN) sees those it is named in: none. */
+  sql = rpc_call_printf(call, list_assignments_sql, (scope & AUTHZ_SCOPE_ALL) ? "true" : "false",
+                        leader ? "true" : "false", scope == AUTHZ_SCOPE_NONE ? "false" : cond,
+                        LIST_MAX);
+  params[0] = svc_i64(call, p.unit_id, 0);
+  params[1] = svc_i64(call, p.user_id, 0);
+  params[2] = svc_i64(call, req->clue_id, 1);
+  params[3] = svc_i64(call, req->user_id, 1);
+  if (sql == NULL || params[0] == NULL || params[1] == NULL ||
+      (req->clue_id != 0 && params[2] == NULL) || (req->user_id != 0 && params[3] == NULL)) {
+    clue_oom(call);
+    return;
+  }
+  svc_read(call, sql, 4, params, reply_assignments, NULL);
 }

@@ -17,4 +17,7 @@ void clue_record_recusal(rpc_call_t *call, const ProtobufCMessage *req);
 /** ListRecusals (req is a Clue__V1__ListRecusalsRequest). */
 void clue_list_recusals(rpc_call_t *call, const ProtobufCMessage *req);
 
+/** ListAssignments (req is a Clue__V1__ListAssignmentsRequest). */
+void clue_list_assignments(rpc_call_t *call, const ProtobufCMessage *req);
+
 #endif

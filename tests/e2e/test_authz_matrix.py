@@ -22,7 +22,7 @@ leader acting with its enrollment token. Issue 14 adds a handler and a recusal: 
 "assigned" has G3's member as an assigned handler (a principal of its own), and G1's clue
 "recused" has a second G1 leader recused from it (a principal too); every RPC is asked of
 both, and the handler and recusal RPCs (AssignHandler, UnassignHandler, RecordRecusal,
-ListRecusals) of every principal on every clue.
+ListRecusals, ListAssignments) of every principal on every clue.
 
 Calls that the rules allow and that would change an object run against a fresh object of the
 same kind, so that every other cell meets the objects as built; refusals run against the
@@ -419,6 +419,20 @@ def expect_list_recusals(p, c, user_unit):
     return {u for u in c.recused if user_unit[u] == p.unit}
 
 
+def expect_list_assignments(p, c, handler_unit):
+    """ListAssignments(clue_id): an AUDITOR every handler of the clue; staff the handlers of a
+    clue they see, themselves, and a LEADER its unit's users; nobody else any."""
+    if not p.active:
+        return Code.UNAUTHENTICATED
+    if c is None:
+        return set()
+    if p.role == "AUDITOR" or sees(p, c):
+        return set(c.handlers)
+    if not p.staff:
+        return set()
+    return {u for u in c.handlers if u == p.user.id or (p.role == "LEADER" and handler_unit[u] == p.unit)}
+
+
 def expect_whole_trail(p):
     """§4, issue 12: the Merkle tree's checkpoints, proofs and export, and the chain check, are
     the whole trail's: an AUDITOR's and an ADMIN's, nobody else's."""
@@ -488,6 +502,7 @@ class Matrix:
         principals += [mk("G3.member (handler of 'assigned')", "G3", "MEMBER"),
                        mk("G1.leader2 (recused from 'recused')", "G1", "LEADER", user=self.recused_leader)]
         self.user_unit = {self.recused_leader.id: w.G1.id}
+        self.handler_unit = {self.handler.id: w.G3.id}
         # An enrollment token (issued by the admin, not yet exchanged), where the world has them.
         enrollment = getattr(w.G1.leader, "enrollment_token", None)
         if enrollment:
@@ -914,6 +929,11 @@ class Matrix:
                                                                         timeout=20))
                 got = code if code != OK else {x.user_id for x in resp.recusals}
                 self.tally("ListRecusals(clue_id)", p, name, want, got, msg)
+                want = expect_list_assignments(p, c, self.handler_unit)
+                code, resp, msg = self.call(lambda: u.clue.ListAssignments(pb.ListAssignmentsRequest(clue_id=cid),
+                                                                           timeout=20))
+                got = code if code != OK else {x.handler.user_id for x in resp.assignments}
+                self.tally("ListAssignments(clue_id)", p, name, want, got, msg)
             # Rectification items: one visibility for reads and lists, then every move.
             want = {k for k, it in self.items.items() if it is not None and sees_item(p, it)} if p.active \
                 else Code.UNAUTHENTICATED

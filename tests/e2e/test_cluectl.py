@@ -134,7 +134,7 @@ def test_help(c):
         assert f"\n  {group} " in r.stdout, group
     commands = {
         "clue": ["submit", "get", "list", "move", "proposals", "review", "history", "handover", "note",
-                 "notes", "extend", "assign", "unassign", "recuse", "recusals"],
+                 "notes", "extend", "assign", "unassign", "assignments", "recuse", "recusals"],
         "case": ["create", "show", "list", "add-participant", "remove-participant", "add-clue", "remove-clue"],
         "audit": ["list", "verify", "watch"],
     }
@@ -561,6 +561,10 @@ def test_handlers_and_recusal(c):
     assert c.json(w.G1.leader, "clue", "list", "--mine").get("clues", []) == []
     out = c.ctl(h, "clue", "get", str(cid), check=0).stdout
     assert "Handlers:" in out and h.name in out, out
+    out = c.ctl(w.R2.leader, "clue", "assignments", check=0).stdout
+    assert re.search(rf"^clue {cid} \(owner G1\): {re.escape(h.name)} \(user {h.id}, R2\), since ", out, re.M), out
+    doc = c.json(w.R2.leader, "clue", "assignments", "--user", str(h.id))
+    assert [(x["clue_id"], x["handler"]["user_id"]) for x in doc["assignments"]] == [(cid, h.id)], doc
     r = c.ctl(w.G1.member, "clue", "assign", str(cid), "--user", str(w.X1.member.id), check=1)
     assert r.stderr.startswith("PERMISSION_DENIED"), r.stderr
     r = c.ctl(w.G1.leader, "clue", "assign", str(cid), check=2)  # --user is required

@@ -6,7 +6,7 @@ sees the clue while assigned, in GetClue, ListClues ("my queue", assigned_to_me)
 ListNotes, ListAuditEvents and WatchEvents, never the reporter; adds notes; never moves it;
 and stops seeing it everywhere when unassigned. The lead room's leader assigns for a case's
 clue; the assignment is visible to the seconded member's own leader (the audit event and
-GetClue's handlers never need that leader's consent); a handover ends every assignment.
+ListAssignments, with no consent asked of it); a handover ends every assignment.
 Refusals: who may assign, bad and missing users, twice, retries.
 
 Recusal: a recused leader gets NOT_FOUND on read exactly as for a missing clue (message and
@@ -169,8 +169,18 @@ def test_seconded_member_sees_while_assigned(c):
     expect_status(Code.PERMISSION_DENIED, h.clue.ExtendDeadline, pb.ExtendDeadlineRequest(
         clue_id=cl.id, expected_version=g.version, days=3, reason="r", request_id=new_request_id()), timeout=20)
     expect_status(Code.PERMISSION_DENIED, assign, h, cl.id, w.R2.leader.id)
-    # The member's own leader sees the assignment on its member without seeing the clue: the
-    # event names the user, and the user sees it in GetClue.
+    # The member's own leader sees the assignment of its member (no consent was asked) without
+    # seeing the clue; the member sees its own; an unrelated leader sees none of it.
+    la = lambda u, **kw: [(x.clue_id, x.owner_unit_code, x.handler.user_id, x.handler.unit_code)  # noqa: E731
+                          for x in u.clue.ListAssignments(pb.ListAssignmentsRequest(**kw), timeout=20).assignments]
+    assert la(w.R2.leader) == [(cl.id, "G1", h.id, "R2")]
+    expect_status(Code.NOT_FOUND, get, w.R2.leader, cl.id)
+    assert la(h) == [(cl.id, "G1", h.id, "R2")]
+    assert la(L, clue_id=cl.id) == [(cl.id, "G1", h.id, "R2")]
+    assert (cl.id, "G1", h.id, "R2") in la(w.auditor)
+    assert la(w.G3.leader) == [] and la(w.R2.leader, user_id=w.G3.member.id) == []
+    assert la(w.admin) == []
+    # The audit event names the user and the user's unit.
     with c.db.cursor() as cur:
         cur.execute("SELECT details::jsonb->>'user_id', details::jsonb->>'user_unit_id' FROM audit_events"
                     " WHERE subject_type = 'clue' AND subject_id = %s AND action = 'clue.assign'", (cl.id,))
@@ -178,6 +188,7 @@ def test_seconded_member_sees_while_assigned(c):
     # Unassigned: hidden everywhere again, the stream included.
     x = unassign(L, cl.id, h.id)
     assert list(x.handlers) == []
+    assert la(w.R2.leader) == [] and la(h) == []
     not_found_like_missing(h, cl.id)
     assert streamed(c, h, cl.id, start) == []
     assert queue(h, assigned_to_me=True) == set()

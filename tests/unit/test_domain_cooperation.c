@@ -345,6 +345,13 @@ static void test_who_recuses(void **state) {
   expect(&r, AUTHZ_DENIED, "admin does not list");
   r = authz_can_list_recusals(NULL);
   expect(&r, AUTHZ_DENIED, "nobody");
+  /* A leader sees where its unit's users are seconded; nobody else gets that sight. */
+  assert_true(authz_sees_unit_assignments(&ol));
+  assert_true(authz_sees_unit_assignments(&ll));
+  assert_false(authz_sees_unit_assignments(&lm));
+  assert_false(authz_sees_unit_assignments(&aud));
+  assert_false(authz_sees_unit_assignments(&adm));
+  assert_false(authz_sees_unit_assignments(NULL));
 }
 
 /* Every leader of the owner unit recused: the unit's staff learn why nobody can act. */
