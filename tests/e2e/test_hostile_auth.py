@@ -116,7 +116,9 @@ def test_unfinished_uploads_before_login(c):
 def test_decode_budget(c):
     before = rss_kb(c.pid)
     with HealthProbe(c.srv.addr) as probe:
-        r = Raw(c.srv.addr)
+        # A write may wait while the server checks a 4 MiB message (seconds under ASan on a
+        # loaded machine): the socket's timeout is generous; memory and answers are the test.
+        r = Raw(c.srv.addr, timeout=60)
         sids = list(range(1, 17, 2))
         for sid in sids:
             r.send(submit_headers(sid, c.token))
