@@ -41,7 +41,8 @@ void h2_stream_free(h2_stream_t *s) {
   free(s->buf);
   free(s->path);
   free(s->acrh);
-  s->path = s->acrh = NULL;
+  free(s->inm);
+  s->path = s->acrh = s->inm = NULL;
   s->status_msg = NULL;
   s->status_details = NULL;
   s->buf = NULL;
@@ -564,6 +565,10 @@ static int note_header(h2_stream_t *s, const uint8_t *name, size_t namelen, cons
   } else if (IS("content-type")) {
     s->proto = (uint8_t)web_content_type(value, valuelen);
     s->reply = s->proto == WEB_PROTO_WEB || s->proto == WEB_PROTO_TEXT ? H2_REPLY_WEB : H2_REPLY_GRPC;
+  } else if (IS("if-none-match")) {
+    if (s->method != H2_M_POST && s->inm == NULL && valuelen <= 512 &&
+        memchr(value, '\0', valuelen) == NULL && (s->inm = dupn(value, valuelen)) == NULL)
+      return -1;
   } else if (IS("accept")) {
     static const char want[] = "application/grpc-web-text";
     for (size_t i = 0; i + sizeof(want) - 1 <= valuelen; i++)
@@ -764,7 +769,7 @@ static int plain_reply(h2_stream_t *s, int status, const nghttp2_nv *extra, size
   for (size_t i = 0; i < nextra; i++)
     nv[n++] = extra[i];
   snprintf(lenbuf, sizeof(lenbuf), "%zu", len);
-  if (status != 204) /* RFC 9110 8.6: never on a 204 */
+  if (status != 204 && status != 304) /* RFC 9110 8.6: never on a 204; a 304 has no body */
     nv_set(&nv[n++], "content-length", lenbuf);
   if (send_body && append_bytes(s, body, len) != 0)
     return -ENOMEM;
@@ -821,9 +826,10 @@ static int preflight(h2_stream_t *s) {
 static int serve_file(h2_stream_t *s) {
   const char *root = s->conn->srv->console_root;
   char rel[WEB_MAX_PATH + 16];
-  nghttp2_nv nv[4];
+  nghttp2_nv nv[5];
   uint8_t *data = NULL;
   size_t len = 0;
+  char etag[WEB_ETAG_LEN];
   int rc;
 
   if (s->path == NULL || web_path_clean(s->path, rel, WEB_MAX_PATH) != 0) {
@@ -833,10 +839,10 @@ static int serve_file(h2_stream_t *s) {
   }
   if (rel[0] == '\0')
     strcpy(rel, "index.html");
-  rc = web_file_read(root, rel, H2_MAX_FILE, &data, &len);
+  rc = web_file_read(root, rel, H2_MAX_FILE, &data, &len, etag);
   if (rc == -ENOENT && !web_has_extension(rel)) {
     strcpy(rel, "index.html");
-    rc = web_file_read(root, rel, H2_MAX_FILE, &data, &len);
+    rc = web_file_read(root, rel, H2_MAX_FILE, &data, &len, etag);
   }
   if (rc == -ENOENT)
     return text_reply(s, 404, "not found\n");
@@ -850,7 +856,13 @@ static int serve_file(h2_stream_t *s) {
   nv_set(&nv[1], "cache-control",
          web_hashed_asset(rel) ? "public, max-age=31536000, immutable" : "no-cache");
   nv_set(&nv[2], "x-content-type-options", "nosniff");
-  rc = plain_reply(s, 200, nv, 3, data, len);
+  nv_set(&nv[3], "etag", etag);
+  if (s->inm != NULL && web_etag_match(s->inm, etag)) {
+    /* The browser's copy is current (index.html is revalidated on every load). */
+    free(data);
+    return plain_reply(s, 304, nv + 1, 3, NULL, 0);
+  }
+  rc = plain_reply(s, 200, nv, 4, data, len);
   free(data);
   return rc;
 }

@@ -113,6 +113,7 @@ struct h2_stream { /* fields are the transport's; the owner uses the functions b
   int origin;                     /* index of its Origin in --web-origin; -1: none allowed */
   char *path;                     /* :path of a request that is not a POST, owned */
   char *acrh;                     /* Access-Control-Request-Headers, owned */
+  char *inm;                      /* If-None-Match of a GET or HEAD, owned */
   web_b64_t b64;                  /* grpc-web-text: the request body's base64 */
 };
 

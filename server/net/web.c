@@ -144,8 +144,8 @@ int web_trailer_frame(int status, const char *message, const char *details, uint
   if (mlen)
     n += snprintf((char *)b + 5 + n, cap - 5 - (size_t)n, "grpc-message: %s\r\n", message);
   if (dlen)
-    n +=
-        snprintf((char *)b + 5 + n, cap - 5 - (size_t)n, "grpc-status-details-bin: %s\r\n", details);
+    n += snprintf((char *)b + 5 + n, cap - 5 - (size_t)n, "grpc-status-details-bin: %s\r\n",
+                  details);
   b[0] = WEB_TRAILER_FLAG;
   b[1] = (uint8_t)((unsigned)n >> 24);
   b[2] = (uint8_t)((unsigned)n >> 16);
@@ -295,7 +295,27 @@ int web_hashed_asset(const char *path) {
   return p > base + 1 && ext - p >= 8 && mixed;
 }
 
-int web_file_read(const char *root, const char *rel, size_t max, uint8_t **data, size_t *len) {
+int web_etag_match(const char *inm, const char *etag) {
+  size_t n = strlen(etag);
+  const char *p = inm;
+
+  while (*p) {
+    while (*p == ' ' || *p == '\t' || *p == ',')
+      p++;
+    if (*p == '*')
+      return 1;
+    if (p[0] == 'W' && p[1] == '/') /* weak comparison, as RFC 9110 13.1.2 asks */
+      p += 2;
+    if (strncmp(p, etag, n) == 0 && (p[n] == '\0' || p[n] == ',' || p[n] == ' ' || p[n] == '\t'))
+      return 1;
+    while (*p && *p != ',')
+      p++;
+  }
+  return 0;
+}
+
+int web_file_read(const char *root, const char *rel, size_t max, uint8_t **data, size_t *len,
+                  char etag[WEB_ETAG_LEN]) {
   char path[PATH_MAX], real[PATH_MAX];
   size_t rlen = strlen(root);
   struct stat st;
@@ -335,6 +355,8 @@ int web_file_read(const char *root, const char *rel, size_t max, uint8_t **data,
     have += (size_t)n;
   }
   close(fd);
+  snprintf(etag, WEB_ETAG_LEN, "\"%llx-%llx.%lx\"", (unsigned long long)have,
+           (unsigned long long)st.st_mtim.tv_sec, (unsigned long)st.st_mtim.tv_nsec);
   *data = buf;
   *len = have;
   return 0;

@@ -72,14 +72,20 @@ int web_hashed_asset(const char *path);
 /** True if the last segment of path has an extension (an asset, not an SPA route). */
 int web_has_extension(const char *path);
 
+#define WEB_ETAG_LEN 48 /* room for an entity tag */
+
 /**
  * Read the regular file rel under the directory root (both without trailing '/'; root is
  * a realpath). Symlinks are followed only if the file they reach is still under root.
  * Files over max bytes are refused. On success *data (malloc'd, owned by the caller; NULL
- * for an empty file) and *len. Returns 0, -ENOENT (missing, not a regular file, outside
- * root), -EFBIG, -ENOMEM or -EIO.
+ * for an empty file), *len, and its entity tag in etag (from its size and modification
+ * time, quoted). Returns 0, -ENOENT (missing, not a regular file, outside root), -EFBIG,
+ * -ENOMEM or -EIO.
  */
-int web_file_read(const char *root, const char *rel, size_t max, uint8_t **data, size_t *len)
-    __attribute__((warn_unused_result));
+int web_file_read(const char *root, const char *rel, size_t max, uint8_t **data, size_t *len,
+                  char etag[WEB_ETAG_LEN]) __attribute__((warn_unused_result));
+
+/** True if an If-None-Match value (a list of entity tags, or "*") names etag. */
+int web_etag_match(const char *if_none_match, const char *etag);
 
 #endif

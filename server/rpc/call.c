@@ -452,6 +452,18 @@ static void call_on_headers_done(h2_stream_t *s) {
     call_finish(call, 200, GRPC_UNIMPLEMENTED, msg);
     return;
   }
+  {
+    /* A compressed body (gRPC-Web's whole-body Content-Encoding) would reach the decoder as
+     * garbage: say what is wrong instead. */
+    const char *ce = rpc_call_metadata(call, "content-encoding");
+    if (ce && strcmp(ce, "identity") != 0) {
+      char msg[200];
+      snprintf(msg, sizeof(msg), "content-encoding %.100s is not supported; send the body uncompressed",
+               ce);
+      call_finish(call, 200, GRPC_UNIMPLEMENTED, msg);
+      return;
+    }
+  }
   if (call->timeout) {
     if (grpc_timeout_parse(call->timeout, strlen(call->timeout), &ms) != 0) {
       call_finish(call, 200, GRPC_INVALID_ARGUMENT, "malformed grpc-timeout header");

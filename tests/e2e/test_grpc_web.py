@@ -154,6 +154,9 @@ def test_error_trailers(c):
     # Not one message: INVALID_ARGUMENT, as over HTTP/2.
     r = grpc_web(c.srv.addr, CHECK, b"\xff\xff\xff")
     assert r.grpc_status() == 3, r.trailers()
+    # A compressed body is refused by name, not decoded as garbage.
+    r = grpc_web(c.srv.addr, CHECK, check_req(), headers=[("Content-Encoding", "gzip")])
+    assert r.grpc_status() == 12 and "content-encoding gzip" in r.grpc_message(), r.trailers()
     # Plain gRPC needs HTTP/2's trailers: over HTTP/1.1 it is refused.
     h = H1(c.srv.addr)
     r = h.request("POST", CHECK, grpc_frame(check_req()), [("Content-Type", "application/grpc")])
@@ -647,6 +650,15 @@ def test_static_files(c):
         assert r.header("content-type") == ctype, (path, r.headers)
         assert r.header("cache-control") == cache, (path, r.headers)
         assert r.header("x-content-type-options") == "nosniff"
+    # Revalidation: the entity tag of a file answers If-None-Match with 304 and no body.
+    r = h.request("GET", "/")
+    etag = r.header("etag")
+    assert etag and etag.startswith('"'), r.headers
+    r = h.request("GET", "/", headers=[("If-None-Match", etag)])
+    assert r.status == 304 and r.body == b"" and r.header("etag") == etag
+    assert r.header("cache-control") == "no-cache" and "content-length" not in r.headers
+    assert h.request("GET", "/", headers=[("If-None-Match", 'W/' + etag + ', "x"')]).status == 304
+    assert h.request("GET", "/", headers=[("If-None-Match", '"other"')]).status == 200
     r = h.request("HEAD", "/assets/index-B3xk9aQ2.js")
     assert r.status == 200 and int(r.header("content-length")) == len(c.files["assets/index-B3xk9aQ2.js"])
     assert h.request("GET", "/config.json").body == c.files["config.json"]  # HEAD sent no body

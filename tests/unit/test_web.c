@@ -88,9 +88,11 @@ static void test_trailer_frame(void **state) {
   assert_int_equal(b[0], 0x80);
   assert_int_equal(((size_t)b[1] << 24 | (size_t)b[2] << 16 | (size_t)b[3] << 8 | b[4]), n - 5);
   assert_int_equal(
-      n - 5, strlen("grpc-status: 5\r\ngrpc-message: no%20such\r\ngrpc-status-details-bin: CAU\r\n"));
+      n - 5,
+      strlen("grpc-status: 5\r\ngrpc-message: no%20such\r\ngrpc-status-details-bin: CAU\r\n"));
   assert_memory_equal(
-      b + 5, "grpc-status: 5\r\ngrpc-message: no%20such\r\ngrpc-status-details-bin: CAU\r\n", n - 5);
+      b + 5, "grpc-status: 5\r\ngrpc-message: no%20such\r\ngrpc-status-details-bin: CAU\r\n",
+      n - 5);
   free(b);
   assert_int_equal(web_trailer_frame(0, "", NULL, &b, &n), 0);
   assert_int_equal(n, 5 + strlen("grpc-status: 0\r\n"));
@@ -157,6 +159,17 @@ static void test_mime_and_hashes(void **state) {
   assert_false(web_has_extension(".hidden"));
 }
 
+static void test_etag_match(void **state) {
+  (void)state;
+  assert_true(web_etag_match("\"a-1.2\"", "\"a-1.2\""));
+  assert_true(web_etag_match("W/\"a-1.2\"", "\"a-1.2\""));
+  assert_true(web_etag_match("\"x\", \"a-1.2\"", "\"a-1.2\""));
+  assert_true(web_etag_match("*", "\"a-1.2\""));
+  assert_false(web_etag_match("\"a-1.20\"", "\"a-1.2\""));
+  assert_false(web_etag_match("\"a-1\"", "\"a-1.2\""));
+  assert_false(web_etag_match("", "\"a-1.2\""));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_content_types),
@@ -166,6 +179,7 @@ int main(void) {
       cmocka_unit_test(test_origins_and_tokens),
       cmocka_unit_test(test_paths),
       cmocka_unit_test(test_mime_and_hashes),
+      cmocka_unit_test(test_etag_match),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
