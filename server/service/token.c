@@ -139,11 +139,31 @@ static void revoke_my_token(rpc_call_t *call, const ProtobufCMessage *m) {
             params, reply_revoked, NULL);
 }
 
+/* ---- GetCaller --------------------------------------------------------------------------- */
+
+/* Answered from the principal the call was authenticated as: no database round trip. */
+static void get_caller(rpc_call_t *call, const ProtobufCMessage *m) {
+  Clue__V1__GetCallerResponse resp = CLUE__V1__GET_CALLER_RESPONSE__INIT;
+  const rpc_principal_t *p = rpc_call_principal(call);
+  (void)m;
+
+  resp.user_id = p->user_id;
+  resp.user_name = (char *)p->user_name;
+  resp.role = (Clue__V1__Role)p->role;
+  resp.unit_id = p->unit_id;
+  resp.unit_code = (char *)p->unit_code;
+  resp.unit_kind = (Clue__V1__UnitKind)p->unit_kind;
+  resp.token_id = p->token_id;
+  resp.enrollment = p->enrollment;
+  (void)rpc_reply(call, &resp.base);
+}
+
 #define TOKEN_METHOD(name, fn, in, out) SVC_CLUE_METHOD("TokenService", name, fn, in, out)
 
 const rpc_method_t token_methods[] = {
     TOKEN_METHOD("ListMyTokens", list_my_tokens, list_my_tokens_request, list_my_tokens_response),
     TOKEN_METHOD("IssueMyToken", issue_my_token, issue_my_token_request, issue_token_response),
     TOKEN_METHOD("RevokeMyToken", revoke_my_token, revoke_my_token_request, revoke_token_response),
+    TOKEN_METHOD("GetCaller", get_caller, get_caller_request, get_caller_response),
 };
 const size_t token_nmethods = sizeof(token_methods) / sizeof(token_methods[0]);

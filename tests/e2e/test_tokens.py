@@ -12,6 +12,9 @@ through Python grpcio and cluectl:
 - TokenService: a user lists, issues and revokes their own tokens, another user's token id
   answers exactly as a missing one, bad input is INVALID_ARGUMENT and changes nothing, the
   number of live tokens is bounded;
+- GetCaller tells every caller who the server authenticated it as (user, role, unit, token,
+  enrollment or personal), reads nothing else and changes nothing; without a token it is
+  UNAUTHENTICATED;
 - `clued bootstrap --demo-tokens` gives demo users personal tokens;
 - `cluectl token list|issue|revoke`.
 """
@@ -413,6 +416,31 @@ def test_another_users_token_is_not_found(c):
     m = expect_status(CODE.NOT_FOUND, w.G1.leader.tokens.RevokeMyToken, T.RevokeMyTokenRequest(token_id=revoked),
                       timeout=10)
     assert m == f"token {revoked} not found"
+
+
+def test_get_caller_names_the_authenticated_caller(c):
+    w = c.w
+    events = max_seq(c)
+    for who in (w.G1.leader, w.G1.member, w.R2.leader, w.X1.member, w.auditor, w.admin):
+        me = who.tokens.GetCaller(T.GetCallerRequest(), timeout=10)
+        assert (me.user_id, me.user_name, me.unit_id, me.unit_code) == (who.id, who.name, who.unit.id, who.unit.code), me
+        assert C.Role.Name(me.role) == "ROLE_" + who.role, me
+        assert C.UnitKind.Name(me.unit_kind) == "UNIT_KIND_" + who.unit.kind, me
+        assert me.token_id == current_token_id(who) and not me.enrollment, me
+    # The enrollment token a user was issued says so; the same user, the same answer otherwise.
+    u = w.G2.leader
+    enrolled = stub(c.srv.addr, u.enrollment_token)
+    try:
+        me = enrolled.tokens.GetCaller(T.GetCallerRequest(), timeout=10)
+        assert me.enrollment and me.user_id == u.id and me.token_id != current_token_id(u), me
+    finally:
+        enrolled.close()
+    assert max_seq(c) == events, "GetCaller wrote an audit event"
+    with grpc.insecure_channel(c.srv.addr) as ch:
+        bare = S.token_pb2_grpc.TokenServiceStub(ch)
+        expect_status(CODE.UNAUTHENTICATED, bare.GetCaller, T.GetCallerRequest(), timeout=10)
+        expect_status(CODE.UNAUTHENTICATED, bare.GetCaller, T.GetCallerRequest(), timeout=10,
+                      metadata=(("authorization", "Bearer ct_" + "0" * 64),))
 
 
 def test_bad_input_and_limits(c):
