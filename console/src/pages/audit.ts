@@ -1,0 +1,157 @@
+// Audit: the live feed through WatchEvents, which resumes after a dropped stream from the last
+// seq received (the server replays what came after it: nothing missed, nothing twice); the
+// verification of every hash chain and the Merkle tree; the latest signed checkpoint.
+import { h, clear } from "../dom";
+import { t, tName, fmtTime } from "../i18n";
+import { audit, seesAllAudit, stateName, Code, errorCode } from "../api";
+import type { AuditEvent } from "../../gen/clue/v1/common_pb";
+import { BrokenLink_Problem } from "../../gen/clue/v1/audit_pb";
+import { section, errorBox, loading } from "../ui";
+
+const KEEP = 200; // rows kept on the page; older ones scroll away
+const BACKOFF_MAX_MS = 10000;
+
+function hex(b: Uint8Array): string {
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+function eventRow(e: AuditEvent): HTMLElement {
+  const subject = e.subjectType === "clue" ? h("a", { href: `#/clue/${e.subjectId}` }, `clue #${e.subjectId}`) : `${e.subjectType} #${e.subjectId}`;
+  return h(
+    "tr",
+    { "data-seq": String(e.seq) },
+    h("td", null, String(e.seq)),
+    h("td", null, fmtTime(e.atMs)),
+    h("td", null, e.action, e.toState ? ` → ${tName(stateName(e.toState))}` : ""),
+    h("td", null, subject),
+    h("td", null, e.actorUserName ? `${e.actorUserName} (${e.actorUnitCode})` : "—"),
+  );
+}
+
+async function verification(box: HTMLElement, signal: AbortSignal): Promise<void> {
+  clear(box);
+  box.append(loading());
+  try {
+    const v = await audit.verifyAuditChain({}, { signal });
+    clear(box);
+    if (v.ok && !v.treeProblem) {
+      box.append(h("div", { class: "alert alert-ok", role: "status", "data-testid": "verify-status" }, t("auditVerifyOk", v.subjectsChecked, v.eventsChecked), v.checkpointSize ? ` ${t("treeSize")} ${v.checkpointSize}` : ""));
+    } else {
+      const b = v.broken;
+      box.append(
+        h(
+          "div",
+          { class: "alert alert-error", role: "alert", "data-testid": "verify-status" },
+          b ? t("auditVerifyBad", b.subjectType, b.subjectId, b.seq, `${BrokenLink_Problem[b.problem]} ${b.detail}`) : v.treeProblem,
+        ),
+      );
+    }
+  } catch (e) {
+    clear(box);
+    box.append(errorBox(e));
+  }
+}
+
+async function checkpoint(box: HTMLElement, signal: AbortSignal): Promise<void> {
+  try {
+    const c = await audit.getCheckpoint({}, { signal });
+    box.append(
+      h(
+        "dl",
+        { class: "facts", "data-testid": "checkpoint" },
+        h("dt", null, t("treeSize")),
+        h("dd", null, String(c.treeSize)),
+        h("dt", null, t("rootHash")),
+        h("dd", { class: "mono" }, hex(c.rootHash)),
+        h("dt", null, t("publishedAt")),
+        h("dd", null, fmtTime(c.publishedMs)),
+      ),
+      h("pre", { class: "mono note", tabindex: "0", "aria-label": t("auditCheckpoint") }, c.note),
+    );
+  } catch (e) {
+    const code = errorCode(e);
+    if (code === Code.NotFound || code === Code.FailedPrecondition || code === Code.OutOfRange) box.append(h("p", { class: "muted" }, t("auditNoCheckpoint")));
+    else box.append(errorBox(e));
+  }
+}
+
+export async function auditPage(main: HTMLElement, _arg: string | undefined, signal: AbortSignal): Promise<void> {
+  main.append(h("h2", { class: "page-title" }, t("auditTitle")));
+  if (seesAllAudit()) {
+    const verifyBox = h("div");
+    const cpBox = h("div");
+    main.append(
+      section(t("auditVerify"), verifyBox, h("button", { type: "button", class: "btn", onclick: () => void verification(verifyBox, signal) }, t("auditVerifyRun"))),
+      section(t("auditCheckpoint"), cpBox),
+    );
+    void verification(verifyBox, signal);
+    void checkpoint(cpBox, signal);
+  }
+
+  const status = h("p", { class: "feed-status", role: "status", "data-testid": "feed-status" }, t("loading"));
+  const body = h("tbody");
+  const feed = h(
+    "div",
+    { class: "table-wrap feed", "data-testid": "feed", "data-last-seq": "0", "data-reconnects": "0" },
+    h(
+      "table",
+      null,
+      h("caption", { class: "sr-only" }, t("auditFeed")),
+      h("thead", null, h("tr", null, [t("colSeq"), t("colWhen"), t("colAction"), t("colSubject"), t("colActor")].map((c) => h("th", { scope: "col" }, c)))),
+      body,
+    ),
+  );
+  main.append(section(t("auditFeed"), status, feed));
+
+  let last = 0n;
+  let reconnects = 0;
+  let pending: AuditEvent[] = [];
+  let scheduled = false;
+  // Rows are added in batches (a replay of many events stays smooth), by a timer rather than
+  // an animation frame, which a background tab would hold back.
+  const flush = () => {
+    scheduled = false;
+    const batch = pending.slice(-KEEP);
+    pending = [];
+    for (const e of batch) body.prepend(eventRow(e));
+    while (body.childElementCount > KEEP) body.lastElementChild!.remove();
+    feed.dataset.lastSeq = String(last);
+  };
+
+  void (async () => {
+    let backoff = 500;
+    while (!signal.aborted) {
+      try {
+        const stream = audit.watchEvents({ afterSeq: last }, { signal });
+        status.textContent = `${t("auditStatus")}: ${t("auditLive")} · ${t("auditLastSeq")} ${last}`;
+        status.className = "feed-status live";
+        for await (const e of stream) {
+          if (e.seq <= last) continue; // never twice, whatever the server sends
+          last = e.seq;
+          backoff = 500;
+          pending.push(e);
+          if (!scheduled) {
+            scheduled = true;
+            setTimeout(flush, 30);
+          }
+          status.textContent = `${t("auditStatus")}: ${t("auditLive")} · ${t("auditLastSeq")} ${last}`;
+        }
+      } catch (e) {
+        if (signal.aborted) return;
+        const code = errorCode(e);
+        if (code === Code.PermissionDenied || code === Code.Unauthenticated) {
+          status.replaceWith(errorBox(e));
+          return;
+        }
+      }
+      if (signal.aborted) return;
+      // The stream ended (server shutdown, stream age, a dropped connection): resume after `last`.
+      reconnects++;
+      feed.dataset.reconnects = String(reconnects);
+      status.textContent = t("auditReconnecting", last);
+      status.className = "feed-status reconnecting";
+      await new Promise((r) => setTimeout(r, backoff));
+      backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
+    }
+  })();
+}

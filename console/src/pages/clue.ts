@@ -1,0 +1,321 @@
+// One clue: its facts, the state machine with the current state and the moves allowed, the
+// move, handover and extend forms (each sends the version shown and a fresh request id; a
+// stale version comes back ABORTED: "changed meanwhile, reload"), proposals with approve and
+// reject for the reviewing unit's leader, notes, and the history as a timeline.
+import { h, field, clear, type Child } from "../dom";
+import { t, tName, fmtTime } from "../i18n";
+import { clues, me, isLeader, isStaff, stateName, requestId } from "../api";
+import { ClueState, UnitKind } from "../../gen/clue/v1/common_pb";
+import { Disposal, NoteKind, ProposalStatus, SourceChannel, type Clue, type Proposal } from "../../gen/clue/v1/clue_pb";
+import { drawMachine, movesFrom, isTerminal } from "../machine";
+import { section, deadlineBadge, errorBox, okBox, loading } from "../ui";
+
+function idPicker(): HTMLElement {
+  const input = h("input", { type: "number", min: "1", step: "1", required: true, inputmode: "numeric" });
+  return section(
+    t("navClue"),
+    h(
+      "form",
+      {
+        class: "inline-form",
+        onsubmit: (ev: Event) => {
+          ev.preventDefault();
+          if (input.value) location.hash = `#/clue/${input.value}`;
+        },
+      },
+      field(t("clueIdLabel"), input),
+      h("button", { type: "submit", class: "btn" }, t("clueOpen")),
+    ),
+  );
+}
+
+function dl(pairs: [string, Child][]): HTMLElement {
+  return h("dl", { class: "facts" }, pairs.map(([k, v]) => [h("dt", null, k), h("dd", null, v)]));
+}
+
+/** A form that calls fn on submit, shows what came back, and reloads the page on success. */
+function actionForm(legend: string, controls: Child[], submitLabel: string, fn: () => Promise<string>, reload: () => void, testid: string): HTMLElement {
+  const status = h("div", { "aria-live": "polite" });
+  const button = h("button", { type: "submit", class: "btn btn-primary" }, submitLabel);
+  return h(
+    "form",
+    {
+      class: "action",
+      "data-testid": testid,
+      onsubmit: async (ev: Event) => {
+        ev.preventDefault();
+        button.disabled = true;
+        clear(status);
+        try {
+          const done = await fn();
+          reload();
+          flash = done;
+        } catch (e) {
+          status.append(errorBox(e, reload));
+          button.disabled = false;
+        }
+      },
+    },
+    h("fieldset", null, h("legend", null, legend), ...controls, button, status),
+  );
+}
+
+let flash = "";
+
+function enumOptions<E extends Record<string, string | number>>(e: E, prefix: string, skip = 0): HTMLOptionElement[] {
+  return Object.entries(e)
+    .filter(([k, v]) => typeof v === "number" && v !== skip && isNaN(Number(k)))
+    .map(([k, v]) => h("option", { value: String(v) }, tName(`${prefix}_${k}`)));
+}
+
+function moveForm(c: Clue, reload: () => void): HTMLElement {
+  const moves = movesFrom(c.state);
+  const target = h("select", { required: true }, moves.map((m) => h("option", { value: String(m.to) }, tName(ClueState[m.to]) + (m.coReview ? " (会商 co-review)" : ""))));
+  const reason = h("textarea", { required: true, rows: 2, maxlength: "2000" });
+  const disposal = h("select", null, enumOptions(Disposal, "DISPOSAL"));
+  const finding = h("input", { type: "text", maxlength: "2000" });
+  const sanction = h("input", { type: "text", maxlength: "200" });
+  const persons = h("input", { type: "number", min: "0", step: "1", value: "1" });
+  const organ = h("input", { type: "text", maxlength: "200" });
+  const reviewer = h("input", { type: "number", min: "1", step: "1" });
+  const extras = {
+    disposal: field(t("moveDisposal"), disposal),
+    finding: field(t("moveFinding"), finding),
+    sanction: field(t("moveSanction"), sanction),
+    persons: field(t("movePersons"), persons),
+    organ: field(t("moveOrgan"), organ),
+    reviewer: field(t("moveReviewer"), reviewer),
+  };
+  const ownRoomOrRegion = me!.unitKind === UnitKind.ROOM || me!.unitKind === UnitKind.REGION;
+  const sync = () => {
+    const to = Number(target.value) as ClueState;
+    const m = moves.find((x) => x.to === to);
+    extras.disposal.hidden = !(c.state === ClueState.ACCEPTED && to === ClueState.CLOSED);
+    extras.finding.hidden = !(c.state === ClueState.PRELIMINARY_CHECK && to === ClueState.CLOSED);
+    extras.sanction.hidden = extras.persons.hidden = !(c.state === ClueState.FILED && to === ClueState.CLOSED);
+    extras.organ.hidden = to !== ClueState.TRANSFERRED_TO_JUDICIAL;
+    extras.reviewer.hidden = !(m?.coReview && ownRoomOrRegion);
+  };
+  target.addEventListener("change", sync);
+  sync();
+  const version = c.version;
+  return actionForm(
+    `${t("moveTitle")} · ${t("clueVersion")} ${version}`,
+    [field(t("moveTarget"), target), field(t("moveReason"), reason), ...Object.values(extras)],
+    t("moveSubmit"),
+    async () => {
+      const to = Number(target.value) as ClueState;
+      const r = await clues.requestTransition({
+        clueId: c.id,
+        expectedVersion: version,
+        target: to,
+        reason: reason.value,
+        requestId: requestId(),
+        details: {
+          disposal: extras.disposal.hidden ? Disposal.UNSPECIFIED : (Number(disposal.value) as Disposal),
+          finding: extras.finding.hidden ? "" : finding.value,
+          sanctionKind: extras.sanction.hidden ? "" : sanction.value,
+          personsDisciplined: extras.persons.hidden ? 0 : Number(persons.value || 0),
+          receivingOrgan: extras.organ.hidden ? "" : organ.value,
+          reviewerUnitId: extras.reviewer.hidden || !reviewer.value ? 0n : BigInt(reviewer.value),
+        },
+      });
+      return r.pending ? t("movePending", r.proposal?.reviewerUnitCode || String(r.proposal?.reviewerUnitId ?? "")) : t("moveDone", tName(stateName(to)));
+    },
+    reload,
+    "move-form",
+  );
+}
+
+function handoverForm(c: Clue, reload: () => void): HTMLElement {
+  const unit = h("input", { type: "number", min: "1", step: "1", required: true });
+  const reason = h("textarea", { required: true, rows: 2, maxlength: "2000" });
+  const version = c.version;
+  return actionForm(
+    t("handoverTitle"),
+    [field(t("handoverUnit"), unit), field(t("moveReason"), reason)],
+    t("handoverSubmit"),
+    async () => {
+      await clues.handOver({ clueId: c.id, expectedVersion: version, toUnitId: BigInt(unit.value), reason: reason.value, requestId: requestId() });
+      return t("handoverDone");
+    },
+    reload,
+    "handover-form",
+  );
+}
+
+function extendForm(c: Clue, reload: () => void): HTMLElement {
+  const days = h("input", { type: "number", min: "1", max: "365", step: "1", value: "30", required: true });
+  const reason = h("textarea", { required: true, rows: 2, maxlength: "2000" });
+  const version = c.version;
+  return actionForm(
+    t("extendTitle"),
+    [field(t("extendDays"), days), field(t("moveReason"), reason)],
+    t("extendSubmit"),
+    async () => {
+      await clues.extendDeadline({ clueId: c.id, expectedVersion: version, days: Number(days.value), reason: reason.value, requestId: requestId() });
+      return t("extendDone");
+    },
+    reload,
+    "extend-form",
+  );
+}
+
+function noteForm(c: Clue, reload: () => void): HTMLElement {
+  const kind = h("select", { required: true }, enumOptions(NoteKind, "NOTE_KIND"));
+  const text = h("textarea", { required: true, rows: 3, maxlength: "65536" });
+  return actionForm(
+    t("noteTitle"),
+    [field(t("noteKind"), kind), field(t("noteText"), text)],
+    t("noteSubmit"),
+    async () => {
+      await clues.addNote({ clueId: c.id, kind: Number(kind.value) as NoteKind, text: text.value, requestId: requestId() });
+      return t("noteTitle");
+    },
+    reload,
+    "note-form",
+  );
+}
+
+function proposalItem(p: Proposal, reload: () => void): HTMLElement {
+  const canReview = p.status === ProposalStatus.PENDING && isLeader() && p.reviewerUnitId === me!.unitId;
+  const item = h(
+    "li",
+    { class: "proposal" },
+    h("strong", null, `#${p.id} ${tName(stateName(p.fromState))} → ${tName(stateName(p.target))}`),
+    " · ",
+    h("span", { class: `badge badge-${ProposalStatus[p.status].toLowerCase()}` }, tName(`PROPOSAL_STATUS_${ProposalStatus[p.status]}`)),
+    h("div", null, `${t("colProposer")}: ${p.proposerUserName} (${p.proposerUnitCode}) · ${t("colReviewer")}: ${p.reviewerUnitCode} ${p.reviewerUnitName} · ${fmtTime(p.createdAtMs)}`),
+    h("div", null, `${t("colReason")}: ${p.reason}`),
+    p.reviewComment ? h("div", null, `${t("reviewComment")}: ${p.reviewComment}`) : null,
+  );
+  if (canReview) {
+    const comment = h("input", { type: "text", maxlength: "2000" });
+    const status = h("div", { "aria-live": "polite" });
+    const decide = (approve: boolean) => async () => {
+      clear(status);
+      try {
+        await clues.reviewProposal({ proposalId: p.id, approve, comment: comment.value, requestId: requestId() });
+        flash = t("reviewDone");
+        reload();
+      } catch (e) {
+        status.append(errorBox(e, reload));
+      }
+    };
+    item.append(
+      h(
+        "div",
+        { class: "review", "data-testid": `review-${p.id}` },
+        field(t("reviewComment"), comment),
+        h("button", { type: "button", class: "btn btn-primary", onclick: decide(true) }, t("approve")),
+        " ",
+        h("button", { type: "button", class: "btn btn-danger", onclick: decide(false) }, t("reject")),
+        status,
+      ),
+    );
+  }
+  return item;
+}
+
+export async function cluePage(main: HTMLElement, arg: string | undefined, signal: AbortSignal): Promise<void> {
+  if (!arg || !/^\d+$/.test(arg)) {
+    main.append(h("h2", { class: "page-title" }, t("navClue")), idPicker());
+    return;
+  }
+  const clueId = BigInt(arg);
+  const body = h("div");
+  main.append(body);
+  const reload = () => void load();
+
+  async function load(): Promise<void> {
+    clear(body);
+    const wait = loading();
+    body.append(wait);
+    let c: Clue;
+    try {
+      c = await clues.getClue({ clueId }, { signal });
+    } catch (e) {
+      wait.remove();
+      body.append(h("h2", { class: "page-title" }, t("clueTitle", arg!)), errorBox(e, reload), idPicker());
+      return;
+    }
+    const [hist, notes, props] = await Promise.all([
+      clues.getHistory({ clueId }, { signal }),
+      clues.listNotes({ clueId, pageSize: 500 }, { signal }),
+      clues.listProposals({ clueId, includeDecided: true }, { signal }),
+    ]);
+    wait.remove();
+    const owner = isLeader() && c.ownerUnitId === me!.unitId;
+    const active = !isTerminal(c.state);
+
+    body.append(h("h2", { class: "page-title" }, `${c.registrationNumber} · ${c.title}`));
+    if (flash) {
+      body.append(okBox(flash));
+      flash = "";
+    }
+    body.append(
+      section(
+        t("clueTitle", c.registrationNumber),
+        dl(([
+          [t("colState"), h("span", { class: "badge badge-state", "data-testid": "clue-state" }, tName(stateName(c.state)))],
+          [t("clueVersion"), h("span", { "data-testid": "clue-version" }, String(c.version))],
+          [t("colOwner"), `${c.ownerUnitCode} ${c.ownerUnitName}`],
+          [t("colDeadline"), deadlineBadge(c.stageDeadlineMs, c.daysLeft, c.overdue)],
+          [t("clueSubject"), `${c.subject?.name ?? ""} ${c.subject?.position ?? ""}`],
+          [t("clueHostUnit"), c.hostUnit],
+          [t("clueSource"), tName(`SOURCE_CHANNEL_${SourceChannel[c.source]}`)],
+          [t("clueSummary"), c.summary],
+          c.jointCaseId ? [t("clueCase"), h("a", { href: `#/cases/${c.jointCaseId}` }, `#${c.jointCaseId}`)] : [t("clueCase"), t("none")],
+          c.pendingProposal ? [t("cluePending"), t("yes")] : [t("cluePending"), t("no")],
+          c.reporter ? [t("clueReporter"), `${c.reporter.name} ${c.reporter.phone} ${c.reporter.email} ${c.reporter.address}`] : null,
+        ] as ([string, Child] | null)[]).filter((x): x is [string, Child] => x !== null)),
+      ),
+      section(t("stateMachine"), drawMachine(c.state, owner && active && !c.pendingProposal)),
+    );
+
+    // Forms only for what this caller may do; the server checks every one of them again.
+    const forms: HTMLElement[] = [];
+    if (owner && active && !c.pendingProposal) forms.push(moveForm(c, reload));
+    if (owner && (c.state === ClueState.ACCEPTED || c.state === ClueState.PRELIMINARY_CHECK)) forms.push(handoverForm(c, reload));
+    if (owner && active && !c.pendingProposal) forms.push(c.deadlineExtended ? h("p", { class: "muted" }, t("extendUsed")) : extendForm(c, reload));
+    if (forms.length) body.append(section(t("moveTitle"), h("div", { class: "forms" }, forms)));
+
+    body.append(
+      section(
+        t("proposals"),
+        props.proposals.length ? h("ul", { class: "plain" }, props.proposals.map((p) => proposalItem(p, reload))) : h("p", { class: "muted" }, t("proposalsEmpty")),
+      ),
+    );
+    body.append(
+      section(
+        t("notes"),
+        notes.notes.length
+          ? h("ul", { class: "plain notes" }, notes.notes.map((n) => h("li", null, h("div", { class: "muted" }, `${tName(`NOTE_KIND_${NoteKind[n.kind]}`)} · ${n.authorUserName} (${n.authorUnitCode}) · ${fmtTime(n.createdAtMs)}`), h("p", { class: "note-text" }, n.text))))
+          : h("p", { class: "muted" }, t("notesEmpty")),
+        isStaff() ? noteForm(c, reload) : null,
+      ),
+    );
+    body.append(
+      section(
+        t("history"),
+        h(
+          "ol",
+          { class: "timeline" },
+          hist.events.map((e) =>
+            h(
+              "li",
+              null,
+              h("time", null, fmtTime(e.atMs)),
+              " ",
+              h("strong", null, e.action),
+              e.toState ? ` ${e.fromState ? tName(stateName(e.fromState)) + " → " : ""}${tName(stateName(e.toState))}` : "",
+              h("div", { class: "muted" }, `${e.actorUserName} (${e.actorUnitCode}) · seq ${e.seq}`),
+              e.reason ? h("div", null, e.reason) : null,
+            ),
+          ),
+        ),
+      ),
+    );
+  }
+  await load();
+}

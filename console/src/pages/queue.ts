@@ -1,0 +1,138 @@
+// My queue: the clues the caller's unit can act on (deadline overdue in red, due soon in
+// amber), the proposals waiting for the unit's review, those it raised, and clues handed over
+// to it.
+import { h, field, clear } from "../dom";
+import { t, tName, fmtTime } from "../i18n";
+import { clues, audit, me, stateName, requestId } from "../api";
+import { ClueState } from "../../gen/clue/v1/common_pb";
+import { ListProposalsRequest_Scope, SourceChannel, type Proposal } from "../../gen/clue/v1/clue_pb";
+import { table, deadlineBadge, section, loading, errorBox } from "../ui";
+
+const ACTIVE = [ClueState.ACCEPTED, ClueState.PRELIMINARY_CHECK, ClueState.FILED];
+const ARRIVALS_DAYS = 90;
+
+function clueLink(id: bigint, text: string): HTMLElement {
+  return h("a", { href: `#/clue/${id}` }, text);
+}
+
+function proposalRows(list: Proposal[]) {
+  return list.map((p) => [
+    clueLink(p.clueId, `#${p.clueId}`),
+    `${tName(stateName(p.fromState))} → ${tName(stateName(p.target))}`,
+    `${p.proposerUserName} (${p.proposerUnitCode})`,
+    p.reviewerUnitCode || String(p.reviewerUnitId),
+    p.reason,
+    fmtTime(p.createdAtMs),
+  ]);
+}
+
+/** 登记线索: any MEMBER or LEADER of a working unit submits; the clue opens once submitted. */
+function submitForm(): HTMLElement {
+  const title = h("input", { type: "text", required: true, maxlength: "200" });
+  const summary = h("textarea", { required: true, rows: 3, maxlength: "20000" });
+  const source = h(
+    "select",
+    { required: true },
+    Object.entries(SourceChannel)
+      .filter(([k, v]) => typeof v === "number" && v !== 0 && isNaN(Number(k)))
+      .map(([k, v]) => h("option", { value: String(v) }, tName(`SOURCE_CHANNEL_${k}`))),
+  );
+  const name = h("input", { type: "text", required: true, maxlength: "100" });
+  const position = h("input", { type: "text", maxlength: "100" });
+  const host = h("input", { type: "text", required: true, maxlength: "100" });
+  const status = h("div", { "aria-live": "polite" });
+  const button = h("button", { type: "submit", class: "btn btn-primary" }, t("submitButton"));
+  const rid = requestId(); // one id per filled-in form: a resubmission after a lost answer is the same clue
+  return h(
+    "details",
+    { class: "card" },
+    h("summary", null, t("submitTitle")),
+    h(
+      "form",
+      {
+        "data-testid": "submit-form",
+        onsubmit: async (ev: Event) => {
+          ev.preventDefault();
+          button.disabled = true;
+          clear(status);
+          try {
+            const c = await clues.submitClue({
+              title: title.value,
+              summary: summary.value,
+              source: Number(source.value) as SourceChannel,
+              subject: { name: name.value, position: position.value },
+              hostUnit: host.value,
+              requestId: rid,
+            });
+            location.hash = `#/clue/${c.id}`;
+          } catch (e) {
+            status.append(errorBox(e));
+            button.disabled = false;
+          }
+        },
+      },
+      field(t("colTitle"), title),
+      field(t("submitSummary"), summary),
+      field(t("clueSource"), source),
+      field(t("submitSubjectName"), name),
+      field(t("submitSubjectPosition"), position),
+      field(t("submitHostUnit"), host),
+      button,
+      status,
+    ),
+  );
+}
+
+export async function queuePage(main: HTMLElement, _arg: string | undefined, signal: AbortSignal): Promise<void> {
+  main.append(h("h2", { class: "page-title" }, t("queueTitle")), submitForm());
+  const wait = loading();
+  main.append(wait);
+  const unit = me!.unitId;
+  const [list, toReview, raised, handovers] = await Promise.all([
+    clues.listClues({ states: ACTIVE, ownerUnitId: unit, pageSize: 500 }, { signal }),
+    clues.listProposals({ scope: ListProposalsRequest_Scope.TO_REVIEW }, { signal }),
+    clues.listProposals({ scope: ListProposalsRequest_Scope.RAISED }, { signal }),
+    audit.listAuditEvents({ subjectType: "clue", action: "clue.handover", fromMs: BigInt(Date.now() - ARRIVALS_DAYS * 86400000), pageSize: 500 }, { signal }),
+  ]);
+  wait.remove();
+
+  // Most urgent first: overdue, then by deadline.
+  const mine = list.clues.slice().sort((a, b) => Number(a.stageDeadlineMs || BigInt(8.64e15)) - Number(b.stageDeadlineMs || BigInt(8.64e15)));
+  main.append(
+    section(
+      t("queueClues"),
+      table(
+        t("queueClues"),
+        [t("colRegNo"), t("colTitle"), t("colState"), t("colDeadline")],
+        mine.map((c) => [clueLink(c.id, c.registrationNumber), c.title, tName(stateName(c.state)), deadlineBadge(c.stageDeadlineMs, c.daysLeft, c.overdue)]),
+        { rowClass: (i) => (mine[i].overdue ? "row-overdue" : mine[i].daysLeft <= 7 && mine[i].stageDeadlineMs ? "row-soon" : "") },
+      ),
+    ),
+  );
+  const cols = [t("colClue"), t("colMove"), t("colProposer"), t("colReviewer"), t("colReason"), t("colWhen")];
+  main.append(section(t("queueProposals"), table(t("queueProposals"), cols, proposalRows(toReview.proposals))));
+  main.append(section(t("queueRaised"), table(t("queueRaised"), cols, proposalRows(raised.proposals))));
+
+  // Handovers whose receiver is this unit and whose clue it still owns.
+  const owned = new Set(mine.map((c) => c.id));
+  const arrivals = handovers.events
+    .filter((e) => {
+      try {
+        return BigInt(JSON.parse(e.detailsJson || "{}").to_unit_id ?? 0) === unit && owned.has(e.subjectId);
+      } catch {
+        return false;
+      }
+    })
+    .reverse();
+  const byId = new Map(mine.map((c) => [c.id, c]));
+  main.append(
+    section(
+      t("queueArrivals"),
+      table(
+        t("queueArrivals"),
+        [t("colClue"), t("colTitle"), t("colFrom"), t("colReason"), t("colWhen")],
+        arrivals.map((e) => [clueLink(e.subjectId, byId.get(e.subjectId)?.registrationNumber ?? `#${e.subjectId}`), byId.get(e.subjectId)?.title ?? "", `${e.actorUserName} (${e.actorUnitCode})`, e.reason, fmtTime(e.atMs)]),
+      ),
+    ),
+  );
+}

@@ -1,0 +1,170 @@
+// Statistics: per unit the funnel received → preliminary check → filed → closed or
+// transferred, a month-by-month chart, zero-disposal units (零通报) highlighted, the joint
+// cases, and the CSV that `cluectl stats --csv` prints for the same period. Periods are local
+// dates, the end date taken whole, as cluectl reads --from and --to.
+import { Chart, BarController, BarElement, CategoryScale, LinearScale, Legend, Tooltip } from "chart.js";
+import { h, field, clear } from "../dom";
+import { t } from "../i18n";
+import { stats } from "../api";
+import type { GetStatisticsResponse, UnitStats } from "../../gen/clue/v1/stats_pb";
+import { section, table, loading, errorBox } from "../ui";
+import { unitsCsv } from "../csv";
+
+Chart.register(BarController, BarElement, CategoryScale, LinearScale, Legend, Tooltip);
+
+const MAX_MONTHS = 24;
+
+/** A YYYY-MM-DD as local midnight; endOfDay: the midnight after it. */
+function localMs(s: string, endOfDay: boolean): number {
+  const [y, m, d] = s.split("-").map(Number);
+  return new Date(y, m - 1, d + (endOfDay ? 1 : 0)).getTime();
+}
+
+function funnelBar(u: UnitStats): HTMLElement {
+  const steps: [string, bigint, string][] = [
+    [t("colReceived"), u.received, "f-received"],
+    [t("colPrelim"), u.preliminaryChecksStarted, "f-prelim"],
+    [t("colFiled"), u.filed, "f-filed"],
+    [`${t("colClosed")}/${t("colTransferred")}`, u.closed + u.transferredToJudicial, "f-closed"],
+  ];
+  const max = Number(steps.reduce((a, s) => (s[1] > a ? s[1] : a), 0n)) || 1;
+  return h(
+    "div",
+    { class: "funnel", "aria-hidden": "true" },
+    steps.map(([label, n, cls]) => {
+      const bar = h("span", { class: `funnel-bar ${cls}`, title: `${label}: ${n}` });
+      bar.style.width = `${Math.max(2, (Number(n) / max) * 100)}%`;
+      return bar;
+    }),
+  );
+}
+
+let chart: Chart | null = null;
+
+async function monthly(fromMs: number, toMs: number, signal: AbortSignal): Promise<{ labels: string[]; rows: number[][] }> {
+  const labels: string[] = [];
+  const ranges: [number, number][] = [];
+  const start = new Date(fromMs);
+  let d = new Date(start.getFullYear(), start.getMonth(), 1);
+  while (d.getTime() < toMs && labels.length < MAX_MONTHS) {
+    const next = new Date(d.getFullYear(), d.getMonth() + 1, 1);
+    ranges.push([Math.max(d.getTime(), fromMs), Math.min(next.getTime(), toMs)]);
+    labels.push(`${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}`);
+    d = next;
+  }
+  const answers = await Promise.all(ranges.map(([f, to]) => stats.getStatistics({ fromMs: BigInt(f), toMs: BigInt(to) }, { signal })));
+  const sum = (r: GetStatisticsResponse, pick: (u: UnitStats) => bigint) => Number(r.units.reduce((a, u) => a + pick(u), 0n));
+  return {
+    labels,
+    rows: answers.map((r) => [sum(r, (u) => u.received), sum(r, (u) => u.preliminaryChecksStarted), sum(r, (u) => u.filed), sum(r, (u) => u.closed + u.transferredToJudicial)]),
+  };
+}
+
+export async function statsPage(main: HTMLElement, _arg: string | undefined, signal: AbortSignal): Promise<void> {
+  const now = new Date();
+  const from = h("input", { type: "date", required: true, value: `${now.getFullYear()}-01-01`, "data-testid": "stats-from" });
+  const to = h("input", { type: "date", required: true, value: `${now.getFullYear()}-12-31`, "data-testid": "stats-to" });
+  const out = h("div");
+  main.append(
+    h("h2", { class: "page-title" }, t("statsTitle")),
+    h(
+      "form",
+      {
+        class: "inline-form card",
+        onsubmit: (ev: Event) => {
+          ev.preventDefault();
+          void show();
+        },
+      },
+      field(t("statsFrom"), from),
+      field(t("statsTo"), to),
+      h("button", { type: "submit", class: "btn btn-primary" }, t("statsRun")),
+    ),
+    out,
+  );
+
+  async function show(): Promise<void> {
+    clear(out);
+    chart?.destroy();
+    chart = null;
+    const fromMs = localMs(from.value, false);
+    const toMs = localMs(to.value, true);
+    const wait = loading();
+    out.append(wait);
+    let r: GetStatisticsResponse;
+    let m: { labels: string[]; rows: number[][] };
+    try {
+      [r, m] = await Promise.all([stats.getStatistics({ fromMs: BigInt(fromMs), toMs: BigInt(toMs) }, { signal }), monthly(fromMs, toMs, signal)]);
+    } catch (e) {
+      wait.remove();
+      out.append(errorBox(e));
+      return;
+    }
+    wait.remove();
+    const zero = new Set(r.zeroDisposalUnits.map((z) => z.unitId));
+    const csv = unitsCsv(r);
+    const download = h("a", { class: "btn", download: `stats-${from.value}-${to.value}.csv`, "data-testid": "stats-csv" }, t("statsCsv"));
+    download.href = URL.createObjectURL(new Blob([csv], { type: "text/csv;charset=utf-8" }));
+    out.append(
+      section(
+        t("statsFunnel"),
+        h("p", null, download),
+        table(
+          t("statsFunnel"),
+          [t("colUnit"), t("colReceived"), t("colPrelim"), t("colFiled"), t("colClosed"), t("colTransferred"), t("colOverdueNow"), t("colZero"), ""],
+          r.units.map((u) => [
+            `${u.unitCode} ${u.unitName}`,
+            String(u.received),
+            String(u.preliminaryChecksStarted),
+            String(u.filed),
+            String(u.closed),
+            String(u.transferredToJudicial),
+            u.overdueNow ? h("span", { class: "badge badge-overdue" }, String(u.overdueNow)) : "0",
+            zero.has(u.unitId) ? h("span", { class: "badge badge-zero" }, t("yes")) : t("no"),
+            funnelBar(u),
+          ]),
+          { rowClass: (i) => (zero.has(r.units[i].unitId) ? "row-zero" : "") },
+        ),
+      ),
+      section(
+        t("statsZero"),
+        r.zeroDisposalUnits.length
+          ? h("ul", { class: "zero-list", "data-testid": "zero-units" }, r.zeroDisposalUnits.map((z) => h("li", null, h("span", { class: "badge badge-zero" }, z.unitCode), ` ${z.unitName}`)))
+          : h("p", { class: "muted" }, t("statsZeroNone")),
+      ),
+    );
+    const canvas = h("canvas", { role: "img", "aria-label": t("chartLabel"), height: "260" });
+    const seriesNames = [t("colReceived"), t("colPrelim"), t("colFiled"), `${t("colClosed")}/${t("colTransferred")}`];
+    out.append(
+      section(
+        t("statsMonthly"),
+        h("div", { class: "chart" }, canvas),
+        h(
+          "details",
+          null,
+          h("summary", null, t("statsMonthly")),
+          table(t("statsMonthly"), ["", ...seriesNames], m.labels.map((l, i) => [l, ...m.rows[i].map(String)])),
+        ),
+      ),
+    );
+    const colors = ["#1d4ed8", "#b45309", "#7c3aed", "#047857"];
+    chart = new Chart(canvas, {
+      type: "bar",
+      data: { labels: m.labels, datasets: seriesNames.map((label, k) => ({ label, data: m.rows.map((row) => row[k]), backgroundColor: colors[k] })) },
+      options: { animation: false, responsive: true, maintainAspectRatio: false, scales: { y: { beginAtZero: true, ticks: { precision: 0 } } } },
+    });
+    if (r.cases.length) {
+      out.append(
+        section(
+          t("statsCases"),
+          table(
+            t("statsCases"),
+            ["#", t("colTitle"), t("colClues"), t("colClosed"), t("colTransferred"), t("colOverdueNow")],
+            r.cases.map((c) => [h("a", { href: `#/cases/${c.caseId}` }, String(c.caseId)), c.title, String(c.clues), String(c.closed), String(c.transferredToJudicial), String(c.overdueNow)]),
+          ),
+        ),
+      );
+    }
+  }
+  await show();
+}

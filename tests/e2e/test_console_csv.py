@@ -1,0 +1,124 @@
+"""The console without a browser (docs/CONSOLE.md):
+
+- the build (scripts/console-build, which scripts/test runs into build-test/console) is an
+  index.html naming content-hashed assets that exist, with a Content-Security-Policy that
+  keeps scripts, styles and connections to the page's origin, no source maps, and a bundle
+  of a few hundred kB gzipped at most;
+- the statistics page's CSV (console/src/csv.ts, run under node on GetStatistics' real answer
+  from clued) is byte for byte what `cluectl stats --csv` prints for the same period, for an
+  auditor's whole scope and a room's;
+- its medians are formatted as C's printf("%g") formats them, over awkward values.
+"""
+
+import gzip
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+import console_data  # noqa: E402
+import world  # noqa: E402
+
+S = harness.stubs()
+ST = S.stats_pb2
+CONSOLE_SRC = os.path.join(harness.SRC, "console")
+GZ_LIMIT = 400 * 1024  # "a few hundred kB"
+
+
+class Ctx:
+    pass
+
+
+def setup():
+    c = Ctx()
+    assert os.path.exists(os.path.join(console_data.CONSOLE_DIR, "index.html")), \
+        f"no console in {console_data.CONSOLE_DIR}: scripts/test builds it (scripts/console-build)"
+    esbuild = os.path.join(CONSOLE_SRC, "node_modules", ".bin", "esbuild")
+    assert os.access(esbuild, os.X_OK), "the console's npm packages are missing (scripts/console-build installs them)"
+    c.tmp = tempfile.mkdtemp(prefix="clued-console-csv-")
+    c.check = os.path.join(c.tmp, "csv-check.mjs")
+    subprocess.run([esbuild, os.path.join(CONSOLE_SRC, "test", "csv-check.ts"), "--bundle", "--platform=node",
+                    "--format=esm", "--log-level=warning", f"--outfile={c.check}"], check=True, cwd=CONSOLE_SRC)
+    c.pg = harness.Postgres.get()
+    c.dbname = c.pg.new_database()
+    c.db = c.pg.connect(c.dbname)
+    c.db.autocommit = True
+    c.srv = harness.Clued(c.pg.url(c.dbname), args=["--accepted-deadline-days", "5"]).start()
+    c.w = world.build(c.srv)
+    console_data.build_dataset(c)
+    return c
+
+
+def teardown(c):
+    c.w.close()
+    c.db.close()
+    c.srv.stop()
+    subprocess.call(["rm", "-rf", c.tmp])
+
+
+def test_the_build_is_hashed_assets_behind_one_index(c):
+    d = console_data.CONSOLE_DIR
+    html = open(os.path.join(d, "index.html")).read()
+    named = re.findall(r'(?:src|href)="(assets/[^"]+)"', html)
+    assert sorted(named) == sorted("assets/" + f for f in os.listdir(os.path.join(d, "assets"))), named
+    for n in named:
+        assert re.fullmatch(r"assets/main-[A-Z0-9]{8}\.(js|css)", n), n
+    assert not [f for f in os.listdir(os.path.join(d, "assets")) if f.endswith(".map")], "source maps shipped"
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html).group(1)
+    for rule in ("default-src 'none'", "script-src 'self'", "connect-src 'self'", "style-src 'self'"):
+        assert rule in csp, csp
+    size = sum(len(gzip.compress(open(os.path.join(d, p), "rb").read(), 9)) for p in ["index.html", *named])
+    print(f"console bundle: {size / 1024:.1f} kB gzipped")
+    assert size < GZ_LIMIT, f"{size} bytes gzipped"
+
+
+def csv_of(c, resp):
+    path = os.path.join(c.tmp, "stats.bin")
+    with open(path, "wb") as f:
+        f.write(resp.SerializeToString())
+    r = subprocess.run(["node", c.check, path], capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_csv_is_what_cluectl_prints(c):
+    frm, to = "2026-01-01T00:00:00Z", "2031-01-01T00:00:00Z"
+    f_ms, t_ms = 1767225600000, 1924992000000
+    for who, units in ((c.w.auditor, 6), (c.w.R1.leader, 3)):
+        resp = who.stats.GetStatistics(ST.GetStatisticsRequest(from_ms=f_ms, to_ms=t_ms), timeout=20)
+        assert len(resp.units) == units and any(u.closed_by_disposal for u in resp.units), resp
+        printed = console_data.cluectl_bytes("stats", "--from", frm, "--to", to, "--csv",
+                                             server=c.srv.addr, token=who.token)
+        got = csv_of(c, resp)
+        assert got == printed, f"console:\n{got}\ncluectl:\n{printed}"
+        assert got.count(b"\r\n") == units + 1, got
+    # Zero-disposal units without figures of their own get their row too, as cluectl prints it.
+    resp = c.w.auditor.stats.GetStatistics(ST.GetStatisticsRequest(from_ms=f_ms, to_ms=t_ms), timeout=20)
+    zero = resp.zero_disposal_units[0]
+    trimmed = ST.GetStatisticsResponse(units=[u for u in resp.units if u.unit_id != zero.unit_id],
+                                       zero_disposal_units=resp.zero_disposal_units)
+    line = [ln for ln in csv_of(c, trimmed).decode().split("\r\n") if ln.startswith(f"{zero.unit_id},")]
+    kinds = len({d.disposal for u in resp.units for d in u.closed_by_disposal})
+    assert line == [f"{zero.unit_id},{zero.unit_code},{zero.unit_name},,,,,,,,,,yes" + "," * kinds], line
+
+
+def test_medians_format_as_printf_g(c):
+    rng = random.Random(15)
+    values = [0.0, 1.0, 1.5, 0.1, 0.0001, 0.00001, 0.000123456789, 12.3333333, 99.99999, 999999.5, 1000000.0,
+              123456.7, 1234567.0, 2.5e-7, 45.0, 0.5, 9.9999995, 1e21]
+    values += [rng.random() * 10 ** rng.randint(-8, 7) for _ in range(300)]
+    r = subprocess.run(["node", c.check, "--g"], input="\n".join(repr(v) for v in values), capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    got = r.stdout.split()
+    want = ["%g" % v for v in values]
+    bad = [(v, g, w) for v, g, w in zip(values, got, want) if g != w]
+    assert len(got) == len(values) and not bad, bad[:10]
+
+
+if __name__ == "__main__":
+    harness.run_tests(globals(), setup=setup, teardown=teardown)
