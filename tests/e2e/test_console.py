@@ -1,0 +1,234 @@
+"""The oversight console (issue 15) in a real browser, against the real clued and PostgreSQL.
+
+clued serves the built console (`--console-dir`, scripts/console-build) and gRPC-Web on its
+gRPC port; tests/browser/console.mjs drives Debian's Chromium (headless, through
+playwright-core from npm) as the people of world.py would, and prints one PASS or FAIL line
+per scenario; this file builds the data, runs it, and then checks on the server's side what
+the browser did and saw:
+
+- sign-in keeps the bearer token in sessionStorage, never in a URL, localStorage or a log, and
+  a bad token is refused with a message;
+- a group leader submits a clue and moves it to preliminary check; the group proposes filing,
+  the liaison room's leader sees the proposal in their queue and approves it;
+- a move sent with a stale version shows "changed meanwhile, reload" (ABORTED) and changes
+  nothing; reload shows the new version;
+- a member sees no move, handover or extend form, and the server refuses the move anyway when
+  the member's page sends it (PERMISSION_DENIED, nothing changed);
+- the auditor's live feed shows new events as they happen, resumes after the server ends the
+  stream (--max-stream-age) from the last seq with nothing twice, and shows the chain
+  verification and the latest signed checkpoint;
+- the statistics page shows the generated dataset's counts (checked first against
+  GetStatistics), highlights the zero-disposal units, and its CSV download is byte for byte
+  what `cluectl stats --csv` prints for the same period;
+- the queue shows overdue (red) and soon-due (amber) deadlines and a handover arrival; joint
+  cases and the rectification ledger show what was made; English is one click away;
+- every page passes axe-core's WCAG 2 A/AA checks (contrast included), every control has a
+  label, and the pages are usable from the keyboard (skip link, navigation, forms).
+
+Screenshots of every page go to build-test/console-screenshots/ (CLUED_SCREENSHOT_DIR).
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+import world  # noqa: E402
+from console_data import CONSOLE_DIR, build_dataset, cluectl_bytes, keygen, period, period_ms  # noqa: E402
+
+S = harness.stubs()
+C, CL, ST = S.common_pb2, S.clue_pb2, S.stats_pb2
+
+BROWSER_DIR = os.path.join(harness.SRC, "tests", "browser")
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = os.environ.get("CLUED_SCREENSHOT_DIR", os.path.join(harness.BUILD, "console-screenshots"))
+TZ = "Asia/Shanghai"  # the browser's time zone and cluectl's, for the statistics period
+SCENARIOS = 14  # what console.mjs runs; fewer PASS lines is a failure
+
+
+class Ctx:
+    pass
+
+
+class JsonClued(harness.Clued):
+    """clued with --log-format json: the bound address is in the msg of a JSON line."""
+
+    def _take(self, line):
+        self.lines.append(line)
+        if not self._bound.is_set():
+            try:
+                m = re.search(r"listening on (\S+)", json.loads(line).get("msg", ""))
+            except ValueError:
+                m = None
+            if m:
+                self.addr = m.group(1)
+                self._bound.set()
+
+
+def prerequisites():
+    missing = []
+    if not os.path.exists(os.path.join(CONSOLE_DIR, "index.html")):
+        missing.append(f"the built console in {CONSOLE_DIR} (scripts/console-build {CONSOLE_DIR})")
+    if not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", "playwright-core")):
+        missing.append(f"playwright-core and axe-core (npm ci --prefix {BROWSER_DIR})")
+    if not os.access(CHROMIUM, os.X_OK):
+        missing.append(f"{CHROMIUM} (scripts/deps --test installs Debian's chromium)")
+    assert not missing, "scripts/test prepares these; missing: " + "; ".join(missing)
+
+
+# ---- the data the pages show ------------------------------------------------------------
+
+# ---- fixtures -----------------------------------------------------------------------------
+
+def setup():
+    prerequisites()
+    c = Ctx()
+    c.tmp = tempfile.mkdtemp(prefix="clued-console-")
+    c.pg = harness.Postgres.get()
+    c.dbname = c.pg.new_database()
+    c.db = c.pg.connect(c.dbname)
+    c.db.autocommit = True
+    c.srv = JsonClued(c.pg.url(c.dbname), args=[
+        "--console-dir", CONSOLE_DIR, "--audit-signing-key", keygen(c.tmp), "--checkpoint-interval", "1s",
+        "--max-stream-age", "4s", "--accepted-deadline-days", "5", "--log-format", "json"]).start()
+    c.w = world.build(c.srv)
+    c.base = f"http://{c.srv.addr}/"
+    c.want = build_dataset(c)
+    c.frm, c.to = period(TZ)
+    c.results = None
+    return c
+
+
+def teardown(c):
+    if c is None:
+        return
+    c.w.close()
+    c.db.close()
+    c.srv.stop()
+    shutil.rmtree(c.tmp, ignore_errors=True)
+
+
+def stats_now(c):
+    f, t = period_ms(c.frm, c.to)
+    return c.w.auditor.stats.GetStatistics(ST.GetStatisticsRequest(from_ms=f, to_ms=t), timeout=20)
+
+
+# ---- tests --------------------------------------------------------------------------------
+
+def test_dataset_statistics_are_as_generated(c):
+    got = {u.unit_code: u for u in stats_now(c).units}
+    for code, fig in c.want.items():
+        for k, v in fig.items():
+            assert getattr(got[code], k) == v, f"{code} {k}: {getattr(got[code], k)} != {v}"
+    zero = {z.unit_code for z in stats_now(c).zero_disposal_units}
+    assert zero == {"R1", "R2", "G3", "X1"}, zero
+
+
+def test_console_is_served(c):
+    with urllib.request.urlopen(c.base, timeout=10) as r:
+        html = r.read().decode()
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/html"), r.headers
+    script = html.split('src="', 1)[1].split('"', 1)[0]
+    assert script.startswith("assets/main-") and script.endswith(".js"), script
+    with urllib.request.urlopen(c.base + script, timeout=10) as r:
+        assert r.status == 200 and "javascript" in r.headers["Content-Type"], r.headers
+        assert "immutable" in (r.headers.get("Cache-Control") or ""), r.headers
+
+
+def test_browser_scenarios(c):
+    if os.path.isdir(SHOTS):
+        shutil.rmtree(SHOTS)
+    os.makedirs(SHOTS)
+    w = c.w
+    cfg = {
+        "base": c.base,
+        "chromium": CHROMIUM,
+        "timezone": TZ,
+        "shots": SHOTS,
+        "download": os.path.join(c.tmp, "stats.csv"),
+        "results": os.path.join(c.tmp, "results.json"),
+        "period": [c.frm, c.to],
+        "tokens": {"g1_leader": w.G1.leader.token, "g1_member": w.G1.member.token, "r1_leader": w.R1.leader.token,
+                   "auditor": w.auditor.token},
+        "units": {code: {"id": w.units[code].id} for code in ("R1", "G1", "G2", "G3", "X1")},
+        "want": c.want,
+        "zero": ["R1", "R2", "G3", "X1"],
+        "overdue_clue": c.overdue_clue,
+        "handed_clue": c.handed.id,
+        "case": {"id": c.case.id, "title": c.case.title},
+        "item": {"id": c.item.id, "category": c.item.category},
+    }
+    path = os.path.join(c.tmp, "config.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f, ensure_ascii=False)
+    r = subprocess.run(["node", os.path.join(BROWSER_DIR, "console.mjs"), path], capture_output=True, text=True,
+                       timeout=600, cwd=BROWSER_DIR)
+    out = r.stdout + r.stderr
+    sys.stdout.write(out)
+    passed = [ln for ln in r.stdout.splitlines() if ln.startswith("PASS ")]
+    assert r.returncode == 0 and len(passed) == SCENARIOS, f"console.mjs exited {r.returncode}, {len(passed)} passed"
+    with open(cfg["results"]) as f:
+        c.results = json.load(f)
+    c.cfg = cfg
+
+
+def need_results(c):
+    assert c.results is not None, "the browser scenarios did not finish"
+    return c.results
+
+
+def test_browser_moves_are_on_the_record(c):
+    res = need_results(c)
+    w = c.w
+    clue = w.auditor.clue.GetClue(CL.GetClueRequest(clue_id=res["clue_id"]), timeout=10)
+    assert clue.state == C.CLUE_STATE_FILED and clue.title == res["clue_title"], clue
+    actions = [(e.action, C.ClueState.Name(e.to_state), e.actor_user_id)
+               for e in w.auditor.clue.GetHistory(CL.GetHistoryRequest(clue_id=clue.id), timeout=10).events]
+    assert actions[:2] == [("clue.submit", "CLUE_STATE_ACCEPTED", w.G1.leader.id),
+                           ("clue.move", "CLUE_STATE_PRELIMINARY_CHECK", w.G1.leader.id)], actions
+    assert ("proposal.approve", "CLUE_STATE_FILED", w.R1.leader.id) in actions, actions
+    assert [a for a in actions if a[0] == "clue.deadline_extend" and a[2] == w.G1.leader.id], actions
+    # The stale move and the member's refused one changed nothing: FILED at the version the
+    # extension left, and no move out of FILED.
+    assert clue.version == res["version_after_extend"], (clue.version, res)
+    assert not [a for a in actions if a[1] in ("CLUE_STATE_CLOSED", "CLUE_STATE_TRANSFERRED_TO_JUDICIAL")], actions
+
+
+def test_csv_download_is_what_cluectl_prints(c):
+    need_results(c)
+    with open(c.cfg["download"], "rb") as f:
+        downloaded = f.read()
+    printed = cluectl_bytes("stats", "--from", c.frm, "--to", c.to, "--csv", server=c.srv.addr,
+                            token=c.w.auditor.token, tz=TZ)
+    assert downloaded == printed, f"browser:\n{downloaded.decode()}\ncluectl:\n{printed.decode()}"
+    assert downloaded.count(b"\r\n") == len(stats_now(c).units) + 1
+
+
+def test_no_token_in_the_server_log(c):
+    need_results(c)
+    log = c.srv.output()
+    for tok in c.cfg["tokens"].values():
+        assert tok not in log, "a token reached clued's log"
+    # Every call the browser made is logged with its method (JSON log format).
+    assert "/clue.v1.TokenService/GetCaller" in log and "/clue.v1.AuditService/WatchEvents" in log
+
+
+def test_screenshots_of_every_page(c):
+    need_results(c)
+    names = sorted(os.listdir(SHOTS))
+    for page in ("signin", "queue", "queue-en", "clue", "clue-stale", "clue-member", "review", "cases", "stats",
+                 "audit", "ledger"):
+        assert f"{page}.png" in names, (page, names)
+    for n in names:
+        with open(os.path.join(SHOTS, n), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", n
+
+
+if __name__ == "__main__":
+    harness.run_tests(globals(), setup=setup, teardown=teardown)
