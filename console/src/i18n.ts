@@ -139,6 +139,21 @@ const zh = {
   SOURCE_CHANNEL_SUPERIOR_ASSIGNED: "上级交办",
   SOURCE_CHANNEL_SELF_DISCOVERED: "自行发现",
   SOURCE_CHANNEL_OTHER_BODY_TRANSFER: "其他机关移送",
+  "clue.submit": "登记",
+  "clue.move": "变更",
+  "clue.handover": "移交",
+  "clue.deadline_extend": "延期",
+  "clue.reporter_read": "查阅举报人信息",
+  "proposal.create": "提议",
+  "proposal.approve": "同意",
+  "proposal.reject": "驳回",
+  "proposal.withdraw": "撤回",
+  "note.add": "备注",
+  "case.create": "创建联合案件",
+  "case.add_clue": "并入案件",
+  "case.remove_clue": "移出案件",
+  "case.add_participant": "增加参与单位",
+  "case.remove_participant": "移除参与单位",
   // cases
   casesTitle: "联合办案",
   casesEmpty: "暂无联合案件。",
@@ -166,6 +181,7 @@ const zh = {
   colTransferred: "移送司法",
   colOverdueNow: "当前逾期",
   colZero: "零处置",
+  colFunnel: "漏斗",
   colClues: "线索数",
   yes: "是",
   no: "否",
@@ -348,6 +364,21 @@ const en: Record<Key, string> = {
   SOURCE_CHANNEL_SUPERIOR_ASSIGNED: "Assigned by a superior",
   SOURCE_CHANNEL_SELF_DISCOVERED: "Self-discovered",
   SOURCE_CHANNEL_OTHER_BODY_TRANSFER: "Transferred by another body",
+  "clue.submit": "submitted",
+  "clue.move": "moved",
+  "clue.handover": "handed over",
+  "clue.deadline_extend": "deadline extended",
+  "clue.reporter_read": "reporter read",
+  "proposal.create": "proposed",
+  "proposal.approve": "approved",
+  "proposal.reject": "rejected",
+  "proposal.withdraw": "withdrawn",
+  "note.add": "note added",
+  "case.create": "case opened",
+  "case.add_clue": "joined a case",
+  "case.remove_clue": "left a case",
+  "case.add_participant": "participant added",
+  "case.remove_participant": "participant removed",
   casesTitle: "Joint cases",
   casesEmpty: "No joint cases.",
   caseLead: "Lead room",
@@ -373,6 +404,7 @@ const en: Record<Key, string> = {
   colTransferred: "Transferred",
   colOverdueNow: "Overdue now",
   colZero: "Zero disposal",
+  colFunnel: "Funnel",
   colClues: "Clues",
   yes: "yes",
   no: "no",
@@ -435,6 +467,11 @@ export function setLang(l: Lang): void {
 /** The label for key in the current language, with {0}, {1}... filled in. */
 export function t(key: Key, ...args: (string | number | bigint)[]): string {
   return dicts[lang][key].replace(/\{(\d+)\}/g, (_, i: string) => String(args[Number(i)] ?? ""));
+}
+
+/** An audit action for people, with its code beside it: "备注 (note.add)". */
+export function tAction(action: string): string {
+  return action in zh ? `${t(action as Key)} (${action})` : action;
 }
 
 /** A label for an enum value by its name, or the name itself when there is none. */

@@ -2,7 +2,7 @@
 // seq received (the server replays what came after it: nothing missed, nothing twice); the
 // verification of every hash chain and the Merkle tree; the latest signed checkpoint.
 import { h, clear } from "../dom";
-import { t, tName, fmtTime } from "../i18n";
+import { t, tName, tAction, fmtTime } from "../i18n";
 import { audit, seesAllAudit, stateName, Code, errorCode } from "../api";
 import type { AuditEvent } from "../../gen/clue/v1/common_pb";
 import { BrokenLink_Problem } from "../../gen/clue/v1/audit_pb";
@@ -22,7 +22,7 @@ function eventRow(e: AuditEvent): HTMLElement {
     { "data-seq": String(e.seq) },
     h("td", null, String(e.seq)),
     h("td", null, fmtTime(e.atMs)),
-    h("td", null, e.action, e.toState ? ` → ${tName(stateName(e.toState))}` : ""),
+    h("td", null, tAction(e.action), e.toState ? ` → ${tName(stateName(e.toState))}` : ""),
     h("td", null, subject),
     h("td", null, e.actorUserName ? `${e.actorUserName} (${e.actorUnitCode})` : "—"),
   );

@@ -3,7 +3,7 @@
 // stale version comes back ABORTED: "changed meanwhile, reload"), proposals with approve and
 // reject for the reviewing unit's leader, notes, and the history as a timeline.
 import { h, field, clear, type Child } from "../dom";
-import { t, tName, fmtTime } from "../i18n";
+import { t, tName, tAction, fmtTime } from "../i18n";
 import { clues, me, isLeader, isStaff, stateName, requestId } from "../api";
 import { ClueState, UnitKind } from "../../gen/clue/v1/common_pb";
 import { Disposal, NoteKind, ProposalStatus, SourceChannel, type Clue, type Proposal } from "../../gen/clue/v1/clue_pb";
@@ -307,7 +307,7 @@ export async function cluePage(main: HTMLElement, arg: string | undefined, signa
               null,
               h("time", null, fmtTime(e.atMs)),
               " ",
-              h("strong", null, e.action),
+              h("strong", null, tAction(e.action)),
               e.toState ? ` ${e.fromState ? tName(stateName(e.fromState)) + " → " : ""}${tName(stateName(e.toState))}` : "",
               h("div", { class: "muted" }, `${e.actorUserName} (${e.actorUnitCode}) · seq ${e.seq}`),
               e.reason ? h("div", null, e.reason) : null,

@@ -111,7 +111,7 @@ export async function statsPage(main: HTMLElement, _arg: string | undefined, sig
         h("p", null, download),
         table(
           t("statsFunnel"),
-          [t("colUnit"), t("colReceived"), t("colPrelim"), t("colFiled"), t("colClosed"), t("colTransferred"), t("colOverdueNow"), t("colZero"), ""],
+          [t("colUnit"), t("colReceived"), t("colPrelim"), t("colFiled"), t("colClosed"), t("colTransferred"), t("colOverdueNow"), t("colZero"), t("colFunnel")],
           r.units.map((u) => [
             `${u.unitCode} ${u.unitName}`,
             String(u.received),
