@@ -62,7 +62,9 @@ _MARKERS_LOWER = tuple(m.lower() for m in LEAK_MARKERS)
 ALLOWED = {SC.OK, SC.INVALID_ARGUMENT, SC.NOT_FOUND, SC.PERMISSION_DENIED, SC.FAILED_PRECONDITION, SC.ABORTED,
            SC.ALREADY_EXISTS, SC.RESOURCE_EXHAUSTED, SC.OUT_OF_RANGE}
 PUBLIC_SERVICES = ("grpc.health.v1.Health",)
-READ_PREFIXES = ("Get", "List", "Verify", "Watch", "Check")
+# Methods that only read. RectificationService.Verify (整改到位) changes an item: the prefix is
+# VerifyAuditChain's whole name, not "Verify".
+READ_PREFIXES = ("Get", "List", "VerifyAuditChain", "Watch", "Check")
 
 INT_RANGES = {
     _d.FieldDescriptor.TYPE_INT32: (-2**31, 2**31 - 1), _d.FieldDescriptor.TYPE_SINT32: (-2**31, 2**31 - 1),
