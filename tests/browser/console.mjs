@@ -305,6 +305,11 @@ await scenario("a move with a stale version shows changed meanwhile, reload", as
 await scenario("a member sees no move form, and the server refuses the move the page sends anyway", async () => {
   member = await newPage("G1 member");
   await signIn(member, cfg.tokens.g1_member);
+  // The member's queue lists the clue they handle; its page names them.
+  await go(member, "#/queue");
+  const assigned = member.locator("section", { has: member.getByRole("heading", { name: "指派给我的线索（承办人）" }) });
+  await assigned.locator(`a[href="#/clue/${cfg.assigned_clue}"]`).click();
+  await member.locator("dl.facts dd").filter({ hasText: /^G1-member \(G1\)$/ }).waitFor();
   await go(member, `#/clue/${results.clue_id}`);
   await waitClueState(member, FILED);
   for (const form of ["move-form", "handover-form", "extend-form"]) {

@@ -39,7 +39,7 @@ def move(user, clue, target, reason="依规处置", **details):
 
 def build_dataset(c):
     """Clues in every stage for the statistics and the queues, a handover to G1, an overdue
-    clue, a joint case and a rectification item. Returns the per-unit figures expected from
+    clue with G1's member as its handler, a joint case and a rectification item. Returns the per-unit figures expected from
     GetStatistics for the period, by unit code."""
     w = c.w
     want = {code: dict(received=0, preliminary_checks_started=0, filed=0, closed=0, transferred_to_judicial=0)
@@ -83,6 +83,10 @@ def build_dataset(c):
         host_unit="市发展改革委", description="公务接待超标准", category="财务管理",
         source=RE.RECTIFICATION_SOURCE_SUPERVISION, deadline_ms=int(time.time() * 1000) + 60 * DAY_MS,
         request_id=new_request_id()), timeout=10)
+    # G1's member is an assigned handler (承办人) of a clue in preliminary check.
+    w.G1.leader.clue.AssignHandler(CL.AssignHandlerRequest(clue_id=p2.id, user_id=w.G1.member.id, reason="派员参与",
+                                                           request_id=new_request_id()), timeout=10)
+    c.assigned_clue = p2.id
     c.g1_clues = g1
     return want
 

@@ -13,7 +13,8 @@ the browser did and saw:
 - a move sent with a stale version shows "changed meanwhile, reload" (ABORTED) and changes
   nothing; reload shows the new version;
 - a member sees no move, handover or extend form, and the server refuses the move anyway when
-  the member's page sends it (PERMISSION_DENIED, nothing changed);
+  the member's page sends it (PERMISSION_DENIED, nothing changed); the member's queue lists
+  the clue they are an assigned handler of, and its page names them;
 - the auditor's live feed shows new events as they happen, resumes after the server ends the
   stream (--max-stream-age) from the last seq with nothing twice, and shows the chain
   verification and the latest signed checkpoint;
@@ -161,6 +162,7 @@ def test_browser_scenarios(c):
         "zero": ["R1", "R2", "G3", "X1"],
         "overdue_clue": c.overdue_clue,
         "handed_clue": c.handed.id,
+        "assigned_clue": c.assigned_clue,
         "case": {"id": c.case.id, "title": c.case.title},
         "item": {"id": c.item.id, "category": c.item.category},
     }

@@ -265,6 +265,7 @@ export async function cluePage(main: HTMLElement, arg: string | undefined, signa
           [t("clueHostUnit"), c.hostUnit],
           [t("clueSource"), tName(`SOURCE_CHANNEL_${SourceChannel[c.source]}`)],
           [t("clueSummary"), c.summary],
+          [t("clueHandlers"), c.handlers.length ? c.handlers.map((x) => `${x.userName} (${x.unitCode})`).join("、") : t("none")],
           c.jointCaseId ? [t("clueCase"), h("a", { href: `#/cases/${c.jointCaseId}` }, `#${c.jointCaseId}`)] : [t("clueCase"), t("none")],
           c.pendingProposal ? [t("cluePending"), t("yes")] : [t("cluePending"), t("no")],
           c.reporter ? [t("clueReporter"), `${c.reporter.name} ${c.reporter.phone} ${c.reporter.email} ${c.reporter.address}`] : null,

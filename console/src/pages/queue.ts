@@ -88,8 +88,9 @@ export async function queuePage(main: HTMLElement, _arg: string | undefined, sig
   const wait = loading();
   main.append(wait);
   const unit = me!.unitId;
-  const [list, toReview, raised, handovers] = await Promise.all([
+  const [list, assigned, toReview, raised, handovers] = await Promise.all([
     clues.listClues({ states: ACTIVE, ownerUnitId: unit, pageSize: 500 }, { signal }),
+    clues.listClues({ assignedToMe: true, pageSize: 500 }, { signal }),
     clues.listProposals({ scope: ListProposalsRequest_Scope.TO_REVIEW }, { signal }),
     clues.listProposals({ scope: ListProposalsRequest_Scope.RAISED }, { signal }),
     audit.listAuditEvents({ subjectType: "clue", action: "clue.handover", fromMs: BigInt(Date.now() - ARRIVALS_DAYS * 86400000), pageSize: 500 }, { signal }),
@@ -106,6 +107,17 @@ export async function queuePage(main: HTMLElement, _arg: string | undefined, sig
         [t("colRegNo"), t("colTitle"), t("colState"), t("colDeadline")],
         mine.map((c) => [clueLink(c.id, c.registrationNumber), c.title, tName(stateName(c.state)), deadlineBadge(c.stageDeadlineMs, c.daysLeft, c.overdue)]),
         { rowClass: (i) => (mine[i].overdue ? "row-overdue" : mine[i].daysLeft <= 7 && mine[i].stageDeadlineMs ? "row-soon" : "") },
+      ),
+    ),
+  );
+  // Clues of any unit this user is an assigned handler of (承办人).
+  main.append(
+    section(
+      t("queueAssigned"),
+      table(
+        t("queueAssigned"),
+        [t("colRegNo"), t("colTitle"), t("colState"), t("colOwner"), t("colDeadline")],
+        assigned.clues.map((c) => [clueLink(c.id, c.registrationNumber), c.title, tName(stateName(c.state)), c.ownerUnitCode, deadlineBadge(c.stageDeadlineMs, c.daysLeft, c.overdue)]),
       ),
     ),
   );
