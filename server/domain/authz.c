@@ -83,6 +83,19 @@ static authz_result_t leaders_recused(const char *what) {
                 what);
 }
 
+/* The refusal for a change a pending proposal blocks; when every leader of the reviewing unit
+ * is recused, nobody can review it, and the refusal says so and names the ways out. */
+static authz_result_t pending_refusal(const authz_clue_t *c) {
+  if (c->reviewer_leaders_recused)
+    return decide(AUTHZ_FAILED_PRECONDITION, "every reviewer leader recused",
+                  "clue has a pending proposal, but every LEADER of the reviewing unit is "
+                  "recused from this clue, so nobody can review it; hand the clue over (which "
+                  "withdraws the proposal) or have an ADMIN add a LEADER without a conflict to "
+                  "that unit");
+  return decide(AUTHZ_FAILED_PRECONDITION, "proposal pending",
+                "clue has a pending proposal; it must be reviewed first");
+}
+
 /* The refusal for a visible clue that p may not change. */
 static authz_result_t not_owner_leader(const authz_principal_t *p, const authz_clue_t *c,
                                        const char *what) {
@@ -177,8 +190,7 @@ authz_result_t authz_can_move(const authz_principal_t *p, const authz_clue_t *c,
   if (row->actor_role != p->role)
     return not_owner_leader(p, c, "make this move");
   if (c->pending_reviewer_unit_id > 0)
-    return decide(AUTHZ_FAILED_PRECONDITION, "proposal pending",
-                  "clue has a pending proposal; it must be reviewed first");
+    return pending_refusal(c);
   if (move != NULL)
     *move = row;
   return allow(row->co_review ? "move needs co-review" : "move allowed");
@@ -233,9 +245,16 @@ authz_result_t authz_can_review(const authz_principal_t *p, const authz_clue_t *
     return decide(AUTHZ_NOT_FOUND, why, "%s", MSG_PROPOSAL_NOT_FOUND);
   if (p->role == CLUE_ROLE_AUDITOR)
     return decide(AUTHZ_DENIED, "auditor is read-only", "%s", MSG_READ_ONLY);
-  if (!is_leader_of(p, prop->reviewer_unit_id))
+  if (!is_leader_of(p, prop->reviewer_unit_id)) {
+    if (reviewer_unit && prop->pending && c->reviewer_leaders_recused &&
+        same_unit(c->pending_reviewer_unit_id, prop->reviewer_unit_id))
+      return decide(AUTHZ_FAILED_PRECONDITION, "every reviewer leader recused",
+                    "every LEADER of the reviewing unit is recused from this clue, so nobody "
+                    "there may review this proposal; an ADMIN must add a LEADER without a "
+                    "conflict to the unit, or the owner hand the clue over");
     return decide(AUTHZ_DENIED, "not a leader of the reviewing unit",
                   "only a LEADER of the reviewing unit may review this proposal");
+  }
   /* An unknown user (id 0) could be anyone, the proposer included. */
   if (p->user_id <= 0 || p->user_id == prop->proposer_user_id)
     return decide(AUTHZ_DENIED, "self-review", "nobody may review their own proposal");
@@ -376,8 +395,7 @@ authz_result_t authz_can_add_clue_to_case(const authz_principal_t *p, const auth
                   "clue is %s, a terminal state; it cannot join a joint case",
                   clue_state_name(c->state));
   if (c->pending_reviewer_unit_id > 0)
-    return decide(AUTHZ_FAILED_PRECONDITION, "proposal pending",
-                  "clue has a pending proposal; it must be reviewed first");
+    return pending_refusal(c);
   return allow(is_leader_of(p, c->owner_unit_id) ? "leader of the owner unit"
                                                  : "lead room liaises with the owner group");
 }
@@ -406,8 +424,7 @@ authz_result_t authz_can_remove_clue_from_case(const authz_principal_t *p, const
                   "clue is %s, a terminal state; it stays in its joint case",
                   clue_state_name(c->state));
   if (c->pending_reviewer_unit_id > 0)
-    return decide(AUTHZ_FAILED_PRECONDITION, "proposal pending",
-                  "clue has a pending proposal; it must be reviewed first");
+    return pending_refusal(c);
   return allow(owner_leader ? "leader of the owner unit" : "leader of the lead room");
 }
 

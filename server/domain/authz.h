@@ -64,6 +64,7 @@ typedef struct authz_clue {
   bool principal_is_handler;  /* the caller is an assigned handler (承办人) of the clue */
   bool principal_recused;     /* the caller is recused (回避) from the clue */
   bool owner_leaders_recused; /* every active LEADER of the owner unit is recused (and one is) */
+  bool reviewer_leaders_recused; /* the same of the unit reviewing its pending proposal */
 } authz_clue_t;
 
 /** What authorization needs to know of a user named in a request (a handler, a recusal). */
@@ -164,7 +165,9 @@ authz_result_t authz_reviewer_unit(const authz_clue_t *c, int64_t named_unit_id,
  * May p approve or reject the proposal? NOT_FOUND when p is recused from the clue, and unless
  * p sees the clue or p's unit is the proposal's reviewer; DENIED unless p is a LEADER of the reviewer unit, for a unit that owns
  * the clue or made the proposal (co-review is independent), and for the proposer (nobody
- * reviews their own proposal); FAILED_PRECONDITION if already decided.
+ * reviews their own proposal); FAILED_PRECONDITION if already decided. Staff of the reviewing
+ * unit whose every leader is recused from the clue get FAILED_PRECONDITION naming that instead
+ * of DENIED.
  */
 authz_result_t authz_can_review(const authz_principal_t *p, const authz_clue_t *c,
                                 const authz_proposal_t *prop);

@@ -365,7 +365,7 @@ enum {
 
 /* clang-format off */
 #define NULL_FACTS                                                                              \
-  "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+  "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
 
 /* The clue branch comes first: UNION resolves the types of the others' NULLs from it. */
 static const char create_facts_sql[] =

@@ -71,6 +71,7 @@ int clue_row_facts(const db_result_t *r, int row, int col, clue_row_t *out) {
   out->facts.principal_is_handler = svc_col_bool(r, row, col + 12);
   out->facts.principal_recused = svc_col_bool(r, row, col + 13);
   out->facts.owner_leaders_recused = svc_col_bool(r, row, col + 14);
+  out->facts.reviewer_leaders_recused = svc_col_bool(r, row, col + 15);
   return 0;
 }
 

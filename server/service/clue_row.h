@@ -36,17 +36,19 @@
   SVC_MS("(" c ").stage_deadline") ", " CLUE_USER_FACT_COLS(c, user)
 
 /* The facts about the caller as a user (0019): an assignment counting while the unit that
- * made it owns the clue, a recusal, and whether every leader of the owner unit is recused
- * (asked only of a clue with recusals). */
+ * made it owns the clue, a recusal, and whether every leader of the owner unit, and of the
+ * unit reviewing a pending proposal, is recused (asked only of a clue with recusals). */
 #define CLUE_USER_FACT_COLS(c, user)                                                            \
   "EXISTS (SELECT 1 FROM clue_handlers chf WHERE chf.clue_id = (" c ").id AND chf.user_id = "   \
   user " AND chf.owner_unit = (" c ").owner_unit), EXISTS (SELECT 1 FROM recusals rrf WHERE"    \
   " rrf.clue_id = (" c ").id AND rrf.user_id = " user "), (EXISTS (SELECT 1 FROM recusals rrf"  \
   " WHERE rrf.clue_id = (" c ").id) AND clue_unit_leaders_recused((" c ").id, (" c             \
-  ").owner_unit))"
+  ").owner_unit)), ((" c ").pending_reviewer_unit IS NOT NULL AND EXISTS (SELECT 1 FROM"         \
+  " recusals rrf WHERE rrf.clue_id = (" c ").id) AND clue_unit_leaders_recused((" c ").id, (" c \
+  ").pending_reviewer_unit))"
 
 /** Number of columns of CLUE_FACT_COLS. */
-#define CLUE_FACT_NCOLS 15
+#define CLUE_FACT_NCOLS 16
 
 /* Everything a Clue message shows (never the reporter): the facts, then the rest. */
 #define CLUE_COLS(c, ou, unit, user)                                                            \
@@ -59,7 +61,7 @@
   ".name, (SELECT cu.name FROM users cu WHERE cu.id = (" c ").created_by)"
 
 /** Number of columns of CLUE_COLS. */
-#define CLUE_NCOLS 33
+#define CLUE_NCOLS 34
 
 /* The clue's current handlers (0019), as one text: per handler, fields separated by chr(31)
  * (user id, user name, unit id, unit code, assigned by, assigned at in ms), handlers by chr(30),

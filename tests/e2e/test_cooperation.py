@@ -377,6 +377,29 @@ def test_reviewer_unit_every_leader_recused(c):
     assert not get(L, cl.id).pending_proposal
 
 
+def test_pending_proposal_whose_reviewers_are_all_recused(c):
+    """A proposal pending before R2 when R2's only leader is recused: the owner's leader and R2's
+    member get FAILED_PRECONDITION naming the recusals, and a handover (which withdraws the
+    proposal) is the owner's way out."""
+    w = c.w
+    L = w.G3.leader
+    cl = move(L, submit(w.G3.member), PRE).clue
+    prop = move(L, cl, FIL).proposal
+    assert prop.reviewer_unit_id == w.R2.id
+    g = get(L, cl.id)
+    expect_status(Code.FAILED_PRECONDITION, move, L, g, CLO, finding="无", details_has=("reviewed first",))
+    recuse(L, cl.id, user_id=w.R2.leader.id, reason="曾在驻在单位任职")
+    expect_status(Code.FAILED_PRECONDITION, move, L, g, CLO, finding="无", details_has=("nobody can review it",))
+    expect_status(Code.FAILED_PRECONDITION, w.R2.member.clue.ReviewProposal, pb.ReviewProposalRequest(
+        proposal_id=prop.id, approve=True, request_id=new_request_id()), timeout=20,
+        details_has=("every LEADER of the reviewing unit is recused",))
+    expect_status(Code.NOT_FOUND, w.R2.leader.clue.ReviewProposal, pb.ReviewProposalRequest(
+        proposal_id=prop.id, approve=True, request_id=new_request_id()), timeout=20)
+    x = L.clue.HandOver(pb.HandOverRequest(clue_id=cl.id, expected_version=g.version, to_unit_id=w.G1.id,
+                                           reason="回避后移交", request_id=new_request_id()), timeout=20)
+    assert not x.pending_proposal
+
+
 def test_zz_chains(c):
     """Every clue's chain verifies when recomputed here (assign, unassign, recuse included)."""
     chains = chain.verify(c.db, "clue")

@@ -380,6 +380,30 @@ static void test_every_leader_recused(void **state) {
   r = authz_can_assign(&lm, &c, &u);
   expect(&r, AUTHZ_DENIED, "liaison member assigns");
 
+  /* A proposal pending before a unit none of whose leaders may review: the owner's leader and
+   * the reviewing unit's staff learn why it is stuck instead of waiting. */
+  authz_clue_t pc = clue();
+  authz_principal_t ol = who(1, OWNER, CLUE_UNIT_GROUP, CLUE_ROLE_LEADER);
+  authz_principal_t other = who(9, OTHER_ROOM, CLUE_UNIT_ROOM, CLUE_ROLE_MEMBER);
+  authz_proposal_t prop = {77, OWNER, LIAISON, true};
+  pc.pending_reviewer_unit_id = LIAISON;
+  r = authz_can_move(&ol, &pc, CLUE_STATE_CLOSED, NULL);
+  expect_msg(&r, AUTHZ_FAILED_PRECONDITION, "must be reviewed first", "pending, reviewers free");
+  r = authz_can_review(&lm, &pc, &prop);
+  expect(&r, AUTHZ_DENIED, "reviewing unit's member, leaders free");
+  pc.reviewer_leaders_recused = true;
+  r = authz_can_move(&ol, &pc, CLUE_STATE_CLOSED, NULL);
+  expect_msg(&r, AUTHZ_FAILED_PRECONDITION, "nobody can review it", "pending, reviewers recused");
+  r = authz_can_review(&lm, &pc, &prop);
+  expect_msg(&r, AUTHZ_FAILED_PRECONDITION, "every LEADER of the reviewing unit is recused",
+             "reviewing unit's member, leaders recused");
+  r = authz_can_review(&other, &pc, &prop);
+  expect(&r, AUTHZ_NOT_FOUND, "an outsider still learns nothing");
+  authz_proposal_t decided = prop;
+  decided.pending = false;
+  r = authz_can_review(&lm, &pc, &decided);
+  expect(&r, AUTHZ_DENIED, "a decided proposal is a matter of permission");
+
   r = authz_reviewer_can_act(false);
   expect(&r, AUTHZ_ALLOW, "reviewer free");
   r = authz_reviewer_can_act(true);
