@@ -75,6 +75,23 @@ async function checkpoint(box: HTMLElement, signal: AbortSignal): Promise<void> 
   }
 }
 
+/**
+ * Where the feed starts: just before the first event of the last day (else of the last month,
+ * else of the last year), so that opening the page replays what is recent and not the whole
+ * log; 0 (from the beginning) when nothing that recent is visible.
+ */
+async function startAfter(signal: AbortSignal): Promise<bigint> {
+  for (const days of [1, 30, 365]) {
+    try {
+      const r = await audit.listAuditEvents({ fromMs: BigInt(Date.now() - days * 86400000), pageSize: 1 }, { signal });
+      if (r.events.length) return r.events[0].seq - 1n;
+    } catch {
+      break; // the feed itself will say what is wrong
+    }
+  }
+  return 0n;
+}
+
 export async function auditPage(main: HTMLElement, _arg: string | undefined, signal: AbortSignal): Promise<void> {
   main.append(h("h2", { class: "page-title" }, t("auditTitle")));
   if (seesAllAudit()) {
@@ -103,7 +120,7 @@ export async function auditPage(main: HTMLElement, _arg: string | undefined, sig
   );
   main.append(section(t("auditFeed"), status, feed));
 
-  let last = 0n;
+  let last = await startAfter(signal);
   let reconnects = 0;
   let pending: AuditEvent[] = [];
   let scheduled = false;
