@@ -567,7 +567,9 @@ static int read_body(h2_conn_t *c) {
       h->ioff += k;
       h->remaining -= k;
       deliver(c, p, k);
-      if (c->state == H2_CONN_CLOSING)
+      /* The stream may have answered at once (an over-limit message), and the connection
+       * then closes after the reply: the rest of the body is not read. */
+      if (c->state == H2_CONN_CLOSING || h->in != H1_IN_BODY)
         return -1;
       if (h->remaining > 0)
         return 0;
@@ -628,7 +630,9 @@ static int read_body(h2_conn_t *c) {
       h->ioff += k;
       h->remaining -= k;
       deliver(c, p, k);
-      if (c->state == H2_CONN_CLOSING)
+      /* The stream may have answered at once (an over-limit message), and the connection
+       * then closes after the reply: the rest of the body is not read. */
+      if (c->state == H2_CONN_CLOSING || h->in != H1_IN_BODY)
         return -1;
       if (h->remaining > 0)
         return 0;

@@ -41,9 +41,10 @@ def test_loop_never_blocks():
         took.sort()
         print(f"Health/Check while pg_sleep(2) ran: median {took[10] * 1000:.1f} ms, "
               f"worst {took[-1] * 1000:.1f} ms")
-        # A blocked loop would hold every check for the whole 2 s sleep. One check may meet
-        # scheduler noise on a busy 2-core machine; the rest answer in under 50 ms.
-        assert took[-2] < 0.05, took
+        # A blocked loop would hold a check for the rest of the 2 s sleep (and the sleep would
+        # be over before the checks are). The bounds leave room for scheduler noise on a busy
+        # 2-core machine: they tell a loop that waits for the database from one that does not.
+        assert took[10] < 0.25, took
         assert took[-1] < 1.0, took
         ch.close()
 

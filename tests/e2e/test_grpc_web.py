@@ -538,9 +538,15 @@ def test_fuzz_http1(c):
     answer or a close, never a crash or a sanitizer report (checked when clued stops)."""
     import random
 
-    seed = int(os.environ.get("CLUED_FUZZ_SEED", random.randrange(1 << 30)))
-    print(f"seed {seed}", flush=True)
-    rnd = random.Random(seed)
+    # 705557959 once aborted clued: a message refused at once for its size, with the rest of
+    # its body in the same read. It runs every time, beside a fresh seed.
+    for seed in (705557959, int(os.environ.get("CLUED_FUZZ_SEED", random.randrange(1 << 30)))):
+        print(f"seed {seed}", flush=True)
+        fuzz_http1(c, random.Random(seed))
+    still_serving(c)
+
+
+def fuzz_http1(c, rnd):
     body = frame(check_req())
     seeds = [
         encode("POST", CHECK, body, [("Content-Type", "application/grpc-web+proto")]),
@@ -578,7 +584,6 @@ def test_fuzz_http1(c):
         except (socket.timeout, ConnectionResetError, BrokenPipeError):
             pass
         s.close()
-    still_serving(c)
 
 
 # ---- CORS --------------------------------------------------------------------------------------
