@@ -37,15 +37,17 @@
 
 /* The facts about the caller as a user (0019): an assignment counting while the unit that
  * made it owns the clue, a recusal, and whether every leader of the owner unit, and of the
- * unit reviewing a pending proposal, is recused (asked only of a clue with recusals). */
+ * unit reviewing a pending proposal, is recused. A clue that never had a handler or a
+ * recusal (0020's flags: almost all) is not asked at all. */
 #define CLUE_USER_FACT_COLS(c, user)                                                            \
-  "EXISTS (SELECT 1 FROM clue_handlers chf WHERE chf.clue_id = (" c ").id AND chf.user_id = "   \
-  user " AND chf.owner_unit = (" c ").owner_unit), EXISTS (SELECT 1 FROM recusals rrf WHERE"    \
-  " rrf.clue_id = (" c ").id AND rrf.user_id = " user "), (EXISTS (SELECT 1 FROM recusals rrf"  \
-  " WHERE rrf.clue_id = (" c ").id) AND clue_unit_leaders_recused((" c ").id, (" c             \
-  ").owner_unit)), ((" c ").pending_reviewer_unit IS NOT NULL AND EXISTS (SELECT 1 FROM"         \
-  " recusals rrf WHERE rrf.clue_id = (" c ").id) AND clue_unit_leaders_recused((" c ").id, (" c \
-  ").pending_reviewer_unit))"
+  "CASE WHEN (" c ").has_handlers THEN EXISTS (SELECT 1 FROM clue_handlers chf WHERE"          \
+  " chf.clue_id = (" c ").id AND chf.user_id = " user " AND chf.owner_unit = (" c              \
+  ").owner_unit) ELSE false END, CASE WHEN (" c ").has_recusals THEN EXISTS (SELECT 1 FROM"    \
+  " recusals rrf WHERE rrf.clue_id = (" c ").id AND rrf.user_id = " user ") ELSE false END,"   \
+  " CASE WHEN (" c ").has_recusals THEN clue_unit_leaders_recused((" c ").id, (" c             \
+  ").owner_unit) ELSE false END, CASE WHEN (" c ").has_recusals AND (" c                        \
+  ").pending_reviewer_unit IS NOT NULL THEN clue_unit_leaders_recused((" c ").id, (" c         \
+  ").pending_reviewer_unit) ELSE false END"
 
 /** Number of columns of CLUE_FACT_COLS. */
 #define CLUE_FACT_NCOLS 16
@@ -67,10 +69,10 @@
  * (user id, user name, unit id, unit code, assigned by, assigned at in ms), handlers by chr(30),
  * in the order they were assigned; NULL when none. Read by clue_handlers_read(). */
 #define CLUE_HANDLERS_COL(c)                                                                    \
-  "(SELECT string_agg(concat_ws(chr(31), h.user_id, hu.name, hu.unit_id, hn.code,"              \
+  "CASE WHEN (" c ").has_handlers THEN (SELECT string_agg(concat_ws(chr(31), h.user_id, hu.name, hu.unit_id, hn.code,"              \
   " h.assigned_by, " SVC_MS("h.assigned_at") "), chr(30) ORDER BY h.assigned_at, h.user_id)"    \
   " FROM clue_handlers h JOIN users hu ON hu.id = h.user_id JOIN units hn ON hn.id = hu.unit_id" \
-  " WHERE h.clue_id = (" c ").id AND h.owner_unit = (" c ").owner_unit)"
+  " WHERE h.clue_id = (" c ").id AND h.owner_unit = (" c ").owner_unit) END"
 
 /* A proposal row p (alias, or "o.proposal"); all NULL when there is none. */
 #define PROPOSAL_COLS(p)                                                                        \

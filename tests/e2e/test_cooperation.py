@@ -400,6 +400,33 @@ def test_pending_proposal_whose_reviewers_are_all_recused(c):
     assert not x.pending_proposal
 
 
+def test_first_assignments_race(c):
+    # The first handler and the first recusal of a clue mark it (0020), under the clue's lock:
+    # first assignments and recusals racing on fresh clues all succeed, none deadlocks, and
+    # each clue's flags and facts come out right.
+    import concurrent.futures as cf
+    w = c.w
+    L = w.G1.leader
+    others = [w.G1.member, w.R2.member, w.R1.member, w.R2.leader]
+    clues = [move(L, submit(w.G1.member), PRE).clue for _ in range(4)]
+    with cf.ThreadPoolExecutor(8) as ex:
+        futs = [ex.submit(assign, L, cl.id, u.id) for cl in clues for u in others[:3]]
+        futs += [ex.submit(recuse, L, cl.id, others[3].id) for cl in clues]
+        for f in futs:
+            f.result()
+    for cl in clues:
+        assert {h.user_id for h in get(L, cl.id).handlers} == {u.id for u in others[:3]}
+        not_found_like_missing(others[3], cl.id)
+        assert get(w.R2.member, cl.id).id == cl.id
+    with c.db.cursor() as cur:
+        cur.execute("SELECT bool_and(has_handlers AND has_recusals) FROM clues WHERE id = ANY(%s)",
+                    ([cl.id for cl in clues],))
+        assert cur.fetchone()[0] is True
+        cur.execute("SELECT count(*) FROM clues c WHERE NOT has_handlers"
+                    " AND EXISTS (SELECT 1 FROM clue_handlers h WHERE h.clue_id = c.id)")
+        assert cur.fetchone()[0] == 0
+
+
 def test_zz_chains(c):
     """Every clue's chain verifies when recomputed here (assign, unassign, recuse included)."""
     chains = chain.verify(c.db, "clue")
