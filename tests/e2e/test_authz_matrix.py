@@ -22,7 +22,8 @@ leader acting with its enrollment token. Issue 14 adds a handler and a recusal: 
 "assigned" has G3's member as an assigned handler (a principal of its own), and G1's clue
 "recused" has a second G1 leader recused from it (a principal too); every RPC is asked of
 both, and the handler and recusal RPCs (AssignHandler, UnassignHandler, RecordRecusal,
-ListRecusals, ListAssignments) of every principal on every clue.
+ListRecusals, ListAssignments) of every principal on every clue. TokenService.GetCaller answers
+each principal with its own identity (user, unit, role, enrollment) and nobody else's.
 
 Calls that the rules allow and that would change an object run against a fresh object of the
 same kind, so that every other cell meets the objects as built; refusals run against the
@@ -776,6 +777,12 @@ class Matrix:
         got = code if code != OK else ("own" if resp.tokens and all(t.user_id == p.user.id for t in resp.tokens)
                                        and sum(t.current for t in resp.tokens) == 1 else "other")
         self.tally("ListMyTokens", p, "own tokens", want if want != OK else "own", got, msg)
+        # GetCaller: the caller's own identity, as the server authenticated it, and nobody else's.
+        code, resp, msg = self.call(lambda: u.tokens.GetCaller(tk.GetCallerRequest(), timeout=20))
+        got = code if code != OK else (
+            "self" if (resp.user_id, resp.unit_id, cm.Role.Name(resp.role), resp.enrollment)
+            == (p.user.id, p.unit, "ROLE_" + p.role, p.enrollment) else "other")
+        self.tally("GetCaller", p, "own identity", want if want != OK else "self", got, msg)
         issued = self.check("IssueMyToken", p, "own tokens", want,
                             lambda: u.tokens.IssueMyToken(tk.IssueMyTokenRequest(note="矩阵"), timeout=20))
         if issued is not None:
