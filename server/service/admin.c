@@ -12,17 +12,16 @@
 #include "service/svc_util.h"
 
 
-/* Host units travel as one text column joined by U+001F, which names may not contain
- * (validate_name refuses control characters). */
-/* Both read a row aliased x (FROM units x, FROM admin_create_unit(...) x, ...); the codes and
- * names of the units a row names are for people to read. */
+/* Both read a row aliased x: FROM units x, FROM admin_create_unit(...) x, and so on. Host
+ * units travel as one text column joined by U+001F, which names may not contain
+ * (validate_name refuses control characters). The codes and names of the units a row names
+ * are for people to read: a user row's unit comes from USER_FROM's join. */
 #define UNIT_COLS                                                                             \
   "x.id, x.kind, x.code, x.name, x.liaison_room_id, array_to_string(x.host_units, chr(31)), " \
   SVC_MS("x.created_at") ", (SELECT r.code FROM units r WHERE r.id = x.liaison_room_id)"
-#define USER_COLS                                                                       \
-  "x.id, x.unit_id, x.name, x.role, x.disabled, " SVC_MS("x.created_at")               \
-  ", (SELECT u.code FROM units u WHERE u.id = x.unit_id),"                              \
-  " (SELECT u.name FROM units u WHERE u.id = x.unit_id)"
+#define USER_COLS \
+  "x.id, x.unit_id, x.name, x.role, x.disabled, " SVC_MS("x.created_at") ", xu.code, xu.name"
+#define USER_FROM(src) " FROM " src " x LEFT JOIN units xu ON xu.id = x.unit_id"
 
 static const char *actor_user(rpc_call_t *call) {
   return svc_i64(call, rpc_call_principal(call)->user_id, 0);
@@ -215,7 +214,7 @@ static void create_user_write(rpc_call_t *call, const db_result_t *r, void *arg)
   params[2] = svc_i64(call, req->unit_id, 0);
   params[3] = req->name;
   params[4] = clue_role_name((clue_role_t)req->role);
-  svc_query(call, "SELECT " USER_COLS " FROM admin_create_user($1, $2, $3, $4, $5) x", 5, params,
+  svc_query(call, "SELECT " USER_COLS USER_FROM("admin_create_user($1, $2, $3, $4, $5)"), 5, params,
             reply_user, NULL);
 }
 
@@ -269,7 +268,7 @@ static void list_users(rpc_call_t *call, const ProtobufCMessage *m) {
   }
   params[0] = svc_i64(call, req->unit_id, 1);
   svc_query(call,
-            "SELECT " USER_COLS " FROM users x WHERE $1::bigint IS NULL OR x.unit_id = $1 ORDER BY x.id",
+            "SELECT " USER_COLS USER_FROM("users") " WHERE $1::bigint IS NULL OR x.unit_id = $1 ORDER BY x.id",
             1, params, reply_users, NULL);
 }
 
@@ -294,7 +293,7 @@ static void disable_user(rpc_call_t *call, const ProtobufCMessage *m) {
   params[1] = actor_unit(call);
   params[2] = svc_i64(call, req->user_id, 0);
   params[3] = req->reason[0] ? req->reason : NULL;
-  svc_query(call, "SELECT " USER_COLS " FROM admin_disable_user($1, $2, $3, $4) x", 4, params,
+  svc_query(call, "SELECT " USER_COLS USER_FROM("admin_disable_user($1, $2, $3, $4)"), 4, params,
             reply_disabled, NULL);
 }
 
