@@ -24,30 +24,29 @@
 /* clang-format off */
 /* The authorization facts of a clue: what authz.h needs, first so that a query may select
  * only these (CLUE_FACT_NCOLS columns). The joint case's lead unit and whether the caller's
- * unit takes part are the bodies of joint_case_lead() and joint_case_has_unit() (0005), as
- * subqueries: PostgreSQL cannot inline those functions and would parse them on every call. */
+ * unit takes part are asked only of a clue in a joint case (joint_case_lead() and
+ * joint_case_has_unit(), plpgsql since 0023): a sub-select would cost its executor nodes on
+ * every read, a call behind a CASE costs nothing when not made. */
 #define CLUE_FACT_COLS(c, ou, unit, user)                                                       \
   "(" c ").id, (" c ").state, (" c ").version, (" c ").owner_unit, " ou ".kind, " ou            \
-  ".liaison_room_id, (SELECT jcl.lead_unit FROM joint_cases jcl WHERE jcl.id = (" c             \
-  ").joint_case_id), (EXISTS (SELECT 1 FROM joint_cases jcl WHERE jcl.id = (" c                 \
-  ").joint_case_id AND jcl.lead_unit = " unit ") OR EXISTS (SELECT 1 FROM case_participants"    \
-  " jcp WHERE jcp.case_id = (" c ").joint_case_id AND jcp.unit_id = " unit ")), (" c            \
-  ").pending_reviewer_unit, (" c ").deadline_extended, (" c ").has_reporter, "                  \
-  SVC_MS("(" c ").stage_deadline") ", " CLUE_USER_FACT_COLS(c, user)
+  ".liaison_room_id, CASE WHEN (" c ").joint_case_id IS NOT NULL THEN joint_case_lead((" c     \
+  ").joint_case_id) END, CASE WHEN (" c ").joint_case_id IS NOT NULL THEN joint_case_has_unit((" \
+  c ").joint_case_id, " unit ") ELSE false END, (" c ").pending_reviewer_unit, (" c            \
+  ").deadline_extended, (" c ").has_reporter, " SVC_MS("(" c ").stage_deadline") ", "          \
+  CLUE_USER_FACT_COLS(c, user)
 
 /* The facts about the caller as a user (0019): an assignment counting while the unit that
  * made it owns the clue, a recusal, and whether every leader of the owner unit, and of the
  * unit reviewing a pending proposal, is recused. A clue that never had a handler or a
- * recusal (0020's flags: almost all) is not asked at all. */
+ * recusal (0020's flags: almost all) is not asked at all; the others through the plpgsql
+ * functions of 0023, for the reason given above. */
 #define CLUE_USER_FACT_COLS(c, user)                                                            \
-  "CASE WHEN (" c ").has_handlers THEN EXISTS (SELECT 1 FROM clue_handlers chf WHERE"          \
-  " chf.clue_id = (" c ").id AND chf.user_id = " user " AND chf.owner_unit = (" c              \
-  ").owner_unit) ELSE false END, CASE WHEN (" c ").has_recusals THEN EXISTS (SELECT 1 FROM"    \
-  " recusals rrf WHERE rrf.clue_id = (" c ").id AND rrf.user_id = " user ") ELSE false END,"   \
-  " CASE WHEN (" c ").has_recusals THEN clue_unit_leaders_recused((" c ").id, (" c             \
-  ").owner_unit) ELSE false END, CASE WHEN (" c ").has_recusals AND (" c                        \
-  ").pending_reviewer_unit IS NOT NULL THEN clue_unit_leaders_recused((" c ").id, (" c         \
-  ").pending_reviewer_unit) ELSE false END"
+  "CASE WHEN (" c ").has_handlers THEN clue_user_handles((" c ").id, " user ", (" c            \
+  ").owner_unit) ELSE false END, CASE WHEN (" c ").has_recusals THEN clue_user_recused((" c     \
+  ").id, " user ") ELSE false END, CASE WHEN (" c ").has_recusals THEN"                         \
+  " clue_unit_leaders_recused((" c ").id, (" c ").owner_unit) ELSE false END, CASE WHEN (" c   \
+  ").has_recusals AND (" c ").pending_reviewer_unit IS NOT NULL THEN clue_unit_leaders_recused((" \
+  c ").id, (" c ").pending_reviewer_unit) ELSE false END"
 
 /** Number of columns of CLUE_FACT_COLS. */
 #define CLUE_FACT_NCOLS 16
@@ -65,14 +64,12 @@
 /** Number of columns of CLUE_COLS. */
 #define CLUE_NCOLS 34
 
-/* The clue's current handlers (0019), as one text: per handler, fields separated by chr(31)
- * (user id, user name, unit id, unit code, assigned by, assigned at in ms), handlers by chr(30),
- * in the order they were assigned; NULL when none. Read by clue_handlers_read(). */
+/* The clue's current handlers (0019), as one text (clue_handlers_text() of 0023): per handler,
+ * fields separated by chr(31) (user id, user name, unit id, unit code, assigned by, assigned
+ * at in ms), handlers by chr(30), in the order they were assigned; NULL when none. Read by
+ * clue_handlers_read(). */
 #define CLUE_HANDLERS_COL(c)                                                                    \
-  "CASE WHEN (" c ").has_handlers THEN (SELECT string_agg(concat_ws(chr(31), h.user_id, hu.name, hu.unit_id, hn.code,"              \
-  " h.assigned_by, " SVC_MS("h.assigned_at") "), chr(30) ORDER BY h.assigned_at, h.user_id)"    \
-  " FROM clue_handlers h JOIN users hu ON hu.id = h.user_id JOIN units hn ON hn.id = hu.unit_id" \
-  " WHERE h.clue_id = (" c ").id AND h.owner_unit = (" c ").owner_unit) END"
+  "CASE WHEN (" c ").has_handlers THEN clue_handlers_text((" c ").id, (" c ").owner_unit) END"
 
 /* A proposal row p (alias, or "o.proposal"); all NULL when there is none. */
 #define PROPOSAL_COLS(p)                                                                        \
