@@ -45,6 +45,7 @@ static void conn_set_state(clue_conn_t *c, conn_state_t to, int code, const char
     if (c->fd >= 0)
       close(c->fd);
     c->fd = -1;
+    c->out_len = 0;
     free(c->h2_error);
     c->h2_error = NULL;
     break;
@@ -103,11 +104,43 @@ void clue__conn_unlink(clue_conn_t *c, call_t *call) {
 
 /* ---- nghttp2 callbacks ------------------------------------------------------------- */
 
+/* Why a send() on the socket failed, as the connection's error; errno as send() left it. */
+static void send_failed(clue_conn_t *c) {
+  int err = errno;
+
+  free(c->h2_error);
+  if (err == EPIPE || err == ECONNRESET)
+    c->h2_error = clue__str_printf("connection reset by %s", c->target);
+  else
+    c->h2_error = clue__str_printf("cannot send to %s: %s", c->target, strerror(err));
+}
+
+/* Write the gathered frames: 0 when all are out, 1 when the socket takes no more now (the
+ * rest stays gathered), -1 on failure (c->h2_error says why). */
+static int out_flush(clue_conn_t *c) {
+  size_t off = 0;
+
+  while (off < c->out_len) {
+    ssize_t n = send(c->fd, c->out + off, c->out_len - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      break;
+    if (n < 0) {
+      send_failed(c);
+      return -1;
+    }
+    off += (size_t)n;
+  }
+  memmove(c->out, c->out + off, c->out_len - off);
+  c->out_len -= off;
+  return c->out_len > 0;
+}
+
 static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t length, int flags,
                        void *user_data) {
   clue_conn_t *c = user_data;
   ssize_t n;
-  int err;
 
   (void)session;
   (void)flags;
@@ -122,17 +155,26 @@ static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t len
     c->h2_error = clue__str_printf("TLS error talking to %s: %s", c->target, why);
     return NGHTTP2_ERR_CALLBACK_FAILURE;
   }
+  /* Gather; conn_send() writes what nghttp2 had once it has handed over everything. */
+  if (c->out_len + length > sizeof(c->out)) {
+    int rc = out_flush(c);
+    if (rc < 0)
+      return NGHTTP2_ERR_CALLBACK_FAILURE;
+    if (rc > 0)
+      return NGHTTP2_ERR_WOULDBLOCK;
+  }
+  if (length <= sizeof(c->out)) {
+    memcpy(c->out + c->out_len, data, length);
+    c->out_len += length;
+    return (ssize_t)length;
+  }
+  /* A frame larger than the gathering buffer (which is empty now) goes on its own. */
   n = send(c->fd, data, length, MSG_NOSIGNAL);
   if (n >= 0)
     return n;
   if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
     return NGHTTP2_ERR_WOULDBLOCK;
-  err = errno;
-  free(c->h2_error);
-  if (err == EPIPE || err == ECONNRESET)
-    c->h2_error = clue__str_printf("connection reset by %s", c->target);
-  else
-    c->h2_error = clue__str_printf("cannot send to %s: %s", c->target, strerror(err));
+  send_failed(c);
   return NGHTTP2_ERR_CALLBACK_FAILURE;
 }
 
@@ -420,7 +462,7 @@ static void conn_feed(clue_conn_t *c, const uint8_t *buf, size_t n) {
 static void conn_send(clue_conn_t *c) {
   int rv = nghttp2_session_send(c->h2);
 
-  if (rv == 0)
+  if (rv == 0 && (c->out_len == 0 || out_flush(c) >= 0))
     return;
   if (rv == NGHTTP2_ERR_NOMEM)
     conn_set_state(c, CONN_IDLE, CLUE_ENOMEM, NULL);
@@ -431,9 +473,14 @@ static void conn_send(clue_conn_t *c) {
               nghttp2_strerror(rv));
 }
 
+/* Bytes wait to be written, in nghttp2 or gathered here. */
+static int conn_want_write(const clue_conn_t *c) {
+  return c->out_len > 0 || nghttp2_session_want_write(c->h2);
+}
+
 /* The session wants nothing more: the peer or nghttp2 ended it. */
 static int conn_session_over(clue_conn_t *c) {
-  if (nghttp2_session_want_read(c->h2) || nghttp2_session_want_write(c->h2))
+  if (nghttp2_session_want_read(c->h2) || conn_want_write(c))
     return 0;
   if (c->h2_error != NULL)
     conn_fail(c, CLUE_STATUS_UNAVAILABLE, "%s", c->h2_error);
@@ -506,7 +553,7 @@ void clue__conn_wait(clue_conn_t *c, call_t *call, int want_msg) {
     }
     pfd.fd = c->fd;
     pfd.events = POLLIN;
-    if (nghttp2_session_want_write(c->h2))
+    if (conn_want_write(c))
       pfd.events |= POLLOUT;
     pfd.revents = 0;
     n = poll(&pfd, 1, timeout);

@@ -11,6 +11,9 @@
 #include "clue/client.h"
 #include "tls.h"
 
+/** Bytes of frames gathered for one send() (cleartext connections). */
+#define CLUE_CONN_OUT_MAX 4096
+
 typedef enum conn_state {
   CONN_IDLE,     /* no transport; the next call connects */
   CONN_READY,    /* session up; new calls may start */
@@ -33,6 +36,10 @@ struct clue_conn {
   char *h2_error; /* why nghttp2 or the server's GOAWAY ended the session, if it said */
   clue_tls_t tls; /* ctx NULL: cleartext (h2c) */
   SSL *ssl;       /* the TLS session on fd, or NULL */
+  /* Cleartext frames nghttp2 handed over and not yet written: a call's HEADERS and DATA go
+   * out in one send(), one segment, instead of one each (TCP_NODELAY is on). */
+  size_t out_len;
+  uint8_t out[CLUE_CONN_OUT_MAX];
 };
 
 /**
