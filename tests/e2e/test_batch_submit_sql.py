@@ -2,15 +2,19 @@
 real PostgreSQL and compared, call by call, with clue_submit() on a twin database.
 
 Two databases are migrated by `clued migrate` and given the same units and users. On one, the
-calls go in batches through BATCH_SQL (the statement clued's batcher sends, below); a call the
-batch leaves out is then run on its own through SUBMIT_SQL, as clued does. On the twin, every
-call goes through SUBMIT_SQL (the statement clued sends today, server/service/clue.c). The
+calls go in batches through BATCH_SQL (the statement clued's batcher is to send, below); a call
+the batch leaves out is then run on its own through SUBMIT_SQL, as clued does. On the twin,
+every call goes through SUBMIT_SQL (submit_sql of server/service/clue.c, as clued sends it). Both
+statements are read from clued's sources, their macros expanded by the C preprocessor. The
 answers, clues, numbers, reporters, request records and audit events must be the same,
 except ids, seqs and the moments of the appends; the chains must verify by audit_verify()
 (what VerifyAuditChain runs) and by chain.py's own implementation of the canonical hash.
 """
 
+import ast
 import os
+import re
+import subprocess
 import sys
 import threading
 import uuid
@@ -22,50 +26,33 @@ import harness  # noqa: E402
 import psycopg2  # noqa: E402
 import psycopg2.errors  # noqa: E402
 
-# The columns clued selects from a submitted clue: CLUE_COLS of server/service/clue_row.h, with
-# the clue c, the owner unit ou, and the caller's unit and user. The batch statement takes the
-# caller's user and unit per call from the function's own columns.
-def clue_cols(c, ou, unit, user):
-    ms = lambda e: f"(extract(epoch from {e}) * 1000)::bigint"  # noqa: E731
-    return (
-        f"({c}).id, ({c}).state, ({c}).version, ({c}).owner_unit, {ou}.kind, {ou}.liaison_room_id,"
-        f" (SELECT jcl.lead_unit FROM joint_cases jcl WHERE jcl.id = ({c}).joint_case_id),"
-        f" (EXISTS (SELECT 1 FROM joint_cases jcl WHERE jcl.id = ({c}).joint_case_id AND jcl.lead_unit = {unit})"
-        f" OR EXISTS (SELECT 1 FROM case_participants jcp WHERE jcp.case_id = ({c}).joint_case_id"
-        f" AND jcp.unit_id = {unit})), ({c}).pending_reviewer_unit, ({c}).deadline_extended, ({c}).has_reporter,"
-        f" {ms(f'({c}).stage_deadline')},"
-        f" CASE WHEN ({c}).has_handlers THEN EXISTS (SELECT 1 FROM clue_handlers chf WHERE chf.clue_id = ({c}).id"
-        f" AND chf.user_id = {user} AND chf.owner_unit = ({c}).owner_unit) ELSE false END,"
-        f" CASE WHEN ({c}).has_recusals THEN EXISTS (SELECT 1 FROM recusals rrf WHERE rrf.clue_id = ({c}).id"
-        f" AND rrf.user_id = {user}) ELSE false END,"
-        f" CASE WHEN ({c}).has_recusals THEN clue_unit_leaders_recused(({c}).id, ({c}).owner_unit) ELSE false END,"
-        f" CASE WHEN ({c}).has_recusals AND ({c}).pending_reviewer_unit IS NOT NULL"
-        f" THEN clue_unit_leaders_recused(({c}).id, ({c}).pending_reviewer_unit) ELSE false END,"
-        f" ({c}).registration_number, ({c}).title, ({c}).summary, ({c}).source, ({c}).subject_name,"
-        f" ({c}).subject_position, ({c}).subject_rank_level, ({c}).subject_is_top_leader, ({c}).host_unit,"
-        f" array_to_string(({c}).violation_categories, chr(31)), ({c}).created_by, {ms(f'({c}).created_at')},"
-        f" {ms(f'({c}).updated_at')}, ({c}).joint_case_id, ({c}).disposal, {ou}.code, {ou}.name,"
-        f" (SELECT cu.name FROM users cu WHERE cu.id = ({c}).created_by)")
+def c_string(expr):
+    """A C string expression of clued's sources, its macros expanded by the C preprocessor:
+    CLUE_COLS and the macros it uses, as server/service/clue_row.h and common.h define them."""
+    defs = ""
+    for name in ("clue_row.h", "common.h"):
+        with open(os.path.join(harness.SRC, "server", "service", name), encoding="utf-8") as f:
+            src = f.read()
+        for m in re.finditer(r"^#define (CLUE_FACT_COLS|CLUE_USER_FACT_COLS|CLUE_COLS|SVC_MS)\b(?:.*\\\n)*.*$", src, re.M):
+            defs += m.group(0) + "\n"
+    out = subprocess.run(["cpp", "-P"], input=defs + "(" + expr + ")\n", capture_output=True, text=True, check=True)
+    return ast.literal_eval(out.stdout.strip())  # adjacent literals concatenated, as in C
 
 
-# submit_sql of server/service/clue.c, as sent today.
-SUBMIT_SQL = ("SELECT " + clue_cols("s", "ou", "$2", "$1") +
-              " FROM clue_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,"
-              " $15::text[], $16, $17, $18, $19, $20) s JOIN units ou ON ou.id = (s).owner_unit")
+# submit_sql of server/service/clue.c: the statement clued sends for one SubmitClue.
+with open(os.path.join(harness.SRC, "server", "service", "clue.c"), encoding="utf-8") as _f:
+    SUBMIT_SQL = c_string(re.search(r"static const char submit_sql\[\] =(.*?);\n", _f.read(), re.S).group(1))
 
-# The batch statement for clued's batcher: parameter i is the text-format array of every call's
-# parameter i of SUBMIT_SQL, in call order ($15: one element per call, that call's text[] in its
-# text form); one row per completed call, SUBMIT_SQL's columns and then ord. In C:
-#   "SELECT " CLUE_COLS("s.clue", "ou", "s.actor_unit", "s.actor_user") ", s.ord"
-#   " FROM clue_submit_many($1::bigint[], $2::bigint[], $3::uuid[], $4::bigint[], $5::bigint[],"
-#   " $6::int[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],"
-#   " $13::boolean[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[],"
-#   " $20::bigint[]) s JOIN units ou ON ou.id = (s.clue).owner_unit"
-BATCH_SQL = ("SELECT " + clue_cols("s.clue", "ou", "s.actor_unit", "s.actor_user") + ", s.ord"
-             " FROM clue_submit_many($1::bigint[], $2::bigint[], $3::uuid[], $4::bigint[], $5::bigint[],"
-             " $6::int[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],"
-             " $13::boolean[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[],"
-             " $20::bigint[]) s JOIN units ou ON ou.id = (s.clue).owner_unit")
+# The statement for clued's batcher (docs/WRITES.md, "Batched submits"): parameter i is the
+# text-format array of every call's parameter i of submit_sql, in call order ($15: one element
+# per call, that call's text[] in its text form); one row per completed call, with submit_sql's
+# columns and then ord. The caller's user and unit come from the function's own columns.
+BATCH_SQL = c_string(
+    '"SELECT " CLUE_COLS("s.clue", "ou", "s.actor_unit", "s.actor_user") ", s.ord"'
+    '" FROM clue_submit_many($1::bigint[], $2::bigint[], $3::uuid[], $4::bigint[], $5::bigint[], $6::int[],"'
+    '" $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::boolean[], $14::text[],"'
+    '" $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::bigint[]) s"'
+    '" JOIN units ou ON ou.id = (s.clue).owner_unit"')
 
 NOW = 1_764_900_000_000  # 2025-12-05, in ms
 DAY = 86_400_000
