@@ -48,6 +48,8 @@ static const char usage_text[] =
     "                             could disable the audit triggers (refused otherwise)\n"
     "  --db-pool N                database connections (default 8)\n"
     "  --db-queue N               calls that may wait for a connection (default 1024)\n"
+    "  --db-batch-inflight N      moves written at once, each alone; more wait and then go in\n"
+    "                             one statement and one commit; 0: each alone (default 2)\n"
     "  --db-statement-timeout MS  a database statement running longer is cancelled and its\n"
     "                             call fails with UNAVAILABLE, nothing changed (default 30000)\n"
     "  --db-lock-timeout MS       a wait for a row locked by a concurrent change longer than\n"
@@ -177,6 +179,7 @@ enum {
   OPT_LISTEN = 256,
   OPT_DATABASE_URL,
   OPT_DB_POOL,
+  OPT_DB_BATCH_INFLIGHT,
   OPT_DB_QUEUE,
   OPT_DB_STATEMENT_TIMEOUT,
   OPT_DB_LOCK_TIMEOUT,
@@ -232,6 +235,7 @@ static const struct option long_opts[] = {
     {"listen", required_argument, NULL, OPT_LISTEN},
     {"database-url", required_argument, NULL, OPT_DATABASE_URL},
     {"db-pool", required_argument, NULL, OPT_DB_POOL},
+    {"db-batch-inflight", required_argument, NULL, OPT_DB_BATCH_INFLIGHT},
     {"db-queue", required_argument, NULL, OPT_DB_QUEUE},
     {"db-statement-timeout", required_argument, NULL, OPT_DB_STATEMENT_TIMEOUT},
     {"db-lock-timeout", required_argument, NULL, OPT_DB_LOCK_TIMEOUT},
@@ -357,6 +361,11 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       if (parse_num("--db-pool", optarg, 1, 256, &v))
         return 1;
       cfg->db_pool_size = (int)v;
+      break;
+    case OPT_DB_BATCH_INFLIGHT:
+      if (parse_num("--db-batch-inflight", optarg, 0, 256, &v))
+        return 1;
+      cfg->db_batch_inflight = (int)v;
       break;
     case OPT_DB_QUEUE:
       if (parse_num("--db-queue", optarg, 0, 1000000, &v))

@@ -43,6 +43,8 @@ typedef struct server_config {
   uint64_t max_stream_age_ms;   /* WatchEvents streams end after this, default 1 h; 0: never */
   const char *database_url;     /* libpq conninfo */
   int db_pool_size;             /* default 8 */
+  int db_batch_inflight;        /* statements of one batched write kind running at once;
+                                   0: no batching (default 2, service/batch.h) */
   size_t db_queue_max;          /* default 1024 */
   unsigned db_statement_timeout_ms; /* server-side statement_timeout, default 30000 */
   unsigned db_lock_timeout_ms;  /* server-side lock_timeout, default 3000 */
@@ -110,6 +112,7 @@ struct server {
   reflection_t *reflection;     /* server reflection: the embedded descriptor set, indexed */
   auth_cache_t auth_cache;      /* principals by token hash (rpc/auth.c); outlives the pool */
   audit_tree_t *tree;           /* the audit log's Merkle tree and checkpoints */
+  struct svc_batches *batches;  /* the batched writes' queues (service/batch.c) */
   /* Creates the owner of a new stream and hands back its stream (rpc_call_accept): how a
    * connection starts a call without knowing what a call is. 0 or a negative error. */
   int (*stream_accept)(server_t *srv, uint64_t conn_id, int32_t stream_id, h2_stream_t **out);

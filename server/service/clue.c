@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "service/audit_event.h"
+#include "service/batch.h"
 #include "service/clue_list.h"
 #include "service/clue_row.h"
 #include "service/deadline.h"
@@ -275,6 +276,19 @@ static const char apply_move_sql[] =
     "SELECT " MOVED_COLS " FROM clue_apply_move($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
     " jsonb_strip_nulls(" MOVE_DETAILS ")), $16, $17) o";
 
+/* The same for many plain moves at once (service/batch.h, 0021_batched_moves.sql): parameter i
+ * is every move's parameter i; the details are built per move as above. */
+static const char apply_moves_sql[] =
+    "SELECT " MOVED_COLS ", o.ord FROM clue_apply_moves($1::bigint[], $2::bigint[], $3::uuid[],"
+    " $4::bigint[], $5::bigint[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[],"
+    " ARRAY(SELECT jsonb_strip_nulls(jsonb_build_object('disposal', d, 'finding', f,"
+    " 'sanction_kind', s, 'persons_disciplined', p::int, 'receiving_organ', r))"
+    " FROM unnest($11::text[], $12::text[], $13::text[], $14::text[], $15::text[])"
+    " WITH ORDINALITY AS u(d, f, s, p, r, k) ORDER BY k), $16::bigint[], $17::bigint[]) o";
+
+static const svc_batch_kind_t plain_moves = {SVC_BATCH_MOVE, "move", apply_move_sql,
+                                             apply_moves_sql, 17};
+
 static const char propose_sql[] =
     "SELECT " OUTCOME_COLS " FROM proposal_create($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
     " jsonb_strip_nulls(" MOVE_DETAILS ", 'reviewer_unit_id', $17::bigint)), $16)" OUTCOME_JOIN;
@@ -467,7 +481,7 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
     return;
   }
   mr->row = row;
-  svc_write(call, apply_move_sql, 17, params, moved_plain, mr);
+  svc_write_batched(call, &plain_moves, params, moved_plain, mr);
 }
 
 static int validate_move(const Clue__V1__RequestTransitionRequest *req, validate_error_t *err) {

@@ -11,6 +11,7 @@
 #include "log.h"
 #include "rpc/table.h"
 #include "service/admin.h"
+#include "service/batch.h"
 #include "service/audit.h"
 #include "service/audit_proof.h"
 #include "service/audit_watch.h"
@@ -151,6 +152,8 @@ static const server_module_t reflection_module = {"reflection", reflection_init,
                                                   reflection_close};
 static const server_module_t pool_module = {"the database pool", pool_start, NULL, pool_close,
                                             NULL};
+static const server_module_t batch_module = {"write batching", svc_batch_start, NULL, NULL,
+                                             svc_batch_free};
 static const server_module_t auth_module = {"authentication", rpc_auth_init, NULL, NULL,
                                             auth_free};
 static const server_module_t health_module = {"health", health_init, health_shutdown,
@@ -164,7 +167,7 @@ static const server_module_t tree_module = {"the audit tree", tree_start_if_db, 
 
 int services_start(server_t *srv) {
   static const server_module_t *const modules[] = {
-      &methods_module, &reflection_module, &pool_module, &auth_module,
+      &methods_module, &reflection_module, &pool_module, &batch_module, &auth_module,
       &health_module,  &tail_module,       &audit_module, &tree_module, &metrics_module,
   };
   return server_start_modules(srv, modules, sizeof(modules) / sizeof(modules[0]));

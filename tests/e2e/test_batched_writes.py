@@ -1,0 +1,230 @@
+"""Plain moves written together (service/batch.c, migrations/0021_batched_moves.sql).
+
+clued serves with --db-batch-inflight 1: one move statement at a time, so concurrent moves
+wait and go to the database together, in one statement and one transaction. Every move must
+still be what it is alone: its own answer (the clue as a fresh read shows it), its own refusal
+(a stale version, a reused request id), exactly one event each on a chain that verifies, and
+one request record. That they did share transactions is read from the events' txid; a
+second clued with batching off (0) shows the opposite, so that assertion can fail.
+"""
+
+import collections
+import concurrent.futures
+import os
+import sys
+import threading
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import chain  # noqa: E402
+import harness  # noqa: E402
+from harness import new_request_id  # noqa: E402
+import world  # noqa: E402
+
+S = harness.stubs()
+pb = S.clue_pb2
+cm = S.common_pb2
+Code = grpc.StatusCode
+PRELIM = cm.CLUE_STATE_PRELIMINARY_CHECK
+CLOSED = cm.CLUE_STATE_CLOSED
+
+
+class Ctx:
+    pass
+
+
+def setup():
+    c = Ctx()
+    pg = harness.Postgres.get()
+    c.dbname = pg.new_database()
+    c.srv = harness.Clued(pg.url(c.dbname), args=["--db-batch-inflight", "1", "--db-pool", "8"]).start()
+    c.w = world.build(c.srv)
+    c.db = pg.connect(c.dbname)
+    c.db.autocommit = True
+    return c
+
+
+def teardown(c):
+    c.w.close()
+    c.db.close()
+    c.srv.stop()
+
+
+def submit(user, n):
+    req = dict(title="线索", summary="反映某某违规", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+               subject=pb.SubjectPerson(name="张三", position="处长", rank_level="正处"), host_unit="市发展改革委",
+               violation_categories=["违反廉洁纪律"])
+    return [user.clue.SubmitClue(pb.SubmitClueRequest(request_id=new_request_id(), **req), timeout=20)
+            for _ in range(n)]
+
+
+def all_at_once(calls):
+    """Run the callables together (a thread each, released by one barrier); their outcomes, in
+    order: (Code.OK, reply) or (code, details)."""
+    barrier = threading.Barrier(len(calls))
+
+    def one(f):
+        barrier.wait()
+        try:
+            return Code.OK, f()
+        except grpc.RpcError as e:
+            return e.code(), e.details()
+
+    with concurrent.futures.ThreadPoolExecutor(len(calls)) as ex:
+        return list(ex.map(one, calls))
+
+
+def move_call(user, clue, version=None, request_id=None, target=PRELIM, details=None):
+    req = pb.RequestTransitionRequest(clue_id=clue.id, expected_version=version or clue.version, target=target,
+                                      reason="初核", request_id=request_id or new_request_id(),
+                                      details=pb.TransitionDetails(**(details or {})))
+    return lambda: user.clue.RequestTransition(req, timeout=30)
+
+
+def events_of(c, ids):
+    with c.db.cursor() as cur:
+        cur.execute("SELECT subject_id, txid, action FROM audit_events WHERE subject_type = 'clue' AND "
+                    "subject_id = ANY(%s) AND action = 'clue.move' ORDER BY seq", (list(ids),))
+        return cur.fetchall()
+
+
+def same_clue(a, b):
+    return a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True)
+
+
+def check_moved(c, user, clues, replies):
+    for cl, r in zip(clues, replies):
+        now = user.clue.GetClue(pb.GetClueRequest(clue_id=cl.id), timeout=20)
+        assert now.version == cl.version + 1 and now.state == PRELIM, now
+        assert not r.pending and not r.HasField("proposal")
+        assert same_clue(r.clue, now), (r.clue, now)
+
+
+def test_concurrent_moves_share_transactions(c):
+    w = c.w
+    clues = submit(w.G1.member, 24) + submit(w.G2.member, 24)
+    users = [w.G1.leader] * 24 + [w.G2.leader] * 24
+    out = all_at_once([move_call(u, cl) for u, cl in zip(users, clues)])
+    assert all(code == Code.OK for code, _ in out), [o for o in out if o[0] != Code.OK]
+    for u, cl, (_, r) in zip(users, clues, out):
+        check_moved(c, u, [cl], [r])
+    evs = events_of(c, [cl.id for cl in clues])
+    per_clue = collections.Counter(e[0] for e in evs)
+    assert sorted(per_clue) == sorted(cl.id for cl in clues) and set(per_clue.values()) == {1}, per_clue
+    per_txn = collections.Counter(e[1] for e in evs)
+    assert max(per_txn.values()) > 1, f"every move committed alone: {per_txn}"
+    with c.db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM clue_requests WHERE method = 'RequestTransition' AND clue_id = ANY(%s)",
+                    ([cl.id for cl in clues],))
+        assert cur.fetchone()[0] == len(clues)
+    for cl in clues:
+        chain.verify_subject(c.db, "clue", cl.id)
+
+
+def test_stale_moves_refused_as_alone(c):
+    # Half the moves expect a version the clue does not have: each gets the refusal a lone stale
+    # move gets, with the same message, and writes nothing; the other half move.
+    w = c.w
+    clues = submit(w.G1.member, 21)
+    lone = all_at_once([move_call(w.G1.leader, clues[20], version=7)])[0]
+    assert lone[0] == Code.ABORTED, lone
+    good, stale = clues[:10], clues[10:20]
+    out = all_at_once([move_call(w.G1.leader, cl) for cl in good] +
+                      [move_call(w.G1.leader, cl, version=7) for cl in stale])
+    assert all(code == Code.OK for code, _ in out[:10]), out[:10]
+    check_moved(c, w.G1.leader, good, [r for _, r in out[:10]])
+    for cl, (code, msg) in zip(stale, out[10:]):
+        assert (code, msg) == (lone[0], lone[1].replace(str(clues[20].id), str(cl.id))), (code, msg, lone)
+        assert w.G1.leader.clue.GetClue(pb.GetClueRequest(clue_id=cl.id), timeout=20).version == 1
+    assert {e[0] for e in events_of(c, [cl.id for cl in clues])} == {cl.id for cl in good}
+
+
+def test_retries_race_across_batches(c):
+    # Each move sent three times at once with one request id: one move, one event, and all three
+    # replies are the clue the move made.
+    w = c.w
+    clues = submit(w.G2.member, 12)
+    keys = [new_request_id() for _ in clues]
+    calls = [move_call(w.G2.leader, cl, request_id=k) for cl, k in zip(clues, keys)] * 3
+    out = all_at_once(calls)
+    assert all(code == Code.OK for code, _ in out), [o for o in out if o[0] != Code.OK]
+    for i, cl in enumerate(clues):
+        check_moved(c, w.G2.leader, [cl] * 3, [out[i][1], out[i + 12][1], out[i + 24][1]])
+    assert collections.Counter(e[0] for e in events_of(c, [cl.id for cl in clues])) == {cl.id: 1 for cl in clues}
+
+
+def test_request_id_reused_for_another_clue(c):
+    # One request id sent for two clues at once (a client's bug): exactly one of the two moves,
+    # the other refused as reusing the id, as when they come one after the other.
+    w = c.w
+    clues = submit(w.G1.member, 16)
+    keys = [new_request_id() for _ in range(8)]
+    out = all_at_once([move_call(w.G1.leader, cl, request_id=keys[i // 2]) for i, cl in enumerate(clues)])
+    for i in range(8):
+        pair = out[2 * i:2 * i + 2]
+        assert sorted(code.name for code, _ in pair) == ["INVALID_ARGUMENT", "OK"], pair
+        assert "request_id" in [m for code, m in pair if code != Code.OK][0]
+    moved = {e[0] for e in events_of(c, [cl.id for cl in clues])}
+    assert len(moved) == 8
+    for cl in clues:
+        v = w.G1.leader.clue.GetClue(pb.GetClueRequest(clue_id=cl.id), timeout=20).version
+        assert v == (2 if cl.id in moved else 1)
+        chain.verify_subject(c.db, "clue", cl.id)
+
+
+def test_moves_of_one_clue_in_one_batch(c):
+    # Sixteen different moves of one clue at once, closing and starting a check: one wins, the
+    # rest are refused as concurrent changes, as without batching.
+    w = c.w
+    cl = submit(w.G2.member, 1)[0]
+    calls = [move_call(w.G2.leader, cl) if i % 2 else
+             move_call(w.G2.leader, cl, target=CLOSED, details={"disposal": pb.DISPOSAL_SHELVED}) for i in range(16)]
+    out = all_at_once(calls)
+    assert [code for code, _ in out].count(Code.OK) == 1, out
+    assert all(code in (Code.OK, Code.ABORTED, Code.FAILED_PRECONDITION) for code, _ in out), out
+    assert len(events_of(c, [cl.id])) == 1
+    chain.verify_subject(c.db, "clue", cl.id)
+
+
+def test_abandoned_calls_leave_whole_moves(c):
+    # Callers that give up at once (a 1 ms deadline) while their moves wait or run: each move is
+    # either done whole (version 2, one event) or not at all, and the server keeps serving.
+    w = c.w
+    clues = submit(w.G1.member, 32)
+
+    def impatient(cl):
+        req = pb.RequestTransitionRequest(clue_id=cl.id, expected_version=1, target=PRELIM, reason="初核",
+                                          request_id=new_request_id())
+        return lambda: w.G1.leader.clue.RequestTransition(req, timeout=0.001)
+
+    all_at_once([impatient(cl) for cl in clues])
+    assert c.srv.proc.poll() is None
+    evs = collections.Counter(e[0] for e in events_of(c, [cl.id for cl in clues]))
+    for cl in clues:
+        v = w.G1.leader.clue.GetClue(pb.GetClueRequest(clue_id=cl.id), timeout=20).version
+        assert (v, evs.get(cl.id, 0)) in ((1, 0), (2, 1)), (cl.id, v, evs.get(cl.id))
+    again = all_at_once([move_call(w.G1.leader, cl) for cl in clues
+                         if w.G1.leader.clue.GetClue(pb.GetClueRequest(clue_id=cl.id), timeout=20).version == 1])
+    assert all(code == Code.OK for code, _ in again), again
+
+
+def test_batching_off_commits_each_alone(c):
+    # The control for the first test: with --db-batch-inflight 0 every move is its own transaction.
+    pg = harness.Postgres.get()
+    srv = harness.Clued(pg.url(c.dbname), args=["--db-batch-inflight", "0"]).start(migrate=False)
+    o = c.w.G2.leader
+    leader = world.User(srv.addr, o.id, o.name, o.role, o.unit, o.token)
+    try:
+        clues = submit(c.w.G2.member, 24)
+        out = all_at_once([move_call(leader, cl) for cl in clues])
+        assert all(code == Code.OK for code, _ in out), out
+        per_txn = collections.Counter(e[1] for e in events_of(c, [cl.id for cl in clues]))
+        assert set(per_txn.values()) == {1}, per_txn
+    finally:
+        leader.close()
+        srv.stop()
+
+
+if __name__ == "__main__":
+    harness.run_tests(dict(globals()), setup, teardown)
