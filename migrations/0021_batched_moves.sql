@@ -13,9 +13,12 @@
 --   that move alone, through clue_apply_move(), which gives its own answer or error;
 -- - an error fails every move of the call (nothing is written): clued then runs each alone.
 --   Among such errors: a request id already recorded (a unique violation of clue_requests),
---   two moves of one clue in one call, a deadlock with another batch.
+--   a deadlock with another batch.
 -- Each move done is exactly what clue_apply_move() does for it: the same update, the same
 -- event (fields, details, hash, chain) and the same request record.
+--
+-- Both functions plan their statements once per connection (force_generic_plan): with arrays
+-- for parameters PostgreSQL would otherwise plan every statement again on every call.
 
 -- ---- the audit append, for many events at once -------------------------------------------------
 
@@ -39,7 +42,7 @@ CREATE FUNCTION audit_append_many(
   p_details      jsonb[],
   p_token        bigint[]
 ) RETURNS SETOF audit_events
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
   x bigint := txid_current();
   n int := coalesce(cardinality(p_subject_id), 0);
@@ -48,15 +51,16 @@ BEGIN
   IF n = 0 THEN
     RETURN;
   END IF;
-  IF (SELECT count(DISTINCT (st, sid)) FROM unnest(p_subject_type, p_subject_id) s(st, sid)) <> n THEN
-    RAISE EXCEPTION 'audit_append_many: two events of one subject';
-  END IF;
   PERFORM 1 FROM audit_heads h
   WHERE (h.subject_type, h.subject_id) IN (SELECT * FROM unnest(p_subject_type, p_subject_id))
   ORDER BY h.subject_type, h.subject_id
   FOR UPDATE;
   GET DIAGNOSTICS locked = ROW_COUNT;
   IF locked < n THEN
+    -- A subject named twice is locked once, so it comes here too.
+    IF (SELECT count(DISTINCT (st, sid)) FROM unnest(p_subject_type, p_subject_id) s(st, sid)) <> n THEN
+      RAISE EXCEPTION 'audit_append_many: two events of one subject';
+    END IF;
     INSERT INTO audit_heads (subject_type, subject_id)
     SELECT st, sid FROM unnest(p_subject_type, p_subject_id) s(st, sid)
     ORDER BY st, sid
@@ -111,13 +115,13 @@ CREATE FUNCTION clue_apply_moves(
   p_actor_user bigint[], p_actor_unit bigint[], p_request_id uuid[], p_now_ms bigint[], p_clue bigint[],
   p_expected_version bigint[], p_from text[], p_to text[], p_action text[], p_reason text[], p_details jsonb[],
   p_deadline_ms bigint[], p_token bigint[])
-RETURNS TABLE (ord int, clue clues, proposal proposals) LANGUAGE plpgsql AS $$
+RETURNS TABLE (ord int, clue clues, proposal proposals) LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
   m record;
 BEGIN
-  IF (SELECT count(DISTINCT v) FROM unnest(p_clue) v) <> coalesce(cardinality(p_clue), 0) THEN
-    RAISE EXCEPTION 'clue_apply_moves: two moves of one clue';
-  END IF;
+  -- Two moves of one clue: the update takes the clue once, for one of them; the other is left
+  -- out (and refused alone by its compare-and-swap).
   WITH i AS MATERIALIZED (
     SELECT s.*, clue_ms_ts(s.now_ms) AS now_ts, clue_ms_ts(s.dl) AS deadline_ts
     FROM unnest(p_actor_user, p_actor_unit, p_request_id, p_now_ms, p_clue, p_expected_version, p_from, p_to,
