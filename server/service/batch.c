@@ -8,7 +8,7 @@
 #include "log.h"
 #include "server.h"
 
-/* One call's write, waiting or running. */
+/* One call's statement, waiting or running. */
 typedef struct item {
   struct item *next;
   rpc_call_t *call; /* referenced while the item lives */
@@ -18,12 +18,16 @@ typedef struct item {
   const char *values[];
 } item_t;
 
-/* The writes of one kind: those waiting, and how many statements are running. */
+typedef struct run run_t;
+
+/* The calls of one kind: those waiting, and the statements running. */
 typedef struct queue {
+  svc_batches_t *b;
   const svc_batch_kind_t *kind;
   item_t *head, **tail;
   size_t waiting;
-  int running;
+  run_t *runs;     /* running, newest first */
+  uv_timer_t wake; /* when the oldest of the running turns SVC_BATCH_STALL_MS old */
 } queue_t;
 
 struct svc_batches {
@@ -31,22 +35,34 @@ struct svc_batches {
   queue_t q[SVC_BATCH_KINDS];
 };
 
-/* One statement in flight: one write alone, or a batch. */
-typedef struct run {
+/* One statement in flight: one call alone, or a batch. */
+struct run {
   queue_t *q;
-  svc_batches_t *b;
+  run_t *prev, *next;
+  uint64_t started; /* loop time, ms */
+  db_req_t *req;    /* the pool's handle, for the calls to cancel it (db_cancel) */
   size_t n;
   item_t *items[];
-} run_t;
+};
 
-static void pump(svc_batches_t *b, queue_t *q);
+static void pump(queue_t *q);
+static void pump_later(uv_timer_t *t);
+
+static void run_unlink(run_t *run) {
+  if (run->prev)
+    run->prev->next = run->next;
+  else
+    run->q->runs = run->next;
+  if (run->next)
+    run->next->prev = run->prev;
+}
 
 static void item_free(item_t *it) {
   rpc_call_unref(it->call);
   free(it);
 }
 
-/* Answer it from r, as svc_write()'s own callback would. */
+/* Answer it from r, as svc_write()'s or svc_read()'s own callback would. */
 static void deliver(item_t *it, const db_result_t *r) {
   if (rpc_call_done(it->call))
     return;
@@ -56,10 +72,16 @@ static void deliver(item_t *it, const db_result_t *r) {
     it->cb(it->call, r, it->arg);
 }
 
-/* Run it alone, through the pool like any write: the batch left it out or failed. */
+/* Run it alone, through the pool like any statement: the batch left it out or failed. */
 static void rerun(const queue_t *q, item_t *it) {
-  if (!rpc_call_done(it->call))
-    svc_write(it->call, q->kind->one_sql, q->kind->nparams, it->values, it->cb, it->arg);
+  const svc_batch_kind_t *k = q->kind;
+
+  if (rpc_call_done(it->call))
+    return;
+  if (k->writes)
+    svc_write(it->call, k->one_sql, k->nparams, it->values, it->cb, it->arg);
+  else
+    svc_read(it->call, k->one_sql, k->nparams, it->values, it->cb, it->arg);
 }
 
 char *svc_batch_array(const char *const *v, size_t n) {
@@ -97,42 +119,54 @@ char *svc_batch_array(const char *const *v, size_t n) {
   return s;
 }
 
-/* Row `row` of res alone, as a result of its own with the same columns. */
-static PGresult *row_result(const PGresult *res, int row) {
+/* Rows [row, row + n) of res alone, as a result of their own with the same columns. */
+static PGresult *rows_result(const PGresult *res, int row, int n) {
   PGresult *one = PQcopyResult(res, PG_COPYRES_ATTRS);
-  int c;
+  int c, i;
 
   if (one == NULL)
     return NULL;
-  for (c = 0; c < PQnfields(res); c++) {
-    int ok = PQgetisnull(res, row, c)
-                 ? PQsetvalue(one, 0, c, NULL, -1)
-                 : PQsetvalue(one, 0, c, PQgetvalue(res, row, c), PQgetlength(res, row, c));
-    if (!ok) {
-      PQclear(one);
-      return NULL;
+  for (i = 0; i < n; i++)
+    for (c = 0; c < PQnfields(res); c++) {
+      int ok = PQgetisnull(res, row + i, c) ? PQsetvalue(one, i, c, NULL, -1)
+                                            : PQsetvalue(one, i, c, PQgetvalue(res, row + i, c),
+                                                         PQgetlength(res, row + i, c));
+      if (!ok) {
+        PQclear(one);
+        return NULL;
+      }
     }
-  }
   return one;
 }
 
-/* Each row answers the write at its position (the last column); the others run alone. */
+/* The call position a batch row names in its last column, 0 if none. */
+static long row_ord(const PGresult *res, int row) {
+  int last = PQnfields(res) - 1;
+
+  if (last < 0 || PQgetisnull(res, row, last))
+    return 0;
+  return strtol(PQgetvalue(res, row, last), NULL, 10);
+}
+
+/* The rows naming a call's position (the last column; a run of rows for a read) answer it;
+ * the calls without rows run alone. */
 static void batch_rows(run_t *run, const db_result_t *r) {
   const PGresult *res = r->res[0];
-  int rows = PQntuples(res), last = PQnfields(res) - 1, i;
+  int rows = PQntuples(res), i, n;
   size_t k;
 
-  for (i = 0; i < rows && last >= 0; i++) {
-    const char *v = PQgetisnull(res, i, last) ? NULL : PQgetvalue(res, i, last);
-    long ord = v ? strtol(v, NULL, 10) : 0;
+  for (i = 0; i < rows; i += n) {
+    long ord = row_ord(res, i);
     item_t *it;
     PGresult *one;
 
+    for (n = 1; i + n < rows && row_ord(res, i + n) == ord; n++)
+      ;
     if (ord < 1 || (size_t)ord > run->n || run->items[ord - 1]->done)
       continue;
     it = run->items[ord - 1];
     it->done = 1;
-    if ((one = row_result(res, i)) == NULL) {
+    if ((one = rows_result(res, i, n)) == NULL) {
       db_result_t oom = {.err = DB_ENOMEM};
       deliver(it, &oom);
       continue;
@@ -143,8 +177,8 @@ static void batch_rows(run_t *run, const db_result_t *r) {
     }
     PQclear(one);
   }
-  if (rows > 0)
-    audit_tail_committed(run->b->srv);
+  if (rows > 0 && run->q->kind->writes)
+    audit_tail_committed(run->q->b->srv);
   for (k = 0; k < run->n; k++)
     if (!run->items[k]->done)
       rerun(run->q, run->items[k]);
@@ -155,16 +189,19 @@ static void run_done(const db_result_t *r, void *arg) {
   queue_t *q = run->q;
   size_t k;
 
-  q->running--;
+  run_unlink(run);
+  for (k = 0; k < run->n; k++)
+    rpc_call_db_ended(run->items[k]->call, run->req);
   if (run->n == 1) {
-    if (r->err == DB_OK)
-      audit_tail_committed(run->b->srv);
+    if (r->err == DB_OK && q->kind->writes)
+      audit_tail_committed(q->b->srv);
     deliver(run->items[0], r);
   } else if (r->err == DB_OK && r->nres == 1 && r->res[0] != NULL) {
     batch_rows(run, r);
   } else if (r->err == DB_EQUERY) {
-    /* Nothing of it was committed: each write alone gives its own answer or error. */
-    log_msg("info", "batched %s: %zu writes run alone after %s: %s", q->kind->name, run->n,
+    /* Nothing of it was committed: each alone gives its own answer or error. That includes a
+     * batch that one of its calls cancelled as it ended (57014): the others run again. */
+    log_msg("info", "batched %s: %zu calls run alone after %s: %s", q->kind->name, run->n,
             r->sqlstate ? r->sqlstate : "", r->message ? r->message : "");
     for (k = 0; k < run->n; k++)
       rerun(q, run->items[k]);
@@ -174,23 +211,26 @@ static void run_done(const db_result_t *r, void *arg) {
   }
   for (k = 0; k < run->n; k++)
     item_free(run->items[k]);
-  pump(run->b, q);
   free(run);
+  pump(q);
 }
 
-/* Send run's statement; on a refusal, answer its writes from the error at once. */
-static void run_send(svc_batches_t *b, run_t *run) {
-  const svc_batch_kind_t *kind = run->q->kind;
-  db_pool_t *db = b->srv->db;
+/* Send run's statement; on a refusal, answer its calls from the error at once. Each of its
+ * calls that ends first (cancelled, expired) cancels the statement, as a lone call would: a
+ * batch's other calls then run again alone. */
+static void run_send(run_t *run) {
+  queue_t *q = run->q;
+  const svc_batch_kind_t *kind = q->kind;
+  db_pool_t *db = q->b->srv->db;
+  db_opts_t o = {.owner = 0, .handle = &run->req};
   char *arrays[SVC_BATCH_PARAMS];
   const char *params[SVC_BATCH_PARAMS];
   const char *col[SVC_BATCH_MAX];
   int rc = DB_ENOMEM, i, made = 0;
   size_t k;
 
-  run->q->running++;
   if (run->n == 1) {
-    rc = db_query(db, kind->one_sql, kind->nparams, run->items[0]->values, run_done, run);
+    rc = db_query_opts(db, &o, kind->one_sql, kind->nparams, run->items[0]->values, run_done, run);
   } else {
     for (i = 0; i < kind->nparams; i++, made++) {
       for (k = 0; k < run->n; k++)
@@ -200,13 +240,21 @@ static void run_send(svc_batches_t *b, run_t *run) {
       params[i] = arrays[i];
     }
     if (made == kind->nparams)
-      rc = db_query(db, kind->many_sql, kind->nparams, params, run_done, run);
+      rc = db_query_opts(db, &o, kind->many_sql, kind->nparams, params, run_done, run);
     for (i = 0; i < made; i++)
       free(arrays[i]);
   }
-  if (rc != 0) {
+  if (rc == 0) {
+    run->started = uv_now(q->b->srv->loop);
+    run->prev = NULL;
+    run->next = q->runs;
+    if (q->runs)
+      q->runs->prev = run;
+    q->runs = run;
+    for (k = 0; k < run->n; k++)
+      rpc_call_db_started(run->items[k]->call, run->req);
+  } else {
     db_result_t r = {.err = rc};
-    run->q->running--;
     for (k = 0; k < run->n; k++) {
       deliver(run->items[k], &r);
       item_free(run->items[k]);
@@ -215,17 +263,42 @@ static void run_send(svc_batches_t *b, run_t *run) {
   }
 }
 
-/* Start statements while the kind has room: each takes every waiting write (up to the most). */
-static void pump(svc_batches_t *b, queue_t *q) {
-  int limit = b->srv->cfg.db_batch_inflight;
+/* Running statements that count against --db-batch-inflight: those younger than
+ * SVC_BATCH_STALL_MS (*oldest: the start of the oldest of them). An older one (waiting on a
+ * lock, say) no longer holds the calls behind it. */
+static int young_runs(const queue_t *q, uint64_t now, uint64_t *oldest) {
+  const run_t *r;
+  int n = 0;
 
-  while (q->running < limit && q->waiting > 0) {
-    size_t n = q->waiting < SVC_BATCH_MAX ? q->waiting : SVC_BATCH_MAX;
-    run_t *run = malloc(sizeof(*run) + n * sizeof(run->items[0]));
-    db_result_t oom = {.err = DB_ENOMEM};
+  *oldest = now;
+  for (r = q->runs; r; r = r->next)
+    if (now - r->started < SVC_BATCH_STALL_MS) {
+      n++;
+      if (r->started < *oldest)
+        *oldest = r->started;
+    }
+  return n;
+}
 
-    if (run == NULL) {
-      /* Out of memory: the first waiting write fails, the rest wait for the next end. */
+/* Start statements while the kind has room: each takes every waiting call (up to the most).
+ * Without room, wake when the oldest running statement stops counting. */
+static void pump(queue_t *q) {
+  server_t *srv = q->b->srv;
+  int limit = srv->cfg.db_batch_inflight;
+
+  while (q->waiting > 0) {
+    uint64_t now = uv_now(srv->loop), oldest;
+    size_t n;
+    run_t *run;
+
+    if (young_runs(q, now, &oldest) >= limit) {
+      (void)uv_timer_start(&q->wake, pump_later, oldest + SVC_BATCH_STALL_MS - now + 1, 0);
+      return;
+    }
+    n = q->waiting < SVC_BATCH_MAX ? q->waiting : SVC_BATCH_MAX;
+    if ((run = malloc(sizeof(*run) + n * sizeof(run->items[0]))) == NULL) {
+      /* Out of memory: the first waiting call fails, the rest wait for the next end. */
+      db_result_t oom = {.err = DB_ENOMEM};
       item_t *it = q->head;
       q->head = it->next;
       if (q->head == NULL)
@@ -236,7 +309,7 @@ static void pump(svc_batches_t *b, queue_t *q) {
       continue;
     }
     run->q = q;
-    run->b = b;
+    run->req = NULL;
     run->n = 0;
     while (run->n < n) {
       item_t *it = q->head;
@@ -256,12 +329,17 @@ static void pump(svc_batches_t *b, queue_t *q) {
       free(run);
       continue;
     }
-    run_send(b, run);
+    run_send(run);
   }
+  (void)uv_timer_stop(&q->wake);
 }
 
-void svc_write_batched(rpc_call_t *call, const svc_batch_kind_t *kind, const char *const *values,
-                       svc_cb cb, void *arg) {
+static void pump_later(uv_timer_t *t) {
+  pump(t->data);
+}
+
+void svc_batched(rpc_call_t *call, const svc_batch_kind_t *kind, const char *const *values,
+                 svc_cb cb, void *arg) {
   server_t *srv = rpc_call_server(call);
   svc_batches_t *b = srv->batches;
   queue_t *q;
@@ -269,7 +347,10 @@ void svc_write_batched(rpc_call_t *call, const svc_batch_kind_t *kind, const cha
 
   if (b == NULL || srv->db == NULL || srv->cfg.db_batch_inflight <= 0 ||
       kind->nparams > SVC_BATCH_PARAMS) {
-    svc_write(call, kind->one_sql, kind->nparams, values, cb, arg);
+    if (kind->writes)
+      svc_write(call, kind->one_sql, kind->nparams, values, cb, arg);
+    else
+      svc_read(call, kind->one_sql, kind->nparams, values, cb, arg);
     return;
   }
   q = &b->q[kind->id];
@@ -290,7 +371,7 @@ void svc_write_batched(rpc_call_t *call, const svc_batch_kind_t *kind, const cha
   *q->tail = it;
   q->tail = &it->next;
   q->waiting++;
-  pump(b, q);
+  pump(q);
 }
 
 int svc_batch_start(server_t *srv) {
@@ -300,10 +381,23 @@ int svc_batch_start(server_t *srv) {
   if (b == NULL)
     return -ENOMEM;
   b->srv = srv;
-  for (i = 0; i < SVC_BATCH_KINDS; i++)
+  for (i = 0; i < SVC_BATCH_KINDS; i++) {
+    b->q[i].b = b;
     b->q[i].tail = &b->q[i].head;
+    (void)uv_timer_init(srv->loop, &b->q[i].wake);
+    b->q[i].wake.data = &b->q[i];
+  }
   srv->batches = b;
   return 0;
+}
+
+void svc_batch_close(server_t *srv) {
+  int i;
+
+  if (srv->batches == NULL)
+    return;
+  for (i = 0; i < SVC_BATCH_KINDS; i++)
+    uv_close((uv_handle_t *)&srv->batches->q[i].wake, NULL);
 }
 
 void svc_batch_free(server_t *srv) {

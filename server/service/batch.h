@@ -1,21 +1,23 @@
 #ifndef CLUED_SERVICE_BATCH_H
 #define CLUED_SERVICE_BATCH_H
 
-/* Several calls' writes of one kind in one statement and one transaction (group commit).
+/* Several calls' statements of one kind as one statement: for writes, one transaction (group
+ * commit); for reads, one execution.
  *
- * A write of a batched kind goes to the database at once, alone, while fewer than
+ * A statement of a batched kind goes to the database at once, alone, while fewer than
  * --db-batch-inflight statements of its kind are running; otherwise it waits, and when one of
- * them ends every write then waiting (up to SVC_BATCH_MAX) goes in one statement: parameter i
- * is a text array of every write's parameter i. So a lone call pays nothing, and under load the
- * statement's fixed costs (the executor's set-up of each statement the function runs, the
- * commit and its WAL flush) are shared.
+ * them ends every one then waiting (up to SVC_BATCH_MAX) goes as one statement: parameter i
+ * is a text array of every call's parameter i. So a lone call pays nothing, and under load the
+ * statement's fixed costs (the executor's set-up of each statement, the commit and its WAL
+ * flush) are shared.
  *
- * The batch statement returns one row per write it did, with the one-write statement's
- * columns and, last, an int4: the write's 1-based position in the arrays. A write it left out
- * (no row) runs again alone, through the one-write statement, which gives its own answer or
- * error; if the batch statement fails, every write of it runs again alone (nothing of the
- * batch was committed). If the connection is lost, every write fails with UNAVAILABLE, as a
- * lone write would: its outcome is unknown and it is never run again blindly. */
+ * The batch statement returns one row per call it did (or, for a read, one or more rows per
+ * call, in order), with the one-call statement's columns and, last, an int4: the call's
+ * 1-based position in the arrays. A call it left out (no row) runs again alone, through the
+ * one-call statement, which gives its own answer or error; if the batch statement fails, every
+ * call of it runs again alone (nothing of the batch was committed). If the connection is lost,
+ * every call fails with UNAVAILABLE, as a lone call would: the outcome of a write is unknown
+ * and it is never run again blindly. */
 
 #include "service/common.h"
 
@@ -23,32 +25,40 @@
 #define SVC_BATCH_MAX 64
 #define SVC_BATCH_PARAMS 32
 
+/** A statement running longer than this (ms) no longer counts against --db-batch-inflight:
+ * one stuck on a lock does not hold the calls behind it. */
+#define SVC_BATCH_STALL_MS 25
+
 typedef struct svc_batches svc_batches_t;
 
 /** The batched kinds, each with a queue of its own. */
 typedef enum svc_batch_id {
   SVC_BATCH_MOVE,
+  SVC_BATCH_MOVE_FACTS,
   SVC_BATCH_KINDS,
 } svc_batch_id_t;
 
 typedef struct svc_batch_kind {
   svc_batch_id_t id;
   const char *name;     /* for logs */
-  const char *one_sql;  /* one write: nparams text parameters */
-  const char *many_sql; /* many writes: nparams text arrays; rows as above */
+  const char *one_sql;  /* one call: nparams text parameters */
+  const char *many_sql; /* many calls: nparams text arrays; rows as above */
   int nparams;
+  int writes; /* a write (svc_write()), else a read (svc_read()) */
 } svc_batch_kind_t;
 
 /**
- * Write values (kind->nparams text parameters, NULL = SQL NULL, in the call's memory) for
- * call, alone or in a batch: cb gets what kind->one_sql gives for them, exactly as from
- * svc_write() (one result, one row per row of the one-write statement).
+ * Run kind's statement with values (kind->nparams text parameters, NULL = SQL NULL, in the
+ * call's memory) for call, alone or in a batch: cb gets what kind->one_sql gives for them,
+ * exactly as from svc_write() or svc_read() (one result with the one-call statement's rows).
  */
-void svc_write_batched(rpc_call_t *call, const svc_batch_kind_t *kind, const char *const *values,
-                       svc_cb cb, void *arg);
+void svc_batched(rpc_call_t *call, const svc_batch_kind_t *kind, const char *const *values,
+                 svc_cb cb, void *arg);
 
-/** The module: the queues (server_t.batches), made before any call and freed after all. */
+/** The module: the queues (server_t.batches), made before any call, their timers closed with
+ * the last connection, their memory freed after the loop stopped. */
 int svc_batch_start(server_t *srv);
+void svc_batch_close(server_t *srv);
 void svc_batch_free(server_t *srv);
 
 /** Text array literal of v[0..n) ({"a","b",NULL}); malloc'd, NULL on out of memory. */

@@ -262,6 +262,22 @@ static const char move_facts_sql[] =
     " LEFT JOIN units nu ON nu.id = $5"
     " LEFT JOIN clue_requests q ON q.user_id = $2 AND q.request_id = $3";
 
+/* The same for many moves at once (service/batch.h): the parameters as arrays, one row each. */
+static const char move_facts_many_sql[] =
+    "SELECT " CLUE_COLS("c", "ou", "i.unit", "i.usr") ", nu.kind, q.method, q.clue_id, q.proposal_id"
+    ", " REVIEWER_RECUSED("(SELECT jcl.lead_unit FROM joint_cases jcl WHERE jcl.id = c.joint_case_id)")
+    ", " REVIEWER_RECUSED("ou.liaison_room_id") ", " REVIEWER_RECUSED("i.named") ", i.k::int"
+    " FROM unnest($1::bigint[], $2::bigint[], $3::uuid[], $4::bigint[], $5::bigint[])"
+    " WITH ORDINALITY AS i(clue, usr, rid, unit, named, k)"
+    " LEFT JOIN clues c ON c.id = i.clue"
+    " LEFT JOIN units ou ON ou.id = c.owner_unit"
+    " LEFT JOIN units nu ON nu.id = i.named"
+    " LEFT JOIN clue_requests q ON q.user_id = i.usr AND q.request_id = i.rid"
+    " ORDER BY i.k";
+
+static const svc_batch_kind_t move_facts = {SVC_BATCH_MOVE_FACTS, "move facts", move_facts_sql,
+                                            move_facts_many_sql, 5, 0};
+
 static const char replay_proposal_sql[] =
     "SELECT " PROPOSAL_COLS("p") " FROM proposals p WHERE p.id = $1";
 
@@ -287,7 +303,7 @@ static const char apply_moves_sql[] =
     " WITH ORDINALITY AS u(d, f, s, p, r, k) ORDER BY k), $16::bigint[], $17::bigint[]) o";
 
 static const svc_batch_kind_t plain_moves = {SVC_BATCH_MOVE, "move", apply_move_sql,
-                                             apply_moves_sql, 17};
+                                             apply_moves_sql, 17, 1};
 
 static const char propose_sql[] =
     "SELECT " OUTCOME_COLS " FROM proposal_create($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
@@ -481,7 +497,7 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
     return;
   }
   mr->row = row;
-  svc_write_batched(call, &plain_moves, params, moved_plain, mr);
+  svc_batched(call, &plain_moves, params, moved_plain, mr);
 }
 
 static int validate_move(const Clue__V1__RequestTransitionRequest *req, validate_error_t *err) {
@@ -550,7 +566,7 @@ static void request_transition(rpc_call_t *call, const ProtobufCMessage *m) {
     return;
   }
   /* The facts are a read: the move's one transaction is the write that follows. */
-  svc_read(call, move_facts_sql, 5, params, got_move_facts, mr);
+  svc_batched(call, &move_facts, params, got_move_facts, mr);
 }
 
 /* ---- GetHistory ------------------------------------------------------------------------- */

@@ -152,7 +152,7 @@ static const server_module_t reflection_module = {"reflection", reflection_init,
                                                   reflection_close};
 static const server_module_t pool_module = {"the database pool", pool_start, NULL, pool_close,
                                             NULL};
-static const server_module_t batch_module = {"write batching", svc_batch_start, NULL, NULL,
+static const server_module_t batch_module = {"batching", svc_batch_start, NULL, svc_batch_close,
                                              svc_batch_free};
 static const server_module_t auth_module = {"authentication", rpc_auth_init, NULL, NULL,
                                             auth_free};

@@ -200,13 +200,70 @@ def test_abandoned_calls_leave_whole_moves(c):
 
     all_at_once([impatient(cl) for cl in clues])
     assert c.srv.proc.poll() is None
-    evs = collections.Counter(e[0] for e in events_of(c, [cl.id for cl in clues]))
-    for cl in clues:
-        v = w.G1.leader.clue.GetClue(pb.GetClueRequest(clue_id=cl.id), timeout=20).version
-        assert (v, evs.get(cl.id, 0)) in ((1, 0), (2, 1)), (cl.id, v, evs.get(cl.id))
+    harness.wait_for(lambda: active(c.db) == 0, what="no statement of clued's running")
+    # Each clue's version and events in one snapshot: a move is committed whole or not at all.
+    with c.db.cursor() as cur:
+        cur.execute("SELECT c.version, (SELECT count(*) FROM audit_events e WHERE e.subject_type = 'clue'"
+                    " AND e.subject_id = c.id AND e.action = 'clue.move') FROM clues c WHERE c.id = ANY(%s)",
+                    ([cl.id for cl in clues],))
+        rows = cur.fetchall()
+    assert len(rows) == len(clues) and all(r in ((1, 0), (2, 1)) for r in rows), rows
     again = all_at_once([move_call(w.G1.leader, cl) for cl in clues
                          if w.G1.leader.clue.GetClue(pb.GetClueRequest(clue_id=cl.id), timeout=20).version == 1])
     assert all(code == Code.OK for code, _ in again), again
+
+
+def active(db):
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'clued'"
+                    " AND state = 'active' AND datname = current_database()")
+        return cur.fetchone()[0]
+
+
+def lock_waiters(db):
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'clued'"
+                    " AND wait_event_type = 'Lock' AND datname = current_database()")
+        return cur.fetchone()[0]
+
+
+def test_a_batch_stuck_on_a_lock_holds_no_other_move(c):
+    # A clue locked outside clued (a long transaction): the batch holding its move waits on the
+    # lock, here for up to a minute (--db-lock-timeout). Moves of other clues sent meanwhile do
+    # not wait behind it: once a statement has run SVC_BATCH_STALL_MS it no longer counts
+    # against --db-batch-inflight. So they complete while the lock is still held (each call
+    # has 20 s; without that rule they would wait the whole minute). When the lock goes, the
+    # stuck batch's moves all complete, the locked clue's too.
+    pg = harness.Postgres.get()
+    srv = harness.Clued(pg.url(c.dbname), args=["--db-batch-inflight", "1", "--db-lock-timeout", "60000"]).start(
+        migrate=False)
+    o = c.w.G2.leader
+    leader = world.User(srv.addr, o.id, o.name, o.role, o.unit, o.token)
+    locked, mates, later = submit(c.w.G2.member, 1)[0], submit(c.w.G2.member, 5), submit(c.w.G2.member, 6)
+    hold = pg.connect(c.dbname)
+    hold.autocommit = False
+    try:
+        with hold.cursor() as cur:
+            cur.execute("SELECT id FROM clues WHERE id = %s FOR UPDATE", (locked.id,))
+        with concurrent.futures.ThreadPoolExecutor(12) as ex:
+            stuck = [ex.submit(lambda cl=cl: leader.clue.RequestTransition(pb.RequestTransitionRequest(
+                clue_id=cl.id, expected_version=1, target=PRELIM, reason="初核", request_id=new_request_id()),
+                timeout=120)) for cl in [locked] + mates]
+            harness.wait_for(lambda: lock_waiters(c.db) >= 1, timeout=20, what="a move waiting on the lock")
+            out = all_at_once([move_call(leader, cl) for cl in later])
+            assert all(code == Code.OK for code, _ in out), out
+            check_moved(c, leader, later, [r for _, r in out])
+            assert lock_waiters(c.db) >= 1, "the lock is still held"
+            hold.rollback()
+            for f in stuck:
+                r = f.result()
+                assert r.clue.state == PRELIM and r.clue.version == 2
+        assert {e[0] for e in events_of(c, [locked.id] + [m.id for m in mates])} == {locked.id} | {m.id for m in mates}
+        chain.verify_subject(c.db, "clue", locked.id)
+    finally:
+        hold.close()
+        leader.close()
+        srv.stop()
 
 
 def test_batching_off_commits_each_alone(c):
