@@ -151,7 +151,7 @@ static long row_ord(const PGresult *res, int row) {
 /* The rows naming a call's position (the last column; a run of rows for a read) answer it;
  * the calls without rows run alone. */
 static void batch_rows(run_t *run, const db_result_t *r) {
-  const PGresult *res = r->res[0];
+  const PGresult *res = r->res[r->nres - 1];
   int rows = PQntuples(res), i, n;
   size_t k;
 
@@ -196,7 +196,7 @@ static void run_done(const db_result_t *r, void *arg) {
     if (r->err == DB_OK && q->kind->writes)
       audit_tail_committed(q->b->srv);
     deliver(run->items[0], r);
-  } else if (r->err == DB_OK && r->nres == 1 && r->res[0] != NULL) {
+  } else if (r->err == DB_OK && r->nres == 2 && r->res[1] != NULL) {
     batch_rows(run, r);
   } else if (r->err == DB_EQUERY) {
     /* Nothing of it was committed: each alone gives its own answer or error. That includes a
@@ -214,6 +214,12 @@ static void run_done(const db_result_t *r, void *arg) {
   free(run);
   pump(q);
 }
+
+/* A batch statement's arrays make every custom plan look cheaper than the generic one (the
+ * planner counts an array's elements only when it sees its value), so PostgreSQL would plan
+ * it again on every execution; planned once, it costs a fraction. The setting lasts for the
+ * batch's transaction only. */
+static const char generic_plan_sql[] = "SET LOCAL plan_cache_mode = force_generic_plan";
 
 /* Send run's statement; on a refusal, answer its calls from the error at once. Each of its
  * calls that ends first (cancelled, expired) cancels the statement, as a lone call would: a
@@ -239,8 +245,10 @@ static void run_send(run_t *run) {
         break;
       params[i] = arrays[i];
     }
-    if (made == kind->nparams)
-      rc = db_query_opts(db, &o, kind->many_sql, kind->nparams, params, run_done, run);
+    if (made == kind->nparams) {
+      db_stmt_t st[2] = {{generic_plan_sql, 0, NULL}, {kind->many_sql, kind->nparams, params}};
+      rc = db_txn_opts(db, &o, st, 2, run_done, run);
+    }
     for (i = 0; i < made; i++)
       free(arrays[i]);
   }
