@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -12,6 +13,7 @@
 #include "audit/tree.h"
 #include "db/db.h"
 #include "server.h"
+#include "service/batch.h"
 #include "service/audit_watch.h"
 
 /* go-grpc-prometheus's default buckets (Prometheus's DefBuckets), in seconds. */
@@ -340,6 +342,31 @@ int metrics_render(server_t *srv, char **out, size_t *len) {
       h.count = st.lat_count;
       h.sum_ns = st.lat_sum_ns;
       histogram_out(&o, "clued_db_query_seconds", "", &h, db_latency_bounds, DB_LAT_BUCKETS);
+    }
+  }
+  if (srv->batches) {
+    static const struct {
+      const char *name, *help;
+      size_t off;
+    } fams[] = {
+        {"clued_db_batches_total", "Statements that carried several calls' statements, by kind.",
+         offsetof(svc_batch_stats_t, batches)},
+        {"clued_db_batched_calls_total", "Calls answered by a statement carrying several, by kind.",
+         offsetof(svc_batch_stats_t, calls)},
+        {"clued_db_batch_reruns_total",
+         "Calls of a batch run again alone (left out of it, or it failed), by kind.",
+         offsetof(svc_batch_stats_t, reruns)},
+    };
+    for (size_t f = 0; f < sizeof(fams) / sizeof(fams[0]); f++) {
+      family(&o, fams[f].name, "counter", fams[f].help);
+      for (int k = 0; k < SVC_BATCH_KINDS; k++) {
+        svc_batch_stats_t st;
+        uint64_t v;
+        svc_batch_stats(srv, (svc_batch_id_t)k, &st);
+        memcpy(&v, (const char *)&st + fams[f].off, sizeof(v));
+        outf(&o, "%s{kind=\"%s\"} %llu\n", fams[f].name, svc_batch_name((svc_batch_id_t)k),
+             (unsigned long long)v);
+      }
     }
   }
   family(&o, "clued_audit_watchers", "gauge", "WatchEvents streams open now.");

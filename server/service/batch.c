@@ -27,6 +27,7 @@ typedef struct queue {
   item_t *head, **tail;
   size_t waiting;
   run_t *runs;     /* running, newest first */
+  svc_batch_stats_t stats;
   uv_timer_t wake; /* when the oldest of the running turns SVC_BATCH_STALL_MS old */
 } queue_t;
 
@@ -73,11 +74,12 @@ static void deliver(item_t *it, const db_result_t *r) {
 }
 
 /* Run it alone, through the pool like any statement: the batch left it out or failed. */
-static void rerun(const queue_t *q, item_t *it) {
+static void rerun(queue_t *q, item_t *it) {
   const svc_batch_kind_t *k = q->kind;
 
   if (rpc_call_done(it->call))
     return;
+  q->stats.reruns++;
   if (k->writes)
     svc_write(it->call, k->one_sql, k->nparams, it->values, it->cb, it->arg);
   else
@@ -166,6 +168,7 @@ static void batch_rows(run_t *run, const db_result_t *r) {
       continue;
     it = run->items[ord - 1];
     it->done = 1;
+    run->q->stats.calls++;
     if ((one = rows_result(res, i, n)) == NULL) {
       db_result_t oom = {.err = DB_ENOMEM};
       deliver(it, &oom);
@@ -253,6 +256,8 @@ static void run_send(run_t *run) {
       free(arrays[i]);
   }
   if (rc == 0) {
+    if (run->n > 1)
+      q->stats.batches++;
     run->started = uv_now(q->b->srv->loop);
     run->prev = NULL;
     run->next = q->runs;
@@ -380,6 +385,17 @@ void svc_batched(rpc_call_t *call, const svc_batch_kind_t *kind, const char *con
   q->tail = &it->next;
   q->waiting++;
   pump(q);
+}
+
+const char *svc_batch_name(svc_batch_id_t id) {
+  static const char *const names[SVC_BATCH_KINDS] = {"move", "move_facts", "get_clue"};
+  return (unsigned)id < SVC_BATCH_KINDS ? names[id] : "unknown";
+}
+
+void svc_batch_stats(const server_t *srv, svc_batch_id_t id, svc_batch_stats_t *st) {
+  static const svc_batch_stats_t none;
+
+  *st = srv->batches && (unsigned)id < SVC_BATCH_KINDS ? srv->batches->q[id].stats : none;
 }
 
 int svc_batch_start(server_t *srv) {

@@ -35,6 +35,7 @@ typedef struct svc_batches svc_batches_t;
 typedef enum svc_batch_id {
   SVC_BATCH_MOVE,
   SVC_BATCH_MOVE_FACTS,
+  SVC_BATCH_GET_CLUE,
   SVC_BATCH_KINDS,
 } svc_batch_id_t;
 
@@ -60,6 +61,19 @@ void svc_batched(rpc_call_t *call, const svc_batch_kind_t *kind, const char *con
 int svc_batch_start(server_t *srv);
 void svc_batch_close(server_t *srv);
 void svc_batch_free(server_t *srv);
+
+/** What the batches of one kind did, for metrics. */
+typedef struct svc_batch_stats {
+  uint64_t batches; /* statements that carried more than one call */
+  uint64_t calls;   /* calls answered by those */
+  uint64_t reruns;  /* calls of a batch that ran again alone (left out, or the batch failed) */
+} svc_batch_stats_t;
+
+/** The metric label of kind id (e.g. "move_facts"). */
+const char *svc_batch_name(svc_batch_id_t id);
+
+/** Fill st for kind id (zeros before the first batch, or without the module). */
+void svc_batch_stats(const server_t *srv, svc_batch_id_t id, svc_batch_stats_t *st);
 
 /** Text array literal of v[0..n) ({"a","b",NULL}); malloc'd, NULL on out of memory. */
 char *svc_batch_array(const char *const *v, size_t n);

@@ -79,7 +79,17 @@ static const char submit_sql[] =
 static const char get_clue_sql[] =
     "SELECT " CLUE_COLS("c", "ou", "$2", "$3") ", " CLUE_HANDLERS_COL("c")
     " FROM clues c JOIN units ou ON ou.id = c.owner_unit WHERE c.id = $1";
+
+/* The same for many GetClues at once (service/batch.h). A missing clue gives a row of NULLs,
+ * which reads as no clue (clue_row_read(): id 0), as the one-call statement's no row does. */
+static const char get_clues_sql[] =
+    "SELECT " CLUE_COLS("c", "ou", "i.unit", "i.usr") ", " CLUE_HANDLERS_COL("c") ", i.k::int"
+    " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) WITH ORDINALITY AS i(id, unit, usr, k)"
+    " LEFT JOIN clues c ON c.id = i.id LEFT JOIN units ou ON ou.id = c.owner_unit ORDER BY i.k";
 /* clang-format on */
+
+static const svc_batch_kind_t get_clues = {SVC_BATCH_GET_CLUE, "get clue", get_clue_sql,
+                                           get_clues_sql, 3, 0};
 
 static void submit_clue(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__SubmitClueRequest *req = (const void *)m;
@@ -164,7 +174,8 @@ static void got_clue(rpc_call_t *call, const db_result_t *r, void *arg) {
   const char *params[3];
   (void)arg;
 
-  if (db_rows(r) == 1 && clue_row_read(call, r, 0, 0, clue_now_ms(call), &row) != 0) {
+  if (db_rows(r) == 1 && db_value(r, 0, 0) != NULL &&
+      clue_row_read(call, r, 0, 0, clue_now_ms(call), &row) != 0) {
     clue_oom(call);
     return;
   }
@@ -195,7 +206,8 @@ static void got_clue(rpc_call_t *call, const db_result_t *r, void *arg) {
 
 /* GetClue and GetHistory: validate the id, then run sql with it ($1) and the caller's unit,
  * a read (reading the reporter, which is audited, is a statement of its own). */
-static void read_clue(rpc_call_t *call, int64_t clue_id, const char *sql, svc_cb cb) {
+static void read_clue(rpc_call_t *call, int64_t clue_id, const char *sql, svc_cb cb,
+                      const svc_batch_kind_t *batched) {
   validate_error_t err;
   const char *params[3];
 
@@ -208,12 +220,15 @@ static void read_clue(rpc_call_t *call, int64_t clue_id, const char *sql, svc_cb
     clue_oom(call);
     return;
   }
-  svc_read(call, sql, 3, params, cb, NULL);
+  if (batched)
+    svc_batched(call, batched, params, cb, NULL);
+  else
+    svc_read(call, sql, 3, params, cb, NULL);
 }
 
 static void get_clue(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__GetClueRequest *req = (const void *)m;
-  read_clue(call, req->clue_id, get_clue_sql, got_clue);
+  read_clue(call, req->clue_id, get_clue_sql, got_clue, &get_clues);
 }
 
 /* ---- RequestTransition ------------------------------------------------------------------ */
@@ -292,7 +307,7 @@ static const char apply_move_sql[] =
     "SELECT " MOVED_COLS " FROM clue_apply_move($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
     " jsonb_strip_nulls(" MOVE_DETAILS ")), $16, $17) o";
 
-/* The same for many plain moves at once (service/batch.h, 0021_batched_moves.sql): parameter i
+/* The same for many plain moves at once (service/batch.h, 0024_batched_moves.sql): parameter i
  * is every move's parameter i; the details are built per move as above. */
 static const char apply_moves_sql[] =
     "SELECT " MOVED_COLS ", o.ord FROM clue_apply_moves($1::bigint[], $2::bigint[], $3::uuid[],"
@@ -620,7 +635,7 @@ out:
 
 static void get_history(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__GetHistoryRequest *req = (const void *)m;
-  read_clue(call, req->clue_id, history_sql, got_history);
+  read_clue(call, req->clue_id, history_sql, got_history, NULL);
 }
 
 /* ---- method table ----------------------------------------------------------------------- */

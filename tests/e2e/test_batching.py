@@ -1,11 +1,13 @@
-"""Plain moves written together (service/batch.c, migrations/0021_batched_moves.sql).
+"""Calls' statements batched together (service/batch.c, migrations/0024_batched_moves.sql).
 
-clued serves with --db-batch-inflight 1: one move statement at a time, so concurrent moves
-wait and go to the database together, in one statement and one transaction. Every move must
-still be what it is alone: its own answer (the clue as a fresh read shows it), its own refusal
-(a stale version, a reused request id), exactly one event each on a chain that verifies, and
-one request record. That they did share transactions is read from the events' txid; a
-second clued with batching off (0) shows the opposite, so that assertion can fail.
+clued serves with --db-batch-inflight 1: one statement of each batched kind at a time (a
+move's facts read, its write, GetClue), so concurrent calls wait and go to the database
+together, in one statement (and for moves one transaction). Every call must still be what it
+is alone: its own answer (the clue as a fresh read shows it), its own refusal (a stale
+version, a reused request id, a clue the caller may not see, a missing one), exactly one
+event per move on a chain that verifies, and one request record. That moves did share
+transactions is read from the events' txid (a second clued with batching off shows the
+opposite, so that assertion can fail); that reads were batched, from the metrics.
 """
 
 import collections
@@ -21,6 +23,7 @@ import chain  # noqa: E402
 import harness  # noqa: E402
 from harness import new_request_id  # noqa: E402
 import world  # noqa: E402
+from test_metrics import MetricsClued, scrape, value  # noqa: E402
 
 S = harness.stubs()
 pb = S.clue_pb2
@@ -38,7 +41,8 @@ def setup():
     c = Ctx()
     pg = harness.Postgres.get()
     c.dbname = pg.new_database()
-    c.srv = harness.Clued(pg.url(c.dbname), args=["--db-batch-inflight", "1", "--db-pool", "8"]).start()
+    c.srv = MetricsClued(pg.url(c.dbname), args=["--db-batch-inflight", "1", "--db-pool", "8",
+                                                 "--metrics-listen", "127.0.0.1:0"]).start()
     c.w = world.build(c.srv)
     c.db = pg.connect(c.dbname)
     c.db.autocommit = True
@@ -75,9 +79,9 @@ def all_at_once(calls):
         return list(ex.map(one, calls))
 
 
-def move_call(user, clue, version=None, request_id=None, target=PRELIM, details=None):
+def move_call(user, clue, version=None, request_id=None, target=PRELIM, details=None, reason="初核"):
     req = pb.RequestTransitionRequest(clue_id=clue.id, expected_version=version or clue.version, target=target,
-                                      reason="初核", request_id=request_id or new_request_id(),
+                                      reason=reason, request_id=request_id or new_request_id(),
                                       details=pb.TransitionDetails(**(details or {})))
     return lambda: user.clue.RequestTransition(req, timeout=30)
 
@@ -105,21 +109,60 @@ def test_concurrent_moves_share_transactions(c):
     w = c.w
     clues = submit(w.G1.member, 24) + submit(w.G2.member, 24)
     users = [w.G1.leader] * 24 + [w.G2.leader] * 24
-    out = all_at_once([move_call(u, cl) for u, cl in zip(users, clues)])
+    # Reasons with what array literals and JSON treat specially: each must arrive as sent.
+    reasons = [f'理由 "{i}", \\ {{x}} NULL' if i % 2 else f"r{i}" for i in range(48)]
+    out = all_at_once([move_call(u, cl, reason=r) for u, cl, r in zip(users, clues, reasons)])
     assert all(code == Code.OK for code, _ in out), [o for o in out if o[0] != Code.OK]
     for u, cl, (_, r) in zip(users, clues, out):
         check_moved(c, u, [cl], [r])
     evs = events_of(c, [cl.id for cl in clues])
     per_clue = collections.Counter(e[0] for e in evs)
     assert sorted(per_clue) == sorted(cl.id for cl in clues) and set(per_clue.values()) == {1}, per_clue
+    with c.db.cursor() as cur:
+        cur.execute("SELECT subject_id, reason FROM audit_events WHERE action = 'clue.move' AND subject_id = ANY(%s)",
+                    ([cl.id for cl in clues],))
+        got = dict(cur.fetchall())
+    assert [got[cl.id] for cl in clues] == reasons
     per_txn = collections.Counter(e[1] for e in evs)
     assert max(per_txn.values()) > 1, f"every move committed alone: {per_txn}"
+    m = scrape(c.srv.metrics_addr)
+    assert value(m, "clued_db_batches_total", kind="move") >= 1
+    assert value(m, "clued_db_batched_calls_total", kind="move_facts") >= 2
     with c.db.cursor() as cur:
         cur.execute("SELECT count(*) FROM clue_requests WHERE method = 'RequestTransition' AND clue_id = ANY(%s)",
                     ([cl.id for cl in clues],))
         assert cur.fetchone()[0] == len(clues)
     for cl in clues:
         chain.verify_subject(c.db, "clue", cl.id)
+
+
+def test_concurrent_gets_answer_as_alone(c):
+    # GetClue from several callers at once: own clues, another unit's (not visible), missing
+    # ones, and a clue with a handler; each answer is the lone answer, byte for byte, and the
+    # refusals of the invisible and the missing clue are the same.
+    w = c.w
+    own, other = submit(w.G1.member, 8), submit(w.G3.member, 4)
+    missing = [987654321 + i for i in range(4)]
+    asks = [(w.G1.leader, cl.id) for cl in own] + [(w.G1.member, cl.id) for cl in own] + \
+           [(w.G1.leader, cl.id) for cl in other] + [(w.G1.leader, i) for i in missing] + \
+           [(w.G3.leader, cl.id) for cl in other]
+
+    def ask(u, i):
+        try:
+            return Code.OK, u.clue.GetClue(pb.GetClueRequest(clue_id=i), timeout=20).SerializeToString(
+                deterministic=True)
+        except grpc.RpcError as e:
+            return e.code(), e.details()
+
+    alone = [ask(u, i) for u, i in asks]
+    before = value(scrape(c.srv.metrics_addr), "clued_db_batched_calls_total", kind="get_clue")
+    for _ in range(3):
+        together = all_at_once([lambda u=u, i=i: ask(u, i) for u, i in asks])
+        assert [t[1] for t in together] == alone, [(a, t) for a, t in zip(alone, together) if a != t[1]]
+    refusals = {t for t in alone if t[0] != Code.OK}
+    assert len(refusals) == 1 and Code.NOT_FOUND in {r[0] for r in refusals}, refusals
+    after = value(scrape(c.srv.metrics_addr), "clued_db_batched_calls_total", kind="get_clue")
+    assert after > before, "no GetClue went in a batch"
 
 
 def test_stale_moves_refused_as_alone(c):
