@@ -402,7 +402,49 @@ static int conn_tls_start(h2_conn_t *c) {
   return tls_conn_new(c->srv->tls, (uv_stream_t *)&c->tcp, label, &c->tls) == 0 ? 0 : UV_ENOMEM;
 }
 
+/* Write the gathered bytes (c->wbuf). A cleartext socket that takes them all at once needs no
+ * write request: libuv then neither queues a completion nor, once its queue drains, re-arms
+ * the socket's epoll watch (one epoll_ctl per reply otherwise). What it does not take, and
+ * everything over TLS or when now is 0, goes through conn_write() as before. Returns 1 if all
+ * went out now, 0 if a write is under way (c->writing), -1 if the connection was closed. */
+static int conn_write_gathered(h2_conn_t *c, int now) {
+  uv_buf_t b;
+  int rc;
+
+  if (c->tls == NULL && now) {
+    b = uv_buf_init((char *)c->wbuf, (unsigned)c->wlen);
+    rc = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (rc < 0 && rc != UV_EAGAIN) {
+      char why[128];
+      snprintf(why, sizeof(why), "write failed: %s", uv_strerror(rc));
+      h2_conn_close(c, why);
+      return -1;
+    }
+    if (rc > 0) {
+      size_t n = (size_t)rc;
+      c->last_progress = uv_now(c->srv->loop);
+      if (n == c->wlen) {
+        c->wlen = 0;
+        h2_conn_queued(c, 0); /* the written bytes left the queue */
+        return 1;
+      }
+      memmove(c->wbuf, c->wbuf + n, c->wlen - n);
+      c->wlen -= n;
+    }
+  }
+  b = uv_buf_init((char *)c->wbuf, (unsigned)c->wlen);
+  rc = conn_write(c, &b);
+  if (rc < 0) {
+    h2_conn_close(c, uv_strerror(rc));
+    return -1;
+  }
+  c->writing = 1;
+  return 0;
+}
+
 void h2_conn_flush(h2_conn_t *c) {
+  int now_writes = 0;
+
   if (c->state == H2_CONN_CLOSING || c->proto == H2_PROTO_UNKNOWN)
     return;
   if (c->in_session) {
@@ -451,13 +493,13 @@ void h2_conn_flush(h2_conn_t *c) {
       }
       c->in_session = 0;
       if (c->wlen > 0) {
-        uv_buf_t b = uv_buf_init((char *)c->wbuf, (unsigned)c->wlen);
-        int rc = conn_write(c, &b);
-        if (rc < 0) {
-          h2_conn_close(c, uv_strerror(rc));
-          return;
-        }
-        c->writing = 1;
+        /* At most two buffers at once per flush: a stream with much to send still hands the
+         * loop back between chunks. */
+        int rc = conn_write_gathered(c, now_writes++ < 2);
+        if (rc < 0)
+          return; /* closed */
+        if (rc > 0)
+          c->flush_pending = 1; /* all out: gather what nghttp2 has since */
       }
     }
     run_writable(c);
