@@ -701,12 +701,16 @@ int clue_conn_set_token(clue_conn_t *c, const char *token) {
   if (c == NULL)
     return CLUE_EINVAL;
   if (token != NULL && token[0] != '\0') {
-    for (const char *p = token; *p; p++)
+    size_t len = 0;
+    for (const char *p = token; *p; p++, len++)
       if ((unsigned char)*p < 0x20 || *p == 0x7f) /* would break the header */
         return CLUE_EINVAL;
-    auth = clue__str_printf("Bearer %s", token);
+    /* Set before every call by callers that switch identities: no printf. */
+    auth = clue__malloc(sizeof("Bearer ") + len);
     if (auth == NULL)
       return CLUE_ENOMEM;
+    memcpy(auth, "Bearer ", sizeof("Bearer ") - 1);
+    memcpy(auth + sizeof("Bearer ") - 1, token, len + 1);
   }
   free(c->auth);
   c->auth = auth;
