@@ -44,7 +44,7 @@ typedef struct server_config {
   const char *database_url;     /* libpq conninfo */
   int db_pool_size;             /* default 8 */
   int db_batch_inflight;        /* statements of one batched write kind running at once;
-                                   0: no batching (default 2, service/batch.h) */
+                                   0: no batching (default 1, service/batch.h) */
   size_t db_queue_max;          /* default 1024 */
   unsigned db_statement_timeout_ms; /* server-side statement_timeout, default 30000 */
   unsigned db_lock_timeout_ms;  /* server-side lock_timeout, default 3000 */
