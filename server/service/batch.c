@@ -388,7 +388,7 @@ void svc_batched(rpc_call_t *call, const svc_batch_kind_t *kind, const char *con
 }
 
 const char *svc_batch_name(svc_batch_id_t id) {
-  static const char *const names[SVC_BATCH_KINDS] = {"move", "move_facts", "get_clue"};
+  static const char *const names[SVC_BATCH_KINDS] = {"move", "move_facts", "get_clue", "submit"};
   return (unsigned)id < SVC_BATCH_KINDS ? names[id] : "unknown";
 }
 

@@ -36,6 +36,7 @@ typedef enum svc_batch_id {
   SVC_BATCH_MOVE,
   SVC_BATCH_MOVE_FACTS,
   SVC_BATCH_GET_CLUE,
+  SVC_BATCH_SUBMIT,
   SVC_BATCH_KINDS,
 } svc_batch_id_t;
 

@@ -76,6 +76,16 @@ static const char submit_sql[] =
     " FROM clue_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,"
     " $15::text[], $16, $17, $18, $19, $20) s JOIN units ou ON ou.id = (s).owner_unit";
 
+/* The same for many SubmitClues at once (service/batch.h, 0022_batched_submits.sql): parameter
+ * i is every call's parameter i ($15: each call's categories in their text form); the caller's
+ * user and unit per row from the function. */
+static const char submit_many_sql[] =
+    "SELECT " CLUE_COLS("s.clue", "ou", "s.actor_unit", "s.actor_user") ", s.ord"
+    " FROM clue_submit_many($1::bigint[], $2::bigint[], $3::uuid[], $4::bigint[], $5::bigint[],"
+    " $6::int[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],"
+    " $13::boolean[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[],"
+    " $20::bigint[]) s JOIN units ou ON ou.id = (s.clue).owner_unit";
+
 static const char get_clue_sql[] =
     "SELECT " CLUE_COLS("c", "ou", "$2", "$3") ", " CLUE_HANDLERS_COL("c")
     " FROM clues c JOIN units ou ON ou.id = c.owner_unit WHERE c.id = $1";
@@ -90,6 +100,8 @@ static const char get_clues_sql[] =
 
 static const svc_batch_kind_t get_clues = {SVC_BATCH_GET_CLUE, "get clue", get_clue_sql,
                                            get_clues_sql, 3, 0};
+static const svc_batch_kind_t submits = {SVC_BATCH_SUBMIT, "submit", submit_sql, submit_many_sql,
+                                         20, 1};
 
 static void submit_clue(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__SubmitClueRequest *req = (const void *)m;
@@ -138,7 +150,7 @@ static void submit_clue(rpc_call_t *call, const ProtobufCMessage *m) {
     return;
   }
   /* A retried submit returns the first clue, which a handover may since have hidden. */
-  svc_write(call, submit_sql, 20, params, clue_reply_seen, NULL);
+  svc_batched(call, &submits, params, clue_reply_seen, NULL);
 }
 
 /* ---- GetClue ---------------------------------------------------------------------------- */

@@ -1,7 +1,8 @@
-"""Calls' statements batched together (service/batch.c, migrations/0024_batched_moves.sql).
+"""Calls' statements batched together (service/batch.c, migrations/0024_batched_moves.sql,
+0022_batched_submits.sql).
 
 clued serves with --db-batch-inflight 1: one statement of each batched kind at a time (a
-move's facts read, its write, GetClue), so concurrent calls wait and go to the database
+move's facts read, its write, GetClue, SubmitClue), so concurrent calls wait and go to the database
 together, in one statement (and for moves one transaction). Every call must still be what it
 is alone: its own answer (the clue as a fresh read shows it), its own refusal (a stale
 version, a reused request id, a clue the caller may not see, a missing one), exactly one
@@ -134,6 +135,73 @@ def test_concurrent_moves_share_transactions(c):
         assert cur.fetchone()[0] == len(clues)
     for cl in clues:
         chain.verify_subject(c.db, "clue", cl.id)
+
+
+def test_concurrent_submits_share_transactions(c):
+    # SubmitClue from members of three units at once, half with a reporter, categories and text
+    # with what array literals treat specially; then twelve sent twice at once with one request
+    # id. Each call gets the clue a lone submit gives (GetClue shows the same), a twice-sent call
+    # one clue, the numbers of each unit stay gapless, each clue has one clue.submit event on a
+    # chain that verifies and one request record, and the first submits shared transactions.
+    w = c.w
+    users = [w.G1.member, w.G2.member, w.G3.member] * 12
+    reqs = []
+    for i, u in enumerate(users):
+        rep = pb.ReporterContact(name=f"举报人{i}", phone=f"1370000{i:04d}", address='地址 "甲", {乙}') if i % 2 else None
+        reqs.append(pb.SubmitClueRequest(
+            request_id=new_request_id(), title=f'线索 "{i}", \\ {{x}} NULL', summary="反映某某违规",
+            source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT, subject=pb.SubjectPerson(name=f"张{i}", position="处长"),
+            host_unit="市发展改革委", violation_categories=['违反"廉洁"纪律', "a,b", "x\\y", "{z}", "NULL"][:i % 6],
+            reporter=rep))
+    before = value(scrape(c.srv.metrics_addr), "clued_db_batched_calls_total", kind="submit")
+    out = all_at_once([lambda u=u, r=r: u.clue.SubmitClue(r, timeout=30) for u, r in zip(users, reqs)])
+    assert all(code == Code.OK for code, _ in out), [o for o in out if o[0] != Code.OK]
+    got = [r for _, r in out]
+    first = {r.id for r in got}
+    # Then twelve more, each sent twice at once with one request id: two calls of one key in a
+    # batch fail it, and its calls run alone; each pair gets one clue.
+    twice = []
+    for i in range(0, 36, 3):  # G1's
+        q = pb.SubmitClueRequest()
+        q.CopyFrom(reqs[i])
+        q.request_id = new_request_id()
+        twice.append(q)
+    users += [w.G1.member] * 12 * 2
+    reqs += twice + twice
+    out = all_at_once([lambda u=u, r=r: u.clue.SubmitClue(r, timeout=30) for u, r in zip(users[36:], reqs[36:])])
+    assert all(code == Code.OK for code, _ in out), [o for o in out if o[0] != Code.OK]
+    got += [r for _, r in out]
+    for i in range(36, 48):
+        assert same_clue(got[i], got[i + 12]), (got[i], got[i + 12])
+    ids = {r.id for r in got}
+    assert len(ids) == 48
+    for u, q, r in zip(users, reqs, got):
+        now = u.clue.GetClue(pb.GetClueRequest(clue_id=r.id), timeout=20)
+        assert same_clue(r, now), (r, now)
+        assert r.title == q.title and list(r.violation_categories) == list(q.violation_categories), r
+    with c.db.cursor() as cur:
+        cur.execute("SELECT c.id, r.name, r.phone, r.address FROM clues c LEFT JOIN clue_reporters r ON r.clue_id = c.id"
+                    " WHERE c.id = ANY(%s)", (list(ids),))
+        reps = {row[0]: row[1:] for row in cur.fetchall()}
+        for q, r in zip(reqs, got):
+            want = (q.reporter.name, q.reporter.phone, q.reporter.address) if q.HasField("reporter") else (None,) * 3
+            assert reps[r.id] == want, (reps[r.id], want)
+        # Gapless per unit, over every clue of the database.
+        cur.execute("SELECT k.unit_id, k.last_seq, array_agg(c.reg_seq ORDER BY c.reg_seq) FROM clue_counters k"
+                    " JOIN clues c ON c.reg_unit = k.unit_id AND c.reg_year = k.year GROUP BY 1, 2")
+        for unit, last, seqs in cur.fetchall():
+            assert seqs == list(range(1, last + 1)), (unit, last, seqs)
+        cur.execute("SELECT subject_id, txid FROM audit_events WHERE subject_type = 'clue' AND action = 'clue.submit'"
+                    " AND subject_id = ANY(%s)", (list(ids),))
+        evs = cur.fetchall()
+        cur.execute("SELECT count(*) FROM clue_requests WHERE method = 'SubmitClue' AND clue_id = ANY(%s)", (list(ids),))
+        assert cur.fetchone()[0] == 48
+    assert sorted(e[0] for e in evs) == sorted(ids)
+    per_txn = collections.Counter(e[1] for e in evs if e[0] in first)
+    assert max(per_txn.values()) > 1, f"every submit committed alone: {per_txn}"
+    assert value(scrape(c.srv.metrics_addr), "clued_db_batched_calls_total", kind="submit") > before
+    for i in ids:
+        chain.verify_subject(c.db, "clue", i)
 
 
 def test_concurrent_gets_answer_as_alone(c):
