@@ -201,9 +201,10 @@ static void run_done(const db_result_t *r, void *arg) {
     deliver(run->items[0], r);
   } else if (r->err == DB_OK && r->nres == 2 && r->res[1] != NULL) {
     batch_rows(run, r);
-  } else if (r->err == DB_EQUERY) {
+  } else if (r->err == DB_EQUERY || r->err == DB_ECANCELED) {
     /* Nothing of it was committed: each alone gives its own answer or error. That includes a
-     * batch that one of its calls cancelled as it ended (57014): the others run again. */
+     * batch that one of its calls cancelled as it ended, while it ran (57014) or while it still
+     * waited for a connection (DB_ECANCELED): the others run again. */
     log_msg("info", "batched %s: %zu calls run alone after %s: %s", q->kind->name, run->n,
             r->sqlstate ? r->sqlstate : "", r->message ? r->message : "");
     for (k = 0; k < run->n; k++)
