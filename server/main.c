@@ -48,14 +48,10 @@ static const char usage_text[] =
     "                             could disable the audit triggers (refused otherwise)\n"
     "  --db-pool N                database connections (default 8)\n"
     "  --db-queue N               calls that may wait for a connection (default 1024)\n"
-    "  --db-batch-inflight N      statements of one batched kind (a move's read and write,
-"
-    "                             GetClue, SubmitClue) sent at once, each alone; more wait and
-"
-    "                             then go together in one statement (and one commit); 0: each
-"
-    "                             alone (default 1)
-"
+    "  --db-batch-inflight N      statements of one batched kind (a move's read and write,\n"
+    "                             GetClue, SubmitClue) sent at once, each alone; more wait and\n"
+    "                             then go together in one statement (and one commit); 0: each\n"
+    "                             alone (default 1)\n"
     "  --db-statement-timeout MS  a database statement running longer is cancelled and its\n"
     "                             call fails with UNAVAILABLE, nothing changed (default 30000)\n"
     "  --db-lock-timeout MS       a wait for a row locked by a concurrent change longer than\n"
