@@ -221,9 +221,14 @@ static void run_done(const db_result_t *r, void *arg) {
 
 /* A batch statement's arrays make every custom plan look cheaper than the generic one (the
  * planner counts an array's elements only when it sees its value), so PostgreSQL would plan
- * it again on every execution; planned once, it costs a fraction. The setting lasts for the
- * batch's transaction only. */
-static const char generic_plan_sql[] = "SET LOCAL plan_cache_mode = force_generic_plan";
+ * it again on every execution; planned once, it costs a fraction. And the one plan must probe
+ * by index: made while a table is small (a new database, not yet analyzed), it would hash a
+ * sequential scan of the whole table, and keep doing so as the table grows. The settings last
+ * for the batch's transaction only (the batch functions carry the same, 0026). */
+static const char generic_plan_sql[] =
+    "SELECT set_config('plan_cache_mode', 'force_generic_plan', true),"
+    " set_config('enable_seqscan', 'off', true), set_config('enable_hashjoin', 'off', true),"
+    " set_config('enable_mergejoin', 'off', true)";
 
 /* Send run's statement; on a refusal, answer its calls from the error at once. Each of its
  * calls that ends first (cancelled, expired) cancels the statement, as a lone call would: a
