@@ -299,56 +299,66 @@ static int young_runs(const queue_t *q, uint64_t now, uint64_t *oldest) {
   return n;
 }
 
-/* Start statements while the kind has room: each takes every waiting call (up to the most).
- * Without room, wake when the oldest running statement stops counting. */
+/* Start one statement with the first n waiting calls (those whose call has ended are dropped). */
+static void start_run(queue_t *q, size_t n) {
+  run_t *run = malloc(sizeof(*run) + n * sizeof(run->items[0]));
+
+  if (run == NULL) {
+    /* Out of memory: the first waiting call fails, the rest wait for the next end. */
+    db_result_t oom = {.err = DB_ENOMEM};
+    item_t *it = q->head;
+    q->head = it->next;
+    if (q->head == NULL)
+      q->tail = &q->head;
+    q->waiting--;
+    deliver(it, &oom);
+    item_free(it);
+    return;
+  }
+  run->q = q;
+  run->req = NULL;
+  run->n = 0;
+  while (n > 0 && q->waiting > 0) {
+    item_t *it = q->head;
+    q->head = it->next;
+    q->waiting--;
+    n--;
+    if (rpc_call_done(it->call)) {
+      item_free(it);
+      continue;
+    }
+    it->next = NULL;
+    run->items[run->n++] = it;
+  }
+  if (q->head == NULL)
+    q->tail = &q->head;
+  if (run->n == 0) {
+    free(run);
+    return;
+  }
+  run_send(run);
+}
+
+/* Start statements while the kind has room: each takes every waiting call (up to the most),
+ * but fewer than SVC_BATCH_MIN go each alone: a batch of two costs the database more than two
+ * calls alone. Without room, wake when the oldest running statement stops counting. */
 static void pump(queue_t *q) {
   server_t *srv = q->b->srv;
   int limit = srv->cfg.db_batch_inflight;
 
   while (q->waiting > 0) {
     uint64_t now = uv_now(srv->loop), oldest;
-    size_t n;
-    run_t *run;
 
     if (young_runs(q, now, &oldest) >= limit) {
       (void)uv_timer_start(&q->wake, pump_later, oldest + SVC_BATCH_STALL_MS - now + 1, 0);
       return;
     }
-    n = q->waiting < SVC_BATCH_MAX ? q->waiting : SVC_BATCH_MAX;
-    if ((run = malloc(sizeof(*run) + n * sizeof(run->items[0]))) == NULL) {
-      /* Out of memory: the first waiting call fails, the rest wait for the next end. */
-      db_result_t oom = {.err = DB_ENOMEM};
-      item_t *it = q->head;
-      q->head = it->next;
-      if (q->head == NULL)
-        q->tail = &q->head;
-      q->waiting--;
-      deliver(it, &oom);
-      item_free(it);
-      continue;
+    if (q->waiting < SVC_BATCH_MIN) {
+      while (q->waiting > 0)
+        start_run(q, 1);
+      break;
     }
-    run->q = q;
-    run->req = NULL;
-    run->n = 0;
-    while (run->n < n) {
-      item_t *it = q->head;
-      q->head = it->next;
-      q->waiting--;
-      if (rpc_call_done(it->call)) {
-        item_free(it);
-        n--;
-        continue;
-      }
-      it->next = NULL;
-      run->items[run->n++] = it;
-    }
-    if (q->head == NULL)
-      q->tail = &q->head;
-    if (run->n == 0) {
-      free(run);
-      continue;
-    }
-    run_send(run);
+    start_run(q, q->waiting < SVC_BATCH_MAX ? q->waiting : SVC_BATCH_MAX);
   }
   (void)uv_timer_stop(&q->wake);
 }
