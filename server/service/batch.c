@@ -26,7 +26,7 @@ typedef struct queue {
   const svc_batch_kind_t *kind;
   item_t *head, **tail;
   size_t waiting;
-  run_t *runs;     /* running, newest first */
+  run_t *runs; /* running, newest first */
   svc_batch_stats_t stats;
   uv_timer_t wake; /* when the oldest of the running turns SVC_BATCH_STALL_MS old */
 } queue_t;
@@ -73,17 +73,21 @@ static void deliver(item_t *it, const db_result_t *r) {
     it->cb(it->call, r, it->arg);
 }
 
-/* Run it alone, through the pool like any statement: the batch left it out or failed. */
-static void rerun(queue_t *q, item_t *it) {
-  const svc_batch_kind_t *k = q->kind;
+/* kind's one-call statement for call, through the pool like any statement. */
+static void run_alone(rpc_call_t *call, const svc_batch_kind_t *k, const char *const *values,
+                      svc_cb cb, void *arg) {
+  if (k->writes)
+    svc_write(call, k->one_sql, k->nparams, values, cb, arg);
+  else
+    svc_read(call, k->one_sql, k->nparams, values, cb, arg);
+}
 
+/* Run it alone: the batch left it out or failed. */
+static void rerun(queue_t *q, item_t *it) {
   if (rpc_call_done(it->call))
     return;
   q->stats.reruns++;
-  if (k->writes)
-    svc_write(it->call, k->one_sql, k->nparams, it->values, it->cb, it->arg);
-  else
-    svc_read(it->call, k->one_sql, k->nparams, it->values, it->cb, it->arg);
+  run_alone(it->call, q->kind, it->values, it->cb, it->arg);
 }
 
 char *svc_batch_array(const char *const *v, size_t n) {
@@ -299,6 +303,18 @@ static int young_runs(const queue_t *q, uint64_t now, uint64_t *oldest) {
   return n;
 }
 
+/* The first waiting call, taken off the queue (there is one). */
+static item_t *pop(queue_t *q) {
+  item_t *it = q->head;
+
+  q->head = it->next;
+  if (q->head == NULL)
+    q->tail = &q->head;
+  q->waiting--;
+  it->next = NULL;
+  return it;
+}
+
 /* Start one statement with the first n waiting calls (those whose call has ended are dropped). */
 static void start_run(queue_t *q, size_t n) {
   run_t *run = malloc(sizeof(*run) + n * sizeof(run->items[0]));
@@ -306,11 +322,7 @@ static void start_run(queue_t *q, size_t n) {
   if (run == NULL) {
     /* Out of memory: the first waiting call fails, the rest wait for the next end. */
     db_result_t oom = {.err = DB_ENOMEM};
-    item_t *it = q->head;
-    q->head = it->next;
-    if (q->head == NULL)
-      q->tail = &q->head;
-    q->waiting--;
+    item_t *it = pop(q);
     deliver(it, &oom);
     item_free(it);
     return;
@@ -318,20 +330,13 @@ static void start_run(queue_t *q, size_t n) {
   run->q = q;
   run->req = NULL;
   run->n = 0;
-  while (n > 0 && q->waiting > 0) {
-    item_t *it = q->head;
-    q->head = it->next;
-    q->waiting--;
-    n--;
-    if (rpc_call_done(it->call)) {
+  for (; n > 0 && q->waiting > 0; n--) {
+    item_t *it = pop(q);
+    if (rpc_call_done(it->call))
       item_free(it);
-      continue;
-    }
-    it->next = NULL;
-    run->items[run->n++] = it;
+    else
+      run->items[run->n++] = it;
   }
-  if (q->head == NULL)
-    q->tail = &q->head;
   if (run->n == 0) {
     free(run);
     return;
@@ -376,10 +381,7 @@ void svc_batched(rpc_call_t *call, const svc_batch_kind_t *kind, const char *con
 
   if (b == NULL || srv->db == NULL || srv->cfg.db_batch_inflight <= 0 ||
       kind->nparams > SVC_BATCH_PARAMS) {
-    if (kind->writes)
-      svc_write(call, kind->one_sql, kind->nparams, values, cb, arg);
-    else
-      svc_read(call, kind->one_sql, kind->nparams, values, cb, arg);
+    run_alone(call, kind, values, cb, arg);
     return;
   }
   q = &b->q[kind->id];

@@ -279,28 +279,29 @@ enum {
   "(EXISTS (SELECT 1 FROM recusals rx WHERE rx.clue_id = c.id)"                                 \
   " AND clue_unit_leaders_recused(c.id, " unit "))"
 
-static const char move_facts_sql[] =
-    "SELECT " CLUE_COLS("c", "ou", "$4", "$2") ", nu.kind, q.method, q.clue_id, q.proposal_id"
-    ", " REVIEWER_RECUSED("(SELECT jcl.lead_unit FROM joint_cases jcl WHERE jcl.id = c.joint_case_id)")
-    ", " REVIEWER_RECUSED("ou.liaison_room_id") ", " REVIEWER_RECUSED("$5::bigint")
-    " FROM (SELECT 1) one"
-    " LEFT JOIN clues c ON c.id = $1"
-    " LEFT JOIN units ou ON ou.id = c.owner_unit"
-    " LEFT JOIN units nu ON nu.id = $5"
-    " LEFT JOIN clue_requests q ON q.user_id = $2 AND q.request_id = $3";
+/* A move's facts read, for one move ($1 clue, $2 user, $3 request id, $4 unit, $5 named
+ * reviewer) or many (the same as arrays, unnested): the select list and the joins, given the
+ * expressions of the caller's unit and user and of the named reviewer. */
+#define MOVE_FACTS_COLS(unit, user, named)                                                      \
+  CLUE_COLS("c", "ou", unit, user) ", nu.kind, q.method, q.clue_id, q.proposal_id"              \
+  ", " REVIEWER_RECUSED("(SELECT jcl.lead_unit FROM joint_cases jcl WHERE jcl.id = c.joint_case_id)") \
+  ", " REVIEWER_RECUSED("ou.liaison_room_id") ", " REVIEWER_RECUSED(named)
+#define MOVE_FACTS_JOINS(clue, user, request_id, named)                                         \
+  " LEFT JOIN clues c ON c.id = " clue                                                          \
+  " LEFT JOIN units ou ON ou.id = c.owner_unit"                                                 \
+  " LEFT JOIN units nu ON nu.id = " named                                                       \
+  " LEFT JOIN clue_requests q ON q.user_id = " user " AND q.request_id = " request_id
 
-/* The same for many moves at once (service/batch.h): the parameters as arrays, one row each. */
+static const char move_facts_sql[] =
+    "SELECT " MOVE_FACTS_COLS("$4", "$2", "$5::bigint") " FROM (SELECT 1) one"
+    MOVE_FACTS_JOINS("$1", "$2", "$3", "$5");
+
+/* The same for many moves at once (service/batch.h): one row each, in order. */
 static const char move_facts_many_sql[] =
-    "SELECT " CLUE_COLS("c", "ou", "i.unit", "i.usr") ", nu.kind, q.method, q.clue_id, q.proposal_id"
-    ", " REVIEWER_RECUSED("(SELECT jcl.lead_unit FROM joint_cases jcl WHERE jcl.id = c.joint_case_id)")
-    ", " REVIEWER_RECUSED("ou.liaison_room_id") ", " REVIEWER_RECUSED("i.named") ", i.k::int"
+    "SELECT " MOVE_FACTS_COLS("i.unit", "i.usr", "i.named") ", i.k::int"
     " FROM unnest($1::bigint[], $2::bigint[], $3::uuid[], $4::bigint[], $5::bigint[])"
     " WITH ORDINALITY AS i(clue, usr, rid, unit, named, k)"
-    " LEFT JOIN clues c ON c.id = i.clue"
-    " LEFT JOIN units ou ON ou.id = c.owner_unit"
-    " LEFT JOIN units nu ON nu.id = i.named"
-    " LEFT JOIN clue_requests q ON q.user_id = i.usr AND q.request_id = i.rid"
-    " ORDER BY i.k";
+    MOVE_FACTS_JOINS("i.clue", "i.usr", "i.rid", "i.named") " ORDER BY i.k";
 
 static const svc_batch_kind_t move_facts = {SVC_BATCH_MOVE_FACTS, "move facts", move_facts_sql,
                                             move_facts_many_sql, 5, 0};
@@ -309,9 +310,10 @@ static const char replay_proposal_sql[] =
     "SELECT " PROPOSAL_COLS("p") " FROM proposals p WHERE p.id = $1";
 
 /* The details a move carries, as jsonb without the fields it does not need (NULLs). */
-#define MOVE_DETAILS                                                                            \
-  "jsonb_build_object('disposal', $11::text, 'finding', $12::text, 'sanction_kind', $13::text," \
-  " 'persons_disciplined', $14::int, 'receiving_organ', $15::text"
+#define MOVE_DETAILS_OF(disposal, finding, sanction_kind, persons, organ)                      \
+  "jsonb_build_object('disposal', " disposal ", 'finding', " finding ", 'sanction_kind', "        \
+  sanction_kind ", 'persons_disciplined', " persons ", 'receiving_organ', " organ
+#define MOVE_DETAILS MOVE_DETAILS_OF("$11::text", "$12::text", "$13::text", "$14::int", "$15::text")
 
 /* A plain move answers what it changed only: the rest of the clue is as the facts read found it
  * (clue_row_moved()). */
@@ -324,8 +326,7 @@ static const char apply_move_sql[] =
 static const char apply_moves_sql[] =
     "SELECT " MOVED_COLS ", o.ord FROM clue_apply_moves($1::bigint[], $2::bigint[], $3::uuid[],"
     " $4::bigint[], $5::bigint[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[],"
-    " ARRAY(SELECT jsonb_strip_nulls(jsonb_build_object('disposal', d, 'finding', f,"
-    " 'sanction_kind', s, 'persons_disciplined', p::int, 'receiving_organ', r))"
+    " ARRAY(SELECT jsonb_strip_nulls(" MOVE_DETAILS_OF("d", "f", "s", "p::int", "r") "))"
     " FROM unnest($11::text[], $12::text[], $13::text[], $14::text[], $15::text[])"
     " WITH ORDINALITY AS u(d, f, s, p, r, k) ORDER BY k), $16::bigint[], $17::bigint[]) o";
 
