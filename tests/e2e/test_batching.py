@@ -16,6 +16,7 @@ import concurrent.futures
 import os
 import sys
 import threading
+import time
 
 import grpc
 
@@ -24,6 +25,7 @@ import chain  # noqa: E402
 import harness  # noqa: E402
 from harness import new_request_id  # noqa: E402
 import world  # noqa: E402
+from test_db_bounds import lock_waiters  # noqa: E402
 from test_metrics import MetricsClued, scrape, value  # noqa: E402
 
 S = harness.stubs()
@@ -331,13 +333,6 @@ def active(db):
         return cur.fetchone()[0]
 
 
-def lock_waiters(db):
-    with db.cursor() as cur:
-        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'clued'"
-                    " AND wait_event_type = 'Lock' AND datname = current_database()")
-        return cur.fetchone()[0]
-
-
 def test_a_batch_stuck_on_a_lock_holds_no_other_move(c):
     # A clue locked outside clued (a long transaction): the batch holding its move waits on the
     # lock, here for up to a minute (--db-lock-timeout). Moves of other clues sent meanwhile do
@@ -373,6 +368,46 @@ def test_a_batch_stuck_on_a_lock_holds_no_other_move(c):
         chain.verify_subject(c.db, "clue", locked.id)
     finally:
         hold.close()
+        leader.close()
+        srv.stop()
+
+
+def test_waiting_calls_are_bounded(c):
+    # Calls waiting in clued for their kind's running statement are bounded by --db-queue (2
+    # here). A move of a clue locked outside clued stays running, so the moves of that clue
+    # sent with it wait; past the bound they fail at once with UNAVAILABLE and write nothing.
+    # Once the lock goes, exactly one move of the clue is made, and the server serves on.
+    pg = harness.Postgres.get()
+    srv = harness.Clued(pg.url(c.dbname), args=["--db-batch-inflight", "1", "--db-queue", "2",
+                                               "--db-lock-timeout", "60000"]).start(migrate=False)
+    o = c.w.G1.leader
+    leader = world.User(srv.addr, o.id, o.name, o.role, o.unit, o.token)
+    try:
+        for _ in range(3):  # the calls must meet in clued: a few tries, however loaded the machine
+            cl = submit(c.w.G1.member, 1)[0]
+            hold = pg.connect(c.dbname)
+            hold.autocommit = False
+            with hold.cursor() as cur:
+                cur.execute("SELECT id FROM clues WHERE id = %s FOR UPDATE", (cl.id,))
+            with concurrent.futures.ThreadPoolExecutor(1) as ex:
+                pending = ex.submit(all_at_once, [move_call(leader, cl) for _ in range(24)])
+                harness.wait_for(lambda: lock_waiters(c.db) >= 1, timeout=20, what="a move waiting on the lock")
+                time.sleep(0.5)
+                hold.rollback()
+                out = pending.result()
+            hold.close()
+            codes = collections.Counter(code for code, _ in out)
+            assert codes[Code.OK] == 1, out
+            busy = [m for code, m in out if code == Code.UNAVAILABLE]
+            assert all("busy" in m and "retry" in m for m in busy), busy
+            assert set(codes) <= {Code.OK, Code.UNAVAILABLE, Code.ABORTED, Code.FAILED_PRECONDITION}, codes
+            assert len(events_of(c, [cl.id])) == 1
+            if busy:
+                break
+        assert busy, "no call was ever over the bound"
+        now = leader.clue.GetClue(pb.GetClueRequest(clue_id=cl.id), timeout=20)
+        assert now.version == 2 and now.state == PRELIM
+    finally:
         leader.close()
         srv.stop()
 
