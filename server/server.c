@@ -275,6 +275,8 @@ int server_init(server_t *srv, uv_loop_t *loop, const server_config_t *cfg) {
   uv_timer_init(loop, &srv->sweep_timer);
   srv->sweep_timer.data = srv;
   uv_timer_start(&srv->sweep_timer, on_sweep, 1000, 1000);
+  uv_idle_init(loop, &srv->flush_idle);
+  srv->flush_idle.data = srv;
   return 0;
 }
 
@@ -302,6 +304,7 @@ static void server_stop(server_t *srv) {
   srv->state = SERVER_STOPPED;
   uv_close((uv_handle_t *)&srv->grace_timer, NULL);
   uv_close((uv_handle_t *)&srv->sweep_timer, NULL);
+  uv_close((uv_handle_t *)&srv->flush_idle, NULL); /* no connection is left to flush */
   uv_close((uv_handle_t *)&srv->sigint, NULL);
   uv_close((uv_handle_t *)&srv->sigterm, NULL);
   uv_close((uv_handle_t *)&srv->sighup, NULL);

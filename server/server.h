@@ -125,6 +125,8 @@ struct server {
   struct metrics *metrics;      /* call counters for --metrics-listen; NULL: off */
   struct metrics_http *metrics_http; /* the /metrics listener; NULL: none */
   h2_conn_t *conns;             /* intrusive list of live connections */
+  h2_conn_t *flush_soon;        /* connections to flush at the next idle phase (soon_next) */
+  uv_idle_t flush_idle;         /* runs while flush_soon is not empty */
   size_t nconns;
   uint64_t next_conn_id;
   char bound[160];              /* the address actually bound, for logs */

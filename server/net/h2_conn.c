@@ -247,6 +247,13 @@ static void conn_change_state(h2_conn_t *c, h2_conn_state_t to, const char *why)
       srv->conns = c->next;
     if (c->next)
       c->next->prev = c->prev;
+    if (c->in_soon) { /* the list holds only this turn's replies: short */
+      h2_conn_t **p = &srv->flush_soon;
+      while (*p != c)
+        p = &(*p)->soon_next;
+      *p = c->soon_next;
+      c->in_soon = 0;
+    }
     srv->nconns--;
     if (c->congested && srv->conn_congested)
       srv->conn_congested(srv, c->id, 0);
@@ -440,6 +447,39 @@ static int conn_write_gathered(h2_conn_t *c, int now) {
   }
   c->writing = 1;
   return 0;
+}
+
+static void on_flush_idle(uv_idle_t *h) {
+  h2_conn_flush_due(h->data);
+}
+
+void h2_conn_flush_soon(h2_conn_t *c) {
+  server_t *srv = c->srv;
+
+  if (c->state == H2_CONN_CLOSING)
+    return;
+  c->flush_pending = 1;
+  if (c->in_soon)
+    return;
+  if (srv->flush_soon == NULL)
+    uv_idle_start(&srv->flush_idle, on_flush_idle);
+  c->soon_next = srv->flush_soon;
+  srv->flush_soon = c;
+  c->in_soon = 1;
+}
+
+void h2_conn_flush_due(server_t *srv) {
+  h2_conn_t *c;
+
+  /* One at a time off the list: a flush may close another connection (which leaves the
+   * list) or name one again (flushed again in this pass). */
+  while ((c = srv->flush_soon) != NULL) {
+    srv->flush_soon = c->soon_next;
+    c->soon_next = NULL;
+    c->in_soon = 0;
+    h2_conn_flush(c);
+  }
+  uv_idle_stop(&srv->flush_idle);
 }
 
 void h2_conn_flush(h2_conn_t *c) {

@@ -42,6 +42,7 @@ struct h2_conn {
   h2_conn_state_t state;
   nghttp2_session *session;
   h2_conn_t *prev, *next;  /* server's list */
+  h2_conn_t *soon_next;    /* server's flush_soon list (h2_conn_flush_soon) */
   h2_stream_t *streams;    /* open streams (intrusive list) */
   h2_stream_t *writable;   /* streams whose writable event runs after the next send */
   unsigned in_session : 1; /* inside nghttp2 (recv or send): no re-entrant flush */
@@ -51,6 +52,7 @@ struct h2_conn {
   unsigned wake_pending : 1; /* congestion eased: wake waiting calls after this send */
   unsigned in_new : 1;     /* inside nghttp2_session_server_new3 */
   unsigned out_idle : 1;   /* frame buffer and wbuf given back; nothing sent since */
+  unsigned in_soon : 1;    /* on the server's flush_soon list */
   void *framebuf;          /* nghttp2's 16 KiB frame buffer (h2_pages), discarded while idle */
   void *blocks[H2_CONN_BLOCKS]; /* its other h2_pages blocks (the stream map's table): while
                                    idle, one that holds only zeros gives its pages back */
@@ -104,6 +106,17 @@ int h2_conn_accept(server_t *srv) __attribute__((warn_unused_result));
  * the flush is deferred until the session call returns.
  */
 void h2_conn_flush(h2_conn_t *c);
+
+/**
+ * Flush later in this turn of the loop: at its next idle phase, before it waits for I/O
+ * again. A batch of calls ending together (one database result) then leaves each connection
+ * in one write instead of one per reply. Never waits: the idle handle keeps the loop from
+ * blocking while any connection is due.
+ */
+void h2_conn_flush_soon(h2_conn_t *c);
+
+/** Flush every connection h2_conn_flush_soon() named (the server's idle callback). */
+void h2_conn_flush_due(server_t *srv);
 
 /**
  * Once a second: enforce --handshake-timeout, --write-timeout (close) and --idle-timeout

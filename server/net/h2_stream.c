@@ -278,13 +278,13 @@ int h2_stream_start_reply(h2_stream_t *s) {
 
 void h2_stream_flush(h2_stream_t *s) {
   if (s->conn)
-    h2_conn_flush(s->conn);
+    h2_conn_flush_soon(s->conn);
 }
 
 static void kick(h2_stream_t *s) {
   if (s->out == H2_OUT_DEFERRED)
     stream_set_out(s, H2_OUT_SENDING); /* resumes the data provider */
-  h2_conn_flush(s->conn);
+  h2_conn_flush_soon(s->conn);
 }
 
 /* Room for len more reply bytes at s->buf + s->len. */
@@ -405,7 +405,7 @@ void h2_stream_finish(h2_stream_t *s, int http_status, int grpc_code, const char
       return;
     }
     stream_set_out(s, H2_OUT_TRAILING);
-    h2_conn_flush(s->conn);
+    h2_conn_flush_soon(s->conn);
     return;
   }
   if (s->out == H2_OUT_IDLE && s->len == 0) {
@@ -423,7 +423,7 @@ void h2_stream_finish(h2_stream_t *s, int http_status, int grpc_code, const char
       nv_set(&nv[n++], "content-length", "0");
     (void)submit_reply(s, http_status, nv, n, 0, 0);
     stream_set_out(s, H2_OUT_DONE);
-    h2_conn_flush(s->conn);
+    h2_conn_flush_soon(s->conn);
     return;
   }
   if (s->out == H2_OUT_IDLE && start(s, -1) != 0) {
@@ -431,7 +431,7 @@ void h2_stream_finish(h2_stream_t *s, int http_status, int grpc_code, const char
     return;
   }
   stream_set_out(s, H2_OUT_TRAILING); /* resumes a deferred data provider */
-  h2_conn_flush(s->conn);
+  h2_conn_flush_soon(s->conn);
 }
 
 int h2_stream_finished(const h2_stream_t *s) {
@@ -781,7 +781,7 @@ static int plain_reply(h2_stream_t *s, int status, const nghttp2_nv *extra, size
   } else {
     stream_set_out(s, H2_OUT_DONE);
   }
-  h2_conn_flush(s->conn);
+  h2_conn_flush_soon(s->conn);
   return 0;
 }
 
