@@ -487,15 +487,14 @@ static void slot_start(slot_t *s, double now) {
     }
     why = nghttp2_strerror(id);
   } else {
-    why = strerror(-rv);
+    why = rv == -EINVAL ? "the clue's unit has no tokens in --users" : strerror(-rv);
   }
   /* A call that could not start is an error; the slot goes on only if the cause was the
    * call's own (a clue with no tokens), so a failure here cannot spin. */
   {
     char err[256];
     snprintf(err, sizeof(err), "local: %s", why);
-    slot_set_state(s, SLOT_RUNNING);
-    slot_end(s, err, &(clue_ref_t){0, 0});
+    conn_record(c, s->t0, err, &(clue_ref_t){0, 0});
     if (rv != -EINVAL)
       slot_set_state(s, SLOT_FINISHED);
   }
