@@ -34,6 +34,9 @@ typedef struct queue {
 struct svc_batches {
   server_t *srv;
   queue_t q[SVC_BATCH_KINDS];
+  uv_idle_t soon; /* runs while a kind has calls that arrived this turn of the loop */
+  unsigned due;   /* those kinds (1 << id) */
+  int closed;     /* svc_batch_close() ran: calls start at once */
 };
 
 /* One statement in flight: one call alone, or a batch. */
@@ -372,6 +375,20 @@ static void pump_later(uv_timer_t *t) {
   pump(t->data);
 }
 
+/* The loop's next idle phase after calls arrived: start what the kinds they joined have room
+ * for. */
+static void pump_due(uv_idle_t *h) {
+  svc_batches_t *b = h->data;
+  unsigned due = b->due;
+  int i;
+
+  b->due = 0;
+  (void)uv_idle_stop(&b->soon);
+  for (i = 0; i < SVC_BATCH_KINDS; i++)
+    if (due & (1u << i))
+      pump(&b->q[i]);
+}
+
 void svc_batched(rpc_call_t *call, const svc_batch_kind_t *kind, const char *const *values,
                  svc_cb cb, void *arg) {
   server_t *srv = rpc_call_server(call);
@@ -402,7 +419,15 @@ void svc_batched(rpc_call_t *call, const svc_batch_kind_t *kind, const char *con
   *q->tail = it;
   q->tail = &it->next;
   q->waiting++;
-  pump(q);
+  if (b->closed) {
+    pump(q);
+    return;
+  }
+  /* Not at once: the calls that one read from a connection brings in, or that one result
+   * ends, arrive in the same turn of the loop, and go together rather than the first alone. */
+  if (b->due == 0)
+    (void)uv_idle_start(&b->soon, pump_due);
+  b->due |= 1u << kind->id;
 }
 
 const char *svc_batch_name(svc_batch_id_t id) {
@@ -429,6 +454,8 @@ int svc_batch_start(server_t *srv) {
     (void)uv_timer_init(srv->loop, &b->q[i].wake);
     b->q[i].wake.data = &b->q[i];
   }
+  (void)uv_idle_init(srv->loop, &b->soon);
+  b->soon.data = b;
   srv->batches = b;
   return 0;
 }
@@ -440,6 +467,12 @@ void svc_batch_close(server_t *srv) {
     return;
   for (i = 0; i < SVC_BATCH_KINDS; i++)
     uv_close((uv_handle_t *)&srv->batches->q[i].wake, NULL);
+  uv_close((uv_handle_t *)&srv->batches->soon, NULL);
+  srv->batches->closed = 1;
+  for (i = 0; i < SVC_BATCH_KINDS; i++) /* what waited for the idle phase goes now */
+    if (srv->batches->due & (1u << i))
+      pump(&srv->batches->q[i]);
+  srv->batches->due = 0;
 }
 
 void svc_batch_free(server_t *srv) {

@@ -23,6 +23,7 @@ import grpc
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import chain  # noqa: E402
 import harness  # noqa: E402
+import rawh2  # noqa: E402
 from harness import new_request_id  # noqa: E402
 import world  # noqa: E402
 from test_db_bounds import lock_waiters  # noqa: E402
@@ -410,6 +411,57 @@ def test_waiting_calls_are_bounded(c):
     finally:
         leader.close()
         srv.stop()
+
+
+def streams_in_one_write(addr, token, path, bodies):
+    """Open one stream per body on one HTTP/2 connection, every frame in one send(); the
+    replies' grpc-status, in order."""
+    h = rawh2.RawH2(addr)
+    try:
+        sids = []
+        for body in bodies:
+            sid = h.conn.get_next_available_stream_id()
+            h.conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":path", path),
+                                      (":authority", "test"), ("content-type", "application/grpc"),
+                                      ("te", "trailers"), ("authorization", "Bearer " + token)])
+            h.conn.send_data(sid, rawh2.grpc_frame(body), end_stream=True)
+            h.responses[sid] = rawh2.Response()
+            sids.append(sid)
+        h.flush()
+        return [h.wait(sid).grpc_status for sid in sids]
+    finally:
+        h.close()
+
+
+def test_calls_of_one_read_go_together(c):
+    """The calls one read brings in go as one statement, though the kind had room for the
+    first alone (a client with many streams on one connection, as grpc++ and clue-load are):
+    eight GetClues make one batch, and eight moves one batch of facts reads and one commit."""
+    w = c.w
+    leader = w.G1.leader
+    clues = submit(w.G1.member, 8)
+    leader.clue.GetClue(pb.GetClueRequest(clue_id=clues[0].id), timeout=20)  # the token is known now
+    before = scrape(c.srv.metrics_addr)
+    gets = [pb.GetClueRequest(clue_id=cl.id).SerializeToString() for cl in clues]
+    assert streams_in_one_write(c.srv.addr, leader.token, "/clue.v1.ClueService/GetClue", gets) == [0] * 8
+    moves = [pb.RequestTransitionRequest(clue_id=cl.id, expected_version=cl.version, target=PRELIM, reason="初核",
+                                         request_id=new_request_id()).SerializeToString() for cl in clues]
+    assert streams_in_one_write(c.srv.addr, leader.token, "/clue.v1.ClueService/RequestTransition",
+                                moves) == [0] * 8
+    after = scrape(c.srv.metrics_addr)
+
+    def grew(name, kind):
+        return value(after, name, kind=kind) - value(before, name, kind=kind)
+
+    for kind in ("get_clue", "move_facts", "move"):
+        got = (grew("clued_db_batches_total", kind), grew("clued_db_batched_calls_total", kind))
+        assert got == (1, 8), f"{kind}: {got[0]} batches of {got[1]} calls, not one of eight"
+    per_txn = collections.Counter(e[1] for e in events_of(c, [cl.id for cl in clues]))
+    assert list(per_txn.values()) == [8], per_txn
+    for cl in clues:
+        now = leader.clue.GetClue(pb.GetClueRequest(clue_id=cl.id), timeout=20)
+        assert now.version == cl.version + 1 and now.state == PRELIM, now
+        chain.verify_subject(c.db, "clue", cl.id)
 
 
 def test_batching_off_commits_each_alone(c):

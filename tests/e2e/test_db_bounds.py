@@ -136,11 +136,11 @@ def setup():
     # Short bounds so that the tests see them fire; eight connections, the default pool. The
     # lock timeout bounds each lock wait, and a move can wait twice (PostgreSQL queues waiters
     # for one row on its tuple lock first): the statement timeout stays above two waits.
-    # --db-batch-inflight 8: eight moves go to the database at once, each alone (a move beyond
-    # that would wait in clued and go with others: test_batched_writes covers that).
+    # --db-batch-inflight 0: every move goes to the database at once, alone, each holding a
+    # pool connection (batched moves are test_batching's).
     c.srv = harness.Clued(c.pg.url(c.dbname), args=["--db-pool", "8", "--db-lock-timeout", "1000",
                                                       "--db-statement-timeout", "4000",
-                                                      "--db-batch-inflight", "8"]).start()
+                                                      "--db-batch-inflight", "0"]).start()
     c.w = world.build(c.srv)
     c.db = c.pg.connect(c.dbname)
     # One connection that nothing but a cancel can free: no timeout fires within a test.
