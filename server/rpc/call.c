@@ -76,7 +76,8 @@ static void call_set_state(rpc_call_t *call, rpc_call_state_t to) {
 
 /* ---- the request's decode arena ------------------------------------------------------ */
 
-#define RPC_DECODE_CHUNK (64 * 1024)
+#define RPC_DECODE_CHUNK (64 * 1024) /* the largest chunk; a larger block gets its own */
+#define RPC_DECODE_FIRST 1024        /* the first chunk: most requests decode into less */
 
 static void *decode_alloc(void *ad, size_t size) {
   rpc_decode_arena_t *a = ad;
@@ -94,8 +95,17 @@ static void *decode_alloc(void *ad, size_t size) {
   }
   off = c ? (a->off + align - 1) & ~(align - 1) : 0;
   if (c == NULL || off + size > c->size) {
-    size_t csize = size > RPC_DECODE_CHUNK / 4 ? size : RPC_DECODE_CHUNK;
-    rpc_decode_chunk_t *n = malloc(sizeof(*n) + csize);
+    /* Chunks double from RPC_DECODE_FIRST: a small request no longer takes (and gives back)
+     * 64 KiB, which kept the heap's top growing and shrinking with brk() under load. */
+    size_t csize = c == NULL ? RPC_DECODE_FIRST
+                   : c->size < RPC_DECODE_CHUNK ? c->size * 2 : RPC_DECODE_CHUNK;
+    rpc_decode_chunk_t *n;
+
+    if (size > RPC_DECODE_CHUNK / 4)
+      csize = size;
+    while (csize < size)
+      csize *= 2;
+    n = malloc(sizeof(*n) + csize);
     if (n == NULL)
       return NULL;
     n->size = csize;
