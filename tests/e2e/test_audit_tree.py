@@ -82,12 +82,7 @@ def setup():
     c = Ctx()
     c.tmp = tempfile.mkdtemp(prefix="clued-tree-")
     c.key, c.vkey = keygen(c.tmp)
-    c.pg = harness.Postgres.get()
-    c.url = c.pg.url(c.pg.new_database())
-    c.srv = harness.Clued(c.url, args=["--audit-signing-key", c.key, "--checkpoint-every", "64",
-                                       "--checkpoint-interval", "300ms"]).start()
-    c.w = world.build(c.srv)
-    c.db = c.pg.connect(c.url.split("///")[1].split("?")[0])
+    world.served(c, args=["--audit-signing-key", c.key, "--checkpoint-every", "64", "--checkpoint-interval", "300ms"])
     c.ch = grpc.insecure_channel(c.srv.addr)
     c.audit = S.audit_pb2_grpc.AuditServiceStub(c.ch)
     c.md = list(c.w.auditor.metadata)
@@ -294,7 +289,7 @@ def test_two_instances_build_one_tree_with_no_seq_missing(c):
                                    "--checkpoint-interval", "100ms"]).start(migrate=False)
     try:
         def writer(k):
-            conn = c.pg.connect(c.url.split("///")[1].split("?")[0])
+            conn = c.pg.connect(c.dbname)
             append(conn, 120, subject=FAKE + 1000 * (k + 1), rollback_every=5)
             conn.close()
         ts = [threading.Thread(target=writer, args=(k,)) for k in range(6)]

@@ -42,15 +42,8 @@ class Ctx:
 
 
 def setup():
-    c = Ctx()
-    pg = harness.Postgres.get()
-    c.dbname = pg.new_database()
-    c.srv = MetricsClued(pg.url(c.dbname), args=["--db-batch-inflight", "1", "--db-pool", "8",
-                                                 "--metrics-listen", "127.0.0.1:0"]).start()
-    c.w = world.build(c.srv)
-    c.db = pg.connect(c.dbname)
-    c.db.autocommit = True
-    return c
+    return world.served(Ctx(), args=["--db-batch-inflight", "1", "--db-pool", "8", "--metrics-listen", "127.0.0.1:0"],
+                        clued=MetricsClued)
 
 
 def teardown(c):

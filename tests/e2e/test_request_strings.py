@@ -29,12 +29,7 @@ class Ctx:
 
 
 def setup():
-    c = Ctx()
-    c.pg = harness.Postgres.get()
-    c.url = c.pg.url(c.pg.new_database())
-    c.srv = harness.Clued(c.url).start()
-    c.w = world.build(c.srv)
-    c.db = c.pg.connect(c.url.split("///")[1].split("?")[0])
+    c = world.served(Ctx())
     c.ch = grpc.insecure_channel(c.srv.addr)
     return c
 

@@ -172,6 +172,19 @@ def _make_user(w, unit, role, name):
     return user
 
 
+def served(ctx, args=(), clued=harness.Clued):
+    """A test module's usual set-up, in ctx: pg, dbname and url (a new database), srv (clued, or
+    the given subclass of harness.Clued, started on it with args), w (the world built through
+    it) and db (a superuser connection to the database, autocommit). Returns ctx."""
+    ctx.pg = harness.Postgres.get()
+    ctx.dbname = ctx.pg.new_database()
+    ctx.url = ctx.pg.url(ctx.dbname)
+    ctx.srv = clued(ctx.url, args=list(args)).start()
+    ctx.w = build(ctx.srv)
+    ctx.db = ctx.pg.connect(ctx.dbname)
+    return ctx
+
+
 def build(srv):
     """Bootstrap the admin and create the units, users and tokens described above."""
     w = World()
