@@ -26,7 +26,7 @@ import harness  # noqa: E402
 import rawh2  # noqa: E402
 from harness import new_request_id  # noqa: E402
 import world  # noqa: E402
-from test_db_bounds import lock_waiters  # noqa: E402
+from test_db_bounds import clued_backends, lock_waiters  # noqa: E402
 from test_metrics import MetricsClued, scrape, value  # noqa: E402
 
 S = harness.stubs()
@@ -321,10 +321,7 @@ def test_abandoned_calls_leave_whole_moves(c):
 
 
 def active(db):
-    with db.cursor() as cur:
-        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'clued'"
-                    " AND state = 'active' AND datname = current_database()")
-        return cur.fetchone()[0]
+    return clued_backends(db, "state = 'active'")
 
 
 def test_a_batch_stuck_on_a_lock_holds_no_other_move(c):

@@ -89,20 +89,22 @@ class Locked:
         self.conn.close()
 
 
-def lock_waiters(db):
-    """clued's backends waiting for a heavyweight lock (a row lock shows as 'transactionid')."""
+def clued_backends(db, condition):
+    """How many of clued's backends on this database meet condition (SQL over pg_stat_activity)."""
     with db.cursor() as cur:
         cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'clued'"
-                    " AND wait_event_type = 'Lock' AND datname = current_database()")
+                    f" AND datname = current_database() AND {condition}")
         return cur.fetchone()[0]
+
+
+def lock_waiters(db):
+    """clued's backends waiting for a heavyweight lock (a row lock shows as 'transactionid')."""
+    return clued_backends(db, "wait_event_type = 'Lock'")
 
 
 def sleeping(db):
     """clued's backends running a Debug/Sleep statement."""
-    with db.cursor() as cur:
-        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'clued'"
-                    " AND state = 'active' AND query LIKE '%%pg_sleep%%' AND datname = current_database()")
-        return cur.fetchone()[0]
+    return clued_backends(db, "state = 'active' AND query LIKE '%pg_sleep%'")
 
 
 def request_recorded(db, request_id):
