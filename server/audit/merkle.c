@@ -1,16 +1,15 @@
 #include "audit/merkle.h"
 
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit/sha256.h"
+
+/* SHA-256 fails only when out of memory, which its one-shot form does not allocate for; out is
+ * then all zero. */
 static void sha256(const void *data, size_t len, merkle_hash_t out) {
-  unsigned n = 0;
-  /* EVP_Digest with the built-in SHA-256 fails only when out of memory, which its one-shot
-   * form does not allocate for; a failure would leave out unspecified, so clear it first. */
-  memset(out, 0, MERKLE_HASH_LEN);
-  (void)EVP_Digest(data, len, out, &n, EVP_sha256(), NULL);
+  (void)sha256_digest(data, len, out);
 }
 
 int merkle_leaf_hash(const void *data, size_t len, merkle_hash_t out) {

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit/sha256.h"
+
 #define ALG_ED25519 0x01
 #define SIG_PREFIX "\xe2\x80\x94 " /* U+2014 EM DASH, then a space */
 
@@ -24,15 +26,13 @@ static int name_ok(const char *s, size_t n) {
 
 static uint32_t key_id(const char *name, const uint8_t pub[32]) {
   size_t n = strlen(name);
-  uint8_t buf[NOTE_NAME_MAX + 2 + 32], md[32];
-  unsigned mdlen = 0;
+  uint8_t buf[NOTE_NAME_MAX + 2 + 32], md[SHA256_LEN];
 
   memcpy(buf, name, n);
   buf[n] = '\n';
   buf[n + 1] = ALG_ED25519;
   memcpy(buf + n + 2, pub, 32);
-  memset(md, 0, sizeof(md));
-  (void)EVP_Digest(buf, n + 34, md, &mdlen, EVP_sha256(), NULL);
+  (void)sha256_digest(buf, n + 34, md); /* all zero on a failure */
   return (uint32_t)md[0] << 24 | (uint32_t)md[1] << 16 | (uint32_t)md[2] << 8 | md[3];
 }
 

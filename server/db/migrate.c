@@ -5,7 +5,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <libpq-fe.h>
-#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -13,6 +12,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "audit/sha256.h"
 #include "db/db.h"
 
 #ifndef CLUED_MIGRATIONS_DIR
@@ -124,12 +124,11 @@ static int parse_name(const char *name, long long *version) {
 }
 
 static int sha256_hex(const char *data, size_t len, char out[65]) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int mdlen = 0;
+  uint8_t md[SHA256_LEN];
 
-  if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
+  if (sha256_digest(data, len, md) != 0)
     return -1;
-  for (unsigned i = 0; i < mdlen; i++)
+  for (unsigned i = 0; i < SHA256_LEN; i++)
     snprintf(out + 2 * i, 3, "%02x", md[i]);
   return 0;
 }

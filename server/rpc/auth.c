@@ -1,12 +1,13 @@
 #include "rpc/auth.h"
 
 #include <errno.h>
-#include <openssl/evp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
 
+#include "audit/sha256.h"
 #include "db/db.h"
 #include "domain/clue_fsm.h"
 #include "log.h"
@@ -37,22 +38,11 @@ static void to_hex(const unsigned char *in, size_t n, char *out) {
   out[2 * n] = '\0';
 }
 
-/* SHA-256 fetched once: EVP_sha256() makes OpenSSL 3 look the implementation up again in
- * every EVP_Digest, half the cost of hashing a token, which every call does. Kept for the
- * process's life (reachable, never freed). */
-static const EVP_MD *sha256(void) {
-  static EVP_MD *md;
-
-  if (md == NULL)
-    md = EVP_MD_fetch(NULL, "SHA2-256", NULL);
-  return md != NULL ? md : EVP_sha256();
-}
-
 void auth_token_hash(const char *token, char hex[65]) {
-  unsigned char md[32];
-  unsigned int len = 0;
-  EVP_Digest(token, strlen(token), md, &len, sha256(), NULL);
-  to_hex(md, 32, hex);
+  uint8_t md[SHA256_LEN];
+
+  (void)sha256_digest(token, strlen(token), md);
+  to_hex(md, SHA256_LEN, hex);
 }
 
 int auth_token_new(char token[AUTH_TOKEN_LEN + 1], char hash_hex[65]) {
