@@ -53,6 +53,8 @@
 
 #include "clue/v1/clue.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "net/grpc_status.h"
+#include "net/grpc_wire.h"
 
 #define MAX_UNITS 64
 #define CALL_TIMEOUT_S 30.0
@@ -65,7 +67,6 @@
 #define OUT_GATHER (256u << 10) /* frames gathered for one send() before writing */
 #define IN_CHUNK (64u << 10)
 #define USER_AGENT "clue-load/0.2"
-#define GRPC_PREFIX 5 /* compressed flag, 4-byte big-endian length */
 
 typedef enum { PHASE_SUBMIT, PHASE_MOVE, PHASE_CLOSE, PHASE_GET, PHASE_HEALTH } phase_t;
 
@@ -144,12 +145,6 @@ typedef struct conn {
   clue_ref_t *done; /* clues left in the phase's target state */
   size_t ndone, done_cap;
 } conn_t;
-
-static const char *const grpc_code_names[] = {
-    "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
-    "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-    "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
-    "DATA_LOSS", "UNAUTHENTICATED"};
 
 static double now_s(void) {
   struct timespec ts;
@@ -284,25 +279,21 @@ static void slot_outcome(slot_t *s, uint32_t error_code, char *err, size_t errle
     return;
   }
   if (s->grpc_status != 0) {
-    snprintf(err, errlen, "%s: %s",
-             (size_t)s->grpc_status < sizeof(grpc_code_names) / sizeof(grpc_code_names[0])
-                 ? grpc_code_names[s->grpc_status]
-                 : "UNKNOWN",
-             s->grpc_message);
+    snprintf(err, errlen, "%s: %s", grpc_status_name(s->grpc_status), s->grpc_message);
     return;
   }
-  if (s->resp_len < GRPC_PREFIX) {
+  if (s->resp_len < GRPC_FRAME_PREFIX) {
     snprintf(err, errlen, "INTERNAL: OK without a reply message");
     return;
   }
   len = (uint32_t)s->resp[1] << 24 | (uint32_t)s->resp[2] << 16 | (uint32_t)s->resp[3] << 8 |
         s->resp[4];
-  if (s->resp[0] != 0 || (size_t)len != s->resp_len - GRPC_PREFIX) {
+  if (s->resp[0] != 0 || (size_t)len != s->resp_len - GRPC_FRAME_PREFIX) {
     snprintf(err, errlen, "INTERNAL: reply of %zu bytes is not one uncompressed message",
              s->resp_len);
     return;
   }
-  msg = protobuf_c_message_unpack(l->method->output, NULL, len, s->resp + GRPC_PREFIX);
+  msg = protobuf_c_message_unpack(l->method->output, NULL, len, s->resp + GRPC_FRAME_PREFIX);
   if (!msg) {
     snprintf(err, errlen, "INTERNAL: undecodable %s", l->method->output->name);
     return;
@@ -334,15 +325,11 @@ static void slot_outcome(slot_t *s, uint32_t error_code, char *err, size_t errle
 /* gRPC-frame msg into s->req. */
 static int slot_pack(slot_t *s, const ProtobufCMessage *msg) {
   size_t n = protobuf_c_message_get_packed_size(msg);
-  if (n > UINT32_MAX || reserve(&s->req, &s->req_cap, GRPC_PREFIX + n) != 0)
+  if (n > UINT32_MAX || reserve(&s->req, &s->req_cap, GRPC_FRAME_PREFIX + n) != 0)
     return -ENOMEM;
-  s->req[0] = 0;
-  s->req[1] = (uint8_t)(n >> 24);
-  s->req[2] = (uint8_t)(n >> 16);
-  s->req[3] = (uint8_t)(n >> 8);
-  s->req[4] = (uint8_t)n;
-  protobuf_c_message_pack(msg, s->req + GRPC_PREFIX);
-  s->req_len = GRPC_PREFIX + n;
+  grpc_frame_prefix(s->req, (uint32_t)n);
+  protobuf_c_message_pack(msg, s->req + GRPC_FRAME_PREFIX);
+  s->req_len = GRPC_FRAME_PREFIX + n;
   s->req_off = 0;
   return 0;
 }
@@ -524,21 +511,9 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
       v = value[i] >= '0' && value[i] <= '9' ? v * 10 + (value[i] - '0') : -1;
     s->grpc_status = v; /* unreadable counts as missing */
   } else if (namelen == 12 && memcmp(name, "grpc-message", 12) == 0) {
-    /* percent-decoded, cut to the buffer */
-    size_t o = 0;
-    for (size_t i = 0; i < valuelen && o + 1 < sizeof(s->grpc_message); i++) {
-      unsigned ch = value[i];
-      if (ch == '%' && i + 2 < valuelen) {
-        char hex[3] = {(char)value[i + 1], (char)value[i + 2], 0}, *end;
-        unsigned long x = strtoul(hex, &end, 16);
-        if (*end == '\0') {
-          ch = (unsigned)x;
-          i += 2;
-        }
-      }
-      s->grpc_message[o++] = (char)ch;
-    }
-    s->grpc_message[o] = '\0';
+    char *msg = grpc_message_decode((const char *)value, valuelen); /* cut to the buffer */
+    snprintf(s->grpc_message, sizeof(s->grpc_message), "%s", msg ? msg : "(out of memory)");
+    free(msg);
   }
   return 0;
 }
