@@ -91,9 +91,7 @@ def setup():
 
 def teardown(c):
     c.ch.close()
-    c.w.close()
-    c.db.close()
-    c.srv.stop()
+    world.unserve(c)
 
 
 def export_all(c, md=None):

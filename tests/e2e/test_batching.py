@@ -37,19 +37,12 @@ PRELIM = cm.CLUE_STATE_PRELIMINARY_CHECK
 CLOSED = cm.CLUE_STATE_CLOSED
 
 
-class Ctx:
-    pass
-
-
 def setup():
-    return world.served(Ctx(), args=["--db-batch-inflight", "1", "--db-pool", "8", "--metrics-listen", "127.0.0.1:0"],
+    return world.served(args=["--db-batch-inflight", "1", "--db-pool", "8", "--metrics-listen", "127.0.0.1:0"],
                         clued=MetricsClued)
 
 
-def teardown(c):
-    c.w.close()
-    c.db.close()
-    c.srv.stop()
+teardown = world.unserve
 
 
 def submit(user, n):

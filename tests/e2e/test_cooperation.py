@@ -40,18 +40,7 @@ ACC, PRE, FIL, CLO = (cm.CLUE_STATE_ACCEPTED, cm.CLUE_STATE_PRELIMINARY_CHECK, c
 MISSING_ID = 987654321
 
 
-class Ctx:
-    pass
-
-
-def setup():
-    return world.served(Ctx())
-
-
-def teardown(c):
-    c.w.close()
-    c.db.close()
-    c.srv.stop()
+setup, teardown = world.served, world.unserve
 
 
 def submit(u, reporter=False):

@@ -66,18 +66,7 @@ FACTS = ("case lead", "unit in case", "user handles", "user recused", "owner's l
          "reviewer's leaders recused", "handlers text")
 
 
-class Ctx:
-    pass
-
-
-def setup():
-    return world.served(Ctx())
-
-
-def teardown(c):
-    c.w.close()
-    c.db.close()
-    c.srv.stop()
+setup, teardown = world.served, world.unserve
 
 
 def submit(u):

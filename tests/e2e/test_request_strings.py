@@ -24,21 +24,15 @@ MARK = "QZXJ"  # replaced on the wire by MARK-long bytes that are not UTF-8
 NOT_UTF8 = b"\xc0\x80\xed\xa0"  # an overlong NUL, then half a surrogate
 
 
-class Ctx:
-    pass
-
-
 def setup():
-    c = world.served(Ctx())
+    c = world.served()
     c.ch = grpc.insecure_channel(c.srv.addr)
     return c
 
 
 def teardown(c):
     c.ch.close()
-    c.w.close()
-    c.db.close()
-    c.srv.stop()
+    world.unserve(c)
 
 
 def methods():

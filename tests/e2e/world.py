@@ -19,6 +19,7 @@ personal token (user.token, TokenService.IssueMyToken) that every stub sends.
 """
 
 import re
+import types
 
 import grpc
 
@@ -172,10 +173,13 @@ def _make_user(w, unit, role, name):
     return user
 
 
-def served(ctx, args=(), clued=harness.Clued):
-    """A test module's usual set-up, in ctx: pg, dbname and url (a new database), srv (clued, or
-    the given subclass of harness.Clued, started on it with args), w (the world built through
-    it) and db (a superuser connection to the database, autocommit). Returns ctx."""
+def served(ctx=None, args=(), clued=harness.Clued):
+    """A test module's usual set-up, in ctx (a new namespace if None): pg, dbname and url (a new
+    database), srv (clued, or the given subclass of harness.Clued, started on it with args), w
+    (the world built through it) and db (a superuser connection to the database, autocommit).
+    Returns ctx; unserve(ctx) undoes it."""
+    if ctx is None:
+        ctx = types.SimpleNamespace()
     ctx.pg = harness.Postgres.get()
     ctx.dbname = ctx.pg.new_database()
     ctx.url = ctx.pg.url(ctx.dbname)
@@ -183,6 +187,13 @@ def served(ctx, args=(), clued=harness.Clued):
     ctx.w = build(ctx.srv)
     ctx.db = ctx.pg.connect(ctx.dbname)
     return ctx
+
+
+def unserve(ctx):
+    """Close what served() opened: the world's channels, the database connection, clued."""
+    ctx.w.close()
+    ctx.db.close()
+    ctx.srv.stop()
 
 
 def build(srv):
