@@ -101,7 +101,8 @@ struct db_req {
   int cancelled;    /* db_cancel() was called while it ran */
   db_cb cb;
   void *arg;
-  int txn; /* sent as BEGIN, stmts, COMMIT in one pipeline */
+  int txn;   /* sent as BEGIN, stmts, COMMIT in one pipeline */
+  int tuned; /* wants the pool's session settings (db_opts_t) */
   int nstmts;
   db_stmt_t *stmts; /* copies, in the same allocation */
   PGresult **res;   /* nstmts slots, owned */
@@ -117,9 +118,13 @@ struct db_req {
 };
 
 /* The commands of a pipeline, in the order sent: plan[k] says what result k answers. */
-enum { PLAN_BEGIN = -1, PLAN_COMMIT = -2 };
+enum { PLAN_BEGIN = -1, PLAN_COMMIT = -2, PLAN_TUNE = -3 };
+
+/* A pool connection's session settings (db_config_t.tune_sql). */
+typedef enum { TUNING_OFF, TUNING_ON, TUNING_UNKNOWN } tuning_t;
 #define PLAN_PARSE(i) (2 * (i))    /* statement i's Parse (PQsendPrepare) */
 #define PLAN_EXEC(i) (2 * (i) + 1) /* statement i itself */
+#define PLAN_MAX(n) (2 * (n) + 3)  /* n statements, each maybe with its Parse; TUNE, BEGIN, COMMIT */
 
 typedef struct req_queue {
   db_req_t *head, *tail;
@@ -136,6 +141,7 @@ struct db_conn {
   db_req_t *req;          /* the request in flight (BUSY, CANCELLING, CANCEL_WAIT, ROLLBACK) */
   cancel_work_t *cancel;  /* CANCELLING, CANCEL_WAIT: the cancel request on its way */
   int flushing;           /* PQflush returned 1: waiting for the socket to be writable */
+  tuning_t tuning;        /* pool: the session's settings; UNKNOWN after a failed request */
   uint8_t *prepared;      /* pool: per registered statement, PREP_* on this PGconn */
   unsigned failures;      /* failed attempts since the last successful connect */
   int was_connected;      /* a later connect is a reconnect, for the log */
@@ -154,6 +160,8 @@ struct db_pool {
   uv_loop_t *loop;
   char *conninfo;
   char *options; /* the startup "options": the connection string's own, then the timeouts */
+  const char *tune_sql, *untune_sql; /* db_config_t's, or both NULL */
+  uint64_t retunes;
   int size;
   size_t queue_max;
   unsigned reconnect_min_ms, reconnect_max_ms, connect_timeout_ms;
@@ -282,7 +290,7 @@ static int req_new(const db_stmt_t *stmts, int n, int txn, db_cb cb, void *arg, 
         bytes += strlen(stmts[i].values[j]) + 1;
   }
   size = sizeof(*q) + (size_t)n * (sizeof(db_stmt_t) + sizeof(PGresult *)) +
-         nvals * sizeof(char *) + ((size_t)n + 2 * (size_t)n + 2) * sizeof(int) + bytes;
+         nvals * sizeof(char *) + ((size_t)n + PLAN_MAX(n)) * sizeof(int) + bytes;
   q = calloc(1, size);
   if (!q)
     return DB_ENOMEM;
@@ -291,7 +299,7 @@ static int req_new(const db_stmt_t *stmts, int n, int txn, db_cb cb, void *arg, 
   vals = (const char **)(q->res + n);
   q->ids = (int *)(vals + nvals);
   q->plan = q->ids + n;
-  s = (char *)(q->plan + 2 * n + 2);
+  s = (char *)(q->plan + PLAN_MAX(n));
   for (int i = 0; i < n; i++) {
     size_t len = strlen(stmts[i].sql) + 1;
     memcpy(s, stmts[i].sql, len);
@@ -622,6 +630,7 @@ static void conn_connected(db_conn_t *c) {
     db_log("%s: reconnected (backend pid %d)", c->name, PQbackendPID(c->pg));
   c->failures = 0;
   c->was_connected = 1;
+  c->tuning = TUNING_OFF;
   c->last_fatal[0] = '\0';
   if (conn_watch(c, UV_READABLE) != 0) {
     conn_lost(c, "cannot watch the socket");
@@ -762,6 +771,8 @@ static int conn_send_stmt(db_conn_t *c, db_req_t *q, int i) {
 
 static void conn_send(db_conn_t *c, db_req_t *q) {
   PGconn *pg = c->pg;
+  tuning_t want = q->tuned ? TUNING_ON : TUNING_OFF;
+  int retune = c->pool->tune_sql != NULL && c->tuning != want;
   int ok = 1;
 
   assert(c->role == ROLE_POOL && c->state == CONN_IDLE && !c->req);
@@ -774,14 +785,23 @@ static void conn_send(db_conn_t *c, db_req_t *q) {
   q->seen = 0;
   conn_set_state(c, CONN_BUSY);
   /* A lone statement this session has prepared (or that is not registered) goes as it is;
-   * one still to prepare goes as Parse, then the statement, in one pipeline: one round trip
-   * either way. */
-  q->piped = q->txn || (q->ids[0] >= 0 && c->prepared[q->ids[0]] != PREP_READY);
+   * one still to prepare, or that needs the session's settings changed first, goes in a
+   * pipeline after what it needs: one round trip either way. */
+  q->piped = q->txn || retune || (q->ids[0] >= 0 && c->prepared[q->ids[0]] != PREP_READY);
   if (q->piped) {
     /* A transaction is one round trip: BEGIN, the statements and COMMIT, then a sync point.
      * A failing command makes the server skip the rest up to the sync, COMMIT included, and
      * leaves the transaction aborted; conn_req_done() rolls it back. */
     ok = PQenterPipelineMode(pg);
+    if (ok && retune) {
+      /* Before BEGIN it joins the transaction: a failure that rolls the transaction back
+       * takes the settings with it, and conn_req_done() then forgets what the session has. */
+      q->plan[q->nplan++] = PLAN_TUNE;
+      ok = PQsendQueryParams(pg, want == TUNING_ON ? c->pool->tune_sql : c->pool->untune_sql, 0,
+                             NULL, NULL, NULL, NULL, 0);
+      c->tuning = want;
+      c->pool->retunes++;
+    }
     if (ok && q->txn) {
       q->plan[q->nplan++] = PLAN_BEGIN;
       ok = PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
@@ -816,6 +836,8 @@ static void conn_req_done(db_conn_t *c) {
   }
   uv_timer_stop(&c->timer); /* a cancel grace that is no longer needed */
   ts = PQtransactionStatus(c->pg);
+  if (q->err != 0 || ts != PQTRANS_IDLE)
+    c->tuning = TUNING_UNKNOWN; /* a rollback may have undone the settings sent with it */
   if (ts != PQTRANS_IDLE) {
     if (c->state == CONN_ROLLBACK || ts == PQTRANS_UNKNOWN) {
       conn_lost(c, "cannot end the transaction");
@@ -1170,12 +1192,24 @@ static db_req_t *queue_next(db_pool_t *p) {
   return q;
 }
 
+/* The idle connection for q: the most recently used one whose session has the settings q
+ * needs, else the most recently used one (there is one). */
+static db_conn_t *idle_pick(const db_pool_t *p, const db_req_t *q) {
+  tuning_t want = q->tuned ? TUNING_ON : TUNING_OFF;
+
+  if (p->tune_sql != NULL)
+    for (db_conn_t *c = p->idle; c; c = c->next)
+      if (c->tuning == want)
+        return c;
+  return p->idle;
+}
+
 static void pool_dispatch(db_pool_t *p) {
   db_req_t *q;
 
   while (p->idle && (q = queue_next(p)) != NULL) {
     queue_remove(&p->queue, q);
-    conn_send(p->idle, q);
+    conn_send(idle_pick(p, q), q);
   }
 }
 
@@ -1185,7 +1219,7 @@ static void pool_submit(db_pool_t *p, db_req_t *q) {
     return;
   }
   if (p->idle && !p->queue.head && !db_owners_paused(&p->owners, q->owner)) {
-    conn_send(p->idle, q);
+    conn_send(idle_pick(p, q), q);
     return;
   }
   if (p->queue.len >= p->queue_max) {
@@ -1346,6 +1380,10 @@ int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out) {
                  cfg->per_owner_max > 0 ? cfg->per_owner_max : DB_DEFAULT_PER_OWNER_MAX);
   p->cancel_grace_ms = cfg->cancel_grace_ms ? cfg->cancel_grace_ms : DB_DEFAULT_CANCEL_GRACE_MS;
   p->rng = uv_hrtime() | 1;
+  if (cfg->tune_sql && cfg->untune_sql) {
+    p->tune_sql = cfg->tune_sql;
+    p->untune_sql = cfg->untune_sql;
+  }
   p->conninfo = strdup(conninfo);
   if (!p->conninfo)
     goto fail_pool;
@@ -1437,6 +1475,7 @@ void db_pool_stats(const db_pool_t *p, db_stats_t *st) {
   memcpy(st->lat_buckets, p->lat_buckets, sizeof(st->lat_buckets));
   st->lat_count = p->lat_count;
   st->lat_sum_ns = p->lat_sum_ns;
+  st->retunes = p->retunes;
 }
 
 void db_pool_on_health(db_pool_t *p, db_health_fn cb, void *arg) {
@@ -1467,6 +1506,7 @@ static int pool_request(db_pool_t *p, const db_opts_t *o, const db_stmt_t *stmts
     return rc;
   }
   q->owner = owner;
+  q->tuned = o && o->tuned && p->tune_sql != NULL;
   for (int i = 0; i < n; i++)
     q->ids[i] = db_stmts_id(&p->stmts, stmts[i].sql);
   if (o && o->handle)

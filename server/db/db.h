@@ -47,6 +47,14 @@ typedef struct db_config {
                                     new connection, far more than a short statement */
   unsigned prepared_max;         /* distinct statement texts prepared (once per connection, on
                                     first use) at most, default 256; later texts run unprepared */
+  /* Session settings that some requests ask for (db_opts_t.tuned): tune_sql, one statement,
+   * sets them for the session; untune_sql gives the session its defaults back. A connection
+   * keeps what it has between requests: either runs, in the same round trip, only before a
+   * request that needs the other (the pool prefers an idle connection that has what the
+   * request needs), and after a request that failed. Static text, not copied; both or
+   * neither. */
+  const char *tune_sql;
+  const char *untune_sql;
 } db_config_t;
 
 /** The outcome of a query or transaction, valid only during the callback. */
@@ -66,6 +74,7 @@ typedef struct db_opts {
                         one owner wait or run at once; 0: not counted */
   db_req_t **handle; /* if set, receives the request's handle for db_cancel(); the handle is
                         valid until its callback starts */
+  int tuned;         /* run with the pool's session settings (db_config_t.tune_sql) */
 } db_opts_t;
 
 /** One parameterized statement; values are text-format parameters (NULL = SQL NULL). */
@@ -109,6 +118,7 @@ typedef struct db_stats {
   size_t queued;                      /* requests waiting for a connection */
   uint64_t lat_buckets[DB_LAT_BUCKETS]; /* requests by latency, sent to done (not cumulative) */
   uint64_t lat_count, lat_sum_ns;       /* all requests that were sent, and their total time */
+  uint64_t retunes; /* requests that changed their connection's session settings first */
 } db_stats_t;
 
 /** Fill st with the pool's current counts. */

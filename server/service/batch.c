@@ -202,11 +202,14 @@ static void run_done(const db_result_t *r, void *arg) {
   run_unlink(run);
   for (k = 0; k < run->n; k++)
     rpc_call_db_ended(run->items[k]->call, run->req);
+  /* The calls that waited go first: the database works on them while this one's answers
+   * are built. */
+  pump(q);
   if (run->n == 1) {
     if (r->err == DB_OK && q->kind->writes)
       audit_tail_committed(q->b->srv);
     deliver(run->items[0], r);
-  } else if (r->err == DB_OK && r->nres == 2 && r->res[1] != NULL) {
+  } else if (r->err == DB_OK && r->nres == 1 && r->res[0] != NULL) {
     batch_rows(run, r);
   } else if (r->err == DB_EQUERY || r->err == DB_ECANCELED) {
     /* Nothing of it was committed: each alone gives its own answer or error. That includes a
@@ -223,19 +226,23 @@ static void run_done(const db_result_t *r, void *arg) {
   for (k = 0; k < run->n; k++)
     item_free(run->items[k]);
   free(run);
-  pump(q);
 }
 
 /* A batch statement's arrays make every custom plan look cheaper than the generic one (the
  * planner counts an array's elements only when it sees its value), so PostgreSQL would plan
  * it again on every execution; planned once, it costs a fraction. And the one plan must probe
  * by index: made while a table is small (a new database, not yet analyzed), it would hash a
- * sequential scan of the whole table, and keep doing so as the table grows. The settings last
- * for the batch's transaction only (the batch functions carry the same, 0026). */
-static const char generic_plan_sql[] =
-    "SELECT set_config('plan_cache_mode', 'force_generic_plan', true),"
-    " set_config('enable_seqscan', 'off', true), set_config('enable_hashjoin', 'off', true),"
-    " set_config('enable_mergejoin', 'off', true)";
+ * sequential scan of the whole table, and keep doing so as the table grows (the batch
+ * functions carry the same settings, 0026). Batches run on pool connections whose sessions
+ * have these settings (db_opts_t.tuned); the pool gives a connection its defaults back before
+ * anything else runs on it. */
+const char svc_batch_tune_sql[] =
+    "SELECT set_config('plan_cache_mode', 'force_generic_plan', false),"
+    " set_config('enable_seqscan', 'off', false), set_config('enable_hashjoin', 'off', false),"
+    " set_config('enable_mergejoin', 'off', false)";
+const char svc_batch_untune_sql[] =
+    "SELECT count(set_config(s.name, s.reset_val, false)) FROM pg_settings s"
+    " WHERE s.name IN ('plan_cache_mode', 'enable_seqscan', 'enable_hashjoin', 'enable_mergejoin')";
 
 /* Send run's statement; on a refusal, answer its calls from the error at once. Each of its
  * calls that ends first (cancelled, expired) cancels the statement, as a lone call would: a
@@ -244,7 +251,7 @@ static void run_send(run_t *run) {
   queue_t *q = run->q;
   const svc_batch_kind_t *kind = q->kind;
   db_pool_t *db = q->b->srv->db;
-  db_opts_t o = {.owner = 0, .handle = &run->req};
+  db_opts_t o = {.owner = 0, .handle = &run->req, .tuned = run->n > 1};
   char *arrays[SVC_BATCH_PARAMS];
   const char *params[SVC_BATCH_PARAMS];
   const char *col[SVC_BATCH_MAX];
@@ -261,10 +268,8 @@ static void run_send(run_t *run) {
         break;
       params[i] = arrays[i];
     }
-    if (made == kind->nparams) {
-      db_stmt_t st[2] = {{generic_plan_sql, 0, NULL}, {kind->many_sql, kind->nparams, params}};
-      rc = db_txn_opts(db, &o, st, 2, run_done, run);
-    }
+    if (made == kind->nparams)
+      rc = db_query_opts(db, &o, kind->many_sql, kind->nparams, params, run_done, run);
     for (i = 0; i < made; i++)
       free(arrays[i]);
   }

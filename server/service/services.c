@@ -112,6 +112,8 @@ static int pool_start(server_t *srv) {
   dc.statement_timeout_ms = srv->cfg.db_statement_timeout_ms;
   dc.lock_timeout_ms = srv->cfg.db_lock_timeout_ms;
   dc.per_owner_max = srv->cfg.db_queue_per_conn;
+  dc.tune_sql = svc_batch_tune_sql;
+  dc.untune_sql = svc_batch_untune_sql;
   if (db_pool_new(srv->loop, &dc, &srv->db) != 0) {
     log_error("cannot create the database pool");
     return -ENOMEM;

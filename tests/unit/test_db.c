@@ -211,7 +211,7 @@ static void query(tctx_t *t, rec_t *x, const char *sql, int n, const char *const
 /* A query on behalf of owner, with a handle for db_cancel(). Returns db_query_opts()'s code. */
 static int query_as(tctx_t *t, rec_t *x, uint64_t owner, db_req_t **h, const char *sql, int n,
                     const char *const *vals) {
-  db_opts_t o = {owner, h};
+  db_opts_t o = {.owner = owner, .handle = h};
   int rc;
 
   memset(x, 0, sizeof(*x));
@@ -1029,7 +1029,7 @@ static void test_cancel_txn_is_all_or_nothing(void **state) {
   tctx_t t;
   rec_t create, tx, count;
   db_req_t *h;
-  db_opts_t o = {0, &h};
+  db_opts_t o = {.owner = 0, .handle = &h};
   db_stmt_t st[] = {
       {"INSERT INTO cancel_txn VALUES (1)", 0, NULL},
       {"SELECT pg_sleep(30)", 0, NULL},
@@ -1207,6 +1207,118 @@ static int group_teardown(void **state) {
   return 0;
 }
 
+/* ---- session settings ------------------------------------------------------------------- */
+
+static const char tune_sql[] = "SELECT set_config('work_mem', '7MB', false)";
+static const char untune_sql[] =
+    "SELECT count(set_config(s.name, s.reset_val, false)) FROM pg_settings s WHERE s.name = 'work_mem'";
+static const char show_sql[] = "SELECT current_setting('work_mem')";
+
+static void ctx_open_tuned(tctx_t *t, int size) {
+  db_config_t cfg = {0};
+
+  cfg.conninfo = conninfo;
+  cfg.size = size;
+  cfg.tune_sql = tune_sql;
+  cfg.untune_sql = untune_sql;
+  ctx_open_cfg(t, &cfg, 1);
+}
+
+/* work_mem as a request sees it, tuned or not; the caller frees nothing. */
+static const char *work_mem(tctx_t *t, rec_t *x, int tuned) {
+  db_opts_t o = {.tuned = tuned};
+
+  memset(x, 0, sizeof(*x));
+  x->t = t;
+  t->in_submit = 1;
+  assert_int_equal(db_query_opts(t->pool, &o, show_sql, 0, NULL, on_rec, x), 0);
+  t->in_submit = 0;
+  wait_completed(t, t->completed + 1, 5000);
+  assert_int_equal(x->err, DB_OK);
+  return x->value;
+}
+
+static uint64_t retunes(tctx_t *t) {
+  db_stats_t st;
+
+  db_pool_stats(t->pool, &st);
+  return st.retunes;
+}
+
+/* One connection: a tuned request sees the settings, an untuned one the session's defaults,
+ * whatever ran before on the connection; each change costs one retune, none when the session
+ * already has what the request needs. The statement is prepared after its first use, so the
+ * later ones test the path where a prepared statement goes in a pipeline for the settings. */
+static void test_tuned_sessions(void **state) {
+  tctx_t t;
+  rec_t x;
+  char def[64];
+
+  (void)state;
+  ctx_open_tuned(&t, 1);
+  snprintf(def, sizeof(def), "%s", work_mem(&t, &x, 0));
+  assert_string_not_equal(def, "7MB");
+  assert_int_equal(retunes(&t), 0);
+  assert_string_equal(work_mem(&t, &x, 1), "7MB");
+  assert_string_equal(work_mem(&t, &x, 1), "7MB");
+  assert_int_equal(retunes(&t), 1);
+  assert_string_equal(work_mem(&t, &x, 0), def);
+  assert_string_equal(work_mem(&t, &x, 0), def);
+  assert_int_equal(retunes(&t), 2);
+
+  /* A tuned transaction that fails: its rollback undoes the settings sent with it, and the
+   * pool no longer trusts what the session has: both kinds set theirs again. */
+  {
+    db_opts_t o = {.tuned = 1};
+    db_stmt_t st[] = {{show_sql, 0, NULL}, {"SELECT 1 / 0", 0, NULL}};
+
+    memset(&x, 0, sizeof(x));
+    x.t = &t;
+    assert_int_equal(db_txn_opts(t.pool, &o, st, 2, on_rec, &x), 0);
+    wait_completed(&t, t.completed + 1, 5000);
+    assert_int_equal(x.err, DB_EQUERY);
+    assert_string_equal(x.sqlstate, "22012");
+    assert_int_equal(retunes(&t), 3);
+  }
+  assert_string_equal(work_mem(&t, &x, 1), "7MB");
+  assert_int_equal(retunes(&t), 4);
+  assert_string_equal(work_mem(&t, &x, 0), def);
+  assert_int_equal(retunes(&t), 5);
+  ctx_close(&t);
+}
+
+/* Two connections: the pool gives each request an idle connection that already has what it
+ * needs, so alternating kinds cost one retune in all. */
+static void test_tuned_sessions_keep_their_connections(void **state) {
+  tctx_t t;
+  rec_t x;
+  char def[64];
+
+  (void)state;
+  ctx_open_tuned(&t, 2);
+  snprintf(def, sizeof(def), "%s", work_mem(&t, &x, 0));
+  for (int i = 0; i < 5; i++) {
+    assert_string_equal(work_mem(&t, &x, 1), "7MB");
+    assert_string_equal(work_mem(&t, &x, 0), def);
+  }
+  assert_int_equal(retunes(&t), 1);
+  ctx_close(&t);
+}
+
+/* Without tune_sql a tuned request runs like any other. */
+static void test_untuned_pool_ignores_tuned(void **state) {
+  tctx_t t;
+  rec_t x;
+  char def[64];
+
+  (void)state;
+  ctx_open(&t, 1, 16);
+  snprintf(def, sizeof(def), "%s", work_mem(&t, &x, 0));
+  assert_string_equal(work_mem(&t, &x, 1), def);
+  assert_int_equal(retunes(&t), 0);
+  ctx_close(&t);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_query_result_and_params),
@@ -1235,6 +1347,9 @@ int main(void) {
       cmocka_unit_test(test_close_while_cancelling),
       cmocka_unit_test(test_owner_share),
       cmocka_unit_test(test_prepared_statements),
+      cmocka_unit_test(test_tuned_sessions),
+      cmocka_unit_test(test_tuned_sessions_keep_their_connections),
+      cmocka_unit_test(test_untuned_pool_ignores_tuned),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
