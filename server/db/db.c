@@ -361,7 +361,7 @@ static void req_done(db_pool_t *p, db_req_t *q) {
  * including db_pool_close(); callers re-check their state afterwards. The owner's count drops
  * first, so that the callback may send the owner's next request. */
 static void req_finish(db_pool_t *p, db_req_t *q) {
-  db_result_t r;
+  db_result_t r = {0};
 
   if (q->sent_ns != 0) {
     uint64_t ns = uv_hrtime() - q->sent_ns;
@@ -1664,6 +1664,11 @@ static const PGresult *last_result(const db_result_t *r) {
 const char *db_value(const db_result_t *r, int row, int col) {
   const PGresult *res = last_result(r);
 
+  if (res && r->count > 0) {
+    if (row < 0 || row >= r->count)
+      return NULL;
+    row += r->first;
+  }
   if (!res || row < 0 || col < 0 || row >= PQntuples(res) || col >= PQnfields(res) ||
       PQgetisnull(res, row, col))
     return NULL;
@@ -1672,7 +1677,10 @@ const char *db_value(const db_result_t *r, int row, int col) {
 
 int db_rows(const db_result_t *r) {
   const PGresult *res = last_result(r);
-  return res ? PQntuples(res) : 0;
+
+  if (!res)
+    return 0;
+  return r->count > 0 && r->first + r->count <= PQntuples(res) ? r->count : PQntuples(res);
 }
 
 int db_error_is_user(const db_result_t *r) {

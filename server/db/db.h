@@ -64,6 +64,9 @@ typedef struct db_result {
   int nres;
   const char *sqlstate; /* on DB_EQUERY: five-character SQLSTATE, else "" */
   const char *message;  /* on error: primary message (for logs; see db_error_is_user) */
+  int first, count;     /* count > 0: the caller's rows are the last result's rows [first,
+                           first + count) alone (a batch's rows for one call), and db_value()
+                           and db_rows() see only those; 0: every row */
 } db_result_t;
 
 typedef void (*db_cb)(const db_result_t *r, void *arg);
@@ -211,11 +214,11 @@ int db_listen_full(db_pool_t *pool, const char *channel, db_notify_fn cb,
                    void (*ready)(void *arg), void (*lost)(void *arg), void *arg)
     __attribute__((warn_unused_result));
 
-/** The text value at (row, col) of the last result; NULL if SQL NULL, out of range, or there
- * is no result. */
+/** The text value at (row, col) of the last result (of its rows r->first... when r->count is
+ * set); NULL if SQL NULL, out of range, or there is no result. */
 const char *db_value(const db_result_t *r, int row, int col);
 
-/** Rows in the last result. */
+/** Rows in the last result (r->count when set). */
 int db_rows(const db_result_t *r);
 
 /**

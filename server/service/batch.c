@@ -128,26 +128,6 @@ char *svc_batch_array(const char *const *v, size_t n) {
   return s;
 }
 
-/* Rows [row, row + n) of res alone, as a result of their own with the same columns. */
-static PGresult *rows_result(const PGresult *res, int row, int n) {
-  PGresult *one = PQcopyResult(res, PG_COPYRES_ATTRS);
-  int c, i;
-
-  if (one == NULL)
-    return NULL;
-  for (i = 0; i < n; i++)
-    for (c = 0; c < PQnfields(res); c++) {
-      int ok = PQgetisnull(res, row + i, c) ? PQsetvalue(one, i, c, NULL, -1)
-                                            : PQsetvalue(one, i, c, PQgetvalue(res, row + i, c),
-                                                         PQgetlength(res, row + i, c));
-      if (!ok) {
-        PQclear(one);
-        return NULL;
-      }
-    }
-  return one;
-}
-
 /* The call position a batch row names in its last column, 0 if none. */
 static long row_ord(const PGresult *res, int row) {
   int last = PQnfields(res) - 1;
@@ -167,7 +147,6 @@ static void batch_rows(run_t *run, const db_result_t *r) {
   for (i = 0; i < rows; i += n) {
     long ord = row_ord(res, i);
     item_t *it;
-    PGresult *one;
 
     for (n = 1; i + n < rows && row_ord(res, i + n) == ord; n++)
       ;
@@ -176,16 +155,13 @@ static void batch_rows(run_t *run, const db_result_t *r) {
     it = run->items[ord - 1];
     it->done = 1;
     run->q->stats.calls++;
-    if ((one = rows_result(res, i, n)) == NULL) {
-      db_result_t oom = {.err = DB_ENOMEM};
-      deliver(it, &oom);
-      continue;
-    }
     {
-      db_result_t mine = {.err = DB_OK, .res = (PGresult *const *)&one, .nres = 1, .sqlstate = ""};
+      db_result_t mine = *r;
+
+      mine.first = i;
+      mine.count = n;
       deliver(it, &mine);
     }
-    PQclear(one);
   }
   if (rows > 0 && run->q->kind->writes)
     audit_tail_committed(run->q->b->srv);

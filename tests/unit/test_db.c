@@ -1207,6 +1207,39 @@ static int group_teardown(void **state) {
   return 0;
 }
 
+/* A result's view of some of its rows (db_result_t.first, count), as a batch gives each call. */
+static void on_rows_view(const db_result_t *r, void *arg) {
+  tctx_t *t = arg;
+  db_result_t v = *r;
+
+  assert_int_equal(r->err, DB_OK);
+  assert_int_equal(db_rows(r), 5);
+  v.first = 2;
+  v.count = 2;
+  assert_int_equal(db_rows(&v), 2);
+  assert_string_equal(db_value(&v, 0, 0), "3");
+  assert_string_equal(db_value(&v, 1, 0), "4");
+  assert_null(db_value(&v, 1, 1)); /* SQL NULL */
+  assert_null(db_value(&v, 2, 0)); /* past the view, though the result has the row */
+  assert_null(db_value(&v, -1, 0));
+  v.first = 4;
+  v.count = 3; /* past the result: the whole result */
+  assert_int_equal(db_rows(&v), 5);
+  t->completed++;
+}
+
+static void test_rows_view(void **state) {
+  tctx_t t;
+
+  (void)state;
+  ctx_open(&t, 1, 16);
+  assert_int_equal(db_query(t.pool, "SELECT g, NULL::int FROM generate_series(1, 5) g", 0, NULL,
+                            on_rows_view, &t),
+                   0);
+  wait_completed(&t, 1, 5000);
+  ctx_close(&t);
+}
+
 /* ---- session settings ------------------------------------------------------------------- */
 
 static const char tune_sql[] = "SELECT set_config('work_mem', '7MB', false)";
@@ -1347,6 +1380,7 @@ int main(void) {
       cmocka_unit_test(test_close_while_cancelling),
       cmocka_unit_test(test_owner_share),
       cmocka_unit_test(test_prepared_statements),
+      cmocka_unit_test(test_rows_view),
       cmocka_unit_test(test_tuned_sessions),
       cmocka_unit_test(test_tuned_sessions_keep_their_connections),
       cmocka_unit_test(test_untuned_pool_ignores_tuned),
