@@ -166,7 +166,7 @@ void rpc_auth_start(rpc_call_t *call) {
   const char *params[1];
   const rpc_principal_t *cached;
   auth_job_t *job;
-  db_opts_t o;
+  db_opts_t o = {0};
   int rc;
 
   if (h == NULL) {

@@ -171,7 +171,7 @@ void svc_query(rpc_call_t *call, const char *sql, int nparams, const char *const
 static void run_one(rpc_call_t *call, const char *sql, int nparams, const char *const *values,
                     svc_cb cb, void *arg, int writes) {
   svc_job_t *job;
-  db_opts_t o;
+  db_opts_t o = {0};
 
   if ((job = job_new(call, cb, arg)) == NULL)
     return;
@@ -196,7 +196,7 @@ void svc_txn(rpc_call_t *call, const db_stmt_t *stmts, int n, svc_cb cb, void *a
   db_pool_t *db = rpc_call_server(call)->db;
   svc_job_t *job;
   db_stmt_t *all;
-  db_opts_t o;
+  db_opts_t o = {0};
   const char *tok[1];
   int oom, rc;
 
