@@ -48,11 +48,14 @@ static const char usage_text[] =
     "                             could disable the audit triggers (refused otherwise)\n"
     "  --db-pool N                database connections (default 8)\n"
     "  --db-queue N               calls that may wait for a connection (default 1024)\n"
-    "  --db-batch-inflight N      statements of one batched kind (a move's read and write,\n"
-    "                             GetClue, SubmitClue) running at once; the calls of a kind\n"
-    "                             that arrive in one turn of the event loop, or while N run, go\n"
-    "                             together in one statement (and one commit), fewer than 3 each\n"
-    "                             alone; 0: every call alone, at once (default 1)\n"
+    "  --db-batch-inflight N      statements of one batched read kind (a move's facts read,\n"
+    "                             GetClue) running at once; the calls of a kind that arrive in\n"
+    "                             one turn of the event loop, or while N run, go together in one\n"
+    "                             statement, fewer than 3 each alone; 0: every call alone, at\n"
+    "                             once, writes too (default 1)\n"
+    "  --db-write-batch-inflight N  the same for a batched write kind (a plain move's write,\n"
+    "                             SubmitClue), each statement one commit; 0: every write\n"
+    "                             alone (default 2)\n"
     "  --db-statement-timeout MS  a database statement running longer is cancelled and its\n"
     "                             call fails with UNAVAILABLE, nothing changed (default 30000)\n"
     "  --db-lock-timeout MS       a wait for a row locked by a concurrent change longer than\n"
@@ -183,6 +186,7 @@ enum {
   OPT_DATABASE_URL,
   OPT_DB_POOL,
   OPT_DB_BATCH_INFLIGHT,
+  OPT_DB_WRITE_BATCH_INFLIGHT,
   OPT_DB_QUEUE,
   OPT_DB_STATEMENT_TIMEOUT,
   OPT_DB_LOCK_TIMEOUT,
@@ -239,6 +243,7 @@ static const struct option long_opts[] = {
     {"database-url", required_argument, NULL, OPT_DATABASE_URL},
     {"db-pool", required_argument, NULL, OPT_DB_POOL},
     {"db-batch-inflight", required_argument, NULL, OPT_DB_BATCH_INFLIGHT},
+    {"db-write-batch-inflight", required_argument, NULL, OPT_DB_WRITE_BATCH_INFLIGHT},
     {"db-queue", required_argument, NULL, OPT_DB_QUEUE},
     {"db-statement-timeout", required_argument, NULL, OPT_DB_STATEMENT_TIMEOUT},
     {"db-lock-timeout", required_argument, NULL, OPT_DB_LOCK_TIMEOUT},
@@ -369,6 +374,11 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       if (parse_num("--db-batch-inflight", optarg, 0, 256, &v))
         return 1;
       cfg->db_batch_inflight = (int)v;
+      break;
+    case OPT_DB_WRITE_BATCH_INFLIGHT:
+      if (parse_num("--db-write-batch-inflight", optarg, 0, 256, &v))
+        return 1;
+      cfg->db_write_batch_inflight = (int)v;
       break;
     case OPT_DB_QUEUE:
       if (parse_num("--db-queue", optarg, 0, 1000000, &v))

@@ -43,8 +43,10 @@ typedef struct server_config {
   uint64_t max_stream_age_ms;   /* WatchEvents streams end after this, default 1 h; 0: never */
   const char *database_url;     /* libpq conninfo */
   int db_pool_size;             /* default 8 */
-  int db_batch_inflight;        /* statements of one batched write kind running at once;
-                                   0: no batching (default 1, service/batch.h) */
+  int db_batch_inflight;        /* statements of one batched read kind running at once;
+                                   0: no batching at all (default 1, service/batch.h) */
+  int db_write_batch_inflight;  /* the same for a batched write kind; 0: writes alone
+                                   (default 2) */
   size_t db_queue_max;          /* default 1024 */
   unsigned db_statement_timeout_ms; /* server-side statement_timeout, default 30000 */
   unsigned db_lock_timeout_ms;  /* server-side lock_timeout, default 3000 */

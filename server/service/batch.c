@@ -270,7 +270,7 @@ static void run_send(run_t *run) {
   }
 }
 
-/* Running statements that count against --db-batch-inflight: those younger than
+/* Running statements that count against the kind's limit: those younger than
  * SVC_BATCH_STALL_MS (*oldest: the start of the oldest of them). An older one (waiting on a
  * lock, say) no longer holds the calls behind it. */
 static int young_runs(const queue_t *q, uint64_t now, uint64_t *oldest) {
@@ -333,7 +333,7 @@ static void start_run(queue_t *q, size_t n) {
  * calls alone. Without room, wake when the oldest running statement stops counting. */
 static void pump(queue_t *q) {
   server_t *srv = q->b->srv;
-  int limit = srv->cfg.db_batch_inflight;
+  int limit = q->kind->writes ? srv->cfg.db_write_batch_inflight : srv->cfg.db_batch_inflight;
 
   while (q->waiting > 0) {
     uint64_t now = uv_now(srv->loop), oldest;
@@ -378,7 +378,7 @@ void svc_batched(rpc_call_t *call, const svc_batch_kind_t *kind, const char *con
   item_t *it;
 
   if (b == NULL || srv->db == NULL || srv->cfg.db_batch_inflight <= 0 ||
-      kind->nparams > SVC_BATCH_PARAMS) {
+      (kind->writes && srv->cfg.db_write_batch_inflight <= 0) || kind->nparams > SVC_BATCH_PARAMS) {
     run_alone(call, kind, values, cb, arg);
     return;
   }

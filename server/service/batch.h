@@ -5,7 +5,8 @@
  * commit); for reads, one execution.
  *
  * A statement of a batched kind goes to the database at once, alone, while fewer than
- * --db-batch-inflight statements of its kind are running; otherwise it waits, and when one of
+ * --db-batch-inflight (a read kind) or --db-write-batch-inflight (a write kind) statements of
+ * its kind are running; otherwise it waits, and when one of
  * them ends every one then waiting (up to SVC_BATCH_MAX) goes as one statement: parameter i
  * is a text array of every call's parameter i. So a lone call pays nothing, and under load the
  * statement's fixed costs (the executor's set-up of each statement, the commit and its WAL
@@ -24,12 +25,12 @@
 /** The most writes in one batch statement, and the most parameters of a batched kind. */
 #define SVC_BATCH_MAX 64
 
-/** Fewer calls waiting than this go alone, even past --db-batch-inflight: a batch costs the
+/** Fewer calls waiting than this go alone, even past the kind's limit: a batch costs the
  * database about 0.5 ms more than a call alone, which one or two calls do not win back. */
 #define SVC_BATCH_MIN 3
 #define SVC_BATCH_PARAMS 32
 
-/** A statement running longer than this (ms) no longer counts against --db-batch-inflight:
+/** A statement running longer than this (ms) no longer counts against the kind's limit:
  * one stuck on a lock does not hold the calls behind it. */
 #define SVC_BATCH_STALL_MS 25
 

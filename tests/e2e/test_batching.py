@@ -464,5 +464,40 @@ def test_batching_off_commits_each_alone(c):
         srv.stop()
 
 
+def test_write_batching_off_commits_each_alone_and_reads_still_batch(c):
+    # --db-write-batch-inflight 0: every move is its own transaction, while the moves' facts
+    # reads still go together (the metrics count them).
+    pg = harness.Postgres.get()
+    srv = MetricsClued(pg.url(c.dbname), args=["--db-write-batch-inflight", "0", "--metrics-listen",
+                                               "127.0.0.1:0"]).start(migrate=False)
+    o = c.w.G1.leader
+    leader = world.User(srv.addr, o.id, o.name, o.role, o.unit, o.token)
+    try:
+        for _ in range(5):  # the calls must meet in clued: a few tries, however loaded the machine
+            clues = submit(c.w.G1.member, 24)
+            out = all_at_once([move_call(leader, cl) for cl in clues])
+            assert all(code == Code.OK for code, _ in out), out
+            check_moved(c, leader, clues, [r for _, r in out])
+            per_txn = collections.Counter(e[1] for e in events_of(c, [cl.id for cl in clues]))
+            assert set(per_txn.values()) == {1}, per_txn
+            m = scrape(srv.metrics_addr)
+            assert value(m, "clued_db_batches_total", kind="move") == 0
+            if value(m, "clued_db_batched_calls_total", kind="move_facts") >= 2:
+                break
+        else:
+            raise AssertionError("no facts read was batched in five tries")
+    finally:
+        leader.close()
+        srv.stop()
+
+
+def test_batch_limits_must_be_numbers(c):
+    srv = harness.Clued(harness.Postgres.get().url(c.dbname))
+    for flag, bad in (("--db-write-batch-inflight", "-1"), ("--db-write-batch-inflight", "x"),
+                      ("--db-write-batch-inflight", "257"), ("--db-batch-inflight", "-1")):
+        r = srv.run("serve", "--listen", "127.0.0.1:0", flag, bad, check=False)
+        assert r.returncode != 0 and flag in r.stderr, (flag, bad, r.returncode, r.stderr)
+
+
 if __name__ == "__main__":
     harness.run_tests(dict(globals()), setup, teardown)
