@@ -51,7 +51,7 @@ static const char usage_text[] =
     "  --db-batch-inflight N      statements of one batched read kind (a move's facts read,\n"
     "                             GetClue) running at once; the calls of a kind that arrive in\n"
     "                             one turn of the event loop, or while N run, go together in one\n"
-    "                             statement, fewer than 3 each alone; 0: every call alone, at\n"
+    "                             statement, a single one alone; 0: every call alone, at\n"
     "                             once, writes too (default 1)\n"
     "  --db-write-batch-inflight N  the same for a batched write kind (a plain move's write,\n"
     "                             SubmitClue), each statement one commit; 0: every write\n"

@@ -329,8 +329,8 @@ static void start_run(queue_t *q, size_t n) {
 }
 
 /* Start statements while the kind has room: each takes every waiting call (up to the most),
- * but fewer than SVC_BATCH_MIN go each alone: a batch of two costs the database more than two
- * calls alone. Without room, wake when the oldest running statement stops counting. */
+ * but fewer than SVC_BATCH_MIN go each alone. Without room, wake when the oldest running
+ * statement stops counting. */
 static void pump(queue_t *q) {
   server_t *srv = q->b->srv;
   int limit = q->kind->writes ? srv->cfg.db_write_batch_inflight : srv->cfg.db_batch_inflight;
