@@ -9,7 +9,6 @@ import os
 import queue
 import random
 import re
-import socket
 import struct
 import sys
 import threading

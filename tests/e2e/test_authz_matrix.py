@@ -541,7 +541,7 @@ class Matrix:
     def make_item(self, kind):
         """A fresh rectification item supervised by G1: from a G1 clue in the state named, or
         (kind "in case K") found in joint case K, OPEN."""
-        w, L, M = self.w, self.w.G1.leader, self.w.G1.member
+        L, M = self.w.G1.leader, self.w.G1.member
         case = self.K if kind == "in case K" else None
         if case:
             req = rp.CreateItemRequest(source=rp.RECTIFICATION_SOURCE_CASE, source_case_id=case.id)

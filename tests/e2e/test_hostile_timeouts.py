@@ -13,8 +13,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
-from hostile import (CHECK, DATA, END_STREAM, ENHANCE_YOUR_CALM, NO_ERROR, PING, PREFACE, HealthProbe,  # noqa: E402
-                     Raw, frame, grpc_msg, headers_frames, report, request_block, rss_kb, settings, start_clued)
+from hostile import (DATA, END_STREAM, ENHANCE_YOUR_CALM, NO_ERROR, PING, PREFACE, HealthProbe,  # noqa: E402
+                     Raw, frame, grpc_msg, headers_frames, report, request_block, rss_kb, start_clued)
 
 WATCH = "/grpc.health.v1.Health/Watch"
 MAX_CONNS = 300

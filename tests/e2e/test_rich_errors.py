@@ -15,7 +15,6 @@ output of proto/google/rpc (the standard google.rpc messages).
 
 import importlib
 import os
-import subprocess
 import sys
 import tempfile
 

@@ -4,7 +4,6 @@ exit 0."""
 import os
 import signal
 import sys
-import threading
 import time
 
 import grpc

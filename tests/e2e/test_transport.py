@@ -1,6 +1,5 @@
 """The gRPC transport against the real clued, driven by Python grpcio and raw HTTP/2."""
 
-import concurrent.futures
 import os
 import socket
 import struct
