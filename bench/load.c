@@ -501,15 +501,11 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
   if (!s)
     return 0;
   if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
-    int v = 0;
-    for (size_t i = 0; i < valuelen && v < 1000; i++)
-      v = value[i] >= '0' && value[i] <= '9' ? v * 10 + (value[i] - '0') : 1000;
-    s->http_status = valuelen == 3 && v < 1000 ? v : 0;
+    int v = valuelen == 3 ? grpc_parse_uint(value, valuelen, 999) : -1;
+    s->http_status = v < 0 ? 0 : v;
   } else if (namelen == 11 && memcmp(name, "grpc-status", 11) == 0) {
-    int v = valuelen > 0 && valuelen <= 3 ? 0 : -1;
-    for (size_t i = 0; v >= 0 && i < valuelen; i++)
-      v = value[i] >= '0' && value[i] <= '9' ? v * 10 + (value[i] - '0') : -1;
-    s->grpc_status = v; /* unreadable counts as missing */
+    /* unreadable counts as missing */
+    s->grpc_status = valuelen <= 3 ? grpc_parse_uint(value, valuelen, 999) : -1;
   } else if (namelen == 12 && memcmp(name, "grpc-message", 12) == 0) {
     char *msg = grpc_message_decode((const char *)value, valuelen); /* cut to the buffer */
     snprintf(s->grpc_message, sizeof(s->grpc_message), "%s", msg ? msg : "(out of memory)");

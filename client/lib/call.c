@@ -85,32 +85,19 @@ static int grpc_content_type(const uint8_t *v, size_t len) {
   return len == n || v[n] == '+' || v[n] == ';';
 }
 
-static int parse_uint(const uint8_t *v, size_t len, int max) {
-  int n = 0;
-
-  if (len == 0 || len > 9)
-    return -1;
-  for (size_t i = 0; i < len; i++) {
-    if (v[i] < '0' || v[i] > '9')
-      return -1;
-    n = n * 10 + (v[i] - '0');
-  }
-  return n <= max ? n : -1;
-}
-
 void clue__call_on_header(call_t *call, const uint8_t *name, size_t namelen, const uint8_t *value,
                           size_t valuelen) {
   if (call->state == CALL_CLOSED)
     return;
   if (name_is(name, namelen, ":status")) {
-    call->http_status = parse_uint(value, valuelen, 999);
+    call->http_status = grpc_parse_uint(value, valuelen, 999);
     if (call->http_status < 0)
       call->http_status = 0;
   } else if (name_is(name, namelen, "content-type")) {
     call->grpc_ct = grpc_content_type(value, valuelen);
   } else if (name_is(name, namelen, "grpc-status")) {
     /* An unparsable status is still a status: UNKNOWN, as other clients do. */
-    int code = parse_uint(value, valuelen, 1000000);
+    int code = grpc_parse_uint(value, valuelen, 1000000);
     call->grpc_status = code < 0 ? CLUE_STATUS_UNKNOWN : code;
   } else if (name_is(name, namelen, "grpc-message")) {
     free(call->grpc_message);

@@ -204,3 +204,16 @@ char *grpc_message_decode(const char *val, size_t len) {
   *p = '\0';
   return out;
 }
+
+int grpc_parse_uint(const uint8_t *v, size_t len, int max) {
+  int n = 0;
+
+  if (len == 0 || len > 9)
+    return -1;
+  for (size_t i = 0; i < len; i++) {
+    if (v[i] < '0' || v[i] > '9')
+      return -1;
+    n = n * 10 + (v[i] - '0');
+  }
+  return n <= max ? n : -1;
+}

@@ -83,6 +83,12 @@ void grpc_timeout_format(uint64_t ms, char *out, size_t outlen);
 char *grpc_message_encode(const char *msg, size_t len);
 
 /**
+ * A header value of 1 to 9 decimal digits (":status", "grpc-status") as a number of at most
+ * max; -1 if it is anything else.
+ */
+int grpc_parse_uint(const uint8_t *v, size_t len, int max);
+
+/**
  * Decode a percent-encoded grpc-message. Malformed escapes are kept verbatim, as the
  * specification asks. Returns a malloc'd NUL-terminated string or NULL on out of memory.
  */

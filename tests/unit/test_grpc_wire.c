@@ -258,6 +258,21 @@ static void test_message_encoding(void **state) {
   free(d);
 }
 
+/* Header values as numbers: digits only, 1 to 9 of them, at most max. */
+static void test_parse_uint(void **state) {
+  (void)state;
+  assert_int_equal(grpc_parse_uint((const uint8_t *)"200", 3, 999), 200);
+  assert_int_equal(grpc_parse_uint((const uint8_t *)"0", 1, 999), 0);
+  assert_int_equal(grpc_parse_uint((const uint8_t *)"999", 3, 999), 999);
+  assert_int_equal(grpc_parse_uint((const uint8_t *)"1000", 4, 999), -1);
+  assert_int_equal(grpc_parse_uint((const uint8_t *)"", 0, 999), -1);
+  assert_int_equal(grpc_parse_uint((const uint8_t *)"2x0", 3, 999), -1);
+  assert_int_equal(grpc_parse_uint((const uint8_t *)"-1", 2, 999), -1);
+  assert_int_equal(grpc_parse_uint((const uint8_t *)"123456789", 9, 1000000000), 123456789);
+  assert_int_equal(grpc_parse_uint((const uint8_t *)"1234567890", 10, 2000000000), -1);
+  assert_int_equal(grpc_parse_uint((const uint8_t *)"14 ", 2, 999), 14); /* only len bytes */
+}
+
 static void test_status_names(void **state) {
   (void)state;
   assert_string_equal(grpc_status_name(GRPC_OK), "OK");
@@ -275,7 +290,7 @@ int main(void) {
       cmocka_unit_test(test_truncated_prefix),     cmocka_unit_test(test_length_over_limit),
       cmocka_unit_test(test_bad_and_compressed_flag), cmocka_unit_test(test_buffer_grows_with_data), cmocka_unit_test(test_timeout_units),
       cmocka_unit_test(test_timeout_format_roundtrip), cmocka_unit_test(test_message_encoding),
-      cmocka_unit_test(test_status_names),
+      cmocka_unit_test(test_status_names),         cmocka_unit_test(test_parse_uint),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
