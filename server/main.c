@@ -46,6 +46,11 @@ static const char usage_text[] =
     "                             that owns nothing), migrate as the role owning the schema\n"
     "  --allow-superuser          serve even as a superuser or the schema's owner, roles that\n"
     "                             could disable the audit triggers (refused otherwise)\n"
+    "  --require-sync-replica     refuse to start, and report NOT_SERVING, while the primary\n"
+    "                             has no synchronous standby connected (needs\n"
+    "                             synchronous_standby_names, synchronous_commit on or\n"
+    "                             remote_apply, and the role in pg_read_all_stats); the URL\n"
+    "                             may name several hosts, target_session_attrs=read-write\n"
     "  --db-pool N                database connections (default 8)\n"
     "  --db-queue N               calls that may wait for a connection (default 1024)\n"
     "  --db-batch-inflight N      statements of one batched read kind (a move's facts read,\n"
@@ -218,6 +223,7 @@ enum {
   OPT_TLS_CLIENT_CA,
   OPT_INSECURE_CLEARTEXT,
   OPT_ALLOW_SUPERUSER,
+  OPT_REQUIRE_SYNC_REPLICA,
   OPT_AUDIT_SIGNING_KEY,
   OPT_CHECKPOINT_EVERY,
   OPT_CHECKPOINT_INTERVAL,
@@ -277,6 +283,7 @@ static const struct option long_opts[] = {
     {"tls-client-ca", required_argument, NULL, OPT_TLS_CLIENT_CA},
     {"insecure-cleartext", no_argument, NULL, OPT_INSECURE_CLEARTEXT},
     {"allow-superuser", no_argument, NULL, OPT_ALLOW_SUPERUSER},
+    {"require-sync-replica", no_argument, NULL, OPT_REQUIRE_SYNC_REPLICA},
     {"audit-signing-key", required_argument, NULL, OPT_AUDIT_SIGNING_KEY},
     {"checkpoint-every", required_argument, NULL, OPT_CHECKPOINT_EVERY},
     {"checkpoint-interval", required_argument, NULL, OPT_CHECKPOINT_INTERVAL},
@@ -515,6 +522,9 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
     case OPT_ALLOW_SUPERUSER:
       cli->allow_superuser = 1;
       break;
+    case OPT_REQUIRE_SYNC_REPLICA:
+      cfg->require_sync_replica = 1;
+      break;
     case OPT_AUDIT_SIGNING_KEY:
       cfg->audit_signing_key = optarg;
       break;
@@ -621,6 +631,18 @@ static int cmd_serve(server_config_t *cfg, const cli_opts_t *cli) {
       log_warn("serving although the database %s (--allow-superuser): the audit log's "
                "append-only triggers are only as safe as this server",
                why);
+  }
+  if (cfg->require_sync_replica) {
+    char why[200];
+    int ok = db_sync_replica(cfg->database_url, why, sizeof(why));
+    if (ok < 0)
+      return 1; /* the reason is printed */
+    if (!ok) {
+      log_error("refusing to serve (--require-sync-replica): %s, so a commit acknowledged to "
+                "a client could be lost with the primary",
+                why);
+      return 1;
+    }
   }
   raise_fd_limit();
   /* A write to a peer that has already closed must fail with EPIPE (a disconnect, handled

@@ -42,6 +42,8 @@ typedef struct server_config {
   unsigned grace_ms;            /* shutdown grace period, default 5000 */
   uint64_t max_stream_age_ms;   /* WatchEvents streams end after this, default 1 h; 0: never */
   const char *database_url;     /* libpq conninfo */
+  int require_sync_replica;     /* refuse to start, and report NOT_SERVING, while the primary
+                                   has no synchronous standby (db/replication.h) */
   int db_pool_size;             /* default 8 */
   int db_batch_inflight;        /* statements of one batched read kind running at once;
                                    0: no batching at all (default 1, service/batch.h) */

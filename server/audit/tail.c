@@ -308,10 +308,20 @@ void audit_tail_unfollow(audit_tail_follower_t *f) {
 
 /* ---- queries ---------------------------------------------------------------------------- */
 
+/* With synchronous standbys, a statement that shows events also writes (audit_tail_sync), so
+ * that its commit, and so its answer, waits until the standbys have the commits of every
+ * event its snapshot showed: the events it hands out survive a failover (migration 0027). A
+ * commit becomes visible before that wait, so without it a fetch could hand out an event
+ * that the promoted standby never had, and whose seq it then gives to another. */
+#define TAIL_SYNC_IF(cond)                                                                     \
+  "s AS (UPDATE audit_tail_sync SET n = n + 1 WHERE id = pg_backend_pid() % 64"                \
+  "      AND current_setting('synchronous_standby_names') <> '' AND " cond ")"
+
 /* The largest seq, the xmin of the snapshot it was read in, and a transaction id assigned
  * after that snapshot was taken (see "Ordering without gaps"). */
 static const char sql_start[] =
-    "SELECT (SELECT coalesce(max(seq), 0) FROM audit_events),"
+    "WITH " TAIL_SYNC_IF("true")
+    " SELECT (SELECT coalesce(max(seq), 0) FROM audit_events),"
     "       txid_snapshot_xmin(txid_current_snapshot()), txid_current()";
 
 /* Rows after the frontier with their snapshot's xmin (one statement, one snapshot), and,
@@ -323,7 +333,8 @@ static const char sql_start[] =
 #define FETCH_AT_US_COL (FETCH_EVENT_COL + AUDIT_EVENT_NCOLS)
 #define FETCH_OWNER_COL (FETCH_AT_US_COL + 1)
 static const char sql_fetch[] =
-    "WITH e AS MATERIALIZED (SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2)"
+    "WITH e AS MATERIALIZED (SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2),"
+    " " TAIL_SYNC_IF("EXISTS (SELECT 1 FROM e)")
     " SELECT txid_snapshot_xmin(txid_current_snapshot()),"
     "        (SELECT CASE WHEN max(seq) - $1 > count(*) THEN txid_current() END FROM e),"
     "        (SELECT string_agg(h, ',') FROM (SELECT DISTINCT unnest($3::text[]) h) x"

@@ -14,6 +14,7 @@
 
 #include "audit/sha256.h"
 #include "db/db.h"
+#include "db/replication.h"
 
 #ifndef CLUED_MIGRATIONS_DIR
 #define CLUED_MIGRATIONS_DIR "migrations"
@@ -614,6 +615,30 @@ int db_role_privileged(const char *conninfo, char *why, size_t len) {
     if (why)
       snprintf(why, len, "role \"%s\" owns the audit tables", PQgetvalue(r, 0, 0));
   }
+  PQclear(r);
+  PQfinish(c);
+  return rc;
+}
+
+int db_sync_replica(const char *conninfo, char *why, size_t len) {
+  PGconn *c = migrate_connect(conninfo, NULL);
+  PGresult *r;
+  int rc;
+
+  if (why && len > 0)
+    why[0] = '\0';
+  if (!c)
+    return DB_MIGRATE_ECONNECT;
+  r = run(c, NULL, "checking synchronous replication", db_sync_check_sql, 0, NULL);
+  if (!r) {
+    PQfinish(c);
+    return DB_MIGRATE_ESQL;
+  }
+  if (PQntuples(r) == 1)
+    rc = db_sync_verdict(PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2),
+                         PQgetvalue(r, 0, 3), why, len);
+  else
+    rc = db_sync_verdict(NULL, NULL, NULL, NULL, why, len);
   PQclear(r);
   PQfinish(c);
   return rc;

@@ -70,6 +70,13 @@ int db_migrations_pending(const char *conninfo, const char *dir, char *first_pen
 int db_role_privileged(const char *conninfo, char *why, size_t len)
     __attribute__((warn_unused_result));
 
+/**
+ * Does the primary conninfo reaches keep every commit on a synchronous standby before it
+ * answers (db/replication.h)? Returns 1, 0 with the reason in why, or a negative error code
+ * above (printed to stderr).
+ */
+int db_sync_replica(const char *conninfo, char *why, size_t len) __attribute__((warn_unused_result));
+
 /** A short description of an error code above. */
 const char *db_migrate_strerror(int rc);
 

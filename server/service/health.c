@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "db/db.h"
+#include "db/replication.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "log.h"
 #include "service/reflection.h"
@@ -15,9 +16,16 @@ typedef struct health_watcher {
   char *service;
 } health_watcher_t;
 
+#define SYNC_CHECK_MS 1000 /* --require-sync-replica: how often the standby is looked for */
+
 struct health {
   server_t *srv;
-  int serving;
+  int serving;      /* db_ok && sync_ok */
+  int db_ok;        /* the pool has a working connection */
+  int sync_ok;      /* the primary has a synchronous standby, or that is not required */
+  int checking;     /* a replication check is in flight */
+  int closed;
+  uv_timer_t timer; /* --require-sync-replica: the next replication check */
   health_watcher_t *watchers;
 };
 
@@ -119,17 +127,53 @@ static void notify_all(health_t *h) {
   }
 }
 
-void health_set_serving(server_t *srv, int serving) {
-  health_t *h = srv->health;
-  if (h == NULL || h->serving == !!serving)
+static void health_update(health_t *h) {
+  int serving = h->db_ok && h->sync_ok;
+  if (h->serving == serving)
     return;
-  h->serving = !!serving;
+  h->serving = serving;
   log_info("health: %s", serving ? "SERVING" : "NOT_SERVING");
   notify_all(h);
 }
 
 static void on_db_health(int healthy, void *arg) {
-  health_set_serving(arg, healthy);
+  health_t *h = ((server_t *)arg)->health;
+  h->db_ok = healthy;
+  health_update(h);
+}
+
+static void sync_checked(const db_result_t *r, void *arg) {
+  health_t *h = arg;
+  char why[200];
+  int ok;
+
+  h->checking = 0;
+  if (h->closed)
+    return;
+  if (r->err != DB_OK) {
+    /* The pool's own health covers a lost database; a failed check proves nothing else. */
+    if (r->err != DB_EUNAVAILABLE)
+      log_warn("replication check failed: %s", r->message ? r->message : db_strerror(r->err));
+    return;
+  }
+  ok = db_sync_verdict(db_value(r, 0, 0), db_value(r, 0, 1), db_value(r, 0, 2),
+                       db_value(r, 0, 3), why, sizeof(why));
+  if (ok != h->sync_ok) {
+    if (ok)
+      log_info("health: a synchronous standby is connected");
+    else
+      log_warn("health: %s (--require-sync-replica)", why);
+  }
+  h->sync_ok = ok;
+  health_update(h);
+}
+
+static void on_sync_timer(uv_timer_t *t) {
+  health_t *h = t->data;
+  if (h->checking || h->closed || !h->srv->db)
+    return;
+  if (db_query(h->srv->db, db_sync_check_sql, 0, NULL, sync_checked, h) == 0)
+    h->checking = 1;
 }
 
 int health_init(server_t *srv) {
@@ -137,10 +181,18 @@ int health_init(server_t *srv) {
   if (h == NULL)
     return -ENOMEM;
   h->srv = srv;
-  h->serving = srv->db ? db_pool_healthy(srv->db) : 1;
+  h->db_ok = srv->db ? db_pool_healthy(srv->db) : 1;
+  /* serve checked the standby before it started; from then on the timer keeps checking. */
+  h->sync_ok = 1;
+  h->serving = h->db_ok;
   srv->health = h;
   if (srv->db)
     db_pool_on_health(srv->db, on_db_health, srv);
+  if (srv->db && srv->cfg.require_sync_replica) {
+    uv_timer_init(srv->loop, &h->timer);
+    h->timer.data = h;
+    uv_timer_start(&h->timer, on_sync_timer, SYNC_CHECK_MS, SYNC_CHECK_MS);
+  }
   return 0;
 }
 
@@ -163,6 +215,12 @@ void health_close(server_t *srv) {
     return;
   while (h->watchers)
     watcher_remove(h, h->watchers);
-  free(h);
+  h->closed = 1; /* a check in flight ends with the pool, before health_free() */
+  if (h->timer.data) /* initialized */
+    uv_close((uv_handle_t *)&h->timer, NULL);
+}
+
+void health_free(server_t *srv) {
+  free(srv->health);
   srv->health = NULL;
 }

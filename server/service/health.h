@@ -1,7 +1,8 @@
 #ifndef CLUED_SERVICE_HEALTH_H
 #define CLUED_SERVICE_HEALTH_H
 
-/* grpc.health.v1.Health: SERVING only while the database answers. */
+/* grpc.health.v1.Health: SERVING only while the database answers, and, with
+ * --require-sync-replica, while the primary has a synchronous standby (checked every second). */
 
 #include "rpc/rpc.h"
 #include "server.h"
@@ -16,10 +17,10 @@ int health_init(server_t *srv) __attribute__((warn_unused_result));
 /** Shutdown begins: report NOT_SERVING to watchers and end their calls. */
 void health_shutdown(server_t *srv);
 
-/** Free the health state (after shutdown). */
+/** Close the health state's handles (after shutdown). */
 void health_close(server_t *srv);
 
-/** Set the serving status and tell every watcher (used by the pool's health callback). */
-void health_set_serving(server_t *srv, int serving);
+/** Free the health state (after the loop stopped). */
+void health_free(server_t *srv);
 
 #endif

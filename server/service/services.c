@@ -159,7 +159,7 @@ static const server_module_t batch_module = {"batching", svc_batch_start, NULL, 
 static const server_module_t auth_module = {"authentication", rpc_auth_init, NULL, NULL,
                                             auth_free};
 static const server_module_t health_module = {"health", health_init, health_shutdown,
-                                              health_close, NULL};
+                                              health_close, health_free};
 static const server_module_t tail_module = {"the audit tail", tail_start_if_db, NULL,
                                             audit_tail_close, NULL};
 static const server_module_t audit_module = {"audit watch", audit_init, audit_shutdown,

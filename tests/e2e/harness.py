@@ -124,6 +124,54 @@ def private_postgres():
     return pg
 
 
+class Replicated:
+    """A primary and a synchronous standby by streaming replication (scripts/pg-test
+    start-replicated), on one socket directory, for failover tests. url() names both hosts,
+    read-write: libpq connects to whichever is the primary."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="clued-pgrep-")
+        out = subprocess.check_output([os.path.join(SRC, "scripts", "pg-test"), "start-replicated", self.dir],
+                                      text=True)
+        host, p1, p2 = out.split()
+        self.primary, self.standby = Postgres(host, p1), Postgres(host, p2)
+        atexit.register(self.destroy)
+
+    def destroy(self):
+        if self.dir:
+            subprocess.call([os.path.join(SRC, "scripts", "pg-test"), "stop", self.dir])
+            self.dir = None
+
+    def url(self, dbname, user="postgres", attrs="read-write"):
+        h, p = self.primary.host, self.primary.port
+        return (f"postgresql:///{dbname}?host={h},{h}&port={p},{self.standby.port}&user={user}"
+                f"&target_session_attrs={attrs}")
+
+    def kill_primary(self):
+        """kill -9 the primary's postmaster; its backends end when they notice."""
+        with open(os.path.join(self.dir, "data", "postmaster.pid")) as f:
+            os.kill(int(f.readline()), signal.SIGKILL)
+
+    def promote(self):
+        self._standby_ctl("promote")
+
+    def stop_standby(self):
+        self._standby_ctl("stop", "-m", "fast")
+
+    def start_standby(self):
+        self._standby_ctl("start", "-l", os.path.join(self.dir, "standby.log"), "-o",
+                          f"-k {self.dir} -c listen_addresses='' -p {self.standby.port} -c fsync=off -c max_connections=400")
+
+    def _standby_ctl(self, *args):
+        import glob
+
+        pgbin = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
+        cmd = [os.path.join(pgbin, "pg_ctl"), "-D", os.path.join(self.dir, "standby"), "-w", *args]
+        if os.getuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--"] + cmd
+        subprocess.check_call(cmd, stdout=subprocess.DEVNULL)
+
+
 def as_role(database_url, user):
     """database_url with the superuser postgres replaced by user; other URLs unchanged."""
     if database_url and "user=postgres" in database_url:

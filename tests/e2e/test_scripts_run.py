@@ -1,11 +1,14 @@
 """scripts/run as a new user meets it: in a fresh clone below a mode-700 folder (as /root and
-mktemp -d are), started, used, stopped with Ctrl-C, started again, and its set-up failures.
+mktemp -d are), started, used, stopped with Ctrl-C, started again, and its set-up failures;
+and scripts/run --replicated, a primary and a synchronous standby, between runs of the single
+cluster, whose data it leaves alone.
 
 The clone is made from the source tree's committed HEAD, so this tests what a user would
 clone. When run as root it also runs scripts/run as an unprivileged user made with useradd.
 Each step builds on the one before; the steps run in order.
 """
 
+import glob
 import os
 import re
 import shutil
@@ -98,6 +101,24 @@ def demo_token(ctx, code, role):
 def pgdir(ctx):
     """Where the private cluster keeps its data: .local/pg, or where that link points."""
     return os.path.realpath(os.path.join(ctx.clone, ".local", "pg"))
+
+
+def replicated_dir(ctx):
+    """Where scripts/run --replicated keeps its primary and standby."""
+    return os.path.join(pgdir(ctx), "replicated")
+
+
+def psql_pair(ctx, port, sql, dbname="postgres"):
+    """One value from the pair's cluster on port (5432 the primary, 5433 the standby), asked
+    as postgres on their socket, as the banner of scripts/run --replicated shows."""
+    pgbin = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
+    cmd = [os.path.join(pgbin, "psql"), "-h", os.path.join(replicated_dir(ctx), "run"), "-p", str(port),
+           "-U", "postgres", "-d", dbname, "-Atc", sql]
+    if IS_ROOT:
+        cmd = ["runuser", "-u", "postgres", "--"] + cmd
+    r = subprocess.run(cmd, cwd="/", capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, f"psql on port {port}: {r.stderr}"
+    return r.stdout.strip()
 
 
 def processes_matching(text):
@@ -229,6 +250,54 @@ def test_sigint_to_the_script_alone_stops_everything(ctx):
     assert_all_stopped(ctx, run)
 
 
+def test_replicated_pair_serves_and_ctrl_c_stops_both(ctx):
+    # The single cluster of the steps before is stopped and keeps its data; the pair is new.
+    run = Run(ctx, "--replicated")
+    wait_serving(ctx, run, timeout=120)
+    out = run.output()
+    primary = os.path.join(replicated_dir(ctx), "primary")
+    standby = os.path.join(replicated_dir(ctx), "standby")
+    assert processes_matching(primary) and processes_matching(standby), out[-3000:]
+    assert not processes_matching(os.path.join(pgdir(ctx), "data")), "the single cluster was started too"
+    assert psql_pair(ctx, 5432, "SELECT application_name || ' ' || sync_state FROM pg_stat_replication") \
+        == "standby1 sync"
+    assert psql_pair(ctx, 5433, "SELECT pg_is_in_recovery()") == "t"
+    # Only the primary names a synchronous standby: a promoted standby must not wait for one.
+    assert psql_pair(ctx, 5433, "SHOW synchronous_standby_names") == ""
+    # clued has both clusters in its URL and keeps to the one that accepts writes.
+    [pid] = processes_matching(f"build/clued serve --listen 127.0.0.1:{ctx.port}")
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        env = dict(v.split("=", 1) for v in f.read().decode().split("\0") if "=" in v)
+    assert "port=5432,5433" in env["CLUED_DATABASE_URL"], env["CLUED_DATABASE_URL"]
+    assert "target_session_attrs=read-write" in env["CLUED_DATABASE_URL"], env["CLUED_DATABASE_URL"]
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        cmdline = f.read().decode().split("\0")
+    clued_help = subprocess.run([os.path.join(ctx.clone, "build", "clued"), "help"], capture_output=True,
+                                text=True).stdout
+    assert ("--require-sync-replica" in cmdline) == ("--require-sync-replica" in clued_help), cmdline
+    # The pair has demo users of its own; a clue submitted through clued reaches the standby.
+    with open(os.path.join(ctx.clone, ".local", "replicated-demo-tokens")) as f:
+        member = next(line.split()[3] for line in f if line.split()[:2] == ["G01", "MEMBER"])
+    cluectl(ctx, "clue", "submit", "--title", "两台数据库", "--summary", "s", "--source", "AUDIT",
+            "--subject-name", "王五", "--host-unit", "市统计局", token=member)
+    wait_for(lambda: psql_pair(ctx, 5433, "SELECT count(*) FROM clues WHERE title = '两台数据库'", "clued") == "1",
+             timeout=10, what="the clue on the standby")
+    # The banner says how to fail over by hand, with the pair's paths.
+    assert f"pg_ctl -D {primary} stop -m immediate" in out and f"pg_ctl -D {standby} promote" in out, out
+    run.ctrl_c()
+    rc = run.wait(90)
+    out = run.output()
+    assert rc in (0, 130), f"scripts/run exited {rc}:\n{out[-3000:]}"
+    assert "clued stopped" in out and "stopping the standby" in out and "stopping the primary" in out, out[-2000:]
+    assert out.index("stopping the standby") < out.index("stopping the primary"), out[-2000:]
+    assert "PostgreSQL stopped" in out, out[-2000:]
+    wait_for(lambda: not processes_matching(primary) and not processes_matching(standby), timeout=10,
+             what="the pair to be gone")
+    for data in (primary, standby):
+        assert not os.path.exists(os.path.join(data, "postmaster.pid")), f"{data} left its pid file"
+    assert not processes_matching(f"build/clued serve --listen 127.0.0.1:{ctx.port}"), "clued still runs"
+
+
 def test_double_ctrl_c_leaves_no_half_stopped_cluster(ctx):
     run = Run(ctx)
     wait_serving(ctx, run, timeout=300)
@@ -343,6 +412,14 @@ def test_reset_asks_then_removes_cluster_and_tokens(ctx):
     r = run_once(ctx, "--reset")
     assert r.returncode == 1 and "--yes" in r.stderr, r.stdout + r.stderr
     assert os.path.exists(os.path.join(data, "data", "PG_VERSION")), "removed without confirmation"
+    # With --replicated only the pair and its tokens go.
+    r = run_once(ctx, "--replicated", "--reset", "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for p in (replicated_dir(ctx), os.path.join(ctx.clone, ".local", "replicated-demo-tokens"),
+              os.path.join(ctx.clone, ".local", "replicated-admin-token")):
+        assert not os.path.lexists(p), f"{p} survived --replicated --reset"
+    for p in (os.path.join(data, "data", "PG_VERSION"), os.path.join(ctx.clone, ".local", "demo-tokens")):
+        assert os.path.exists(p), f"--replicated --reset removed {p}"
     r = run_once(ctx, "--reset", "--yes")
     assert r.returncode == 0, r.stdout + r.stderr
     for p in (data, os.path.join(ctx.clone, ".local", "pg"), os.path.join(ctx.clone, ".local", "demo-tokens"),
@@ -351,7 +428,7 @@ def test_reset_asks_then_removes_cluster_and_tokens(ctx):
     r = run_once(ctx, "--bogus")
     assert r.returncode == 2 and "usage" in r.stderr, r.stderr
     r = run_once(ctx, "--help")
-    assert r.returncode == 0 and "--reset" in r.stdout and "CLUED_LISTEN" in r.stdout
+    assert r.returncode == 0 and "--reset" in r.stdout and "--replicated" in r.stdout and "CLUED_LISTEN" in r.stdout
 
 
 def test_unprivileged_user(ctx):

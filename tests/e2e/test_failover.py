@@ -1,0 +1,256 @@
+"""Failover to a synchronous standby: a primary and a standby by streaming replication
+(scripts/pg-test start-replicated), clued on a URL naming both (target_session_attrs=
+read-write), retrying clients submitting and moving clues, the primary's postmaster killed
+with SIGKILL and the standby promoted. Afterwards every acknowledged write is on the new
+primary exactly once, the audit chains and the latest checkpoint verify, and a watcher that
+reconnects has seen every event once, in order. Then --require-sync-replica: refused
+without a synchronous standby, NOT_SERVING while the standby is away."""
+
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+from harness import new_request_id  # noqa: E402
+import world  # noqa: E402
+
+S = harness.stubs()
+H = S.health_pb2
+AU = S.audit_pb2
+pb = S.clue_pb2
+PRELIM = S.common_pb2.CLUE_STATE_PRELIMINARY_CHECK
+SERVING, NOT_SERVING = H.HealthCheckResponse.SERVING, H.HealthCheckResponse.NOT_SERVING
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+TMP = tempfile.mkdtemp(prefix="clued-failover-")
+KEY = os.path.join(TMP, "audit.key")
+assert harness.subprocess.run([harness.CLUED, "keygen", "--out", KEY], capture_output=True).returncode == 0
+
+
+class Tally:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.submits = {}  # request_id -> clue id, acknowledged
+        self.moves = {}    # clue id -> request_id, acknowledged
+        self.attempts = 0
+        self.retried = 0   # calls that needed more than one attempt
+        self.failures = []
+
+
+def retrying(tally, call, give_up):
+    """call() until it answers; UNAVAILABLE and DEADLINE_EXCEEDED are retried with the same
+    request (its request_id makes the retry safe), anything else is a failure."""
+    tries = 0
+    while True:
+        tries += 1
+        with tally.lock:
+            tally.attempts += 1
+        try:
+            r = call()
+            if tries > 1:
+                with tally.lock:
+                    tally.retried += 1
+            return r
+        except grpc.RpcError as e:
+            if e.code() not in RETRYABLE or time.time() > give_up:
+                raise
+            time.sleep(random.uniform(0.05, 0.2))
+
+
+def worker(unit, tally, stop, give_up):
+    """Submit as the unit's member, move to PRELIMINARY_CHECK as its leader, until stop."""
+    try:
+        while not stop.is_set():
+            rid = new_request_id()
+            req = pb.SubmitClueRequest(request_id=rid, title="故障切换线索", summary="主库失效之下的提交",
+                                       source=pb.SOURCE_CHANNEL_AUDIT, subject=pb.SubjectPerson(name="张三"),
+                                       host_unit="市发展改革委")
+            cl = retrying(tally, lambda: unit.member.clue.SubmitClue(req, timeout=5), give_up)
+            with tally.lock:
+                tally.submits[rid] = cl.id
+            mrid = new_request_id()
+            mreq = pb.RequestTransitionRequest(clue_id=cl.id, expected_version=cl.version, target=PRELIM,
+                                               reason="依据初步核实情况", request_id=mrid)
+            r = retrying(tally, lambda: unit.leader.clue.RequestTransition(mreq, timeout=5), give_up)
+            assert r.clue.state == PRELIM and not r.pending, r
+            with tally.lock:
+                tally.moves[cl.id] = mrid
+    except BaseException as e:  # reported by the test, not lost in the thread
+        tally.failures.append(repr(e))
+
+
+class Watcher:
+    """WatchEvents as the auditor from seq 0; when the stream breaks, it resumes after the
+    last seq it received, as a client would."""
+
+    def __init__(self, user):
+        self.user, self.seqs, self.breaks = user, [], 0
+        self.stop = threading.Event()
+        self.call = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop.is_set():
+            after = self.seqs[-1] if self.seqs else 0
+            try:
+                self.call = self.user.audit.WatchEvents(AU.WatchEventsRequest(after_seq=after))
+                for e in self.call:
+                    self.seqs.append(e.seq)
+            except grpc.RpcError:
+                if not self.stop.is_set():
+                    self.breaks += 1
+                    time.sleep(0.2)
+
+    def close(self):
+        self.stop.set()
+        if self.call:
+            self.call.cancel()
+        self.thread.join(10)
+
+
+def health(ch):
+    try:
+        return S.health_pb2_grpc.HealthStub(ch).Check(H.HealthCheckRequest(), timeout=2).status
+    except grpc.RpcError:
+        return None
+
+
+def one(db, sql, *args):
+    with db.cursor() as cur:
+        cur.execute(sql, args)
+        return cur.fetchall()
+
+
+def test_failover_loses_no_acknowledged_write():
+    rep = harness.Replicated()
+    dbname = rep.primary.new_database()
+    srv = harness.Clued(rep.url(dbname), args=["--audit-signing-key", KEY, "--checkpoint-every", "100",
+                                               "--checkpoint-interval", "200ms"]).start()
+    w = world.build(srv)
+    ch = grpc.insecure_channel(srv.addr)
+    watcher = Watcher(w.auditor)
+    tally, stop = Tally(), threading.Event()
+    give_up = time.time() + 90
+    threads = [threading.Thread(target=worker, args=(getattr(w, u), tally, stop, give_up)) for u in ("G1", "G2", "G3") * 2]
+    for t in threads:
+        t.start()
+    harness.wait_for(lambda: len(tally.moves) >= 30, timeout=30, what="moves before the failover")
+    time.sleep(random.uniform(0, 0.3))  # the kill lands anywhere in a call
+    before = len(tally.submits)
+
+    rep.kill_primary()
+    t_kill = time.time()
+    harness.wait_for(lambda: health(ch) == NOT_SERVING, timeout=15, what="NOT_SERVING without a primary")
+    time.sleep(0.5)  # clients keep retrying against no primary at all
+    rep.promote()
+    t_promote = time.time()
+    harness.wait_for(lambda: health(ch) == SERVING, timeout=20, what="SERVING after the promotion")
+    serving_after = time.time() - t_promote
+    n_at_promote = len(tally.submits)
+    harness.wait_for(lambda: len(tally.submits) >= n_at_promote + 20, timeout=30, what="writes on the new primary")
+    stop.set()
+    for t in threads:
+        t.join(120)
+    assert not tally.failures, tally.failures
+    assert srv.alive()
+
+    db = rep.standby.connect(dbname)  # the new primary
+    assert one(db, "SELECT pg_is_in_recovery()") == [(False,)]
+    # Every acknowledged submission is there, once, as the clue acknowledged.
+    found = dict(one(db, "SELECT request_id::text, clue_id FROM clue_requests WHERE method = 'SubmitClue'"))
+    missing = [rid for rid, cid in tally.submits.items() if found.get(rid) != cid]
+    assert not missing, f"{len(missing)} acknowledged submissions are not on the new primary"
+    assert set(found) == set(tally.submits), "a submission nobody was answered for"
+    clues = one(db, "SELECT count(*) FROM clues")[0][0]
+    assert clues == len(tally.submits), (clues, len(tally.submits))
+    # Every acknowledged move happened exactly once.
+    moved = dict(one(db, "SELECT subject_id, count(*) FROM audit_events"
+                         " WHERE action = 'clue.move' AND subject_type = 'clue' GROUP BY subject_id"))
+    assert all(moved.get(cid) == 1 for cid in tally.moves), {c: moved.get(c) for c in tally.moves if moved.get(c) != 1}
+    assert set(moved) == set(tally.moves)
+    states = dict(one(db, "SELECT state, count(*) FROM clues GROUP BY state"))
+    assert states.get("PRELIMINARY_CHECK", 0) == len(tally.moves), states
+    # The audit tail waited for the standby before it handed events out (migration 0027).
+    assert one(db, "SELECT sum(n) FROM audit_tail_sync")[0][0] > 0
+
+    # The chains verify on the new primary, and so does a checkpoint of the whole log.
+    env = {"CLUED_SERVER": srv.addr, "CLUED_TOKEN": w.auditor.token}
+    r = harness.cluectl("audit", "verify", env=env, check=None)
+    assert r.returncode == 0 and r.stdout.startswith("OK:"), r.stdout + r.stderr
+    n = one(db, "SELECT count(*) FROM audit_events")[0][0]
+    a = S.audit_pb2_grpc.AuditServiceStub(w.auditor.channel)
+    harness.wait_for(lambda: a.GetCheckpoint(AU.GetCheckpointRequest()).tree_size == n, timeout=60,
+                     what="a checkpoint of the whole log")
+    cp = os.path.join(TMP, "latest.cp")
+    harness.cluectl("audit", "checkpoint", "--out", cp, env=env, check=0)
+    r = harness.cluectl("audit", "verify", "--checkpoint", cp, "--key", KEY + ".pub", env=env, check=None)
+    assert r.returncode == 0 and r.stdout.startswith("OK:"), r.stdout + r.stderr
+
+    # The watcher saw every event once, in order, across the failover.
+    seqs = [s for (s,) in one(db, "SELECT seq FROM audit_events ORDER BY seq")]
+    harness.wait_for(lambda: watcher.seqs and watcher.seqs[-1] == seqs[-1], timeout=30, what="the watcher at the end")
+    watcher.close()
+    assert watcher.seqs == seqs, (len(watcher.seqs), len(seqs), watcher.breaks)
+    print(f"  {len(tally.submits)} submissions and {len(tally.moves)} moves acknowledged "
+          f"({before} submissions before the kill), {tally.retried} calls retried "
+          f"({tally.attempts} attempts); all found exactly once on the new primary; "
+          f"SERVING {serving_after:.1f} s after the promotion ({time.time() - t_kill:.0f} s since the kill); "
+          f"the watcher saw {len(seqs)} events in order through {watcher.breaks} reconnects")
+    db.close()
+    w.close()
+    ch.close()
+    srv.stop()
+    rep.destroy()
+
+
+def test_require_sync_replica():
+    # A single server with no standby: refused, and the reason says why.
+    pg = harness.Postgres.get()
+    lone = harness.Clued(pg.url(pg.new_database()))
+    lone.run("migrate")
+    r = lone.run("serve", "--require-sync-replica", "--listen", "127.0.0.1:0", check=False)
+    assert r.returncode == 1, r
+    assert "synchronous_standby_names is empty" in r.stderr, r.stderr
+
+    rep = harness.Replicated()
+    dbname = rep.primary.new_database()
+    srv = harness.Clued(rep.url(dbname), args=["--require-sync-replica"])
+    srv.run("migrate")
+    # The runtime role cannot see which standbys are synchronous until granted.
+    r = srv.run("serve", "--require-sync-replica", "--listen", "127.0.0.1:0", check=False)
+    assert r.returncode == 1 and "pg_read_all_stats" in r.stderr, r.stderr
+    pdb = rep.primary.connect()
+    one_exec(pdb, "GRANT pg_read_all_stats TO clued")
+    srv.start(migrate=False)
+    ch = grpc.insecure_channel(srv.addr)
+    assert health(ch) == SERVING
+    # The standby goes away: commits would wait for it, and Health says so.
+    rep.stop_standby()
+    harness.wait_for(lambda: health(ch) == NOT_SERVING, timeout=10, what="NOT_SERVING without the standby")
+    rep.start_standby()
+    harness.wait_for(lambda: health(ch) == SERVING, timeout=20, what="SERVING with the standby back")
+    # Failover: the promoted standby has no synchronous standby of its own.
+    pdb.close()
+    rep.kill_primary()
+    rep.promote()
+    time.sleep(3)
+    assert health(ch) == NOT_SERVING
+    out = srv.stop()
+    assert "no synchronous standby is connected" in out or "synchronous_standby_names is empty" in out, out
+    ch.close()
+    rep.destroy()
+
+
+def one_exec(db, sql):
+    with db.cursor() as cur:
+        cur.execute(sql)
+
+
+if __name__ == "__main__":
+    harness.run_tests(globals())

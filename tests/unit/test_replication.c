@@ -1,0 +1,56 @@
+/* The verdict of --require-sync-replica on a row of db_sync_check_sql (server/db/replication.c);
+ * tests/e2e/test_failover.py runs the statement against a real primary and standby. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "db/replication.h"
+
+static void expect(const char *names, const char *commit, const char *see, const char *n, int ok,
+                   const char *why_has) {
+  char why[200];
+  assert_int_equal(db_sync_verdict(names, commit, see, n, why, sizeof(why)), ok);
+  if (ok)
+    assert_string_equal(why, "");
+  else
+    assert_non_null(strstr(why, why_has));
+}
+
+static void test_a_connected_synchronous_standby_passes(void **state) {
+  (void)state;
+  expect("*", "on", "t", "1", 1, NULL);
+  expect("FIRST 1 (s1, s2)", "remote_apply", "t", "2", 1, NULL);
+}
+
+static void test_each_missing_piece_is_named(void **state) {
+  (void)state;
+  expect("", "on", "t", "1", 0, "synchronous_standby_names is empty");
+  expect("*", "remote_write", "t", "1", 0, "synchronous_commit is remote_write");
+  expect("*", "local", "t", "1", 0, "synchronous_commit is local");
+  expect("*", "off", "t", "1", 0, "synchronous_commit is off");
+  expect("*", "on", "f", "1", 0, "pg_read_all_stats");
+  expect("*", "on", "t", "0", 0, "no synchronous standby is connected");
+  /* The first missing piece is the one named: configuration before connection. */
+  expect("", "off", "f", "0", 0, "synchronous_standby_names is empty");
+}
+
+static void test_no_answer_is_no(void **state) {
+  (void)state;
+  expect(NULL, "on", "t", "1", 0, "no answer");
+  expect("*", "on", "t", NULL, 0, "no answer");
+  assert_int_equal(db_sync_verdict("*", "on", "t", "1", NULL, 0), 1);
+  assert_int_equal(db_sync_verdict("", "on", "t", "1", NULL, 0), 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_a_connected_synchronous_standby_passes),
+      cmocka_unit_test(test_each_missing_piece_is_named),
+      cmocka_unit_test(test_no_answer_is_no),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
