@@ -51,6 +51,13 @@ static const char usage_text[] =
     "                             synchronous_standby_names, synchronous_commit on or\n"
     "                             remote_apply, and the role in pg_read_all_stats); the URL\n"
     "                             may name several hosts, target_session_attrs=read-write\n"
+    "  --replica-url URL          a standby (several hosts allowed, target_session_attrs=\n"
+    "                             standby or prefer-standby; env CLUED_REPLICA_URL) for the\n"
+    "                             reads that tolerate staleness: ListClues, ListAuditEvents,\n"
+    "                             GetStatistics, GetBulletin; each answer says how stale it\n"
+    "                             may be, and a caller may ask for the primary (read.consistent)\n"
+    "  --replica-max-lag MS       a replica further behind the primary is bypassed (default\n"
+    "                             5000)\n"
     "  --db-pool N                database connections (default 8)\n"
     "  --db-queue N               calls that may wait for a connection (default 1024)\n"
     "  --db-batch-inflight N      statements of one batched read kind (a move's facts read,\n"
@@ -224,6 +231,8 @@ enum {
   OPT_INSECURE_CLEARTEXT,
   OPT_ALLOW_SUPERUSER,
   OPT_REQUIRE_SYNC_REPLICA,
+  OPT_REPLICA_URL,
+  OPT_REPLICA_MAX_LAG,
   OPT_AUDIT_SIGNING_KEY,
   OPT_CHECKPOINT_EVERY,
   OPT_CHECKPOINT_INTERVAL,
@@ -284,6 +293,8 @@ static const struct option long_opts[] = {
     {"insecure-cleartext", no_argument, NULL, OPT_INSECURE_CLEARTEXT},
     {"allow-superuser", no_argument, NULL, OPT_ALLOW_SUPERUSER},
     {"require-sync-replica", no_argument, NULL, OPT_REQUIRE_SYNC_REPLICA},
+    {"replica-url", required_argument, NULL, OPT_REPLICA_URL},
+    {"replica-max-lag", required_argument, NULL, OPT_REPLICA_MAX_LAG},
     {"audit-signing-key", required_argument, NULL, OPT_AUDIT_SIGNING_KEY},
     {"checkpoint-every", required_argument, NULL, OPT_CHECKPOINT_EVERY},
     {"checkpoint-interval", required_argument, NULL, OPT_CHECKPOINT_INTERVAL},
@@ -345,6 +356,8 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
     snprintf(cfg->listen, sizeof(cfg->listen), "%s", env);
   if ((env = getenv("CLUED_DATABASE_URL")) && *env)
     cfg->database_url = env;
+  if ((env = getenv("CLUED_REPLICA_URL")) && *env)
+    cfg->replica_url = env;
   if ((env = getenv("CLUED_TLS_CERT")) && *env)
     cfg->tls_cert = env;
   if ((env = getenv("CLUED_TLS_KEY")) && *env)
@@ -524,6 +537,14 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       break;
     case OPT_REQUIRE_SYNC_REPLICA:
       cfg->require_sync_replica = 1;
+      break;
+    case OPT_REPLICA_URL:
+      cfg->replica_url = optarg;
+      break;
+    case OPT_REPLICA_MAX_LAG:
+      if (parse_num("--replica-max-lag", optarg, 1, 86400000, &v))
+        return 1;
+      cfg->replica_max_lag_ms = (uint64_t)v;
       break;
     case OPT_AUDIT_SIGNING_KEY:
       cfg->audit_signing_key = optarg;

@@ -36,6 +36,7 @@ void server_config_defaults(server_config_t *cfg) {
   cfg->db_queue_max = 1024;
   cfg->db_statement_timeout_ms = 30000;
   cfg->db_lock_timeout_ms = 3000;
+  cfg->replica_max_lag_ms = 5000;
   cfg->auth_cache_ttl_ms = 1000;
   cfg->auth_cache_size = 4096;
   cfg->db_queue_per_conn = 128;

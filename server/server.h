@@ -16,6 +16,7 @@ typedef struct h2_conn h2_conn_t;
 typedef struct h2_stream h2_stream_t;
 typedef struct rpc_table rpc_table_t;
 typedef struct health health_t;
+typedef struct replica replica_t;
 typedef struct audit audit_t;
 typedef struct reflection reflection_t;
 typedef struct tls_server tls_server_t;
@@ -42,6 +43,9 @@ typedef struct server_config {
   unsigned grace_ms;            /* shutdown grace period, default 5000 */
   uint64_t max_stream_age_ms;   /* WatchEvents streams end after this, default 1 h; 0: never */
   const char *database_url;     /* libpq conninfo */
+  const char *replica_url;      /* libpq conninfo of a standby for stale-tolerant reads; NULL:
+                                   none (service/replica.h) */
+  uint64_t replica_max_lag_ms;  /* a replica further behind is bypassed, default 5000 */
   int require_sync_replica;     /* refuse to start, and report NOT_SERVING, while the primary
                                    has no synchronous standby (db/replication.h) */
   int db_pool_size;             /* default 8 */
@@ -111,6 +115,7 @@ struct server {
   unsigned nmodules;
   rpc_table_t *methods;
   db_pool_t *db;                /* NULL when running without a database */
+  replica_t *replica;           /* --replica-url: the replica's pool and lag; NULL: none */
   health_t *health;
   audit_t *audit;               /* WatchEvents: the shared tail and its watchers */
   reflection_t *reflection;     /* server reflection: the embedded descriptor set, indexed */

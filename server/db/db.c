@@ -156,9 +156,22 @@ struct db_conn {
   void *notify_arg;
 };
 
+/* A connection string naming several hosts (a primary and its standbys). libpq tries them in
+ * order within one attempt, waiting on each as long as its socket does: a host that does not
+ * answer at all (a machine gone, not just its server) holds the attempt until
+ * connect_timeout_ms, and an attempt that always starts there never reaches the others. So
+ * each failed attempt of a connection starts one host further along: rotation k is the lists
+ * of host, hostaddr and port begun at their k-th entry (NULL: that keyword is not rotated,
+ * having fewer entries than there are hosts). */
+typedef struct host_rotation {
+  int n; /* hosts; below 2 nothing rotates */
+  char **host, **hostaddr, **port; /* n entries each, or NULL */
+} host_rotation_t;
+
 struct db_pool {
   uv_loop_t *loop;
   char *conninfo;
+  host_rotation_t rot;
   char *options; /* the startup "options": the connection string's own, then the timeouts */
   const char *tune_sql, *untune_sql; /* db_config_t's, or both NULL */
   uint64_t retunes;
@@ -198,6 +211,7 @@ const double db_latency_bounds[DB_LAT_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 
                                                   0.05,   0.1,   0.25,   0.5,   1};
 
 static void conn_connect(db_conn_t *c);
+static void rotation_free(host_rotation_t *r);
 static void conn_lost(db_conn_t *c, const char *why);
 static void conn_send(db_conn_t *c, db_req_t *q);
 static void conn_cancel_start(db_conn_t *c);
@@ -672,17 +686,31 @@ static void conn_connect(db_conn_t *c) {
   /* expand_dbname: the "dbname" value is the whole connection string or URI, and what it
    * sets overrides the keywords before it. Those are defaults: TCP keepalives, so that a
    * query on a silently dead network path fails within about a minute instead of the
-   * system's two hours (unix sockets ignore them). */
-  const char *keys[] = {"keepalives_idle",
-                        "keepalives_interval",
-                        "keepalives_count",
-                        "dbname",
-                        "fallback_application_name",
-                        "options",
-                        NULL};
-  const char *vals[] = {
-      "30",       "10", "3", p->conninfo, c->role == ROLE_POOL ? "clued" : "clued-listen",
-      p->options, NULL};
+   * system's two hours (unix sockets ignore them). Keywords after it override it: the host
+   * lists of this attempt's rotation (host_rotation_t). */
+  const char *keys[10] = {"keepalives_idle", "keepalives_interval", "keepalives_count", "dbname",
+                          "fallback_application_name", "options"};
+  const char *vals[10] = {"30", "10", "3", p->conninfo, c->role == ROLE_POOL ? "clued" : "clued-listen",
+                          p->options};
+  int nk = 6;
+
+  if (p->rot.n > 1) {
+    int k = (int)(c->failures % (unsigned)p->rot.n);
+    if (p->rot.host) {
+      keys[nk] = "host";
+      vals[nk++] = p->rot.host[k];
+    }
+    if (p->rot.hostaddr) {
+      keys[nk] = "hostaddr";
+      vals[nk++] = p->rot.hostaddr[k];
+    }
+    if (p->rot.port) {
+      keys[nk] = "port";
+      vals[nk++] = p->rot.port[k];
+    }
+  }
+  keys[nk] = NULL;
+  vals[nk] = NULL;
 
   assert(c->state == CONN_BROKEN && !c->pg && !c->watch);
   c->last_fatal[0] = '\0';
@@ -1249,6 +1277,7 @@ static void pool_free(db_pool_t *p) {
   free(p->conns);
   free(p->conninfo);
   free(p->options);
+  rotation_free(&p->rot);
   free(p);
 }
 
@@ -1342,6 +1371,96 @@ static char *pool_options(const PQconninfoOption *opts, const db_config_t *cfg) 
   return s;
 }
 
+static int count_entries(const char *list) {
+  int n = 1;
+  for (; *list; list++)
+    n += *list == ',';
+  return n;
+}
+
+static void rotation_free_list(char **l, int n) {
+  if (l)
+    for (int i = 0; i < n; i++)
+      free(l[i]);
+  free(l);
+}
+
+static void rotation_free(host_rotation_t *r) {
+  rotation_free_list(r->host, r->n);
+  rotation_free_list(r->hostaddr, r->n);
+  rotation_free_list(r->port, r->n);
+  memset(r, 0, sizeof(*r));
+}
+
+/* The n rotations of list (n comma-separated entries): rotation k starts at entry k. */
+static char **rotations(const char *list, int n) {
+  size_t len = strlen(list);
+  const char **start = calloc((size_t)n, sizeof(*start));
+  size_t *elen = calloc((size_t)n, sizeof(*elen));
+  char **out = calloc((size_t)n, sizeof(*out));
+  int i = 0, ok = start && elen && out;
+
+  for (const char *q = list; ok && i < n; i++) {
+    const char *comma = strchr(q, ',');
+    start[i] = q;
+    elen[i] = comma ? (size_t)(comma - q) : strlen(q);
+    q = comma ? comma + 1 : q + elen[i];
+  }
+  for (int k = 0; ok && k < n; k++) {
+    char *w = out[k] = malloc(len + 1);
+    if (!w) {
+      ok = 0;
+      break;
+    }
+    for (int j = 0; j < n; j++) {
+      const int e = (k + j) % n;
+      if (j > 0)
+        *w++ = ',';
+      memcpy(w, start[e], elen[e]);
+      w += elen[e];
+    }
+    *w = '\0';
+  }
+  free(start);
+  free(elen);
+  if (!ok) {
+    rotation_free_list(out, n);
+    return NULL;
+  }
+  return out;
+}
+
+/* Fill r from the parsed connection string; -1 out of memory. */
+static int rotation_init(host_rotation_t *r, const PQconninfoOption *opts) {
+  const char *host = NULL, *hostaddr = NULL, *port = NULL;
+  int nh, na, np;
+
+  memset(r, 0, sizeof(*r));
+  for (const PQconninfoOption *o = opts; o->keyword; o++) {
+    if (!o->val || !*o->val)
+      continue;
+    if (strcmp(o->keyword, "host") == 0)
+      host = o->val;
+    else if (strcmp(o->keyword, "hostaddr") == 0)
+      hostaddr = o->val;
+    else if (strcmp(o->keyword, "port") == 0)
+      port = o->val;
+  }
+  nh = host ? count_entries(host) : 0;
+  na = hostaddr ? count_entries(hostaddr) : 0;
+  np = port ? count_entries(port) : 0;
+  r->n = nh > na ? nh : na;
+  if (r->n < 2)
+    return 0;
+  if ((nh == r->n && !(r->host = rotations(host, r->n))) ||
+      (na == r->n && !(r->hostaddr = rotations(hostaddr, r->n))) ||
+      (np == r->n && !(r->port = rotations(port, r->n)))) {
+    rotation_free(r);
+    return -1;
+  }
+  return 0;
+}
+
 int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out) {
   db_pool_t *p;
   PQconninfoOption *opts;
@@ -1363,6 +1482,10 @@ int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out) {
   if (!p)
     goto fail_opts;
   p->options = pool_options(opts, cfg);
+  if (rotation_init(&p->rot, opts) != 0) {
+    free(p->options);
+    p->options = NULL;
+  }
   PQconninfoFree(opts);
   opts = NULL;
   if (!p->options)
@@ -1420,6 +1543,7 @@ fail_conninfo:
   free(p->conninfo);
 fail_pool:
   free(p->options);
+  rotation_free(&p->rot);
   free(p);
 fail_opts:
   PQconninfoFree(opts);

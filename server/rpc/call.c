@@ -198,22 +198,39 @@ uint64_t rpc_call_conn_id(const rpc_call_t *call) {
 }
 
 void rpc_call_db_started(rpc_call_t *call, db_req_t *q) {
+  rpc_call_db_started_on(call, NULL, q);
+}
+
+void rpc_call_db_started_on(rpc_call_t *call, db_pool_t *pool, db_req_t *q) {
   call->db_req = q;
+  call->db_req_pool = pool;
 }
 
 void rpc_call_db_ended(rpc_call_t *call, db_req_t *q) {
-  if (call->db_req == q)
+  if (call->db_req == q) {
     call->db_req = NULL;
+    call->db_req_pool = NULL;
+  }
+}
+
+void rpc_call_set_read_pool(rpc_call_t *call, db_pool_t *pool) {
+  call->read_pool = pool;
+}
+
+db_pool_t *rpc_call_read_pool(const rpc_call_t *call) {
+  return call->read_pool ? call->read_pool : call->srv->db;
 }
 
 /* The call ended before its database request: stop that, so that a cancelled or expired call
  * frees its place in the queue or its pool connection (db_cancel). */
 static void call_cancel_db(rpc_call_t *call) {
   db_req_t *q = call->db_req;
+  db_pool_t *pool = call->db_req_pool ? call->db_req_pool : call->srv->db;
 
   call->db_req = NULL;
-  if (q && call->srv->db)
-    db_cancel(call->srv->db, q);
+  call->db_req_pool = NULL;
+  if (q && pool)
+    db_cancel(pool, q);
 }
 
 void rpc_call_ref(rpc_call_t *call) {

@@ -25,6 +25,7 @@
 typedef struct server server_t;
 typedef struct rpc_call rpc_call_t;
 typedef struct db_req db_req_t;
+typedef struct db_pool db_pool_t;
 
 /** The authenticated caller of a call (DESIGN.md §4). */
 typedef struct rpc_principal {
@@ -91,6 +92,15 @@ uint64_t rpc_call_conn_id(const rpc_call_t *call);
  * q is cancelled. One request at a time; rpc_call_db_ended() forgets it.
  */
 void rpc_call_db_started(rpc_call_t *call, db_req_t *q);
+
+/** rpc_call_db_started() for a request sent to pool (NULL: the server's own, srv->db). */
+void rpc_call_db_started_on(rpc_call_t *call, db_pool_t *pool, db_req_t *q);
+
+/** Send the call's reads that tolerate staleness to pool (a replica's; NULL: srv->db). */
+void rpc_call_set_read_pool(rpc_call_t *call, db_pool_t *pool);
+
+/** Where the call's reads go: the pool rpc_call_set_read_pool() named, else srv->db. */
+db_pool_t *rpc_call_read_pool(const rpc_call_t *call);
 
 /** q's callback has started: the call no longer cancels it (no-op if q is not the call's). */
 void rpc_call_db_ended(rpc_call_t *call, db_req_t *q);

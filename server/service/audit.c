@@ -15,6 +15,7 @@
 #include "service/audit_watch.h"
 #include "service/clue_row.h"
 #include "service/common.h"
+#include "service/replica.h"
 
 /* Subject types and actions are short identifiers ("clue", "clue.transition"). */
 #define AUDIT_NAME_MAX 64
@@ -112,6 +113,7 @@ typedef struct list_ctx {
   int32_t page_size;
   uint32_t fp;
   audit_filter_t filter; /* strings point into the request, which the call owns */
+  Clue__V1__ReadFreshness *fresh; /* where the rows come from (service/replica.h) */
 } list_ctx_t;
 
 static void list_done(rpc_call_t *call, const db_result_t *r, void *arg) {
@@ -123,6 +125,7 @@ static void list_done(rpc_call_t *call, const db_result_t *r, void *arg) {
   Clue__V1__AuditEvent **ptrs = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*ptrs));
   int i;
 
+  resp.freshness = ctx->fresh;
   if (evs == NULL || msgs == NULL || ptrs == NULL)
     goto oom;
   for (i = 0; i < n; i++) {
@@ -198,8 +201,10 @@ static void list_events(rpc_call_t *call, const ProtobufCMessage *m) {
   f.until_seq = req->until_seq;
   audit_visibility(rpc_call_principal(call), &f);
   ctx->filter = f;
+  if ((ctx->fresh = replica_route(call, req->read)) == NULL)
+    return;
   audit_sql_build(q, &f, after, 0, ctx->page_size + 1);
-  svc_query(call, q->text, q->n, q->values, list_done, ctx);
+  svc_read(call, q->text, q->n, q->values, list_done, ctx);
 }
 
 /* ---- VerifyAuditChain ------------------------------------------------------------------- */

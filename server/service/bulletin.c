@@ -13,6 +13,7 @@
 #include "domain/bulletin.h"
 #include "domain/stats_scope.h"
 #include "service/clue_row.h"
+#include "service/replica.h"
 #include "service/svc_util.h"
 
 /* At most this many unit ids in one request's filter. */
@@ -55,6 +56,7 @@ typedef struct bulletin_req {
   const Clue__V1__GetBulletinRequest *req;
   bulletin_month_t month;
   int64_t bounds[BULLETIN_STREAK_MAX + 1];
+  Clue__V1__ReadFreshness *fresh; /* where the rows come from (service/replica.h) */
 } bulletin_req_t;
 
 static Clue__V1__BulletinUnit *unit_row(rpc_call_t *call, const db_result_t *r, int row) {
@@ -98,6 +100,7 @@ static void frame(rpc_call_t *call, const bulletin_req_t *br, Clue__V1__GetBulle
   resp->from_ms = br->bounds[1];
   resp->to_ms = br->bounds[0];
   resp->as_of_ms = clue_now_ms(call);
+  resp->freshness = br->fresh;
 }
 
 static void reply_bulletin(rpc_call_t *call, const db_result_t *r, void *arg) {
@@ -187,7 +190,7 @@ static void got_units(rpc_call_t *call, const db_result_t *r, void *arg) {
     clue_oom(call);
     return;
   }
-  svc_query(call, bulletin_sql, 3, params, reply_bulletin, arg);
+  svc_read(call, bulletin_sql, 3, params, reply_bulletin, arg);
 }
 
 static void get_bulletin(rpc_call_t *call, const ProtobufCMessage *m) {
@@ -229,13 +232,15 @@ static void get_bulletin(rpc_call_t *call, const ProtobufCMessage *m) {
     clue_refuse(call, &res);
     return;
   }
+  if ((br->fresh = replica_route(call, req->read)) == NULL)
+    return;
   bulletin_bounds(br->month, br->bounds, BULLETIN_STREAK_MAX + 1);
   if (req->n_unit_ids > 0 &&
       (params[0] = svc_id_array(call, (const int64_t *)req->unit_ids, req->n_unit_ids)) == NULL) {
     clue_oom(call);
     return;
   }
-  svc_query(call, units_sql, 1, params, got_units, br);
+  svc_read(call, units_sql, 1, params, got_units, br);
 }
 
 const rpc_method_t bulletin_methods[] = {

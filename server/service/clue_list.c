@@ -16,6 +16,7 @@
 
 #include "log.h"
 #include "service/clue_row.h"
+#include "service/replica.h"
 #include "service/clue_scope.h"
 #include "service/svc_util.h"
 
@@ -145,6 +146,7 @@ static void add_scope(list_query_t *q, unsigned scope) {
 typedef struct list_ctx {
   int32_t page_size;
   int64_t now_ms;
+  Clue__V1__ReadFreshness *fresh; /* where the rows come from (service/replica.h) */
 } list_ctx_t;
 
 static void reply_list(rpc_call_t *call, const db_result_t *r, void *arg) {
@@ -154,6 +156,7 @@ static void reply_list(rpc_call_t *call, const db_result_t *r, void *arg) {
   int n = db_rows(r), shown = n > lc->page_size ? lc->page_size : n;
   int64_t last_id = 0;
 
+  resp.freshness = lc->fresh;
   if ((resp.clues = rpc_call_alloc(call, (size_t)(shown ? shown : 1) * sizeof(*resp.clues))) ==
       NULL) {
     clue_oom(call);
@@ -250,7 +253,10 @@ void clue_list_clues(rpc_call_t *call, const ProtobufCMessage *m) {
     rpc_fail(call, GRPC_INVALID_ARGUMENT, "page_token is malformed");
     return;
   }
+  if ((lc->fresh = replica_route(call, req->read)) == NULL)
+    return;
   if (scope == AUTHZ_SCOPE_NONE) {
+    empty.freshness = lc->fresh;
     (void)rpc_reply(call, &empty.base);
     return;
   }
@@ -298,5 +304,5 @@ void clue_list_clues(rpc_call_t *call, const ProtobufCMessage *m) {
     clue_oom(call);
     return;
   }
-  svc_query(call, q->sql, q->nparams, q->params, reply_list, lc);
+  svc_read(call, q->sql, q->nparams, q->params, reply_list, lc);
 }

@@ -16,6 +16,7 @@ typedef struct svc_job {
   db_req_t *req; /* cancelled by the call if it ends first */
   int skip;      /* leading results not the caller's (the token statement) */
   int writes;    /* may append audit events (svc_txn, not svc_read) */
+  db_pool_t *pool; /* where it was sent; NULL: the server's (srv->db) */
 } svc_job_t;
 
 void svc_fail_db(rpc_call_t *call, const db_result_t *r) {
@@ -125,6 +126,7 @@ static svc_job_t *job_new(rpc_call_t *call, svc_cb cb, void *arg) {
   job->req = NULL;
   job->skip = 0;
   job->writes = 0;
+  job->pool = NULL;
   rpc_call_ref(call);
   return job;
 }
@@ -135,7 +137,7 @@ static void job_check_sent(svc_job_t *job, int rc) {
   db_result_t r = {0};
 
   if (rc == 0) {
-    rpc_call_db_started(job->call, job->req);
+    rpc_call_db_started_on(job->call, job->pool, job->req);
     return;
   }
   r.err = rc;
@@ -167,7 +169,8 @@ void svc_query(rpc_call_t *call, const char *sql, int nparams, const char *const
   svc_txn(call, &s, 1, cb, arg);
 }
 
-/* One statement on its own: its own transaction, no token statement. */
+/* One statement on its own: its own transaction, no token statement. A read goes where the
+ * call's reads go (a replica's pool, when the call was routed there: service/replica.h). */
 static void run_one(rpc_call_t *call, const char *sql, int nparams, const char *const *values,
                     svc_cb cb, void *arg, int writes) {
   svc_job_t *job;
@@ -176,10 +179,10 @@ static void run_one(rpc_call_t *call, const char *sql, int nparams, const char *
   if ((job = job_new(call, cb, arg)) == NULL)
     return;
   job->writes = writes;
+  job->pool = writes ? rpc_call_server(call)->db : rpc_call_read_pool(call);
   o.owner = rpc_call_conn_id(call);
   o.handle = &job->req;
-  job_check_sent(job, db_query_opts(rpc_call_server(call)->db, &o, sql, nparams, values, job_done,
-                                    job));
+  job_check_sent(job, db_query_opts(job->pool, &o, sql, nparams, values, job_done, job));
 }
 
 void svc_read(rpc_call_t *call, const char *sql, int nparams, const char *const *values, svc_cb cb,

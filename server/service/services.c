@@ -21,6 +21,7 @@
 #include "metrics/http.h"
 #include "service/debug.h"
 #include "service/health.h"
+#include "service/replica.h"
 #include "service/rect.h"
 #include "service/reflection.h"
 #include "service/stats.h"
@@ -154,6 +155,8 @@ static const server_module_t reflection_module = {"reflection", reflection_init,
                                                   reflection_close};
 static const server_module_t pool_module = {"the database pool", pool_start, NULL, pool_close,
                                             NULL};
+static const server_module_t replica_module = {"the replica", replica_start, NULL, replica_close,
+                                              replica_free};
 static const server_module_t batch_module = {"batching", svc_batch_start, NULL, svc_batch_close,
                                              svc_batch_free};
 static const server_module_t auth_module = {"authentication", rpc_auth_init, NULL, NULL,
@@ -169,7 +172,7 @@ static const server_module_t tree_module = {"the audit tree", tree_start_if_db, 
 
 int services_start(server_t *srv) {
   static const server_module_t *const modules[] = {
-      &methods_module, &reflection_module, &pool_module, &batch_module, &auth_module,
+      &methods_module, &reflection_module, &pool_module, &replica_module, &batch_module, &auth_module,
       &health_module,  &tail_module,       &audit_module, &tree_module, &metrics_module,
   };
   return server_start_modules(srv, modules, sizeof(modules) / sizeof(modules[0]));

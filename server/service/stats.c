@@ -14,6 +14,7 @@
 #include "clue/v1/stats.pb-c.h"
 #include "domain/stats_scope.h"
 #include "service/clue_row.h"
+#include "service/replica.h"
 #include "service/svc_util.h"
 
 /* At most this many unit ids in one request's filter. */
@@ -151,10 +152,16 @@ static int zero_unit(rpc_call_t *call, const Clue__V1__UnitStats *u,
   return 0;
 }
 
+typedef struct stats_ctx {
+  const Clue__V1__GetStatisticsRequest *req;
+  Clue__V1__ReadFreshness *fresh; /* where the rows come from (service/replica.h) */
+} stats_ctx_t;
+
 static void reply_stats(rpc_call_t *call, const db_result_t *r, void *arg) {
   Clue__V1__GetStatisticsResponse resp = CLUE__V1__GET_STATISTICS_RESPONSE__INIT;
   size_t n = (size_t)db_rows(r), cap = n ? n : 1;
-  (void)arg;
+
+  resp.freshness = arg;
 
   resp.units = rpc_call_alloc(call, cap * sizeof(*resp.units));
   resp.cases = rpc_call_alloc(call, cap * sizeof(*resp.cases));
@@ -216,7 +223,8 @@ static stats_unit_t find_unit(const db_result_t *r, int64_t id) {
 }
 
 static void got_units(rpc_call_t *call, const db_result_t *r, void *arg) {
-  const Clue__V1__GetStatisticsRequest *req = arg;
+  const stats_ctx_t *sc = arg;
+  const Clue__V1__GetStatisticsRequest *req = sc->req;
   Clue__V1__GetStatisticsResponse empty = CLUE__V1__GET_STATISTICS_RESPONSE__INIT;
   authz_principal_t p = clue_principal(call);
   size_t cap = req->n_unit_ids > 0 ? req->n_unit_ids : (size_t)db_rows(r), n = 0;
@@ -251,6 +259,7 @@ static void got_units(rpc_call_t *call, const db_result_t *r, void *arg) {
     }
   }
   if (n == 0) {
+    empty.freshness = sc->fresh;
     (void)rpc_reply(call, &empty.base);
     return;
   }
@@ -264,7 +273,7 @@ static void got_units(rpc_call_t *call, const db_result_t *r, void *arg) {
     clue_oom(call);
     return;
   }
-  svc_query(call, stats_sql, 5, params, reply_stats, NULL);
+  svc_read(call, stats_sql, 5, params, reply_stats, sc->fresh);
 }
 
 /* ---- GetStatistics ---------------------------------------------------------------------- */
@@ -300,6 +309,7 @@ static void get_statistics(rpc_call_t *call, const ProtobufCMessage *m) {
   authz_result_t res;
   validate_error_t err;
   const char *params[1] = {NULL};
+  stats_ctx_t *sc;
 
   if (clue_invalid(call, validate_stats(req, &err), &err))
     return;
@@ -308,12 +318,19 @@ static void get_statistics(rpc_call_t *call, const ProtobufCMessage *m) {
     clue_refuse(call, &res);
     return;
   }
+  if ((sc = rpc_call_alloc(call, sizeof(*sc))) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  sc->req = req;
+  if ((sc->fresh = replica_route(call, req->read)) == NULL)
+    return;
   if (req->n_unit_ids > 0 &&
       (params[0] = svc_id_array(call, (const int64_t *)req->unit_ids, req->n_unit_ids)) == NULL) {
     clue_oom(call);
     return;
   }
-  svc_query(call, units_sql, 1, params, got_units, (void *)req);
+  svc_read(call, units_sql, 1, params, got_units, sc);
 }
 
 const rpc_method_t stats_methods[] = {

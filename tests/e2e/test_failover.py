@@ -247,6 +247,86 @@ def test_require_sync_replica():
     rep.destroy()
 
 
+def test_replica_reads():
+    rep = harness.Replicated()
+    dbname = rep.primary.new_database()
+    max_lag = 1.5
+    srv = harness.Clued(rep.url(dbname), args=["--replica-url", rep.url(dbname, user="clued", attrs="standby"),
+                                               "--replica-max-lag", str(int(max_lag * 1000))]).start()
+    w = world.build(srv)
+    leader, auditor = w.G1.leader, w.auditor
+    sp, C = S.stats_pb2, S.common_pb2
+    month = time.strftime("%Y-%m", time.gmtime(time.time() + 8 * 3600))
+
+    def submit(title):
+        return w.G1.member.clue.SubmitClue(pb.SubmitClueRequest(
+            request_id=new_request_id(), title=title, summary="副本读取", source=pb.SOURCE_CHANNEL_AUDIT,
+            subject=pb.SubjectPerson(name="李四"), host_unit="市发展改革委"), timeout=10)
+
+    def listed(**read):
+        r = leader.clue.ListClues(pb.ListCluesRequest(read=C.ReadConsistency(**read)), timeout=10)
+        return {c.id for c in r.clues}, r.freshness
+
+    def all_four(**read):
+        rc = C.ReadConsistency(**read)
+        now_ms = int(time.time() * 1000)
+        return [leader.clue.ListClues(pb.ListCluesRequest(read=rc), timeout=10).freshness,
+                auditor.audit.ListAuditEvents(AU.ListAuditEventsRequest(read=rc), timeout=10).freshness,
+                auditor.stats.GetStatistics(sp.GetStatisticsRequest(from_ms=1, to_ms=now_ms, read=rc),
+                                            timeout=10).freshness,
+                auditor.stats.GetBulletin(sp.GetBulletinRequest(month=month, read=rc), timeout=10).freshness]
+
+    a = submit("甲")
+    harness.wait_for(lambda: a.id in listed()[0] and listed()[1].from_replica, timeout=15,
+                     what="the first clue read from the replica")
+    for f in all_four():
+        assert f.from_replica and 0 <= f.max_staleness_ms <= max_lag * 1000 and f.read_lsn, f
+    for f in all_four(consistent=True):
+        assert not f.from_replica and f.max_staleness_ms == 0, f
+
+    # Replay paused: the replica falls behind, and says so.
+    sdb = rep.standby.connect()
+    one_exec(sdb, "SELECT pg_wal_replay_pause()")
+    time.sleep(0.3)
+    b = submit("乙")
+    t_b = time.time()
+    ids, f = listed()
+    assert f.from_replica and b.id not in ids and a.id in ids, (ids, f)
+    time.sleep(0.4)
+    ids, f = listed()
+    age_ms = (time.time() - t_b) * 1000
+    assert f.from_replica and b.id not in ids, (ids, f)
+    # The bound covers what the replica lacks: B was acknowledged age_ms ago.
+    assert f.max_staleness_ms >= age_ms - 50, (f.max_staleness_ms, age_ms)
+    # Fresh data on request: consistent, or a WAL position the replica has not reached.
+    ids, f = listed(consistent=True)
+    assert b.id in ids and not f.from_replica, f
+    pdb = rep.primary.connect()
+    lsn = one(pdb, "SELECT pg_current_wal_lsn()::text")[0][0]
+    ids, f = listed(min_read_lsn=lsn)
+    assert b.id in ids and not f.from_replica, f
+    harness.expect_status(grpc.StatusCode.INVALID_ARGUMENT, leader.clue.ListClues,
+                          pb.ListCluesRequest(read=C.ReadConsistency(min_read_lsn="not/an-lsn")),
+                          details_has=("min_read_lsn",), timeout=10)
+    # Past --replica-max-lag the replica is bypassed by every one of the four.
+    harness.wait_for(lambda: not listed()[1].from_replica, timeout=10, what="the lagging replica bypassed")
+    assert time.time() - t_b >= max_lag - 0.3
+    assert b.id in listed()[0]
+    for f in all_four():
+        assert not f.from_replica and f.max_staleness_ms == 0, f
+    # Replay resumed: back to the replica, which now has B.
+    one_exec(sdb, "SELECT pg_wal_replay_resume()")
+    harness.wait_for(lambda: listed()[1].from_replica, timeout=15, what="the replica in use again")
+    ids, f = listed(min_read_lsn=lsn)
+    assert b.id in ids, (ids, f)
+    assert "replica: bypassed (more than --replica-max-lag behind)" in srv.output()
+    sdb.close()
+    pdb.close()
+    w.close()
+    srv.stop()
+    rep.destroy()
+
+
 def one_exec(db, sql):
     with db.cursor() as cur:
         cur.execute(sql)

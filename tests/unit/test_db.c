@@ -883,6 +883,43 @@ static void test_connect_timeout(void **state) {
   close(fd);
 }
 
+/* A list of two hosts whose first accepts TCP connections and never answers (a machine that
+ * is gone rather than a server that refuses): each failed attempt starts one host further
+ * along, so the pool reaches the server that answers instead of timing out on the silent one
+ * for ever. */
+static void test_silent_first_host_is_passed_over(void **state) {
+  tctx_t t;
+  rec_t r;
+  db_config_t cfg = {0};
+  struct sockaddr_in sa;
+  socklen_t len = sizeof(sa);
+  char ci[1024];
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+  (void)state;
+  assert_true(fd >= 0);
+  memset(&sa, 0, sizeof(sa));
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  assert_int_equal(listen(fd, 16), 0);
+  assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+  snprintf(ci, sizeof(ci), "host=127.0.0.1,%s port=%d,%s user=postgres dbname=%s", pg.host,
+           ntohs(sa.sin_port), pg.port, dbname);
+  cfg.conninfo = ci;
+  cfg.size = 2;
+  cfg.connect_timeout_ms = 300;
+  cfg.reconnect_min_ms = 20;
+  cfg.reconnect_max_ms = 100;
+  ctx_open_cfg(&t, &cfg, 0);
+  assert_true(run_until(&t.loop, all_idle, &t, 5000));
+  query(&t, &r, "SELECT 1", 0, NULL);
+  wait_completed(&t, 1, 3000);
+  assert_int_equal(r.err, DB_OK);
+  ctx_close(&t);
+  close(fd);
+}
+
 static void test_bad_conninfo(void **state) {
   uv_loop_t loop;
   db_pool_t *pool = NULL;
@@ -1384,6 +1421,7 @@ int main(void) {
       cmocka_unit_test(test_tuned_sessions),
       cmocka_unit_test(test_tuned_sessions_keep_their_connections),
       cmocka_unit_test(test_untuned_pool_ignores_tuned),
+      cmocka_unit_test(test_silent_first_host_is_passed_over),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -1,0 +1,251 @@
+/* Reads from a replica (service/replica.h).
+ *
+ * Staleness. Every CHECK_MS the monitor asks the primary for its WAL position
+ * (pg_current_wal_lsn(), which every acknowledged commit lies below) and the replica for how
+ * far it has replayed. It keeps the primary's positions of the last HISTORY checks, each with
+ * the time its query was sent: when the replica has replayed past the primary's position P,
+ * sampled at time t, it has every commit the primary had acknowledged at t, so an answer it
+ * gives now is at most now - t behind. The newest such t is the bound each answer reports;
+ * between checks it only grows, and a replica that stops answering the monitor keeps the t
+ * it had, so its bound grows past --replica-max-lag and reads leave it. A replica that is
+ * not in recovery (promoted, or a primary named by mistake) is not used: it may have
+ * diverged from the primary this server writes to.
+ *
+ * What a stale read means. ListClues on a replica decides visibility from the replica's rows:
+ * for at most the reported staleness, a clue handed over to another unit may still be listed
+ * to its old owner, as the same call on the primary would have listed it a moment earlier.
+ * GetClue, every write, and everything a caller must see of its own writes read the primary. */
+
+#include "service/replica.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db/db.h"
+#include "log.h"
+
+#define CHECK_MS 200
+#define HISTORY 512 /* the primary's positions kept: 102 s at CHECK_MS */
+
+typedef struct sample {
+  uint64_t ms;  /* uv_now() when the primary's query was sent */
+  uint64_t lsn; /* the position it answered */
+} sample_t;
+
+struct replica {
+  server_t *srv;
+  db_pool_t *pool;
+  uv_timer_t timer;
+  int closed;
+  int asking_primary, asking_replica;
+  uint64_t primary_sent_ms;
+  sample_t hist[HISTORY]; /* a ring, oldest at first */
+  size_t first, n;
+  int usable;          /* the replica's last answer: in recovery */
+  uint64_t replayed;   /* how far it had replayed then */
+  uint64_t fresh_ms;   /* it has every commit the primary had acknowledged at this time; 0:
+                          none known */
+  int logged_state;    /* -1 not yet decided, 0 bypassed, 1 in use (for the log) */
+};
+
+static int hexval(char c) {
+  return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                        : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                                               : -1;
+}
+
+/* Up to 8 hex digits ending at stop; *s moves past them. */
+static int hex32(const char **s, char stop, uint64_t *out) {
+  int n = 0, d;
+
+  *out = 0;
+  for (; **s != stop; (*s)++, n++) {
+    if ((d = hexval(**s)) < 0 || n == 8)
+      return -1;
+    *out = *out * 16 + (uint64_t)d;
+  }
+  return n > 0 ? 0 : -1;
+}
+
+int replica_lsn_parse(const char *s, uint64_t *out) {
+  uint64_t hi, lo;
+
+  if (hex32(&s, '/', &hi) != 0)
+    return -1;
+  s++;
+  if (hex32(&s, '\0', &lo) != 0)
+    return -1;
+  *out = hi << 32 | lo;
+  return 0;
+}
+
+static char *lsn_text(rpc_call_t *call, uint64_t lsn) {
+  return rpc_call_printf(call, "%" PRIX64 "/%" PRIX64, lsn >> 32, lsn & 0xffffffffu);
+}
+
+/* The newest sample the replica has replayed past decides fresh_ms. */
+static void update_fresh(replica_t *r) {
+  for (size_t k = r->n; k-- > 0;) {
+    const sample_t *s = &r->hist[(r->first + k) % HISTORY];
+    if (s->lsn <= r->replayed) {
+      if (s->ms > r->fresh_ms)
+        r->fresh_ms = s->ms;
+      return;
+    }
+  }
+}
+
+static void primary_answered(const db_result_t *res, void *arg) {
+  replica_t *r = arg;
+  uint64_t lsn;
+  const char *v;
+
+  r->asking_primary = 0;
+  if (r->closed || res->err != DB_OK || (v = db_value(res, 0, 0)) == NULL ||
+      replica_lsn_parse(v, &lsn) != 0)
+    return;
+  if (r->n == HISTORY) {
+    r->first = (r->first + 1) % HISTORY;
+    r->n--;
+  }
+  r->hist[(r->first + r->n++) % HISTORY] = (sample_t){r->primary_sent_ms, lsn};
+  update_fresh(r);
+}
+
+static void replica_answered(const db_result_t *res, void *arg) {
+  replica_t *r = arg;
+  const char *rec, *v;
+  uint64_t lsn;
+
+  r->asking_replica = 0;
+  if (r->closed)
+    return;
+  if (res->err != DB_OK) {
+    r->usable = 0;
+    return;
+  }
+  rec = db_value(res, 0, 0);
+  v = db_value(res, 0, 1);
+  r->usable = rec && strcmp(rec, "t") == 0 && v && replica_lsn_parse(v, &lsn) == 0;
+  if (!r->usable)
+    return;
+  if (lsn > r->replayed)
+    r->replayed = lsn;
+  update_fresh(r);
+}
+
+static void on_check(uv_timer_t *t) {
+  replica_t *r = t->data;
+  static const char primary_sql[] = "SELECT pg_current_wal_lsn()";
+  static const char replica_sql[] = "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()";
+
+  if (r->closed)
+    return;
+  if (!r->asking_primary && r->srv->db &&
+      db_query(r->srv->db, primary_sql, 0, NULL, primary_answered, r) == 0) {
+    r->asking_primary = 1;
+    r->primary_sent_ms = uv_now(r->srv->loop);
+  }
+  if (!r->asking_replica && db_query(r->pool, replica_sql, 0, NULL, replica_answered, r) == 0)
+    r->asking_replica = 1;
+}
+
+int replica_start(server_t *srv) {
+  db_config_t dc = {0};
+  replica_t *r;
+
+  if (srv->cfg.replica_url == NULL || srv->db == NULL)
+    return 0;
+  if ((r = calloc(1, sizeof(*r))) == NULL)
+    return -ENOMEM;
+  r->srv = srv;
+  r->logged_state = -1;
+  dc.conninfo = srv->cfg.replica_url;
+  dc.size = srv->cfg.db_pool_size;
+  dc.queue_max = srv->cfg.db_queue_max;
+  dc.statement_timeout_ms = srv->cfg.db_statement_timeout_ms;
+  dc.lock_timeout_ms = srv->cfg.db_lock_timeout_ms;
+  dc.per_owner_max = srv->cfg.db_queue_per_conn;
+  if (db_pool_new(srv->loop, &dc, &r->pool) != 0) {
+    log_error("cannot create the replica's pool (--replica-url)");
+    free(r);
+    return -EINVAL;
+  }
+  uv_timer_init(srv->loop, &r->timer);
+  r->timer.data = r;
+  uv_timer_start(&r->timer, on_check, 0, CHECK_MS);
+  srv->replica = r;
+  return 0;
+}
+
+static void pool_closed(void *arg) {
+  (void)arg;
+}
+
+void replica_close(server_t *srv) {
+  replica_t *r = srv->replica;
+  if (r == NULL || r->closed)
+    return;
+  r->closed = 1; /* checks in flight end with the pools, before replica_free() */
+  uv_close((uv_handle_t *)&r->timer, NULL);
+  db_pool_close(r->pool, pool_closed, NULL);
+}
+
+void replica_free(server_t *srv) {
+  free(srv->replica);
+  srv->replica = NULL;
+}
+
+Clue__V1__ReadFreshness *replica_route(rpc_call_t *call, const Clue__V1__ReadConsistency *want) {
+  server_t *srv = rpc_call_server(call);
+  replica_t *r = srv->replica;
+  Clue__V1__ReadFreshness *out;
+  uint64_t min = 0, now, stale;
+  int use;
+
+  if (want && want->min_read_lsn && want->min_read_lsn[0] &&
+      replica_lsn_parse(want->min_read_lsn, &min) != 0) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT,
+             "read.min_read_lsn must be a WAL position such as 16/B374D848");
+    return NULL;
+  }
+  if ((out = rpc_call_alloc(call, sizeof(*out))) == NULL) {
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return NULL;
+  }
+  clue__v1__read_freshness__init(out);
+  if (r == NULL || r->closed)
+    return out;
+  now = uv_now(srv->loop);
+  stale = r->fresh_ms ? now - r->fresh_ms : UINT64_MAX;
+  use = !(want && want->consistent) && r->usable && db_pool_healthy(r->pool) &&
+        r->replayed >= min && stale <= srv->cfg.replica_max_lag_ms;
+  /* The log follows the replica's own fitness, not what single callers ask for. */
+  if (!(want && want->consistent) && r->replayed >= min && use != r->logged_state) {
+    if (use)
+      log_info("replica: in use for reads that tolerate staleness");
+    else
+      log_warn("replica: bypassed (%s); reads go to the primary",
+               !r->usable || !db_pool_healthy(r->pool) ? "unreachable or not in recovery"
+               : stale == UINT64_MAX                  ? "its lag is not known yet"
+                                                      : "more than --replica-max-lag behind");
+    r->logged_state = use;
+  }
+  if (use) {
+    rpc_call_set_read_pool(call, r->pool);
+    out->from_replica = 1;
+    out->max_staleness_ms = (int64_t)stale;
+    out->read_lsn = lsn_text(call, r->replayed);
+  } else if (r->n > 0) {
+    /* The primary answers with every commit up to its latest sampled position at least. */
+    out->read_lsn = lsn_text(call, r->hist[(r->first + r->n - 1) % HISTORY].lsn);
+  }
+  if (out->read_lsn == NULL) {
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return NULL;
+  }
+  return out;
+}

@@ -1,0 +1,29 @@
+#ifndef CLUED_SERVICE_REPLICA_H
+#define CLUED_SERVICE_REPLICA_H
+/* Reads from a replica (serve --replica-url): a second pool, on a standby, for the reads that
+ * tolerate staleness (ListClues, ListAuditEvents, GetStatistics, GetBulletin). The server
+ * watches how far behind the primary the replica is; a read goes there unless the caller asks
+ * for fresh data (ReadConsistency) or the replica is more than --replica-max-lag behind, and
+ * every answer says where it came from and how stale it may be (ReadFreshness). */
+
+#include "clue/v1/common.pb-c.h"
+#include "rpc/rpc.h"
+#include "server.h"
+
+/** Module hooks: the replica's pool and its lag monitor, when --replica-url is set. */
+int replica_start(server_t *srv) __attribute__((warn_unused_result));
+void replica_close(server_t *srv);
+void replica_free(server_t *srv);
+
+/**
+ * Decide where call's stale-tolerant reads go, as want asks (NULL: no preference), and return
+ * what the answer says of it, in the call's arena. NULL after failing the call
+ * (INVALID_ARGUMENT: a malformed min_read_lsn; RESOURCE_EXHAUSTED: out of memory). Call it
+ * after the request is known valid and before the reads are sent.
+ */
+Clue__V1__ReadFreshness *replica_route(rpc_call_t *call, const Clue__V1__ReadConsistency *want)
+    __attribute__((warn_unused_result));
+
+/** Parse a WAL position "X/Y" (hexadecimal, as PostgreSQL prints them). Returns 0 or -1. */
+int replica_lsn_parse(const char *s, uint64_t *out);
+#endif
