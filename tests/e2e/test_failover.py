@@ -90,13 +90,24 @@ class Watcher:
 
     def __init__(self, user):
         self.user, self.seqs, self.breaks = user, [], 0
-        self.stop = threading.Event()
+        self.stop, self.go = threading.Event(), threading.Event()
+        self.go.set()
         self.call = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
+    def pause(self):
+        """The client goes away: its stream ends."""
+        self.go.clear()
+        if self.call:
+            self.call.cancel()
+
+    def resume(self):
+        self.go.set()
+
     def _run(self):
         while not self.stop.is_set():
+            self.go.wait()
             after = self.seqs[-1] if self.seqs else 0
             try:
                 self.call = self.user.audit.WatchEvents(AU.WatchEventsRequest(after_seq=after))
@@ -109,6 +120,7 @@ class Watcher:
 
     def close(self):
         self.stop.set()
+        self.go.set()
         if self.call:
             self.call.cancel()
         self.thread.join(10)
@@ -133,8 +145,16 @@ def test_failover_loses_no_acknowledged_write():
     srv = harness.Clued(rep.url(dbname), args=["--audit-signing-key", KEY, "--checkpoint-every", "100",
                                                "--checkpoint-interval", "200ms"]).start()
     w = world.build(srv)
-    ch = grpc.insecure_channel(srv.addr)
+    # A second instance, whose principals stay cached for a minute unless it is told of a
+    # revocation: after the failover its LISTEN must have followed the new primary.
+    other = harness.Clued(rep.url(dbname), args=["--auth-cache-ttl", "60000"]).start(migrate=False)
+    ch, och = grpc.insecure_channel(srv.addr), grpc.insecure_channel(other.addr)
     watcher = Watcher(w.auditor)
+    # Another watcher, on the second instance, that its client stops at the kill and resumes
+    # after the promotion from the last seq it had.
+    au = w.auditor
+    auditor_b = world.User(other.addr, au.id, au.name, au.role, au.unit, au.token)
+    resumed = Watcher(auditor_b)
     tally, stop = Tally(), threading.Event()
     give_up = time.time() + 90
     threads = [threading.Thread(target=worker, args=(getattr(w, u), tally, stop, give_up)) for u in ("G1", "G2", "G3") * 2]
@@ -146,12 +166,14 @@ def test_failover_loses_no_acknowledged_write():
 
     rep.kill_primary()
     t_kill = time.time()
+    resumed.pause()
     harness.wait_for(lambda: health(ch) == NOT_SERVING, timeout=15, what="NOT_SERVING without a primary")
     time.sleep(0.5)  # clients keep retrying against no primary at all
     rep.promote()
     t_promote = time.time()
     harness.wait_for(lambda: health(ch) == SERVING, timeout=20, what="SERVING after the promotion")
     serving_after = time.time() - t_promote
+    resumed.resume()
     n_at_promote = len(tally.submits)
     harness.wait_for(lambda: len(tally.submits) >= n_at_promote + 20, timeout=30, what="writes on the new primary")
     stop.set()
@@ -194,19 +216,47 @@ def test_failover_loses_no_acknowledged_write():
 
     # The watcher saw every event once, in order, across the failover.
     seqs = [s for (s,) in one(db, "SELECT seq FROM audit_events ORDER BY seq")]
-    harness.wait_for(lambda: watcher.seqs and watcher.seqs[-1] == seqs[-1], timeout=30, what="the watcher at the end")
-    watcher.close()
-    assert watcher.seqs == seqs, (len(watcher.seqs), len(seqs), watcher.breaks)
+    for wt in (watcher, resumed):
+        harness.wait_for(lambda: wt.seqs and wt.seqs[-1] == seqs[-1], timeout=30, what="the watchers at the end")
+        wt.close()
+        assert wt.seqs == seqs, (len(wt.seqs), len(seqs), wt.breaks)
+    assert resumed.breaks >= 1
+
+    # Revoking on the first instance reaches the second within a second: its invalidation
+    # LISTEN follows the new primary too.
+    A = S.admin_pb2
+    u = w.admin.admin.CreateUser(A.CreateUserRequest(unit_id=w.admin_unit.id, name="审计员-切换后",
+                                                     role=S.common_pb2.ROLE_AUDITOR), timeout=10)
+    tok = w.admin.admin.IssueToken(A.IssueTokenRequest(user_id=u.id, note="failover"), timeout=10)
+    assert token_works(och, tok.token)  # now cached on the second instance
+    t0 = time.monotonic()
+    w.admin.admin.RevokeToken(A.RevokeTokenRequest(token_id=tok.token_id), timeout=10)
+    assert not token_works(ch, tok.token)
+    time.sleep(max(0.0, t0 + 1.0 - time.monotonic()))
+    assert not token_works(och, tok.token), "the second instance still accepts a token revoked 1 s ago"
     print(f"  {len(tally.submits)} submissions and {len(tally.moves)} moves acknowledged "
           f"({before} submissions before the kill), {tally.retried} calls retried "
           f"({tally.attempts} attempts); all found exactly once on the new primary; "
           f"SERVING {serving_after:.1f} s after the promotion ({time.time() - t_kill:.0f} s since the kill); "
-          f"the watcher saw {len(seqs)} events in order through {watcher.breaks} reconnects")
+          f"both watchers saw {len(seqs)} events in order, one resuming after the promotion")
     db.close()
     w.close()
+    auditor_b.close()
     ch.close()
+    och.close()
+    other.stop()
     srv.stop()
     rep.destroy()
+
+
+def token_works(ch, token):
+    try:
+        S.audit_pb2_grpc.AuditServiceStub(ch).ListAuditEvents(
+            AU.ListAuditEventsRequest(page_size=1), metadata=[("authorization", "Bearer " + token)], timeout=10)
+        return True
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.UNAUTHENTICATED, (e.code(), e.details())
+        return False
 
 
 def test_require_sync_replica():
