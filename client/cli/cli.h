@@ -18,6 +18,7 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include "clue/client.h"
+#include "clue/v1/common.pb-c.h"
 
 /** Exit codes. */
 enum {
@@ -45,6 +46,12 @@ typedef struct cli_opt {
   { "page-token", "TOKEN", 0, "continue a listing (as printed after a page)" }
 #define CLI_OPT_ALL_PAGES                                                                          \
   { "all", NULL, 0, "follow page tokens and list every match" }
+/** --consistent and --min-read-lsn of a read a server may answer from a replica
+ * (cli_read_args()). */
+#define CLI_OPT_CONSISTENT                                                                         \
+  { "consistent", NULL, 0, "read the primary, not a replica: every acknowledged write shows" }
+#define CLI_OPT_MIN_READ_LSN                                                                       \
+  { "min-read-lsn", "LSN", 0, "a replica answers only once it has replayed this far (16/B374D848)" }
 /** An optional --reason that the server keeps in the audit trail. */
 #define CLI_OPT_REASON                                                                             \
   { "reason", "TEXT", 0, "why (kept in the audit trail)" }
@@ -166,6 +173,16 @@ int cli_time(cli_t *cli, const char *name, const char *s, int end_of_day, int64_
  * CLI_USAGE (reported) when both are given.
  */
 int cli_page_args(cli_t *cli, const cli_args_t *a, int *all, char **token);
+
+/**
+ * The read options (CLI_OPT_CONSISTENT, CLI_OPT_MIN_READ_LSN): when either is given, fill rc
+ * and point *field at it. Returns 0.
+ */
+int cli_read_args(cli_t *cli, const cli_args_t *a, Clue__V1__ReadConsistency *rc,
+                  Clue__V1__ReadConsistency **field);
+
+/** After a read answered from a replica, say so on stderr (not with --json). */
+void cli_fresh_hint(cli_t *cli, const ProtobufCMessage *resp);
 
 /**
  * The values of the repeatable option --name as a malloc'd array in *out (NULL when none),

@@ -28,6 +28,8 @@ static const cli_opt_t list_opts[] = {
     {"page-size", "N", 0, "events per page"},
     CLI_OPT_PAGE_TOKEN,
     CLI_OPT_ALL_PAGES,
+    CLI_OPT_CONSISTENT,
+    CLI_OPT_MIN_READ_LSN,
     {NULL, NULL, 0, NULL},
 };
 
@@ -65,6 +67,7 @@ static int show_events(cli_t *cli, const ProtobufCMessage *m) {
 static int run_list(cli_t *cli, const cli_args_t *args) {
   Clue__V1__ListAuditEventsRequest req = CLUE__V1__LIST_AUDIT_EVENTS_REQUEST__INIT;
   Clue__V1__ListAuditEventsResponse *resp = NULL;
+  Clue__V1__ReadConsistency read;
   int all, rc;
 
   if ((rc = cli_arg_id(cli, args, "subject-id", &req.subject_id)) != 0 ||
@@ -75,7 +78,8 @@ static int run_list(cli_t *cli, const cli_args_t *args) {
       (rc = cli_arg_int(cli, args, "after-seq", 0, INT64_MAX, &req.after_seq)) != 0 ||
       (rc = cli_arg_int(cli, args, "until-seq", 0, INT64_MAX, &req.until_seq)) != 0 ||
       (rc = cli_arg_i32(cli, args, "page-size", 1, INT32_MAX, &req.page_size)) != 0 ||
-      (rc = cli_page_args(cli, args, &all, &req.page_token)) != 0)
+      (rc = cli_page_args(cli, args, &all, &req.page_token)) != 0 ||
+      (rc = cli_read_args(cli, args, &read, &req.read)) != 0)
     return rc;
   cli_arg_str(args, "subject-type", &req.subject_type);
   cli_arg_str(args, "action", &req.action);

@@ -170,18 +170,21 @@ static int print_table(cli_t *cli, const Clue__V1__GetBulletinResponse *r) {
 int cli_run_bulletin(cli_t *cli, const cli_args_t *args) {
   Clue__V1__GetBulletinRequest req = CLUE__V1__GET_BULLETIN_REQUEST__INIT;
   Clue__V1__GetBulletinResponse *resp = NULL;
+  Clue__V1__ReadConsistency read;
   int csv = cli_flag(args, "csv"), md = cli_flag(args, "markdown"), rc;
 
   if (csv + md + (cli->json != 0) > 1)
     return cli_usage_error(cli, "--csv, --markdown and --json exclude each other");
   cli_arg_str(args, "month", &req.month);
-  if ((rc = cli_arg_idv(cli, args, "unit", &req.unit_ids, &req.n_unit_ids)) != 0)
+  if ((rc = cli_read_args(cli, args, &read, &req.read)) != 0 ||
+      (rc = cli_arg_idv(cli, args, "unit", &req.unit_ids, &req.n_unit_ids)) != 0)
     return rc;
   rc = cli_call(cli, &clue__v1__stats_service__descriptor, "GetBulletin", &req.base,
                 (ProtobufCMessage **)&resp);
   free(req.unit_ids);
   if (rc != 0)
     return rc;
+  cli_fresh_hint(cli, &resp->base);
   if (cli->json)
     rc = cli_print_json(cli, &resp->base, 0);
   else if (csv)

@@ -325,6 +325,8 @@ static const cli_opt_t list_opts[] = {
     {"page-size", "N", 0, "clues per page (1-500; server default 50)"},
     CLI_OPT_PAGE_TOKEN,
     CLI_OPT_ALL_PAGES,
+    CLI_OPT_CONSISTENT,
+    CLI_OPT_MIN_READ_LSN,
     {NULL, NULL, 0, NULL},
 };
 
@@ -358,6 +360,7 @@ static int show_clue_list(cli_t *cli, const ProtobufCMessage *m) {
 static int run_list(cli_t *cli, const cli_args_t *args) {
   Clue__V1__ListCluesRequest req = CLUE__V1__LIST_CLUES_REQUEST__INIT;
   Clue__V1__ListCluesResponse *resp = NULL;
+  Clue__V1__ReadConsistency read;
   int *states = NULL, source = 0, all, rc;
   size_t nstates = 0;
 
@@ -367,7 +370,8 @@ static int run_list(cli_t *cli, const cli_args_t *args) {
       (rc = cli_arg_time(cli, args, "created-from", 0, &req.created_from_ms)) != 0 ||
       (rc = cli_arg_time(cli, args, "created-to", 1, &req.created_to_ms)) != 0 ||
       (rc = cli_arg_i32(cli, args, "page-size", 1, 500, &req.page_size)) != 0 ||
-      (rc = cli_page_args(cli, args, &all, &req.page_token)) != 0)
+      (rc = cli_page_args(cli, args, &all, &req.page_token)) != 0 ||
+      (rc = cli_read_args(cli, args, &read, &req.read)) != 0)
     return rc;
   if ((rc = cli_arg_enumv(cli, args, "state", &clue__v1__clue_state__descriptor, &states,
                           &nstates)) != 0)

@@ -16,6 +16,8 @@ static const cli_opt_t stats_opts[] = {
     {"unit", "ID", CLI_OPT_REPEAT, "only this unit"},
     {"csv", NULL, 0, "print CSV (RFC 4180, with a header row) instead of a table"},
     {"cases", NULL, 0, "with --csv: the joint-case figures instead of the unit figures"},
+    CLI_OPT_CONSISTENT,
+    CLI_OPT_MIN_READ_LSN,
     {NULL, NULL, 0, NULL},
 };
 
@@ -277,6 +279,7 @@ static int print_tables(cli_t *cli, const Clue__V1__GetStatisticsResponse *r, co
 static int run_stats(cli_t *cli, const cli_args_t *args) {
   Clue__V1__GetStatisticsRequest req = CLUE__V1__GET_STATISTICS_REQUEST__INIT;
   Clue__V1__GetStatisticsResponse *resp = NULL;
+  Clue__V1__ReadConsistency read;
   int csv = cli_flag(args, "csv"), rc;
   char year_from[24], year_to[24];
   const char *from = cli_arg(args, "from"), *to = cli_arg(args, "to");
@@ -301,13 +304,15 @@ static int run_stats(cli_t *cli, const cli_args_t *args) {
     return rc;
   if (req.to_ms <= req.from_ms)
     return cli_usage_error(cli, "the period ends before it begins (--to before --from)");
-  if ((rc = cli_arg_idv(cli, args, "unit", &req.unit_ids, &req.n_unit_ids)) != 0)
+  if ((rc = cli_read_args(cli, args, &read, &req.read)) != 0 ||
+      (rc = cli_arg_idv(cli, args, "unit", &req.unit_ids, &req.n_unit_ids)) != 0)
     return rc;
   rc = cli_call(cli, &clue__v1__stats_service__descriptor, "GetStatistics", &req.base,
                 (ProtobufCMessage **)&resp);
   free(req.unit_ids);
   if (rc != 0)
     return rc;
+  cli_fresh_hint(cli, &resp->base);
   if (cli->json)
     rc = cli_print_json(cli, &resp->base, 0);
   else if (csv)
@@ -323,6 +328,8 @@ static const cli_opt_t bulletin_opts[] = {
     {"unit", "ID", CLI_OPT_REPEAT, "only this group or region (repeatable)"},
     {"csv", NULL, 0, "print CSV (RFC 4180, with a header row)"},
     {"markdown", NULL, 0, "print a Markdown table ready to paste into a circular"},
+    CLI_OPT_CONSISTENT,
+    CLI_OPT_MIN_READ_LSN,
     {NULL, NULL, 0, NULL},
 };
 

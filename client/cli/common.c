@@ -342,6 +342,17 @@ int cli_page_args(cli_t *cli, const cli_args_t *a, int *all, char **token) {
   return 0;
 }
 
+int cli_read_args(cli_t *cli, const cli_args_t *a, Clue__V1__ReadConsistency *rc,
+                  Clue__V1__ReadConsistency **field) {
+  (void)cli;
+  clue__v1__read_consistency__init(rc);
+  rc->consistent = cli_flag(a, "consistent");
+  cli_arg_str(a, "min-read-lsn", &rc->min_read_lsn);
+  if (rc->consistent || rc->min_read_lsn[0])
+    *field = rc;
+  return 0;
+}
+
 /* ---- repeated options ------------------------------------------------------------------- */
 
 int cli_arg_strv(cli_t *cli, const cli_args_t *a, const char *name, char ***out, size_t *n) {
@@ -566,11 +577,29 @@ static void more_hint(cli_t *cli, const ProtobufCMessage *resp) {
   fprintf(stderr, "More results: add --page-token %s (or --all for every page).\n", *next);
 }
 
+void cli_fresh_hint(cli_t *cli, const ProtobufCMessage *resp) {
+  const ProtobufCFieldDescriptor *f =
+      protobuf_c_message_descriptor_get_field_by_name(resp->descriptor, "freshness");
+  const Clue__V1__ReadFreshness *fr;
+
+  if (cli->json || f == NULL || f->descriptor != &clue__v1__read_freshness__descriptor)
+    return;
+  fr = *(const Clue__V1__ReadFreshness *const *)((const char *)resp + f->offset);
+  if (fr == NULL || !fr->from_replica)
+    return;
+  fprintf(stderr,
+          "From a replica, at most %lld ms behind the primary (replayed to %s); --consistent "
+          "reads the primary.\n",
+          (long long)fr->max_staleness_ms, fr->read_lsn);
+}
+
 int cli_show(cli_t *cli, ProtobufCMessage *resp, cli_show_fn show) {
   int rc = cli->json ? cli_print_json(cli, resp, 0) : show(cli, resp);
 
-  if (rc == CLI_OK)
+  if (rc == CLI_OK) {
     more_hint(cli, resp);
+    cli_fresh_hint(cli, resp);
+  }
   protobuf_c_message_free_unpacked(resp, NULL);
   return rc;
 }

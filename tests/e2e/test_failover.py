@@ -333,6 +333,14 @@ def test_replica_reads():
         assert f.from_replica and 0 <= f.max_staleness_ms <= max_lag * 1000 and f.read_lsn, f
     for f in all_four(consistent=True):
         assert not f.from_replica and f.max_staleness_ms == 0, f
+    # cluectl says where an answer came from, and --consistent asks for the primary.
+    env = {"CLUED_SERVER": srv.addr, "CLUED_TOKEN": leader.token}
+    r = harness.cluectl("clue", "list", env=env, check=0)
+    assert "From a replica, at most" in r.stderr and "--consistent" in r.stderr, r.stderr
+    r = harness.cluectl("clue", "list", "--consistent", env=env, check=0)
+    assert "replica" not in r.stderr, r.stderr
+    r = harness.cluectl("clue", "list", "--min-read-lsn", "bogus", env=env, check=None)
+    assert r.returncode != 0 and "min_read_lsn" in r.stderr, r.stderr
 
     # Replay paused: the replica falls behind, and says so.
     sdb = rep.standby.connect()
