@@ -14,6 +14,7 @@
 #include "db/db.h"
 #include "server.h"
 #include "service/batch.h"
+#include "service/replica.h"
 #include "service/audit_watch.h"
 
 /* go-grpc-prometheus's default buckets (Prometheus's DefBuckets), in seconds. */
@@ -367,6 +368,28 @@ int metrics_render(server_t *srv, char **out, size_t *len) {
         outf(&o, "%s{kind=\"%s\"} %llu\n", fams[f].name, svc_batch_name((svc_batch_id_t)k),
              (unsigned long long)v);
       }
+    }
+  }
+  {
+    replica_stats_t rs;
+    replica_stats(srv, &rs);
+    if (rs.configured) {
+      family(&o, "clued_replica_in_use", "gauge",
+             "1 while reads that tolerate staleness go to the replica (--replica-url), 0 while "
+             "it is bypassed.");
+      outf(&o, "clued_replica_in_use %d\n", rs.in_use);
+      family(&o, "clued_replica_staleness_seconds", "gauge",
+             "How far behind the primary an answer from the replica may be now (NaN: not known).");
+      if (rs.staleness_ms < 0)
+        outf(&o, "clued_replica_staleness_seconds NaN\n");
+      else
+        outf(&o, "clued_replica_staleness_seconds %.3f\n", (double)rs.staleness_ms / 1000.0);
+      family(&o, "clued_replica_reads_total", "counter",
+             "Reads that tolerate staleness, by the server that answered them.");
+      outf(&o, "clued_replica_reads_total{to=\"replica\"} %llu\n",
+           (unsigned long long)rs.reads_replica);
+      outf(&o, "clued_replica_reads_total{to=\"primary\"} %llu\n",
+           (unsigned long long)rs.reads_primary);
     }
   }
   family(&o, "clued_audit_watchers", "gauge", "WatchEvents streams open now.");

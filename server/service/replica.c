@@ -49,6 +49,7 @@ struct replica {
   uint64_t fresh_ms;   /* it has every commit the primary had acknowledged at this time; 0:
                           none known */
   int logged_state;    /* -1 not yet decided, 0 bypassed, 1 in use (for the log) */
+  uint64_t reads_replica, reads_primary;
 };
 
 static int hexval(char c) {
@@ -199,11 +200,38 @@ void replica_free(server_t *srv) {
   srv->replica = NULL;
 }
 
+/* The bound an answer from the replica would carry now; UINT64_MAX: not known. */
+static uint64_t staleness(const replica_t *r) {
+  return r->fresh_ms ? uv_now(r->srv->loop) - r->fresh_ms : UINT64_MAX;
+}
+
+/* Could the replica answer a read that asks for nothing more than min_lsn? */
+static int fit(const replica_t *r, uint64_t min_lsn) {
+  return r->usable && db_pool_healthy(r->pool) && r->replayed >= min_lsn &&
+         staleness(r) <= r->srv->cfg.replica_max_lag_ms;
+}
+
+void replica_stats(server_t *srv, replica_stats_t *st) {
+  const replica_t *r = srv->replica;
+  uint64_t stale;
+
+  memset(st, 0, sizeof(*st));
+  st->staleness_ms = -1;
+  if (r == NULL || r->closed)
+    return;
+  stale = staleness(r);
+  st->configured = 1;
+  st->in_use = fit(r, 0);
+  st->staleness_ms = stale == UINT64_MAX ? -1 : (int64_t)stale;
+  st->reads_replica = r->reads_replica;
+  st->reads_primary = r->reads_primary;
+}
+
 Clue__V1__ReadFreshness *replica_route(rpc_call_t *call, const Clue__V1__ReadConsistency *want) {
   server_t *srv = rpc_call_server(call);
   replica_t *r = srv->replica;
   Clue__V1__ReadFreshness *out;
-  uint64_t min = 0, now, stale;
+  uint64_t min = 0, stale;
   int use;
 
   if (want && want->min_read_lsn && want->min_read_lsn[0] &&
@@ -219,10 +247,12 @@ Clue__V1__ReadFreshness *replica_route(rpc_call_t *call, const Clue__V1__ReadCon
   clue__v1__read_freshness__init(out);
   if (r == NULL || r->closed)
     return out;
-  now = uv_now(srv->loop);
-  stale = r->fresh_ms ? now - r->fresh_ms : UINT64_MAX;
-  use = !(want && want->consistent) && r->usable && db_pool_healthy(r->pool) &&
-        r->replayed >= min && stale <= srv->cfg.replica_max_lag_ms;
+  stale = staleness(r);
+  use = !(want && want->consistent) && fit(r, min);
+  if (use)
+    r->reads_replica++;
+  else
+    r->reads_primary++;
   /* The log follows the replica's own fitness, not what single callers ask for. */
   if (!(want && want->consistent) && r->replayed >= min && use != r->logged_state) {
     if (use)

@@ -24,6 +24,17 @@ void replica_free(server_t *srv);
 Clue__V1__ReadFreshness *replica_route(rpc_call_t *call, const Clue__V1__ReadConsistency *want)
     __attribute__((warn_unused_result));
 
+/** What /metrics shows of the replica. */
+typedef struct replica_stats {
+  int configured;        /* --replica-url given */
+  int in_use;            /* a read routed now with no preference would go to it */
+  int64_t staleness_ms;  /* the bound an answer from it would carry now; -1: not known */
+  uint64_t reads_replica; /* stale-tolerant reads answered by the replica, since start */
+  uint64_t reads_primary; /* ... and by the primary (asked for, or the replica bypassed) */
+} replica_stats_t;
+
+void replica_stats(server_t *srv, replica_stats_t *st);
+
 /** Parse a WAL position "X/Y" (hexadecimal, as PostgreSQL prints them). Returns 0 or -1. */
 int replica_lsn_parse(const char *s, uint64_t *out);
 #endif

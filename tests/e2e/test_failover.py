@@ -8,10 +8,13 @@ without a synchronous standby, NOT_SERVING while the standby is away."""
 
 import os
 import random
+import re
+import shutil
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 import grpc
 
@@ -302,7 +305,18 @@ def test_replica_reads():
     dbname = rep.primary.new_database()
     max_lag = 1.5
     srv = harness.Clued(rep.url(dbname), args=["--replica-url", rep.url(dbname, user="clued", attrs="standby"),
-                                               "--replica-max-lag", str(int(max_lag * 1000))]).start()
+                                               "--replica-max-lag", str(int(max_lag * 1000)),
+                                               "--metrics-listen", "127.0.0.1:0"]).start()
+    metrics_addr = re.search(r"metrics on http://(\S+)/metrics", srv.output()).group(1)
+
+    def metric(name):
+        with urllib.request.urlopen(f"http://{metrics_addr}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        r = harness.subprocess.run([shutil.which("promtool"), "check", "metrics"], input=text, capture_output=True,
+                                   text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        m = re.search(r"^" + re.escape(name) + r" (\S+)$", text, re.M)
+        return float(m.group(1)) if m else None
     w = world.build(srv)
     leader, auditor = w.G1.leader, w.auditor
     sp, C = S.stats_pb2, S.common_pb2
@@ -331,6 +345,8 @@ def test_replica_reads():
                      what="the first clue read from the replica")
     for f in all_four():
         assert f.from_replica and 0 <= f.max_staleness_ms <= max_lag * 1000 and f.read_lsn, f
+    assert metric("clued_replica_in_use") == 1 and 0 <= metric("clued_replica_staleness_seconds") <= max_lag
+    assert metric('clued_replica_reads_total{to="replica"}') >= 4
     for f in all_four(consistent=True):
         assert not f.from_replica and f.max_staleness_ms == 0, f
     # cluectl says where an answer came from, and --consistent asks for the primary.
@@ -372,6 +388,7 @@ def test_replica_reads():
     assert b.id in listed()[0]
     for f in all_four():
         assert not f.from_replica and f.max_staleness_ms == 0, f
+    assert metric("clued_replica_in_use") == 0 and metric("clued_replica_staleness_seconds") > max_lag
     # Replay resumed: back to the replica, which now has B.
     one_exec(sdb, "SELECT pg_wal_replay_resume()")
     harness.wait_for(lambda: listed()[1].from_replica, timeout=15, what="the replica in use again")
