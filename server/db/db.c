@@ -1430,9 +1430,10 @@ static char **rotations(const char *list, int n) {
   return out;
 }
 
-/* Fill r from the parsed connection string; -1 out of memory. */
-static int rotation_init(host_rotation_t *r, const PQconninfoOption *opts) {
-  const char *host = NULL, *hostaddr = NULL, *port = NULL;
+/* Fill r from the parsed connection string; -1 out of memory. A pool that writes is warned
+ * when several hosts may include a standby. */
+static int rotation_init(host_rotation_t *r, const PQconninfoOption *opts, int want_writes) {
+  const char *host = NULL, *hostaddr = NULL, *port = NULL, *attrs = "any";
   int nh, na, np;
 
   memset(r, 0, sizeof(*r));
@@ -1446,12 +1447,19 @@ static int rotation_init(host_rotation_t *r, const PQconninfoOption *opts) {
     else if (strcmp(o->keyword, "port") == 0)
       port = o->val;
   }
+  for (const PQconninfoOption *o = opts; o->keyword; o++)
+    if (strcmp(o->keyword, "target_session_attrs") == 0 && o->val)
+      attrs = o->val;
   nh = host ? count_entries(host) : 0;
   na = hostaddr ? count_entries(hostaddr) : 0;
   np = port ? count_entries(port) : 0;
   r->n = nh > na ? nh : na;
   if (r->n < 2)
     return 0;
+  if (want_writes && strcmp(attrs, "read-write") != 0 && strcmp(attrs, "primary") != 0)
+    db_log("the connection string names %d hosts with target_session_attrs=%s: a connection "
+           "may reach a standby, where writes fail; add target_session_attrs=read-write",
+           r->n, attrs);
   if ((nh == r->n && !(r->host = rotations(host, r->n))) ||
       (na == r->n && !(r->hostaddr = rotations(hostaddr, r->n))) ||
       (np == r->n && !(r->port = rotations(port, r->n)))) {
@@ -1482,7 +1490,7 @@ int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out) {
   if (!p)
     goto fail_opts;
   p->options = pool_options(opts, cfg);
-  if (rotation_init(&p->rot, opts) != 0) {
+  if (rotation_init(&p->rot, opts, !cfg->standby_ok) != 0) {
     free(p->options);
     p->options = NULL;
   }

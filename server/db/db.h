@@ -55,6 +55,9 @@ typedef struct db_config {
    * neither. */
   const char *tune_sql;
   const char *untune_sql;
+  int standby_ok; /* the pool reads from a standby (a replica's): no warning when the
+                     connection string names several hosts without target_session_attrs=
+                     read-write */
 } db_config_t;
 
 /** The outcome of a query or transaction, valid only during the callback. */

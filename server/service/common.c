@@ -75,6 +75,14 @@ void svc_fail_db(rpc_call_t *call, const db_result_t *r) {
              rpc_call_server(call)->cfg.db_lock_timeout_ms);
     return;
   }
+  /* A server that no longer takes writes (a primary being demoted, or a standby reached
+   * through a URL without target_session_attrs=read-write): the statement changed nothing, and
+   * a retry may find the primary. */
+  if (strcmp(st, "25006") == 0) {
+    rpc_fail(call, GRPC_UNAVAILABLE,
+             "the database is read-only (a standby?); nothing was changed, retry later");
+    return;
+  }
   if (strcmp(st, "57014") == 0) {
     rpc_fail(call, GRPC_UNAVAILABLE,
              "database statement timed out (limit %u ms); nothing was changed, retry later",

@@ -170,6 +170,7 @@ int replica_start(server_t *srv) {
   dc.statement_timeout_ms = srv->cfg.db_statement_timeout_ms;
   dc.lock_timeout_ms = srv->cfg.db_lock_timeout_ms;
   dc.per_owner_max = srv->cfg.db_queue_per_conn;
+  dc.standby_ok = 1;
   if (db_pool_new(srv->loop, &dc, &r->pool) != 0) {
     log_error("cannot create the replica's pool (--replica-url)");
     free(r);

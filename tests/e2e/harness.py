@@ -144,8 +144,8 @@ class Replicated:
 
     def url(self, dbname, user="postgres", attrs="read-write"):
         h, p = self.primary.host, self.primary.port
-        return (f"postgresql:///{dbname}?host={h},{h}&port={p},{self.standby.port}&user={user}"
-                f"&target_session_attrs={attrs}")
+        url = f"postgresql:///{dbname}?host={h},{h}&port={p},{self.standby.port}&user={user}"
+        return url + (f"&target_session_attrs={attrs}" if attrs else "")
 
     def kill_primary(self):
         """kill -9 the primary's postmaster; its backends end when they notice."""

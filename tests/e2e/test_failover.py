@@ -395,6 +395,19 @@ def test_replica_reads():
     ids, f = listed(min_read_lsn=lsn)
     assert b.id in ids, (ids, f)
     assert "replica: bypassed (more than --replica-max-lag behind)" in srv.output()
+    # A URL of several hosts without target_session_attrs=read-write is warned about, and a
+    # write that lands on the standby is UNAVAILABLE, nothing changed, not an internal error.
+    h, p2 = rep.standby.host, rep.standby.port
+    loose = harness.Clued(f"postgresql:///{dbname}?host={h},{h}&port={p2},{rep.primary.port}&user=postgres").start(
+        migrate=False)
+    assert "target_session_attrs=read-write" in loose.output(), loose.output()
+    member = world.User(loose.addr, w.G1.member.id, w.G1.member.name, w.G1.member.role, w.G1.member.unit,
+                        w.G1.member.token)
+    harness.expect_status(grpc.StatusCode.UNAVAILABLE, member.clue.SubmitClue, pb.SubmitClueRequest(
+        request_id=new_request_id(), title="丙", summary="只读", source=pb.SOURCE_CHANNEL_AUDIT,
+        subject=pb.SubjectPerson(name="李四"), host_unit="市发展改革委"), details_has=("read-only",), timeout=10)
+    member.close()
+    loose.stop()
     sdb.close()
     pdb.close()
     w.close()
