@@ -136,11 +136,6 @@ static void health_update(health_t *h) {
   notify_all(h);
 }
 
-static void on_db_health(int healthy, void *arg) {
-  health_t *h = ((server_t *)arg)->health;
-  h->db_ok = healthy;
-  health_update(h);
-}
 
 static void sync_checked(const db_result_t *r, void *arg) {
   health_t *h = arg;
@@ -174,6 +169,16 @@ static void on_sync_timer(uv_timer_t *t) {
     return;
   if (db_query(h->srv->db, db_sync_check_sql, 0, NULL, sync_checked, h) == 0)
     h->checking = 1;
+}
+
+static void on_db_health(int healthy, void *arg) {
+  health_t *h = ((server_t *)arg)->health;
+  h->db_ok = healthy;
+  if (h->timer.data && !healthy)
+    h->sync_ok = 0; /* the primary found next may be another: unknown until checked */
+  health_update(h);
+  if (h->timer.data && healthy)
+    on_sync_timer(&h->timer);
 }
 
 int health_init(server_t *srv) {

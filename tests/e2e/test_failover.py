@@ -292,8 +292,13 @@ def test_require_sync_replica():
     pdb.close()
     rep.kill_primary()
     rep.promote()
-    time.sleep(3)
-    assert health(ch) == NOT_SERVING
+    # Never SERVING on the new primary, which has no synchronous standby: sampled for 3 s.
+    seen = set()
+    end = time.time() + 3
+    while time.time() < end:
+        seen.add(health(ch))
+        time.sleep(0.02)
+    assert SERVING not in seen, seen
     out = srv.stop()
     assert "no synchronous standby is connected" in out or "synchronous_standby_names is empty" in out, out
     ch.close()
@@ -303,7 +308,7 @@ def test_require_sync_replica():
 def test_replica_reads():
     rep = harness.Replicated()
     dbname = rep.primary.new_database()
-    max_lag = 1.5
+    max_lag = 3.0
     srv = harness.Clued(rep.url(dbname), args=["--replica-url", rep.url(dbname, user="clued", attrs="standby"),
                                                "--replica-max-lag", str(int(max_lag * 1000)),
                                                "--metrics-listen", "127.0.0.1:0"]).start()
