@@ -9,7 +9,9 @@
  * between checks it only grows, and a replica that stops answering the monitor keeps the t
  * it had, so its bound grows past --replica-max-lag and reads leave it. A replica that is
  * not in recovery (promoted, or a primary named by mistake) is not used: it may have
- * diverged from the primary this server writes to.
+ * diverged from the primary this server writes to. The monitor and the reads share the pool,
+ * whose connections all go to the first standby of the URL that accepts them; only while
+ * some of them fail over to another standby can a read reach one the monitor did not ask.
  *
  * What a stale read means. ListClues on a replica decides visibility from the replica's rows:
  * for at most the reported staleness, a clue handed over to another unit may still be listed
@@ -47,7 +49,7 @@ struct replica {
   int usable;          /* the replica's last answer: in recovery */
   uint64_t replayed;   /* how far it had replayed then */
   uint64_t fresh_ms;   /* it has every commit the primary had acknowledged at this time; 0:
-                          none known */
+                          not known */
   int logged_state;    /* -1 not yet decided, 0 bypassed, 1 in use (for the log) */
   uint64_t reads_replica, reads_primary;
 };
@@ -87,13 +89,15 @@ static char *lsn_text(rpc_call_t *call, uint64_t lsn) {
   return rpc_call_printf(call, "%" PRIX64 "/%" PRIX64, lsn >> 32, lsn & 0xffffffffu);
 }
 
-/* The newest sample the replica has replayed past decides fresh_ms. */
+/* The newest sample the replica has replayed past decides fresh_ms; none (the replica is
+ * further behind than the history reaches): not known. Recomputed, not only raised: a URL of
+ * several standbys may bring the monitor to one that is further behind than the last. */
 static void update_fresh(replica_t *r) {
+  r->fresh_ms = 0;
   for (size_t k = r->n; k-- > 0;) {
     const sample_t *s = &r->hist[(r->first + k) % HISTORY];
     if (s->lsn <= r->replayed) {
-      if (s->ms > r->fresh_ms)
-        r->fresh_ms = s->ms;
+      r->fresh_ms = s->ms;
       return;
     }
   }
@@ -133,8 +137,7 @@ static void replica_answered(const db_result_t *res, void *arg) {
   r->usable = rec && strcmp(rec, "t") == 0 && v && replica_lsn_parse(v, &lsn) == 0;
   if (!r->usable)
     return;
-  if (lsn > r->replayed)
-    r->replayed = lsn;
+  r->replayed = lsn;
   update_fresh(r);
 }
 
