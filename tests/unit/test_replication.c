@@ -1,5 +1,6 @@
-/* The verdict of --require-sync-replica on a row of db_sync_check_sql (server/db/replication.c);
- * tests/e2e/test_failover.py runs the statement against a real primary and standby. */
+/* The verdict of --require-sync-replica on a row of db_sync_check_sql (server/db/replication.c),
+ * and the WAL positions of ReadConsistency.min_read_lsn; tests/e2e/test_failover.py runs both
+ * against a real primary and standby. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +10,7 @@
 #include <cmocka.h>
 
 #include "db/replication.h"
+#include "service/replica.h"
 
 static void expect(const char *names, const char *commit, const char *see, const char *n, int ok,
                    const char *why_has) {
@@ -46,11 +48,32 @@ static void test_no_answer_is_no(void **state) {
   assert_int_equal(db_sync_verdict("", "on", "t", "1", NULL, 0), 0);
 }
 
+/* WAL positions as PostgreSQL prints them, the form of min_read_lsn (service/replica.c). */
+static void test_lsn_parse(void **state) {
+  uint64_t v = 1;
+  (void)state;
+  assert_int_equal(replica_lsn_parse("16/B374D848", &v), 0);
+  assert_true(v == (0x16ull << 32 | 0xB374D848ull));
+  assert_int_equal(replica_lsn_parse("0/0", &v), 0);
+  assert_true(v == 0);
+  assert_int_equal(replica_lsn_parse("ffffffff/ffffffff", &v), 0);
+  assert_true(v == UINT64_MAX);
+  static const char *const bad[] = {"",    "/",          "1/",        "/1",          "1",
+                                    "G/0", "0/0x1",      "1/2/3",     "123456789/0", "0/123456789",
+                                    " 1/2", "1/2 ",      "-1/2",      "1/+2",        "not/an-lsn"};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    v = 7;
+    assert_int_equal(replica_lsn_parse(bad[i], &v), -1);
+    assert_true(v == 7); /* untouched */
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_a_connected_synchronous_standby_passes),
       cmocka_unit_test(test_each_missing_piece_is_named),
       cmocka_unit_test(test_no_answer_is_no),
+      cmocka_unit_test(test_lsn_parse),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
