@@ -20,10 +20,10 @@ typedef struct health_watcher {
 
 struct health {
   server_t *srv;
-  int serving;      /* db_ok && sync_ok */
-  int db_ok;        /* the pool has a working connection */
-  int sync_ok;      /* the primary has a synchronous standby, or that is not required */
-  int checking;     /* a replication check is in flight */
+  int serving;  /* db_ok && sync_ok */
+  int db_ok;    /* the pool has a working connection */
+  int sync_ok;  /* the primary has a synchronous standby, or that is not required */
+  int checking; /* a replication check is in flight */
   int closed;
   uv_timer_t timer; /* --require-sync-replica: the next replication check */
   health_watcher_t *watchers;
@@ -136,7 +136,6 @@ static void health_update(health_t *h) {
   notify_all(h);
 }
 
-
 static void sync_checked(const db_result_t *r, void *arg) {
   health_t *h = arg;
   char why[200];
@@ -151,8 +150,8 @@ static void sync_checked(const db_result_t *r, void *arg) {
       log_warn("replication check failed: %s", r->message ? r->message : db_strerror(r->err));
     return;
   }
-  ok = db_sync_verdict(db_value(r, 0, 0), db_value(r, 0, 1), db_value(r, 0, 2),
-                       db_value(r, 0, 3), why, sizeof(why));
+  ok = db_sync_verdict(db_value(r, 0, 0), db_value(r, 0, 1), db_value(r, 0, 2), db_value(r, 0, 3),
+                       why, sizeof(why));
   if (ok != h->sync_ok) {
     if (ok)
       log_info("health: a synchronous standby is connected");
@@ -220,7 +219,7 @@ void health_close(server_t *srv) {
     return;
   while (h->watchers)
     watcher_remove(h, h->watchers);
-  h->closed = 1; /* a check in flight ends with the pool, before health_free() */
+  h->closed = 1;     /* a check in flight ends with the pool, before health_free() */
   if (h->timer.data) /* initialized */
     uv_close((uv_handle_t *)&h->timer, NULL);
 }

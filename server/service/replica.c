@@ -46,18 +46,19 @@ struct replica {
   uint64_t primary_sent_ms;
   sample_t hist[HISTORY]; /* a ring, oldest at first */
   size_t first, n;
-  int usable;          /* the replica's last answer: in recovery */
-  uint64_t replayed;   /* how far it had replayed then */
-  uint64_t fresh_ms;   /* it has every commit the primary had acknowledged at this time; 0:
-                          not known */
-  int logged_state;    /* -1 not yet decided, 0 bypassed, 1 in use (for the log) */
+  int usable;        /* the replica's last answer: in recovery */
+  uint64_t replayed; /* how far it had replayed then */
+  uint64_t fresh_ms; /* it has every commit the primary had acknowledged at this time; 0:
+                        not known */
+  int logged_state;  /* -1 not yet decided, 0 bypassed, 1 in use (for the log) */
   uint64_t reads_replica, reads_primary;
 };
 
 static int hexval(char c) {
-  return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                        : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                                               : -1;
+  return c >= '0' && c <= '9'   ? c - '0'
+         : c >= 'A' && c <= 'F' ? c - 'A' + 10
+         : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                : -1;
 }
 
 /* Up to 8 hex digits ending at stop; *s moves past them. */
@@ -264,8 +265,8 @@ Clue__V1__ReadFreshness *replica_route(rpc_call_t *call, const Clue__V1__ReadCon
     else
       log_warn("replica: bypassed (%s); reads go to the primary",
                !r->usable || !db_pool_healthy(r->pool) ? "unreachable or not in recovery"
-               : stale == UINT64_MAX                  ? "its lag is not known yet"
-                                                      : "more than --replica-max-lag behind");
+               : stale == UINT64_MAX                   ? "its lag is not known yet"
+                                                       : "more than --replica-max-lag behind");
     r->logged_state = use;
   }
   if (use) {

@@ -26,9 +26,9 @@ Clue__V1__ReadFreshness *replica_route(rpc_call_t *call, const Clue__V1__ReadCon
 
 /** What /metrics shows of the replica. */
 typedef struct replica_stats {
-  int configured;        /* --replica-url given */
-  int in_use;            /* a read routed now with no preference would go to it */
-  int64_t staleness_ms;  /* the bound an answer from it would carry now; -1: not known */
+  int configured;         /* --replica-url given */
+  int in_use;             /* a read routed now with no preference would go to it */
+  int64_t staleness_ms;   /* the bound an answer from it would carry now; -1: not known */
   uint64_t reads_replica; /* stale-tolerant reads answered by the replica, since start */
   uint64_t reads_primary; /* ... and by the primary (asked for, or the replica bypassed) */
 } replica_stats_t;

@@ -58,9 +58,9 @@ static void test_lsn_parse(void **state) {
   assert_true(v == 0);
   assert_int_equal(replica_lsn_parse("ffffffff/ffffffff", &v), 0);
   assert_true(v == UINT64_MAX);
-  static const char *const bad[] = {"",    "/",          "1/",        "/1",          "1",
-                                    "G/0", "0/0x1",      "1/2/3",     "123456789/0", "0/123456789",
-                                    " 1/2", "1/2 ",      "-1/2",      "1/+2",        "not/an-lsn"};
+  static const char *const bad[] = {"",     "/",     "1/",    "/1",          "1",
+                                    "G/0",  "0/0x1", "1/2/3", "123456789/0", "0/123456789",
+                                    " 1/2", "1/2 ",  "-1/2",  "1/+2",        "not/an-lsn"};
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     v = 7;
     assert_int_equal(replica_lsn_parse(bad[i], &v), -1);
