@@ -52,11 +52,14 @@ typedef struct rpc_decode_arena {
 
 typedef struct rpc_meta {
   struct rpc_meta *next;
-  char *name, *value;
+  char *name, *value; /* in the entry's own allocation, after it */
 } rpc_meta_t;
 
+/* A block of the call's arena (rpc_call_alloc()): allocations are cut from the newest block,
+ * in order, and all go when the call does. */
 typedef struct rpc_arena_block {
   struct rpc_arena_block *next;
+  size_t size, used; /* bytes of data, and how many are taken */
   max_align_t data[];
 } rpc_arena_block_t;
 
