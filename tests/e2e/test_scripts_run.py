@@ -270,6 +270,9 @@ def test_replicated_pair_serves_and_ctrl_c_stops_both(ctx):
         env = dict(v.split("=", 1) for v in f.read().decode().split("\0") if "=" in v)
     assert "port=5432,5433" in env["CLUED_DATABASE_URL"], env["CLUED_DATABASE_URL"]
     assert "target_session_attrs=read-write" in env["CLUED_DATABASE_URL"], env["CLUED_DATABASE_URL"]
+    if "--replica-url" in subprocess.run([os.path.join(ctx.clone, "build", "clued"), "help"], capture_output=True,
+                                         text=True).stdout:
+        assert "port=5433" in env["CLUED_REPLICA_URL"], env.get("CLUED_REPLICA_URL")
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         cmdline = f.read().decode().split("\0")
     clued_help = subprocess.run([os.path.join(ctx.clone, "build", "clued"), "help"], capture_output=True,
