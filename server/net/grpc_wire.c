@@ -176,7 +176,7 @@ char *grpc_message_encode(const char *msg, size_t len) {
   return out;
 }
 
-static int hexval(char c) {
+int grpc_hex_digit(char c) {
   if (c >= '0' && c <= '9')
     return c - '0';
   if (c >= 'a' && c <= 'f')
@@ -193,8 +193,8 @@ char *grpc_message_decode(const char *val, size_t len) {
     return NULL;
   for (size_t i = 0; i < len; i++) {
     int hi, lo;
-    if (val[i] == '%' && i + 2 < len && (hi = hexval(val[i + 1])) >= 0 &&
-        (lo = hexval(val[i + 2])) >= 0) {
+    if (val[i] == '%' && i + 2 < len && (hi = grpc_hex_digit(val[i + 1])) >= 0 &&
+        (lo = grpc_hex_digit(val[i + 2])) >= 0) {
       *p++ = (char)(hi << 4 | lo);
       i += 2;
     } else {

@@ -88,6 +88,9 @@ char *grpc_message_encode(const char *msg, size_t len);
  */
 int grpc_parse_uint(const uint8_t *v, size_t len, int max);
 
+/** The value of hexadecimal digit c (either case), or -1. */
+int grpc_hex_digit(char c);
+
 /**
  * Decode a percent-encoded grpc-message. Malformed escapes are kept verbatim, as the
  * specification asks. Returns a malloc'd NUL-terminated string or NULL on out of memory.

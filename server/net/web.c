@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "net/grpc_wire.h"
+
 /* ---- content types ------------------------------------------------------------------- */
 
 /* prefix, then optionally "+proto", then the end or ';'. */
@@ -179,16 +181,6 @@ int web_token_list_ok(const uint8_t *v, size_t len) {
 
 /* ---- paths -------------------------------------------------------------------------------- */
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 int web_path_clean(const char *target, char *out, size_t outlen) {
   size_t o = 0, seg = 0;
   const char *p;
@@ -198,7 +190,7 @@ int web_path_clean(const char *target, char *out, size_t outlen) {
   for (p = target + 1; *p && *p != '?' && *p != '#'; p++) {
     char c = *p;
     if (c == '%') {
-      int hi = hexval(p[1]), lo = hi < 0 ? -1 : hexval(p[2]);
+      int hi = grpc_hex_digit(p[1]), lo = hi < 0 ? -1 : grpc_hex_digit(p[2]);
       if (lo < 0)
         return -1;
       c = (char)(hi << 4 | lo);

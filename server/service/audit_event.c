@@ -122,21 +122,11 @@ bool audit_filter_match(const audit_filter_t *f, const audit_ev_t *ev) {
 
 /* ---- events --------------------------------------------------------------------------- */
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 /* Decode hex (encode(..., 'hex') output) into out; returns the byte count. */
 static size_t unhex(const char *hex, uint8_t *out) {
   size_t n = 0;
   for (; hex[0] && hex[1]; hex += 2) {
-    int hi = hexval(hex[0]), lo = hexval(hex[1]);
+    int hi = grpc_hex_digit(hex[0]), lo = grpc_hex_digit(hex[1]);
     if (hi < 0 || lo < 0)
       break;
     out[n++] = (uint8_t)(hi << 4 | lo);

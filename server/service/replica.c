@@ -28,6 +28,7 @@
 
 #include "db/db.h"
 #include "log.h"
+#include "net/grpc_wire.h"
 
 #define CHECK_MS 200
 #define HISTORY 512 /* the primary's positions kept: 102 s at CHECK_MS */
@@ -54,20 +55,13 @@ struct replica {
   uint64_t reads_replica, reads_primary;
 };
 
-static int hexval(char c) {
-  return c >= '0' && c <= '9'   ? c - '0'
-         : c >= 'A' && c <= 'F' ? c - 'A' + 10
-         : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                : -1;
-}
-
 /* Up to 8 hex digits ending at stop; *s moves past them. */
 static int hex32(const char **s, char stop, uint64_t *out) {
   int n = 0, d;
 
   *out = 0;
   for (; **s != stop; (*s)++, n++) {
-    if ((d = hexval(**s)) < 0 || n == 8)
+    if ((d = grpc_hex_digit(**s)) < 0 || n == 8)
       return -1;
     *out = *out * 16 + (uint64_t)d;
   }

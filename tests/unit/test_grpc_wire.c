@@ -259,6 +259,20 @@ static void test_message_encoding(void **state) {
 }
 
 /* Header values as numbers: digits only, 1 to 9 of them, at most max. */
+/* One digit parser for percent escapes, web paths, hashes and WAL positions. */
+static void test_hex_digit(void **state) {
+  static const char digits[] = "0123456789abcdef", upper[] = "ABCDEF";
+  /* The neighbours of each range, and bytes above ASCII. */
+  static const char bad[] = {'/', ':', '@', 'G', '`', 'g', ' ', '\0', '-', 'x', (char)0xC0, (char)0xFF};
+  (void)state;
+  for (int i = 0; i < 16; i++)
+    assert_int_equal(grpc_hex_digit(digits[i]), i);
+  for (int i = 0; i < 6; i++)
+    assert_int_equal(grpc_hex_digit(upper[i]), 10 + i);
+  for (size_t i = 0; i < sizeof(bad); i++)
+    assert_int_equal(grpc_hex_digit(bad[i]), -1);
+}
+
 static void test_parse_uint(void **state) {
   (void)state;
   assert_int_equal(grpc_parse_uint((const uint8_t *)"200", 3, 999), 200);
@@ -291,6 +305,7 @@ int main(void) {
       cmocka_unit_test(test_bad_and_compressed_flag), cmocka_unit_test(test_buffer_grows_with_data), cmocka_unit_test(test_timeout_units),
       cmocka_unit_test(test_timeout_format_roundtrip), cmocka_unit_test(test_message_encoding),
       cmocka_unit_test(test_status_names),         cmocka_unit_test(test_parse_uint),
+      cmocka_unit_test(test_hex_digit),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
