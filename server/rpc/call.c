@@ -77,20 +77,90 @@ static void call_set_state(rpc_call_t *call, rpc_call_state_t to) {
   }
 }
 
-/* ---- the request's decode arena ------------------------------------------------------ */
+/* ---- arenas ------------------------------------------------------------------------------ */
 
-#define RPC_DECODE_CHUNK (64 * 1024) /* the largest chunk; a larger block gets its own */
-#define RPC_DECODE_FIRST (1024 - sizeof(rpc_decode_chunk_t)) /* the first chunk: most requests
-                                                             decode into less; it fits
-                                                             glibc's per-thread cache */
+/* A chunk's first size fits glibc's per-thread cache (requests up to 1032 bytes), so a call
+ * that needs no more costs one fast malloc(); later chunks double up to a maximum, and an
+ * allocation larger than a quarter of that gets a chunk of its own behind the newest, which
+ * stays in use. */
+#define ARENA_FIRST (1024 - sizeof(rpc_arena_chunk_t))
+#if defined(__SANITIZE_ADDRESS__)
+/* With AddressSanitizer (the test build) a chunk's free space, and the gap an arena asks for
+ * after each allocation, stay poisoned, so that writing past an allocation is reported. */
+#define ARENA_GAP _Alignof(max_align_t)
+#else
+#define ASAN_POISON_MEMORY_REGION(addr, size) ((void)(addr), (void)(size))
+#define ASAN_UNPOISON_MEMORY_REGION(addr, size) ((void)(addr), (void)(size))
+#define ARENA_GAP 0
+#endif
+
+static rpc_arena_chunk_t *arena_chunk(size_t size) {
+  rpc_arena_chunk_t *c = malloc(sizeof(*c) + size);
+  if (c != NULL) {
+    c->size = size;
+    ASAN_POISON_MEMORY_REGION(c->data, size);
+  }
+  return c;
+}
+
+/* size bytes aligned to align (a power of two, at most max_align_t's), followed by gap
+ * unused bytes; chunks grow up to max. NULL when out of memory. */
+static void *arena_alloc(rpc_arena_t *a, size_t size, size_t align, size_t gap, size_t max) {
+  rpc_arena_chunk_t *c = a->chunks;
+  size_t off = c ? (a->off + align - 1) & ~(align - 1) : 0, need = size + gap;
+
+  if (need < size)
+    return NULL; /* overflow */
+  if (c == NULL || off > c->size || need > c->size - off) {
+    size_t csize = c == NULL ? ARENA_FIRST : c->size < max / 2 ? c->size * 2 : max;
+    rpc_arena_chunk_t *n;
+
+    if (need > max / 4) {
+      if ((n = arena_chunk(size)) == NULL)
+        return NULL;
+      ASAN_UNPOISON_MEMORY_REGION(n->data, size);
+      if (c != NULL) {
+        n->next = c->next;
+        c->next = n;
+      } else {
+        n->next = NULL;
+        a->chunks = n;
+        a->off = size; /* full */
+      }
+      return n->data;
+    }
+    while (csize < need)
+      csize *= 2;
+    if ((n = arena_chunk(csize)) == NULL)
+      return NULL;
+    n->next = c;
+    a->chunks = n;
+    c = n;
+    off = 0;
+  }
+  a->off = off + need;
+  ASAN_UNPOISON_MEMORY_REGION((char *)c->data + off, size);
+  return (char *)c->data + off;
+}
+
+static void arena_release(rpc_arena_t *a) {
+  while (a->chunks) {
+    rpc_arena_chunk_t *next = a->chunks->next;
+    free(a->chunks);
+    a->chunks = next;
+  }
+  a->off = 0;
+}
+
+/* The request's decode arena: protobuf-c's allocator, within a budget. */
+#define RPC_DECODE_CHUNK (64 * 1024) /* the largest chunk */
 
 static void *decode_alloc(void *ad, size_t size) {
   rpc_decode_arena_t *a = ad;
-  rpc_decode_chunk_t *c = a->chunks;
   /* Natural alignment from the size (an 8-byte multiple may hold pointers or int64; a 1-byte
    * string needs none), so a million empty strings cost a byte each, not eight. */
   size_t align = size & (~size + 1);
-  size_t off;
+  void *p;
 
   if (align == 0 || align > 8)
     align = 8;
@@ -98,37 +168,9 @@ static void *decode_alloc(void *ad, size_t size) {
     a->over = 1;
     return NULL;
   }
-  off = c ? (a->off + align - 1) & ~(align - 1) : 0;
-  if (c == NULL || off + size > c->size) {
-    /* Chunks double from RPC_DECODE_FIRST: a small request no longer takes (and gives back)
-     * 64 KiB, which kept the heap's top growing and shrinking with brk() under load. */
-    size_t csize = c == NULL ? RPC_DECODE_FIRST
-                   : c->size < RPC_DECODE_CHUNK ? c->size * 2 : RPC_DECODE_CHUNK;
-    rpc_decode_chunk_t *n;
-
-    if (size > RPC_DECODE_CHUNK / 4)
-      csize = size;
-    while (csize < size)
-      csize *= 2;
-    n = malloc(sizeof(*n) + csize);
-    if (n == NULL)
-      return NULL;
-    n->size = csize;
-    if (c != NULL && size > RPC_DECODE_CHUNK / 4) {
-      /* A large block gets its own chunk behind the current one, which stays in use. */
-      n->next = c->next;
-      c->next = n;
-      a->used += size;
-      return n->data;
-    }
-    n->next = c;
-    a->chunks = n;
-    c = n;
-    off = 0;
-  }
-  a->off = off + size;
-  a->used += size;
-  return (char *)c->data + off;
+  if ((p = arena_alloc(&a->arena, size, align, 0, RPC_DECODE_CHUNK)) != NULL)
+    a->used += size;
+  return p;
 }
 
 static void decode_free(void *ad, void *p) {
@@ -137,12 +179,8 @@ static void decode_free(void *ad, void *p) {
 }
 
 static void decode_arena_release(rpc_decode_arena_t *a) {
-  while (a->chunks) {
-    rpc_decode_chunk_t *next = a->chunks->next;
-    free(a->chunks);
-    a->chunks = next;
-  }
-  a->off = a->used = 0;
+  arena_release(&a->arena);
+  a->used = 0;
 }
 
 static void meta_free(rpc_call_t *call) {
@@ -161,11 +199,7 @@ static void call_free(uv_handle_t *h) {
 
   metrics_stream(call->srv->metrics, -1);
   meta_free(call);
-  while (call->arena) {
-    rpc_arena_block_t *next = call->arena->next;
-    free(call->arena);
-    call->arena = next;
-  }
+  arena_release(&call->arena);
   decode_arena_release(&call->decode_arena);
   h2_stream_free(&call->stream);
   free(call->msg.data);
@@ -285,73 +319,14 @@ void rpc_call_on_writable(rpc_call_t *call, rpc_writable_fn cb, void *arg) {
   h2_stream_want_writable(&call->stream, cb != NULL || call->state == RPC_CALL_WAITING);
 }
 
-/* The call's arena. A call used to make one malloc() per allocation, some forty per GetClue
- * with the row's strings and the reply's messages, and malloc was a fifth of the server's CPU.
- * The first block fits glibc's per-thread cache (requests up to 1032 bytes), which most calls
- * never leave; later blocks double up to RPC_ARENA_MAX, and an allocation larger than a
- * quarter of that gets a block of its own behind the newest, which stays in use. */
-#define RPC_ARENA_FIRST (1024 - sizeof(rpc_arena_block_t))
-#define RPC_ARENA_MAX (16 * 1024)
-#define RPC_ARENA_ALIGN (sizeof(max_align_t))
-#if defined(__SANITIZE_ADDRESS__)
-/* With AddressSanitizer (the test build) a block's free space and a gap after each
- * allocation stay poisoned, so that writing past an allocation is reported, as it was when
- * each had a malloc() of its own. */
-#define RPC_ARENA_GAP RPC_ARENA_ALIGN
-#else
-#define ASAN_POISON_MEMORY_REGION(addr, size) ((void)(addr), (void)(size))
-#define ASAN_UNPOISON_MEMORY_REGION(addr, size) ((void)(addr), (void)(size))
-#define RPC_ARENA_GAP 0
-#endif
-
-static rpc_arena_block_t *arena_block(size_t size) {
-  rpc_arena_block_t *b = malloc(sizeof(*b) + size);
-  if (b != NULL) {
-    b->size = size;
-    b->used = 0;
-    ASAN_POISON_MEMORY_REGION(b->data, size);
-  }
-  return b;
-}
+/* Each allocation used to be a malloc() of its own, some forty per GetClue with the row's
+ * strings and the reply's messages, and malloc was a fifth of the server's CPU. */
+#define RPC_ARENA_MAX (16 * 1024) /* the largest chunk */
 
 void *rpc_call_alloc(rpc_call_t *call, size_t size) {
-  rpc_arena_block_t *b = call->arena;
-  size_t need = (size + RPC_ARENA_GAP + RPC_ARENA_ALIGN - 1) & ~(RPC_ARENA_ALIGN - 1);
-  void *p;
-
-  if (need < size)
-    return NULL; /* overflow */
-  if (b == NULL || b->size - b->used < need) {
-    size_t bsize = b == NULL ? RPC_ARENA_FIRST : b->size < RPC_ARENA_MAX / 2 ? b->size * 2
-                                                                            : RPC_ARENA_MAX;
-    rpc_arena_block_t *n;
-
-    if (need > RPC_ARENA_MAX / 4) {
-      if ((n = arena_block(size)) == NULL)
-        return NULL;
-      n->used = size; /* full: nothing else goes into it */
-      ASAN_UNPOISON_MEMORY_REGION(n->data, size);
-      if (b != NULL) {
-        n->next = b->next;
-        b->next = n;
-      } else {
-        n->next = NULL;
-        call->arena = n;
-      }
-      memset(n->data, 0, size);
-      return n->data;
-    }
-    while (bsize < need)
-      bsize *= 2;
-    if ((n = arena_block(bsize)) == NULL)
-      return NULL;
-    n->next = b;
-    call->arena = b = n;
-  }
-  p = (char *)b->data + b->used;
-  b->used += need;
-  ASAN_UNPOISON_MEMORY_REGION(p, size);
-  memset(p, 0, size);
+  void *p = arena_alloc(&call->arena, size, _Alignof(max_align_t), ARENA_GAP, RPC_ARENA_MAX);
+  if (p != NULL)
+    memset(p, 0, size);
   return p;
 }
 

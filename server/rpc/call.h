@@ -36,15 +36,22 @@ typedef enum rpc_call_state {
 #define RPC_DECODE_FACTOR 4
 #define RPC_DECODE_SLACK (64 * 1024)
 
-typedef struct rpc_decode_chunk {
-  struct rpc_decode_chunk *next;
+/* Memory of a call that all goes when the call does, cut in order from the newest of its
+ * chunks (call.c, arena_alloc()): the request's decoded message, and what the handler
+ * allocates (rpc_call_alloc()). */
+typedef struct rpc_arena_chunk {
+  struct rpc_arena_chunk *next;
   size_t size;
   max_align_t data[];
-} rpc_decode_chunk_t;
+} rpc_arena_chunk_t;
+
+typedef struct rpc_arena {
+  rpc_arena_chunk_t *chunks;
+  size_t off; /* next free byte in chunks (the newest) */
+} rpc_arena_t;
 
 typedef struct rpc_decode_arena {
-  rpc_decode_chunk_t *chunks;
-  size_t off;     /* next free byte in chunks (the newest) */
+  rpc_arena_t arena;
   size_t used;    /* bytes handed out, against budget */
   size_t budget;
   unsigned over : 1;
@@ -54,14 +61,6 @@ typedef struct rpc_meta {
   struct rpc_meta *next;
   char *name, *value; /* in the entry's own allocation, after it */
 } rpc_meta_t;
-
-/* A block of the call's arena (rpc_call_alloc()): allocations are cut from the newest block,
- * in order, and all go when the call does. */
-typedef struct rpc_arena_block {
-  struct rpc_arena_block *next;
-  size_t size, used; /* bytes of data, and how many are taken */
-  max_align_t data[];
-} rpc_arena_block_t;
 
 struct rpc_call {
   rpc_call_state_t state;
@@ -94,7 +93,7 @@ struct rpc_call {
   void *cancel_arg;
   rpc_writable_fn on_writable;
   void *writable_arg;
-  rpc_arena_block_t *arena;
+  rpc_arena_t arena; /* rpc_call_alloc() */
   db_req_t *db_req; /* database request in flight, cancelled if the call ends first */
   db_pool_t *db_req_pool; /* the pool db_req went to; NULL: the server's (srv->db) */
   db_pool_t *read_pool;   /* where the call's reads go (rpc_call_set_read_pool); NULL: srv->db */

@@ -1,5 +1,5 @@
 /* The call's arena (rpc_call_alloc() in server/rpc/call.c): zeroed, aligned, non-overlapping
- * allocations cut from shared blocks, large ones in blocks of their own, and, in this
+ * allocations cut from shared chunks, large ones in chunks of their own, and, in this
  * AddressSanitizer build, the bytes past each allocation poisoned as a malloc()'s would be. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,16 +17,16 @@
 
 static size_t nblocks(const rpc_call_t *call) {
   size_t n = 0;
-  for (const rpc_arena_block_t *b = call->arena; b; b = b->next)
+  for (const rpc_arena_chunk_t *c = call->arena.chunks; c; c = c->next)
     n++;
   return n;
 }
 
 static void arena_free(rpc_call_t *call) {
-  while (call->arena) {
-    rpc_arena_block_t *next = call->arena->next;
-    free(call->arena);
-    call->arena = next;
+  while (call->arena.chunks) {
+    rpc_arena_chunk_t *next = call->arena.chunks->next;
+    free(call->arena.chunks);
+    call->arena.chunks = next;
   }
 }
 
@@ -40,7 +40,7 @@ static void test_small_allocations_share_blocks(void **state) {
     size_t n = (size_t)(i % 37) + 1;
     p[i] = rpc_call_alloc(&call, n);
     assert_non_null(p[i]);
-    assert_int_equal((uintptr_t)p[i] % sizeof(max_align_t), 0);
+    assert_int_equal((uintptr_t)p[i] % _Alignof(max_align_t), 0);
     for (size_t k = 0; k < n; k++)
       assert_int_equal(p[i][k], 0); /* zeroed */
     memset(p[i], i + 1, n);
@@ -49,27 +49,27 @@ static void test_small_allocations_share_blocks(void **state) {
   for (int i = 0; i < 200; i++)
     for (size_t k = 0; k < (size_t)(i % 37) + 1; k++)
       assert_int_equal(p[i][k], (unsigned char)(i + 1));
-  assert_true(nblocks(&call) < 20); /* not one block per allocation */
+  assert_true(nblocks(&call) < 20); /* not one chunk per allocation */
   arena_free(&call);
 }
 
 static void test_large_allocation_gets_its_own_block(void **state) {
   rpc_call_t call;
   char *small, *big, *after;
-  rpc_arena_block_t *head;
+  rpc_arena_chunk_t *head;
   (void)state;
 
   memset(&call, 0, sizeof(call));
   small = rpc_call_alloc(&call, 8);
-  head = call.arena;
+  head = call.arena.chunks;
   big = rpc_call_alloc(&call, 100000);
   assert_non_null(big);
-  assert_ptr_equal(call.arena, head); /* the shared block stays the newest */
+  assert_ptr_equal(call.arena.chunks, head); /* the shared chunk stays the newest */
   assert_int_equal(nblocks(&call), 2);
   memset(big, 'x', 100000);
   after = rpc_call_alloc(&call, 8);
   assert_non_null(after);
-  assert_ptr_equal(call.arena, head); /* and takes the next small one */
+  assert_ptr_equal(call.arena.chunks, head); /* and takes the next small one */
   assert_true(after > small);
   assert_null(rpc_call_alloc(&call, SIZE_MAX - 4)); /* overflowing size: refused */
   arena_free(&call);
