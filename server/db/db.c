@@ -1446,10 +1446,9 @@ static int rotation_init(host_rotation_t *r, const PQconninfoOption *opts, int w
       hostaddr = o->val;
     else if (strcmp(o->keyword, "port") == 0)
       port = o->val;
-  }
-  for (const PQconninfoOption *o = opts; o->keyword; o++)
-    if (strcmp(o->keyword, "target_session_attrs") == 0 && o->val)
+    else if (strcmp(o->keyword, "target_session_attrs") == 0)
       attrs = o->val;
+  }
   nh = host ? count_entries(host) : 0;
   na = hostaddr ? count_entries(hostaddr) : 0;
   np = port ? count_entries(port) : 0;
@@ -1474,7 +1473,7 @@ int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out) {
   PQconninfoOption *opts;
   char *err = NULL;
   const char *conninfo = cfg->conninfo ? cfg->conninfo : "";
-  int rc = DB_ENOMEM;
+  int rc = DB_ENOMEM, rot_rc;
 
   /* Refuse a string libpq cannot parse now, rather than retrying it forever. */
   opts = PQconninfoParse(conninfo, &err);
@@ -1490,13 +1489,10 @@ int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out) {
   if (!p)
     goto fail_opts;
   p->options = pool_options(opts, cfg);
-  if (rotation_init(&p->rot, opts, !cfg->standby_ok) != 0) {
-    free(p->options);
-    p->options = NULL;
-  }
+  rot_rc = rotation_init(&p->rot, opts, !cfg->standby_ok);
   PQconninfoFree(opts);
   opts = NULL;
-  if (!p->options)
+  if (!p->options || rot_rc != 0)
     goto fail_pool;
   p->loop = loop;
   p->size = cfg->size > 0 ? cfg->size : DB_DEFAULT_SIZE;

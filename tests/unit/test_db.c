@@ -847,19 +847,14 @@ static void test_unreachable_fails_fast(void **state) {
   ctx_close(&t);
 }
 
-/* A TCP listener that completes handshakes (the kernel does) but never answers: a connection
- * attempt can only end by the pool's connect timeout. */
-static void test_connect_timeout(void **state) {
-  tctx_t t;
-  rec_t r;
-  db_config_t cfg = {0};
+/* A TCP listener on 127.0.0.1 that completes handshakes (the kernel does) but never answers:
+ * a connection attempt to it can only end by the pool's connect timeout. Returns the socket;
+ * *port is its port. */
+static int silent_listener(int *port) {
   struct sockaddr_in sa;
   socklen_t len = sizeof(sa);
-  char ci[128];
   int fd = socket(AF_INET, SOCK_STREAM, 0);
-  uint64_t t0;
 
-  (void)state;
   assert_true(fd >= 0);
   memset(&sa, 0, sizeof(sa));
   sa.sin_family = AF_INET;
@@ -867,7 +862,20 @@ static void test_connect_timeout(void **state) {
   assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
   assert_int_equal(listen(fd, 16), 0);
   assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-  snprintf(ci, sizeof(ci), "hostaddr=127.0.0.1 port=%d user=postgres dbname=x", ntohs(sa.sin_port));
+  *port = ntohs(sa.sin_port);
+  return fd;
+}
+
+static void test_connect_timeout(void **state) {
+  tctx_t t;
+  rec_t r;
+  db_config_t cfg = {0};
+  char ci[128];
+  int port, fd = silent_listener(&port);
+  uint64_t t0;
+
+  (void)state;
+  snprintf(ci, sizeof(ci), "hostaddr=127.0.0.1 port=%d user=postgres dbname=x", port);
   cfg.conninfo = ci;
   cfg.size = 1;
   cfg.connect_timeout_ms = 300;
@@ -891,21 +899,12 @@ static void test_silent_first_host_is_passed_over(void **state) {
   tctx_t t;
   rec_t r;
   db_config_t cfg = {0};
-  struct sockaddr_in sa;
-  socklen_t len = sizeof(sa);
   char ci[1024];
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int port, fd = silent_listener(&port);
 
   (void)state;
-  assert_true(fd >= 0);
-  memset(&sa, 0, sizeof(sa));
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-  assert_int_equal(listen(fd, 16), 0);
-  assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-  snprintf(ci, sizeof(ci), "host=127.0.0.1,%s port=%d,%s user=postgres dbname=%s", pg.host,
-           ntohs(sa.sin_port), pg.port, dbname);
+  snprintf(ci, sizeof(ci), "host=127.0.0.1,%s port=%d,%s user=postgres dbname=%s", pg.host, port,
+           pg.port, dbname);
   cfg.conninfo = ci;
   cfg.size = 2;
   cfg.connect_timeout_ms = 300;
