@@ -29,6 +29,7 @@
 #include "db/db.h"
 #include "log.h"
 #include "net/grpc_wire.h"
+#include "service/services.h"
 
 #define CHECK_MS 200
 #define HISTORY 512 /* the primary's positions kept: 102 s at CHECK_MS */
@@ -153,7 +154,7 @@ static void on_check(uv_timer_t *t) {
 }
 
 int replica_start(server_t *srv) {
-  db_config_t dc = {0};
+  db_config_t dc;
   replica_t *r;
 
   if (srv->cfg.replica_url == NULL || srv->db == NULL)
@@ -162,12 +163,7 @@ int replica_start(server_t *srv) {
     return -ENOMEM;
   r->srv = srv;
   r->logged_state = -1;
-  dc.conninfo = srv->cfg.replica_url;
-  dc.size = srv->cfg.db_pool_size;
-  dc.queue_max = srv->cfg.db_queue_max;
-  dc.statement_timeout_ms = srv->cfg.db_statement_timeout_ms;
-  dc.lock_timeout_ms = srv->cfg.db_lock_timeout_ms;
-  dc.per_owner_max = srv->cfg.db_queue_per_conn;
+  services_db_config(srv, srv->cfg.replica_url, &dc);
   dc.standby_ok = 1;
   if (db_pool_new(srv->loop, &dc, &r->pool) != 0) {
     log_error("cannot create the replica's pool (--replica-url)");

@@ -101,18 +101,23 @@ static void pool_conn_congested(server_t *srv, uint64_t conn_id, int congested) 
   db_owner_pause(srv->db, conn_id, congested);
 }
 
+void services_db_config(const server_t *srv, const char *conninfo, db_config_t *dc) {
+  memset(dc, 0, sizeof(*dc));
+  dc->conninfo = conninfo;
+  dc->size = srv->cfg.db_pool_size;
+  dc->queue_max = srv->cfg.db_queue_max;
+  dc->statement_timeout_ms = srv->cfg.db_statement_timeout_ms;
+  dc->lock_timeout_ms = srv->cfg.db_lock_timeout_ms;
+  dc->per_owner_max = srv->cfg.db_queue_per_conn;
+}
+
 /* The database pool: created here and closed here, nowhere else. */
 static int pool_start(server_t *srv) {
-  db_config_t dc = {0};
+  db_config_t dc;
 
   if (srv->cfg.database_url == NULL)
     return 0;
-  dc.conninfo = srv->cfg.database_url;
-  dc.size = srv->cfg.db_pool_size;
-  dc.queue_max = srv->cfg.db_queue_max;
-  dc.statement_timeout_ms = srv->cfg.db_statement_timeout_ms;
-  dc.lock_timeout_ms = srv->cfg.db_lock_timeout_ms;
-  dc.per_owner_max = srv->cfg.db_queue_per_conn;
+  services_db_config(srv, srv->cfg.database_url, &dc);
   dc.tune_sql = svc_batch_tune_sql;
   dc.untune_sql = svc_batch_untune_sql;
   if (db_pool_new(srv->loop, &dc, &srv->db) != 0) {

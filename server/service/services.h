@@ -1,7 +1,11 @@
 #ifndef CLUED_SERVICE_SERVICES_H
 #define CLUED_SERVICE_SERVICES_H
 
+#include "db/db.h"
 #include "server.h"
+
+/** The pool settings of srv's configuration (size, queues, time bounds) for conninfo. */
+void services_db_config(const server_t *srv, const char *conninfo, db_config_t *dc);
 
 /**
  * Register and start the server's modules: the method table, reflection, the database pool
