@@ -104,11 +104,11 @@ class Postgres:
                 f"-k {self.owned_dir} -c listen_addresses='' -p {self.port} -c fsync=off")
 
 
-def _pg_ctl(d, *args):
+def _pg_ctl(d, *args, data="data"):
     import glob
 
     pgbin = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
-    cmd = [os.path.join(pgbin, "pg_ctl"), "-D", os.path.join(d, "data"), "-w", *args]
+    cmd = [os.path.join(pgbin, "pg_ctl"), "-D", os.path.join(d, data), "-w", *args]
     if os.getuid() == 0:
         cmd = ["runuser", "-u", "postgres", "--"] + cmd
     subprocess.check_call(cmd, stdout=subprocess.DEVNULL)
@@ -163,13 +163,7 @@ class Replicated:
                           f"-k {self.dir} -c listen_addresses='' -p {self.standby.port} -c fsync=off -c max_connections=400")
 
     def _standby_ctl(self, *args):
-        import glob
-
-        pgbin = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
-        cmd = [os.path.join(pgbin, "pg_ctl"), "-D", os.path.join(self.dir, "standby"), "-w", *args]
-        if os.getuid() == 0:
-            cmd = ["runuser", "-u", "postgres", "--"] + cmd
-        subprocess.check_call(cmd, stdout=subprocess.DEVNULL)
+        _pg_ctl(self.dir, *args, data="standby")
 
 
 def as_role(database_url, user):
