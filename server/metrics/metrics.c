@@ -390,6 +390,9 @@ int metrics_render(server_t *srv, char **out, size_t *len) {
            (unsigned long long)rs.reads_replica);
       outf(&o, "clued_replica_reads_total{to=\"primary\"} %llu\n",
            (unsigned long long)rs.reads_primary);
+      family(&o, "clued_replica_fallbacks_total", "counter",
+             "Reads run again on the primary because the replica was lost during them.");
+      outf(&o, "clued_replica_fallbacks_total %llu\n", (unsigned long long)rs.fallbacks);
     }
   }
   family(&o, "clued_audit_watchers", "gauge", "WatchEvents streams open now.");

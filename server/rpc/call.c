@@ -250,8 +250,13 @@ void rpc_call_db_ended(rpc_call_t *call, db_req_t *q) {
   }
 }
 
-void rpc_call_set_read_pool(rpc_call_t *call, db_pool_t *pool) {
+void rpc_call_set_read_pool(rpc_call_t *call, db_pool_t *pool, void *note) {
   call->read_pool = pool;
+  call->read_note = note;
+}
+
+void *rpc_call_read_note(const rpc_call_t *call) {
+  return call->read_note;
 }
 
 db_pool_t *rpc_call_read_pool(const rpc_call_t *call) {

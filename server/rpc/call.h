@@ -97,6 +97,7 @@ struct rpc_call {
   db_req_t *db_req; /* database request in flight, cancelled if the call ends first */
   db_pool_t *db_req_pool; /* the pool db_req went to; NULL: the server's (srv->db) */
   db_pool_t *read_pool;   /* where the call's reads go (rpc_call_set_read_pool); NULL: srv->db */
+  void *read_note;        /* the service's note on that choice (rpc_call_read_note) */
 };
 
 /**

@@ -96,11 +96,16 @@ void rpc_call_db_started(rpc_call_t *call, db_req_t *q);
 /** rpc_call_db_started() for a request sent to pool (NULL: the server's own, srv->db). */
 void rpc_call_db_started_on(rpc_call_t *call, db_pool_t *pool, db_req_t *q);
 
-/** Send the call's reads that tolerate staleness to pool (a replica's; NULL: srv->db). */
-void rpc_call_set_read_pool(rpc_call_t *call, db_pool_t *pool);
+/** Send the call's reads that tolerate staleness to pool (a replica's; NULL: srv->db), and keep
+ * note (the service's own record of that choice, in the call's memory) for
+ * rpc_call_read_note(). */
+void rpc_call_set_read_pool(rpc_call_t *call, db_pool_t *pool, void *note);
 
 /** Where the call's reads go: the pool rpc_call_set_read_pool() named, else srv->db. */
 db_pool_t *rpc_call_read_pool(const rpc_call_t *call);
+
+/** The note rpc_call_set_read_pool() kept; NULL if it was never called. */
+void *rpc_call_read_note(const rpc_call_t *call);
 
 /** q's callback has started: the call no longer cancels it (no-op if q is not the call's). */
 void rpc_call_db_ended(rpc_call_t *call, db_req_t *q);

@@ -7,6 +7,7 @@
 #include "clue/v1/common.pb-c.h"
 #include "server.h"
 #include "log.h"
+#include "service/replica.h"
 #include "service/sql_errors.h"
 
 typedef struct svc_job {
@@ -17,6 +18,11 @@ typedef struct svc_job {
   int skip;      /* leading results not the caller's (the token statement) */
   int writes;    /* may append audit events (svc_txn, not svc_read) */
   db_pool_t *pool; /* where it was sent; NULL: the server's (srv->db) */
+  /* A read sent to a replica, kept to run it again on the primary if the replica is lost
+   * (replica_fall_back()); the values are copies in the call's memory. */
+  const char *sql;
+  int nparams;
+  const char **values;
 } svc_job_t;
 
 void svc_fail_db(rpc_call_t *call, const db_result_t *r) {
@@ -93,11 +99,38 @@ void svc_fail_db(rpc_call_t *call, const db_result_t *r) {
   rpc_fail(call, GRPC_INTERNAL, "internal error");
 }
 
+static void job_check_sent(svc_job_t *job, int rc);
+static void job_done(const db_result_t *r, void *arg);
+
+/* A read that went to a replica: note an answer, or send it to the primary if the replica
+ * was lost. Returns 1 when it was sent again (job lives on). */
+static int replica_read_ended(svc_job_t *job, const db_result_t *r) {
+  rpc_call_t *call = job->call;
+  const char *sql = job->sql;
+  db_opts_t o = {0};
+
+  job->sql = NULL; /* once: the primary's answer is the last */
+  if (r->err == DB_OK) {
+    replica_read_answered(call);
+    return 0;
+  }
+  if (r->err != DB_EUNAVAILABLE || rpc_call_done(call) || !replica_fall_back(call))
+    return 0;
+  job->pool = rpc_call_server(call)->db;
+  job->req = NULL;
+  o.owner = rpc_call_conn_id(call);
+  o.handle = &job->req;
+  job_check_sent(job, db_query_opts(job->pool, &o, sql, job->nparams, job->values, job_done, job));
+  return 1;
+}
+
 static void job_done(const db_result_t *r, void *arg) {
   svc_job_t *job = arg;
   rpc_call_t *call = job->call;
 
   rpc_call_db_ended(call, job->req);
+  if (job->sql && replica_read_ended(job, r))
+    return;
   /* Its events are committed: this server's watchers need not wait to be told. */
   if (r->err == DB_OK && job->writes)
     audit_tail_committed(rpc_call_server(call));
@@ -135,6 +168,9 @@ static svc_job_t *job_new(rpc_call_t *call, svc_cb cb, void *arg) {
   job->skip = 0;
   job->writes = 0;
   job->pool = NULL;
+  job->sql = NULL;
+  job->nparams = 0;
+  job->values = NULL;
   rpc_call_ref(call);
   return job;
 }
@@ -177,6 +213,25 @@ void svc_query(rpc_call_t *call, const char *sql, int nparams, const char *const
   svc_txn(call, &s, 1, cb, arg);
 }
 
+/* Keep a replica's read (sql and its values, copied into the call's memory) to run it again. */
+static int keep_read(svc_job_t *job, const char *sql, int nparams, const char *const *values) {
+  const char **v = NULL;
+  int i;
+
+  if (nparams > 0 && (v = rpc_call_alloc(job->call, (size_t)nparams * sizeof(*v))) == NULL)
+    return -1;
+  for (i = 0; i < nparams; i++) {
+    v[i] = values[i] ? rpc_call_strdup(job->call, values[i]) : NULL;
+    if (values[i] && v[i] == NULL)
+      return -1;
+  }
+  if ((job->sql = rpc_call_strdup(job->call, sql)) == NULL)
+    return -1;
+  job->nparams = nparams;
+  job->values = v;
+  return 0;
+}
+
 /* One statement on its own: its own transaction, no token statement. A read goes where the
  * call's reads go (a replica's pool, when the call was routed there: service/replica.h). */
 static void run_one(rpc_call_t *call, const char *sql, int nparams, const char *const *values,
@@ -188,6 +243,10 @@ static void run_one(rpc_call_t *call, const char *sql, int nparams, const char *
     return;
   job->writes = writes;
   job->pool = writes ? rpc_call_server(call)->db : rpc_call_read_pool(call);
+  if (job->pool != rpc_call_server(call)->db && keep_read(job, sql, nparams, values) != 0) {
+    job_check_sent(job, DB_ENOMEM);
+    return;
+  }
   o.owner = rpc_call_conn_id(call);
   o.handle = &job->req;
   job_check_sent(job, db_query_opts(job->pool, &o, sql, nparams, values, job_done, job));

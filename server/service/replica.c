@@ -16,7 +16,13 @@
  * What a stale read means. ListClues on a replica decides visibility from the replica's rows:
  * for at most the reported staleness, a clue handed over to another unit may still be listed
  * to its old owner, as the same call on the primary would have listed it a moment earlier.
- * GetClue, every write, and everything a caller must see of its own writes read the primary. */
+ * GetClue, every write, and everything a caller must see of its own writes read the primary.
+ *
+ * A replica lost during a call (its connection broken mid-read, or none to be had) does not
+ * fail the call: the read runs again on the primary (replica_fall_back()), and so do the
+ * call's later reads. Its answer then says it came from the primary, unless an earlier read
+ * of the same call was answered by the replica: then it keeps the replica's bound, which still
+ * holds (the primary's part is fresher). */
 
 #include "service/replica.h"
 
@@ -54,7 +60,15 @@ struct replica {
                         not known */
   int logged_state;  /* -1 not yet decided, 0 bypassed, 1 in use (for the log) */
   uint64_t reads_replica, reads_primary;
+  uint64_t fallbacks; /* reads run again on the primary after the replica was lost */
 };
+
+/* A call's route to the replica (rpc_call_read_note()): what its answer says, and how many
+ * of its reads the replica answered. */
+typedef struct route {
+  Clue__V1__ReadFreshness fresh;
+  unsigned answered;
+} route_t;
 
 /* Up to 8 hex digits ending at stop; *s moves past them. */
 static int hex32(const char **s, char stop, uint64_t *out) {
@@ -220,12 +234,14 @@ void replica_stats(server_t *srv, replica_stats_t *st) {
   st->staleness_ms = stale == UINT64_MAX ? -1 : (int64_t)stale;
   st->reads_replica = r->reads_replica;
   st->reads_primary = r->reads_primary;
+  st->fallbacks = r->fallbacks;
 }
 
 Clue__V1__ReadFreshness *replica_route(rpc_call_t *call, const Clue__V1__ReadConsistency *want) {
   server_t *srv = rpc_call_server(call);
   replica_t *r = srv->replica;
   Clue__V1__ReadFreshness *out;
+  route_t *route;
   uint64_t min = 0, stale;
   int use;
 
@@ -235,10 +251,12 @@ Clue__V1__ReadFreshness *replica_route(rpc_call_t *call, const Clue__V1__ReadCon
              "read.min_read_lsn must be a WAL position such as 16/B374D848");
     return NULL;
   }
-  if ((out = rpc_call_alloc(call, sizeof(*out))) == NULL) {
+  if ((route = rpc_call_alloc(call, sizeof(*route))) == NULL) {
     rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return NULL;
   }
+  route->answered = 0;
+  out = &route->fresh;
   clue__v1__read_freshness__init(out);
   if (r == NULL || r->closed)
     return out;
@@ -260,7 +278,7 @@ Clue__V1__ReadFreshness *replica_route(rpc_call_t *call, const Clue__V1__ReadCon
     r->logged_state = use;
   }
   if (use) {
-    rpc_call_set_read_pool(call, r->pool);
+    rpc_call_set_read_pool(call, r->pool, route);
     out->from_replica = 1;
     out->max_staleness_ms = (int64_t)stale;
     out->read_lsn = lsn_text(call, r->replayed);
@@ -273,4 +291,37 @@ Clue__V1__ReadFreshness *replica_route(rpc_call_t *call, const Clue__V1__ReadCon
     return NULL;
   }
   return out;
+}
+
+void replica_read_answered(rpc_call_t *call) {
+  route_t *route = rpc_call_read_note(call);
+
+  if (route)
+    route->answered++;
+}
+
+int replica_fall_back(rpc_call_t *call) {
+  replica_t *r = rpc_call_server(call)->replica;
+  route_t *route = rpc_call_read_note(call);
+  char *lsn;
+
+  if (r == NULL || route == NULL || rpc_call_read_pool(call) != r->pool)
+    return 0;
+  rpc_call_set_read_pool(call, NULL, route);
+  r->fallbacks++;
+  if (route->answered == 0) {
+    /* The call's answer is the primary's alone: count it so. */
+    r->reads_replica--;
+    r->reads_primary++;
+    lsn = r->n > 0 ? lsn_text(call, r->hist[(r->first + r->n - 1) % HISTORY].lsn) : NULL;
+    route->fresh.from_replica = 0;
+    route->fresh.max_staleness_ms = 0;
+    route->fresh.read_lsn = lsn ? lsn : (char *)protobuf_c_empty_string;
+  }
+  /* Once per loss: the reads after it are routed to the primary until the replica is back. */
+  if (r->logged_state != 0) {
+    log_warn("replica: lost during a read; it and the reads after it go to the primary");
+    r->logged_state = 0;
+  }
+  return 1;
 }

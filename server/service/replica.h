@@ -24,6 +24,18 @@ void replica_free(server_t *srv);
 Clue__V1__ReadFreshness *replica_route(rpc_call_t *call, const Clue__V1__ReadConsistency *want)
     __attribute__((warn_unused_result));
 
+/** A read of call routed to the replica got its answer there. */
+void replica_read_answered(rpc_call_t *call);
+
+/**
+ * A read of call routed to the replica failed for want of it (its connection lost mid-read,
+ * or none to be had): if so, send this read and the call's later ones to the primary, let the
+ * answer say so (unless the replica already answered a read of the call), and return 1: the
+ * read should run again on the primary. A read has no effect, so running it again is safe.
+ * Returns 0 when the call's reads did not go to the replica.
+ */
+int replica_fall_back(rpc_call_t *call) __attribute__((warn_unused_result));
+
 /** What /metrics shows of the replica. */
 typedef struct replica_stats {
   int configured;         /* --replica-url given */
@@ -31,6 +43,7 @@ typedef struct replica_stats {
   int64_t staleness_ms;   /* the bound an answer from it would carry now; -1: not known */
   uint64_t reads_replica; /* stale-tolerant reads answered by the replica, since start */
   uint64_t reads_primary; /* ... and by the primary (asked for, or the replica bypassed) */
+  uint64_t fallbacks;     /* reads run again on the primary after the replica was lost */
 } replica_stats_t;
 
 void replica_stats(server_t *srv, replica_stats_t *st);

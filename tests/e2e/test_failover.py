@@ -420,6 +420,70 @@ def test_replica_reads():
     rep.destroy()
 
 
+def test_replica_lost_during_a_read():
+    """A read running on the replica when the replica goes away is answered by the primary, not
+    failed: ListClues, whose one read was the replica's, says it came from the primary;
+    GetStatistics, whose first read the replica had answered, keeps the replica's bound."""
+    rep = harness.Replicated()
+    dbname = rep.primary.new_database()
+    srv = harness.Clued(rep.url(dbname), args=["--replica-url", rep.url(dbname, user="clued", attrs="standby"),
+                                               "--metrics-listen", "127.0.0.1:0"]).start()
+    metrics_addr = re.search(r"metrics on http://(\S+)/metrics", srv.output()).group(1)
+
+    def metric(name):
+        with urllib.request.urlopen(f"http://{metrics_addr}/metrics", timeout=10) as resp:
+            m = re.search(r"^" + re.escape(name) + r" (\S+)$", resp.read().decode(), re.M)
+        return float(m.group(1)) if m else None
+    w = world.build(srv)
+    leader, auditor = w.G1.leader, w.auditor
+    a = w.G1.member.clue.SubmitClue(pb.SubmitClueRequest(
+        request_id=new_request_id(), title="甲", summary="副本中断", source=pb.SOURCE_CHANNEL_AUDIT,
+        subject=pb.SubjectPerson(name="李四"), host_unit="市发展改革委"), timeout=10)
+
+    def listed():
+        r = leader.clue.ListClues(pb.ListCluesRequest(), timeout=10)
+        return {c.id for c in r.clues}, r.freshness
+    harness.wait_for(lambda: a.id in listed()[0] and listed()[1].from_replica, timeout=15,
+                     what="the clue read from the replica")
+    # An ACCESS EXCLUSIVE lock taken on the primary is replayed on the standby, where it holds
+    # every read of those tables: the reads wait there, on the replica, until it goes away.
+    pdb, sdb = rep.primary.connect(dbname), rep.standby.connect(dbname)
+    one_exec(pdb, "BEGIN")
+    one_exec(pdb, "LOCK TABLE clues, audit_events IN ACCESS EXCLUSIVE MODE")
+    other = rep.primary.connect(dbname)
+    one_exec(other, "CREATE TEMP TABLE nudge AS SELECT 1")  # a commit: the WAL up to the lock is flushed
+    other.close()
+    harness.wait_for(lambda: one(sdb, "SELECT count(*) FROM pg_locks WHERE relation = 'clues'::regclass"
+                                      " AND mode = 'AccessExclusiveLock'")[0][0] == 1,
+                     timeout=15, what="the lock replayed on the standby")
+    sdb.close()
+    now_ms = int(time.time() * 1000)
+    lists = leader.clue.ListClues.future(pb.ListCluesRequest(), timeout=60)
+    stats = auditor.stats.GetStatistics.future(S.stats_pb2.GetStatisticsRequest(from_ms=1, to_ms=now_ms), timeout=60)
+    time.sleep(1)
+    assert not lists.done() and not stats.done()
+    rep.stop_standby()  # its backends end, and with them the reads on the replica
+    time.sleep(1)
+    # Now they wait for the lock on the primary.
+    assert not lists.done() and not stats.done()
+    one_exec(pdb, "ROLLBACK")
+    r = lists.result()
+    assert a.id in {c.id for c in r.clues} and not r.freshness.from_replica, r.freshness
+    assert r.freshness.max_staleness_ms == 0, r.freshness
+    st = stats.result()
+    assert st.freshness.from_replica and st.freshness.max_staleness_ms > 0, st.freshness
+    assert metric("clued_replica_fallbacks_total") == 2
+    assert metric('clued_replica_reads_total{to="primary"}') >= 1
+    assert srv.output().count("replica: lost during a read") == 1, srv.output()
+    # Later reads go to the primary while the replica is away.
+    ids, f = listed()
+    assert a.id in ids and not f.from_replica, f
+    pdb.close()
+    w.close()
+    srv.stop()
+    rep.destroy()
+
+
 def one_exec(db, sql):
     with db.cursor() as cur:
         cur.execute(sql)
