@@ -797,9 +797,14 @@ static int conn_send_stmt(db_conn_t *c, db_req_t *q, int i) {
   return PQsendQueryPrepared(c->pg, name, s->nparams, s->values, NULL, NULL, 0);
 }
 
+/* The session settings q runs with. */
+static tuning_t req_tuning(const db_req_t *q) {
+  return q->tuned ? TUNING_ON : TUNING_OFF;
+}
+
 static void conn_send(db_conn_t *c, db_req_t *q) {
   PGconn *pg = c->pg;
-  tuning_t want = q->tuned ? TUNING_ON : TUNING_OFF;
+  tuning_t want = req_tuning(q);
   int retune = c->pool->tune_sql != NULL && c->tuning != want;
   int ok = 1;
 
@@ -1223,7 +1228,7 @@ static db_req_t *queue_next(db_pool_t *p) {
 /* The idle connection for q: the most recently used one whose session has the settings q
  * needs, else the most recently used one (there is one). */
 static db_conn_t *idle_pick(const db_pool_t *p, const db_req_t *q) {
-  tuning_t want = q->tuned ? TUNING_ON : TUNING_OFF;
+  tuning_t want = req_tuning(q);
 
   if (p->tune_sql != NULL)
     for (db_conn_t *c = p->idle; c; c = c->next)
