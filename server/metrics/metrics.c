@@ -391,8 +391,11 @@ int metrics_render(server_t *srv, char **out, size_t *len) {
       outf(&o, "clued_replica_reads_total{to=\"primary\"} %llu\n",
            (unsigned long long)rs.reads_primary);
       family(&o, "clued_replica_fallbacks_total", "counter",
-             "Reads run again on the primary because the replica was lost during them.");
-      outf(&o, "clued_replica_fallbacks_total %llu\n", (unsigned long long)rs.fallbacks);
+             "Reads the replica did not finish, run again on the primary: it was lost during "
+             "them, or cancelled them to replay WAL.");
+      outf(&o, "clued_replica_fallbacks_total{why=\"lost\"} %llu\n", (unsigned long long)rs.lost);
+      outf(&o, "clued_replica_fallbacks_total{why=\"conflict\"} %llu\n",
+           (unsigned long long)rs.conflicts);
     }
   }
   family(&o, "clued_audit_watchers", "gauge", "WatchEvents streams open now.");

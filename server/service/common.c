@@ -103,7 +103,7 @@ static void job_check_sent(svc_job_t *job, int rc);
 static void job_done(const db_result_t *r, void *arg);
 
 /* A read that went to a replica: note an answer, or send it to the primary if the replica
- * was lost. Returns 1 when it was sent again (job lives on). */
+ * was lost or cancelled it. Returns 1 when it was sent again (job lives on). */
 static int replica_read_ended(svc_job_t *job, const db_result_t *r) {
   rpc_call_t *call = job->call;
   const char *sql = job->sql;
@@ -114,7 +114,7 @@ static int replica_read_ended(svc_job_t *job, const db_result_t *r) {
     replica_read_answered(call);
     return 0;
   }
-  if (r->err != DB_EUNAVAILABLE || rpc_call_done(call) || !replica_fall_back(call))
+  if (rpc_call_done(call) || !replica_fall_back(call, replica_miss(r)))
     return 0;
   job->pool = rpc_call_server(call)->db;
   job->req = NULL;

@@ -19,10 +19,11 @@
  * GetClue, every write, and everything a caller must see of its own writes read the primary.
  *
  * A replica lost during a call (its connection broken mid-read, or none to be had) does not
- * fail the call: the read runs again on the primary (replica_fall_back()), and so do the
- * call's later reads. Its answer then says it came from the primary, unless an earlier read
- * of the same call was answered by the replica: then it keeps the replica's bound, which still
- * holds (the primary's part is fresher). */
+ * fail the call, nor does a read the standby cancels to replay WAL (a recovery conflict): the
+ * read runs again on the primary (replica_fall_back()), and so do the call's later reads. Its
+ * answer then says it came from the primary, unless an earlier read of the same call was answered
+ * by the replica: then it keeps the replica's bound, which still holds (the primary's part is
+ * fresher). */
 
 #include "service/replica.h"
 
@@ -60,7 +61,7 @@ struct replica {
                         not known */
   int logged_state;  /* -1 not yet decided, 0 bypassed, 1 in use (for the log) */
   uint64_t reads_replica, reads_primary;
-  uint64_t fallbacks; /* reads run again on the primary after the replica was lost */
+  uint64_t lost, conflicts; /* reads run again on the primary (replica_stats_t) */
 };
 
 /* A call's route to the replica (rpc_call_read_note()): what its answer says, and how many
@@ -234,7 +235,8 @@ void replica_stats(server_t *srv, replica_stats_t *st) {
   st->staleness_ms = stale == UINT64_MAX ? -1 : (int64_t)stale;
   st->reads_replica = r->reads_replica;
   st->reads_primary = r->reads_primary;
-  st->fallbacks = r->fallbacks;
+  st->lost = r->lost;
+  st->conflicts = r->conflicts;
 }
 
 Clue__V1__ReadFreshness *replica_route(rpc_call_t *call, const Clue__V1__ReadConsistency *want) {
@@ -300,15 +302,33 @@ void replica_read_answered(rpc_call_t *call) {
     route->answered++;
 }
 
-int replica_fall_back(rpc_call_t *call) {
+replica_miss_t replica_miss(const db_result_t *r) {
+  if (r->err == DB_EUNAVAILABLE)
+    return REPLICA_LOST;
+  if (r->err == DB_EQUERY && r->sqlstate &&
+      (strcmp(r->sqlstate, "40001") == 0 || strcmp(r->sqlstate, "40P01") == 0))
+    return REPLICA_CONFLICT;
+  return REPLICA_ANSWERED;
+}
+
+int replica_fall_back(rpc_call_t *call, replica_miss_t why) {
   replica_t *r = rpc_call_server(call)->replica;
   route_t *route = rpc_call_read_note(call);
   char *lsn;
 
-  if (r == NULL || route == NULL || rpc_call_read_pool(call) != r->pool)
+  if (why == REPLICA_ANSWERED || r == NULL || route == NULL || rpc_call_read_pool(call) != r->pool)
     return 0;
   rpc_call_set_read_pool(call, NULL, route);
-  r->fallbacks++;
+  if (why == REPLICA_CONFLICT) {
+    r->conflicts++;
+  } else {
+    r->lost++;
+    /* Once per loss: the reads after it are routed to the primary until it is back. */
+    if (r->logged_state != 0) {
+      log_warn("replica: lost during a read; it and the reads after it go to the primary");
+      r->logged_state = 0;
+    }
+  }
   if (route->answered == 0) {
     /* The call's answer is the primary's alone: count it so. */
     r->reads_replica--;
@@ -317,11 +337,6 @@ int replica_fall_back(rpc_call_t *call) {
     route->fresh.from_replica = 0;
     route->fresh.max_staleness_ms = 0;
     route->fresh.read_lsn = lsn ? lsn : (char *)protobuf_c_empty_string;
-  }
-  /* Once per loss: the reads after it are routed to the primary until the replica is back. */
-  if (r->logged_state != 0) {
-    log_warn("replica: lost during a read; it and the reads after it go to the primary");
-    r->logged_state = 0;
   }
   return 1;
 }

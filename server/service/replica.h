@@ -7,6 +7,7 @@
  * every answer says where it came from and how stale it may be (ReadFreshness). */
 
 #include "clue/v1/common.pb-c.h"
+#include "db/db.h"
 #include "rpc/rpc.h"
 #include "server.h"
 
@@ -27,14 +28,25 @@ Clue__V1__ReadFreshness *replica_route(rpc_call_t *call, const Clue__V1__ReadCon
 /** A read of call routed to the replica got its answer there. */
 void replica_read_answered(rpc_call_t *call);
 
+/** Why the replica did not answer a read that the primary can answer instead. */
+typedef enum replica_miss {
+  REPLICA_ANSWERED = 0, /* it answered, or the error is one the primary would give too */
+  REPLICA_LOST,         /* the connection broke mid-read, or none could be had */
+  REPLICA_CONFLICT,     /* the standby cancelled the read to replay WAL (SQLSTATE 40001 or
+                           40P01: a read-only statement meets them only so) */
+} replica_miss_t;
+
+/** What r, the outcome of a read on the replica, says of it. */
+replica_miss_t replica_miss(const db_result_t *r);
+
 /**
- * A read of call routed to the replica failed for want of it (its connection lost mid-read,
- * or none to be had): if so, send this read and the call's later ones to the primary, let the
- * answer say so (unless the replica already answered a read of the call), and return 1: the
- * read should run again on the primary. A read has no effect, so running it again is safe.
- * Returns 0 when the call's reads did not go to the replica.
+ * A read of call routed to the replica was missed there (why: not REPLICA_ANSWERED): send
+ * this read and the call's later ones to the primary, let the answer say so (unless the
+ * replica already answered a read of the call), and return 1: the read should run again on
+ * the primary. A read has no effect, so running it again is safe. Returns 0 when the call's
+ * reads did not go to the replica.
  */
-int replica_fall_back(rpc_call_t *call) __attribute__((warn_unused_result));
+int replica_fall_back(rpc_call_t *call, replica_miss_t why) __attribute__((warn_unused_result));
 
 /** What /metrics shows of the replica. */
 typedef struct replica_stats {
@@ -43,7 +55,8 @@ typedef struct replica_stats {
   int64_t staleness_ms;   /* the bound an answer from it would carry now; -1: not known */
   uint64_t reads_replica; /* stale-tolerant reads answered by the replica, since start */
   uint64_t reads_primary; /* ... and by the primary (asked for, or the replica bypassed) */
-  uint64_t fallbacks;     /* reads run again on the primary after the replica was lost */
+  uint64_t lost;          /* reads run again on the primary: the replica was lost */
+  uint64_t conflicts;     /* ... the standby cancelled them (a recovery conflict) */
 } replica_stats_t;
 
 void replica_stats(server_t *srv, replica_stats_t *st);

@@ -4,7 +4,9 @@ read-write), retrying clients submitting and moving clues, the primary's postmas
 with SIGKILL and the standby promoted. Afterwards every acknowledged write is on the new
 primary exactly once, the audit chains and the latest checkpoint verify, and a watcher that
 reconnects has seen every event once, in order. Then --require-sync-replica: refused
-without a synchronous standby, NOT_SERVING while the standby is away."""
+without a synchronous standby, NOT_SERVING while the standby is away. Then reads from the
+replica: how stale they may be, and the primary answering a read the replica could not finish
+(the standby stopped mid-read, or a recovery conflict)."""
 
 import os
 import random
@@ -472,13 +474,78 @@ def test_replica_lost_during_a_read():
     assert r.freshness.max_staleness_ms == 0, r.freshness
     st = stats.result()
     assert st.freshness.from_replica and st.freshness.max_staleness_ms > 0, st.freshness
-    assert metric("clued_replica_fallbacks_total") == 2
+    assert metric('clued_replica_fallbacks_total{why="lost"}') == 2
+    assert metric('clued_replica_fallbacks_total{why="conflict"}') == 0
     assert metric('clued_replica_reads_total{to="primary"}') >= 1
     assert srv.output().count("replica: lost during a read") == 1, srv.output()
     # Later reads go to the primary while the replica is away.
     ids, f = listed()
     assert a.id in ids and not f.from_replica, f
     pdb.close()
+    w.close()
+    srv.stop()
+    rep.destroy()
+
+
+def test_read_cancelled_by_recovery_is_answered_by_the_primary():
+    """A read that the standby cancels to replay WAL (a recovery conflict) runs again on the
+    primary: the caller gets an answer, not ABORTED."""
+    rep = harness.Replicated()
+    dbname = rep.primary.new_database()
+    srv = harness.Clued(rep.url(dbname), args=["--replica-url", rep.url(dbname, user="clued", attrs="standby"),
+                                               "--metrics-listen", "127.0.0.1:0"]).start()
+    metrics_addr = re.search(r"metrics on http://(\S+)/metrics", srv.output()).group(1)
+
+    def metric(name):
+        with urllib.request.urlopen(f"http://{metrics_addr}/metrics", timeout=10) as resp:
+            m = re.search(r"^" + re.escape(name) + r" (\S+)$", resp.read().decode(), re.M)
+        return float(m.group(1)) if m else None
+    w = world.build(srv)
+    leader = w.G1.leader
+    a = w.G1.member.clue.SubmitClue(pb.SubmitClueRequest(
+        request_id=new_request_id(), title="甲", summary="恢复冲突", source=pb.SOURCE_CHANNEL_AUDIT,
+        subject=pb.SubjectPerson(name="李四"), host_unit="市发展改革委"), timeout=10)
+
+    def listed():
+        r = leader.clue.ListClues(pb.ListCluesRequest(), timeout=10)
+        return {c.id for c in r.clues}, r.freshness
+    harness.wait_for(lambda: a.id in listed()[0] and listed()[1].from_replica, timeout=15,
+                     what="the clue read from the replica")
+    sdb = rep.standby.connect(dbname)
+
+    def replayed(table):
+        return one(sdb, "SELECT count(*) FROM pg_locks WHERE relation = %s::regclass"
+                        " AND mode = 'AccessExclusiveLock'", table)[0][0] == 1
+
+    def nudge():  # a commit, which flushes the WAL up to the lock before it
+        other = rep.primary.connect(dbname)
+        one_exec(other, "CREATE TEMP TABLE nudge AS SELECT 1")
+        other.close()
+    # The list reads clues and units, then users (the author's name): with users locked on the
+    # standby by replay, the replica's read holds clues and waits.
+    p1, p2 = rep.primary.connect(dbname), rep.primary.connect(dbname)
+    one_exec(p1, "BEGIN")
+    one_exec(p1, "LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+    nudge()
+    harness.wait_for(lambda: replayed("users"), timeout=15, what="the lock on users replayed")
+    lists = leader.clue.ListClues.future(pb.ListCluesRequest(), timeout=60)
+    harness.wait_for(lambda: one(sdb, "SELECT count(*) FROM pg_stat_activity WHERE usename = 'clued'"
+                                      " AND wait_event_type = 'Lock'")[0][0] == 1,
+                     timeout=15, what="the replica's read waiting")
+    # Replaying a lock on clues now needs the read gone: the standby cancels it.
+    one_exec(p2, "BEGIN")
+    one_exec(p2, "LOCK TABLE clues IN ACCESS EXCLUSIVE MODE")
+    nudge()
+    harness.wait_for(lambda: metric('clued_replica_fallbacks_total{why="conflict"}') == 1, timeout=60,
+                     what="the cancelled read run again on the primary")
+    assert not lists.done()  # it waits for the locks on the primary now
+    one_exec(p2, "ROLLBACK")
+    one_exec(p1, "ROLLBACK")
+    r = lists.result()
+    assert a.id in {c.id for c in r.clues} and not r.freshness.from_replica, r.freshness
+    assert metric('clued_replica_fallbacks_total{why="lost"}') == 0
+    for db in (p1, p2, sdb):
+        db.close()
     w.close()
     srv.stop()
     rep.destroy()

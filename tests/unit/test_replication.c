@@ -1,5 +1,6 @@
 /* The verdict of --require-sync-replica on a row of db_sync_check_sql (server/db/replication.c),
- * and the WAL positions of ReadConsistency.min_read_lsn; tests/e2e/test_failover.py runs both
+ * the WAL positions of ReadConsistency.min_read_lsn, and which failures of a read on the replica
+ * send it to the primary instead; tests/e2e/test_failover.py runs them
  * against a real primary and standby. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -68,12 +69,40 @@ static void test_lsn_parse(void **state) {
   }
 }
 
+/* Which outcomes of a read on the replica send it to the primary instead. */
+static void test_what_the_primary_answers_instead(void **state) {
+  db_result_t r = {0};
+  (void)state;
+
+  r.err = DB_OK;
+  assert_int_equal(replica_miss(&r), REPLICA_ANSWERED);
+  r.err = DB_EUNAVAILABLE; /* the connection broke, or none could be had */
+  assert_int_equal(replica_miss(&r), REPLICA_LOST);
+  r.err = DB_EQUERY;
+  r.sqlstate = "40001"; /* canceling statement due to conflict with recovery */
+  assert_int_equal(replica_miss(&r), REPLICA_CONFLICT);
+  r.sqlstate = "40P01"; /* ... a buffer deadlock with recovery */
+  assert_int_equal(replica_miss(&r), REPLICA_CONFLICT);
+  /* Errors the primary would give as well, and a full queue (the primary's may be too). */
+  r.sqlstate = "57014";
+  assert_int_equal(replica_miss(&r), REPLICA_ANSWERED);
+  r.sqlstate = "22P02";
+  assert_int_equal(replica_miss(&r), REPLICA_ANSWERED);
+  r.sqlstate = "";
+  assert_int_equal(replica_miss(&r), REPLICA_ANSWERED);
+  r.err = DB_EQUEUE;
+  assert_int_equal(replica_miss(&r), REPLICA_ANSWERED);
+  r.err = DB_ECANCELED;
+  assert_int_equal(replica_miss(&r), REPLICA_ANSWERED);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_a_connected_synchronous_standby_passes),
       cmocka_unit_test(test_each_missing_piece_is_named),
       cmocka_unit_test(test_no_answer_is_no),
       cmocka_unit_test(test_lsn_parse),
+      cmocka_unit_test(test_what_the_primary_answers_instead),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
