@@ -422,10 +422,11 @@ def test_replica_reads():
     rep.destroy()
 
 
-def test_replica_lost_during_a_read():
-    """A read running on the replica when the replica goes away is answered by the primary, not
-    failed: ListClues, whose one read was the replica's, says it came from the primary;
-    GetStatistics, whose first read the replica had answered, keeps the replica's bound."""
+def reading_from_a_replica():
+    """A primary and standby, clued reading from the standby (--replica-url), the world, and a
+    clue listed from the replica. Returns (rep, dbname, srv, w, metric, clue, listed), where
+    metric(name) is a sample's value on /metrics and listed() the ids and freshness of
+    ListClues for G1's leader."""
     rep = harness.Replicated()
     dbname = rep.primary.new_database()
     srv = harness.Clued(rep.url(dbname), args=["--replica-url", rep.url(dbname, user="clued", attrs="standby"),
@@ -437,16 +438,24 @@ def test_replica_lost_during_a_read():
             m = re.search(r"^" + re.escape(name) + r" (\S+)$", resp.read().decode(), re.M)
         return float(m.group(1)) if m else None
     w = world.build(srv)
-    leader, auditor = w.G1.leader, w.auditor
     a = w.G1.member.clue.SubmitClue(pb.SubmitClueRequest(
-        request_id=new_request_id(), title="甲", summary="副本中断", source=pb.SOURCE_CHANNEL_AUDIT,
+        request_id=new_request_id(), title="甲", summary="副本读取", source=pb.SOURCE_CHANNEL_AUDIT,
         subject=pb.SubjectPerson(name="李四"), host_unit="市发展改革委"), timeout=10)
 
     def listed():
-        r = leader.clue.ListClues(pb.ListCluesRequest(), timeout=10)
+        r = w.G1.leader.clue.ListClues(pb.ListCluesRequest(), timeout=10)
         return {c.id for c in r.clues}, r.freshness
     harness.wait_for(lambda: a.id in listed()[0] and listed()[1].from_replica, timeout=15,
                      what="the clue read from the replica")
+    return rep, dbname, srv, w, metric, a, listed
+
+
+def test_replica_lost_during_a_read():
+    """A read running on the replica when the replica goes away is answered by the primary, not
+    failed: ListClues, whose one read was the replica's, says it came from the primary;
+    GetStatistics, whose first read the replica had answered, keeps the replica's bound."""
+    rep, dbname, srv, w, metric, a, listed = reading_from_a_replica()
+    leader, auditor = w.G1.leader, w.auditor
     # An ACCESS EXCLUSIVE lock taken on the primary is replayed on the standby, where it holds
     # every read of those tables: the reads wait there, on the replica, until it goes away.
     pdb, sdb = rep.primary.connect(dbname), rep.standby.connect(dbname)
@@ -490,27 +499,8 @@ def test_replica_lost_during_a_read():
 def test_read_cancelled_by_recovery_is_answered_by_the_primary():
     """A read that the standby cancels to replay WAL (a recovery conflict) runs again on the
     primary: the caller gets an answer, not ABORTED."""
-    rep = harness.Replicated()
-    dbname = rep.primary.new_database()
-    srv = harness.Clued(rep.url(dbname), args=["--replica-url", rep.url(dbname, user="clued", attrs="standby"),
-                                               "--metrics-listen", "127.0.0.1:0"]).start()
-    metrics_addr = re.search(r"metrics on http://(\S+)/metrics", srv.output()).group(1)
-
-    def metric(name):
-        with urllib.request.urlopen(f"http://{metrics_addr}/metrics", timeout=10) as resp:
-            m = re.search(r"^" + re.escape(name) + r" (\S+)$", resp.read().decode(), re.M)
-        return float(m.group(1)) if m else None
-    w = world.build(srv)
+    rep, dbname, srv, w, metric, a, listed = reading_from_a_replica()
     leader = w.G1.leader
-    a = w.G1.member.clue.SubmitClue(pb.SubmitClueRequest(
-        request_id=new_request_id(), title="甲", summary="恢复冲突", source=pb.SOURCE_CHANNEL_AUDIT,
-        subject=pb.SubjectPerson(name="李四"), host_unit="市发展改革委"), timeout=10)
-
-    def listed():
-        r = leader.clue.ListClues(pb.ListCluesRequest(), timeout=10)
-        return {c.id for c in r.clues}, r.freshness
-    harness.wait_for(lambda: a.id in listed()[0] and listed()[1].from_replica, timeout=15,
-                     what="the clue read from the replica")
     sdb = rep.standby.connect(dbname)
 
     def replayed(table):
