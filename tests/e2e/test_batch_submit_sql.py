@@ -347,8 +347,25 @@ def test_runtime_role_and_the_append(c):
     assert bytes(got[0][1]) == bytes(last_hash) and got[1][1] is None, "extends the chain from its head"
     assert a.q("SELECT last_seq FROM audit_heads WHERE subject_type = 'clue' AND subject_id = %s",
                (clue_id,)) == [(got[0][0],)]
+    # Chains that all exist (a batch of moves) take the short way: locked, then extended.
+    (c2,), = a.q("SELECT max(id) FROM clues")
+    heads = dict(a.q("SELECT subject_id, last_hash FROM audit_heads WHERE subject_type = 'clue'"
+                     " AND subject_id IN (%s, %s)", (clue_id, c2)))
+    with rt.cursor() as cur:
+        cur.execute("SELECT subject_id, prev_hash, hash FROM audit_append_many("
+                    " '{1,1}', '{1,1}', '{test.note,test.note}', '{clue,clue}', ARRAY[%s, %s]::bigint[],"
+                    " '{1,1}', '{NULL,NULL}', '{NULL,NULL}', '{r3,r4}', ARRAY[NULL, NULL]::jsonb[], '{5,5}')",
+                    (c2, clue_id))
+        got = cur.fetchall()
+    assert [r[0] for r in got] == [c2, clue_id], got
+    assert [bytes(r[1]) for r in got] == [bytes(heads[c2]), bytes(heads[clue_id])], "extends each chain from its head"
+    assert dict(a.q("SELECT subject_id, last_hash FROM audit_heads WHERE subject_type = 'clue'"
+                    " AND subject_id IN (%s, %s)", (clue_id, c2))) == {r[0]: r[2] for r in got}
     for args in ("'{1,1}', '{1,1}', '{x,x}', '{clue,clue}', '{777002,777002}', '{1,1}', '{NULL,NULL}',"
                  " '{NULL,NULL}', '{NULL,NULL}', '{NULL,NULL}', '{NULL,NULL}'",
+                 # one existing chain twice
+                 f"'{{1,1}}', '{{1,1}}', '{{x,x}}', '{{clue,clue}}', '{{{clue_id},{clue_id}}}', '{{1,1}}',"
+                 " '{NULL,NULL}', '{NULL,NULL}', '{NULL,NULL}', '{NULL,NULL}', '{NULL,NULL}'",
                  "'{1}', '{1,1}', '{x,x}', '{clue,clue}', '{777003,777004}', '{1,1}', '{NULL,NULL}',"
                  " '{NULL,NULL}', '{NULL,NULL}', '{NULL,NULL}', '{NULL,NULL}'"):
         try:
