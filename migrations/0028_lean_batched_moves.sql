@@ -1,6 +1,5 @@
 -- Two statements fewer in a batch of moves (issue 11). A batch's fixed cost is mostly the
--- executor's start-up of each statement inside the functions; a batch of one move cost about
--- 0.69 ms and a batch of eight 1.25-1.31 ms (one client, generic plans, docs/WRITES.md).
+-- executor's start-up of each statement inside the functions (docs/WRITES.md).
 --
 -- 1. audit_append_many(), for events other than clue.submit (whose chains are new), locks the
 --    chains that have a head first, in subject order. When that is every chain of the call,
@@ -13,7 +12,8 @@
 --    data-modifying WITH), not in a statement of its own. The records, the locks (keys first,
 --    then clues, then chain heads) and the answer are 0025's.
 --
--- With both, a batch of eight moves took 1.11-1.17 ms and a batch of one 0.62-0.64 ms.
+-- One client, generic plans, alternated: a batch of eight moves 1.30-1.38 ms before, 1.26-1.28
+-- ms after; batches of submissions unchanged.
 
 CREATE OR REPLACE FUNCTION audit_append_many(
   p_actor_user   bigint[],
