@@ -44,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -136,7 +137,9 @@ typedef struct conn {
   size_t out_len, out_off, out_cap;
   size_t ok_at_connect; /* ok when the connection was made: reconnect only after progress */
   int failed;           /* out of memory here: start no more calls */
-  unsigned seed;
+  unsigned seed;      /* which clue a get reads */
+  uint8_t rnd[4096]; /* random bytes for request ids, rnd[rnd_off ..) not used yet */
+  size_t rnd_off;
   /* results */
   double *lat_ms; /* one entry per call */
   size_t ncalls, lat_cap;
@@ -181,13 +184,29 @@ static int reserve(uint8_t **buf, size_t *cap, size_t need) {
   return 0;
 }
 
-/* A random version-4 UUID (the request id of a mutation). */
-static void make_uuid(unsigned *seed, char out[37]) {
-  unsigned r[4];
-  for (int i = 0; i < 4; i++)
-    r[i] = ((unsigned)rand_r(seed) << 16) ^ (unsigned)rand_r(seed);
-  snprintf(out, 37, "%08x-%04x-4%03x-%04x-%04x%08x", r[0], r[1] >> 16, r[1] & 0xfff,
-           0x8000 | (r[2] >> 16 & 0x3fff), r[2] & 0xffff, r[3]);
+/* A random version-4 UUID (the request id of a mutation), from the kernel's generator as a
+ * client's would be: 122 random bits. (A rand_r() state has 32, and the sequences of two
+ * phases' connections could meet: a leader's later move then reused an earlier request id.)
+ * Returns 0, or -EIO if getrandom() fails. */
+static int make_uuid(conn_t *c, char out[37]) {
+  uint8_t *b;
+
+  if (c->rnd_off + 16 > sizeof(c->rnd)) {
+    for (size_t got = 0; got < sizeof(c->rnd);) {
+      ssize_t n = getrandom(c->rnd + got, sizeof(c->rnd) - got, 0);
+      if (n < 0 && errno != EINTR)
+        return -EIO;
+      got += n > 0 ? (size_t)n : 0;
+    }
+    c->rnd_off = 0;
+  }
+  b = c->rnd + c->rnd_off;
+  c->rnd_off += 16;
+  b[6] = (uint8_t)(0x40 | (b[6] & 0x0f)); /* version 4 */
+  b[8] = (uint8_t)(0x80 | (b[8] & 0x3f)); /* RFC 4122 variant */
+  snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+           b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+  return 0;
 }
 
 static const unit_tokens_t *unit_of(const load_t *l, long long unit_id) {
@@ -335,7 +354,7 @@ static int slot_pack(slot_t *s, const ProtobufCMessage *msg) {
 }
 
 /* The phase's next request for s: framed into s->req, with the token to send (NULL: none).
- * -EINVAL: a clue whose unit has no tokens in --users; -ENOMEM. */
+ * -EINVAL: a clue whose unit has no tokens in --users; -EIO: no random bytes; -ENOMEM. */
 static int slot_prepare(slot_t *s, const char **token) {
   conn_t *c = s->conn;
   load_t *l = c->load;
@@ -347,7 +366,8 @@ static int slot_prepare(slot_t *s, const char **token) {
     Clue__V1__SubmitClueRequest req = CLUE__V1__SUBMIT_CLUE_REQUEST__INIT;
     Clue__V1__SubjectPerson subject = CLUE__V1__SUBJECT_PERSON__INIT;
     char rid[37];
-    make_uuid(&c->seed, rid);
+    if (make_uuid(c, rid) != 0)
+      return -EIO;
     subject.name = "王某";
     subject.position = "处长";
     req.title = "反映某某违规收受礼金";
@@ -371,7 +391,8 @@ static int slot_prepare(slot_t *s, const char **token) {
     s->k += (size_t)l->concurrency; /* dealt: this clue is this call's, answered or not */
     if (!u)
       return -EINVAL;
-    make_uuid(&c->seed, rid);
+    if (make_uuid(c, rid) != 0)
+      return -EIO;
     req.clue_id = ref->id;
     req.reason = "依据核查情况";
     req.request_id = rid;
@@ -1052,6 +1073,7 @@ int main(int argc, char **argv) {
     k->fd = -1;
     k->state = CONN_IDLE;
     k->seed = (unsigned)time(NULL) ^ (unsigned)((unsigned)i * 2654435761u);
+    k->rnd_off = sizeof(k->rnd); /* drawn at the first request id */
     k->nslots = (size_t)(l.concurrency / l.connections + (i < l.concurrency % l.connections));
     k->slots = slots + next_slot;
     for (size_t j = 0; j < k->nslots; j++) {

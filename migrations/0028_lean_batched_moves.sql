@@ -5,9 +5,12 @@
 --    chains that have a head first, in subject order. When that is every chain of the call,
 --    each once (a batch of moves: a clue's chain exists from its submission), it goes straight
 --    to the events: no count of distinct chains and no INSERT of heads that are all there.
---    Otherwise, and for submissions, it does what 0022 did: the distinct check, the new heads
---    created in subject order, and the heads that were there locked. The events, their
---    fields, hashes, seqs and chain links are 0022's, drawn after every head is locked.
+--    Otherwise, and for submissions, it creates the new heads in subject order as 0022 did;
+--    when that makes n heads with those found (a batch of submissions: every chain new), the
+--    chains are distinct and all held, and the count of distinct chains is skipped too; else
+--    it counts them (one event per chain, or it raises) and locks the heads that were there.
+--    The events, their fields, hashes, seqs and chain links are 0022's, drawn after every head
+--    is locked.
 -- 2. clue_apply_moves() writes the request records in the statement that moves the clues (a
 --    data-modifying WITH), not in a statement of its own. The records, the locks (keys first,
 --    then clues, then chain heads) and the answer are 0025's.
@@ -59,10 +62,8 @@ BEGIN
           FOR UPDATE) l;
   END IF;
   IF have < n THEN
-    IF (SELECT count(DISTINCT (t, i)) FROM unnest(p_subject_type, p_subject_id) AS u(t, i)) <> n THEN
-      RAISE EXCEPTION 'audit_append_many: one event per chain';
-    END IF;
-    -- The new chains' heads, created in subject order.
+    -- The new chains' heads, created in subject order. The heads found and those created are
+    -- distinct rows: together n of them mean n distinct chains.
     WITH h AS (
       INSERT INTO audit_heads (subject_type, subject_id)
       SELECT u.t, u.i FROM unnest(p_subject_type, p_subject_id) AS u(t, i) ORDER BY u.t, u.i
@@ -71,6 +72,9 @@ BEGIN
     )
     SELECT count(*) INTO fresh FROM h;
     IF have + fresh < n THEN
+      IF (SELECT count(DISTINCT (t, i)) FROM unnest(p_subject_type, p_subject_id) AS u(t, i)) <> n THEN
+        RAISE EXCEPTION 'audit_append_many: one event per chain';
+      END IF;
       -- Chains whose head was there (or another transaction created meanwhile): lock every
       -- head, in subject order, before the seqs (those held stay held).
       PERFORM 1 FROM audit_heads hd
