@@ -18,8 +18,8 @@ typedef struct svc_job {
   int skip;      /* leading results not the caller's (the token statement) */
   int writes;    /* may append audit events (svc_txn, not svc_read) */
   db_pool_t *pool; /* where it was sent; NULL: the server's (srv->db) */
-  /* A read sent to a replica, kept to run it again on the primary if the replica is lost
-   * (replica_fall_back()); the values are copies in the call's memory. */
+  /* A read sent to a replica, kept to run it again on the primary if the replica cannot
+   * answer it (replica_fall_back()); the values are copies in the call's memory. */
   const char *sql;
   int nparams;
   const char **values;
