@@ -18,6 +18,8 @@
 -- One client, generic plans, alternated: a batch of eight moves 1.30-1.38 ms before, 1.26-1.28
 -- ms after; batches of submissions unchanged.
 
+-- Replaces audit_append_many of 0022_batched_submits.sql (the settings of 0026 kept): the
+-- heads' step of 1. above; the rest as it was.
 CREATE OR REPLACE FUNCTION audit_append_many(
   p_actor_user   bigint[],
   p_actor_unit   bigint[],
@@ -115,6 +117,8 @@ BEGIN
 END
 $$;
 
+-- Replaces clue_apply_moves of 0025_batched_move_keys.sql (the settings of 0026 kept): the
+-- request records as 2. above; the rest as it was.
 CREATE OR REPLACE FUNCTION clue_apply_moves(
   p_actor_user bigint[], p_actor_unit bigint[], p_request_id uuid[], p_now_ms bigint[], p_clue bigint[],
   p_expected_version bigint[], p_from text[], p_to text[], p_action text[], p_reason text[], p_details jsonb[],
