@@ -100,6 +100,18 @@ static char *lsn_text(rpc_call_t *call, uint64_t lsn) {
   return rpc_call_printf(call, "%" PRIX64 "/%" PRIX64, lsn >> 32, lsn & 0xffffffffu);
 }
 
+/* What an answer from the primary says: fresh, with every commit up to the primary's newest
+ * sampled position at least ("" before the first sample). Returns -1 out of memory (read_lsn
+ * then ""). */
+static int from_primary(rpc_call_t *call, const replica_t *r, Clue__V1__ReadFreshness *f) {
+  char *lsn = r->n > 0 ? lsn_text(call, r->hist[(r->first + r->n - 1) % HISTORY].lsn) : NULL;
+
+  f->from_replica = 0;
+  f->max_staleness_ms = 0;
+  f->read_lsn = lsn ? lsn : (char *)protobuf_c_empty_string;
+  return r->n > 0 && lsn == NULL ? -1 : 0;
+}
+
 /* The newest sample the replica has replayed past decides fresh_ms; none (the replica is
  * further behind than the history reaches): not known. Recomputed, not only raised: a URL of
  * several standbys may bring the monitor to one that is further behind than the last. */
@@ -245,7 +257,7 @@ Clue__V1__ReadFreshness *replica_route(rpc_call_t *call, const Clue__V1__ReadCon
   Clue__V1__ReadFreshness *out;
   route_t *route;
   uint64_t min = 0, stale;
-  int use;
+  int use, oom;
 
   if (want && want->min_read_lsn && want->min_read_lsn[0] &&
       replica_lsn_parse(want->min_read_lsn, &min) != 0) {
@@ -284,11 +296,11 @@ Clue__V1__ReadFreshness *replica_route(rpc_call_t *call, const Clue__V1__ReadCon
     out->from_replica = 1;
     out->max_staleness_ms = (int64_t)stale;
     out->read_lsn = lsn_text(call, r->replayed);
-  } else if (r->n > 0) {
-    /* The primary answers with every commit up to its latest sampled position at least. */
-    out->read_lsn = lsn_text(call, r->hist[(r->first + r->n - 1) % HISTORY].lsn);
+    oom = out->read_lsn == NULL;
+  } else {
+    oom = from_primary(call, r, out) != 0;
   }
-  if (out->read_lsn == NULL) {
+  if (oom) {
     rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return NULL;
   }
@@ -314,7 +326,6 @@ replica_miss_t replica_miss(const db_result_t *r) {
 int replica_fall_back(rpc_call_t *call, replica_miss_t why) {
   replica_t *r = rpc_call_server(call)->replica;
   route_t *route = rpc_call_read_note(call);
-  char *lsn;
 
   if (why == REPLICA_ANSWERED || r == NULL || route == NULL || rpc_call_read_pool(call) != r->pool)
     return 0;
@@ -333,10 +344,7 @@ int replica_fall_back(rpc_call_t *call, replica_miss_t why) {
     /* The call's answer is the primary's alone: count it so. */
     r->reads_replica--;
     r->reads_primary++;
-    lsn = r->n > 0 ? lsn_text(call, r->hist[(r->first + r->n - 1) % HISTORY].lsn) : NULL;
-    route->fresh.from_replica = 0;
-    route->fresh.max_staleness_ms = 0;
-    route->fresh.read_lsn = lsn ? lsn : (char *)protobuf_c_empty_string;
+    (void)from_primary(call, r, &route->fresh); /* out of memory: read_lsn "" */
   }
   return 1;
 }
