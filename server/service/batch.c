@@ -229,7 +229,7 @@ static void run_send(run_t *run) {
   db_pool_t *db = q->b->srv->db;
   db_opts_t o = {.owner = 0, .handle = &run->req, .tuned = run->n > 1};
   char *arrays[SVC_BATCH_PARAMS];
-  const char *params[SVC_BATCH_PARAMS];
+  const char *params[SVC_BATCH_PARAMS] = {0};
   const char *col[SVC_BATCH_MAX];
   int rc = DB_ENOMEM, i, made = 0;
   size_t k;
