@@ -68,6 +68,10 @@ static const char usage_text[] =
     "  --db-write-batch-inflight N  the same for a batched write kind (a plain move's write,\n"
     "                             SubmitClue), each statement one commit; 0: every write\n"
     "                             alone (default 2)\n"
+    "  --db-direct-moves 0|1      1: a LEADER's plain move of a clue of their own unit is\n"
+    "                             written at once, its clue checked by the write itself, and\n"
+    "                             read and decided first only if that check fails; 0: every\n"
+    "                             move reads its clue first (default 1)\n"
     "  --db-statement-timeout MS  a database statement running longer is cancelled and its\n"
     "                             call fails with UNAVAILABLE, nothing changed (default 30000)\n"
     "  --db-lock-timeout MS       a wait for a row locked by a concurrent change longer than\n"
@@ -199,6 +203,7 @@ enum {
   OPT_DB_POOL,
   OPT_DB_BATCH_INFLIGHT,
   OPT_DB_WRITE_BATCH_INFLIGHT,
+  OPT_DB_DIRECT_MOVES,
   OPT_DB_QUEUE,
   OPT_DB_STATEMENT_TIMEOUT,
   OPT_DB_LOCK_TIMEOUT,
@@ -259,6 +264,7 @@ static const struct option long_opts[] = {
     {"db-pool", required_argument, NULL, OPT_DB_POOL},
     {"db-batch-inflight", required_argument, NULL, OPT_DB_BATCH_INFLIGHT},
     {"db-write-batch-inflight", required_argument, NULL, OPT_DB_WRITE_BATCH_INFLIGHT},
+    {"db-direct-moves", required_argument, NULL, OPT_DB_DIRECT_MOVES},
     {"db-queue", required_argument, NULL, OPT_DB_QUEUE},
     {"db-statement-timeout", required_argument, NULL, OPT_DB_STATEMENT_TIMEOUT},
     {"db-lock-timeout", required_argument, NULL, OPT_DB_LOCK_TIMEOUT},
@@ -399,6 +405,11 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       if (parse_num("--db-write-batch-inflight", optarg, 0, 256, &v))
         return 1;
       cfg->db_write_batch_inflight = (int)v;
+      break;
+    case OPT_DB_DIRECT_MOVES:
+      if (parse_num("--db-direct-moves", optarg, 0, 1, &v))
+        return 1;
+      cfg->db_direct_moves = (int)v;
       break;
     case OPT_DB_QUEUE:
       if (parse_num("--db-queue", optarg, 0, 1000000, &v))

@@ -33,6 +33,7 @@ void server_config_defaults(server_config_t *cfg) {
   cfg->db_pool_size = 8;
   cfg->db_batch_inflight = 1;
   cfg->db_write_batch_inflight = 2;
+  cfg->db_direct_moves = 1;
   cfg->db_queue_max = 1024;
   cfg->db_statement_timeout_ms = 30000;
   cfg->db_lock_timeout_ms = 3000;

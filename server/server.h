@@ -53,6 +53,8 @@ typedef struct server_config {
                                    0: no batching at all (default 1, service/batch.h) */
   int db_write_batch_inflight;  /* the same for a batched write kind; 0: writes alone
                                    (default 2) */
+  int db_direct_moves;          /* 1: a plain move authz_move_unread() decides is written
+                                   without a facts read first (default 1) */
   size_t db_queue_max;          /* default 1024 */
   unsigned db_statement_timeout_ms; /* server-side statement_timeout, default 30000 */
   unsigned db_lock_timeout_ms;  /* server-side lock_timeout, default 3000 */
@@ -122,6 +124,8 @@ struct server {
   auth_cache_t auth_cache;      /* principals by token hash (rpc/auth.c); outlives the pool */
   audit_tree_t *tree;           /* the audit log's Merkle tree and checkpoints */
   struct svc_batches *batches;  /* the batched writes' queues (service/batch.c) */
+  uint64_t direct_moves[2];     /* moves sent without a facts read: [0] done so, [1] read
+                                   and decided after all (service/clue.c) */
   /* Creates the owner of a new stream and hands back its stream (rpc_call_accept): how a
    * connection starts a call without knowing what a call is. 0 or a negative error. */
   int (*stream_accept)(server_t *srv, uint64_t conn_id, int32_t stream_id, h2_stream_t **out);

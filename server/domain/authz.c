@@ -196,6 +196,25 @@ authz_result_t authz_can_move(const authz_principal_t *p, const authz_clue_t *c,
   return allow(row->co_review ? "move needs co-review" : "move allowed");
 }
 
+const clue_move_t *authz_move_unread(const authz_principal_t *p, clue_state_t target,
+                                     const clue_move_facts_t *fields) {
+  const clue_move_t *found = NULL;
+
+  if (p == NULL || !clue_state_is_valid(target) || !is_staff(p) || p->unit_id <= 0 ||
+      !role_acts(p->role))
+    return NULL;
+  for (size_t i = 0; i < clue_fsm_table_len; i++) {
+    const clue_move_t *m = &clue_fsm_table[i];
+    if (m->to != target || m->actor_role != p->role || m->co_review ||
+        clue_fsm_check_fields(m, fields, NULL) != CLUE_FSM_OK)
+      continue;
+    if (found != NULL)
+      return NULL; /* two moves fit: only the clue's state tells which */
+    found = m;
+  }
+  return found;
+}
+
 authz_result_t authz_reviewer_unit(const authz_clue_t *c, int64_t named_unit_id,
                                    clue_unit_kind_t named_kind, int64_t *reviewer_unit_id) {
   if (c == NULL)

@@ -141,6 +141,20 @@ authz_result_t authz_token_can_see_reporter(bool enrollment_token);
 authz_result_t authz_can_submit(const authz_principal_t *p);
 
 /**
+ * The one plain move (no co-review) p could make toward target with these fields, decided
+ * without the clue: NULL unless exactly one row of the table fits p's role, target and the
+ * fields it requires. When it returns m, authz_can_move() allows exactly m, and
+ * clue_fsm_check_fields(m, fields) passes, for every clue in state m->from, owned by p's unit,
+ * with no pending proposal and no recusal (principal_recused, owner_leaders_recused and
+ * reviewer_leaders_recused false), whatever its other facts: the write of a move sent without
+ * a facts read checks those four in SQL (0029_direct_moves.sql), and a move they do not hold
+ * for is read and decided as before. tests/unit/test_authz.c checks so over every
+ * principal, target, set of fields and clue.
+ */
+const clue_move_t *authz_move_unread(const authz_principal_t *p, clue_state_t target,
+                                     const clue_move_facts_t *fields);
+
+/**
  * May p move the clue to target? INVALID_ARGUMENT if target is not a state; NOT_FOUND if
  * hidden; DENIED unless p is a LEADER of the owner unit; FAILED_PRECONDITION if the move is
  * not in the table (message from clue_fsm_refusal()) or a proposal is pending. On ALLOW,

@@ -370,6 +370,15 @@ int metrics_render(server_t *srv, char **out, size_t *len) {
       }
     }
   }
+  if (srv->db) {
+    family(&o, "clued_direct_moves_total", "counter",
+           "Plain moves sent without a facts read (--db-direct-moves): done so, or read and "
+           "decided after all (the clue did not meet the write's guard).");
+    outf(&o, "clued_direct_moves_total{outcome=\"done\"} %llu\n",
+         (unsigned long long)srv->direct_moves[0]);
+    outf(&o, "clued_direct_moves_total{outcome=\"read\"} %llu\n",
+         (unsigned long long)srv->direct_moves[1]);
+  }
   {
     replica_stats_t rs;
     replica_stats(srv, &rs);

@@ -85,11 +85,17 @@ static void run_alone(rpc_call_t *call, const svc_batch_kind_t *k, const char *c
     svc_read(call, k->one_sql, k->nparams, values, cb, arg);
 }
 
-/* Run it alone: the batch left it out or failed. */
+/* Run it alone, or for a kind that settles answer it with no rows: the batch left it out or
+ * failed. */
 static void rerun(queue_t *q, item_t *it) {
   if (rpc_call_done(it->call))
     return;
   q->stats.reruns++;
+  if (q->kind->settle) {
+    db_result_t none = {.err = DB_OK, .sqlstate = ""};
+    deliver(it, &none);
+    return;
+  }
   run_alone(it->call, q->kind, it->values, it->cb, it->arg);
 }
 
@@ -191,8 +197,9 @@ static void run_done(const db_result_t *r, void *arg) {
     /* Nothing of it was committed: each alone gives its own answer or error. That includes a
      * batch that one of its calls cancelled as it ended, while it ran (57014) or while it still
      * waited for a connection (DB_ECANCELED): the others run again. */
-    log_msg("info", "batched %s: %zu calls run alone after %s: %s", q->kind->name, run->n,
-            r->sqlstate ? r->sqlstate : "", r->message ? r->message : "");
+    log_msg("info", "batched %s: %zu calls %s after %s: %s", q->kind->name, run->n,
+            q->kind->settle ? "go on without it" : "run alone", r->sqlstate ? r->sqlstate : "",
+            r->message ? r->message : "");
     for (k = 0; k < run->n; k++)
       rerun(q, run->items[k]);
   } else {
@@ -412,7 +419,8 @@ void svc_batched(rpc_call_t *call, const svc_batch_kind_t *kind, const char *con
 }
 
 const char *svc_batch_name(svc_batch_id_t id) {
-  static const char *const names[SVC_BATCH_KINDS] = {"move", "move_facts", "get_clue", "submit"};
+  static const char *const names[SVC_BATCH_KINDS] = {"move", "move_facts", "get_clue", "submit",
+                                                     "move_direct"};
   return (unsigned)id < SVC_BATCH_KINDS ? names[id] : "unknown";
 }
 

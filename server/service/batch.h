@@ -16,7 +16,8 @@
  * call, in order), with the one-call statement's columns and, last, an int4: the call's
  * 1-based position in the arrays. A call it left out (no row) runs again alone, through the
  * one-call statement, which gives its own answer or error; if the batch statement fails, every
- * call of it runs again alone (nothing of the batch was committed). If the connection is lost,
+ * call of it runs again alone (nothing of the batch was committed). A kind that settles
+ * (svc_batch_kind_t.settle) answers those calls with no rows instead. If the connection is lost,
  * every call fails with UNAVAILABLE, as a lone call would: the outcome of a write is unknown
  * and it is never run again blindly. */
 
@@ -43,6 +44,7 @@ typedef enum svc_batch_id {
   SVC_BATCH_MOVE_FACTS,
   SVC_BATCH_GET_CLUE,
   SVC_BATCH_SUBMIT,
+  SVC_BATCH_MOVE_DIRECT,
   SVC_BATCH_KINDS,
 } svc_batch_id_t;
 
@@ -53,6 +55,9 @@ typedef struct svc_batch_kind {
   const char *many_sql; /* many calls: nparams text arrays; rows as above */
   int nparams;
   int writes; /* a write (svc_write()), else a read (svc_read()) */
+  int settle; /* 1: a call a batch leaves out, and each call of a batch that fails, gets an
+                 empty result (no rows) instead of running again alone: its callback has
+                 another way to its answer */
 } svc_batch_kind_t;
 
 /**

@@ -1379,6 +1379,96 @@ static int report(void **state) {
   return 0;
 }
 
+/* authz_move_unread(): a move decided without the clue must be the move authz_can_move()
+ * allows for every clue the write's guard lets through (0029_direct_moves.sql: owned by the
+ * caller's unit, in the move's from state, no pending proposal, no recusal), whatever else
+ * the clue is. Every principal, target and set of request fields is tried; for each move it
+ * returns, every such clue is. It must also return a move for the common case (a LEADER's
+ * plain moves), or the write without a facts read would never be used. */
+static void test_move_unread(void **state) {
+  (void)state;
+  static const char *const texts[] = {NULL, "", "  ", "理由"};
+  static const int disposals[] = {0, 1, 3, 7}; /* none, two valid, one unknown */
+  const clue_role_t roles[] = {CLUE_ROLE_UNSPECIFIED, CLUE_ROLE_MEMBER, CLUE_ROLE_LEADER,
+                               CLUE_ROLE_AUDITOR, CLUE_ROLE_ADMIN, (clue_role_t)9};
+  const clue_unit_kind_t kinds[] = {CLUE_UNIT_UNSPECIFIED, CLUE_UNIT_ROOM, CLUE_UNIT_GROUP,
+                                    CLUE_UNIT_REGION, CLUE_UNIT_ADMIN};
+  const int64_t units[] = {0, 5};
+  int returned = 0, leader_moves = 0;
+
+  for (size_t ri = 0; ri < NELEM(roles); ri++)
+    for (size_t ki = 0; ki < NELEM(kinds); ki++)
+      for (size_t ui = 0; ui < NELEM(units); ui++)
+        for (int t = -1; t <= CLUE_STATE_COUNT; t++)
+          for (unsigned bits = 0; bits < (1u << 8); bits++) {
+            authz_principal_t p = {
+                .user_id = 77, .unit_id = units[ui], .unit_kind = kinds[ki], .role = roles[ri]};
+            clue_move_facts_t f = {
+                .reason = texts[bits & 3],
+                .disposal = disposals[(bits >> 2) & 3],
+                .finding = texts[(bits >> 4) & 1 ? 3 : 1],
+                .sanction_kind = texts[(bits >> 5) & 1 ? 3 : 0],
+                .persons_disciplined = (bits >> 6) & 1 ? 2 : -1,
+                .receiving_organ = texts[(bits >> 7) & 1 ? 3 : 2],
+            };
+            const clue_move_t *m = authz_move_unread(&p, (clue_state_t)t, &f);
+            if (m == NULL)
+              continue;
+            returned++;
+            if (p.role == CLUE_ROLE_LEADER)
+              leader_moves++;
+            assert_int_equal(m->to, t);
+            assert_false(m->co_review);
+            assert_int_equal(clue_fsm_check_fields(m, &f, NULL), CLUE_FSM_OK);
+            /* Every clue the guard lets through: the caller's unit, the from state, no
+             * pending proposal, no recusal; the rest varied. */
+            for (int ok = 0; ok < 4; ok++)
+              for (int lead = 0; lead < 3; lead++)
+                for (int flags = 0; flags < 8; flags++) {
+                  const int64_t leads[] = {0, p.unit_id, 2};
+                  authz_clue_t c = {.owner_unit_id = p.unit_id,
+                                    .owner_unit_kind = (clue_unit_kind_t)ok,
+                                    .owner_liaison_room_id = ok == CLUE_UNIT_GROUP ? 1 : 0,
+                                    .case_lead_unit_id = leads[lead],
+                                    .principal_in_case = flags & 1,
+                                    .pending_reviewer_unit_id = 0,
+                                    .deadline_extended = flags & 2,
+                                    .state = m->from,
+                                    .principal_is_handler = flags & 4};
+                  const clue_move_t *got = NULL;
+                  authz_result_t r = authz_can_move(&p, &c, (clue_state_t)t, &got);
+                  assert_int_equal(r.decision, AUTHZ_ALLOW);
+                  assert_ptr_equal(got, m);
+                }
+          }
+  assert_true(returned > 0);
+  assert_int_equal(leader_moves, returned); /* every move is a LEADER's (DESIGN.md §2) */
+  /* The common moves are decided without the clue. */
+  authz_principal_t lp = {
+      .user_id = 1, .unit_id = 5, .unit_kind = CLUE_UNIT_GROUP, .role = CLUE_ROLE_LEADER};
+  clue_move_facts_t start = {.reason = "初核"};
+  const clue_move_t *m = authz_move_unread(&lp, CLUE_STATE_PRELIMINARY_CHECK, &start);
+  assert_non_null(m);
+  assert_int_equal(m->from, CLUE_STATE_ACCEPTED);
+  clue_move_facts_t close = {.reason = "了结", .finding = "查无实据"};
+  m = authz_move_unread(&lp, CLUE_STATE_CLOSED, &close);
+  assert_non_null(m);
+  assert_int_equal(m->from, CLUE_STATE_PRELIMINARY_CHECK);
+  /* Not decided without the clue: two closes fit (only its state tells which), a move that
+   * needs co-review, a MEMBER, a unit of no kind that works on clues, no unit. */
+  clue_move_facts_t both = {.reason = "了结", .finding = "查无实据", .disposal = 1};
+  assert_null(authz_move_unread(&lp, CLUE_STATE_CLOSED, &both));
+  assert_null(authz_move_unread(&lp, CLUE_STATE_FILED, &start));
+  authz_principal_t member = lp, admin = lp, unitless = lp;
+  member.role = CLUE_ROLE_MEMBER;
+  admin.unit_kind = CLUE_UNIT_ADMIN;
+  unitless.unit_id = 0;
+  assert_null(authz_move_unread(&member, CLUE_STATE_PRELIMINARY_CHECK, &start));
+  assert_null(authz_move_unread(&admin, CLUE_STATE_PRELIMINARY_CHECK, &start));
+  assert_null(authz_move_unread(&unitless, CLUE_STATE_PRELIMINARY_CHECK, &start));
+  assert_null(authz_move_unread(NULL, CLUE_STATE_PRELIMINARY_CHECK, &start));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_codes_are_grpc),
@@ -1386,6 +1476,7 @@ int main(void) {
       cmocka_unit_test(test_matrix_reporter),
       cmocka_unit_test(test_matrix_note),
       cmocka_unit_test(test_matrix_move),
+      cmocka_unit_test(test_move_unread),
       cmocka_unit_test(test_matrix_handover),
       cmocka_unit_test(test_matrix_extend),
       cmocka_unit_test(test_matrix_review),
