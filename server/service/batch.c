@@ -1,6 +1,7 @@
 #include "service/batch.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -278,18 +279,21 @@ static void run_send(run_t *run) {
 }
 
 /* Running statements that count against the kind's limit: those younger than
- * SVC_BATCH_STALL_MS (*oldest: the start of the oldest of them). An older one (waiting on a
- * lock, say) no longer holds the calls behind it. */
-static int young_runs(const queue_t *q, uint64_t now, uint64_t *oldest) {
+ * SVC_BATCH_STALL_MS (*oldest: the start of the oldest of them; *fewest: the fewest calls one
+ * of them carries). An older one (waiting on a lock, say) no longer holds the calls behind it. */
+static int young_runs(const queue_t *q, uint64_t now, uint64_t *oldest, size_t *fewest) {
   const run_t *r;
   int n = 0;
 
   *oldest = now;
+  *fewest = SIZE_MAX;
   for (r = q->runs; r; r = r->next)
     if (now - r->started < SVC_BATCH_STALL_MS) {
       n++;
       if (r->started < *oldest)
         *oldest = r->started;
+      if (r->n < *fewest)
+        *fewest = r->n;
     }
   return n;
 }
@@ -336,16 +340,22 @@ static void start_run(queue_t *q, size_t n) {
 }
 
 /* Start statements while the kind has room: each takes every waiting call (up to the most),
- * but fewer than SVC_BATCH_MIN go each alone. Without room, wake when the oldest running
- * statement stops counting. */
+ * but fewer than SVC_BATCH_MIN go each alone. While one runs, another starts only with at
+ * least as many calls as the smallest running one carries: calls that trickle in (a client
+ * that starts each call as another ends) then wait for a batch of that size, or for a running
+ * one to end, instead of going in ever smaller batches, each paying the statement's fixed
+ * costs; a group that arrives together (one read) goes at once. Without room, wake when the
+ * oldest running statement stops counting. */
 static void pump(queue_t *q) {
   server_t *srv = q->b->srv;
   int limit = q->kind->writes ? srv->cfg.db_write_batch_inflight : srv->cfg.db_batch_inflight;
 
   while (q->waiting > 0) {
     uint64_t now = uv_now(srv->loop), oldest;
+    size_t fewest;
+    int young = young_runs(q, now, &oldest, &fewest);
 
-    if (young_runs(q, now, &oldest) >= limit) {
+    if (young >= limit || (young > 0 && q->waiting < fewest)) {
       (void)uv_timer_start(&q->wake, pump_later, oldest + SVC_BATCH_STALL_MS - now + 1, 0);
       return;
     }
