@@ -359,6 +359,24 @@ char *rpc_call_printf(rpc_call_t *call, const char *fmt, ...) {
   return p;
 }
 
+char *rpc_call_i64(rpc_call_t *call, int64_t v) {
+  char buf[24], *p = buf + sizeof(buf), *out;
+  uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
+  size_t n;
+
+  *--p = '\0';
+  do {
+    *--p = (char)('0' + u % 10);
+    u /= 10;
+  } while (u != 0);
+  if (v < 0)
+    *--p = '-';
+  n = (size_t)(buf + sizeof(buf) - p);
+  if ((out = rpc_call_alloc(call, n)) != NULL)
+    memcpy(out, p, n);
+  return out;
+}
+
 static char *dupn(const uint8_t *s, size_t n) {
   char *p = malloc(n + 1);
   if (p) {

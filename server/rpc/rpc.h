@@ -134,6 +134,9 @@ char *rpc_call_strdup(rpc_call_t *call, const char *s);
 /** printf into the call's memory; NULL on out of memory. */
 char *rpc_call_printf(rpc_call_t *call, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/** v in decimal ("%lld") in the call's memory, without printf's cost; NULL on out of memory. */
+char *rpc_call_i64(rpc_call_t *call, int64_t v);
+
 /**
  * Unary reply: send msg and finish with OK. The message is packed at once; the caller
  * keeps ownership of msg. Ignored (returns 0) if the call is already done.

@@ -495,7 +495,7 @@ static bool move_params(rpc_call_t *call, const move_req_t *mr, const authz_prin
     params[11] = mr->finding;
   if (move->required & CLUE_FIELD_OUTCOME) {
     params[12] = mr->sanction_kind;
-    params[13] = rpc_call_printf(call, "%d", (int)mr->persons_disciplined);
+    params[13] = rpc_call_i64(call, mr->persons_disciplined);
   }
   if (move->required & CLUE_FIELD_RECEIVING_ORGAN)
     params[14] = mr->receiving_organ;

@@ -319,7 +319,7 @@ int svc_require_admin(rpc_call_t *call) {
 const char *svc_i64(rpc_call_t *call, int64_t v, int null0) {
   if (v == 0 && null0)
     return NULL;
-  return rpc_call_printf(call, "%lld", (long long)v);
+  return rpc_call_i64(call, v);
 }
 
 int64_t svc_col_i64(const db_result_t *r, int row, int col) {

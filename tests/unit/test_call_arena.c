@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -105,8 +106,24 @@ static void test_past_an_allocation_is_poisoned(void **state) {
 }
 #endif
 
+/* rpc_call_i64() writes what "%lld" would, at the ends of the range and around zero. */
+static void test_i64_text(void **state) {
+  (void)state;
+  rpc_call_t call;
+  const int64_t vs[] = {0, 1, -1, 9, 10, -10, 99, 100, 1234567890123LL, -987654321, INT64_MAX,
+                        INT64_MIN, INT64_MIN + 1};
+  memset(&call, 0, sizeof(call));
+  for (size_t i = 0; i < sizeof(vs) / sizeof(vs[0]); i++) {
+    char want[32];
+    snprintf(want, sizeof(want), "%lld", (long long)vs[i]);
+    assert_string_equal(rpc_call_i64(&call, vs[i]), want);
+  }
+  arena_free(&call);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_i64_text),
       cmocka_unit_test(test_small_allocations_share_blocks),
       cmocka_unit_test(test_large_allocation_gets_its_own_block),
       cmocka_unit_test(test_zero_size_and_a_first_large_one),
