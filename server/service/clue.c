@@ -324,43 +324,40 @@ static const char apply_move_sql[] =
 
 /* The same for many plain moves at once (service/batch.h, 0024_batched_moves.sql): parameter i
  * is every move's parameter i; the details are built per move as above. */
-static const char apply_moves_sql[] =
-    "SELECT " MOVED_COLS ", o.ord FROM clue_apply_moves($1::bigint[], $2::bigint[], $3::uuid[],"
-    " $4::bigint[], $5::bigint[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[],"
-    " ARRAY(SELECT jsonb_strip_nulls(" MOVE_DETAILS_OF("d", "f", "s", "p::int", "r") "))"
-    " FROM unnest($11::text[], $12::text[], $13::text[], $14::text[], $15::text[])"
-    " WITH ORDINALITY AS u(d, f, s, p, r, k) ORDER BY k), $16::bigint[], $17::bigint[], false) o";
+#define APPLY_MOVES(direct)                                                                     \
+  "clue_apply_moves($1::bigint[], $2::bigint[], $3::uuid[],"                                     \
+  " $4::bigint[], $5::bigint[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[],"  \
+  " ARRAY(SELECT jsonb_strip_nulls(" MOVE_DETAILS_OF("d", "f", "s", "p::int", "r") "))"          \
+  " FROM unnest($11::text[], $12::text[], $13::text[], $14::text[], $15::text[])"                \
+  " WITH ORDINALITY AS u(d, f, s, p, r, k) ORDER BY k), $16::bigint[], $17::bigint[], " direct ")"
+
+static const char apply_moves_sql[] = "SELECT " MOVED_COLS ", o.ord FROM " APPLY_MOVES("false") " o";
+
+/* A move's write: its parameters (move_params()), as one call's or as arrays of many. */
+enum { MOVE_NPARAMS = 17 };
 
 static const svc_batch_kind_t plain_moves = {SVC_BATCH_MOVE, "move", apply_move_sql,
-                                             apply_moves_sql, 17, 1, 0};
+                                             apply_moves_sql, MOVE_NPARAMS, 1, 0};
 
 /* A plain move sent without a facts read (0029_direct_moves.sql): the same parameters, the
  * write's guard checks what the decision left to the clue, and the answer is the whole clue as
  * the caller sees it (the facts read's row), or no row if the guard did not hold. */
-#define DIRECT_MOVE_COLS(unit, user)                                                            \
-  CLUE_COLS("o.clue", "ou", unit, user)
-#define DIRECT_MOVE_JOIN " o JOIN units ou ON ou.id = (o.clue).owner_unit"
-
 static const char direct_move_sql[] =
-    "SELECT " DIRECT_MOVE_COLS("$2::bigint", "$1::bigint") " FROM clue_apply_moves("
+    "SELECT " CLUE_COLS("o.clue", "ou", "$2::bigint", "$1::bigint") " FROM clue_apply_moves("
     "ARRAY[$1::bigint], ARRAY[$2::bigint], ARRAY[$3::uuid], ARRAY[$4::bigint], ARRAY[$5::bigint],"
     " ARRAY[$6::bigint], ARRAY[$7::text], ARRAY[$8::text], ARRAY[$9::text], ARRAY[$10::text],"
     " ARRAY[jsonb_strip_nulls(" MOVE_DETAILS "))], ARRAY[$16::bigint], ARRAY[$17::bigint], true)"
-    DIRECT_MOVE_JOIN;
+    OUTCOME_JOIN;
 
 static const char direct_moves_sql[] =
-    "SELECT " DIRECT_MOVE_COLS("($2::bigint[])[o.ord]", "($1::bigint[])[o.ord]") ", o.ord"
-    " FROM clue_apply_moves($1::bigint[], $2::bigint[], $3::uuid[],"
-    " $4::bigint[], $5::bigint[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[],"
-    " ARRAY(SELECT jsonb_strip_nulls(" MOVE_DETAILS_OF("d", "f", "s", "p::int", "r") "))"
-    " FROM unnest($11::text[], $12::text[], $13::text[], $14::text[], $15::text[])"
-    " WITH ORDINALITY AS u(d, f, s, p, r, k) ORDER BY k), $16::bigint[], $17::bigint[], true)"
-    DIRECT_MOVE_JOIN;
+    "SELECT " CLUE_COLS("o.clue", "ou", "($2::bigint[])[o.ord]", "($1::bigint[])[o.ord]")
+    ", o.ord FROM " APPLY_MOVES("true") OUTCOME_JOIN;
 
 /* A call the guard left out, alone or in a batch, or whose batch failed, gets no rows: it is
  * then read and decided (got_move_facts()), which gives its own answer. */
 static const svc_batch_kind_t direct_moves = {SVC_BATCH_MOVE_DIRECT, "direct move",
-                                              direct_move_sql, direct_moves_sql, 17, 1, 1};
+                                              direct_move_sql, direct_moves_sql, MOVE_NPARAMS, 1,
+                                              1};
 
 static const char propose_sql[] =
     "SELECT " OUTCOME_COLS " FROM proposal_create($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
@@ -477,7 +474,7 @@ static bool move_params(rpc_call_t *call, const move_req_t *mr, const authz_prin
   int64_t now = clue_now_ms(call), deadline = 0;
   int oom = 0;
 
-  memset(params, 0, 17 * sizeof(*params));
+  memset(params, 0, MOVE_NPARAMS * sizeof(*params));
   params[0] = svc_i64(call, p->user_id, 0);
   params[1] = svc_i64(call, p->unit_id, 0);
   params[2] = mr->request_id;
@@ -522,7 +519,7 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   authz_result_t res;
   validate_error_t err;
   clue_row_t row;
-  const char *params[17];
+  const char *params[MOVE_NPARAMS];
 
   if (db_rows(r) != 1 || clue_row_read(call, r, 0, 0, now, &row) != 0) {
     clue_oom(call);
@@ -566,7 +563,7 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
     return;
   }
   if (move->co_review) {
-    svc_query(call, propose_sql, 17, params, moved, NULL);
+    svc_query(call, propose_sql, MOVE_NPARAMS, params, moved, NULL);
     return;
   }
   mr->row = row;
@@ -607,7 +604,7 @@ static bool move_direct(rpc_call_t *call, move_req_t *mr) {
   if (!rpc_call_server(call)->cfg.db_direct_moves ||
       (move = authz_move_unread(&p, (clue_state_t)mr->req->target, &mf)) == NULL)
     return false;
-  if ((params = rpc_call_alloc(call, 17 * sizeof(*params))) == NULL ||
+  if ((params = rpc_call_alloc(call, MOVE_NPARAMS * sizeof(*params))) == NULL ||
       !move_params(call, mr, &p, mr->req->clue_id, mr->req->expected_version, move, 0, params)) {
     clue_oom(call);
     return true;
