@@ -126,6 +126,8 @@ struct server {
   struct svc_batches *batches;  /* the batched writes' queues (service/batch.c) */
   uint64_t direct_moves[2];     /* moves sent without a facts read: [0] done so, [1] read
                                    and decided after all (service/clue.c) */
+  uint64_t auth_lookups[2];     /* calls authenticated: [0] from the principal cache, [1] by a
+                                   token lookup in the database (rpc/auth.c) */
   /* Creates the owner of a new stream and hands back its stream (rpc_call_accept): how a
    * connection starts a call without knowing what a call is. 0 or a negative error. */
   int (*stream_accept)(server_t *srv, uint64_t conn_id, int32_t stream_id, h2_stream_t **out);

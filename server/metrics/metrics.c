@@ -371,6 +371,13 @@ int metrics_render(server_t *srv, char **out, size_t *len) {
     }
   }
   if (srv->db) {
+    family(&o, "clued_auth_lookups_total", "counter",
+           "Calls with a token, by where their principal came from: the principal cache, or a "
+           "lookup in the database.");
+    outf(&o, "clued_auth_lookups_total{from=\"cache\"} %llu\n",
+         (unsigned long long)srv->auth_lookups[0]);
+    outf(&o, "clued_auth_lookups_total{from=\"database\"} %llu\n",
+         (unsigned long long)srv->auth_lookups[1]);
     family(&o, "clued_direct_moves_total", "counter",
            "Plain moves sent without a facts read (--db-direct-moves): done so, or read and "
            "decided after all (the clue did not meet the write's guard).");

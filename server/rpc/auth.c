@@ -190,10 +190,12 @@ void rpc_auth_start(rpc_call_t *call) {
   auth_token_hash(h + 7, job->hash);
   cached = auth_cache_get(&call->srv->auth_cache, job->hash, uv_now(call->srv->loop));
   if (cached) {
+    call->srv->auth_lookups[0]++;
     call->principal = *cached;
     rpc_call_authenticated(call);
     return;
   }
+  call->srv->auth_lookups[1]++;
   job->gen = call->srv->auth_cache.gen;
   params[0] = job->hash;
   o.owner = rpc_call_conn_id(call);

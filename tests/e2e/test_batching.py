@@ -439,8 +439,14 @@ def calls_of_one_read(c, n, srv=None, kinds=("get_clue", "move_direct")):
     leader = w.G1.leader
     clues = submit(w.G1.member, n)
     gets = [pb.GetClueRequest(clue_id=cl.id).SerializeToString() for cl in clues]
-    # srv knows the token now
-    assert streams_in_one_write(srv.addr, leader.token, "/clue.v1.ClueService/GetClue", gets[:1]) == [0]
+    # srv has the token in its principal cache now: the calls below go to the database together,
+    # not each when its own token lookup ends (a new clued caches only once its LISTEN is in effect)
+    def cached():
+        was = value(scrape(srv.metrics_addr), "clued_auth_lookups_total", **{"from": "cache"})
+        assert streams_in_one_write(srv.addr, leader.token, "/clue.v1.ClueService/GetClue", gets[:1]) == [0]
+        return value(scrape(srv.metrics_addr), "clued_auth_lookups_total", **{"from": "cache"}) > was
+
+    harness.wait_for(cached, timeout=20, what="the token served from the principal cache")
     before = scrape(srv.metrics_addr)
     assert streams_in_one_write(srv.addr, leader.token, "/clue.v1.ClueService/GetClue", gets) == [0] * n
     moves = [pb.RequestTransitionRequest(clue_id=cl.id, expected_version=cl.version, target=PRELIM, reason="初核",

@@ -136,6 +136,32 @@ def test_metrics_endpoint():
         assert value(text, "process_resident_memory_bytes") > 1e6
         for u in w.users:
             assert u.token not in text and u.name not in text
+
+        # Where principals came from: once the cache serves a token, its calls cost no lookup.
+        def lookups():
+            t = scrape(srv.metrics_addr)
+            return (value(t, "clued_auth_lookups_total", **{"from": "cache"}),
+                    value(t, "clued_auth_lookups_total", **{"from": "database"}))
+
+        def not_found():
+            try:
+                w.G2.leader.clue.GetClue(pb.GetClueRequest(clue_id=987654321), timeout=20)
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.NOT_FOUND
+
+        cache0, db0 = lookups()
+        assert db0 >= 1, (cache0, db0)
+
+        def served_from_cache():
+            was = lookups()[0]
+            not_found()
+            return lookups()[0] == was + 1
+
+        harness.wait_for(served_from_cache, timeout=20, what="a call served from the principal cache")
+        cache1, db1 = lookups()
+        for _ in range(3):
+            not_found()
+        assert lookups() == (cache1 + 3, db1)
         w.close()
 
         # Bounds of the endpoint; the gRPC port serves on.
