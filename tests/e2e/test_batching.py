@@ -57,6 +57,8 @@ def submit(user, n):
 def all_at_once(calls):
     """Run the callables together (a thread each, released by one barrier); their outcomes, in
     order: (Code.OK, reply) or (code, details)."""
+    if not calls:
+        return []
     barrier = threading.Barrier(len(calls))
 
     def one(f):
@@ -314,7 +316,7 @@ def test_abandoned_calls_leave_whole_moves(c):
 
     all_at_once([impatient(cl) for cl in clues])
     assert c.srv.proc.poll() is None
-    harness.wait_for(lambda: active(c.db) == 0, what="no statement of clued's running")
+    harness.wait_for(lambda: idle(c), what="clued at rest: no call open, nothing queued or running")
     # Each clue's version and events in one snapshot: a move is committed whole or not at all.
     with c.db.cursor() as cur:
         cur.execute("SELECT c.version, (SELECT count(*) FROM audit_events e WHERE e.subject_type = 'clue'"
@@ -329,6 +331,16 @@ def test_abandoned_calls_leave_whole_moves(c):
 
 def active(db):
     return clued_backends(db, "state = 'active'")
+
+
+def idle(c):
+    """clued has nothing left to do: no stream open, no statement waiting for a connection or
+    running on one, none being cancelled (a cancelled batch's other calls run again alone
+    after the cancel), and no statement of its running in PostgreSQL."""
+    m = scrape(c.srv.metrics_addr)
+    return (value(m, "clued_streams_open") == 0 and value(m, "clued_db_queue_depth") == 0
+            and all(value(m, "clued_db_pool_connections", state=s) == 0 for s in ("busy", "cancelling"))
+            and active(c.db) == 0)
 
 
 def test_a_batch_stuck_on_a_lock_holds_no_other_move(c):
