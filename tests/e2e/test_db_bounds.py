@@ -408,8 +408,10 @@ def test_many_cancelled_changes_leave_a_consistent_trail(c):
     counts = {k: outcomes.count(k) for k in set(outcomes)}
     print(f"200 changes with 2-80 ms deadlines: {counts}")
     assert "DEADLINE_EXCEEDED" in counts, counts
-    # UNAVAILABLE was seen once in many runs (details unknown): accepted, with what the
-    # server logged printed, since what this test checks is the state left behind.
+    # UNAVAILABLE: grpcio may reset a stream it cancelled before its HEADERS went out
+    # (grpc/grpc#38758), an RST_STREAM on an idle stream that ends the connection (RFC 9113
+    # 5.1), and the calls then on it fail. Accepted, with what the server logged printed,
+    # since what this test checks is the state left behind.
     if "UNAVAILABLE" in counts:
         print("".join(ln for ln in c.srv.lines if "deadline" not in ln and "cancelled by" not in ln)[-5000:])
     assert set(counts) <= {"ok", "DEADLINE_EXCEEDED", "ABORTED", "FAILED_PRECONDITION", "CANCELLED",
