@@ -126,7 +126,7 @@ class Log:
 def expect_failure(log, seq, *words):
     r = log.verify()
     assert r.returncode == 1, f"exit {r.returncode}:\n{r.stdout}{r.stderr}"
-    assert r.stdout.startswith("FAIL: "), r.stdout
+    assert r.stdout.startswith("FAIL: "), r.stdout + r.stderr
     if seq is not None:
         assert re.search(rf"\bseq {seq}\b", r.stdout), f"wanted seq {seq}: {r.stdout}"
     for w in words:
@@ -265,8 +265,6 @@ def _truncate(log, keep):
              " h.subject_type AND e.subject_id = h.subject_id), last_hash = (SELECT e.hash FROM audit_events e"
              " WHERE e.subject_type = h.subject_type AND e.subject_id = h.subject_id ORDER BY seq DESC LIMIT 1)"),
             "DELETE FROM audit_heads WHERE last_seq IS NULL")
-    # The checkpoint at exactly n, if the builder published none there, is what a restarted
-    # builder would sign next; make sure one exists so the server has a latest checkpoint.
     log.w.close()
     log.srv.stop()
     log.srv = harness.Clued(log.url, args=log.args).start(migrate=False)
@@ -276,6 +274,12 @@ def _truncate(log, keep):
         if id(u) not in seen:
             seen.add(id(u))
             u.__init__(log.srv.addr, u.id, u.name, u.role, u.unit, u.token)
+    # The checkpoint at exactly n, if the builder had published none there, is what the
+    # restarted builder signs next (within --checkpoint-interval): wait for it, so that the
+    # server has a latest checkpoint of the truncated log before anyone verifies against it.
+    a = S.audit_pb2_grpc.AuditServiceStub(log.w.auditor.channel)
+    harness.wait_for(lambda: cp_size(a, log.w.auditor.metadata) == n, timeout=60,
+                     what="the restarted server's checkpoint of the truncated log")
     return n
 
 
