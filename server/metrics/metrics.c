@@ -186,6 +186,14 @@ static void method_labels(const method_stats_t *s, char *buf, size_t size) {
            (int)(slash - path - 1), path + 1, slash + 1);
 }
 
+/* A counter family of two samples, one per value of its one label. */
+static void counter_pair(out_t *o, const char *name, const char *help, const char *label,
+                         const char *a, uint64_t va, const char *b, uint64_t vb) {
+  family(o, name, "counter", help);
+  outf(o, "%s{%s=\"%s\"} %llu\n", name, label, a, (unsigned long long)va);
+  outf(o, "%s{%s=\"%s\"} %llu\n", name, label, b, (unsigned long long)vb);
+}
+
 static void histogram_out(out_t *o, const char *name, const char *labels, const histogram_t *h,
                           const double *bounds, size_t n) {
   uint64_t cum = 0;
@@ -371,20 +379,14 @@ int metrics_render(server_t *srv, char **out, size_t *len) {
     }
   }
   if (srv->db) {
-    family(&o, "clued_auth_lookups_total", "counter",
-           "Calls with a token, by where their principal came from: the principal cache, or a "
-           "lookup in the database.");
-    outf(&o, "clued_auth_lookups_total{from=\"cache\"} %llu\n",
-         (unsigned long long)srv->auth_lookups[0]);
-    outf(&o, "clued_auth_lookups_total{from=\"database\"} %llu\n",
-         (unsigned long long)srv->auth_lookups[1]);
-    family(&o, "clued_direct_moves_total", "counter",
-           "Plain moves sent without a facts read (--db-direct-moves): done so, or read and "
-           "decided after all (the clue did not meet the write's guard).");
-    outf(&o, "clued_direct_moves_total{outcome=\"done\"} %llu\n",
-         (unsigned long long)srv->direct_moves[0]);
-    outf(&o, "clued_direct_moves_total{outcome=\"read\"} %llu\n",
-         (unsigned long long)srv->direct_moves[1]);
+    counter_pair(&o, "clued_auth_lookups_total",
+                 "Calls with a token, by where their principal came from: the principal cache, "
+                 "or a lookup in the database.",
+                 "from", "cache", srv->auth_lookups[0], "database", srv->auth_lookups[1]);
+    counter_pair(&o, "clued_direct_moves_total",
+                 "Plain moves sent without a facts read (--db-direct-moves): done so, or read and "
+                 "decided after all (the clue did not meet the write's guard).",
+                 "outcome", "done", srv->direct_moves[0], "read", srv->direct_moves[1]);
   }
   {
     replica_stats_t rs;
@@ -400,18 +402,13 @@ int metrics_render(server_t *srv, char **out, size_t *len) {
         outf(&o, "clued_replica_staleness_seconds NaN\n");
       else
         outf(&o, "clued_replica_staleness_seconds %.3f\n", (double)rs.staleness_ms / 1000.0);
-      family(&o, "clued_replica_reads_total", "counter",
-             "Reads that tolerate staleness, by the server that answered them.");
-      outf(&o, "clued_replica_reads_total{to=\"replica\"} %llu\n",
-           (unsigned long long)rs.reads_replica);
-      outf(&o, "clued_replica_reads_total{to=\"primary\"} %llu\n",
-           (unsigned long long)rs.reads_primary);
-      family(&o, "clued_replica_fallbacks_total", "counter",
-             "Reads the replica did not finish, run again on the primary: it was lost during "
-             "them, or cancelled them to replay WAL.");
-      outf(&o, "clued_replica_fallbacks_total{why=\"lost\"} %llu\n", (unsigned long long)rs.lost);
-      outf(&o, "clued_replica_fallbacks_total{why=\"conflict\"} %llu\n",
-           (unsigned long long)rs.conflicts);
+      counter_pair(&o, "clued_replica_reads_total",
+                   "Reads that tolerate staleness, by the server that answered them.", "to",
+                   "replica", rs.reads_replica, "primary", rs.reads_primary);
+      counter_pair(&o, "clued_replica_fallbacks_total",
+                   "Reads the replica did not finish, run again on the primary: it was lost "
+                   "during them, or cancelled them to replay WAL.",
+                   "why", "lost", rs.lost, "conflict", rs.conflicts);
     }
   }
   family(&o, "clued_audit_watchers", "gauge", "WatchEvents streams open now.");
