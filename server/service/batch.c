@@ -1,6 +1,7 @@
 #include "service/batch.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,8 @@ typedef struct item {
   rpc_call_t *call; /* referenced while the item lives */
   svc_cb cb;
   void *arg;
-  int done; /* answered from a batch's row */
+  int done;      /* answered from a batch's row */
+  unsigned lane; /* a kind that locks: pump() */
   const char *values[];
 } item_t;
 
@@ -30,6 +32,12 @@ typedef struct queue {
   run_t *runs; /* running, newest first */
   svc_batch_stats_t stats;
   uv_timer_t wake; /* when the oldest of the running turns SVC_BATCH_STALL_MS old */
+  /* A kind that locks: the last 64 pump()s, a bit each: a waiting call had a running
+   * statement's lock value (lanes while any did); the calls each lane waits for, and since
+   * when (uv_hrtime() in us; 0: not waiting) (pump_lanes()). */
+  uint64_t contended;
+  size_t want[SVC_BATCH_LANES];
+  uint64_t since[SVC_BATCH_LANES];
 } queue_t;
 
 struct svc_batches {
@@ -46,12 +54,14 @@ struct run {
   run_t *prev, *next;
   uint64_t started; /* loop time, ms */
   db_req_t *req;    /* the pool's handle, for the calls to cancel it (db_cancel) */
+  unsigned lane;    /* pump() */
   size_t n;
   item_t *items[];
 };
 
 static void pump(queue_t *q);
 static void pump_later(uv_timer_t *t);
+static void pump_lanes(queue_t *q, int limit, uint64_t now);
 
 static void run_unlink(run_t *run) {
   if (run->prev)
@@ -298,39 +308,128 @@ static int young_runs(const queue_t *q, uint64_t now, uint64_t *oldest, size_t *
   return n;
 }
 
-/* The first waiting call, taken off the queue (there is one). */
-static item_t *pop(queue_t *q) {
-  item_t *it = q->head;
-
-  q->head = it->next;
-  if (q->head == NULL)
-    q->tail = &q->head;
-  q->waiting--;
-  it->next = NULL;
-  return it;
+/* Calls whose lock values (svc_batch_kind_t.lock_param) are equal; NULLs are equal too. */
+static int same_lock(const char *a, const char *b) {
+  return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
-/* Start one statement with the first n waiting calls (those whose call has ended are dropped). */
-static void start_run(queue_t *q, size_t n) {
+/* The value it locks by: the kind's lock parameter. */
+static const char *lock_of(const queue_t *q, const item_t *it) {
+  return it->values[q->kind->lock_param - 1];
+}
+
+/* The lanes of a kind that locks (pump()): as many as its statements that may run at once, at
+ * most SVC_BATCH_LANES; one for a kind that does not. */
+static unsigned lanes_of(const queue_t *q, int limit) {
+  if (q->kind->lock_param <= 0 || limit <= 1)
+    return 1;
+  return limit < SVC_BATCH_LANES ? (unsigned)limit : SVC_BATCH_LANES;
+}
+
+/* The lane of a call: an integer lock value's remainder (consecutive ids fall evenly), another
+ * value's hash's; NULL lane 0. */
+static unsigned lane_of(const queue_t *q, const char *const *values, int limit) {
+  unsigned lanes = lanes_of(q, limit);
+  const char *v, *p;
+  char *end;
+  unsigned long long h;
+
+  if (lanes <= 1 || (v = values[q->kind->lock_param - 1]) == NULL)
+    return 0;
+  errno = 0;
+  h = strtoull(v, &end, 10);
+  if (*v == '\0' || *end != '\0' || errno != 0)
+    for (h = 1469598103934665603ull, p = v; *p; p++)
+      h = (h ^ (unsigned char)*p) * 1099511628211ull;
+  return (unsigned)(h % (unsigned)lanes);
+}
+
+/* Whether a running statement carries its lock value (a kind that locks). */
+static int held(const queue_t *q, const item_t *it) {
+  const run_t *r;
+  size_t k;
+
+  for (r = q->runs; r; r = r->next)
+    for (k = 0; k < r->n; k++)
+      if (same_lock(lock_of(q, r->items[k]), lock_of(q, it)))
+        return 1;
+  return 0;
+}
+
+/* Whether it may go now: any call (ANY_LANE), else one of lane whose lock value no running
+ * statement carries. */
+#define ANY_LANE UINT_MAX
+static int may_go(const queue_t *q, const item_t *it, unsigned lane) {
+  return lane == ANY_LANE || (it->lane == lane && !held(q, it));
+}
+
+/* Whether a waiting call (among the first SVC_BATCH_SCAN) has the lock value of a running
+ * statement: it would wait for that statement's locks. */
+static int contended(const queue_t *q) {
+  const item_t *it;
+  size_t seen = 0;
+
+  for (it = q->head; it && seen++ < SVC_BATCH_SCAN; it = it->next)
+    if (held(q, it))
+      return 1;
+  return 0;
+}
+
+/* The waiting calls of lane that may go now (at most SVC_BATCH_MAX, among the first
+ * SVC_BATCH_SCAN waiting). */
+static size_t ready(const queue_t *q, unsigned lane) {
+  const item_t *it;
+  size_t n = 0, seen = 0;
+
+  for (it = q->head; it && n < SVC_BATCH_MAX && seen++ < SVC_BATCH_SCAN; it = it->next)
+    n += (size_t)may_go(q, it, lane);
+  return n;
+}
+
+/* Take the calls of lane that may go off the queue, in order, into out (room for
+ * SVC_BATCH_MAX), at most n of them, among the first SVC_BATCH_SCAN waiting. The count. */
+static size_t take(queue_t *q, unsigned lane, size_t n, item_t **out) {
+  size_t took = 0, seen = 0;
+  item_t **pp = &q->head, *it;
+
+  while ((it = *pp) != NULL && took < n && took < SVC_BATCH_MAX && seen++ < SVC_BATCH_SCAN) {
+    if (!may_go(q, it, lane)) {
+      pp = &it->next;
+      continue;
+    }
+    *pp = it->next;
+    it->next = NULL;
+    q->waiting--;
+    out[took++] = it;
+  }
+  if (*pp == NULL) /* the last waiting call was looked at: pp is the end of the queue now */
+    q->tail = pp;
+  return took;
+}
+
+/* Start one statement with the calls taken (those whose call has ended are dropped). */
+static void start_run(queue_t *q, unsigned lane, item_t **took, size_t n) {
   run_t *run = malloc(sizeof(*run) + n * sizeof(run->items[0]));
+  size_t k;
 
   if (run == NULL) {
-    /* Out of memory: the first waiting call fails, the rest wait for the next end. */
+    /* Out of memory: the calls fail. */
     db_result_t oom = {.err = DB_ENOMEM};
-    item_t *it = pop(q);
-    deliver(it, &oom);
-    item_free(it);
+    for (k = 0; k < n; k++) {
+      deliver(took[k], &oom);
+      item_free(took[k]);
+    }
     return;
   }
   run->q = q;
+  run->lane = lane;
   run->req = NULL;
   run->n = 0;
-  for (; n > 0 && q->waiting > 0; n--) {
-    item_t *it = pop(q);
-    if (rpc_call_done(it->call))
-      item_free(it);
+  for (k = 0; k < n; k++) {
+    if (rpc_call_done(took[k]->call))
+      item_free(took[k]);
     else
-      run->items[run->n++] = it;
+      run->items[run->n++] = took[k];
   }
   if (run->n == 0) {
     free(run);
@@ -339,34 +438,136 @@ static void start_run(queue_t *q, size_t n) {
   run_send(run);
 }
 
-/* Start statements while the kind has room: each takes every waiting call (up to the most),
- * but fewer than SVC_BATCH_MIN go each alone. While one runs, another starts only with at
- * least as many calls as the smallest running one carries: calls that trickle in (a client
- * that starts each call as another ends) then wait for a batch of that size, or for a running
- * one to end, instead of going in ever smaller batches, each paying the statement's fixed
- * costs; a group that arrives together (one read) goes at once. Without room, wake when the
- * oldest running statement stops counting. */
+/* Take up to n of lane's calls that may go, and start them: fewer than SVC_BATCH_MIN each
+ * alone. */
+static void start(queue_t *q, unsigned lane, size_t n) {
+  item_t *took[SVC_BATCH_MAX];
+  size_t got = take(q, lane, n, took), k;
+
+  if (got >= SVC_BATCH_MIN) {
+    start_run(q, lane, took, got);
+    return;
+  }
+  for (k = 0; k < got; k++)
+    start_run(q, lane, &took[k], 1);
+}
+
+/* Whether lane has a running statement younger than SVC_BATCH_STALL_MS. */
+static int lane_busy(const queue_t *q, unsigned lane, uint64_t now) {
+  const run_t *r;
+
+  for (r = q->runs; r; r = r->next)
+    if (r->lane == lane && now - r->started < SVC_BATCH_STALL_MS)
+      return 1;
+  return 0;
+}
+
+/* Wake pump() at the loop time at (ms), the earlier of it and an earlier wake already set. */
+static void wake_at(queue_t *q, uint64_t now, uint64_t at) {
+  uint64_t due = uv_timer_get_due_in(&q->wake);
+
+  if (uv_is_active((uv_handle_t *)&q->wake) && due <= (at > now ? at - now : 0))
+    return;
+  (void)uv_timer_start(&q->wake, pump_later, at > now ? at - now : 0, 0);
+}
+
+/* pump() for a kind that locks nothing: start statements while the kind has room, each with
+ * every waiting call (up to the most), but fewer than SVC_BATCH_MIN each alone. While one
+ * runs, another starts only with at least as many calls as the smallest running one carries:
+ * calls that trickle in (a client that starts each call as another ends) then wait for a batch
+ * of that size, or for a running one to end, instead of going in ever smaller batches, each
+ * paying the statement's fixed costs; a group that arrives together (one read) goes at once. */
+static void pump_plain(queue_t *q, int limit, uint64_t now) {
+  while (q->waiting > 0) {
+    uint64_t oldest;
+    size_t fewest, n = ready(q, ANY_LANE);
+    int young = young_runs(q, now, &oldest, &fewest);
+
+    if (q->kind->lock_param > 0 && young > 0 && contended(q)) {
+      q->contended |= 1; /* what is left shares a value with what just started */
+      pump_lanes(q, limit, now);
+      return;
+    }
+    if (young >= limit || (young > 0 && n < fewest)) {
+      wake_at(q, now, oldest + SVC_BATCH_STALL_MS + 1);
+      return;
+    }
+    start(q, ANY_LANE, n < SVC_BATCH_MIN ? n : SVC_BATCH_MAX);
+  }
+}
+
+/* pump() for a kind that locks by a parameter's value: its calls run in lanes, as many as its
+ * statements may run at once, a value always in the same lane. A lane runs one statement at a
+ * time, so statements side by side never wait for each other's locks (a batch holding most
+ * values would make the next wait for it in the database); a call whose value a running
+ * statement carries (one that stopped counting, say) waits for it to end. While another lane
+ * runs, a lane waits for as many calls as its last statement carried (the lane's calls in
+ * flight: those answered come back), at most SVC_BATCH_LINGER_US; then it goes with what it
+ * has, and waits for fewer next time. With nothing else running it goes at once. */
+static void pump_lanes(queue_t *q, int limit, uint64_t now) {
+  unsigned lanes = lanes_of(q, limit), lane;
+  int started = 1;
+
+  while (q->waiting > 0 && started) {
+    started = 0;
+    for (lane = 0; lane < lanes && q->waiting > 0; lane++) {
+      uint64_t oldest;
+      size_t fewest, n;
+      int young = young_runs(q, now, &oldest, &fewest);
+
+      if (young >= limit) {
+        wake_at(q, now, oldest + SVC_BATCH_STALL_MS + 1);
+        return;
+      }
+      if (lane_busy(q, lane, now) || (n = ready(q, lane)) == 0) {
+        q->since[lane] = 0;
+        continue;
+      }
+      if (n < q->want[lane] && young > 0) {
+        uint64_t t = uv_hrtime() / 1000;
+
+        if (q->since[lane] == 0)
+          q->since[lane] = t;
+        if (t - q->since[lane] < SVC_BATCH_LINGER_US) {
+          wake_at(q, now, now + (SVC_BATCH_LINGER_US - (t - q->since[lane]) + 999) / 1000);
+          continue;
+        }
+        q->want[lane] = (q->want[lane] + n) / 2; /* fewer calls came than last time */
+      } else if (n >= q->want[lane]) {
+        q->want[lane] = n;
+      }
+      q->since[lane] = 0;
+      start(q, lane, n < SVC_BATCH_MIN ? n : SVC_BATCH_MAX);
+      started = 1;
+    }
+  }
+  if (q->waiting > 0) { /* a busy lane's calls go when its statement stops counting */
+    uint64_t oldest;
+    size_t fewest;
+
+    if (young_runs(q, now, &oldest, &fewest) > 0)
+      wake_at(q, now, oldest + SVC_BATCH_STALL_MS + 1);
+  }
+}
+
+/* Start what the kind has room for; without room, wake when the oldest running statement stops
+ * counting (or, for lanes, when one stops waiting for calls). A kind that locks runs in lanes
+ * while any of its last 64 pumps found a waiting call whose lock value a running statement
+ * carries (a client with more calls in flight than values, or one value flooded); otherwise,
+ * as a kind that locks nothing, the calls that arrive together go together, and never with a
+ * value that runs. */
 static void pump(queue_t *q) {
   server_t *srv = q->b->srv;
   int limit = q->kind->writes ? srv->cfg.db_write_batch_inflight : srv->cfg.db_batch_inflight;
+  uint64_t now = uv_now(srv->loop);
 
-  while (q->waiting > 0) {
-    uint64_t now = uv_now(srv->loop), oldest;
-    size_t fewest;
-    int young = young_runs(q, now, &oldest, &fewest);
-
-    if (young >= limit || (young > 0 && q->waiting < fewest)) {
-      (void)uv_timer_start(&q->wake, pump_later, oldest + SVC_BATCH_STALL_MS - now + 1, 0);
-      return;
-    }
-    if (q->waiting < SVC_BATCH_MIN) {
-      while (q->waiting > 0)
-        start_run(q, 1);
-      break;
-    }
-    start_run(q, q->waiting < SVC_BATCH_MAX ? q->waiting : SVC_BATCH_MAX);
-  }
   (void)uv_timer_stop(&q->wake);
+  if (q->kind->lock_param > 0 && q->waiting > 0)
+    q->contended = q->contended << 1 | (uint64_t)contended(q);
+  if (q->kind->lock_param > 0 && q->contended)
+    pump_lanes(q, limit, now);
+  else
+    pump_plain(q, limit, now);
 }
 
 static void pump_later(uv_timer_t *t) {
@@ -414,6 +615,8 @@ void svc_batched(rpc_call_t *call, const svc_batch_kind_t *kind, const char *con
   it->cb = cb;
   it->arg = arg;
   memcpy((void *)it->values, values, (size_t)kind->nparams * sizeof(it->values[0]));
+  it->lane = lane_of(q, values,
+                     kind->writes ? srv->cfg.db_write_batch_inflight : srv->cfg.db_batch_inflight);
   *q->tail = it;
   q->tail = &it->next;
   q->waiting++;

@@ -32,6 +32,15 @@
 #define SVC_BATCH_MIN 2
 #define SVC_BATCH_PARAMS 32
 
+/** A statement's calls are taken from the first this many waiting: a call of a kind with a
+ * lock parameter that may not go yet is skipped, and a long queue costs no more to look at. */
+#define SVC_BATCH_SCAN 256
+
+/** The most lanes of a kind with a lock parameter (svc_batch_kind_t.lock_param), and how long
+ * (us) a lane may wait for as many calls as its last statement carried. */
+#define SVC_BATCH_LANES 8
+#define SVC_BATCH_LINGER_US 1000
+
 /** A statement running longer than this (ms) no longer counts against the kind's limit:
  * one stuck on a lock does not hold the calls behind it. */
 #define SVC_BATCH_STALL_MS 25
@@ -54,10 +63,16 @@ typedef struct svc_batch_kind {
   const char *one_sql;  /* one call: nparams text parameters */
   const char *many_sql; /* many calls: nparams text arrays; rows as above */
   int nparams;
-  int writes; /* a write (svc_write()), else a read (svc_read()) */
-  int settle; /* 1: a call a batch leaves out, and each call of a batch that fails, gets an
-                 empty result (no rows) instead of running again alone: its callback has
-                 another way to its answer */
+  int writes;     /* a write (svc_write()), else a read (svc_read()) */
+  int settle;     /* 1: a call a batch leaves out, and each call of a batch that fails, gets an
+                     empty result (no rows) instead of running again alone: its callback has
+                     another way to its answer */
+  int lock_param; /* n > 0: the statement holds a lock named by parameter $n until it commits
+                     (a submission's unit counter: $2), so two statements whose calls share a
+                     value of $n cannot run side by side. While calls wait whose value a
+                     running statement carries, the kind's calls run in lanes, one statement at
+                     a time each, a value always in the same lane, and no call goes while its
+                     value runs (service/batch.c, pump_lanes()). 0: none */
 } svc_batch_kind_t;
 
 /**

@@ -18,8 +18,8 @@
 #include "service/clue_list.h"
 #include "service/clue_row.h"
 #include "service/deadline.h"
-#include "service/handover.h"
 #include "service/handler.h"
+#include "service/handover.h"
 #include "service/note.h"
 #include "service/proposal.h"
 #include "service/svc_util.h"
@@ -99,10 +99,19 @@ static const char get_clues_sql[] =
     " LEFT JOIN clues c ON c.id = i.id LEFT JOIN units ou ON ou.id = c.owner_unit ORDER BY i.k";
 /* clang-format on */
 
-static const svc_batch_kind_t get_clues = {
-    SVC_BATCH_GET_CLUE, "get clue", get_clue_sql, get_clues_sql, 3, 0, 0};
-static const svc_batch_kind_t submits = {
-    SVC_BATCH_SUBMIT, "submit", submit_sql, submit_many_sql, 20, 1, 0};
+static const svc_batch_kind_t get_clues = {.id = SVC_BATCH_GET_CLUE,
+                                           .name = "get clue",
+                                           .one_sql = get_clue_sql,
+                                           .many_sql = get_clues_sql,
+                                           .nparams = 3};
+/* A batch of submissions holds the counter of each unit ($2) it numbers for until it commits. */
+static const svc_batch_kind_t submits = {.id = SVC_BATCH_SUBMIT,
+                                         .name = "submit",
+                                         .one_sql = submit_sql,
+                                         .many_sql = submit_many_sql,
+                                         .nparams = 20,
+                                         .writes = 1,
+                                         .lock_param = 2};
 
 static void submit_clue(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__SubmitClueRequest *req = (const void *)m;
@@ -304,8 +313,11 @@ static const char move_facts_many_sql[] =
     " WITH ORDINALITY AS i(clue, usr, rid, unit, named, k)"
     MOVE_FACTS_JOINS("i.clue", "i.usr", "i.rid", "i.named") " ORDER BY i.k";
 
-static const svc_batch_kind_t move_facts = {SVC_BATCH_MOVE_FACTS, "move facts", move_facts_sql,
-                                            move_facts_many_sql, 5, 0, 0};
+static const svc_batch_kind_t move_facts = {.id = SVC_BATCH_MOVE_FACTS,
+                                             .name = "move facts",
+                                             .one_sql = move_facts_sql,
+                                             .many_sql = move_facts_many_sql,
+                                             .nparams = 5};
 
 static const char replay_proposal_sql[] =
     "SELECT " PROPOSAL_COLS("p") " FROM proposals p WHERE p.id = $1";
@@ -336,8 +348,12 @@ static const char apply_moves_sql[] = "SELECT " MOVED_COLS ", o.ord FROM " APPLY
 /* A move's write: its parameters (move_params()), as one call's or as arrays of many. */
 enum { MOVE_NPARAMS = 17 };
 
-static const svc_batch_kind_t plain_moves = {SVC_BATCH_MOVE, "move", apply_move_sql,
-                                             apply_moves_sql, MOVE_NPARAMS, 1, 0};
+static const svc_batch_kind_t plain_moves = {.id = SVC_BATCH_MOVE,
+                                              .name = "move",
+                                              .one_sql = apply_move_sql,
+                                              .many_sql = apply_moves_sql,
+                                              .nparams = MOVE_NPARAMS,
+                                              .writes = 1};
 
 /* A plain move sent without a facts read (0029_direct_moves.sql): the same parameters, the
  * write's guard checks what the decision left to the clue, and the answer is the whole clue as
@@ -355,9 +371,13 @@ static const char direct_moves_sql[] =
 
 /* A call the guard left out, alone or in a batch, or whose batch failed, gets no rows: it is
  * then read and decided (got_move_facts()), which gives its own answer. */
-static const svc_batch_kind_t direct_moves = {SVC_BATCH_MOVE_DIRECT, "direct move",
-                                              direct_move_sql, direct_moves_sql, MOVE_NPARAMS, 1,
-                                              1};
+static const svc_batch_kind_t direct_moves = {.id = SVC_BATCH_MOVE_DIRECT,
+                                               .name = "direct move",
+                                               .one_sql = direct_move_sql,
+                                               .many_sql = direct_moves_sql,
+                                               .nparams = MOVE_NPARAMS,
+                                               .writes = 1,
+                                               .settle = 1};
 
 static const char propose_sql[] =
     "SELECT " OUTCOME_COLS " FROM proposal_create($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
@@ -549,7 +569,7 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
     }
     /* A reviewer unit none of whose leaders may see the clue would leave it stuck. */
     res = authz_reviewer_can_act(
-        reviewer == row.facts.case_lead_unit_id ? svc_col_bool(r, 0, MF_LEAD_RECUSED)
+        reviewer == row.facts.case_lead_unit_id       ? svc_col_bool(r, 0, MF_LEAD_RECUSED)
         : reviewer == row.facts.owner_liaison_room_id ? svc_col_bool(r, 0, MF_LIAISON_RECUSED)
                                                       : svc_col_bool(r, 0, MF_NAMED_RECUSED));
     if (!authz_ok(&res)) {
@@ -760,8 +780,7 @@ const rpc_method_t clue_methods[] = {
     CLUE_METHOD("AssignHandler", clue_assign_handler, assign_handler_request, clue),
     CLUE_METHOD("UnassignHandler", clue_unassign_handler, unassign_handler_request, clue),
     CLUE_METHOD("RecordRecusal", clue_record_recusal, record_recusal_request, recusal),
-    CLUE_METHOD("ListRecusals", clue_list_recusals, list_recusals_request,
-                list_recusals_response),
+    CLUE_METHOD("ListRecusals", clue_list_recusals, list_recusals_request, list_recusals_response),
     CLUE_METHOD("ListAssignments", clue_list_assignments, list_assignments_request,
                 list_assignments_response),
 };

@@ -390,6 +390,48 @@ def test_a_batch_stuck_on_a_lock_holds_no_other_move(c):
         srv.stop()
 
 
+def test_a_unit_whose_counter_is_locked_holds_no_other_unit(c):
+    # A batch of submissions holds each unit's counter until it commits. G1's counter is locked
+    # outside clued (a long transaction): the statement carrying G1's first submissions waits on
+    # the lock. G1's submissions sent after it wait in clued, not on the lock in a statement of
+    # their own (one of clued's backends waits, not two), and do not hold back the submissions
+    # of G2 and G3 sent with them: those complete while the lock is held (each call has 20 s,
+    # the lock timeout is a minute). With two lanes and consecutive unit ids one of G2 and G3
+    # shares G1's lane, and goes once G1's statement stops counting (SVC_BATCH_STALL_MS). When
+    # the lock goes, G1's all complete, numbered on.
+    pg = harness.Postgres.get()
+    srv = harness.Clued(pg.url(c.dbname), args=["--db-lock-timeout", "60000"]).start(migrate=False)
+    w = c.w
+    users = {k: world.User(srv.addr, u.id, u.name, u.role, u.unit, u.token)
+             for k, u in (("G1", w.G1.member), ("G2", w.G2.member), ("G3", w.G3.member))}
+    first = submit(users["G1"], 1)[0]
+    hold = pg.connect(c.dbname)
+    hold.autocommit = False
+    try:
+        with hold.cursor() as cur:
+            cur.execute("SELECT last_seq FROM clue_counters WHERE unit_id = %s FOR UPDATE", (w.G1.id,))
+            (last,) = cur.fetchone()
+        with concurrent.futures.ThreadPoolExecutor(16) as ex:
+            stuck = [ex.submit(submit, users["G1"], 1) for _ in range(3)]
+            harness.wait_for(lambda: lock_waiters(c.db) >= 1, timeout=20, what="a submission waiting on the lock")
+            stuck += [ex.submit(submit, users["G1"], 1) for _ in range(4)]
+            others = [ex.submit(submit, users[k], 1) for k in ("G2", "G3") for _ in range(4)]
+            done = [f.result()[0] for f in others]
+            assert {d.owner_unit_id for d in done} == {w.G2.id, w.G3.id}, done
+            assert not any(f.done() for f in stuck), "a G1 submission completed while its counter was locked"
+            assert lock_waiters(c.db) == 1, "G1's later submissions wait on the lock in a statement of their own"
+            hold.rollback()
+            g1 = [f.result()[0] for f in stuck]
+        seqs = sorted(int(r.registration_number.rsplit("-", 1)[1]) for r in g1)
+        assert seqs == list(range(last + 1, last + 8)), (last, seqs)
+        assert int(first.registration_number.rsplit("-", 1)[1]) == last
+    finally:
+        hold.close()
+        for u in users.values():
+            u.close()
+        srv.stop()
+
+
 def test_waiting_calls_are_bounded(c):
     # Calls waiting in clued for their kind's running statement are bounded by --db-queue (2
     # here). A move of a clue locked outside clued stays running, so the moves of that clue
