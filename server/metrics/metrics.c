@@ -365,6 +365,10 @@ int metrics_render(server_t *srv, char **out, size_t *len) {
         {"clued_db_batch_reruns_total",
          "Calls of a batch run again alone (left out of it, or it failed), by kind.",
          offsetof(svc_batch_stats_t, reruns)},
+        {"clued_db_batch_held_calls_total",
+         "Calls that waited in clued while a running statement of their kind held their lock "
+         "(a unit's counter, for submit), by kind.",
+         offsetof(svc_batch_stats_t, held)},
     };
     for (size_t f = 0; f < sizeof(fams) / sizeof(fams[0]); f++) {
       family(&o, fams[f].name, "counter", fams[f].help);

@@ -17,6 +17,7 @@ typedef struct item {
   svc_cb cb;
   void *arg;
   int done;      /* answered from a batch's row */
+  int held;      /* counted in stats.held */
   unsigned lane; /* a kind that locks: pump() */
   const char *values[];
 } item_t;
@@ -364,15 +365,23 @@ static int may_go(const queue_t *q, const item_t *it, unsigned lane) {
 }
 
 /* Whether a waiting call (among the first SVC_BATCH_SCAN) has the lock value of a running
- * statement: it would wait for that statement's locks. */
-static int contended(const queue_t *q) {
-  const item_t *it;
+ * statement: it would wait for that statement's locks. Each such call counts once in
+ * stats.held. */
+static int contended(queue_t *q) {
+  item_t *it;
   size_t seen = 0;
+  int any = 0;
 
-  for (it = q->head; it && seen++ < SVC_BATCH_SCAN; it = it->next)
-    if (held(q, it))
-      return 1;
-  return 0;
+  for (it = q->head; it && seen++ < SVC_BATCH_SCAN; it = it->next) {
+    if (!held(q, it))
+      continue;
+    any = 1;
+    if (!it->held) {
+      it->held = 1;
+      q->stats.held++;
+    }
+  }
+  return any;
 }
 
 /* The waiting calls of lane that may go now (at most SVC_BATCH_MAX, among the first

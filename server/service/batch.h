@@ -94,6 +94,8 @@ typedef struct svc_batch_stats {
   uint64_t batches; /* statements that carried more than one call */
   uint64_t calls;   /* calls answered by those */
   uint64_t reruns;  /* calls of a batch that ran again alone (left out, or the batch failed) */
+  uint64_t held;    /* calls that waited in clued while a running statement of their kind carried
+                       their lock value (svc_batch_kind_t.lock_param), each counted once */
 } svc_batch_stats_t;
 
 /** The metric label of kind id (e.g. "move_facts"). */

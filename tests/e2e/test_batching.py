@@ -400,11 +400,13 @@ def test_a_unit_whose_counter_is_locked_holds_no_other_unit(c):
     # shares G1's lane, and goes once G1's statement stops counting (SVC_BATCH_STALL_MS). When
     # the lock goes, G1's all complete, numbered on.
     pg = harness.Postgres.get()
-    srv = harness.Clued(pg.url(c.dbname), args=["--db-lock-timeout", "60000"]).start(migrate=False)
+    srv = MetricsClued(pg.url(c.dbname), args=["--db-lock-timeout", "60000", "--metrics-listen", "127.0.0.1:0"]
+                       ).start(migrate=False)
     w = c.w
     users = {k: world.User(srv.addr, u.id, u.name, u.role, u.unit, u.token)
              for k, u in (("G1", w.G1.member), ("G2", w.G2.member), ("G3", w.G3.member))}
     first = submit(users["G1"], 1)[0]
+    assert value(scrape(srv.metrics_addr), "clued_db_batch_held_calls_total", kind="submit") == 0
     hold = pg.connect(c.dbname)
     hold.autocommit = False
     try:
@@ -420,6 +422,8 @@ def test_a_unit_whose_counter_is_locked_holds_no_other_unit(c):
             assert {d.owner_unit_id for d in done} == {w.G2.id, w.G3.id}, done
             assert not any(f.done() for f in stuck), "a G1 submission completed while its counter was locked"
             assert lock_waiters(c.db) == 1, "G1's later submissions wait on the lock in a statement of their own"
+            # At least the four sent while G1's statement ran waited in clued for it.
+            assert value(scrape(srv.metrics_addr), "clued_db_batch_held_calls_total", kind="submit") >= 4
             hold.rollback()
             g1 = [f.result()[0] for f in stuck]
         seqs = sorted(int(r.registration_number.rsplit("-", 1)[1]) for r in g1)
