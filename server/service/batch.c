@@ -473,11 +473,11 @@ static int lane_busy(const queue_t *q, unsigned lane, uint64_t now) {
 
 /* Wake pump() at the loop time at (ms), the earlier of it and an earlier wake already set. */
 static void wake_at(queue_t *q, uint64_t now, uint64_t at) {
-  uint64_t due = uv_timer_get_due_in(&q->wake);
+  uint64_t in = at > now ? at - now : 0;
 
-  if (uv_is_active((uv_handle_t *)&q->wake) && due <= (at > now ? at - now : 0))
+  if (uv_is_active((uv_handle_t *)&q->wake) && uv_timer_get_due_in(&q->wake) <= in)
     return;
-  (void)uv_timer_start(&q->wake, pump_later, at > now ? at - now : 0, 0);
+  (void)uv_timer_start(&q->wake, pump_later, in, 0);
 }
 
 /* pump() for a kind that locks nothing: start statements while the kind has room, each with
@@ -492,16 +492,16 @@ static void pump_plain(queue_t *q, int limit, uint64_t now) {
     size_t fewest, n = ready(q, ANY_LANE);
     int young = young_runs(q, now, &oldest, &fewest);
 
-    if (q->kind->lock_param > 0 && young > 0 && contended(q)) {
-      q->contended |= 1; /* what is left shares a value with what just started */
-      pump_lanes(q, limit, now);
-      return;
-    }
     if (young >= limit || (young > 0 && n < fewest)) {
       wake_at(q, now, oldest + SVC_BATCH_STALL_MS + 1);
       return;
     }
     start(q, ANY_LANE, n < SVC_BATCH_MIN ? n : SVC_BATCH_MAX);
+    if (q->kind->lock_param > 0 && q->waiting > 0 && contended(q)) {
+      q->contended |= 1; /* what is left shares a value with what just started */
+      pump_lanes(q, limit, now);
+      return;
+    }
   }
 }
 
@@ -559,6 +559,11 @@ static void pump_lanes(queue_t *q, int limit, uint64_t now) {
   }
 }
 
+/* How many statements of kind may run at once (--db-batch-inflight, --db-write-batch-inflight). */
+static int limit_of(const server_t *srv, const svc_batch_kind_t *kind) {
+  return kind->writes ? srv->cfg.db_write_batch_inflight : srv->cfg.db_batch_inflight;
+}
+
 /* Start what the kind has room for; without room, wake when the oldest running statement stops
  * counting (or, for lanes, when one stops waiting for calls). A kind that locks runs in lanes
  * while any of its last 64 pumps found a waiting call whose lock value a running statement
@@ -567,7 +572,7 @@ static void pump_lanes(queue_t *q, int limit, uint64_t now) {
  * value that runs. */
 static void pump(queue_t *q) {
   server_t *srv = q->b->srv;
-  int limit = q->kind->writes ? srv->cfg.db_write_batch_inflight : srv->cfg.db_batch_inflight;
+  int limit = limit_of(srv, q->kind);
   uint64_t now = uv_now(srv->loop);
 
   (void)uv_timer_stop(&q->wake);
@@ -624,8 +629,7 @@ void svc_batched(rpc_call_t *call, const svc_batch_kind_t *kind, const char *con
   it->cb = cb;
   it->arg = arg;
   memcpy((void *)it->values, values, (size_t)kind->nparams * sizeof(it->values[0]));
-  it->lane = lane_of(q, values,
-                     kind->writes ? srv->cfg.db_write_batch_inflight : srv->cfg.db_batch_inflight);
+  it->lane = lane_of(q, values, limit_of(srv, kind));
   *q->tail = it;
   q->tail = &it->next;
   q->waiting++;
