@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "clue/v1/clue.grpc.pb.h"
+#include "uuid4.h"
 
 namespace {
 
@@ -69,12 +70,7 @@ std::string uuid4(std::mt19937_64 &rng) {
     unsigned long long x = rng();
     std::memcpy(b + i, &x, 8);
   }
-  b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);
-  b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);
-  char out[37];
-  std::snprintf(out, sizeof out, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-                b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
-  return out;
+  return uuid4_text(b);
 }
 
 // One call in flight: its context, request and reply (of the phase's method).

@@ -18,6 +18,7 @@
 
 #include "clue/v1/clue.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "uuid4.h"
 
 namespace {
 
@@ -37,12 +38,7 @@ std::string new_request_id() {
   std::random_device rd;
   unsigned char b[16];
   for (auto &x : b) x = static_cast<unsigned char>(rd());
-  b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);
-  b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);
-  char out[37];
-  std::snprintf(out, sizeof out, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-                b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
-  return out;
+  return uuid4_text(b);
 }
 
 void with_token(grpc::ClientContext *ctx, const std::string &token) {
