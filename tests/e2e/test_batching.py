@@ -14,6 +14,7 @@ opposite, so that assertion can fail); that reads were batched, from the metrics
 
 import collections
 import concurrent.futures
+import contextlib
 import os
 import sys
 import threading
@@ -46,12 +47,15 @@ def setup():
 teardown = world.unserve
 
 
+def submit_request():
+    return pb.SubmitClueRequest(
+        request_id=new_request_id(), title="线索", summary="反映某某违规", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+        subject=pb.SubjectPerson(name="张三", position="处长", rank_level="正处"), host_unit="市发展改革委",
+        violation_categories=["违反廉洁纪律"])
+
+
 def submit(user, n):
-    req = dict(title="线索", summary="反映某某违规", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
-               subject=pb.SubjectPerson(name="张三", position="处长", rank_level="正处"), host_unit="市发展改革委",
-               violation_categories=["违反廉洁纪律"])
-    return [user.clue.SubmitClue(pb.SubmitClueRequest(request_id=new_request_id(), **req), timeout=20)
-            for _ in range(n)]
+    return [user.clue.SubmitClue(submit_request(), timeout=20) for _ in range(n)]
 
 
 def all_at_once(calls):
@@ -311,18 +315,18 @@ def test_abandoned_calls_leave_whole_moves(c):
     # test_stress.settle), and the leader's usual connection must not share that fate.
     w = c.w
     clues = submit(w.G1.member, 32)
-    o = w.G1.leader
-    hasty = world.User(c.srv.addr, o.id, o.name, o.role, o.unit, o.token)
+    raw, ch = w.G1.leader.new_channel()
+    hasty = S.clue_pb2_grpc.ClueServiceStub(ch)
 
     def impatient(cl):
         req = pb.RequestTransitionRequest(clue_id=cl.id, expected_version=1, target=PRELIM, reason="初核",
                                           request_id=new_request_id())
-        return lambda: hasty.clue.RequestTransition(req, timeout=0.001)
+        return lambda: hasty.RequestTransition(req, timeout=0.001)
 
     try:
         all_at_once([impatient(cl) for cl in clues])
     finally:
-        hasty.close()
+        raw.close()
     assert c.srv.proc.poll() is None
     harness.wait_for(lambda: idle(c), what="clued at rest: no call open, nothing queued or running")
     # Each clue's version and events in one snapshot: a move is committed whole or not at all.
@@ -390,6 +394,40 @@ def test_a_batch_stuck_on_a_lock_holds_no_other_move(c):
         srv.stop()
 
 
+def seq_of(clue):
+    return int(clue.registration_number.rsplit("-", 1)[1])
+
+
+@contextlib.contextmanager
+def locked_counter(c, args=()):
+    """A clued started with args (and a minute's lock timeout, metrics on), the G1, G2 and G3
+    members on it, and a connection holding G1's counter row locked: (clued, users by unit
+    code, the holding connection, G1's submission made first so that the row exists, and the
+    row's last_seq). Everything is closed after."""
+    pg = harness.Postgres.get()
+    srv = MetricsClued(pg.url(c.dbname), args=["--db-lock-timeout", "60000", "--metrics-listen", "127.0.0.1:0",
+                                               *args]).start(migrate=False)
+    users = {k: world.User(srv.addr, u.id, u.name, u.role, u.unit, u.token)
+             for k, u in (("G1", c.w.G1.member), ("G2", c.w.G2.member), ("G3", c.w.G3.member))}
+    hold = pg.connect(c.dbname)
+    try:
+        first = submit(users["G1"], 1)[0]
+        hold.autocommit = False
+        with hold.cursor() as cur:
+            cur.execute("SELECT last_seq FROM clue_counters WHERE unit_id = %s FOR UPDATE", (c.w.G1.id,))
+            (last,) = cur.fetchone()
+        yield srv, users, hold, first, last
+    finally:
+        hold.close()
+        for u in users.values():
+            u.close()
+        srv.stop()
+
+
+def held_calls(srv):
+    return value(scrape(srv.metrics_addr), "clued_db_batch_held_calls_total", kind="submit")
+
+
 def test_a_unit_whose_counter_is_locked_holds_no_other_unit(c):
     # A batch of submissions holds each unit's counter until it commits. G1's counter is locked
     # outside clued (a long transaction): the statement carrying G1's first submissions waits on
@@ -399,41 +437,79 @@ def test_a_unit_whose_counter_is_locked_holds_no_other_unit(c):
     # the lock timeout is a minute). With two lanes and consecutive unit ids one of G2 and G3
     # shares G1's lane, and goes once G1's statement stops counting (SVC_BATCH_STALL_MS). When
     # the lock goes, G1's all complete, numbered on.
-    pg = harness.Postgres.get()
-    srv = MetricsClued(pg.url(c.dbname), args=["--db-lock-timeout", "60000", "--metrics-listen", "127.0.0.1:0"]
-                       ).start(migrate=False)
-    w = c.w
-    users = {k: world.User(srv.addr, u.id, u.name, u.role, u.unit, u.token)
-             for k, u in (("G1", w.G1.member), ("G2", w.G2.member), ("G3", w.G3.member))}
-    first = submit(users["G1"], 1)[0]
-    assert value(scrape(srv.metrics_addr), "clued_db_batch_held_calls_total", kind="submit") == 0
-    hold = pg.connect(c.dbname)
-    hold.autocommit = False
-    try:
-        with hold.cursor() as cur:
-            cur.execute("SELECT last_seq FROM clue_counters WHERE unit_id = %s FOR UPDATE", (w.G1.id,))
-            (last,) = cur.fetchone()
+    with locked_counter(c) as (srv, users, hold, first, last):
+        assert seq_of(first) == last
+        assert held_calls(srv) == 0
         with concurrent.futures.ThreadPoolExecutor(16) as ex:
             stuck = [ex.submit(submit, users["G1"], 1) for _ in range(3)]
             harness.wait_for(lambda: lock_waiters(c.db) >= 1, timeout=20, what="a submission waiting on the lock")
             stuck += [ex.submit(submit, users["G1"], 1) for _ in range(4)]
             others = [ex.submit(submit, users[k], 1) for k in ("G2", "G3") for _ in range(4)]
             done = [f.result()[0] for f in others]
-            assert {d.owner_unit_id for d in done} == {w.G2.id, w.G3.id}, done
+            assert {d.owner_unit_id for d in done} == {c.w.G2.id, c.w.G3.id}, done
             assert not any(f.done() for f in stuck), "a G1 submission completed while its counter was locked"
             assert lock_waiters(c.db) == 1, "G1's later submissions wait on the lock in a statement of their own"
             # At least the four sent while G1's statement ran waited in clued for it.
-            assert value(scrape(srv.metrics_addr), "clued_db_batch_held_calls_total", kind="submit") >= 4
+            assert held_calls(srv) >= 4
             hold.rollback()
             g1 = [f.result()[0] for f in stuck]
-        seqs = sorted(int(r.registration_number.rsplit("-", 1)[1]) for r in g1)
+        seqs = sorted(seq_of(r) for r in g1)
         assert seqs == list(range(last + 1, last + 8)), (last, seqs)
-        assert int(first.registration_number.rsplit("-", 1)[1]) == last
-    finally:
-        hold.close()
-        for u in users.values():
-            u.close()
-        srv.stop()
+
+
+def test_submissions_held_for_a_unit_are_bounded(c):
+    # Submissions that wait in clued for their unit's running statement count against
+    # --db-queue (6 here) like any waiting call: past it, G1's and G2's alike fail at once with
+    # UNAVAILABLE and number nothing. When the lock goes, the first and the six waiting
+    # complete with the next seven numbers, and the server serves on.
+    with locked_counter(c, ["--db-queue", "6"]) as (srv, users, hold, _, last):
+        with concurrent.futures.ThreadPoolExecutor(8) as ex:
+            stuck = [ex.submit(submit, users["G1"], 1)]
+            harness.wait_for(lambda: lock_waiters(c.db) >= 1, timeout=20, what="a submission waiting on the lock")
+            stuck += [ex.submit(submit, users["G1"], 1) for _ in range(6)]
+            harness.wait_for(lambda: held_calls(srv) >= 6, timeout=20, what="six submissions waiting in clued")
+            over = all_at_once([lambda: submit(users["G1"], 1)] * 3 + [lambda: submit(users["G2"], 1)] * 2)
+            assert all(code == Code.UNAVAILABLE and "busy" in m and "retry" in m for code, m in over), over
+            assert not any(f.done() for f in stuck)
+            hold.rollback()
+            got = [f.result()[0] for f in stuck]
+        assert sorted(seq_of(r) for r in got) == list(range(last + 1, last + 8))
+        with c.db.cursor() as cur:
+            cur.execute("SELECT last_seq FROM clue_counters WHERE unit_id = %s", (c.w.G1.id,))
+            assert cur.fetchone()[0] == last + 7
+        assert seq_of(submit(users["G1"], 1)[0]) == last + 8
+        assert submit(users["G2"], 1)[0].owner_unit_id == c.w.G2.id
+
+
+def test_a_queue_longer_than_the_look_ahead_drains(c):
+    # More of G1's submissions wait for its stuck statement than clued looks ahead in a queue
+    # (SVC_BATCH_SCAN, 256): 300 of them (over four connections: 100 streams each at most),
+    # then two of G2's behind them. They take no pool connection (one of clued's backends waits
+    # on the lock), the server answers other calls meanwhile, and when the lock goes every one
+    # completes: G1's with the next 301 numbers.
+    with locked_counter(c) as (srv, users, hold, _, last):
+        o = c.w.G2.leader
+        leader = world.User(srv.addr, o.id, o.name, o.role, o.unit, o.token)
+        channels = [users["G1"].new_channel() for _ in range(4)]
+        stubs = [S.clue_pb2_grpc.ClueServiceStub(ch) for _, ch in channels]
+        try:
+            seen = submit(users["G2"], 1)[0]
+            first = users["G1"].clue.SubmitClue.future(submit_request(), timeout=120)
+            harness.wait_for(lambda: lock_waiters(c.db) >= 1, timeout=20, what="a submission waiting on the lock")
+            g1 = [first] + [stubs[i % 4].SubmitClue.future(submit_request(), timeout=120) for i in range(300)]
+            harness.wait_for(lambda: held_calls(srv) >= 256, timeout=30, what="the look-ahead full of waiting calls")
+            g2 = [users["G2"].clue.SubmitClue.future(submit_request(), timeout=120) for _ in range(2)]
+            assert leader.clue.GetClue(pb.GetClueRequest(clue_id=seen.id), timeout=20).id == seen.id
+            assert lock_waiters(c.db) == 1
+            assert not any(f.done() for f in g1)
+            hold.rollback()
+            got = [f.result() for f in g1]
+            assert sorted(seq_of(r) for r in got) == list(range(last + 1, last + 302))
+            assert {f.result().owner_unit_id for f in g2} == {c.w.G2.id}
+        finally:
+            leader.close()
+            for raw, _ in channels:
+                raw.close()
 
 
 def test_waiting_calls_are_bounded(c):
