@@ -138,7 +138,7 @@ static void submit_clue(rpc_call_t *call, const ProtobufCMessage *m) {
   params[3] = svc_i64(call, now, 0);
   deadline = clue_stage_deadline_ms(&cfg, CLUE_STATE_INITIAL, now);
   params[4] = svc_i64(call, deadline, 1);
-  params[5] = rpc_call_printf(call, "%d", year_of(now));
+  params[5] = rpc_call_i64(call, year_of(now));
   params[6] = clue_trimmed(call, req->title);
   params[7] = clue_trimmed(call, req->summary);
   params[8] = clue_source_db(req->source);

@@ -239,7 +239,7 @@ void clue_list_notes(rpc_call_t *call, const ProtobufCMessage *m) {
   params[1] = svc_i64(call, clue_principal(call).unit_id, 0);
   params[2] = svc_i64(call, req->after_note_id, 0);
   /* One more than the page, to know whether more follow. */
-  params[3] = rpc_call_printf(call, "%d", (int)*page_size + 1);
+  params[3] = rpc_call_i64(call, (int64_t)*page_size + 1);
   params[4] = svc_i64(call, clue_principal(call).user_id, 0);
   if (!svc_all_set(params, 5)) {
     clue_oom(call);
