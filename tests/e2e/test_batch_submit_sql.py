@@ -374,6 +374,35 @@ def test_runtime_role_and_the_append(c):
             raise AssertionError("audit_append_many accepted " + args)
         except psycopg2.errors.RaiseException:
             pass
+    # clue.submit events only (clue_submit_many()'s call): each starts its chain, head and all.
+    with rt.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("SELECT seq, subject_id, prev_hash, hash, txid FROM audit_append_many("
+                    " '{1,1}', '{1,1}', '{clue.submit,clue.submit}', '{clue,clue}', '{777006,777005}',"
+                    " '{1,1}', '{NULL,NULL}', '{ACCEPTED,ACCEPTED}', '{NULL,NULL}', '{NULL,NULL}', '{NULL,NULL}')")
+        got = cur.fetchall()
+        cur.execute("SELECT txid_current()")
+        (txid,), = cur.fetchall()
+        cur.execute("COMMIT")
+    assert [r[1] for r in got] == [777006, 777005] and got[0][0] < got[1][0], "seqs in array order"
+    assert all(r[2] is None for r in got) and all(r[4] == txid for r in got), got
+    assert sorted(a.q("SELECT subject_id, last_seq, last_hash FROM audit_heads WHERE subject_type = 'clue'"
+                      " AND subject_id IN (777005, 777006)")) == sorted((r[1], r[0], r[3]) for r in got)
+    # A clue.submit never restarts a chain that exists (one with a head, or twice in one call):
+    # the heads' key refuses it, and nothing of the call stays.
+    events = a.q("SELECT count(*) FROM audit_events")
+    heads = a.q("SELECT * FROM audit_heads ORDER BY subject_type, subject_id")
+    for ids in (f"'{{777007,{clue_id}}}'", "'{777008,777008}'", "'{777005,777009}'"):
+        try:
+            with rt.cursor() as cur:
+                cur.execute("SELECT count(*) FROM audit_append_many('{1,1}', '{1,1}', '{clue.submit,clue.submit}',"
+                            f" '{{clue,clue}}', {ids}, '{{1,1}}', '{{NULL,NULL}}', '{{ACCEPTED,ACCEPTED}}',"
+                            " '{NULL,NULL}', '{NULL,NULL}', '{NULL,NULL}')")
+            raise AssertionError("audit_append_many restarted a chain: " + ids)
+        except psycopg2.errors.UniqueViolation:
+            pass
+    assert a.q("SELECT count(*) FROM audit_events") == events
+    assert a.q("SELECT * FROM audit_heads ORDER BY subject_type, subject_id") == heads
     check_chains(a)
 
 
