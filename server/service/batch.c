@@ -360,6 +360,8 @@ static int held(const queue_t *q, const item_t *it) {
 /* Whether it may go now: any call (ANY_LANE), else one of lane whose lock value no running
  * statement carries. */
 #define ANY_LANE UINT_MAX
+/* A statement's calls all come from the calls looked at (ready(), take()). */
+_Static_assert(SVC_BATCH_MAX <= SVC_BATCH_SCAN, "a batch fits in the look-ahead");
 static int may_go(const queue_t *q, const item_t *it, unsigned lane) {
   return lane == ANY_LANE || (it->lane == lane && !held(q, it));
 }
@@ -385,11 +387,13 @@ static int contended(queue_t *q) {
 }
 
 /* The waiting calls of lane that may go now (at most SVC_BATCH_MAX, among the first
- * SVC_BATCH_SCAN waiting). */
+ * SVC_BATCH_SCAN waiting). Any lane: every waiting call may go, so no need to look. */
 static size_t ready(const queue_t *q, unsigned lane) {
   const item_t *it;
   size_t n = 0, seen = 0;
 
+  if (lane == ANY_LANE)
+    return q->waiting < SVC_BATCH_MAX ? q->waiting : SVC_BATCH_MAX;
   for (it = q->head; it && n < SVC_BATCH_MAX && seen++ < SVC_BATCH_SCAN; it = it->next)
     n += (size_t)may_go(q, it, lane);
   return n;
