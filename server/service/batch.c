@@ -329,13 +329,13 @@ static unsigned lanes_of(const queue_t *q, int limit) {
 
 /* The lane of a call: an integer lock value's remainder (consecutive ids fall evenly), another
  * value's hash's; NULL lane 0. */
-static unsigned lane_of(const queue_t *q, const char *const *values, int limit) {
+static unsigned lane_of(const queue_t *q, const item_t *it, int limit) {
   unsigned lanes = lanes_of(q, limit);
   const char *v, *p;
   char *end;
   unsigned long long h;
 
-  if (lanes <= 1 || (v = values[q->kind->lock_param - 1]) == NULL)
+  if (lanes <= 1 || (v = lock_of(q, it)) == NULL)
     return 0;
   errno = 0;
   h = strtoull(v, &end, 10);
@@ -633,7 +633,7 @@ void svc_batched(rpc_call_t *call, const svc_batch_kind_t *kind, const char *con
   it->cb = cb;
   it->arg = arg;
   memcpy((void *)it->values, values, (size_t)kind->nparams * sizeof(it->values[0]));
-  it->lane = lane_of(q, values, limit_of(srv, kind));
+  it->lane = lane_of(q, it, limit_of(srv, kind));
   *q->tail = it;
   q->tail = &it->next;
   q->waiting++;
