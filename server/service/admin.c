@@ -11,15 +11,15 @@
 #include "service/common.h"
 #include "service/svc_util.h"
 
-
 /* Both read a row aliased x: FROM units x, FROM admin_create_unit(...) x, and so on. Host
  * units travel as one text column joined by U+001F, which names may not contain
  * (validate_name refuses control characters). The codes and names of the units a row names
  * are for people to read: a user row's unit comes from USER_FROM's join. */
-#define UNIT_COLS                                                                             \
-  "x.id, x.kind, x.code, x.name, x.liaison_room_id, array_to_string(x.host_units, chr(31)), " \
-  SVC_MS("x.created_at") ", (SELECT r.code FROM units r WHERE r.id = x.liaison_room_id)"
-#define USER_COLS \
+#define UNIT_COLS                                                                                  \
+  "x.id, x.kind, x.code, x.name, x.liaison_room_id, array_to_string(x.host_units, "                \
+  "chr(31)), " SVC_MS(                                                                             \
+      "x.created_at") ", (SELECT r.code FROM units r WHERE r.id = x.liaison_room_id)"
+#define USER_COLS                                                                                  \
   "x.id, x.unit_id, x.name, x.role, x.disabled, " SVC_MS("x.created_at") ", xu.code, xu.name"
 #define USER_FROM(src) " FROM " src " x LEFT JOIN units xu ON xu.id = x.unit_id"
 
@@ -71,8 +71,8 @@ static void create_unit_write(rpc_call_t *call, const db_result_t *r, void *arg)
   const char *params[7];
 
   if (r != NULL) {
-    clue_unit_kind_t kind =
-        db_rows(r) == 1 ? (clue_unit_kind_t)clue_unit_kind_of(db_value(r, 0, 0)) : CLUE_UNIT_UNSPECIFIED;
+    clue_unit_kind_t kind = db_rows(r) == 1 ? (clue_unit_kind_t)clue_unit_kind_of(db_value(r, 0, 0))
+                                            : CLUE_UNIT_UNSPECIFIED;
     authz_result_t res = authz_liaison_fits(kind);
     if (!authz_ok(&res)) {
       rpc_fail(call, GRPC_INVALID_ARGUMENT, "liaison_room_id %lld is not an existing ROOM unit",
@@ -127,7 +127,8 @@ static void create_unit(rpc_call_t *call, const ProtobufCMessage *m) {
       clue_oom(call);
       return;
     }
-    svc_query(call, "SELECT kind FROM units WHERE id = $1", 1, params, create_unit_write, (void *)req);
+    svc_query(call, "SELECT kind FROM units WHERE id = $1", 1, params, create_unit_write,
+              (void *)req);
     return;
   }
   create_unit_write(call, NULL, (void *)req);
@@ -161,7 +162,8 @@ static void list_units(rpc_call_t *call, const ProtobufCMessage *m) {
   if (req->kind != 0 && clue_invalid(call, validate_enum("kind", req->kind, 1, 4, &err), &err))
     return;
   params[0] = req->kind ? clue_unit_kind_name((clue_unit_kind_t)req->kind) : NULL;
-  svc_query(call, "SELECT " UNIT_COLS " FROM units x WHERE $1::text IS NULL OR x.kind = $1 ORDER BY x.id",
+  svc_query(call,
+            "SELECT " UNIT_COLS " FROM units x WHERE $1::text IS NULL OR x.kind = $1 ORDER BY x.id",
             1, params, reply_units, NULL);
 }
 
@@ -200,7 +202,9 @@ static void create_user_write(rpc_call_t *call, const db_result_t *r, void *arg)
   authz_result_t res;
 
   if (db_rows(r) != 1) {
-    rpc_fail(call, GRPC_NOT_FOUND, "unit %lld not found", (long long)req->unit_id);
+    char msg[48];
+    snprintf(msg, sizeof(msg), "unit %lld not found", (long long)req->unit_id);
+    clue_not_found(call, msg);
     return;
   }
   res = authz_role_fits_unit((clue_role_t)req->role,
@@ -235,7 +239,8 @@ static void create_user(rpc_call_t *call, const ProtobufCMessage *m) {
     clue_oom(call);
     return;
   }
-  svc_query(call, "SELECT kind FROM units WHERE id = $1", 1, params, create_user_write, (void *)req);
+  svc_query(call, "SELECT kind FROM units WHERE id = $1", 1, params, create_user_write,
+            (void *)req);
 }
 
 static void reply_users(rpc_call_t *call, const db_result_t *r, void *arg) {
@@ -268,7 +273,8 @@ static void list_users(rpc_call_t *call, const ProtobufCMessage *m) {
   }
   params[0] = svc_i64(call, req->unit_id, 1);
   svc_query(call,
-            "SELECT " USER_COLS USER_FROM("users") " WHERE $1::bigint IS NULL OR x.unit_id = $1 ORDER BY x.id",
+            "SELECT " USER_COLS USER_FROM(
+                "users") " WHERE $1::bigint IS NULL OR x.unit_id = $1 ORDER BY x.id",
             1, params, reply_users, NULL);
 }
 

@@ -195,7 +195,7 @@ static int case_read(rpc_call_t *call, const db_result_t *r, int *row, Clue__V1_
 static void case_not_found(rpc_call_t *call) {
   log_info("call %s: %s refused (5): no such joint case", rpc_call_id(call),
            rpc_call_method(call)->path);
-  rpc_fail(call, GRPC_NOT_FOUND, "%s", MSG_CASE_NOT_FOUND);
+  clue_not_found(call, MSG_CASE_NOT_FOUND);
 }
 
 /* Reply with the one case of r if the caller sees it (NOT_FOUND otherwise). */

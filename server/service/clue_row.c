@@ -335,13 +335,22 @@ void clue_reply_seen(rpc_call_t *call, const db_result_t *r, void *arg) {
 /* The API type of what a NOT_FOUND message names. The message is the same for a hidden
  * object as for a missing one (authz.h), so the type is too. */
 static const char *not_found_type(const char *msg) {
+  if (strstr(msg, "rectification item") != NULL)
+    return "clue.v1.RectificationItem";
   if (strstr(msg, "joint case") != NULL)
     return "clue.v1.JointCase";
   if (strstr(msg, "proposal") != NULL)
     return "clue.v1.Proposal";
+  if (strstr(msg, "user") != NULL)
+    return "clue.v1.User";
   if (strstr(msg, "unit") != NULL)
     return "clue.v1.Unit";
   return "clue.v1.Clue";
+}
+
+void clue_not_found(rpc_call_t *call, const char *msg) {
+  rpc_detail_resource(call, not_found_type(msg), "");
+  rpc_fail(call, GRPC_NOT_FOUND, "%s", msg);
 }
 
 /* Is the refusal about recusals (nobody without a conflict can act)? Its precondition

@@ -120,8 +120,8 @@ int clue_row_read(rpc_call_t *call, const db_result_t *r, int row, int col, int6
  * Read the CLUE_HANDLERS_COL at (row, col) into c->handlers. Returns 0 or -ENOMEM (also for a
  * malformed column, which the query never gives).
  */
-int clue_handlers_read(rpc_call_t *call, const db_result_t *r, int row, int col,
-                       Clue__V1__Clue *c) __attribute__((warn_unused_result));
+int clue_handlers_read(rpc_call_t *call, const db_result_t *r, int row, int col, Clue__V1__Clue *c)
+    __attribute__((warn_unused_result));
 
 /**
  * Read the PROPOSAL_COLS at (row, col). Returns 0 and sets *out (NULL when the columns are
@@ -179,6 +179,11 @@ void clue_reply_seen(rpc_call_t *call, const db_result_t *r, void *arg);
 
 /** Fail call with an authz.h refusal (its code and message), logging the reason. */
 void clue_refuse(rpc_call_t *call, const authz_result_t *res);
+
+/* NOT_FOUND with msg for an object that does not exist, with the same rich details as
+ * clue_refuse() gives a hidden one of that message: a missing and a hidden object must
+ * answer alike, byte for byte. */
+void clue_not_found(rpc_call_t *call, const char *msg);
 
 /**
  * Fail call with ABORTED because the clue of row is not at the version the caller expected,

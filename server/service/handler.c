@@ -122,8 +122,8 @@ static authz_user_t target_of(const db_result_t *r, int64_t user_id) {
   u.active = svc_col_bool(r, 0, TF_ACTIVE);
   u.unit_id = svc_col_i64(r, 0, TF_UNIT);
   u.unit_kind = (clue_unit_kind_t)clue_unit_kind_of(db_value(r, 0, TF_UNIT_KIND));
-  u.role = (clue_role_t)(db_value(r, 0, TF_ROLE) ? auth_role_from_name(db_value(r, 0, TF_ROLE))
-                                                 : 0);
+  u.role =
+      (clue_role_t)(db_value(r, 0, TF_ROLE) ? auth_role_from_name(db_value(r, 0, TF_ROLE)) : 0);
   u.handler = svc_col_bool(r, 0, TF_HANDLER);
   u.recused = svc_col_bool(r, 0, TF_RECUSED);
   return u;
@@ -260,8 +260,7 @@ static void got_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   if (!authz_ok(&res)) {
     if (res.grpc_code == GRPC_NOT_FOUND && strncmp(res.message, "user_id:", 8) == 0) {
       log_info("call %s: %s refused (5): %s", rpc_call_id(call), hr->method, res.reason);
-      rpc_detail_resource(call, "clue.v1.User", "");
-      rpc_fail(call, GRPC_NOT_FOUND, "%s", res.message);
+      clue_not_found(call, res.message);
       return;
     }
     clue_refuse(call, &res);
@@ -392,8 +391,8 @@ void clue_list_recusals(rpc_call_t *call, const ProtobufCMessage *m) {
     return;
   }
   /* An AUDITOR's scope is every clue; a LEADER's, its unit's users and the clues it sees. */
-  sql = rpc_call_printf(call, list_recusals_sql, (scope & AUTHZ_SCOPE_ALL) ? "true" : "false",
-                        cond, LIST_MAX);
+  sql = rpc_call_printf(call, list_recusals_sql, (scope & AUTHZ_SCOPE_ALL) ? "true" : "false", cond,
+                        LIST_MAX);
   params[0] = svc_i64(call, p.unit_id, 0);
   params[1] = svc_i64(call, p.user_id, 0);
   params[2] = svc_i64(call, req->clue_id, 1);

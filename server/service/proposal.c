@@ -73,7 +73,7 @@ static void decided(rpc_call_t *call, const db_result_t *r, void *arg) {
 
 static void not_found(rpc_call_t *call) {
   log_info("call %s: review refused (5): proposal not found or hidden", rpc_call_id(call));
-  rpc_fail(call, GRPC_NOT_FOUND, "proposal not found");
+  clue_not_found(call, "proposal not found");
 }
 
 static void got_review_facts(rpc_call_t *call, const db_result_t *r, void *arg) {

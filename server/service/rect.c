@@ -137,8 +137,8 @@ static Clue__V1__RectificationItem *item_read(rpc_call_t *call, const db_result_
   if (it->host_unit == NULL || it->description == NULL || it->category == NULL ||
       it->plan == NULL || it->evidence == NULL || it->reopen_reason == NULL ||
       it->verify_comment == NULL ||
-      parse_ids(call, db_value(r, row, RC_PLAN_NOTES), &it->plan_note_ids,
-                &it->n_plan_note_ids) != 0 ||
+      parse_ids(call, db_value(r, row, RC_PLAN_NOTES), &it->plan_note_ids, &it->n_plan_note_ids) !=
+          0 ||
       parse_ids(call, db_value(r, row, RC_EVIDENCE_NOTES), &it->evidence_note_ids,
                 &it->n_evidence_note_ids) != 0)
     return NULL;
@@ -147,7 +147,7 @@ static Clue__V1__RectificationItem *item_read(rpc_call_t *call, const db_result_
 
 static void item_not_found(rpc_call_t *call, const char *why) {
   log_info("call %s: %s refused (5): %s", rpc_call_id(call), rpc_call_method(call)->path, why);
-  rpc_fail(call, GRPC_NOT_FOUND, "%s", RECT_MSG_NOT_FOUND);
+  clue_not_found(call, RECT_MSG_NOT_FOUND);
 }
 
 /* Reply with the one item of r if the caller sees it (NOT_FOUND otherwise). */
@@ -242,22 +242,23 @@ static void reply_items(rpc_call_t *call, const db_result_t *r, void *arg) {
     resp.items[resp.n_items++] = it;
   }
   if (n > lr->page_size && last >= 0 &&
-      (resp.next_page_token = rpc_call_printf(call, "r%lld", (long long)svc_col_i64(r, last, RC_ID))) ==
-          NULL) {
+      (resp.next_page_token =
+           rpc_call_printf(call, "r%lld", (long long)svc_col_i64(r, last, RC_ID))) == NULL) {
     clue_oom(call);
     return;
   }
   (void)rpc_reply(call, &resp.base);
 }
 
-/* A page token "r<id>": the items before that id. Returns the id, or 0 if malformed. */
+/* A page token "r<id>": the items before that id. Returns the id, or 0 if malformed or past
+ * INT64_MAX (no item has such an id). */
 static int64_t page_after(const char *tok) {
   int64_t id = 0;
 
   if (tok[0] != 'r' || tok[1] == '\0' || strlen(tok) > 20)
     return 0;
   for (const char *p = tok + 1; *p; p++) {
-    if (*p < '0' || *p > '9')
+    if (*p < '0' || *p > '9' || id > (INT64_MAX - (*p - '0')) / 10)
       return 0;
     id = id * 10 + (*p - '0');
   }
@@ -374,13 +375,14 @@ static void get_ledger_stats(rpc_call_t *call, const ProtobufCMessage *m) {
   params[0] = svc_i64(call, p.unit_id, 0);
   params[1] = svc_i64(call, clue_now_ms(call), 0);
   params[2] = svc_i64(call, req->supervising_unit_id, 1);
-  sql = rpc_call_printf(call,
-                        "SELECT i.host_unit, count(*), count(*) FILTER (WHERE i.state = 'VERIFIED'),"
-                        " count(*) FILTER (WHERE i.state <> 'VERIFIED' AND i.deadline < clue_ms_ts($2))"
-                        " FROM rect_items i JOIN units u ON u.id = i.supervising_unit"
-                        " WHERE %s AND ($3::bigint IS NULL OR i.supervising_unit = $3)"
-                        " GROUP BY i.host_unit ORDER BY i.host_unit LIMIT %d",
-                        scope, RECT_STATS_MAX);
+  sql = rpc_call_printf(
+      call,
+      "SELECT i.host_unit, count(*), count(*) FILTER (WHERE i.state = 'VERIFIED'),"
+      " count(*) FILTER (WHERE i.state <> 'VERIFIED' AND i.deadline < clue_ms_ts($2))"
+      " FROM rect_items i JOIN units u ON u.id = i.supervising_unit"
+      " WHERE %s AND ($3::bigint IS NULL OR i.supervising_unit = $3)"
+      " GROUP BY i.host_unit ORDER BY i.host_unit LIMIT %d",
+      scope, RECT_STATS_MAX);
   if (sql == NULL || params[0] == NULL || params[1] == NULL) {
     clue_oom(call);
     return;
@@ -539,8 +541,8 @@ static void create_item(rpc_call_t *call, const ProtobufCMessage *m) {
   authz_principal_t p = clue_principal(call);
   authz_result_t res;
   validate_error_t err;
-  rect_source_facts_t none = {.source = RECT_SOURCE_SUPERVISION, .exists = true, .visible = true,
-                              .host_unit_ok = true};
+  rect_source_facts_t none = {
+      .source = RECT_SOURCE_SUPERVISION, .exists = true, .visible = true, .host_unit_ok = true};
   create_req_t *cr;
   const char *params[6];
 
@@ -630,10 +632,9 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
       log_info("call %s: %s refused (10): item %lld at version %lld, not %lld", rpc_call_id(call),
                mr->method, (long long)svc_col_i64(r, 0, RC_ID), (long long)version,
                (long long)mr->expected_version);
-      rpc_fail(call, GRPC_ABORTED,
-               "rectification item %lld is at version %lld, not %lld; read it again",
-               (long long)svc_col_i64(r, 0, RC_ID), (long long)version,
-               (long long)mr->expected_version);
+      rpc_fail(
+          call, GRPC_ABORTED, "rectification item %lld is at version %lld, not %lld; read it again",
+          (long long)svc_col_i64(r, 0, RC_ID), (long long)version, (long long)mr->expected_version);
       return;
     }
     if (!authz_ok(&res)) {

@@ -352,6 +352,12 @@ def test_bad_input(c):
     bad_move(Code.INVALID_ARGUMENT, "item_id", L.rect.GetItem, rp.GetItemRequest())
     bad_move(Code.INVALID_ARGUMENT, "page_token", L.rect.ListItems, rp.ListItemsRequest(page_token="zzz"))
     bad_move(Code.INVALID_ARGUMENT, "page_token", L.rect.ListItems, rp.ListItemsRequest(page_token="r-1"))
+    # Ids past INT64_MAX are no position: refused, and the server keeps serving (it used to
+    # overflow while reading them).
+    for tok in ("r9223372036854775808", "r9999999999999999999", "r18446744073709551616"):
+        bad_move(Code.INVALID_ARGUMENT, "page_token", L.rect.ListItems, rp.ListItemsRequest(page_token=tok))
+    top = L.rect.ListItems(rp.ListItemsRequest(page_token="r9223372036854775807"), timeout=20)
+    assert it.id in [i.id for i in top.items], "the largest id is a position before every item"
     bad_move(Code.INVALID_ARGUMENT, "state", L.rect.ListItems, rp.ListItemsRequest(state=9))
     bad_move(Code.INVALID_ARGUMENT, "source", L.rect.ListItems, rp.ListItemsRequest(source=-1))
     bad_move(Code.INVALID_ARGUMENT, "page_size", L.rect.ListItems, rp.ListItemsRequest(page_size=-1))

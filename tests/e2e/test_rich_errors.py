@@ -214,6 +214,51 @@ def test_not_found_hidden_equals_missing(c):
     assert answers[0][0] == Code.NOT_FOUND
 
 
+def test_not_found_hidden_equals_missing_for_cases_proposals_items(c):
+    # A joint case, a proposal and a rectification item that G3's member does not see answer
+    # as ones that do not exist, trailers included: nothing tells which ids exist.
+    w = c.w
+    cs, rp = S.case_pb2, S.rectification_pb2
+    clue = submit(w.G1.member)
+    moved = w.G1.leader.clue.RequestTransition(pb.RequestTransitionRequest(
+        clue_id=clue.id, expected_version=clue.version, target=cm.CLUE_STATE_PRELIMINARY_CHECK, reason="初核",
+        request_id=new_request_id()), timeout=20)
+    prop = w.G1.leader.clue.RequestTransition(pb.RequestTransitionRequest(
+        clue_id=clue.id, expected_version=moved.clue.version, target=cm.CLUE_STATE_FILED, reason="立案",
+        request_id=new_request_id()), timeout=20).proposal
+    case = w.R1.leader.case.CreateJointCase(cs.CreateJointCaseRequest(
+        title="联合办案", participant_unit_ids=[w.X1.id], request_id=new_request_id()), timeout=20)
+    item = w.G1.leader.rect.CreateItem(rp.CreateItemRequest(
+        host_unit="市发展改革委", description="整改事项", category="制度", source=rp.RECTIFICATION_SOURCE_SUPERVISION,
+        deadline_ms=clue.created_at_ms + 10 * 86400000, request_id=new_request_id()), timeout=20)
+    u = w.G3.member
+    probes = {
+        "GetJointCase": (lambda i: u.case.GetJointCase(cs.GetJointCaseRequest(case_id=i), timeout=20),
+                         case.id, "clue.v1.JointCase"),
+        "AddParticipant": (lambda i: u.case.AddParticipant(cs.AddParticipantRequest(case_id=i, unit_id=w.G2.id),
+                                                           timeout=20), case.id, "clue.v1.JointCase"),
+        "ReviewProposal": (lambda i: u.clue.ReviewProposal(pb.ReviewProposalRequest(
+            proposal_id=i, approve=True, request_id=new_request_id()), timeout=20), prop.id, "clue.v1.Proposal"),
+        "GetItem": (lambda i: u.rect.GetItem(rp.GetItemRequest(item_id=i), timeout=20),
+                    item.id, "clue.v1.RectificationItem"),
+        "RecordPlan": (lambda i: u.rect.RecordPlan(rp.RecordPlanRequest(
+            item_id=i, expected_version=1, plan="计划", request_id=new_request_id()), timeout=20),
+            item.id, "clue.v1.RectificationItem"),
+    }
+    for name, (fn, hidden, rtype) in probes.items():
+        got = [failure(fn, i) for i in (hidden, hidden + 100000)]
+        assert got[0] == got[1], (name, got)
+        assert got[0][0] == Code.NOT_FOUND, (name, got[0])
+        (res,) = status_of(*got[0])["google.rpc.ResourceInfo"]
+        assert res.resource_type == rtype, (name, res)
+    # An AssignHandler naming a user who does not exist: a User, as a hidden one would be.
+    code, msg, raw = failure(w.G1.leader.clue.AssignHandler, pb.AssignHandlerRequest(
+        clue_id=clue.id, user_id=10 ** 9, request_id=new_request_id()), timeout=20)
+    assert code == Code.NOT_FOUND, (code, msg)
+    (res,) = status_of(code, msg, raw)["google.rpc.ResourceInfo"]
+    assert res.resource_type == "clue.v1.User", res
+
+
 def test_other_codes_carry_no_details(c):
     # PERMISSION_DENIED: a member may not move its unit's clue; nothing structured to add.
     clue = submit(c.w.G1.member)
