@@ -62,13 +62,16 @@ enum {
   JC_CREATED_BY_NAME,
   JC_PARTICIPANT_CODES,
   JC_CLUE_OWNER_CODE,
+  JC_CLUE_RECUSED, /* the caller is recused from the row's clue */
   JC_NCOLS
 };
 
 /* The columns of a joint_case_row r in order, then the unit codes and names and the user name
- * its ids stand for (unit codes are [A-Za-z0-9_], so a comma list of them is unambiguous). */
+ * its ids stand for (unit codes are [A-Za-z0-9_], so a comma list of them is unambiguous), and
+ * whether the caller (the parameter user, "$1" say) is recused from the row's clue: for a
+ * recused user a case lists the clue no more than it exists (docs/COOPERATION.md). */
 /* clang-format off */
-#define JC_SELECT                                                                                  \
+#define JC_SELECT(user)                                                                            \
   "r.case_id, r.title, r.basis, r.lead_unit, r.created_by, r.created_ms, r.in_case,"               \
   " r.participants, r.clue_id, r.clue_number, r.clue_title, r.clue_state, r.clue_owner,"           \
   " r.clue_deadline_ms, r.clue_added_ms,"                                                          \
@@ -77,7 +80,9 @@ enum {
   " (SELECT cu.name FROM users cu WHERE cu.id = r.created_by),"                                   \
   " (SELECT string_agg(pu.code, ',' ORDER BY pu.id) FROM units pu"                                \
   "   WHERE pu.id = ANY (string_to_array(r.participants, ',')::bigint[])),"                       \
-  " (SELECT ou.code FROM units ou WHERE ou.id = r.clue_owner)"
+  " (SELECT ou.code FROM units ou WHERE ou.id = r.clue_owner),"                                  \
+  " r.clue_id IS NOT NULL AND EXISTS (SELECT 1 FROM recusals x"                                   \
+  "   WHERE x.clue_id = r.clue_id AND x.user_id = " user ")"
 /* clang-format on */
 
 /* Comma-separated unit codes into an array in the call's memory. */
@@ -171,7 +176,7 @@ static int case_read(rpc_call_t *call, const db_result_t *r, int *row, Clue__V1_
   for (int i = first; i < last; i++) {
     Clue__V1__CaseClue *cc;
 
-    if (db_value(r, i, JC_CLUE_ID) == NULL)
+    if (db_value(r, i, JC_CLUE_ID) == NULL || svc_col_bool(r, i, JC_CLUE_RECUSED) == 1)
       continue;
     if ((cc = rpc_call_alloc(call, sizeof(*cc))) == NULL)
       return -1;
@@ -249,23 +254,25 @@ static void reply_changed_case(rpc_call_t *call, const db_result_t *r, void *arg
 static void get_joint_case(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__GetJointCaseRequest *req = (const void *)m;
   validate_error_t err;
-  const char *params[2];
+  authz_principal_t p = clue_principal(call);
+  const char *params[3];
 
   if (clue_invalid(call, validate_id("case_id", req->case_id, &err), &err))
     return;
   params[0] = svc_i64(call, req->case_id, 0);
-  params[1] = svc_i64(call, clue_principal(call).unit_id, 0);
-  if (params[0] == NULL || params[1] == NULL) {
+  params[1] = svc_i64(call, p.unit_id, 0);
+  params[2] = svc_i64(call, p.user_id, 0);
+  if (!svc_all_set(params, 3)) {
     clue_oom(call);
     return;
   }
-  svc_query(call, "SELECT " JC_SELECT " FROM joint_case_rows($1, $2) r", 2, params, reply_case,
-            NULL);
+  svc_query(call, "SELECT " JC_SELECT("$3") " FROM joint_case_rows($1, $2) r", 3, params,
+            reply_case, NULL);
 }
 
 /* clang-format off */
 static const char list_cases_sql[] =
-    "SELECT " JC_SELECT " FROM (SELECT id FROM joint_cases WHERE %s ORDER BY id DESC LIMIT %d) j"
+    "SELECT " JC_SELECT("$2") " FROM (SELECT id FROM joint_cases WHERE %s ORDER BY id DESC LIMIT %d) j"
     " CROSS JOIN LATERAL joint_case_rows(j.id, $1) WITH ORDINALITY r"
     " ORDER BY r.case_id DESC, r.ordinality";
 /* clang-format on */
@@ -303,7 +310,7 @@ static void list_joint_cases(rpc_call_t *call, const ProtobufCMessage *m) {
   Clue__V1__ListJointCasesResponse empty = CLUE__V1__LIST_JOINT_CASES_RESPONSE__INIT;
   authz_principal_t p = clue_principal(call);
   unsigned scope = authz_clue_scope(&p);
-  const char *where, *params[1];
+  const char *where, *params[2];
   char sql[2048];
   (void)m;
 
@@ -319,11 +326,13 @@ static void list_joint_cases(rpc_call_t *call, const ProtobufCMessage *m) {
     return;
   }
   snprintf(sql, sizeof(sql), list_cases_sql, where, CASE_LIST_MAX);
-  if ((params[0] = svc_i64(call, p.unit_id, 0)) == NULL) {
+  params[0] = svc_i64(call, p.unit_id, 0);
+  params[1] = svc_i64(call, p.user_id, 0);
+  if (!svc_all_set(params, 2)) {
     clue_oom(call);
     return;
   }
-  svc_query(call, sql, 1, params, reply_cases, NULL);
+  svc_query(call, sql, 2, params, reply_cases, NULL);
 }
 
 /* ---- CreateJointCase -------------------------------------------------------------------- */
@@ -381,7 +390,7 @@ static const char create_facts_sql[] =
     " FROM (SELECT 1) one LEFT JOIN clue_requests q ON q.user_id = $1 AND q.request_id = $2";
 
 static const char create_sql[] =
-    "SELECT " JC_SELECT
+    "SELECT " JC_SELECT("$1")
     " FROM case_create($1, $2, $3, $4, $5, $6, $7::bigint[], $8::bigint[], $9::bigint[]) r";
 /* clang-format on */
 
@@ -586,7 +595,7 @@ static void write_member(rpc_call_t *call, const member_req_t *mr, const char *f
   params[np++] = svc_i64(call, mr->id, 0);
   if (version != 0)
     params[np++] = svc_i64(call, version, 0);
-  sql = rpc_call_printf(call, "SELECT " JC_SELECT " FROM %s($1, $2, $3, $4, $5, $6%s) r", fn,
+  sql = rpc_call_printf(call, "SELECT " JC_SELECT("$1") " FROM %s($1, $2, $3, $4, $5, $6%s) r", fn,
                         version != 0 ? ", $7" : "");
   if (sql == NULL || !svc_all_set(params, np)) {
     clue_oom(call);

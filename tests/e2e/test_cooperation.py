@@ -264,6 +264,32 @@ def test_recused_leader(c):
     assert get(M, cl.id).id == cl.id
 
 
+def test_recused_user_finds_no_clue_in_cases(c):
+    # A joint case lists its clues to every unit it joins: not a clue to a user recused from it,
+    # who reads that case as if the clue had never joined (the other clues stay listed).
+    w = c.w
+    L2 = w.new_user("G1", "LEADER", "G1-leader-case")
+    hidden, kept = submit(w.G1.member), submit(w.G1.member)
+    recuse(w.G1.leader, hidden.id, user_id=L2.id)
+    recuse(w.G1.leader, hidden.id, user_id=w.R1.member.id)
+    jc = w.R1.leader.case.CreateJointCase(cs.CreateJointCaseRequest(
+        title="联合办案", participant_unit_ids=[w.G1.id], clue_ids=[hidden.id, kept.id],
+        request_id=new_request_id()), timeout=20)
+    assert {x.clue_id for x in jc.clues} == {hidden.id, kept.id}
+    for u in (L2, w.R1.member):
+        got = u.case.GetJointCase(cs.GetJointCaseRequest(case_id=jc.id), timeout=20)
+        assert [x.clue_id for x in got.clues] == [kept.id], got
+        listed = [k for k in u.case.ListJointCases(cs.ListJointCasesRequest(), timeout=20).cases if k.id == jc.id]
+        assert [x.clue_id for x in listed[0].clues] == [kept.id], listed
+    # A change of the case answers the recused caller the same way.
+    got = w.R1.leader.case.GetJointCase(cs.GetJointCaseRequest(case_id=jc.id), timeout=20)
+    assert {x.clue_id for x in got.clues} == {hidden.id, kept.id}
+    L2R1 = w.new_user("R1", "LEADER", "R1-leader-case")
+    recuse(w.G1.leader, hidden.id, user_id=L2R1.id)
+    changed = L2R1.case.AddParticipant(cs.AddParticipantRequest(case_id=jc.id, unit_id=w.G2.id), timeout=20)
+    assert [x.clue_id for x in changed.clues] == [kept.id], changed
+
+
 def test_recused_reviewer_cannot_review(c):
     w = c.w
     L = w.G1.leader
