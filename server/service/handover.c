@@ -69,7 +69,16 @@ static void replay_handover(rpc_call_t *call, const db_result_t *r, const handov
     return;
   }
   res = authz_can_see_clue(&p, &row->facts);
-  if (row->id != 0 && (authz_ok(&res) || row->version == svc_col_i64(r, 0, HF_REQ_VERSION))) {
+  if (row->id != 0 && authz_ok(&res)) {
+    (void)rpc_reply(call, &row->clue->base);
+    return;
+  }
+  /* The old owner no longer sees the clue: while it is still at the version the handover made,
+   * the first answer again, and nothing the new owner did since. Of the reply's fields only a
+   * pending proposal comes and goes without a new version, and the handover's own answer had
+   * none (it withdraws any). */
+  if (row->id != 0 && row->version == svc_col_i64(r, 0, HF_REQ_VERSION)) {
+    row->clue->pending_proposal = false;
     (void)rpc_reply(call, &row->clue->base);
     return;
   }

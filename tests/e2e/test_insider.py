@@ -280,5 +280,34 @@ def test_finding3_independent_review(c):
     assert c.get(R2.member, h.id).state == FILED
 
 
+
+
+# ---- retries after losing sight ------------------------------------------------------------
+
+
+def test_handover_retry_answers_only_what_it_answered(c):
+    # The old owner's retry of its HandOver answers the handover again, not the clue's life at
+    # its new owner: a co-review the new owner raises (which makes no new version) stays out.
+    w = c.w
+    clue = c.move(w.G1.leader, c.submit(w.G1.member), PRELIM).clue
+    req = pb.HandOverRequest(clue_id=clue.id, expected_version=clue.version, to_unit_id=w.G3.id, reason="移交",
+                             request_id=new_request_id())
+    first = w.G1.leader.clue.HandOver(req, timeout=20)
+    assert first.owner_unit_id == w.G3.id and not first.pending_proposal
+    expect_status(Code.NOT_FOUND, w.G1.leader.clue.GetClue, pb.GetClueRequest(clue_id=clue.id), timeout=20)
+    proposed = c.move(w.G3.leader, first, FILED)
+    assert proposed.pending and proposed.clue.version == first.version
+    again = w.G1.leader.clue.HandOver(req, timeout=20)
+    assert (again.id, again.version, again.owner_unit_id, again.state) == (
+        first.id, first.version, first.owner_unit_id, first.state), again
+    assert not again.pending_proposal, "the retry shows the new owner's co-review"
+    # The new owner's own view has the proposal, and a move that makes a new version ends the
+    # replay for the old owner: NOT_FOUND, as for a missing clue.
+    assert w.G3.leader.clue.GetClue(pb.GetClueRequest(clue_id=clue.id), timeout=20).pending_proposal
+    w.R2.leader.clue.ReviewProposal(pb.ReviewProposalRequest(proposal_id=proposed.proposal.id, approve=True,
+                                                             request_id=new_request_id()), timeout=20)
+    expect_status(Code.NOT_FOUND, w.G1.leader.clue.HandOver, req, timeout=20)
+
+
 if __name__ == "__main__":
     harness.run_tests(dict(globals()), setup, teardown)
