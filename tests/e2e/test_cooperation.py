@@ -17,6 +17,7 @@ reviewing unit has every leader recused is refused up front. Each change leaves 
 event on the clue's chain, which still verifies.
 """
 
+import json
 import os
 import sys
 
@@ -235,6 +236,36 @@ def test_case_lead_assigns_and_handover_ends(c):
     # The new owner assigns afresh.
     assign(w.G2.leader, cl.id, w.G3.member.id)
     assert [y.user_id for y in get(w.G3.member, cl.id).handlers] == [w.G3.member.id]
+
+
+def test_handover_back_revives_no_assignment(c):
+    # G1 assigns a seconded member; the clue goes to G3 and comes back to G1. The assignment
+    # ended with the first handover and stays ended: coming back is no new decision to assign.
+    w = c.w
+    cl = move(w.G1.leader, submit(w.G1.member), PRE).clue
+    assign(w.G1.leader, cl.id, w.R2.member.id)
+    assert get(w.R2.member, cl.id).id == cl.id
+    g = get(w.G1.leader, cl.id)
+    out = w.G1.leader.clue.HandOver(pb.HandOverRequest(clue_id=cl.id, expected_version=g.version, to_unit_id=w.G3.id,
+                                                        reason="移交", request_id=new_request_id()), timeout=20)
+    back = w.G3.leader.clue.HandOver(pb.HandOverRequest(clue_id=cl.id, expected_version=out.version,
+                                                         to_unit_id=w.G1.id, reason="退回",
+                                                         request_id=new_request_id()), timeout=20)
+    assert back.owner_unit_id == w.G1.id
+    assert list(get(w.G1.leader, cl.id).handlers) == []
+    expect_status(Code.NOT_FOUND, get, w.R2.member, cl.id)
+    assert cl.id not in queue(w.R2.member)
+    expect_status(Code.NOT_FOUND, w.R2.member.clue.AddNote, pb.AddNoteRequest(
+        clue_id=cl.id, kind=pb.NOTE_KIND_OTHER, text="x", request_id=new_request_id()), timeout=20)
+    assert cl.id not in {a.clue_id for a in w.G1.leader.clue.ListAssignments(
+        pb.ListAssignmentsRequest(clue_id=cl.id), timeout=20).assignments}
+    # The first handover's event names the assignment it ended; the second ended none.
+    ev = [e for e in w.auditor.clue.GetHistory(pb.GetHistoryRequest(clue_id=cl.id), timeout=20).events
+          if e.action == "clue.handover"]
+    assert [json.loads(e.details_json).get("unassigned_user_ids") for e in ev] == [[w.R2.member.id], None], ev
+    # G1 assigns afresh, as a new decision on the trail.
+    assign(w.G1.leader, cl.id, w.R2.member.id)
+    assert [y.user_id for y in get(w.G1.leader, cl.id).handlers] == [w.R2.member.id]
 
 
 def test_recused_leader(c):
