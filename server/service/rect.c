@@ -21,6 +21,7 @@
 #include "domain/rect.h"
 #include "log.h"
 #include "service/clue_row.h"
+#include "service/clue_scope.h"
 #include "service/svc_util.h"
 
 /* Note ids a plan or evidence may cite. */
@@ -586,16 +587,25 @@ typedef struct move_req {
   const char *request_id;
   const char *text;  /* plan, evidence, comment or reason; NULL when none */
   const char *notes; /* bigint[] literal */
+  size_t n_notes;
 } move_req_t;
 
 /* clang-format off */
-static const char move_facts_sql[] =
-    "SELECT " RECT_COLS("$2") ", coalesce(q.method, cq.method)"
-    " FROM (SELECT 1) one"
-    " LEFT JOIN rect_items i ON i.id = $1"
-    " LEFT JOIN units u ON u.id = i.supervising_unit"
-    " LEFT JOIN rect_requests q ON q.user_id = $3 AND q.request_id = $4"
-    " LEFT JOIN clue_requests cq ON cq.user_id = $3 AND cq.request_id = $4";
+#define MOVE_FACTS_COLS "SELECT " RECT_COLS("$2") ", coalesce(q.method, cq.method)"
+#define MOVE_FACTS_FROM                                                                            \
+    " FROM (SELECT 1) one"                                                                         \
+    " LEFT JOIN rect_items i ON i.id = $1"                                                         \
+    " LEFT JOIN units u ON u.id = i.supervising_unit"                                              \
+    " LEFT JOIN rect_requests q ON q.user_id = $3 AND q.request_id = $4"                           \
+    " LEFT JOIN clue_requests cq ON cq.user_id = $3 AND cq.request_id = $4"
+static const char move_facts_sql[] = MOVE_FACTS_COLS MOVE_FACTS_FROM;
+/* With note_ids ($5), one more column: the first of them that is no note of a clue the caller
+ * sees (the clue scope's condition on c, the caller's unit in $2 and user in $3). */
+static const char move_notes_col[] =
+    ", (SELECT x.id FROM unnest($5::bigint[]) WITH ORDINALITY x(id, k)"
+    "   WHERE NOT EXISTS (SELECT 1 FROM notes n JOIN clues c ON c.id = n.clue_id"
+    "                      WHERE n.id = x.id AND %s)"
+    "   ORDER BY x.k LIMIT 1)";
 
 static const char move_sql[] =
     "SELECT " RECT_COLS("$2") " FROM rect_move($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) i"
@@ -641,6 +651,15 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
       clue_refuse(call, &res);
       return;
     }
+    /* A note the caller does not see is refused as one that does not exist (the database's
+     * message for a note of another clue): naming which ids are notes of a clue the caller no
+     * longer sees (one handed over since, say) would tell who added what there. */
+    if (mr->n_notes > 0 && db_value(r, 0, RC_NCOLS + 1) != NULL) {
+      rpc_fail(call, GRPC_INVALID_ARGUMENT,
+               "note_ids: note %lld is not a note of the item's source clue or case",
+               (long long)svc_col_i64(r, 0, RC_NCOLS + 1));
+      return;
+    }
   }
   params[0] = svc_i64(call, p.user_id, 0);
   params[1] = svc_i64(call, p.unit_id, 0);
@@ -670,7 +689,7 @@ static void start_move(rpc_call_t *call, const char *method, rect_state_t target
   bool long_text = (required & (RECT_FIELD_PLAN | RECT_FIELD_EVIDENCE)) != 0;
   validate_error_t err;
   move_req_t *mr;
-  const char *params[4];
+  const char *params[5], *sql = move_facts_sql;
   int rc;
 
   if ((rc = validate_id("item_id", item_id, &err)) != 0 ||
@@ -700,15 +719,27 @@ static void start_move(rpc_call_t *call, const char *method, rect_state_t target
   mr->request_id = clue_request_key(call, request_id);
   mr->text = clue_trimmed(call, text);
   mr->notes = svc_id_array(call, note_ids, n_note_ids);
+  mr->n_notes = n_note_ids;
   params[0] = svc_i64(call, item_id, 0);
   params[1] = svc_i64(call, clue_principal(call).unit_id, 0);
   params[2] = svc_i64(call, clue_principal(call).user_id, 0);
   params[3] = mr->request_id;
-  if (mr->notes == NULL || (text_required && mr->text == NULL) || !svc_all_set(params, 4)) {
+  params[4] = mr->notes;
+  if (n_note_ids > 0) {
+    authz_principal_t p = clue_principal(call);
+    char cond[CLUE_SCOPE_SQL_MAX], col[CLUE_SCOPE_SQL_MAX + sizeof(move_notes_col)];
+
+    if (clue_scope_sql(authz_clue_scope(&p), "c", 2, 3, cond, sizeof(cond)) != 0)
+      snprintf(cond, sizeof(cond), "false");
+    snprintf(col, sizeof(col), move_notes_col, cond);
+    sql = rpc_call_printf(call, "%s%s%s", MOVE_FACTS_COLS, col, MOVE_FACTS_FROM);
+  }
+  if (mr->notes == NULL || sql == NULL || (text_required && mr->text == NULL) ||
+      !svc_all_set(params, 4)) {
     clue_oom(call);
     return;
   }
-  svc_query(call, move_facts_sql, 4, params, got_move_facts, mr);
+  svc_query(call, sql, n_note_ids > 0 ? 5 : 4, params, got_move_facts, mr);
   return;
 invalid:
   (void)clue_invalid(call, rc, &err);

@@ -369,6 +369,33 @@ def test_bad_input(c):
     assert [e.action for e in events(c, it.id)] == ["rect.create"]
 
 
+def test_notes_of_a_clue_no_longer_seen(c):
+    # The supervising unit hands the item's source clue over; the new owner adds a note. Citing
+    # it answers as a note that does not exist, whatever else is cited with it, and nothing
+    # changes: the refusal tells the old owner nothing of what the new owner wrote.
+    w = c.w
+    clue = submit_clue(w.G1.member)
+    kept = note(w.G1.member, clue.id, "移交前的记录")
+    it = create(c, w.G1.leader, source=SRC_CLUE, clue_id=clue.id)
+    g = w.G1.leader.clue.GetClue(pb.GetClueRequest(clue_id=clue.id), timeout=20)
+    w.G1.leader.clue.HandOver(pb.HandOverRequest(clue_id=clue.id, expected_version=g.version, to_unit_id=w.G3.id,
+                                                 reason="移交", request_id=new_request_id()), timeout=20)
+    theirs = note(w.G3.member, clue.id, "新承办单位的证据")
+    missing = theirs.id + 100000
+
+    def refused(ids):
+        return expect_status(Code.INVALID_ARGUMENT, w.G1.member.rect.RecordPlan, rp.RecordPlanRequest(
+            item_id=it.id, expected_version=it.version, plan="方案", note_ids=ids, request_id=new_request_id()),
+            timeout=20)
+
+    for ids in ([theirs.id], [kept.id], [theirs.id, missing]):
+        assert refused(ids) == f"note_ids: note {ids[0]} is not a note of the item's source clue or case", ids
+    assert refused([missing, theirs.id]) == f"note_ids: note {missing} is not a note of the item's source clue or case"
+    assert get(w.G1.member, it.id).version == it.version
+    # G3, which sees the clue, is not the supervising unit: the item stays hidden from it.
+    not_found(w.G3.member, it.id)
+
+
 def test_list_filters_and_overdue(c):
     w = c.w
     G3 = w.G3
