@@ -5,8 +5,9 @@
 
 #include "audit/tail.h"
 #include "clue/v1/common.pb-c.h"
-#include "server.h"
 #include "log.h"
+#include "server.h"
+#include "service/clue_row.h"
 #include "service/replica.h"
 #include "service/sql_errors.h"
 
@@ -14,9 +15,9 @@ typedef struct svc_job {
   rpc_call_t *call;
   svc_cb cb;
   void *arg;
-  db_req_t *req; /* cancelled by the call if it ends first */
-  int skip;      /* leading results not the caller's (the token statement) */
-  int writes;    /* may append audit events (svc_txn, not svc_read) */
+  db_req_t *req;   /* cancelled by the call if it ends first */
+  int skip;        /* leading results not the caller's (the token statement) */
+  int writes;      /* may append audit events (svc_txn, not svc_read) */
   db_pool_t *pool; /* where it was sent; NULL: the server's (srv->db) */
   /* A read sent to a replica, kept to run it again on the primary if the replica cannot
    * answer it (replica_fall_back()); the values are copies in the call's memory. */
@@ -57,6 +58,11 @@ void svc_fail_db(rpc_call_t *call, const db_result_t *r) {
       rpc_detail_reason(call, "VERSION_CONFLICT", NULL, NULL);
     else if (strcmp(st, "CLPRE") == 0)
       rpc_detail_precondition(call, "STATE", "concurrent change", r->message);
+    if (code == GRPC_NOT_FOUND) {
+      /* As the server's own refusal of a missing or hidden object (clue_refuse()). */
+      clue_not_found(call, r->message ? r->message : "");
+      return;
+    }
     rpc_fail(call, code, "%s", r->message ? r->message : "");
     return;
   }
@@ -257,8 +263,8 @@ void svc_read(rpc_call_t *call, const char *sql, int nparams, const char *const 
   run_one(call, sql, nparams, values, cb, arg, 0);
 }
 
-void svc_write(rpc_call_t *call, const char *sql, int nparams, const char *const *values,
-               svc_cb cb, void *arg) {
+void svc_write(rpc_call_t *call, const char *sql, int nparams, const char *const *values, svc_cb cb,
+               void *arg) {
   run_one(call, sql, nparams, values, cb, arg, 1);
 }
 
@@ -282,9 +288,9 @@ void svc_txn(rpc_call_t *call, const db_stmt_t *stmts, int n, svc_cb cb, void *a
   o.handle = &job->req;
   if (tok[0] == NULL) {
     /* No token: a single statement stays a plain query (its own transaction). */
-    rc = n == 1 ? db_query_opts(db, &o, stmts[0].sql, stmts[0].nparams, stmts[0].values,
-                                job_done, job)
-                : db_txn_opts(db, &o, stmts, n, job_done, job);
+    rc = n == 1
+             ? db_query_opts(db, &o, stmts[0].sql, stmts[0].nparams, stmts[0].values, job_done, job)
+             : db_txn_opts(db, &o, stmts, n, job_done, job);
     job_check_sent(job, rc);
     return;
   }

@@ -20,6 +20,7 @@ event on the clue's chain, which still verifies.
 import json
 import os
 import sys
+import threading
 
 import grpc
 
@@ -319,6 +320,74 @@ def test_recused_user_finds_no_clue_in_cases(c):
     recuse(w.G1.leader, hidden.id, user_id=L2R1.id)
     changed = L2R1.case.AddParticipant(cs.AddParticipantRequest(case_id=jc.id, unit_id=w.G2.id), timeout=20)
     assert [x.clue_id for x in changed.clues] == [kept.id], changed
+
+
+def _stalled_by_its_key(c, user, fn, req, during):
+    """Call fn(req) while a superuser session holds the lock of its request key, the first lock
+    every write takes: the call is decided and sent, and waits there. Run during() meanwhile,
+    release the lock, and return the call's (code, message) and what during() returned."""
+    lk = c.pg.connect(c.dbname)
+    lk.autocommit = False
+    cur = lk.cursor()
+    cur.execute("SELECT pg_advisory_xact_lock(hashtextextended('clue_requests/' || %s || '/' || %s::uuid, 0))",
+                (user.id, req.request_id))
+    out = {}
+
+    def run():
+        try:
+            fn(req, timeout=30)
+            out["r"] = (Code.OK, "")
+        except grpc.RpcError as e:
+            out["r"] = (e.code(), e.details())
+
+    t = threading.Thread(target=run)
+    t.start()
+    waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    harness.wait_for(lambda: _one(c.db, waiting) > 0, what="the call waiting on its request key")
+    d = during()
+    lk.rollback()
+    lk.close()
+    t.join()
+    return out["r"], d
+
+
+def _one(db, sql, *args):
+    cur = db.cursor()
+    cur.execute(sql, args)
+    return cur.fetchone()[0]
+
+
+def test_recusal_refuses_calls_on_their_way(c):
+    # A call decided before its caller's recusal and written after it is refused as the
+    # recused caller's calls are: the clue (or the proposal) is missing, nothing is written.
+    w = c.w
+    cl = move(w.G1.leader, submit(w.G1.member), PRE).clue
+    prop = move(w.G1.leader, cl, FIL).proposal
+    review = pb.ReviewProposalRequest(proposal_id=prop.id, approve=True, request_id=new_request_id())
+    got, _ = _stalled_by_its_key(c, w.R1.leader, w.R1.leader.clue.ReviewProposal, review,
+                                 lambda: recuse(w.R1.leader, cl.id, reason="与被反映人系同学"))
+    assert got == (Code.NOT_FOUND, "proposal not found"), got
+    assert _one(c.db, "SELECT status FROM proposals WHERE id = %s", prop.id) == "PENDING"
+
+    cl2 = move(w.G1.leader, submit(w.G1.member), PRE).clue
+    L2 = w.new_user("G1", "LEADER", "G1-leader-race")
+    note = pb.AddNoteRequest(clue_id=cl2.id, kind=pb.NOTE_KIND_OTHER, text="记录", request_id=new_request_id())
+    got, _ = _stalled_by_its_key(c, w.G1.member, w.G1.member.clue.AddNote, note,
+                                 lambda: recuse(w.G1.leader, cl2.id, user_id=w.G1.member.id))
+    assert got == (Code.NOT_FOUND, "clue not found"), got
+    hand = pb.HandOverRequest(clue_id=cl2.id, expected_version=cl2.version, to_unit_id=w.G2.id, reason="移交",
+                              request_id=new_request_id())
+    got, _ = _stalled_by_its_key(c, L2, L2.clue.HandOver, hand, lambda: recuse(w.G1.leader, cl2.id, user_id=L2.id))
+    assert got == (Code.NOT_FOUND, "clue not found"), got
+    mv = pb.RequestTransitionRequest(clue_id=cl2.id, expected_version=cl2.version, target=CLO, reason="r",
+                                     details=pb.TransitionDetails(finding="无"), request_id=new_request_id())
+    L3 = w.new_user("G1", "LEADER", "G1-leader-race-3")
+    got, _ = _stalled_by_its_key(c, L3, L3.clue.RequestTransition, mv,
+                                 lambda: recuse(w.G1.leader, cl2.id, user_id=L3.id))
+    assert got == (Code.NOT_FOUND, "clue not found"), got
+    now = get(w.G1.leader, cl2.id)
+    assert (now.owner_unit_id, now.state, now.version) == (w.G1.id, PRE, cl2.version), now
+    assert _one(c.db, "SELECT count(*) FROM notes WHERE clue_id = %s", cl2.id) == 0
 
 
 def test_recused_reviewer_cannot_review(c):
