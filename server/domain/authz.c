@@ -386,7 +386,8 @@ authz_result_t authz_can_manage_case(const authz_principal_t *p, const authz_cas
 /* May p vouch for the clue joining a case led by lead_unit_id? A LEADER of its owner unit, or
  * of the lead room when that room sees the clue as its owner or as the owner group's liaison
  * room; never through sight lent by a joint case or a pending review (consent, DESIGN.md §3). */
-static bool may_bring_clue(const authz_principal_t *p, const authz_clue_t *c, int64_t lead_unit_id) {
+static bool may_bring_clue(const authz_principal_t *p, const authz_clue_t *c,
+                           int64_t lead_unit_id) {
   if (is_leader_of(p, c->owner_unit_id))
     return true;
   return is_leader_of(p, lead_unit_id) && p->unit_kind == CLUE_UNIT_ROOM &&
@@ -451,6 +452,9 @@ authz_result_t authz_case_participant_ok(const authz_case_t *jc, const char *fie
                                          clue_unit_kind_t kind) {
   if (unit_id == 0)
     return decide(AUTHZ_INVALID_ARGUMENT, "no unit", "%s is required", field);
+  if (unit_id > 0 && kind == CLUE_UNIT_UNSPECIFIED)
+    return decide(AUTHZ_NOT_FOUND, "participant unit missing", "%s: unit %lld not found", field,
+                  (long long)unit_id);
   if (unit_id < 0 || !is_work_unit(kind))
     return decide(AUTHZ_INVALID_ARGUMENT, "participant kind",
                   "%s must name a GROUP, ROOM or REGION", field);

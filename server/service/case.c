@@ -409,8 +409,13 @@ static bool participant_ok(rpc_call_t *call, const db_result_t *r, int i, const 
   clue_unit_kind_t kind = (clue_unit_kind_t)clue_unit_kind_of(db_value(r, i, CF_KIND));
   authz_result_t res = authz_case_participant_ok(jc, "participant_unit_ids", id, kind);
 
-  if (!authz_ok(&res))
+  if (res.decision == AUTHZ_NOT_FOUND) {
+    log_info("call %s: %s refused (5): %s", rpc_call_id(call), rpc_call_method(call)->path,
+             res.message);
+    clue_not_found(call, res.message);
+  } else if (!authz_ok(&res)) {
     refuse_entry(call, "unit", id, &res);
+  }
   return authz_ok(&res);
 }
 

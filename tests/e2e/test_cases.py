@@ -402,8 +402,10 @@ def test_participant_removal_revokes_sight(c):
         assert jc.id not in c.listed_cases(u)
     # Removing it again, or adding the lead room, the ADMIN unit or a missing unit, is refused.
     expect_status(Code.FAILED_PRECONDITION, c.remove_participant, R1.leader, jc.id, X1)
-    for unit in (R1, w.admin_unit, world.Unit(MISSING_ID, "NONE", "GROUP")):
+    for unit in (R1, w.admin_unit):
         assert "unit_id" in expect_status(Code.INVALID_ARGUMENT, c.add_participant, R1.leader, jc.id, unit)
+    assert expect_status(Code.NOT_FOUND, c.add_participant, R1.leader, jc.id,
+                         world.Unit(MISSING_ID, "NONE", "GROUP")) == f"unit_id: unit {MISSING_ID} not found"
     expect_status(Code.ALREADY_EXISTS, c.add_participant, R1.leader, jc.id, G3)
     # Taking part again gives the sight back.
     c.add_participant(R1.leader, jc.id, X1, reason="需要X1继续协作")
@@ -464,7 +466,8 @@ def test_who_may_open_a_case(c):
         (dict(participants=[w.G1, w.G1]), Code.INVALID_ARGUMENT, "participant_unit_ids"),
         (dict(participants=[w.R1]), Code.INVALID_ARGUMENT, "participant_unit_ids"),
         (dict(participants=[w.admin_unit]), Code.INVALID_ARGUMENT, "participant_unit_ids"),
-        (dict(participants=[world.Unit(MISSING_ID, "x", "GROUP")]), Code.INVALID_ARGUMENT, "participant_unit_ids"),
+        (dict(participants=[world.Unit(MISSING_ID, "x", "GROUP")]), Code.NOT_FOUND,
+         f"participant_unit_ids: unit {MISSING_ID} not found"),
         (dict(clues=[g, g]), Code.INVALID_ARGUMENT, "clue_ids"),
         (dict(clues=[g3]), Code.NOT_FOUND, "clue not found"),
         (dict(clues=[world.Unit(MISSING_ID, "x", "GROUP")]), Code.NOT_FOUND, "clue not found"),
