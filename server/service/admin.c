@@ -84,10 +84,12 @@ static void create_unit_write(rpc_call_t *call, const db_result_t *r, void *arg)
   params[1] = actor_unit(call);
   params[2] = clue_unit_kind_name((clue_unit_kind_t)req->kind);
   params[3] = req->code;
-  params[4] = req->name;
+  /* Names are unique: one that only its spaces (an ideographic space, a pasted byte-order
+   * mark) tell from another would pass for it. Stored without them, as clue texts are. */
+  params[4] = clue_trimmed(call, req->name);
   params[5] = svc_i64(call, req->liaison_room_id, 1);
-  params[6] = svc_text_array(call, req->host_units, req->n_host_units);
-  if (params[0] == NULL || params[1] == NULL || params[6] == NULL) {
+  params[6] = svc_text_array_trimmed(call, req->host_units, req->n_host_units);
+  if (params[0] == NULL || params[1] == NULL || params[4] == NULL || params[6] == NULL) {
     clue_oom(call);
     return;
   }
@@ -216,8 +218,12 @@ static void create_user_write(rpc_call_t *call, const db_result_t *r, void *arg)
   params[0] = actor_user(call);
   params[1] = actor_unit(call);
   params[2] = svc_i64(call, req->unit_id, 0);
-  params[3] = req->name;
+  params[3] = clue_trimmed(call, req->name);
   params[4] = clue_role_name((clue_role_t)req->role);
+  if (params[0] == NULL || params[1] == NULL || params[2] == NULL || params[3] == NULL) {
+    clue_oom(call);
+    return;
+  }
   svc_query(call, "SELECT " USER_COLS USER_FROM("admin_create_user($1, $2, $3, $4, $5)"), 5, params,
             reply_user, NULL);
 }

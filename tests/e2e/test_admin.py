@@ -126,6 +126,20 @@ def test_duplicates(c):
                   A.CreateUserRequest(unit_id=unit.id, name="dup", role=C.ROLE_LEADER), metadata=c.md,
                   details_has=["dup"])
     assert audit_count(c) == before + 1
+    # A name that only white space around it tells from another is that name: stored trimmed
+    # (the ideographic space and a pasted byte-order mark too), and refused as a duplicate.
+    for i, name in enumerate(("R20 room ", " R20 room", "R20 room\u3000", "\ufeffR20 room")):
+        expect_status(grpc.StatusCode.ALREADY_EXISTS, c.admin.CreateUnit,
+                      A.CreateUnitRequest(kind=ROOM, code=f"R2{2 + i}", name=name), metadata=c.md,
+                      details_has=["R20 room"])
+    for name in ("dup ", "\u3000dup", "\ufeffdup"):
+        expect_status(grpc.StatusCode.ALREADY_EXISTS, c.admin.CreateUser,
+                      A.CreateUserRequest(unit_id=unit.id, name=name, role=C.ROLE_MEMBER), metadata=c.md)
+    spaced = c.admin.CreateUnit(A.CreateUnitRequest(kind=ROOM, code="R29", name="\u3000R29 room "), metadata=c.md)
+    assert spaced.name == "R29 room", spaced
+    u = c.admin.CreateUser(A.CreateUserRequest(unit_id=unit.id, name=" 张三\u3000", role=C.ROLE_MEMBER), metadata=c.md)
+    assert u.name == "张三", u
+    assert audit_count(c) == before + 3
 
 
 def make_unit(c, code, kind=ROOM):
