@@ -386,8 +386,7 @@ authz_result_t authz_can_manage_case(const authz_principal_t *p, const authz_cas
 /* May p vouch for the clue joining a case led by lead_unit_id? A LEADER of its owner unit, or
  * of the lead room when that room sees the clue as its owner or as the owner group's liaison
  * room; never through sight lent by a joint case or a pending review (consent, DESIGN.md §3). */
-static bool may_bring_clue(const authz_principal_t *p, const authz_clue_t *c,
-                           int64_t lead_unit_id) {
+static bool may_bring_clue(const authz_principal_t *p, const authz_clue_t *c, int64_t lead_unit_id) {
   if (is_leader_of(p, c->owner_unit_id))
     return true;
   return is_leader_of(p, lead_unit_id) && p->unit_kind == CLUE_UNIT_ROOM &&

@@ -15,13 +15,14 @@
  * units travel as one text column joined by U+001F, which names may not contain
  * (validate_name refuses control characters). The codes and names of the units a row names
  * are for people to read: a user row's unit comes from USER_FROM's join. */
-#define UNIT_COLS                                                                                  \
-  "x.id, x.kind, x.code, x.name, x.liaison_room_id, array_to_string(x.host_units, "                \
-  "chr(31)), " SVC_MS(                                                                             \
-      "x.created_at") ", (SELECT r.code FROM units r WHERE r.id = x.liaison_room_id)"
-#define USER_COLS                                                                                  \
+/* clang-format off */
+#define UNIT_COLS                                                                             \
+  "x.id, x.kind, x.code, x.name, x.liaison_room_id, array_to_string(x.host_units, chr(31)), " \
+  SVC_MS("x.created_at") ", (SELECT r.code FROM units r WHERE r.id = x.liaison_room_id)"
+#define USER_COLS \
   "x.id, x.unit_id, x.name, x.role, x.disabled, " SVC_MS("x.created_at") ", xu.code, xu.name"
 #define USER_FROM(src) " FROM " src " x LEFT JOIN units xu ON xu.id = x.unit_id"
+/* clang-format on */
 
 static const char *actor_user(rpc_call_t *call) {
   return svc_i64(call, rpc_call_principal(call)->user_id, 0);

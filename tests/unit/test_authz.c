@@ -392,12 +392,10 @@ static void check_add_clue_for(const scenario_t *sc, rel_t rel, int role, rel_t 
   authz_case_t jc = {.lead_unit_id = lead_rel == CASE_LEAD ? U_LEAD : U_LIAISON,
                      .principal_in_case = is_participant(rel)};
   authz_result_t r = authz_can_add_clue_to_case(&p, &jc, &c);
-  const char *ctx =
-      where(sc, rel, role, lead_rel == CASE_LEAD ? "add to case" : "add to liaison's case");
+  const char *ctx = where(sc, rel, role, lead_rel == CASE_LEAD ? "add to case" : "add to liaison's case");
   bool terminal = sc->state == CLUE_STATE_CLOSED || sc->state == CLUE_STATE_TRANSFERRED_TO_JUDICIAL;
-  bool consent =
-      role == L &&
-      (rel == OWN || (rel == LIAISON && lead_rel == LIAISON && sc->owner_kind == CLUE_UNIT_GROUP));
+  bool consent = role == L && (rel == OWN || (rel == LIAISON && lead_rel == LIAISON &&
+                                             sc->owner_kind == CLUE_UNIT_GROUP));
   if (!sees_case(rel, role, lead_rel)) {
     expect(&r, AUTHZ_NOT_FOUND, ctx);
     assert_string_equal(r.message, "joint case not found");
@@ -668,7 +666,8 @@ static void test_fail_closed(void **state) {
 static void test_scope(void **state) {
   (void)state;
   const unsigned unit = AUTHZ_SCOPE_OWN_UNIT | AUTHZ_SCOPE_JOINT_CASES |
-                        AUTHZ_SCOPE_PENDING_REVIEWS | AUTHZ_SCOPE_HANDLED | AUTHZ_SCOPE_UNRECUSED;
+                        AUTHZ_SCOPE_PENDING_REVIEWS | AUTHZ_SCOPE_HANDLED |
+                        AUTHZ_SCOPE_UNRECUSED;
   static const struct {
     clue_unit_kind_t kind;
     clue_role_t role;
@@ -866,8 +865,7 @@ static void test_self_review(void **state) {
   authz_principal_t colleague = {51, U_LEAD, CLUE_UNIT_ROOM, CLUE_ROLE_LEADER};
   r = authz_can_review(&colleague, &own, &mine);
   expect(&r, AUTHZ_DENIED, "another leader of the owner room");
-  assert_string_equal(r.message,
-                      "the owner unit and the proposer's unit may not review the proposal");
+  assert_string_equal(r.message, "the owner unit and the proposer's unit may not review the proposal");
   authz_principal_t member = {52, U_LEAD, CLUE_UNIT_ROOM, CLUE_ROLE_MEMBER};
   r = authz_can_review(&member, &own, &mine);
   expect(&r, AUTHZ_DENIED, "a member of the reviewing room");
@@ -1329,7 +1327,7 @@ static void test_role_fits_unit(void **state) {
 
 /* Only a ROOM may be a GROUP's liaison; UNSPECIFIED stands for a unit that does not exist. */
 static void test_liaison_fits(void **state) {
-  const clue_unit_kind_t kinds[] = {CLUE_UNIT_ROOM,  CLUE_UNIT_GROUP,       CLUE_UNIT_REGION,
+  const clue_unit_kind_t kinds[] = {CLUE_UNIT_ROOM, CLUE_UNIT_GROUP, CLUE_UNIT_REGION,
                                     CLUE_UNIT_ADMIN, CLUE_UNIT_UNSPECIFIED, (clue_unit_kind_t)9};
   (void)state;
   for (size_t k = 0; k < NELEM(kinds); k++) {
@@ -1347,8 +1345,8 @@ static void test_audit_fields_and_tokens(void **state) {
     const char *subject;
     const char *whole;
   } table[] = {
-      {"unit", "WWWW"}, {"user", "WWWW"},     {"token", "WWWW"}, {"clue", "WWWR"},
-      {"case", "WWWR"}, {"proposal", "WWWR"}, {"note", "WWWR"},  {"", "WWWR"},
+      {"unit", "WWWW"}, {"user", "WWWW"}, {"token", "WWWW"}, {"clue", "WWWR"},
+      {"case", "WWWR"}, {"proposal", "WWWR"}, {"note", "WWWR"}, {"", "WWWR"},
       {"Unit", "WWWR"}, {"user ", "WWWR"},
   };
   for (size_t i = 0; i < NELEM(table); i++)
@@ -1391,7 +1389,7 @@ static void test_move_unread(void **state) {
   static const char *const texts[] = {NULL, "", "  ", "理由"};
   static const int disposals[] = {0, 1, 3, 7}; /* none, two valid, one unknown */
   const clue_role_t roles[] = {CLUE_ROLE_UNSPECIFIED, CLUE_ROLE_MEMBER, CLUE_ROLE_LEADER,
-                               CLUE_ROLE_AUDITOR,     CLUE_ROLE_ADMIN,  (clue_role_t)9};
+                               CLUE_ROLE_AUDITOR, CLUE_ROLE_ADMIN, (clue_role_t)9};
   const clue_unit_kind_t kinds[] = {CLUE_UNIT_UNSPECIFIED, CLUE_UNIT_ROOM, CLUE_UNIT_GROUP,
                                     CLUE_UNIT_REGION, CLUE_UNIT_ADMIN};
   const int64_t units[] = {0, 5};
