@@ -298,10 +298,11 @@ static void fill_event(rpc_call_t *call, const db_result_t *r, int row,
   ev->from_state = col(call, r, row, AUDIT_LEAF_FROM_STATE, &nulls, AUDIT_LEAF_FROM_STATE, oom);
   ev->to_state = col(call, r, row, AUDIT_LEAF_TO_STATE, &nulls, AUDIT_LEAF_TO_STATE, oom);
   ev->actor_token_id = col(call, r, row, AUDIT_LEAF_TOKEN, &nulls, AUDIT_LEAF_TOKEN, oom);
-  /* What an ADMIN may not see of clue and case events (authz_audit_event_whole(), as
-   * ListAuditEvents): reason, details and the chain hashes. The leaf hash stands for them,
-   * so that an ADMIN can still check the tree (issue 12). */
-  if (!authz_audit_event_whole(viewer, ev->subject_type)) {
+  /* What an ADMIN may not see of clue and case events, nor anyone but a LEADER or an
+   * AUDITOR of a recusal (authz_audit_event_whole(), as ListAuditEvents): reason, details and
+   * the chain hashes. The leaf hash stands for them, so that an ADMIN can still check the
+   * tree (issue 12). */
+  if (!authz_audit_event_whole(viewer, ev->subject_type, ev->action)) {
     ev->redacted = 1;
   } else {
     ev->prev_hash = col(call, r, row, AUDIT_LEAF_PREV_HASH, &nulls, AUDIT_LEAF_PREV_HASH, oom);
