@@ -650,9 +650,14 @@ authz_result_t authz_liaison_fits(clue_unit_kind_t kind) {
   return allow("liaison is a room");
 }
 
-bool authz_audit_event_whole(const authz_principal_t *p, const char *subject_type) {
-  if (p == NULL || subject_type == NULL)
+bool authz_audit_event_whole(const authz_principal_t *p, const char *subject_type,
+                             const char *action) {
+  if (p == NULL || subject_type == NULL || action == NULL)
     return false;
+  /* A recusal's reason and whom it names are for those who may list recusals: the event must
+   * not tell a member what ListRecusals refuses it. */
+  if (strcmp(action, "clue.recuse") == 0)
+    return authz_can_list_recusals(p).decision == AUTHZ_ALLOW;
   switch (p->role) {
   case CLUE_ROLE_AUDITOR:
   case CLUE_ROLE_MEMBER:

@@ -318,11 +318,15 @@ authz_result_t authz_liaison_fits(clue_unit_kind_t kind);
 
 /**
  * Does p see every field of an audit event about subject_type ("clue", "case", "unit",
- * "user")? AUDITORs, and MEMBERs and LEADERs (who see only their clues' events), see all. An
- * ADMIN sees unit, user and token events (token events are the user's) whole; of every other subject only seq,
- * time, actor, action, subject and states, never reason, details or hashes (separation of
- * duties, DESIGN.md §4). Fails closed: an unknown role or a NULL argument sees no more.
+ * "user") with this action ("clue.submit", ...)? AUDITORs, and MEMBERs and LEADERs (who see
+ * only their clues' events), see all, except that a `clue.recuse` event is whole only for
+ * those who may list recusals (authz_can_list_recusals(): LEADERs and AUDITORs). An ADMIN
+ * sees unit, user and token events (token events are the user's) whole. Of any other event a
+ * viewer sees only seq, time, actor, action, subject and states, never reason, details or
+ * hashes (separation of duties, DESIGN.md §4). Fails closed: an unknown role or a NULL
+ * argument sees no more.
  */
-bool authz_audit_event_whole(const authz_principal_t *p, const char *subject_type);
+bool authz_audit_event_whole(const authz_principal_t *p, const char *subject_type,
+                             const char *action);
 
 #endif

@@ -223,7 +223,7 @@ void audit_ev_to_msg(const audit_filter_t *f, const audit_ev_t *ev, Clue__V1__Au
   msg->prev_hash.len = ev->prev_hash_len;
   msg->hash.data = (uint8_t *)ev->hash;
   msg->hash.len = ev->hash_len;
-  if (f != NULL && !authz_audit_event_whole(&f->viewer, ev->subject_type)) {
+  if (f != NULL && !authz_audit_event_whole(&f->viewer, ev->subject_type, ev->action)) {
     /* The hashes go too: with every other field known, a hash would confirm a guess of the
      * withheld text (a subject's name, say). */
     msg->reason = (char *)"";

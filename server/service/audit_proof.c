@@ -237,9 +237,10 @@ static void get_consistency(rpc_call_t *call, const ProtobufCMessage *m) {
 
 /* The leaf columns, then the current SHA-256 of the content the event records a hash of:
  * a note's text (note.add), a clue's submitted fields and its reporter (clue.submit). The
- * expressions are those of note_add() (0005) and clue_content_sha256() and
- * clue_reporter_sha256() (0013), written out here rather than called, so that a function
- * redefined in the database cannot answer for the rows. */
+ * expressions are those of note_add() (0005), clue_content_sha256() (0013) and
+ * clue_reporter_sha256() (0031: the reporter row's salt, none before 0031, then the text of
+ * 0013), written out here rather than called, so that a function redefined in the database
+ * cannot answer for the rows. */
 #define EXPORT_COL_CONTENT AUDIT_LEAF_NFIELDS
 #define LP(x) "octet_length(" x "), ':', " x ", E'\\n'" /* "<length>:<text>\n" */
 static const char sql_export[] =
@@ -254,7 +255,8 @@ static const char sql_export[] =
     LP("c.violation_categories::text") "), 'UTF8')), 'hex')"
     "                              FROM clues c WHERE c.id = e.subject_id)"
     "  END,"
-    "  CASE WHEN e.action = 'clue.submit' THEN (SELECT encode(sha256(convert_to(concat("
+    "  CASE WHEN e.action = 'clue.submit' THEN (SELECT encode(sha256(coalesce(r.salt, ''::bytea)"
+    " || convert_to(concat("
     LP("r.name") ", " LP("r.phone") ", " LP("r.address") ", " LP("r.email") "), 'UTF8')), 'hex')"
     "                              FROM clue_reporters r WHERE r.clue_id = e.subject_id) END"
     " FROM audit_events e WHERE e.seq > $1 ORDER BY e.seq LIMIT $2";
@@ -296,10 +298,11 @@ static void fill_event(rpc_call_t *call, const db_result_t *r, int row,
   ev->from_state = col(call, r, row, AUDIT_LEAF_FROM_STATE, &nulls, AUDIT_LEAF_FROM_STATE, oom);
   ev->to_state = col(call, r, row, AUDIT_LEAF_TO_STATE, &nulls, AUDIT_LEAF_TO_STATE, oom);
   ev->actor_token_id = col(call, r, row, AUDIT_LEAF_TOKEN, &nulls, AUDIT_LEAF_TOKEN, oom);
-  /* What an ADMIN may not see of clue and case events (authz_audit_event_whole(), as
-   * ListAuditEvents): reason, details and the chain hashes. The leaf hash stands for them,
-   * so that an ADMIN can still check the tree (issue 12). */
-  if (!authz_audit_event_whole(viewer, ev->subject_type)) {
+  /* What an ADMIN may not see of clue and case events, nor anyone but a LEADER or an
+   * AUDITOR of a recusal (authz_audit_event_whole(), as ListAuditEvents): reason, details and
+   * the chain hashes. The leaf hash stands for them, so that an ADMIN can still check the
+   * tree (issue 12). */
+  if (!authz_audit_event_whole(viewer, ev->subject_type, ev->action)) {
     ev->redacted = 1;
   } else {
     ev->prev_hash = col(call, r, row, AUDIT_LEAF_PREV_HASH, &nulls, AUDIT_LEAF_PREV_HASH, oom);

@@ -3,8 +3,12 @@ fresh log after an auditor saved a signed checkpoint: `cluectl audit verify --ch
 must exit 1 and name the right seq, where the hash chains alone (plain `audit verify`)
 are fooled by the careful ones. A clean log verifies (exit 0) before each tampering."""
 
+import glob
+import hashlib
+import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 
@@ -35,27 +39,53 @@ def cp_size(stub, md):
         raise
 
 
+def migrations_before(first):
+    """A folder with the migrations numbered below first: the schema as it was before it."""
+    d = os.path.join(TMP, "migrations-before-" + first)
+    if not os.path.isdir(d):
+        os.mkdir(d)
+        for path in glob.glob(os.path.join(harness.SRC, "migrations", "*.sql")):
+            if os.path.basename(path) < first:
+                shutil.copy(path, d)
+    return d
+
+
 class Log:
     """A fresh database and clued, a few clues with a reporter, notes and moves, and a
-    checkpoint of all of it saved by the auditor."""
+    checkpoint of all of it saved by the auditor. upgraded: the first clues are written by a
+    clued of the schema before 0031 (reporter rows without a salt), three more after clued is
+    upgraded to every migration."""
 
-    def __init__(self):
+    def __init__(self, upgraded=False):
         self.pg = harness.Postgres.get()
         self.dbname = self.pg.new_database()
         self.url = self.pg.url(self.dbname)
         self.args = ["--audit-signing-key", KEY, "--checkpoint-every", "1000", "--checkpoint-interval", "200ms"]
-        self.srv = harness.Clued(self.url, args=self.args).start()
+        if upgraded:
+            old = migrations_before("0031")
+            self.srv = harness.Clued(self.url, args=self.args + ["--migrations", old])
+            self.srv.run("migrate", "--migrations", old)
+            self.srv.start(migrate=False)
+        else:
+            self.srv = harness.Clued(self.url, args=self.args).start()
         try:
-            self._populate()
+            self._populate(upgraded)
         except BaseException:
             self.srv.stop()  # a failed set-up leaves no clued behind
             raise
 
-    def _populate(self):
+    def _populate(self, upgraded):
         self.w = world.build(self.srv)
         self.db = self.pg.connect(self.dbname)
-        g = self.w.G1
         self.clues = []
+        self._submit()
+        if upgraded:
+            self.restart(migrate=True)
+            self._submit()
+        self.cp = self.save_checkpoint()
+
+    def _submit(self):
+        g = self.w.G1
         for i in range(3):
             rep = pb.ReporterContact(name="举报人", phone="1370000000%d" % i) if i != 1 else None
             c = g.member.clue.SubmitClue(pb.SubmitClueRequest(
@@ -68,7 +98,18 @@ class Log:
             g.leader.clue.RequestTransition(pb.RequestTransitionRequest(
                 clue_id=c.id, expected_version=c.version, target=S.common_pb2.CLUE_STATE_PRELIMINARY_CHECK,
                 reason="依据初步核实情况", request_id=new_request_id()), timeout=20)
-        self.cp = self.save_checkpoint()
+
+    def restart(self, migrate=False):
+        """Stop clued and start it again on the same database (migrating first if asked),
+        with the same users and tokens on its new address."""
+        self.w.close()
+        self.srv.stop()
+        self.srv = harness.Clued(self.url, args=self.args).start(migrate=migrate)
+        seen = set()
+        for u in [*self.w.users, self.w.admin, self.w.auditor]:
+            if id(u) not in seen:
+                seen.add(id(u))
+                u.__init__(self.srv.addr, u.id, u.name, u.role, u.unit, u.token)
 
     def env(self):
         return {"CLUED_SERVER": self.srv.addr, "CLUED_TOKEN": self.w.auditor.token}
@@ -254,6 +295,120 @@ def test_reporter_contact_edited():
         log.close()
 
 
+def contact_text(name="", phone="", address="", email=""):
+    """The text clue_reporter_sha256() hashes (0013): "<octets>:<field>\n" for each field."""
+    return "".join(f"{len(x.encode())}:{x}\n" for x in (name, phone, address, email)).encode()
+
+
+def submit_event(u, clue_id):
+    """The clue.submit event of clue_id as u reads it in GetHistory, ListAuditEvents and
+    WatchEvents (the three must agree)."""
+    got = [e for e in u.clue.GetHistory(pb.GetHistoryRequest(clue_id=clue_id), timeout=20).events
+           if e.action == "clue.submit"]
+    assert len(got) == 1, got
+    ev = got[0]
+    listed = [e for e in u.audit.ListAuditEvents(AU.ListAuditEventsRequest(
+        subject_type="clue", subject_id=clue_id, action="clue.submit"), timeout=20).events]
+    assert listed == [ev], (listed, ev)
+    stream = u.audit.WatchEvents(AU.WatchEventsRequest(after_seq=ev.seq - 1), timeout=60)
+    try:
+        assert next(iter(stream)) == ev
+    finally:
+        stream.cancel()
+    return ev
+
+
+def test_reporter_hash_is_salted():
+    """A member of the owner unit, never shown the reporter, reads the clue.submit event whole,
+    but cannot confirm a guess of the reporter's contact details with its reporter_sha256: the
+    hash starts with the row's salt, which no RPC returns. The log verifies (Log saved a
+    checkpoint and verified it); a clue without a reporter has no reporter_sha256."""
+    log = Log()
+    try:
+        m, leader = log.w.G1.member, log.w.G1.leader
+        salts = set()
+        for i in (0, 2):
+            cid = log.clues[i]
+            assert not m.clue.GetClue(pb.GetClueRequest(clue_id=cid), timeout=20).HasField("reporter")
+            details = json.loads(submit_event(m, cid).details_json)
+            guess = contact_text(name="举报人", phone="1370000000%d" % i)
+            assert details["reporter_sha256"] != hashlib.sha256(guess).hexdigest(), "an unsalted hash"
+            salt = bytes(log.one("SELECT salt FROM clue_reporters WHERE clue_id = %s", cid)[0])
+            assert len(salt) == 32
+            salts.add(salt)
+            assert details["reporter_sha256"] == hashlib.sha256(salt + guess).hexdigest()
+            # The leader who reads the reporter gets its four fields and nothing that holds the salt.
+            got = leader.clue.GetClue(pb.GetClueRequest(clue_id=cid), timeout=20)
+            assert got.reporter.phone == "1370000000%d" % i
+            assert salt not in got.SerializeToString() and salt.hex() not in str(got)
+        assert len(salts) == 2, "each reporter row has its own salt"
+        details = json.loads(submit_event(m, log.clues[1]).details_json)
+        assert details["has_reporter"] is False and "reporter_sha256" not in details, details
+        assert log.one("SELECT count(*) FROM clue_reporters WHERE clue_id = %s", log.clues[1])[0] == 0
+        # The export the offline verification reads recomputes the same salted hashes.
+        a = S.audit_pb2_grpc.AuditServiceStub(log.w.auditor.channel)
+        subs = {}
+        after, done = 0, False
+        while not done:
+            page = a.ExportAuditEvents(AU.ExportAuditEventsRequest(after_seq=after, page_size=500),
+                                       metadata=log.w.auditor.metadata, timeout=20)
+            for e in page.events:
+                after = max(after, e.seq)
+                if e.action == "clue.submit":
+                    subs[int(e.subject_id)] = e
+            done = page.done or not page.events
+        for i in (0, 2):
+            e = subs[log.clues[i]]
+            assert e.current_reporter_sha256 == json.loads(e.details)["reporter_sha256"], e
+        assert subs[log.clues[1]].current_reporter_sha256 == ""
+        r = harness.cluectl("audit", "verify", env=log.env(), check=0)
+        assert r.stdout.startswith("OK"), r.stdout
+    finally:
+        log.close()
+
+
+def test_reporter_rows_from_before_the_salt():
+    """Clues written before 0031 keep a reporter row without a salt and the hash of 0013;
+    after the upgrade they and the salted ones verify together, and an edit of either kind of
+    row is caught."""
+    log = Log(upgraded=True)
+    try:
+        old, new = log.clues[:3], log.clues[3:]
+        m = log.w.G1.member
+        for cids, salted in ((old, False), (new, True)):
+            for i in (0, 2):
+                salt = log.one("SELECT salt FROM clue_reporters WHERE clue_id = %s", cids[i])[0]
+                assert (salt is not None) == salted, (cids[i], salt)
+                text = contact_text(name="举报人", phone="1370000000%d" % i)
+                want = hashlib.sha256((bytes(salt) if salted else b"") + text).hexdigest()
+                assert json.loads(submit_event(m, cids[i]).details_json)["reporter_sha256"] == want
+        # At the SQL level: without a salt, clue_reporter_sha256() is the function of 0013, and
+        # what Python computes from the same fields.
+        body = ("encode(sha256(convert_to(concat(octet_length(r.name), ':', r.name, E'\\n',"
+                " octet_length(r.phone), ':', r.phone, E'\\n', octet_length(r.address), ':', r.address,"
+                " E'\\n', octet_length(r.email), ':', r.email, E'\\n'), 'UTF8')), 'hex')")
+        with open(os.path.join(harness.SRC, "migrations", "0013_audit_content.sql"), encoding="utf-8") as f:
+            assert re.sub(r"\s+", "", body) in re.sub(r"\s+", "", f.read()), "0013's body, as written there"
+        rows = [(0, 0, "举报人", "13700000000", "", ""), (0, 0, "", "", "", ""),
+                (0, 0, "王某", "139", "北京市东城区某街道 1 号", "w@example.cn")]
+        for row in rows:
+            got = log.one(f"SELECT clue_reporter_sha256(r), {body.replace('r.', '(r).')}"
+                          " FROM (VALUES (ROW(%s, %s, %s, %s, %s, %s, NULL)::clue_reporters)) v (r)", *row)
+            assert got[0] == got[1] == hashlib.sha256(contact_text(*row[2:])).hexdigest(), (row, got)
+        assert log.one(f"SELECT count(*) FROM clue_reporters r WHERE salt IS NULL AND clue_reporter_sha256(r) <> {body}"
+                       )[0] == 0
+        seq = log.one("SELECT seq FROM audit_events WHERE subject_id = %s AND action = 'clue.submit'", old[0])[0]
+        log.sql(("UPDATE clue_reporters SET phone = '13900000000' WHERE clue_id = %s", (old[0],)))
+        tampered("reporter phone edited (a row from before the salt)", log, seq, "reporter")
+        log.sql(("UPDATE clue_reporters SET phone = '13700000000' WHERE clue_id = %s", (old[0],)))
+        assert log.verify().returncode == 0
+        seq = log.one("SELECT seq FROM audit_events WHERE subject_id = %s AND action = 'clue.submit'", new[2])[0]
+        log.sql(("UPDATE clue_reporters SET name = '举报人 ' WHERE clue_id = %s", (new[2],)))
+        tampered("reporter name edited (a salted row)", log, seq, "reporter")
+    finally:
+        log.close()
+
+
 def _truncate(log, keep):
     """Remove every event after seq keep, with its leaves and the checkpoints over them,
     then restart clued so that its memory of the tree goes too."""
@@ -265,15 +420,7 @@ def _truncate(log, keep):
              " h.subject_type AND e.subject_id = h.subject_id), last_hash = (SELECT e.hash FROM audit_events e"
              " WHERE e.subject_type = h.subject_type AND e.subject_id = h.subject_id ORDER BY seq DESC LIMIT 1)"),
             "DELETE FROM audit_heads WHERE last_seq IS NULL")
-    log.w.close()
-    log.srv.stop()
-    log.srv = harness.Clued(log.url, args=log.args).start(migrate=False)
-    # The same users and tokens, on the restarted server's address.
-    seen = set()
-    for u in [*log.w.users, log.w.admin, log.w.auditor]:
-        if id(u) not in seen:
-            seen.add(id(u))
-            u.__init__(log.srv.addr, u.id, u.name, u.role, u.unit, u.token)
+    log.restart()
     # The checkpoint at exactly n, if the builder had published none there, is what the
     # restarted builder signs next (within --checkpoint-interval): wait for it, so that the
     # server has a latest checkpoint of the truncated log before anyone verifies against it.
@@ -394,7 +541,7 @@ def test_report():
     # The list the closing note asks for: each tampering with its detection message.
     for name, msg in REPORT:
         print(f"{name}\n    {msg}")
-    assert len(REPORT) == 11
+    assert len(REPORT) == 13
 
 
 if __name__ == "__main__":

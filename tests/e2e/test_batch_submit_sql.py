@@ -141,15 +141,21 @@ class Db:
     def state(self):
         """Everything a submit writes, keyed so that two databases compare: clues by
         registration number without id, reporters, request records, counters, events without
-        seq, at, txid and subject id (their hash then differs; each is checked on its own)."""
+        seq, at, txid and subject id (their hash then differs; each is checked on its own).
+        Each reporter row has its own random salt (0031): of a reporter_sha256 only whether it
+        is the hash of its row is compared."""
         clues = self.q("SELECT registration_number, to_jsonb(c) - 'id' FROM clues c ORDER BY 1")
-        reps = self.q("SELECT c.registration_number, r.owner_unit, r.name, r.phone, r.address, r.email"
+        reps = self.q("SELECT c.registration_number, r.owner_unit, r.name, r.phone, r.address, r.email,"
+                      " octet_length(r.salt)"
                       " FROM clue_reporters r JOIN clues c ON c.id = r.clue_id ORDER BY 1")
         reqs = self.q("SELECT q.user_id, q.request_id, q.method, c.registration_number, q.proposal_id, q.owner_unit"
                       " FROM clue_requests q JOIN clues c ON c.id = q.clue_id ORDER BY 2")
         counters = self.q("SELECT unit_id, year, last_seq FROM clue_counters ORDER BY 1, 2")
         events = self.q("SELECT c.registration_number, e.actor_user_id, e.actor_unit_id, e.action, e.subject_type,"
-                        " e.owner_unit, e.from_state, e.to_state, e.reason, e.details, e.prev_hash, e.actor_token_id"
+                        " e.owner_unit, e.from_state, e.to_state, e.reason, e.details::jsonb - 'reporter_sha256',"
+                        " e.details::jsonb->>'reporter_sha256' = (SELECT clue_reporter_sha256(r) FROM clue_reporters r"
+                        "                                         WHERE r.clue_id = c.id),"
+                        " e.prev_hash, e.actor_token_id"
                         " FROM audit_events e JOIN clues c ON e.subject_type = 'clue' AND c.id = e.subject_id"
                         " ORDER BY 1")
         return {"clues": clues, "reporters": reps, "requests": reqs, "counters": counters, "events": events}

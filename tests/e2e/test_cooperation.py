@@ -535,6 +535,69 @@ def test_first_assignments_race(c):
         assert cur.fetchone()[0] == 0
 
 
+def recuse_events(u, clue_id):
+    """The clue.recuse events of clue_id as u reads them in GetHistory, ListAuditEvents and
+    WatchEvents (the three must agree)."""
+    got = [e for e in u.clue.GetHistory(pb.GetHistoryRequest(clue_id=clue_id), timeout=20).events
+           if e.action == "clue.recuse"]
+    listed = list(u.audit.ListAuditEvents(au.ListAuditEventsRequest(
+        subject_type="clue", subject_id=clue_id, action="clue.recuse"), timeout=20).events)
+    assert listed == got, (listed, got)
+    stream = u.audit.WatchEvents(au.WatchEventsRequest(after_seq=got[0].seq - 1), timeout=60)
+    try:
+        streamed = []
+        for e in stream:
+            if e.subject_type == "clue" and e.subject_id == clue_id and e.action == "clue.recuse":
+                streamed.append(e)
+            if e.seq >= got[-1].seq:
+                break
+    finally:
+        stream.cancel()
+    assert streamed == got, (streamed, got)
+    return got
+
+
+def test_recusal_events_only_for_those_who_list_recusals(c):
+    """ListRecusals refuses a MEMBER; the clue.recuse events must not tell it what the listing
+    would (who is recused, and why): whoever may not list recusals (the owner unit's members,
+    the liaison room, a seconded handler) gets them without reason, details and hashes, as an
+    ADMIN gets a clue's events. A LEADER of the owner unit and an AUDITOR get them whole; every
+    other event of the clue stays whole for the member."""
+    w = c.w
+    L, M = w.G1.leader, w.G1.member
+    cl = move(L, submit(M, reporter=True), PRE).clue
+    h = w.R2.member
+    assign(L, cl.id, h.id)
+    colleague = w.new_user("G1", "MEMBER")
+    rec = recuse(L, cl.id, user_id=colleague.id, reason="与被反映人系同学")
+    with c.db.cursor() as cur:
+        cur.execute("SELECT reason, details FROM audit_events WHERE subject_type = 'clue' AND subject_id = %s"
+                    " AND action = 'clue.recuse'", (cl.id,))
+        [(reason, details)] = cur.fetchall()
+    assert reason == "与被反映人系同学" and str(colleague.id) in details, details
+    expect_status(Code.PERMISSION_DENIED, M.clue.ListRecusals, pb.ListRecusalsRequest(clue_id=cl.id), timeout=20)
+    for u in (M, w.R1.member, h):  # the owner unit, its liaison room, a seconded handler
+        [e] = recuse_events(u, cl.id)
+        assert (e.reason, e.details_json, e.prev_hash, e.hash) == ("", "", b"", b""), (u, e)
+        assert (e.actor_user_id, e.subject_id) == (L.id, cl.id), e
+        whole = [e for e in u.clue.GetHistory(pb.GetHistoryRequest(clue_id=cl.id), timeout=20).events
+                 if e.action != "clue.recuse"]
+        assert whole and all(x.details_json and len(x.hash) == 32 for x in whole), (u, whole)
+    for u in (L, w.auditor):
+        [e] = recuse_events(u, cl.id)
+        assert e.reason == "与被反映人系同学" and len(e.hash) == 32 and len(e.prev_hash) == 32, (u, e)
+        d = json.loads(e.details_json)
+        assert d["user_id"] == colleague.id and d["recusal_id"] == rec.id, d
+    # The export (AUDITOR and ADMIN): whole for the AUDITOR; an ADMIN's clue events are
+    # redacted as before.
+    seq = recuse_events(L, cl.id)[0].seq
+    for u, redacted in ((w.auditor, False), (w.admin, True)):
+        [e] = u.audit.ExportAuditEvents(au.ExportAuditEventsRequest(after_seq=seq - 1, page_size=1),
+                                        timeout=20).events
+        assert e.action == "clue.recuse" and e.redacted == redacted, (u, e)
+        assert (e.reason == "") == redacted and (e.details == "") == redacted and (e.hash == "") == redacted, e
+
+
 def test_zz_chains(c):
     """Every clue's chain verifies when recomputed here (assign, unassign, recuse included)."""
     chains = chain.verify(c.db, "clue")

@@ -1352,24 +1352,59 @@ static void test_audit_fields_and_tokens(void **state) {
   for (size_t i = 0; i < NELEM(table); i++)
     for (int role = 0; role < NROLES; role++) {
       authz_principal_t p = {1, 7, CLUE_UNIT_ADMIN, ROLE[role]};
-      bool whole = authz_audit_event_whole(&p, table[i].subject);
+      bool whole = authz_audit_event_whole(&p, table[i].subject, "clue.move");
       checks++;
       if (whole != (table[i].whole[role] == 'W'))
         fail_msg("subject \"%s\", role %d: whole=%d", table[i].subject, (int)ROLE[role], whole);
     }
   authz_principal_t odd = {1, 7, CLUE_UNIT_ADMIN, CLUE_ROLE_UNSPECIFIED};
-  assert_false(authz_audit_event_whole(&odd, "unit"));
+  assert_false(authz_audit_event_whole(&odd, "unit", "unit.create"));
   odd.role = (clue_role_t)9;
-  assert_false(authz_audit_event_whole(&odd, "clue"));
-  assert_false(authz_audit_event_whole(NULL, "unit"));
+  assert_false(authz_audit_event_whole(&odd, "clue", "clue.move"));
+  assert_false(authz_audit_event_whole(NULL, "unit", "unit.create"));
   authz_principal_t aud = {1, 7, CLUE_UNIT_ADMIN, CLUE_ROLE_AUDITOR};
-  assert_false(authz_audit_event_whole(&aud, NULL));
+  assert_false(authz_audit_event_whole(&aud, NULL, "clue.move"));
+  assert_false(authz_audit_event_whole(&aud, "clue", NULL));
 
   authz_result_t r = authz_token_can_see_reporter(false);
   expect(&r, AUTHZ_ALLOW, "personal token");
   r = authz_token_can_see_reporter(true);
   expect(&r, AUTHZ_DENIED, "enrollment token");
   assert_non_null(strstr(r.message, "enrollment token"));
+}
+
+/* A clue.recuse event (whom it recuses and why) is whole only for those who may list
+ * recusals: LEADERs of working units and AUDITORs. Every role in every unit kind, against
+ * recusals and against the actions beside them, which keep the rule of their subject. */
+static void test_audit_recusal_fields(void **state) {
+  const clue_unit_kind_t kinds[] = {CLUE_UNIT_GROUP, CLUE_UNIT_ROOM,        CLUE_UNIT_REGION,
+                                    CLUE_UNIT_ADMIN, CLUE_UNIT_UNSPECIFIED, (clue_unit_kind_t)9};
+  const char *others[] = {"clue.move",         "clue.submit", "clue.assign",  "clue.unassign",
+                          "clue.recused",      "Clue.recuse", "clue.recuse ", "",
+                          "clue.reporter_read"};
+  (void)state;
+  for (size_t k = 0; k < NELEM(kinds); k++)
+    for (int role = 0; role < NROLES; role++) {
+      authz_principal_t p = {1, 7, kinds[k], ROLE[role]};
+      bool work =
+          kinds[k] == CLUE_UNIT_GROUP || kinds[k] == CLUE_UNIT_ROOM || kinds[k] == CLUE_UNIT_REGION;
+      bool want = role == AU || (role == L && work);
+      bool whole = authz_audit_event_whole(&p, "clue", "clue.recuse");
+      authz_result_t lists = authz_can_list_recusals(&p);
+      checks += 2;
+      if (whole != want || whole != authz_ok(&lists))
+        fail_msg("clue.recuse, kind %d, role %d: whole=%d", (int)kinds[k], (int)ROLE[role], whole);
+      for (size_t a = 0; a < NELEM(others); a++) {
+        checks++;
+        if (authz_audit_event_whole(&p, "clue", others[a]) != (role != AD))
+          fail_msg("\"%s\", kind %d, role %d", others[a], (int)kinds[k], (int)ROLE[role]);
+      }
+    }
+  authz_principal_t odd = {1, 7, CLUE_UNIT_GROUP, CLUE_ROLE_UNSPECIFIED};
+  assert_false(authz_audit_event_whole(&odd, "clue", "clue.recuse"));
+  odd.role = (clue_role_t)9;
+  assert_false(authz_audit_event_whole(&odd, "clue", "clue.recuse"));
+  assert_false(authz_audit_event_whole(NULL, "clue", "clue.recuse"));
 }
 
 static int report(void **state) {
@@ -1499,6 +1534,7 @@ int main(void) {
       cmocka_unit_test(test_role_fits_unit),
       cmocka_unit_test(test_liaison_fits),
       cmocka_unit_test(test_audit_fields_and_tokens),
+      cmocka_unit_test(test_audit_recusal_fields),
   };
   return cmocka_run_group_tests(tests, NULL, report);
 }
