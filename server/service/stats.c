@@ -127,7 +127,10 @@ static int case_stats(rpc_call_t *call, const db_result_t *r, int row, Clue__V1_
     return -1;
   clue__v1__case_stats__init(c);
   c->case_id = svc_col_i64(r, row, SC_ID);
-  c->title = svc_col_str(call, r, row, SC_NAME);
+  /* An ADMIN counts cases but reads none (DESIGN.md §4: no clue; GetJointCase answers it
+   * NOT_FOUND and the case.create event's details are withheld): no title either. */
+  c->title = clue_principal(call).role == CLUE_ROLE_ADMIN ? (char *)protobuf_c_empty_string
+                                                          : svc_col_str(call, r, row, SC_NAME);
   c->clues = svc_col_i64(r, row, SC_CLUES);
   c->closed = svc_col_i64(r, row, SC_CLOSED);
   c->transferred_to_judicial = svc_col_i64(r, row, SC_TRANSFERRED);
