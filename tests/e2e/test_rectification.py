@@ -12,6 +12,7 @@ second clued whose clock runs 40 days ahead), the per-host-unit ledger, and the 
 of every item, recomputed here.
 """
 
+import concurrent.futures
 import os
 import sys
 import time
@@ -26,6 +27,7 @@ import world  # noqa: E402
 
 S = harness.stubs()
 pb = S.clue_pb2
+cm = S.common_pb2
 rp = S.rectification_pb2
 au = S.audit_pb2
 Code = grpc.StatusCode
@@ -243,6 +245,49 @@ def test_idempotent_retries(c):
         subject=pb.SubjectPerson(name="某"), host_unit="h"), timeout=20)
     expect_status(Code.INVALID_ARGUMENT, plan, c, G1.member, y, rid=clue_rid)
     assert [e.action for e in events(c, a.id)] == ["rect.create", "rect.record_plan"]
+    # Nor the other way: a key a ledger call used is no new clue or case call, alone or among
+    # calls the server batches with others, and nothing is written.
+    w = c.w
+
+    def submit_clue_with(user, k):
+        return user.clue.SubmitClue(pb.SubmitClueRequest(
+            request_id=k, title="t", summary="s", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+            subject=pb.SubjectPerson(name="某"), host_unit="h"), timeout=20)
+
+    clue = submit_clue_with(G1.member, new_request_id())
+    room_key = new_request_id()
+    create(c, w.R1.leader, rid=room_key)
+    counts = "SELECT (SELECT count(*) FROM clues), (SELECT count(*) FROM notes), (SELECT count(*) FROM joint_cases)"
+    cur = c.db.cursor()
+    cur.execute(counts)
+    before = cur.fetchone()
+    refusals = [
+        lambda: submit_clue_with(G1.leader, rid),
+        lambda: G1.member.clue.AddNote(pb.AddNoteRequest(
+            clue_id=clue.id, kind=pb.NOTE_KIND_OTHER, text="x", request_id=rid2), timeout=20),
+        lambda: G1.leader.clue.RequestTransition(pb.RequestTransitionRequest(
+            clue_id=clue.id, expected_version=clue.version, target=cm.CLUE_STATE_PRELIMINARY_CHECK,
+            reason="r", request_id=rid), timeout=20),
+        lambda: w.R1.leader.case.CreateJointCase(S.case_pb2.CreateJointCaseRequest(
+            title="联合", participant_unit_ids=[w.X1.id], request_id=room_key), timeout=20),
+    ]
+    for fn in refusals:
+        expect_status(Code.INVALID_ARGUMENT, fn, details_has=("already used",))
+
+    def attempt(k):
+        try:
+            submit_clue_with(G1.member, k)
+            return "ok"
+        except grpc.RpcError as e:
+            return e.code()
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(attempt, [rid2] + [new_request_id() for _ in range(7)]))
+    assert got == [Code.INVALID_ARGUMENT] + ["ok"] * 7, got
+    cur.execute(counts)
+    after = cur.fetchone()
+    assert after == (before[0] + 7, before[1], before[2]), (before, after)
+    assert G1.leader.clue.GetClue(pb.GetClueRequest(clue_id=clue.id), timeout=20).version == clue.version
 
 
 def test_create_rules(c):
