@@ -85,36 +85,38 @@ typedef struct h2_stream_ops {
 
 struct h2_stream { /* fields are the transport's; the owner uses the functions below */
   const h2_stream_ops_t *ops;
-  h2_conn_t *conn;                /* NULL once the stream closed */
+  h2_conn_t *conn; /* NULL once the stream closed */
   int32_t id;
-  h2_stream_t *prev, *next;       /* conn->streams */
-  h2_stream_t *next_writable;     /* conn->writable */
+  h2_stream_t *prev, *next;   /* conn->streams */
+  h2_stream_t *next_writable; /* conn->writable */
   unsigned queued_writable : 1;
   unsigned want_writable : 1;
   h2_input_t in;
   h2_output_t out;
-  size_t unacked;                 /* body bytes whose credit is held (H2_IN_HOLD) */
-  size_t held;                    /* body bytes of messages not yet taken whose stream
-                                     credit is held (H2_IN_READ; the connection's is back) */
-  size_t inbound;                 /* body bytes kept, counted in the connection's total */
+  size_t unacked; /* body bytes whose credit is held (H2_IN_HOLD) */
+  size_t held;    /* body bytes of messages not yet taken whose stream
+                     credit is held (H2_IN_READ; the connection's is back) */
+  size_t inbound; /* body bytes kept, counted in the connection's total */
   grpc_decoder_t dec;
   int status;
-  char *status_msg;               /* percent-encoded grpc-message */
-  char *status_details;           /* grpc-status-details-bin (base64), owned; NULL: none */
-  uint8_t *buf;                   /* reply bytes not yet taken by nghttp2 */
+  char *status_msg;     /* percent-encoded grpc-message */
+  char *status_details; /* grpc-status-details-bin (base64), owned; NULL: none */
+  uint8_t *buf;         /* reply bytes not yet taken by nghttp2 */
   size_t off, len, cap;
+  struct web_file *file; /* a console file's body, served by reference (shared) */
+  size_t file_off;       /* bytes of it already taken */
   /* What the request is, read from its headers as they pass (net/web.h). */
-  uint8_t method;                 /* h2_method_t */
-  uint8_t proto;                  /* web_proto_t of its content-type */
-  uint8_t reply;                  /* h2_reply_t */
-  unsigned has_origin : 1;        /* an Origin header came */
-  unsigned acrm : 1;              /* Access-Control-Request-Method came (a preflight) */
-  unsigned accept_text : 1;       /* Accept: application/grpc-web-text (a text reply) */
-  int origin;                     /* index of its Origin in --web-origin; -1: none allowed */
-  char *path;                     /* :path of a request that is not a POST, owned */
-  char *acrh;                     /* Access-Control-Request-Headers, owned */
-  char *inm;                      /* If-None-Match of a GET or HEAD, owned */
-  web_b64_t b64;                  /* grpc-web-text: the request body's base64 */
+  uint8_t method;           /* h2_method_t */
+  uint8_t proto;            /* web_proto_t of its content-type */
+  uint8_t reply;            /* h2_reply_t */
+  unsigned has_origin : 1;  /* an Origin header came */
+  unsigned acrm : 1;        /* Access-Control-Request-Method came (a preflight) */
+  unsigned accept_text : 1; /* Accept: application/grpc-web-text (a text reply) */
+  int origin;               /* index of its Origin in --web-origin; -1: none allowed */
+  char *path;               /* :path of a request that is not a POST, owned */
+  char *acrh;               /* Access-Control-Request-Headers, owned */
+  char *inm;                /* If-None-Match of a GET or HEAD, owned */
+  web_b64_t b64;            /* grpc-web-text: the request body's base64 */
 };
 
 /**
@@ -213,8 +215,8 @@ void h2_stream_flush(h2_stream_t *s);
 void h2_stream_attach(h2_stream_t *s, h2_conn_t *c, int32_t id);
 
 /** One request header. Returns 0 or NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE (reset it). */
-int h2_stream_recv_header(h2_stream_t *s, const uint8_t *name, size_t namelen,
-                          const uint8_t *value, size_t valuelen);
+int h2_stream_recv_header(h2_stream_t *s, const uint8_t *name, size_t namelen, const uint8_t *value,
+                          size_t valuelen);
 
 /** The request HEADERS frame ended. */
 void h2_stream_recv_headers_done(h2_stream_t *s);
