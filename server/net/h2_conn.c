@@ -806,6 +806,13 @@ void h2_conn_tick(h2_conn_t *c, uint64_t now) {
   }
   if (c->h1 != NULL && h1_tick(c, now))
     return;
+  /* Requests that stopped arriving end (each stream's bounds, h2_stream_tick). */
+  for (h2_stream_t *st = c->streams, *next; st != NULL; st = next) {
+    next = st->next;
+    h2_stream_tick(st, now, cfg->idle_timeout_ms);
+    if (c->state == H2_CONN_CLOSING)
+      return;
+  }
   conn_release_idle(c);
   if (c->streams == NULL && c->state == H2_CONN_OPEN && cfg->idle_timeout_ms &&
       (c->h1 == NULL || h1_idle(c)) && now - c->last_active >= cfg->idle_timeout_ms) {

@@ -61,6 +61,7 @@ struct h2_conn {
                                    no copy of their own, so not congestion, but pending output */
   size_t moved;                 /* response bytes taken since last_progress was set */
   size_t inbound;               /* request body bytes its calls keep (--max-conn-inbound) */
+  size_t inbound_public;        /* of them, those of public calls (H2_PUBLIC_INBOUND) */
   /* Timeouts (loop time, ms), checked once a second by h2_conn_tick(). */
   unsigned handshaken : 1; /* the client's preface and SETTINGS arrived */
   uint64_t born;

@@ -533,8 +533,45 @@ void h2_stream_input_taken(h2_stream_t *s, size_t n) {
   if (n > s->inbound)
     n = s->inbound;
   s->inbound -= n;
-  if (s->conn)
+  if (s->conn) {
     s->conn->inbound -= n;
+    if (s->in_public)
+      s->conn->inbound_public -= n;
+  }
+}
+
+void h2_stream_expect(h2_stream_t *s, size_t max_message, int streaming, int public,
+                      uint64_t whole_ms) {
+  if (max_message < s->dec.max_len)
+    s->dec.max_len = max_message;
+  s->streaming = streaming ? 1 : 0;
+  s->in_public = public ? 1 : 0;
+  s->whole_ms = public ? whole_ms : 0;
+  if (s->conn != NULL && s->whole_ms && !s->in_ended && (!streaming || s->inbound > 0))
+    s->in_due = uv_now(s->conn->srv->loop) + s->whole_ms;
+}
+
+void h2_stream_tick(h2_stream_t *s, uint64_t now, uint64_t idle_ms) {
+  char why[200];
+
+  if (s->conn == NULL || s->in == H2_IN_DISCARD || s->in_ended)
+    return;
+  if (s->in_due && now >= s->in_due) {
+    snprintf(why, sizeof(why),
+             "request not whole within %llu ms of its start (--handshake-timeout): a public "
+             "method's request is small and sent at once",
+             (unsigned long long)s->whole_ms);
+  } else if (idle_ms && now - s->in_last >= idle_ms &&
+             (!s->streaming || grpc_decoder_partial(&s->dec) || web_b64_partial(&s->b64))) {
+    snprintf(why, sizeof(why), "request unfinished and no byte of it for %llu ms (--idle-timeout)",
+             (unsigned long long)(now - s->in_last));
+  } else {
+    return;
+  }
+  s->in_due = 0;
+  log_info("conn %llu (%s): stream %d: %s", (unsigned long long)s->conn->id, s->conn->peer, s->id,
+           why);
+  s->ops->input_error(s, GRPC_DEADLINE_EXCEEDED, why);
 }
 
 void h2_stream_input_free(h2_stream_t *s) {
@@ -641,6 +678,8 @@ void h2_stream_recv_headers_done(h2_stream_t *s) {
 }
 
 void h2_stream_recv_end(h2_stream_t *s) {
+  s->in_ended = 1;
+  s->in_due = 0;
   s->ops->end(s);
 }
 
@@ -653,6 +692,17 @@ void h2_stream_recv_data(h2_stream_t *s, const uint8_t *data, size_t len) {
 
   if (s->in == H2_IN_DISCARD) {
     consume(s, len); /* refused or answered: dropped unread */
+    return;
+  }
+  s->in_last = uv_now(c->srv->loop);
+  if (s->in == H2_IN_READ && s->in_public && c->inbound_public + len > H2_PUBLIC_INBOUND) {
+    char msg[200];
+    snprintf(msg, sizeof(msg),
+             "connection holds %zu bytes of unfinished requests to methods that need no "
+             "token, over their limit of %u",
+             c->inbound_public + len, H2_PUBLIC_INBOUND);
+    consume(s, len);
+    s->ops->input_error(s, GRPC_RESOURCE_EXHAUSTED, msg);
     return;
   }
   if (s->in == H2_IN_READ && c->inbound + len > max) {
@@ -706,6 +756,8 @@ static void feed(h2_stream_t *s, const uint8_t *data, size_t len) {
     return;
   s->inbound += len;
   c->inbound += len;
+  if (s->in_public)
+    c->inbound_public += len;
   while (len > 0 && s->in != H2_IN_DISCARD) {
     grpc_message_t msg;
     int got;
@@ -730,8 +782,13 @@ static void feed(h2_stream_t *s, const uint8_t *data, size_t len) {
       continue;
     if (s->in == H2_IN_READ && s->proto != WEB_PROTO_TEXT)
       release_held(s, msg.len + GRPC_FRAME_PREFIX);
+    if (s->streaming)
+      s->in_due = 0; /* a public stream's next message gets its own time */
     s->ops->message(s, &msg);
   }
+  if (s->whole_ms && s->streaming && s->in_due == 0 && s->conn != NULL && s->in != H2_IN_DISCARD &&
+      grpc_decoder_partial(&s->dec))
+    s->in_due = uv_now(s->conn->srv->loop) + s->whole_ms;
 }
 
 /* ---- attach, detach, writable ----------------------------------------------------------- */
@@ -739,6 +796,7 @@ static void feed(h2_stream_t *s, const uint8_t *data, size_t len) {
 void h2_stream_attach(h2_stream_t *s, h2_conn_t *c, int32_t id) {
   s->conn = c;
   s->id = id;
+  s->in_last = uv_now(c->srv->loop);
   s->prev = NULL;
   s->next = c->streams;
   if (c->streams)
