@@ -286,10 +286,11 @@ void h2_conn_close(h2_conn_t *c, const char *reason) {
   conn_change_state(c, H2_CONN_CLOSING, reason);
 }
 
-/* Output the connection still owes its peer: queued reply bytes, shared file bytes, and the
- * bytes being written. */
+/* Output the connection still owes its peer: queued reply bytes, shared file bytes, the
+ * bytes being written, and TLS records not yet on the socket (its own answers to the
+ * peer's KeyUpdates among them). */
 static size_t conn_pending(const h2_conn_t *c) {
-  return c->queued + c->owed + c->wlen;
+  return c->queued + c->owed + c->wlen + tls_pending(c->tls);
 }
 
 /* n response bytes were taken by the peer: progress once there are enough of them, or once

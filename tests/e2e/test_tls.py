@@ -88,11 +88,11 @@ class Certs:
 class TlsClued(harness.Clued):
     """clued serving TLS: waits for SERVING over TLS (with a client certificate for mTLS)."""
 
-    def __init__(self, certs, database_url, args=(), client=None, files=None):
+    def __init__(self, certs, database_url, args=(), client=None, files=None, env=None):
         self.certs, self.client = certs, client
         cert, key = files or (certs.path("server.pem"), certs.path("server.key"))
         tls = ["--tls-cert", cert, "--tls-key", key]
-        super().__init__(database_url, args=tls + list(args))
+        super().__init__(database_url, args=tls + list(args), env=env)
 
     def start(self, *args, **kw):
         try:
@@ -363,6 +363,46 @@ def test_large_messages_both_ways(c):
                         "clue", "note", "999999", "--kind", "OTHER", "--text-file", "-", input="笔" * (1 << 20))
     assert r.returncode == 1 and "UNAVAILABLE" not in r.stderr, r.stderr
     assert serving(c.tls)
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def test_key_update_flood_from_a_client_that_never_reads(c):
+    """A TLS 1.3 client that never reads and sends KeyUpdate(update_requested) again and
+    again made the server queue a KeyUpdate of its own for each, in memory, without bound
+    and unseen by --write-timeout (about 1 MiB every 2 s). Past 256 KiB of records waiting
+    for such a peer the connection is closed."""
+    from hostile import ASAN_SMALL_QUARANTINE
+
+    exe = os.path.join(harness.BUILD, "tls-keyupdate")
+    srv = TlsClued(c.certs, c.url, env={"ASAN_OPTIONS": ASAN_SMALL_QUARANTINE}).start()
+    try:
+        assert serving(srv)
+        pid = srv.proc.pid
+        before = rss_mib(pid)
+        t0 = time.time()
+        p = subprocess.Popen([exe, "127.0.0.1", str(port_of(srv)), "12"], stdout=subprocess.PIPE, text=True)
+        try:
+            harness.wait_for(lambda: "TLS output not read" in srv.output() or p.poll() is not None, timeout=20,
+                             what="the flood's end")
+            took = time.time() - t0
+            out, _ = p.communicate(timeout=15)
+            after = rss_mib(pid)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        print(f"  {out.strip()} key updates sent in {took:.1f} s; RSS {before:.1f} -> {after:.1f} MiB", flush=True)
+        assert "TLS output not read" in srv.output(), "the connection outlived its client's flood"
+        assert took < 12, took
+        # Mostly the sanitizer's quarantine of OpenSSL's freed record buffers (8 MiB here).
+        assert after - before < 16, (before, after)
+        assert serving(srv)
+    finally:
+        srv.stop()
 
 
 # ---- cleartext on the TLS port ------------------------------------------------------------------
