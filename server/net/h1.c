@@ -786,10 +786,11 @@ int h1_reply_start(h2_conn_t *c, h2_stream_t *s, int status, const nghttp2_nv *n
   size_t cap = 128, len;
   char *b;
 
-  (void)s; /* only asserted */
-
   assert(s == h->cur && h->out == H1_OUT_NONE);
-  if (h->in == H1_IN_BODY && (h->chunked || h->remaining > h->body_limit + H1_DISCARD_MAX)) {
+  /* A streaming reply to a call that still reads its body (a bidi stream, reflection) is
+   * no refusal: the body goes on being read, within its bound, until it ends. */
+  if (h->in == H1_IN_BODY && !(chunked && s->in != H2_IN_DISCARD) &&
+      (h->chunked || h->remaining > h->body_limit + H1_DISCARD_MAX)) {
     /* Answered before its body is read, and the rest is too long to read and drop: the
      * connection closes after the reply. */
     h->close_after = 1;
