@@ -27,56 +27,56 @@ typedef struct audit_tail audit_tail_t;
 #define SERVER_MAX_WEB_ORIGINS 16
 
 typedef struct server_config {
-  char listen[128];             /* host:port, [v6]:port */
-  size_t max_message_bytes;     /* default 4 MiB */
-  unsigned max_concurrent_streams; /* advertised per connection, default 100 */
-  size_t max_header_list_bytes; /* decoded request header list (RFC 7541 sizes), 64 KiB */
-  unsigned max_header_count;    /* request header fields, default 128 */
-  size_t max_conn_buffer;       /* queued response bytes per connection, default 1 MiB */
-  size_t max_conn_inbound;      /* unfinished request bytes kept per connection, 128 MiB */
-  unsigned max_connections;     /* open connections; past it new ones are closed, 10240 */
-  uint64_t handshake_timeout_ms; /* preface and SETTINGS within, default 10 s; 0: none */
-  uint64_t idle_timeout_ms;     /* no call and no request for, then GOAWAY; default 5 min */
-  uint64_t write_timeout_ms;    /* pending output with no progress for, then close; 60 s */
-  uint64_t unauth_stream_age_ms; /* public streams (Health/Watch) end after, default 1 h */
-  uint64_t keepalive_min_ping_ms; /* PINGs closer than this are strikes, default 5 min */
-  unsigned grace_ms;            /* shutdown grace period, default 5000 */
-  uint64_t max_stream_age_ms;   /* WatchEvents streams end after this, default 1 h; 0: never */
-  const char *database_url;     /* libpq conninfo */
-  const char *replica_url;      /* libpq conninfo of a standby for stale-tolerant reads; NULL:
-                                   none (service/replica.h) */
-  uint64_t replica_max_lag_ms;  /* a replica further behind is bypassed, default 5000 */
-  int require_sync_replica;     /* refuse to start, and report NOT_SERVING, while the primary
-                                   has no synchronous standby (db/replication.h) */
-  int db_pool_size;             /* default 8 */
-  int db_batch_inflight;        /* statements of one batched read kind running at once;
-                                   0: no batching at all (default 1, service/batch.h) */
-  int db_write_batch_inflight;  /* the same for a batched write kind; 0: writes alone
-                                   (default 2) */
-  int db_direct_moves;          /* 1: a plain move authz_move_unread() decides is written
-                                   without a facts read first (default 1) */
-  size_t db_queue_max;          /* default 1024 */
+  char listen[128];                 /* host:port, [v6]:port */
+  size_t max_message_bytes;         /* default 4 MiB */
+  unsigned max_concurrent_streams;  /* advertised per connection, default 100 */
+  size_t max_header_list_bytes;     /* decoded request header list (RFC 7541 sizes), 64 KiB */
+  unsigned max_header_count;        /* request header fields, default 128 */
+  size_t max_conn_buffer;           /* queued response bytes per connection, default 1 MiB */
+  size_t max_conn_inbound;          /* unfinished request bytes kept per connection, 128 MiB */
+  unsigned max_connections;         /* open connections; past it new ones are closed, 10240 */
+  uint64_t handshake_timeout_ms;    /* preface and SETTINGS within, default 10 s; 0: none */
+  uint64_t idle_timeout_ms;         /* no call and no request for, then GOAWAY; default 5 min */
+  uint64_t write_timeout_ms;        /* pending output with no progress for, then close; 60 s */
+  uint64_t unauth_stream_age_ms;    /* public streams (Health/Watch) end after, default 1 h */
+  uint64_t keepalive_min_ping_ms;   /* PINGs closer than this are strikes, default 5 min */
+  unsigned grace_ms;                /* shutdown grace period, default 5000 */
+  uint64_t max_stream_age_ms;       /* WatchEvents streams end after this, default 1 h; 0: never */
+  const char *database_url;         /* libpq conninfo */
+  const char *replica_url;          /* libpq conninfo of a standby for stale-tolerant reads; NULL:
+                                       none (service/replica.h) */
+  uint64_t replica_max_lag_ms;      /* a replica further behind is bypassed, default 5000 */
+  int require_sync_replica;         /* refuse to start, and report NOT_SERVING, while the primary
+                                       has no synchronous standby (db/replication.h) */
+  int db_pool_size;                 /* default 8 */
+  int db_batch_inflight;            /* statements of one batched read kind running at once;
+                                       0: no batching at all (default 1, service/batch.h) */
+  int db_write_batch_inflight;      /* the same for a batched write kind; 0: writes alone
+                                       (default 2) */
+  int db_direct_moves;              /* 1: a plain move authz_move_unread() decides is written
+                                       without a facts read first (default 1) */
+  size_t db_queue_max;              /* default 1024 */
   unsigned db_statement_timeout_ms; /* server-side statement_timeout, default 30000 */
-  unsigned db_lock_timeout_ms;  /* server-side lock_timeout, default 3000 */
-  unsigned auth_cache_ttl_ms;   /* life of a cached principal, default 1000; 0: no cache */
-  size_t auth_cache_size;       /* cached principals at most, default 4096 */
-  size_t db_queue_per_conn;     /* database requests one HTTP/2 connection may have waiting
-                                   or running, default 128 */
-  int accepted_deadline_days;   /* default 30 */
-  int prelim_deadline_days;     /* default 90 */
-  int filed_deadline_days;      /* default 90 */
-  int64_t clock_offset_ms;      /* test builds only: shifts the server's notion of "now" */
-  const char *tls_cert;         /* PEM certificate chain; with tls_key turns TLS on */
-  const char *tls_key;          /* PEM private key */
-  const char *tls_client_ca;    /* PEM CAs whose client certificates are required */
-  int insecure_cleartext;       /* allow cleartext on a non-loopback address */
-  const char *metrics_listen;   /* host:port of the Prometheus endpoint; NULL: none */
-  const char *audit_signing_key; /* file of the checkpoint signing key; NULL: never sign */
-  uint64_t checkpoint_every;    /* publish a checkpoint after this many new events (1000) */
-  uint64_t checkpoint_ms;       /* ... or after this long with unsigned events (10000) */
+  unsigned db_lock_timeout_ms;      /* server-side lock_timeout, default 3000 */
+  unsigned auth_cache_ttl_ms;       /* life of a cached principal, default 1000; 0: no cache */
+  size_t auth_cache_size;           /* cached principals at most, default 4096 */
+  size_t db_queue_per_conn;         /* database requests one HTTP/2 connection may have waiting
+                                       or running, default 128 */
+  int accepted_deadline_days;       /* default 30 */
+  int prelim_deadline_days;         /* default 90 */
+  int filed_deadline_days;          /* default 90 */
+  int64_t clock_offset_ms;          /* test builds only: shifts the server's notion of "now" */
+  const char *tls_cert;             /* PEM certificate chain; with tls_key turns TLS on */
+  const char *tls_key;              /* PEM private key */
+  const char *tls_client_ca;        /* PEM CAs whose client certificates are required */
+  int insecure_cleartext;           /* allow cleartext on a non-loopback address */
+  const char *metrics_listen;       /* host:port of the Prometheus endpoint; NULL: none */
+  const char *audit_signing_key;    /* file of the checkpoint signing key; NULL: never sign */
+  uint64_t checkpoint_every;        /* publish a checkpoint after this many new events (1000) */
+  uint64_t checkpoint_ms;           /* ... or after this long with unsigned events (10000) */
   const char *web_origins[SERVER_MAX_WEB_ORIGINS]; /* --web-origin: CORS allowed origins */
   unsigned nweb_origins;
-  const char *console_dir;      /* --console-dir: static files served at /; NULL: none */
+  const char *console_dir; /* --console-dir: static files served at /; NULL: none */
 } server_config_t;
 
 /**
@@ -107,27 +107,27 @@ struct server {
   server_state_t state;
   uv_tcp_t listener;
   uv_signal_t sigint, sigterm;
-  uv_signal_t sighup;           /* reloads the TLS certificate (started only with TLS) */
-  tls_server_t *tls;            /* NULL: cleartext HTTP/2 */
+  uv_signal_t sighup; /* reloads the TLS certificate (started only with TLS) */
+  tls_server_t *tls;  /* NULL: cleartext HTTP/2 */
   uv_timer_t grace_timer;
-  uv_timer_t sweep_timer;       /* once a second: connection timeouts */
-  uint64_t refused_conns;       /* over --max-connections, since the last log line */
+  uv_timer_t sweep_timer; /* once a second: connection timeouts */
+  uint64_t refused_conns; /* over --max-connections, since the last log line */
   uint64_t refused_logged_ms;
   const server_module_t *modules[SERVER_MAX_MODULES]; /* started (or tried), in order */
   unsigned nmodules;
   rpc_table_t *methods;
-  db_pool_t *db;                /* NULL when running without a database */
-  replica_t *replica;           /* --replica-url: the replica's pool and lag; NULL: none */
+  db_pool_t *db;      /* NULL when running without a database */
+  replica_t *replica; /* --replica-url: the replica's pool and lag; NULL: none */
   health_t *health;
-  audit_t *audit;               /* WatchEvents: the shared tail and its watchers */
-  reflection_t *reflection;     /* server reflection: the embedded descriptor set, indexed */
-  auth_cache_t auth_cache;      /* principals by token hash (rpc/auth.c); outlives the pool */
-  audit_tree_t *tree;           /* the audit log's Merkle tree and checkpoints */
-  struct svc_batches *batches;  /* the batched writes' queues (service/batch.c) */
-  uint64_t direct_moves[2];     /* moves sent without a facts read: [0] done so, [1] read
-                                   and decided after all (service/clue.c) */
-  uint64_t auth_lookups[2];     /* calls authenticated: [0] from the principal cache, [1] by a
-                                   token lookup in the database (rpc/auth.c) */
+  audit_t *audit;              /* WatchEvents: the shared tail and its watchers */
+  reflection_t *reflection;    /* server reflection: the embedded descriptor set, indexed */
+  auth_cache_t auth_cache;     /* principals by token hash (rpc/auth.c); outlives the pool */
+  audit_tree_t *tree;          /* the audit log's Merkle tree and checkpoints */
+  struct svc_batches *batches; /* the batched writes' queues (service/batch.c) */
+  uint64_t direct_moves[2];    /* moves sent without a facts read: [0] done so, [1] read
+                                  and decided after all (service/clue.c) */
+  uint64_t auth_lookups[2];    /* calls authenticated: [0] from the principal cache, [1] by a
+                                  token lookup in the database (rpc/auth.c) */
   /* Creates the owner of a new stream and hands back its stream (rpc_call_accept): how a
    * connection starts a call without knowing what a call is. 0 or a negative error. */
   int (*stream_accept)(server_t *srv, uint64_t conn_id, int32_t stream_id, h2_stream_t **out);
@@ -135,17 +135,18 @@ struct server {
    * below half of it or the connection closes (0); NULL: nobody listens. The database pool
    * holds that connection's waiting queries meanwhile (db_owner_pause). */
   void (*conn_congested)(server_t *srv, uint64_t conn_id, int congested);
-  h2_pages_t *pages;            /* whole-page blocks for nghttp2's large buffers */
-  audit_tail_t *tail;           /* the committed tail of audit_events: watchers and the tree follow it */
-  struct metrics *metrics;      /* call counters for --metrics-listen; NULL: off */
+  h2_pages_t *pages;       /* whole-page blocks for nghttp2's large buffers */
+  audit_tail_t *tail;      /* the committed tail of audit_events: watchers and the tree follow it */
+  struct metrics *metrics; /* call counters for --metrics-listen; NULL: off */
   struct metrics_http *metrics_http; /* the /metrics listener; NULL: none */
-  h2_conn_t *conns;             /* intrusive list of live connections */
-  h2_conn_t *flush_soon;        /* connections to flush at the next idle phase (soon_next) */
-  uv_idle_t flush_idle;         /* runs while flush_soon is not empty */
+  h2_conn_t *conns;                  /* intrusive list of live connections */
+  h2_conn_t *flush_soon;             /* connections to flush at the next idle phase (soon_next) */
+  uv_idle_t flush_idle;              /* runs while flush_soon is not empty */
   size_t nconns;
   uint64_t next_conn_id;
-  char bound[160];              /* the address actually bound, for logs */
-  char *console_root;           /* realpath of --console-dir, owned; NULL: no files served */
+  char bound[160];        /* the address actually bound, for logs */
+  char *console_root;     /* realpath of --console-dir, owned; NULL: no files served */
+  struct web_file *files; /* console files replies are serving, one shared copy each */
   /* One read buffer for every connection: each read is consumed whole by nghttp2 inside its
    * callback, so no connection needs its own. */
   uint8_t rbuf[65536];

@@ -246,10 +246,14 @@ typedef struct h1_field {
   size_t nlen, vlen;
 } h1_field_t;
 
-/* The largest request body a request may have: one message of --max-message-bytes with its
- * prefix (as base64 for grpc-web-text). */
+/* The largest request body a request may have: one message of --max-message-bytes (or the
+ * smaller bound its method set, h2_stream_expect) with its prefix (as base64 for
+ * grpc-web-text). */
 static uint64_t body_limit(const h2_conn_t *c, const h2_stream_t *st) {
-  uint64_t m = c->srv->cfg.max_message_bytes + GRPC_FRAME_PREFIX;
+  uint64_t m = (st != NULL && st->dec.max_len < c->srv->cfg.max_message_bytes
+                    ? st->dec.max_len
+                    : c->srv->cfg.max_message_bytes) +
+               GRPC_FRAME_PREFIX;
   if (st != NULL && st->proto == WEB_PROTO_TEXT)
     return (m + 2) / 3 * 4;
   return m;
@@ -448,14 +452,17 @@ static int take_head(h2_conn_t *c, uint8_t *p, size_t len) {
   h2_stream_recv_headers_done(st);
   if (c->state == H2_CONN_CLOSING)
     return -1;
+  if (h2_stream_live(st))
+    h->body_limit = body_limit(c, st); /* the method may take less (a public one) */
   if (!te_chunked && clen > 0 && (uint64_t)clen > h->body_limit) {
     /* Over the limit before a byte of it is read: refused with the call's status at once
      * (h1_reply_start decides whether the body is then read and dropped or the connection
      * closes). */
     char why[160];
-    snprintf(why, sizeof(why),
-             "request body of %lld bytes exceeds the limit of %llu bytes (--max-message-bytes)",
-             (long long)clen, (unsigned long long)h->body_limit);
+    snprintf(why, sizeof(why), "request body of %lld bytes exceeds the limit of %llu bytes%s",
+             (long long)clen, (unsigned long long)h->body_limit,
+             st->in_public ? " (a method that needs no token takes small requests)"
+                           : " (--max-message-bytes)");
     h->cont_pending = 0;
     if (h2_stream_live(st))
       st->ops->input_error(st, GRPC_RESOURCE_EXHAUSTED, why);
@@ -610,9 +617,11 @@ static int read_body(h2_conn_t *c) {
       if (h->body_total > h->body_limit) {
         char why[160];
         h2_stream_t *st = h->cur;
-        snprintf(why, sizeof(why),
-                 "request body exceeds the limit of %llu bytes (--max-message-bytes)",
-                 (unsigned long long)h->body_limit);
+        snprintf(why, sizeof(why), "request body exceeds the limit of %llu bytes%s",
+                 (unsigned long long)h->body_limit,
+                 st != NULL && st->in_public
+                     ? " (a method that needs no token takes small requests)"
+                     : " (--max-message-bytes)");
         in_set(h, H1_IN_CLOSED);
         h->close_after = 1;
         if (st != NULL && h2_stream_live(st))
@@ -777,10 +786,11 @@ int h1_reply_start(h2_conn_t *c, h2_stream_t *s, int status, const nghttp2_nv *n
   size_t cap = 128, len;
   char *b;
 
-  (void)s; /* only asserted */
-
   assert(s == h->cur && h->out == H1_OUT_NONE);
-  if (h->in == H1_IN_BODY && (h->chunked || h->remaining > h->body_limit + H1_DISCARD_MAX)) {
+  /* A streaming reply to a call that still reads its body (a bidi stream, reflection) is
+   * no refusal: the body goes on being read, within its bound, until it ends. */
+  if (h->in == H1_IN_BODY && !(chunked && s->in != H2_IN_DISCARD) &&
+      (h->chunked || h->remaining > h->body_limit + H1_DISCARD_MAX)) {
     /* Answered before its body is read, and the rest is too long to read and drop: the
      * connection closes after the reply. */
     h->close_after = 1;

@@ -8,13 +8,18 @@
 #include <string.h>
 
 #include "log.h"
-#include "net/tls.h"
 #include "net/grpc_wire.h"
 #include "net/h1.h"
 #include "net/h2_pages.h"
 #include "net/h2_stream.h"
+#include "net/tls.h"
 
 #define H2_WRITE_CHUNK (64 * 1024)
+
+/* What counts as progress for --write-timeout: this many response bytes taken by the peer,
+ * or all of its pending output. A peer that opens a byte of window now and then, or reads
+ * a frame at a time, does not keep a connection that owes it more. */
+#define H2_PROGRESS_MIN (16 * 1024)
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -92,8 +97,9 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
   return 0;
 }
 
-static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t namelen,
-                     const uint8_t *value, size_t valuelen, uint8_t flags, void *ud) {
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *ud) {
   h2_stream_t *st;
   (void)flags;
   (void)ud;
@@ -115,8 +121,9 @@ static int on_invalid_header(nghttp2_session *s, const nghttp2_frame *f, const u
                              size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                              void *ud) {
   h2_conn_t *c = ud;
-  log_info("conn %llu (%s): malformed header field \"%.*s\" on stream %d", (unsigned long long)c->id,
-           c->peer, (int)(namelen > 64 ? 64 : namelen), (const char *)name, f->hd.stream_id);
+  log_info("conn %llu (%s): malformed header field \"%.*s\" on stream %d",
+           (unsigned long long)c->id, c->peer, (int)(namelen > 64 ? 64 : namelen),
+           (const char *)name, f->hd.stream_id);
   return on_header(s, f, name, namelen, value, valuelen, flags, ud);
 }
 
@@ -131,8 +138,8 @@ static void conn_on_ping(h2_conn_t *c) {
   if (min && c->last_ping && now - c->last_ping < min && ++c->ping_strikes > H2_MAX_PING_STRIKES &&
       (c->state == H2_CONN_OPEN || c->state == H2_CONN_DRAINING)) {
     log_warn("conn %llu (%s): %u PINGs less than %llu ms apart (--keepalive-min-ping): GOAWAY "
-             "ENHANCE_YOUR_CALM", (unsigned long long)c->id, c->peer, c->ping_strikes + 1,
-             (unsigned long long)min);
+             "ENHANCE_YOUR_CALM",
+             (unsigned long long)c->id, c->peer, c->ping_strikes + 1, (unsigned long long)min);
     nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
                           nghttp2_session_get_last_proc_stream_id(c->session),
                           NGHTTP2_ENHANCE_YOUR_CALM, (const uint8_t *)"too_many_pings", 14);
@@ -279,6 +286,23 @@ void h2_conn_close(h2_conn_t *c, const char *reason) {
   conn_change_state(c, H2_CONN_CLOSING, reason);
 }
 
+/* Output the connection still owes its peer: queued reply bytes, shared file bytes, the
+ * bytes being written, and TLS records not yet on the socket (its own answers to the
+ * peer's KeyUpdates among them). */
+static size_t conn_pending(const h2_conn_t *c) {
+  return c->queued + c->owed + c->wlen + tls_pending(c->tls);
+}
+
+/* n response bytes were taken by the peer: progress once there are enough of them, or once
+ * nothing is pending any more (--write-timeout). */
+static void conn_progress(h2_conn_t *c, size_t n) {
+  c->moved += n;
+  if (c->moved >= H2_PROGRESS_MIN || (conn_pending(c) == 0 && !c->writing)) {
+    c->last_progress = uv_now(c->srv->loop);
+    c->moved = 0;
+  }
+}
+
 static void conn_write_cb(uv_write_t *req, int status) {
   h2_conn_t *c = container_of(req, h2_conn_t, wreq);
 
@@ -286,7 +310,7 @@ static void conn_write_cb(uv_write_t *req, int status) {
   c->wlen = 0;
   if (c->state == H2_CONN_CLOSING)
     return;
-  c->last_progress = uv_now(c->srv->loop);
+  conn_progress(c, 0);
   h2_conn_queued(c, 0); /* the written bytes left the queue */
   if (status < 0) {
     char why[128];
@@ -333,14 +357,14 @@ void h2_conn_queued(h2_conn_t *c, ptrdiff_t delta) {
   if (c->state == H2_CONN_CLOSING)
     return; /* its streams are leaving: nothing to pause or wake */
   if (delta < 0)
-    c->last_progress = uv_now(c->srv->loop);
+    conn_progress(c, (size_t)-delta);
   if (!c->congested && c->queued + c->wlen > cap) {
     c->congested = 1;
     if (c->srv->conn_congested)
       c->srv->conn_congested(c->srv, c->id, 1);
     log_info("conn %llu (%s): %zu response bytes queued, over --max-conn-buffer %zu: new calls "
-             "and queries wait, streams pause until the peer reads", (unsigned long long)c->id, c->peer,
-             c->queued + c->wlen, cap);
+             "and queries wait, streams pause until the peer reads",
+             (unsigned long long)c->id, c->peer, c->queued + c->wlen, cap);
   } else if (c->congested && c->queued + c->wlen <= cap / 2) {
     c->congested = 0;
     if (c->srv->conn_congested)
@@ -348,6 +372,12 @@ void h2_conn_queued(h2_conn_t *c, ptrdiff_t delta) {
     c->wake_pending = 1;
     c->flush_pending = 1;
   }
+}
+
+void h2_conn_owed(h2_conn_t *c, ptrdiff_t delta) {
+  c->owed += (size_t)delta;
+  if (delta < 0 && c->state != H2_CONN_CLOSING)
+    conn_progress(c, (size_t)-delta);
 }
 
 /* Congestion eased: calls that waited to run, and streams that paused, go on (their
@@ -429,9 +459,9 @@ static int conn_write_gathered(h2_conn_t *c, int now) {
     }
     if (rc > 0) {
       size_t n = (size_t)rc;
-      c->last_progress = uv_now(c->srv->loop);
       if (n == c->wlen) {
         c->wlen = 0;
+        conn_progress(c, 0);
         h2_conn_queued(c, 0); /* the written bytes left the queue */
         return 1;
       }
@@ -605,7 +635,8 @@ static ssize_t conn_recv(h2_conn_t *c, const uint8_t *p, size_t n) {
     {
       uint8_t type = c->scan_hdr[3];
       int32_t id = (int32_t)(((uint32_t)c->scan_hdr[5] << 24 | (uint32_t)c->scan_hdr[6] << 16 |
-                              (uint32_t)c->scan_hdr[7] << 8 | c->scan_hdr[8]) & 0x7fffffffu);
+                              (uint32_t)c->scan_hdr[7] << 8 | c->scan_hdr[8]) &
+                             0x7fffffffu);
       /* The header may have begun in an earlier read: nghttp2 has all before it then. */
       size_t start = i >= 9 ? i - 9 : 0;
       if ((type == NGHTTP2_DATA || type == NGHTTP2_HEADERS) && id > 0 && ended_by_client(c, id)) {
@@ -762,17 +793,27 @@ void h2_conn_tick(h2_conn_t *c, uint64_t now) {
     h2_conn_close(c, why);
     return;
   }
-  if (!c->writing && c->queued == 0) {
+  if (!c->writing && conn_pending(c) == 0) {
     c->last_progress = now;
+    c->moved = 0;
   } else if (cfg->write_timeout_ms && now - c->last_progress >= cfg->write_timeout_ms) {
     snprintf(why, sizeof(why),
-             "write timeout: %zu bytes pending and none taken by the peer for %llu ms "
-             "(--write-timeout)", c->queued + c->wlen, (unsigned long long)(now - c->last_progress));
+             "write timeout: %zu bytes pending and %zu taken by the peer in %llu ms, less than "
+             "%u (--write-timeout)",
+             conn_pending(c), c->moved, (unsigned long long)(now - c->last_progress),
+             H2_PROGRESS_MIN);
     h2_conn_close(c, why);
     return;
   }
   if (c->h1 != NULL && h1_tick(c, now))
     return;
+  /* Requests that stopped arriving end (each stream's bounds, h2_stream_tick). */
+  for (h2_stream_t *st = c->streams, *next; st != NULL; st = next) {
+    next = st->next;
+    h2_stream_tick(st, now, cfg->idle_timeout_ms);
+    if (c->state == H2_CONN_CLOSING)
+      return;
+  }
   conn_release_idle(c);
   if (c->streams == NULL && c->state == H2_CONN_OPEN && cfg->idle_timeout_ms &&
       (c->h1 == NULL || h1_idle(c)) && now - c->last_active >= cfg->idle_timeout_ms) {

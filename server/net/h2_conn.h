@@ -22,9 +22,9 @@ typedef enum h2_proto {
   H2_PROTO_H1,      /* anything else: HTTP/1.1 (net/h1.c) */
 } h2_proto_t;
 
-#define H2_STREAM_GAPS 16 /* ranges of skipped stream ids remembered per connection */
+#define H2_STREAM_GAPS 16  /* ranges of skipped stream ids remembered per connection */
 #define H2_STREAM_ENDED 16 /* streams the client ended, remembered after they close */
-#define H2_CONN_BLOCKS 4  /* nghttp2's other page blocks (its stream map) tracked per connection */
+#define H2_CONN_BLOCKS 4   /* nghttp2's other page blocks (its stream map) tracked per connection */
 
 /* OPEN -> DRAINING -> CLOSING; OPEN or DRAINING -> HANGUP -> CLOSING; any -> CLOSING. */
 typedef enum h2_conn_state {
@@ -47,26 +47,30 @@ struct h2_conn {
   h2_stream_t *writable;   /* streams whose writable event runs after the next send */
   unsigned in_session : 1; /* inside nghttp2 (recv or send): no re-entrant flush */
   unsigned flush_pending : 1;
-  unsigned writing : 1;    /* a uv_write is in flight */
-  unsigned congested : 1;  /* queued output over --max-conn-buffer: new calls wait */
-  unsigned wake_pending : 1; /* congestion eased: wake waiting calls after this send */
-  unsigned in_new : 1;     /* inside nghttp2_session_server_new3 */
-  unsigned out_idle : 1;   /* frame buffer and wbuf given back; nothing sent since */
-  unsigned in_soon : 1;    /* on the server's flush_soon list */
-  void *framebuf;          /* nghttp2's 16 KiB frame buffer (h2_pages), discarded while idle */
+  unsigned writing : 1;         /* a uv_write is in flight */
+  unsigned congested : 1;       /* queued output over --max-conn-buffer: new calls wait */
+  unsigned wake_pending : 1;    /* congestion eased: wake waiting calls after this send */
+  unsigned in_new : 1;          /* inside nghttp2_session_server_new3 */
+  unsigned out_idle : 1;        /* frame buffer and wbuf given back; nothing sent since */
+  unsigned in_soon : 1;         /* on the server's flush_soon list */
+  void *framebuf;               /* nghttp2's 16 KiB frame buffer (h2_pages), discarded while idle */
   void *blocks[H2_CONN_BLOCKS]; /* its other h2_pages blocks (the stream map's table): while
                                    idle, one that holds only zeros gives its pages back */
-  size_t queued;           /* response bytes in this connection's calls, not yet sent */
-  size_t inbound;          /* request body bytes its calls keep (--max-conn-inbound) */
+  size_t queued;                /* response bytes in this connection's calls, not yet sent */
+  size_t owed;                  /* bytes of shared console files its replies have yet to send:
+                                   no copy of their own, so not congestion, but pending output */
+  size_t moved;                 /* response bytes taken since last_progress was set */
+  size_t inbound;               /* request body bytes its calls keep (--max-conn-inbound) */
+  size_t inbound_public;        /* of them, those of public calls (H2_PUBLIC_INBOUND) */
   /* Timeouts (loop time, ms), checked once a second by h2_conn_tick(). */
   unsigned handshaken : 1; /* the client's preface and SETTINGS arrived */
   uint64_t born;
-  uint64_t last_active;    /* last request frame (HEADERS, DATA) or call end */
-  uint64_t last_progress;  /* last time pending output moved */
-  uint64_t last_ping;      /* last PING received */
-  unsigned ping_strikes;   /* PINGs too close together since we last sent HEADERS/DATA */
+  uint64_t last_active;   /* last request frame (HEADERS, DATA) or call end */
+  uint64_t last_progress; /* last time pending output moved */
+  uint64_t last_ping;     /* last PING received */
+  unsigned ping_strikes;  /* PINGs too close together since we last sent HEADERS/DATA */
   uv_write_t wreq;
-  uint8_t *wbuf;           /* bytes being written, owned; freed while idle */
+  uint8_t *wbuf; /* bytes being written, owned; freed while idle */
   size_t wlen, wcap;
   /* Stream ids the peer skipped are closed without ever having been used (RFC 9113 5.1.1);
    * a HEADERS on one is a connection error. The most recent gaps are remembered. */
@@ -79,23 +83,23 @@ struct h2_conn {
    * connection error STREAM_CLOSED (RFC 9113 5.1). nghttp2 keeps no closed streams (no
    * priority tree), so the most recent are remembered here, as it used to. */
   int32_t ended[H2_STREAM_ENDED];
-  unsigned nended;         /* next slot (a ring) */
-  uint32_t error_code;     /* the GOAWAY code for a failure found here; 0: PROTOCOL_ERROR */
+  unsigned nended;     /* next slot (a ring) */
+  uint32_t error_code; /* the GOAWAY code for a failure found here; 0: PROTOCOL_ERROR */
   /* Where the bytes read stand in HTTP/2's framing (conn_recv in h2_conn.c). */
-  uint32_t scan_skip;      /* payload bytes of the current frame still to come */
-  uint8_t scan_preface;    /* bytes of the client preface seen */
-  uint8_t scan_hlen;       /* bytes of a frame header gathered so far */
+  uint32_t scan_skip;   /* payload bytes of the current frame still to come */
+  uint8_t scan_preface; /* bytes of the client preface seen */
+  uint8_t scan_hlen;    /* bytes of a frame header gathered so far */
   uint8_t scan_hdr[9];
-  char error[128];         /* why a callback failed the session, for the log */
+  char error[128]; /* why a callback failed the session, for the log */
   char peer[64];
   /* NULL on a cleartext listener. With TLS the socket is read and written only through
    * conn_read_start() and conn_write() in h2_conn.c (never uv_read_start/uv_write on tcp);
    * pausing with uv_read_stop(&tcp) is fine, resuming must be conn_read_start(). */
   tls_conn_t *tls;
   h2_proto_t proto;
-  uint8_t sniff[4];        /* the first bytes, while they could still be the preface */
+  uint8_t sniff[4]; /* the first bytes, while they could still be the preface */
   uint8_t nsniff;
-  h1_t *h1;                /* HTTP/1.1 state; NULL for HTTP/2 (session is NULL for HTTP/1.1) */
+  h1_t *h1; /* HTTP/1.1 state; NULL for HTTP/2 (session is NULL for HTTP/1.1) */
 };
 
 /** Accept a pending connection on the server's listener. Returns 0 or a negative uv error. */
@@ -136,6 +140,13 @@ void h2_conn_close(h2_conn_t *c, const char *reason);
  * see themselves as full; below half of it they are woken (their writable event).
  */
 void h2_conn_queued(h2_conn_t *c, ptrdiff_t delta);
+
+/**
+ * Bytes of shared console files a reply on this connection starts to owe the peer
+ * (delta > 0) or has sent (delta < 0). They hold no memory of the connection's own, so
+ * they do not congest it, but they are pending output for --write-timeout.
+ */
+void h2_conn_owed(h2_conn_t *c, ptrdiff_t delta);
 
 /** Run the writable events of the streams that asked, after the current send. */
 void h2_conn_wake(h2_conn_t *c);

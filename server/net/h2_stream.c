@@ -16,7 +16,7 @@
 /* Below this many queued reply bytes a stream that asked hears it is writable. */
 #define H2_LOW_WATER (32 * 1024)
 
-/* The largest console file served (it is read whole into the reply). */
+/* The largest console file served (read whole, once, and shared by its replies). */
 #define H2_MAX_FILE (16u << 20)
 
 /* True if the stream's connection speaks HTTP/1.1. */
@@ -33,8 +33,20 @@ void h2_stream_init(h2_stream_t *s, const h2_stream_ops_t *ops, size_t max_messa
   grpc_decoder_init(&s->dec, max_message);
 }
 
+/* Give back the stream's reference to a console file, and what it still owed of it. */
+static void file_drop(h2_stream_t *s) {
+  if (s->file == NULL)
+    return;
+  if (s->conn)
+    h2_conn_owed(s->conn, -(ptrdiff_t)(s->file->len - s->file_off));
+  web_file_release(s->file);
+  s->file = NULL;
+  s->file_off = 0;
+}
+
 void h2_stream_free(h2_stream_t *s) {
   assert(s->conn == NULL);
+  file_drop(s);
   grpc_decoder_free(&s->dec);
   free(s->status_msg);
   free(s->status_details);
@@ -91,6 +103,8 @@ static void stream_set_out(h2_stream_t *s, h2_output_t to) {
     (void)nghttp2_session_resume_data(s->conn->session, s->id);
   if (to == H2_OUT_CLOSED && s->len > s->off)
     h2_conn_queued(s->conn, -(ptrdiff_t)(s->len - s->off));
+  if (to == H2_OUT_CLOSED)
+    file_drop(s);
 }
 
 static void nv_set(nghttp2_nv *nv, const char *name, const char *value) {
@@ -147,6 +161,20 @@ static size_t take(h2_stream_t *s, uint8_t *buf, size_t length, int *end) {
   size_t n = avail < length ? avail : length;
 
   *end = 0;
+  if (s->file != NULL) {
+    /* A console file: straight from its shared copy, the reply's only body. */
+    avail = s->file->len - s->file_off;
+    n = avail < length ? avail : length;
+    memcpy(buf, s->file->data + s->file_off, n);
+    s->file_off += n;
+    if (s->conn)
+      h2_conn_owed(s->conn, -(ptrdiff_t)n);
+    if (s->file_off < s->file->len)
+      return n;
+    file_drop(s);
+    *end = s->len == s->off && s->out == H2_OUT_TRAILING;
+    return n;
+  }
   memcpy(buf, s->buf + s->off, n);
   s->off += n;
   if (n > 0 && s->conn)
@@ -505,8 +533,45 @@ void h2_stream_input_taken(h2_stream_t *s, size_t n) {
   if (n > s->inbound)
     n = s->inbound;
   s->inbound -= n;
-  if (s->conn)
+  if (s->conn) {
     s->conn->inbound -= n;
+    if (s->in_public)
+      s->conn->inbound_public -= n;
+  }
+}
+
+void h2_stream_expect(h2_stream_t *s, size_t max_message, int streaming, int public,
+                      uint64_t whole_ms) {
+  if (max_message < s->dec.max_len)
+    s->dec.max_len = max_message;
+  s->streaming = streaming ? 1 : 0;
+  s->in_public = public ? 1 : 0;
+  s->whole_ms = public ? whole_ms : 0;
+  if (s->conn != NULL && s->whole_ms && !s->in_ended && (!streaming || s->inbound > 0))
+    s->in_due = uv_now(s->conn->srv->loop) + s->whole_ms;
+}
+
+void h2_stream_tick(h2_stream_t *s, uint64_t now, uint64_t idle_ms) {
+  char why[200];
+
+  if (s->conn == NULL || s->in == H2_IN_DISCARD || s->in_ended)
+    return;
+  if (s->in_due && now >= s->in_due) {
+    snprintf(why, sizeof(why),
+             "request not whole within %llu ms of its start (--handshake-timeout): a public "
+             "method's request is small and sent at once",
+             (unsigned long long)s->whole_ms);
+  } else if (idle_ms && now - s->in_last >= idle_ms &&
+             (!s->streaming || grpc_decoder_partial(&s->dec) || web_b64_partial(&s->b64))) {
+    snprintf(why, sizeof(why), "request unfinished and no byte of it for %llu ms (--idle-timeout)",
+             (unsigned long long)(now - s->in_last));
+  } else {
+    return;
+  }
+  s->in_due = 0;
+  log_info("conn %llu (%s): stream %d: %s", (unsigned long long)s->conn->id, s->conn->peer, s->id,
+           why);
+  s->ops->input_error(s, GRPC_DEADLINE_EXCEEDED, why);
 }
 
 void h2_stream_input_free(h2_stream_t *s) {
@@ -564,7 +629,8 @@ static int note_header(h2_stream_t *s, const uint8_t *name, size_t namelen, cons
       return -1;
   } else if (IS("content-type")) {
     s->proto = (uint8_t)web_content_type(value, valuelen);
-    s->reply = s->proto == WEB_PROTO_WEB || s->proto == WEB_PROTO_TEXT ? H2_REPLY_WEB : H2_REPLY_GRPC;
+    s->reply =
+        s->proto == WEB_PROTO_WEB || s->proto == WEB_PROTO_TEXT ? H2_REPLY_WEB : H2_REPLY_GRPC;
   } else if (IS("if-none-match")) {
     if (s->method != H2_M_POST && s->inm == NULL && valuelen <= 512 &&
         memchr(value, '\0', valuelen) == NULL && (s->inm = dupn(value, valuelen)) == NULL)
@@ -598,8 +664,8 @@ web_proto_t h2_stream_protocol(const h2_stream_t *s) {
   return (web_proto_t)s->proto;
 }
 
-int h2_stream_recv_header(h2_stream_t *s, const uint8_t *name, size_t namelen,
-                          const uint8_t *value, size_t valuelen) {
+int h2_stream_recv_header(h2_stream_t *s, const uint8_t *name, size_t namelen, const uint8_t *value,
+                          size_t valuelen) {
   if (note_header(s, name, namelen, value, valuelen) != 0)
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
   return s->ops->header(s, name, namelen, value, valuelen) == 0
@@ -612,6 +678,8 @@ void h2_stream_recv_headers_done(h2_stream_t *s) {
 }
 
 void h2_stream_recv_end(h2_stream_t *s) {
+  s->in_ended = 1;
+  s->in_due = 0;
   s->ops->end(s);
 }
 
@@ -624,6 +692,17 @@ void h2_stream_recv_data(h2_stream_t *s, const uint8_t *data, size_t len) {
 
   if (s->in == H2_IN_DISCARD) {
     consume(s, len); /* refused or answered: dropped unread */
+    return;
+  }
+  s->in_last = uv_now(c->srv->loop);
+  if (s->in == H2_IN_READ && s->in_public && c->inbound_public + len > H2_PUBLIC_INBOUND) {
+    char msg[200];
+    snprintf(msg, sizeof(msg),
+             "connection holds %zu bytes of unfinished requests to methods that need no "
+             "token, over their limit of %u",
+             c->inbound_public + len, H2_PUBLIC_INBOUND);
+    consume(s, len);
+    s->ops->input_error(s, GRPC_RESOURCE_EXHAUSTED, msg);
     return;
   }
   if (s->in == H2_IN_READ && c->inbound + len > max) {
@@ -677,6 +756,8 @@ static void feed(h2_stream_t *s, const uint8_t *data, size_t len) {
     return;
   s->inbound += len;
   c->inbound += len;
+  if (s->in_public)
+    c->inbound_public += len;
   while (len > 0 && s->in != H2_IN_DISCARD) {
     grpc_message_t msg;
     int got;
@@ -701,8 +782,13 @@ static void feed(h2_stream_t *s, const uint8_t *data, size_t len) {
       continue;
     if (s->in == H2_IN_READ && s->proto != WEB_PROTO_TEXT)
       release_held(s, msg.len + GRPC_FRAME_PREFIX);
+    if (s->streaming)
+      s->in_due = 0; /* a public stream's next message gets its own time */
     s->ops->message(s, &msg);
   }
+  if (s->whole_ms && s->streaming && s->in_due == 0 && s->conn != NULL && s->in != H2_IN_DISCARD &&
+      grpc_decoder_partial(&s->dec))
+    s->in_due = uv_now(s->conn->srv->loop) + s->whole_ms;
 }
 
 /* ---- attach, detach, writable ----------------------------------------------------------- */
@@ -710,6 +796,7 @@ static void feed(h2_stream_t *s, const uint8_t *data, size_t len) {
 void h2_stream_attach(h2_stream_t *s, h2_conn_t *c, int32_t id) {
   s->conn = c;
   s->id = id;
+  s->in_last = uv_now(c->srv->loop);
   s->prev = NULL;
   s->next = c->streams;
   if (c->streams)
@@ -753,14 +840,19 @@ void h2_stream_wake_all(h2_conn_t *c) {
 
 /* ---- replies of the transport's own: CORS preflights, console files ------------------ */
 
-/* A whole HTTP response: status, the headers in extra, then body (not sent for HEAD, whose
- * content-length still says how long it would be). */
+/* A whole HTTP response: status, the headers in extra, then body or the shared file (not
+ * sent for HEAD, whose content-length still says how long it would be). The reply takes the
+ * reference to file, and gives it back at once if it sends no body. */
 static int plain_reply(h2_stream_t *s, int status, const nghttp2_nv *extra, size_t nextra,
-                       const uint8_t *body, size_t len) {
+                       const uint8_t *body, size_t len, web_file_t *file) {
   nghttp2_nv nv[16];
   char code[8], lenbuf[24];
   size_t n = 0;
-  int send_body = len > 0 && s->method != H2_M_HEAD;
+  int send_body;
+
+  if (file != NULL)
+    len = file->len;
+  send_body = len > 0 && s->method != H2_M_HEAD && status != 204 && status != 304;
 
   assert(nextra + 6 <= sizeof(nv) / sizeof(nv[0]));
   s->reply = H2_REPLY_PLAIN;
@@ -771,10 +863,21 @@ static int plain_reply(h2_stream_t *s, int status, const nghttp2_nv *extra, size
   snprintf(lenbuf, sizeof(lenbuf), "%zu", len);
   if (status != 204 && status != 304) /* RFC 9110 8.6: never on a 204; a 304 has no body */
     nv_set(&nv[n++], "content-length", lenbuf);
-  if (send_body && append_bytes(s, body, len) != 0)
+  if (send_body && file == NULL && append_bytes(s, body, len) != 0)
     return -ENOMEM;
-  if (submit_reply(s, status, nv, n, send_body, 0) != 0)
+  /* The headers may point into file (its etag): both transports copy them here. */
+  if (submit_reply(s, status, nv, n, send_body, 0) != 0) {
+    web_file_release(file);
     return -ENOMEM;
+  }
+  if (send_body && file != NULL) {
+    /* Served by reference: however many streams get the file, it is in memory once. */
+    s->file = file;
+    s->file_off = 0;
+    h2_conn_owed(s->conn, (ptrdiff_t)len);
+  } else {
+    web_file_release(file);
+  }
   if (send_body) {
     stream_set_out(s, H2_OUT_SENDING);
     stream_set_out(s, H2_OUT_TRAILING);
@@ -789,7 +892,7 @@ static int text_reply(h2_stream_t *s, int status, const char *text) {
   nghttp2_nv nv[2];
   nv_set(&nv[0], "content-type", "text/plain; charset=utf-8");
   nv_set(&nv[1], "x-content-type-options", "nosniff");
-  return plain_reply(s, status, nv, 2, (const uint8_t *)text, strlen(text));
+  return plain_reply(s, status, nv, 2, (const uint8_t *)text, strlen(text), NULL);
 }
 
 /* OPTIONS: a CORS preflight from an origin named by --web-origin gets the CORS headers; one
@@ -800,7 +903,7 @@ static int preflight(h2_stream_t *s) {
 
   if (!s->has_origin) {
     nv_set(&nv[n++], "allow", "GET, HEAD, POST, OPTIONS");
-    return plain_reply(s, 204, nv, n, NULL, 0);
+    return plain_reply(s, 204, nv, n, NULL, 0, NULL);
   }
   if (s->origin < 0) {
     log_info("conn %llu (%s): CORS preflight from an origin not in --web-origin: refused",
@@ -818,18 +921,16 @@ static int preflight(h2_stream_t *s) {
          "grpc-status, grpc-message, grpc-status-details-bin");
   nv_set(&nv[n++], "access-control-max-age", "600");
   nv_set(&nv[n++], "vary", "Origin, Access-Control-Request-Method, Access-Control-Request-Headers");
-  return plain_reply(s, 204, nv, n, NULL, 0);
+  return plain_reply(s, 204, nv, n, NULL, 0, NULL);
 }
 
 /* GET or HEAD under --console-dir: the file, index.html for "/" and for any path without an
  * extension (the console's own routes). */
 static int serve_file(h2_stream_t *s) {
-  const char *root = s->conn->srv->console_root;
+  server_t *srv = s->conn->srv;
   char rel[WEB_MAX_PATH + 16];
   nghttp2_nv nv[5];
-  uint8_t *data = NULL;
-  size_t len = 0;
-  char etag[WEB_ETAG_LEN];
+  web_file_t *f = NULL;
   int rc;
 
   if (s->path == NULL || web_path_clean(s->path, rel, WEB_MAX_PATH) != 0) {
@@ -839,10 +940,10 @@ static int serve_file(h2_stream_t *s) {
   }
   if (rel[0] == '\0')
     strcpy(rel, "index.html");
-  rc = web_file_read(root, rel, H2_MAX_FILE, &data, &len, etag);
+  rc = web_file_get(&srv->files, srv->console_root, rel, H2_MAX_FILE, &f);
   if (rc == -ENOENT && !web_has_extension(rel)) {
     strcpy(rel, "index.html");
-    rc = web_file_read(root, rel, H2_MAX_FILE, &data, &len, etag);
+    rc = web_file_get(&srv->files, srv->console_root, rel, H2_MAX_FILE, &f);
   }
   if (rc == -ENOENT)
     return text_reply(s, 404, "not found\n");
@@ -856,15 +957,11 @@ static int serve_file(h2_stream_t *s) {
   nv_set(&nv[1], "cache-control",
          web_hashed_asset(rel) ? "public, max-age=31536000, immutable" : "no-cache");
   nv_set(&nv[2], "x-content-type-options", "nosniff");
-  nv_set(&nv[3], "etag", etag);
-  if (s->inm != NULL && web_etag_match(s->inm, etag)) {
-    /* The browser's copy is current (index.html is revalidated on every load). */
-    free(data);
-    return plain_reply(s, 304, nv + 1, 3, NULL, 0);
-  }
-  rc = plain_reply(s, 200, nv, 4, data, len);
-  free(data);
-  return rc;
+  nv_set(&nv[3], "etag", f->etag);
+  /* The browser's copy is current (index.html is revalidated on every load): no body. */
+  if (s->inm != NULL && web_etag_match(s->inm, f->etag))
+    return plain_reply(s, 304, nv + 1, 3, NULL, 0, f);
+  return plain_reply(s, 200, nv, 4, NULL, 0, f);
 }
 
 int h2_stream_answer_http(h2_stream_t *s) {

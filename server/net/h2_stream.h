@@ -19,6 +19,10 @@
 #include "net/grpc_wire.h"
 #include "net/web.h"
 
+/* What one connection keeps of unfinished requests to public methods (no caller answers
+ * for them); past it such a call gets RESOURCE_EXHAUSTED. */
+#define H2_PUBLIC_INBOUND (1u << 20)
+
 typedef struct h2_conn h2_conn_t;
 typedef struct h2_stream h2_stream_t;
 
@@ -85,36 +89,46 @@ typedef struct h2_stream_ops {
 
 struct h2_stream { /* fields are the transport's; the owner uses the functions below */
   const h2_stream_ops_t *ops;
-  h2_conn_t *conn;                /* NULL once the stream closed */
+  h2_conn_t *conn; /* NULL once the stream closed */
   int32_t id;
-  h2_stream_t *prev, *next;       /* conn->streams */
-  h2_stream_t *next_writable;     /* conn->writable */
+  h2_stream_t *prev, *next;   /* conn->streams */
+  h2_stream_t *next_writable; /* conn->writable */
   unsigned queued_writable : 1;
   unsigned want_writable : 1;
   h2_input_t in;
   h2_output_t out;
-  size_t unacked;                 /* body bytes whose credit is held (H2_IN_HOLD) */
-  size_t held;                    /* body bytes of messages not yet taken whose stream
-                                     credit is held (H2_IN_READ; the connection's is back) */
-  size_t inbound;                 /* body bytes kept, counted in the connection's total */
+  size_t unacked; /* body bytes whose credit is held (H2_IN_HOLD) */
+  size_t held;    /* body bytes of messages not yet taken whose stream
+                     credit is held (H2_IN_READ; the connection's is back) */
+  size_t inbound; /* body bytes kept, counted in the connection's total */
   grpc_decoder_t dec;
   int status;
-  char *status_msg;               /* percent-encoded grpc-message */
-  char *status_details;           /* grpc-status-details-bin (base64), owned; NULL: none */
-  uint8_t *buf;                   /* reply bytes not yet taken by nghttp2 */
+  char *status_msg;     /* percent-encoded grpc-message */
+  char *status_details; /* grpc-status-details-bin (base64), owned; NULL: none */
+  uint8_t *buf;         /* reply bytes not yet taken by nghttp2 */
   size_t off, len, cap;
+  struct web_file *file; /* a console file's body, served by reference (shared) */
+  size_t file_off;       /* bytes of it already taken */
   /* What the request is, read from its headers as they pass (net/web.h). */
-  uint8_t method;                 /* h2_method_t */
-  uint8_t proto;                  /* web_proto_t of its content-type */
-  uint8_t reply;                  /* h2_reply_t */
-  unsigned has_origin : 1;        /* an Origin header came */
-  unsigned acrm : 1;              /* Access-Control-Request-Method came (a preflight) */
-  unsigned accept_text : 1;       /* Accept: application/grpc-web-text (a text reply) */
-  int origin;                     /* index of its Origin in --web-origin; -1: none allowed */
-  char *path;                     /* :path of a request that is not a POST, owned */
-  char *acrh;                     /* Access-Control-Request-Headers, owned */
-  char *inm;                      /* If-None-Match of a GET or HEAD, owned */
-  web_b64_t b64;                  /* grpc-web-text: the request body's base64 */
+  uint8_t method;           /* h2_method_t */
+  uint8_t proto;            /* web_proto_t of its content-type */
+  uint8_t reply;            /* h2_reply_t */
+  unsigned has_origin : 1;  /* an Origin header came */
+  unsigned acrm : 1;        /* Access-Control-Request-Method came (a preflight) */
+  unsigned accept_text : 1; /* Accept: application/grpc-web-text (a text reply) */
+  int origin;               /* index of its Origin in --web-origin; -1: none allowed */
+  char *path;               /* :path of a request that is not a POST, owned */
+  char *acrh;               /* Access-Control-Request-Headers, owned */
+  char *inm;                /* If-None-Match of a GET or HEAD, owned */
+  web_b64_t b64;            /* grpc-web-text: the request body's base64 */
+  /* How long an unfinished request may take (h2_stream_expect, h2_stream_tick). */
+  unsigned streaming : 1; /* the method takes a stream of messages */
+  unsigned in_public : 1; /* no caller answers for it: small bounds */
+  unsigned in_ended : 1;  /* the client half-closed */
+  uint64_t whole_ms;      /* in_public: a message must arrive whole within */
+  uint64_t in_due;        /* loop time by which the unfinished request (or message) must be
+                             whole; 0: none */
+  uint64_t in_last;       /* loop time request bytes last came (or its headers) */
 };
 
 /**
@@ -132,6 +146,24 @@ int h2_stream_live(const h2_stream_t *s);
 
 /** The number of the connection the stream came on (0 once detached). */
 uint64_t h2_stream_conn_id(const h2_stream_t *s);
+
+/**
+ * What the method takes, once it is known: messages of at most max_message bytes (refused
+ * above it as over --max-message-bytes is), one or (streaming) a stream of them. public: no
+ * caller answers for the request, so each message, and a single-message request up to its
+ * end, must arrive whole within whole_ms of its first byte, and what the connection keeps
+ * of such requests is bounded by H2_PUBLIC_INBOUND.
+ */
+void h2_stream_expect(h2_stream_t *s, size_t max_message, int streaming, int public,
+                      uint64_t whole_ms);
+
+/**
+ * Once a second (the connection's tick): end a request that stopped arriving, with
+ * DEADLINE_EXCEEDED: a public one not whole in time (h2_stream_expect), any other that is
+ * in the middle of a message, or waits for the end of its single one, and got no byte for
+ * idle_ms (--idle-timeout; 0: never).
+ */
+void h2_stream_tick(h2_stream_t *s, uint64_t now, uint64_t idle_ms);
 
 /** Change what is done with request body bytes from now on (see h2_input_t). */
 void h2_stream_set_input(h2_stream_t *s, h2_input_t in);
@@ -213,8 +245,8 @@ void h2_stream_flush(h2_stream_t *s);
 void h2_stream_attach(h2_stream_t *s, h2_conn_t *c, int32_t id);
 
 /** One request header. Returns 0 or NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE (reset it). */
-int h2_stream_recv_header(h2_stream_t *s, const uint8_t *name, size_t namelen,
-                          const uint8_t *value, size_t valuelen);
+int h2_stream_recv_header(h2_stream_t *s, const uint8_t *name, size_t namelen, const uint8_t *value,
+                          size_t valuelen);
 
 /** The request HEADERS frame ended. */
 void h2_stream_recv_headers_done(h2_stream_t *s);

@@ -24,6 +24,13 @@ static const unsigned char alpn_protos[] = "\x02h2\x08http/1.1";
 /* Ciphertext buffers up to this size stay with the connection between writes. */
 #define TLS_OBUF_KEEP (16 * 1024)
 
+/* Records of its own (answers to KeyUpdate, session tickets, alerts) a connection may have
+ * waiting behind a write the peer does not take. Past it the peer is not reading: a TLS 1.3
+ * client that sends KeyUpdate(update_requested) and never reads made the server queue a
+ * KeyUpdate of its own for each, without bound. A write of the connection above is at most
+ * 64 KiB (H2_WRITE_CHUNK), so what it seals stays well below. */
+#define TLS_MAX_PENDING (256 * 1024)
+
 struct tls_server {
   SSL_CTX *ctx; /* for new connections */
   char *cert, *key, *client_ca;
@@ -59,6 +66,7 @@ struct tls_conn {
   unsigned got_any : 1; /* the peer has sent something */
   uint8_t *obuf;        /* ciphertext being written, owned */
   size_t ocap;
+  size_t olen; /* bytes of obuf in the write in flight */
   char label[96];
 };
 
@@ -271,6 +279,7 @@ static int send_out(tls_conn_t *tc) {
   if (rc < 0)
     return rc;
   tc->sending = 1;
+  tc->olen = n;
   if (tc->uw == UW_SEALED)
     tc->uw = UW_SENDING;
   return 0;
@@ -280,6 +289,7 @@ static void on_written(uv_write_t *req, int status) {
   tls_conn_t *tc = container_of(req, tls_conn_t, wreq);
 
   tc->sending = 0;
+  tc->olen = 0;
   if (tc->ocap > TLS_OBUF_KEEP) { /* one large reply must not pin its size for good */
     free(tc->obuf);
     tc->obuf = NULL;
@@ -452,8 +462,21 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   /* Reading may have produced output too (TLS 1.3 key updates, session tickets). */
+  if (BIO_ctrl_pending(tc->wbio) > TLS_MAX_PENDING) {
+    snprintf(why, sizeof(why),
+             "%zu bytes of TLS records wait for a peer that does not read (over %u): closing",
+             (size_t)BIO_ctrl_pending(tc->wbio), TLS_MAX_PENDING);
+    fail(tc, buf, "TLS output not read", why);
+    return;
+  }
   if ((rc = send_out(tc)) < 0)
     tc->read_cb(st, rc, buf);
+}
+
+size_t tls_pending(const tls_conn_t *tc) {
+  if (tc == NULL)
+    return 0;
+  return BIO_ctrl_pending(tc->wbio) + (tc->sending ? tc->olen : 0);
 }
 
 int tls_read_start(tls_conn_t *tc, uv_alloc_cb alloc_cb, uv_read_cb read_cb) {

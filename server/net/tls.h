@@ -26,9 +26,9 @@ typedef struct tls_files {
 } tls_files_t;
 
 /**
- * Load the files and build the server context (TLS 1.2 or later, ALPN "h2" or "http/1.1"). The paths are
- * copied. On success *out owns the new context (free with tls_server_free). On failure the
- * reason is logged. Errors: -EINVAL (a file does not load, or key and certificate disagree),
+ * Load the files and build the server context (TLS 1.2 or later, ALPN "h2" or "http/1.1"). The
+ * paths are copied. On success *out owns the new context (free with tls_server_free). On failure
+ * the reason is logged. Errors: -EINVAL (a file does not load, or key and certificate disagree),
  * -ENOMEM.
  */
 int tls_server_new(const tls_files_t *files, tls_server_t **out)
@@ -58,6 +58,13 @@ int tls_conn_new(tls_server_t *t, uv_stream_t *stream, const char *label, tls_co
  * is sent while a write is in flight or before the handshake completed. NULL is a no-op.
  */
 void tls_close_notify(tls_conn_t *tc);
+
+/**
+ * Ciphertext of the connection not yet on the socket: records sealed in memory and the
+ * write in flight. It counts as the connection's pending output (--write-timeout). 0 for
+ * NULL.
+ */
+size_t tls_pending(const tls_conn_t *tc);
 
 /** Free a connection's TLS state; only after its stream's close callback. NULL is a no-op. */
 void tls_conn_free(tls_conn_t *tc);

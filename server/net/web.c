@@ -306,13 +306,12 @@ int web_etag_match(const char *inm, const char *etag) {
   return 0;
 }
 
-int web_file_read(const char *root, const char *rel, size_t max, uint8_t **data, size_t *len,
-                  char etag[WEB_ETAG_LEN]) {
+int web_file_get(web_file_t **list, const char *root, const char *rel, size_t max,
+                 web_file_t **out) {
   char path[PATH_MAX], real[PATH_MAX];
-  size_t rlen = strlen(root);
+  size_t rlen = strlen(root), have = 0;
   struct stat st;
-  uint8_t *buf = NULL;
-  size_t have = 0;
+  web_file_t *f;
   int fd;
 
   if ((size_t)snprintf(path, sizeof(path), "%s/%s", root, rel) >= sizeof(path))
@@ -334,12 +333,22 @@ int web_file_read(const char *root, const char *rel, size_t max, uint8_t **data,
     close(fd);
     return -EFBIG;
   }
-  if (st.st_size > 0 && (buf = malloc((size_t)st.st_size)) == NULL) {
+  for (f = *list; f != NULL; f = f->next) {
+    if (f->dev == st.st_dev && f->ino == st.st_ino && f->size == st.st_size &&
+        f->mtime.tv_sec == st.st_mtim.tv_sec && f->mtime.tv_nsec == st.st_mtim.tv_nsec) {
+      close(fd);
+      f->refs++;
+      *out = f;
+      return 0;
+    }
+  }
+  f = malloc(sizeof(*f) + (size_t)st.st_size);
+  if (f == NULL) {
     close(fd);
     return -ENOMEM;
   }
   while (have < (size_t)st.st_size) {
-    ssize_t n = read(fd, buf + have, (size_t)st.st_size - have);
+    ssize_t n = read(fd, f->data + have, (size_t)st.st_size - have);
     if (n < 0 && errno == EINTR)
       continue;
     if (n <= 0)
@@ -347,9 +356,28 @@ int web_file_read(const char *root, const char *rel, size_t max, uint8_t **data,
     have += (size_t)n;
   }
   close(fd);
-  snprintf(etag, WEB_ETAG_LEN, "\"%llx-%llx.%lx\"", (unsigned long long)have,
+  f->refs = 1;
+  f->dev = st.st_dev;
+  f->ino = st.st_ino;
+  f->size = st.st_size;
+  f->mtime = st.st_mtim;
+  f->len = have;
+  snprintf(f->etag, WEB_ETAG_LEN, "\"%llx-%llx.%lx\"", (unsigned long long)have,
            (unsigned long long)st.st_mtim.tv_sec, (unsigned long)st.st_mtim.tv_nsec);
-  *data = buf;
-  *len = have;
+  f->next = *list;
+  f->pprev = list;
+  if (*list)
+    (*list)->pprev = &f->next;
+  *list = f;
+  *out = f;
   return 0;
+}
+
+void web_file_release(web_file_t *f) {
+  if (f == NULL || --f->refs > 0)
+    return;
+  *f->pprev = f->next;
+  if (f->next)
+    f->next->pprev = f->pprev;
+  free(f);
 }

@@ -7,9 +7,12 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
 
 #define WEB_TRAILER_FLAG 0x80 /* first byte of a gRPC-Web frame holding the trailers */
 #define WEB_MAX_PATH 2048     /* longest request path served as a file */
+#define WEB_ETAG_LEN 48       /* room for an entity tag */
 
 /** What a request's content-type asks for. */
 typedef enum web_proto {
@@ -72,18 +75,37 @@ int web_hashed_asset(const char *path);
 /** True if the last segment of path has an extension (an asset, not an SPA route). */
 int web_has_extension(const char *path);
 
-#define WEB_ETAG_LEN 48 /* room for an entity tag */
+/**
+ * A console file read once and shared, read-only, by every reply that serves it: a reply
+ * holds a reference, not a copy, so what many streams of one file cost is one copy. It
+ * stays while referenced; a file changed on disk (another inode, size or modification time)
+ * is read anew and the old copy lives on until its last reply is done.
+ */
+typedef struct web_file {
+  struct web_file *next, **pprev; /* the server's list of files in use */
+  unsigned refs;
+  dev_t dev;
+  ino_t ino;
+  off_t size; /* as fstat saw it (the key; len is what was read) */
+  struct timespec mtime;
+  char etag[WEB_ETAG_LEN]; /* from its size and modification time, quoted */
+  size_t len;
+  uint8_t data[];
+} web_file_t;
 
 /**
- * Read the regular file rel under the directory root (both without trailing '/'; root is
- * a realpath). Symlinks are followed only if the file they reach is still under root.
- * Files over max bytes are refused. On success *data (malloc'd, owned by the caller; NULL
- * for an empty file), *len, and its entity tag in etag (from its size and modification
- * time, quoted). Returns 0, -ENOENT (missing, not a regular file, outside root), -EFBIG,
- * -ENOMEM or -EIO.
+ * The regular file rel under the directory root (both without trailing '/'; root is a
+ * realpath), from the list of files in use when it has not changed, else read now and added
+ * to it. Symlinks are followed only if the file they reach is still under root. Files over
+ * max bytes are refused. On success *out holds a reference the caller gives back with
+ * web_file_release(). Returns 0, -ENOENT (missing, not a regular file, outside root),
+ * -EFBIG or -ENOMEM.
  */
-int web_file_read(const char *root, const char *rel, size_t max, uint8_t **data, size_t *len,
-                  char etag[WEB_ETAG_LEN]) __attribute__((warn_unused_result));
+int web_file_get(web_file_t **list, const char *root, const char *rel, size_t max, web_file_t **out)
+    __attribute__((warn_unused_result));
+
+/** Give back a reference from web_file_get(); the last one frees the copy. NULL: no-op. */
+void web_file_release(web_file_t *f);
 
 /** True if an If-None-Match value (a list of entity tags, or "*") names etag. */
 int web_etag_match(const char *if_none_match, const char *etag);

@@ -20,6 +20,10 @@
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
+/* The largest request message of a method that needs no token (Health, reflection): their
+ * requests are a few bytes, and nobody answers for a caller that sends more. */
+#define RPC_PUBLIC_MAX_MESSAGE (64 * 1024)
+
 static void call_finish(rpc_call_t *call, int http_status, int code, const char *msg);
 
 static rpc_call_t *call_of(h2_stream_t *s) {
@@ -387,8 +391,8 @@ static char *dupn(const uint8_t *s, size_t n) {
 }
 
 /* The stream's header event: 0, or -1 to reset the stream. */
-static int call_on_header(h2_stream_t *s, const uint8_t *name, size_t namelen,
-                          const uint8_t *value, size_t valuelen) {
+static int call_on_header(h2_stream_t *s, const uint8_t *name, size_t namelen, const uint8_t *value,
+                          size_t valuelen) {
   rpc_call_t *call = call_of(s);
   char **slot = NULL;
 
@@ -497,10 +501,11 @@ static void call_on_headers_done(h2_stream_t *s) {
     return;
   if (call->headers_over) {
     char msg[200];
-    snprintf(msg, sizeof(msg),
-             "request headers too large: %zu bytes in %u fields decoded (limits %zu bytes, %u fields)",
-             call->header_bytes, call->header_count, call->srv->cfg.max_header_list_bytes,
-             call->srv->cfg.max_header_count);
+    snprintf(
+        msg, sizeof(msg),
+        "request headers too large: %zu bytes in %u fields decoded (limits %zu bytes, %u fields)",
+        call->header_bytes, call->header_count, call->srv->cfg.max_header_list_bytes,
+        call->srv->cfg.max_header_count);
     call_finish(call, 200, GRPC_RESOURCE_EXHAUSTED, msg);
     return;
   }
@@ -548,12 +553,17 @@ static void call_on_headers_done(h2_stream_t *s) {
     const char *ce = rpc_call_metadata(call, "content-encoding");
     if (ce && strcmp(ce, "identity") != 0) {
       char msg[200];
-      snprintf(msg, sizeof(msg), "content-encoding %.100s is not supported; send the body uncompressed",
-               ce);
+      snprintf(msg, sizeof(msg),
+               "content-encoding %.100s is not supported; send the body uncompressed", ce);
       call_finish(call, 200, GRPC_UNIMPLEMENTED, msg);
       return;
     }
   }
+  /* What the method takes: a public one small requests, whole in a bounded time. */
+  h2_stream_expect(
+      &call->stream,
+      call->m->public_method ? RPC_PUBLIC_MAX_MESSAGE : call->srv->cfg.max_message_bytes,
+      call->m->client_streaming, call->m->public_method, call->srv->cfg.handshake_timeout_ms);
   if (call->timeout) {
     if (grpc_timeout_parse(call->timeout, strlen(call->timeout), &ms) != 0) {
       call_finish(call, 200, GRPC_INVALID_ARGUMENT, "malformed grpc-timeout header");
@@ -815,7 +825,8 @@ static void call_finish(rpc_call_t *call, int http_status, int code, const char 
   uv_timer_stop(&call->timer);
   call->on_writable = NULL;
   call_set_state(call, RPC_CALL_FINISHING);
-  h2_stream_set_details(&call->stream, rpc_details_encode(code, msg, call->details, call->ndetails));
+  h2_stream_set_details(&call->stream,
+                        rpc_details_encode(code, msg, call->details, call->ndetails));
   h2_stream_finish(&call->stream, http_status, code, msg);
 }
 

@@ -209,6 +209,33 @@ def test_chunked_request_body(c):
     h.close()
 
 
+def test_chunked_body_to_a_bidi_stream(c):
+    """Reflection (bidi) with a chunked body: its reply starts while the body still arrives.
+    The body goes on being read, each message is answered, and the 0-chunk ends the call
+    with OK; it used to stop being read, so the call waited for --max-unauth-stream-age."""
+    refl = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+    msg = frame(b"\x3a\x00")  # list_services
+    h = H1(c.srv.addr)
+    h.send(encode("POST", refl, b"", [("Content-Type", "application/grpc-web+proto"),
+                                       ("Transfer-Encoding", "chunked")]) + b"%x\r\n%s\r\n" % (len(msg), msg))
+    seen = []
+
+    def on_chunk(d):
+        seen.append(d)
+        if len(seen) == 1:  # the first answer: ask again
+            h.send(b"%x\r\n%s\r\n" % (len(msg), msg))
+        elif len(seen) == 2:  # the second: end the body
+            h.send(b"0\r\n\r\n")
+
+    t0 = time.time()
+    r = h.read_reply(on_chunk=on_chunk)
+    assert r.grpc_status() == 0, r.trailers()
+    assert len(r.messages()) == 2 and b"grpc.health.v1.Health" in r.messages()[1]
+    assert time.time() - t0 < 5
+    assert grpc_web(h, CHECK, check_req()).grpc_status() == 0  # and the connection goes on
+    h.close()
+
+
 def test_expect_continue(c):
     h = H1(c.srv.addr)
     body = frame(check_req())

@@ -6,19 +6,28 @@ arrives, never kept or decoded. An authenticated call's request is decoded into 
 arena whose budget is proportional to the message size, so a 4 MiB message of two million
 empty strings is refused (RESOURCE_EXHAUSTED) instead of costing a hundred megabytes.
 
+Methods that need no token (Health, reflection) have nobody to answer for what their caller
+sends: they take request messages of at most 64 KiB, one connection keeps at most 1 MiB of
+their unfinished requests, and each of their messages (a single-message request up to its
+end) must arrive whole within --handshake-timeout, else DEADLINE_EXCEEDED. Any other request
+that stops arriving mid-message gets DEADLINE_EXCEEDED after --idle-timeout with no byte of it.
+
 Each attack measures clued's RSS before and after and runs a Health/Check probe meanwhile."""
 
 import os
+import socket
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
 import world  # noqa: E402
-from hostile import (HealthProbe, Raw, grpc_msg, headers_frames, lit, report, request_block,  # noqa: E402
-                     rss_kb, start_clued)
+from hostile import (DATA, HealthProbe, Raw, frame, grpc_msg, headers_frames, lit, report,  # noqa: E402
+                     request_block, rss_kb, start_clued)
+from rawh1 import H1, encode  # noqa: E402
 
 SUBMIT = "/clue.v1.ClueService/SubmitClue"
+CHECK_PATH = "/grpc.health.v1.Health/Check"
 # SubmitClueRequest field 8, violation_categories: two million empty strings, 4,000,000 bytes.
 BOMB = grpc_msg(b"\x42\x00" * 2_000_000)
 
@@ -156,6 +165,144 @@ def test_deadline_while_authenticating_and_slow_body(c):
     assert r.status(1) not in (8, 16, None), (r.status(1), r.message(1))
     r.close()
     assert harness.cluectl("--server", c.srv.addr, "health", check=0).stdout.strip() == "SERVING"
+
+
+REFLECT = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+# A HealthCheckRequest whose service name is 4,000,000 bytes: a whole message under
+# --max-message-bytes (4 MiB), a thousand times what a Health/Check needs.
+BIG_CHECK = grpc_msg(b"\x0a" + bytes([0x80 | (4_000_000 & 127), 0x80 | ((4_000_000 >> 7) & 127),
+                                      4_000_000 >> 14]) + b"u" * 4_000_000)
+
+
+def test_public_methods_take_small_requests(c):
+    """Health/Check needs no token, so its body used to be read at once, up to 4 MiB a
+    message: 32 streams sending all but the last byte of one held --max-conn-inbound (128
+    MiB) per connection for good. Now a message over 64 KiB is RESOURCE_EXHAUSTED at its
+    prefix, a connection keeps at most 1 MiB of unfinished public requests, and one that is
+    not whole within --handshake-timeout (2 s here) ends with DEADLINE_EXCEEDED."""
+    srv = start_clued("--handshake-timeout", "2s")
+    try:
+        before = rss_kb(srv.proc.pid)
+        with HealthProbe(srv.addr) as probe:
+            conns = []
+            for _ in range(3):
+                r = Raw(srv.addr)
+                sid = 1
+                while sid < 80:  # until the server refuses one
+                    r.send(headers_frames(sid, request_block()))
+                    r.send_body(sid, BIG_CHECK[:-1], end_stream=False, timeout=5, stop=lambda: bool(r.ended))
+                    r.read(0.1)
+                    if r.ended:
+                        break
+                    sid += 2
+                r.until(lambda: bool(r.ended), 10, "a refusal")
+                conns.append(r)
+            mid = rss_kb(srv.proc.pid)
+            report("3 connections of unfinished 4 MiB Health/Checks", before, mid, 16)
+            for r in conns:
+                first = min(r.ended)
+                assert r.status(first) == 8 and "65536" in r.message(first), (first, r.hdrs)
+            # Many small unfinished requests: 60 KiB each, never ended.
+            r = Raw(srv.addr)
+            part = grpc_msg(b"\x0a" + bytes([0x80 | (60_000 & 127), 0x80 | ((60_000 >> 7) & 127), 60_000 >> 14])
+                            + b"s" * 60_000)[:-1]
+            sids = list(range(1, 61, 2))
+            for sid in sids:
+                r.send(headers_frames(sid, request_block()))
+                r.send_body(sid, part, end_stream=False, timeout=5)
+            # Past 1 MiB kept: RESOURCE_EXHAUSTED; the rest are not whole within the bound:
+            # DEADLINE_EXCEEDED, each.
+            t0 = time.time()
+            r.until(lambda: all(s in r.ended for s in sids), 15, "every stream's end")
+            took = time.time() - t0
+            over = [s for s in sids if r.status(s) == 8]
+            late = [s for s in sids if r.status(s) == 4]
+            assert len(over) + len(late) == len(sids), [(s, r.status(s)) for s in sids]
+            assert over and "1048576" in r.message(over[0]), r.hdrs[over[0]] if over else r.hdrs
+            assert len(late) >= 10 and "--handshake-timeout" in r.message(late[0]), r.hdrs[late[0]]
+            # A whole message without END_STREAM is no better.
+            r.send(headers_frames(101, request_block()) + frame(DATA, 0, 101, grpc_msg()))
+            r.until(lambda: 101 in r.ended, 6, "the unended request's end")
+            assert r.status(101) == 4, r.hdrs.get(101)
+            assert r.check(103) == 0
+            r.close()
+            for r in conns:
+                assert r.check(201) == 0  # the connection serves on
+                r.close()
+        print(f"  unfinished public requests ended {took:.1f} s after the bound", flush=True)
+        probe.assert_prompt()
+        assert srv.proc.poll() is None
+    finally:
+        srv.stop()
+
+
+def test_public_methods_bounded_over_http1(c):
+    """The same over HTTP/1.1: gRPC-Web Health/Check with a 4 MiB content-length is refused
+    before its body is read; one whose chunked body never ends gets DEADLINE_EXCEEDED."""
+    srv = start_clued("--handshake-timeout", "2s")
+    try:
+        host, port = srv.addr.rsplit(":", 1)
+        before = rss_kb(srv.proc.pid)
+        socks = []
+        for _ in range(8):
+            s = socket.create_connection((host, int(port)))
+            s.sendall(encode("POST", CHECK_PATH, b"", [("Content-Type", "application/grpc-web+proto"),
+                                                       ("Content-Length", str(len(BIG_CHECK)))]))
+            s.settimeout(5)
+            rep = H1("", sock=s).read_reply()  # answered on the head: it used to wait for the body
+            assert rep.grpc_status() == 8 and "needs no token" in rep.grpc_message(), rep.trailers()
+            socks.append(s)
+        for s in socks:  # what the clients send anyway is not kept
+            try:
+                s.sendall(BIG_CHECK[:-1])
+            except OSError:
+                pass
+        time.sleep(0.5)
+        mid = rss_kb(srv.proc.pid)
+        for s in socks:
+            s.close()
+        report("8 unfinished 4 MiB HTTP/1.1 Health/Checks", before, mid, 8)
+        h = H1(srv.addr)
+        body = grpc_msg()
+        h.send(encode("POST", CHECK_PATH, b"", [("Content-Type", "application/grpc-web+proto"),
+                                                ("Transfer-Encoding", "chunked")]) + b"3\r\n" + body[:3] + b"\r\n")
+        t0 = time.time()
+        rep = h.read_reply()
+        assert rep.grpc_status() == 4 and "--handshake-timeout" in rep.grpc_message(), rep.trailers()
+        assert 1 <= time.time() - t0 < 6
+        h.close()
+    finally:
+        srv.stop()
+
+
+def test_stalled_uploads_end(c):
+    """A reflection stream (public, client-streaming) may wait between its messages, not in the
+    middle of one; an authenticated upload that stops mid-message ends after --idle-timeout."""
+    srv = start_clued("--handshake-timeout", "2s", "--idle-timeout", "3s")
+    try:
+        token = world.bootstrap_token(srv)
+        r = Raw(srv.addr)
+        list_services = grpc_msg(b"\x3a\x00")
+        r.send(headers_frames(1, request_block(REFLECT)) + frame(DATA, 0, 1, list_services))
+        r.until(lambda: len(r.data.get(1, b"")) > 5, 10, "the first reflection reply")
+        time.sleep(3.5)  # between messages: no bound but --max-unauth-stream-age
+        r.read(0.1)
+        assert 1 not in r.ended, r.hdrs.get(1)
+        r.send(frame(DATA, 0, 1, list_services[:3]))  # part of the next message, then nothing
+        t0 = time.time()
+        r.until(lambda: 1 in r.ended, 8, "the stalled reflection message's end")
+        assert r.status(1) == 4 and "--handshake-timeout" in r.message(1), r.hdrs.get(1)
+        assert time.time() - t0 < 4
+        # Authenticated, mid-message, then silence.
+        r.send(submit_headers(3, token) + frame(DATA, 0, 3, BOMB[:1000]))
+        t0 = time.time()
+        r.until(lambda: 3 in r.ended, 10, "the stalled upload's end")
+        assert r.status(3) == 4 and "--idle-timeout" in r.message(3), r.hdrs.get(3)
+        assert 2 <= time.time() - t0 < 6
+        assert r.check(5) == 0
+        r.close()
+    finally:
+        srv.stop()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import grpc
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
+import world  # noqa: E402
 from harness import expect_status  # noqa: E402
 from rawh2 import RawH2, grpc_frame  # noqa: E402
 
@@ -61,8 +62,15 @@ def test_unknown_method(c):
 
 
 def test_oversized_request(c):
+    # A method that needs no token takes requests of at most 64 KiB.
     big = check_req("x" * (5 << 20))
     msg = expect_status(grpc.StatusCode.RESOURCE_EXHAUSTED, c.health.Check, big, timeout=30)
+    assert "65536" in msg, msg
+    # Any other, --max-message-bytes (4 MiB).
+    token = world.bootstrap_token(c.srv)
+    call = c.ch.unary_unary("/clue.v1.AdminService/ListUnits")
+    msg = expect_status(grpc.StatusCode.RESOURCE_EXHAUSTED, call, b"\x0a\x00" * (5 << 19), timeout=30,
+                        metadata=[("authorization", "Bearer " + token)])
     assert "4194304" in msg, msg
     still_serving(c)
 
