@@ -1,4 +1,23 @@
--- One request key names one call of a user across clues, cases and the ledger, both ways
+-- A recusal recorded while a call is on its way refuses the call (docs/COOPERATION.md).
+--
+-- clued decides a write on the facts it read first, then sends it. A recusal of the caller
+-- committed in between did not stop the write: a recusal does not move the clue's version, so
+-- the compare-and-swap let it through (a recused reviewer's approval, a recused member's note,
+-- a recused leader's handover). The writes now look for such a recusal in their own
+-- transaction, after the request key's lock:
+--
+--   - clue_request_begin(), which every single write on a clue or a proposal calls first
+--     (moves, co-review proposals and reviews, notes, handovers, deadline extensions,
+--     assignments, recusals): a first call of a recused caller raises CLNOF, "clue not found"
+--     ("proposal not found" for a review), what the server answers a recused caller;
+--   - clue_apply_moves(), the batched moves: the move of a recused caller is left out of the
+--     update, and runs alone, where clue_request_begin() refuses it.
+--
+-- The check sees every recusal committed before the write's statement began, so a recusal
+-- that commits between the server's facts read and its write (a round trip at least) refuses
+-- the write. One that commits while the write is already past that check orders after it.
+--
+-- And one request key names one call of a user across clues, cases and the ledger, both ways
 -- (docs/LEDGER.md). The ledger refused a key a clue or case call had used (rect_request_begin()
 -- of 0014); a key first used by a ledger call was taken by a clue or case call as a new one.
 -- Every clue and case writer now looks for it in rect_requests too, under the key's lock, which
@@ -10,8 +29,8 @@
 --   - the batched submissions and moves leave such a call out, and it runs alone, where
 --     clue_request_begin() refuses it.
 
--- Replaces clue_request_begin of 0033_recusal_refuses_calls_on_their_way.sql: the same, and a
--- key a ledger call used refused.
+-- Replaces clue_request_begin of 0008_named_errors.sql: the same, and a first call of a
+-- caller recused from the clue, or on a key a ledger call used, refused.
 CREATE OR REPLACE FUNCTION clue_request_begin(p_user bigint, p_request_id uuid, p_method text, p_clue bigint,
                                               p_proposal bigint)
 RETURNS clue_outcome LANGUAGE plpgsql AS $$
@@ -225,8 +244,8 @@ BEGIN
   SELECT d.c, d.usr, d.unit, d.o::int FROM d CROSS JOIN a ORDER BY d.o;
 END $$;
 
--- Replaces clue_apply_moves of 0033_recusal_refuses_calls_on_their_way.sql: the same, and a move
--- whose key a ledger call used left out.
+-- Replaces clue_apply_moves of 0029_direct_moves.sql: the same, and the move of a caller recused
+-- from the clue, or on a key a ledger call used, left out.
 CREATE OR REPLACE FUNCTION clue_apply_moves(
   p_actor_user bigint[], p_actor_unit bigint[], p_request_id uuid[], p_now_ms bigint[], p_clue bigint[],
   p_expected_version bigint[], p_from text[], p_to text[], p_action text[], p_reason text[], p_details jsonb[],
