@@ -5,9 +5,12 @@
 
 #include "service/note.h"
 
+#include <stdio.h>
 #include <string.h>
 
+#include "log.h"
 #include "service/clue_row.h"
+#include "service/clue_scope.h"
 #include "service/svc_util.h"
 
 /* Database names of Clue__V1__NoteKind, by number. */
@@ -43,8 +46,18 @@ static const char add_facts_sql[] =
     " LEFT JOIN clue_requests q ON q.user_id = $2 AND q.request_id = $4"
     " LEFT JOIN notes n ON n.id = q.note_id";
 
+/* The write, in a transaction whose first statement takes the request key's lock (the one
+ * clue_request_begin() takes), and made only while the caller still sees the clue (%s: the
+ * clue scope's condition on c, the caller's user in $1 and unit in $2) in the snapshot taken
+ * after it: a unit removed from the clue's joint case, an assignment ended or a review
+ * decided since the facts read stops it, as the server's decision would have. No row then,
+ * and nothing written. */
+static const char add_lock_sql[] =
+    "SELECT pg_advisory_xact_lock(hashtextextended('clue_requests/' || $1::bigint || '/' ||"
+    " $2::uuid, 0))";
 static const char add_sql[] =
-    "SELECT " NOTE_COLS("n") " FROM note_add($1, $2, $3, $4, $5, $6, $7, $8) n";
+    "WITH s AS MATERIALIZED (SELECT c.id FROM clues c WHERE c.id = $5 AND %s)"
+    " SELECT " NOTE_COLS("n") " FROM s CROSS JOIN LATERAL note_add($1, $2, $3, $4, s.id, $6, $7, $8) n";
 
 /* The clue's facts, then a page of its notes (one row with NULL note columns when none).
  * Notes past the text budget are not fetched, except the first one, which tells the reply
@@ -89,6 +102,12 @@ static void note_added(rpc_call_t *call, const db_result_t *r, void *arg) {
   Clue__V1__Note *n;
   (void)arg;
 
+  if (db_rows(r) == 0) {
+    log_info("call %s: note refused (5): the clue left the caller's sight meanwhile",
+             rpc_call_id(call));
+    clue_not_found(call, "clue not found");
+    return;
+  }
   if (db_rows(r) != 1 || db_value(r, 0, 0) == NULL || (n = note_read(call, r, 0, 0)) == NULL) {
     clue_oom(call);
     return;
@@ -102,7 +121,9 @@ static void got_add_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   authz_result_t res;
   Clue__V1__Note *n;
   clue_row_t row = {0};
-  const char *params[8];
+  const char **params, **lock_params, *sql;
+  char cond[CLUE_SCOPE_SQL_MAX];
+  db_stmt_t *stmts;
 
   if (db_rows(r) != 1) {
     clue_oom(call);
@@ -134,6 +155,10 @@ static void got_add_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
     clue_refuse(call, &res);
     return;
   }
+  if ((params = rpc_call_alloc(call, 8 * sizeof(*params))) == NULL) {
+    clue_oom(call);
+    return;
+  }
   params[0] = svc_i64(call, p.user_id, 0);
   params[1] = svc_i64(call, p.unit_id, 0);
   params[2] = nr->request_id;
@@ -142,11 +167,20 @@ static void got_add_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   params[5] = svc_i64(call, row.facts.owner_unit_id, 0);
   params[6] = kind_names[nr->req->kind];
   params[7] = nr->text;
-  if (!svc_all_set(params, 8)) {
+  if (clue_scope_sql(authz_clue_scope(&p), "c", 2, 1, cond, sizeof(cond)) != 0)
+    snprintf(cond, sizeof(cond), "false");
+  sql = rpc_call_printf(call, add_sql, cond);
+  if (sql == NULL || !svc_all_set(params, 8) ||
+      (stmts = rpc_call_alloc(call, 2 * sizeof(*stmts))) == NULL ||
+      (lock_params = rpc_call_alloc(call, 2 * sizeof(*lock_params))) == NULL) {
     clue_oom(call);
     return;
   }
-  svc_query(call, add_sql, 8, params, note_added, NULL);
+  lock_params[0] = params[0];
+  lock_params[1] = params[2];
+  stmts[0] = (db_stmt_t){.sql = add_lock_sql, .nparams = 2, .values = lock_params};
+  stmts[1] = (db_stmt_t){.sql = sql, .nparams = 8, .values = params};
+  svc_txn(call, stmts, 2, note_added, NULL);
 }
 
 void clue_add_note(rpc_call_t *call, const ProtobufCMessage *m) {

@@ -390,6 +390,33 @@ def test_recusal_refuses_calls_on_their_way(c):
     assert _one(c.db, "SELECT count(*) FROM notes WHERE clue_id = %s", cl2.id) == 0
 
 
+def test_lost_sight_stops_a_note_on_its_way(c):
+    # A note decided while its author's unit took part in the clue's joint case, or while the
+    # author was assigned, and written after that ended: refused as for a missing clue.
+    w = c.w
+    cl = move(w.G1.leader, submit(w.G1.member), PRE).clue
+    k = w.R1.leader.case.CreateJointCase(cs.CreateJointCaseRequest(
+        title="联合", participant_unit_ids=[w.G1.id, w.X1.id], clue_ids=[cl.id], request_id=new_request_id()),
+        timeout=20)
+    assert get(w.X1.member, cl.id).id == cl.id
+
+    def note_req():
+        return pb.AddNoteRequest(clue_id=cl.id, kind=pb.NOTE_KIND_OTHER, text="记录", request_id=new_request_id())
+
+    got, _ = _stalled_by_its_key(c, w.X1.member, w.X1.member.clue.AddNote, note_req(),
+                                 lambda: w.R1.leader.case.RemoveParticipant(cs.RemoveParticipantRequest(
+                                     case_id=k.id, unit_id=w.X1.id, reason="协作结束"), timeout=20))
+    assert got == (Code.NOT_FOUND, "clue not found"), got
+    assign(w.G1.leader, cl.id, w.R2.member.id)
+    got, _ = _stalled_by_its_key(c, w.R2.member, w.R2.member.clue.AddNote, note_req(),
+                                 lambda: unassign(w.G1.leader, cl.id, w.R2.member.id))
+    assert got == (Code.NOT_FOUND, "clue not found"), got
+    assert _one(c.db, "SELECT count(*) FROM notes WHERE clue_id = %s", cl.id) == 0
+    # Who still sees it adds notes as before.
+    w.G1.member.clue.AddNote(note_req(), timeout=20)
+    assert _one(c.db, "SELECT count(*) FROM notes WHERE clue_id = %s", cl.id) == 1
+
+
 def test_recused_reviewer_cannot_review(c):
     w = c.w
     L = w.G1.leader
