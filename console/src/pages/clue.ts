@@ -227,7 +227,10 @@ export async function cluePage(main: HTMLElement, arg: string | undefined, signa
   main.append(body);
   const reload = () => void load();
 
+  // A reload asked for while one is under way: only the last one asked for is shown.
+  let asked = 0;
   async function load(): Promise<void> {
+    const mine = ++asked;
     clear(body);
     const wait = loading();
     body.append(wait);
@@ -235,6 +238,7 @@ export async function cluePage(main: HTMLElement, arg: string | undefined, signa
     try {
       c = await clues.getClue({ clueId }, { signal });
     } catch (e) {
+      if (mine !== asked) return;
       wait.remove();
       body.append(h("h2", { class: "page-title" }, t("clueTitle", arg!)), errorBox(e, reload), idPicker());
       return;
@@ -244,6 +248,7 @@ export async function cluePage(main: HTMLElement, arg: string | undefined, signa
       clues.listNotes({ clueId, pageSize: 500 }, { signal }),
       clues.listProposals({ clueId, includeDecided: true }, { signal }),
     ]);
+    if (mine !== asked) return;
     wait.remove();
     const owner = isLeader() && c.ownerUnitId === me!.unitId;
     const active = !isTerminal(c.state);

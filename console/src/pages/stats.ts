@@ -83,7 +83,11 @@ export async function statsPage(main: HTMLElement, _arg: string | undefined, sig
     out,
   );
 
+  // The page's first figures and a submitted form may be under way at once: only the last
+  // one asked for is shown (an earlier answer arriving later would add a second set).
+  let asked = 0;
   async function show(): Promise<void> {
+    const mine = ++asked;
     clear(out);
     chart?.destroy();
     chart = null;
@@ -96,10 +100,12 @@ export async function statsPage(main: HTMLElement, _arg: string | undefined, sig
     try {
       [r, m] = await Promise.all([stats.getStatistics({ fromMs: BigInt(fromMs), toMs: BigInt(toMs) }, { signal }), monthly(fromMs, toMs, signal)]);
     } catch (e) {
+      if (mine !== asked) return;
       wait.remove();
       out.append(errorBox(e));
       return;
     }
+    if (mine !== asked) return;
     wait.remove();
     const zero = new Set(r.zeroDisposalUnits.map((z) => z.unitId));
     const csv = unitsCsv(r);
