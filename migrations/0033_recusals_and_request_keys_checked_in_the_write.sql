@@ -29,6 +29,21 @@
 --   - the batched submissions and moves leave such a call out, and it runs alone, where
 --     clue_request_begin() refuses it.
 
+-- A key a ledger call of p_user used (rect_requests) is no first call of a clue or case
+-- writer: CLARG, as rect_request_begin() answers a key a clue call used. The caller holds the
+-- key's lock.
+CREATE FUNCTION clue_request_refuse_ledger_key(p_user bigint, p_request_id uuid) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+  other text;
+BEGIN
+  SELECT x.method INTO other FROM rect_requests x WHERE x.user_id = p_user AND x.request_id = p_request_id;
+  IF FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'CLARG',
+      MESSAGE = format('request_id %s was already used for another call (%s)', p_request_id, other);
+  END IF;
+END $$;
+
 -- Replaces clue_request_begin of 0008_named_errors.sql: the same, and a first call of a
 -- caller recused from the clue, or on a key a ledger call used, refused.
 CREATE OR REPLACE FUNCTION clue_request_begin(p_user bigint, p_request_id uuid, p_method text, p_clue bigint,
@@ -43,11 +58,7 @@ BEGIN
   PERFORM pg_advisory_xact_lock(hashtextextended('clue_requests/' || p_user || '/' || p_request_id, 0));
   SELECT * INTO q FROM clue_requests WHERE user_id = p_user AND request_id = p_request_id;
   IF NOT FOUND THEN
-    SELECT x.method INTO q.method FROM rect_requests x WHERE x.user_id = p_user AND x.request_id = p_request_id;
-    IF FOUND THEN
-      RAISE EXCEPTION USING ERRCODE = 'CLARG',
-        MESSAGE = format('request_id %s was already used for another call (%s)', p_request_id, q.method);
-    END IF;
+    PERFORM clue_request_refuse_ledger_key(p_user, p_request_id);
     -- A first call. The server decided it on facts read before this transaction; a recusal
     -- of the caller recorded since (which does not move the clue's version) refuses it now,
     -- as the server refuses a recused caller: the clue, or the proposal, is missing.
@@ -86,13 +97,8 @@ BEGIN
   PERFORM pg_advisory_xact_lock(hashtextextended('clue_requests/' || p_actor_user || '/' || p_request_id, 0));
   SELECT * INTO q FROM clue_requests WHERE user_id = p_actor_user AND request_id = p_request_id;
   IF NOT FOUND THEN
-    SELECT x.method INTO q.method FROM rect_requests x WHERE x.user_id = p_actor_user AND x.request_id = p_request_id;
-    IF FOUND THEN
-      RAISE EXCEPTION USING ERRCODE = 'CLARG',
-        MESSAGE = format('request_id %s was already used for another call (%s)', p_request_id, q.method);
-    END IF;
-  END IF;
-  IF q.user_id IS NOT NULL THEN
+    PERFORM clue_request_refuse_ledger_key(p_actor_user, p_request_id);
+  ELSE
     IF q.method <> 'CreateJointCase' THEN
       RAISE EXCEPTION USING ERRCODE = 'CLARG',
         MESSAGE = format('request_id %s was already used for another call (%s)', p_request_id, q.method);

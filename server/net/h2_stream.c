@@ -2,6 +2,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -497,6 +498,20 @@ static void consume(h2_stream_t *s, size_t n) {
     h2_conn_consume(s->conn, s->id, n);
 }
 
+/* Refuse the n bytes just received past a bound (RESOURCE_EXHAUSTED, the message formatted
+ * from fmt): their credit goes back, and the call ends. */
+__attribute__((format(printf, 3, 4))) static void refuse_input(h2_stream_t *s, size_t n,
+                                                               const char *fmt, ...) {
+  char msg[200];
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  consume(s, n);
+  s->ops->input_error(s, GRPC_RESOURCE_EXHAUSTED, msg);
+}
+
 /* Stream credit held for bytes of messages not yet handed over: n of them are taken. */
 static void release_held(h2_stream_t *s, size_t n) {
   if (n > s->held)
@@ -696,23 +711,17 @@ void h2_stream_recv_data(h2_stream_t *s, const uint8_t *data, size_t len) {
   }
   s->in_last = uv_now(c->srv->loop);
   if (s->in == H2_IN_READ && s->in_public && c->inbound_public + len > H2_PUBLIC_INBOUND) {
-    char msg[200];
-    snprintf(msg, sizeof(msg),
-             "connection holds %zu bytes of unfinished requests to methods that need no "
-             "token, over their limit of %u",
-             c->inbound_public + len, H2_PUBLIC_INBOUND);
-    consume(s, len);
-    s->ops->input_error(s, GRPC_RESOURCE_EXHAUSTED, msg);
+    refuse_input(s, len,
+                 "connection holds %zu bytes of unfinished requests to methods that need no "
+                 "token, over their limit of %zu",
+                 c->inbound_public + len, (size_t)H2_PUBLIC_INBOUND);
     return;
   }
   if (s->in == H2_IN_READ && c->inbound + len > max) {
-    char msg[200];
-    snprintf(msg, sizeof(msg),
-             "connection holds %zu bytes of unfinished requests, over its limit of %zu; send "
-             "large requests one after another",
-             c->inbound + len, max);
-    consume(s, len);
-    s->ops->input_error(s, GRPC_RESOURCE_EXHAUSTED, msg);
+    refuse_input(s, len,
+                 "connection holds %zu bytes of unfinished requests, over its limit of %zu; "
+                 "send large requests one after another",
+                 c->inbound + len, max);
     return;
   }
   /* Credit for the body of a caller not yet authenticated is held back: until the token
