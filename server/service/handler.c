@@ -218,6 +218,8 @@ static bool replayed(rpc_call_t *call, const db_result_t *r, const handler_req_t
     /* The caller made it, and the recusal shows nothing of the clue. */
     if ((x = recusal_read(call, r, 0, TF_RECUSAL)) == NULL)
       clue_oom(call);
+    else if (x->user_id != hr->user_id)
+      clue_refuse_reused(call, hr->request_id); /* another user's recusal: another call */
     else
       (void)rpc_reply(call, &x->base);
     return true;

@@ -143,6 +143,11 @@ static void got_add_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
       clue_oom(call);
       return;
     }
+    /* Another note under the key of the first: another call, not its retry. */
+    if ((int)n->kind != (int)nr->req->kind || nr->text == NULL || strcmp(n->text, nr->text) != 0) {
+      clue_refuse_reused(call, nr->request_id);
+      return;
+    }
     (void)rpc_reply(call, &n->base);
     return;
   }

@@ -103,6 +103,12 @@ static void got_review_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
       not_found(call);
       return;
     }
+    /* The key's first call decided the other way: this one is another call, not its retry. */
+    if ((prop->status == CLUE__V1__PROPOSAL_STATUS__PROPOSAL_STATUS_APPROVED) !=
+        (rr->req->approve != 0)) {
+      clue_refuse_reused(call, rr->request_id);
+      return;
+    }
     reply_review(call, &row, prop);
     return;
   }

@@ -417,6 +417,45 @@ def test_lost_sight_stops_a_note_on_its_way(c):
     assert _one(c.db, "SELECT count(*) FROM notes WHERE clue_id = %s", cl.id) == 1
 
 
+def test_a_key_names_one_call_not_another_body(c):
+    # A retry is the same call again. Under the key of a note, a review or a recusal, another
+    # text, another decision or another user is another call: INVALID_ARGUMENT, nothing written.
+    w = c.w
+    cl = move(w.G1.leader, submit(w.G1.member), PRE).clue
+    key = new_request_id()
+    note = pb.AddNoteRequest(clue_id=cl.id, kind=pb.NOTE_KIND_OTHER, text="记录一", request_id=key)
+    first = w.G1.member.clue.AddNote(note, timeout=20)
+    assert w.G1.member.clue.AddNote(note, timeout=20) == first
+    for other in (pb.AddNoteRequest(clue_id=cl.id, kind=pb.NOTE_KIND_OTHER, text="记录二", request_id=key),
+                  pb.AddNoteRequest(clue_id=cl.id, kind=pb.NOTE_KIND_EVIDENCE_SUMMARY, text="记录一",
+                                    request_id=key)):
+        expect_status(Code.INVALID_ARGUMENT, w.G1.member.clue.AddNote, other, timeout=20,
+                      details_has=("already used",))
+    assert _one(c.db, "SELECT count(*) FROM notes WHERE clue_id = %s", cl.id) == 1
+
+    prop = move(w.G1.leader, get(w.G1.leader, cl.id), FIL).proposal
+    rkey = new_request_id()
+    approve = pb.ReviewProposalRequest(proposal_id=prop.id, approve=True, request_id=rkey)
+    done = w.R1.leader.clue.ReviewProposal(approve, timeout=20)
+    assert w.R1.leader.clue.ReviewProposal(approve, timeout=20).proposal == done.proposal
+    expect_status(Code.INVALID_ARGUMENT, w.R1.leader.clue.ReviewProposal,
+                  pb.ReviewProposalRequest(proposal_id=prop.id, approve=False, comment="不同意", request_id=rkey),
+                  timeout=20, details_has=("already used",))
+
+    cl2 = submit(w.G1.member)
+    ukey = new_request_id()
+    mine = recuse(w.G1.member, cl2.id, rid=ukey)
+    assert mine.user_id == w.G1.member.id
+    assert recuse(w.G1.member, cl2.id, user_id=w.G1.member.id, rid=ukey) == mine
+    other = w.new_user("G1", "MEMBER", "G1-member-key")
+    lkey = new_request_id()
+    theirs = recuse(w.G1.leader, cl2.id, user_id=other.id, rid=lkey)
+    # The same key for the leader's own recusal is another call: the leader stays unrecused.
+    expect_status(Code.INVALID_ARGUMENT, recuse, w.G1.leader, cl2.id, rid=lkey, details_has=("already used",))
+    assert recuse(w.G1.leader, cl2.id, user_id=other.id, rid=lkey) == theirs
+    assert get(w.G1.leader, cl2.id).id == cl2.id
+
+
 def test_recused_reviewer_cannot_review(c):
     w = c.w
     L = w.G1.leader
