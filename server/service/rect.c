@@ -600,12 +600,14 @@ typedef struct move_req {
     " LEFT JOIN clue_requests cq ON cq.user_id = $3 AND cq.request_id = $4"
 static const char move_facts_sql[] = MOVE_FACTS_COLS MOVE_FACTS_FROM;
 /* With note_ids ($5), one more column: the first of them that is no note of a clue the caller
- * sees (the clue scope's condition on c, the caller's unit in $2 and user in $3). */
-static const char move_notes_col[] =
+ * sees (%s: the clue scope's condition on c, the caller's unit in $2 and user in $3). */
+static const char move_notes_facts_sql[] =
+    MOVE_FACTS_COLS
     ", (SELECT x.id FROM unnest($5::bigint[]) WITH ORDINALITY x(id, k)"
     "   WHERE NOT EXISTS (SELECT 1 FROM notes n JOIN clues c ON c.id = n.clue_id"
     "                      WHERE n.id = x.id AND %s)"
-    "   ORDER BY x.k LIMIT 1)";
+    "   ORDER BY x.k LIMIT 1)"
+    MOVE_FACTS_FROM;
 
 static const char move_sql[] =
     "SELECT " RECT_COLS("$2") " FROM rect_move($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) i"
@@ -727,12 +729,11 @@ static void start_move(rpc_call_t *call, const char *method, rect_state_t target
   params[4] = mr->notes;
   if (n_note_ids > 0) {
     authz_principal_t p = clue_principal(call);
-    char cond[CLUE_SCOPE_SQL_MAX], col[CLUE_SCOPE_SQL_MAX + sizeof(move_notes_col)];
+    char cond[CLUE_SCOPE_SQL_MAX];
 
     if (clue_scope_sql(authz_clue_scope(&p), "c", 2, 3, cond, sizeof(cond)) != 0)
       snprintf(cond, sizeof(cond), "false");
-    snprintf(col, sizeof(col), move_notes_col, cond);
-    sql = rpc_call_printf(call, "%s%s%s", MOVE_FACTS_COLS, col, MOVE_FACTS_FROM);
+    sql = rpc_call_printf(call, move_notes_facts_sql, cond);
   }
   if (mr->notes == NULL || sql == NULL || (text_required && mr->text == NULL) ||
       !svc_all_set(params, 4)) {
