@@ -57,9 +57,24 @@ static int bad_name(rpc_call_t *call, const char *field, const char *s) {
   return refuse(call, validate_text(field, s, AUDIT_NAME_MAX, 0, &err), &err);
 }
 
+/* The subject types audit_append() is called with (migrations); "" is none. */
+static const char *const subject_types[] = {"", "clue", "case", "rectification", "unit", "user"};
+
 int audit_check_subject(rpc_call_t *call, const char *subject_type, int64_t subject_id) {
+  size_t i;
+
   if (bad_name(call, "subject_type", subject_type) || bad_id(call, "subject_id", subject_id))
     return -1;
+  for (i = 0; i < sizeof(subject_types) / sizeof(subject_types[0]); i++)
+    if (strcmp(subject_type, subject_types[i]) == 0)
+      break;
+  if (i == sizeof(subject_types) / sizeof(subject_types[0])) {
+    rpc_detail_field(call, "subject_type", "one of clue, case, rectification, unit, user");
+    rpc_fail(call, GRPC_INVALID_ARGUMENT,
+             "subject_type %s is unknown: one of clue, case, rectification, unit, user",
+             subject_type);
+    return -1;
+  }
   if (subject_id != 0 && subject_type[0] == '\0') {
     rpc_fail(call, GRPC_INVALID_ARGUMENT, "subject_id needs subject_type");
     return -1;
@@ -94,7 +109,10 @@ static int token_parse(const char *tok, uint32_t want, int64_t *seq) {
   unsigned long long v;
   unsigned long fp;
 
-  if (tok[0] == '\0' || strspn(tok, "0123456789abcdef") > 16 || !strchr(tok, '.'))
+  size_t digits = strspn(tok, "0123456789abcdef");
+
+  /* Only the digits issued: strtoull() alone would also take a sign, blanks or "0x". */
+  if (digits == 0 || digits > 16 || tok[digits] != '.')
     return -1;
   v = strtoull(tok, &end, 16);
   if (end == tok || *end != '.' || v == 0 || v > INT64_MAX)

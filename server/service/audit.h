@@ -19,7 +19,7 @@ extern const size_t audit_nmethods;
 void audit_visibility(const rpc_principal_t *p, audit_filter_t *f);
 
 /**
- * Check a request's subject_type / subject_id pair (a known shape; an id needs a type).
+ * Check a request's subject_type / subject_id pair (a known type or none; an id needs a type).
  * Returns 0, or -1 after failing call with INVALID_ARGUMENT.
  */
 int audit_check_subject(rpc_call_t *call, const char *subject_type, int64_t subject_id);

@@ -215,7 +215,15 @@ def test_list_bad_requests(c):
         (AU.ListAuditEventsRequest(after_seq=2 ** 63 - 1, until_seq=2 ** 63 - 1), None),
         (AU.ListAuditEventsRequest(action="bad\x01action"), "action"),
         (AU.ListAuditEventsRequest(subject_type="x" * 65), "subject_type"),
+        # Types no event has are refused, not answered with an empty list.
+        (AU.ListAuditEventsRequest(subject_type="proposal"), "subject_type"),
+        (AU.ListAuditEventsRequest(subject_type="Clue", subject_id=1), "subject_type"),
     ]
+    # Only the token's own digits: no prefix, sign or blank in front of the seq.
+    seq, fp = r.next_page_token.split(".")
+    for forged in ("0x" + seq, "+" + seq, " " + seq, "-" + seq, "0" * 17):
+        bad.append((AU.ListAuditEventsRequest(page_size=2, page_token=f"{forged}.{fp}"), "page_token"))
+    assert L(AU.ListAuditEventsRequest(page_size=2, page_token=f"0{seq}.{fp}"), metadata=c.md).events
     for req, word in bad:
         if word is None:  # extreme but valid
             assert len(L(req, metadata=c.md).events) == 0
@@ -283,6 +291,9 @@ def test_verify_permissions(c):
                   AU.VerifyAuditChainRequest(subject_type="clue"), metadata=c.md, details_has=["subject_id"])
     expect_status(grpc.StatusCode.INVALID_ARGUMENT, c.audit.VerifyAuditChain, AU.VerifyAuditChainRequest(subject_id=3),
                   metadata=c.md, details_has=["subject_type"])
+    expect_status(grpc.StatusCode.INVALID_ARGUMENT, c.audit.VerifyAuditChain,
+                  AU.VerifyAuditChainRequest(subject_type="clues", subject_id=3), metadata=c.md,
+                  details_has=["subject_type"])
     assert verify(c, c.md).ok  # ADMIN may too
 
 
@@ -491,7 +502,8 @@ def test_verify_100k_events(c):
 def test_watch_bad_requests(c):
     for req, word in [(AU.WatchEventsRequest(after_seq=-1), "after_seq"),
                       (AU.WatchEventsRequest(subject_id=4), "subject_id"),
-                      (AU.WatchEventsRequest(action="\x02"), "action")]:
+                      (AU.WatchEventsRequest(action="\x02"), "action"),
+                      (AU.WatchEventsRequest(subject_type="token"), "subject_type")]:
         call = c.audit.WatchEvents(req, metadata=c.md)
         expect_status(grpc.StatusCode.INVALID_ARGUMENT, next, call, details_has=[word])
     call = c.audit.WatchEvents(AU.WatchEventsRequest())
