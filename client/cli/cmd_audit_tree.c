@@ -580,10 +580,14 @@ int audit_tree_verify(cli_t *cli, const cli_args_t *args) {
           memcpy(proof[i], cons->hashes[i].data, MERKLE_HASH_LEN);
       }
       if (bad || merkle_verify_consistency(cp1.size, cp2.size, cp1.root, cp2.root, proof, n) != 0) {
-        fail(&v, "fork: the server's checkpoint of %llu events does not extend the saved one of "
-                 "%llu: the log was rewritten within its first %llu events",
+        /* The proof comes from the tree the server holds now: the saved root, the server's
+         * signed one, or both, are not that tree's. */
+        fail(&v,
+             "fork: the server's checkpoint of %llu events does not extend the saved one of "
+             "%llu by the tree it holds now: the log was rewritten within its first %llu "
+             "events",
              (unsigned long long)cp2.size, (unsigned long long)cp1.size,
-             (unsigned long long)cp1.size);
+             (unsigned long long)cp2.size);
         goto report;
       }
     }

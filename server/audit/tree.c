@@ -72,6 +72,8 @@ struct audit_tree {
   uint64_t every, interval_ms;
   uint64_t cp_size;      /* the latest checkpoint's size */
   int64_t cp_ms;         /* and when it was published (server clock), 0 if none */
+  uint64_t cp_checked;   /* the tree matched the checkpoint of this size (0: none yet) */
+  const char *forked;    /* why the tree does not match its latest checkpoint, or NULL */
   audit_tail_follower_t follower; /* a builder follows the server's tail */
   uint64_t round_ms;     /* loop time the last round began */
   uint64_t next_sync;    /* a builder: loop time from which a round reads the leaves first */
@@ -224,6 +226,7 @@ static void on_append(const db_result_t *r, void *arg) {
     t->durable = t->mt.size;
     if (t->appending_cp) {
       t->cp_size = t->durable;
+      t->cp_checked = t->cp_size; /* its root is the tree's */
       t->cp_ms = t->appending_ms;
     }
     if (t->appending_full)
@@ -416,13 +419,58 @@ static void on_tail_advanced(audit_tail_follower_t *f) {
 /* ---- SYNC -------------------------------------------------------------------------------- */
 
 static const char sql_sync[] =
-    "SELECT l.idx, l.seq, encode(l.leaf, 'hex'),"
-    "       (SELECT tree_size FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1),"
-    "       (SELECT floor(extract(epoch FROM at) * 1000)::bigint FROM audit_checkpoints"
-    "         ORDER BY tree_size DESC LIMIT 1)"
+    "SELECT l.idx, l.seq, encode(l.leaf, 'hex'), cp.tree_size,"
+    "       floor(extract(epoch FROM cp.at) * 1000)::bigint, encode(cp.root, 'hex'),"
+    "       CASE WHEN l.idx IS NULL OR l.idx = $1 THEN cp.note END" /* once: the first row */
     "  FROM (SELECT 1) one"
+    "  LEFT JOIN (SELECT * FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1) cp ON true"
     "  LEFT JOIN (SELECT * FROM audit_leaves WHERE idx >= $1 ORDER BY idx LIMIT $2) l ON true"
     " ORDER BY l.idx";
+
+/* The tree read to its end against the latest checkpoint (size, root in hex, signed note):
+ * why they disagree, or NULL. The leaves and the checkpoint come from one snapshot, and a
+ * checkpoint is appended with its leaves, so a tree shorter than it lost leaves. */
+static const char *cp_mismatch(audit_tree_t *t, uint64_t size, const char *root_hex,
+                               const char *note) {
+  merkle_hash_t root, want;
+  checkpoint_t cp;
+
+  if (t->durable < size)
+    return "the tree holds fewer leaves than its latest checkpoint";
+  if (hex_decode(root_hex, want, MERKLE_HASH_LEN) != 0)
+    return "the latest checkpoint's root is malformed";
+  if (t->has_key && (note_checkpoint_open(&t->key, note, &cp) != 0 || cp.size != size ||
+                     memcmp(cp.root, want, MERKLE_HASH_LEN) != 0))
+    return "the latest checkpoint's row does not match a note signed by this server's key";
+  if (merkle_tree_root(&t->mt, size, root) != 0 || memcmp(root, want, MERKLE_HASH_LEN) != 0)
+    return "the tree's leaves do not hash to the latest checkpoint's root";
+  return NULL;
+}
+
+/* After a SYNC that read the tree to its end. A tree that contradicts a checkpoint this
+ * server signed was changed in the database (audit_leaves and the events, together): a
+ * builder signs nothing more over it, since a new checkpoint would vouch for the changed
+ * history; followers keep serving what they hold, which fails every proof against the
+ * signed roots. Once found, it holds until a restart reads the tree again. */
+static void cp_check(audit_tree_t *t, const db_result_t *r) {
+  uint64_t size;
+
+  if (t->forked || db_value(r, 0, 3) == NULL || db_value(r, 0, 6) == NULL)
+    return;
+  size = (uint64_t)strtoll(db_value(r, 0, 3), NULL, 10);
+  if (size == t->cp_checked)
+    return;
+  t->forked = cp_mismatch(t, size, db_value(r, 0, 5), db_value(r, 0, 6));
+  if (t->forked == NULL) {
+    t->cp_checked = size;
+    return;
+  }
+  log_error("audit tree: %s (%llu leaves, checkpoint of %llu): the stored tree was changed; %s",
+            t->forked, (unsigned long long)t->durable, (unsigned long long)size,
+            t->has_key ? "no leaf is appended and no checkpoint signed until it is restored and "
+                         "clued restarted"
+                       : "proofs from this instance will not verify");
+}
 
 static void on_sync(const db_result_t *r, void *arg) {
   audit_tree_t *t = arg;
@@ -466,6 +514,11 @@ static void on_sync(const db_result_t *r, void *arg) {
     return;
   }
   t->loaded = 1;
+  cp_check(t, r);
+  if (t->has_key && t->forked) {
+    tree_wait(t, SYNC_MS); /* reads on (the metrics and proofs follow), appends nothing */
+    return;
+  }
   if (t->has_key) {
     t->next_sync = uv_now(t->srv->loop) + SYNC_MS;
     gather(t);

@@ -537,11 +537,55 @@ def test_event_inserted_behind_the_tree_with_recomputed_hashes_and_head():
         log.close()
 
 
+def test_leaves_rewritten_under_a_later_checkpoint_are_not_signed_over():
+    """The tree itself rewritten (an event and its audit_leaves row) after the auditor's
+    checkpoint but under a later one nobody fetched, then clued restarted: the builder finds
+    that its tree contradicts the checkpoint it signed, and signs nothing more, so the
+    auditor's saved checkpoint still catches the change."""
+    log = Log()
+    try:
+        a, md = S.audit_pb2_grpc.AuditServiceStub(log.w.auditor.channel), log.w.auditor.metadata
+        saved = cp_size(a, md)
+        g = log.w.G3
+        for i in range(4):
+            g.member.clue.SubmitClue(pb.SubmitClueRequest(
+                request_id=new_request_id(), title=f"新线索{i}", summary="摘要", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+                subject=pb.SubjectPerson(name="李四"), host_unit="市卫生健康委"), timeout=20)
+        later = log.nevents()
+        harness.wait_for(lambda: cp_size(a, md) == later, timeout=60, what="the server's later checkpoint")
+        seq, idx = log.one("SELECT seq, idx FROM audit_leaves WHERE idx = %s", saved)
+        st, sid = log.one("SELECT subject_type, subject_id FROM audit_events WHERE seq = %s", seq)
+        log.sql(("UPDATE audit_events SET reason = '改写的理由' WHERE seq = %s", (seq,)),
+                ("UPDATE audit_events e SET hash = audit_hash(e) WHERE seq = %s", (seq,)),
+                ("UPDATE audit_heads h SET last_hash = e.hash FROM audit_events e WHERE e.seq = %s"
+                 " AND h.subject_type = %s AND h.subject_id = %s AND h.last_seq = e.seq", (seq, st, sid)))
+        row = [r for r in tlog.rows(log.db) if r["seq"] == seq][0]
+        log.sql(("UPDATE audit_leaves SET leaf = %s WHERE idx = %s", (tlog.leaf_hash_of_row(row), idx)))
+        assert log.chains_ok_sql()
+        log.restart()
+        harness.wait_for(lambda: "the stored tree was changed" in log.srv.output(), timeout=30,
+                         what="the builder's finding in its log")
+        a, md = S.audit_pb2_grpc.AuditServiceStub(log.w.auditor.channel), log.w.auditor.metadata
+        for i in range(3):
+            g.member.clue.SubmitClue(pb.SubmitClueRequest(
+                request_id=new_request_id(), title=f"再一条{i}", summary="摘要", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+                subject=pb.SubjectPerson(name="李四"), host_unit="市卫生健康委"), timeout=20)
+        # Ten times --checkpoint-interval: a builder that signs would have done so by now.
+        harness.time.sleep(2.0)
+        assert cp_size(a, md) == later, "a checkpoint was signed over the rewritten tree"
+        assert log.one("SELECT max(tree_size) FROM audit_checkpoints")[0] == later
+        v = a.VerifyAuditChain(AU.VerifyAuditChainRequest(), metadata=md)
+        assert not v.ok and "latest checkpoint" in v.tree_problem, v
+        tampered("leaves rewritten under a later checkpoint, clued restarted", log, None, "fork")
+    finally:
+        log.close()
+
+
 def test_report():
     # The list the closing note asks for: each tampering with its detection message.
     for name, msg in REPORT:
         print(f"{name}\n    {msg}")
-    assert len(REPORT) == 13
+    assert len(REPORT) == 14
 
 
 if __name__ == "__main__":
