@@ -349,11 +349,66 @@ static void leaf_of(const Clue__V1__LeafEvent *e, merkle_hash_t out, int *oom) {
 }
 
 /* The content an event records a hash of, against the current rows. */
+/* Whether the current row's fact key (in e->current_facts) is what the event logged: the
+ * member logged_key of its details, or, when logged_key is NULL, the text logged. A fact or
+ * a logged value that is absent (a server or an event from before) is not judged. */
+static int fact_matches(const Clue__V1__LeafEvent *e, const char *key, const char *logged_key,
+                        const char *logged) {
+  char now[80], then[80];
+
+  if (json_member(e->current_facts, key, now, sizeof(now)) != 0)
+    return 1;
+  if (logged_key) {
+    if (json_member(e->details, logged_key, then, sizeof(then)) != 0)
+      return 1;
+    logged = then;
+  }
+  return strcmp(now, logged) == 0;
+}
+
+/* The current rows against the facts the event logged in its own fields. */
+static void check_facts(const Clue__V1__LeafEvent *e, verdict_t *v) {
+  char id[32], logged[8];
+
+  if (e->current_facts[0] == '\0')
+    return;
+  if (strcmp(e->action, "note.add") == 0) {
+    if (json_member(e->details, "note_id", id, sizeof(id)) != 0)
+      id[0] = '\0';
+    if (!fact_matches(e, "clue_id", NULL, e->subject_id))
+      fail(v, "seq %lld (%s #%s): note %s was moved to another clue", (long long)e->seq,
+           e->subject_type, e->subject_id, id);
+    else if (!fact_matches(e, "kind", "kind", NULL))
+      fail(v, "seq %lld (%s #%s): the kind of note %s was changed", (long long)e->seq,
+           e->subject_type, e->subject_id, id);
+    else if (!fact_matches(e, "author_user", NULL, e->actor_user_id) ||
+             !fact_matches(e, "author_unit", NULL, e->actor_unit_id))
+      fail(v, "seq %lld (%s #%s): note %s names another author than the one logged",
+           (long long)e->seq, e->subject_type, e->subject_id, id);
+  }
+  if (strcmp(e->action, "clue.submit") == 0) {
+    if (json_member(e->details, "has_reporter", logged, sizeof(logged)) != 0)
+      logged[0] = '\0';
+    if (!fact_matches(e, "registration_number", "registration_number", NULL))
+      fail(v, "seq %lld (%s #%s): the clue's registration number was changed", (long long)e->seq,
+           e->subject_type, e->subject_id);
+    else if (!fact_matches(e, "created_by", NULL, e->actor_user_id))
+      fail(v, "seq %lld (%s #%s): the clue names another submitter than the one logged",
+           (long long)e->seq, e->subject_type, e->subject_id);
+    else if (logged[0] && (!fact_matches(e, "has_reporter", NULL, logged) ||
+                           !fact_matches(e, "reporter_row", NULL, logged)))
+      fail(v, "seq %lld (%s #%s): %s", (long long)e->seq, e->subject_type, e->subject_id,
+           strcmp(logged, "true") == 0 ? "the clue's reporter was removed or hidden"
+                                       : "the clue was logged without a reporter, and has one now");
+  }
+}
+
 static void check_content(const Clue__V1__LeafEvent *e, verdict_t *v) {
   char want[80], id[32];
 
   if (e->redacted || e->details[0] == '\0')
     return;
+  check_facts(e, v);
   if (strcmp(e->action, "note.add") == 0 && json_member(e->details, "text_sha256", want, sizeof(want)) == 0) {
     if (json_member(e->details, "note_id", id, sizeof(id)) != 0)
       id[0] = '\0';
@@ -386,8 +441,8 @@ static void hash_text(const uint8_t *h, char *out) {
 }
 
 /* Walk the export, rebuilding the tree from the events. */
-static int walk(cli_t *cli, merkle_tree_t *mt, verdict_t *v, int64_t *last_seq, int64_t *events,
-                int64_t **seqs, uint64_t *seqs_cap) {
+static int walk(cli_t *cli, merkle_tree_t *mt, verdict_t *v, verdict_t *rows, int64_t *last_seq,
+                int64_t *events, int64_t **seqs, uint64_t *seqs_cap) {
   Clue__V1__ExportAuditEventsRequest req = CLUE__V1__EXPORT_AUDIT_EVENTS_REQUEST__INIT;
   int rc = 0, oom = 0;
 
@@ -446,6 +501,12 @@ static int walk(cli_t *cli, merkle_tree_t *mt, verdict_t *v, int64_t *last_seq, 
       }
     }
     done = r->done || r->n_events == 0;
+    for (size_t i = 0; i < r->n_unlogged_note_ids; i++)
+      fail(rows, "note %lld exists, but no note.add event logged it: it was inserted",
+           (long long)r->unlogged_note_ids[i]);
+    for (size_t i = 0; i < r->n_unlogged_clue_ids; i++)
+      fail(rows, "clue %lld exists, but no clue.submit event logged it: it was inserted",
+           (long long)r->unlogged_clue_ids[i]);
     protobuf_c_message_free_unpacked(&r->base, NULL);
     if (oom)
       return cli_oom(cli);
@@ -466,6 +527,7 @@ int audit_tree_verify(cli_t *cli, const cli_args_t *args) {
   merkle_tree_t mt;
   merkle_hash_t root;
   verdict_t v = {0, ""};
+  verdict_t rows = {0, ""}; /* rows no event logged: told when nothing in the log is wrong */
   char *text = NULL, a[20], b[20];
   size_t len;
   int64_t last_seq = 0, events = 0, *seqs = NULL;
@@ -494,7 +556,7 @@ int audit_tree_verify(cli_t *cli, const cli_args_t *args) {
   /* Every event, against its leaf; the tree rebuilt from them. A server without the key
    * may be a moment behind its own latest checkpoint: walk again, a few times. */
   for (int attempt = 0;; attempt++) {
-    if ((rc = walk(cli, &mt, &v, &last_seq, &events, &seqs, &seqs_cap)) != 0)
+    if ((rc = walk(cli, &mt, &v, &rows, &last_seq, &events, &seqs, &seqs_cap)) != 0)
       goto out;
     if (v.failed || mt.size >= cp2.size || attempt == 5)
       break;
@@ -619,6 +681,8 @@ int audit_tree_verify(cli_t *cli, const cli_args_t *args) {
     goto report;
   }
 report:
+  if (!v.failed && rows.failed)
+    v = rows; /* (a log truncated or rewritten leaves rows without their events too) */
   if (v.failed) {
     fputs("FAIL: ", stdout);
     cli_put_text(stdout, v.what, 0);

@@ -1351,10 +1351,17 @@ static void conn_init(db_pool_t *p, db_conn_t *c, conn_role_t role) {
   p->nhandles++;
 }
 
+/* The schema search of every statement clued sends: clued's objects, with the system
+ * catalog's ahead of them (pg_catalog comes first when not named). A search_path set on the
+ * database or the role (ALTER DATABASE ... SET search_path = public, pg_catalog) would
+ * otherwise let a function or operator in public stand in for a built-in one, such as the
+ * sha256() with which ExportAuditEvents recomputes the content hashes. */
+#define DB_SEARCH_PATH "-c search_path=public"
+
 /* The startup "options" of every connection: the connection string's own (options=..., or
  * else PGOPTIONS), then the server-side time bounds, so that no statement or lock wait can hold
- * a pool connection for ever. Set at connect, they cost no round trip; a later "-c" wins, so
- * ours take effect. Returns NULL on out of memory. */
+ * a pool connection for ever, and the search path. Set at connect, they cost no round trip; a
+ * later "-c" wins, so ours take effect. Returns NULL on out of memory. */
 static char *pool_options(const PQconninfoOption *opts, const db_config_t *cfg) {
   const char *own = "";
   unsigned st =
@@ -1369,10 +1376,12 @@ static char *pool_options(const PQconninfoOption *opts, const db_config_t *cfg) 
   /* Passing "options" hides PGOPTIONS, which libpq reads only for a missing keyword. */
   if (!*own && getenv("PGOPTIONS"))
     own = getenv("PGOPTIONS");
-  n = snprintf(NULL, 0, "%s -c statement_timeout=%u -c lock_timeout=%u", own, st, lk);
+  n = snprintf(NULL, 0, "%s -c statement_timeout=%u -c lock_timeout=%u " DB_SEARCH_PATH, own, st,
+               lk);
   s = malloc((size_t)n + 1);
   if (s)
-    snprintf(s, (size_t)n + 1, "%s -c statement_timeout=%u -c lock_timeout=%u", own, st, lk);
+    snprintf(s, (size_t)n + 1, "%s -c statement_timeout=%u -c lock_timeout=%u " DB_SEARCH_PATH, own,
+             st, lk);
   return s;
 }
 

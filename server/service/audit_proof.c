@@ -240,9 +240,11 @@ static void get_consistency(rpc_call_t *call, const ProtobufCMessage *m) {
  * expressions are those of note_add() (0005), clue_content_sha256() (0013) and
  * clue_reporter_sha256() (0031: the reporter row's salt, none before 0031, then the text of
  * 0013), written out here rather than called, so that a function redefined in the database
- * cannot answer for the rows. */
+ * cannot answer for the rows (built-in ones come first: db.c's search path); then what the
+ * rows say of facts the event records in its own fields (LeafEvent.current_facts). */
 #define EXPORT_COL_CONTENT AUDIT_LEAF_NFIELDS
 #define LP(x) "octet_length(" x "), ':', " x ", E'\\n'" /* "<length>:<text>\n" */
+/* clang-format off */
 static const char sql_export[] =
     "SELECT " AUDIT_LEAF_COLS ","
     "  CASE e.action"
@@ -258,8 +260,31 @@ static const char sql_export[] =
     "  CASE WHEN e.action = 'clue.submit' THEN (SELECT encode(sha256(coalesce(r.salt, ''::bytea)"
     " || convert_to(concat("
     LP("r.name") ", " LP("r.phone") ", " LP("r.address") ", " LP("r.email") "), 'UTF8')), 'hex')"
-    "                              FROM clue_reporters r WHERE r.clue_id = e.subject_id) END"
+    "                              FROM clue_reporters r WHERE r.clue_id = e.subject_id) END,"
+    "  CASE e.action"
+    "    WHEN 'note.add' THEN (SELECT jsonb_build_object('clue_id', n.clue_id, 'kind', n.kind,"
+    "                            'author_user', n.author_user, 'author_unit', n.author_unit)::text"
+    "                            FROM notes n WHERE n.id = (e.details::jsonb->>'note_id')::bigint)"
+    "    WHEN 'clue.submit' THEN (SELECT jsonb_build_object('registration_number',"
+    "                            c.registration_number, 'created_by', c.created_by, 'has_reporter',"
+    "                            c.has_reporter, 'reporter_row', EXISTS (SELECT 1 FROM clue_reporters r"
+    "                            WHERE r.clue_id = c.id))::text FROM clues c WHERE c.id = e.subject_id)"
+    "  END"
     " FROM audit_events e WHERE e.seq > $1 ORDER BY e.seq LIMIT $2";
+
+/* On the last page: notes and clues that no event logged (a superuser's inserts), at most
+ * EXPORT_UNLOGGED_MAX of each. Every writer inserts a note with its note.add event and a
+ * clue with its clue.submit event, in one transaction. */
+#define EXPORT_UNLOGGED_MAX 100
+static const char sql_unlogged[] =
+    "(SELECT 'note', n.id FROM notes n WHERE NOT EXISTS (SELECT 1 FROM audit_events e"
+    "  WHERE e.subject_type = 'clue' AND e.subject_id = n.clue_id AND e.action = 'note.add'"
+    "  AND e.details::jsonb->>'note_id' = n.id::text) ORDER BY n.id LIMIT $1)"
+    " UNION ALL "
+    "(SELECT 'clue', c.id FROM clues c WHERE NOT EXISTS (SELECT 1 FROM audit_events e"
+    "  WHERE e.subject_type = 'clue' AND e.subject_id = c.id AND e.action = 'clue.submit')"
+    "  ORDER BY c.id LIMIT $1)";
+/* clang-format on */
 
 typedef struct export_ctx {
   int64_t after;
@@ -311,13 +336,35 @@ static void fill_event(rpc_call_t *call, const db_result_t *r, int row,
     ev->details = col(call, r, row, AUDIT_LEAF_DETAILS, &nulls, AUDIT_LEAF_DETAILS, oom);
     ev->current_sha256 = col(call, r, row, EXPORT_COL_CONTENT, &nulls, -1, oom);
     ev->current_reporter_sha256 = col(call, r, row, EXPORT_COL_CONTENT + 1, &nulls, -1, oom);
+    ev->current_facts = col(call, r, row, EXPORT_COL_CONTENT + 2, &nulls, -1, oom);
   }
   ev->nulls = nulls;
 }
 
+static void unlogged_done(rpc_call_t *call, const db_result_t *r, void *arg) {
+  Clue__V1__ExportAuditEventsResponse *resp = arg;
+  int rows = db_rows(r);
+  int64_t *notes = rpc_call_alloc(call, (size_t)(rows ? rows : 1) * sizeof(int64_t));
+  int64_t *clues = rpc_call_alloc(call, (size_t)(rows ? rows : 1) * sizeof(int64_t));
+
+  if (notes == NULL || clues == NULL) {
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  resp->unlogged_note_ids = notes;
+  resp->unlogged_clue_ids = clues;
+  for (int i = 0; i < rows; i++) {
+    if (strcmp(db_value(r, i, 0), "note") == 0)
+      notes[resp->n_unlogged_note_ids++] = svc_col_i64(r, i, 1);
+    else
+      clues[resp->n_unlogged_clue_ids++] = svc_col_i64(r, i, 1);
+  }
+  (void)rpc_reply(call, &resp->base);
+}
+
 static void export_done(rpc_call_t *call, const db_result_t *r, void *arg) {
   export_ctx_t *ctx = arg;
-  Clue__V1__ExportAuditEventsResponse resp = CLUE__V1__EXPORT_AUDIT_EVENTS_RESPONSE__INIT;
+  Clue__V1__ExportAuditEventsResponse *resp = rpc_call_alloc(call, sizeof(*resp));
   audit_tree_t *t = tree_of(call);
   const merkle_tree_t *mt;
   int rows = db_rows(r), full = rows == ctx->page, oom = 0;
@@ -332,7 +379,7 @@ static void export_done(rpc_call_t *call, const db_result_t *r, void *arg) {
   size = audit_tree_size(t);
   evs = rpc_call_alloc(call, cap * sizeof(*evs));
   ptrs = rpc_call_alloc(call, cap * sizeof(*ptrs));
-  if (evs == NULL || ptrs == NULL) {
+  if (evs == NULL || ptrs == NULL || resp == NULL) {
     rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
@@ -378,16 +425,25 @@ static void export_done(rpc_call_t *call, const db_result_t *r, void *arg) {
     }
     ptrs[out++] = ev;
   }
-  resp.events = ptrs;
-  resp.n_events = out;
-  resp.tree_size = (int64_t)size;
-  resp.tree_last_seq = size ? audit_tree_seq(t, size - 1) : 0;
-  resp.done = !full && i >= rows && j >= size;
+  clue__v1__export_audit_events_response__init(resp);
+  resp->events = ptrs;
+  resp->n_events = out;
+  resp->tree_size = (int64_t)size;
+  resp->tree_last_seq = size ? audit_tree_seq(t, size - 1) : 0;
+  resp->done = !full && i >= rows && j >= size;
   if (oom) {
     rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
-  (void)rpc_reply(call, &resp.base);
+  if (resp->done) {
+    const char *params[1] = {svc_i64(call, EXPORT_UNLOGGED_MAX, 0)};
+    if (params[0] == NULL)
+      rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    else
+      svc_query(call, sql_unlogged, 1, params, unlogged_done, resp);
+    return;
+  }
+  (void)rpc_reply(call, &resp->base);
 }
 
 static void export_events(rpc_call_t *call, const ProtobufCMessage *m) {

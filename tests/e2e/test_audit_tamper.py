@@ -581,11 +581,119 @@ def test_leaves_rewritten_under_a_later_checkpoint_are_not_signed_over():
         log.close()
 
 
+def note_add_event(log, clue_id):
+    """The seq and note id of a clue's first note.add event."""
+    return log.one("SELECT seq, (details::jsonb->>'note_id')::bigint FROM audit_events"
+                   " WHERE subject_id = %s AND action = 'note.add' ORDER BY seq LIMIT 1", clue_id)
+
+
+def test_note_moved_to_another_clue():
+    log = Log()
+    try:
+        seq, nid = note_add_event(log, log.clues[0])
+        log.sql(("UPDATE notes SET clue_id = %s WHERE id = %s", (log.clues[2], nid)))
+        tampered("note moved to another clue (text untouched)", log, seq, f"note {nid} was moved to another clue")
+    finally:
+        log.close()
+
+
+def test_note_kind_and_author_changed():
+    log = Log()
+    try:
+        seq, nid = note_add_event(log, log.clues[1])
+        log.sql(("UPDATE notes SET kind = 'INTERVIEW_RECORD' WHERE id = %s", (nid,)))
+        tampered("note kind changed", log, seq, f"the kind of note {nid} was changed")
+        log.sql(("UPDATE notes SET kind = 'OTHER', author_user = %s WHERE id = %s", (log.w.G1.leader.id, nid)))
+        tampered("note re-attributed to another author", log, seq, f"note {nid} names another author")
+    finally:
+        log.close()
+
+
+def test_note_inserted_without_an_event():
+    log = Log()
+    try:
+        nid = log.sql(("INSERT INTO notes (clue_id, owner_unit, kind, text, author_user, author_unit, created_at)"
+                       " SELECT id, owner_unit, 'MEETING_MINUTES', '伪造的会议纪要', %s, %s, created_at FROM clues"
+                       " WHERE id = %s RETURNING id", (log.w.G1.leader.id, log.w.G1.id, log.clues[0])))[0][0]
+        tampered("note inserted without an event", log, None,
+                 f"note {nid} exists, but no note.add event logged it: it was inserted")
+    finally:
+        log.close()
+
+
+def test_clue_inserted_without_an_event():
+    log = Log()
+    try:
+        # A copy of a clue under another id and number, every other column as the original's.
+        cid = log.sql(("INSERT INTO clues SELECT (json_populate_record(c, json_build_object('id', 999999,"
+                       " 'registration_number', c.registration_number || '-9', 'reg_seq', 9999))).* FROM clues c"
+                       " WHERE id = %s RETURNING id", (log.clues[0],)))[0][0]
+        tampered("clue inserted without an event", log, None,
+                 f"clue {cid} exists, but no clue.submit event logged it: it was inserted")
+    finally:
+        log.close()
+
+
+def test_reporter_added_or_hidden():
+    log = Log()
+    try:
+        without, with_ = log.clues[1], log.clues[0]  # submitted without and with a reporter
+        seq = log.one("SELECT seq FROM audit_events WHERE subject_id = %s AND action = 'clue.submit'", without)[0]
+        log.sql(("INSERT INTO clue_reporters (clue_id, owner_unit, name, phone) SELECT id, owner_unit, '伪造举报人',"
+                 " '13999999999' FROM clues WHERE id = %s", (without,)),
+                ("UPDATE clues SET has_reporter = true WHERE id = %s", (without,)))
+        assert log.w.G1.leader.clue.GetClue(pb.GetClueRequest(clue_id=without), timeout=20).HasField("reporter")
+        tampered("reporter planted on a clue logged without one", log, seq, "logged without a reporter, and has one now")
+        log.sql(("DELETE FROM clue_reporters WHERE clue_id = %s", (without,)),
+                ("UPDATE clues SET has_reporter = false WHERE id = %s", (without,)))
+        assert log.verify().returncode == 0
+        seq = log.one("SELECT seq FROM audit_events WHERE subject_id = %s AND action = 'clue.submit'", with_)[0]
+        log.sql(("UPDATE clues SET has_reporter = false WHERE id = %s", (with_,)))
+        assert not log.w.G1.leader.clue.GetClue(pb.GetClueRequest(clue_id=with_), timeout=20).HasField("reporter")
+        tampered("reporter hidden (has_reporter cleared)", log, seq, "the clue's reporter was removed or hidden")
+    finally:
+        log.close()
+
+
+def test_registration_number_changed():
+    log = Log()
+    try:
+        seq = log.one("SELECT seq FROM audit_events WHERE subject_id = %s AND action = 'clue.submit'", log.clues[2])[0]
+        log.sql(("UPDATE clues SET registration_number = registration_number || '9' WHERE id = %s", (log.clues[2],)))
+        tampered("registration number changed", log, seq, "registration number was changed")
+    finally:
+        log.close()
+
+
+def test_sha256_shadowed_through_the_search_path():
+    """A superuser edits a note and makes public.sha256() answer the logged hash for the new
+    text, then puts public ahead of pg_catalog for the database: clued's connections keep the
+    built-in function first."""
+    log = Log()
+    try:
+        seq, nid = note_add_event(log, log.clues[2])
+        orig = log.one("SELECT text FROM notes WHERE id = %s", nid)[0]
+        forged = "改过的笔记：无问题"
+        log.sql(("UPDATE notes SET text = %s WHERE id = %s", (forged, nid)))
+        with log.db.cursor() as cur:
+            cur.execute("CREATE FUNCTION public.sha256(bytea) RETURNS bytea LANGUAGE sql IMMUTABLE AS $$"
+                        " SELECT CASE WHEN $1 = convert_to(%s, 'UTF8') THEN pg_catalog.sha256(convert_to(%s, 'UTF8'))"
+                        " ELSE pg_catalog.sha256($1) END $$", (forged, orig))
+            cur.execute(f'ALTER DATABASE "{log.dbname}" SET search_path = public, pg_catalog')
+        log.restart()
+        notes = log.w.G1.member.clue.ListNotes(pb.ListNotesRequest(clue_id=log.clues[2]), timeout=20).notes
+        assert [n.text for n in notes if n.id == nid] == [forged]
+        tampered("note text edited, sha256() shadowed through the database's search_path", log, seq,
+                 f"the text of note {nid} was changed")
+    finally:
+        log.close()
+
+
 def test_report():
     # The list the closing note asks for: each tampering with its detection message.
     for name, msg in REPORT:
         print(f"{name}\n    {msg}")
-    assert len(REPORT) == 14
+    assert len(REPORT) == 23
 
 
 if __name__ == "__main__":
