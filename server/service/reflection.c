@@ -17,7 +17,14 @@
 /* Names echoed in error messages are cut to this many bytes. */
 #define REFLECTION_NAME_ECHO 200
 
-typedef enum symbol_kind { SYM_MESSAGE, SYM_ENUM, SYM_SERVICE, SYM_METHOD } symbol_kind_t;
+typedef enum symbol_kind {
+  SYM_MESSAGE,
+  SYM_FIELD,
+  SYM_ENUM,
+  SYM_ENUM_VALUE,
+  SYM_SERVICE,
+  SYM_METHOD
+} symbol_kind_t;
 
 typedef struct symbol {
   char *name; /* fully qualified, without a leading dot */
@@ -59,8 +66,18 @@ static int sym_add(reflection_t *r, const char *prefix, const char *name, size_t
   return 0;
 }
 
-/* A message, its enums and its nested messages. Names are separate allocations, so `self`
- * stays valid while syms grows. */
+/* An enum and its values, which protobuf scopes beside the enum, not inside it
+ * (clue.v1.SOURCE_CHANNEL_AUDIT). */
+static int index_enum(reflection_t *r, const char *prefix,
+                      const Google__Protobuf__EnumDescriptorProto *e, size_t file) {
+  int rc = sym_add(r, prefix, e->name, file, SYM_ENUM);
+  for (size_t i = 0; rc == 0 && i < e->n_value; i++)
+    rc = sym_add(r, prefix, e->value[i]->name, file, SYM_ENUM_VALUE);
+  return rc;
+}
+
+/* A message, its fields, its enums and its nested messages. Names are separate allocations,
+ * so `self` stays valid while syms grows. */
 static int index_message(reflection_t *r, const char *prefix, const Google__Protobuf__DescriptorProto *m,
                          size_t file) {
   int rc = sym_add(r, prefix, m->name, file, SYM_MESSAGE);
@@ -69,8 +86,10 @@ static int index_message(reflection_t *r, const char *prefix, const Google__Prot
   if (rc != 0)
     return rc;
   self = r->syms[r->nsyms - 1].name;
+  for (size_t i = 0; rc == 0 && i < m->n_field; i++)
+    rc = sym_add(r, self, m->field[i]->name, file, SYM_FIELD);
   for (size_t i = 0; rc == 0 && i < m->n_enum_type; i++)
-    rc = sym_add(r, self, m->enum_type[i]->name, file, SYM_ENUM);
+    rc = index_enum(r, self, m->enum_type[i], file);
   for (size_t i = 0; rc == 0 && i < m->n_nested_type; i++)
     rc = index_message(r, self, m->nested_type[i], file);
   return rc;
@@ -93,7 +112,7 @@ static int index_file(reflection_t *r, size_t f) {
   for (size_t i = 0; rc == 0 && i < fd->n_message_type; i++)
     rc = index_message(r, pkg, fd->message_type[i], f);
   for (size_t i = 0; rc == 0 && i < fd->n_enum_type; i++)
-    rc = sym_add(r, pkg, fd->enum_type[i]->name, f, SYM_ENUM);
+    rc = index_enum(r, pkg, fd->enum_type[i], f);
   for (size_t i = 0; rc == 0 && i < fd->n_service; i++) {
     const Google__Protobuf__ServiceDescriptorProto *sd = fd->service[i];
     const char *svc;

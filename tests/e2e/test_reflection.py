@@ -143,6 +143,16 @@ def test_describe_a_method_and_call_health_from_reflection_alone(ctx):
         assert pool_from(r.ask(file_by_filename="clue/v1/audit.proto"))[1][0] == "clue/v1/audit.proto"
         err = r.ask(file_containing_symbol="clue.v1.NoSuchThing").error_response
         assert err.error_code == grpc.StatusCode.NOT_FOUND.value[0] and "clue.v1.NoSuchThing" in err.error_message
+        # Fields and enum values are symbols too (enum values scoped beside their enum).
+        for sym, file in (("clue.v1.Clue.title", "clue/v1/clue.proto"),
+                          ("clue.v1.SOURCE_CHANNEL_LETTER_VISIT_REPORT", "clue/v1/clue.proto"),
+                          ("grpc.health.v1.HealthCheckResponse.SERVING", "grpc/health/v1/health.proto"),
+                          ("grpc.health.v1.HealthCheckRequest.service", "grpc/health/v1/health.proto")):
+            got = pool_from(r.ask(file_containing_symbol=sym))[1][0]
+            assert got == file, (sym, got)
+        for sym in ("clue.v1.Clue.no_such_field", "clue.v1.ClueState.CLUE_STATE_ACCEPTED", "clue.v1.Clue.title.x"):
+            err = r.ask(file_containing_symbol=sym).error_response
+            assert err.error_code == grpc.StatusCode.NOT_FOUND.value[0], sym
         r.close()
         resp = ch.unary_unary("/grpc.health.v1.Health/Check", request_serializer=req_cls.SerializeToString,
                               response_deserializer=resp_cls.FromString)(req_cls(), timeout=10)
