@@ -394,15 +394,6 @@ static const char create_sql[] =
     " FROM case_create($1, $2, $3, $4, $5, $6, $7::bigint[], $8::bigint[], $9::bigint[]) r";
 /* clang-format on */
 
-/* Refuse an entry of a request list, naming it: "clue_ids: clue 7: clue not found",
- * "unit 9: participant_unit_ids must name a GROUP, ROOM or REGION". */
-static void refuse_entry(rpc_call_t *call, const char *what, int64_t id,
-                         const authz_result_t *res) {
-  log_info("call %s: %s refused (%d) for %s %lld: %s", rpc_call_id(call),
-           rpc_call_method(call)->path, res->grpc_code, what, (long long)id, res->reason);
-  rpc_fail(call, (grpc_status_t)res->grpc_code, "%s %lld: %s", what, (long long)id, res->message);
-}
-
 /* May the unit at facts row i take part? Fails the call and returns false if not. */
 static bool participant_ok(rpc_call_t *call, const db_result_t *r, int i, const authz_case_t *jc) {
   int64_t id = svc_col_i64(r, i, CF_ID);
@@ -414,7 +405,7 @@ static bool participant_ok(rpc_call_t *call, const db_result_t *r, int i, const 
              res.message);
     clue_not_found(call, res.message);
   } else if (!authz_ok(&res)) {
-    refuse_entry(call, "unit", id, &res);
+    clue_refuse_entry(call, "unit", id, &res);
   }
   return authz_ok(&res);
 }
@@ -432,7 +423,7 @@ static bool clue_may_join(rpc_call_t *call, const db_result_t *r, int i,
   (void)clue_row_facts(r, i, CF_CLUE, &row);
   res = authz_can_add_clue_to_case(&p, jc, row.id ? &row.facts : NULL);
   if (!authz_ok(&res)) {
-    refuse_entry(call, "clue_ids: clue", svc_col_i64(r, i, CF_ID), &res);
+    clue_refuse_entry(call, "clue_ids: clue", svc_col_i64(r, i, CF_ID), &res);
     return false;
   }
   if (pos >= 1 && (size_t)pos <= req->n_clue_ids)

@@ -362,19 +362,33 @@ static bool recusal_reason(const authz_result_t *res) {
 /* Refuse as res says. A FAILED_PRECONDITION the caller did not detail (named false) names
  * the condition that failed as its subject ("proposal pending", "terminal state", ...): a
  * fixed text of authz.h, given only after the caller was found to see the object. */
-static void refuse(rpc_call_t *call, const authz_result_t *res, bool named) {
-  log_info("call %s: %s refused (%d): %s", rpc_call_id(call), rpc_call_method(call)->path,
-           res->grpc_code, res->reason ? res->reason : "");
+static void refuse_details(rpc_call_t *call, const authz_result_t *res, bool named) {
   if (res->grpc_code == GRPC_NOT_FOUND)
     rpc_detail_resource(call, not_found_type(res->message), "");
   if (res->grpc_code == GRPC_FAILED_PRECONDITION && !named && res->reason != NULL)
     rpc_detail_precondition(call, recusal_reason(res) ? "RECUSAL" : "STATE", res->reason,
                             res->message);
+}
+
+static void refuse(rpc_call_t *call, const authz_result_t *res, bool named) {
+  log_info("call %s: %s refused (%d): %s", rpc_call_id(call), rpc_call_method(call)->path,
+           res->grpc_code, res->reason ? res->reason : "");
+  refuse_details(call, res, named);
   rpc_fail(call, (grpc_status_t)res->grpc_code, "%s", res->message);
 }
 
 void clue_refuse(rpc_call_t *call, const authz_result_t *res) {
   refuse(call, res, false);
+}
+
+void clue_refuse_entry(rpc_call_t *call, const char *what, int64_t id, const authz_result_t *res) {
+  log_info("call %s: %s refused (%d) for %s %lld: %s", rpc_call_id(call),
+           rpc_call_method(call)->path, res->grpc_code, what, (long long)id,
+           res->reason ? res->reason : "");
+  /* The details of res's own message, as clue_refuse() gives them: the entry's name is in
+   * the status message only, so a hidden entry's details are a missing one's. */
+  refuse_details(call, res, false);
+  rpc_fail(call, (grpc_status_t)res->grpc_code, "%s %lld: %s", what, (long long)id, res->message);
 }
 
 void clue_refuse_stale(rpc_call_t *call, const char *what, const clue_row_t *row,

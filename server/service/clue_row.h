@@ -180,6 +180,12 @@ void clue_reply_seen(rpc_call_t *call, const db_result_t *r, void *arg);
 /** Fail call with an authz.h refusal (its code and message), logging the reason. */
 void clue_refuse(rpc_call_t *call, const authz_result_t *res);
 
+/**
+ * Fail call with an authz.h refusal of one entry of a request's list, the message naming it
+ * ("clue_ids: clue 7: clue not found"), with the rich details clue_refuse() gives res.
+ */
+void clue_refuse_entry(rpc_call_t *call, const char *what, int64_t id, const authz_result_t *res);
+
 /* NOT_FOUND with msg for an object that does not exist, with the same rich details as
  * clue_refuse() gives a hidden one of that message: a missing and a hidden object must
  * answer alike, byte for byte. */

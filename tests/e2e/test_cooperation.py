@@ -269,6 +269,78 @@ def test_handover_back_revives_no_assignment(c):
     assert [y.user_id for y in get(w.G1.leader, cl.id).handlers] == [w.R2.member.id]
 
 
+def test_leaving_the_case_ends_the_lead_rooms_assignments(c):
+    # The lead room assigns as the case's lead: when the clue leaves the case, its assignments
+    # end in the same transaction (the removal's event names them); the owner's own stays.
+    w = c.w
+    lead, own = w.R2.leader, w.G3.member
+    seconded = [w.R2.member, w.X1.member]  # the lead room's own member, and a region's
+    cl = move(w.G1.leader, submit(w.G1.member), PRE).clue
+    k = lead.case.CreateJointCase(cs.CreateJointCaseRequest(
+        title="联合", participant_unit_ids=[w.G1.id], request_id=new_request_id()), timeout=20)
+    w.G1.leader.case.AddClueToCase(cs.AddClueToCaseRequest(case_id=k.id, clue_id=cl.id), timeout=20)
+    for u in seconded:
+        assign(lead, cl.id, u.id)
+    assign(w.G1.leader, cl.id, own.id)
+    assert get(w.X1.member, cl.id).id == cl.id
+    lead.case.RemoveClueFromCase(cs.RemoveClueFromCaseRequest(case_id=k.id, clue_id=cl.id, reason="移出"),
+                                 timeout=20)
+    # The seconded members no longer see the clue, exactly as a missing one, nor write to it.
+    for u in seconded:
+        not_found_like_missing(u, cl.id)
+        expect_status(Code.NOT_FOUND, u.clue.AddNote, pb.AddNoteRequest(
+            clue_id=cl.id, kind=pb.NOTE_KIND_OTHER, text="x", request_id=new_request_id()), timeout=20)
+        assert cl.id not in queue(u, assigned_to_me=True)
+    assert cl.id not in {a.clue_id for a in lead.clue.ListAssignments(pb.ListAssignmentsRequest(), timeout=20)
+                         .assignments}
+    # The owner's own assignment stays.
+    assert [y.user_id for y in get(w.G1.leader, cl.id).handlers] == [own.id]
+    assert get(own, cl.id).id == cl.id
+
+    def removals():
+        return [json.loads(e.details_json) for e in w.auditor.clue.GetHistory(
+            pb.GetHistoryRequest(clue_id=cl.id), timeout=20).events if e.action == "case.remove_clue"]
+
+    ev = removals()
+    assert [(e["case_id"], e.get("unassigned_user_ids")) for e in ev] == [
+        (k.id, sorted(u.id for u in seconded))], ev
+    # Back in the case, the ended assignment stays ended; the lead room assigns afresh, and the
+    # owner's leader taking the clue out ends that one too. A removal that ends none says none.
+    x = w.X1.member
+    w.G1.leader.case.AddClueToCase(cs.AddClueToCaseRequest(case_id=k.id, clue_id=cl.id), timeout=20)
+    expect_status(Code.NOT_FOUND, get, x, cl.id)
+    assign(lead, cl.id, x.id)
+    assert get(x, cl.id).id == cl.id
+    w.G1.leader.case.RemoveClueFromCase(cs.RemoveClueFromCaseRequest(case_id=k.id, clue_id=cl.id, reason="收回"),
+                                        timeout=20)
+    expect_status(Code.NOT_FOUND, get, x, cl.id)
+    w.G1.leader.case.AddClueToCase(cs.AddClueToCaseRequest(case_id=k.id, clue_id=cl.id), timeout=20)
+    lead.case.RemoveClueFromCase(cs.RemoveClueFromCaseRequest(case_id=k.id, clue_id=cl.id, reason="移出"),
+                                 timeout=20)
+    assert [e.get("unassigned_user_ids") for e in removals()][1:] == [[x.id], None]
+    assert [y.user_id for y in get(w.G1.leader, cl.id).handlers] == [own.id]
+
+
+def test_lead_rooms_assignment_on_its_way_as_the_clue_leaves(c):
+    # The lead room's AssignHandler, allowed while the clue was in the case and written after
+    # it left: refused as a concurrent change, and nothing is written.
+    w = c.w
+    lead, seconded = w.R2.leader, w.R2.member
+    cl = move(w.G1.leader, submit(w.G1.member), PRE).clue
+    k = lead.case.CreateJointCase(cs.CreateJointCaseRequest(
+        title="联合", participant_unit_ids=[w.G1.id], request_id=new_request_id()), timeout=20)
+    w.G1.leader.case.AddClueToCase(cs.AddClueToCaseRequest(case_id=k.id, clue_id=cl.id), timeout=20)
+    req = pb.AssignHandlerRequest(clue_id=cl.id, user_id=seconded.id, request_id=new_request_id())
+    got, _ = _stalled_by_its_key(c, lead, lead.clue.AssignHandler, req,
+                                 lambda: w.G1.leader.case.RemoveClueFromCase(cs.RemoveClueFromCaseRequest(
+                                     case_id=k.id, clue_id=cl.id, reason="收回"), timeout=20))
+    assert got == (Code.ABORTED, f"clue {cl.id} left its joint case meanwhile; reload it and retry"), got
+    assert _one(c.db, "SELECT count(*) FROM clue_handlers WHERE clue_id = %s", cl.id) == 0
+    expect_status(Code.NOT_FOUND, get, seconded, cl.id)
+    # Asked again, the lead room no longer sees the clue.
+    expect_status(Code.NOT_FOUND, assign, lead, cl.id, seconded.id)
+
+
 def test_recused_leader(c):
     w = c.w
     L, M = w.G1.leader, w.G1.member

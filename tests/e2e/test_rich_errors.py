@@ -259,6 +259,25 @@ def test_not_found_hidden_equals_missing_for_cases_proposals_items(c):
     assert res.resource_type == "clue.v1.User", res
 
 
+def test_not_found_hidden_equals_missing_in_a_case_creation(c):
+    # CreateJointCase naming a clue the caller does not see answers as naming a missing one,
+    # details included: a ResourceInfo of a Clue whose description is the call's message.
+    w = c.w
+    cs = S.case_pb2
+    hidden = submit(w.G1.member)  # R2 is not G1's liaison room
+    got = []
+    for cid in (hidden.id, hidden.id + 100000):
+        code, msg, raw = failure(w.R2.leader.case.CreateJointCase, cs.CreateJointCaseRequest(
+            title="联合办案", clue_ids=[cid], request_id=new_request_id()), timeout=20)
+        assert (code, msg) == (Code.NOT_FOUND, f"clue_ids: clue {cid}: clue not found"), (code, msg)
+        kinds = status_of(code, msg, raw)
+        assert list(kinds) == ["google.rpc.ResourceInfo"], kinds
+        (res,) = kinds["google.rpc.ResourceInfo"]
+        assert res.description == msg, res
+        got.append((res.resource_type, res.resource_name, res.owner))
+    assert got == [("clue.v1.Clue", "", "")] * 2, got
+
+
 def test_other_codes_carry_no_details(c):
     # PERMISSION_DENIED: a member may not move its unit's clue; nothing structured to add.
     clue = submit(c.w.G1.member)
