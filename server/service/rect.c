@@ -690,9 +690,17 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
      * message for a note of another clue): naming which ids are notes of a clue the caller no
      * longer sees (one handed over since, say) would tell who added what there. */
     if (mr->n_notes > 0 && db_value(r, 0, RC_NCOLS + 1) != NULL) {
-      rpc_fail(call, GRPC_INVALID_ARGUMENT,
-               "note_ids: note %lld is not a note of the item's source clue or case",
-               (long long)svc_col_i64(r, 0, RC_NCOLS + 1));
+      const char *msg = rpc_call_printf(
+          call, "note_ids: note %lld is not a note of the item's source clue or case",
+          (long long)svc_col_i64(r, 0, RC_NCOLS + 1));
+
+      if (msg == NULL) {
+        clue_oom(call);
+        return;
+      }
+      log_info("call %s: %s refused (3): %s", rpc_call_id(call), mr->method, msg);
+      rpc_detail_field(call, "note_ids", msg);
+      rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s", msg);
       return;
     }
   }

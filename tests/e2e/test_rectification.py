@@ -677,6 +677,57 @@ def test_recusal_refuses_ledger_calls_on_their_way(c):
     assert plan(c, w.G1.member, it).state == PLAN
 
 
+def test_bad_note_names_the_field(c):
+    # A bad note id is an INVALID_ARGUMENT whose BadRequest names the field note_ids, whether
+    # the server refuses it (a note the caller does not see) or the database does (a note of
+    # another clue the caller sees); a reused key names request_id.
+    import importlib
+    import tempfile
+
+    from grpc_tools import protoc
+
+    out = tempfile.mkdtemp(prefix="clued-rect-rpc-")
+    assert protoc.main(["protoc", f"-I{os.path.join(harness.SRC, 'proto')}", f"--python_out={out}",
+                        "google/rpc/status.proto", "google/rpc/error_details.proto"]) == 0
+    os.rename(os.path.join(out, "google"), os.path.join(out, "gproto_rect"))
+    sys.path.insert(0, out)
+    status_pb2 = importlib.import_module("gproto_rect.rpc.status_pb2")
+    details_pb2 = importlib.import_module("gproto_rect.rpc.error_details_pb2")
+
+    def fields(fn, req):
+        code, msg, raw = _failure(fn, req, timeout=20)
+        assert code == Code.INVALID_ARGUMENT, (code, msg)
+        st = status_pb2.Status.FromString(raw)
+        got = []
+        for a in st.details:
+            assert a.type_url.endswith("/google.rpc.BadRequest"), a.type_url
+            got += [(v.field, v.description) for v in details_pb2.BadRequest.FromString(a.value).field_violations]
+        return msg, got
+
+    w = c.w
+    clue = submit_clue(w.G1.member)
+    elsewhere = note(w.G1.member, submit_clue(w.G1.member).id, "另一线索的记录")
+    it = create(c, w.G1.leader, source=SRC_CLUE, clue_id=clue.id)
+    for bad in (MISSING, elsewhere.id):
+        msg, got = fields(w.G1.member.rect.RecordPlan, rp.RecordPlanRequest(
+            item_id=it.id, expected_version=it.version, plan="方案", note_ids=[bad], request_id=new_request_id()))
+        assert msg == f"note_ids: note {bad} is not a note of the item's source clue or case", msg
+        assert got == [("note_ids", msg)], got
+    x = plan(c, w.G1.member, it)
+    msg, got = fields(w.G1.member.rect.Submit, rp.SubmitRequest(
+        item_id=x.id, expected_version=x.version, evidence="证据", note_ids=[elsewhere.id], request_id=new_request_id()))
+    assert got == [("note_ids", msg)], got
+    rid = new_request_id()
+    submit_clue_req = pb.SubmitClueRequest(request_id=rid, title="t", summary="s",
+                                           source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+                                           subject=pb.SubjectPerson(name="某某"), host_unit="市发展改革委")
+    w.G1.member.clue.SubmitClue(submit_clue_req, timeout=20)
+    msg, got = fields(w.G1.member.rect.Submit, rp.SubmitRequest(
+        item_id=x.id, expected_version=x.version, evidence="证据", request_id=rid))
+    assert "already used" in msg and [f for f, _ in got] == ["request_id"], (msg, got)
+    assert get(w.G1.member, it.id).version == x.version
+
+
 def test_zz_audit_chains(c):
     """Runs last: every item's chain holds exactly the events of the calls that succeeded, and
     verifies when recomputed here and by VerifyAuditChain."""
