@@ -164,6 +164,10 @@ static const char *hidden(const authz_principal_t *p, const rect_item_facts_t *i
     return NULL;
   if (!is_staff(p))
     return "role or unit kind sees no rectification items";
+  /* A conflict of interest with the source clue outweighs every other reason to see the item:
+   * it carries the clue's id, and the plan and evidence the host unit sent about it. */
+  if (it->principal_recused)
+    return "recused from the source clue";
   if (same_unit(p->unit_id, it->supervising_unit_id))
     return NULL;
   if (p->unit_kind == CLUE_UNIT_ROOM && same_unit(p->unit_id, it->supervising_liaison_room_id))
@@ -258,6 +262,6 @@ unsigned rect_scope(const authz_principal_t *p) {
     return RECT_SCOPE_ALL;
   if (!is_staff(p) || p->unit_id <= 0)
     return 0;
-  return RECT_SCOPE_OWN_UNIT | RECT_SCOPE_SOURCE_CASE |
+  return RECT_SCOPE_OWN_UNIT | RECT_SCOPE_SOURCE_CASE | RECT_SCOPE_UNRECUSED |
          (p->unit_kind == CLUE_UNIT_ROOM ? RECT_SCOPE_LIAISED : 0u);
 }

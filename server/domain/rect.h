@@ -106,6 +106,7 @@ typedef struct rect_item_facts {
   int64_t supervising_unit_id;
   int64_t supervising_liaison_room_id; /* the supervising GROUP's liaison ROOM; 0 otherwise */
   bool principal_in_source_case;       /* the caller's unit leads or joins the source case */
+  bool principal_recused;              /* the caller is recused (回避) from the source clue */
   rect_state_t state;
 } rect_item_facts_t;
 
@@ -123,7 +124,9 @@ typedef struct rect_source_facts {
 
 /**
  * May p see the item? A MEMBER or LEADER of the supervising unit, of its liaison room, or of a
- * unit that leads or joins the source case; any AUDITOR. Otherwise NOT_FOUND.
+ * unit that leads or joins the source case; any AUDITOR. Otherwise NOT_FOUND. An item found in
+ * a clue p is recused from is, for p, a missing item: that outweighs every reason to see it, as
+ * for the clue itself (authz.h).
  */
 authz_result_t rect_can_see(const authz_principal_t *p, const rect_item_facts_t *it);
 
@@ -150,6 +153,8 @@ enum {
   RECT_SCOPE_OWN_UNIT = 1u << 1,    /* supervising unit = p's unit */
   RECT_SCOPE_LIAISED = 1u << 2,     /* supervised by a GROUP whose liaison room is p's */
   RECT_SCOPE_SOURCE_CASE = 1u << 3, /* found in a joint case p's unit leads or joins */
+  RECT_SCOPE_UNRECUSED = 1u << 4,   /* a restriction, not a source: none found in a clue p is
+                                       recused from, whatever the bits above say */
 };
 
 /** Which items p sees, as RECT_SCOPE_* bits; agrees with rect_can_see() (tested). */

@@ -4,13 +4,15 @@
  * owns, a joint case its unit leads or joins, or its own supervision); the unit then follows
  * the rectification through the state machine of domain/rect.h to VERIFIED. The item is seen
  * by the supervising unit, its liaison room, the units of the source case and AUDITORs;
- * anybody else gets NOT_FOUND, as for a missing item.
+ * anybody else gets NOT_FOUND, as for a missing item. So does a user recused from the item's
+ * source clue (RC_RECUSED): for that user the item is missing, in lists and counts too.
  *
  * Each call: validate -> one facts query (the item or the source, and this request_id's
- * record) -> decide (domain/rect.h) -> one function of 0014_rectification.sql, which appends
- * the audit event and answers with the item -> encode. A request_id already recorded skips
- * the decision: the function answers with the item the first call produced, or refuses a key
- * that named another call (a clue or case call's too). */
+ * record) -> decide (domain/rect.h) -> one function of 0014_rectification.sql (rect_create and
+ * rect_request_begin as 0035 replaced them), which appends the audit event and answers with
+ * the item -> encode. A request_id already recorded skips the decision: the function answers
+ * with the item the first call produced, or refuses a key that named another call (a clue or
+ * case call's too). */
 
 #include "service/rect.h"
 
@@ -34,14 +36,17 @@
 #define RECT_STATS_MAX 1000
 
 /* clang-format off */
-/* An item row i with its supervising unit's row u, relative to the caller's unit (param). */
-#define RECT_COLS(unit)                                                                         \
+/* An item row i with its supervising unit's row u, relative to the caller's unit and user
+ * (params): whether the unit is in the source case, whether the user is recused from the
+ * source clue. */
+#define RECT_COLS(unit, user)                                                                   \
   "i.id, i.host_unit, i.description, i.category, i.source, i.source_clue, i.source_case, "    \
   SVC_MS("i.deadline") ", i.supervising_unit, i.state, i.version, i.plan, "                   \
   "array_to_string(i.plan_note_ids, ','), i.evidence, array_to_string(i.evidence_note_ids, ','), " \
   "i.reopen_reason, i.verify_comment, i.created_by, " SVC_MS("i.created_at") ", "               \
   SVC_MS("i.updated_at") ", " SVC_MS("i.verified_at") ", u.liaison_room_id, "                  \
-  "coalesce(joint_case_has_unit(i.source_case, " unit "), false)"
+  "coalesce(joint_case_has_unit(i.source_case, " unit "), false), "                           \
+  "(i.source_clue IS NOT NULL AND clue_user_recused(i.source_clue, " user "))"
 /* clang-format on */
 
 /* Columns of RECT_COLS. */
@@ -69,6 +74,7 @@ enum {
   RC_VERIFIED_MS,
   RC_LIAISON,
   RC_IN_CASE,
+  RC_RECUSED,
   RC_NCOLS
 };
 
@@ -80,6 +86,7 @@ static rect_item_facts_t item_facts(const db_result_t *r, int row) {
   f.supervising_unit_id = svc_col_i64(r, row, RC_UNIT);
   f.supervising_liaison_room_id = svc_col_i64(r, row, RC_LIAISON);
   f.principal_in_source_case = svc_col_bool(r, row, RC_IN_CASE) != 0;
+  f.principal_recused = svc_col_bool(r, row, RC_RECUSED) != 0;
   f.state = rect_state_of(db_value(r, row, RC_STATE));
   return f;
 }
@@ -181,34 +188,48 @@ static void reply_item(rpc_call_t *call, const db_result_t *r, void *arg) {
 static void get_item(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__GetItemRequest *req = (const void *)m;
   validate_error_t err;
-  const char *params[2];
+  const char *params[3];
 
   if (clue_invalid(call, validate_id("item_id", req->item_id, &err), &err))
     return;
   params[0] = svc_i64(call, req->item_id, 0);
   params[1] = svc_i64(call, clue_principal(call).unit_id, 0);
-  if (!svc_all_set(params, 2)) {
+  params[2] = svc_i64(call, clue_principal(call).user_id, 0);
+  if (!svc_all_set(params, 3)) {
     clue_oom(call);
     return;
   }
   svc_query(call,
-            "SELECT " RECT_COLS("$2") " FROM rect_items i JOIN units u ON u.id = i.supervising_unit"
-                                      " WHERE i.id = $1",
-            2, params, reply_item, NULL);
+            "SELECT " RECT_COLS("$2", "$3") " FROM rect_items i"
+                                            " JOIN units u ON u.id = i.supervising_unit"
+                                            " WHERE i.id = $1",
+            3, params, reply_item, NULL);
 }
 
-/* The WHERE clause of the items p sees (unit in $1), from rect_scope(); NULL: none. */
-static const char *scope_sql(const authz_principal_t *p) {
+/* The WHERE clause of the items p sees (unit in $1, user in $<user>), from rect_scope(), in
+ * the call's memory. NULL when p sees none (*none set) or out of memory. */
+static const char *scope_sql(rpc_call_t *call, const authz_principal_t *p, int user, bool *none) {
   unsigned scope = rect_scope(p);
+  const char *recusals;
 
+  *none = scope == 0;
   if (scope & RECT_SCOPE_ALL)
-    return "$1::bigint IS NOT NULL";
+    return rpc_call_printf(call, "$1::bigint IS NOT NULL AND $%d::bigint IS NOT NULL", user);
   if (scope == 0)
     return NULL;
-  if (scope & RECT_SCOPE_LIAISED)
-    return "(i.supervising_unit = $1 OR u.liaison_room_id = $1"
-           " OR i.source_case IN (SELECT joint_cases_of_unit($1)))";
-  return "(i.supervising_unit = $1 OR i.source_case IN (SELECT joint_cases_of_unit($1)))";
+  /* As clue_scope_sql()'s AUTHZ_SCOPE_UNRECUSED: the user's few recusals, hashed once. */
+  if (scope & RECT_SCOPE_UNRECUSED)
+    recusals = rpc_call_printf(call,
+                               " AND (i.source_clue IS NULL OR i.source_clue NOT IN"
+                               " (SELECT rr.clue_id FROM recusals rr WHERE rr.user_id = $%d))",
+                               user);
+  else
+    recusals = rpc_call_printf(call, " AND $%d::bigint IS NOT NULL", user);
+  if (recusals == NULL)
+    return NULL;
+  return rpc_call_printf(
+      call, "(i.supervising_unit = $1%s OR i.source_case IN (SELECT joint_cases_of_unit($1)))%s",
+      scope & RECT_SCOPE_LIAISED ? " OR u.liaison_room_id = $1" : "", recusals);
 }
 
 typedef struct list_req {
@@ -270,11 +291,12 @@ static void list_items(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__ListItemsRequest *req = (const void *)m;
   Clue__V1__ListItemsResponse empty = CLUE__V1__LIST_ITEMS_RESPONSE__INIT;
   authz_principal_t p = clue_principal(call);
-  const char *scope = scope_sql(&p), *params[6], *sql;
+  const char *scope, *params[7], *sql;
   validate_error_t err;
   list_req_t *lr;
   int64_t before = 0;
   int np = 0;
+  bool none;
 
   if ((lr = rpc_call_alloc(call, sizeof(*lr))) == NULL) {
     clue_oom(call);
@@ -295,8 +317,11 @@ static void list_items(rpc_call_t *call, const ProtobufCMessage *m) {
     rpc_fail(call, GRPC_INVALID_ARGUMENT, "page_token is malformed");
     return;
   }
-  if (scope == NULL) {
-    (void)rpc_reply(call, &empty.base);
+  if ((scope = scope_sql(call, &p, 7, &none)) == NULL) {
+    if (none)
+      (void)rpc_reply(call, &empty.base);
+    else
+      clue_oom(call);
     return;
   }
   params[np++] = svc_i64(call, p.unit_id, 0);
@@ -305,9 +330,10 @@ static void list_items(rpc_call_t *call, const ProtobufCMessage *m) {
   params[np++] = req->state ? rect_state_name((rect_state_t)req->state) : NULL;
   params[np++] = req->source ? rect_source_name((rect_source_t)req->source) : NULL;
   params[np++] = before ? svc_i64(call, before, 0) : NULL;
+  params[np++] = svc_i64(call, p.user_id, 0);
   sql = rpc_call_printf(
       call,
-      "SELECT " RECT_COLS("$1") " FROM rect_items i JOIN units u ON u.id = i.supervising_unit"
+      "SELECT " RECT_COLS("$1", "$7") " FROM rect_items i JOIN units u ON u.id = i.supervising_unit"
                                 " WHERE %s AND ($3::text IS NULL OR i.host_unit = $3)"
                                 " AND ($4::text IS NULL OR i.state = $4)"
                                 " AND ($5::text IS NULL OR i.source = $5)"
@@ -317,7 +343,7 @@ static void list_items(rpc_call_t *call, const ProtobufCMessage *m) {
       req->overdue_only ? " AND i.state <> 'VERIFIED' AND i.deadline < clue_ms_ts($2)"
                         : " AND $2::bigint IS NOT NULL",
       lr->page_size + 1);
-  if (sql == NULL || params[0] == NULL || params[1] == NULL) {
+  if (sql == NULL || params[0] == NULL || params[1] == NULL || params[6] == NULL) {
     clue_oom(call);
     return;
   }
@@ -362,20 +388,27 @@ static void get_ledger_stats(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__GetLedgerStatsRequest *req = (const void *)m;
   Clue__V1__GetLedgerStatsResponse empty = CLUE__V1__GET_LEDGER_STATS_RESPONSE__INIT;
   authz_principal_t p = clue_principal(call);
-  const char *scope = scope_sql(&p), *params[3], *sql;
+  const char *scope, *params[4], *sql;
+  bool none;
 
   if (req->supervising_unit_id < 0) {
     rpc_fail(call, GRPC_INVALID_ARGUMENT, "supervising_unit_id must not be negative");
     return;
   }
-  if (scope == NULL) {
-    empty.as_of_ms = clue_now_ms(call);
-    (void)rpc_reply(call, &empty.base);
+  /* Over the items the caller sees: one it is recused from would show in its host unit's count. */
+  if ((scope = scope_sql(call, &p, 4, &none)) == NULL) {
+    if (none) {
+      empty.as_of_ms = clue_now_ms(call);
+      (void)rpc_reply(call, &empty.base);
+    } else {
+      clue_oom(call);
+    }
     return;
   }
   params[0] = svc_i64(call, p.unit_id, 0);
   params[1] = svc_i64(call, clue_now_ms(call), 0);
   params[2] = svc_i64(call, req->supervising_unit_id, 1);
+  params[3] = svc_i64(call, p.user_id, 0);
   sql = rpc_call_printf(
       call,
       "SELECT i.host_unit, count(*), count(*) FILTER (WHERE i.state = 'VERIFIED'),"
@@ -384,11 +417,11 @@ static void get_ledger_stats(rpc_call_t *call, const ProtobufCMessage *m) {
       " WHERE %s AND ($3::bigint IS NULL OR i.supervising_unit = $3)"
       " GROUP BY i.host_unit ORDER BY i.host_unit LIMIT %d",
       scope, RECT_STATS_MAX);
-  if (sql == NULL || params[0] == NULL || params[1] == NULL) {
+  if (sql == NULL || params[0] == NULL || params[1] == NULL || params[3] == NULL) {
     clue_oom(call);
     return;
   }
-  svc_query(call, sql, 3, params, reply_stats, NULL);
+  svc_query(call, sql, 4, params, reply_stats, NULL);
 }
 
 /* ---- CreateItem ------------------------------------------------------------------------- */
@@ -466,7 +499,7 @@ static const char create_facts_sql[] =
     " LEFT JOIN clue_requests cq ON cq.user_id = $4 AND cq.request_id = $5";
 
 static const char create_sql[] =
-    "SELECT " RECT_COLS("$2") " FROM rect_create($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) i"
+    "SELECT " RECT_COLS("$2", "$1") " FROM rect_create($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) i"
     " JOIN units u ON u.id = i.supervising_unit";
 /* clang-format on */
 
@@ -591,7 +624,7 @@ typedef struct move_req {
 } move_req_t;
 
 /* clang-format off */
-#define MOVE_FACTS_COLS "SELECT " RECT_COLS("$2") ", coalesce(q.method, cq.method)"
+#define MOVE_FACTS_COLS "SELECT " RECT_COLS("$2", "$3") ", coalesce(q.method, cq.method)"
 #define MOVE_FACTS_FROM                                                                            \
     " FROM (SELECT 1) one"                                                                         \
     " LEFT JOIN rect_items i ON i.id = $1"                                                         \
@@ -610,7 +643,7 @@ static const char move_notes_facts_sql[] =
     MOVE_FACTS_FROM;
 
 static const char move_sql[] =
-    "SELECT " RECT_COLS("$2") " FROM rect_move($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) i"
+    "SELECT " RECT_COLS("$2", "$1") " FROM rect_move($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) i"
     " JOIN units u ON u.id = i.supervising_unit";
 /* clang-format on */
 
@@ -657,9 +690,17 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
      * message for a note of another clue): naming which ids are notes of a clue the caller no
      * longer sees (one handed over since, say) would tell who added what there. */
     if (mr->n_notes > 0 && db_value(r, 0, RC_NCOLS + 1) != NULL) {
-      rpc_fail(call, GRPC_INVALID_ARGUMENT,
-               "note_ids: note %lld is not a note of the item's source clue or case",
-               (long long)svc_col_i64(r, 0, RC_NCOLS + 1));
+      const char *msg = rpc_call_printf(
+          call, "note_ids: note %lld is not a note of the item's source clue or case",
+          (long long)svc_col_i64(r, 0, RC_NCOLS + 1));
+
+      if (msg == NULL) {
+        clue_oom(call);
+        return;
+      }
+      log_info("call %s: %s refused (3): %s", rpc_call_id(call), mr->method, msg);
+      rpc_detail_field(call, "note_ids", msg);
+      rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s", msg);
       return;
     }
   }

@@ -22,7 +22,9 @@ leader acting with its enrollment token. Issue 14 adds a handler and a recusal: 
 "assigned" has G3's member as an assigned handler (a principal of its own), and G1's clue
 "recused" has a second G1 leader recused from it (a principal too); every RPC is asked of
 both, and the handler and recusal RPCs (AssignHandler, UnassignHandler, RecordRecusal,
-ListRecusals, ListAssignments) of every principal on every clue. TokenService.GetCaller answers
+ListRecusals, ListAssignments) of every principal on every clue; a SUBMITTED rectification item
+found in clue "recused" is, for the recused leader, a missing item (reads, ListItems, every
+move, Verify included). TokenService.GetCaller answers
 each principal with its own identity (user, unit, role, enrollment) and nobody else's.
 
 Calls that the rules allow and that would change an object run against a fresh object of the
@@ -76,6 +78,8 @@ MSG = {"clue": "clue not found", "case": "joint case not found", "proposal": "pr
 OPN, PLN, SUB, VER, REO = "OPEN", "PLAN_RECORDED", "SUBMITTED", "VERIFIED", "REOPENED"
 ITEM_MOVES = {(OPN, PLN): "MEMBER", (REO, PLN): "MEMBER", (PLN, SUB): "MEMBER", (SUB, VER): "LEADER",
               (SUB, REO): "LEADER"}
+# A SUBMITTED item found in clue "recused": missing for the user recused from that clue.
+RECUSED_ITEM = "SUBMITTED, from 'recused'"
 
 
 class P:
@@ -144,21 +148,25 @@ def sees_case(p, k):
 
 
 class Item:
-    """A rectification item: its supervising unit, that unit's liaison room, state, and the joint
-    case it was found in (or None)."""
+    """A rectification item: its supervising unit, that unit's liaison room, state, the joint
+    case it was found in (or None), and the users recused from the clue it was found in."""
 
-    def __init__(self, kind, sup, liaison, state, case=None):
+    def __init__(self, kind, sup, liaison, state, case=None, recused=()):
         self.kind, self.sup, self.liaison, self.state, self.case = kind, sup, liaison, state, case
+        self.recused = set(recused)
         self.id = self.version = None
 
 
 def sees_item(p, it):
-    """Issue 14: the supervising unit, its liaison room, the units of the source case, AUDITORs."""
+    """Issue 14: the supervising unit, its liaison room, the units of the source case, AUDITORs;
+    never a user recused from the item's source clue (for whom it is a missing item)."""
     if it is None or not p.active:
         return False
     if p.role == "AUDITOR":
         return True
     if not p.staff:
+        return False
+    if p.user.id in it.recused:
         return False
     return (p.unit == it.sup or (p.kind == "ROOM" and it.liaison == p.unit)
             or (it.case is not None and it.case.has(p.unit)))
@@ -532,7 +540,7 @@ class Matrix:
         self.clues["missing"] = None
         self.proposals = {"pending": self.pending_proposal(self.clues["pend"]), "decided": self.decided_proposal(),
                           "region's, named R2": self.pending_proposal(self.clues["x1pend"]), "missing": None}
-        self.items = {kind: self.make_item(kind) for kind in (OPN, PLN, SUB, VER, REO, "in case K")}
+        self.items = {kind: self.make_item(kind) for kind in (OPN, PLN, SUB, VER, REO, "in case K", RECUSED_ITEM)}
         self.items["missing"] = None
         self.snapshot = self.state()
 
@@ -540,13 +548,17 @@ class Matrix:
 
     def make_item(self, kind):
         """A fresh rectification item supervised by G1: from a G1 clue in the state named, or
-        (kind "in case K") found in joint case K, OPEN."""
+        (kind "in case K") found in joint case K, OPEN, or (RECUSED_ITEM) SUBMITTED from clue
+        "recused", which G1's second leader is recused from."""
         L, M = self.w.G1.leader, self.w.G1.member
         case = self.K if kind == "in case K" else None
+        source_clue = self.clues["recused"] if kind == RECUSED_ITEM else None
+        state = SUB if source_clue else kind
         if case:
             req = rp.CreateItemRequest(source=rp.RECTIFICATION_SOURCE_CASE, source_case_id=case.id)
         else:
-            req = rp.CreateItemRequest(source=rp.RECTIFICATION_SOURCE_CLUE, source_clue_id=self.submit(M).id)
+            req = rp.CreateItemRequest(source=rp.RECTIFICATION_SOURCE_CLUE,
+                                       source_clue_id=(source_clue or self.submit(M)).id)
         req.host_unit, req.description, req.category = "市发展改革委", "矩阵问题", "矩阵"
         req.deadline_ms, req.request_id = int(time.time() * 1000) + 30 * 86400000, new_request_id()
         x = L.rect.CreateItem(req, timeout=20)
@@ -555,15 +567,16 @@ class Matrix:
             return fn(reqtype(item_id=x.id, expected_version=x.version, request_id=new_request_id(), **kw),
                       timeout=20)
 
-        if kind in (PLN, SUB, VER, REO):
+        if state in (PLN, SUB, VER, REO):
             x = mv(M.rect.RecordPlan, rp.RecordPlanRequest, plan="方案")
-        if kind in (SUB, VER, REO):
+        if state in (SUB, VER, REO):
             x = mv(M.rect.Submit, rp.SubmitRequest, evidence="材料")
-        if kind == VER:
+        if state == VER:
             x = mv(L.rect.Verify, rp.VerifyRequest)
-        if kind == REO:
+        if state == REO:
             x = mv(L.rect.Reopen, rp.ReopenRequest, reason="不足")
-        it = Item(kind, self.units["G1"], self.units["R1"], OPN if case else kind, case)
+        it = Item(kind, self.units["G1"], self.units["R1"], OPN if case else state, case,
+                  source_clue.recused if source_clue else ())
         it.id, it.version = x.id, x.version
         return it
 

@@ -523,6 +523,211 @@ def test_cluectl(c):
         assert "Usage" in r.stdout or "usage" in r.stdout.lower(), (sub, r.stdout)
 
 
+def _failure(fn, *args, **kw):
+    """(code, message, raw grpc-status-details-bin) of the error fn must raise."""
+    try:
+        fn(*args, **kw)
+    except grpc.RpcError as e:
+        raw = [v for k, v in (e.trailing_metadata() or ()) if k == "grpc-status-details-bin"]
+        return e.code(), e.details(), (raw[0] if raw else None)
+    raise AssertionError("the call succeeded")
+
+
+def _recuse(by, clue_id, user_id=0):
+    return by.clue.RecordRecusal(pb.RecordRecusalRequest(clue_id=clue_id, user_id=user_id, reason="与被反映人系亲属",
+                                                         request_id=new_request_id()), timeout=20)
+
+
+def _ledger_ids(user, **kw):
+    return {x.id for x in user.rect.ListItems(rp.ListItemsRequest(page_size=500, **kw), timeout=20).items}
+
+
+def _found(user, host):
+    rows = user.rect.GetLedgerStats(rp.GetLedgerStatsRequest(), timeout=20).host_units
+    return {h.host_unit: h.found for h in rows}.get(host, 0)
+
+
+def test_recused_user_meets_a_missing_item(c):
+    # docs/COOPERATION.md "Recusal": for a user recused from a clue, an item recorded from that
+    # clue is a missing item: every single-item call answers exactly as for an item that does
+    # not exist (trailers included), lists and counts leave it out, and no move goes through.
+    # An item of the same unit from supervision stays as it was for the same user.
+    w = c.w
+    host = "市审计局"
+    clue = submit_clue(w.G1.member, host=host)
+    n1 = note(w.G1.member, clue.id, "驻在单位报送的整改方案原文")
+    it = create(c, w.G1.leader, source=SRC_CLUE, clue_id=clue.id, host=host)
+    other = create(c, w.G1.leader)
+    L2 = w.new_user("G1", "LEADER", "G1-leader-recused-rect")
+    M2 = w.new_user("G1", "MEMBER", "G1-member-recused-rect")
+    RM = w.R1.member  # the liaison room sees G1's items, and recuses itself
+    for u in (L2, M2, RM):
+        assert get(u, it.id).source_clue_id == clue.id
+        assert it.id in _ledger_ids(u)
+    assert _found(L2, host) == 1
+    _recuse(w.G1.leader, clue.id, L2.id)
+    _recuse(M2, clue.id)
+    _recuse(RM, clue.id)
+    missing = it.id + 100000
+
+    def same_as_missing(call):
+        got = [_failure(call, i) for i in (it.id, missing)]
+        assert got[0][0] == Code.NOT_FOUND, got[0]
+        assert got[0][1] == "rectification item not found", got[0]
+        assert got[0] == got[1], got
+
+    for u in (L2, M2, RM):
+        same_as_missing(lambda i: get(u, i))
+        assert it.id not in _ledger_ids(u)
+        assert it.id not in _ledger_ids(u, source=SRC_CLUE, host_unit=host)
+        assert other.id in _ledger_ids(u)
+        assert get(u, other.id).id == other.id
+        assert _found(u, host) == 0
+        for target in ("plan", "plan with the clue's note", "submit", "verify", "reopen"):
+            def move(i, target=target):
+                ver = it.version
+                rid = new_request_id()
+                if target.startswith("plan"):
+                    notes = [n1.id] if target.endswith("note") else []
+                    return u.rect.RecordPlan(rp.RecordPlanRequest(item_id=i, expected_version=ver, plan="整改方案",
+                                                                  note_ids=notes, request_id=rid), timeout=20)
+                if target == "submit":
+                    return u.rect.Submit(rp.SubmitRequest(item_id=i, expected_version=ver, evidence="证据",
+                                                          request_id=rid), timeout=20)
+                if target == "verify":
+                    return u.rect.Verify(rp.VerifyRequest(item_id=i, expected_version=ver, request_id=rid), timeout=20)
+                return u.rect.Reopen(rp.ReopenRequest(item_id=i, expected_version=ver, reason="不足",
+                                                      request_id=rid), timeout=20)
+            same_as_missing(move)
+    assert get(w.G1.leader, it.id).version == it.version
+    # The unit's other staff carry it on; the recused leader cannot verify it, its colleague can.
+    x = submit(c, w.G1.member, plan(c, w.G1.member, it, notes=[n1.id]), notes=[n1.id])
+    same_as_missing(lambda i: L2.rect.Verify(rp.VerifyRequest(item_id=i, expected_version=x.version,
+                                                              request_id=new_request_id()), timeout=20))
+    same_as_missing(lambda i: L2.rect.Reopen(rp.ReopenRequest(item_id=i, expected_version=x.version, reason="不足",
+                                                              request_id=new_request_id()), timeout=20))
+    assert get(w.G1.leader, it.id).state == SUBMITTED
+    assert verify(c, w.G1.leader, x).state == VERIFIED
+    assert get(w.auditor, it.id).id == it.id  # an AUDITOR is never recused
+    # A recused leader records no item from the clue either: the clue is missing.
+    msg = expect_status(Code.NOT_FOUND, L2.rect.CreateItem, rp.CreateItemRequest(
+        host_unit=host, description="整改事项", category="制度", source=SRC_CLUE, source_clue_id=clue.id,
+        deadline_ms=now_ms() + 30 * DAY_MS, request_id=new_request_id()), timeout=20)
+    assert msg == "source_clue_id: clue not found", msg
+
+
+def _stalled_by_its_key(c, user, fn, req, during):
+    """Call fn(req) while a superuser session holds the lock of its request key, the first lock
+    every write takes: the call is decided and sent, and waits there. Run during() meanwhile,
+    release the lock, and return the call's (code, message)."""
+    import threading
+
+    lk = harness.Postgres.get().connect(c.dbname)
+    lk.autocommit = False
+    cur = lk.cursor()
+    cur.execute("SELECT pg_advisory_xact_lock(hashtextextended('clue_requests/' || %s || '/' || %s::uuid, 0))",
+                (user.id, req.request_id))
+    out = {}
+
+    def run():
+        try:
+            fn(req, timeout=30)
+            out["r"] = (Code.OK, "")
+        except grpc.RpcError as e:
+            out["r"] = (e.code(), e.details())
+
+    t = threading.Thread(target=run)
+    t.start()
+
+    def waiting():
+        with c.db.cursor() as q:
+            q.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            return q.fetchone()[0] > 0
+
+    harness.wait_for(waiting, what="the call waiting on its request key")
+    during()
+    lk.rollback()
+    lk.close()
+    t.join()
+    return out["r"]
+
+
+def test_recusal_refuses_ledger_calls_on_their_way(c):
+    # A move or a creation decided before its caller's recusal and written after it is refused
+    # as the recused caller's calls are (0035): the item, or the source clue, is missing, and
+    # nothing is written.
+    w = c.w
+    clue = submit_clue(w.G1.member)
+    it = create(c, w.G1.leader, source=SRC_CLUE, clue_id=clue.id)
+    M2 = w.new_user("G1", "MEMBER", "G1-member-on-its-way")
+    L2 = w.new_user("G1", "LEADER", "G1-leader-on-its-way")
+    req = rp.RecordPlanRequest(item_id=it.id, expected_version=it.version, plan="方案", request_id=new_request_id())
+    got = _stalled_by_its_key(c, M2, M2.rect.RecordPlan, req, lambda: _recuse(M2, clue.id))
+    assert got == (Code.NOT_FOUND, "rectification item not found"), got
+    req = rp.CreateItemRequest(host_unit="市发展改革委", description="整改事项", category="制度", source=SRC_CLUE,
+                               source_clue_id=clue.id, deadline_ms=now_ms() + 30 * DAY_MS,
+                               request_id=new_request_id())
+    got = _stalled_by_its_key(c, L2, L2.rect.CreateItem, req, lambda: _recuse(w.G1.leader, clue.id, L2.id))
+    assert got == (Code.NOT_FOUND, "source_clue_id: clue not found"), got
+    with c.db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM rect_items WHERE source_clue = %s", (clue.id,))
+        assert cur.fetchone()[0] == 1
+    assert get(w.G1.member, it.id).version == it.version
+    # Who is not recused moves it as before.
+    assert plan(c, w.G1.member, it).state == PLAN
+
+
+def test_bad_note_names_the_field(c):
+    # A bad note id is an INVALID_ARGUMENT whose BadRequest names the field note_ids, whether
+    # the server refuses it (a note the caller does not see) or the database does (a note of
+    # another clue the caller sees); a reused key names request_id.
+    import importlib
+    import tempfile
+
+    from grpc_tools import protoc
+
+    out = tempfile.mkdtemp(prefix="clued-rect-rpc-")
+    assert protoc.main(["protoc", f"-I{os.path.join(harness.SRC, 'proto')}", f"--python_out={out}",
+                        "google/rpc/status.proto", "google/rpc/error_details.proto"]) == 0
+    os.rename(os.path.join(out, "google"), os.path.join(out, "gproto_rect"))
+    sys.path.insert(0, out)
+    status_pb2 = importlib.import_module("gproto_rect.rpc.status_pb2")
+    details_pb2 = importlib.import_module("gproto_rect.rpc.error_details_pb2")
+
+    def fields(fn, req):
+        code, msg, raw = _failure(fn, req, timeout=20)
+        assert code == Code.INVALID_ARGUMENT, (code, msg)
+        st = status_pb2.Status.FromString(raw)
+        got = []
+        for a in st.details:
+            assert a.type_url.endswith("/google.rpc.BadRequest"), a.type_url
+            got += [(v.field, v.description) for v in details_pb2.BadRequest.FromString(a.value).field_violations]
+        return msg, got
+
+    w = c.w
+    clue = submit_clue(w.G1.member)
+    elsewhere = note(w.G1.member, submit_clue(w.G1.member).id, "另一线索的记录")
+    it = create(c, w.G1.leader, source=SRC_CLUE, clue_id=clue.id)
+    for bad in (MISSING, elsewhere.id):
+        msg, got = fields(w.G1.member.rect.RecordPlan, rp.RecordPlanRequest(
+            item_id=it.id, expected_version=it.version, plan="方案", note_ids=[bad], request_id=new_request_id()))
+        assert msg == f"note_ids: note {bad} is not a note of the item's source clue or case", msg
+        assert got == [("note_ids", msg)], got
+    x = plan(c, w.G1.member, it)
+    msg, got = fields(w.G1.member.rect.Submit, rp.SubmitRequest(
+        item_id=x.id, expected_version=x.version, evidence="证据", note_ids=[elsewhere.id], request_id=new_request_id()))
+    assert got == [("note_ids", msg)], got
+    rid = new_request_id()
+    submit_clue_req = pb.SubmitClueRequest(request_id=rid, title="t", summary="s",
+                                           source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+                                           subject=pb.SubjectPerson(name="某某"), host_unit="市发展改革委")
+    w.G1.member.clue.SubmitClue(submit_clue_req, timeout=20)
+    msg, got = fields(w.G1.member.rect.Submit, rp.SubmitRequest(
+        item_id=x.id, expected_version=x.version, evidence="证据", request_id=rid))
+    assert "already used" in msg and [f for f, _ in got] == ["request_id"], (msg, got)
+    assert get(w.G1.member, it.id).version == x.version
+
+
 def test_zz_audit_chains(c):
     """Runs last: every item's chain holds exactly the events of the calls that succeeded, and
     verifies when recomputed here and by VerifyAuditChain."""

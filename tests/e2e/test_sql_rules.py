@@ -85,6 +85,21 @@ class SqlRules(unittest.TestCase):
         self.assertEqual(legacy, set(), "functions still raising CLnnn")
         print(f"{len(named)} named SQLSTATEs raised, {len(legacy)} functions with the legacy form", flush=True)
 
+    def test_invalid_argument_names_its_field_first(self):
+        """clued names the BadRequest field of a CLARG by the message's first word (svc_fail_db):
+        every CLARG message starts with a field of a request, followed by ':' or ' '."""
+        fields = set()
+        for path in glob.glob(os.path.join(harness.SRC, "proto", "clue", "**", "*.proto"), recursive=True):
+            with open(path, encoding="utf-8") as f:
+                fields |= set(re.findall(r"^\s*(?:repeated\s+)?[\w.]+\s+(\w+)\s*=\s*\d+", f.read(), re.M))
+        seen = 0
+        for name, body in self.bodies:
+            for msg in re.findall(r"ERRCODE\s*=\s*'CLARG',\s*MESSAGE\s*=\s*(?:format\()?'([^']*)'", body):
+                seen += 1
+                m = re.match(r"([a-z0-9_.]+)[: ]", msg)
+                self.assertTrue(m and m.group(1) in fields, f"{name}: CLARG message names no field first: {msg!r}")
+        self.assertGreater(seen, 0)
+
     def test_no_function_repeats_a_domain_rule(self):
         pattern = re.compile(r"'(CLOSED|TRANSFERRED_TO_JUDICIAL|GROUP|ROOM|REGION|ADMIN)'")
         offenders = {name: sorted(set(pattern.findall(body))) for name, body in self.bodies
