@@ -300,9 +300,11 @@ static const cli_command_t audit_commands[] = {
      "the checkpoint's signature and the server's latest one's (with --key, or else the key\n"
      "the server names); that the server's tree only grew since (a consistency proof);\n"
      "that every event hashes to its leaf and the leaves to both roots; the content hashes\n"
-     "the events record (note text, a clue's submitted fields, its reporter) against the\n"
-     "current rows; and the chains. Prints \"OK: ...\" and exits 0, or \"FAIL: ...\" naming\n"
-     "the first problem (seq, subject, what) and exits 1.\n",
+     "the events record (note text, a clue's submitted fields, its reporter) and the facts\n"
+     "they state (a note's clue, kind and author; a clue's number, submitter and whether it\n"
+     "has a reporter) against the current rows; that no note or clue exists without the\n"
+     "event that logged it; and the chains. Prints \"OK: ...\" and exits 0, or \"FAIL: ...\"\n"
+     "naming the first problem (seq, subject, what) and exits 1.\n",
      run_verify},
     {"checkpoint", NULL, "Print or save the latest signed checkpoint", checkpoint_opts,
      "The checkpoint is a signed note (C2SP tlog-checkpoint): the log's name, its number of\n"
