@@ -150,9 +150,14 @@ static void conn_on_ping(h2_conn_t *c) {
 
 static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
   h2_conn_t *c = ud;
-  (void)s;
-  if (f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA)
-    c->ping_strikes = 0;
+  h2_stream_t *st;
+
+  if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
+    return 0;
+  c->ping_strikes = 0;
+  if ((f->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
+      (st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id)) != NULL)
+    h2_stream_sent_end(st);
   return 0;
 }
 

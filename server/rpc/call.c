@@ -25,6 +25,7 @@
 #define RPC_PUBLIC_MAX_MESSAGE (64 * 1024)
 
 static void call_finish(rpc_call_t *call, int http_status, int code, const char *msg);
+static void call_headers_drop(rpc_call_t *call, int meta);
 
 static rpc_call_t *call_of(h2_stream_t *s) {
   return container_of(s, rpc_call_t, stream);
@@ -79,6 +80,8 @@ static void call_set_state(rpc_call_t *call, rpc_call_state_t to) {
     call->msg.data = NULL;
     h2_stream_input_free(&call->stream);
   }
+  if (to >= RPC_CALL_FINISHING)
+    call_headers_drop(call, 1); /* answered: however long the stream stays open */
 }
 
 /* ---- arenas ------------------------------------------------------------------------------ */
@@ -196,6 +199,20 @@ static void meta_free(rpc_call_t *call) {
     m = next;
   }
   call->meta = NULL;
+}
+
+/* What the call kept of its request headers is done with: up to --max-header-bytes of them
+ * (64 KiB decoded from a few bytes of HPACK references), so it goes as soon as it can rather
+ * than with the stream. The path stays: it names the call in the log. meta: the metadata
+ * too, which a handler may otherwise read. */
+static void call_headers_drop(rpc_call_t *call, int meta) {
+  if (meta)
+    meta_free(call);
+  free(call->content_type);
+  free(call->method);
+  free(call->encoding);
+  free(call->timeout);
+  call->content_type = call->method = call->encoding = call->timeout = NULL;
 }
 
 static void call_free(uv_handle_t *h) {
@@ -572,6 +589,10 @@ static void call_on_headers_done(h2_stream_t *s) {
     call->deadline_ms = ms ? ms : 1;
     uv_timer_start(&call->timer, call_deadline, call->deadline_ms, 0);
   }
+  /* Every header the call checks has been checked. A public method's handler reads no
+   * metadata, and its request may take --handshake-timeout to arrive with no caller
+   * answering for it: nothing of its headers is kept meanwhile. */
+  call_headers_drop(call, call->m->public_method);
   /* Authenticate on the headers alone: a caller without a valid token is refused before any
    * of its body is decoded, and what it still uploads is dropped as it arrives. */
   if (call->m->public_method) {
