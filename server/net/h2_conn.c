@@ -114,13 +114,34 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
   return h2_stream_recv_header(st, name, namelen, value, valuelen);
 }
 
+/* True if p holds a NUL, CR or LF. */
+static int has_nul_cr_lf(const uint8_t *p, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (p[i] == '\0' || p[i] == '\r' || p[i] == '\n')
+      return 1;
+  return 0;
+}
+
 /* A request header nghttp2 finds malformed (e.g. a value with surrounding white space). We
  * take it as given rather than resetting the stream, so the call can answer with a gRPC
- * status that says what is wrong (an unusable token is UNAUTHENTICATED, not a reset). */
+ * status that says what is wrong (an unusable token is UNAUTHENTICATED, not a reset).
+ * Except a NUL, CR or LF in its name or value (RFC 9113 8.2.1): the call reads its headers
+ * as C strings, so "Bearer <token>\0junk" would be the token and a field named
+ * "authorization\0x" the authorization header. Such a request is malformed, a stream error
+ * of type PROTOCOL_ERROR (8.1.1): nghttp2 resets the stream when this callback fails. */
 static int on_invalid_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
                              size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                              void *ud) {
   h2_conn_t *c = ud;
+
+  if (has_nul_cr_lf(name, namelen) || has_nul_cr_lf(value, valuelen)) {
+    log_info("conn %llu (%s): stream %d: header field \"%.*s\" holds a NUL, CR or LF in its %s: "
+             "malformed request, stream reset (PROTOCOL_ERROR)",
+             (unsigned long long)c->id, c->peer, f->hd.stream_id,
+             (int)(namelen > 64 ? 64 : namelen), (const char *)name,
+             has_nul_cr_lf(name, namelen) ? "name" : "value");
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  }
   log_info("conn %llu (%s): malformed header field \"%.*s\" on stream %d",
            (unsigned long long)c->id, c->peer, (int)(namelen > 64 ? 64 : namelen),
            (const char *)name, f->hd.stream_id);
@@ -150,9 +171,14 @@ static void conn_on_ping(h2_conn_t *c) {
 
 static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
   h2_conn_t *c = ud;
-  (void)s;
-  if (f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA)
-    c->ping_strikes = 0;
+  h2_stream_t *st;
+
+  if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
+    return 0;
+  c->ping_strikes = 0;
+  if ((f->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
+      (st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id)) != NULL)
+    h2_stream_sent_end(st);
   return 0;
 }
 

@@ -439,8 +439,8 @@ void h2_stream_finish(h2_stream_t *s, int http_status, int grpc_code, const char
   }
   if (s->out == H2_OUT_IDLE && s->len == 0) {
     /* Trailers-only: one HEADERS frame with END_STREAM. A client still uploading a request
-     * we refused keeps sending; its DATA is discarded (and credit returned) until it
-     * half-closes. An RST_STREAM here would race the trailers in some clients. */
+     * we refused is asked to stop once that frame is out (h2_stream_sent_end); not here,
+     * where an RST_STREAM could overtake the reply. */
     nghttp2_nv nv[8];
     char status[8], codebuf[12];
     size_t n = 0;
@@ -461,6 +461,18 @@ void h2_stream_finish(h2_stream_t *s, int http_status, int grpc_code, const char
   }
   stream_set_out(s, H2_OUT_TRAILING); /* resumes a deferred data provider */
   h2_conn_flush_soon(s->conn);
+}
+
+void h2_stream_sent_end(h2_stream_t *s) {
+  /* The reply is complete. A stream the client has not half-closed would otherwise stay
+   * open, with its call and request headers, for as long as the client keeps the connection
+   * (and keep that connection from ever being idle): RFC 9113 8.1 lets a server that has
+   * sent a complete response ask the client to stop sending with RST_STREAM(NO_ERROR),
+   * which gRPC's own servers do. It leaves after the END_STREAM frame, so the client has the
+   * whole reply; what it still sends is discarded by nghttp2, its credit returned. */
+  if (s->conn == NULL || s->in_ended || s->conn->session == NULL)
+    return;
+  (void)nghttp2_submit_rst_stream(s->conn->session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
 }
 
 int h2_stream_finished(const h2_stream_t *s) {

@@ -254,6 +254,12 @@ void h2_stream_recv_headers_done(h2_stream_t *s);
 /** The client half-closed the stream (END_STREAM). */
 void h2_stream_recv_end(h2_stream_t *s);
 
+/**
+ * The reply's last frame (END_STREAM) was handed to the writer: a stream the client has not
+ * half-closed is reset with NO_ERROR (RFC 9113 8.1), so it does not stay open.
+ */
+void h2_stream_sent_end(h2_stream_t *s);
+
 /** Request body bytes for the stream. */
 void h2_stream_recv_data(h2_stream_t *s, const uint8_t *data, size_t len);
 

@@ -25,6 +25,7 @@
 #define RPC_PUBLIC_MAX_MESSAGE (64 * 1024)
 
 static void call_finish(rpc_call_t *call, int http_status, int code, const char *msg);
+static void call_headers_drop(rpc_call_t *call, int meta);
 
 static rpc_call_t *call_of(h2_stream_t *s) {
   return container_of(s, rpc_call_t, stream);
@@ -79,6 +80,8 @@ static void call_set_state(rpc_call_t *call, rpc_call_state_t to) {
     call->msg.data = NULL;
     h2_stream_input_free(&call->stream);
   }
+  if (to >= RPC_CALL_FINISHING)
+    call_headers_drop(call, 1); /* answered: however long the stream stays open */
 }
 
 /* ---- arenas ------------------------------------------------------------------------------ */
@@ -196,6 +199,20 @@ static void meta_free(rpc_call_t *call) {
     m = next;
   }
   call->meta = NULL;
+}
+
+/* What the call kept of its request headers is done with: up to --max-header-bytes of them
+ * (64 KiB decoded from a few bytes of HPACK references), so it goes as soon as it can rather
+ * than with the stream. The path stays: it names the call in the log. meta: the metadata
+ * too, which a handler may otherwise read. */
+static void call_headers_drop(rpc_call_t *call, int meta) {
+  if (meta)
+    meta_free(call);
+  free(call->content_type);
+  free(call->method);
+  free(call->encoding);
+  free(call->timeout);
+  call->content_type = call->method = call->encoding = call->timeout = NULL;
 }
 
 static void call_free(uv_handle_t *h) {
@@ -390,11 +407,27 @@ static char *dupn(const uint8_t *s, size_t n) {
   return p;
 }
 
+/* Request headers the call reads once, each into a field of its own (a char *). A repeat
+ * would leave which one counts to the order of the fields: the call is refused. */
+#define ONCE(name, field)                                                                          \
+  { name, sizeof(name) - 1, offsetof(rpc_call_t, field) }
+static const struct {
+  const char *name;
+  size_t len;
+  size_t field; /* offsetof(rpc_call_t, ...) */
+} call_once_headers[] = {
+    ONCE(":path", path),
+    ONCE(":method", method),
+    ONCE("content-type", content_type),
+    ONCE("grpc-encoding", encoding),
+    ONCE("grpc-timeout", timeout),
+};
+#undef ONCE
+
 /* The stream's header event: 0, or -1 to reset the stream. */
 static int call_on_header(h2_stream_t *s, const uint8_t *name, size_t namelen, const uint8_t *value,
                           size_t valuelen) {
   rpc_call_t *call = call_of(s);
-  char **slot = NULL;
 
   /* Count what the decoder produced, not what crossed the wire: one HPACK reference can
    * stand for a 4 KB field, so the wire size says nothing about the memory a list costs. */
@@ -421,27 +454,25 @@ static int call_on_header(h2_stream_t *s, const uint8_t *name, size_t namelen, c
     meta_free(call); /* the call is refused: drop what it kept */
     return 0;
   }
-  if (namelen > 0 && name[0] == ':') {
-    if (namelen == 5 && memcmp(name, ":path", 5) == 0)
-      slot = &call->path;
-    else if (namelen == 7 && memcmp(name, ":method", 7) == 0)
-      slot = &call->method;
-    else
-      return 0; /* :scheme, :authority */
-  } else if (namelen == 12 && memcmp(name, "content-type", 12) == 0) {
-    slot = &call->content_type;
-  } else if (namelen == 13 && memcmp(name, "grpc-encoding", 13) == 0) {
-    slot = &call->encoding;
-  } else if (namelen == 12 && memcmp(name, "grpc-timeout", 12) == 0) {
-    slot = &call->timeout;
-  }
-  if (slot) {
+  for (size_t i = 0; i < sizeof(call_once_headers) / sizeof(call_once_headers[0]); i++) {
+    char **slot = (char **)((char *)call + call_once_headers[i].field);
+    if (call_once_headers[i].len != namelen ||
+        memcmp(call_once_headers[i].name, name, namelen) != 0)
+      continue;
     if (*slot) {
-      call->bad_header = 1; /* a repeated header we rely on: refuse the call */
+      call->repeated = call_once_headers[i].name;
       return 0;
     }
     *slot = dupn(value, valuelen);
     return *slot ? 0 : -1;
+  }
+  if (namelen > 0 && name[0] == ':')
+    return 0; /* :scheme, :authority */
+  if (namelen == 13 && memcmp(name, "authorization", 13) == 0 &&
+      rpc_call_metadata(call, "authorization") != NULL) {
+    /* One caller per call: of two tokens, the one that counted would be the last sent. */
+    call->repeated = "authorization";
+    return 0;
   }
   {
     /* One allocation for the entry and both strings. */
@@ -509,8 +540,17 @@ static void call_on_headers_done(h2_stream_t *s) {
     call_finish(call, 200, GRPC_RESOURCE_EXHAUSTED, msg);
     return;
   }
-  if (call->bad_header) {
-    call_finish(call, 400, GRPC_INTERNAL, "repeated request header");
+  if (call->repeated) {
+    char msg[96];
+    /* A malformed request: HTTP 400, which gRPC maps to INTERNAL (as grpc-go answers it).
+     * Two tokens are a caller that cannot be told, refused as an unusable token is. */
+    if (strcmp(call->repeated, "authorization") == 0) {
+      call_finish(call, 200, GRPC_UNAUTHENTICATED,
+                  "repeated authorization header: a call carries one Bearer token");
+      return;
+    }
+    snprintf(msg, sizeof(msg), "repeated request header %s", call->repeated);
+    call_finish(call, 400, GRPC_INTERNAL, msg);
     return;
   }
   /* A preflight, a console file, or (HTTP/1.1) another method: the transport answers it. */
@@ -572,6 +612,10 @@ static void call_on_headers_done(h2_stream_t *s) {
     call->deadline_ms = ms ? ms : 1;
     uv_timer_start(&call->timer, call_deadline, call->deadline_ms, 0);
   }
+  /* Every header the call checks has been checked. A public method's handler reads no
+   * metadata, and its request may take --handshake-timeout to arrive with no caller
+   * answering for it: nothing of its headers is kept meanwhile. */
+  call_headers_drop(call, call->m->public_method);
   /* Authenticate on the headers alone: a caller without a valid token is refused before any
    * of its body is decoded, and what it still uploads is dropped as it arrives. */
   if (call->m->public_method) {

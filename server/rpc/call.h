@@ -75,7 +75,7 @@ struct rpc_call {
   /* request */
   char *path, *content_type, *method, *encoding, *timeout;
   rpc_meta_t *meta;
-  unsigned bad_header : 1; /* a header we refuse (e.g. duplicate pseudo-header) */
+  const char *repeated;      /* a header that came twice (static name): refused; NULL: none */
   unsigned remote_ended : 1; /* the client half-closed the stream */
   unsigned headers_over : 1; /* over a header limit: the rest is counted, not kept */
   size_t header_bytes;       /* decoded header list size so far (RFC 7541 entry sizes) */

@@ -22,8 +22,8 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
 import world  # noqa: E402
-from hostile import (DATA, HealthProbe, Raw, frame, grpc_msg, headers_frames, lit, report,  # noqa: E402
-                     request_block, rss_kb, start_clued)
+from hostile import (DATA, END_STREAM, PROTOCOL_ERROR, HealthProbe, Raw, frame, grpc_msg,  # noqa: E402
+                     headers_frames, lit, report, request_block, rss_kb, start_clued)
 from rawh1 import H1, encode  # noqa: E402
 
 SUBMIT = "/clue.v1.ClueService/SubmitClue"
@@ -303,6 +303,63 @@ def test_stalled_uploads_end(c):
         r.close()
     finally:
         srv.stop()
+
+
+GET_CALLER = "/clue.v1.TokenService/GetCaller"
+
+
+def get_caller(r, sid, extra, path=GET_CALLER):
+    """A whole request with extra header fields; waits for its end (status or reset)."""
+    r.send(headers_frames(sid, request_block(path, extra)) + frame(DATA, END_STREAM, sid, grpc_msg()))
+    r.until(lambda: sid in r.ended, 10, f"stream {sid}")
+
+
+def test_header_fields_with_nul_cr_lf_reset(c):
+    """RFC 9113 8.2.1: a field name or value holding NUL, CR or LF makes the request
+    malformed, a stream error PROTOCOL_ERROR (8.1.1). Such fields used to reach the call and
+    be read as C strings cut at the NUL: a token followed by NUL and junk authenticated, so
+    did a field named "authorization\\0x", and "grpc-timeout: 1S\\0garbage" was 1 s."""
+    bearer = "Bearer " + c.token
+    r = Raw(c.srv.addr)
+    get_caller(r, 1, lit("authorization", bearer))
+    assert r.status(1) == 0, (r.hdrs.get(1), r.rst)  # the token is good
+    cases = [(GET_CALLER, lit("authorization", bearer + "\0junk")),
+             (GET_CALLER, lit("authorization\0x", bearer)),
+             (GET_CALLER, lit("authorization\0", bearer)),
+             (GET_CALLER, lit("authorization", bearer) + lit("x-note", "a\r\nb")),
+             (GET_CALLER, lit("authorization", bearer) + lit("x-note\n", "a")),
+             (CHECK_PATH, lit("grpc-timeout", "1S\0garbage")),
+             (CHECK_PATH, lit("grpc-timeout", "1S\r"))]
+    sid = 3
+    for path, extra in cases:
+        get_caller(r, sid, extra, path)
+        assert r.status(sid) is None and r.rst.get(sid) == PROTOCOL_ERROR, (path, extra, r.hdrs.get(sid), r.rst)
+        sid += 2
+    # White space around a value is malformed too, but such a field still reaches the call,
+    # which says what is wrong with it: a status, not a reset.
+    get_caller(r, sid, lit("authorization", " " + bearer))
+    assert r.status(sid) == 16 and "Bearer" in r.message(sid), (r.hdrs.get(sid), r.rst)
+    assert r.check(sid + 2) == 0 and r.goaway is None
+    r.close()
+    harness.wait_for(lambda: "NUL, CR or LF" in c.srv.output(), what="the refusal in the log")
+
+
+def test_repeated_authorization_refused(c):
+    """Two authorization fields are refused as a repeated request header (UNAUTHENTICATED),
+    whichever comes first: the last one used to win. Other headers read once answer as
+    before (HTTP 400, INTERNAL), now naming the header."""
+    bogus = lit("authorization", "Bearer ct_" + "3" * 64)
+    good = lit("authorization", "Bearer " + c.token)
+    r = Raw(c.srv.addr)
+    for sid, extra in ((1, bogus + good), (3, good + bogus), (5, good + good)):
+        get_caller(r, sid, extra)
+        assert r.status(sid) == 16 and "repeated authorization" in r.message(sid), (sid, r.hdrs.get(sid))
+    get_caller(r, 7, good)
+    assert r.status(7) == 0, r.hdrs.get(7)
+    get_caller(r, 9, lit("grpc-timeout", "5S") + lit("grpc-timeout", "1S"), CHECK_PATH)
+    assert r.hdrs[9][0][":status"] == "400" and r.status(9) == 13, r.hdrs.get(9)
+    assert r.message(9) == "repeated request header grpc-timeout", r.message(9)
+    r.close()
 
 
 if __name__ == "__main__":

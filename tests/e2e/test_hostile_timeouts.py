@@ -13,8 +13,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
-from hostile import (DATA, END_STREAM, ENHANCE_YOUR_CALM, NO_ERROR, PING, PREFACE, HealthProbe,  # noqa: E402
-                     Raw, frame, grpc_msg, headers_frames, report, request_block, rss_kb, start_clued)
+from hostile import (CHECK, DATA, END_STREAM, ENHANCE_YOUR_CALM, NO_ERROR, PING, PREFACE,  # noqa: E402
+                     HealthProbe, Raw, frame, grpc_msg, headers_frames, indexed, lit, report, request_block,
+                     rss_kb, start_clued)
 
 WATCH = "/grpc.health.v1.Health/Watch"
 MAX_CONNS = 300
@@ -203,6 +204,57 @@ def test_flags_documented(c):
                  "--max-unauth-stream-age", "--keepalive-min-ping", "--max-conn-buffer", "--max-conn-inbound",
                  "--max-header-bytes", "--max-headers"):
         assert f"`{flag}`" in readme, flag
+
+
+def answered_but_open(addr, refused):
+    """A connection with 100 Health/Check streams the client never half-closes, each with
+    request headers that decode to about 60 KB (15 references to one 4 KB HPACK entry) from
+    about 80 bytes on the wire: refused at once (a malformed grpc-timeout), or a whole request
+    message that never ends (DEADLINE_EXCEEDED at --handshake-timeout)."""
+    r = Raw(addr)
+    r.until(lambda: r.server_settings is not None, 5, "SETTINGS")
+    out = b""
+    for i in range(100):
+        sid = 2 * i + 1
+        pad = lit("x-pad", "p" * 4000, index=True) + indexed(62) * 14 if i == 0 else indexed(62) * 15
+        if refused:
+            out += headers_frames(sid, request_block(CHECK, pad + lit("grpc-timeout", "bad")))
+        else:
+            out += headers_frames(sid, request_block(CHECK, pad)) + frame(DATA, 0, sid, grpc_msg())
+    r.send(out)
+    return r
+
+
+def test_answered_streams_are_reset(c):
+    """A stream the server has answered is over even if its client never half-closes it: its
+    complete reply is followed by RST_STREAM(NO_ERROR) (RFC 9113 8.1). Such streams used to
+    stay open with their calls and request headers, for as long as the client kept the
+    connection, which never counted as idle: 20 connections held 171 MiB."""
+    sids = range(1, 201, 2)
+    before = rss_kb(c.pid)
+    with HealthProbe(c.srv.addr) as probe:
+        conns = [answered_but_open(c.srv.addr, refused=True) for _ in range(10)]
+        for r in conns:
+            r.until(lambda: all(s in r.rst for s in sids), 10, "every answered stream's reset")
+            assert all(r.status(s) == 3 and r.rst[s] == NO_ERROR for s in sids), (r.hdrs.get(1), r.rst)
+            assert "grpc-timeout" in r.message(1), r.message(1)
+            assert r.check(201) == 0  # the 100 streams no longer count against the limit
+        held = rss_kb(c.pid)
+        # Requests that never end: their headers are not kept while they wait for the end.
+        late = [answered_but_open(c.srv.addr, refused=False) for _ in range(5)]
+        time.sleep(0.5)
+        held = max(held, rss_kb(c.pid))
+        for r in late:
+            r.until(lambda: all(s in r.rst for s in sids), 10, "every unended request's end and reset")
+            assert all(r.status(s) == 4 and r.rst[s] == NO_ERROR for s in sids), (r.hdrs.get(1), r.rst)
+        held = max(held, rss_kb(c.pid))
+        # With nothing left open the connections are idle: GOAWAY at --idle-timeout (2 s).
+        for r in conns + late:
+            assert r.wait_closed(10), "a connection whose streams were all answered was kept"
+            assert r.goaway is not None and r.goaway[1] == NO_ERROR and b"idle" in r.goaway[2], r.goaway
+            r.close()
+    report("15 connections x 100 answered streams of 60 KB headers, never half-closed", before, held, 16)
+    probe.assert_prompt()
 
 
 if __name__ == "__main__":
