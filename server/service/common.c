@@ -24,6 +24,7 @@ typedef struct svc_job {
   const char *sql;
   int nparams;
   const char **values;
+  int lsn; /* a read on the primary that also reads the WAL position (result 1) */
 } svc_job_t;
 
 /* The request field a CLARG message names: its first word ("note_ids: note 5 is not ...",
@@ -123,6 +124,25 @@ void svc_fail_db(rpc_call_t *call, const db_result_t *r) {
 static void job_check_sent(svc_job_t *job, int rc);
 static void job_done(const db_result_t *r, void *arg);
 
+/* A read of the call on the primary. When the answer must say where the primary's WAL stood
+ * (replica_primary_lsn_wanted()), the read runs in a REPEATABLE READ transaction after a
+ * statement that reads the WAL position: the snapshot is the first statement's, so every
+ * commit the read sees is at or before that position. One round trip either way. */
+static int send_primary_read(svc_job_t *job, const db_opts_t *o, const char *sql, int nparams,
+                             const char *const *values) {
+  db_stmt_t st[3] = {
+      {.sql = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"},
+      {.sql = "SELECT pg_current_wal_insert_lsn()::text"},
+      {.sql = sql, .nparams = nparams, .values = values},
+  };
+
+  if (!replica_primary_lsn_wanted(job->call))
+    return db_query_opts(job->pool, o, sql, nparams, values, job_done, job);
+  job->lsn = 1;
+  job->skip = 2;
+  return db_txn_opts(job->pool, o, st, 3, job_done, job);
+}
+
 /* A read that went to a replica: note an answer, or send it to the primary if the replica
  * was lost or cancelled it. Returns 1 when it was sent again (job lives on). */
 static int replica_read_ended(svc_job_t *job, const db_result_t *r) {
@@ -141,7 +161,7 @@ static int replica_read_ended(svc_job_t *job, const db_result_t *r) {
   job->req = NULL;
   o.owner = rpc_call_conn_id(call);
   o.handle = &job->req;
-  job_check_sent(job, db_query_opts(job->pool, &o, sql, job->nparams, job->values, job_done, job));
+  job_check_sent(job, send_primary_read(job, &o, sql, job->nparams, job->values));
   return 1;
 }
 
@@ -159,6 +179,8 @@ static void job_done(const db_result_t *r, void *arg) {
     if (r->err != DB_OK) {
       svc_fail_db(call, r);
     } else {
+      if (job->lsn && r->nres >= 2 && r->res[1] && PQntuples(r->res[1]) == 1)
+        replica_primary_read_lsn(call, PQgetvalue(r->res[1], 0, 0));
       /* The caller sees its own statements' results only. */
       db_result_t mine = *r;
       mine.res = r->res + job->skip;
@@ -270,7 +292,9 @@ static void run_one(rpc_call_t *call, const char *sql, int nparams, const char *
   }
   o.owner = rpc_call_conn_id(call);
   o.handle = &job->req;
-  job_check_sent(job, db_query_opts(job->pool, &o, sql, nparams, values, job_done, job));
+  job_check_sent(job, writes || job->pool != rpc_call_server(call)->db
+                          ? db_query_opts(job->pool, &o, sql, nparams, values, job_done, job)
+                          : send_primary_read(job, &o, sql, nparams, values));
 }
 
 void svc_read(rpc_call_t *call, const char *sql, int nparams, const char *const *values, svc_cb cb,

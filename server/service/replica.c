@@ -102,7 +102,9 @@ static char *lsn_text(rpc_call_t *call, uint64_t lsn) {
 
 /* What an answer from the primary says: fresh, with every commit up to the primary's newest
  * sampled position at least ("" before the first sample). Returns -1 out of memory (read_lsn
- * then ""). */
+ * then ""). The sample can be older than what the read saw (it is taken every CHECK_MS), so
+ * each read on the primary then replaces it with the position it read itself
+ * (replica_primary_read_lsn()). */
 static int from_primary(rpc_call_t *call, const replica_t *r, Clue__V1__ReadFreshness *f) {
   char *lsn = r->n > 0 ? lsn_text(call, r->hist[(r->first + r->n - 1) % HISTORY].lsn) : NULL;
 
@@ -298,6 +300,8 @@ Clue__V1__ReadFreshness *replica_route(rpc_call_t *call, const Clue__V1__ReadCon
     out->read_lsn = lsn_text(call, r->replayed);
     oom = out->read_lsn == NULL;
   } else {
+    /* The route, noted with no pool: reads go to the primary, and each tells its position. */
+    rpc_call_set_read_pool(call, NULL, route);
     oom = from_primary(call, r, out) != 0;
   }
   if (oom) {
@@ -305,6 +309,22 @@ Clue__V1__ReadFreshness *replica_route(rpc_call_t *call, const Clue__V1__ReadCon
     return NULL;
   }
   return out;
+}
+
+int replica_primary_lsn_wanted(const rpc_call_t *call) {
+  replica_t *r = rpc_call_server((rpc_call_t *)call)->replica;
+  return r != NULL && rpc_call_read_note(call) != NULL &&
+         rpc_call_read_pool(call) == rpc_call_server((rpc_call_t *)call)->db;
+}
+
+void replica_primary_read_lsn(rpc_call_t *call, const char *lsn) {
+  route_t *route = rpc_call_read_note(call);
+  char *copy;
+
+  if (route == NULL || route->fresh.from_replica || lsn == NULL)
+    return;
+  if ((copy = rpc_call_strdup(call, lsn)) != NULL)
+    route->fresh.read_lsn = copy;
 }
 
 void replica_read_answered(rpc_call_t *call) {

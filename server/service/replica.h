@@ -28,6 +28,17 @@ Clue__V1__ReadFreshness *replica_route(rpc_call_t *call, const Clue__V1__ReadCon
 /** A read of call routed to the replica got its answer there. */
 void replica_read_answered(rpc_call_t *call);
 
+/**
+ * Whether call's reads on the primary must say where the primary's WAL stood when they read
+ * (a replica is configured, and the call was routed): such a read runs in a REPEATABLE READ
+ * transaction whose first statement reads pg_current_wal_insert_lsn(), so that the position
+ * covers every commit the read can see, and hands it to replica_primary_read_lsn().
+ */
+int replica_primary_lsn_wanted(const rpc_call_t *call);
+
+/** The WAL position (text) a read of call on the primary saw; a later one replaces it. */
+void replica_primary_read_lsn(rpc_call_t *call, const char *lsn);
+
 /** Why the replica did not answer a read that the primary can answer instead. */
 typedef enum replica_miss {
   REPLICA_ANSWERED = 0, /* it answered, or the error is one the primary would give too */

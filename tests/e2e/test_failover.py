@@ -541,6 +541,37 @@ def test_read_cancelled_by_recovery_is_answered_by_the_primary():
     rep.destroy()
 
 
+def test_a_primary_answer_s_read_lsn_covers_what_it_read():
+    """An answer from the primary gives as read_lsn a position that covers what it read, not
+    the monitor's last sample (taken every 200 ms): a later read with that min_read_lsn never
+    comes from a replica that lacks it."""
+    rep, dbname, srv, w, metric, a, _ = reading_from_a_replica()
+    C = S.common_pb2
+    sdb = rep.standby.connect()
+    try:
+        def listed(**read):
+            r = w.G1.leader.clue.ListClues(pb.ListCluesRequest(read=C.ReadConsistency(**read)), timeout=10)
+            return {c.id for c in r.clues}, r.freshness
+        for i in range(3):
+            one_exec(sdb, "SELECT pg_wal_replay_resume()")
+            time.sleep(0.5)
+            one_exec(sdb, "SELECT pg_wal_replay_pause()")
+            time.sleep(0.6)  # the monitor samples the primary at the replica's paused position
+            x = w.G1.member.clue.SubmitClue(pb.SubmitClueRequest(
+                request_id=new_request_id(), title=f"乙{i}", summary="副本读取", source=pb.SOURCE_CHANNEL_AUDIT,
+                subject=pb.SubjectPerson(name="李四"), host_unit="市发展改革委"), timeout=10)
+            ids, f = listed(consistent=True)
+            assert x.id in ids and not f.from_replica and f.read_lsn, f
+            later, f2 = listed(min_read_lsn=f.read_lsn)
+            assert x.id in later, (i, f, f2)
+    finally:
+        one_exec(sdb, "SELECT pg_wal_replay_resume()")
+        sdb.close()
+        w.close()
+        srv.stop()
+        rep.destroy()
+
+
 def one_exec(db, sql):
     with db.cursor() as cur:
         cur.execute(sql)
