@@ -378,6 +378,7 @@ enum {
 
 /* The clue branch comes first: UNION resolves the types of the others' NULLs from it. */
 static const char create_facts_sql[] =
+    SVC_DURABLE_IF(SVC_KEY_RECORDED("clue_requests", "$1", "$2"))
     "SELECT 'c'::text, x.n, x.id, NULL::text, NULL::text, NULL::bigint, "
     CLUE_FACT_COLS("c", "ou", "$4", "$1")
     " FROM unnest($5::bigint[]) WITH ORDINALITY x(id, n)"

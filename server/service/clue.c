@@ -73,6 +73,7 @@ static int year_of(int64_t ms) {
 
 /* clang-format off */
 static const char submit_sql[] =
+    SVC_DURABLE_IF(SVC_KEY_RECORDED("clue_requests", "$1", "$3"))
     "SELECT " CLUE_COLS("s", "ou", "$2", "$1")
     " FROM clue_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,"
     " $15::text[], $16, $17, $18, $19, $20) s JOIN units ou ON ou.id = (s).owner_unit";
@@ -81,6 +82,7 @@ static const char submit_sql[] =
  * i is every call's parameter i ($15: each call's categories in their text form); the caller's
  * user and unit per row from the function. */
 static const char submit_many_sql[] =
+    SVC_DURABLE_IF(SVC_KEYS_RECORDED("clue_requests", "$1", "$3"))
     "SELECT " CLUE_COLS("s.clue", "ou", "s.actor_unit", "s.actor_user") ", s.ord"
     " FROM clue_submit_many($1::bigint[], $2::bigint[], $3::uuid[], $4::bigint[], $5::bigint[],"
     " $6::int[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],"
@@ -303,11 +305,13 @@ enum {
   " LEFT JOIN clue_requests q ON q.user_id = " user " AND q.request_id = " request_id
 
 static const char move_facts_sql[] =
+    SVC_DURABLE_IF(SVC_KEY_RECORDED("clue_requests", "$2", "$3"))
     "SELECT " MOVE_FACTS_COLS("$4", "$2", "$5::bigint") " FROM (SELECT 1) one"
     MOVE_FACTS_JOINS("$1", "$2", "$3", "$5");
 
 /* The same for many moves at once (service/batch.h): one row each, in order. */
 static const char move_facts_many_sql[] =
+    SVC_DURABLE_IF(SVC_KEYS_RECORDED("clue_requests", "$2", "$3"))
     "SELECT " MOVE_FACTS_COLS("i.unit", "i.usr", "i.named") ", i.k::int"
     " FROM unnest($1::bigint[], $2::bigint[], $3::uuid[], $4::bigint[], $5::bigint[])"
     " WITH ORDINALITY AS i(clue, usr, rid, unit, named, k)"
@@ -331,6 +335,7 @@ static const char replay_proposal_sql[] =
 /* A plain move answers what it changed only: the rest of the clue is as the facts read found it
  * (clue_row_moved()). */
 static const char apply_move_sql[] =
+    SVC_DURABLE_IF(SVC_KEY_RECORDED("clue_requests", "$1", "$3"))
     "SELECT " MOVED_COLS " FROM clue_apply_move($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
     " jsonb_strip_nulls(" MOVE_DETAILS ")), $16, $17) o";
 
@@ -343,7 +348,8 @@ static const char apply_move_sql[] =
   " FROM unnest($11::text[], $12::text[], $13::text[], $14::text[], $15::text[])"                \
   " WITH ORDINALITY AS u(d, f, s, p, r, k) ORDER BY k), $16::bigint[], $17::bigint[], " direct ")"
 
-static const char apply_moves_sql[] = "SELECT " MOVED_COLS ", o.ord FROM " APPLY_MOVES("false") " o";
+static const char apply_moves_sql[] =
+    SVC_DURABLE_IF(SVC_KEYS_RECORDED("clue_requests", "$1", "$3")) "SELECT " MOVED_COLS ", o.ord FROM " APPLY_MOVES("false") " o";
 
 /* A move's write: its parameters (move_params()), as one call's or as arrays of many. */
 enum { MOVE_NPARAMS = 17 };
@@ -359,6 +365,7 @@ static const svc_batch_kind_t plain_moves = {.id = SVC_BATCH_MOVE,
  * write's guard checks what the decision left to the clue, and the answer is the whole clue as
  * the caller sees it (the facts read's row), or no row if the guard did not hold. */
 static const char direct_move_sql[] =
+    SVC_DURABLE_IF(SVC_KEY_RECORDED("clue_requests", "$1", "$3"))
     "SELECT " CLUE_COLS("o.clue", "ou", "$2::bigint", "$1::bigint") " FROM clue_apply_moves("
     "ARRAY[$1::bigint], ARRAY[$2::bigint], ARRAY[$3::uuid], ARRAY[$4::bigint], ARRAY[$5::bigint],"
     " ARRAY[$6::bigint], ARRAY[$7::text], ARRAY[$8::text], ARRAY[$9::text], ARRAY[$10::text],"
@@ -366,6 +373,7 @@ static const char direct_move_sql[] =
     OUTCOME_JOIN;
 
 static const char direct_moves_sql[] =
+    SVC_DURABLE_IF(SVC_KEYS_RECORDED("clue_requests", "$1", "$3"))
     "SELECT " CLUE_COLS("o.clue", "ou", "($2::bigint[])[o.ord]", "($1::bigint[])[o.ord]")
     ", o.ord FROM " APPLY_MOVES("true") OUTCOME_JOIN;
 

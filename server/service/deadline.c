@@ -29,6 +29,7 @@ enum {
 
 /* clang-format off */
 static const char extend_facts_sql[] =
+    SVC_DURABLE_IF(SVC_KEY_RECORDED("clue_requests", "$2", "$4"))
     "SELECT " CLUE_COLS("c", "ou", "$3", "$2") ", q.method, q.clue_id"
     " FROM (SELECT 1) one"
     " LEFT JOIN clues c ON c.id = $1"

@@ -63,6 +63,7 @@ enum {
 };
 
 static const char handler_facts_sql[] =
+    SVC_DURABLE_IF(SVC_KEY_RECORDED("clue_requests", "$2", "$4"))
     "SELECT " CLUE_COLS("c", "ou", "$3", "$2") ", " CLUE_HANDLERS_COL("c") ", " TARGET_COLS
     ", q.method, q.clue_id" FACTS_FROM;
 
@@ -76,6 +77,7 @@ static const char reread_sql[] =
     " FROM clues c JOIN units ou ON ou.id = c.owner_unit WHERE c.id = $1";
 
 static const char recuse_facts_sql[] =
+    SVC_DURABLE_IF(SVC_KEY_RECORDED("clue_requests", "$2", "$4"))
     "SELECT " CLUE_COLS("c", "ou", "$3", "$2") ", " CLUE_HANDLERS_COL("c") ", " TARGET_COLS
     ", q.method, q.clue_id, " RECUSAL_COLS("rq") FACTS_FROM
     " LEFT JOIN recusals rq ON rq.id = q.recusal_id";

@@ -33,6 +33,7 @@ enum {
 
 /* clang-format off */
 static const char handover_facts_sql[] =
+    SVC_DURABLE_IF(SVC_KEY_RECORDED("clue_requests", "$2", "$3"))
     "SELECT " CLUE_COLS("c", "ou", "$4", "$2") ", tu.kind, q.method, q.clue_id, q.clue_version"
     " FROM (SELECT 1) one"
     " LEFT JOIN clues c ON c.id = $1"

@@ -39,6 +39,7 @@ enum {
 };
 
 static const char add_facts_sql[] =
+    SVC_DURABLE_IF(SVC_KEY_RECORDED("clue_requests", "$2", "$4"))
     "SELECT " CLUE_FACT_COLS("c", "ou", "$3", "$2") ", q.method, q.clue_id, " NOTE_COLS("n")
     " FROM (SELECT 1) one"
     " LEFT JOIN clues c ON c.id = $1"

@@ -26,6 +26,7 @@ enum {
 
 /* clang-format off */
 static const char review_facts_sql[] =
+    SVC_DURABLE_IF(SVC_KEY_RECORDED("clue_requests", "$2", "$4"))
     "SELECT " PROPOSAL_COLS("p") ", " CLUE_COLS("c", "ou", "$3", "$2") ", q.method, q.proposal_id"
     " FROM (SELECT 1) one"
     " LEFT JOIN proposals p ON p.id = $1"

@@ -488,6 +488,7 @@ enum {
 
 /* clang-format off */
 static const char create_facts_sql[] =
+    SVC_DURABLE_IF(SVC_KEY_RECORDED("rect_requests", "$4", "$5"))
     "SELECT " CLUE_FACT_COLS("c", "ou", "$3", "$4") ", jc.id, jc.lead_unit, joint_case_has_unit(jc.id, $3),"
     " coalesce(me.host_units @> ARRAY[$6::text], false), coalesce(q.method, cq.method)"
     " FROM (SELECT 1) one"
@@ -624,7 +625,8 @@ typedef struct move_req {
 } move_req_t;
 
 /* clang-format off */
-#define MOVE_FACTS_COLS "SELECT " RECT_COLS("$2", "$3") ", coalesce(q.method, cq.method)"
+#define MOVE_FACTS_COLS                                                                            \
+  SVC_DURABLE_IF(SVC_KEY_RECORDED("rect_requests", "$3", "$4")) "SELECT " RECT_COLS("$2", "$3") ", coalesce(q.method, cq.method)"
 #define MOVE_FACTS_FROM                                                                            \
     " FROM (SELECT 1) one"                                                                         \
     " LEFT JOIN rect_items i ON i.id = $1"                                                         \

@@ -33,7 +33,7 @@ def c_string(expr):
     for name in ("clue_row.h", "common.h"):
         with open(os.path.join(harness.SRC, "server", "service", name), encoding="utf-8") as f:
             src = f.read()
-        for m in re.finditer(r"^#define (CLUE_FACT_COLS|CLUE_USER_FACT_COLS|CLUE_COLS|SVC_MS)\b(?:.*\\\n)*.*$", src, re.M):
+        for m in re.finditer(r"^#define (CLUE_FACT_COLS|CLUE_USER_FACT_COLS|CLUE_COLS|SVC_MS|SVC_DURABLE_IF|SVC_KEYS?_RECORDED)\b(?:.*\\\n)*.*$", src, re.M):
             defs += m.group(0) + "\n"
     out = subprocess.run(["cpp", "-P"], input=defs + "(" + expr + ")\n", capture_output=True, text=True, check=True)
     return ast.literal_eval(out.stdout.strip())  # adjacent literals concatenated, as in C

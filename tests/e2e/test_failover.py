@@ -572,6 +572,53 @@ def test_a_primary_answer_s_read_lsn_covers_what_it_read():
         rep.destroy()
 
 
+def test_a_retry_after_a_cancelled_commit_wait_is_answered_once_durable():
+    """A call whose deadline ends its commit's wait for the synchronous standby leaves the
+    change committed on the primary alone. Its retry (same request_id) is answered from that
+    record only once the standby has it too: while the standby is away the retry waits like a
+    write, and what it then acknowledges survives the primary's loss."""
+    rep = harness.Replicated()
+    dbname = rep.primary.new_database()
+    srv = harness.Clued(rep.url(dbname)).start()
+    w = world.build(srv)
+    try:
+        m, lead = w.G1.member, w.G1.leader
+        sub = pb.SubmitClueRequest(request_id=new_request_id(), title="取消等待", summary="同步",
+                                   source=pb.SOURCE_CHANNEL_AUDIT, subject=pb.SubjectPerson(name="孙七"),
+                                   host_unit="市发展改革委")
+        moved = m.clue.SubmitClue(pb.SubmitClueRequest(
+            request_id=new_request_id(), title="待移动", summary="同步", source=pb.SOURCE_CHANNEL_AUDIT,
+            subject=pb.SubjectPerson(name="孙七"), host_unit="市发展改革委"), timeout=10)
+        mv = pb.RequestTransitionRequest(clue_id=moved.id, expected_version=moved.version,
+                                         target=S.common_pb2.CLUE_STATE_PRELIMINARY_CHECK, reason="初核",
+                                         request_id=new_request_id())
+        rep.stop_standby()
+        for call, req in ((m.clue.SubmitClue, sub), (lead.clue.RequestTransition, mv)):
+            harness.expect_status(grpc.StatusCode.DEADLINE_EXCEEDED, call, req, timeout=1)
+        pdb = rep.primary.connect(dbname)
+        # Committed on the primary alone, as PostgreSQL leaves a cancelled wait.
+        assert one(pdb, "SELECT count(*) FROM clue_requests WHERE request_id IN (%s, %s)",
+                   sub.request_id, mv.request_id)[0][0] == 2
+        for call, req in ((m.clue.SubmitClue, sub), (lead.clue.RequestTransition, mv)):
+            harness.expect_status(grpc.StatusCode.DEADLINE_EXCEEDED, call, req, timeout=2)
+        rep.start_standby()
+        got = m.clue.SubmitClue(sub, timeout=30)
+        lead.clue.RequestTransition(mv, timeout=30)
+        pdb.close()
+        rep.kill_primary()
+        rep.promote()
+        sdb = rep.standby.connect(dbname)
+        harness.wait_for(lambda: one(sdb, "SELECT count(*) FROM clue_requests WHERE request_id IN (%s, %s)",
+                                     sub.request_id, mv.request_id)[0][0] == 2, timeout=10,
+                         what="both acknowledged retries on the promoted standby")
+        assert one(sdb, "SELECT registration_number FROM clues WHERE id = %s", got.id)[0][0] == got.registration_number
+        sdb.close()
+    finally:
+        w.close()
+        srv.stop()
+        rep.destroy()
+
+
 def one_exec(db, sql):
     with db.cursor() as cur:
         cur.execute(sql)
