@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -136,10 +137,26 @@ def test_console_is_served(c):
         html = r.read().decode()
         assert r.status == 200 and r.headers["Content-Type"].startswith("text/html"), r.headers
     script = html.split('src="', 1)[1].split('"', 1)[0]
-    assert script.startswith("assets/main-") and script.endswith(".js"), script
-    with urllib.request.urlopen(c.base + script, timeout=10) as r:
+    assert script.startswith("/assets/main-") and script.endswith(".js"), script
+    with urllib.request.urlopen(urllib.parse.urljoin(c.base, script), timeout=10) as r:
         assert r.status == 200 and "javascript" in r.headers["Content-Type"], r.headers
         assert "immutable" in (r.headers.get("Cache-Control") or ""), r.headers
+
+
+def test_a_nested_route_loads_its_assets(c):
+    """/clue/17 typed into the address bar is answered with index.html, whose assets must be
+    found from there too: their URLs are absolute."""
+    url = urllib.parse.urljoin(c.base, "/clue/17")
+    with urllib.request.urlopen(url, timeout=10) as r:
+        html = r.read().decode()
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/html"), r.headers
+    named = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert len(named) == 2, named
+    for ref in named:
+        asset = urllib.parse.urljoin(url, ref)
+        assert urllib.parse.urlsplit(asset).path.startswith("/assets/main-"), (ref, asset)
+        with urllib.request.urlopen(asset, timeout=10) as r:
+            assert r.status == 200 and re.search("javascript|css", r.headers["Content-Type"]), (asset, r.headers)
 
 
 def test_browser_scenarios(c):
