@@ -77,10 +77,12 @@ const css = assets.find((a) => a.endsWith(".css"));
 if (!js || !css) throw new Error(`the bundle is missing its script or style: ${assets.join(", ")}`);
 
 // 4. index.html: the one file without a hash (it must be fetched afresh to find the others).
+// Its asset URLs are absolute: clued answers any path without an extension (/clue/17) with
+// index.html, and a relative "assets/..." there would be looked for under /clue/.
 const html = fs
   .readFileSync(path.join(here, "src", "index.html"), "utf8")
-  .replace("%SCRIPT%", `assets/${js}`)
-  .replace("%STYLE%", `assets/${css}`);
+  .replace("%SCRIPT%", `/assets/${js}`)
+  .replace("%STYLE%", `/assets/${css}`);
 fs.writeFileSync(path.join(out, "index.html"), html);
 
 let raw = 0, gz = 0;

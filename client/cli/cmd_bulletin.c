@@ -25,22 +25,6 @@ static const char *kind_name(const Clue__V1__GetBulletinResponse *r, size_t i) {
   return fallback[i];
 }
 
-static void csv_field(FILE *o, const char *s, int first) {
-  if (!first)
-    fputc(',', o);
-  if (strpbrk(s, ",\"\r\n") == NULL) {
-    fputs(s, o);
-    return;
-  }
-  fputc('"', o);
-  for (; *s; s++) {
-    if (*s == '"')
-      fputc('"', o);
-    fputc(*s, o);
-  }
-  fputc('"', o);
-}
-
 static int print_csv(const Clue__V1__GetBulletinResponse *r) {
   static const char *const head[] = {"month", "unit_id", "unit_code", "unit_name", "unit_kind",
                                      "received", "disposed"};
@@ -51,21 +35,21 @@ static int print_csv(const Clue__V1__GetBulletinResponse *r) {
   char buf[64];
 
   for (size_t i = 0; i < 7; i++)
-    csv_field(stdout, head[i], i == 0);
+    table_csv_field(stdout, head[i], i == 0);
   for (size_t i = 0; i < 6; i++) {
     snprintf(buf, sizeof(buf), "disposed_%s", kind_name(r, i));
-    csv_field(stdout, buf, 0);
+    table_csv_field(stdout, buf, 0);
   }
   for (size_t i = 0; i < 8; i++)
-    csv_field(stdout, tail[i], 0);
+    table_csv_field(stdout, tail[i], 0);
   fputs("\r\n", stdout);
   for (size_t k = 0; k < r->n_units; k++) {
     const Clue__V1__BulletinUnit *u = r->units[k];
-    csv_field(stdout, r->month, 1);
+    table_csv_field(stdout, r->month, 1);
     printf(",%lld", (long long)u->unit_id);
-    csv_field(stdout, u->unit_code, 0);
-    csv_field(stdout, u->unit_name, 0);
-    csv_field(stdout, cli_enum_short(&clue__v1__unit_kind__descriptor, u->unit_kind), 0);
+    table_csv_field(stdout, u->unit_code, 0);
+    table_csv_field(stdout, u->unit_name, 0);
+    table_csv_field(stdout, cli_enum_short(&clue__v1__unit_kind__descriptor, u->unit_kind), 0);
     printf(",%lld,%lld", (long long)u->received, (long long)u->disposed);
     for (size_t i = 0; i < 6; i++)
       printf(",%lld", (long long)kind_count(u, i));
@@ -78,13 +62,21 @@ static int print_csv(const Clue__V1__GetBulletinResponse *r) {
   return fflush(stdout) == 0 ? CLI_OK : CLI_FAILED;
 }
 
-/* Markdown table cells: '|' and line breaks would end the cell. */
+/* Text in Markdown, shown as written: '|' and line breaks would end the cell, HTML would be
+ * rendered (<img onerror=...>), and punctuation would start markup ([x](javascript:...),
+ * emphasis, code), so HTML's characters become entities and Markdown's are escaped. */
 static void md_text(const char *s) {
   for (; *s; s++) {
-    if (*s == '|')
-      fputs("\\|", stdout);
+    if (*s == '&')
+      fputs("&amp;", stdout);
+    else if (*s == '<')
+      fputs("&lt;", stdout);
+    else if (*s == '>')
+      fputs("&gt;", stdout);
     else if (*s == '\n' || *s == '\r')
       fputc(' ', stdout);
+    else if (strchr("\\`*_[]()#!|~", *s) != NULL)
+      printf("\\%c", *s);
     else
       fputc(*s, stdout);
   }

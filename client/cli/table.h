@@ -1,7 +1,8 @@
 #ifndef CLUECTL_TABLE_H
 #define CLUECTL_TABLE_H
 
-/* Aligned text tables for terminals; widths count East Asian wide characters as two. */
+/* Aligned text tables for terminals (widths count East Asian wide characters as two), and
+ * CSV fields for spreadsheets. */
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -32,5 +33,13 @@ char *table_vfmt(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0
 
 /** Columns a UTF-8 string takes on a terminal. */
 size_t text_width(const char *s);
+
+/**
+ * One CSV text field (a comma before it unless first): quoted when it holds a comma, a quote
+ * or a line break (RFC 4180 §2), and led by a single quote when it starts with = + - @, a
+ * tab or a CR, which a spreadsheet would read as a formula. Numbers are printed as they are,
+ * not through this. console/src/csv.ts writes the same.
+ */
+void table_csv_field(FILE *o, const char *s, int first);
 
 #endif

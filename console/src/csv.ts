@@ -2,8 +2,12 @@
 // GetStatistics answer (client/cli/cmd_stats.c): RFC 4180, CRLF line ends, %g medians.
 import type { GetStatisticsResponse, UnitStats } from "../gen/clue/v1/stats_pb";
 
+// A text field as table_csv_field() in client/cli/table.c writes it: led by a single quote
+// when a spreadsheet would take it for a formula (= + - @, a tab or a CR first), quoted when
+// it holds a comma, a quote or a line break. Numbers never go through it.
 function field(s: string): string {
-  return /[,"\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  const text = /^[=+\-@\t\r]/.test(s) ? `'${s}` : s;
+  return /[,"\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 
 /** C's printf("%g"): 6 significant digits, trailing zeros dropped, exponent form outside 1e-4..1e6. */

@@ -950,7 +950,7 @@ static int preflight(h2_stream_t *s) {
 static int serve_file(h2_stream_t *s) {
   server_t *srv = s->conn->srv;
   char rel[WEB_MAX_PATH + 16];
-  nghttp2_nv nv[5];
+  nghttp2_nv nv[6];
   web_file_t *f = NULL;
   int rc;
 
@@ -979,10 +979,16 @@ static int serve_file(h2_stream_t *s) {
          web_hashed_asset(rel) ? "public, max-age=31536000, immutable" : "no-cache");
   nv_set(&nv[2], "x-content-type-options", "nosniff");
   nv_set(&nv[3], "etag", f->etag);
+  /* Framed by another page, the console could be overlaid and clicked through
+   * (clickjacking); frame-ancestors works only in a header, not in index.html's <meta>.
+   * X-Frame-Options says the same to browsers without CSP level 2. On a 304 too, since a
+   * browser updates the headers of its stored copy from it. */
+  nv_set(&nv[4], "content-security-policy", WEB_CONSOLE_CSP);
+  nv_set(&nv[5], "x-frame-options", "DENY");
   /* The browser's copy is current (index.html is revalidated on every load): no body. */
   if (s->inm != NULL && web_etag_match(s->inm, f->etag))
-    return plain_reply(s, 304, nv + 1, 3, NULL, 0, f);
-  return plain_reply(s, 200, nv, 4, NULL, 0, f);
+    return plain_reply(s, 304, nv + 1, 5, NULL, 0, f);
+  return plain_reply(s, 200, nv, 6, NULL, 0, f);
 }
 
 int h2_stream_answer_http(h2_stream_t *s) {

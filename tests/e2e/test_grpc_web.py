@@ -682,6 +682,8 @@ def test_static_files(c):
         assert r.header("content-type") == ctype, (path, r.headers)
         assert r.header("cache-control") == cache, (path, r.headers)
         assert r.header("x-content-type-options") == "nosniff"
+        assert r.header("x-frame-options") == "DENY", (path, r.headers)  # no page may frame the console
+        assert "frame-ancestors 'none'" in r.header("content-security-policy"), (path, r.headers)
     # Revalidation: the entity tag of a file answers If-None-Match with 304 and no body.
     r = h.request("GET", "/")
     etag = r.header("etag")
