@@ -428,6 +428,7 @@ static const struct {
 static int call_on_header(h2_stream_t *s, const uint8_t *name, size_t namelen, const uint8_t *value,
                           size_t valuelen) {
   rpc_call_t *call = call_of(s);
+  const char *prev;
 
   /* Count what the decoder produced, not what crossed the wire: one HPACK reference can
    * stand for a 4 KB field, so the wire size says nothing about the memory a list costs. */
@@ -469,9 +470,11 @@ static int call_on_header(h2_stream_t *s, const uint8_t *name, size_t namelen, c
   if (namelen > 0 && name[0] == ':')
     return 0; /* :scheme, :authority */
   if (namelen == 13 && memcmp(name, "authorization", 13) == 0 &&
-      rpc_call_metadata(call, "authorization") != NULL) {
-    /* One caller per call: of two tokens, the one that counted would be the last sent. */
-    call->repeated = "authorization";
+      (prev = rpc_call_metadata(call, "authorization")) != NULL) {
+    /* One caller per call: of two tokens, the one that counted would be the last sent. The
+     * same one twice (call credentials and a header set by hand) names one caller. */
+    if (strlen(prev) != valuelen || memcmp(prev, value, valuelen) != 0)
+      call->repeated = "authorization";
     return 0;
   }
   {

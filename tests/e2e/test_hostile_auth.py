@@ -345,13 +345,15 @@ def test_header_fields_with_nul_cr_lf_reset(c):
 
 
 def test_repeated_authorization_refused(c):
-    """Two authorization fields are refused as a repeated request header (UNAUTHENTICATED),
-    whichever comes first: the last one used to win. Other headers read once answer as
-    before (HTTP 400, INTERNAL), now naming the header."""
+    """Two different authorization fields are refused as a repeated request header
+    (UNAUTHENTICATED), whichever comes first: the last one used to win. The same one twice is
+    one caller. Other headers read once answer as before (HTTP 400, INTERNAL), now naming the
+    header."""
     bogus = lit("authorization", "Bearer ct_" + "3" * 64)
     good = lit("authorization", "Bearer " + c.token)
     r = Raw(c.srv.addr)
-    for sid, extra in ((1, bogus + good), (3, good + bogus), (5, good + good)):
+    other = lit("authorization", "Bearer ct_" + "4" * 64)
+    for sid, extra in ((1, bogus + good), (3, good + bogus), (5, bogus + other)):
         get_caller(r, sid, extra)
         assert r.status(sid) == 16 and "repeated authorization" in r.message(sid), (sid, r.hdrs.get(sid))
     get_caller(r, 7, good)
@@ -359,6 +361,8 @@ def test_repeated_authorization_refused(c):
     get_caller(r, 9, lit("grpc-timeout", "5S") + lit("grpc-timeout", "1S"), CHECK_PATH)
     assert r.hdrs[9][0][":status"] == "400" and r.status(9) == 13, r.hdrs.get(9)
     assert r.message(9) == "repeated request header grpc-timeout", r.message(9)
+    get_caller(r, 11, good + good)
+    assert r.status(11) == 0, r.hdrs.get(11)
     r.close()
 
 

@@ -123,8 +123,8 @@ def make_world(c):
                                   (b, w.R1.member, w.G2, "2026-01-01 11:00:00+00"),
                                   (e, w.G3.member, w.G3, "2026-01-02 09:00:00.0005+00"),
                                   (e, w.R2.member, w.G3, "2026-01-02 09:00:00.0005+00")):
-        sql(c, "INSERT INTO clue_handlers (clue_id, user_id, owner_unit, assigned_by, assigned_at)"
-               " VALUES (%s, %s, %s, %s, %s)", clue, user.id, owner.id, w.admin.id, at)
+        sql(c, "INSERT INTO clue_handlers (clue_id, user_id, owner_unit, assigned_by, assigned_at, assigned_by_unit)"
+               " VALUES (%s, %s, %s, %s, %s, %s)", clue, user.id, owner.id, w.admin.id, at, owner.id)
     # Recusals: on b G1's only leader (every leader of the owner recused); on d one of G2's two
     # leaders (not every one) and R1's only leader (d's proposal is pending before R1); on f
     # G3's member only.

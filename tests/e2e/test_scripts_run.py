@@ -211,7 +211,7 @@ def test_first_run_serves_and_ctrl_c_stops_everything(ctx):
     assert re.search(rf"^The console .*: {re.escape(url)}$", out, re.M), out
     with urllib.request.urlopen(url, timeout=10) as r:
         page = r.read().decode()
-    assert r.status == 200 and "<title>线索监督台" in page and 'src="assets/main-' in page, page
+    assert r.status == 200 and "<title>线索监督台" in page and 'src="/assets/main-' in page, page
     r = cluectl(ctx, "clue", "submit", "--title", "第一次运行", "--summary", "s", "--source", "AUDIT",
                 "--subject-name", "张三", "--host-unit", "市统计局", "--json", token=demo_token(ctx, "G01", "MEMBER"))
     ctx.clue_id = re.search(r'"id":\s*"?(\d+)', r.stdout).group(1)
