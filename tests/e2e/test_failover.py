@@ -596,9 +596,11 @@ def test_a_retry_after_a_cancelled_commit_wait_is_answered_once_durable():
         for call, req in ((m.clue.SubmitClue, sub), (lead.clue.RequestTransition, mv)):
             harness.expect_status(grpc.StatusCode.DEADLINE_EXCEEDED, call, req, timeout=1)
         pdb = rep.primary.connect(dbname)
-        # Committed on the primary alone, as PostgreSQL leaves a cancelled wait.
-        assert one(pdb, "SELECT count(*) FROM clue_requests WHERE request_id IN (%s, %s)",
-                   sub.request_id, mv.request_id)[0][0] == 2
+        # Committed on the primary alone, as PostgreSQL leaves a cancelled wait (visible once
+        # clued's cancel, sent at its own deadline, has ended the wait).
+        harness.wait_for(lambda: one(pdb, "SELECT count(*) FROM clue_requests WHERE request_id IN (%s, %s)",
+                                     sub.request_id, mv.request_id)[0][0] == 2, timeout=10,
+                         what="both calls committed on the primary alone")
         for call, req in ((m.clue.SubmitClue, sub), (lead.clue.RequestTransition, mv)):
             harness.expect_status(grpc.StatusCode.DEADLINE_EXCEEDED, call, req, timeout=2)
         rep.start_standby()
