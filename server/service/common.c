@@ -165,6 +165,47 @@ static int replica_read_ended(svc_job_t *job, const db_result_t *r) {
   return 1;
 }
 
+static svc_job_t *job_new(rpc_call_t *call, svc_cb cb, void *arg);
+
+/* A write's refusal that the database raised (a named SQLSTATE: "already revoked", a
+ * version that moved) may rest on a commit the synchronous standbys do not have yet: one
+ * whose wait a deadline cancelled, committed on the primary alone. It is told once a
+ * statement of its own, begun after, has committed: with synchronous standbys that statement
+ * writes a row of audit_tail_sync (as SVC_DURABLE_IF() does), so its commit waits for them,
+ * and for everything before it in the WAL. Without them it writes nothing. */
+static const char sql_refusal_barrier[] =
+    "WITH durable AS (UPDATE audit_tail_sync SET n = n + 1 WHERE id = mod(pg_backend_pid(), 64)"
+    " AND current_setting('synchronous_standby_names') <> '') SELECT 1";
+
+static void refusal_told(rpc_call_t *call, const db_result_t *r, void *arg) {
+  (void)r;
+  svc_fail_db(call, arg);
+}
+
+/* Returns 1 when the refusal r of a write will be told after the barrier. */
+static int refusal_after_barrier(rpc_call_t *call, const db_result_t *r) {
+  grpc_status_t code;
+  db_result_t *copy;
+  svc_job_t *job;
+  db_opts_t o = {0};
+
+  if (r->err != DB_EQUERY || r->sqlstate == NULL || sql_error_code(r->sqlstate, &code) != 0 ||
+      (copy = rpc_call_alloc(call, sizeof(*copy))) == NULL)
+    return 0;
+  memset(copy, 0, sizeof(*copy));
+  copy->err = r->err;
+  copy->sqlstate = rpc_call_strdup(call, r->sqlstate);
+  copy->message = r->message ? rpc_call_strdup(call, r->message) : NULL;
+  if (copy->sqlstate == NULL || (r->message && copy->message == NULL) ||
+      (job = job_new(call, refusal_told, copy)) == NULL)
+    return 0;
+  job->pool = rpc_call_server(call)->db;
+  o.owner = rpc_call_conn_id(call);
+  o.handle = &job->req;
+  job_check_sent(job, db_query_opts(job->pool, &o, sql_refusal_barrier, 0, NULL, job_done, job));
+  return 1;
+}
+
 static void job_done(const db_result_t *r, void *arg) {
   svc_job_t *job = arg;
   rpc_call_t *call = job->call;
@@ -177,7 +218,8 @@ static void job_done(const db_result_t *r, void *arg) {
     audit_tail_committed(rpc_call_server(call));
   if (!rpc_call_done(call)) {
     if (r->err != DB_OK) {
-      svc_fail_db(call, r);
+      if (!job->writes || !refusal_after_barrier(call, r))
+        svc_fail_db(call, r);
     } else {
       if (job->lsn && r->nres >= 2 && r->res[1] && PQntuples(r->res[1]) == 1)
         replica_primary_read_lsn(call, PQgetvalue(r->res[1], 0, 0));

@@ -576,7 +576,8 @@ def test_a_retry_after_a_cancelled_commit_wait_is_answered_once_durable():
     """A call whose deadline ends its commit's wait for the synchronous standby leaves the
     change committed on the primary alone. Its retry (same request_id) is answered from that
     record only once the standby has it too: while the standby is away the retry waits like a
-    write, and what it then acknowledges survives the primary's loss."""
+    write, and what it then acknowledges survives the primary's loss. So is a refusal the
+    database raises from such a change ("already revoked")."""
     rep = harness.Replicated()
     dbname = rep.primary.new_database()
     srv = harness.Clued(rep.url(dbname)).start()
@@ -592,8 +593,14 @@ def test_a_retry_after_a_cancelled_commit_wait_is_answered_once_durable():
         mv = pb.RequestTransitionRequest(clue_id=moved.id, expected_version=moved.version,
                                          target=S.common_pb2.CLUE_STATE_PRELIMINARY_CHECK, reason="初核",
                                          request_id=new_request_id())
+        A = S.admin_pb2
+        u = w.admin.admin.CreateUser(A.CreateUserRequest(unit_id=w.admin_unit.id, name="审计员-撤销",
+                                                         role=S.common_pb2.ROLE_AUDITOR), timeout=10)
+        tok = w.admin.admin.IssueToken(A.IssueTokenRequest(user_id=u.id, note="撤销"), timeout=10)
+        revoke = A.RevokeTokenRequest(token_id=tok.token_id)
         rep.stop_standby()
-        for call, req in ((m.clue.SubmitClue, sub), (lead.clue.RequestTransition, mv)):
+        for call, req in ((m.clue.SubmitClue, sub), (lead.clue.RequestTransition, mv),
+                          (w.admin.admin.RevokeToken, revoke)):
             harness.expect_status(grpc.StatusCode.DEADLINE_EXCEEDED, call, req, timeout=1)
         pdb = rep.primary.connect(dbname)
         # Committed on the primary alone, as PostgreSQL leaves a cancelled wait (visible once
@@ -601,11 +608,14 @@ def test_a_retry_after_a_cancelled_commit_wait_is_answered_once_durable():
         harness.wait_for(lambda: one(pdb, "SELECT count(*) FROM clue_requests WHERE request_id IN (%s, %s)",
                                      sub.request_id, mv.request_id)[0][0] == 2, timeout=10,
                          what="both calls committed on the primary alone")
-        for call, req in ((m.clue.SubmitClue, sub), (lead.clue.RequestTransition, mv)):
+        # The retries, and the refusal that reads the revocation ("already revoked"), wait.
+        for call, req in ((m.clue.SubmitClue, sub), (lead.clue.RequestTransition, mv),
+                          (w.admin.admin.RevokeToken, revoke)):
             harness.expect_status(grpc.StatusCode.DEADLINE_EXCEEDED, call, req, timeout=2)
         rep.start_standby()
         got = m.clue.SubmitClue(sub, timeout=30)
         lead.clue.RequestTransition(mv, timeout=30)
+        harness.expect_status(grpc.StatusCode.FAILED_PRECONDITION, w.admin.admin.RevokeToken, revoke, timeout=30)
         pdb.close()
         rep.kill_primary()
         rep.promote()
@@ -614,6 +624,7 @@ def test_a_retry_after_a_cancelled_commit_wait_is_answered_once_durable():
                                      sub.request_id, mv.request_id)[0][0] == 2, timeout=10,
                          what="both acknowledged retries on the promoted standby")
         assert one(sdb, "SELECT registration_number FROM clues WHERE id = %s", got.id)[0][0] == got.registration_number
+        assert one(sdb, "SELECT revoked_at IS NOT NULL FROM tokens WHERE id = %s", tok.token_id)[0][0]
         sdb.close()
     finally:
         w.close()
