@@ -137,7 +137,7 @@ struct db_conn {
   conn_state_t state;
   PGconn *pg;
   db_watch_t *watch;
-  uv_timer_t timer;       /* connect timeout (CONNECTING) or backoff (BROKEN) */
+  uv_timer_t timer; /* connect timeout (CONNECTING), backoff (BROKEN), heartbeat (LISTENING) */
   db_req_t *req;          /* the request in flight (BUSY, CANCELLING, CANCEL_WAIT, ROLLBACK) */
   cancel_work_t *cancel;  /* CANCELLING, CANCEL_WAIT: the cancel request on its way */
   int flushing;           /* PQflush returned 1: waiting for the socket to be writable */
@@ -154,7 +154,16 @@ struct db_conn {
   void (*ready)(void *arg);
   void (*lost)(void *arg); /* listener: LISTEN no longer in effect */
   void *notify_arg;
+  unsigned heartbeat; /* listener: ticks its heartbeat query has gone unanswered (0: none out) */
 };
+
+/* A listener asks its backend "SELECT 1" every LISTEN_HEARTBEAT_MS, and counts it lost once
+ * a question has gone unanswered for LISTEN_HEARTBEAT_TICKS ticks (500 to 750 ms). A backend
+ * that stops answering (stopped, or stuck) while its connection stays open would otherwise
+ * never be noticed: its notifications (token revocations, new audit events) stop, and only a
+ * lost connection tells the listener's owner to stop trusting what it was told. */
+#define LISTEN_HEARTBEAT_MS 250
+#define LISTEN_HEARTBEAT_TICKS 2
 
 /* A connection string naming several hosts (a primary and its standbys). libpq tries them in
  * order within one attempt, waiting on each as long as its socket does: a host that does not
@@ -579,6 +588,7 @@ static unsigned backoff_ms(db_pool_t *p, unsigned failures) {
 }
 
 static void on_conn_timer(uv_timer_t *t);
+static int conn_flush(db_conn_t *c);
 
 /* An attempt to connect failed: back off and try again. */
 static void conn_connect_failed(db_conn_t *c, const char *why) {
@@ -751,6 +761,23 @@ static void on_conn_timer(uv_timer_t *t) {
     conn_lost(c, why);
     break;
   }
+  case CONN_LISTENING:
+    if (c->heartbeat && ++c->heartbeat > LISTEN_HEARTBEAT_TICKS) {
+      char why[96];
+      snprintf(why, sizeof(why), "the backend has not answered the listener's heartbeat in %u ms",
+               LISTEN_HEARTBEAT_MS * LISTEN_HEARTBEAT_TICKS);
+      conn_lost(c, why);
+      break;
+    }
+    if (c->heartbeat == 0) {
+      if (!PQsendQuery(c->pg, "SELECT 1")) {
+        conn_lost(c, conn_reason(c));
+        break;
+      }
+      c->heartbeat = 1;
+      (void)conn_flush(c);
+    }
+    break;
   default:
     assert(!"connection timer fired in an unexpected state");
   }
@@ -1106,6 +1133,7 @@ static void conn_cancel_start(db_conn_t *c) {
 /* ---- listeners ------------------------------------------------------------------------ */
 
 static void listener_start(db_conn_t *c) {
+  c->heartbeat = 0;
   if (!PQsendQuery(c->pg, c->listen_sql)) {
     conn_lost(c, conn_reason(c));
     return;
@@ -1130,8 +1158,24 @@ static void listener_read(db_conn_t *c) {
       continue;
     }
     conn_set_state(c, CONN_LISTENING);
+    uv_timer_start(&c->timer, on_conn_timer, LISTEN_HEARTBEAT_MS, LISTEN_HEARTBEAT_MS);
     if (c->ready)
       c->ready(c->notify_arg);
+  }
+  /* The heartbeat's answer. */
+  while (c->state == CONN_LISTENING && c->heartbeat && !PQisBusy(c->pg)) {
+    PGresult *res = PQgetResult(c->pg);
+
+    if (res) {
+      ExecStatusType st = PQresultStatus(res);
+      PQclear(res);
+      if (st != PGRES_TUPLES_OK) {
+        conn_lost(c, "the listener's heartbeat failed");
+        return;
+      }
+      continue;
+    }
+    c->heartbeat = 0;
   }
   /* Deliver what arrived; the callback may close the pool, which drops c->pg. */
   while (c->state == CONN_LISTENING) {

@@ -12,6 +12,7 @@ comes from an invalidation, never from an entry's age:
 
 import os
 import sys
+import signal
 import time
 
 import grpc
@@ -149,6 +150,41 @@ def test_losing_the_listener_drops_the_cache(c):
         time.sleep(0.05)
     assert call(c, c.b, t1.token) == grpc.StatusCode.UNAUTHENTICATED
     assert call(c, c.b, t2.token) == grpc.StatusCode.OK  # looked up again, and cached again
+
+
+def test_a_stalled_listener_drops_the_cache(c):
+    """A listener's backend that stops answering while its connection stays open (stopped
+    here with SIGSTOP) is noticed by the listener's heartbeat, as a lost connection is: the
+    cache goes, and a token revoked without a word is refused long before the cache's life
+    ends."""
+    def listeners():
+        return [r[0] for r in sql(c, "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                                     " AND application_name = 'clued-listen' AND state = 'idle'")]
+    # Both instances listening (again, after the test that terminated their listeners), so
+    # that B caches again.
+    harness.wait_for(lambda: len(listeners()) >= 2, timeout=15, what="both instances' listeners")
+    time.sleep(0.5)
+    _, t1, t2 = new_auditor(c, "auditor-stalled")
+    warm(c, t1, t2)
+    pids = listeners()
+    try:
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        silent_revoke(c, t1.token_id)
+        assert call(c, c.b, t1.token) == grpc.StatusCode.OK  # still cached: nothing told B
+        while call(c, c.b, t1.token) == grpc.StatusCode.OK:
+            assert time.monotonic() - t0 < 10, "the cache outlived its stalled invalidation listener"
+            time.sleep(0.05)
+        print(f"  stalled listener noticed, revoked token refused on B after {time.monotonic() - t0:.2f} s")
+        assert call(c, c.b, t2.token) == grpc.StatusCode.OK
+        assert "heartbeat" in c.b.output()
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
 
 
 if __name__ == "__main__":
