@@ -394,6 +394,44 @@ def expect_status(code, fn, *args, details_has=(), **kw):
     return msg
 
 
+def stalled_by_its_key(dbname, user_id, fn, req, during):
+    """Call fn(req) while a superuser session holds the lock of its request key, the first lock
+    every write takes: the call is decided and sent, and waits there. Run during() meanwhile,
+    release the lock, and return the call's (code, message) and what during() returned."""
+    import grpc
+
+    pg = Postgres.get()
+    lk, db = pg.connect(dbname), pg.connect(dbname)
+    lk.autocommit = False
+    lk.cursor().execute("SELECT pg_advisory_xact_lock(hashtextextended('clue_requests/' || %s || '/' || %s::uuid, 0))",
+                        (user_id, req.request_id))
+    out = {}
+
+    def run():
+        try:
+            fn(req, timeout=30)
+            out["r"] = (grpc.StatusCode.OK, "")
+        except grpc.RpcError as e:
+            out["r"] = (e.code(), e.details())
+
+    def waiting():
+        with db.cursor() as q:
+            q.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            return q.fetchone()[0] > 0
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        wait_for(waiting, what="the call waiting on its request key")
+        d = during()
+    finally:
+        lk.rollback()
+        lk.close()
+        db.close()
+        t.join()
+    return out["r"], d
+
+
 class Skip(Exception):
     """Raised by a test that cannot run here yet (say, the server does not have the method it
     tests); run_tests reports it as SKIP with the reason, and it does not fail the run."""

@@ -20,7 +20,6 @@ event on the clue's chain, which still verifies.
 import json
 import os
 import sys
-import threading
 
 import grpc
 
@@ -331,7 +330,7 @@ def test_lead_rooms_assignment_on_its_way_as_the_clue_leaves(c):
         title="联合", participant_unit_ids=[w.G1.id], request_id=new_request_id()), timeout=20)
     w.G1.leader.case.AddClueToCase(cs.AddClueToCaseRequest(case_id=k.id, clue_id=cl.id), timeout=20)
     req = pb.AssignHandlerRequest(clue_id=cl.id, user_id=seconded.id, request_id=new_request_id())
-    got, _ = _stalled_by_its_key(c, lead, lead.clue.AssignHandler, req,
+    got, _ = harness.stalled_by_its_key(c.dbname, lead.id, lead.clue.AssignHandler, req,
                                  lambda: w.G1.leader.case.RemoveClueFromCase(cs.RemoveClueFromCaseRequest(
                                      case_id=k.id, clue_id=cl.id, reason="收回"), timeout=20))
     assert got == (Code.ABORTED, f"clue {cl.id} left its joint case meanwhile; reload it and retry"), got
@@ -394,35 +393,6 @@ def test_recused_user_finds_no_clue_in_cases(c):
     assert [x.clue_id for x in changed.clues] == [kept.id], changed
 
 
-def _stalled_by_its_key(c, user, fn, req, during):
-    """Call fn(req) while a superuser session holds the lock of its request key, the first lock
-    every write takes: the call is decided and sent, and waits there. Run during() meanwhile,
-    release the lock, and return the call's (code, message) and what during() returned."""
-    lk = c.pg.connect(c.dbname)
-    lk.autocommit = False
-    cur = lk.cursor()
-    cur.execute("SELECT pg_advisory_xact_lock(hashtextextended('clue_requests/' || %s || '/' || %s::uuid, 0))",
-                (user.id, req.request_id))
-    out = {}
-
-    def run():
-        try:
-            fn(req, timeout=30)
-            out["r"] = (Code.OK, "")
-        except grpc.RpcError as e:
-            out["r"] = (e.code(), e.details())
-
-    t = threading.Thread(target=run)
-    t.start()
-    waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-    harness.wait_for(lambda: _one(c.db, waiting) > 0, what="the call waiting on its request key")
-    d = during()
-    lk.rollback()
-    lk.close()
-    t.join()
-    return out["r"], d
-
-
 def _one(db, sql, *args):
     cur = db.cursor()
     cur.execute(sql, args)
@@ -436,7 +406,7 @@ def test_recusal_refuses_calls_on_their_way(c):
     cl = move(w.G1.leader, submit(w.G1.member), PRE).clue
     prop = move(w.G1.leader, cl, FIL).proposal
     review = pb.ReviewProposalRequest(proposal_id=prop.id, approve=True, request_id=new_request_id())
-    got, _ = _stalled_by_its_key(c, w.R1.leader, w.R1.leader.clue.ReviewProposal, review,
+    got, _ = harness.stalled_by_its_key(c.dbname, w.R1.leader.id, w.R1.leader.clue.ReviewProposal, review,
                                  lambda: recuse(w.R1.leader, cl.id, reason="与被反映人系同学"))
     assert got == (Code.NOT_FOUND, "proposal not found"), got
     assert _one(c.db, "SELECT status FROM proposals WHERE id = %s", prop.id) == "PENDING"
@@ -444,17 +414,17 @@ def test_recusal_refuses_calls_on_their_way(c):
     cl2 = move(w.G1.leader, submit(w.G1.member), PRE).clue
     L2 = w.new_user("G1", "LEADER", "G1-leader-race")
     note = pb.AddNoteRequest(clue_id=cl2.id, kind=pb.NOTE_KIND_OTHER, text="记录", request_id=new_request_id())
-    got, _ = _stalled_by_its_key(c, w.G1.member, w.G1.member.clue.AddNote, note,
+    got, _ = harness.stalled_by_its_key(c.dbname, w.G1.member.id, w.G1.member.clue.AddNote, note,
                                  lambda: recuse(w.G1.leader, cl2.id, user_id=w.G1.member.id))
     assert got == (Code.NOT_FOUND, "clue not found"), got
     hand = pb.HandOverRequest(clue_id=cl2.id, expected_version=cl2.version, to_unit_id=w.G2.id, reason="移交",
                               request_id=new_request_id())
-    got, _ = _stalled_by_its_key(c, L2, L2.clue.HandOver, hand, lambda: recuse(w.G1.leader, cl2.id, user_id=L2.id))
+    got, _ = harness.stalled_by_its_key(c.dbname, L2.id, L2.clue.HandOver, hand, lambda: recuse(w.G1.leader, cl2.id, user_id=L2.id))
     assert got == (Code.NOT_FOUND, "clue not found"), got
     mv = pb.RequestTransitionRequest(clue_id=cl2.id, expected_version=cl2.version, target=CLO, reason="r",
                                      details=pb.TransitionDetails(finding="无"), request_id=new_request_id())
     L3 = w.new_user("G1", "LEADER", "G1-leader-race-3")
-    got, _ = _stalled_by_its_key(c, L3, L3.clue.RequestTransition, mv,
+    got, _ = harness.stalled_by_its_key(c.dbname, L3.id, L3.clue.RequestTransition, mv,
                                  lambda: recuse(w.G1.leader, cl2.id, user_id=L3.id))
     assert got == (Code.NOT_FOUND, "clue not found"), got
     now = get(w.G1.leader, cl2.id)
@@ -475,12 +445,12 @@ def test_lost_sight_stops_a_note_on_its_way(c):
     def note_req():
         return pb.AddNoteRequest(clue_id=cl.id, kind=pb.NOTE_KIND_OTHER, text="记录", request_id=new_request_id())
 
-    got, _ = _stalled_by_its_key(c, w.X1.member, w.X1.member.clue.AddNote, note_req(),
+    got, _ = harness.stalled_by_its_key(c.dbname, w.X1.member.id, w.X1.member.clue.AddNote, note_req(),
                                  lambda: w.R1.leader.case.RemoveParticipant(cs.RemoveParticipantRequest(
                                      case_id=k.id, unit_id=w.X1.id, reason="协作结束"), timeout=20))
     assert got == (Code.NOT_FOUND, "clue not found"), got
     assign(w.G1.leader, cl.id, w.R2.member.id)
-    got, _ = _stalled_by_its_key(c, w.R2.member, w.R2.member.clue.AddNote, note_req(),
+    got, _ = harness.stalled_by_its_key(c.dbname, w.R2.member.id, w.R2.member.clue.AddNote, note_req(),
                                  lambda: unassign(w.G1.leader, cl.id, w.R2.member.id))
     assert got == (Code.NOT_FOUND, "clue not found"), got
     assert _one(c.db, "SELECT count(*) FROM notes WHERE clue_id = %s", cl.id) == 0

@@ -616,42 +616,6 @@ def test_recused_user_meets_a_missing_item(c):
     assert msg == "source_clue_id: clue not found", msg
 
 
-def _stalled_by_its_key(c, user, fn, req, during):
-    """Call fn(req) while a superuser session holds the lock of its request key, the first lock
-    every write takes: the call is decided and sent, and waits there. Run during() meanwhile,
-    release the lock, and return the call's (code, message)."""
-    import threading
-
-    lk = harness.Postgres.get().connect(c.dbname)
-    lk.autocommit = False
-    cur = lk.cursor()
-    cur.execute("SELECT pg_advisory_xact_lock(hashtextextended('clue_requests/' || %s || '/' || %s::uuid, 0))",
-                (user.id, req.request_id))
-    out = {}
-
-    def run():
-        try:
-            fn(req, timeout=30)
-            out["r"] = (Code.OK, "")
-        except grpc.RpcError as e:
-            out["r"] = (e.code(), e.details())
-
-    t = threading.Thread(target=run)
-    t.start()
-
-    def waiting():
-        with c.db.cursor() as q:
-            q.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-            return q.fetchone()[0] > 0
-
-    harness.wait_for(waiting, what="the call waiting on its request key")
-    during()
-    lk.rollback()
-    lk.close()
-    t.join()
-    return out["r"]
-
-
 def test_recusal_refuses_ledger_calls_on_their_way(c):
     # A move or a creation decided before its caller's recusal and written after it is refused
     # as the recused caller's calls are (0035): the item, or the source clue, is missing, and
@@ -662,12 +626,12 @@ def test_recusal_refuses_ledger_calls_on_their_way(c):
     M2 = w.new_user("G1", "MEMBER", "G1-member-on-its-way")
     L2 = w.new_user("G1", "LEADER", "G1-leader-on-its-way")
     req = rp.RecordPlanRequest(item_id=it.id, expected_version=it.version, plan="方案", request_id=new_request_id())
-    got = _stalled_by_its_key(c, M2, M2.rect.RecordPlan, req, lambda: _recuse(M2, clue.id))
+    got, _ = harness.stalled_by_its_key(c.dbname, M2.id, M2.rect.RecordPlan, req, lambda: _recuse(M2, clue.id))
     assert got == (Code.NOT_FOUND, "rectification item not found"), got
     req = rp.CreateItemRequest(host_unit="市发展改革委", description="整改事项", category="制度", source=SRC_CLUE,
                                source_clue_id=clue.id, deadline_ms=now_ms() + 30 * DAY_MS,
                                request_id=new_request_id())
-    got = _stalled_by_its_key(c, L2, L2.rect.CreateItem, req, lambda: _recuse(w.G1.leader, clue.id, L2.id))
+    got, _ = harness.stalled_by_its_key(c.dbname, L2.id, L2.rect.CreateItem, req, lambda: _recuse(w.G1.leader, clue.id, L2.id))
     assert got == (Code.NOT_FOUND, "source_clue_id: clue not found"), got
     with c.db.cursor() as cur:
         cur.execute("SELECT count(*) FROM rect_items WHERE source_clue = %s", (clue.id,))
