@@ -308,14 +308,12 @@ void audit_tail_unfollow(audit_tail_follower_t *f) {
 
 /* ---- queries ---------------------------------------------------------------------------- */
 
-/* With synchronous standbys, a statement that shows events also writes (audit_tail_sync), so
- * that its commit, and so its answer, waits until the standbys have the commits of every
+/* With synchronous standbys, a statement that shows events also writes (DB_SYNC_WAIT_CTE),
+ * so that its commit, and so its answer, waits until the standbys have the commits of every
  * event its snapshot showed: the events it hands out survive a failover (migration 0027). A
  * commit becomes visible before that wait, so without it a fetch could hand out an event
  * that the promoted standby never had, and whose seq it then gives to another. */
-#define TAIL_SYNC_IF(cond)                                                                     \
-  "s AS (UPDATE audit_tail_sync SET n = n + 1 WHERE id = pg_backend_pid() % 64"                \
-  "      AND current_setting('synchronous_standby_names') <> '' AND " cond ")"
+#define TAIL_SYNC_IF(cond) DB_SYNC_WAIT_CTE("s", cond)
 
 /* The largest seq, the xmin of the snapshot it was read in, and a transaction id assigned
  * after that snapshot was taken (see "Ordering without gaps"). */

@@ -235,4 +235,16 @@ int db_error_is_user(const db_result_t *r);
 /** A short, constant description of an error code above. */
 const char *db_strerror(int err);
 
+/**
+ * A common table expression, `name`, that makes its statement wait for the synchronous
+ * standbys: when the primary has some and cond holds, it updates a row of audit_tail_sync
+ * (migration 0027), so the statement's commit, and so its answer, waits until the standbys
+ * have every WAL record before it. A session updates the row of its backend's pid modulo 64,
+ * so that sessions seldom wait for each other's row lock, which each holds through its
+ * commit's wait. Without synchronous standbys it writes nothing.
+ */
+#define DB_SYNC_WAIT_CTE(name, cond)                                                               \
+  name " AS (UPDATE audit_tail_sync SET n = n + 1 WHERE id = mod(pg_backend_pid(), 64)"            \
+       " AND current_setting('synchronous_standby_names') <> '' AND " cond ")"
+
 #endif

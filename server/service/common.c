@@ -173,9 +173,7 @@ static svc_job_t *job_new(rpc_call_t *call, svc_cb cb, void *arg);
  * statement of its own, begun after, has committed: with synchronous standbys that statement
  * writes a row of audit_tail_sync (as SVC_DURABLE_IF() does), so its commit waits for them,
  * and for everything before it in the WAL. Without them it writes nothing. */
-static const char sql_refusal_barrier[] =
-    "WITH durable AS (UPDATE audit_tail_sync SET n = n + 1 WHERE id = mod(pg_backend_pid(), 64)"
-    " AND current_setting('synchronous_standby_names') <> '') SELECT 1";
+static const char sql_refusal_barrier[] = SVC_DURABLE_IF("true") "SELECT 1";
 
 static void refusal_told(rpc_call_t *call, const db_result_t *r, void *arg) {
   (void)r;

@@ -88,7 +88,7 @@ int svc_col_bool(const db_result_t *r, int row, int col);
 /**
  * A WITH clause to put before the SELECT of a write call's statement: when the primary has
  * synchronous standbys and cond holds (the call's request key is recorded already: a retry),
- * the statement also writes (a row of audit_tail_sync, as the audit tail does, 0027), so
+ * the statement also writes (DB_SYNC_WAIT_CTE(), as the audit tail does), so
  * that its commit, and so the answer, waits until the standbys have every WAL record before
  * it. A retry of a call whose own commit wait was cancelled (a deadline) finds the record
  * committed on the primary alone; it is answered only once the record is on the standbys
@@ -96,9 +96,7 @@ int svc_col_bool(const db_result_t *r, int row, int col);
  * waits"). A first call's statement writes nothing more; without synchronous standbys no
  * statement does.
  */
-#define SVC_DURABLE_IF(cond)                                                                       \
-  "WITH durable AS (UPDATE audit_tail_sync SET n = n + 1 WHERE id = mod(pg_backend_pid(), 64)"     \
-  " AND current_setting('synchronous_standby_names') <> '' AND " cond ") "
+#define SVC_DURABLE_IF(cond) "WITH " DB_SYNC_WAIT_CTE("durable", cond) " "
 /** cond for SVC_DURABLE_IF(): the key rid of user is recorded in table. */
 #define SVC_KEY_RECORDED(table, user, rid)                                                         \
   "EXISTS (SELECT 1 FROM " table " k WHERE k.user_id = " user " AND k.request_id = " rid ")"

@@ -28,12 +28,13 @@ import psycopg2.errors  # noqa: E402
 
 def c_string(expr):
     """A C string expression of clued's sources, its macros expanded by the C preprocessor:
-    CLUE_COLS and the macros it uses, as server/service/clue_row.h and common.h define them."""
+    CLUE_COLS and the macros it uses, as server/service/clue_row.h, common.h and server/db/db.h
+    define them."""
     defs = ""
-    for name in ("clue_row.h", "common.h"):
-        with open(os.path.join(harness.SRC, "server", "service", name), encoding="utf-8") as f:
+    for name in ("service/clue_row.h", "service/common.h", "db/db.h"):
+        with open(os.path.join(harness.SRC, "server", name), encoding="utf-8") as f:
             src = f.read()
-        for m in re.finditer(r"^#define (CLUE_FACT_COLS|CLUE_USER_FACT_COLS|CLUE_COLS|SVC_MS|SVC_DURABLE_IF|SVC_KEYS?_RECORDED)\b(?:.*\\\n)*.*$", src, re.M):
+        for m in re.finditer(r"^#define (CLUE_FACT_COLS|CLUE_USER_FACT_COLS|CLUE_COLS|SVC_MS|SVC_DURABLE_IF|SVC_KEYS?_RECORDED|DB_SYNC_WAIT_CTE)\b(?:.*\\\n)*.*$", src, re.M):
             defs += m.group(0) + "\n"
     out = subprocess.run(["cpp", "-P"], input=defs + "(" + expr + ")\n", capture_output=True, text=True, check=True)
     return ast.literal_eval(out.stdout.strip())  # adjacent literals concatenated, as in C
