@@ -69,10 +69,9 @@ int audit_check_subject(rpc_call_t *call, const char *subject_type, int64_t subj
     if (strcmp(subject_type, subject_types[i]) == 0)
       break;
   if (i == sizeof(subject_types) / sizeof(subject_types[0])) {
-    rpc_detail_field(call, "subject_type", "one of clue, case, rectification, unit, user");
-    rpc_fail(call, GRPC_INVALID_ARGUMENT,
-             "subject_type %s is unknown: one of clue, case, rectification, unit, user",
-             subject_type);
+    static const char known[] = "one of clue, case, rectification, unit, user";
+    rpc_detail_field(call, "subject_type", known);
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "subject_type %s is unknown: %s", subject_type, known);
     return -1;
   }
   if (subject_id != 0 && subject_type[0] == '\0') {
