@@ -18,6 +18,7 @@
 #include "audit/merkle.h"
 #include "audit/note.h"
 #include "clue/v1/audit.pb-c.h"
+#include "clue_rows.h"
 
 #define AUDIT_SVC (&clue__v1__audit_service__descriptor)
 #define EXPORT_PAGE 1000
@@ -296,8 +297,7 @@ __attribute__((format(printf, 2, 3))) static void fail(verdict_t *v, const char 
   va_end(ap);
 }
 
-/* A string or number member of a flat JSON object as jsonb renders it ("key": value). */
-static int json_member(const char *json, const char *key, char *out, size_t cap) {
+int audit_json_member(const char *json, const char *key, char *out, size_t cap) {
   char pat[80];
   const char *p;
   size_t n = 0;
@@ -356,10 +356,10 @@ static int fact_matches(const Clue__V1__LeafEvent *e, const char *key, const cha
                         const char *logged) {
   char now[80], then[80];
 
-  if (json_member(e->current_facts, key, now, sizeof(now)) != 0)
+  if (audit_json_member(e->current_facts, key, now, sizeof(now)) != 0)
     return 1;
   if (logged_key) {
-    if (json_member(e->details, logged_key, then, sizeof(then)) != 0)
+    if (audit_json_member(e->details, logged_key, then, sizeof(then)) != 0)
       return 1;
     logged = then;
   }
@@ -373,7 +373,7 @@ static void check_facts(const Clue__V1__LeafEvent *e, verdict_t *v) {
   if (e->current_facts[0] == '\0')
     return;
   if (strcmp(e->action, "note.add") == 0) {
-    if (json_member(e->details, "note_id", id, sizeof(id)) != 0)
+    if (audit_json_member(e->details, "note_id", id, sizeof(id)) != 0)
       id[0] = '\0';
     if (!fact_matches(e, "clue_id", NULL, e->subject_id))
       fail(v, "seq %lld (%s #%s): note %s was moved to another clue", (long long)e->seq,
@@ -387,7 +387,7 @@ static void check_facts(const Clue__V1__LeafEvent *e, verdict_t *v) {
            (long long)e->seq, e->subject_type, e->subject_id, id);
   }
   if (strcmp(e->action, "clue.submit") == 0) {
-    if (json_member(e->details, "has_reporter", logged, sizeof(logged)) != 0)
+    if (audit_json_member(e->details, "has_reporter", logged, sizeof(logged)) != 0)
       logged[0] = '\0';
     if (!fact_matches(e, "registration_number", "registration_number", NULL))
       fail(v, "seq %lld (%s #%s): the clue's registration number was changed", (long long)e->seq,
@@ -409,8 +409,9 @@ static void check_content(const Clue__V1__LeafEvent *e, verdict_t *v) {
   if (e->redacted || e->details[0] == '\0')
     return;
   check_facts(e, v);
-  if (strcmp(e->action, "note.add") == 0 && json_member(e->details, "text_sha256", want, sizeof(want)) == 0) {
-    if (json_member(e->details, "note_id", id, sizeof(id)) != 0)
+  if (strcmp(e->action, "note.add") == 0 &&
+      audit_json_member(e->details, "text_sha256", want, sizeof(want)) == 0) {
+    if (audit_json_member(e->details, "note_id", id, sizeof(id)) != 0)
       id[0] = '\0';
     if (e->current_sha256[0] == '\0')
       fail(v, "seq %lld (%s #%s): note %s is gone", (long long)e->seq, e->subject_type,
@@ -421,13 +422,13 @@ static void check_content(const Clue__V1__LeafEvent *e, verdict_t *v) {
            (long long)e->seq, e->subject_type, e->subject_id, id);
   }
   if (strcmp(e->action, "clue.submit") == 0) {
-    if (json_member(e->details, "content_sha256", want, sizeof(want)) == 0 &&
+    if (audit_json_member(e->details, "content_sha256", want, sizeof(want)) == 0 &&
         strcmp(want, e->current_sha256) != 0)
       fail(v, "seq %lld (%s #%s): %s", (long long)e->seq, e->subject_type, e->subject_id,
            e->current_sha256[0] ? "the clue's submitted fields (title, summary, subject, ...) "
                                   "were changed: their SHA-256 is not the one logged"
                                 : "the clue's row is gone");
-    if (json_member(e->details, "reporter_sha256", want, sizeof(want)) == 0 &&
+    if (audit_json_member(e->details, "reporter_sha256", want, sizeof(want)) == 0 &&
         strcmp(want, e->current_reporter_sha256) != 0)
       fail(v, "seq %lld (%s #%s): %s", (long long)e->seq, e->subject_type, e->subject_id,
            e->current_reporter_sha256[0] ? "the reporter's contact details were changed: their "
@@ -440,9 +441,24 @@ static void hash_text(const uint8_t *h, char *out) {
   merkle_hex(h, 8, out); /* the first 8 bytes are enough to tell roots apart */
 }
 
+/* One clue event against its chain: applied to the replay, then the clue's row (when the
+ * export gives it with this event) against what the chain says. A row told apart from its
+ * events is told only when nothing in the log is wrong: an event removed leaves its clue's
+ * row ahead of the events that remain. */
+static void check_row(clue_rows_t *clues, const Clue__V1__LeafEvent *e, verdict_t *rows, int *oom) {
+  char why[256];
+
+  if (clue_rows_apply(clues, e) != 0)
+    *oom = 1;
+  else if (clue_rows_check(clues, e, why, sizeof(why)))
+    fail(rows, "seq %lld (%s #%s, %s): %s", (long long)e->seq, e->subject_type, e->subject_id,
+         e->action, why);
+}
+
 /* Walk the export, rebuilding the tree from the events. */
-static int walk(cli_t *cli, merkle_tree_t *mt, verdict_t *v, verdict_t *rows, int64_t *last_seq,
-                int64_t *events, int64_t **seqs, uint64_t *seqs_cap) {
+static int walk_pages(cli_t *cli, merkle_tree_t *mt, verdict_t *v, verdict_t *rows,
+                      clue_rows_t *clues, int64_t *last_seq, int64_t *events, int64_t **seqs,
+                      uint64_t *seqs_cap) {
   Clue__V1__ExportAuditEventsRequest req = CLUE__V1__EXPORT_AUDIT_EVENTS_REQUEST__INIT;
   int rc = 0, oom = 0;
 
@@ -456,6 +472,8 @@ static int walk(cli_t *cli, merkle_tree_t *mt, verdict_t *v, verdict_t *rows, in
       const Clue__V1__LeafEvent *e = r->events[i];
       merkle_hash_t h;
       req.after_seq = e->seq;
+      if ((e->missing || e->redacted || e->leaf_index < 0) && clue_rows_forget(clues, e) != 0)
+        oom = 1;
       if (e->missing) {
         fail(v, "seq %lld: the event is gone from the log, but the tree holds it as leaf %lld: "
                 "it was deleted",
@@ -479,6 +497,7 @@ static int walk(cli_t *cli, merkle_tree_t *mt, verdict_t *v, verdict_t *rows, in
                   "changed after it was logged",
                (long long)e->seq, e->subject_type, e->subject_id, e->action);
         check_content(e, v);
+        check_row(clues, e, rows, &oom);
       }
       if (e->leaf_index >= 0) {
         /* The tree is rebuilt from the recomputed leaves where they could be recomputed, so
@@ -515,6 +534,17 @@ static int walk(cli_t *cli, merkle_tree_t *mt, verdict_t *v, verdict_t *rows, in
   }
 }
 
+static int walk(cli_t *cli, merkle_tree_t *mt, verdict_t *v, verdict_t *rows, int64_t *last_seq,
+                int64_t *events, int64_t **seqs, uint64_t *seqs_cap) {
+  clue_rows_t clues;
+  int rc;
+
+  clue_rows_init(&clues);
+  rc = walk_pages(cli, mt, v, rows, &clues, last_seq, events, seqs, seqs_cap);
+  clue_rows_free(&clues);
+  return rc;
+}
+
 int audit_tree_verify(cli_t *cli, const cli_args_t *args) {
   const char *path = cli_arg(args, "checkpoint");
   Clue__V1__Checkpoint *latest = NULL;
@@ -527,7 +557,7 @@ int audit_tree_verify(cli_t *cli, const cli_args_t *args) {
   merkle_tree_t mt;
   merkle_hash_t root;
   verdict_t v = {0, ""};
-  verdict_t rows = {0, ""}; /* rows no event logged: told when nothing in the log is wrong */
+  verdict_t rows = {0, ""}; /* rows no event explains: told when nothing in the log is wrong */
   char *text = NULL, a[20], b[20];
   size_t len;
   int64_t last_seq = 0, events = 0, *seqs = NULL;

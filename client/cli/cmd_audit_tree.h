@@ -14,4 +14,8 @@ int audit_tree_verify(cli_t *cli, const cli_args_t *args);
 /** audit witness --dir DIR: keep the signed sequence of checkpoints, each checked. */
 int audit_tree_witness(cli_t *cli, const cli_args_t *args);
 
+/** A string or number member of a flat JSON object as jsonb renders it ("key": value): its
+ * text in out (cut to cap - 1 bytes; `null` for a JSON null), or -1 when key is absent. */
+int audit_json_member(const char *json, const char *key, char *out, size_t cap);
+
 #endif

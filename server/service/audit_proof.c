@@ -241,7 +241,9 @@ static void get_consistency(rpc_call_t *call, const ProtobufCMessage *m) {
  * clue_reporter_sha256() (0031: the reporter row's salt, none before 0031, then the text of
  * 0013), written out here rather than called, so that a function redefined in the database
  * cannot answer for the rows (built-in ones come first: db.c's search path); then what the
- * rows say of facts the event records in its own fields (LeafEvent.current_facts). */
+ * rows say of facts the event records in its own fields (LeafEvent.current_facts); then, for
+ * the latest event of a clue's chain in the statement's snapshot, the clue's row
+ * (LeafEvent.current_row). */
 #define EXPORT_COL_CONTENT AUDIT_LEAF_NFIELDS
 #define LP(x) "octet_length(" x "), ':', " x ", E'\\n'" /* "<length>:<text>\n" */
 /* clang-format off */
@@ -269,7 +271,12 @@ static const char sql_export[] =
     "                            c.registration_number, 'created_by', c.created_by, 'has_reporter',"
     "                            c.has_reporter, 'reporter_row', EXISTS (SELECT 1 FROM clue_reporters r"
     "                            WHERE r.clue_id = c.id))::text FROM clues c WHERE c.id = e.subject_id)"
-    "  END"
+    "  END,"
+    "  CASE WHEN e.subject_type = 'clue' AND NOT EXISTS (SELECT 1 FROM audit_events l"
+    "    WHERE l.subject_type = 'clue' AND l.subject_id = e.subject_id AND l.seq > e.seq)"
+    "  THEN (SELECT jsonb_build_object('state', c.state, 'owner_unit', c.owner_unit, 'version',"
+    "          c.version, 'stage_deadline_ms', (extract(epoch FROM c.stage_deadline) * 1000)::bigint,"
+    "          'case_id', c.joint_case_id)::text FROM clues c WHERE c.id = e.subject_id) END"
     " FROM audit_events e WHERE e.seq > $1 ORDER BY e.seq LIMIT $2";
 
 /* On the last page: notes and clues that no event logged (a superuser's inserts), at most
@@ -337,6 +344,7 @@ static void fill_event(rpc_call_t *call, const db_result_t *r, int row,
     ev->current_sha256 = col(call, r, row, EXPORT_COL_CONTENT, &nulls, -1, oom);
     ev->current_reporter_sha256 = col(call, r, row, EXPORT_COL_CONTENT + 1, &nulls, -1, oom);
     ev->current_facts = col(call, r, row, EXPORT_COL_CONTENT + 2, &nulls, -1, oom);
+    ev->current_row = col(call, r, row, EXPORT_COL_CONTENT + 3, &nulls, -1, oom);
   }
   ev->nulls = nulls;
 }

@@ -689,11 +689,86 @@ def test_sha256_shadowed_through_the_search_path():
         log.close()
 
 
+def latest_seq(log, clue_id):
+    return log.one("SELECT max(seq) FROM audit_events WHERE subject_type = 'clue' AND subject_id = %s", clue_id)[0]
+
+
+def test_rows_changed_without_an_event():
+    """Every kind of event that changes a clue's row, through the API, verifies; then the rows
+    are changed as the superuser, one fact at a time, and each is named at the clue's latest
+    event, and verifies again once put back."""
+    log = Log()
+    try:
+        w, cl = log.w, pb
+
+        def rid():
+            return new_request_id()
+
+        def get(cid):
+            return w.auditor.clue.GetClue(cl.GetClueRequest(clue_id=cid), timeout=20)
+
+        def move(user, cid, target, **details):
+            return user.clue.RequestTransition(cl.RequestTransitionRequest(
+                clue_id=cid, expected_version=get(cid).version, target=target, reason="依规处置",
+                details=cl.TransitionDetails(**details), request_id=rid()), timeout=20)
+
+        c0, c1, c2 = log.clues
+        st = S.common_pb2
+        w.G1.leader.clue.ExtendDeadline(cl.ExtendDeadlineRequest(
+            clue_id=c0, expected_version=get(c0).version, days=10, reason="情况复杂", request_id=rid()), timeout=20)
+        prop = move(w.G1.leader, c0, st.CLUE_STATE_FILED)
+        assert prop.pending
+        w.R1.leader.clue.ReviewProposal(cl.ReviewProposalRequest(proposal_id=prop.proposal.id, approve=False,
+                                                                 comment="材料不足", request_id=rid()), timeout=20)
+        prop = move(w.G1.leader, c0, st.CLUE_STATE_FILED)
+        w.R1.leader.clue.ReviewProposal(cl.ReviewProposalRequest(proposal_id=prop.proposal.id, approve=True,
+                                                                 request_id=rid()), timeout=20)
+        assert get(c0).state == st.CLUE_STATE_FILED
+        case = w.R1.leader.case.CreateJointCase(S.case_pb2.CreateJointCaseRequest(
+            title="联合办案", basis="室组地联合", participant_unit_ids=[w.G1.id], clue_ids=[c1],
+            request_id=rid()), timeout=20)
+        w.R1.leader.case.RemoveClueFromCase(S.case_pb2.RemoveClueFromCaseRequest(
+            case_id=case.id, clue_id=c1, reason="不再并案"), timeout=20)
+        w.G1.leader.clue.AssignHandler(cl.AssignHandlerRequest(clue_id=c1, user_id=w.G1.member.id, reason="派员参与",
+                                                               request_id=rid()), timeout=20)
+        w.G1.leader.clue.HandOver(cl.HandOverRequest(clue_id=c2, expected_version=get(c2).version,
+                                                     to_unit_id=w.G2.id, reason="属 G2 管辖", request_id=rid()),
+                                  timeout=20)
+        move(w.G2.leader, c2, st.CLUE_STATE_CLOSED, finding="经初核，反映问题不属实")
+        log.cp = log.save_checkpoint()  # verifies OK
+
+        cases = [
+            ("state rewritten", c0, "UPDATE clues SET state = 'CLOSED', stage_deadline = NULL WHERE id = %s",
+             "the clue's state is CLOSED, but its events say FILED"),
+            ("owner unit rewritten", c1, f"UPDATE clues SET owner_unit = {w.G3.id} WHERE id = %s",
+             f"the clue's owner unit is {w.G3.id}, but its events say {w.G1.id}"),
+            ("state and version rolled back", c2,
+             "UPDATE clues SET state = 'PRELIMINARY_CHECK', version = version - 1, closed_at = NULL,"
+             " stage_deadline = now() WHERE id = %s", "the clue's state is PRELIMINARY_CHECK, but its events say CLOSED"),
+            ("version moved on", c2, "UPDATE clues SET version = version + 5 WHERE id = %s", "the clue's version is"),
+            ("stage deadline moved", c0, "UPDATE clues SET stage_deadline = stage_deadline + interval '30 days'"
+             " WHERE id = %s", "the clue's stage deadline is"),
+            ("clue planted in a joint case", c1, f"UPDATE clues SET joint_case_id = {case.id} WHERE id = %s",
+             f"the clue's joint case is {case.id}, but its events say none"),
+        ]
+        for name, cid, stmt, words in cases:
+            before = log.one("SELECT state, owner_unit, version, stage_deadline, joint_case_id FROM clues"
+                             " WHERE id = %s", cid)
+            log.sql((stmt, (cid,)))
+            tampered(name, log, latest_seq(log, cid), words, "the row was changed without an event")
+            log.sql(("UPDATE clues SET state = %s, owner_unit = %s, version = %s, stage_deadline = %s,"
+                     " joint_case_id = %s WHERE id = %s", (*before, cid)))
+            r = log.verify()
+            assert r.returncode == 0 and r.stdout.startswith("OK:"), r.stdout + r.stderr
+    finally:
+        log.close()
+
+
 def test_report():
     # The list the closing note asks for: each tampering with its detection message.
     for name, msg in REPORT:
         print(f"{name}\n    {msg}")
-    assert len(REPORT) == 23
+    assert len(REPORT) == 29
 
 
 if __name__ == "__main__":
