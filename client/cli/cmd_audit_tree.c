@@ -455,6 +455,39 @@ static void check_row(clue_rows_t *clues, const Clue__V1__LeafEvent *e, verdict_
          e->action, why);
 }
 
+/* A row of access no event explains (ExportAuditEventsResponse.unexplained_rows). */
+static void fail_unexplained(verdict_t *rows, const Clue__V1__UnexplainedRow *u) {
+  long long s = (long long)u->subject_id, m = (long long)u->member_id;
+
+  if (strcmp(u->kind, "handler") == 0)
+    fail(rows,
+         "clue %lld: user %lld is its handler, but no clue.assign event since the "
+         "assignment last ended says so: the row was inserted",
+         s, m);
+  else if (strcmp(u->kind, "recusal") == 0)
+    fail(rows,
+         "clue %lld: user %lld is recused from it, but no clue.recuse event logged it: the "
+         "row was inserted",
+         s, m);
+  else if (strcmp(u->kind, "recusal_removed") == 0)
+    fail(rows,
+         "clue %lld: the recusal of user %lld, which a clue.recuse event logged, is gone: "
+         "the row was deleted",
+         s, m);
+  else if (strcmp(u->kind, "participant") == 0)
+    fail(rows,
+         "joint case %lld: unit %lld takes part in it, but no event since its last removal "
+         "added it: the row was inserted",
+         s, m);
+  else if (strcmp(u->kind, "case_lead") == 0)
+    fail(rows,
+         "joint case %lld: its lead unit is %lld, which its case.create event does not "
+         "say: the row was changed",
+         s, m);
+  else
+    fail(rows, "%s %lld: a row of %lld that no event explains", u->kind, s, m);
+}
+
 /* Walk the export, rebuilding the tree from the events. */
 static int walk_pages(cli_t *cli, merkle_tree_t *mt, verdict_t *v, verdict_t *rows,
                       clue_rows_t *clues, int64_t *last_seq, int64_t *events, int64_t **seqs,
@@ -526,6 +559,8 @@ static int walk_pages(cli_t *cli, merkle_tree_t *mt, verdict_t *v, verdict_t *ro
     for (size_t i = 0; i < r->n_unlogged_clue_ids; i++)
       fail(rows, "clue %lld exists, but no clue.submit event logged it: it was inserted",
            (long long)r->unlogged_clue_ids[i]);
+    for (size_t i = 0; i < r->n_unexplained_rows; i++)
+      fail_unexplained(rows, r->unexplained_rows[i]);
     protobuf_c_message_free_unpacked(&r->base, NULL);
     if (oom)
       return cli_oom(cli);

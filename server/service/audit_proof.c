@@ -281,16 +281,56 @@ static const char sql_export[] =
 
 /* On the last page: notes and clues that no event logged (a superuser's inserts), at most
  * EXPORT_UNLOGGED_MAX of each. Every writer inserts a note with its note.add event and a
- * clue with its clue.submit event, in one transaction. */
+ * clue with its clue.submit event, in one transaction. Then the rows of access no event
+ * explains (ExportAuditEventsResponse.unexplained_rows), as many of each kind: each writer
+ * of clue_handlers, recusals, case_participants and joint_cases logs the change in the same
+ * transaction (clue_set_handler, clue_recuse, clue_handover, case_remove_clue, case_create,
+ * case_add_participant, case_remove_participant). */
 #define EXPORT_UNLOGGED_MAX 100
+#define CLUE_EVENTS(a, id) a ".subject_type = 'clue' AND " a ".subject_id = " id
+#define CASE_EVENTS(a, id) a ".subject_type = 'case' AND " a ".subject_id = " id
+#define DETAIL(a, key) a ".details::jsonb->>'" key "'"
 static const char sql_unlogged[] =
-    "(SELECT 'note', n.id FROM notes n WHERE NOT EXISTS (SELECT 1 FROM audit_events e"
-    "  WHERE e.subject_type = 'clue' AND e.subject_id = n.clue_id AND e.action = 'note.add'"
-    "  AND e.details::jsonb->>'note_id' = n.id::text) ORDER BY n.id LIMIT $1)"
+    "(SELECT 'note', n.id, NULL::bigint FROM notes n WHERE NOT EXISTS (SELECT 1 FROM audit_events e"
+    "  WHERE " CLUE_EVENTS("e", "n.clue_id") " AND e.action = 'note.add'"
+    "  AND " DETAIL("e", "note_id") " = n.id::text) ORDER BY n.id LIMIT $1)"
     " UNION ALL "
-    "(SELECT 'clue', c.id FROM clues c WHERE NOT EXISTS (SELECT 1 FROM audit_events e"
-    "  WHERE e.subject_type = 'clue' AND e.subject_id = c.id AND e.action = 'clue.submit')"
-    "  ORDER BY c.id LIMIT $1)";
+    "(SELECT 'clue', c.id, NULL FROM clues c WHERE NOT EXISTS (SELECT 1 FROM audit_events e"
+    "  WHERE " CLUE_EVENTS("e", "c.id") " AND e.action = 'clue.submit')"
+    "  ORDER BY c.id LIMIT $1)"
+    " UNION ALL "
+    "(SELECT 'handler', h.clue_id, h.user_id FROM clue_handlers h"
+    "  JOIN clues c ON c.id = h.clue_id AND c.owner_unit = h.owner_unit"
+    "  WHERE NOT EXISTS (SELECT 1 FROM audit_events a WHERE " CLUE_EVENTS("a", "h.clue_id")
+    "    AND a.action = 'clue.assign' AND " DETAIL("a", "user_id") " = h.user_id::text"
+    "    AND NOT EXISTS (SELECT 1 FROM audit_events x WHERE " CLUE_EVENTS("x", "h.clue_id")
+    "      AND x.seq > a.seq AND (x.action = 'clue.handover'"
+    "        OR (x.action IN ('clue.unassign', 'clue.recuse') AND " DETAIL("x", "user_id") " = h.user_id::text)"
+    "        OR (x.action = 'case.remove_clue'"
+    "            AND x.details::jsonb->'unassigned_user_ids' @> to_jsonb(h.user_id)))))"
+    "  ORDER BY 2, 3 LIMIT $1)"
+    " UNION ALL "
+    "(SELECT 'recusal', r.clue_id, r.user_id FROM recusals r WHERE NOT EXISTS (SELECT 1 FROM audit_events a"
+    "  WHERE " CLUE_EVENTS("a", "r.clue_id") " AND a.action = 'clue.recuse'"
+    "  AND " DETAIL("a", "user_id") " = r.user_id::text) ORDER BY 2, 3 LIMIT $1)"
+    " UNION ALL "
+    "(SELECT 'recusal_removed', a.subject_id, (" DETAIL("a", "user_id") ")::bigint FROM audit_events a"
+    "  WHERE a.subject_type = 'clue' AND a.action = 'clue.recuse' AND NOT EXISTS (SELECT 1 FROM recusals r"
+    "  WHERE r.clue_id = a.subject_id AND r.user_id::text = " DETAIL("a", "user_id") ")"
+    "  ORDER BY 2, 3 LIMIT $1)"
+    " UNION ALL "
+    "(SELECT 'participant', p.case_id, p.unit_id FROM case_participants p"
+    "  WHERE NOT EXISTS (SELECT 1 FROM audit_events a WHERE " CASE_EVENTS("a", "p.case_id")
+    "    AND ((a.action = 'case.create' AND a.details::jsonb->'participant_unit_ids' @> to_jsonb(p.unit_id))"
+    "      OR (a.action = 'case.add_participant' AND " DETAIL("a", "unit_id") " = p.unit_id::text))"
+    "    AND NOT EXISTS (SELECT 1 FROM audit_events x WHERE " CASE_EVENTS("x", "p.case_id")
+    "      AND x.seq > a.seq AND x.action = 'case.remove_participant'"
+    "      AND " DETAIL("x", "unit_id") " = p.unit_id::text))"
+    "  ORDER BY 2, 3 LIMIT $1)"
+    " UNION ALL "
+    "(SELECT 'case_lead', j.id, j.lead_unit FROM joint_cases j WHERE NOT EXISTS (SELECT 1 FROM audit_events a"
+    "  WHERE " CASE_EVENTS("a", "j.id") " AND a.action = 'case.create'"
+    "  AND " DETAIL("a", "lead_unit_id") " = j.lead_unit::text) ORDER BY 2 LIMIT $1)";
 /* clang-format on */
 
 typedef struct export_ctx {
@@ -351,21 +391,39 @@ static void fill_event(rpc_call_t *call, const db_result_t *r, int row,
 
 static void unlogged_done(rpc_call_t *call, const db_result_t *r, void *arg) {
   Clue__V1__ExportAuditEventsResponse *resp = arg;
-  int rows = db_rows(r);
-  int64_t *notes = rpc_call_alloc(call, (size_t)(rows ? rows : 1) * sizeof(int64_t));
-  int64_t *clues = rpc_call_alloc(call, (size_t)(rows ? rows : 1) * sizeof(int64_t));
+  size_t rows = (size_t)db_rows(r), n = rows ? rows : 1;
+  int64_t *notes = rpc_call_alloc(call, n * sizeof(int64_t));
+  int64_t *clues = rpc_call_alloc(call, n * sizeof(int64_t));
+  Clue__V1__UnexplainedRow **other = rpc_call_alloc(call, n * sizeof(*other));
+  Clue__V1__UnexplainedRow *slots = rpc_call_alloc(call, n * sizeof(*slots));
 
-  if (notes == NULL || clues == NULL) {
+  if (notes == NULL || clues == NULL || other == NULL || slots == NULL) {
     rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
   resp->unlogged_note_ids = notes;
   resp->unlogged_clue_ids = clues;
-  for (int i = 0; i < rows; i++) {
-    if (strcmp(db_value(r, i, 0), "note") == 0)
-      notes[resp->n_unlogged_note_ids++] = svc_col_i64(r, i, 1);
-    else
-      clues[resp->n_unlogged_clue_ids++] = svc_col_i64(r, i, 1);
+  resp->unexplained_rows = other;
+  for (size_t i = 0; i < rows; i++) {
+    const char *kind = db_value(r, (int)i, 0);
+    int64_t id = svc_col_i64(r, (int)i, 1);
+    Clue__V1__UnexplainedRow *u;
+    if (strcmp(kind, "note") == 0) {
+      notes[resp->n_unlogged_note_ids++] = id;
+    } else if (strcmp(kind, "clue") == 0) {
+      clues[resp->n_unlogged_clue_ids++] = id;
+    } else {
+      u = &slots[resp->n_unexplained_rows];
+      clue__v1__unexplained_row__init(u);
+      u->kind = svc_col_str(call, r, (int)i, 0);
+      u->subject_id = id;
+      u->member_id = svc_col_i64(r, (int)i, 2);
+      if (u->kind == NULL) {
+        rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+      }
+      other[resp->n_unexplained_rows++] = u;
+    }
   }
   (void)rpc_reply(call, &resp->base);
 }

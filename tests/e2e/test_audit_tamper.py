@@ -764,11 +764,68 @@ def test_rows_changed_without_an_event():
         log.close()
 
 
+def test_access_rows_without_an_event():
+    """Handlers, recusals, a joint case's participants and its lead, made through the API,
+    verify; rows of them planted, removed or changed as the superuser are each named, and
+    the log verifies again once they are put back."""
+    log = Log()
+    try:
+        w, cl, cs = log.w, pb, S.case_pb2
+        c0, c1, c2 = log.clues
+        case = w.R1.leader.case.CreateJointCase(cs.CreateJointCaseRequest(
+            title="联合办案", basis="室组地联合", participant_unit_ids=[w.G1.id], clue_ids=[c1],
+            request_id=new_request_id()), timeout=20)
+        for assign in (True, False, True):
+            rpc = w.G1.leader.clue.AssignHandler if assign else w.G1.leader.clue.UnassignHandler
+            req = cl.AssignHandlerRequest if assign else cl.UnassignHandlerRequest
+            rpc(req(clue_id=c2, user_id=w.G1.member.id, reason="派员参与", request_id=new_request_id()), timeout=20)
+        w.G1.leader.clue.AssignHandler(cl.AssignHandlerRequest(clue_id=c0, user_id=w.G1.member.id, reason="派员参与",
+                                                               request_id=new_request_id()), timeout=20)
+        w.G1.leader.clue.UnassignHandler(cl.UnassignHandlerRequest(clue_id=c0, user_id=w.G1.member.id,
+                                                                   reason="工作调整", request_id=new_request_id()),
+                                         timeout=20)
+        w.G1.leader.clue.RecordRecusal(cl.RecordRecusalRequest(clue_id=c1, user_id=w.G1.member.id, reason="近亲属关系",
+                                                               request_id=new_request_id()), timeout=20)
+        log.cp = log.save_checkpoint()  # verifies OK
+        member, g1, g2 = w.G1.member.id, w.G1.id, w.G2.id
+        handler = ("INSERT INTO clue_handlers (clue_id, user_id, owner_unit, assigned_by, assigned_by_unit, assigned_at)"
+                   f" SELECT id, {member}, owner_unit, {w.G1.leader.id}, owner_unit, now() FROM clues WHERE id = %s")
+        cases = [
+            ("handler planted on a clue", handler % c0, f"DELETE FROM clue_handlers WHERE clue_id = {c0}",
+             f"clue {c0}: user {member} is its handler, but no clue.assign event"),
+            ("recusal removed", f"CREATE TABLE kept AS SELECT * FROM recusals WHERE clue_id = {c1};"
+             f" SET LOCAL session_replication_role = replica; DELETE FROM recusals WHERE clue_id = {c1}",
+             "INSERT INTO recusals SELECT * FROM kept; DROP TABLE kept",
+             f"clue {c1}: the recusal of user {member}, which a clue.recuse event logged, is gone"),
+            ("recusal planted", "INSERT INTO recusals (clue_id, user_id, reason, recorded_by, recorded_by_unit,"
+             f" recorded_at) VALUES ({c2}, {w.G1.leader.id}, '伪造', {w.G1.leader.id}, {g1}, now())",
+             f"DELETE FROM recusals WHERE clue_id = {c2}",
+             f"clue {c2}: user {w.G1.leader.id} is recused from it, but no clue.recuse event logged it"),
+            ("participant planted in a joint case", "INSERT INTO case_participants (case_id, unit_id, added_by,"
+             f" added_at) VALUES ({case.id}, {g2}, {w.R1.leader.id}, now())",
+             f"DELETE FROM case_participants WHERE case_id = {case.id} AND unit_id = {g2}",
+             f"joint case {case.id}: unit {g2} takes part in it, but no event"),
+            ("joint case's lead changed", f"UPDATE joint_cases SET lead_unit = {w.R2.id} WHERE id = {case.id}",
+             f"UPDATE joint_cases SET lead_unit = {w.R1.id} WHERE id = {case.id}",
+             f"joint case {case.id}: its lead unit is {w.R2.id}, which its case.create event does not say"),
+        ]
+        # The handler ended by the unassignment, and the recusal's, planted back, are told too.
+        assert log.one("SELECT count(*) FROM clue_handlers WHERE clue_id = %s", c2)[0] == 1
+        for name, stmt, undo, words in cases:
+            log.sql(stmt)
+            tampered(name, log, None, words)
+            log.sql(undo)
+            r = log.verify()
+            assert r.returncode == 0 and r.stdout.startswith("OK:"), r.stdout + r.stderr
+    finally:
+        log.close()
+
+
 def test_report():
     # The list the closing note asks for: each tampering with its detection message.
     for name, msg in REPORT:
         print(f"{name}\n    {msg}")
-    assert len(REPORT) == 29
+    assert len(REPORT) == 34
 
 
 if __name__ == "__main__":
