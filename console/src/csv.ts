@@ -10,16 +10,51 @@ function field(s: string): string {
   return /[,"\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 
-/** C's printf("%g"): 6 significant digits, trailing zeros dropped, exponent form outside 1e-4..1e6. */
+/**
+ * C's printf("%g") as glibc writes it: 6 significant digits, trailing zeros dropped, exponent
+ * form outside 1e-4 <= |v| < 1e6 (judged after rounding). glibc rounds the double's exact
+ * binary value in the current rounding mode, by default to nearest with an exact tie to even
+ * (10.03125 gives 10.0312, 1024.125 gives 1024.12); toFixed and toExponential round a tie up,
+ * so the digits are taken from the exact value here instead.
+ */
 export function fmtG(v: number): string {
-  if (v === 0) return "0";
-  if (!isFinite(v)) return isNaN(v) ? "nan" : v > 0 ? "inf" : "-inf";
-  const [mant, e] = v.toExponential(5).split("e"); // the exponent after rounding to 6 digits
-  const x = Number(e);
-  if (x < -4 || x >= 6) {
-    return `${mant.replace(/\.?0+$/, "")}e${x < 0 ? "-" : "+"}${String(Math.abs(x)).padStart(2, "0")}`;
+  const P = 6;
+  if (Number.isNaN(v)) return "nan";
+  if (!isFinite(v)) return v > 0 ? "inf" : "-inf";
+  const sign = v < 0 || Object.is(v, -0) ? "-" : "";
+  if (v === 0) return `${sign}0`;
+  const [all, scale] = exactDigits(Math.abs(v)); // |v| = all × 10^-scale
+  let x = all.length - 1 - scale; // the decimal exponent of the first digit
+  let head = BigInt(all.slice(0, P).padEnd(P, "0"));
+  const rest = all.slice(P);
+  if (rest !== "" && (rest[0] > "5" || (rest[0] === "5" && (/[1-9]/.test(rest.slice(1)) || head % 2n === 1n)))) {
+    head += 1n;
+    if (head === 10n ** BigInt(P)) {
+      head /= 10n;
+      x += 1;
+    }
   }
-  return v.toFixed(5 - x).replace(/\.0+$|(\.\d*?)0+$/, "$1");
+  const digits = head.toString();
+  const point = (int: string, frac: string) => (frac === "" ? int : `${int}.${frac}`);
+  if (x < -4 || x >= P) {
+    const mant = point(digits[0], digits.slice(1).replace(/0+$/, ""));
+    return `${sign}${mant}e${x < 0 ? "-" : "+"}${String(Math.abs(x)).padStart(2, "0")}`;
+  }
+  if (x >= 0) return sign + point(digits.slice(0, x + 1), digits.slice(x + 1).replace(/0+$/, ""));
+  return sign + point("0", ("0".repeat(-x - 1) + digits).replace(/0+$/, ""));
+}
+
+/** The decimal digits of finite v > 0 exactly, without leading zeros, and how many of them
+ * follow the decimal point: v = mantissa × 2^e, and for e < 0 that is mantissa × 5^-e / 10^-e. */
+function exactDigits(v: number): [string, number] {
+  const view = new DataView(new ArrayBuffer(8));
+  view.setFloat64(0, v);
+  const bits = view.getBigUint64(0);
+  const biased = Number((bits >> 52n) & 0x7ffn);
+  const fraction = bits & ((1n << 52n) - 1n);
+  const mant = biased === 0 ? fraction : fraction | (1n << 52n); // subnormal: no implicit 1
+  const e = biased === 0 ? -1074 : biased - 1075;
+  return e >= 0 ? [(mant << BigInt(e)).toString(), 0] : [(mant * 5n ** BigInt(-e)).toString(), -e];
 }
 
 function disposalKinds(r: GetStatisticsResponse): string[] {

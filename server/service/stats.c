@@ -1,9 +1,10 @@
 /* clue.v1.StatsService.GetStatistics (DESIGN.md §6).
  *
  * decode -> validate -> read the candidate units -> decide the units covered
- * (domain/stats_scope.h) -> one statement computes every figure (clue_stats() of
- * 0006_stats.sql, where each figure is defined) -> encode. The figures come from the audit
- * trail, the authoritative record of every transition, so they agree with GetHistory. */
+ * (domain/stats_scope.h) -> one statement computes every figure (clue_stats(), latest in
+ * 0036_case_stats_follow_recusals.sql, where each figure is defined) -> encode. The figures come
+ * from the audit trail, the authoritative record of every transition, so they agree with
+ * GetHistory. */
 
 #include "service/stats.h"
 
@@ -57,7 +58,7 @@ static const char stats_sql[] =
     "SELECT kind, id, code, name, received, checks_started, filed, closed, closed_talk,"
     " closed_no_action, closed_shelved, closed_finding, closed_sanction, transferred, overdue_now,"
     " median_accepted, median_check, median_filed, zero_disposal, clues"
-    " FROM clue_stats($1, $2, $3, $4::bigint[], $5)";
+    " FROM clue_stats($1, $2, $3, $4::bigint[], $5, $6)";
 
 /* The breakdown of closed clues, in the order it is listed: the three disposals of a clue
  * closed from ACCEPTED, then FINDING (closed after a preliminary check) and SANCTION (closed
@@ -232,7 +233,7 @@ static void got_units(rpc_call_t *call, const db_result_t *r, void *arg) {
   authz_principal_t p = clue_principal(call);
   size_t cap = req->n_unit_ids > 0 ? req->n_unit_ids : (size_t)db_rows(r), n = 0;
   int64_t *ids = rpc_call_alloc(call, (cap ? cap : 1) * sizeof(*ids));
-  const char *params[5];
+  const char *params[6];
 
   if (ids == NULL) {
     clue_oom(call);
@@ -271,12 +272,15 @@ static void got_units(rpc_call_t *call, const db_result_t *r, void *arg) {
   params[2] = svc_i64(call, clue_now_ms(call), 0);
   params[3] = svc_id_array(call, ids, n);
   params[4] = stats_cases_narrowed(&p) ? svc_i64(call, p.unit_id, 0) : NULL;
+  /* A case's figures leave out the clues the caller is recused from, as GetJointCase lists
+   * them (docs/COOPERATION.md). */
+  params[5] = svc_i64(call, p.user_id, 0);
   if (params[0] == NULL || params[1] == NULL || params[2] == NULL || params[3] == NULL ||
-      (stats_cases_narrowed(&p) && params[4] == NULL)) {
+      (stats_cases_narrowed(&p) && params[4] == NULL) || params[5] == NULL) {
     clue_oom(call);
     return;
   }
-  svc_read(call, stats_sql, 5, params, reply_stats, sc->fresh);
+  svc_read(call, stats_sql, 6, params, reply_stats, sc->fresh);
 }
 
 /* ---- GetStatistics ---------------------------------------------------------------------- */

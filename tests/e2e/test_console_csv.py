@@ -7,12 +7,17 @@
 - the statistics page's CSV (console/src/csv.ts, run under node on GetStatistics' real answer
   from clued) is byte for byte what `cluectl stats --csv` prints for the same period, for an
   auditor's whole scope and a room's;
-- its medians are formatted as C's printf("%g") formats them, over awkward values;
+- its medians are formatted as C's printf("%g") formats them (called through ctypes), over
+  awkward values and exact binary ties, which glibc rounds to even (10.03125 -> 10.0312);
+  a median that is such a tie reads the same in both CSVs;
 - a unit name a spreadsheet would take for a formula (= + - @, a tab or CR first) gets a
   leading quote, in the console as in cluectl.
 """
 
 import csv
+import ctypes
+import ctypes.util
+import fractions
 import gzip
 import io
 import os
@@ -110,16 +115,44 @@ def test_csv_is_what_cluectl_prints(c):
     assert line == [f"{zero.unit_id},{zero.unit_code},{zero.unit_name},,,,,,,,,,yes" + "," * kinds], line
 
 
+LIBC = ctypes.CDLL(ctypes.util.find_library("c"))
+
+
+def printf_g(v):
+    """What C's printf("%g") prints for v, from the C library cluectl uses."""
+    buf = ctypes.create_string_buffer(64)
+    LIBC.snprintf(buf, len(buf), b"%g", ctypes.c_double(v))
+    return buf.value.decode()
+
+
+def exact_ties(rng, n):
+    """Doubles whose exact binary value has 7 significant digits, the last a 5: a tie for %g's
+    6, which the C library rounds to even, down as often as up."""
+    out = []
+    while len(out) < n:
+        digits = rng.randrange(100000, 1000000) * 10 + 5
+        exact = fractions.Fraction(digits) * fractions.Fraction(10) ** rng.randint(-10, 6)
+        if fractions.Fraction(float(exact)) == exact:
+            out.append(float(exact))
+    return out
+
+
 def test_medians_format_as_printf_g(c):
     rng = random.Random(15)
     values = [0.0, 1.0, 1.5, 0.1, 0.0001, 0.00001, 0.000123456789, 12.3333333, 99.99999, 999999.5, 1000000.0,
-              123456.7, 1234567.0, 2.5e-7, 45.0, 0.5, 9.9999995, 1e21]
+              123456.7, 1234567.0, 2.5e-7, 45.0, 0.5, 9.9999995, 1e21, 1e-320, 5e-324, 1.7976931348623157e308]
+    # Exact ties: down to even (10.0312, 1024.12, 0.000976562, 1.23456e+06), up to even
+    # (10.0938, 1024.38, 1.23458e+06, 1e+06); 1.005 and 0.0001234565 are no ties in binary.
+    ties = [10.03125, 1024.125, 0.0009765625, 1234565.0, 10.09375, 1024.375, 1234575.0, 999999.5]
+    assert [printf_g(v) for v in ties] == ["10.0312", "1024.12", "0.000976562", "1.23456e+06", "10.0938", "1024.38",
+                                          "1.23458e+06", "1e+06"]
+    values += ties + [1.005, 0.0001234565] + exact_ties(rng, 300)
     values += [rng.random() * 10 ** rng.randint(-8, 7) for _ in range(300)]
     r = subprocess.run(["node", c.check, "--g"], input="\n".join(repr(v) for v in values), capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     got = r.stdout.split()
-    want = ["%g" % v for v in values]
+    want = [printf_g(v) for v in values]
     bad = [(v, g, w) for v, g, w in zip(values, got, want) if g != w]
     assert len(got) == len(values) and not bad, bad[:10]
 
@@ -163,6 +196,55 @@ def test_formula_names_are_text(c):
     assert lines[2].startswith('2,T2,"\'\r=1+1",-4,'), lines[2]
     assert lines[3].startswith('3,T3,"\'-""x"",y",0,'), lines[3]
     assert lines[4].startswith("4,T4,某局-二处,0,"), lines[4]
+
+
+def test_a_median_on_an_exact_tie_is_what_cluectl_prints(c):
+    """Medians of July 2025 that are exact binary ties at %g's seventh digit, set on the audit
+    events' times: a preliminary check of 10 days 45 minutes (10.03125 days, printed 10.0312)
+    and one of 10 days 2 hours 15 minutes (10.09375, 10.0938); a clue accepted for 1024 days
+    3 hours (1024.125, 1024.12) and one for 1024 days 9 hours (1024.375, 1024.38). The
+    console's CSV is cluectl's, byte for byte. Rewrites audit events: runs last."""
+    w = c.w
+    base = 1751328000000  # 2025-07-01T00:00:00Z
+    hour = 3600000
+
+    def set_at(clue, action, to_state, ms):
+        with c.db.cursor() as cur:
+            cur.execute("SET session_replication_role = replica")
+            cur.execute("UPDATE audit_events SET at = to_timestamp(%s / 1000.0) WHERE subject_type = 'clue'"
+                        " AND subject_id = %s AND action = %s AND to_state = %s", (ms, clue, action, to_state))
+            assert cur.rowcount == 1, (clue, action, to_state)
+            cur.execute("SET session_replication_role = DEFAULT")
+
+    def checked(unit, accepted_ms, check_ms):
+        x = console_data.submit(unit.member, "统计中位数")
+        x = console_data.move(unit.leader, x, S.common_pb2.CLUE_STATE_PRELIMINARY_CHECK).clue
+        console_data.move(unit.leader, x, S.common_pb2.CLUE_STATE_CLOSED, finding="经初核，反映问题不属实")
+        set_at(x.id, "clue.submit", "ACCEPTED", base)
+        set_at(x.id, "clue.move", "PRELIMINARY_CHECK", base + accepted_ms)
+        set_at(x.id, "clue.move", "CLOSED", base + accepted_ms + check_ms)
+
+    def accepted(unit, days_ms):
+        x = console_data.submit(unit.member, "统计中位数")
+        console_data.move(unit.leader, x, S.common_pb2.CLUE_STATE_CLOSED, disposal=S.clue_pb2.DISPOSAL_SHELVED)
+        set_at(x.id, "clue.submit", "ACCEPTED", base + 20 * console_data.DAY_MS - days_ms)
+        set_at(x.id, "clue.move", "CLOSED", base + 20 * console_data.DAY_MS)
+
+    checked(w.G1, console_data.DAY_MS, 10 * console_data.DAY_MS + 45 * 60000)
+    checked(w.G2, 2 * console_data.DAY_MS, 10 * console_data.DAY_MS + 135 * 60000)
+    accepted(w.G3, 1024 * console_data.DAY_MS + 3 * hour)
+    accepted(w.X1, 1024 * console_data.DAY_MS + 9 * hour)
+    resp = w.auditor.stats.GetStatistics(ST.GetStatisticsRequest(from_ms=base, to_ms=1754006400000), timeout=20)
+    medians = {u.unit_code: (u.median_days_accepted, u.median_days_preliminary_check) for u in resp.units}
+    assert medians["G1"] == (1.0, 10.03125) and medians["G2"] == (2.0, 10.09375), medians
+    assert medians["G3"] == (1024.125, 0.0) and medians["X1"] == (1024.375, 0.0), medians
+    printed = console_data.cluectl_bytes("stats", "--from", "2025-07-01T00:00:00Z", "--to", "2025-08-01T00:00:00Z",
+                                         "--csv", server=c.srv.addr, token=w.auditor.token)
+    got = csv_of(c, resp)
+    assert got == printed, f"console:\n{got.decode()}\ncluectl:\n{printed.decode()}"
+    rows = {r[1]: r[9:11] for r in csv.reader(io.StringIO(got.decode(), newline=""))}
+    assert rows["G1"] == ["1", "10.0312"] and rows["G2"] == ["2", "10.0938"], rows
+    assert rows["G3"] == ["1024.12", "0"] and rows["X1"] == ["1024.38", "0"], rows
 
 
 if __name__ == "__main__":

@@ -727,5 +727,98 @@ def test_zz_bulk_history(c):
         srv.stop()
 
 
+# ---- what a joint case's figures count -------------------------------------------------------------
+
+
+def _case_figures(user, case_id, frm, to, units=()):
+    """(clues, closed, transferred, overdue) of case case_id in user's GetStatistics, or None."""
+    rows = [(k.clues, k.closed, k.transferred_to_judicial, k.overdue_now)
+            for k in stats(user, frm, to, units).cases if k.case_id == case_id]
+    assert len(rows) <= 1, rows
+    return rows[0] if rows else None
+
+
+def test_case_figures_leave_out_a_recused_clue(c):
+    """A member of G1 recused from G1's clue in a joint case finds the case without it
+    (GetJointCase, docs/COOPERATION.md), and the case's figures count it no more: neither as a
+    member nor its closure nor its overdue deadline. A colleague of the same unit who is not
+    recused, and the other participants, count it."""
+    w = c.w
+    cs = S.case_pb2
+    pause()
+    t0 = now_ms()
+    hidden, other = c.submit(w.G1), c.submit(w.G2)
+    jc = w.R1.leader.case.CreateJointCase(cs.CreateJointCaseRequest(
+        title="回避者所见的联合案", participant_unit_ids=[w.G1.id, w.G2.id], clue_ids=[hidden.id, other.id],
+        request_id=new_request_id()), timeout=20)
+    w.G1.leader.clue.RecordRecusal(pb.RecordRecusalRequest(
+        clue_id=hidden.id, user_id=w.G1.member.id, reason="近亲属关系", request_id=new_request_id()), timeout=20)
+    c.move(w.G1, c.move(w.G1, g(w.G1.leader, hidden.id), PRELIM), CLOSED)
+    pause()
+    t1 = now_ms()
+
+    seen = w.G1.member.case.GetJointCase(cs.GetJointCaseRequest(case_id=jc.id), timeout=20)
+    assert [k.clue_id for k in seen.clues] == [other.id]
+    expect_status(Code.NOT_FOUND, g, w.G1.member, hidden.id)
+    assert _case_figures(w.G1.member, jc.id, t0, t1) == (1, 0, 0, 0)
+    assert _case_figures(w.G1.member, jc.id, t0, t1, [w.G1.id]) == (1, 0, 0, 0)
+    for user in (w.G1.leader, w.G2.member, w.R1.member, w.auditor, w.admin):
+        assert _case_figures(user, jc.id, t0, t1) == (2, 1, 0, 0), user
+
+    # Forty days on, the clues still in ACCEPTED (30 days) are overdue: G2's, which everyone
+    # counts, and a second clue of G1 the member is recused from, which only the others count.
+    hidden2 = c.submit(w.G1, days=30)
+    jc = w.G1.leader.case.AddClueToCase(cs.AddClueToCaseRequest(case_id=jc.id, clue_id=hidden2.id), timeout=20)
+    w.G1.leader.clue.RecordRecusal(pb.RecordRecusalRequest(
+        clue_id=hidden2.id, user_id=w.G1.member.id, reason="近亲属关系", request_id=new_request_id()), timeout=20)
+    later = harness.Clued(c.url, args=["--test-clock-offset-ms", str(40 * DAY_MS)]).start(migrate=False)
+    try:
+        def later_stats(user):
+            with grpc.insecure_channel(later.addr) as ch:
+                stub = S.stats_pb2_grpc.StatsServiceStub(grpc.intercept_channel(ch, world._Auth(user.token)))
+                return [(k.clues, k.closed, k.transferred_to_judicial, k.overdue_now)
+                        for k in stats(user, t0, t1, stub=stub).cases if k.case_id == jc.id]
+
+        assert later_stats(w.G1.member) == [(1, 0, 0, 1)]
+        assert later_stats(w.G1.leader) == [(3, 1, 0, 2)]
+    finally:
+        later.stop()
+
+
+def test_a_case_without_clues_is_listed_with_zeros(c):
+    """A joint case with no member clue, never or no more, is listed with zeros to the staff of
+    the units that lead or join it, and to auditors and administrators; not to other staff,
+    nor under a unit filter that names none of its units."""
+    w = c.w
+    cs = S.case_pb2
+    pause()
+    t0 = now_ms()
+    empty = w.R1.leader.case.CreateJointCase(cs.CreateJointCaseRequest(
+        title="尚无线索的联合案", participant_unit_ids=[w.G1.id], request_id=new_request_id()), timeout=20)
+    x = c.submit(w.G2)
+    emptied = w.R1.leader.case.CreateJointCase(cs.CreateJointCaseRequest(
+        title="线索已移出的联合案", participant_unit_ids=[w.G2.id], clue_ids=[x.id],
+        request_id=new_request_id()), timeout=20)
+    w.R1.leader.case.RemoveClueFromCase(cs.RemoveClueFromCaseRequest(case_id=emptied.id, clue_id=x.id,
+                                                                     reason="不宜并案"), timeout=20)
+    pause()
+    t1 = now_ms()
+
+    zeros = (0, 0, 0, 0)
+    for user in (w.R1.leader, w.R1.member, w.G1.member, w.G1.leader, w.auditor, w.admin):
+        assert _case_figures(user, empty.id, t0, t1) == zeros, user
+    for user in (w.R1.leader, w.G2.member, w.auditor, w.admin):
+        assert _case_figures(user, emptied.id, t0, t1) == zeros, user
+    titles = {k.case_id: k.title for k in stats(w.G1.member, t0, t1).cases}
+    assert titles[empty.id] == "尚无线索的联合案"
+    for user in (w.G2.member, w.G3.member, w.R2.leader, w.X1.leader):
+        assert _case_figures(user, empty.id, t0, t1) is None, user
+    for user in (w.G1.member, w.G3.member, w.R2.leader, w.X1.leader):
+        assert _case_figures(user, emptied.id, t0, t1) is None, user
+    assert _case_figures(w.auditor, empty.id, t0, t1, [w.G1.id]) == zeros
+    assert _case_figures(w.auditor, empty.id, t0, t1, [w.G2.id, w.X1.id]) is None
+    assert _case_figures(w.auditor, emptied.id, t0, t1, [w.G2.id]) == zeros
+
+
 if __name__ == "__main__":
     harness.run_tests(dict(globals()), setup, teardown)
