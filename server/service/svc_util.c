@@ -22,8 +22,8 @@ const char *svc_id_array(rpc_call_t *call, const int64_t *ids, size_t n) {
   return out;
 }
 
-/* AdminService stores names as given and ClueService trims them; the escaping is the same. */
-static const char *text_array(rpc_call_t *call, char *const *items, size_t n, bool trim) {
+/* Items are stored as validated: without the white space around them (validate.h). */
+const char *svc_text_array_trimmed(rpc_call_t *call, char *const *items, size_t n) {
   size_t len = 3;
   char *out, *p;
 
@@ -33,10 +33,8 @@ static const char *text_array(rpc_call_t *call, char *const *items, size_t n, bo
     return NULL;
   *p++ = '{';
   for (size_t i = 0; i < n; i++) {
-    const char *t = items[i];
-    size_t tl = strlen(t);
-    if (trim)
-      t = validate_trim(items[i], &tl);
+    size_t tl;
+    const char *t = validate_trim(items[i], &tl);
     if (i)
       *p++ = ',';
     *p++ = '"';
@@ -50,14 +48,6 @@ static const char *text_array(rpc_call_t *call, char *const *items, size_t n, bo
   *p++ = '}';
   *p = '\0';
   return out;
-}
-
-const char *svc_text_array(rpc_call_t *call, char *const *items, size_t n) {
-  return text_array(call, items, n, false);
-}
-
-const char *svc_text_array_trimmed(rpc_call_t *call, char *const *items, size_t n) {
-  return text_array(call, items, n, true);
 }
 
 int svc_split_list(rpc_call_t *call, char *joined, char ***items, size_t *n) {

@@ -26,11 +26,10 @@
 const char *svc_id_array(rpc_call_t *call, const int64_t *ids, size_t n);
 
 /**
- * A PostgreSQL text[] literal of items ({"a","b"}, quotes and backslashes escaped); NULL when
- * out of memory. svc_text_array() takes the items as given, svc_text_array_trimmed() without
- * their leading and trailing white space (validate_trim).
+ * A PostgreSQL text[] literal of items without their leading and trailing white space
+ * (validate_trim(): the text a length limit was checked on), quotes and backslashes
+ * escaped ({"a","b"}); NULL when out of memory.
  */
-const char *svc_text_array(rpc_call_t *call, char *const *items, size_t n);
 const char *svc_text_array_trimmed(rpc_call_t *call, char *const *items, size_t n);
 
 /**
