@@ -274,10 +274,15 @@ void clue_list_clues(rpc_call_t *call, const ProtobufCMessage *m) {
     sql_add(q, " AND c.id = ANY (ARRAY(SELECT mh.clue_id FROM clue_handlers mh JOIN clues mc"
                " ON mc.id = mh.clue_id AND mc.owner_unit = mh.owner_unit WHERE mh.user_id = $2))");
   if (req->n_states > 0) {
+    /* Each state once, however often it was asked for (validate_list() checked them all). */
     const char *names[CLUE_STATE_COUNT];
+    unsigned seen = 0;
     size_t n = 0;
-    for (size_t i = 0; i < req->n_states && n < CLUE_STATE_COUNT; i++)
-      names[n++] = clue_state_name((clue_state_t)req->states[i]);
+    for (size_t i = 0; i < req->n_states; i++)
+      if (!(seen & 1u << req->states[i])) {
+        seen |= 1u << req->states[i];
+        names[n++] = clue_state_name((clue_state_t)req->states[i]);
+      }
     sql_add(q, " AND c.state = ANY ($%d::text[])",
             param_add(q, svc_text_array_trimmed(call, (char *const *)names, n)));
   }

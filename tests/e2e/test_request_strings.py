@@ -9,7 +9,8 @@ refused the same way; callers without a valid token still get UNAUTHENTICATED fi
 
 A text's length limit applies to it without the white space around it, and that trimmed text
 is what is stored: a token's note of one character and 4 MiB of spaces is stored (and
-audited) as that character, not as an event no auditor's client could receive.
+audited) as that character, not as an event no auditor's client could receive. Lists given
+in a request count each value once: ListClues' states, however often repeated.
 """
 
 import os
@@ -225,6 +226,32 @@ def test_a_unit_lists_at_most_100_host_units(c):
     req.host_units[0] = "\u3000 " + req.host_units[0] + " \t"
     u = adm.CreateUnit(req, timeout=10)
     assert len(u.host_units) == 100 and u.host_units[0] == "驻在单位0"
+
+
+def test_list_clues_takes_each_state_once(c):
+    w = c.w
+    accepted = w.G1.member.clue.SubmitClue(S.clue_pb2.SubmitClueRequest(
+        request_id=harness.new_request_id(), title="线索", summary="摘要",
+        source=S.clue_pb2.SOURCE_CHANNEL_LETTER_VISIT_REPORT, subject=S.clue_pb2.SubjectPerson(name="张某"),
+        host_unit="市发展改革委"), timeout=10)
+    moved = w.G1.member.clue.SubmitClue(S.clue_pb2.SubmitClueRequest(
+        request_id=harness.new_request_id(), title="线索", summary="摘要",
+        source=S.clue_pb2.SOURCE_CHANNEL_LETTER_VISIT_REPORT, subject=S.clue_pb2.SubjectPerson(name="张某"),
+        host_unit="市发展改革委"), timeout=10)
+    moved = w.G1.leader.clue.RequestTransition(S.clue_pb2.RequestTransitionRequest(
+        clue_id=moved.id, expected_version=moved.version, target=S.common_pb2.CLUE_STATE_PRELIMINARY_CHECK,
+        reason="初核", request_id=harness.new_request_id()), timeout=10).clue
+    assert moved.state == S.common_pb2.CLUE_STATE_PRELIMINARY_CHECK
+    ACC, PRE = S.common_pb2.CLUE_STATE_ACCEPTED, S.common_pb2.CLUE_STATE_PRELIMINARY_CHECK
+    for states in ([ACC] * 6 + [PRE], [PRE] + [ACC] * 6, [ACC] * 5000 + [PRE]):
+        ids = {x.id for x in w.G1.leader.clue.ListClues(S.clue_pb2.ListCluesRequest(states=states, page_size=500),
+                                                         timeout=10).clues}
+        assert {accepted.id, moved.id} <= ids, (len(states), ids)
+    try:
+        w.G1.leader.clue.ListClues(S.clue_pb2.ListCluesRequest(states=[ACC, 9]), timeout=10)
+        assert False, "an unknown state was taken"
+    except grpc.RpcError as e:
+        assert e.code() == SC.INVALID_ARGUMENT, e.details()
 
 
 if __name__ == "__main__":
