@@ -225,11 +225,17 @@ static int show_cases(cli_t *cli, const ProtobufCMessage *m) {
   return rc;
 }
 
+/* Every case the caller sees: the pages (500 cases or about 2 MiB each) are followed. */
 static int run_list(cli_t *cli, const cli_args_t *args) {
   Clue__V1__ListJointCasesRequest req = CLUE__V1__LIST_JOINT_CASES_REQUEST__INIT;
+  Clue__V1__ListJointCasesResponse *resp = NULL;
+  int rc;
 
   (void)args;
-  return cli_call_show(cli, CASE_SVC, "ListJointCases", &req.base, show_cases);
+  if ((rc = cli_call_pages(cli, CASE_SVC, "ListJointCases", &req.base, "cases", 1,
+                           (ProtobufCMessage **)&resp)) != 0)
+    return rc;
+  return cli_show(cli, &resp->base, show_cases);
 }
 
 /* ---- membership changes --------------------------------------------------------------------- */

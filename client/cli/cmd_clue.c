@@ -422,13 +422,17 @@ static int show_history(cli_t *cli, const ProtobufCMessage *m) {
   return rc;
 }
 
+/* The whole history: a long one comes in pages of about 2 MiB, followed here. */
 static int run_history(cli_t *cli, const cli_args_t *args) {
   Clue__V1__GetHistoryRequest req = CLUE__V1__GET_HISTORY_REQUEST__INIT;
+  Clue__V1__GetHistoryResponse *resp = NULL;
   int rc;
 
-  if ((rc = cli_operand_id(cli, args, &req.clue_id)) != 0)
+  if ((rc = cli_operand_id(cli, args, &req.clue_id)) != 0 ||
+      (rc = cli_call_pages(cli, CLUE_SVC, "GetHistory", &req.base, "events", 1,
+                           (ProtobufCMessage **)&resp)) != 0)
     return rc;
-  return cli_call_show(cli, CLUE_SVC, "GetHistory", &req.base, show_history);
+  return cli_show(cli, &resp->base, show_history);
 }
 
 /* ---- notes ---------------------------------------------------------------------------------- */

@@ -24,6 +24,9 @@
 #define USER_FROM(src) " FROM " src " x LEFT JOIN units xu ON xu.id = x.unit_id"
 /* clang-format on */
 
+/* The most host units a GROUP sits in (CreateUnitRequest.host_units). */
+#define HOST_UNITS_MAX 100
+
 static const char *actor_user(rpc_call_t *call) {
   return svc_i64(call, rpc_call_principal(call)->user_id, 0);
 }
@@ -118,6 +121,12 @@ static void create_unit(rpc_call_t *call, const ProtobufCMessage *m) {
       (req->liaison_room_id != 0 || req->n_host_units > 0)) {
     rpc_fail(call, GRPC_INVALID_ARGUMENT,
              "liaison_room_id and host_units apply only to GROUP units");
+    return;
+  }
+  /* The unit.create event lists them: a bounded list keeps that event (and every reader of
+   * the audit trail) within a sane size, as each name is. */
+  if (req->n_host_units > HOST_UNITS_MAX) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "host_units has more than %d entries", HOST_UNITS_MAX);
     return;
   }
   for (size_t i = 0; i < req->n_host_units; i++)
@@ -305,7 +314,12 @@ static void disable_user(rpc_call_t *call, const ProtobufCMessage *m) {
   params[0] = actor_user(call);
   params[1] = actor_unit(call);
   params[2] = svc_i64(call, req->user_id, 0);
-  params[3] = req->reason[0] ? req->reason : NULL;
+  params[3] = clue_trimmed(call, req->reason); /* NULL when blank */
+  if (params[0] == NULL || params[1] == NULL || params[2] == NULL ||
+      (params[3] == NULL && !validate_is_blank(req->reason))) {
+    clue_oom(call);
+    return;
+  }
   svc_query(call, "SELECT " USER_COLS USER_FROM("admin_disable_user($1, $2, $3, $4)"), 4, params,
             reply_disabled, NULL);
 }
@@ -339,7 +353,12 @@ static void issue_token(rpc_call_t *call, const ProtobufCMessage *m) {
   params[1] = actor_unit(call);
   params[2] = svc_i64(call, req->user_id, 0);
   params[3] = hash;
-  params[4] = req->note[0] ? req->note : NULL;
+  params[4] = clue_trimmed(call, req->note); /* NULL when blank */
+  if (params[0] == NULL || params[1] == NULL || params[2] == NULL ||
+      (params[4] == NULL && !validate_is_blank(req->note))) {
+    clue_oom(call);
+    return;
+  }
   svc_query(call, "SELECT id FROM admin_issue_token($1, $2, $3, $4, $5)", 5, params, reply_token,
             token);
 }

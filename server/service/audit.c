@@ -16,6 +16,7 @@
 #include "service/clue_row.h"
 #include "service/common.h"
 #include "service/replica.h"
+#include "service/svc_util.h"
 
 /* Subject types and actions are short identifiers ("clue", "clue.transition"). */
 #define AUDIT_NAME_MAX 64
@@ -140,6 +141,8 @@ static void list_done(rpc_call_t *call, const db_result_t *r, void *arg) {
   audit_ev_t **evs = calloc((size_t)(n ? n : 1), sizeof(*evs));
   Clue__V1__AuditEvent *msgs = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*msgs));
   Clue__V1__AuditEvent **ptrs = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*ptrs));
+  bool more = rows > ctx->page_size;
+  size_t bytes = 0;
   int i;
 
   resp.freshness = ctx->fresh;
@@ -149,14 +152,19 @@ static void list_done(rpc_call_t *call, const db_result_t *r, void *arg) {
     if (audit_ev_from_row(r, i, 0, &evs[i]) != 0)
       goto oom;
     audit_ev_to_msg(&ctx->filter, evs[i], &msgs[i]);
-    ptrs[i] = &msgs[i];
+    if (!svc_page_fits(&bytes, &msgs[i].base)) {
+      more = true; /* the next page starts with this event */
+      i++;
+      break;
+    }
+    ptrs[resp.n_events++] = &msgs[i];
   }
+  n = i; /* the events read, to free */
   resp.events = ptrs;
-  resp.n_events = (size_t)n;
-  /* One row more than a page was asked for: there is a next page. */
-  if (rows > ctx->page_size) {
-    resp.next_page_token =
-        rpc_call_printf(call, "%llx.%08x", (unsigned long long)evs[n - 1]->seq, ctx->fp);
+  /* One row more than a page was asked for, or the page is full: there is a next page. */
+  if (more) {
+    resp.next_page_token = rpc_call_printf(
+        call, "%llx.%08x", (unsigned long long)ptrs[resp.n_events - 1]->seq, ctx->fp);
     if (resp.next_page_token == NULL)
       goto oom;
   }

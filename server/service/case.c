@@ -32,7 +32,7 @@
 /* Limits of CreateJointCase's lists. */
 #define CASE_MAX_PARTICIPANTS 64
 #define CASE_MAX_CLUES 200
-/* ListJointCases answers the newest this many cases. */
+/* A ListJointCases page holds at most this many cases (and SVC_PAGE_BYTES). */
 #define CASE_LIST_MAX 500
 
 static const char MSG_CASE_NOT_FOUND[] = "joint case not found";
@@ -271,8 +271,10 @@ static void get_joint_case(rpc_call_t *call, const ProtobufCMessage *m) {
 }
 
 /* clang-format off */
+/* One case more than a page: whether more follow. */
 static const char list_cases_sql[] =
-    "SELECT " JC_SELECT("$2") " FROM (SELECT id FROM joint_cases WHERE %s ORDER BY id DESC LIMIT %d) j"
+    "SELECT " JC_SELECT("$2") " FROM (SELECT id FROM joint_cases WHERE %s"
+    " AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT %d) j"
     " CROSS JOIN LATERAL joint_case_rows(j.id, $1) WITH ORDINALITY r"
     " ORDER BY r.case_id DESC, r.ordinality";
 /* clang-format on */
@@ -280,7 +282,10 @@ static const char list_cases_sql[] =
 static void reply_cases(rpc_call_t *call, const db_result_t *r, void *arg) {
   Clue__V1__ListJointCasesResponse resp = CLUE__V1__LIST_JOINT_CASES_RESPONSE__INIT;
   authz_principal_t p = clue_principal(call);
-  int n = db_rows(r);
+  int n = db_rows(r), read = 0;
+  int64_t last_id = 0;
+  size_t bytes = 0;
+  bool more = false;
   (void)arg;
 
   if ((resp.cases = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*resp.cases))) == NULL) {
@@ -292,6 +297,10 @@ static void reply_cases(rpc_call_t *call, const db_result_t *r, void *arg) {
     authz_result_t res = authz_can_see_case(&p, &facts);
     Clue__V1__JointCase *jc;
 
+    if (read++ == CASE_LIST_MAX) {
+      more = true; /* the one case past a page */
+      break;
+    }
     if (case_read(call, r, &row, &jc) != 0) {
       clue_oom(call);
       return;
@@ -299,20 +308,36 @@ static void reply_cases(rpc_call_t *call, const db_result_t *r, void *arg) {
     if (!authz_ok(&res)) {
       log_error("call %s: case list returned case %lld that authz hides (%s); dropped",
                 rpc_call_id(call), (long long)jc->id, res.reason);
+      last_id = jc->id;
       continue;
     }
+    if (!svc_page_fits(&bytes, &jc->base)) {
+      more = true; /* the next page starts with this case */
+      break;
+    }
+    last_id = jc->id;
     resp.cases[resp.n_cases++] = jc;
+  }
+  if (more && (resp.next_page_token = (char *)svc_page_token(call, last_id)) == NULL) {
+    clue_oom(call);
+    return;
   }
   (void)rpc_reply(call, &resp.base);
 }
 
 static void list_joint_cases(rpc_call_t *call, const ProtobufCMessage *m) {
+  const Clue__V1__ListJointCasesRequest *req = (const void *)m;
   Clue__V1__ListJointCasesResponse empty = CLUE__V1__LIST_JOINT_CASES_RESPONSE__INIT;
   authz_principal_t p = clue_principal(call);
   unsigned scope = authz_clue_scope(&p);
-  const char *where, *params[2];
+  const char *where, *params[3];
+  int64_t before = 0;
   char sql[2048];
-  (void)m;
+
+  if (req->page_token[0] && (before = svc_page_after(req->page_token)) == 0) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "page_token is malformed");
+    return;
+  }
 
   /* Cases are seen as their clues are: all by AUDITORs, else those the unit leads or joins. */
   if (scope & AUTHZ_SCOPE_ALL)
@@ -325,14 +350,15 @@ static void list_joint_cases(rpc_call_t *call, const ProtobufCMessage *m) {
     (void)rpc_reply(call, &empty.base);
     return;
   }
-  snprintf(sql, sizeof(sql), list_cases_sql, where, CASE_LIST_MAX);
+  snprintf(sql, sizeof(sql), list_cases_sql, where, CASE_LIST_MAX + 1);
   params[0] = svc_i64(call, p.unit_id, 0);
   params[1] = svc_i64(call, p.user_id, 0);
-  if (!svc_all_set(params, 2)) {
+  params[2] = before ? svc_i64(call, before, 0) : NULL;
+  if (params[0] == NULL || params[1] == NULL || (before && params[2] == NULL)) {
     clue_oom(call);
     return;
   }
-  svc_query(call, sql, 2, params, reply_cases, NULL);
+  svc_query(call, sql, 3, params, reply_cases, NULL);
 }
 
 /* ---- CreateJointCase -------------------------------------------------------------------- */

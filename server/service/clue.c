@@ -714,13 +714,22 @@ static void request_transition(rpc_call_t *call, const ProtobufCMessage *m) {
 
 /* ---- GetHistory ------------------------------------------------------------------------- */
 
-/* The facts and the events in one query; the events are dropped if the clue is hidden. Each
- * event is decoded and shown as ListAuditEvents shows it (service/audit_event.h). */
+/* A GetHistory page holds at most this many events (and SVC_PAGE_BYTES). */
+#define HISTORY_PAGE_MAX 1000
+#define STR(x) #x
+#define XSTR(x) STR(x)
+
+/* The facts and a page of the events in one query (one row with NULL event columns when
+ * none), one event more than a page: whether more follow. The events are dropped if the
+ * clue is hidden. Each event is decoded and shown as ListAuditEvents shows it
+ * (service/audit_event.h). */
 /* clang-format off */
 static const char history_sql[] =
     "SELECT " CLUE_FACT_COLS("c", "ou", "$2", "$3") ", " AUDIT_EVENT_COLS
     " FROM clues c JOIN units ou ON ou.id = c.owner_unit"
-    " LEFT JOIN audit_events e ON e.subject_type = 'clue' AND e.subject_id = c.id"
+    " LEFT JOIN LATERAL (SELECT * FROM audit_events x WHERE x.subject_type = 'clue'"
+    " AND x.subject_id = c.id AND x.seq > $4 ORDER BY x.seq"
+    " LIMIT " XSTR(HISTORY_PAGE_MAX) " + 1) e ON true"
     " WHERE c.id = $1 ORDER BY e.seq";
 /* clang-format on */
 
@@ -731,6 +740,8 @@ static void got_history(rpc_call_t *call, const db_result_t *r, void *arg) {
   clue_row_t row = {0};
   audit_ev_t **evs;
   Clue__V1__AuditEvent *msgs;
+  size_t bytes = 0;
+  bool more = false;
   (void)arg;
 
   if (n > 0)
@@ -745,12 +756,23 @@ static void got_history(rpc_call_t *call, const db_result_t *r, void *arg) {
   for (int i = 0; i < n; i++) {
     if (db_value(r, i, CLUE_FACT_NCOLS) == NULL)
       continue; /* the LEFT JOIN's row of a clue with no events */
+    if (k == HISTORY_PAGE_MAX) {
+      more = true; /* the one event past a page */
+      break;
+    }
     if (audit_ev_from_row(r, i, CLUE_FACT_NCOLS, &evs[k]) != 0)
       goto oom;
     audit_ev_to_msg(&viewer, evs[k], &msgs[k]);
-    resp.events[resp.n_events++] = &msgs[k];
     k++;
+    if (!svc_page_fits(&bytes, &msgs[k - 1].base)) {
+      more = true; /* the next page starts with this event */
+      break;
+    }
+    resp.events[resp.n_events++] = &msgs[k - 1];
   }
+  if (more && (resp.next_page_token =
+                   (char *)svc_page_token(call, resp.events[resp.n_events - 1]->seq)) == NULL)
+    goto oom;
   (void)rpc_reply(call, &resp.base);
   goto out;
 oom:
@@ -763,7 +785,25 @@ out:
 
 static void get_history(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__GetHistoryRequest *req = (const void *)m;
-  read_clue(call, req->clue_id, history_sql, got_history, NULL);
+  validate_error_t err;
+  const char *params[4];
+  int64_t after = 0;
+
+  if (clue_invalid(call, validate_id("clue_id", req->clue_id, &err), &err))
+    return;
+  if (req->page_token[0] && (after = svc_page_after(req->page_token)) == 0) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "page_token is malformed");
+    return;
+  }
+  params[0] = svc_i64(call, req->clue_id, 0);
+  params[1] = svc_i64(call, clue_principal(call).unit_id, 0);
+  params[2] = svc_i64(call, clue_principal(call).user_id, 0);
+  params[3] = svc_i64(call, after, 0);
+  if (!svc_all_set(params, 4)) {
+    clue_oom(call);
+    return;
+  }
+  svc_read(call, history_sql, 4, params, got_history, NULL);
 }
 
 /* ---- method table ----------------------------------------------------------------------- */

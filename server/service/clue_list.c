@@ -5,8 +5,8 @@
  * disagreement shows in the log instead of leaking a clue. Lists never carry the reporter
  * (reporter_on_file only): reading it is GetClue's, which audits the read.
  *
- * Pages are a keyset on the id: the page token holds the last id returned, in an opaque
- * encoding with a check so that a damaged or made-up token is refused. */
+ * Pages are a keyset on the id: the page token holds the last id returned (svc_page_token()).
+ * A page ends early once its clues take SVC_PAGE_BYTES. */
 
 #include "service/clue_list.h"
 
@@ -19,74 +19,6 @@
 #include "service/replica.h"
 #include "service/clue_scope.h"
 #include "service/svc_util.h"
-
-/* ---- page tokens ------------------------------------------------------------------------ */
-
-#define TOKEN_VERSION 1
-#define TOKEN_BYTES 12 /* version, id (8 bytes, big-endian), check (3 bytes) */
-#define TOKEN_CHARS 16 /* base64url of TOKEN_BYTES, no padding */
-
-static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-/* FNV-1a over the version and id: catches damaged tokens, not meant as a secret. */
-static uint32_t token_check(const uint8_t *b) {
-  uint32_t h = 2166136261u;
-  for (int i = 0; i < 9; i++) {
-    h ^= b[i];
-    h *= 16777619u;
-  }
-  return h;
-}
-
-static void token_encode(int64_t last_id, char out[TOKEN_CHARS + 1]) {
-  uint8_t b[TOKEN_BYTES];
-  uint32_t check;
-
-  b[0] = TOKEN_VERSION;
-  for (int i = 0; i < 8; i++)
-    b[1 + i] = (uint8_t)((uint64_t)last_id >> (56 - 8 * i));
-  check = token_check(b);
-  b[9] = (uint8_t)(check >> 16);
-  b[10] = (uint8_t)(check >> 8);
-  b[11] = (uint8_t)check;
-  for (int i = 0, o = 0; i < TOKEN_BYTES; i += 3) {
-    uint32_t v = (uint32_t)b[i] << 16 | (uint32_t)b[i + 1] << 8 | b[i + 2];
-    out[o++] = b64url[v >> 18 & 63];
-    out[o++] = b64url[v >> 12 & 63];
-    out[o++] = b64url[v >> 6 & 63];
-    out[o++] = b64url[v & 63];
-  }
-  out[TOKEN_CHARS] = '\0';
-}
-
-/* Returns the id the token holds, or 0 if it is not a token of ours. */
-static int64_t token_decode(const char *s) {
-  uint8_t b[TOKEN_BYTES];
-  uint64_t id = 0;
-  uint32_t check;
-
-  if (strlen(s) != TOKEN_CHARS)
-    return 0;
-  for (int i = 0, o = 0; i < TOKEN_CHARS; i += 4) {
-    uint32_t v = 0;
-    for (int j = 0; j < 4; j++) {
-      const char *p = s[i + j] ? strchr(b64url, s[i + j]) : NULL;
-      if (p == NULL)
-        return 0;
-      v = v << 6 | (uint32_t)(p - b64url);
-    }
-    b[o++] = (uint8_t)(v >> 16);
-    b[o++] = (uint8_t)(v >> 8);
-    b[o++] = (uint8_t)v;
-  }
-  check = token_check(b);
-  if (b[0] != TOKEN_VERSION || b[9] != (uint8_t)(check >> 16) || b[10] != (uint8_t)(check >> 8) ||
-      b[11] != (uint8_t)check)
-    return 0;
-  for (int i = 0; i < 8; i++)
-    id = id << 8 | b[1 + i];
-  return id > 0 && id <= INT64_MAX ? (int64_t)id : 0;
-}
 
 /* ---- the query -------------------------------------------------------------------------- */
 
@@ -155,6 +87,8 @@ static void reply_list(rpc_call_t *call, const db_result_t *r, void *arg) {
   authz_principal_t p = clue_principal(call);
   int n = db_rows(r), shown = n > lc->page_size ? lc->page_size : n;
   int64_t last_id = 0;
+  size_t bytes = 0;
+  bool more = n > lc->page_size;
 
   resp.freshness = lc->fresh;
   if ((resp.clues = rpc_call_alloc(call, (size_t)(shown ? shown : 1) * sizeof(*resp.clues))) ==
@@ -170,23 +104,23 @@ static void reply_list(rpc_call_t *call, const db_result_t *r, void *arg) {
       clue_oom(call);
       return;
     }
-    last_id = row.id;
     res = authz_can_see_clue(&p, &row.facts);
     if (!authz_ok(&res)) {
       log_error("call %s: list scope returned clue %lld that authz hides (%s); dropped",
                 rpc_call_id(call), (long long)row.id, res.reason);
+      last_id = row.id;
       continue;
     }
+    if (!svc_page_fits(&bytes, &row.clue->base)) {
+      more = true; /* the next page starts with this clue */
+      break;
+    }
+    last_id = row.id;
     resp.clues[resp.n_clues++] = row.clue;
   }
-  if (n > lc->page_size) {
-    char *tok = rpc_call_alloc(call, TOKEN_CHARS + 1);
-    if (tok == NULL) {
-      clue_oom(call);
-      return;
-    }
-    token_encode(last_id, tok);
-    resp.next_page_token = tok;
+  if (more && (resp.next_page_token = (char *)svc_page_token(call, last_id)) == NULL) {
+    clue_oom(call);
+    return;
   }
   (void)rpc_reply(call, &resp.base);
 }
@@ -249,7 +183,7 @@ void clue_list_clues(rpc_call_t *call, const ProtobufCMessage *m) {
   }
   if (clue_invalid(call, validate_page_size(req->page_size, &lc->page_size, &err), &err))
     return;
-  if (req->page_token[0] && (after = token_decode(req->page_token)) == 0) {
+  if (req->page_token[0] && (after = svc_page_after(req->page_token)) == 0) {
     rpc_fail(call, GRPC_INVALID_ARGUMENT, "page_token is malformed");
     return;
   }
@@ -274,10 +208,15 @@ void clue_list_clues(rpc_call_t *call, const ProtobufCMessage *m) {
     sql_add(q, " AND c.id = ANY (ARRAY(SELECT mh.clue_id FROM clue_handlers mh JOIN clues mc"
                " ON mc.id = mh.clue_id AND mc.owner_unit = mh.owner_unit WHERE mh.user_id = $2))");
   if (req->n_states > 0) {
+    /* Each state once, however often it was asked for (validate_list() checked them all). */
     const char *names[CLUE_STATE_COUNT];
+    unsigned seen = 0;
     size_t n = 0;
-    for (size_t i = 0; i < req->n_states && n < CLUE_STATE_COUNT; i++)
-      names[n++] = clue_state_name((clue_state_t)req->states[i]);
+    for (size_t i = 0; i < req->n_states; i++)
+      if (!(seen & 1u << req->states[i])) {
+        seen |= 1u << req->states[i];
+        names[n++] = clue_state_name((clue_state_t)req->states[i]);
+      }
     sql_add(q, " AND c.state = ANY ($%d::text[])",
             param_add(q, svc_text_array_trimmed(call, (char *const *)names, n)));
   }

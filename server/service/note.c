@@ -19,8 +19,9 @@ static const char *const kind_names[] = {
 };
 #define NKINDS ((int)(sizeof(kind_names) / sizeof(kind_names[0])))
 
-/* A ListNotes page stops once it holds this much text (it always holds one note). */
-#define NOTES_PAGE_TEXT_BYTES 2097152
+/* A ListNotes page stops once it holds this much text (it always holds one note): counted in
+ * the query, so that the notes past it are not fetched. */
+#define NOTES_PAGE_TEXT_BYTES SVC_PAGE_BYTES
 #define STR(x) #x
 #define XSTR(x) STR(x)
 

@@ -241,6 +241,8 @@ static void reply_items(rpc_call_t *call, const db_result_t *r, void *arg) {
   const list_req_t *lr = arg;
   authz_principal_t p = clue_principal(call);
   int n = db_rows(r), last = -1;
+  bool more = n > lr->page_size;
+  size_t bytes = 0;
 
   if ((resp.items = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*resp.items))) == NULL) {
     clue_oom(call);
@@ -251,19 +253,24 @@ static void reply_items(rpc_call_t *call, const db_result_t *r, void *arg) {
     authz_result_t res = rect_can_see(&p, &facts);
     Clue__V1__RectificationItem *it;
 
-    last = row;
     if (!authz_ok(&res)) {
       log_error("call %s: item list returned item %lld that rect_can_see hides (%s); dropped",
                 rpc_call_id(call), (long long)svc_col_i64(r, row, RC_ID), res.reason);
+      last = row;
       continue;
     }
     if ((it = item_read(call, r, row)) == NULL) {
       clue_oom(call);
       return;
     }
+    if (!svc_page_fits(&bytes, &it->base)) {
+      more = true; /* the next page starts with this item */
+      break;
+    }
+    last = row;
     resp.items[resp.n_items++] = it;
   }
-  if (n > lr->page_size && last >= 0 &&
+  if (more && last >= 0 &&
       (resp.next_page_token =
            rpc_call_printf(call, "r%lld", (long long)svc_col_i64(r, last, RC_ID))) == NULL) {
     clue_oom(call);

@@ -22,8 +22,8 @@ const char *svc_id_array(rpc_call_t *call, const int64_t *ids, size_t n) {
   return out;
 }
 
-/* AdminService stores names as given and ClueService trims them; the escaping is the same. */
-static const char *text_array(rpc_call_t *call, char *const *items, size_t n, bool trim) {
+/* Items are stored as validated: without the white space around them (validate.h). */
+const char *svc_text_array_trimmed(rpc_call_t *call, char *const *items, size_t n) {
   size_t len = 3;
   char *out, *p;
 
@@ -33,10 +33,8 @@ static const char *text_array(rpc_call_t *call, char *const *items, size_t n, bo
     return NULL;
   *p++ = '{';
   for (size_t i = 0; i < n; i++) {
-    const char *t = items[i];
-    size_t tl = strlen(t);
-    if (trim)
-      t = validate_trim(items[i], &tl);
+    size_t tl;
+    const char *t = validate_trim(items[i], &tl);
     if (i)
       *p++ = ',';
     *p++ = '"';
@@ -50,14 +48,6 @@ static const char *text_array(rpc_call_t *call, char *const *items, size_t n, bo
   *p++ = '}';
   *p = '\0';
   return out;
-}
-
-const char *svc_text_array(rpc_call_t *call, char *const *items, size_t n) {
-  return text_array(call, items, n, false);
-}
-
-const char *svc_text_array_trimmed(rpc_call_t *call, char *const *items, size_t n) {
-  return text_array(call, items, n, true);
 }
 
 int svc_split_list(rpc_call_t *call, char *joined, char ***items, size_t *n) {
@@ -93,4 +83,86 @@ int svc_name_index(const char *const *names, size_t n, const char *s) {
     if (strcmp(names[i], s) == 0)
       return (int)i;
   return 0;
+}
+
+/* ---- pages ------------------------------------------------------------------------------ */
+
+bool svc_page_fits(size_t *bytes, const ProtobufCMessage *item) {
+  /* As a repeated field packs it: a tag, the length, the message. */
+  size_t size = protobuf_c_message_get_packed_size(item) + 11;
+
+  if (*bytes > 0 && *bytes + size > SVC_PAGE_BYTES)
+    return false;
+  *bytes += size;
+  return true;
+}
+
+#define TOKEN_VERSION 1
+#define TOKEN_BYTES 12 /* version, id (8 bytes, big-endian), check (3 bytes) */
+#define TOKEN_CHARS 16 /* base64url of TOKEN_BYTES, no padding */
+
+static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/* FNV-1a over the version and id: catches damaged tokens, not meant as a secret. */
+static uint32_t token_check(const uint8_t *b) {
+  uint32_t h = 2166136261u;
+  for (int i = 0; i < 9; i++) {
+    h ^= b[i];
+    h *= 16777619u;
+  }
+  return h;
+}
+
+const char *svc_page_token(rpc_call_t *call, int64_t last_id) {
+  char *out = rpc_call_alloc(call, TOKEN_CHARS + 1);
+  uint8_t b[TOKEN_BYTES];
+  uint32_t check;
+
+  if (out == NULL)
+    return NULL;
+
+  b[0] = TOKEN_VERSION;
+  for (int i = 0; i < 8; i++)
+    b[1 + i] = (uint8_t)((uint64_t)last_id >> (56 - 8 * i));
+  check = token_check(b);
+  b[9] = (uint8_t)(check >> 16);
+  b[10] = (uint8_t)(check >> 8);
+  b[11] = (uint8_t)check;
+  for (int i = 0, o = 0; i < TOKEN_BYTES; i += 3) {
+    uint32_t v = (uint32_t)b[i] << 16 | (uint32_t)b[i + 1] << 8 | b[i + 2];
+    out[o++] = b64url[v >> 18 & 63];
+    out[o++] = b64url[v >> 12 & 63];
+    out[o++] = b64url[v >> 6 & 63];
+    out[o++] = b64url[v & 63];
+  }
+  out[TOKEN_CHARS] = '\0';
+  return out;
+}
+
+int64_t svc_page_after(const char *s) {
+  uint8_t b[TOKEN_BYTES];
+  uint64_t id = 0;
+  uint32_t check;
+
+  if (strlen(s) != TOKEN_CHARS)
+    return 0;
+  for (int i = 0, o = 0; i < TOKEN_CHARS; i += 4) {
+    uint32_t v = 0;
+    for (int j = 0; j < 4; j++) {
+      const char *p = s[i + j] ? strchr(b64url, s[i + j]) : NULL;
+      if (p == NULL)
+        return 0;
+      v = v << 6 | (uint32_t)(p - b64url);
+    }
+    b[o++] = (uint8_t)(v >> 16);
+    b[o++] = (uint8_t)(v >> 8);
+    b[o++] = (uint8_t)v;
+  }
+  check = token_check(b);
+  if (b[0] != TOKEN_VERSION || b[9] != (uint8_t)(check >> 16) || b[10] != (uint8_t)(check >> 8) ||
+      b[11] != (uint8_t)check)
+    return 0;
+  for (int i = 0; i < 8; i++)
+    id = id << 8 | b[1 + i];
+  return id > 0 && id <= INT64_MAX ? (int64_t)id : 0;
 }

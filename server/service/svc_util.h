@@ -2,12 +2,15 @@
 #define CLUED_SERVICE_SVC_UTIL_H
 
 /* What several service files share beside common.h: method-table entries, PostgreSQL array
- * literals and other query parameters, lists that travel as one joined column, and database
- * names of enums. Every function returning text allocates it in the call's memory. */
+ * literals and other query parameters, lists that travel as one joined column, database
+ * names of enums, and the pages of list replies. Every function returning text allocates it
+ * in the call's memory. */
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
 
 #include "rpc/rpc.h"
 
@@ -26,11 +29,10 @@
 const char *svc_id_array(rpc_call_t *call, const int64_t *ids, size_t n);
 
 /**
- * A PostgreSQL text[] literal of items ({"a","b"}, quotes and backslashes escaped); NULL when
- * out of memory. svc_text_array() takes the items as given, svc_text_array_trimmed() without
- * their leading and trailing white space (validate_trim).
+ * A PostgreSQL text[] literal of items without their leading and trailing white space
+ * (validate_trim(): the text a length limit was checked on), quotes and backslashes
+ * escaped ({"a","b"}); NULL when out of memory.
  */
-const char *svc_text_array(rpc_call_t *call, char *const *items, size_t n);
 const char *svc_text_array_trimmed(rpc_call_t *call, char *const *items, size_t n);
 
 /**
@@ -49,5 +51,29 @@ bool svc_all_set(const char *const *params, int n);
  * unused); 0 (UNSPECIFIED) if s is NULL or not there.
  */
 int svc_name_index(const char *const *names, size_t n, const char *s);
+
+/**
+ * The bytes of items a list reply holds at most, besides its first item, which it always
+ * holds: half of the 4 MiB a gRPC client accepts by default, so that the items of a full
+ * page, whatever their texts, and the rest of the reply arrive whole. A digit string, for
+ * SQL text (ListNotes counts its notes' text against it in the query).
+ */
+#define SVC_PAGE_BYTES 2097152
+
+/**
+ * True if item may join a reply page whose items so far take *bytes (0: none yet, and the
+ * first item always joins), then counted in *bytes; false if the page ends before it.
+ */
+bool svc_page_fits(size_t *bytes, const ProtobufCMessage *item);
+
+/**
+ * A page token holding the id (or seq) of the last item of a page, in the call's memory, in
+ * an opaque form with a check, so that a damaged or made-up token is refused; NULL when out
+ * of memory.
+ */
+const char *svc_page_token(rpc_call_t *call, int64_t last_id);
+
+/** The id a token of svc_page_token() holds, or 0 if s is not one. */
+int64_t svc_page_after(const char *s);
 
 #endif

@@ -86,11 +86,16 @@ static void reply_issued(rpc_call_t *call, const db_result_t *r, void *arg) {
 static void issue_my_token(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__IssueMyTokenRequest *req = (const void *)m;
   validate_error_t err;
-  const char *params[5];
+  const char *params[5], *note;
   char *token, hash[65];
 
   if (clue_invalid(call, validate_name("note", req->note, false, &err), &err))
     return;
+  /* The note the limit was checked on, without the white space around it. */
+  if ((note = clue_trimmed(call, req->note)) == NULL && !validate_is_blank(req->note)) {
+    clue_oom(call);
+    return;
+  }
   token = rpc_call_alloc(call, AUTH_TOKEN_LEN + 1);
   if (token == NULL || auth_token_new(token, hash) != 0) {
     rpc_fail(call, GRPC_INTERNAL, "cannot generate a token");
@@ -99,7 +104,7 @@ static void issue_my_token(rpc_call_t *call, const ProtobufCMessage *m) {
   params[0] = caller_user(call);
   params[1] = caller_unit(call);
   params[2] = hash;
-  params[3] = req->note[0] ? req->note : "";
+  params[3] = note ? note : "";
   params[4] = svc_i64(call, TOKEN_LIVE_MAX, 0);
   if (!svc_all_set(params, 5)) {
     clue_oom(call);

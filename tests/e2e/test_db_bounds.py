@@ -13,9 +13,15 @@ was served (never how fast).
 Four servers share one database: A (eight connections, short timeouts), B (one connection,
 long timeouts: only a cancel frees it), C (two connections, a 16-slot queue, 8 per HTTP/2
 connection).
+
+Replies are bounded too: lists whose rows, each within its limits, sum past the 4 MiB a
+default grpcio client (and cluectl) accepts come in pages of about 2 MiB with a next page
+token (ListClues, ListJointCases, ListItems, ListAuditEvents, GetHistory), the pages hold
+every row exactly once, and cluectl follows them.
 """
 
 import concurrent.futures
+import json
 import os
 import subprocess
 import sys
@@ -528,6 +534,138 @@ def test_one_connection_holds_a_bounded_share(c):
         h.close()
         ch.close()
     assert "too many calls waiting for the database" in c.srv_c.output()
+
+
+# ---- reply sizes ------------------------------------------------------------------------------
+
+MAX_REPLY = 4 * 1024 * 1024  # what a grpcio client (and cluectl) accepts by default
+BIG = "反" * 6666  # 19,998 bytes: a summary, basis or description at its 20,000-byte limit
+cs = S.case_pb2
+rp = S.rectification_pb2
+au = S.audit_pb2
+
+
+def in_parallel(fn, n, workers=6):
+    with concurrent.futures.ThreadPoolExecutor(workers) as ex:
+        return list(ex.map(fn, range(n)))
+
+
+def all_pages(method, req, field, key=lambda x: x.id):
+    """The keys of every row of a list, following next_page_token, and the number of pages.
+    Each page arrived whole at a default grpcio client; no row comes twice."""
+    keys, n = [], 0
+    while True:
+        resp = method(req, timeout=60)
+        n += 1
+        assert 0 < resp.ByteSize() < MAX_REPLY, resp.ByteSize()
+        keys += [key(x) for x in getattr(resp, field)]
+        if not resp.next_page_token:
+            break
+        assert getattr(resp, field), "a page with no rows but a next page"
+        req.page_token = resp.next_page_token
+    assert len(keys) == len(set(keys)), "a row came twice"
+    return keys, n
+
+
+def sql_ids(c, query):
+    with c.db.cursor() as cur:
+        cur.execute(query)
+        return [r[0] for r in cur.fetchall()]
+
+
+def cluectl_json(c, user, *args):
+    r = harness.cluectl("--server", c.srv.addr, "--json", *args, env={"CLUED_TOKEN": user.token}, check=0)
+    return json.loads(r.stdout)
+
+
+def test_list_clues_of_the_largest_page_arrive_in_pages(c):
+    m = c.w.G1.member
+
+    def sub(i):
+        m.clue.SubmitClue(pb.SubmitClueRequest(
+            request_id=new_request_id(), title=f"线索{i}", summary=BIG, source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+            subject=pb.SubjectPerson(name="张三"), host_unit="市发展改革委"), timeout=60)
+    in_parallel(sub, 220)
+    every = sql_ids(c, "SELECT id FROM clues ORDER BY id DESC")
+    g1 = sql_ids(c, f"SELECT id FROM clues WHERE owner_unit = {c.w.G1.id} ORDER BY id DESC")
+    # 220 clues of 20 KB: more than a default client takes in one reply of the largest page.
+    got, pages = all_pages(c.w.auditor.clue.ListClues, pb.ListCluesRequest(page_size=500), "clues")
+    assert got == every and pages >= 3, (len(got), len(every), pages)
+    for who in (c.w.R1.leader, c.w.G1.member):  # the liaison room, the owner unit
+        got, pages = all_pages(who.clue.ListClues, pb.ListCluesRequest(page_size=500), "clues")
+        assert set(g1) <= set(got) and pages >= 3, (who, len(got), len(g1), pages)
+    out = cluectl_json(c, c.w.R1.leader, "clue", "list", "--all")
+    assert [int(x["id"]) for x in out["clues"]] == all_pages(
+        c.w.R1.leader.clue.ListClues, pb.ListCluesRequest(page_size=500), "clues")[0]
+
+
+def test_list_joint_cases_and_items_arrive_in_pages(c):
+    lr = c.w.R1.leader
+
+    def case(i):
+        lr.case.CreateJointCase(cs.CreateJointCaseRequest(
+            title=f"案{i}", basis=BIG, participant_unit_ids=[c.w.X1.id], request_id=new_request_id()), timeout=60)
+
+    def item(i):
+        lr.rect.CreateItem(rp.CreateItemRequest(
+            host_unit="某单位", description=BIG, category="c", source=rp.RECTIFICATION_SOURCE_SUPERVISION,
+            deadline_ms=int(time.time() * 1000) + 30 * 86400000, request_id=new_request_id()), timeout=60)
+    in_parallel(case, 210)
+    in_parallel(item, 220)
+    cases = sql_ids(c, "SELECT id FROM joint_cases ORDER BY id DESC")
+    assert len(cases) >= 210
+    # ListJointCases had no pages: 210 cases of 20 KB failed for everyone who sees them.
+    for who in (c.w.auditor, c.w.X1.leader, lr):
+        got, pages = all_pages(who.case.ListJointCases, cs.ListJointCasesRequest(), "cases")
+        assert got == cases and pages >= 3, (who, len(got), pages)
+    out = cluectl_json(c, c.w.X1.leader, "case", "list")
+    assert [int(x["id"]) for x in out["cases"]] == cases
+    items = sql_ids(c, "SELECT id FROM rect_items ORDER BY id DESC")
+    got, pages = all_pages(c.w.auditor.rect.ListItems, rp.ListItemsRequest(page_size=500), "items")
+    assert got == items and pages >= 3, (len(got), pages)
+    out = cluectl_json(c, c.w.auditor, "rect", "list", "--all")
+    assert [int(x["id"]) for x in out["items"]] == items
+    # Their events carry the bases and descriptions: the audit trail's pages are bounded too.
+    seqs = sql_ids(c, "SELECT seq FROM audit_events ORDER BY seq")
+    got, pages = all_pages(c.w.auditor.audit.ListAuditEvents, au.ListAuditEventsRequest(page_size=500),
+                           "events", key=lambda e: e.seq)
+    assert got == seqs and pages >= 4, (len(got), len(seqs), pages)
+    r = harness.cluectl("--server", c.srv.addr, "audit", "list", "--all", env={"CLUED_TOKEN": c.w.auditor.token},
+                        check=0)
+    assert r.stdout.count("case.create") >= 210
+
+
+def test_a_long_history_arrives_in_pages(c):
+    w = c.w
+    clue = submit(w.G1.member)
+    # Events with the longest reasons (4,096 bytes): a page ends by its size...
+    for i in range(300):
+        for method in (w.G1.leader.clue.AssignHandler, w.G1.leader.clue.UnassignHandler):
+            req_cls = pb.AssignHandlerRequest if method == w.G1.leader.clue.AssignHandler else pb.UnassignHandlerRequest
+            method(req_cls(clue_id=clue.id, user_id=w.G1.member.id, reason="理" * 1365 + str(i % 10),
+                           request_id=new_request_id()), timeout=30)
+    # ...and a clue's notes, added by anyone who sees it (here the liaison room's member,
+    # through the function AddNote calls, in one statement), make it long: past 4 MiB in all.
+    with c.db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM (SELECT note_add(%s, %s, gen_random_uuid(), %s, %s, %s, 'OTHER', 'x')"
+                    " FROM generate_series(1, 6000)) n",
+                    (w.R1.member.id, w.R1.id, int(time.time() * 1000), clue.id, w.G1.id))
+    seqs = sql_ids(c, f"SELECT seq FROM audit_events WHERE subject_type = 'clue' AND subject_id = {clue.id}"
+                      " ORDER BY seq")
+    assert len(seqs) > 6600
+    for who in (w.auditor, w.G1.member, w.R1.member):
+        got, pages = all_pages(who.clue.GetHistory, pb.GetHistoryRequest(clue_id=clue.id), "events",
+                               key=lambda e: e.seq)
+        assert got == seqs and pages >= 3, (who, len(got), len(seqs), pages)
+    first = w.auditor.clue.GetHistory(pb.GetHistoryRequest(clue_id=clue.id), timeout=60)
+    assert 1.5 * 2**20 < first.ByteSize() < 2.5 * 2**20 and len(first.events) < 1000, first.ByteSize()
+    try:
+        w.auditor.clue.GetHistory(pb.GetHistoryRequest(clue_id=clue.id, page_token="nope"), timeout=10)
+        assert False, "a made-up page token was taken"
+    except grpc.RpcError as e:
+        assert e.code() == Code.INVALID_ARGUMENT, e.details()
+    out = cluectl_json(c, w.auditor, "clue", "history", str(clue.id))
+    assert [int(e["seq"]) for e in out["events"]] == seqs
 
 
 if __name__ == "__main__":

@@ -6,6 +6,11 @@ request (top level, repeated, and one message level down), a value holding a NUL
 value that is not UTF-8 are each refused with INVALID_ARGUMENT naming the field, before any
 handler runs: no row changes. Public methods (Health, reflection, a client stream) are
 refused the same way; callers without a valid token still get UNAUTHENTICATED first.
+
+A text's length limit applies to it without the white space around it, and that trimmed text
+is what is stored: a token's note of one character and 4 MiB of spaces is stored (and
+audited) as that character, not as an event no auditor's client could receive. Lists given
+in a request count each value once: ListClues' states, however often repeated.
 """
 
 import os
@@ -159,6 +164,94 @@ def test_public_methods_and_unauthenticated_callers(c):
                    (("authorization", "Bearer nope"),))
     assert code == SC.UNAUTHENTICATED
     assert c.srv.alive()
+
+
+def test_texts_are_stored_as_validated_without_their_white_space(c):
+    w, cur = c.w, c.db.cursor()
+    cur.execute("SELECT max(seq) FROM audit_events")
+    auditor_from = cur.fetchone()[0]
+    # At the request's 4 MiB limit: one character and spaces.
+    note = "x" + " " * (4 * 1024 * 1024 - 5 - 1)
+    t = w.G1.member.tokens.IssueMyToken(S.token_pb2.IssueMyTokenRequest(note=note), timeout=30)
+    cur.execute("SELECT note FROM tokens WHERE id = %s", (t.token_id,))
+    assert cur.fetchone()[0] == "x"
+    cur.execute("SELECT details::jsonb->>'note', octet_length(details) FROM audit_events"
+                " WHERE action = 'token.issue' ORDER BY seq DESC LIMIT 1")
+    got, size = cur.fetchone()
+    assert got == "x" and size < 500, (got, size)
+    # Every kind of white space around it: VT, FF, CR, LF, TAB, NEL, NBSP, U+3000.
+    ws = "\x0b\x0c\r\n\t\u0085\u00a0\u3000"
+    t = w.G1.member.tokens.IssueMyToken(S.token_pb2.IssueMyTokenRequest(note=ws + "个人 令牌" + ws), timeout=30)
+    cur.execute("SELECT note FROM tokens WHERE id = %s", (t.token_id,))
+    assert cur.fetchone()[0] == "个人 令牌"
+    t = w.G1.member.tokens.IssueMyToken(S.token_pb2.IssueMyTokenRequest(note=ws), timeout=30)
+    cur.execute("SELECT note FROM tokens WHERE id = %s", (t.token_id,))
+    assert cur.fetchone()[0] is None
+    # The admin's IssueToken and DisableUser the same.
+    t = w.admin.admin.IssueToken(S.admin_pb2.IssueTokenRequest(user_id=w.G2.member.id, note=ws + "发放" + " " * 3_000_000),
+                                 timeout=30)
+    cur.execute("SELECT note FROM tokens WHERE id = %s", (t.token_id,))
+    assert cur.fetchone()[0] == "发放"
+    victim = w.new_user("G2", "MEMBER", "victim")
+    w.admin.admin.DisableUser(S.admin_pb2.DisableUserRequest(user_id=victim.id, reason="离职" + "\n" * 3_000_000),
+                              timeout=30)
+    cur.execute("SELECT reason, octet_length(details) FROM audit_events WHERE action = 'user.disable'"
+                " ORDER BY seq DESC LIMIT 1")
+    assert cur.fetchone() == ("离职", 2)
+    # The auditor's default clients read every event written since.
+    evs = w.auditor.audit.ListAuditEvents(S.audit_pb2.ListAuditEventsRequest(after_seq=auditor_from, page_size=500),
+                                          timeout=30).events
+    cur.execute("SELECT count(*) FROM audit_events WHERE seq > %s", (auditor_from,))
+    assert len(evs) == cur.fetchone()[0] and not any(len(e.details_json) > 1000 for e in evs)
+    seen = []
+    for e in w.auditor.audit.WatchEvents(S.audit_pb2.WatchEventsRequest(after_seq=auditor_from), timeout=10):
+        seen.append(e.seq)
+        if e.seq == evs[-1].seq:
+            break
+    assert seen == [e.seq for e in evs]
+
+
+def test_a_unit_lists_at_most_100_host_units(c):
+    adm = c.w.admin.admin
+    req = S.admin_pb2.CreateUnitRequest(kind=S.common_pb2.UNIT_KIND_GROUP, code="GH", name="group GH",
+                                        liaison_room_id=c.w.R1.id, host_units=[f"驻在单位{i}" for i in range(101)])
+    before = rows(c)
+    try:
+        adm.CreateUnit(req, timeout=10)
+        assert False, "101 host units were taken"
+    except grpc.RpcError as e:
+        assert (e.code(), e.details()) == (SC.INVALID_ARGUMENT, "host_units has more than 100 entries"), e.details()
+    assert rows(c) == before
+    del req.host_units[100:]
+    req.host_units[0] = "\u3000 " + req.host_units[0] + " \t"
+    u = adm.CreateUnit(req, timeout=10)
+    assert len(u.host_units) == 100 and u.host_units[0] == "驻在单位0"
+
+
+def test_list_clues_takes_each_state_once(c):
+    w = c.w
+    accepted = w.G1.member.clue.SubmitClue(S.clue_pb2.SubmitClueRequest(
+        request_id=harness.new_request_id(), title="线索", summary="摘要",
+        source=S.clue_pb2.SOURCE_CHANNEL_LETTER_VISIT_REPORT, subject=S.clue_pb2.SubjectPerson(name="张某"),
+        host_unit="市发展改革委"), timeout=10)
+    moved = w.G1.member.clue.SubmitClue(S.clue_pb2.SubmitClueRequest(
+        request_id=harness.new_request_id(), title="线索", summary="摘要",
+        source=S.clue_pb2.SOURCE_CHANNEL_LETTER_VISIT_REPORT, subject=S.clue_pb2.SubjectPerson(name="张某"),
+        host_unit="市发展改革委"), timeout=10)
+    moved = w.G1.leader.clue.RequestTransition(S.clue_pb2.RequestTransitionRequest(
+        clue_id=moved.id, expected_version=moved.version, target=S.common_pb2.CLUE_STATE_PRELIMINARY_CHECK,
+        reason="初核", request_id=harness.new_request_id()), timeout=10).clue
+    assert moved.state == S.common_pb2.CLUE_STATE_PRELIMINARY_CHECK
+    ACC, PRE = S.common_pb2.CLUE_STATE_ACCEPTED, S.common_pb2.CLUE_STATE_PRELIMINARY_CHECK
+    for states in ([ACC] * 6 + [PRE], [PRE] + [ACC] * 6, [ACC] * 5000 + [PRE]):
+        ids = {x.id for x in w.G1.leader.clue.ListClues(S.clue_pb2.ListCluesRequest(states=states, page_size=500),
+                                                         timeout=10).clues}
+        assert {accepted.id, moved.id} <= ids, (len(states), ids)
+    try:
+        w.G1.leader.clue.ListClues(S.clue_pb2.ListCluesRequest(states=[ACC, 9]), timeout=10)
+        assert False, "an unknown state was taken"
+    except grpc.RpcError as e:
+        assert e.code() == SC.INVALID_ARGUMENT, e.details()
 
 
 if __name__ == "__main__":
