@@ -347,7 +347,8 @@ char *cli_memstream_text(FILE *o, char **buf);
 
 /**
  * Write text that came from the server: control characters (line breaks too, unless
- * keep_newlines) as spaces, so that no escape sequence reaches the terminal.
+ * keep_newlines) as spaces, so that no escape sequence reaches the terminal, and the
+ * bidirectional controls as <U+202E>, so none reorders the line (text_put() in table.h).
  */
 void cli_put_text(FILE *o, const char *s, int keep_newlines);
 

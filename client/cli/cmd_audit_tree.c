@@ -273,7 +273,7 @@ int audit_tree_checkpoint(cli_t *cli, const cli_args_t *args) {
       printf("checkpoint of %lld event%s%s%s\n", (long long)cp->tree_size,
              cp->tree_size == 1 ? "" : "s", out ? " saved to " : "", out ? out : "");
     if (!cli->json && out == NULL)
-      fputs(cp->note, stdout);
+      cli_put_text(stdout, cp->note, 1); /* ASCII lines as signed; nothing else shows raw */
   }
   protobuf_c_message_free_unpacked(&cp->base, NULL);
   return rc;

@@ -64,8 +64,12 @@ static int print_csv(const Clue__V1__GetBulletinResponse *r) {
 
 /* Text in Markdown, shown as written: '|' and line breaks would end the cell, HTML would be
  * rendered (<img onerror=...>), and punctuation would start markup ([x](javascript:...),
- * emphasis, code), so HTML's characters become entities and Markdown's are escaped. */
-static void md_text(const char *s) {
+ * emphasis, code), so HTML's characters become entities and Markdown's are escaped. Controls
+ * and bidirectional overrides are named first, as a table shows them (<U+202E>). */
+static void md_text(const char *text) {
+  char *shown = text_safe(text, 0);
+  const char *s = shown != NULL ? shown : "?";
+
   for (; *s; s++) {
     if (*s == '&')
       fputs("&amp;", stdout);
@@ -80,6 +84,7 @@ static void md_text(const char *s) {
     else
       fputc(*s, stdout);
   }
+  free(shown);
 }
 
 static int print_markdown(const Clue__V1__GetBulletinResponse *r) {

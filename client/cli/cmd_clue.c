@@ -488,15 +488,17 @@ static int run_note(cli_t *cli, const cli_args_t *args) {
 
 /* A note's text, each line indented; control characters other than line breaks as spaces. */
 static void print_indented(const char *text) {
+  char *shown = text_safe(text, 1); /* controls as spaces, bidirectional ones by name */
+
   fputs("    ", stdout);
-  for (const char *p = text; *p != '\0'; p++) {
-    unsigned char c = (unsigned char)*p;
-    if (c == '\n')
+  for (const char *p = shown != NULL ? shown : "?"; *p != '\0'; p++) {
+    if (*p == '\n')
       fputs(p[1] != '\0' ? "\n    " : "", stdout);
     else
-      putchar(c < 0x20 || c == 0x7F ? ' ' : c);
+      putchar(*p);
   }
   putchar('\n');
+  free(shown);
 }
 
 static int show_notes(cli_t *cli, const ProtobufCMessage *m) {

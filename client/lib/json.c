@@ -65,6 +65,25 @@ static void jb_newline(jbuf_t *b, int depth) {
     jb_put(b, "  ", 2);
 }
 
+/* The code point of a well-formed sequence of len bytes. */
+static uint32_t utf8_value(const unsigned char *s, size_t len) {
+  static const unsigned char lead_mask[] = {0, 0x7F, 0x1F, 0x0F, 0x07};
+  uint32_t cp = s[0] & lead_mask[len];
+
+  for (size_t k = 1; k < len; k++)
+    cp = cp << 6 | (s[k] & 0x3F);
+  return cp;
+}
+
+/* Written as \uXXXX though JSON allows them raw, so that JSON printed to a terminal neither
+ * sends it a control (DEL, the C1 range, whose U+009B is a CSI to some terminals) nor
+ * reorders the line (the bidirectional controls, as in "Trojan Source"), and so that it
+ * stays valid JavaScript (U+2028, U+2029). A JSON reader gets the same string. */
+static int escaped(uint32_t cp) {
+  return cp == 0x7F || (cp >= 0x80 && cp <= 0x9F) || cp == 0x061C || cp == 0x200E || cp == 0x200F ||
+         (cp >= 0x2028 && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069);
+}
+
 static void jb_string(jbuf_t *b, const char *str, size_t n) {
   const unsigned char *s = (const unsigned char *)str;
   size_t i = 0;
@@ -74,7 +93,7 @@ static void jb_string(jbuf_t *b, const char *str, size_t n) {
     unsigned char ch = s[i];
     size_t run = i;
     /* copy the longest stretch that needs no escaping in one go */
-    while (run < n && s[run] >= 0x20 && s[run] < 0x80 && s[run] != '"' && s[run] != '\\')
+    while (run < n && s[run] >= 0x20 && s[run] < 0x7F && s[run] != '"' && s[run] != '\\')
       run++;
     if (run > i) {
       jb_put(b, (const char *)s + i, run - i);
@@ -108,9 +127,13 @@ static void jb_string(jbuf_t *b, const char *str, size_t n) {
       i++;
     } else {
       size_t len = clue__utf8_len(s + i, n - i);
+      uint32_t cp = len != 0 ? utf8_value(s + i, len) : 0;
       if (len == 0) {
         jb_puts(b, "\\ufffd");
         i++;
+      } else if (escaped(cp)) {
+        jb_printf(b, "\\u%04x", (unsigned)cp);
+        i += len;
       } else {
         jb_put(b, (const char *)s + i, len);
         i += len;

@@ -67,11 +67,71 @@ static bool is_space(uint32_t cp) {
   case 0x202F:
   case 0x205F:
   case 0x3000: /* ideographic space, common in Chinese text */
-  case 0xFEFF: /* byte-order mark pasted from other documents */
     return true;
   default:
     return cp >= 0x2000 && cp <= 0x200A;
   }
+}
+
+typedef struct cp_range {
+  uint32_t lo, hi;
+} cp_range_t;
+
+static bool in_ranges(uint32_t cp, const cp_range_t *r, size_t n) {
+  size_t lo = 0, hi = n;
+  while (lo < hi) { /* the tables are sorted and do not overlap */
+    size_t mid = lo + (hi - lo) / 2;
+    if (cp < r[mid].lo)
+      hi = mid;
+    else if (cp > r[mid].hi)
+      lo = mid + 1;
+    else
+      return true;
+  }
+  return false;
+}
+
+#define NRANGES(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Unicode 15.1's Default_Ignorable_Code_Point: what a renderer shows as nothing when it
+ * cannot use it (zero-width space and joiners, bidirectional controls, the word joiner, the
+ * byte-order mark, soft hyphen, variation selectors, Hangul fillers, tags). */
+static const cp_range_t ignorable[] = {
+    {0x00AD, 0x00AD},   {0x034F, 0x034F},   {0x061C, 0x061C}, {0x115F, 0x1160}, {0x17B4, 0x17B5},
+    {0x180B, 0x180F},   {0x200B, 0x200F},   {0x202A, 0x202E}, {0x2060, 0x206F}, {0x3164, 0x3164},
+    {0xFE00, 0xFE0F},   {0xFEFF, 0xFEFF},   {0xFFA0, 0xFFA0}, {0xFFF0, 0xFFF8}, {0x1BCA0, 0x1BCA3},
+    {0x1D173, 0x1D17A}, {0xE0000, 0xE0FFF},
+};
+
+/* Unicode 15.1's format characters (General_Category Cf): invisible or layout-changing
+ * characters that a single-line name has no use for, and that make "张<U+200B>某" a name a
+ * search for 张某 misses. */
+static const cp_range_t format[] = {
+    {0x00AD, 0x00AD},   {0x0600, 0x0605},   {0x061C, 0x061C},   {0x06DD, 0x06DD},
+    {0x070F, 0x070F},   {0x0890, 0x0891},   {0x08E2, 0x08E2},   {0x180E, 0x180E},
+    {0x200B, 0x200F},   {0x202A, 0x202E},   {0x2060, 0x2064},   {0x2066, 0x206F},
+    {0xFEFF, 0xFEFF},   {0xFFF9, 0xFFFB},   {0x110BD, 0x110BD}, {0x110CD, 0x110CD},
+    {0x13430, 0x1343F}, {0x1BCA0, 0x1BCA3}, {0x1D173, 0x1D17A}, {0xE0001, 0xE0001},
+    {0xE0020, 0xE007F},
+};
+
+/* White space and the default ignorables: a text made only of these shows nothing. */
+static bool is_invisible(uint32_t cp) {
+  return is_space(cp) || in_ranges(cp, ignorable, NRANGES(ignorable));
+}
+
+/* Invisible code points that belong to the character before them: variation selectors (an
+ * emoji's U+FE0F, an ideographic variation sequence), tags (subdivision flags), and the
+ * terminators of a bidirectional embedding or isolate, whose removal would leave it open.
+ * Trailing ones stay after a visible character. */
+static bool is_attached(uint32_t cp) {
+  return (cp >= 0xFE00 && cp <= 0xFE0F) || (cp >= 0x180B && cp <= 0x180D) || cp == 0x180F ||
+         (cp >= 0xE0020 && cp <= 0xE007F) || (cp >= 0xE0100 && cp <= 0xE01EF) || cp == 0x202C ||
+         cp == 0x2069;
+}
+
+static bool is_format(uint32_t cp) {
+  return in_ranges(cp, format, NRANGES(format));
 }
 
 static bool is_control(uint32_t cp, bool multiline) {
@@ -111,23 +171,31 @@ const char *validate_trim(const char *s, size_t *len) {
     return "";
   }
   const unsigned char *p = (const unsigned char *)s;
-  size_t start = 0, end = strlen(s);
+  size_t start = 0, full = strlen(s), end;
   uint32_t cp;
-  while (start < end) {
-    size_t n = utf8_decode(p + start, end - start, &cp);
-    if (n == 0 || !is_space(cp))
+  bool attached = false; /* after a visible character and what belongs to it */
+
+  while (start < full) {
+    size_t n = utf8_decode(p + start, full - start, &cp);
+    if (n == 0 || !is_invisible(cp))
       break;
     start += n;
   }
-  while (end > start) {
-    /* Step back to the lead byte of the last sequence (at most 3 continuation bytes). */
-    size_t lead = end - 1;
-    while (lead > start && end - lead < 4 && (p[lead] & 0xC0) == 0x80)
-      lead--;
-    size_t n = utf8_decode(p + lead, end - lead, &cp);
-    if (n != end - lead || !is_space(cp))
-      break;
-    end = lead;
+  /* Forward, not from the end: whether a trailing variation selector stays depends on what
+   * precedes it. A malformed byte counts as visible. */
+  end = start;
+  for (size_t i = start; i < full;) {
+    size_t n = utf8_decode(p + i, full - i, &cp);
+    if (n == 0) {
+      i++;
+      end = i, attached = true;
+    } else if (!is_invisible(cp) || (attached && is_attached(cp))) {
+      i += n;
+      end = i, attached = true;
+    } else {
+      i += n;
+      attached = false;
+    }
   }
   *len = end - start;
   return s + start;
@@ -164,6 +232,12 @@ int validate_text(const char *field, const char *s, size_t max, unsigned flags,
       return fail(err, field, "%s is not valid UTF-8", field);
     if (is_control(cp, multiline))
       return fail(err, field, "%s must not contain control characters", field);
+    if (!multiline && (cp == 0x2028 || cp == 0x2029))
+      return fail(err, field, "%s must be one line: U+%04X is a line or paragraph separator", field,
+                  (unsigned)cp);
+    if (!multiline && is_format(cp))
+      return fail(err, field, "%s must not contain invisible or bidirectional formatting (U+%04X)",
+                  field, (unsigned)cp);
     i += n;
   }
 

@@ -9,10 +9,22 @@
  * "title is required" or "request_id must be a UUID (8-4-4-4-12 hexadecimal digits)".
  *
  * Text rules: strings are NUL-terminated (protobuf-c hands them out so); NULL counts as
- * empty. Blank means empty after trimming Unicode white space (ASCII space, tab, line
- * breaks, NBSP, the ideographic space U+3000 and the others of Unicode's White_Space set,
- * plus a byte-order mark). Length limits apply to the trimmed text, so a service that
- * stores validate_trim()'s span never stores more than the limit. */
+ * empty. Trimming removes, at both ends, what shows nothing: Unicode's White_Space (ASCII
+ * space, tab, line breaks, NBSP, the ideographic space U+3000, U+2028...) and its
+ * Default_Ignorable_Code_Point set (zero-width space, joiners, word joiner, bidirectional
+ * controls, byte-order mark, soft hyphen, Hangul fillers, variation selectors, tags...),
+ * except that variation selectors, tags and the bidirectional terminators U+202C and U+2069
+ * stay after the visible character they belong to. Blank means empty after trimming: a
+ * text without a visible character. Length limits apply to the trimmed text, so a service
+ * that stores validate_trim()'s span never stores more than the limit.
+ *
+ * Single-line text (without VALIDATE_MULTILINE: titles, names, host units, categories)
+ * refuses, inside the trimmed span, Unicode's format characters (General_Category Cf: the
+ * zero-width space and joiners, U+2060, bidirectional embeddings, overrides, isolates and
+ * marks, ...) and U+2028/U+2029, so a name cannot hide a character from a search or reorder
+ * its display. Multi-line free text (summaries, notes, reasons) keeps them: a zero-width
+ * joiner builds emoji sequences, and Arabic or Hebrew text uses the bidirectional marks;
+ * clients escape bidirectional controls when they print (cluectl shows <U+202E>). */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -61,18 +73,20 @@ bool validate_utf8(const char *s, size_t len);
 size_t validate_utf8_chars(const char *s, size_t len);
 
 /**
- * The span of s without leading and trailing white space: returns its start (inside s) and
- * stores its length in *len. s must be NUL-terminated UTF-8; NULL gives "" and length 0.
- * A malformed sequence at either end is not white space and stops the trim.
+ * The span of s without what shows nothing at either end (white space and default
+ * ignorables, see the text rules above): returns its start (inside s) and stores its length
+ * in *len. s must be NUL-terminated UTF-8; NULL gives "" and length 0. A malformed sequence
+ * counts as visible and stops the trim.
  */
 const char *validate_trim(const char *s, size_t *len);
 
-/** True if s is NULL, empty, or only white space. */
+/** True if s is NULL, empty, or without a visible character (only white space and ignorables). */
 bool validate_is_blank(const char *s);
 
 /**
  * The general text checker: valid UTF-8; no control characters (except tab, LF and CR with
- * VALIDATE_MULTILINE; C1 controls and DEL are refused too); trimmed length at most max
+ * VALIDATE_MULTILINE; C1 controls and DEL are refused too); without VALIDATE_MULTILINE, no
+ * format character (Cf) and no U+2028/U+2029 inside the trimmed text; trimmed length at most max
  * (bytes, or characters with VALIDATE_COUNT_CHARS; max 0 means no limit); not blank with
  * VALIDATE_REQUIRED. Returns 0 or VALIDATE_EINVAL.
  */

@@ -777,6 +777,83 @@ def test_stats(c):
     assert whole["G1"]["received"] >= by_code["G1"]["received"]
 
 
+def _poke(c, sql, *args):
+    """Run sql as the superuser in clued's database: rows written before a server rule."""
+    db = harness.Postgres.get().connect(re.search(r"postgresql:///([^?]+)", c.srv.database_url).group(1))
+    try:
+        with db, db.cursor() as q:
+            q.execute(sql, args)
+    finally:
+        db.close()
+
+
+def _on_a_terminal(c, user, *args):
+    """Run cluectl with its stdout a pseudo-terminal; returns what it wrote there (bytes)."""
+    import pty
+    main, sub = pty.openpty()
+    env = dict(os.environ, CLUED_SERVER=c.srv.addr, CLUED_TOKEN=user.token)
+    env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
+    p = subprocess.Popen([harness.CLUECTL, *args], env=env, stdout=sub, stderr=subprocess.PIPE)
+    os.close(sub)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # EIO once the child closed its end
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(main)
+    assert p.wait(timeout=60) == 0, p.stderr.read()
+    p.stderr.close()
+    return out
+
+
+def test_bidi_controls_shown_by_name(c):
+    """Bidirectional overrides and isolates (Trojan Source) in server text reach no terminal:
+    the table, record and note views show them as <U+202E>, --json escapes them (\\u202e) and
+    stays JSON, CSV keeps them for a file and names them on a terminal. The server refuses them
+    in a title; a title stored before that rule, and free text (summary, notes), carry them."""
+    w = c.w
+    rlo, lri, pdi = "\u202e", "\u2066", "\u2069"
+    r = c.ctl(w.G1.member, "clue", "submit", "--title", "标题" + rlo + "ABC", "--summary", "s", "--source", "AUDIT",
+              "--subject-name", "n", "--host-unit", "h", check=1)
+    assert r.stderr.startswith("INVALID_ARGUMENT: title must not contain invisible or bidirectional formatting "
+                               "(U+202E)"), r.stderr
+    summary = "第一行" + rlo + "fdp.exe\n第二行" + lri + "x" + pdi
+    cid = c.submit(w.G1.member, title="双向标题", summary=summary)["id"]
+    _poke(c, "UPDATE clues SET title = %s WHERE id = %s", "标题" + rlo + "CBA.exe", cid)
+    c.ctl(w.G1.member, "clue", "note", str(cid), "--kind", "OTHER", "--text", "note" + rlo + "X", check=0)
+
+    def shown(out):
+        assert rlo not in out and lri not in out and pdi not in out, ascii(out)
+        return out
+
+    out = shown(c.ctl(w.G1.member, "clue", "get", str(cid), check=0).stdout)
+    assert "标题<U+202E>CBA.exe" in out and "第一行<U+202E>fdp.exe 第二行<U+2066>x<U+2069>" in out, out
+    out = shown(c.ctl(w.G1.member, "clue", "notes", str(cid), check=0).stdout)
+    assert "note<U+202E>X" in out, out
+    out = shown(c.ctl(w.G1.member, "clue", "list", check=0).stdout)
+    assert "标题<U+202E>CBA.exe" in out, out
+    raw = c.ctl(w.G1.member, "--json", "clue", "get", str(cid), check=0).stdout
+    assert "标题\\u202eCBA.exe" in shown(raw), raw
+    doc = json.loads(raw)
+    assert doc["title"] == "标题" + rlo + "CBA.exe" and doc["summary"] == summary, doc
+
+    case = harness.stubs().case_pb2
+    jc = w.R1.leader.case.CreateJointCase(case.CreateJointCaseRequest(
+        title="案件", basis="x", participant_unit_ids=[w.G1.id], clue_ids=[c.submit(w.G1.member)["id"]],
+        request_id=harness.new_request_id()), timeout=10)
+    _poke(c, "UPDATE joint_cases SET title = %s WHERE id = %s", "案件" + rlo + "X", jc.id)
+    today = time.strftime("%Y-%m-%d")
+    args = ("stats", "--from", today, "--to", today, "--csv", "--cases")
+    out = c.ctl(w.R1.leader, *args, check=0).stdout
+    assert f"\n{jc.id},案件{rlo}X," in out, ascii(out)  # a file gets the data as it is
+    out = _on_a_terminal(c, w.R1.leader, *args).decode()
+    assert f"\n{jc.id},案件<U+202E>X," in out.replace("\r\n", "\n") and rlo not in out, ascii(out)
+
+
 def test_stats_csv_formula_cells(c):
     """A unit name (set by an ADMIN) or a case title (by a room's LEADER) that a spreadsheet
     would run as a formula (= + - @ first) is written with a leading quote in stats --csv and

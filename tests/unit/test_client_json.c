@@ -79,7 +79,16 @@ static void test_string_escapes(void **state) {
   (void)state;
   req.service = "q\"b\\s/\n\r\t\b\f\x01\x1f\x7f é";
   expect_json(&req.base, CLUE_JSON_COMPACT,
-              "{\"service\":\"q\\\"b\\\\s/\\n\\r\\t\\b\\f\\u0001\\u001f\x7f é\"}");
+              "{\"service\":\"q\\\"b\\\\s/\\n\\r\\t\\b\\f\\u0001\\u001f\\u007f é\"}");
+  /* What would reorder or control a terminal is escaped too: U+202E, U+2066..U+2069, U+200F,
+   * U+061C, U+2028, U+009B (a CSI); other characters, a zero-width joiner included, are not. */
+  req.service = "a\xE2\x80\xAE"
+                "b\xE2\x81\xA6"
+                "c\xE2\x81\xA9\xE2\x80\x8F\xD8\x9C\xE2\x80\xA8\xC2\x9B"
+                "d\xE2\x80\x8D\xE2\x80\xAF中";
+  expect_json(&req.base, CLUE_JSON_COMPACT,
+              "{\"service\":\"a\\u202eb\\u2066c\\u2069\\u200f\\u061c\\u2028\\u009bd"
+              "\xE2\x80\x8D\xE2\x80\xAF中\"}");
 }
 
 static void test_invalid_utf8_replaced(void **state) {

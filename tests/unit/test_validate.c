@@ -18,6 +18,43 @@
 #define NBSP "\xC2\xA0"           /* U+00A0 */
 #define BOM "\xEF\xBB\xBF"        /* U+FEFF */
 #define EMOJI "\xF0\x9F\x98\x80"  /* U+1F600, 4 bytes */
+#define ZWSP "\xE2\x80\x8B"       /* U+200B ZERO WIDTH SPACE */
+#define ZWJ "\xE2\x80\x8D"        /* U+200D ZERO WIDTH JOINER */
+#define RLO "\xE2\x80\xAE"        /* U+202E RIGHT-TO-LEFT OVERRIDE */
+#define PDF "\xE2\x80\xAC"        /* U+202C POP DIRECTIONAL FORMATTING */
+#define VS16 "\xEF\xB8\x8F"       /* U+FE0F VARIATION SELECTOR-16 (emoji presentation) */
+
+/* Code points that show nothing, each alone a blank value (the probe's and their kin). */
+static const char *const invisibles[] = {
+    ZWSP,
+    "\xE2\x80\x8C", /* U+200C ZWNJ */
+    ZWJ,
+    "\xE2\x81\xA0", /* U+2060 WORD JOINER */
+    "\xE1\xA0\x8E", /* U+180E MONGOLIAN VOWEL SEPARATOR */
+    BOM,
+    "\xE2\x80\xA8", /* U+2028 LINE SEPARATOR */
+    "\xE2\x80\xA9", /* U+2029 PARAGRAPH SEPARATOR */
+    "\xC2\xAD",     /* U+00AD SOFT HYPHEN */
+    "\xCD\x8F",     /* U+034F COMBINING GRAPHEME JOINER */
+    "\xE1\x85\x9F", /* U+115F HANGUL CHOSEONG FILLER */
+    "\xE1\x85\xA0", /* U+1160 HANGUL JUNGSEONG FILLER */
+    "\xE3\x85\xA4", /* U+3164 HANGUL FILLER */
+    "\xEF\xBE\xA0", /* U+FFA0 HALFWIDTH HANGUL FILLER */
+    "\xE2\x81\xA1", /* U+2061 FUNCTION APPLICATION */
+    "\xE2\x81\xA4", /* U+2064 INVISIBLE PLUS */
+    "\xE2\x81\xAA", /* U+206A INHIBIT SYMMETRIC SWAPPING */
+    "\xE2\x81\xAF", /* U+206F NOMINAL DIGIT SHAPES */
+    "\xEF\xB8\x80", /* U+FE00 VARIATION SELECTOR-1 */
+    VS16,
+    RLO,
+    PDF,
+    "\xE2\x81\xA6",     /* U+2066 LEFT-TO-RIGHT ISOLATE */
+    "\xE2\x81\xA9",     /* U+2069 POP DIRECTIONAL ISOLATE */
+    "\xE2\x80\x8E",     /* U+200E LEFT-TO-RIGHT MARK */
+    "\xD8\x9C",         /* U+061C ARABIC LETTER MARK */
+    "\xF3\xA0\x80\x81", /* U+E0001 LANGUAGE TAG */
+    "\xF3\xA0\x84\x80", /* U+E0100 VARIATION SELECTOR-17 */
+};
 
 /* n copies of unit, surrounded by pre and post; the caller frees. */
 static char *repeat(const char *pre, const char *unit, size_t n, const char *post) {
@@ -124,7 +161,7 @@ static void test_trim(void **state) {
   expect_trim("\xE2\x80\x83x\xE2\x80\xAF", "x"); /* EM SPACE, NARROW NBSP */
   expect_trim("\xE2\x80\xA8x\xE2\x80\xA9", "x"); /* LINE/PARAGRAPH SEPARATOR */
   expect_trim("\xC2\x85x\xE1\x9A\x80", "x");     /* NEL, OGHAM SPACE MARK */
-  expect_trim("\xE2\x80\x8Bx", "\xE2\x80\x8Bx"); /* ZERO WIDTH SPACE is not white space */
+  expect_trim(ZWSP "x" ZWSP, "x"); /* shows nothing, so it is trimmed as white space is */
   expect_trim(" " EMOJI " ", EMOJI);
   expect_trim("   ", "");
   expect_trim(IDEO_SPACE NBSP " \t", "");
@@ -132,6 +169,27 @@ static void test_trim(void **state) {
   expect_trim(" abc \xE3\x80", "abc \xE3\x80");
   expect_trim("\x80 abc ", "\x80 abc");
   expect_trim(" \xFF", "\xFF");
+
+  /* What shows nothing goes at both ends; inside, it stays. */
+  expect_trim(ZWSP " " BOM "张三" ZWJ RLO, "张三");
+  expect_trim("张" ZWSP "三", "张" ZWSP "三");
+  expect_trim(VS16 "x", "x"); /* a variation selector without its character */
+  /* A variation selector, a tag sequence or a bidirectional terminator stays after the visible
+   * character it belongs to, not after white space. */
+  expect_trim("\xE2\x9D\xA4" VS16 " ", "\xE2\x9D\xA4" VS16); /* U+2764 U+FE0F: a red heart */
+  expect_trim("\xF0\x9F\x8F\xB4\xF3\xA0\x81\xA7\xF3\xA0\x81\xA2\xF3\xA0\x81\xBF",
+              "\xF0\x9F\x8F\xB4\xF3\xA0\x81\xA7\xF3\xA0\x81\xA2\xF3\xA0\x81\xBF"); /* flag, tags */
+  expect_trim("a " VS16, "a");
+  expect_trim("x" RLO "abc" PDF ZWSP, "x" RLO "abc" PDF); /* the override is not left open */
+  expect_trim("x" ZWJ, "x");
+  for (size_t i = 0; i < NELEM(invisibles); i++) {
+    char *s = repeat(" ", invisibles[i], 3, IDEO_SPACE);
+    size_t len = 99;
+    (void)validate_trim(invisibles[i], &len);
+    if (len != 0 || !validate_is_blank(invisibles[i]) || !validate_is_blank(s))
+      fail_msg("invisibles[%zu] is not blank", i);
+    free(s);
+  }
 
   assert_true(validate_is_blank(NULL));
   assert_true(validate_is_blank(""));
@@ -201,6 +259,27 @@ static void test_title(void **state) {
   expect_err(validate_title("title", IDEO_SPACE " ", &err), &err, "title", "title is required");
   expect_err(validate_title("title", "two\nlines", &err), &err, "title",
              "title must not contain control characters");
+  /* A title of characters that show nothing is blank. */
+  for (size_t i = 0; i < NELEM(invisibles); i++) {
+    expect_err(validate_title("title", invisibles[i], &err), &err, "title", "title is required");
+    expect_err(validate_name("host_unit", invisibles[i], true, &err), &err, "host_unit",
+               "host_unit is required");
+  }
+  /* Inside a single line: no bidirectional override or isolate, no line separator. */
+  expect_err(validate_title("title", "a" RLO "gnp.exe", &err), &err, "title",
+             "title must not contain invisible or bidirectional formatting (U+202E)");
+  expect_err(validate_title("title",
+                            "a\xE2\x81\xA6"
+                            "b\xE2\x81\xA9",
+                            &err),
+             &err, "title",
+             "title must not contain invisible or bidirectional formatting (U+2066)");
+  expect_err(validate_title("title",
+                            "a\xE2\x80\xA8"
+                            "b",
+                            &err),
+             &err, "title", "title must be one line: U+2028 is a line or paragraph separator");
+  expect_ok(validate_title("title", ZWSP "标题" RLO, &err)); /* at the ends they are trimmed */
 
   char *s = repeat("", CJK, 200, ""); /* 200 characters, 600 bytes */
   expect_ok(validate_title("title", s, &err));
@@ -256,6 +335,31 @@ static void test_name(void **state) {
   free(s);
   expect_err(validate_name("host_unit", "a\tb", false, &err), &err, "host_unit",
              "host_unit must not contain control characters");
+  /* A format character inside a name hides it from a search for the name it shows. */
+  expect_err(validate_name("subject.name", "张" ZWSP "某", true, &err), &err, "subject.name",
+             "subject.name must not contain invisible or bidirectional formatting (U+200B)");
+  static const char *const hidden[] = {ZWJ,
+                                       "\xE2\x80\x8C",
+                                       "\xE2\x81\xA0",
+                                       "\xE1\xA0\x8E",
+                                       BOM,
+                                       "\xC2\xAD",
+                                       "\xE2\x80\x8F",
+                                       "\xD8\x9C",
+                                       RLO,
+                                       PDF,
+                                       "\xF3\xA0\x80\x81"};
+  for (size_t i = 0; i < NELEM(hidden); i++) {
+    char *s2 = repeat("张", hidden[i], 1, "某");
+    if (validate_name("name", s2, true, &err) != VALIDATE_EINVAL)
+      fail_msg("hidden[%zu] accepted inside a name", i);
+    free(s2);
+  }
+  /* An ideographic variation sequence (a rare form of a name's character) is no format. */
+  expect_ok(validate_name("subject.name",
+                          "葛\xF3\xA0\x84\x80"
+                          "某",
+                          true, &err));
 }
 
 static void test_note_and_reason(void **state) {
@@ -263,6 +367,14 @@ static void test_note_and_reason(void **state) {
   validate_error_t err;
   expect_ok(validate_note_text("会商记录：\n1. 同意立案。", &err));
   expect_err(validate_note_text("", &err), &err, "text", "text is required");
+  expect_err(validate_note_text(ZWSP "\n" BOM, &err), &err, "text", "text is required");
+  /* Free text keeps format characters: a zero-width joiner builds an emoji sequence (U+1F468
+   * ZWJ U+1F469), and Arabic or Hebrew text uses the bidirectional controls. */
+  expect_ok(validate_note_text("\xF0\x9F\x91\xA8" ZWJ "\xF0\x9F\x91\xA9", &err));
+  expect_ok(validate_note_text("x" RLO "y\xE2\x80\xA8z", &err));
+  expect_ok(validate_summary("a" ZWSP "b", &err));
+  expect_err(validate_reason("reason", "\xE2\x81\xA0\xE1\xA0\x8E", true, &err), &err, "reason",
+             "reason is required");
   char *s = repeat("", "n", 65536, "");
   expect_ok(validate_note_text(s, &err));
   free(s);

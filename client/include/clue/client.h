@@ -208,7 +208,10 @@ enum {
  * Render a message as JSON, driven by its descriptor: field names as in the .proto file,
  * every field present (scalars with their default value, unset messages as null, unset
  * proto3 optional and oneof members left out), enums by name (the number if unknown),
- * 64-bit integers as JSON numbers, bytes as base64, invalid UTF-8 replaced by U+FFFD.
+ * 64-bit integers as JSON numbers, bytes as base64, invalid UTF-8 replaced by U+FFFD. Strings
+ * escape, beside what JSON requires, DEL, the C1 controls, U+2028/U+2029 and the
+ * bidirectional controls (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069) as \uXXXX,
+ * so the text is safe to print to a terminal.
  * On success *out owns a NUL-terminated string (free it). Errors: CLUE_ENOMEM, CLUE_EINVAL.
  */
 int clue_to_json(const ProtobufCMessage *m, int flags, char **out) CLUE_WUR;
