@@ -109,7 +109,7 @@ static const char demo_clues_sql[] =
  * member, and R02's member seconded to G03's clue. */
 static const char demo_handlers_sql[] =
     "SELECT count(*) FROM (SELECT clue_set_handler(l.id, l.unit_id, gen_random_uuid(), t.now_ms,"
-    " c.id, c.owner_unit, h.id, true, d.why)"
+    " c.id, c.owner_unit, c.state, h.id, true, d.why)"
     " FROM (VALUES ('G01', 'G01', '承办'), ('G01', 'R01', '派员参与初核'),"
     " ('G03', 'R02', '派员参与初核')) AS d(code, hcode, why)"
     " JOIN units u ON u.code = d.code"

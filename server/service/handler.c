@@ -3,10 +3,11 @@
  *
  * Each mutation reads the facts in one query (the clue's, with the caller's assignment and
  * recusal; the named user's; the idempotency record), lets authz.h decide, and applies the
- * decision with one function of 0019_handlers_recusal.sql, which re-checks what a concurrent
- * call may have changed (the owner, a recusal or assignment made meanwhile) and appends the
- * event on the clue's chain. Assignments and recusals do not bump the clue's version: they
- * change who works on the clue, not the clue. */
+ * decision with one function of 0019_handlers_recusal.sql (as 0037 has it), which re-checks
+ * under the clue's lock what a concurrent call may have changed (the owner, the clue's joint
+ * case, its state for an assignment, a recusal of the caller, a recusal or assignment of the
+ * user made meanwhile) and appends the event on the clue's chain. Assignments and recusals do not
+ * bump the clue's version: they change who works on the clue, not the clue. */
 
 #include "service/handler.h"
 
@@ -68,9 +69,10 @@ static const char handler_facts_sql[] =
     ", q.method, q.clue_id" FACTS_FROM;
 
 /* The write; the clue with its handlers is read after it, by a statement of its own (the
- * write's own statement would not see the rows it changed). */
+ * write's own statement would not see the rows it changed). $10 is the state the decision saw,
+ * which an assignment's write compares (0037): the parameters before it are a recusal's too. */
 static const char set_handler_sql[] =
-    "SELECT s.id FROM clue_set_handler($1, $2, $3, $4, $5, $6, $7, $8, $9) s";
+    "SELECT s.id FROM clue_set_handler($1, $2, $3, $4, $5, $6, $10, $7, $8, $9) s";
 
 static const char reread_sql[] =
     "SELECT " CLUE_COLS("c", "ou", "$2", "$3") ", " CLUE_HANDLERS_COL("c")
@@ -241,7 +243,7 @@ static void got_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   authz_user_t u;
   authz_result_t res;
   clue_row_t row;
-  const char *params[9];
+  const char *params[10];
   int n = 0;
 
   if (db_rows(r) != 1 || clue_row_read(call, r, 0, 0, clue_now_ms(call), &row) != 0) {
@@ -288,6 +290,7 @@ static void got_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   }
   params[n++] = hr->assign ? "t" : "f";
   params[n++] = hr->reason; /* NULL: none given */
+  params[n++] = clue_state_name(row.facts.state);
   log_info("call %s: %s user %lld on clue %lld", rpc_call_id(call), hr->method,
            (long long)u.user_id, (long long)row.id);
   svc_query(call, set_handler_sql, n, params, handler_set, NULL);

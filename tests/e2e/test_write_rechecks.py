@@ -1,0 +1,326 @@
+"""Writes decided on facts read first, written after a change of those facts (migration 0037,
+docs/COOPERATION.md): each is refused in its own transaction, after the clue's lock, as the
+server would refuse it asked afresh, and writes nothing.
+
+- AssignHandler allowed while the clue was open, written after it was CLOSED: ABORTED.
+- The lead room's RecordRecusal allowed while the clue was in its case, written after the
+  clue left it: ABORTED, as the lead room's AssignHandler (0034).
+- CreateJointCase, AddClueToCase and RemoveClueFromCase of a caller recused meanwhile:
+  NOT_FOUND, with the message and rich details a fresh call gets.
+- The writes of a caller whose recusal is still being written when the write reaches the
+  database: the write waits for the clue's lock, which the recusal holds until it commits,
+  and then finds it (moves, co-review proposals, reviews, handovers, deadline extensions,
+  notes, assignments, recusals, the batched moves).
+
+Two ways to hold a call where the race would have it: harness.stalled_by_its_key() holds the
+call at its request key while the other change commits; a superuser session holding the
+clue's audit head stops RecordRecusal inside its transaction (recusal inserted, clue locked)
+while the other call is sent, passes every check made before the clue's lock, and waits for
+that lock.
+"""
+
+import os
+import sys
+import threading
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import new_request_id  # noqa: E402
+import world  # noqa: E402
+
+S = harness.stubs()
+pb = S.clue_pb2
+cs = S.case_pb2
+cm = S.common_pb2
+Code = grpc.StatusCode
+PRE, FIL, CLO = cm.CLUE_STATE_PRELIMINARY_CHECK, cm.CLUE_STATE_FILED, cm.CLUE_STATE_CLOSED
+DAY_MS = 86_400_000
+
+setup, teardown = world.served, world.unserve
+
+
+def submit(u, host="市发展改革委"):
+    return u.clue.SubmitClue(pb.SubmitClueRequest(
+        request_id=new_request_id(), title="线索", summary="摘要", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+        subject=pb.SubjectPerson(name="张某"), host_unit=host), timeout=20)
+
+
+def move_req(clue, target, **details):
+    return pb.RequestTransitionRequest(clue_id=clue.id, expected_version=clue.version, target=target, reason="r",
+                                       details=pb.TransitionDetails(**details), request_id=new_request_id())
+
+
+def move(u, clue, target, **details):
+    return u.clue.RequestTransition(move_req(clue, target, **details), timeout=20)
+
+
+def recuse(by, clue_id, user_id, rid=None):
+    return by.clue.RecordRecusal(pb.RecordRecusalRequest(clue_id=clue_id, user_id=user_id, reason="利害关系",
+                                                         request_id=rid or new_request_id()), timeout=30)
+
+
+def answer(fn, *args, **kw):
+    """(code, message, raw rich details) of a call: OK with empty strings when it succeeds."""
+    try:
+        fn(*args, **kw)
+        return Code.OK, "", b""
+    except grpc.RpcError as e:
+        raw = [v for k, v in (e.trailing_metadata() or ()) if k == "grpc-status-details-bin"]
+        return e.code(), e.details(), raw[0] if raw else b""
+
+
+def rows(db, sql, *args):
+    with db.cursor() as cur:
+        cur.execute(sql, args)
+        return cur.fetchall()
+
+
+def events(db, clue_id):
+    return rows(db, "SELECT seq, action, actor_user_id FROM audit_events WHERE subject_type = 'clue'"
+                    " AND subject_id = %s ORDER BY seq", clue_id)
+
+
+def stalled(c, user, fn, req, during):
+    """harness.stalled_by_its_key(), answering (code, message, raw rich details)."""
+    box = {}
+
+    def call(r, timeout):
+        box["a"] = answer(fn, r, timeout=timeout)
+
+    harness.stalled_by_its_key(c.dbname, user.id, call, req, during)
+    return box["a"]
+
+
+def waiting(db):
+    """How many backends wait for a lock."""
+    return rows(db, "SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted")[0][0]
+
+
+def behind_a_recusal(c, clue_id, recorder, user, write):
+    """Record user's recusal from the clue by recorder, held inside its transaction (the clue
+    locked, the recusal inserted) by a superuser session holding the clue's audit head; send
+    write() meanwhile and let the recusal commit once write waits for the clue. Returns what
+    write() returned and the seq of the clue.recuse event."""
+    pg = harness.Postgres.get()
+    lk, watch = pg.connect(c.dbname), pg.connect(c.dbname)
+    watch.autocommit = True
+    lk.autocommit = False
+    lk.cursor().execute("SELECT 1 FROM audit_heads WHERE subject_type = 'clue' AND subject_id = %s FOR UPDATE",
+                        (clue_id,))
+    out = {}
+    t_rec = threading.Thread(target=lambda: out.setdefault("recuse", answer(recuse, recorder, clue_id, user.id)))
+    t_write = threading.Thread(target=lambda: out.setdefault("write", write()))
+    try:
+        t_rec.start()
+        harness.wait_for(lambda: waiting(watch) >= 1, what="the recusal waiting for the clue's audit head")
+        t_write.start()
+        # (A write that has nothing to wait for, left out at once, is done.)
+        harness.wait_for(lambda: waiting(watch) >= 2 or not t_write.is_alive(),
+                         what="the write waiting for the clue")
+    finally:
+        lk.rollback()
+        lk.close()
+        t_rec.join()
+        t_write.join()
+    assert out["recuse"][0] == Code.OK, out["recuse"]
+    seq = rows(watch, "SELECT seq FROM audit_events WHERE subject_type = 'clue' AND subject_id = %s"
+                      " AND action = 'clue.recuse' AND (details::jsonb ->> 'user_id')::bigint = %s", clue_id, user.id)[0][0]
+    watch.close()
+    return out["write"], seq
+
+
+def nothing_after(c, clue_id, seq):
+    after = [e for e in events(c.db, clue_id) if e[0] > seq]
+    assert after == [], after
+
+
+def test_assignment_on_its_way_as_the_clue_closes(c):
+    # Allowed while the clue was in its preliminary check, written after it was CLOSED: the
+    # state moved under a call that compares no version, so it is ABORTED, and a fresh call
+    # gets the terminal state's refusal.
+    w = c.w
+    L = w.G1.leader
+    cl = move(L, submit(w.G1.member), PRE).clue
+    req = pb.AssignHandlerRequest(clue_id=cl.id, user_id=w.R2.member.id, reason="派员参与", request_id=new_request_id())
+    before = events(c.db, cl.id)
+    got = stalled(c, L, L.clue.AssignHandler, req, lambda: move(L, cl, CLO, finding="查无实据"))
+    assert got[:2] == (Code.ABORTED, f"clue {cl.id} changed meanwhile (now CLOSED); reload it and retry"), got
+    assert rows(c.db, "SELECT count(*) FROM clue_handlers WHERE clue_id = %s", cl.id)[0][0] == 0
+    assert [e[1] for e in events(c.db, cl.id)] == [e[1] for e in before] + ["clue.move"]
+    assert answer(L.clue.AssignHandler, req, timeout=20)[:2] == (
+        Code.FAILED_PRECONDITION, "clue is CLOSED, a terminal state; it takes no new handlers")
+    assert answer(w.R2.member.clue.GetClue, pb.GetClueRequest(clue_id=cl.id), timeout=20)[0] == Code.NOT_FOUND
+    # An unassignment stays allowed in any state, and one of an open clue is not held up.
+    cl2 = move(L, submit(w.G1.member), PRE).clue
+    L.clue.AssignHandler(pb.AssignHandlerRequest(clue_id=cl2.id, user_id=w.R2.member.id,
+                                                 request_id=new_request_id()), timeout=20)
+    un = pb.UnassignHandlerRequest(clue_id=cl2.id, user_id=w.R2.member.id, request_id=new_request_id())
+    got = stalled(c, L, L.clue.UnassignHandler, un, lambda: move(L, cl2, CLO, finding="查无实据"))
+    assert got[0] == Code.OK, got
+
+
+def test_lead_rooms_recusal_on_its_way_as_the_clue_leaves(c):
+    # R1's leader, lead of the case, records a recusal of G3's own leader; G3's leader takes the
+    # clue out meanwhile. The lead room's standing ended with the membership: ABORTED, as its
+    # AssignHandler (0034), and no recusal locks the owner's leader out.
+    w = c.w
+    GL, RL = w.G3.leader, w.R1.leader
+    cl = submit(w.G3.member, host="市卫生健康委")
+    jc = RL.case.CreateJointCase(cs.CreateJointCaseRequest(title="联合办案", participant_unit_ids=[w.G3.id],
+                                                            request_id=new_request_id()), timeout=20)
+    GL.case.AddClueToCase(cs.AddClueToCaseRequest(case_id=jc.id, clue_id=cl.id), timeout=20)
+    req = pb.RecordRecusalRequest(clue_id=cl.id, user_id=GL.id, reason="亲属关系", request_id=new_request_id())
+    got = stalled(c, RL, RL.clue.RecordRecusal, req, lambda: GL.case.RemoveClueFromCase(
+        cs.RemoveClueFromCaseRequest(case_id=jc.id, clue_id=cl.id, reason="收回"), timeout=20))
+    assert got[:2] == (Code.ABORTED, f"clue {cl.id} left its joint case meanwhile; reload it and retry"), got
+    assert rows(c.db, "SELECT count(*) FROM recusals WHERE clue_id = %s", cl.id)[0][0] == 0
+    assert "clue.recuse" not in [e[1] for e in events(c.db, cl.id)]
+    assert GL.clue.GetClue(pb.GetClueRequest(clue_id=cl.id), timeout=20).id == cl.id
+    # The user's own record, and their unit leader's, stand on what is theirs, not the case's.
+    GL.clue.AssignHandler(pb.AssignHandlerRequest(clue_id=cl.id, user_id=w.R2.member.id,
+                                                  request_id=new_request_id()), timeout=20)
+    assert recuse(w.R2.member, cl.id, 0).user_id == w.R2.member.id
+
+
+def test_case_calls_of_a_caller_recused_meanwhile(c):
+    # Each answers what the same call made afresh answers the recused caller, and changes nothing.
+    w = c.w
+    L, M, RL = w.G1.leader, w.G1.member, w.R1.leader
+    L2 = w.new_user("G1", "LEADER", "G1-leader-cases")
+
+    # CreateJointCase by G1's liaison room naming G1's clue: recused while held at its key.
+    cl = submit(M)
+    title = "联合办案-回避"
+    req = cs.CreateJointCaseRequest(title=title, clue_ids=[cl.id], request_id=new_request_id())
+    got = stalled(c, RL, RL.case.CreateJointCase, req, lambda: recuse(L, cl.id, RL.id))
+    fresh = answer(RL.case.CreateJointCase, cs.CreateJointCaseRequest(title=title, clue_ids=[cl.id],
+                                                                      request_id=new_request_id()), timeout=20)
+    assert fresh[:2] == (Code.NOT_FOUND, f"clue_ids: clue {cl.id}: clue not found"), fresh
+    assert got == fresh, (got, fresh)
+    assert rows(c.db, "SELECT count(*) FROM joint_cases WHERE title = %s", title)[0][0] == 0
+    assert [e[1] for e in events(c.db, cl.id)] == ["clue.submit", "clue.recuse"]
+
+    # AddClueToCase and RemoveClueFromCase by G1's leader, whom the other G1 leader recuses as
+    # the call reaches the clue.
+    jc = w.R2.leader.case.CreateJointCase(cs.CreateJointCaseRequest(
+        title="案R2", participant_unit_ids=[w.G1.id], request_id=new_request_id()), timeout=20)
+    cl = submit(M)
+    add = cs.AddClueToCaseRequest(case_id=jc.id, clue_id=cl.id)
+    got, seq = behind_a_recusal(c, cl.id, L2, L, lambda: answer(L.case.AddClueToCase, add, timeout=30))
+    fresh = answer(L.case.AddClueToCase, add, timeout=20)
+    assert fresh[:2] == (Code.NOT_FOUND, "clue not found"), fresh
+    assert got == fresh, (got, fresh)
+    nothing_after(c, cl.id, seq)
+    assert rows(c.db, "SELECT joint_case_id FROM clues WHERE id = %s", cl.id)[0][0] is None
+
+    cl = submit(M)
+    L2.case.AddClueToCase(cs.AddClueToCaseRequest(case_id=jc.id, clue_id=cl.id), timeout=20)
+    rm = cs.RemoveClueFromCaseRequest(case_id=jc.id, clue_id=cl.id, reason="收回")
+    got, seq = behind_a_recusal(c, cl.id, L2, L, lambda: answer(L.case.RemoveClueFromCase, rm, timeout=30))
+    fresh = answer(L.case.RemoveClueFromCase, rm, timeout=20)
+    assert fresh[:2] == (Code.NOT_FOUND, "clue not found"), fresh
+    assert got == fresh, (got, fresh)
+    nothing_after(c, cl.id, seq)
+    assert rows(c.db, "SELECT joint_case_id FROM clues WHERE id = %s", cl.id)[0][0] == jc.id
+
+
+def test_writes_waiting_behind_their_callers_recusal(c):
+    # The write passed clue_request_begin()'s look for a recusal before the recusal committed,
+    # then waited for the clue's lock: after it, the recusal refuses it as a fresh call is
+    # refused, and nothing follows the clue.recuse event.
+    w = c.w
+    L, M = w.G1.leader, w.G1.member
+    L2 = w.new_user("G1", "LEADER", "G1-leader-waits")
+
+    def case(name, cl, recorder, user, fn, req, want="clue not found", check=None):
+        got, seq = behind_a_recusal(c, cl.id, recorder, user, lambda: answer(fn, req, timeout=30))
+        fresh = answer(fn, req, timeout=20)
+        assert got[:2] == (Code.NOT_FOUND, want), (name, got)
+        assert got == fresh, (name, got, fresh)
+        nothing_after(c, cl.id, seq)
+        if check:
+            check()
+
+    def unchanged(cl):
+        def check():
+            version, state, owner = rows(c.db, "SELECT version, state, owner_unit FROM clues WHERE id = %s", cl.id)[0]
+            assert (version, state, owner) == (cl.version, cm.ClueState.Name(cl.state)[len("CLUE_STATE_"):],
+                                               cl.owner_unit_id), (version, state, owner)
+        return check
+
+    cl = move(L, submit(M), PRE).clue
+    case("HandOver", cl, L2, L, L.clue.HandOver, pb.HandOverRequest(
+        clue_id=cl.id, expected_version=cl.version, to_unit_id=w.G2.id, reason="移交", request_id=new_request_id()),
+        check=unchanged(cl))
+    cl = move(L, submit(M), PRE).clue
+    case("ExtendDeadline", cl, L2, L, L.clue.ExtendDeadline, pb.ExtendDeadlineRequest(
+        clue_id=cl.id, expected_version=cl.version, days=30, reason="延期", request_id=new_request_id()),
+        check=unchanged(cl))
+    cl = move(L, submit(M), PRE).clue
+    case("AddNote", cl, L, M, M.clue.AddNote, pb.AddNoteRequest(
+        clue_id=cl.id, kind=pb.NOTE_KIND_OTHER, text="秘密记录", request_id=new_request_id()))
+    assert rows(c.db, "SELECT count(*) FROM notes WHERE clue_id = %s", cl.id)[0][0] == 0
+    cl = move(L, submit(M), PRE).clue
+    case("RequestTransition (co-review)", cl, L2, L, L.clue.RequestTransition, move_req(cl, FIL),
+         check=unchanged(cl))
+    # A plain move of a clue that had a recusal already is read first, then written alone.
+    cl = submit(M)
+    recuse(L, cl.id, w.R2.member.id)
+    case("RequestTransition (plain)", cl, L2, L, L.clue.RequestTransition, move_req(cl, PRE), check=unchanged(cl))
+    # One that had none is written at once, and its guard sees the first recusal.
+    cl = submit(M)
+    case("RequestTransition (direct)", cl, L2, L, L.clue.RequestTransition, move_req(cl, PRE), check=unchanged(cl))
+    cl = move(L, submit(M), PRE).clue
+    case("AssignHandler", cl, L2, L, L.clue.AssignHandler, pb.AssignHandlerRequest(
+        clue_id=cl.id, user_id=w.R2.member.id, request_id=new_request_id()))
+    assert rows(c.db, "SELECT count(*) FROM clue_handlers WHERE clue_id = %s", cl.id)[0][0] == 0
+    cl = move(L, submit(M), PRE).clue
+    case("RecordRecusal", cl, L2, L, L.clue.RecordRecusal, pb.RecordRecusalRequest(
+        clue_id=cl.id, user_id=M.id, reason="回避", request_id=new_request_id()))
+    assert rows(c.db, "SELECT count(*) FROM recusals WHERE clue_id = %s AND user_id = %s", cl.id, M.id)[0][0] == 0
+    # The review of R1's leader, whom the owner's leader recuses.
+    cl = move(L, submit(M), PRE).clue
+    prop = move(L, cl, FIL).proposal
+    case("ReviewProposal", cl, L, w.R1.leader, w.R1.leader.clue.ReviewProposal, pb.ReviewProposalRequest(
+        proposal_id=prop.id, approve=True, comment="同意", request_id=new_request_id()), want="proposal not found")
+    assert rows(c.db, "SELECT status, state FROM proposals p JOIN clues x ON x.id = p.clue_id WHERE p.id = %s",
+                prop.id) == [("PENDING", "PRELIMINARY_CHECK")]
+
+
+def test_batched_moves_leave_out_a_clue_whose_recusal_is_on_its_way(c):
+    # clue_apply_moves() as clued's batcher calls it after a facts read (p_direct false): its
+    # update waits for the clue the recusal holds; a look at recusals in that statement would
+    # read its snapshot from before the recusal committed. The move is left out (no row,
+    # nothing written), to run alone, where the recusal is seen.
+    w = c.w
+    L, L2 = w.G1.leader, w.new_user("G1", "LEADER", "G1-leader-batch")
+    pg = harness.Postgres.get()
+    for earlier in (False, True):  # the clue's first recusal, and one after another user's
+        cl = submit(w.G1.member)
+        if earlier:
+            recuse(L2, cl.id, w.R2.member.id)
+        now_ms = cl.updated_at_ms + 1000
+
+        def batch():
+            conn = pg.connect(c.dbname)
+            conn.autocommit = True
+            try:
+                return rows(conn, "SELECT o.ord, (o.clue).id FROM clue_apply_moves("
+                                  "ARRAY[%s]::bigint[], ARRAY[%s]::bigint[], ARRAY[%s]::uuid[], ARRAY[%s]::bigint[],"
+                                  " ARRAY[%s]::bigint[], ARRAY[%s]::bigint[], ARRAY['ACCEPTED'], ARRAY['PRELIMINARY_CHECK'],"
+                                  " ARRAY['start_check'], ARRAY['r'], ARRAY['{}'::jsonb], ARRAY[%s]::bigint[],"
+                                  " ARRAY[NULL]::bigint[], false) o",
+                            L.id, w.G1.id, new_request_id(), now_ms, cl.id, cl.version, now_ms + 30 * DAY_MS)
+            finally:
+                conn.close()
+
+        got, seq = behind_a_recusal(c, cl.id, L2, L, batch)
+        assert got == [], (earlier, got)
+        nothing_after(c, cl.id, seq)
+        assert rows(c.db, "SELECT state, version FROM clues WHERE id = %s", cl.id) == [("ACCEPTED", cl.version)]
+
+
+if __name__ == "__main__":
+    harness.run_tests(dict(globals()), setup, teardown)
