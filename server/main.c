@@ -59,7 +59,7 @@ static const char usage_text[] =
     "  --replica-max-lag MS       a replica further behind the primary is bypassed (default\n"
     "                             5000)\n"
     "  --db-pool N                database connections (default 8)\n"
-    "  --db-queue N               calls that may wait for a connection (default 1024)\n"
+    "  --db-queue N               calls that may wait for a connection, 1 or more (default 1024)\n"
     "  --db-batch-inflight N      statements of one batched read kind (a move's facts read,\n"
     "                             GetClue) running at once; the calls of a kind that arrive in\n"
     "                             one turn of the event loop, or while N run, go together in one\n"
@@ -412,7 +412,9 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       cfg->db_direct_moves = (int)v;
       break;
     case OPT_DB_QUEUE:
-      if (parse_num("--db-queue", optarg, 0, 1000000, &v))
+      /* 0 is refused: it cannot mean "no waiting", since a batched call waits in clued for
+       * its statement within this bound too (every one would be refused). */
+      if (parse_num("--db-queue", optarg, 1, 1000000, &v))
         return 1;
       cfg->db_queue_max = (size_t)v;
       break;

@@ -75,6 +75,14 @@ def test_pool_exhaustion_fails_fast():
         ch.close()
 
 
+def test_db_queue_zero_refused():
+    # 0 cannot mean "no waiting" (a batched call waits within the same bound), and silently
+    # meaning the default would be worse: refused, saying what is allowed.
+    srv = harness.Clued(harness.test_database_url())
+    r = srv.run("serve", "--listen", "127.0.0.1:0", "--db-queue", "0", check=False)
+    assert r.returncode != 0 and "--db-queue must be a number between 1 and" in r.stderr, r.stderr
+
+
 def test_database_down_and_back():
     pg = harness.private_postgres()
     srv = harness.Clued(pg.url(pg.new_database())).start()
