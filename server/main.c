@@ -59,7 +59,7 @@ static const char usage_text[] =
     "  --replica-max-lag MS       a replica further behind the primary is bypassed (default\n"
     "                             5000)\n"
     "  --db-pool N                database connections (default 8)\n"
-    "  --db-queue N               calls that may wait for a connection (default 1024)\n"
+    "  --db-queue N               calls that may wait for a connection, 1 or more (default 1024)\n"
     "  --db-batch-inflight N      statements of one batched read kind (a move's facts read,\n"
     "                             GetClue) running at once; the calls of a kind that arrive in\n"
     "                             one turn of the event loop, or while N run, go together in one\n"
@@ -412,7 +412,9 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       cfg->db_direct_moves = (int)v;
       break;
     case OPT_DB_QUEUE:
-      if (parse_num("--db-queue", optarg, 0, 1000000, &v))
+      /* 0 is refused: it cannot mean "no waiting", since a batched call waits in clued for
+       * its statement within this bound too (every one would be refused). */
+      if (parse_num("--db-queue", optarg, 1, 1000000, &v))
         return 1;
       cfg->db_queue_max = (size_t)v;
       break;
@@ -703,13 +705,35 @@ static int cmd_serve(server_config_t *cfg, const cli_opts_t *cli) {
   return 0;
 }
 
+/* Write text and a newline to a new file at path with mode: never an existing file, and never
+ * through a symlink (O_EXCL refuses both; O_NOFOLLOW says so). Returns 0, or -1 having said
+ * why; a file it created but could not fill is removed. */
+static int write_new_file(const char *path, mode_t mode, const char *text) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, mode);
+  FILE *f;
+
+  if (fd < 0) {
+    fprintf(stderr, "clued keygen: cannot create %s: %s\n", path, strerror(errno));
+    return -1;
+  }
+  f = fdopen(fd, "w");
+  if (f == NULL)
+    close(fd);
+  if (f == NULL || fprintf(f, "%s\n", text) < 0 || fclose(f) != 0) {
+    fprintf(stderr, "clued keygen: cannot write %s\n", path);
+    unlink(path);
+    return -1;
+  }
+  return 0;
+}
+
 /* clued keygen: the signing key to --out (0600, never overwritten), its verifier key to
- * --out.pub and standard output. */
+ * --out.pub (0644, never overwritten either) and standard output. If the verifier key cannot
+ * be written, the signing key is removed again, so that a retry starts clean. */
 static int cmd_keygen(const cli_opts_t *cli) {
   note_key_t k;
   char priv[320], pub[256], path[4096];
-  int fd, rc = 1;
-  FILE *f;
+  int rc = 1;
 
   if (cli->out == NULL) {
     fprintf(stderr, "clued keygen: --out FILE is required\n");
@@ -724,19 +748,10 @@ static int cmd_keygen(const cli_opts_t *cli) {
       note_key_public_text(&k, pub, sizeof(pub)) != 0 ||
       (size_t)snprintf(path, sizeof(path), "%s.pub", cli->out) >= sizeof(path))
     goto out;
-  fd = open(cli->out, O_WRONLY | O_CREAT | O_EXCL, 0600);
-  if (fd < 0) {
-    fprintf(stderr, "clued keygen: cannot create %s: %s\n", cli->out, strerror(errno));
+  if (write_new_file(cli->out, 0600, priv) != 0)
     goto out;
-  }
-  f = fdopen(fd, "w");
-  if (f == NULL || fprintf(f, "%s\n", priv) < 0 || fclose(f) != 0) {
-    fprintf(stderr, "clued keygen: cannot write %s\n", cli->out);
-    goto out;
-  }
-  f = fopen(path, "w");
-  if (f == NULL || fprintf(f, "%s\n", pub) < 0 || fclose(f) != 0) {
-    fprintf(stderr, "clued keygen: cannot write %s\n", path);
+  if (write_new_file(path, 0644, pub) != 0) {
+    unlink(cli->out);
     goto out;
   }
   printf("%s\n", pub);

@@ -150,6 +150,11 @@ static void on_signal(uv_signal_t *h, int signum) {
 static void on_sighup(uv_signal_t *h, int signum) {
   server_t *srv = h->data;
   (void)signum;
+  if (srv->tls == NULL) {
+    /* Handled all the same: SIGHUP's default action would end the process. */
+    log_info("received SIGHUP: cleartext, no TLS certificate to reload; nothing to do");
+    return;
+  }
   log_info("received SIGHUP: reloading the TLS certificate");
   (void)tls_server_reload(srv->tls); /* on failure the old one stays; the reason is logged */
 }
@@ -271,8 +276,7 @@ int server_init(server_t *srv, uv_loop_t *loop, const server_config_t *cfg) {
   uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
   uv_signal_init(loop, &srv->sighup);
   srv->sighup.data = srv;
-  if (srv->tls != NULL)
-    uv_signal_start(&srv->sighup, on_sighup, SIGHUP);
+  uv_signal_start(&srv->sighup, on_sighup, SIGHUP);
   uv_timer_init(loop, &srv->grace_timer);
   srv->grace_timer.data = srv;
   uv_timer_init(loop, &srv->sweep_timer);

@@ -31,6 +31,7 @@
 #define DB_DEFAULT_LOCK_TIMEOUT_MS 3000
 #define DB_DEFAULT_PER_OWNER_MAX 128
 #define DB_DEFAULT_CANCEL_GRACE_MS 10
+#define DB_DEFAULT_STALL_GRACE_MS 1000
 #define DB_DEFAULT_PREPARED_MAX 256
 #define DB_PREPARED_TEXT_MAX 16384 /* longer texts run unprepared */
 #define DB_MAX_PARAMS 65535 /* the protocol's limit on parameters per statement */
@@ -38,14 +39,20 @@
 typedef enum conn_state {
   CONN_CONNECTING,   /* PQconnectPoll in progress; the timer is the connect timeout */
   CONN_IDLE,         /* pool: on the idle list, reading only to notice a disconnect */
-  CONN_BUSY,         /* pool: one request in flight; if it was cancelled, the timer is the
-                        cancel grace (a statement that ends by itself costs no cancel) */
+  CONN_BUSY,         /* pool: one request in flight; the timer is the stall watchdog
+                        (conn_watchdog()), or, while a cancel waits to be sent, the cancel
+                        grace (a statement that ends by itself costs no cancel) */
   CONN_CANCELLING,   /* pool: the request is being cancelled: a worker thread delivers the
                         cancel request; results are read as in BUSY; the timer bounds it */
   CONN_CANCEL_WAIT,  /* pool: the cancelled request has all its results, but the cancel may
                         not have reached the server yet: nothing is sent until it has, or it
                         could stop the next statement */
-  CONN_ROLLBACK,     /* pool: the request left a transaction open; ROLLBACK in flight */
+  CONN_STALLED,      /* pool: the backend sent nothing for the statement timeout and a grace:
+                        a cancel request went out (c->cancel while on its way); results are
+                        read as in BUSY; the timer bounds the wait for an answer, after which
+                        the connection counts as lost. Not a working connection for health */
+  CONN_ROLLBACK,     /* pool: the request left a transaction open; ROLLBACK in flight, under
+                        the stall watchdog */
   CONN_LISTEN_SETUP, /* listener: LISTEN sent */
   CONN_LISTENING,    /* listener: delivering notifications */
   CONN_BROKEN,       /* no PGconn; the timer is the reconnect backoff */
@@ -99,6 +106,8 @@ struct db_req {
   uint64_t sent_ms; /* uv_now() when sent */
   uint64_t sent_ns; /* uv_hrtime() when sent; 0: never sent (not in the latency histogram) */
   int cancelled;    /* db_cancel() was called while it ran */
+  int cancel_sent;  /* a cancel request for it went out (db_cancel()'s or the watchdog's) */
+  int stalled;      /* the stall watchdog cancelled it: a success is not trusted */
   db_cb cb;
   void *arg;
   int txn;   /* sent as BEGIN, stmts, COMMIT in one pipeline */
@@ -188,6 +197,8 @@ struct db_pool {
   size_t queue_max;
   unsigned reconnect_min_ms, reconnect_max_ms, connect_timeout_ms;
   unsigned cancel_grace_ms;
+  unsigned stall_grace_ms; /* conn_watchdog() */
+  unsigned stall_ms;       /* the statement timeout plus stall_grace_ms */
   db_owners_t owners; /* requests per owner, waiting or in flight; paused owners */
   size_t npaused;     /* owners paused: the queue is then searched, not just popped */
   db_conn_t *conns;   /* size pool connections */
@@ -223,7 +234,7 @@ static void conn_connect(db_conn_t *c);
 static void rotation_free(host_rotation_t *r);
 static void conn_lost(db_conn_t *c, const char *why);
 static void conn_send(db_conn_t *c, db_req_t *q);
-static void conn_cancel_start(db_conn_t *c);
+static void conn_cancel_start(db_conn_t *c, conn_state_t to);
 static void conn_req_done(db_conn_t *c);
 static void pool_dispatch(db_pool_t *p);
 static void pool_kick(db_pool_t *p);
@@ -524,7 +535,7 @@ static void idle_push(db_pool_t *p, db_conn_t *c) {
 static void pool_update_health(db_pool_t *p, int failed) {
   int healthy = p->nstate[CONN_IDLE] + p->nstate[CONN_BUSY] + p->nstate[CONN_CANCELLING] +
                     p->nstate[CONN_CANCEL_WAIT] + p->nstate[CONN_ROLLBACK] >
-                0;
+                0; /* STALLED connections do not count: their backends stopped answering */
 
   if (healthy) {
     p->down = 0;
@@ -750,17 +761,35 @@ static void on_conn_timer(uv_timer_t *t) {
     conn_connect(c);
     break;
   case CONN_BUSY:
-    assert(c->req && c->req->cancelled);
-    conn_cancel_start(c); /* the cancel grace is over */
+    assert(c->req);
+    if (c->req->cancelled && !c->req->cancel_sent) {
+      conn_cancel_start(c, CONN_CANCELLING); /* the cancel grace is over */
+      break;
+    }
+    db_log("%s: no answer from the backend (pid %d) in %u ms, past the statement timeout: "
+           "cancelling its statement",
+           c->name, PQbackendPID(c->pg), c->pool->stall_ms);
+    c->req->stalled = 1;
+    conn_cancel_start(c, CONN_STALLED);
     break;
-  case CONN_CANCELLING:
-  case CONN_CANCEL_WAIT: {
-    char why[96];
-    snprintf(why, sizeof(why), "cancel request not delivered within %u ms",
-             c->pool->connect_timeout_ms);
+  case CONN_STALLED: {
+    char why[128];
+    snprintf(why, sizeof(why), "the backend has not answered a cancel request within %u ms",
+             c->pool->stall_grace_ms);
     conn_lost(c, why);
     break;
   }
+  case CONN_ROLLBACK: {
+    char why[96];
+    snprintf(why, sizeof(why), "the backend has not answered ROLLBACK within %u ms",
+             c->pool->stall_ms);
+    conn_lost(c, why);
+    break;
+  }
+  case CONN_CANCELLING:
+  case CONN_CANCEL_WAIT:
+    conn_lost(c, "cancel request not delivered in time");
+    break;
   case CONN_LISTENING:
     if (c->heartbeat && ++c->heartbeat > LISTEN_HEARTBEAT_TICKS) {
       char why[96];
@@ -784,6 +813,17 @@ static void on_conn_timer(uv_timer_t *t) {
 }
 
 /* ---- requests on a connection ----------------------------------------------------------- */
+
+/* Start (again) the stall watchdog of a busy connection. The server ends any statement at the
+ * statement timeout; a backend that has sent no result for that long plus stall_grace_ms is
+ * not answering at all: stopped, stuck, or behind a network path that went silent without a
+ * reset. No server-side timer can end that, so clued's own does: it sends a cancel request
+ * (CONN_STALLED), and a backend that does not answer that either within the grace costs the
+ * connection. Every result starts it again, since each statement of a pipeline has the whole
+ * timeout (a row lock wait included: the lock timeout is shorter). */
+static void conn_watchdog(db_conn_t *c) {
+  uv_timer_start(&c->timer, on_conn_timer, c->pool->stall_ms, 0);
+}
 
 /* Push buffered output. Returns 0, or -1 when the connection was lost (c is BROKEN now). */
 static int conn_flush(db_conn_t *c) {
@@ -844,6 +884,7 @@ static void conn_send(db_conn_t *c, db_req_t *q) {
   q->nplan = 0;
   q->seen = 0;
   conn_set_state(c, CONN_BUSY);
+  conn_watchdog(c);
   /* A lone statement this session has prepared (or that is not registered) goes as it is;
    * one still to prepare, or that needs the session's settings changed first, goes in a
    * pipeline after what it needs: one round trip either way. */
@@ -890,7 +931,10 @@ static void conn_req_done(db_conn_t *c) {
   db_req_t *q = c->req;
   PGTransactionStatusType ts;
 
-  if (c->state == CONN_CANCELLING) {
+  if (c->state == CONN_CANCELLING || (c->state == CONN_STALLED && c->cancel)) {
+    /* The backend answered; only the cancel's delivery is awaited now, with its own bound. */
+    if (c->state == CONN_STALLED)
+      uv_timer_start(&c->timer, on_conn_timer, p->connect_timeout_ms, 0);
     conn_set_state(c, CONN_CANCEL_WAIT); /* conn_cancel_done() comes back here */
     return;
   }
@@ -910,9 +954,16 @@ static void conn_req_done(db_conn_t *c) {
       return;
     }
     conn_set_state(c, CONN_ROLLBACK);
+    conn_watchdog(c);
     (void)conn_flush(c);
     return;
   }
+  /* A request the watchdog cancelled may have ended well only because the cancel cut short
+   * a wait the statement timeout does not bound (a commit waiting for a synchronous standby
+   * is then kept on the primary alone): its outcome is told as unknown, like a lost
+   * connection's. A failure stands: its transaction rolled back. */
+  if (q->stalled && q->err == 0)
+    req_set_error(q, DB_EUNAVAILABLE, "the database stalled; the outcome is unknown");
   c->req = NULL;
   q->conn = NULL;
   conn_set_state(c, CONN_IDLE);
@@ -1050,10 +1101,14 @@ static void conn_on_rollback_result(db_conn_t *c, PGresult *res) {
 /* Read every result that is complete. Each step re-checks the state: a callback run on the
  * way may have sent a new request on this connection, or closed the pool. */
 static void conn_read_results(db_conn_t *c) {
-  while ((c->state == CONN_BUSY || c->state == CONN_CANCELLING || c->state == CONN_ROLLBACK) &&
+  while ((c->state == CONN_BUSY || c->state == CONN_CANCELLING || c->state == CONN_STALLED ||
+          c->state == CONN_ROLLBACK) &&
          !PQisBusy(c->pg)) {
     PGresult *res = PQgetResult(c->pg);
 
+    /* Progress: the watchdog starts again, unless a cancel grace is running. */
+    if (res && c->state == CONN_BUSY && (!c->req->cancelled || c->req->cancel_sent))
+      conn_watchdog(c);
     if (c->state == CONN_ROLLBACK)
       conn_on_rollback_result(c, res);
     else if (c->req->piped)
@@ -1079,10 +1134,17 @@ static void cancel_run(uv_work_t *w) {
 static void conn_cancel_done(db_conn_t *c) {
   conn_state_t was = c->state;
 
+  if (was == CONN_STALLED) {
+    /* A backend that is alive answers a cancel at once: the grace starts again. */
+    uv_timer_start(&c->timer, on_conn_timer, c->pool->stall_grace_ms, 0);
+    return;
+  }
   uv_timer_stop(&c->timer);
   conn_set_state(c, CONN_BUSY);
   if (was == CONN_CANCEL_WAIT)
     conn_req_done(c);
+  else
+    conn_watchdog(c);
 }
 
 static void cancel_after(uv_work_t *w, int status) {
@@ -1096,7 +1158,8 @@ static void cancel_after(uv_work_t *w, int status) {
   PQfreeCancel(cw->cancel);
   free(cw);
   if (c) {
-    assert(c->cancel == cw && (c->state == CONN_CANCELLING || c->state == CONN_CANCEL_WAIT));
+    assert(c->cancel == cw && (c->state == CONN_CANCELLING || c->state == CONN_CANCEL_WAIT ||
+                               c->state == CONN_STALLED));
     c->cancel = NULL;
     conn_cancel_done(c);
   }
@@ -1104,12 +1167,15 @@ static void cancel_after(uv_work_t *w, int status) {
 }
 
 /* Ask the server to stop the connection's request. The connection keeps reading results as
- * before; it is not reused until the cancel request has been delivered. */
-static void conn_cancel_start(db_conn_t *c) {
+ * before; it is not reused until the cancel request has been delivered. to: CANCELLING (the
+ * request's caller gave up; the timer bounds the delivery) or STALLED (the watchdog; the
+ * timer is the stall grace). */
+static void conn_cancel_start(db_conn_t *c, conn_state_t to) {
   db_pool_t *p = c->pool;
   cancel_work_t *cw;
 
-  assert(c->state == CONN_BUSY && c->req && !c->cancel);
+  assert(c->state == CONN_BUSY && c->req && !c->cancel &&
+         (to == CONN_CANCELLING || to == CONN_STALLED));
   cw = calloc(1, sizeof(*cw));
   if (cw)
     cw->cancel = PQgetCancel(c->pg);
@@ -1125,9 +1191,11 @@ static void conn_cancel_start(db_conn_t *c) {
   cw->pool = p;
   cw->conn = c;
   c->cancel = cw;
+  c->req->cancel_sent = 1;
   p->nhandles++;
-  conn_set_state(c, CONN_CANCELLING);
-  uv_timer_start(&c->timer, on_conn_timer, p->connect_timeout_ms, 0);
+  conn_set_state(c, to);
+  uv_timer_start(&c->timer, on_conn_timer,
+                 to == CONN_STALLED ? p->stall_grace_ms : p->connect_timeout_ms, 0);
 }
 
 /* ---- listeners ------------------------------------------------------------------------ */
@@ -1214,6 +1282,7 @@ static void conn_io(db_conn_t *c, int events) {
   }
   case CONN_BUSY:
   case CONN_CANCELLING:
+  case CONN_STALLED:
   case CONN_ROLLBACK:
     conn_read_results(c);
     break;
@@ -1246,6 +1315,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   case CONN_BUSY:
   case CONN_CANCELLING:
   case CONN_CANCEL_WAIT:
+  case CONN_STALLED:
   case CONN_ROLLBACK:
   case CONN_LISTEN_SETUP:
   case CONN_LISTENING:
@@ -1564,6 +1634,10 @@ int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out) {
   db_owners_init(&p->owners,
                  cfg->per_owner_max > 0 ? cfg->per_owner_max : DB_DEFAULT_PER_OWNER_MAX);
   p->cancel_grace_ms = cfg->cancel_grace_ms ? cfg->cancel_grace_ms : DB_DEFAULT_CANCEL_GRACE_MS;
+  p->stall_grace_ms = cfg->stall_grace_ms ? cfg->stall_grace_ms : DB_DEFAULT_STALL_GRACE_MS;
+  p->stall_ms =
+      (cfg->statement_timeout_ms ? cfg->statement_timeout_ms : DB_DEFAULT_STATEMENT_TIMEOUT_MS) +
+      p->stall_grace_ms;
   p->rng = uv_hrtime() | 1;
   if (cfg->tune_sql && cfg->untune_sql) {
     p->tune_sql = cfg->tune_sql;
@@ -1655,6 +1729,7 @@ void db_pool_stats(const db_pool_t *p, db_stats_t *st) {
   st->idle = p->nstate[CONN_IDLE];
   st->busy = p->nstate[CONN_BUSY] + p->nstate[CONN_ROLLBACK];
   st->cancelling = p->nstate[CONN_CANCELLING] + p->nstate[CONN_CANCEL_WAIT];
+  st->stalled = p->nstate[CONN_STALLED];
   st->connecting = p->nstate[CONN_CONNECTING];
   st->broken = p->nstate[CONN_BROKEN];
   st->queued = p->queue.len;
@@ -1766,12 +1841,13 @@ void db_cancel(db_pool_t *p, db_req_t *q) {
     if (q->cancelled)
       return;
     q->cancelled = 1;
-    /* Only a running statement is stopped: a ROLLBACK, or a cancel on its way, finish. */
-    if (c->state != CONN_BUSY)
+    /* Only a running statement is stopped: a ROLLBACK, or a cancel on its way or already
+     * delivered (the watchdog's), finish. */
+    if (c->state != CONN_BUSY || q->cancel_sent)
       return;
     ran = uv_now(p->loop) - q->sent_ms;
     if (ran >= p->cancel_grace_ms)
-      conn_cancel_start(c);
+      conn_cancel_start(c, CONN_CANCELLING);
     else
       uv_timer_start(&c->timer, on_conn_timer, p->cancel_grace_ms - ran, 0);
     return;

@@ -45,6 +45,10 @@ typedef struct db_config {
   unsigned cancel_grace_ms;      /* db_cancel() lets a statement that has run less than this
                                     finish first, default 10: a cancel costs the server a
                                     new connection, far more than a short statement */
+  unsigned stall_grace_ms;       /* default 1000: a busy connection whose backend sends nothing
+                                    for the statement timeout plus this gets a cancel request,
+                                    and is counted lost if this passes again without an answer
+                                    (a stopped or stuck backend no server-side timer ends) */
   unsigned prepared_max;         /* distinct statement texts prepared (once per connection, on
                                     first use) at most, default 256; later texts run unprepared */
   /* Session settings that some requests ask for (db_opts_t.tuned): tune_sql, one statement,
@@ -121,6 +125,7 @@ extern const double db_latency_bounds[DB_LAT_BUCKETS];
 typedef struct db_stats {
   int idle, busy, connecting, broken; /* pool connections (listeners not counted) */
   int cancelling;                     /* pool connections stopping a cancelled request */
+  int stalled;                        /* pool connections whose backend stopped answering */
   size_t queued;                      /* requests waiting for a connection */
   uint64_t lat_buckets[DB_LAT_BUCKETS]; /* requests by latency, sent to done (not cumulative) */
   uint64_t lat_count, lat_sum_ns;       /* all requests that were sent, and their total time */

@@ -378,7 +378,11 @@ static int applied_row(const PGresult *applied, long long version) {
 }
 
 /* Every applied migration must still be the file that was applied. */
-static int check_applied(const migration_set_t *set, const PGresult *applied, FILE *log) {
+/* Check the applied migrations against the set. One the set does not have (a newer binary
+ * applied it) is a warning for migrate, which changes nothing it does not know; with
+ * newer_is_error (serve), a refusal, DB_MIGRATE_ENEWER. */
+static int check_applied(const migration_set_t *set, const PGresult *applied, FILE *log,
+                         int newer_is_error) {
   for (int i = 0; applied && i < PQntuples(applied); i++) {
     long long version = strtoll(PQgetvalue(applied, i, 0), NULL, 10);
     const char *name = PQgetvalue(applied, i, 1);
@@ -388,6 +392,14 @@ static int check_applied(const migration_set_t *set, const PGresult *applied, FI
     for (size_t j = 0; j < set->n && !m; j++)
       if (set->v[j].version == version)
         m = &set->v[j];
+    if (!m && newer_is_error) {
+      mlog(log, 1,
+           "%s (version %lld) is applied but this binary does not have it: the schema is newer "
+           "than this clued, and may no longer be what it reads and writes; run the clued that "
+           "applied it, or a later one",
+           name, version);
+      return DB_MIGRATE_ENEWER;
+    }
     if (!m) {
       mlog(log, 0, "warning: %s (version %lld) is applied but not in the migrations directory",
            name, version);
@@ -501,7 +513,7 @@ int db_migrate(const char *conninfo, const char *dir, FILE *log) {
     rc = DB_MIGRATE_ESQL;
     goto out;
   }
-  rc = check_applied(&set, applied, log);
+  rc = check_applied(&set, applied, log, 0);
   if (rc != 0)
     goto out;
   if (PQntuples(applied) > 0)
@@ -565,7 +577,7 @@ int db_migrations_pending(const char *conninfo, const char *dir, char *first_pen
       rc = DB_MIGRATE_ESQL;
       goto out;
     }
-    rc = check_applied(&set, applied, NULL);
+    rc = check_applied(&set, applied, NULL, 1);
     if (rc != 0)
       goto out;
   }

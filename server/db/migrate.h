@@ -21,6 +21,8 @@ enum {
                                  appears twice */
   DB_MIGRATE_ECHECKSUM = -23, /* an applied migration's file changed or was renamed */
   DB_MIGRATE_ESQL = -24,      /* a migration failed and was rolled back */
+  DB_MIGRATE_ENEWER = -25,    /* the database has a migration applied that this binary does
+                                 not know: its schema is newer (db_migrations_pending) */
 };
 
 /** One migration built into the binary: migrations/NNNN_name.sql as it was at build time. */
@@ -55,8 +57,10 @@ int db_migrate(const char *conninfo, const char *dir, FILE *log)
 /**
  * Count the migrations of dir (NULL: the built-in ones) not yet applied, without changing the
  * database; the first one's file name goes to first_pending (truncated to len, "" if none;
- * may be NULL). Also checks the applied ones' checksums. Errors are written to stderr.
- * Returns the count, or a negative error code above.
+ * may be NULL). Also checks the applied ones' checksums, and refuses (DB_MIGRATE_ENEWER) a
+ * database with a migration applied that dir does not have: a newer binary's, whose schema
+ * this one may misread or miswrite. Errors are written to stderr. Returns the count, or a
+ * negative error code above.
  */
 int db_migrations_pending(const char *conninfo, const char *dir, char *first_pending, size_t len)
     __attribute__((warn_unused_result));

@@ -339,6 +339,7 @@ int metrics_render(server_t *srv, char **out, size_t *len) {
     outf(&o, "clued_db_pool_connections{state=\"connecting\"} %d\n", st.connecting);
     outf(&o, "clued_db_pool_connections{state=\"broken\"} %d\n", st.broken);
     outf(&o, "clued_db_pool_connections{state=\"cancelling\"} %d\n", st.cancelling);
+    outf(&o, "clued_db_pool_connections{state=\"stalled\"} %d\n", st.stalled);
     family(&o, "clued_db_queue_depth", "gauge", "Database requests waiting for a pool connection.");
     outf(&o, "clued_db_queue_depth %zu\n", st.queued);
     family(&o, "clued_db_query_seconds", "histogram",

@@ -126,6 +126,39 @@ static void cert_summary(SSL_CTX *ctx, char *buf, size_t n) {
   snprintf(buf, n, "%s, expires %s", subject, expiry);
 }
 
+/* A time as OpenSSL prints it ("Jan  1 00:00:00 2030 GMT"). */
+static void time_text(const ASN1_TIME *t, char *buf, size_t n) {
+  BIO *m = BIO_new(BIO_s_mem());
+  int len = 0;
+
+  if (m != NULL && ASN1_TIME_print(m, t))
+    len = BIO_read(m, buf, (int)n - 1);
+  buf[len > 0 ? len : 0] = '\0';
+  BIO_free(m);
+}
+
+/* 0 when the leaf certificate is valid now; otherwise logs why not and returns -EINVAL.
+ * Clients refuse an expired or not yet valid certificate, so serving one would fail every
+ * handshake, silently on the server's side: better refused where the operator looks. */
+static int cert_valid_now(SSL_CTX *ctx, const char *path) {
+  X509 *x = SSL_CTX_get0_certificate(ctx);
+  char when[64];
+
+  if (x == NULL)
+    return 0;
+  if (X509_cmp_current_time(X509_get0_notAfter(x)) <= 0) {
+    time_text(X509_get0_notAfter(x), when, sizeof(when));
+    log_error("TLS: the certificate in %s expired on %s", path, when);
+    return -EINVAL;
+  }
+  if (X509_cmp_current_time(X509_get0_notBefore(x)) >= 0) {
+    time_text(X509_get0_notBefore(x), when, sizeof(when));
+    log_error("TLS: the certificate in %s is not valid before %s", path, when);
+    return -EINVAL;
+  }
+  return 0;
+}
+
 /* OpenSSL's words for a missing file are "system lib"; say what the system said. */
 static int unreadable(const char *path) {
   FILE *f;
@@ -174,6 +207,10 @@ static int ctx_build(const tls_server_t *t, SSL_CTX **out) {
   what = "the private key against the certificate";
   if (SSL_CTX_check_private_key(ctx) != 1)
     goto fail;
+  if (cert_valid_now(ctx, t->cert) != 0) {
+    SSL_CTX_free(ctx);
+    return -EINVAL;
+  }
   if (t->client_ca != NULL) {
     STACK_OF(X509_NAME) * names;
     what = t->client_ca;

@@ -576,6 +576,11 @@ static void call_on_headers_done(h2_stream_t *s) {
     return;
   }
   call->m = call->path ? rpc_table_find(call->srv->methods, call->path, strlen(call->path)) : NULL;
+  /* A gRPC call starts here, as go-grpc-prometheus's interceptor sees it: what the transport
+   * refused above (header limits, a repeated header, not POST, not a gRPC content-type, a
+   * stream reset before its headers ended) reached no method, and is counted neither as
+   * started nor as handled; its refusal is logged. Every handled call was started once. */
+  call->started = 1;
   metrics_call_started(call->srv->metrics, call->m);
   if (call->m == NULL) {
     char msg[300];
@@ -790,8 +795,9 @@ static void call_on_closed(h2_stream_t *s, uint32_t error_code, const char *conn
   uv_timer_stop(&call->timer);
   call_cancel_db(call);
   if (was < RPC_CALL_FINISHING) {
-    metrics_call_handled(call->srv->metrics, call->m, GRPC_CANCELLED,
-                         uv_hrtime() - call->started_ns);
+    if (call->started)
+      metrics_call_handled(call->srv->metrics, call->m, GRPC_CANCELLED,
+                           uv_hrtime() - call->started_ns);
     if (conn_reason)
       log_info("call %s %s: ended with its connection: %s", call->id, call->path ? call->path : "?",
                conn_reason);
@@ -863,7 +869,8 @@ static void call_log_finish(const rpc_call_t *call, int code, const char *msg) {
 static void call_finish(rpc_call_t *call, int http_status, int code, const char *msg) {
   if (call->state >= RPC_CALL_FINISHING)
     return;
-  metrics_call_handled(call->srv->metrics, call->m, code, uv_hrtime() - call->started_ns);
+  if (call->started)
+    metrics_call_handled(call->srv->metrics, call->m, code, uv_hrtime() - call->started_ns);
   if (!h2_stream_live(&call->stream)) {
     call_set_state(call, RPC_CALL_FINISHING);
     return;

@@ -78,6 +78,8 @@ struct rpc_call {
   const char *repeated;      /* a header that came twice (static name): refused; NULL: none */
   unsigned remote_ended : 1; /* the client half-closed the stream */
   unsigned headers_over : 1; /* over a header limit: the rest is counted, not kept */
+  unsigned started : 1;      /* counted in grpc_server_started_total: only such a call is
+                                counted as handled */
   size_t header_bytes;       /* decoded header list size so far (RFC 7541 entry sizes) */
   unsigned header_count;
   grpc_message_t msg;   /* the request message, once complete */

@@ -4,6 +4,7 @@
 #include <errno.h>
 
 #include <string.h>
+#include <sys/stat.h>
 
 #include "audit/tail.h"
 #include "audit/tree.h"
@@ -27,6 +28,18 @@
 #include "service/stats.h"
 #include "service/token.h"
 
+/* A signing key others may read is warned about, not refused (as ssh refuses one): secrets
+ * are often mounted readable by the group or everyone (a Kubernetes secret volume's default
+ * is 0644) on hosts where nobody else runs, and a refusal would stop the server over it. */
+static void signing_key_mode_check(const char *path) {
+  struct stat st;
+
+  if (stat(path, &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
+    log_warn("--audit-signing-key: %s has mode %04o: whoever else can read it can sign "
+             "checkpoints in this log's name; make it readable by clued alone (chmod 600)",
+             path, (unsigned)(st.st_mode & 07777));
+}
+
 /* The audit tree, with the signing key of --audit-signing-key if given. */
 static int tree_start(server_t *srv) {
   audit_tree_config_t tc = {0};
@@ -44,6 +57,7 @@ static int tree_start(server_t *srv) {
                 srv->cfg.audit_signing_key);
       return -EINVAL;
     }
+    signing_key_mode_check(srv->cfg.audit_signing_key);
     tc.key = &key;
   }
   tc.checkpoint_every = srv->cfg.checkpoint_every;

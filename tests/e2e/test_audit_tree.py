@@ -320,5 +320,45 @@ def test_two_instances_build_one_tree_with_no_seq_missing(c):
         b.stop()
 
 
+def test_keygen_never_writes_through_a_link_and_warns_of_a_readable_key(c):
+    d = tempfile.mkdtemp(prefix="clued-keygen-", dir=c.tmp)
+
+    def keygen_at(name):
+        return subprocess.run([harness.CLUED, "keygen", "--out", os.path.join(d, name)],
+                              capture_output=True, text=True)
+    # FILE.pub already there, here a symlink to another file: refused, the file untouched,
+    # and no signing key left behind without its verifier key.
+    victim = os.path.join(d, "victim.txt")
+    with open(victim, "w") as f:
+        f.write("important\n")
+    os.symlink(victim, os.path.join(d, "k1.pub"))
+    r = keygen_at("k1")
+    assert r.returncode != 0 and "cannot create" in r.stderr and "k1.pub" in r.stderr, r.stderr
+    assert open(victim).read() == "important\n"
+    assert not os.path.exists(os.path.join(d, "k1"))
+    # FILE.pub cannot be created: the signing key is removed, so a retry works.
+    os.mkdir(os.path.join(d, "k2.pub"))
+    r = keygen_at("k2")
+    assert r.returncode != 0 and not os.path.exists(os.path.join(d, "k2")), r.stderr
+    os.rmdir(os.path.join(d, "k2.pub"))
+    old = os.umask(0o022)
+    try:
+        r = keygen_at("k2")
+    finally:
+        os.umask(old)
+    assert r.returncode == 0, r.stderr
+    key = os.path.join(d, "k2")
+    assert oct(os.stat(key).st_mode & 0o777) == "0o600"
+    assert oct(os.stat(key + ".pub").st_mode & 0o777) == "0o644"
+    # A signing key others can read serves, with a warning saying so.
+    os.chmod(key, 0o644)
+    srv = harness.Clued(harness.test_database_url(), args=["--audit-signing-key", key]).start()
+    try:
+        harness.wait_for(lambda: "has mode 0644" in srv.output(), timeout=10, what="the key's mode warned of")
+        assert "chmod 600" in srv.output()
+    finally:
+        srv.stop()
+
+
 if __name__ == "__main__":
     harness.run_tests(dict(globals()), setup, teardown)

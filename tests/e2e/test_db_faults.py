@@ -3,6 +3,7 @@ and PostgreSQL going away and coming back needs no restart of clued."""
 
 import os
 import re
+import signal
 import sys
 import time
 
@@ -74,6 +75,14 @@ def test_pool_exhaustion_fails_fast():
         ch.close()
 
 
+def test_db_queue_zero_refused():
+    # 0 cannot mean "no waiting" (a batched call waits within the same bound), and silently
+    # meaning the default would be worse: refused, saying what is allowed.
+    srv = harness.Clued(harness.test_database_url())
+    r = srv.run("serve", "--listen", "127.0.0.1:0", "--db-queue", "0", check=False)
+    assert r.returncode != 0 and "--db-queue must be a number between 1 and" in r.stderr, r.stderr
+
+
 def test_database_down_and_back():
     pg = harness.private_postgres()
     srv = harness.Clued(pg.url(pg.new_database())).start()
@@ -117,6 +126,76 @@ def _units_ok(admin, md):
         return len(admin.ListUnits(S.admin_pb2.ListUnitsRequest(), metadata=md, timeout=5).units) > 0
     except grpc.RpcError:
         return False
+
+
+def test_stalled_database_fails_calls_and_health():
+    """Backends that stop answering with their sockets open (SIGSTOP: a stuck server, or a
+    network path gone silent) cannot enforce the statement timeout; clued's own watchdog
+    does: past the timeout and its grace a cancel request, then, still no answer, the
+    connection counts as lost. The calls fail UNAVAILABLE long before the stall ends, Health
+    says NOT_SERVING while no connection works, and fresh connections serve again."""
+    pg = harness.private_postgres()
+    db = pg.new_database()
+    srv = harness.Clued(pg.url(db), args=["--db-statement-timeout", "2000", "--db-pool", "2"]).start()
+    token = re.search(r"ct_[0-9a-f]{64}", srv.run("bootstrap").stdout).group(0)
+    md = [("authorization", "Bearer " + token)]
+    ch = grpc.insecure_channel(srv.addr)
+    health = S.health_pb2_grpc.HealthStub(ch)
+    admin = S.admin_pb2_grpc.AdminServiceStub(ch)
+    A = S.admin_pb2
+    # Both pool connections up.
+    harness.wait_for(lambda: len(_pool_pids(pg, db)) == 2, timeout=15, what="two pool connections")
+    assert _units_ok(admin, md)
+    watch = health.Watch(H.HealthCheckRequest(), timeout=120)
+    assert next(watch).status == SERVING
+    pids = _pool_pids(pg, db)
+    stopped = True
+    for p in pids:
+        os.kill(p, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        calls = [admin.ListUnits.future(A.ListUnitsRequest(), metadata=md, timeout=60),
+                 admin.CreateUnit.future(A.CreateUnitRequest(kind=S.common_pb2.UNIT_KIND_ROOM, code="RS1", name="stalled"),
+                                         metadata=md, timeout=60),
+                 admin.ListUnits.future(A.ListUnitsRequest(), metadata=md, timeout=60)]
+        for f in calls:
+            try:
+                f.result()
+                raise AssertionError("a call succeeded on stopped backends")
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.UNAVAILABLE, (e.code(), e.details())
+        took = time.monotonic() - t0
+        # 2 s of statement timeout, 1 s grace, 1 s more for the cancel: far from the 60 s
+        # deadline, and the backends are still stopped.
+        assert took < 15, f"calls hung {took:.1f} s on stopped backends"
+        seen = [next(watch).status, next(watch).status]
+        assert seen == [NOT_SERVING, SERVING], seen
+        # The stopped backends are still stopped: fresh connections replaced them.
+        assert _units_ok(admin, md)
+        assert time.monotonic() - t0 < 25
+        out = srv.output()
+        assert "no answer from the backend" in out and "has not answered a cancel request" in out, out
+        for p in pids:
+            os.kill(p, signal.SIGCONT)
+        stopped = False
+        harness.wait_for(lambda: _units_ok(admin, md), timeout=15, what="calls succeed after the stall")
+    finally:
+        if stopped:
+            for p in pids:
+                os.kill(p, signal.SIGCONT)
+    watch.cancel()
+    ch.close()
+    srv.stop()
+
+
+def _pool_pids(pg, db):
+    c = pg.connect(db)
+    try:
+        with c.cursor() as cur:
+            cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = 'clued'", (db,))
+            return [r[0] for r in cur.fetchall()]
+    finally:
+        c.close()
 
 
 if __name__ == "__main__":

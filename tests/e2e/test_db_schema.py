@@ -282,5 +282,29 @@ class SchemaTest(unittest.TestCase):
             deadline -= 0.1
         self.assertEqual([n.payload for n in listener.notifies], ["fence"])
 
+
+class NewerSchemaTest(unittest.TestCase):
+    def test_serve_refuses_a_schema_newer_than_the_binary(self):
+        # A migration this binary does not have was applied by a newer clued: it may have
+        # changed what this one reads and writes. migrate warns and changes nothing; serve
+        # refuses to start.
+        pg = harness.Postgres.get()
+        db = pg.new_database("newer")
+        srv = harness.Clued(pg.url(db))
+        srv.run("migrate")
+        conn = pg.connect(db)
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO schema_migrations (version, name, checksum)"
+                        " VALUES (9999, '9999_future_change.sql', 'deadbeef')")
+        conn.close()
+        r = srv.run("migrate")
+        self.assertIn("warning: 9999_future_change.sql (version 9999) is applied", r.stdout + r.stderr)
+        r = srv.run("serve", "--listen", "127.0.0.1:0", check=False)
+        self.assertNotEqual(r.returncode, 0, r.stderr)
+        self.assertIn("9999_future_change.sql (version 9999) is applied but this binary does not have it",
+                      r.stderr)
+        self.assertIn("the schema is newer than this clued", r.stderr)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -195,5 +195,50 @@ def test_non_loopback_refused():
     assert r.returncode != 0 and "refusing to serve metrics in cleartext" in r.stderr, r.stderr
 
 
+def _started_handled(text):
+    """Sums of grpc_server_started_total and grpc_server_handled_total over every label."""
+    st = hd = 0.0
+    for line in text.splitlines():
+        if line.startswith("grpc_server_started_total{"):
+            st += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("grpc_server_handled_total{"):
+            hd += float(line.rsplit(" ", 1)[1])
+    return st, hd
+
+
+def test_refused_before_the_call_counts_neither_started_nor_handled():
+    """A request the transport refuses before a method is looked up (not a gRPC content-type,
+    not POST, a repeated header, over the header limit, HTTP/1.1 POST with a wrong type) is
+    counted neither as started nor as handled, as go-grpc-prometheus's interceptors never
+    see one; an unknown method is both. Handled never exceeds started."""
+    from rawh2 import RawH2, grpc_frame
+    check = "/grpc.health.v1.Health/Check"
+    with MetricsClued(harness.test_database_url(),
+                      args=["--metrics-listen", "127.0.0.1:0", "--max-headers", "16"]).start() as srv:
+        before = _started_handled(scrape(srv.metrics_addr))
+        h = RawH2(srv.addr)
+        h.pump()
+        refused = [h.call(check, grpc_frame(b""), content_type="text/plain"),
+                   h.call(check, grpc_frame(b""), content_type=None),
+                   h.call(check, grpc_frame(b""), method="GET"),
+                   h.call(check, grpc_frame(b""), headers=[("x-a", "1"), ("x-a", "2"), ("grpc-timeout", "1S"),
+                                                            ("grpc-timeout", "2S")]),
+                   h.call(check, grpc_frame(b""), headers=[(f"x-h{i}", "v") for i in range(20)])]
+        for r in refused:
+            assert r.grpc_status not in (None, 0), (r.headers, r.trailers)
+        assert h.call("/unknown.S/M", grpc_frame(b"")).grpc_status == 12
+        h.close()
+        host, port = srv.addr.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(b"POST /grpc.health.v1.Health/Check HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Type: text/plain\r\nContent-Length: 0\r\n\r\n")
+            assert s.recv(65536).startswith(b"HTTP/1.1 415")
+        time.sleep(0.3)
+        after = _started_handled(scrape(srv.metrics_addr))
+        assert after[0] - before[0] == 1 and after[1] - before[1] == 1, (before, after)
+        assert after[1] <= after[0], after
+        assert "content-type must be" in srv.output()
+
+
 if __name__ == "__main__":
     harness.run_tests(dict(globals()))

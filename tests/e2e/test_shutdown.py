@@ -80,5 +80,27 @@ def test_calls_in_flight_complete_during_drain():
     srv.stop(timeout=10)
 
 
+def test_sighup_without_tls_changes_nothing():
+    # SIGHUP reloads the TLS files; a cleartext server has none, but must not die of the
+    # signal's default action, cutting the calls in flight.
+    srv = harness.Clued(harness.test_database_url()).start()
+    ch = grpc.insecure_channel(srv.addr)
+    sleep = ch.unary_unary("/clued.test.Debug/Sleep",
+                           request_serializer=S.health_pb2.HealthCheckRequest.SerializeToString,
+                           response_deserializer=S.health_pb2.HealthCheckResponse.FromString)
+    fut = sleep.future(S.health_pb2.HealthCheckRequest(service="1"), timeout=10)
+    time.sleep(0.3)
+    srv.proc.send_signal(signal.SIGHUP)  # not send_signal(): stop() still sends SIGTERM
+    harness.wait_for(lambda: "nothing to do" in srv.output(), timeout=5, what="the SIGHUP logged")
+    assert srv.alive()
+    assert fut.result().status == S.health_pb2.HealthCheckResponse.SERVING
+    health = S.health_pb2_grpc.HealthStub(ch)
+    assert health.Check(S.health_pb2.HealthCheckRequest(), timeout=5).status == \
+        S.health_pb2.HealthCheckResponse.SERVING
+    ch.close()
+    out = srv.stop(timeout=10)
+    assert "received SIGHUP: cleartext" in out, out
+
+
 if __name__ == "__main__":
     harness.run_tests(globals())

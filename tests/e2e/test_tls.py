@@ -685,5 +685,62 @@ def test_bad_tls_settings_refused_at_start(c):
         assert flag in h, flag
 
 
+def _leaf_valid(certs, name, not_before, not_after):
+    """A server certificate of our CA valid only from not_before to not_after (datetimes)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    with open(certs.path("ca.key"), "rb") as f:
+        ca_key = serialization.load_pem_private_key(f.read(), None)
+    ca = x509.load_pem_x509_certificate(certs.read("ca.pem"))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before).not_valid_after(not_after)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    with open(certs.path(name + ".pem"), "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(certs.path(name + ".key"), "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return certs.path(name + ".pem"), certs.path(name + ".key")
+
+
+def test_expired_or_future_certificate_refused_at_start_and_on_reload(c):
+    """Every client refuses an expired or not yet valid certificate: serve refuses it at start,
+    and a reload keeps the old certificate instead of swapping one in."""
+    import datetime
+    now = datetime.datetime.now(datetime.timezone.utc)
+    day = datetime.timedelta(days=1)
+    expired = _leaf_valid(c.certs, "expired", now - 3 * day, now - day)
+    future = _leaf_valid(c.certs, "future", now + day, now + 3 * day)
+    srv = harness.Clued(c.url)
+    for (cert, key), want in ((expired, "expired on"), (future, "is not valid before")):
+        r = srv.run("serve", "--listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key, check=False)
+        assert r.returncode != 0, r.stderr
+        assert want in r.stderr and cert in r.stderr, r.stderr
+
+    work = tempfile.mkdtemp(prefix="clued-tls-expired-", dir=c.certs.dir)
+    wcert, wkey = os.path.join(work, "cert.pem"), os.path.join(work, "key.pem")
+    shutil.copy(c.certs.path("server.pem"), wcert)
+    shutil.copy(c.certs.path("server.key"), wkey)
+    srv = TlsClued(c.certs, c.url, files=(wcert, wkey)).start()
+    try:
+        for (cert, key), n in ((expired, 1), (future, 2)):
+            shutil.copy(cert, wcert)
+            shutil.copy(key, wkey)
+            srv.proc.send_signal(signal.SIGHUP)
+            harness.wait_for(lambda: srv.output().count("reload failed") >= n, what="failed reload logged")
+            assert serving(srv)  # still the good certificate: the handshake verifies
+        assert "expired on" in srv.output() and "is not valid before" in srv.output()
+    finally:
+        srv.stop()
+
+
 if __name__ == "__main__":
     harness.run_tests(globals(), setup, teardown)

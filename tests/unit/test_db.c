@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -992,6 +993,66 @@ static void test_statement_and_lock_timeouts(void **state) {
   ctx_close(&t);
 }
 
+static int stalled_done(void *arg) {
+  return ((rec_t *)arg)->called > 0;
+}
+
+static int health_back(void *arg) {
+  return strcmp(((tctx_t *)arg)->health, "101") == 0;
+}
+
+/* A backend that stops answering (SIGSTOP) cannot enforce its statement timeout: the pool's
+ * watchdog sends a cancel request past the timeout and a grace, the connection stops counting
+ * as working, and a grace later it is replaced; the request fails as on a lost connection. */
+static void test_stalled_backend_is_replaced(void **state) {
+  tctx_t t;
+  rec_t pid, stalled, after;
+  db_config_t cfg = {0};
+  db_stats_t st;
+  uint64_t t0, took;
+  int stopped, unhealthy, stalled_seen;
+
+  (void)state;
+  cfg.conninfo = conninfo;
+  cfg.size = 1;
+  cfg.queue_max = 8;
+  cfg.reconnect_min_ms = 50;
+  cfg.reconnect_max_ms = 500;
+  cfg.statement_timeout_ms = 300;
+  cfg.stall_grace_ms = 200;
+  ctx_open_cfg(&t, &cfg, 1);
+  query(&t, &pid, "SELECT pg_backend_pid()", 0, NULL);
+  wait_completed(&t, 1, 5000);
+  stopped = atoi(pid.value);
+  assert_true(stopped > 0);
+  assert_int_equal(kill(stopped, SIGSTOP), 0);
+  uv_update_time(&t.loop);
+  t0 = uv_now(&t.loop);
+  query(&t, &stalled, "SELECT 1", 0, NULL);
+  /* Everything checked before SIGCONT is only recorded: a failed assert must not leave the
+   * backend stopped. */
+  unhealthy = run_until(&t.loop, unhealthy_reported, &t, 5000);
+  db_pool_stats(t.pool, &st);
+  stalled_seen = st.stalled;
+  run_until(&t.loop, stalled_done, &stalled, 5000);
+  uv_update_time(&t.loop);
+  took = uv_now(&t.loop) - t0;
+  run_until(&t.loop, health_back, &t, 5000);
+  query(&t, &after, "SELECT pg_backend_pid()", 0, NULL);
+  run_until(&t.loop, stalled_done, &after, 5000);
+  kill(stopped, SIGCONT);
+  assert_true(unhealthy);
+  assert_int_equal(stalled_seen, 1);
+  assert_int_equal(stalled.called, 1);
+  assert_int_equal(stalled.err, DB_EUNAVAILABLE);
+  assert_true(took >= 500 && took < 3000); /* 300 ms timeout + 200 ms grace, then 200 ms more */
+  /* A new connection serves while the old backend was still stopped. */
+  assert_int_equal(after.err, DB_OK);
+  assert_int_not_equal(atoi(after.value), stopped);
+  assert_string_equal(t.health, "101");
+  ctx_close(&t);
+}
+
 static void test_cancel_queued(void **state) {
   tctx_t t;
   rec_t busy, q[4], late;
@@ -1410,6 +1471,7 @@ int main(void) {
       cmocka_unit_test(test_connect_timeout),
       cmocka_unit_test(test_bad_conninfo),
       cmocka_unit_test(test_statement_and_lock_timeouts),
+      cmocka_unit_test(test_stalled_backend_is_replaced),
       cmocka_unit_test(test_cancel_queued),
       cmocka_unit_test(test_cancel_running),
       cmocka_unit_test(test_cancel_txn_is_all_or_nothing),
