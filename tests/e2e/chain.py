@@ -74,7 +74,21 @@ def heads(conn, subject_type=None, subject_id=None):
 
 def _walk(conn, subject_type, subject_id):
     """Recompute the chains in scope: (chains, seq, why) where chains maps (subject_type,
-    subject_id) to its events, and seq names the first break (None when there is none)."""
+    subject_id) to its events, and seq names the first break (None when there is none). The
+    events and the heads are read in one snapshot: a change committing between the two reads
+    would otherwise leave a head ahead of the events read."""
+    autocommit = conn.autocommit
+    conn.autocommit = False
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        return _walk_snapshot(conn, subject_type, subject_id)
+    finally:
+        conn.rollback()
+        conn.autocommit = autocommit
+
+
+def _walk_snapshot(conn, subject_type, subject_id):
     chains = {}
     for ev in events(conn, subject_type, subject_id):
         key = (ev["subject_type"], ev["subject_id"])
