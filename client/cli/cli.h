@@ -20,6 +20,10 @@
 #include "clue/client.h"
 #include "clue/v1/common.pb-c.h"
 
+/** The deadline of a unary call when --timeout is not given (--timeout 0: none). A stream
+ * (health --watch, audit watch) has none unless --timeout is given. */
+#define CLI_DEFAULT_TIMEOUT_MS 60000
+
 /** Exit codes. */
 enum {
   CLI_OK = 0,
@@ -45,7 +49,12 @@ typedef struct cli_opt {
 #define CLI_OPT_PAGE_TOKEN                                                                         \
   { "page-token", "TOKEN", 0, "continue a listing (as printed after a page)" }
 #define CLI_OPT_ALL_PAGES                                                                          \
-  { "all", NULL, 0, "follow page tokens and list every match" }
+  { "all", NULL, 0, "follow page tokens and list every match (at most 100000 rows)" }
+/** What --all collects before it gives up (cli_call_pages()): all of it is held in memory
+ * until the last page, for the table's widths and the one JSON answer. */
+#define CLI_ALL_MAX_ROWS 100000
+#define CLI_ALL_MAX_PAGES 10000
+#define CLI_ALL_MAX_BYTES (64 << 20) /* of the pages as they came over the wire */
 /** --consistent and --min-read-lsn of a read a server may answer from a replica
  * (cli_read_args()). */
 #define CLI_OPT_CONSISTENT                                                                         \
@@ -72,7 +81,8 @@ typedef struct cli_args {
 /** The run context handed to every command. */
 typedef struct cli {
   const char *server;                 /* HOST:PORT */
-  uint64_t timeout_ms;                /* 0: none */
+  uint64_t timeout_ms;                /* a unary call's deadline (--timeout); 0: none */
+  uint64_t stream_timeout_ms;         /* a stream's: --timeout if given, else 0 (none) */
   int json;                           /* --json */
   clue_conn_t *conn;                  /* created before the command runs; connects on first call */
   const char *cmd;                    /* "admin units": for messages */
@@ -255,15 +265,18 @@ int cli_call_rid_show(cli_t *cli, const ProtobufCServiceDescriptor *service, con
  * Call a list method whose request has a page_token field and whose response has a
  * next_page_token and the repeated field `list`. With all, follow the page tokens and
  * return one response holding every page's rows (its next_page_token empty); otherwise make
- * one call. req's page_token is restored before returning. On failure it has been reported.
+ * one call. req's page_token is restored before returning. On failure it has been reported:
+ * with all, that includes a page token the server gave before (its pages go round in a
+ * circle) and a listing past CLI_ALL_MAX_ROWS, CLI_ALL_MAX_PAGES or CLI_ALL_MAX_BYTES.
  */
 int cli_call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
                    ProtobufCMessage *req, const char *list, int all, ProtobufCMessage **resp)
     __attribute__((warn_unused_result));
 
 /**
- * Start a server-streaming call (clue_stream_start()) to path; on success *out owns the
- * stream. On failure it has been reported and *out is untouched. Returns 0 or CLI_FAILED.
+ * Start a server-streaming call (clue_stream_start()) to path, with the deadline of a stream
+ * (cli_t.stream_timeout_ms); on success *out owns the stream. On failure it has been reported
+ * and *out is untouched. Returns 0 or CLI_FAILED.
  */
 int cli_stream_start(cli_t *cli, const char *path, const ProtobufCMessage *req,
                      const ProtobufCMessageDescriptor *resp_desc, clue_stream_t **out)

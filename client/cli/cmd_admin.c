@@ -150,7 +150,8 @@ static int show_token(cli_t *cli, const ProtobufCMessage *m) {
   const Clue__V1__IssueTokenResponse *r = (const Clue__V1__IssueTokenResponse *)m;
 
   (void)cli;
-  puts(r->token);
+  cli_put_text(stdout, r->token, 0);
+  putchar('\n');
   fprintf(stderr, "token %lld issued; it is shown only this once\n", (long long)r->token_id);
   return CLI_OK;
 }

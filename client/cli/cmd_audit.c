@@ -194,7 +194,9 @@ static void event_line(const Clue__V1__AuditEvent *e) {
     printf("  by user %lld", (long long)e->actor_user_id);
   }
   if (e->actor_unit_code[0]) {
-    printf(" (%s ", e->actor_unit_code);
+    fputs(" (", stdout);
+    cli_put_text(stdout, e->actor_unit_code, 0);
+    putchar(' ');
     cli_put_text(stdout, e->actor_unit_name, 0);
     putchar(')');
   } else {
@@ -231,7 +233,7 @@ static int run_watch(cli_t *cli, const cli_args_t *args) {
   clue_stream_t *s = NULL;
   ProtobufCMessage *m;
   int64_t last, resume;
-  uint64_t started = now_ms();
+  uint64_t started = now_ms(), budget = cli->stream_timeout_ms;
   int rv, rc = CLI_OK;
 
   if ((rc = cli_arg_int(cli, args, "after-seq", 0, INT64_MAX, &req.after_seq)) != 0 ||
@@ -264,9 +266,9 @@ again:
     clue_stream_free(s);
     s = NULL;
     last = req.after_seq = resume;
-    if (cli->timeout_ms == 0 || spent < cli->timeout_ms) {
-      if (cli->timeout_ms != 0)
-        clue_conn_set_timeout(cli->conn, cli->timeout_ms - spent);
+    if (budget == 0 || spent < budget) {
+      if (budget != 0)
+        cli->stream_timeout_ms = budget - spent; /* the next stream's deadline */
       fprintf(stderr, "the server ended the stream at its maximum age; resuming after seq %lld\n",
               (long long)resume);
       goto again;

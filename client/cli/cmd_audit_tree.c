@@ -45,10 +45,11 @@ static int load_key(cli_t *cli, const char *path, const Clue__V1__Checkpoint *la
     fprintf(stderr, "cluectl %s: the server names no verifier key; pass --key FILE\n", cli->cmd);
     return CLI_FAILED;
   }
-  fprintf(stderr,
-          "note: checking signatures with the key the server names (%s); pass --key with the\n"
-          "      key you were given to check against that instead\n",
-          latest->verifier_key);
+  fputs("note: checking signatures with the key the server names (", stderr);
+  cli_put_text(stderr, latest->verifier_key, 0);
+  fputs("); pass --key with the\n"
+        "      key you were given to check against that instead\n",
+        stderr);
   return 0;
 }
 
@@ -235,6 +236,55 @@ static void keep_leaves(cli_t *cli, const char *path, const Clue__V1__Checkpoint
 
 /* ---- checkpoint --out ------------------------------------------------------------------ */
 
+/* Whether the server's note is text a signed note may be: UTF-8 without control characters
+ * other than the line break (C2SP signed-note: "MUST be valid UTF-8 and MUST NOT contain any
+ * ASCII control characters (those below U+0020) other than newline"). DEL and the C1
+ * controls (U+0080..U+009F), which some terminals act on, are refused too: clued's notes
+ * never hold them. Anything else is not shown, nor saved. */
+static int note_text_ok(const char *note) {
+  static const uint32_t least[4] = {0, 0xA0, 0x800, 0x10000}; /* below: overlong (or C1) */
+  const unsigned char *s = (const unsigned char *)note;
+
+  while (*s) {
+    uint32_t cp;
+    int extra;
+    if (*s < 0x80) {
+      if ((*s < 0x20 && *s != '\n') || *s == 0x7F)
+        return 0;
+      s++;
+      continue;
+    }
+    if ((*s & 0xE0) == 0xC0)
+      cp = *s & 0x1F, extra = 1;
+    else if ((*s & 0xF0) == 0xE0)
+      cp = *s & 0x0F, extra = 2;
+    else if ((*s & 0xF8) == 0xF0)
+      cp = *s & 0x07, extra = 3;
+    else
+      return 0;
+    s++;
+    for (int k = 0; k < extra; k++, s++) {
+      if ((*s & 0xC0) != 0x80) /* the NUL at the end too */
+        return 0;
+      cp = cp << 6 | (*s & 0x3F);
+    }
+    if (cp < least[extra] || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+      return 0;
+  }
+  return 1;
+}
+
+/* The server's checkpoint, if its note may be shown and saved; else reported, CLI_FAILED. */
+static int checked_note(cli_t *cli, const Clue__V1__Checkpoint *cp) {
+  if (note_text_ok(cp->note))
+    return CLI_OK;
+  fprintf(stderr,
+          "cluectl %s: the server's checkpoint is not a signed note (it holds control "
+          "characters or is not UTF-8); not shown, not saved\n",
+          cli->cmd);
+  return CLI_FAILED;
+}
+
 static int write_file(cli_t *cli, const char *path, const char *text) {
   FILE *f = strcmp(path, "-") == 0 ? stdout : fopen(path, "w");
   int bad;
@@ -262,7 +312,8 @@ int audit_tree_checkpoint(cli_t *cli, const cli_args_t *args) {
 
   if ((rc = get_checkpoint(cli, &cp)) != 0)
     return rc;
-  if (out)
+  rc = checked_note(cli, cp);
+  if (rc == CLI_OK && out)
     rc = write_file(cli, out, cp->note);
   if (rc == CLI_OK && out && strcmp(out, "-") != 0)
     keep_leaves(cli, out, cp);
@@ -754,10 +805,11 @@ report:
     putchar('\n');
     rc = CLI_FAILED;
   } else {
-    printf("OK: checkpoint of %llu events verified (signed by %s); the log has %llu, an "
-           "extension of it; %lld events rehashed, chains and content hashes hold\n",
-           (unsigned long long)cp1.size, key.name, (unsigned long long)mt.size,
-           (long long)events);
+    printf("OK: checkpoint of %llu events verified (signed by ", (unsigned long long)cp1.size);
+    cli_put_text(stdout, key.name, 0); /* the server's, without --key */
+    printf("); the log has %llu, an extension of it; %lld events rehashed, chains and content "
+           "hashes hold\n",
+           (unsigned long long)mt.size, (long long)events);
     rc = CLI_OK;
   }
 out:
@@ -851,14 +903,18 @@ static int witness_poll(cli_t *cli, const char *dir, const note_key_t *key) {
     return rc;
   rc = CLI_FAILED;
   if (note_checkpoint_open(key, cp->note, &now) != 0) {
-    printf("FAIL: the server's checkpoint of %lld events is not signed by %s\n",
-           (long long)cp->tree_size, key->name);
+    printf("FAIL: the server's checkpoint of %lld events is not signed by ",
+           (long long)cp->tree_size);
+    cli_put_text(stdout, key->name, 0);
+    putchar('\n');
     goto out;
   }
   snprintf(path, sizeof(path), "%s/latest", dir);
   last_text = read_text(path);
   if (last_text && note_checkpoint_open(key, last_text, &last) != 0) {
-    printf("FAIL: %s is not a checkpoint signed by %s\n", path, key->name);
+    printf("FAIL: %s is not a checkpoint signed by ", path);
+    cli_put_text(stdout, key->name, 0);
+    putchar('\n');
     goto out;
   }
   /* The leaves kept with the last checkpoint, if they are its own. */
@@ -909,6 +965,8 @@ static int witness_poll(cli_t *cli, const char *dir, const note_key_t *key) {
       goto out;
     }
   }
+  if (checked_note(cli, cp) != CLI_OK)
+    goto out;
   snprintf(path, sizeof(path), "%s/checkpoint.%llu", dir, (unsigned long long)now.size);
   if (write_file(cli, path, cp->note) != CLI_OK)
     goto out;

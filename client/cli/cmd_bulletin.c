@@ -64,33 +64,43 @@ static int print_csv(const Clue__V1__GetBulletinResponse *r) {
 
 /* Text in Markdown, shown as written: '|' and line breaks would end the cell, HTML would be
  * rendered (<img onerror=...>), and punctuation would start markup ([x](javascript:...),
- * emphasis, code), so HTML's characters become entities and Markdown's are escaped. Controls
- * and bidirectional overrides are named first, as a table shows them (<U+202E>). */
-static void md_text(const char *text) {
-  char *shown = text_safe(text, 0);
-  const char *s = shown != NULL ? shown : "?";
+ * emphasis, code), so HTML's characters become entities and Markdown's are escaped. The text
+ * is the server's: it is first made what cli_put_text() writes (no control characters, line
+ * breaks included, reach the terminal). Returns 0, or -1 on out of memory. */
+static int md_text(const char *text) {
+  char *buf = NULL, *clean;
+  size_t len = 0;
+  FILE *o = open_memstream(&buf, &len);
+  const char *s;
 
-  for (; *s; s++) {
+  if (o == NULL)
+    return -1;
+  cli_put_text(o, text, 0);
+  if ((clean = cli_memstream_text(o, &buf)) == NULL)
+    return -1;
+  for (s = clean; *s; s++) {
     if (*s == '&')
       fputs("&amp;", stdout);
     else if (*s == '<')
       fputs("&lt;", stdout);
     else if (*s == '>')
       fputs("&gt;", stdout);
-    else if (*s == '\n' || *s == '\r')
-      fputc(' ', stdout);
     else if (strchr("\\`*_[]()#!|~", *s) != NULL)
       printf("\\%c", *s);
     else
       fputc(*s, stdout);
   }
-  free(shown);
+  free(clean);
+  return 0;
 }
 
 static int print_markdown(const Clue__V1__GetBulletinResponse *r) {
   size_t zeros = 0;
+  int bad = 0;
 
-  printf("## %s 线索处置情况通报\n\n", r->month);
+  fputs("## ", stdout);
+  bad |= md_text(r->month);
+  printf(" 线索处置情况通报\n\n");
   printf("| 单位 | 受理线索 | 处置 |");
   for (size_t i = 0; i < 6; i++)
     printf(" %s |", kind_heads[i]);
@@ -101,9 +111,9 @@ static int print_markdown(const Clue__V1__GetBulletinResponse *r) {
   for (size_t k = 0; k < r->n_units; k++) {
     const Clue__V1__BulletinUnit *u = r->units[k];
     fputs("| ", stdout);
-    md_text(u->unit_name[0] ? u->unit_name : u->unit_code);
+    bad |= md_text(u->unit_name[0] ? u->unit_name : u->unit_code);
     printf(" (");
-    md_text(u->unit_code);
+    bad |= md_text(u->unit_code);
     printf(") | %lld | %lld |", (long long)u->received, (long long)u->disposed);
     for (size_t i = 0; i < 6; i++)
       printf(" %lld |", (long long)kind_count(u, i));
@@ -120,11 +130,13 @@ static int print_markdown(const Clue__V1__GetBulletinResponse *r) {
       if (!u->zero_disposal)
         continue;
       fputs("- ", stdout);
-      md_text(u->unit_name[0] ? u->unit_name : u->unit_code);
+      bad |= md_text(u->unit_name[0] ? u->unit_name : u->unit_code);
       printf("，连续 %d 个月\n", (int)u->zero_disposal_months);
     }
   }
-  return fflush(stdout) == 0 ? CLI_OK : CLI_FAILED;
+  if (bad)
+    fputs("cluectl: out of memory\n", stderr);
+  return fflush(stdout) == 0 && !bad ? CLI_OK : CLI_FAILED;
 }
 
 static int print_table(cli_t *cli, const Clue__V1__GetBulletinResponse *r) {
@@ -137,7 +149,9 @@ static int print_table(cli_t *cli, const Clue__V1__GetBulletinResponse *r) {
 
   if (t == NULL)
     return cli_oom(cli);
-  printf("Bulletin %s (UTC+08:00)\n", r->month);
+  fputs("Bulletin ", stdout);
+  cli_put_text(stdout, r->month, 0);
+  fputs(" (UTC+08:00)\n", stdout);
   for (size_t k = 0; k < r->n_units; k++) {
     const Clue__V1__BulletinUnit *u = r->units[k];
     table_add(t, table_fmt("%s", u->unit_code));

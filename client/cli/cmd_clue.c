@@ -65,7 +65,9 @@ static const char submit_help[] =
     "an unknown outcome returns the first clue instead of creating a second.\n";
 
 static void submit_line(const Clue__V1__Clue *c, const char *rid) {
-  printf("clue %lld %s submitted (request id %s)\n", (long long)c->id, c->registration_number, rid);
+  printf("clue %lld ", (long long)c->id);
+  cli_put_text(stdout, c->registration_number, 0);
+  printf(" submitted (request id %s)\n", rid);
 }
 
 /* Submit one request (its request_id set); print the clue. idx > 0 numbers array elements. */
@@ -254,7 +256,9 @@ static int show_clue(cli_t *cli, const ProtobufCMessage *m) {
     free(deadline);
     return cli_oom(cli);
   }
-  printf("Clue %lld (%s)\n", (long long)c->id, c->registration_number);
+  printf("Clue %lld (", (long long)c->id);
+  cli_put_text(stdout, c->registration_number, 0);
+  fputs(")\n", stdout);
   kv("Title:", c->title);
   kv("Summary:", c->summary);
   kv("Source:", source);
@@ -486,25 +490,30 @@ static int run_note(cli_t *cli, const cli_args_t *args) {
   return rc;
 }
 
-/* A note's text, each line indented; control characters other than line breaks as spaces. */
-static void print_indented(const char *text) {
-  char *shown = text_safe(text, 1); /* controls as spaces, bidirectional ones by name */
+/* A note's text, each line indented and written as cli_put_text() writes the server's text.
+ * Returns 0, or -1 on out of memory. */
+static int print_indented(const char *text) {
+  char *copy = strdup(text), *line, *nl;
 
-  fputs("    ", stdout);
-  for (const char *p = shown != NULL ? shown : "?"; *p != '\0'; p++) {
-    if (*p == '\n')
-      fputs(p[1] != '\0' ? "\n    " : "", stdout);
-    else
-      putchar(*p);
+  if (copy == NULL)
+    return -1;
+  for (line = copy;; line = nl + 1) {
+    nl = strchr(line, '\n');
+    if (nl != NULL)
+      *nl = '\0';
+    fputs("    ", stdout);
+    cli_put_text(stdout, line, 0);
+    putchar('\n');
+    if (nl == NULL || nl[1] == '\0') /* a last line break ends the last line */
+      break;
   }
-  putchar('\n');
-  free(shown);
+  free(copy);
+  return 0;
 }
 
 static int show_notes(cli_t *cli, const ProtobufCMessage *m) {
   const Clue__V1__ListNotesResponse *r = (const Clue__V1__ListNotesResponse *)m;
 
-  (void)cli;
   for (size_t i = 0; i < r->n_notes; i++) {
     const Clue__V1__Note *n = r->notes[i];
     char when[32];
@@ -515,12 +524,15 @@ static int show_notes(cli_t *cli, const ProtobufCMessage *m) {
            cli_time_text(n->created_at_ms, when, sizeof(when)));
     if (n->author_user_name[0] && n->author_unit_code[0]) {
       cli_put_text(stdout, n->author_user_name, 0);
-      printf(" (%s)\n", n->author_unit_code);
+      fputs(" (", stdout);
+      cli_put_text(stdout, n->author_unit_code, 0);
+      fputs(")\n", stdout);
     } else {
       printf("user %lld (unit %lld)\n", (long long)n->author_user_id,
              (long long)n->author_unit_id);
     }
-    print_indented(n->text);
+    if (print_indented(n->text) != 0)
+      return cli_oom(cli);
   }
   if (r->n_notes == 0)
     puts("(no notes)");

@@ -50,15 +50,17 @@ static int show_moved(cli_t *cli, const ProtobufCMessage *m) {
   const Clue__V1__RequestTransitionResponse *resp = (const Clue__V1__RequestTransitionResponse *)m;
 
   (void)cli;
-  if (resp->pending && resp->proposal != NULL && resp->proposal->reviewer_unit_code[0])
-    printf("proposal #%lld pending review by unit %s\n", (long long)resp->proposal->id,
-           resp->proposal->reviewer_unit_code);
-  else if (resp->pending && resp->proposal != NULL)
+  if (resp->pending && resp->proposal != NULL && resp->proposal->reviewer_unit_code[0]) {
+    printf("proposal #%lld pending review by unit ", (long long)resp->proposal->id);
+    cli_put_text(stdout, resp->proposal->reviewer_unit_code, 0);
+    putchar('\n');
+  } else if (resp->pending && resp->proposal != NULL) {
     printf("proposal #%lld pending review by unit %lld\n", (long long)resp->proposal->id,
            (long long)resp->proposal->reviewer_unit_id);
-  else if (resp->clue != NULL)
+  } else if (resp->clue != NULL) {
     printf("moved to %s (version %lld)\n", cli_state_text(resp->clue->state),
            (long long)resp->clue->version);
+  }
   return CLI_OK;
 }
 

@@ -113,7 +113,8 @@ int cli_usage_error(cli_t *cli, const char *fmt, ...) {
 }
 
 /* One google.rpc detail for people, one line each: the bad fields, the unmet preconditions,
- * the reason and its facts. ResourceInfo says no more than the message. */
+ * the reason and its facts. ResourceInfo says no more than the message. Every text in it is
+ * the server's, written as cli_put_text() writes it. */
 static void print_detail(const Google__Protobuf__Any *any) {
   const char *type = strrchr(any->type_url ? any->type_url : "", '/');
   ProtobufCMessage *m;
@@ -136,8 +137,10 @@ static void print_detail(const Google__Protobuf__Any *any) {
     for (size_t i = 0; p && i < p->n_violations; i++) {
       fputs("  precondition ", stderr);
       cli_put_text(stderr, p->violations[i]->type, 0);
-      fputs(p->violations[i]->subject[0] ? " " : "", stderr);
-      cli_put_text(stderr, p->violations[i]->subject, 0);
+      if (p->violations[i]->subject[0]) {
+        fputc(' ', stderr);
+        cli_put_text(stderr, p->violations[i]->subject, 0);
+      }
       fputs(": ", stderr);
       cli_put_text(stderr, p->violations[i]->description, 0);
       fputc('\n', stderr);
@@ -172,12 +175,13 @@ int cli_rpc_error(cli_t *cli, int rv, const clue_status_t *st) {
     fprintf(stderr, "%s: %s\n", clue_status_name(CLUE_STATUS_INTERNAL), clue_strerror(rv));
     return CLI_FAILED;
   }
+  fputs(clue_status_name(st->code), stderr);
   if (st->message != NULL && st->message[0] != '\0') {
-    fprintf(stderr, "%s: ", clue_status_name(st->code)); /* the message is the server's */
+    /* The server's grpc-message, or a transport error quoting the server (GOAWAY). */
+    fputs(": ", stderr);
     cli_put_text(stderr, st->message, 0);
-    fputc('\n', stderr);
-  } else
-    fprintf(stderr, "%s\n", clue_status_name(st->code));
+  }
+  fputc('\n', stderr);
   if (st->details != NULL &&
       (rs = google__rpc__status__unpack(NULL, st->details_len, st->details)) != NULL) {
     for (size_t i = 0; i < rs->n_details; i++)
@@ -546,8 +550,13 @@ int cli_call_rid(cli_t *cli, const ProtobufCServiceDescriptor *service, const ch
 int cli_stream_start(cli_t *cli, const char *path, const ProtobufCMessage *req,
                      const ProtobufCMessageDescriptor *resp_desc, clue_stream_t **out) {
   clue_status_t st = CLUE_STATUS_INIT;
-  int rv = clue_stream_start(cli->conn, path, req, resp_desc, out, &st);
+  int rv;
 
+  /* A watch runs until interrupted: no deadline unless --timeout gives one. The call takes
+   * its deadline when it starts; the unary calls after it keep theirs. */
+  clue_conn_set_timeout(cli->conn, cli->stream_timeout_ms);
+  rv = clue_stream_start(cli->conn, path, req, resp_desc, out, &st);
+  clue_conn_set_timeout(cli->conn, cli->timeout_ms);
   return reported(cli, rv, &st);
 }
 
@@ -555,7 +564,7 @@ int cli_watch_end(cli_t *cli, int rv, const clue_status_t *st) {
   /* A watch ends normally when the time asked for is up or the user interrupts it. */
   if (rv < 0)
     return cli_rpc_error(cli, rv, st);
-  if (st->code == CLUE_STATUS_DEADLINE_EXCEEDED && cli->timeout_ms != 0)
+  if (st->code == CLUE_STATUS_DEADLINE_EXCEEDED && cli->stream_timeout_ms != 0)
     return CLI_OK;
   if (st->code == CLUE_STATUS_CANCELLED && *cli->interrupted)
     return CLI_OK;
@@ -591,7 +600,9 @@ static void more_hint(cli_t *cli, const ProtobufCMessage *resp) {
 
   if (cli->json || next == NULL || *next == NULL || (*next)[0] == '\0')
     return;
-  fprintf(stderr, "More results: add --page-token %s (or --all for every page).\n", *next);
+  fputs("More results: add --page-token ", stderr);
+  cli_put_text(stderr, *next, 0);
+  fputs(" (or --all for every page).\n", stderr);
 }
 
 void cli_fresh_hint(cli_t *cli, const ProtobufCMessage *resp) {
@@ -604,10 +615,10 @@ void cli_fresh_hint(cli_t *cli, const ProtobufCMessage *resp) {
   fr = *(const Clue__V1__ReadFreshness *const *)((const char *)resp + f->offset);
   if (fr == NULL || !fr->from_replica)
     return;
-  fprintf(stderr,
-          "From a replica, at most %lld ms behind the primary (replayed to %s); --consistent "
-          "reads the primary.\n",
-          (long long)fr->max_staleness_ms, fr->read_lsn);
+  fprintf(stderr, "From a replica, at most %lld ms behind the primary (replayed to ",
+          (long long)fr->max_staleness_ms);
+  cli_put_text(stderr, fr->read_lsn, 0);
+  fputs("); --consistent reads the primary.\n", stderr);
 }
 
 int cli_show(cli_t *cli, ProtobufCMessage *resp, cli_show_fn show) {
@@ -629,15 +640,75 @@ int cli_call_show(cli_t *cli, const ProtobufCServiceDescriptor *service, const c
   return rc != 0 ? rc : cli_show(cli, resp, show);
 }
 
+/* ---- --all: the page tokens seen, and the bounds of what is collected ---------------------- */
+
+/* Every page token the server gave during one --all listing, each once: a token seen before
+ * means the pages go round in a circle. Open addressing over FNV-1a hashes; the set owns the
+ * tokens. */
+typedef struct token_set {
+  char **slot;
+  size_t cap, n;
+} token_set_t;
+
+static uint64_t token_hash(const char *s) {
+  uint64_t h = 14695981039346656037ull;
+
+  for (; *s; s++)
+    h = (h ^ (unsigned char)*s) * 1099511628211ull;
+  return h;
+}
+
+static char **token_slot(char **slot, size_t cap, const char *tok) {
+  size_t i = (size_t)token_hash(tok) & (cap - 1);
+
+  while (slot[i] != NULL && strcmp(slot[i], tok) != 0)
+    i = (i + 1) & (cap - 1);
+  return &slot[i];
+}
+
+/* Add tok (copied): 0, 1 when it was there already, -1 on out of memory. On 0 *kept is the
+ * set's copy. */
+static int token_set_add(token_set_t *set, const char *tok, const char **kept) {
+  char **at;
+
+  if ((set->n + 1) * 2 > set->cap) {
+    size_t cap = set->cap ? set->cap * 2 : 64;
+    char **slot = calloc(cap, sizeof(*slot));
+    if (slot == NULL)
+      return -1;
+    for (size_t i = 0; i < set->cap; i++)
+      if (set->slot[i] != NULL)
+        *token_slot(slot, cap, set->slot[i]) = set->slot[i];
+    free(set->slot);
+    set->slot = slot;
+    set->cap = cap;
+  }
+  at = token_slot(set->slot, set->cap, tok);
+  if (*at != NULL)
+    return 1;
+  if ((*at = strdup(tok)) == NULL)
+    return -1;
+  set->n++;
+  *kept = *at;
+  return 0;
+}
+
+static void token_set_free(token_set_t *set) {
+  for (size_t i = 0; i < set->cap; i++)
+    free(set->slot[i]);
+  free(set->slot);
+}
+
 int cli_call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
                    ProtobufCMessage *req, const char *list, int all, ProtobufCMessage **resp) {
   const ProtobufCMethodDescriptor *md =
       protobuf_c_service_descriptor_get_method_by_name(service, method);
   const ProtobufCFieldDescriptor *lf;
   char **tok = str_member(req, "page_token");
-  char *saved, *next_tok = NULL;
+  char *saved;
+  token_set_t seen = {NULL, 0, 0};
   ProtobufCMessage *page = NULL, **rows = NULL;
-  size_t nrows = 0;
+  size_t nrows = 0, npages = 0, bytes = 0;
   int rc = 0;
 
   lf = md ? protobuf_c_message_descriptor_get_field_by_name(md->output, list) : NULL;
@@ -650,6 +721,7 @@ int cli_call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const 
     return cli_call(cli, service, method, req, resp);
   saved = *tok;
   for (;;) {
+    const char *kept = NULL;
     char **next;
     size_t *n;
     ProtobufCMessage ***arr, **grown;
@@ -659,6 +731,18 @@ int cli_call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const 
       break;
     n = (size_t *)((char *)page + lf->quantifier_offset);
     arr = (ProtobufCMessage ***)((char *)page + lf->offset);
+    /* Everything kept is held until the last page: bound it, so that a server whose pages
+     * never end cannot make this process grow without limit. */
+    npages++;
+    bytes += protobuf_c_message_get_packed_size(page);
+    if (npages > CLI_ALL_MAX_PAGES || nrows + *n > CLI_ALL_MAX_ROWS || bytes > CLI_ALL_MAX_BYTES) {
+      fprintf(stderr,
+              "cluectl: --all collects at most %d rows, %d pages or %d MiB, and the listing "
+              "goes on; narrow it, or list it page by page with --page-token\n",
+              CLI_ALL_MAX_ROWS, CLI_ALL_MAX_PAGES, CLI_ALL_MAX_BYTES >> 20);
+      rc = CLI_FAILED;
+      break;
+    }
     grown = *n ? realloc(rows, (nrows + *n) * sizeof(*rows)) : rows;
     if (*n && grown == NULL) {
       rc = cli_oom(cli);
@@ -673,23 +757,21 @@ int cli_call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const 
     next = str_member(page, "next_page_token");
     if (next == NULL || *next == NULL || (*next)[0] == '\0')
       break;
-    if (next_tok != NULL && strcmp(next_tok, *next) == 0) {
-      fprintf(stderr, "cluectl: the server gave the same page token twice; stopping\n");
-      rc = CLI_FAILED;
+    /* A token given before leads to pages already listed: the server goes round in a
+     * circle (A, B, A, ...), and following it would list the same rows for ever. */
+    rc = token_set_add(&seen, *next, &kept);
+    if (rc != 0) {
+      if (rc > 0)
+        fputs("cluectl: the server gave a page token it had given before; stopping\n", stderr);
+      rc = rc > 0 ? CLI_FAILED : cli_oom(cli);
       break;
     }
-    free(next_tok);
-    next_tok = strdup(*next);
-    if (next_tok == NULL) {
-      rc = cli_oom(cli);
-      break;
-    }
-    *tok = next_tok;
+    *tok = (char *)kept;
     protobuf_c_message_free_unpacked(page, NULL);
     page = NULL;
   }
   *tok = saved;
-  free(next_tok);
+  token_set_free(&seen);
   if (rc != 0) {
     for (size_t i = 0; i < nrows; i++)
       protobuf_c_message_free_unpacked(rows[i], NULL);

@@ -22,7 +22,8 @@ static const cli_group_t *const groups[] = {
 static const cli_opt_t global_opts[] = {
     {"server", "HOST:PORT", 0, "server address (env CLUED_SERVER, default " DEFAULT_SERVER ")"},
     {"token", "TOKEN", 0, "bearer token sent with every call (env CLUED_TOKEN)"},
-    {"timeout", "SECONDS", 0, "deadline of each call, e.g. 5 or 0.5 (default: none)"},
+    {"timeout", "SECONDS", 0,
+     "deadline of each call, e.g. 5 or 0.5; 0: none (default: 60, and none for a watch)"},
     {"tls", NULL, 0, "connect over TLS, trusting the system's CAs (env CLUED_TLS=1)"},
     {"ca", "FILE", 0, "TLS: trust the CAs in this PEM file (env CLUED_CA; implies --tls)"},
     {"cert", "FILE", 0, "TLS: client certificate, PEM (env CLUED_CERT; implies --tls)"},
@@ -233,7 +234,7 @@ static int parse_timeout(const char *s, uint64_t *ms) {
 
   errno = 0;
   v = strtod(s, &end);
-  if (end == s || *end != '\0' || errno != 0 || !isfinite(v) || v <= 0 || v > 8640000)
+  if (end == s || *end != '\0' || errno != 0 || !isfinite(v) || v < 0 || v > 8640000)
     return -1;
   v *= 1000;
   *ms = (uint64_t)v;
@@ -380,9 +381,11 @@ static int parse(cli_t *cli, int argc, char **argv, parsed_t *p, char *cmdname, 
 static int setup(cli_t *cli, const parsed_t *p) {
   int rv;
 
+  cli->timeout_ms = CLI_DEFAULT_TIMEOUT_MS;
   if (p->g.timeout != NULL && parse_timeout(p->g.timeout, &cli->timeout_ms) != 0)
-    return cli_usage_error(cli, "--timeout: '%s' is not a positive number of seconds",
+    return cli_usage_error(cli, "--timeout: '%s' is not a number of seconds (0: no deadline)",
                            p->g.timeout);
+  cli->stream_timeout_ms = p->g.timeout != NULL ? cli->timeout_ms : 0;
   if (p->cmd->operand != NULL && p->args.operand == NULL)
     return cli_usage_error(cli, "missing %s", p->cmd->operand);
   for (const cli_opt_t *o = p->cmd->opts; o != NULL && o->name != NULL; o++)

@@ -15,7 +15,18 @@
 void clue__call_set_state(call_t *call, call_state_t to) {
   switch (to) {
   case CALL_IDLE:
-    assert(!"a call never returns to IDLE");
+    /* A refused stream, started again: the request goes out anew, and whatever headers
+     * came with the refusal (an informational response) are forgotten. */
+    assert(call->state == CALL_OPEN && call->stream_id == 0 && call->head == NULL);
+    call->req_off = 0;
+    call->http_status = 0;
+    call->grpc_ct = 0;
+    call->grpc_status = -1;
+    free(call->grpc_message);
+    call->grpc_message = NULL;
+    free(call->grpc_details);
+    call->grpc_details = NULL;
+    call->retries++;
     break;
   case CALL_OPEN:
     assert(call->state == CALL_IDLE && call->stream_id > 0);
@@ -229,6 +240,19 @@ static int http_to_status(int http) {
   }
 }
 
+/*
+ * The server provably did not process the call, so that sending it again cannot do anything
+ * twice (gRPC's transparent retry): its stream was refused before any response, by the
+ * server's RST_STREAM(REFUSED_STREAM) or by nghttp2 for a stream above the last stream id of
+ * the server's GOAWAY or not sent before the GOAWAY came (HTTP/2, RFC 9113 8.7: such a
+ * request "can be safely retried"). A stream the server answered in part, or a connection
+ * that broke under it, proves nothing and is not retried.
+ */
+static int call_unprocessed(const call_t *call, uint32_t h2_error) {
+  return h2_error == NGHTTP2_REFUSED_STREAM && call->state == CALL_OPEN && call->http_status == 0 &&
+         call->grpc_status < 0;
+}
+
 void clue__call_on_close(call_t *call, uint32_t h2_error) {
   const char *target = call->conn->target;
   char *msg = NULL;
@@ -236,6 +260,10 @@ void clue__call_on_close(call_t *call, uint32_t h2_error) {
 
   if (call->state == CALL_CLOSED)
     return;
+  if (call_unprocessed(call, h2_error) && call->retries < CALL_MAX_TRANSPARENT_RETRIES) {
+    clue__call_set_state(call, CALL_IDLE);
+    return;
+  }
   if (call->grpc_status >= 0) {
     /* grpc-status, when present, is the answer (gRPC spec), whatever else happened. */
     code = call->grpc_status;

@@ -14,8 +14,15 @@
 
 typedef struct clue_stream call_t;
 
+/**
+ * How often a call the server provably did not process is started again by itself: a stream
+ * refused (RST_STREAM REFUSED_STREAM) or above a GOAWAY's last stream id before any
+ * response. gRPC calls this a transparent retry; like gRPC, once.
+ */
+#define CALL_MAX_TRANSPARENT_RETRIES 1
+
 typedef enum call_state {
-  CALL_IDLE,      /* built, request not yet submitted */
+  CALL_IDLE,      /* built, request not yet submitted (again, after a refused stream) */
   CALL_OPEN,      /* request submitted, waiting for the response headers */
   CALL_RECEIVING, /* response headers in; messages and trailers may follow */
   CALL_CLOSED,    /* final status known; queued messages may still be read */
@@ -51,12 +58,18 @@ struct clue_stream {
   unsigned nmsgs;    /* messages received so far */
   size_t unconsumed; /* DATA bytes whose stream window credit waits for the reader */
 
+  int retries; /* transparent retries made (CALL_MAX_TRANSPARENT_RETRIES) */
+
   int status_code;  /* final status, once CLOSED */
   char *status_msg; /* owned, may be NULL */
   int local_err;    /* CLUE_ENOMEM when the call failed for lack of memory */
 };
 
-/** The one place a call changes state; CLOSED detaches it from its HTTP/2 stream. */
+/**
+ * The one place a call changes state; CLOSED detaches it from its HTTP/2 stream. OPEN goes
+ * back to IDLE only for a transparent retry (its stream gone, nothing of a response taken):
+ * the connection starts it again (clue__conn_wait()).
+ */
 void clue__call_set_state(call_t *call, call_state_t to);
 
 /** Event handlers, called from the connection's nghttp2 callbacks. */

@@ -193,8 +193,26 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
   return 0;
 }
 
+/* A GOAWAY's debug data as text for a message, into buf: at most GOAWAY_TEXT_MAX bytes of
+ * it, control bytes and DEL as \xNN. The bytes are the server's, and the message may well
+ * be printed on a terminal: an escape sequence in them must not reach it as one. */
+#define GOAWAY_TEXT_MAX 200
+
+static void goaway_text(const uint8_t *data, size_t len, char buf[4 * GOAWAY_TEXT_MAX + 4]) {
+  char *o = buf;
+
+  for (size_t i = 0; i < len && i < GOAWAY_TEXT_MAX; i++) {
+    if (data[i] < 0x20 || data[i] == 0x7F)
+      o += sprintf(o, "\\x%02x", data[i]);
+    else
+      *o++ = (char)data[i];
+  }
+  strcpy(o, len > GOAWAY_TEXT_MAX ? "..." : "");
+}
+
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data) {
   clue_conn_t *c = user_data;
+  char debug[4 * GOAWAY_TEXT_MAX + 4];
   call_t *call;
 
   switch (frame->hd.type) {
@@ -207,12 +225,11 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     if (c->state == CONN_READY)
       conn_set_state(c, CONN_DRAINING, 0, NULL);
     if (frame->goaway.error_code != NGHTTP2_NO_ERROR) {
+      goaway_text(frame->goaway.opaque_data, frame->goaway.opaque_data_len, debug);
       free(c->h2_error);
-      c->h2_error = clue__str_printf("%s closed the connection: %s%s%.*s", c->target,
+      c->h2_error = clue__str_printf("%s closed the connection: %s%s%s", c->target,
                                      nghttp2_http2_strerror(frame->goaway.error_code),
-                                     frame->goaway.opaque_data_len > 0 ? ": " : "",
-                                     (int)frame->goaway.opaque_data_len,
-                                     (const char *)frame->goaway.opaque_data);
+                                     debug[0] != '\0' ? ": " : "", debug);
     }
     break;
   default:
@@ -517,11 +534,29 @@ static int call_done(const call_t *call, int want_msg) {
   return call->state == CALL_CLOSED || (want_msg && call->head != NULL);
 }
 
+/* Start again a call whose stream the server refused unprocessed (call.c); on failure the
+ * call ends with the reason. */
+static void conn_restart(clue_conn_t *c, call_t *call) {
+  clue_status_t st = CLUE_STATUS_INIT;
+  int rv = clue__conn_start(c, call, &st);
+  char *msg = st.message;
+
+  if (rv != 0) {
+    st.message = NULL; /* the call takes it */
+    clue__call_finish(call, rv, msg);
+  }
+  clue_status_clear(&st);
+}
+
 void clue__conn_wait(clue_conn_t *c, call_t *call, int want_msg) {
   while (!call_done(call, want_msg)) {
     struct pollfd pfd;
     int timeout = -1, n;
 
+    if (call->state == CALL_IDLE) {
+      conn_restart(c, call);
+      continue;
+    }
     if (c->h2 == NULL) { /* cannot happen: going IDLE closes every running call */
       clue__call_finish(call, CLUE_STATUS_UNAVAILABLE,
                         clue__str_printf("not connected to %s", c->target));

@@ -333,7 +333,7 @@ class ClientInterop(unittest.TestCase):
             (["admin", "units", "--bogus"], "unknown option '--bogus'"),
             (["admin", "units", "--kind"], "--kind needs a value"),
             (["--timeout", "soon", "health"], "--timeout"),
-            (["--timeout", "0", "health"], "--timeout"),
+            (["--timeout", "-1", "health"], "--timeout"),
             (["--server", "host:notaport", "health"], "--server"),
             (["health", "extra"], "unexpected argument 'extra'"),
             (["health", "--json=yes"], "takes no value"),

@@ -42,6 +42,7 @@ typedef struct peer {
   uint32_t last_rst; /* error code of the last stream the client reset */
   int rst_count;
   char last_timeout[32]; /* grpc-timeout of the last request, "" if none */
+  int refused;           /* a "...Once" method refused its last call: it answers the next */
 } peer_t;
 
 typedef struct sstream {
@@ -313,9 +314,25 @@ static void respond(nghttp2_session *session, sconn_t *c, sstream_t *s) {
     nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_REFUSED_STREAM);
   } else if (path_is(s, "RstCalm")) {
     nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_ENHANCE_YOUR_CALM);
+  } else if ((path_is(s, "RstRefusedOnce") || path_is(s, "GoawayRefuseOnce")) && !peer.refused) {
+    /* refused unprocessed: the client sends the call again, and it is answered */
+    peer.refused = 1;
+    if (path_is(s, "RstRefusedOnce")) {
+      nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_REFUSED_STREAM);
+    } else {
+      nghttp2_submit_goaway(session, NGHTTP2_FLAG_NONE, s->id > 2 ? s->id - 2 : 0, NGHTTP2_NO_ERROR,
+                            NULL, 0);
+      c->close_after_send = 1;
+    }
+  } else if (path_is(s, "RstRefusedOnce") || path_is(s, "GoawayRefuseOnce")) {
+    peer.refused = 0;
+    append(s, s->in, s->in_len);
+    s->trailers = 1;
+    reply(session, s, "200", "application/grpc");
   } else if (path_is(s, "GoawayRefuse")) {
     /* this request is past last_stream_id: the client must see it refused */
-    nghttp2_submit_goaway(session, NGHTTP2_FLAG_NONE, s->id - 2, NGHTTP2_NO_ERROR, NULL, 0);
+    nghttp2_submit_goaway(session, NGHTTP2_FLAG_NONE, s->id > 2 ? s->id - 2 : 0, NGHTTP2_NO_ERROR,
+                          NULL, 0);
     c->close_after_send = 1;
   } else if (path_is(s, "GoawayAfter")) {
     /* answered, but the connection is drained: the next call needs a new one */
@@ -774,12 +791,36 @@ static void test_goaway(void **state) {
 
   (void)state;
   expect_status(c, "Echo", CLUE_STATUS_OK, NULL);
+  /* refused on this connection, and again (once) on a new one */
   expect_status(c, "GoawayRefuse", CLUE_STATUS_UNAVAILABLE, "GOAWAY");
-  expect_status(c, "Echo", CLUE_STATUS_OK, NULL); /* reconnected */
   assert_int_equal(peer_accepts(), before + 2);
+  expect_status(c, "Echo", CLUE_STATUS_OK, NULL); /* reconnected */
+  assert_int_equal(peer_accepts(), before + 3);
   expect_status(c, "GoawayAfter", CLUE_STATUS_OK, NULL);
   expect_status(c, "Echo", CLUE_STATUS_OK, NULL); /* drained connection replaced */
-  assert_int_equal(peer_accepts(), before + 3);
+  assert_int_equal(peer_accepts(), before + 4);
+  clue_conn_free(c);
+}
+
+/* A call the server provably did not process is sent again, once (gRPC's transparent
+ * retry); the caller sees only the answer. */
+static void test_refused_call_sent_again(void **state) {
+  clue_conn_t *c = connect_peer();
+  int before = peer_accepts();
+  clue_status_t st = CLUE_STATUS_INIT;
+  char *reply = NULL;
+
+  (void)state;
+  assert_int_equal(call(c, "RstRefusedOnce", "first", &st, &reply), 0);
+  assert_string_equal(reply, "first");
+  free(reply);
+  assert_int_equal(peer_accepts(), before + 1); /* on the same connection */
+  assert_int_equal(call(c, "GoawayRefuseOnce", "second", &st, &reply), 0);
+  assert_string_equal(reply, "second");
+  free(reply);
+  assert_int_equal(peer_accepts(), before + 2); /* on a new one */
+  expect_status(c, "Echo", CLUE_STATUS_OK, NULL);
+  clue_status_clear(&st);
   clue_conn_free(c);
 }
 
@@ -918,6 +959,7 @@ int main(void) {
       cmocka_unit_test(test_stream_stop_early_and_deadline),
       cmocka_unit_test(test_deadline_and_cancel),
       cmocka_unit_test(test_goaway),
+      cmocka_unit_test(test_refused_call_sent_again),
       cmocka_unit_test(test_bad_arguments),
       cmocka_unit_test(test_conn_free_with_open_stream),
       cmocka_unit_test(test_out_of_memory),

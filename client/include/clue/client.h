@@ -7,7 +7,11 @@
  *
  * A connection (clue_conn_t) is created without I/O and connects on its first call; after
  * a GOAWAY or a broken transport the next call connects again. Each call is one HTTP/2
- * stream. Requests and responses are protobuf-c messages.
+ * stream. Requests and responses are protobuf-c messages. A call the server provably did
+ * not process (its stream refused with RST_STREAM REFUSED_STREAM, or above the last stream
+ * id of the server's GOAWAY, before any response) is sent again, once, on the connection
+ * or a new one and within the call's deadline: gRPC's transparent retry. A call the server
+ * may have seen is never sent twice.
  *
  * Return values follow one rule everywhere:
  *   0         the call finished with status OK

@@ -1,0 +1,333 @@
+"""cluectl and libclue against a hostile server: h2fake.py's hand-written HTTP/2 frames.
+
+What a server sends reaches the terminal without its control characters (grpc-message, the
+error details, GOAWAY's debug data, page tokens and every text field a command prints);
+--all stops at a page token it was given before and collects a bounded listing; a call the
+server refused unprocessed (GOAWAY below its stream, RST_STREAM(REFUSED_STREAM)) is sent
+again once on a new connection, which is what keeps `audit witness` alive across a
+server's idle GOAWAY; unary calls carry a default deadline and watches none.
+"""
+
+import base64
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from h2fake import FakeServer, INTERNAL_ERROR, NO_ERROR, REFUSED_STREAM  # noqa: E402
+
+S = harness.stubs()
+ESC = "\x1b]0;PWNED-TITLE\x07\x1b[2J\x1b[31mRED\x1b[0m\rover"
+CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
+
+
+def ctl(srv, *args, check=None):
+    return harness.cluectl(*args, env={"CLUED_SERVER": srv.addr, "CLUED_TOKEN": "t"}, check=check)
+
+
+def assert_clean(r, *want):
+    """No control character (but the line break) in what cluectl printed, and each of want
+    (the server's text without its controls) in it."""
+    out = r.stdout + r.stderr
+    bad = CONTROL.search(out)
+    assert bad is None, f"control character {bad.group()!r} in output:\n{out!r}"
+    for w in want:
+        assert w in out, f"{w!r} not in output:\n{out!r}"
+
+
+def pb_field(num, wt, val):
+    """One protobuf field by hand, for google.rpc messages the stubs do not have."""
+    def varint(n):
+        out = b""
+        while True:
+            b, n = n & 127, n >> 7
+            if n:
+                out += bytes([b | 128])
+            else:
+                return out + bytes([b])
+    key = varint(num << 3 | wt)
+    if wt == 0:
+        return key + varint(val)
+    val = val.encode() if isinstance(val, str) else val
+    return key + varint(len(val)) + val
+
+
+# ---- 1. the server's text on the terminal ------------------------------------------------
+
+def test_status_message_and_details_without_controls():
+    bad_request = pb_field(1, 2, pb_field(1, 2, "field" + ESC) + pb_field(2, 2, "desc" + ESC))
+    precondition = pb_field(1, 2, pb_field(1, 2, "TYPE" + ESC) + pb_field(2, 2, "subj" + ESC)
+                            + pb_field(3, 2, "what" + ESC))
+    info = pb_field(1, 2, "REASON" + ESC) + pb_field(3, 2, pb_field(1, 2, "k" + ESC) + pb_field(2, 2, "v" + ESC))
+    status = (pb_field(1, 0, 3) + pb_field(2, 2, "bad")
+              + pb_field(3, 2, pb_field(1, 2, "type.googleapis.com/google.rpc.BadRequest") + pb_field(2, 2, bad_request))
+              + pb_field(3, 2, pb_field(1, 2, "type.googleapis.com/google.rpc.PreconditionFailure")
+                         + pb_field(2, 2, precondition))
+              + pb_field(3, 2, pb_field(1, 2, "type.googleapis.com/google.rpc.ErrorInfo") + pb_field(2, 2, info)))
+
+    def handler(conn, req):
+        conn.reply(req.sid, None, status=3, message=urllib.parse.quote("refused" + ESC, safe=" "),
+                   trailers=[("grpc-status-details-bin", base64.b64encode(status).decode())])
+
+    with FakeServer(handler) as srv:
+        r = ctl(srv, "health", check=1)
+    assert r.stderr.startswith("INVALID_ARGUMENT: refused "), r.stderr
+    assert_clean(r, "PWNED-TITLE", "field field", "desc", "precondition TYPE", "subj", "what",
+                 "reason REASON", "=v")
+
+
+def test_goaway_debug_data_without_controls():
+    def handler(conn, req):
+        conn.headers(req.sid, [(":status", "200"), ("content-type", "application/grpc")])
+        conn.goaway(req.sid, INTERNAL_ERROR, b"bye " + ESC.encode())
+        conn.close()
+
+    with FakeServer(handler) as srv:
+        r = ctl(srv, "health", check=1)
+    assert r.stderr.startswith("UNAVAILABLE: "), r.stderr
+    assert_clean(r, "INTERNAL_ERROR: bye \\x1b]0;PWNED-TITLE\\x07")
+
+
+def clue(i, **kw):
+    return S.clue_pb2.Clue(**{"id": i, "registration_number": f"REG-{i}", "title": "t", "state": 1, **kw})
+
+
+def signed_checkpoint(note_extra=""):
+    """A GetCheckpoint answer: a signed note of an empty log, and its verifier key."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+    name = "fake.example/log"
+    key = Ed25519PrivateKey.from_private_bytes(b"\x07" * 32)
+    pub = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    kid = hashlib.sha256(name.encode() + b"\n\x01" + pub).digest()[:4]
+    root = hashlib.sha256(b"").digest()
+    body = f"{name}\n0\n{base64.b64encode(root).decode()}\n{note_extra}"
+    sig = base64.b64encode(kid + key.sign(body.encode())).decode()
+    vkey = base64.b64encode(b"\x01" + pub).decode()
+    return S.audit_pb2.Checkpoint(tree_size=0, root_hash=root, note=f"{body}\n\u2014 {name} {sig}\n",
+                                  verifier_key=f"{name}+{kid.hex()}+{vkey}")
+
+
+# What each method answers, all of it holding escape sequences where a text goes.
+ANSWERS = {
+    "/clue.v1.ClueService/GetClue": lambda: clue(5, registration_number="REG" + ESC),
+    "/clue.v1.ClueService/SubmitClue": lambda: clue(5, registration_number="REG" + ESC),
+    "/clue.v1.ClueService/ListClues": lambda: S.clue_pb2.ListCluesResponse(
+        clues=[clue(1)], next_page_token="tok" + ESC,
+        freshness=S.common_pb2.ReadFreshness(from_replica=True, max_staleness_ms=5, read_lsn="0/1" + ESC)),
+    "/clue.v1.ClueService/ListNotes": lambda: S.clue_pb2.ListNotesResponse(notes=[S.clue_pb2.Note(
+        id=1, clue_id=5, kind=1, text="line one" + ESC + "\nline two", author_user_name="name" + ESC,
+        author_unit_code="CODE" + ESC)]),
+    "/clue.v1.ClueService/RequestTransition": lambda: S.clue_pb2.RequestTransitionResponse(
+        pending=True, proposal=S.clue_pb2.Proposal(id=3, reviewer_unit_id=9, reviewer_unit_code="R01" + ESC)),
+    "/clue.v1.StatsService/GetBulletin": lambda: S.stats_pb2.GetBulletinResponse(
+        month="2026-11" + ESC, units=[S.stats_pb2.BulletinUnit(unit_id=1, unit_code="G1" + ESC,
+                                                                unit_name="组" + ESC, zero_disposal=True)]),
+    "/clue.v1.AuditService/WatchEvents": lambda: S.common_pb2.AuditEvent(
+        seq=7, action="act" + ESC, subject_type="clue", subject_id=1, actor_user_name="name" + ESC,
+        actor_unit_code="CODE" + ESC, actor_unit_name="unit" + ESC),
+    "/clue.v1.TokenService/IssueMyToken": lambda: S.admin_pb2.IssueTokenResponse(token_id=4, token="tok" + ESC),
+    "/clue.v1.AuditService/GetCheckpoint": lambda: signed_checkpoint("extension" + ESC + "\n"),
+}
+
+
+def answer_by_path(conn, req):
+    make = ANSWERS.get(req.path)
+    if make is None:
+        conn.reply(req.sid, None, status=12, message="not in this test")
+    else:
+        conn.reply(req.sid, make().SerializeToString())
+
+
+def test_server_text_on_stdout_and_stderr_without_controls():
+    cases = [
+        (["clue", "get", "5"], 0, ["Clue 5 (REG ]0;PWNED-TITLE"]),
+        (["clue", "submit", "--title", "t", "--summary", "s", "--source", "LETTER_VISIT_REPORT",
+          "--subject-name", "n", "--host-unit", "h"], 0, ["clue 5 REG ]0;PWNED-TITLE"]),
+        (["clue", "list"], 0, ["--page-token tok ]0;PWNED-TITLE", "replayed to 0/1 ]0;PWNED"]),
+        (["clue", "notes", "5"], 0, ["name ]0;PWNED", "(CODE ]0;PWNED", "    line one ]0;PWNED",
+                                     "    line two"]),
+        (["clue", "move", "5", "--to", "FILED", "--version", "1", "--reason", "r"], 0,
+         ["review by unit R01 ]0;PWNED"]),
+        (["stats", "bulletin", "--month", "2026-11"], 0, ["Bulletin 2026-11 ]0;PWNED"]),
+        (["stats", "bulletin", "--month", "2026-11", "--markdown"], 0, ["## 2026-11 \\]0;PWNED", "G1 \\]0;PWNED"]),
+        (["audit", "watch"], 0, ["(CODE ]0;PWNED", "by name ]0;PWNED"]),
+        (["token", "issue"], 0, ["tok ]0;PWNED"]),
+        # A note with control characters is no signed note: neither shown nor saved.
+        (["audit", "checkpoint"], 1, ["not a signed note"]),
+    ]
+    with FakeServer(answer_by_path) as srv:
+        for args, code, want in cases:
+            r = ctl(srv, *args, check=code)
+            try:
+                assert_clean(r, *want)
+            except AssertionError as e:
+                raise AssertionError(f"cluectl {' '.join(args)}: {e}") from None
+
+    # The refusal is for what a signed note may not be; a clean one prints, and is saved
+    # as it came.
+    def handler(conn, req):
+        conn.reply(req.sid, signed_checkpoint().SerializeToString())
+
+    with FakeServer(handler) as srv, tempfile.TemporaryDirectory() as d:
+        r = ctl(srv, "audit", "checkpoint", check=0)
+        assert "fake.example/log\n0\n" in r.stdout and "\u2014 fake.example/log " in r.stdout, r.stdout
+        ctl(srv, "audit", "checkpoint", "--out", os.path.join(d, "cp"), check=0)
+        with open(os.path.join(d, "cp")) as f:
+            assert f.read() == signed_checkpoint().note
+
+
+# ---- 2. --all -----------------------------------------------------------------------------
+
+def test_all_stops_at_a_page_token_seen_before():
+    """Tokens A, B, A, B, ...: the third page would list the first one's rows again."""
+    def handler(conn, req):
+        token = S.clue_pb2.ListCluesRequest.FromString(req.body).page_token
+        nxt = {"": "A", "A": "B", "B": "A"}[token] if req.index < 50 else ""
+        conn.reply(req.sid, S.clue_pb2.ListCluesResponse(clues=[clue(req.index + 1)],
+                                                         next_page_token=nxt).SerializeToString())
+
+    with FakeServer(handler) as srv:
+        r = ctl(srv, "clue", "list", "--all", check=1)
+        assert len(srv.requests) == 3, len(srv.requests)
+    assert "page token it had given before" in r.stderr, r.stderr
+    assert r.stdout == "", r.stdout
+
+
+def test_all_collects_a_bounded_listing():
+    """A token never seen before on every page: --all stops at 100000 rows, and says how to
+    list page by page. (The server here gives up after 150000 rows.)"""
+    page = [S.clue_pb2.Clue(id=1)] * 1000
+
+    def handler(conn, req):
+        token = S.clue_pb2.ListCluesRequest.FromString(req.body).page_token
+        n = int(token or "0") + 1
+        conn.reply(req.sid, S.clue_pb2.ListCluesResponse(
+            clues=page, next_page_token=str(n) if n < 150 else "").SerializeToString())
+
+    with FakeServer(handler) as srv:
+        r = ctl(srv, "clue", "list", "--all", check=1)
+        assert len(srv.requests) == 101, len(srv.requests)
+    assert "--all collects at most 100000 rows" in r.stderr and "--page-token" in r.stderr, r.stderr
+    assert r.stdout == "", r.stdout[:200]
+
+
+# ---- 3. calls the server never processed ---------------------------------------------------
+
+def test_refused_calls_are_sent_again_once():
+    # A GOAWAY whose last stream id is below the next page's request, as a server closing
+    # an idle connection sends it while the request is on its way: sent again, on a new
+    # connection.
+    def goaway_race(conn, req):
+        if req.index == 1:
+            conn.goaway(conn.last_sid, NO_ERROR)
+            conn.close()
+            return
+        token = S.clue_pb2.ListCluesRequest.FromString(req.body).page_token
+        conn.reply(req.sid, S.clue_pb2.ListCluesResponse(
+            clues=[clue(req.index + 1)], next_page_token="" if token else "2").SerializeToString())
+
+    with FakeServer(goaway_race) as srv:
+        r = ctl(srv, "clue", "list", "--all", check=0)
+        assert [q.conn_index for q in srv.requests] == [0, 0, 1], [q.conn_index for q in srv.requests]
+    assert len(r.stdout.splitlines()) == 3, r.stdout  # the header and two clues
+
+    # RST_STREAM(REFUSED_STREAM): the server did not process it either.
+    def refuse_first(conn, req):
+        if req.index == 0:
+            conn.rst(req.sid, REFUSED_STREAM)
+        else:
+            conn.reply(req.sid, S.health_pb2.HealthCheckResponse(status=1).SerializeToString())
+
+    with FakeServer(refuse_first) as srv:
+        r = ctl(srv, "health", check=0)
+        assert len(srv.requests) == 2
+    assert r.stdout == "SERVING\n", r.stdout
+
+    # Once only: a server that refuses everything gets each call twice.
+    with FakeServer(lambda conn, req: conn.rst(req.sid, REFUSED_STREAM)) as srv:
+        r = ctl(srv, "health", check=1)
+        assert len(srv.requests) == 2, len(srv.requests)
+    assert r.stderr.startswith("UNAVAILABLE: "), r.stderr
+
+    # A stream reset for another reason may have been processed: not sent again.
+    with FakeServer(lambda conn, req: conn.rst(req.sid, INTERNAL_ERROR)) as srv:
+        ctl(srv, "health", check=1)
+        assert len(srv.requests) == 1, len(srv.requests)
+
+    # Nor a call the server answered in part before its GOAWAY.
+    def goaway_after_headers(conn, req):
+        conn.headers(req.sid, [(":status", "200"), ("content-type", "application/grpc")])
+        conn.goaway(req.sid - 2 if req.sid > 1 else 0, NO_ERROR)
+        conn.close()
+
+    with FakeServer(goaway_after_headers) as srv:
+        ctl(srv, "health", check=1)
+        assert len(srv.requests) == 1, len(srv.requests)
+
+
+def test_witness_survives_an_idle_goaway():
+    """clued sends GOAWAY to a connection idle for --idle-timeout; a witness polling at the
+    same moment has its request refused, and polls on over a new connection."""
+    cp = signed_checkpoint().SerializeToString()
+
+    def idle_goaway(conn, req):
+        if time.monotonic() - conn.last_active > 0.5:  # idle: this request crossed the GOAWAY
+            conn.goaway(conn.last_sid, NO_ERROR)
+            conn.close()
+        else:
+            conn.reply(req.sid, cp)
+
+    with FakeServer(idle_goaway) as srv, tempfile.TemporaryDirectory() as d:
+        p = subprocess.Popen([harness.CLUECTL, "audit", "witness", "--dir", d, "--interval", "1"],
+                             env=dict(os.environ, CLUED_SERVER=srv.addr, CLUED_TOKEN="t",
+                                      ASAN_OPTIONS="detect_leaks=1"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        harness.wait_for(lambda: len(srv.conns) >= 3 or p.poll() is not None, timeout=20,
+                         what="two idle GOAWAYs")
+        time.sleep(0.3)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=20)
+        harness._assert_clean(err)
+        assert p.returncode == 0, f"witness exited {p.returncode}:\n{out}{err}"
+        assert len(srv.conns) >= 3, len(srv.conns)
+        assert out.startswith("kept checkpoint of 0 events\n"), out
+
+
+# ---- 4. deadlines ----------------------------------------------------------------------------
+
+def grpc_timeout_ms(req):
+    v = req.headers.get("grpc-timeout")
+    if v is None:
+        return None
+    return int(v[:-1]) * {"n": 1e-6, "u": 1e-3, "m": 1, "S": 1000, "M": 60000, "H": 3600000}[v[-1]]
+
+
+def test_unary_calls_have_a_default_deadline():
+    def handler(conn, req):
+        body = S.health_pb2.HealthCheckResponse(status=1).SerializeToString()
+        conn.reply(req.sid, body)  # for Watch too: one message, then the end
+
+    with FakeServer(handler) as srv:
+        ctl(srv, "health", check=0)
+        ctl(srv, "--timeout", "0", "health", check=0)
+        ctl(srv, "--timeout", "2", "health", check=0)
+        ctl(srv, "health", "--watch", check=0)
+        ctl(srv, "--timeout", "3", "health", "--watch", check=0)
+        got = [grpc_timeout_ms(q) for q in srv.requests]
+    assert 55000 <= got[0] <= 60000, got  # 60 s by default
+    assert got[1] is None, got  # --timeout 0: none
+    assert 1500 <= got[2] <= 2000, got
+    assert got[3] is None, got  # a watch: none unless asked
+    assert 2500 <= got[4] <= 3000, got
+
+
+if __name__ == "__main__":
+    harness.run_tests(dict(globals()))
