@@ -2,6 +2,7 @@
 import { h, uid, type Child } from "./dom";
 import { t, fmtDate } from "./i18n";
 import { Code, ConnectError, errorCode } from "./api";
+import type { Gathered } from "./paging";
 
 /** What a failed call means to a person; ABORTED is always "changed meanwhile, reload". */
 export function errorText(e: unknown): string {
@@ -69,4 +70,14 @@ export function deadlineBadge(deadlineMs: bigint, daysLeft: number, overdue: boo
 export function section(title: string, ...children: Child[]): HTMLElement {
   const id = uid("sec");
   return h("section", { "aria-labelledby": id, class: "card" }, h("h2", { id }, title), ...children);
+}
+
+/** What the page says above a list read short (allPages stopped early); null for a whole one. */
+export function partialNote<T>(g: Gathered<T>): HTMLElement | null {
+  if (g.complete) return null;
+  return h(
+    "p",
+    { class: "alert alert-warn", role: "status", "data-testid": "list-partial" },
+    g.cut === "loop" ? t("listLoop", g.rows.length) : t("listCapped", g.rows.length, g.pages),
+  );
 }

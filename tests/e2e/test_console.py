@@ -31,6 +31,7 @@ the browser did and saw:
 Screenshots of every page go to build-test/console-screenshots/ (CLUED_SCREENSHOT_DIR).
 """
 
+import concurrent.futures
 import json
 import os
 import re
@@ -38,18 +39,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 import world  # noqa: E402
-from console_data import CONSOLE_DIR, build_dataset, cluectl_bytes, keygen, period, period_ms  # noqa: E402
+from console_data import CONSOLE_DIR, DAY_MS, build_dataset, cluectl_bytes, keygen, period, period_ms  # noqa: E402
 from rawh1 import H1  # noqa: E402
 from rawh2 import RawH2  # noqa: E402
 
 S = harness.stubs()
-C, CL, ST = S.common_pb2, S.clue_pb2, S.stats_pb2
+C, CL, CS, RE, ST = S.common_pb2, S.clue_pb2, S.case_pb2, S.rectification_pb2, S.stats_pb2
 
 BROWSER_DIR = os.path.join(harness.SRC, "tests", "browser")
 CHROMIUM = "/usr/bin/chromium"
@@ -282,6 +284,90 @@ def test_screenshots_of_every_page(c):
     for n in names:
         with open(os.path.join(SHOTS, n), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n", n
+
+
+def all_pages(method, req, field):
+    """The rows of every page of a list, and how many pages the server cut it into."""
+    rows, pages = [], 0
+    while True:
+        resp = method(req, timeout=60)
+        rows += list(getattr(resp, field))
+        pages += 1
+        if not resp.next_page_token:
+            return rows, pages
+        req.page_token = resp.next_page_token
+
+
+BIG = "反" * 6666  # 19,998 bytes: a summary at its limit, a hundredth of a 2 MiB page
+
+
+def test_lists_longer_than_a_page_are_shown_whole(c):
+    """Lists past one page of the server (docs/CONSOLE.md, "Long lists"), each checked first to
+    be cut into pages by clued: a clue's history of 1,101 events (pages of at most 1,000) and
+    its 1,100 notes (pages of 500) are shown whole on its page; the auditor's joint cases list
+    shows the 500 cases R2 opened and the one R1 opened before them, beyond the first page
+    (500 cases); G1's queue, 110 clues of 20 KB newer than its overdue clue (a page ends at
+    about 2 MiB), still shows that clue first, in red; the ledger shows its newest 500 items
+    and the rest after "show more". Runs after the other browser scenarios: the data it adds
+    would change their figures and pages."""
+    prerequisites()
+    os.makedirs(SHOTS, exist_ok=True)
+    w = c.w
+    now_ms = int(time.time() * 1000)
+    long_clue = c.g1_clues[4]
+    with c.db.cursor() as cur:
+        # Through the functions AddNote and CreateJointCase call, audited as they would be.
+        cur.execute("SELECT count(*) FROM (SELECT note_add(%s, %s, gen_random_uuid(), %s, %s, %s, 'OTHER', '会商' || g)"
+                    " FROM generate_series(1, 1100) g) n", (w.G1.member.id, w.G1.id, now_ms, long_clue.id, w.G1.id))
+        cur.execute("SELECT count(*) FROM generate_series(1, 500) g, case_create(%s, %s, gen_random_uuid(), %s,"
+                    " '填充案件 ' || g, '', '{}', '{}', '{}')", (w.R2.leader.id, w.R2.id, now_ms))
+        cur.execute("SELECT count(*) FROM generate_series(1, 510) g, rect_create(%s, %s, gen_random_uuid(), %s,"
+                    " '市发展改革委', '填充事项 ' || g, '填充', 'SUPERVISION', NULL, NULL, %s)",
+                    (w.G1.leader.id, w.G1.id, now_ms, now_ms + 60 * DAY_MS))
+
+    def big(i):
+        w.G1.member.clue.SubmitClue(CL.SubmitClueRequest(
+            request_id=harness.new_request_id(), title=f"填充线索 {i}", summary=BIG,
+            source=CL.SOURCE_CHANNEL_LETTER_VISIT_REPORT, subject=CL.SubjectPerson(name="某某"),
+            host_unit="市发展改革委"), timeout=60)
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        list(ex.map(big, range(110)))
+
+    events, pages = all_pages(w.G1.leader.clue.GetHistory, CL.GetHistoryRequest(clue_id=long_clue.id), "events")
+    assert len(events) > 1100 and pages == 2, (len(events), pages)
+    notes = w.G1.leader.clue.ListNotes(CL.ListNotesRequest(clue_id=long_clue.id, page_size=500), timeout=60)
+    assert len(notes.notes) == 500 and notes.more, (len(notes.notes), notes.more)
+    cases, pages = all_pages(w.auditor.case.ListJointCases, CS.ListJointCasesRequest(), "cases")
+    first = w.auditor.case.ListJointCases(CS.ListJointCasesRequest(), timeout=60).cases
+    assert len(cases) == 501 and pages == 2 and c.case.id not in [x.id for x in first], (len(cases), pages)
+    active = [C.CLUE_STATE_ACCEPTED, C.CLUE_STATE_PRELIMINARY_CHECK, C.CLUE_STATE_FILED]
+    queue, pages = all_pages(w.G1.leader.clue.ListClues, CL.ListCluesRequest(
+        states=active, owner_unit_id=w.G1.id, page_size=500), "clues")
+    first = w.G1.leader.clue.ListClues(CL.ListCluesRequest(states=active, owner_unit_id=w.G1.id, page_size=500),
+                                       timeout=60).clues
+    assert pages == 2 and c.overdue_clue not in [x.id for x in first], (len(queue), pages)
+    items, pages = all_pages(w.G1.leader.rect.ListItems, RE.ListItemsRequest(page_size=500), "items")
+    assert len(items) > 510 and pages == 2, (len(items), pages)
+
+    cfg = {
+        "base": c.base,
+        "chromium": CHROMIUM,
+        "timezone": TZ,
+        "shots": SHOTS,
+        "tokens": {"g1_leader": w.G1.leader.token, "auditor": w.auditor.token},
+        "long_clue": {"id": long_clue.id, "events": len(events), "notes": 1100},
+        "cases": {"count": len(cases), "oldest": c.case.id, "title": c.case.title},
+        "queue": {"count": len(queue), "overdue": c.overdue_clue},
+        "items": {"count": len(items), "oldest": c.item.id},
+    }
+    path = os.path.join(c.tmp, "config-long.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f, ensure_ascii=False)
+    r = subprocess.run(["node", os.path.join(BROWSER_DIR, "console_long.mjs"), path], capture_output=True, text=True,
+                       timeout=600, cwd=BROWSER_DIR)
+    sys.stdout.write(r.stdout + r.stderr)
+    passed = [ln for ln in r.stdout.splitlines() if ln.startswith("PASS ")]
+    assert r.returncode == 0 and len(passed) == 4, f"console_long.mjs exited {r.returncode}, {len(passed)} passed"
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@
   awkward values and exact binary ties, which glibc rounds to even (10.03125 -> 10.0312);
   a median that is such a tie reads the same in both CSVs;
 - a unit name a spreadsheet would take for a formula (= + - @, a tab or CR first) gets a
-  leading quote, in the console as in cluectl.
+  leading quote, in the console as in cluectl;
+- the pages of a long list are read to the last one, and no further than a token already
+  sent or the page cap (console/src/paging.ts, run under node).
 """
 
 import csv
@@ -20,6 +22,7 @@ import ctypes.util
 import fractions
 import gzip
 import io
+import json
 import os
 import random
 import re
@@ -155,6 +158,33 @@ def test_medians_format_as_printf_g(c):
     want = [printf_g(v) for v in values]
     bad = [(v, g, w) for v, g, w in zip(values, got, want) if g != w]
     assert len(got) == len(values) and not bad, bad[:10]
+
+
+def test_long_lists_are_read_to_the_last_page_within_bounds(c):
+    """allPages (console/src/paging.ts), which every view of a whole list reads through,
+    follows each next token to the last page, stops on a token it already sent (a server going
+    round in a circle, or answering "more" without a row to go on from) and after its page cap,
+    and says which of the two cut the list short."""
+    esbuild = os.path.join(CONSOLE_SRC, "node_modules", ".bin", "esbuild")
+    check = os.path.join(c.tmp, "paging-check.mjs")
+    subprocess.run([esbuild, os.path.join(CONSOLE_SRC, "test", "paging-check.ts"), "--bundle", "--platform=node",
+                    "--format=esm", "--log-level=warning", f"--outfile={check}"], check=True, cwd=CONSOLE_SRC)
+    r = subprocess.run(["node", check], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    got = {x["name"]: x for x in map(json.loads, r.stdout.splitlines())}
+
+    def want(name, rows, last, complete, pages, cut, sent):
+        g = got[name]
+        assert (g["rows"], g["last"], g["complete"], g["pages"], g["cut"], g["sent"]) == \
+            (rows, last, complete, pages, cut, sent), g
+
+    want("one page", 3, 2, True, 1, None, [""])
+    want("empty", 0, None, True, 1, None, [""])
+    want("three pages", 1201, 1200, True, 3, None, ["", "t1", "t2"])
+    want("to the cap", 50, 49, False, 5, "cap", ["", "t1", "t2", "t3", "t4"])
+    want("default cap", 20000, 19999, False, 20, "cap", [""] + [f"t{k}" for k in range(1, 20)])
+    want("circle", 3, 3, False, 3, "loop", ["", "a", "b"])
+    want("no progress", 2, 2, False, 2, "loop", ["", "2"])
 
 
 # Unit names a spreadsheet would run as formulas (an ADMIN names units).

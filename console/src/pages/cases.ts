@@ -1,9 +1,11 @@
-// Joint cases (室组地联合办案): the lead room, the participants, the member clues and their states.
-import { h } from "../dom";
+// Joint cases (室组地联合办案): the lead room, the participants, the member clues and their states;
+// the list is every case the caller sees, read page by page.
+import { h, append } from "../dom";
 import { t, tName, fmtTime, fmtDate } from "../i18n";
 import { cases, stateName } from "../api";
 import type { JointCase } from "../../gen/clue/v1/case_pb";
-import { section, table, loading } from "../ui";
+import { section, table, loading, partialNote } from "../ui";
+import { allPages } from "../paging";
 
 function caseCard(jc: JointCase): HTMLElement {
   const participants = jc.participantUnitIds.map((id, i) => jc.participantUnitCodes[i] || `#${id}`);
@@ -39,8 +41,13 @@ export async function casesPage(main: HTMLElement, arg: string | undefined, sign
     main.append(caseCard(jc), h("p", null, h("a", { href: "#/cases" }, t("casesTitle"))));
     return;
   }
-  const list = await cases.listJointCases({}, { signal });
+  // Every case the caller sees, newest first: a page holds at most 500 (fewer when large).
+  const list = await allPages(async (pageToken) => {
+    const r = await cases.listJointCases({ pageToken }, { signal });
+    return { rows: r.cases, next: r.nextPageToken };
+  });
   wait.remove();
-  if (list.cases.length === 0) main.append(h("p", { class: "muted" }, t("casesEmpty")));
-  for (const jc of list.cases) main.append(caseCard(jc));
+  append(main, [partialNote(list)]);
+  if (list.rows.length === 0) main.append(h("p", { class: "muted" }, t("casesEmpty")));
+  for (const jc of list.rows) main.append(caseCard(jc));
 }

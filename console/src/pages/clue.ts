@@ -8,7 +8,8 @@ import { clues, me, isLeader, isStaff, stateName, requestId } from "../api";
 import { ClueState, UnitKind } from "../../gen/clue/v1/common_pb";
 import { Disposal, NoteKind, ProposalStatus, SourceChannel, type Clue, type Proposal } from "../../gen/clue/v1/clue_pb";
 import { drawMachine, movesFrom, isTerminal } from "../machine";
-import { section, deadlineBadge, errorBox, okBox, loading } from "../ui";
+import { section, deadlineBadge, errorBox, okBox, loading, partialNote } from "../ui";
+import { allPages } from "../paging";
 
 function idPicker(): HTMLElement {
   const input = h("input", { type: "number", min: "1", step: "1", required: true, inputmode: "numeric" });
@@ -243,9 +244,18 @@ export async function cluePage(main: HTMLElement, arg: string | undefined, signa
       body.append(h("h2", { class: "page-title" }, t("clueTitle", arg!)), errorBox(e, reload), idPicker());
       return;
     }
+    // The whole history and every note, page by page (a history page holds at most 1,000
+    // events, a notes page 500 notes, either fewer past about 2 MiB); proposals come whole.
     const [hist, notes, props] = await Promise.all([
-      clues.getHistory({ clueId }, { signal }),
-      clues.listNotes({ clueId, pageSize: 500 }, { signal }),
+      allPages(async (pageToken) => {
+        const r = await clues.getHistory({ clueId, pageToken }, { signal });
+        return { rows: r.events, next: r.nextPageToken };
+      }),
+      allPages(async (after) => {
+        const r = await clues.listNotes({ clueId, afterNoteId: after ? BigInt(after) : 0n, pageSize: 500 }, { signal });
+        // ListNotes goes on from the last note's id; "more" without a note repeats the token.
+        return { rows: r.notes, next: r.more ? String(r.notes[r.notes.length - 1]?.id ?? (after || "0")) : "" };
+      }),
       clues.listProposals({ clueId, includeDecided: true }, { signal }),
     ]);
     if (mine !== asked) return;
@@ -295,8 +305,9 @@ export async function cluePage(main: HTMLElement, arg: string | undefined, signa
     body.append(
       section(
         t("notes"),
-        notes.notes.length
-          ? h("ul", { class: "plain notes" }, notes.notes.map((n) => h("li", null, h("div", { class: "muted" }, `${tName(`NOTE_KIND_${NoteKind[n.kind]}`)} · ${n.authorUserName} (${n.authorUnitCode}) · ${fmtTime(n.createdAtMs)}`), h("p", { class: "note-text" }, n.text))))
+        partialNote(notes),
+        notes.rows.length
+          ? h("ul", { class: "plain notes" }, notes.rows.map((n) => h("li", null, h("div", { class: "muted" }, `${tName(`NOTE_KIND_${NoteKind[n.kind]}`)} · ${n.authorUserName} (${n.authorUnitCode}) · ${fmtTime(n.createdAtMs)}`), h("p", { class: "note-text" }, n.text))))
           : h("p", { class: "muted" }, t("notesEmpty")),
         isStaff() ? noteForm(c, reload) : null,
       ),
@@ -304,10 +315,11 @@ export async function cluePage(main: HTMLElement, arg: string | undefined, signa
     body.append(
       section(
         t("history"),
+        partialNote(hist),
         h(
           "ol",
           { class: "timeline" },
-          hist.events.map((e) =>
+          hist.rows.map((e) =>
             h(
               "li",
               null,

@@ -1,16 +1,36 @@
-// The rectification ledger (督促整改台账, docs/LEDGER.md): the items the caller sees and the
-// figures per host unit.
-import { h } from "../dom";
+// The rectification ledger (督促整改台账, docs/LEDGER.md): the figures per host unit, over every
+// item the caller sees, and the items themselves, newest first, 500 at a time with "show more"
+// for the next page (the ledger grows for years; its figures already count every item).
+import { h, clear } from "../dom";
 import { t, tName, fmtDate } from "../i18n";
 import { ledger } from "../api";
-import { RectificationState, RectificationSource } from "../../gen/clue/v1/rectification_pb";
-import { section, table, loading } from "../ui";
+import { RectificationState, RectificationSource, type RectificationItem } from "../../gen/clue/v1/rectification_pb";
+import { section, table, loading, errorBox } from "../ui";
+
+const PAGE = 500;
+
+function itemRow(it: RectificationItem): HTMLElement {
+  const cells = [
+    String(it.id),
+    it.hostUnit,
+    it.category,
+    it.description.length > 80 ? `${it.description.slice(0, 80)}…` : it.description,
+    tName(`RECTIFICATION_STATE_${RectificationState[it.state]}`),
+    it.overdue ? h("span", { class: "badge badge-overdue" }, `${fmtDate(it.deadlineMs)} · ${t("overdue")}`) : fmtDate(it.deadlineMs),
+    it.source === RectificationSource.CLUE
+      ? h("a", { href: `#/clue/${it.sourceClueId}` }, `${t("navClue")} #${it.sourceClueId}`)
+      : it.source === RectificationSource.CASE
+        ? h("a", { href: `#/cases/${it.sourceCaseId}` }, `${t("navCases")} #${it.sourceCaseId}`)
+        : RectificationSource[it.source],
+  ];
+  return h("tr", { class: it.overdue ? "row-overdue" : null }, cells.map((c) => h("td", null, c)));
+}
 
 export async function ledgerPage(main: HTMLElement, _arg: string | undefined, signal: AbortSignal): Promise<void> {
   main.append(h("h2", { class: "page-title" }, t("ledgerTitle")));
   const wait = loading();
   main.append(wait);
-  const [items, st] = await Promise.all([ledger.listItems({ pageSize: 500 }, { signal }), ledger.getLedgerStats({}, { signal })]);
+  const [items, st] = await Promise.all([ledger.listItems({ pageSize: PAGE }, { signal }), ledger.getLedgerStats({}, { signal })]);
   wait.remove();
   main.append(
     section(
@@ -22,26 +42,60 @@ export async function ledgerPage(main: HTMLElement, _arg: string | undefined, si
         { empty: t("ledgerEmpty") },
       ),
     ),
+  );
+  if (items.items.length === 0) {
+    main.append(section(t("ledgerItems"), h("p", { class: "muted" }, t("ledgerEmpty"))));
+    return;
+  }
+
+  const cols = ["#", t("colHostUnit"), t("colCategory"), t("colDescription"), t("colState"), t("colDeadline"), t("clueSource")];
+  const body = h("tbody", null, items.items.map(itemRow));
+  const count = h("p", { class: "muted", role: "status", "data-testid": "ledger-count" });
+  const status = h("div", { "aria-live": "polite" });
+  const more = h("button", { type: "button", class: "btn", "data-testid": "ledger-more" }, t("ledgerMore"));
+  const moreBox = h("p", null, more); // hidden as a whole: .btn's display would show a hidden button
+  let shown = items.items.length;
+  let next = items.nextPageToken;
+  const asked = new Set<string>([""]); // a token sent before would only show those rows again
+  const sync = () => {
+    const loop = next !== "" && asked.has(next);
+    count.textContent = !next ? t("ledgerAll", shown) : loop ? t("listLoop", shown) : t("ledgerShown", shown);
+    moreBox.hidden = !next || loop;
+  };
+  more.addEventListener("click", async () => {
+    more.disabled = true;
+    clear(status);
+    try {
+      asked.add(next);
+      const r = await ledger.listItems({ pageSize: PAGE, pageToken: next }, { signal });
+      for (const it of r.items) body.append(itemRow(it));
+      shown += r.items.length;
+      next = r.nextPageToken;
+    } catch (e) {
+      asked.delete(next); // the same page may be asked for again
+      status.append(errorBox(e));
+    }
+    more.disabled = false;
+    sync();
+  });
+  sync();
+  main.append(
     section(
       t("ledgerItems"),
-      table(
-        t("ledgerItems"),
-        ["#", t("colHostUnit"), t("colCategory"), t("colDescription"), t("colState"), t("colDeadline"), t("clueSource")],
-        items.items.map((it) => [
-          String(it.id),
-          it.hostUnit,
-          it.category,
-          it.description.length > 80 ? `${it.description.slice(0, 80)}…` : it.description,
-          tName(`RECTIFICATION_STATE_${RectificationState[it.state]}`),
-          it.overdue ? h("span", { class: "badge badge-overdue" }, `${fmtDate(it.deadlineMs)} · ${t("overdue")}`) : fmtDate(it.deadlineMs),
-          it.source === RectificationSource.CLUE
-            ? h("a", { href: `#/clue/${it.sourceClueId}` }, `${t("navClue")} #${it.sourceClueId}`)
-            : it.source === RectificationSource.CASE
-              ? h("a", { href: `#/cases/${it.sourceCaseId}` }, `${t("navCases")} #${it.sourceCaseId}`)
-              : RectificationSource[it.source],
-        ]),
-        { empty: t("ledgerEmpty"), rowClass: (i) => (items.items[i].overdue ? "row-overdue" : "") },
+      h(
+        "div",
+        { class: "table-wrap" },
+        h(
+          "table",
+          null,
+          h("caption", { class: "sr-only" }, t("ledgerItems")),
+          h("thead", null, h("tr", null, cols.map((c) => h("th", { scope: "col" }, c)))),
+          body,
+        ),
       ),
+      count,
+      moreBox,
+      status,
     ),
   );
 }

@@ -1,12 +1,13 @@
 // My queue: the clues the caller's unit can act on (deadline overdue in red, due soon in
 // amber), the proposals waiting for the unit's review, those it raised, and clues handed over
-// to it.
+// to it; each list whole, read page by page.
 import { h, field, clear } from "../dom";
 import { t, tName, fmtTime } from "../i18n";
 import { clues, audit, me, stateName, requestId } from "../api";
 import { ClueState } from "../../gen/clue/v1/common_pb";
 import { ListProposalsRequest_Scope, SourceChannel, type Proposal } from "../../gen/clue/v1/clue_pb";
-import { table, deadlineBadge, section, loading, errorBox } from "../ui";
+import { table, deadlineBadge, section, loading, errorBox, partialNote } from "../ui";
+import { allPages } from "../paging";
 
 const ACTIVE = [ClueState.ACCEPTED, ClueState.PRELIMINARY_CHECK, ClueState.FILED];
 const ARRIVALS_DAYS = 90;
@@ -88,20 +89,32 @@ export async function queuePage(main: HTMLElement, _arg: string | undefined, sig
   const wait = loading();
   main.append(wait);
   const unit = me!.unitId;
+  // Whole lists, page by page: the most urgent clue may be the oldest, on the last page.
+  const arrivedFrom = BigInt(Date.now() - ARRIVALS_DAYS * 86400000);
   const [list, assigned, toReview, raised, handovers] = await Promise.all([
-    clues.listClues({ states: ACTIVE, ownerUnitId: unit, pageSize: 500 }, { signal }),
-    clues.listClues({ assignedToMe: true, pageSize: 500 }, { signal }),
+    allPages(async (pageToken) => {
+      const r = await clues.listClues({ states: ACTIVE, ownerUnitId: unit, pageSize: 500, pageToken }, { signal });
+      return { rows: r.clues, next: r.nextPageToken };
+    }),
+    allPages(async (pageToken) => {
+      const r = await clues.listClues({ assignedToMe: true, pageSize: 500, pageToken }, { signal });
+      return { rows: r.clues, next: r.nextPageToken };
+    }),
     clues.listProposals({ scope: ListProposalsRequest_Scope.TO_REVIEW }, { signal }),
     clues.listProposals({ scope: ListProposalsRequest_Scope.RAISED }, { signal }),
-    audit.listAuditEvents({ subjectType: "clue", action: "clue.handover", fromMs: BigInt(Date.now() - ARRIVALS_DAYS * 86400000), pageSize: 500 }, { signal }),
+    allPages(async (pageToken) => {
+      const r = await audit.listAuditEvents({ subjectType: "clue", action: "clue.handover", fromMs: arrivedFrom, pageSize: 500, pageToken }, { signal });
+      return { rows: r.events, next: r.nextPageToken };
+    }),
   ]);
   wait.remove();
 
   // Most urgent first: overdue, then by deadline.
-  const mine = list.clues.slice().sort((a, b) => Number(a.stageDeadlineMs || BigInt(8.64e15)) - Number(b.stageDeadlineMs || BigInt(8.64e15)));
+  const mine = list.rows.slice().sort((a, b) => Number(a.stageDeadlineMs || BigInt(8.64e15)) - Number(b.stageDeadlineMs || BigInt(8.64e15)));
   main.append(
     section(
       t("queueClues"),
+      partialNote(list),
       table(
         t("queueClues"),
         [t("colRegNo"), t("colTitle"), t("colState"), t("colDeadline")],
@@ -114,10 +127,11 @@ export async function queuePage(main: HTMLElement, _arg: string | undefined, sig
   main.append(
     section(
       t("queueAssigned"),
+      partialNote(assigned),
       table(
         t("queueAssigned"),
         [t("colRegNo"), t("colTitle"), t("colState"), t("colOwner"), t("colDeadline")],
-        assigned.clues.map((c) => [clueLink(c.id, c.registrationNumber), c.title, tName(stateName(c.state)), c.ownerUnitCode, deadlineBadge(c.stageDeadlineMs, c.daysLeft, c.overdue)]),
+        assigned.rows.map((c) => [clueLink(c.id, c.registrationNumber), c.title, tName(stateName(c.state)), c.ownerUnitCode, deadlineBadge(c.stageDeadlineMs, c.daysLeft, c.overdue)]),
       ),
     ),
   );
@@ -127,7 +141,7 @@ export async function queuePage(main: HTMLElement, _arg: string | undefined, sig
 
   // Handovers whose receiver is this unit and whose clue it still owns.
   const owned = new Set(mine.map((c) => c.id));
-  const arrivals = handovers.events
+  const arrivals = handovers.rows
     .filter((e) => {
       try {
         return BigInt(JSON.parse(e.detailsJson || "{}").to_unit_id ?? 0) === unit && owned.has(e.subjectId);
@@ -140,6 +154,7 @@ export async function queuePage(main: HTMLElement, _arg: string | undefined, sig
   main.append(
     section(
       t("queueArrivals"),
+      partialNote(handovers),
       table(
         t("queueArrivals"),
         [t("colClue"), t("colTitle"), t("colFrom"), t("colReason"), t("colWhen")],

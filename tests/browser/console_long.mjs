@@ -1,0 +1,117 @@
+// The console's lists longer than one page of clued (docs/CONSOLE.md, "Long lists"), in
+// Debian's Chromium through playwright-core. tests/e2e/test_console.py makes the data, checks
+// that the server cuts each list into pages, and runs this with a JSON config; every scenario
+// prints PASS or FAIL; the ledger's "show more" is pictured in cfg.shots.
+//
+//   node console_long.mjs CONFIG.json
+import fs from "node:fs";
+import path from "node:path";
+import { createRequire } from "node:module";
+import { chromium } from "playwright-core";
+
+const require = createRequire(import.meta.url);
+const AXE = fs.readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
+const cfg = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
+let passed = 0;
+let failed = 0;
+
+function assert(cond, msg) {
+  if (!cond) throw new Error(`assertion failed: ${msg}`);
+}
+
+async function scenario(name, fn) {
+  const t0 = Date.now();
+  try {
+    await fn();
+    passed++;
+    console.log(`PASS ${name} (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
+  } catch (e) {
+    failed++;
+    console.log(`FAIL ${name}: ${e.stack || e}`);
+  }
+}
+
+const browser = await chromium.launch({
+  executablePath: cfg.chromium,
+  headless: true,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+});
+
+async function signedIn(token) {
+  const ctx = await browser.newContext({ timezoneId: cfg.timezone, locale: "zh-CN", viewport: { width: 1280, height: 900 } });
+  const page = await ctx.newPage();
+  page.setDefaultTimeout(30000);
+  await page.goto(cfg.base);
+  await page.getByLabel("访问令牌").fill(token);
+  await page.getByRole("button", { name: "登录" }).click();
+  await page.locator("header nav").waitFor();
+  return page;
+}
+
+async function go(page, hash) {
+  await page.goto(new URL(hash, cfg.base).href);
+  await page.locator("main .page-title").first().waitFor();
+}
+
+/** The section of the page whose heading is name. */
+function sectionOf(page, name) {
+  return page.locator("section", { has: page.getByRole("heading", { name, exact: true }) });
+}
+
+const g1 = await signedIn(cfg.tokens.g1_leader);
+const auditor = await signedIn(cfg.tokens.auditor);
+
+await scenario("a clue's history and notes past one page are shown whole", async () => {
+  await go(g1, `#/clue/${cfg.long_clue.id}`);
+  await sectionOf(g1, "历史").waitFor();
+  const events = await g1.locator("ol.timeline > li").count();
+  const notes = await g1.locator("ul.notes > li").count();
+  assert(events === cfg.long_clue.events, `${events} events shown of ${cfg.long_clue.events}`);
+  assert(notes === cfg.long_clue.notes, `${notes} notes shown of ${cfg.long_clue.notes}`);
+  // The newest of each, from the last page, is there.
+  assert((await g1.locator("ul.notes > li").last().textContent()).includes(`会商${cfg.long_clue.notes}`), "the last note is missing");
+  assert((await g1.getByTestId("list-partial").count()) === 0, "a whole list is said to be cut short");
+});
+
+await scenario("the joint cases past the first page are listed", async () => {
+  await go(auditor, "#/cases");
+  await sectionOf(auditor, `#${cfg.cases.oldest} ${cfg.cases.title}`).waitFor();
+  const cards = await auditor.locator("main section.card").count();
+  assert(cards === cfg.cases.count, `${cards} cases shown of ${cfg.cases.count}`);
+  assert((await auditor.getByTestId("list-partial").count()) === 0, "a whole list is said to be cut short");
+});
+
+await scenario("the queue's overdue clue from the second page comes first, in red", async () => {
+  await go(g1, "#/queue");
+  const rows = sectionOf(g1, "可办理的线索").locator("tbody tr");
+  await rows.first().waitFor();
+  assert((await rows.count()) === cfg.queue.count, `${await rows.count()} clues shown of ${cfg.queue.count}`);
+  const first = rows.first();
+  assert((await first.locator(`a[href="#/clue/${cfg.queue.overdue}"]`).count()) === 1, "the overdue clue is not first");
+  assert((await first.getAttribute("class")) === "row-overdue", "the overdue clue is not in red");
+});
+
+await scenario("the ledger shows its newest items and the rest after show more", async () => {
+  await go(g1, "#/ledger");
+  const items = sectionOf(g1, "整改事项");
+  const rows = items.locator("tbody tr");
+  await rows.first().waitFor();
+  assert((await rows.count()) === 500, `${await rows.count()} items on the first page`);
+  assert((await g1.getByTestId("ledger-count").textContent()).includes("500"), "the count does not say 500");
+  await g1.evaluate(AXE);
+  const axe = await g1.evaluate(() =>
+    window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } }),
+  );
+  assert(axe.violations.length === 0, `axe: ${axe.violations.map((v) => `${v.id}: ${v.help}`).join("; ")}`);
+  await g1.getByRole("button", { name: "显示更多" }).scrollIntoViewIfNeeded();
+  await g1.screenshot({ path: path.join(cfg.shots, "ledger-more.png") });
+  await g1.getByRole("button", { name: "显示更多" }).click();
+  await g1.getByTestId("ledger-count").filter({ hasText: `已显示全部 ${cfg.items.count} 项` }).waitFor();
+  assert((await rows.count()) === cfg.items.count, `${await rows.count()} items shown of ${cfg.items.count}`);
+  assert((await rows.last().locator("td").first().textContent()) === String(cfg.items.oldest), "the oldest item is not last");
+  assert(!(await g1.getByRole("button", { name: "显示更多" }).isVisible()), "show more stays after the last page");
+});
+
+await browser.close();
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
