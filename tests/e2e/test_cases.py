@@ -574,6 +574,33 @@ def test_clues_joining_and_leaving(c):
     assert "terminal" in expect_status(Code.FAILED_PRECONDITION, c.add_clue, X1.leader, jc.id, done.id)
 
 
+def test_a_case_holds_at_most_1000_clues(c):
+    """200 clues open the case, 801 more are added at once: exactly 800 join, and the one past
+    the bound is FAILED_PRECONDITION, its clue unchanged and no event written."""
+    w = c.w
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        clues = list(ex.map(lambda i: c.submit(w.G3.member, title=f"线索{i}"), range(1001)))
+    jc = c.create_case(w.R2.leader, participants=[w.G3], clues=clues[:200])
+    assert len(jc.clues) == 200
+
+    def add(x):
+        try:
+            c.add_clue(w.R2.leader, jc.id, x.id)
+            return None
+        except grpc.RpcError as e:
+            return x, e.code(), e.details()
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        refused = [r for r in ex.map(add, clues[200:]) if r is not None]
+    assert len(refused) == 1, [r[1:] for r in refused[:5]]
+    x, code, msg = refused[0]
+    assert code == Code.FAILED_PRECONDITION and "holds 1000 clues, the most one case may hold" in msg, (code, msg)
+    assert len(c.get_case(w.R2.leader, jc.id).clues) == 1000
+    assert c.get(w.G3.member, x.id).version == x.version and c.get(w.G3.member, x.id).joint_case_id == 0
+    assert c.sql("SELECT count(*) FROM audit_events WHERE subject_type = 'clue' AND subject_id = %s"
+                 " AND action = 'case.add_clue'", x.id)[0][0] == 0
+
+
 # ---- notes -----------------------------------------------------------------------------------
 
 
