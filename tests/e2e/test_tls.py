@@ -332,17 +332,19 @@ def test_cluectl_mtls(c):
 
 def test_large_messages_both_ways(c):
     """Messages of many TLS records, and many calls at once on one TLS connection."""
-    host_units = [f"{i:04d}" + "驻" * 96 for i in range(2000)]  # 2000 × 292 bytes
+    # 20 groups of 100 host units (the most a unit has), 2000 × 292 bytes in all.
+    host_units = [f"{i:04d}" + "驻" * 96 for i in range(2000)]
     with c.tls.channel() as ch:
         md = [("authorization", "Bearer " + c.token)]
         admin = S.admin_pb2_grpc.AdminServiceStub(ch)
         room = admin.CreateUnit(S.admin_pb2.CreateUnitRequest(
             kind=S.common_pb2.UnitKind.Value("UNIT_KIND_ROOM"), code="TLSR", name="TLS 室"), metadata=md, timeout=10)
-        admin.CreateUnit(S.admin_pb2.CreateUnitRequest(
-            kind=S.common_pb2.UnitKind.Value("UNIT_KIND_GROUP"), code="TLSG", name="TLS 组", liaison_room_id=room.id,
-            host_units=host_units), metadata=md, timeout=30)
+        for g in range(20):
+            admin.CreateUnit(S.admin_pb2.CreateUnitRequest(
+                kind=S.common_pb2.UnitKind.Value("UNIT_KIND_GROUP"), code=f"TLSG{g:02d}", name=f"TLS 组 {g}",
+                liaison_room_id=room.id, host_units=host_units[g * 100:(g + 1) * 100]), metadata=md, timeout=30)
         units = {u.code: u for u in list_units(ch, c.token).units}
-        assert list(units["TLSG"].host_units) == host_units
+        assert [h for g in range(20) for h in units[f"TLSG{g:02d}"].host_units] == host_units
         # A 3 MiB request (a ListUnitsRequest with an unknown field 15 of 3 MiB) read through
         # ~200 records, twenty at a time.
         raw = ch.unary_unary("/clue.v1.AdminService/ListUnits", request_serializer=lambda b: b,
