@@ -771,7 +771,7 @@ static void got_history(rpc_call_t *call, const db_result_t *r, void *arg) {
     resp.events[resp.n_events++] = &msgs[k - 1];
   }
   if (more && (resp.next_page_token =
-                   (char *)svc_page_token(call, resp.events[resp.n_events - 1]->seq)) == NULL)
+                   (char *)svc_page_token_of(call, row.id, resp.events[resp.n_events - 1]->seq)) == NULL)
     goto oom;
   (void)rpc_reply(call, &resp.base);
   goto out;
@@ -791,8 +791,8 @@ static void get_history(rpc_call_t *call, const ProtobufCMessage *m) {
 
   if (clue_invalid(call, validate_id("clue_id", req->clue_id, &err), &err))
     return;
-  if (req->page_token[0] && (after = svc_page_after(req->page_token)) == 0) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "page_token is malformed");
+  if (req->page_token[0] && (after = svc_page_after_of(req->page_token, req->clue_id)) == 0) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "page_token is malformed or was given for another clue");
     return;
   }
   params[0] = svc_i64(call, req->clue_id, 0);

@@ -103,17 +103,31 @@ bool svc_page_fits(size_t *bytes, const ProtobufCMessage *item) {
 
 static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-/* FNV-1a over the version and id: catches damaged tokens, not meant as a secret. */
-static uint32_t token_check(const uint8_t *b) {
+/* FNV-1a over the version and id, then the scope's 8 bytes unless it is 0 (so a token of
+ * no scope reads as before scopes were): catches damaged tokens, and tokens given for another
+ * scope; not meant as a secret. */
+static uint32_t token_check(const uint8_t *b, int64_t scope) {
   uint32_t h = 2166136261u;
   for (int i = 0; i < 9; i++) {
     h ^= b[i];
+    h *= 16777619u;
+  }
+  for (int i = 0; scope != 0 && i < 8; i++) {
+    h ^= (uint8_t)((uint64_t)scope >> (56 - 8 * i));
     h *= 16777619u;
   }
   return h;
 }
 
 const char *svc_page_token(rpc_call_t *call, int64_t last_id) {
+  return svc_page_token_of(call, 0, last_id);
+}
+
+int64_t svc_page_after(const char *s) {
+  return svc_page_after_of(s, 0);
+}
+
+const char *svc_page_token_of(rpc_call_t *call, int64_t scope, int64_t last_id) {
   char *out = rpc_call_alloc(call, TOKEN_CHARS + 1);
   uint8_t b[TOKEN_BYTES];
   uint32_t check;
@@ -124,7 +138,7 @@ const char *svc_page_token(rpc_call_t *call, int64_t last_id) {
   b[0] = TOKEN_VERSION;
   for (int i = 0; i < 8; i++)
     b[1 + i] = (uint8_t)((uint64_t)last_id >> (56 - 8 * i));
-  check = token_check(b);
+  check = token_check(b, scope);
   b[9] = (uint8_t)(check >> 16);
   b[10] = (uint8_t)(check >> 8);
   b[11] = (uint8_t)check;
@@ -139,7 +153,7 @@ const char *svc_page_token(rpc_call_t *call, int64_t last_id) {
   return out;
 }
 
-int64_t svc_page_after(const char *s) {
+int64_t svc_page_after_of(const char *s, int64_t scope) {
   uint8_t b[TOKEN_BYTES];
   uint64_t id = 0;
   uint32_t check;
@@ -158,7 +172,7 @@ int64_t svc_page_after(const char *s) {
     b[o++] = (uint8_t)(v >> 8);
     b[o++] = (uint8_t)v;
   }
-  check = token_check(b);
+  check = token_check(b, scope);
   if (b[0] != TOKEN_VERSION || b[9] != (uint8_t)(check >> 16) || b[10] != (uint8_t)(check >> 8) ||
       b[11] != (uint8_t)check)
     return 0;

@@ -76,4 +76,9 @@ const char *svc_page_token(rpc_call_t *call, int64_t last_id);
 /** The id a token of svc_page_token() holds, or 0 if s is not one. */
 int64_t svc_page_after(const char *s);
 
+/** svc_page_token() for one scope (a clue's history: its id): svc_page_after_of() with
+ * another scope refuses the token as it refuses a damaged one. */
+const char *svc_page_token_of(rpc_call_t *call, int64_t scope, int64_t last_id);
+int64_t svc_page_after_of(const char *s, int64_t scope);
+
 #endif

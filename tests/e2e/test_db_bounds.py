@@ -22,6 +22,7 @@ every row exactly once, and cluectl follows them.
 
 import concurrent.futures
 import json
+import re
 import os
 import subprocess
 import sys
@@ -618,8 +619,13 @@ def test_list_joint_cases_and_items_arrive_in_pages(c):
     for who in (c.w.auditor, c.w.X1.leader, lr):
         got, pages = all_pages(who.case.ListJointCases, cs.ListJointCasesRequest(), "cases")
         assert got == cases and pages >= 3, (who, len(got), pages)
-    out = cluectl_json(c, c.w.X1.leader, "case", "list")
+    out = cluectl_json(c, c.w.X1.leader, "case", "list", "--all")
     assert [int(x["id"]) for x in out["cases"]] == cases
+    # Without --all, one page and the token of the next, which lists the rest.
+    r = harness.cluectl("--server", c.srv.addr, "case", "list", env={"CLUED_TOKEN": c.w.X1.leader.token}, check=0)
+    token = re.search(r"--page-token (\S+)", r.stderr).group(1)
+    out = cluectl_json(c, c.w.X1.leader, "case", "list", "--page-token", token)
+    assert 0 < len(out["cases"]) < len(cases) and int(out["cases"][-1]["id"]) in cases
     items = sql_ids(c, "SELECT id FROM rect_items ORDER BY id DESC")
     got, pages = all_pages(c.w.auditor.rect.ListItems, rp.ListItemsRequest(page_size=500), "items")
     assert got == items and pages >= 3, (len(got), pages)
@@ -664,7 +670,17 @@ def test_a_long_history_arrives_in_pages(c):
         assert False, "a made-up page token was taken"
     except grpc.RpcError as e:
         assert e.code() == Code.INVALID_ARGUMENT, e.details()
-    out = cluectl_json(c, w.auditor, "clue", "history", str(clue.id))
+    # A page token holds its clue: given for another clue, it is refused, not read as a
+    # position in that clue's history (which would cut it short).
+    other = w.G1.member.clue.SubmitClue(pb.SubmitClueRequest(
+        request_id=new_request_id(), title="另一条", summary="s", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+        subject=pb.SubjectPerson(name="张三"), host_unit="市发展改革委"), timeout=20)
+    try:
+        w.auditor.clue.GetHistory(pb.GetHistoryRequest(clue_id=other.id, page_token=first.next_page_token), timeout=10)
+        assert False, "another clue's page token was taken"
+    except grpc.RpcError as e:
+        assert e.code() == Code.INVALID_ARGUMENT and "another clue" in e.details(), e.details()
+    out = cluectl_json(c, w.auditor, "clue", "history", str(clue.id), "--all")
     assert [int(e["seq"]) for e in out["events"]] == seqs
 
 
