@@ -225,14 +225,20 @@ static int show_cases(cli_t *cli, const ProtobufCMessage *m) {
   return rc;
 }
 
-/* Every case the caller sees: the pages (500 cases or about 2 MiB each) are followed. */
+static const cli_opt_t list_opts[] = {
+    CLI_OPT_PAGE_TOKEN,
+    CLI_OPT_ALL_PAGES,
+    {NULL, NULL, 0, NULL},
+};
+
+/* A page of the cases the caller sees (500 cases or about 2 MiB), or with --all every page. */
 static int run_list(cli_t *cli, const cli_args_t *args) {
   Clue__V1__ListJointCasesRequest req = CLUE__V1__LIST_JOINT_CASES_REQUEST__INIT;
   Clue__V1__ListJointCasesResponse *resp = NULL;
-  int rc;
+  int all, rc;
 
-  (void)args;
-  if ((rc = cli_call_pages(cli, CASE_SVC, "ListJointCases", &req.base, "cases", 1,
+  if ((rc = cli_page_args(cli, args, &all, &req.page_token)) != 0 ||
+      (rc = cli_call_pages(cli, CASE_SVC, "ListJointCases", &req.base, "cases", all,
                            (ProtobufCMessage **)&resp)) != 0)
     return rc;
   return cli_show(cli, &resp->base, show_cases);
@@ -326,7 +332,10 @@ static const cli_command_t case_commands[] = {
      "for its member clues. Participants see member clues, their history and notes.\n",
      run_create},
     {"show", "ID", "Show a joint case and its clues", NULL, NULL, run_show},
-    {"list", NULL, "List the joint cases you can see", NULL, NULL, run_list},
+    {"list", NULL, "List the joint cases you can see", list_opts,
+     "One page (500 cases or about 2 MiB) is listed unless --all is given; the token of the\n"
+     "next page is printed on stderr.\n",
+     run_list},
     {"add-participant", "ID", "Add a participating unit to a joint case", unit_opts, NULL,
      run_add_participant},
     {"remove-participant", "ID", "Remove a participating unit from a joint case", unit_opts, NULL,

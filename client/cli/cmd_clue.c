@@ -426,14 +426,21 @@ static int show_history(cli_t *cli, const ProtobufCMessage *m) {
   return rc;
 }
 
-/* The whole history: a long one comes in pages of about 2 MiB, followed here. */
+static const cli_opt_t history_opts[] = {
+    CLI_OPT_PAGE_TOKEN,
+    CLI_OPT_ALL_PAGES,
+    {NULL, NULL, 0, NULL},
+};
+
+/* A page of the history (1,000 events or about 2 MiB), or with --all every page. */
 static int run_history(cli_t *cli, const cli_args_t *args) {
   Clue__V1__GetHistoryRequest req = CLUE__V1__GET_HISTORY_REQUEST__INIT;
   Clue__V1__GetHistoryResponse *resp = NULL;
-  int rc;
+  int all, rc;
 
   if ((rc = cli_operand_id(cli, args, &req.clue_id)) != 0 ||
-      (rc = cli_call_pages(cli, CLUE_SVC, "GetHistory", &req.base, "events", 1,
+      (rc = cli_page_args(cli, args, &all, &req.page_token)) != 0 ||
+      (rc = cli_call_pages(cli, CLUE_SVC, "GetHistory", &req.base, "events", all,
                            (ProtobufCMessage **)&resp)) != 0)
     return rc;
   return cli_show(cli, &resp->base, show_history);
@@ -567,7 +574,9 @@ static const cli_command_t clue_commands[] = {
      clue_proposals_help, clue_run_proposals},
     {"review", "PROPOSAL_ID", "Approve or reject a proposed move", clue_review_opts,
      clue_review_help, clue_run_review},
-    {"history", "ID", "Show a clue's history (its audit events, oldest first)", NULL, NULL,
+    {"history", "ID", "Show a clue's history (its audit events, oldest first)", history_opts,
+     "One page (1,000 events or about 2 MiB) is shown unless --all is given; the token of the\n"
+     "next page is printed on stderr.\n",
      run_history},
     {"handover", "ID", "Hand a clue over to another unit", clue_handover_opts, clue_handover_help,
      clue_run_handover},
