@@ -49,14 +49,20 @@ static const char add_facts_sql[] =
     " LEFT JOIN notes n ON n.id = q.note_id";
 
 /* The write, in a transaction whose first statement takes the request key's lock (the one
- * clue_request_begin() takes), and made only while the caller still sees the clue (%s: the
- * clue scope's condition on c, the caller's user in $1 and unit in $2) in the snapshot taken
- * after it: a unit removed from the clue's joint case, an assignment ended or a review
- * decided since the facts read stops it, as the server's decision would have. No row then,
- * and nothing written. */
+ * clue_request_begin() takes) and whose second takes the clue's, as note_add() does (FOR
+ * SHARE: it waits for every change that holds the clue, and two notes do not wait for each
+ * other). The third adds the note only while the caller still sees the clue (%s: the clue
+ * scope's condition on c, the caller's user in $1 and unit in $2) in its snapshot, taken once
+ * both are held: an assignment ended, the clue handed over or taken out of its joint case, a
+ * review decided (each holds the clue until it commits) or a unit removed from the case
+ * since the facts read is seen there, and stops the note as the server's decision would
+ * have. Looked at before the clue's lock, a change still holding the clue passed the look,
+ * and the note, waiting for the clue, was written after it. No row then, and nothing
+ * written. */
 static const char add_lock_sql[] =
     "SELECT pg_advisory_xact_lock(hashtextextended('clue_requests/' || $1::bigint || '/' ||"
     " $2::uuid, 0))";
+static const char add_clue_lock_sql[] = "SELECT 1 FROM clues WHERE id = $1 FOR SHARE";
 static const char add_sql[] =
     "WITH s AS MATERIALIZED (SELECT c.id FROM clues c WHERE c.id = $5 AND %s)"
     " SELECT " NOTE_COLS("n") " FROM s CROSS JOIN LATERAL note_add($1, $2, $3, $4, s.id, $6, $7, $8) n";
@@ -178,7 +184,7 @@ static void got_add_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
     snprintf(cond, sizeof(cond), "false");
   sql = rpc_call_printf(call, add_sql, cond);
   if (sql == NULL || !svc_all_set(params, 8) ||
-      (stmts = rpc_call_alloc(call, 2 * sizeof(*stmts))) == NULL ||
+      (stmts = rpc_call_alloc(call, 3 * sizeof(*stmts))) == NULL ||
       (lock_params = rpc_call_alloc(call, 2 * sizeof(*lock_params))) == NULL) {
     clue_oom(call);
     return;
@@ -186,8 +192,9 @@ static void got_add_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   lock_params[0] = params[0];
   lock_params[1] = params[2];
   stmts[0] = (db_stmt_t){.sql = add_lock_sql, .nparams = 2, .values = lock_params};
-  stmts[1] = (db_stmt_t){.sql = sql, .nparams = 8, .values = params};
-  svc_txn(call, stmts, 2, note_added, NULL);
+  stmts[1] = (db_stmt_t){.sql = add_clue_lock_sql, .nparams = 1, .values = &params[4]};
+  stmts[2] = (db_stmt_t){.sql = sql, .nparams = 8, .values = params};
+  svc_txn(call, stmts, 3, note_added, NULL);
 }
 
 void clue_add_note(rpc_call_t *call, const ProtobufCMessage *m) {

@@ -134,8 +134,10 @@ class SqlRules(unittest.TestCase):
 
     def test_raised_names_reach_the_client(self):
         """A change that races another reaches the client with the table's code and the
-        function's message: AddNote decided against owner G1, the clue handed to G2 while
-        note_add waits for the row (CLVER -> ABORTED)."""
+        function's message: AddNote of R1's member decided against owner G1, the clue handed
+        to G2 while the note waits for the row (CLVER -> ABORTED). R1, the liaison room of
+        both, still sees the clue, so the note's look at the caller's sight under the lock
+        passes and note_add's owner compare answers."""
         import threading
 
         import grpc
@@ -159,7 +161,7 @@ class SqlRules(unittest.TestCase):
 
             def add_note():
                 try:
-                    w.G1.member.clue.AddNote(pb.AddNoteRequest(clue_id=x.id, kind=pb.NOTE_KIND_OTHER, text="n",
+                    w.R1.member.clue.AddNote(pb.AddNoteRequest(clue_id=x.id, kind=pb.NOTE_KIND_OTHER, text="n",
                                                                request_id=harness.new_request_id()), timeout=30)
                     out["code"] = grpc.StatusCode.OK
                 except grpc.RpcError as e:
@@ -168,7 +170,7 @@ class SqlRules(unittest.TestCase):
             t = threading.Thread(target=add_note)
             t.start()
             watcher = self.pg.connect(dbname)
-            harness.wait_for(lambda: self._one(watcher), what="note_add waiting for the clue's row")
+            harness.wait_for(lambda: self._one(watcher), what="the note waiting for the clue's row")
             watcher.close()
             with blocker.cursor() as cur:
                 cur.execute("UPDATE clues SET owner_unit = %s WHERE id = %s", (w.G2.id, x.id))
@@ -187,7 +189,7 @@ class SqlRules(unittest.TestCase):
     def _one(conn):
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                        " AND query LIKE '%note_add%'")
+                        " AND query LIKE '%FROM clues WHERE id = $1 FOR SHARE%'")
             return cur.fetchone()[0] > 0
 
     def test_functions_raise_the_names(self):

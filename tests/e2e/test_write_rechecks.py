@@ -11,12 +11,17 @@ server would refuse it asked afresh, and writes nothing.
   database: the write waits for the clue's lock, which the recusal holds until it commits,
   and then finds it (moves, co-review proposals, reviews, handovers, deadline extensions,
   notes, assignments, recusals, the batched moves).
+- AddNote of an author who sees the clue only as a handler, through its joint case (a
+  participant, the lead room) or as the reviewing unit, and loses that sight while the note
+  waits for the clue: NOT_FOUND as a fresh call, no note, no event. The note looks at the
+  caller's sight again once it holds the clue's lock (service/note.c).
 
 Two ways to hold a call where the race would have it: harness.stalled_by_its_key() holds the
 call at its request key while the other change commits; a superuser session holding the
 clue's audit head stops RecordRecusal inside its transaction (recusal inserted, clue locked)
 while the other call is sent, passes every check made before the clue's lock, and waits for
-that lock.
+that lock. note_on_its_way() holds a change the same way and sends a note meanwhile, or
+holds the clue's row while a change that does not take the clue commits.
 """
 
 import os
@@ -320,6 +325,121 @@ def test_batched_moves_leave_out_a_clue_whose_recusal_is_on_its_way(c):
         assert got == [], (earlier, got)
         nothing_after(c, cl.id, seq)
         assert rows(c.db, "SELECT state, version FROM clues WHERE id = %s", cl.id) == [("ACCEPTED", cl.version)]
+
+
+def note_on_its_way(c, clue_id, author, change, clue_held=False):
+    """author's AddNote, decided while author sees the clue, sent while change() is on its way,
+    and reaching the clue's lock after change() committed. A change that takes the clue's lock
+    is stopped inside its transaction (the clue locked, its event not yet appended) by a
+    superuser session holding the clue's audit head, and the note is sent meanwhile: it reads
+    what the change has not yet committed, then waits for the clue. A change that does not take
+    the clue (clue_held) runs whole while that session holds the clue's row and the note waits
+    for it. Returns the note's answer and what change() returned."""
+    pg = harness.Postgres.get()
+    lk, watch = pg.connect(c.dbname), pg.connect(c.dbname)
+    watch.autocommit = True
+    lk.autocommit = False
+    if clue_held:
+        lk.cursor().execute("SELECT 1 FROM clues WHERE id = %s FOR NO KEY UPDATE", (clue_id,))
+    else:
+        lk.cursor().execute("SELECT 1 FROM audit_heads WHERE subject_type = 'clue' AND subject_id = %s FOR UPDATE",
+                            (clue_id,))
+    assert answer(author.clue.GetClue, pb.GetClueRequest(clue_id=clue_id), timeout=20)[0] == Code.OK
+    req = pb.AddNoteRequest(clue_id=clue_id, kind=pb.NOTE_KIND_OTHER, text="会商记录", request_id=new_request_id())
+    out = {}
+    t_change = threading.Thread(target=lambda: out.setdefault("change", answer(change)))
+    t_note = threading.Thread(target=lambda: out.setdefault("note", answer(author.clue.AddNote, req, timeout=30)))
+    try:
+        if clue_held:
+            t_note.start()
+            harness.wait_for(lambda: waiting(watch) >= 1, what="the note waiting for the clue")
+            t_change.start()
+            t_change.join()
+        else:
+            t_change.start()
+            harness.wait_for(lambda: waiting(watch) >= 1, what="the change waiting for the clue's audit head")
+            t_note.start()
+            harness.wait_for(lambda: waiting(watch) >= 2, what="the note waiting for the clue")
+    finally:
+        lk.rollback()
+        lk.close()
+        watch.close()
+        t_change.join()
+        t_note.join()
+    assert out["change"][0] == Code.OK, out["change"]
+    return out["note"], req
+
+
+def refused_like_a_missing_clue(c, clue_id, author, got, req):
+    fresh = answer(author.clue.AddNote, pb.AddNoteRequest(clue_id=clue_id, kind=req.kind, text=req.text,
+                                                          request_id=new_request_id()), timeout=20)
+    missing = answer(author.clue.AddNote, pb.AddNoteRequest(clue_id=987654321, kind=req.kind, text=req.text,
+                                                            request_id=new_request_id()), timeout=20)
+    assert fresh[:2] == (Code.NOT_FOUND, "clue not found"), fresh
+    assert got == fresh == missing, (got, fresh, missing)
+    assert rows(c.db, "SELECT count(*) FROM notes WHERE clue_id = %s", clue_id)[0][0] == 0
+    assert "note.add" not in [e[1] for e in events(c.db, clue_id)]
+    assert rows(c.db, "SELECT count(*) FROM clue_requests WHERE user_id = %s AND request_id = %s",
+                author.id, req.request_id)[0][0] == 0
+
+
+def test_a_note_on_its_way_when_its_author_loses_sight_of_the_clue(c):
+    # Each author saw the clue by one reason only when the server decided the note; the change
+    # that ends it commits while the note waits for the clue. Under the clue's lock the note
+    # looks again: refused as a fresh call, nothing written.
+    w = c.w
+    L, M = w.G1.leader, w.G1.member
+
+    def handled():
+        cl = move(L, submit(M), PRE).clue
+        L.clue.AssignHandler(pb.AssignHandlerRequest(clue_id=cl.id, user_id=w.R2.member.id,
+                                                     request_id=new_request_id()), timeout=20)
+        return cl
+
+    # A handler seconded from R2 (派员参与), unassigned.
+    cl = handled()
+    got, req = note_on_its_way(c, cl.id, w.R2.member, lambda: L.clue.UnassignHandler(pb.UnassignHandlerRequest(
+        clue_id=cl.id, user_id=w.R2.member.id, reason="撤回", request_id=new_request_id()), timeout=30))
+    refused_like_a_missing_clue(c, cl.id, w.R2.member, got, req)
+
+    # The same handler, the clue handed over (which ends every assignment).
+    cl = handled()
+    got, req = note_on_its_way(c, cl.id, w.R2.member, lambda: L.clue.HandOver(pb.HandOverRequest(
+        clue_id=cl.id, expected_version=cl.version, to_unit_id=w.G2.id, reason="移交",
+        request_id=new_request_id()), timeout=30))
+    refused_like_a_missing_clue(c, cl.id, w.R2.member, got, req)
+
+    # A case led by R2 with X1 taking part: X1's member (a participant) and R2's (the lead
+    # room), each seeing G1's clue through the case alone, as G1's leader takes it out.
+    jc = w.R2.leader.case.CreateJointCase(cs.CreateJointCaseRequest(
+        title="联合办案-会商", participant_unit_ids=[w.G1.id, w.X1.id], request_id=new_request_id()), timeout=20)
+    for author in (w.X1.member, w.R2.member):
+        cl = move(L, submit(M), PRE).clue
+        L.case.AddClueToCase(cs.AddClueToCaseRequest(case_id=jc.id, clue_id=cl.id), timeout=20)
+        got, req = note_on_its_way(c, cl.id, author, lambda: L.case.RemoveClueFromCase(cs.RemoveClueFromCaseRequest(
+            case_id=jc.id, clue_id=cl.id, reason="收回"), timeout=30))
+        refused_like_a_missing_clue(c, cl.id, author, got, req)
+
+    # X1 removed from the case: the removal takes the case, not the clue; it commits while the
+    # note waits for the clue.
+    cl = move(L, submit(M), PRE).clue
+    L.case.AddClueToCase(cs.AddClueToCaseRequest(case_id=jc.id, clue_id=cl.id), timeout=20)
+    got, req = note_on_its_way(c, cl.id, w.X1.member, lambda: w.R2.leader.case.RemoveParticipant(
+        cs.RemoveParticipantRequest(case_id=jc.id, unit_id=w.X1.id, reason="协作结束"), timeout=30), clue_held=True)
+    refused_like_a_missing_clue(c, cl.id, w.X1.member, got, req)
+
+    # R1's member sees X1's clue only while R1 reviews its pending co-review; R1's leader decides.
+    x = move(w.X1.leader, submit(w.X1.member, host="某区"), PRE).clue
+    prop = move(w.X1.leader, x, FIL, reviewer_unit_id=w.R1.id).proposal
+    got, req = note_on_its_way(c, x.id, w.R1.member, lambda: w.R1.leader.clue.ReviewProposal(pb.ReviewProposalRequest(
+        proposal_id=prop.id, approve=False, comment="不同意", request_id=new_request_id()), timeout=30))
+    refused_like_a_missing_clue(c, x.id, w.R1.member, got, req)
+
+    # Whoever still sees the clue adds notes as before, also while a change is on its way.
+    got, req = note_on_its_way(c, cl.id, M, lambda: L.case.RemoveClueFromCase(cs.RemoveClueFromCaseRequest(
+        case_id=jc.id, clue_id=cl.id, reason="收回"), timeout=30))
+    assert got[0] == Code.OK, got
+    assert [e[1] for e in events(c.db, cl.id)][-2:] == ["case.remove_clue", "note.add"]
 
 
 if __name__ == "__main__":
