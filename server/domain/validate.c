@@ -238,6 +238,11 @@ int validate_text(const char *field, const char *s, size_t max, unsigned flags,
     if (!multiline && is_format(cp))
       return fail(err, field, "%s must not contain invisible or bidirectional formatting (U+%04X)",
                   field, (unsigned)cp);
+    /* The other default ignorables (a combining grapheme joiner, Hangul fillers, ...) hide a
+     * name from a search as well; variation selectors stay with the character they vary. */
+    if (!multiline && in_ranges(cp, ignorable, NRANGES(ignorable)) && !is_attached(cp))
+      return fail(err, field, "%s must not contain invisible characters (U+%04X)", field,
+                  (unsigned)cp);
     i += n;
   }
 

@@ -21,8 +21,9 @@
  * Single-line text (without VALIDATE_MULTILINE: titles, names, host units, categories)
  * refuses, inside the trimmed span, Unicode's format characters (General_Category Cf: the
  * zero-width space and joiners, U+2060, bidirectional embeddings, overrides, isolates and
- * marks, ...) and U+2028/U+2029, so a name cannot hide a character from a search or reorder
- * its display. Multi-line free text (summaries, notes, reasons) keeps them: a zero-width
+ * marks, ...), the other default ignorables but those attached to the character before them
+ * (variation selectors) and U+2028/U+2029, so a name cannot hide a character from a search or
+ * reorder its display. Multi-line free text (summaries, notes, reasons) keeps them: a zero-width
  * joiner builds emoji sequences, and Arabic or Hebrew text uses the bidirectional marks;
  * clients escape bidirectional controls when they print (cluectl shows <U+202E>). */
 
@@ -86,9 +87,9 @@ bool validate_is_blank(const char *s);
 /**
  * The general text checker: valid UTF-8; no control characters (except tab, LF and CR with
  * VALIDATE_MULTILINE; C1 controls and DEL are refused too); without VALIDATE_MULTILINE, no
- * format character (Cf) and no U+2028/U+2029 inside the trimmed text; trimmed length at most max
- * (bytes, or characters with VALIDATE_COUNT_CHARS; max 0 means no limit); not blank with
- * VALIDATE_REQUIRED. Returns 0 or VALIDATE_EINVAL.
+ * format character (Cf), no unattached default ignorable and no U+2028/U+2029 inside the trimmed
+ * text; trimmed length at most max (bytes, or characters with VALIDATE_COUNT_CHARS; max 0 means no
+ * limit); not blank with VALIDATE_REQUIRED. Returns 0 or VALIDATE_EINVAL.
  */
 int validate_text(const char *field, const char *s, size_t max, unsigned flags,
                   validate_error_t *err) __attribute__((warn_unused_result));

@@ -338,24 +338,24 @@ static void test_name(void **state) {
   /* A format character inside a name hides it from a search for the name it shows. */
   expect_err(validate_name("subject.name", "张" ZWSP "某", true, &err), &err, "subject.name",
              "subject.name must not contain invisible or bidirectional formatting (U+200B)");
-  static const char *const hidden[] = {ZWJ,
-                                       "\xE2\x80\x8C",
-                                       "\xE2\x81\xA0",
-                                       "\xE1\xA0\x8E",
-                                       BOM,
-                                       "\xC2\xAD",
-                                       "\xE2\x80\x8F",
-                                       "\xD8\x9C",
-                                       RLO,
-                                       PDF,
-                                       "\xF3\xA0\x80\x81"};
+  static const char *const hidden[] = {
+      ZWJ, "\xE2\x80\x8C", "\xE2\x81\xA0", "\xE1\xA0\x8E", BOM, "\xC2\xAD", "\xE2\x80\x8F",
+      "\xD8\x9C", RLO, PDF, "\xF3\xA0\x80\x81",
+      /* default ignorables of no use in a name: U+034F
+       * combining grapheme joiner, the Hangul fillers
+       * U+115F, U+1160, U+3164 and U+FFA0, U+17B4 */
+      "\xCD\x8F", "\xE1\x85\x9F", "\xE1\x85\xA0", "\xE3\x85\xA4", "\xEF\xBE\xA0", "\xE1\x9E\xB4"};
   for (size_t i = 0; i < NELEM(hidden); i++) {
     char *s2 = repeat("张", hidden[i], 1, "某");
     if (validate_name("name", s2, true, &err) != VALIDATE_EINVAL)
       fail_msg("hidden[%zu] accepted inside a name", i);
     free(s2);
   }
-  /* An ideographic variation sequence (a rare form of a name's character) is no format. */
+  expect_err(validate_name("subject.name", "张\xE3\x85\xA4某", true, &err), &err, "subject.name",
+             "subject.name must not contain invisible characters (U+3164)");
+  /* An ideographic variation sequence (a rare form of a name's character) is no format, nor
+   * a Mongolian free variation selector after its letter. */
+  expect_ok(validate_name("subject.name", "\xE1\xA0\xA0\xE1\xA0\x8B", true, &err));
   expect_ok(validate_name("subject.name",
                           "葛\xF3\xA0\x84\x80"
                           "某",
