@@ -40,11 +40,75 @@ function setAttrs(el: Element, attrs: Attrs): void {
 
 export function append(el: Node, children: Child[]): void {
   for (const c of children) {
-    if (c === null || c === undefined || c === false) continue;
+    if (c === null || c === undefined || c === false || c === "") continue;
     if (Array.isArray(c)) append(el, c);
     else if (c instanceof Node) el.appendChild(c);
-    else el.appendChild(document.createTextNode(String(c)));
+    else el.appendChild(text(el, String(c)));
   }
+}
+
+// Text from the server is data (docs/CONSOLE.md, "Text from the server"): a string child goes
+// in as text, never as markup, in a <bdi> of its own, an isolate that takes its direction from
+// its first strong character. Unicode's bidirectional controls in a value (an unterminated
+// U+202E RIGHT-TO-LEFT OVERRIDE reverses the rest of its paragraph), and Arabic or Hebrew
+// letters, then reorder nothing outside it: not the unit code after a name, not the words
+// after a title. Every string child gets this, the labels too, so that no view can forget it;
+// what no element can isolate is a value written into a longer string (`${name} (${code})` is
+// one text, the code after the name's override): give the parts as children.
+//
+// A string child is taken for a single-line value (a title, a name): its bidirectional marks,
+// embeddings, overrides and isolates, C1 controls and U+2028/U+2029 are shown by name
+// (<U+202E>), as cluectl shows them. The server refuses them in such fields now, so one shown
+// is in a row stored before that, and the reader sees it is there. Free text (summaries,
+// notes, reasons), which may rightly carry these marks, goes through prose().
+
+const SHOWN_BY_NAME = /[\u0080-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/g;
+
+function nameOf(ch: string): string {
+  return `<U+${ch.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}>`;
+}
+
+/** s with its bidirectional controls, C1 controls and U+2028/U+2029 written as <U+XXXX>: for attributes. */
+export function named(s: string): string {
+  return s.replace(SHOWN_BY_NAME, nameOf);
+}
+
+/** A string child of parent: a <bdi> with the controls shown by name; only the named text
+ * where no element may go (an <option>, a <title>, SVG); a <textarea>'s text as it is, to edit. */
+function text(parent: Node, s: string): Node {
+  if (parent instanceof HTMLTextAreaElement) return document.createTextNode(s);
+  if (!(parent instanceof HTMLElement) || parent instanceof HTMLOptionElement || parent instanceof HTMLTitleElement) return document.createTextNode(named(s));
+  const bdi = document.createElement("bdi");
+  let at = 0;
+  for (const m of s.matchAll(SHOWN_BY_NAME)) {
+    if (m.index > at) bdi.append(s.slice(at, m.index));
+    const ctl = document.createElement("span");
+    ctl.className = "ctl";
+    ctl.textContent = nameOf(m[0]);
+    bdi.append(ctl);
+    at = m.index + m[0].length;
+  }
+  if (at < s.length) bdi.append(s.slice(at));
+  return bdi;
+}
+
+/**
+ * Free text from the server (a summary, a note, a reason, a case's basis), kept as written,
+ * bidirectional controls and all: an inline block of its own, so nothing in it reaches the
+ * text around it, in which each line takes its direction from its first strong character
+ * (unicode-bidi: plaintext) and an override ends with its line.
+ */
+export function prose(s: string): HTMLElement {
+  const el = document.createElement("span");
+  el.className = "prose";
+  el.dir = "auto";
+  el.textContent = s;
+  return el;
+}
+
+/** The items with sep between them, each item a child of its own. */
+export function joined(items: Child[], sep: string): Child[] {
+  return items.flatMap((x, i) => (i ? [sep, x] : [x]));
 }
 
 export function clear(el: Element): void {

@@ -1,4 +1,5 @@
 // Chinese labels first, English available: one dictionary per language, the same keys.
+import type { Child } from "./dom";
 
 const zh = {
   appTitle: "线索监督台",
@@ -487,6 +488,14 @@ export function setLang(l: Lang): void {
 /** The label for key in the current language, with {0}, {1}... filled in. */
 export function t(key: Key, ...args: (string | number | bigint)[]): string {
   return dicts[lang][key].replace(/\{(\d+)\}/g, (_, i: string) => String(args[Number(i)] ?? ""));
+}
+
+/**
+ * t() for a label with values from the server in it: the label's words and each value as
+ * children of their own, so that each value is isolated (dom.ts) from the words around it.
+ */
+export function tx(key: Key, ...args: Child[]): Child[] {
+  return dicts[lang][key].split(/\{(\d+)\}/).map((part, i) => (i % 2 ? (args[Number(part)] ?? "") : part));
 }
 
 /** An audit action for people, with its code beside it: "备注 (note.add)". */

@@ -2,7 +2,7 @@
 // (#/queue, #/clue/17, #/cases, #/stats, #/audit, #/ledger). Pages follow the caller's rights
 // as GetCaller tells them; the server decides every call all the same.
 import "./style.css";
-import { h, clear } from "./dom";
+import { h, clear, named } from "./dom";
 import { t, setLang, currentLang, type Key } from "./i18n";
 import { tokens, storedToken, storeToken, forgetToken, setMe, me, roleName, isStaff, isAuditor, Code, errorCode } from "./api";
 import { errorBox } from "./ui";
@@ -113,7 +113,7 @@ function shell(active: string): HTMLElement {
         .map((r) => h("li", null, h("a", { href: `#/${r.path}`, "aria-current": r.path === active ? "page" : null }, t(r.label)))),
     ),
   );
-  const who = me ? `${me.userName} · ${me.unitCode} · ${t(roleName(me.role) as Key)}` : "";
+  const who = me ? [me.userName, " · ", me.unitCode, ` · ${t(roleName(me.role) as Key)}`] : [];
   app.append(
     h("a", { class: "skip", href: "#main", onclick: (ev: Event) => { ev.preventDefault(); main.focus(); } }, t("skip")),
     h(
@@ -124,7 +124,7 @@ function shell(active: string): HTMLElement {
       h(
         "div",
         { class: "top-tools" },
-        h("span", { class: "who", "aria-label": `${t("signedInAs")}: ${who}` }, who),
+        h("span", { class: "who", "aria-label": `${t("signedInAs")}: ${named(who.join(""))}` }, who),
         langButton(),
         h("button", { type: "button", class: "btn btn-quiet", onclick: () => { forgetToken(); setMe(null); location.hash = ""; signIn(); } }, t("signOut")),
       ),

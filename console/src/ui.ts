@@ -4,21 +4,22 @@ import { t, fmtDate } from "./i18n";
 import { Code, ConnectError, errorCode } from "./api";
 import type { Gathered } from "./paging";
 
-/** What a failed call means to a person; ABORTED is always "changed meanwhile, reload". */
-export function errorText(e: unknown): string {
+/** What a failed call means to a person; ABORTED is always "changed meanwhile, reload". The
+ * server's message is a child of its own, isolated from the words around it (dom.ts). */
+export function errorText(e: unknown): Child[] {
   switch (errorCode(e)) {
     case Code.Aborted:
-      return t("changedMeanwhile");
+      return [t("changedMeanwhile")];
     case Code.NotFound:
-      return t("notFound");
+      return [t("notFound")];
     case Code.PermissionDenied:
-      return `${t("denied")} ${(e as ConnectError).rawMessage}`;
+      return [t("denied"), " ", (e as ConnectError).rawMessage];
     case Code.Unauthenticated:
-      return t("unauthenticated");
+      return [t("unauthenticated")];
     case Code.Unavailable:
-      return t("unavailable");
+      return [t("unavailable")];
     default:
-      return e instanceof ConnectError ? `${t("error")}: ${e.rawMessage}` : `${t("error")}: ${String(e)}`;
+      return [`${t("error")}: `, e instanceof ConnectError ? e.rawMessage : String(e)];
   }
 }
 
@@ -33,7 +34,7 @@ export function errorBox(e: unknown, reload?: () => void): HTMLElement {
   );
 }
 
-export function okBox(text: string): HTMLElement {
+export function okBox(text: Child): HTMLElement {
   return h("div", { class: "alert alert-ok", role: "status" }, text);
 }
 
@@ -67,9 +68,14 @@ export function deadlineBadge(deadlineMs: bigint, daysLeft: number, overdue: boo
   return h("span", { class: "badge" }, `${fmtDate(deadlineMs)} · ${t("daysLeft", daysLeft)}`);
 }
 
-export function section(title: string, ...children: Child[]): HTMLElement {
+export function section(title: Child, ...children: Child[]): HTMLElement {
   const id = uid("sec");
   return h("section", { "aria-labelledby": id, class: "card" }, h("h2", { id }, title), ...children);
+}
+
+/** A person and their unit's code, "张三 (G1)", each a child of its own. */
+export function person(name: string, unitCode: string): Child[] {
+  return [name, " (", unitCode, ")"];
 }
 
 /** What the page says above a list read short (allPages stopped early); null for a whole one. */

@@ -370,5 +370,62 @@ def test_lists_longer_than_a_page_are_shown_whole(c):
     assert r.returncode == 0 and len(passed) == 4, f"console_long.mjs exited {r.returncode}, {len(passed)} passed"
 
 
+RLO = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: what follows it, to the end of its paragraph, is drawn reversed
+
+
+def test_server_text_cannot_reorder_the_page(c):
+    """Bidirectional controls in the server's text (docs/CONSOLE.md, "Text from the server"):
+    a user's, a unit's and a person's name, a clue's and a case's title with an unterminated
+    U+202E, written by SQL as rows stored before the server refused them in single-line fields,
+    and a note that carries one as free text may. console_bidi.mjs checks, where Chromium draws
+    them, that the text after such a name on its line keeps its order (the header, a note's
+    and an event's byline, the person's position), that single-line values show the control by
+    name (<U+202E>, as cluectl does), and that the note keeps it, in an element of its own that
+    isolates it; the statistics CSV keeps the unit's name as stored, byte for byte what
+    `cluectl stats --csv` prints. Runs last: it renames people and units that the scenarios
+    before it look for."""
+    prerequisites()
+    os.makedirs(SHOTS, exist_ok=True)
+    w = c.w
+    with c.db.cursor() as cur:
+        cur.execute("UPDATE users SET name = name || %s || '甲乙' WHERE id = %s", (RLO, w.G1.leader.id))
+        cur.execute("UPDATE units SET name = name || %s || '丙丁' WHERE id = %s", (RLO, w.X1.id))
+        cur.execute("UPDATE joint_cases SET title = title || %s || '戊己' WHERE id = %s", (RLO, c.case.id))
+    clue = w.G1.leader.clue.SubmitClue(CL.SubmitClueRequest(
+        request_id=harness.new_request_id(), title="双向控制符", summary="摘要" + RLO + "正文",
+        source=CL.SOURCE_CHANNEL_LETTER_VISIT_REPORT, subject=CL.SubjectPerson(name="王某", position="副处长"),
+        host_unit="市发展改革委"), timeout=10)
+    with c.db.cursor() as cur:
+        cur.execute("UPDATE clues SET title = title || %s || '庚辛', subject_name = subject_name || %s || '壬癸'"
+                    " WHERE id = %s", (RLO, RLO, clue.id))
+    w.G1.leader.clue.AddNote(CL.AddNoteRequest(clue_id=clue.id, kind=CL.NOTE_KIND_OTHER, text="会商" + RLO + "子丑\n第二行",
+                                               request_id=harness.new_request_id()), timeout=10)
+    cfg = {
+        "base": c.base,
+        "chromium": CHROMIUM,
+        "timezone": TZ,
+        "shots": SHOTS,
+        "download": os.path.join(c.tmp, "stats-bidi.csv"),
+        "period": [c.frm, c.to],
+        "tokens": {"g1_leader": w.G1.leader.token, "r1_leader": w.R1.leader.token, "auditor": w.auditor.token},
+        "clue": clue.id,
+        "case": c.case.id,
+    }
+    path = os.path.join(c.tmp, "config-bidi.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f, ensure_ascii=False)
+    r = subprocess.run(["node", os.path.join(BROWSER_DIR, "console_bidi.mjs"), path], capture_output=True, text=True,
+                       timeout=600, cwd=BROWSER_DIR)
+    sys.stdout.write(r.stdout + r.stderr)
+    passed = [ln for ln in r.stdout.splitlines() if ln.startswith("PASS ")]
+    assert r.returncode == 0 and len(passed) == 3, f"console_bidi.mjs exited {r.returncode}, {len(passed)} passed"
+    with open(cfg["download"], "rb") as f:
+        downloaded = f.read()
+    printed = cluectl_bytes("stats", "--from", c.frm, "--to", c.to, "--csv", server=c.srv.addr,
+                            token=w.auditor.token, tz=TZ)
+    assert downloaded == printed, f"browser:\n{downloaded.decode()}\ncluectl:\n{printed.decode()}"
+    assert (RLO + "丙丁").encode() in downloaded, downloaded.decode()
+
+
 if __name__ == "__main__":
     harness.run_tests(globals(), setup=setup, teardown=teardown)

@@ -1,12 +1,12 @@
 // Audit: the live feed through WatchEvents, which resumes after a dropped stream from the last
 // seq received (the server replays what came after it: nothing missed, nothing twice); the
 // verification of every hash chain and the Merkle tree; the latest signed checkpoint.
-import { h, clear } from "../dom";
-import { t, tName, tAction, fmtTime } from "../i18n";
+import { h, clear, prose } from "../dom";
+import { t, tx, tName, tAction, fmtTime } from "../i18n";
 import { audit, seesAllAudit, stateName, Code, errorCode } from "../api";
 import type { AuditEvent } from "../../gen/clue/v1/common_pb";
 import { BrokenLink_Problem } from "../../gen/clue/v1/audit_pb";
-import { section, errorBox, loading } from "../ui";
+import { section, errorBox, loading, person } from "../ui";
 
 const KEEP = 200; // rows kept on the page; older ones scroll away
 const BACKOFF_MAX_MS = 10000;
@@ -16,7 +16,7 @@ function hex(b: Uint8Array): string {
 }
 
 function eventRow(e: AuditEvent): HTMLElement {
-  const subject = e.subjectType === "clue" ? h("a", { href: `#/clue/${e.subjectId}` }, `clue #${e.subjectId}`) : `${e.subjectType} #${e.subjectId}`;
+  const subject = e.subjectType === "clue" ? h("a", { href: `#/clue/${e.subjectId}` }, `clue #${e.subjectId}`) : [e.subjectType, ` #${e.subjectId}`];
   return h(
     "tr",
     { "data-seq": String(e.seq) },
@@ -24,7 +24,7 @@ function eventRow(e: AuditEvent): HTMLElement {
     h("td", null, fmtTime(e.atMs)),
     h("td", null, tAction(e.action), e.toState ? ` → ${tName(stateName(e.toState))}` : ""),
     h("td", null, subject),
-    h("td", null, e.actorUserName ? `${e.actorUserName} (${e.actorUnitCode})` : "—"),
+    h("td", null, e.actorUserName ? person(e.actorUserName, e.actorUnitCode) : "—"),
   );
 }
 
@@ -42,7 +42,7 @@ async function verification(box: HTMLElement, signal: AbortSignal): Promise<void
         h(
           "div",
           { class: "alert alert-error", role: "alert", "data-testid": "verify-status" },
-          b ? t("auditVerifyBad", b.subjectType, b.subjectId, b.seq, `${BrokenLink_Problem[b.problem]} ${b.detail}`) : v.treeProblem,
+          b ? tx("auditVerifyBad", b.subjectType, String(b.subjectId), String(b.seq), [BrokenLink_Problem[b.problem], " ", b.detail]) : v.treeProblem,
         ),
       );
     }
@@ -66,7 +66,7 @@ async function checkpoint(box: HTMLElement, signal: AbortSignal): Promise<void> 
         h("dt", null, t("publishedAt")),
         h("dd", null, fmtTime(c.publishedMs)),
       ),
-      h("pre", { class: "mono note", tabindex: "0", "aria-label": t("auditCheckpoint") }, c.note),
+      h("pre", { class: "mono note", tabindex: "0", "aria-label": t("auditCheckpoint") }, prose(c.note)),
     );
   } catch (e) {
     const code = errorCode(e);

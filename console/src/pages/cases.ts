@@ -1,6 +1,6 @@
 // Joint cases (室组地联合办案): the lead room, the participants, the member clues and their states;
 // the list is every case the caller sees, read page by page.
-import { h, append } from "../dom";
+import { h, append, prose, joined } from "../dom";
 import { t, tName, fmtTime, fmtDate } from "../i18n";
 import { cases, stateName } from "../api";
 import type { JointCase } from "../../gen/clue/v1/case_pb";
@@ -10,17 +10,17 @@ import { allPages } from "../paging";
 function caseCard(jc: JointCase): HTMLElement {
   const participants = jc.participantUnitIds.map((id, i) => jc.participantUnitCodes[i] || `#${id}`);
   return section(
-    `#${jc.id} ${jc.title}`,
+    [`#${jc.id}`, " ", jc.title],
     h(
       "dl",
       { class: "facts" },
       h("dt", null, t("caseLead")),
-      h("dd", null, `${jc.leadUnitCode} ${jc.leadUnitName}`),
+      h("dd", null, jc.leadUnitCode, " ", jc.leadUnitName),
       h("dt", null, t("caseParticipants")),
-      h("dd", null, participants.length ? participants.join("、") : t("none")),
+      h("dd", null, participants.length ? joined(participants, "、") : t("none")),
       h("dt", null, t("caseOpenedBy")),
-      h("dd", null, `${jc.createdByName} · ${fmtTime(jc.createdAtMs)}`),
-      jc.basis ? [h("dt", null, t("caseBasis")), h("dd", null, jc.basis)] : null,
+      h("dd", null, jc.createdByName, ` · ${fmtTime(jc.createdAtMs)}`),
+      jc.basis ? [h("dt", null, t("caseBasis")), h("dd", null, prose(jc.basis))] : null,
     ),
     h("h3", null, t("caseClues")),
     table(

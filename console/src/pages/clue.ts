@@ -2,13 +2,13 @@
 // move, handover and extend forms (each sends the version shown and a fresh request id; a
 // stale version comes back ABORTED: "changed meanwhile, reload"), proposals with approve and
 // reject for the reviewing unit's leader, notes, and the history as a timeline.
-import { h, field, clear, type Child } from "../dom";
-import { t, tName, tAction, fmtTime } from "../i18n";
+import { h, field, clear, prose, joined, type Child } from "../dom";
+import { t, tx, tName, tAction, fmtTime } from "../i18n";
 import { clues, me, isLeader, isStaff, stateName, requestId } from "../api";
 import { ClueState, UnitKind } from "../../gen/clue/v1/common_pb";
 import { Disposal, NoteKind, ProposalStatus, SourceChannel, type Clue, type Proposal } from "../../gen/clue/v1/clue_pb";
 import { drawMachine, movesFrom, isTerminal } from "../machine";
-import { section, deadlineBadge, errorBox, okBox, loading, partialNote } from "../ui";
+import { section, deadlineBadge, errorBox, okBox, loading, partialNote, person } from "../ui";
 import { allPages } from "../paging";
 
 function idPicker(): HTMLElement {
@@ -35,7 +35,7 @@ function dl(pairs: [string, Child][]): HTMLElement {
 }
 
 /** A form that calls fn on submit, shows what came back, and reloads the page on success. */
-function actionForm(legend: string, controls: Child[], submitLabel: string, fn: () => Promise<string>, reload: () => void, testid: string): HTMLElement {
+function actionForm(legend: string, controls: Child[], submitLabel: string, fn: () => Promise<Child>, reload: () => void, testid: string): HTMLElement {
   const status = h("div", { "aria-live": "polite" });
   const button = h("button", { type: "submit", class: "btn btn-primary" }, submitLabel);
   return h(
@@ -61,7 +61,7 @@ function actionForm(legend: string, controls: Child[], submitLabel: string, fn: 
   );
 }
 
-let flash = "";
+let flash: Child = null;
 
 function enumOptions<E extends Record<string, string | number>>(e: E, prefix: string, skip = 0): HTMLOptionElement[] {
   return Object.entries(e)
@@ -121,7 +121,7 @@ function moveForm(c: Clue, reload: () => void): HTMLElement {
           reviewerUnitId: extras.reviewer.hidden || !reviewer.value ? 0n : BigInt(reviewer.value),
         },
       });
-      return r.pending ? t("movePending", r.proposal?.reviewerUnitCode || String(r.proposal?.reviewerUnitId ?? "")) : t("moveDone", tName(stateName(to)));
+      return r.pending ? tx("movePending", r.proposal?.reviewerUnitCode || String(r.proposal?.reviewerUnitId ?? "")) : t("moveDone", tName(stateName(to)));
     },
     reload,
     "move-form",
@@ -186,9 +186,9 @@ function proposalItem(p: Proposal, reload: () => void): HTMLElement {
     h("strong", null, `#${p.id} ${tName(stateName(p.fromState))} → ${tName(stateName(p.target))}`),
     " · ",
     h("span", { class: `badge badge-${ProposalStatus[p.status].toLowerCase()}` }, tName(`PROPOSAL_STATUS_${ProposalStatus[p.status]}`)),
-    h("div", null, `${t("colProposer")}: ${p.proposerUserName} (${p.proposerUnitCode}) · ${t("colReviewer")}: ${p.reviewerUnitCode} ${p.reviewerUnitName} · ${fmtTime(p.createdAtMs)}`),
-    h("div", null, `${t("colReason")}: ${p.reason}`),
-    p.reviewComment ? h("div", null, `${t("reviewComment")}: ${p.reviewComment}`) : null,
+    h("div", null, `${t("colProposer")}: `, person(p.proposerUserName, p.proposerUnitCode), ` · ${t("colReviewer")}: `, p.reviewerUnitCode, " ", p.reviewerUnitName, ` · ${fmtTime(p.createdAtMs)}`),
+    h("div", null, `${t("colReason")}: `, prose(p.reason)),
+    p.reviewComment ? h("div", null, `${t("reviewComment")}: `, prose(p.reviewComment)) : null,
   );
   if (canReview) {
     const comment = h("input", { type: "text", maxlength: "2000" });
@@ -263,27 +263,27 @@ export async function cluePage(main: HTMLElement, arg: string | undefined, signa
     const owner = isLeader() && c.ownerUnitId === me!.unitId;
     const active = !isTerminal(c.state);
 
-    body.append(h("h2", { class: "page-title" }, `${c.registrationNumber} · ${c.title}`));
+    body.append(h("h2", { class: "page-title" }, c.registrationNumber, " · ", c.title));
     if (flash) {
       body.append(okBox(flash));
-      flash = "";
+      flash = null;
     }
     body.append(
       section(
-        t("clueTitle", c.registrationNumber),
+        tx("clueTitle", c.registrationNumber),
         dl(([
           [t("colState"), h("span", { class: "badge badge-state", "data-testid": "clue-state" }, tName(stateName(c.state)))],
           [t("clueVersion"), h("span", { "data-testid": "clue-version" }, String(c.version))],
-          [t("colOwner"), `${c.ownerUnitCode} ${c.ownerUnitName}`],
+          [t("colOwner"), [c.ownerUnitCode, " ", c.ownerUnitName]],
           [t("colDeadline"), deadlineBadge(c.stageDeadlineMs, c.daysLeft, c.overdue)],
-          [t("clueSubject"), `${c.subject?.name ?? ""} ${c.subject?.position ?? ""}`],
+          [t("clueSubject"), [c.subject?.name, " ", c.subject?.position]],
           [t("clueHostUnit"), c.hostUnit],
           [t("clueSource"), tName(`SOURCE_CHANNEL_${SourceChannel[c.source]}`)],
-          [t("clueSummary"), c.summary],
-          [t("clueHandlers"), c.handlers.length ? c.handlers.map((x) => `${x.userName} (${x.unitCode})`).join("、") : t("none")],
+          [t("clueSummary"), prose(c.summary)],
+          [t("clueHandlers"), c.handlers.length ? joined(c.handlers.map((x) => person(x.userName, x.unitCode)), "、") : t("none")],
           c.jointCaseId ? [t("clueCase"), h("a", { href: `#/cases/${c.jointCaseId}` }, `#${c.jointCaseId}`)] : [t("clueCase"), t("none")],
           c.pendingProposal ? [t("cluePending"), t("yes")] : [t("cluePending"), t("no")],
-          c.reporter ? [t("clueReporter"), `${c.reporter.name} ${c.reporter.phone} ${c.reporter.email} ${c.reporter.address}`] : null,
+          c.reporter ? [t("clueReporter"), joined([c.reporter.name, c.reporter.phone, c.reporter.email, c.reporter.address], " ")] : null,
         ] as ([string, Child] | null)[]).filter((x): x is [string, Child] => x !== null)),
       ),
       section(t("stateMachine"), drawMachine(c.state, owner && active && !c.pendingProposal)),
@@ -307,7 +307,7 @@ export async function cluePage(main: HTMLElement, arg: string | undefined, signa
         t("notes"),
         partialNote(notes),
         notes.rows.length
-          ? h("ul", { class: "plain notes" }, notes.rows.map((n) => h("li", null, h("div", { class: "muted" }, `${tName(`NOTE_KIND_${NoteKind[n.kind]}`)} · ${n.authorUserName} (${n.authorUnitCode}) · ${fmtTime(n.createdAtMs)}`), h("p", { class: "note-text" }, n.text))))
+          ? h("ul", { class: "plain notes" }, notes.rows.map((n) => h("li", null, h("div", { class: "muted" }, `${tName(`NOTE_KIND_${NoteKind[n.kind]}`)} · `, person(n.authorUserName, n.authorUnitCode), ` · ${fmtTime(n.createdAtMs)}`), h("p", { class: "note-text" }, prose(n.text)))))
           : h("p", { class: "muted" }, t("notesEmpty")),
         isStaff() ? noteForm(c, reload) : null,
       ),
@@ -327,8 +327,8 @@ export async function cluePage(main: HTMLElement, arg: string | undefined, signa
               " ",
               h("strong", null, tAction(e.action)),
               e.toState ? ` ${e.fromState ? tName(stateName(e.fromState)) + " → " : ""}${tName(stateName(e.toState))}` : "",
-              h("div", { class: "muted" }, `${e.actorUserName} (${e.actorUnitCode}) · seq ${e.seq}`),
-              e.reason ? h("div", null, e.reason) : null,
+              h("div", { class: "muted" }, person(e.actorUserName, e.actorUnitCode), ` · seq ${e.seq}`),
+              e.reason ? h("div", null, prose(e.reason)) : null,
             ),
           ),
         ),

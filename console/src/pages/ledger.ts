@@ -1,7 +1,7 @@
 // The rectification ledger (督促整改台账, docs/LEDGER.md): the figures per host unit, over every
 // item the caller sees, and the items themselves, newest first, 500 at a time with "show more"
 // for the next page (the ledger grows for years; its figures already count every item).
-import { h, clear } from "../dom";
+import { h, clear, prose } from "../dom";
 import { t, tName, fmtDate } from "../i18n";
 import { ledger } from "../api";
 import { RectificationState, RectificationSource, type RectificationItem } from "../../gen/clue/v1/rectification_pb";
@@ -14,7 +14,7 @@ function itemRow(it: RectificationItem): HTMLElement {
     String(it.id),
     it.hostUnit,
     it.category,
-    it.description.length > 80 ? `${it.description.slice(0, 80)}…` : it.description,
+    prose(it.description.length > 80 ? `${it.description.slice(0, 80)}…` : it.description),
     tName(`RECTIFICATION_STATE_${RectificationState[it.state]}`),
     it.overdue ? h("span", { class: "badge badge-overdue" }, `${fmtDate(it.deadlineMs)} · ${t("overdue")}`) : fmtDate(it.deadlineMs),
     it.source === RectificationSource.CLUE

@@ -1,12 +1,12 @@
 // My queue: the clues the caller's unit can act on (deadline overdue in red, due soon in
 // amber), the proposals waiting for the unit's review, those it raised, and clues handed over
 // to it; each list whole, read page by page.
-import { h, field, clear } from "../dom";
+import { h, field, clear, prose } from "../dom";
 import { t, tName, fmtTime } from "../i18n";
 import { clues, audit, me, stateName, requestId } from "../api";
 import { ClueState } from "../../gen/clue/v1/common_pb";
 import { ListProposalsRequest_Scope, SourceChannel, type Proposal } from "../../gen/clue/v1/clue_pb";
-import { table, deadlineBadge, section, loading, errorBox, partialNote } from "../ui";
+import { table, deadlineBadge, section, loading, errorBox, partialNote, person } from "../ui";
 import { allPages } from "../paging";
 
 const ACTIVE = [ClueState.ACCEPTED, ClueState.PRELIMINARY_CHECK, ClueState.FILED];
@@ -20,9 +20,9 @@ function proposalRows(list: Proposal[]) {
   return list.map((p) => [
     clueLink(p.clueId, `#${p.clueId}`),
     `${tName(stateName(p.fromState))} → ${tName(stateName(p.target))}`,
-    `${p.proposerUserName} (${p.proposerUnitCode})`,
+    person(p.proposerUserName, p.proposerUnitCode),
     p.reviewerUnitCode || String(p.reviewerUnitId),
-    p.reason,
+    prose(p.reason),
     fmtTime(p.createdAtMs),
   ]);
 }
@@ -158,7 +158,7 @@ export async function queuePage(main: HTMLElement, _arg: string | undefined, sig
       table(
         t("queueArrivals"),
         [t("colClue"), t("colTitle"), t("colFrom"), t("colReason"), t("colWhen")],
-        arrivals.map((e) => [clueLink(e.subjectId, byId.get(e.subjectId)?.registrationNumber ?? `#${e.subjectId}`), byId.get(e.subjectId)?.title ?? "", `${e.actorUserName} (${e.actorUnitCode})`, e.reason, fmtTime(e.atMs)]),
+        arrivals.map((e) => [clueLink(e.subjectId, byId.get(e.subjectId)?.registrationNumber ?? `#${e.subjectId}`), byId.get(e.subjectId)?.title ?? "", person(e.actorUserName, e.actorUnitCode), prose(e.reason), fmtTime(e.atMs)]),
       ),
     ),
   );

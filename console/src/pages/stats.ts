@@ -119,7 +119,7 @@ export async function statsPage(main: HTMLElement, _arg: string | undefined, sig
           t("statsFunnel"),
           [t("colUnit"), t("colReceived"), t("colPrelim"), t("colFiled"), t("colClosed"), t("colTransferred"), t("colOverdueNow"), t("colZero"), t("colFunnel")],
           r.units.map((u) => [
-            `${u.unitCode} ${u.unitName}`,
+            [u.unitCode, " ", u.unitName],
             String(u.received),
             String(u.preliminaryChecksStarted),
             String(u.filed),
@@ -135,7 +135,7 @@ export async function statsPage(main: HTMLElement, _arg: string | undefined, sig
       section(
         t("statsZero"),
         r.zeroDisposalUnits.length
-          ? h("ul", { class: "zero-list", "data-testid": "zero-units" }, r.zeroDisposalUnits.map((z) => h("li", null, h("span", { class: "badge badge-zero" }, z.unitCode), ` ${z.unitName}`)))
+          ? h("ul", { class: "zero-list", "data-testid": "zero-units" }, r.zeroDisposalUnits.map((z) => h("li", null, h("span", { class: "badge badge-zero" }, z.unitCode), " ", z.unitName)))
           : h("p", { class: "muted" }, t("statsZeroNone")),
       ),
     );
