@@ -6,41 +6,13 @@
 //   node console.mjs CONFIG.json
 import fs from "node:fs";
 import path from "node:path";
-import { createRequire } from "node:module";
-import { chromium } from "playwright-core";
+import { AXE, assert, browser, cfg, finish, scenario } from "./scenarios.mjs";
 
-const require = createRequire(import.meta.url);
-const AXE = fs.readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
-const cfg = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
 const TOKENS = Object.values(cfg.tokens);
 const results = {};
 const leaks = []; // a token seen in a URL or a console message
 const axePages = []; // the pages axe-core checked, as they were shown
 let axeRules = 0; // rules that passed, summed over the pages
-let passed = 0;
-let failed = 0;
-
-function assert(cond, msg) {
-  if (!cond) throw new Error(`assertion failed: ${msg}`);
-}
-
-async function scenario(name, fn) {
-  const t0 = Date.now();
-  try {
-    await fn();
-    passed++;
-    console.log(`PASS ${name} (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
-  } catch (e) {
-    failed++;
-    console.log(`FAIL ${name}: ${e.stack || e}`);
-  }
-}
-
-const browser = await chromium.launch({
-  executablePath: cfg.chromium,
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-});
 
 /** A fresh browser profile (its own sessionStorage) with one page, watched for token leaks. */
 async function newPage(label) {
@@ -515,6 +487,4 @@ await scenario("the token is never in a URL, a cookie, localStorage or the conso
 });
 
 fs.writeFileSync(cfg.results, JSON.stringify(results, null, 2));
-await browser.close();
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+await finish();

@@ -6,56 +6,11 @@
 // its line must stay where its order puts it.
 //
 //   node console_bidi.mjs CONFIG.json
-import fs from "node:fs";
 import path from "node:path";
-import { createRequire } from "node:module";
-import { chromium } from "playwright-core";
+import { AXE, assert, cfg, finish, go, scenario, signedIn } from "./scenarios.mjs";
 
-const require = createRequire(import.meta.url);
-const AXE = fs.readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
-const cfg = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
 const RLO = "\u202e";
 const NAMED = "<U+202E>";
-let passed = 0;
-let failed = 0;
-
-function assert(cond, msg) {
-  if (!cond) throw new Error(`assertion failed: ${msg}`);
-}
-
-async function scenario(name, fn) {
-  const t0 = Date.now();
-  try {
-    await fn();
-    passed++;
-    console.log(`PASS ${name} (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
-  } catch (e) {
-    failed++;
-    console.log(`FAIL ${name}: ${e.stack || e}`);
-  }
-}
-
-const browser = await chromium.launch({
-  executablePath: cfg.chromium,
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-});
-
-async function signedIn(token) {
-  const ctx = await browser.newContext({ timezoneId: cfg.timezone, locale: "zh-CN", viewport: { width: 1280, height: 900 }, acceptDownloads: true });
-  const page = await ctx.newPage();
-  page.setDefaultTimeout(15000);
-  await page.goto(cfg.base);
-  await page.getByLabel("访问令牌").fill(token);
-  await page.getByRole("button", { name: "登录" }).click();
-  await page.locator("header nav").waitFor();
-  return page;
-}
-
-async function go(page, hash) {
-  await page.goto(new URL(hash, cfg.base).href);
-  await page.locator("main .page-title").first().waitFor();
-}
 
 /**
  * parts, found one after the other in the element's text, must be drawn in that order from
@@ -182,6 +137,4 @@ await scenario("statistics show a unit's name with U+202E by name; the CSV keeps
   await auditor.context().close();
 });
 
-await browser.close();
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+await finish();

@@ -4,62 +4,16 @@
 // prints PASS or FAIL; the ledger's "show more" is pictured in cfg.shots.
 //
 //   node console_long.mjs CONFIG.json
-import fs from "node:fs";
 import path from "node:path";
-import { createRequire } from "node:module";
-import { chromium } from "playwright-core";
-
-const require = createRequire(import.meta.url);
-const AXE = fs.readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
-const cfg = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
-let passed = 0;
-let failed = 0;
-
-function assert(cond, msg) {
-  if (!cond) throw new Error(`assertion failed: ${msg}`);
-}
-
-async function scenario(name, fn) {
-  const t0 = Date.now();
-  try {
-    await fn();
-    passed++;
-    console.log(`PASS ${name} (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
-  } catch (e) {
-    failed++;
-    console.log(`FAIL ${name}: ${e.stack || e}`);
-  }
-}
-
-const browser = await chromium.launch({
-  executablePath: cfg.chromium,
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-});
-
-async function signedIn(token) {
-  const ctx = await browser.newContext({ timezoneId: cfg.timezone, locale: "zh-CN", viewport: { width: 1280, height: 900 } });
-  const page = await ctx.newPage();
-  page.setDefaultTimeout(30000);
-  await page.goto(cfg.base);
-  await page.getByLabel("访问令牌").fill(token);
-  await page.getByRole("button", { name: "登录" }).click();
-  await page.locator("header nav").waitFor();
-  return page;
-}
-
-async function go(page, hash) {
-  await page.goto(new URL(hash, cfg.base).href);
-  await page.locator("main .page-title").first().waitFor();
-}
+import { AXE, assert, cfg, finish, go, scenario, signedIn } from "./scenarios.mjs";
 
 /** The section of the page whose heading is name. */
 function sectionOf(page, name) {
   return page.locator("section", { has: page.getByRole("heading", { name, exact: true }) });
 }
 
-const g1 = await signedIn(cfg.tokens.g1_leader);
-const auditor = await signedIn(cfg.tokens.auditor);
+const g1 = await signedIn(cfg.tokens.g1_leader, 30000);
+const auditor = await signedIn(cfg.tokens.auditor, 30000);
 
 await scenario("a clue's history and notes past one page are shown whole", async () => {
   await go(g1, `#/clue/${cfg.long_clue.id}`);
@@ -112,6 +66,4 @@ await scenario("the ledger shows its newest items and the rest after show more",
   assert(!(await g1.getByRole("button", { name: "显示更多" }).isVisible()), "show more stays after the last page");
 });
 
-await browser.close();
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+await finish();
