@@ -196,6 +196,19 @@ def test_a_nested_route_loads_its_assets(c):
             assert r.status == 200 and re.search("javascript|css", r.headers["Content-Type"]), (asset, r.headers)
 
 
+def run_browser_script(c, script, cfg, scenarios):
+    """Run tests/browser/SCRIPT with cfg as its JSON config; every one of its scenarios must
+    pass. Its output (PASS or FAIL per scenario) is echoed."""
+    path = os.path.join(c.tmp, f"config-{script}.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f, ensure_ascii=False)
+    r = subprocess.run(["node", os.path.join(BROWSER_DIR, script), path], capture_output=True, text=True,
+                       timeout=600, cwd=BROWSER_DIR)
+    sys.stdout.write(r.stdout + r.stderr)
+    passed = [ln for ln in r.stdout.splitlines() if ln.startswith("PASS ")]
+    assert r.returncode == 0 and len(passed) == scenarios, f"{script} exited {r.returncode}, {len(passed)} passed"
+
+
 def test_browser_scenarios(c):
     if os.path.isdir(SHOTS):
         shutil.rmtree(SHOTS)
@@ -220,15 +233,7 @@ def test_browser_scenarios(c):
         "case": {"id": c.case.id, "title": c.case.title},
         "item": {"id": c.item.id, "category": c.item.category},
     }
-    path = os.path.join(c.tmp, "config.json")
-    with open(path, "w") as f:
-        json.dump(cfg, f, ensure_ascii=False)
-    r = subprocess.run(["node", os.path.join(BROWSER_DIR, "console.mjs"), path], capture_output=True, text=True,
-                       timeout=600, cwd=BROWSER_DIR)
-    out = r.stdout + r.stderr
-    sys.stdout.write(out)
-    passed = [ln for ln in r.stdout.splitlines() if ln.startswith("PASS ")]
-    assert r.returncode == 0 and len(passed) == SCENARIOS, f"console.mjs exited {r.returncode}, {len(passed)} passed"
+    run_browser_script(c, "console.mjs", cfg, SCENARIOS)
     with open(cfg["results"]) as f:
         c.results = json.load(f)
     c.cfg = cfg
@@ -360,14 +365,7 @@ def test_lists_longer_than_a_page_are_shown_whole(c):
         "queue": {"count": len(queue), "overdue": c.overdue_clue},
         "items": {"count": len(items), "oldest": c.item.id},
     }
-    path = os.path.join(c.tmp, "config-long.json")
-    with open(path, "w") as f:
-        json.dump(cfg, f, ensure_ascii=False)
-    r = subprocess.run(["node", os.path.join(BROWSER_DIR, "console_long.mjs"), path], capture_output=True, text=True,
-                       timeout=600, cwd=BROWSER_DIR)
-    sys.stdout.write(r.stdout + r.stderr)
-    passed = [ln for ln in r.stdout.splitlines() if ln.startswith("PASS ")]
-    assert r.returncode == 0 and len(passed) == 4, f"console_long.mjs exited {r.returncode}, {len(passed)} passed"
+    run_browser_script(c, "console_long.mjs", cfg, 4)
 
 
 RLO = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: what follows it, to the end of its paragraph, is drawn reversed
@@ -411,14 +409,7 @@ def test_server_text_cannot_reorder_the_page(c):
         "clue": clue.id,
         "case": c.case.id,
     }
-    path = os.path.join(c.tmp, "config-bidi.json")
-    with open(path, "w") as f:
-        json.dump(cfg, f, ensure_ascii=False)
-    r = subprocess.run(["node", os.path.join(BROWSER_DIR, "console_bidi.mjs"), path], capture_output=True, text=True,
-                       timeout=600, cwd=BROWSER_DIR)
-    sys.stdout.write(r.stdout + r.stderr)
-    passed = [ln for ln in r.stdout.splitlines() if ln.startswith("PASS ")]
-    assert r.returncode == 0 and len(passed) == 3, f"console_bidi.mjs exited {r.returncode}, {len(passed)} passed"
+    run_browser_script(c, "console_bidi.mjs", cfg, 3)
     with open(cfg["download"], "rb") as f:
         downloaded = f.read()
     printed = cluectl_bytes("stats", "--from", c.frm, "--to", c.to, "--csv", server=c.srv.addr,
