@@ -24,7 +24,7 @@
 #define PDF "\xE2\x80\xAC"        /* U+202C POP DIRECTIONAL FORMATTING */
 #define VS16 "\xEF\xB8\x8F"       /* U+FE0F VARIATION SELECTOR-16 (emoji presentation) */
 
-/* Code points that show nothing, each alone a blank value (the probe's and their kin). */
+/* Code points that show nothing, each alone a blank value. */
 static const char *const invisibles[] = {
     ZWSP,
     "\xE2\x80\x8C", /* U+200C ZWNJ */
