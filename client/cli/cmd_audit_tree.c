@@ -515,6 +515,11 @@ static void fail_unexplained(verdict_t *rows, const Clue__V1__UnexplainedRow *u)
          "clue %lld: user %lld is its handler, but no clue.assign event since the "
          "assignment last ended says so: the row was inserted",
          s, m);
+  else if (strcmp(u->kind, "handler_removed") == 0)
+    fail(rows,
+         "clue %lld: user %lld is not its handler, though a clue.assign event made it one and "
+         "no event ended that: the row was deleted",
+         s, m);
   else if (strcmp(u->kind, "recusal") == 0)
     fail(rows,
          "clue %lld: user %lld is recused from it, but no clue.recuse event logged it: the "
@@ -529,6 +534,11 @@ static void fail_unexplained(verdict_t *rows, const Clue__V1__UnexplainedRow *u)
     fail(rows,
          "joint case %lld: unit %lld takes part in it, but no event since its last removal "
          "added it: the row was inserted",
+         s, m);
+  else if (strcmp(u->kind, "participant_removed") == 0)
+    fail(rows,
+         "joint case %lld: unit %lld does not take part in it, though an event added it and "
+         "no event removed it: the row was deleted",
          s, m);
   else if (strcmp(u->kind, "case_lead") == 0)
     fail(rows,
