@@ -436,6 +436,9 @@ static void check_facts(const Clue__V1__LeafEvent *e, verdict_t *v) {
              !fact_matches(e, "author_unit", NULL, e->actor_unit_id))
       fail(v, "seq %lld (%s #%s): note %s names another author than the one logged",
            (long long)e->seq, e->subject_type, e->subject_id, id);
+    else if (!fact_matches(e, "created_ms", "created_ms", NULL))
+      fail(v, "seq %lld (%s #%s): the time of note %s was changed: it is not the one logged",
+           (long long)e->seq, e->subject_type, e->subject_id, id);
   }
   if (strcmp(e->action, "clue.submit") == 0) {
     if (audit_json_member(e->details, "has_reporter", logged, sizeof(logged)) != 0)

@@ -605,6 +605,9 @@ def test_note_kind_and_author_changed():
         tampered("note kind changed", log, seq, f"the kind of note {nid} was changed")
         log.sql(("UPDATE notes SET kind = 'OTHER', author_user = %s WHERE id = %s", (log.w.G1.leader.id, nid)))
         tampered("note re-attributed to another author", log, seq, f"note {nid} names another author")
+        log.sql(("UPDATE notes SET author_user = %s, created_at = created_at - interval '30 days' WHERE id = %s",
+                 (log.w.G1.member.id, nid)))
+        tampered("note backdated by 30 days", log, seq, f"the time of note {nid} was changed")
     finally:
         log.close()
 
@@ -832,7 +835,7 @@ def test_report():
     # The list the closing note asks for: each tampering with its detection message.
     for name, msg in REPORT:
         print(f"{name}\n    {msg}")
-    assert len(REPORT) == 36
+    assert len(REPORT) == 37
 
 
 if __name__ == "__main__":
