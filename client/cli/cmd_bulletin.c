@@ -68,17 +68,11 @@ static int print_csv(const Clue__V1__GetBulletinResponse *r) {
  * is the server's: it is first made what cli_put_text() writes (no control characters, line
  * breaks included, reach the terminal). Returns 0, or -1 on out of memory. */
 static int md_text(const char *text) {
-  char *buf = NULL, *clean;
-  size_t len = 0;
-  FILE *o = open_memstream(&buf, &len);
-  const char *s;
+  char *clean = text_safe(text, 0);
 
-  if (o == NULL)
+  if (clean == NULL)
     return -1;
-  cli_put_text(o, text, 0);
-  if ((clean = cli_memstream_text(o, &buf)) == NULL)
-    return -1;
-  for (s = clean; *s; s++) {
+  for (const char *s = clean; *s; s++) {
     if (*s == '&')
       fputs("&amp;", stdout);
     else if (*s == '<')

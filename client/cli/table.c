@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "utf8.h"
+
 struct table {
   size_t ncols;
   char **cells; /* row-major, headers first */
@@ -60,56 +62,20 @@ void table_add(table_t *t, char *cell) {
   t->cells[t->n++] = cell;
 }
 
-/* The code point of the well-formed UTF-8 sequence at s, and its length; 0 for a malformed
- * one (a stray or overlong form, a surrogate, beyond U+10FFFF, cut by the NUL). */
-static size_t utf8_next(const unsigned char *s, uint32_t *cp) {
-  size_t n;
-  uint32_t v, min;
-
-  if (s[0] < 0x80) {
-    *cp = s[0];
-    return 1;
-  }
-  if (s[0] >= 0xC2 && s[0] <= 0xDF)
-    n = 2, v = s[0] & 0x1F, min = 0x80;
-  else if (s[0] >= 0xE0 && s[0] <= 0xEF)
-    n = 3, v = s[0] & 0x0F, min = 0x800;
-  else if (s[0] >= 0xF0 && s[0] <= 0xF4)
-    n = 4, v = s[0] & 0x07, min = 0x10000;
-  else
-    return 0;
-  for (size_t i = 1; i < n; i++) {
-    if ((s[i] & 0xC0) != 0x80) /* the NUL ends a cut sequence here too */
-      return 0;
-    v = v << 6 | (s[i] & 0x3F);
-  }
-  if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
-    return 0;
-  *cp = v;
-  return n;
-}
-
-/* Code points shown by name: the C1 controls (U+009B is a CSI to some terminals), the line
- * and paragraph separators, and the bidirectional marks, embeddings, overrides and isolates,
- * which would reorder what follows them on the line ("Trojan Source"). */
-static int shown_by_name(uint32_t cp) {
-  return (cp >= 0x80 && cp <= 0x9F) || cp == 0x061C || cp == 0x200E || cp == 0x200F ||
-         (cp >= 0x2028 && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069);
-}
-
 void text_put(FILE *o, const char *str, int keep_newlines) {
-  const unsigned char *s = (const unsigned char *)str;
+  const unsigned char *s = (const unsigned char *)str, *end = s + strlen(str);
 
-  while (*s != '\0') {
+  while (s < end) {
+    size_t n = clue__utf8_len(s, (size_t)(end - s));
     uint32_t cp;
-    size_t n = utf8_next(s, &cp);
     if (n == 0) {
       fprintf(o, "<0x%02X>", *s++);
       continue;
     }
+    cp = clue__utf8_value(s, n);
     if (cp < 0x20 || cp == 0x7F)
       fputc(keep_newlines && cp == '\n' ? '\n' : ' ', o);
-    else if (shown_by_name(cp))
+    else if (clue__utf8_unsafe_to_show(cp))
       fprintf(o, "<U+%04X>", (unsigned)cp);
     else
       fwrite(s, 1, n, o);

@@ -65,23 +65,12 @@ static void jb_newline(jbuf_t *b, int depth) {
     jb_put(b, "  ", 2);
 }
 
-/* The code point of a well-formed sequence of len bytes. */
-static uint32_t utf8_value(const unsigned char *s, size_t len) {
-  static const unsigned char lead_mask[] = {0, 0x7F, 0x1F, 0x0F, 0x07};
-  uint32_t cp = s[0] & lead_mask[len];
-
-  for (size_t k = 1; k < len; k++)
-    cp = cp << 6 | (s[k] & 0x3F);
-  return cp;
-}
-
 /* Written as \uXXXX though JSON allows them raw, so that JSON printed to a terminal neither
- * sends it a control (DEL, the C1 range, whose U+009B is a CSI to some terminals) nor
- * reorders the line (the bidirectional controls, as in "Trojan Source"), and so that it
- * stays valid JavaScript (U+2028, U+2029). A JSON reader gets the same string. */
+ * sends it a control (DEL, and what clue__utf8_unsafe_to_show() names) nor reorders the line,
+ * and so that it stays valid JavaScript (U+2028, U+2029). A JSON reader gets the same
+ * string. */
 static int escaped(uint32_t cp) {
-  return cp == 0x7F || (cp >= 0x80 && cp <= 0x9F) || cp == 0x061C || cp == 0x200E || cp == 0x200F ||
-         (cp >= 0x2028 && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069);
+  return cp == 0x7F || clue__utf8_unsafe_to_show(cp);
 }
 
 static void jb_string(jbuf_t *b, const char *str, size_t n) {
@@ -127,7 +116,7 @@ static void jb_string(jbuf_t *b, const char *str, size_t n) {
       i++;
     } else {
       size_t len = clue__utf8_len(s + i, n - i);
-      uint32_t cp = len != 0 ? utf8_value(s + i, len) : 0;
+      uint32_t cp = len != 0 ? clue__utf8_value(s + i, len) : 0;
       if (len == 0) {
         jb_puts(b, "\\ufffd");
         i++;

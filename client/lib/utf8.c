@@ -1,4 +1,4 @@
-/* UTF-8 sequence checks for libclue's JSON. */
+/* UTF-8 sequence checks for libclue's JSON and cluectl's terminal text. */
 
 #include "utf8.h"
 
@@ -33,4 +33,18 @@ size_t clue__utf8_len(const unsigned char *s, size_t n) {
       (cp >= 0xD800 && cp <= 0xDFFF))
     return 0;
   return len;
+}
+
+uint32_t clue__utf8_value(const unsigned char *s, size_t len) {
+  static const unsigned char lead_mask[] = {0, 0x7F, 0x1F, 0x0F, 0x07};
+  uint32_t cp = s[0] & lead_mask[len];
+
+  for (size_t k = 1; k < len; k++)
+    cp = cp << 6 | (s[k] & 0x3F);
+  return cp;
+}
+
+int clue__utf8_unsafe_to_show(uint32_t cp) {
+  return (cp >= 0x80 && cp <= 0x9F) || cp == 0x061C || cp == 0x200E || cp == 0x200F ||
+         (cp >= 0x2028 && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069);
 }

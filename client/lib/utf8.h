@@ -1,14 +1,27 @@
 #ifndef CLUE_LIB_UTF8_H
 #define CLUE_LIB_UTF8_H
 
-/* UTF-8 checks shared by the JSON writer (json.c) and reader (json_in.c). */
+/* UTF-8 checks shared by the JSON writer (json.c) and reader (json_in.c), and by cluectl's
+ * text for terminals (client/cli/table.c). */
 
 #include <stddef.h>
+#include <stdint.h>
 
 /**
  * Length of the well-formed UTF-8 sequence at s (n >= 1 bytes available): 1 to 4, or 0 if it
  * is not one (a stray or overlong form, a surrogate, a value above U+10FFFF, a cut sequence).
  */
 size_t clue__utf8_len(const unsigned char *s, size_t n);
+
+/** The code point of the well-formed sequence of len bytes at s (len from clue__utf8_len()). */
+uint32_t clue__utf8_value(const unsigned char *s, size_t len);
+
+/**
+ * Whether cp must not be written raw where people read it, though it is well-formed text: the
+ * C1 controls (U+009B is a CSI to some terminals), the line and paragraph separators, and the
+ * bidirectional marks, embeddings, overrides and isolates, which reorder what follows them
+ * ("Trojan Source"). The JSON writer escapes them, cluectl shows them by name.
+ */
+int clue__utf8_unsafe_to_show(uint32_t cp);
 
 #endif
