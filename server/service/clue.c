@@ -716,8 +716,6 @@ static void request_transition(rpc_call_t *call, const ProtobufCMessage *m) {
 
 /* A GetHistory page holds at most this many events (and SVC_PAGE_BYTES). */
 #define HISTORY_PAGE_MAX 1000
-#define STR(x) #x
-#define XSTR(x) STR(x)
 
 /* The facts and a page of the events in one query (one row with NULL event columns when
  * none), one event more than a page: whether more follow. The events are dropped if the
@@ -729,7 +727,7 @@ static const char history_sql[] =
     " FROM clues c JOIN units ou ON ou.id = c.owner_unit"
     " LEFT JOIN LATERAL (SELECT * FROM audit_events x WHERE x.subject_type = 'clue'"
     " AND x.subject_id = c.id AND x.seq > $4 ORDER BY x.seq"
-    " LIMIT " XSTR(HISTORY_PAGE_MAX) " + 1) e ON true"
+    " LIMIT " SVC_STR(HISTORY_PAGE_MAX) " + 1) e ON true"
     " WHERE c.id = $1 ORDER BY e.seq";
 /* clang-format on */
 

@@ -22,8 +22,6 @@ static const char *const kind_names[] = {
 /* A ListNotes page stops once it holds this much text (it always holds one note): counted in
  * the query, so that the notes past it are not fetched. */
 #define NOTES_PAGE_TEXT_BYTES SVC_PAGE_BYTES
-#define STR(x) #x
-#define XSTR(x) STR(x)
 
 /* clang-format off */
 /* A row of notes, aliased n. */
@@ -75,7 +73,7 @@ static const char list_sql[] =
     " FROM clues c JOIN units ou ON ou.id = c.owner_unit"
     " LEFT JOIN LATERAL (SELECT * FROM (SELECT x.*, sum(octet_length(x.text)) OVER (ORDER BY x.id)"
     " - octet_length(x.text) AS text_before FROM notes x WHERE x.clue_id = c.id AND x.id > $3"
-    " ORDER BY x.id LIMIT $4) p WHERE p.text_before <= " XSTR(NOTES_PAGE_TEXT_BYTES) ") n ON true"
+    " ORDER BY x.id LIMIT $4) p WHERE p.text_before <= " SVC_STR(NOTES_PAGE_TEXT_BYTES) ") n ON true"
     " WHERE c.id = $1 ORDER BY n.id";
 /* clang-format on */
 

@@ -60,6 +60,10 @@ int svc_name_index(const char *const *names, size_t n, const char *s);
  */
 #define SVC_PAGE_BYTES 2097152
 
+/** A macro's value as a string literal, to write it into SQL ("LIMIT " SVC_STR(MAX)). */
+#define SVC_STR_(x) #x
+#define SVC_STR(x) SVC_STR_(x)
+
 /**
  * True if item may join a reply page whose items so far take *bytes (0: none yet, and the
  * first item always joins), then counted in *bytes; false if the page ends before it.
