@@ -16,7 +16,7 @@
 /* ---- list ----------------------------------------------------------------------------------- */
 
 static const cli_opt_t list_opts[] = {
-    {"subject-type", "TYPE", 0, "clue, case, user, unit, token or proposal"},
+    {"subject-type", "TYPE", 0, "clue, case, rectification, unit or user"},
     {"subject-id", "ID", 0, "events of this subject (with --subject-type)"},
     {"actor", "USER", 0, "events caused by this user"},
     {"unit", "ID", 0, "events caused by users of this unit"},

@@ -95,11 +95,18 @@ static int print_markdown(const Clue__V1__GetBulletinResponse *r) {
   fputs("## ", stdout);
   bad |= md_text(r->month);
   printf(" 线索处置情况通报\n\n");
+  static const char *const tail_heads[] = {"立案",     "移送司法", "超期未办", "发现问题",
+                                           "整改到位", "整改超期", "零处置"};
+  const size_t tail = sizeof(tail_heads) / sizeof(tail_heads[0]);
+
+  /* The delimiter row has as many cells as the header, or it is not a table (GFM). */
   printf("| 单位 | 受理线索 | 处置 |");
   for (size_t i = 0; i < 6; i++)
     printf(" %s |", kind_heads[i]);
-  printf(" 立案 | 移送司法 | 超期未办 | 发现问题 | 整改到位 | 整改超期 | 零处置 |\n|---|");
-  for (size_t i = 0; i < 6 + 10; i++)
+  for (size_t i = 0; i < tail; i++)
+    printf(" %s |", tail_heads[i]);
+  printf("\n|---|");
+  for (size_t i = 0; i < 2 + 6 + tail; i++)
     printf("---:|");
   putchar('\n');
   for (size_t k = 0; k < r->n_units; k++) {

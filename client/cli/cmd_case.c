@@ -147,7 +147,7 @@ static int show_case(cli_t *cli, const ProtobufCMessage *m) {
 
 static const cli_opt_t create_opts[] = {
     {"title", "TEXT", CLI_OPT_REQUIRED, "the case's title"},
-    {"basis", "TEXT", CLI_OPT_REQUIRED, "the grounds for handling the clues jointly"},
+    {"basis", "TEXT", 0, "the grounds for handling the clues jointly (optional)"},
     {"participant", "UNIT", CLI_OPT_REPEAT, "a participating unit (group, region or room)"},
     {"clue", "ID", CLI_OPT_REPEAT, "a member clue"},
     CLI_OPT_REQUEST_ID,
@@ -170,7 +170,7 @@ static int run_create(cli_t *cli, const cli_args_t *args) {
       (rc = cli_request_id(cli, args, rid)) != 0)
     goto out;
   req.title = (char *)cli_arg(args, "title");
-  req.basis = (char *)cli_arg(args, "basis");
+  cli_arg_str(args, "basis", &req.basis);
   req.request_id = rid;
   rc = cli_call_rid_show(cli, CASE_SVC, "CreateJointCase", &req.base, rid, show_created);
 out:

@@ -341,6 +341,8 @@ static const char *not_found_type(const char *msg) {
     return "clue.v1.JointCase";
   if (strstr(msg, "proposal") != NULL)
     return "clue.v1.Proposal";
+  if (strncmp(msg, "token ", 6) == 0)
+    return "clue.v1.Token";
   if (strstr(msg, "user") != NULL)
     return "clue.v1.User";
   if (strstr(msg, "unit") != NULL)

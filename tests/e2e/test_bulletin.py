@@ -264,6 +264,11 @@ def test_cluectl(c):
     assert j["month"] == c.month and len(j["units"]) == 1 and j["units"][0].get("unit_code", j["units"][0].get("unitCode")) == "G1", j
     r = harness.cluectl("stats", "bulletin", "--month", c.month, "--markdown", env=env, check=0)
     assert r.stdout.startswith(f"## {c.month} 线索处置情况通报") and "| 单位 |" in r.stdout
+    # A GFM table: the delimiter row and every row have as many cells as the header.
+    table = [ln for ln in r.stdout.splitlines() if ln.startswith("|")]
+    cells = [len(ln.strip("|").split("|")) for ln in table]
+    assert len(table) == 2 + 4 and set(cells) == {16}, (cells, table[:2])
+    assert all(x in ("---", "---:") for x in table[1].strip("|").split("|")), table[1]
     assert "零通报单位" in r.stdout and "连续 1 个月" in r.stdout, r.stdout
     r = harness.cluectl("stats", "bulletin", "--month", "2026-13", env=env, check=1)
     assert "INVALID_ARGUMENT" in r.stderr

@@ -658,6 +658,9 @@ def test_joint_case(c):
     assert case_id in [x["id"] for x in c.json(w.R1.member, "case", "list")["cases"]]
     r = c.ctl(w.G1.leader, "case", "create", "--title", "t", "--basis", "b", check=1)
     assert r.stderr.startswith("PERMISSION_DENIED"), r.stderr
+    # The basis is optional, as in the API.
+    r = c.ctl(w.R1.leader, "case", "create", "--title", "无依据案", "--participant", str(w.G2.id), check=0)
+    assert _case_line(r.stdout)[1:3] == ("R1", {"G2"}), r.stdout
 
 
 def test_audit_list_and_verify(c):
@@ -668,6 +671,11 @@ def test_audit_list_and_verify(c):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].split() == ["SEQ", "TIME", "ACTION", "SUBJECT", "FROM", "TO", "USER", "UNIT", "REASON"]
+    # Its help names exactly the subject types the server takes.
+    r = c.ctl(w.auditor, "audit", "list", "--help", check=0)
+    assert "clue, case, rectification, unit or user" in r.stdout, r.stdout
+    for t in ("clue", "case", "rectification", "unit", "user"):
+        c.ctl(w.auditor, "audit", "list", "--subject-type", t, "--page-size", "1", check=0)
     assert lines[1].split()[3:5] == ["clue.submit", "clue"] and lines[1].split()[5] == f"#{cid}", lines
     assert lines[1].split()[8:10] == [w.G2.member.name, "G2"], lines[1]
     every = c.json(w.auditor, "audit", "list", "--all", "--page-size", "3")

@@ -257,6 +257,16 @@ def test_not_found_hidden_equals_missing_for_cases_proposals_items(c):
     assert code == Code.NOT_FOUND, (code, msg)
     (res,) = status_of(code, msg, raw)["google.rpc.ResourceInfo"]
     assert res.resource_type == "clue.v1.User", res
+    # Another user's token and a missing one name their id, and are a Token, for RevokeMyToken and
+    # AdminService.RevokeToken alike.
+    other = w.G1.member.tokens.ListMyTokens(S.token_pb2.ListMyTokensRequest(), timeout=20).tokens[0].id
+    for fn, req in ((u.tokens.RevokeMyToken, S.token_pb2.RevokeMyTokenRequest),
+                    (w.admin.admin.RevokeToken, S.admin_pb2.RevokeTokenRequest)):
+        for i in ((other, 10 ** 9) if fn == u.tokens.RevokeMyToken else (10 ** 9,)):
+            code, msg, raw = failure(fn, req(token_id=i), timeout=20)
+            assert (code, msg) == (Code.NOT_FOUND, f"token {i} not found"), (code, msg)
+            (res,) = status_of(code, msg, raw)["google.rpc.ResourceInfo"]
+            assert res.resource_type == "clue.v1.Token", res
 
 
 def test_not_found_hidden_equals_missing_in_a_case_creation(c):
