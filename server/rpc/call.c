@@ -280,6 +280,14 @@ void *rpc_call_read_note(const rpc_call_t *call) {
   return call->read_note;
 }
 
+void rpc_call_set_refusal_note(rpc_call_t *call, void *note) {
+  call->refusal_note = note;
+}
+
+void *rpc_call_refusal_note(const rpc_call_t *call) {
+  return call->refusal_note;
+}
+
 db_pool_t *rpc_call_read_pool(const rpc_call_t *call) {
   return call->read_pool ? call->read_pool : call->srv->db;
 }

@@ -100,6 +100,7 @@ struct rpc_call {
   db_pool_t *db_req_pool; /* the pool db_req went to; NULL: the server's (srv->db) */
   db_pool_t *read_pool;   /* where the call's reads go (rpc_call_set_read_pool); NULL: srv->db */
   void *read_note;        /* the service's note on that choice (rpc_call_read_note) */
+  void *refusal_note;     /* how a refusal of the call's write is told (rpc_call_refusal_note) */
 };
 
 /**

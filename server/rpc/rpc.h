@@ -107,6 +107,13 @@ db_pool_t *rpc_call_read_pool(const rpc_call_t *call);
 /** The note rpc_call_set_read_pool() kept; NULL if it was never called. */
 void *rpc_call_read_note(const rpc_call_t *call);
 
+/** Keep the service's note (in the call's memory; NULL: none) on how a refusal of the call's
+ * write is told, for rpc_call_refusal_note(). */
+void rpc_call_set_refusal_note(rpc_call_t *call, void *note);
+
+/** The note rpc_call_set_refusal_note() kept; NULL if none. */
+void *rpc_call_refusal_note(const rpc_call_t *call);
+
 /** q's callback has started: the call no longer cancels it (no-op if q is not the call's). */
 void rpc_call_db_ended(rpc_call_t *call, db_req_t *q);
 

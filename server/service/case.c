@@ -384,6 +384,7 @@ typedef struct create_req {
   const char *basis;
   const char *participants; /* bigint[] literal */
   const char *clues;        /* bigint[] literal */
+  const char *facts[5];     /* create_facts_sql's parameters */
 } create_req_t;
 
 /* Columns of the facts query: a tag ('c' clue, 'u' unit, 'r' request), the position in the
@@ -458,6 +459,30 @@ static bool clue_may_join(rpc_call_t *call, const db_result_t *r, int i,
   return true;
 }
 
+/* A refused creation (svc_sight_on_refusal()): the facts read again, and a listed clue the
+ * caller no longer sees answered as a fresh call answers it, the first the decision meets. */
+static bool create_hidden(rpc_call_t *call, const db_result_t *r, void *arg) {
+  authz_principal_t p = clue_principal(call);
+  authz_case_t jc = {.lead_unit_id = p.unit_id, .principal_in_case = true};
+  authz_result_t res;
+  clue_row_t row;
+  (void)arg;
+
+  for (int i = 0; i < db_rows(r); i++) {
+    if (db_value(r, i, CF_TAG)[0] != 'c')
+      continue;
+    (void)clue_row_facts(r, i, CF_CLUE, &row);
+    res = authz_can_add_clue_to_case(&p, &jc, row.id ? &row.facts : NULL);
+    if (authz_ok(&res))
+      continue;
+    if (res.decision != AUTHZ_NOT_FOUND)
+      return false;
+    clue_refuse_entry(call, "clue_ids: clue", svc_col_i64(r, i, CF_ID), &res);
+    return true;
+  }
+  return false;
+}
+
 static void got_create_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   const create_req_t *cr = arg;
   const Clue__V1__CreateJointCaseRequest *req = cr->req;
@@ -502,7 +527,11 @@ write:
   params[6] = cr->participants;
   params[7] = cr->clues;
   params[8] = svc_id_array(call, versions, req->n_clue_ids);
-  if (!svc_all_set(params, 9)) {
+  if (!svc_all_set(params, 9) ||
+      !svc_sight_on_refusal(call, &(svc_sight_t){.sql = create_facts_sql,
+                                                 .nparams = 5,
+                                                 .values = cr->facts,
+                                                 .hidden = create_hidden})) {
     clue_oom(call);
     return;
   }
@@ -515,7 +544,7 @@ static void create_joint_case(rpc_call_t *call, const ProtobufCMessage *m) {
   authz_result_t res;
   validate_error_t err;
   create_req_t *cr;
-  const char *params[5];
+  const char **params;
 
   if (clue_invalid(call, validate_create(req, &err), &err))
     return;
@@ -534,6 +563,7 @@ static void create_joint_case(rpc_call_t *call, const ProtobufCMessage *m) {
   cr->basis = clue_trimmed(call, req->basis);
   cr->participants = svc_id_array(call, req->participant_unit_ids, req->n_participant_unit_ids);
   cr->clues = svc_id_array(call, req->clue_ids, req->n_clue_ids);
+  params = cr->facts;
   params[0] = svc_i64(call, p.user_id, 0);
   params[1] = cr->request_id;
   params[2] = cr->participants;
@@ -553,6 +583,7 @@ typedef struct member_req {
   int64_t case_id;
   int64_t id; /* the unit or clue */
   const char *reason;
+  const char *facts[4]; /* the facts query's parameters */
 } member_req_t;
 
 /* Columns of the facts queries: the case, then the unit's or the clue's facts. */
@@ -658,27 +689,63 @@ static void got_participant_facts(rpc_call_t *call, const db_result_t *r, void *
   write_member(call, mr, mr->remove ? "case_remove_participant" : "case_add_participant", 0);
 }
 
-static void got_clue_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
-  const member_req_t *mr = arg;
+/* The decision of mr's clue change on the facts r (clue_facts_sql's); false when the case is
+ * missing. */
+static bool clue_member_decision(rpc_call_t *call, const db_result_t *r, const member_req_t *mr,
+                                 authz_result_t *res, clue_row_t *row) {
   authz_principal_t p = clue_principal(call);
   authz_case_t jc;
+
+  if (db_rows(r) != 1 || db_value(r, 0, MF_CASE) == NULL)
+    return false;
+  jc.lead_unit_id = svc_col_i64(r, 0, MF_LEAD);
+  jc.principal_in_case = svc_col_bool(r, 0, MF_IN_CASE) != 0;
+  (void)clue_row_facts(r, 0, MF_CLUE, row);
+  if (mr->remove)
+    *res = authz_can_remove_clue_from_case(&p, &jc, row->id ? &row->facts : NULL,
+                                           svc_col_i64(r, 0, MF_CLUE_CASE) == mr->case_id);
+  else
+    *res = authz_can_add_clue_to_case(&p, &jc, row->id ? &row->facts : NULL);
+  return true;
+}
+
+/* A refused change (svc_sight_on_refusal()): the facts read again, and NOT_FOUND, as a fresh
+ * call is answered, when the caller no longer sees the case or the clue. */
+static bool clue_member_hidden(rpc_call_t *call, const db_result_t *r, void *arg) {
   authz_result_t res;
   clue_row_t row;
 
-  if (db_rows(r) != 1 || db_value(r, 0, MF_CASE) == NULL) {
+  if (db_rows(r) != 1)
+    return false;
+  if (!clue_member_decision(call, r, arg, &res, &row)) {
+    case_not_found(call);
+    return true;
+  }
+  if (res.decision != AUTHZ_NOT_FOUND)
+    return false;
+  clue_refuse(call, &res);
+  return true;
+}
+
+static void got_clue_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
+  member_req_t *mr = arg;
+  authz_result_t res;
+  clue_row_t row;
+
+  if (!clue_member_decision(call, r, mr, &res, &row)) {
     case_not_found(call);
     return;
   }
-  jc.lead_unit_id = svc_col_i64(r, 0, MF_LEAD);
-  jc.principal_in_case = svc_col_bool(r, 0, MF_IN_CASE) != 0;
-  (void)clue_row_facts(r, 0, MF_CLUE, &row);
-  if (mr->remove)
-    res = authz_can_remove_clue_from_case(&p, &jc, row.id ? &row.facts : NULL,
-                                          svc_col_i64(r, 0, MF_CLUE_CASE) == mr->case_id);
-  else
-    res = authz_can_add_clue_to_case(&p, &jc, row.id ? &row.facts : NULL);
   if (!authz_ok(&res)) {
     clue_refuse(call, &res);
+    return;
+  }
+  if (!svc_sight_on_refusal(call, &(svc_sight_t){.sql = clue_facts_sql,
+                                                 .nparams = 4,
+                                                 .values = mr->facts,
+                                                 .hidden = clue_member_hidden,
+                                                 .arg = mr})) {
+    clue_oom(call);
     return;
   }
   write_member(call, mr, mr->remove ? "case_remove_clue" : "case_add_clue", row.version);
@@ -689,7 +756,7 @@ static void change_member(rpc_call_t *call, int64_t case_id, const char *id_fiel
                           const char *reason, bool remove, bool clue) {
   validate_error_t err;
   member_req_t *mr;
-  const char *params[4];
+  const char **params;
 
   /* Removals say why; additions may. */
   if (clue_invalid(call, validate_id("case_id", case_id, &err), &err) ||
@@ -704,6 +771,7 @@ static void change_member(rpc_call_t *call, int64_t case_id, const char *id_fiel
   mr->case_id = case_id;
   mr->id = id;
   mr->reason = clue_trimmed(call, reason);
+  params = mr->facts;
   params[0] = svc_i64(call, case_id, 0);
   params[1] = svc_i64(call, clue_principal(call).unit_id, 0);
   params[2] = svc_i64(call, id, 0);

@@ -702,7 +702,10 @@ static void request_transition(rpc_call_t *call, const ProtobufCMessage *m) {
   params[2] = mr->request_id;
   params[3] = svc_i64(call, clue_principal(call).unit_id, 0);
   params[4] = svc_i64(call, mr->named_reviewer, 1);
-  if (mr->request_id == NULL || params[0] == NULL || params[1] == NULL || params[3] == NULL) {
+  /* A move refused as a change made meanwhile (a stale version, the clue handed over) is
+   * told so only while the caller still sees the clue. */
+  if (mr->request_id == NULL || params[0] == NULL || params[1] == NULL || params[3] == NULL ||
+      !clue_sight_on_refusal(call, req->clue_id, "clue not found")) {
     clue_oom(call);
     return;
   }

@@ -332,6 +332,44 @@ void clue_reply_seen(rpc_call_t *call, const db_result_t *r, void *arg) {
   (void)rpc_reply(call, &row.clue->base);
 }
 
+/* clang-format off */
+/* The facts of a clue that its sight is decided on, for a refused write. */
+static const char sight_sql[] =
+    "SELECT " CLUE_FACT_COLS("c", "ou", "$2", "$3")
+    " FROM (SELECT 1) one LEFT JOIN clues c ON c.id = $1 LEFT JOIN units ou ON ou.id = c.owner_unit";
+/* clang-format on */
+
+static bool clue_hidden(rpc_call_t *call, const db_result_t *r, void *arg) {
+  const char *hidden_as = arg;
+  authz_principal_t p = clue_principal(call);
+  authz_result_t res;
+  clue_row_t row = {0};
+
+  if (db_rows(r) != 1)
+    return false;
+  (void)clue_row_facts(r, 0, 0, &row);
+  res = authz_can_see_clue(&p, &row.facts);
+  if (row.id != 0 && authz_ok(&res))
+    return false;
+  log_info("call %s: %s refused (5): the caller no longer sees clue %lld", rpc_call_id(call),
+           rpc_call_method(call)->path, (long long)row.id);
+  clue_not_found(call, hidden_as);
+  return true;
+}
+
+bool clue_sight_on_refusal(rpc_call_t *call, int64_t clue_id, const char *hidden_as) {
+  authz_principal_t p = clue_principal(call);
+  const char **v = rpc_call_alloc(call, 3 * sizeof(*v));
+  svc_sight_t sight = {.sql = sight_sql, .nparams = 3, .hidden = clue_hidden};
+
+  if (v == NULL || (v[0] = svc_i64(call, clue_id, 0)) == NULL ||
+      (v[1] = svc_i64(call, p.unit_id, 0)) == NULL || (v[2] = svc_i64(call, p.user_id, 0)) == NULL)
+    return false;
+  sight.values = v;
+  sight.arg = (void *)hidden_as;
+  return svc_sight_on_refusal(call, &sight);
+}
+
 /* The API type of what a NOT_FOUND message names. The message is the same for a hidden
  * object as for a missing one (authz.h), so the type is too. */
 static const char *not_found_type(const char *msg) {

@@ -192,6 +192,16 @@ void clue_refuse_entry(rpc_call_t *call, const char *what, int64_t id, const aut
 void clue_not_found(rpc_call_t *call, const char *msg);
 
 /**
+ * Before sending call's write of the clue clue_id: a refusal of the write that tells of the
+ * clue (a change made meanwhile) is told only if the caller still sees the clue then
+ * (authz_can_see_clue() on its facts read again); otherwise NOT_FOUND hidden_as ("clue not
+ * found"), as clue_not_found() answers a missing clue (svc_sight_on_refusal()). hidden_as
+ * must outlive the call. Returns false when out of memory (the call not failed).
+ */
+bool clue_sight_on_refusal(rpc_call_t *call, int64_t clue_id, const char *hidden_as)
+    __attribute__((warn_unused_result));
+
+/**
  * Fail call with ABORTED because the clue of row is not at the version the caller expected,
  * logging it with what naming the call ("move").
  */

@@ -38,6 +38,59 @@ static const char *clarg_field(rpc_call_t *call, const char *msg) {
   return rpc_call_printf(call, "%.*s", (int)n, msg);
 }
 
+/* A write's refusal kept while the caller's sight is read again (svc_sight_on_refusal()). */
+typedef struct sight_wait {
+  svc_sight_t sight;
+  db_result_t refusal; /* its sqlstate and message in the call's memory */
+} sight_wait_t;
+
+bool svc_sight_on_refusal(rpc_call_t *call, const svc_sight_t *sight) {
+  sight_wait_t *w = rpc_call_alloc(call, sizeof(*w));
+
+  if (w == NULL)
+    return false;
+  memset(w, 0, sizeof(*w));
+  w->sight = *sight;
+  rpc_call_set_refusal_note(call, w);
+  return true;
+}
+
+static void sight_read(rpc_call_t *call, const db_result_t *r, void *arg) {
+  sight_wait_t *w = arg;
+
+  if (!w->sight.hidden(call, r, w->sight.arg))
+    svc_fail_db(call, &w->refusal);
+}
+
+/* Returns true when r, a refusal of call's write that tells of the object it changes (a
+ * change made meanwhile: CLVER, CLPRE, CLDUP), will be told after the caller's sight is read
+ * again: the decision a fresh call makes of sight comes before every other (domain/authz.h),
+ * and the write's compare cannot make it. The read runs after the write's transaction ended,
+ * so it sees every change that committed before the write was refused; a caller who lost
+ * sight of the object in the same race as the change the write met (a recusal and a move, a
+ * handover, the clue leaving the joint case it saw it through) is told what a fresh call is
+ * told. */
+static bool refusal_after_sight(rpc_call_t *call, const db_result_t *r) {
+  sight_wait_t *w = rpc_call_refusal_note(call);
+  const char *st = r->sqlstate;
+
+  if (w == NULL || r->err != DB_EQUERY || st == NULL ||
+      (strcmp(st, "CLVER") != 0 && strcmp(st, "CLPRE") != 0 && strcmp(st, "CLDUP") != 0))
+    return false;
+  rpc_call_set_refusal_note(call, NULL); /* once: after the read, r is told as it is */
+  w->refusal.err = r->err;
+  w->refusal.sqlstate = rpc_call_strdup(call, st);
+  w->refusal.message = r->message ? rpc_call_strdup(call, r->message) : NULL;
+  if (w->refusal.sqlstate == NULL || (r->message != NULL && w->refusal.message == NULL)) {
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return true;
+  }
+  log_info("call %s: write refused (%s); reading the caller's sight again before telling it",
+           rpc_call_id(call), st);
+  svc_query(call, w->sight.sql, w->sight.nparams, w->sight.values, sight_read, w);
+  return true;
+}
+
 void svc_fail_db(rpc_call_t *call, const db_result_t *r) {
   const char *st = r->sqlstate ? r->sqlstate : "";
   const char *field;
@@ -67,6 +120,8 @@ void svc_fail_db(rpc_call_t *call, const db_result_t *r) {
     break;
   }
   if (sql_error_code(st, &code) == 0) {
+    if (refusal_after_sight(call, r))
+      return;
     if (strcmp(st, "CLVER") == 0)
       rpc_detail_reason(call, "VERSION_CONFLICT", NULL, NULL);
     else if (strcmp(st, "CLPRE") == 0)

@@ -4,6 +4,7 @@
 /* What every service file shares: running a query on behalf of a call, mapping database
  * errors to gRPC statuses, and small conversions. */
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "db/db.h"
@@ -63,6 +64,32 @@ void svc_txn(rpc_call_t *call, const db_stmt_t *stmts, int n, svc_cb cb, void *a
  * (statement timeout) -> UNAVAILABLE; anything else -> INTERNAL without details (logged).
  */
 void svc_fail_db(rpc_call_t *call, const db_result_t *r);
+
+/** Tells whether the caller of a refused write still sees what the write changes, from the
+ * result r of svc_sight_t.sql: answers the call (NOT_FOUND, as a fresh call is answered) and
+ * returns true when it does not; returns false when it does, or r does not say. */
+typedef bool (*svc_hidden_fn)(rpc_call_t *call, const db_result_t *r, void *arg);
+
+/** How a write's refusal is told when its caller may have lost sight of what it changes. */
+typedef struct svc_sight {
+  const char *sql; /* a read of what the fresh call's decision of sight needs */
+  int nparams;
+  const char *const *values; /* in the call's memory */
+  svc_hidden_fn hidden;
+  void *arg;
+} svc_sight_t;
+
+/**
+ * Before sending call's write: a refusal the database raises for it that would tell of the
+ * object (a named SQLSTATE of a change made meanwhile, CLVER, CLPRE or CLDUP) is told only
+ * after sight->sql, run on the primary once the write's transaction has ended, and
+ * sight->hidden() have found that the caller still sees the object; otherwise the call is
+ * answered as a fresh call whose caller does not see it: NOT_FOUND, as for a missing one.
+ * The write changed nothing either way. sight is copied (its values must live in the call's
+ * memory). Returns false when out of memory (nothing kept, the call not failed).
+ */
+bool svc_sight_on_refusal(rpc_call_t *call, const svc_sight_t *sight)
+    __attribute__((warn_unused_result));
 
 /** The caller's role and unit kind, or 0 for public calls. */
 int svc_role(const rpc_call_t *call);

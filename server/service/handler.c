@@ -279,7 +279,7 @@ static void got_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   params[n++] = svc_i64(call, row.id, 0);
   params[n++] = svc_i64(call, row.facts.owner_unit_id, 0);
   params[n++] = svc_i64(call, u.user_id, 0);
-  if (!svc_all_set(params, n)) {
+  if (!svc_all_set(params, n) || !clue_sight_on_refusal(call, row.id, "clue not found")) {
     clue_oom(call);
     return;
   }

@@ -128,7 +128,7 @@ static void got_handover_facts(rpc_call_t *call, const db_result_t *r, void *arg
   params[5] = svc_i64(call, row.version, 0);
   params[6] = svc_i64(call, req->to_unit_id, 0);
   params[7] = hr->reason;
-  if (!svc_all_set(params, 8)) {
+  if (!svc_all_set(params, 8) || !clue_sight_on_refusal(call, row.id, "clue not found")) {
     clue_oom(call);
     return;
   }

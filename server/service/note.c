@@ -181,7 +181,10 @@ static void got_add_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   if (clue_scope_sql(authz_clue_scope(&p), "c", 2, 1, cond, sizeof(cond)) != 0)
     snprintf(cond, sizeof(cond), "false");
   sql = rpc_call_printf(call, add_sql, cond);
+  /* As every write's: the owner compare's "handed over meanwhile" is told only while the
+   * author still sees the clue. */
   if (sql == NULL || !svc_all_set(params, 8) ||
+      !clue_sight_on_refusal(call, row.id, "clue not found") ||
       (stmts = rpc_call_alloc(call, 3 * sizeof(*stmts))) == NULL ||
       (lock_params = rpc_call_alloc(call, 2 * sizeof(*lock_params))) == NULL) {
     clue_oom(call);

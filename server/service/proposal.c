@@ -15,6 +15,7 @@ typedef struct review_req {
   const Clue__V1__ReviewProposalRequest *req;
   const char *request_id;
   const char *comment;
+  const char *facts[4]; /* review_facts_sql's parameters */
 } review_req_t;
 
 /* Columns of the facts query: the proposal, its clue, the idempotency record. */
@@ -75,6 +76,28 @@ static void decided(rpc_call_t *call, const db_result_t *r, void *arg) {
 static void not_found(rpc_call_t *call) {
   log_info("call %s: review refused (5): proposal not found or hidden", rpc_call_id(call));
   clue_not_found(call, "proposal not found");
+}
+
+/* A refused review (svc_sight_on_refusal()): the facts read again, and NOT_FOUND, as a fresh
+ * call is answered, when the caller no longer sees the proposal. */
+static bool review_hidden(rpc_call_t *call, const db_result_t *r, void *arg) {
+  authz_principal_t p = clue_principal(call);
+  Clue__V1__Proposal *prop;
+  authz_proposal_t pf = {0};
+  authz_result_t res;
+  clue_row_t row;
+  (void)arg;
+
+  if (db_rows(r) != 1 || clue_proposal_read(call, r, 0, 0, &prop, &pf) != 0 ||
+      clue_row_read(call, r, 0, RF_CLUE, clue_now_ms(call), &row) != 0)
+    return false;
+  if (prop != NULL && row.id != 0) {
+    res = authz_can_review(&p, &row.facts, &pf);
+    if (res.decision != AUTHZ_NOT_FOUND)
+      return false;
+  }
+  not_found(call);
+  return true;
 }
 
 static void got_review_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
@@ -144,7 +167,11 @@ static void got_review_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
   params[7] = move->action;
   params[8] = svc_i64(call, deadline, 1);
   if (params[0] == NULL || params[1] == NULL || params[3] == NULL || params[4] == NULL ||
-      (deadline != 0 && params[8] == NULL)) {
+      (deadline != 0 && params[8] == NULL) ||
+      !svc_sight_on_refusal(call, &(svc_sight_t){.sql = review_facts_sql,
+                                                 .nparams = 4,
+                                                 .values = rr->facts,
+                                                 .hidden = review_hidden})) {
     clue_oom(call);
     return;
   }
@@ -155,8 +182,7 @@ void clue_review_proposal(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__ReviewProposalRequest *req = (const void *)m;
   validate_error_t err;
   review_req_t *rr;
-  const char *key;
-  const char *params[4];
+  const char *key, **params;
 
   if (clue_invalid(call, validate_id("proposal_id", req->proposal_id, &err), &err) ||
       clue_invalid(call, validate_request_id(req->request_id, &err), &err) ||
@@ -171,6 +197,7 @@ void clue_review_proposal(rpc_call_t *call, const ProtobufCMessage *m) {
   rr->req = req;
   rr->request_id = key;
   rr->comment = clue_trimmed(call, req->comment);
+  params = rr->facts;
   params[0] = svc_i64(call, req->proposal_id, 0);
   params[1] = svc_i64(call, clue_principal(call).user_id, 0);
   params[2] = svc_i64(call, clue_principal(call).unit_id, 0);

@@ -571,7 +571,11 @@ static void got_create_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
   params[8] = svc_i64(call, req->source_clue_id, 1);
   params[9] = svc_i64(call, req->source_case_id, 1);
   params[10] = svc_i64(call, req->deadline_ms, 0);
-  if (!svc_all_set(params, 8) || params[10] == NULL) {
+  /* An item from a clue that changed owner meanwhile is refused so only while the caller
+   * still sees the clue. */
+  if (!svc_all_set(params, 8) || params[10] == NULL ||
+      ((int)req->source == RECT_SOURCE_CLUE &&
+       !clue_sight_on_refusal(call, req->source_clue_id, "source_clue_id: clue not found"))) {
     clue_oom(call);
     return;
   }

@@ -322,7 +322,8 @@ def test_leaving_the_case_ends_the_lead_rooms_assignments(c):
 
 def test_lead_rooms_assignment_on_its_way_as_the_clue_leaves(c):
     # The lead room's AssignHandler, allowed while the clue was in the case and written after
-    # it left: refused as a concurrent change, and nothing is written.
+    # it left: the lead room no longer sees the clue (G1's liaison room is R1), so NOT_FOUND as
+    # for a missing clue, not the change made meanwhile, and nothing is written.
     w = c.w
     lead, seconded = w.R2.leader, w.R2.member
     cl = move(w.G1.leader, submit(w.G1.member), PRE).clue
@@ -333,7 +334,7 @@ def test_lead_rooms_assignment_on_its_way_as_the_clue_leaves(c):
     got, _ = harness.stalled_by_its_key(c.dbname, lead.id, lead.clue.AssignHandler, req,
                                  lambda: w.G1.leader.case.RemoveClueFromCase(cs.RemoveClueFromCaseRequest(
                                      case_id=k.id, clue_id=cl.id, reason="收回"), timeout=20))
-    assert got == (Code.ABORTED, f"clue {cl.id} left its joint case meanwhile; reload it and retry"), got
+    assert got == (Code.NOT_FOUND, "clue not found"), got
     assert _one(c.db, "SELECT count(*) FROM clue_handlers WHERE clue_id = %s", cl.id) == 0
     expect_status(Code.NOT_FOUND, get, seconded, cl.id)
     # Asked again, the lead room no longer sees the clue.

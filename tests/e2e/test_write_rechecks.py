@@ -4,7 +4,7 @@ server would refuse it asked afresh, and writes nothing.
 
 - AssignHandler allowed while the clue was open, written after it was CLOSED: ABORTED.
 - The lead room's RecordRecusal allowed while the clue was in its case, written after the
-  clue left it: ABORTED, as the lead room's AssignHandler (0034).
+  clue left it, which took the lead room's sight of the clue: NOT_FOUND, as a missing clue.
 - CreateJointCase, AddClueToCase and RemoveClueFromCase of a caller recused meanwhile:
   NOT_FOUND, with the message and rich details a fresh call gets.
 - The writes of a caller whose recusal is still being written when the write reaches the
@@ -15,6 +15,12 @@ server would refuse it asked afresh, and writes nothing.
   participant, the lead room) or as the reviewing unit, and loses that sight while the note
   waits for the clue: NOT_FOUND as a fresh call, no note, no event. The note looks at the
   caller's sight again once it holds the clue's lock (service/note.c).
+- A write refused as a change made meanwhile (a stale version, the clue handed over) whose
+  caller lost sight of the clue in the same race (the clue handed over to a unit it does not
+  see; a recusal and a move; a recusal and an extension behind a case's lock): NOT_FOUND, as a
+  fresh call (with as stale a version) and a call naming a missing clue are answered, never
+  "changed meanwhile", and nothing written. The server reads the caller's sight again once the
+  write is refused (svc_sight_on_refusal(), service/common.c).
 
 Two ways to hold a call where the race would have it: harness.stalled_by_its_key() holds the
 call at its request key while the other change commits; a superuser session holding the
@@ -168,8 +174,9 @@ def test_assignment_on_its_way_as_the_clue_closes(c):
 
 def test_lead_rooms_recusal_on_its_way_as_the_clue_leaves(c):
     # R1's leader, lead of the case, records a recusal of G3's own leader; G3's leader takes the
-    # clue out meanwhile. The lead room's standing ended with the membership: ABORTED, as its
-    # AssignHandler (0034), and no recusal locks the owner's leader out.
+    # clue out meanwhile. The lead room's standing ended with the membership, and so did its
+    # sight of the clue (G3's liaison room is R2): NOT_FOUND, as a fresh call and a missing clue
+    # are answered, and no recusal locks the owner's leader out.
     w = c.w
     GL, RL = w.G3.leader, w.R1.leader
     cl = submit(w.G3.member, host="市卫生健康委")
@@ -179,7 +186,7 @@ def test_lead_rooms_recusal_on_its_way_as_the_clue_leaves(c):
     req = pb.RecordRecusalRequest(clue_id=cl.id, user_id=GL.id, reason="亲属关系", request_id=new_request_id())
     got = stalled(c, RL, RL.clue.RecordRecusal, req, lambda: GL.case.RemoveClueFromCase(
         cs.RemoveClueFromCaseRequest(case_id=jc.id, clue_id=cl.id, reason="收回"), timeout=20))
-    assert got[:2] == (Code.ABORTED, f"clue {cl.id} left its joint case meanwhile; reload it and retry"), got
+    like_a_missing_clue(RL.clue.RecordRecusal, got, req)
     assert rows(c.db, "SELECT count(*) FROM recusals WHERE clue_id = %s", cl.id)[0][0] == 0
     assert "clue.recuse" not in [e[1] for e in events(c.db, cl.id)]
     assert GL.clue.GetClue(pb.GetClueRequest(clue_id=cl.id), timeout=20).id == cl.id
@@ -440,6 +447,206 @@ def test_a_note_on_its_way_when_its_author_loses_sight_of_the_clue(c):
         case_id=jc.id, clue_id=cl.id, reason="收回"), timeout=30))
     assert got[0] == Code.OK, got
     assert [e[1] for e in events(c.db, cl.id)][-2:] == ["case.remove_clue", "note.add"]
+
+
+
+MISSING = 987654321
+
+
+def like_a_missing_clue(fn, got, req, field="clue_id", want="clue not found"):
+    """got, the answer of fn(req) in a race, is NOT_FOUND want and equals, code, message and rich
+    details, what the same call made afresh (its version as stale) and one naming a clue that
+    does not exist answer."""
+    fresh = answer(fn, req, timeout=20)
+    gone = type(req)()
+    gone.CopyFrom(req)
+    setattr(gone, field, MISSING)
+    if hasattr(gone, "request_id"):
+        gone.request_id = new_request_id()
+    missing = answer(fn, gone, timeout=20)
+    assert got[:2] == (Code.NOT_FOUND, want), got
+    assert got == fresh == missing, (got, fresh, missing)
+
+
+def test_writes_of_a_caller_who_loses_sight_as_the_clue_is_handed_over(c):
+    # G1's leader decides each write while G1 owns the clue; G1's other leader hands the clue
+    # to G2 while the write waits at its request key. The write then meets a clue that changed
+    # (its version, its owner), but its caller no longer sees it: that decision comes first, as
+    # in a fresh call, so the answer is a missing clue's and not "changed meanwhile", and the
+    # write leaves nothing after the handover.
+    w = c.w
+    L, M = w.G1.leader, w.G1.member
+    L2 = w.new_user("G1", "LEADER", "G1-leader-hands-over")
+    rp = S.rectification_pb2
+
+    def handed_over(name, fn, build, field="clue_id", want="clue not found", handler=False):
+        cl = move(L, submit(M), PRE).clue
+        # A recusal of someone else: the clue's moves are read first, then written alone.
+        recuse(L2, cl.id, w.R2.member.id)
+        if handler:
+            L.clue.AssignHandler(pb.AssignHandlerRequest(clue_id=cl.id, user_id=w.X1.member.id,
+                                                         request_id=new_request_id()), timeout=20)
+        req = build(cl)
+        got = stalled(c, L, fn, req, lambda: L2.clue.HandOver(pb.HandOverRequest(
+            clue_id=cl.id, expected_version=cl.version, to_unit_id=w.G2.id, reason="移交",
+            request_id=new_request_id()), timeout=30))
+        like_a_missing_clue(fn, got, req, field, want)
+        assert events(c.db, cl.id)[-1][1] == "clue.handover", name
+        assert rows(c.db, "SELECT owner_unit, version FROM clues WHERE id = %s", cl.id) == [
+            (w.G2.id, cl.version + 1)], name
+        return cl
+
+    handed_over("RequestTransition", L.clue.RequestTransition, lambda cl: move_req(cl, CLO, finding="查无实据"))
+    cl = handed_over("RequestTransition (co-review)", L.clue.RequestTransition, lambda cl: move_req(cl, FIL))
+    assert rows(c.db, "SELECT count(*) FROM proposals WHERE clue_id = %s", cl.id) == [(0,)]
+    handed_over("ExtendDeadline", L.clue.ExtendDeadline, lambda cl: pb.ExtendDeadlineRequest(
+        clue_id=cl.id, expected_version=cl.version, days=30, reason="延期", request_id=new_request_id()))
+    handed_over("HandOver", L.clue.HandOver, lambda cl: pb.HandOverRequest(
+        clue_id=cl.id, expected_version=cl.version, to_unit_id=w.G3.id, reason="移交", request_id=new_request_id()))
+    cl = handed_over("AssignHandler", L.clue.AssignHandler, lambda cl: pb.AssignHandlerRequest(
+        clue_id=cl.id, user_id=w.X1.member.id, request_id=new_request_id()))
+    handed_over("UnassignHandler", L.clue.UnassignHandler, lambda cl: pb.UnassignHandlerRequest(
+        clue_id=cl.id, user_id=w.X1.member.id, reason="撤回", request_id=new_request_id()), handler=True)
+    cl = handed_over("RecordRecusal", L.clue.RecordRecusal, lambda cl: pb.RecordRecusalRequest(
+        clue_id=cl.id, user_id=M.id, reason="回避", request_id=new_request_id()))
+    assert rows(c.db, "SELECT count(*) FROM recusals WHERE clue_id = %s AND user_id = %s", cl.id, M.id) == [(0,)]
+    # The ledger's item from the clue (its write compares the owner, "changed owner meanwhile").
+    cl = handed_over("CreateItem", L.rect.CreateItem, lambda cl: rp.CreateItemRequest(
+        host_unit="市发展改革委", description="政府采购未按规定公开", category="财务管理",
+        source=rp.RECTIFICATION_SOURCE_CLUE, source_clue_id=cl.id,
+        deadline_ms=cl.updated_at_ms + 60 * DAY_MS, request_id=new_request_id()),
+        field="source_clue_id", want="source_clue_id: clue not found")
+    assert rows(c.db, "SELECT count(*) FROM rect_items WHERE source_clue = %s", cl.id) == [(0,)]
+    # Whoever still sees the clue is told of the change as before: G2's liaison room, R1, sees it.
+    cl = move(L, submit(M), PRE).clue
+    got = stalled(c, w.R1.member, w.R1.member.clue.AddNote, pb.AddNoteRequest(
+        clue_id=cl.id, kind=pb.NOTE_KIND_OTHER, text="会商记录", request_id=new_request_id()),
+        lambda: L.clue.HandOver(pb.HandOverRequest(clue_id=cl.id, expected_version=cl.version, to_unit_id=w.G2.id,
+                                                   reason="移交", request_id=new_request_id()), timeout=30))
+    assert got[:2] == (Code.ABORTED, f"clue {cl.id} was handed over meanwhile; reload it and retry"), got
+
+
+def behind_a_recusal_and_a_change(c, clue_id, recorder, user, change, write):
+    """As behind_a_recusal(), with change() (another user's write of the clue that moves its
+    version) queued for the clue between the recusal and write(): the recusal commits, then
+    change(), then write() meets both. Returns what write() returned."""
+    pg = harness.Postgres.get()
+    lk, watch = pg.connect(c.dbname), pg.connect(c.dbname)
+    watch.autocommit = True
+    lk.autocommit = False
+    lk.cursor().execute("SELECT 1 FROM audit_heads WHERE subject_type = 'clue' AND subject_id = %s FOR UPDATE",
+                        (clue_id,))
+    out = {}
+    threads = [threading.Thread(target=lambda: out.setdefault("recuse", answer(recuse, recorder, clue_id, user.id))),
+               threading.Thread(target=lambda: out.setdefault("change", answer(change))),
+               threading.Thread(target=lambda: out.setdefault("write", write()))]
+    try:
+        for n, t in enumerate(threads, 1):
+            t.start()
+            harness.wait_for(lambda: waiting(watch) >= n, what=f"call {n} waiting for the clue")
+    finally:
+        lk.rollback()
+        lk.close()
+        for t in threads:
+            t.join()
+        watch.close()
+    assert out["recuse"][0] == Code.OK, out["recuse"]
+    assert out["change"][0] == Code.OK, out["change"]
+    return out["write"]
+
+
+def test_writes_of_a_caller_recused_as_the_clue_moves(c):
+    # The recusal of G1's leader and an extension by G1's other leader commit in the same race,
+    # while the leader's write waits for the clue: the write meets a version it did not expect,
+    # and a caller who no longer sees the clue. NOT_FOUND, as a fresh call and a missing clue.
+    w = c.w
+    L, M = w.G1.leader, w.G1.member
+    L2 = w.new_user("G1", "LEADER", "G1-leader-recuses")
+
+    def extend(cl):
+        return lambda: L2.clue.ExtendDeadline(pb.ExtendDeadlineRequest(
+            clue_id=cl.id, expected_version=cl.version, days=30, reason="延期", request_id=new_request_id()),
+            timeout=30)
+
+    def case(name, fn, build):
+        cl = move(L, submit(M), PRE).clue
+        recuse(L2, cl.id, w.R2.member.id)  # read first, then written alone
+        req = build(cl)
+        got = behind_a_recusal_and_a_change(c, cl.id, L2, L, extend(cl), lambda: answer(fn, req, timeout=30))
+        like_a_missing_clue(fn, got, req)
+        assert events(c.db, cl.id)[-1][1] == "clue.deadline_extend", name
+        assert rows(c.db, "SELECT state, version FROM clues WHERE id = %s", cl.id) == [
+            ("PRELIMINARY_CHECK", cl.version + 1)], name
+        return cl
+
+    case("RequestTransition", L.clue.RequestTransition, lambda cl: move_req(cl, CLO, finding="查无实据"))
+    cl = case("RequestTransition (co-review)", L.clue.RequestTransition, lambda cl: move_req(cl, FIL))
+    assert rows(c.db, "SELECT count(*) FROM proposals WHERE clue_id = %s", cl.id) == [(0,)]
+    case("ExtendDeadline", L.clue.ExtendDeadline, lambda cl: pb.ExtendDeadlineRequest(
+        clue_id=cl.id, expected_version=cl.version, days=10, reason="延期", request_id=new_request_id()))
+
+
+def test_case_calls_of_a_caller_recused_as_the_clue_moves(c):
+    # The same for the case calls: AddClueToCase and RemoveClueFromCase held behind the case's
+    # lock, CreateJointCase at its request key, while the caller is recused and the clue's
+    # deadline extended.
+    w = c.w
+    L, M, RL = w.G1.leader, w.G1.member, w.R1.leader
+    L2 = w.new_user("G1", "LEADER", "G1-leader-cases-move")
+    pg = harness.Postgres.get()
+    jc = w.R2.leader.case.CreateJointCase(cs.CreateJointCaseRequest(
+        title="案R2-回避", participant_unit_ids=[w.G1.id], request_id=new_request_id()), timeout=20)
+
+    def meanwhile(cl, recused):
+        recuse(L2, cl.id, recused.id)
+        L2.clue.ExtendDeadline(pb.ExtendDeadlineRequest(clue_id=cl.id, expected_version=cl.version, days=30,
+                                                        reason="延期", request_id=new_request_id()), timeout=30)
+
+    def behind_the_case(cl, fn, req):
+        lk, watch = pg.connect(c.dbname), pg.connect(c.dbname)
+        watch.autocommit = True
+        lk.autocommit = False
+        lk.cursor().execute("SELECT 1 FROM joint_cases WHERE id = %s FOR NO KEY UPDATE", (jc.id,))
+        out = {}
+        t = threading.Thread(target=lambda: out.setdefault("a", answer(fn, req, timeout=30)))
+        try:
+            t.start()
+            harness.wait_for(lambda: waiting(watch) >= 1, what="the call waiting for the case")
+            meanwhile(cl, L)
+        finally:
+            lk.rollback()
+            lk.close()
+            watch.close()
+            t.join()
+        return out["a"]
+
+    cl = move(L, submit(M), PRE).clue
+    add = cs.AddClueToCaseRequest(case_id=jc.id, clue_id=cl.id)
+    like_a_missing_clue(L.case.AddClueToCase, behind_the_case(cl, L.case.AddClueToCase, add), add)
+    assert rows(c.db, "SELECT joint_case_id FROM clues WHERE id = %s", cl.id) == [(None,)]
+    assert events(c.db, cl.id)[-1][1] == "clue.deadline_extend"
+
+    cl = move(L, submit(M), PRE).clue
+    L2.case.AddClueToCase(cs.AddClueToCaseRequest(case_id=jc.id, clue_id=cl.id), timeout=20)
+    cl = L.clue.GetClue(pb.GetClueRequest(clue_id=cl.id), timeout=20)
+    rm = cs.RemoveClueFromCaseRequest(case_id=jc.id, clue_id=cl.id, reason="收回")
+    like_a_missing_clue(L.case.RemoveClueFromCase, behind_the_case(cl, L.case.RemoveClueFromCase, rm), rm)
+    assert rows(c.db, "SELECT joint_case_id FROM clues WHERE id = %s", cl.id) == [(jc.id,)]
+    assert events(c.db, cl.id)[-1][1] == "clue.deadline_extend"
+
+    # CreateJointCase by G1's liaison room, naming the clue.
+    cl = move(L, submit(M), PRE).clue
+    title = "联合办案-回避-延期"
+    req = cs.CreateJointCaseRequest(title=title, clue_ids=[cl.id], request_id=new_request_id())
+    got = stalled(c, RL, RL.case.CreateJointCase, req, lambda: meanwhile(cl, RL))
+    fresh = answer(RL.case.CreateJointCase, req, timeout=20)
+    assert got[:2] == (Code.NOT_FOUND, f"clue_ids: clue {cl.id}: clue not found"), got
+    assert got == fresh, (got, fresh)
+    missing = answer(RL.case.CreateJointCase, cs.CreateJointCaseRequest(
+        title=title, clue_ids=[MISSING], request_id=new_request_id()), timeout=20)
+    assert missing[:2] == (Code.NOT_FOUND, f"clue_ids: clue {MISSING}: clue not found"), missing
+    assert rows(c.db, "SELECT count(*) FROM joint_cases WHERE title = %s", title) == [(0,)]
+    assert events(c.db, cl.id)[-1][1] == "clue.deadline_extend"
 
 
 if __name__ == "__main__":
