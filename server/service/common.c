@@ -85,8 +85,6 @@ static bool refusal_after_sight(rpc_call_t *call, const db_result_t *r) {
     rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return true;
   }
-  log_info("call %s: write refused (%s); reading the caller's sight again before telling it",
-           rpc_call_id(call), st);
   svc_query(call, w->sight.sql, w->sight.nparams, w->sight.values, sight_read, w);
   return true;
 }
