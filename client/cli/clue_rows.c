@@ -6,8 +6,21 @@
  *   version     details.version, in every event that changes the row (1 at submission);
  *   deadline    details.stage_deadline_ms of clue.submit, clue.move and proposal.approve,
  *               details.new_deadline_ms of clue.deadline_extend (0 or null: none);
- *   case        details.case_id of case.add_clue; none at submission and case.remove_clue.
- * A fact an event of an older server did not record is not judged from there on. */
+ *   case        details.case_id of case.add_clue; none at submission and case.remove_clue;
+ *   pending     details.proposal_id and .reviewer_unit_id of proposal.create; none at
+ *               submission, and after the proposal's approval, rejection or withdrawal, a
+ *               move and a handover (each clears it);
+ *   outcome     disposal, finding, sanction_kind, persons_disciplined and receiving_organ:
+ *               none at submission, then the members of clue.move's and proposal.approve's
+ *               details that carry them (the move's or the approved proposal's details are
+ *               merged into the event's); a move that carries none of one leaves it as it was.
+ * A fact an event of an older server did not record is not judged from there on.
+ *
+ * A proposal's row against the events that name it (its details.proposal_id), which record
+ * what they set: proposal.create its clue, from and target states, reason, carried details,
+ * proposer, reviewer unit and the clue's version; proposal.approve and .reject the decision
+ * (status), the review comment (the event's reason) and the reviewer (the actor), with the
+ * carried details again; proposal.withdraw the status, no comment and no reviewer. */
 
 #include "clue_rows.h"
 
@@ -16,23 +29,56 @@
 #include <string.h>
 #include <time.h>
 
+#include "audit/merkle.h"
 #include "cmd_audit_tree.h"
+#include "utf8.h"
 
-enum { FACT_STATE, FACT_OWNER, FACT_VERSION, FACT_DEADLINE, FACT_CASE, FACTS };
+enum {
+  FACT_STATE,
+  FACT_OWNER,
+  FACT_VERSION,
+  FACT_DEADLINE,
+  FACT_CASE,
+  FACT_PENDING,
+  FACT_REVIEWER,
+  FACTS
+};
 
 /* The member of current_row each fact is, and how a message names it. */
-static const char *const fact_key[FACTS] = {"state", "owner_unit", "version", "stage_deadline_ms",
-                                            "case_id"};
-static const char *const fact_name[FACTS] = {"state", "owner unit", "version", "stage deadline",
-                                             "joint case"};
+static const char *const fact_key[FACTS] = {"state",
+                                            "owner_unit",
+                                            "version",
+                                            "stage_deadline_ms",
+                                            "case_id",
+                                            "pending_proposal_id",
+                                            "pending_reviewer_unit"};
+static const char *const fact_name[FACTS] = {"state",
+                                             "owner unit",
+                                             "version",
+                                             "stage deadline",
+                                             "joint case",
+                                             "pending proposal",
+                                             "pending proposal's reviewer unit"};
 
 #define FACT_CAP 32 /* a state's name, or a decimal int64, or null */
 
+/* The fields a move carries (clue_enter_state() of 0003 and its successors), the members of
+ * the move's details, of current_row and of a proposal's facts alike. */
+enum { OUTCOMES = 5 };
+static const char *const outcome_key[OUTCOMES] = {"disposal", "finding", "sanction_kind",
+                                                  "persons_disciplined", "receiving_organ"};
+static const char *const outcome_name[OUTCOMES] = {
+    "disposal", "finding", "sanction kind", "number of persons disciplined", "receiving organ"};
+static const int outcome_quoted[OUTCOMES] = {0, 1, 1, 0, 1}; /* free texts */
+
+#define OUTCOME_BIT(o) (1u << (FACTS + (o)))
+
 struct clue_replay {
   int64_t id;
-  unsigned known; /* bit per fact: what the events told so far */
+  unsigned known; /* bit per fact, then per outcome: what the events told so far */
   int lost;       /* an event of the chain was not read: nothing more is judged */
   char fact[FACTS][FACT_CAP];
+  char *outcome[OUTCOMES]; /* as the details render it (a JSON string or number); NULL: none */
 };
 
 void clue_rows_init(clue_rows_t *rows) {
@@ -40,6 +86,9 @@ void clue_rows_init(clue_rows_t *rows) {
 }
 
 void clue_rows_free(clue_rows_t *rows) {
+  for (size_t i = 0; i < rows->cap; i++)
+    for (int o = 0; o < OUTCOMES; o++)
+      free(rows->slot[i].outcome[o]);
   free(rows->slot);
   clue_rows_init(rows);
 }
@@ -108,6 +157,42 @@ static int is(const Clue__V1__LeafEvent *e, const char *action) {
   return strcmp(e->action, action) == 0;
 }
 
+static int is_null(const char *v, size_t n) {
+  return n == 4 && memcmp(v, "null", 4) == 0;
+}
+
+/* Sets outcome o to the JSON value v (n bytes), or to none when v is NULL. -1: out of memory. */
+static int set_outcome(clue_replay_t *c, int o, const char *v, size_t n) {
+  char *copy = NULL;
+
+  if (v != NULL && (copy = malloc(n + 1)) == NULL)
+    return -1;
+  if (copy != NULL) {
+    memcpy(copy, v, n);
+    copy[n] = '\0';
+  }
+  free(c->outcome[o]);
+  c->outcome[o] = copy;
+  c->known |= OUTCOME_BIT(o);
+  return 0;
+}
+
+/* The outcome fields e's details carry; the others stay as they were (the write's coalesce). */
+static int carry_outcome(clue_replay_t *c, const Clue__V1__LeafEvent *e) {
+  for (int o = 0; o < OUTCOMES; o++) {
+    size_t n;
+    const char *v = audit_json_raw(e->details, outcome_key[o], &n);
+    if (v != NULL && !is_null(v, n) && set_outcome(c, o, v, n) != 0)
+      return -1;
+  }
+  return 0;
+}
+
+static void no_pending(clue_replay_t *c) {
+  set_fact(c, FACT_PENDING, "null");
+  set_fact(c, FACT_REVIEWER, "null");
+}
+
 int clue_rows_apply(clue_rows_t *rows, const Clue__V1__LeafEvent *e) {
   int oom = 0;
   clue_replay_t *c = replay_of(rows, e, &oom);
@@ -121,13 +206,25 @@ int clue_rows_apply(clue_rows_t *rows, const Clue__V1__LeafEvent *e) {
     set_fact(c, FACT_VERSION, "1");
     set_detail(c, FACT_DEADLINE, e, "stage_deadline_ms");
     set_fact(c, FACT_CASE, "null");
+    no_pending(c);
+    for (int o = 0; o < OUTCOMES; o++)
+      (void)set_outcome(c, o, NULL, 0);
   } else if (is(e, "clue.move") || is(e, "proposal.approve")) {
     set_fact(c, FACT_STATE, e->to_state);
     set_detail(c, FACT_DEADLINE, e, "stage_deadline_ms");
+    no_pending(c);
+    if (carry_outcome(c, e) != 0)
+      return -1;
+  } else if (is(e, "proposal.create")) {
+    set_detail(c, FACT_PENDING, e, "proposal_id");
+    set_detail(c, FACT_REVIEWER, e, "reviewer_unit_id");
+  } else if (is(e, "proposal.reject") || is(e, "proposal.withdraw")) {
+    no_pending(c);
   } else if (is(e, "clue.deadline_extend")) {
     set_detail(c, FACT_DEADLINE, e, "new_deadline_ms");
   } else if (is(e, "clue.handover")) {
     set_fact(c, FACT_OWNER, e->owner_unit);
+    no_pending(c);
   } else if (is(e, "case.add_clue")) {
     set_detail(c, FACT_CASE, e, "case_id");
   } else if (is(e, "case.remove_clue")) {
@@ -170,6 +267,143 @@ static const char *shown(int f, const char *text, char *buf, size_t cap) {
   return buf;
 }
 
+#define SHOWN_TEXT 60 /* bytes of a free text a message shows */
+
+/* How a message shows a value v of n bytes, a JSON value as jsonb renders it (json) or a text
+ * (NULL: none): none for null, a string without its quotes (its escapes kept: one line), a
+ * free text (quoted) in quotes and cut short, at a character's start. */
+static const char *shown_value(const char *v, size_t n, int json, int quoted, char *buf,
+                               size_t cap) {
+  size_t cut;
+
+  if (v == NULL || (json && is_null(v, n)))
+    return "none";
+  if (json && n >= 2 && v[0] == '"') {
+    v++;
+    n -= 2;
+  }
+  cut = n;
+  if (quoted && cut > SHOWN_TEXT) {
+    cut = SHOWN_TEXT;
+    while (cut > 0 && ((unsigned char)v[cut] & 0xc0) == 0x80)
+      cut--;
+  }
+  snprintf(buf, cap, quoted ? "\"%.*s%s\"" : "%.*s", (int)cut, v, cut < n ? "..." : "");
+  return buf;
+}
+
+/* The code point of the 4 hex digits at p, or -1. */
+static long hex4(const char *p, const char *end) {
+  long v = 0;
+
+  if (end - p < 4)
+    return -1;
+  for (int i = 0; i < 4; i++) {
+    int c = p[i];
+    v = v * 16 + (c >= '0' && c <= '9'   ? c - '0'
+                  : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                  : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                         : -1000000);
+  }
+  return v < 0 ? -1 : v;
+}
+
+/* The character a JSON escape \c stands for (but \u), or NUL. */
+static char unescaped(char c) {
+  switch (c) {
+  case '"':
+  case '\\':
+  case '/':
+    return c;
+  case 'b':
+    return '\b';
+  case 'f':
+    return '\f';
+  case 'n':
+    return '\n';
+  case 'r':
+    return '\r';
+  case 't':
+    return '\t';
+  default:
+    return '\0';
+  }
+}
+
+/* Whether the JSON value v (n bytes, as jsonb renders it) is text: a string's characters once
+ * its escapes are read, any other value (a number, true, false) as it stands, null a NULL text. */
+static int json_is(const char *v, size_t n, const char *text) {
+  const char *p, *end;
+
+  if (is_null(v, n))
+    return text == NULL;
+  if (text == NULL)
+    return 0;
+  if (n < 2 || v[0] != '"' || v[n - 1] != '"')
+    return strlen(text) == n && memcmp(v, text, n) == 0;
+  p = v + 1;
+  end = v + n - 1;
+  while (p < end) {
+    char ch[4];
+    size_t k = 1;
+    if (*p != '\\') {
+      ch[0] = *p++;
+    } else if (p + 1 < end && p[1] == 'u') {
+      long cp = hex4(p + 2, end), lo;
+      p += 6;
+      if (cp >= 0xd800 && cp < 0xdc00 && end - p >= 6 && p[0] == '\\' && p[1] == 'u' &&
+          (lo = hex4(p + 2, end)) >= 0xdc00 && lo < 0xe000) {
+        cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+        p += 6;
+      }
+      if (cp <= 0)
+        return 0;
+      k = clue__utf8_put((unsigned char *)ch, (uint32_t)cp);
+    } else if (p + 1 < end && (ch[0] = unescaped(p[1])) != '\0') {
+      p += 2;
+    } else {
+      return 0;
+    }
+    for (size_t i = 0; i < k; i++)
+      if (text[i] != ch[i]) /* (a shorter text ends in a NUL, which no ch holds) */
+        return 0;
+    text += k;
+  }
+  return *text == '\0';
+}
+
+/* What the events say a member of a row's JSON must be. */
+typedef struct expect {
+  const char *key, *name;
+  int quoted;       /* a free text: shown in quotes, cut short */
+  const char *want; /* NULL: none */
+  size_t len;       /* of want, when json */
+  int json;         /* want is a JSON value as the event's details render it; else a text */
+} expect_t;
+
+/* 1 and why when the member x->key of row (whose: "the clue's", "proposal 7's") is not what
+ * x says; 0 when it is, or when the row does not report it (a server from before). */
+static int judge(const char *row, const char *whose, const expect_t *x, char *why, size_t cap) {
+  size_t n;
+  const char *now = audit_json_raw(row, x->key, &n);
+  char a[SHOWN_TEXT + 16], b[SHOWN_TEXT + 16];
+  int same;
+
+  if (now == NULL)
+    return 0;
+  if (x->json)
+    same = x->want != NULL && n == x->len && memcmp(now, x->want, n) == 0;
+  else
+    same = json_is(now, n, x->want);
+  if (same)
+    return 0;
+  snprintf(why, cap, "%s %s is %s, but its events say %s: the row was changed without an event",
+           whose, x->name, shown_value(now, n, 1, x->quoted, a, sizeof(a)),
+           shown_value(x->want, x->json ? x->len : (x->want ? strlen(x->want) : 0), x->json,
+                       x->quoted, b, sizeof(b)));
+  return 1;
+}
+
 int clue_rows_check(const clue_rows_t *rows, const Clue__V1__LeafEvent *e, char *why, size_t cap) {
   const clue_replay_t *c;
   char now[FACT_CAP];
@@ -195,5 +429,90 @@ int clue_rows_check(const clue_rows_t *rows, const Clue__V1__LeafEvent *e, char 
       return 1;
     }
   }
+  for (int o = 0; o < OUTCOMES; o++) {
+    const char *want = c->outcome[o] ? c->outcome[o] : "null";
+    expect_t x = {outcome_key[o], outcome_name[o], outcome_quoted[o], want, strlen(want), 1};
+    if ((c->known & OUTCOME_BIT(o)) && judge(e->current_row, "the clue's", &x, why, cap))
+      return 1;
+  }
+  return 0;
+}
+
+/* ---- a proposal's row against the events that name it ----------------------------------- */
+
+enum { P_CREATE, P_APPROVE, P_REJECT, P_WITHDRAW, P_ACTIONS };
+static const char *const proposal_action[P_ACTIONS] = {"proposal.create", "proposal.approve",
+                                                       "proposal.reject", "proposal.withdraw"};
+static const char *const proposal_status[P_ACTIONS] = {"PENDING", "APPROVED", "REJECTED",
+                                                       "WITHDRAWN"};
+
+#define PROPOSAL_EXPECTS 20
+
+/* The text of canonical field bit of e, NULL when SQL NULL. */
+static const char *field(const Clue__V1__LeafEvent *e, int bit, const char *text) {
+  return (e->nulls & (1u << bit)) ? NULL : text;
+}
+
+int clue_rows_check_proposal(const Clue__V1__LeafEvent *e, char *why, size_t cap) {
+  const char *reason = field(e, AUDIT_LEAF_REASON, e->reason);
+  const char *actor = field(e, AUDIT_LEAF_ACTOR_USER, e->actor_user_id);
+  expect_t x[PROPOSAL_EXPECTS];
+  char id[FACT_CAP], whose[FACT_CAP + 16], row[8];
+  size_t n = 0, len;
+  const char *v;
+  int a = 0;
+
+  while (a < P_ACTIONS && !is(e, proposal_action[a]))
+    a++;
+  if (a == P_ACTIONS || e->current_facts[0] == '\0' ||
+      audit_json_member(e->current_facts, "proposal_row", row, sizeof(row)) != 0 ||
+      audit_json_member(e->details, "proposal_id", id, sizeof(id)) != 0)
+    return 0;
+  if (strcmp(row, "false") == 0) {
+    snprintf(why, cap, "proposal %s is gone: the row was deleted", id);
+    return 1;
+  }
+  snprintf(whose, sizeof(whose), "proposal %s's", id);
+#define EXPECT(key, name, quoted, want) (x[n++] = (expect_t){key, name, quoted, want, 0, 0})
+#define EXPECT_DETAIL(key, name, quoted, detail)                                                   \
+  do {                                                                                             \
+    if ((v = audit_json_raw(e->details, detail, &len)) != NULL)                                    \
+      x[n++] = (expect_t){key, name, quoted, v, len, 1};                                           \
+  } while (0)
+  EXPECT("clue_id", "clue", 0, e->subject_id);
+  /* The status only with the latest event naming the proposal (the export leaves it out
+   * before): a later one decided it. */
+  EXPECT("status", "status", 0, proposal_status[a]);
+  EXPECT("from_state", "source state", 0, field(e, AUDIT_LEAF_FROM_STATE, e->from_state));
+  EXPECT("target", "target state", 0, field(e, AUDIT_LEAF_TO_STATE, e->to_state));
+  if (a == P_CREATE) {
+    EXPECT("reason", "reason", 1, reason);
+    EXPECT("proposer_user", "proposing user", 0, actor);
+    EXPECT("proposer_unit", "proposing unit", 0, field(e, AUDIT_LEAF_ACTOR_UNIT, e->actor_unit_id));
+    EXPECT_DETAIL("clue_version", "clue version", 0, "version");
+  }
+  if (a == P_CREATE || a == P_WITHDRAW)
+    EXPECT_DETAIL("reviewer_unit", "reviewer unit", 0, "reviewer_unit_id");
+  if (a != P_WITHDRAW) /* the details carried: the proposal's, merged into the event's */
+    for (int o = 0; o < OUTCOMES; o++) {
+      if ((v = audit_json_raw(e->details, outcome_key[o], &len)) == NULL) {
+        v = "null";
+        len = 4;
+      }
+      x[n++] = (expect_t){outcome_key[o], outcome_name[o], outcome_quoted[o], v, len, 1};
+    }
+  if (a == P_APPROVE || a == P_REJECT) {
+    EXPECT("review_comment", "review comment", 1, reason);
+    EXPECT("reviewed_by", "reviewing user", 0, actor);
+  } else if (a == P_WITHDRAW || audit_json_raw(e->current_facts, "status", &len) != NULL) {
+    /* Withdrawn, or pending still: nobody reviewed it. */
+    EXPECT("review_comment", "review comment", 1, NULL);
+    EXPECT("reviewed_by", "reviewing user", 0, NULL);
+  }
+#undef EXPECT
+#undef EXPECT_DETAIL
+  for (size_t i = 0; i < n; i++)
+    if (judge(e->current_facts, whose, &x[i], why, cap))
+      return 1;
   return 0;
 }

@@ -1,7 +1,8 @@
 /* What each clue's row must say, replayed from the events of its chain, for `cluectl audit
- * verify --checkpoint`: the state, owner unit, version, stage deadline and joint case that
- * the events record, against the row the export gives with a clue's latest event
- * (LeafEvent.current_row; docs/AUDIT.md). */
+ * verify --checkpoint`: the state, owner unit, version, stage deadline, joint case, pending
+ * proposal and outcome fields that the events record, against the row the export gives with a
+ * clue's latest event (LeafEvent.current_row); and a proposal's row against the events that
+ * name it (LeafEvent.current_facts of proposal events; docs/AUDIT.md). */
 
 #ifndef CLUECTL_CLUE_ROWS_H
 #define CLUECTL_CLUE_ROWS_H
@@ -32,5 +33,10 @@ int clue_rows_forget(clue_rows_t *rows, const Clue__V1__LeafEvent *e);
 /** After clue_rows_apply(e): 1 and what differs in why when e->current_row contradicts what
  * the clue's events say, 0 when it agrees or cannot be judged. */
 int clue_rows_check(const clue_rows_t *rows, const Clue__V1__LeafEvent *e, char *why, size_t cap);
+
+/** 1 and what differs in why when e, a proposal event, comes with its proposal's row
+ * (e->current_facts) and the row is not what e records of it; 0 when it agrees or cannot be
+ * judged. */
+int clue_rows_check_proposal(const Clue__V1__LeafEvent *e, char *why, size_t cap);
 
 #endif

@@ -348,7 +348,7 @@ __attribute__((format(printf, 2, 3))) static void fail(verdict_t *v, const char 
   va_end(ap);
 }
 
-int audit_json_member(const char *json, const char *key, char *out, size_t cap) {
+const char *audit_json_raw(const char *json, const char *key, size_t *len) {
   char pat[80];
   const char *p;
   size_t n = 0;
@@ -356,16 +356,34 @@ int audit_json_member(const char *json, const char *key, char *out, size_t cap) 
   snprintf(pat, sizeof(pat), "\"%s\": ", key);
   p = strstr(json, pat);
   if (p == NULL)
-    return -1;
+    return NULL;
   p += strlen(pat);
   if (*p == '"') {
-    p++;
-    while (p[n] && p[n] != '"' && n + 1 < cap)
+    for (n = 1; p[n] && p[n] != '"'; n++)
+      if (p[n] == '\\' && p[n + 1] != '\0')
+        n++;
+    if (p[n] == '"')
       n++;
   } else {
-    while (p[n] && p[n] != ',' && p[n] != '}' && n + 1 < cap)
+    while (p[n] && p[n] != ',' && p[n] != '}')
       n++;
   }
+  *len = n;
+  return p;
+}
+
+int audit_json_member(const char *json, const char *key, char *out, size_t cap) {
+  size_t n;
+  const char *p = audit_json_raw(json, key, &n);
+
+  if (p == NULL)
+    return -1;
+  if (n >= 2 && *p == '"') {
+    p++;
+    n -= 2;
+  }
+  if (n > cap - 1)
+    n = cap - 1;
   memcpy(out, p, n);
   out[n] = '\0';
   return 0;
@@ -496,15 +514,17 @@ static void hash_text(const uint8_t *h, char *out) {
 }
 
 /* One clue event against its chain: applied to the replay, then the clue's row (when the
- * export gives it with this event) against what the chain says. A row told apart from its
- * events is told only when nothing in the log is wrong: an event removed leaves its clue's
- * row ahead of the events that remain. */
+ * export gives it with this event) against what the chain says, and a proposal event's
+ * proposal against what the event says. A row told apart from its events is told only when
+ * nothing in the log is wrong: an event removed leaves its clue's row ahead of the events
+ * that remain. */
 static void check_row(clue_rows_t *clues, const Clue__V1__LeafEvent *e, verdict_t *rows, int *oom) {
-  char why[256];
+  char why[512];
 
   if (clue_rows_apply(clues, e) != 0)
     *oom = 1;
-  else if (clue_rows_check(clues, e, why, sizeof(why)))
+  else if (clue_rows_check(clues, e, why, sizeof(why)) ||
+           clue_rows_check_proposal(e, why, sizeof(why)))
     fail(rows, "seq %lld (%s #%s, %s): %s", (long long)e->seq, e->subject_type, e->subject_id,
          e->action, why);
 }
@@ -542,6 +562,11 @@ static void fail_unexplained(verdict_t *rows, const Clue__V1__UnexplainedRow *u)
     fail(rows,
          "joint case %lld: unit %lld does not take part in it, though an event added it and "
          "no event removed it: the row was deleted",
+         s, m);
+  else if (strcmp(u->kind, "proposal") == 0)
+    fail(rows,
+         "clue %lld: proposal %lld exists, but no proposal.create event of the clue logged it: "
+         "the row was inserted",
          s, m);
   else if (strcmp(u->kind, "case_lead") == 0)
     fail(rows,

@@ -3,6 +3,8 @@
 
 /* cluectl audit checkpoint, verify --checkpoint and witness (cmd_audit_tree.c). */
 
+#include <stddef.h>
+
 #include "cli.h"
 
 /** audit checkpoint [--out FILE]: print or save the latest signed checkpoint. */
@@ -13,6 +15,11 @@ int audit_tree_verify(cli_t *cli, const cli_args_t *args);
 
 /** audit witness --dir DIR: keep the signed sequence of checkpoints, each checked. */
 int audit_tree_witness(cli_t *cli, const cli_args_t *args);
+
+/** Member key of a flat JSON object as jsonb renders it ("key": value), as it stands there:
+ * a string with its quotes and escapes, a number, true, false or null; its length in *len.
+ * NULL when key is absent. The pointer is into json. */
+const char *audit_json_raw(const char *json, const char *key, size_t *len);
 
 /** A string or number member of a flat JSON object as jsonb renders it ("key": value): its
  * text in out (cut to cap - 1 bytes; `null` for a JSON null), or -1 when key is absent. */

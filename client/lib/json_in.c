@@ -160,29 +160,6 @@ static int hex4(parser_t *ps, uint32_t *out) {
   return 0;
 }
 
-static size_t put_utf8(unsigned char *d, uint32_t cp) {
-  if (cp < 0x80) {
-    d[0] = (unsigned char)cp;
-    return 1;
-  }
-  if (cp < 0x800) {
-    d[0] = (unsigned char)(0xC0 | cp >> 6);
-    d[1] = (unsigned char)(0x80 | (cp & 0x3F));
-    return 2;
-  }
-  if (cp < 0x10000) {
-    d[0] = (unsigned char)(0xE0 | cp >> 12);
-    d[1] = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
-    d[2] = (unsigned char)(0x80 | (cp & 0x3F));
-    return 3;
-  }
-  d[0] = (unsigned char)(0xF0 | cp >> 18);
-  d[1] = (unsigned char)(0x80 | (cp >> 12 & 0x3F));
-  d[2] = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
-  d[3] = (unsigned char)(0x80 | (cp & 0x3F));
-  return 4;
-}
-
 /* A string at the cursor (on its opening quote); *out owns the decoded bytes. */
 static int parse_string(parser_t *ps, char **out, size_t *outlen) {
   const unsigned char *start;
@@ -271,7 +248,7 @@ static int parse_string(parser_t *ps, char **out, size_t *outlen) {
           cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
         }
         /* six or twelve input bytes always hold the at most four output bytes */
-        d += put_utf8(d, cp);
+        d += clue__utf8_put(d, cp);
         continue;
       default:
         free(buf);

@@ -44,6 +44,29 @@ uint32_t clue__utf8_value(const unsigned char *s, size_t len) {
   return cp;
 }
 
+size_t clue__utf8_put(unsigned char *d, uint32_t cp) {
+  if (cp < 0x80) {
+    d[0] = (unsigned char)cp;
+    return 1;
+  }
+  if (cp < 0x800) {
+    d[0] = (unsigned char)(0xC0 | cp >> 6);
+    d[1] = (unsigned char)(0x80 | (cp & 0x3F));
+    return 2;
+  }
+  if (cp < 0x10000) {
+    d[0] = (unsigned char)(0xE0 | cp >> 12);
+    d[1] = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
+    d[2] = (unsigned char)(0x80 | (cp & 0x3F));
+    return 3;
+  }
+  d[0] = (unsigned char)(0xF0 | cp >> 18);
+  d[1] = (unsigned char)(0x80 | (cp >> 12 & 0x3F));
+  d[2] = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
+  d[3] = (unsigned char)(0x80 | (cp & 0x3F));
+  return 4;
+}
+
 int clue__utf8_unsafe_to_show(uint32_t cp) {
   return (cp >= 0x80 && cp <= 0x9F) || cp == 0x061C || cp == 0x200E || cp == 0x200F ||
          (cp >= 0x2028 && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069);

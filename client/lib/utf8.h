@@ -2,7 +2,8 @@
 #define CLUE_LIB_UTF8_H
 
 /* UTF-8 checks shared by the JSON writer (json.c) and reader (json_in.c), and by cluectl's
- * text for terminals (client/cli/table.c). */
+ * text for terminals (client/cli/table.c) and its reading of the export's JSON strings
+ * (client/cli/clue_rows.c). */
 
 #include <stddef.h>
 #include <stdint.h>
@@ -15,6 +16,9 @@ size_t clue__utf8_len(const unsigned char *s, size_t n);
 
 /** The code point of the well-formed sequence of len bytes at s (len from clue__utf8_len()). */
 uint32_t clue__utf8_value(const unsigned char *s, size_t len);
+
+/** Writes code point cp (at most U+10FFFF) at d as UTF-8, 1 to 4 bytes; returns how many. */
+size_t clue__utf8_put(unsigned char *d, uint32_t cp);
 
 /**
  * Whether cp must not be written raw where people read it, though it is well-formed text: the

@@ -241,11 +241,19 @@ static void get_consistency(rpc_call_t *call, const ProtobufCMessage *m) {
  * clue_reporter_sha256() (0031: the reporter row's salt, none before 0031, then the text of
  * 0013), written out here rather than called, so that a function redefined in the database
  * cannot answer for the rows (built-in ones come first: db.c's search path); then what the
- * rows say of facts the event records in its own fields (LeafEvent.current_facts); then, for
- * the latest event of a clue's chain in the statement's snapshot, the clue's row
- * (LeafEvent.current_row). */
+ * rows say of facts the event records in its own fields (LeafEvent.current_facts: of a note, a
+ * clue's submission, or the proposal a proposal event names, with its status only at the
+ * latest event naming it, as a later one decided it); then, for the latest event of a clue's
+ * chain in the statement's snapshot, the clue's row (LeafEvent.current_row). */
 #define EXPORT_COL_CONTENT AUDIT_LEAF_NFIELDS
 #define LP(x) "octet_length(" x "), ':', " x ", E'\\n'" /* "<length>:<text>\n" */
+#define PROPOSAL_ACTIONS                                                                           \
+  "'proposal.create', 'proposal.approve', 'proposal.reject', 'proposal.withdraw'"
+/* The fields a move carries, as details d (jsonb) holds them (clue_enter_state() of 0003). */
+#define CARRIED(d)                                                                                 \
+  "'disposal', " d "->'disposal', 'finding', " d "->'finding', 'sanction_kind', " d                \
+  "->'sanction_kind', 'persons_disciplined', " d "->'persons_disciplined', 'receiving_organ', " d  \
+  "->'receiving_organ'"
 /* clang-format off */
 static const char sql_export[] =
     "SELECT " AUDIT_LEAF_COLS ","
@@ -263,21 +271,36 @@ static const char sql_export[] =
     " || convert_to(concat("
     LP("r.name") ", " LP("r.phone") ", " LP("r.address") ", " LP("r.email") "), 'UTF8')), 'hex')"
     "                              FROM clue_reporters r WHERE r.clue_id = e.subject_id) END,"
-    "  CASE e.action"
-    "    WHEN 'note.add' THEN (SELECT jsonb_build_object('clue_id', n.clue_id, 'kind', n.kind,"
+    "  CASE"
+    "    WHEN e.action = 'note.add' THEN (SELECT jsonb_build_object('clue_id', n.clue_id, 'kind', n.kind,"
     "                            'author_user', n.author_user, 'author_unit', n.author_unit,"
     "                            'created_ms', (extract(epoch FROM n.created_at) * 1000)::bigint)::text"
     "                            FROM notes n WHERE n.id = (e.details::jsonb->>'note_id')::bigint)"
-    "    WHEN 'clue.submit' THEN (SELECT jsonb_build_object('registration_number',"
+    "    WHEN e.action = 'clue.submit' THEN (SELECT jsonb_build_object('registration_number',"
     "                            c.registration_number, 'created_by', c.created_by, 'has_reporter',"
     "                            c.has_reporter, 'reporter_row', EXISTS (SELECT 1 FROM clue_reporters r"
     "                            WHERE r.clue_id = c.id))::text FROM clues c WHERE c.id = e.subject_id)"
+    "    WHEN e.subject_type = 'clue' AND e.action IN (" PROPOSAL_ACTIONS ") THEN"
+    "      (SELECT (jsonb_build_object('proposal_row', p.id IS NOT NULL, 'clue_id', p.clue_id,"
+    "         'from_state', p.from_state, 'target', p.target, 'reason', p.reason,"
+    "         " CARRIED("p.details") ", 'proposer_user', p.proposer_user, 'proposer_unit',"
+    "         p.proposer_unit, 'reviewer_unit', p.reviewer_unit, 'clue_version', p.clue_version,"
+    "         'review_comment', p.review_comment, 'reviewed_by', p.reviewed_by)"
+    "       || CASE WHEN NOT EXISTS (SELECT 1 FROM audit_events l WHERE l.subject_type = 'clue'"
+    "            AND l.subject_id = e.subject_id AND l.seq > e.seq AND l.action IN (" PROPOSAL_ACTIONS ")"
+    "            AND l.details::jsonb->'proposal_id' = e.details::jsonb->'proposal_id')"
+    "          THEN jsonb_build_object('status', p.status) ELSE '{}' END)::text"
+    "       FROM (SELECT 1) one LEFT JOIN proposals p ON p.id = (e.details::jsonb->>'proposal_id')::bigint)"
     "  END,"
     "  CASE WHEN e.subject_type = 'clue' AND NOT EXISTS (SELECT 1 FROM audit_events l"
     "    WHERE l.subject_type = 'clue' AND l.subject_id = e.subject_id AND l.seq > e.seq)"
     "  THEN (SELECT jsonb_build_object('state', c.state, 'owner_unit', c.owner_unit, 'version',"
     "          c.version, 'stage_deadline_ms', (extract(epoch FROM c.stage_deadline) * 1000)::bigint,"
-    "          'case_id', c.joint_case_id)::text FROM clues c WHERE c.id = e.subject_id) END"
+    "          'case_id', c.joint_case_id, 'disposal', c.disposal, 'finding', c.finding,"
+    "          'sanction_kind', c.sanction_kind, 'persons_disciplined', c.persons_disciplined,"
+    "          'receiving_organ', c.receiving_organ, 'pending_proposal_id', c.pending_proposal_id,"
+    "          'pending_reviewer_unit', c.pending_reviewer_unit)::text"
+    "        FROM clues c WHERE c.id = e.subject_id) END"
     " FROM audit_events e WHERE e.seq > $1 ORDER BY e.seq LIMIT $2";
 
 /* On the last page: notes and clues that no event logged (a superuser's inserts), at most
@@ -286,7 +309,8 @@ static const char sql_export[] =
  * explains (ExportAuditEventsResponse.unexplained_rows), as many of each kind: each writer
  * of clue_handlers, recusals, case_participants and joint_cases logs the change in the same
  * transaction (clue_set_handler, clue_recuse, clue_handover, case_remove_clue, case_create,
- * case_add_participant, case_remove_participant). */
+ * case_add_participant, case_remove_participant), and proposal_create() inserts a proposal
+ * with its proposal.create event. */
 #define EXPORT_UNLOGGED_MAX 100
 #define CLUE_EVENTS(a, id) a ".subject_type = 'clue' AND " a ".subject_id = " id
 #define CASE_EVENTS(a, id) a ".subject_type = 'case' AND " a ".subject_id = " id
@@ -331,6 +355,10 @@ static const char sql_unlogged[] =
     "  WHERE a.subject_type = 'clue' AND a.action = 'clue.recuse' AND NOT EXISTS (SELECT 1 FROM recusals r"
     "  WHERE r.clue_id = a.subject_id AND r.user_id::text = " DETAIL("a", "user_id") ")"
     "  ORDER BY 2, 3 LIMIT $1)"
+    " UNION ALL "
+    "(SELECT 'proposal', p.clue_id, p.id FROM proposals p WHERE NOT EXISTS (SELECT 1 FROM audit_events a"
+    "  WHERE " CLUE_EVENTS("a", "p.clue_id") " AND a.action = 'proposal.create'"
+    "  AND " DETAIL("a", "proposal_id") " = p.id::text) ORDER BY 2, 3 LIMIT $1)"
     " UNION ALL "
     "(SELECT 'participant', p.case_id, p.unit_id FROM case_participants p"
     "  WHERE NOT EXISTS (SELECT 1 FROM audit_events a WHERE " CASE_EVENTS("a", "p.case_id")
@@ -503,7 +531,8 @@ static void export_done(rpc_call_t *call, const db_result_t *r, void *arg) {
       j++;
     } else {
       fill_event(call, r, i, &ctx->viewer, ev, &oom);
-      bytes += strlen(ev->reason) + strlen(ev->details) + 256;
+      bytes += strlen(ev->reason) + strlen(ev->details) + strlen(ev->current_facts) +
+               strlen(ev->current_row) + 256;
       if (ls == es) {
         ev->leaf_index = (int64_t)j;
         ev->leaf_hash = bytes_copy(call, merkle_tree_leaf(mt, j), MERKLE_HASH_LEN, &oom);

@@ -39,6 +39,11 @@ def cp_size(stub, md):
         raise
 
 
+# The tables Log.sql() changes with every trigger off (a foreign key's checks are triggers too).
+TAMPERED_TABLES = ("audit_events", "audit_heads", "audit_leaves", "audit_checkpoints", "notes", "clues",
+                   "clue_reporters", "proposals")
+
+
 def migrations_before(first):
     """A folder with the migrations numbered below first: the schema as it was before it."""
     d = os.path.join(TMP, "migrations-before-" + first)
@@ -139,16 +144,14 @@ class Log:
         """As the superuser, with every trigger of the audit tables off."""
         with self.db.cursor() as cur:
             cur.execute("BEGIN")
-            for t in ("audit_events", "audit_heads", "audit_leaves", "audit_checkpoints", "notes", "clues",
-                      "clue_reporters"):
+            for t in TAMPERED_TABLES:
                 cur.execute(f"ALTER TABLE {t} DISABLE TRIGGER ALL")
             rows = None
             for s in stmts:
                 cur.execute(*s) if isinstance(s, tuple) else cur.execute(s)
                 if cur.description:
                     rows = cur.fetchall()
-            for t in ("audit_events", "audit_heads", "audit_leaves", "audit_checkpoints", "notes", "clues",
-                      "clue_reporters"):
+            for t in TAMPERED_TABLES:
                 cur.execute(f"ALTER TABLE {t} ENABLE TRIGGER ALL")
             cur.execute("COMMIT")
         return rows
@@ -767,6 +770,161 @@ def test_rows_changed_without_an_event():
         log.close()
 
 
+def proposal_event(log, action, pid):
+    """The seq of the event action that names proposal pid."""
+    return log.one("SELECT seq FROM audit_events WHERE subject_type = 'clue' AND action = %s"
+                   " AND details::jsonb->>'proposal_id' = %s", action, str(pid))[0]
+
+
+def test_outcomes_and_proposals_changed_without_an_event():
+    """A clue closed by each path (every outcome field set by the move that carries it), one
+    transferred to the judicial organs, proposals approved, rejected, withdrawn by a handover
+    and one pending, all through the API, verify; then the outcome fields, the pending
+    proposal and the proposal rows are changed as the superuser, one at a time, each named at
+    the event that says what the row must be, and the log verifies again once put back."""
+    log = Log()
+    try:
+        w, st = log.w, S.common_pb2
+        g1 = w.G1
+
+        def rid():
+            return new_request_id()
+
+        def get(cid):
+            return w.auditor.clue.GetClue(pb.GetClueRequest(clue_id=cid), timeout=20)
+
+        def move(user, cid, target, **details):
+            return user.clue.RequestTransition(pb.RequestTransitionRequest(
+                clue_id=cid, expected_version=get(cid).version, target=target, reason="依规处置",
+                details=pb.TransitionDetails(**details), request_id=rid()), timeout=20)
+
+        def review(reviewer, prop, approve, comment=""):
+            return reviewer.clue.ReviewProposal(pb.ReviewProposalRequest(
+                proposal_id=prop.proposal.id, approve=approve, comment=comment, request_id=rid()), timeout=20)
+
+        def submit(title):
+            return g1.member.clue.SubmitClue(pb.SubmitClueRequest(
+                request_id=rid(), title=title, summary="反映某某违规收受礼金", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+                subject=pb.SubjectPerson(name="李四"), host_unit="市发展改革委"), timeout=20).id
+
+        c0, c1, c2 = log.clues  # in PRELIMINARY_CHECK
+        c3, c4 = submit("线索3"), submit("线索4")
+        # c0: filed after a rejected proposal, then concluded with a sanction.
+        rejected = move(g1.leader, c0, st.CLUE_STATE_FILED)
+        # Texts with a quote and a backslash: the row's JSON escapes them, the event's reason not.
+        comment = '材料不足："证据\\清单"请补充'
+        review(g1.reviewer, rejected, False, comment)
+        filed = move(g1.leader, c0, st.CLUE_STATE_FILED)
+        review(g1.reviewer, filed, True)
+        move(g1.leader, c0, st.CLUE_STATE_CLOSED, sanction_kind="党内严重警告", persons_disciplined=2)
+        # c1: filed, then transferred to the judicial organs on an approved proposal.
+        review(g1.reviewer, move(g1.leader, c1, st.CLUE_STATE_FILED), True, "同意立案")
+        transfer = move(g1.leader, c1, st.CLUE_STATE_TRANSFERRED_TO_JUDICIAL, receiving_organ="市人民检察院")
+        review(g1.reviewer, transfer, True, "同意移送")
+        # c2 closed after the check with a finding; c3 closed at once by a disposal.
+        move(g1.leader, c2, st.CLUE_STATE_CLOSED, finding='经初核，反映问题"不属实"')
+        move(g1.leader, c3, st.CLUE_STATE_CLOSED, disposal=pb.DISPOSAL_NO_FURTHER_ACTION)
+        # c4: a proposal withdrawn by a handover, and the new owner's, pending.
+        move(g1.leader, c4, st.CLUE_STATE_PRELIMINARY_CHECK)
+        withdrawn = move(g1.leader, c4, st.CLUE_STATE_FILED)
+        g1.leader.clue.HandOver(pb.HandOverRequest(clue_id=c4, expected_version=get(c4).version,
+                                                   to_unit_id=w.G2.id, reason="属 G2 管辖", request_id=rid()),
+                                timeout=20)
+        pending = move(w.G2.leader, c4, st.CLUE_STATE_FILED)
+        assert pending.pending and get(c4).pending_proposal
+        done = {c: get(c) for c in (c0, c1, c2, c3)}
+        assert done[c0].state == done[c2].state == done[c3].state == st.CLUE_STATE_CLOSED
+        assert done[c1].state == st.CLUE_STATE_TRANSFERRED_TO_JUDICIAL
+        assert log.one("SELECT status FROM proposals WHERE id = %s", withdrawn.proposal.id)[0] == "WITHDRAWN"
+        log.cp = log.save_checkpoint()  # verifies OK
+
+        pid = pending.proposal.id
+        reviewer = pending.proposal.reviewer_unit_id
+        clue_cases = [
+            ("finding rewritten", c2, "finding = '经初核，反映问题属实'",
+             'the clue\'s finding is "经初核，反映问题属实", but its events say "经初核，反映问题\\"不属实\\""'),
+            ("disposal rewritten", c3, "disposal = 'SHELVED'",
+             "the clue's disposal is SHELVED, but its events say NO_FURTHER_ACTION"),
+            ("sanction kind rewritten", c0, "sanction_kind = '诫勉谈话'",
+             'the clue\'s sanction kind is "诫勉谈话", but its events say "党内严重警告"'),
+            ("persons disciplined rewritten", c0, "persons_disciplined = 0",
+             "the clue's number of persons disciplined is 0, but its events say 2"),
+            ("receiving organ cleared", c1, "receiving_organ = NULL",
+             'the clue\'s receiving organ is none, but its events say "市人民检察院"'),
+            ("finding planted on a transferred clue", c1, "finding = '不予追究'",
+             'the clue\'s finding is "不予追究", but its events say none'),
+            ("pending proposal planted on a closed clue", c3,
+             f"pending_proposal_id = {filed.proposal.id}, pending_reviewer_unit = {reviewer}",
+             f"the clue's pending proposal is {filed.proposal.id}, but its events say none"),
+            ("pending proposal cleared", c4, "pending_proposal_id = NULL, pending_reviewer_unit = NULL",
+             f"the clue's pending proposal is none, but its events say {pid}"),
+            ("pending proposal's reviewer changed", c4, f"pending_reviewer_unit = {w.R2.id}",
+             f"the clue's pending proposal's reviewer unit is {w.R2.id}, but its events say {reviewer}"),
+        ]
+        cols = ("disposal, finding, sanction_kind, persons_disciplined, receiving_organ, pending_proposal_id,"
+                " pending_reviewer_unit")
+        for name, cid, change, words in clue_cases:
+            before = log.one(f"SELECT {cols} FROM clues WHERE id = %s", cid)
+            log.sql((f"UPDATE clues SET {change} WHERE id = %s", (cid,)))
+            tampered(name, log, latest_seq(log, cid), f"(clue #{cid}, ", words,
+                     "the row was changed without an event")
+            log.sql((f"UPDATE clues SET ({cols}) = (%s, %s, %s, %s, %s, %s, %s) WHERE id = %s", (*before, cid)))
+            r = log.verify()
+            assert r.returncode == 0 and r.stdout.startswith("OK:"), r.stdout + r.stderr
+
+        rid_, fid, tid = rejected.proposal.id, filed.proposal.id, transfer.proposal.id
+        proposal_cases = [
+            ("approved proposal's status rewritten", fid, "status = 'REJECTED'", "proposal.approve",
+             f"proposal {fid}'s status is REJECTED, but its events say APPROVED"),
+            ("pending proposal rejected without an event", pid, "status = 'REJECTED', decided_at = now()",
+             "proposal.create", f"proposal {pid}'s status is REJECTED, but its events say PENDING"),
+            ("rejection's comment rewritten", rid_, "review_comment = '同意'", "proposal.reject",
+             f'proposal {rid_}\'s review comment is "同意", but its events say "{comment}"'),
+            ("approval's reviewer rewritten", fid, f"reviewed_by = {w.R2.leader.id}", "proposal.approve",
+             f"proposal {fid}'s reviewing user is {w.R2.leader.id}, but its events say {g1.reviewer.id}"),
+            ("proposal's reason rewritten", tid, "reason = '证据确凿'", "proposal.create",
+             f'proposal {tid}\'s reason is "证据确凿", but its events say "依规处置"'),
+            ("proposal's carried details rewritten", tid,
+             "details = jsonb_set(details, '{receiving_organ}', '\"市中级人民法院\"')", "proposal.create",
+             f'proposal {tid}\'s receiving organ is "市中级人民法院", but its events say "市人民检察院"'),
+            ("pending proposal's reviewer unit rewritten", pid, f"reviewer_unit = {w.R2.id}", "proposal.create",
+             f"proposal {pid}'s reviewer unit is {w.R2.id}, but its events say {reviewer}"),
+            ("withdrawn proposal made approved", withdrawn.proposal.id, "status = 'APPROVED'", "proposal.withdraw",
+             f"proposal {withdrawn.proposal.id}'s status is APPROVED, but its events say WITHDRAWN"),
+        ]
+        pcols = "status, reason, details, reviewer_unit, review_comment, reviewed_by, decided_at"
+        for name, p, change, action, words in proposal_cases:
+            before = log.one(f"SELECT {pcols} FROM proposals WHERE id = %s", p)
+            log.sql((f"UPDATE proposals SET {change} WHERE id = %s", (p,)))
+            tampered(name, log, proposal_event(log, action, p), words, "the row was changed without an event")
+            log.sql((f"UPDATE proposals SET ({pcols}) = (%s, %s, %s::jsonb, %s, %s, %s, %s) WHERE id = %s",
+                     (before[0], before[1], json.dumps(before[2]), *before[3:], p)))
+            r = log.verify()
+            assert r.returncode == 0 and r.stdout.startswith("OK:"), r.stdout + r.stderr
+
+        # A proposal row planted with no event, and one deleted.
+        planted = log.sql(("INSERT INTO proposals (clue_id, owner_unit, from_state, target, reason, details,"
+                           " proposer_user, proposer_unit, reviewer_unit, status, clue_version, review_comment,"
+                           " reviewed_by, created_at, decided_at)"
+                           " SELECT clue_id, owner_unit, from_state, target, '伪造的立案建议', details, proposer_user,"
+                           " proposer_unit, reviewer_unit, 'APPROVED', clue_version, '同意', reviewed_by, created_at,"
+                           " decided_at FROM proposals WHERE id = %s RETURNING id", (rid_,)))[0][0]
+        tampered("proposal planted without an event", log, None,
+                 f"clue {c0}: proposal {planted} exists, but no proposal.create event of the clue logged it:"
+                 " the row was inserted")
+        log.sql(("DELETE FROM proposals WHERE id = %s", (planted,)))
+        assert log.verify().returncode == 0
+        log.sql(f"CREATE TABLE kept AS SELECT * FROM proposals WHERE id = {rid_}",
+                f"DELETE FROM proposals WHERE id = {rid_}")
+        tampered("proposal row deleted", log, proposal_event(log, "proposal.create", rid_),
+                 f"proposal {rid_} is gone: the row was deleted")
+        log.sql("INSERT INTO proposals SELECT * FROM kept", "DROP TABLE kept")
+        r = log.verify()
+        assert r.returncode == 0 and r.stdout.startswith("OK:"), r.stdout + r.stderr
+    finally:
+        log.close()
+
+
 def test_access_rows_without_an_event():
     """Handlers, recusals, a joint case's participants and its lead, made through the API,
     verify; rows of them planted, removed or changed as the superuser are each named, and
@@ -835,7 +993,7 @@ def test_report():
     # The list the closing note asks for: each tampering with its detection message.
     for name, msg in REPORT:
         print(f"{name}\n    {msg}")
-    assert len(REPORT) == 37
+    assert len(REPORT) == 56
 
 
 if __name__ == "__main__":
