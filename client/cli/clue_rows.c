@@ -7,6 +7,11 @@
  *   deadline    details.stage_deadline_ms of clue.submit, clue.move and proposal.approve,
  *               details.new_deadline_ms of clue.deadline_extend (0 or null: none);
  *   case        details.case_id of case.add_clue; none at submission and case.remove_clue;
+ *   extended    the deadline_extended flag: false at submission and at each change of stage
+ *               (clue.move, proposal.approve), true after clue.deadline_extend;
+ *   recusals    the has_recusals flag, which lets a read skip the recusal check (0020): false
+ *               at submission, true from the first clue.recuse on (a recusal's row is only
+ *               ever inserted by clue_recuse(), never deleted, and the flag never cleared);
  *   pending     details.proposal_id and .reviewer_unit_id of proposal.create; none at
  *               submission, and after the proposal's approval, rejection or withdrawal, a
  *               move and a handover (each clears it);
@@ -27,11 +32,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "audit/merkle.h"
 #include "cmd_audit_tree.h"
-#include "utf8.h"
+#include "row_judge.h"
 
 enum {
   FACT_STATE,
@@ -41,6 +45,8 @@ enum {
   FACT_CASE,
   FACT_PENDING,
   FACT_REVIEWER,
+  FACT_EXTENDED,
+  FACT_RECUSALS,
   FACTS
 };
 
@@ -51,14 +57,18 @@ static const char *const fact_key[FACTS] = {"state",
                                             "stage_deadline_ms",
                                             "case_id",
                                             "pending_proposal_id",
-                                            "pending_reviewer_unit"};
+                                            "pending_reviewer_unit",
+                                            "deadline_extended",
+                                            "has_recusals"};
 static const char *const fact_name[FACTS] = {"state",
                                              "owner unit",
                                              "version",
                                              "stage deadline",
                                              "joint case",
                                              "pending proposal",
-                                             "pending proposal's reviewer unit"};
+                                             "pending proposal's reviewer unit",
+                                             "deadline-extended flag",
+                                             "has-recusals flag"};
 
 #define FACT_CAP 32 /* a state's name, or a decimal int64, or null */
 
@@ -157,10 +167,6 @@ static int is(const Clue__V1__LeafEvent *e, const char *action) {
   return strcmp(e->action, action) == 0;
 }
 
-static int is_null(const char *v, size_t n) {
-  return n == 4 && memcmp(v, "null", 4) == 0;
-}
-
 /* Sets outcome o to the JSON value v (n bytes), or to none when v is NULL. -1: out of memory. */
 static int set_outcome(clue_replay_t *c, int o, const char *v, size_t n) {
   char *copy = NULL;
@@ -182,7 +188,7 @@ static int carry_outcome(clue_replay_t *c, const Clue__V1__LeafEvent *e) {
   for (int o = 0; o < OUTCOMES; o++) {
     size_t n;
     const char *v = audit_json_raw(e->details, outcome_key[o], &n);
-    if (v != NULL && !is_null(v, n) && set_outcome(c, o, v, n) != 0)
+    if (v != NULL && !row_json_is_null(v, n) && set_outcome(c, o, v, n) != 0)
       return -1;
   }
   return 0;
@@ -206,12 +212,15 @@ int clue_rows_apply(clue_rows_t *rows, const Clue__V1__LeafEvent *e) {
     set_fact(c, FACT_VERSION, "1");
     set_detail(c, FACT_DEADLINE, e, "stage_deadline_ms");
     set_fact(c, FACT_CASE, "null");
+    set_fact(c, FACT_EXTENDED, "false");
+    set_fact(c, FACT_RECUSALS, "false");
     no_pending(c);
     for (int o = 0; o < OUTCOMES; o++)
       (void)set_outcome(c, o, NULL, 0);
   } else if (is(e, "clue.move") || is(e, "proposal.approve")) {
     set_fact(c, FACT_STATE, e->to_state);
     set_detail(c, FACT_DEADLINE, e, "stage_deadline_ms");
+    set_fact(c, FACT_EXTENDED, "false"); /* a new stage: its deadline not extended yet */
     no_pending(c);
     if (carry_outcome(c, e) != 0)
       return -1;
@@ -222,9 +231,12 @@ int clue_rows_apply(clue_rows_t *rows, const Clue__V1__LeafEvent *e) {
     no_pending(c);
   } else if (is(e, "clue.deadline_extend")) {
     set_detail(c, FACT_DEADLINE, e, "new_deadline_ms");
+    set_fact(c, FACT_EXTENDED, "true");
   } else if (is(e, "clue.handover")) {
     set_fact(c, FACT_OWNER, e->owner_unit);
     no_pending(c);
+  } else if (is(e, "clue.recuse")) {
+    set_fact(c, FACT_RECUSALS, "true");
   } else if (is(e, "case.add_clue")) {
     set_detail(c, FACT_CASE, e, "case_id");
   } else if (is(e, "case.remove_clue")) {
@@ -249,159 +261,9 @@ int clue_rows_forget(clue_rows_t *rows, const Clue__V1__LeafEvent *e) {
 
 /* How a message shows a fact: none for null, a deadline as a UTC time. */
 static const char *shown(int f, const char *text, char *buf, size_t cap) {
-  char *end;
-  long long ms;
-  time_t t;
-  struct tm tm;
-
   if (strcmp(text, "null") == 0)
     return "none";
-  if (f != FACT_DEADLINE)
-    return text;
-  ms = strtoll(text, &end, 10);
-  t = (time_t)(ms / 1000);
-  if (*end != '\0' || ms < 0 || gmtime_r(&t, &tm) == NULL)
-    return text;
-  snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03lldZ", tm.tm_year + 1900, tm.tm_mon + 1,
-           tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms % 1000);
-  return buf;
-}
-
-#define SHOWN_TEXT 60 /* bytes of a free text a message shows */
-
-/* How a message shows a value v of n bytes, a JSON value as jsonb renders it (json) or a text
- * (NULL: none): none for null, a string without its quotes (its escapes kept: one line), a
- * free text (quoted) in quotes and cut short, at a character's start. */
-static const char *shown_value(const char *v, size_t n, int json, int quoted, char *buf,
-                               size_t cap) {
-  size_t cut;
-
-  if (v == NULL || (json && is_null(v, n)))
-    return "none";
-  if (json && n >= 2 && v[0] == '"') {
-    v++;
-    n -= 2;
-  }
-  cut = n;
-  if (quoted && cut > SHOWN_TEXT) {
-    cut = SHOWN_TEXT;
-    while (cut > 0 && ((unsigned char)v[cut] & 0xc0) == 0x80)
-      cut--;
-  }
-  snprintf(buf, cap, quoted ? "\"%.*s%s\"" : "%.*s", (int)cut, v, cut < n ? "..." : "");
-  return buf;
-}
-
-/* The code point of the 4 hex digits at p, or -1. */
-static long hex4(const char *p, const char *end) {
-  long v = 0;
-
-  if (end - p < 4)
-    return -1;
-  for (int i = 0; i < 4; i++) {
-    int c = p[i];
-    v = v * 16 + (c >= '0' && c <= '9'   ? c - '0'
-                  : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                  : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                         : -1000000);
-  }
-  return v < 0 ? -1 : v;
-}
-
-/* The character a JSON escape \c stands for (but \u), or NUL. */
-static char unescaped(char c) {
-  switch (c) {
-  case '"':
-  case '\\':
-  case '/':
-    return c;
-  case 'b':
-    return '\b';
-  case 'f':
-    return '\f';
-  case 'n':
-    return '\n';
-  case 'r':
-    return '\r';
-  case 't':
-    return '\t';
-  default:
-    return '\0';
-  }
-}
-
-/* Whether the JSON value v (n bytes, as jsonb renders it) is text: a string's characters once
- * its escapes are read, any other value (a number, true, false) as it stands, null a NULL text. */
-static int json_is(const char *v, size_t n, const char *text) {
-  const char *p, *end;
-
-  if (is_null(v, n))
-    return text == NULL;
-  if (text == NULL)
-    return 0;
-  if (n < 2 || v[0] != '"' || v[n - 1] != '"')
-    return strlen(text) == n && memcmp(v, text, n) == 0;
-  p = v + 1;
-  end = v + n - 1;
-  while (p < end) {
-    char ch[4];
-    size_t k = 1;
-    if (*p != '\\') {
-      ch[0] = *p++;
-    } else if (p + 1 < end && p[1] == 'u') {
-      long cp = hex4(p + 2, end), lo;
-      p += 6;
-      if (cp >= 0xd800 && cp < 0xdc00 && end - p >= 6 && p[0] == '\\' && p[1] == 'u' &&
-          (lo = hex4(p + 2, end)) >= 0xdc00 && lo < 0xe000) {
-        cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-        p += 6;
-      }
-      if (cp <= 0)
-        return 0;
-      k = clue__utf8_put((unsigned char *)ch, (uint32_t)cp);
-    } else if (p + 1 < end && (ch[0] = unescaped(p[1])) != '\0') {
-      p += 2;
-    } else {
-      return 0;
-    }
-    for (size_t i = 0; i < k; i++)
-      if (text[i] != ch[i]) /* (a shorter text ends in a NUL, which no ch holds) */
-        return 0;
-    text += k;
-  }
-  return *text == '\0';
-}
-
-/* What the events say a member of a row's JSON must be. */
-typedef struct expect {
-  const char *key, *name;
-  int quoted;       /* a free text: shown in quotes, cut short */
-  const char *want; /* NULL: none */
-  size_t len;       /* of want, when json */
-  int json;         /* want is a JSON value as the event's details render it; else a text */
-} expect_t;
-
-/* 1 and why when the member x->key of row (whose: "the clue's", "proposal 7's") is not what
- * x says; 0 when it is, or when the row does not report it (a server from before). */
-static int judge(const char *row, const char *whose, const expect_t *x, char *why, size_t cap) {
-  size_t n;
-  const char *now = audit_json_raw(row, x->key, &n);
-  char a[SHOWN_TEXT + 16], b[SHOWN_TEXT + 16];
-  int same;
-
-  if (now == NULL)
-    return 0;
-  if (x->json)
-    same = x->want != NULL && n == x->len && memcmp(now, x->want, n) == 0;
-  else
-    same = json_is(now, n, x->want);
-  if (same)
-    return 0;
-  snprintf(why, cap, "%s %s is %s, but its events say %s: the row was changed without an event",
-           whose, x->name, shown_value(now, n, 1, x->quoted, a, sizeof(a)),
-           shown_value(x->want, x->json ? x->len : (x->want ? strlen(x->want) : 0), x->json,
-                       x->quoted, b, sizeof(b)));
-  return 1;
+  return f == FACT_DEADLINE ? row_shown_ms(text, buf, cap) : text;
 }
 
 int clue_rows_check(const clue_rows_t *rows, const Clue__V1__LeafEvent *e, char *why, size_t cap) {
@@ -431,8 +293,8 @@ int clue_rows_check(const clue_rows_t *rows, const Clue__V1__LeafEvent *e, char 
   }
   for (int o = 0; o < OUTCOMES; o++) {
     const char *want = c->outcome[o] ? c->outcome[o] : "null";
-    expect_t x = {outcome_key[o], outcome_name[o], outcome_quoted[o], want, strlen(want), 1};
-    if ((c->known & OUTCOME_BIT(o)) && judge(e->current_row, "the clue's", &x, why, cap))
+    row_expect_t x = {outcome_key[o], outcome_name[o], outcome_quoted[o], want, strlen(want), 1, 0};
+    if ((c->known & OUTCOME_BIT(o)) && row_judge(e->current_row, "the clue's", &x, why, cap))
       return 1;
   }
   return 0;
@@ -456,7 +318,7 @@ static const char *field(const Clue__V1__LeafEvent *e, int bit, const char *text
 int clue_rows_check_proposal(const Clue__V1__LeafEvent *e, char *why, size_t cap) {
   const char *reason = field(e, AUDIT_LEAF_REASON, e->reason);
   const char *actor = field(e, AUDIT_LEAF_ACTOR_USER, e->actor_user_id);
-  expect_t x[PROPOSAL_EXPECTS];
+  row_expect_t x[PROPOSAL_EXPECTS];
   char id[FACT_CAP], whose[FACT_CAP + 16], row[8];
   size_t n = 0, len;
   const char *v;
@@ -473,11 +335,11 @@ int clue_rows_check_proposal(const Clue__V1__LeafEvent *e, char *why, size_t cap
     return 1;
   }
   snprintf(whose, sizeof(whose), "proposal %s's", id);
-#define EXPECT(key, name, quoted, want) (x[n++] = (expect_t){key, name, quoted, want, 0, 0})
+#define EXPECT(key, name, quoted, want) (x[n++] = (row_expect_t){key, name, quoted, want, 0, 0, 0})
 #define EXPECT_DETAIL(key, name, quoted, detail)                                                   \
   do {                                                                                             \
     if ((v = audit_json_raw(e->details, detail, &len)) != NULL)                                    \
-      x[n++] = (expect_t){key, name, quoted, v, len, 1};                                           \
+      x[n++] = (row_expect_t){key, name, quoted, v, len, 1, 0};                                    \
   } while (0)
   EXPECT("clue_id", "clue", 0, e->subject_id);
   /* The status only with the latest event naming the proposal (the export leaves it out
@@ -499,7 +361,7 @@ int clue_rows_check_proposal(const Clue__V1__LeafEvent *e, char *why, size_t cap
         v = "null";
         len = 4;
       }
-      x[n++] = (expect_t){outcome_key[o], outcome_name[o], outcome_quoted[o], v, len, 1};
+      x[n++] = (row_expect_t){outcome_key[o], outcome_name[o], outcome_quoted[o], v, len, 1, 0};
     }
   if (a == P_APPROVE || a == P_REJECT) {
     EXPECT("review_comment", "review comment", 1, reason);
@@ -512,7 +374,7 @@ int clue_rows_check_proposal(const Clue__V1__LeafEvent *e, char *why, size_t cap
 #undef EXPECT
 #undef EXPECT_DETAIL
   for (size_t i = 0; i < n; i++)
-    if (judge(e->current_facts, whose, &x[i], why, cap))
+    if (row_judge(e->current_facts, whose, &x[i], why, cap))
       return 1;
   return 0;
 }

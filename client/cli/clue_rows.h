@@ -1,8 +1,9 @@
 /* What each clue's row must say, replayed from the events of its chain, for `cluectl audit
  * verify --checkpoint`: the state, owner unit, version, stage deadline, joint case, pending
- * proposal and outcome fields that the events record, against the row the export gives with a
- * clue's latest event (LeafEvent.current_row); and a proposal's row against the events that
- * name it (LeafEvent.current_facts of proposal events; docs/AUDIT.md). */
+ * proposal, outcome fields and the deadline_extended and has_recusals flags that the events
+ * record, against the row the export gives with a clue's latest event
+ * (LeafEvent.current_row); and a proposal's row against the events that name it
+ * (LeafEvent.current_facts of proposal events; docs/AUDIT.md). */
 
 #ifndef CLUECTL_CLUE_ROWS_H
 #define CLUECTL_CLUE_ROWS_H

@@ -19,6 +19,7 @@
 #include "audit/note.h"
 #include "clue/v1/audit.pb-c.h"
 #include "clue_rows.h"
+#include "subject_rows.h"
 
 #define AUDIT_SVC (&clue__v1__audit_service__descriptor)
 #define EXPORT_PAGE 1000
@@ -364,6 +365,24 @@ const char *audit_json_raw(const char *json, const char *key, size_t *len) {
         n++;
     if (p[n] == '"')
       n++;
+  } else if (*p == '[' || *p == '{') {
+    /* To the bracket that closes it, past those in its strings. */
+    int depth = 0, in_string = 0;
+    for (; p[n]; n++) {
+      if (in_string) {
+        if (p[n] == '\\' && p[n + 1] != '\0')
+          n++;
+        else if (p[n] == '"')
+          in_string = 0;
+      } else if (p[n] == '"') {
+        in_string = 1;
+      } else if (p[n] == '[' || p[n] == '{') {
+        depth++;
+      } else if ((p[n] == ']' || p[n] == '}') && --depth == 0) {
+        n++;
+        break;
+      }
+    }
   } else {
     while (p[n] && p[n] != ',' && p[n] != '}')
       n++;
@@ -513,23 +532,31 @@ static void hash_text(const uint8_t *h, char *out) {
   merkle_hex(h, 8, out); /* the first 8 bytes are enough to tell roots apart */
 }
 
-/* One clue event against its chain: applied to the replay, then the clue's row (when the
- * export gives it with this event) against what the chain says, and a proposal event's
- * proposal against what the event says. A row told apart from its events is told only when
- * nothing in the log is wrong: an event removed leaves its clue's row ahead of the events
- * that remain. */
-static void check_row(clue_rows_t *clues, const Clue__V1__LeafEvent *e, verdict_t *rows, int *oom) {
+/* What one walk replays of the rows the events describe. */
+typedef struct replays {
+  clue_rows_t clues;
+  subject_rows_t subjects; /* rectification items, users, units, joint cases */
+} replays_t;
+
+/* One event against its chain: applied to the replay, then its subject's row (when the export
+ * gives it with this event) against what the chain says, and a proposal event's proposal or a
+ * clue.recuse's recusal against what the event says. A row told apart from its events is told
+ * only when nothing in the log is wrong: an event removed leaves its subject's row ahead of
+ * the events that remain. */
+static void check_row(replays_t *rp, const Clue__V1__LeafEvent *e, verdict_t *rows, int *oom) {
   char why[512];
 
-  if (clue_rows_apply(clues, e) != 0)
+  if (clue_rows_apply(&rp->clues, e) != 0 || subject_rows_apply(&rp->subjects, e) != 0)
     *oom = 1;
-  else if (clue_rows_check(clues, e, why, sizeof(why)) ||
-           clue_rows_check_proposal(e, why, sizeof(why)))
+  else if (clue_rows_check(&rp->clues, e, why, sizeof(why)) ||
+           clue_rows_check_proposal(e, why, sizeof(why)) ||
+           subject_rows_check(&rp->subjects, e, why, sizeof(why)) ||
+           subject_rows_check_recusal(e, why, sizeof(why)))
     fail(rows, "seq %lld (%s #%s, %s): %s", (long long)e->seq, e->subject_type, e->subject_id,
          e->action, why);
 }
 
-/* A row of access no event explains (ExportAuditEventsResponse.unexplained_rows). */
+/* A row no event explains (ExportAuditEventsResponse.unexplained_rows). */
 static void fail_unexplained(verdict_t *rows, const Clue__V1__UnexplainedRow *u) {
   long long s = (long long)u->subject_id, m = (long long)u->member_id;
 
@@ -568,6 +595,15 @@ static void fail_unexplained(verdict_t *rows, const Clue__V1__UnexplainedRow *u)
          "clue %lld: proposal %lld exists, but no proposal.create event of the clue logged it: "
          "the row was inserted",
          s, m);
+  else if (strcmp(u->kind, "rect_item") == 0)
+    fail(rows,
+         "rectification item %lld exists, but no rect.create event logged it: the row was "
+         "inserted",
+         s);
+  else if (strcmp(u->kind, "user") == 0)
+    fail(rows, "user %lld exists, but no user.create event logged it: the row was inserted", s);
+  else if (strcmp(u->kind, "unit") == 0)
+    fail(rows, "unit %lld exists, but no unit.create event logged it: the row was inserted", s);
   else if (strcmp(u->kind, "case_lead") == 0)
     fail(rows,
          "joint case %lld: its lead unit is %lld, which its case.create event does not "
@@ -578,9 +614,8 @@ static void fail_unexplained(verdict_t *rows, const Clue__V1__UnexplainedRow *u)
 }
 
 /* Walk the export, rebuilding the tree from the events. */
-static int walk_pages(cli_t *cli, merkle_tree_t *mt, verdict_t *v, verdict_t *rows,
-                      clue_rows_t *clues, int64_t *last_seq, int64_t *events, int64_t **seqs,
-                      uint64_t *seqs_cap) {
+static int walk_pages(cli_t *cli, merkle_tree_t *mt, verdict_t *v, verdict_t *rows, replays_t *rp,
+                      int64_t *last_seq, int64_t *events, int64_t **seqs, uint64_t *seqs_cap) {
   Clue__V1__ExportAuditEventsRequest req = CLUE__V1__EXPORT_AUDIT_EVENTS_REQUEST__INIT;
   int rc = 0, oom = 0;
 
@@ -594,7 +629,8 @@ static int walk_pages(cli_t *cli, merkle_tree_t *mt, verdict_t *v, verdict_t *ro
       const Clue__V1__LeafEvent *e = r->events[i];
       merkle_hash_t h;
       req.after_seq = e->seq;
-      if ((e->missing || e->redacted || e->leaf_index < 0) && clue_rows_forget(clues, e) != 0)
+      if ((e->missing || e->redacted || e->leaf_index < 0) &&
+          (clue_rows_forget(&rp->clues, e) != 0 || subject_rows_forget(&rp->subjects, e) != 0))
         oom = 1;
       if (e->missing) {
         fail(v, "seq %lld: the event is gone from the log, but the tree holds it as leaf %lld: "
@@ -619,7 +655,7 @@ static int walk_pages(cli_t *cli, merkle_tree_t *mt, verdict_t *v, verdict_t *ro
                   "changed after it was logged",
                (long long)e->seq, e->subject_type, e->subject_id, e->action);
         check_content(e, v);
-        check_row(clues, e, rows, &oom);
+        check_row(rp, e, rows, &oom);
       }
       if (e->leaf_index >= 0) {
         /* The tree is rebuilt from the recomputed leaves where they could be recomputed, so
@@ -660,12 +696,14 @@ static int walk_pages(cli_t *cli, merkle_tree_t *mt, verdict_t *v, verdict_t *ro
 
 static int walk(cli_t *cli, merkle_tree_t *mt, verdict_t *v, verdict_t *rows, int64_t *last_seq,
                 int64_t *events, int64_t **seqs, uint64_t *seqs_cap) {
-  clue_rows_t clues;
+  replays_t rp;
   int rc;
 
-  clue_rows_init(&clues);
-  rc = walk_pages(cli, mt, v, rows, &clues, last_seq, events, seqs, seqs_cap);
-  clue_rows_free(&clues);
+  clue_rows_init(&rp.clues);
+  subject_rows_init(&rp.subjects);
+  rc = walk_pages(cli, mt, v, rows, &rp, last_seq, events, seqs, seqs_cap);
+  clue_rows_free(&rp.clues);
+  subject_rows_free(&rp.subjects);
   return rc;
 }
 

@@ -16,9 +16,11 @@ int audit_tree_verify(cli_t *cli, const cli_args_t *args);
 /** audit witness --dir DIR: keep the signed sequence of checkpoints, each checked. */
 int audit_tree_witness(cli_t *cli, const cli_args_t *args);
 
-/** Member key of a flat JSON object as jsonb renders it ("key": value), as it stands there:
- * a string with its quotes and escapes, a number, true, false or null; its length in *len.
- * NULL when key is absent. The pointer is into json. */
+/** Member key of a JSON object as jsonb renders it ("key": value), as it stands there: a
+ * string with its quotes and escapes, a number, true, false, null, or an array or object to
+ * its closing bracket; its length in *len. NULL when key is absent. The first member of that
+ * name is found, at any depth: keys in nested objects must not repeat the object's own. The
+ * pointer is into json. */
 const char *audit_json_raw(const char *json, const char *key, size_t *len);
 
 /** A string or number member of a flat JSON object as jsonb renders it ("key": value): its

@@ -242,9 +242,11 @@ static void get_consistency(rpc_call_t *call, const ProtobufCMessage *m) {
  * 0013), written out here rather than called, so that a function redefined in the database
  * cannot answer for the rows (built-in ones come first: db.c's search path); then what the
  * rows say of facts the event records in its own fields (LeafEvent.current_facts: of a note, a
- * clue's submission, or the proposal a proposal event names, with its status only at the
- * latest event naming it, as a later one decided it); then, for the latest event of a clue's
- * chain in the statement's snapshot, the clue's row (LeafEvent.current_row). */
+ * clue's submission, the proposal a proposal event names, with its status only at the
+ * latest event naming it, as a later one decided it, or the recusal a clue.recuse logged);
+ * then, for the latest event of a chain in the statement's snapshot, its subject's row
+ * (LeafEvent.current_row): a clue's, a rectification item's, a user's, a unit's or a joint
+ * case's, the last four with `exists` false when the row is gone. */
 #define EXPORT_COL_CONTENT AUDIT_LEAF_NFIELDS
 #define LP(x) "octet_length(" x "), ':', " x ", E'\\n'" /* "<length>:<text>\n" */
 #define PROPOSAL_ACTIONS                                                                           \
@@ -291,16 +293,42 @@ static const char sql_export[] =
     "            AND l.details::jsonb->'proposal_id' = e.details::jsonb->'proposal_id')"
     "          THEN jsonb_build_object('status', p.status) ELSE '{}' END)::text"
     "       FROM (SELECT 1) one LEFT JOIN proposals p ON p.id = (e.details::jsonb->>'proposal_id')::bigint)"
+    "    WHEN e.action = 'clue.recuse' THEN (SELECT jsonb_build_object('reason', r.reason,"
+    "                            'recorded_by', r.recorded_by, 'recorded_by_unit', r.recorded_by_unit)::text"
+    "                            FROM recusals r WHERE r.clue_id = e.subject_id"
+    "                            AND r.user_id = (e.details::jsonb->>'user_id')::bigint)"
     "  END,"
-    "  CASE WHEN e.subject_type = 'clue' AND NOT EXISTS (SELECT 1 FROM audit_events l"
-    "    WHERE l.subject_type = 'clue' AND l.subject_id = e.subject_id AND l.seq > e.seq)"
-    "  THEN (SELECT jsonb_build_object('state', c.state, 'owner_unit', c.owner_unit, 'version',"
+    "  CASE WHEN e.subject_type IN ('clue', 'rectification', 'user', 'unit', 'case') AND NOT EXISTS"
+    "    (SELECT 1 FROM audit_events l WHERE l.subject_type = e.subject_type"
+    "     AND l.subject_id = e.subject_id AND l.seq > e.seq) THEN CASE e.subject_type"
+    "  WHEN 'clue' THEN (SELECT jsonb_build_object('state', c.state, 'owner_unit', c.owner_unit, 'version',"
     "          c.version, 'stage_deadline_ms', (extract(epoch FROM c.stage_deadline) * 1000)::bigint,"
     "          'case_id', c.joint_case_id, 'disposal', c.disposal, 'finding', c.finding,"
     "          'sanction_kind', c.sanction_kind, 'persons_disciplined', c.persons_disciplined,"
     "          'receiving_organ', c.receiving_organ, 'pending_proposal_id', c.pending_proposal_id,"
-    "          'pending_reviewer_unit', c.pending_reviewer_unit)::text"
-    "        FROM clues c WHERE c.id = e.subject_id) END"
+    "          'pending_reviewer_unit', c.pending_reviewer_unit,"
+    "          'deadline_extended', c.deadline_extended, 'has_recusals', c.has_recusals)::text"
+    "        FROM clues c WHERE c.id = e.subject_id)"
+    "  WHEN 'rectification' THEN (SELECT jsonb_build_object('exists', i.id IS NOT NULL, 'state', i.state,"
+    "          'version', i.version, 'supervising_unit', i.supervising_unit, 'created_by', i.created_by,"
+    "          'host_unit', i.host_unit, 'description', i.description, 'category', i.category,"
+    "          'source', i.source, 'source_clue_id', i.source_clue, 'source_case_id', i.source_case,"
+    "          'deadline_ms', (extract(epoch FROM i.deadline) * 1000)::bigint, 'plan', i.plan,"
+    "          'plan_note_ids', to_jsonb(i.plan_note_ids), 'evidence', i.evidence,"
+    "          'evidence_note_ids', to_jsonb(i.evidence_note_ids), 'verify_comment', i.verify_comment,"
+    "          'reopen_reason', i.reopen_reason)::text"
+    "        FROM (SELECT 1) one LEFT JOIN rect_items i ON i.id = e.subject_id)"
+    "  WHEN 'user' THEN (SELECT jsonb_build_object('exists', u.id IS NOT NULL, 'unit_id', u.unit_id,"
+    "          'name', u.name, 'role', u.role, 'disabled', u.disabled)::text"
+    "        FROM (SELECT 1) one LEFT JOIN users u ON u.id = e.subject_id)"
+    "  WHEN 'unit' THEN (SELECT jsonb_build_object('exists', u.id IS NOT NULL, 'kind', u.kind, 'code',"
+    "          u.code, 'name', u.name, 'liaison_room_id', u.liaison_room_id,"
+    "          'host_units', to_jsonb(u.host_units))::text"
+    "        FROM (SELECT 1) one LEFT JOIN units u ON u.id = e.subject_id)"
+    "  WHEN 'case' THEN (SELECT jsonb_build_object('exists', j.id IS NOT NULL, 'title', j.title,"
+    "          'basis', j.basis)::text"
+    "        FROM (SELECT 1) one LEFT JOIN joint_cases j ON j.id = e.subject_id)"
+    "  END END"
     " FROM audit_events e WHERE e.seq > $1 ORDER BY e.seq LIMIT $2";
 
 /* On the last page: notes and clues that no event logged (a superuser's inserts), at most
@@ -309,8 +337,10 @@ static const char sql_export[] =
  * explains (ExportAuditEventsResponse.unexplained_rows), as many of each kind: each writer
  * of clue_handlers, recusals, case_participants and joint_cases logs the change in the same
  * transaction (clue_set_handler, clue_recuse, clue_handover, case_remove_clue, case_create,
- * case_add_participant, case_remove_participant), and proposal_create() inserts a proposal
- * with its proposal.create event. */
+ * case_add_participant, case_remove_participant), proposal_create() inserts a proposal
+ * with its proposal.create event, and rect_create(), admin_create_user(),
+ * admin_create_unit() and admin_bootstrap() insert an item, a user or a unit with the
+ * rect.create, user.create or unit.create event of its own chain. */
 #define EXPORT_UNLOGGED_MAX 100
 #define CLUE_EVENTS(a, id) a ".subject_type = 'clue' AND " a ".subject_id = " id
 #define CASE_EVENTS(a, id) a ".subject_type = 'case' AND " a ".subject_id = " id
@@ -382,7 +412,19 @@ static const char sql_unlogged[] =
     " UNION ALL "
     "(SELECT 'case_lead', j.id, j.lead_unit FROM joint_cases j WHERE NOT EXISTS (SELECT 1 FROM audit_events a"
     "  WHERE " CASE_EVENTS("a", "j.id") " AND a.action = 'case.create'"
-    "  AND " DETAIL("a", "lead_unit_id") " = j.lead_unit::text) ORDER BY 2 LIMIT $1)";
+    "  AND " DETAIL("a", "lead_unit_id") " = j.lead_unit::text) ORDER BY 2 LIMIT $1)"
+    " UNION ALL "
+    "(SELECT 'rect_item', i.id, NULL FROM rect_items i WHERE NOT EXISTS (SELECT 1 FROM audit_events a"
+    "  WHERE a.subject_type = 'rectification' AND a.subject_id = i.id AND a.action = 'rect.create')"
+    "  ORDER BY 2 LIMIT $1)"
+    " UNION ALL "
+    "(SELECT 'user', u.id, NULL FROM users u WHERE NOT EXISTS (SELECT 1 FROM audit_events a"
+    "  WHERE a.subject_type = 'user' AND a.subject_id = u.id AND a.action = 'user.create')"
+    "  ORDER BY 2 LIMIT $1)"
+    " UNION ALL "
+    "(SELECT 'unit', u.id, NULL FROM units u WHERE NOT EXISTS (SELECT 1 FROM audit_events a"
+    "  WHERE a.subject_type = 'unit' AND a.subject_id = u.id AND a.action = 'unit.create')"
+    "  ORDER BY 2 LIMIT $1)";
 /* clang-format on */
 
 typedef struct export_ctx {
