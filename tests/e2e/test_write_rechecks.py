@@ -468,6 +468,16 @@ def like_a_missing_clue(fn, got, req, field="clue_id", want="clue not found"):
     assert got == fresh == missing, (got, fresh, missing)
 
 
+def moves_and_an_extension(c, L, run, days):
+    """run(name, fn, build) for L's closing move, L's move to FILED (co-review: it must leave no
+    proposal) and L's extension by days, each built from the clue run makes for it."""
+    run("RequestTransition", L.clue.RequestTransition, lambda cl: move_req(cl, CLO, finding="查无实据"))
+    cl = run("RequestTransition (co-review)", L.clue.RequestTransition, lambda cl: move_req(cl, FIL))
+    assert rows(c.db, "SELECT count(*) FROM proposals WHERE clue_id = %s", cl.id) == [(0,)]
+    run("ExtendDeadline", L.clue.ExtendDeadline, lambda cl: pb.ExtendDeadlineRequest(
+        clue_id=cl.id, expected_version=cl.version, days=days, reason="延期", request_id=new_request_id()))
+
+
 def test_writes_of_a_caller_who_loses_sight_as_the_clue_is_handed_over(c):
     # G1's leader decides each write while G1 owns the clue; G1's other leader hands the clue
     # to G2 while the write waits at its request key. The write then meets a clue that changed
@@ -496,11 +506,7 @@ def test_writes_of_a_caller_who_loses_sight_as_the_clue_is_handed_over(c):
             (w.G2.id, cl.version + 1)], name
         return cl
 
-    handed_over("RequestTransition", L.clue.RequestTransition, lambda cl: move_req(cl, CLO, finding="查无实据"))
-    cl = handed_over("RequestTransition (co-review)", L.clue.RequestTransition, lambda cl: move_req(cl, FIL))
-    assert rows(c.db, "SELECT count(*) FROM proposals WHERE clue_id = %s", cl.id) == [(0,)]
-    handed_over("ExtendDeadline", L.clue.ExtendDeadline, lambda cl: pb.ExtendDeadlineRequest(
-        clue_id=cl.id, expected_version=cl.version, days=30, reason="延期", request_id=new_request_id()))
+    moves_and_an_extension(c, L, handed_over, days=30)
     handed_over("HandOver", L.clue.HandOver, lambda cl: pb.HandOverRequest(
         clue_id=cl.id, expected_version=cl.version, to_unit_id=w.G3.id, reason="移交", request_id=new_request_id()))
     cl = handed_over("AssignHandler", L.clue.AssignHandler, lambda cl: pb.AssignHandlerRequest(
@@ -579,11 +585,7 @@ def test_writes_of_a_caller_recused_as_the_clue_moves(c):
             ("PRELIMINARY_CHECK", cl.version + 1)], name
         return cl
 
-    case("RequestTransition", L.clue.RequestTransition, lambda cl: move_req(cl, CLO, finding="查无实据"))
-    cl = case("RequestTransition (co-review)", L.clue.RequestTransition, lambda cl: move_req(cl, FIL))
-    assert rows(c.db, "SELECT count(*) FROM proposals WHERE clue_id = %s", cl.id) == [(0,)]
-    case("ExtendDeadline", L.clue.ExtendDeadline, lambda cl: pb.ExtendDeadlineRequest(
-        clue_id=cl.id, expected_version=cl.version, days=10, reason="延期", request_id=new_request_id()))
+    moves_and_an_extension(c, L, case, days=10)
 
 
 def test_case_calls_of_a_caller_recused_as_the_clue_moves(c):
