@@ -539,10 +539,10 @@ typedef struct replays {
 } replays_t;
 
 /* One event against its chain: applied to the replay, then its subject's row (when the export
- * gives it with this event) against what the chain says, and a proposal event's proposal or a
- * clue.recuse's recusal against what the event says. A row told apart from its events is told
- * only when nothing in the log is wrong: an event removed leaves its subject's row ahead of
- * the events that remain. */
+ * gives it with this event) against what the chain says, and a proposal event's proposal, a
+ * clue.recuse's recusal or a token event's token against what the event says. A row told
+ * apart from its events is told only when nothing in the log is wrong: an event removed leaves
+ * its subject's row ahead of the events that remain. */
 static void check_row(replays_t *rp, const Clue__V1__LeafEvent *e, verdict_t *rows, int *oom) {
   char why[512];
 
@@ -551,7 +551,8 @@ static void check_row(replays_t *rp, const Clue__V1__LeafEvent *e, verdict_t *ro
   else if (clue_rows_check(&rp->clues, e, why, sizeof(why)) ||
            clue_rows_check_proposal(e, why, sizeof(why)) ||
            subject_rows_check(&rp->subjects, e, why, sizeof(why)) ||
-           subject_rows_check_recusal(e, why, sizeof(why)))
+           subject_rows_check_recusal(e, why, sizeof(why)) ||
+           subject_rows_check_token(e, why, sizeof(why)))
     fail(rows, "seq %lld (%s #%s, %s): %s", (long long)e->seq, e->subject_type, e->subject_id,
          e->action, why);
 }
@@ -604,6 +605,11 @@ static void fail_unexplained(verdict_t *rows, const Clue__V1__UnexplainedRow *u)
     fail(rows, "user %lld exists, but no user.create event logged it: the row was inserted", s);
   else if (strcmp(u->kind, "unit") == 0)
     fail(rows, "unit %lld exists, but no unit.create event logged it: the row was inserted", s);
+  else if (strcmp(u->kind, "token") == 0)
+    fail(rows,
+         "user %lld: token %lld exists, but no token.issue event of the user logged it: the row "
+         "was inserted",
+         s, m);
   else if (strcmp(u->kind, "case_lead") == 0)
     fail(rows,
          "joint case %lld: its lead unit is %lld, which its case.create event does not "

@@ -25,7 +25,17 @@
  * its row, as an event it could not read does.
  *
  * A recusal is not a chain of its own: its clue.recuse event records its reason (the event's)
- * and who recorded it (the actor), which the export gives the row of (current_facts). */
+ * and who recorded it (the actor), which the export gives the row of (current_facts).
+ *
+ * Nor is a token: its events are on its user's chain and name it in details.token_id
+ * (admin_issue_token(), admin_revoke_token(), admin_bootstrap() of 0002, 0010, 0011, 0040):
+ *   token.issue   its user (the subject), who issued it (the actor; none for the bootstrap's
+ *                 token, which is its user's own), whether it is an enrollment token
+ *                 (details.enrollment, since 0010), its note (details.note) and, since 0040,
+ *                 the SHA-256 of its stored hash (details.hash_sha256); not revoked;
+ *   token.revoke  its user, revoked.
+ * The export gives the token's row with each (current_facts), its revoked state only with the
+ * latest event naming it, as a later one revoked it. */
 
 #include "subject_rows.h"
 
@@ -434,6 +444,43 @@ int subject_rows_check_recusal(const Clue__V1__LeafEvent *e, char *why, size_t c
     return 0;
   snprintf(whose, sizeof(whose), "user %s's recusal", user);
   for (size_t i = 0; i < sizeof(x) / sizeof(x[0]); i++)
+    if (row_judge(e->current_facts, whose, &x[i], why, cap))
+      return 1;
+  return 0;
+}
+
+int subject_rows_check_token(const Clue__V1__LeafEvent *e, char *why, size_t cap) {
+  const char *actor = field(e, AUDIT_LEAF_ACTOR_USER, e->actor_user_id);
+  int issue = is(e, "token.issue");
+  row_expect_t x[6];
+  char id[32], whose[48], row[8];
+  size_t n = 0, len;
+  const char *v;
+
+  if ((!issue && !is(e, "token.revoke")) || strcmp(e->subject_type, "user") != 0 ||
+      e->current_facts[0] == '\0' ||
+      audit_json_member(e->current_facts, "token_row", row, sizeof(row)) != 0 ||
+      audit_json_member(e->details, "token_id", id, sizeof(id)) != 0)
+    return 0;
+  if (strcmp(row, "false") == 0) {
+    snprintf(why, cap, "token %s is gone: the row was deleted", id);
+    return 1;
+  }
+  snprintf(whose, sizeof(whose), "token %s's", id);
+  x[n++] = (row_expect_t){"user_id", "user", 0, e->subject_id, 0, 0, 0};
+  if (issue) {
+    /* What makes it an enrollment token is its issuer (auth.c reads issued_by <> user_id). */
+    if ((v = audit_json_raw(e->details, "enrollment", &len)) != NULL)
+      x[n++] = (row_expect_t){"enrollment", "enrollment flag", 0, v, len, 1, 0};
+    x[n++] = (row_expect_t){"issued_by", "issuing user", 0, actor ? actor : e->subject_id, 0, 0, 0};
+    if ((v = audit_json_raw(e->details, "note", &len)) != NULL)
+      x[n++] = (row_expect_t){"note", "note", 1, v, len, 1, 0};
+    if ((v = audit_json_raw(e->details, "hash_sha256", &len)) != NULL)
+      x[n++] = (row_expect_t){"hash_sha256", "stored hash's SHA-256", 0, v, len, 1, 0};
+  }
+  /* Only with the latest event naming the token (the export leaves it out before). */
+  x[n++] = (row_expect_t){"revoked", "revoked flag", 0, issue ? "false" : "true", 0, 0, 0};
+  for (size_t i = 0; i < n; i++)
     if (row_judge(e->current_facts, whose, &x[i], why, cap))
       return 1;
   return 0;

@@ -1,7 +1,8 @@
 /* What the row of a rectification item, a user, a unit and a joint case must say, replayed
  * from the events of its own chain, for `cluectl audit verify --checkpoint`, against the row
  * the export gives with the chain's latest event (LeafEvent.current_row); and a recusal's row
- * against its clue.recuse event (LeafEvent.current_facts; docs/AUDIT.md). */
+ * against its clue.recuse event and a token's against its token.issue and token.revoke events
+ * (LeafEvent.current_facts; docs/AUDIT.md). */
 
 #ifndef CLUECTL_SUBJECT_ROWS_H
 #define CLUECTL_SUBJECT_ROWS_H
@@ -39,5 +40,10 @@ int subject_rows_check(const subject_rows_t *rows, const Clue__V1__LeafEvent *e,
  * (e->current_facts) and the row is not what e records of it; 0 when it agrees or cannot be
  * judged. */
 int subject_rows_check_recusal(const Clue__V1__LeafEvent *e, char *why, size_t cap);
+
+/** 1 and what differs in why when e, a token.issue or token.revoke event, comes with its
+ * token's row (e->current_facts) and the row is not what e records of it (its user, issuer,
+ * enrollment flag, note, stored hash, revoked flag); 0 when it agrees or cannot be judged. */
+int subject_rows_check_token(const Clue__V1__LeafEvent *e, char *why, size_t cap);
 
 #endif

@@ -243,7 +243,9 @@ static void get_consistency(rpc_call_t *call, const ProtobufCMessage *m) {
  * cannot answer for the rows (built-in ones come first: db.c's search path); then what the
  * rows say of facts the event records in its own fields (LeafEvent.current_facts: of a note, a
  * clue's submission, the proposal a proposal event names, with its status only at the
- * latest event naming it, as a later one decided it, or the recusal a clue.recuse logged);
+ * latest event naming it, as a later one decided it, the recusal a clue.recuse logged, or
+ * the token a token.issue or .revoke names, with its revoked state only at the latest event
+ * naming it, as a later one revoked it);
  * then, for the latest event of a chain in the statement's snapshot, its subject's row
  * (LeafEvent.current_row): a clue's, a rectification item's, a user's, a unit's or a joint
  * case's, the last four with `exists` false when the row is gone. */
@@ -251,6 +253,7 @@ static void get_consistency(rpc_call_t *call, const ProtobufCMessage *m) {
 #define LP(x) "octet_length(" x "), ':', " x ", E'\\n'" /* "<length>:<text>\n" */
 #define PROPOSAL_ACTIONS                                                                           \
   "'proposal.create', 'proposal.approve', 'proposal.reject', 'proposal.withdraw'"
+#define TOKEN_ACTIONS "'token.issue', 'token.revoke'"
 /* The fields a move carries, as details d (jsonb) holds them (clue_enter_state() of 0003). */
 #define CARRIED(d)                                                                                 \
   "'disposal', " d "->'disposal', 'finding', " d "->'finding', 'sanction_kind', " d                \
@@ -297,6 +300,15 @@ static const char sql_export[] =
     "                            'recorded_by', r.recorded_by, 'recorded_by_unit', r.recorded_by_unit)::text"
     "                            FROM recusals r WHERE r.clue_id = e.subject_id"
     "                            AND r.user_id = (e.details::jsonb->>'user_id')::bigint)"
+    "    WHEN e.subject_type = 'user' AND e.action IN (" TOKEN_ACTIONS ") THEN"
+    "      (SELECT (jsonb_build_object('token_row', t.id IS NOT NULL, 'user_id', t.user_id,"
+    "         'issued_by', t.issued_by, 'enrollment', t.issued_by <> t.user_id, 'note', t.note,"
+    "         'hash_sha256', encode(sha256(t.token_sha256), 'hex'))"
+    "       || CASE WHEN NOT EXISTS (SELECT 1 FROM audit_events l WHERE l.subject_type = 'user'"
+    "            AND l.subject_id = e.subject_id AND l.seq > e.seq AND l.action IN (" TOKEN_ACTIONS ")"
+    "            AND l.details::jsonb->'token_id' = e.details::jsonb->'token_id')"
+    "          THEN jsonb_build_object('revoked', t.revoked_at IS NOT NULL) ELSE '{}' END)::text"
+    "       FROM (SELECT 1) one LEFT JOIN tokens t ON t.id = (e.details::jsonb->>'token_id')::bigint)"
     "  END,"
     "  CASE WHEN e.subject_type IN ('clue', 'rectification', 'user', 'unit', 'case') AND NOT EXISTS"
     "    (SELECT 1 FROM audit_events l WHERE l.subject_type = e.subject_type"
@@ -340,7 +352,9 @@ static const char sql_export[] =
  * case_add_participant, case_remove_participant), proposal_create() inserts a proposal
  * with its proposal.create event, and rect_create(), admin_create_user(),
  * admin_create_unit() and admin_bootstrap() insert an item, a user or a unit with the
- * rect.create, user.create or unit.create event of its own chain. */
+ * rect.create, user.create or unit.create event of its own chain, and admin_issue_token()
+ * (IssueToken, IssueMyToken, --demo-tokens) and admin_bootstrap() a token with a token.issue
+ * event of its user's chain naming it. */
 #define EXPORT_UNLOGGED_MAX 100
 #define CLUE_EVENTS(a, id) a ".subject_type = 'clue' AND " a ".subject_id = " id
 #define CASE_EVENTS(a, id) a ".subject_type = 'case' AND " a ".subject_id = " id
@@ -424,7 +438,11 @@ static const char sql_unlogged[] =
     " UNION ALL "
     "(SELECT 'unit', u.id, NULL FROM units u WHERE NOT EXISTS (SELECT 1 FROM audit_events a"
     "  WHERE a.subject_type = 'unit' AND a.subject_id = u.id AND a.action = 'unit.create')"
-    "  ORDER BY 2 LIMIT $1)";
+    "  ORDER BY 2 LIMIT $1)"
+    " UNION ALL "
+    "(SELECT 'token', t.user_id, t.id FROM tokens t WHERE NOT EXISTS (SELECT 1 FROM audit_events a"
+    "  WHERE a.subject_type = 'user' AND a.subject_id = t.user_id AND a.action = 'token.issue'"
+    "  AND " DETAIL("a", "token_id") " = t.id::text) ORDER BY 3 LIMIT $1)";
 /* clang-format on */
 
 typedef struct export_ctx {

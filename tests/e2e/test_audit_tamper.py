@@ -41,7 +41,8 @@ def cp_size(stub, md):
 
 # The tables Log.sql() changes with every trigger off (a foreign key's checks are triggers too).
 TAMPERED_TABLES = ("audit_events", "audit_heads", "audit_leaves", "audit_checkpoints", "notes", "clues",
-                   "clue_reporters", "proposals", "rect_items", "users", "units", "joint_cases", "recusals")
+                   "clue_reporters", "proposals", "rect_items", "users", "units", "joint_cases", "recusals",
+                   "tokens")
 
 
 def migrations_before(first):
@@ -1230,12 +1231,184 @@ def test_case_recusal_and_extension_changed_without_an_event():
     finally:
         log.close()
 
+def token_event(log, action, tid):
+    """The seq of the token.issue or token.revoke event naming token tid."""
+    return log.one("SELECT seq FROM audit_events WHERE subject_type = 'user' AND action = %s"
+                   " AND details::jsonb->>'token_id' = %s", action, str(tid))[0]
+
+
+def caller(addr, token):
+    """GetCaller with token: its answer, or the status code it was refused with."""
+    u = world.User(addr, 0, "?", "?", None, token)
+    try:
+        return u.tokens.GetCaller(S.token_pb2.GetCallerRequest(), timeout=10)
+    except grpc.RpcError as e:
+        return e.code()
+    finally:
+        u.close()
+
+
+def acts_as(addr, token, user_id):
+    """Whether token authenticates as user_id (a cached principal lives for a second)."""
+    harness.wait_for(lambda: getattr(caller(addr, token), "user_id", None) == user_id, timeout=10, interval=0.2,
+                     what=f"the token to authenticate as user {user_id}")
+    return True
+
+
+def hash_sha256(token):
+    """What token.issue records of a token since 0040: SHA-256 of its stored SHA-256."""
+    return hashlib.sha256(hashlib.sha256(token.encode()).digest()).hexdigest()
+
+
+def test_tokens_changed_without_an_event():
+    """Tokens issued by the bootstrap, by the admin (enrollment tokens) and by their users,
+    revoked by their user and by the admin, and a disabled user's unrevoked token, verify;
+    then a token's row is changed as the superuser, one fact at a time (a revoked token made
+    live again, a token moved to another user, an enrollment token made personal, a live
+    token's stored hash replaced by one of a known secret), each named at the event that says
+    what it must be, a token planted for the admin or deleted is named too, and the log
+    verifies again once put back. Where cheap, the effect is shown: the token authenticates."""
+    log = Log()
+    try:
+        w, ad, T = log.w, S.admin_pb2, S.token_pb2
+        m, lead, addr = w.G1.member, w.G1.leader, log.srv.addr
+        laptop = m.tokens.IssueMyToken(T.IssueMyTokenRequest(note="laptop"), timeout=10)
+        m.tokens.RevokeMyToken(T.RevokeMyTokenRequest(token_id=laptop.token_id), timeout=10)
+        lost = w.admin.admin.IssueToken(ad.IssueTokenRequest(user_id=lead.id, note="遗失"), timeout=10)
+        w.admin.admin.RevokeToken(ad.RevokeTokenRequest(token_id=lost.token_id), timeout=10)
+        left = w.admin.admin.CreateUser(ad.CreateUserRequest(unit_id=w.G2.id, name="G2-调离人员",
+                                                             role=S.common_pb2.ROLE_MEMBER), timeout=10)
+        kept = w.admin.admin.IssueToken(ad.IssueTokenRequest(user_id=left.id, note="入职"), timeout=10)
+        w.admin.admin.DisableUser(ad.DisableUserRequest(user_id=left.id, reason="调离"), timeout=10)
+        assert caller(addr, kept.token) == grpc.StatusCode.UNAUTHENTICATED  # disabling is enough
+        log.cp = log.save_checkpoint()  # verifies OK
+
+        personal = caller(addr, m.token).token_id
+        enrolled = caller(addr, m.enrollment_token)
+        assert enrolled.enrollment and enrolled.user_id == m.id, enrolled
+        boot = caller(addr, w.admin.token).token_id
+        issued = {t: token_event(log, "token.issue", t) for t in (personal, enrolled.token_id, boot, laptop.token_id)}
+        revoked = {t: token_event(log, "token.revoke", t) for t in (laptop.token_id, lost.token_id)}
+        known = "ct_" + "5" * 64
+        cols = "user_id, token_sha256, note, issued_by, revoked_at"
+        changed_and_put_back(log, "tokens", cols, [
+            ("revoked token made live again", laptop.token_id, "revoked_at = NULL", revoked[laptop.token_id],
+             f"(user #{m.id}, token.revoke)", f"token {laptop.token_id}'s revoked flag is false, but its events say true"),
+            ("token the admin revoked made live again", lost.token_id, "revoked_at = NULL", revoked[lost.token_id],
+             f"token {lost.token_id}'s revoked flag is false, but its events say true"),
+            ("live token revoked without an event", personal, "revoked_at = now()", issued[personal],
+             f"(user #{m.id}, token.issue)", f"token {personal}'s revoked flag is true, but its events say false"),
+            ("token moved to another user", personal, f"user_id = {lead.id}", issued[personal],
+             f"token {personal}'s user is {lead.id}, but its events say {m.id}"),
+            ("enrollment token made personal", enrolled.token_id, "issued_by = user_id", issued[enrolled.token_id],
+             f"token {enrolled.token_id}'s enrollment flag is false, but its events say true"),
+            ("bootstrap token's issuer changed", boot, f"issued_by = {w.auditor.id}", issued[boot],
+             f"token {boot}'s enrollment flag is true, but its events say false"),
+            ("token's note rewritten", laptop.token_id, "note = '管理员'", issued[laptop.token_id],
+             f'token {laptop.token_id}\'s note is "管理员", but its events say "laptop"'),
+            ("live token's stored hash replaced by a known secret's", personal,
+             f"token_sha256 = sha256(convert_to('{known}', 'UTF8'))", issued[personal],
+             f"token {personal}'s stored hash's SHA-256 is {hash_sha256(known)}, but its events say "
+             f"{hash_sha256(m.token)}"),
+        ])
+        # What they do, each put back after: the revoked token, the enrollment token read as a
+        # personal one (reporter contacts), and the known secret each authenticate as the user.
+        log.sql(f"UPDATE tokens SET revoked_at = NULL WHERE id = {laptop.token_id}")
+        assert acts_as(addr, laptop.token, m.id)
+        log.sql(f"UPDATE tokens SET revoked_at = now() WHERE id = {laptop.token_id}")
+        log.sql(f"UPDATE tokens SET issued_by = user_id WHERE id = {enrolled.token_id}")
+        harness.wait_for(lambda: not caller(addr, m.enrollment_token).enrollment, timeout=10,
+                         interval=0.2, what="a personal token")
+        log.sql(f"UPDATE tokens SET issued_by = {w.admin.id} WHERE id = {enrolled.token_id}")
+        old = log.one("SELECT token_sha256 FROM tokens WHERE id = %s", personal)[0]
+        log.sql(f"UPDATE tokens SET token_sha256 = sha256(convert_to('{known}', 'UTF8')) WHERE id = {personal}")
+        assert acts_as(addr, known, m.id)
+        log.sql(("UPDATE tokens SET token_sha256 = %s WHERE id = %s", (old, personal)))
+        r = log.verify()
+        assert r.returncode == 0 and r.stdout.startswith("OK:"), r.stdout + r.stderr
+
+        # A token planted for the admin: whoever chose it acts as the admin.
+        planted = "ct_" + "7" * 64
+        tid = log.sql(("INSERT INTO tokens (user_id, token_sha256, note, issued_by)"
+                       " VALUES (%s, sha256(convert_to(%s, 'UTF8')), 'bootstrap', %s) RETURNING id",
+                       (w.admin.id, planted, w.admin.id)))[0][0]
+        me = caller(addr, planted)
+        assert me.user_id == w.admin.id and me.role == S.common_pb2.ROLE_ADMIN, me
+        tampered("token planted for the admin", log, None,
+                 f"user {w.admin.id}: token {tid} exists, but no token.issue event of the user logged it: "
+                 "the row was inserted")
+        log.sql(f"DELETE FROM tokens WHERE id = {tid}")
+        assert log.verify().returncode == 0
+        log.sql(f"CREATE TABLE kept AS SELECT * FROM tokens WHERE id = {lost.token_id}",
+                f"DELETE FROM tokens WHERE id = {lost.token_id}")
+        tampered("token deleted", log, token_event(log, "token.issue", lost.token_id),
+                 f"(user #{lead.id}, token.issue)", f"token {lost.token_id} is gone: the row was deleted")
+        log.sql("INSERT INTO tokens SELECT * FROM kept", "DROP TABLE kept")
+        r = log.verify()
+        assert r.returncode == 0 and r.stdout.startswith("OK:"), r.stdout + r.stderr
+    finally:
+        log.close()
+
+
+def test_demo_tokens_verify():
+    """`clued bootstrap --demo-tokens` issues each demo user its own token through the same
+    logged function as IssueMyToken: its log verifies, and a demo token moved to another user
+    is named."""
+    pg = harness.Postgres.get()
+    db = pg.new_database()
+    srv = harness.Clued(pg.url(db), args=["--audit-signing-key", KEY, "--checkpoint-every", "1000",
+                                          "--checkpoint-interval", "200ms"]).start()
+    conn = pg.connect(db)
+    conn.autocommit = True
+    path, cp = os.path.join(TMP, db + ".demo"), os.path.join(TMP, db + ".cp")
+    try:
+        srv.run("bootstrap", "--demo-tokens", path)
+        demo = {}
+        with open(path) as f:
+            for line in f:
+                code, role, _, token = line.split()
+                demo[(code, role)] = token
+        env = {"CLUED_SERVER": srv.addr, "CLUED_TOKEN": demo[("ADM", "AUDITOR")]}
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM audit_events")
+            n = cur.fetchone()[0]
+        auditor = world.User(srv.addr, 0, "?", "?", None, demo[("ADM", "AUDITOR")])
+        try:
+            a = S.audit_pb2_grpc.AuditServiceStub(auditor.channel)
+            harness.wait_for(lambda: cp_size(a, auditor.metadata) == n, timeout=180, what="a checkpoint")
+        finally:
+            auditor.close()
+        harness.cluectl("audit", "checkpoint", "--out", cp, env=env, check=0)
+
+        def verify():
+            return harness.cluectl("audit", "verify", "--checkpoint", cp, "--key", KEY + ".pub", env=env)
+
+        r = verify()
+        assert r.returncode == 0 and r.stdout.startswith("OK:"), r.stdout + r.stderr
+        member = caller(srv.addr, demo[("G01", "MEMBER")])
+        leader = caller(srv.addr, demo[("G01", "LEADER")])
+        with conn.cursor() as cur:
+            cur.execute("SELECT seq FROM audit_events WHERE action = 'token.issue'"
+                        " AND details::jsonb->>'token_id' = %s", (str(member.token_id),))
+            seq = cur.fetchone()[0]
+            cur.execute("BEGIN; ALTER TABLE tokens DISABLE TRIGGER ALL;"
+                        " UPDATE tokens SET user_id = %s WHERE id = %s;"
+                        " ALTER TABLE tokens ENABLE TRIGGER ALL; COMMIT", (leader.user_id, member.token_id))
+        r = verify()
+        assert r.returncode == 1 and re.search(rf"\bseq {seq}\b", r.stdout), r.stdout + r.stderr
+        msg = f"token {member.token_id}'s user is {leader.user_id}, but its events say {member.user_id}"
+        assert msg in r.stdout, r.stdout
+        REPORT.append(("demo token moved to another user", r.stdout.strip()))
+    finally:
+        conn.close()
+        srv.stop()
+
 
 def test_report():
     # The list the closing note asks for: each tampering with its detection message.
     for name, msg in REPORT:
         print(f"{name}\n    {msg}")
-    assert len(REPORT) == 90
+    assert len(REPORT) == 101
 
 
 if __name__ == "__main__":
