@@ -3,6 +3,7 @@ fresh log after an auditor saved a signed checkpoint: `cluectl audit verify --ch
 must exit 1 and name the right seq, where the hash chains alone (plain `audit verify`)
 are fooled by the careful ones. A clean log verifies (exit 0) before each tampering."""
 
+import functools
 import glob
 import hashlib
 import json
@@ -700,6 +701,18 @@ def latest_seq(log, clue_id):
     return log.one("SELECT max(seq) FROM audit_events WHERE subject_type = 'clue' AND subject_id = %s", clue_id)[0]
 
 
+def clue_now(w, cid):
+    """The clue as the auditor reads it now."""
+    return w.auditor.clue.GetClue(pb.GetClueRequest(clue_id=cid), timeout=20)
+
+
+def move_now(w, user, cid, target, **details):
+    """user's move of clue cid to target at its current version, carrying details."""
+    return user.clue.RequestTransition(pb.RequestTransitionRequest(
+        clue_id=cid, expected_version=clue_now(w, cid).version, target=target, reason="依规处置",
+        details=pb.TransitionDetails(**details), request_id=new_request_id()), timeout=20)
+
+
 def test_rows_changed_without_an_event():
     """Every kind of event that changes a clue's row, through the API, verifies; then the rows
     are changed as the superuser, one fact at a time, and each is named at the clue's latest
@@ -708,16 +721,7 @@ def test_rows_changed_without_an_event():
     try:
         w, cl = log.w, pb
 
-        def rid():
-            return new_request_id()
-
-        def get(cid):
-            return w.auditor.clue.GetClue(cl.GetClueRequest(clue_id=cid), timeout=20)
-
-        def move(user, cid, target, **details):
-            return user.clue.RequestTransition(cl.RequestTransitionRequest(
-                clue_id=cid, expected_version=get(cid).version, target=target, reason="依规处置",
-                details=cl.TransitionDetails(**details), request_id=rid()), timeout=20)
+        rid, get, move = new_request_id, functools.partial(clue_now, w), functools.partial(move_now, w)
 
         c0, c1, c2 = log.clues
         st = S.common_pb2
@@ -788,16 +792,7 @@ def test_outcomes_and_proposals_changed_without_an_event():
         w, st = log.w, S.common_pb2
         g1 = w.G1
 
-        def rid():
-            return new_request_id()
-
-        def get(cid):
-            return w.auditor.clue.GetClue(pb.GetClueRequest(clue_id=cid), timeout=20)
-
-        def move(user, cid, target, **details):
-            return user.clue.RequestTransition(pb.RequestTransitionRequest(
-                clue_id=cid, expected_version=get(cid).version, target=target, reason="依规处置",
-                details=pb.TransitionDetails(**details), request_id=rid()), timeout=20)
+        rid, get, move = new_request_id, functools.partial(clue_now, w), functools.partial(move_now, w)
 
         def review(reviewer, prop, approve, comment=""):
             return reviewer.clue.ReviewProposal(pb.ReviewProposalRequest(
