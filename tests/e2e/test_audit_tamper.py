@@ -201,6 +201,16 @@ def tampered(name, log, seq, *words):
     print(f"  {name}: {msg}", flush=True)
 
 
+def deleted_and_put_back(log, table, row_id, name, seq, *words):
+    """Delete row row_id of table as the superuser: verify must fail at seq naming words; put
+    the row back: verify is OK again."""
+    log.sql(f"CREATE TABLE kept AS SELECT * FROM {table} WHERE id = {row_id}", f"DELETE FROM {table} WHERE id = {row_id}")
+    tampered(name, log, seq, *words)
+    log.sql(f"INSERT INTO {table} SELECT * FROM kept", "DROP TABLE kept")
+    r = log.verify()
+    assert r.returncode == 0 and r.stdout.startswith("OK:"), r.stdout + r.stderr
+
+
 def test_owner_unit_changed_on_a_clues_events():
     log = Log()
     try:
@@ -910,13 +920,8 @@ def test_outcomes_and_proposals_changed_without_an_event():
                  " the row was inserted")
         log.sql(("DELETE FROM proposals WHERE id = %s", (planted,)))
         assert log.verify().returncode == 0
-        log.sql(f"CREATE TABLE kept AS SELECT * FROM proposals WHERE id = {rid_}",
-                f"DELETE FROM proposals WHERE id = {rid_}")
-        tampered("proposal row deleted", log, proposal_event(log, "proposal.create", rid_),
-                 f"proposal {rid_} is gone: the row was deleted")
-        log.sql("INSERT INTO proposals SELECT * FROM kept", "DROP TABLE kept")
-        r = log.verify()
-        assert r.returncode == 0 and r.stdout.startswith("OK:"), r.stdout + r.stderr
+        deleted_and_put_back(log, "proposals", rid_, "proposal row deleted",
+                             proposal_event(log, "proposal.create", rid_), f"proposal {rid_} is gone: the row was deleted")
     finally:
         log.close()
 
@@ -1094,12 +1099,8 @@ def test_rect_items_changed_without_an_event():
                  f"rectification item {planted} exists, but no rect.create event logged it: the row was inserted")
         log.sql(f"DELETE FROM rect_items WHERE id = {planted}")
         assert log.verify().returncode == 0
-        log.sql(f"CREATE TABLE kept AS SELECT * FROM rect_items WHERE id = {c.id}",
-                f"DELETE FROM rect_items WHERE id = {c.id}")
-        tampered("item deleted", log, sc, f"rectification item {c.id} is gone: the row was deleted")
-        log.sql("INSERT INTO rect_items SELECT * FROM kept", "DROP TABLE kept")
-        r = log.verify()
-        assert r.returncode == 0 and r.stdout.startswith("OK:"), r.stdout + r.stderr
+        deleted_and_put_back(log, "rect_items", c.id, "item deleted", sc,
+                             f"rectification item {c.id} is gone: the row was deleted")
     finally:
         log.close()
 
@@ -1334,13 +1335,8 @@ def test_tokens_changed_without_an_event():
                  "the row was inserted")
         log.sql(f"DELETE FROM tokens WHERE id = {tid}")
         assert log.verify().returncode == 0
-        log.sql(f"CREATE TABLE kept AS SELECT * FROM tokens WHERE id = {lost.token_id}",
-                f"DELETE FROM tokens WHERE id = {lost.token_id}")
-        tampered("token deleted", log, token_event(log, "token.issue", lost.token_id),
-                 f"(user #{lead.id}, token.issue)", f"token {lost.token_id} is gone: the row was deleted")
-        log.sql("INSERT INTO tokens SELECT * FROM kept", "DROP TABLE kept")
-        r = log.verify()
-        assert r.returncode == 0 and r.stdout.startswith("OK:"), r.stdout + r.stderr
+        deleted_and_put_back(log, "tokens", lost.token_id, "token deleted", token_event(log, "token.issue", lost.token_id),
+                             f"(user #{lead.id}, token.issue)", f"token {lost.token_id} is gone: the row was deleted")
     finally:
         log.close()
 
