@@ -30,6 +30,7 @@ that lock. note_on_its_way() holds a change the same way and sends a note meanwh
 holds the clue's row while a change that does not take the clue commits.
 """
 
+import contextlib
 import os
 import sys
 import threading
@@ -109,36 +110,46 @@ def waiting(db):
     return rows(db, "SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted")[0][0]
 
 
+@contextlib.contextmanager
+def clue_head_held(c, clue_id):
+    """A superuser session holding the clue's audit head, which every write of the clue waits
+    for, until the block ends; yields another session to count the waiting backends with."""
+    pg = harness.Postgres.get()
+    lk, watch = pg.connect(c.dbname), pg.connect(c.dbname)
+    watch.autocommit = True
+    lk.autocommit = False
+    try:
+        lk.cursor().execute("SELECT 1 FROM audit_heads WHERE subject_type = 'clue' AND subject_id = %s FOR UPDATE",
+                            (clue_id,))
+        yield watch
+    finally:
+        lk.rollback()
+        lk.close()
+        watch.close()
+
+
 def behind_a_recusal(c, clue_id, recorder, user, write):
     """Record user's recusal from the clue by recorder, held inside its transaction (the clue
     locked, the recusal inserted) by a superuser session holding the clue's audit head; send
     write() meanwhile and let the recusal commit once write waits for the clue. Returns what
     write() returned and the seq of the clue.recuse event."""
-    pg = harness.Postgres.get()
-    lk, watch = pg.connect(c.dbname), pg.connect(c.dbname)
-    watch.autocommit = True
-    lk.autocommit = False
-    lk.cursor().execute("SELECT 1 FROM audit_heads WHERE subject_type = 'clue' AND subject_id = %s FOR UPDATE",
-                        (clue_id,))
     out = {}
     t_rec = threading.Thread(target=lambda: out.setdefault("recuse", answer(recuse, recorder, clue_id, user.id)))
     t_write = threading.Thread(target=lambda: out.setdefault("write", write()))
     try:
-        t_rec.start()
-        harness.wait_for(lambda: waiting(watch) >= 1, what="the recusal waiting for the clue's audit head")
-        t_write.start()
-        # (A write that has nothing to wait for, left out at once, is done.)
-        harness.wait_for(lambda: waiting(watch) >= 2 or not t_write.is_alive(),
-                         what="the write waiting for the clue")
+        with clue_head_held(c, clue_id) as watch:
+            t_rec.start()
+            harness.wait_for(lambda: waiting(watch) >= 1, what="the recusal waiting for the clue's audit head")
+            t_write.start()
+            # (A write that has nothing to wait for, left out at once, is done.)
+            harness.wait_for(lambda: waiting(watch) >= 2 or not t_write.is_alive(),
+                             what="the write waiting for the clue")
     finally:
-        lk.rollback()
-        lk.close()
         t_rec.join()
         t_write.join()
     assert out["recuse"][0] == Code.OK, out["recuse"]
-    seq = rows(watch, "SELECT seq FROM audit_events WHERE subject_type = 'clue' AND subject_id = %s"
-                      " AND action = 'clue.recuse' AND (details::jsonb ->> 'user_id')::bigint = %s", clue_id, user.id)[0][0]
-    watch.close()
+    seq = rows(c.db, "SELECT seq FROM audit_events WHERE subject_type = 'clue' AND subject_id = %s"
+                     " AND action = 'clue.recuse' AND (details::jsonb ->> 'user_id')::bigint = %s", clue_id, user.id)[0][0]
     return out["write"], seq
 
 
@@ -536,26 +547,19 @@ def behind_a_recusal_and_a_change(c, clue_id, recorder, user, change, write):
     """As behind_a_recusal(), with change() (another user's write of the clue that moves its
     version) queued for the clue between the recusal and write(): the recusal commits, then
     change(), then write() meets both. Returns what write() returned."""
-    pg = harness.Postgres.get()
-    lk, watch = pg.connect(c.dbname), pg.connect(c.dbname)
-    watch.autocommit = True
-    lk.autocommit = False
-    lk.cursor().execute("SELECT 1 FROM audit_heads WHERE subject_type = 'clue' AND subject_id = %s FOR UPDATE",
-                        (clue_id,))
     out = {}
     threads = [threading.Thread(target=lambda: out.setdefault("recuse", answer(recuse, recorder, clue_id, user.id))),
                threading.Thread(target=lambda: out.setdefault("change", answer(change))),
                threading.Thread(target=lambda: out.setdefault("write", write()))]
     try:
-        for n, t in enumerate(threads, 1):
-            t.start()
-            harness.wait_for(lambda: waiting(watch) >= n, what=f"call {n} waiting for the clue")
+        with clue_head_held(c, clue_id) as watch:
+            for n, t in enumerate(threads, 1):
+                t.start()
+                harness.wait_for(lambda: waiting(watch) >= n, what=f"call {n} waiting for the clue")
     finally:
-        lk.rollback()
-        lk.close()
         for t in threads:
-            t.join()
-        watch.close()
+            if t.ident is not None:  # started
+                t.join()
     assert out["recuse"][0] == Code.OK, out["recuse"]
     assert out["change"][0] == Code.OK, out["change"]
     return out["write"]
