@@ -690,6 +690,7 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
       log_info("call %s: %s refused (10): item %lld at version %lld, not %lld", rpc_call_id(call),
                mr->method, (long long)svc_col_i64(r, 0, RC_ID), (long long)version,
                (long long)mr->expected_version);
+      svc_version_conflict(call, version, mr->expected_version);
       rpc_fail(
           call, GRPC_ABORTED, "rectification item %lld is at version %lld, not %lld; read it again",
           (long long)svc_col_i64(r, 0, RC_ID), (long long)version, (long long)mr->expected_version);

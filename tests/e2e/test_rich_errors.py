@@ -86,7 +86,9 @@ class Ctx:
 
 def setup():
     c = Ctx()
-    c.srv = harness.Clued(harness.test_database_url()).start()
+    url = harness.test_database_url()
+    c.dbname = url.split("///", 1)[1].split("?", 1)[0]
+    c.srv = harness.Clued(url).start()
     c.w = world.build(c.srv)
     return c
 
@@ -188,6 +190,50 @@ def test_version_conflict_is_error_info(c):
     assert info.reason == "VERSION_CONFLICT" and info.domain == "clue.v1", info
     assert info.metadata["current_version"] == str(clue.version), info
     assert info.metadata["expected_version"] == str(clue.version + 5), info
+
+
+def test_ledger_version_conflict_is_error_info(c):
+    # A rectification item's stale version answers as a clue's: VERSION_CONFLICT with both
+    # versions (it was CONCURRENT_CHANGE without them).
+    rp = S.rectification_pb2
+    item = c.w.G1.leader.rect.CreateItem(rp.CreateItemRequest(
+        host_unit="市发展改革委", description="整改事项", category="制度", source=rp.RECTIFICATION_SOURCE_SUPERVISION,
+        deadline_ms=submit(c.w.G1.member).created_at_ms + 10 * 86400000, request_id=new_request_id()), timeout=20)
+    code, msg, raw = failure(c.w.G1.leader.rect.RecordPlan, rp.RecordPlanRequest(
+        item_id=item.id, expected_version=item.version + 5, plan="计划", request_id=new_request_id()), timeout=20)
+    assert code == Code.ABORTED, (code, msg)
+    (info,) = status_of(code, msg, raw)["google.rpc.ErrorInfo"]
+    assert info.reason == "VERSION_CONFLICT" and info.domain == "clue.v1", info
+    assert dict(info.metadata) == {"current_version": str(item.version),
+                                   "expected_version": str(item.version + 5)}, info
+
+
+def test_version_conflict_met_by_the_write_is_error_info(c):
+    # Decided on the version it read, written after another change of the item: the write's
+    # own compare refuses it (CLVER), with the versions its message names.
+    rp = S.rectification_pb2
+    L = c.w.G1.leader
+    item = L.rect.CreateItem(rp.CreateItemRequest(
+        host_unit="市发展改革委", description="整改事项", category="制度", source=rp.RECTIFICATION_SOURCE_SUPERVISION,
+        deadline_ms=submit(c.w.G1.member).created_at_ms + 10 * 86400000, request_id=new_request_id()), timeout=20)
+    req = rp.RecordPlanRequest(item_id=item.id, expected_version=item.version, plan="计划",
+                               request_id=new_request_id())
+    box = {}
+
+    def call(r, timeout):
+        box["a"] = failure(L.rect.RecordPlan, r, timeout=timeout)
+
+    def meanwhile():
+        return L.rect.RecordPlan(rp.RecordPlanRequest(item_id=item.id, expected_version=item.version, plan="另一计划",
+                                                      request_id=new_request_id()), timeout=20)
+
+    _, moved = harness.stalled_by_its_key(c.dbname, L.id, call, req, meanwhile)
+    code, msg, raw = box["a"]
+    assert code == Code.ABORTED and "is at version" in msg, (code, msg)
+    (info,) = status_of(code, msg, raw)["google.rpc.ErrorInfo"]
+    assert info.reason == "VERSION_CONFLICT" and info.domain == "clue.v1", info
+    assert dict(info.metadata) == {"current_version": str(moved.version),
+                                   "expected_version": str(item.version)}, (msg, info)
 
 
 def test_not_found_hidden_equals_missing(c):
