@@ -315,6 +315,27 @@ def test_not_found_hidden_equals_missing_for_cases_proposals_items(c):
             assert res.resource_type == "clue.v1.Token", res
 
 
+def test_every_not_found_names_its_type(c):
+    # The audit tree's objects and Health's services are resources too: a NOT_FOUND names
+    # their type (and, where the request names one, which).
+    a, au = c.w.auditor.audit, S.audit_pb2
+    health = S.health_pb2_grpc.HealthStub(c.w.auditor.channel)
+    cases = [
+        (lambda: a.GetCheckpoint(au.GetCheckpointRequest(), timeout=20), "clue.v1.Checkpoint", ""),
+        (lambda: a.GetCheckpoint(au.GetCheckpointRequest(tree_size=1), timeout=20), "clue.v1.Checkpoint", ""),
+        (lambda: a.GetInclusionProof(au.GetInclusionProofRequest(seq=10 ** 9), timeout=20),
+         "clue.v1.AuditEvent", str(10 ** 9)),
+        (lambda: health.Check(S.health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=20),
+         "google.protobuf.ServiceDescriptorProto", "no.such.Service"),
+        (lambda: health.Check(S.health_pb2.HealthCheckRequest(service="服" * 100), timeout=20),
+         "google.protobuf.ServiceDescriptorProto", "服" * 66),  # its first 200 bytes, whole characters
+    ]
+    for fn, rtype, rname in cases:
+        code, msg, raw = failure(fn)
+        assert code == Code.NOT_FOUND, (code, msg)
+        (res,) = status_of(code, msg, raw)["google.rpc.ResourceInfo"]
+        assert (res.resource_type, res.resource_name, res.description) == (rtype, rname, msg), res
+
 def test_not_found_hidden_equals_missing_in_a_case_creation(c):
     # CreateJointCase naming a clue the caller does not see answers as naming a missing one,
     # details included: a ResourceInfo of a Clue whose description is the call's message.
