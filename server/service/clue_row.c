@@ -480,6 +480,15 @@ bool clue_invalid(rpc_call_t *call, int rc, const validate_error_t *err) {
   return rc != 0;
 }
 
+bool clue_invalid_each(rpc_call_t *call, const validate_errors_t *e) {
+  if (validate_errors_result(e) == 0)
+    return false;
+  for (unsigned i = 0; i < e->n; i++)
+    rpc_detail_field(call, e->v[i].field, e->v[i].message);
+  rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s", e->v[0].message);
+  return true;
+}
+
 void clue_oom(rpc_call_t *call) {
   rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
 }

@@ -125,6 +125,38 @@ def test_bad_request_names_the_field(c):
     assert bad.field_violations[0].field == "after_seq", bad
 
 
+def test_bad_request_names_every_bad_field(c):
+    # Five required fields missing: five violations, in the order of the request's fields,
+    # each with what is wrong; the status message is the first one's. A field with several
+    # faults is named once.
+    code, msg, raw = failure(c.w.G1.member.clue.SubmitClue, pb.SubmitClueRequest(
+        request_id=new_request_id(), subject=pb.SubjectPerson(position="处\u202e长")), timeout=20)
+    assert code == Code.INVALID_ARGUMENT
+    (bad,) = status_of(code, msg, raw)["google.rpc.BadRequest"]
+    got = [(v.field, v.description) for v in bad.field_violations]
+    assert [f for f, _ in got] == ["title", "summary", "source", "subject.name", "subject.position",
+                                   "host_unit"], got
+    assert got[0] == ("title", msg) and all(d.startswith(f) for f, d in got), got
+    # The other requests of several fields: a move, a handover, a joint case, a ledger item.
+    rp, cs = S.rectification_pb2, S.case_pb2
+    L = c.w.G1.leader
+    for fn, req, want in (
+            (L.clue.RequestTransition, pb.RequestTransitionRequest(
+                details=pb.TransitionDetails(persons_disciplined=-1)),
+             ["clue_id", "expected_version", "target", "request_id", "details.persons_disciplined"]),
+            (L.clue.HandOver, pb.HandOverRequest(clue_id=-1), ["clue_id", "expected_version", "to_unit_id",
+                                                               "reason", "request_id"]),
+            (c.w.R1.leader.case.CreateJointCase, cs.CreateJointCaseRequest(clue_ids=[3, 3]),
+             ["request_id", "title", "clue_ids"]),
+            (L.rect.CreateItem, rp.CreateItemRequest(source=rp.RECTIFICATION_SOURCE_CLUE, source_case_id=4),
+             ["request_id", "host_unit", "description", "category", "source_clue_id", "source_case_id",
+              "deadline_ms"])):
+        code, msg, raw = failure(fn, req, timeout=20)
+        assert code == Code.INVALID_ARGUMENT, (code, msg)
+        (bad,) = status_of(code, msg, raw)["google.rpc.BadRequest"]
+        assert [v.field for v in bad.field_violations] == want, bad
+        assert bad.field_violations[0].description == msg, (msg, bad)
+
 def test_precondition_names_state_and_moves(c):
     clue = submit(c.w.G1.member)
     req = pb.RequestTransitionRequest(clue_id=clue.id, expected_version=clue.version,
