@@ -112,6 +112,26 @@ static void refuse_connection(server_t *srv) {
   }
 }
 
+/* The sweep (h2_conn_tick) enforces the connection and stream timeouts that move with every
+ * byte (handshake, idle, write, an unfinished request), so it reads clocks instead of keeping
+ * a timer per connection that each byte would re-arm. A timeout fires up to one interval
+ * late: a sixteenth of the shortest of them keeps that within about 6% (a 1 s
+ * --handshake-timeout closed after up to 2 s with a sweep once a second). At most once a
+ * second, and at least SWEEP_MIN_MS apart, so a pass over every connection runs at most 20
+ * times a second whatever the flags. */
+#define SWEEP_MIN_MS 50
+#define SWEEP_MAX_MS 1000
+
+static uint64_t sweep_interval(const server_config_t *cfg) {
+  const uint64_t t[] = {cfg->handshake_timeout_ms, cfg->idle_timeout_ms, cfg->write_timeout_ms};
+  uint64_t ms = SWEEP_MAX_MS;
+
+  for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+    if (t[i] != 0 && t[i] / 16 < ms)
+      ms = t[i] / 16;
+  return ms < SWEEP_MIN_MS ? SWEEP_MIN_MS : ms;
+}
+
 static void on_sweep(uv_timer_t *t) {
   server_t *srv = t->data;
   uint64_t now = uv_now(srv->loop);
@@ -281,7 +301,7 @@ int server_init(server_t *srv, uv_loop_t *loop, const server_config_t *cfg) {
   srv->grace_timer.data = srv;
   uv_timer_init(loop, &srv->sweep_timer);
   srv->sweep_timer.data = srv;
-  uv_timer_start(&srv->sweep_timer, on_sweep, 1000, 1000);
+  uv_timer_start(&srv->sweep_timer, on_sweep, sweep_interval(&srv->cfg), sweep_interval(&srv->cfg));
   uv_idle_init(loop, &srv->flush_idle);
   srv->flush_idle.data = srv;
   return 0;

@@ -110,7 +110,7 @@ struct server {
   uv_signal_t sighup; /* reloads the TLS certificate (started only with TLS) */
   tls_server_t *tls;  /* NULL: cleartext HTTP/2 */
   uv_timer_t grace_timer;
-  uv_timer_t sweep_timer; /* once a second: connection timeouts */
+  uv_timer_t sweep_timer; /* connection timeouts, a few times a second (server.c) */
   uint64_t refused_conns; /* over --max-connections, since the last log line */
   uint64_t refused_logged_ms;
   const server_module_t *modules[SERVER_MAX_MODULES]; /* started (or tried), in order */

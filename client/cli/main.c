@@ -90,6 +90,24 @@ static void help_top(FILE *o) {
         o);
 }
 
+static void help_help(FILE *o) {
+  fputs("Usage: cluectl help [COMMAND [SUBCOMMAND]]\n\n"
+        "Show the help of cluectl, of a command or of a subcommand: 'cluectl help admin units'\n"
+        "is 'cluectl admin units --help'.\n",
+        o);
+}
+
+static void help_completion(FILE *o) {
+  fputs("Usage: cluectl completion bash\n\n"
+        "Print a bash completion script for cluectl, generated from its command table: it\n"
+        "completes commands, subcommands and their options. Load it in the current shell with\n"
+        "  source <(cluectl completion bash)\n"
+        "or install it as a file bash-completion reads, such as\n"
+        "  cluectl completion bash > /etc/bash_completion.d/cluectl\n"
+        "Only bash is supported.\n",
+        o);
+}
+
 static void help_group(FILE *o, const cli_group_t *g) {
   fprintf(o, "Usage: cluectl %s COMMAND [OPTIONS]\n\n%s.\n\nCommands:\n", g->name, g->summary);
   for (const cli_command_t *c = g->commands; c->run != NULL; c++) {
@@ -248,6 +266,7 @@ typedef struct parsed {
   const cli_group_t *group;
   const cli_command_t *cmd;
   int help_word;  /* "help" appeared as a command word */
+  int help_help;  /* "help help": the help command's own help */
   int completion; /* "completion": the next word names the shell */
   const char *shell;
   cli_args_t args;
@@ -331,11 +350,14 @@ static int parse(cli_t *cli, int argc, char **argv, parsed_t *p, char *cmdname, 
       continue;
     }
     if (p->group == NULL) {
-      if (strcmp(a, "help") == 0 && !p->help_word) {
+      if (strcmp(a, "help") == 0 && !p->help_help) {
+        /* "help help" asks about help itself, as "help completion" about completion */
+        if (p->help_word)
+          p->help_help = 1;
         p->help_word = 1;
         continue;
       }
-      if (strcmp(a, "completion") == 0 && !p->help_word) {
+      if (strcmp(a, "completion") == 0 && !p->help_help) {
         p->completion = 1;
         continue;
       }
@@ -459,6 +481,18 @@ int main(int argc, char **argv) {
     goto out;
   if (p.g.version) {
     printf("cluectl %s\ncommit %s\n", clued_version, clued_git_commit);
+    rc = CLI_OK;
+    goto out;
+  }
+  /* Help first: "completion --help" and "help completion" explain the command, whatever
+   * shell was named. */
+  if (p.completion && (p.g.help || p.help_word)) {
+    help_completion(stdout);
+    rc = CLI_OK;
+    goto out;
+  }
+  if (p.help_help || (p.help_word && p.g.help && p.group == NULL && !p.completion)) {
+    help_help(stdout);
     rc = CLI_OK;
     goto out;
   }

@@ -563,10 +563,34 @@ int db_migrations_pending(const char *conninfo, const char *dir, char *first_pen
     rc = DB_MIGRATE_ECONNECT;
     goto out;
   }
+  /* The runtime role reads schema_migrations through clued_runtime's grants, which
+   * 0009_runtime_role.sql made: before it, or for a role outside clued_runtime, reading it
+   * would only say "permission denied". */
   exists = run(c, NULL, "looking for schema_migrations",
-               "SELECT to_regclass('schema_migrations') IS NOT NULL", 0, NULL);
+               "SELECT to_regclass('schema_migrations') IS NOT NULL,"
+               " coalesce(has_table_privilege(to_regclass('schema_migrations'), 'SELECT'), false),"
+               " coalesce((SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles"
+               "           WHERE rolname = 'clued_runtime'), false), current_user",
+               0, NULL);
   if (!exists) {
     rc = DB_MIGRATE_ESQL;
+    goto out;
+  }
+  if (strcmp(PQgetvalue(exists, 0, 0), "t") == 0 && strcmp(PQgetvalue(exists, 0, 1), "t") != 0) {
+    if (strcmp(PQgetvalue(exists, 0, 2), "t") == 0)
+      mlog(NULL, 1,
+           "role \"%s\" may not read schema_migrations yet: migrations are pending (from "
+           "0009_runtime_role.sql on, the schema is granted to clued_runtime); run `clued "
+           "migrate` as the schema's owner first",
+           PQgetvalue(exists, 0, 3));
+    else
+      mlog(NULL, 1,
+           "role \"%s\" may not read schema_migrations: it is not a member of clued_runtime, "
+           "which the schema is granted to (0009_runtime_role.sql, README \"Database roles\"), "
+           "or that migration is still pending; run `clued migrate` as the schema's owner and "
+           "serve as a member of clued_runtime",
+           PQgetvalue(exists, 0, 3));
+    rc = DB_MIGRATE_EUNREADABLE;
     goto out;
   }
   if (strcmp(PQgetvalue(exists, 0, 0), "t") == 0) {

@@ -15,14 +15,17 @@
 
 /** Error codes (DB_ENOMEM from db.h is also returned). */
 enum {
-  DB_MIGRATE_ECONNECT = -20,  /* cannot connect, or the session set-up failed */
-  DB_MIGRATE_EDIR = -21,      /* the migrations directory cannot be read */
-  DB_MIGRATE_EFILE = -22,     /* a file is unreadable, misnamed, contains NUL, or a version
-                                 appears twice */
-  DB_MIGRATE_ECHECKSUM = -23, /* an applied migration's file changed or was renamed */
-  DB_MIGRATE_ESQL = -24,      /* a migration failed and was rolled back */
-  DB_MIGRATE_ENEWER = -25,    /* the database has a migration applied that this binary does
-                                 not know: its schema is newer (db_migrations_pending) */
+  DB_MIGRATE_ECONNECT = -20,    /* cannot connect, or the session set-up failed */
+  DB_MIGRATE_EDIR = -21,        /* the migrations directory cannot be read */
+  DB_MIGRATE_EFILE = -22,       /* a file is unreadable, misnamed, contains NUL, or a version
+                                   appears twice */
+  DB_MIGRATE_ECHECKSUM = -23,   /* an applied migration's file changed or was renamed */
+  DB_MIGRATE_ESQL = -24,        /* a migration failed and was rolled back */
+  DB_MIGRATE_ENEWER = -25,      /* the database has a migration applied that this binary does
+                                   not know: its schema is newer (db_migrations_pending) */
+  DB_MIGRATE_EUNREADABLE = -26, /* the role may not read schema_migrations: the migrations
+                                   that grant clued_runtime the schema are pending, or the
+                                   role is not in clued_runtime (db_migrations_pending) */
 };
 
 /** One migration built into the binary: migrations/NNNN_name.sql as it was at build time. */
@@ -59,8 +62,10 @@ int db_migrate(const char *conninfo, const char *dir, FILE *log)
  * database; the first one's file name goes to first_pending (truncated to len, "" if none;
  * may be NULL). Also checks the applied ones' checksums, and refuses (DB_MIGRATE_ENEWER) a
  * database with a migration applied that dir does not have: a newer binary's, whose schema
- * this one may misread or miswrite. Errors are written to stderr. Returns the count, or a
- * negative error code above.
+ * this one may misread or miswrite, and (DB_MIGRATE_EUNREADABLE) one whose schema_migrations
+ * the role may not read, saying whether migrations are pending or the role is not a member of
+ * clued_runtime. Errors are written to stderr. Returns the count, or a negative error code
+ * above.
  */
 int db_migrations_pending(const char *conninfo, const char *dir, char *first_pending, size_t len)
     __attribute__((warn_unused_result));

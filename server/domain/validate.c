@@ -399,3 +399,40 @@ int validate_time_ms(const char *field, int64_t ms, validate_error_t *err) {
   }
   return VALIDATE_EINVAL;
 }
+
+/* ---- every violation of a request ---------------------------------------------------------- */
+
+void validate_errors_init(validate_errors_t *e) {
+  e->n = e->dropped = 0;
+}
+
+validate_error_t *validate_slot(validate_errors_t *e) {
+  return &e->v[e->n < VALIDATE_VIOLATIONS_MAX ? e->n : VALIDATE_VIOLATIONS_MAX];
+}
+
+int validate_each(validate_errors_t *e, int rc) {
+  const validate_error_t *got = validate_slot(e);
+
+  if (rc == 0)
+    return 0;
+  for (unsigned i = 0; i < e->n; i++)
+    if (e->v[i].field != NULL && got->field != NULL && strcmp(e->v[i].field, got->field) == 0)
+      return rc; /* one violation per field: the first says what to mend */
+  if (e->n < VALIDATE_VIOLATIONS_MAX)
+    e->n++;
+  else
+    e->dropped++;
+  return rc;
+}
+
+void validate_add(validate_errors_t *e, const char *field, const char *message) {
+  validate_error_t *slot = validate_slot(e);
+
+  slot->field = field;
+  snprintf(slot->message, sizeof(slot->message), "%s", message);
+  (void)validate_each(e, VALIDATE_EINVAL);
+}
+
+int validate_errors_result(const validate_errors_t *e) {
+  return e->n > 0 ? VALIDATE_EINVAL : 0;
+}

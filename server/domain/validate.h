@@ -59,6 +59,15 @@ typedef struct validate_error {
   char message[VALIDATE_MESSAGE_MAX]; /* "subject.name is required" */
 } validate_error_t;
 
+/** Violations of one request, collected rather than stopping at the first: one per field
+ * (a field's later violations are dropped), at most VALIDATE_VIOLATIONS_MAX kept. */
+#define VALIDATE_VIOLATIONS_MAX 8 /* as many as one gRPC status carries (RPC_DETAILS_MAX) */
+typedef struct validate_errors {
+  validate_error_t v[VALIDATE_VIOLATIONS_MAX + 1]; /* the last: where a checker writes once full */
+  unsigned n;                                      /* kept in v */
+  unsigned dropped;                                /* found once v was full */
+} validate_errors_t;
+
 /** Flags of validate_text(). */
 typedef enum validate_text_flag {
   VALIDATE_REQUIRED = 1u << 0,    /* blank text is refused ("<field> is required") */
@@ -168,5 +177,24 @@ int validate_time_ms(const char *field, int64_t ms, validate_error_t *err)
 
 /** The "days" of a deadline extension: 1 to 365. */
 int validate_extend_days(int32_t days, validate_error_t *err) __attribute__((warn_unused_result));
+
+/** Empty e, to collect the violations of one request. */
+void validate_errors_init(validate_errors_t *e);
+
+/** Where the next checker writes its error: pass it as that checker's err. */
+validate_error_t *validate_slot(validate_errors_t *e);
+
+/**
+ * Record rc, the result of a checker that wrote to validate_slot(e): a violation is kept
+ * unless its field has one already or e is full (then counted in dropped). Returns rc, so
+ * that a check another depends on can stop there.
+ */
+int validate_each(validate_errors_t *e, int rc);
+
+/** Record a violation found without a checker: field and message as validate_error_t's. */
+void validate_add(validate_errors_t *e, const char *field, const char *message);
+
+/** VALIDATE_EINVAL if e holds a violation (the first, e->v[0], is the request's), else 0. */
+int validate_errors_result(const validate_errors_t *e);
 
 #endif

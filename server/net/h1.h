@@ -59,8 +59,8 @@ int h1_peer_eof(h2_conn_t *c);
 void h1_drain(h2_conn_t *c);
 
 /**
- * Once a second: a request whose head has begun but not ended within --handshake-timeout
- * closes the connection. Returns 1 if it closed.
+ * At each sweep (server.c): a request whose head has begun but not ended within
+ * --handshake-timeout closes the connection. Returns 1 if it closed.
  */
 int h1_tick(h2_conn_t *c, uint64_t now);
 

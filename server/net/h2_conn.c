@@ -21,6 +21,19 @@
  * a frame at a time, does not keep a connection that owes it more. */
 #define H2_PROGRESS_MIN (16 * 1024)
 
+/* The smallest frames a request header block may come in (CONTINUATION frames, but the
+ * last): clients split blocks at SETTINGS_MAX_FRAME_SIZE, 16 KiB, so this leaves 16 times
+ * that room. */
+#define H2_MIN_HEADER_FRAME 1024
+
+#ifdef CLUED_HAVE_NGHTTP2_MAX_CONTINUATIONS
+/* CONTINUATION frames one header block may have: enough for a block of max_list bytes
+ * in frames of H2_MIN_HEADER_FRAME (one more than needed, the HEADERS frame counting too). */
+static size_t h2_max_continuations(size_t max_list) {
+  return (max_list + H2_MIN_HEADER_FRAME - 1) / H2_MIN_HEADER_FRAME;
+}
+#endif
+
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 static void conn_change_state(h2_conn_t *c, h2_conn_state_t to, const char *why);
@@ -169,10 +182,31 @@ static void conn_on_ping(h2_conn_t *c) {
   c->last_ping = now;
 }
 
+/* A GOAWAY with an error that nghttp2 decided on its own, without failing the call that fed
+ * it bytes (which logs its reason in on_read): say why, for the log of the close. */
+static void conn_goaway_sent(h2_conn_t *c, const nghttp2_goaway *g) {
+  if (c->error[0])
+    return; /* ours, already said */
+  if (g->error_code == NGHTTP2_COMPRESSION_ERROR)
+    /* nghttp2's HPACK decoder refuses a name or value longer than 65,536 bytes as sent
+     * (NGHTTP2_HD_MAX_NV), whatever --max-header-bytes allows; the block cannot be decoded
+     * any further, and HPACK's table is shared by the connection's streams. */
+    snprintf(c->error, sizeof(c->error),
+             "request header block not decodable (HPACK): malformed, or a field name or value "
+             "over 65536 bytes; GOAWAY COMPRESSION_ERROR");
+  else
+    snprintf(c->error, sizeof(c->error), "GOAWAY error %u sent by nghttp2: %.*s",
+             (unsigned)g->error_code, (int)(g->opaque_data_len > 64 ? 64 : g->opaque_data_len),
+             g->opaque_data ? (const char *)g->opaque_data : "");
+  log_warn("conn %llu (%s): %s", (unsigned long long)c->id, c->peer, c->error);
+}
+
 static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
   h2_conn_t *c = ud;
   h2_stream_t *st;
 
+  if (f->hd.type == NGHTTP2_GOAWAY && f->goaway.error_code != NGHTTP2_NO_ERROR)
+    conn_goaway_sent(c, &f->goaway);
   if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
     return 0;
   c->ping_strikes = 0;
@@ -615,7 +649,9 @@ void h2_conn_flush(h2_conn_t *c) {
   }
   if (!c->writing && !nghttp2_session_want_read(c->session) &&
       !nghttp2_session_want_write(c->session))
-    h2_conn_close(c, c->state == H2_CONN_DRAINING ? "drained" : "session finished");
+    h2_conn_close(c, c->state == H2_CONN_DRAINING ? "drained"
+                     : c->error[0]                ? c->error
+                                                  : "session finished");
 }
 
 static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -755,8 +791,9 @@ h2_read:
     return;
   if (used < 0) {
     char why[192];
-    snprintf(why, sizeof(why), "protocol error: %s",
-             c->error[0] ? c->error : nghttp2_strerror((int)used));
+    if (!c->error[0]) /* said here: the GOAWAY that follows needs no word of its own */
+      snprintf(c->error, sizeof(c->error), "%s", nghttp2_strerror((int)used));
+    snprintf(why, sizeof(why), "protocol error: %s", c->error);
     /* Tell the peer why before hanging up, when the session can still speak. */
     if (used != NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
       nghttp2_session_terminate_session(c->session,
@@ -992,6 +1029,17 @@ static int session_new(h2_conn_t *c) {
   }
   nghttp2_option_set_max_send_header_block_length(opt, 64 * 1024);
   nghttp2_option_set_no_auto_window_update(opt, 1);
+#ifdef CLUED_HAVE_NGHTTP2_MAX_CONTINUATIONS
+  /* nghttp2 ends the connection (PROTOCOL_ERROR) after this many CONTINUATION frames in one
+   * header block; its default, 8, refused a block well under --max-header-bytes that a
+   * client sent in 4 KiB frames. An encoded block is no longer than its decoded list (each
+   * field counts 32 bytes more than its representation's overhead), so one within the limit
+   * in frames of at least H2_MIN_HEADER_FRAME bytes always fits. The bound stays what it is
+   * for: one block is at most this many frames of at most 16 KiB (SETTINGS_MAX_FRAME_SIZE),
+   * so what a block of empty or tiny frames costs is bounded as before. */
+  nghttp2_option_set_max_continuations(opt,
+                                       h2_max_continuations(c->srv->cfg.max_header_list_bytes));
+#endif
   c->in_new = 1;
   rc = nghttp2_session_server_new3(&c->session, cbs, c, opt, &mem);
   c->in_new = 0;

@@ -62,7 +62,7 @@ struct h2_conn {
   size_t moved;                 /* response bytes taken since last_progress was set */
   size_t inbound;               /* request body bytes its calls keep (--max-conn-inbound) */
   size_t inbound_public;        /* of them, those of public calls (H2_PUBLIC_INBOUND) */
-  /* Timeouts (loop time, ms), checked once a second by h2_conn_tick(). */
+  /* Timeouts (loop time, ms), checked by h2_conn_tick(). */
   unsigned handshaken : 1; /* the client's preface and SETTINGS arrived */
   uint64_t born;
   uint64_t last_active;   /* last request frame (HEADERS, DATA) or call end */
@@ -123,8 +123,8 @@ void h2_conn_flush_soon(h2_conn_t *c);
 void h2_conn_flush_due(server_t *srv);
 
 /**
- * Once a second: enforce --handshake-timeout, --write-timeout (close) and --idle-timeout
- * (GOAWAY), logging which fired. now is the loop time. May close the connection.
+ * At each sweep (server.c): enforce --handshake-timeout, --write-timeout (close) and
+ * --idle-timeout (GOAWAY), logging which fired. now is the loop time. May close the connection.
  */
 void h2_conn_tick(h2_conn_t *c, uint64_t now);
 

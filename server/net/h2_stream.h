@@ -158,7 +158,7 @@ void h2_stream_expect(h2_stream_t *s, size_t max_message, int streaming, int pub
                       uint64_t whole_ms);
 
 /**
- * Once a second (the connection's tick): end a request that stopped arriving, with
+ * At each sweep (the connection's tick): end a request that stopped arriving, with
  * DEADLINE_EXCEEDED: a public one not whole in time (h2_stream_expect), any other that is
  * in the middle of a message, or waits for the end of its single one, and got no byte for
  * idle_ms (--idle-timeout; 0: never).

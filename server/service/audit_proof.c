@@ -84,6 +84,7 @@ static void checkpoint_done(rpc_call_t *call, const db_result_t *r, void *arg) {
   int oom = 0;
 
   if (db_rows(r) != 1) {
+    rpc_detail_resource(call, "clue.v1.Checkpoint", "");
     rpc_fail(call, GRPC_NOT_FOUND, "no checkpoint has been published at that size");
     return;
   }
@@ -161,6 +162,7 @@ static void get_inclusion(rpc_call_t *call, const ProtobufCMessage *m) {
     return;
   idx = audit_tree_index(t, req->seq);
   if (idx < 0) {
+    rpc_detail_resource(call, "clue.v1.AuditEvent", svc_i64(call, req->seq, 0));
     rpc_fail(call, GRPC_NOT_FOUND, "seq %lld is not a leaf of the tree (yet)", (long long)req->seq);
     return;
   }

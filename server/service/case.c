@@ -363,18 +363,19 @@ static void list_joint_cases(rpc_call_t *call, const ProtobufCMessage *m) {
 
 /* ---- CreateJointCase -------------------------------------------------------------------- */
 
-static int validate_create(const Clue__V1__CreateJointCaseRequest *req, validate_error_t *err) {
-  int rc;
-
-  if ((rc = validate_request_id(req->request_id, err)) != 0 ||
-      (rc = validate_title("title", req->title, err)) != 0 ||
-      (rc = validate_text("basis", req->basis, VALIDATE_SUMMARY_MAX_BYTES, VALIDATE_MULTILINE,
-                          err)) != 0 ||
-      (rc = validate_id_list("participant_unit_ids", req->participant_unit_ids,
-                             req->n_participant_unit_ids, CASE_MAX_PARTICIPANTS, err)) != 0 ||
-      (rc = validate_id_list("clue_ids", req->clue_ids, req->n_clue_ids, CASE_MAX_CLUES, err)) != 0)
-    return rc;
-  return 0;
+/* Every violation of the request, one per field (validate_errors_t). */
+static int validate_create(const Clue__V1__CreateJointCaseRequest *req, validate_errors_t *e) {
+  validate_errors_init(e);
+  validate_each(e, validate_request_id(req->request_id, validate_slot(e)));
+  validate_each(e, validate_title("title", req->title, validate_slot(e)));
+  validate_each(e, validate_text("basis", req->basis, VALIDATE_SUMMARY_MAX_BYTES,
+                                 VALIDATE_MULTILINE, validate_slot(e)));
+  validate_each(e, validate_id_list("participant_unit_ids", req->participant_unit_ids,
+                                    req->n_participant_unit_ids, CASE_MAX_PARTICIPANTS,
+                                    validate_slot(e)));
+  validate_each(e, validate_id_list("clue_ids", req->clue_ids, req->n_clue_ids, CASE_MAX_CLUES,
+                                    validate_slot(e)));
+  return validate_errors_result(e);
 }
 
 typedef struct create_req {
@@ -542,11 +543,11 @@ static void create_joint_case(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__CreateJointCaseRequest *req = (const void *)m;
   authz_principal_t p = clue_principal(call);
   authz_result_t res;
-  validate_error_t err;
+  validate_errors_t errs;
   create_req_t *cr;
   const char **params;
 
-  if (clue_invalid(call, validate_create(req, &err), &err))
+  if (validate_create(req, &errs) != 0 && clue_invalid_each(call, &errs))
     return;
   res = authz_can_create_case(&p);
   if (!authz_ok(&res)) {

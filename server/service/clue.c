@@ -28,38 +28,40 @@
 
 #define CATEGORIES_MAX 32
 
-static int validate_submit(const Clue__V1__SubmitClueRequest *req, validate_error_t *err) {
+/* Every violation of the request, one per field (validate_errors_t). */
+static int validate_submit(const Clue__V1__SubmitClueRequest *req, validate_errors_t *e) {
   const Clue__V1__SubjectPerson *s = req->subject;
   const Clue__V1__ReporterContact *rep = req->reporter;
   const unsigned chars = VALIDATE_COUNT_CHARS;
-  int rc;
 
-  if ((rc = validate_request_id(req->request_id, err)) != 0 ||
-      (rc = validate_title("title", req->title, err)) != 0 ||
-      (rc = validate_summary(req->summary, err)) != 0 ||
-      (rc = validate_enum("source", (int)req->source, 1, 6, err)) != 0 ||
-      (rc = validate_name("subject.name", s ? s->name : NULL, true, err)) != 0 ||
-      (rc = validate_name("subject.position", s ? s->position : NULL, false, err)) != 0 ||
-      (rc = validate_name("subject.rank_level", s ? s->rank_level : NULL, false, err)) != 0 ||
-      (rc = validate_name("host_unit", req->host_unit, true, err)) != 0)
-    return rc;
+  validate_errors_init(e);
+  validate_each(e, validate_request_id(req->request_id, validate_slot(e)));
+  validate_each(e, validate_title("title", req->title, validate_slot(e)));
+  validate_each(e, validate_summary(req->summary, validate_slot(e)));
+  validate_each(e, validate_enum("source", (int)req->source, 1, 6, validate_slot(e)));
+  validate_each(e, validate_name("subject.name", s ? s->name : NULL, true, validate_slot(e)));
+  validate_each(e,
+                validate_name("subject.position", s ? s->position : NULL, false, validate_slot(e)));
+  validate_each(
+      e, validate_name("subject.rank_level", s ? s->rank_level : NULL, false, validate_slot(e)));
+  validate_each(e, validate_name("host_unit", req->host_unit, true, validate_slot(e)));
   if (req->n_violation_categories > CATEGORIES_MAX) {
-    err->field = "violation_categories";
-    snprintf(err->message, sizeof(err->message), "violation_categories has more than %d entries",
-             CATEGORIES_MAX);
-    return VALIDATE_EINVAL;
+    char msg[VALIDATE_MESSAGE_MAX];
+
+    snprintf(msg, sizeof(msg), "violation_categories has more than %d entries", CATEGORIES_MAX);
+    validate_add(e, "violation_categories", msg);
   }
   for (size_t i = 0; i < req->n_violation_categories; i++)
-    if ((rc = validate_name("violation_categories", req->violation_categories[i], true, err)) != 0)
-      return rc;
-  if (rep == NULL)
-    return 0;
-  if ((rc = validate_name("reporter.name", rep->name, false, err)) != 0 ||
-      (rc = validate_text("reporter.phone", rep->phone, 64, chars, err)) != 0 ||
-      (rc = validate_text("reporter.address", rep->address, 500, chars, err)) != 0 ||
-      (rc = validate_text("reporter.email", rep->email, 254, chars, err)) != 0)
-    return rc;
-  return 0;
+    if (validate_each(e, validate_name("violation_categories", req->violation_categories[i], true,
+                                       validate_slot(e))) != 0)
+      break;
+  if (rep != NULL) {
+    validate_each(e, validate_name("reporter.name", rep->name, false, validate_slot(e)));
+    validate_each(e, validate_text("reporter.phone", rep->phone, 64, chars, validate_slot(e)));
+    validate_each(e, validate_text("reporter.address", rep->address, 500, chars, validate_slot(e)));
+    validate_each(e, validate_text("reporter.email", rep->email, 254, chars, validate_slot(e)));
+  }
+  return validate_errors_result(e);
 }
 
 /* Registration numbers count per calendar year of the server's local time zone. */
@@ -123,11 +125,11 @@ static void submit_clue(rpc_call_t *call, const ProtobufCMessage *m) {
   clue_deadline_config_t cfg = clue_deadline_config(call);
   int64_t now = clue_now_ms(call), deadline;
   authz_result_t res;
-  validate_error_t err;
+  validate_errors_t errs;
   const char *params[20];
   int oom;
 
-  if (clue_invalid(call, validate_submit(req, &err), &err))
+  if (validate_submit(req, &errs) != 0 && clue_invalid_each(call, &errs))
     return;
   res = authz_can_submit(&p);
   if (!authz_ok(&res)) {
@@ -641,45 +643,40 @@ static bool move_direct(rpc_call_t *call, move_req_t *mr) {
   return true;
 }
 
-static int validate_move(const Clue__V1__RequestTransitionRequest *req, validate_error_t *err) {
+/* Every violation of the request, one per field (validate_errors_t). */
+static int validate_move(const Clue__V1__RequestTransitionRequest *req, validate_errors_t *e) {
   const Clue__V1__TransitionDetails *d = req->details;
-  int rc;
 
-  if ((rc = validate_id("clue_id", req->clue_id, err)) != 0 ||
-      (rc = validate_id("expected_version", req->expected_version, err)) != 0 ||
-      (rc = validate_enum("target", (int)req->target, 1, 5, err)) != 0 ||
-      (rc = validate_request_id(req->request_id, err)) != 0 ||
-      (rc = validate_reason("reason", req->reason, false, err)) != 0)
-    return rc;
+  validate_errors_init(e);
+  validate_each(e, validate_id("clue_id", req->clue_id, validate_slot(e)));
+  validate_each(e, validate_id("expected_version", req->expected_version, validate_slot(e)));
+  validate_each(e, validate_enum("target", (int)req->target, 1, 5, validate_slot(e)));
+  validate_each(e, validate_request_id(req->request_id, validate_slot(e)));
+  validate_each(e, validate_reason("reason", req->reason, false, validate_slot(e)));
   if (d == NULL)
-    return 0;
-  if ((rc = validate_enum("details.disposal", (int)d->disposal, 0, 3, err)) != 0 ||
-      (rc = validate_reason("details.finding", d->finding, false, err)) != 0 ||
-      (rc = validate_name("details.sanction_kind", d->sanction_kind, false, err)) != 0 ||
-      (rc = validate_name("details.receiving_organ", d->receiving_organ, false, err)) != 0)
-    return rc;
-  if (d->persons_disciplined < 0) {
-    err->field = "details.persons_disciplined";
-    snprintf(err->message, sizeof(err->message),
-             "details.persons_disciplined must not be negative");
-    return VALIDATE_EINVAL;
-  }
-  if (d->reviewer_unit_id < 0) {
-    err->field = "details.reviewer_unit_id";
-    snprintf(err->message, sizeof(err->message), "details.reviewer_unit_id must be positive");
-    return VALIDATE_EINVAL;
-  }
-  return 0;
+    return validate_errors_result(e);
+  validate_each(e, validate_enum("details.disposal", (int)d->disposal, 0, 3, validate_slot(e)));
+  validate_each(e, validate_reason("details.finding", d->finding, false, validate_slot(e)));
+  validate_each(e,
+                validate_name("details.sanction_kind", d->sanction_kind, false, validate_slot(e)));
+  validate_each(
+      e, validate_name("details.receiving_organ", d->receiving_organ, false, validate_slot(e)));
+  if (d->persons_disciplined < 0)
+    validate_add(e, "details.persons_disciplined",
+                 "details.persons_disciplined must not be negative");
+  if (d->reviewer_unit_id < 0)
+    validate_add(e, "details.reviewer_unit_id", "details.reviewer_unit_id must be positive");
+  return validate_errors_result(e);
 }
 
 static void request_transition(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__RequestTransitionRequest *req = (const void *)m;
   const Clue__V1__TransitionDetails *d = req->details;
-  validate_error_t err;
+  validate_errors_t errs;
   move_req_t *mr;
   const char **params;
 
-  if (clue_invalid(call, validate_move(req, &err), &err))
+  if (validate_move(req, &errs) != 0 && clue_invalid_each(call, &errs))
     return;
   if ((mr = rpc_call_alloc(call, sizeof(*mr))) == NULL) {
     clue_oom(call);

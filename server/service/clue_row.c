@@ -433,14 +433,9 @@ void clue_refuse_entry(rpc_call_t *call, const char *what, int64_t id, const aut
 
 void clue_refuse_stale(rpc_call_t *call, const char *what, const clue_row_t *row,
                        int64_t expected_version) {
-  char cur[24], exp[24];
-
   log_info("call %s: %s refused (10): version %lld, expected %lld", rpc_call_id(call), what,
            (long long)row->version, (long long)expected_version);
-  snprintf(cur, sizeof(cur), "%lld", (long long)row->version);
-  snprintf(exp, sizeof(exp), "%lld", (long long)expected_version);
-  rpc_detail_reason(call, "VERSION_CONFLICT", "current_version", cur);
-  rpc_detail_reason(call, "VERSION_CONFLICT", "expected_version", exp);
+  svc_version_conflict(call, row->version, expected_version);
   rpc_fail(call, GRPC_ABORTED,
            "clue %lld is at version %lld, not the expected %lld: it changed meanwhile; reload "
            "it and retry",
@@ -483,6 +478,15 @@ bool clue_invalid(rpc_call_t *call, int rc, const validate_error_t *err) {
     rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s", err->message);
   }
   return rc != 0;
+}
+
+bool clue_invalid_each(rpc_call_t *call, const validate_errors_t *e) {
+  if (validate_errors_result(e) == 0)
+    return false;
+  for (unsigned i = 0; i < e->n; i++)
+    rpc_detail_field(call, e->v[i].field, e->v[i].message);
+  rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s", e->v[0].message);
+  return true;
 }
 
 void clue_oom(rpc_call_t *call) {

@@ -1,5 +1,6 @@
 #include "service/common.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -89,6 +90,41 @@ static bool refusal_after_sight(rpc_call_t *call, const db_result_t *r) {
   return true;
 }
 
+void svc_version_conflict(rpc_call_t *call, int64_t current, int64_t expected) {
+  char cur[24], exp[24];
+
+  snprintf(cur, sizeof(cur), "%lld", (long long)current);
+  snprintf(exp, sizeof(exp), "%lld", (long long)expected);
+  rpc_detail_reason(call, "VERSION_CONFLICT", current >= 0 ? "current_version" : NULL,
+                    current >= 0 ? cur : NULL);
+  if (expected >= 0)
+    rpc_detail_reason(call, "VERSION_CONFLICT", "expected_version", exp);
+}
+
+/* The versions a CLVER message of our SQL names: "... is at version N, not [the expected] M"
+ * (a stale expected version), "(now version N, ..." (a proposal's clue moved on) or
+ * "(now STATE at version N)": -1 for one it does not name (a clue handed over, or that left
+ * its joint case, meanwhile). */
+static void clver_versions(const char *msg, int64_t *current, int64_t *expected) {
+  const char *p;
+  char *end;
+
+  *current = *expected = -1;
+  if (msg == NULL)
+    return;
+  if ((p = strstr(msg, "is at version ")) != NULL) {
+    *current = strtoll(p + strlen("is at version "), &end, 10);
+    if (strncmp(end, ", not the expected ", 19) == 0)
+      *expected = strtoll(end + 19, NULL, 10);
+    else if (strncmp(end, ", not ", 6) == 0)
+      *expected = strtoll(end + 6, NULL, 10);
+  } else if ((p = strstr(msg, "(now version ")) != NULL) {
+    *current = strtoll(p + strlen("(now version "), NULL, 10);
+  } else if ((p = strstr(msg, "(now ")) != NULL && (p = strstr(p, " at version ")) != NULL) {
+    *current = strtoll(p + strlen(" at version "), NULL, 10);
+  }
+}
+
 void svc_fail_db(rpc_call_t *call, const db_result_t *r) {
   const char *st = r->sqlstate ? r->sqlstate : "";
   const char *field;
@@ -120,9 +156,12 @@ void svc_fail_db(rpc_call_t *call, const db_result_t *r) {
   if (sql_error_code(st, &code) == 0) {
     if (refusal_after_sight(call, r))
       return;
-    if (strcmp(st, "CLVER") == 0)
-      rpc_detail_reason(call, "VERSION_CONFLICT", NULL, NULL);
-    else if (strcmp(st, "CLPRE") == 0)
+    if (strcmp(st, "CLVER") == 0) {
+      int64_t current, expected;
+
+      clver_versions(r->message, &current, &expected);
+      svc_version_conflict(call, current, expected);
+    } else if (strcmp(st, "CLPRE") == 0)
       rpc_detail_precondition(call, "STATE", "concurrent change", r->message);
     else if (strcmp(st, "CLARG") == 0 && r->message != NULL &&
              (field = clarg_field(call, r->message)) != NULL)

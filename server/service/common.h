@@ -65,6 +65,13 @@ void svc_txn(rpc_call_t *call, const db_stmt_t *stmts, int n, svc_cb cb, void *a
  */
 void svc_fail_db(rpc_call_t *call, const db_result_t *r);
 
+/**
+ * The details of an ABORTED version conflict: ErrorInfo reason VERSION_CONFLICT (domain
+ * clue.v1) with metadata current_version and expected_version, each left out when negative
+ * (not known). The caller then fails the call with GRPC_ABORTED.
+ */
+void svc_version_conflict(rpc_call_t *call, int64_t current, int64_t expected);
+
 /** Tells whether the caller of a refused write still sees what the write changes, from the
  * result r of svc_sight_t.sql: answers the call (NOT_FOUND, as a fresh call is answered) and
  * returns true when it does not; returns false when it does, or r does not say. */

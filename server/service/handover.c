@@ -135,26 +135,25 @@ static void got_handover_facts(rpc_call_t *call, const db_result_t *r, void *arg
   svc_query(call, handover_sql, 8, params, handed_over, NULL);
 }
 
-static int validate_handover(const Clue__V1__HandOverRequest *req, validate_error_t *err) {
-  int rc;
-
-  if ((rc = validate_id("clue_id", req->clue_id, err)) != 0 ||
-      (rc = validate_id("expected_version", req->expected_version, err)) != 0 ||
-      (rc = validate_id("to_unit_id", req->to_unit_id, err)) != 0 ||
-      (rc = validate_reason("reason", req->reason, true, err)) != 0 ||
-      (rc = validate_request_id(req->request_id, err)) != 0)
-    return rc;
-  return 0;
+/* Every violation of the request, one per field (validate_errors_t). */
+static int validate_handover(const Clue__V1__HandOverRequest *req, validate_errors_t *e) {
+  validate_errors_init(e);
+  validate_each(e, validate_id("clue_id", req->clue_id, validate_slot(e)));
+  validate_each(e, validate_id("expected_version", req->expected_version, validate_slot(e)));
+  validate_each(e, validate_id("to_unit_id", req->to_unit_id, validate_slot(e)));
+  validate_each(e, validate_reason("reason", req->reason, true, validate_slot(e)));
+  validate_each(e, validate_request_id(req->request_id, validate_slot(e)));
+  return validate_errors_result(e);
 }
 
 void clue_hand_over(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__HandOverRequest *req = (const void *)m;
   authz_principal_t p = clue_principal(call);
-  validate_error_t err;
+  validate_errors_t errs;
   handover_req_t *hr;
   const char *params[5];
 
-  if (clue_invalid(call, validate_handover(req, &err), &err))
+  if (validate_handover(req, &errs) != 0 && clue_invalid_each(call, &errs))
     return;
   if ((hr = rpc_call_alloc(call, sizeof(*hr))) == NULL) {
     clue_oom(call);

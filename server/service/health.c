@@ -46,7 +46,18 @@ static void health_check(rpc_call_t *call, const ProtobufCMessage *m) {
   Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
 
   if (!service_known(rpc_call_server(call), req->service)) {
-    rpc_fail(call, GRPC_NOT_FOUND, "unknown service \"%.200s\"", req->service);
+    size_t n = strlen(req->service);
+
+    /* The name asked for, in the message and as the resource's name (with the type
+     * reflection describes a gRPC service with): its first 200 bytes, cut between characters
+     * (the request's strings are valid UTF-8, and a status whose message is not cannot be
+     * read), so that the trailers stay small. */
+    if (n > 200)
+      for (n = 200; n > 0 && ((unsigned char)req->service[n] & 0xC0) == 0x80; n--)
+        ;
+    rpc_detail_resource(call, "google.protobuf.ServiceDescriptorProto",
+                        rpc_call_printf(call, "%.*s", (int)n, req->service));
+    rpc_fail(call, GRPC_NOT_FOUND, "unknown service \"%.*s\"", (int)n, req->service);
     return;
   }
   resp.status = current(rpc_call_server(call));

@@ -439,39 +439,44 @@ static int fail_field(validate_error_t *err, const char *field, const char *msg)
   return VALIDATE_EINVAL;
 }
 
+/* Every violation of the request, one per field (validate_errors_t): a field's first. */
 static int validate_create(const Clue__V1__CreateItemRequest *req, int64_t now,
-                           validate_error_t *err) {
-  int rc;
+                           validate_errors_t *e) {
+  int source = (int)req->source;
 
-  if ((rc = validate_request_id(req->request_id, err)) != 0 ||
-      (rc = validate_name("host_unit", req->host_unit, true, err)) != 0 ||
-      (rc = validate_text("description", req->description, RECT_TEXT_MAX,
-                          VALIDATE_REQUIRED | VALIDATE_MULTILINE, err)) != 0 ||
-      (rc = validate_name("category", req->category, true, err)) != 0 ||
-      (rc = validate_enum("source", (int)req->source, RECT_SOURCE_CLUE, RECT_SOURCE_SUPERVISION,
-                          err)) != 0)
-    return rc;
+  validate_errors_init(e);
+  validate_each(e, validate_request_id(req->request_id, validate_slot(e)));
+  validate_each(e, validate_name("host_unit", req->host_unit, true, validate_slot(e)));
+  validate_each(e, validate_text("description", req->description, RECT_TEXT_MAX,
+                                 VALIDATE_REQUIRED | VALIDATE_MULTILINE, validate_slot(e)));
+  validate_each(e, validate_name("category", req->category, true, validate_slot(e)));
+  validate_each(e, validate_enum("source", source, RECT_SOURCE_CLUE, RECT_SOURCE_SUPERVISION,
+                                 validate_slot(e)));
   if (req->source_clue_id < 0)
-    return fail_field(err, "source_clue_id", "source_clue_id must not be negative");
+    validate_add(e, "source_clue_id", "source_clue_id must not be negative");
   if (req->source_case_id < 0)
-    return fail_field(err, "source_case_id", "source_case_id must not be negative");
-  if ((int)req->source == RECT_SOURCE_CLUE && req->source_clue_id == 0)
-    return fail_field(err, "source_clue_id", "source_clue_id is required with source CLUE");
-  if ((int)req->source == RECT_SOURCE_CASE && req->source_case_id == 0)
-    return fail_field(err, "source_case_id", "source_case_id is required with source CASE");
-  if ((int)req->source != RECT_SOURCE_CLUE && req->source_clue_id != 0)
-    return fail_field(err, "source_clue_id", "source_clue_id is set only with source CLUE");
-  if ((int)req->source != RECT_SOURCE_CASE && req->source_case_id != 0)
-    return fail_field(err, "source_case_id", "source_case_id is set only with source CASE");
-  if (req->deadline_ms == 0)
-    return fail_field(err, "deadline_ms", "deadline_ms is required");
-  if ((rc = validate_time_ms("deadline_ms", req->deadline_ms, err)) != 0)
-    return rc;
-  if (req->deadline_ms <= now)
-    return fail_field(err, "deadline_ms", "deadline_ms must be in the future");
-  if (req->deadline_ms - now > RECT_DEADLINE_MAX_MS)
-    return fail_field(err, "deadline_ms", "deadline_ms is more than 5 years ahead");
-  return 0;
+    validate_add(e, "source_case_id", "source_case_id must not be negative");
+  if (source == RECT_SOURCE_CLUE && req->source_clue_id == 0)
+    validate_add(e, "source_clue_id", "source_clue_id is required with source CLUE");
+  if (source == RECT_SOURCE_CASE && req->source_case_id == 0)
+    validate_add(e, "source_case_id", "source_case_id is required with source CASE");
+  /* Of a source that is itself refused, its id's presence says nothing more. */
+  if (source >= RECT_SOURCE_CLUE && source <= RECT_SOURCE_SUPERVISION) {
+    if (source != RECT_SOURCE_CLUE && req->source_clue_id != 0)
+      validate_add(e, "source_clue_id", "source_clue_id is set only with source CLUE");
+    if (source != RECT_SOURCE_CASE && req->source_case_id != 0)
+      validate_add(e, "source_case_id", "source_case_id is set only with source CASE");
+  }
+  if (req->deadline_ms == 0) {
+    validate_add(e, "deadline_ms", "deadline_ms is required");
+  } else if (validate_each(
+                 e, validate_time_ms("deadline_ms", req->deadline_ms, validate_slot(e))) == 0) {
+    if (req->deadline_ms <= now)
+      validate_add(e, "deadline_ms", "deadline_ms must be in the future");
+    else if (req->deadline_ms - now > RECT_DEADLINE_MAX_MS)
+      validate_add(e, "deadline_ms", "deadline_ms is more than 5 years ahead");
+  }
+  return validate_errors_result(e);
 }
 
 typedef struct create_req {
@@ -586,13 +591,13 @@ static void create_item(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__CreateItemRequest *req = (const void *)m;
   authz_principal_t p = clue_principal(call);
   authz_result_t res;
-  validate_error_t err;
+  validate_errors_t errs;
   rect_source_facts_t none = {
       .source = RECT_SOURCE_SUPERVISION, .exists = true, .visible = true, .host_unit_ok = true};
   create_req_t *cr;
   const char *params[6];
 
-  if (clue_invalid(call, validate_create(req, clue_now_ms(call), &err), &err))
+  if (validate_create(req, clue_now_ms(call), &errs) != 0 && clue_invalid_each(call, &errs))
     return;
   /* Who may record at all, before reading anything: a LEADER of a working unit. */
   res = rect_can_create(&p, &none);
@@ -690,6 +695,7 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
       log_info("call %s: %s refused (10): item %lld at version %lld, not %lld", rpc_call_id(call),
                mr->method, (long long)svc_col_i64(r, 0, RC_ID), (long long)version,
                (long long)mr->expected_version);
+      svc_version_conflict(call, version, mr->expected_version);
       rpc_fail(
           call, GRPC_ABORTED, "rectification item %lld is at version %lld, not %lld; read it again",
           (long long)svc_col_i64(r, 0, RC_ID), (long long)version, (long long)mr->expected_version);

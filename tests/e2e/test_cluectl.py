@@ -152,6 +152,24 @@ def test_help(c):
     assert "--csv" in h and "RFC 4180" in h
 
 
+def test_every_listed_command_has_help(c):
+    # Each command `cluectl --help` lists answers --help, -h and `cluectl help CMD` with its
+    # usage (completion and help too: they answered "only 'bash' is supported" and "unknown
+    # command"); nothing else runs.
+    top = c.ctl(None, "--help", check=0).stdout
+    listed = top.split("Commands:\n", 1)[1].split("\n\n", 1)[0]
+    names = [ln.split()[0] for ln in listed.splitlines()]
+    assert "completion" in names and "help" in names, names
+    for name in names:
+        for args in ((name, "--help"), (name, "-h"), ("help", name)):
+            out = c.ctl(None, *args, check=0).stdout
+            assert out.startswith(f"Usage: cluectl {name}"), (args, out[:200])
+    # A shell named or not, help is help; the script needs bash named.
+    assert c.ctl(None, "completion", "bash", "--help", check=0).stdout.startswith("Usage: cluectl completion")
+    assert c.ctl(None, "completion", "bash", check=0).stdout.startswith("# bash completion for cluectl")
+    assert "only 'bash'" in c.ctl(None, "completion", check=2).stderr
+
+
 # ---- admin -------------------------------------------------------------------------------------
 
 

@@ -135,5 +135,44 @@ def test_allow_superuser_serves_and_says_why(c):
         srv.stop()
 
 
+
+def test_serve_on_an_old_schema_says_migrate(c):
+    # Migrated only up to 0005, before 0009 grants clued_runtime the schema: the runtime role
+    # may not even read schema_migrations. serve says migrations are pending and what to run
+    # ("permission denied for table schema_migrations" before).
+    import glob
+    import os
+    import shutil
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix="clued-old-")
+    try:
+        for f in sorted(glob.glob(os.path.join(harness.SRC, "migrations", "*.sql")))[:5]:
+            shutil.copy(f, d)
+        dbname = c.pg.new_database("old")
+        old = harness.Clued(c.pg.url(dbname, user="clued_owner"))
+        old.run("migrate", "--migrations", d)
+        srv = harness.Clued(c.pg.url(dbname))
+        srv.serve_url = c.pg.url(dbname, user="clued")
+        r = srv.run("serve", "--listen", "127.0.0.1:0", check=False)
+        assert r.returncode == 1, r.stderr
+        assert "migrations are pending" in r.stderr and "`clued migrate`" in r.stderr, r.stderr
+        assert "permission denied" not in r.stderr and "listening" not in r.stderr, r.stderr
+    finally:
+        shutil.rmtree(d)
+    # A role outside clued_runtime, on an up-to-date schema, is told that instead.
+    admin = c.pg.connect()
+    with admin.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = 'clued_stranger'")
+        if cur.fetchone() is None:
+            cur.execute("CREATE ROLE clued_stranger LOGIN")
+    admin.close()
+    srv = harness.Clued(c.pg.url(c.dbname))
+    srv.serve_url = c.pg.url(c.dbname, user="clued_stranger")
+    r = srv.run("serve", "--listen", "127.0.0.1:0", check=False)
+    assert r.returncode == 1, r.stderr
+    assert 'role "clued_stranger" may not read schema_migrations: it is not a member of clued_runtime' in r.stderr, \
+        r.stderr
+
 if __name__ == "__main__":
     harness.run_tests(globals(), setup, teardown)

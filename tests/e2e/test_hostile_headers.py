@@ -13,8 +13,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
-from hostile import (DATA, END_STREAM, SETTINGS, HealthProbe, Raw, frame, grpc_msg, headers_frames,  # noqa: E402
-                     indexed, lit, report, request_block, rss_kb, start_clued)
+from hostile import (COMPRESSION_ERROR, CONTINUATION, DATA, END_STREAM, HEADERS, PROTOCOL_ERROR,  # noqa: E402
+                     SETTINGS, HealthProbe, Raw, frame, grpc_msg, headers_frames, indexed, lit, report,
+                     request_block, rss_kb, start_clued)
 
 BIG = "v" * 4000  # with its name and the 32-byte overhead, one entry of a 4 KiB HPACK table
 
@@ -141,6 +142,71 @@ def test_configured_limits_advertised_and_enforced(c):
     out = harness.Clued().run("help").stdout
     assert "--max-header-bytes" in out and "--max-headers" in out
 
+
+
+def test_block_in_small_frames_served(c):
+    # About 60 KB, under 64 KiB, in frames of 1 KiB: HEADERS and 58 CONTINUATION frames.
+    # nghttp2's own bound (8 CONTINUATION frames) ended the connection with PROTOCOL_ERROR.
+    extra = b"".join(lit(f"x-m{i}", "m" * 12000) for i in range(5))
+    for size in (4096, 1024):
+        r = Raw(c.srv.addr)
+        r.send(headers_frames(1, request_block(extra=extra), max_frame=size) + frame(DATA, END_STREAM, 1, grpc_msg()))
+        r.until(lambda: 1 in r.ended or r.goaway, 10, "the answer")
+        assert r.goaway is None and r.status(1) == 0, (size, r.goaway, r.hdrs, r.rst)
+        r.close()
+
+
+def test_continuation_flood_bounded(c):
+    # One CONTINUATION frame per KiB of --max-header-bytes (64): a block of more, empty ones
+    # ends the connection, as nghttp2's bound is meant to.
+    with HealthProbe(c.srv.addr) as probe:
+        r = Raw(c.srv.addr)
+        r.send(frame(HEADERS, 0, 1, request_block()) + frame(CONTINUATION, 0, 1) * 200)
+        r.until(lambda: r.goaway is not None, 10, "the GOAWAY")
+        assert r.goaway[1] == PROTOCOL_ERROR, r.goaway
+        assert r.wait_closed()
+    probe.assert_prompt()
+    harness.wait_for(lambda: "Too many CONTINUATION frames" in c.srv.output(), what="the log")
+
+
+def test_one_field_over_hpack_limit_ends_its_connection(c):
+    # nghttp2's HPACK decoder takes no name or value over 65,536 bytes: the connection ends
+    # with COMPRESSION_ERROR (its streams with it), never the server or another connection.
+    other = Raw(c.srv.addr)
+    other.send(headers_frames(1, request_block(path="/grpc.health.v1.Health/Watch")) + frame(DATA, END_STREAM, 1, grpc_msg()))
+    other.until(lambda: 1 in other.data, 10, "the other connection's Watch")
+    for n in (65536, 65537):
+        r = Raw(c.srv.addr)
+        r.send(headers_frames(1, request_block(path="/grpc.health.v1.Health/Watch")) + frame(DATA, END_STREAM, 1, grpc_msg()))
+        r.until(lambda: 1 in r.data, 10, "the Watch")
+        r.send(headers_frames(3, request_block(extra=lit("x-big", "a" * n))) + frame(DATA, END_STREAM, 3, grpc_msg()))
+        r.until(lambda: 3 in r.ended or r.goaway is not None, 10, "an answer")
+        if n == 65536:  # the longest HPACK takes: over --max-header-bytes, refused alone
+            assert r.goaway is None and r.status(3) == 8, (r.goaway, r.hdrs, r.rst)
+            assert r.check(5) == 0
+        else:
+            assert r.goaway is not None and r.goaway[1] == COMPRESSION_ERROR, (r.goaway, r.hdrs, r.rst)
+            assert r.wait_closed()
+        r.close()
+    harness.wait_for(lambda: "request header block not decodable (HPACK)" in c.srv.output(), what="the log")
+    assert other.check(3) == 0 and other.goaway is None
+    assert 1 not in other.ended
+    other.close()
+    # A larger --max-header-bytes takes more fields of up to 64 KiB, not longer ones.
+    srv = harness.Clued(harness.test_database_url(), args=["--max-header-bytes", "262144"]).start()
+    try:
+        r = Raw(srv.addr)
+        extra = b"".join(lit(f"x-m{i}", "m" * 60000) for i in range(3))
+        r.send(headers_frames(1, request_block(extra=extra), max_frame=1024) + frame(DATA, END_STREAM, 1, grpc_msg()))
+        r.until(lambda: 1 in r.ended, 10, "the answer")
+        assert r.status(1) == 0, (r.hdrs, r.rst, r.goaway)
+        r.send(headers_frames(3, request_block(extra=lit("x-big", "a" * 100000))) + frame(DATA, END_STREAM, 3, grpc_msg()))
+        r.until(lambda: r.goaway is not None, 10, "the GOAWAY")
+        assert r.goaway[1] == COMPRESSION_ERROR, r.goaway
+        r.close()
+        assert harness.cluectl("--server", srv.addr, "health", check=0).stdout.strip() == "SERVING"
+    finally:
+        srv.stop()
 
 if __name__ == "__main__":
     harness.run_tests(globals(), setup, teardown)

@@ -257,5 +257,49 @@ def test_answered_streams_are_reset(c):
     probe.assert_prompt()
 
 
+
+def test_timeouts_fire_on_time(c):
+    """The sweep runs every sixteenth of the shortest timeout (here 1 s): a timeout fires
+    within a small fraction of its value, not up to a whole second late. Connections started
+    at different points of the sweep's period, so none is on time by chance."""
+    import threading
+
+    took = []
+
+    def close_time(data, delay):
+        time.sleep(delay)
+        s = connect(c.srv.addr)
+        t0 = time.time()
+        if data:
+            s.sendall(data)
+        took.append(time.time() - t0 if closed_by_server(s, 5) else None)
+        s.close()
+
+    ts = [threading.Thread(target=close_time, args=(data, 0.11 * i))
+          for i, data in enumerate([b"", PREFACE[:10], PREFACE] * 3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert len(took) == 9 and all(t is not None and 0.95 < t < 1.4 for t in took), took  # --handshake-timeout 1s
+    # A public request not whole within --handshake-timeout: DEADLINE_EXCEEDED as promptly.
+    r = Raw(c.srv.addr)
+    assert r.check(1) == 0
+    ends = []
+    for i, sid in enumerate((3, 5, 7)):
+        time.sleep(0.17 * i)
+        r.send(headers_frames(sid, request_block()) + frame(DATA, 0, sid, grpc_msg()[:3]))
+        t0 = time.time()
+        r.until(lambda: sid in r.ended, 5, f"stream {sid}")
+        ends.append(time.time() - t0)
+        assert r.status(sid) == 4, r.hdrs.get(sid)
+    assert all(0.95 < t < 1.4 for t in ends), ends
+    # --idle-timeout 2s: the GOAWAY follows the last call by about that.
+    t0 = time.time()
+    assert r.wait_closed(5)
+    assert r.goaway is not None and b"idle" in r.goaway[2], r.goaway
+    assert 1.9 < time.time() - t0 < 2.5, time.time() - t0
+    r.close()
+
 if __name__ == "__main__":
     harness.run_tests(globals(), setup, teardown)

@@ -86,7 +86,9 @@ class Ctx:
 
 def setup():
     c = Ctx()
-    c.srv = harness.Clued(harness.test_database_url()).start()
+    url = harness.test_database_url()
+    c.dbname = url.split("///", 1)[1].split("?", 1)[0]
+    c.srv = harness.Clued(url).start()
     c.w = world.build(c.srv)
     return c
 
@@ -122,6 +124,38 @@ def test_bad_request_names_the_field(c):
     (bad,) = status_of(code, msg, raw)["google.rpc.BadRequest"]
     assert bad.field_violations[0].field == "after_seq", bad
 
+
+def test_bad_request_names_every_bad_field(c):
+    # Five required fields missing: five violations, in the order of the request's fields,
+    # each with what is wrong; the status message is the first one's. A field with several
+    # faults is named once.
+    code, msg, raw = failure(c.w.G1.member.clue.SubmitClue, pb.SubmitClueRequest(
+        request_id=new_request_id(), subject=pb.SubjectPerson(position="处\u202e长")), timeout=20)
+    assert code == Code.INVALID_ARGUMENT
+    (bad,) = status_of(code, msg, raw)["google.rpc.BadRequest"]
+    got = [(v.field, v.description) for v in bad.field_violations]
+    assert [f for f, _ in got] == ["title", "summary", "source", "subject.name", "subject.position",
+                                   "host_unit"], got
+    assert got[0] == ("title", msg) and all(d.startswith(f) for f, d in got), got
+    # The other requests of several fields: a move, a handover, a joint case, a ledger item.
+    rp, cs = S.rectification_pb2, S.case_pb2
+    L = c.w.G1.leader
+    for fn, req, want in (
+            (L.clue.RequestTransition, pb.RequestTransitionRequest(
+                details=pb.TransitionDetails(persons_disciplined=-1)),
+             ["clue_id", "expected_version", "target", "request_id", "details.persons_disciplined"]),
+            (L.clue.HandOver, pb.HandOverRequest(clue_id=-1), ["clue_id", "expected_version", "to_unit_id",
+                                                               "reason", "request_id"]),
+            (c.w.R1.leader.case.CreateJointCase, cs.CreateJointCaseRequest(clue_ids=[3, 3]),
+             ["request_id", "title", "clue_ids"]),
+            (L.rect.CreateItem, rp.CreateItemRequest(source=rp.RECTIFICATION_SOURCE_CLUE, source_case_id=4),
+             ["request_id", "host_unit", "description", "category", "source_clue_id", "source_case_id",
+              "deadline_ms"])):
+        code, msg, raw = failure(fn, req, timeout=20)
+        assert code == Code.INVALID_ARGUMENT, (code, msg)
+        (bad,) = status_of(code, msg, raw)["google.rpc.BadRequest"]
+        assert [v.field for v in bad.field_violations] == want, bad
+        assert bad.field_violations[0].description == msg, (msg, bad)
 
 def test_precondition_names_state_and_moves(c):
     clue = submit(c.w.G1.member)
@@ -188,6 +222,50 @@ def test_version_conflict_is_error_info(c):
     assert info.reason == "VERSION_CONFLICT" and info.domain == "clue.v1", info
     assert info.metadata["current_version"] == str(clue.version), info
     assert info.metadata["expected_version"] == str(clue.version + 5), info
+
+
+def test_ledger_version_conflict_is_error_info(c):
+    # A rectification item's stale version answers as a clue's: VERSION_CONFLICT with both
+    # versions (it was CONCURRENT_CHANGE without them).
+    rp = S.rectification_pb2
+    item = c.w.G1.leader.rect.CreateItem(rp.CreateItemRequest(
+        host_unit="市发展改革委", description="整改事项", category="制度", source=rp.RECTIFICATION_SOURCE_SUPERVISION,
+        deadline_ms=submit(c.w.G1.member).created_at_ms + 10 * 86400000, request_id=new_request_id()), timeout=20)
+    code, msg, raw = failure(c.w.G1.leader.rect.RecordPlan, rp.RecordPlanRequest(
+        item_id=item.id, expected_version=item.version + 5, plan="计划", request_id=new_request_id()), timeout=20)
+    assert code == Code.ABORTED, (code, msg)
+    (info,) = status_of(code, msg, raw)["google.rpc.ErrorInfo"]
+    assert info.reason == "VERSION_CONFLICT" and info.domain == "clue.v1", info
+    assert dict(info.metadata) == {"current_version": str(item.version),
+                                   "expected_version": str(item.version + 5)}, info
+
+
+def test_version_conflict_met_by_the_write_is_error_info(c):
+    # Decided on the version it read, written after another change of the item: the write's
+    # own compare refuses it (CLVER), with the versions its message names.
+    rp = S.rectification_pb2
+    L = c.w.G1.leader
+    item = L.rect.CreateItem(rp.CreateItemRequest(
+        host_unit="市发展改革委", description="整改事项", category="制度", source=rp.RECTIFICATION_SOURCE_SUPERVISION,
+        deadline_ms=submit(c.w.G1.member).created_at_ms + 10 * 86400000, request_id=new_request_id()), timeout=20)
+    req = rp.RecordPlanRequest(item_id=item.id, expected_version=item.version, plan="计划",
+                               request_id=new_request_id())
+    box = {}
+
+    def call(r, timeout):
+        box["a"] = failure(L.rect.RecordPlan, r, timeout=timeout)
+
+    def meanwhile():
+        return L.rect.RecordPlan(rp.RecordPlanRequest(item_id=item.id, expected_version=item.version, plan="另一计划",
+                                                      request_id=new_request_id()), timeout=20)
+
+    _, moved = harness.stalled_by_its_key(c.dbname, L.id, call, req, meanwhile)
+    code, msg, raw = box["a"]
+    assert code == Code.ABORTED and "is at version" in msg, (code, msg)
+    (info,) = status_of(code, msg, raw)["google.rpc.ErrorInfo"]
+    assert info.reason == "VERSION_CONFLICT" and info.domain == "clue.v1", info
+    assert dict(info.metadata) == {"current_version": str(moved.version),
+                                   "expected_version": str(item.version)}, (msg, info)
 
 
 def test_not_found_hidden_equals_missing(c):
@@ -268,6 +346,27 @@ def test_not_found_hidden_equals_missing_for_cases_proposals_items(c):
             (res,) = status_of(code, msg, raw)["google.rpc.ResourceInfo"]
             assert res.resource_type == "clue.v1.Token", res
 
+
+def test_every_not_found_names_its_type(c):
+    # The audit tree's objects and Health's services are resources too: a NOT_FOUND names
+    # their type (and, where the request names one, which).
+    a, au = c.w.auditor.audit, S.audit_pb2
+    health = S.health_pb2_grpc.HealthStub(c.w.auditor.channel)
+    cases = [
+        (lambda: a.GetCheckpoint(au.GetCheckpointRequest(), timeout=20), "clue.v1.Checkpoint", ""),
+        (lambda: a.GetCheckpoint(au.GetCheckpointRequest(tree_size=1), timeout=20), "clue.v1.Checkpoint", ""),
+        (lambda: a.GetInclusionProof(au.GetInclusionProofRequest(seq=10 ** 9), timeout=20),
+         "clue.v1.AuditEvent", str(10 ** 9)),
+        (lambda: health.Check(S.health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=20),
+         "google.protobuf.ServiceDescriptorProto", "no.such.Service"),
+        (lambda: health.Check(S.health_pb2.HealthCheckRequest(service="服" * 100), timeout=20),
+         "google.protobuf.ServiceDescriptorProto", "服" * 66),  # its first 200 bytes, whole characters
+    ]
+    for fn, rtype, rname in cases:
+        code, msg, raw = failure(fn)
+        assert code == Code.NOT_FOUND, (code, msg)
+        (res,) = status_of(code, msg, raw)["google.rpc.ResourceInfo"]
+        assert (res.resource_type, res.resource_name, res.description) == (rtype, rname, msg), res
 
 def test_not_found_hidden_equals_missing_in_a_case_creation(c):
     # CreateJointCase naming a clue the caller does not see answers as naming a missing one,

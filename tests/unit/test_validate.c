@@ -551,6 +551,34 @@ static void test_time_ms(void **state) {
   assert_int_equal(validate_time_ms("to_ms", INT64_MIN, NULL), VALIDATE_EINVAL);
 }
 
+/* Every violation of a request: kept in order, one per field, at most VALIDATE_VIOLATIONS_MAX
+ * (the rest counted), and what passes leaves no trace. */
+static void test_errors_collected(void **state) {
+  validate_errors_t e;
+  static const char *const fields[] = {"f0", "f1", "f2", "f3", "f4", "f5", "f6", "f7", "f8", "f9"};
+  (void)state;
+
+  validate_errors_init(&e);
+  assert_int_equal(validate_errors_result(&e), 0);
+  assert_int_equal(validate_each(&e, validate_id("ok", 5, validate_slot(&e))), 0);
+  assert_int_equal(e.n, 0);
+  assert_int_equal(validate_each(&e, validate_title("title", "", validate_slot(&e))),
+                   VALIDATE_EINVAL);
+  assert_int_equal(validate_each(&e, validate_title("title", "\xe2\x80\xae", validate_slot(&e))),
+                   VALIDATE_EINVAL); /* the same field again: not kept */
+  validate_add(&e, "source", "source is required");
+  assert_int_equal(e.n, 2);
+  assert_string_equal(e.v[0].field, "title");
+  assert_string_equal(e.v[0].message, "title is required");
+  assert_string_equal(e.v[1].field, "source");
+  assert_int_equal(validate_errors_result(&e), VALIDATE_EINVAL);
+  for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+    (void)validate_each(&e, validate_id(fields[i], 0, validate_slot(&e)));
+  assert_int_equal(e.n, VALIDATE_VIOLATIONS_MAX);
+  assert_int_equal(e.dropped, 2 + sizeof(fields) / sizeof(fields[0]) - VALIDATE_VIOLATIONS_MAX);
+  assert_string_equal(e.v[VALIDATE_VIOLATIONS_MAX - 1].field, "f5");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_utf8),
@@ -568,6 +596,7 @@ int main(void) {
       cmocka_unit_test(test_long_field_name),
       cmocka_unit_test(test_time_ms),
       cmocka_unit_test(test_id_list),
+      cmocka_unit_test(test_errors_collected),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
