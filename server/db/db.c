@@ -105,9 +105,11 @@ struct db_req {
   uint64_t owner;   /* 0: not counted */
   uint64_t sent_ms; /* uv_now() when sent */
   uint64_t sent_ns; /* uv_hrtime() when sent; 0: never sent (not in the latency histogram) */
-  int cancelled;    /* db_cancel() was called while it ran */
-  int cancel_sent;  /* a cancel request for it went out (db_cancel()'s or the watchdog's) */
-  int stalled;      /* the stall watchdog cancelled it: a success is not trusted */
+  unsigned sharers; /* callers that have not db_cancel()led it yet (db_opts_t.sharers) */
+  int cancelled;    /* db_cancel() was called while it ran, by the last of its sharers */
+  int cancel_sent;  /* a cancel request for it went out (db_cancel()'s or the watchdog's): a
+                       success is not trusted */
+  int stalled;      /* the stall watchdog cancelled it */
   db_cb cb;
   void *arg;
   int txn;   /* sent as BEGIN, stmts, COMMIT in one pipeline */
@@ -958,12 +960,17 @@ static void conn_req_done(db_conn_t *c) {
     (void)conn_flush(c);
     return;
   }
-  /* A request the watchdog cancelled may have ended well only because the cancel cut short
-   * a wait the statement timeout does not bound (a commit waiting for a synchronous standby
-   * is then kept on the primary alone): its outcome is told as unknown, like a lost
-   * connection's. A failure stands: its transaction rolled back. */
-  if (q->stalled && q->err == 0)
-    req_set_error(q, DB_EUNAVAILABLE, "the database stalled; the outcome is unknown");
+  /* A request that a cancel request was sent for (its callers' or the watchdog's) may have
+   * ended well only because the cancel cut short a commit's wait for a synchronous standby:
+   * PostgreSQL then keeps the transaction committed on the primary alone and answers success,
+   * with only a WARNING (SQLSTATE 01000, which any warning has) to say so. Its outcome is
+   * told as unknown, like a lost connection's, whether or not the cancel arrived in time to
+   * matter: nothing else tells the two apart. A failure stands: its transaction rolled
+   * back. */
+  if (q->cancel_sent && q->err == 0)
+    req_set_error(q, DB_EUNAVAILABLE,
+                  q->stalled ? "the database stalled; the outcome is unknown"
+                             : "cancelled; the outcome is unknown");
   c->req = NULL;
   q->conn = NULL;
   conn_set_state(c, CONN_IDLE);
@@ -1768,6 +1775,7 @@ static int pool_request(db_pool_t *p, const db_opts_t *o, const db_stmt_t *stmts
   }
   q->owner = owner;
   q->tuned = o && o->tuned && p->tune_sql != NULL;
+  q->sharers = o && o->sharers > 1 ? o->sharers : 1;
   for (int i = 0; i < n; i++)
     q->ids[i] = db_stmts_id(&p->stmts, stmts[i].sql);
   if (o && o->handle)
@@ -1840,6 +1848,14 @@ void db_cancel(db_pool_t *p, db_req_t *q) {
     assert(c && c->req == q);
     if (q->cancelled)
       return;
+    /* Stopping a commit's wait for a synchronous standby leaves it committed on the primary
+     * alone with a success; the sharers still waiting would have to be told the outcome is
+     * unknown (conn_req_done()). So they keep their wait: the statement ends on its own, or
+     * at the last one's cancel. */
+    if (q->sharers > 1) {
+      q->sharers--;
+      return;
+    }
     q->cancelled = 1;
     /* Only a running statement is stopped: a ROLLBACK, or a cancel on its way or already
      * delivered (the watchdog's), finish. */

@@ -85,6 +85,9 @@ typedef struct db_opts {
   db_req_t **handle; /* if set, receives the request's handle for db_cancel(); the handle is
                         valid until its callback starts */
   int tuned;         /* run with the pool's session settings (db_config_t.tune_sql) */
+  unsigned sharers;  /* callers that share the request, each of which may db_cancel() it once
+                        (a batch's calls): once sent, it is stopped only by the last of them
+                        (db_cancel()); 0 or 1: one caller */
 } db_opts_t;
 
 /** One parameterized statement; values are text-format parameters (NULL = SQL NULL). */
@@ -190,9 +193,14 @@ void db_owner_pause(db_pool_t *pool, uint64_t owner, int paused);
  * leaves the queue and its callback runs later with DB_ECANCELED. Running: once it has run
  * cancel_grace_ms, the server is asked to stop it (the cancel request is sent from libuv's
  * thread pool, never blocking the loop); its callback then runs when it ends, with 57014 if
- * it was stopped, or with its own outcome if it ended first. A transaction is all or
- * nothing either way. The connection is reused only after the cancel request was delivered,
- * so it can never stop a later statement. Otherwise (rolling back, completed) nothing.
+ * it was stopped, or, if it ended well after the cancel request went out, with
+ * DB_EUNAVAILABLE: the outcome is unknown, since PostgreSQL answers a commit whose wait for
+ * a synchronous standby a cancel cut short with success (the change kept on the primary
+ * alone; only a WARNING says so). A transaction is all or nothing either way. The
+ * connection is reused only after the cancel request was delivered, so it can never stop a
+ * later statement. A running request shared by several callers (db_opts_t.sharers) is
+ * stopped only at the last one's cancel: the others still wait for its answer. Otherwise
+ * (rolling back, completed) nothing.
  */
 void db_cancel(db_pool_t *pool, db_req_t *q);
 

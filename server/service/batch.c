@@ -207,14 +207,17 @@ static void run_done(const db_result_t *r, void *arg) {
     batch_rows(run, r);
   } else if (r->err == DB_EQUERY || r->err == DB_ECANCELED) {
     /* Nothing of it was committed: each alone gives its own answer or error. That includes a
-     * batch that one of its calls cancelled as it ended, while it ran (57014) or while it still
-     * waited for a connection (DB_ECANCELED): the others run again. */
+     * batch that one of its calls cancelled as it ended while it still waited for a connection
+     * (DB_ECANCELED): the others run again. A running one is stopped only once every call of
+     * it has ended (run_send()), or by the stall watchdog (57014). */
     log_msg("info", "batched %s: %zu calls %s after %s: %s", q->kind->name, run->n,
             q->kind->settle ? "go on without it" : "run alone", r->sqlstate ? r->sqlstate : "",
             r->message ? r->message : "");
     for (k = 0; k < run->n; k++)
       rerun(q, run->items[k]);
   } else {
+    /* The connection was lost, or the statement ended well after a cancel request went out
+     * (db_cancel()): what was committed is unknown, and nothing runs again blindly. */
     for (k = 0; k < run->n; k++)
       deliver(run->items[k], r);
   }
@@ -239,14 +242,18 @@ const char svc_batch_untune_sql[] =
     "SELECT count(set_config(s.name, s.reset_val, false)) FROM pg_settings s"
     " WHERE s.name IN ('plan_cache_mode', 'enable_seqscan', 'enable_hashjoin', 'enable_mergejoin')";
 
-/* Send run's statement; on a refusal, answer its calls from the error at once. Each of its
- * calls that ends first (cancelled, expired) cancels the statement, as a lone call would: a
- * batch's other calls then run again alone. */
+/* Send run's statement; on a refusal, answer its calls from the error at once. A call that
+ * ends first (cancelled, expired) is answered so at once, and its row, if any, is dropped.
+ * While the statement waits for a connection, that call takes it off the queue, and the
+ * others run again alone. Once it runs, only the last of its calls to end stops it (its
+ * calls share it: db_opts_t.sharers): a cancel that cut short the commit's wait for a
+ * synchronous standby would leave the batch committed on the primary alone, with a success
+ * the others could not be answered OK from (docs/SCALEOUT.md, "Cancelled waits"). */
 static void run_send(run_t *run) {
   queue_t *q = run->q;
   const svc_batch_kind_t *kind = q->kind;
   db_pool_t *db = q->b->srv->db;
-  db_opts_t o = {.owner = 0, .handle = &run->req, .tuned = run->n > 1};
+  db_opts_t o = {.owner = 0, .handle = &run->req, .tuned = run->n > 1, .sharers = (unsigned)run->n};
   char *arrays[SVC_BATCH_PARAMS];
   const char *params[SVC_BATCH_PARAMS] = {0};
   const char *col[SVC_BATCH_MAX];

@@ -19,7 +19,13 @@
  * call of it runs again alone (nothing of the batch was committed). A kind that settles
  * (svc_batch_kind_t.settle) answers those calls with no rows instead. If the connection is lost,
  * every call fails with UNAVAILABLE, as a lone call would: the outcome of a write is unknown
- * and it is never run again blindly. */
+ * and it is never run again blindly.
+ *
+ * A call that ends first (cancelled, expired) does not stop a running batch statement: the
+ * calls share it (db_opts_t.sharers), and it is cancelled only once the last of them has ended.
+ * A cancel that cut short the commit's wait for a synchronous standby would leave the batch
+ * committed on the primary alone, answered with success (docs/SCALEOUT.md, "Cancelled
+ * waits"). */
 
 #include "service/common.h"
 

@@ -12,6 +12,7 @@ import os
 import random
 import re
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -22,8 +23,10 @@ import grpc
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
+import rawh2  # noqa: E402
 from harness import new_request_id  # noqa: E402
 import world  # noqa: E402
+from test_metrics import MetricsClued, scrape, value  # noqa: E402
 
 S = harness.stubs()
 H = S.health_pb2
@@ -635,6 +638,98 @@ def test_a_retry_after_a_cancelled_commit_wait_is_answered_once_durable():
 def one_exec(db, sql):
     with db.cursor() as cur:
         cur.execute(sql)
+
+
+def pump_for(h, seconds):
+    """Read what clued sends on h for seconds: the answers of its streams, if any."""
+    end = time.time() + seconds
+    try:
+        while (left := end - time.time()) > 0:
+            h.sock.settimeout(left)
+            if not h.pump():
+                break
+    except socket.timeout:
+        pass
+    h.sock.settimeout(60)
+
+
+def test_a_batch_whose_call_leaves_waits_for_the_standby():
+    """A call of a batch that ends (its deadline) does not cut the batch's commit wait short:
+    stopped, that wait would leave the batch committed on the primary alone and answer success,
+    which the batch's other calls would be told as OK, and a failover would lose them
+    (docs/SCALEOUT.md, "Cancelled waits"). Four submissions in one write on one connection, so
+    that they go as one batch statement (test_batching), one with a 1 s deadline and three
+    with a minute's, while the synchronous standby is stopped: the first ends with
+    DEADLINE_EXCEEDED, the others answer nothing while the standby is away, and OK once it is
+    back; the batch is one transaction, and every acknowledged write is on the standby when
+    it is promoted."""
+    rep = harness.Replicated()
+    dbname = rep.primary.new_database()
+    srv = MetricsClued(rep.url(dbname), args=["--metrics-listen", "127.0.0.1:0"]).start()
+    w = world.build(srv)
+    h = None
+    try:
+        m = w.G1.member
+        reqs = [pb.SubmitClueRequest(request_id=new_request_id(), title="分批等待", summary="同步",
+                                     source=pb.SOURCE_CHANNEL_AUDIT, subject=pb.SubjectPerson(name="周八"),
+                                     host_unit="市发展改革委") for _ in range(5)]
+        path = "/clue.v1.ClueService/SubmitClue"
+
+        def cached():
+            """The member's token is served from the principal cache: the streams below reach
+            the batch queue together, not each when its own token lookup ends."""
+            was = value(scrape(srv.metrics_addr), "clued_auth_lookups_total", **{"from": "cache"})
+            assert rawh2.RawH2(srv.addr).call(path, rawh2.grpc_frame(reqs[0].SerializeToString()), headers=[
+                ("authorization", "Bearer " + m.token)]).grpc_status == 0
+            return value(scrape(srv.metrics_addr), "clued_auth_lookups_total", **{"from": "cache"}) > was
+
+        harness.wait_for(cached, timeout=20, what="the token served from the principal cache")
+        before = scrape(srv.metrics_addr)
+        rep.stop_standby()
+        h = rawh2.RawH2(srv.addr, timeout=60)
+        sids = []
+        for i, req in enumerate(reqs[1:]):
+            sid = h.conn.get_next_available_stream_id()
+            h.conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":path", path),
+                                      (":authority", "test"), ("content-type", "application/grpc"),
+                                      ("te", "trailers"), ("authorization", "Bearer " + m.token),
+                                      ("grpc-timeout", "1S" if i == 0 else "60S")])
+            h.conn.send_data(sid, rawh2.grpc_frame(req.SerializeToString()), end_stream=True)
+            h.responses[sid] = rawh2.Response()
+            sids.append(sid)
+        h.flush()
+        short, waiting = sids[0], sids[1:]
+        assert h.wait(short).grpc_status == grpc.StatusCode.DEADLINE_EXCEEDED.value[0], h.responses[short].trailers
+        pump_for(h, 2)
+        told = {sid: (h.responses[sid].grpc_status, h.responses[sid].grpc_message) for sid in waiting
+                if h.responses[sid].ended}
+        assert not told, f"answered while the synchronous standby was stopped: {told}"
+        pdb = rep.primary.connect(dbname)
+        assert one(pdb, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'")[0][0] == 1
+        pdb.close()
+        rep.start_standby()
+        for sid in waiting:
+            r = h.wait(sid)
+            assert r.grpc_status == 0, (r.grpc_status, r.grpc_message)
+        after = scrape(srv.metrics_addr)
+        for name, n in (("clued_db_batches_total", 1), ("clued_db_batched_calls_total", 4)):
+            assert value(after, name, kind="submit") - value(before, name, kind="submit") == n, name
+        rep.kill_primary()
+        rep.promote()
+        sdb = rep.standby.connect(dbname)
+        rids = [r.request_id for r in reqs[1:]]
+        harness.wait_for(lambda: one(sdb, "SELECT count(*), count(DISTINCT e.txid) FROM clue_requests k"
+                                          " JOIN audit_events e ON e.subject_type = 'clue' AND e.subject_id = k.clue_id"
+                                          " AND e.action = 'clue.submit' WHERE k.request_id = ANY(%s::uuid[])",
+                                     rids)[0] == (4, 1), timeout=10,
+                         what="the batch's four submissions, one transaction, on the promoted standby")
+        sdb.close()
+    finally:
+        if h:
+            h.close()
+        w.close()
+        srv.stop()
+        rep.destroy()
 
 
 if __name__ == "__main__":

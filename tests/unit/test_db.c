@@ -1151,6 +1151,70 @@ static void test_cancel_txn_is_all_or_nothing(void **state) {
   ctx_close(&t);
 }
 
+/* A statement that ends well though a cancel request was sent for it (here it catches the
+ * cancel; a commit whose wait for a synchronous standby the cancel cut short does the same,
+ * with only a WARNING) is not told as a success: its outcome is unknown. */
+static void test_success_after_a_cancel_is_unknown(void **state) {
+  tctx_t t;
+  rec_t swallow, after;
+  db_req_t *h;
+
+  (void)state;
+  ctx_open_bounds(&t, 1, 0, 0, 0);
+  assert_int_equal(query_as(&t, &swallow, 0, &h,
+                            "DO $$BEGIN PERFORM pg_sleep(30);"
+                            " EXCEPTION WHEN query_canceled THEN NULL; END$$",
+                            0, NULL),
+                   0);
+  assert_false(run_until(&t.loop, is_called, &swallow, 200));
+  db_cancel(t.pool, h);
+  query(&t, &after, "SELECT 1", 0, NULL);
+  wait_completed(&t, 2, 5000);
+  assert_int_equal(swallow.err, DB_EUNAVAILABLE);
+  assert_string_equal(swallow.message, "cancelled; the outcome is unknown");
+  assert_int_equal(after.err, DB_OK); /* the connection serves on */
+  ctx_close(&t);
+}
+
+/* A request its callers share (db_opts_t.sharers) runs on while any of them has not cancelled
+ * it; the last one's cancel stops it. Waiting for a connection, the first one's takes it off
+ * the queue. */
+static void test_shared_request_stops_at_the_last_cancel(void **state) {
+  tctx_t t;
+  rec_t slow, stuck, queued;
+  db_req_t *h, *hq;
+  db_opts_t o = {.handle = &h, .sharers = 3};
+  db_opts_t oq = {.handle = &hq, .sharers = 3};
+
+  (void)state;
+  ctx_open_bounds(&t, 1, 0, 0, 0);
+  memset(&slow, 0, sizeof(slow));
+  slow.t = &t;
+  assert_int_equal(db_query_opts(t.pool, &o, "SELECT pg_sleep(0.5)", 0, NULL, on_rec, &slow), 0);
+  assert_false(run_until(&t.loop, is_called, &slow, 100));
+  db_cancel(t.pool, h);
+  db_cancel(t.pool, h);
+  wait_completed(&t, 1, 5000);
+  assert_int_equal(slow.err, DB_OK); /* two of three cancelled: it ran to its end */
+
+  memset(&stuck, 0, sizeof(stuck));
+  stuck.t = &t;
+  assert_int_equal(db_query_opts(t.pool, &o, "SELECT pg_sleep(30)", 0, NULL, on_rec, &stuck), 0);
+  memset(&queued, 0, sizeof(queued));
+  queued.t = &t;
+  assert_int_equal(db_query_opts(t.pool, &oq, "SELECT 1", 0, NULL, on_rec, &queued), 0);
+  assert_false(run_until(&t.loop, is_called, &stuck, 100));
+  db_cancel(t.pool, hq);
+  wait_completed(&t, 2, 250);
+  assert_int_equal(queued.err, DB_ECANCELED);
+  for (int i = 0; i < 3; i++)
+    db_cancel(t.pool, h);
+  wait_completed(&t, 3, 5000);
+  assert_int_equal(stuck.err, DB_EQUERY);
+  assert_string_equal(stuck.sqlstate, "57014");
+  ctx_close(&t);
+}
+
 static void test_close_while_cancelling(void **state) {
   tctx_t t;
   rec_t slow;
@@ -1475,6 +1539,8 @@ int main(void) {
       cmocka_unit_test(test_cancel_queued),
       cmocka_unit_test(test_cancel_running),
       cmocka_unit_test(test_cancel_txn_is_all_or_nothing),
+      cmocka_unit_test(test_success_after_a_cancel_is_unknown),
+      cmocka_unit_test(test_shared_request_stops_at_the_last_cancel),
       cmocka_unit_test(test_close_while_cancelling),
       cmocka_unit_test(test_owner_share),
       cmocka_unit_test(test_prepared_statements),
