@@ -102,36 +102,46 @@ static void create_unit_write(rpc_call_t *call, const db_result_t *r, void *arg)
             params, reply_unit, NULL);
 }
 
+/* Every violation of the request, one per field (validate_errors_t). */
+static int validate_create_unit(const Clue__V1__CreateUnitRequest *req, validate_errors_t *e) {
+  bool group = req->kind == CLUE__V1__UNIT_KIND__UNIT_KIND_GROUP, known;
+
+  validate_errors_init(e);
+  known = validate_each(e, validate_enum("kind", req->kind, 1, 4, validate_slot(e))) == 0;
+  validate_each(e, validate_unit_code(req->code, validate_slot(e)));
+  validate_each(e, validate_name("name", req->name, true, validate_slot(e)));
+  if (group && req->liaison_room_id <= 0)
+    validate_add(e, "liaison_room_id", "liaison_room_id is required for a GROUP unit");
+  /* Of a kind that is itself refused, what applies to it says nothing more. One violation for
+   * both fields, under liaison_room_id as its message was always named. */
+  if (known && !group && (req->liaison_room_id != 0 || req->n_host_units > 0))
+    validate_add(e, "liaison_room_id", "liaison_room_id and host_units apply only to GROUP units");
+  /* The unit.create event lists them: a bounded list keeps that event (and every reader of
+   * the audit trail) within a sane size, as each name is. */
+  if (req->n_host_units > HOST_UNITS_MAX) {
+    char msg[VALIDATE_MESSAGE_MAX];
+
+    snprintf(msg, sizeof(msg), "host_units has more than %d entries", HOST_UNITS_MAX);
+    validate_add(e, "host_units", msg);
+  }
+  for (size_t i = 0; i < req->n_host_units; i++) {
+    const char *host = req->host_units[i];
+
+    if (validate_each(e, validate_name("host_units", host, true, validate_slot(e))) != 0)
+      break;
+  }
+  return validate_errors_result(e);
+}
+
 static void create_unit(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__CreateUnitRequest *req = (const void *)m;
-  validate_error_t err;
+  validate_errors_t errs;
   const char *params[1];
 
   if (!svc_require_admin(call))
     return;
-  if (clue_invalid(call, validate_enum("kind", req->kind, 1, 4, &err), &err) ||
-      clue_invalid(call, validate_unit_code(req->code, &err), &err) ||
-      clue_invalid(call, validate_name("name", req->name, true, &err), &err))
+  if (validate_create_unit(req, &errs) != 0 && clue_invalid_each(call, &errs))
     return;
-  if (req->kind == CLUE__V1__UNIT_KIND__UNIT_KIND_GROUP && req->liaison_room_id <= 0) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "liaison_room_id is required for a GROUP unit");
-    return;
-  }
-  if (req->kind != CLUE__V1__UNIT_KIND__UNIT_KIND_GROUP &&
-      (req->liaison_room_id != 0 || req->n_host_units > 0)) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT,
-             "liaison_room_id and host_units apply only to GROUP units");
-    return;
-  }
-  /* The unit.create event lists them: a bounded list keeps that event (and every reader of
-   * the audit trail) within a sane size, as each name is. */
-  if (req->n_host_units > HOST_UNITS_MAX) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "host_units has more than %d entries", HOST_UNITS_MAX);
-    return;
-  }
-  for (size_t i = 0; i < req->n_host_units; i++)
-    if (clue_invalid(call, validate_name("host_units", req->host_units[i], true, &err), &err))
-      return;
   if (req->liaison_room_id > 0) {
     /* The domain decides whether the liaison may be one (a ROOM): read its kind first. */
     params[0] = svc_i64(call, req->liaison_room_id, 0);
@@ -240,14 +250,16 @@ static void create_user_write(rpc_call_t *call, const db_result_t *r, void *arg)
 
 static void create_user(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__CreateUserRequest *req = (const void *)m;
-  validate_error_t err;
+  validate_errors_t e;
   const char *params[1];
 
   if (!svc_require_admin(call))
     return;
-  if (clue_invalid(call, validate_id("unit_id", req->unit_id, &err), &err) ||
-      clue_invalid(call, validate_name("name", req->name, true, &err), &err) ||
-      clue_invalid(call, validate_enum("role", req->role, 1, 4, &err), &err))
+  validate_errors_init(&e);
+  validate_each(&e, validate_id("unit_id", req->unit_id, validate_slot(&e)));
+  validate_each(&e, validate_name("name", req->name, true, validate_slot(&e)));
+  validate_each(&e, validate_enum("role", req->role, 1, 4, validate_slot(&e)));
+  if (clue_invalid_each(call, &e))
     return;
   /* The domain decides whether the role fits the unit: read the unit's kind first. */
   params[0] = svc_i64(call, req->unit_id, 0);
@@ -303,13 +315,15 @@ static void reply_disabled(rpc_call_t *call, const db_result_t *r, void *arg) {
 
 static void disable_user(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__DisableUserRequest *req = (const void *)m;
-  validate_error_t err;
+  validate_errors_t e;
   const char *params[4];
 
   if (!svc_require_admin(call))
     return;
-  if (clue_invalid(call, validate_id("user_id", req->user_id, &err), &err) ||
-      clue_invalid(call, validate_reason("reason", req->reason, false, &err), &err))
+  validate_errors_init(&e);
+  validate_each(&e, validate_id("user_id", req->user_id, validate_slot(&e)));
+  validate_each(&e, validate_reason("reason", req->reason, false, validate_slot(&e)));
+  if (clue_invalid_each(call, &e))
     return;
   params[0] = actor_user(call);
   params[1] = actor_unit(call);
@@ -335,14 +349,16 @@ static void reply_token(rpc_call_t *call, const db_result_t *r, void *arg) {
 
 static void issue_token(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__IssueTokenRequest *req = (const void *)m;
-  validate_error_t err;
+  validate_errors_t e;
   const char *params[5];
   char *token, hash[65];
 
   if (!svc_require_admin(call))
     return;
-  if (clue_invalid(call, validate_id("user_id", req->user_id, &err), &err) ||
-      clue_invalid(call, validate_name("note", req->note, false, &err), &err))
+  validate_errors_init(&e);
+  validate_each(&e, validate_id("user_id", req->user_id, validate_slot(&e)));
+  validate_each(&e, validate_name("note", req->note, false, validate_slot(&e)));
+  if (clue_invalid_each(call, &e))
     return;
   token = rpc_call_alloc(call, AUTH_TOKEN_LEN + 1);
   if (token == NULL || auth_token_new(token, hash) != 0) {

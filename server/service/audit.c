@@ -32,54 +32,54 @@ void audit_visibility(const rpc_principal_t *p, audit_filter_t *f) {
   f->viewer = a;
 }
 
-static int refuse(rpc_call_t *call, int rc, const validate_error_t *err) {
-  if (rc != 0) {
-    rpc_detail_field(call, err->field, err->message);
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s", err->message);
-  }
-  return rc != 0;
-}
+static void not_negative(validate_errors_t *e, const char *field, int64_t v) {
+  char msg[VALIDATE_MESSAGE_MAX];
 
-static int bad_id(rpc_call_t *call, const char *field, int64_t v) {
   if (v < 0) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s must not be negative", field);
-    return 1;
+    snprintf(msg, sizeof(msg), "%s must not be negative", field);
+    validate_add(e, field, msg);
   }
-  return 0;
-}
-
-static int bad_time(rpc_call_t *call, const char *field, int64_t ms) {
-  validate_error_t err;
-  return refuse(call, validate_time_ms(field, ms, &err), &err);
-}
-
-static int bad_name(rpc_call_t *call, const char *field, const char *s) {
-  validate_error_t err;
-  return refuse(call, validate_text(field, s, AUDIT_NAME_MAX, 0, &err), &err);
 }
 
 /* The subject types audit_append() is called with (migrations); "" is none. */
 static const char *const subject_types[] = {"", "clue", "case", "rectification", "unit", "user"};
+#define SUBJECT_TYPES_KNOWN "one of clue, case, rectification, unit, user"
+#define SUBJECT_TYPE_UNKNOWN " is unknown: " SUBJECT_TYPES_KNOWN
 
-int audit_check_subject(rpc_call_t *call, const char *subject_type, int64_t subject_id) {
-  size_t i;
+void audit_subject_violations(validate_errors_t *e, const char *subject_type, int64_t subject_id) {
+  char msg[VALIDATE_MESSAGE_MAX];
+  size_t i, n = sizeof(subject_types) / sizeof(subject_types[0]);
 
-  if (bad_name(call, "subject_type", subject_type) || bad_id(call, "subject_id", subject_id))
-    return -1;
-  for (i = 0; i < sizeof(subject_types) / sizeof(subject_types[0]); i++)
-    if (strcmp(subject_type, subject_types[i]) == 0)
-      break;
-  if (i == sizeof(subject_types) / sizeof(subject_types[0])) {
-    static const char known[] = "one of clue, case, rectification, unit, user";
-    rpc_detail_field(call, "subject_type", known);
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "subject_type %s is unknown: %s", subject_type, known);
-    return -1;
+  if (validate_each(e, validate_text("subject_type", subject_type, AUDIT_NAME_MAX, 0,
+                                     validate_slot(e))) == 0) {
+    for (i = 0; i < n; i++)
+      if (strcmp(subject_type, subject_types[i]) == 0)
+        break;
+    if (i == n) {
+      snprintf(msg, sizeof(msg), "subject_type %s" SUBJECT_TYPE_UNKNOWN, subject_type);
+      validate_add(e, "subject_type", msg);
+    }
   }
-  if (subject_id != 0 && subject_type[0] == '\0') {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "subject_id needs subject_type");
-    return -1;
+  not_negative(e, "subject_id", subject_id);
+  if (subject_id != 0 && subject_type[0] == '\0')
+    validate_add(e, "subject_id", "subject_id needs subject_type");
+}
+
+bool audit_invalid_each(rpc_call_t *call, const validate_errors_t *e) {
+  if (validate_errors_result(e) == 0)
+    return false;
+  for (unsigned i = 0; i < e->n; i++) {
+    const char *what = e->v[i].message;
+    size_t len = strlen(what), tail = strlen(SUBJECT_TYPE_UNKNOWN);
+
+    /* An unknown subject_type is described by the types there are; its message says which. */
+    if (strcmp(e->v[i].field, "subject_type") == 0 && len > tail &&
+        strcmp(what + len - tail, SUBJECT_TYPE_UNKNOWN) == 0)
+      what = SUBJECT_TYPES_KNOWN;
+    rpc_detail_field(call, e->v[i].field, what);
   }
-  return 0;
+  rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s", e->v[0].message);
+  return true;
 }
 
 /* ---- ListAuditEvents -------------------------------------------------------------------- */
@@ -181,40 +181,49 @@ oom:
   rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
 }
 
+/* Every violation of the request, one per field (validate_errors_t), in the order of its
+ * fields; the page size into ctx->page_size, the filters' fingerprint into ctx->fp and the seq
+ * a page token names into *tok_seq. */
+static int validate_list(const Clue__V1__ListAuditEventsRequest *req, list_ctx_t *ctx,
+                         int64_t *tok_seq, validate_errors_t *e) {
+  int from_bad, to_bad;
+
+  validate_errors_init(e);
+  audit_subject_violations(e, req->subject_type, req->subject_id);
+  not_negative(e, "actor_user_id", req->actor_user_id);
+  not_negative(e, "unit_id", req->unit_id);
+  validate_each(e, validate_text("action", req->action, AUDIT_NAME_MAX, 0, validate_slot(e)));
+  from_bad = validate_each(e, validate_time_ms("from_ms", req->from_ms, validate_slot(e)));
+  to_bad = validate_each(e, validate_time_ms("to_ms", req->to_ms, validate_slot(e)));
+  /* The range of two bounds that are themselves refused says nothing more. */
+  if (from_bad == 0 && to_bad == 0 && req->to_ms && req->from_ms >= req->to_ms)
+    validate_add(e, "from_ms", "from_ms must be before to_ms");
+  not_negative(e, "after_seq", req->after_seq);
+  not_negative(e, "until_seq", req->until_seq);
+  validate_each(e, validate_page_size(req->page_size, &ctx->page_size, validate_slot(e)));
+  ctx->fp = fingerprint(req);
+  if (req->page_token[0] && token_parse(req->page_token, ctx->fp, tok_seq) != 0)
+    validate_add(e, "page_token", "page_token is malformed or was issued for other filters");
+  not_negative(e, "actor_token_id", req->actor_token_id);
+  return validate_errors_result(e);
+}
+
 static void list_events(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__ListAuditEventsRequest *req = (const void *)m;
-  validate_error_t err;
+  validate_errors_t errs;
   audit_filter_t f = {0};
   list_ctx_t *ctx = rpc_call_alloc(call, sizeof(*ctx));
   audit_sql_t *q = rpc_call_alloc(call, sizeof(*q));
-  int64_t after = req->after_seq, tok_seq;
+  int64_t after = req->after_seq, tok_seq = 0;
 
   if (ctx == NULL || q == NULL) {
     rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
-  if (audit_check_subject(call, req->subject_type, req->subject_id) != 0 ||
-      bad_id(call, "actor_user_id", req->actor_user_id) || bad_id(call, "unit_id", req->unit_id) ||
-      bad_id(call, "actor_token_id", req->actor_token_id) ||
-      bad_name(call, "action", req->action) || bad_time(call, "from_ms", req->from_ms) ||
-      bad_time(call, "to_ms", req->to_ms) || bad_id(call, "after_seq", req->after_seq) ||
-      bad_id(call, "until_seq", req->until_seq) ||
-      refuse(call, validate_page_size(req->page_size, &ctx->page_size, &err), &err))
+  if (validate_list(req, ctx, &tok_seq, &errs) != 0 && audit_invalid_each(call, &errs))
     return;
-  if (req->to_ms && req->from_ms >= req->to_ms) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "from_ms must be before to_ms");
-    return;
-  }
-  ctx->fp = fingerprint(req);
-  if (req->page_token[0]) {
-    if (token_parse(req->page_token, ctx->fp, &tok_seq) != 0) {
-      rpc_fail(call, GRPC_INVALID_ARGUMENT,
-               "page_token is malformed or was issued for other filters");
-      return;
-    }
-    if (tok_seq > after)
-      after = tok_seq;
-  }
+  if (tok_seq > after)
+    after = tok_seq;
   f.subject_type = req->subject_type;
   f.subject_id = req->subject_id;
   f.actor_user_id = req->actor_user_id;
@@ -292,18 +301,19 @@ static void verify_chain(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__VerifyAuditChainRequest *req = (const void *)m;
   authz_principal_t p = clue_principal_of(rpc_call_principal(call));
   authz_result_t ok = authz_can_read_all_audit(&p);
+  validate_errors_t e;
   const char *params[2];
 
   if (!authz_ok(&ok)) {
     rpc_fail(call, (grpc_status_t)ok.grpc_code, "%s", ok.message);
     return;
   }
-  if (audit_check_subject(call, req->subject_type, req->subject_id) != 0)
+  validate_errors_init(&e);
+  audit_subject_violations(&e, req->subject_type, req->subject_id);
+  if (req->subject_type[0] && req->subject_id == 0)
+    validate_add(&e, "subject_type", "subject_type needs subject_id (or leave both empty)");
+  if (audit_invalid_each(call, &e))
     return;
-  if (req->subject_type[0] && req->subject_id == 0) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "subject_type needs subject_id (or leave both empty)");
-    return;
-  }
   params[0] = req->subject_type[0] ? req->subject_type : NULL;
   params[1] = svc_i64(call, req->subject_id, 1);
   svc_query(call,

@@ -3,8 +3,10 @@
 
 /* clue.v1.AuditService: ListAuditEvents, VerifyAuditChain, WatchEvents (DESIGN.md §5). */
 
+#include <stdbool.h>
 #include <stdint.h>
 
+#include "domain/validate.h"
 #include "rpc/rpc.h"
 #include "service/audit_event.h"
 
@@ -18,10 +20,15 @@ extern const size_t audit_nmethods;
  */
 void audit_visibility(const rpc_principal_t *p, audit_filter_t *f);
 
+/** Add to e the violations of a request's subject_type / subject_id pair (a known type or
+ * none; an id needs a type), subject_type's first. */
+void audit_subject_violations(validate_errors_t *e, const char *subject_type, int64_t subject_id);
+
 /**
- * Check a request's subject_type / subject_id pair (a known type or none; an id needs a type).
- * Returns 0, or -1 after failing call with INVALID_ARGUMENT.
+ * As clue_invalid_each() (one BadRequest field violation per entry of e, the status message
+ * the first's), but an unknown subject_type is described by the types there are.
+ * Returns true if call was failed.
  */
-int audit_check_subject(rpc_call_t *call, const char *subject_type, int64_t subject_id);
+bool audit_invalid_each(rpc_call_t *call, const validate_errors_t *e);
 
 #endif

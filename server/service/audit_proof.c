@@ -12,6 +12,7 @@
 #include "audit/tree.h"
 #include "clue/v1/audit.pb-c.h"
 #include "domain/authz.h"
+#include "domain/validate.h"
 #include "service/clue_row.h"
 #include "service/common.h"
 #include "service/svc_util.h"
@@ -151,13 +152,18 @@ static void get_inclusion(rpc_call_t *call, const ProtobufCMessage *m) {
   int64_t idx;
   size_t n;
   int oom = 0;
+  validate_errors_t e;
 
   if (require_auditor(call) != 0 || (t = tree_of(call)) == NULL)
     return;
-  if (req->seq <= 0) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "seq must be positive");
+  /* Both fields' violations at once; a size past the tree is another code, checked after. */
+  validate_errors_init(&e);
+  if (req->seq <= 0)
+    validate_add(&e, "seq", "seq must be positive");
+  if (req->tree_size < 0)
+    validate_add(&e, "tree_size", "tree_size must not be negative");
+  if (clue_invalid_each(call, &e))
     return;
-  }
   if (size_arg(call, "tree_size", req->tree_size, audit_tree_size(t), &size) != 0)
     return;
   idx = audit_tree_index(t, req->seq);
@@ -200,13 +206,17 @@ static void get_consistency(rpc_call_t *call, const ProtobufCMessage *m) {
   uint64_t size;
   size_t n;
   int oom = 0;
+  validate_errors_t e;
 
   if (require_auditor(call) != 0 || (t = tree_of(call)) == NULL)
     return;
-  if (req->old_size <= 0) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "old_size must be positive");
+  validate_errors_init(&e); /* as get_inclusion()'s */
+  if (req->old_size <= 0)
+    validate_add(&e, "old_size", "old_size must be positive");
+  if (req->new_size < 0)
+    validate_add(&e, "new_size", "new_size must not be negative");
+  if (clue_invalid_each(call, &e))
     return;
-  }
   if (size_arg(call, "new_size", req->new_size, audit_tree_size(t), &size) != 0)
     return;
   if ((uint64_t)req->old_size > size) {

@@ -895,20 +895,17 @@ void audit_watch_events(rpc_call_t *call, const ProtobufCMessage *m) {
   server_t *srv = rpc_call_server(call);
   audit_t *a = srv->audit;
   const char *bearer = rpc_call_metadata(call, "authorization");
-  validate_error_t err;
+  validate_errors_t e;
   watcher_t *w;
 
-  if (req->after_seq < 0) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "after_seq must not be negative");
+  /* Every violation of the request, one per field, in the order of its fields. */
+  validate_errors_init(&e);
+  if (req->after_seq < 0)
+    validate_add(&e, "after_seq", "after_seq must not be negative");
+  audit_subject_violations(&e, req->subject_type, req->subject_id);
+  validate_each(&e, validate_text("action", req->action, 64, 0, validate_slot(&e)));
+  if (audit_invalid_each(call, &e))
     return;
-  }
-  if (audit_check_subject(call, req->subject_type, req->subject_id) != 0)
-    return;
-  if (validate_text("action", req->action, 64, 0, &err) != 0) {
-    rpc_detail_field(call, err.field, err.message);
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s", err.message);
-    return;
-  }
   if (srv->db == NULL || a == NULL || a->closed || a->tail == NULL) {
     rpc_fail(call, GRPC_UNAVAILABLE, "no database configured");
     return;

@@ -198,7 +198,8 @@ static void get_bulletin(rpc_call_t *call, const ProtobufCMessage *m) {
   authz_principal_t p = clue_principal(call);
   bulletin_month_t now = bulletin_month_of_ms(clue_now_ms(call));
   authz_result_t res;
-  validate_error_t err;
+  validate_errors_t e;
+  char msg[VALIDATE_MESSAGE_MAX];
   bulletin_req_t *br;
   const char *params[1] = {NULL};
 
@@ -207,26 +208,26 @@ static void get_bulletin(rpc_call_t *call, const ProtobufCMessage *m) {
     return;
   }
   br->req = req;
+  /* Every violation of the request, one per field. */
+  validate_errors_init(&e);
   if (req->month[0] == '\0') {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "month is required (YYYY-MM)");
-    return;
-  }
-  if (bulletin_month_parse(req->month, &br->month) != 0) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "month must be YYYY-MM, from %d-01", BULLETIN_YEAR_MIN);
-    return;
-  }
-  if (bulletin_month_cmp(br->month, now) > 0) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "month %s has not begun (UTC+08:00)", req->month);
-    return;
+    validate_add(&e, "month", "month is required (YYYY-MM)");
+  } else if (bulletin_month_parse(req->month, &br->month) != 0) {
+    snprintf(msg, sizeof(msg), "month must be YYYY-MM, from %d-01", BULLETIN_YEAR_MIN);
+    validate_add(&e, "month", msg);
+  } else if (bulletin_month_cmp(br->month, now) > 0) {
+    snprintf(msg, sizeof(msg), "month %s has not begun (UTC+08:00)", req->month);
+    validate_add(&e, "month", msg);
   }
   if (req->n_unit_ids > BULLETIN_UNIT_IDS_MAX) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "unit_ids has more than %d entries",
-             BULLETIN_UNIT_IDS_MAX);
-    return;
+    snprintf(msg, sizeof(msg), "unit_ids has more than %d entries", BULLETIN_UNIT_IDS_MAX);
+    validate_add(&e, "unit_ids", msg);
   }
   for (size_t i = 0; i < req->n_unit_ids; i++)
-    if (clue_invalid(call, validate_id("unit_ids", req->unit_ids[i], &err), &err))
-      return;
+    if (validate_each(&e, validate_id("unit_ids", req->unit_ids[i], validate_slot(&e))) != 0)
+      break;
+  if (clue_invalid_each(call, &e))
+    return;
   res = stats_can_read(&p);
   if (!authz_ok(&res)) {
     clue_refuse(call, &res);

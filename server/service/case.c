@@ -755,14 +755,16 @@ static void got_clue_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
 /* The shared start of the four calls: validate, then read the facts. */
 static void change_member(rpc_call_t *call, int64_t case_id, const char *id_field, int64_t id,
                           const char *reason, bool remove, bool clue) {
-  validate_error_t err;
+  validate_errors_t e;
   member_req_t *mr;
   const char **params;
 
-  /* Removals say why; additions may. */
-  if (clue_invalid(call, validate_id("case_id", case_id, &err), &err) ||
-      clue_invalid(call, validate_id(id_field, id, &err), &err) ||
-      clue_invalid(call, validate_reason("reason", reason, remove, &err), &err))
+  /* Every violation, one per field; removals say why, additions may. */
+  validate_errors_init(&e);
+  validate_each(&e, validate_id("case_id", case_id, validate_slot(&e)));
+  validate_each(&e, validate_id(id_field, id, validate_slot(&e)));
+  validate_each(&e, validate_reason("reason", reason, remove, validate_slot(&e)));
+  if (clue_invalid_each(call, &e))
     return;
   if ((mr = rpc_call_alloc(call, sizeof(*mr))) == NULL) {
     clue_oom(call);

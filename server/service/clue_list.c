@@ -133,21 +133,25 @@ static int not_negative(const char *field, int64_t v, validate_error_t *err) {
   return VALIDATE_EINVAL;
 }
 
-static int validate_list(const Clue__V1__ListCluesRequest *req, validate_error_t *err) {
-  int rc;
-
+/* Every violation of the request, one per field (validate_errors_t); the page size into
+ * *page_size, the id a page token names into *after. */
+static int validate_list(const Clue__V1__ListCluesRequest *req, int32_t *page_size, int64_t *after,
+                         validate_errors_t *e) {
+  validate_errors_init(e);
   for (size_t i = 0; i < req->n_states; i++)
-    if ((rc = validate_enum("states", (int)req->states[i], 1, 5, err)) != 0)
-      return rc;
-  if ((rc = validate_enum("source", (int)req->source, 0, 6, err)) != 0 ||
-      (rc = validate_name("subject_name", req->subject_name, false, err)) != 0 ||
-      (rc = not_negative("owner_unit_id", req->owner_unit_id, err)) != 0 ||
-      (rc = validate_time_ms("created_from_ms", req->created_from_ms, err)) != 0 ||
-      (rc = validate_time_ms("created_to_ms", req->created_to_ms, err)) != 0 ||
-      (rc = validate_time_ms("updated_from_ms", req->updated_from_ms, err)) != 0 ||
-      (rc = validate_time_ms("updated_to_ms", req->updated_to_ms, err)) != 0)
-    return rc;
-  return 0;
+    if (validate_each(e, validate_enum("states", (int)req->states[i], 1, 5, validate_slot(e))) != 0)
+      break;
+  validate_each(e, not_negative("owner_unit_id", req->owner_unit_id, validate_slot(e)));
+  validate_each(e, validate_enum("source", (int)req->source, 0, 6, validate_slot(e)));
+  validate_each(e, validate_name("subject_name", req->subject_name, false, validate_slot(e)));
+  validate_each(e, validate_time_ms("created_from_ms", req->created_from_ms, validate_slot(e)));
+  validate_each(e, validate_time_ms("created_to_ms", req->created_to_ms, validate_slot(e)));
+  validate_each(e, validate_time_ms("updated_from_ms", req->updated_from_ms, validate_slot(e)));
+  validate_each(e, validate_time_ms("updated_to_ms", req->updated_to_ms, validate_slot(e)));
+  validate_each(e, validate_page_size(req->page_size, page_size, validate_slot(e)));
+  if (req->page_token[0] && (*after = svc_page_after(req->page_token)) == 0)
+    validate_add(e, "page_token", "page_token is malformed");
+  return validate_errors_result(e);
 }
 
 /* A time-range bound: "c.<column> >= or < clue_ms_ts($n)". */
@@ -169,24 +173,18 @@ void clue_list_clues(rpc_call_t *call, const ProtobufCMessage *m) {
   Clue__V1__ListCluesResponse empty = CLUE__V1__LIST_CLUES_RESPONSE__INIT;
   authz_principal_t p = clue_principal(call);
   unsigned scope = authz_clue_scope(&p);
-  validate_error_t err;
+  validate_errors_t errs;
   list_query_t *q;
   list_ctx_t *lc;
   int64_t after = 0;
   const char *subject;
 
-  if (clue_invalid(call, validate_list(req, &err), &err))
-    return;
   if ((lc = rpc_call_alloc(call, sizeof(*lc))) == NULL) {
     clue_oom(call);
     return;
   }
-  if (clue_invalid(call, validate_page_size(req->page_size, &lc->page_size, &err), &err))
+  if (validate_list(req, &lc->page_size, &after, &errs) != 0 && clue_invalid_each(call, &errs))
     return;
-  if (req->page_token[0] && (after = svc_page_after(req->page_token)) == 0) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "page_token is malformed");
-    return;
-  }
   if ((lc->fresh = replica_route(call, req->read)) == NULL)
     return;
   if (scope == AUTHZ_SCOPE_NONE) {

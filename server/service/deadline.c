@@ -111,26 +111,25 @@ static void got_extend_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
   svc_query(call, extend_sql, 8, params, clue_reply_seen, NULL);
 }
 
-static int validate_extend(const Clue__V1__ExtendDeadlineRequest *req, validate_error_t *err) {
-  int rc;
-
-  if ((rc = validate_id("clue_id", req->clue_id, err)) != 0 ||
-      (rc = validate_id("expected_version", req->expected_version, err)) != 0 ||
-      (rc = validate_extend_days(req->days, err)) != 0 ||
-      (rc = validate_reason("reason", req->reason, true, err)) != 0 ||
-      (rc = validate_request_id(req->request_id, err)) != 0)
-    return rc;
-  return 0;
+/* Every violation of the request, one per field (validate_errors_t). */
+static int validate_extend(const Clue__V1__ExtendDeadlineRequest *req, validate_errors_t *e) {
+  validate_errors_init(e);
+  validate_each(e, validate_id("clue_id", req->clue_id, validate_slot(e)));
+  validate_each(e, validate_id("expected_version", req->expected_version, validate_slot(e)));
+  validate_each(e, validate_extend_days(req->days, validate_slot(e)));
+  validate_each(e, validate_reason("reason", req->reason, true, validate_slot(e)));
+  validate_each(e, validate_request_id(req->request_id, validate_slot(e)));
+  return validate_errors_result(e);
 }
 
 void clue_extend_deadline(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__ExtendDeadlineRequest *req = (const void *)m;
   authz_principal_t p = clue_principal(call);
-  validate_error_t err;
+  validate_errors_t errs;
   extend_req_t *er;
   const char *params[4];
 
-  if (clue_invalid(call, validate_extend(req, &err), &err))
+  if (validate_extend(req, &errs) != 0 && clue_invalid_each(call, &errs))
     return;
   if ((er = rpc_call_alloc(call, sizeof(*er))) == NULL) {
     clue_oom(call);

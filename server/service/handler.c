@@ -300,18 +300,19 @@ static void got_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
 static void start(rpc_call_t *call, const char *method, int64_t clue_id, int64_t user_id,
                   const char *reason, bool reason_required, const char *request_id, bool assign) {
   authz_principal_t p = clue_principal(call);
-  validate_error_t err;
+  validate_errors_t e;
   handler_req_t *hr;
   const char *params[5];
   bool recusal = strcmp(method, "RecordRecusal") == 0;
 
-  if (clue_invalid(call, validate_id("clue_id", clue_id, &err), &err))
-    return;
   if (recusal && user_id == 0)
     user_id = p.user_id;
-  if (clue_invalid(call, validate_id("user_id", user_id, &err), &err) ||
-      clue_invalid(call, validate_reason("reason", reason, reason_required, &err), &err) ||
-      clue_invalid(call, validate_request_id(request_id, &err), &err))
+  validate_errors_init(&e);
+  validate_each(&e, validate_id("clue_id", clue_id, validate_slot(&e)));
+  validate_each(&e, validate_id("user_id", user_id, validate_slot(&e)));
+  validate_each(&e, validate_reason("reason", reason, reason_required, validate_slot(&e)));
+  validate_each(&e, validate_request_id(request_id, validate_slot(&e)));
+  if (clue_invalid_each(call, &e))
     return;
   if ((hr = rpc_call_alloc(call, sizeof(*hr))) == NULL) {
     clue_oom(call);
@@ -375,6 +376,17 @@ static void reply_recusals(rpc_call_t *call, const db_result_t *r, void *arg) {
   (void)rpc_reply(call, &resp.base);
 }
 
+/* A list's negative filters, each named (the status message the first's): their
+ * descriptions say only what is wrong, as they always did. */
+static void refuse_negative(rpc_call_t *call, int64_t clue_id, int64_t user_id) {
+  if (clue_id < 0)
+    rpc_detail_field(call, "clue_id", "must not be negative");
+  if (user_id < 0)
+    rpc_detail_field(call, "user_id", "must not be negative");
+  rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s must not be negative",
+           clue_id < 0 ? "clue_id" : "user_id");
+}
+
 void clue_list_recusals(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__ListRecusalsRequest *req = (const void *)m;
   authz_principal_t p = clue_principal(call);
@@ -384,9 +396,7 @@ void clue_list_recusals(rpc_call_t *call, const ProtobufCMessage *m) {
   const char *sql, *params[4];
 
   if (req->clue_id < 0 || req->user_id < 0) {
-    const char *field = req->clue_id < 0 ? "clue_id" : "user_id";
-    rpc_detail_field(call, field, "must not be negative");
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s must not be negative", field);
+    refuse_negative(call, req->clue_id, req->user_id);
     return;
   }
   if (!authz_ok(&res)) {
@@ -461,9 +471,7 @@ void clue_list_assignments(rpc_call_t *call, const ProtobufCMessage *m) {
   bool leader = authz_sees_unit_assignments(&p);
 
   if (req->clue_id < 0 || req->user_id < 0) {
-    const char *field = req->clue_id < 0 ? "clue_id" : "user_id";
-    rpc_detail_field(call, field, "must not be negative");
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s must not be negative", field);
+    refuse_negative(call, req->clue_id, req->user_id);
     return;
   }
   if (clue_scope_sql(scope, "c", 1, 2, cond, sizeof(cond)) != 0) {

@@ -201,14 +201,16 @@ static void got_add_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
 void clue_add_note(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__AddNoteRequest *req = (const void *)m;
   authz_principal_t p = clue_principal(call);
-  validate_error_t err;
+  validate_errors_t e;
   note_req_t *nr;
   const char *params[4];
 
-  if (clue_invalid(call, validate_id("clue_id", req->clue_id, &err), &err) ||
-      clue_invalid(call, validate_enum("kind", (int)req->kind, 1, NKINDS - 1, &err), &err) ||
-      clue_invalid(call, validate_note_text(req->text, &err), &err) ||
-      clue_invalid(call, validate_request_id(req->request_id, &err), &err))
+  validate_errors_init(&e);
+  validate_each(&e, validate_id("clue_id", req->clue_id, validate_slot(&e)));
+  validate_each(&e, validate_enum("kind", (int)req->kind, 1, NKINDS - 1, validate_slot(&e)));
+  validate_each(&e, validate_note_text(req->text, validate_slot(&e)));
+  validate_each(&e, validate_request_id(req->request_id, validate_slot(&e)));
+  if (clue_invalid_each(call, &e))
     return;
   if ((nr = rpc_call_alloc(call, sizeof(*nr))) == NULL) {
     clue_oom(call);
@@ -268,21 +270,20 @@ static void got_notes(rpc_call_t *call, const db_result_t *r, void *arg) {
 
 void clue_list_notes(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__ListNotesRequest *req = (const void *)m;
-  validate_error_t err;
+  validate_errors_t e;
   int32_t *page_size;
   const char *params[5];
 
-  if (clue_invalid(call, validate_id("clue_id", req->clue_id, &err), &err))
-    return;
-  if (req->after_note_id < 0) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "after_note_id must not be negative");
-    return;
-  }
   if ((page_size = rpc_call_alloc(call, sizeof(*page_size))) == NULL) {
     clue_oom(call);
     return;
   }
-  if (clue_invalid(call, validate_page_size(req->page_size, page_size, &err), &err))
+  validate_errors_init(&e);
+  validate_each(&e, validate_id("clue_id", req->clue_id, validate_slot(&e)));
+  if (req->after_note_id < 0)
+    validate_add(&e, "after_note_id", "after_note_id must not be negative");
+  validate_each(&e, validate_page_size(req->page_size, page_size, validate_slot(&e)));
+  if (clue_invalid_each(call, &e))
     return;
   params[0] = svc_i64(call, req->clue_id, 0);
   params[1] = svc_i64(call, clue_principal(call).unit_id, 0);

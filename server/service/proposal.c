@@ -180,13 +180,15 @@ static void got_review_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
 
 void clue_review_proposal(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__ReviewProposalRequest *req = (const void *)m;
-  validate_error_t err;
+  validate_errors_t e;
   review_req_t *rr;
   const char *key, **params;
 
-  if (clue_invalid(call, validate_id("proposal_id", req->proposal_id, &err), &err) ||
-      clue_invalid(call, validate_request_id(req->request_id, &err), &err) ||
-      clue_invalid(call, validate_reason("comment", req->comment, false, &err), &err))
+  validate_errors_init(&e);
+  validate_each(&e, validate_id("proposal_id", req->proposal_id, validate_slot(&e)));
+  validate_each(&e, validate_reason("comment", req->comment, false, validate_slot(&e)));
+  validate_each(&e, validate_request_id(req->request_id, validate_slot(&e)));
+  if (clue_invalid_each(call, &e))
     return;
   rr = rpc_call_alloc(call, sizeof(*rr));
   key = clue_request_key(call, req->request_id);
@@ -249,15 +251,15 @@ void clue_list_proposals(rpc_call_t *call, const ProtobufCMessage *m) {
   authz_principal_t p = clue_principal(call);
   unsigned scope = authz_clue_scope(&p);
   const char *where, *params[4];
-  validate_error_t err;
+  validate_errors_t e;
   char sql[3072];
 
-  if (clue_invalid(call, validate_enum("scope", (int)req->scope, 0, 2, &err), &err))
+  validate_errors_init(&e);
+  validate_each(&e, validate_enum("scope", (int)req->scope, 0, 2, validate_slot(&e)));
+  if (req->clue_id < 0)
+    validate_add(&e, "clue_id", "clue_id must be positive");
+  if (clue_invalid_each(call, &e))
     return;
-  if (req->clue_id < 0) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "clue_id must be positive");
-    return;
-  }
   /* Staff list the proposals their unit reviews or raised; an AUDITOR's unit does neither,
    * so it gets every proposal under SCOPE_ALL; callers who see no clue get none. */
   if (scope & AUTHZ_SCOPE_ALL)

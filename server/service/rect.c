@@ -299,7 +299,8 @@ static void list_items(rpc_call_t *call, const ProtobufCMessage *m) {
   Clue__V1__ListItemsResponse empty = CLUE__V1__LIST_ITEMS_RESPONSE__INIT;
   authz_principal_t p = clue_principal(call);
   const char *scope, *params[7], *sql;
-  validate_error_t err;
+  validate_errors_t e;
+  char msg[VALIDATE_MESSAGE_MAX];
   list_req_t *lr;
   int64_t before = 0;
   int np = 0;
@@ -309,21 +310,22 @@ static void list_items(rpc_call_t *call, const ProtobufCMessage *m) {
     clue_oom(call);
     return;
   }
-  if (clue_invalid(call, validate_page_size(req->page_size, &lr->page_size, &err), &err) ||
-      clue_invalid(call, validate_name("host_unit", req->host_unit, false, &err), &err))
-    return;
+  /* Every violation of the request, one per field. */
+  validate_errors_init(&e);
+  validate_each(&e, validate_name("host_unit", req->host_unit, false, validate_slot(&e)));
   if (req->state != 0 && !rect_state_is_valid((int)req->state)) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "state has an unknown value %d", (int)req->state);
-    return;
+    snprintf(msg, sizeof(msg), "state has an unknown value %d", (int)req->state);
+    validate_add(&e, "state", msg);
   }
   if (req->source != 0 && !rect_source_is_valid((int)req->source)) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "source has an unknown value %d", (int)req->source);
-    return;
+    snprintf(msg, sizeof(msg), "source has an unknown value %d", (int)req->source);
+    validate_add(&e, "source", msg);
   }
-  if (req->page_token[0] && (before = page_after(req->page_token)) <= 0) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "page_token is malformed");
+  validate_each(&e, validate_page_size(req->page_size, &lr->page_size, validate_slot(&e)));
+  if (req->page_token[0] && (before = page_after(req->page_token)) <= 0)
+    validate_add(&e, "page_token", "page_token is malformed");
+  if (clue_invalid_each(call, &e))
     return;
-  }
   if ((scope = scope_sql(call, &p, 7, &none)) == NULL) {
     if (none)
       (void)rpc_reply(call, &empty.base);
@@ -432,12 +434,6 @@ static void get_ledger_stats(rpc_call_t *call, const ProtobufCMessage *m) {
 }
 
 /* ---- CreateItem ------------------------------------------------------------------------- */
-
-static int fail_field(validate_error_t *err, const char *field, const char *msg) {
-  err->field = field;
-  snprintf(err->message, sizeof(err->message), "%s", msg);
-  return VALIDATE_EINVAL;
-}
 
 /* Every violation of the request, one per field (validate_errors_t): a field's first. */
 static int validate_create(const Clue__V1__CreateItemRequest *req, int64_t now,
@@ -749,27 +745,26 @@ static void start_move(rpc_call_t *call, const char *method, rect_state_t target
   unsigned required = rect_fsm_required(target);
   bool text_required = required != 0;
   bool long_text = (required & (RECT_FIELD_PLAN | RECT_FIELD_EVIDENCE)) != 0;
-  validate_error_t err;
+  validate_errors_t e;
   move_req_t *mr;
   const char *params[5], *sql = move_facts_sql;
-  int rc;
 
-  if ((rc = validate_id("item_id", item_id, &err)) != 0 ||
-      (rc = validate_id("expected_version", expected_version, &err)) != 0 ||
-      (rc = validate_request_id(request_id, &err)) != 0)
-    goto invalid;
+  /* Every violation, one per field, in the order of the requests' fields. */
+  validate_errors_init(&e);
+  validate_each(&e, validate_id("item_id", item_id, validate_slot(&e)));
+  validate_each(&e, validate_id("expected_version", expected_version, validate_slot(&e)));
   if (long_text)
-    rc = validate_text(text_field, text, RECT_TEXT_MAX, VALIDATE_REQUIRED | VALIDATE_MULTILINE,
-                       &err);
+    validate_each(&e, validate_text(text_field, text, RECT_TEXT_MAX,
+                                    VALIDATE_REQUIRED | VALIDATE_MULTILINE, validate_slot(&e)));
   else
-    rc = validate_reason(text_field, text, text_required, &err);
-  if (rc != 0 ||
-      (rc = validate_id_list("note_ids", note_ids, n_note_ids, RECT_MAX_NOTES, &err)) != 0)
-    goto invalid;
-  if (!long_text && n_note_ids > 0) {
-    rc = fail_field(&err, "note_ids", "note_ids go with a plan or evidence only");
-    goto invalid;
-  }
+    validate_each(&e, validate_reason(text_field, text, text_required, validate_slot(&e)));
+  if (validate_each(&e, validate_id_list("note_ids", note_ids, n_note_ids, RECT_MAX_NOTES,
+                                         validate_slot(&e))) == 0 &&
+      !long_text && n_note_ids > 0)
+    validate_add(&e, "note_ids", "note_ids go with a plan or evidence only");
+  validate_each(&e, validate_request_id(request_id, validate_slot(&e)));
+  if (clue_invalid_each(call, &e))
+    return;
   if ((mr = rpc_call_alloc(call, sizeof(*mr))) == NULL) {
     clue_oom(call);
     return;
@@ -801,9 +796,6 @@ static void start_move(rpc_call_t *call, const char *method, rect_state_t target
     return;
   }
   svc_query(call, sql, n_note_ids > 0 ? 5 : 4, params, got_move_facts, mr);
-  return;
-invalid:
-  (void)clue_invalid(call, rc, &err);
 }
 
 static void record_plan(rpc_call_t *call, const ProtobufCMessage *m) {

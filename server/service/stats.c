@@ -285,40 +285,39 @@ static void got_units(rpc_call_t *call, const db_result_t *r, void *arg) {
 
 /* ---- GetStatistics ---------------------------------------------------------------------- */
 
-static int validate_stats(const Clue__V1__GetStatisticsRequest *req, validate_error_t *err) {
-  int rc;
+/* Every violation of the request, one per field (validate_errors_t). */
+static int validate_stats(const Clue__V1__GetStatisticsRequest *req, validate_errors_t *e) {
+  int from_bad, to_bad;
 
-  if ((rc = validate_id("from_ms", req->from_ms, err)) != 0 ||
-      (rc = validate_id("to_ms", req->to_ms, err)) != 0)
-    return rc;
-  if ((rc = validate_time_ms("to_ms", req->to_ms, err)) != 0)
-    return rc;
-  if (req->from_ms >= req->to_ms) {
-    err->field = "from_ms";
-    snprintf(err->message, sizeof(err->message), "from_ms must be before to_ms");
-    return VALIDATE_EINVAL;
-  }
+  validate_errors_init(e);
+  from_bad = validate_each(e, validate_id("from_ms", req->from_ms, validate_slot(e)));
+  to_bad = validate_each(e, validate_id("to_ms", req->to_ms, validate_slot(e)));
+  if (to_bad == 0)
+    to_bad = validate_each(e, validate_time_ms("to_ms", req->to_ms, validate_slot(e)));
+  /* The range of two bounds that are themselves refused says nothing more. */
+  if (from_bad == 0 && to_bad == 0 && req->from_ms >= req->to_ms)
+    validate_add(e, "from_ms", "from_ms must be before to_ms");
   if (req->n_unit_ids > STATS_UNIT_IDS_MAX) {
-    err->field = "unit_ids";
-    snprintf(err->message, sizeof(err->message), "unit_ids has more than %d entries",
-             STATS_UNIT_IDS_MAX);
-    return VALIDATE_EINVAL;
+    char msg[VALIDATE_MESSAGE_MAX];
+
+    snprintf(msg, sizeof(msg), "unit_ids has more than %d entries", STATS_UNIT_IDS_MAX);
+    validate_add(e, "unit_ids", msg);
   }
   for (size_t i = 0; i < req->n_unit_ids; i++)
-    if ((rc = validate_id("unit_ids", req->unit_ids[i], err)) != 0)
-      return rc;
-  return 0;
+    if (validate_each(e, validate_id("unit_ids", req->unit_ids[i], validate_slot(e))) != 0)
+      break;
+  return validate_errors_result(e);
 }
 
 static void get_statistics(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__GetStatisticsRequest *req = (const void *)m;
   authz_principal_t p = clue_principal(call);
   authz_result_t res;
-  validate_error_t err;
+  validate_errors_t errs;
   const char *params[1] = {NULL};
   stats_ctx_t *sc;
 
-  if (clue_invalid(call, validate_stats(req, &err), &err))
+  if (validate_stats(req, &errs) != 0 && clue_invalid_each(call, &errs))
     return;
   res = stats_can_read(&p);
   if (!authz_ok(&res)) {
