@@ -50,6 +50,25 @@ function edgePath(m: Move): string {
   return `M ${x1 + W / 2} ${y1} L ${x2 - W / 2} ${y2 + (y2 < y1 ? 8 : -8)}`;
 }
 
+// A label wider than about this many characters of Latin text at 14px does not fit in a box
+// W wide: it goes on two lines, split at the space nearest its middle.
+const LINE_CHARS = 15;
+
+/** A state's name centred in its box; on two lines when it is too long for one. */
+function label(x: number, y: number, text: string): SVGElement {
+  const mid = text.length / 2;
+  let cut = -1;
+  if (text.length > LINE_CHARS)
+    for (let i = 0; i < text.length; i++) if (text[i] === " " && (cut < 0 || Math.abs(i - mid) < Math.abs(cut - mid))) cut = i;
+  if (cut < 0) return s("text", { x, y: y + 5, "text-anchor": "middle" }, text);
+  return s(
+    "text",
+    { x, y: y - 3, "text-anchor": "middle", class: "two-lines" },
+    s("tspan", { x, dy: "0" }, text.slice(0, cut)),
+    s("tspan", { x, dy: "15" }, text.slice(cut + 1)),
+  );
+}
+
 /** The machine with the current state filled and the moves allowed from it drawn strong. */
 export function drawMachine(current: ClueState, allowedForCaller: boolean): SVGElement {
   const allowed = movesFrom(current);
@@ -85,7 +104,7 @@ export function drawMachine(current: ClueState, allowedForCaller: boolean): SVGE
         "g",
         { class: `node${cur ? " node-current" : ""}${next ? " node-next" : ""}` },
         s("rect", { x: x - W / 2, y: y - H / 2, width: W, height: H, rx: 8 }),
-        s("text", { x, y: y + 5, "text-anchor": "middle" }, tName(ClueState[st])),
+        label(x, y, tName(ClueState[st])),
       ),
     );
   }

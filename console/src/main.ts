@@ -163,7 +163,9 @@ async function render(): Promise<void> {
       setMe(null);
       return signIn(e);
     }
-    main.append(errorBox(e, () => render()));
+    // Whatever the page was waiting for will not come: no "loading" stays beside the error.
+    for (const w of main.querySelectorAll("[data-loading]")) w.remove();
+    main.append(errorBox(e, () => render(), () => render()));
   }
 }
 

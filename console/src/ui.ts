@@ -1,12 +1,21 @@
 // Pieces the pages share: messages, error display, tables, deadline badges.
-import { h, uid, type Child } from "./dom";
+import { h, uid, field, type Child } from "./dom";
 import { t, fmtDate } from "./i18n";
 import { Code, ConnectError, errorCode } from "./api";
 import type { Gathered } from "./paging";
 
+/** The call never reached the server or its answer never came back: the browser's fetch
+ * failed (server down, network gone), which connect-web reports as UNKNOWN with the
+ * browser's own words ("Failed to fetch"), or the server said UNAVAILABLE. */
+export function unreachable(e: unknown): boolean {
+  if (!(e instanceof ConnectError)) return e instanceof TypeError;
+  return e.code === Code.Unavailable || (e.code === Code.Unknown && e.cause instanceof TypeError);
+}
+
 /** What a failed call means to a person; ABORTED is always "changed meanwhile, reload". The
  * server's message is a child of its own, isolated from the words around it (dom.ts). */
 export function errorText(e: unknown): Child[] {
+  if (unreachable(e)) return [t("unavailable")];
   switch (errorCode(e)) {
     case Code.Aborted:
       return [t("changedMeanwhile")];
@@ -16,21 +25,21 @@ export function errorText(e: unknown): Child[] {
       return [t("denied"), " ", (e as ConnectError).rawMessage];
     case Code.Unauthenticated:
       return [t("unauthenticated")];
-    case Code.Unavailable:
-      return [t("unavailable")];
     default:
       return [`${t("error")}: `, e instanceof ConnectError ? e.rawMessage : String(e)];
   }
 }
 
-/** An alert for a failed call; with a reload button when the data changed meanwhile. */
-export function errorBox(e: unknown, reload?: () => void): HTMLElement {
+/** An alert for a failed call; with a reload button when the data changed meanwhile, and
+ * with a retry button when retry is given (a page that could not load). */
+export function errorBox(e: unknown, reload?: () => void, retry?: () => void): HTMLElement {
   const aborted = errorCode(e) === Code.Aborted;
   return h(
     "div",
-    { class: aborted ? "alert alert-warn" : "alert alert-error", role: "alert" },
+    { class: aborted ? "alert alert-warn" : "alert alert-error", role: "alert", "data-testid": "error" },
     errorText(e),
     aborted && reload ? [" ", h("button", { type: "button", class: "btn", onclick: () => reload() }, t("reload"))] : null,
+    !aborted && retry ? [" ", h("button", { type: "button", class: "btn", onclick: () => retry() }, t("retry"))] : null,
   );
 }
 
@@ -38,8 +47,44 @@ export function okBox(text: Child): HTMLElement {
   return h("div", { class: "alert alert-ok", role: "status" }, text);
 }
 
+/** The server's limits of free texts, in UTF-8 bytes (server/domain/validate.h). */
+export const SUMMARY_MAX_BYTES = 20000;
+export const NOTE_MAX_BYTES = 65536;
+export const REASON_MAX_BYTES = 4096; // reasons, review comments, findings
+
+const utf8 = new TextEncoder();
+
+/** How the server counts a free text against its limit: UTF-8 bytes of the text without the
+ * white space around it (README, "Texts are checked..."). */
+export function utf8Bytes(s: string): number {
+  return utf8.encode(s.trim()).length;
+}
+
+/**
+ * A free-text field that the server limits in UTF-8 bytes (domain/validate.h), not in
+ * characters as maxlength counts: a live count under it, and past the limit a message in the
+ * count and as the control's validity, so the form is not sent (a Chinese character is 3 bytes).
+ */
+export function bytesField(label: string, control: HTMLInputElement | HTMLTextAreaElement, max: number): HTMLElement {
+  control.maxLength = max; // never fewer characters than bytes: a stop only for what is surely too long
+  const f = field(label, control, " ");
+  const hint = f.querySelector(".hint")!;
+  hint.setAttribute("data-testid", "bytes");
+  const sync = () => {
+    const n = utf8Bytes(control.value);
+    const over = n > max ? t("bytesOver", n, max, Math.floor(max / 3)) : "";
+    hint.textContent = over || t("bytesUsed", n, max);
+    hint.classList.toggle("hint-over", over !== "");
+    control.setCustomValidity(over);
+  };
+  control.addEventListener("input", sync);
+  sync();
+  return f;
+}
+
+/** "Loading…": a page that fails takes every one of these away with it (main.ts). */
 export function loading(): HTMLElement {
-  return h("p", { class: "muted", role: "status" }, t("loading"));
+  return h("p", { class: "muted", role: "status", "data-loading": "" }, t("loading"));
 }
 
 /** A table with a caption, column headers and rows; the empty text when there are none. */

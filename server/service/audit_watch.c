@@ -14,11 +14,11 @@
  * the clues they may see, which depends on the clues table (owner, liaison room, joint
  * case, pending review, assignment, recusal), so memory alone cannot decide it. Watchers
  * with the same unit, user and clue scope form a visibility group (assignments and recusals
- * are a user's, so a group is one user's watchers); for each batch the tail decides, the group asks once
- * which of the batch's clues it sees (clue_scope_sql(), as ListClues does), remembers the
- * seqs it may deliver, and its members deliver from the ring up to where the group has
- * checked. So a burst costs one more query per group with watchers, not per watcher. As
- * with ListAuditEvents, visibility is the clue's at the time of delivery.
+ * are a user's, so a group is one user's watchers); for each batch the tail decides, the group asks
+ * once which of the batch's clues it sees (clue_scope_sql(), as ListClues does), remembers the seqs
+ * it may deliver, and its members deliver from the ring up to where the group has checked. So a
+ * burst costs one more query per group with watchers, not per watcher. As with ListAuditEvents,
+ * visibility is the clue's at the time of delivery.
  *
  * Ordering without gaps. A watcher delivers only the contiguous run of seqs the tail's
  * frontier has decided (the argument is at the top of audit/tail.c), so it never skips an
@@ -51,7 +51,12 @@
  * RECHECK_MS while anyone watches.
  *
  * Age. A stream open for --max-stream-age ends with UNAVAILABLE and the seq to resume from
- * (exact, as above), so long-lived streams spread over instances and pick up new rules. */
+ * (exact, as above), so long-lived streams spread over instances and pick up new rules.
+ *
+ * Heartbeat. A watcher that asked for one (heartbeat_seconds) and has had nothing queued on
+ * its call for that long gets an AuditEvent with only seq set: its `last`, the seq to resume
+ * from (exact, as above). The sweep timer sends them; a PAUSED watcher gets none (its call
+ * already holds bytes the client has not read). */
 
 #include "service/audit_watch.h"
 
@@ -75,6 +80,7 @@
 #define REPLAY_BATCH 256             /* rows per catch-up query of one watcher */
 #define WATCH_HIGH_WATER (64 * 1024) /* a watcher queues no more once its call holds this */
 #define RECHECK_MS 5000              /* re-read the watchers' tokens at least this often */
+#define HEARTBEAT_MAX_S 3600         /* the longest heartbeat_seconds (its message says 3600) */
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -96,7 +102,8 @@ struct audit {
   int closed;
   audit_tail_t *tail;              /* the server's tail (srv->tail) */
   audit_tail_follower_t follower;  /* following it while anyone watches */
-  uv_timer_t sweep; /* while anyone watches: --max-stream-age, and the periodic re-check */
+  uv_timer_t sweep;    /* while anyone watches: --max-stream-age, heartbeats, the re-check */
+  uint64_t kicked;     /* loop time of the sweep's last re-check of the tokens */
   watcher_t *watchers; /* every watcher not GONE */
   size_t nwatchers;
   vis_group_t *groups; /* every visibility group with members */
@@ -132,6 +139,8 @@ struct watcher {
   int checked;           /* a tail fetch sent after it joined found its token valid */
   int in_check;          /* its token is named in the tail fetch in flight */
   uint64_t expires;      /* loop time at which it reaches --max-stream-age; 0: never */
+  uint64_t heartbeat_ms; /* the heartbeat it asked for; 0: none */
+  uint64_t sent_at;      /* loop time of the last message queued on its call */
   char token[65];        /* SHA-256 of its bearer token, hex */
 };
 
@@ -271,6 +280,7 @@ static int watcher_send(watcher_t *w, const audit_ev_t *ev) {
 
   audit_ev_to_msg(&w->filter, ev, &msg);
   rc = rpc_send(w->call, &msg.base);
+  w->sent_at = uv_now(w->a->srv->loop);
   if (w->state == WATCH_GONE)
     return -1;
   if (rc == -ENOMEM) {
@@ -842,26 +852,58 @@ static int on_checked(audit_tail_follower_t *f, const char *invalid) {
 
 static void on_sweep(uv_timer_t *t);
 
-/* Run the sweep at the next expiry, or after RECHECK_MS if that comes first. */
+/* When w next needs the sweep: its expiry or its next heartbeat, whichever comes first;
+ * 0 for never. */
+static uint64_t watcher_due(const watcher_t *w) {
+  uint64_t due = w->expires;
+
+  if (w->heartbeat_ms && (due == 0 || w->sent_at + w->heartbeat_ms < due))
+    due = w->sent_at + w->heartbeat_ms;
+  return due;
+}
+
+/* Run the sweep when a watcher next needs it, or at the next re-check if that comes first. */
 static void sweep_schedule(audit_t *a) {
-  uint64_t now = uv_now(a->srv->loop), due = now + RECHECK_MS;
+  uint64_t now = uv_now(a->srv->loop), due = a->kicked + RECHECK_MS;
 
   if (a->closed || a->nwatchers == 0)
     return;
-  for (const watcher_t *w = a->watchers; w; w = w->next)
-    if (w->expires && w->expires < due)
-      due = w->expires;
+  for (const watcher_t *w = a->watchers; w; w = w->next) {
+    uint64_t d = watcher_due(w);
+    if (d && d < due)
+      due = d;
+  }
   uv_timer_start(&a->sweep, on_sweep, due > now ? due - now : 0, 0);
 }
 
-/* A watcher joined: its expiry is the latest of all, so the sweep moves only when it is not
- * running or is due after that expiry (a limit shorter than RECHECK_MS). */
+/* A watcher joined: the sweep moves only when it is not running or is due after the new
+ * watcher's first need (a limit or heartbeat shorter than RECHECK_MS). */
 static void sweep_joined(audit_t *a, const watcher_t *w) {
-  uint64_t now = uv_now(a->srv->loop);
+  uint64_t now = uv_now(a->srv->loop), due = watcher_due(w);
 
-  if (!uv_is_active((uv_handle_t *)&a->sweep) ||
-      (w->expires && now + uv_timer_get_due_in(&a->sweep) > w->expires))
+  if (!uv_is_active((uv_handle_t *)&a->sweep)) {
+    a->kicked = now;
     sweep_schedule(a);
+  } else if (due && now + uv_timer_get_due_in(&a->sweep) > due) {
+    sweep_schedule(a);
+  }
+}
+
+/* Nothing went out on w's call for its heartbeat interval: say where it stands. */
+static void watcher_heartbeat(watcher_t *w) {
+  Clue__V1__AuditEvent msg = CLUE__V1__AUDIT_EVENT__INIT;
+  int rc;
+
+  msg.seq = w->last;
+  rc = rpc_send(w->call, &msg.base);
+  w->sent_at = uv_now(w->a->srv->loop);
+  if (w->state == WATCH_GONE)
+    return;
+  if (rc == -ENOMEM)
+    watcher_end(w, GRPC_RESOURCE_EXHAUSTED, "out of memory; resume from seq %lld",
+                (long long)w->last);
+  else if (rc != 0)
+    watcher_set_state(w, WATCH_GONE);
 }
 
 static void on_sweep(uv_timer_t *t) {
@@ -873,6 +915,11 @@ static void on_sweep(uv_timer_t *t) {
   if (v) {
     for (size_t i = 0; i < n; i++) {
       watcher_t *w = v[i];
+      if (w->state == WATCH_GONE)
+        continue;
+      if (w->heartbeat_ms && w->sent_at + w->heartbeat_ms <= now && w->state != WATCH_PAUSED &&
+          w->state != WATCH_SENDING)
+        watcher_heartbeat(w);
       if (w->state == WATCH_GONE || w->expires == 0 || w->expires > now)
         continue;
       log_info("call %s: watch ended: open for --max-stream-age; resume from seq %lld",
@@ -883,8 +930,12 @@ static void on_sweep(uv_timer_t *t) {
     }
     watchers_release(v, n);
   }
-  /* The backstop: a fetch re-reads every watcher's token. */
-  audit_tail_kick(a->tail);
+  /* The backstop: a fetch re-reads every watcher's token, every RECHECK_MS (heartbeats may
+   * run the sweep more often). */
+  if (now >= a->kicked + RECHECK_MS) {
+    a->kicked = now;
+    audit_tail_kick(a->tail);
+  }
   sweep_schedule(a);
 }
 
@@ -904,6 +955,8 @@ void audit_watch_events(rpc_call_t *call, const ProtobufCMessage *m) {
     validate_add(&e, "after_seq", "after_seq must not be negative");
   audit_subject_violations(&e, req->subject_type, req->subject_id);
   validate_each(&e, validate_text("action", req->action, 64, 0, validate_slot(&e)));
+  if (req->heartbeat_seconds < 0 || req->heartbeat_seconds > HEARTBEAT_MAX_S)
+    validate_add(&e, "heartbeat_seconds", "heartbeat_seconds must be between 0 and 3600");
   if (audit_invalid_each(call, &e))
     return;
   if (srv->db == NULL || a == NULL || a->closed || a->tail == NULL) {
@@ -935,6 +988,8 @@ void audit_watch_events(rpc_call_t *call, const ProtobufCMessage *m) {
   auth_token_hash(bearer + 7, w->token);
   if (srv->cfg.max_stream_age_ms)
     w->expires = uv_now(srv->loop) + srv->cfg.max_stream_age_ms;
+  w->heartbeat_ms = (uint64_t)req->heartbeat_seconds * 1000;
+  w->sent_at = uv_now(srv->loop);
   audit_visibility(rpc_call_principal(call), &w->filter);
   if (!w->filter.all &&
       (w->group = group_join(a, w->filter.scope_unit, w->filter.scope_user, w->filter.clue_scope)) ==

@@ -510,6 +510,47 @@ def test_watch_bad_requests(c):
     expect_status(grpc.StatusCode.UNAUTHENTICATED, next, call)
 
 
+def test_watch_heartbeat(c):
+    """heartbeat_seconds: 0 (the default) sends nothing while nothing happens, as before; 1..3600
+    asks for an AuditEvent with only seq set (action empty) after that long without a message,
+    the seq to resume from, which moves on past events the caller may not see; anything else
+    is INVALID_ARGUMENT naming the field."""
+    for hb in (-1, 3601):
+        call = c.audit.WatchEvents(AU.WatchEventsRequest(heartbeat_seconds=hb), metadata=c.md)
+        expect_status(grpc.StatusCode.INVALID_ARGUMENT, next, call, details_has=["heartbeat_seconds"])
+    start = max_seq(c)
+    quiet = Watch(c.audit, c.md, after=start)
+    slow = Watch(c.audit, c.md, after=start, heartbeat_seconds=3600)
+    beat = Watch(c.audit, c.md, after=start, heartbeat_seconds=1)
+    member = Watch(c.audit_b, c.member_md, after=start, heartbeat_seconds=1)
+    t0 = time.time()
+    e = beat.next(timeout=5)
+    assert 0.8 < time.time() - t0 < 3, time.time() - t0
+    assert e.action == "" and e.seq == start and not e.at_ms and not e.subject_type, e
+    assert member.next(timeout=5).seq == start
+    with c.db.cursor() as cur:
+        a = append(cur, "unit", FAKE + 7001)  # no member sees a unit's events
+    got = beat.until(a)
+    assert [(x.seq, x.action) for x in got if x.action] == [(a, "test.event")], got
+    e = beat.next(timeout=5)
+    assert e.action == "" and e.seq == a, e
+    # The member's heartbeat moves past the event it may not see, and shows nothing of it.
+    deadline = time.time() + 10
+    while True:
+        e = member.next(timeout=5)
+        assert e.action == "" and not e.subject_type and not e.at_ms, e
+        if e.seq == a or time.time() > deadline:
+            break
+    assert e.seq == a, e
+    # Without a heartbeat, or with a long one, an idle stream stays silent.
+    assert [x.seq for x in quiet.until(a)] == [a]
+    assert [x.seq for x in slow.until(a)] == [a]
+    time.sleep(2.5)
+    assert quiet.q.empty() and slow.q.empty()
+    for x in (quiet, slow, beat, member):
+        x.cancel()
+
+
 def test_watch_replays_then_follows_across_instances(c):
     start = max_seq(c)
     history = [r[0] for r in sql(c, "SELECT seq FROM audit_events ORDER BY seq")]

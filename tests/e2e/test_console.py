@@ -303,6 +303,29 @@ def all_pages(method, req, field):
         req.page_token = resp.next_page_token
 
 
+def test_console_edges(c):
+    """tests/browser/console_edges.mjs (docs/CONSOLE.md): a statistics period of 36 months
+    charts the latest 24 and names the 12 left out; pages whose calls fail say the server is
+    unavailable, drop "loading" and retry; texts past the server's UTF-8 byte limits are not
+    sent; the state machine's labels fit their boxes in both languages; five of six audit tabs
+    in the background free their connections (HTTP/1.1), so a seventh loads, and a tab shown
+    again misses nothing; a feed behind a connection gone silent hears no heartbeat, reconnects
+    and shows what happened meanwhile once."""
+    prerequisites()
+    os.makedirs(SHOTS, exist_ok=True)
+    w = c.w
+    cfg = {
+        "base": c.base,
+        "chromium": CHROMIUM,
+        "timezone": TZ,
+        "shots": SHOTS,
+        "tokens": {"g1_leader": w.G1.leader.token, "auditor": w.auditor.token},
+        "clue": c.overdue_clue,
+        "case": c.case.id,
+    }
+    run_browser_script(c, "console_edges.mjs", cfg, 6)
+
+
 BIG = "反" * 6666  # 19,998 bytes: a summary at its limit, a hundredth of a 2 MiB page
 
 

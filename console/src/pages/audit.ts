@@ -10,6 +10,11 @@ import { section, errorBox, loading, person } from "../ui";
 
 const KEEP = 200; // rows kept on the page; older ones scroll away
 const BACKOFF_MAX_MS = 10000;
+// The server sends a heartbeat after HEARTBEAT_S without a message (WatchEventsRequest); a
+// stream silent for 2.5 of those is taken for a connection dropped without a word (a proxy or
+// NAT that forgot it) and is called again from the last seq.
+const HEARTBEAT_S = 10;
+const SILENT_MS = HEARTBEAT_S * 2500;
 
 function hex(b: Uint8Array): string {
   return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
@@ -135,36 +140,98 @@ export async function auditPage(main: HTMLElement, _arg: string | undefined, sig
     feed.dataset.lastSeq = String(last);
   };
 
+  // Hidden, the page holds no stream: over HTTP/1.1 a browser opens at most six connections
+  // to a host, and every open feed holds one, so six background tabs would leave none for a
+  // seventh. Shown again, it resumes after the last seq as after any other end of the stream.
+  const hidden = () => document.visibilityState === "hidden";
+  const shown = () =>
+    new Promise<void>((resolve) => {
+      const on = () => {
+        if (hidden() && !signal.aborted) return;
+        document.removeEventListener("visibilitychange", on);
+        signal.removeEventListener("abort", on);
+        resolve();
+      };
+      document.addEventListener("visibilitychange", on);
+      signal.addEventListener("abort", on);
+    });
+  const live = () => {
+    status.textContent = `${t("auditStatus")}: ${t("auditLive")} · ${t("auditLastSeq")} ${last}`;
+    status.className = "feed-status live";
+  };
+
   void (async () => {
     let backoff = 500;
     while (!signal.aborted) {
+      if (hidden()) {
+        status.textContent = t("auditPaused", last);
+        status.className = "feed-status paused";
+        feed.dataset.paused = "1";
+        await shown();
+        delete feed.dataset.paused;
+        continue;
+      }
+      // One stream: ended by the page going away, by the tab being hidden, or by silence
+      // (no event and no heartbeat for SILENT_MS: a connection dropped without a word).
+      const stream = new AbortController();
+      let why: "hidden" | "silent" | null = null;
+      const stop = () => stream.abort();
+      const onHide = () => {
+        if (!hidden()) return;
+        why = "hidden";
+        stream.abort();
+      };
+      let quiet = 0;
+      const silence = () => {
+        clearTimeout(quiet);
+        quiet = window.setTimeout(() => {
+          why = "silent";
+          stream.abort();
+        }, SILENT_MS);
+      };
+      signal.addEventListener("abort", stop);
+      document.addEventListener("visibilitychange", onHide);
+      silence();
       try {
-        const stream = audit.watchEvents({ afterSeq: last }, { signal });
-        status.textContent = `${t("auditStatus")}: ${t("auditLive")} · ${t("auditLastSeq")} ${last}`;
-        status.className = "feed-status live";
-        for await (const e of stream) {
+        const events = audit.watchEvents({ afterSeq: last, heartbeatSeconds: HEARTBEAT_S }, { signal: stream.signal });
+        live();
+        for await (const e of events) {
+          silence();
           if (e.seq <= last) continue; // never twice, whatever the server sends
           last = e.seq;
           backoff = 500;
+          if (!e.action) {
+            // A heartbeat: nothing to show, but every event up to its seq has been sent.
+            feed.dataset.lastSeq = String(last);
+            live();
+            continue;
+          }
           pending.push(e);
           if (!scheduled) {
             scheduled = true;
             setTimeout(flush, 30);
           }
-          status.textContent = `${t("auditStatus")}: ${t("auditLive")} · ${t("auditLastSeq")} ${last}`;
+          live();
         }
       } catch (e) {
         if (signal.aborted) return;
         const code = errorCode(e);
-        if (code === Code.PermissionDenied || code === Code.Unauthenticated) {
+        if (why === null && (code === Code.PermissionDenied || code === Code.Unauthenticated)) {
           status.replaceWith(errorBox(e));
           return;
         }
+      } finally {
+        clearTimeout(quiet);
+        signal.removeEventListener("abort", stop);
+        document.removeEventListener("visibilitychange", onHide);
       }
       if (signal.aborted) return;
-      // The stream ended (server shutdown, stream age, a dropped connection): resume after `last`.
+      if (why === "hidden") continue; // no backoff: the loop pauses until shown
+      // The stream ended (server shutdown, stream age, a dropped or silent connection):
+      // resume after `last`.
       reconnects++;
       feed.dataset.reconnects = String(reconnects);
+      if (why === "silent") feed.dataset.silent = String(Number(feed.dataset.silent ?? 0) + 1);
       status.textContent = t("auditReconnecting", last);
       status.className = "feed-status reconnecting";
       await new Promise((r) => setTimeout(r, backoff));

@@ -8,7 +8,7 @@ import { clues, me, isLeader, isStaff, stateName, requestId } from "../api";
 import { ClueState, UnitKind } from "../../gen/clue/v1/common_pb";
 import { Disposal, NoteKind, ProposalStatus, SourceChannel, type Clue, type Proposal } from "../../gen/clue/v1/clue_pb";
 import { drawMachine, movesFrom, isTerminal } from "../machine";
-import { section, deadlineBadge, errorBox, okBox, loading, partialNote, person } from "../ui";
+import { section, deadlineBadge, errorBox, okBox, loading, partialNote, person, bytesField, NOTE_MAX_BYTES, REASON_MAX_BYTES } from "../ui";
 import { allPages } from "../paging";
 
 function idPicker(): HTMLElement {
@@ -72,16 +72,16 @@ function enumOptions<E extends Record<string, string | number>>(e: E, prefix: st
 function moveForm(c: Clue, reload: () => void): HTMLElement {
   const moves = movesFrom(c.state);
   const target = h("select", { required: true }, moves.map((m) => h("option", { value: String(m.to) }, tName(ClueState[m.to]) + (m.coReview ? " (会商 co-review)" : ""))));
-  const reason = h("textarea", { required: true, rows: 2, maxlength: "2000" });
+  const reason = h("textarea", { required: true, rows: 2 });
   const disposal = h("select", null, enumOptions(Disposal, "DISPOSAL"));
-  const finding = h("input", { type: "text", maxlength: "2000" });
-  const sanction = h("input", { type: "text", maxlength: "200" });
+  const finding = h("input", { type: "text" });
+  const sanction = h("input", { type: "text", maxlength: "100" });
   const persons = h("input", { type: "number", min: "0", step: "1", value: "1" });
-  const organ = h("input", { type: "text", maxlength: "200" });
+  const organ = h("input", { type: "text", maxlength: "100" });
   const reviewer = h("input", { type: "number", min: "1", step: "1" });
   const extras = {
     disposal: field(t("moveDisposal"), disposal),
-    finding: field(t("moveFinding"), finding),
+    finding: bytesField(t("moveFinding"), finding, REASON_MAX_BYTES),
     sanction: field(t("moveSanction"), sanction),
     persons: field(t("movePersons"), persons),
     organ: field(t("moveOrgan"), organ),
@@ -102,7 +102,7 @@ function moveForm(c: Clue, reload: () => void): HTMLElement {
   const version = c.version;
   return actionForm(
     `${t("moveTitle")} · ${t("clueVersion")} ${version}`,
-    [field(t("moveTarget"), target), field(t("moveReason"), reason), ...Object.values(extras)],
+    [field(t("moveTarget"), target), bytesField(t("moveReason"), reason, REASON_MAX_BYTES), ...Object.values(extras)],
     t("moveSubmit"),
     async () => {
       const to = Number(target.value) as ClueState;
@@ -130,11 +130,11 @@ function moveForm(c: Clue, reload: () => void): HTMLElement {
 
 function handoverForm(c: Clue, reload: () => void): HTMLElement {
   const unit = h("input", { type: "number", min: "1", step: "1", required: true });
-  const reason = h("textarea", { required: true, rows: 2, maxlength: "2000" });
+  const reason = h("textarea", { required: true, rows: 2 });
   const version = c.version;
   return actionForm(
     t("handoverTitle"),
-    [field(t("handoverUnit"), unit), field(t("moveReason"), reason)],
+    [field(t("handoverUnit"), unit), bytesField(t("moveReason"), reason, REASON_MAX_BYTES)],
     t("handoverSubmit"),
     async () => {
       await clues.handOver({ clueId: c.id, expectedVersion: version, toUnitId: BigInt(unit.value), reason: reason.value, requestId: requestId() });
@@ -147,11 +147,11 @@ function handoverForm(c: Clue, reload: () => void): HTMLElement {
 
 function extendForm(c: Clue, reload: () => void): HTMLElement {
   const days = h("input", { type: "number", min: "1", max: "365", step: "1", value: "30", required: true });
-  const reason = h("textarea", { required: true, rows: 2, maxlength: "2000" });
+  const reason = h("textarea", { required: true, rows: 2 });
   const version = c.version;
   return actionForm(
     t("extendTitle"),
-    [field(t("extendDays"), days), field(t("moveReason"), reason)],
+    [field(t("extendDays"), days), bytesField(t("moveReason"), reason, REASON_MAX_BYTES)],
     t("extendSubmit"),
     async () => {
       await clues.extendDeadline({ clueId: c.id, expectedVersion: version, days: Number(days.value), reason: reason.value, requestId: requestId() });
@@ -164,10 +164,10 @@ function extendForm(c: Clue, reload: () => void): HTMLElement {
 
 function noteForm(c: Clue, reload: () => void): HTMLElement {
   const kind = h("select", { required: true }, enumOptions(NoteKind, "NOTE_KIND"));
-  const text = h("textarea", { required: true, rows: 3, maxlength: "65536" });
+  const text = h("textarea", { required: true, rows: 3 });
   return actionForm(
     t("noteTitle"),
-    [field(t("noteKind"), kind), field(t("noteText"), text)],
+    [field(t("noteKind"), kind), bytesField(t("noteText"), text, NOTE_MAX_BYTES)],
     t("noteSubmit"),
     async () => {
       await clues.addNote({ clueId: c.id, kind: Number(kind.value) as NoteKind, text: text.value, requestId: requestId() });
@@ -191,10 +191,11 @@ function proposalItem(p: Proposal, reload: () => void): HTMLElement {
     p.reviewComment ? h("div", null, `${t("reviewComment")}: `, prose(p.reviewComment)) : null,
   );
   if (canReview) {
-    const comment = h("input", { type: "text", maxlength: "2000" });
+    const comment = h("input", { type: "text" });
     const status = h("div", { "aria-live": "polite" });
     const decide = (approve: boolean) => async () => {
       clear(status);
+      if (!comment.reportValidity()) return; // longer than the server takes (bytesField)
       try {
         await clues.reviewProposal({ proposalId: p.id, approve, comment: comment.value, requestId: requestId() });
         flash = t("reviewDone");
@@ -207,7 +208,7 @@ function proposalItem(p: Proposal, reload: () => void): HTMLElement {
       h(
         "div",
         { class: "review", "data-testid": `review-${p.id}` },
-        field(t("reviewComment"), comment),
+        bytesField(t("reviewComment"), comment, REASON_MAX_BYTES),
         h("button", { type: "button", class: "btn btn-primary", onclick: decide(true) }, t("approve")),
         " ",
         h("button", { type: "button", class: "btn btn-danger", onclick: decide(false) }, t("reject")),
@@ -241,7 +242,7 @@ export async function cluePage(main: HTMLElement, arg: string | undefined, signa
     } catch (e) {
       if (mine !== asked) return;
       wait.remove();
-      body.append(h("h2", { class: "page-title" }, t("clueTitle", arg!)), errorBox(e, reload), idPicker());
+      body.append(h("h2", { class: "page-title" }, t("clueTitle", arg!)), errorBox(e, reload, reload), idPicker());
       return;
     }
     // The whole history and every note, page by page (a history page holds at most 1,000

@@ -6,7 +6,7 @@ import { t, tName, fmtTime } from "../i18n";
 import { clues, audit, me, stateName, requestId } from "../api";
 import { ClueState } from "../../gen/clue/v1/common_pb";
 import { ListProposalsRequest_Scope, SourceChannel, type Proposal } from "../../gen/clue/v1/clue_pb";
-import { table, deadlineBadge, section, loading, errorBox, partialNote, person } from "../ui";
+import { table, deadlineBadge, section, loading, errorBox, partialNote, person, bytesField, SUMMARY_MAX_BYTES } from "../ui";
 import { allPages } from "../paging";
 
 const ACTIVE = [ClueState.ACCEPTED, ClueState.PRELIMINARY_CHECK, ClueState.FILED];
@@ -30,7 +30,7 @@ function proposalRows(list: Proposal[]) {
 /** 登记线索: any MEMBER or LEADER of a working unit submits; the clue opens once submitted. */
 function submitForm(): HTMLElement {
   const title = h("input", { type: "text", required: true, maxlength: "200" });
-  const summary = h("textarea", { required: true, rows: 3, maxlength: "20000" });
+  const summary = h("textarea", { required: true, rows: 3 });
   const source = h(
     "select",
     { required: true },
@@ -73,7 +73,7 @@ function submitForm(): HTMLElement {
         },
       },
       field(t("colTitle"), title),
-      field(t("submitSummary"), summary),
+      bytesField(t("submitSummary"), summary, SUMMARY_MAX_BYTES),
       field(t("clueSource"), source),
       field(t("submitSubjectName"), name),
       field(t("submitSubjectPosition"), position),

@@ -41,22 +41,31 @@ function funnelBar(u: UnitStats): HTMLElement {
 
 let chart: Chart | null = null;
 
-async function monthly(fromMs: number, toMs: number, signal: AbortSignal): Promise<{ labels: string[]; rows: number[][] }> {
-  const labels: string[] = [];
-  const ranges: [number, number][] = [];
+interface Months {
+  labels: string[];
+  rows: number[][];
+  left: string[]; // the period's earlier months the chart leaves out (MAX_MONTHS), oldest first
+}
+
+const monthLabel = (d: Date) => `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}`;
+
+/** The period's months, the latest MAX_MONTHS of them with their figures (the ones a reader
+ * of a long period cares about); the earlier ones are named in `left`. */
+async function monthly(fromMs: number, toMs: number, signal: AbortSignal): Promise<Months> {
+  const all: { label: string; range: [number, number] }[] = [];
   const start = new Date(fromMs);
-  let d = new Date(start.getFullYear(), start.getMonth(), 1);
-  while (d.getTime() < toMs && labels.length < MAX_MONTHS) {
+  for (let d = new Date(start.getFullYear(), start.getMonth(), 1); d.getTime() < toMs; ) {
     const next = new Date(d.getFullYear(), d.getMonth() + 1, 1);
-    ranges.push([Math.max(d.getTime(), fromMs), Math.min(next.getTime(), toMs)]);
-    labels.push(`${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}`);
+    all.push({ label: monthLabel(d), range: [Math.max(d.getTime(), fromMs), Math.min(next.getTime(), toMs)] });
     d = next;
   }
-  const answers = await Promise.all(ranges.map(([f, to]) => stats.getStatistics({ fromMs: BigInt(f), toMs: BigInt(to) }, { signal })));
+  const shown = all.slice(-MAX_MONTHS);
+  const answers = await Promise.all(shown.map(({ range: [f, to] }) => stats.getStatistics({ fromMs: BigInt(f), toMs: BigInt(to) }, { signal })));
   const sum = (r: GetStatisticsResponse, pick: (u: UnitStats) => bigint) => Number(r.units.reduce((a, u) => a + pick(u), 0n));
   return {
-    labels,
+    labels: shown.map((m) => m.label),
     rows: answers.map((r) => [sum(r, (u) => u.received), sum(r, (u) => u.preliminaryChecksStarted), sum(r, (u) => u.filed), sum(r, (u) => u.closed + u.transferredToJudicial)]),
+    left: all.slice(0, all.length - shown.length).map((m) => m.label),
   };
 }
 
@@ -96,13 +105,13 @@ export async function statsPage(main: HTMLElement, _arg: string | undefined, sig
     const wait = loading();
     out.append(wait);
     let r: GetStatisticsResponse;
-    let m: { labels: string[]; rows: number[][] };
+    let m: Months;
     try {
       [r, m] = await Promise.all([stats.getStatistics({ fromMs: BigInt(fromMs), toMs: BigInt(toMs) }, { signal }), monthly(fromMs, toMs, signal)]);
     } catch (e) {
       if (mine !== asked) return;
       wait.remove();
-      out.append(errorBox(e));
+      out.append(errorBox(e, undefined, () => void show()));
       return;
     }
     if (mine !== asked) return;
@@ -144,6 +153,10 @@ export async function statsPage(main: HTMLElement, _arg: string | undefined, sig
     out.append(
       section(
         t("statsMonthly"),
+        m.labels.length ? h("p", { class: "muted", "data-testid": "stats-months" }, t("statsMonthsShown", m.labels[0], m.labels[m.labels.length - 1], m.labels.length)) : null,
+        m.left.length
+          ? h("p", { class: "alert alert-warn", role: "status", "data-testid": "stats-months-cut" }, t("statsMonthsCut", MAX_MONTHS, m.left.length, m.left[0], m.left[m.left.length - 1]))
+          : null,
         h("div", { class: "chart" }, canvas),
         h(
           "details",
