@@ -63,9 +63,9 @@ await scenario("a page that cannot load says the server is unavailable, without 
   }
   await page.screenshot({ path: path.join(cfg.shots, "clue-unavailable.png"), fullPage: true });
   // The server is back: retry shows the page.
-  await page.unroute(down);
   await go(page, "#/ledger");
   await page.getByTestId("error").waitFor();
+  await page.unroute(down);
   await page.getByRole("button", { name: "重试" }).click();
   await page.getByTestId("ledger-count").waitFor();
   assert((await page.getByTestId("error").count()) === 0, "the error stays after a retry that worked");
