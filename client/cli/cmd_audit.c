@@ -97,6 +97,7 @@ static const cli_opt_t verify_opts[] = {
     {"subject-id", "ID", 0, "verify only this subject's chain (with --subject-type)"},
     {"checkpoint", "FILE", 0, "verify the whole log offline against this saved checkpoint"},
     {"key", "FILE", 0, "with --checkpoint: the verifier key to check signatures with"},
+    {"page-size", "N", 0, "with --checkpoint: events per export page (1-5000, default 1000)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -125,6 +126,8 @@ static int run_verify(cli_t *cli, const cli_args_t *args) {
   }
   if (cli_arg(args, "key"))
     return cli_usage_error(cli, "--key goes with --checkpoint");
+  if (cli_arg(args, "page-size"))
+    return cli_usage_error(cli, "--page-size goes with --checkpoint");
   if ((rc = cli_arg_id(cli, args, "subject-id", &req.subject_id)) != 0)
     return rc;
   if (req.subject_id != 0 && cli_arg(args, "subject-type") == NULL)
@@ -306,7 +309,9 @@ static const cli_command_t audit_commands[] = {
      "they state (a note's clue, kind and author; a clue's number, submitter and whether it\n"
      "has a reporter) against the current rows; that no note or clue exists without the\n"
      "event that logged it; and the chains. Prints \"OK: ...\" and exits 0, or \"FAIL: ...\"\n"
-     "naming the first problem (seq, subject, what) and exits 1.\n",
+     "naming the first problem (seq, subject, what) and exits 1. On a log being written\n"
+     "to, it verifies the events the server's tree held when the walk began; later ones\n"
+     "are left to the next verify. --page-size N sets the events per export page.\n",
      run_verify},
     {"checkpoint", NULL, "Print or save the latest signed checkpoint", checkpoint_opts,
      "The checkpoint is a signed note (C2SP tlog-checkpoint): the log's name, its number of\n"

@@ -23,6 +23,7 @@
 
 #define AUDIT_SVC (&clue__v1__audit_service__descriptor)
 #define EXPORT_PAGE 1000
+#define EXPORT_PAGE_MAX 5000 /* the server's most */
 
 static int get_checkpoint(cli_t *cli, Clue__V1__Checkpoint **out) {
   Clue__V1__GetCheckpointRequest req = CLUE__V1__GET_CHECKPOINT_REQUEST__INIT;
@@ -122,9 +123,15 @@ static int leaves_fetch(cli_t *cli, leaves_t *l, uint64_t n) {
       return rc;
     for (size_t i = 0; i < r->n_events && l->n < n; i++) {
       const Clue__V1__LeafEvent *e = r->events[i];
+      if (e->leaf_index < 0 && e->seq > r->tree_last_seq) {
+        /* Past the page's tree, which holds fewer than n leaves: its later leaves will be
+         * these events, so stepping over them would misnumber the next page's. */
+        stop = 1;
+        break;
+      }
       req.after_seq = e->seq;
       if (e->leaf_index < 0)
-        continue;
+        continue; /* an event inserted where the tree has none */
       if ((uint64_t)e->leaf_index != l->n || e->leaf_hash.len != MERKLE_HASH_LEN) {
         stop = 1;
         break;
@@ -619,21 +626,37 @@ static void fail_unexplained(verdict_t *rows, const Clue__V1__UnexplainedRow *u)
     fail(rows, "%s %lld: a row of %lld that no event explains", u->kind, s, m);
 }
 
-/* Walk the export, rebuilding the tree from the events. */
-static int walk_pages(cli_t *cli, merkle_tree_t *mt, verdict_t *v, verdict_t *rows, replays_t *rp,
-                      int64_t *last_seq, int64_t *events, int64_t **seqs, uint64_t *seqs_cap) {
+/* Walk the export, rebuilding the tree from the events.
+ *
+ * The walk verifies the tree as the first page found it: the events up to its last leaf
+ * (that page's tree_last_seq). The tree only grows, so every later page's tree holds those
+ * leaves too and numbers them alike. An event after that seq was not logged yet when the walk
+ * began: it is left to the next verify, with every event after it, even those that later
+ * pages give leaves (a log written faster than the walk reads would never let it end). The
+ * walk then asks straight for the last page (after the greatest seq there can be), for its
+ * rows that no event explains. */
+static int walk_pages(cli_t *cli, int32_t page, merkle_tree_t *mt, verdict_t *v, verdict_t *rows,
+                      replays_t *rp, int64_t *last_seq, int64_t *events, int64_t **seqs,
+                      uint64_t *seqs_cap) {
   Clue__V1__ExportAuditEventsRequest req = CLUE__V1__EXPORT_AUDIT_EVENTS_REQUEST__INIT;
-  int rc = 0, oom = 0;
+  int rc = 0, oom = 0, past_end = 0;
+  int64_t end = -1; /* the seq of the tree's last leaf when the walk began */
 
-  req.page_size = EXPORT_PAGE;
+  req.page_size = page;
   for (;;) {
     Clue__V1__ExportAuditEventsResponse *r = NULL;
     int done;
     if ((rc = cli_call(cli, AUDIT_SVC, "ExportAuditEvents", &req.base, (ProtobufCMessage **)&r)) != 0)
       return rc;
-    for (size_t i = 0; i < r->n_events; i++) {
+    if (end < 0)
+      end = r->tree_last_seq;
+    for (size_t i = 0; i < r->n_events && !past_end; i++) {
       const Clue__V1__LeafEvent *e = r->events[i];
       merkle_hash_t h;
+      if (e->seq > end) {
+        past_end = 1;
+        break;
+      }
       req.after_seq = e->seq;
       if ((e->missing || e->redacted || e->leaf_index < 0) &&
           (clue_rows_forget(&rp->clues, e) != 0 || subject_rows_forget(&rp->subjects, e) != 0))
@@ -643,8 +666,6 @@ static int walk_pages(cli_t *cli, merkle_tree_t *mt, verdict_t *v, verdict_t *ro
                 "it was deleted",
              (long long)e->seq, (long long)e->leaf_index);
       } else if (e->leaf_index < 0) {
-        if (e->seq > r->tree_last_seq)
-          continue; /* committed after the tree's last leaf: not logged yet */
         fail(v, "seq %lld (%s #%s): the event is not in the tree, which holds the events before "
                 "and after it: it was inserted",
              (long long)e->seq, e->subject_type, e->subject_id);
@@ -697,17 +718,19 @@ static int walk_pages(cli_t *cli, merkle_tree_t *mt, verdict_t *v, verdict_t *ro
       return cli_oom(cli);
     if (done)
       return 0;
+    if (past_end)
+      req.after_seq = INT64_MAX;
   }
 }
 
-static int walk(cli_t *cli, merkle_tree_t *mt, verdict_t *v, verdict_t *rows, int64_t *last_seq,
-                int64_t *events, int64_t **seqs, uint64_t *seqs_cap) {
+static int walk(cli_t *cli, int32_t page, merkle_tree_t *mt, verdict_t *v, verdict_t *rows,
+                int64_t *last_seq, int64_t *events, int64_t **seqs, uint64_t *seqs_cap) {
   replays_t rp;
   int rc;
 
   clue_rows_init(&rp.clues);
   subject_rows_init(&rp.subjects);
-  rc = walk_pages(cli, mt, v, rows, &rp, last_seq, events, seqs, seqs_cap);
+  rc = walk_pages(cli, page, mt, v, rows, &rp, last_seq, events, seqs, seqs_cap);
   clue_rows_free(&rp.clues);
   subject_rows_free(&rp.subjects);
   return rc;
@@ -732,8 +755,11 @@ int audit_tree_verify(cli_t *cli, const cli_args_t *args) {
   uint64_t seqs_cap = 0;
   leaves_t saved = {0};
   char lpath[4096];
+  int32_t page = EXPORT_PAGE;
   int rc;
 
+  if ((rc = cli_arg_i32(cli, args, "page-size", 1, EXPORT_PAGE_MAX, &page)) != 0)
+    return rc;
   merkle_tree_init(&mt);
   if ((rc = cli_read_file(cli, path, &text, &len)) != 0)
     return rc;
@@ -754,7 +780,7 @@ int audit_tree_verify(cli_t *cli, const cli_args_t *args) {
   /* Every event, against its leaf; the tree rebuilt from them. A server without the key
    * may be a moment behind its own latest checkpoint: walk again, a few times. */
   for (int attempt = 0;; attempt++) {
-    if ((rc = walk(cli, &mt, &v, &rows, &last_seq, &events, &seqs, &seqs_cap)) != 0)
+    if ((rc = walk(cli, page, &mt, &v, &rows, &last_seq, &events, &seqs, &seqs_cap)) != 0)
       goto out;
     if (v.failed || mt.size >= cp2.size || attempt == 5)
       break;

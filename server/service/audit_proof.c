@@ -460,6 +460,7 @@ static const char sql_unlogged[] =
 typedef struct export_ctx {
   int64_t after;
   int page;
+  uint64_t size; /* the tree's leaves before the statement ran: the page merges no more */
   authz_principal_t viewer;
 } export_ctx_t;
 
@@ -566,7 +567,9 @@ static void export_done(rpc_call_t *call, const db_result_t *r, void *arg) {
   if (t == NULL)
     return;
   mt = audit_tree_merkle(t);
-  size = audit_tree_size(t);
+  /* Not audit_tree_size(t) now: the builder may have appended leaves since the statement
+   * took its snapshot, and their events, unseen by it, would go out as missing (deleted). */
+  size = ctx->size;
   evs = rpc_call_alloc(call, cap * sizeof(*evs));
   ptrs = rpc_call_alloc(call, cap * sizeof(*ptrs));
   if (evs == NULL || ptrs == NULL || resp == NULL) {
@@ -641,8 +644,9 @@ static void export_events(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__ExportAuditEventsRequest *req = (const void *)m;
   export_ctx_t *ctx = rpc_call_alloc(call, sizeof(*ctx));
   const char *params[2];
+  audit_tree_t *t;
 
-  if (require_auditor(call) != 0 || tree_of(call) == NULL)
+  if (require_auditor(call) != 0 || (t = tree_of(call)) == NULL)
     return;
   if (ctx == NULL) {
     rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
@@ -657,6 +661,11 @@ static void export_events(rpc_call_t *call, const ProtobufCMessage *m) {
   ctx->after = req->after_seq;
   ctx->page = req->page_size ? req->page_size : EXPORT_PAGE_DEFAULT;
   ctx->viewer = clue_principal_of(rpc_call_principal(call));
+  /* The tree's size before the statement runs, so that its snapshot holds the event of every
+   * leaf merged (each leaf is appended after its event committed): a leaf without its event
+   * is then one deleted, never one the snapshot predates. The tree only grows, so these
+   * leaves are still there when the rows arrive. */
+  ctx->size = audit_tree_size(t);
   params[0] = svc_i64(call, ctx->after, 0);
   params[1] = svc_i64(call, ctx->page, 0);
   svc_query(call, sql_export, 2, params, export_done, ctx);
