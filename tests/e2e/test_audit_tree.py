@@ -360,5 +360,58 @@ def test_keygen_never_writes_through_a_link_and_warns_of_a_readable_key(c):
         srv.stop()
 
 
+def test_verify_against_a_checkpoint_while_the_log_is_written_says_ok(c):
+    # Nothing is tampered with: writers keep submitting and moving clues through the API
+    # while the builder appends their leaves, and each verify against a checkpoint saved
+    # before must say OK. Small export pages, so that a page often ends among the events
+    # the tree has no leaf for yet (a verify that stepped over them found the next page's
+    # leaf numbers jumping), and a server that merged leaves appended after its statement's
+    # snapshot reported their events deleted.
+    CL = S.clue_pb2
+    env = {"CLUED_SERVER": c.srv.addr, "CLUED_TOKEN": c.w.auditor.token}
+    harness.wait_for(lambda: cp_size(c.audit, c.md) > 0, timeout=180, what="a checkpoint")
+    cp = os.path.join(c.tmp, "live.cp")
+    harness.cluectl("audit", "checkpoint", "--out", cp, env=env, check=0)
+    stop = threading.Event()
+    written, errors = [0], []
+
+    def writer(g):
+        while not stop.is_set():
+            try:
+                cl = g.member.clue.SubmitClue(CL.SubmitClueRequest(
+                    request_id=harness.new_request_id(), title="线索", summary="s", source=1,
+                    subject=CL.SubjectPerson(name="张三"), host_unit="市发展改革委"), timeout=30)
+                g.leader.clue.RequestTransition(CL.RequestTransitionRequest(
+                    clue_id=cl.id, expected_version=cl.version, target=2, reason="r",
+                    request_id=harness.new_request_id()), timeout=30)
+                written[0] += 2
+                stop.wait(0.05)  # a steady flow, not a log that outgrows the 30 walks
+            except grpc.RpcError as e:
+                errors.append(f"{e.code()}: {e.details()}")
+                return
+    ts = [threading.Thread(target=writer, args=(c.w.G1,)), threading.Thread(target=writer, args=(c.w.G1,))]
+    for t in ts:
+        t.start()
+    bad = []
+    try:
+        for i in range(30):
+            r = harness.cluectl("audit", "verify", "--checkpoint", cp, "--key", c.key + ".pub",
+                                "--page-size", "7" if i % 2 else "16", env=env)
+            if r.returncode != 0 or not r.stdout.startswith("OK: checkpoint of"):
+                bad.append(f"verify {i}: {r.stdout}{r.stderr}")
+    finally:
+        stop.set()
+        for t in ts:
+            t.join()
+    assert not errors, errors
+    assert written[0] > 60, f"only {written[0]} events written during the verifies"
+    assert not bad, f"{len(bad)} of 30 verifies failed on an untampered log:\n" + "\n".join(bad[:5])
+    # --page-size goes with --checkpoint, within the server's bounds.
+    r = harness.cluectl("audit", "verify", "--page-size", "10", env=env, check=2)
+    assert "--page-size goes with --checkpoint" in r.stderr, r.stderr
+    r = harness.cluectl("audit", "verify", "--checkpoint", cp, "--page-size", "5001", env=env, check=2)
+    assert "out of range" in r.stderr, r.stderr
+
+
 if __name__ == "__main__":
     harness.run_tests(dict(globals()), setup, teardown)
