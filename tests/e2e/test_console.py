@@ -209,16 +209,18 @@ def run_browser_script(c, script, cfg, scenarios):
     assert r.returncode == 0 and len(passed) == scenarios, f"{script} exited {r.returncode}, {len(passed)} passed"
 
 
+def browser_cfg(c):
+    """What every browser script is given: the console's address, Chromium, the time zone and
+    where screenshots go."""
+    return {"base": c.base, "chromium": CHROMIUM, "timezone": TZ, "shots": SHOTS}
+
+
 def test_browser_scenarios(c):
     if os.path.isdir(SHOTS):
         shutil.rmtree(SHOTS)
     os.makedirs(SHOTS)
     w = c.w
-    cfg = {
-        "base": c.base,
-        "chromium": CHROMIUM,
-        "timezone": TZ,
-        "shots": SHOTS,
+    cfg = browser_cfg(c) | {
         "download": os.path.join(c.tmp, "stats.csv"),
         "results": os.path.join(c.tmp, "results.json"),
         "period": [c.frm, c.to],
@@ -314,11 +316,7 @@ def test_console_edges(c):
     prerequisites()
     os.makedirs(SHOTS, exist_ok=True)
     w = c.w
-    cfg = {
-        "base": c.base,
-        "chromium": CHROMIUM,
-        "timezone": TZ,
-        "shots": SHOTS,
+    cfg = browser_cfg(c) | {
         "tokens": {"g1_leader": w.G1.leader.token, "auditor": w.auditor.token},
         "clue": c.overdue_clue,
         "case": c.case.id,
@@ -377,11 +375,7 @@ def test_lists_longer_than_a_page_are_shown_whole(c):
     items, pages = all_pages(w.G1.leader.rect.ListItems, RE.ListItemsRequest(page_size=500), "items")
     assert len(items) > 510 and pages == 2, (len(items), pages)
 
-    cfg = {
-        "base": c.base,
-        "chromium": CHROMIUM,
-        "timezone": TZ,
-        "shots": SHOTS,
+    cfg = browser_cfg(c) | {
         "tokens": {"g1_leader": w.G1.leader.token, "auditor": w.auditor.token},
         "long_clue": {"id": long_clue.id, "events": len(events), "notes": 1100},
         "cases": {"count": len(cases), "oldest": c.case.id, "title": c.case.title},
@@ -421,11 +415,7 @@ def test_server_text_cannot_reorder_the_page(c):
                     " WHERE id = %s", (RLO, RLO, clue.id))
     w.G1.leader.clue.AddNote(CL.AddNoteRequest(clue_id=clue.id, kind=CL.NOTE_KIND_OTHER, text="会商" + RLO + "子丑\n第二行",
                                                request_id=harness.new_request_id()), timeout=10)
-    cfg = {
-        "base": c.base,
-        "chromium": CHROMIUM,
-        "timezone": TZ,
-        "shots": SHOTS,
+    cfg = browser_cfg(c) | {
         "download": os.path.join(c.tmp, "stats-bidi.csv"),
         "period": [c.frm, c.to],
         "tokens": {"g1_leader": w.G1.leader.token, "r1_leader": w.R1.leader.token, "auditor": w.auditor.token},
