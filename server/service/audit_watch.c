@@ -273,13 +273,10 @@ static int64_t safe(const audit_t *a) {
 
 /* ---- watchers ------------------------------------------------------------------------- */
 
-/* Queue ev on w's call. Returns 0, or -1 when w is gone (ended here or during the send). */
-static int watcher_send(watcher_t *w, const audit_ev_t *ev) {
-  Clue__V1__AuditEvent msg;
-  int rc;
+/* Queue msg on w's call. Returns 0, or -1 when w is gone (ended here or during the send). */
+static int watcher_queue(watcher_t *w, const Clue__V1__AuditEvent *msg) {
+  int rc = rpc_send(w->call, &msg->base);
 
-  audit_ev_to_msg(&w->filter, ev, &msg);
-  rc = rpc_send(w->call, &msg.base);
   w->sent_at = uv_now(w->a->srv->loop);
   if (w->state == WATCH_GONE)
     return -1;
@@ -293,6 +290,14 @@ static int watcher_send(watcher_t *w, const audit_ev_t *ev) {
     return -1;
   }
   return 0;
+}
+
+/* Queue ev on w's call, as watcher_queue(). */
+static int watcher_send(watcher_t *w, const audit_ev_t *ev) {
+  Clue__V1__AuditEvent msg;
+
+  audit_ev_to_msg(&w->filter, ev, &msg);
+  return watcher_queue(w, &msg);
 }
 
 /* Is there a visible seq in the group's checked range? */
@@ -892,18 +897,9 @@ static void sweep_joined(audit_t *a, const watcher_t *w) {
 /* Nothing went out on w's call for its heartbeat interval: say where it stands. */
 static void watcher_heartbeat(watcher_t *w) {
   Clue__V1__AuditEvent msg = CLUE__V1__AUDIT_EVENT__INIT;
-  int rc;
 
   msg.seq = w->last;
-  rc = rpc_send(w->call, &msg.base);
-  w->sent_at = uv_now(w->a->srv->loop);
-  if (w->state == WATCH_GONE)
-    return;
-  if (rc == -ENOMEM)
-    watcher_end(w, GRPC_RESOURCE_EXHAUSTED, "out of memory; resume from seq %lld",
-                (long long)w->last);
-  else if (rc != 0)
-    watcher_set_state(w, WATCH_GONE);
+  (void)watcher_queue(w, &msg);
 }
 
 static void on_sweep(uv_timer_t *t) {
