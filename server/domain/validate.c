@@ -406,12 +406,19 @@ void validate_errors_init(validate_errors_t *e) {
   e->n = e->dropped = 0;
 }
 
-validate_error_t *validate_slot(validate_errors_t *e) {
+static validate_error_t *next_slot(validate_errors_t *e) {
   return &e->v[e->n < VALIDATE_VIOLATIONS_MAX ? e->n : VALIDATE_VIOLATIONS_MAX];
 }
 
+validate_error_t *validate_slot(validate_errors_t *e) {
+  validate_error_t *slot = next_slot(e);
+
+  slot->description = NULL; /* a checker writes field and message only */
+  return slot;
+}
+
 int validate_each(validate_errors_t *e, int rc) {
-  const validate_error_t *got = validate_slot(e);
+  const validate_error_t *got = next_slot(e);
 
   if (rc == 0)
     return 0;
@@ -425,12 +432,18 @@ int validate_each(validate_errors_t *e, int rc) {
   return rc;
 }
 
-void validate_add(validate_errors_t *e, const char *field, const char *message) {
+void validate_add_as(validate_errors_t *e, const char *field, const char *message,
+                     const char *description) {
   validate_error_t *slot = validate_slot(e);
 
   slot->field = field;
   snprintf(slot->message, sizeof(slot->message), "%s", message);
+  slot->description = description;
   (void)validate_each(e, VALIDATE_EINVAL);
+}
+
+void validate_add(validate_errors_t *e, const char *field, const char *message) {
+  validate_add_as(e, field, message, NULL);
 }
 
 int validate_errors_result(const validate_errors_t *e) {

@@ -57,6 +57,8 @@ enum {
 typedef struct validate_error {
   const char *field;                  /* request field path as given, e.g. "subject.name" */
   char message[VALIDATE_MESSAGE_MAX]; /* "subject.name is required" */
+  const char *description;            /* for the field's BadRequest entry, when not message
+                                         (static; NULL: message) */
 } validate_error_t;
 
 /** Violations of one request, collected rather than stopping at the first: one per field
@@ -193,6 +195,11 @@ int validate_each(validate_errors_t *e, int rc);
 
 /** Record a violation found without a checker: field and message as validate_error_t's. */
 void validate_add(validate_errors_t *e, const char *field, const char *message);
+
+/** As validate_add(), the field described in BadRequest by description (static) rather
+ * than by message. */
+void validate_add_as(validate_errors_t *e, const char *field, const char *message,
+                     const char *description);
 
 /** VALIDATE_EINVAL if e holds a violation (the first, e->v[0], is the request's), else 0. */
 int validate_errors_result(const validate_errors_t *e);

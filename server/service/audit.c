@@ -44,7 +44,6 @@ static void not_negative(validate_errors_t *e, const char *field, int64_t v) {
 /* The subject types audit_append() is called with (migrations); "" is none. */
 static const char *const subject_types[] = {"", "clue", "case", "rectification", "unit", "user"};
 #define SUBJECT_TYPES_KNOWN "one of clue, case, rectification, unit, user"
-#define SUBJECT_TYPE_UNKNOWN " is unknown: " SUBJECT_TYPES_KNOWN
 
 void audit_subject_violations(validate_errors_t *e, const char *subject_type, int64_t subject_id) {
   char msg[VALIDATE_MESSAGE_MAX];
@@ -56,30 +55,14 @@ void audit_subject_violations(validate_errors_t *e, const char *subject_type, in
       if (strcmp(subject_type, subject_types[i]) == 0)
         break;
     if (i == n) {
-      snprintf(msg, sizeof(msg), "subject_type %s" SUBJECT_TYPE_UNKNOWN, subject_type);
-      validate_add(e, "subject_type", msg);
+      /* Described by the types there are; its message says which was given. */
+      snprintf(msg, sizeof(msg), "subject_type %s is unknown: " SUBJECT_TYPES_KNOWN, subject_type);
+      validate_add_as(e, "subject_type", msg, SUBJECT_TYPES_KNOWN);
     }
   }
   not_negative(e, "subject_id", subject_id);
   if (subject_id != 0 && subject_type[0] == '\0')
     validate_add(e, "subject_id", "subject_id needs subject_type");
-}
-
-bool audit_invalid_each(rpc_call_t *call, const validate_errors_t *e) {
-  if (validate_errors_result(e) == 0)
-    return false;
-  for (unsigned i = 0; i < e->n; i++) {
-    const char *what = e->v[i].message;
-    size_t len = strlen(what), tail = strlen(SUBJECT_TYPE_UNKNOWN);
-
-    /* An unknown subject_type is described by the types there are; its message says which. */
-    if (strcmp(e->v[i].field, "subject_type") == 0 && len > tail &&
-        strcmp(what + len - tail, SUBJECT_TYPE_UNKNOWN) == 0)
-      what = SUBJECT_TYPES_KNOWN;
-    rpc_detail_field(call, e->v[i].field, what);
-  }
-  rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s", e->v[0].message);
-  return true;
 }
 
 /* ---- ListAuditEvents -------------------------------------------------------------------- */
@@ -220,7 +203,7 @@ static void list_events(rpc_call_t *call, const ProtobufCMessage *m) {
     rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
-  if (validate_list(req, ctx, &tok_seq, &errs) != 0 && audit_invalid_each(call, &errs))
+  if (validate_list(req, ctx, &tok_seq, &errs) != 0 && clue_invalid_each(call, &errs))
     return;
   if (tok_seq > after)
     after = tok_seq;
@@ -312,7 +295,7 @@ static void verify_chain(rpc_call_t *call, const ProtobufCMessage *m) {
   audit_subject_violations(&e, req->subject_type, req->subject_id);
   if (req->subject_type[0] && req->subject_id == 0)
     validate_add(&e, "subject_type", "subject_type needs subject_id (or leave both empty)");
-  if (audit_invalid_each(call, &e))
+  if (clue_invalid_each(call, &e))
     return;
   params[0] = req->subject_type[0] ? req->subject_type : NULL;
   params[1] = svc_i64(call, req->subject_id, 1);

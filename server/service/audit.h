@@ -24,11 +24,4 @@ void audit_visibility(const rpc_principal_t *p, audit_filter_t *f);
  * none; an id needs a type), subject_type's first. */
 void audit_subject_violations(validate_errors_t *e, const char *subject_type, int64_t subject_id);
 
-/**
- * As clue_invalid_each() (one BadRequest field violation per entry of e, the status message
- * the first's), but an unknown subject_type is described by the types there are.
- * Returns true if call was failed.
- */
-bool audit_invalid_each(rpc_call_t *call, const validate_errors_t *e);
-
 #endif

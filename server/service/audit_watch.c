@@ -75,6 +75,7 @@
 #include "rpc/auth.h"
 #include "service/audit.h"
 #include "service/audit_event.h"
+#include "service/clue_row.h"
 #include "service/clue_scope.h"
 
 #define REPLAY_BATCH 256             /* rows per catch-up query of one watcher */
@@ -953,7 +954,7 @@ void audit_watch_events(rpc_call_t *call, const ProtobufCMessage *m) {
   validate_each(&e, validate_text("action", req->action, 64, 0, validate_slot(&e)));
   if (req->heartbeat_seconds < 0 || req->heartbeat_seconds > HEARTBEAT_MAX_S)
     validate_add(&e, "heartbeat_seconds", "heartbeat_seconds must be between 0 and 3600");
-  if (audit_invalid_each(call, &e))
+  if (clue_invalid_each(call, &e))
     return;
   if (srv->db == NULL || a == NULL || a->closed || a->tail == NULL) {
     rpc_fail(call, GRPC_UNAVAILABLE, "no database configured");

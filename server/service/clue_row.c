@@ -484,7 +484,8 @@ bool clue_invalid_each(rpc_call_t *call, const validate_errors_t *e) {
   if (validate_errors_result(e) == 0)
     return false;
   for (unsigned i = 0; i < e->n; i++)
-    rpc_detail_field(call, e->v[i].field, e->v[i].message);
+    rpc_detail_field(call, e->v[i].field,
+                     e->v[i].description ? e->v[i].description : e->v[i].message);
   rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s", e->v[0].message);
   return true;
 }

@@ -228,8 +228,9 @@ void clue_refuse_reused(rpc_call_t *call, const char *request_id);
 /** Fail call with INVALID_ARGUMENT if rc != 0 (a validate.h result); returns rc != 0. */
 bool clue_invalid(rpc_call_t *call, int rc, const validate_error_t *err);
 
-/** As clue_invalid(), for every violation e collected: one BadRequest field violation each,
- * the status message the first one's. Returns true if call was failed. */
+/** As clue_invalid(), for every violation e collected: one BadRequest field violation each
+ * (described by its description, or else its message), the status message the first one's. Returns
+ * true if call was failed. */
 bool clue_invalid_each(rpc_call_t *call, const validate_errors_t *e);
 
 /** Fail call with RESOURCE_EXHAUSTED "out of memory". */
