@@ -97,9 +97,10 @@ static const char usage_text[] =
     "                             connection's new calls wait, its streams pause and its\n"
     "                             waiting queries are held until the peer reads\n"
     "                             (default 1048576)\n"
-    "  --max-conn-inbound N       bytes of unfinished request bodies kept per connection;\n"
-    "                             a call that would pass it gets RESOURCE_EXHAUSTED\n"
-    "                             (default 134217728)\n"
+    "  --max-conn-inbound N       bytes of requests kept per connection: unfinished bodies,\n"
+    "                             and decoded requests until their calls finish; a call that\n"
+    "                             would pass it gets RESOURCE_EXHAUSTED (default 134217728)\n"
+    "  --max-inbound N            the same, all connections together (default 1073741824)\n"
     "  --max-connections N        open connections; past it a new one is accepted, logged and\n"
     "                             closed (default 10240; 0: no limit)\n"
     "  --handshake-timeout D      close a connection whose HTTP/2 preface and SETTINGS (or an\n"
@@ -218,6 +219,7 @@ enum {
   OPT_MAX_HEADERS,
   OPT_MAX_CONN_BUFFER,
   OPT_MAX_CONN_INBOUND,
+  OPT_MAX_INBOUND,
   OPT_MAX_CONNECTIONS,
   OPT_HANDSHAKE_TIMEOUT,
   OPT_IDLE_TIMEOUT,
@@ -279,6 +281,7 @@ static const struct option long_opts[] = {
     {"max-headers", required_argument, NULL, OPT_MAX_HEADERS},
     {"max-conn-buffer", required_argument, NULL, OPT_MAX_CONN_BUFFER},
     {"max-conn-inbound", required_argument, NULL, OPT_MAX_CONN_INBOUND},
+    {"max-inbound", required_argument, NULL, OPT_MAX_INBOUND},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
     {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
@@ -474,6 +477,11 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       if (parse_num("--max-conn-inbound", optarg, 65536, 1LL << 34, &v))
         return 1;
       cfg->max_conn_inbound = (size_t)v;
+      break;
+    case OPT_MAX_INBOUND:
+      if (parse_num("--max-inbound", optarg, 65536, 1LL << 36, &v))
+        return 1;
+      cfg->max_inbound = (size_t)v;
       break;
     case OPT_MAX_CONNECTIONS:
       if (parse_num("--max-connections", optarg, 0, 10000000, &v))

@@ -1,6 +1,7 @@
 #include "server.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@ void server_config_defaults(server_config_t *cfg) {
   cfg->max_header_count = 128;
   cfg->max_conn_buffer = 1u << 20;
   cfg->max_conn_inbound = 128u << 20;
+  cfg->max_inbound = (size_t)1 << 30;
   cfg->max_connections = 10240;
   cfg->handshake_timeout_ms = 10000;
   cfg->idle_timeout_ms = 300000;
@@ -132,6 +134,11 @@ static uint64_t sweep_interval(const server_config_t *cfg) {
   return ms < SWEEP_MIN_MS ? SWEEP_MIN_MS : ms;
 }
 
+/* Large requests (up to --max-inbound of them at once) are freed into the C library's heap,
+ * which keeps the pages: once this much has been let go, the sweep hands the free pages back
+ * to the kernel, so a burst of them does not leave the server's memory at its peak. */
+#define SWEEP_TRIM_BYTES ((size_t)16 << 20)
+
 static void on_sweep(uv_timer_t *t) {
   server_t *srv = t->data;
   uint64_t now = uv_now(srv->loop);
@@ -140,6 +147,10 @@ static void on_sweep(uv_timer_t *t) {
   for (c = srv->conns; c; c = next) {
     next = c->next;
     h2_conn_tick(c, now);
+  }
+  if (srv->inbound_freed >= SWEEP_TRIM_BYTES) {
+    srv->inbound_freed = 0;
+    (void)malloc_trim(0);
   }
 }
 

@@ -33,7 +33,9 @@ typedef struct server_config {
   size_t max_header_list_bytes;     /* decoded request header list (RFC 7541 sizes), 64 KiB */
   unsigned max_header_count;        /* request header fields, default 128 */
   size_t max_conn_buffer;           /* queued response bytes per connection, default 1 MiB */
-  size_t max_conn_inbound;          /* unfinished request bytes kept per connection, 128 MiB */
+  size_t max_conn_inbound;          /* request bytes kept per connection (unfinished bodies,
+                                       decoded requests), 128 MiB */
+  size_t max_inbound;               /* the same, all connections together, 1 GiB */
   unsigned max_connections;         /* open connections; past it new ones are closed, 10240 */
   uint64_t handshake_timeout_ms;    /* preface and SETTINGS within, default 10 s; 0: none */
   uint64_t idle_timeout_ms;         /* no call and no request for, then GOAWAY; default 5 min */
@@ -126,6 +128,8 @@ struct server {
   struct svc_batches *batches; /* the batched writes' queues (service/batch.c) */
   uint64_t direct_moves[2];    /* moves sent without a facts read: [0] done so, [1] read
                                   and decided after all (service/clue.c) */
+  size_t inbound;              /* request bytes all connections keep (--max-inbound) */
+  size_t inbound_freed;        /* request bytes let go since the sweep last trimmed the heap */
   uint64_t auth_lookups[2];    /* calls authenticated: [0] from the principal cache, [1] by a
                                   token lookup in the database (rpc/auth.c) */
   /* Creates the owner of a new stream and hands back its stream (rpc_call_accept): how a

@@ -562,9 +562,35 @@ void h2_stream_input_taken(h2_stream_t *s, size_t n) {
   s->inbound -= n;
   if (s->conn) {
     s->conn->inbound -= n;
+    s->conn->srv->inbound -= n;
+    s->conn->srv->inbound_freed += n;
     if (s->in_public)
       s->conn->inbound_public -= n;
   }
+}
+
+size_t h2_stream_input_room(const h2_stream_t *s) {
+  const h2_conn_t *c = s->conn;
+  size_t conn_kept, srv_kept, conn_room, srv_room;
+
+  if (c == NULL)
+    return 0;
+  conn_kept = c->inbound - s->inbound;
+  srv_kept = c->srv->inbound - s->inbound;
+  conn_room =
+      conn_kept < c->srv->cfg.max_conn_inbound ? c->srv->cfg.max_conn_inbound - conn_kept : 0;
+  srv_room = srv_kept < c->srv->cfg.max_inbound ? c->srv->cfg.max_inbound - srv_kept : 0;
+  return conn_room < srv_room ? conn_room : srv_room;
+}
+
+void h2_stream_input_keep(h2_stream_t *s, size_t n) {
+  if (s->conn == NULL)
+    return;
+  s->inbound += n;
+  s->conn->inbound += n;
+  s->conn->srv->inbound += n;
+  if (s->in_public)
+    s->conn->inbound_public += n;
 }
 
 void h2_stream_expect(h2_stream_t *s, size_t max_message, int streaming, int public,
@@ -731,9 +757,16 @@ void h2_stream_recv_data(h2_stream_t *s, const uint8_t *data, size_t len) {
   }
   if (s->in == H2_IN_READ && c->inbound + len > max) {
     refuse_input(s, len,
-                 "connection holds %zu bytes of unfinished requests, over its limit of %zu; "
-                 "send large requests one after another",
+                 "connection holds %zu bytes of requests, over its limit of %zu "
+                 "(--max-conn-inbound); send large requests one after another",
                  c->inbound + len, max);
+    return;
+  }
+  if (s->in == H2_IN_READ && c->srv->inbound + len > c->srv->cfg.max_inbound) {
+    refuse_input(s, len,
+                 "server holds %zu bytes of requests, over its limit of %zu (--max-inbound); "
+                 "try again later",
+                 c->srv->inbound + len, c->srv->cfg.max_inbound);
     return;
   }
   /* Credit for the body of a caller not yet authenticated is held back: until the token
@@ -777,6 +810,7 @@ static void feed(h2_stream_t *s, const uint8_t *data, size_t len) {
     return;
   s->inbound += len;
   c->inbound += len;
+  c->srv->inbound += len;
   if (s->in_public)
     c->inbound_public += len;
   while (len > 0 && s->in != H2_IN_DISCARD) {

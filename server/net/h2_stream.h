@@ -100,7 +100,8 @@ struct h2_stream { /* fields are the transport's; the owner uses the functions b
   size_t unacked; /* body bytes whose credit is held (H2_IN_HOLD) */
   size_t held;    /* body bytes of messages not yet taken whose stream
                      credit is held (H2_IN_READ; the connection's is back) */
-  size_t inbound; /* body bytes kept, counted in the connection's total */
+  size_t inbound; /* request bytes kept (body, then decoded), counted in the
+                     connection's and the server's totals */
   grpc_decoder_t dec;
   int status;
   char *status_msg;     /* percent-encoded grpc-message */
@@ -170,6 +171,15 @@ void h2_stream_set_input(h2_stream_t *s, h2_input_t in);
 
 /** n bytes of a delivered request message were consumed: they no longer count as kept. */
 void h2_stream_input_taken(h2_stream_t *s, size_t n);
+
+/** Bytes of request memory the stream's connection may still keep within --max-conn-inbound
+ * and the server within --max-inbound once the stream's own kept bytes go (0 once the stream
+ * has left its connection): what its decoded request may take. */
+size_t h2_stream_input_room(const h2_stream_t *s);
+
+/** n bytes of memory a request took (its decoded message) count as kept, in the connection's
+ * and the server's totals, until h2_stream_input_free() or the stream leaves its connection. */
+void h2_stream_input_keep(h2_stream_t *s, size_t n);
 
 /** Forget every request byte kept (framing state included): the request is done with. */
 void h2_stream_input_free(h2_stream_t *s);

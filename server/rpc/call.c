@@ -74,12 +74,14 @@ static void call_set_state(rpc_call_t *call, rpc_call_state_t to) {
   /* A waiting call runs when its connection can take output again. */
   if (to == RPC_CALL_WAITING || call->state == RPC_CALL_WAITING)
     h2_stream_want_writable(&call->stream, to == RPC_CALL_WAITING || call->on_writable != NULL);
-  call->state = to;
-  if (to >= RPC_CALL_RUNNING) {
+  if (to >= RPC_CALL_RUNNING && call->state < RPC_CALL_RUNNING) {
+    /* The request's bytes no longer count; its decoded message does, once the caller
+     * (call_dispatch) says so, until the stream ends. */
     free(call->msg.data);
     call->msg.data = NULL;
     h2_stream_input_free(&call->stream);
   }
+  call->state = to;
   if (to >= RPC_CALL_FINISHING)
     call_headers_drop(call, 1); /* answered: however long the stream stays open */
 }
@@ -125,6 +127,7 @@ static void *arena_alloc(rpc_arena_t *a, size_t size, size_t align, size_t gap, 
     if (need > max / 4) {
       if ((n = arena_chunk(size)) == NULL)
         return NULL;
+      a->bytes += sizeof(*n) + size;
       ASAN_UNPOISON_MEMORY_REGION(n->data, size);
       if (c != NULL) {
         n->next = c->next;
@@ -140,6 +143,7 @@ static void *arena_alloc(rpc_arena_t *a, size_t size, size_t align, size_t gap, 
       csize *= 2;
     if ((n = arena_chunk(csize)) == NULL)
       return NULL;
+    a->bytes += sizeof(*n) + csize;
     n->next = c;
     a->chunks = n;
     c = n;
@@ -157,6 +161,7 @@ static void arena_release(rpc_arena_t *a) {
     a->chunks = next;
   }
   a->off = 0;
+  a->bytes = 0;
 }
 
 /* The request's decode arena: protobuf-c's allocator, within a budget. */
@@ -175,8 +180,13 @@ static void *decode_alloc(void *ad, size_t size) {
     a->over = 1;
     return NULL;
   }
-  if ((p = arena_alloc(&a->arena, size, align, 0, RPC_DECODE_CHUNK)) != NULL)
-    a->used += size;
+  if ((p = arena_alloc(&a->arena, size, align, 0, RPC_DECODE_CHUNK)) == NULL)
+    return NULL;
+  if (a->arena.bytes > a->room) {
+    a->over_room = 1; /* what was allocated goes with the arena */
+    return NULL;
+  }
+  a->used += size;
   return p;
 }
 
@@ -188,6 +198,7 @@ static void decode_free(void *ad, void *p) {
 static void decode_arena_release(rpc_decode_arena_t *a) {
   arena_release(&a->arena);
   a->used = 0;
+  a->over = a->over_room = 0;
 }
 
 static void meta_free(rpc_call_t *call) {
@@ -744,19 +755,27 @@ static void call_dispatch(rpc_call_t *call) {
     return;
   }
   a->budget = RPC_DECODE_FACTOR * call->msg.len + RPC_DECODE_SLACK;
+  a->room = h2_stream_input_room(&call->stream);
   call->req = protobuf_c_message_unpack(call->m->input, &alloc, call->msg.len, call->msg.data);
   free(call->msg.data);
   call->msg.data = NULL;
   if (call->req == NULL) {
-    char buf[200];
+    char buf[240];
+    int exhausted = a->over || a->over_room;
     if (a->over)
       snprintf(buf, sizeof(buf),
                "request %s of %zu bytes decodes to more than %zu bytes; send fewer, larger fields",
                call->m->input->name, call->msg.len, a->budget);
+    else if (a->over_room)
+      snprintf(buf, sizeof(buf),
+               "request %s of %zu bytes decodes to more than the %zu bytes its connection "
+               "(--max-conn-inbound) or the server (--max-inbound) may still keep; try again "
+               "once earlier calls end",
+               call->m->input->name, call->msg.len, a->room);
     else
       snprintf(buf, sizeof(buf), "request is not a valid %s message", call->m->input->name);
     decode_arena_release(a);
-    call_finish(call, 200, a->over ? GRPC_RESOURCE_EXHAUSTED : GRPC_INVALID_ARGUMENT, buf);
+    call_finish(call, 200, exhausted ? GRPC_RESOURCE_EXHAUSTED : GRPC_INVALID_ARGUMENT, buf);
     return;
   }
   if (call->m->server_streaming && call->srv->state != SERVER_RUNNING) {
@@ -767,6 +786,7 @@ static void call_dispatch(rpc_call_t *call) {
     return;
   }
   call_set_state(call, RPC_CALL_RUNNING);
+  h2_stream_input_keep(&call->stream, a->arena.bytes);
   call->m->handler(call, call->req);
 }
 

@@ -47,14 +47,21 @@ typedef struct rpc_arena_chunk {
 
 typedef struct rpc_arena {
   rpc_arena_chunk_t *chunks;
-  size_t off; /* next free byte in chunks (the newest) */
+  size_t off;   /* next free byte in chunks (the newest) */
+  size_t bytes; /* allocated for the chunks, their headers included */
 } rpc_arena_t;
 
+/* The decoded request counts as kept by its connection while its call runs
+ * (h2_stream_input_keep), so what it may take is also bounded by room: what the connection
+ * (--max-conn-inbound) and the server (--max-inbound) may still keep once the message's own
+ * bytes, freed right after the decode, go. */
 typedef struct rpc_decode_arena {
   rpc_arena_t arena;
   size_t used;    /* bytes handed out, against budget */
   size_t budget;
-  unsigned over : 1;
+  size_t room;            /* the arena's bytes at most */
+  unsigned over : 1;      /* past budget */
+  unsigned over_room : 1; /* past room */
 } rpc_decode_arena_t;
 
 typedef struct rpc_meta {

@@ -3,8 +3,10 @@
 Outbound: a client that opens wide flow-control windows and then never reads. Past
 --max-conn-buffer (1 MiB) of queued responses its connection's new calls wait, undecoded,
 and the queries of calls already running wait in the pool's queue (paused), so the replies
-it can make the server hold are those of the queries already running. Inbound: unfinished request bodies one connection keeps are capped by
---max-conn-inbound; a call that would pass it gets RESOURCE_EXHAUSTED.
+it can make the server hold are those of the queries already running. Inbound: the requests one
+connection keeps (unfinished bodies, and decoded messages until their calls end) are capped by
+--max-conn-inbound, and those of all connections by --max-inbound; a call that would pass
+either gets RESOURCE_EXHAUSTED.
 
 Each attack measures clued's RSS before and after, with a Health/Check probe beside it."""
 
@@ -186,7 +188,7 @@ def test_unfinished_uploads_capped(c):
         r.close()
     report("5 unfinished 3.9 MB uploads on one connection", before, held, 40)
     probe.assert_prompt()
-    assert status9 == 8 and "unfinished requests" in msg9, (status9, msg9)
+    assert status9 == 8 and "bytes of requests" in msg9 and "--max-conn-inbound" in msg9, (status9, msg9)
     assert statuses == [0] * 4, statuses
 
 
@@ -222,9 +224,73 @@ def test_stream_window_bounds_an_unfinished_message(c):
     report("a 4 MiB message left unfinished, then pushed past its window", before, held, 24)
 
 
+def test_decoded_requests_count_against_their_connection_and_the_server(c):
+    """A complete request waiting on the database keeps its decoded message, which protobuf
+    may make several times larger than its bytes: many small unknown fields here, about 3
+    times. What a connection keeps (--max-conn-inbound) and what all of them keep
+    (--max-inbound) count the decoded message until its call ends, so a connection's
+    requests held by a stalled database are bounded by the limit, not by how many calls it
+    may have waiting; past it a call gets RESOURCE_EXHAUSTED, and once the database moves
+    the calls held complete and the room is there again."""
+    dbname = c.srv.database_url.split("///", 1)[1].split("?", 1)[0]
+    url = c.srv.database_url.replace("user=clued_owner", "user=postgres")
+    srv = harness.Clued(url, args=["--max-conn-inbound", str(16 << 20), "--max-inbound", str(24 << 20),
+                                                  "--db-lock-timeout", "60000"],
+                        env={"ASAN_OPTIONS": ASAN_SMALL_QUARANTINE}).start(migrate=False)
+    hold = harness.Postgres.get().connect(dbname)
+    hold.autocommit = False
+    try:
+        pid = srv.proc.pid
+        head = pb.ListNotesRequest(clue_id=c.clue_id, page_size=1).SerializeToString()
+        unknown = b"\x7a\x18" + b"u" * 24  # field 15, 24 bytes: kept by the decoder as an unknown field
+        msg = grpc_msg(head + unknown * ((1 << 20) // len(unknown)))
+        conns = [Raw(srv.addr, timeout=60), Raw(srv.addr, timeout=60)]
+        sids = [1 + 2 * i for i in range(20)]
+        for r in conns:
+            r.until(lambda: r.server_settings is not None, 5, "SETTINGS")
+            for sid in sids:
+                r.send(headers_frames(sid, request_block(LIST_NOTES, auth(c.token))))
+        time.sleep(0.5)  # the token lookup answers
+        before = rss_kb(pid)
+        with hold.cursor() as cur:
+            cur.execute("LOCK TABLE clues IN ACCESS EXCLUSIVE MODE")
+        with HealthProbe(srv.addr) as probe:
+            for r in conns:
+                for sid in sids:
+                    r.send_body(sid, msg)
+                r.until(lambda: sum(s in r.ended for s in sids) >= 10, 20, "refusals")
+            time.sleep(1)
+            for r in conns:
+                r.read(0.5)  # every refusal sent by now
+            held = rss_kb(pid)
+            waiting = [[s for s in sids if s not in r.ended] for r in conns]
+            hold.rollback()  # the database moves: the calls held complete
+            for r in conns:
+                r.until(lambda: all(s in r.ended for s in sids), 60, "every call")
+        report("40 requests of 1 MiB that decode to 3 MiB each, held by a locked table", before, held, 40)
+        probe.assert_prompt()
+        for r, held_calls in zip(conns, waiting):
+            statuses = {s: r.status(s) for s in sids}
+            assert held_calls and all(statuses[s] == 0 for s in held_calls), statuses
+            assert all(statuses[s] == 8 for s in sids if s not in held_calls), statuses
+        refusals = [[r.message(s) for s in sids if r.status(s) == 8] for r in conns]
+        assert any("--max-conn-inbound" in m for m in refusals[0]), refusals[0]
+        assert any("--max-inbound" in m for m in refusals[1]), refusals[1]
+        # The room is back: the same requests are served on both connections.
+        for r in conns:
+            r.send(headers_frames(41, request_block(LIST_NOTES, auth(c.token))))
+            r.send_body(41, msg)
+            r.until(lambda: 41 in r.ended, 30, "a call after the others")
+            assert r.status(41) == 0, r.message(41)
+            r.close()
+    finally:
+        hold.close()
+        srv.stop()
+
+
 def test_flags_documented(c):
     out = harness.Clued().run("help").stdout
-    assert "--max-conn-buffer" in out and "--max-conn-inbound" in out
+    assert "--max-conn-buffer" in out and "--max-conn-inbound" in out and "--max-inbound" in out
 
 
 if __name__ == "__main__":
