@@ -129,7 +129,8 @@ struct server {
   uint64_t direct_moves[2];    /* moves sent without a facts read: [0] done so, [1] read
                                   and decided after all (service/clue.c) */
   size_t inbound;              /* request bytes all connections keep (--max-inbound) */
-  size_t inbound_freed;        /* request bytes let go since the sweep last trimmed the heap */
+  size_t inbound_freed;        /* large requests' bytes let go since the sweep last trimmed
+                                  the heap */
   uint64_t auth_lookups[2];    /* calls authenticated: [0] from the principal cache, [1] by a
                                   token lookup in the database (rpc/auth.c) */
   /* Creates the owner of a new stream and hands back its stream (rpc_call_accept): how a

@@ -556,6 +556,10 @@ void h2_stream_set_input(h2_stream_t *s, h2_input_t in) {
   s->in = in;
 }
 
+/* Requests this large count towards the heap's trim (server.c, on_sweep); the small ones of
+ * busy traffic reuse their memory and would only have it trimmed and faulted back. */
+#define H2_TRIM_MIN (32 * 1024)
+
 void h2_stream_input_taken(h2_stream_t *s, size_t n) {
   if (n > s->inbound)
     n = s->inbound;
@@ -563,7 +567,8 @@ void h2_stream_input_taken(h2_stream_t *s, size_t n) {
   if (s->conn) {
     s->conn->inbound -= n;
     s->conn->srv->inbound -= n;
-    s->conn->srv->inbound_freed += n;
+    if (n >= H2_TRIM_MIN)
+      s->conn->srv->inbound_freed += n; /* a large request: the sweep trims the heap */
     if (s->in_public)
       s->conn->inbound_public -= n;
   }
