@@ -330,6 +330,10 @@ int metrics_render(server_t *srv, char **out, size_t *len) {
   }
   family(&o, "clued_connections_open", "gauge", "HTTP/2 connections open now.");
   outf(&o, "clued_connections_open %zu\n", srv->nconns);
+  family(&o, "clued_request_bytes_kept", "gauge",
+         "Request bytes the connections keep now: unfinished bodies and decoded requests "
+         "(--max-inbound).");
+  outf(&o, "clued_request_bytes_kept %zu\n", srv->inbound);
   if (srv->db) {
     db_stats_t st;
     db_pool_stats(srv->db, &st);

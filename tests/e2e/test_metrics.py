@@ -10,7 +10,9 @@
 - the endpoint is bounded: a head over 8 KiB gets 431, other paths 404, other methods 405,
   a client that sends nothing is closed after the timeout, connections past the cap are
   closed at once, and the gRPC port keeps serving through all of it;
-- a non-loopback address is refused without --insecure-cleartext.
+- a non-loopback address is refused without --insecure-cleartext;
+- the request bytes kept (--max-inbound) count an unfinished upload and are back at zero
+  once every call has ended, whatever ended it.
 """
 
 import os
@@ -126,7 +128,7 @@ def test_metrics_endpoint():
         assert "evil" not in text
         watch = dict(grpc_type="server_stream", grpc_service="clue.v1.AuditService", grpc_method="WatchEvents")
         assert value(text, "grpc_server_started_total", **watch) is None  # only methods called appear
-        for name, labels in (("clued_connections_open", {}), ("clued_streams_open", {}),
+        for name, labels in (("clued_connections_open", {}), ("clued_streams_open", {}), ("clued_request_bytes_kept", {}),
                              ("clued_db_pool_connections", {"state": "idle"}), ("clued_db_queue_depth", {}),
                              ("clued_db_query_seconds_count", {}), ("clued_audit_watchers", {}),
                              ("clued_audit_tree_size", {}), ("process_resident_memory_bytes", {}),
@@ -238,6 +240,70 @@ def test_refused_before_the_call_counts_neither_started_nor_handled():
         assert after[0] - before[0] == 1 and after[1] - before[1] == 1, (before, after)
         assert after[1] <= after[0], after
         assert "content-type must be" in srv.output()
+
+
+def test_request_bytes_kept_return_to_zero():
+    """clued_request_bytes_kept, what --max-inbound counts: an unfinished upload counts while
+    it is open, and once every call has ended by whatever path (served, refused, reset,
+    over the decode budget, a stream cancelled, a reflection stream), it is back at zero: a
+    count that leaked would refuse every large request in the end."""
+    import struct
+    from hostile import Raw, frame, grpc_msg, headers_frames, lit, request_block
+    from test_grpc_web import check_req, grpc_web, serving
+    from test_reflection import V1, _reflection_pb2
+    list_notes = "/clue.v1.ClueService/ListNotes"
+
+    def auth(token):
+        return lit("authorization", f"Bearer {token}")
+
+    with MetricsClued(harness.test_database_url(), args=["--metrics-listen", "127.0.0.1:0"]).start() as srv:
+        w = world.build(srv)
+        m = w.G1.member
+        clue = m.clue.SubmitClue(pb.SubmitClueRequest(
+            request_id=new_request_id(), title="线索", summary="摘要", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+            subject=pb.SubjectPerson(name="张三"), host_unit="市发展改革委"), timeout=20)
+        for fn, req in ((m.clue.GetClue, pb.GetClueRequest(clue_id=987654321)),
+                        (m.clue.ListNotes, pb.ListNotesRequest(clue_id=clue.id, page_size=-1))):
+            try:
+                fn(req, timeout=20)
+            except grpc.RpcError as e:
+                assert e.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT), e
+        with grpc.insecure_channel(srv.addr) as ch:
+            watch = S.health_pb2_grpc.HealthStub(ch).Watch(S.health_pb2.HealthCheckRequest(), timeout=30)
+            next(watch)
+            watch.cancel()
+            rpb = _reflection_pb2()
+            info = ch.stream_stream(V1, request_serializer=rpb.ServerReflectionRequest.SerializeToString,
+                                    response_deserializer=rpb.ServerReflectionResponse.FromString)
+            replies = list(info(iter([rpb.ServerReflectionRequest(list_services="")] * 3), timeout=30))
+            assert len(replies) == 3
+        head = pb.ListNotesRequest(clue_id=clue.id).SerializeToString()
+        big = grpc_msg(head + b"\x7a" + bytes([0x80, 0x80, 0x40]) + b"u" * (1 << 20))  # one 1 MiB unknown field
+        tiny = grpc_msg(head + b"\x7a\x01u" * 300000)  # decodes past 4 times its size
+        r = Raw(srv.addr, timeout=30)
+        r.until(lambda: r.server_settings is not None, 5, "SETTINGS")
+        for sid in (1, 3, 5):
+            r.send(headers_frames(sid, request_block(list_notes, auth(m.token))))
+        time.sleep(0.5)  # the token lookup answers
+        r.send_body(1, big[:-100], end_stream=False)
+        r.send_body(3, tiny)
+        r.send_body(5, big)
+        r.until(lambda: 3 in r.ended and 5 in r.ended, 30, "the two whole requests")
+        assert r.status(3) == 8 and "decodes to more than" in r.message(3), (r.status(3), r.message(3))
+        assert r.status(5) == 0, r.message(5)
+        kept = value(scrape(srv.metrics_addr), "clued_request_bytes_kept")
+        assert (1 << 20) - 200 <= kept <= (1 << 20) + 200, kept  # the unfinished upload
+        r.send(frame(3, 0, 1, struct.pack(">I", 8)))  # RST_STREAM CANCEL
+        r.send(headers_frames(7, request_block(list_notes, auth(m.token))))
+        r.send_body(7, big[:-100], end_stream=False)
+        r.read(0.5)
+        r.close()  # with an upload unfinished
+        web = grpc_web(srv.addr, "/grpc.health.v1.Health/Check", check_req())  # over HTTP/1.1
+        assert web.grpc_status() == 0 and serving(web.messages()[0])
+        w.close()
+        harness.wait_for(lambda: value(scrape(srv.metrics_addr), "clued_connections_open") == 0, timeout=20,
+                         what="every connection closed")
+        assert value(scrape(srv.metrics_addr), "clued_request_bytes_kept") == 0
 
 
 if __name__ == "__main__":
