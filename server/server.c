@@ -139,6 +139,16 @@ static uint64_t sweep_interval(const server_config_t *cfg) {
  * to the kernel, so a burst of them does not leave the server's memory at its peak. */
 #define SWEEP_TRIM_BYTES ((size_t)16 << 20)
 
+/* Requests this large count towards the heap's trim; the small ones of busy traffic reuse
+ * their memory and would only have it trimmed and faulted back. */
+#define TRIM_MIN_BYTES ((size_t)32 * 1024)
+
+void server_inbound_release(server_t *srv, size_t n) {
+  srv->inbound -= n;
+  if (n >= TRIM_MIN_BYTES)
+    srv->inbound_freed += n;
+}
+
 static void on_sweep(uv_timer_t *t) {
   server_t *srv = t->data;
   uint64_t now = uv_now(srv->loop);

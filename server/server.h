@@ -128,8 +128,8 @@ struct server {
   struct svc_batches *batches; /* the batched writes' queues (service/batch.c) */
   uint64_t direct_moves[2];    /* moves sent without a facts read: [0] done so, [1] read
                                   and decided after all (service/clue.c) */
-  size_t inbound;              /* request bytes all connections keep (--max-inbound) */
-  size_t inbound_freed;        /* large requests' bytes let go since the sweep last trimmed
+  size_t inbound;              /* request bytes authenticated calls keep (--max-inbound) */
+  size_t inbound_freed;        /* large requests' bytes freed since the sweep last trimmed
                                   the heap */
   uint64_t auth_lookups[2];    /* calls authenticated: [0] from the principal cache, [1] by a
                                   token lookup in the database (rpc/auth.c) */
@@ -189,5 +189,9 @@ int server_is_loopback(const struct sockaddr_storage *ss);
 
 /** The server's clock in milliseconds since the epoch (test builds may offset it). */
 int64_t server_now_ms(const server_t *srv);
+
+/** n bytes of requests counted in srv->inbound are freed: they no longer count, and large
+ * ones count towards the sweep's trim of the heap. */
+void server_inbound_release(server_t *srv, size_t n);
 
 #endif

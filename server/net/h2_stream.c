@@ -533,6 +533,17 @@ static void release_held(h2_stream_t *s, size_t n) {
     h2_conn_consume_apart(s->conn, s->id, 0, n);
 }
 
+/* The server's total (--max-inbound) counts the bytes of authenticated calls to methods that
+ * need a token: those of a caller not yet known join it once it is. Public methods and
+ * callers being authenticated have bounds of their own (H2_PUBLIC_INBOUND, the held window
+ * credit), and must not use up what authenticated calls may keep. */
+static void srv_count(h2_stream_t *s) {
+  if (s->conn == NULL || s->in != H2_IN_READ || s->in_public || s->srv_inbound == s->inbound)
+    return;
+  s->conn->srv->inbound += s->inbound - s->srv_inbound;
+  s->srv_inbound = s->inbound;
+}
+
 void h2_stream_set_input(h2_stream_t *s, h2_input_t in) {
   if (s->in == H2_IN_HOLD && in == H2_IN_READ && s->conn) {
     /* The caller is known: the connection's credit goes back, the stream's waits for the
@@ -554,21 +565,20 @@ void h2_stream_set_input(h2_stream_t *s, h2_input_t in) {
   if (s->in == H2_IN_HOLD && in != H2_IN_HOLD && is_h1(s))
     h1_input_resume(s->conn); /* HTTP/1.1 stopped feeding the body while the caller was unknown */
   s->in = in;
+  srv_count(s);
 }
 
-/* Requests this large count towards the heap's trim (server.c, on_sweep); the small ones of
- * busy traffic reuse their memory and would only have it trimmed and faulted back. */
-#define H2_TRIM_MIN (32 * 1024)
-
 void h2_stream_input_taken(h2_stream_t *s, size_t n) {
+  size_t m;
+
   if (n > s->inbound)
     n = s->inbound;
+  m = n < s->srv_inbound ? n : s->srv_inbound;
   s->inbound -= n;
+  s->srv_inbound -= m;
   if (s->conn) {
     s->conn->inbound -= n;
-    s->conn->srv->inbound -= n;
-    if (n >= H2_TRIM_MIN)
-      s->conn->srv->inbound_freed += n; /* a large request: the sweep trims the heap */
+    server_inbound_release(s->conn->srv, m);
     if (s->in_public)
       s->conn->inbound_public -= n;
   }
@@ -580,10 +590,12 @@ size_t h2_stream_input_room(const h2_stream_t *s) {
 
   if (c == NULL)
     return 0;
-  conn_kept = c->inbound - s->inbound;
-  srv_kept = c->srv->inbound - s->inbound;
+  conn_kept = c->inbound - s->inbound - s->decoded;
   conn_room =
       conn_kept < c->srv->cfg.max_conn_inbound ? c->srv->cfg.max_conn_inbound - conn_kept : 0;
+  if (s->in_public)
+    return conn_room; /* the server's total counts only authenticated calls */
+  srv_kept = c->srv->inbound - s->srv_inbound;
   srv_room = srv_kept < c->srv->cfg.max_inbound ? c->srv->cfg.max_inbound - srv_kept : 0;
   return conn_room < srv_room ? conn_room : srv_room;
 }
@@ -591,9 +603,8 @@ size_t h2_stream_input_room(const h2_stream_t *s) {
 void h2_stream_input_keep(h2_stream_t *s, size_t n) {
   if (s->conn == NULL)
     return;
-  s->inbound += n;
+  s->decoded += n;
   s->conn->inbound += n;
-  s->conn->srv->inbound += n;
   if (s->in_public)
     s->conn->inbound_public += n;
 }
@@ -636,6 +647,12 @@ void h2_stream_input_free(h2_stream_t *s) {
   release_held(s, s->held);
   grpc_decoder_free(&s->dec);
   h2_stream_input_taken(s, s->inbound);
+  if (s->conn) {
+    s->conn->inbound -= s->decoded;
+    if (s->in_public)
+      s->conn->inbound_public -= s->decoded;
+  }
+  s->decoded = 0;
 }
 
 int h2_stream_input_partial(const h2_stream_t *s, char *why, size_t whylen) {
@@ -767,7 +784,7 @@ void h2_stream_recv_data(h2_stream_t *s, const uint8_t *data, size_t len) {
                  c->inbound + len, max);
     return;
   }
-  if (s->in == H2_IN_READ && c->srv->inbound + len > c->srv->cfg.max_inbound) {
+  if (s->in == H2_IN_READ && !s->in_public && c->srv->inbound + len > c->srv->cfg.max_inbound) {
     refuse_input(s, len,
                  "server holds %zu bytes of requests, over its limit of %zu (--max-inbound); "
                  "try again later",
@@ -815,9 +832,9 @@ static void feed(h2_stream_t *s, const uint8_t *data, size_t len) {
     return;
   s->inbound += len;
   c->inbound += len;
-  c->srv->inbound += len;
   if (s->in_public)
     c->inbound_public += len;
+  srv_count(s);
   while (len > 0 && s->in != H2_IN_DISCARD) {
     grpc_message_t msg;
     int got;

@@ -233,6 +233,7 @@ static void call_free(uv_handle_t *h) {
   meta_free(call);
   arena_release(&call->arena);
   decode_arena_release(&call->decode_arena);
+  server_inbound_release(call->srv, call->srv_kept);
   h2_stream_free(&call->stream);
   free(call->msg.data);
   free(call->path);
@@ -719,6 +720,14 @@ static void call_on_input_error(h2_stream_t *s, int code, const char *why) {
   call_finish(call_of(s), 200, code, why);
 }
 
+/* What a request's decode may take with nothing else kept: the smaller limit. */
+static size_t room_whole(const rpc_call_t *call) {
+  const server_config_t *cfg = &call->srv->cfg;
+  if (call->m->public_method || cfg->max_conn_inbound < cfg->max_inbound)
+    return cfg->max_conn_inbound;
+  return cfg->max_inbound;
+}
+
 /* Authenticated (or public) and the client half-closed: check the framing, decode the one
  * request message into the call's arena, run the handler. */
 static void call_dispatch(rpc_call_t *call) {
@@ -766,6 +775,11 @@ static void call_dispatch(rpc_call_t *call) {
       snprintf(buf, sizeof(buf),
                "request %s of %zu bytes decodes to more than %zu bytes; send fewer, larger fields",
                call->m->input->name, call->msg.len, a->budget);
+    else if (a->over_room && a->room >= room_whole(call))
+      snprintf(buf, sizeof(buf),
+               "request %s of %zu bytes decodes to more than the %zu bytes a connection may "
+               "keep (--max-conn-inbound, --max-inbound); send fewer, larger fields",
+               call->m->input->name, call->msg.len, a->room);
     else if (a->over_room)
       snprintf(buf, sizeof(buf),
                "request %s of %zu bytes decodes to more than the %zu bytes its connection "
@@ -786,7 +800,13 @@ static void call_dispatch(rpc_call_t *call) {
     return;
   }
   call_set_state(call, RPC_CALL_RUNNING);
+  /* The connection counts the decoded request while the stream lasts, the server until it is
+   * freed (call_free): a call its client reset may still wait for a statement it shares. */
   h2_stream_input_keep(&call->stream, a->arena.bytes);
+  if (!call->m->public_method) {
+    call->srv_kept = a->arena.bytes;
+    call->srv->inbound += call->srv_kept;
+  }
   call->m->handler(call, call->req);
 }
 

@@ -94,6 +94,7 @@ struct rpc_call {
   const rpc_method_t *m;
   ProtobufCMessage *req;   /* in decode_arena */
   rpc_decode_arena_t decode_arena;
+  size_t srv_kept; /* the decoded request's bytes in the server's --max-inbound total */
   rpc_principal_t principal;
   uint64_t deadline_ms; /* 0: none */
   uv_timer_t timer;     /* deadline; the call is freed in this handle's close callback */

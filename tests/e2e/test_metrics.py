@@ -306,5 +306,87 @@ def test_request_bytes_kept_return_to_zero():
         assert value(scrape(srv.metrics_addr), "clued_request_bytes_kept") == 0
 
 
+def test_request_bytes_kept_follow_the_memory():
+    """What --max-inbound counts is what the server holds for authenticated calls, no more
+    and no less: a decoded request counts until it is freed, even after its client reset the
+    call while the statement it shares still runs; bodies of callers not yet authenticated
+    (token lookups stalled) do not count, so they cannot use up what authenticated callers
+    may keep; and a request that could never fit is told so, not to try again."""
+    import struct
+    from hostile import Raw, frame, grpc_msg, headers_frames, lit, request_block
+    get_clue = "/clue.v1.ClueService/GetClue"
+
+    def auth(token):
+        return lit("authorization", f"Bearer {token}")
+
+    def kept():
+        return value(scrape(srv.metrics_addr), "clued_request_bytes_kept")
+
+    def padded(req, size):
+        return grpc_msg(req + (b"\x7a\x18" + b"u" * 24) * (size // 26))  # unknown fields (15) of 24 bytes
+
+    url = harness.test_database_url()
+    dbname = url.split("///", 1)[1].split("?", 1)[0]
+    with MetricsClued(url, args=["--metrics-listen", "127.0.0.1:0", "--max-conn-inbound", str(4 << 20),
+                                 "--max-inbound", str(6 << 20), "--db-lock-timeout", "60000",
+                                 "--auth-cache-ttl", "60000"]).start() as srv:
+        w = world.build(srv)
+        m = w.G1.member
+        clue = m.clue.SubmitClue(pb.SubmitClueRequest(
+            request_id=new_request_id(), title="线索", summary="摘要", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+            subject=pb.SubjectPerson(name="张三"), host_unit="市发展改革委"), timeout=20)
+        m.clue.GetClue(pb.GetClueRequest(clue_id=clue.id), timeout=20)  # the principal is cached
+        head = pb.GetClueRequest(clue_id=clue.id).SerializeToString()
+        hold = harness.Postgres.get().connect(dbname)
+        hold.autocommit = False
+        try:
+            # Reset while their batched statement waits on a lock: still held, still counted.
+            with hold.cursor() as cur:
+                cur.execute("LOCK TABLE clues IN ACCESS EXCLUSIVE MODE")
+            r = Raw(srv.addr, timeout=60)
+            r.until(lambda: r.server_settings is not None, 5, "SETTINGS")
+            sids, sibling = [1, 3, 5], 7
+            for sid in sids + [sibling]:
+                r.send(headers_frames(sid, request_block(get_clue, auth(m.token))))
+            time.sleep(0.3)
+            big = padded(head, 300_000)
+            for sid in sids:
+                r.send_body(sid, big[:-10], end_stream=False)
+            # Every request ends in one write: one statement, kept alive by the sibling.
+            r.send(b"".join(frame(0, 1, sid, big[-10:]) for sid in sids) + frame(0, 1, sibling, grpc_msg(head)))
+            harness.wait_for(lambda: kept() >= 3 * 600_000, timeout=10, what="the decoded requests counted")
+            during = kept()
+            r.send(b"".join(frame(3, 0, sid, struct.pack(">I", 8)) for sid in sids))  # RST_STREAM CANCEL
+            time.sleep(1)
+            assert kept() == during, (during, kept())  # their statement still holds them
+            # Bodies of callers being authenticated (token lookups stalled) are not counted.
+            with hold.cursor() as cur:
+                cur.execute("LOCK TABLE tokens IN ACCESS EXCLUSIVE MODE")
+            strangers = [Raw(srv.addr, timeout=60) for _ in range(3)]
+            for i, h in enumerate(strangers):
+                h.until(lambda: h.server_settings is not None, 5, "SETTINGS")
+                h.send(headers_frames(1, request_block(get_clue, auth(f"bogus-{i}"))))
+                h.send_body(1, grpc_msg(head + b"\x7a\x80\x80\x80\x01" + b"s" * (2 << 20))[:-10], end_stream=False)
+            time.sleep(0.5)
+            assert kept() == during, (during, kept())
+            hold.rollback()  # the statement runs, the lookups answer
+            harness.wait_for(lambda: kept() == 0, timeout=20, what="the decoded requests freed")
+            for h in strangers:
+                h.close()
+            r.close()
+        finally:
+            hold.close()
+        # A request whose decode is over the connection's whole limit: never fits.
+        with grpc.insecure_channel(srv.addr) as ch:
+            try:
+                ch.unary_unary(get_clue)(padded(head, 1_400_000)[5:], metadata=[("authorization", "Bearer " + m.token)],
+                                         timeout=20)
+                raise AssertionError("a request that can never fit was served")
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+                assert "send fewer, larger fields" in e.details() and "try again" not in e.details(), e.details()
+        w.close()
+
+
 if __name__ == "__main__":
     harness.run_tests(dict(globals()))
