@@ -235,27 +235,42 @@ static const cli_col_t ledger_cols[] = {
     {"OVERDUE", "overdue"},     {"CLEARED", "cleared"}, {NULL, NULL},
 };
 
+/* Every page's lines (run_stats() follows them all), then the total over every host unit. */
 static int show_ledger(cli_t *cli, const ProtobufCMessage *m) {
   const Clue__V1__GetLedgerStatsResponse *r = (const Clue__V1__GetLedgerStatsResponse *)m;
+  const Clue__V1__HostUnitLedger *t = r->total;
   int rc = cli_print_table(cli, m, "host_units", ledger_cols);
 
-  if (rc == CLI_OK && r->n_host_units == 0)
+  if (rc != CLI_OK)
+    return rc;
+  if (r->n_host_units == 0)
     puts("(no rectification items)");
+  if (t != NULL)
+    printf("total of %zu host unit%s: found %lld, rectified %lld, overdue %lld, cleared %s\n",
+           r->n_host_units, r->n_host_units == 1 ? "" : "s", (long long)t->found,
+           (long long)t->rectified, (long long)t->overdue, t->cleared ? "yes" : "no");
   return rc;
 }
 
 static const cli_opt_t stats_opts[] = {
     {"unit", "ID", 0, "only items this unit supervises"},
+    {"page-size", "N", 0, "host units per call (1-1000, default 1000); every page is shown"},
     {NULL, NULL, 0, NULL},
 };
 
 static int run_stats(cli_t *cli, const cli_args_t *args) {
   Clue__V1__GetLedgerStatsRequest req = CLUE__V1__GET_LEDGER_STATS_REQUEST__INIT;
+  Clue__V1__GetLedgerStatsResponse *resp = NULL;
   int rc;
 
-  if ((rc = cli_arg_id(cli, args, "unit", &req.supervising_unit_id)) != 0)
+  if ((rc = cli_arg_id(cli, args, "unit", &req.supervising_unit_id)) != 0 ||
+      (rc = cli_arg_i32(cli, args, "page-size", 1, 1000, &req.page_size)) != 0)
     return rc;
-  return cli_call_show(cli, RECT_SVC, "GetLedgerStats", &req.base, show_ledger);
+  /* The whole ledger, page after page: the last page's total with every page's lines. */
+  if ((rc = cli_call_pages(cli, RECT_SVC, "GetLedgerStats", &req.base, "host_units", 1,
+                           (ProtobufCMessage **)&resp)) != 0)
+    return rc;
+  return cli_show(cli, &resp->base, show_ledger);
 }
 
 static const cli_command_t rect_commands[] = {
@@ -273,7 +288,8 @@ static const cli_command_t rect_commands[] = {
     {"reopen", "ID", "Send a submitted rectification back, with a reason (a LEADER)", reopen_opts,
      NULL, run_reopen},
     {"stats", NULL, "The ledger per host unit: found, rectified, overdue, cleared", stats_opts,
-     NULL, run_stats},
+     "Every host unit of the items you see, page after page, then the total over all of them.\n",
+     run_stats},
     {NULL, NULL, NULL, NULL, NULL, NULL},
 };
 

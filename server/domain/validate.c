@@ -338,12 +338,18 @@ int validate_unit_code(const char *s, validate_error_t *err) {
 }
 
 int validate_page_size(int32_t requested, int32_t *out, validate_error_t *err) {
+  return validate_page_size_of(requested, VALIDATE_PAGE_SIZE_DEFAULT, VALIDATE_PAGE_SIZE_MAX, out,
+                               err);
+}
+
+int validate_page_size_of(int32_t requested, int32_t def, int32_t max, int32_t *out,
+                          validate_error_t *err) {
   if (requested < 0)
     return fail(err, "page_size", "page_size must not be negative");
   if (requested == 0)
-    *out = VALIDATE_PAGE_SIZE_DEFAULT;
-  else if (requested > VALIDATE_PAGE_SIZE_MAX)
-    *out = VALIDATE_PAGE_SIZE_MAX;
+    *out = def;
+  else if (requested > max)
+    *out = max;
   else
     *out = requested;
   return VALIDATE_OK;

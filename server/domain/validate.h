@@ -153,6 +153,10 @@ int validate_unit_code(const char *s, validate_error_t *err) __attribute__((warn
 int validate_page_size(int32_t requested, int32_t *out, validate_error_t *err)
     __attribute__((warn_unused_result));
 
+/** validate_page_size() for a list of its own bounds: 0 gives def, more than max gives max. */
+int validate_page_size_of(int32_t requested, int32_t def, int32_t max, int32_t *out,
+                          validate_error_t *err) __attribute__((warn_unused_result));
+
 /** An identifier field: 0 is "<field> is required", a negative value is refused. */
 int validate_id(const char *field, int64_t id, validate_error_t *err)
     __attribute__((warn_unused_result));

@@ -16,6 +16,7 @@
 
 #include "service/rect.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,8 +33,8 @@
 #define RECT_TEXT_MAX VALIDATE_SUMMARY_MAX_BYTES
 /* A deadline at most this far ahead (5 years). */
 #define RECT_DEADLINE_MAX_MS (5 * 366 * CLUE_DAY_MS)
-/* GetLedgerStats answers at most this many host units. */
-#define RECT_STATS_MAX 1000
+/* GetLedgerStats: the host units of a page, by default and at most. */
+#define RECT_STATS_PAGE_MAX 1000
 
 /* clang-format off */
 /* An item row i with its supervising unit's row u, relative to the caller's unit and user
@@ -361,21 +362,57 @@ static void list_items(rpc_call_t *call, const ProtobufCMessage *m) {
 
 /* ---- GetLedgerStats --------------------------------------------------------------------- */
 
+/* Pages of the ledger are a keyset on the host unit's name: the page token holds the last
+ * name of a page (svc_page_token_key()) and the next page starts after it, so a line is never
+ * listed twice or skipped while items are recorded. The token is bound to the caller and the
+ * supervising_unit_id it was issued for; a token of another caller or filter is refused, and
+ * none could show more than the caller sees anyway, since the scope decides every page. The
+ * total is over every line the caller sees, in the page's own snapshot: the sum of the lines
+ * of all the pages, and nothing the lines would not show. */
+typedef struct stats_req {
+  int32_t page_size;
+  int64_t supervising_unit_id; /* the filter a next page token is bound to */
+} stats_req_t;
+
+/* A line's figures from columns 1-3 of row; cleared as docs/LEDGER.md defines it: every item
+ * VERIFIED, and at least one item (a ledger with nothing recorded has nothing cleared). */
+static void ledger_line(const db_result_t *r, int row, Clue__V1__HostUnitLedger *h) {
+  h->found = svc_col_i64(r, row, 1);
+  h->rectified = svc_col_i64(r, row, 2);
+  h->overdue = svc_col_i64(r, row, 3);
+  h->cleared = h->found > 0 && h->rectified == h->found;
+}
+
 static void reply_stats(rpc_call_t *call, const db_result_t *r, void *arg) {
   Clue__V1__GetLedgerStatsResponse resp = CLUE__V1__GET_LEDGER_STATS_RESPONSE__INIT;
+  Clue__V1__HostUnitLedger *total = rpc_call_alloc(call, sizeof(*total));
+  const stats_req_t *sr = arg;
+  authz_principal_t p = clue_principal(call);
   int n = db_rows(r);
-  (void)arg;
+  bool more = false;
 
   resp.as_of_ms = clue_now_ms(call);
-  if ((resp.host_units = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*resp.host_units))) ==
-      NULL) {
+  resp.host_units = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*resp.host_units));
+  if (total == NULL || resp.host_units == NULL) {
     clue_oom(call);
     return;
   }
+  clue__v1__host_unit_ledger__init(total);
+  resp.total = total;
+  /* The lines by name, at most page_size + 1 (one more: a next page), then the total, the one
+   * row without a name. */
   for (int row = 0; row < n; row++) {
-    Clue__V1__HostUnitLedger *h = rpc_call_alloc(call, sizeof(*h));
+    Clue__V1__HostUnitLedger *h;
 
-    if (h == NULL) {
+    if (db_value(r, row, 0) == NULL) {
+      ledger_line(r, row, total);
+      continue;
+    }
+    if (resp.n_host_units == (size_t)sr->page_size) {
+      more = true;
+      continue;
+    }
+    if ((h = rpc_call_alloc(call, sizeof(*h))) == NULL) {
       clue_oom(call);
       return;
     }
@@ -384,11 +421,17 @@ static void reply_stats(rpc_call_t *call, const db_result_t *r, void *arg) {
       clue_oom(call);
       return;
     }
-    h->found = svc_col_i64(r, row, 1);
-    h->rectified = svc_col_i64(r, row, 2);
-    h->overdue = svc_col_i64(r, row, 3);
-    h->cleared = h->found > 0 && h->rectified == h->found;
+    ledger_line(r, row, h);
     resp.host_units[resp.n_host_units++] = h;
+  }
+  if (more) {
+    int64_t scope[2] = {p.user_id, sr->supervising_unit_id};
+    const char *last = resp.host_units[resp.n_host_units - 1]->host_unit;
+
+    if ((resp.next_page_token = (char *)svc_page_token_key(call, scope, 2, last)) == NULL) {
+      clue_oom(call);
+      return;
+    }
   }
   (void)rpc_reply(call, &resp.base);
 }
@@ -396,18 +439,42 @@ static void reply_stats(rpc_call_t *call, const db_result_t *r, void *arg) {
 static void get_ledger_stats(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__GetLedgerStatsRequest *req = (const void *)m;
   Clue__V1__GetLedgerStatsResponse empty = CLUE__V1__GET_LEDGER_STATS_RESPONSE__INIT;
+  Clue__V1__HostUnitLedger none_total = CLUE__V1__HOST_UNIT_LEDGER__INIT;
   authz_principal_t p = clue_principal(call);
-  const char *scope, *params[4], *sql;
+  int64_t scope_of_token[2] = {p.user_id, req->supervising_unit_id};
+  const char *scope, *params[5], *sql, *after = NULL;
+  validate_errors_t e;
+  stats_req_t *sr;
   bool none;
+  int rc;
 
-  if (req->supervising_unit_id < 0) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "supervising_unit_id must not be negative");
+  if ((sr = rpc_call_alloc(call, sizeof(*sr))) == NULL) {
+    clue_oom(call);
     return;
   }
+  sr->supervising_unit_id = req->supervising_unit_id;
+  /* Every violation of the request, one per field. */
+  validate_errors_init(&e);
+  if (req->supervising_unit_id < 0)
+    validate_add(&e, "supervising_unit_id", "supervising_unit_id must not be negative");
+  validate_each(&e, validate_page_size_of(req->page_size, RECT_STATS_PAGE_MAX, RECT_STATS_PAGE_MAX,
+                                          &sr->page_size, validate_slot(&e)));
+  if (req->page_token[0] &&
+      (rc = svc_page_after_key(call, req->page_token, scope_of_token, 2, &after)) != 0) {
+    if (rc == -ENOMEM) {
+      clue_oom(call);
+      return;
+    }
+    validate_add(&e, "page_token",
+                 "page_token is malformed or was issued for another caller or supervising_unit_id");
+  }
+  if (clue_invalid_each(call, &e))
+    return;
   /* Over the items the caller sees: one it is recused from would show in its host unit's count. */
   if ((scope = scope_sql(call, &p, 4, &none)) == NULL) {
     if (none) {
       empty.as_of_ms = clue_now_ms(call);
+      empty.total = &none_total;
       (void)rpc_reply(call, &empty.base);
     } else {
       clue_oom(call);
@@ -418,19 +485,27 @@ static void get_ledger_stats(rpc_call_t *call, const ProtobufCMessage *m) {
   params[1] = svc_i64(call, clue_now_ms(call), 0);
   params[2] = svc_i64(call, req->supervising_unit_id, 1);
   params[3] = svc_i64(call, p.user_id, 0);
+  params[4] = after;
+  /* One statement, one snapshot: the page and the total agree. */
   sql = rpc_call_printf(
       call,
-      "SELECT i.host_unit, count(*), count(*) FILTER (WHERE i.state = 'VERIFIED'),"
-      " count(*) FILTER (WHERE i.state <> 'VERIFIED' AND i.deadline < clue_ms_ts($2))"
+      "WITH lines AS (SELECT i.host_unit, count(*) AS found,"
+      " count(*) FILTER (WHERE i.state = 'VERIFIED') AS rectified,"
+      " count(*) FILTER (WHERE i.state <> 'VERIFIED' AND i.deadline < clue_ms_ts($2)) AS overdue"
       " FROM rect_items i JOIN units u ON u.id = i.supervising_unit"
       " WHERE %s AND ($3::bigint IS NULL OR i.supervising_unit = $3)"
-      " GROUP BY i.host_unit ORDER BY i.host_unit LIMIT %d",
-      scope, RECT_STATS_MAX);
+      " GROUP BY i.host_unit)"
+      " SELECT * FROM (SELECT * FROM lines WHERE $5::text IS NULL OR host_unit > $5"
+      " ORDER BY host_unit LIMIT %d) page"
+      " UNION ALL SELECT NULL, coalesce(sum(found), 0)::bigint,"
+      " coalesce(sum(rectified), 0)::bigint, coalesce(sum(overdue), 0)::bigint FROM lines"
+      " ORDER BY 1",
+      scope, sr->page_size + 1);
   if (sql == NULL || params[0] == NULL || params[1] == NULL || params[3] == NULL) {
     clue_oom(call);
     return;
   }
-  svc_query(call, sql, 4, params, reply_stats, NULL);
+  svc_query(call, sql, 5, params, reply_stats, sr);
 }
 
 /* ---- CreateItem ------------------------------------------------------------------------- */

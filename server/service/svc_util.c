@@ -180,3 +180,100 @@ int64_t svc_page_after_of(const char *s, int64_t scope) {
     id = id << 8 | b[1 + i];
   return id > 0 && id <= INT64_MAX ? (int64_t)id : 0;
 }
+
+/* Tokens of a text key: version, check (3 bytes), the key's bytes; base64url, no padding. */
+#define KEY_TOKEN_VERSION 2
+#define KEY_TOKEN_HEAD 4
+
+/* FNV-1a over the version, the key and the scope's values; as token_check(), not a secret. */
+static uint32_t key_token_check(const uint8_t *key, size_t len, const int64_t *scope,
+                                size_t nscope) {
+  uint32_t h = 2166136261u;
+
+  h ^= KEY_TOKEN_VERSION;
+  h *= 16777619u;
+  for (size_t i = 0; i < len; i++) {
+    h ^= key[i];
+    h *= 16777619u;
+  }
+  for (size_t s = 0; s < nscope; s++)
+    for (int i = 0; i < 8; i++) {
+      h ^= (uint8_t)((uint64_t)scope[s] >> (56 - 8 * i));
+      h *= 16777619u;
+    }
+  return h;
+}
+
+const char *svc_page_token_key(rpc_call_t *call, const int64_t *scope, size_t nscope,
+                               const char *key) {
+  size_t len = strlen(key), n = KEY_TOKEN_HEAD + len, o = 0;
+  uint8_t *b = rpc_call_alloc(call, n + 2); /* 2 more: the last group reads 3 */
+  char *out = rpc_call_alloc(call, (n + 2) / 3 * 4 + 1);
+  uint32_t check;
+
+  if (len == 0 || b == NULL || out == NULL)
+    return NULL;
+  check = key_token_check((const uint8_t *)key, len, scope, nscope);
+  b[0] = KEY_TOKEN_VERSION;
+  b[1] = (uint8_t)(check >> 16);
+  b[2] = (uint8_t)(check >> 8);
+  b[3] = (uint8_t)check;
+  memcpy(b + KEY_TOKEN_HEAD, key, len);
+  b[n] = b[n + 1] = 0;
+  for (size_t i = 0; i < n; i += 3) {
+    uint32_t v = (uint32_t)b[i] << 16 | (uint32_t)b[i + 1] << 8 | b[i + 2];
+
+    out[o++] = b64url[v >> 18 & 63];
+    out[o++] = b64url[v >> 12 & 63];
+    if (i + 1 < n)
+      out[o++] = b64url[v >> 6 & 63];
+    if (i + 2 < n)
+      out[o++] = b64url[v & 63];
+  }
+  out[o] = '\0';
+  return out;
+}
+
+int svc_page_after_key(rpc_call_t *call, const char *s, const int64_t *scope, size_t nscope,
+                       const char **key) {
+  size_t chars = strlen(s), n = 0, len;
+  uint8_t *b;
+  uint32_t check;
+
+  /* At least the head and one byte of key; no group of one character (6 bits, no byte). */
+  if (chars % 4 == 1 || chars < 7)
+    return -EINVAL;
+  if ((b = rpc_call_alloc(call, chars / 4 * 3 + 3)) == NULL)
+    return -ENOMEM;
+  for (size_t i = 0; i < chars; i += 4) {
+    size_t m = chars - i < 4 ? chars - i : 4;
+    uint32_t v = 0;
+
+    for (size_t j = 0; j < 4; j++) {
+      const char *p = j < m ? strchr(b64url, s[i + j]) : b64url;
+      if (p == NULL || *p == '\0')
+        return -EINVAL;
+      v = v << 6 | (uint32_t)(p - b64url);
+    }
+    /* The bits past the last byte of a short group must be 0: one token per key. */
+    if ((m == 2 && (v & 0xffff)) || (m == 3 && (v & 0xff)))
+      return -EINVAL;
+    b[n++] = (uint8_t)(v >> 16);
+    if (m > 2)
+      b[n++] = (uint8_t)(v >> 8);
+    if (m > 3)
+      b[n++] = (uint8_t)v;
+  }
+  len = n - KEY_TOKEN_HEAD;
+  check = key_token_check(b + KEY_TOKEN_HEAD, len, scope, nscope);
+  if (b[0] != KEY_TOKEN_VERSION || b[1] != (uint8_t)(check >> 16) ||
+      b[2] != (uint8_t)(check >> 8) || b[3] != (uint8_t)check ||
+      memchr(b + KEY_TOKEN_HEAD, '\0', len) != NULL ||
+      !validate_utf8((const char *)b + KEY_TOKEN_HEAD, len))
+    return -EINVAL;
+  /* The key in place, NUL-terminated (the buffer has room past the last byte). */
+  memmove(b, b + KEY_TOKEN_HEAD, len);
+  b[len] = '\0';
+  *key = (const char *)b;
+  return 0;
+}

@@ -85,4 +85,21 @@ int64_t svc_page_after(const char *s);
 const char *svc_page_token_of(rpc_call_t *call, int64_t scope, int64_t last_id);
 int64_t svc_page_after_of(const char *s, int64_t scope);
 
+/**
+ * A page token holding the text key of the last row of a page (a keyset on a text column,
+ * such as a name), for the scope's nscope values (the caller, the filters), in the call's
+ * memory, in an opaque form with a check, as svc_page_token_of(); NULL when out of memory or
+ * key is empty.
+ */
+const char *svc_page_token_key(rpc_call_t *call, const int64_t *scope, size_t nscope,
+                               const char *key);
+
+/**
+ * The key a token of svc_page_token_key() for the same scope holds, into *key (in the call's
+ * memory; untouched on failure). Returns 0, -EINVAL if s is not such a token (damaged, made up,
+ * or given for another scope; its key empty, or not UTF-8) or -ENOMEM.
+ */
+int svc_page_after_key(rpc_call_t *call, const char *s, const int64_t *scope, size_t nscope,
+                       const char **key) __attribute__((warn_unused_result));
+
 #endif

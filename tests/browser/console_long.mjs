@@ -66,4 +66,15 @@ await scenario("the ledger shows its newest items and the rest after show more",
   assert(!(await g1.getByRole("button", { name: "显示更多" }).isVisible()), "show more stays after the last page");
 });
 
+await scenario("the ledger's figures past one page are shown whole, with the total", async () => {
+  await go(auditor, "#/ledger");
+  const figures = sectionOf(auditor, "各驻在单位");
+  const lines = figures.locator("tbody tr");
+  await figures.getByRole("cell", { name: cfg.ledger.last, exact: true }).waitFor();
+  assert((await lines.count()) === cfg.ledger.lines, `${await lines.count()} host units shown of ${cfg.ledger.lines}`);
+  const total = await auditor.getByTestId("ledger-total").textContent();
+  assert(total.includes(`发现 ${cfg.ledger.found} 项`), `the total says ${total}`);
+  assert((await auditor.getByTestId("list-partial").count()) === 0, "a whole list is said to be cut short");
+});
+
 await finish();

@@ -334,7 +334,8 @@ def test_lists_longer_than_a_page_are_shown_whole(c):
     shows the 500 cases R2 opened and the one R1 opened before them, beyond the first page
     (500 cases); G1's queue, 110 clues of 20 KB newer than its overdue clue (a page ends at
     about 2 MiB), still shows that clue first, in red; the ledger shows its newest 500 items
-    and the rest after "show more". Runs after the other browser scenarios: the data it adds
+    and the rest after "show more"; the auditor's ledger shows the figures of its 1,001+ host
+    units (two pages of GetLedgerStats) and their total. Runs after the other browser scenarios: the data it adds
     would change their figures and pages."""
     prerequisites()
     os.makedirs(SHOTS, exist_ok=True)
@@ -350,6 +351,10 @@ def test_lists_longer_than_a_page_are_shown_whole(c):
         cur.execute("SELECT count(*) FROM generate_series(1, 510) g, rect_create(%s, %s, gen_random_uuid(), %s,"
                     " '市发展改革委', '填充事项 ' || g, '填充', 'SUPERVISION', NULL, NULL, %s)",
                     (w.G1.leader.id, w.G1.id, now_ms, now_ms + 60 * DAY_MS))
+        # R2's supervision of 1,001 host units: the auditor's ledger figures come in two pages.
+        cur.execute("SELECT count(*) FROM generate_series(1, 1001) g, rect_create(%s, %s, gen_random_uuid(), %s,"
+                    " '被监督单位' || lpad(g::text, 4, '0'), '填充事项', '填充', 'SUPERVISION', NULL, NULL, %s)",
+                    (w.R2.leader.id, w.R2.id, now_ms, now_ms + 60 * DAY_MS))
 
     def big(i):
         w.G1.member.clue.SubmitClue(CL.SubmitClueRequest(
@@ -374,6 +379,9 @@ def test_lists_longer_than_a_page_are_shown_whole(c):
     assert pages == 2 and c.overdue_clue not in [x.id for x in first], (len(queue), pages)
     items, pages = all_pages(w.G1.leader.rect.ListItems, RE.ListItemsRequest(page_size=500), "items")
     assert len(items) > 510 and pages == 2, (len(items), pages)
+    lines, pages = all_pages(w.auditor.rect.GetLedgerStats, RE.GetLedgerStatsRequest(), "host_units")
+    total = w.auditor.rect.GetLedgerStats(RE.GetLedgerStatsRequest(), timeout=60).total
+    assert len(lines) > 1001 and pages == 2 and total.found == sum(x.found for x in lines), (len(lines), pages)
 
     cfg = browser_cfg(c) | {
         "tokens": {"g1_leader": w.G1.leader.token, "auditor": w.auditor.token},
@@ -381,8 +389,9 @@ def test_lists_longer_than_a_page_are_shown_whole(c):
         "cases": {"count": len(cases), "oldest": c.case.id, "title": c.case.title},
         "queue": {"count": len(queue), "overdue": c.overdue_clue},
         "items": {"count": len(items), "oldest": c.item.id},
+        "ledger": {"lines": len(lines), "last": lines[-1].host_unit, "found": total.found},
     }
-    run_browser_script(c, "console_long.mjs", cfg, 4)
+    run_browser_script(c, "console_long.mjs", cfg, 5)
 
 
 RLO = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: what follows it, to the end of its paragraph, is drawn reversed

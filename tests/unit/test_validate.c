@@ -483,6 +483,25 @@ static void test_page_size(void **state) {
   assert_int_equal(out, -7);
 }
 
+/* A list of its own bounds (GetLedgerStats: 1,000 both): the same rules. */
+static void test_page_size_of(void **state) {
+  (void)state;
+  static const struct {
+    int32_t in, out;
+  } cases[] = {{0, 1000}, {1, 1}, {999, 999}, {1000, 1000}, {1001, 1000}, {INT32_MAX, 1000}};
+  for (size_t i = 0; i < NELEM(cases); i++) {
+    int32_t out = -7;
+    validate_error_t err;
+    expect_ok(validate_page_size_of(cases[i].in, 1000, 1000, &out, &err));
+    assert_int_equal(out, cases[i].out);
+  }
+  int32_t out = -7;
+  validate_error_t err;
+  expect_err(validate_page_size_of(-1, 1000, 1000, &out, &err), &err, "page_size",
+             "page_size must not be negative");
+  assert_int_equal(out, -7);
+}
+
 static void test_id_list(void **state) {
   validate_error_t err;
   const int64_t ok[] = {3, 1, 2}, dup[] = {3, 1, 3}, neg[] = {1, -4};
@@ -592,6 +611,7 @@ int main(void) {
       cmocka_unit_test(test_uuid),
       cmocka_unit_test(test_unit_code),
       cmocka_unit_test(test_page_size),
+      cmocka_unit_test(test_page_size_of),
       cmocka_unit_test(test_id_enum_days),
       cmocka_unit_test(test_long_field_name),
       cmocka_unit_test(test_time_ms),

@@ -1,13 +1,17 @@
 // The rectification ledger (督促整改台账, docs/LEDGER.md): the figures per host unit, over every
-// item the caller sees, and the items themselves, newest first, 500 at a time with "show more"
-// for the next page (the ledger grows for years; its figures already count every item).
+// item the caller sees, read page after page (1,000 host units a page, up to 20 pages), with
+// the total over every host unit, which the server counts whether or not the lines are all
+// read; and the items themselves, newest first, 500 at a time with "show more" for the next
+// page (the ledger grows for years; the total already counts every item).
 import { h, clear, prose } from "../dom";
 import { t, tName, fmtDate } from "../i18n";
 import { ledger } from "../api";
-import { RectificationState, RectificationSource, type RectificationItem } from "../../gen/clue/v1/rectification_pb";
-import { section, table, loading, errorBox } from "../ui";
+import { RectificationState, RectificationSource, type HostUnitLedger, type RectificationItem } from "../../gen/clue/v1/rectification_pb";
+import { section, table, loading, errorBox, partialNote } from "../ui";
+import { allPages } from "../paging";
 
 const PAGE = 500;
+const HOST_PAGE = 1000; // host units a GetLedgerStats page holds at most
 
 function itemRow(it: RectificationItem): HTMLElement {
   const cells = [
@@ -30,15 +34,26 @@ export async function ledgerPage(main: HTMLElement, _arg: string | undefined, si
   main.append(h("h2", { class: "page-title" }, t("ledgerTitle")));
   const wait = loading();
   main.append(wait);
-  const [items, st] = await Promise.all([ledger.listItems({ pageSize: PAGE }, { signal }), ledger.getLedgerStats({}, { signal })]);
+  let total: HostUnitLedger | undefined; // the last page's: every page carries it
+  const [items, lines] = await Promise.all([
+    ledger.listItems({ pageSize: PAGE }, { signal }),
+    allPages(async (pageToken) => {
+      const r = await ledger.getLedgerStats({ pageSize: HOST_PAGE, pageToken }, { signal });
+      total = r.total;
+      return { rows: r.hostUnits, next: r.nextPageToken };
+    }),
+  ]);
   wait.remove();
+  const sum = { found: total?.found ?? 0n, rectified: total?.rectified ?? 0n, overdue: total?.overdue ?? 0n, cleared: total?.cleared ?? false };
   main.append(
     section(
       t("ledgerHostUnits"),
+      h("p", { role: "status", "data-testid": "ledger-total" }, t("ledgerTotal", sum.found, sum.rectified, sum.overdue, sum.cleared ? t("ledgerCleared") : t("ledgerNotCleared"))),
+      partialNote(lines),
       table(
         t("ledgerHostUnits"),
         [t("colHostUnit"), t("colFound"), t("colRectified"), t("colOverdue"), t("colCleared")],
-        st.hostUnits.map((u) => [u.hostUnit, String(u.found), String(u.rectified), u.overdue ? h("span", { class: "badge badge-overdue" }, String(u.overdue)) : "0", u.cleared ? t("yes") : t("no")]),
+        lines.rows.map((u) => [u.hostUnit, String(u.found), String(u.rectified), u.overdue ? h("span", { class: "badge badge-overdue" }, String(u.overdue)) : "0", u.cleared ? t("yes") : t("no")]),
         { empty: t("ledgerEmpty") },
       ),
     ),
