@@ -87,6 +87,7 @@ typedef struct cli {
   clue_conn_t *conn;                  /* created before the command runs; connects on first call */
   const char *cmd;                    /* "admin units": for messages */
   volatile sig_atomic_t *interrupted; /* set by SIGINT / SIGTERM */
+  int last_code;                      /* the gRPC status of the last call (CLUE_STATUS_*) */
 } cli_t;
 
 typedef struct cli_command {

@@ -327,7 +327,9 @@ static const cli_command_t audit_commands[] = {
      "with the seq and leaf hash of every event it covers in DIR/leaves.\n"
      "Runs until interrupted, or once with --once; exits 1 on the first checkpoint that\n"
      "does not extend the last one kept (a fork or a truncation), naming it and the first\n"
-     "event where the log differs from the leaves kept.\n",
+     "event where the log differs from the leaves kept. A poll that fails for a reason\n"
+     "that passes (the server restarting or unreachable, its database down) is reported\n"
+     "and the next one made as usual; with --once it ends the run with exit status 1.\n",
      audit_tree_witness},
     {"watch", NULL, "Stream audit events as they happen", watch_opts,
      "Prints the events after --after-seq, then each new event as it is recorded, one\n"

@@ -1097,6 +1097,16 @@ out:
   return rc;
 }
 
+/* A poll that failed for a reason that passes (the server restarting or unreachable, its
+ * database down, its tree not yet read that far): the witness reports it and polls on. Only
+ * what the checkpoints say (a bad signature, a fork, a shrink) and what cannot pass (no
+ * permission, a bad key) end it. */
+static int witness_transient(int code) {
+  return code == CLUE_STATUS_UNAVAILABLE || code == CLUE_STATUS_DEADLINE_EXCEEDED ||
+         code == CLUE_STATUS_OUT_OF_RANGE || code == CLUE_STATUS_RESOURCE_EXHAUSTED ||
+         code == CLUE_STATUS_ABORTED || code == CLUE_STATUS_CANCELLED;
+}
+
 int audit_tree_witness(cli_t *cli, const cli_args_t *args) {
   const char *dir = cli_arg(args, "dir");
   int64_t interval = 10;
@@ -1132,8 +1142,11 @@ int audit_tree_witness(cli_t *cli, const cli_args_t *args) {
       return CLI_FAILED;
   }
   for (;;) {
+    cli->last_code = 0;
     rc = witness_poll(cli, dir, &key);
-    if (rc != CLI_OK || cli_flag(args, "once"))
+    if (rc != CLI_OK && !cli_flag(args, "once") && witness_transient(cli->last_code))
+      fprintf(stderr, "cluectl %s: polling again in %lld s\n", cli->cmd, (long long)interval);
+    else if (rc != CLI_OK || cli_flag(args, "once"))
       return rc;
     for (int64_t s = 0; s < interval * 10; s++) {
       struct timespec ts = {0, 100 * 1000 * 1000};

@@ -200,6 +200,7 @@ int cli_oom(cli_t *cli) {
 /* What a libclue call returned (rv) as cluectl reports it: a failure is reported (0 or
  * CLI_FAILED is returned); st is released either way. */
 static int reported(cli_t *cli, int rv, clue_status_t *st) {
+  cli->last_code = rv != 0 ? st->code : 0;
   if (rv != 0)
     rv = cli_rpc_error(cli, rv, st);
   clue_status_clear(st);

@@ -47,6 +47,14 @@
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
+/* A caller waiting for the leaves appended before it asked (audit_tree_catch_up()). */
+typedef struct tree_waiter {
+  struct tree_waiter *next;
+  uint64_t sync; /* the first SYNC that answers it: one that begins after it asked */
+  audit_tree_caught_up_fn fn;
+  void *arg;
+} tree_waiter_t;
+
 typedef enum tree_state {
   TREE_DORMANT, /* a follower between callers: nothing is read (the pool is not touched) */
   TREE_IDLE,   /* the timer runs; no query in flight */
@@ -80,6 +88,9 @@ struct audit_tree {
   int appending_full;    /* the append in flight carries a full batch: go on at once */
   int appending_cp;      /* the append in flight carries a checkpoint */
   int64_t appending_ms;  /* ... published at this time */
+  uint64_t syncs;        /* SYNCs begun; the one in flight (if any) is the last */
+  tree_waiter_t *waiters;
+  unsigned nwaiters;
 };
 
 const merkle_tree_t *audit_tree_merkle(const audit_tree_t *t) {
@@ -147,6 +158,29 @@ static int leaf_push(audit_tree_t *t, int64_t seq, const merkle_hash_t h) {
 }
 
 /* Drop the leaves that are not durable; the next round reads what others appended. */
+/* Answer the waiters a SYNC numbered done (or every one, when done is UINT64_MAX) answers. */
+static void waiters_run(audit_tree_t *t, uint64_t done) {
+  tree_waiter_t *ready = NULL, **w = &t->waiters;
+
+  while (*w) {
+    tree_waiter_t *x = *w;
+    if (x->sync <= done) {
+      *w = x->next;
+      x->next = ready;
+      ready = x;
+      t->nwaiters--;
+    } else {
+      w = &x->next;
+    }
+  }
+  while (ready) { /* after the list is settled: a caller may ask again */
+    tree_waiter_t *x = ready;
+    ready = x->next;
+    x->fn(x->arg);
+    free(x);
+  }
+}
+
 static void leaves_cut(audit_tree_t *t) {
   t->mt.size = t->durable;
   t->next_sync = 0;
@@ -482,6 +516,7 @@ static void on_sync(const db_result_t *r, void *arg) {
   if (r->err != DB_OK) {
     log_warn("audit tree: reading leaves failed: %s", r->message ? r->message : db_strerror(r->err));
     tree_wait(t, RETRY_MS);
+    waiters_run(t, t->syncs);
     return;
   }
   rows = db_rows(r);
@@ -517,16 +552,17 @@ static void on_sync(const db_result_t *r, void *arg) {
   cp_check(t, r);
   if (t->has_key && t->forked) {
     tree_wait(t, SYNC_MS); /* reads on (the metrics and proofs follow), appends nothing */
-    return;
-  }
-  if (t->has_key) {
+  } else if (t->has_key) {
     t->next_sync = uv_now(t->srv->loop) + SYNC_MS;
     gather(t);
-    return;
+  } else {
+    /* A follower reads again only when asked (audit_tree_ready(), audit_tree_catch_up()). */
+    t->state = TREE_DORMANT;
+    t->synced_ms = wall_ms();
   }
-  /* A follower reads again only when asked (audit_tree_ready()). */
-  t->state = TREE_DORMANT;
-  t->synced_ms = wall_ms();
+  waiters_run(t, t->syncs);
+  if (t->waiters && t->state == TREE_DORMANT)
+    tree_wait(t, 0); /* asked during this read: read again */
 }
 
 static void tree_round(audit_tree_t *t) {
@@ -542,8 +578,11 @@ static void tree_round(audit_tree_t *t) {
   }
   snprintf(after, sizeof(after), "%llu", (unsigned long long)t->durable);
   snprintf(lim, sizeof(lim), "%d", SYNC_BATCH);
-  if (query_send(t, TREE_SYNC, sql_sync, 2, v, on_sync) != 0)
+  if (query_send(t, TREE_SYNC, sql_sync, 2, v, on_sync) != 0) {
     tree_wait(t, RETRY_MS);
+    return;
+  }
+  t->syncs++;
 }
 
 /* ---- lifetime ---------------------------------------------------------------------------- */
@@ -578,6 +617,23 @@ int audit_tree_init(server_t *srv, const audit_tree_config_t *cfg) {
   return 0;
 }
 
+int audit_tree_catch_up(audit_tree_t *t, audit_tree_caught_up_fn fn, void *arg) {
+  tree_waiter_t *w;
+
+  if (t->nwaiters >= AUDIT_TREE_MAX_WAITERS || (w = malloc(sizeof(*w))) == NULL)
+    return -1;
+  w->sync = t->syncs + 1;
+  w->fn = fn;
+  w->arg = arg;
+  w->next = t->waiters;
+  t->waiters = w;
+  t->nwaiters++;
+  t->next_sync = 0; /* a builder's next round reads the leaves first */
+  if (t->state == TREE_DORMANT || t->state == TREE_IDLE)
+    tree_wait(t, 0);
+  return 0;
+}
+
 int audit_tree_ready(audit_tree_t *t) {
   if (t->state == TREE_DORMANT && wall_ms() - t->synced_ms >= POLL_IDLE_MS)
     tree_wait(t, 0);
@@ -595,6 +651,7 @@ void audit_tree_close(server_t *srv) {
     return;
   srv->tree = NULL;
   audit_tail_unfollow(&t->follower);
+  waiters_run(t, UINT64_MAX); /* they find no tree */
   /* A query in flight keeps its reference and finds the tree closed. */
   t->state = TREE_CLOSED;
   uv_close((uv_handle_t *)&t->timer, on_timer_closed);

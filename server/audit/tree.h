@@ -47,6 +47,17 @@ void audit_tree_close(server_t *srv);
  */
 int audit_tree_ready(audit_tree_t *t);
 
+typedef void (*audit_tree_caught_up_fn)(void *arg);
+
+/**
+ * Call fn(arg) once the tree has read every leaf appended to the table before now (the end
+ * of a read of the leaves that began after this call), or failed to, or the tree closes.
+ * For a proof of a size another instance signed that this one has not read yet. 0, or -1
+ * when AUDIT_TREE_MAX_WAITERS already wait (fn is then not called).
+ */
+#define AUDIT_TREE_MAX_WAITERS 1024
+int audit_tree_catch_up(audit_tree_t *t, audit_tree_caught_up_fn fn, void *arg);
+
 /** The in-memory tree (never NULL while the server runs); read-only for callers. */
 const merkle_tree_t *audit_tree_merkle(const audit_tree_t *t);
 

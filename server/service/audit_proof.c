@@ -131,6 +131,45 @@ static void get_checkpoint(rpc_call_t *call, const ProtobufCMessage *m) {
 
 /* ---- proofs ------------------------------------------------------------------------------ */
 
+/* A proof of a size beyond this instance's tree, which another instance signed: the call waits
+ * for the tree to read the leaves appended so far (audit_tree_catch_up()), then runs again,
+ * and a size still beyond it is OUT_OF_RANGE. */
+typedef void (*proof_run_fn)(rpc_call_t *call, const ProtobufCMessage *m, int waited);
+
+typedef struct proof_wait {
+  rpc_call_t *call;
+  const ProtobufCMessage *m;
+  proof_run_fn run;
+} proof_wait_t;
+
+static void proof_caught_up(void *arg) {
+  proof_wait_t *w = arg;
+
+  if (!rpc_call_done(w->call))
+    w->run(w->call, w->m, 1);
+  rpc_call_unref(w->call);
+}
+
+/* 1 when the call now waits for the tree to catch up with size; 0 to answer at once. */
+static int proof_wait(rpc_call_t *call, const ProtobufCMessage *m, proof_run_fn run, audit_tree_t *t,
+                      int64_t size, int waited) {
+  proof_wait_t *w;
+
+  if (waited || size <= 0 || (uint64_t)size <= audit_tree_size(t))
+    return 0;
+  if ((w = rpc_call_alloc(call, sizeof(*w))) == NULL)
+    return 0;
+  w->call = call;
+  w->m = m;
+  w->run = run;
+  rpc_call_ref(call);
+  if (audit_tree_catch_up(t, proof_caught_up, w) != 0) {
+    rpc_call_unref(call);
+    return 0;
+  }
+  return 1;
+}
+
 static ProtobufCBinaryData *proof_copy(rpc_call_t *call, merkle_hash_t *h, size_t n, int *oom) {
   ProtobufCBinaryData *v = rpc_call_alloc(call, (n ? n : 1) * sizeof(*v));
   if (v == NULL) {
@@ -142,7 +181,7 @@ static ProtobufCBinaryData *proof_copy(rpc_call_t *call, merkle_hash_t *h, size_
   return v;
 }
 
-static void get_inclusion(rpc_call_t *call, const ProtobufCMessage *m) {
+static void inclusion_run(rpc_call_t *call, const ProtobufCMessage *m, int waited) {
   const Clue__V1__GetInclusionProofRequest *req = (const void *)m;
   Clue__V1__InclusionProof resp = CLUE__V1__INCLUSION_PROOF__INIT;
   merkle_hash_t proof[MERKLE_MAX_PROOF], root;
@@ -163,6 +202,8 @@ static void get_inclusion(rpc_call_t *call, const ProtobufCMessage *m) {
   if (req->tree_size < 0)
     validate_add(&e, "tree_size", "tree_size must not be negative");
   if (clue_invalid_each(call, &e))
+    return;
+  if (proof_wait(call, m, inclusion_run, t, req->tree_size, waited))
     return;
   if (size_arg(call, "tree_size", req->tree_size, audit_tree_size(t), &size) != 0)
     return;
@@ -197,7 +238,11 @@ static void get_inclusion(rpc_call_t *call, const ProtobufCMessage *m) {
   (void)rpc_reply(call, &resp.base);
 }
 
-static void get_consistency(rpc_call_t *call, const ProtobufCMessage *m) {
+static void get_inclusion(rpc_call_t *call, const ProtobufCMessage *m) {
+  inclusion_run(call, m, 0);
+}
+
+static void consistency_run(rpc_call_t *call, const ProtobufCMessage *m, int waited) {
   const Clue__V1__GetConsistencyProofRequest *req = (const void *)m;
   Clue__V1__ConsistencyProof resp = CLUE__V1__CONSISTENCY_PROOF__INIT;
   merkle_hash_t proof[MERKLE_MAX_PROOF], r1, r2;
@@ -216,6 +261,8 @@ static void get_consistency(rpc_call_t *call, const ProtobufCMessage *m) {
   if (req->new_size < 0)
     validate_add(&e, "new_size", "new_size must not be negative");
   if (clue_invalid_each(call, &e))
+    return;
+  if (proof_wait(call, m, consistency_run, t, req->new_size, waited))
     return;
   if (size_arg(call, "new_size", req->new_size, audit_tree_size(t), &size) != 0)
     return;
@@ -243,6 +290,10 @@ static void get_consistency(rpc_call_t *call, const ProtobufCMessage *m) {
     return;
   }
   (void)rpc_reply(call, &resp.base);
+}
+
+static void get_consistency(rpc_call_t *call, const ProtobufCMessage *m) {
+  consistency_run(call, m, 0);
 }
 
 /* ---- ExportAuditEvents ------------------------------------------------------------------- */

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 import grpc
 
@@ -411,6 +412,93 @@ def test_verify_against_a_checkpoint_while_the_log_is_written_says_ok(c):
     assert "--page-size goes with --checkpoint" in r.stderr, r.stderr
     r = harness.cluectl("audit", "verify", "--checkpoint", cp, "--page-size", "5001", env=env, check=2)
     assert "out of range" in r.stderr, r.stderr
+
+
+def test_a_follower_proves_every_checkpoint_it_serves(c):
+    """An instance without the key serves the checkpoints the builder signs, and the proofs up
+    to them, while events are appended: a checkpoint it names is one it can prove at once
+    (it reads the leaves it has not read yet before it answers), which a witness polling it
+    relies on."""
+    b = harness.Clued(c.url).start(migrate=False)
+    stop = threading.Event()
+
+    def writer():
+        conn = c.pg.connect(c.dbname)
+        k = 0
+        while not stop.is_set():
+            append(conn, 5, subject=FAKE + 20000 + k)
+            k += 5
+            stop.wait(0.02)
+        conn.close()
+    t = threading.Thread(target=writer)
+    t.start()
+    refused = []
+    try:
+        with grpc.insecure_channel(b.addr) as ch:
+            audit_b = S.audit_pb2_grpc.AuditServiceStub(ch)
+            harness.wait_for(lambda: cp_size(audit_b, c.md) > 0, timeout=180, what="a checkpoint")
+            wait_tree(audit_b, c.md, 1)  # read once (before, UNAVAILABLE: retry)
+            for _ in range(60):
+                cp = audit_b.GetCheckpoint(AU.GetCheckpointRequest(), metadata=c.md)
+                try:
+                    q = audit_b.GetConsistencyProof(AU.GetConsistencyProofRequest(old_size=1, new_size=cp.tree_size),
+                                                    metadata=c.md)
+                    assert q.new_size == cp.tree_size and q.new_root == cp.root_hash
+                    p = audit_b.GetInclusionProof(AU.GetInclusionProofRequest(seq=tlog.rows(c.db)[0]["seq"],
+                                                                              tree_size=cp.tree_size), metadata=c.md)
+                    assert p.root_hash == cp.root_hash
+                except grpc.RpcError as e:
+                    refused.append(f"{cp.tree_size}: {e.code()}: {e.details()}")
+                stop.wait(0.05)
+            # A size nobody has reached is still OUT_OF_RANGE, after the follower looked.
+            expect_status(grpc.StatusCode.OUT_OF_RANGE, audit_b.GetConsistencyProof,
+                          AU.GetConsistencyProofRequest(old_size=1, new_size=10 ** 9), metadata=c.md)
+    finally:
+        stop.set()
+        t.join()
+        b.stop()
+    assert not refused, refused[:5]
+
+
+def test_the_witness_polls_on_across_a_restart(c):
+    """cluectl audit witness is the outside body's long-running check: a server that restarts
+    (or whose database is down for a while) is reported and polled again, and the witness
+    keeps every later checkpoint; only a checkpoint that does not extend the last one ends
+    it with exit status 1."""
+    b = harness.Clued(c.url).start(migrate=False)
+    addr = b.addr
+    wd = os.path.join(c.tmp, "witness-restart")
+    env = dict(os.environ, CLUED_SERVER=addr, CLUED_TOKEN=c.w.auditor.token)
+    w = subprocess.Popen([harness.CLUECTL, "audit", "witness", "--dir", wd, "--key", c.key + ".pub", "--interval", "1",
+                          "--timeout", "5"],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    conn = c.pg.connect(c.dbname)
+    try:
+        harness.wait_for(lambda: os.path.exists(os.path.join(wd, "latest")) or w.poll() is not None, timeout=60,
+                         what="a checkpoint kept")
+        assert w.poll() is None, w.communicate()
+        b.proc.kill()  # as a crash
+        b.proc.wait()
+        append(conn, 80, subject=FAKE + 30000)
+        time.sleep(2.5)  # polls meet the dead server
+        assert w.poll() is None, w.communicate()
+        b = harness.Clued(c.url).start(listen=addr, migrate=False)
+        before = int(open(os.path.join(wd, "latest")).read().split("\n")[1])
+
+        def kept_later():
+            return int(open(os.path.join(wd, "latest")).read().split("\n")[1]) > before
+        harness.wait_for(kept_later, timeout=60, what="a later checkpoint kept after the restart")
+        assert w.poll() is None
+        w.send_signal(2)
+        out, err = w.communicate(timeout=20)
+        assert w.returncode == 0, (w.returncode, out, err)
+        assert "UNAVAILABLE" in err and "polling again in 1 s" in err, err
+        assert "consistent with the last one kept" in out, out
+    finally:
+        conn.close()
+        if w.poll() is None:
+            w.kill()
+        b.stop()
 
 
 if __name__ == "__main__":
