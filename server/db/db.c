@@ -1308,10 +1308,14 @@ static void on_poll(uv_poll_t *h, int status, int events) {
 
   assert(c != NULL && c->watch == w);
   if (status < 0) {
+    /* libuv reports an error on the socket (POLLERR: the server reset the connection, a
+     * backend killed) as UV_EBADF, whose text would blame the descriptor. */
+    const char *why =
+        status == UV_EBADF ? "error on the socket (connection reset)" : uv_strerror(status);
     if (c->state == CONN_CONNECTING)
-      conn_connect_failed(c, uv_strerror(status));
+      conn_connect_failed(c, why);
     else
-      conn_lost(c, uv_strerror(status));
+      conn_lost(c, why);
     return;
   }
   switch (c->state) {

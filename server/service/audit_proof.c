@@ -151,8 +151,8 @@ static void proof_caught_up(void *arg) {
 }
 
 /* 1 when the call now waits for the tree to catch up with size; 0 to answer at once. */
-static int proof_wait(rpc_call_t *call, const ProtobufCMessage *m, proof_run_fn run, audit_tree_t *t,
-                      int64_t size, int waited) {
+static int proof_wait(rpc_call_t *call, const ProtobufCMessage *m, proof_run_fn run,
+                      audit_tree_t *t, int64_t size, int waited) {
   proof_wait_t *w;
 
   if (waited || size <= 0 || (uint64_t)size <= audit_tree_size(t))
