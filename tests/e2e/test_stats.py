@@ -938,5 +938,47 @@ def test_case_page_requests_refused(c):
     assert stats_page(w.auditor, t0, t1, case_page_token=token).cases
 
 
+def test_zzz_a_thousand_cases_and_more(c):
+    """Past 1,000 cases (titles of 200 characters): an answer holds 1,000 case rows at most,
+    whatever case_page_size asks, and the rest follow; `cluectl stats` lists every case in its
+    table, --csv --cases and --json, and --csv (units only) is the units of the answer."""
+    w = c.w
+    title = "某省某市某局系列违纪违法案件联合审查调查" * 10
+    assert len(title) == 200
+    with c.db.cursor() as cur:
+        # Through the function CreateJointCase calls, audited as it would be.
+        cur.execute("SELECT count(*) FROM generate_series(1, 1005) g, case_create(%s, %s, gen_random_uuid(), %s,"
+                    " substr(%s, 1, 196) || lpad(g::text, 4, '0'), '', '{}', '{}', '{}')",
+                    (w.R1.leader.id, w.R1.id, now_ms(), title))
+        cur.execute("SELECT id FROM joint_cases ORDER BY id")
+        every = [r[0] for r in cur.fetchall()]
+    assert len(every) > 1005
+    today = time.strftime("%Y-%m-%d")
+    frm = int(time.mktime(time.strptime(today, "%Y-%m-%d")) * 1000)
+    to = frm + DAY_MS
+    for size in (0, 1000, 5000):
+        pages = case_pages(w.auditor, frm, to, size)
+        assert [len(p.cases) for p in pages] == [1000] * (len(every) // 1000) + [len(every) % 1000], size
+        assert [k.case_id for p in pages for k in p.cases] == every
+        assert pages[0].ByteSize() < 1 << 20, pages[0].ByteSize()
+    whole = stats_page(w.auditor, frm, to)
+
+    env = {"CLUED_SERVER": c.srv.addr, "CLUED_TOKEN": w.auditor.token}
+    r = harness.cluectl("stats", "--from", today, "--to", today, "--csv", "--cases", env=env, check=0)
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert [int(x["case_id"]) for x in rows] == every, len(rows)
+    assert [x["title"] for x in rows[-1005:]] == [f"{title[:196]}{g:04d}" for g in range(1, 1006)]
+    doc = json.loads(harness.cluectl("--json", "stats", "--from", today, "--to", today, env=env, check=0).stdout)
+    assert [int(k["case_id"]) for k in doc["cases"]] == every
+    assert [int(u["unit_id"]) for u in doc["units"]] == [u.unit_id for u in whole.units]
+    assert not doc.get("next_case_page_token")
+    out = harness.cluectl("stats", "--from", today, "--to", today, env=env, check=0).stdout
+    table = out.split("\nJoint cases:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert [int(ln.split()[0]) for ln in table[1:]] == every, table[:3]
+    r = harness.cluectl("stats", "--from", today, "--to", today, "--csv", env=env, check=0)
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert [int(x["unit_id"]) for x in rows] == [u.unit_id for u in whole.units]
+
+
 if __name__ == "__main__":
     harness.run_tests(dict(globals()), setup, teardown)
