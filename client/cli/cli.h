@@ -275,6 +275,17 @@ int cli_call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const 
     __attribute__((warn_unused_result));
 
 /**
+ * cli_call_pages() with all, for a list whose page token fields have other names: the
+ * request's token_field, the response's next_field (GetStatistics' case pages:
+ * "case_page_token", "next_case_page_token"). The answer is the last page's, holding every
+ * page's rows of `list`; its other fields are the last page's.
+ */
+int cli_call_all_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
+                       ProtobufCMessage *req, const char *list, const char *token_field,
+                       const char *next_field, ProtobufCMessage **resp)
+    __attribute__((warn_unused_result));
+
+/**
  * Start a server-streaming call (clue_stream_start()) to path, with the deadline of a stream
  * (cli_t.stream_timeout_ms); on success *out owns the stream. On failure it has been reported
  * and *out is untouched. Returns 0 or CLI_FAILED.

@@ -700,12 +700,17 @@ static void token_set_free(token_set_t *set) {
   free(set->slot);
 }
 
-int cli_call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
-                   ProtobufCMessage *req, const char *list, int all, ProtobufCMessage **resp) {
+/* cli_call_pages() for a list whose request names its token token_field, and its response
+ * the next one next_field. */
+static int call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
+                      ProtobufCMessage *req, const char *list, const char *token_field,
+                      const char *next_field, int all, ProtobufCMessage **resp) {
   const ProtobufCMethodDescriptor *md =
       protobuf_c_service_descriptor_get_method_by_name(service, method);
   const ProtobufCFieldDescriptor *lf;
-  char **tok = str_member(req, "page_token");
+  char **tok = str_member(req, token_field);
+  /* --page-token continues the lists whose request says page_token; others have no option. */
+  int page_option = strcmp(token_field, "page_token") == 0;
   char *saved;
   token_set_t seen = {NULL, 0, 0};
   ProtobufCMessage *page = NULL, **rows = NULL;
@@ -714,7 +719,9 @@ int cli_call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const 
 
   lf = md ? protobuf_c_message_descriptor_get_field_by_name(md->output, list) : NULL;
   if (tok == NULL || lf == NULL || lf->label != PROTOBUF_C_LABEL_REPEATED ||
-      lf->type != PROTOBUF_C_TYPE_MESSAGE) { /* a mistake in a command, not the user's */
+      lf->type != PROTOBUF_C_TYPE_MESSAGE ||
+      protobuf_c_message_descriptor_get_field_by_name(md->output, next_field) == NULL) {
+    /* a mistake in a command, not the user's */
     fprintf(stderr, "cluectl: %s is not a paged list of '%s'\n", method, list);
     return CLI_FAILED;
   }
@@ -738,9 +745,11 @@ int cli_call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const 
     bytes += protobuf_c_message_get_packed_size(page);
     if (npages > CLI_ALL_MAX_PAGES || nrows + *n > CLI_ALL_MAX_ROWS || bytes > CLI_ALL_MAX_BYTES) {
       fprintf(stderr,
-              "cluectl: --all collects at most %d rows, %d pages or %d MiB, and the listing "
-              "goes on; narrow it, or list it page by page with --page-token\n",
-              CLI_ALL_MAX_ROWS, CLI_ALL_MAX_PAGES, CLI_ALL_MAX_BYTES >> 20);
+              "cluectl: %s collects at most %d rows, %d pages or %d MiB, and the listing "
+              "goes on; narrow it%s\n",
+              page_option ? "--all" : "a listing", CLI_ALL_MAX_ROWS, CLI_ALL_MAX_PAGES,
+              CLI_ALL_MAX_BYTES >> 20,
+              page_option ? ", or list it page by page with --page-token" : "");
       rc = CLI_FAILED;
       break;
     }
@@ -755,7 +764,7 @@ int cli_call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const 
       memcpy(rows + nrows, *arr, *n * sizeof(*rows));
     nrows += *n;
     *n = 0;
-    next = str_member(page, "next_page_token");
+    next = str_member(page, next_field);
     if (next == NULL || *next == NULL || (*next)[0] == '\0')
       break;
     /* A token given before leads to pages already listed: the server goes round in a
@@ -787,4 +796,15 @@ int cli_call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const 
   *(size_t *)((char *)page + lf->quantifier_offset) = nrows;
   *resp = page;
   return 0;
+}
+
+int cli_call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
+                   ProtobufCMessage *req, const char *list, int all, ProtobufCMessage **resp) {
+  return call_pages(cli, service, method, req, list, "page_token", "next_page_token", all, resp);
+}
+
+int cli_call_all_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
+                       ProtobufCMessage *req, const char *list, const char *token_field,
+                       const char *next_field, ProtobufCMessage **resp) {
+  return call_pages(cli, service, method, req, list, token_field, next_field, 1, resp);
 }

@@ -2,9 +2,13 @@
  *
  * decode -> validate -> read the candidate units -> decide the units covered
  * (domain/stats_scope.h) -> one statement computes every figure (clue_stats(), latest in
- * 0036_case_stats_follow_recusals.sql, where each figure is defined) -> encode. The figures come
+ * 0041_case_stats_in_pages.sql, where each figure is defined) -> encode. The figures come
  * from the audit trail, the authoritative record of every transition, so they agree with
- * GetHistory. */
+ * GetHistory.
+ *
+ * The case rows come in pages, a keyset on the case id (the rows' order): cases never end, and
+ * a scope's every case in one answer grew past what a client accepts. The unit figures are
+ * whole in every answer: a page is a whole answer with fewer cases, not a part of one. */
 
 #include "service/stats.h"
 
@@ -21,6 +25,9 @@
 /* At most this many unit ids in one request's filter. */
 #define STATS_UNIT_IDS_MAX 1000
 /* Times up to the end of the year 9999 (PostgreSQL's timestamps reach far beyond). */
+/* Case rows in one answer: the default and the most. 1,000 titles of 200 characters take
+ * under 1 MiB. */
+#define STATS_CASE_PAGE_MAX 1000
 
 /* ---- the units covered ------------------------------------------------------------------ */
 
@@ -58,7 +65,7 @@ static const char stats_sql[] =
     "SELECT kind, id, code, name, received, checks_started, filed, closed, closed_talk,"
     " closed_no_action, closed_shelved, closed_finding, closed_sanction, transferred, overdue_now,"
     " median_accepted, median_check, median_filed, zero_disposal, clues"
-    " FROM clue_stats($1, $2, $3, $4::bigint[], $5, $6)";
+    " FROM clue_stats($1, $2, $3, $4::bigint[], $5, $6, $7, $8)";
 
 /* The breakdown of closed clues, in the order it is listed: the three disposals of a clue
  * closed from ACCEPTED, then FINDING (closed after a preliminary check) and SANCTION (closed
@@ -159,13 +166,17 @@ static int zero_unit(rpc_call_t *call, const Clue__V1__UnitStats *u,
 typedef struct stats_ctx {
   const Clue__V1__GetStatisticsRequest *req;
   Clue__V1__ReadFreshness *fresh; /* where the rows come from (service/replica.h) */
+  int32_t case_limit;             /* case rows to send: 0 with omit_cases */
+  int64_t case_after;             /* the page follows this case id; 0: the first page */
 } stats_ctx_t;
 
 static void reply_stats(rpc_call_t *call, const db_result_t *r, void *arg) {
+  const stats_ctx_t *sc = arg;
   Clue__V1__GetStatisticsResponse resp = CLUE__V1__GET_STATISTICS_RESPONSE__INIT;
   size_t n = (size_t)db_rows(r), cap = n ? n : 1;
+  bool more = false;
 
-  resp.freshness = arg;
+  resp.freshness = sc->fresh;
 
   resp.units = rpc_call_alloc(call, cap * sizeof(*resp.units));
   resp.cases = rpc_call_alloc(call, cap * sizeof(*resp.cases));
@@ -186,6 +197,11 @@ static void reply_stats(rpc_call_t *call, const db_result_t *r, void *arg) {
         if (svc_col_bool(r, i, SC_ZERO))
           rc = zero_unit(call, u, &resp.zero_disposal_units[resp.n_zero_disposal_units++]);
       }
+    } else if (resp.n_cases == (size_t)sc->case_limit) {
+      /* The one case past the page, asked for to know that more follow (none is asked for
+       * with omit_cases). */
+      more = resp.n_cases > 0;
+      rc = 0;
     } else {
       rc = case_stats(call, r, i, &resp.cases[resp.n_cases]);
       resp.n_cases += rc == 0;
@@ -194,6 +210,11 @@ static void reply_stats(rpc_call_t *call, const db_result_t *r, void *arg) {
       clue_oom(call);
       return;
     }
+  }
+  if (more && (resp.next_case_page_token =
+                   (char *)svc_page_token(call, resp.cases[resp.n_cases - 1]->case_id)) == NULL) {
+    clue_oom(call);
+    return;
   }
   (void)rpc_reply(call, &resp.base);
 }
@@ -227,13 +248,13 @@ static stats_unit_t find_unit(const db_result_t *r, int64_t id) {
 }
 
 static void got_units(rpc_call_t *call, const db_result_t *r, void *arg) {
-  const stats_ctx_t *sc = arg;
+  stats_ctx_t *sc = arg;
   const Clue__V1__GetStatisticsRequest *req = sc->req;
   Clue__V1__GetStatisticsResponse empty = CLUE__V1__GET_STATISTICS_RESPONSE__INIT;
   authz_principal_t p = clue_principal(call);
   size_t cap = req->n_unit_ids > 0 ? req->n_unit_ids : (size_t)db_rows(r), n = 0;
   int64_t *ids = rpc_call_alloc(call, (cap ? cap : 1) * sizeof(*ids));
-  const char *params[6];
+  const char *params[8];
 
   if (ids == NULL) {
     clue_oom(call);
@@ -275,18 +296,24 @@ static void got_units(rpc_call_t *call, const db_result_t *r, void *arg) {
   /* A case's figures leave out the clues the caller is recused from, as GetJointCase lists
    * them (docs/COOPERATION.md). */
   params[5] = svc_i64(call, p.user_id, 0);
+  params[6] = svc_i64(call, sc->case_after, 0);
+  /* One case row more than the page holds tells that more follow. */
+  params[7] = svc_i64(call, sc->case_limit ? sc->case_limit + 1 : 0, 0);
   if (params[0] == NULL || params[1] == NULL || params[2] == NULL || params[3] == NULL ||
-      (stats_cases_narrowed(&p) && params[4] == NULL) || params[5] == NULL) {
+      (stats_cases_narrowed(&p) && params[4] == NULL) || params[5] == NULL || params[6] == NULL ||
+      params[7] == NULL) {
     clue_oom(call);
     return;
   }
-  svc_read(call, stats_sql, 6, params, reply_stats, sc->fresh);
+  svc_read(call, stats_sql, 8, params, reply_stats, sc);
 }
 
 /* ---- GetStatistics ---------------------------------------------------------------------- */
 
-/* Every violation of the request, one per field (validate_errors_t). */
-static int validate_stats(const Clue__V1__GetStatisticsRequest *req, validate_errors_t *e) {
+/* Every violation of the request, one per field (validate_errors_t); the case rows to send
+ * into sc->case_limit, the case id a page token names into sc->case_after. */
+static int validate_stats(const Clue__V1__GetStatisticsRequest *req, stats_ctx_t *sc,
+                          validate_errors_t *e) {
   int from_bad, to_bad;
 
   validate_errors_init(e);
@@ -306,6 +333,15 @@ static int validate_stats(const Clue__V1__GetStatisticsRequest *req, validate_er
   for (size_t i = 0; i < req->n_unit_ids; i++)
     if (validate_each(e, validate_id("unit_ids", req->unit_ids[i], validate_slot(e))) != 0)
       break;
+  if (req->case_page_size < 0)
+    validate_add(e, "case_page_size", "case_page_size must not be negative");
+  sc->case_limit = req->case_page_size == 0 || req->case_page_size > STATS_CASE_PAGE_MAX
+                       ? STATS_CASE_PAGE_MAX
+                       : req->case_page_size;
+  if (req->omit_cases)
+    sc->case_limit = 0;
+  if (req->case_page_token[0] && (sc->case_after = svc_page_after(req->case_page_token)) <= 0)
+    validate_add(e, "case_page_token", "case_page_token is malformed");
   return validate_errors_result(e);
 }
 
@@ -317,18 +353,18 @@ static void get_statistics(rpc_call_t *call, const ProtobufCMessage *m) {
   const char *params[1] = {NULL};
   stats_ctx_t *sc;
 
-  if (validate_stats(req, &errs) != 0 && clue_invalid_each(call, &errs))
+  if ((sc = rpc_call_alloc(call, sizeof(*sc))) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  *sc = (stats_ctx_t){.req = req};
+  if (validate_stats(req, sc, &errs) != 0 && clue_invalid_each(call, &errs))
     return;
   res = stats_can_read(&p);
   if (!authz_ok(&res)) {
     clue_refuse(call, &res);
     return;
   }
-  if ((sc = rpc_call_alloc(call, sizeof(*sc))) == NULL) {
-    clue_oom(call);
-    return;
-  }
-  sc->req = req;
   if ((sc->fresh = replica_route(call, req->read)) == NULL)
     return;
   if (req->n_unit_ids > 0 &&

@@ -35,6 +35,18 @@ await scenario("the joint cases past the first page are listed", async () => {
   assert((await auditor.getByTestId("list-partial").count()) === 0, "a whole list is said to be cut short");
 });
 
+await scenario("the statistics list the joint cases past their first page", async () => {
+  await go(auditor, "#/stats");
+  await auditor.getByTestId("stats-from").fill(cfg.period[0]);
+  await auditor.getByTestId("stats-to").fill(cfg.period[1]);
+  await auditor.getByRole("button", { name: "查询" }).click();
+  const rows = sectionOf(auditor, "联合案件").locator("tbody tr");
+  await rows.first().waitFor();
+  assert((await rows.count()) === cfg.stats_cases.count, `${await rows.count()} cases shown of ${cfg.stats_cases.count}`);
+  assert((await rows.last().locator("td").first().textContent()) === String(cfg.stats_cases.last), "the last case is not last");
+  assert((await auditor.getByTestId("list-partial").count()) === 0, "a whole list is said to be cut short");
+});
+
 await scenario("the queue's overdue clue from the second page comes first, in red", async () => {
   await go(g1, "#/queue");
   const rows = sectionOf(g1, "可办理的线索").locator("tbody tr");

@@ -142,7 +142,13 @@ class Stats(S.stats_pb2_grpc.StatsServiceServicer):
         self.seen = []
 
     def GetStatistics(self, request, context):
+        # The cases in two pages (one case each), every page with the unit figures whole; none
+        # with omit_cases.
         self.seen.append(request)
+        cases = {"": ([st.CaseStats(case_id=9, title="窝案, 一", clues=3, closed=1, overdue_now=2)], "p2"),
+                 "p2": ([st.CaseStats(case_id=12, title="第二页的案件", clues=1)], "")}[request.case_page_token]
+        if request.omit_cases:
+            cases = ([], "")
         return st.GetStatisticsResponse(
             units=[
                 st.UnitStats(unit_id=3, unit_code="G1", unit_name='第一组, "驻发改委"', received=12,
@@ -153,8 +159,9 @@ class Stats(S.stats_pb2_grpc.StatsServiceServicer):
                 st.UnitStats(unit_id=4, unit_code="G2", unit_name="第二组\n(驻交通局)", received=1,
                              closed_by_disposal=[st.DisposalCount(disposal="SHELVED, later", count=1)]),
             ],
-            cases=[st.CaseStats(case_id=9, title="窝案, 一", clues=3, closed=1, overdue_now=2)],
+            cases=cases[0],
             zero_disposal_units=[st.ZeroDisposalUnit(unit_id=6, unit_code="X1", unit_name="某区纪委监委")],
+            next_case_page_token=cases[1],
         )
 
 
@@ -346,15 +353,25 @@ class CluectlInterop(unittest.TestCase):
         self.assertIn("12.5 / 40.0 / -", lines[3])
         self.assertTrue(lines[3].endswith("TALK_OR_LETTER_INQUIRY 3, SANCTION 1"), lines[3])
         self.assertIn("Joint cases:", lines)
+        # Both pages of cases, asked for with the first page's token and the same period.
+        cases = lines[lines.index("Joint cases:") + 2:lines.index("Joint cases:") + 4]
+        self.assertEqual([ln.split()[0] for ln in cases], ["9", "12"], lines)
+        self.assertEqual([(q.case_page_token, q.from_ms, list(q.unit_ids), q.omit_cases)
+                          for q in self.stats.seen[-2:]], [("", JAN1, [3, 4], False), ("p2", JAN1, [3, 4], False)])
         self.assertEqual(lines[-1], "Units that disposed of no clue in the period: X1")
         r = self.ctl("--json", "stats", "--from", "2026-01-01T00:00:00Z", "--to", "2026-01-02T00:00:00+08:00",
                      check=0)
         req = self.stats.seen[-1]
         self.assertEqual((req.from_ms, req.to_ms), (JAN1 + 8 * 3600000, JAN1 + DAY))
-        self.assertEqual(json.loads(r.stdout)["zero_disposal_units"][0]["unit_code"], "X1")
+        doc = json.loads(r.stdout)
+        self.assertEqual(doc["zero_disposal_units"][0]["unit_code"], "X1")
+        self.assertEqual([int(k["case_id"]) for k in doc["cases"]], [9, 12])
+        self.assertEqual(len(doc["units"]), 2)
+        self.assertFalse(doc.get("next_case_page_token"))
 
     def test_stats_csv(self):
         out = self.raw("stats", "--from", "2026-01-01", "--to", "2026-01-31", "--csv")
+        self.assertTrue(self.stats.seen[-1].omit_cases, "the unit CSV asks for no case")
         rows = list(csv.reader(io.StringIO(out, newline="")))
         self.assertEqual(rows[0], ["unit_id", "unit_code", "unit_name", "received", "preliminary_checks_started",
                                    "filed", "closed", "transferred_to_judicial", "overdue_now",
@@ -374,7 +391,7 @@ class CluectlInterop(unittest.TestCase):
         self.assertEqual(out.count("\r\n"), 4)
         out = self.raw("stats", "--from", "2026-01-01", "--to", "2026-01-31", "--csv", "--cases")
         self.assertEqual(out, 'case_id,title,clues,closed,transferred_to_judicial,overdue_now\r\n'
-                                   '9,"窝案, 一",3,1,0,2\r\n')
+                                   '9,"窝案, 一",3,1,0,2\r\n12,第二页的案件,1,0,0,0\r\n')
 
 
 if __name__ == "__main__":

@@ -331,11 +331,12 @@ def test_lists_longer_than_a_page_are_shown_whole(c):
     """Lists past one page of the server (docs/CONSOLE.md, "Long lists"), each checked first to
     be cut into pages by clued: a clue's history of 1,101 events (pages of at most 1,000) and
     its 1,100 notes (pages of 500) are shown whole on its page; the auditor's joint cases list
-    shows the 500 cases R2 opened and the one R1 opened before them, beyond the first page
-    (500 cases); G1's queue, 110 clues of 20 KB newer than its overdue clue (a page ends at
-    about 2 MiB), still shows that clue first, in red; the ledger shows its newest 500 items
-    and the rest after "show more"; the auditor's ledger shows the figures of its 1,001+ host
-    units (two pages of GetLedgerStats) and their total. Runs after the other browser scenarios: the data it adds
+    shows the 1,000 cases R2 opened and the one R1 opened before them, beyond the first page
+    (500 cases), and the statistics page the same cases past its first page (1,000 cases);
+    G1's queue, 110 clues of 20 KB newer than its overdue clue (a page ends at about 2 MiB),
+    still shows that clue first, in red; the ledger shows its newest 500 items and the rest
+    after "show more"; the auditor's ledger shows the figures of its 1,001+ host units (two
+    pages of GetLedgerStats) and their total. Runs after the other browser scenarios: the data it adds
     would change their figures and pages."""
     prerequisites()
     os.makedirs(SHOTS, exist_ok=True)
@@ -346,7 +347,7 @@ def test_lists_longer_than_a_page_are_shown_whole(c):
         # Through the functions AddNote and CreateJointCase call, audited as they would be.
         cur.execute("SELECT count(*) FROM (SELECT note_add(%s, %s, gen_random_uuid(), %s, %s, %s, 'OTHER', '会商' || g)"
                     " FROM generate_series(1, 1100) g) n", (w.G1.member.id, w.G1.id, now_ms, long_clue.id, w.G1.id))
-        cur.execute("SELECT count(*) FROM generate_series(1, 500) g, case_create(%s, %s, gen_random_uuid(), %s,"
+        cur.execute("SELECT count(*) FROM generate_series(1, 1000) g, case_create(%s, %s, gen_random_uuid(), %s,"
                     " '填充案件 ' || g, '', '{}', '{}', '{}')", (w.R2.leader.id, w.R2.id, now_ms))
         cur.execute("SELECT count(*) FROM generate_series(1, 510) g, rect_create(%s, %s, gen_random_uuid(), %s,"
                     " '市发展改革委', '填充事项 ' || g, '填充', 'SUPERVISION', NULL, NULL, %s)",
@@ -370,7 +371,15 @@ def test_lists_longer_than_a_page_are_shown_whole(c):
     assert len(notes.notes) == 500 and notes.more, (len(notes.notes), notes.more)
     cases, pages = all_pages(w.auditor.case.ListJointCases, CS.ListJointCasesRequest(), "cases")
     first = w.auditor.case.ListJointCases(CS.ListJointCasesRequest(), timeout=60).cases
-    assert len(cases) == 501 and pages == 2 and c.case.id not in [x.id for x in first], (len(cases), pages)
+    assert len(cases) == 1001 and pages == 3 and c.case.id not in [x.id for x in first], (len(cases), pages)
+    f, t = period_ms(c.frm, c.to)
+    req = ST.GetStatisticsRequest(from_ms=f, to_ms=t)
+    stats_pages = []
+    while not stats_pages or stats_pages[-1].next_case_page_token:
+        req.case_page_token = stats_pages[-1].next_case_page_token if stats_pages else ""
+        stats_pages.append(w.auditor.stats.GetStatistics(req, timeout=60))
+    stats_cases = [k.case_id for p in stats_pages for k in p.cases]
+    assert len(stats_pages) == 2 and sorted(stats_cases) == sorted(x.id for x in cases), len(stats_pages)
     active = [C.CLUE_STATE_ACCEPTED, C.CLUE_STATE_PRELIMINARY_CHECK, C.CLUE_STATE_FILED]
     queue, pages = all_pages(w.G1.leader.clue.ListClues, CL.ListCluesRequest(
         states=active, owner_unit_id=w.G1.id, page_size=500), "clues")
@@ -390,6 +399,8 @@ def test_lists_longer_than_a_page_are_shown_whole(c):
         "queue": {"count": len(queue), "overdue": c.overdue_clue},
         "items": {"count": len(items), "oldest": c.item.id},
         "ledger": {"lines": len(lines), "last": lines[-1].host_unit, "found": total.found},
+        "period": [c.frm, c.to],
+        "stats_cases": {"count": len(stats_cases), "last": stats_cases[-1]},
     }
     run_browser_script(c, "console_long.mjs", cfg, 5)
 

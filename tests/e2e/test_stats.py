@@ -19,7 +19,9 @@ days_left and ListClues' overdue filter follow the server's clock.
 """
 
 import concurrent.futures
+import csv
 import datetime
+import io
 import json
 import os
 import statistics
@@ -818,6 +820,164 @@ def test_a_case_without_clues_is_listed_with_zeros(c):
     assert _case_figures(w.auditor, empty.id, t0, t1, [w.G1.id]) == zeros
     assert _case_figures(w.auditor, empty.id, t0, t1, [w.G2.id, w.X1.id]) is None
     assert _case_figures(w.auditor, emptied.id, t0, t1, [w.G2.id]) == zeros
+
+
+# ---- the case rows in pages -------------------------------------------------------------------------
+
+
+def stats_page(user, frm, to, units=(), **kw):
+    """GetStatistics with the paging fields kw (case_page_size, case_page_token, omit_cases)."""
+    return user.stats.GetStatistics(sp.GetStatisticsRequest(from_ms=frm, to_ms=to, unit_ids=list(units), **kw),
+                                    timeout=60)
+
+
+def case_pages(user, frm, to, size=0, units=()):
+    """Every answer of GetStatistics, first to last, following next_case_page_token."""
+    pages, token = [], ""
+    while True:
+        r = stats_page(user, frm, to, units, case_page_size=size, case_page_token=token)
+        pages.append(r)
+        assert len(pages) <= 10000, "the case pages never end"
+        if not r.next_case_page_token:
+            return pages
+        token = r.next_case_page_token
+
+
+def case_row(k):
+    return (k.case_id, k.title, k.clues, k.closed, k.transferred_to_judicial, k.overdue_now)
+
+
+def check_pages(whole, pages, size):
+    """pages list whole's cases, each once, in id order, at most size a page and only the last
+    short; each with whole's unit figures and zero-disposal list."""
+    rows = [case_row(k) for p in pages for k in p.cases]
+    assert rows == [case_row(k) for k in whole.cases], (len(rows), len(whole.cases))
+    ids = [r[0] for r in rows]
+    assert ids == sorted(set(ids)), "every case once, in id order"
+    assert len(pages) == max(1, -(-len(rows) // size)), (len(pages), len(rows), size)
+    for i, p in enumerate(pages):
+        assert list(p.units) == list(whole.units), f"page {i}: other unit figures"
+        assert list(p.zero_disposal_units) == list(whole.zero_disposal_units), f"page {i}: other zero list"
+        last = i == len(pages) - 1
+        assert len(p.cases) == size or (last and len(p.cases) <= size), (i, len(p.cases), size)
+        assert bool(p.next_case_page_token) != last, (i, p.next_case_page_token)
+
+
+def test_case_rows_come_in_pages(c):
+    """GetStatistics' case rows come case_page_size at a time, following next_case_page_token:
+    every case each caller sees comes once, in id order, as one answer of the default page size
+    lists them; each page carries the same unit figures and zero-disposal list, whole. ADMIN
+    titles stay empty, and each caller sees the cases it saw."""
+    w = c.w
+    cs = S.case_pb2
+    pause()
+    t0 = now_ms()
+    made = []
+    for i in range(12):
+        made.append(w.R1.leader.case.CreateJointCase(cs.CreateJointCaseRequest(
+            title=f"分页联合案 {i}", participant_unit_ids=[w.G1.id] if i % 2 else [],
+            request_id=new_request_id()), timeout=20))
+    c.move(w.G1, c.submit(w.G1), PRELIM)  # some unit figures that are not zero
+    pause()
+    t1 = now_ms()
+    odd = [jc.id for i, jc in enumerate(made) if i % 2]
+    for user, size, units in ((w.auditor, 5, ()), (w.admin, 5, ()), (w.R1.leader, 5, ()), (w.R1.member, 1, ()),
+                              (w.G1.member, 3, ()), (w.G1.leader, 7, ()), (w.R2.leader, 4, ()),
+                              (w.auditor, 2, (w.G1.id,)), (w.R1.leader, 4, (w.G1.id, w.R1.id))):
+        whole = stats(user, t0, t1, units)
+        assert not whole.next_case_page_token, "fewer cases than a default page: one answer"
+        check_pages(whole, case_pages(user, t0, t1, size, units), size)
+        # Past the largest page size, the largest.
+        check_pages(whole, case_pages(user, t0, t1, 1001, units), 1000)
+        listed = {k.case_id for k in whole.cases}
+        if user in (w.R1.leader, w.R1.member, w.auditor, w.admin) and not units:
+            assert {jc.id for jc in made} <= listed, user
+        if user in (w.G1.member, w.G1.leader):
+            assert {jc.id for jc in made} & listed == set(odd), user
+        if user is w.R2.leader:
+            assert not {jc.id for jc in made} & listed
+        if user is w.admin:
+            assert all(k.title == "" for p in case_pages(user, t0, t1, size) for k in p.cases)
+    assert sum(u.preliminary_checks_started for u in stats(w.auditor, t0, t1).units) == 1
+
+
+def test_case_pages_omitted(c):
+    """omit_cases: no case row and no token, the same unit figures and zero-disposal list; a
+    page token with it changes nothing of that."""
+    w = c.w
+    t0, t1 = c.bounds[0], now_ms()
+    for user in (w.auditor, w.admin, w.R1.leader, w.G1.member):
+        whole = stats(user, t0, t1)
+        assert whole.cases, user
+        for kw in (dict(omit_cases=True), dict(omit_cases=True, case_page_size=1),
+                   dict(omit_cases=True, case_page_token=case_pages(user, t0, t1, 1)[0].next_case_page_token)):
+            r = stats_page(user, t0, t1, **kw)
+            assert list(r.cases) == [] and r.next_case_page_token == "", (user, kw)
+            assert list(r.units) == list(whole.units) and list(r.zero_disposal_units) == list(whole.zero_disposal_units)
+
+
+def test_case_page_requests_refused(c):
+    """A negative case_page_size, and a case_page_token this method did not give (damaged,
+    made up, or the audit list's), are INVALID_ARGUMENT naming the field."""
+    w = c.w
+    t0, t1 = c.bounds[0], now_ms()
+    token = case_pages(w.auditor, t0, t1, 1)[0].next_case_page_token
+    assert token
+    flipped = token[:-1] + ("A" if token[-1] != "A" else "B")
+    audit = w.auditor.audit.ListAuditEvents(S.audit_pb2.ListAuditEventsRequest(page_size=1), timeout=20)
+    assert audit.next_page_token
+    for kw, field in ((dict(case_page_size=-1), "case_page_size"),
+                      (dict(case_page_size=-1, omit_cases=True), "case_page_size"),
+                      (dict(case_page_token="zz"), "case_page_token"),
+                      (dict(case_page_token=flipped), "case_page_token"),
+                      (dict(case_page_token=token + "A"), "case_page_token"),
+                      (dict(case_page_token=audit.next_page_token), "case_page_token"),
+                      (dict(case_page_token="zz", omit_cases=True), "case_page_token")):
+        msg = expect_status(Code.INVALID_ARGUMENT, stats_page, w.auditor, t0, t1, **kw)
+        assert msg.startswith(field), (kw, msg)
+    assert stats_page(w.auditor, t0, t1, case_page_token=token).cases
+
+
+def test_zzz_a_thousand_cases_and_more(c):
+    """Past 1,000 cases (titles of 200 characters): an answer holds 1,000 case rows at most,
+    whatever case_page_size asks, and the rest follow; `cluectl stats` lists every case in its
+    table, --csv --cases and --json, and --csv (units only) is the units of the answer."""
+    w = c.w
+    title = "某省某市某局系列违纪违法案件联合审查调查" * 10
+    assert len(title) == 200
+    with c.db.cursor() as cur:
+        # Through the function CreateJointCase calls, audited as it would be.
+        cur.execute("SELECT count(*) FROM generate_series(1, 1005) g, case_create(%s, %s, gen_random_uuid(), %s,"
+                    " substr(%s, 1, 196) || lpad(g::text, 4, '0'), '', '{}', '{}', '{}')",
+                    (w.R1.leader.id, w.R1.id, now_ms(), title))
+        cur.execute("SELECT id FROM joint_cases ORDER BY id")
+        every = [r[0] for r in cur.fetchall()]
+    assert len(every) > 1005
+    today = time.strftime("%Y-%m-%d")
+    frm = int(time.mktime(time.strptime(today, "%Y-%m-%d")) * 1000)
+    to = frm + DAY_MS
+    for size in (0, 1000, 5000):
+        pages = case_pages(w.auditor, frm, to, size)
+        assert [len(p.cases) for p in pages] == [1000] * (len(every) // 1000) + [len(every) % 1000], size
+        assert [k.case_id for p in pages for k in p.cases] == every
+        assert pages[0].ByteSize() < 1 << 20, pages[0].ByteSize()
+    whole = stats_page(w.auditor, frm, to)
+
+    env = {"CLUED_SERVER": c.srv.addr, "CLUED_TOKEN": w.auditor.token}
+    r = harness.cluectl("stats", "--from", today, "--to", today, "--csv", "--cases", env=env, check=0)
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert [int(x["case_id"]) for x in rows] == every, len(rows)
+    assert [x["title"] for x in rows[-1005:]] == [f"{title[:196]}{g:04d}" for g in range(1, 1006)]
+    doc = json.loads(harness.cluectl("--json", "stats", "--from", today, "--to", today, env=env, check=0).stdout)
+    assert [int(k["case_id"]) for k in doc["cases"]] == every
+    assert [int(u["unit_id"]) for u in doc["units"]] == [u.unit_id for u in whole.units]
+    assert not doc.get("next_case_page_token")
+    out = harness.cluectl("stats", "--from", today, "--to", today, env=env, check=0).stdout
+    table = out.split("\nJoint cases:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert [int(ln.split()[0]) for ln in table[1:]] == every, table[:3]
+    r = harness.cluectl("stats", "--from", today, "--to", today, "--csv", env=env, check=0)
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert [int(x["unit_id"]) for x in rows] == [u.unit_id for u in whole.units]
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
 // Statistics: per unit the funnel received → preliminary check → filed → closed or
 // transferred, a month-by-month chart, zero-disposal units (零通报) highlighted, the joint
 // cases, and the CSV that `cluectl stats --csv` prints for the same period. Periods are local
-// dates, the end date taken whole, as cluectl reads --from and --to.
+// dates, the end date taken whole, as cluectl reads --from and --to. The joint cases come in
+// pages of 1,000 (each page with the unit figures whole): the table reads them all, within
+// allPages' bounds; the chart's months ask for no case at all.
 import { Chart, BarController, BarElement, CategoryScale, LinearScale, Legend, Tooltip } from "chart.js";
 import { h, field, clear } from "../dom";
 import { t } from "../i18n";
 import { stats } from "../api";
-import type { GetStatisticsResponse, UnitStats } from "../../gen/clue/v1/stats_pb";
-import { section, table, loading, errorBox } from "../ui";
+import type { CaseStats, GetStatisticsResponse, UnitStats } from "../../gen/clue/v1/stats_pb";
+import { section, table, loading, errorBox, partialNote } from "../ui";
+import { allPages, type Gathered } from "../paging";
 import { unitsCsv } from "../csv";
 
 Chart.register(BarController, BarElement, CategoryScale, LinearScale, Legend, Tooltip);
@@ -60,13 +63,27 @@ async function monthly(fromMs: number, toMs: number, signal: AbortSignal): Promi
     d = next;
   }
   const shown = all.slice(-MAX_MONTHS);
-  const answers = await Promise.all(shown.map(({ range: [f, to] }) => stats.getStatistics({ fromMs: BigInt(f), toMs: BigInt(to) }, { signal })));
+  const answers = await Promise.all(
+    shown.map(({ range: [f, to] }) => stats.getStatistics({ fromMs: BigInt(f), toMs: BigInt(to), omitCases: true }, { signal })),
+  );
   const sum = (r: GetStatisticsResponse, pick: (u: UnitStats) => bigint) => Number(r.units.reduce((a, u) => a + pick(u), 0n));
   return {
     labels: shown.map((m) => m.label),
     rows: answers.map((r) => [sum(r, (u) => u.received), sum(r, (u) => u.preliminaryChecksStarted), sum(r, (u) => u.filed), sum(r, (u) => u.closed + u.transferredToJudicial)]),
     left: all.slice(0, all.length - shown.length).map((m) => m.label),
   };
+}
+
+/** The period's figures, and its joint cases from every page: the unit figures are the first
+ * page's (every page carries them whole). */
+async function figures(fromMs: number, toMs: number, signal: AbortSignal): Promise<{ r: GetStatisticsResponse; cases: Gathered<CaseStats> }> {
+  let first: GetStatisticsResponse | undefined;
+  const cases = await allPages(async (casePageToken) => {
+    const page = await stats.getStatistics({ fromMs: BigInt(fromMs), toMs: BigInt(toMs), casePageToken }, { signal });
+    first ??= page;
+    return { rows: page.cases, next: page.nextCasePageToken };
+  });
+  return { r: first!, cases };
 }
 
 export async function statsPage(main: HTMLElement, _arg: string | undefined, signal: AbortSignal): Promise<void> {
@@ -105,9 +122,10 @@ export async function statsPage(main: HTMLElement, _arg: string | undefined, sig
     const wait = loading();
     out.append(wait);
     let r: GetStatisticsResponse;
+    let cases: Gathered<CaseStats>;
     let m: Months;
     try {
-      [r, m] = await Promise.all([stats.getStatistics({ fromMs: BigInt(fromMs), toMs: BigInt(toMs) }, { signal }), monthly(fromMs, toMs, signal)]);
+      [{ r, cases }, m] = await Promise.all([figures(fromMs, toMs, signal), monthly(fromMs, toMs, signal)]);
     } catch (e) {
       if (mine !== asked) return;
       wait.remove();
@@ -172,14 +190,15 @@ export async function statsPage(main: HTMLElement, _arg: string | undefined, sig
       data: { labels: m.labels, datasets: seriesNames.map((label, k) => ({ label, data: m.rows.map((row) => row[k]), backgroundColor: colors[k] })) },
       options: { animation: false, responsive: true, maintainAspectRatio: false, scales: { y: { beginAtZero: true, ticks: { precision: 0 } } } },
     });
-    if (r.cases.length) {
+    if (cases.rows.length) {
       out.append(
         section(
           t("statsCases"),
+          partialNote(cases),
           table(
             t("statsCases"),
             ["#", t("colTitle"), t("colClues"), t("colClosed"), t("colTransferred"), t("colOverdueNow")],
-            r.cases.map((c) => [h("a", { href: `#/cases/${c.caseId}` }, String(c.caseId)), c.title, String(c.clues), String(c.closed), String(c.transferredToJudicial), String(c.overdueNow)]),
+            cases.rows.map((c) => [h("a", { href: `#/cases/${c.caseId}` }, String(c.caseId)), c.title, String(c.clues), String(c.closed), String(c.transferredToJudicial), String(c.overdueNow)]),
           ),
         ),
       );
