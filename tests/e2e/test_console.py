@@ -402,7 +402,7 @@ def test_lists_longer_than_a_page_are_shown_whole(c):
         "period": [c.frm, c.to],
         "stats_cases": {"count": len(stats_cases), "last": stats_cases[-1]},
     }
-    run_browser_script(c, "console_long.mjs", cfg, 5)
+    run_browser_script(c, "console_long.mjs", cfg, 6)
 
 
 RLO = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: what follows it, to the end of its paragraph, is drawn reversed
