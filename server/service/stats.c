@@ -32,6 +32,13 @@
 /* ---- the units covered ------------------------------------------------------------------ */
 
 /* Every working unit without a filter (the scope is decided here), else the units named. */
+
+/* The scope of a case page token: the caller, as a negative number, so that the token is
+ * neither another caller's nor another list's (ListJointCases and ListClues use no scope,
+ * GetHistory a clue's id). */
+static int64_t stats_token_scope(rpc_call_t *call) {
+  return -rpc_call_principal(call)->user_id;
+}
 static const char units_sql[] =
     "SELECT id, kind, coalesce(liaison_room_id, 0) FROM units"
     " WHERE CASE WHEN $1::bigint[] IS NULL THEN kind <> 'ADMIN' ELSE id = ANY ($1::bigint[]) END"
@@ -211,8 +218,8 @@ static void reply_stats(rpc_call_t *call, const db_result_t *r, void *arg) {
       return;
     }
   }
-  if (more && (resp.next_case_page_token =
-                   (char *)svc_page_token(call, resp.cases[resp.n_cases - 1]->case_id)) == NULL) {
+  if (more && (resp.next_case_page_token = (char *)svc_page_token_of(
+                   call, stats_token_scope(call), resp.cases[resp.n_cases - 1]->case_id)) == NULL) {
     clue_oom(call);
     return;
   }
@@ -312,8 +319,8 @@ static void got_units(rpc_call_t *call, const db_result_t *r, void *arg) {
 
 /* Every violation of the request, one per field (validate_errors_t); the case rows to send
  * into sc->case_limit, the case id a page token names into sc->case_after. */
-static int validate_stats(const Clue__V1__GetStatisticsRequest *req, stats_ctx_t *sc,
-                          validate_errors_t *e) {
+static int validate_stats(rpc_call_t *call, const Clue__V1__GetStatisticsRequest *req,
+                          stats_ctx_t *sc, validate_errors_t *e) {
   int from_bad, to_bad;
 
   validate_errors_init(e);
@@ -340,7 +347,8 @@ static int validate_stats(const Clue__V1__GetStatisticsRequest *req, stats_ctx_t
                        : req->case_page_size;
   if (req->omit_cases)
     sc->case_limit = 0;
-  if (req->case_page_token[0] && (sc->case_after = svc_page_after(req->case_page_token)) <= 0)
+  if (req->case_page_token[0] &&
+      (sc->case_after = svc_page_after_of(req->case_page_token, stats_token_scope(call))) <= 0)
     validate_add(e, "case_page_token", "case_page_token is malformed");
   return validate_errors_result(e);
 }
@@ -358,7 +366,7 @@ static void get_statistics(rpc_call_t *call, const ProtobufCMessage *m) {
     return;
   }
   *sc = (stats_ctx_t){.req = req};
-  if (validate_stats(req, sc, &errs) != 0 && clue_invalid_each(call, &errs))
+  if (validate_stats(call, req, sc, &errs) != 0 && clue_invalid_each(call, &errs))
     return;
   res = stats_can_read(&p);
   if (!authz_ok(&res)) {

@@ -917,8 +917,10 @@ def test_case_pages_omitted(c):
 
 
 def test_case_page_requests_refused(c):
-    """A negative case_page_size, and a case_page_token this method did not give (damaged,
-    made up, or the audit list's), are INVALID_ARGUMENT naming the field."""
+    """A negative case_page_size, and a case_page_token this method did not give this caller
+    (damaged, made up, the audit list's, ListClues', whose format ListJointCases shares, or
+    another caller's), are INVALID_ARGUMENT naming the field; and its token is no other
+    list's."""
     w = c.w
     t0, t1 = c.bounds[0], now_ms()
     token = case_pages(w.auditor, t0, t1, 1)[0].next_case_page_token
@@ -926,6 +928,18 @@ def test_case_page_requests_refused(c):
     flipped = token[:-1] + ("A" if token[-1] != "A" else "B")
     audit = w.auditor.audit.ListAuditEvents(S.audit_pb2.ListAuditEventsRequest(page_size=1), timeout=20)
     assert audit.next_page_token
+    clues = w.auditor.clue.ListClues(S.clue_pb2.ListCluesRequest(page_size=1), timeout=20)
+    assert clues.next_page_token
+    others = case_pages(w.R1.leader, t0, t1, 1)[0].next_case_page_token
+    assert others
+    for kw, field in ((dict(case_page_token=clues.next_page_token), "case_page_token"),
+                      (dict(case_page_token=others), "case_page_token")):
+        msg = expect_status(Code.INVALID_ARGUMENT, stats_page, w.auditor, t0, t1, **kw)
+        assert msg.startswith(field), (kw, msg)
+    expect_status(Code.INVALID_ARGUMENT, w.auditor.case.ListJointCases,
+                  S.case_pb2.ListJointCasesRequest(page_token=token), timeout=20)
+    expect_status(Code.INVALID_ARGUMENT, w.auditor.clue.ListClues,
+                  S.clue_pb2.ListCluesRequest(page_size=1, page_token=token), timeout=20)
     for kw, field in ((dict(case_page_size=-1), "case_page_size"),
                       (dict(case_page_size=-1, omit_cases=True), "case_page_size"),
                       (dict(case_page_token="zz"), "case_page_token"),
