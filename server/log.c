@@ -6,6 +6,7 @@
 #include <time.h>
 
 static log_format_t log_format = LOG_TEXT;
+static FILE *log_stream; /* NULL: stderr */
 
 void log_set_format(log_format_t f) {
   log_format = f;
@@ -13,6 +14,10 @@ void log_set_format(log_format_t f) {
 
 log_format_t log_get_format(void) {
   return log_format;
+}
+
+void log_set_stream(FILE *f) {
+  log_stream = f;
 }
 
 /* Length of the well-formed UTF-8 sequence at s (at most n bytes), or 0 if there is none. */
@@ -130,7 +135,7 @@ static void vlog(const char *level, const log_field_t *fields, size_t nfields, c
   }
   l.buf[l.n] = '\0';
   /* One write per line keeps lines whole when several processes share a terminal. */
-  fprintf(stderr, "%s\n", l.buf);
+  fprintf(log_stream ? log_stream : stderr, "%s\n", l.buf);
 }
 
 void log_msg(const char *level, const char *fmt, ...) {

@@ -2,6 +2,7 @@
 #define CLUED_LOG_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 /* Log lines on stderr, one event per line: text ("<time> clued: <level>: <message>") or, with
  * --log-format json, one JSON object per line with the stable keys time, level, msg and, for
@@ -23,6 +24,12 @@ void log_set_format(log_format_t f);
 
 /** The current format. */
 log_format_t log_get_format(void);
+
+/**
+ * Write every following line to f (not owned; NULL: stderr, the default). Like the format, one
+ * process-wide setting made before the loop runs: tests read what a module logged through it.
+ */
+void log_set_stream(FILE *f);
 
 /** A key and its value for log_event(): str, or num when str is NULL. */
 typedef struct log_field {

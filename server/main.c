@@ -28,9 +28,12 @@ static const char usage_text[] =
     "  serve       serve gRPC over HTTP/2 (TLS with --tls-cert/--tls-key, else cleartext)\n"
     "              until SIGINT/SIGTERM; refuses to start while migrations are pending;\n"
     "              SIGHUP reloads the TLS certificate, key and client CAs\n"
-    "  migrate     apply pending database migrations (safe to run concurrently)\n"
+    "  migrate     apply pending database migrations (safe to run concurrently) as the\n"
+    "              role owning the schema; a superuser that is not it is refused unless\n"
+    "              --allow-superuser\n"
     "  bootstrap   create the first ADMIN user and print its token once;\n"
-    "              --demo-tokens FILE also creates demo units and users, tokens in FILE\n"
+    "              --demo-tokens FILE also creates demo units and users, tokens in FILE,\n"
+    "              a new file (mode 0600; never an existing file or a symlink)\n"
     "  version     print the version, the git commit built and the schema version expected\n"
     "  keygen      write a new checkpoint signing key (Ed25519) to --out FILE (mode 0600)\n"
     "              and its verifier key to FILE.pub; --name NAME names it (default\n"
@@ -45,7 +48,8 @@ static const char usage_text[] =
     "                             serve connects as the runtime role (a member of clued_runtime\n"
     "                             that owns nothing), migrate as the role owning the schema\n"
     "  --allow-superuser          serve even as a superuser or the schema's owner, roles that\n"
-    "                             could disable the audit triggers (refused otherwise)\n"
+    "                             could disable the audit triggers (refused otherwise); migrate\n"
+    "                             as a superuser that does not own the schema\n"
     "  --require-sync-replica     refuse to start, and report NOT_SERVING, while the primary\n"
     "                             has no synchronous standby connected (needs\n"
     "                             synchronous_standby_names, synchronous_commit on or\n"
@@ -258,9 +262,10 @@ enum {
 typedef struct cli_opts {
   const char *migrations_dir;
   const char *demo_tokens;
-  int allow_superuser; /* serve as a role that could rewrite the audit record */
+  int allow_superuser;  /* serve, or migrate, as a role each refuses otherwise */
   const char *key_name; /* keygen */
   const char *out;      /* keygen */
+  const char *checkpoint_flag; /* the last of --checkpoint-every/-interval given, if any */
 } cli_opts_t;
 
 static const struct option long_opts[] = {
@@ -577,6 +582,7 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       if (parse_num("--checkpoint-every", optarg, 1, 100000000, &v))
         return 1;
       cfg->checkpoint_every = (uint64_t)v;
+      cli->checkpoint_flag = "--checkpoint-every";
       break;
     case OPT_CHECKPOINT_INTERVAL:
       if (parse_duration("--checkpoint-interval", optarg, &cfg->checkpoint_ms))
@@ -585,6 +591,7 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
         fprintf(stderr, "clued: --checkpoint-interval must be more than 0\n");
         return 1;
       }
+      cli->checkpoint_flag = "--checkpoint-interval";
       break;
     case OPT_NAME:
       cli->key_name = optarg;
@@ -640,26 +647,49 @@ static void raise_fd_limit(void) {
   }
 }
 
+/* 0 when no migration is pending; otherwise -1, having logged why (which command to run). */
+static int check_migrated(const char *database_url, const char *migrations_dir) {
+  char first[256] = "";
+  int pending = db_migrations_pending(database_url, migrations_dir, first, sizeof(first));
+
+  if (pending < 0)
+    return -1; /* the reason is logged */
+  if (pending > 0) {
+    log_error("%d migration(s) pending (first: %s); run `clued migrate` first", pending, first);
+    return -1;
+  }
+  return 0;
+}
+
+/* Settings that parse but would do nothing, or less than asked: serve starts, saying so. */
+static void warn_ignored_settings(const server_config_t *cfg, const cli_opts_t *cli) {
+  if (cli->checkpoint_flag && cfg->audit_signing_key == NULL)
+    log_warn("%s has no effect without --audit-signing-key: this instance signs no checkpoints",
+             cli->checkpoint_flag);
+  if (cfg->db_queue_per_conn < cfg->max_concurrent_streams)
+    log_warn("--db-queue-per-conn %zu is below --max-concurrent-streams %u: a connection's calls "
+             "past %zu waiting for the database fail with RESOURCE_EXHAUSTED although it may "
+             "open %u streams; keep it above",
+             cfg->db_queue_per_conn, cfg->max_concurrent_streams, cfg->db_queue_per_conn,
+             cfg->max_concurrent_streams);
+  if (cfg->max_conn_inbound > cfg->max_inbound)
+    log_warn("--max-conn-inbound %zu is above --max-inbound %zu: one connection is bounded by "
+             "--max-inbound alone",
+             cfg->max_conn_inbound, cfg->max_inbound);
+}
+
 static int cmd_serve(server_config_t *cfg, const cli_opts_t *cli) {
   uv_loop_t loop;
   server_t srv;
   int rc;
 
   if (cfg->database_url == NULL) {
-    fprintf(stderr, "clued: no database: set --database-url or CLUED_DATABASE_URL\n");
+    log_error("no database: set --database-url or CLUED_DATABASE_URL");
     return 2;
   }
-  {
-    char first[256] = "";
-    int pending = db_migrations_pending(cfg->database_url, cli->migrations_dir, first, sizeof(first));
-    if (pending < 0)
-      return 1; /* the reason is printed */
-    if (pending > 0) {
-      fprintf(stderr, "clued: %d migration(s) pending (first: %s); run `clued migrate` first\n",
-              pending, first);
-      return 1;
-    }
-  }
+  if (check_migrated(cfg->database_url, cli->migrations_dir) != 0)
+    return 1;
+  warn_ignored_settings(cfg, cli);
   {
     char why[160];
     int privileged = db_role_privileged(cfg->database_url, why, sizeof(why));
@@ -792,6 +822,21 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     const char *schema_name;
     long long schema = db_schema_version(&schema_name);
+
+    /* Nothing to set but the log format every command takes. */
+    for (int i = 2; i < argc; i++) {
+      if (strcmp(argv[i], "--log-format") == 0 && i + 1 < argc) {
+        if (set_log_format("--log-format", argv[++i]) != 0)
+          return 2;
+      } else if (strncmp(argv[i], "--log-format=", 13) == 0) {
+        if (set_log_format("--log-format", argv[i] + 13) != 0)
+          return 2;
+      } else {
+        fprintf(stderr, "clued: version takes no arguments (got \"%s\"); try 'clued help'\n",
+                argv[i]);
+        return 2;
+      }
+    }
     printf("clued %s\ncommit %s\nschema %lld (%s)\n", clued_version, clued_git_commit, schema, schema_name);
     return 0;
   }
@@ -807,11 +852,11 @@ int main(int argc, char **argv) {
     return cmd_keygen(&cli);
   if (strcmp(cmd, "migrate") == 0 || strcmp(cmd, "bootstrap") == 0) {
     if (cfg.database_url == NULL) {
-      fprintf(stderr, "clued: no database: set --database-url or CLUED_DATABASE_URL\n");
+      log_error("no database: set --database-url or CLUED_DATABASE_URL");
       return 2;
     }
     if (cmd[0] == 'm')
-      return db_migrate(cfg.database_url, cli.migrations_dir, stdout) == 0 ? 0 : 1;
+      return db_migrate(cfg.database_url, cli.migrations_dir, cli.allow_superuser) == 0 ? 0 : 1;
     if (bootstrap_admin(cfg.database_url, stdout) != 0)
       return 1;
     if (cli.demo_tokens && bootstrap_demo(cfg.database_url, cli.demo_tokens, stdout) != 0)

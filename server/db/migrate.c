@@ -15,6 +15,7 @@
 #include "audit/sha256.h"
 #include "db/db.h"
 #include "db/replication.h"
+#include "log.h"
 
 #ifndef CLUED_MIGRATIONS_DIR
 #define CLUED_MIGRATIONS_DIR "migrations"
@@ -41,23 +42,6 @@ typedef struct migration_set {
   migration_t *v;
   size_t n, cap;
 } migration_set_t;
-
-static void mlog(FILE *log, int error, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-/* Progress goes to log; errors go to log, or to stderr when there is none. */
-static void mlog(FILE *log, int error, const char *fmt, ...) {
-  FILE *out = log ? log : (error ? stderr : NULL);
-  va_list ap;
-
-  if (!out)
-    return;
-  fputs("clued: migrate: ", out);
-  va_start(ap, fmt);
-  vfprintf(out, fmt, ap);
-  va_end(ap);
-  fputc('\n', out);
-  fflush(out);
-}
 
 /* libpq messages end with a newline (sometimes several lines); keep the first line. */
 static const char *first_line(const char *msg, char *buf, size_t len) {
@@ -90,6 +74,12 @@ const char *db_migrate_strerror(int rc) {
     return "an applied migration was changed";
   case DB_MIGRATE_ESQL:
     return "a migration failed";
+  case DB_MIGRATE_ENEWER:
+    return "the schema is newer than this clued";
+  case DB_MIGRATE_EUNREADABLE:
+    return "the role may not read schema_migrations";
+  case DB_MIGRATE_EROLE:
+    return "the role may not migrate this database";
   default:
     return "unknown migration error";
   }
@@ -176,28 +166,28 @@ static int cmp_version(const void *a, const void *b) {
 }
 
 /* No NUL byte (SQL text), and the checksum recorded when applied. */
-static int check_content(migration_t *m, size_t len, const char *where, FILE *log) {
+static int check_content(migration_t *m, size_t len, const char *where) {
   if (memchr(m->sql, '\0', len)) {
-    mlog(log, 1, "%s: contains a NUL byte", where);
+    log_error("%s: contains a NUL byte", where);
     return DB_MIGRATE_EFILE;
   }
   if (sha256_hex(m->sql, len, m->sha) != 0) {
-    mlog(log, 1, "%s: cannot compute SHA-256", where);
+    log_error("%s: cannot compute SHA-256", where);
     return DB_ENOMEM;
   }
   return 0;
 }
 
-static int check_versions(migration_set_t *set, FILE *log);
+static int check_versions(migration_set_t *set);
 
 /* Load every migration of dir, sorted by version, with content and checksum. */
-static int load_dir(const char *dir, migration_set_t *set, FILE *log) {
+static int load_dir(const char *dir, migration_set_t *set) {
   DIR *d = opendir(dir);
   struct dirent *e;
   int rc = 0;
 
   if (!d) {
-    mlog(log, 1, "cannot open migrations directory %s: %s", dir, strerror(errno));
+    log_error("cannot open migrations directory %s: %s", dir, strerror(errno));
     return DB_MIGRATE_EDIR;
   }
   while (rc == 0 && (e = readdir(d))) {
@@ -211,13 +201,13 @@ static int load_dir(const char *dir, migration_set_t *set, FILE *log) {
     if (kind > 0)
       continue;
     if (kind < 0 || strlen(e->d_name) >= sizeof(m->name)) {
-      mlog(log, 1, "%s/%s: not a migration name (want NNNN_name.sql)", dir, e->d_name);
+      log_error("%s/%s: not a migration name (want NNNN_name.sql)", dir, e->d_name);
       rc = DB_MIGRATE_EFILE;
       break;
     }
     snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
     if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
-      mlog(log, 1, "%s: not a regular file", path);
+      log_error("%s: not a regular file", path);
       rc = DB_MIGRATE_EFILE;
       break;
     }
@@ -237,22 +227,22 @@ static int load_dir(const char *dir, migration_set_t *set, FILE *log) {
     snprintf(m->name, sizeof(m->name), "%s", e->d_name);
     rc = read_file(path, &m->sql, &len);
     if (rc != 0) {
-      mlog(log, 1, "cannot read %s: %s", path, rc == DB_ENOMEM ? "out of memory" : strerror(errno));
+      log_error("cannot read %s: %s", path, rc == DB_ENOMEM ? "out of memory" : strerror(errno));
       break;
     }
     set->n++;
-    rc = check_content(m, len, path, log);
+    rc = check_content(m, len, path);
   }
   closedir(d);
   if (rc == 0)
-    rc = check_versions(set, log);
+    rc = check_versions(set);
   if (rc != 0)
     set_free(set);
   return rc;
 }
 
 /* The built-in migrations, checked exactly as files read from a directory are. */
-static int load_embedded(migration_set_t *set, FILE *log) {
+static int load_embedded(migration_set_t *set) {
   int rc = 0;
 
   if ((set->v = calloc(db_embedded_nmigrations ? db_embedded_nmigrations : 1, sizeof(*set->v))) == NULL)
@@ -262,7 +252,7 @@ static int load_embedded(migration_set_t *set, FILE *log) {
     const db_embedded_migration_t *e = &db_embedded_migrations[i];
     migration_t *m = &set->v[set->n];
     if (parse_name(e->name, &m->version) != 0 || strlen(e->name) >= sizeof(m->name)) {
-      mlog(log, 1, "built-in %s: not a migration name (want NNNN_name.sql)", e->name);
+      log_error("built-in %s: not a migration name (want NNNN_name.sql)", e->name);
       rc = DB_MIGRATE_EFILE;
       break;
     }
@@ -274,10 +264,10 @@ static int load_embedded(migration_set_t *set, FILE *log) {
     memcpy(m->sql, e->sql, e->len);
     m->sql[e->len] = '\0';
     set->n++;
-    rc = check_content(m, e->len, e->name, log);
+    rc = check_content(m, e->len, e->name);
   }
   if (rc == 0)
-    rc = check_versions(set, log);
+    rc = check_versions(set);
   if (rc != 0)
     set_free(set);
   return rc;
@@ -297,19 +287,19 @@ long long db_schema_version(const char **name) {
   return best;
 }
 
-static int load_set(const char *dir, migration_set_t *set, FILE *log) {
-  return dir ? load_dir(dir, set, log) : load_embedded(set, log);
+static int load_set(const char *dir, migration_set_t *set) {
+  return dir ? load_dir(dir, set) : load_embedded(set);
 }
 
 /* Versions sorted and unique. */
-static int check_versions(migration_set_t *set, FILE *log) {
+static int check_versions(migration_set_t *set) {
   int rc = 0;
 
   if (set->n > 1) {
     qsort(set->v, set->n, sizeof(*set->v), cmp_version);
     for (size_t i = 1; i < set->n; i++)
       if (set->v[i].version == set->v[i - 1].version) {
-        mlog(log, 1, "%s and %s have the same version", set->v[i - 1].name, set->v[i].name);
+        log_error("%s and %s have the same version", set->v[i - 1].name, set->v[i].name);
         rc = DB_MIGRATE_EFILE;
         break;
       }
@@ -323,48 +313,49 @@ static void on_notice(void *arg, const PGresult *res) {
   const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
   const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
 
+  (void)arg;
+
   /* NOTICEs ("relation already exists, skipping") are noise here; warnings are not. */
   if (sev && msg && strcmp(sev, "NOTICE") != 0 && strcmp(sev, "DEBUG") != 0 &&
       strcmp(sev, "INFO") != 0 && strcmp(sev, "LOG") != 0)
-    mlog(arg, 0, "server %s: %s", sev, msg);
+    log_warn("server %s: %s", sev, msg);
 }
 
-static PGconn *migrate_connect(const char *conninfo, FILE *log) {
+static PGconn *migrate_connect(const char *conninfo) {
   const char *keys[] = {"dbname", "fallback_application_name", NULL};
   const char *vals[] = {conninfo ? conninfo : "", "clued-migrate", NULL};
   PGconn *c = PQconnectdbParams(keys, vals, 1);
   char line[512];
 
   if (!c) {
-    mlog(log, 1, "cannot connect: out of memory");
+    log_error("cannot connect: out of memory");
     return NULL;
   }
   if (PQstatus(c) != CONNECTION_OK) {
-    mlog(log, 1, "cannot connect: %s", first_line(PQerrorMessage(c), line, sizeof(line)));
+    log_error("cannot connect: %s", first_line(PQerrorMessage(c), line, sizeof(line)));
     PQfinish(c);
     return NULL;
   }
-  PQsetNoticeReceiver(c, on_notice, log);
+  PQsetNoticeReceiver(c, on_notice, NULL);
   return c;
 }
 
 /* Run a statement; on failure log it (with what) and return NULL. */
-static PGresult *run(PGconn *c, FILE *log, const char *what, const char *sql, int n,
-                     const char *const *vals) {
+static PGresult *run(PGconn *c, const char *what, const char *sql, int n, const char *const *vals) {
   PGresult *r = PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
   ExecStatusType st = PQresultStatus(r);
   char line[512];
 
   if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
     return r;
-  mlog(log, 1, "%s: %s", what,
-       first_line(r ? PQresultErrorMessage(r) : PQerrorMessage(c), line, sizeof(line)));
+  log_error("%s: %s", what,
+            first_line(r ? PQresultErrorMessage(r) : PQerrorMessage(c), line, sizeof(line)));
   PQclear(r);
   return NULL;
 }
 
-static int run_ok(PGconn *c, FILE *log, const char *what, const char *sql) {
-  PGresult *r = run(c, log, what, sql, 0, NULL);
+static int run_ok(PGconn *c, const char *what, const char *sql) {
+  PGresult *r = run(c, what, sql, 0, NULL);
   PQclear(r);
   return r ? 0 : -1;
 }
@@ -381,8 +372,7 @@ static int applied_row(const PGresult *applied, long long version) {
 /* Check the applied migrations against the set. One the set does not have (a newer binary
  * applied it) is a warning for migrate, which changes nothing it does not know; with
  * newer_is_error (serve), a refusal, DB_MIGRATE_ENEWER. */
-static int check_applied(const migration_set_t *set, const PGresult *applied, FILE *log,
-                         int newer_is_error) {
+static int check_applied(const migration_set_t *set, const PGresult *applied, int newer_is_error) {
   for (int i = 0; applied && i < PQntuples(applied); i++) {
     long long version = strtoll(PQgetvalue(applied, i, 0), NULL, 10);
     const char *name = PQgetvalue(applied, i, 1);
@@ -393,28 +383,26 @@ static int check_applied(const migration_set_t *set, const PGresult *applied, FI
       if (set->v[j].version == version)
         m = &set->v[j];
     if (!m && newer_is_error) {
-      mlog(log, 1,
-           "%s (version %lld) is applied but this binary does not have it: the schema is newer "
-           "than this clued, and may no longer be what it reads and writes; run the clued that "
-           "applied it, or a later one",
-           name, version);
+      log_error(
+          "%s (version %lld) is applied but this binary does not have it: the schema is newer "
+          "than this clued, and may no longer be what it reads and writes; run the clued that "
+          "applied it, or a later one",
+          name, version);
       return DB_MIGRATE_ENEWER;
     }
     if (!m) {
-      mlog(log, 0, "warning: %s (version %lld) is applied but not in the migrations directory",
-           name, version);
+      log_warn("%s (version %lld) is applied but not in the migrations directory", name, version);
       continue;
     }
     if (strcmp(m->name, name) != 0) {
-      mlog(log, 1, "%s: version %lld was applied as %s; a migration cannot be renamed", m->name,
-           version, name);
+      log_error("%s: version %lld was applied as %s; a migration cannot be renamed", m->name,
+                version, name);
       return DB_MIGRATE_ECHECKSUM;
     }
     if (strcmp(m->sha, sha) != 0) {
-      mlog(log, 1,
-           "%s was changed after it was applied (applied sha256 %s, file now %s); restore it "
-           "and put the change in a new migration",
-           m->name, sha, m->sha);
+      log_error("%s was changed after it was applied (applied sha256 %s, file now %s); restore it "
+                "and put the change in a new migration",
+                m->name, sha, m->sha);
       return DB_MIGRATE_ECHECKSUM;
     }
   }
@@ -422,7 +410,7 @@ static int check_applied(const migration_set_t *set, const PGresult *applied, FI
 }
 
 /* Describe where in the file a statement failed: "line N" from the error position. */
-static void report_failure(const migration_t *m, const PGresult *r, FILE *log) {
+static void report_failure(const migration_t *m, const PGresult *r) {
   const char *pos = PQresultErrorField(r, PG_DIAG_STATEMENT_POSITION);
   const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
   const char *ctx = PQresultErrorField(r, PG_DIAG_CONTEXT);
@@ -439,9 +427,9 @@ static void report_failure(const migration_t *m, const PGresult *r, FILE *log) {
     }
     snprintf(where, sizeof(where), " at line %ld", lineno);
   }
-  mlog(log, 1, "%s failed%s: %s (SQLSTATE %s)%s%s; rolled back", m->name, where,
-       first_line(PQresultErrorMessage(r), line, sizeof(line)), state ? state : "?",
-       ctx ? " in " : "", ctx ? first_line(ctx, cline, sizeof(cline)) : "");
+  log_error("%s failed%s: %s (SQLSTATE %s)%s%s; rolled back", m->name, where,
+            first_line(PQresultErrorMessage(r), line, sizeof(line)), state ? state : "?",
+            ctx ? " in " : "", ctx ? first_line(ctx, cline, sizeof(cline)) : "");
 }
 
 static double ms_since(const struct timespec *t0) {
@@ -451,7 +439,7 @@ static double ms_since(const struct timespec *t0) {
 }
 
 /* Apply one migration in its own transaction. */
-static int apply_one(PGconn *c, const migration_t *m, FILE *log) {
+static int apply_one(PGconn *c, const migration_t *m) {
   char version[32];
   const char *vals[3] = {version, m->name, m->sha};
   struct timespec t0;
@@ -459,61 +447,123 @@ static int apply_one(PGconn *c, const migration_t *m, FILE *log) {
 
   clock_gettime(CLOCK_MONOTONIC, &t0);
   snprintf(version, sizeof(version), "%lld", m->version);
-  if (run_ok(c, log, m->name, "BEGIN") != 0)
+  if (run_ok(c, m->name, "BEGIN") != 0)
     return DB_MIGRATE_ESQL;
   /* The simple query protocol: a file holds many statements. */
   r = PQexec(c, m->sql);
   if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK &&
       PQresultStatus(r) != PGRES_EMPTY_QUERY) {
-    report_failure(m, r, log);
+    report_failure(m, r);
     PQclear(r);
     PQclear(PQexec(c, "ROLLBACK"));
     return DB_MIGRATE_ESQL;
   }
   PQclear(r);
-  r = run(c, log, m->name,
+  r = run(c, m->name,
           "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1::bigint, $2, $3)", 3,
           vals);
-  if (!r || run_ok(c, log, m->name, "COMMIT") != 0) {
+  if (!r || run_ok(c, m->name, "COMMIT") != 0) {
     PQclear(r);
     PQclear(PQexec(c, "ROLLBACK"));
     return DB_MIGRATE_ESQL;
   }
   PQclear(r);
-  mlog(log, 0, "applied %s (%.0f ms)", m->name, ms_since(&t0));
+  log_info("applied %s (%.0f ms)", m->name, ms_since(&t0));
   return 0;
 }
 
-int db_migrate(const char *conninfo, const char *dir, FILE *log) {
+/* May the role connected migrate this database? Objects a migration creates belong to the role
+ * that runs it, and only their owner (or a superuser) may replace them later: a run as any role
+ * but the schema's owner leaves objects the owner's next run cannot replace. The owner is the
+ * owner of schema_migrations, or on a database not yet migrated, of the database. A superuser
+ * that is not the owner is refused unless allow_superuser; a role that is neither the owner nor
+ * a member of it (the runtime role) is told which role migrates, rather than "permission
+ * denied". */
+static int check_migrator(PGconn *c, int allow_superuser) {
+  static const char sql[] =
+      "SELECT current_user, r.rolsuper,"
+      " coalesce(pg_get_userbyid(m.relowner), pg_get_userbyid(d.datdba)),"
+      " pg_has_role(current_user, coalesce(m.relowner, d.datdba), 'MEMBER'), m.oid IS NOT NULL"
+      " FROM pg_roles r"
+      " CROSS JOIN (SELECT datdba FROM pg_database WHERE datname = current_database()) d"
+      " LEFT JOIN pg_class m ON m.oid = to_regclass('schema_migrations')"
+      " WHERE r.rolname = current_user";
+  PGresult *r = run(c, "checking the database role", sql, 0, NULL);
+  const char *role, *owner;
+  int rc = 0;
+
+  if (!r)
+    return DB_MIGRATE_ESQL;
+  if (PQntuples(r) != 1) {
+    PQclear(r);
+    log_error("checking the database role: the current role was not found in pg_roles");
+    return DB_MIGRATE_EROLE;
+  }
+  role = PQgetvalue(r, 0, 0);
+  owner = PQgetvalue(r, 0, 2);
+  if (strcmp(PQgetvalue(r, 0, 1), "t") == 0 && strcmp(role, owner) != 0) {
+    if (allow_superuser) {
+      log_warn("migrating as \"%s\", a superuser, although %s belongs to \"%s\" "
+               "(--allow-superuser): what this run creates belongs to \"%s\", and a later "
+               "migrate as \"%s\" cannot replace it",
+               role, strcmp(PQgetvalue(r, 0, 4), "t") == 0 ? "the schema" : "the database", owner,
+               role, owner);
+    } else {
+      log_error("refusing to migrate as \"%s\", a superuser: %s belongs to \"%s\", and what "
+                "this run created would belong to \"%s\", which a later migrate as \"%s\" "
+                "could not replace; migrate as \"%s\" (README \"Database roles\"), or pass "
+                "--allow-superuser",
+                role, strcmp(PQgetvalue(r, 0, 4), "t") == 0 ? "the schema" : "the database", owner,
+                role, owner, owner);
+      rc = DB_MIGRATE_EROLE;
+    }
+  } else if (strcmp(PQgetvalue(r, 0, 1), "t") != 0 && strcmp(PQgetvalue(r, 0, 3), "t") != 0) {
+    log_error("role \"%s\" may not migrate this database: migrate as \"%s\", the owner of %s "
+              "(README \"Database roles\"); serve runs as the runtime role, a member of "
+              "clued_runtime",
+              role, owner, strcmp(PQgetvalue(r, 0, 4), "t") == 0 ? "the schema" : "the database");
+    rc = DB_MIGRATE_EROLE;
+  }
+  PQclear(r);
+  return rc;
+}
+
+int db_migrate(const char *conninfo, const char *dir, int allow_superuser) {
   migration_set_t set = {0};
   PGconn *c = NULL;
   PGresult *applied = NULL;
   long long latest = -1;
   int rc, napplied = 0;
 
-  rc = load_set(dir, &set, log);
+  rc = load_set(dir, &set);
   if (rc != 0)
     return rc;
-  c = migrate_connect(conninfo, log);
+  c = migrate_connect(conninfo);
   if (!c) {
     rc = DB_MIGRATE_ECONNECT;
     goto out;
   }
   /* client_min_messages first, so CREATE ... IF NOT EXISTS stays quiet. Under the lock, a
    * second runner waits for the first and then finds its work done. */
-  if (run_ok(c, log, "session set-up", "SET client_min_messages = warning") != 0 ||
-      run_ok(c, log, "taking the migration lock", MIGRATE_LOCK_SQL) != 0 ||
-      run_ok(c, log, "creating schema_migrations", MIGRATE_TABLE_SQL) != 0) {
+  if (run_ok(c, "session set-up", "SET client_min_messages = warning") != 0 ||
+      run_ok(c, "taking the migration lock", MIGRATE_LOCK_SQL) != 0) {
     rc = DB_MIGRATE_ECONNECT;
     goto out;
   }
-  applied = run(c, log, "reading schema_migrations",
+  rc = check_migrator(c, allow_superuser);
+  if (rc != 0)
+    goto out;
+  if (run_ok(c, "creating schema_migrations", MIGRATE_TABLE_SQL) != 0) {
+    rc = DB_MIGRATE_ECONNECT;
+    goto out;
+  }
+  applied = run(c, "reading schema_migrations",
                 "SELECT version, name, checksum FROM schema_migrations ORDER BY version", 0, NULL);
   if (!applied) {
     rc = DB_MIGRATE_ESQL;
     goto out;
   }
-  rc = check_applied(&set, applied, log, 0);
+  rc = check_applied(&set, applied, 0);
   if (rc != 0)
     goto out;
   if (PQntuples(applied) > 0)
@@ -524,21 +574,20 @@ int db_migrate(const char *conninfo, const char *dir, FILE *log) {
     if (applied_row(applied, m->version) >= 0)
       continue;
     if (m->version < latest) {
-      mlog(log, 1, "%s is older than the applied version %lld; give it a higher number", m->name,
-           latest);
+      log_error("%s is older than the applied version %lld; give it a higher number", m->name,
+                latest);
       rc = DB_MIGRATE_EFILE;
       goto out;
     }
-    rc = apply_one(c, m, log);
+    rc = apply_one(c, m);
     if (rc != 0)
       goto out;
     napplied++;
   }
   if (napplied == 0)
-    mlog(log, 0, "up to date (%zu migration(s) %s%s)", set.n, dir ? "in " : "built in",
-         dir ? dir : "");
+    log_info("up to date (%zu migration(s) %s%s)", set.n, dir ? "in " : "built in", dir ? dir : "");
   else
-    mlog(log, 0, "%d migration(s) applied", napplied);
+    log_info("%d migration(s) applied", napplied);
 
 out:
   PQclear(applied);
@@ -555,10 +604,10 @@ int db_migrations_pending(const char *conninfo, const char *dir, char *first_pen
 
   if (first_pending && len > 0)
     first_pending[0] = '\0';
-  rc = load_set(dir, &set, NULL);
+  rc = load_set(dir, &set);
   if (rc != 0)
     return rc;
-  c = migrate_connect(conninfo, NULL);
+  c = migrate_connect(conninfo);
   if (!c) {
     rc = DB_MIGRATE_ECONNECT;
     goto out;
@@ -566,7 +615,7 @@ int db_migrations_pending(const char *conninfo, const char *dir, char *first_pen
   /* The runtime role reads schema_migrations through clued_runtime's grants, which
    * 0009_runtime_role.sql made: before it, or for a role outside clued_runtime, reading it
    * would only say "permission denied". */
-  exists = run(c, NULL, "looking for schema_migrations",
+  exists = run(c, "looking for schema_migrations",
                "SELECT to_regclass('schema_migrations') IS NOT NULL,"
                " coalesce(has_table_privilege(to_regclass('schema_migrations'), 'SELECT'), false),"
                " coalesce((SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles"
@@ -578,30 +627,29 @@ int db_migrations_pending(const char *conninfo, const char *dir, char *first_pen
   }
   if (strcmp(PQgetvalue(exists, 0, 0), "t") == 0 && strcmp(PQgetvalue(exists, 0, 1), "t") != 0) {
     if (strcmp(PQgetvalue(exists, 0, 2), "t") == 0)
-      mlog(NULL, 1,
-           "role \"%s\" may not read schema_migrations yet: migrations are pending (from "
-           "0009_runtime_role.sql on, the schema is granted to clued_runtime); run `clued "
-           "migrate` as the schema's owner first",
-           PQgetvalue(exists, 0, 3));
+      log_error("role \"%s\" may not read schema_migrations yet: migrations are pending (from "
+                "0009_runtime_role.sql on, the schema is granted to clued_runtime); run `clued "
+                "migrate` as the schema's owner first",
+                PQgetvalue(exists, 0, 3));
     else
-      mlog(NULL, 1,
-           "role \"%s\" may not read schema_migrations: it is not a member of clued_runtime, "
-           "which the schema is granted to (0009_runtime_role.sql, README \"Database roles\"), "
-           "or that migration is still pending; run `clued migrate` as the schema's owner and "
-           "serve as a member of clued_runtime",
-           PQgetvalue(exists, 0, 3));
+      log_error(
+          "role \"%s\" may not read schema_migrations: it is not a member of clued_runtime, "
+          "which the schema is granted to (0009_runtime_role.sql, README \"Database roles\"), "
+          "or that migration is still pending; run `clued migrate` as the schema's owner and "
+          "serve as a member of clued_runtime",
+          PQgetvalue(exists, 0, 3));
     rc = DB_MIGRATE_EUNREADABLE;
     goto out;
   }
   if (strcmp(PQgetvalue(exists, 0, 0), "t") == 0) {
     applied =
-        run(c, NULL, "reading schema_migrations",
+        run(c, "reading schema_migrations",
             "SELECT version, name, checksum FROM schema_migrations ORDER BY version", 0, NULL);
     if (!applied) {
       rc = DB_MIGRATE_ESQL;
       goto out;
     }
-    rc = check_applied(&set, applied, NULL, 1);
+    rc = check_applied(&set, applied, 1);
     if (rc != 0)
       goto out;
   }
@@ -629,7 +677,7 @@ int db_role_privileged(const char *conninfo, char *why, size_t len) {
       " coalesce(pg_has_role(current_user, c.relowner, 'MEMBER'), false)"
       " FROM pg_roles r LEFT JOIN pg_class c ON c.oid = to_regclass('audit_events')"
       " WHERE r.rolname = current_user";
-  PGconn *c = migrate_connect(conninfo, NULL);
+  PGconn *c = migrate_connect(conninfo);
   PGresult *r;
   int rc = 0;
 
@@ -637,7 +685,7 @@ int db_role_privileged(const char *conninfo, char *why, size_t len) {
     why[0] = '\0';
   if (!c)
     return DB_MIGRATE_ECONNECT;
-  r = run(c, NULL, "checking the database role", sql, 0, NULL);
+  r = run(c, "checking the database role", sql, 0, NULL);
   if (!r) {
     PQfinish(c);
     return DB_MIGRATE_ESQL;
@@ -657,7 +705,7 @@ int db_role_privileged(const char *conninfo, char *why, size_t len) {
 }
 
 int db_sync_replica(const char *conninfo, char *why, size_t len) {
-  PGconn *c = migrate_connect(conninfo, NULL);
+  PGconn *c = migrate_connect(conninfo);
   PGresult *r;
   int rc;
 
@@ -665,7 +713,7 @@ int db_sync_replica(const char *conninfo, char *why, size_t len) {
     why[0] = '\0';
   if (!c)
     return DB_MIGRATE_ECONNECT;
-  r = run(c, NULL, "checking synchronous replication", db_sync_check_sql, 0, NULL);
+  r = run(c, "checking synchronous replication", db_sync_check_sql, 0, NULL);
   if (!r) {
     PQfinish(c);
     return DB_MIGRATE_ESQL;

@@ -26,6 +26,9 @@ enum {
   DB_MIGRATE_EUNREADABLE = -26, /* the role may not read schema_migrations: the migrations
                                    that grant clued_runtime the schema are pending, or the
                                    role is not in clued_runtime (db_migrations_pending) */
+  DB_MIGRATE_EROLE = -27,       /* the role may not migrate: a superuser that does not own the
+                                   schema, or a role neither its owner nor a member of it
+                                   (db_migrate) */
 };
 
 /** One migration built into the binary: migrations/NNNN_name.sql as it was at build time. */
@@ -49,12 +52,15 @@ const char *db_migrations_default_dir(void);
 long long db_schema_version(const char **name);
 
 /**
- * Apply the pending migrations of dir (NULL: the built-in ones) to the database at conninfo.
- * Progress and errors are written to log as lines starting "clued: migrate:" (errors go to
- * stderr when log is NULL). Migrations applied before a failure stay applied. Returns 0 or a
- * negative error code above.
+ * Apply the pending migrations of dir (NULL: the built-in ones) to the database at conninfo,
+ * as the role owning the schema (schema_migrations; on a database not migrated yet, the
+ * database): a superuser that is not that role is refused (DB_MIGRATE_EROLE) unless
+ * allow_superuser, since the objects it created would belong to it and the owner's later runs
+ * could not replace them; a role neither the owner nor a member of it is refused too. Progress
+ * and errors go to the log (log.h). Migrations applied before a failure stay applied. Returns 0
+ * or a negative error code above.
  */
-int db_migrate(const char *conninfo, const char *dir, FILE *log)
+int db_migrate(const char *conninfo, const char *dir, int allow_superuser)
     __attribute__((warn_unused_result));
 
 /**
@@ -64,7 +70,7 @@ int db_migrate(const char *conninfo, const char *dir, FILE *log)
  * database with a migration applied that dir does not have: a newer binary's, whose schema
  * this one may misread or miswrite, and (DB_MIGRATE_EUNREADABLE) one whose schema_migrations
  * the role may not read, saying whether migrations are pending or the role is not a member of
- * clued_runtime. Errors are written to stderr. Returns the count, or a negative error code
+ * clued_runtime. Errors go to the log (log.h). Returns the count, or a negative error code
  * above.
  */
 int db_migrations_pending(const char *conninfo, const char *dir, char *first_pending, size_t len)
@@ -74,7 +80,7 @@ int db_migrations_pending(const char *conninfo, const char *dir, char *first_pen
  * Is the role conninfo logs in as able to rewrite the audit record: a superuser, or the owner
  * (or a member of the owner) of the audit tables, either of which may disable their triggers?
  * Returns 1 (and a reason such as `role "x" is a superuser` in why, truncated to len), 0 when
- * it is not, or a negative error code above (printed to stderr).
+ * it is not, or a negative error code above (logged).
  */
 int db_role_privileged(const char *conninfo, char *why, size_t len)
     __attribute__((warn_unused_result));
@@ -82,7 +88,7 @@ int db_role_privileged(const char *conninfo, char *why, size_t len)
 /**
  * Does the primary conninfo reaches keep every commit on a synchronous standby before it
  * answers (db/replication.h)? Returns 1, 0 with the reason in why, or a negative error code
- * above (printed to stderr).
+ * above (logged).
  */
 int db_sync_replica(const char *conninfo, char *why, size_t len) __attribute__((warn_unused_result));
 

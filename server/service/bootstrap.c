@@ -1,29 +1,64 @@
 #include "service/bootstrap.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <libpq-fe.h>
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "rpc/auth.h"
+
+/* The key admin_bootstrap (0040_token_hash_in_its_event.sql) locks: the demo takes it too, so
+ * that of two bootstraps at once the second waits and finds the first's work done. */
+#define BOOTSTRAP_LOCK_SQL "SELECT pg_advisory_xact_lock(hashtext('clued.bootstrap'))"
+
+/* libpq's messages run over several lines (DETAIL, CONTEXT with the SQL, a caret line): the
+ * log gets the first line alone, as one line. */
+static void log_first_line(const char *what, const char *msg) {
+  int n = (int)strcspn(msg ? msg : "", "\n");
+  log_error("%s: %.*s", what, n > 400 ? 400 : n, msg ? msg : "");
+}
 
 static PGconn *connect_db(const char *conninfo) {
   PGconn *db = PQconnectdb(conninfo ? conninfo : "");
   if (PQstatus(db) != CONNECTION_OK) {
-    fprintf(stderr, "clued: cannot connect to the database: %s", PQerrorMessage(db));
+    log_first_line("cannot connect to the database", PQerrorMessage(db));
     PQfinish(db);
     return NULL;
   }
   return db;
 }
 
-/* Run one statement; returns its result on success, NULL (error printed) otherwise. */
+/* What to do about an error of SQLSTATE state, "" when there is nothing to say. */
+static const char *hint(const char *state) {
+  if (state == NULL)
+    return "";
+  if (strcmp(state, "42501") == 0)
+    return "; bootstrap runs as the role owning the schema, as migrate does (README \"Database "
+           "roles\")";
+  return "";
+}
+
+/* Run one statement; returns its result on success, NULL (error logged: the primary message
+ * and SQLSTATE, never the statement) otherwise. */
 static PGresult *exec(PGconn *db, const char *sql, int n, const char *const *params) {
   PGresult *r = PQexecParams(db, sql, n, NULL, params, NULL, NULL, 0);
   ExecStatusType st = PQresultStatus(r);
   if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-    fprintf(stderr, "clued: %s", PQresultErrorMessage(r));
+    const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    if (msg == NULL)
+      log_first_line("bootstrap", PQerrorMessage(db));
+    else if (state && (strcmp(state, "42883") == 0 || strcmp(state, "42P01") == 0))
+      /* undefined_function, undefined_table: what bootstrap calls is not there yet. */
+      log_error("bootstrap: the database is not migrated (SQLSTATE %s); run `clued migrate` first",
+                state);
+    else
+      log_error("bootstrap: %s (SQLSTATE %s)%s", msg, state ? state : "?", hint(state));
     PQclear(r);
     return NULL;
   }
@@ -40,7 +75,7 @@ int bootstrap_admin(const char *conninfo, FILE *out) {
   if (db == NULL)
     return -1;
   if (auth_token_new(token, hash) != 0) {
-    fprintf(stderr, "clued: cannot read random bytes for the token\n");
+    log_error("cannot read random bytes for the token");
     goto done;
   }
   r = exec(db, "SELECT id FROM admin_bootstrap($1)", 1, params);
@@ -141,7 +176,7 @@ static int demo_user(PGconn *db, const char *admin_id, const char *admin_unit, c
   snprintf(user_id, sizeof(user_id), "%s", PQgetvalue(r, 0, 0));
   PQclear(r);
   if (auth_token_new(token, hash) != 0) {
-    fprintf(stderr, "clued: cannot read random bytes for a token\n");
+    log_error("cannot read random bytes for a token");
     return -1;
   }
   if ((r = exec(db, "SELECT id FROM admin_issue_token($1, $2, $3, $4, $5)", 5, tp)) == NULL)
@@ -151,46 +186,95 @@ static int demo_user(PGconn *db, const char *admin_id, const char *admin_unit, c
   return 0;
 }
 
+/* Write len bytes of text to a new file at path, mode 0600: never an existing file, never
+ * through a symlink (O_EXCL refuses both; O_NOFOLLOW says so). 0, or -1 having logged why; a
+ * file it created but could not fill is removed. */
+static int write_new_file(const char *path, const char *text, size_t len) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  size_t done = 0;
+
+  if (fd < 0) {
+    log_error("--demo-tokens %s: cannot create it: %s%s", path, strerror(errno),
+              errno == EEXIST ? " (the demo tokens go only to a new file: remove it or name "
+                                "another)"
+                              : "");
+    return -1;
+  }
+  while (done < len) {
+    ssize_t w = write(fd, text + done, len - done);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      break;
+    done += (size_t)w;
+  }
+  if (done < len || fsync(fd) != 0) {
+    log_error("--demo-tokens %s: cannot write it: %s", path, strerror(errno));
+    close(fd);
+    unlink(path);
+    return -1;
+  }
+  if (close(fd) != 0) {
+    log_error("--demo-tokens %s: cannot write it: %s", path, strerror(errno));
+    unlink(path);
+    return -1;
+  }
+  return 0;
+}
+
 int bootstrap_demo(const char *conninfo, const char *tokens_path, FILE *out) {
   PGconn *db = connect_db(conninfo);
   PGresult *r;
   FILE *tf = NULL;
-  char admin_id[32], admin_unit[32];
-  int fd, rc = -1;
+  char *tokens = NULL, admin_id[32], admin_unit[32];
+  size_t tokens_len = 0;
+  struct stat st;
+  int rc = -1, written = 0;
 
   if (db == NULL)
     return -1;
-  if ((r = exec(db, "SELECT count(*) FROM units WHERE kind <> 'ADMIN'", 0, NULL)) == NULL)
+  /* One transaction from the check to the last write, under the lock admin_bootstrap takes: a
+   * second bootstrap running at once waits for it, then finds the demo made. */
+  if ((r = exec(db, "BEGIN", 0, NULL)) == NULL)
     goto done;
+  PQclear(r);
+  if ((r = exec(db, BOOTSTRAP_LOCK_SQL, 0, NULL)) == NULL)
+    goto rollback;
+  PQclear(r);
+  if ((r = exec(db, "SELECT count(*) FROM units WHERE kind <> 'ADMIN'", 0, NULL)) == NULL)
+    goto rollback;
   if (strcmp(PQgetvalue(r, 0, 0), "0") != 0) {
     PQclear(r);
     fprintf(out, "demo units already exist; nothing changed\n");
     rc = 0;
-    goto done;
+    goto rollback;
   }
   PQclear(r);
   r = exec(db, "SELECT id, unit_id FROM users WHERE role = 'ADMIN' ORDER BY id LIMIT 1", 0, NULL);
   if (r == NULL)
-    goto done;
+    goto rollback;
   if (PQntuples(r) == 0) {
     PQclear(r);
-    fprintf(stderr, "clued: run `clued bootstrap` first: no ADMIN user exists\n");
-    goto done;
+    log_error("run `clued bootstrap` first: no ADMIN user exists");
+    goto rollback;
   }
   snprintf(admin_id, sizeof(admin_id), "%s", PQgetvalue(r, 0, 0));
   snprintf(admin_unit, sizeof(admin_unit), "%s", PQgetvalue(r, 0, 1));
   PQclear(r);
-
-  fd = open(tokens_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  if (fd < 0 || (tf = fdopen(fd, "w")) == NULL) {
-    perror(tokens_path);
-    if (fd >= 0)
-      close(fd);
-    goto done;
+  /* Said before anything is made; write_new_file() refuses it again if one appears meanwhile. */
+  if (lstat(tokens_path, &st) == 0) {
+    log_error("--demo-tokens %s exists: the demo tokens go only to a new file (never an "
+              "existing file or a symlink), so that no one else may already read it; remove it "
+              "or name another",
+              tokens_path);
+    goto rollback;
   }
-  if ((r = exec(db, "BEGIN", 0, NULL)) == NULL)
-    goto done;
-  PQclear(r);
+  /* The tokens stay in memory until the demo is made, then go to the file before COMMIT: the
+   * file exists, whole, only if the demo was made (or is removed again if COMMIT fails). */
+  if ((tf = open_memstream(&tokens, &tokens_len)) == NULL) {
+    log_error("out of memory");
+    goto rollback;
+  }
   for (size_t i = 0; i < sizeof(demo_units) / sizeof(demo_units[0]); i++) {
     const demo_unit_t *u = &demo_units[i];
     const char *p[7] = {admin_id, admin_unit, u->kind, u->code, u->name, u->liaison, u->hosts};
@@ -221,15 +305,18 @@ int bootstrap_demo(const char *conninfo, const char *tokens_path, FILE *out) {
   if ((r = exec(db, demo_handlers_sql, 0, NULL)) == NULL)
     goto rollback;
   PQclear(r);
-  if ((r = exec(db, "COMMIT", 0, NULL)) == NULL)
-    goto done;
-  PQclear(r);
-  if (fclose(tf) != 0) {
-    tf = NULL;
-    perror(tokens_path);
+  if (fflush(tf) != 0 || ferror(tf)) {
+    log_error("out of memory");
+    goto rollback;
+  }
+  if (write_new_file(tokens_path, tokens, tokens_len) != 0)
+    goto rollback;
+  written = 1;
+  if ((r = exec(db, "COMMIT", 0, NULL)) == NULL) {
+    unlink(tokens_path);
     goto done;
   }
-  tf = NULL;
+  PQclear(r);
   fprintf(out, "created demo units R01 R02 G01 G02 G03 X01 with a leader and a member each,\n"
                "an auditor, three rectification items, and two clues with three assigned\n"
                "handlers; their tokens are in %s\n",
@@ -238,9 +325,15 @@ int bootstrap_demo(const char *conninfo, const char *tokens_path, FILE *out) {
   goto done;
 rollback:
   PQclear(PQexec(db, "ROLLBACK"));
+  if (written)
+    unlink(tokens_path);
 done:
   if (tf)
     fclose(tf);
+  if (tokens) {
+    OPENSSL_cleanse(tokens, tokens_len);
+    free(tokens);
+  }
   PQfinish(db);
   return rc;
 }

@@ -8,14 +8,17 @@
 
 /**
  * Create the first ADMIN unit and user when no ADMIN user exists, printing the token to out
- * once. When one exists, say so and change nothing. Returns 0, or -1 (message on stderr).
+ * once. When one exists, say so and change nothing. Returns 0, or -1 (the reason logged).
  */
 int bootstrap_admin(const char *conninfo, FILE *out);
 
 /**
  * Create the demo units (two rooms, three groups, one region) with a LEADER and a MEMBER each,
- * unless units other than ADMIN ones exist already. Tokens go to tokens_path (mode 0600), one
- * "UNIT_CODE ROLE user_name token" line each. Returns 0 (created or already there) or -1.
+ * unless units other than ADMIN ones exist already, in one transaction with the check. Tokens
+ * go to tokens_path, one "UNIT_CODE ROLE user_name token" line each: a new file, mode 0600,
+ * written whole before the commit (removed if the commit fails); an existing file or a
+ * symlink there is refused before anything is made. Returns 0 (created or already there) or
+ * -1 (the reason logged).
  */
 int bootstrap_demo(const char *conninfo, const char *tokens_path, FILE *out);
 

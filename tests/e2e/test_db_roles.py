@@ -174,5 +174,62 @@ def test_serve_on_an_old_schema_says_migrate(c):
     assert 'role "clued_stranger" may not read schema_migrations: it is not a member of clued_runtime' in r.stderr, \
         r.stderr
 
+def owned_by(c, dbname, role):
+    """The functions of the public schema owned by role."""
+    conn = c.pg.connect(dbname)
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_proc WHERE proowner = %s::regrole"
+                    " AND pronamespace = 'public'::regnamespace", (role,))
+        n = cur.fetchone()[0]
+    conn.close()
+    return n
+
+
+def test_migrate_refuses_a_superuser_that_does_not_own_the_schema(c):
+    # Objects a superuser's migrate made would belong to it, and the owner's next migrate
+    # could not replace them ("must be owner of function ..."): refused, naming the owner.
+    fresh = c.pg.new_database("su")
+    for dbname, what in ((fresh, "the database"), (c.dbname, "the schema")):
+        srv = harness.Clued(c.pg.url(dbname))
+        srv.database_url = c.pg.url(dbname, user="postgres")
+        r = srv.run("migrate", check=False)
+        assert r.returncode == 1, r
+        assert ('refusing to migrate as "postgres", a superuser: %s belongs to "clued_owner"' % what
+                in r.stderr and 'migrate as "clued_owner"' in r.stderr
+                and "--allow-superuser" in r.stderr), r.stderr
+        assert owned_by(c, dbname, "postgres") == 0
+    conn = c.pg.connect(fresh)
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('schema_migrations')")
+        assert cur.fetchone()[0] is None
+    conn.close()
+    # --allow-superuser: done, with a warning saying what it leaves behind.
+    r = srv.run("migrate", "--allow-superuser")
+    assert 'migrating as "postgres", a superuser' in r.stderr and "up to date" in r.stderr, r.stderr
+    # A superuser that owns the schema (a database made by postgres) migrates it as before.
+    legacy = c.pg.new_database("legacy")
+    conn = c.pg.connect()
+    with conn.cursor() as cur:
+        cur.execute(f'ALTER DATABASE "{legacy}" OWNER TO postgres')
+    conn.close()
+    srv = harness.Clued(c.pg.url(legacy))
+    srv.database_url = c.pg.url(legacy, user="postgres")
+    r = srv.run("migrate")
+    assert "migration(s) applied" in r.stderr and "superuser" not in r.stderr, r.stderr
+
+
+def test_migrate_as_the_runtime_role_names_the_owner(c):
+    # "creating schema_migrations: permission denied for schema public" before, on a migrated
+    # database too.
+    for dbname, what in ((c.pg.new_database("rt"), "the database"), (c.dbname, "the schema")):
+        srv = harness.Clued(c.pg.url(dbname))
+        srv.database_url = c.pg.url(dbname, user="clued")
+        r = srv.run("migrate", check=False)
+        assert r.returncode == 1, r
+        assert ('role "clued" may not migrate this database: migrate as "clued_owner", the owner of %s'
+                % what in r.stderr), r.stderr
+        assert "permission denied" not in r.stderr, r.stderr
+
+
 if __name__ == "__main__":
     harness.run_tests(globals(), setup, teardown)

@@ -105,10 +105,45 @@ def test_every_line_is_json():
         assert secret not in out, f"a secret is in the log: {secret[:6]}…"
 
 
+def json_lines(stderr):
+    """Every line of a one-shot command's stderr, parsed; at least one."""
+    lines = stderr.splitlines(keepends=True)
+    assert lines, "nothing logged"
+    return parse(lines)
+
+
 def test_one_shot_commands_and_bad_value():
-    srv = harness.Clued(harness.test_database_url(), args=["--log-format", "json"])
+    # The one-shot commands and serve's start-up refusals log as serve does: JSON on stderr,
+    # nothing on stdout but a command's own answer (bootstrap's token), and no SQL text.
+    pg = harness.Postgres.get()
+    srv = harness.Clued(pg.url(pg.new_database()), args=["--log-format", "json"])
+    r = srv.run("bootstrap", "--log-format", "json", check=False)
+    assert r.returncode == 1 and r.stdout == "", r
+    msgs = [o["msg"] for o in json_lines(r.stderr)]
+    assert any("the database is not migrated" in m and "run `clued migrate` first" in m for m in msgs), msgs
+    assert "SELECT" not in r.stderr and "admin_bootstrap" not in r.stderr, r.stderr
+    r = srv.run("serve", "--log-format", "json", "--listen", "127.0.0.1:0", check=False)
+    assert r.returncode == 1 and r.stdout == "", r
+    objs = json_lines(r.stderr)
+    assert any(o["level"] == "error" and "run `clued migrate` first" in o["msg"] for o in objs), objs
     r = srv.run("migrate", "--log-format", "json")
-    parse(r.stderr.splitlines(keepends=True))
+    assert r.stdout == "", r.stdout
+    msgs = [o["msg"] for o in json_lines(r.stderr)]
+    assert any(m.startswith("applied 0001_") for m in msgs) and msgs[-1].endswith("migration(s) applied"), msgs
+    r = srv.run("migrate", "--log-format", "json")
+    assert r.stdout == "" and "up to date" in json_lines(r.stderr)[-1]["msg"], r
+    r = srv.run("bootstrap", "--log-format", "json")
+    assert re.search(r"ct_[0-9a-f]{64}", r.stdout) and r.stderr == "", r
+    # In text too, migrate's lines are log lines on stderr.
+    r = srv.run("migrate")
+    assert r.stdout == "" and re.search(r"^\S+Z clued: info: up to date", r.stderr), r
+    # A database that cannot be reached: one JSON error line, for migrate and for serve.
+    gone = harness.Clued("postgresql:///x?host=/nonexistent/clued")
+    for cmd in ("migrate", "serve"):
+        r = gone.run(cmd, "--log-format", "json", check=False)
+        assert r.returncode == 1 and r.stdout == "", r
+        objs = json_lines(r.stderr)
+        assert objs[-1]["level"] == "error" and "cannot connect" in objs[-1]["msg"], objs
     r = srv.run("serve", "--log-format", "yaml", check=False)
     assert r.returncode != 0 and "--log-format must be text or json" in r.stderr, r.stderr
 
