@@ -138,6 +138,9 @@ static const char usage_text[] =
     "  --audit-signing-key FILE   sign checkpoints of the audit log's Merkle tree with this key\n"
     "                             (from clued keygen; env CLUED_AUDIT_SIGNING_KEY). Without it\n"
     "                             the instance follows the tree and serves proofs, never signs\n"
+    "  --audit-previous-key FILE  the verifier key (.pub) of the signing key just replaced: its\n"
+    "                             latest checkpoint is checked and extended (docs/AUDIT.md;\n"
+    "                             env CLUED_AUDIT_PREVIOUS_KEY)\n"
     "  --checkpoint-every N       publish a checkpoint once N events are unsigned (default 1000)\n"
     "  --checkpoint-interval D    ... or once D passed since the last one (default 10s; ms, s,\n"
     "                             m, h)\n"
@@ -248,6 +251,7 @@ enum {
   OPT_REPLICA_URL,
   OPT_REPLICA_MAX_LAG,
   OPT_AUDIT_SIGNING_KEY,
+  OPT_AUDIT_PREVIOUS_KEY,
   OPT_CHECKPOINT_EVERY,
   OPT_CHECKPOINT_INTERVAL,
   OPT_NAME,
@@ -313,6 +317,7 @@ static const struct option long_opts[] = {
     {"replica-url", required_argument, NULL, OPT_REPLICA_URL},
     {"replica-max-lag", required_argument, NULL, OPT_REPLICA_MAX_LAG},
     {"audit-signing-key", required_argument, NULL, OPT_AUDIT_SIGNING_KEY},
+    {"audit-previous-key", required_argument, NULL, OPT_AUDIT_PREVIOUS_KEY},
     {"checkpoint-every", required_argument, NULL, OPT_CHECKPOINT_EVERY},
     {"checkpoint-interval", required_argument, NULL, OPT_CHECKPOINT_INTERVAL},
     {"name", required_argument, NULL, OPT_NAME},
@@ -383,6 +388,8 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
     cfg->tls_client_ca = env;
   if ((env = getenv("CLUED_AUDIT_SIGNING_KEY")) && *env)
     cfg->audit_signing_key = env;
+  if ((env = getenv("CLUED_AUDIT_PREVIOUS_KEY")) && *env)
+    cfg->audit_previous_key = env;
   if ((env = getenv("CLUED_METRICS_LISTEN")) && *env)
     cfg->metrics_listen = env;
   if ((env = getenv("CLUED_CONSOLE_DIR")) && *env)
@@ -577,6 +584,9 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       break;
     case OPT_AUDIT_SIGNING_KEY:
       cfg->audit_signing_key = optarg;
+      break;
+    case OPT_AUDIT_PREVIOUS_KEY:
+      cfg->audit_previous_key = optarg;
       break;
     case OPT_CHECKPOINT_EVERY:
       if (parse_num("--checkpoint-every", optarg, 1, 100000000, &v))

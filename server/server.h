@@ -74,6 +74,7 @@ typedef struct server_config {
   int insecure_cleartext;           /* allow cleartext on a non-loopback address */
   const char *metrics_listen;       /* host:port of the Prometheus endpoint; NULL: none */
   const char *audit_signing_key;    /* file of the checkpoint signing key; NULL: never sign */
+  const char *audit_previous_key;   /* verifier key of the signing key it replaced, or NULL */
   uint64_t checkpoint_every;        /* publish a checkpoint after this many new events (1000) */
   uint64_t checkpoint_ms;           /* ... or after this long with unsigned events (10000) */
   const char *web_origins[SERVER_MAX_WEB_ORIGINS]; /* --web-origin: CORS allowed origins */

@@ -96,7 +96,8 @@ static const cli_opt_t verify_opts[] = {
     {"subject-type", "TYPE", 0, "verify only the chains of this kind of subject"},
     {"subject-id", "ID", 0, "verify only this subject's chain (with --subject-type)"},
     {"checkpoint", "FILE", 0, "verify the whole log offline against this saved checkpoint"},
-    {"key", "FILE", 0, "with --checkpoint: the verifier key to check signatures with"},
+    {"key", "FILE", CLI_OPT_REPEAT,
+     "with --checkpoint: a verifier key (two across a key rotation)"},
     {"page-size", "N", 0, "with --checkpoint: events per export page (1-5000, default 1000)"},
     {NULL, NULL, 0, NULL},
 };
@@ -108,7 +109,8 @@ static const cli_opt_t checkpoint_opts[] = {
 
 static const cli_opt_t witness_opts[] = {
     {"dir", "DIR", CLI_OPT_REQUIRED, "where the checkpoints are kept (created if missing)"},
-    {"key", "FILE", 0, "the verifier key (default: DIR/key.pub, kept from the first run)"},
+    {"key", "FILE", CLI_OPT_REPEAT,
+     "a verifier key (default: DIR/key.pub; two across a key rotation)"},
     {"interval", "SECONDS", 0, "time between polls (default 10)"},
     {"once", NULL, 0, "poll once and exit"},
     {NULL, NULL, 0, NULL},
@@ -303,7 +305,9 @@ static const cli_command_t audit_commands[] = {
      "\n"
      "With --checkpoint FILE (saved by `audit checkpoint --out`), checks offline, here:\n"
      "the checkpoint's signature and the server's latest one's (with --key, or else the key\n"
-     "the server names); that the server's tree only grew since (a consistency proof);\n"
+     "the server names; after the server's key was replaced, give --key twice: the key that\n"
+     "signed the saved checkpoint and the new one); that the server's tree only grew since (a\n"
+     "consistency proof);\n"
      "that every event hashes to its leaf and the leaves to both roots; the content hashes\n"
      "the events record (note text, a clue's submitted fields, its reporter) and the facts\n"
      "they state (a note's clue, kind and author; a clue's number, submitter and whether it\n"
@@ -329,7 +333,10 @@ static const cli_command_t audit_commands[] = {
      "does not extend the last one kept (a fork or a truncation), naming it and the first\n"
      "event where the log differs from the leaves kept. A poll that fails for a reason\n"
      "that passes (the server restarting or unreachable, its database down) is reported\n"
-     "and the next one made as usual; with --once it ends the run with exit status 1.\n",
+     "and the next one made as usual; with --once it ends the run with exit status 1.\n"
+     "When the server's key is replaced, give --key twice (the key it checked with and the\n"
+     "new one): a checkpoint of either is kept once it extends the last one kept, and\n"
+     "DIR/key.pub then holds the new key (docs/AUDIT.md, \"Replacing the signing key\").\n",
      audit_tree_witness},
     {"watch", NULL, "Stream audit events as they happen", watch_opts,
      "Prints the events after --after-seq, then each new event as it is recorded, one\n"

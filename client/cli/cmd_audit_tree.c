@@ -30,18 +30,76 @@ static int get_checkpoint(cli_t *cli, Clue__V1__Checkpoint **out) {
   return cli_call(cli, AUDIT_SVC, "GetCheckpoint", &req.base, (ProtobufCMessage **)out);
 }
 
-/* The verifier key: --key FILE, else the one the server names (reported as such). */
-static int load_key(cli_t *cli, const char *path, const Clue__V1__Checkpoint *latest,
-                    note_key_t *key) {
-  char err[512];
+/* The verifier keys trusted: each --key given. Across a key rotation (docs/AUDIT.md) they are
+ * the replaced key and its successor, and a checkpoint of either is accepted: what ties the
+ * two is the consistency proof between a checkpoint of the one and a later one of the other,
+ * checked as between any two. */
+#define KEYS_MAX 8
 
-  if (path) {
-    if (note_key_read_file(path, key, err, sizeof(err)) != 0) {
-      fprintf(stderr, "cluectl %s: %s\n", cli->cmd, err);
-      return CLI_USAGE;
-    }
-    return 0;
+typedef struct keyset {
+  size_t n;
+  note_key_t k[KEYS_MAX];
+} keyset_t;
+
+/* The key of ks that signed note, filling *cp; NULL if none did. */
+static const note_key_t *keys_open(const keyset_t *ks, const char *note, checkpoint_t *cp) {
+  for (size_t i = 0; i < ks->n; i++)
+    if (note_checkpoint_open(&ks->k[i], note, cp) == 0)
+      return &ks->k[i];
+  return NULL;
+}
+
+static int same_key(const note_key_t *a, const note_key_t *b) {
+  return a->id == b->id && strcmp(a->name, b->name) == 0 && memcmp(a->pub, b->pub, 32) == 0;
+}
+
+/* "name+id or name+id ...": the keys checked with, for a message. */
+static void keys_label(const keyset_t *ks, char *buf, size_t cap) {
+  size_t at = 0;
+
+  buf[0] = '\0';
+  for (size_t i = 0; i < ks->n && at < cap; i++) {
+    char one[NOTE_NAME_MAX + 16];
+    note_key_label(&ks->k[i], one, sizeof(one));
+    at += (size_t)snprintf(buf + at, cap - at, "%s%s", i ? " or " : "", one);
   }
+}
+
+/* Why none of ks opened note, for a message: which key it names instead, and what to do if
+ * the server's key was replaced ("" when it names one of them: a signature that fails). */
+static void keys_miss(const keyset_t *ks, const char *note, const char *hint, char *buf,
+                      size_t cap) {
+  char name[NOTE_NAME_MAX + 1];
+  uint32_t id;
+
+  buf[0] = '\0';
+  if (note_signer(note, 0, name, &id) != 0)
+    return;
+  for (size_t i = 0; i < ks->n; i++)
+    if (ks->k[i].id == id && strcmp(ks->k[i].name, name) == 0)
+      return;
+  snprintf(buf, cap, " (it is signed by key %s+%08x%s%s)", name, id, hint ? ": " : "",
+           hint ? hint : "");
+}
+
+/* Read each --key FILE into ks (none: ks->n is 0). */
+static int read_keys(cli_t *cli, const cli_args_t *args, keyset_t *ks) {
+  char err[512];
+  const char *path;
+
+  ks->n = 0;
+  for (size_t i = 0; (path = cli_arg_nth(args, "key", i)) != NULL; i++) {
+    if (ks->n == KEYS_MAX)
+      return cli_usage_error(cli, "at most %d --key", KEYS_MAX);
+    if (note_key_read_file(path, &ks->k[ks->n], err, sizeof(err)) != 0)
+      return cli_usage_error(cli, "%s", err);
+    ks->n++;
+  }
+  return 0;
+}
+
+/* The verifier key the server names (reported as such). */
+static int load_key(cli_t *cli, const Clue__V1__Checkpoint *latest, note_key_t *key) {
   if (latest == NULL || latest->verifier_key[0] == '\0' ||
       note_key_parse(latest->verifier_key, key) != 0) {
     fprintf(stderr, "cluectl %s: the server names no verifier key; pass --key FILE\n", cli->cmd);
@@ -744,7 +802,9 @@ int audit_tree_verify(cli_t *cli, const cli_args_t *args) {
   Clue__V1__VerifyAuditChainRequest vreq = CLUE__V1__VERIFY_AUDIT_CHAIN_REQUEST__INIT;
   Clue__V1__VerifyAuditChainResponse *vresp = NULL;
   checkpoint_t cp1, cp2;
-  note_key_t key;
+  keyset_t keys;
+  const note_key_t *k1 = NULL, *k2 = NULL;
+  char labels[512], miss[512];
   merkle_tree_t mt;
   merkle_hash_t root;
   verdict_t v = {0, ""};
@@ -760,21 +820,29 @@ int audit_tree_verify(cli_t *cli, const cli_args_t *args) {
 
   if ((rc = cli_arg_i32(cli, args, "page-size", 1, EXPORT_PAGE_MAX, &page)) != 0)
     return rc;
+  if ((rc = read_keys(cli, args, &keys)) != 0)
+    return rc;
   merkle_tree_init(&mt);
   if ((rc = cli_read_file(cli, path, &text, &len)) != 0)
     return rc;
   if ((rc = get_checkpoint(cli, &latest)) != 0)
     goto out;
-  if ((rc = load_key(cli, cli_arg(args, "key"), latest, &key)) != 0)
+  if (keys.n == 0 && (rc = load_key(cli, latest, &keys.k[keys.n++])) != 0)
     goto out;
   rc = CLI_FAILED;
-  if (note_checkpoint_open(&key, text, &cp1) != 0) {
-    fail(&v, "checkpoint %s: not a checkpoint signed by %s", path, key.name);
+  keys_label(&keys, labels, sizeof(labels));
+  if ((k1 = keys_open(&keys, text, &cp1)) == NULL) {
+    keys_miss(&keys, text, NULL, miss, sizeof(miss));
+    fail(&v, "checkpoint %s: not a checkpoint signed by %s%s", path, labels, miss);
     goto report;
   }
-  if (note_checkpoint_open(&key, latest->note, &cp2) != 0) {
-    fail(&v, "the server's latest checkpoint (%lld events) is not signed by %s",
-         (long long)latest->tree_size, key.name);
+  if ((k2 = keys_open(&keys, latest->note, &cp2)) == NULL) {
+    keys_miss(&keys, latest->note,
+              "if the server's key was replaced, pass --key with the key that signed the saved "
+              "checkpoint and --key with the new one, as its operator gave it",
+              miss, sizeof(miss));
+    fail(&v, "the server's latest checkpoint (%lld events) is not signed by %s%s",
+         (long long)latest->tree_size, labels, miss);
     goto report;
   }
   /* Every event, against its leaf; the tree rebuilt from them. A server without the key
@@ -914,7 +982,18 @@ report:
     rc = CLI_FAILED;
   } else {
     printf("OK: checkpoint of %llu events verified (signed by ", (unsigned long long)cp1.size);
-    cli_put_text(stdout, key.name, 0); /* the server's, without --key */
+    if (same_key(k1, k2)) {
+      cli_put_text(stdout, k1->name, 0); /* the server's, without --key */
+    } else {
+      /* A key rotation crossed: the server's latest checkpoint, signed by the new key,
+       * extends the saved one, signed by the old. */
+      char l1[NOTE_NAME_MAX + 16], l2[NOTE_NAME_MAX + 16];
+      note_key_label(k1, l1, sizeof(l1));
+      note_key_label(k2, l2, sizeof(l2));
+      cli_put_text(stdout, l1, 0);
+      fputs("; the server's latest checkpoint by ", stdout);
+      cli_put_text(stdout, l2, 0);
+    }
     printf("); the log has %llu, an extension of it; %lld events rehashed, chains and content "
            "hashes hold\n",
            (unsigned long long)mt.size, (long long)events);
@@ -997,31 +1076,65 @@ static void witness_keep_leaves(cli_t *cli, const char *dir, leaves_t *kept, con
   unlink(path);
 }
 
+/* The witness followed a key rotation: DIR/key.pub, if it is kept, becomes the key that
+ * signed the checkpoint just kept, so that later runs without --key check with it. */
+static void witness_follow_key(cli_t *cli, const char *dir, const note_key_t *knew,
+                               const note_key_t *klast) {
+  char path[4096], vkey[256], l1[NOTE_NAME_MAX + 16], l2[NOTE_NAME_MAX + 16], err[512];
+  note_key_t kept;
+
+  note_key_label(klast, l1, sizeof(l1));
+  note_key_label(knew, l2, sizeof(l2));
+  printf("the server's key was replaced: the checkpoint kept is signed by %s, the one before it "
+         "by %s\n",
+         l2, l1);
+  snprintf(path, sizeof(path), "%s/key.pub", dir);
+  if (access(path, F_OK) != 0 ||
+      (note_key_read_file(path, &kept, err, sizeof(err)) == 0 && same_key(&kept, knew)))
+    return;
+  if (note_key_public_text(knew, vkey, sizeof(vkey)) == 0 && strlen(vkey) + 2 <= sizeof(vkey)) {
+    strcat(vkey, "\n");
+    if (write_file(cli, path, vkey) == CLI_OK)
+      printf("%s now holds %s\n", path, l2);
+  }
+}
+
 /* One poll: returns CLI_OK (kept or unchanged), CLI_FAILED (reported). */
-static int witness_poll(cli_t *cli, const char *dir, const note_key_t *key) {
+static int witness_poll(cli_t *cli, const char *dir, const keyset_t *keys) {
   Clue__V1__Checkpoint *cp = NULL;
   Clue__V1__GetConsistencyProofRequest creq = CLUE__V1__GET_CONSISTENCY_PROOF_REQUEST__INIT;
   Clue__V1__ConsistencyProof *cons = NULL;
-  char path[4096], *last_text = NULL, where[512] = "";
+  char path[4096], *last_text = NULL, where[512] = "", labels[512], miss[512];
   checkpoint_t now, last;
+  const note_key_t *knew, *klast = NULL;
   leaves_t kept = {0};
   int rc;
 
   if ((rc = get_checkpoint(cli, &cp)) != 0)
     return rc;
   rc = CLI_FAILED;
-  if (note_checkpoint_open(key, cp->note, &now) != 0) {
+  keys_label(keys, labels, sizeof(labels));
+  if ((knew = keys_open(keys, cp->note, &now)) == NULL) {
+    keys_miss(keys, cp->note,
+              "if the server's key was replaced, run the witness with --key for the key it "
+              "checked with and --key for the new one, as the server's operator gave it",
+              miss, sizeof(miss));
     printf("FAIL: the server's checkpoint of %lld events is not signed by ",
            (long long)cp->tree_size);
-    cli_put_text(stdout, key->name, 0);
+    cli_put_text(stdout, labels, 0);
+    cli_put_text(stdout, miss, 0);
     putchar('\n');
     goto out;
   }
   snprintf(path, sizeof(path), "%s/latest", dir);
   last_text = read_text(path);
-  if (last_text && note_checkpoint_open(key, last_text, &last) != 0) {
+  if (last_text && (klast = keys_open(keys, last_text, &last)) == NULL) {
+    keys_miss(keys, last_text,
+              "to follow a replaced key, pass --key for it as well as for the new one", miss,
+              sizeof(miss));
     printf("FAIL: %s is not a checkpoint signed by ", path);
-    cli_put_text(stdout, key->name, 0);
+    cli_put_text(stdout, labels, 0);
+    cli_put_text(stdout, miss, 0);
     putchar('\n');
     goto out;
   }
@@ -1086,6 +1199,8 @@ static int witness_poll(cli_t *cli, const char *dir, const note_key_t *key) {
   witness_keep_leaves(cli, dir, &kept, &now);
   printf("kept checkpoint of %llu events%s\n", (unsigned long long)now.size,
          last_text ? ", consistent with the last one kept" : "");
+  if (klast && !same_key(klast, knew))
+    witness_follow_key(cli, dir, knew, klast);
   fflush(stdout);
   rc = CLI_OK;
 out:
@@ -1110,7 +1225,7 @@ static int witness_transient(int code) {
 int audit_tree_witness(cli_t *cli, const cli_args_t *args) {
   const char *dir = cli_arg(args, "dir");
   int64_t interval = 10;
-  note_key_t key;
+  keyset_t keys;
   char err[512], path[4096];
   int rc;
 
@@ -1118,24 +1233,25 @@ int audit_tree_witness(cli_t *cli, const cli_args_t *args) {
     return rc;
   if (mkdir(dir, 0700) != 0 && errno != EEXIST)
     return cli_usage_error(cli, "cannot create %s: %s", dir, strerror(errno));
-  /* The key: --key, else the one kept in DIR/key.pub, else the server's on first use. */
+  /* The keys: each --key, else the one kept in DIR/key.pub, else the server's on first use. */
   snprintf(path, sizeof(path), "%s/key.pub", dir);
-  if (cli_arg(args, "key")) {
-    if (note_key_read_file(cli_arg(args, "key"), &key, err, sizeof(err)) != 0)
+  if ((rc = read_keys(cli, args, &keys)) != 0)
+    return rc;
+  if (keys.n == 0 && access(path, F_OK) == 0) {
+    if (note_key_read_file(path, &keys.k[0], err, sizeof(err)) != 0)
       return cli_usage_error(cli, "%s", err);
-  } else if (access(path, F_OK) == 0) {
-    if (note_key_read_file(path, &key, err, sizeof(err)) != 0)
-      return cli_usage_error(cli, "%s", err);
-  } else {
+    keys.n = 1;
+  } else if (keys.n == 0) {
     Clue__V1__Checkpoint *cp = NULL;
     char vkey[256];
     if ((rc = get_checkpoint(cli, &cp)) != 0)
       return rc;
-    rc = load_key(cli, NULL, cp, &key);
+    rc = load_key(cli, cp, &keys.k[0]);
     protobuf_c_message_free_unpacked(&cp->base, NULL);
     if (rc != 0)
       return rc;
-    if (note_key_public_text(&key, vkey, sizeof(vkey)) != 0)
+    keys.n = 1;
+    if (note_key_public_text(&keys.k[0], vkey, sizeof(vkey)) != 0)
       return cli_oom(cli);
     strcat(vkey, "\n");
     if (write_file(cli, path, vkey) != CLI_OK)
@@ -1143,7 +1259,7 @@ int audit_tree_witness(cli_t *cli, const cli_args_t *args) {
   }
   for (;;) {
     cli->last_code = 0;
-    rc = witness_poll(cli, dir, &key);
+    rc = witness_poll(cli, dir, &keys);
     if (rc != CLI_OK && !cli_flag(args, "once") && witness_transient(cli->last_code))
       fprintf(stderr, "cluectl %s: polling again in %lld s\n", cli->cmd, (long long)interval);
     else if (rc != CLI_OK || cli_flag(args, "once"))

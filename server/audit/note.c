@@ -317,3 +317,34 @@ int note_checkpoint_open(const note_key_t *k, const char *note, checkpoint_t *cp
   *cp = c;
   return 0;
 }
+
+int note_signer(const char *note, size_t i, char *name, uint32_t *id) {
+  const char *sep = NULL, *p, *line, *nl, *sp;
+  uint8_t sig[68];
+
+  for (p = strstr(note, "\n\n"); p; p = strstr(p + 1, "\n\n"))
+    sep = p;
+  if (sep == NULL)
+    return NOTE_EFORMAT;
+  for (line = sep + 2; *line; line = nl + 1) {
+    nl = strchr(line, '\n');
+    if (nl == NULL || strncmp(line, SIG_PREFIX, sizeof(SIG_PREFIX) - 1) != 0)
+      return NOTE_EFORMAT;
+    if (i-- > 0)
+      continue;
+    p = line + sizeof(SIG_PREFIX) - 1;
+    sp = memchr(p, ' ', (size_t)(nl - p));
+    if (sp == NULL || !name_ok(p, (size_t)(sp - p)) ||
+        unb64(sp + 1, (size_t)(nl - sp - 1), sig, sizeof(sig)) != 0)
+      return NOTE_EFORMAT;
+    memcpy(name, p, (size_t)(sp - p));
+    name[sp - p] = '\0';
+    *id = (uint32_t)sig[0] << 24 | (uint32_t)sig[1] << 16 | (uint32_t)sig[2] << 8 | sig[3];
+    return 0;
+  }
+  return NOTE_EFORMAT;
+}
+
+void note_key_label(const note_key_t *k, char *buf, size_t cap) {
+  snprintf(buf, cap, "%s+%08x", k->name, k->id);
+}

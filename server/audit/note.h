@@ -85,4 +85,16 @@ int note_checkpoint_sign(const note_key_t *k, uint64_t size, const merkle_hash_t
 int note_checkpoint_open(const note_key_t *k, const char *note, checkpoint_t *cp)
     __attribute__((warn_unused_result));
 
+/**
+ * The key the i-th signature line (from 0) of a signed note names: its name into name (at
+ * least NOTE_NAME_MAX + 1 bytes) and its key id, the first 4 bytes of the signature. Nothing
+ * is verified: this says which key a note claims, to tell a replaced key from a forged note.
+ * Returns 0, or NOTE_EFORMAT when the note has no such well-formed line.
+ */
+int note_signer(const char *note, size_t i, char *name, uint32_t *id)
+    __attribute__((warn_unused_result));
+
+/** "<name>+<key id, 8 hex digits>", how messages name a key, into buf (140 bytes or more). */
+void note_key_label(const note_key_t *k, char *buf, size_t cap);
+
 #endif

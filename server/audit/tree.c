@@ -77,11 +77,16 @@ struct audit_tree {
   int64_t synced_ms; /* a follower: when its last SYNC ended */
   int has_key;
   note_key_t key;
+  int has_prev;
+  note_key_t prev; /* the key this one replaced (--audit-previous-key): verifier only */
+  int prev_told;   /* the log said the previous key is no longer needed */
   uint64_t every, interval_ms;
   uint64_t cp_size;      /* the latest checkpoint's size */
   int64_t cp_ms;         /* and when it was published (server clock), 0 if none */
   uint64_t cp_checked;   /* the tree matched the checkpoint of this size (0: none yet) */
+  audit_cp_signer_t cp_signer; /* a builder: who signed the latest checkpoint checked */
   const char *forked;    /* why the tree does not match its latest checkpoint, or NULL */
+  char why[512];         /* what forked points to when the reason names keys */
   audit_tail_follower_t follower; /* a builder follows the server's tail */
   uint64_t round_ms;     /* loop time the last round began */
   uint64_t next_sync;    /* a builder: loop time from which a round reads the leaves first */
@@ -119,6 +124,63 @@ int64_t audit_tree_index(const audit_tree_t *t, int64_t seq) {
 
 const note_key_t *audit_tree_key(const audit_tree_t *t) {
   return t->has_key ? &t->key : NULL;
+}
+
+const note_key_t *audit_tree_previous_key(const audit_tree_t *t) {
+  return t->has_prev ? &t->prev : NULL;
+}
+
+/* Does a signature line of note name k (its name and key id)? */
+static int names_key(const char *note, const note_key_t *k) {
+  char name[NOTE_NAME_MAX + 1];
+  uint32_t id;
+
+  for (size_t i = 0; note_signer(note, i, name, &id) == 0; i++)
+    if (id == k->id && strcmp(name, k->name) == 0)
+      return 1;
+  return 0;
+}
+
+audit_cp_signer_t audit_tree_open_checkpoint(const audit_tree_t *t, const char *note,
+                                             checkpoint_t *cp, char *why, size_t cap) {
+  char name[NOTE_NAME_MAX + 1], own[NOTE_NAME_MAX + 16], prev[NOTE_NAME_MAX + 16];
+  uint32_t id;
+
+  if (note_checkpoint_open(&t->key, note, cp) == 0)
+    return AUDIT_CP_OWN;
+  if (t->has_prev && note_checkpoint_open(&t->prev, note, cp) == 0)
+    return AUDIT_CP_PREVIOUS;
+  note_key_label(&t->key, own, sizeof(own));
+  if (names_key(note, &t->key)) {
+    snprintf(why, cap,
+             "the latest checkpoint's row does not match a note signed by this server's key");
+    return AUDIT_CP_FORGED;
+  }
+  if (t->has_prev && names_key(note, &t->prev)) {
+    note_key_label(&t->prev, prev, sizeof(prev));
+    snprintf(why, cap,
+             "the latest checkpoint's row does not match a note signed by the previous key %s",
+             prev);
+    return AUDIT_CP_FORGED;
+  }
+  if (note_signer(note, 0, name, &id) != 0) {
+    snprintf(why, cap, "the latest checkpoint's row holds no signed note");
+    return AUDIT_CP_FORGED;
+  }
+  /* Signed, or claiming to be, by a key this server does not hold: a replaced key (or an
+   * instance started with another key). A forger gains nothing by it: the builder signs
+   * nothing over a checkpoint it cannot check, as over a changed tree. */
+  if (t->has_prev) {
+    note_key_label(&t->prev, prev, sizeof(prev));
+    snprintf(why, cap,
+             "the latest checkpoint is signed by key %s+%08x, not this server's %s nor the "
+             "previous key %s given with --audit-previous-key",
+             name, id, own, prev);
+  } else {
+    snprintf(why, cap, "the latest checkpoint is signed by key %s+%08x, not this server's %s", name,
+             id, own);
+  }
+  return AUDIT_CP_OTHER_KEY;
 }
 
 /* Wall-clock milliseconds: checkpoint times are compared with the database's. */
@@ -246,6 +308,17 @@ static int query_send(audit_tree_t *t, tree_state_t st, const char *sql, int n, 
   return 0;
 }
 
+/* Once a checkpoint this server's key signed is the latest, the previous key has served:
+ * say so once, for the operator who waits to drop --audit-previous-key. */
+static void prev_no_longer_needed(audit_tree_t *t) {
+  if (!t->has_prev || t->prev_told)
+    return;
+  t->prev_told = 1;
+  log_info("audit tree: the latest checkpoint (%llu events) is signed by this server's key: "
+           "--audit-previous-key is no longer needed; drop it at the next restart",
+           (unsigned long long)t->cp_size);
+}
+
 /* ---- APPEND ------------------------------------------------------------------------------ */
 
 static void on_append(const db_result_t *r, void *arg) {
@@ -261,7 +334,9 @@ static void on_append(const db_result_t *r, void *arg) {
     if (t->appending_cp) {
       t->cp_size = t->durable;
       t->cp_checked = t->cp_size; /* its root is the tree's */
+      t->cp_signer = AUDIT_CP_OWN;
       t->cp_ms = t->appending_ms;
+      prev_no_longer_needed(t);
     }
     if (t->appending_full)
       tree_wait(t, 0);
@@ -469,13 +544,22 @@ static const char *cp_mismatch(audit_tree_t *t, uint64_t size, const char *root_
   merkle_hash_t root, want;
   checkpoint_t cp;
 
+  memset(&cp, 0, sizeof(cp));
+  if (t->has_key) {
+    /* A key the server holds signed the row's size and root, or nothing can vouch for it. */
+    t->cp_signer = audit_tree_open_checkpoint(t, note, &cp, t->why, sizeof(t->why));
+    if (t->cp_signer == AUDIT_CP_OTHER_KEY || t->cp_signer == AUDIT_CP_FORGED)
+      return t->why;
+  }
   if (t->durable < size)
     return "the tree holds fewer leaves than its latest checkpoint";
   if (hex_decode(root_hex, want, MERKLE_HASH_LEN) != 0)
     return "the latest checkpoint's root is malformed";
-  if (t->has_key && (note_checkpoint_open(&t->key, note, &cp) != 0 || cp.size != size ||
-                     memcmp(cp.root, want, MERKLE_HASH_LEN) != 0))
-    return "the latest checkpoint's row does not match a note signed by this server's key";
+  if (t->has_key && (cp.size != size || memcmp(cp.root, want, MERKLE_HASH_LEN) != 0)) {
+    if (t->cp_signer == AUDIT_CP_OWN)
+      return "the latest checkpoint's row does not match a note signed by this server's key";
+    return "the latest checkpoint's row does not match the note signed by the previous key";
+  }
   if (merkle_tree_root(&t->mt, size, root) != 0 || memcmp(root, want, MERKLE_HASH_LEN) != 0)
     return "the tree's leaves do not hash to the latest checkpoint's root";
   return NULL;
@@ -485,7 +569,10 @@ static const char *cp_mismatch(audit_tree_t *t, uint64_t size, const char *root_
  * server signed was changed in the database (audit_leaves and the events, together): a
  * builder signs nothing more over it, since a new checkpoint would vouch for the changed
  * history; followers keep serving what they hold, which fails every proof against the
- * signed roots. Once found, it holds until a restart reads the tree again. */
+ * signed roots. A checkpoint signed by a key the builder does not hold (a replaced key not
+ * given with --audit-previous-key, another instance's key) is no evidence of a change, and
+ * is not reported as one, but nothing here can check it: the builder halts all the same and
+ * names the key. Once found, either holds until a restart reads the tree again. */
 static void cp_check(audit_tree_t *t, const db_result_t *r) {
   uint64_t size;
 
@@ -497,6 +584,29 @@ static void cp_check(audit_tree_t *t, const db_result_t *r) {
   t->forked = cp_mismatch(t, size, db_value(r, 0, 5), db_value(r, 0, 6));
   if (t->forked == NULL) {
     t->cp_checked = size;
+    if (t->has_key && t->cp_signer == AUDIT_CP_PREVIOUS) {
+      char prev[NOTE_NAME_MAX + 16], own[NOTE_NAME_MAX + 16];
+      note_key_label(&t->prev, prev, sizeof(prev));
+      note_key_label(&t->key, own, sizeof(own));
+      log_info("audit tree: the latest checkpoint (%llu events) is signed by the previous key %s "
+               "and the tree extends it; the next checkpoint is signed by this server's %s",
+               (unsigned long long)size, prev, own);
+    } else if (t->has_key) {
+      prev_no_longer_needed(t);
+    }
+    return;
+  }
+  if (t->has_key && t->cp_signer == AUDIT_CP_OTHER_KEY) {
+    /* Not a changed tree: a key this server does not hold. It stays halted all the same
+     * (until a restart with the right keys), as signing over a checkpoint it cannot check
+     * would vouch for whatever the tree holds. */
+    log_error("audit tree: %s: %s; no leaf is appended and no checkpoint signed until clued is "
+              "restarted so",
+              t->forked,
+              t->has_prev
+                  ? "--audit-previous-key must be the verifier key of the key that signed it"
+                  : "if the key was replaced, start with --audit-previous-key OLD.pub (the "
+                    "replaced key's verifier key)");
     return;
   }
   log_error("audit tree: %s (%llu leaves, checkpoint of %llu): the stored tree was changed; %s",
@@ -598,6 +708,12 @@ int audit_tree_init(server_t *srv, const audit_tree_config_t *cfg) {
   if (cfg->key) {
     t->has_key = 1;
     t->key = *cfg->key;
+  }
+  if (cfg->key && cfg->previous_key) {
+    t->has_prev = 1;
+    t->prev = *cfg->previous_key;
+    t->prev.has_private = 0; /* only ever checked against */
+    memset(t->prev.seed, 0, sizeof(t->prev.seed));
   }
   t->every = cfg->checkpoint_every ? cfg->checkpoint_every : 1000;
   t->interval_ms = cfg->checkpoint_ms ? cfg->checkpoint_ms : 10000;

@@ -29,6 +29,7 @@ typedef struct audit_tree audit_tree_t;
 /** The builder's configuration. */
 typedef struct audit_tree_config {
   const note_key_t *key;      /* NULL: follow and serve proofs, never sign */
+  const note_key_t *previous_key; /* the key key replaced: its checkpoints are accepted too */
   uint64_t checkpoint_every;  /* publish once this many leaves are unsigned (default 1000) */
   uint64_t checkpoint_ms;     /* ... or once the oldest unsigned leaf waited this long (10 s) */
 } audit_tree_config_t;
@@ -72,5 +73,25 @@ int64_t audit_tree_index(const audit_tree_t *t, int64_t seq);
 
 /** The signing key, or NULL. */
 const note_key_t *audit_tree_key(const audit_tree_t *t);
+
+/** The key the signing key replaced (--audit-previous-key), or NULL. */
+const note_key_t *audit_tree_previous_key(const audit_tree_t *t);
+
+/** Which key signed a checkpoint's note, as a builder sees it. */
+typedef enum audit_cp_signer {
+  AUDIT_CP_OWN,       /* this server's key: it verifies */
+  AUDIT_CP_PREVIOUS,  /* the key this one replaced (--audit-previous-key): it verifies */
+  AUDIT_CP_FORGED,    /* no signed note, or one naming a key the server holds that fails */
+  AUDIT_CP_OTHER_KEY, /* signed (or so it claims) by a key the server does not hold only */
+} audit_cp_signer_t;
+
+/**
+ * Open a checkpoint's note with the server's keys (t must hold a signing key): fills *cp
+ * for AUDIT_CP_OWN and AUDIT_CP_PREVIOUS; otherwise writes why (cap bytes), naming the keys
+ * for AUDIT_CP_OTHER_KEY ("the latest checkpoint is signed by key <name>+<id>, not this
+ * server's <name>+<id>").
+ */
+audit_cp_signer_t audit_tree_open_checkpoint(const audit_tree_t *t, const char *note,
+                                             checkpoint_t *cp, char *why, size_t cap);
 
 #endif

@@ -78,11 +78,15 @@ static int size_arg(rpc_call_t *call, const char *field, int64_t v, uint64_t hav
 
 static void checkpoint_done(rpc_call_t *call, const db_result_t *r, void *arg) {
   Clue__V1__Checkpoint cp = CLUE__V1__CHECKPOINT__INIT;
-  const note_key_t *key = arg;
-  char vkey[256];
+  audit_tree_t *t = rpc_call_server(call)->tree;
+  const note_key_t *key = t ? audit_tree_key(t) : NULL;
+  checkpoint_t opened;
+  char vkey[256], why[512];
   uint8_t root[MERKLE_HASH_LEN];
   const char *hex;
   int oom = 0;
+
+  (void)arg; /* the tree is read now: it may have closed since the query was sent */
 
   if (db_rows(r) != 1) {
     rpc_detail_resource(call, "clue.v1.Checkpoint", "");
@@ -100,6 +104,11 @@ static void checkpoint_done(rpc_call_t *call, const db_result_t *r, void *arg) {
   cp.root_hash = bytes_copy(call, root, MERKLE_HASH_LEN, &oom);
   cp.note = svc_col_str(call, r, 0, 2);
   cp.published_ms = svc_col_i64(r, 0, 3);
+  /* The key that signed it: a checkpoint from before the key was replaced names the
+   * previous one, while the server is given it. */
+  if (key && cp.note &&
+      audit_tree_open_checkpoint(t, cp.note, &opened, why, sizeof(why)) == AUDIT_CP_PREVIOUS)
+    key = audit_tree_previous_key(t);
   if (key && note_key_public_text(key, vkey, sizeof(vkey)) == 0)
     cp.verifier_key = rpc_call_printf(call, "%s", vkey);
   if (oom || cp.note == NULL || cp.verifier_key == NULL) {
@@ -126,7 +135,7 @@ static void get_checkpoint(rpc_call_t *call, const ProtobufCMessage *m) {
   svc_query(call,
             "SELECT tree_size, encode(root, 'hex'), note, " SVC_MS("at") " FROM audit_checkpoints"
             " WHERE $1::bigint IS NULL OR tree_size = $1 ORDER BY tree_size DESC LIMIT 1",
-            1, params, checkpoint_done, t ? (void *)audit_tree_key(t) : NULL);
+            1, params, checkpoint_done, NULL);
 }
 
 /* ---- proofs ------------------------------------------------------------------------------ */
@@ -763,16 +772,27 @@ static void verify_checkpoint(rpc_call_t *call, tree_verify_t *v) {
   audit_tree_t *t = rpc_call_server(call)->tree;
   const note_key_t *key = audit_tree_key(t);
   merkle_hash_t root;
-  char hex[2 * MERKLE_HASH_LEN + 1];
+  char hex[2 * MERKLE_HASH_LEN + 1], why[512];
   checkpoint_t cp;
+  audit_cp_signer_t signer;
 
   if (!v->has_cp) {
     verify_finish(call, v, NULL);
     return;
   }
-  if (key && note_checkpoint_open(key, v->cp_note, &cp) != 0) {
-    verify_finish(call, v, "the latest checkpoint (%llu events) is not signed by this server's key",
-                  (unsigned long long)v->cp_size);
+  /* Signed by this server's key, or by the one it replaced (--audit-previous-key). */
+  if (key &&
+      (signer = audit_tree_open_checkpoint(t, v->cp_note, &cp, why, sizeof(why))) != AUDIT_CP_OWN &&
+      signer != AUDIT_CP_PREVIOUS) {
+    if (signer == AUDIT_CP_OTHER_KEY)
+      verify_finish(call, v,
+                    "%s (%llu events): this server cannot check it; if its key was "
+                    "replaced, it is started with --audit-previous-key",
+                    why, (unsigned long long)v->cp_size);
+    else
+      verify_finish(call, v,
+                    "the latest checkpoint (%llu events) is not signed by this server's key",
+                    (unsigned long long)v->cp_size);
     return;
   }
   if (key && (merkle_hex(cp.root, MERKLE_HASH_LEN, hex), cp.size != v->cp_size ||

@@ -40,12 +40,42 @@ static void signing_key_mode_check(const char *path) {
              path, (unsigned)(st.st_mode & 07777));
 }
 
-/* The audit tree, with the signing key of --audit-signing-key if given. */
+/* The key --audit-previous-key names: the verifier key of the signing key just replaced. */
+static int previous_key_read(server_t *srv, const note_key_t *key, note_key_t *prev) {
+  const char *path = srv->cfg.audit_previous_key;
+  char err[512];
+
+  if (note_key_read_file(path, prev, err, sizeof(err)) != 0) {
+    log_error("--audit-previous-key: %s", err);
+    return -EINVAL;
+  }
+  if (prev->has_private) {
+    log_warn("--audit-previous-key: %s holds a signing key; only its verifier key is used: give "
+             "the .pub file, and keep the replaced key's secret away from clued",
+             path);
+    prev->has_private = 0;
+    memset(prev->seed, 0, sizeof(prev->seed));
+  }
+  if (prev->id == key->id && memcmp(prev->pub, key->pub, sizeof(prev->pub)) == 0) {
+    log_error("--audit-previous-key: %s is the verifier key of --audit-signing-key itself", path);
+    return -EINVAL;
+  }
+  return 0;
+}
+
+/* The audit tree, with the signing key of --audit-signing-key if given (and the key it
+ * replaced, --audit-previous-key). */
 static int tree_start(server_t *srv) {
   audit_tree_config_t tc = {0};
-  note_key_t key;
+  note_key_t key, prev;
   char err[512];
   int rc;
+
+  if (srv->cfg.audit_previous_key && srv->cfg.audit_signing_key == NULL) {
+    log_error("--audit-previous-key goes with --audit-signing-key: it names the key that one "
+              "replaced");
+    return -EINVAL;
+  }
 
   if (srv->cfg.audit_signing_key) {
     if (note_key_read_file(srv->cfg.audit_signing_key, &key, err, sizeof(err)) != 0) {
@@ -59,12 +89,27 @@ static int tree_start(server_t *srv) {
     }
     signing_key_mode_check(srv->cfg.audit_signing_key);
     tc.key = &key;
+    if (srv->cfg.audit_previous_key) {
+      if (previous_key_read(srv, &key, &prev) != 0) {
+        memset(&key, 0, sizeof(key));
+        return -EINVAL;
+      }
+      tc.previous_key = &prev;
+    }
   }
   tc.checkpoint_every = srv->cfg.checkpoint_every;
   tc.checkpoint_ms = srv->cfg.checkpoint_ms;
   rc = audit_tree_init(srv, &tc);
-  if (rc == 0 && tc.key)
-    log_info("audit tree: signing checkpoints as %s", key.name);
+  if (rc == 0 && tc.key) {
+    char own[NOTE_NAME_MAX + 16], old[NOTE_NAME_MAX + 16];
+    note_key_label(&key, own, sizeof(own));
+    if (tc.previous_key) {
+      note_key_label(&prev, old, sizeof(old));
+      log_info("audit tree: signing checkpoints as %s, which replaced %s", own, old);
+    } else {
+      log_info("audit tree: signing checkpoints as %s", own);
+    }
+  }
   memset(&key, 0, sizeof(key));
   return rc;
 }

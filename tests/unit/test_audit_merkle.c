@@ -199,6 +199,52 @@ static void checkpoints_round_trip_and_refuse_any_change(void **state) {
   free(note);
 }
 
+/* note_signer() names the key of each signature line without verifying it, so that a
+ * builder tells a replaced key from a forged note; a line it cannot read is no signer. */
+static void signers_are_named_by_name_and_key_id(void **state) {
+  note_key_t a, b;
+  merkle_hash_t root;
+  char *note = NULL, *two, name[NOTE_NAME_MAX + 1], label[NOTE_NAME_MAX + 16],
+       want[NOTE_NAME_MAX + 16];
+  const char *line;
+  uint32_t id;
+
+  (void)state;
+  memset(root, 7, sizeof(root));
+  assert_int_equal(note_key_generate("example.org/log", &a), 0);
+  assert_int_equal(note_key_generate("example.org/log", &b), 0);
+  assert_int_equal(note_checkpoint_sign(&a, 9, root, &note), 0);
+  assert_int_equal(note_signer(note, 0, name, &id), 0);
+  assert_string_equal(name, "example.org/log");
+  assert_int_equal(id, a.id);
+  assert_int_equal(note_signer(note, 1, name, &id), NOTE_EFORMAT);
+  note_key_label(&a, label, sizeof(label));
+  snprintf(want, sizeof(want), "example.org/log+%08x", a.id);
+  assert_string_equal(label, want);
+  {
+    /* A second signature line, b's over the same body: both are named, in order. */
+    char *nb = NULL;
+    assert_int_equal(note_checkpoint_sign(&b, 9, root, &nb), 0);
+    line = strstr(nb, "\n\n") + 2;
+    two = malloc(strlen(note) + strlen(line) + 1);
+    assert_non_null(two);
+    strcpy(two, note);
+    strcat(two, line);
+    free(nb);
+  }
+  assert_int_equal(note_signer(two, 1, name, &id), 0);
+  assert_int_equal(id, b.id);
+  {
+    checkpoint_t cp;
+    assert_int_equal(note_checkpoint_open(&b, two, &cp), 0);
+    assert_int_equal(note_checkpoint_open(&a, two, &cp), 0);
+  }
+  assert_int_equal(note_signer("no note", 0, name, &id), NOTE_EFORMAT);
+  assert_int_equal(note_signer("a\n1\nAA==\n\nnot a signature line\n", 0, name, &id), NOTE_EFORMAT);
+  free(two);
+  free(note);
+}
+
 static void keys_refuse_garbage(void **state) {
   note_key_t k;
   const char *bad[] = {"", "name", "name+0000+AAAA", "na me+01234567+AQ==", "+01234567+AQ==",
@@ -228,6 +274,7 @@ int main(void) {
       cmocka_unit_test(leaf_encoding_distinguishes_null_from_empty),
       cmocka_unit_test(checkpoints_round_trip_and_refuse_any_change),
       cmocka_unit_test(keys_refuse_garbage),
+      cmocka_unit_test(signers_are_named_by_name_and_key_id),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
