@@ -21,6 +21,7 @@ import harness  # noqa: E402
 from harness import new_request_id  # noqa: E402
 import tlog  # noqa: E402
 import world  # noqa: E402
+from test_audit_tree import cp_size  # noqa: E402
 
 S = harness.stubs()
 AU = S.audit_pb2
@@ -41,13 +42,6 @@ def label(vkey):
     return "+".join(vkey.split("+")[:2])
 
 
-def cp_size(stub, md):
-    try:
-        return stub.GetCheckpoint(AU.GetCheckpointRequest(), metadata=md).tree_size
-    except grpc.RpcError as e:
-        if e.code() == grpc.StatusCode.NOT_FOUND:
-            return 0
-        raise
 
 
 def signed_by(note, vkey):

@@ -20,6 +20,7 @@ import harness  # noqa: E402
 from harness import new_request_id  # noqa: E402
 import tlog  # noqa: E402
 import world  # noqa: E402
+from test_audit_tree import cp_size  # noqa: E402
 
 S = harness.stubs()
 AU = S.audit_pb2
@@ -30,14 +31,6 @@ subprocess_ok = harness.subprocess.run([harness.CLUED, "keygen", "--out", KEY], 
 assert subprocess_ok.returncode == 0
 
 
-def cp_size(stub, md):
-    """The latest checkpoint's size, 0 while none is published."""
-    try:
-        return stub.GetCheckpoint(AU.GetCheckpointRequest(), metadata=md).tree_size
-    except grpc.RpcError as e:
-        if e.code() == grpc.StatusCode.NOT_FOUND:
-            return 0
-        raise
 
 
 # The tables Log.sql() changes with every trigger off (a foreign key's checks are triggers too).

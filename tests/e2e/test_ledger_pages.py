@@ -24,6 +24,7 @@ import grpc
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import new_request_id  # noqa: E402
+from test_rectification import now_ms, teardown  # noqa: E402
 import world  # noqa: E402
 from test_rich_errors import failure, status_of  # noqa: E402
 
@@ -51,15 +52,6 @@ def setup():
     build(c)
     return c
 
-
-def teardown(c):
-    c.w.close()
-    c.db.close()
-    c.srv.stop()
-
-
-def now_ms():
-    return int(time.time() * 1000)
 
 
 def create(user, host, days):
