@@ -14,7 +14,6 @@ import sys
 import tempfile
 import time
 
-import grpc
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
