@@ -35,7 +35,7 @@ typedef struct server_config {
   size_t max_conn_buffer;           /* queued response bytes per connection, default 1 MiB */
   size_t max_conn_inbound;          /* request bytes kept per connection (unfinished bodies,
                                        decoded requests), 128 MiB */
-  size_t max_inbound;               /* the same, all connections together, 1 GiB */
+  size_t max_inbound;               /* the same, authenticated calls of all connections, 1 GiB */
   unsigned max_connections;         /* open connections; past it new ones are closed, 10240 */
   uint64_t handshake_timeout_ms;    /* preface and SETTINGS within, default 10 s; 0: none */
   uint64_t idle_timeout_ms;         /* no call and no request for, then GOAWAY; default 5 min */

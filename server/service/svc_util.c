@@ -103,20 +103,76 @@ bool svc_page_fits(size_t *bytes, const ProtobufCMessage *item) {
 
 static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
+#define FNV_BASIS 2166136261u
+
+/* FNV-1a over n more bytes, from h. */
+static uint32_t fnv1a(uint32_t h, const uint8_t *b, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    h ^= b[i];
+    h *= 16777619u;
+  }
+  return h;
+}
+
+/* FNV-1a over v's 8 bytes, big-endian, from h. */
+static uint32_t fnv1a_i64(uint32_t h, int64_t v) {
+  uint8_t b[8];
+  for (int i = 0; i < 8; i++)
+    b[i] = (uint8_t)((uint64_t)v >> (56 - 8 * i));
+  return fnv1a(h, b, sizeof(b));
+}
+
+/* base64url of b[0..n), no padding, into out (room for (n + 2) / 3 * 4 + 1). */
+static void b64url_encode(const uint8_t *b, size_t n, char *out) {
+  size_t o = 0;
+  for (size_t i = 0; i < n; i += 3) {
+    uint32_t v = (uint32_t)b[i] << 16 | (uint32_t)(i + 1 < n ? b[i + 1] : 0) << 8 |
+                 (i + 2 < n ? b[i + 2] : 0);
+    out[o++] = b64url[v >> 18 & 63];
+    out[o++] = b64url[v >> 12 & 63];
+    if (i + 1 < n)
+      out[o++] = b64url[v >> 6 & 63];
+    if (i + 2 < n)
+      out[o++] = b64url[v & 63];
+  }
+  out[o] = '\0';
+}
+
+/* The bytes of s (base64url, no padding, chars long) into b (room for chars / 4 * 3 + 2):
+ * their count, or -1 if s is not such text (a group of one character, a character outside the
+ * alphabet, bits set past the last byte of a short group: one text per bytes). */
+static long b64url_decode(const char *s, size_t chars, uint8_t *b) {
+  size_t n = 0;
+
+  if (chars % 4 == 1)
+    return -1;
+  for (size_t i = 0; i < chars; i += 4) {
+    size_t m = chars - i < 4 ? chars - i : 4;
+    uint32_t v = 0;
+
+    for (size_t j = 0; j < 4; j++) {
+      const char *p = j < m ? strchr(b64url, s[i + j]) : b64url;
+      if (p == NULL || *p == '\0')
+        return -1;
+      v = v << 6 | (uint32_t)(p - b64url);
+    }
+    if ((m == 2 && (v & 0xffff)) || (m == 3 && (v & 0xff)))
+      return -1;
+    b[n++] = (uint8_t)(v >> 16);
+    if (m > 2)
+      b[n++] = (uint8_t)(v >> 8);
+    if (m > 3)
+      b[n++] = (uint8_t)v;
+  }
+  return (long)n;
+}
+
 /* FNV-1a over the version and id, then the scope's 8 bytes unless it is 0 (so a token of
  * no scope reads as before scopes were): catches damaged tokens, and tokens given for another
  * scope; not meant as a secret. */
 static uint32_t token_check(const uint8_t *b, int64_t scope) {
-  uint32_t h = 2166136261u;
-  for (int i = 0; i < 9; i++) {
-    h ^= b[i];
-    h *= 16777619u;
-  }
-  for (int i = 0; scope != 0 && i < 8; i++) {
-    h ^= (uint8_t)((uint64_t)scope >> (56 - 8 * i));
-    h *= 16777619u;
-  }
-  return h;
+  uint32_t h = fnv1a(FNV_BASIS, b, 9);
+  return scope != 0 ? fnv1a_i64(h, scope) : h;
 }
 
 const char *svc_page_token(rpc_call_t *call, int64_t last_id) {
@@ -142,36 +198,17 @@ const char *svc_page_token_of(rpc_call_t *call, int64_t scope, int64_t last_id) 
   b[9] = (uint8_t)(check >> 16);
   b[10] = (uint8_t)(check >> 8);
   b[11] = (uint8_t)check;
-  for (int i = 0, o = 0; i < TOKEN_BYTES; i += 3) {
-    uint32_t v = (uint32_t)b[i] << 16 | (uint32_t)b[i + 1] << 8 | b[i + 2];
-    out[o++] = b64url[v >> 18 & 63];
-    out[o++] = b64url[v >> 12 & 63];
-    out[o++] = b64url[v >> 6 & 63];
-    out[o++] = b64url[v & 63];
-  }
-  out[TOKEN_CHARS] = '\0';
+  b64url_encode(b, TOKEN_BYTES, out);
   return out;
 }
 
 int64_t svc_page_after_of(const char *s, int64_t scope) {
-  uint8_t b[TOKEN_BYTES];
+  uint8_t b[TOKEN_BYTES + 2];
   uint64_t id = 0;
   uint32_t check;
 
-  if (strlen(s) != TOKEN_CHARS)
+  if (strlen(s) != TOKEN_CHARS || b64url_decode(s, TOKEN_CHARS, b) != TOKEN_BYTES)
     return 0;
-  for (int i = 0, o = 0; i < TOKEN_CHARS; i += 4) {
-    uint32_t v = 0;
-    for (int j = 0; j < 4; j++) {
-      const char *p = s[i + j] ? strchr(b64url, s[i + j]) : NULL;
-      if (p == NULL)
-        return 0;
-      v = v << 6 | (uint32_t)(p - b64url);
-    }
-    b[o++] = (uint8_t)(v >> 16);
-    b[o++] = (uint8_t)(v >> 8);
-    b[o++] = (uint8_t)v;
-  }
   check = token_check(b, scope);
   if (b[0] != TOKEN_VERSION || b[9] != (uint8_t)(check >> 16) || b[10] != (uint8_t)(check >> 8) ||
       b[11] != (uint8_t)check)
@@ -188,26 +225,18 @@ int64_t svc_page_after_of(const char *s, int64_t scope) {
 /* FNV-1a over the version, the key and the scope's values; as token_check(), not a secret. */
 static uint32_t key_token_check(const uint8_t *key, size_t len, const int64_t *scope,
                                 size_t nscope) {
-  uint32_t h = 2166136261u;
+  uint8_t version = KEY_TOKEN_VERSION;
+  uint32_t h = fnv1a(fnv1a(FNV_BASIS, &version, 1), key, len);
 
-  h ^= KEY_TOKEN_VERSION;
-  h *= 16777619u;
-  for (size_t i = 0; i < len; i++) {
-    h ^= key[i];
-    h *= 16777619u;
-  }
   for (size_t s = 0; s < nscope; s++)
-    for (int i = 0; i < 8; i++) {
-      h ^= (uint8_t)((uint64_t)scope[s] >> (56 - 8 * i));
-      h *= 16777619u;
-    }
+    h = fnv1a_i64(h, scope[s]);
   return h;
 }
 
 const char *svc_page_token_key(rpc_call_t *call, const int64_t *scope, size_t nscope,
                                const char *key) {
-  size_t len = strlen(key), n = KEY_TOKEN_HEAD + len, o = 0;
-  uint8_t *b = rpc_call_alloc(call, n + 2); /* 2 more: the last group reads 3 */
+  size_t len = strlen(key), n = KEY_TOKEN_HEAD + len;
+  uint8_t *b = rpc_call_alloc(call, n);
   char *out = rpc_call_alloc(call, (n + 2) / 3 * 4 + 1);
   uint32_t check;
 
@@ -219,52 +248,25 @@ const char *svc_page_token_key(rpc_call_t *call, const int64_t *scope, size_t ns
   b[2] = (uint8_t)(check >> 8);
   b[3] = (uint8_t)check;
   memcpy(b + KEY_TOKEN_HEAD, key, len);
-  b[n] = b[n + 1] = 0;
-  for (size_t i = 0; i < n; i += 3) {
-    uint32_t v = (uint32_t)b[i] << 16 | (uint32_t)b[i + 1] << 8 | b[i + 2];
-
-    out[o++] = b64url[v >> 18 & 63];
-    out[o++] = b64url[v >> 12 & 63];
-    if (i + 1 < n)
-      out[o++] = b64url[v >> 6 & 63];
-    if (i + 2 < n)
-      out[o++] = b64url[v & 63];
-  }
-  out[o] = '\0';
+  b64url_encode(b, n, out);
   return out;
 }
 
 int svc_page_after_key(rpc_call_t *call, const char *s, const int64_t *scope, size_t nscope,
                        const char **key) {
-  size_t chars = strlen(s), n = 0, len;
+  size_t chars = strlen(s), len;
   uint8_t *b;
   uint32_t check;
+  long n;
 
-  /* At least the head and one byte of key; no group of one character (6 bits, no byte). */
-  if (chars % 4 == 1 || chars < 7)
+  /* At least the head and one byte of key. */
+  if (chars < 7)
     return -EINVAL;
   if ((b = rpc_call_alloc(call, chars / 4 * 3 + 3)) == NULL)
     return -ENOMEM;
-  for (size_t i = 0; i < chars; i += 4) {
-    size_t m = chars - i < 4 ? chars - i : 4;
-    uint32_t v = 0;
-
-    for (size_t j = 0; j < 4; j++) {
-      const char *p = j < m ? strchr(b64url, s[i + j]) : b64url;
-      if (p == NULL || *p == '\0')
-        return -EINVAL;
-      v = v << 6 | (uint32_t)(p - b64url);
-    }
-    /* The bits past the last byte of a short group must be 0: one token per key. */
-    if ((m == 2 && (v & 0xffff)) || (m == 3 && (v & 0xff)))
-      return -EINVAL;
-    b[n++] = (uint8_t)(v >> 16);
-    if (m > 2)
-      b[n++] = (uint8_t)(v >> 8);
-    if (m > 3)
-      b[n++] = (uint8_t)v;
-  }
-  len = n - KEY_TOKEN_HEAD;
+  if ((n = b64url_decode(s, chars, b)) < 0)
+    return -EINVAL;
+  len = (size_t)n - KEY_TOKEN_HEAD;
   check = key_token_check(b + KEY_TOKEN_HEAD, len, scope, nscope);
   if (b[0] != KEY_TOKEN_VERSION || b[1] != (uint8_t)(check >> 16) ||
       b[2] != (uint8_t)(check >> 8) || b[3] != (uint8_t)check ||
