@@ -84,6 +84,13 @@ static const char usage_text[] =
     "  --db-queue-per-conn N      database requests one connection may have waiting or running;\n"
     "                             over it a call fails at once with RESOURCE_EXHAUSTED; keep it\n"
     "                             above --max-concurrent-streams (default 128)\n"
+    "  --db-queue-per-user N      database requests one user may have waiting or running over\n"
+    "                             all its connections; over it RESOURCE_EXHAUSTED at once\n"
+    "                             (default a quarter of --db-queue, at least --db-queue-per-conn)\n"
+    "  --db-conns-per-user N      database connections one user's calls may hold at once; the\n"
+    "                             rest stay for others, and a freed connection goes first to the\n"
+    "                             waiting call of the user holding the fewest (default half of\n"
+    "                             --db-pool, rounded up)\n"
     "  --auth-cache-ttl MS        how long an authenticated token's principal is reused without\n"
     "                             a database lookup; revocations reach every instance at once\n"
     "                             through LISTEN, this bounds anything else; 0: off (default 1000)\n"
@@ -219,6 +226,8 @@ enum {
   OPT_DB_STATEMENT_TIMEOUT,
   OPT_DB_LOCK_TIMEOUT,
   OPT_DB_QUEUE_PER_CONN,
+  OPT_DB_QUEUE_PER_USER,
+  OPT_DB_CONNS_PER_USER,
   OPT_AUTH_CACHE_TTL,
   OPT_AUTH_CACHE_SIZE,
   OPT_MAX_MESSAGE,
@@ -283,6 +292,8 @@ static const struct option long_opts[] = {
     {"db-statement-timeout", required_argument, NULL, OPT_DB_STATEMENT_TIMEOUT},
     {"db-lock-timeout", required_argument, NULL, OPT_DB_LOCK_TIMEOUT},
     {"db-queue-per-conn", required_argument, NULL, OPT_DB_QUEUE_PER_CONN},
+    {"db-queue-per-user", required_argument, NULL, OPT_DB_QUEUE_PER_USER},
+    {"db-conns-per-user", required_argument, NULL, OPT_DB_CONNS_PER_USER},
     {"auth-cache-ttl", required_argument, NULL, OPT_AUTH_CACHE_TTL},
     {"auth-cache-size", required_argument, NULL, OPT_AUTH_CACHE_SIZE},
     {"max-message-bytes", required_argument, NULL, OPT_MAX_MESSAGE},
@@ -450,6 +461,16 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       if (parse_num("--db-queue-per-conn", optarg, 1, 1000000, &v))
         return 1;
       cfg->db_queue_per_conn = (size_t)v;
+      break;
+    case OPT_DB_QUEUE_PER_USER:
+      if (parse_num("--db-queue-per-user", optarg, 1, 1000000, &v))
+        return 1;
+      cfg->db_queue_per_user = (size_t)v;
+      break;
+    case OPT_DB_CONNS_PER_USER:
+      if (parse_num("--db-conns-per-user", optarg, 1, 256, &v))
+        return 1;
+      cfg->db_conns_per_user = (int)v;
       break;
     case OPT_AUTH_CACHE_TTL:
       if (parse_num("--auth-cache-ttl", optarg, 0, 3600000, &v))
@@ -682,6 +703,13 @@ static void warn_ignored_settings(const server_config_t *cfg, const cli_opts_t *
              "open %u streams; keep it above",
              cfg->db_queue_per_conn, cfg->max_concurrent_streams, cfg->db_queue_per_conn,
              cfg->max_concurrent_streams);
+  if (cfg->db_queue_per_user > 0 && cfg->db_queue_per_user < cfg->db_queue_per_conn)
+    log_warn("--db-queue-per-user %zu is below --db-queue-per-conn %zu: one user's connection "
+             "is bounded by --db-queue-per-user alone",
+             cfg->db_queue_per_user, cfg->db_queue_per_conn);
+  if (cfg->db_conns_per_user > cfg->db_pool_size)
+    log_warn("--db-conns-per-user %d is above --db-pool %d: one user may hold every connection",
+             cfg->db_conns_per_user, cfg->db_pool_size);
   if (cfg->max_conn_inbound > cfg->max_inbound)
     log_warn("--max-conn-inbound %zu is above --max-inbound %zu: one connection is bounded by "
              "--max-inbound alone",

@@ -64,6 +64,11 @@ typedef struct server_config {
   size_t auth_cache_size;           /* cached principals at most, default 4096 */
   size_t db_queue_per_conn;         /* database requests one HTTP/2 connection may have waiting
                                        or running, default 128 */
+  size_t db_queue_per_user;         /* database requests one user may have waiting or running
+                                       over all its connections; 0 (default): a quarter of
+                                       db_queue_max, and at least db_queue_per_conn */
+  int db_conns_per_user;            /* pool connections one user's requests may hold at once;
+                                       0 (default): half the pool, rounded up */
   int accepted_deadline_days;       /* default 30 */
   int prelim_deadline_days;         /* default 90 */
   int filed_deadline_days;          /* default 90 */

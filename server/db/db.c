@@ -103,6 +103,7 @@ struct db_req {
   req_state_t state;
   db_conn_t *conn;  /* REQ_SENT: the connection running it */
   uint64_t owner;   /* 0: not counted */
+  uint64_t user;    /* 0: not counted */
   uint64_t sent_ms; /* uv_now() when sent */
   uint64_t sent_ns; /* uv_hrtime() when sent; 0: never sent (not in the latency histogram) */
   unsigned sharers; /* callers that have not db_cancel()led it yet (db_opts_t.sharers) */
@@ -150,6 +151,8 @@ struct db_conn {
   db_watch_t *watch;
   uv_timer_t timer; /* connect timeout (CONNECTING), backoff (BROKEN), heartbeat (LISTENING) */
   db_req_t *req;          /* the request in flight (BUSY, CANCELLING, CANCEL_WAIT, ROLLBACK) */
+  uint64_t user;          /* the user whose request holds it, until it is idle again (or
+                             lost): a cancelled request's connection stays taken */
   cancel_work_t *cancel;  /* CANCELLING, CANCEL_WAIT: the cancel request on its way */
   int flushing;           /* PQflush returned 1: waiting for the socket to be writable */
   tuning_t tuning;        /* pool: the session's settings; UNKNOWN after a failed request */
@@ -202,6 +205,8 @@ struct db_pool {
   unsigned stall_grace_ms; /* conn_watchdog() */
   unsigned stall_ms;       /* the statement timeout plus stall_grace_ms */
   db_owners_t owners; /* requests per owner, waiting or in flight; paused owners */
+  db_owners_t users;  /* requests per user, waiting or in flight */
+  db_owners_t held;   /* connections held per user, at most conns_per_user */
   size_t npaused;     /* owners paused: the queue is then searched, not just popped */
   db_conn_t *conns;   /* size pool connections */
   db_stmts_t stmts;   /* statement texts prepared on every connection, lazily */
@@ -390,7 +395,9 @@ static void req_done(db_pool_t *p, db_req_t *q) {
   q->state = REQ_DONE;
   q->conn = NULL;
   db_owners_give(&p->owners, q->owner);
+  db_owners_give(&p->users, q->user);
   q->owner = 0;
+  q->user = 0;
 }
 
 /* Run the callback and free the request. The callback may call anything in this file,
@@ -557,6 +564,12 @@ static void pool_update_health(db_pool_t *p, int failed) {
   }
 }
 
+/* A connection in state s is still taken by the request last sent on it. */
+static int conn_holds(conn_state_t s) {
+  return s == CONN_BUSY || s == CONN_CANCELLING || s == CONN_CANCEL_WAIT || s == CONN_STALLED ||
+         s == CONN_ROLLBACK;
+}
+
 /* The one place a connection changes state. Fixes idle-list membership, the per-state counts
  * and the pool's health. */
 static void conn_set_state(db_conn_t *c, conn_state_t to) {
@@ -568,6 +581,10 @@ static void conn_set_state(db_conn_t *c, conn_state_t to) {
   c->state = to;
   if (c->role != ROLE_POOL)
     return;
+  if (c->user != 0 && !conn_holds(to)) {
+    db_owners_give(&p->held, c->user);
+    c->user = 0;
+  }
   if (from == CONN_IDLE)
     idle_remove(p, c);
   if (to == CONN_IDLE)
@@ -877,8 +894,10 @@ static void conn_send(db_conn_t *c, db_req_t *q) {
   int retune = c->pool->tune_sql != NULL && c->tuning != want;
   int ok = 1;
 
-  assert(c->role == ROLE_POOL && c->state == CONN_IDLE && !c->req);
+  assert(c->role == ROLE_POOL && c->state == CONN_IDLE && !c->req && !c->user);
   c->req = q;
+  if (q->user != 0 && db_owners_take(&c->pool->held, q->user) == 0)
+    c->user = q->user; /* out of memory: not counted, as for user 0 */
   q->state = REQ_SENT;
   q->conn = c;
   q->sent_ms = uv_now(c->pool->loop);
@@ -974,9 +993,12 @@ static void conn_req_done(db_conn_t *c) {
   c->req = NULL;
   q->conn = NULL;
   conn_set_state(c, CONN_IDLE);
-  /* Requests that waited go first, before anything the callback may submit. */
-  pool_dispatch(p);
+  /* The callback may submit the next step of its call, which then competes for this
+   * connection with the requests that waited (queue_next()): a user holding fewer
+   * connections goes first, whether its request waited or is this next step. */
   req_finish(p, q);
+  if (!p->closing)
+    pool_dispatch(p);
 }
 
 /* An error the session does not survive: the server is about to hang up. */
@@ -1339,15 +1361,32 @@ static void on_poll(uv_poll_t *h, int status, int events) {
 
 /* ---- the pool ---------------------------------------------------------------------------- */
 
-/* The first waiting request whose owner is not paused, or NULL. */
-static db_req_t *queue_next(db_pool_t *p) {
-  db_req_t *q = p->queue.head;
+/* The connections q's user holds now (0 for no user). */
+static size_t user_held(const db_pool_t *p, const db_req_t *q) {
+  return q->user ? db_owners_count(&p->held, q->user) : 0;
+}
 
-  if (p->npaused == 0)
-    return q;
-  while (q && db_owners_paused(&p->owners, q->owner))
-    q = q->next;
-  return q;
+/* The request to send next, or NULL: of the waiting requests whose owner is not paused and
+ * whose user holds fewer than its share of the connections, the first of those whose user
+ * holds the fewest. A user that keeps heavy statements running then neither holds every
+ * connection nor gets a freed one ahead of a user that holds none. */
+static db_req_t *queue_next(db_pool_t *p) {
+  db_req_t *best = NULL;
+  size_t best_held = 0;
+
+  for (db_req_t *q = p->queue.head; q; q = q->next) {
+    size_t held;
+    if (p->npaused > 0 && db_owners_paused(&p->owners, q->owner))
+      continue;
+    held = user_held(p, q);
+    if (held >= p->held.max || (best && held >= best_held))
+      continue;
+    best = q;
+    best_held = held;
+    if (held == 0)
+      break; /* nobody goes before a request whose user holds nothing */
+  }
+  return best;
 }
 
 /* The idle connection for q: the most recently used one whose session has the settings q
@@ -1376,7 +1415,8 @@ static void pool_submit(db_pool_t *p, db_req_t *q) {
     req_defer(p, q, DB_EUNAVAILABLE, "database unavailable");
     return;
   }
-  if (p->idle && !p->queue.head && !db_owners_paused(&p->owners, q->owner)) {
+  if (p->idle && !p->queue.head && !db_owners_paused(&p->owners, q->owner) &&
+      user_held(p, q) < p->held.max) {
     conn_send(idle_pick(p, q), q);
     return;
   }
@@ -1395,13 +1435,13 @@ static void pool_submit(db_pool_t *p, db_req_t *q) {
   }
   q->state = REQ_QUEUED;
   queue_push(&p->queue, q);
-  if (p->idle && p->npaused > 0)
-    pool_dispatch(p); /* idle connections and only paused requests before this one */
+  if (p->idle)
+    pool_dispatch(p); /* idle connections, and only requests that must wait before this one */
 }
 
 static void pool_free(db_pool_t *p) {
   /* Every request has completed, so every owner's count is back to zero and freed. */
-  assert(db_owners_empty(&p->owners));
+  assert(db_owners_empty(&p->owners) && db_owners_empty(&p->users) && db_owners_empty(&p->held));
   db_stmts_free(&p->stmts);
   free(p->prepared);
   free(p->conns);
@@ -1447,6 +1487,10 @@ static void on_idle(uv_idle_t *h) {
 
   /* Callbacks may defer more; those run on the next turn of the loop. */
   memset(&p->defer, 0, sizeof(p->defer));
+  /* A connection lost while a user held it gave that user's share back: its waiting
+   * requests may go now, on connections that stayed idle. */
+  if (!p->closing)
+    pool_dispatch(p);
   while ((q = queue_pop(&batch)))
     req_finish(p, q);
   if (!p->closing && p->health_cb && p->healthy != p->health_reported) {
@@ -1644,6 +1688,9 @@ int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out) {
       cfg->connect_timeout_ms ? cfg->connect_timeout_ms : DB_DEFAULT_CONNECT_TIMEOUT_MS;
   db_owners_init(&p->owners,
                  cfg->per_owner_max > 0 ? cfg->per_owner_max : DB_DEFAULT_PER_OWNER_MAX);
+  db_owners_init(&p->users, cfg->per_user_max > 0 ? cfg->per_user_max : (p->queue_max + 3) / 4);
+  db_owners_init(&p->held,
+                 (size_t)(cfg->conns_per_user > 0 ? cfg->conns_per_user : (p->size + 1) / 2));
   p->cancel_grace_ms = cfg->cancel_grace_ms ? cfg->cancel_grace_ms : DB_DEFAULT_CANCEL_GRACE_MS;
   p->stall_grace_ms = cfg->stall_grace_ms ? cfg->stall_grace_ms : DB_DEFAULT_STALL_GRACE_MS;
   p->stall_ms =
@@ -1758,7 +1805,7 @@ void db_pool_on_health(db_pool_t *p, db_health_fn cb, void *arg) {
 
 static int pool_request(db_pool_t *p, const db_opts_t *o, const db_stmt_t *stmts, int n, int txn,
                         db_cb cb, void *arg) {
-  uint64_t owner = o ? o->owner : 0;
+  uint64_t owner = o ? o->owner : 0, user = o ? o->user : 0;
   db_req_t *q;
   int rc;
 
@@ -1772,12 +1819,19 @@ static int pool_request(db_pool_t *p, const db_opts_t *o, const db_stmt_t *stmts
   rc = db_owners_take(&p->owners, owner);
   if (rc != 0)
     return rc;
+  rc = db_owners_take(&p->users, user);
+  if (rc != 0) {
+    db_owners_give(&p->owners, owner);
+    return rc == DB_EOWNER ? DB_EUSER : rc;
+  }
   rc = req_new(stmts, n, txn, cb, arg, &q);
   if (rc != 0) {
     db_owners_give(&p->owners, owner);
+    db_owners_give(&p->users, user);
     return rc;
   }
   q->owner = owner;
+  q->user = user;
   q->tuned = o && o->tuned && p->tune_sql != NULL;
   q->sharers = o && o->sharers > 1 ? o->sharers : 1;
   for (int i = 0; i < n; i++)
@@ -1820,6 +1874,10 @@ int db_txn_opts(db_pool_t *p, const db_opts_t *o, const db_stmt_t *stmts, int n,
 
 int db_txn(db_pool_t *p, const db_stmt_t *stmts, int n, db_cb cb, void *arg) {
   return pool_request(p, NULL, stmts, n, 1, cb, arg);
+}
+
+size_t db_per_user_max(const db_pool_t *p) {
+  return p->users.max;
 }
 
 void db_owner_pause(db_pool_t *p, uint64_t owner, int paused) {
@@ -1992,6 +2050,8 @@ const char *db_strerror(int err) {
     return "bad database configuration";
   case DB_EOWNER:
     return "too many database requests from one client";
+  case DB_EUSER:
+    return "too many database requests from one user";
   case DB_ECANCELED:
     return "cancelled before it ran";
   default:

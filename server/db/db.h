@@ -27,6 +27,8 @@ enum {
   DB_EOWNER = -7,    /* the owner (db_opts_t) already has per_owner_max requests waiting or
                         running */
   DB_ECANCELED = -8, /* db_cancel() took the request off the wait queue: it never ran */
+  DB_EUSER = -9,     /* the user (db_opts_t) already has per_user_max requests waiting or
+                        running */
 };
 
 typedef struct db_config {
@@ -42,6 +44,11 @@ typedef struct db_config {
   unsigned lock_timeout_ms;      /* the server's lock_timeout, default 3000: a wait for a row
                                     or other lock longer than this fails, 55P03 */
   size_t per_owner_max;          /* requests one owner may have waiting or running, default 128 */
+  size_t per_user_max;           /* requests one user may have waiting or running (over all
+                                    its owners), default a quarter of queue_max */
+  int conns_per_user;            /* connections one user's requests may hold at once, default
+                                    half of size (rounded up); a waiting request of a user that
+                                    holds them waits on, behind later ones of other users */
   unsigned cancel_grace_ms;      /* db_cancel() lets a statement that has run less than this
                                     finish first, default 10: a cancel costs the server a
                                     new connection, far more than a short statement */
@@ -82,6 +89,10 @@ typedef void (*db_cb)(const db_result_t *r, void *arg);
 typedef struct db_opts {
   uint64_t owner;    /* e.g. an HTTP/2 connection's number: at most per_owner_max requests of
                         one owner wait or run at once; 0: not counted */
+  uint64_t user;     /* on whose behalf (a user's id), over all its owners: at most
+                        per_user_max requests wait or run, and at most conns_per_user
+                        connections run them; among waiting requests, those of the users
+                        holding the fewest connections go first; 0: not counted */
   db_req_t **handle; /* if set, receives the request's handle for db_cancel(); the handle is
                         valid until its callback starts */
   int tuned;         /* run with the pool's session settings (db_config_t.tune_sql) */
@@ -155,8 +166,9 @@ int db_query(db_pool_t *pool, const char *sql, int nparams, const char *const *v
              void *arg) __attribute__((warn_unused_result));
 
 /**
- * db_query() on behalf of an owner (o may be NULL). Also returns DB_EOWNER, at once and
- * without calling cb, when the owner already has per_owner_max requests waiting or running.
+ * db_query() on behalf of an owner and a user (o may be NULL). Also returns DB_EOWNER (or
+ * DB_EUSER), at once and without calling cb, when the owner already has per_owner_max (the
+ * user per_user_max) requests waiting or running.
  */
 int db_query_opts(db_pool_t *pool, const db_opts_t *o, const char *sql, int nparams,
                   const char *const *values, db_cb cb, void *arg)
@@ -175,7 +187,10 @@ int db_query_opts(db_pool_t *pool, const db_opts_t *o, const char *sql, int npar
 int db_txn(db_pool_t *pool, const db_stmt_t *stmts, int n, db_cb cb, void *arg)
     __attribute__((warn_unused_result));
 
-/** db_txn() on behalf of an owner; returns DB_EOWNER as db_query_opts() does. */
+/** The requests one user may have waiting or running (db_config_t.per_user_max, resolved). */
+size_t db_per_user_max(const db_pool_t *pool);
+
+/** db_txn() on behalf of an owner and a user; DB_EOWNER, DB_EUSER as db_query_opts(). */
 int db_txn_opts(db_pool_t *pool, const db_opts_t *o, const db_stmt_t *stmts, int n, db_cb cb,
                 void *arg) __attribute__((warn_unused_result));
 

@@ -363,6 +363,8 @@ static void watcher_query(watcher_t *w) {
   audit_sql_t q;
   char sql[sizeof(q.text) + 512];
   const char *params[AUDIT_SQL_MAX_PARAMS + 1];
+  const rpc_principal_t *who = rpc_call_principal(w->call);
+  db_opts_t o = {0};
   int rc;
 
   w->query_bound = safe(a);
@@ -375,12 +377,20 @@ static void watcher_query(watcher_t *w) {
            q.n + 1, q.text);
   watcher_set_state(w, WATCH_QUERY);
   w->refs++;
-  rc = db_query(a->srv->db, sql, q.n + 1, params, watcher_fetched, w);
-  if (rc != 0) {
+  /* Counted as the call's other requests are: a client's replays share its connection's and
+   * its user's bounds. */
+  o.owner = rpc_call_conn_id(w->call);
+  o.user = who && who->user_id > 0 ? (uint64_t)who->user_id : 0;
+  rc = db_query_opts(a->srv->db, &o, sql, q.n + 1, params, watcher_fetched, w);
+  if (rc == DB_EOWNER || rc == DB_EUSER)
+    watcher_end(w, GRPC_RESOURCE_EXHAUSTED,
+                "too many %s waiting for the database; resume from seq %lld",
+                rc == DB_EOWNER ? "calls on this connection" : "of your calls", (long long)w->last);
+  else if (rc != 0)
     watcher_end(w, GRPC_UNAVAILABLE, "database unavailable; resume from seq %lld",
                 (long long)w->last);
+  if (rc != 0)
     watcher_unref(w);
-  }
 }
 
 static void watcher_fetched(const db_result_t *r, void *arg) {

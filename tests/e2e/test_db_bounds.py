@@ -12,7 +12,12 @@ was served (never how fast).
 
 Four servers share one database: A (eight connections, short timeouts), B (one connection,
 long timeouts: only a cancel frees it), C (two connections, a 16-slot queue, 8 per HTTP/2
-connection).
+connection), D (four connections, two per user, 20 requests per user).
+
+One user, however many calls and connections it uses, holds at most its share of the pool's
+connections (--db-conns-per-user), and a freed connection goes first to the waiting call of
+the user holding the fewest: a user whose calls are slow (here an authenticated test-build
+sleep, standing for a heavy but allowed call) cannot make other users' calls wait for it.
 
 Replies are bounded too: lists whose rows, each within its limits, sum past the 4 MiB a
 default grpcio client (and cluectl) accepts come in pages of about 2 MiB with a next page
@@ -69,9 +74,13 @@ def sleep_body(secs):
     return rawh2.grpc_frame(H.HealthCheckRequest(service=str(secs)).SerializeToString())
 
 
+# grpcio shares one connection among channels to one address unless told otherwise.
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+
+
 def clue_stub(user, addr):
     """(channel, ClueService stub) for user on the server at addr: a connection of its own."""
-    ch = grpc.insecure_channel(addr)
+    ch = grpc.insecure_channel(addr, options=OWN_CONNECTION)
     return ch, S.clue_pb2_grpc.ClueServiceStub(grpc.intercept_channel(ch, world._Auth(user.token)))
 
 
@@ -158,13 +167,20 @@ def setup():
     # A small queue, and a share of it per HTTP/2 connection that leaves room for others.
     c.srv_c = harness.Clued(c.pg.url(c.dbname), args=["--db-pool", "2", "--db-queue", "16",
                                                         "--db-queue-per-conn", "8"]).start(migrate=False)
+    # Four connections, of which one user holds at most two (the default, half the pool), and
+    # 20 requests of one user waiting or running over all its connections. Principals stay
+    # cached for a minute: a call's only request is then its own statement.
+    c.srv_d = harness.Clued(c.pg.url(c.dbname), args=["--db-pool", "4", "--db-queue-per-conn", "12",
+                                                        "--db-queue-per-user", "20", "--auth-cache-ttl", "60000",
+                                                        "--db-statement-timeout", "20000",
+                                                        "--db-lock-timeout", "20000"]).start(migrate=False)
     return c
 
 
 def teardown(c):
     c.w.close()
     c.db.close()
-    for srv in (c.srv_c, c.srv_b, c.srv):
+    for srv in (c.srv_d, c.srv_c, c.srv_b, c.srv):
         srv.stop()
 
 
@@ -173,14 +189,16 @@ def teardown(c):
 
 def test_flags_are_documented_and_checked(c):
     out = subprocess.run([harness.CLUED, "help"], capture_output=True, text=True, timeout=30).stdout
-    flags = ("--db-statement-timeout", "--db-lock-timeout", "--db-queue-per-conn")
+    flags = ("--db-statement-timeout", "--db-lock-timeout", "--db-queue-per-conn", "--db-queue-per-user",
+             "--db-conns-per-user")
     for flag in flags:
         assert flag in out, f"{flag} missing from clued help"
     readme = open(os.path.join(harness.SRC, "README.md"), encoding="utf-8").read()
     for flag in flags:
         assert f"`{flag}`" in readme, f"{flag} missing from the README configuration table"
     for bad in (["--db-lock-timeout", "0"], ["--db-statement-timeout", "x"], ["--db-lock-timeout", "-5"],
-                ["--db-queue-per-conn", "0"]):
+                ["--db-queue-per-conn", "0"], ["--db-queue-per-user", "0"], ["--db-conns-per-user", "0"],
+                ["--db-conns-per-user", "257"]):
         r = subprocess.run([harness.CLUED, "serve", *bad], capture_output=True, text=True, timeout=30)
         assert r.returncode == 2 and "must be a number" in r.stderr, (bad, r.returncode, r.stderr)
 
@@ -189,9 +207,9 @@ def test_flags_are_documented_and_checked(c):
 
 
 def test_eight_calls_on_a_locked_clue_fail_with_lock_timeout(c):
-    """Eight moves of one clue wait on its row lock, one per pool connection. Each fails with
-    ABORTED after --db-lock-timeout, nothing changes, and another user's call is served while
-    the lock is still held."""
+    """Eight moves of one clue by one user wait on its row lock: four at a time, the user's
+    share of the eight pool connections. Each fails with ABORTED after --db-lock-timeout,
+    nothing changes, and another user's call is served while the lock is still held."""
     w = c.w
     cl = submit(w.G1.member)
     before = clue_state(c.db, cl.id)
@@ -201,9 +219,10 @@ def test_eight_calls_on_a_locked_clue_fail_with_lock_timeout(c):
             t0 = time.monotonic()
             futs = [ex.submit(w.G1.leader.clue.RequestTransition, move_req(cl, f"r{i}"), timeout=60)
                     for i in range(8)]
-            # Every pool connection waits on the lock now ...
-            harness.wait_for(lambda: lock_waiters(c.db) == 8, timeout=20, what="eight lock waits")
-            # ... and an unrelated call waits for a connection, but it is served.
+            # The user's share of the pool waits on the lock now ...
+            harness.wait_for(lambda: lock_waiters(c.db) == 4, timeout=20, what="four lock waits")
+            assert lock_waiters(c.db) == 4, "one user holds more than half the pool"
+            # ... and an unrelated call is served.
             t1 = time.monotonic()
             other = w.G3.member.clue.ListClues(pb.ListCluesRequest(page_size=10), timeout=30)
             t_other = time.monotonic() - t1
@@ -224,7 +243,7 @@ def test_eight_calls_on_a_locked_clue_fail_with_lock_timeout(c):
         assert lock_waiters(c.db) == 0
         assert clue_state(c.db, cl.id) == before
         print(f"8 moves on a locked clue: all ABORTED after {t_all * 1000:.0f} ms "
-              f"(lock timeout 1000 ms); another user's ListClues, sent with the pool held, answered after {t_other * 1000:.0f} ms")
+              f"(lock timeout 1000 ms); another user's ListClues, sent meanwhile, answered after {t_other * 1000:.0f} ms")
     finally:
         lock.release()
     # Once the lock is gone the same move succeeds, and the trail is whole.
@@ -535,6 +554,177 @@ def test_one_connection_holds_a_bounded_share(c):
         h.close()
         ch.close()
     assert "too many calls waiting for the database" in c.srv_c.output()
+
+
+def user_sleeper(user, addr):
+    """(channel, callable) for an authenticated Debug/SleepAsCaller as user: a connection of
+    its own."""
+    ch = grpc.intercept_channel(grpc.insecure_channel(addr, options=OWN_CONNECTION), world._Auth(user.token))
+    return ch, ch.unary_unary("/clued.test.Debug/SleepAsCaller",
+                              request_serializer=H.HealthCheckRequest.SerializeToString,
+                              response_deserializer=H.HealthCheckResponse.FromString)
+
+
+class Finishes:
+    """Futures whose completions are numbered in the order they arrive."""
+
+    def __init__(self):
+        self.order = []
+        self.futures = {}
+
+    def add(self, name, fut):
+        self.futures[name] = fut
+        fut.add_done_callback(lambda f: self.order.append(name))
+        return fut
+
+    def before(self, name, prefix):
+        """How many futures whose name starts with prefix finished before name did."""
+        return sum(1 for n in self.order[:self.order.index(name)] if n.startswith(prefix))
+
+
+def test_one_user_holds_at_most_half_the_pool(c):
+    """On D (four connections), G1's member keeps six 2 s calls in flight: two run, four
+    wait. G2's member then lists clues and G3's member makes a call of the same kind: both
+    are answered before any of the first user's calls ends. Before the share existed the first
+    user ran four and the others waited behind the rest."""
+    w = c.w
+    fin = Finishes()
+    chans = []
+    try:
+        ch, heavy = user_sleeper(w.G1.member, c.srv_d.addr)
+        chans.append(ch)
+        for i in range(6):
+            fin.add(f"heavy{i}", heavy.future(H.HealthCheckRequest(service="2"), timeout=60))
+        harness.wait_for(lambda: sleeping(c.db) >= 2, timeout=20, what="the first user's calls running")
+        time.sleep(0.3)
+        assert sleeping(c.db) == 2, "one user runs more than half the pool"
+        ch, other = clue_stub(w.G2.member, c.srv_d.addr)
+        chans.append(ch)
+        ch, third = user_sleeper(w.G3.member, c.srv_d.addr)
+        chans.append(ch)
+        fin.add("list", other.ListClues.future(pb.ListCluesRequest(page_size=10), timeout=60))
+        fin.add("third", third.future(H.HealthCheckRequest(service="0"), timeout=60))
+        fin.futures["list"].result()
+        fin.futures["third"].result()
+        assert fin.before("list", "heavy") == 0 and fin.before("third", "heavy") == 0, fin.order
+        for i in range(6):
+            assert fin.futures[f"heavy{i}"].result().status == H.HealthCheckResponse.SERVING
+    finally:
+        for ch in chans:
+            ch.close()
+
+
+def test_a_freed_connection_goes_to_the_user_holding_fewest(c):
+    """G1's and G3's members keep six 1.5 s calls in flight each: together they hold all four
+    connections of D, and eight of their calls wait. A call of G2's member comes after those
+    eight, yet takes the first connection freed: at most the four calls that were running end
+    before it. In arrival order it would have waited for two more rounds."""
+    w = c.w
+    fin = Finishes()
+    chans = []
+    try:
+        ch, late = user_sleeper(w.G2.member, c.srv_d.addr)
+        chans.append(ch)
+        heavies = []
+        for user in (w.G1.member, w.G3.member):
+            ch, heavy = user_sleeper(user, c.srv_d.addr)
+            chans.append(ch)
+            heavies.append(heavy)
+        for call in [late] + heavies:
+            call(H.HealthCheckRequest(service="0"), timeout=60)  # each principal is cached now
+        for name, heavy in zip("ab", heavies):
+            for i in range(6):
+                fin.add(f"heavy-{name}{i}", heavy.future(H.HealthCheckRequest(service="1.5"), timeout=60))
+        harness.wait_for(lambda: sleeping(c.db) == 4, timeout=20, what="all four connections asleep")
+        fin.add("late", late.future(H.HealthCheckRequest(service="0"), timeout=60))
+        fin.futures["late"].result()
+        assert fin.before("late", "heavy") <= 4, fin.order
+        for f in fin.futures.values():
+            f.result()
+    finally:
+        for ch in chans:
+            ch.close()
+
+
+def test_one_user_waits_for_a_bounded_share_over_its_connections(c):
+    """G1's member opens three connections to D, with ten 1 s calls on each. The user may have
+    20 requests waiting or running over all its connections: ten are refused at once with
+    RESOURCE_EXHAUSTED naming that limit, while each connection is well within its own 12.
+    Another user's call is served meanwhile, and the twenty taken all succeed."""
+    w = c.w
+    fin = Finishes()
+    chans = []
+    try:
+        for k in range(3):
+            ch, heavy = user_sleeper(w.G1.member, c.srv_d.addr)
+            chans.append(ch)
+            for i in range(10):
+                fin.add(f"heavy{k}-{i}", heavy.future(H.HealthCheckRequest(service="1"), timeout=60))
+        ch, other = clue_stub(w.G2.member, c.srv_d.addr)
+        chans.append(ch)
+        assert other.ListClues(pb.ListCluesRequest(page_size=10), timeout=60) is not None
+        ok = refused = 0
+        for f in fin.futures.values():
+            try:
+                f.result()
+                ok += 1
+            except grpc.RpcError as e:
+                assert e.code() == Code.RESOURCE_EXHAUSTED, (e.code(), e.details())
+                assert "limit 20 over all your connections" in e.details(), e.details()
+                no_sql(e.details())
+                refused += 1
+        assert (ok, refused) == (20, 10)
+    finally:
+        for ch in chans:
+            ch.close()
+
+
+def test_watch_catch_up_reads_count_against_their_user(c):
+    """D started after the world was built, so a WatchEvents from seq 0 reads the older events
+    from the database. With the event table locked (ACCESS EXCLUSIVE, from outside), the
+    auditor's six such streams wait on the lock on two of D's four connections, its share;
+    D's audit tail waits on a third. Another user's call is served on the fourth while the lock
+    is still held. Before, the catch-up reads counted against no one and took every
+    connection left."""
+    w = c.w
+    lock = c.pg.connect(c.dbname)
+    lock.autocommit = False
+    ch = grpc.intercept_channel(grpc.insecure_channel(c.srv_d.addr, options=OWN_CONNECTION),
+                                world._Auth(w.auditor.token))
+    audit = S.audit_pb2_grpc.AuditServiceStub(ch)
+    ch2, other = clue_stub(w.G2.member, c.srv_d.addr)
+    streams = []
+    catching_up = "state = 'active' AND wait_event_type = 'Lock' AND query LIKE 'WITH ok AS MATERIALIZED%'"
+    try:
+        audit.ListAuditEvents(au.ListAuditEventsRequest(page_size=1), timeout=30)  # principal cached
+        with c.db.cursor() as cur:
+            cur.execute("SELECT max(seq) FROM audit_events")
+            last = cur.fetchone()[0]
+        assert other.ListClues(pb.ListCluesRequest(page_size=10), timeout=30) is not None
+        # A stream at the present keeps D's tail following the log (it starts with a read of
+        # the table, which the lock would hold).
+        keeper = audit.WatchEvents(au.WatchEventsRequest(after_seq=last, heartbeat_seconds=1),
+                                   timeout=120)
+        streams.append(keeper)
+        next(keeper)
+        with lock.cursor() as cur:
+            cur.execute("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE")
+        streams += [audit.WatchEvents(au.WatchEventsRequest(after_seq=0), timeout=120) for _ in range(6)]
+        harness.wait_for(lambda: clued_backends(c.db, catching_up) >= 2, timeout=20,
+                         what="catch-up reads waiting on the lock")
+        time.sleep(0.3)
+        assert clued_backends(c.db, catching_up) == 2, "one user's catch-up reads hold more than its share"
+        assert other.ListClues(pb.ListCluesRequest(page_size=10), timeout=10) is not None
+        lock.rollback()
+        for s in streams[1:]:
+            assert next(s).seq == 1
+    finally:
+        lock.rollback()
+        lock.close()
+        for s in streams:
+            s.cancel()
+        ch2.close()
+        ch.close()
 
 
 # ---- reply sizes ------------------------------------------------------------------------------

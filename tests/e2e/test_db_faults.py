@@ -136,7 +136,10 @@ def test_stalled_database_fails_calls_and_health():
     says NOT_SERVING while no connection works, and fresh connections serve again."""
     pg = harness.private_postgres()
     db = pg.new_database()
-    srv = harness.Clued(pg.url(db), args=["--db-statement-timeout", "2000", "--db-pool", "2"]).start()
+    # One user makes every call: it may hold both connections (by default it holds one, and
+    # its later calls would wait for a fresh connection instead of reaching a stopped one).
+    srv = harness.Clued(pg.url(db), args=["--db-statement-timeout", "2000", "--db-pool", "2",
+                                          "--db-conns-per-user", "2"]).start()
     token = re.search(r"ct_[0-9a-f]{64}", srv.run("bootstrap").stdout).group(0)
     md = [("authorization", "Bearer " + token)]
     ch = grpc.insecure_channel(srv.addr)
