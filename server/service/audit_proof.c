@@ -159,22 +159,28 @@ static void proof_caught_up(void *arg) {
   rpc_call_unref(w->call);
 }
 
-/* 1 when the call now waits for the tree to catch up with size; 0 to answer at once. */
+/* 1 when the call now waits for the tree to catch up with size, or was refused a wait (more
+ * than AUDIT_TREE_MAX_WAITERS wait already); 0 to answer at once. */
 static int proof_wait(rpc_call_t *call, const ProtobufCMessage *m, proof_run_fn run,
                       audit_tree_t *t, int64_t size, int waited) {
   proof_wait_t *w;
 
   if (waited || size <= 0 || (uint64_t)size <= audit_tree_size(t))
     return 0;
-  if ((w = rpc_call_alloc(call, sizeof(*w))) == NULL)
-    return 0;
+  if ((w = rpc_call_alloc(call, sizeof(*w))) == NULL) {
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return 1;
+  }
   w->call = call;
   w->m = m;
   w->run = run;
   rpc_call_ref(call);
   if (audit_tree_catch_up(t, proof_caught_up, w) != 0) {
     rpc_call_unref(call);
-    return 0;
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED,
+             "%d proofs already wait for this instance to read the audit log; retry shortly",
+             AUDIT_TREE_MAX_WAITERS);
+    return 1;
   }
   return 1;
 }

@@ -460,6 +460,50 @@ def test_a_follower_proves_every_checkpoint_it_serves(c):
     assert not refused, refused[:5]
 
 
+def test_proofs_waiting_for_a_follower_are_bounded(c):
+    """A follower answers a proof of a size it has not read yet once it has read the leaves
+    appended so far. With that read held (the leaf table locked from outside), 1,024 proofs
+    wait; the next one is refused at once with RESOURCE_EXHAUSTED, and the 1,024 are answered
+    once the read completes."""
+    b = harness.Clued(c.url, args=["--db-lock-timeout", "120000", "--auth-cache-ttl", "120000"]).start(migrate=False)
+    conn = c.pg.connect(c.dbname)
+    lock = c.pg.connect(c.dbname)
+    lock.autocommit = False
+    chans = [grpc.insecure_channel(b.addr, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(12)]
+    stubs = [S.audit_pb2_grpc.AuditServiceStub(ch) for ch in chans]
+    futs = []
+    try:
+        wait_tree(stubs[0], c.md, 1)
+        before = tree_size(stubs[0], c.md)
+        append(conn, 70, subject=FAKE + 30000)
+        harness.wait_for(lambda: cp_size(c.audit, c.md) > before, timeout=180, what="a checkpoint past the follower")
+        size = cp_size(c.audit, c.md)
+        with lock.cursor() as cur:
+            cur.execute("LOCK TABLE audit_leaves IN ACCESS EXCLUSIVE MODE")
+        req = AU.GetConsistencyProofRequest(old_size=1, new_size=size)
+        futs = [stubs[i % 12].GetConsistencyProof.future(req, metadata=c.md, timeout=120) for i in range(1025)]
+        harness.wait_for(lambda: any(f.done() for f in futs), timeout=60, what="a refusal")
+        time.sleep(0.5)
+        done = [f for f in futs if f.done()]
+        assert len(done) == 1, f"{len(done)} of 1025 answered while the follower's read is held"
+        e = done[0].exception()
+        assert e is not None and e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+        assert "1024 proofs already wait" in e.details() and "retry" in e.details(), e.details()
+        lock.rollback()
+        for f in futs:
+            if f is not done[0]:
+                assert f.result().new_size == size
+    finally:
+        lock.rollback()
+        lock.close()
+        conn.close()
+        for f in futs:
+            f.cancel()
+        for ch in chans:
+            ch.close()
+        b.stop()
+
+
 def test_the_witness_polls_on_across_a_restart(c):
     """cluectl audit witness is the outside body's long-running check: a server that restarts
     (or whose database is down for a while) is reported and polled again, and the witness
