@@ -113,6 +113,8 @@ static const char usage_text[] =
     "                             would pass it gets RESOURCE_EXHAUSTED (default 134217728)\n"
     "  --max-inbound N            the same, for the authenticated calls of all connections\n"
     "                             together (default 1073741824)\n"
+    "  --max-user-inbound N       the same, for one user's authenticated calls over all its\n"
+    "                             connections (default a quarter of --max-inbound)\n"
     "  --max-connections N        open connections; past it a new one is accepted, logged and\n"
     "                             closed (default 10240; 0: no limit)\n"
     "  --handshake-timeout D      close a connection whose HTTP/2 preface and SETTINGS (or an\n"
@@ -237,6 +239,7 @@ enum {
   OPT_MAX_CONN_BUFFER,
   OPT_MAX_CONN_INBOUND,
   OPT_MAX_INBOUND,
+  OPT_MAX_USER_INBOUND,
   OPT_MAX_CONNECTIONS,
   OPT_HANDSHAKE_TIMEOUT,
   OPT_IDLE_TIMEOUT,
@@ -303,6 +306,7 @@ static const struct option long_opts[] = {
     {"max-conn-buffer", required_argument, NULL, OPT_MAX_CONN_BUFFER},
     {"max-conn-inbound", required_argument, NULL, OPT_MAX_CONN_INBOUND},
     {"max-inbound", required_argument, NULL, OPT_MAX_INBOUND},
+    {"max-user-inbound", required_argument, NULL, OPT_MAX_USER_INBOUND},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
     {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
@@ -517,6 +521,11 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
         return 1;
       cfg->max_inbound = (size_t)v;
       break;
+    case OPT_MAX_USER_INBOUND:
+      if (parse_num("--max-user-inbound", optarg, 65536, 1LL << 36, &v))
+        return 1;
+      cfg->max_user_inbound = (size_t)v;
+      break;
     case OPT_MAX_CONNECTIONS:
       if (parse_num("--max-connections", optarg, 0, 10000000, &v))
         return 1;
@@ -710,6 +719,10 @@ static void warn_ignored_settings(const server_config_t *cfg, const cli_opts_t *
   if (cfg->db_conns_per_user > cfg->db_pool_size)
     log_warn("--db-conns-per-user %d is above --db-pool %d: one user may hold every connection",
              cfg->db_conns_per_user, cfg->db_pool_size);
+  if (cfg->max_user_inbound > cfg->max_inbound)
+    log_warn("--max-user-inbound %zu is above --max-inbound %zu: one user is bounded by "
+             "--max-inbound alone",
+             cfg->max_user_inbound, cfg->max_inbound);
   if (cfg->max_conn_inbound > cfg->max_inbound)
     log_warn("--max-conn-inbound %zu is above --max-inbound %zu: one connection is bounded by "
              "--max-inbound alone",

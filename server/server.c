@@ -143,6 +143,10 @@ static uint64_t sweep_interval(const server_config_t *cfg) {
  * their memory and would only have it trimmed and faulted back. */
 #define TRIM_MIN_BYTES ((size_t)32 * 1024)
 
+size_t server_max_user_inbound(const server_t *srv) {
+  return srv->cfg.max_user_inbound ? srv->cfg.max_user_inbound : srv->cfg.max_inbound / 4;
+}
+
 void server_inbound_release(server_t *srv, size_t n) {
   srv->inbound -= n;
   if (n >= TRIM_MIN_BYTES)

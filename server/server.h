@@ -10,6 +10,7 @@
 
 #include "rpc/auth_cache.h"
 #include "rpc/rpc.h"
+#include "rpc/user_inbound.h"
 
 typedef struct db_pool db_pool_t;
 typedef struct h2_conn h2_conn_t;
@@ -36,6 +37,8 @@ typedef struct server_config {
   size_t max_conn_inbound;          /* request bytes kept per connection (unfinished bodies,
                                        decoded requests), 128 MiB */
   size_t max_inbound;               /* the same, authenticated calls of all connections, 1 GiB */
+  size_t max_user_inbound;          /* the same, one user's authenticated calls over all its
+                                       connections; 0 (default): a quarter of max_inbound */
   unsigned max_connections;         /* open connections; past it new ones are closed, 10240 */
   uint64_t handshake_timeout_ms;    /* preface and SETTINGS within, default 10 s; 0: none */
   uint64_t idle_timeout_ms;         /* no call and no request for, then GOAWAY; default 5 min */
@@ -135,6 +138,7 @@ struct server {
   uint64_t direct_moves[2];    /* moves sent without a facts read: [0] done so, [1] read
                                   and decided after all (service/clue.c) */
   size_t inbound;              /* request bytes authenticated calls keep (--max-inbound) */
+  user_inbound_t user_inbound; /* ... of them per user (--max-user-inbound) */
   size_t inbound_freed;        /* large requests' bytes freed since the sweep last trimmed
                                   the heap */
   uint64_t auth_lookups[2];    /* calls authenticated: [0] from the principal cache, [1] by a
@@ -195,6 +199,9 @@ int server_is_loopback(const struct sockaddr_storage *ss);
 
 /** The server's clock in milliseconds since the epoch (test builds may offset it). */
 int64_t server_now_ms(const server_t *srv);
+
+/** The most request bytes one user's authenticated calls may keep (--max-user-inbound). */
+size_t server_max_user_inbound(const server_t *srv);
 
 /** n bytes of requests counted in srv->inbound are freed: they no longer count, and large
  * ones count towards the sweep's trim of the heap. */

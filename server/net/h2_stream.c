@@ -534,14 +534,21 @@ static void release_held(h2_stream_t *s, size_t n) {
 }
 
 /* The server's total (--max-inbound) counts the bytes of authenticated calls to methods that
- * need a token: those of a caller not yet known join it once it is. Public methods and
+ * need a token, and so does their user's (--max-user-inbound): those of a caller not yet
+ * known join them once it is. Public methods and
  * callers being authenticated have bounds of their own (H2_PUBLIC_INBOUND, the held window
  * credit), and must not use up what authenticated calls may keep. */
 static void srv_count(h2_stream_t *s) {
+  size_t n;
+
   if (s->conn == NULL || s->in != H2_IN_READ || s->in_public || s->srv_inbound == s->inbound)
     return;
-  s->conn->srv->inbound += s->inbound - s->srv_inbound;
+  n = s->inbound - s->srv_inbound;
+  s->conn->srv->inbound += n;
   s->srv_inbound = s->inbound;
+  /* Out of memory: the user's count misses these bytes, as if they were not there. */
+  if (s->user && user_inbound_add(&s->conn->srv->user_inbound, s->user, n) == 0)
+    s->user_inbound += n;
 }
 
 void h2_stream_set_input(h2_stream_t *s, h2_input_t in) {
@@ -569,16 +576,19 @@ void h2_stream_set_input(h2_stream_t *s, h2_input_t in) {
 }
 
 void h2_stream_input_taken(h2_stream_t *s, size_t n) {
-  size_t m;
+  size_t m, mu;
 
   if (n > s->inbound)
     n = s->inbound;
   m = n < s->srv_inbound ? n : s->srv_inbound;
+  mu = n < s->user_inbound ? n : s->user_inbound;
   s->inbound -= n;
   s->srv_inbound -= m;
+  s->user_inbound -= mu;
   if (s->conn) {
     s->conn->inbound -= n;
     server_inbound_release(s->conn->srv, m);
+    user_inbound_release(&s->conn->srv->user_inbound, s->user, mu);
     if (s->in_public)
       s->conn->inbound_public -= n;
   }
@@ -586,7 +596,7 @@ void h2_stream_input_taken(h2_stream_t *s, size_t n) {
 
 size_t h2_stream_input_room(const h2_stream_t *s) {
   const h2_conn_t *c = s->conn;
-  size_t conn_kept, srv_kept, conn_room, srv_room;
+  size_t conn_kept, srv_kept, conn_room, srv_room, user_kept, user_max, user_room;
 
   if (c == NULL)
     return 0;
@@ -597,7 +607,14 @@ size_t h2_stream_input_room(const h2_stream_t *s) {
     return conn_room; /* the server's total counts only authenticated calls */
   srv_kept = c->srv->inbound - s->srv_inbound;
   srv_room = srv_kept < c->srv->cfg.max_inbound ? c->srv->cfg.max_inbound - srv_kept : 0;
-  return conn_room < srv_room ? conn_room : srv_room;
+  if (srv_room < conn_room)
+    conn_room = srv_room;
+  if (s->user == 0)
+    return conn_room;
+  user_kept = user_inbound_kept(&c->srv->user_inbound, s->user) - s->user_inbound;
+  user_max = server_max_user_inbound(c->srv);
+  user_room = user_kept < user_max ? user_max - user_kept : 0;
+  return conn_room < user_room ? conn_room : user_room;
 }
 
 void h2_stream_input_keep(h2_stream_t *s, size_t n) {
@@ -789,6 +806,15 @@ void h2_stream_recv_data(h2_stream_t *s, const uint8_t *data, size_t len) {
                  "server holds %zu bytes of requests, over its limit of %zu (--max-inbound); "
                  "try again later",
                  c->srv->inbound + len, c->srv->cfg.max_inbound);
+    return;
+  }
+  if (s->in == H2_IN_READ && s->user &&
+      user_inbound_kept(&c->srv->user_inbound, s->user) + len > server_max_user_inbound(c->srv)) {
+    refuse_input(s, len,
+                 "your calls hold %zu bytes of requests over all your connections, over the "
+                 "limit of %zu (--max-user-inbound); send large requests one after another",
+                 user_inbound_kept(&c->srv->user_inbound, s->user) + len,
+                 server_max_user_inbound(c->srv));
     return;
   }
   /* Credit for the body of a caller not yet authenticated is held back: until the token

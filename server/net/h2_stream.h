@@ -100,9 +100,11 @@ struct h2_stream { /* fields are the transport's; the owner uses the functions b
   size_t unacked; /* body bytes whose credit is held (H2_IN_HOLD) */
   size_t held;    /* body bytes of messages not yet taken whose stream
                      credit is held (H2_IN_READ; the connection's is back) */
-  size_t inbound; /* request body bytes kept, counted in the connection's total */
-  size_t srv_inbound; /* ... of them counted in the server's (authenticated calls only) */
-  size_t decoded;     /* the decoded request's bytes, counted in the connection's total */
+  size_t inbound;      /* request body bytes kept, counted in the connection's total */
+  size_t srv_inbound;  /* ... of them counted in the server's (authenticated calls only) */
+  size_t user_inbound; /* ... of them counted in the user's (--max-user-inbound) */
+  uint64_t user;       /* the authenticated caller's user id (0: none yet, or public) */
+  size_t decoded;      /* the decoded request's bytes, counted in the connection's total */
   grpc_decoder_t dec;
   int status;
   char *status_msg;     /* percent-encoded grpc-message */
@@ -174,9 +176,9 @@ void h2_stream_set_input(h2_stream_t *s, h2_input_t in);
 void h2_stream_input_taken(h2_stream_t *s, size_t n);
 
 /** Bytes of request memory the stream's connection may still keep within --max-conn-inbound
- * and (for a method that needs a token) the server within --max-inbound once the stream's own
- * kept bytes go (0 once the stream has left its connection): what its decoded request may
- * take. */
+ * and (for a method that needs a token) the server within --max-inbound and its user within
+ * --max-user-inbound once the stream's own kept bytes go (0 once the stream has left its
+ * connection): what its decoded request may take. */
 size_t h2_stream_input_room(const h2_stream_t *s);
 
 /** n bytes of memory a request took (its decoded message) count as kept in the connection's

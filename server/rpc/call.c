@@ -234,6 +234,7 @@ static void call_free(uv_handle_t *h) {
   arena_release(&call->arena);
   decode_arena_release(&call->decode_arena);
   server_inbound_release(call->srv, call->srv_kept);
+  user_inbound_release(&call->srv->user_inbound, call->stream.user, call->user_kept);
   h2_stream_free(&call->stream);
   free(call->msg.data);
   free(call->path);
@@ -720,12 +721,16 @@ static void call_on_input_error(h2_stream_t *s, int code, const char *why) {
   call_finish(call_of(s), 200, code, why);
 }
 
-/* What a request's decode may take with nothing else kept: the smaller limit. */
+/* What a request's decode may take with nothing else kept: the smallest limit. */
 static size_t room_whole(const rpc_call_t *call) {
   const server_config_t *cfg = &call->srv->cfg;
-  if (call->m->public_method || cfg->max_conn_inbound < cfg->max_inbound)
-    return cfg->max_conn_inbound;
-  return cfg->max_inbound;
+  size_t room = cfg->max_conn_inbound, user = server_max_user_inbound(call->srv);
+
+  if (call->m->public_method)
+    return room;
+  if (cfg->max_inbound < room)
+    room = cfg->max_inbound;
+  return user < room ? user : room;
 }
 
 /* Authenticated (or public) and the client half-closed: check the framing, decode the one
@@ -778,13 +783,14 @@ static void call_dispatch(rpc_call_t *call) {
     else if (a->over_room && a->room >= room_whole(call))
       snprintf(buf, sizeof(buf),
                "request %s of %zu bytes decodes to more than the %zu bytes a connection may "
-               "keep (--max-conn-inbound, --max-inbound); send fewer, larger fields",
+               "keep (--max-conn-inbound, --max-inbound, --max-user-inbound); send fewer, "
+               "larger fields",
                call->m->input->name, call->msg.len, a->room);
     else if (a->over_room)
       snprintf(buf, sizeof(buf),
                "request %s of %zu bytes decodes to more than the %zu bytes its connection "
-               "(--max-conn-inbound) or the server (--max-inbound) may still keep; try again "
-               "once earlier calls end",
+               "(--max-conn-inbound), the server (--max-inbound) or your calls "
+               "(--max-user-inbound) may still keep; try again once earlier calls end",
                call->m->input->name, call->msg.len, a->room);
     else
       snprintf(buf, sizeof(buf), "request is not a valid %s message", call->m->input->name);
@@ -806,6 +812,8 @@ static void call_dispatch(rpc_call_t *call) {
   if (!call->m->public_method) {
     call->srv_kept = a->arena.bytes;
     call->srv->inbound += call->srv_kept;
+    if (user_inbound_add(&call->srv->user_inbound, call->stream.user, call->srv_kept) == 0)
+      call->user_kept = call->srv_kept;
   }
   call->m->handler(call, call->req);
 }
@@ -813,6 +821,8 @@ static void call_dispatch(rpc_call_t *call) {
 void rpc_call_authenticated(rpc_call_t *call) {
   if (call->state != RPC_CALL_AUTHENTICATING)
     return;
+  /* Its body counts against its user from now on (--max-user-inbound). */
+  call->stream.user = call->principal.user_id > 0 ? (uint64_t)call->principal.user_id : 0;
   call_set_state(call, RPC_CALL_READING);
   if (call->remote_ended)
     call_dispatch(call);

@@ -95,6 +95,7 @@ struct rpc_call {
   ProtobufCMessage *req;   /* in decode_arena */
   rpc_decode_arena_t decode_arena;
   size_t srv_kept; /* the decoded request's bytes in the server's --max-inbound total */
+  size_t user_kept; /* ... and in its user's --max-user-inbound total */
   rpc_principal_t principal;
   uint64_t deadline_ms; /* 0: none */
   uv_timer_t timer;     /* deadline; the call is freed in this handle's close callback */

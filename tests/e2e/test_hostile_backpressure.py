@@ -235,7 +235,7 @@ def test_decoded_requests_count_against_their_connection_and_the_server(c):
     dbname = c.srv.database_url.split("///", 1)[1].split("?", 1)[0]
     url = c.srv.database_url.replace("user=clued_owner", "user=postgres")
     srv = harness.Clued(url, args=["--max-conn-inbound", str(16 << 20), "--max-inbound", str(24 << 20),
-                                                  "--db-lock-timeout", "60000"],
+                                   "--max-user-inbound", str(24 << 20), "--db-lock-timeout", "60000"],
                         env={"ASAN_OPTIONS": ASAN_SMALL_QUARANTINE}).start(migrate=False)
     hold = harness.Postgres.get().connect(dbname)
     hold.autocommit = False
@@ -288,9 +288,77 @@ def test_decoded_requests_count_against_their_connection_and_the_server(c):
         srv.stop()
 
 
+def test_one_user_keeps_a_bounded_share_of_the_server(c):
+    """With --max-inbound at 48 MiB one user may keep 12 MiB (a quarter) over all its
+    connections. G1's leader sends requests that decode to about 3 MiB each on three
+    connections, held by a locked table: past 12 MiB they are refused with RESOURCE_EXHAUSTED
+    naming --max-user-inbound, though each connection (16 MiB) and the server had room. G1's
+    member then sends three such requests on a connection of its own: none is refused, and all
+    are served once the table is free. Before, the leader's three connections took the
+    server's whole 48 MiB and every request of the member was refused."""
+    dbname = c.srv.database_url.split("///", 1)[1].split("?", 1)[0]
+    url = c.srv.database_url.replace("user=clued_owner", "user=postgres")
+    srv = harness.Clued(url, args=["--max-conn-inbound", str(16 << 20), "--max-inbound", str(48 << 20),
+                                   "--db-lock-timeout", "60000"],
+                        env={"ASAN_OPTIONS": ASAN_SMALL_QUARANTINE}).start(migrate=False)
+    hold = harness.Postgres.get().connect(dbname)
+    hold.autocommit = False
+    conns = []
+    try:
+        head = pb.ListNotesRequest(clue_id=c.clue_id, page_size=1).SerializeToString()
+        unknown = b"\x7a\x18" + b"u" * 24  # field 15, 24 bytes: kept by the decoder as an unknown field
+        msg = grpc_msg(head + unknown * ((1 << 20) // len(unknown)))
+        leader = [Raw(srv.addr, timeout=60) for _ in range(3)]
+        member = Raw(srv.addr, timeout=60)
+        conns = leader + [member]
+        sids = [1 + 2 * i for i in range(8)]
+        msids = sids[:3]
+        for r in conns:
+            r.until(lambda: r.server_settings is not None, 5, "SETTINGS")
+        for r in leader:
+            for sid in sids:
+                r.send(headers_frames(sid, request_block(LIST_NOTES, auth(c.token))))
+        for sid in msids:
+            member.send(headers_frames(sid, request_block(LIST_NOTES, auth(c.w.G1.member.token))))
+        time.sleep(0.5)  # the token lookups answer
+        with hold.cursor() as cur:
+            cur.execute("LOCK TABLE clues IN ACCESS EXCLUSIVE MODE")
+        for r in leader:
+            for sid in sids:
+                r.send_body(sid, msg)
+        last = -1
+        while True:  # until every body has arrived and every refusal is read
+            for r in leader:
+                r.read(0.5)
+            refused = sum(1 for r in leader for sid in sids if sid in r.ended)
+            if refused == last:
+                break
+            last = refused
+        assert refused >= 16, f"only {refused} of the leader's 24 requests refused"
+        for sid in msids:
+            member.send_body(sid, msg)
+        member.read(1.0)
+        assert not [sid for sid in msids if sid in member.ended], \
+            [(sid, member.status(sid), member.message(sid)) for sid in msids if sid in member.ended]
+        hold.rollback()  # the database moves: the calls held complete
+        for r, ids in zip(conns, [sids] * 3 + [msids]):
+            r.until(lambda: all(s in r.ended for s in ids), 60, "every call")
+        assert all(member.status(sid) == 0 for sid in msids), [member.message(sid) for sid in msids]
+        messages = [r.message(sid) for r in leader for sid in sids if r.status(sid) == 8]
+        assert len(messages) == refused and all("--max-user-inbound" in m for m in messages), messages
+        assert sum(1 for r in leader for sid in sids if r.status(sid) == 0) == 24 - refused
+    finally:
+        for r in conns:
+            r.close()
+        hold.rollback()
+        hold.close()
+        srv.stop()
+
+
 def test_flags_documented(c):
     out = harness.Clued().run("help").stdout
     assert "--max-conn-buffer" in out and "--max-conn-inbound" in out and "--max-inbound" in out
+    assert "--max-user-inbound" in out
 
 
 if __name__ == "__main__":
