@@ -101,8 +101,12 @@ def serve_lines(*args):
 
 def test_settings_serve_would_ignore_are_warned_of():
     warns = serve_lines("--checkpoint-every", "5", "--db-queue-per-conn", "10", "--max-concurrent-streams", "100",
-                        "--max-conn-inbound", "2000000", "--max-inbound", "1000000")
+                        "--max-conn-inbound", "2000000", "--max-inbound", "1000000", "--max-user-inbound", "3000000",
+                        "--db-pool", "4", "--db-conns-per-user", "6", "--db-queue-per-user", "5")
     text = "\n".join(warns)
+    assert "--max-user-inbound 3000000 is above --max-inbound 1000000" in text, text
+    assert "--db-conns-per-user 6 is above --db-pool 4" in text, text
+    assert "--db-queue-per-user 5 is below --db-queue-per-conn 10" in text, text
     assert "--checkpoint-every has no effect without --audit-signing-key" in text, text
     assert "--db-queue-per-conn 10 is below --max-concurrent-streams 100" in text, text
     assert "--max-conn-inbound 2000000 is above --max-inbound 1000000" in text, text
