@@ -384,8 +384,11 @@ static void watcher_query(watcher_t *w) {
   rc = db_query_opts(a->srv->db, &o, sql, q.n + 1, params, watcher_fetched, w);
   if (rc == DB_EOWNER || rc == DB_EUSER)
     watcher_end(w, GRPC_RESOURCE_EXHAUSTED,
-                "too many %s waiting for the database; resume from seq %lld",
-                rc == DB_EOWNER ? "calls on this connection" : "of your calls", (long long)w->last);
+                "too many %s waiting for the database (limit %zu); resume from seq %lld",
+                rc == DB_EOWNER ? "calls on this connection"
+                                : "of your calls over all your connections",
+                rc == DB_EOWNER ? a->srv->cfg.db_queue_per_conn : db_per_user_max(a->srv->db),
+                (long long)w->last);
   else if (rc != 0)
     watcher_end(w, GRPC_UNAVAILABLE, "database unavailable; resume from seq %lld",
                 (long long)w->last);
