@@ -115,8 +115,13 @@ static const char usage_text[] =
     "                             together (default 1073741824)\n"
     "  --max-user-inbound N       the same, for one user's authenticated calls over all its\n"
     "                             connections (default a quarter of --max-inbound)\n"
-    "  --max-connections N        open connections; past it a new one is accepted, logged and\n"
-    "                             closed (default 10240; 0: no limit)\n"
+    "  --max-connections N        open connections; past it a new one closes the oldest\n"
+    "                             connection that carried no authenticated call (logged), or\n"
+    "                             is closed itself when every one did (default 10240; 0: no\n"
+    "                             limit)\n"
+    "  --max-conns-per-user N     connections one user's calls may claim, and so keep from\n"
+    "                             being closed for new ones (default a sixteenth of\n"
+    "                             --max-connections, at least 1)\n"
     "  --handshake-timeout D      close a connection whose HTTP/2 preface and SETTINGS (or an\n"
     "                             HTTP/1.1 request head, once begun) do not\n"
     "                             arrive within D (default 10s; 0: never)\n"
@@ -240,6 +245,7 @@ enum {
   OPT_MAX_CONN_INBOUND,
   OPT_MAX_INBOUND,
   OPT_MAX_USER_INBOUND,
+  OPT_MAX_CONNS_PER_USER,
   OPT_MAX_CONNECTIONS,
   OPT_HANDSHAKE_TIMEOUT,
   OPT_IDLE_TIMEOUT,
@@ -307,6 +313,7 @@ static const struct option long_opts[] = {
     {"max-conn-inbound", required_argument, NULL, OPT_MAX_CONN_INBOUND},
     {"max-inbound", required_argument, NULL, OPT_MAX_INBOUND},
     {"max-user-inbound", required_argument, NULL, OPT_MAX_USER_INBOUND},
+    {"max-conns-per-user", required_argument, NULL, OPT_MAX_CONNS_PER_USER},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
     {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
@@ -530,6 +537,11 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       if (parse_num("--max-connections", optarg, 0, 10000000, &v))
         return 1;
       cfg->max_connections = (unsigned)v;
+      break;
+    case OPT_MAX_CONNS_PER_USER:
+      if (parse_num("--max-conns-per-user", optarg, 1, 10000000, &v))
+        return 1;
+      cfg->max_conns_per_user = (unsigned)v;
       break;
     case OPT_HANDSHAKE_TIMEOUT:
       if (parse_duration("--handshake-timeout", optarg, &cfg->handshake_timeout_ms))

@@ -143,6 +143,14 @@ static uint64_t sweep_interval(const server_config_t *cfg) {
  * their memory and would only have it trimmed and faulted back. */
 #define TRIM_MIN_BYTES ((size_t)32 * 1024)
 
+size_t server_max_conns_per_user(const server_t *srv) {
+  if (srv->cfg.max_conns_per_user)
+    return srv->cfg.max_conns_per_user;
+  if (srv->cfg.max_connections == 0)
+    return SIZE_MAX;
+  return srv->cfg.max_connections / 16 ? srv->cfg.max_connections / 16 : 1;
+}
+
 size_t server_max_user_inbound(const server_t *srv) {
   return srv->cfg.max_user_inbound ? srv->cfg.max_user_inbound : srv->cfg.max_inbound / 4;
 }
@@ -176,7 +184,7 @@ static void on_connection(uv_stream_t *l, int status) {
     log_warn("accept failed: %s", uv_strerror(status));
     return;
   }
-  if (srv->cfg.max_connections && srv->nconns >= srv->cfg.max_connections) {
+  if (srv->cfg.max_connections && srv->nconns >= srv->cfg.max_connections && !h2_conn_evict(srv)) {
     refuse_connection(srv);
     return;
   }

@@ -39,7 +39,10 @@ typedef struct server_config {
   size_t max_inbound;               /* the same, authenticated calls of all connections, 1 GiB */
   size_t max_user_inbound;          /* the same, one user's authenticated calls over all its
                                        connections; 0 (default): a quarter of max_inbound */
-  unsigned max_connections;         /* open connections; past it new ones are closed, 10240 */
+  unsigned max_connections;         /* open connections, 10240; past it a new one closes the
+                                       oldest connection no user claims, or is closed itself */
+  unsigned max_conns_per_user;      /* connections one user's calls claim at most; 0 (default):
+                                       a sixteenth of max_connections, at least 1 */
   uint64_t handshake_timeout_ms;    /* preface and SETTINGS within, default 10 s; 0: none */
   uint64_t idle_timeout_ms;         /* no call and no request for, then GOAWAY; default 5 min */
   uint64_t write_timeout_ms;        /* pending output with no progress for, then close; 60 s */
@@ -124,6 +127,8 @@ struct server {
   uv_timer_t sweep_timer; /* connection timeouts, a few times a second (server.c) */
   uint64_t refused_conns; /* over --max-connections, since the last log line */
   uint64_t refused_logged_ms;
+  uint64_t evicted_conns; /* closed for new ones at --max-connections, since the last log */
+  uint64_t evicted_logged_ms;
   const server_module_t *modules[SERVER_MAX_MODULES]; /* started (or tried), in order */
   unsigned nmodules;
   rpc_table_t *methods;
@@ -155,6 +160,8 @@ struct server {
   struct metrics *metrics; /* call counters for --metrics-listen; NULL: off */
   struct metrics_http *metrics_http; /* the /metrics listener; NULL: none */
   h2_conn_t *conns;                  /* intrusive list of live connections */
+  h2_conn_t *strangers, *strangers_tail; /* live connections no user claims, oldest first */
+  user_inbound_t user_conns;             /* connections each user claims (h2_conn_claim) */
   h2_conn_t *flush_soon;             /* connections to flush at the next idle phase (soon_next) */
   uv_idle_t flush_idle;              /* runs while flush_soon is not empty */
   size_t nconns;
@@ -199,6 +206,9 @@ int server_is_loopback(const struct sockaddr_storage *ss);
 
 /** The server's clock in milliseconds since the epoch (test builds may offset it). */
 int64_t server_now_ms(const server_t *srv);
+
+/** The most connections one user's calls may claim (--max-conns-per-user). */
+size_t server_max_conns_per_user(const server_t *srv);
 
 /** The most request bytes one user's authenticated calls may keep (--max-user-inbound). */
 size_t server_max_user_inbound(const server_t *srv);

@@ -290,6 +290,73 @@ static void conn_free_cb(uv_handle_t *h) {
   free(c);
 }
 
+/* The strangers list: connections no user claims, oldest first (h2_conn_evict()). */
+static void strangers_append(h2_conn_t *c) {
+  server_t *srv = c->srv;
+
+  c->snext = NULL;
+  c->sprev = srv->strangers_tail;
+  if (srv->strangers_tail)
+    srv->strangers_tail->snext = c;
+  else
+    srv->strangers = c;
+  srv->strangers_tail = c;
+}
+
+static void strangers_remove(h2_conn_t *c) {
+  server_t *srv = c->srv;
+
+  if (c->sprev)
+    c->sprev->snext = c->snext;
+  else
+    srv->strangers = c->snext;
+  if (c->snext)
+    c->snext->sprev = c->sprev;
+  else
+    srv->strangers_tail = c->sprev;
+  c->sprev = c->snext = NULL;
+}
+
+void h2_conn_claim(h2_conn_t *c, uint64_t user) {
+  server_t *srv;
+
+  if (c == NULL || c->user != 0 || user == 0 || c->state == H2_CONN_CLOSING)
+    return;
+  srv = c->srv;
+  if (user_inbound_kept(&srv->user_conns, user) >= server_max_conns_per_user(srv) ||
+      user_inbound_add(&srv->user_conns, user, 1) != 0)
+    return; /* stays a stranger's */
+  strangers_remove(c);
+  c->user = user;
+}
+
+/* Strangers' connections looked at for one with no open stream before the oldest goes. */
+#define EVICT_SCAN 64
+
+int h2_conn_evict(server_t *srv) {
+  h2_conn_t *c = srv->strangers, *victim = NULL;
+  uint64_t now = uv_now(srv->loop);
+
+  for (int i = 0; c && i < EVICT_SCAN && victim == NULL; i++, c = c->snext)
+    if (c->streams == NULL)
+      victim = c;
+  if (victim == NULL)
+    victim = srv->strangers;
+  if (victim == NULL)
+    return 0;
+  srv->evicted_conns++;
+  if (now - srv->evicted_logged_ms >= 1000) {
+    log_warn("closed %llu connection(s) that carried no authenticated call, for new ones: "
+             "%zu open, --max-connections %u",
+             (unsigned long long)srv->evicted_conns, srv->nconns, srv->cfg.max_connections);
+    srv->evicted_conns = 0;
+    srv->evicted_logged_ms = now;
+  }
+  h2_conn_close(victim, "closed for a new connection (--max-connections): it carried no "
+                        "authenticated call");
+  return 1;
+}
+
 /* The one place a connection changes state. why: the reason it closes (CLOSING), for the
  * calls' logs. */
 static void conn_change_state(h2_conn_t *c, h2_conn_state_t to, const char *why) {
@@ -314,6 +381,10 @@ static void conn_change_state(h2_conn_t *c, h2_conn_state_t to, const char *why)
       srv->conns = c->next;
     if (c->next)
       c->next->prev = c->prev;
+    if (c->user)
+      user_inbound_release(&srv->user_conns, c->user, 1);
+    else
+      strangers_remove(c);
     if (c->in_soon) { /* the list holds only this turn's replies: short */
       h2_conn_t **p = &srv->flush_soon;
       while (*p != c)
@@ -1125,6 +1196,7 @@ int h2_conn_accept(server_t *srv) {
     srv->conns->prev = c;
   srv->conns = c;
   srv->nconns++;
+  strangers_append(c);
   rc = conn_tls_start(c);
   if (rc == 0)
     rc = conn_read_start(c);

@@ -42,6 +42,8 @@ struct h2_conn {
   h2_conn_state_t state;
   nghttp2_session *session;
   h2_conn_t *prev, *next;  /* server's list */
+  h2_conn_t *sprev, *snext; /* server's strangers list, while no user claims it */
+  uint64_t user;            /* the user whose authenticated call claimed it; 0: none */
   h2_conn_t *soon_next;    /* server's flush_soon list (h2_conn_flush_soon) */
   h2_stream_t *streams;    /* open streams (intrusive list) */
   h2_stream_t *writable;   /* streams whose writable event runs after the next send */
@@ -101,6 +103,20 @@ struct h2_conn {
   uint8_t nsniff;
   h1_t *h1; /* HTTP/1.1 state; NULL for HTTP/2 (session is NULL for HTTP/1.1) */
 };
+
+/**
+ * The connection carried an authenticated call of user: it becomes that user's, and no
+ * longer goes first when --max-connections is reached, unless the user already claims
+ * --max-conns-per-user connections (then it stays a stranger's). Once claimed, it stays so.
+ */
+void h2_conn_claim(h2_conn_t *c, uint64_t user);
+
+/**
+ * At --max-connections: close the oldest connection no user claims, preferring one with no
+ * open stream among the oldest few, to make room for a new one. Returns 1 if one closed, 0
+ * if every connection is claimed.
+ */
+int h2_conn_evict(server_t *srv);
 
 /** Accept a pending connection on the server's listener. Returns 0 or a negative uv error. */
 int h2_conn_accept(server_t *srv) __attribute__((warn_unused_result));

@@ -13,6 +13,7 @@
 #include "db/db.h"
 #include "log.h"
 #include "metrics/metrics.h"
+#include "net/h2_conn.h"
 #include "rpc/auth.h"
 #include "rpc/msg_check.h"
 #include "rpc/table.h"
@@ -821,8 +822,10 @@ static void call_dispatch(rpc_call_t *call) {
 void rpc_call_authenticated(rpc_call_t *call) {
   if (call->state != RPC_CALL_AUTHENTICATING)
     return;
-  /* Its body counts against its user from now on (--max-user-inbound). */
+  /* Its body counts against its user from now on (--max-user-inbound), and its connection
+   * is the user's (--max-conns-per-user). */
   call->stream.user = call->principal.user_id > 0 ? (uint64_t)call->principal.user_id : 0;
+  h2_conn_claim(call->stream.conn, call->stream.user);
   call_set_state(call, RPC_CALL_READING);
   if (call->remote_ended)
     call_dispatch(call);
