@@ -156,6 +156,7 @@ typedef struct rec {
   char value[256];
   int value_null;
   int expect; /* for value checks in bulk tests */
+  int order;  /* its place among the test's completions, 1 first */
 } rec_t;
 
 static void count_err(tctx_t *t, int err) {
@@ -198,7 +199,7 @@ static void on_rec(const db_result_t *r, void *arg) {
   x->value_null = v == NULL;
   snprintf(x->value, sizeof(x->value), "%s", v ? v : "");
   count_err(x->t, r->err);
-  x->t->completed++;
+  x->order = ++x->t->completed;
 }
 
 static void query(tctx_t *t, rec_t *x, const char *sql, int n, const char *const *vals) {
@@ -1345,6 +1346,242 @@ static void test_owner_share(void **state) {
   ctx_close(&t);
 }
 
+/* ---- a user's share of the pool -------------------------------------------------------------- */
+
+static void ctx_open_users(tctx_t *t, int size, int conns_per_user, size_t per_user_max) {
+  db_config_t cfg = {0};
+
+  cfg.conninfo = conninfo;
+  cfg.size = size;
+  cfg.queue_max = 64;
+  cfg.reconnect_min_ms = 50;
+  cfg.reconnect_max_ms = 500;
+  cfg.per_owner_max = 1000; /* out of the way: only the user's bounds act */
+  cfg.per_user_max = per_user_max;
+  cfg.conns_per_user = conns_per_user;
+  ctx_open_cfg(t, &cfg, 1);
+}
+
+/* A query on behalf of owner and user, with a handle for db_cancel() if h is set. Returns
+ * db_query_opts()'s code. */
+static int query_user(tctx_t *t, rec_t *x, uint64_t owner, uint64_t user, db_req_t **h,
+                      const char *sql) {
+  db_opts_t o = {.owner = owner, .user = user, .handle = h};
+  int rc;
+
+  memset(x, 0, sizeof(*x));
+  x->t = t;
+  t->in_submit = 1;
+  rc = db_query_opts(t->pool, &o, sql, 0, NULL, on_rec, x);
+  t->in_submit = 0;
+  return rc;
+}
+
+/* One statement's run as the server saw it: when it started and when it ended (the server's
+ * clock, in microseconds), and where its callback came among the test's completions. */
+typedef struct span {
+  tctx_t *t;
+  int called, err, order;
+  long long start, end;
+} span_t;
+
+static void on_span(const db_result_t *r, void *arg) {
+  span_t *s = arg;
+
+  assert_false(s->t->in_submit);
+  s->called++;
+  s->err = r->err;
+  count_err(s->t, r->err);
+  s->order = ++s->t->completed;
+  if (r->err == DB_OK) {
+    s->start = atoll(db_value(r, 0, 0));
+    s->end = atoll(db_value(r, 0, 2));
+  }
+}
+
+/* A pg_sleep(secs) of user's (owner 0), stamped with when it started and ended. */
+static void span_as(tctx_t *t, span_t *s, uint64_t user, const char *secs) {
+  db_opts_t o = {.user = user};
+  const char *v[] = {secs};
+
+  memset(s, 0, sizeof(*s));
+  s->t = t;
+  t->in_submit = 1;
+  assert_int_equal(
+      db_query_opts(
+          t->pool, &o,
+          "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint,"
+          " pg_sleep($1::float8), (extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
+          1, v, on_span, s),
+      0);
+  t->in_submit = 0;
+}
+
+/* The most of spans s[0..n) that ran at once: every overlap includes the start of one. */
+static int most_at_once(const span_t *s, int n) {
+  int most = 0;
+
+  for (int i = 0; i < n; i++) {
+    int k = 0;
+    for (int j = 0; j < n; j++)
+      k += s[j].start <= s[i].start && s[i].start < s[j].end;
+    if (k > most)
+      most = k;
+  }
+  return most;
+}
+
+/* Four connections, two per user: user 1's five sleeps run two at a time, and a request of
+ * user 2 sent after them runs at once on a connection they leave free, ending before user 1's
+ * third starts. Sent in arrival order, user 1 would take all four connections and user 2 would
+ * wait for one of them to end. */
+static void test_user_holds_its_share_of_connections(void **state) {
+  tctx_t t;
+  span_t heavy[5], other;
+  db_stats_t st;
+
+  (void)state;
+  ctx_open_users(&t, 4, 2, 0);
+  for (int i = 0; i < 5; i++)
+    span_as(&t, &heavy[i], 1, "0.3");
+  span_as(&t, &other, 2, "0");
+  db_pool_stats(t.pool, &st);
+  assert_int_equal(st.busy, 3);
+  assert_int_equal(st.queued, 3);
+  assert_int_equal(st.idle, 1); /* idle, though user 1's requests wait */
+  wait_completed(&t, 6, 10000);
+  for (int i = 0; i < 5; i++)
+    assert_int_equal(heavy[i].err, DB_OK);
+  assert_int_equal(other.err, DB_OK);
+  assert_int_equal(most_at_once(heavy, 5), 2);
+  assert_true(other.end <= heavy[2].start);
+  ctx_close(&t);
+}
+
+/* Four connections, two per user: users 1 and 2 hold all four, and each has a third sleep
+ * waiting; user 3's quick request, sent after those, takes the first connection freed (its
+ * user then holds one, user 3 none), so it completes before either waiting sleep. In arrival
+ * order it would run after both. */
+static void test_freed_connection_goes_to_user_holding_fewest(void **state) {
+  tctx_t t;
+  span_t a[3], b[3], late;
+  db_stats_t st;
+
+  (void)state;
+  ctx_open_users(&t, 4, 2, 0);
+  for (int i = 0; i < 3; i++)
+    span_as(&t, &a[i], 1, "0.3");
+  for (int i = 0; i < 3; i++)
+    span_as(&t, &b[i], 2, "0.3");
+  span_as(&t, &late, 3, "0");
+  db_pool_stats(t.pool, &st);
+  assert_int_equal(st.busy, 4);
+  assert_int_equal(st.queued, 3);
+  wait_completed(&t, 7, 10000);
+  assert_int_equal(t.ok, 7);
+  assert_true(late.order < a[2].order);
+  assert_true(late.order < b[2].order);
+  /* Each user's third sleep waited for one of its first two to end. */
+  assert_true(a[2].start >= a[0].end || a[2].start >= a[1].end);
+  assert_true(b[2].start >= b[0].end || b[2].start >= b[1].end);
+  ctx_close(&t);
+}
+
+/* In user 7's callback of its first request: its place is free, its next request is not yet
+ * sent, so exactly one more fits. */
+static rec_t user_again, user_over;
+static int user_over_rc;
+
+static void on_user_first(const db_result_t *r, void *arg) {
+  rec_t *x = arg;
+
+  on_rec(r, arg);
+  assert_int_equal(query_user(x->t, &user_again, 1, 7, NULL, "SELECT 7"), 0);
+  user_over_rc = query_user(x->t, &user_over, 2, 7, NULL, "SELECT 7");
+}
+
+/* One user may have per_user_max requests waiting or running, over all its owners: more are
+ * refused at once, with no callback; requests of no user are not counted. The default is a
+ * quarter of the wait queue. */
+static void test_user_share_of_requests(void **state) {
+  tctx_t t;
+  rec_t first, wait[2], over[2], none[5], other;
+  db_opts_t o = {.owner = 1, .user = 7};
+
+  (void)state;
+  ctx_open_users(&t, 1, 0, 3);
+  assert_int_equal(db_per_user_max(t.pool), 3);
+  memset(&first, 0, sizeof(first));
+  first.t = &t;
+  assert_int_equal(
+      db_query_opts(t.pool, &o, "SELECT pg_sleep(0.2)", 0, NULL, on_user_first, &first), 0);
+  assert_int_equal(query_user(&t, &wait[0], 2, 7, NULL, "SELECT 2"), 0);
+  assert_int_equal(query_user(&t, &wait[1], 3, 7, NULL, "SELECT 3"), 0);
+  /* A fourth is refused, on an owner of its own or on none. */
+  assert_int_equal(query_user(&t, &over[0], 4, 7, NULL, "SELECT 4"), DB_EUSER);
+  assert_int_equal(query_user(&t, &over[1], 0, 7, NULL, "SELECT 4"), DB_EUSER);
+  /* Requests of no user, on user 7's owners or none, and another user's go on. */
+  for (int i = 0; i < 5; i++)
+    assert_int_equal(query_user(&t, &none[i], (uint64_t)i % 4, 0, NULL, "SELECT 0"), 0);
+  assert_int_equal(query_user(&t, &other, 1, 8, NULL, "SELECT 8"), 0);
+  wait_completed(&t, 10, 5000);
+  assert_int_equal(t.ok, 10);
+  assert_int_equal(first.err, DB_OK);
+  assert_string_equal(wait[1].value, "3");
+  assert_string_equal(other.value, "8");
+  assert_string_equal(user_again.value, "7");
+  assert_int_equal(user_over_rc, DB_EUSER);
+  assert_int_equal(over[0].called + over[1].called + user_over.called, 0);
+  assert_string_equal(db_strerror(DB_EUSER), "too many database requests from one user");
+  ctx_close(&t);
+
+  ctx_open_bounds(&t, 1, 0, 0, 0); /* a queue of 64 */
+  assert_int_equal(db_per_user_max(t.pool), 16);
+  ctx_close(&t);
+}
+
+/* A cancelled request keeps its connection counted for its user until the connection is idle
+ * again: the user's waiting request does not take the other connection, left idle, meanwhile
+ * (another user's does), and runs once the cancelled one's connection is free, on it. Every
+ * count is back to zero when the pool closes (pool_free asserts it). */
+static void test_cancelled_request_holds_until_idle(void **state) {
+  tctx_t t;
+  rec_t slow, next, other;
+  db_req_t *h;
+  db_stats_t st;
+  PGconn *watcher;
+  char pid[16];
+
+  (void)state;
+  ctx_open_users(&t, 2, 1, 0);
+  assert_int_equal(query_user(&t, &slow, 1, 1, &h, "SELECT pg_sleep(30) /* held when cancelled */"),
+                   0);
+  assert_int_equal(query_user(&t, &next, 2, 1, NULL, "SELECT pg_backend_pid()"), 0);
+  assert_false(run_until(&t.loop, is_called, &slow, 200));
+  watcher = pgfx_connect(&pg, dbname);
+  assert_non_null(watcher);
+  assert_int_equal(pgfx_value(watcher,
+                              "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND "
+                              "query LIKE '%held when cancelled%' AND pid <> pg_backend_pid()",
+                              pid, sizeof(pid)),
+                   0);
+  PQfinish(watcher);
+  db_cancel(t.pool, h);
+  assert_int_equal(query_user(&t, &other, 3, 2, NULL, "SELECT 2"), 0);
+  db_pool_stats(t.pool, &st);
+  assert_int_equal(st.cancelling, 1);
+  assert_int_equal(st.busy, 1);
+  assert_int_equal(st.queued, 1);
+  wait_completed(&t, 3, 5000);
+  assert_int_equal(slow.err, DB_EQUERY);
+  assert_string_equal(slow.sqlstate, "57014");
+  assert_int_equal(other.err, DB_OK);
+  assert_int_equal(next.err, DB_OK);
+  assert_true(next.order > slow.order);
+  assert_string_equal(next.value, pid);
+  ctx_close(&t);
+}
+
 /* ---- fixture ------------------------------------------------------------------------------------
  */
 
@@ -1543,6 +1780,10 @@ int main(void) {
       cmocka_unit_test(test_shared_request_stops_at_the_last_cancel),
       cmocka_unit_test(test_close_while_cancelling),
       cmocka_unit_test(test_owner_share),
+      cmocka_unit_test(test_user_holds_its_share_of_connections),
+      cmocka_unit_test(test_freed_connection_goes_to_user_holding_fewest),
+      cmocka_unit_test(test_user_share_of_requests),
+      cmocka_unit_test(test_cancelled_request_holds_until_idle),
       cmocka_unit_test(test_prepared_statements),
       cmocka_unit_test(test_rows_view),
       cmocka_unit_test(test_tuned_sessions),
