@@ -207,6 +207,7 @@ struct db_pool {
   db_owners_t owners; /* requests per owner, waiting or in flight; paused owners */
   db_owners_t users;  /* requests per user, waiting or in flight */
   db_owners_t held;   /* connections held per user, at most conns_per_user */
+  uint64_t freed_by;  /* while a freed connection is given out: the user that held it */
   size_t npaused;     /* owners paused: the queue is then searched, not just popped */
   db_conn_t *conns;   /* size pool connections */
   db_stmts_t stmts;   /* statement texts prepared on every connection, lazily */
@@ -992,6 +993,7 @@ static void conn_req_done(db_conn_t *c) {
                              : "cancelled; the outcome is unknown");
   c->req = NULL;
   q->conn = NULL;
+  p->freed_by = c->user;
   conn_set_state(c, CONN_IDLE);
   /* The callback may submit the next step of its call, which then competes for this
    * connection with the requests that waited (queue_next()): a user holding fewer
@@ -999,6 +1001,7 @@ static void conn_req_done(db_conn_t *c) {
   req_finish(p, q);
   if (!p->closing)
     pool_dispatch(p);
+  p->freed_by = 0;
 }
 
 /* An error the session does not survive: the server is about to hang up. */
@@ -1369,21 +1372,24 @@ static size_t user_held(const db_pool_t *p, const db_req_t *q) {
 /* The request to send next, or NULL: of the waiting requests whose owner is not paused and
  * whose user holds fewer than its share of the connections, the first of those whose user
  * holds the fewest. A user that keeps heavy statements running then neither holds every
- * connection nor gets a freed one ahead of a user that holds none. */
+ * connection nor gets a freed one ahead of a user that holds none. The user that just freed
+ * the connection being given out ranks as if it still held it: it was served, and a user
+ * waiting with as few goes first. */
 static db_req_t *queue_next(db_pool_t *p) {
   db_req_t *best = NULL;
-  size_t best_held = 0;
+  size_t best_rank = 0;
 
   for (db_req_t *q = p->queue.head; q; q = q->next) {
-    size_t held;
+    size_t held, rank;
     if (p->npaused > 0 && db_owners_paused(&p->owners, q->owner))
       continue;
     held = user_held(p, q);
-    if (held >= p->held.max || (best && held >= best_held))
+    rank = held + (q->user != 0 && q->user == p->freed_by);
+    if (held >= p->held.max || (best && rank >= best_rank))
       continue;
     best = q;
-    best_held = held;
-    if (held == 0)
+    best_rank = rank;
+    if (rank == 0)
       break; /* nobody goes before a request whose user holds nothing */
   }
   return best;

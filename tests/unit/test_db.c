@@ -1487,6 +1487,25 @@ static void test_freed_connection_goes_to_user_holding_fewest(void **state) {
   ctx_close(&t);
 }
 
+/* The same with one connection per user (half of a pool of two): the user whose request just
+ * ended holds none, as the late user does, yet the connection it freed goes to the late one. */
+static void test_freed_connection_skips_the_user_that_freed_it(void **state) {
+  tctx_t t;
+  span_t a[3], b[3], late;
+
+  (void)state;
+  ctx_open_users(&t, 2, 1, 0);
+  for (int i = 0; i < 3; i++)
+    span_as(&t, &a[i], 1, "0.3");
+  for (int i = 0; i < 3; i++)
+    span_as(&t, &b[i], 2, "0.3");
+  span_as(&t, &late, 3, "0");
+  wait_completed(&t, 7, 10000);
+  assert_int_equal(t.ok, 7);
+  assert_true(late.order < a[1].order && late.order < b[1].order);
+  ctx_close(&t);
+}
+
 /* In user 7's callback of its first request: its place is free, its next request is not yet
  * sent, so exactly one more fits. */
 static rec_t user_again, user_over;
@@ -1782,6 +1801,7 @@ int main(void) {
       cmocka_unit_test(test_owner_share),
       cmocka_unit_test(test_user_holds_its_share_of_connections),
       cmocka_unit_test(test_freed_connection_goes_to_user_holding_fewest),
+      cmocka_unit_test(test_freed_connection_skips_the_user_that_freed_it),
       cmocka_unit_test(test_user_share_of_requests),
       cmocka_unit_test(test_cancelled_request_holds_until_idle),
       cmocka_unit_test(test_prepared_statements),
