@@ -44,6 +44,8 @@ struct h2_conn {
   h2_conn_t *prev, *next;  /* server's list */
   h2_conn_t *sprev, *snext; /* server's strangers list, while no user claims it */
   uint64_t user;            /* the user whose authenticated call claimed it; 0: none */
+  uint64_t peer_key;        /* the peer's address (an IPv6 one's /64) as a key with the top
+                               bit set, never a user id; 0: unknown */
   h2_conn_t *soon_next;    /* server's flush_soon list (h2_conn_flush_soon) */
   h2_stream_t *streams;    /* open streams (intrusive list) */
   h2_stream_t *writable;   /* streams whose writable event runs after the next send */

@@ -198,7 +198,11 @@ void rpc_auth_start(rpc_call_t *call) {
   call->srv->auth_lookups[1]++;
   job->gen = call->srv->auth_cache.gen;
   params[0] = job->hash;
+  /* Token lookups from one address count as one user's requests: a stranger flooding
+   * lookups of made-up tokens holds at most that share of the pool and its queue, and the
+   * callers already authenticated keep the rest. */
   o.owner = rpc_call_conn_id(call);
+  o.user = rpc_call_peer_key(call);
   o.handle = &call->db_req;
   rpc_call_ref(call);
   rc = db_query_opts(call->srv->db, &o, auth_sql, 1, params, auth_done, job);
@@ -210,6 +214,11 @@ void rpc_auth_start(rpc_call_t *call) {
                "too many calls waiting for the database on this connection (limit %zu); "
                "retry later",
                call->srv->cfg.db_queue_per_conn);
+    else if (rc == DB_EUSER)
+      rpc_fail(call, GRPC_RESOURCE_EXHAUSTED,
+               "too many calls from your address waiting to be authenticated (limit %zu); "
+               "retry later",
+               db_per_user_max(call->srv->db));
     else
       rpc_fail(call, GRPC_UNAVAILABLE, "database unavailable");
   }

@@ -29,6 +29,7 @@ import concurrent.futures
 import json
 import re
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -677,6 +678,68 @@ def test_one_user_waits_for_a_bounded_share_over_its_connections(c):
     finally:
         for ch in chans:
             ch.close()
+
+
+def test_token_lookups_of_one_address_hold_a_share(c):
+    """Token lookups count against the caller's address until the caller is known. With the
+    tokens table locked (so every lookup waits), a stranger sends 60 calls with made-up tokens
+    over two connections to a server of two pool connections and a 64-request queue: 32 wait
+    (the address's share, a quarter of the queue but at least --db-queue-per-conn), the other
+    28 are refused at once with RESOURCE_EXHAUSTED naming the address, and the lookups hold
+    one pool connection. A user whose principal is cached is served on the other meanwhile.
+    Before, the stranger's lookups held both connections and every user waited."""
+    w = c.w
+    srv = harness.Clued(c.pg.url(c.dbname), args=["--db-pool", "2", "--db-queue", "64", "--db-queue-per-conn", "32",
+                                                    "--db-lock-timeout", "60000",
+                                                    "--auth-cache-ttl", "60000"]).start(migrate=False)
+    lock = c.pg.connect(c.dbname)
+    lock.autocommit = False
+    ch, user = clue_stub(w.G2.member, srv.addr)
+    strangers = [rawh2.RawH2(srv.addr, timeout=60) for _ in range(2)]
+    try:
+        assert user.ListClues(pb.ListCluesRequest(page_size=1), timeout=30) is not None  # principal cached
+        with lock.cursor() as cur:
+            cur.execute("LOCK TABLE tokens IN ACCESS EXCLUSIVE MODE")
+        body = rawh2.grpc_frame(pb.ListCluesRequest(page_size=1).SerializeToString())
+        sids = [[h.request("/clue.v1.ClueService/ListClues", body,
+                           headers=[("authorization", f"Bearer ct_{k:02d}{i:062d}")]) for i in range(30)]
+                for k, h in enumerate(strangers)]
+
+        def refused():
+            return [h.responses[sid] for h, ss in zip(strangers, sids) for sid in ss
+                    if sid in h.responses and h.responses[sid].ended]
+        deadline = time.monotonic() + 30
+        while len(refused()) < 28 and time.monotonic() < deadline:
+            for h in strangers:
+                h.sock.settimeout(0.2)
+                try:
+                    assert h.pump(), "connection closed"
+                except socket.timeout:
+                    pass
+        time.sleep(0.5)
+        for h in strangers:
+            try:
+                h.pump()
+            except socket.timeout:
+                pass
+            h.sock.settimeout(60)
+        got = refused()
+        assert len(got) == 28, len(got)
+        for r in got:
+            assert r.grpc_status == Code.RESOURCE_EXHAUSTED.value[0], (r.grpc_status, r.grpc_message)
+            assert "from your address waiting to be authenticated (limit 32)" in r.grpc_message, r.grpc_message
+        assert user.ListClues(pb.ListCluesRequest(page_size=1), timeout=10) is not None
+        lock.rollback()
+        for h, ss in zip(strangers, sids):
+            for sid in ss:
+                assert h.wait(sid).grpc_status in (Code.UNAUTHENTICATED.value[0], Code.RESOURCE_EXHAUSTED.value[0])
+    finally:
+        lock.rollback()
+        lock.close()
+        for h in strangers:
+            h.close()
+        ch.close()
+        srv.stop()
 
 
 def test_watch_catch_up_reads_count_against_their_user(c):
