@@ -186,9 +186,11 @@ static void refuse(h2_conn_t *c, int status, const char *why) {
   h->close_after = 1;
   h->cont_pending = 0;
   if (h->cur != NULL && h2_stream_live(h->cur) && !h2_stream_finished(h->cur)) {
-    /* Its body cannot be read on: the call ends with a status (and the connection then). */
-    snprintf(buf, sizeof(buf), "malformed request body: %s", why);
-    h->cur->ops->input_error(h->cur, GRPC_INVALID_ARGUMENT, buf);
+    /* Its body cannot be read on: the call ends with a status (and the connection then). A
+     * bound passed (413, 431) is not a malformed body. */
+    int over = status == 413 || status == 431;
+    snprintf(buf, sizeof(buf), "%s%s", over ? "" : "malformed request body: ", why);
+    h->cur->ops->input_error(h->cur, over ? GRPC_RESOURCE_EXHAUSTED : GRPC_INVALID_ARGUMENT, buf);
     return;
   }
   if (h->cur != NULL || h->out != H1_OUT_NONE)

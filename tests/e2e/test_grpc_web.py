@@ -209,6 +209,31 @@ def test_chunked_request_body(c):
     h.close()
 
 
+def test_chunked_trailer_section_bounded(c):
+    """The trailer section after a chunked body is read up to 8 KiB: 7 KiB of it is served and
+    the connection goes on; 10 KiB of lines, or one unended line of 20 KiB, ends the call with
+    RESOURCE_EXHAUSTED (a bound, not a malformed request), then the connection closes."""
+    body = frame(check_req())
+    head = encode("POST", CHECK, b"", [("Content-Type", "application/grpc-web+proto"),
+                                       ("Transfer-Encoding", "chunked")])
+    chunk = b"%x\r\n%s\r\n0\r\n" % (len(body), body)
+    h = H1(c.srv.addr)
+    h.send(head + chunk + b"".join(b"x-t%03d: %s\r\n" % (i, b"v" * 90) for i in range(70)) + b"\r\n")
+    assert h.read_reply().grpc_status() == 0
+    assert grpc_web(h, CHECK, check_req()).grpc_status() == 0
+    h.close()
+    for tail in (b"".join(b"x-t%03d: %s\r\n" % (i, b"v" * 90) for i in range(100)) + b"\r\n",
+                 b"x-t: " + b"v" * 20000):
+        h = H1(c.srv.addr)
+        h.send(head + chunk + tail)
+        r = h.read_reply()
+        assert r.grpc_status() == 8 and "trailer section too large" in r.grpc_message(), r.trailers()
+        assert "malformed" not in r.grpc_message(), r.grpc_message()
+        assert h.closed()
+        h.close()
+    assert grpc_web(c.srv.addr, CHECK, check_req()).grpc_status() == 0
+
+
 def test_chunked_body_to_a_bidi_stream(c):
     """Reflection (bidi) with a chunked body: its reply starts while the body still arrives.
     The body goes on being read, each message is answered, and the 0-chunk ends the call
