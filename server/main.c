@@ -131,6 +131,9 @@ static const char usage_text[] =
     "                             output for D (default 60s; 0: never)\n"
     "  --max-unauth-stream-age D  end a stream that needs no caller (Health/Watch) after D with\n"
     "                             UNAVAILABLE (default 1h; 0: never)\n"
+    "  --max-public-streams N     streams of methods that need no token (Health/Watch,\n"
+    "                             reflection) open at once over all connections; past it\n"
+    "                             RESOURCE_EXHAUSTED (default 4096)\n"
     "  --keepalive-min-ping D     PINGs closer than D with no data sent between are strikes;\n"
     "                             the third ends the connection with GOAWAY ENHANCE_YOUR_CALM\n"
     "                             \"too_many_pings\", as gRPC servers do (default 5m; 0: any)\n"
@@ -246,6 +249,7 @@ enum {
   OPT_MAX_INBOUND,
   OPT_MAX_USER_INBOUND,
   OPT_MAX_CONNS_PER_USER,
+  OPT_MAX_PUBLIC_STREAMS,
   OPT_MAX_CONNECTIONS,
   OPT_HANDSHAKE_TIMEOUT,
   OPT_IDLE_TIMEOUT,
@@ -314,6 +318,7 @@ static const struct option long_opts[] = {
     {"max-inbound", required_argument, NULL, OPT_MAX_INBOUND},
     {"max-user-inbound", required_argument, NULL, OPT_MAX_USER_INBOUND},
     {"max-conns-per-user", required_argument, NULL, OPT_MAX_CONNS_PER_USER},
+    {"max-public-streams", required_argument, NULL, OPT_MAX_PUBLIC_STREAMS},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
     {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
@@ -537,6 +542,11 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       if (parse_num("--max-connections", optarg, 0, 10000000, &v))
         return 1;
       cfg->max_connections = (unsigned)v;
+      break;
+    case OPT_MAX_PUBLIC_STREAMS:
+      if (parse_num("--max-public-streams", optarg, 1, 10000000, &v))
+        return 1;
+      cfg->max_public_streams = (unsigned)v;
       break;
     case OPT_MAX_CONNS_PER_USER:
       if (parse_num("--max-conns-per-user", optarg, 1, 10000000, &v))

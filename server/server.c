@@ -29,6 +29,7 @@ void server_config_defaults(server_config_t *cfg) {
   cfg->idle_timeout_ms = 300000;
   cfg->write_timeout_ms = 60000;
   cfg->unauth_stream_age_ms = 3600000;
+  cfg->max_public_streams = 4096;
   cfg->keepalive_min_ping_ms = 300000;
   cfg->grace_ms = 5000;
   cfg->max_stream_age_ms = 3600000;

@@ -47,6 +47,8 @@ typedef struct server_config {
   uint64_t idle_timeout_ms;         /* no call and no request for, then GOAWAY; default 5 min */
   uint64_t write_timeout_ms;        /* pending output with no progress for, then close; 60 s */
   uint64_t unauth_stream_age_ms;    /* public streams (Health/Watch) end after, default 1 h */
+  unsigned max_public_streams;      /* streams of public streaming methods (Health/Watch,
+                                       reflection) open at once over all connections, 4096 */
   uint64_t keepalive_min_ping_ms;   /* PINGs closer than this are strikes, default 5 min */
   unsigned grace_ms;                /* shutdown grace period, default 5000 */
   uint64_t max_stream_age_ms;       /* WatchEvents streams end after this, default 1 h; 0: never */
@@ -143,6 +145,7 @@ struct server {
   uint64_t direct_moves[2];    /* moves sent without a facts read: [0] done so, [1] read
                                   and decided after all (service/clue.c) */
   size_t inbound;              /* request bytes authenticated calls keep (--max-inbound) */
+  unsigned public_streams;     /* open calls of public streaming methods (--max-public-streams) */
   user_inbound_t user_inbound; /* ... of them per user (--max-user-inbound) */
   size_t inbound_freed;        /* large requests' bytes freed since the sweep last trimmed
                                   the heap */

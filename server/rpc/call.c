@@ -236,6 +236,8 @@ static void call_free(uv_handle_t *h) {
   decode_arena_release(&call->decode_arena);
   server_inbound_release(call->srv, call->srv_kept);
   user_inbound_release(&call->srv->user_inbound, call->stream.user, call->user_kept);
+  if (call->public_stream)
+    call->srv->public_streams--;
   h2_stream_free(&call->stream);
   free(call->msg.data);
   free(call->path);
@@ -654,6 +656,21 @@ static void call_on_headers_done(h2_stream_t *s) {
    * of its body is decoded, and what it still uploads is dropped as it arrives. */
   if (call->m->public_method) {
     uint64_t age = call->srv->cfg.unauth_stream_age_ms;
+    if (call->m->server_streaming || call->m->client_streaming) {
+      /* Streams anyone may open and keep: bounded over all connections too, since each
+       * costs memory for as long as it lasts (--max-unauth-stream-age). */
+      if (call->srv->public_streams >= call->srv->cfg.max_public_streams) {
+        char msg[200];
+        snprintf(msg, sizeof(msg),
+                 "%u streams of methods that need no token are open on this server, its "
+                 "limit (--max-public-streams); retry later",
+                 call->srv->cfg.max_public_streams);
+        call_finish(call, 200, GRPC_RESOURCE_EXHAUSTED, msg);
+        return;
+      }
+      call->srv->public_streams++;
+      call->public_stream = 1;
+    }
     if (call->m->server_streaming && age && (call->deadline_ms == 0 || call->deadline_ms > age))
       uv_timer_start(&call->timer, call_stream_age, age, 0);
     call_set_state(call, RPC_CALL_READING);

@@ -87,6 +87,7 @@ struct rpc_call {
   unsigned headers_over : 1; /* over a header limit: the rest is counted, not kept */
   unsigned started : 1;      /* counted in grpc_server_started_total: only such a call is
                                 counted as handled */
+  unsigned public_stream : 1; /* counted in srv->public_streams until freed */
   size_t header_bytes;       /* decoded header list size so far (RFC 7541 entry sizes) */
   unsigned header_count;
   grpc_message_t msg;   /* the request message, once complete */

@@ -205,6 +205,49 @@ def test_users_keep_their_connections_from_a_flood(c):
         srv.stop()
 
 
+def test_public_streams_bounded_over_connections(c):
+    """Health/Watch needs no token, and each open stream costs memory for as long as it lasts:
+    over all connections at most --max-public-streams (150 here) are open. Two connections
+    open 99 each: 48 are refused with RESOURCE_EXHAUSTED naming the flag, Health/Check still
+    answers, and once one connection closes its streams' room is there again."""
+    srv = start_clued("--max-public-streams", "150")
+    rs = [Raw(srv.addr), Raw(srv.addr)]
+    try:
+        for r in rs:
+            r.send(b"".join(headers_frames(1 + 2 * i, request_block(WATCH)) + frame(DATA, END_STREAM, 1 + 2 * i, grpc_msg())
+                            for i in range(99)))
+        sids = [1 + 2 * i for i in range(99)]
+
+        def refused():
+            return [(r, s) for r in rs for s in sids if s in r.ended]
+        end = time.time() + 20
+        while len(refused()) < 48 and time.time() < end:
+            for r in rs:
+                r.read(0.1)
+        time.sleep(0.3)
+        for r in rs:
+            r.read(0.1)
+        got = refused()
+        assert len(got) == 48, len(got)
+        for r, s in got:
+            assert r.status(s) == 8 and "--max-public-streams" in r.message(s), (r.status(s), r.message(s))
+        probe = Raw(srv.addr)
+        assert probe.check(1) == 0
+        rs[0].close()
+        time.sleep(0.5)
+        again = Raw(srv.addr)
+        again.send(b"".join(headers_frames(1 + 2 * i, request_block(WATCH)) + frame(DATA, END_STREAM, 1 + 2 * i, grpc_msg())
+                            for i in range(10)))
+        again.until(lambda: all(1 + 2 * i in again.data for i in range(10)), 10, "ten watches answered")
+        assert not again.ended, again.ended
+        again.close()
+        probe.close()
+    finally:
+        for r in rs:
+            r.close()
+        srv.stop()
+
+
 def test_unauthenticated_stream_age(c):
     import grpc
 
@@ -255,12 +298,14 @@ def test_ping_flood(c):
 def test_flags_documented(c):
     out = harness.Clued().run("help").stdout
     for flag in ("--max-connections", "--handshake-timeout", "--idle-timeout", "--write-timeout",
-                 "--max-unauth-stream-age", "--keepalive-min-ping"):
+                 "--max-unauth-stream-age", "--keepalive-min-ping", "--max-conns-per-user", "--max-public-streams",
+                 "--max-user-inbound"):
         assert flag in out, flag
     readme = open(os.path.join(harness.SRC, "README.md")).read()
     for flag in ("--max-connections", "--handshake-timeout", "--idle-timeout", "--write-timeout",
                  "--max-unauth-stream-age", "--keepalive-min-ping", "--max-conn-buffer", "--max-conn-inbound",
-                 "--max-header-bytes", "--max-headers"):
+                 "--max-header-bytes", "--max-headers", "--max-conns-per-user", "--max-public-streams",
+                 "--max-user-inbound"):
         assert f"`{flag}`" in readme, flag
 
 
