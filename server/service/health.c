@@ -13,7 +13,7 @@
 typedef struct health_watcher {
   struct health_watcher *prev, *next;
   rpc_call_t *call;
-  char *service;
+  int known; /* the service watched is this server's (the set is fixed): its name is not kept */
 } health_watcher_t;
 
 #define SYNC_CHECK_MS 1000 /* --require-sync-replica: how often the standby is looked for */
@@ -72,7 +72,6 @@ static void watcher_remove(health_t *h, health_watcher_t *w) {
   if (w->next)
     w->next->prev = w->prev;
   rpc_call_unref(w->call);
-  free(w->service);
   free(w);
 }
 
@@ -84,9 +83,8 @@ static void watch_cancelled(rpc_call_t *call, void *arg) {
 
 static int watcher_send(health_watcher_t *w, int status) {
   Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
-  resp.status = service_known(rpc_call_server(w->call), w->service)
-                    ? (Grpc__Health__V1__HealthCheckResponse__ServingStatus)status
-                    : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
+  resp.status = w->known ? (Grpc__Health__V1__HealthCheckResponse__ServingStatus)status
+                         : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
   return rpc_send(w->call, &resp.base);
 }
 
@@ -96,11 +94,11 @@ static void health_watch(rpc_call_t *call, const ProtobufCMessage *m) {
   health_t *h = srv->health;
   health_watcher_t *w = calloc(1, sizeof(*w));
 
-  if (w == NULL || (w->service = strdup(req->service)) == NULL) {
-    free(w);
+  if (w == NULL) {
     rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
+  w->known = service_known(srv, req->service);
   w->call = call;
   rpc_call_ref(call);
   w->next = h->watchers;
