@@ -231,5 +231,25 @@ def test_migrate_as_the_runtime_role_names_the_owner(c):
         assert "permission denied" not in r.stderr, r.stderr
 
 
+def test_bootstrap_as_the_runtime_role_is_refused(c):
+    """bootstrap, like migrate, runs as the schema's owner: as the runtime role it is refused
+    with the reason, and creates nothing."""
+    dbname = c.pg.new_database("rtboot")
+    srv = harness.Clued(c.pg.url(dbname))
+    srv.run("migrate")
+    srv.database_url = c.pg.url(dbname, user="clued")
+    r = srv.run("bootstrap", check=False)
+    assert r.returncode == 1, r
+    assert "bootstrap runs as the role owning the schema" in r.stderr, r.stderr
+    assert "ct_" not in r.stdout, r.stdout
+    conn = c.pg.connect(dbname)
+    with conn.cursor() as cur:
+        cur.execute("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM units), (SELECT count(*) FROM tokens)")
+        assert cur.fetchone() == (0, 0, 0)
+    conn.close()
+    srv.database_url = c.pg.url(dbname, user="clued_owner")
+    assert "ct_" in srv.run("bootstrap").stdout
+
+
 if __name__ == "__main__":
     harness.run_tests(globals(), setup, teardown)
