@@ -330,18 +330,39 @@ void h2_conn_claim(h2_conn_t *c, uint64_t user) {
   c->user = user;
 }
 
-/* Strangers' connections looked at for one with no open stream before the oldest goes. */
+/* Strangers' connections looked at (the oldest) for one to close for a new one. */
 #define EVICT_SCAN 64
 
+/* Streams of a connection looked at for a caller being authenticated. */
+#define EVICT_STREAMS 8
+
+/* True when one of c's first streams is a call whose token is being looked up: most likely a
+ * user's new connection, about to be claimed. */
+static int authenticating(const h2_conn_t *c) {
+  int i = 0;
+
+  for (const h2_stream_t *s = c->streams; s && i < EVICT_STREAMS; s = s->next, i++)
+    if (s->in == H2_IN_HOLD)
+      return 1;
+  return 0;
+}
+
 int h2_conn_evict(server_t *srv) {
-  h2_conn_t *c = srv->strangers, *victim = NULL;
+  h2_conn_t *c = srv->strangers, *victim = NULL, *quiet = NULL, *first = NULL;
   uint64_t now = uv_now(srv->loop);
 
-  for (int i = 0; c && i < EVICT_SCAN && victim == NULL; i++, c = c->snext)
+  /* Of the oldest ones: the first with no open stream; else the first with no call being
+   * authenticated; else the first. */
+  for (int i = 0; c && i < EVICT_SCAN && victim == NULL; i++, c = c->snext) {
+    if (first == NULL)
+      first = c;
     if (c->streams == NULL)
       victim = c;
+    else if (quiet == NULL && !authenticating(c))
+      quiet = c;
+  }
   if (victim == NULL)
-    victim = srv->strangers;
+    victim = quiet ? quiet : first;
   if (victim == NULL)
     return 0;
   srv->evicted_conns++;
@@ -806,6 +827,8 @@ static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     return;
   if (nread == 0)
     return;
+  if (nread > 0)
+    c->has_read = 1;
   if (nread < 0) {
     if (nread == UV_EOF && c->h1 != NULL && h1_peer_eof(c)) {
       h2_conn_flush(c); /* a client that half-closed after its request still gets the reply */

@@ -57,6 +57,7 @@ struct h2_conn {
   unsigned in_new : 1;          /* inside nghttp2_session_server_new3 */
   unsigned out_idle : 1;        /* frame buffer and wbuf given back; nothing sent since */
   unsigned in_soon : 1;         /* on the server's flush_soon list */
+  unsigned has_read : 1;        /* some bytes of the peer's have been read */
   void *framebuf;               /* nghttp2's 16 KiB frame buffer (h2_pages), discarded while idle */
   void *blocks[H2_CONN_BLOCKS]; /* its other h2_pages blocks (the stream map's table): while
                                    idle, one that holds only zeros gives its pages back */

@@ -598,6 +598,32 @@ void h2_stream_input_taken(h2_stream_t *s, size_t n) {
   }
 }
 
+int h2_stream_held_over(const h2_stream_t *s, uint64_t user, char *why, size_t len) {
+  const h2_conn_t *c = s->conn;
+  size_t n, kept, max;
+
+  if (c == NULL || s->in != H2_IN_HOLD || s->in_public || s->inbound <= s->srv_inbound)
+    return 0;
+  n = s->inbound - s->srv_inbound;
+  if (c->srv->inbound + n > c->srv->cfg.max_inbound) {
+    snprintf(why, len,
+             "server holds %zu bytes of requests, over its limit of %zu (--max-inbound); try "
+             "again later",
+             c->srv->inbound + n, c->srv->cfg.max_inbound);
+    return 1;
+  }
+  kept = user_inbound_kept(&c->srv->user_inbound, user);
+  max = server_max_user_inbound(c->srv);
+  if (user && kept + n > max) {
+    snprintf(why, len,
+             "your calls hold %zu bytes of requests over all your connections, over the limit "
+             "of %zu (--max-user-inbound); send large requests one after another",
+             kept + n, max);
+    return 1;
+  }
+  return 0;
+}
+
 size_t h2_stream_input_room(const h2_stream_t *s) {
   const h2_conn_t *c = s->conn;
   size_t conn_kept, srv_kept, conn_room, srv_room, user_kept, user_max, user_room;

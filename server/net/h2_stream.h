@@ -178,6 +178,13 @@ void h2_stream_set_input(h2_stream_t *s, h2_input_t in);
 /** n bytes of a delivered request message were consumed: they no longer count as kept. */
 void h2_stream_input_taken(h2_stream_t *s, size_t n);
 
+/**
+ * True (with the reason in why) when the body bytes that arrived while the caller was being
+ * authenticated (H2_IN_HOLD), which the server's and user's totals do not count yet, would
+ * take the server past --max-inbound or user past --max-user-inbound once counted.
+ */
+int h2_stream_held_over(const h2_stream_t *s, uint64_t user, char *why, size_t len);
+
 /** Bytes of request memory the stream's connection may still keep within --max-conn-inbound
  * and (for a method that needs a token) the server within --max-inbound and its user within
  * --max-user-inbound once the stream's own kept bytes go (0 once the stream has left its

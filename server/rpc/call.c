@@ -841,11 +841,20 @@ static void call_dispatch(rpc_call_t *call) {
 }
 
 void rpc_call_authenticated(rpc_call_t *call) {
+  uint64_t user = call->principal.user_id > 0 ? (uint64_t)call->principal.user_id : 0;
+  char why[256];
+
   if (call->state != RPC_CALL_AUTHENTICATING)
     return;
+  /* What arrived while the token was looked up is counted now, and checked as DATA is: the
+   * flow-control credit held bounds it per stream, not over all of a user's streams. */
+  if (h2_stream_held_over(&call->stream, user, why, sizeof(why))) {
+    call_finish(call, 200, GRPC_RESOURCE_EXHAUSTED, why);
+    return;
+  }
   /* Its body counts against its user from now on (--max-user-inbound), and its connection
    * is the user's (--max-conns-per-user). */
-  call->stream.user = call->principal.user_id > 0 ? (uint64_t)call->principal.user_id : 0;
+  call->stream.user = user;
   h2_conn_claim(call->stream.conn, call->stream.user);
   call_set_state(call, RPC_CALL_READING);
   if (call->remote_ended)

@@ -355,6 +355,59 @@ def test_one_user_keeps_a_bounded_share_of_the_server(c):
         srv.stop()
 
 
+def test_bodies_sent_during_the_token_lookup_count_once_it_answers(c):
+    """A caller's body may arrive while its token is being looked up, within the flow-control
+    credit held for it, and no total counts it yet. Once the lookup answers it is counted and
+    checked as DATA is: G1's leader sends 16 bodies of 512 KiB on four connections while the
+    tokens table is locked; when the lookups answer, what passes its 4 MiB share
+    (--max-inbound 16 MiB) is refused with RESOURCE_EXHAUSTED naming --max-user-inbound.
+    Before, all 16 were taken: twice the share, and any number of connections more."""
+    dbname = c.srv.database_url.split("///", 1)[1].split("?", 1)[0]
+    url = c.srv.database_url.replace("user=clued_owner", "user=postgres")
+    srv = harness.Clued(url, args=["--max-inbound", str(16 << 20), "--auth-cache-ttl", "0",
+                                   "--db-lock-timeout", "60000"],
+                        env={"ASAN_OPTIONS": ASAN_SMALL_QUARANTINE}).start(migrate=False)
+    hold = harness.Postgres.get().connect(dbname)
+    hold.autocommit = False
+    conns = []
+    try:
+        head = pb.ListNotesRequest(clue_id=c.clue_id, page_size=1).SerializeToString()
+        unknown = b"\x7a\x18" + b"u" * 24
+        partial = grpc_msg(head + unknown * ((1 << 20) // len(unknown)))[:512 << 10]
+        conns = [Raw(srv.addr, timeout=60) for _ in range(4)]
+        for r in conns:
+            r.until(lambda: r.server_settings is not None and r.conn_window > 65535, 5, "SETTINGS and window")
+        sids = [1, 3, 5, 7]
+        with hold.cursor() as cur:
+            cur.execute("LOCK TABLE tokens IN ACCESS EXCLUSIVE MODE")
+        for r in conns:
+            for sid in sids:
+                r.send(headers_frames(sid, request_block(LIST_NOTES, auth(c.token))))
+                r.send_body(sid, partial, end_stream=False)
+        time.sleep(0.5)
+        assert not any(r.ended for r in conns), "refused before the lookups answered"
+        hold.rollback()  # the lookups answer
+        last = -1
+        while True:
+            for r in conns:
+                r.read(0.5)
+            refused = [r.message(sid) for r in conns for sid in sids if sid in r.ended]
+            if len(refused) == last:
+                break
+            last = len(refused)
+        assert 8 <= len(refused) <= 12, refused
+        for r in conns:
+            for sid in sids:
+                if sid in r.ended:
+                    assert r.status(sid) == 8 and "--max-user-inbound" in r.message(sid), (r.status(sid), r.message(sid))
+    finally:
+        for r in conns:
+            r.close()
+        hold.rollback()
+        hold.close()
+        srv.stop()
+
+
 def test_flags_documented(c):
     out = harness.Clued().run("help").stdout
     assert "--max-conn-buffer" in out and "--max-conn-inbound" in out and "--max-inbound" in out
