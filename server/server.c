@@ -91,30 +91,6 @@ int server_parse_listen(const char *s, struct sockaddr_storage *ss) {
   return UV_EINVAL;
 }
 
-static void refused_close_cb(uv_handle_t *h) {
-  free(h);
-}
-
-/* Over --max-connections: accept (so the peer is not left in the backlog, retrying) and
- * close at once. Logged once a second at most, with the count. */
-static void refuse_connection(server_t *srv) {
-  uv_tcp_t *t = malloc(sizeof(*t));
-  uint64_t now = uv_now(srv->loop);
-
-  if (t == NULL)
-    return;
-  uv_tcp_init(srv->loop, t);
-  if (uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)t) == 0)
-    srv->refused_conns++;
-  uv_close((uv_handle_t *)t, refused_close_cb);
-  if (srv->refused_conns > 0 && now - srv->refused_logged_ms >= 1000) {
-    log_warn("closed %llu new connection(s): %zu open, --max-connections %u",
-             (unsigned long long)srv->refused_conns, srv->nconns, srv->cfg.max_connections);
-    srv->refused_conns = 0;
-    srv->refused_logged_ms = now;
-  }
-}
-
 /* The sweep (h2_conn_tick) enforces the connection and stream timeouts that move with every
  * byte (handshake, idle, write, an unfinished request), so it reads clocks instead of keeping
  * a timer per connection that each byte would re-arm. A timeout fires up to one interval
@@ -179,19 +155,18 @@ static void on_sweep(uv_timer_t *t) {
 
 static void on_connection(uv_stream_t *l, int status) {
   server_t *srv = (server_t *)((char *)l - offsetof(server_t, listener));
+  h2_conn_t *c;
   int rc;
 
   if (status < 0) {
     log_warn("accept failed: %s", uv_strerror(status));
     return;
   }
-  if (srv->cfg.max_connections && srv->nconns >= srv->cfg.max_connections && !h2_conn_evict(srv)) {
-    refuse_connection(srv);
-    return;
-  }
-  rc = h2_conn_accept(srv);
+  rc = h2_conn_accept(srv, &c);
   if (rc < 0)
     log_warn("accept failed: %s", uv_strerror(rc));
+  else if (c && srv->cfg.max_connections && srv->nconns > srv->cfg.max_connections)
+    h2_conn_make_room(srv, c);
 }
 
 static void on_signal(uv_signal_t *h, int signum) {

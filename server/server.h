@@ -127,9 +127,8 @@ struct server {
   tls_server_t *tls;  /* NULL: cleartext HTTP/2 */
   uv_timer_t grace_timer;
   uv_timer_t sweep_timer; /* connection timeouts, a few times a second (server.c) */
-  uint64_t refused_conns; /* over --max-connections, since the last log line */
-  uint64_t refused_logged_ms;
-  uint64_t evicted_conns; /* closed for new ones at --max-connections, since the last log */
+  uint64_t refused_conns; /* new ones closed at --max-connections, since the last log line */
+  uint64_t evicted_conns; /* old ones closed for new ones at --max-connections, since then */
   uint64_t evicted_logged_ms;
   const server_module_t *modules[SERVER_MAX_MODULES]; /* started (or tried), in order */
   unsigned nmodules;
@@ -165,6 +164,7 @@ struct server {
   h2_conn_t *conns;                  /* intrusive list of live connections */
   h2_conn_t *strangers, *strangers_tail; /* live connections no user claims, oldest first */
   user_inbound_t user_conns;             /* connections each user claims (h2_conn_claim) */
+  user_inbound_t addr_strangers;         /* strangers' connections per peer address */
   h2_conn_t *flush_soon;             /* connections to flush at the next idle phase (soon_next) */
   uv_idle_t flush_idle;              /* runs while flush_soon is not empty */
   size_t nconns;

@@ -290,9 +290,14 @@ static void conn_free_cb(uv_handle_t *h) {
   free(c);
 }
 
-/* The strangers list: connections no user claims, oldest first (h2_conn_evict()). */
+static void conn_change_state(h2_conn_t *c, h2_conn_state_t to, const char *why);
+
+/* The strangers list: connections no user claims, oldest first (h2_conn_make_room()). */
 static void strangers_append(h2_conn_t *c) {
   server_t *srv = c->srv;
+
+  /* Out of memory: the address's count misses it, which only ranks it lower for eviction. */
+  c->addr_counted = user_inbound_add(&srv->addr_strangers, c->peer_key, 1) == 0;
 
   c->snext = NULL;
   c->sprev = srv->strangers_tail;
@@ -305,6 +310,10 @@ static void strangers_append(h2_conn_t *c) {
 
 static void strangers_remove(h2_conn_t *c) {
   server_t *srv = c->srv;
+
+  if (c->addr_counted)
+    user_inbound_release(&srv->addr_strangers, c->peer_key, 1);
+  c->addr_counted = 0;
 
   if (c->sprev)
     c->sprev->snext = c->snext;
@@ -347,35 +356,57 @@ static int authenticating(const h2_conn_t *c) {
   return 0;
 }
 
-int h2_conn_evict(server_t *srv) {
-  h2_conn_t *c = srv->strangers, *victim = NULL, *quiet = NULL, *first = NULL;
+/* Where a candidate for eviction stands: the more strangers' connections its address has,
+ * then the fewer streams it has under way, the sooner it goes (see h2_conn_make_room()). */
+static size_t addr_strangers(const h2_conn_t *c) {
+  return user_inbound_kept(&c->srv->addr_strangers, c->peer_key);
+}
+
+static int evict_class(const h2_conn_t *c) {
+  return c->streams == NULL ? 0 : !authenticating(c) ? 1 : 2;
+}
+
+void h2_conn_make_room(server_t *srv, h2_conn_t *fresh) {
+  h2_conn_t *c = srv->strangers, *victim = NULL;
+  size_t best = 0, mine = addr_strangers(fresh) - (fresh->addr_counted ? 1 : 0);
+  int best_class = 3;
   uint64_t now = uv_now(srv->loop);
 
-  /* Of the oldest ones: the first with no open stream; else the first with no call being
-   * authenticated; else the first. */
-  for (int i = 0; c && i < EVICT_SCAN && victim == NULL; i++, c = c->snext) {
-    if (first == NULL)
-      first = c;
-    if (c->streams == NULL)
+  /* Of the oldest strangers' connections, the one whose address has the most, preferring
+   * one with no open stream, then one with no call being authenticated. */
+  for (int i = 0; c && i < EVICT_SCAN; i++, c = c->snext) {
+    size_t n;
+    int k;
+    if (c == fresh)
+      continue;
+    n = addr_strangers(c);
+    k = evict_class(c);
+    if (victim == NULL || n > best || (n == best && k < best_class)) {
       victim = c;
-    else if (quiet == NULL && !authenticating(c))
-      quiet = c;
+      best = n;
+      best_class = k;
+    }
   }
-  if (victim == NULL)
-    victim = quiet ? quiet : first;
-  if (victim == NULL)
-    return 0;
-  srv->evicted_conns++;
-  if (now - srv->evicted_logged_ms >= 1000) {
-    log_warn("closed %llu connection(s) that carried no authenticated call, for new ones: "
-             "%zu open, --max-connections %u",
-             (unsigned long long)srv->evicted_conns, srv->nconns, srv->cfg.max_connections);
-    srv->evicted_conns = 0;
+  /* A connection of the same address goes (an address turns its own connections over);
+   * one of an address with more strangers' connections than the new one's goes; otherwise
+   * the new one does: a flood from one address cannot close other addresses' connections. */
+  if (victim != NULL && (victim->peer_key == fresh->peer_key || best > mine)) {
+    srv->evicted_conns++;
+    conn_change_state(victim, H2_CONN_CLOSING,
+                      "closed for a new connection (--max-connections): it carried no "
+                      "authenticated call");
+  } else {
+    srv->refused_conns++;
+    conn_change_state(fresh, H2_CONN_CLOSING, "refused: --max-connections reached");
+  }
+  if (now - srv->evicted_logged_ms >= 1000 && (srv->evicted_conns || srv->refused_conns)) {
+    log_warn("--max-connections %u reached (%zu open): closed %llu connection(s) that carried "
+             "no authenticated call for new ones, refused %llu new one(s)",
+             srv->cfg.max_connections, srv->nconns, (unsigned long long)srv->evicted_conns,
+             (unsigned long long)srv->refused_conns);
+    srv->evicted_conns = srv->refused_conns = 0;
     srv->evicted_logged_ms = now;
   }
-  h2_conn_close(victim, "closed for a new connection (--max-connections): it carried no "
-                        "authenticated call");
-  return 1;
 }
 
 /* The one place a connection changes state. why: the reason it closes (CLOSING), for the
@@ -827,8 +858,6 @@ static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     return;
   if (nread == 0)
     return;
-  if (nread > 0)
-    c->has_read = 1;
   if (nread < 0) {
     if (nread == UV_EOF && c->h1 != NULL && h1_peer_eof(c)) {
       h2_conn_flush(c); /* a client that half-closed after its request still gets the reply */
@@ -1205,10 +1234,11 @@ static void peer_name(h2_conn_t *c) {
   snprintf(c->peer, sizeof(c->peer), ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", host, port);
 }
 
-int h2_conn_accept(server_t *srv) {
+int h2_conn_accept(server_t *srv, h2_conn_t **out) {
   h2_conn_t *c = calloc(1, sizeof(*c));
   int rc;
 
+  *out = NULL;
   if (c == NULL)
     return UV_ENOMEM;
   c->srv = srv;
@@ -1242,6 +1272,7 @@ int h2_conn_accept(server_t *srv) {
     h2_conn_close(c, uv_strerror(rc));
     return 0;
   }
+  *out = c;
   /* Our SETTINGS wait for the first bytes: an HTTP/1.1 client must not read them. */
   return 0;
 }

@@ -57,7 +57,7 @@ struct h2_conn {
   unsigned in_new : 1;          /* inside nghttp2_session_server_new3 */
   unsigned out_idle : 1;        /* frame buffer and wbuf given back; nothing sent since */
   unsigned in_soon : 1;         /* on the server's flush_soon list */
-  unsigned has_read : 1;        /* some bytes of the peer's have been read */
+  unsigned addr_counted : 1;    /* counted in the server's strangers per address */
   void *framebuf;               /* nghttp2's 16 KiB frame buffer (h2_pages), discarded while idle */
   void *blocks[H2_CONN_BLOCKS]; /* its other h2_pages blocks (the stream map's table): while
                                    idle, one that holds only zeros gives its pages back */
@@ -115,14 +115,17 @@ struct h2_conn {
 void h2_conn_claim(h2_conn_t *c, uint64_t user);
 
 /**
- * At --max-connections: close the oldest connection no user claims, preferring one with no
- * open stream among the oldest few, to make room for a new one. Returns 1 if one closed, 0
- * if every connection is claimed.
+ * Past --max-connections with fresh just accepted: close one connection that no user claims
+ * (of the oldest few, one whose address has the most such connections), or fresh itself when
+ * its own address has as many as any of them (other than fresh's own). Logged once a second.
  */
-int h2_conn_evict(server_t *srv);
+void h2_conn_make_room(server_t *srv, h2_conn_t *fresh);
 
-/** Accept a pending connection on the server's listener. Returns 0 or a negative uv error. */
-int h2_conn_accept(server_t *srv) __attribute__((warn_unused_result));
+/**
+ * Accept a pending connection on the server's listener, in *out (NULL if it closed at once).
+ * Returns 0 or a negative uv error.
+ */
+int h2_conn_accept(server_t *srv, h2_conn_t **out) __attribute__((warn_unused_result));
 
 /**
  * Send whatever nghttp2 has queued. Safe to call at any time: from inside nghttp2 callbacks

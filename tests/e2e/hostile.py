@@ -126,9 +126,10 @@ def settings(pairs=()):
 class Raw:
     """A client speaking frames. Reads in the caller's thread (read()/until())."""
 
-    def __init__(self, addr, handshake=True, settings_pairs=(), timeout=10):
+    def __init__(self, addr, handshake=True, settings_pairs=(), timeout=10, source=None):
         host, port = addr.rsplit(":", 1)
-        self.sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+        self.sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.timeout = timeout
         self.buf = b""
         self.frames = []  # (type, flags, sid, payload) as read

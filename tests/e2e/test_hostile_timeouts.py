@@ -197,11 +197,42 @@ def test_users_keep_their_connections_from_a_flood(c):
         late = Raw(srv.addr)
         assert raw_call(late, 1, LIST_CLUES, body, w.G2.member.token) == 0, late.message(1)
         late.close()
-        assert "closed for a new connection (--max-connections): it carried no authenticated call" in srv.output()
+        assert f"--max-connections {MAX_CONNS} reached" in srv.output()
     finally:
         for r in mine + flood:
             r.close()
         w.close()
+        srv.stop()
+
+
+def test_a_flood_from_one_address_closes_only_its_own(c):
+    """At --max-connections the connection that goes for a new one is a stranger's of the
+    address with the most strangers' connections, or the new one itself if its address has as
+    many: a flood from 127.0.0.1 turns over only its own connections. A connection from
+    127.0.0.2 that carried no authenticated call, opened before the flood, stays; a new one
+    from 127.0.0.2 gets in by closing one of the flood's and is served."""
+    srv = start_clued("--max-connections", "100")
+    other = Raw(srv.addr, source="127.0.0.2")
+    flood = []
+    try:
+        for _ in range(250):
+            try:
+                flood.append(Raw(srv.addr))
+            except OSError:
+                pass
+        time.sleep(0.5)
+        assert not closed_now(other), "a connection of another address was closed for the flood"
+        assert other.check(1) == 0
+        late = Raw(srv.addr, source="127.0.0.2")
+        assert late.check(1) == 0
+        assert not closed_now(other)
+        late.close()
+        assert sum(closed_now(r) for r in flood) >= 150
+        assert "--max-connections 100 reached" in srv.output()
+    finally:
+        other.close()
+        for r in flood:
+            r.close()
         srv.stop()
 
 
