@@ -224,6 +224,22 @@ def test_stream_window_bounds_an_unfinished_message(c):
     report("a 4 MiB message left unfinished, then pushed past its window", before, held, 24)
 
 
+# Field 15, 24 bytes: kept by the decoder as an unknown field, so a message of many of them
+# decodes to about three times its size.
+UNKNOWN = b"\x7a\x18" + b"u" * 24
+
+
+def own_server(c, *args):
+    """(clued, hold): a clued of its own on the shared database with args, and a connection
+    (the superuser's, which may lock any table) in a transaction of its own."""
+    dbname = c.srv.database_url.split("///", 1)[1].split("?", 1)[0]
+    url = c.srv.database_url.replace("user=clued_owner", "user=postgres")
+    srv = harness.Clued(url, args=list(args), env={"ASAN_OPTIONS": ASAN_SMALL_QUARANTINE}).start(migrate=False)
+    hold = harness.Postgres.get().connect(dbname)
+    hold.autocommit = False
+    return srv, hold
+
+
 def test_decoded_requests_count_against_their_connection_and_the_server(c):
     """A complete request waiting on the database keeps its decoded message, which protobuf
     may make several times larger than its bytes: many small unknown fields here, about 3
@@ -232,18 +248,12 @@ def test_decoded_requests_count_against_their_connection_and_the_server(c):
     requests held by a stalled database are bounded by the limit, not by how many calls it
     may have waiting; past it a call gets RESOURCE_EXHAUSTED, and once the database moves
     the calls held complete and the room is there again."""
-    dbname = c.srv.database_url.split("///", 1)[1].split("?", 1)[0]
-    url = c.srv.database_url.replace("user=clued_owner", "user=postgres")
-    srv = harness.Clued(url, args=["--max-conn-inbound", str(16 << 20), "--max-inbound", str(24 << 20),
-                                   "--max-user-inbound", str(24 << 20), "--db-lock-timeout", "60000"],
-                        env={"ASAN_OPTIONS": ASAN_SMALL_QUARANTINE}).start(migrate=False)
-    hold = harness.Postgres.get().connect(dbname)
-    hold.autocommit = False
+    srv, hold = own_server(c, "--max-conn-inbound", str(16 << 20), "--max-inbound", str(24 << 20),
+                           "--max-user-inbound", str(24 << 20), "--db-lock-timeout", "60000")
     try:
         pid = srv.proc.pid
         head = pb.ListNotesRequest(clue_id=c.clue_id, page_size=1).SerializeToString()
-        unknown = b"\x7a\x18" + b"u" * 24  # field 15, 24 bytes: kept by the decoder as an unknown field
-        msg = grpc_msg(head + unknown * ((1 << 20) // len(unknown)))
+        msg = grpc_msg(head + UNKNOWN * ((1 << 20) // len(UNKNOWN)))
         conns = [Raw(srv.addr, timeout=60), Raw(srv.addr, timeout=60)]
         sids = [1 + 2 * i for i in range(20)]
         for r in conns:
@@ -296,18 +306,12 @@ def test_one_user_keeps_a_bounded_share_of_the_server(c):
     member then sends three such requests on a connection of its own: none is refused, and all
     are served once the table is free. Before, the leader's three connections took the
     server's whole 48 MiB and every request of the member was refused."""
-    dbname = c.srv.database_url.split("///", 1)[1].split("?", 1)[0]
-    url = c.srv.database_url.replace("user=clued_owner", "user=postgres")
-    srv = harness.Clued(url, args=["--max-conn-inbound", str(16 << 20), "--max-inbound", str(48 << 20),
-                                   "--db-lock-timeout", "60000"],
-                        env={"ASAN_OPTIONS": ASAN_SMALL_QUARANTINE}).start(migrate=False)
-    hold = harness.Postgres.get().connect(dbname)
-    hold.autocommit = False
+    srv, hold = own_server(c, "--max-conn-inbound", str(16 << 20), "--max-inbound", str(48 << 20),
+                           "--db-lock-timeout", "60000")
     conns = []
     try:
         head = pb.ListNotesRequest(clue_id=c.clue_id, page_size=1).SerializeToString()
-        unknown = b"\x7a\x18" + b"u" * 24  # field 15, 24 bytes: kept by the decoder as an unknown field
-        msg = grpc_msg(head + unknown * ((1 << 20) // len(unknown)))
+        msg = grpc_msg(head + UNKNOWN * ((1 << 20) // len(UNKNOWN)))
         leader = [Raw(srv.addr, timeout=60) for _ in range(3)]
         member = Raw(srv.addr, timeout=60)
         conns = leader + [member]
@@ -362,18 +366,11 @@ def test_bodies_sent_during_the_token_lookup_count_once_it_answers(c):
     tokens table is locked; when the lookups answer, what passes its 4 MiB share
     (--max-inbound 16 MiB) is refused with RESOURCE_EXHAUSTED naming --max-user-inbound.
     Before, all 16 were taken: twice the share, and any number of connections more."""
-    dbname = c.srv.database_url.split("///", 1)[1].split("?", 1)[0]
-    url = c.srv.database_url.replace("user=clued_owner", "user=postgres")
-    srv = harness.Clued(url, args=["--max-inbound", str(16 << 20), "--auth-cache-ttl", "0",
-                                   "--db-lock-timeout", "60000"],
-                        env={"ASAN_OPTIONS": ASAN_SMALL_QUARANTINE}).start(migrate=False)
-    hold = harness.Postgres.get().connect(dbname)
-    hold.autocommit = False
+    srv, hold = own_server(c, "--max-inbound", str(16 << 20), "--auth-cache-ttl", "0", "--db-lock-timeout", "60000")
     conns = []
     try:
         head = pb.ListNotesRequest(clue_id=c.clue_id, page_size=1).SerializeToString()
-        unknown = b"\x7a\x18" + b"u" * 24
-        partial = grpc_msg(head + unknown * ((1 << 20) // len(unknown)))[:512 << 10]
+        partial = grpc_msg(head + UNKNOWN * ((1 << 20) // len(UNKNOWN)))[:512 << 10]
         conns = [Raw(srv.addr, timeout=60) for _ in range(4)]
         for r in conns:
             r.until(lambda: r.server_settings is not None and r.conn_window > 65535, 5, "SETTINGS and window")

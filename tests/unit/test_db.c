@@ -940,8 +940,8 @@ static void test_bad_conninfo(void **state) {
 
 /* ---- time bounds and cancellation ---------------------------------------------------------- */
 
-static void ctx_open_bounds(tctx_t *t, int size, unsigned stmt_ms, unsigned lock_ms,
-                            size_t per_owner) {
+/* A pool of size connections and a queue of 64 that reconnects within half a second. */
+static db_config_t cfg_small(int size) {
   db_config_t cfg = {0};
 
   cfg.conninfo = conninfo;
@@ -949,6 +949,13 @@ static void ctx_open_bounds(tctx_t *t, int size, unsigned stmt_ms, unsigned lock
   cfg.queue_max = 64;
   cfg.reconnect_min_ms = 50;
   cfg.reconnect_max_ms = 500;
+  return cfg;
+}
+
+static void ctx_open_bounds(tctx_t *t, int size, unsigned stmt_ms, unsigned lock_ms,
+                            size_t per_owner) {
+  db_config_t cfg = cfg_small(size);
+
   cfg.statement_timeout_ms = stmt_ms;
   cfg.lock_timeout_ms = lock_ms;
   cfg.per_owner_max = per_owner;
@@ -1349,13 +1356,8 @@ static void test_owner_share(void **state) {
 /* ---- a user's share of the pool -------------------------------------------------------------- */
 
 static void ctx_open_users(tctx_t *t, int size, int conns_per_user, size_t per_user_max) {
-  db_config_t cfg = {0};
+  db_config_t cfg = cfg_small(size);
 
-  cfg.conninfo = conninfo;
-  cfg.size = size;
-  cfg.queue_max = 64;
-  cfg.reconnect_min_ms = 50;
-  cfg.reconnect_max_ms = 500;
   cfg.per_owner_max = 1000; /* out of the way: only the user's bounds act */
   cfg.per_user_max = per_user_max;
   cfg.conns_per_user = conns_per_user;
