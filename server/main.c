@@ -701,11 +701,36 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
 }
 
 /* A thousand connections need more descriptors than the usual soft limit of 1024. */
-static void raise_fd_limit(void) {
+/* Descriptors kept for what is not a client connection: the listeners, the database pools
+ * and listeners, files served, the metrics endpoint. */
+#define FD_RESERVE 64
+
+/* Raise the descriptor limit to its hard limit, and keep --max-connections within it: past
+ * the descriptors, accept() fails and the connections are dropped before the server ever
+ * sees them, so the limit's choice of which connection goes (a stranger's, not a user's)
+ * would never be made. */
+static void raise_fd_limit(server_config_t *cfg) {
   struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+  rlim_t room;
+
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+    return;
+  if (rl.rlim_cur < rl.rlim_max) {
     rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+      (void)getrlimit(RLIMIT_NOFILE, &rl);
+  }
+  if (rl.rlim_cur == RLIM_INFINITY)
+    return;
+  room = rl.rlim_cur > FD_RESERVE + 2 * (rlim_t)cfg->db_pool_size
+             ? rl.rlim_cur - FD_RESERVE - 2 * (rlim_t)cfg->db_pool_size
+             : 1;
+  if (cfg->max_connections == 0 || cfg->max_connections > room) {
+    log_warn("--max-connections %u%s is above what the descriptor limit (%llu) leaves for "
+             "connections: using %llu (raise the limit, e.g. LimitNOFILE, to serve more)",
+             cfg->max_connections, cfg->max_connections ? "" : " (no limit)",
+             (unsigned long long)rl.rlim_cur, (unsigned long long)room);
+    cfg->max_connections = (unsigned)room;
   }
 }
 
@@ -792,7 +817,7 @@ static int cmd_serve(server_config_t *cfg, const cli_opts_t *cli) {
       return 1;
     }
   }
-  raise_fd_limit();
+  raise_fd_limit(cfg);
   /* A write to a peer that has already closed must fail with EPIPE (a disconnect, handled
    * per connection), not kill the process: libuv writes with write(2), which raises SIGPIPE. */
   signal(SIGPIPE, SIG_IGN);

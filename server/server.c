@@ -147,6 +147,7 @@ static void on_sweep(uv_timer_t *t) {
     next = c->next;
     h2_conn_tick(c, now);
   }
+  h2_conn_log_room(srv, now);
   if (srv->inbound_freed >= SWEEP_TRIM_BYTES) {
     srv->inbound_freed = 0;
     (void)malloc_trim(0);

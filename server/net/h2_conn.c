@@ -399,14 +399,18 @@ void h2_conn_make_room(server_t *srv, h2_conn_t *fresh) {
     srv->refused_conns++;
     conn_change_state(fresh, H2_CONN_CLOSING, "refused: --max-connections reached");
   }
-  if (now - srv->evicted_logged_ms >= 1000 && (srv->evicted_conns || srv->refused_conns)) {
-    log_warn("--max-connections %u reached (%zu open): closed %llu connection(s) that carried "
-             "no authenticated call for new ones, refused %llu new one(s)",
-             srv->cfg.max_connections, srv->nconns, (unsigned long long)srv->evicted_conns,
-             (unsigned long long)srv->refused_conns);
-    srv->evicted_conns = srv->refused_conns = 0;
-    srv->evicted_logged_ms = now;
-  }
+  h2_conn_log_room(srv, now);
+}
+
+void h2_conn_log_room(server_t *srv, uint64_t now) {
+  if (now - srv->evicted_logged_ms < 1000 || (srv->evicted_conns == 0 && srv->refused_conns == 0))
+    return;
+  log_warn("--max-connections %u reached (%zu open): closed %llu connection(s) that carried "
+           "no authenticated call for new ones, refused %llu new one(s)",
+           srv->cfg.max_connections, srv->nconns, (unsigned long long)srv->evicted_conns,
+           (unsigned long long)srv->refused_conns);
+  srv->evicted_conns = srv->refused_conns = 0;
+  srv->evicted_logged_ms = now;
 }
 
 /* The one place a connection changes state. why: the reason it closes (CLOSING), for the

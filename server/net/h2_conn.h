@@ -121,6 +121,10 @@ void h2_conn_claim(h2_conn_t *c, uint64_t user);
  */
 void h2_conn_make_room(server_t *srv, h2_conn_t *fresh);
 
+/** Log the connections closed and refused at --max-connections since the last line, once a
+ * second at most (from h2_conn_make_room() and the sweep, which ends a burst's count). */
+void h2_conn_log_room(server_t *srv, uint64_t now);
+
 /**
  * Accept a pending connection on the server's listener, in *out (NULL if it closed at once).
  * Returns 0 or a negative uv error.

@@ -5,6 +5,7 @@ that need no caller (Health/Watch), and gRPC's keepalive policy (GOAWAY ENHANCE_
 with a Health/Check probe beside them."""
 
 import os
+import re
 import resource
 import socket
 import struct
@@ -228,9 +229,55 @@ def test_a_flood_from_one_address_closes_only_its_own(c):
         assert not closed_now(other)
         late.close()
         assert sum(closed_now(r) for r in flood) >= 150
-        assert "--max-connections 100 reached" in srv.output()
+
+        def logged_closings():  # every one is counted in a line within a second or two
+            return sum(int(a) + int(b) for a, b in re.findall(
+                r"--max-connections 100 reached \(\d+ open\): closed (\d+) connection\(s\) .*? refused (\d+)",
+                srv.output()))
+        harness.wait_for(lambda: logged_closings() >= 151, timeout=10, what="every closing logged")
     finally:
         other.close()
+        for r in flood:
+            r.close()
+        srv.stop()
+
+
+def test_max_connections_fits_the_descriptor_limit(c):
+    """With a descriptor limit of 300, the default --max-connections (10240) could never be
+    reached: accept() would fail first and drop new connections, a user's among them, before
+    the server chose which to close. clued says so and uses what the descriptors leave; a
+    flood of 400 connections from 127.0.0.2 then turns over only its own, and a caller from
+    127.0.0.1 is served."""
+    import tempfile
+    d = tempfile.mkdtemp(prefix="clued-nofile-")
+    wrapper = os.path.join(d, "clued")
+    with open(wrapper, "w") as f:
+        f.write(f'#!/bin/sh\nexec prlimit --nofile=300:300 {harness.CLUED} "$@"\n')
+    os.chmod(wrapper, 0o755)
+    real, harness.CLUED = harness.CLUED, wrapper
+    try:
+        srv = start_clued()
+    finally:
+        harness.CLUED = real
+    flood = []
+    try:
+        m = re.search(r"--max-connections 10240 is above what the descriptor limit \(300\) leaves for "
+                      r"connections: using (\d+)", srv.output())
+        assert m, srv.output()
+        limit = int(m.group(1))
+        assert 100 < limit < 300, limit
+        for _ in range(400):
+            try:
+                flood.append(Raw(srv.addr, source="127.0.0.2"))
+            except OSError:
+                pass
+        time.sleep(0.5)
+        r = Raw(srv.addr)
+        assert r.check(1) == 0
+        r.close()
+        assert f"--max-connections {limit} reached" in srv.output()
+        assert "accept failed" not in srv.output()
+    finally:
         for r in flood:
             r.close()
         srv.stop()
