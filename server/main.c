@@ -763,6 +763,16 @@ static void warn_ignored_settings(const server_config_t *cfg, const cli_opts_t *
     log_warn("--db-queue-per-user %zu is below --db-queue-per-conn %zu: one user's connection "
              "is bounded by --db-queue-per-user alone",
              cfg->db_queue_per_user, cfg->db_queue_per_conn);
+  {
+    size_t share = cfg->db_queue_per_user ? cfg->db_queue_per_user : (cfg->db_queue_max + 3) / 4;
+    if (!cfg->db_queue_per_user && share < cfg->db_queue_per_conn)
+      share = cfg->db_queue_per_conn;
+    if (share >= cfg->db_queue_max)
+      log_warn("one user's share of the database queue (%zu, --db-queue-per-user) is not below "
+               "--db-queue %zu: one user, or the token lookups of strangers together, may fill it; "
+               "lower --db-queue-per-conn or --db-queue-per-user",
+               share, cfg->db_queue_max);
+  }
   if (cfg->db_conns_per_user > cfg->db_pool_size)
     log_warn("--db-conns-per-user %d is above --db-pool %d: one user may hold every connection",
              cfg->db_conns_per_user, cfg->db_pool_size);

@@ -70,10 +70,6 @@ uint64_t h2_stream_conn_id(const h2_stream_t *s) {
   return s->conn ? s->conn->id : 0;
 }
 
-uint64_t h2_stream_peer_key(const h2_stream_t *s) {
-  return s->conn ? s->conn->peer_key : 0;
-}
-
 /* ---- output: the one place the reply changes state ------------------------------------- */
 
 static void stream_set_out(h2_stream_t *s, h2_output_t to) {

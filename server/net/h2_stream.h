@@ -151,9 +151,6 @@ int h2_stream_live(const h2_stream_t *s);
 /** The number of the connection the stream came on (0 once detached). */
 uint64_t h2_stream_conn_id(const h2_stream_t *s);
 
-/** Its connection's peer address as a key (h2_conn_t.peer_key; 0 once detached). */
-uint64_t h2_stream_peer_key(const h2_stream_t *s);
-
 /**
  * What the method takes, once it is known: messages of at most max_message bytes (refused
  * above it as over --max-message-bytes is), one or (streaming) a stream of them. public: no

@@ -121,6 +121,12 @@ typedef struct auth_job {
   char hash[65];
 } auth_job_t;
 
+/* The pool's key for every token lookup (db_opts_t.user): together they hold at most one
+ * user's share of the pool and its queue, so strangers sending made-up tokens, from any
+ * number of addresses, leave the rest to callers already known. No user id has the top
+ * bit. */
+#define AUTH_LOOKUPS_KEY (1ull << 63)
+
 static const char auth_sql[] =
     "SELECT u.id, u.unit_id, un.kind, u.role, u.name, un.code, t.id, t.issued_by <> t.user_id"
     "  FROM tokens t JOIN users u ON u.id = t.user_id JOIN units un ON un.id = u.unit_id"
@@ -198,11 +204,11 @@ void rpc_auth_start(rpc_call_t *call) {
   call->srv->auth_lookups[1]++;
   job->gen = call->srv->auth_cache.gen;
   params[0] = job->hash;
-  /* Token lookups from one address count as one user's requests: a stranger flooding
-   * lookups of made-up tokens holds at most that share of the pool and its queue, and the
-   * callers already authenticated keep the rest. */
+  /* Token lookups together count as one user's requests (AUTH_LOOKUPS_KEY): strangers
+   * flooding lookups of made-up tokens, from one address or many, hold at most that share
+   * of the pool and its queue, and the callers already authenticated keep the rest. */
   o.owner = rpc_call_conn_id(call);
-  o.user = rpc_call_peer_key(call);
+  o.user = AUTH_LOOKUPS_KEY;
   o.handle = &call->db_req;
   rpc_call_ref(call);
   rc = db_query_opts(call->srv->db, &o, auth_sql, 1, params, auth_done, job);
@@ -215,9 +221,8 @@ void rpc_auth_start(rpc_call_t *call) {
                "retry later",
                call->srv->cfg.db_queue_per_conn);
     else if (rc == DB_EUSER)
-      rpc_fail(call, GRPC_RESOURCE_EXHAUSTED,
-               "too many calls from your address waiting to be authenticated (limit %zu); "
-               "retry later",
+      rpc_fail(call, GRPC_UNAVAILABLE,
+               "server busy: too many callers being authenticated (limit %zu); retry later",
                db_per_user_max(call->srv->db));
     else
       rpc_fail(call, GRPC_UNAVAILABLE, "database unavailable");

@@ -271,10 +271,6 @@ uint64_t rpc_call_conn_id(const rpc_call_t *call) {
   return h2_stream_conn_id(&call->stream);
 }
 
-uint64_t rpc_call_peer_key(const rpc_call_t *call) {
-  return h2_stream_peer_key(&call->stream);
-}
-
 void rpc_call_db_started(rpc_call_t *call, db_req_t *q) {
   rpc_call_db_started_on(call, NULL, q);
 }

@@ -86,10 +86,6 @@ int rpc_call_done(const rpc_call_t *call);
  */
 uint64_t rpc_call_conn_id(const rpc_call_t *call);
 
-/** The peer's address as a key for the database pool's shares (db_opts_t.user): strangers
- * being authenticated from one address share one (0 once the stream has left). */
-uint64_t rpc_call_peer_key(const rpc_call_t *call);
-
 /**
  * Name q (a db_cancel() handle) as the call's database request in flight: if the call ends
  * before q's callback starts (the peer cancels, the deadline passes, the connection drops),

@@ -37,9 +37,10 @@ class Response:
 
 
 class RawH2:
-    def __init__(self, addr, timeout=10):
+    def __init__(self, addr, timeout=10, source=None):
         host, port = addr.rsplit(":", 1)
-        self.sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+        self.sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
         self.conn.initiate_connection()
         self.flush()

@@ -111,6 +111,8 @@ def test_settings_serve_would_ignore_are_warned_of():
     assert "--db-queue-per-conn 10 is below --max-concurrent-streams 100" in text, text
     assert "--max-conn-inbound 2000000 is above --max-inbound 1000000" in text, text
     assert "--checkpoint-interval has no effect" in "\n".join(serve_lines("--checkpoint-interval", "5s"))
+    assert "one user's share of the database queue (128, --db-queue-per-user) is not below --db-queue 64" in \
+        "\n".join(serve_lines("--db-queue", "64"))
     assert serve_lines() == []
 
 
