@@ -120,6 +120,10 @@ static uint64_t sweep_interval(const server_config_t *cfg) {
  * their memory and would only have it trimmed and faulted back. */
 #define TRIM_MIN_BYTES ((size_t)32 * 1024)
 
+size_t server_max_public_inbound(const server_t *srv) {
+  return srv->cfg.max_inbound / 8;
+}
+
 size_t server_max_conns_per_user(const server_t *srv) {
   if (srv->cfg.max_conns_per_user)
     return srv->cfg.max_conns_per_user;

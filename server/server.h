@@ -145,6 +145,7 @@ struct server {
                                   and decided after all (service/clue.c) */
   size_t inbound;              /* request bytes authenticated calls keep (--max-inbound) */
   unsigned public_streams;     /* open calls of public streaming methods (--max-public-streams) */
+  size_t inbound_public;       /* request bytes of public methods' calls, all connections */
   user_inbound_t user_inbound; /* ... of them per user (--max-user-inbound) */
   size_t inbound_freed;        /* large requests' bytes freed since the sweep last trimmed
                                   the heap */
@@ -209,6 +210,10 @@ int server_is_loopback(const struct sockaddr_storage *ss);
 
 /** The server's clock in milliseconds since the epoch (test builds may offset it). */
 int64_t server_now_ms(const server_t *srv);
+
+/** The most request bytes calls of public methods (no token) keep over all connections: an
+ * eighth of --max-inbound. */
+size_t server_max_public_inbound(const server_t *srv);
 
 /** The most connections one user's calls may claim (--max-conns-per-user). */
 size_t server_max_conns_per_user(const server_t *srv);

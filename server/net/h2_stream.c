@@ -533,6 +533,21 @@ static void release_held(h2_stream_t *s, size_t n) {
     h2_conn_consume_apart(s->conn, s->id, 0, n);
 }
 
+/* Bytes of requests to public methods: counted per connection (H2_PUBLIC_INBOUND) and over
+ * all connections (server_max_public_inbound(), checked for a stream that keeps more than
+ * H2_PUBLIC_SMALL). */
+#define H2_PUBLIC_SMALL 4096
+
+static void public_more(h2_conn_t *c, size_t n) {
+  c->inbound_public += n;
+  c->srv->inbound_public += n;
+}
+
+static void public_less(h2_conn_t *c, size_t n) {
+  c->inbound_public -= n;
+  c->srv->inbound_public -= n;
+}
+
 /* The server's total (--max-inbound) counts the bytes of authenticated calls to methods that
  * need a token, and so does their user's (--max-user-inbound): those of a caller not yet
  * known join them once it is. Public methods and
@@ -590,7 +605,7 @@ void h2_stream_input_taken(h2_stream_t *s, size_t n) {
     server_inbound_release(s->conn->srv, m);
     user_inbound_release(&s->conn->srv->user_inbound, s->user, mu);
     if (s->in_public)
-      s->conn->inbound_public -= n;
+      public_less(s->conn, n);
   }
 }
 
@@ -629,8 +644,16 @@ size_t h2_stream_input_room(const h2_stream_t *s) {
   conn_kept = c->inbound - s->inbound - s->decoded;
   conn_room =
       conn_kept < c->srv->cfg.max_conn_inbound ? c->srv->cfg.max_conn_inbound - conn_kept : 0;
-  if (s->in_public)
-    return conn_room; /* the server's total counts only authenticated calls */
+  if (s->in_public) {
+    /* The server's total counts only authenticated calls; public ones have their own, for
+     * requests larger than a small one (see h2_stream_recv_data). */
+    size_t pub_kept = c->srv->inbound_public - s->inbound - s->decoded;
+    size_t pub_max = server_max_public_inbound(c->srv);
+    size_t pub_room = pub_kept < pub_max ? pub_max - pub_kept : 0;
+    if (s->inbound <= H2_PUBLIC_SMALL)
+      return conn_room;
+    return conn_room < pub_room ? conn_room : pub_room;
+  }
   srv_kept = c->srv->inbound - s->srv_inbound;
   srv_room = srv_kept < c->srv->cfg.max_inbound ? c->srv->cfg.max_inbound - srv_kept : 0;
   if (srv_room < conn_room)
@@ -649,7 +672,7 @@ void h2_stream_input_keep(h2_stream_t *s, size_t n) {
   s->decoded += n;
   s->conn->inbound += n;
   if (s->in_public)
-    s->conn->inbound_public += n;
+    public_more(s->conn, n);
 }
 
 void h2_stream_expect(h2_stream_t *s, size_t max_message, int streaming, int public,
@@ -693,7 +716,7 @@ void h2_stream_input_free(h2_stream_t *s) {
   if (s->conn) {
     s->conn->inbound -= s->decoded;
     if (s->in_public)
-      s->conn->inbound_public -= s->decoded;
+      public_less(s->conn, s->decoded);
   }
   s->decoded = 0;
 }
@@ -813,6 +836,16 @@ void h2_stream_recv_data(h2_stream_t *s, const uint8_t *data, size_t len) {
     return;
   }
   s->in_last = uv_now(c->srv->loop);
+  /* Over all connections too, for a request that keeps more than a small one does: a Health
+   * check is still answered while strangers hold the total. */
+  if (s->in == H2_IN_READ && s->in_public && s->inbound + len > H2_PUBLIC_SMALL &&
+      c->srv->inbound_public + len > server_max_public_inbound(c->srv)) {
+    refuse_input(s, len,
+                 "server holds %zu bytes of requests to methods that need no token, over its "
+                 "limit of %zu (an eighth of --max-inbound); try again later",
+                 c->srv->inbound_public + len, server_max_public_inbound(c->srv));
+    return;
+  }
   if (s->in == H2_IN_READ && s->in_public && c->inbound_public + len > H2_PUBLIC_INBOUND) {
     refuse_input(s, len,
                  "connection holds %zu bytes of unfinished requests to methods that need no "
@@ -885,7 +918,7 @@ static void feed(h2_stream_t *s, const uint8_t *data, size_t len) {
   s->inbound += len;
   c->inbound += len;
   if (s->in_public)
-    c->inbound_public += len;
+    public_more(c, len);
   srv_count(s);
   while (len > 0 && s->in != H2_IN_DISCARD) {
     grpc_message_t msg;

@@ -405,6 +405,55 @@ def test_bodies_sent_during_the_token_lookup_count_once_it_answers(c):
         srv.stop()
 
 
+def test_requests_without_a_token_are_bounded_over_connections(c):
+    """Requests to methods that need no token are bounded per connection (1 MiB) and, since
+    connections are many, over all of them: an eighth of --max-inbound (512 KiB here).
+    Strangers leave Health/Check requests unfinished on three connections, 300 KB each: past
+    512 KiB the server refuses them with RESOURCE_EXHAUSTED naming the limit, though each
+    connection is within its own; a small Health/Check is still answered; and once the
+    strangers go the room is back."""
+    srv, hold = own_server(c, "--max-inbound", str(4 << 20))
+    conns = []
+    try:
+        body = S.health_pb2.HealthCheckRequest(service="s" * 60000).SerializeToString()
+        partial = grpc_msg(body)[:50000]
+        sids = [1 + 2 * i for i in range(6)]
+        conns = [Raw(srv.addr, timeout=60) for _ in range(3)]
+        for r in conns:
+            r.until(lambda: r.server_settings is not None and r.conn_window > 65535, 5, "SETTINGS and window")
+            for sid in sids:
+                r.send(headers_frames(sid, request_block()))
+                r.send_body(sid, partial, end_stream=False)
+        last = -1
+        while True:
+            for r in conns:
+                r.read(0.3)
+            refused = [(r, sid) for r in conns for sid in sids if sid in r.ended]
+            if len(refused) == last:
+                break
+            last = len(refused)
+        assert 7 <= len(refused) <= 9, len(refused)
+        for r, sid in refused:
+            assert r.status(sid) == 8 and "methods that need no token, over its limit of 524288" in r.message(sid), \
+                r.message(sid)
+        probe = Raw(srv.addr)
+        assert probe.check(1) == 0
+        for r in conns:
+            r.close()
+        conns = []
+        time.sleep(0.5)
+        probe.send(headers_frames(3, request_block()))
+        probe.send_body(3, grpc_msg(body))
+        probe.until(lambda: 3 in probe.ended, 10, "a large Health/Check")
+        assert probe.status(3) == 5, (probe.status(3), probe.message(3))  # an unknown service, not refused
+        probe.close()
+    finally:
+        for r in conns:
+            r.close()
+        hold.close()
+        srv.stop()
+
+
 def test_flags_documented(c):
     out = harness.Clued().run("help").stdout
     assert "--max-conn-buffer" in out and "--max-conn-inbound" in out and "--max-inbound" in out
