@@ -534,7 +534,7 @@ static void release_held(h2_stream_t *s, size_t n) {
 }
 
 /* Bytes of requests to public methods: counted per connection (H2_PUBLIC_INBOUND) and over
- * all connections (server_max_public_inbound(), checked for a stream that keeps more than
+ * all connections (server_max_public_inbound(); twice that for a stream that keeps at most
  * H2_PUBLIC_SMALL). */
 #define H2_PUBLIC_SMALL 4096
 
@@ -649,9 +649,10 @@ size_t h2_stream_input_room(const h2_stream_t *s) {
      * requests larger than a small one (see h2_stream_recv_data). */
     size_t pub_kept = c->srv->inbound_public - s->inbound - s->decoded;
     size_t pub_max = server_max_public_inbound(c->srv);
-    size_t pub_room = pub_kept < pub_max ? pub_max - pub_kept : 0;
+    size_t pub_room;
     if (s->inbound <= H2_PUBLIC_SMALL)
-      return conn_room;
+      pub_max *= 2;
+    pub_room = pub_kept < pub_max ? pub_max - pub_kept : 0;
     return conn_room < pub_room ? conn_room : pub_room;
   }
   srv_kept = c->srv->inbound - s->srv_inbound;
@@ -836,15 +837,20 @@ void h2_stream_recv_data(h2_stream_t *s, const uint8_t *data, size_t len) {
     return;
   }
   s->in_last = uv_now(c->srv->loop);
-  /* Over all connections too, for a request that keeps more than a small one does: a Health
-   * check is still answered while strangers hold the total. */
-  if (s->in == H2_IN_READ && s->in_public && s->inbound + len > H2_PUBLIC_SMALL &&
-      c->srv->inbound_public + len > server_max_public_inbound(c->srv)) {
-    refuse_input(s, len,
-                 "server holds %zu bytes of requests to methods that need no token, over its "
-                 "limit of %zu (an eighth of --max-inbound); try again later",
-                 c->srv->inbound_public + len, server_max_public_inbound(c->srv));
-    return;
+  /* Over all connections too. A small request (a Health check) may go up to twice the
+   * limit: it is still answered while strangers hold the total with large ones, and small
+   * ones left unfinished are bounded all the same. */
+  if (s->in == H2_IN_READ && s->in_public) {
+    size_t pub_max = server_max_public_inbound(c->srv);
+    if (s->inbound + len <= H2_PUBLIC_SMALL)
+      pub_max *= 2;
+    if (c->srv->inbound_public + len > pub_max) {
+      refuse_input(s, len,
+                   "server holds %zu bytes of requests to methods that need no token, over its "
+                   "limit of %zu (an eighth of --max-inbound); try again later",
+                   c->srv->inbound_public + len, pub_max);
+      return;
+    }
   }
   if (s->in == H2_IN_READ && s->in_public && c->inbound_public + len > H2_PUBLIC_INBOUND) {
     refuse_input(s, len,
