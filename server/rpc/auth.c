@@ -162,6 +162,7 @@ static void auth_done(const db_result_t *r, void *arg) {
     p->token_id = strtoll(db_value(r, 0, 6), NULL, 10);
     p->enrollment = strcmp(db_value(r, 0, 7), "f") != 0; /* anything but "false" fails closed */
     auth_cache_put(&call->srv->auth_cache, job->hash, p, job->gen, uv_now(call->srv->loop));
+    auth_cache_know(&call->srv->auth_cache, job->hash, p->user_id, uv_now(call->srv->loop));
     rpc_call_authenticated(call);
   }
   rpc_call_unref(call);
@@ -173,6 +174,7 @@ void rpc_auth_start(rpc_call_t *call) {
   const rpc_principal_t *cached;
   auth_job_t *job;
   db_opts_t o = {0};
+  int64_t known;
   int rc;
 
   if (h == NULL) {
@@ -206,9 +208,12 @@ void rpc_auth_start(rpc_call_t *call) {
   params[0] = job->hash;
   /* Token lookups together count as one user's requests (AUTH_LOOKUPS_KEY): strangers
    * flooding lookups of made-up tokens, from one address or many, hold at most that share
-   * of the pool and its queue, and the callers already authenticated keep the rest. */
+   * of the pool and its queue, and the callers already authenticated keep the rest. A
+   * token that authenticated lately (its principal expired from the cache) is its user's:
+   * its renewal counts against that user's share, out of the strangers' way. */
+  known = auth_cache_known(&call->srv->auth_cache, job->hash, uv_now(call->srv->loop));
   o.owner = rpc_call_conn_id(call);
-  o.user = AUTH_LOOKUPS_KEY;
+  o.user = known > 0 ? (uint64_t)known : AUTH_LOOKUPS_KEY;
   o.handle = &call->db_req;
   rpc_call_ref(call);
   rc = db_query_opts(call->srv->db, &o, auth_sql, 1, params, auth_done, job);
@@ -220,6 +225,11 @@ void rpc_auth_start(rpc_call_t *call) {
                "too many calls waiting for the database on this connection (limit %zu); "
                "retry later",
                call->srv->cfg.db_queue_per_conn);
+    else if (rc == DB_EUSER && known > 0)
+      rpc_fail(call, GRPC_RESOURCE_EXHAUSTED,
+               "too many of your calls are waiting for the database (limit %zu over all your "
+               "connections); retry later",
+               db_per_user_max(call->srv->db));
     else if (rc == DB_EUSER)
       rpc_fail(call, GRPC_UNAVAILABLE,
                "server busy: too many callers being authenticated (limit %zu); retry later",

@@ -90,6 +90,47 @@ void auth_cache_put(auth_cache_t *c, const char *hash, const rpc_principal_t *p,
   e->expires = now + c->ttl_ms;
 }
 
+/* The first 64 bits of a hex hash (never 0: 0 marks an empty slot), or 0 if it is not one. */
+static uint64_t known_key(const char *hash) {
+  uint64_t k = 0;
+
+  if (strlen(hash) != HASH_HEX)
+    return 0;
+  for (int i = 0; i < 16; i++) {
+    char ch = hash[i];
+    unsigned v = ch >= '0' && ch <= '9'   ? (unsigned)(ch - '0')
+                 : ch >= 'a' && ch <= 'f' ? (unsigned)(ch - 'a' + 10)
+                 : ch >= 'A' && ch <= 'F' ? (unsigned)(ch - 'A' + 10)
+                                          : 16;
+    if (v > 15)
+      return 0;
+    k = k << 4 | v;
+  }
+  return k ? k : 1;
+}
+
+void auth_cache_know(auth_cache_t *c, const char *hash, int64_t user_id, uint64_t now) {
+  uint64_t k = known_key(hash);
+  auth_known_t *slot;
+
+  if (k == 0 || user_id <= 0)
+    return;
+  slot = &c->known[k % AUTH_KNOWN_SLOTS];
+  slot->key = k;
+  slot->user_id = user_id;
+  slot->at = now;
+}
+
+int64_t auth_cache_known(const auth_cache_t *c, const char *hash, uint64_t now) {
+  uint64_t k = known_key(hash);
+  const auth_known_t *slot;
+
+  if (k == 0)
+    return 0;
+  slot = &c->known[k % AUTH_KNOWN_SLOTS];
+  return slot->key == k && now - slot->at < AUTH_KNOWN_MS ? slot->user_id : 0;
+}
+
 void auth_cache_reset(auth_cache_t *c, int live) {
   for (unsigned i = 0; i < AUTH_CACHE_BUCKETS && c->n > 0; i++)
     drop_bucket(c, i, 0, 1);

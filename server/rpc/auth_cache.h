@@ -13,8 +13,17 @@
 #include "rpc/rpc.h"
 
 #define AUTH_CACHE_BUCKETS 1024
+#define AUTH_KNOWN_SLOTS 1024       /* tokens remembered as whose they were (a hint) */
+#define AUTH_KNOWN_MS (10 * 60000u) /* ... for this long after they last authenticated */
 
 typedef struct auth_cache_entry auth_cache_entry_t;
+
+/* A token that authenticated lately: whose it was, not what it may do. */
+typedef struct auth_known {
+  uint64_t key; /* the first 64 bits of the token's hash; 0: empty */
+  int64_t user_id;
+  uint64_t at; /* ms, in the caller's clock */
+} auth_known_t;
 
 typedef struct auth_cache {
   size_t max;      /* entries at most; 0: nothing is ever cached */
@@ -23,6 +32,7 @@ typedef struct auth_cache {
   int live;        /* the invalidation listener is listening: entries may be served */
   uint64_t gen;    /* bumped by every invalidation */
   auth_cache_entry_t *buckets[AUTH_CACHE_BUCKETS];
+  auth_known_t known[AUTH_KNOWN_SLOTS]; /* direct-mapped: a newer token takes the slot */
 } auth_cache_t;
 
 /** An empty cache, not live, of at most max entries living ttl_ms each. */
@@ -36,6 +46,20 @@ const rpc_principal_t *auth_cache_get(auth_cache_t *c, const char *hash, uint64_
  * c->gen), the cache is not live, or it is full of unexpired entries. */
 void auth_cache_put(auth_cache_t *c, const char *hash, const rpc_principal_t *p, uint64_t gen,
                     uint64_t now);
+
+/**
+ * Remember that the token with hash authenticated as user_id at now. Not a principal: it is
+ * never served for authentication, only for auth_cache_known().
+ */
+void auth_cache_know(auth_cache_t *c, const char *hash, int64_t user_id, uint64_t now);
+
+/**
+ * The user the token with hash authenticated as within AUTH_KNOWN_MS before now, or 0: a
+ * lookup of a known user's token renews its principal, and counts against that user's
+ * share of the database pool rather than strangers' (rpc/auth.c). Kept across invalidations:
+ * a revoked token's lookup still finds nothing.
+ */
+int64_t auth_cache_known(const auth_cache_t *c, const char *hash, uint64_t now);
 
 /** Drop every entry and bump the generation; live: whether entries may be served from now. */
 void auth_cache_reset(auth_cache_t *c, int live);

@@ -680,64 +680,121 @@ def test_one_user_waits_for_a_bounded_share_over_its_connections(c):
             ch.close()
 
 
+class LookupFlood:
+    """Strangers sending `per` calls with made-up tokens from each of n addresses (127.0.0.2
+    on), each on a connection of its own."""
+
+    def __init__(self, addr, n, per):
+        self.conns = [rawh2.RawH2(addr, timeout=60, source=f"127.0.0.{2 + k}") for k in range(n)]
+        body = rawh2.grpc_frame(pb.ListCluesRequest(page_size=1).SerializeToString())
+        self.sids = [[h.request("/clue.v1.ClueService/ListClues", body,
+                                headers=[("authorization", f"Bearer ct_{k:02d}{i:062d}")]) for i in range(per)]
+                     for k, h in enumerate(self.conns)]
+
+    def ended(self):
+        return [h.responses[sid] for h, ss in zip(self.conns, self.sids) for sid in ss if h.responses[sid].ended]
+
+    def settle(self, n):
+        """Read until n calls have ended (or 30 s), and a little longer; the calls ended."""
+        deadline = time.monotonic() + 30
+        while len(self.ended()) < n and time.monotonic() < deadline:
+            self.pump(0.2)
+        time.sleep(0.5)
+        self.pump(0.2)
+        return self.ended()
+
+    def pump(self, wait):
+        for h in self.conns:
+            h.sock.settimeout(wait)
+            try:
+                assert h.pump(), "connection closed"
+            except socket.timeout:
+                pass
+            h.sock.settimeout(60)
+
+    def finish(self):
+        for h, ss in zip(self.conns, self.sids):
+            for sid in ss:
+                assert h.wait(sid).grpc_status in (Code.UNAUTHENTICATED.value[0], Code.UNAVAILABLE.value[0])
+
+    def close(self):
+        for h in self.conns:
+            h.close()
+
+
+def lookup_server(c, *args):
+    """A server of two pool connections and a 64-request queue, so that all token lookups
+    together may have 32 waiting (a quarter of the queue, at least --db-queue-per-conn)."""
+    return harness.Clued(c.pg.url(c.dbname), args=["--db-pool", "2", "--db-queue", "64", "--db-queue-per-conn", "32",
+                                                     "--db-lock-timeout", "60000", *args]).start(migrate=False)
+
+
 def test_token_lookups_hold_one_share(c):
-    """Token lookups, before anyone is known, count together as one user's requests: 32 here
-    (a quarter of a 64-request queue, at least --db-queue-per-conn). With the tokens table
-    locked (so every lookup waits), strangers send 10 calls with made-up tokens from each of
-    five addresses to a server of two pool connections: 32 lookups wait, the other 18 calls
-    are refused at once with UNAVAILABLE (server busy, naming the limit), and the lookups
-    hold one pool connection. A user whose principal is cached is served on the other
-    meanwhile. Before, each address had a share of its own: two held both connections, and
-    five filled the queue."""
+    """Token lookups, before anyone is known, count together as one user's requests (32
+    here). With the tokens table locked (so every lookup waits), strangers send 10 calls with
+    made-up tokens from each of five addresses: 32 lookups wait, the other 18 calls are
+    refused at once with UNAVAILABLE (server busy, naming the limit), and the lookups hold
+    one pool connection. A user whose principal is cached is served on the other meanwhile.
+    Before, each address had a share of its own: two held both connections, and five filled
+    the queue."""
     w = c.w
-    srv = harness.Clued(c.pg.url(c.dbname), args=["--db-pool", "2", "--db-queue", "64", "--db-queue-per-conn", "32",
-                                                    "--db-lock-timeout", "60000",
-                                                    "--auth-cache-ttl", "60000"]).start(migrate=False)
+    srv = lookup_server(c, "--auth-cache-ttl", "60000")
     lock = c.pg.connect(c.dbname)
     lock.autocommit = False
     ch, user = clue_stub(w.G2.member, srv.addr)
-    strangers = [rawh2.RawH2(srv.addr, timeout=60, source=f"127.0.0.{2 + k}") for k in range(5)]
+    flood = None
     try:
         assert user.ListClues(pb.ListCluesRequest(page_size=1), timeout=30) is not None  # principal cached
         with lock.cursor() as cur:
             cur.execute("LOCK TABLE tokens IN ACCESS EXCLUSIVE MODE")
-        body = rawh2.grpc_frame(pb.ListCluesRequest(page_size=1).SerializeToString())
-        sids = [[h.request("/clue.v1.ClueService/ListClues", body,
-                           headers=[("authorization", f"Bearer ct_{k:02d}{i:062d}")]) for i in range(10)]
-                for k, h in enumerate(strangers)]
-
-        def ended():
-            return [h.responses[sid] for h, ss in zip(strangers, sids) for sid in ss if h.responses[sid].ended]
-        deadline = time.monotonic() + 30
-        while len(ended()) < 18 and time.monotonic() < deadline:
-            for h in strangers:
-                h.sock.settimeout(0.2)
-                try:
-                    assert h.pump(), "connection closed"
-                except socket.timeout:
-                    pass
-        time.sleep(0.5)
-        for h in strangers:
-            try:
-                h.pump()
-            except socket.timeout:
-                pass
-            h.sock.settimeout(60)
-        got = ended()
+        flood = LookupFlood(srv.addr, 5, 10)
+        got = flood.settle(18)
         assert len(got) == 18, [(r.grpc_status, r.grpc_message) for r in got]
         for r in got:
             assert r.grpc_status == Code.UNAVAILABLE.value[0], (r.grpc_status, r.grpc_message)
             assert "too many callers being authenticated (limit 32)" in r.grpc_message, r.grpc_message
         assert user.ListClues(pb.ListCluesRequest(page_size=1), timeout=10) is not None
         lock.rollback()
-        for h, ss in zip(strangers, sids):
-            for sid in ss:
-                assert h.wait(sid).grpc_status in (Code.UNAUTHENTICATED.value[0], Code.UNAVAILABLE.value[0])
+        flood.finish()
     finally:
         lock.rollback()
         lock.close()
-        for h in strangers:
-            h.close()
+        if flood:
+            flood.close()
+        ch.close()
+        srv.stop()
+
+
+def test_a_known_token_is_renewed_out_of_the_strangers_way(c):
+    """A principal stays cached for --auth-cache-ttl (300 ms here); then its token is looked
+    up again. That renewal counts against its own user, not with strangers' lookups: with the
+    strangers' share full (the tokens table locked, 50 made-up tokens from five addresses), a
+    user who authenticated a moment ago is not refused as busy, and is served once the lookups
+    answer."""
+    w = c.w
+    srv = lookup_server(c, "--auth-cache-ttl", "300")
+    lock = c.pg.connect(c.dbname)
+    lock.autocommit = False
+    ch, user = clue_stub(w.G2.member, srv.addr)
+    flood = None
+    try:
+        assert user.ListClues(pb.ListCluesRequest(page_size=1), timeout=30) is not None  # known now
+        time.sleep(0.5)  # its principal expired from the cache
+        with lock.cursor() as cur:
+            cur.execute("LOCK TABLE tokens IN ACCESS EXCLUSIVE MODE")
+        flood = LookupFlood(srv.addr, 5, 10)
+        assert len(flood.settle(18)) == 18
+        call = user.ListClues.future(pb.ListCluesRequest(page_size=1), timeout=60)
+        time.sleep(1)
+        assert not call.done(), call.exception()
+        lock.rollback()
+        assert call.result() is not None
+        flood.finish()
+    finally:
+        lock.rollback()
+        lock.close()
+        if flood:
+            flood.close()
         ch.close()
         srv.stop()
 
