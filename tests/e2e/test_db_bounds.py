@@ -26,6 +26,7 @@ every row exactly once, and cluectl follows them.
 """
 
 import concurrent.futures
+import contextlib
 import json
 import re
 import os
@@ -33,6 +34,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 
 import grpc
 
@@ -722,11 +724,35 @@ class LookupFlood:
             h.close()
 
 
-def lookup_server(c, *args):
-    """A server of two pool connections and a 64-request queue, so that all token lookups
-    together may have 32 waiting (a quarter of the queue, at least --db-queue-per-conn)."""
-    return harness.Clued(c.pg.url(c.dbname), args=["--db-pool", "2", "--db-queue", "64", "--db-queue-per-conn", "32",
-                                                     "--db-lock-timeout", "60000", *args]).start(migrate=False)
+@contextlib.contextmanager
+def lookup_scene(c, cache_ttl):
+    """(server, lock, user): a server of two pool connections and a 64-request queue, so that
+    all token lookups together may have 32 waiting (a quarter of the queue, at least
+    --db-queue-per-conn), principals cached for cache_ttl ms; a database connection in a
+    transaction of its own; G2's member's ClueService stub, its token known to the server.
+    Whatever LookupFlood the body keeps in scene.flood is closed with them."""
+    srv = harness.Clued(c.pg.url(c.dbname), args=["--db-pool", "2", "--db-queue", "64", "--db-queue-per-conn", "32",
+                                                    "--db-lock-timeout", "60000", "--auth-cache-ttl", str(cache_ttl)]
+                        ).start(migrate=False)
+    lock = c.pg.connect(c.dbname)
+    lock.autocommit = False
+    ch, user = clue_stub(c.w.G2.member, srv.addr)
+    scene = types.SimpleNamespace(srv=srv, lock=lock, user=user, flood=None)
+    try:
+        assert user.ListClues(pb.ListCluesRequest(page_size=1), timeout=30) is not None  # its token known
+        yield scene
+    finally:
+        lock.rollback()
+        lock.close()
+        if scene.flood:
+            scene.flood.close()
+        ch.close()
+        srv.stop()
+
+
+def lock_tokens(scene):
+    with scene.lock.cursor() as cur:
+        cur.execute("LOCK TABLE tokens IN ACCESS EXCLUSIVE MODE")
 
 
 def test_token_lookups_hold_one_share(c):
@@ -737,32 +763,17 @@ def test_token_lookups_hold_one_share(c):
     one pool connection. A user whose principal is cached is served on the other meanwhile.
     Before, each address had a share of its own: two held both connections, and five filled
     the queue."""
-    w = c.w
-    srv = lookup_server(c, "--auth-cache-ttl", "60000")
-    lock = c.pg.connect(c.dbname)
-    lock.autocommit = False
-    ch, user = clue_stub(w.G2.member, srv.addr)
-    flood = None
-    try:
-        assert user.ListClues(pb.ListCluesRequest(page_size=1), timeout=30) is not None  # principal cached
-        with lock.cursor() as cur:
-            cur.execute("LOCK TABLE tokens IN ACCESS EXCLUSIVE MODE")
-        flood = LookupFlood(srv.addr, 5, 10)
-        got = flood.settle(18)
+    with lookup_scene(c, 60000) as scene:
+        lock_tokens(scene)
+        scene.flood = LookupFlood(scene.srv.addr, 5, 10)
+        got = scene.flood.settle(18)
         assert len(got) == 18, [(r.grpc_status, r.grpc_message) for r in got]
         for r in got:
             assert r.grpc_status == Code.UNAVAILABLE.value[0], (r.grpc_status, r.grpc_message)
             assert "too many callers being authenticated (limit 32)" in r.grpc_message, r.grpc_message
-        assert user.ListClues(pb.ListCluesRequest(page_size=1), timeout=10) is not None
-        lock.rollback()
-        flood.finish()
-    finally:
-        lock.rollback()
-        lock.close()
-        if flood:
-            flood.close()
-        ch.close()
-        srv.stop()
+        assert scene.user.ListClues(pb.ListCluesRequest(page_size=1), timeout=10) is not None
+        scene.lock.rollback()
+        scene.flood.finish()
 
 
 def test_a_known_token_is_renewed_out_of_the_strangers_way(c):
@@ -771,32 +782,17 @@ def test_a_known_token_is_renewed_out_of_the_strangers_way(c):
     strangers' share full (the tokens table locked, 50 made-up tokens from five addresses), a
     user who authenticated a moment ago is not refused as busy, and is served once the lookups
     answer."""
-    w = c.w
-    srv = lookup_server(c, "--auth-cache-ttl", "300")
-    lock = c.pg.connect(c.dbname)
-    lock.autocommit = False
-    ch, user = clue_stub(w.G2.member, srv.addr)
-    flood = None
-    try:
-        assert user.ListClues(pb.ListCluesRequest(page_size=1), timeout=30) is not None  # known now
+    with lookup_scene(c, 300) as scene:
         time.sleep(0.5)  # its principal expired from the cache
-        with lock.cursor() as cur:
-            cur.execute("LOCK TABLE tokens IN ACCESS EXCLUSIVE MODE")
-        flood = LookupFlood(srv.addr, 5, 10)
-        assert len(flood.settle(18)) == 18
-        call = user.ListClues.future(pb.ListCluesRequest(page_size=1), timeout=60)
+        lock_tokens(scene)
+        scene.flood = LookupFlood(scene.srv.addr, 5, 10)
+        assert len(scene.flood.settle(18)) == 18
+        call = scene.user.ListClues.future(pb.ListCluesRequest(page_size=1), timeout=60)
         time.sleep(1)
         assert not call.done(), call.exception()
-        lock.rollback()
+        scene.lock.rollback()
         assert call.result() is not None
-        flood.finish()
-    finally:
-        lock.rollback()
-        lock.close()
-        if flood:
-            flood.close()
-        ch.close()
-        srv.stop()
+        scene.flood.finish()
 
 
 def test_watch_catch_up_reads_count_against_their_user(c):
