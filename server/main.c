@@ -700,15 +700,14 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
   return 0;
 }
 
-/* A thousand connections need more descriptors than the usual soft limit of 1024. */
 /* Descriptors kept for what is not a client connection: the listeners, the database pools
  * and listeners, files served, the metrics endpoint. */
 #define FD_RESERVE 64
 
-/* Raise the descriptor limit to its hard limit, and keep --max-connections within it: past
- * the descriptors, accept() fails and the connections are dropped before the server ever
- * sees them, so the limit's choice of which connection goes (a stranger's, not a user's)
- * would never be made. */
+/* Raise the descriptor limit to its hard limit (a thousand connections need more than the
+ * usual soft limit of 1024), and keep --max-connections within it: past the descriptors,
+ * accept() fails and the connections are dropped before the server ever sees them, so the
+ * limit's choice of which connection goes (a stranger's, not a user's) would never be made. */
 static void raise_fd_limit(server_config_t *cfg) {
   struct rlimit rl;
   rlim_t room;
@@ -763,16 +762,11 @@ static void warn_ignored_settings(const server_config_t *cfg, const cli_opts_t *
     log_warn("--db-queue-per-user %zu is below --db-queue-per-conn %zu: one user's connection "
              "is bounded by --db-queue-per-user alone",
              cfg->db_queue_per_user, cfg->db_queue_per_conn);
-  {
-    size_t share = cfg->db_queue_per_user ? cfg->db_queue_per_user : (cfg->db_queue_max + 3) / 4;
-    if (!cfg->db_queue_per_user && share < cfg->db_queue_per_conn)
-      share = cfg->db_queue_per_conn;
-    if (share >= cfg->db_queue_max)
-      log_warn("one user's share of the database queue (%zu, --db-queue-per-user) is not below "
-               "--db-queue %zu: one user, or the token lookups of strangers together, may fill it; "
-               "lower --db-queue-per-conn or --db-queue-per-user",
-               share, cfg->db_queue_max);
-  }
+  if (server_db_queue_per_user(cfg) >= cfg->db_queue_max)
+    log_warn("one user's share of the database queue (%zu, --db-queue-per-user) is not below "
+             "--db-queue %zu: one user, or the token lookups of strangers together, may fill it; "
+             "lower --db-queue-per-conn or --db-queue-per-user",
+             server_db_queue_per_user(cfg), cfg->db_queue_max);
   if (cfg->db_conns_per_user > cfg->db_pool_size)
     log_warn("--db-conns-per-user %d is above --db-pool %d: one user may hold every connection",
              cfg->db_conns_per_user, cfg->db_pool_size);

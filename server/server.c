@@ -120,6 +120,14 @@ static uint64_t sweep_interval(const server_config_t *cfg) {
  * their memory and would only have it trimmed and faulted back. */
 #define TRIM_MIN_BYTES ((size_t)32 * 1024)
 
+size_t server_db_queue_per_user(const server_config_t *cfg) {
+  size_t share = (cfg->db_queue_max + 3) / 4;
+
+  if (cfg->db_queue_per_user)
+    return cfg->db_queue_per_user;
+  return share < cfg->db_queue_per_conn ? cfg->db_queue_per_conn : share;
+}
+
 size_t server_max_public_inbound(const server_t *srv) {
   return srv->cfg.max_inbound / 8;
 }

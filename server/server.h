@@ -9,8 +9,8 @@
 #include <uv.h>
 
 #include "rpc/auth_cache.h"
+#include "rpc/key_counts.h"
 #include "rpc/rpc.h"
-#include "rpc/user_inbound.h"
 
 typedef struct db_pool db_pool_t;
 typedef struct h2_conn h2_conn_t;
@@ -144,9 +144,9 @@ struct server {
   uint64_t direct_moves[2];    /* moves sent without a facts read: [0] done so, [1] read
                                   and decided after all (service/clue.c) */
   size_t inbound;              /* request bytes authenticated calls keep (--max-inbound) */
+  key_counts_t user_inbound;   /* ... of them per user (--max-user-inbound) */
   unsigned public_streams;     /* open calls of public streaming methods (--max-public-streams) */
   size_t inbound_public;       /* request bytes of public methods' calls, all connections */
-  user_inbound_t user_inbound; /* ... of them per user (--max-user-inbound) */
   size_t inbound_freed;        /* large requests' bytes freed since the sweep last trimmed
                                   the heap */
   uint64_t auth_lookups[2];    /* calls authenticated: [0] from the principal cache, [1] by a
@@ -164,8 +164,8 @@ struct server {
   struct metrics_http *metrics_http; /* the /metrics listener; NULL: none */
   h2_conn_t *conns;                  /* intrusive list of live connections */
   h2_conn_t *strangers, *strangers_tail; /* live connections no user claims, oldest first */
-  user_inbound_t user_conns;             /* connections each user claims (h2_conn_claim) */
-  user_inbound_t addr_strangers;         /* strangers' connections per peer address */
+  key_counts_t user_conns;               /* connections each user claims (h2_conn_claim) */
+  key_counts_t addr_strangers;           /* strangers' connections per peer address */
   h2_conn_t *flush_soon;             /* connections to flush at the next idle phase (soon_next) */
   uv_idle_t flush_idle;              /* runs while flush_soon is not empty */
   size_t nconns;
@@ -210,6 +210,10 @@ int server_is_loopback(const struct sockaddr_storage *ss);
 
 /** The server's clock in milliseconds since the epoch (test builds may offset it). */
 int64_t server_now_ms(const server_t *srv);
+
+/** The database requests one user may have waiting or running (--db-queue-per-user; by
+ * default a quarter of --db-queue, at least --db-queue-per-conn). */
+size_t server_db_queue_per_user(const server_config_t *cfg);
 
 /** The most request bytes calls of public methods (no token) keep over all connections: an
  * eighth of --max-inbound. */

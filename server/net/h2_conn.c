@@ -297,7 +297,7 @@ static void strangers_append(h2_conn_t *c) {
   server_t *srv = c->srv;
 
   /* Out of memory: the address's count misses it, which only ranks it lower for eviction. */
-  c->addr_counted = user_inbound_add(&srv->addr_strangers, c->peer_key, 1) == 0;
+  c->addr_counted = key_counts_add(&srv->addr_strangers, c->peer_key, 1) == 0;
 
   c->snext = NULL;
   c->sprev = srv->strangers_tail;
@@ -312,7 +312,7 @@ static void strangers_remove(h2_conn_t *c) {
   server_t *srv = c->srv;
 
   if (c->addr_counted)
-    user_inbound_release(&srv->addr_strangers, c->peer_key, 1);
+    key_counts_release(&srv->addr_strangers, c->peer_key, 1);
   c->addr_counted = 0;
 
   if (c->sprev)
@@ -332,8 +332,8 @@ void h2_conn_claim(h2_conn_t *c, uint64_t user) {
   if (c == NULL || c->user != 0 || user == 0 || c->state == H2_CONN_CLOSING)
     return;
   srv = c->srv;
-  if (user_inbound_kept(&srv->user_conns, user) >= server_max_conns_per_user(srv) ||
-      user_inbound_add(&srv->user_conns, user, 1) != 0)
+  if (key_counts_get(&srv->user_conns, user) >= server_max_conns_per_user(srv) ||
+      key_counts_add(&srv->user_conns, user, 1) != 0)
     return; /* stays a stranger's */
   strangers_remove(c);
   c->user = user;
@@ -359,7 +359,7 @@ static int authenticating(const h2_conn_t *c) {
 /* Where a candidate for eviction stands: the more strangers' connections its address has,
  * then the fewer streams it has under way, the sooner it goes (see h2_conn_make_room()). */
 static size_t addr_strangers(const h2_conn_t *c) {
-  return user_inbound_kept(&c->srv->addr_strangers, c->peer_key);
+  return key_counts_get(&c->srv->addr_strangers, c->peer_key);
 }
 
 static int evict_class(const h2_conn_t *c) {
@@ -438,7 +438,7 @@ static void conn_change_state(h2_conn_t *c, h2_conn_state_t to, const char *why)
     if (c->next)
       c->next->prev = c->prev;
     if (c->user)
-      user_inbound_release(&srv->user_conns, c->user, 1);
+      key_counts_release(&srv->user_conns, c->user, 1);
     else
       strangers_remove(c);
     if (c->in_soon) { /* the list holds only this turn's replies: short */

@@ -548,6 +548,36 @@ static void public_less(h2_conn_t *c, size_t n) {
   c->srv->inbound_public -= n;
 }
 
+/* What public calls of all connections may keep while s keeps kept bytes: twice the limit
+ * for a small request (a Health check), still answered while strangers hold the total with
+ * large ones; small ones left unfinished are bounded all the same. */
+static size_t public_max(const h2_conn_t *c, size_t kept) {
+  size_t max = server_max_public_inbound(c->srv);
+  return kept <= H2_PUBLIC_SMALL ? 2 * max : max;
+}
+
+/* True (with the reason in why) when n more bytes of an authenticated call of user would
+ * take the server past --max-inbound, or user past --max-user-inbound. */
+static int authenticated_over(const h2_conn_t *c, uint64_t user, size_t n, char *why, size_t len) {
+  size_t kept = key_counts_get(&c->srv->user_inbound, user), max = server_max_user_inbound(c->srv);
+
+  if (c->srv->inbound + n > c->srv->cfg.max_inbound) {
+    snprintf(why, len,
+             "server holds %zu bytes of requests, over its limit of %zu (--max-inbound); try "
+             "again later",
+             c->srv->inbound + n, c->srv->cfg.max_inbound);
+    return 1;
+  }
+  if (user && kept + n > max) {
+    snprintf(why, len,
+             "your calls hold %zu bytes of requests over all your connections, over the limit "
+             "of %zu (--max-user-inbound); send large requests one after another",
+             kept + n, max);
+    return 1;
+  }
+  return 0;
+}
+
 /* The server's total (--max-inbound) counts the bytes of authenticated calls to methods that
  * need a token, and so does their user's (--max-user-inbound): those of a caller not yet
  * known join them once it is. Public methods and
@@ -562,7 +592,7 @@ static void srv_count(h2_stream_t *s) {
   s->conn->srv->inbound += n;
   s->srv_inbound = s->inbound;
   /* Out of memory: the user's count misses these bytes, as if they were not there. */
-  if (s->user && user_inbound_add(&s->conn->srv->user_inbound, s->user, n) == 0)
+  if (s->user && key_counts_add(&s->conn->srv->user_inbound, s->user, n) == 0)
     s->user_inbound += n;
 }
 
@@ -603,36 +633,16 @@ void h2_stream_input_taken(h2_stream_t *s, size_t n) {
   if (s->conn) {
     s->conn->inbound -= n;
     server_inbound_release(s->conn->srv, m);
-    user_inbound_release(&s->conn->srv->user_inbound, s->user, mu);
+    key_counts_release(&s->conn->srv->user_inbound, s->user, mu);
     if (s->in_public)
       public_less(s->conn, n);
   }
 }
 
 int h2_stream_held_over(const h2_stream_t *s, uint64_t user, char *why, size_t len) {
-  const h2_conn_t *c = s->conn;
-  size_t n, kept, max;
-
-  if (c == NULL || s->in != H2_IN_HOLD || s->in_public || s->inbound <= s->srv_inbound)
+  if (s->conn == NULL || s->in != H2_IN_HOLD || s->in_public || s->inbound <= s->srv_inbound)
     return 0;
-  n = s->inbound - s->srv_inbound;
-  if (c->srv->inbound + n > c->srv->cfg.max_inbound) {
-    snprintf(why, len,
-             "server holds %zu bytes of requests, over its limit of %zu (--max-inbound); try "
-             "again later",
-             c->srv->inbound + n, c->srv->cfg.max_inbound);
-    return 1;
-  }
-  kept = user_inbound_kept(&c->srv->user_inbound, user);
-  max = server_max_user_inbound(c->srv);
-  if (user && kept + n > max) {
-    snprintf(why, len,
-             "your calls hold %zu bytes of requests over all your connections, over the limit "
-             "of %zu (--max-user-inbound); send large requests one after another",
-             kept + n, max);
-    return 1;
-  }
-  return 0;
+  return authenticated_over(s->conn, user, s->inbound - s->srv_inbound, why, len);
 }
 
 size_t h2_stream_input_room(const h2_stream_t *s) {
@@ -648,11 +658,8 @@ size_t h2_stream_input_room(const h2_stream_t *s) {
     /* The server's total counts only authenticated calls; public ones have their own, for
      * requests larger than a small one (see h2_stream_recv_data). */
     size_t pub_kept = c->srv->inbound_public - s->inbound - s->decoded;
-    size_t pub_max = server_max_public_inbound(c->srv);
-    size_t pub_room;
-    if (s->inbound <= H2_PUBLIC_SMALL)
-      pub_max *= 2;
-    pub_room = pub_kept < pub_max ? pub_max - pub_kept : 0;
+    size_t pub_max = public_max(c, s->inbound);
+    size_t pub_room = pub_kept < pub_max ? pub_max - pub_kept : 0;
     return conn_room < pub_room ? conn_room : pub_room;
   }
   srv_kept = c->srv->inbound - s->srv_inbound;
@@ -661,7 +668,7 @@ size_t h2_stream_input_room(const h2_stream_t *s) {
     conn_room = srv_room;
   if (s->user == 0)
     return conn_room;
-  user_kept = user_inbound_kept(&c->srv->user_inbound, s->user) - s->user_inbound;
+  user_kept = key_counts_get(&c->srv->user_inbound, s->user) - s->user_inbound;
   user_max = server_max_user_inbound(c->srv);
   user_room = user_kept < user_max ? user_max - user_kept : 0;
   return conn_room < user_room ? conn_room : user_room;
@@ -831,26 +838,21 @@ void h2_stream_recv_data(h2_stream_t *s, const uint8_t *data, size_t len) {
   h2_conn_t *c = s->conn;
   size_t max = c->srv->cfg.max_conn_inbound;
   int text = s->proto == WEB_PROTO_TEXT;
+  char why[200];
 
   if (s->in == H2_IN_DISCARD) {
     consume(s, len); /* refused or answered: dropped unread */
     return;
   }
   s->in_last = uv_now(c->srv->loop);
-  /* Over all connections too. A small request (a Health check) may go up to twice the
-   * limit: it is still answered while strangers hold the total with large ones, and small
-   * ones left unfinished are bounded all the same. */
-  if (s->in == H2_IN_READ && s->in_public) {
-    size_t pub_max = server_max_public_inbound(c->srv);
-    if (s->inbound + len <= H2_PUBLIC_SMALL)
-      pub_max *= 2;
-    if (c->srv->inbound_public + len > pub_max) {
-      refuse_input(s, len,
-                   "server holds %zu bytes of requests to methods that need no token, over its "
-                   "limit of %zu (an eighth of --max-inbound); try again later",
-                   c->srv->inbound_public + len, pub_max);
-      return;
-    }
+  /* Over all connections too (public_max()). */
+  if (s->in == H2_IN_READ && s->in_public &&
+      c->srv->inbound_public + len > public_max(c, s->inbound + len)) {
+    refuse_input(s, len,
+                 "server holds %zu bytes of requests to methods that need no token, over its "
+                 "limit of %zu (an eighth of --max-inbound); try again later",
+                 c->srv->inbound_public + len, public_max(c, s->inbound + len));
+    return;
   }
   if (s->in == H2_IN_READ && s->in_public && c->inbound_public + len > H2_PUBLIC_INBOUND) {
     refuse_input(s, len,
@@ -866,20 +868,9 @@ void h2_stream_recv_data(h2_stream_t *s, const uint8_t *data, size_t len) {
                  c->inbound + len, max);
     return;
   }
-  if (s->in == H2_IN_READ && !s->in_public && c->srv->inbound + len > c->srv->cfg.max_inbound) {
-    refuse_input(s, len,
-                 "server holds %zu bytes of requests, over its limit of %zu (--max-inbound); "
-                 "try again later",
-                 c->srv->inbound + len, c->srv->cfg.max_inbound);
-    return;
-  }
-  if (s->in == H2_IN_READ && s->user &&
-      user_inbound_kept(&c->srv->user_inbound, s->user) + len > server_max_user_inbound(c->srv)) {
-    refuse_input(s, len,
-                 "your calls hold %zu bytes of requests over all your connections, over the "
-                 "limit of %zu (--max-user-inbound); send large requests one after another",
-                 user_inbound_kept(&c->srv->user_inbound, s->user) + len,
-                 server_max_user_inbound(c->srv));
+  if (s->in == H2_IN_READ && !s->in_public &&
+      authenticated_over(c, s->user, len, why, sizeof(why))) {
+    refuse_input(s, len, "%s", why);
     return;
   }
   /* Credit for the body of a caller not yet authenticated is held back: until the token

@@ -235,7 +235,7 @@ static void call_free(uv_handle_t *h) {
   arena_release(&call->arena);
   decode_arena_release(&call->decode_arena);
   server_inbound_release(call->srv, call->srv_kept);
-  user_inbound_release(&call->srv->user_inbound, call->stream.user, call->user_kept);
+  key_counts_release(&call->srv->user_inbound, call->stream.user, call->user_kept);
   if (call->public_stream)
     call->srv->public_streams--;
   h2_stream_free(&call->stream);
@@ -830,7 +830,7 @@ static void call_dispatch(rpc_call_t *call) {
   if (!call->m->public_method) {
     call->srv_kept = a->arena.bytes;
     call->srv->inbound += call->srv_kept;
-    if (user_inbound_add(&call->srv->user_inbound, call->stream.user, call->srv_kept) == 0)
+    if (key_counts_add(&call->srv->user_inbound, call->stream.user, call->srv_kept) == 0)
       call->user_kept = call->srv_kept;
   }
   call->m->handler(call, call->req);

@@ -77,6 +77,7 @@
 #include "service/audit_event.h"
 #include "service/clue_row.h"
 #include "service/clue_scope.h"
+#include "service/common.h"
 
 #define REPLAY_BATCH 256             /* rows per catch-up query of one watcher */
 #define WATCH_HIGH_WATER (64 * 1024) /* a watcher queues no more once its call holds this */
@@ -363,7 +364,6 @@ static void watcher_query(watcher_t *w) {
   audit_sql_t q;
   char sql[sizeof(q.text) + 512];
   const char *params[AUDIT_SQL_MAX_PARAMS + 1];
-  const rpc_principal_t *who = rpc_call_principal(w->call);
   db_opts_t o = {0};
   int rc;
 
@@ -379,8 +379,7 @@ static void watcher_query(watcher_t *w) {
   w->refs++;
   /* Counted as the call's other requests are: a client's replays share its connection's and
    * its user's bounds. */
-  o.owner = rpc_call_conn_id(w->call);
-  o.user = who && who->user_id > 0 ? (uint64_t)who->user_id : 0;
+  svc_db_opts(w->call, NULL, &o);
   rc = db_query_opts(a->srv->db, &o, sql, q.n + 1, params, watcher_fetched, w);
   if (rc == DB_EOWNER || rc == DB_EUSER)
     watcher_end(w, GRPC_RESOURCE_EXHAUSTED,

@@ -241,9 +241,7 @@ static int send_primary_read(svc_job_t *job, const db_opts_t *o, const char *sql
   return db_txn_opts(job->pool, o, st, 3, job_done, job);
 }
 
-/* The pool options of a request of call's: counted against its HTTP/2 connection and its
- * user (db_opts_t), with its handle in *handle. */
-static void call_opts(rpc_call_t *call, db_req_t **handle, db_opts_t *o) {
+void svc_db_opts(rpc_call_t *call, db_req_t **handle, db_opts_t *o) {
   const rpc_principal_t *who = rpc_call_principal(call);
 
   o->owner = rpc_call_conn_id(call);
@@ -267,7 +265,7 @@ static int replica_read_ended(svc_job_t *job, const db_result_t *r) {
     return 0;
   job->pool = rpc_call_server(call)->db;
   job->req = NULL;
-  call_opts(call, &job->req, &o);
+  svc_db_opts(call, &job->req, &o);
   job_check_sent(job, send_primary_read(job, &o, sql, job->nparams, job->values));
   return 1;
 }
@@ -305,7 +303,7 @@ static int refusal_after_barrier(rpc_call_t *call, const db_result_t *r) {
       (job = job_new(call, refusal_told, copy)) == NULL)
     return 0;
   job->pool = rpc_call_server(call)->db;
-  call_opts(call, &job->req, &o);
+  svc_db_opts(call, &job->req, &o);
   job_check_sent(job, db_query_opts(job->pool, &o, sql_refusal_barrier, 0, NULL, job_done, job));
   return 1;
 }
@@ -436,7 +434,7 @@ static void run_one(rpc_call_t *call, const char *sql, int nparams, const char *
     job_check_sent(job, DB_ENOMEM);
     return;
   }
-  call_opts(call, &job->req, &o);
+  svc_db_opts(call, &job->req, &o);
   job_check_sent(job, writes || job->pool != rpc_call_server(call)->db
                           ? db_query_opts(job->pool, &o, sql, nparams, values, job_done, job)
                           : send_primary_read(job, &o, sql, nparams, values));
@@ -468,7 +466,7 @@ void svc_txn(rpc_call_t *call, const db_stmt_t *stmts, int n, svc_cb cb, void *a
   if ((job = job_new(call, cb, arg)) == NULL)
     return;
   job->writes = 1;
-  call_opts(call, &job->req, &o);
+  svc_db_opts(call, &job->req, &o);
   if (tok[0] == NULL) {
     /* No token: a single statement stays a plain query (its own transaction). */
     rc = n == 1

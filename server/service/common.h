@@ -52,6 +52,13 @@ void svc_write(rpc_call_t *call, const char *sql, int nparams, const char *const
 const char *svc_token(rpc_call_t *call, int *oom);
 
 /**
+ * The pool options of a request made for call: counted against its HTTP/2 connection and
+ * its user (db_opts_t), with its handle in *handle (NULL: none). Every other field is left
+ * as it was.
+ */
+void svc_db_opts(rpc_call_t *call, db_req_t **handle, db_opts_t *o);
+
+/**
  * Like svc_query() for several statements in one transaction (the token statement first, as
  * there); r->res[i] is the caller's statement i's result.
  */

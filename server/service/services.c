@@ -168,12 +168,7 @@ void services_db_config(const server_t *srv, const char *conninfo, db_config_t *
   dc->statement_timeout_ms = srv->cfg.db_statement_timeout_ms;
   dc->lock_timeout_ms = srv->cfg.db_lock_timeout_ms;
   dc->per_owner_max = srv->cfg.db_queue_per_conn;
-  dc->per_user_max = srv->cfg.db_queue_per_user;
-  if (dc->per_user_max == 0) {
-    dc->per_user_max = (dc->queue_max + 3) / 4;
-    if (dc->per_user_max < dc->per_owner_max)
-      dc->per_user_max = dc->per_owner_max;
-  }
+  dc->per_user_max = server_db_queue_per_user(&srv->cfg);
   dc->conns_per_user = srv->cfg.db_conns_per_user;
 }
 
