@@ -559,7 +559,7 @@ static size_t public_max(const h2_conn_t *c, size_t kept) {
 /* True (with the reason in why) when n more bytes of an authenticated call of user would
  * take the server past --max-inbound, or user past --max-user-inbound. */
 static int authenticated_over(const h2_conn_t *c, uint64_t user, size_t n, char *why, size_t len) {
-  size_t kept = key_counts_get(&c->srv->user_inbound, user), max = server_max_user_inbound(c->srv);
+  size_t kept, max = server_max_user_inbound(c->srv);
 
   if (c->srv->inbound + n > c->srv->cfg.max_inbound) {
     snprintf(why, len,
@@ -568,7 +568,10 @@ static int authenticated_over(const h2_conn_t *c, uint64_t user, size_t n, char 
              c->srv->inbound + n, c->srv->cfg.max_inbound);
     return 1;
   }
-  if (user && kept + n > max) {
+  if (user == 0)
+    return 0;
+  kept = key_counts_get(&c->srv->user_inbound, user);
+  if (kept + n > max) {
     snprintf(why, len,
              "your calls hold %zu bytes of requests over all your connections, over the limit "
              "of %zu (--max-user-inbound); send large requests one after another",
