@@ -555,6 +555,16 @@ authz_result_t authz_can_unassign(const authz_principal_t *p, const authz_clue_t
                                                  : "leader of the lead room");
 }
 
+/* Does the unit oversee the clue on someone else's behalf: the owner group's liaison room,
+ * the lead room of its joint case, the reviewer of its pending proposal? A recusal hides the
+ * clue from the recused user, so the unit overseen may not record one for its overseers' staff:
+ * it would shut them out of the clue, and out of reviewing it. Their own leader may. */
+static bool oversees(const authz_clue_t *c, int64_t unit_id) {
+  return !same_unit(unit_id, c->owner_unit_id) && (same_unit(unit_id, c->owner_liaison_room_id) ||
+                                                   same_unit(unit_id, c->case_lead_unit_id) ||
+                                                   same_unit(unit_id, c->pending_reviewer_unit_id));
+}
+
 authz_result_t authz_can_recuse(const authz_principal_t *p, const authz_clue_t *c,
                                 const authz_user_t *u) {
   const char *why;
@@ -576,6 +586,12 @@ authz_result_t authz_can_recuse(const authz_principal_t *p, const authz_clue_t *
                   "the lead room of the clue's joint case, may record a recusal");
   if (!u->exists)
     return user_not_found(u);
+  if (!self && !is_leader_of(p, u->unit_id) && oversees(c, u->unit_id))
+    return decide(AUTHZ_DENIED, "the user's unit oversees the clue",
+                  "user %lld belongs to a unit that oversees this clue (the owner's liaison room, "
+                  "the lead room of its joint case or the reviewer of its pending proposal): only "
+                  "the user themselves or a LEADER of their unit may record their recusal",
+                  (long long)u->user_id);
   if (!user_is_staff(u))
     return decide(AUTHZ_INVALID_ARGUMENT, "user does not work on clues",
                   "user_id must name an active MEMBER or LEADER of a GROUP, ROOM or REGION");

@@ -275,8 +275,10 @@ authz_result_t authz_can_unassign(const authz_principal_t *p, const authz_clue_t
  * or negative (the service puts p's own id for "myself"); NOT_FOUND if p does not see the clue;
  * DENIED for an AUDITOR, and unless u is p (a declaration) or p is a LEADER of u's unit, of the
  * owner unit or of the lead room of the clue's joint case; NOT_FOUND when u does not exist;
- * INVALID_ARGUMENT unless u is a MEMBER or LEADER of a GROUP, ROOM or REGION (only they work
- * on clues); FAILED_PRECONDITION when u is already recused. Any state.
+ * DENIED when u belongs to a unit that oversees the clue (the owner's liaison room, the case's
+ * lead room, the pending proposal's reviewer: not the owner itself) and p is neither u nor a
+ * LEADER of u's unit; INVALID_ARGUMENT unless u is a MEMBER or LEADER of a GROUP, ROOM or
+ * REGION (only they work on clues); FAILED_PRECONDITION when u is already recused. Any state.
  */
 authz_result_t authz_can_recuse(const authz_principal_t *p, const authz_clue_t *c,
                                 const authz_user_t *u);

@@ -87,12 +87,16 @@ static const char recuse_facts_sql[] =
 static const char recuse_sql[] =
     "SELECT " RECUSAL_COLS("x") " FROM clue_recuse($1, $2, $3, $4, $5, $6, $7, $8) x";
 
+/* A clue the caller ($2) is recused from is a missing clue to it (docs/COOPERATION.md): its
+ * recusals and assignments are listed for no reason at all, its unit's users' included. */
+#define NOT_RECUSED(clue) "NOT EXISTS (SELECT 1 FROM recusals mr WHERE mr.clue_id = " clue " AND mr.user_id = $2)"
+
 static const char list_recusals_sql[] =
     "SELECT " RECUSAL_COLS("x") " FROM (SELECT $1::bigint AS unit, $2::bigint AS usr) me,"
     " recusals x JOIN users xu ON xu.id = x.user_id"
     " WHERE ($3::bigint IS NULL OR x.clue_id = $3) AND ($4::bigint IS NULL OR x.user_id = $4)"
     " AND (%s OR xu.unit_id = $1 OR EXISTS (SELECT 1 FROM clues c WHERE c.id = x.clue_id AND %s))"
-    " ORDER BY x.id DESC LIMIT %d";
+    " AND " NOT_RECUSED("x.clue_id") " ORDER BY x.id DESC LIMIT %d";
 static const char list_assignments_sql[] =
     "SELECT h.clue_id, c.owner_unit, ou.code, h.user_id, hu.name, hu.unit_id, hn.code,"
     " h.assigned_by, " SVC_MS("h.assigned_at")
@@ -102,7 +106,7 @@ static const char list_assignments_sql[] =
     " JOIN users hu ON hu.id = h.user_id JOIN units hn ON hn.id = hu.unit_id"
     " WHERE ($3::bigint IS NULL OR h.clue_id = $3) AND ($4::bigint IS NULL OR h.user_id = $4)"
     " AND (%s OR h.user_id = $2 OR (%s AND hu.unit_id = $1) OR %s)"
-    " ORDER BY h.assigned_at DESC, h.clue_id DESC, h.user_id LIMIT %d";
+    " AND " NOT_RECUSED("h.clue_id") " ORDER BY h.assigned_at DESC, h.clue_id DESC, h.user_id LIMIT %d";
 /* clang-format on */
 
 /* A validated AssignHandler, UnassignHandler or RecordRecusal. */

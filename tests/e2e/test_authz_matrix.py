@@ -403,13 +403,19 @@ def expect_unassign(p, c, target):
 
 def expect_recuse(p, c, target, target_unit):
     """Issue 14 Build 3: the user themselves, or a LEADER of the user's unit, the owner unit or
-    the case's lead room; never an AUDITOR. Any state; FAILED_PRECONDITION if already recused."""
+    the case's lead room; never an AUDITOR. Any state; FAILED_PRECONDITION if already recused.
+    The staff of a unit overseeing the clue (the owner's liaison room, the case's lead room, the
+    pending proposal's reviewer; not the owner) only by themselves or their own unit's LEADER."""
     r = refusal(p, "clue", sees(p, c))
     if r:
         return r
     if p.role == "AUDITOR":
         return Code.PERMISSION_DENIED
-    if not (p.user.id == target or (p.staff and p.role == "LEADER" and (p.unit == target_unit or may_assign(p, c)))):
+    own = p.user.id == target or (p.staff and p.role == "LEADER" and p.unit == target_unit)
+    if not (own or (p.staff and p.role == "LEADER" and may_assign(p, c))):
+        return Code.PERMISSION_DENIED
+    overseers = {c.liaison, c.case.lead if c.case else None, c.reviewer} - {None, c.owner}
+    if not own and target_unit in overseers:
         return Code.PERMISSION_DENIED
     return Code.FAILED_PRECONDITION if target in c.recused else OK
 

@@ -375,7 +375,7 @@ def test_recused_user_finds_no_clue_in_cases(c):
     L2 = w.new_user("G1", "LEADER", "G1-leader-case")
     hidden, kept = submit(w.G1.member), submit(w.G1.member)
     recuse(w.G1.leader, hidden.id, user_id=L2.id)
-    recuse(w.G1.leader, hidden.id, user_id=w.R1.member.id)
+    recuse(w.R1.member, hidden.id)  # the liaison room's staff: by themselves or their leader
     jc = w.R1.leader.case.CreateJointCase(cs.CreateJointCaseRequest(
         title="联合办案", participant_unit_ids=[w.G1.id], clue_ids=[hidden.id, kept.id],
         request_id=new_request_id()), timeout=20)
@@ -389,7 +389,7 @@ def test_recused_user_finds_no_clue_in_cases(c):
     got = w.R1.leader.case.GetJointCase(cs.GetJointCaseRequest(case_id=jc.id), timeout=20)
     assert {x.clue_id for x in got.clues} == {hidden.id, kept.id}
     L2R1 = w.new_user("R1", "LEADER", "R1-leader-case")
-    recuse(w.G1.leader, hidden.id, user_id=L2R1.id)
+    recuse(w.R1.leader, hidden.id, user_id=L2R1.id)
     changed = L2R1.case.AddParticipant(cs.AddParticipantRequest(case_id=jc.id, unit_id=w.G2.id), timeout=20)
     assert [x.clue_id for x in changed.clues] == [kept.id], changed
 
@@ -587,7 +587,7 @@ def test_reviewer_unit_every_leader_recused(c):
     # G3's reviewer is R2. With every R2 leader recused, the proposal is refused up front.
     L = w.G3.leader
     cl = move(L, submit(w.G3.member), PRE).clue
-    recuse(L, cl.id, user_id=w.R2.leader.id, reason="亲属")
+    recuse(w.R2.leader, cl.id, reason="亲属")
     g = get(L, cl.id)
     expect_status(Code.FAILED_PRECONDITION, move, L, g, FIL,
                   details_has=("every LEADER of the reviewing unit is recused",))
@@ -605,7 +605,7 @@ def test_pending_proposal_whose_reviewers_are_all_recused(c):
     assert prop.reviewer_unit_id == w.R2.id
     g = get(L, cl.id)
     expect_status(Code.FAILED_PRECONDITION, move, L, g, CLO, finding="无", details_has=("reviewed first",))
-    recuse(L, cl.id, user_id=w.R2.leader.id, reason="曾在驻在单位任职")
+    recuse(w.R2.leader, cl.id, reason="曾在驻在单位任职")
     expect_status(Code.FAILED_PRECONDITION, move, L, g, CLO, finding="无", details_has=("nobody can review it",))
     expect_status(Code.FAILED_PRECONDITION, w.R2.member.clue.ReviewProposal, pb.ReviewProposalRequest(
         proposal_id=prop.id, approve=True, request_id=new_request_id()), timeout=20,
@@ -615,6 +615,80 @@ def test_pending_proposal_whose_reviewers_are_all_recused(c):
     x = L.clue.HandOver(pb.HandOverRequest(clue_id=cl.id, expected_version=g.version, to_unit_id=w.G1.id,
                                            reason="回避后移交", request_id=new_request_id()), timeout=20)
     assert not x.pending_proposal
+
+
+def test_recused_leader_lists_nothing_of_the_clue(c):
+    """A recused LEADER meets the clue as a missing one in the lists too: neither its
+    assignments nor its recusals (with their reasons) are listed, not even those of the
+    leader's own unit's users, which a leader otherwise sees on any clue."""
+    w = c.w
+    L = w.G1.leader
+    cl = move(L, submit(w.G1.member), PRE).clue
+    L2 = w.new_user("G1", "LEADER", "G1-leader-lists")
+    m3 = w.new_user("G1", "MEMBER", "G1-member-lists")
+    hand = w.new_user("G1", "MEMBER", "G1-hand-lists")
+    recuse(L2, cl.id, reason="本人回避")
+    recuse(L, cl.id, user_id=m3.id, reason="曾与被反映人共事")
+    assign(L, cl.id, hand.id)
+    recuse(L, cl.id, user_id=w.G3.leader.id, reason="亲属")
+    assign(L, cl.id, w.G3.member.id)
+    recs = lambda u, **kw: [(x.clue_id, x.user_id, x.reason) for x in u.clue.ListRecusals(  # noqa: E731
+        pb.ListRecusalsRequest(**kw), timeout=20).recusals]
+    asg = lambda u, **kw: [(x.clue_id, x.handler.user_id) for x in u.clue.ListAssignments(  # noqa: E731
+        pb.ListAssignmentsRequest(**kw), timeout=20).assignments]
+    for u in (L2, w.G3.leader):
+        not_found_like_missing(u, cl.id)
+        assert recs(u, clue_id=cl.id) == recs(u, clue_id=MISSING_ID) == [], u.name
+        assert asg(u, clue_id=cl.id) == asg(u, clue_id=MISSING_ID) == [], u.name
+        assert cl.id not in {x[0] for x in recs(u)} | {x[0] for x in asg(u)}, u.name
+    assert cl.id not in {x[0] for x in recs(w.G3.leader, user_id=w.G3.leader.id)}
+    assert cl.id not in {x[0] for x in asg(w.G3.leader, user_id=w.G3.member.id)}
+    # The owner's leader and the handler's own leader elsewhere still list them.
+    assert {(cl.id, m3.id), (cl.id, L2.id)} <= {x[:2] for x in recs(L, clue_id=cl.id)}
+    assert (cl.id, w.G3.member.id) in asg(L, clue_id=cl.id)
+    assert (cl.id, hand.id) in asg(w.auditor, clue_id=cl.id)
+
+
+def test_overseers_staff_recused_only_by_their_own(c):
+    """A recusal hides the clue from the recused user: the group that owns a clue may not record
+    one for the staff of a unit overseeing it (its liaison room, its case's lead room, the
+    reviewer of its proposal), which would shut them out; they or their own leader may."""
+    w = c.w
+    L = w.G1.leader
+    cl = move(L, submit(w.G1.member), PRE).clue
+    before = _one(c.db, "SELECT count(*) FROM recusals WHERE clue_id = %s", cl.id)
+    for target in (w.R1.leader, w.R1.member):
+        expect_status(Code.PERMISSION_DENIED, recuse, L, cl.id, user_id=target.id,
+                      details_has=("oversees this clue",))
+    assert _one(c.db, "SELECT count(*) FROM recusals WHERE clue_id = %s", cl.id) == before
+    assert get(w.R1.leader, cl.id).id == cl.id
+    # A room leading the clue's case oversees it too, and the liaison room is not the lead's.
+    k = w.R2.leader.case.CreateJointCase(cs.CreateJointCaseRequest(
+        title="室组地联合", participant_unit_ids=[w.G1.id], request_id=new_request_id()), timeout=20)
+    w.G1.leader.case.AddClueToCase(cs.AddClueToCaseRequest(case_id=k.id, clue_id=cl.id), timeout=20)
+    expect_status(Code.PERMISSION_DENIED, recuse, L, cl.id, user_id=w.R2.member.id)
+    expect_status(Code.PERMISSION_DENIED, recuse, w.R2.leader, cl.id, user_id=w.R1.member.id)
+    # Their own: the member declares, its leader records; the lead room records the owner's.
+    assert recuse(w.R1.member, cl.id).user_id == w.R1.member.id
+    assert recuse(w.R2.leader, cl.id, user_id=w.R2.member.id).user_id == w.R2.member.id
+    M2 = w.new_user("G1", "MEMBER", "G1-member-overseen")
+    assert recuse(w.R2.leader, cl.id, user_id=M2.id).user_id == M2.id
+
+    # Decided while R2 did not oversee the clue, written once it leads the clue's case: refused
+    # as a change made meanwhile, and nothing is recorded.
+    cl2 = move(L, submit(w.G1.member), PRE).clue
+    R2m = w.new_user("R2", "MEMBER", "R2-member-race")
+    req = pb.RecordRecusalRequest(clue_id=cl2.id, user_id=R2m.id, reason="利害关系", request_id=new_request_id())
+
+    def lead_it():
+        k2 = w.R2.leader.case.CreateJointCase(cs.CreateJointCaseRequest(
+            title="随后的联合案", participant_unit_ids=[w.G1.id], request_id=new_request_id()), timeout=20)
+        w.G1.leader.case.AddClueToCase(cs.AddClueToCaseRequest(case_id=k2.id, clue_id=cl2.id), timeout=20)
+    got, _ = harness.stalled_by_its_key(c.dbname, L.id, L.clue.RecordRecusal, req, lead_it)
+    assert got[0] == Code.ABORTED and "oversees clue" in got[1], got
+    assert _one(c.db, "SELECT count(*) FROM recusals WHERE clue_id = %s", cl2.id) == 0
+    expect_status(Code.PERMISSION_DENIED, L.clue.RecordRecusal, pb.RecordRecusalRequest(
+        clue_id=cl2.id, user_id=R2m.id, reason="利害关系", request_id=new_request_id()), timeout=20)
 
 
 def test_first_assignments_race(c):

@@ -213,11 +213,12 @@ def test_case_calls_of_a_caller_recused_meanwhile(c):
     L, M, RL = w.G1.leader, w.G1.member, w.R1.leader
     L2 = w.new_user("G1", "LEADER", "G1-leader-cases")
 
-    # CreateJointCase by G1's liaison room naming G1's clue: recused while held at its key.
+    # CreateJointCase by G1's liaison room naming G1's clue: recused while held at its key (by
+    # itself: the owner's leader records no recusal of its liaison room's staff).
     cl = submit(M)
     title = "联合办案-回避"
     req = cs.CreateJointCaseRequest(title=title, clue_ids=[cl.id], request_id=new_request_id())
-    got = stalled(c, RL, RL.case.CreateJointCase, req, lambda: recuse(L, cl.id, RL.id))
+    got = stalled(c, RL, RL.case.CreateJointCase, req, lambda: recuse(RL, cl.id, 0))
     fresh = answer(RL.case.CreateJointCase, cs.CreateJointCaseRequest(title=title, clue_ids=[cl.id],
                                                                       request_id=new_request_id()), timeout=20)
     assert fresh[:2] == (Code.NOT_FOUND, f"clue_ids: clue {cl.id}: clue not found"), fresh
@@ -303,10 +304,10 @@ def test_writes_waiting_behind_their_callers_recusal(c):
     case("RecordRecusal", cl, L2, L, L.clue.RecordRecusal, pb.RecordRecusalRequest(
         clue_id=cl.id, user_id=M.id, reason="回避", request_id=new_request_id()))
     assert rows(c.db, "SELECT count(*) FROM recusals WHERE clue_id = %s AND user_id = %s", cl.id, M.id)[0][0] == 0
-    # The review of R1's leader, whom the owner's leader recuses.
+    # The review of R1's leader, who declares a conflict meanwhile.
     cl = move(L, submit(M), PRE).clue
     prop = move(L, cl, FIL).proposal
-    case("ReviewProposal", cl, L, w.R1.leader, w.R1.leader.clue.ReviewProposal, pb.ReviewProposalRequest(
+    case("ReviewProposal", cl, w.R1.leader, w.R1.leader, w.R1.leader.clue.ReviewProposal, pb.ReviewProposalRequest(
         proposal_id=prop.id, approve=True, comment="同意", request_id=new_request_id()), want="proposal not found")
     assert rows(c.db, "SELECT status, state FROM proposals p JOIN clues x ON x.id = p.clue_id WHERE p.id = %s",
                 prop.id) == [("PENDING", "PRELIMINARY_CHECK")]
@@ -604,7 +605,7 @@ def test_case_calls_of_a_caller_recused_as_the_clue_moves(c):
         title="案R2-回避", participant_unit_ids=[w.G1.id], request_id=new_request_id()), timeout=20)
 
     def meanwhile(cl, recused):
-        recuse(L2, cl.id, recused.id)
+        recuse(L2 if recused is L else recused, cl.id, recused.id)
         L2.clue.ExtendDeadline(pb.ExtendDeadlineRequest(clue_id=cl.id, expected_version=cl.version, days=30,
                                                         reason="延期", request_id=new_request_id()), timeout=30)
 

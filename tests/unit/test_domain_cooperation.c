@@ -302,11 +302,17 @@ static void test_who_recuses(void **state) {
   r = authz_can_recuse(&ol, &c, &colleague);
   expect(&r, AUTHZ_ALLOW, "the owner's leader records one for its member");
   r = authz_can_recuse(&ol, &c, &other);
-  expect(&r, AUTHZ_ALLOW, "the owner's leader records one for anyone");
+  expect(&r, AUTHZ_ALLOW, "the owner's leader records one for another unit's member");
   authz_user_t liaison_member = staff_user(9);
   liaison_member.unit_id = LIAISON;
   r = authz_can_recuse(&ll, &c, &liaison_member);
   expect(&r, AUTHZ_ALLOW, "a leader records one for its own unit's member");
+  r = authz_can_recuse(&ol, &c, &liaison_member);
+  expect_msg(&r, AUTHZ_DENIED, "oversees this clue", "the owner's leader, for its liaison room");
+  authz_user_t liaison_self = liaison_member;
+  authz_principal_t lm9 = who(9, LIAISON, CLUE_UNIT_ROOM, CLUE_ROLE_MEMBER);
+  r = authz_can_recuse(&lm9, &c, &liaison_self);
+  expect(&r, AUTHZ_ALLOW, "the liaison room's member declares its own");
   r = authz_can_recuse(&ll, &c, &colleague);
   expect(&r, AUTHZ_DENIED, "the liaison leader records none for the owner's member");
   r = authz_can_recuse(&aud, &c, &other);
@@ -352,6 +358,59 @@ static void test_who_recuses(void **state) {
   assert_false(authz_sees_unit_assignments(&aud));
   assert_false(authz_sees_unit_assignments(&adm));
   assert_false(authz_sees_unit_assignments(NULL));
+}
+
+/* The staff of a unit overseeing the clue (the owner's liaison room, the case's lead room, the
+ * pending proposal's reviewer) are recused by themselves or their own leaders, never by the
+ * unit overseen nor by another overseer: a recusal would hide the clue from them. */
+static void test_overseers_recused_by_their_own(void **state) {
+  (void)state;
+  authz_clue_t c = clue();
+  authz_result_t r;
+  authz_principal_t ol = who(1, OWNER, CLUE_UNIT_GROUP, CLUE_ROLE_LEADER);
+  authz_principal_t kl = who(5, LEAD, CLUE_UNIT_ROOM, CLUE_ROLE_LEADER);
+  authz_user_t liaison = staff_user(9), lead = staff_user(20), owner = staff_user(8),
+               reviewer = staff_user(30), participant = staff_user(40);
+
+  liaison.unit_id = LIAISON;
+  lead.unit_id = LEAD;
+  owner.unit_id = OWNER;
+  owner.unit_kind = CLUE_UNIT_GROUP;
+  participant.unit_id = OTHER_GROUP;
+  participant.unit_kind = CLUE_UNIT_GROUP;
+  c.case_lead_unit_id = LEAD;
+  r = authz_can_recuse(&ol, &c, &lead);
+  expect_msg(&r, AUTHZ_DENIED, "only the user themselves or a LEADER of their unit",
+             "owner: lead's");
+  r = authz_can_recuse(&kl, &c, &liaison);
+  expect(&r, AUTHZ_DENIED, "the lead room, for the liaison room's member");
+  r = authz_can_recuse(&kl, &c, &owner);
+  expect(&r, AUTHZ_ALLOW, "the lead room, for the owner's member");
+  r = authz_can_recuse(&kl, &c, &lead);
+  expect(&r, AUTHZ_ALLOW, "the lead room, for its own member");
+  r = authz_can_recuse(&ol, &c, &participant);
+  expect(&r, AUTHZ_ALLOW, "the owner, for a participant's member");
+  lead.exists = false;
+  r = authz_can_recuse(&ol, &c, &lead);
+  expect_msg(&r, AUTHZ_NOT_FOUND, "user 20 not found", "a missing user is missing first");
+
+  /* A room's own clue under review by another room: the reviewer is the overseer. */
+  authz_clue_t rc = clue();
+  authz_principal_t rl = who(6, LEAD, CLUE_UNIT_ROOM, CLUE_ROLE_LEADER);
+  rc.owner_unit_id = LEAD;
+  rc.owner_unit_kind = CLUE_UNIT_ROOM;
+  rc.owner_liaison_room_id = 0;
+  rc.pending_reviewer_unit_id = OTHER_ROOM;
+  r = authz_can_recuse(&rl, &rc, &reviewer);
+  expect(&r, AUTHZ_DENIED, "the owner room, for its reviewer's member");
+  rc.pending_reviewer_unit_id = 0;
+  r = authz_can_recuse(&rl, &rc, &reviewer);
+  expect(&r, AUTHZ_ALLOW, "no review pending: an unrelated room's member");
+  /* A room leading the case of its own clue oversees nothing of it but owns it. */
+  rc.case_lead_unit_id = LEAD;
+  lead.exists = true;
+  r = authz_can_recuse(&rl, &rc, &lead);
+  expect(&r, AUTHZ_ALLOW, "owner and lead: its own member");
 }
 
 /* Every leader of the owner unit recused: the unit's staff learn why nobody can act. */
@@ -413,8 +472,11 @@ static void test_every_leader_recused(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_seconded_handler),     cmocka_unit_test(test_who_assigns),
-      cmocka_unit_test(test_recused_sees_nothing), cmocka_unit_test(test_who_recuses),
+      cmocka_unit_test(test_seconded_handler),
+      cmocka_unit_test(test_who_assigns),
+      cmocka_unit_test(test_recused_sees_nothing),
+      cmocka_unit_test(test_who_recuses),
+      cmocka_unit_test(test_overseers_recused_by_their_own),
       cmocka_unit_test(test_every_leader_recused),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
