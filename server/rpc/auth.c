@@ -1,5 +1,6 @@
 #include "rpc/auth.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,6 +119,8 @@ void rpc_auth_forget(server_t *srv) {
 typedef struct auth_job {
   rpc_call_t *call;
   uint64_t gen;
+  int64_t known;        /* the user the token was lately known as, or 0 */
+  unsigned recheck : 1; /* the call was authenticated already: rpc_call_rechecked() */
   char hash[65];
 } auth_job_t;
 
@@ -127,10 +130,26 @@ typedef struct auth_job {
  * bit. */
 #define AUTH_LOOKUPS_KEY (1ull << 63)
 
+/* Lookups again of one call before its request runs, at most: each follows an invalidation
+ * that came during the one before. */
+#define AUTH_RECHECKS_MAX 4
+
 static const char auth_sql[] =
     "SELECT u.id, u.unit_id, un.kind, u.role, u.name, un.code, t.id, t.issued_by <> t.user_id"
     "  FROM tokens t JOIN users u ON u.id = t.user_id JOIN units un ON un.id = u.unit_id"
     " WHERE t.token_sha256 = decode($1, 'hex') AND t.revoked_at IS NULL AND NOT u.disabled";
+
+/* The principal is read: remember when, and in which generation of the cache. */
+static void auth_read(rpc_call_t *call, uint64_t gen, int recheck) {
+  call->auth_gen = gen;
+  call->auth_ms = uv_now(call->srv->loop);
+  if (recheck) {
+    call->auth_pending = 0;
+    rpc_call_rechecked(call);
+  } else {
+    rpc_call_authenticated(call);
+  }
+}
 
 static void auth_done(const db_result_t *r, void *arg) {
   auth_job_t *job = arg;
@@ -150,32 +169,96 @@ static void auth_done(const db_result_t *r, void *arg) {
     log_warn("call %s: token lookup failed: %s", call->id, r->message ? r->message : "?");
     rpc_fail(call, GRPC_UNAVAILABLE, "database unavailable");
   } else if (db_rows(r) != 1) {
+    /* A token revoked, or its user disabled, is a stranger's from now on: its lookups no
+     * longer count against (nor tell of) the user it was lately known as. */
+    if (job->known > 0)
+      auth_cache_unknow(&call->srv->auth_cache, job->hash);
     rpc_fail(call, GRPC_UNAUTHENTICATED, "unknown or revoked token, or disabled user");
   } else {
-    rpc_principal_t *p = &call->principal;
-    p->user_id = strtoll(db_value(r, 0, 0), NULL, 10);
-    p->unit_id = strtoll(db_value(r, 0, 1), NULL, 10);
-    p->unit_kind = auth_unit_kind_from_name(db_value(r, 0, 2));
-    p->role = auth_role_from_name(db_value(r, 0, 3));
-    snprintf(p->user_name, sizeof(p->user_name), "%s", db_value(r, 0, 4));
-    snprintf(p->unit_code, sizeof(p->unit_code), "%s", db_value(r, 0, 5));
-    p->token_id = strtoll(db_value(r, 0, 6), NULL, 10);
-    p->enrollment = strcmp(db_value(r, 0, 7), "f") != 0; /* anything but "false" fails closed */
-    auth_cache_put(&call->srv->auth_cache, job->hash, p, job->gen, uv_now(call->srv->loop));
-    auth_cache_know(&call->srv->auth_cache, job->hash, p->user_id, uv_now(call->srv->loop));
-    rpc_call_authenticated(call);
+    rpc_principal_t p = {0};
+    p.user_id = strtoll(db_value(r, 0, 0), NULL, 10);
+    p.unit_id = strtoll(db_value(r, 0, 1), NULL, 10);
+    p.unit_kind = auth_unit_kind_from_name(db_value(r, 0, 2));
+    p.role = auth_role_from_name(db_value(r, 0, 3));
+    snprintf(p.user_name, sizeof(p.user_name), "%s", db_value(r, 0, 4));
+    snprintf(p.unit_code, sizeof(p.unit_code), "%s", db_value(r, 0, 5));
+    p.token_id = strtoll(db_value(r, 0, 6), NULL, 10);
+    p.enrollment = strcmp(db_value(r, 0, 7), "f") != 0; /* anything but "false" fails closed */
+    auth_cache_put(&call->srv->auth_cache, job->hash, &p, job->gen, uv_now(call->srv->loop));
+    auth_cache_know(&call->srv->auth_cache, job->hash, p.user_id, uv_now(call->srv->loop));
+    if (job->recheck && p.user_id != call->principal.user_id) {
+      rpc_fail(call, GRPC_UNAUTHENTICATED, "unknown or revoked token, or disabled user");
+    } else {
+      call->principal = p;
+      auth_read(call, job->gen, job->recheck);
+    }
   }
   rpc_call_unref(call);
 }
 
-void rpc_auth_start(rpc_call_t *call) {
-  const char *h = rpc_call_metadata(call, "authorization");
+/* Authenticate call with its token h (after "Bearer "): from the cache, or a lookup. */
+static void auth_lookup(rpc_call_t *call, const char *h, int recheck) {
   const char *params[1];
   const rpc_principal_t *cached;
   auth_job_t *job;
   db_opts_t o = {0};
-  int64_t known;
   int rc;
+
+  job = rpc_call_alloc(call, sizeof(*job));
+  if (job == NULL) {
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  job->call = call;
+  job->recheck = recheck != 0;
+  auth_token_hash(h, job->hash);
+  cached = auth_cache_get(&call->srv->auth_cache, job->hash, uv_now(call->srv->loop));
+  if (cached && (!recheck || cached->user_id == call->principal.user_id)) {
+    call->srv->auth_lookups[0]++;
+    call->principal = *cached;
+    auth_read(call, call->srv->auth_cache.gen, recheck);
+    return;
+  }
+  call->srv->auth_lookups[1]++;
+  job->gen = call->srv->auth_cache.gen;
+  params[0] = job->hash;
+  /* Token lookups together count as one user's requests (AUTH_LOOKUPS_KEY): strangers
+   * flooding lookups of made-up tokens, from one address or many, hold at most that share
+   * of the pool and its queue, and the callers already authenticated keep the rest. A
+   * token that authenticated lately (its principal expired from the cache) is its user's:
+   * its renewal counts against that user's share, out of the strangers' way. */
+  job->known = auth_cache_known(&call->srv->auth_cache, job->hash, uv_now(call->srv->loop));
+  o.owner = rpc_call_conn_id(call);
+  o.user = job->known > 0 ? (uint64_t)job->known : AUTH_LOOKUPS_KEY;
+  o.handle = &call->db_req;
+  rpc_call_ref(call);
+  call->auth_pending = recheck != 0;
+  rc = db_query_opts(call->srv->db, &o, auth_sql, 1, params, auth_done, job);
+  if (rc != 0) {
+    call->db_req = NULL;
+    call->auth_pending = 0;
+    rpc_call_unref(call);
+    if (rc == DB_EOWNER)
+      rpc_fail(call, GRPC_RESOURCE_EXHAUSTED,
+               "too many calls waiting for the database on this connection (limit %zu); "
+               "retry later",
+               call->srv->cfg.db_queue_per_conn);
+    else if (rc == DB_EUSER && job->known > 0)
+      rpc_fail(call, GRPC_RESOURCE_EXHAUSTED,
+               "too many of your calls are waiting for the database (limit %zu over all your "
+               "connections); retry later",
+               db_per_user_max(call->srv->db));
+    else if (rc == DB_EUSER)
+      rpc_fail(call, GRPC_UNAVAILABLE,
+               "server busy: too many callers being authenticated (limit %zu); retry later",
+               db_per_user_max(call->srv->db));
+    else
+      rpc_fail(call, GRPC_UNAVAILABLE, "database unavailable");
+  }
+}
+
+void rpc_auth_start(rpc_call_t *call) {
+  const char *h = rpc_call_metadata(call, "authorization");
 
   if (h == NULL) {
     rpc_fail(call, GRPC_UNAUTHENTICATED, "missing authorization metadata (Bearer token)");
@@ -189,52 +272,28 @@ void rpc_auth_start(rpc_call_t *call) {
     rpc_fail(call, GRPC_UNAVAILABLE, "no database configured");
     return;
   }
-  job = rpc_call_alloc(call, sizeof(*job));
-  if (job == NULL) {
-    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+  auth_lookup(call, h + 7, 0);
+}
+
+bool rpc_auth_current(const rpc_call_t *call) {
+  const auth_cache_t *c = &call->srv->auth_cache;
+
+  return call->auth_gen == c->gen && uv_now(call->srv->loop) - call->auth_ms <= c->ttl_ms;
+}
+
+void rpc_auth_recheck(rpc_call_t *call) {
+  const char *h = rpc_call_metadata(call, "authorization");
+
+  if (call->auth_pending)
+    return;
+  if (++call->auth_rechecks > AUTH_RECHECKS_MAX) {
+    rpc_fail(call, GRPC_UNAVAILABLE,
+             "server busy: tokens were revoked while this call was authenticated, %d times; "
+             "retry",
+             AUTH_RECHECKS_MAX);
     return;
   }
-  job->call = call;
-  auth_token_hash(h + 7, job->hash);
-  cached = auth_cache_get(&call->srv->auth_cache, job->hash, uv_now(call->srv->loop));
-  if (cached) {
-    call->srv->auth_lookups[0]++;
-    call->principal = *cached;
-    rpc_call_authenticated(call);
-    return;
-  }
-  call->srv->auth_lookups[1]++;
-  job->gen = call->srv->auth_cache.gen;
-  params[0] = job->hash;
-  /* Token lookups together count as one user's requests (AUTH_LOOKUPS_KEY): strangers
-   * flooding lookups of made-up tokens, from one address or many, hold at most that share
-   * of the pool and its queue, and the callers already authenticated keep the rest. A
-   * token that authenticated lately (its principal expired from the cache) is its user's:
-   * its renewal counts against that user's share, out of the strangers' way. */
-  known = auth_cache_known(&call->srv->auth_cache, job->hash, uv_now(call->srv->loop));
-  o.owner = rpc_call_conn_id(call);
-  o.user = known > 0 ? (uint64_t)known : AUTH_LOOKUPS_KEY;
-  o.handle = &call->db_req;
-  rpc_call_ref(call);
-  rc = db_query_opts(call->srv->db, &o, auth_sql, 1, params, auth_done, job);
-  if (rc != 0) {
-    call->db_req = NULL;
-    rpc_call_unref(call);
-    if (rc == DB_EOWNER)
-      rpc_fail(call, GRPC_RESOURCE_EXHAUSTED,
-               "too many calls waiting for the database on this connection (limit %zu); "
-               "retry later",
-               call->srv->cfg.db_queue_per_conn);
-    else if (rc == DB_EUSER && known > 0)
-      rpc_fail(call, GRPC_RESOURCE_EXHAUSTED,
-               "too many of your calls are waiting for the database (limit %zu over all your "
-               "connections); retry later",
-               db_per_user_max(call->srv->db));
-    else if (rc == DB_EUSER)
-      rpc_fail(call, GRPC_UNAVAILABLE,
-               "server busy: too many callers being authenticated (limit %zu); retry later",
-               db_per_user_max(call->srv->db));
-    else
-      rpc_fail(call, GRPC_UNAVAILABLE, "database unavailable");
-  }
+  /* The headers authenticated once: they are still there, and still well formed. */
+  assert(h != NULL && strlen(h) > 7);
+  auth_lookup(call, h + 7, 1);
 }

@@ -4,6 +4,8 @@
 /* Authentication of calls: "authorization: Bearer <token>" looked up (by SHA-256) in the
  * database. */
 
+#include <stdbool.h>
+
 #include "rpc/rpc.h"
 
 /**
@@ -25,7 +27,22 @@ void rpc_auth_forget(server_t *srv);
 /** Continue a call whose principal is set (used by rpc_auth_start): read its body, dispatch. */
 void rpc_call_authenticated(rpc_call_t *call);
 
+/**
+ * Is the call's principal still current, as its request is about to run? Not when an
+ * invalidation (a revocation, a disabled user, the listener lost) came since it was read, nor
+ * once it is older than --auth-cache-ttl: a body sent after its token was revoked must not
+ * run on the authentication of its headers.
+ */
+bool rpc_auth_current(const rpc_call_t *call);
 
+/**
+ * Look the call's token up again (the cache first), then continue it with
+ * rpc_call_rechecked(), or fail it as rpc_auth_start() would.
+ */
+void rpc_auth_recheck(rpc_call_t *call);
+
+/** Continue a call whose principal was read again (used by rpc_auth_recheck). */
+void rpc_call_rechecked(rpc_call_t *call);
 
 #define AUTH_TOKEN_LEN 67 /* "ct_" + 64 hex digits */
 

@@ -131,6 +131,17 @@ int64_t auth_cache_known(const auth_cache_t *c, const char *hash, uint64_t now) 
   return slot->key == k && now - slot->at < AUTH_KNOWN_MS ? slot->user_id : 0;
 }
 
+void auth_cache_unknow(auth_cache_t *c, const char *hash) {
+  uint64_t k = known_key(hash);
+  auth_known_t *slot;
+
+  if (k == 0)
+    return;
+  slot = &c->known[k % AUTH_KNOWN_SLOTS];
+  if (slot->key == k)
+    memset(slot, 0, sizeof(*slot));
+}
+
 void auth_cache_reset(auth_cache_t *c, int live) {
   for (unsigned i = 0; i < AUTH_CACHE_BUCKETS && c->n > 0; i++)
     drop_bucket(c, i, 0, 1);

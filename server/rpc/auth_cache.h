@@ -61,6 +61,9 @@ void auth_cache_know(auth_cache_t *c, const char *hash, int64_t user_id, uint64_
  */
 int64_t auth_cache_known(const auth_cache_t *c, const char *hash, uint64_t now);
 
+/** Forget that the token with hash authenticated lately (it no longer does). */
+void auth_cache_unknow(auth_cache_t *c, const char *hash);
+
 /** Drop every entry and bump the generation; live: whether entries may be served from now. */
 void auth_cache_reset(auth_cache_t *c, int live);
 

@@ -780,6 +780,13 @@ static void call_dispatch(rpc_call_t *call) {
       call_set_state(call, RPC_CALL_WAITING);
     return;
   }
+  if (!call->m->public_method && !rpc_auth_current(call)) {
+    /* Its headers were authenticated before a revocation came, or long ago (a body that took
+     * its time): the token is looked up again before the request runs, and the call goes on
+     * from here (rpc_call_rechecked) or is refused as a fresh one would be. */
+    rpc_auth_recheck(call);
+    return;
+  }
   if (rpc_msg_check_strings(call->m->input, call->msg.data, call->msg.len, why, sizeof(why))) {
     free(call->msg.data);
     call->msg.data = NULL;
@@ -856,6 +863,11 @@ void rpc_call_authenticated(rpc_call_t *call) {
   if (call->remote_ended)
     call_dispatch(call);
   h2_stream_flush(&call->stream); /* the credit held for the body, at least */
+}
+
+void rpc_call_rechecked(rpc_call_t *call) {
+  if (call->state == RPC_CALL_READING || call->state == RPC_CALL_WAITING)
+    call_dispatch(call);
 }
 
 static void call_on_end(h2_stream_t *s) {

@@ -8,7 +8,10 @@ comes from an invalidation, never from an entry's age:
   revocation (the `audit_events` notification); the user's other token goes on.
 - Disabling a user likewise refuses all their tokens on both instances.
 - Losing the LISTEN connection drops the cache: a token revoked with the triggers off is
-  refused on B once B's listener backends are terminated, long before the 60 s."""
+  refused on B once B's listener backends are terminated, long before the 60 s.
+- A call authenticated on its headers runs only on a principal still current when its body
+  has come: a revocation (on either instance) or the cache life passed meanwhile has the
+  token looked up again, and the call is refused, nothing written."""
 
 import os
 import sys
@@ -20,11 +23,13 @@ import grpc
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
 import world  # noqa: E402
+from rawh2 import RawH2, grpc_frame  # noqa: E402
 
 S = harness.stubs()
 A = S.admin_pb2
 AU = S.audit_pb2
 C = S.common_pb2
+CL = S.clue_pb2
 
 TTL_MS = 60000
 WITHIN = 1.0  # seconds from a revocation on A to its refusal on B
@@ -185,6 +190,123 @@ def test_a_stalled_listener_drops_the_cache(c):
                 os.kill(pid, signal.SIGCONT)
             except ProcessLookupError:
                 pass
+
+
+def new_member(c, name):
+    """A MEMBER of G1 with a token (its id known, to revoke it)."""
+    u = c.w.admin.admin.CreateUser(A.CreateUserRequest(unit_id=c.w.G1.id, name=name, role=C.ROLE_MEMBER), timeout=10)
+    return c.w.admin.admin.IssueToken(A.IssueTokenRequest(user_id=u.id, note="late body"), timeout=10)
+
+
+def late_body(c, srv, token, meanwhile):
+    """A SubmitClue on srv whose headers come first, authenticated from the cache (warmed by
+    a call of its own); meanwhile() runs, then the body comes. Returns the call's grpc-status
+    and how many clues of its title were written."""
+    assert call(c, srv, token) == grpc.StatusCode.OK
+    title = "迟到的请求体 " + harness.new_request_id()
+    req = CL.SubmitClueRequest(
+        request_id=harness.new_request_id(), title=title, summary="s", source=CL.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+        subject=CL.SubjectPerson(name="张三", position="处长", rank_level="正处"), host_unit="市发展改革委",
+        violation_categories=["违反廉洁纪律"])
+    h = RawH2(srv.addr, timeout=30)
+    try:
+        sid = h.request("/clue.v1.ClueService/SubmitClue", b"", headers=[("authorization", "Bearer " + token)],
+                        end=False)
+        time.sleep(0.2)  # the headers authenticated
+        meanwhile()
+        h.conn.send_data(sid, grpc_frame(req.SerializeToString()), end_stream=True)
+        h.flush()
+        r = h.wait(sid)
+    finally:
+        h.close()
+    status = r.trailers.get("grpc-status", r.headers.get("grpc-status"))
+    return status, sql(c, "SELECT count(*) FROM clues WHERE title = %s", title)[0][0]
+
+
+def test_a_body_sent_after_a_revocation_is_refused(c):
+    for revoking, running in ((c.a, c.a), (c.a, c.b)):
+        t = new_member(c, f"member-late-{revoking.addr}-{running.addr}")
+
+        def revoke():
+            stub_a = S.admin_pb2_grpc.AdminServiceStub(grpc.intercept_channel(
+                grpc.insecure_channel(revoking.addr), world._Auth(c.w.admin.token)))
+            stub_a.RevokeToken(A.RevokeTokenRequest(token_id=t.token_id), timeout=10)
+            time.sleep(WITHIN)  # the notification reaches the other instance
+        got = late_body(c, running, t.token, revoke)
+        assert got == ("16", 0), (got, revoking.addr, running.addr)
+    # Not revoked: the late body runs.
+    t = new_member(c, "member-late-kept")
+    assert late_body(c, c.b, t.token, lambda: time.sleep(WITHIN)) == ("0", 1)
+
+
+def test_a_body_later_than_the_cache_life_is_looked_up_again(c):
+    # A revocation nobody is told of (the triggers off): an instance whose principals live
+    # 300 ms looks the token up again for a body that comes later than that.
+    short = harness.Clued(c.url, args=["--auth-cache-ttl", "300"]).start(migrate=False)
+    try:
+        t = new_member(c, "member-late-silent")
+
+        def revoke():
+            silent_revoke(c, t.token_id)
+            time.sleep(0.5)
+        assert late_body(c, short, t.token, revoke) == ("16", 0)
+    finally:
+        short.stop()
+
+
+def test_a_revoked_token_is_a_strangers_once_refused(c):
+    # A token that authenticated lately renews against its user's share of the pool. Revoked,
+    # its first lookup is refused, and from then on it is a stranger's: while the user's share
+    # is taken, it is refused as unknown, not as "too many of your calls", which would tell a
+    # revoked token from a made-up one and let its holder use up the user's share.
+    import threading
+    srv = harness.Clued(c.url, args=["--auth-cache-ttl", str(TTL_MS), "--db-queue-per-conn", "2",
+                                     "--db-queue-per-user", "4"]).start(migrate=False)
+    chans = []
+
+    def channel():
+        ch = grpc.insecure_channel(srv.addr, options=[("grpc.use_local_subchannel_pool", 1)])
+        chans.append(ch)
+        return ch
+
+    def lookup(token):
+        try:
+            S.token_pb2_grpc.TokenServiceStub(channel()).GetCaller(
+                S.token_pb2.GetCallerRequest(), metadata=[("authorization", "Bearer " + token)], timeout=10)
+            return grpc.StatusCode.OK
+        except grpc.RpcError as e:
+            return e.code()
+    try:
+        u = c.w.admin.admin.CreateUser(A.CreateUserRequest(unit_id=c.w.G1.id, name="member-share", role=C.ROLE_MEMBER),
+                                       timeout=10)
+        r, kept = [c.w.admin.admin.IssueToken(A.IssueTokenRequest(user_id=u.id, note="share"), timeout=10)
+                   for _ in range(2)]
+        assert lookup(r.token) == lookup(kept.token) == grpc.StatusCode.OK
+        c.w.admin.admin.RevokeToken(A.RevokeTokenRequest(token_id=r.token_id), timeout=10)
+        harness.wait_for(lambda: lookup(r.token) == grpc.StatusCode.UNAUTHENTICATED, what="the revocation on srv")
+        hold = c.pg.connect(c.dbname)
+        hold.autocommit = False
+        hold.cursor().execute("LOCK TABLE clues IN ACCESS EXCLUSIVE MODE")
+        busy = []
+        for _ in range(2):
+            ch = channel()
+            for _ in range(2):
+                t = threading.Thread(target=lambda ch=ch: S.clue_pb2_grpc.ClueServiceStub(ch).ListClues.future(
+                    CL.ListCluesRequest(), metadata=[("authorization", "Bearer " + kept.token)], timeout=10).exception())
+                t.start()
+                busy.append(t)
+        try:
+            time.sleep(0.5)
+            assert lookup(r.token) == grpc.StatusCode.UNAUTHENTICATED
+        finally:
+            hold.rollback()
+            hold.close()
+            for t in busy:
+                t.join()
+    finally:
+        for ch in chans:
+            ch.close()
+        srv.stop()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 /* The tokens the principal cache remembers as whose they were (auth_cache_know/known): a hint
  * for which share of the database pool a token's renewal counts against, never a principal.
  * Kept for AUTH_KNOWN_MS, across invalidations, in a bounded table where a newer token takes
- * a slot; a hash that is not one, or an unknown token, is nobody's. */
+ * a slot; a hash that is not one, or an unknown token, is nobody's; a token refused is
+ * forgotten (auth_cache_unknow). */
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -69,11 +70,25 @@ static void test_what_is_not_a_hash_is_nobodys(void **state) {
   auth_cache_free(&cache);
 }
 
+/* A token refused (revoked, its user disabled) is forgotten; another in its slot is not. */
+static void test_a_refused_token_is_forgotten(void **state) {
+  (void)state;
+  auth_cache_init(&cache, 16, 1000);
+  auth_cache_know(&cache, hash_of(9), 4, 0);
+  auth_cache_unknow(&cache, hash_of(9 + AUTH_KNOWN_SLOTS)); /* the same slot, not the token */
+  assert_int_equal(auth_cache_known(&cache, hash_of(9), 0), 4);
+  auth_cache_unknow(&cache, hash_of(9));
+  assert_int_equal(auth_cache_known(&cache, hash_of(9), 0), 0);
+  auth_cache_unknow(&cache, "short");
+  auth_cache_free(&cache);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_known_for_a_while),
       cmocka_unit_test(test_a_newer_token_takes_the_slot),
       cmocka_unit_test(test_what_is_not_a_hash_is_nobodys),
+      cmocka_unit_test(test_a_refused_token_is_forgotten),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
