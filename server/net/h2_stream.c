@@ -1102,6 +1102,8 @@ static int serve_file(h2_stream_t *s) {
   }
   if (rel[0] == '\0')
     strcpy(rel, "index.html");
+  if (web_hidden(rel))
+    return text_reply(s, 404, "not found\n");
   rc = web_file_get(&srv->files, srv->console_root, rel, H2_MAX_FILE, &f);
   if (rc == -ENOENT && !web_has_extension(rel)) {
     strcpy(rel, "index.html");

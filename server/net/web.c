@@ -181,6 +181,20 @@ int web_token_list_ok(const uint8_t *v, size_t len) {
 
 /* ---- paths -------------------------------------------------------------------------------- */
 
+int web_hidden(const char *path) {
+  static const char known[] = ".well-known";
+
+  for (const char *seg = path; *seg; seg++) {
+    if (*seg == '.' && (strncmp(seg, known, sizeof(known) - 1) != 0 ||
+                        (seg[sizeof(known) - 1] != '/' && seg[sizeof(known) - 1] != '\0')))
+      return 1;
+    seg = strchr(seg, '/');
+    if (seg == NULL)
+      break;
+  }
+  return 0;
+}
+
 int web_path_clean(const char *target, char *out, size_t outlen) {
   size_t o = 0, seg = 0;
   const char *p;

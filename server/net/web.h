@@ -83,6 +83,10 @@ int web_hashed_asset(const char *path);
 /** True if the last segment of path has an extension (an asset, not an SPA route). */
 int web_has_extension(const char *path);
 
+/** True if a segment of the clean relative path is hidden (starts with '.'), other than
+ * ".well-known": an editor's or a tool's file left in --console-dir is not served. */
+int web_hidden(const char *path);
+
 /**
  * A console file read once and shared, read-only, by every reply that serves it: a reply
  * holds a reference, not a copy, so what many streams of one file cost is one copy. It

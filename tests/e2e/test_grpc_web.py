@@ -59,6 +59,12 @@ def make_console(d):
     os.symlink("/etc/passwd", os.path.join(d, "passwd.txt"))  # out of the directory
     os.symlink("index-B3xk9aQ2.js", os.path.join(d, "assets", "alias.js"))  # inside it
     os.mkfifo(os.path.join(d, "fifo.txt"))
+    os.makedirs(os.path.join(d, ".git"))  # hidden: a tool's or an editor's, never served
+    os.makedirs(os.path.join(d, ".well-known"))  # ... except this one
+    for name, data in ((".env", b"SECRET=1\n"), (".git/config", b"SECRET=2\n"), ("assets/.x.js.swp", b"SECRET=3\n"),
+                       (".well-known/security.txt", b"Contact: x\n")):
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
     with open(os.path.join(d, "huge.bin"), "wb") as f:  # sparse: over the 16 MiB bound
         f.truncate(17 << 20)
     return files
@@ -751,6 +757,15 @@ def test_static_traversal_refused(c):
         r = h.request("GET", path)
         assert r.status == 404 and b"root:" not in r.body, (path, r.status)
         h.close()
+    for path in ("/.env", "/.git/config", "/assets/.x.js.swp", "/.git"):  # hidden names: as missing
+        h = H1(c.srv.addr)
+        r = h.request("GET", path)
+        assert r.status == 404 and b"SECRET" not in r.body, (path, r.status)
+        h.close()
+    h = H1(c.srv.addr)
+    r = h.request("GET", "/.well-known/security.txt")
+    assert r.status == 200 and r.body == b"Contact: x\n", (r.status, r.body)
+    h.close()
     h = H1(c.srv.addr)
     r = h.request("GET", "/huge.bin")
     assert r.status == 500 and len(r.body) < 100  # over the size bound: not read

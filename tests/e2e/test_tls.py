@@ -386,9 +386,11 @@ def test_key_update_flood_from_a_client_that_never_reads(c):
         pid = srv.proc.pid
         before = rss_mib(pid)
         t0 = time.time()
-        p = subprocess.Popen([exe, "127.0.0.1", str(port_of(srv)), "12"], stdout=subprocess.PIPE, text=True)
+        # The client floods for at most 40 s: on a loaded machine it sends fewer updates a
+        # second, and the server's records take longer to pass the bound.
+        p = subprocess.Popen([exe, "127.0.0.1", str(port_of(srv)), "40"], stdout=subprocess.PIPE, text=True)
         try:
-            harness.wait_for(lambda: "TLS output not read" in srv.output() or p.poll() is not None, timeout=20,
+            harness.wait_for(lambda: "TLS output not read" in srv.output() or p.poll() is not None, timeout=50,
                              what="the flood's end")
             took = time.time() - t0
             out, _ = p.communicate(timeout=15)
@@ -399,7 +401,7 @@ def test_key_update_flood_from_a_client_that_never_reads(c):
                 p.wait()
         print(f"  {out.strip()} key updates sent in {took:.1f} s; RSS {before:.1f} -> {after:.1f} MiB", flush=True)
         assert "TLS output not read" in srv.output(), "the connection outlived its client's flood"
-        assert took < 12, took
+        assert took < 40, took
         # Mostly the sanitizer's quarantine of OpenSSL's freed record buffers (8 MiB here).
         assert after - before < 16, (before, after)
         assert serving(srv)

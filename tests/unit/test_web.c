@@ -135,6 +135,17 @@ static void test_paths(void **state) {
   assert_string_equal(out, "a b/\xe4\xb8\xad.txt");
   assert_int_equal(web_path_clean("/.well-known/x", out, sizeof(out)), 0);
   assert_string_equal(out, ".well-known/x");
+  /* Clean, but hidden: not served. */
+  assert_true(web_hidden(".env"));
+  assert_true(web_hidden("a/.git/config"));
+  assert_true(web_hidden("assets/.x.js.swp"));
+  assert_true(web_hidden(".well-knownx/y"));
+  assert_true(web_hidden(".well-known/.secret"));
+  assert_false(web_hidden(".well-known"));
+  assert_false(web_hidden(".well-known/security.txt"));
+  assert_false(web_hidden("assets/app-1.js"));
+  assert_false(web_hidden("a.b/c.d"));
+  assert_false(web_hidden(""));
 }
 
 static void test_mime_and_hashes(void **state) {
