@@ -1388,11 +1388,50 @@ def test_demo_tokens_verify():
         srv.stop()
 
 
+def test_unknown_action_explains_nothing():
+    """An event of an action cluectl does not know, appended by the superuser at the tail of a
+    user's, a unit's or a rectification item's chain with empty details, changes nothing the
+    verifier expects of the row: the log verifies while the row is as its known events say,
+    and a role, liaison room or state then written into the row is named at that event, with
+    its action."""
+    log = Log()
+    try:
+        w, rp = log.w, S.rectification_pb2
+        g1 = w.G1
+        day = 86400 * 1000
+        item = g1.leader.rect.CreateItem(rp.CreateItemRequest(
+            host_unit="市发展改革委", description="政府采购未按规定公开", category="财务管理",
+            source=rp.RECTIFICATION_SOURCE_SUPERVISION, deadline_ms=(int(harness.time.time()) // 86400 + 30) * day,
+            request_id=new_request_id()), timeout=20)
+        for kind, sid, action, table, change, words in [
+            ("user", g1.member.id, "user.touch", "users", "role = 'LEADER'",
+             "the user's role is LEADER, but its events say MEMBER"),
+            ("unit", w.G3.id, "unit.touch", "units", f"liaison_room_id = {w.R1.id}",
+             f"the unit's liaison room is {w.R1.id}, but its events say {w.R2.id}"),
+            ("rectification", item.id, "rect.touch", "rect_items",
+             "state = 'VERIFIED', verified_at = now(), description = '已整改完毕'",
+             "the item's state is VERIFIED, but its events say OPEN"),
+        ]:
+            seq, = log.one("SELECT (audit_append(NULL, NULL, %s, %s, %s, NULL, NULL, NULL, NULL, '{}')).seq",
+                           action, kind, sid)
+            log.cp = log.save_checkpoint()  # the event alone changes nothing: verifies OK
+            cols = re.sub(r" = [^,]*", "", change)
+            log.sql(f"CREATE TABLE kept AS SELECT {cols} FROM {table} WHERE id = {sid}",
+                    f"UPDATE {table} SET {change} WHERE id = {sid}")
+            tampered(f"{kind} row changed after an event of an unknown action", log, seq,
+                     f"({kind} #{sid}, {action}): {words}", f"seq {seq}'s action, {action}, is not one this cluectl knows")
+            log.sql(f"UPDATE {table} t SET ({cols}) = (SELECT {cols} FROM kept) WHERE t.id = {sid}", "DROP TABLE kept")
+            r = log.verify()
+            assert r.returncode == 0 and r.stdout.startswith("OK:"), r.stdout + r.stderr
+    finally:
+        log.close()
+
+
 def test_report():
     # The list the closing note asks for: each tampering with its detection message.
     for name, msg in REPORT:
         print(f"{name}\n    {msg}")
-    assert len(REPORT) == 101
+    assert len(REPORT) == 104
 
 
 if __name__ == "__main__":
