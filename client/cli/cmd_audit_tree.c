@@ -661,6 +661,16 @@ static void fail_unexplained(verdict_t *rows, const Clue__V1__UnexplainedRow *u)
          "clue %lld: proposal %lld exists, but no proposal.create event of the clue logged it: "
          "the row was inserted",
          s, m);
+  else if (strcmp(u->kind, "case_clue") == 0)
+    fail(rows,
+         "joint case %lld: clue %lld is listed in it, but the clue's row, which its events are "
+         "checked against, does not name the case: the row was inserted",
+         s, m);
+  else if (strcmp(u->kind, "case_clue_removed") == 0)
+    fail(rows,
+         "joint case %lld: clue %lld is not listed in it, though the clue's row names the case: "
+         "the row was deleted",
+         s, m);
   else if (strcmp(u->kind, "rect_item") == 0)
     fail(rows,
          "rectification item %lld exists, but no rect.create event logged it: the row was "
