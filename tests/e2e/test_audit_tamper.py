@@ -1493,6 +1493,26 @@ def test_unreadable_values_in_a_covered_event():
         log.close()
 
 
+def test_events_past_the_tree_are_told_in_the_ok_line():
+    """With the builder locked out (as the superuser can), an event logged after the tree is
+    not checked, nor the row whose latest event it is: verify's OK line says so, naming it,
+    instead of passing over it."""
+    log = Log()
+    lock = log.pg.connect(log.dbname)
+    try:
+        with lock.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(1668052325, 1)")  # the builder's (0012_audit_tree.sql)
+        log.w.G1.member.clue.AddNote(pb.AddNoteRequest(clue_id=log.clues[0], kind=pb.NOTE_KIND_OTHER, text="锁定后",
+                                                       request_id=new_request_id()), timeout=20)
+        seq, = log.one("SELECT max(seq) FROM audit_events")
+        r = log.verify()
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"; seq {seq} and the events after it are not in the tree yet" in r.stdout, r.stdout
+    finally:
+        lock.close()
+        log.close()
+
+
 def test_report():
     # The list the closing note asks for: each tampering with its detection message.
     for name, msg in REPORT:
