@@ -661,6 +661,16 @@ static void fail_unexplained(verdict_t *rows, const Clue__V1__UnexplainedRow *u)
          "clue %lld: proposal %lld exists, but no proposal.create event of the clue logged it: "
          "the row was inserted",
          s, m);
+  else if (strcmp(u->kind, "case_clue") == 0)
+    fail(rows,
+         "joint case %lld: clue %lld is listed in it, but the clue's row, which its events are "
+         "checked against, does not name the case: the row was inserted",
+         s, m);
+  else if (strcmp(u->kind, "case_clue_removed") == 0)
+    fail(rows,
+         "joint case %lld: clue %lld is not listed in it, though the clue's row names the case: "
+         "the row was deleted",
+         s, m);
   else if (strcmp(u->kind, "rect_item") == 0)
     fail(rows,
          "rectification item %lld exists, but no rect.create event logged it: the row was "
@@ -694,8 +704,8 @@ static void fail_unexplained(verdict_t *rows, const Clue__V1__UnexplainedRow *u)
  * walk then asks straight for the last page (after the greatest seq there can be), for its
  * rows that no event explains. */
 static int walk_pages(cli_t *cli, int32_t page, merkle_tree_t *mt, verdict_t *v, verdict_t *rows,
-                      replays_t *rp, int64_t *last_seq, int64_t *events, int64_t **seqs,
-                      uint64_t *seqs_cap) {
+                      replays_t *rp, int64_t *last_seq, int64_t *events, int64_t *beyond,
+                      int64_t **seqs, uint64_t *seqs_cap) {
   Clue__V1__ExportAuditEventsRequest req = CLUE__V1__EXPORT_AUDIT_EVENTS_REQUEST__INIT;
   int rc = 0, oom = 0, past_end = 0;
   int64_t end = -1; /* the seq of the tree's last leaf when the walk began */
@@ -713,6 +723,7 @@ static int walk_pages(cli_t *cli, int32_t page, merkle_tree_t *mt, verdict_t *v,
       merkle_hash_t h;
       if (e->seq > end) {
         past_end = 1;
+        *beyond = e->seq;
         break;
       }
       req.after_seq = e->seq;
@@ -782,13 +793,14 @@ static int walk_pages(cli_t *cli, int32_t page, merkle_tree_t *mt, verdict_t *v,
 }
 
 static int walk(cli_t *cli, int32_t page, merkle_tree_t *mt, verdict_t *v, verdict_t *rows,
-                int64_t *last_seq, int64_t *events, int64_t **seqs, uint64_t *seqs_cap) {
+                int64_t *last_seq, int64_t *events, int64_t *beyond, int64_t **seqs,
+                uint64_t *seqs_cap) {
   replays_t rp;
   int rc;
 
   clue_rows_init(&rp.clues);
   subject_rows_init(&rp.subjects);
-  rc = walk_pages(cli, page, mt, v, rows, &rp, last_seq, events, seqs, seqs_cap);
+  rc = walk_pages(cli, page, mt, v, rows, &rp, last_seq, events, beyond, seqs, seqs_cap);
   clue_rows_free(&rp.clues);
   subject_rows_free(&rp.subjects);
   return rc;
@@ -812,6 +824,7 @@ int audit_tree_verify(cli_t *cli, const cli_args_t *args) {
   char *text = NULL, a[20], b[20];
   size_t len;
   int64_t last_seq = 0, events = 0, *seqs = NULL;
+  int64_t beyond = 0; /* the first event past the tree the walk found: not checked */
   uint64_t seqs_cap = 0;
   leaves_t saved = {0};
   char lpath[4096];
@@ -848,13 +861,13 @@ int audit_tree_verify(cli_t *cli, const cli_args_t *args) {
   /* Every event, against its leaf; the tree rebuilt from them. A server without the key
    * may be a moment behind its own latest checkpoint: walk again, a few times. */
   for (int attempt = 0;; attempt++) {
-    if ((rc = walk(cli, page, &mt, &v, &rows, &last_seq, &events, &seqs, &seqs_cap)) != 0)
+    if ((rc = walk(cli, page, &mt, &v, &rows, &last_seq, &events, &beyond, &seqs, &seqs_cap)) != 0)
       goto out;
     if (v.failed || mt.size >= cp2.size || attempt == 5)
       break;
     merkle_tree_free(&mt);
     merkle_tree_init(&mt);
-    last_seq = events = 0;
+    last_seq = events = beyond = 0;
     nanosleep(&(struct timespec){0, 300 * 1000 * 1000}, NULL);
   }
   rc = CLI_FAILED;
@@ -994,9 +1007,15 @@ report:
       fputs("; the server's latest checkpoint by ", stdout);
       cli_put_text(stdout, l2, 0);
     }
-    printf("); the log has %llu, an extension of it; %lld events rehashed, chains and content "
-           "hashes hold\n",
+    printf("); the tree has %llu, an extension of it; %lld events rehashed, chains and content "
+           "hashes hold",
            (unsigned long long)mt.size, (long long)events);
+    if (beyond != 0)
+      printf("; seq %lld and the events after it are not in the tree yet (its builder is behind "
+             "or stopped): they, and the rows whose latest event is among them, were not "
+             "checked",
+             (long long)beyond);
+    putchar('\n');
     rc = CLI_OK;
   }
 out:

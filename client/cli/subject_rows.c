@@ -21,8 +21,13 @@
  *     case.create   the title and basis in its details (case.add_participant and
  *                   .remove_participant change neither; the participants are told apart in
  *                   the export's unexplained rows).
- * An action this cluectl does not know on such a chain (a newer server's) ends the judging of
- * its row, as an event it could not read does.
+ * An action this cluectl does not know on such a chain explains nothing: it is taken to change
+ * none of the row (as clue_rows.c takes one on a clue's chain), so the row is still judged
+ * against what the known events say, and a difference names the unknown action too. Ending the
+ * judging there would let anyone who can append one event (a superuser: "user.touch" with empty
+ * details) change the row unseen from then on. A newer server's action that sets a judged member
+ * is then told as a difference, which a newer cluectl explains: verify fails, never passes,
+ * on what it cannot account for.
  *
  * A recusal is not a chain of its own: its clue.recuse event records its reason (the event's)
  * and who recorded it (the actor), which the export gives the row of (current_facts).
@@ -154,7 +159,9 @@ struct subject_replay {
   int64_t id;
   int kind;
   int created;    /* its creating event was read: the row must exist */
-  int lost;       /* an event of the chain was not read or not understood: nothing is judged */
+  int lost;       /* an event of the chain was not read whole: nothing is judged */
+  int64_t unknown_seq; /* the latest event whose action this cluectl does not know, 0: none */
+  char unknown[40];    /* its action (cut short) */
   unsigned known; /* bit per member: what the events told so far */
   unsigned json;  /* bit per member: want is a JSON value as the details render it, else a text */
   char *want[MEMBERS_MAX]; /* NULL: none (SQL NULL) */
@@ -378,8 +385,8 @@ int subject_rows_apply(subject_rows_t *rows, const Clue__V1__LeafEvent *e) {
     return oom ? -1 : 0;
   k = &kinds[s->kind];
   if (!known_action(k, e->action)) {
-    s->lost = 1;
-    forget_members(s);
+    s->unknown_seq = e->seq;
+    snprintf(s->unknown, sizeof(s->unknown), "%s", e->action);
     return 0;
   }
   if (is(e, k->create)) {
@@ -423,8 +430,15 @@ int subject_rows_check(const subject_rows_t *rows, const Clue__V1__LeafEvent *e,
     const member_t *mb = &k->members[m];
     row_expect_t x = {mb->key,   mb->name,           mb->quoted, s->want[m],
                       s->len[m], (s->json >> m) & 1, mb->time};
-    if ((s->known & (1u << m)) && row_judge(e->current_row, k->whose, &x, why, cap))
+    if ((s->known & (1u << m)) && row_judge(e->current_row, k->whose, &x, why, cap)) {
+      size_t n = strlen(why);
+      if (s->unknown_seq != 0 && n < cap)
+        snprintf(why + n, cap - n,
+                 " (seq %lld's action, %s, is not one this cluectl knows: it explains none of "
+                 "the row)",
+                 (long long)s->unknown_seq, s->unknown);
       return 1;
+    }
   }
   return 0;
 }

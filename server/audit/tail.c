@@ -60,6 +60,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit/tree.h"
 #include "db/db.h"
 #include "domain/audit_frontier.h"
 #include "log.h"
@@ -330,6 +331,7 @@ static const char sql_start[] =
 #define FETCH_EVENT_COL 3
 #define FETCH_AT_US_COL (FETCH_EVENT_COL + AUDIT_EVENT_NCOLS)
 #define FETCH_OWNER_COL (FETCH_AT_US_COL + 1)
+/* clang-format off */
 static const char sql_fetch[] =
     "WITH e AS MATERIALIZED (SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2),"
     " " TAIL_SYNC_IF("EXISTS (SELECT 1 FROM e)")
@@ -337,9 +339,10 @@ static const char sql_fetch[] =
     "        (SELECT CASE WHEN max(seq) - $1 > count(*) THEN txid_current() END FROM e),"
     "        (SELECT string_agg(h, ',') FROM (SELECT DISTINCT unnest($3::text[]) h) x"
     "          WHERE NOT " AUDIT_TOKEN_VALID_SQL("h") "), " AUDIT_EVENT_COLS ","
-    "        (extract(epoch FROM e.at) * 1000000)::bigint, e.owner_unit"
+    "        " AUDIT_LEAF_TIME_SQL ", e.owner_unit"
     "   FROM (SELECT 1) one LEFT JOIN e ON true"
     "  ORDER BY e.seq";
+/* clang-format on */
 
 /* The leaf of a fetched row: the event's columns as AUDIT_LEAF_COLS gives them. */
 static int row_leaf(const db_result_t *r, int row, merkle_hash_t out) {

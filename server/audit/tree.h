@@ -20,9 +20,16 @@
 
 typedef struct audit_tree audit_tree_t;
 
+/** An event's (aliased "e") time in microseconds since the epoch, NULL for one no bigint holds
+ * ('infinity', which only a superuser can store): that one event then no longer hashes to its leaf
+ * and is named, where the cast's error would fail the whole statement that reads it. */
+#define AUDIT_LEAF_TIME_SQL                                                                        \
+  "CASE WHEN abs(extract(epoch FROM e.at)) < 9e12"                                                 \
+  " THEN (extract(epoch FROM e.at) * 1000000)::bigint END"
+
 /** The columns of audit_events (aliased "e") that a leaf covers, in canonical order. */
 #define AUDIT_LEAF_COLS                                                                            \
-  "e.seq, (extract(epoch FROM e.at) * 1000000)::bigint, e.actor_user_id, e.actor_unit_id, "        \
+  "e.seq, " AUDIT_LEAF_TIME_SQL ", e.actor_user_id, e.actor_unit_id, "                             \
   "e.action, e.subject_type, e.subject_id, e.owner_unit, e.from_state, e.to_state, e.reason, "     \
   "e.details, encode(e.prev_hash, 'hex'), encode(e.hash, 'hex'), e.actor_token_id"
 

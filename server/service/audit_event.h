@@ -34,11 +34,13 @@ typedef struct audit_filter {
   authz_principal_t viewer;
 } audit_filter_t;
 
-/** The columns audit_ev_from_row() reads, in order; the table is aliased "e". */
+/** The columns audit_ev_from_row() reads, in order; the table is aliased "e". A time no bigint
+ * holds ('infinity', a superuser's) reads as NULL rather than failing the statement. */
 #define AUDIT_EVENT_COLS                                                                           \
-  "e.seq, floor(extract(epoch FROM e.at) * 1000)::bigint, e.actor_user_id, e.actor_unit_id, "      \
+  "e.seq, CASE WHEN abs(extract(epoch FROM e.at)) < 9e12"                                          \
+  " THEN floor(extract(epoch FROM e.at) * 1000)::bigint END, e.actor_user_id, e.actor_unit_id, "   \
   "e.action, e.subject_type, e.subject_id, e.from_state, e.to_state, e.reason, e.details, "        \
-  "encode(e.prev_hash, 'hex'), encode(e.hash, 'hex'), e.actor_token_id, "                        \
+  "encode(e.prev_hash, 'hex'), encode(e.hash, 'hex'), e.actor_token_id, "                          \
   "(SELECT au.name FROM users au WHERE au.id = e.actor_user_id), "                                 \
   "(SELECT an.code FROM units an WHERE an.id = e.actor_unit_id), "                                 \
   "(SELECT an.name FROM units an WHERE an.id = e.actor_unit_id)"

@@ -337,12 +337,21 @@ static void get_consistency(rpc_call_t *call, const ProtobufCMessage *m) {
   "'disposal', " d "->'disposal', 'finding', " d "->'finding', 'sanction_kind', " d                \
   "->'sanction_kind', 'persons_disciplined', " d "->'persons_disciplined', 'receiving_organ', " d  \
   "->'receiving_organ'"
+/* A member of details d that names a row's id, as a bigint, or NULL when it is none (one
+ * event's details a superuser made "abc" then find no row, instead of failing the page). */
+#define DETAIL_ID(d, key)                                                                          \
+  "CASE WHEN " d "->>'" key "' ~ '^-?[0-9]{1,18}$' THEN (" d "->>'" key "')::bigint END"
+/* A row's time t in milliseconds since the epoch, as JSON: a number, or t's text for one no
+ * bigint holds ('infinity'), which then differs from what its event says. */
+#define JSON_MS(t)                                                                                 \
+  "CASE WHEN abs(extract(epoch FROM " t ")) < 9e12 THEN to_jsonb((extract(epoch FROM " t           \
+  ") * 1000)::bigint) ELSE to_jsonb(" t "::text) END"
 /* clang-format off */
 static const char sql_export[] =
     "SELECT " AUDIT_LEAF_COLS ","
     "  CASE e.action"
     "    WHEN 'note.add' THEN (SELECT encode(sha256(convert_to(n.text, 'UTF8')), 'hex')"
-    "                            FROM notes n WHERE n.id = (e.details::jsonb->>'note_id')::bigint)"
+    "                            FROM notes n WHERE n.id = " DETAIL_ID("e.details::jsonb", "note_id") ")"
     "    WHEN 'clue.submit' THEN (SELECT encode(sha256(convert_to(concat("
     LP("c.title") ", " LP("c.summary") ", " LP("c.source") ", " LP("c.subject_name") ", "
     LP("c.subject_position") ", " LP("c.subject_rank_level") ", "
@@ -357,8 +366,8 @@ static const char sql_export[] =
     "  CASE"
     "    WHEN e.action = 'note.add' THEN (SELECT jsonb_build_object('clue_id', n.clue_id, 'kind', n.kind,"
     "                            'author_user', n.author_user, 'author_unit', n.author_unit,"
-    "                            'created_ms', (extract(epoch FROM n.created_at) * 1000)::bigint)::text"
-    "                            FROM notes n WHERE n.id = (e.details::jsonb->>'note_id')::bigint)"
+    "                            'created_ms', " JSON_MS("n.created_at") ")::text"
+    "                            FROM notes n WHERE n.id = " DETAIL_ID("e.details::jsonb", "note_id") ")"
     "    WHEN e.action = 'clue.submit' THEN (SELECT jsonb_build_object('registration_number',"
     "                            c.registration_number, 'created_by', c.created_by, 'has_reporter',"
     "                            c.has_reporter, 'reporter_row', EXISTS (SELECT 1 FROM clue_reporters r"
@@ -373,11 +382,11 @@ static const char sql_export[] =
     "            AND l.subject_id = e.subject_id AND l.seq > e.seq AND l.action IN (" PROPOSAL_ACTIONS ")"
     "            AND l.details::jsonb->'proposal_id' = e.details::jsonb->'proposal_id')"
     "          THEN jsonb_build_object('status', p.status) ELSE '{}' END)::text"
-    "       FROM (SELECT 1) one LEFT JOIN proposals p ON p.id = (e.details::jsonb->>'proposal_id')::bigint)"
+    "       FROM (SELECT 1) one LEFT JOIN proposals p ON p.id = " DETAIL_ID("e.details::jsonb", "proposal_id") ")"
     "    WHEN e.action = 'clue.recuse' THEN (SELECT jsonb_build_object('reason', r.reason,"
     "                            'recorded_by', r.recorded_by, 'recorded_by_unit', r.recorded_by_unit)::text"
     "                            FROM recusals r WHERE r.clue_id = e.subject_id"
-    "                            AND r.user_id = (e.details::jsonb->>'user_id')::bigint)"
+    "                            AND r.user_id = " DETAIL_ID("e.details::jsonb", "user_id") ")"
     "    WHEN e.subject_type = 'user' AND e.action IN (" TOKEN_ACTIONS ") THEN"
     "      (SELECT (jsonb_build_object('token_row', t.id IS NOT NULL, 'user_id', t.user_id,"
     "         'issued_by', t.issued_by, 'enrollment', t.issued_by <> t.user_id, 'note', t.note,"
@@ -386,13 +395,13 @@ static const char sql_export[] =
     "            AND l.subject_id = e.subject_id AND l.seq > e.seq AND l.action IN (" TOKEN_ACTIONS ")"
     "            AND l.details::jsonb->'token_id' = e.details::jsonb->'token_id')"
     "          THEN jsonb_build_object('revoked', t.revoked_at IS NOT NULL) ELSE '{}' END)::text"
-    "       FROM (SELECT 1) one LEFT JOIN tokens t ON t.id = (e.details::jsonb->>'token_id')::bigint)"
+    "       FROM (SELECT 1) one LEFT JOIN tokens t ON t.id = " DETAIL_ID("e.details::jsonb", "token_id") ")"
     "  END,"
     "  CASE WHEN e.subject_type IN ('clue', 'rectification', 'user', 'unit', 'case') AND NOT EXISTS"
     "    (SELECT 1 FROM audit_events l WHERE l.subject_type = e.subject_type"
     "     AND l.subject_id = e.subject_id AND l.seq > e.seq) THEN CASE e.subject_type"
     "  WHEN 'clue' THEN (SELECT jsonb_build_object('state', c.state, 'owner_unit', c.owner_unit, 'version',"
-    "          c.version, 'stage_deadline_ms', (extract(epoch FROM c.stage_deadline) * 1000)::bigint,"
+    "          c.version, 'stage_deadline_ms', " JSON_MS("c.stage_deadline") ","
     "          'case_id', c.joint_case_id, 'disposal', c.disposal, 'finding', c.finding,"
     "          'sanction_kind', c.sanction_kind, 'persons_disciplined', c.persons_disciplined,"
     "          'receiving_organ', c.receiving_organ, 'pending_proposal_id', c.pending_proposal_id,"
@@ -403,7 +412,7 @@ static const char sql_export[] =
     "          'version', i.version, 'supervising_unit', i.supervising_unit, 'created_by', i.created_by,"
     "          'host_unit', i.host_unit, 'description', i.description, 'category', i.category,"
     "          'source', i.source, 'source_clue_id', i.source_clue, 'source_case_id', i.source_case,"
-    "          'deadline_ms', (extract(epoch FROM i.deadline) * 1000)::bigint, 'plan', i.plan,"
+    "          'deadline_ms', " JSON_MS("i.deadline") ", 'plan', i.plan,"
     "          'plan_note_ids', to_jsonb(i.plan_note_ids), 'evidence', i.evidence,"
     "          'evidence_note_ids', to_jsonb(i.evidence_note_ids), 'verify_comment', i.verify_comment,"
     "          'reopen_reason', i.reopen_reason)::text"
@@ -432,7 +441,9 @@ static const char sql_export[] =
  * admin_create_unit() and admin_bootstrap() insert an item, a user or a unit with the
  * rect.create, user.create or unit.create event of its own chain, and admin_issue_token()
  * (IssueToken, IssueMyToken, --demo-tokens) and admin_bootstrap() a token with a token.issue
- * event of its user's chain naming it. */
+ * event of its user's chain naming it. A case_clues row is written with its clue's
+ * joint_case_id, in one transaction (case_add_clue, case_remove_clue), and the clue's row is
+ * judged against its events: the two must agree. */
 #define EXPORT_UNLOGGED_MAX 100
 #define CLUE_EVENTS(a, id) a ".subject_type = 'clue' AND " a ".subject_id = " id
 #define CASE_EVENTS(a, id) a ".subject_type = 'case' AND " a ".subject_id = " id
@@ -461,7 +472,7 @@ static const char sql_unlogged[] =
     "  WHERE " CLUE_EVENTS("a", "r.clue_id") " AND a.action = 'clue.recuse'"
     "  AND " DETAIL("a", "user_id") " = r.user_id::text) ORDER BY 2, 3 LIMIT $1)"
     " UNION ALL "
-    "(SELECT 'handler_removed', a.subject_id, (" DETAIL("a", "user_id") ")::bigint FROM audit_events a"
+    "(SELECT 'handler_removed', a.subject_id, " DETAIL_ID("a.details::jsonb", "user_id") " FROM audit_events a"
     "  WHERE a.subject_type = 'clue' AND a.action = 'clue.assign'"
     "  AND NOT EXISTS (SELECT 1 FROM audit_events x WHERE " CLUE_EVENTS("x", "a.subject_id")
     "    AND x.seq > a.seq AND (x.action = 'clue.handover'"
@@ -473,7 +484,7 @@ static const char sql_unlogged[] =
     "    AND h.user_id::text = " DETAIL("a", "user_id") ")"
     "  ORDER BY 2, 3 LIMIT $1)"
     " UNION ALL "
-    "(SELECT 'recusal_removed', a.subject_id, (" DETAIL("a", "user_id") ")::bigint FROM audit_events a"
+    "(SELECT 'recusal_removed', a.subject_id, " DETAIL_ID("a.details::jsonb", "user_id") " FROM audit_events a"
     "  WHERE a.subject_type = 'clue' AND a.action = 'clue.recuse' AND NOT EXISTS (SELECT 1 FROM recusals r"
     "  WHERE r.clue_id = a.subject_id AND r.user_id::text = " DETAIL("a", "user_id") ")"
     "  ORDER BY 2, 3 LIMIT $1)"
@@ -492,9 +503,11 @@ static const char sql_unlogged[] =
     "  ORDER BY 2, 3 LIMIT $1)"
     " UNION ALL "
     "(SELECT 'participant_removed', a.subject_id, u.unit FROM audit_events a"
-    "  CROSS JOIN LATERAL (SELECT jsonb_array_elements_text(a.details::jsonb->'participant_unit_ids')::bigint"
+    "  CROSS JOIN LATERAL (SELECT CASE WHEN x ~ '^-?[0-9]{1,18}$' THEN x::bigint END"
+    "    FROM jsonb_array_elements_text(CASE jsonb_typeof(a.details::jsonb->'participant_unit_ids')"
+    "      WHEN 'array' THEN a.details::jsonb->'participant_unit_ids' ELSE '[]' END) x"
     "    WHERE a.action = 'case.create'"
-    "    UNION ALL SELECT (" DETAIL("a", "unit_id") ")::bigint WHERE a.action = 'case.add_participant') u(unit)"
+    "    UNION ALL SELECT " DETAIL_ID("a.details::jsonb", "unit_id") " WHERE a.action = 'case.add_participant') u(unit)"
     "  WHERE a.subject_type = 'case' AND a.action IN ('case.create', 'case.add_participant')"
     "  AND NOT EXISTS (SELECT 1 FROM audit_events x WHERE " CASE_EVENTS("x", "a.subject_id")
     "    AND x.seq > a.seq AND x.action IN ('case.add_participant', 'case.remove_participant')"
@@ -505,6 +518,13 @@ static const char sql_unlogged[] =
     "(SELECT 'case_lead', j.id, j.lead_unit FROM joint_cases j WHERE NOT EXISTS (SELECT 1 FROM audit_events a"
     "  WHERE " CASE_EVENTS("a", "j.id") " AND a.action = 'case.create'"
     "  AND " DETAIL("a", "lead_unit_id") " = j.lead_unit::text) ORDER BY 2 LIMIT $1)"
+    " UNION ALL "
+    "(SELECT 'case_clue', cc.case_id, cc.clue_id FROM case_clues cc WHERE NOT EXISTS (SELECT 1 FROM clues c"
+    "  WHERE c.id = cc.clue_id AND c.joint_case_id = cc.case_id) ORDER BY 2, 3 LIMIT $1)"
+    " UNION ALL "
+    "(SELECT 'case_clue_removed', c.joint_case_id, c.id FROM clues c WHERE c.joint_case_id IS NOT NULL"
+    "  AND NOT EXISTS (SELECT 1 FROM case_clues cc WHERE cc.clue_id = c.id AND cc.case_id = c.joint_case_id)"
+    "  ORDER BY 2, 3 LIMIT $1)"
     " UNION ALL "
     "(SELECT 'rect_item', i.id, NULL FROM rect_items i WHERE NOT EXISTS (SELECT 1 FROM audit_events a"
     "  WHERE a.subject_type = 'rectification' AND a.subject_id = i.id AND a.action = 'rect.create')"

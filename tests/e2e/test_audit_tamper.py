@@ -36,7 +36,7 @@ assert subprocess_ok.returncode == 0
 # The tables Log.sql() changes with every trigger off (a foreign key's checks are triggers too).
 TAMPERED_TABLES = ("audit_events", "audit_heads", "audit_leaves", "audit_checkpoints", "notes", "clues",
                    "clue_reporters", "proposals", "rect_items", "users", "units", "joint_cases", "recusals",
-                   "tokens")
+                   "tokens", "case_clues")
 
 
 def migrations_before(first):
@@ -1387,12 +1387,137 @@ def test_demo_tokens_verify():
         conn.close()
         srv.stop()
 
+def test_unknown_action_explains_nothing():
+    """An event of an action cluectl does not know, appended by the superuser at the tail of a
+    user's, a unit's or a rectification item's chain with empty details, changes nothing the
+    verifier expects of the row: the log verifies while the row is as its known events say,
+    and a role, liaison room or state then written into the row is named at that event, with
+    its action."""
+    log = Log()
+    try:
+        w, rp = log.w, S.rectification_pb2
+        g1 = w.G1
+        day = 86400 * 1000
+        item = g1.leader.rect.CreateItem(rp.CreateItemRequest(
+            host_unit="市发展改革委", description="政府采购未按规定公开", category="财务管理",
+            source=rp.RECTIFICATION_SOURCE_SUPERVISION, deadline_ms=(int(harness.time.time()) // 86400 + 30) * day,
+            request_id=new_request_id()), timeout=20)
+        for kind, sid, action, table, change, words in [
+            ("user", g1.member.id, "user.touch", "users", "role = 'LEADER'",
+             "the user's role is LEADER, but its events say MEMBER"),
+            ("unit", w.G3.id, "unit.touch", "units", f"liaison_room_id = {w.R1.id}",
+             f"the unit's liaison room is {w.R1.id}, but its events say {w.R2.id}"),
+            ("rectification", item.id, "rect.touch", "rect_items",
+             "state = 'VERIFIED', verified_at = now(), description = '已整改完毕'",
+             "the item's state is VERIFIED, but its events say OPEN"),
+        ]:
+            seq, = log.one("SELECT (audit_append(NULL, NULL, %s, %s, %s, NULL, NULL, NULL, NULL, '{}')).seq",
+                           action, kind, sid)
+            log.cp = log.save_checkpoint()  # the event alone changes nothing: verifies OK
+            cols = re.sub(r" = [^,]*", "", change)
+            log.sql(f"CREATE TABLE kept AS SELECT {cols} FROM {table} WHERE id = {sid}",
+                    f"UPDATE {table} SET {change} WHERE id = {sid}")
+            tampered(f"{kind} row changed after an event of an unknown action", log, seq,
+                     f"({kind} #{sid}, {action}): {words}", f"seq {seq}'s action, {action}, is not one this cluectl knows")
+            log.sql(f"UPDATE {table} t SET ({cols}) = (SELECT {cols} FROM kept) WHERE t.id = {sid}", "DROP TABLE kept")
+            r = log.verify()
+            assert r.returncode == 0 and r.stdout.startswith("OK:"), r.stdout + r.stderr
+    finally:
+        log.close()
+
+
+def test_case_clues_against_the_clues_row():
+    """A case_clues row is what GetJointCase lists, clues.joint_case_id what the clue's events
+    are checked against and what the visibility rules read. One planted for another unit's clue
+    shows nothing to the case's members and is named; one deleted under a clue whose row names
+    the case is named too."""
+    log = Log()
+    try:
+        w, cp = log.w, S.case_pb2
+        c1 = log.clues[1]
+        case = w.R1.leader.case.CreateJointCase(cp.CreateJointCaseRequest(
+            title="联合办案", basis="室组地联合", participant_unit_ids=[w.G1.id], clue_ids=[c1],
+            request_id=new_request_id()), timeout=20)
+        secret = w.G3.member.clue.SubmitClue(pb.SubmitClueRequest(
+            request_id=new_request_id(), title="G3机密线索", summary="G3 独有", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+            subject=pb.SubjectPerson(name="赵六"), host_unit="市卫生健康委"), timeout=20).id
+        log.cp = log.save_checkpoint()  # verifies OK
+
+        def listed():
+            jc = w.G1.member.case.GetJointCase(cp.GetJointCaseRequest(case_id=case.id), timeout=10)
+            return [c.clue_id for c in jc.clues]
+
+        assert listed() == [c1]
+        log.sql(("INSERT INTO case_clues (clue_id, case_id, owner_unit, added_by, added_at)"
+                 " SELECT id, %s, owner_unit, created_by, now() FROM clues WHERE id = %s", (case.id, secret)))
+        assert listed() == [c1], "a planted case_clues row shows another unit's clue"
+        tampered("case_clues row planted for another unit's clue", log, None,
+                 f"joint case {case.id}: clue {secret} is listed in it, but the clue's row, which its events are "
+                 "checked against, does not name the case: the row was inserted")
+        log.sql(f"DELETE FROM case_clues WHERE clue_id = {secret}")
+        assert log.verify().returncode == 0
+        log.sql(f"CREATE TABLE kept AS SELECT * FROM case_clues WHERE clue_id = {c1}",
+                f"DELETE FROM case_clues WHERE clue_id = {c1}")
+        tampered("case_clues row deleted under a clue that names the case", log, None,
+                 f"joint case {case.id}: clue {c1} is not listed in it, though the clue's row names the case: "
+                 "the row was deleted")
+        log.sql("INSERT INTO case_clues SELECT * FROM kept", "DROP TABLE kept")
+        r = log.verify()
+        assert r.returncode == 0 and r.stdout.startswith("OK:"), r.stdout + r.stderr
+        assert listed() == [c1]
+    finally:
+        log.close()
+
+
+def test_unreadable_values_in_a_covered_event():
+    """A covered event given a value the export's SQL cannot cast (a note id "abc", a time of
+    'infinity') is named by its seq, by every verify, instead of failing the whole export."""
+    log = Log()
+    try:
+        seq, _ = note_add_event(log, log.clues[0])
+        log.sql(f"CREATE TABLE kept AS SELECT * FROM audit_events WHERE seq = {seq}",
+                "UPDATE audit_events SET details = (details::jsonb || '{\"note_id\": \"abc\"}'::jsonb)::text"
+                f" WHERE seq = {seq}")
+        tampered("note id of a covered note.add made \"abc\"", log, seq, "the event does not match its leaf")
+        log.sql(f"UPDATE audit_events SET details = kept.details, at = 'infinity' FROM kept WHERE audit_events.seq = {seq}")
+        tampered("time of a covered event made 'infinity'", log, seq, "the event does not match its leaf")
+        r = harness.cluectl("audit", "verify", env=log.env(), check=1)
+        assert re.search(rf"\bat event {seq}: CHANGED_CONTENT\b", r.stdout), r.stdout + r.stderr
+        a = S.audit_pb2_grpc.AuditServiceStub(log.w.auditor.channel)
+        v = a.VerifyAuditChain(AU.VerifyAuditChainRequest(), metadata=log.w.auditor.metadata, timeout=30)
+        assert not v.ok and (v.broken.seq == seq or re.search(rf"\bseq {seq}\b", v.tree_problem)), v
+        log.sql(f"UPDATE audit_events SET at = kept.at FROM kept WHERE audit_events.seq = {seq}", "DROP TABLE kept")
+        r = log.verify()
+        assert r.returncode == 0 and r.stdout.startswith("OK:"), r.stdout + r.stderr
+    finally:
+        log.close()
+
+
+def test_events_past_the_tree_are_told_in_the_ok_line():
+    """With the builder locked out (as the superuser can), an event logged after the tree is
+    not checked, nor the row whose latest event it is: verify's OK line says so, naming it,
+    instead of passing over it."""
+    log = Log()
+    lock = log.pg.connect(log.dbname)
+    try:
+        with lock.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(1668052325, 1)")  # the builder's (0012_audit_tree.sql)
+        log.w.G1.member.clue.AddNote(pb.AddNoteRequest(clue_id=log.clues[0], kind=pb.NOTE_KIND_OTHER, text="锁定后",
+                                                       request_id=new_request_id()), timeout=20)
+        seq, = log.one("SELECT max(seq) FROM audit_events")
+        r = log.verify()
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"; seq {seq} and the events after it are not in the tree yet" in r.stdout, r.stdout
+    finally:
+        lock.close()
+        log.close()
+
 
 def test_report():
     # The list the closing note asks for: each tampering with its detection message.
     for name, msg in REPORT:
         print(f"{name}\n    {msg}")
-    assert len(REPORT) == 101
+    assert len(REPORT) == 108
 
 
 if __name__ == "__main__":
