@@ -93,7 +93,8 @@ static const char usage_text[] =
     "                             --db-pool, rounded up)\n"
     "  --auth-cache-ttl MS        how long an authenticated token's principal is reused without\n"
     "                             a database lookup; revocations reach every instance at once\n"
-    "                             through LISTEN, this bounds anything else; 0: off (default 1000)\n"
+    "                             through LISTEN, this bounds anything else; 0: off (default "
+    "1000)\n"
     "  --auth-cache-size N        tokens whose principal is cached at most (default 4096)\n"
     "  --max-message-bytes N      largest request message accepted (default 4194304)\n"
     "  --max-concurrent-streams N streams per connection (default 100)\n"
@@ -115,6 +116,16 @@ static const char usage_text[] =
     "                             together (default 1073741824)\n"
     "  --max-user-inbound N       the same, for one user's authenticated calls over all its\n"
     "                             connections (default a quarter of --max-inbound)\n"
+    "  --max-outbound N           reply bytes queued, not yet read by their peers, for the\n"
+    "                             authenticated calls of all connections; past it new calls\n"
+    "                             wait until replies drain (default 1073741824)\n"
+    "  --max-user-outbound N      the same, for one user's calls over all its connections;\n"
+    "                             past it that user's new calls and waiting queries wait\n"
+    "                             (default a quarter of --max-outbound)\n"
+    "  --max-public-outbound N    reply bytes queued for methods that need no token\n"
+    "                             (reflection, Health) over all connections, 64 KiB of them\n"
+    "                             per connection; past it their streams read no further\n"
+    "                             request until the answers drain (default 16777216)\n"
     "  --max-connections N        open connections; past it a new one closes a connection that\n"
     "                             carried no authenticated call, of the address with the most\n"
     "                             such connections, or is closed itself when its own address\n"
@@ -248,6 +259,9 @@ enum {
   OPT_MAX_CONN_INBOUND,
   OPT_MAX_INBOUND,
   OPT_MAX_USER_INBOUND,
+  OPT_MAX_OUTBOUND,
+  OPT_MAX_USER_OUTBOUND,
+  OPT_MAX_PUBLIC_OUTBOUND,
   OPT_MAX_CONNS_PER_USER,
   OPT_MAX_PUBLIC_STREAMS,
   OPT_MAX_CONNECTIONS,
@@ -317,6 +331,9 @@ static const struct option long_opts[] = {
     {"max-conn-inbound", required_argument, NULL, OPT_MAX_CONN_INBOUND},
     {"max-inbound", required_argument, NULL, OPT_MAX_INBOUND},
     {"max-user-inbound", required_argument, NULL, OPT_MAX_USER_INBOUND},
+    {"max-outbound", required_argument, NULL, OPT_MAX_OUTBOUND},
+    {"max-user-outbound", required_argument, NULL, OPT_MAX_USER_OUTBOUND},
+    {"max-public-outbound", required_argument, NULL, OPT_MAX_PUBLIC_OUTBOUND},
     {"max-conns-per-user", required_argument, NULL, OPT_MAX_CONNS_PER_USER},
     {"max-public-streams", required_argument, NULL, OPT_MAX_PUBLIC_STREAMS},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
@@ -537,6 +554,21 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       if (parse_num("--max-user-inbound", optarg, 65536, 1LL << 36, &v))
         return 1;
       cfg->max_user_inbound = (size_t)v;
+      break;
+    case OPT_MAX_OUTBOUND:
+      if (parse_num("--max-outbound", optarg, 1LL << 20, 1LL << 40, &v))
+        return 1;
+      cfg->max_outbound = (size_t)v;
+      break;
+    case OPT_MAX_USER_OUTBOUND:
+      if (parse_num("--max-user-outbound", optarg, 1LL << 20, 1LL << 40, &v))
+        return 1;
+      cfg->max_user_outbound = (size_t)v;
+      break;
+    case OPT_MAX_PUBLIC_OUTBOUND:
+      if (parse_num("--max-public-outbound", optarg, 1LL << 20, 1LL << 36, &v))
+        return 1;
+      cfg->max_public_outbound = (size_t)v;
       break;
     case OPT_MAX_CONNECTIONS:
       if (parse_num("--max-connections", optarg, 0, 10000000, &v))
@@ -774,6 +806,10 @@ static void warn_ignored_settings(const server_config_t *cfg, const cli_opts_t *
     log_warn("--max-user-inbound %zu is above --max-inbound %zu: one user is bounded by "
              "--max-inbound alone",
              cfg->max_user_inbound, cfg->max_inbound);
+  if (cfg->max_user_outbound > cfg->max_outbound)
+    log_warn("--max-user-outbound %zu is above --max-outbound %zu: one user is bounded by "
+             "--max-outbound alone",
+             cfg->max_user_outbound, cfg->max_outbound);
   if (cfg->max_conn_inbound > cfg->max_inbound)
     log_warn("--max-conn-inbound %zu is above --max-inbound %zu: one connection is bounded by "
              "--max-inbound alone",

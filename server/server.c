@@ -24,6 +24,8 @@ void server_config_defaults(server_config_t *cfg) {
   cfg->max_conn_buffer = 1u << 20;
   cfg->max_conn_inbound = 128u << 20;
   cfg->max_inbound = (size_t)1 << 30;
+  cfg->max_outbound = (size_t)1 << 30;
+  cfg->max_public_outbound = 16u << 20;
   cfg->max_connections = 10240;
   cfg->handshake_timeout_ms = 10000;
   cfg->idle_timeout_ms = 300000;
@@ -142,6 +144,10 @@ size_t server_max_conns_per_user(const server_t *srv) {
 
 size_t server_max_user_inbound(const server_t *srv) {
   return srv->cfg.max_user_inbound ? srv->cfg.max_user_inbound : srv->cfg.max_inbound / 4;
+}
+
+size_t server_max_user_outbound(const server_t *srv) {
+  return srv->cfg.max_user_outbound ? srv->cfg.max_user_outbound : srv->cfg.max_outbound / 4;
 }
 
 void server_inbound_release(server_t *srv, size_t n) {

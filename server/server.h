@@ -39,6 +39,12 @@ typedef struct server_config {
   size_t max_inbound;               /* the same, authenticated calls of all connections, 1 GiB */
   size_t max_user_inbound;          /* the same, one user's authenticated calls over all its
                                        connections; 0 (default): a quarter of max_inbound */
+  size_t max_outbound;              /* reply bytes queued for authenticated calls of all
+                                       connections, 1 GiB: past it their new calls wait */
+  size_t max_user_outbound;         /* the same, one user's calls over all its connections; 0
+                                       (default): a quarter of max_outbound */
+  size_t max_public_outbound;       /* reply bytes queued for public methods' calls of all
+                                       connections, 16 MiB: past it their streams wait */
   unsigned max_connections;         /* open connections, 10240; past it a new one closes the
                                        oldest connection no user claims, or is closed itself */
   unsigned max_conns_per_user;      /* connections one user's calls claim at most; 0 (default):
@@ -147,6 +153,10 @@ struct server {
   key_counts_t user_inbound;   /* ... of them per user (--max-user-inbound) */
   unsigned public_streams;     /* open calls of public streaming methods (--max-public-streams) */
   size_t inbound_public;       /* request bytes of public methods' calls, all connections */
+  size_t outbound;             /* reply bytes queued for authenticated calls (--max-outbound) */
+  key_counts_t user_outbound;  /* ... of them per user (--max-user-outbound) */
+  size_t outbound_public;      /* reply bytes queued for public calls (--max-public-outbound) */
+  h2_stream_t *out_waiters;    /* streams waiting for one of those totals to drain (h2_stream.c) */
   size_t inbound_freed;        /* large requests' bytes freed since the sweep last trimmed
                                   the heap */
   uint64_t auth_lookups[2];    /* calls authenticated: [0] from the principal cache, [1] by a
@@ -158,6 +168,10 @@ struct server {
    * below half of it or the connection closes (0); NULL: nobody listens. The database pool
    * holds that connection's waiting queries meanwhile (db_owner_pause). */
   void (*conn_congested)(server_t *srv, uint64_t conn_id, int congested);
+  /* Told when a user's queued output reaches --max-user-outbound (1) and when it drains below
+   * half of it (0); NULL: nobody listens. The pool holds that user's waiting queries meanwhile
+   * (db_user_pause). */
+  void (*user_congested)(server_t *srv, uint64_t user, int congested);
   h2_pages_t *pages;       /* whole-page blocks for nghttp2's large buffers */
   audit_tail_t *tail;      /* the committed tail of audit_events: watchers and the tree follow it */
   struct metrics *metrics; /* call counters for --metrics-listen; NULL: off */
@@ -224,6 +238,10 @@ size_t server_max_conns_per_user(const server_t *srv);
 
 /** The most request bytes one user's authenticated calls may keep (--max-user-inbound). */
 size_t server_max_user_inbound(const server_t *srv);
+
+/** The reply bytes one user's calls may have queued before its new calls wait
+ * (--max-user-outbound). */
+size_t server_max_user_outbound(const server_t *srv);
 
 /** n bytes of requests counted in srv->inbound are freed: they no longer count, and large
  * ones count towards the sweep's trim of the heap. */

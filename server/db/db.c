@@ -1381,7 +1381,8 @@ static db_req_t *queue_next(db_pool_t *p) {
 
   for (db_req_t *q = p->queue.head; q; q = q->next) {
     size_t held, rank;
-    if (p->npaused > 0 && db_owners_paused(&p->owners, q->owner))
+    if (p->npaused > 0 &&
+        (db_owners_paused(&p->owners, q->owner) || db_owners_paused(&p->users, q->user)))
       continue;
     held = user_held(p, q);
     rank = held + (q->user != 0 && q->user == p->freed_by);
@@ -1422,7 +1423,7 @@ static void pool_submit(db_pool_t *p, db_req_t *q) {
     return;
   }
   if (p->idle && !p->queue.head && !db_owners_paused(&p->owners, q->owner) &&
-      user_held(p, q) < p->held.max) {
+      !db_owners_paused(&p->users, q->user) && user_held(p, q) < p->held.max) {
     conn_send(idle_pick(p, q), q);
     return;
   }
@@ -1894,6 +1895,22 @@ void db_owner_pause(db_pool_t *p, uint64_t owner, int paused) {
   was = db_owners_paused(&p->owners, owner);
   if (!!paused == was || db_owners_pause(&p->owners, owner, paused) != 0)
     return; /* out of memory: the owner is simply not paused */
+  if (paused) {
+    p->npaused++;
+    return;
+  }
+  p->npaused--;
+  pool_dispatch(p);
+}
+
+void db_user_pause(db_pool_t *p, uint64_t user, int paused) {
+  int was;
+
+  if (p == NULL || user == 0)
+    return;
+  was = db_owners_paused(&p->users, user);
+  if (!!paused == was || db_owners_pause(&p->users, user, paused) != 0)
+    return; /* out of memory: the user is simply not paused */
   if (paused) {
     p->npaused++;
     return;

@@ -204,6 +204,13 @@ int db_txn_opts(db_pool_t *pool, const db_opts_t *o, const db_stmt_t *stmts, int
 void db_owner_pause(db_pool_t *pool, uint64_t owner, int paused);
 
 /**
+ * Pause or resume a user (db_opts_t.user) as db_owner_pause() does an owner: its waiting
+ * requests, over all its owners, stay on the queue; what it has running finishes. A user whose
+ * queued replies reach --max-user-outbound is paused. pool NULL or user 0: nothing.
+ */
+void db_user_pause(db_pool_t *pool, uint64_t user, int paused);
+
+/**
  * Cancel request q (a handle from db_opts_t, before its callback started). Still waiting: it
  * leaves the queue and its callback runs later with DB_ECANCELED. Running: once it has run
  * cancel_grace_ms, the server is asked to stop it (the cancel request is sent from libuv's

@@ -62,6 +62,7 @@ struct h2_conn {
   void *blocks[H2_CONN_BLOCKS]; /* its other h2_pages blocks (the stream map's table): while
                                    idle, one that holds only zeros gives its pages back */
   size_t queued;                /* response bytes in this connection's calls, not yet sent */
+  size_t queued_public;         /* of them, those of public methods' calls (H2_PUBLIC_OUTBOUND) */
   size_t owed;                  /* bytes of shared console files its replies have yet to send:
                                    no copy of their own, so not congestion, but pending output */
   size_t moved;                 /* response bytes taken since last_progress was set */

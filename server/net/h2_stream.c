@@ -25,6 +25,8 @@ static int is_h1(const h2_stream_t *s) {
   return s->conn != NULL && s->conn->h1 != NULL;
 }
 
+static void pend_drop(h2_stream_t *s);
+
 void h2_stream_init(h2_stream_t *s, const h2_stream_ops_t *ops, size_t max_message) {
   memset(s, 0, sizeof(*s));
   s->ops = ops;
@@ -49,6 +51,7 @@ void h2_stream_free(h2_stream_t *s) {
   assert(s->conn == NULL);
   file_drop(s);
   grpc_decoder_free(&s->dec);
+  pend_drop(s);
   free(s->status_msg);
   free(s->status_details);
   free(s->buf);
@@ -69,6 +72,9 @@ int h2_stream_live(const h2_stream_t *s) {
 uint64_t h2_stream_conn_id(const h2_stream_t *s) {
   return s->conn ? s->conn->id : 0;
 }
+
+static void out_less(h2_stream_t *s, size_t n);
+static void waiter_remove(h2_stream_t *s);
 
 /* ---- output: the one place the reply changes state ------------------------------------- */
 
@@ -102,8 +108,10 @@ static void stream_set_out(h2_stream_t *s, h2_output_t to) {
    * (unless the stream is gone, when nghttp2 has forgotten it). */
   if (from == H2_OUT_DEFERRED && to != H2_OUT_CLOSED && s->conn->session != NULL)
     (void)nghttp2_session_resume_data(s->conn->session, s->id);
+  if (to == H2_OUT_CLOSED)
+    waiter_remove(s);
   if (to == H2_OUT_CLOSED && s->len > s->off)
-    h2_conn_queued(s->conn, -(ptrdiff_t)(s->len - s->off));
+    out_less(s, s->len - s->off);
   if (to == H2_OUT_CLOSED)
     file_drop(s);
 }
@@ -155,6 +163,162 @@ static void unqueue_writable(h2_stream_t *s) {
   s->queued_writable = 0;
 }
 
+/* ---- output totals over all connections ------------------------------------------------ */
+
+/* Queued reply bytes count in their connection's total (--max-conn-buffer) and in one of two
+ * server totals: a public method's in the public total (and its connection's public share,
+ * H2_PUBLIC_OUTBOUND), an authenticated call's in the server's (--max-outbound) and its
+ * user's (--max-user-outbound). A stream whose kind is over its bound waits
+ * (h2_stream_out_wait) on the server's out_waiters list, and is woken when the total it
+ * waits for drains below half of its bound: a wake walks the list once per half a bound
+ * drained, not once per byte. */
+
+static void waiter_add(h2_stream_t *s) {
+  server_t *srv = s->conn->srv;
+
+  if (s->out_waiting)
+    return;
+  s->out_waiting = 1;
+  s->wprev = NULL;
+  s->wnext = srv->out_waiters;
+  if (srv->out_waiters)
+    srv->out_waiters->wprev = s;
+  srv->out_waiters = s;
+}
+
+static void waiter_remove(h2_stream_t *s) {
+  if (!s->out_waiting)
+    return;
+  if (s->wprev)
+    s->wprev->wnext = s->wnext;
+  else
+    s->conn->srv->out_waiters = s->wnext;
+  if (s->wnext)
+    s->wnext->wprev = s->wprev;
+  s->wprev = s->wnext = NULL;
+  s->out_waiting = 0;
+}
+
+/* A total drained: the waiting streams of that kind (public, or authenticated; of one user
+ * when user is not 0) look again, with their writable event. */
+static void waiters_wake(server_t *srv, int public, uint64_t user) {
+  h2_stream_t *s = srv->out_waiters, *next;
+
+  for (; s; s = next) {
+    next = s->wnext;
+    if (s->in_public != public || (user && s->user != user))
+      continue;
+    waiter_remove(s);
+    if (s->want_writable) {
+      queue_writable(s);
+      h2_conn_flush_soon(s->conn);
+    }
+  }
+}
+
+/* The public streams of c waiting for c's public share look again. */
+static void waiters_wake_conn(h2_conn_t *c) {
+  for (h2_stream_t *s = c->streams; s; s = s->next)
+    if (s->out_waiting && s->in_public) {
+      waiter_remove(s);
+      if (s->want_writable)
+        queue_writable(s);
+    }
+  h2_conn_flush_soon(c);
+}
+
+static void out_more(h2_stream_t *s, size_t n) {
+  h2_conn_t *c = s->conn;
+  server_t *srv = c->srv;
+
+  if (s->out_charged == 0) {
+    s->out_public = s->in_public;
+    s->out_user = s->in_public ? 0 : s->user;
+  }
+  if (s->out_public) {
+    c->queued_public += n;
+    srv->outbound_public += n;
+    s->out_charged += n;
+  } else if (s->out_user) {
+    size_t max = server_max_user_outbound(srv),
+           was = key_counts_get(&srv->user_outbound, s->out_user);
+    srv->outbound += n;
+    s->out_charged += n;
+    /* Out of memory: the user's count misses these bytes, as if they were not there. */
+    if (key_counts_add(&srv->user_outbound, s->out_user, n) == 0) {
+      s->out_user_charged += n;
+      if (was < max && was + n >= max && srv->user_congested)
+        srv->user_congested(srv, s->out_user, 1);
+    }
+  }
+  h2_conn_queued(c, (ptrdiff_t)n);
+}
+
+static void out_less(h2_stream_t *s, size_t n) {
+  h2_conn_t *c = s->conn;
+  server_t *srv = c->srv;
+  size_t m = n < s->out_charged ? n : s->out_charged;
+
+  if (m > 0 && s->out_public) {
+    size_t half = srv->cfg.max_public_outbound / 2, was = srv->outbound_public;
+    size_t cwas = c->queued_public;
+    c->queued_public -= m;
+    srv->outbound_public -= m;
+    s->out_charged -= m;
+    if (cwas >= H2_PUBLIC_OUTBOUND / 2 && c->queued_public < H2_PUBLIC_OUTBOUND / 2)
+      waiters_wake_conn(c);
+    if (was >= half && srv->outbound_public < half)
+      waiters_wake(srv, 1, 0);
+  } else if (m > 0 && s->out_user) {
+    size_t half = srv->cfg.max_outbound / 2, was = srv->outbound;
+    size_t mu = m < s->out_user_charged ? m : s->out_user_charged;
+    srv->outbound -= m;
+    s->out_charged -= m;
+    if (mu > 0) {
+      size_t uhalf = server_max_user_outbound(srv) / 2;
+      size_t uwas = key_counts_get(&srv->user_outbound, s->out_user);
+      key_counts_release(&srv->user_outbound, s->out_user, mu);
+      s->out_user_charged -= mu;
+      if (uwas >= uhalf && uwas - mu < uhalf) {
+        if (srv->user_congested)
+          srv->user_congested(srv, s->out_user, 0);
+        waiters_wake(srv, 0, s->out_user);
+      }
+    }
+    if (was >= half && srv->outbound < half)
+      waiters_wake(srv, 0, 0);
+  }
+  h2_conn_queued(c, -(ptrdiff_t)n);
+}
+
+/* True when the output of s's kind is at or over a bound of all connections' (or, for a
+ * public method, its connection's public share). */
+static int out_over(const h2_stream_t *s) {
+  const h2_conn_t *c = s->conn;
+  const server_t *srv = c->srv;
+
+  if (s->in_public)
+    return c->queued_public >= H2_PUBLIC_OUTBOUND ||
+           srv->outbound_public >= srv->cfg.max_public_outbound;
+  if (s->user == 0)
+    return 0;
+  return srv->outbound >= srv->cfg.max_outbound ||
+         key_counts_get(&srv->user_outbound, s->user) >= server_max_user_outbound(srv);
+}
+
+int h2_stream_out_wait(h2_stream_t *s) {
+  if (s->conn == NULL)
+    return 0;
+  if (s->conn->congested)
+    return 1; /* woken with its connection */
+  if (out_over(s)) {
+    waiter_add(s);
+    return 1;
+  }
+  waiter_remove(s);
+  return 0;
+}
+
 /* Take up to length reply bytes. *end: the reply's body ends with them (trailers next for
  * gRPC). Nothing to take and no end: DEFERRED until more is written. */
 static size_t take(h2_stream_t *s, uint8_t *buf, size_t length, int *end) {
@@ -179,7 +343,7 @@ static size_t take(h2_stream_t *s, uint8_t *buf, size_t length, int *end) {
   memcpy(buf, s->buf + s->off, n);
   s->off += n;
   if (n > 0 && s->conn)
-    h2_conn_queued(s->conn, -(ptrdiff_t)n);
+    out_less(s, n);
   if (s->off == s->len)
     s->off = s->len = 0;
   if (s->len == 0 && s->out == H2_OUT_TRAILING) {
@@ -358,7 +522,7 @@ static int append_bytes(h2_stream_t *s, const uint8_t *p, size_t n) {
   else if (n > 0)
     memcpy(s->buf + s->len, p, n);
   s->len += out;
-  h2_conn_queued(s->conn, (ptrdiff_t)out);
+  out_more(s, out);
   return 0;
 }
 
@@ -383,7 +547,7 @@ static int append(h2_stream_t *s, const ProtobufCMessage *msg) {
   grpc_frame_prefix(s->buf + s->len, (uint32_t)len);
   protobuf_c_message_pack(msg, s->buf + s->len + GRPC_FRAME_PREFIX);
   s->len += GRPC_FRAME_PREFIX + len;
-  h2_conn_queued(s->conn, (ptrdiff_t)(GRPC_FRAME_PREFIX + len));
+  out_more(s, GRPC_FRAME_PREFIX + len);
   return 0;
 }
 
@@ -479,12 +643,20 @@ int h2_stream_finished(const h2_stream_t *s) {
   return s->out >= H2_OUT_TRAILING;
 }
 
-size_t h2_stream_buffered(const h2_stream_t *s) {
+size_t h2_stream_buffered(h2_stream_t *s) {
   size_t own = s->len - s->off;
   /* A congested connection makes each of its streams look full, so streaming producers
    * pause; they hear writable when it drains. */
   if (s->conn && s->conn->congested && s->conn->queued > own)
     return s->conn->queued;
+  /* So does an authenticated call's output over the server's or its user's total: it is
+   * woken when that total drains (h2_stream_out_wait). Public streams keep their own
+   * checks (a Health/Watch status is a few bytes; reflection waits in rpc/call.c). */
+  if (s->conn && !s->in_public && s->user && h2_stream_out_wait(s)) {
+    size_t user = key_counts_get(&s->conn->srv->user_outbound, s->user);
+    size_t total = user > s->conn->srv->outbound ? user : s->conn->srv->outbound;
+    return total > own ? total : own;
+  }
   return own;
 }
 
@@ -722,6 +894,8 @@ void h2_stream_tick(h2_stream_t *s, uint64_t now, uint64_t idle_ms) {
 
 void h2_stream_input_free(h2_stream_t *s) {
   release_held(s, s->held);
+  pend_drop(s);
+  s->in_paused = s->end_held = 0;
   grpc_decoder_free(&s->dec);
   h2_stream_input_taken(s, s->inbound);
   if (s->conn) {
@@ -832,6 +1006,10 @@ void h2_stream_recv_headers_done(h2_stream_t *s) {
 void h2_stream_recv_end(h2_stream_t *s) {
   s->in_ended = 1;
   s->in_due = 0;
+  if (s->in_paused && s->in != H2_IN_DISCARD) {
+    s->end_held = 1; /* after the messages still held */
+    return;
+  }
   s->ops->end(s);
 }
 
@@ -909,7 +1087,9 @@ void h2_stream_recv_data(h2_stream_t *s, const uint8_t *data, size_t len) {
   }
 }
 
-/* Request body bytes (decoded): frame them into messages. */
+static void frame(h2_stream_t *s, const uint8_t *data, size_t len);
+
+/* Request body bytes (decoded): count them as kept, frame them into messages. */
 static void feed(h2_stream_t *s, const uint8_t *data, size_t len) {
   h2_conn_t *c = s->conn;
 
@@ -920,10 +1100,46 @@ static void feed(h2_stream_t *s, const uint8_t *data, size_t len) {
   if (s->in_public)
     public_more(c, len);
   srv_count(s);
-  while (len > 0 && s->in != H2_IN_DISCARD) {
+  frame(s, data, len);
+}
+
+/* Keep bytes the owner reads no further yet (h2_stream_input_pause): already counted, their
+ * stream credit held. Returns 0 or -ENOMEM. */
+static int pend_keep(h2_stream_t *s, const uint8_t *data, size_t len) {
+  if (s->pend_len + len > s->pend_cap) {
+    size_t cap = s->pend_cap ? s->pend_cap : 256;
+    uint8_t *nb;
+    while (cap < s->pend_len + len)
+      cap *= 2;
+    if ((nb = realloc(s->pend, cap)) == NULL)
+      return -ENOMEM;
+    s->pend = nb;
+    s->pend_cap = cap;
+  }
+  memcpy(s->pend + s->pend_len, data, len);
+  s->pend_len += len;
+  return 0;
+}
+
+static void pend_drop(h2_stream_t *s) {
+  free(s->pend);
+  s->pend = NULL;
+  s->pend_len = s->pend_cap = 0;
+}
+
+/* Frame counted bytes into messages and hand each over, until the owner pauses. */
+static void frame(h2_stream_t *s, const uint8_t *data, size_t len) {
+  while (len > 0 && s->in != H2_IN_DISCARD && s->conn != NULL) {
     grpc_message_t msg;
     int got;
-    long n = grpc_decoder_feed(&s->dec, data, len, &msg, &got);
+    long n;
+
+    if (s->in_paused) {
+      if (pend_keep(s, data, len) != 0)
+        s->ops->input_error(s, GRPC_RESOURCE_EXHAUSTED, "out of memory reading the request");
+      return;
+    }
+    n = grpc_decoder_feed(&s->dec, data, len, &msg, &got);
 
     if (n < 0) {
       char buf[160];
@@ -951,6 +1167,31 @@ static void feed(h2_stream_t *s, const uint8_t *data, size_t len) {
   if (s->whole_ms && s->streaming && s->in_due == 0 && s->conn != NULL && s->in != H2_IN_DISCARD &&
       grpc_decoder_partial(&s->dec))
     s->in_due = uv_now(s->conn->srv->loop) + s->whole_ms;
+}
+
+void h2_stream_input_pause(h2_stream_t *s, int on) {
+  if (on) {
+    s->in_paused = 1;
+    return;
+  }
+  if (!s->in_paused)
+    return;
+  s->in_paused = 0;
+  /* What came meanwhile, in order; the owner may pause again on any message. */
+  while (!s->in_paused && s->pend_len > 0 && s->conn != NULL && s->in != H2_IN_DISCARD) {
+    uint8_t *buf = s->pend;
+    size_t len = s->pend_len;
+    s->pend = NULL;
+    s->pend_len = s->pend_cap = 0;
+    frame(s, buf, len);
+    free(buf);
+  }
+  if (!s->in_paused && s->end_held && s->conn != NULL) {
+    s->end_held = 0;
+    s->ops->end(s);
+  }
+  if (s->conn != NULL)
+    h2_conn_flush_soon(s->conn); /* the stream credit given back for what was read */
 }
 
 /* ---- attach, detach, writable ----------------------------------------------------------- */

@@ -23,6 +23,11 @@
  * for them); past it such a call gets RESOURCE_EXHAUSTED. */
 #define H2_PUBLIC_INBOUND (1u << 20)
 
+/* What one connection may have queued of replies to public methods before their streams wait
+ * (a reflection stream reads no further request); the server's total is
+ * --max-public-outbound. */
+#define H2_PUBLIC_OUTBOUND (64u * 1024)
+
 typedef struct h2_conn h2_conn_t;
 typedef struct h2_stream h2_stream_t;
 
@@ -133,6 +138,20 @@ struct h2_stream { /* fields are the transport's; the owner uses the functions b
   uint64_t in_due;        /* loop time by which the unfinished request (or message) must be
                              whole; 0: none */
   uint64_t in_last;       /* loop time request bytes last came (or its headers) */
+  /* Request bytes held while the owner reads no further (h2_stream_input_pause): counted as
+   * kept, their stream credit held. */
+  unsigned in_paused : 1;
+  unsigned end_held : 1; /* the client half-closed while paused: told on resume */
+  uint8_t *pend;
+  size_t pend_len, pend_cap;
+  /* Whose output total the queued reply counts in (fixed by its first byte): the public
+   * total, or the server's and a user's (--max-outbound, --max-user-outbound). */
+  unsigned out_public : 1;
+  unsigned out_waiting : 1; /* on the server's out_waiters list */
+  uint64_t out_user;
+  size_t out_charged;         /* queued reply bytes counted in the public or the server's total */
+  size_t out_user_charged;    /* ... of them in out_user's */
+  h2_stream_t *wprev, *wnext; /* srv->out_waiters */
 };
 
 /**
@@ -245,12 +264,31 @@ int h2_stream_finished(const h2_stream_t *s);
 
 /**
  * Reply bytes queued on the stream and not yet taken by HTTP/2 flow control; while the
- * connection is congested, its whole queue, so that a streaming producer pauses.
+ * connection is congested, its whole queue, and while an authenticated call's output is over
+ * --max-outbound or its user's --max-user-outbound (h2_stream_out_wait), that total, so that
+ * a streaming producer pauses.
  */
-size_t h2_stream_buffered(const h2_stream_t *s);
+size_t h2_stream_buffered(h2_stream_t *s);
 
 /** True while the stream's connection has more output queued than --max-conn-buffer. */
 int h2_stream_congested(const h2_stream_t *s);
+
+/**
+ * True when the stream should add no output now: its connection is congested, or the queued
+ * output of its kind has reached a bound over all connections: for a public method, its
+ * connection's H2_PUBLIC_OUTBOUND or the server's --max-public-outbound; for an
+ * authenticated call, the server's --max-outbound or its user's --max-user-outbound. In the
+ * latter case the stream joins the server's waiting streams, and (if it asked) hears its
+ * writable event once that total has drained below half of its bound.
+ */
+int h2_stream_out_wait(h2_stream_t *s);
+
+/**
+ * Read no further request messages (on), or go on (off): while paused, body bytes are kept
+ * undecoded with their stream credit held (so within the stream's window and the inbound
+ * bounds), and a half-close waits until the bytes before it have been delivered.
+ */
+void h2_stream_input_pause(h2_stream_t *s, int on);
 
 /** Ask for (or stop asking for) the writable event. */
 void h2_stream_want_writable(h2_stream_t *s, int on);

@@ -74,7 +74,8 @@ static void call_set_state(rpc_call_t *call, rpc_call_state_t to) {
     h2_stream_set_input(&call->stream, H2_IN_DISCARD);
   /* A waiting call runs when its connection can take output again. */
   if (to == RPC_CALL_WAITING || call->state == RPC_CALL_WAITING)
-    h2_stream_want_writable(&call->stream, to == RPC_CALL_WAITING || call->on_writable != NULL);
+    h2_stream_want_writable(&call->stream,
+                            to == RPC_CALL_WAITING || call->on_writable != NULL || call->msg_held);
   if (to >= RPC_CALL_RUNNING && call->state < RPC_CALL_RUNNING) {
     /* The request's bytes no longer count; its decoded message does, once the caller
      * (call_dispatch) says so, until the stream ends. */
@@ -366,7 +367,8 @@ void rpc_call_on_cancel(rpc_call_t *call, rpc_cancel_fn cb, void *arg) {
 void rpc_call_on_writable(rpc_call_t *call, rpc_writable_fn cb, void *arg) {
   call->on_writable = cb;
   call->writable_arg = arg;
-  h2_stream_want_writable(&call->stream, cb != NULL || call->state == RPC_CALL_WAITING);
+  h2_stream_want_writable(&call->stream,
+                          cb != NULL || call->state == RPC_CALL_WAITING || call->msg_held);
 }
 
 /* Each allocation used to be a malloc() of its own, some forty per GetClue with the row's
@@ -687,6 +689,16 @@ static void call_stream_message(rpc_call_t *call, grpc_message_t *msg) {
     call_finish(call, 200, GRPC_UNAVAILABLE, "server shutting down");
     return;
   }
+  if (h2_stream_out_wait(&call->stream)) {
+    /* Its connection's public share or the server's public total of queued answers is
+     * full (a client that asks and does not read): this message waits, undecoded and still
+     * counted as kept, and no further one is read, until the answers drain. */
+    call->msg = *msg;
+    call->msg_held = 1;
+    h2_stream_input_pause(&call->stream, 1);
+    h2_stream_want_writable(&call->stream, 1);
+    return;
+  }
   if (rpc_msg_check_strings(call->m->input, msg->data, msg->len, why, sizeof(why)) != 0) {
     free(msg->data);
     h2_stream_input_taken(&call->stream, msg->len + GRPC_FRAME_PREFIX);
@@ -772,10 +784,14 @@ static void call_dispatch(rpc_call_t *call) {
     call_finish(call, 200, GRPC_INVALID_ARGUMENT, "request message missing");
     return;
   }
-  if (h2_stream_congested(&call->stream)) {
-    /* The peer is not reading what this connection already owes it: the call waits (its
-     * request undecoded) until the output drains, rather than adding to it. Calls already
-     * running finish; how many run at once is bounded by --db-queue-per-conn. */
+  if (call->m->public_method ? h2_stream_congested(&call->stream)
+                             : h2_stream_out_wait(&call->stream)) {
+    /* The peer is not reading what this connection already owes it, or the replies queued
+     * for this user's calls (--max-user-outbound) or for all authenticated calls
+     * (--max-outbound) are at their bound: the call waits (its request undecoded) until the
+     * output drains, rather than adding to it. Calls already running finish; how many run
+     * at once is bounded by --db-queue-per-conn and --db-queue-per-user. A public unary
+     * answer (Health/Check) is a few bytes: only its connection's congestion holds it. */
     if (call->state == RPC_CALL_READING)
       call_set_state(call, RPC_CALL_WAITING);
     return;
@@ -914,6 +930,18 @@ static void call_on_closed(h2_stream_t *s, uint32_t error_code, const char *conn
 static void call_on_writable(h2_stream_t *s) {
   rpc_call_t *call = call_of(s);
 
+  if (call->msg_held && (call->state == RPC_CALL_READING || call->state == RPC_CALL_STREAMING)) {
+    grpc_message_t msg = call->msg;
+    if (h2_stream_out_wait(&call->stream))
+      return; /* still full: woken again once it drains */
+    call->msg_held = 0;
+    call->msg.data = NULL;
+    h2_stream_want_writable(&call->stream, call->on_writable != NULL);
+    call_stream_message(call, &msg);
+    if (!call->msg_held && call->state < RPC_CALL_FINISHING)
+      h2_stream_input_pause(&call->stream, 0); /* the messages that came meanwhile */
+    return;
+  }
   if (call->state == RPC_CALL_WAITING)
     call_dispatch(call);
   else if ((call->state == RPC_CALL_RUNNING || call->state == RPC_CALL_STREAMING) &&
@@ -1007,7 +1035,7 @@ int rpc_reply(rpc_call_t *call, const ProtobufCMessage *msg) {
   return 0;
 }
 
-size_t rpc_call_buffered(const rpc_call_t *call) {
+size_t rpc_call_buffered(rpc_call_t *call) {
   return h2_stream_buffered(&call->stream);
 }
 

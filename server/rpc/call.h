@@ -88,6 +88,8 @@ struct rpc_call {
   unsigned started : 1;      /* counted in grpc_server_started_total: only such a call is
                                 counted as handled */
   unsigned public_stream : 1; /* counted in srv->public_streams until freed */
+  unsigned msg_held : 1;      /* a client-streaming request message waits in msg for the
+                                 public output to drain (h2_stream_out_wait) */
   size_t header_bytes;       /* decoded header list size so far (RFC 7541 entry sizes) */
   unsigned header_count;
   grpc_message_t msg;   /* the request message, once complete */

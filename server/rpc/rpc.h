@@ -185,8 +185,10 @@ void rpc_detail_resource(rpc_call_t *call, const char *type, const char *name);
  */
 int rpc_send(rpc_call_t *call, const ProtobufCMessage *msg) __attribute__((warn_unused_result));
 
-/** Bytes queued on a call and not yet accepted by HTTP/2 flow control. */
-size_t rpc_call_buffered(const rpc_call_t *call);
+/** Bytes queued on a call and not yet accepted by HTTP/2 flow control; more (so that a
+ * streaming producer pauses until its writable callback) while its connection is congested or
+ * its user's replies are at --max-user-outbound, or all calls' at --max-outbound. */
+size_t rpc_call_buffered(rpc_call_t *call);
 
 /** Streaming: finish the call with the given status (message may be NULL for OK). */
 void rpc_finish(rpc_call_t *call, grpc_status_t code, const char *fmt, ...)

@@ -11,8 +11,11 @@
 #include "log.h"
 #include "rpc/table.h"
 
-/* A reflection client that asks without reading the answers is cut off once this much is
- * queued for it: every answer is bounded by the descriptor set, the queue by this. */
+/* A reflection client that asks without reading the answers waits once its connection has
+ * 64 KiB of public answers queued, or all connections --max-public-outbound (rpc/call.c
+ * reads no further request). Its stream is cut off only if this much is queued on its
+ * connection all the same (other calls' replies congest it): every answer is bounded by the
+ * descriptor set, the queue by this. */
 #define REFLECTION_MAX_BUFFERED (1u << 20)
 /* Names echoed in error messages are cut to this many bytes. */
 #define REFLECTION_NAME_ECHO 200

@@ -160,6 +160,11 @@ static void pool_conn_congested(server_t *srv, uint64_t conn_id, int congested) 
   db_owner_pause(srv->db, conn_id, congested);
 }
 
+/* A user whose replies wait unread (--max-user-outbound) pulls no more rows meanwhile. */
+static void pool_user_congested(server_t *srv, uint64_t user, int congested) {
+  db_user_pause(srv->db, user, congested);
+}
+
 void services_db_config(const server_t *srv, const char *conninfo, db_config_t *dc) {
   memset(dc, 0, sizeof(*dc));
   dc->conninfo = conninfo;
@@ -186,6 +191,7 @@ static int pool_start(server_t *srv) {
     return -ENOMEM;
   }
   srv->conn_congested = pool_conn_congested;
+  srv->user_congested = pool_user_congested;
   return 0;
 }
 
@@ -195,6 +201,7 @@ static void pool_closed(void *arg) {
 
 static void pool_close(server_t *srv) {
   srv->conn_congested = NULL;
+  srv->user_congested = NULL;
   if (srv->db) {
     db_pool_close(srv->db, pool_closed, NULL);
     srv->db = NULL;

@@ -3,7 +3,8 @@
 Outbound: a client that opens wide flow-control windows and then never reads. Past
 --max-conn-buffer (1 MiB) of queued responses its connection's new calls wait, undecoded,
 and the queries of calls already running wait in the pool's queue (paused), so the replies
-it can make the server hold are those of the queries already running. Inbound: the requests one
+it can make the server hold are those of the queries already running; over all connections,
+--max-user-outbound, --max-outbound and (no token) --max-public-outbound bound the total. Inbound: the requests one
 connection keeps (unfinished bodies, and decoded messages until their calls end) are capped by
 --max-conn-inbound, and those of all connections by --max-inbound; a call that would pass
 either gets RESOURCE_EXHAUSTED.
@@ -454,10 +455,121 @@ def test_requests_without_a_token_are_bounded_over_connections(c):
         srv.stop()
 
 
+REFLECTION = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+# file_containing_symbol: clue.v1.ClueService, answered with its file and their imports (10 KB)
+REFLECTION_ASK = grpc_msg(b"\x22" + bytes([19]) + b"clue.v1.ClueService")
+
+
+def silent_conns(addr, n, out):
+    """n connections that grant no stream window (SETTINGS_INITIAL_WINDOW_SIZE 0, so no DATA
+    can be sent to them) and never read; out (bytes) is sent on each after the preface."""
+    host, port = addr.rsplit(":", 1)
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect((host, int(port)))
+        s.sendall(PREFACE + settings([(4, 0)]) + out)
+        socks.append(s)
+    return socks
+
+
+def test_unread_reflection_answers_are_bounded_over_connections(c):
+    """Strangers (no token) open a reflection stream on each of 150 connections that grant no
+    window and never read, and ask 60 times each for a 10 KB answer. Past
+    --max-public-outbound of answers queued over all connections (1 MiB here), and past
+    64 KiB on one connection, the streams read no further request until the answers drain:
+    the server holds about the bound, not 150 x 60 answers (before: each connection queued
+    answers up to its --max-conn-buffer, 1.1 MiB a stream, 4.4 GiB at --max-public-streams).
+    A Health/Check is answered meanwhile, and once the strangers go a reflection client that
+    reads is answered."""
+    srv, hold = own_server(c, "--max-public-outbound", str(1 << 20))
+    socks = []
+    try:
+        pid = srv.proc.pid
+        r = Raw(srv.addr)
+        r.send(headers_frames(1, request_block(REFLECTION)) + frame(0, 1, 1, REFLECTION_ASK))
+        r.until(lambda: 1 in r.ended, 10, "a reflection answer")
+        assert r.status(1) == 0 and len(r.data.get(1, b"")) > 8000, (r.status(1), r.message(1))
+        r.close()
+        time.sleep(0.5)
+        before = rss_kb(pid)
+        with HealthProbe(srv.addr) as probe:
+            socks = silent_conns(srv.addr, 150, headers_frames(1, request_block(REFLECTION)))
+            time.sleep(0.5)
+            for _ in range(60):
+                for s in socks:
+                    s.sendall(frame(0, 0, 1, REFLECTION_ASK))
+            time.sleep(3)
+            held = rss_kb(pid)
+        report("150 reflection streams asking 60 times each, never reading", before, held, 24)
+        probe.assert_prompt()
+        for s in socks:
+            s.close()
+        socks = []
+        time.sleep(1)
+        r = Raw(srv.addr)
+        r.send(headers_frames(1, request_block(REFLECTION)) + frame(0, 1, 1, REFLECTION_ASK))
+        r.until(lambda: 1 in r.ended, 10, "a reflection answer after the strangers left")
+        assert r.status(1) == 0 and len(r.data.get(1, b"")) > 8000, (r.status(1), r.message(1))
+        r.close()
+    finally:
+        for s in socks:
+            s.close()
+        hold.close()
+        srv.stop()
+
+
+def test_one_user_queues_a_bounded_share_of_unread_replies(c):
+    """G1's leader opens 50 connections that grant no window and never read, each with one
+    ListNotes of a 2 MB reply. With --max-user-outbound at 16 MiB, once the user's queued
+    replies reach it its further calls wait before running and its waiting queries stay in
+    the pool's queue: the server holds the share and the replies of the queries already
+    running, not 50 replies (before: 4.3 MiB a connection, nothing bounding their total).
+    G2's leader is served meanwhile; once the leader's connections go its calls are served
+    again."""
+    srv, hold = own_server(c, "--max-user-outbound", str(16 << 20))
+    socks = []
+    try:
+        pid = srv.proc.pid
+        body = grpc_msg(pb.ListNotesRequest(clue_id=c.clue_id, page_size=500).SerializeToString())
+        other = S.clue_pb2_grpc.ClueServiceStub(grpc.insecure_channel(srv.addr))
+        other_md = [("authorization", "Bearer " + c.w.G2.leader.token)]
+        mine = S.clue_pb2_grpc.ClueServiceStub(grpc.insecure_channel(srv.addr))
+        my_md = [("authorization", "Bearer " + c.token)]
+        r = mine.ListNotes(pb.ListNotesRequest(clue_id=c.clue_id, page_size=500), metadata=my_md, timeout=20)
+        assert r.ByteSize() == c.reply_bytes
+        time.sleep(0.5)
+        before = rss_kb(pid)
+        socks = silent_conns(srv.addr, 50, headers_frames(1, request_block(LIST_NOTES, auth(c.token)))
+                             + frame(0, 1, 1, body))
+        peak = before
+        for _ in range(8):
+            time.sleep(0.5)
+            peak = max(peak, rss_kb(pid))
+            other.ListClues(pb.ListCluesRequest(page_size=1), metadata=other_md, timeout=10)
+        report("50 unread ListNotes replies of one user", before, peak, 100)
+        for s in socks:
+            s.close()
+        socks = []
+        time.sleep(1)
+        r = mine.ListNotes(pb.ListNotesRequest(clue_id=c.clue_id, page_size=500), metadata=my_md, timeout=20)
+        assert r.ByteSize() == c.reply_bytes
+    finally:
+        for s in socks:
+            s.close()
+        hold.close()
+        srv.stop()
+
+
 def test_flags_documented(c):
     out = harness.Clued().run("help").stdout
     assert "--max-conn-buffer" in out and "--max-conn-inbound" in out and "--max-inbound" in out
     assert "--max-user-inbound" in out
+    assert "--max-outbound" in out and "--max-user-outbound" in out and "--max-public-outbound" in out
+    for flag in ("--max-outbound", "--max-user-outbound", "--max-public-outbound"):
+        res = harness.Clued().run("serve", flag, "1000", check=False)
+        assert res.returncode != 0 and flag in res.stderr, (flag, res.returncode, res.stderr)
 
 
 if __name__ == "__main__":

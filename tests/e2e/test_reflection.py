@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -208,10 +209,12 @@ def test_errors_are_answers_and_bounds_hold(ctx):
             raise AssertionError("garbage was answered")
 
 
-def test_a_client_that_never_reads_is_cut_off(ctx):
-    """Requests whose answers the client does not read (no flow-control credit) fill the
-    call's queue to its bound (1 MiB); the stream then ends with RESOURCE_EXHAUSTED, later
-    requests go unanswered, and the server lives on."""
+def test_a_client_that_does_not_read_waits(ctx):
+    """Requests whose answers the client does not read (no flow-control credit) are answered
+    until the connection has 64 KiB of them queued (its share of --max-public-outbound); the
+    stream then reads no further request, and once the client reads, every request is
+    answered in order and the stream ends OK. (Before, the answers filled the connection's
+    --max-conn-buffer and the stream ended with RESOURCE_EXHAUSTED.)"""
     import struct
 
     import h2.settings
@@ -224,19 +227,19 @@ def test_a_client_that_never_reads_is_cut_off(ctx):
     c.conn.update_settings({window: 1})  # the server may send 1 byte per stream: nothing drains
     c.flush()
     sid = c.request(V1, body=rawh2.grpc_frame(req) * 400, end=True)
+    time.sleep(1)
     c.conn.update_settings({window: 1 << 24})  # then read everything that was queued
     c.conn.increment_flow_control_window(1 << 24)
     c.flush()
     resp = c.wait(sid)
     c.close()
-    assert resp.grpc_status == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], (resp.grpc_status, resp.grpc_message)
-    assert "reads too slowly" in resp.grpc_message, resp.grpc_message
+    assert resp.grpc_status == 0, (resp.grpc_status, resp.grpc_message)
     answers, off = 0, 0
     while off < len(resp.data):
         n = struct.unpack(">I", resp.data[off + 1:off + 5])[0]
-        R.ServerReflectionResponse.FromString(resp.data[off + 5:off + 5 + n]).file_descriptor_response
+        assert R.ServerReflectionResponse.FromString(resp.data[off + 5:off + 5 + n]).file_descriptor_response
         answers, off = answers + 1, off + 5 + n
-    assert 0 < answers < 400 and len(resp.data) < (1 << 20) + 64 * 1024, (answers, len(resp.data))
+    assert answers == 400, answers
     with grpc.insecure_channel(srv.addr) as ch:
         assert Reflection(ch).ask(list_services="").list_services_response.service
 
