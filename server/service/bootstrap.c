@@ -12,8 +12,9 @@
 #include "log.h"
 #include "rpc/auth.h"
 
-/* The key admin_bootstrap (0040_token_hash_in_its_event.sql) locks: the demo takes it too, so
- * that of two bootstraps at once the second waits and finds the first's work done. */
+/* The key admin_bootstrap (0045_administration_never_locked_out.sql) locks first: the demo
+ * takes it too, so that of two bootstraps at once the second waits and finds the first's
+ * work done. */
 #define BOOTSTRAP_LOCK_SQL "SELECT pg_advisory_xact_lock(hashtext('clued.bootstrap'))"
 
 /* libpq's messages run over several lines (DETAIL, CONTEXT with the SQL, a caret line): the
@@ -78,14 +79,24 @@ int bootstrap_admin(const char *conninfo, FILE *out) {
     log_error("cannot read random bytes for the token");
     goto done;
   }
-  r = exec(db, "SELECT id FROM admin_bootstrap($1)", 1, params);
+  /* Whether other ADMIN users existed: the statement's snapshot, taken before
+   * admin_bootstrap() ran, holds the earlier ones and not the one it made. */
+  r = exec(db,
+           "SELECT b.id, b.name, EXISTS (SELECT 1 FROM users u WHERE u.role = 'ADMIN'"
+           " AND u.id <> b.id) FROM admin_bootstrap($1) b",
+           1, params);
   if (r == NULL)
     goto done;
   if (PQntuples(r) == 0) {
-    fprintf(out, "already bootstrapped: an ADMIN user exists; nothing changed\n");
+    fprintf(out, "already bootstrapped: an enabled ADMIN user holds a live token; nothing "
+                 "changed\n");
   } else {
-    fprintf(out, "created ADMIN user \"admin\" (id %s). Its token, shown only this once:\n%s\n",
-            PQgetvalue(r, 0, 0), token);
+    /* None of the ADMIN users there are can administer (disabled, or no live token):
+     * admin_bootstrap (0045_administration_never_locked_out.sql) made another. */
+    if (strcmp(PQgetvalue(r, 0, 2), "t") == 0)
+      fprintf(out, "no enabled ADMIN user held a live token: administration restored.\n");
+    fprintf(out, "created ADMIN user \"%s\" (id %s). Its token, shown only this once:\n%s\n",
+            PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 0), token);
   }
   PQclear(r);
   rc = 0;
@@ -250,7 +261,10 @@ int bootstrap_demo(const char *conninfo, const char *tokens_path, FILE *out) {
     goto rollback;
   }
   PQclear(r);
-  r = exec(db, "SELECT id, unit_id FROM users WHERE role = 'ADMIN' ORDER BY id LIMIT 1", 0, NULL);
+  /* The demo's records name an enabled ADMIN where there is one (bootstrap may have restored
+   * administration after the first was disabled). */
+  r = exec(db, "SELECT id, unit_id FROM users WHERE role = 'ADMIN' ORDER BY disabled, id LIMIT 1",
+           0, NULL);
   if (r == NULL)
     goto rollback;
   if (PQntuples(r) == 0) {

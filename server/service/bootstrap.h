@@ -7,8 +7,10 @@
 #include <stdio.h>
 
 /**
- * Create the first ADMIN unit and user when no ADMIN user exists, printing the token to out
- * once. When one exists, say so and change nothing. Returns 0, or -1 (the reason logged).
+ * Create an ADMIN user (and the ADMIN unit, if there is none) with a token, printed to out
+ * once, when no enabled ADMIN user holds a live token: the first administrator, or one that
+ * restores administration after it was locked out. When one does, say so and change nothing.
+ * Returns 0, or -1 (the reason logged).
  */
 int bootstrap_admin(const char *conninfo, FILE *out);
 

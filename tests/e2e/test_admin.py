@@ -28,6 +28,7 @@ def setup():
     c.db = pg.connect(c.dbname)
     c.srv = harness.Clued(pg.url(c.dbname)).start()
     out = c.srv.run("bootstrap").stdout
+    assert 'created ADMIN user "admin"' in out and "restored" not in out, out
     c.admin_token = re.search(r"ct_[0-9a-f]{64}", out).group(0)
     c.ch = grpc.insecure_channel(c.srv.addr)
     c.admin = S.admin_pb2_grpc.AdminServiceStub(c.ch)
@@ -257,6 +258,197 @@ def test_audit_rows_are_append_only(c):
         for st, sid, prev, h in cur.fetchall():
             assert (bytes(prev) if prev is not None else None) == last.get((st, sid)), (st, sid)
             last[(st, sid)] = bytes(h)
+
+
+# ---- administration is never locked out (0045_administration_never_locked_out.sql) ----------
+
+
+class Admins:
+    """A database and server of their own, bootstrapped: the tests below change who administers."""
+
+    def __init__(self):
+        pg = harness.Postgres.get()
+        self.dbname = pg.new_database("adm")
+        self.db = pg.connect(self.dbname)
+        self.srv = harness.Clued(pg.url(self.dbname)).start()
+        self.token = re.search(r"ct_[0-9a-f]{64}", self.srv.run("bootstrap").stdout).group(0)
+        self.channels = []
+        self.unit = self.sql("SELECT id FROM units WHERE kind = 'ADMIN'")[0][0]
+
+    def sql(self, q, args=()):
+        with self.db.cursor() as cur:
+            cur.execute(q, args)
+            return cur.fetchall() if cur.description else None
+
+    def stubs(self, token):
+        """(AdminService, TokenService, metadata) on a channel of their own."""
+        ch = grpc.insecure_channel(self.srv.addr)
+        self.channels.append(ch)
+        return (S.admin_pb2_grpc.AdminServiceStub(ch), S.token_pb2_grpc.TokenServiceStub(ch),
+                [("authorization", "Bearer " + token)])
+
+    def close(self):
+        for ch in self.channels:
+            ch.close()
+        self.db.close()
+        self.srv.stop()
+
+
+def new_admin(w, by_md, name):
+    """An ADMIN user made, and given a token, by the admin of by_md: (user id, token)."""
+    admin = S.admin_pb2_grpc.AdminServiceStub(w.channels[0])
+    u = admin.CreateUser(A.CreateUserRequest(unit_id=w.unit, name=name, role=C.ROLE_ADMIN), metadata=by_md)
+    return u.id, admin.IssueToken(A.IssueTokenRequest(user_id=u.id), metadata=by_md).token
+
+
+def working_admins(w):
+    return [r[0] for r in w.sql("SELECT DISTINCT u.id FROM users u JOIN tokens t ON t.user_id = u.id"
+                                " WHERE u.role = 'ADMIN' AND NOT u.disabled AND t.revoked_at IS NULL ORDER BY 1")]
+
+
+def test_admins_disabling_each_other_at_once_leave_one(c):
+    """Two admins, the only ones that can administer, disable each other at the same moment:
+    one wins, the other is refused; never both (before 0045, 19 of 20 such pairs both won)."""
+    import threading
+
+    w = Admins()
+    try:
+        _, _, md = w.stubs(w.token)
+        survivor = md
+        refused = 0
+        for i in range(8):
+            x, tx = new_admin(w, survivor, f"x{i}")
+            y, ty = new_admin(w, survivor, f"y{i}")
+            # The survivor of the round before steps back: x and y are the only ones left.
+            sa, st, _ = w.stubs(w.token)
+            for t in st.ListMyTokens(S.token_pb2.ListMyTokensRequest(), metadata=survivor).tokens:
+                sa.RevokeToken(A.RevokeTokenRequest(token_id=t.id), metadata=survivor)
+            (ax, tsx, mdx), (ay, tsy, mdy) = w.stubs(tx), w.stubs(ty)
+            assert working_admins(w) == [x, y]
+            # Authenticated (and cached) before the race, as two busy admins would be.
+            tsx.GetCaller(S.token_pb2.GetCallerRequest(), metadata=mdx)
+            tsy.GetCaller(S.token_pb2.GetCallerRequest(), metadata=mdy)
+            bar, res = threading.Barrier(2), {}
+
+            def disable(k, stub, md, uid):
+                bar.wait()
+                try:
+                    stub.DisableUser(A.DisableUserRequest(user_id=uid, reason="race"), metadata=md, timeout=20)
+                    res[k] = (grpc.StatusCode.OK, "")
+                except grpc.RpcError as e:
+                    res[k] = (e.code(), e.details())
+
+            th = [threading.Thread(target=disable, args=("x", ax, mdx, y)),
+                  threading.Thread(target=disable, args=("y", ay, mdy, x))]
+            [t.start() for t in th]
+            [t.join() for t in th]
+            codes = sorted(str(v[0]) for v in res.values())
+            assert codes.count(str(grpc.StatusCode.OK)) == 1, (i, res)
+            lost = [v for v in res.values() if v[0] != grpc.StatusCode.OK][0]
+            # Refused in the write, or (if the winner committed first) already unauthenticated.
+            assert lost[0] in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAUTHENTICATED), (i, res)
+            if lost[0] == grpc.StatusCode.FAILED_PRECONDITION:
+                refused += 1
+                assert "lock administration out" in lost[1], lost
+            assert len(working_admins(w)) == 1, (i, res)
+            survivor = mdx if res["x"][0] == grpc.StatusCode.OK else mdy
+        print(f"  8 races, one winner each; {refused} refused in the write", flush=True)
+    finally:
+        w.close()
+
+
+def test_the_last_admin_keeps_a_token(c):
+    """The only admin that can administer may not revoke its last live token (RevokeToken or
+    RevokeMyToken); it may once it holds another. Disabling another admin stays allowed while
+    one works, whatever that admin holds."""
+    w = Admins()
+    try:
+        admin, tokens, md = w.stubs(w.token)
+        me = tokens.GetCaller(S.token_pb2.GetCallerRequest(), metadata=md)
+        before = w.sql("SELECT count(*) FROM audit_events")[0][0]
+        for fn, req in ((admin.RevokeToken, A.RevokeTokenRequest(token_id=me.token_id)),
+                        (tokens.RevokeMyToken, S.token_pb2.RevokeMyTokenRequest(token_id=me.token_id))):
+            expect_status(grpc.StatusCode.FAILED_PRECONDITION, fn, req, metadata=md,
+                          details_has=[f"token {me.token_id} is the last live token", "lock administration out"])
+        assert w.sql("SELECT count(*) FROM audit_events")[0][0] == before
+        assert w.sql("SELECT revoked_at FROM tokens WHERE id = %s", (me.token_id,))[0][0] is None
+        # Rotating: a new token first, then the old one goes.
+        new = tokens.IssueMyToken(S.token_pb2.IssueMyTokenRequest(note="new"), metadata=md)
+        tokens.RevokeMyToken(S.token_pb2.RevokeMyTokenRequest(token_id=me.token_id), metadata=md)
+        md = [("authorization", "Bearer " + new.token)]
+        expect_status(grpc.StatusCode.FAILED_PRECONDITION, admin.RevokeToken,
+                      A.RevokeTokenRequest(token_id=new.token_id), metadata=md, details_has=["lock administration out"])
+        # An enabled ADMIN without a token does not count: it cannot call anything.
+        idle = admin.CreateUser(A.CreateUserRequest(unit_id=w.unit, name="idle", role=C.ROLE_ADMIN), metadata=md)
+        expect_status(grpc.StatusCode.FAILED_PRECONDITION, admin.RevokeToken,
+                      A.RevokeTokenRequest(token_id=new.token_id), metadata=md, details_has=["lock administration out"])
+        # Disabling other admins while this one works: allowed, with or without their tokens.
+        assert admin.DisableUser(A.DisableUserRequest(user_id=idle.id), metadata=md).disabled
+        other, _ = new_admin(w, md, "other")
+        assert admin.DisableUser(A.DisableUserRequest(user_id=other), metadata=md).disabled
+        # Revoking tokens of users who do not administer is untouched by the rule.
+        room = admin.CreateUnit(A.CreateUnitRequest(kind=ROOM, code="R90", name="R90"), metadata=md)
+        m = admin.CreateUser(A.CreateUserRequest(unit_id=room.id, name="m", role=C.ROLE_MEMBER), metadata=md)
+        t = admin.IssueToken(A.IssueTokenRequest(user_id=m.id), metadata=md)
+        admin.RevokeToken(A.RevokeTokenRequest(token_id=t.token_id), metadata=md)
+        # The write looks at its caller again under the lock: a caller disabled (its token
+        # revoked) while its call waited is refused, as the call made after would have been.
+        caller = w.sql("SELECT id, unit_id FROM users WHERE id = %s", (other,))[0]
+        target, _ = new_admin(w, md, "target")
+        for q, args, word in (
+                ("SELECT admin_disable_user(%s, %s, %s, NULL)", (*caller, target), "the caller, was disabled"),
+                ("SELECT set_config('clued.token_id', %s, true), admin_disable_user(%s, %s, %s, NULL)",
+                 (str(t.token_id), me.user_id, me.unit_id, target), "the caller's, was revoked")):
+            import psycopg2
+
+            try:
+                w.sql(q, args)
+                raise AssertionError(f"{q} was allowed")
+            except psycopg2.Error as e:
+                assert e.pgcode == "CLPRE" and word in str(e), e
+        assert w.sql("SELECT disabled FROM users WHERE id = %s", (target,))[0][0] is False
+    finally:
+        w.close()
+
+
+def test_bootstrap_restores_administration(c):
+    """When no enabled ADMIN holds a live token (locked out before 0045, or by hand in the
+    database), `clued bootstrap` makes another ADMIN, audited as the first, and prints its
+    token; while one works it changes nothing."""
+    w = Admins()
+    try:
+        _, _, md = w.stubs(w.token)
+        other, _ = new_admin(w, md, "admin-2")
+        out = w.srv.run("bootstrap").stdout
+        assert "already bootstrapped" in out and "ct_" not in out, out
+        # Everyone who could administer is gone (a superuser's doing; no API call allows it).
+        w.sql("UPDATE users SET disabled = true WHERE role = 'ADMIN' AND name = 'admin'")
+        w.sql("UPDATE tokens SET revoked_at = now() WHERE user_id = %s", (other,))
+        assert working_admins(w) == []
+        before = w.sql("SELECT max(seq) FROM audit_events")[0][0]
+        out = w.srv.run("bootstrap").stdout
+        assert "administration restored" in out, out
+        m = re.search(r'created ADMIN user "(admin-3)" \(id (\d+)\)', out)
+        assert m, out
+        uid = int(m.group(2))
+        token = re.search(r"ct_[0-9a-f]{64}", out).group(0)
+        admin, _, md = w.stubs(token)
+        units = admin.ListUnits(A.ListUnitsRequest(), metadata=md).units
+        assert [u.kind for u in units] == [ADMIN_KIND]  # the same ADMIN unit, no other
+        assert working_admins(w) == [uid]
+        evs = w.sql("SELECT action, subject_type, subject_id, actor_user_id, reason FROM audit_events"
+                    " WHERE seq > %s ORDER BY seq", (before,))
+        assert evs == [("user.create", "user", uid, None, "bootstrap"),
+                       ("token.issue", "user", uid, None, "bootstrap")], evs
+        # Working again: the next bootstrap changes nothing.
+        out = w.srv.run("bootstrap").stdout
+        assert "already bootstrapped" in out and "ct_" not in out, out
+        # An ADMIN enabled but holding no live token cannot administer either.
+        w.sql("UPDATE tokens SET revoked_at = now() WHERE user_id = %s", (uid,))
+        out = w.srv.run("bootstrap").stdout
+        assert 'created ADMIN user "admin-4"' in out and "administration restored" in out, out
+    finally:
+        w.close()
 
 
 if __name__ == "__main__":
