@@ -422,12 +422,13 @@ def expect_recuse(p, c, target, target_unit):
 
 def expect_list_recusals(p, c, user_unit):
     """ListRecusals(clue_id): LEADERs and AUDITORs only; an AUDITOR every recusal of the clue, a
-    LEADER those of its unit's users and all of a clue it sees. user_unit: recused user -> unit."""
+    LEADER those of its unit's users and all of a clue it sees; none of a clue the caller is
+    recused from. user_unit: recused user -> unit."""
     if not p.active:
         return Code.UNAUTHENTICATED
     if not (p.role == "AUDITOR" or (p.staff and p.role == "LEADER")):
         return Code.PERMISSION_DENIED
-    if c is None:
+    if c is None or p.user.id in c.recused:  # a clue its caller is recused from: none
         return set()
     if p.role == "AUDITOR" or sees(p, c):
         return set(c.recused)
@@ -436,10 +437,11 @@ def expect_list_recusals(p, c, user_unit):
 
 def expect_list_assignments(p, c, handler_unit):
     """ListAssignments(clue_id): an AUDITOR every handler of the clue; staff the handlers of a
-    clue they see, themselves, and a LEADER its unit's users; nobody else any."""
+    clue they see, themselves, and a LEADER its unit's users; nobody else any, and nobody
+    recused from the clue."""
     if not p.active:
         return Code.UNAUTHENTICATED
-    if c is None:
+    if c is None or p.user.id in c.recused:  # a clue its caller is recused from: none
         return set()
     if p.role == "AUDITOR" or sees(p, c):
         return set(c.handlers)
