@@ -115,9 +115,10 @@ static const cp_range_t format[] = {
     {0xE0020, 0xE007F},
 };
 
-/* White space and the default ignorables: a text made only of these shows nothing. */
+/* White space, the default ignorables and the blank braille pattern (U+2800, which no
+ * property names as blank but which draws nothing): a text made only of these shows nothing. */
 static bool is_invisible(uint32_t cp) {
-  return is_space(cp) || in_ranges(cp, ignorable, NRANGES(ignorable));
+  return is_space(cp) || cp == 0x2800 || in_ranges(cp, ignorable, NRANGES(ignorable));
 }
 
 /* Invisible code points that belong to the character before them: variation selectors (an

@@ -1337,8 +1337,11 @@ static int serve_file(h2_stream_t *s) {
   int rc;
 
   if (s->path == NULL || web_path_clean(s->path, rel, WEB_MAX_PATH) != 0) {
-    log_info("conn %llu (%s): refused request path %.200s", (unsigned long long)s->conn->id,
-             s->conn->peer, s->path ? s->path : "(too long)");
+    /* The path without its query: a link's parameters (a token pasted into one, say) are
+     * nobody's business in the log. */
+    int n = s->path ? (int)strcspn(s->path, "?#") : 0;
+    log_info("conn %llu (%s): refused request path %.*s", (unsigned long long)s->conn->id,
+             s->conn->peer, s->path ? (n < 200 ? n : 200) : 10, s->path ? s->path : "(too long)");
     return text_reply(s, 400, "bad request path\n");
   }
   if (rel[0] == '\0')

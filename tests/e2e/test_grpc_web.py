@@ -752,6 +752,13 @@ def test_static_traversal_refused(c):
         assert r.status in (400, 404), (path, r.status)
         assert b"root:" not in r.body, path
         h.close()
+    # A refused path is logged without its query: a token pasted into a link stays out of the log.
+    h = H1(c.srv.addr)
+    r = h.request("GET", "/a//b?token=ct_SECRET456#x")
+    assert r.status == 400, r.status
+    h.close()
+    harness.wait_for(lambda: "refused request path /a//b" in c.srv.output(), what="the refusal logged")
+    assert "SECRET456" not in c.srv.output()
     for path in ("/passwd.txt", "/fifo.txt"):  # a symlink out of the directory; not a file
         h = H1(c.srv.addr)
         r = h.request("GET", path)

@@ -40,6 +40,7 @@ static const char *const invisibles[] = {
     "\xE1\x85\xA0", /* U+1160 HANGUL JUNGSEONG FILLER */
     "\xE3\x85\xA4", /* U+3164 HANGUL FILLER */
     "\xEF\xBE\xA0", /* U+FFA0 HALFWIDTH HANGUL FILLER */
+    "\xE2\xA0\x80", /* U+2800 BRAILLE PATTERN BLANK: draws nothing, though no property says so */
     "\xE2\x81\xA1", /* U+2061 FUNCTION APPLICATION */
     "\xE2\x81\xA4", /* U+2064 INVISIBLE PLUS */
     "\xE2\x81\xAA", /* U+206A INHIBIT SYMMETRIC SWAPPING */
