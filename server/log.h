@@ -3,12 +3,25 @@
 
 #include <stddef.h>
 #include <stdio.h>
+#include <uv.h>
 
 /* Log lines on stderr, one event per line: text ("<time> clued: <level>: <message>") or, with
  * --log-format json, one JSON object per line with the stable keys time, level, msg and, for
  * calls, call, peer, method, code, duration_ms and request_id. Messages never carry tokens,
  * reporter contacts or SQL text; text from clients is escaped (control characters, bytes
- * that are not UTF-8). */
+ * that are not UTF-8).
+ *
+ * Anyone can cause some lines (a call cancelled by its peer, a stream reset for a bad
+ * header), so each level (info, warn, error) may write --log-rate lines a second; the lines
+ * past it are counted and a warning once a second says how many were lost, by level. While
+ * the server runs (log_start()), a slow reader of stderr never stalls the loop: lines wait in
+ * a buffer of LOG_BUFFER_BYTES, and those that do not fit are lost and counted alike. */
+
+/** Lines a second each level may write unless log_set_rate() says otherwise (--log-rate). */
+#define LOG_RATE_DEFAULT 1000
+
+/** Bytes of lines kept for a log output slower than the server; info lines fill 3/4 of it. */
+#define LOG_BUFFER_BYTES (1u << 20)
 
 /** Line formats. */
 typedef enum log_format {
@@ -30,6 +43,27 @@ log_format_t log_get_format(void);
  * process-wide setting made before the loop runs: tests read what a module logged through it.
  */
 void log_set_stream(FILE *f);
+
+/** Lines a second each level may write from now on; 0: no limit. Set before the loop runs. */
+void log_set_rate(unsigned per_second);
+
+/**
+ * From now on write the log to fd (STDERR_FILENO in clued) from loop without ever blocking
+ * it: a pipe or terminal is opened anew, non-blocking (the given descriptor's flags, shared
+ * with other processes, are left as they are); a socket is written with MSG_DONTWAIT. The
+ * logger's handles are unreferenced: they do not keep the loop alive, but log_stop() must
+ * close them before uv_loop_close(). Returns 0, UV_EINVAL for a regular file or another
+ * descriptor that cannot be polled (lines are then written at once, as before: a file takes
+ * them), UV_EBUSY when already started, or another negative libuv error.
+ */
+int log_start(uv_loop_t *loop, int fd);
+
+/**
+ * Stop writing through the loop: close the logger's handles (their close callbacks run on
+ * the loop's next turn), write what is queued, blocking, and report lines lost. Later lines
+ * are written at once to the descriptor given to log_start(). Nothing when not started.
+ */
+void log_stop(void);
 
 /** A key and its value for log_event(): str, or num when str is NULL. */
 typedef struct log_field {

@@ -187,8 +187,13 @@ static const char usage_text[] =
     "                             cached as immutable) (env CLUED_CONSOLE_DIR; default: off)\n"
     "  --log-format F             text (default) or json: one object per line with time, level,\n"
     "                             msg and, for calls, call, peer, method, code, duration_ms,\n"
-    "                             request_id; json also logs every successful call (env\n"
-    "                             CLUED_LOG_FORMAT; every command takes it)\n";
+    "                             request_id; json also logs every successful call, within\n"
+    "                             --log-rate (env CLUED_LOG_FORMAT; every command takes it)\n"
+    "  --log-rate N               log lines a second each level (info, warn, error) may write;\n"
+    "                             past it lines are counted, not written, and a warning once a\n"
+    "                             second says how many, by level (default 1000; 0: no limit).\n"
+    "                             A log reader slower than the server loses lines alike (1 MiB\n"
+    "                             waits for it), never stalls calls (env CLUED_LOG_RATE)\n";
 
 static void usage(FILE *f) {
   fputs(usage_text, f);
@@ -295,6 +300,7 @@ enum {
   OPT_NAME,
   OPT_OUT,
   OPT_LOG_FORMAT,
+  OPT_LOG_RATE,
   OPT_METRICS_LISTEN,
   OPT_WEB_ORIGIN,
   OPT_CONSOLE_DIR,
@@ -369,6 +375,7 @@ static const struct option long_opts[] = {
     {"name", required_argument, NULL, OPT_NAME},
     {"out", required_argument, NULL, OPT_OUT},
     {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
+    {"log-rate", required_argument, NULL, OPT_LOG_RATE},
     {"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
     {"web-origin", required_argument, NULL, OPT_WEB_ORIGIN},
     {"console-dir", required_argument, NULL, OPT_CONSOLE_DIR},
@@ -442,6 +449,11 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
     cfg->console_dir = env;
   if ((env = getenv("CLUED_LOG_FORMAT")) && *env && set_log_format("CLUED_LOG_FORMAT", env) != 0)
     return 1;
+  if ((env = getenv("CLUED_LOG_RATE")) && *env) {
+    if (parse_num("CLUED_LOG_RATE", env, 0, 100000000, &v))
+      return 1;
+    log_set_rate((unsigned)v);
+  }
   optind = 1;
   while ((c = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
     switch (c) {
@@ -719,6 +731,11 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       if (set_log_format("--log-format", optarg) != 0)
         return 1;
       break;
+    case OPT_LOG_RATE:
+      if (parse_num("--log-rate", optarg, 0, 100000000, &v))
+        return 1;
+      log_set_rate((unsigned)v);
+      break;
     case 'h':
       usage(stdout);
       return 2;
@@ -868,17 +885,23 @@ static int cmd_serve(server_config_t *cfg, const cli_opts_t *cli) {
     uv_loop_close(&loop);
     return 1;
   }
+  /* From here a slow reader of stderr never stalls the loop (a file is written as before). */
+  (void)log_start(&loop, STDERR_FILENO);
   if (services_start(&srv) != 0) {
     log_error("start-up failed");
     server_shutdown(&srv);
     uv_run(&loop, UV_RUN_DEFAULT);
     server_free(&srv);
+    log_stop();
+    uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
     return 1;
   }
   log_info("listening on %s", srv.bound);
   uv_run(&loop, UV_RUN_DEFAULT);
   server_free(&srv);
+  log_stop(); /* what is queued is written, blocking; then its handles close */
+  uv_run(&loop, UV_RUN_DEFAULT);
   rc = uv_loop_close(&loop);
   if (rc != 0)
     log_warn("event loop closed with handles still open: %s", uv_strerror(rc));
