@@ -575,6 +575,58 @@ def test_a_primary_answer_s_read_lsn_covers_what_it_read():
         rep.destroy()
 
 
+def test_primary_read_after_batch_and_error():
+    """A read on the primary that reports its WAL position begins with SET TRANSACTION; on a
+    pool connection whose session settings had to change first (it last ran a batch, or a
+    request that failed) it answered INTERNAL (25001, "SET TRANSACTION ISOLATION LEVEL must be
+    called before any query"). One pool connection, so every read follows what ran before."""
+    rep = harness.Replicated()
+    dbname = rep.primary.new_database()
+    srv = MetricsClued(rep.url(dbname), args=["--replica-url", rep.url(dbname, user="clued", attrs="standby"),
+                                              "--db-pool", "1", "--db-conns-per-user", "1",
+                                              "--metrics-listen", "127.0.0.1:0"]).start()
+    w = world.build(srv)
+    C = S.common_pb2
+    try:
+        def submit(u):
+            return u.clue.SubmitClue(pb.SubmitClueRequest(
+                request_id=new_request_id(), title="调优", summary="批处理之后", source=pb.SOURCE_CHANNEL_AUDIT,
+                subject=pb.SubjectPerson(name="王五"), host_unit="市发展改革委"), timeout=10)
+
+        def consistent_reads():
+            r = w.G1.leader.clue.ListClues(pb.ListCluesRequest(read=C.ReadConsistency(consistent=True)), timeout=10)
+            assert not r.freshness.from_replica and r.freshness.read_lsn, r.freshness
+            w.auditor.audit.ListAuditEvents(AU.ListAuditEventsRequest(
+                page_size=3, read=C.ReadConsistency(consistent=True)), timeout=10)
+            return {c.id for c in r.clues}
+        c = submit(w.G1.member)
+        assert c.id in consistent_reads()
+        # A refusal the database raised (a stale version): the request failed.
+        for _ in range(2):
+            try:
+                w.G1.leader.clue.RequestTransition(pb.RequestTransitionRequest(
+                    clue_id=c.id, expected_version=c.version + 7, target=PRELIM, reason="r",
+                    request_id=new_request_id()), timeout=10)
+                assert False, "a stale version was accepted"
+            except grpc.RpcError as e:
+                assert e.code() != grpc.StatusCode.INTERNAL, (e.code(), e.details())
+            assert c.id in consistent_reads()
+        # Concurrent submissions on one connection: batches, on a tuned session.
+        batches = value(scrape(srv.metrics_addr), "clued_db_batches_total", kind="submit")
+        users = [w.G1.member, w.G2.member, w.G3.member, w.G1.leader, w.G2.leader, w.G3.leader] * 2
+        for _ in range(3):
+            th = [threading.Thread(target=submit, args=(u,)) for u in users]
+            [t.start() for t in th]
+            [t.join() for t in th]
+            assert len(consistent_reads()) >= 2
+        assert value(scrape(srv.metrics_addr), "clued_db_batches_total", kind="submit") >= batches + 3
+    finally:
+        w.close()
+        out = srv.stop()
+        rep.destroy()
+    assert "25001" not in out, [ln for ln in out.splitlines() if "25001" in ln][:3]
+
+
 def test_a_retry_after_a_cancelled_commit_wait_is_answered_once_durable():
     """A call whose deadline ends its commit's wait for the synchronous standby leaves the
     change committed on the primary alone. Its retry (same request_id) is answered from that
