@@ -1548,6 +1548,7 @@ static char *pool_options(const PQconninfoOption *opts, const db_config_t *cfg) 
   unsigned st =
       cfg->statement_timeout_ms ? cfg->statement_timeout_ms : DB_DEFAULT_STATEMENT_TIMEOUT_MS;
   unsigned lk = cfg->lock_timeout_ms ? cfg->lock_timeout_ms : DB_DEFAULT_LOCK_TIMEOUT_MS;
+  const char *more = cfg->options ? cfg->options : "";
   char *s;
   int n;
 
@@ -1557,12 +1558,13 @@ static char *pool_options(const PQconninfoOption *opts, const db_config_t *cfg) 
   /* Passing "options" hides PGOPTIONS, which libpq reads only for a missing keyword. */
   if (!*own && getenv("PGOPTIONS"))
     own = getenv("PGOPTIONS");
-  n = snprintf(NULL, 0, "%s -c statement_timeout=%u -c lock_timeout=%u " DB_SEARCH_PATH, own, st,
-               lk);
+  n = snprintf(NULL, 0, "%s -c statement_timeout=%u -c lock_timeout=%u " DB_SEARCH_PATH " %s", own,
+               st, lk, more);
   s = malloc((size_t)n + 1);
   if (s)
-    snprintf(s, (size_t)n + 1, "%s -c statement_timeout=%u -c lock_timeout=%u " DB_SEARCH_PATH, own,
-             st, lk);
+    snprintf(s, (size_t)n + 1,
+             "%s -c statement_timeout=%u -c lock_timeout=%u " DB_SEARCH_PATH " %s", own, st, lk,
+             more);
   return s;
 }
 

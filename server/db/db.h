@@ -72,6 +72,8 @@ typedef struct db_config {
    * TRANSACTION ISOLATION LEVEL fails). Static, not copied; both or neither. */
   const char *const *tune_sql;
   const char *const *untune_sql;
+  const char *options; /* more startup options ("-c name=value ..."), sent after the
+                          connection string's own and the timeouts; or NULL */
   int standby_ok; /* the pool reads from a standby (a replica's): no warning when the
                      connection string names several hosts without target_session_attrs=
                      read-write */

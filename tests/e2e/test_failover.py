@@ -293,6 +293,37 @@ def test_require_sync_replica():
     harness.wait_for(lambda: health(ch) == NOT_SERVING, timeout=10, what="NOT_SERVING without the standby")
     rep.start_standby()
     harness.wait_for(lambda: health(ch) == SERVING, timeout=20, what="SERVING with the standby back")
+    # Writes are refused, not acknowledged, while a commit would not wait for a standby: an
+    # operator clears synchronous_standby_names, then sets it again.
+    w = world.build(srv)
+
+    def submit(title, timeout=10):
+        return w.G1.member.clue.SubmitClue(pb.SubmitClueRequest(
+            request_id=new_request_id(), title=title, summary="同步备库", source=pb.SOURCE_CHANNEL_AUDIT,
+            subject=pb.SubjectPerson(name="张三"), host_unit="市发展改革委"), timeout=timeout)
+
+    acked, told_no = [], []  # titles answered OK, and refused for want of a standby
+
+    def refused(label):
+        title = f"{label}{len(acked) + len(told_no)}"
+        try:
+            submit(title, timeout=5)
+            acked.append(title)
+            return False
+        except grpc.RpcError as e:
+            assert e.code() in RETRYABLE, (e.code(), e.details())
+            if e.code() == grpc.StatusCode.UNAVAILABLE and "--require-sync-replica" in e.details():
+                told_no.append(title)
+                return True
+            return False
+    acked.append("有备库")
+    submit("有备库")
+    one_exec(pdb, "ALTER SYSTEM SET synchronous_standby_names = ''")
+    one_exec(pdb, "SELECT pg_reload_conf()")
+    harness.wait_for(lambda: refused("无备库"), timeout=10, what="a write refused without a synchronous standby")
+    one_exec(pdb, "ALTER SYSTEM SET synchronous_standby_names = '*'")
+    one_exec(pdb, "SELECT pg_reload_conf()")
+    harness.wait_for(lambda: not refused("备库回来"), timeout=10, what="writes taken again")
     # Failover: the promoted standby has no synchronous standby of its own.
     pdb.close()
     rep.kill_primary()
@@ -304,6 +335,17 @@ def test_require_sync_replica():
         seen.add(health(ch))
         time.sleep(0.02)
     assert SERVING not in seen, seen
+    # And no write is acknowledged there: once clued reaches it, each is refused.
+    harness.wait_for(lambda: refused("切换之后"), timeout=20, what="a write refused on the promoted standby")
+    for _ in range(5):
+        assert refused("切换之后")
+    sdb = rep.standby.connect(dbname)
+    on_it = {t for (t,) in one(sdb, "SELECT title FROM clues")}
+    sdb.close()
+    assert len(told_no) >= 7 and not on_it & set(told_no), (told_no, on_it)
+    assert set(acked) <= on_it, (acked, on_it)
+    assert any(t.startswith("备库回来") for t in acked), acked
+    w.close()
     out = srv.stop()
     assert "no synchronous standby is connected" in out or "synchronous_standby_names is empty" in out, out
     ch.close()
