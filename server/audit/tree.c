@@ -530,7 +530,8 @@ static void on_tail_advanced(audit_tail_follower_t *f) {
 static const char sql_sync[] =
     "SELECT l.idx, l.seq, encode(l.leaf, 'hex'), cp.tree_size,"
     "       floor(extract(epoch FROM cp.at) * 1000)::bigint, encode(cp.root, 'hex'),"
-    "       CASE WHEN l.idx IS NULL OR l.idx = $1 THEN cp.note END" /* once: the first row */
+    "       CASE WHEN l.idx IS NULL OR l.idx = $1 THEN cp.note END," /* once: the first row */
+    "       (SELECT coalesce(max(idx) + 1, 0) FROM audit_leaves)"
     "  FROM (SELECT 1) one"
     "  LEFT JOIN (SELECT * FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1) cp ON true"
     "  LEFT JOIN (SELECT * FROM audit_leaves WHERE idx >= $1 ORDER BY idx LIMIT $2) l ON true"
@@ -616,6 +617,32 @@ static void cp_check(audit_tree_t *t, const db_result_t *r) {
                        : "proofs from this instance will not verify");
 }
 
+/* After a SYNC that read the tree to its end: audit_leaves shorter than the leaves this
+ * server knew were stored lost some. No statement of clued deletes one (0012's trigger
+ * refuses it): a failover to a standby that did not have them (events acknowledged on a
+ * primary without a synchronous standby, docs/SCALEOUT.md) or a hand in the database. The
+ * append that follows could only be refused as 'moved' for ever: say why once, and halt as
+ * for a changed tree, until a restart reads the tree again from what the database holds. */
+static void leaves_lost_check(audit_tree_t *t, const db_result_t *r) {
+  uint64_t n;
+
+  if (t->forked || db_value(r, 0, 7) == NULL)
+    return;
+  n = (uint64_t)strtoll(db_value(r, 0, 7), NULL, 10);
+  if (n >= t->durable)
+    return;
+  snprintf(t->why, sizeof(t->why),
+           "audit_leaves holds %llu leaves, fewer than the %llu this server stored",
+           (unsigned long long)n, (unsigned long long)t->durable);
+  t->forked = t->why;
+  log_error("audit tree: %s: leaves and their events were lost (a failover to a standby that "
+            "lacked them?) or deleted; %s; restart clued to rebuild the tree from what the "
+            "database holds (a checkpoint saved before then no longer verifies)",
+            t->forked,
+            t->has_key ? "no leaf is appended and no checkpoint signed until then"
+                       : "proofs from this instance will not verify until then");
+}
+
 static void on_sync(const db_result_t *r, void *arg) {
   audit_tree_t *t = arg;
   int rows, got = 0;
@@ -659,6 +686,7 @@ static void on_sync(const db_result_t *r, void *arg) {
     return;
   }
   t->loaded = 1;
+  leaves_lost_check(t, r);
   cp_check(t, r);
   if (t->has_key && t->forked) {
     tree_wait(t, SYNC_MS); /* reads on (the metrics and proofs follow), appends nothing */

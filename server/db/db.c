@@ -136,7 +136,8 @@ enum { PLAN_BEGIN = -1, PLAN_COMMIT = -2, PLAN_TUNE = -3 };
 typedef enum { TUNING_OFF, TUNING_ON, TUNING_UNKNOWN } tuning_t;
 #define PLAN_PARSE(i) (2 * (i))    /* statement i's Parse (PQsendPrepare) */
 #define PLAN_EXEC(i) (2 * (i) + 1) /* statement i itself */
-#define PLAN_MAX(n) (2 * (n) + 3)  /* n statements, each maybe with its Parse; TUNE, BEGIN, COMMIT */
+/* n statements, each maybe with its Parse; the settings, BEGIN, COMMIT */
+#define PLAN_MAX(n) (2 * (n) + DB_TUNE_MAX + 2)
 
 typedef struct req_queue {
   db_req_t *head, *tail;
@@ -196,7 +197,7 @@ struct db_pool {
   char *conninfo;
   host_rotation_t rot;
   char *options; /* the startup "options": the connection string's own, then the timeouts */
-  const char *tune_sql, *untune_sql; /* db_config_t's, or both NULL */
+  const char *const *tune_sql, *const *untune_sql; /* db_config_t's, or both NULL */
   uint64_t retunes;
   int size;
   size_t queue_max;
@@ -917,11 +918,15 @@ static void conn_send(db_conn_t *c, db_req_t *q) {
      * leaves the transaction aborted; conn_req_done() rolls it back. */
     ok = PQenterPipelineMode(pg);
     if (ok && retune) {
-      /* Before BEGIN it joins the transaction: a failure that rolls the transaction back
-       * takes the settings with it, and conn_req_done() then forgets what the session has. */
-      q->plan[q->nplan++] = PLAN_TUNE;
-      ok = PQsendQueryParams(pg, want == TUNING_ON ? c->pool->tune_sql : c->pool->untune_sql, 0,
-                             NULL, NULL, NULL, NULL, 0);
+      /* Before BEGIN they join the transaction: a failure that rolls the transaction back
+       * takes the settings with it, and conn_req_done() then forgets what the session has.
+       * They take no snapshot (db_config_t), so a SET TRANSACTION can still come first. */
+      const char *const *set = want == TUNING_ON ? c->pool->tune_sql : c->pool->untune_sql;
+
+      for (; ok && *set; set++) {
+        q->plan[q->nplan++] = PLAN_TUNE;
+        ok = PQsendQueryParams(pg, *set, 0, NULL, NULL, NULL, NULL, 0);
+      }
       c->tuning = want;
       c->pool->retunes++;
     }
@@ -1543,6 +1548,7 @@ static char *pool_options(const PQconninfoOption *opts, const db_config_t *cfg) 
   unsigned st =
       cfg->statement_timeout_ms ? cfg->statement_timeout_ms : DB_DEFAULT_STATEMENT_TIMEOUT_MS;
   unsigned lk = cfg->lock_timeout_ms ? cfg->lock_timeout_ms : DB_DEFAULT_LOCK_TIMEOUT_MS;
+  const char *more = cfg->options ? cfg->options : "";
   char *s;
   int n;
 
@@ -1552,12 +1558,13 @@ static char *pool_options(const PQconninfoOption *opts, const db_config_t *cfg) 
   /* Passing "options" hides PGOPTIONS, which libpq reads only for a missing keyword. */
   if (!*own && getenv("PGOPTIONS"))
     own = getenv("PGOPTIONS");
-  n = snprintf(NULL, 0, "%s -c statement_timeout=%u -c lock_timeout=%u " DB_SEARCH_PATH, own, st,
-               lk);
+  n = snprintf(NULL, 0, "%s -c statement_timeout=%u -c lock_timeout=%u " DB_SEARCH_PATH " %s", own,
+               st, lk, more);
   s = malloc((size_t)n + 1);
   if (s)
-    snprintf(s, (size_t)n + 1, "%s -c statement_timeout=%u -c lock_timeout=%u " DB_SEARCH_PATH, own,
-             st, lk);
+    snprintf(s, (size_t)n + 1,
+             "%s -c statement_timeout=%u -c lock_timeout=%u " DB_SEARCH_PATH " %s", own, st, lk,
+             more);
   return s;
 }
 
@@ -1658,6 +1665,14 @@ static int rotation_init(host_rotation_t *r, const PQconninfoOption *opts, int w
   return 0;
 }
 
+static int tune_count(const char *const *set) {
+  int n = 0;
+
+  while (set[n])
+    n++;
+  return n;
+}
+
 int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out) {
   db_pool_t *p;
   PQconninfoOption *opts;
@@ -1665,6 +1680,11 @@ int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out) {
   const char *conninfo = cfg->conninfo ? cfg->conninfo : "";
   int rc = DB_ENOMEM, rot_rc;
 
+  if (cfg->tune_sql && cfg->untune_sql &&
+      (tune_count(cfg->tune_sql) > DB_TUNE_MAX || tune_count(cfg->untune_sql) > DB_TUNE_MAX)) {
+    db_log("more than %d statements of session settings", DB_TUNE_MAX);
+    return DB_EINVAL;
+  }
   /* Refuse a string libpq cannot parse now, rather than retrying it forever. */
   opts = PQconninfoParse(conninfo, &err);
   if (!opts) {

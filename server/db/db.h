@@ -23,13 +23,17 @@ enum {
   DB_EQUERY = -3,       /* the server reported an error (see sqlstate/message) */
   DB_ENOMEM = -4,
   DB_ECLOSED = -5,   /* the pool is shutting down */
-  DB_EINVAL = -6,    /* bad configuration: libpq cannot parse the connection string */
+  DB_EINVAL = -6,    /* bad configuration: libpq cannot parse the connection string, or too
+                        many statements of session settings */
   DB_EOWNER = -7,    /* the owner (db_opts_t) already has per_owner_max requests waiting or
                         running */
   DB_ECANCELED = -8, /* db_cancel() took the request off the wait queue: it never ran */
   DB_EUSER = -9,     /* the user (db_opts_t) already has per_user_max requests waiting or
                         running */
 };
+
+/** At most this many statements in db_config_t.tune_sql and untune_sql each. */
+#define DB_TUNE_MAX 8
 
 typedef struct db_config {
   const char *conninfo;          /* libpq connection string or URI */
@@ -58,14 +62,18 @@ typedef struct db_config {
                                     (a stopped or stuck backend no server-side timer ends) */
   unsigned prepared_max;         /* distinct statement texts prepared (once per connection, on
                                     first use) at most, default 256; later texts run unprepared */
-  /* Session settings that some requests ask for (db_opts_t.tuned): tune_sql, one statement,
-   * sets them for the session; untune_sql gives the session its defaults back. A connection
-   * keeps what it has between requests: either runs, in the same round trip, only before a
-   * request that needs the other (the pool prefers an idle connection that has what the
-   * request needs), and after a request that failed. Static text, not copied; both or
-   * neither. */
-  const char *tune_sql;
-  const char *untune_sql;
+  /* Session settings that some requests ask for (db_opts_t.tuned): tune_sql, up to
+   * DB_TUNE_MAX statements and a NULL, sets them for the session; untune_sql gives the
+   * session its defaults back. A connection keeps what it has between requests: either runs,
+   * in the same round trip, only before a request that needs the other (the pool prefers an
+   * idle connection that has what the request needs), and after a request that failed. They
+   * join the request's transaction ahead of its first statement, which may be a SET
+   * TRANSACTION: each must be a SET or RESET, which take no snapshot (after a SELECT, SET
+   * TRANSACTION ISOLATION LEVEL fails). Static, not copied; both or neither. */
+  const char *const *tune_sql;
+  const char *const *untune_sql;
+  const char *options; /* more startup options ("-c name=value ..."), sent after the
+                          connection string's own and the timeouts; or NULL */
   int standby_ok; /* the pool reads from a standby (a replica's): no warning when the
                      connection string names several hosts without target_session_attrs=
                      read-write */
@@ -113,7 +121,8 @@ typedef void (*db_health_fn)(int healthy, void *arg);
 
 /**
  * Create a pool on loop and start connecting. Zero fields of cfg take their defaults; cfg is
- * copied. Returns 0, DB_ENOMEM, or DB_EINVAL (conninfo unparsable). Host names in conninfo
+ * copied. Returns 0, DB_ENOMEM, or DB_EINVAL (conninfo unparsable, or
+ * more than DB_TUNE_MAX statements of session settings). Host names in conninfo
  * are resolved synchronously by libpq when a connection starts; use hostaddr or a unix
  * socket where that matters.
  */

@@ -234,13 +234,12 @@ static void run_done(const db_result_t *r, void *arg) {
  * functions carry the same settings, 0026). Batches run on pool connections whose sessions
  * have these settings (db_opts_t.tuned); the pool gives a connection its defaults back before
  * anything else runs on it. */
-const char svc_batch_tune_sql[] =
-    "SELECT set_config('plan_cache_mode', 'force_generic_plan', false),"
-    " set_config('enable_seqscan', 'off', false), set_config('enable_hashjoin', 'off', false),"
-    " set_config('enable_mergejoin', 'off', false)";
-const char svc_batch_untune_sql[] =
-    "SELECT count(set_config(s.name, s.reset_val, false)) FROM pg_settings s"
-    " WHERE s.name IN ('plan_cache_mode', 'enable_seqscan', 'enable_hashjoin', 'enable_mergejoin')";
+const char *const svc_batch_tune_sql[] = {"SET plan_cache_mode = force_generic_plan",
+                                          "SET enable_seqscan = off", "SET enable_hashjoin = off",
+                                          "SET enable_mergejoin = off", NULL};
+const char *const svc_batch_untune_sql[] = {"RESET plan_cache_mode", "RESET enable_seqscan",
+                                            "RESET enable_hashjoin", "RESET enable_mergejoin",
+                                            NULL};
 
 /* Send run's statement; on a refusal, answer its calls from the error at once. A call that
  * ends first (cancelled, expired) is answered so at once, and its row, if any, is dropped.

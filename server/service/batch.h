@@ -110,10 +110,10 @@ const char *svc_batch_name(svc_batch_id_t id);
 /** Fill st for kind id (zeros before the first batch, or without the module). */
 void svc_batch_stats(const server_t *srv, svc_batch_id_t id, svc_batch_stats_t *st);
 
-/** The session settings batches run with, and the statement that undoes them: the pool's
+/** The session settings batches run with, and the statements that undo them: the pool's
  * db_config_t.tune_sql and untune_sql. */
-extern const char svc_batch_tune_sql[];
-extern const char svc_batch_untune_sql[];
+extern const char *const svc_batch_tune_sql[];
+extern const char *const svc_batch_untune_sql[];
 
 /** Text array literal of v[0..n) ({"a","b",NULL}); malloc'd, NULL on out of memory. */
 char *svc_batch_array(const char *const *v, size_t n);

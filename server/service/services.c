@@ -186,6 +186,10 @@ static int pool_start(server_t *srv) {
   services_db_config(srv, srv->cfg.database_url, &dc);
   dc.tune_sql = svc_batch_tune_sql;
   dc.untune_sql = svc_batch_untune_sql;
+  /* Every write appends an audit event; with this, the statement that appends it refuses
+   * unless its commit will wait for a synchronous standby (migration 0046). */
+  if (srv->cfg.require_sync_replica)
+    dc.options = "-c clued.require_sync_replica=on";
   if (db_pool_new(srv->loop, &dc, &srv->db) != 0) {
     log_error("cannot create the database pool");
     return -ENOMEM;

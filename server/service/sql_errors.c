@@ -9,6 +9,8 @@ const sql_error_t sql_errors[] = {
     {"CLPRE", GRPC_FAILED_PRECONDITION, "a concurrent proposal, decision or removal"},
     {"CLVER", GRPC_ABORTED, "the clue changed meanwhile"},
     {"CLLIM", GRPC_RESOURCE_EXHAUSTED, "a per-user limit is reached (unrevoked tokens)"},
+    {"CLSYN", GRPC_UNAVAILABLE,
+     "--require-sync-replica: the commit would not wait for a synchronous standby"},
 };
 const int sql_errors_len = (int)(sizeof(sql_errors) / sizeof(sql_errors[0]));
 

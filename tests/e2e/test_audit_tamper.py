@@ -438,6 +438,31 @@ def _truncate(log, keep):
     return n
 
 
+def test_leaves_lost_under_a_running_server_are_reported():
+    """Events and their leaves gone from the database while clued runs (as after a failover to
+    a standby that lacked them): the builder's appends could only be refused, and its tree
+    stopped growing without a word. It says why, once, and how to recover."""
+    log = Log()
+    try:
+        keep = log.one("SELECT seq FROM audit_events ORDER BY seq DESC OFFSET 4 LIMIT 1")[0]
+        a = S.audit_pb2_grpc.AuditServiceStub(log.w.auditor.channel)
+        harness.wait_for(lambda: cp_size(a, log.w.auditor.metadata) == log.nevents(), timeout=60,
+                         what="the tree over every event")
+        n = log.one("SELECT count(*) FROM audit_events WHERE seq <= %s", keep)[0]
+        log.sql(("DELETE FROM audit_events WHERE seq > %s", (keep,)),
+                ("DELETE FROM audit_leaves WHERE idx >= %s", (n,)),
+                ("DELETE FROM audit_checkpoints WHERE tree_size > %s", (n,)))
+        log.w.G3.member.clue.SubmitClue(pb.SubmitClueRequest(
+            request_id=new_request_id(), title="新线索", summary="摘要", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+            subject=pb.SubjectPerson(name="李四"), host_unit="市卫生健康委"), timeout=20)
+        harness.wait_for(lambda: f"audit_leaves holds {n} leaves, fewer than the" in log.srv.output(), timeout=15,
+                         what="the builder's finding in its log")
+        harness.time.sleep(1.5)
+        assert log.srv.output().count("fewer than the") == 1, "said more than once"
+    finally:
+        log.close()
+
+
 def test_log_truncated():
     log = Log()
     try:

@@ -293,6 +293,37 @@ def test_require_sync_replica():
     harness.wait_for(lambda: health(ch) == NOT_SERVING, timeout=10, what="NOT_SERVING without the standby")
     rep.start_standby()
     harness.wait_for(lambda: health(ch) == SERVING, timeout=20, what="SERVING with the standby back")
+    # Writes are refused, not acknowledged, while a commit would not wait for a standby: an
+    # operator clears synchronous_standby_names, then sets it again.
+    w = world.build(srv)
+
+    def submit(title, timeout=10):
+        return w.G1.member.clue.SubmitClue(pb.SubmitClueRequest(
+            request_id=new_request_id(), title=title, summary="同步备库", source=pb.SOURCE_CHANNEL_AUDIT,
+            subject=pb.SubjectPerson(name="张三"), host_unit="市发展改革委"), timeout=timeout)
+
+    acked, told_no = [], []  # titles answered OK, and refused for want of a standby
+
+    def refused(label):
+        title = f"{label}{len(acked) + len(told_no)}"
+        try:
+            submit(title, timeout=5)
+            acked.append(title)
+            return False
+        except grpc.RpcError as e:
+            assert e.code() in RETRYABLE, (e.code(), e.details())
+            if e.code() == grpc.StatusCode.UNAVAILABLE and "--require-sync-replica" in e.details():
+                told_no.append(title)
+                return True
+            return False
+    acked.append("有备库")
+    submit("有备库")
+    one_exec(pdb, "ALTER SYSTEM SET synchronous_standby_names = ''")
+    one_exec(pdb, "SELECT pg_reload_conf()")
+    harness.wait_for(lambda: refused("无备库"), timeout=10, what="a write refused without a synchronous standby")
+    one_exec(pdb, "ALTER SYSTEM SET synchronous_standby_names = '*'")
+    one_exec(pdb, "SELECT pg_reload_conf()")
+    harness.wait_for(lambda: not refused("备库回来"), timeout=10, what="writes taken again")
     # Failover: the promoted standby has no synchronous standby of its own.
     pdb.close()
     rep.kill_primary()
@@ -304,6 +335,17 @@ def test_require_sync_replica():
         seen.add(health(ch))
         time.sleep(0.02)
     assert SERVING not in seen, seen
+    # And no write is acknowledged there: once clued reaches it, each is refused.
+    harness.wait_for(lambda: refused("切换之后"), timeout=20, what="a write refused on the promoted standby")
+    for _ in range(5):
+        assert refused("切换之后")
+    sdb = rep.standby.connect(dbname)
+    on_it = {t for (t,) in one(sdb, "SELECT title FROM clues")}
+    sdb.close()
+    assert len(told_no) >= 7 and not on_it & set(told_no), (told_no, on_it)
+    assert set(acked) <= on_it, (acked, on_it)
+    assert any(t.startswith("备库回来") for t in acked), acked
+    w.close()
     out = srv.stop()
     assert "no synchronous standby is connected" in out or "synchronous_standby_names is empty" in out, out
     ch.close()
@@ -573,6 +615,58 @@ def test_a_primary_answer_s_read_lsn_covers_what_it_read():
         w.close()
         srv.stop()
         rep.destroy()
+
+
+def test_primary_read_after_batch_and_error():
+    """A read on the primary that reports its WAL position begins with SET TRANSACTION; on a
+    pool connection whose session settings had to change first (it last ran a batch, or a
+    request that failed) it answered INTERNAL (25001, "SET TRANSACTION ISOLATION LEVEL must be
+    called before any query"). One pool connection, so every read follows what ran before."""
+    rep = harness.Replicated()
+    dbname = rep.primary.new_database()
+    srv = MetricsClued(rep.url(dbname), args=["--replica-url", rep.url(dbname, user="clued", attrs="standby"),
+                                              "--db-pool", "1", "--db-conns-per-user", "1",
+                                              "--metrics-listen", "127.0.0.1:0"]).start()
+    w = world.build(srv)
+    C = S.common_pb2
+    try:
+        def submit(u):
+            return u.clue.SubmitClue(pb.SubmitClueRequest(
+                request_id=new_request_id(), title="调优", summary="批处理之后", source=pb.SOURCE_CHANNEL_AUDIT,
+                subject=pb.SubjectPerson(name="王五"), host_unit="市发展改革委"), timeout=10)
+
+        def consistent_reads():
+            r = w.G1.leader.clue.ListClues(pb.ListCluesRequest(read=C.ReadConsistency(consistent=True)), timeout=10)
+            assert not r.freshness.from_replica and r.freshness.read_lsn, r.freshness
+            w.auditor.audit.ListAuditEvents(AU.ListAuditEventsRequest(
+                page_size=3, read=C.ReadConsistency(consistent=True)), timeout=10)
+            return {c.id for c in r.clues}
+        c = submit(w.G1.member)
+        assert c.id in consistent_reads()
+        # A refusal the database raised (a stale version): the request failed.
+        for _ in range(2):
+            try:
+                w.G1.leader.clue.RequestTransition(pb.RequestTransitionRequest(
+                    clue_id=c.id, expected_version=c.version + 7, target=PRELIM, reason="r",
+                    request_id=new_request_id()), timeout=10)
+                assert False, "a stale version was accepted"
+            except grpc.RpcError as e:
+                assert e.code() != grpc.StatusCode.INTERNAL, (e.code(), e.details())
+            assert c.id in consistent_reads()
+        # Concurrent submissions on one connection: batches, on a tuned session.
+        batches = value(scrape(srv.metrics_addr), "clued_db_batches_total", kind="submit")
+        users = [w.G1.member, w.G2.member, w.G3.member, w.G1.leader, w.G2.leader, w.G3.leader] * 2
+        for _ in range(3):
+            th = [threading.Thread(target=submit, args=(u,)) for u in users]
+            [t.start() for t in th]
+            [t.join() for t in th]
+            assert len(consistent_reads()) >= 2
+        assert value(scrape(srv.metrics_addr), "clued_db_batches_total", kind="submit") >= batches + 3
+    finally:
+        w.close()
+        out = srv.stop()
+        rep.destroy()
+    assert "25001" not in out, [ln for ln in out.splitlines() if "25001" in ln][:3]
 
 
 def test_a_retry_after_a_cancelled_commit_wait_is_answered_once_durable():

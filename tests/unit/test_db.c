@@ -1661,9 +1661,8 @@ static void test_rows_view(void **state) {
 
 /* ---- session settings ------------------------------------------------------------------- */
 
-static const char tune_sql[] = "SELECT set_config('work_mem', '7MB', false)";
-static const char untune_sql[] =
-    "SELECT count(set_config(s.name, s.reset_val, false)) FROM pg_settings s WHERE s.name = 'work_mem'";
+static const char *const tune_sql[] = {"SET work_mem = '7MB'", "SET temp_buffers = '2MB'", NULL};
+static const char *const untune_sql[] = {"RESET work_mem", "RESET temp_buffers", NULL};
 static const char show_sql[] = "SELECT current_setting('work_mem')";
 
 static void ctx_open_tuned(tctx_t *t, int size) {
@@ -1757,6 +1756,70 @@ static void test_tuned_sessions_keep_their_connections(void **state) {
   ctx_close(&t);
 }
 
+/* A transaction that begins with SET TRANSACTION (as a read on the primary that reports its
+ * WAL position does) gets its isolation level and the settings it asked for, whatever ran
+ * last on the connection: the settings joined the transaction ahead of it, and a statement
+ * that took a snapshot there made the SET TRANSACTION fail (25001). */
+static void isolated_txn(tctx_t *t, rec_t *x, int tuned, const char *want) {
+  db_opts_t o = {.tuned = tuned};
+  db_stmt_t st[] = {
+      {"SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", 0, NULL},
+      {"SELECT current_setting('transaction_isolation') || ' ' || current_setting('work_mem')", 0,
+       NULL},
+  };
+
+  memset(x, 0, sizeof(*x));
+  x->t = t;
+  assert_int_equal(db_txn_opts(t->pool, &o, st, 2, on_rec, x), 0);
+  wait_completed(t, t->completed + 1, 5000);
+  assert_string_equal(x->message, "");
+  assert_int_equal(x->err, DB_OK);
+  assert_string_equal(x->value, want);
+}
+
+static void test_tuned_sessions_then_isolation(void **state) {
+  tctx_t t;
+  rec_t x;
+  char def[64], want[96];
+  db_opts_t o = {.tuned = 1};
+  db_stmt_t fail[] = {{"SELECT 1 / 0", 0, NULL}};
+
+  (void)state;
+  ctx_open_tuned(&t, 1);
+  snprintf(def, sizeof(def), "%s", work_mem(&t, &x, 0));
+  snprintf(want, sizeof(want), "repeatable read %s", def);
+  assert_string_equal(work_mem(&t, &x, 1), "7MB");
+  isolated_txn(&t, &x, 0, want);                  /* after a tuned request: untuned first */
+  isolated_txn(&t, &x, 1, "repeatable read 7MB"); /* after an untuned one: tuned first */
+  memset(&x, 0, sizeof(x));
+  x.t = &t;
+  assert_int_equal(db_txn_opts(t.pool, &o, fail, 1, on_rec, &x), 0);
+  wait_completed(&t, t.completed + 1, 5000);
+  assert_int_equal(x.err, DB_EQUERY);
+  isolated_txn(&t, &x, 0, want); /* after a failure: the session's settings are unknown */
+  assert_int_equal(retunes(&t), 4);
+  ctx_close(&t);
+}
+
+/* More statements of session settings than the pool sends are refused up front. */
+static void test_too_many_tune_statements(void **state) {
+  const char *const many[] = {"SET a.a = 1", "SET a.a = 1", "SET a.a = 1", "SET a.a = 1",
+                              "SET a.a = 1", "SET a.a = 1", "SET a.a = 1", "SET a.a = 1",
+                              "SET a.a = 1", NULL};
+  db_config_t cfg = {0};
+  db_pool_t *pool = NULL;
+  uv_loop_t loop;
+
+  (void)state;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  cfg.conninfo = conninfo;
+  cfg.tune_sql = many;
+  cfg.untune_sql = untune_sql;
+  assert_int_equal(db_pool_new(&loop, &cfg, &pool), DB_EINVAL);
+  assert_null(pool);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 /* Without tune_sql a tuned request runs like any other. */
 static void test_untuned_pool_ignores_tuned(void **state) {
   tctx_t t;
@@ -1811,6 +1874,8 @@ int main(void) {
       cmocka_unit_test(test_tuned_sessions),
       cmocka_unit_test(test_tuned_sessions_keep_their_connections),
       cmocka_unit_test(test_untuned_pool_ignores_tuned),
+      cmocka_unit_test(test_tuned_sessions_then_isolation),
+      cmocka_unit_test(test_too_many_tune_statements),
       cmocka_unit_test(test_silent_first_host_is_passed_over),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);

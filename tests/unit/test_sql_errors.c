@@ -18,6 +18,7 @@ static void test_named(void **state) {
       {"CLNOF", GRPC_NOT_FOUND},      {"CLARG", GRPC_INVALID_ARGUMENT},
       {"CLDUP", GRPC_ALREADY_EXISTS}, {"CLPRE", GRPC_FAILED_PRECONDITION},
       {"CLVER", GRPC_ABORTED},        {"CLLIM", GRPC_RESOURCE_EXHAUSTED},
+      {"CLSYN", GRPC_UNAVAILABLE},
   };
   assert_int_equal(sql_errors_len, (int)(sizeof(want) / sizeof(want[0])));
   for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
