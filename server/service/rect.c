@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "clue/v1/rectification.pb-c.h"
 #include "domain/rect.h"
@@ -31,8 +32,8 @@
 #define RECT_MAX_NOTES 50
 /* Plans, evidence and descriptions, in UTF-8 bytes. */
 #define RECT_TEXT_MAX VALIDATE_SUMMARY_MAX_BYTES
-/* A deadline at most this far ahead (5 years). */
-#define RECT_DEADLINE_MAX_MS (5 * 366 * CLUE_DAY_MS)
+/* A deadline at most this many calendar years ahead (UTC). */
+#define RECT_DEADLINE_MAX_YEARS 5
 /* GetLedgerStats: the host units of a page, by default and at most. */
 #define RECT_STATS_PAGE_MAX 1000
 
@@ -511,6 +512,17 @@ static void get_ledger_stats(rpc_call_t *call, const ProtobufCMessage *m) {
 /* ---- CreateItem ------------------------------------------------------------------------- */
 
 /* Every violation of the request, one per field (validate_errors_t): a field's first. */
+/* The same moment (UTC) years calendar years after now_ms: from 29 February, 1 March. */
+static int64_t years_ahead_ms(int64_t now_ms, int years) {
+  time_t t = (time_t)(now_ms / 1000);
+  struct tm tm;
+
+  if (gmtime_r(&t, &tm) == NULL)
+    return now_ms;
+  tm.tm_year += years;
+  return (int64_t)timegm(&tm) * 1000 + now_ms % 1000;
+}
+
 static int validate_create(const Clue__V1__CreateItemRequest *req, int64_t now,
                            validate_errors_t *e) {
   int source = (int)req->source;
@@ -544,7 +556,7 @@ static int validate_create(const Clue__V1__CreateItemRequest *req, int64_t now,
                  e, validate_time_ms("deadline_ms", req->deadline_ms, validate_slot(e))) == 0) {
     if (req->deadline_ms <= now)
       validate_add(e, "deadline_ms", "deadline_ms must be in the future");
-    else if (req->deadline_ms - now > RECT_DEADLINE_MAX_MS)
+    else if (req->deadline_ms > years_ahead_ms(now, RECT_DEADLINE_MAX_YEARS))
       validate_add(e, "deadline_ms", "deadline_ms is more than 5 years ahead");
   }
   return validate_errors_result(e);

@@ -362,6 +362,18 @@ def test_bad_input(c):
     bad_create("deadline_ms", deadline_ms=now_ms() - DAY_MS)
     bad_create("deadline_ms", deadline_ms=now_ms() + 6 * 366 * DAY_MS)
     bad_create("deadline_ms", deadline_ms=-5)
+    # Five calendar years: a day past them is refused, a day short of them taken.
+    import datetime
+    t = datetime.datetime.now(datetime.timezone.utc)
+    try:
+        five = t.replace(year=t.year + 5)
+    except ValueError:  # 29 February
+        five = t.replace(year=t.year + 5, month=3, day=1)
+    five_ms = int(five.timestamp() * 1000)
+    bad_create("deadline_ms", deadline_ms=five_ms + DAY_MS)
+    far = L.rect.CreateItem(rp.CreateItemRequest(**dict(base, deadline_ms=five_ms - DAY_MS,
+                                                       request_id=new_request_id())), timeout=20)
+    c.log(far.id, "rect.create")
 
     it = create(c, L)
     clue = submit_clue(G1.member)
