@@ -7,7 +7,9 @@ server refused unprocessed (GOAWAY below its stream, RST_STREAM(REFUSED_STREAM))
 again once on a new connection, which is what keeps `audit witness` alive across a
 server's idle GOAWAY; unary calls carry a default deadline and watches none. The audit
 walks (verify --checkpoint, checkpoint --out, witness) refuse a checkpoint size no tree
-holds, read no leaf past its length, and end whatever the server's pages say.
+holds, read no leaf past its length, and end whatever the server's pages say. An answer
+takes a bounded amount of memory to decode, and a page of more rows than any clued sends is
+refused.
 """
 
 import base64
@@ -235,6 +237,26 @@ def test_all_collects_a_bounded_listing():
         assert len(srv.requests) == 101, len(srv.requests)
     assert "--all collects at most 100000 rows" in r.stderr and "--page-token" in r.stderr, r.stderr
     assert r.stdout == "", r.stdout[:200]
+
+
+def test_one_answer_of_tiny_rows_is_bounded():
+    """4 MiB of empty Clue entries (2 bytes each on the wire) took 1-2 GB to decode and print.
+    Decoding stops past 16 MiB and 32 times the answer's size; a page of more rows than any
+    clued sends (fewer than the decoding allows) is refused."""
+    huge = b"\x0a\x00" * ((4 * 1024 * 1024 - 16) // 2)
+    many = b"\x0a\x00" * 5001
+    for body, want in ((huge, "RESOURCE_EXHAUSTED: the response (4194288 bytes) would take more "
+                              "than 143 MiB to decode as clue.v1.ListCluesResponse"),
+                       (many, "cluectl: the server's page holds 5001 rows, more than any page it "
+                              "may send (at most 5000)")):
+        with FakeServer(lambda conn, req: conn.reply(req.sid, body)) as srv:
+            for args in (["clue", "list"], ["--json", "clue", "list"], ["clue", "list", "--all"]):
+                r = ctl_bounded(srv, *args, check=1)
+                assert r.stderr.startswith(want), (args, r.stderr)
+                assert r.stdout == "", (args, r.stdout[:200])
+    # A page of 5000 rows is not refused.
+    with FakeServer(lambda conn, req: conn.reply(req.sid, b"\x0a\x00" * 5000)) as srv:
+        ctl_bounded(srv, "--json", "clue", "list", check=0)
 
 
 # ---- 3. calls the server never processed ---------------------------------------------------
