@@ -52,6 +52,10 @@ typedef struct cli_opt {
   { "all", NULL, 0, "follow page tokens and list every match (at most 100000 rows)" }
 /** What --all collects before it gives up (cli_call_pages()): all of it is held in memory
  * until the last page, for the table's widths and the one JSON answer. */
+/* The most rows one page of a list may hold: clued's pages hold at most 1,000 (a server
+ * that sends more is refused, so that one answer of tiny rows cannot make cluectl print
+ * millions of them). */
+#define CLI_PAGE_MAX_ROWS 5000
 #define CLI_ALL_MAX_ROWS 100000
 #define CLI_ALL_MAX_PAGES 10000
 #define CLI_ALL_MAX_BYTES (64 << 20) /* of the pages as they came over the wire */
@@ -267,8 +271,9 @@ int cli_call_rid_show(cli_t *cli, const ProtobufCServiceDescriptor *service, con
  * next_page_token and the repeated field `list`. With all, follow the page tokens and
  * return one response holding every page's rows (its next_page_token empty); otherwise make
  * one call. req's page_token is restored before returning. On failure it has been reported:
- * with all, that includes a page token the server gave before (its pages go round in a
- * circle) and a listing past CLI_ALL_MAX_ROWS, CLI_ALL_MAX_PAGES or CLI_ALL_MAX_BYTES.
+ * that includes a page of more than CLI_PAGE_MAX_ROWS rows and, with all, a page token the
+ * server gave before (its pages go round in a circle) and a listing past CLI_ALL_MAX_ROWS,
+ * CLI_ALL_MAX_PAGES or CLI_ALL_MAX_BYTES.
  */
 int cli_call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
                    ProtobufCMessage *req, const char *list, int all, ProtobufCMessage **resp)

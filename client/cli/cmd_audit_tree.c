@@ -24,6 +24,10 @@
 #define AUDIT_SVC (&clue__v1__audit_service__descriptor)
 #define EXPORT_PAGE 1000
 #define EXPORT_PAGE_MAX 5000 /* the server's most */
+/* The most events a tree may hold for cluectl to check it (2^32, docs/AUDIT.md): a
+ * checkpoint, an export or a leaves file that claims more is refused, since its leaves
+ * (40 bytes each) could not be held; a hostile server's size must not size an allocation. */
+#define AUDIT_TREE_MAX (1ull << 32)
 
 static int get_checkpoint(cli_t *cli, Clue__V1__Checkpoint **out) {
   Clue__V1__GetCheckpointRequest req = CLUE__V1__GET_CHECKPOINT_REQUEST__INIT;
@@ -137,9 +141,34 @@ static void leaves_free(leaves_t *l) {
 
 static int leaves_alloc(leaves_t *l, uint64_t n) {
   l->n = n;
+  if (n > AUDIT_TREE_MAX || n > SIZE_MAX / sizeof(*l->leaf))
+    return -1;
   l->seq = calloc(n ? n : 1, sizeof(*l->seq));
   l->leaf = calloc(n ? n : 1, sizeof(*l->leaf));
   return l->seq && l->leaf ? 0 : -1;
+}
+
+/* Room in l for want leaves in all (want <= AUDIT_TREE_MAX), grown by doubling: what a
+ * server's pages bring is held, never what its checkpoint claims. -1: out of memory. */
+static int leaves_reserve(leaves_t *l, uint64_t *cap, uint64_t want) {
+  uint64_t c = *cap ? *cap : 1024;
+  int64_t *seq;
+  merkle_hash_t *leaf;
+
+  if (want <= *cap)
+    return 0;
+  while (c < want)
+    c *= 2;
+  if (c > SIZE_MAX / sizeof(*leaf))
+    return -1;
+  if ((seq = realloc(l->seq, (size_t)c * sizeof(*seq))) == NULL)
+    return -1;
+  l->seq = seq;
+  if ((leaf = realloc(l->leaf, (size_t)c * sizeof(*leaf))) == NULL)
+    return -1;
+  l->leaf = leaf;
+  *cap = c;
+  return 0;
 }
 
 /* Do the leaves hash to root? */
@@ -157,26 +186,29 @@ static int leaves_match(const leaves_t *l, const merkle_hash_t root) {
 }
 
 /* Append to l the server's leaves from index l->n on, up to n of them in all (fewer if its
- * tree is shorter, or stops matching l's last seq): l->n is then how many l holds. Returns 0
- * or the RPC's error. */
+ * tree is shorter, or stops matching l's last seq): l->n is then how many l holds. A page
+ * that brings no leaf ends it too, so that a server whose pages never end cannot keep it
+ * asking. Returns 0, the RPC's error, or CLI_FAILED (reported) when n is more than
+ * AUDIT_TREE_MAX or the leaves do not fit in memory. */
 static int leaves_fetch(cli_t *cli, leaves_t *l, uint64_t n) {
   Clue__V1__ExportAuditEventsRequest req = CLUE__V1__EXPORT_AUDIT_EVENTS_REQUEST__INIT;
-  int64_t *seq;
-  merkle_hash_t *leaf;
+  uint64_t cap = l->n;
   int rc, stop = 0;
 
   if (n <= l->n)
     return 0;
-  if ((seq = realloc(l->seq, n * sizeof(*seq))) == NULL)
-    return cli_oom(cli);
-  l->seq = seq;
-  if ((leaf = realloc(l->leaf, n * sizeof(*leaf))) == NULL)
-    return cli_oom(cli);
-  l->leaf = leaf;
+  if (n > AUDIT_TREE_MAX) {
+    fprintf(stderr,
+            "cluectl %s: a checkpoint of %llu events is more than cluectl reads the leaves "
+            "of (%llu)\n",
+            cli->cmd, (unsigned long long)n, (unsigned long long)AUDIT_TREE_MAX);
+    return CLI_FAILED;
+  }
   req.page_size = EXPORT_PAGE;
   req.after_seq = l->n ? l->seq[l->n - 1] : 0;
   while (!stop && l->n < n) {
     Clue__V1__ExportAuditEventsResponse *r = NULL;
+    uint64_t had = l->n;
     if ((rc = cli_call(cli, AUDIT_SVC, "ExportAuditEvents", &req.base, (ProtobufCMessage **)&r)) != 0)
       return rc;
     for (size_t i = 0; i < r->n_events && l->n < n; i++) {
@@ -194,11 +226,15 @@ static int leaves_fetch(cli_t *cli, leaves_t *l, uint64_t n) {
         stop = 1;
         break;
       }
+      if (leaves_reserve(l, &cap, l->n + 1) != 0) {
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+        return cli_oom(cli);
+      }
       l->seq[l->n] = e->seq;
       memcpy(l->leaf[l->n], e->leaf_hash.data, MERKLE_HASH_LEN);
       l->n++;
     }
-    stop |= r->done || r->n_events == 0;
+    stop |= r->done || r->n_events == 0 || l->n == had;
     protobuf_c_message_free_unpacked(&r->base, NULL);
   }
   return 0;
@@ -257,7 +293,7 @@ static int leaves_read(const char *path, leaves_t *out) {
   if (f == NULL)
     return -1;
   if (fgets(line, sizeof(line), f) == NULL || sscanf(line, LEAVES_MAGIC " %llu", &n) != 1 ||
-      n > (1ull << 32) || leaves_alloc(out, n) != 0)
+      n > AUDIT_TREE_MAX || leaves_alloc(out, n) != 0)
     goto out;
   for (uint64_t i = 0; i < n; i++) {
     long long seq;
@@ -278,16 +314,24 @@ out:
   return rc;
 }
 
+/* cp opened with the key the server names, into *c; -1 if that key does not open it. */
+static int open_by_server_key(const Clue__V1__Checkpoint *cp, checkpoint_t *c) {
+  note_key_t key;
+
+  if (cp->verifier_key[0] == '\0' || note_key_parse(cp->verifier_key, &key) != 0 ||
+      note_checkpoint_open(&key, cp->note, c) != 0)
+    return -1;
+  return 0;
+}
+
 /* Keep the leaves of the checkpoint just saved to path, in path.leaves. */
 static void keep_leaves(cli_t *cli, const char *path, const Clue__V1__Checkpoint *cp) {
-  note_key_t key;
   checkpoint_t c;
   leaves_t l = {0};
   char lpath[4096];
 
   snprintf(lpath, sizeof(lpath), "%s.leaves", path);
-  if (cp->verifier_key[0] == '\0' || note_key_parse(cp->verifier_key, &key) != 0 ||
-      note_checkpoint_open(&key, cp->note, &c) != 0) {
+  if (open_by_server_key(cp, &c) != 0) {
     fprintf(stderr, "note: the server names no key that signed this checkpoint; %s not kept\n", lpath);
     return;
   }
@@ -374,11 +418,19 @@ static int write_file(cli_t *cli, const char *path, const char *text) {
 int audit_tree_checkpoint(cli_t *cli, const cli_args_t *args) {
   Clue__V1__Checkpoint *cp = NULL;
   const char *out = cli_arg(args, "out");
+  checkpoint_t c;
   int rc;
 
   if ((rc = get_checkpoint(cli, &cp)) != 0)
     return rc;
   rc = checked_note(cli, cp);
+  if (rc == CLI_OK && open_by_server_key(cp, &c) == 0 && c.size > AUDIT_TREE_MAX) {
+    fprintf(stderr,
+            "cluectl %s: the server's checkpoint claims %llu events, more than cluectl checks "
+            "(at most %llu); not shown, not saved\n",
+            cli->cmd, (unsigned long long)c.size, (unsigned long long)AUDIT_TREE_MAX);
+    rc = CLI_FAILED;
+  }
   if (rc == CLI_OK && out)
     rc = write_file(cli, out, cp->note);
   if (rc == CLI_OK && out && strcmp(out, "-") != 0)
@@ -707,8 +759,9 @@ static int walk_pages(cli_t *cli, int32_t page, merkle_tree_t *mt, verdict_t *v,
                       replays_t *rp, int64_t *last_seq, int64_t *events, int64_t *beyond,
                       int64_t **seqs, uint64_t *seqs_cap) {
   Clue__V1__ExportAuditEventsRequest req = CLUE__V1__EXPORT_AUDIT_EVENTS_REQUEST__INIT;
-  int rc = 0, oom = 0, past_end = 0;
-  int64_t end = -1; /* the seq of the tree's last leaf when the walk began */
+  int rc = 0, oom = 0, past_end = 0, first = 1, last_asked = 0;
+  int64_t end = -1;      /* the seq of the tree's last leaf when the walk began */
+  uint64_t end_size = 0; /* and its leaves */
 
   req.page_size = page;
   for (;;) {
@@ -716,9 +769,17 @@ static int walk_pages(cli_t *cli, int32_t page, merkle_tree_t *mt, verdict_t *v,
     int done;
     if ((rc = cli_call(cli, AUDIT_SVC, "ExportAuditEvents", &req.base, (ProtobufCMessage **)&r)) != 0)
       return rc;
-    if (end < 0)
+    if (first) {
+      first = 0;
       end = r->tree_last_seq;
-    for (size_t i = 0; i < r->n_events && !past_end; i++) {
+      end_size = r->tree_size < 0 ? 0 : (uint64_t)r->tree_size;
+      if (end_size > AUDIT_TREE_MAX)
+        fail(v,
+             "the server's export claims a tree of %llu events, more than cluectl checks (at "
+             "most %llu)",
+             (unsigned long long)end_size, (unsigned long long)AUDIT_TREE_MAX);
+    }
+    for (size_t i = 0; i < r->n_events && !past_end && !v->failed; i++) {
       const Clue__V1__LeafEvent *e = r->events[i];
       merkle_hash_t h;
       if (e->seq > end) {
@@ -731,17 +792,26 @@ static int walk_pages(cli_t *cli, int32_t page, merkle_tree_t *mt, verdict_t *v,
           (clue_rows_forget(&rp->clues, e) != 0 || subject_rows_forget(&rp->subjects, e) != 0))
         oom = 1;
       if (e->missing) {
+        /* The verdict is FAIL whatever its leaf: the walk stops here, and the leaf the server
+         * gives is not read. */
         fail(v, "seq %lld: the event is gone from the log, but the tree holds it as leaf %lld: "
                 "it was deleted",
              (long long)e->seq, (long long)e->leaf_index);
+        break;
       } else if (e->leaf_index < 0) {
         fail(v, "seq %lld (%s #%s): the event is not in the tree, which holds the events before "
                 "and after it: it was inserted",
              (long long)e->seq, e->subject_type, e->subject_id);
-        continue;
+        break;
       } else if ((uint64_t)e->leaf_index != mt->size || e->leaf_hash.len != MERKLE_HASH_LEN) {
         fail(v, "seq %lld: the server gave leaf %lld where leaf %llu was due", (long long)e->seq,
              (long long)e->leaf_index, (unsigned long long)mt->size);
+        break;
+      } else if (mt->size >= end_size) {
+        /* Its seq is within the tree of end_size leaves that the first page named, whose last
+         * leaf is seq end: no later leaf can be. */
+        fail(v, "seq %lld: the server gave leaf %lld of a tree it said holds %llu",
+             (long long)e->seq, (long long)e->leaf_index, (unsigned long long)end_size);
         break;
       } else if (!e->redacted) {
         (*events)++;
@@ -756,7 +826,7 @@ static int walk_pages(cli_t *cli, int32_t page, merkle_tree_t *mt, verdict_t *v,
       if (e->leaf_index >= 0) {
         /* The tree is rebuilt from the recomputed leaves where they could be recomputed, so
          * a changed event also shows in the roots; the server's leaf stands for the rest. */
-        const uint8_t *leaf = e->redacted || e->missing ? e->leaf_hash.data : h;
+        const uint8_t *leaf = e->redacted ? e->leaf_hash.data : h;
         if (mt->size >= *seqs_cap) {
           uint64_t cap = *seqs_cap ? *seqs_cap * 2 : 1024;
           int64_t *p = realloc(*seqs, cap * sizeof(*p));
@@ -785,10 +855,20 @@ static int walk_pages(cli_t *cli, int32_t page, merkle_tree_t *mt, verdict_t *v,
     protobuf_c_message_free_unpacked(&r->base, NULL);
     if (oom)
       return cli_oom(cli);
-    if (done)
+    /* Once the verdict is FAIL the rest would not change it: the walk ends there. */
+    if (done || v->failed)
       return 0;
-    if (past_end)
+    if (last_asked) {
+      /* Nothing follows the greatest seq: a server that still says there is would keep the
+       * walk asking for ever. */
+      fail(v, "the server's export pages never end: its page after the greatest seq is not its "
+              "last");
+      return 0;
+    }
+    if (past_end) {
       req.after_seq = INT64_MAX;
+      last_asked = 1;
+    }
   }
 }
 
@@ -856,6 +936,13 @@ int audit_tree_verify(cli_t *cli, const cli_args_t *args) {
               miss, sizeof(miss));
     fail(&v, "the server's latest checkpoint (%lld events) is not signed by %s%s",
          (long long)latest->tree_size, labels, miss);
+    goto report;
+  }
+  if (cp1.size > AUDIT_TREE_MAX || cp2.size > AUDIT_TREE_MAX) {
+    fail(&v, "%s claims %llu events, more than cluectl checks (at most %llu)",
+         cp1.size > AUDIT_TREE_MAX ? "the saved checkpoint" : "the server's latest checkpoint",
+         (unsigned long long)(cp1.size > AUDIT_TREE_MAX ? cp1.size : cp2.size),
+         (unsigned long long)AUDIT_TREE_MAX);
     goto report;
   }
   /* Every event, against its leaf; the tree rebuilt from them. A server without the key
@@ -1143,6 +1230,12 @@ static int witness_poll(cli_t *cli, const char *dir, const keyset_t *keys) {
     cli_put_text(stdout, labels, 0);
     cli_put_text(stdout, miss, 0);
     putchar('\n');
+    goto out;
+  }
+  if (now.size > AUDIT_TREE_MAX) {
+    printf("FAIL: the server's checkpoint claims %llu events, more than cluectl checks (at most "
+           "%llu)\n",
+           (unsigned long long)now.size, (unsigned long long)AUDIT_TREE_MAX);
     goto out;
   }
   snprintf(path, sizeof(path), "%s/latest", dir);

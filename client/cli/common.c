@@ -700,6 +700,20 @@ static void token_set_free(token_set_t *set) {
   free(set->slot);
 }
 
+/* Whether a page's rows (field lf of page) are no more than any page clued sends; if more,
+ * reported. */
+static int page_rows_ok(const ProtobufCMessage *page, const ProtobufCFieldDescriptor *lf) {
+  size_t n = *(const size_t *)((const char *)page + lf->quantifier_offset);
+
+  if (n <= CLI_PAGE_MAX_ROWS)
+    return 1;
+  fprintf(stderr,
+          "cluectl: the server's page holds %zu rows, more than any page it may send "
+          "(at most %d)\n",
+          n, CLI_PAGE_MAX_ROWS);
+  return 0;
+}
+
 /* cli_call_pages() for a list whose request names its token token_field, and its response
  * the next one next_field. */
 static int call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
@@ -725,8 +739,14 @@ static int call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, con
     fprintf(stderr, "cluectl: %s is not a paged list of '%s'\n", method, list);
     return CLI_FAILED;
   }
-  if (!all)
-    return cli_call(cli, service, method, req, resp);
+  if (!all) {
+    if ((rc = cli_call(cli, service, method, req, resp)) == 0 && !page_rows_ok(*resp, lf)) {
+      protobuf_c_message_free_unpacked(*resp, NULL);
+      *resp = NULL;
+      rc = CLI_FAILED;
+    }
+    return rc;
+  }
   saved = *tok;
   for (;;) {
     const char *kept = NULL;
@@ -737,6 +757,10 @@ static int call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, con
     rc = cli_call(cli, service, method, req, &page);
     if (rc != 0)
       break;
+    if (!page_rows_ok(page, lf)) {
+      rc = CLI_FAILED;
+      break;
+    }
     n = (size_t *)((char *)page + lf->quantifier_offset);
     arr = (ProtobufCMessage ***)((char *)page + lf->offset);
     /* Everything kept is held until the last page: bound it, so that a server whose pages

@@ -382,12 +382,35 @@ static call_msg_t *call_pop(call_t *call) {
   return m;
 }
 
-/* protobuf-c reports both bad input and no memory as NULL; this allocator tells them apart. */
-static void *probe_alloc(void *data, size_t size) {
-  void *p = clue__malloc(size != 0 ? size : 1);
+/* What decoding a message may allocate: DECODE_FLOOR, and DECODE_RATIO times its size on
+ * the wire. Every sub-message decodes into a whole struct and every string into a block of
+ * its own, so 4 MiB of empty sub-messages from a hostile server would take gigabytes; an
+ * honest message takes a few times its size (a small sub-message, its struct and its
+ * pointer, about ten). */
+#define DECODE_FLOOR ((size_t)16 << 20)
+#define DECODE_RATIO 32
+#define DECODE_OVER 1 /* decode(): past the budget */
 
-  if (p == NULL)
-    *(int *)data = 1;
+typedef struct decode_budget {
+  int nomem; /* an allocation failed */
+  int over;  /* the budget ran out */
+  size_t left;
+} decode_budget_t;
+
+/* protobuf-c reports both bad input and no memory as NULL; this allocator tells them apart,
+ * and keeps to the budget (each block counted with the allocator's own few bytes). */
+static void *probe_alloc(void *data, size_t size) {
+  decode_budget_t *b = data;
+  size_t cost = (size != 0 ? size : 1) + 16;
+  void *p;
+
+  if (cost > b->left) {
+    b->over = 1;
+    return NULL;
+  }
+  b->left -= cost;
+  if ((p = clue__malloc(size != 0 ? size : 1)) == NULL)
+    b->nomem = 1;
   return p;
 }
 
@@ -396,15 +419,19 @@ static void probe_free(void *data, void *p) {
   free(p);
 }
 
-/* Decode a message: 0 and *out, CLUE_ENOMEM, or CLUE_EINVAL for bytes that do not parse. */
+/* Decode a message: 0 and *out, CLUE_ENOMEM, DECODE_OVER (it would take more memory than
+ * its size warrants), or CLUE_EINVAL for bytes that do not parse. */
 static int decode(const ProtobufCMessageDescriptor *desc, const call_msg_t *m,
                   ProtobufCMessage **out) {
-  int nomem = 0;
-  ProtobufCAllocator a = {probe_alloc, probe_free, &nomem};
-  ProtobufCMessage *msg = protobuf_c_message_unpack(desc, &a, m->len, m->data);
+  decode_budget_t b = {0, 0, DECODE_FLOOR};
+  ProtobufCAllocator a = {probe_alloc, probe_free, &b};
+  ProtobufCMessage *msg;
 
+  b.left += m->len > (SIZE_MAX - DECODE_FLOOR) / DECODE_RATIO ? SIZE_MAX - DECODE_FLOOR
+                                                              : m->len * DECODE_RATIO;
+  msg = protobuf_c_message_unpack(desc, &a, m->len, m->data);
   if (msg == NULL)
-    return nomem ? CLUE_ENOMEM : CLUE_EINVAL;
+    return b.nomem ? CLUE_ENOMEM : b.over ? DECODE_OVER : CLUE_EINVAL;
   *out = msg;
   return 0;
 }
@@ -502,6 +529,12 @@ int clue_call(clue_conn_t *c, const char *path, const ProtobufCMessage *req,
     int drv = decode(resp_desc, call->head, resp);
     if (drv == CLUE_ENOMEM) {
       rv = clue__status_local(st, CLUE_ENOMEM);
+    } else if (drv == DECODE_OVER) {
+      clue__status_setf(st, CLUE_STATUS_RESOURCE_EXHAUSTED,
+                        "the response (%zu bytes) would take more than %zu MiB to decode as %s",
+                        call->head->len, (DECODE_FLOOR + call->head->len * DECODE_RATIO) >> 20,
+                        resp_desc->name);
+      rv = st->code;
     } else if (drv != 0) {
       clue__status_setf(st, CLUE_STATUS_INTERNAL, "cannot decode the response as %s",
                         resp_desc->name);
@@ -556,8 +589,11 @@ int clue_stream_start(clue_conn_t *c, const char *path, const ProtobufCMessage *
  * when the server had already finished it with OK. Nothing after the gap is delivered.
  */
 static void stream_lost_message(call_t *s, int code) {
-  char *msg = code == CLUE_ENOMEM
-                  ? NULL
+  char *msg = code == CLUE_ENOMEM ? NULL
+              : code == CLUE_STATUS_RESOURCE_EXHAUSTED
+                  ? clue__str_printf("a stream message would take more memory to decode as %s "
+                                     "than its size warrants",
+                                     s->resp_desc->name)
                   : clue__str_printf("cannot decode a stream message as %s", s->resp_desc->name);
 
   if (s->state != CALL_CLOSED) {
@@ -588,7 +624,9 @@ int clue_stream_next(clue_stream_t *s, ProtobufCMessage **msg, clue_status_t *st
       free(m);
       if (rv == 0)
         return 1;
-      stream_lost_message(s, rv == CLUE_ENOMEM ? CLUE_ENOMEM : CLUE_STATUS_INTERNAL);
+      stream_lost_message(s, rv == CLUE_ENOMEM   ? CLUE_ENOMEM
+                             : rv == DECODE_OVER ? CLUE_STATUS_RESOURCE_EXHAUSTED
+                                                 : CLUE_STATUS_INTERNAL);
       continue;
     }
     if (s->state == CALL_CLOSED) {

@@ -285,8 +285,9 @@ int note_checkpoint_open(const note_key_t *k, const char *note, checkpoint_t *cp
   line = nl + 1;
   if (*line < '0' || *line > '9' || (line[0] == '0' && line[1] != '\n'))
     return NOTE_EFORMAT;
+  errno = 0;
   c.size = strtoull(line, &end, 10);
-  if (*end != '\n')
+  if (*end != '\n' || errno == ERANGE || c.size > NOTE_SIZE_MAX)
     return NOTE_EFORMAT;
   line = end + 1;
   nl = strchr(line, '\n');

@@ -29,6 +29,9 @@ enum {
 };
 
 #define NOTE_NAME_MAX 128
+/* The greatest tree size a checkpoint may name: tree sizes are int64 on the wire
+ * (Checkpoint.tree_size, GetConsistencyProofRequest). */
+#define NOTE_SIZE_MAX ((uint64_t)INT64_MAX)
 
 typedef struct note_key {
   char name[NOTE_NAME_MAX + 1];
@@ -79,8 +82,8 @@ int note_checkpoint_sign(const note_key_t *k, uint64_t size, const merkle_hash_t
 
 /**
  * Parse a signed checkpoint note and verify its signature by k. Returns 0 and fills *cp, or
- * NOTE_EFORMAT (not a checkpoint note, or its origin is not k's name), NOTE_ESIGNATURE (no
- * line signed by k, or it does not verify), NOTE_ENOMEM.
+ * NOTE_EFORMAT (not a checkpoint note, its origin is not k's name, or its size is more than
+ * NOTE_SIZE_MAX), NOTE_ESIGNATURE (no line signed by k, or it does not verify), NOTE_ENOMEM.
  */
 int note_checkpoint_open(const note_key_t *k, const char *note, checkpoint_t *cp)
     __attribute__((warn_unused_result));

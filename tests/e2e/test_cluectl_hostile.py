@@ -5,7 +5,11 @@ error details, GOAWAY's debug data, page tokens and every text field a command p
 --all stops at a page token it was given before and collects a bounded listing; a call the
 server refused unprocessed (GOAWAY below its stream, RST_STREAM(REFUSED_STREAM)) is sent
 again once on a new connection, which is what keeps `audit witness` alive across a
-server's idle GOAWAY; unary calls carry a default deadline and watches none.
+server's idle GOAWAY; unary calls carry a default deadline and watches none. The audit
+walks (verify --checkpoint, checkpoint --out, witness) refuse a checkpoint size no tree
+holds, read no leaf past its length, and end whatever the server's pages say. An answer
+takes a bounded amount of memory to decode, and a page of more rows than any clued sends is
+refused.
 """
 
 import base64
@@ -30,6 +34,21 @@ CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
 
 def ctl(srv, *args, check=None):
     return harness.cluectl(*args, env={"CLUED_SERVER": srv.addr, "CLUED_TOKEN": "t"}, check=check)
+
+
+def ctl_bounded(srv, *args, check, timeout=30):
+    """cluectl that must end by itself within timeout seconds (a walk the server's pages
+    never end runs for ever)."""
+    try:
+        r = subprocess.run([harness.CLUECTL, *args], capture_output=True, text=True, timeout=timeout,
+                           env=dict(os.environ, CLUED_SERVER=srv.addr, CLUED_TOKEN="t",
+                                    ASAN_OPTIONS="detect_leaks=1"))
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"cluectl {' '.join(args)} still running after {timeout} s "
+                             f"({len(srv.requests)} requests)") from None
+    harness._assert_clean(r.stderr)
+    assert r.returncode == check, f"cluectl {' '.join(args)} exited {r.returncode}:\n{r.stdout}{r.stderr}"
+    return r
 
 
 def assert_clean(r, *want):
@@ -99,8 +118,9 @@ def clue(i, **kw):
     return S.clue_pb2.Clue(**{"id": i, "registration_number": f"REG-{i}", "title": "t", "state": 1, **kw})
 
 
-def signed_checkpoint(note_extra=""):
-    """A GetCheckpoint answer: a signed note of an empty log, and its verifier key."""
+def signed_checkpoint(note_extra="", size=0):
+    """A GetCheckpoint answer: a signed note of a log of size events (an empty one's root),
+    and its verifier key."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
     name = "fake.example/log"
@@ -108,10 +128,10 @@ def signed_checkpoint(note_extra=""):
     pub = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     kid = hashlib.sha256(name.encode() + b"\n\x01" + pub).digest()[:4]
     root = hashlib.sha256(b"").digest()
-    body = f"{name}\n0\n{base64.b64encode(root).decode()}\n{note_extra}"
+    body = f"{name}\n{size}\n{base64.b64encode(root).decode()}\n{note_extra}"
     sig = base64.b64encode(kid + key.sign(body.encode())).decode()
     vkey = base64.b64encode(b"\x01" + pub).decode()
-    return S.audit_pb2.Checkpoint(tree_size=0, root_hash=root, note=f"{body}\n\u2014 {name} {sig}\n",
+    return S.audit_pb2.Checkpoint(tree_size=min(size, 2**63 - 1), root_hash=root, note=f"{body}\n\u2014 {name} {sig}\n",
                                   verifier_key=f"{name}+{kid.hex()}+{vkey}")
 
 
@@ -219,6 +239,26 @@ def test_all_collects_a_bounded_listing():
     assert r.stdout == "", r.stdout[:200]
 
 
+def test_one_answer_of_tiny_rows_is_bounded():
+    """4 MiB of empty Clue entries (2 bytes each on the wire) took 1-2 GB to decode and print.
+    Decoding stops past 16 MiB and 32 times the answer's size; a page of more rows than any
+    clued sends (fewer than the decoding allows) is refused."""
+    huge = b"\x0a\x00" * ((4 * 1024 * 1024 - 16) // 2)
+    many = b"\x0a\x00" * 5001
+    for body, want in ((huge, "RESOURCE_EXHAUSTED: the response (4194288 bytes) would take more "
+                              "than 143 MiB to decode as clue.v1.ListCluesResponse"),
+                       (many, "cluectl: the server's page holds 5001 rows, more than any page it "
+                              "may send (at most 5000)")):
+        with FakeServer(lambda conn, req: conn.reply(req.sid, body)) as srv:
+            for args in (["clue", "list"], ["--json", "clue", "list"], ["clue", "list", "--all"]):
+                r = ctl_bounded(srv, *args, check=1)
+                assert r.stderr.startswith(want), (args, r.stderr)
+                assert r.stdout == "", (args, r.stdout[:200])
+    # A page of 5000 rows is not refused.
+    with FakeServer(lambda conn, req: conn.reply(req.sid, b"\x0a\x00" * 5000)) as srv:
+        ctl_bounded(srv, "--json", "clue", "list", check=0)
+
+
 # ---- 3. calls the server never processed ---------------------------------------------------
 
 def test_refused_calls_are_sent_again_once():
@@ -301,7 +341,118 @@ def test_witness_survives_an_idle_goaway():
         assert out.startswith("kept checkpoint of 0 events\n"), out
 
 
-# ---- 4. deadlines ----------------------------------------------------------------------------
+# ---- 4. the audit walks -------------------------------------------------------------------
+
+def audit_server(cp, export):
+    """A handler answering GetCheckpoint with cp and ExportAuditEvents with export(request)."""
+    def handler(conn, req):
+        if req.path.endswith("/GetCheckpoint"):
+            conn.reply(req.sid, cp.SerializeToString())
+        elif req.path.endswith("/ExportAuditEvents"):
+            r = S.audit_pb2.ExportAuditEventsRequest.FromString(req.body)
+            conn.reply(req.sid, export(r).SerializeToString())
+        elif req.path.endswith("/VerifyAuditChain"):
+            conn.reply(req.sid, S.audit_pb2.VerifyAuditChainResponse(ok=True).SerializeToString())
+        else:
+            conn.reply(req.sid, None, status=12, message="not in this test")
+    return handler
+
+
+def leaves_from(after, n=50, done=False):
+    """A page of n leaves after seq after (leaf i is seq i + 1), of a tree far larger."""
+    evs = [S.audit_pb2.LeafEvent(seq=after + i + 1, leaf_index=after + i, leaf_hash=b"\x41" * 32,
+                                 redacted=True) for i in range(n)]
+    return S.audit_pb2.ExportAuditEventsResponse(events=evs, tree_size=2**32, tree_last_seq=2**62,
+                                                 done=done)
+
+
+def test_a_checkpoint_size_no_tree_holds_is_refused():
+    """A signed size of 2^61 + 1 made the leaves' allocation (n * 8, n * 32 bytes) wrap to 8
+    and 32 bytes, which the server's leaves then overran. A size past 2^32 is refused before
+    anything is allocated or saved."""
+    for size in (2**61 + 1, 2**32 + 1):
+        cp = signed_checkpoint(size=size)
+        handler = audit_server(cp, lambda r: leaves_from(r.after_seq, done=r.after_seq > 200))
+        with FakeServer(handler) as srv, tempfile.TemporaryDirectory() as d:
+            r = ctl_bounded(srv, "audit", "checkpoint", "--out", os.path.join(d, "cp"), check=1)
+            assert f"the server's checkpoint claims {size} events, more than cluectl checks (at most " \
+                   "4294967296); not shown, not saved" in r.stderr, r.stderr
+            assert not os.path.exists(os.path.join(d, "cp")), os.listdir(d)
+            r = ctl_bounded(srv, "audit", "witness", "--dir", os.path.join(d, "w"), "--once", check=1)
+            assert r.stdout.startswith(f"FAIL: the server's checkpoint claims {size} events, more than "
+                                       "cluectl checks"), r.stdout
+            assert sorted(os.listdir(os.path.join(d, "w"))) == ["key.pub"], os.listdir(os.path.join(d, "w"))
+            with open(os.path.join(d, "cp"), "w") as f:
+                f.write(cp.note)
+            r = ctl_bounded(srv, "audit", "verify", "--checkpoint", os.path.join(d, "cp"), check=1)
+            assert r.stdout.startswith(f"FAIL: the saved checkpoint claims {size} events"), r.stdout
+            assert not any(q.path.endswith("/ExportAuditEvents") for q in srv.requests), \
+                [q.path for q in srv.requests]
+
+
+def test_verify_reads_no_leaf_of_a_missing_event_past_its_length():
+    """An event marked missing with a leaf hash of 1 byte or none: verify read 32 bytes of it
+    into the tree. It fails on the missing event without reading its leaf."""
+    for leaf in (b"\x01", b""):
+        def export(r, leaf=leaf):
+            evs = [S.audit_pb2.LeafEvent(seq=1, leaf_index=0, missing=True, leaf_hash=leaf)]
+            return S.audit_pb2.ExportAuditEventsResponse(events=evs, tree_size=1, tree_last_seq=5,
+                                                         done=True)
+        cp = signed_checkpoint()
+        with FakeServer(audit_server(cp, export)) as srv, tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "cp"), "w") as f:
+                f.write(cp.note)
+            r = ctl_bounded(srv, "audit", "verify", "--checkpoint", os.path.join(d, "cp"), check=1)
+        assert r.stdout == "FAIL: seq 1: the event is gone from the log, but the tree holds it as " \
+                           "leaf 0: it was deleted\n", r.stdout
+
+
+def test_audit_walks_end_when_the_server_pages_never_do():
+    """Pages that never say done: verify, checkpoint --out and witness end, in a few requests."""
+    cp = signed_checkpoint()
+
+    def inserted(r):  # events the tree does not hold, for ever
+        evs = [S.audit_pb2.LeafEvent(seq=r.after_seq + i + 1, leaf_index=-1, action="clue.submit",
+                                     subject_type="clue", subject_id=str(r.after_seq + i + 1))
+               for i in range(1000)]
+        return S.audit_pb2.ExportAuditEventsResponse(events=evs, tree_size=2**32, tree_last_seq=2**62)
+
+    def past_end(r):  # even after the greatest seq, an event and not done
+        return S.audit_pb2.ExportAuditEventsResponse(events=[S.audit_pb2.LeafEvent(seq=10, leaf_index=-1)],
+                                                     tree_size=1, tree_last_seq=1)
+
+    def beyond_its_tree(r):  # leaves past the tree the first page named
+        return leaves_from(r.after_seq) if r.after_seq else \
+            S.audit_pb2.ExportAuditEventsResponse(events=leaves_from(0).events, tree_size=2,
+                                                  tree_last_seq=2**62)
+
+    cases = [
+        (inserted, "FAIL: seq 1 (clue #1): the event is not in the tree, which holds the events before "
+                   "and after it: it was inserted\n"),
+        (past_end, "FAIL: the server's export pages never end: its page after the greatest seq is not "
+                   "its last\n"),
+        (beyond_its_tree, "FAIL: seq 3: the server gave leaf 2 of a tree it said holds 2\n"),
+    ]
+    for export, want in cases:
+        with FakeServer(audit_server(cp, export)) as srv, tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "cp"), "w") as f:
+                f.write(cp.note)
+            r = ctl_bounded(srv, "audit", "verify", "--checkpoint", os.path.join(d, "cp"), check=1)
+            assert r.stdout == want, (export.__name__, r.stdout)
+            assert len(srv.requests) <= 3, (export.__name__, len(srv.requests))
+
+    # The leaves of checkpoint --out and of the witness: a page that brings none ends them.
+    cp5 = signed_checkpoint(size=5)
+    with FakeServer(audit_server(cp5, inserted)) as srv, tempfile.TemporaryDirectory() as d:
+        r = ctl_bounded(srv, "audit", "checkpoint", "--out", os.path.join(d, "cp"), check=0)
+        assert "do not hash to the checkpoint's root" in r.stderr, r.stderr
+        assert len(srv.requests) == 2, len(srv.requests)
+        r = ctl_bounded(srv, "audit", "witness", "--dir", os.path.join(d, "w"), "--once", check=0)
+        assert "the leaves of the checkpoint of 5 events are not kept" in r.stderr, r.stderr
+        assert len(srv.requests) <= 6, len(srv.requests)
+
+
+# ---- 5. deadlines ----------------------------------------------------------------------------
 
 def grpc_timeout_ms(req):
     v = req.headers.get("grpc-timeout")

@@ -197,6 +197,17 @@ static void checkpoints_round_trip_and_refuse_any_change(void **state) {
     note[i] = saved;
   }
   free(note);
+  /* A size past NOTE_SIZE_MAX is no tree's, though signed. */
+  assert_int_equal(note_checkpoint_sign(&k, NOTE_SIZE_MAX, root, &note), 0);
+  assert_int_equal(note_checkpoint_open(&pub, note, &cp), 0);
+  assert_true(cp.size == NOTE_SIZE_MAX);
+  free(note);
+  assert_int_equal(note_checkpoint_sign(&k, NOTE_SIZE_MAX + 1, root, &note), 0);
+  assert_int_equal(note_checkpoint_open(&pub, note, &cp), NOTE_EFORMAT);
+  free(note);
+  assert_int_equal(note_checkpoint_sign(&k, UINT64_MAX, root, &note), 0);
+  assert_int_equal(note_checkpoint_open(&pub, note, &cp), NOTE_EFORMAT);
+  free(note);
 }
 
 /* note_signer() names the key of each signature line without verifying it, so that a

@@ -143,7 +143,8 @@ int clue_conn_set_tls(clue_conn_t *c, const char *ca_file, const char *cert_file
 void clue_conn_set_timeout(clue_conn_t *c, uint64_t timeout_ms);
 
 /** Largest response message accepted (default CLUE_DEFAULT_MAX_RECV); larger: RESOURCE_EXHAUSTED.
- */
+ * So is a message whose decoding would allocate more than 16 MiB plus 32 times its size
+ * (many tiny sub-messages: each decodes into a whole structure). */
 void clue_conn_set_max_recv(clue_conn_t *c, size_t max_bytes);
 
 /**
