@@ -149,9 +149,10 @@ static int col_state(const db_result_t *r, int row, int col) {
 
 int audit_ev_from_row(const db_result_t *r, int row, int col0, audit_ev_t **out) {
   /* Text columns, copied with their NUL; then the two hashes. */
-  static const int text_cols[] = {4, 5, 9, 10, 14, 15, 16};
-  const char *texts[7];
-  size_t lens[7], total = 0;
+  static const int text_cols[] = {4, 5, 9, 10, 14, 15, 16, 7, 8};
+  enum { NTEXTS = sizeof(text_cols) / sizeof(text_cols[0]) };
+  const char *texts[NTEXTS];
+  size_t lens[NTEXTS], total = 0;
   const char *prev_hex = db_value(r, row, col0 + 11), *hash_hex = db_value(r, row, col0 + 12);
   size_t prev_max = prev_hex ? strlen(prev_hex) / 2 : 0,
          hash_max = hash_hex ? strlen(hash_hex) / 2 : 0;
@@ -159,7 +160,7 @@ int audit_ev_from_row(const db_result_t *r, int row, int col0, audit_ev_t **out)
   char *p;
   Clue__V1__AuditEvent msg;
 
-  for (int i = 0; i < 7; i++) {
+  for (int i = 0; i < NTEXTS; i++) {
     texts[i] = db_value(r, row, col0 + text_cols[i]);
     if (texts[i] == NULL)
       texts[i] = "";
@@ -178,7 +179,7 @@ int audit_ev_from_row(const db_result_t *r, int row, int col0, audit_ev_t **out)
   ev->from_state = col_state(r, row, col0 + 7);
   ev->to_state = col_state(r, row, col0 + 8);
   p = ev->data;
-  for (int i = 0; i < 7; i++) {
+  for (int i = 0; i < NTEXTS; i++) {
     memcpy(p, texts[i], lens[i]);
     texts[i] = p;
     p += lens[i];
@@ -190,6 +191,8 @@ int audit_ev_from_row(const db_result_t *r, int row, int col0, audit_ev_t **out)
   ev->actor_user_name = texts[4];
   ev->actor_unit_code = texts[5];
   ev->actor_unit_name = texts[6];
+  ev->from_state_name = texts[7];
+  ev->to_state_name = texts[8];
   ev->prev_hash = (const uint8_t *)p;
   ev->prev_hash_len = prev_hex ? unhex(prev_hex, (uint8_t *)p) : 0;
   p += prev_max;
@@ -217,6 +220,8 @@ void audit_ev_to_msg(const audit_filter_t *f, const audit_ev_t *ev, Clue__V1__Au
   msg->subject_id = ev->subject_id;
   msg->from_state = (Clue__V1__ClueState)ev->from_state;
   msg->to_state = (Clue__V1__ClueState)ev->to_state;
+  msg->from_state_name = (char *)ev->from_state_name;
+  msg->to_state_name = (char *)ev->to_state_name;
   msg->reason = (char *)ev->reason;
   msg->details_json = (char *)ev->details;
   msg->prev_hash.data = (uint8_t *)ev->prev_hash;

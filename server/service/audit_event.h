@@ -70,6 +70,7 @@ typedef struct audit_ev {
   int from_state, to_state; /* Clue__V1__ClueState */
   const char *action, *subject_type, *reason, *details;
   const char *actor_user_name, *actor_unit_code, *actor_unit_name;
+  const char *from_state_name, *to_state_name; /* as logged, any subject's; "" for none */
   const uint8_t *prev_hash, *hash;
   size_t prev_hash_len, hash_len;
   size_t wire_size; /* bytes on the call: the packed message and the 5-byte frame prefix */

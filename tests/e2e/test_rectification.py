@@ -173,6 +173,12 @@ def test_story(c):
     ev = events(c, it.id)
     assert [e.action for e in ev] == ["rect.create", "rect.record_plan", "rect.submit", "rect.verify"]
     assert ev[-1].reason == "经核查整改到位" and all(e.actor_unit_id == G1.id for e in ev)
+    want = [("", "OPEN"), ("OPEN", "PLAN_RECORDED"), ("PLAN_RECORDED", "SUBMITTED"), ("SUBMITTED", "VERIFIED")]
+    assert [(e.from_state_name, e.to_state_name) for e in ev] == want, ev
+    # An ADMIN sees the states of ledger events too (not their reasons and details).
+    adm = w.admin.audit.ListAuditEvents(au.ListAuditEventsRequest(subject_type="rectification", subject_id=it.id,
+                                                                  page_size=500), timeout=20).events
+    assert [(e.from_state_name, e.to_state_name) for e in adm] == want and adm[-1].reason == "", adm
 
 
 def test_terminal_and_illegal_moves(c):
