@@ -34,11 +34,13 @@ BAD_HEADER = request_block() + lit("X-Up", "y")  # upper case: nghttp2 resets th
 
 class Flood:
     """Streams opened and reset, again and again, over n connections, while the with-block
-    runs; bad_every: one stream in so many batches carries an upper-case header name."""
+    runs; bad_per_s: so many streams a second, at most, over each connection carry an
+    upper-case header name (a rate, not a share of the streams: however fast the machine, the
+    warnings they cost stay within their own budget)."""
 
-    def __init__(self, addr, n=2, bad_every=0):
+    def __init__(self, addr, n=2, bad_per_s=0):
         self.host, self.port = addr.rsplit(":", 1)
-        self.n, self.bad_every = n, bad_every
+        self.n, self.bad_per_s = n, bad_per_s
         self.streams = self.bad = 0
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
@@ -77,7 +79,7 @@ class Flood:
         return s, done
 
     def _run(self):
-        batches = 0
+        last_bad = 0.0
         while not self._stop.is_set():
             try:
                 s, done = self._conn()
@@ -92,8 +94,8 @@ class Flood:
                         out.append(headers_frames(sid, request_block())
                                    + frame(RST_STREAM, 0, sid, struct.pack(">I", CANCEL)))
                         sid += 2
-                    batches += 1
-                    if self.bad_every and batches % self.bad_every == 0:
+                    if self.bad_per_s and time.monotonic() - last_bad >= 1.0 / self.bad_per_s:
+                        last_bad = time.monotonic()
                         out.append(headers_frames(sid, BAD_HEADER, end_stream=True))
                         sid += 2
                         self.bad += 1
@@ -137,7 +139,7 @@ def test_flood_written_within_the_rate():
                         env={"ASAN_OPTIONS": ASAN_SMALL_QUARANTINE}).start()
     try:
         first = len(srv.lines)
-        with Flood(srv.addr, n=2, bad_every=20) as f:
+        with Flood(srv.addr, n=2, bad_per_s=20) as f:  # 40 warnings a second at most
             time.sleep(4)
         time.sleep(1.5)  # the last report comes at the end of its window
         lines = srv.lines[first:]
@@ -153,10 +155,16 @@ def test_flood_written_within_the_rate():
         assert sum(r[1] for r in rep) > 0, rep
         # The flood was far over the budget: lines lost and written add up to thousands.
         assert sum(r[1] for r in rep) + sum(info.values()) > 1000, (rep, info)
-        # Warnings have their own budget: the flood of info lines cost them nothing. (Not every
-        # bad stream is read: the server ends connections that reset too many streams.)
+        # Warnings have their own budget: the flood of info lines costs them nothing. They are
+        # the bad headers' and one per connection nghttp2 ends for its resets, so on a fast
+        # machine they may pass their own budget too; what is written of them is then that
+        # budget, not what the info lines left. (Not every bad stream is read: the server ends
+        # connections that reset too many streams.)
         bad = [l for l in lines if "Invalid HTTP header field" in l]
-        assert bad and sum(r[2] for r in rep) == 0, (f.bad, len(bad), rep)
+        warn = sum(per_second(lines, "warn").values())
+        lost = sum(r[2] for r in rep)
+        assert bad, (f.bad, rep)
+        assert warn >= 0.75 * min(warn + lost, 100 * 4), (warn, lost, rep)
     finally:
         srv.stop()
 
