@@ -1907,14 +1907,11 @@ size_t db_per_user_max(const db_pool_t *p) {
   return p->users.max;
 }
 
-void db_owner_pause(db_pool_t *p, uint64_t owner, int paused) {
-  int was;
-
-  if (p == NULL || owner == 0)
+/* Pause or resume key (an owner, a user) in one of the pool's count sets; its waiting
+ * requests are passed over while it is paused (queue_next). Out of memory: not paused. */
+static void pause_key(db_pool_t *p, db_owners_t *set, uint64_t key, int paused) {
+  if (key == 0 || !!paused == db_owners_paused(set, key) || db_owners_pause(set, key, paused) != 0)
     return;
-  was = db_owners_paused(&p->owners, owner);
-  if (!!paused == was || db_owners_pause(&p->owners, owner, paused) != 0)
-    return; /* out of memory: the owner is simply not paused */
   if (paused) {
     p->npaused++;
     return;
@@ -1923,20 +1920,14 @@ void db_owner_pause(db_pool_t *p, uint64_t owner, int paused) {
   pool_dispatch(p);
 }
 
-void db_user_pause(db_pool_t *p, uint64_t user, int paused) {
-  int was;
+void db_owner_pause(db_pool_t *p, uint64_t owner, int paused) {
+  if (p != NULL)
+    pause_key(p, &p->owners, owner, paused);
+}
 
-  if (p == NULL || user == 0)
-    return;
-  was = db_owners_paused(&p->users, user);
-  if (!!paused == was || db_owners_pause(&p->users, user, paused) != 0)
-    return; /* out of memory: the user is simply not paused */
-  if (paused) {
-    p->npaused++;
-    return;
-  }
-  p->npaused--;
-  pool_dispatch(p);
+void db_user_pause(db_pool_t *p, uint64_t user, int paused) {
+  if (p != NULL)
+    pause_key(p, &p->users, user, paused);
 }
 
 void db_cancel(db_pool_t *p, db_req_t *q) {
