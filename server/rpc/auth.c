@@ -143,12 +143,10 @@ static const char auth_sql[] =
 static void auth_read(rpc_call_t *call, uint64_t gen, int recheck) {
   call->auth_gen = gen;
   call->auth_ms = uv_now(call->srv->loop);
-  if (recheck) {
-    call->auth_pending = 0;
+  if (recheck)
     rpc_call_rechecked(call);
-  } else {
+  else
     rpc_call_authenticated(call);
-  }
 }
 
 static void auth_done(const db_result_t *r, void *arg) {
@@ -232,11 +230,9 @@ static void auth_lookup(rpc_call_t *call, const char *h, int recheck) {
   o.user = job->known > 0 ? (uint64_t)job->known : AUTH_LOOKUPS_KEY;
   o.handle = &call->db_req;
   rpc_call_ref(call);
-  call->auth_pending = recheck != 0;
   rc = db_query_opts(call->srv->db, &o, auth_sql, 1, params, auth_done, job);
   if (rc != 0) {
     call->db_req = NULL;
-    call->auth_pending = 0;
     rpc_call_unref(call);
     if (rc == DB_EOWNER)
       rpc_fail(call, GRPC_RESOURCE_EXHAUSTED,
@@ -284,7 +280,8 @@ bool rpc_auth_current(const rpc_call_t *call) {
 void rpc_auth_recheck(rpc_call_t *call) {
   const char *h = rpc_call_metadata(call, "authorization");
 
-  if (call->auth_pending)
+  /* Before its request runs a call has no other statement: a lookup of it is in flight. */
+  if (call->db_req != NULL)
     return;
   if (++call->auth_rechecks > AUTH_RECHECKS_MAX) {
     rpc_fail(call, GRPC_UNAVAILABLE,

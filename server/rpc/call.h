@@ -103,7 +103,6 @@ struct rpc_call {
   uint64_t auth_gen;         /* srv->auth_cache.gen when the principal was read */
   uint64_t auth_ms;          /* uv_now() when the principal was read, or served from the cache */
   unsigned auth_rechecks;    /* lookups again before dispatch (rpc_auth_current()) */
-  unsigned auth_pending : 1; /* such a lookup is in flight */
   uint64_t deadline_ms; /* 0: none */
   uv_timer_t timer;     /* deadline; the call is freed in this handle's close callback */
 
