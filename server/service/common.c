@@ -294,7 +294,7 @@ static int refusal_after_barrier(rpc_call_t *call, const db_result_t *r) {
 
   /* CLSYN (no synchronous standby, migration 0046) rests on no earlier commit. */
   if (r->err != DB_EQUERY || r->sqlstate == NULL || sql_error_code(r->sqlstate, &code) != 0 ||
-      code == GRPC_UNAVAILABLE || (copy = rpc_call_alloc(call, sizeof(*copy))) == NULL)
+      strcmp(r->sqlstate, "CLSYN") == 0 || (copy = rpc_call_alloc(call, sizeof(*copy))) == NULL)
     return 0;
   memset(copy, 0, sizeof(*copy));
   copy->err = r->err;
