@@ -199,6 +199,15 @@ static void waiter_remove(h2_stream_t *s) {
   s->out_waiting = 0;
 }
 
+/* A waiting stream looks again: off the list, and its writable event if it asked. */
+static void waiter_wake(h2_stream_t *s) {
+  waiter_remove(s);
+  if (s->want_writable) {
+    queue_writable(s);
+    h2_conn_flush_soon(s->conn);
+  }
+}
+
 /* A total drained: the waiting streams of that kind (public, or authenticated; of one user
  * when user is not 0) look again, with their writable event. */
 static void waiters_wake(server_t *srv, int public, uint64_t user) {
@@ -206,25 +215,16 @@ static void waiters_wake(server_t *srv, int public, uint64_t user) {
 
   for (; s; s = next) {
     next = s->wnext;
-    if (s->in_public != public || (user && s->user != user))
-      continue;
-    waiter_remove(s);
-    if (s->want_writable) {
-      queue_writable(s);
-      h2_conn_flush_soon(s->conn);
-    }
+    if (s->in_public == public && (user == 0 || s->user == user))
+      waiter_wake(s);
   }
 }
 
 /* The public streams of c waiting for c's public share look again. */
 static void waiters_wake_conn(h2_conn_t *c) {
   for (h2_stream_t *s = c->streams; s; s = s->next)
-    if (s->out_waiting && s->in_public) {
-      waiter_remove(s);
-      if (s->want_writable)
-        queue_writable(s);
-    }
-  h2_conn_flush_soon(c);
+    if (s->out_waiting && s->in_public)
+      waiter_wake(s);
 }
 
 static void out_more(h2_stream_t *s, size_t n) {
