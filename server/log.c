@@ -147,10 +147,11 @@ void log_set_rate(unsigned per_second) {
   log_budget_ready = 0;
 }
 
-/* Write all of p, blocking: before and after the loop, to a file, and at stop. */
-static void write_all(int fd, const char *p, size_t n) {
+/* Write all of p, blocking (a socket through send(), which cannot raise SIGPIPE): before and
+ * after the loop, to a file, and at stop. */
+static void write_all(int fd, int sock, const char *p, size_t n) {
   while (n > 0) {
-    ssize_t w = write(fd, p, n);
+    ssize_t w = sock ? send(fd, p, n, MSG_NOSIGNAL) : write(fd, p, n);
     if (w < 0 && errno == EINTR)
       continue;
     if (w <= 0)
@@ -229,7 +230,7 @@ static int emit(log_level_t lv, const char *line, size_t n) {
     return 0;
   }
   if (out.loop == NULL) {
-    write_all(out.fd, line, n);
+    write_all(out.fd, 0, line, n);
     return 0;
   }
   if (out.head == out.tail) {
@@ -462,15 +463,7 @@ void log_stop(void) {
     if (flags >= 0)
       (void)fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
   }
-  while (out.head < out.tail) {
-    ssize_t w = out.sock ? send(fd, out.buf + out.head, out.tail - out.head, MSG_NOSIGNAL)
-                         : write(fd, out.buf + out.head, out.tail - out.head);
-    if (w < 0 && errno == EINTR)
-      continue;
-    if (w <= 0)
-      break;
-    out.head += (size_t)w;
-  }
+  write_all(fd, out.sock, out.buf + out.head, out.tail - out.head);
   free(out.buf);
   out.buf = NULL;
   out.head = out.tail = 0;
