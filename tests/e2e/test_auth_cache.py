@@ -254,6 +254,76 @@ def test_a_body_later_than_the_cache_life_is_looked_up_again(c):
         short.stop()
 
 
+def test_rechecks_of_one_call_are_bounded(c):
+    # A call whose recheck meets a new invalidation each time is looked up again at most four
+    # times, then refused UNAVAILABLE to retry; nothing is written. Each lookup waits behind a
+    # lock on units (which it reads) while B's listener is cut, so B's cache generation moves
+    # under it; a second session queues for the lock before the first lets go, so the next
+    # lookup waits too.
+    import threading
+    t = new_member(c, "member-rechecks")
+    srv = c.b
+    assert call(c, srv, t.token) == grpc.StatusCode.OK
+    title = "反复重新认证 " + harness.new_request_id()
+    req = CL.SubmitClueRequest(
+        request_id=harness.new_request_id(), title=title, summary="s", source=CL.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+        subject=CL.SubjectPerson(name="张三"), host_unit="市发展改革委")
+
+    def listeners():
+        return sql(c, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                      " AND application_name = 'clued-listen'")[0][0]
+
+    def cut_listener():
+        harness.wait_for(lambda: listeners() == 2, what="both instances listening")  # A's and B's
+        lost = srv.output().count("lost the invalidation listener")
+        assert sql(c, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                      " WHERE datname = current_database() AND application_name = 'clued-listen'")
+        harness.wait_for(lambda: srv.output().count("lost the invalidation listener") > lost,
+                         what="B losing its listener")
+
+    def locker():
+        conn = c.pg.connect(c.dbname)
+        conn.autocommit = False
+        th = threading.Thread(target=lambda: conn.cursor().execute("LOCK TABLE units IN ACCESS EXCLUSIVE MODE"))
+        th.start()
+        return conn, th
+
+    def lookups_waiting():
+        return sql(c, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                      " AND wait_event_type = 'Lock' AND query LIKE '%%token_sha256%%'")[0][0]
+
+    h = RawH2(srv.addr, timeout=30)
+    held, th = locker()
+    th.join()
+    try:
+        sid = h.request("/clue.v1.ClueService/SubmitClue", b"", headers=[("authorization", "Bearer " + t.token)],
+                        end=False)
+        time.sleep(0.2)  # authenticated from the cache
+        cut_listener()   # the principal is no longer current when the body comes
+        h.conn.send_data(sid, grpc_frame(req.SerializeToString()), end_stream=True)
+        h.flush()
+        for _ in range(4):  # each lookup sees a new invalidation; a fifth is not made
+            harness.wait_for(lambda: lookups_waiting() == 1, what="the recheck waiting for units")
+            cut_listener()
+            nxt, nth = locker()  # queued behind the lookup
+            harness.wait_for(lambda: sql(c, "SELECT count(*) FROM pg_locks WHERE relation = 'units'::regclass"
+                                            " AND mode = 'AccessExclusiveLock' AND NOT granted")[0][0] == 1,
+                             what="the next lock queued")
+            held.rollback()
+            held.close()
+            nth.join()
+            held = nxt
+        held.rollback()
+        r = h.wait(sid)
+    finally:
+        held.close()
+        h.close()
+    status = r.trailers.get("grpc-status", r.headers.get("grpc-status"))
+    message = r.trailers.get("grpc-message", r.headers.get("grpc-message", ""))
+    assert status == "14" and "4 times" in message, (status, message)
+    assert sql(c, "SELECT count(*) FROM clues WHERE title = %s", title)[0][0] == 0
+
+
 def test_a_revoked_token_is_a_strangers_once_refused(c):
     # A token that authenticated lately renews against its user's share of the pool. Revoked,
     # its first lookup is refused, and from then on it is a stranger's: while the user's share
