@@ -34,6 +34,8 @@ static const char usage_text[] =
     "  bootstrap   create the first ADMIN user and print its token once; when no\n"
     "              enabled ADMIN user holds a live token, create another (restores\n"
     "              administration); run as the role owning the schema;\n"
+    "              --new-admin creates another even while one works (for an\n"
+    "              administrator's lost token: the new one revokes it);\n"
     "              --demo-tokens FILE also creates demo units and users, tokens in FILE,\n"
     "              a new file (mode 0600; never an existing file or a symlink)\n"
     "  version     print the version, the git commit built and the schema version expected\n"
@@ -287,6 +289,7 @@ enum {
   OPT_CLOCK_OFFSET,
   OPT_MIGRATIONS,
   OPT_DEMO_TOKENS,
+  OPT_NEW_ADMIN,
   OPT_TLS_CERT,
   OPT_TLS_KEY,
   OPT_TLS_CLIENT_CA,
@@ -312,6 +315,7 @@ enum {
 typedef struct cli_opts {
   const char *migrations_dir;
   const char *demo_tokens;
+  int new_admin;        /* bootstrap */
   int allow_superuser;  /* serve, or migrate, as a role each refuses otherwise */
   const char *key_name; /* keygen */
   const char *out;      /* keygen */
@@ -362,6 +366,7 @@ static const struct option long_opts[] = {
 #endif
     {"migrations", required_argument, NULL, OPT_MIGRATIONS},
     {"demo-tokens", required_argument, NULL, OPT_DEMO_TOKENS},
+    {"new-admin", no_argument, NULL, OPT_NEW_ADMIN},
     {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
     {"tls-key", required_argument, NULL, OPT_TLS_KEY},
     {"tls-client-ca", required_argument, NULL, OPT_TLS_CLIENT_CA},
@@ -655,6 +660,9 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       break;
     case OPT_DEMO_TOKENS:
       cli->demo_tokens = optarg;
+      break;
+    case OPT_NEW_ADMIN:
+      cli->new_admin = 1;
       break;
     case OPT_TLS_CERT:
       cfg->tls_cert = optarg;
@@ -1022,7 +1030,7 @@ int main(int argc, char **argv) {
     }
     if (cmd[0] == 'm')
       return db_migrate(cfg.database_url, cli.migrations_dir, cli.allow_superuser) == 0 ? 0 : 1;
-    if (bootstrap_admin(cfg.database_url, stdout) != 0)
+    if (bootstrap_admin(cfg.database_url, cli.new_admin, stdout) != 0)
       return 1;
     if (cli.demo_tokens && bootstrap_demo(cfg.database_url, cli.demo_tokens, stdout) != 0)
       return 1;

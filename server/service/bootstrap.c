@@ -66,7 +66,7 @@ static PGresult *exec(PGconn *db, const char *sql, int n, const char *const *par
   return r;
 }
 
-int bootstrap_admin(const char *conninfo, FILE *out) {
+int bootstrap_admin(const char *conninfo, int new_admin, FILE *out) {
   PGconn *db = connect_db(conninfo);
   char token[AUTH_TOKEN_LEN + 1], hash[65];
   const char *params[1] = {hash};
@@ -80,16 +80,20 @@ int bootstrap_admin(const char *conninfo, FILE *out) {
     goto done;
   }
   /* Whether other ADMIN users existed: the statement's snapshot, taken before
-   * admin_bootstrap() ran, holds the earlier ones and not the one it made. */
-  r = exec(db,
-           "SELECT b.id, b.name, EXISTS (SELECT 1 FROM users u WHERE u.role = 'ADMIN'"
-           " AND u.id <> b.id) FROM admin_bootstrap($1) b",
-           1, params);
+   * admin_bootstrap() ran, holds the earlier ones and not the one it made. --new-admin's
+   * admin_bootstrap_new() (0049_bootstrap_new_admin.sql) makes one whatever works. */
+  if (new_admin)
+    r = exec(db, "SELECT b.id, b.name, false FROM admin_bootstrap_new($1) b", 1, params);
+  else
+    r = exec(db,
+             "SELECT b.id, b.name, EXISTS (SELECT 1 FROM users u WHERE u.role = 'ADMIN'"
+             " AND u.id <> b.id) FROM admin_bootstrap($1) b",
+             1, params);
   if (r == NULL)
     goto done;
   if (PQntuples(r) == 0) {
     fprintf(out, "already bootstrapped: an enabled ADMIN user holds a live token; nothing "
-                 "changed\n");
+                 "changed (--new-admin makes another all the same)\n");
   } else {
     /* None of the ADMIN users there are can administer (disabled, or no live token):
      * admin_bootstrap (0045_administration_never_locked_out.sql) made another. */
@@ -97,10 +101,14 @@ int bootstrap_admin(const char *conninfo, FILE *out) {
       fprintf(out, "no enabled ADMIN user held a live token: administration restored.\n");
     fprintf(out, "created ADMIN user \"%s\" (id %s). Its token, shown only this once:\n%s\n",
             PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 0), token);
+    if (new_admin)
+      fprintf(out, "with it, revoke the lost token (cluectl admin revoke-token --token-id ID) or "
+                   "disable its user (cluectl admin disable-user --user ID)\n");
   }
   PQclear(r);
   rc = 0;
 done:
+  OPENSSL_cleanse(token, sizeof(token));
   PQfinish(db);
   return rc;
 }

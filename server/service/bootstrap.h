@@ -9,10 +9,11 @@
 /**
  * Create an ADMIN user (and the ADMIN unit, if there is none) with a token, printed to out
  * once, when no enabled ADMIN user holds a live token: the first administrator, or one that
- * restores administration after it was locked out. When one does, say so and change nothing.
- * Returns 0, or -1 (the reason logged).
+ * restores administration after it was locked out. When one does, say so and change nothing,
+ * unless new_admin: then make another all the same (`--new-admin`, for an administrator's lost
+ * token, which the new one revokes). Returns 0, or -1 (the reason logged).
  */
-int bootstrap_admin(const char *conninfo, FILE *out);
+int bootstrap_admin(const char *conninfo, int new_admin, FILE *out);
 
 /**
  * Create the demo units (two rooms, three groups, one region) with a LEADER and a MEMBER each,

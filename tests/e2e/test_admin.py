@@ -451,5 +451,41 @@ def test_bootstrap_restores_administration(c):
         w.close()
 
 
+def test_bootstrap_new_admin_replaces_a_lost_token(c):
+    """The only administrator lost its token, still live: nobody can revoke it through the API
+    and `clued bootstrap` changes nothing, but `clued bootstrap --new-admin` (the schema's
+    owner) makes another ADMIN, audited, whose token revokes the lost one."""
+    w = Admins()
+    try:
+        (first,) = working_admins(w)
+        lost = w.sql("SELECT id FROM tokens WHERE user_id = %s", (first,))[0][0]
+        out = w.srv.run("bootstrap").stdout
+        assert "already bootstrapped" in out and "--new-admin" in out and "ct_" not in out, out
+        before = w.sql("SELECT max(seq) FROM audit_events")[0][0]
+        out = w.srv.run("bootstrap", "--new-admin").stdout
+        m = re.search(r'created ADMIN user "(admin-2)" \(id (\d+)\)', out)
+        assert m and "administration restored" not in out, out
+        uid = int(m.group(2))
+        assert "revoke-token" in out, out
+        token = re.search(r"ct_[0-9a-f]{64}", out).group(0)
+        admin, _, md = w.stubs(token)
+        units = admin.ListUnits(A.ListUnitsRequest(), metadata=md).units
+        assert [u.kind for u in units] == [ADMIN_KIND]  # the same ADMIN unit, no other
+        assert working_admins(w) == [first, uid]
+        evs = w.sql("SELECT action, subject_type, subject_id, actor_user_id, reason FROM audit_events"
+                    " WHERE seq > %s ORDER BY seq", (before,))
+        assert evs == [("user.create", "user", uid, None, "bootstrap --new-admin"),
+                       ("token.issue", "user", uid, None, "bootstrap --new-admin")], evs
+        admin.RevokeToken(A.RevokeTokenRequest(token_id=lost), metadata=md)
+        old, _, old_md = w.stubs(w.token)
+        expect_status(grpc.StatusCode.UNAUTHENTICATED, old.ListUnits, A.ListUnitsRequest(), metadata=old_md)
+        assert working_admins(w) == [uid]
+        # Once more: a third, while two work.
+        out = w.srv.run("bootstrap", "--new-admin").stdout
+        assert 'created ADMIN user "admin-3"' in out, out
+    finally:
+        w.close()
+
+
 if __name__ == "__main__":
     harness.run_tests(globals(), setup, teardown)
