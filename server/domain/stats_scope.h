@@ -16,7 +16,10 @@
  * get NOT_FOUND for it, and INVALID_ARGUMENT for an ADMIN unit (it handles no clues).
  *
  * Per joint case: AUDITOR and ADMIN see every case; staff only cases their own unit leads or
- * joins (whose clues they see, DESIGN.md §3). */
+ * joins (whose clues they see, DESIGN.md §3).
+ *
+ * A clue a caller is recused from does not exist for them (docs/COOPERATION.md): their figures,
+ * of units and of cases, count nothing of it. */
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -48,5 +51,12 @@ authz_result_t stats_can_ask(const authz_principal_t *p, int64_t id, const stats
 
 /** True when p's per-case figures are limited to the joint cases p's unit leads or joins. */
 bool stats_cases_narrowed(const authz_principal_t *p);
+
+/**
+ * True when p's figures (GetStatistics' units and cases, GetBulletin) leave out the clues p
+ * is recused from, and the ledger items recorded from them: staff. AUDITOR and ADMIN count
+ * everything (neither is ever recused).
+ */
+bool stats_leave_out_recusals(const authz_principal_t *p);
 
 #endif

@@ -2,7 +2,9 @@
  *
  * decode -> validate (the month: domain/bulletin.h) -> read the candidate units -> decide the
  * units covered (domain/stats_scope.h, as GetStatistics; then GROUPs and REGIONs only) -> one
- * statement, clue_bulletin() of 0015_bulletin.sql, computes every figure -> encode. */
+ * statement, clue_bulletin() of 0048_aggregates_follow_recusals.sql, computes every figure,
+ * leaving out for staff the clues they are recused from and the items recorded from them ->
+ * encode. */
 
 #include "service/bulletin.h"
 
@@ -27,7 +29,7 @@ static const char units_sql[] =
 static const char bulletin_sql[] =
     "SELECT id, code, name, kind, received, disposed, d_check, d_talk, d_no_action, d_shelved,"
     " d_finding, d_sanction, filed, transferred, overdue_now, rect_found, rect_verified,"
-    " rect_overdue, zero_months FROM clue_bulletin($1::bigint[], $2, $3::bigint[])";
+    " rect_overdue, zero_months FROM clue_bulletin($1::bigint[], $2, $3::bigint[], $4)";
 
 /* Columns of bulletin_sql. */
 enum {
@@ -148,7 +150,7 @@ static void got_units(rpc_call_t *call, const db_result_t *r, void *arg) {
   authz_principal_t p = clue_principal(call);
   size_t cap = req->n_unit_ids > 0 ? req->n_unit_ids : (size_t)db_rows(r), n = 0;
   int64_t *ids = rpc_call_alloc(call, (cap ? cap : 1) * sizeof(*ids));
-  const char *params[3];
+  const char *params[4];
 
   if (ids == NULL) {
     clue_oom(call);
@@ -186,11 +188,14 @@ static void got_units(rpc_call_t *call, const db_result_t *r, void *arg) {
   params[0] = svc_id_array(call, br->bounds, BULLETIN_STREAK_MAX + 1);
   params[1] = svc_i64(call, clue_now_ms(call), 0);
   params[2] = svc_id_array(call, ids, n);
-  if (!svc_all_set(params, 3)) {
+  /* For the caller a clue they are recused from does not exist (docs/COOPERATION.md): none of
+   * its figures, nor the ledger items recorded from it, count. NULL: count everything. */
+  params[3] = stats_leave_out_recusals(&p) ? svc_i64(call, p.user_id, 0) : NULL;
+  if (!svc_all_set(params, 3) || (stats_leave_out_recusals(&p) && params[3] == NULL)) {
     clue_oom(call);
     return;
   }
-  svc_read(call, bulletin_sql, 3, params, reply_bulletin, arg);
+  svc_read(call, bulletin_sql, 4, params, reply_bulletin, arg);
 }
 
 static void get_bulletin(rpc_call_t *call, const ProtobufCMessage *m) {

@@ -2,9 +2,10 @@
  *
  * decode -> validate -> read the candidate units -> decide the units covered
  * (domain/stats_scope.h) -> one statement computes every figure (clue_stats(), latest in
- * 0041_case_stats_in_pages.sql, where each figure is defined) -> encode. The figures come
- * from the audit trail, the authoritative record of every transition, so they agree with
- * GetHistory.
+ * 0048_aggregates_follow_recusals.sql, where each figure is defined) -> encode. The figures
+ * come from the audit trail, the authoritative record of every transition, so they agree with
+ * GetHistory. A clue the caller is recused from counts in none of them (in SQL, one filter
+ * over the caller's few recusals).
  *
  * The case rows come in pages, a keyset on the case id (the rows' order): cases never end, and
  * a scope's every case in one answer grew past what a client accepts. The unit figures are
@@ -300,14 +301,15 @@ static void got_units(rpc_call_t *call, const db_result_t *r, void *arg) {
   params[2] = svc_i64(call, clue_now_ms(call), 0);
   params[3] = svc_id_array(call, ids, n);
   params[4] = stats_cases_narrowed(&p) ? svc_i64(call, p.unit_id, 0) : NULL;
-  /* A case's figures leave out the clues the caller is recused from, as GetJointCase lists
-   * them (docs/COOPERATION.md). */
-  params[5] = svc_i64(call, p.user_id, 0);
+  /* Every figure, a unit's and a case's, leaves out the clues the caller is recused from: for
+   * the caller they do not exist (docs/COOPERATION.md). NULL: count every clue. */
+  params[5] = stats_leave_out_recusals(&p) ? svc_i64(call, p.user_id, 0) : NULL;
   params[6] = svc_i64(call, sc->case_after, 0);
   /* One case row more than the page holds tells that more follow. */
   params[7] = svc_i64(call, sc->case_limit ? sc->case_limit + 1 : 0, 0);
   if (params[0] == NULL || params[1] == NULL || params[2] == NULL || params[3] == NULL ||
-      (stats_cases_narrowed(&p) && params[4] == NULL) || params[5] == NULL || params[6] == NULL ||
+      (stats_cases_narrowed(&p) && params[4] == NULL) ||
+      (stats_leave_out_recusals(&p) && params[5] == NULL) || params[6] == NULL ||
       params[7] == NULL) {
     clue_oom(call);
     return;

@@ -20,6 +20,7 @@ event on the clue's chain, which still verifies.
 import json
 import os
 import sys
+import time
 
 import grpc
 
@@ -779,6 +780,85 @@ def test_recusal_events_only_for_those_who_list_recusals(c):
                                         timeout=20).events
         assert e.action == "clue.recuse" and e.redacted == redacted, (u, e)
         assert (e.reason == "") == redacted and (e.details == "") == redacted and (e.hash == "") == redacted, e
+
+
+def test_recused_user_counts_nothing_of_the_clue(c):
+    """A member of G1 recused from a clue of G1 finds it in no figure (docs/COOPERATION.md,
+    "Aggregates"): their GetStatistics (G1's figures and the cases) and GetBulletin are the same
+    before and after the clue is checked and closed, and short of a colleague's by that clue and
+    the ledger item recorded from it, from its submission on. The colleague, the unit's leader, an
+    AUDITOR and an ADMIN count it, and their figures change. Forty days on, the member counts
+    neither a second such clue overdue nor the item overdue; the others do."""
+    sp, rp = S.stats_pb2, S.rectification_pb2
+    day = 86400000
+    w = c.w
+    # New users: w.G1.member is recused from clues of the tests above.
+    L, colleague = w.G1.leader, w.new_user("G1", "MEMBER", "G1-member-counts-all")
+    M2 = w.new_user("G1", "MEMBER", "G1-member-stats")
+    now = int(time.time() * 1000)
+    period = dict(from_ms=now - 60000, to_ms=now + day)
+    month = time.strftime("%Y-%m", time.gmtime(now / 1000 + 8 * 3600))
+
+    def unit_of(r, unit_id):
+        rows = [u for u in r.units if u.unit_id == unit_id]
+        assert len(rows) == 1, r
+        return rows[0]
+
+    def seen(u, stub=None):
+        """u's G1 statistics, the case rows, and G1's bulletin row, as u is answered them."""
+        st = stub or u.stats
+        s = st.GetStatistics(sp.GetStatisticsRequest(unit_ids=[w.G1.id], **period), timeout=30)
+        b = st.GetBulletin(sp.GetBulletinRequest(month=month, unit_ids=[w.G1.id]), timeout=30)
+        return unit_of(s, w.G1.id), list(s.cases), unit_of(b, w.G1.id)
+
+    hidden = submit(colleague)
+    item = L.rect.CreateItem(rp.CreateItemRequest(
+        host_unit="市发展改革委", description="问题", category="c", source=rp.RECTIFICATION_SOURCE_CLUE,
+        source_clue_id=hidden.id, deadline_ms=now + 20 * day, request_id=new_request_id()), timeout=20)
+    recuse(L, hidden.id, user_id=M2.id)
+    not_found_like_missing(M2, hidden.id)
+    others = (colleague, L, w.auditor, w.admin)
+    before = {u.name: seen(u) for u in (M2,) + others}
+    mine, _, my_bulletin = before[M2.name]
+    theirs, _, their_bulletin = before[colleague.name]
+    assert theirs.received == mine.received + 1, (theirs, mine)
+    assert their_bulletin.received == my_bulletin.received + 1
+    assert their_bulletin.rectification_found == my_bulletin.rectification_found + 1
+    for u in others:
+        assert (before[u.name][0], before[u.name][2]) == (theirs, their_bulletin), u
+
+    # The clue is checked, then closed: the recused member's figures stay as they were.
+    move(L, move(L, get(L, hidden.id), PRE).clue, CLO, finding="查无实据")
+    after = {u.name: seen(u) for u in (M2,) + others}
+    assert after[M2.name] == before[M2.name], (after[M2.name], before[M2.name])
+    for u in others:
+        s, _, b = after[u.name]
+        s0, _, b0 = before[u.name]
+        assert (s.preliminary_checks_started, s.closed) == (s0.preliminary_checks_started + 1, s0.closed + 1), u
+        assert {d.disposal: d.count for d in s.closed_by_disposal}.get("FINDING", 0) == \
+            {d.disposal: d.count for d in s0.closed_by_disposal}.get("FINDING", 0) + 1, u
+        assert b.disposed == b0.disposed + 2, u
+        assert (after[u.name][0], b) == (after[colleague.name][0], after[colleague.name][2]), u
+
+    # Forty days on: a second clue of G1 the member is recused from is past its 30 days, and the
+    # item past its 20; only the others count them overdue.
+    hidden2 = submit(colleague)
+    recuse(L, hidden2.id, user_id=M2.id)
+    later = harness.Clued(c.url, args=["--test-clock-offset-ms", str(40 * day)]).start(migrate=False)
+    try:
+        def later_seen(u):
+            with grpc.insecure_channel(later.addr) as ch:
+                return seen(u, S.stats_pb2_grpc.StatsServiceStub(grpc.intercept_channel(ch, world._Auth(u.token))))
+
+        mine, _, my_bulletin = later_seen(M2)
+        for u in others:
+            theirs, _, their_bulletin = later_seen(u)
+            assert theirs.overdue_now == mine.overdue_now + 1, (u, theirs.overdue_now, mine.overdue_now)
+            assert their_bulletin.overdue_now == my_bulletin.overdue_now + 1, u
+            assert their_bulletin.rectification_overdue == my_bulletin.rectification_overdue + 1, u
+    finally:
+        later.stop()
+    assert item.source_clue_id == hidden.id
 
 
 def test_zz_chains(c):

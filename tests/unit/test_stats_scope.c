@@ -90,6 +90,8 @@ static void test_matrix(void **state) {
       assert_int_equal(read.decision, (all || staff) ? AUTHZ_ALLOW : AUTHZ_DENIED);
       assert_int_equal(read.grpc_code, (int)read.decision);
       assert_int_equal(stats_cases_narrowed(&p), !all);
+      /* Only AUDITOR and ADMIN count the clues they would be recused from (they never are). */
+      assert_int_equal(stats_leave_out_recusals(&p), !all);
       for (int t = 0; t < NTARGETS; t++) {
         stats_unit_t u = unit_for((target_t)t, kinds[k]);
         authz_result_t res = stats_can_ask(&p, u.id, &u);
