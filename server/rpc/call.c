@@ -699,7 +699,7 @@ static void call_stream_message(rpc_call_t *call, grpc_message_t *msg) {
     h2_stream_want_writable(&call->stream, 1);
     return;
   }
-  if (rpc_msg_check_strings(call->m->input, msg->data, msg->len, why, sizeof(why)) != 0) {
+  if (rpc_msg_check(call->m->input, msg->data, msg->len, why, sizeof(why)) != 0) {
     free(msg->data);
     h2_stream_input_taken(&call->stream, msg->len + GRPC_FRAME_PREFIX);
     call_finish(call, 200, GRPC_INVALID_ARGUMENT, why);
@@ -803,7 +803,7 @@ static void call_dispatch(rpc_call_t *call) {
     rpc_auth_recheck(call);
     return;
   }
-  if (rpc_msg_check_strings(call->m->input, call->msg.data, call->msg.len, why, sizeof(why))) {
+  if (rpc_msg_check(call->m->input, call->msg.data, call->msg.len, why, sizeof(why))) {
     free(call->msg.data);
     call->msg.data = NULL;
     call_finish(call, 200, GRPC_INVALID_ARGUMENT, why);

@@ -1,10 +1,13 @@
 #ifndef CLUED_RPC_MSG_CHECK_H
 #define CLUED_RPC_MSG_CHECK_H
 
-/* A request's string fields, checked on the wire before decoding. protobuf-c hands strings
- * to C as NUL-terminated text, so "a\0b" would decode as "a": a request silently rewritten.
- * proto3 also requires every string to be valid UTF-8. Both are refused here, for every
- * field of every method, before any handler sees the request. */
+/* A request, checked on the wire before decoding. protobuf-c hands strings to C as
+ * NUL-terminated text, so "a\0b" would decode as "a": a request silently rewritten. proto3
+ * also requires every string to be valid UTF-8. Both are refused here, for every field of
+ * every method, before any handler sees the request; so is wire protobuf-c would decode
+ * although it is no valid message (a field numbered 0, a known field in another wire type
+ * than its type's, which protobuf-c reads as a bool whatever it holds), and with it every
+ * wire this walk cannot read, so that no check here is skipped for what it did not read. */
 
 #include <stddef.h>
 #include <stdint.h>
@@ -15,12 +18,12 @@
 #define RPC_MSG_MAX_DEPTH 32
 
 /**
- * Check the string fields of the message d encoded in data[0..len), and of the messages
- * nested in it. Returns 0 if none holds a NUL byte or invalid UTF-8, or the wire cannot be
- * read (decoding then refuses it with its own message); otherwise -1, with a message naming
- * the field (as "subject.name") in why.
+ * Check the message d encoded in data[0..len), and the messages nested in it. Returns 0 if
+ * its wire can be read, its known fields come in their types' wire types and no string holds
+ * a NUL byte or invalid UTF-8; otherwise -1, with a message naming the field (as
+ * "subject.name") where there is one in why.
  */
-int rpc_msg_check_strings(const ProtobufCMessageDescriptor *d, const uint8_t *data, size_t len,
-                          char *why, size_t why_size);
+int rpc_msg_check(const ProtobufCMessageDescriptor *d, const uint8_t *data, size_t len, char *why,
+                  size_t why_size);
 
 #endif

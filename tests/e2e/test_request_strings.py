@@ -254,5 +254,40 @@ def test_list_clues_takes_each_state_once(c):
         assert e.code() == SC.INVALID_ARGUMENT, e.details()
 
 
+def test_wire_protobuf_c_would_misread_is_refused(c):
+    """Wire that is no valid message but that protobuf-c decodes all the same is refused before
+    any handler: a field numbered 0 written as a two-byte tag (protobuf-c keeps it as an unknown
+    field, and a check that stopped at it would let a NUL-cut string through), and a bool in
+    another wire type (protobuf-c reads any non-zero byte of it, a length prefix too, as true:
+    a ReviewProposal that other parsers read as a rejection would approve)."""
+    before = rows(c)
+    leader = list(c.w.G1.leader.metadata)
+    cells, wrong = 0, []
+    for path, md in methods().items():
+        cls = message_class(md.input_type)
+        name = md.input_type.full_name
+        for fpath, chain in list(string_paths(md.input_type))[:1]:
+            body = b"\x82\x00\x00" + with_value(cls, chain, "合\x00法")
+            want = f"request is not a valid {name} message: a field numbered 0"
+            cells += 1
+            code, details = call(c, path, md, body, leader)
+            if code != SC.INVALID_ARGUMENT or details != want:
+                wrong.append(f"{path} field 0: {code.name} {details!r}, want {want!r}")
+        for f in md.input_type.fields:
+            if f.type != _d.FieldDescriptor.TYPE_BOOL:
+                continue
+            for wire, value in ((2, b"\x01\x00"), (5, b"\x00\x00\x00\x00"), (1, bytes(8))):
+                body = bytes([f.number << 3 | wire]) + value
+                want = f"request is not a valid {name} message: field {f.name} is not a varint"
+                cells += 1
+                code, details = call(c, path, md, body, leader)
+                if code != SC.INVALID_ARGUMENT or details != want:
+                    wrong.append(f"{path} {f.name} wire {wire}: {code.name} {details!r}, want {want!r}")
+    assert cells >= 50, cells  # 57 today
+    assert not wrong, f"{len(wrong)} of {cells}:\n" + "\n".join(wrong[:30])
+    assert rows(c) == before, "a refused request changed rows"
+    print(f"{cells} refusals checked")
+
+
 if __name__ == "__main__":
     harness.run_tests(globals(), setup, teardown)

@@ -54,8 +54,7 @@ static void replace_mark(packed_t *p, const char *repl) {
 }
 
 static int check(const packed_t *p, char *why, size_t size) {
-  return rpc_msg_check_strings(&clue__v1__submit_clue_request__descriptor, p->data, p->len, why,
-                               size);
+  return rpc_msg_check(&clue__v1__submit_clue_request__descriptor, p->data, p->len, why, size);
 }
 
 static void clean_request_passes(void **state) {
@@ -108,26 +107,78 @@ static void invalid_utf8_is_refused(void **state) {
   }
 }
 
-static void unknown_fields_and_unreadable_wire_are_left_to_the_decoder(void **state) {
-  /* Field 99 (unknown) holding a NUL, then a varint field 3; then a length past the end. */
+static int check_wire(const ProtobufCMessageDescriptor *d, const uint8_t *data, size_t len,
+                      char *why, size_t why_size) {
+  why[0] = '\0';
+  return rpc_msg_check(d, data, len, why, why_size);
+}
+
+static void unknown_fields_pass_and_unreadable_wire_is_refused(void **state) {
+  /* Field 99 (unknown) holding a NUL, then a varint field 3: an unknown field is not looked
+   * into. */
   static const uint8_t unknown[] = {0x9a, 0x06, 0x03, 'a', 0x00, 'b', 0x18, 0x01};
+  /* A length past the end; a group; a tag cut short. */
   static const uint8_t cut[] = {0x0a, 0x10, 'a', 'b'};
   static const uint8_t group[] = {0x0b, 0x0c};
-  char why[160] = "";
+  static const uint8_t tag_cut[] = {0x0a, 0x01, 'a', 0x80};
+  /* Field 0 as a two-byte tag (which protobuf-c decodes as an unknown field), then a title
+   * holding a NUL: the walk must not stop before the title. */
+  static const uint8_t field0[] = {0x82, 0x00, 0x00, 0x0a, 0x03, 'a', 0x00, 'b'};
+  /* Field 536870912, past the largest. */
+  static const uint8_t too_big[] = {0x80, 0x80, 0x80, 0x80, 0x20, 0x00};
+  const ProtobufCMessageDescriptor *d = &clue__v1__submit_clue_request__descriptor;
+  char why[200];
   (void)state;
-  assert_int_equal(rpc_msg_check_strings(&clue__v1__submit_clue_request__descriptor, unknown,
-                                         sizeof(unknown), why, sizeof(why)),
-                   0);
-  assert_int_equal(rpc_msg_check_strings(&clue__v1__submit_clue_request__descriptor, cut,
-                                         sizeof(cut), why, sizeof(why)),
-                   0);
-  assert_int_equal(rpc_msg_check_strings(&clue__v1__submit_clue_request__descriptor, group,
-                                         sizeof(group), why, sizeof(why)),
-                   0);
-  assert_int_equal(
-      rpc_msg_check_strings(&clue__v1__submit_clue_request__descriptor, NULL, 0, why, sizeof(why)),
-      0);
+
+  assert_int_equal(check_wire(d, unknown, sizeof(unknown), why, sizeof(why)), 0);
+  assert_int_equal(check_wire(d, cut, sizeof(cut), why, sizeof(why)), -1);
+  assert_string_equal(
+      why, "request is not a valid clue.v1.SubmitClueRequest message: field title is cut short");
+  assert_int_equal(check_wire(d, group, sizeof(group), why, sizeof(why)), -1);
+  assert_string_equal(
+      why, "request is not a valid clue.v1.SubmitClueRequest message: a group (proto3 has none)");
+  assert_int_equal(check_wire(d, tag_cut, sizeof(tag_cut), why, sizeof(why)), -1);
+  assert_non_null(strstr(why, "a field's tag is cut short"));
+  assert_int_equal(check_wire(d, field0, sizeof(field0), why, sizeof(why)), -1);
+  assert_string_equal(
+      why, "request is not a valid clue.v1.SubmitClueRequest message: a field numbered 0");
+  assert_int_equal(check_wire(d, too_big, sizeof(too_big), why, sizeof(why)), -1);
+  assert_non_null(strstr(why, "a field number past 536870911"));
+  assert_int_equal(check_wire(d, NULL, 0, why, sizeof(why)), 0);
   assert_string_equal(why, "");
+}
+
+static void known_fields_come_in_their_wire_type(void **state) {
+  /* ListCluesRequest: repeated ClueState states = 1, SubjectPerson-free; bool overdue_only = 5;
+   * int64 created_from_ms = 6; string subject_name = 4. */
+  static const uint8_t bool_as_len[] = {0x2a, 0x01, 0x00};             /* overdue_only: LEN */
+  static const uint8_t bool_as_i32[] = {0x2d, 0x00, 0x00, 0x00, 0x00}; /* overdue_only: I32 */
+  static const uint8_t bool_as_i64[] = {0x29, 0, 0, 0, 0, 0, 0, 0, 0}; /* overdue_only: I64 */
+  static const uint8_t int_as_len[] = {0x32, 0x01, 0x05};              /* created_from_ms: LEN */
+  static const uint8_t string_as_varint[] = {0x20, 0x01};              /* subject_name: varint */
+  static const uint8_t fine[] = {0x28, 0x01, 0x30, 0x05, 0x22, 0x01, 'x'};
+  /* A repeated enum, packed (LEN) or not (varints): both are proto3's. */
+  static const uint8_t packed[] = {0x0a, 0x02, 0x01, 0x02};
+  static const uint8_t unpacked[] = {0x08, 0x01, 0x08, 0x02};
+  const ProtobufCMessageDescriptor *d = &clue__v1__list_clues_request__descriptor;
+  char why[200];
+  (void)state;
+
+  assert_int_equal(check_wire(d, bool_as_len, sizeof(bool_as_len), why, sizeof(why)), -1);
+  assert_string_equal(
+      why, "request is not a valid clue.v1.ListCluesRequest message: field overdue_only is not "
+           "a varint");
+  assert_int_equal(check_wire(d, bool_as_i32, sizeof(bool_as_i32), why, sizeof(why)), -1);
+  assert_non_null(strstr(why, "field overdue_only is not a varint"));
+  assert_int_equal(check_wire(d, bool_as_i64, sizeof(bool_as_i64), why, sizeof(why)), -1);
+  assert_non_null(strstr(why, "field overdue_only is not a varint"));
+  assert_int_equal(check_wire(d, int_as_len, sizeof(int_as_len), why, sizeof(why)), -1);
+  assert_non_null(strstr(why, "field created_from_ms is not a varint"));
+  assert_int_equal(check_wire(d, string_as_varint, sizeof(string_as_varint), why, sizeof(why)), -1);
+  assert_non_null(strstr(why, "field subject_name is not length-delimited"));
+  assert_int_equal(check_wire(d, fine, sizeof(fine), why, sizeof(why)), 0);
+  assert_int_equal(check_wire(d, packed, sizeof(packed), why, sizeof(why)), 0);
+  assert_int_equal(check_wire(d, unpacked, sizeof(unpacked), why, sizeof(why)), 0);
 }
 
 static void the_last_field_wins_as_a_whole(void **state) {
@@ -136,8 +187,8 @@ static void the_last_field_wins_as_a_whole(void **state) {
   static const uint8_t twice[] = {0x0a, 0x03, 'a', 0x00, 'b', 0x0a, 0x01, 'c'};
   char why[160] = "";
   (void)state;
-  assert_int_equal(rpc_msg_check_strings(&clue__v1__submit_clue_request__descriptor, twice,
-                                         sizeof(twice), why, sizeof(why)),
+  assert_int_equal(rpc_msg_check(&clue__v1__submit_clue_request__descriptor, twice, sizeof(twice),
+                                 why, sizeof(why)),
                    -1);
   assert_string_equal(why, "field title contains a NUL byte");
 }
@@ -173,14 +224,14 @@ static void nesting_is_bounded(void **state) {
     buf[1] = (uint8_t)len;
     len += 2;
   }
-  assert_int_equal(rpc_msg_check_strings(&self, buf, len, why, sizeof(why)), -1);
+  assert_int_equal(rpc_msg_check(&self, buf, len, why, sizeof(why)), -1);
   assert_non_null(strstr(why, "nest more than"));
   /* RPC_MSG_MAX_DEPTH wrappers (messages at depths 0 to the bound) pass; one more does not. */
-  assert_int_equal(rpc_msg_check_strings(&self, buf + 2 * (depth - RPC_MSG_MAX_DEPTH),
-                                         2 * RPC_MSG_MAX_DEPTH, why, sizeof(why)),
+  assert_int_equal(rpc_msg_check(&self, buf + 2 * (depth - RPC_MSG_MAX_DEPTH),
+                                 2 * RPC_MSG_MAX_DEPTH, why, sizeof(why)),
                    0);
-  assert_int_equal(rpc_msg_check_strings(&self, buf + 2 * (depth - RPC_MSG_MAX_DEPTH - 1),
-                                         2 * (RPC_MSG_MAX_DEPTH + 1), why, sizeof(why)),
+  assert_int_equal(rpc_msg_check(&self, buf + 2 * (depth - RPC_MSG_MAX_DEPTH - 1),
+                                 2 * (RPC_MSG_MAX_DEPTH + 1), why, sizeof(why)),
                    -1);
   free(buf);
 }
@@ -190,7 +241,8 @@ int main(void) {
       cmocka_unit_test(clean_request_passes),
       cmocka_unit_test(a_nul_byte_is_named_at_any_depth),
       cmocka_unit_test(invalid_utf8_is_refused),
-      cmocka_unit_test(unknown_fields_and_unreadable_wire_are_left_to_the_decoder),
+      cmocka_unit_test(unknown_fields_pass_and_unreadable_wire_is_refused),
+      cmocka_unit_test(known_fields_come_in_their_wire_type),
       cmocka_unit_test(the_last_field_wins_as_a_whole),
       cmocka_unit_test(nesting_is_bounded),
   };
