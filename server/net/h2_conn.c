@@ -90,17 +90,102 @@ static int on_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd, void *
   return 0;
 }
 
+/* RFC 9113 5.1.2 makes a HEADERS frame that opens a stream past the advertised
+ * SETTINGS_MAX_CONCURRENT_STREAMS a stream error, but nghttp2 (1.52, and its current
+ * sources) makes it a connection error once the SETTINGS is acknowledged, before any
+ * callback, and has no option against it: every call of the connection was lost for one
+ * stream too many. So nghttp2 is told a larger limit, the limit plus the refusals below and
+ * one (session_new), and the peer the limit itself (advertise_stream_limit); clued enforces
+ * it here, in on_begin_headers.
+ *
+ * A stream past it is reset with REFUSED_STREAM: nothing of it was processed, so a gRPC
+ * client retries it. Its call is never made (stream_accept is not called) and the rest of
+ * its header block is decoded for HPACK's sake only, unseen by any callback. Each refusal
+ * takes a token of a budget shaped as nghttp2's against the client's own RST_STREAM (rapid
+ * reset): H2_REFUSED_BURST at once, H2_REFUSED_RATE more a second. Past it, or with more than
+ * H2_REFUSED_BURST refused streams still waiting for their RST_STREAM to go out (a client
+ * that does not read), the connection ends with GOAWAY ENHANCE_YOUR_CALM: opening and being
+ * refused endlessly costs a bounded amount of work and memory. nghttp2's own check, one
+ * stream later, is never reached. */
+#define H2_REFUSED_BURST 1000
+#define H2_REFUSED_RATE 33
+
+/* Take one refusal from c's budget, refilled once a second. Returns 0 when none is left. */
+static int refusal_budget_take(h2_conn_t *c) {
+  uint64_t now = uv_now(c->srv->loop) / 1000;
+
+  if (now > c->refuse_stamp) {
+    uint64_t add = (now - c->refuse_stamp) * H2_REFUSED_RATE;
+    c->refuse_tokens = add >= H2_REFUSED_BURST - c->refuse_tokens
+                           ? H2_REFUSED_BURST
+                           : c->refuse_tokens + (unsigned)add;
+    c->refuse_stamp = now;
+  }
+  if (c->refuse_tokens == 0)
+    return 0;
+  c->refuse_tokens--;
+  return 1;
+}
+
+/* Stream id opened past the limit (c->nopen counts it): refuse it, or end the connection
+ * when the budget is spent. Returns what on_begin_headers returns. */
+static int conn_refuse_stream(h2_conn_t *c, int32_t id) {
+  unsigned max = c->srv->cfg.max_concurrent_streams;
+  int unsent = c->nopen - max > H2_REFUSED_BURST; /* refused, their resets not yet sent */
+
+  if (unsent || !refusal_budget_take(c)) {
+    snprintf(c->error, sizeof(c->error),
+             "%u streams refused past SETTINGS_MAX_CONCURRENT_STREAMS %u: %s (ENHANCE_YOUR_CALM)",
+             c->nrefused + 1, max, unsent ? "too many resets unsent" : "over the refusal budget");
+    c->error_code = NGHTTP2_ENHANCE_YOUR_CALM;
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
+  }
+  if (c->nrefused++ == 0)
+    log_info("conn %llu (%s): stream %d opened past SETTINGS_MAX_CONCURRENT_STREAMS %u: "
+             "refused (RST_STREAM REFUSED_STREAM); the connection serves on, and its further "
+             "refusals are counted, not logged",
+             (unsigned long long)c->id, c->peer, id, max);
+  /* Returning TEMPORAL_CALLBACK_FAILURE makes nghttp2 skip the block's fields and reset the
+   * stream; the reset submitted first is the one sent (a stream being reset takes no other). */
+  nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, id, NGHTTP2_REFUSED_STREAM);
+  return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+}
+
+/* Our SETTINGS as nghttp2 just wrote it (p: the frame, n bytes) carries nghttp2's larger
+ * SETTINGS_MAX_CONCURRENT_STREAMS (session_new); the peer is told the limit itself. */
+static void advertise_stream_limit(h2_conn_t *c, uint8_t *p, size_t n) {
+  uint32_t v = c->srv->cfg.max_concurrent_streams;
+  int found = 0;
+
+  c->settings_out = 0;
+  assert(n >= 9 && p[3] == NGHTTP2_SETTINGS && !(p[4] & NGHTTP2_FLAG_ACK));
+  for (size_t i = 9; i + 6 <= n; i += 6) {
+    if (p[i] == 0 && p[i + 1] == NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS) {
+      p[i + 2] = (uint8_t)(v >> 24);
+      p[i + 3] = (uint8_t)(v >> 16);
+      p[i + 4] = (uint8_t)(v >> 8);
+      p[i + 5] = (uint8_t)v;
+      found = 1;
+    }
+  }
+  assert(found);
+  (void)found;
+}
+
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
   h2_conn_t *c = conn_of(s, ud);
   h2_stream_t *st;
 
   if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
     return 0;
+  c->nopen++; /* nghttp2 opened it; on_stream_close counts it out */
   if (c->state != H2_CONN_OPEN) {
     /* Past GOAWAY nghttp2 already ignores new streams; be explicit anyway. */
     nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
     return 0;
   }
+  if (c->nopen > c->srv->cfg.max_concurrent_streams)
+    return conn_refuse_stream(c, f->hd.stream_id);
   if (c->srv->stream_accept(c->srv, c->id, f->hd.stream_id, &st) != 0) {
     nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_INTERNAL_ERROR);
     return 0;
@@ -207,6 +292,9 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
 
   if (f->hd.type == NGHTTP2_GOAWAY && f->goaway.error_code != NGHTTP2_NO_ERROR)
     conn_goaway_sent(c, &f->goaway);
+  /* Called before nghttp2_session_mem_send() returns the frame's bytes (h2_conn_flush). */
+  if (f->hd.type == NGHTTP2_SETTINGS && !(f->hd.flags & NGHTTP2_FLAG_ACK))
+    c->settings_out = 1;
   if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
     return 0;
   c->ping_strikes = 0;
@@ -263,6 +351,8 @@ static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error
   h2_stream_t *st = nghttp2_session_get_stream_user_data(s, stream_id);
 
   c->last_active = uv_now(c->srv->loop);
+  assert(c->nopen > 0);
+  c->nopen--;
   if (nghttp2_session_get_stream_remote_close(s, stream_id) == 1) {
     c->ended[c->nended] = stream_id;
     c->nended = (c->nended + 1) % H2_STREAM_ENDED;
@@ -746,6 +836,8 @@ void h2_conn_flush(h2_conn_t *c) {
           c->wcap = cap;
         }
         memcpy(c->wbuf + c->wlen, data, (size_t)n);
+        if (c->settings_out)
+          advertise_stream_limit(c, c->wbuf + c->wlen, (size_t)n);
         c->wlen += (size_t)n;
       }
       c->in_session = 0;
@@ -1174,8 +1266,10 @@ static int session_new(h2_conn_t *c) {
   nghttp2_session_callbacks_del(cbs);
   if (rc != 0)
     return -ENOMEM;
+  /* nghttp2's limit, not the peer's (advertise_stream_limit): clued refuses a stream past
+   * the advertised one, and ends the connection before this one is reached. */
   iv[0].settings_id = NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS;
-  iv[0].value = c->srv->cfg.max_concurrent_streams;
+  iv[0].value = c->srv->cfg.max_concurrent_streams + H2_REFUSED_BURST + 1;
   /* A stream's credit comes back only as its messages are taken (h2_stream.c), so its
    * window must hold the largest request message, or that message could never arrive. */
   iv[1].settings_id = NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE;
@@ -1249,6 +1343,8 @@ int h2_conn_accept(server_t *srv, h2_conn_t **out) {
   c->id = ++srv->next_conn_id;
   c->state = H2_CONN_OPEN;
   c->born = c->last_active = c->last_progress = uv_now(srv->loop);
+  c->refuse_tokens = H2_REFUSED_BURST;
+  c->refuse_stamp = c->born / 1000;
   rc = uv_tcp_init(srv->loop, &c->tcp);
   if (rc < 0) {
     free(c);

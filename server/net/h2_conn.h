@@ -75,6 +75,13 @@ struct h2_conn {
   uint64_t last_progress; /* last time pending output moved */
   uint64_t last_ping;     /* last PING received */
   unsigned ping_strikes;  /* PINGs too close together since we last sent HEADERS/DATA */
+  /* SETTINGS_MAX_CONCURRENT_STREAMS, enforced here (on_begin_headers in h2_conn.c): a stream
+   * past it is refused alone, within a budget of refusals. */
+  unsigned nopen;            /* streams the client opened that nghttp2 still holds */
+  unsigned refuse_tokens;    /* refusals the budget still allows (H2_REFUSED_BURST) */
+  uint64_t refuse_stamp;     /* loop time (s) the budget was last refilled */
+  unsigned nrefused;         /* streams refused past the limit so far */
+  unsigned settings_out : 1; /* nghttp2 just wrote our SETTINGS: the limit is set in it */
   uv_write_t wreq;
   uint8_t *wbuf; /* bytes being written, owned; freed while idle */
   size_t wlen, wcap;
