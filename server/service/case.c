@@ -27,6 +27,7 @@
 #include "clue/v1/case.pb-c.h"
 #include "log.h"
 #include "service/clue_row.h"
+#include "service/request_sha256.h"
 #include "service/svc_util.h"
 
 /* Limits of CreateJointCase's lists. */
@@ -381,6 +382,7 @@ static int validate_create(const Clue__V1__CreateJointCaseRequest *req, validate
 typedef struct create_req {
   const Clue__V1__CreateJointCaseRequest *req;
   const char *request_id;
+  const char *request_sha256; /* request_sha256() */
   const char *title;
   const char *basis;
   const char *participants; /* bigint[] literal */
@@ -420,7 +422,7 @@ static const char create_facts_sql[] =
 
 static const char create_sql[] =
     "SELECT " JC_SELECT("$1")
-    " FROM case_create($1, $2, $3, $4, $5, $6, $7::bigint[], $8::bigint[], $9::bigint[]) r";
+    " FROM case_create($1, $2, $3, $4, $5, $6, $7::bigint[], $8::bigint[], $9::bigint[], $10) r";
 /* clang-format on */
 
 /* May the unit at facts row i take part? Fails the call and returns false if not. */
@@ -492,7 +494,7 @@ static void got_create_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
   size_t nversions = req->n_clue_ids ? req->n_clue_ids : 1;
   int n = db_rows(r);
   int64_t *versions;
-  const char *params[9];
+  const char *params[10];
 
   if ((versions = rpc_call_alloc(call, nversions * sizeof(*versions))) == NULL) {
     clue_oom(call);
@@ -503,7 +505,8 @@ static void got_create_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
     const char *tag = db_value(r, i, CF_TAG), *method = db_value(r, i, CF_REQ_METHOD);
     if (tag[0] != 'r' || method == NULL)
       continue;
-    /* A retry: case_create answers with the first call's case. */
+    /* A retry: case_create answers with the first call's case (or refuses a request with
+     * other fields than the first's). */
     if (strcmp(method, "CreateJointCase") != 0) {
       clue_refuse_reused(call, cr->request_id);
       return;
@@ -528,7 +531,8 @@ write:
   params[6] = cr->participants;
   params[7] = cr->clues;
   params[8] = svc_id_array(call, versions, req->n_clue_ids);
-  if (!svc_all_set(params, 9) ||
+  params[9] = cr->request_sha256;
+  if (!svc_all_set(params, 10) ||
       !svc_sight_on_refusal(call, &(svc_sight_t){.sql = create_facts_sql,
                                                  .nparams = 5,
                                                  .values = cr->facts,
@@ -536,7 +540,7 @@ write:
     clue_oom(call);
     return;
   }
-  svc_query(call, create_sql, 9, params, reply_case, NULL);
+  svc_query(call, create_sql, 10, params, reply_case, NULL);
 }
 
 static void create_joint_case(rpc_call_t *call, const ProtobufCMessage *m) {
@@ -560,6 +564,7 @@ static void create_joint_case(rpc_call_t *call, const ProtobufCMessage *m) {
   }
   cr->req = req;
   cr->request_id = clue_request_key(call, req->request_id);
+  cr->request_sha256 = request_sha256(call, m);
   cr->title = clue_trimmed(call, req->title);
   cr->basis = clue_trimmed(call, req->basis);
   cr->participants = svc_id_array(call, req->participant_unit_ids, req->n_participant_unit_ids);
@@ -570,7 +575,7 @@ static void create_joint_case(rpc_call_t *call, const ProtobufCMessage *m) {
   params[2] = cr->participants;
   params[3] = svc_i64(call, p.unit_id, 0);
   params[4] = cr->clues;
-  if (cr->title == NULL || !svc_all_set(params, 5)) {
+  if (cr->title == NULL || cr->request_sha256 == NULL || !svc_all_set(params, 5)) {
     clue_oom(call);
     return;
   }

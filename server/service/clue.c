@@ -22,6 +22,7 @@
 #include "service/handover.h"
 #include "service/note.h"
 #include "service/proposal.h"
+#include "service/request_sha256.h"
 #include "service/svc_util.h"
 
 /* ---- SubmitClue ------------------------------------------------------------------------ */
@@ -78,7 +79,7 @@ static const char submit_sql[] =
     SVC_DURABLE_IF(SVC_KEY_RECORDED("clue_requests", "$1", "$3"))
     "SELECT " CLUE_COLS("s", "ou", "$2", "$1")
     " FROM clue_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,"
-    " $15::text[], $16, $17, $18, $19, $20) s JOIN units ou ON ou.id = (s).owner_unit";
+    " $15::text[], $16, $17, $18, $19, $20, $21) s JOIN units ou ON ou.id = (s).owner_unit";
 
 /* The same for many SubmitClues at once (service/batch.h, 0022_batched_submits.sql): parameter
  * i is every call's parameter i ($15: each call's categories in their text form); the caller's
@@ -89,7 +90,7 @@ static const char submit_many_sql[] =
     " FROM clue_submit_many($1::bigint[], $2::bigint[], $3::uuid[], $4::bigint[], $5::bigint[],"
     " $6::int[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],"
     " $13::boolean[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[],"
-    " $20::bigint[]) s JOIN units ou ON ou.id = (s.clue).owner_unit";
+    " $20::bigint[], $21::bytea[]) s JOIN units ou ON ou.id = (s.clue).owner_unit";
 
 static const char get_clue_sql[] =
     "SELECT " CLUE_COLS("c", "ou", "$2", "$3") ", " CLUE_HANDLERS_COL("c")
@@ -113,7 +114,7 @@ static const svc_batch_kind_t submits = {.id = SVC_BATCH_SUBMIT,
                                          .name = "submit",
                                          .one_sql = submit_sql,
                                          .many_sql = submit_many_sql,
-                                         .nparams = 20,
+                                         .nparams = 21,
                                          .writes = 1,
                                          .lock_param = 2};
 
@@ -126,7 +127,7 @@ static void submit_clue(rpc_call_t *call, const ProtobufCMessage *m) {
   int64_t now = clue_now_ms(call), deadline;
   authz_result_t res;
   validate_errors_t errs;
-  const char *params[20];
+  const char *params[21];
   int oom;
 
   if (validate_submit(req, &errs) != 0 && clue_invalid_each(call, &errs))
@@ -157,9 +158,11 @@ static void submit_clue(rpc_call_t *call, const ProtobufCMessage *m) {
   params[17] = rep ? clue_trimmed(call, rep->address) : NULL;
   params[18] = rep ? clue_trimmed(call, rep->email) : NULL;
   params[19] = svc_token(call, &oom);
-  if (oom || params[0] == NULL || params[1] == NULL || params[2] == NULL || params[3] == NULL ||
-      (deadline != 0 && params[4] == NULL) || params[5] == NULL || params[6] == NULL ||
-      params[7] == NULL || params[9] == NULL || params[13] == NULL || params[14] == NULL) {
+  params[20] = request_sha256(call, m);
+  if (oom || params[20] == NULL || params[0] == NULL || params[1] == NULL || params[2] == NULL ||
+      params[3] == NULL || (deadline != 0 && params[4] == NULL) || params[5] == NULL ||
+      params[6] == NULL || params[7] == NULL || params[9] == NULL || params[13] == NULL ||
+      params[14] == NULL) {
     clue_oom(call);
     return;
   }
@@ -263,6 +266,7 @@ static void get_clue(rpc_call_t *call, const ProtobufCMessage *m) {
 typedef struct move_req {
   const Clue__V1__RequestTransitionRequest *req;
   const char *request_id;
+  const char *request_sha256; /* request_sha256() */
   const char *reason;
   int disposal;
   const char *finding;
@@ -297,7 +301,7 @@ enum {
  * reviewer) or many (the same as arrays, unnested): the select list and the joins, given the
  * expressions of the caller's unit and user and of the named reviewer. */
 #define MOVE_FACTS_COLS(unit, user, named)                                                      \
-  CLUE_COLS("c", "ou", unit, user) ", nu.kind, q.method, q.clue_id, q.proposal_id"              \
+  CLUE_COLS("c", "ou", unit, user) ", nu.kind, " CLUE_REQ_METHOD("q") ", q.clue_id, q.proposal_id"              \
   ", " REVIEWER_RECUSED("(SELECT jcl.lead_unit FROM joint_cases jcl WHERE jcl.id = c.joint_case_id)") \
   ", " REVIEWER_RECUSED("ou.liaison_room_id") ", " REVIEWER_RECUSED(named)
 #define MOVE_FACTS_JOINS(clue, user, request_id, named)                                         \
@@ -339,7 +343,7 @@ static const char replay_proposal_sql[] =
 static const char apply_move_sql[] =
     SVC_DURABLE_IF(SVC_KEY_RECORDED("clue_requests", "$1", "$3"))
     "SELECT " MOVED_COLS " FROM clue_apply_move($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-    " jsonb_strip_nulls(" MOVE_DETAILS ")), $16, $17) o";
+    " jsonb_strip_nulls(" MOVE_DETAILS ")), $16, $17, $18) o";
 
 /* The same for many plain moves at once (service/batch.h, 0024_batched_moves.sql): parameter i
  * is every move's parameter i; the details are built per move as above. */
@@ -348,13 +352,14 @@ static const char apply_move_sql[] =
   " $4::bigint[], $5::bigint[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[],"  \
   " ARRAY(SELECT jsonb_strip_nulls(" MOVE_DETAILS_OF("d", "f", "s", "p::int", "r") "))"          \
   " FROM unnest($11::text[], $12::text[], $13::text[], $14::text[], $15::text[])"                \
-  " WITH ORDINALITY AS u(d, f, s, p, r, k) ORDER BY k), $16::bigint[], $17::bigint[], " direct ")"
+  " WITH ORDINALITY AS u(d, f, s, p, r, k) ORDER BY k), $16::bigint[], $17::bigint[], "          \
+  direct ", $18::bytea[])"
 
 static const char apply_moves_sql[] =
     SVC_DURABLE_IF(SVC_KEYS_RECORDED("clue_requests", "$1", "$3")) "SELECT " MOVED_COLS ", o.ord FROM " APPLY_MOVES("false") " o";
 
 /* A move's write: its parameters (move_params()), as one call's or as arrays of many. */
-enum { MOVE_NPARAMS = 17 };
+enum { MOVE_NPARAMS = 18 };
 
 static const svc_batch_kind_t plain_moves = {.id = SVC_BATCH_MOVE,
                                               .name = "move",
@@ -371,7 +376,8 @@ static const char direct_move_sql[] =
     "SELECT " CLUE_COLS("o.clue", "ou", "$2::bigint", "$1::bigint") " FROM clue_apply_moves("
     "ARRAY[$1::bigint], ARRAY[$2::bigint], ARRAY[$3::uuid], ARRAY[$4::bigint], ARRAY[$5::bigint],"
     " ARRAY[$6::bigint], ARRAY[$7::text], ARRAY[$8::text], ARRAY[$9::text], ARRAY[$10::text],"
-    " ARRAY[jsonb_strip_nulls(" MOVE_DETAILS "))], ARRAY[$16::bigint], ARRAY[$17::bigint], true)"
+    " ARRAY[jsonb_strip_nulls(" MOVE_DETAILS "))], ARRAY[$16::bigint], ARRAY[$17::bigint], true,"
+    " ARRAY[$18::bytea])"
     OUTCOME_JOIN;
 
 static const char direct_moves_sql[] =
@@ -391,7 +397,7 @@ static const svc_batch_kind_t direct_moves = {.id = SVC_BATCH_MOVE_DIRECT,
 
 static const char propose_sql[] =
     "SELECT " OUTCOME_COLS " FROM proposal_create($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-    " jsonb_strip_nulls(" MOVE_DETAILS ", 'reviewer_unit_id', $17::bigint)), $16)" OUTCOME_JOIN;
+    " jsonb_strip_nulls(" MOVE_DETAILS ", 'reviewer_unit_id', $17::bigint)), $16, $18)" OUTCOME_JOIN;
 /* clang-format on */
 
 /* Reply with the clue and, when the call made or names one, the proposal. */
@@ -440,6 +446,10 @@ static void replay_transition(rpc_call_t *call, const db_result_t *r, move_req_t
 
   if (!clue_request_is(r, MF_REQ_METHOD, "RequestTransition", mr->req->clue_id)) {
     clue_refuse_reused(call, mr->request_id);
+    return;
+  }
+  if (!clue_request_same(r, MF_REQ_METHOD, mr->request_sha256)) {
+    clue_refuse_changed(call, mr->request_id);
     return;
   }
   if (!clue_see_or_refuse(call, row))
@@ -508,6 +518,7 @@ static bool move_params(rpc_call_t *call, const move_req_t *mr, const authz_prin
   params[0] = svc_i64(call, p->user_id, 0);
   params[1] = svc_i64(call, p->unit_id, 0);
   params[2] = mr->request_id;
+  params[17] = mr->request_sha256;
   params[3] = svc_i64(call, now, 0);
   params[4] = svc_i64(call, id, 0);
   params[5] = svc_i64(call, version, 0);
@@ -684,6 +695,7 @@ static void request_transition(rpc_call_t *call, const ProtobufCMessage *m) {
   }
   mr->req = req;
   mr->request_id = clue_request_key(call, req->request_id);
+  mr->request_sha256 = request_sha256(call, m);
   mr->reason = clue_trimmed(call, req->reason);
   if (d != NULL) {
     mr->disposal = (int)d->disposal;
@@ -701,7 +713,8 @@ static void request_transition(rpc_call_t *call, const ProtobufCMessage *m) {
   params[4] = svc_i64(call, mr->named_reviewer, 1);
   /* A move refused as a change made meanwhile (a stale version, the clue handed over) is
    * told so only while the caller still sees the clue. */
-  if (mr->request_id == NULL || params[0] == NULL || params[1] == NULL || params[3] == NULL ||
+  if (mr->request_id == NULL || mr->request_sha256 == NULL || params[0] == NULL ||
+      params[1] == NULL || params[3] == NULL ||
       !clue_sight_on_refusal(call, req->clue_id, "clue not found")) {
     clue_oom(call);
     return;

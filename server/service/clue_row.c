@@ -463,12 +463,31 @@ bool clue_change_allowed(rpc_call_t *call, const char *what, const clue_row_t *r
 }
 
 bool clue_request_is(const db_result_t *r, int col, const char *method, int64_t id) {
-  return strcmp(db_value(r, 0, col), method) == 0 && svc_col_i64(r, 0, col + 1) == id;
+  const char *v = db_value(r, 0, col);
+  size_t n = strlen(method);
+
+  return strncmp(v, method, n) == 0 && (v[n] == '\0' || v[n] == ' ') &&
+         svc_col_i64(r, 0, col + 1) == id;
+}
+
+bool clue_request_same(const db_result_t *r, int col, const char *sha256) {
+  const char *v = strchr(db_value(r, 0, col), ' ');
+
+  /* No fingerprint recorded (a record of before 0047), or none to compare: a retry. */
+  return v == NULL || sha256 == NULL || strcmp(v + 1, sha256 + 2) == 0;
 }
 
 void clue_refuse_reused(rpc_call_t *call, const char *request_id) {
   rpc_detail_field(call, "request_id", "already used for another call");
   rpc_fail(call, GRPC_INVALID_ARGUMENT, "request_id %s was already used for another call",
+           request_id);
+}
+
+void clue_refuse_changed(rpc_call_t *call, const char *request_id) {
+  log_info("call %s: request_id %s refused: a retry with other fields", rpc_call_id(call),
+           request_id);
+  rpc_detail_field(call, "request_id", "already used for a different request");
+  rpc_fail(call, GRPC_INVALID_ARGUMENT, "request_id %s was already used for a different request",
            request_id);
 }
 

@@ -217,13 +217,32 @@ bool clue_change_allowed(rpc_call_t *call, const char *what, const clue_row_t *r
                          int64_t expected_version, const authz_result_t *res);
 
 /**
- * Whether the idempotency record a facts query read at (0, col) is this call's: its method
- * (column col, not NULL) is method and the id it names (column col + 1) is id.
+ * Whether the idempotency record a facts query read at (0, col) is this call's kind: its method
+ * (column col, CLUE_REQ_METHOD(), not NULL) is method and the id it names (column col + 1) is
+ * id.
  */
 bool clue_request_is(const db_result_t *r, int col, const char *method, int64_t id);
 
+/**
+ * Whether that record (column col, CLUE_REQ_METHOD()) was made by a request with the fields of
+ * this one: its fingerprint is sha256 (request_sha256()), or it has none (a record of before
+ * 0047_request_fingerprints.sql).
+ */
+bool clue_request_same(const db_result_t *r, int col, const char *sha256);
+
 /** Fail call with INVALID_ARGUMENT: its request_id was already used for another call. */
 void clue_refuse_reused(rpc_call_t *call, const char *request_id);
+
+/** Fail call with INVALID_ARGUMENT: its request_id was already used with other fields. */
+void clue_refuse_changed(rpc_call_t *call, const char *request_id);
+
+/**
+ * The select-list expression of the request record q's method as clue_request_is() and
+ * clue_request_same() read it: the method, then a space and the fingerprint in hex if the
+ * record has one.
+ */
+#define CLUE_REQ_METHOD(q)                                                                         \
+  "(" q ".method || coalesce(' ' || encode(" q ".request_sha256, 'hex'), ''))"
 
 /** Fail call with INVALID_ARGUMENT if rc != 0 (a validate.h result); returns rc != 0. */
 bool clue_invalid(rpc_call_t *call, int rc, const validate_error_t *err);

@@ -13,11 +13,13 @@
 
 #include "log.h"
 #include "service/clue_row.h"
+#include "service/request_sha256.h"
 #include "service/svc_util.h"
 
 typedef struct extend_req {
   const Clue__V1__ExtendDeadlineRequest *req;
   const char *request_id;
+  const char *request_sha256; /* request_sha256() */
   const char *reason;
 } extend_req_t;
 
@@ -30,7 +32,7 @@ enum {
 /* clang-format off */
 static const char extend_facts_sql[] =
     SVC_DURABLE_IF(SVC_KEY_RECORDED("clue_requests", "$2", "$4"))
-    "SELECT " CLUE_COLS("c", "ou", "$3", "$2") ", q.method, q.clue_id"
+    "SELECT " CLUE_COLS("c", "ou", "$3", "$2") ", " CLUE_REQ_METHOD("q") ", q.clue_id"
     " FROM (SELECT 1) one"
     " LEFT JOIN clues c ON c.id = $1"
     " LEFT JOIN units ou ON ou.id = c.owner_unit"
@@ -38,7 +40,7 @@ static const char extend_facts_sql[] =
 
 static const char extend_sql[] =
     "SELECT " CLUE_COLS("s", "ou", "$2", "$1")
-    " FROM clue_extend_deadline($1, $2, $3, $4, $5, $6, $7, $8) s JOIN units ou ON ou.id = (s).owner_unit";
+    " FROM clue_extend_deadline($1, $2, $3, $4, $5, $6, $7, $8, $9) s JOIN units ou ON ou.id = (s).owner_unit";
 /* clang-format on */
 
 /* FAILED_PRECONDITION, logged, with a PreconditionFailure whose subject is the clue's state. */
@@ -63,7 +65,7 @@ static void got_extend_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
   int64_t now = clue_now_ms(call);
   authz_result_t res;
   clue_row_t row;
-  const char *params[8];
+  const char *params[9];
 
   if (db_rows(r) != 1 || clue_row_read(call, r, 0, 0, now, &row) != 0) {
     clue_oom(call);
@@ -73,6 +75,10 @@ static void got_extend_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
     /* A retry: answer with the clue the first call extended, as it is now. */
     if (!clue_request_is(r, EF_REQ_METHOD, "ExtendDeadline", req->clue_id)) {
       clue_refuse_reused(call, er->request_id);
+      return;
+    }
+    if (!clue_request_same(r, EF_REQ_METHOD, er->request_sha256)) {
+      clue_refuse_changed(call, er->request_id);
       return;
     }
     if (clue_see_or_refuse_as(call, "extend", &row))
@@ -104,11 +110,12 @@ static void got_extend_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
   params[5] = svc_i64(call, row.version, 0);
   params[6] = rpc_call_printf(call, "%d", (int)req->days);
   params[7] = er->reason;
-  if (!svc_all_set(params, 8) || !clue_sight_on_refusal(call, row.id, "clue not found")) {
+  params[8] = er->request_sha256;
+  if (!svc_all_set(params, 9) || !clue_sight_on_refusal(call, row.id, "clue not found")) {
     clue_oom(call);
     return;
   }
-  svc_query(call, extend_sql, 8, params, clue_reply_seen, NULL);
+  svc_query(call, extend_sql, 9, params, clue_reply_seen, NULL);
 }
 
 /* Every violation of the request, one per field (validate_errors_t). */
@@ -138,12 +145,13 @@ void clue_extend_deadline(rpc_call_t *call, const ProtobufCMessage *m) {
   er->req = req;
   er->request_id = clue_request_key(call, req->request_id);
   er->reason = clue_trimmed(call, req->reason);
+  er->request_sha256 = request_sha256(call, m);
   params[0] = svc_i64(call, req->clue_id, 0);
   params[1] = svc_i64(call, p.user_id, 0);
   params[2] = svc_i64(call, p.unit_id, 0);
   params[3] = er->request_id;
-  if (er->request_id == NULL || er->reason == NULL || params[0] == NULL || params[1] == NULL ||
-      params[2] == NULL) {
+  if (er->request_id == NULL || er->reason == NULL || er->request_sha256 == NULL ||
+      params[0] == NULL || params[1] == NULL || params[2] == NULL) {
     clue_oom(call);
     return;
   }

@@ -18,6 +18,7 @@
 #include "rpc/auth.h"
 #include "service/clue_row.h"
 #include "service/clue_scope.h"
+#include "service/request_sha256.h"
 #include "service/svc_util.h"
 
 /* At most this many recusals or assignments in one ListRecusals or ListAssignments answer. */
@@ -66,13 +67,13 @@ enum {
 static const char handler_facts_sql[] =
     SVC_DURABLE_IF(SVC_KEY_RECORDED("clue_requests", "$2", "$4"))
     "SELECT " CLUE_COLS("c", "ou", "$3", "$2") ", " CLUE_HANDLERS_COL("c") ", " TARGET_COLS
-    ", q.method, q.clue_id" FACTS_FROM;
+    ", " CLUE_REQ_METHOD("q") ", q.clue_id" FACTS_FROM;
 
 /* The write; the clue with its handlers is read after it, by a statement of its own (the
  * write's own statement would not see the rows it changed). $10 is the state the decision saw,
  * which an assignment's write compares (0037): the parameters before it are a recusal's too. */
 static const char set_handler_sql[] =
-    "SELECT s.id FROM clue_set_handler($1, $2, $3, $4, $5, $6, $10, $7, $8, $9) s";
+    "SELECT s.id FROM clue_set_handler($1, $2, $3, $4, $5, $6, $10, $7, $8, $9, $11) s";
 
 static const char reread_sql[] =
     "SELECT " CLUE_COLS("c", "ou", "$2", "$3") ", " CLUE_HANDLERS_COL("c")
@@ -81,11 +82,11 @@ static const char reread_sql[] =
 static const char recuse_facts_sql[] =
     SVC_DURABLE_IF(SVC_KEY_RECORDED("clue_requests", "$2", "$4"))
     "SELECT " CLUE_COLS("c", "ou", "$3", "$2") ", " CLUE_HANDLERS_COL("c") ", " TARGET_COLS
-    ", q.method, q.clue_id, " RECUSAL_COLS("rq") FACTS_FROM
+    ", " CLUE_REQ_METHOD("q") ", q.clue_id, " RECUSAL_COLS("rq") FACTS_FROM
     " LEFT JOIN recusals rq ON rq.id = q.recusal_id";
 
 static const char recuse_sql[] =
-    "SELECT " RECUSAL_COLS("x") " FROM clue_recuse($1, $2, $3, $4, $5, $6, $7, $8) x";
+    "SELECT " RECUSAL_COLS("x") " FROM clue_recuse($1, $2, $3, $4, $5, $6, $7, $8, $9) x";
 
 /* A clue the caller ($2) is recused from is a missing clue to it (docs/COOPERATION.md): its
  * recusals and assignments are listed for no reason at all, its unit's users' included. */
@@ -116,6 +117,7 @@ typedef struct handler_req {
   int64_t user_id; /* the user named; for a recusal, the caller when the request said 0 */
   const char *reason;
   const char *request_id;
+  const char *request_sha256; /* request_sha256() */
   bool assign;
 } handler_req_t;
 
@@ -228,8 +230,14 @@ static bool replayed(rpc_call_t *call, const db_result_t *r, const handler_req_t
       clue_oom(call);
     else if (x->user_id != hr->user_id)
       clue_refuse_reused(call, hr->request_id); /* another user's recusal: another call */
+    else if (!clue_request_same(r, TF_REQ_METHOD, hr->request_sha256))
+      clue_refuse_changed(call, hr->request_id); /* another reason */
     else
       (void)rpc_reply(call, &x->base);
+    return true;
+  }
+  if (!clue_request_same(r, TF_REQ_METHOD, hr->request_sha256)) {
+    clue_refuse_changed(call, hr->request_id);
     return true;
   }
   if (!clue_see_or_refuse(call, row))
@@ -247,7 +255,7 @@ static void got_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   authz_user_t u;
   authz_result_t res;
   clue_row_t row;
-  const char *params[10];
+  const char *params[11];
   int n = 0;
 
   if (db_rows(r) != 1 || clue_row_read(call, r, 0, 0, clue_now_ms(call), &row) != 0) {
@@ -289,20 +297,23 @@ static void got_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   }
   if (strcmp(hr->method, "RecordRecusal") == 0) {
     params[n++] = hr->reason;
+    params[n++] = hr->request_sha256;
     svc_query(call, recuse_sql, n, params, reply_recusal, NULL);
     return;
   }
   params[n++] = hr->assign ? "t" : "f";
   params[n++] = hr->reason; /* NULL: none given */
   params[n++] = clue_state_name(row.facts.state);
+  params[n++] = hr->request_sha256;
   log_info("call %s: %s user %lld on clue %lld", rpc_call_id(call), hr->method,
            (long long)u.user_id, (long long)row.id);
   svc_query(call, set_handler_sql, n, params, handler_set, NULL);
 }
 
 /* Validate, then read the facts. user_id 0 stands for the caller where self_default. */
-static void start(rpc_call_t *call, const char *method, int64_t clue_id, int64_t user_id,
-                  const char *reason, bool reason_required, const char *request_id, bool assign) {
+static void start(rpc_call_t *call, const ProtobufCMessage *m, const char *method, int64_t clue_id,
+                  int64_t user_id, const char *reason, bool reason_required, const char *request_id,
+                  bool assign) {
   authz_principal_t p = clue_principal(call);
   validate_errors_t e;
   handler_req_t *hr;
@@ -327,13 +338,15 @@ static void start(rpc_call_t *call, const char *method, int64_t clue_id, int64_t
   hr->user_id = user_id;
   hr->reason = clue_trimmed(call, reason);
   hr->request_id = clue_request_key(call, request_id);
+  hr->request_sha256 = request_sha256(call, m);
   hr->assign = assign;
   params[0] = svc_i64(call, clue_id, 0);
   params[1] = svc_i64(call, p.user_id, 0);
   params[2] = svc_i64(call, p.unit_id, 0);
   params[3] = hr->request_id;
   params[4] = svc_i64(call, user_id, 0);
-  if (!svc_all_set(params, 5) || (reason_required && hr->reason == NULL)) {
+  if (!svc_all_set(params, 5) || hr->request_sha256 == NULL ||
+      (reason_required && hr->reason == NULL)) {
     clue_oom(call);
     return;
   }
@@ -342,20 +355,31 @@ static void start(rpc_call_t *call, const char *method, int64_t clue_id, int64_t
 
 void clue_assign_handler(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__AssignHandlerRequest *req = (const void *)m;
-  start(call, "AssignHandler", req->clue_id, req->user_id, req->reason, false, req->request_id,
+  start(call, m, "AssignHandler", req->clue_id, req->user_id, req->reason, false, req->request_id,
         true);
 }
 
 void clue_unassign_handler(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__UnassignHandlerRequest *req = (const void *)m;
-  start(call, "UnassignHandler", req->clue_id, req->user_id, req->reason, false, req->request_id,
+  start(call, m, "UnassignHandler", req->clue_id, req->user_id, req->reason, false, req->request_id,
         false);
 }
 
 void clue_record_recusal(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__RecordRecusalRequest *req = (const void *)m;
-  start(call, "RecordRecusal", req->clue_id, req->user_id, req->reason, true, req->request_id,
-        false);
+  Clue__V1__RecordRecusalRequest *same = rpc_call_alloc(call, sizeof(*same));
+
+  if (same == NULL) {
+    clue_oom(call);
+    return;
+  }
+  /* user_id 0 names the caller: the request that names the caller's own id is the same one,
+   * and so is its fingerprint. */
+  *same = *req;
+  if (same->user_id == 0)
+    same->user_id = clue_principal(call).user_id;
+  start(call, &same->base, "RecordRecusal", req->clue_id, req->user_id, req->reason, true,
+        req->request_id, false);
 }
 
 /* ---- ListRecusals ------------------------------------------------------------------------ */

@@ -15,11 +15,13 @@
 
 #include "log.h"
 #include "service/clue_row.h"
+#include "service/request_sha256.h"
 #include "service/svc_util.h"
 
 typedef struct handover_req {
   const Clue__V1__HandOverRequest *req;
   const char *request_id;
+  const char *request_sha256; /* request_sha256() */
   const char *reason;
 } handover_req_t;
 
@@ -34,7 +36,8 @@ enum {
 /* clang-format off */
 static const char handover_facts_sql[] =
     SVC_DURABLE_IF(SVC_KEY_RECORDED("clue_requests", "$2", "$3"))
-    "SELECT " CLUE_COLS("c", "ou", "$4", "$2") ", tu.kind, q.method, q.clue_id, q.clue_version"
+    "SELECT " CLUE_COLS("c", "ou", "$4", "$2") ", tu.kind, " CLUE_REQ_METHOD("q")
+    ", q.clue_id, q.clue_version"
     " FROM (SELECT 1) one"
     " LEFT JOIN clues c ON c.id = $1"
     " LEFT JOIN units ou ON ou.id = c.owner_unit"
@@ -42,7 +45,7 @@ static const char handover_facts_sql[] =
     " LEFT JOIN clue_requests q ON q.user_id = $2 AND q.request_id = $3";
 
 static const char handover_sql[] =
-    "SELECT " OUTCOME_COLS " FROM clue_handover($1, $2, $3, $4, $5, $6, $7, $8)" OUTCOME_JOIN;
+    "SELECT " OUTCOME_COLS " FROM clue_handover($1, $2, $3, $4, $5, $6, $7, $8, $9)" OUTCOME_JOIN;
 /* clang-format on */
 
 static void handed_over(rpc_call_t *call, const db_result_t *r, void *arg) {
@@ -69,6 +72,10 @@ static void replay_handover(rpc_call_t *call, const db_result_t *r, const handov
     clue_refuse_reused(call, hr->request_id);
     return;
   }
+  if (!clue_request_same(r, HF_REQ_METHOD, hr->request_sha256)) {
+    clue_refuse_changed(call, hr->request_id);
+    return;
+  }
   res = authz_can_see_clue(&p, &row->facts);
   if (row->id != 0 && authz_ok(&res)) {
     (void)rpc_reply(call, &row->clue->base);
@@ -93,7 +100,7 @@ static void got_handover_facts(rpc_call_t *call, const db_result_t *r, void *arg
   clue_unit_kind_t to_kind;
   authz_result_t res, see;
   clue_row_t row;
-  const char *params[8];
+  const char *params[9];
 
   if (db_rows(r) != 1 || clue_row_read(call, r, 0, 0, clue_now_ms(call), &row) != 0) {
     clue_oom(call);
@@ -128,11 +135,12 @@ static void got_handover_facts(rpc_call_t *call, const db_result_t *r, void *arg
   params[5] = svc_i64(call, row.version, 0);
   params[6] = svc_i64(call, req->to_unit_id, 0);
   params[7] = hr->reason;
-  if (!svc_all_set(params, 8) || !clue_sight_on_refusal(call, row.id, "clue not found")) {
+  params[8] = hr->request_sha256;
+  if (!svc_all_set(params, 9) || !clue_sight_on_refusal(call, row.id, "clue not found")) {
     clue_oom(call);
     return;
   }
-  svc_query(call, handover_sql, 8, params, handed_over, NULL);
+  svc_query(call, handover_sql, 9, params, handed_over, NULL);
 }
 
 /* Every violation of the request, one per field (validate_errors_t). */
@@ -162,12 +170,13 @@ void clue_hand_over(rpc_call_t *call, const ProtobufCMessage *m) {
   hr->req = req;
   hr->request_id = clue_request_key(call, req->request_id);
   hr->reason = clue_trimmed(call, req->reason);
+  hr->request_sha256 = request_sha256(call, m);
   params[0] = svc_i64(call, req->clue_id, 0);
   params[1] = svc_i64(call, p.user_id, 0);
   params[2] = hr->request_id;
   params[3] = svc_i64(call, p.unit_id, 0);
   params[4] = svc_i64(call, req->to_unit_id, 0);
-  if (hr->reason == NULL || !svc_all_set(params, 5)) {
+  if (hr->reason == NULL || hr->request_sha256 == NULL || !svc_all_set(params, 5)) {
     clue_oom(call);
     return;
   }

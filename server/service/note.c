@@ -11,6 +11,7 @@
 #include "log.h"
 #include "service/clue_row.h"
 #include "service/clue_scope.h"
+#include "service/request_sha256.h"
 #include "service/svc_util.h"
 
 /* Database names of Clue__V1__NoteKind, by number. */
@@ -39,7 +40,8 @@ enum {
 
 static const char add_facts_sql[] =
     SVC_DURABLE_IF(SVC_KEY_RECORDED("clue_requests", "$2", "$4"))
-    "SELECT " CLUE_FACT_COLS("c", "ou", "$3", "$2") ", q.method, q.clue_id, " NOTE_COLS("n")
+    "SELECT " CLUE_FACT_COLS("c", "ou", "$3", "$2") ", " CLUE_REQ_METHOD("q") ", q.clue_id, "
+    NOTE_COLS("n")
     " FROM (SELECT 1) one"
     " LEFT JOIN clues c ON c.id = $1"
     " LEFT JOIN units ou ON ou.id = c.owner_unit"
@@ -63,7 +65,7 @@ static const char add_lock_sql[] =
 static const char add_clue_lock_sql[] = "SELECT 1 FROM clues WHERE id = $1 FOR SHARE";
 static const char add_sql[] =
     "WITH s AS MATERIALIZED (SELECT c.id FROM clues c WHERE c.id = $5 AND %s)"
-    " SELECT " NOTE_COLS("n") " FROM s CROSS JOIN LATERAL note_add($1, $2, $3, $4, s.id, $6, $7, $8) n";
+    " SELECT " NOTE_COLS("n") " FROM s CROSS JOIN LATERAL note_add($1, $2, $3, $4, s.id, $6, $7, $8, $9) n";
 
 /* The clue's facts, then a page of its notes (one row with NULL note columns when none).
  * Notes past the text budget are not fetched, except the first one, which tells the reply
@@ -101,6 +103,7 @@ static Clue__V1__Note *note_read(rpc_call_t *call, const db_result_t *r, int row
 typedef struct note_req {
   const Clue__V1__AddNoteRequest *req;
   const char *request_id;
+  const char *request_sha256; /* request_sha256() */
   const char *text;
 } note_req_t;
 
@@ -149,9 +152,11 @@ static void got_add_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
       clue_oom(call);
       return;
     }
-    /* Another note under the key of the first: another call, not its retry. */
-    if ((int)n->kind != (int)nr->req->kind || nr->text == NULL || strcmp(n->text, nr->text) != 0) {
-      clue_refuse_reused(call, nr->request_id);
+    /* Another note under the key of the first: not its retry. (The fingerprint says so of a
+     * record that has one; the note itself of one from before it.) */
+    if ((int)n->kind != (int)nr->req->kind || nr->text == NULL || strcmp(n->text, nr->text) != 0 ||
+        !clue_request_same(r, NF_REQ_METHOD, nr->request_sha256)) {
+      clue_refuse_changed(call, nr->request_id);
       return;
     }
     (void)rpc_reply(call, &n->base);
@@ -166,7 +171,7 @@ static void got_add_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
     clue_refuse(call, &res);
     return;
   }
-  if ((params = rpc_call_alloc(call, 8 * sizeof(*params))) == NULL) {
+  if ((params = rpc_call_alloc(call, 9 * sizeof(*params))) == NULL) {
     clue_oom(call);
     return;
   }
@@ -178,12 +183,13 @@ static void got_add_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   params[5] = svc_i64(call, row.facts.owner_unit_id, 0);
   params[6] = kind_names[nr->req->kind];
   params[7] = nr->text;
+  params[8] = nr->request_sha256;
   if (clue_scope_sql(authz_clue_scope(&p), "c", 2, 1, cond, sizeof(cond)) != 0)
     snprintf(cond, sizeof(cond), "false");
   sql = rpc_call_printf(call, add_sql, cond);
   /* As every write's: the owner compare's "handed over meanwhile" is told only while the
    * author still sees the clue. */
-  if (sql == NULL || !svc_all_set(params, 8) ||
+  if (sql == NULL || !svc_all_set(params, 9) ||
       !clue_sight_on_refusal(call, row.id, "clue not found") ||
       (stmts = rpc_call_alloc(call, 3 * sizeof(*stmts))) == NULL ||
       (lock_params = rpc_call_alloc(call, 2 * sizeof(*lock_params))) == NULL) {
@@ -194,7 +200,7 @@ static void got_add_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   lock_params[1] = params[2];
   stmts[0] = (db_stmt_t){.sql = add_lock_sql, .nparams = 2, .values = lock_params};
   stmts[1] = (db_stmt_t){.sql = add_clue_lock_sql, .nparams = 1, .values = &params[4]};
-  stmts[2] = (db_stmt_t){.sql = sql, .nparams = 8, .values = params};
+  stmts[2] = (db_stmt_t){.sql = sql, .nparams = 9, .values = params};
   svc_txn(call, stmts, 3, note_added, NULL);
 }
 
@@ -219,11 +225,12 @@ void clue_add_note(rpc_call_t *call, const ProtobufCMessage *m) {
   nr->req = req;
   nr->request_id = clue_request_key(call, req->request_id);
   nr->text = clue_trimmed(call, req->text);
+  nr->request_sha256 = request_sha256(call, m);
   params[0] = svc_i64(call, req->clue_id, 0);
   params[1] = svc_i64(call, p.user_id, 0);
   params[2] = svc_i64(call, p.unit_id, 0);
   params[3] = nr->request_id;
-  if (nr->text == NULL || !svc_all_set(params, 4)) {
+  if (nr->text == NULL || nr->request_sha256 == NULL || !svc_all_set(params, 4)) {
     clue_oom(call);
     return;
   }

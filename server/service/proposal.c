@@ -8,12 +8,14 @@
 
 #include "log.h"
 #include "service/clue_row.h"
+#include "service/request_sha256.h"
 
 /* ---- ReviewProposal --------------------------------------------------------------------- */
 
 typedef struct review_req {
   const Clue__V1__ReviewProposalRequest *req;
   const char *request_id;
+  const char *request_sha256; /* request_sha256() */
   const char *comment;
   const char *facts[4]; /* review_facts_sql's parameters */
 } review_req_t;
@@ -28,7 +30,8 @@ enum {
 /* clang-format off */
 static const char review_facts_sql[] =
     SVC_DURABLE_IF(SVC_KEY_RECORDED("clue_requests", "$2", "$4"))
-    "SELECT " PROPOSAL_COLS("p") ", " CLUE_COLS("c", "ou", "$3", "$2") ", q.method, q.proposal_id"
+    "SELECT " PROPOSAL_COLS("p") ", " CLUE_COLS("c", "ou", "$3", "$2") ", "
+    CLUE_REQ_METHOD("q") ", q.proposal_id"
     " FROM (SELECT 1) one"
     " LEFT JOIN proposals p ON p.id = $1"
     " LEFT JOIN clues c ON c.id = p.clue_id"
@@ -36,7 +39,7 @@ static const char review_facts_sql[] =
     " LEFT JOIN clue_requests q ON q.user_id = $2 AND q.request_id = $4";
 
 static const char decide_sql[] =
-    "SELECT " OUTCOME_COLS " FROM proposal_decide($1, $2, $3, $4, $5, $6, $7, $8, $9)" OUTCOME_JOIN;
+    "SELECT " OUTCOME_COLS " FROM proposal_decide($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)" OUTCOME_JOIN;
 /* clang-format on */
 
 /* Whether the caller may see the proposal: it sees the clue, or its unit reviews it. */
@@ -110,7 +113,7 @@ static void got_review_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
   authz_proposal_t pf = {0};
   authz_result_t res;
   clue_row_t row;
-  const char *params[9];
+  const char *params[10];
 
   if (db_rows(r) != 1 || clue_proposal_read(call, r, 0, 0, &prop, &pf) != 0 ||
       clue_row_read(call, r, 0, RF_CLUE, now, &row) != 0) {
@@ -131,6 +134,10 @@ static void got_review_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
     if ((prop->status == CLUE__V1__PROPOSAL_STATUS__PROPOSAL_STATUS_APPROVED) !=
         (rr->req->approve != 0)) {
       clue_refuse_reused(call, rr->request_id);
+      return;
+    }
+    if (!clue_request_same(r, RF_REQ_METHOD, rr->request_sha256)) {
+      clue_refuse_changed(call, rr->request_id);
       return;
     }
     reply_review(call, &row, prop);
@@ -166,6 +173,7 @@ static void got_review_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
   params[6] = rr->comment;
   params[7] = move->action;
   params[8] = svc_i64(call, deadline, 1);
+  params[9] = rr->request_sha256;
   if (params[0] == NULL || params[1] == NULL || params[3] == NULL || params[4] == NULL ||
       (deadline != 0 && params[8] == NULL) ||
       !svc_sight_on_refusal(call, &(svc_sight_t){.sql = review_facts_sql,
@@ -175,7 +183,7 @@ static void got_review_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
     clue_oom(call);
     return;
   }
-  svc_query(call, decide_sql, 9, params, decided, NULL);
+  svc_query(call, decide_sql, 10, params, decided, NULL);
 }
 
 void clue_review_proposal(rpc_call_t *call, const ProtobufCMessage *m) {
@@ -199,12 +207,13 @@ void clue_review_proposal(rpc_call_t *call, const ProtobufCMessage *m) {
   rr->req = req;
   rr->request_id = key;
   rr->comment = clue_trimmed(call, req->comment);
+  rr->request_sha256 = request_sha256(call, m);
   params = rr->facts;
   params[0] = svc_i64(call, req->proposal_id, 0);
   params[1] = svc_i64(call, clue_principal(call).user_id, 0);
   params[2] = svc_i64(call, clue_principal(call).unit_id, 0);
   params[3] = key;
-  if (params[0] == NULL || params[1] == NULL || params[2] == NULL) {
+  if (rr->request_sha256 == NULL || params[0] == NULL || params[1] == NULL || params[2] == NULL) {
     clue_oom(call);
     return;
   }

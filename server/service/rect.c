@@ -26,6 +26,7 @@
 #include "log.h"
 #include "service/clue_row.h"
 #include "service/clue_scope.h"
+#include "service/request_sha256.h"
 #include "service/svc_util.h"
 
 /* Note ids a plan or evidence may cite. */
@@ -565,6 +566,7 @@ static int validate_create(const Clue__V1__CreateItemRequest *req, int64_t now,
 typedef struct create_req {
   const Clue__V1__CreateItemRequest *req;
   const char *request_id;
+  const char *request_sha256; /* request_sha256() */
   const char *host_unit;
   const char *description;
   const char *category;
@@ -595,7 +597,7 @@ static const char create_facts_sql[] =
     " LEFT JOIN clue_requests cq ON cq.user_id = $4 AND cq.request_id = $5";
 
 static const char create_sql[] =
-    "SELECT " RECT_COLS("$2", "$1") " FROM rect_create($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) i"
+    "SELECT " RECT_COLS("$2", "$1") " FROM rect_create($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) i"
     " JOIN units u ON u.id = i.supervising_unit";
 /* clang-format on */
 
@@ -605,7 +607,7 @@ static void got_create_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
   authz_principal_t p = clue_principal(call);
   rect_source_facts_t src = {0};
   authz_result_t res;
-  const char *params[11];
+  const char *params[12];
 
   if (db_rows(r) != 1) {
     clue_oom(call);
@@ -659,6 +661,7 @@ static void got_create_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
   params[8] = svc_i64(call, req->source_clue_id, 1);
   params[9] = svc_i64(call, req->source_case_id, 1);
   params[10] = svc_i64(call, req->deadline_ms, 0);
+  params[11] = cr->request_sha256;
   /* An item from a clue that changed owner meanwhile is refused so only while the caller
    * still sees the clue. */
   if (!svc_all_set(params, 8) || params[10] == NULL ||
@@ -667,7 +670,7 @@ static void got_create_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
     clue_oom(call);
     return;
   }
-  svc_query(call, create_sql, 11, params, reply_item, NULL);
+  svc_query(call, create_sql, 12, params, reply_item, NULL);
 }
 
 static void create_item(rpc_call_t *call, const ProtobufCMessage *m) {
@@ -694,6 +697,7 @@ static void create_item(rpc_call_t *call, const ProtobufCMessage *m) {
   }
   cr->req = req;
   cr->request_id = clue_request_key(call, req->request_id);
+  cr->request_sha256 = request_sha256(call, m);
   cr->host_unit = clue_trimmed(call, req->host_unit);
   cr->description = clue_trimmed(call, req->description);
   cr->category = clue_trimmed(call, req->category);
@@ -703,7 +707,8 @@ static void create_item(rpc_call_t *call, const ProtobufCMessage *m) {
   params[3] = svc_i64(call, p.user_id, 0);
   params[4] = cr->request_id;
   params[5] = cr->host_unit;
-  if (cr->description == NULL || cr->category == NULL || !svc_all_set(params + 2, 4)) {
+  if (cr->description == NULL || cr->category == NULL || cr->request_sha256 == NULL ||
+      !svc_all_set(params + 2, 4)) {
     clue_oom(call);
     return;
   }
@@ -718,6 +723,7 @@ typedef struct move_req {
   int64_t item_id;
   int64_t expected_version;
   const char *request_id;
+  const char *request_sha256; /* request_sha256() */
   const char *text;  /* plan, evidence, comment or reason; NULL when none */
   const char *notes; /* bigint[] literal */
   size_t n_notes;
@@ -744,7 +750,7 @@ static const char move_notes_facts_sql[] =
     MOVE_FACTS_FROM;
 
 static const char move_sql[] =
-    "SELECT " RECT_COLS("$2", "$1") " FROM rect_move($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) i"
+    "SELECT " RECT_COLS("$2", "$1") " FROM rect_move($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) i"
     " JOIN units u ON u.id = i.supervising_unit";
 /* clang-format on */
 
@@ -755,7 +761,7 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   rect_item_facts_t facts;
   authz_result_t res;
   rect_state_t from;
-  const char *params[11];
+  const char *params[12];
 
   if (db_rows(r) != 1) {
     clue_oom(call);
@@ -822,13 +828,15 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   }
   params[10] = params[9];
   params[9] = mr->text; /* NULL: an optional comment left out */
-  svc_query(call, move_sql, 11, params, reply_item, NULL);
+  params[11] = mr->request_sha256;
+  svc_query(call, move_sql, 12, params, reply_item, NULL);
 }
 
 /* The shared start of the four moves: validate, then read the item. */
-static void start_move(rpc_call_t *call, const char *method, rect_state_t target, int64_t item_id,
-                       int64_t expected_version, const char *request_id, const char *text_field,
-                       const char *text, const int64_t *note_ids, size_t n_note_ids) {
+static void start_move(rpc_call_t *call, const ProtobufCMessage *m, const char *method,
+                       rect_state_t target, int64_t item_id, int64_t expected_version,
+                       const char *request_id, const char *text_field, const char *text,
+                       const int64_t *note_ids, size_t n_note_ids) {
   unsigned required = rect_fsm_required(target);
   bool text_required = required != 0;
   bool long_text = (required & (RECT_FIELD_PLAN | RECT_FIELD_EVIDENCE)) != 0;
@@ -861,6 +869,7 @@ static void start_move(rpc_call_t *call, const char *method, rect_state_t target
   mr->item_id = item_id;
   mr->expected_version = expected_version;
   mr->request_id = clue_request_key(call, request_id);
+  mr->request_sha256 = request_sha256(call, m);
   mr->text = clue_trimmed(call, text);
   mr->notes = svc_id_array(call, note_ids, n_note_ids);
   mr->n_notes = n_note_ids;
@@ -877,8 +886,8 @@ static void start_move(rpc_call_t *call, const char *method, rect_state_t target
       snprintf(cond, sizeof(cond), "false");
     sql = rpc_call_printf(call, move_notes_facts_sql, cond);
   }
-  if (mr->notes == NULL || sql == NULL || (text_required && mr->text == NULL) ||
-      !svc_all_set(params, 4)) {
+  if (mr->notes == NULL || sql == NULL || mr->request_sha256 == NULL ||
+      (text_required && mr->text == NULL) || !svc_all_set(params, 4)) {
     clue_oom(call);
     return;
   }
@@ -887,25 +896,25 @@ static void start_move(rpc_call_t *call, const char *method, rect_state_t target
 
 static void record_plan(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__RecordPlanRequest *req = (const void *)m;
-  start_move(call, "RecordPlan", RECT_STATE_PLAN_RECORDED, req->item_id, req->expected_version,
+  start_move(call, m, "RecordPlan", RECT_STATE_PLAN_RECORDED, req->item_id, req->expected_version,
              req->request_id, "plan", req->plan, req->note_ids, req->n_note_ids);
 }
 
 static void submit(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__SubmitRequest *req = (const void *)m;
-  start_move(call, "Submit", RECT_STATE_SUBMITTED, req->item_id, req->expected_version,
+  start_move(call, m, "Submit", RECT_STATE_SUBMITTED, req->item_id, req->expected_version,
              req->request_id, "evidence", req->evidence, req->note_ids, req->n_note_ids);
 }
 
 static void verify(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__VerifyRequest *req = (const void *)m;
-  start_move(call, "Verify", RECT_STATE_VERIFIED, req->item_id, req->expected_version,
+  start_move(call, m, "Verify", RECT_STATE_VERIFIED, req->item_id, req->expected_version,
              req->request_id, "comment", req->comment, NULL, 0);
 }
 
 static void reopen(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__ReopenRequest *req = (const void *)m;
-  start_move(call, "Reopen", RECT_STATE_REOPENED, req->item_id, req->expected_version,
+  start_move(call, m, "Reopen", RECT_STATE_REOPENED, req->item_id, req->expected_version,
              req->request_id, "reason", req->reason, NULL, 0);
 }
 

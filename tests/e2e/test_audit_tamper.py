@@ -50,6 +50,29 @@ def migrations_before(first):
     return d
 
 
+FINGERPRINT_SHIMS = """
+ALTER TABLE clue_requests ADD COLUMN request_sha256 bytea;
+DO $do$
+DECLARE
+  f record;
+BEGIN
+  FOR f IN SELECT p.proname, p.pronargs, pg_get_function_identity_arguments(p.oid) AS args,
+                  pg_get_function_result(p.oid) AS res, p.proargtypes[0]::regtype::text LIKE '%[]' AS many
+           FROM pg_proc p
+           WHERE p.pronamespace = 'public'::regnamespace
+             AND p.proname IN ('clue_submit', 'clue_submit_many', 'clue_apply_move', 'clue_apply_moves',
+                               'proposal_create', 'proposal_decide', 'clue_handover', 'note_add',
+                               'clue_extend_deadline', 'clue_set_handler', 'clue_recuse', 'case_create',
+                               'rect_create', 'rect_move') LOOP
+    EXECUTE format('CREATE FUNCTION %I(%s, p_request_sha256 %s) RETURNS %s LANGUAGE sql AS %L', f.proname,
+                   f.args, CASE WHEN f.many THEN 'bytea[]' ELSE 'bytea' END, f.res,
+                   format('SELECT * FROM %I(%s)', f.proname,
+                          (SELECT string_agg('$' || i, ', ') FROM generate_series(1, f.pronargs) i)));
+  END LOOP;
+END $do$;
+"""
+
+
 class Log:
     """A fresh database and clued, a few clues with a reporter, notes and moves, and a
     checkpoint of all of it saved by the auditor. upgraded: the first clues are written by a
@@ -65,6 +88,7 @@ class Log:
             old = migrations_before("0031")
             self.srv = harness.Clued(self.url, args=self.args + ["--migrations", old])
             self.srv.run("migrate", "--migrations", old)
+            self._fingerprint_shims(True)
             self.srv.start(migrate=False)
         else:
             self.srv = harness.Clued(self.url, args=self.args).start()
@@ -80,9 +104,29 @@ class Log:
         self.clues = []
         self._submit()
         if upgraded:
+            self._fingerprint_shims(False)
             self.restart(migrate=True)
             self._submit()
         self.cp = self.save_checkpoint()
+
+    def _fingerprint_shims(self, on):
+        """This clued passes every write a request's fingerprint, which the writers take since
+        0047: on the schema before 0031, an overload of each that takes it and drops it, and the
+        request records' column the facts reads select (on=False: all of it removed again, for
+        the upgrade to make its own)."""
+        db = self.pg.connect(self.dbname)
+        try:
+            with db.cursor() as cur:
+                if on:
+                    cur.execute(FINGERPRINT_SHIMS)
+                else:
+                    cur.execute("SELECT p.oid::regprocedure::text FROM pg_proc p"
+                                " WHERE 'p_request_sha256' = ANY(p.proargnames)")
+                    for f, in cur.fetchall():
+                        cur.execute("DROP FUNCTION " + f)
+                    cur.execute("ALTER TABLE clue_requests DROP COLUMN request_sha256")
+        finally:
+            db.close()
 
     def _submit(self):
         g = self.w.G1

@@ -12,6 +12,7 @@ except ids, seqs and the moments of the appends; the chains must verify by audit
 """
 
 import ast
+import hashlib
 import os
 import re
 import subprocess
@@ -52,7 +53,7 @@ BATCH_SQL = c_string(
     '"SELECT " CLUE_COLS("s.clue", "ou", "s.actor_unit", "s.actor_user") ", s.ord"'
     '" FROM clue_submit_many($1::bigint[], $2::bigint[], $3::uuid[], $4::bigint[], $5::bigint[], $6::int[],"'
     '" $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::boolean[], $14::text[],"'
-    '" $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::bigint[]) s"'
+    '" $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::bigint[], $21::bytea[]) s"'
     '" JOIN units ou ON ou.id = (s.clue).owner_unit"')
 
 NOW = 1_764_900_000_000  # 2025-12-05, in ms
@@ -76,11 +77,15 @@ def text_array(values):
 
 
 def call(user, unit, key=None, i=0, reporter=False, deadline=True, token=None, source="LETTER_VISIT_REPORT"):
-    """One SubmitClue call's 20 parameters, as clued's submit_clue() builds them."""
+    """One SubmitClue call's 21 parameters, as clued's submit_clue() builds them. The last, the
+    request's fingerprint (request_sha256() of the decoded request), stands here for a hash of
+    the parameters that come from the request: calls with one i and source are one request."""
     rep = (f"举报人{i}", f"1370000{i:04d}", None if i % 2 else f"地址 {i}", "") if reporter else (None,) * 4
-    return [user, unit, key or str(uuid.uuid4()), NOW + i, NOW + i + 30 * DAY if deadline else None, 2025,
-            f"线索 {i}", f"摘要 {i}\n第二行", source, f"某某{i}", None if i % 3 == 0 else f"职务{i}",
-            "" if i % 2 else "正处级", i % 4 == 1, "市发展改革委", CATS[i % len(CATS)], *rep, token]
+    params = [user, unit, key or str(uuid.uuid4()), NOW + i, NOW + i + 30 * DAY if deadline else None, 2025,
+              f"线索 {i}", f"摘要 {i}\n第二行", source, f"某某{i}", None if i % 3 == 0 else f"职务{i}",
+              "" if i % 2 else "正处级", i % 4 == 1, "市发展改革委", CATS[i % len(CATS)], *rep, token]
+    fields = params[5:19]
+    return params + ["\\x" + hashlib.sha256(repr(fields).encode()).hexdigest()]
 
 
 class Db:
@@ -115,14 +120,14 @@ class Db:
 
     def submit(self, params, conn=None):
         with (conn or self.rt).cursor() as cur:
-            cur.execute("EXECUTE submit (" + ", ".join(["%s"] * 20) + ")", params)
+            cur.execute("EXECUTE submit (" + ", ".join(["%s"] * 21) + ")", params)
             return cur.fetchone()
 
     def batch(self, calls, conn=None):
         """The batch statement for calls; {ord: row without ord}."""
-        arrays = [text_array([c[i] for c in calls]) for i in range(20)]
+        arrays = [text_array([c[i] for c in calls]) for i in range(21)]
         with (conn or self.rt).cursor() as cur:
-            cur.execute("EXECUTE batch (" + ", ".join(["%s"] * 20) + ")", arrays)
+            cur.execute("EXECUTE batch (" + ", ".join(["%s"] * 21) + ")", arrays)
             rows = cur.fetchall()
         assert [r[-1] for r in rows] == sorted(r[-1] for r in rows), "rows in call order"
         return {r[-1]: r[:-1] for r in rows}
@@ -293,7 +298,7 @@ def test_a_failing_call_rolls_back_the_batch(c):
     for calls, code in (
         ([call(P[0], U[0], i=30, reporter=True), call(P[1], U[1], i=31, source="NOT_A_SOURCE"),
           call(P[0], U[0], i=32)], "23514"),
-        ([call(P[2], U[2], key=key, i=33), call(P[3], U[3], i=34), call(P[2], U[2], key=key, i=35)], "23505"),
+        ([call(P[2], U[2], key=key, i=33), call(P[3], U[3], i=34), call(P[2], U[2], key=key, i=33)], "23505"),
     ):
         try:
             a.batch(calls)
@@ -301,7 +306,8 @@ def test_a_failing_call_rolls_back_the_batch(c):
         except psycopg2.Error as e:
             assert e.pgcode == code, (e.pgcode, e.pgerror)
         assert snapshot() == before
-    # On its own the bad call is refused, the others go through; a key's second call is its retry.
+    # On its own the bad call is refused, the others go through; a key's second call with the
+    # same fields is its retry, with others refused (0047).
     try:
         a.submit(call(P[1], U[1], i=31, source="NOT_A_SOURCE"))
         raise AssertionError("clue_submit accepted a bad source")
@@ -309,9 +315,14 @@ def test_a_failing_call_rolls_back_the_batch(c):
         assert e.pgcode == "23514", e.pgcode
     answers = []
     for params in (call(P[0], U[0], i=30, reporter=True), call(P[0], U[0], i=32),
-                   call(P[2], U[2], key=key, i=33), call(P[3], U[3], i=34), call(P[2], U[2], key=key, i=35)):
+                   call(P[2], U[2], key=key, i=33), call(P[3], U[3], i=34), call(P[2], U[2], key=key, i=33)):
         answers.append(a.submit(params))
     assert answers[2][0] == answers[4][0]
+    try:
+        a.submit(call(P[2], U[2], key=key, i=35))
+        raise AssertionError("clue_submit took another request under a used key for its retry")
+    except psycopg2.Error as e:
+        assert e.pgcode == "CLARG" and "was already used for a different request" in e.pgerror, e.pgerror
     check_chains(a)
     check_gapless(a)
 

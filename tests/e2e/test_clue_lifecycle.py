@@ -431,9 +431,10 @@ def test_move_idempotent(c):
     cl = c.submit(w.G2.member)
     key = new_request_id()
     first = c.move(w.G2.leader, cl, PRELIM, request_id=key)
+    # A retry sends the same fields (the details left out now: the same as sent empty).
     for _ in range(3):
         again = w.G2.leader.clue.RequestTransition(pb.RequestTransitionRequest(
-            clue_id=cl.id, expected_version=1, target=PRELIM, reason="r", request_id=key), timeout=20)
+            clue_id=cl.id, expected_version=1, target=PRELIM, reason="依据初步核实情况", request_id=key), timeout=20)
         assert again.clue.version == 2 and again.clue.state == PRELIM and not again.pending
     # The same key for another clue is refused.
     other = c.submit(w.G2.member)
@@ -473,8 +474,8 @@ def test_move_idempotent(c):
     # Retried approval: applied once.
     key = new_request_id()
     d1 = c.review(w.R1.leader, pid, True, request_id=key)
-    d2 = w.R1.leader.clue.ReviewProposal(pb.ReviewProposalRequest(proposal_id=pid, approve=True, request_id=key),
-                                         timeout=20)
+    d2 = w.R1.leader.clue.ReviewProposal(pb.ReviewProposalRequest(proposal_id=pid, approve=True, comment="同意",
+                                                                  request_id=key), timeout=20)
     assert d1.clue.version == d2.clue.version == 3 and d2.proposal.status == pb.PROPOSAL_STATUS_APPROVED
     assert c.events(cl.id) == events + 2
 

@@ -240,11 +240,17 @@ def test_submit_and_get(c):
     assert m, r.stdout
     cid, number, rid = int(m.group(1)), m.group(2), m.group(3)
     assert UUID4.match(rid), rid
-    # A retry with the printed request id returns the same clue and creates nothing.
-    again = c.json(w.G1.member, "clue", "submit", "--title", "某局长违规收受礼金", "--summary", "反映其收受购物卡",
-                   "--source", "LETTER_VISIT_REPORT", "--subject-name", "张三", "--host-unit", "市发展改革委",
-                   "--request-id", rid)
+    # A retry with the printed request id and the same fields returns the same clue and creates
+    # nothing (the source spelled otherwise is the same field); with other fields it is refused.
+    same = ["clue", "submit", "--title", "某局长违规收受礼金", "--summary", "反映其收受购物卡",
+            "--source", "LETTER_VISIT_REPORT", "--subject-name", "张三", "--subject-position", "局长",
+            "--subject-rank", "正处", "--top-leader", "--host-unit", "市发展改革委",
+            "--category", "违反廉洁纪律", "--category", "违反工作纪律",
+            "--reporter-name", "李四", "--reporter-phone", "13800000000", "--request-id", rid]
+    again = c.json(w.G1.member, *same)
     assert again["id"] == cid and again["registration_number"] == number and again["request_id"] == rid
+    r = c.ctl(w.G1.member, *[a if a != "李四" else "王五" for a in same], check=1)
+    assert r.stderr.startswith("INVALID_ARGUMENT") and "was already used for a different request" in r.stderr, r.stderr
     fresh = c.submit(w.G1.member)
     assert fresh["id"] != cid and UUID4.match(fresh["request_id"]) and fresh["request_id"] != rid
     assert list(fresh)[0] == "request_id" and fresh["state"] == "CLUE_STATE_ACCEPTED"

@@ -76,10 +76,11 @@ def submit_clue(user, host="市发展改革委"):
         subject=pb.SubjectPerson(name="某某"), host_unit=host), timeout=20)
 
 
-def create(c, user, source=SRC_SUP, clue_id=0, case_id=0, host="市发展改革委", days=30, rid=None, **kw):
+def create(c, user, source=SRC_SUP, clue_id=0, case_id=0, host="市发展改革委", days=30, rid=None, deadline=None,
+           **kw):
     req = rp.CreateItemRequest(host_unit=host, description=kw.get("description", "政府采购未按规定公开"),
                                category=kw.get("category", "财务管理"), source=source, source_clue_id=clue_id,
-                               source_case_id=case_id, deadline_ms=now_ms() + days * DAY_MS,
+                               source_case_id=case_id, deadline_ms=deadline or now_ms() + days * DAY_MS,
                                request_id=rid or new_request_id())
     it = user.rect.CreateItem(req, timeout=20)
     if rid is None or it.id not in c.actions:
@@ -234,10 +235,13 @@ def test_stale_version_aborted(c):
 
 def test_idempotent_retries(c):
     G1 = c.w.G1
-    rid = new_request_id()
-    a = create(c, G1.leader, rid=rid)
-    b = create(c, G1.leader, rid=rid.upper())  # the same key in another case
+    rid, deadline = new_request_id(), now_ms() + 30 * DAY_MS
+    a = create(c, G1.leader, rid=rid, deadline=deadline)
+    b = create(c, G1.leader, rid=rid.upper(), deadline=deadline)  # the same key in another case
     assert a.id == b.id
+    # The key with other fields (a deadline a day later) is another request: refused.
+    expect_status(Code.INVALID_ARGUMENT, create, c, G1.leader, rid=rid, deadline=deadline + DAY_MS,
+                  details_has=("was already used for a different request",))
     rid2 = new_request_id()
     x = plan(c, G1.member, a, rid=rid2)
     y = plan(c, G1.member, a, rid=rid2)  # the same stale request again: the first result
