@@ -914,12 +914,22 @@ static ssize_t conn_recv(h2_conn_t *c, const uint8_t *p, size_t n) {
     c->scan_hlen = 0;
     c->scan_skip = (uint32_t)c->scan_hdr[0] << 16 | (uint32_t)c->scan_hdr[1] << 8 | c->scan_hdr[2];
     {
-      uint8_t type = c->scan_hdr[3];
+      uint8_t type = c->scan_hdr[3], flags = c->scan_hdr[4];
       int32_t id = (int32_t)(((uint32_t)c->scan_hdr[5] << 24 | (uint32_t)c->scan_hdr[6] << 16 |
                               (uint32_t)c->scan_hdr[7] << 8 | c->scan_hdr[8]) &
                              0x7fffffffu);
       /* The header may have begun in an earlier read: nghttp2 has all before it then. */
       size_t start = i >= 9 ? i - 9 : 0;
+      /* A header block open (HEADERS, then CONTINUATION, until END_HEADERS) holds the whole
+       * connection: it must end within --handshake-timeout of its first frame (h2_conn_tick).
+       * Any other frame ends it (or the session, as a protocol error). */
+      if ((type == NGHTTP2_HEADERS || type == NGHTTP2_CONTINUATION) &&
+          !(flags & NGHTTP2_FLAG_END_HEADERS)) {
+        if (c->block_since == 0)
+          c->block_since = uv_now(c->srv->loop) | 1;
+      } else {
+        c->block_since = 0;
+      }
       if ((type == NGHTTP2_DATA || type == NGHTTP2_HEADERS) && id > 0 && ended_by_client(c, id)) {
         if (start > done) {
           ssize_t r = nghttp2_session_mem_recv(c->session, p + done, start - done);
@@ -944,6 +954,20 @@ static ssize_t conn_recv(h2_conn_t *c, const uint8_t *p, size_t n) {
       return r;
   }
   return (ssize_t)n;
+}
+
+/* End the session with GOAWAY code, then the connection once it is written (why logged). */
+static void conn_hangup(h2_conn_t *c, uint32_t code, const char *why) {
+  nghttp2_session_terminate_session(c->session, code);
+  log_warn("conn %llu (%s): %s; sending GOAWAY", (unsigned long long)c->id, c->peer, why);
+  /* Keep reading (and discarding) while the GOAWAY drains: a peer that hangs up or resets
+   * meanwhile must end the connection at once, not leave it waiting on a write that cannot
+   * finish. */
+  if (c->state != H2_CONN_HANGUP)
+    conn_change_state(c, H2_CONN_HANGUP, NULL);
+  h2_conn_flush(c);
+  if (c->state != H2_CONN_CLOSING && !c->writing)
+    h2_conn_close(c, why);
 }
 
 static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
@@ -1015,17 +1039,7 @@ h2_read:
     snprintf(why, sizeof(why), "protocol error: %s", c->error);
     /* Tell the peer why before hanging up, when the session can still speak. */
     if (used != NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
-      nghttp2_session_terminate_session(c->session,
-                                        c->error_code ? c->error_code : NGHTTP2_PROTOCOL_ERROR);
-      log_warn("conn %llu (%s): %s; sending GOAWAY", (unsigned long long)c->id, c->peer, why);
-      /* Keep reading (and discarding) while the GOAWAY drains: a peer that hangs up or
-       * resets meanwhile must end the connection at once, not leave it waiting on a write
-       * that cannot finish. */
-      if (c->state != H2_CONN_HANGUP)
-        conn_change_state(c, H2_CONN_HANGUP, NULL);
-      h2_conn_flush(c);
-      if (c->state != H2_CONN_CLOSING && !c->writing)
-        h2_conn_close(c, why);
+      conn_hangup(c, c->error_code ? c->error_code : NGHTTP2_PROTOCOL_ERROR, why);
       return;
     }
     h2_conn_close(c, why);
@@ -1073,6 +1087,16 @@ void h2_conn_tick(h2_conn_t *c, uint64_t now) {
                      "(--handshake-timeout)",
              (unsigned long long)cfg->handshake_timeout_ms);
     h2_conn_close(c, why);
+    return;
+  }
+  if (c->block_since && c->state != H2_CONN_HANGUP && cfg->handshake_timeout_ms &&
+      now - c->block_since >= cfg->handshake_timeout_ms) {
+    snprintf(why, sizeof(why),
+             "header block timeout: a request's HEADERS not ended (END_HEADERS) within %llu ms "
+             "(--handshake-timeout)",
+             (unsigned long long)cfg->handshake_timeout_ms);
+    c->block_since = 0;
+    conn_hangup(c, NGHTTP2_ENHANCE_YOUR_CALM, why);
     return;
   }
   if (!c->writing && conn_pending(c) == 0) {

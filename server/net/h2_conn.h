@@ -103,6 +103,7 @@ struct h2_conn {
   uint8_t scan_preface; /* bytes of the client preface seen */
   uint8_t scan_hlen;    /* bytes of a frame header gathered so far */
   uint8_t scan_hdr[9];
+  uint64_t block_since; /* loop time (ms, odd) a header block began; 0: none open */
   char error[128]; /* why a callback failed the session, for the log */
   char peer[64];
   /* NULL on a cleartext listener. With TLS the socket is read and written only through

@@ -15,8 +15,8 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
 import world  # noqa: E402
-from hostile import (CHECK, DATA, END_STREAM, ENHANCE_YOUR_CALM, NO_ERROR, PING, PREFACE,  # noqa: E402
-                     HealthProbe, Raw, frame, grpc_msg, headers_frames, indexed, lit, report, request_block,
+from hostile import (CHECK, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM,  # noqa: E402
+                     HEADERS, NO_ERROR, PING, PREFACE, HealthProbe, Raw, frame, grpc_msg, headers_frames, indexed, lit, report, request_block,
                      rss_kb, start_clued)
 
 S = harness.stubs()
@@ -481,6 +481,43 @@ def test_timeouts_fire_on_time(c):
     assert r.goaway is not None and b"idle" in r.goaway[2], r.goaway
     assert 1.9 < time.time() - t0 < 2.5, time.time() - t0
     r.close()
+
+def test_a_header_block_must_end_in_time(c):
+    """A request's HEADERS without END_HEADERS holds the whole connection (only CONTINUATION may
+    follow): it must end within --handshake-timeout of its first frame, trickled CONTINUATIONs
+    or not, else GOAWAY ENHANCE_YOUR_CALM and the connection closes. A block split over
+    frames that does end is served, and an open call afterwards is not cut short by it."""
+    block = request_block(CHECK)
+    for trickle in (False, True):
+        r = Raw(c.srv.addr)
+        # The server's SETTINGS acknowledged first: nothing but CONTINUATION may follow.
+        r.until(lambda: r.server_settings is not None, 10, "the server's SETTINGS")
+        r.send(frame(HEADERS, 0, 1, block[:5]))
+        t0 = time.time()
+        while trickle and not r.closed and time.time() - t0 < 6:
+            r.send(frame(CONTINUATION, 0, 1, b""))  # empty fragments, none the last
+            r.read(0.25)
+        assert r.wait_closed(8), f"an unfinished header block was kept (trickle={trickle})"
+        took = time.time() - t0
+        assert 0.9 < took < 3.5, took
+        assert r.goaway is not None and r.goaway[1] == ENHANCE_YOUR_CALM, r.goaway
+        r.close()
+    logged(c, "header block timeout")
+    # Split over three frames, sent 0.4 s apart: served; the call after it is not cut at 1 s.
+    r = Raw(c.srv.addr)
+    r.until(lambda: r.server_settings is not None, 10, "the server's SETTINGS")
+    r.send(frame(HEADERS, 0, 1, block[:4]))
+    time.sleep(0.4)
+    r.send(frame(CONTINUATION, 0, 1, block[4:8]))
+    time.sleep(0.4)
+    r.send(frame(CONTINUATION, END_HEADERS, 1, block[8:]) + frame(DATA, END_STREAM, 1, grpc_msg()))
+    r.until(lambda: 1 in r.ended, 10, "the split request's answer")
+    assert r.status(1) == 0, r.hdrs
+    r.send(headers_frames(3, request_block(WATCH)) + frame(DATA, END_STREAM, 3, grpc_msg()))
+    time.sleep(1.6)
+    assert r.read(0.2) and r.goaway is None, r.goaway
+    r.close()
+
 
 if __name__ == "__main__":
     harness.run_tests(globals(), setup, teardown)
