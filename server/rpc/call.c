@@ -972,25 +972,40 @@ static const char *call_request_id(const rpc_call_t *call) {
   return *(const char *const *)((const char *)call->req + f->offset);
 }
 
+/* What a call's log line shows of its path, and of its message (a status message is
+ * clued's own, but may quote what the client sent). */
+#define CALL_LOG_PATH_MAX 200
+#define CALL_LOG_MESSAGE_MAX 600
+
 /* One line per finished call: failures always; with --log-format json every call, as an
  * access log with the fields a log pipeline indexes. */
 static void call_log_finish(const rpc_call_t *call, int code, const char *msg) {
   const char *rid = call_request_id(call);
+  /* The path as the client sent it, which an unknown method's may be up to
+   * --max-header-bytes long: cut, so that --log-rate bounds the log's bytes as well as its
+   * lines (a known method's path is short). */
+  char path[CALL_LOG_PATH_MAX + 32];
+  size_t len = call->path ? strlen(call->path) : 0;
   log_field_t f[] = {
       {"call", call->id, 0},
       {"peer", h2_stream_peer(&call->stream), -1},
-      {"method", call->path ? call->path : "?", 0},
+      {"method", path, 0},
       {"code", grpc_status_name(code), 0},
       {"duration_ms", NULL, (long long)((uv_hrtime() - call->started_ns) / 1000000)},
       {"request_id", rid && rid[0] ? rid : NULL, -1},
   };
 
+  if (call->path == NULL)
+    snprintf(path, sizeof(path), "?");
+  else if (len <= CALL_LOG_PATH_MAX)
+    snprintf(path, sizeof(path), "%s", call->path);
+  else
+    snprintf(path, sizeof(path), "%.*s... (%zu bytes)", CALL_LOG_PATH_MAX, call->path, len);
   if (code != GRPC_OK)
-    log_event("info", f, sizeof(f) / sizeof(f[0]), "call %s %s: %s: %s", call->id,
-              call->path ? call->path : "?", grpc_status_name(code), msg ? msg : "");
+    log_event("info", f, sizeof(f) / sizeof(f[0]), "call %s %s: %s: %.*s", call->id, path,
+              grpc_status_name(code), CALL_LOG_MESSAGE_MAX, msg ? msg : "");
   else if (log_get_format() == LOG_JSON)
-    log_event("info", f, sizeof(f) / sizeof(f[0]), "call %s %s: OK", call->id,
-              call->path ? call->path : "?");
+    log_event("info", f, sizeof(f) / sizeof(f[0]), "call %s %s: OK", call->id, path);
 }
 
 static void call_finish(rpc_call_t *call, int http_status, int code, const char *msg) {

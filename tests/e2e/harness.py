@@ -240,7 +240,7 @@ class Clued:
 
     def _take(self, line):
         self.lines.append(line)
-        m = re.search(r"listening on (\S+)", line)
+        m = re.search(r"listening on ([^\s\"]+)", line)  # text, or a JSON line's msg
         if m and not self._bound.is_set():
             self.addr = m.group(1)
             self._bound.set()

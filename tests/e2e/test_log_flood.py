@@ -257,5 +257,32 @@ def test_log_to_a_file():
     assert objs[-1]["msg"] == "stopped", objs[-1]
 
 
+def test_long_paths_do_not_lengthen_the_lines():
+    """--log-rate counts lines: a line must not grow with what a client sends. An unknown
+    method's path may be as long as the header list allows (8 KB here), and each failed call
+    logs a line naming it: the line shows 200 bytes of it and its length, in text and JSON."""
+    from hostile import DATA, END_STREAM, Raw, grpc_msg
+
+    for fmt in ("text", "json"):
+        srv = harness.Clued(harness.test_database_url(), args=["--log-format", fmt]).start()
+        try:
+            r = Raw(srv.addr)
+            paths = [f"/x{i}.Y/" + "Z" * 8000 for i in range(20)]
+            r.send(b"".join(headers_frames(1 + 2 * i, request_block(p)) + frame(DATA, END_STREAM, 1 + 2 * i, grpc_msg())
+                            for i, p in enumerate(paths)))
+            r.until(lambda: len(r.ended) == len(paths), 20, "the answers")
+            assert all(r.status(1 + 2 * i) == 12 for i in range(len(paths)))  # UNIMPLEMENTED
+            r.close()
+            harness.wait_for(lambda: sum("/x19.Y/" in line for line in srv.output().splitlines()) >= 1,
+                             timeout=10, what="the calls' lines")
+            lines = [line for line in srv.output().splitlines() if ".Y/ZZZ" in line]
+            assert len(lines) == len(paths), (fmt, len(lines))
+            longest = max(len(line.encode()) for line in lines)
+            assert longest < 1000, (fmt, longest)
+            assert all("... (8006 bytes)" in line or "... (8007 bytes)" in line for line in lines), lines[0]
+        finally:
+            srv.stop()
+
+
 if __name__ == "__main__":
     harness.run_tests(dict(globals()))
