@@ -13,6 +13,8 @@
 #include "log.h"
 
 #include <assert.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -77,15 +79,37 @@ typedef enum req_state {
 } req_state_t;
 
 /* A cancel request on its way to the server. libpq 15's PQcancel() blocks (it opens a new
- * connection to the server), so it runs on libuv's thread pool, never on the loop. */
+ * connection to the server and waits until the server hangs up, without a timeout), so it
+ * runs on a thread of its own, never on the loop, and not on libuv's thread pool either: a
+ * server that stopped answering (a hung host) would hold those threads, which the loop's
+ * other work needs and which the process waits for on exit. A cancel thread is detached:
+ * the pool closes without waiting for it, and the process may exit while it still waits. */
 typedef struct cancel_work {
-  uv_work_t work;
-  db_pool_t *pool;
+  struct cancel_box *box;
   db_conn_t *conn; /* NULL once the connection moved on (lost, closed): nothing to resume */
   PGcancel *cancel;
   int ok;
   char err[256];
+  struct cancel_work *next; /* on the box's delivered list */
 } cancel_work_t;
+
+/* Where cancel threads hand their work back to the loop. It outlives the pool while a
+ * thread still runs: each thread holds a reference, as does the pool until the async
+ * handle has closed. */
+typedef struct cancel_box {
+  pthread_mutex_t mu;
+  uv_async_t async;    /* the pool's: wakes on_cancels_delivered() */
+  cancel_work_t *done; /* delivered (or failed), for the loop to take */
+  int closed;          /* the pool closed: a thread frees its own work and wakes nobody */
+  unsigned refs;
+  unsigned running; /* threads not yet finished, at most CANCEL_THREADS_MAX */
+} cancel_box_t;
+
+/* Cancel threads at once; a connection that needs one more is dropped instead (the server
+ * rolls its statement's transaction back). Only a server that answers no cancel request
+ * keeps them running, and each connection waits for its own, so this bounds what a hung
+ * server costs while connections keep being lost and made again. */
+#define CANCEL_THREADS_MAX 64
 
 /* The poll handle of one socket. It lives apart from the connection because libpq replaces
  * the socket on every reconnect (and may within PQconnectPoll), while a uv_poll_t is bound to
@@ -225,8 +249,8 @@ struct db_pool {
   db_health_fn health_cb;
   void *health_arg;
   int closing;
-  unsigned nhandles; /* uv handles not yet closed and cancel work not yet done; the pool is
-                        freed at zero */
+  unsigned nhandles; /* uv handles not yet closed; the pool is freed at zero */
+  cancel_box_t *cancels;
   void (*done)(void *arg);
   void *done_arg;
   uint64_t rng; /* backoff jitter */
@@ -1157,12 +1181,77 @@ static void conn_read_results(db_conn_t *c) {
 
 /* ---- cancelling ----------------------------------------------------------------------- */
 
-/* On a worker thread: PQcancel opens a connection to the server, sends the cancel key and
- * waits until the server has acted on it (signalled the backend) and hung up. */
-static void cancel_run(uv_work_t *w) {
-  cancel_work_t *cw = container_of(w, cancel_work_t, work);
+static void cancel_box_release(cancel_box_t *b) {
+  unsigned left;
+
+  pthread_mutex_lock(&b->mu);
+  left = --b->refs;
+  pthread_mutex_unlock(&b->mu);
+  if (left == 0) {
+    pthread_mutex_destroy(&b->mu);
+    free(b);
+  }
+}
+
+/* On a cancel thread: PQcancel opens a connection to the server, sends the cancel key and
+ * waits until the server has acted on it (signalled the backend) and hung up. Then the work
+ * goes back to the loop, unless the pool closed meanwhile. */
+static void *cancel_thread(void *arg) {
+  cancel_work_t *cw = arg;
+  cancel_box_t *b = cw->box;
 
   cw->ok = PQcancel(cw->cancel, cw->err, sizeof(cw->err));
+  pthread_mutex_lock(&b->mu);
+  b->running--;
+  if (!b->closed) {
+    cw->next = b->done;
+    b->done = cw;
+    uv_async_send(&b->async);
+    cw = NULL;
+  }
+  pthread_mutex_unlock(&b->mu);
+  if (cw) {
+    PQfreeCancel(cw->cancel);
+    free(cw);
+  }
+  cancel_box_release(b);
+  return NULL;
+}
+
+/* Start cw on a detached thread that blocks every signal (they are the loop's). 0, or -1
+ * when none may or can start. */
+static int cancel_thread_start(cancel_box_t *b, cancel_work_t *cw) {
+  pthread_attr_t attr;
+  pthread_t t;
+  sigset_t all, old;
+  int rc;
+
+  pthread_mutex_lock(&b->mu);
+  if (b->running >= CANCEL_THREADS_MAX) {
+    pthread_mutex_unlock(&b->mu);
+    return -1;
+  }
+  b->running++;
+  b->refs++;
+  pthread_mutex_unlock(&b->mu);
+  cw->box = b;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  rc = pthread_attr_init(&attr);
+  if (rc == 0) {
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    rc = pthread_create(&t, &attr, cancel_thread, cw);
+    pthread_attr_destroy(&attr);
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (rc != 0) {
+    pthread_mutex_lock(&b->mu);
+    b->running--;
+    b->refs--; /* the pool still holds one: never the last */
+    pthread_mutex_unlock(&b->mu);
+    return -1;
+  }
+  return 0;
 }
 
 /* The cancel request reached the server (or failed to). The backend has the signal: a
@@ -1184,23 +1273,58 @@ static void conn_cancel_done(db_conn_t *c) {
     conn_watchdog(c);
 }
 
-static void cancel_after(uv_work_t *w, int status) {
-  cancel_work_t *cw = container_of(w, cancel_work_t, work);
-  db_pool_t *p = cw->pool;
-  db_conn_t *c = cw->conn;
+/* The loop takes the cancel requests delivered since it last looked. */
+static void on_cancels_delivered(uv_async_t *h) {
+  cancel_box_t *b = container_of(h, cancel_box_t, async);
+  cancel_work_t *cw, *next;
 
-  (void)status;
-  if (!cw->ok)
-    db_log("%s: cancel request failed: %s", c ? c->name : "a closed connection", cw->err);
-  PQfreeCancel(cw->cancel);
-  free(cw);
-  if (c) {
-    assert(c->cancel == cw && (c->state == CONN_CANCELLING || c->state == CONN_CANCEL_WAIT ||
-                               c->state == CONN_STALLED));
-    c->cancel = NULL;
-    conn_cancel_done(c);
+  pthread_mutex_lock(&b->mu);
+  cw = b->done;
+  b->done = NULL;
+  pthread_mutex_unlock(&b->mu);
+  for (; cw; cw = next) {
+    db_conn_t *c = cw->conn;
+
+    next = cw->next;
+    if (!cw->ok)
+      db_log("%s: cancel request failed: %s", c ? c->name : "a closed connection", cw->err);
+    PQfreeCancel(cw->cancel);
+    free(cw);
+    if (c) {
+      assert(c->cancel == cw && (c->state == CONN_CANCELLING || c->state == CONN_CANCEL_WAIT ||
+                                 c->state == CONN_STALLED));
+      c->cancel = NULL;
+      conn_cancel_done(c);
+    }
   }
+}
+
+static void on_cancels_closed(uv_handle_t *h) {
+  cancel_box_t *b = container_of((uv_async_t *)h, cancel_box_t, async);
+  db_pool_t *p = h->data;
+
+  cancel_box_release(b);
   pool_handle_closed(p); /* may free the pool: last */
+}
+
+/* The pool closes: threads still running free their own work; what was delivered and not
+ * taken yet is dropped here (no connection waits for it any more). */
+static void cancels_close(db_pool_t *p) {
+  cancel_box_t *b = p->cancels;
+  cancel_work_t *cw, *next;
+
+  pthread_mutex_lock(&b->mu);
+  b->closed = 1;
+  cw = b->done;
+  b->done = NULL;
+  pthread_mutex_unlock(&b->mu);
+  for (; cw; cw = next) {
+    next = cw->next;
+    PQfreeCancel(cw->cancel);
+    free(cw);
+  }
+  p->cancels = NULL;
+  uv_close((uv_handle_t *)&b->async, on_cancels_closed);
 }
 
 /* Ask the server to stop the connection's request. The connection keeps reading results as
@@ -1214,9 +1338,11 @@ static void conn_cancel_start(db_conn_t *c, conn_state_t to) {
   assert(c->state == CONN_BUSY && c->req && !c->cancel &&
          (to == CONN_CANCELLING || to == CONN_STALLED));
   cw = calloc(1, sizeof(*cw));
-  if (cw)
+  if (cw) {
     cw->cancel = PQgetCancel(c->pg);
-  if (!cw || !cw->cancel || uv_queue_work(p->loop, &cw->work, cancel_run, cancel_after) != 0) {
+    cw->conn = c;
+  }
+  if (!cw || !cw->cancel || cancel_thread_start(p->cancels, cw) != 0) {
     if (cw && cw->cancel)
       PQfreeCancel(cw->cancel);
     free(cw);
@@ -1225,11 +1351,8 @@ static void conn_cancel_start(db_conn_t *c, conn_state_t to) {
     conn_lost(c, "cannot send a cancel request");
     return;
   }
-  cw->pool = p;
-  cw->conn = c;
   c->cancel = cw;
   c->req->cancel_sent = 1;
-  p->nhandles++;
   conn_set_state(c, to);
   uv_timer_start(&c->timer, on_conn_timer,
                  to == CONN_STALLED ? p->stall_grace_ms : p->connect_timeout_ms, 0);
@@ -1740,9 +1863,18 @@ int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out) {
   p->prepared = calloc((size_t)p->size, p->stmts.max);
   if (!p->prepared)
     goto fail_stmts;
+  p->cancels = calloc(1, sizeof(*p->cancels));
+  if (!p->cancels || pthread_mutex_init(&p->cancels->mu, NULL) != 0)
+    goto fail_prepared;
 
   /* Nothing below can fail. */
   uv_idle_init(loop, &p->idle_handle);
+  p->nhandles++;
+  uv_async_init(loop, &p->cancels->async, on_cancels_delivered);
+  /* It keeps no loop running: a connection waiting for its cancel runs a timer meanwhile. */
+  uv_unref((uv_handle_t *)&p->cancels->async);
+  p->cancels->async.data = p;
+  p->cancels->refs = 1;
   p->nhandles++;
   p->nstate[CONN_BROKEN] = p->size;
   for (int i = 0; i < p->size; i++) {
@@ -1756,6 +1888,9 @@ int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out) {
   *out = p;
   return 0;
 
+fail_prepared:
+  free(p->cancels);
+  free(p->prepared);
 fail_stmts:
   db_stmts_free(&p->stmts);
 fail_conns:
@@ -1802,6 +1937,7 @@ void db_pool_close(db_pool_t *p, void (*done)(void *arg), void *arg) {
     conn_close(c);
   }
   p->listeners = NULL;
+  cancels_close(p);
   /* The idle callback runs the deferred callbacks, then closes itself. */
   uv_idle_start(&p->idle_handle, on_idle);
 }

@@ -102,5 +102,49 @@ def test_sighup_without_tls_changes_nothing():
     assert "received SIGHUP: cleartext" in out, out
 
 
+def test_sigterm_exits_while_the_database_hangs():
+    """A database host that stops answering (every PostgreSQL process stopped, SIGSTOP): calls
+    that gave up have cancel requests on their way, which libpq sends blocking, with no
+    timeout. SIGTERM still ends clued within the grace period: those requests wait on
+    threads of their own, which the exit does not wait for."""
+    import subprocess
+
+    pg = harness.private_postgres()
+    db = pg.new_database("hang")
+    srv = harness.Clued(pg.url(db), args=["--grace-ms", "1000"]).start()
+    with open(os.path.join(pg.owned_dir, "data", "postmaster.pid")) as f:
+        pm = int(f.readline())
+    kids = subprocess.run(["pgrep", "-P", str(pm)], capture_output=True, text=True).stdout.split()
+    pids = [pm] + [int(k) for k in kids]
+    ch = grpc.insecure_channel(srv.addr)
+    try:
+        for p in pids:
+            os.kill(p, signal.SIGSTOP)
+        # Calls whose tokens must be looked up in the database; each gives up at its deadline,
+        # and clued sends its statement a cancel request, which the stopped server never answers.
+        stub = S.clue_pb2_grpc.ClueServiceStub(ch)
+        futures = [stub.GetClue.future(S.clue_pb2.GetClueRequest(clue_id=1), timeout=0.5,
+                                       metadata=[("authorization", f"Bearer ct_{i:064x}")])
+                   for i in range(4)]
+        for fu in futures:
+            assert fu.exception() is not None and fu.code() == grpc.StatusCode.DEADLINE_EXCEEDED, fu
+        time.sleep(1.0)
+        t0 = time.time()
+        srv.send_signal(signal.SIGTERM)
+        try:
+            rc = srv.proc.wait(8)
+        except subprocess.TimeoutExpired:
+            rc = None
+        took = time.time() - t0
+    finally:
+        for p in pids:
+            os.kill(p, signal.SIGCONT)
+        ch.close()
+    assert rc is not None, "clued did not exit while the database hung:\n" + srv.output()[-3000:]
+    out = srv.stop()
+    assert took < 4, took
+    assert "received SIGTERM" in out and "stopped" in out, out[-2000:]
+
+
 if __name__ == "__main__":
     harness.run_tests(globals())
