@@ -30,7 +30,7 @@ MIGRATIONS = sorted(glob.glob(os.path.join(harness.SRC, "migrations", "*.sql")))
 # ADMIN unit and its first ADMIN user, which is data, not a rule. Since 0011 no function raises
 # the legacy CLnnn form and none repeats which role fits which unit. admin_working_exists and
 # admin_keep_one_working (0045) look for the users who administer, by their role, to keep one.
-LITERALS_ALLOWED = {"clue_stats", "clue_bulletin", "admin_bootstrap", "admin_working_exists",
+LITERALS_ALLOWED = {"clue_stats", "clue_bulletin", "admin_bootstrap", "admin_bootstrap_make", "admin_working_exists",
                     "admin_keep_one_working"}
 GRPC = {"OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
         "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9,
