@@ -27,9 +27,65 @@
 --     lock also makes rect_request_begin()'s look for a recusal of the caller see one that was
 --     still being written (clue_recuse() holds the clue until it commits), as 0037 did for the
 --     clue's own writes: before, the move did not wait for it and was written after it.
+--   - proposal_create(): a co-review proposal decided while the reviewing unit had a LEADER
+--     without a conflict, and written after that leader recused, was made PENDING before
+--     nobody (a fresh call: FAILED_PRECONDITION "every LEADER of the reviewing unit is recused
+--     ..."). A recusal holds the clue until it commits, so under the clue's lock the write now
+--     looks, for a clue that had a recusal (the locked row's has_recusals), at the reviewing
+--     unit's leaders as the facts read does (clue_unit_leaders_recused()).
 --
 -- A refusal raised here comes before anything is written, or undoes the write with the
 -- transaction: nothing is written.
+
+-- Replaces proposal_create of 0047_request_fingerprints.sql: the same, and a reviewing unit
+-- whose every leader was recused meanwhile refused under the clue's lock.
+CREATE OR REPLACE FUNCTION proposal_create(p_actor_user bigint, p_actor_unit bigint, p_request_id uuid,
+                                           p_now_ms bigint, p_clue bigint, p_expected_version bigint,
+                                           p_from text, p_to text, p_action text, p_reason text,
+                                           p_details jsonb, p_reviewer_unit bigint,
+                                           p_request_sha256 bytea DEFAULT NULL)
+ RETURNS clue_outcome
+ LANGUAGE plpgsql
+AS $$
+DECLARE
+  o clue_outcome;
+  c clues;
+  p proposals;
+BEGIN
+  o := clue_request_begin(p_actor_user, p_request_id, 'RequestTransition', p_clue, NULL, p_request_sha256);
+  IF (o.clue).id IS NOT NULL THEN
+    RETURN o;
+  END IF;
+  SELECT * INTO c FROM clues WHERE id = p_clue AND version = p_expected_version AND state = p_from
+                               AND pending_proposal_id IS NULL
+  FOR NO KEY UPDATE;
+  IF NOT FOUND THEN
+    PERFORM clue_refuse_stale(p_clue, p_expected_version);
+  END IF;
+  PERFORM clue_refuse_recused(c, p_actor_user, 'clue not found');
+  -- A recusal sets has_recusals in its own transaction, under the clue's lock: a clue without
+  -- one (almost every clue) costs no look.
+  IF c.has_recusals AND clue_unit_leaders_recused(c.id, p_reviewer_unit) THEN
+    RAISE EXCEPTION USING ERRCODE = 'CLPRE', MESSAGE =
+      'every LEADER of the reviewing unit is recused from this clue, so nobody could review the proposal; '
+      'an ADMIN must add a LEADER without a conflict to that unit first';
+  END IF;
+  INSERT INTO proposals (clue_id, owner_unit, from_state, target, reason, details, proposer_user, proposer_unit,
+                         reviewer_unit, clue_version, created_at)
+  VALUES (c.id, c.owner_unit, p_from, p_to, p_reason, coalesce(p_details, '{}'), p_actor_user, p_actor_unit,
+          p_reviewer_unit, c.version, clue_ms_ts(p_now_ms))
+  RETURNING * INTO p;
+  UPDATE clues SET pending_proposal_id = p.id, pending_reviewer_unit = p.reviewer_unit
+  WHERE id = c.id RETURNING * INTO c;
+  PERFORM audit_append(p_actor_user, p_actor_unit, 'proposal.create', 'clue', c.id, c.owner_unit, p_from, p_to,
+                       p_reason, coalesce(p_details, '{}') || jsonb_build_object(
+                         'proposal_id', p.id, 'action', p_action, 'reviewer_unit_id', p.reviewer_unit,
+                         'version', c.version, 'request_id', p_request_id));
+  PERFORM clue_request_record(p_actor_user, p_request_id, 'RequestTransition', c.id, p.id, c.owner_unit, p_request_sha256);
+  o.clue := c;
+  o.proposal := p;
+  RETURN o;
+END $$;
 
 -- Replaces clue_set_handler of 0047_request_fingerprints.sql: the same, and the user named by
 -- an assignment looked at under the lock of its row: one disabled meanwhile is refused.
