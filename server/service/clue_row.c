@@ -403,6 +403,13 @@ static bool recusal_reason(const authz_result_t *res) {
  * the condition that failed as its subject ("proposal pending", "terminal state", ...): a
  * fixed text of authz.h, given only after the caller was found to see the object. */
 static void refuse_details(rpc_call_t *call, const authz_result_t *res, bool named) {
+  const char *field;
+
+  /* As svc_fail_db() names the field of a CLARG: a write that finds the fact changed
+   * meanwhile (0050: a user disabled) answers as this fresh refusal does. */
+  if (res->grpc_code == GRPC_INVALID_ARGUMENT &&
+      (field = svc_message_field(call, res->message)) != NULL)
+    rpc_detail_field(call, field, res->message);
   if (res->grpc_code == GRPC_NOT_FOUND)
     rpc_detail_resource(call, not_found_type(res->message), "");
   if (res->grpc_code == GRPC_FAILED_PRECONDITION && !named && res->reason != NULL)

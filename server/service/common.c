@@ -28,10 +28,7 @@ typedef struct svc_job {
   int lsn; /* a read on the primary that also reads the WAL position (result 1) */
 } svc_job_t;
 
-/* The request field a CLARG message names: its first word ("note_ids: note 5 is not ...",
- * "request_id ... was already used"), every such message of the migrations starts with the
- * field it is about (test_sql_rules checks); NULL when it starts with no field name. */
-static const char *clarg_field(rpc_call_t *call, const char *msg) {
+const char *svc_message_field(rpc_call_t *call, const char *msg) {
   size_t n = strspn(msg, "abcdefghijklmnopqrstuvwxyz0123456789_.");
 
   if (n == 0 || (msg[n] != ':' && msg[n] != ' '))
@@ -170,7 +167,7 @@ void svc_fail_db(rpc_call_t *call, const db_result_t *r) {
     } else if (strcmp(st, "CLPRE") == 0)
       rpc_detail_precondition(call, "STATE", "concurrent change", r->message);
     else if (strcmp(st, "CLARG") == 0 && r->message != NULL &&
-             (field = clarg_field(call, r->message)) != NULL)
+             (field = svc_message_field(call, r->message)) != NULL)
       rpc_detail_field(call, field, r->message);
     if (code == GRPC_NOT_FOUND) {
       /* As the server's own refusal of a missing or hidden object (clue_refuse()). */

@@ -73,6 +73,15 @@ void svc_txn(rpc_call_t *call, const db_stmt_t *stmts, int n, svc_cb cb, void *a
 void svc_fail_db(rpc_call_t *call, const db_result_t *r);
 
 /**
+ * The request field an INVALID_ARGUMENT message names: its first word ("note_ids: note 5 is
+ * not ...", "user_id must name ..."), in the call's memory; NULL when the message starts with
+ * no field name, or out of memory. Every CLARG message of the migrations starts with the field
+ * it is about (test_sql_rules checks), as does every INVALID_ARGUMENT of domain/authz.h:
+ * svc_fail_db() and clue_refuse() name it in a BadRequest alike.
+ */
+const char *svc_message_field(rpc_call_t *call, const char *msg);
+
+/**
  * The details of an ABORTED version conflict: ErrorInfo reason VERSION_CONFLICT (domain
  * clue.v1) with metadata current_version and expected_version, each left out when negative
  * (not known). The caller then fails the call with GRPC_ABORTED.

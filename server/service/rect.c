@@ -8,11 +8,11 @@
  * source clue (RC_RECUSED): for that user the item is missing, in lists and counts too.
  *
  * Each call: validate -> one facts query (the item or the source, and this request_id's
- * record) -> decide (domain/rect.h) -> one function of 0014_rectification.sql (rect_create and
- * rect_request_begin as 0035 replaced them), which appends the audit event and answers with
- * the item -> encode. A request_id already recorded skips the decision: the function answers
- * with the item the first call produced, or refuses a key that named another call (a clue or
- * case call's too). */
+ * record) -> decide (domain/rect.h) -> one function of 0014_rectification.sql (as 0035, 0047
+ * and 0050 replaced them; a move after the locks of the clues it stands on, 0050), which
+ * appends the audit event and answers with the item -> encode. A request_id already recorded
+ * skips the decision: the function answers with the item the first call produced, or refuses a
+ * key that named another call (a clue or case call's too). */
 
 #include "service/rect.h"
 
@@ -749,8 +749,32 @@ static const char move_notes_facts_sql[] =
     "   ORDER BY x.k LIMIT 1)"
     MOVE_FACTS_FROM;
 
+/* The write, in a transaction whose first statement takes the request key's lock (the one
+ * rect_request_begin() takes, first as every writer takes it) and whose second takes the
+ * clues of the cited notes and the item's source clue FOR SHARE, as note_add() takes its clue:
+ * a handover, a recusal, an assignment ended, the clue taken out of its joint case or a
+ * review decided (each holds the clue until it commits) is then committed and seen, or waits
+ * for the move. The third is the move; it reads, in its own snapshot taken once those locks
+ * are held, the first cited note of a clue the caller does not see (%s: the clue scope's
+ * condition on c, the caller's user in $1 and unit in $2), which rect_move() refuses as the
+ * facts read would have (0050), and rect_request_begin() looks for a recusal of the caller
+ * from the source clue there too. */
+static const char move_lock_sql[] =
+    "SELECT pg_advisory_xact_lock(hashtextextended('clue_requests/' || $1::bigint || '/' ||"
+    " $2::uuid, 0))";
+static const char move_clues_lock_sql[] =
+    "SELECT 1 FROM clues c WHERE c.id IN (SELECT n.clue_id FROM notes n WHERE n.id = ANY ($2::bigint[])"
+    " UNION ALL SELECT i.source_clue FROM rect_items i WHERE i.id = $1) ORDER BY c.id FOR SHARE";
 static const char move_sql[] =
-    "SELECT " RECT_COLS("$2", "$1") " FROM rect_move($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) i"
+    "SELECT " RECT_COLS("$2", "$1") " FROM rect_move($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL) i"
+    " JOIN units u ON u.id = i.supervising_unit";
+static const char move_notes_sql[] =
+    "WITH s AS MATERIALIZED (SELECT (SELECT x.id FROM unnest($11::bigint[]) WITH ORDINALITY x(id, k)"
+    "   WHERE NOT EXISTS (SELECT 1 FROM notes n JOIN clues c ON c.id = n.clue_id"
+    "                      WHERE n.id = x.id AND %s)"
+    "   ORDER BY x.k LIMIT 1) AS unseen)"
+    " SELECT " RECT_COLS("$2", "$1") " FROM s CROSS JOIN LATERAL"
+    " rect_move($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, s.unseen) i"
     " JOIN units u ON u.id = i.supervising_unit";
 /* clang-format on */
 
@@ -761,9 +785,10 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   rect_item_facts_t facts;
   authz_result_t res;
   rect_state_t from;
-  const char *params[12];
+  const char **params, **lock_params, **clues_params, *sql = move_sql;
+  db_stmt_t *stmts;
 
-  if (db_rows(r) != 1) {
+  if (db_rows(r) != 1 || (params = rpc_call_alloc(call, 12 * sizeof(*params))) == NULL) {
     clue_oom(call);
     return;
   }
@@ -829,7 +854,27 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   params[10] = params[9];
   params[9] = mr->text; /* NULL: an optional comment left out */
   params[11] = mr->request_sha256;
-  svc_query(call, move_sql, 12, params, reply_item, NULL);
+  if (mr->n_notes > 0) {
+    char cond[CLUE_SCOPE_SQL_MAX];
+
+    if (clue_scope_sql(authz_clue_scope(&p), "c", 2, 1, cond, sizeof(cond)) != 0)
+      snprintf(cond, sizeof(cond), "false");
+    sql = rpc_call_printf(call, move_notes_sql, cond);
+  }
+  if (sql == NULL || (stmts = rpc_call_alloc(call, 3 * sizeof(*stmts))) == NULL ||
+      (lock_params = rpc_call_alloc(call, 2 * sizeof(*lock_params))) == NULL ||
+      (clues_params = rpc_call_alloc(call, 2 * sizeof(*clues_params))) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  lock_params[0] = params[0];
+  lock_params[1] = params[2];
+  clues_params[0] = params[5];
+  clues_params[1] = params[10];
+  stmts[0] = (db_stmt_t){.sql = move_lock_sql, .nparams = 2, .values = lock_params};
+  stmts[1] = (db_stmt_t){.sql = move_clues_lock_sql, .nparams = 2, .values = clues_params};
+  stmts[2] = (db_stmt_t){.sql = sql, .nparams = 12, .values = params};
+  svc_txn(call, stmts, 3, reply_item, NULL);
 }
 
 /* The shared start of the four moves: validate, then read the item. */

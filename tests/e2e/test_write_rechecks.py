@@ -656,5 +656,222 @@ def test_case_calls_of_a_caller_recused_as_the_clue_moves(c):
     assert events(c.db, cl.id)[-1][1] == "clue.deadline_extend"
 
 
+ACTIVE_STAFF = "user_id must name an active MEMBER or LEADER of a GROUP, ROOM or REGION"
+
+
+def disabled_meanwhile(c, user, call, req):
+    """call(req) by user, held at its request key while the ADMIN disables the user it names:
+    answers as the same call made afresh (INVALID_ARGUMENT, BadRequest included), and leaves no
+    request record."""
+    w = c.w
+    got = stalled(c, user, call, req, lambda: w.admin.admin.DisableUser(S.admin_pb2.DisableUserRequest(
+        user_id=req.user_id, reason="离职"), timeout=20))
+    fresh = answer(call, req, timeout=20)
+    assert fresh[:2] == (Code.INVALID_ARGUMENT, ACTIVE_STAFF), fresh
+    assert got == fresh, (got, fresh)
+    assert rows(c.db, "SELECT count(*) FROM clue_requests WHERE user_id = %s AND request_id = %s",
+                user.id, req.request_id) == [(0,)]
+
+
+def test_assignment_of_a_user_disabled_meanwhile(c):
+    # G1's leader assigns a member of R1 who is active when the server decides; the ADMIN
+    # disables the member while the call waits at its request key. The write looks at the user
+    # again under the lock of the user's row (0050): refused as a fresh call, nothing written.
+    # Before, the disabled user was assigned.
+    w = c.w
+    L = w.G1.leader
+    X = w.new_user("R1", "MEMBER", "R1-member-disabled")
+    cl = move(L, submit(w.G1.member), PRE).clue
+    before = events(c.db, cl.id)
+    disabled_meanwhile(c, L, L.clue.AssignHandler, pb.AssignHandlerRequest(
+        clue_id=cl.id, user_id=X.id, reason="派员参与", request_id=new_request_id()))
+    assert rows(c.db, "SELECT count(*) FROM clue_handlers WHERE clue_id = %s", cl.id) == [(0,)]
+    assert events(c.db, cl.id) == before
+    # A handler disabled while its unassignment is on its way is unassigned, as afresh.
+    Z = w.new_user("R1", "MEMBER", "R1-member-unassigned")
+    L.clue.AssignHandler(pb.AssignHandlerRequest(clue_id=cl.id, user_id=Z.id, request_id=new_request_id()),
+                         timeout=20)
+    got = stalled(c, L, L.clue.UnassignHandler, pb.UnassignHandlerRequest(
+        clue_id=cl.id, user_id=Z.id, reason="离职", request_id=new_request_id()),
+        lambda: w.admin.admin.DisableUser(S.admin_pb2.DisableUserRequest(user_id=Z.id, reason="离职"), timeout=20))
+    assert got[0] == Code.OK, got
+
+
+def test_recusal_of_a_user_disabled_meanwhile(c):
+    # The same for the recording of a G1 member's recusal by G1's leader.
+    w = c.w
+    L = w.G1.leader
+    Y = w.new_user("G1", "MEMBER", "G1-member-disabled")
+    cl = move(L, submit(w.G1.member), PRE).clue
+    before = events(c.db, cl.id)
+    disabled_meanwhile(c, L, L.clue.RecordRecusal, pb.RecordRecusalRequest(
+        clue_id=cl.id, user_id=Y.id, reason="利害关系", request_id=new_request_id()))
+    assert rows(c.db, "SELECT count(*) FROM recusals WHERE clue_id = %s", cl.id) == [(0,)]
+    assert events(c.db, cl.id) == before
+
+
+def test_ledger_item_from_a_case_its_unit_left_meanwhile(c):
+    # X1's leader records an item from the case R2 leads, X1 taking part when the server
+    # decides; R2's leader removes X1 while the call waits at its request key. Under the case's
+    # lock the write looks again: NOT_FOUND as a fresh call, and no item.
+    w = c.w
+    rp = S.rectification_pb2
+    XL = w.X1.leader
+    jc = w.R2.leader.case.CreateJointCase(cs.CreateJointCaseRequest(
+        title="联合办案-整改", participant_unit_ids=[w.X1.id, w.G3.id], request_id=new_request_id()), timeout=20)
+
+    def item():
+        return rp.CreateItemRequest(host_unit="某单位", description="未按规定公开", category="财务管理",
+                                    source=rp.RECTIFICATION_SOURCE_CASE, source_case_id=jc.id,
+                                    deadline_ms=jc.created_at_ms + 60 * DAY_MS, request_id=new_request_id())
+
+    req = item()
+    got = stalled(c, XL, XL.rect.CreateItem, req, lambda: w.R2.leader.case.RemoveParticipant(
+        cs.RemoveParticipantRequest(case_id=jc.id, unit_id=w.X1.id, reason="协作结束"), timeout=30))
+    fresh = answer(XL.rect.CreateItem, req, timeout=20)
+    assert fresh[:2] == (Code.NOT_FOUND, "source_case_id: joint case not found"), fresh
+    assert got == fresh, (got, fresh)
+    assert rows(c.db, "SELECT count(*) FROM rect_items WHERE source_case = %s", jc.id) == [(0,)]
+    assert rows(c.db, "SELECT count(*) FROM audit_events WHERE action = 'rect.create'"
+                      " AND actor_user_id = %s", XL.id) == [(0,)]
+    # G3, still taking part, records one while a change of the case is on its way.
+    GL = w.G3.leader
+    got = stalled(c, GL, GL.rect.CreateItem, item(), lambda: w.R2.leader.case.AddParticipant(
+        cs.AddParticipantRequest(case_id=jc.id, unit_id=w.X1.id), timeout=30))
+    assert got[0] == Code.OK, got
+
+
+def test_clue_added_to_a_case_its_unit_left_meanwhile(c):
+    # G1's leader adds G1's clue to R2's case, G1 taking part when the server decides; R2's
+    # leader removes G1 first, and the add waits for the case's lock behind the removal. Under
+    # that lock the add looks again: NOT_FOUND as a fresh call, and the clue stays out.
+    w = c.w
+    L = w.G1.leader
+    pg = harness.Postgres.get()
+    jc = w.R2.leader.case.CreateJointCase(cs.CreateJointCaseRequest(
+        title="联合办案-退出", participant_unit_ids=[w.G1.id], request_id=new_request_id()), timeout=20)
+    cl = move(L, submit(w.G1.member), PRE).clue
+    add = cs.AddClueToCaseRequest(case_id=jc.id, clue_id=cl.id)
+    lk, watch = pg.connect(c.dbname), pg.connect(c.dbname)
+    watch.autocommit = True
+    lk.autocommit = False
+    lk.cursor().execute("SELECT 1 FROM joint_cases WHERE id = %s FOR NO KEY UPDATE", (jc.id,))
+    out = {}
+    t_rm = threading.Thread(target=lambda: out.setdefault("rm", answer(
+        w.R2.leader.case.RemoveParticipant, cs.RemoveParticipantRequest(case_id=jc.id, unit_id=w.G1.id,
+                                                                          reason="协作结束"), timeout=30)))
+    t_add = threading.Thread(target=lambda: out.setdefault("add", answer(L.case.AddClueToCase, add, timeout=30)))
+    try:
+        t_rm.start()
+        harness.wait_for(lambda: waiting(watch) >= 1, what="the removal waiting for the case")
+        t_add.start()
+        harness.wait_for(lambda: waiting(watch) >= 2, what="the add waiting for the case")
+    finally:
+        lk.rollback()
+        lk.close()
+        watch.close()
+        t_rm.join()
+        t_add.join()
+    assert out["rm"][0] == Code.OK, out["rm"]
+    fresh = answer(L.case.AddClueToCase, add, timeout=20)
+    assert fresh[:2] == (Code.NOT_FOUND, "joint case not found"), fresh
+    assert out["add"] == fresh, (out["add"], fresh)
+    assert rows(c.db, "SELECT joint_case_id FROM clues WHERE id = %s", cl.id) == [(None,)]
+    assert rows(c.db, "SELECT count(*) FROM case_clues WHERE case_id = %s", jc.id) == [(0,)]
+    assert "case.add_clue" not in [e[1] for e in events(c.db, cl.id)]
+
+
+def ledger_item_with_a_note(c):
+    """An item from a clue of G1 moved to its preliminary check, and a note of that clue."""
+    w, rp = c.w, S.rectification_pb2
+    L = w.G1.leader
+    cl = move(L, submit(w.G1.member), PRE).clue
+    note = L.clue.AddNote(pb.AddNoteRequest(clue_id=cl.id, kind=pb.NOTE_KIND_OTHER, text="整改方案要点",
+                                            request_id=new_request_id()), timeout=20)
+    it = L.rect.CreateItem(rp.CreateItemRequest(
+        host_unit="市发展改革委", description="政府采购未按规定公开", category="财务管理",
+        source=rp.RECTIFICATION_SOURCE_CLUE, source_clue_id=cl.id, deadline_ms=cl.updated_at_ms + 60 * DAY_MS,
+        request_id=new_request_id()), timeout=20)
+    return cl, note, it
+
+
+def item_unchanged(c, it):
+    assert rows(c.db, "SELECT version, state, plan_note_ids FROM rect_items WHERE id = %s", it.id) == [
+        (it.version, "OPEN", [])]
+    assert rows(c.db, "SELECT action FROM audit_events WHERE subject_type = 'rectification' AND subject_id = %s",
+                it.id) == [("rect.create",)]
+
+
+def test_ledger_move_citing_a_note_its_caller_no_longer_sees(c):
+    # G1's member records a plan citing a note of the item's source clue; G1's leader hands the
+    # clue over to G3 while the call waits at its request key. The write reads the caller's
+    # sight of the note's clue again once it holds that clue: INVALID_ARGUMENT as a fresh call,
+    # and nothing written. Before, the plan kept the id of a note its author no longer sees.
+    w, rp = c.w, S.rectification_pb2
+    L, M = w.G1.leader, w.G1.member
+    cl, note, it = ledger_item_with_a_note(c)
+    req = rp.RecordPlanRequest(item_id=it.id, expected_version=it.version, plan="整改方案", note_ids=[note.id],
+                               request_id=new_request_id())
+    got = stalled(c, M, M.rect.RecordPlan, req, lambda: L.clue.HandOver(pb.HandOverRequest(
+        clue_id=cl.id, expected_version=cl.version, to_unit_id=w.G3.id, reason="移交",
+        request_id=new_request_id()), timeout=30))
+    fresh = answer(M.rect.RecordPlan, req, timeout=20)
+    want = f"note_ids: note {note.id} is not a note of the item's source clue or case"
+    assert fresh[:2] == (Code.INVALID_ARGUMENT, want), fresh
+    assert got == fresh, (got, fresh)
+    item_unchanged(c, it)
+    # A note the caller still sees is cited as before, also with a change on its way.
+    cl, note, it = ledger_item_with_a_note(c)
+    got = stalled(c, M, M.rect.RecordPlan, rp.RecordPlanRequest(
+        item_id=it.id, expected_version=it.version, plan="整改方案", note_ids=[note.id],
+        request_id=new_request_id()), lambda: L.clue.ExtendDeadline(pb.ExtendDeadlineRequest(
+            clue_id=cl.id, expected_version=cl.version, days=10, reason="延期", request_id=new_request_id()),
+            timeout=30))
+    assert got[0] == Code.OK, got
+
+
+def test_ledger_move_waiting_behind_its_callers_recusal(c):
+    # G1's member moves an item from G1's clue while G1's leader records the member's recusal
+    # from that clue (held inside its transaction, the clue locked). The move waits for the
+    # source clue and then finds the recusal: NOT_FOUND as a fresh call, nothing written.
+    # Before, it took no lock of the clue, passed the look for a recusal not yet committed, and
+    # was written after it.
+    w, rp = c.w, S.rectification_pb2
+    L, M = w.G1.leader, w.G1.member
+    cl, note, it = ledger_item_with_a_note(c)
+    req = rp.RecordPlanRequest(item_id=it.id, expected_version=it.version, plan="整改方案", request_id=new_request_id())
+    got, seq = behind_a_recusal(c, cl.id, L, M, lambda: answer(M.rect.RecordPlan, req, timeout=30))
+    fresh = answer(M.rect.RecordPlan, req, timeout=20)
+    assert fresh[:2] == (Code.NOT_FOUND, "rectification item not found"), fresh
+    assert got == fresh, (got, fresh)
+    item_unchanged(c, it)
+    assert rows(c.db, "SELECT count(*) FROM audit_events WHERE seq > %s AND actor_user_id = %s", seq, M.id) == [(0,)]
+
+
+def test_proposal_written_after_its_reviewers_last_leader_recused(c):
+    # G1's leader proposes filing, for G1's liaison room R1 to review, while R1 has a leader
+    # without a conflict; that leader declares one while the proposal waits at its request key.
+    # Under the clue's lock the write looks at the reviewing unit's leaders again: refused as a
+    # fresh call (code and message), no proposal left pending before nobody. (The fresh call's
+    # PreconditionFailure names RECUSAL, the write's a concurrent change, as for the write's
+    # other FAILED_PRECONDITION refusals.)
+    w = c.w
+    L, RL = w.G1.leader, w.R1.leader
+    cl = move(L, submit(w.G1.member), PRE).clue
+    for (uid,) in rows(c.db, "SELECT id FROM users WHERE unit_id = %s AND role = 'LEADER' AND NOT disabled"
+                             " AND id <> %s", w.R1.id, RL.id):
+        recuse(RL, cl.id, uid)
+    req = move_req(cl, FIL)
+    got = stalled(c, L, L.clue.RequestTransition, req, lambda: recuse(RL, cl.id, 0))
+    fresh = answer(L.clue.RequestTransition, req, timeout=20)
+    assert fresh[:2] == (Code.FAILED_PRECONDITION,
+                         "every LEADER of the reviewing unit is recused from this clue, so nobody could review"
+                         " the proposal; an ADMIN must add a LEADER without a conflict to that unit first"), fresh
+    assert got[:2] == fresh[:2], (got, fresh)
+    assert rows(c.db, "SELECT count(*) FROM proposals WHERE clue_id = %s", cl.id) == [(0,)]
+    assert rows(c.db, "SELECT pending_proposal_id, version FROM clues WHERE id = %s", cl.id) == [(None, cl.version)]
+    assert events(c.db, cl.id)[-1][1] == "clue.recuse"
+
+
 if __name__ == "__main__":
     harness.run_tests(dict(globals()), setup, teardown)
