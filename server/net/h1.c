@@ -1,6 +1,7 @@
 #include "net/h1.h"
 
 #include <assert.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -243,6 +244,42 @@ static int has_token(const uint8_t *v, size_t n, const char *tok) {
   return 0;
 }
 
+/* A Host field value, RFC 9112 3.2: uri-host [ ":" port ] (RFC 3986 3.2.2-3.2.3), empty
+ * allowed. An IP-literal's inside is checked by its alphabet only: the value is not used to
+ * route, only handed on as :authority, and must not be ambiguous. */
+static int host_valid(const uint8_t *v, size_t n) {
+  size_t i = 0;
+
+#define UNRESERVED_OR_SUB(ch)                                                                      \
+  (((ch) >= 'a' && (ch) <= 'z') || ((ch) >= 'A' && (ch) <= 'Z') || ((ch) >= '0' && (ch) <= '9') || \
+   ((ch) != 0 && strchr("-._~!$&'()*+,;=", (ch)) != NULL))
+  if (n > 0 && v[0] == '[') {
+    for (i = 1; i < n && v[i] != ']'; i++)
+      if (!UNRESERVED_OR_SUB(v[i]) && v[i] != ':' && v[i] != '%')
+        return 0;
+    if (i == n || i == 1)
+      return 0;
+    i++;
+  } else {
+    for (; i < n && v[i] != ':'; i++) {
+      if (v[i] == '%') {
+        if (i + 2 >= n || !isxdigit(v[i + 1]) || !isxdigit(v[i + 2]))
+          return 0;
+        i += 2;
+      } else if (!UNRESERVED_OR_SUB(v[i])) {
+        return 0;
+      }
+    }
+  }
+#undef UNRESERVED_OR_SUB
+  if (i < n && v[i++] != ':')
+    return 0;
+  for (; i < n; i++) /* the port: digits, perhaps none */
+    if (v[i] < '0' || v[i] > '9')
+      return 0;
+  return 1;
+}
+
 typedef struct h1_field {
   uint8_t *name, *value;
   size_t nlen, vlen;
@@ -375,7 +412,7 @@ static int take_head(h2_conn_t *c, uint8_t *p, size_t len) {
     }
     if (NAME_IS("host")) {
       if (host != NULL) {
-        refuse(c, 400, "more than one host header");
+        refuse(c, 400, "more than one Host header");
         return -1;
       }
       host = v;
@@ -404,6 +441,15 @@ static int take_head(h2_conn_t *c, uint8_t *p, size_t len) {
   }
   if (te_chunked && clen >= 0) {
     refuse(c, 400, "both transfer-encoding and content-length");
+    return -1;
+  }
+  /* RFC 9112 3.2: an HTTP/1.1 request must name its host (HTTP/1.0 predates the field). */
+  if (host == NULL && !h->http10) {
+    refuse(c, 400, "no Host header (HTTP/1.1 requires one)");
+    return -1;
+  }
+  if (host != NULL && !host_valid(host, hostlen)) {
+    refuse(c, 400, "malformed Host header");
     return -1;
   }
   keep_alive = h->http10 ? conn_keep && !conn_close : !conn_close;

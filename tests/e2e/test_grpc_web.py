@@ -516,6 +516,42 @@ def test_request_line_and_headers_bounded(c):
     still_serving(c)
 
 
+def test_host_required(c):
+    """RFC 9112 3.2: an HTTP/1.1 request without Host, with two, or with one that is not
+    uri-host [":" port] gets 400 and the connection closes. HTTP/1.0 may leave it out."""
+    ct = [("Content-Type", "application/grpc-web+proto")]
+    body = frame(check_req())
+    no_host = (b"POST " + CHECK.encode() + b" HTTP/1.1\r\nContent-Type: application/grpc-web+proto\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    bad = [no_host, b"GET /config.json HTTP/1.1\r\n\r\n",
+           encode("POST", CHECK, body, [("Host", "b")] + ct, host="a")]
+    bad += [encode("POST", CHECK, body, ct, host=v) for v in (
+        "a b", "a/b", "x@y", "x:8o", "x:80:80", "[::1", "[::1]x", "[]", "a%zz", "a%4", "a\tb", 'a"b')]
+    bad.append(b"GET /config.json HTTP/1.0\r\nHost: a/b\r\n\r\n")
+    for raw in bad:
+        h = H1(c.srv.addr)
+        h.send(raw)
+        r = h.read_reply()
+        assert r.status == 400 and r.reason == "Bad Request", (raw[:80], r.status, r.body)
+        assert b"host" in r.body.lower() and r.header("connection") == "close", (raw[:80], r.body)
+        assert h.closed(), raw[:80]
+        h.close()
+    for v in ("", "localhost", "localhost:8080", "example.com:", "127.0.0.1:1", "[::1]:443", "[v1.x]",
+              "xn--bcher-kva.example", "a%41b", "a-b_c~d!$&'()*+,;=e"):
+        h = H1(c.srv.addr)
+        h.send(encode("POST", CHECK, body, ct, host=v))
+        r = h.read_reply()
+        assert r.status == 200 and r.grpc_status() == 0, (v, r.status, r.body)
+        h.close()
+    # HTTP/1.0 without Host is served.
+    h = H1(c.srv.addr)
+    h.send(b"GET /config.json HTTP/1.0\r\n\r\n")
+    r = h.read_reply()
+    assert r.status == 200 and r.body == c.files["config.json"]
+    h.close()
+    assert "HTTP/1.1 request refused (400): no Host header" in c.srv.output()
+
+
 def test_pipelined_input_bounded(c):
     """A client that pipelines without reading replies: the server reads a bounded amount
     (its input buffer, then nothing while the reply before waits), answers in order once
