@@ -61,6 +61,7 @@ struct h1 {
   uint64_t body_total;   /* chunked: body bytes so far */
   uint64_t body_limit;   /* the largest body accepted for the current request */
   size_t trail_bytes;
+  size_t trail_scan; /* bytes of the current trailer line already checked */
   h1_chunk_t chunk;
   unsigned chunked : 1;      /* the request body is chunked */
   unsigned close_after : 1;  /* close once the current reply is out */
@@ -298,6 +299,171 @@ static uint64_t body_limit(const h2_conn_t *c, const h2_stream_t *st) {
   return m;
 }
 
+/* A chunk-size line, RFC 9112 7.1: chunk-size [ chunk-ext ] CRLF, where
+ *   chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+ * with a token for the name and a token or quoted-string for the value. Nothing else: a
+ * front end that ends the line at a bare LF, or skips what follows the size, would read the
+ * body otherwise, and request smuggling needs exactly such ambiguities. Returns the line's
+ * length with its CRLF (the size in *size), 0 if it has not all come yet, -1 if it is
+ * malformed (*why says how); a size of more than 15 hex digits is malformed. */
+static ssize_t chunk_line(const uint8_t *p, size_t n, uint64_t *size, const char **why) {
+  enum {
+    L_SIZE,    /* hex digits */
+    L_END,     /* after a quoted value: ";", whitespace or CRLF */
+    L_WS_SEMI, /* whitespace after the size or a value: only ";" may follow */
+    L_NAME_WS, /* after ";": whitespace, then the name */
+    L_NAME,    /* the name */
+    L_WS_EQ,   /* whitespace after a name: "=" or ";" must follow */
+    L_VAL_WS,  /* after "=": whitespace, then the value */
+    L_TOKEN,   /* a token value */
+    L_QUOTED,  /* a quoted-string value */
+    L_QPAIR,   /* after a backslash in it */
+    L_CR,      /* the CR: the LF must follow */
+  } st = L_SIZE;
+  uint64_t v = 0;
+
+  *why = "malformed chunk extension";
+  for (size_t i = 0; i < n; i++) {
+    uint8_t ch = p[i];
+    int ws = ch == ' ' || ch == '\t';
+    switch (st) {
+    case L_SIZE: {
+      int d = ch >= '0' && ch <= '9'   ? ch - '0'
+              : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+              : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+                                       : -1;
+      if (d >= 0) {
+        if (i >= 15) {
+          *why = "malformed chunk size";
+          return -1;
+        }
+        v = v * 16 + (uint64_t)d;
+        continue;
+      }
+      if (i == 0 || (ch != ';' && !ws && ch != '\r')) {
+        *why = "malformed chunk size"; /* none, or "7zz", "0x7", "-1" */
+        return -1;
+      }
+      st = ch == ';' ? L_NAME_WS : ws ? L_WS_SEMI : L_CR;
+      break;
+    }
+    case L_END:
+      if (ch == ';')
+        st = L_NAME_WS;
+      else if (ws)
+        st = L_WS_SEMI;
+      else if (ch == '\r')
+        st = L_CR;
+      else
+        return -1;
+      break;
+    case L_WS_SEMI:
+      if (ch == ';')
+        st = L_NAME_WS;
+      else if (!ws)
+        return -1;
+      break;
+    case L_NAME_WS:
+      if (tchar(ch))
+        st = L_NAME;
+      else if (!ws)
+        return -1;
+      break;
+    case L_NAME:
+      if (ch == '=')
+        st = L_VAL_WS;
+      else if (ch == ';')
+        st = L_NAME_WS;
+      else if (ws)
+        st = L_WS_EQ;
+      else if (ch == '\r')
+        st = L_CR;
+      else if (!tchar(ch))
+        return -1;
+      break;
+    case L_WS_EQ:
+      if (ch == '=')
+        st = L_VAL_WS;
+      else if (ch == ';')
+        st = L_NAME_WS;
+      else if (!ws)
+        return -1;
+      break;
+    case L_VAL_WS:
+      if (ch == '"')
+        st = L_QUOTED;
+      else if (tchar(ch))
+        st = L_TOKEN;
+      else if (!ws)
+        return -1;
+      break;
+    case L_TOKEN:
+      if (ch == ';')
+        st = L_NAME_WS;
+      else if (ws)
+        st = L_WS_SEMI;
+      else if (ch == '\r')
+        st = L_CR;
+      else if (!tchar(ch))
+        return -1;
+      break;
+    case L_QUOTED: /* qdtext: HTAB, SP, VCHAR but '"' and '\\', obs-text */
+      if (ch == '"')
+        st = L_END;
+      else if (ch == '\\')
+        st = L_QPAIR;
+      else if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+        return -1;
+      break;
+    case L_QPAIR:
+      if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+        return -1;
+      st = L_QUOTED;
+      break;
+    case L_CR:
+      if (ch != '\n')
+        return -1;
+      *size = v;
+      return (ssize_t)(i + 1);
+    }
+  }
+  return 0;
+}
+
+/* One line of the trailer section after the last chunk, RFC 9112 7.1.2: a field line
+ * (token ":" value without control bytes but HTAB) and its CRLF, or the empty line that ends
+ * the section. The bytes before *scan were checked by an earlier call. Returns the line's
+ * length with its CRLF, 0 if it has not all come yet (*scan: where to go on), -1 if it is
+ * malformed: a bare CR or LF, a NUL, a folded line, no name. */
+static ssize_t trailer_line(const uint8_t *p, size_t n, size_t *scan) {
+  int in_value = *scan > 0 && memchr(p, ':', *scan) != NULL;
+
+  for (size_t i = *scan; i < n; i++) {
+    uint8_t ch = p[i];
+    if (ch == '\r') {
+      if (i + 1 == n) {
+        *scan = i;
+        return 0;
+      }
+      if (p[i + 1] != '\n' || (i > 0 && !in_value))
+        return -1;
+      return (ssize_t)(i + 2);
+    }
+    if (in_value) {
+      if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+        return -1;
+    } else if (ch == ':') {
+      if (i == 0)
+        return -1;
+      in_value = 1;
+    } else if (!tchar(ch)) {
+      return -1;
+    }
+  }
+  *scan = n;
+  return 0;
+}
+
 /* Parse one request head at ibuf + ioff of len bytes ending with CRLF CRLF at end. Makes the
  * stream and hands it the headers. Returns 0, or -1 when the request was refused. */
 static int take_head(h2_conn_t *c, uint8_t *p, size_t len) {
@@ -493,6 +659,7 @@ static int take_head(h2_conn_t *c, uint8_t *p, size_t len) {
   h->chunk = CH_SIZE;
   h->body_total = 0;
   h->trail_bytes = 0;
+  h->trail_scan = 0;
   h->remaining = te_chunked ? 0 : (uint64_t)(clen > 0 ? clen : 0);
   in_set(h, te_chunked || clen > 0 ? H1_IN_BODY : H1_IN_DONE);
   if (h->in == H1_IN_BODY && expect)
@@ -633,34 +800,16 @@ static int read_body(h2_conn_t *c) {
     }
     switch (h->chunk) {
     case CH_SIZE: {
-      uint8_t *eol = find_crlf(p, avail < H1_CHUNK_LINE ? avail : H1_CHUNK_LINE);
+      const char *bad;
       uint64_t n = 0;
-      size_t i = 0;
-      if (eol == NULL) {
-        if (avail >= H1_CHUNK_LINE) {
-          refuse(c, 400, "malformed chunk size");
-          return -1;
-        }
-        return 0;
-      }
-      for (; p + i < eol; i++) {
-        int d = p[i] >= '0' && p[i] <= '9'   ? p[i] - '0'
-                : p[i] >= 'a' && p[i] <= 'f' ? p[i] - 'a' + 10
-                : p[i] >= 'A' && p[i] <= 'F' ? p[i] - 'A' + 10
-                                             : -1;
-        if (d < 0)
-          break;
-        if (i >= 15) {
-          refuse(c, 400, "malformed chunk size");
-          return -1;
-        }
-        n = n * 16 + (uint64_t)d;
-      }
-      if (i == 0 || (p + i < eol && p[i] != ';' && p[i] != ' ' && p[i] != '\t')) {
-        refuse(c, 400, "malformed chunk size");
+      ssize_t len = chunk_line(p, avail < H1_CHUNK_LINE ? avail : H1_CHUNK_LINE, &n, &bad);
+      if (len < 0 || (len == 0 && avail >= H1_CHUNK_LINE)) {
+        refuse(c, 400, len < 0 ? bad : "chunk-size line longer than 64 bytes");
         return -1;
       }
-      h->ioff += (size_t)(eol - p) + 2;
+      if (len == 0)
+        return 0;
+      h->ioff += (size_t)len;
       h->body_total += n;
       if (h->body_total > h->body_limit) {
         char why[160];
@@ -706,21 +855,26 @@ static int read_body(h2_conn_t *c) {
       h->chunk = CH_SIZE;
       break;
     case CH_TRAIL: {
-      uint8_t *eol = find_crlf(p, avail);
-      if (eol == NULL) {
+      ssize_t len = trailer_line(p, avail, &h->trail_scan);
+      if (len < 0) {
+        refuse(c, 400, "malformed trailer field");
+        return -1;
+      }
+      if (len == 0) {
         if (h->trail_bytes + avail > H1_TRAILER_MAX) {
           refuse(c, 431, "request trailer section too large");
           return -1;
         }
         return 0;
       }
-      h->trail_bytes += (size_t)(eol - p) + 2;
-      h->ioff += (size_t)(eol - p) + 2;
+      h->trail_scan = 0;
+      h->trail_bytes += (size_t)len;
+      h->ioff += (size_t)len;
       if (h->trail_bytes > H1_TRAILER_MAX) {
         refuse(c, 431, "request trailer section too large");
         return -1;
       }
-      if (eol == p) { /* the empty line: the request is complete (its trailers ignored) */
+      if (len == 2) { /* the empty line: the request is complete (its trailers ignored) */
         body_done(c);
         return 1;
       }

@@ -240,6 +240,69 @@ def test_chunked_trailer_section_bounded(c):
     assert grpc_web(c.srv.addr, CHECK, check_req()).grpc_status() == 0
 
 
+def test_chunk_lines_strict(c):
+    """A chunk-size line is exactly RFC 9112 7.1's chunk-size [ chunk-ext ] CRLF (extensions
+    of token or quoted-string values, BWS around ";" and "="), and each trailer line a field
+    line: anything else (a bare LF or CR, text after the size, a request where the trailer
+    section should be) ends the call with INVALID_ARGUMENT and closes the connection, as a
+    malformed head is refused. A front end that reads these differently ("funky chunks")
+    cannot smuggle a request past clued."""
+    body = frame(check_req())
+    n = b"%x" % len(body)
+    head = encode("POST", CHECK, b"", [("Content-Type", "application/grpc-web+proto"),
+                                       ("Transfer-Encoding", "chunked")])
+    good = [
+        n + b"\r\n" + body + b"\r\n0\r\n\r\n",
+        n.upper() + b";a=b;c\r\n" + body + b"\r\n0;x=y\r\n\r\n",
+        n + b" ;\ta = b ;c=\"q\\\"x y;\" ; d\r\n" + body + b"\r\n00\r\n\r\n",
+        n + b"\r\n" + body + b"\r\n0\r\nx-t: 1\r\ngrpc-timeout: 1n\r\nx-u:\r\n\r\n",
+    ]
+    for raw in good:
+        h = H1(c.srv.addr)
+        h.send(head + raw)
+        r = h.read_reply()
+        assert r.grpc_status() == 0, (raw, r.trailers())
+        assert grpc_web(h, CHECK, check_req()).grpc_status() == 0, raw  # the connection goes on
+        h.close()
+    bad = [
+        n + b";\nx\r\n" + body + b"\r\n0\r\n\r\n",  # a bare LF in an extension
+        n + b" zzz\r\n" + body + b"\r\n0\r\n\r\n",  # text after the size
+        n + b" \r\n" + body + b"\r\n0\r\n\r\n",  # whitespace and no extension
+        n + b"zz\r\n" + body + b"\r\n0\r\n\r\n",
+        n + b";\r\n" + body + b"\r\n0\r\n\r\n",  # an extension with no name
+        n + b";=b\r\n" + body + b"\r\n0\r\n\r\n",
+        n + b";a=\r\n" + body + b"\r\n0\r\n\r\n",  # no value
+        n + b";a b\r\n" + body + b"\r\n0\r\n\r\n",
+        n + b";a=\"b\r\n" + body + b"\r\n0\r\n\r\n",  # an unended quoted string
+        n + b";a=\"b\"c\r\n" + body + b"\r\n0\r\n\r\n",
+        n + b";a=b\rc\r\n" + body + b"\r\n0\r\n\r\n",  # a bare CR
+        n + b"\r\n" + body + b"\r\n0\r\nx-t: 1\nx-u: 2\r\n\r\n",  # a bare LF in a trailer
+        n + b"\r\n" + body + b"\r\n0\r\nx-t: a\x00b\r\n\r\n",
+        n + b"\r\n" + body + b"\r\n0\r\n x-t: folded\r\n\r\n",
+        n + b"\r\n" + body + b"\r\n0\r\n: v\r\n\r\n",
+        n + b"\r\n" + body + b"\r\n0\r\nx-t 1\r\n\r\n",
+        # The last CRLF left out: the request behind is no trailer section.
+        n + b"\r\n" + body + b"\r\n0\r\nGET /config.json HTTP/1.1\r\nHost: x\r\n\r\n",
+    ]
+    for raw in bad:
+        h = H1(c.srv.addr)
+        h.send(head + raw)
+        r = h.read_reply()
+        assert r.grpc_status() == 3 and ("chunk" in r.grpc_message() or "trailer" in r.grpc_message()), \
+            (raw, r.trailers())
+        assert r.header("connection") == "close", (raw, r.headers)
+        assert h.closed(), raw
+        h.close()
+    # A bare LF is refused when it comes, not once 64 bytes have come without a CRLF.
+    h = H1(c.srv.addr)
+    h.send(head + n + b";a\n")
+    r = h.read_reply()
+    assert r.grpc_status() == 3 and "chunk" in r.grpc_message(), r.trailers()
+    assert h.closed()
+    h.close()
+    still_serving(c)
+
+
 def test_chunked_body_to_a_bidi_stream(c):
     """Reflection (bidi) with a chunked body: its reply starts while the body still arrives.
     The body goes on being read, each message is answered, and the 0-chunk ends the call
