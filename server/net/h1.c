@@ -111,12 +111,15 @@ static void out_set(h1_t *h, h1_out_t to) {
   h->out = to;
 }
 
+/* The reason phrase of each status the server sends (RFC 9110 15). */
 static const char *reason(int status) {
   switch (status) {
   case 200:
     return "OK";
   case 204:
     return "No Content";
+  case 304:
+    return "Not Modified";
   case 400:
     return "Bad Request";
   case 403:
@@ -141,8 +144,8 @@ static const char *reason(int status) {
     return "Not Implemented";
   case 505:
     return "HTTP Version Not Supported";
-  default:
-    return "Unknown";
+  default: /* a status not listed: the phrase may be empty (RFC 9112 4), not made up */
+    return "";
   }
 }
 

@@ -840,6 +840,36 @@ def test_static_files(c):
     h2c.close()
 
 
+def test_reason_phrases(c):
+    """Every status the HTTP/1.1 side sends has its reason phrase (a 304 went out as
+    "304 Unknown")."""
+    r = H1(c.srv.addr).request("GET", "/")
+    etag = r.header("etag")
+    pre = [("Origin", ORIGIN), ("Access-Control-Request-Method", "POST")]
+    cases = [
+        (encode("GET", "/config.json"), 200, "OK"),
+        (encode("OPTIONS", CHECK, headers=pre), 204, "No Content"),
+        (encode("GET", "/", headers=[("If-None-Match", etag)]), 304, "Not Modified"),
+        (encode("GET", "/a%2fb"), 400, "Bad Request"),
+        (encode("OPTIONS", CHECK, headers=[("Origin", "https://evil.example")]), 403, "Forbidden"),
+        (encode("GET", "/nothing.png"), 404, "Not Found"),
+        (encode("DELETE", "/"), 405, "Method Not Allowed"),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "URI Too Long"),
+        (encode("POST", CHECK, b"x", [("Content-Type", "text/plain")]), 415, "Unsupported Media Type"),
+        (encode("GET", "/", headers=[("X-Big", "b" * (HEADER_BYTES + 100))]), 431,
+         "Request Header Fields Too Large"),
+        (encode("GET", "/huge.bin"), 500, "Internal Server Error"),
+        (encode("POST", "/", headers=[("Transfer-Encoding", "gzip")]), 501, "Not Implemented"),
+        (b"GET / HTTP/1.2\r\nHost: x\r\n\r\n", 505, "HTTP Version Not Supported"),
+    ]
+    for raw, status, reason in cases:
+        h = H1(c.srv.addr)
+        h.send(raw)
+        r = h.read_reply(head=raw.startswith(b"HEAD"))
+        assert (r.status, r.reason) == (status, reason), (raw[:60], r.status, r.reason)
+        h.close()
+
+
 def test_static_traversal_refused(c):
     bad = ["/../etc/passwd", "/assets/../../etc/passwd", "/%2e%2e/etc/passwd", "/assets/%2e%2e/index.html",
            "/assets%2findex-B3xk9aQ2.js", "/assets%2Findex-B3xk9aQ2.js", "/a%5cb", "/index.html%00.js",
