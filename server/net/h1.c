@@ -887,6 +887,35 @@ static int read_body(h2_conn_t *c) {
   }
 }
 
+/* The peer half-closed, and parsing needs input that can no longer come. A call whose body
+ * is cut ends with a status (its reply is the last); bytes of an unfinished head are
+ * dropped. Either way nothing more is read: the connection closes once the replies to the
+ * requests before are out. */
+static void input_ended(h2_conn_t *c) {
+  h1_t *h = c->h1;
+  h2_stream_t *st = h->cur;
+  size_t left = h->ilen - h->ioff;
+
+  if (h->in == H1_IN_BODY && st != NULL && h2_stream_live(st)) {
+    if (st->in == H2_IN_HOLD)
+      return; /* its caller is not known yet: the body is parsed on once it is */
+    if (!h2_stream_finished(st)) {
+      in_set(h, H1_IN_CLOSED);
+      h->close_after = 1;
+      h->cont_pending = 0;
+      st->ops->input_error(st, GRPC_INVALID_ARGUMENT,
+                           "request body incomplete: the client half-closed the connection");
+      return;
+    }
+  }
+  if (h->in == H1_IN_HEAD && left > 0)
+    log_info("conn %llu (%s): HTTP/1.1 peer half-closed inside a request: %zu bytes of it "
+             "dropped",
+             (unsigned long long)c->id, c->peer, left);
+  in_set(h, H1_IN_CLOSED);
+  h->close_after = 1;
+}
+
 /* Parse what the input buffer holds, as far as the exchange in progress lets. */
 static void process(h2_conn_t *c) {
   h1_t *h = c->h1;
@@ -906,6 +935,8 @@ static void process(h2_conn_t *c) {
     } else {
       return;
     }
+    if (rc == 0 && h->peer_eof)
+      input_ended(c);
     if (rc <= 0)
       return;
   }
@@ -1002,6 +1033,8 @@ int h1_reply_start(h2_conn_t *c, h2_stream_t *s, int status, const nghttp2_nv *n
     in_set(h, H1_IN_CLOSED);
   }
   h->cont_pending = 0;
+  if (h->peer_eof && h->in == H1_IN_DONE && h->ilen == h->ioff)
+    h->close_after = 1; /* the peer half-closed and nothing of a next request came */
   if (chunked && h->http10) {
     chunked = 0; /* HTTP/1.0 knows no chunks: the body ends with the connection */
     h->close_after = 1;
@@ -1146,18 +1179,23 @@ int h1_idle(const h2_conn_t *c) {
 
 int h1_peer_eof(h2_conn_t *c) {
   h1_t *h = c->h1;
+  h2_stream_t *st = h->cur;
 
-  /* Only a request whose reply has not begun: a reply already going out (a stream) is
-   * cancelled with the connection, as a browser that went away expects. */
-  int whole = h->in == H1_IN_DONE ||
-              (h->in == H1_IN_BODY && !h->chunked && h->ilen - h->ioff >= h->remaining);
-
-  if (!whole || h->cur == NULL || h->out != H1_OUT_NONE || h->cur->out != H2_OUT_IDLE)
-    return 0;
   h->peer_eof = 1;
-  h->close_after = 1;
-  h->paused = 1;
-  h2_conn_read_pause(c, 1);
+  if (!h->paused) {
+    h->paused = 1;
+    h2_conn_read_pause(c, 1);
+  }
+  /* A reply going out while its call still makes it (a stream) is cancelled with the
+   * connection, as a browser that went away expects. */
+  if (st != NULL && h2_stream_live(st) && st->out != H2_OUT_IDLE && !h2_stream_finished(st))
+    return 0;
+  if (!h1_want_write(c) && (h->in == H1_IN_CLOSED || h->ilen == h->ioff))
+    return 0; /* nothing to answer */
+  /* Every request that came whole before the EOF is answered, in order (HTTP/1.1
+   * pipelining), one at a time as ever: process() sees the end when it needs input that can
+   * no longer come (input_ended), and the connection closes after the last reply. */
+  h->run_pending = 1;
   return 1;
 }
 

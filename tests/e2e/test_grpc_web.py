@@ -692,6 +692,71 @@ def test_half_close_still_answered(c):
     h.close()
 
 
+def test_pipelined_then_half_close(c):
+    """Requests pipelined in one write, then a half-close (shutdown(SHUT_WR)): each request
+    received whole is answered, in order, then the connection closes; one left unfinished
+    behind them is dropped and logged. The EOF used to close the connection whenever it came
+    while a reply was under way: of 50 requests, 30 were answered and the rest got nothing."""
+    ct = ("Content-Type", "application/grpc-web+proto")
+    units = S.admin_pb2.ListUnitsRequest().SerializeToString()
+
+    def one(k):
+        if k % 4 == 0:  # answered at once: an unknown method
+            return encode("POST", "/p%d.S/M" % k, frame(b""), [ct]), ("unknown", "/p%d.S/M" % k)
+        if k % 4 == 1:
+            return encode("POST", CHECK, frame(check_req()), [ct]), ("ok", None)
+        if k % 4 == 2:  # answered from the database
+            return encode("POST", LIST_UNITS, frame(units), [ct, ("Authorization", "Bearer " + c.token)]), \
+                ("ok", None)
+        return encode("GET", "/config.json"), ("file", None)
+
+    def run(n, tail=b""):
+        reqs = [one(k) for k in range(n)]
+        blob = b"".join(r for r, _ in reqs) + tail
+        h = H1(c.srv.addr, timeout=20)
+
+        def send():
+            h.sock.sendall(blob)
+            h.sock.shutdown(socket.SHUT_WR)
+        t = threading.Thread(target=send)
+        t.start()
+        for k, (_, (kind, name)) in enumerate(reqs):
+            try:
+                r = h.read_reply()
+            except EOFError:
+                raise AssertionError(f"{n} pipelined requests: the connection closed after {k} replies")
+            if kind == "file":
+                assert r.status == 200 and r.body == c.files["config.json"], (k, r.status)
+            elif kind == "unknown":
+                assert r.grpc_status() == 12 and name in r.grpc_message(), (k, r.trailers())
+            else:
+                assert r.grpc_status() == 0, (k, r.trailers())
+        t.join()
+        return h, len(blob)
+
+    for n in (50, 200):
+        h, _ = run(n)
+        assert h.closed() and h.buf == b"", h.buf[:100]
+        h.close()
+    # More than the 64 KiB input buffer holds: read as it drains, all answered.
+    h, size = run(700)
+    assert size > 64 * 1024
+    assert h.closed() and h.buf == b""
+    h.close()
+    # An unfinished request behind whole ones: they are answered, it is dropped (logged).
+    h, _ = run(10, b"GET /config.json HTTP/1.1\r\nHost: x\r\n")
+    assert h.closed() and h.buf == b""
+    h.close()
+    harness.wait_for(lambda: "half-closed inside a request" in c.srv.output(), what="the drop logged")
+    # A call whose body the half-close cut: it ends with INVALID_ARGUMENT, then the close.
+    h, _ = run(6, encode("POST", CHECK, b"", [ct, ("Content-Length", "100")]) + frame(check_req()))
+    r = h.read_reply()
+    assert r.grpc_status() == 3 and "half-closed" in r.grpc_message(), r.trailers()
+    assert h.closed()
+    h.close()
+    still_serving(c)
+
+
 def test_fuzz_http1(c):
     """Mutated requests (bytes flipped, inserted, cut, repeated, spliced): every one gets an
     answer or a close, never a crash or a sanitizer report (checked when clued stops)."""
