@@ -1,6 +1,7 @@
 #include "net/h1.h"
 
 #include <assert.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +61,7 @@ struct h1 {
   uint64_t body_total;   /* chunked: body bytes so far */
   uint64_t body_limit;   /* the largest body accepted for the current request */
   size_t trail_bytes;
+  size_t trail_scan; /* bytes of the current trailer line already checked */
   h1_chunk_t chunk;
   unsigned chunked : 1;      /* the request body is chunked */
   unsigned close_after : 1;  /* close once the current reply is out */
@@ -109,12 +111,15 @@ static void out_set(h1_t *h, h1_out_t to) {
   h->out = to;
 }
 
+/* The reason phrase of each status the server sends (RFC 9110 15). */
 static const char *reason(int status) {
   switch (status) {
   case 200:
     return "OK";
   case 204:
     return "No Content";
+  case 304:
+    return "Not Modified";
   case 400:
     return "Bad Request";
   case 403:
@@ -139,8 +144,8 @@ static const char *reason(int status) {
     return "Not Implemented";
   case 505:
     return "HTTP Version Not Supported";
-  default:
-    return "Unknown";
+  default: /* a status not listed: the phrase may be empty (RFC 9112 4), not made up */
+    return "";
   }
 }
 
@@ -243,6 +248,42 @@ static int has_token(const uint8_t *v, size_t n, const char *tok) {
   return 0;
 }
 
+/* A Host field value, RFC 9112 3.2: uri-host [ ":" port ] (RFC 3986 3.2.2-3.2.3), empty
+ * allowed. An IP-literal's inside is checked by its alphabet only: the value is not used to
+ * route, only handed on as :authority, and must not be ambiguous. */
+static int host_valid(const uint8_t *v, size_t n) {
+  size_t i = 0;
+
+#define UNRESERVED_OR_SUB(ch)                                                                      \
+  (((ch) >= 'a' && (ch) <= 'z') || ((ch) >= 'A' && (ch) <= 'Z') || ((ch) >= '0' && (ch) <= '9') || \
+   ((ch) != 0 && strchr("-._~!$&'()*+,;=", (ch)) != NULL))
+  if (n > 0 && v[0] == '[') {
+    for (i = 1; i < n && v[i] != ']'; i++)
+      if (!UNRESERVED_OR_SUB(v[i]) && v[i] != ':' && v[i] != '%')
+        return 0;
+    if (i == n || i == 1)
+      return 0;
+    i++;
+  } else {
+    for (; i < n && v[i] != ':'; i++) {
+      if (v[i] == '%') {
+        if (i + 2 >= n || !isxdigit(v[i + 1]) || !isxdigit(v[i + 2]))
+          return 0;
+        i += 2;
+      } else if (!UNRESERVED_OR_SUB(v[i])) {
+        return 0;
+      }
+    }
+  }
+#undef UNRESERVED_OR_SUB
+  if (i < n && v[i++] != ':')
+    return 0;
+  for (; i < n; i++) /* the port: digits, perhaps none */
+    if (v[i] < '0' || v[i] > '9')
+      return 0;
+  return 1;
+}
+
 typedef struct h1_field {
   uint8_t *name, *value;
   size_t nlen, vlen;
@@ -259,6 +300,171 @@ static uint64_t body_limit(const h2_conn_t *c, const h2_stream_t *st) {
   if (st != NULL && st->proto == WEB_PROTO_TEXT)
     return (m + 2) / 3 * 4;
   return m;
+}
+
+/* A chunk-size line, RFC 9112 7.1: chunk-size [ chunk-ext ] CRLF, where
+ *   chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+ * with a token for the name and a token or quoted-string for the value. Nothing else: a
+ * front end that ends the line at a bare LF, or skips what follows the size, would read the
+ * body otherwise, and request smuggling needs exactly such ambiguities. Returns the line's
+ * length with its CRLF (the size in *size), 0 if it has not all come yet, -1 if it is
+ * malformed (*why says how); a size of more than 15 hex digits is malformed. */
+static ssize_t chunk_line(const uint8_t *p, size_t n, uint64_t *size, const char **why) {
+  enum {
+    L_SIZE,    /* hex digits */
+    L_END,     /* after a quoted value: ";", whitespace or CRLF */
+    L_WS_SEMI, /* whitespace after the size or a value: only ";" may follow */
+    L_NAME_WS, /* after ";": whitespace, then the name */
+    L_NAME,    /* the name */
+    L_WS_EQ,   /* whitespace after a name: "=" or ";" must follow */
+    L_VAL_WS,  /* after "=": whitespace, then the value */
+    L_TOKEN,   /* a token value */
+    L_QUOTED,  /* a quoted-string value */
+    L_QPAIR,   /* after a backslash in it */
+    L_CR,      /* the CR: the LF must follow */
+  } st = L_SIZE;
+  uint64_t v = 0;
+
+  *why = "malformed chunk extension";
+  for (size_t i = 0; i < n; i++) {
+    uint8_t ch = p[i];
+    int ws = ch == ' ' || ch == '\t';
+    switch (st) {
+    case L_SIZE: {
+      int d = ch >= '0' && ch <= '9'   ? ch - '0'
+              : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+              : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+                                       : -1;
+      if (d >= 0) {
+        if (i >= 15) {
+          *why = "malformed chunk size";
+          return -1;
+        }
+        v = v * 16 + (uint64_t)d;
+        continue;
+      }
+      if (i == 0 || (ch != ';' && !ws && ch != '\r')) {
+        *why = "malformed chunk size"; /* none, or "7zz", "0x7", "-1" */
+        return -1;
+      }
+      st = ch == ';' ? L_NAME_WS : ws ? L_WS_SEMI : L_CR;
+      break;
+    }
+    case L_END:
+      if (ch == ';')
+        st = L_NAME_WS;
+      else if (ws)
+        st = L_WS_SEMI;
+      else if (ch == '\r')
+        st = L_CR;
+      else
+        return -1;
+      break;
+    case L_WS_SEMI:
+      if (ch == ';')
+        st = L_NAME_WS;
+      else if (!ws)
+        return -1;
+      break;
+    case L_NAME_WS:
+      if (tchar(ch))
+        st = L_NAME;
+      else if (!ws)
+        return -1;
+      break;
+    case L_NAME:
+      if (ch == '=')
+        st = L_VAL_WS;
+      else if (ch == ';')
+        st = L_NAME_WS;
+      else if (ws)
+        st = L_WS_EQ;
+      else if (ch == '\r')
+        st = L_CR;
+      else if (!tchar(ch))
+        return -1;
+      break;
+    case L_WS_EQ:
+      if (ch == '=')
+        st = L_VAL_WS;
+      else if (ch == ';')
+        st = L_NAME_WS;
+      else if (!ws)
+        return -1;
+      break;
+    case L_VAL_WS:
+      if (ch == '"')
+        st = L_QUOTED;
+      else if (tchar(ch))
+        st = L_TOKEN;
+      else if (!ws)
+        return -1;
+      break;
+    case L_TOKEN:
+      if (ch == ';')
+        st = L_NAME_WS;
+      else if (ws)
+        st = L_WS_SEMI;
+      else if (ch == '\r')
+        st = L_CR;
+      else if (!tchar(ch))
+        return -1;
+      break;
+    case L_QUOTED: /* qdtext: HTAB, SP, VCHAR but '"' and '\\', obs-text */
+      if (ch == '"')
+        st = L_END;
+      else if (ch == '\\')
+        st = L_QPAIR;
+      else if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+        return -1;
+      break;
+    case L_QPAIR:
+      if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+        return -1;
+      st = L_QUOTED;
+      break;
+    case L_CR:
+      if (ch != '\n')
+        return -1;
+      *size = v;
+      return (ssize_t)(i + 1);
+    }
+  }
+  return 0;
+}
+
+/* One line of the trailer section after the last chunk, RFC 9112 7.1.2: a field line
+ * (token ":" value without control bytes but HTAB) and its CRLF, or the empty line that ends
+ * the section. The bytes before *scan were checked by an earlier call. Returns the line's
+ * length with its CRLF, 0 if it has not all come yet (*scan: where to go on), -1 if it is
+ * malformed: a bare CR or LF, a NUL, a folded line, no name. */
+static ssize_t trailer_line(const uint8_t *p, size_t n, size_t *scan) {
+  int in_value = *scan > 0 && memchr(p, ':', *scan) != NULL;
+
+  for (size_t i = *scan; i < n; i++) {
+    uint8_t ch = p[i];
+    if (ch == '\r') {
+      if (i + 1 == n) {
+        *scan = i;
+        return 0;
+      }
+      if (p[i + 1] != '\n' || (i > 0 && !in_value))
+        return -1;
+      return (ssize_t)(i + 2);
+    }
+    if (in_value) {
+      if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+        return -1;
+    } else if (ch == ':') {
+      if (i == 0)
+        return -1;
+      in_value = 1;
+    } else if (!tchar(ch)) {
+      return -1;
+    }
+  }
+  *scan = n;
+  return 0;
 }
 
 /* Parse one request head at ibuf + ioff of len bytes ending with CRLF CRLF at end. Makes the
@@ -375,7 +581,7 @@ static int take_head(h2_conn_t *c, uint8_t *p, size_t len) {
     }
     if (NAME_IS("host")) {
       if (host != NULL) {
-        refuse(c, 400, "more than one host header");
+        refuse(c, 400, "more than one Host header");
         return -1;
       }
       host = v;
@@ -404,6 +610,15 @@ static int take_head(h2_conn_t *c, uint8_t *p, size_t len) {
   }
   if (te_chunked && clen >= 0) {
     refuse(c, 400, "both transfer-encoding and content-length");
+    return -1;
+  }
+  /* RFC 9112 3.2: an HTTP/1.1 request must name its host (HTTP/1.0 predates the field). */
+  if (host == NULL && !h->http10) {
+    refuse(c, 400, "no Host header (HTTP/1.1 requires one)");
+    return -1;
+  }
+  if (host != NULL && !host_valid(host, hostlen)) {
+    refuse(c, 400, "malformed Host header");
     return -1;
   }
   keep_alive = h->http10 ? conn_keep && !conn_close : !conn_close;
@@ -447,6 +662,7 @@ static int take_head(h2_conn_t *c, uint8_t *p, size_t len) {
   h->chunk = CH_SIZE;
   h->body_total = 0;
   h->trail_bytes = 0;
+  h->trail_scan = 0;
   h->remaining = te_chunked ? 0 : (uint64_t)(clen > 0 ? clen : 0);
   in_set(h, te_chunked || clen > 0 ? H1_IN_BODY : H1_IN_DONE);
   if (h->in == H1_IN_BODY && expect)
@@ -587,34 +803,16 @@ static int read_body(h2_conn_t *c) {
     }
     switch (h->chunk) {
     case CH_SIZE: {
-      uint8_t *eol = find_crlf(p, avail < H1_CHUNK_LINE ? avail : H1_CHUNK_LINE);
+      const char *bad;
       uint64_t n = 0;
-      size_t i = 0;
-      if (eol == NULL) {
-        if (avail >= H1_CHUNK_LINE) {
-          refuse(c, 400, "malformed chunk size");
-          return -1;
-        }
-        return 0;
-      }
-      for (; p + i < eol; i++) {
-        int d = p[i] >= '0' && p[i] <= '9'   ? p[i] - '0'
-                : p[i] >= 'a' && p[i] <= 'f' ? p[i] - 'a' + 10
-                : p[i] >= 'A' && p[i] <= 'F' ? p[i] - 'A' + 10
-                                             : -1;
-        if (d < 0)
-          break;
-        if (i >= 15) {
-          refuse(c, 400, "malformed chunk size");
-          return -1;
-        }
-        n = n * 16 + (uint64_t)d;
-      }
-      if (i == 0 || (p + i < eol && p[i] != ';' && p[i] != ' ' && p[i] != '\t')) {
-        refuse(c, 400, "malformed chunk size");
+      ssize_t len = chunk_line(p, avail < H1_CHUNK_LINE ? avail : H1_CHUNK_LINE, &n, &bad);
+      if (len < 0 || (len == 0 && avail >= H1_CHUNK_LINE)) {
+        refuse(c, 400, len < 0 ? bad : "chunk-size line longer than 64 bytes");
         return -1;
       }
-      h->ioff += (size_t)(eol - p) + 2;
+      if (len == 0)
+        return 0;
+      h->ioff += (size_t)len;
       h->body_total += n;
       if (h->body_total > h->body_limit) {
         char why[160];
@@ -660,21 +858,26 @@ static int read_body(h2_conn_t *c) {
       h->chunk = CH_SIZE;
       break;
     case CH_TRAIL: {
-      uint8_t *eol = find_crlf(p, avail);
-      if (eol == NULL) {
+      ssize_t len = trailer_line(p, avail, &h->trail_scan);
+      if (len < 0) {
+        refuse(c, 400, "malformed trailer field");
+        return -1;
+      }
+      if (len == 0) {
         if (h->trail_bytes + avail > H1_TRAILER_MAX) {
           refuse(c, 431, "request trailer section too large");
           return -1;
         }
         return 0;
       }
-      h->trail_bytes += (size_t)(eol - p) + 2;
-      h->ioff += (size_t)(eol - p) + 2;
+      h->trail_scan = 0;
+      h->trail_bytes += (size_t)len;
+      h->ioff += (size_t)len;
       if (h->trail_bytes > H1_TRAILER_MAX) {
         refuse(c, 431, "request trailer section too large");
         return -1;
       }
-      if (eol == p) { /* the empty line: the request is complete (its trailers ignored) */
+      if (len == 2) { /* the empty line: the request is complete (its trailers ignored) */
         body_done(c);
         return 1;
       }
@@ -682,6 +885,35 @@ static int read_body(h2_conn_t *c) {
     }
     }
   }
+}
+
+/* The peer half-closed, and parsing needs input that can no longer come. A call whose body
+ * is cut ends with a status (its reply is the last); bytes of an unfinished head are
+ * dropped. Either way nothing more is read: the connection closes once the replies to the
+ * requests before are out. */
+static void input_ended(h2_conn_t *c) {
+  h1_t *h = c->h1;
+  h2_stream_t *st = h->cur;
+  size_t left = h->ilen - h->ioff;
+
+  if (h->in == H1_IN_BODY && st != NULL && h2_stream_live(st)) {
+    if (st->in == H2_IN_HOLD)
+      return; /* its caller is not known yet: the body is parsed on once it is */
+    if (!h2_stream_finished(st)) {
+      in_set(h, H1_IN_CLOSED);
+      h->close_after = 1;
+      h->cont_pending = 0;
+      st->ops->input_error(st, GRPC_INVALID_ARGUMENT,
+                           "request body incomplete: the client half-closed the connection");
+      return;
+    }
+  }
+  if (h->in == H1_IN_HEAD && left > 0)
+    log_info("conn %llu (%s): HTTP/1.1 peer half-closed inside a request: %zu bytes of it "
+             "dropped",
+             (unsigned long long)c->id, c->peer, left);
+  in_set(h, H1_IN_CLOSED);
+  h->close_after = 1;
 }
 
 /* Parse what the input buffer holds, as far as the exchange in progress lets. */
@@ -703,6 +935,8 @@ static void process(h2_conn_t *c) {
     } else {
       return;
     }
+    if (rc == 0 && h->peer_eof)
+      input_ended(c);
     if (rc <= 0)
       return;
   }
@@ -799,6 +1033,8 @@ int h1_reply_start(h2_conn_t *c, h2_stream_t *s, int status, const nghttp2_nv *n
     in_set(h, H1_IN_CLOSED);
   }
   h->cont_pending = 0;
+  if (h->peer_eof && h->in == H1_IN_DONE && h->ilen == h->ioff)
+    h->close_after = 1; /* the peer half-closed and nothing of a next request came */
   if (chunked && h->http10) {
     chunked = 0; /* HTTP/1.0 knows no chunks: the body ends with the connection */
     h->close_after = 1;
@@ -943,18 +1179,23 @@ int h1_idle(const h2_conn_t *c) {
 
 int h1_peer_eof(h2_conn_t *c) {
   h1_t *h = c->h1;
+  h2_stream_t *st = h->cur;
 
-  /* Only a request whose reply has not begun: a reply already going out (a stream) is
-   * cancelled with the connection, as a browser that went away expects. */
-  int whole = h->in == H1_IN_DONE ||
-              (h->in == H1_IN_BODY && !h->chunked && h->ilen - h->ioff >= h->remaining);
-
-  if (!whole || h->cur == NULL || h->out != H1_OUT_NONE || h->cur->out != H2_OUT_IDLE)
-    return 0;
   h->peer_eof = 1;
-  h->close_after = 1;
-  h->paused = 1;
-  h2_conn_read_pause(c, 1);
+  if (!h->paused) {
+    h->paused = 1;
+    h2_conn_read_pause(c, 1);
+  }
+  /* A reply going out while its call still makes it (a stream) is cancelled with the
+   * connection, as a browser that went away expects. */
+  if (st != NULL && h2_stream_live(st) && st->out != H2_OUT_IDLE && !h2_stream_finished(st))
+    return 0;
+  if (!h1_want_write(c) && (h->in == H1_IN_CLOSED || h->ilen == h->ioff))
+    return 0; /* nothing to answer */
+  /* Every request that came whole before the EOF is answered, in order (HTTP/1.1
+   * pipelining), one at a time as ever: process() sees the end when it needs input that can
+   * no longer come (input_ended), and the connection closes after the last reply. */
+  h->run_pending = 1;
   return 1;
 }
 

@@ -50,8 +50,9 @@ int h1_want_read(const h2_conn_t *c);
 int h1_want_write(const h2_conn_t *c);
 
 /**
- * The peer half-closed. Returns 1 if a whole request's reply is still to go out (reading
- * stops; the connection closes after it), 0 if the connection should close now.
+ * The peer half-closed. Returns 1 if requests that came whole are still to be answered
+ * (reading stops; they are, in order, and the connection closes after the last reply), 0 if
+ * the connection should close now (nothing to answer, or a streaming reply is cancelled).
  */
 int h1_peer_eof(h2_conn_t *c);
 

@@ -240,6 +240,69 @@ def test_chunked_trailer_section_bounded(c):
     assert grpc_web(c.srv.addr, CHECK, check_req()).grpc_status() == 0
 
 
+def test_chunk_lines_strict(c):
+    """A chunk-size line is exactly RFC 9112 7.1's chunk-size [ chunk-ext ] CRLF (extensions
+    of token or quoted-string values, BWS around ";" and "="), and each trailer line a field
+    line: anything else (a bare LF or CR, text after the size, a request where the trailer
+    section should be) ends the call with INVALID_ARGUMENT and closes the connection, as a
+    malformed head is refused. A front end that reads these differently ("funky chunks")
+    cannot smuggle a request past clued."""
+    body = frame(check_req())
+    n = b"%x" % len(body)
+    head = encode("POST", CHECK, b"", [("Content-Type", "application/grpc-web+proto"),
+                                       ("Transfer-Encoding", "chunked")])
+    good = [
+        n + b"\r\n" + body + b"\r\n0\r\n\r\n",
+        n.upper() + b";a=b;c\r\n" + body + b"\r\n0;x=y\r\n\r\n",
+        n + b" ;\ta = b ;c=\"q\\\"x y;\" ; d\r\n" + body + b"\r\n00\r\n\r\n",
+        n + b"\r\n" + body + b"\r\n0\r\nx-t: 1\r\ngrpc-timeout: 1n\r\nx-u:\r\n\r\n",
+    ]
+    for raw in good:
+        h = H1(c.srv.addr)
+        h.send(head + raw)
+        r = h.read_reply()
+        assert r.grpc_status() == 0, (raw, r.trailers())
+        assert grpc_web(h, CHECK, check_req()).grpc_status() == 0, raw  # the connection goes on
+        h.close()
+    bad = [
+        n + b";\nx\r\n" + body + b"\r\n0\r\n\r\n",  # a bare LF in an extension
+        n + b" zzz\r\n" + body + b"\r\n0\r\n\r\n",  # text after the size
+        n + b" \r\n" + body + b"\r\n0\r\n\r\n",  # whitespace and no extension
+        n + b"zz\r\n" + body + b"\r\n0\r\n\r\n",
+        n + b";\r\n" + body + b"\r\n0\r\n\r\n",  # an extension with no name
+        n + b";=b\r\n" + body + b"\r\n0\r\n\r\n",
+        n + b";a=\r\n" + body + b"\r\n0\r\n\r\n",  # no value
+        n + b";a b\r\n" + body + b"\r\n0\r\n\r\n",
+        n + b";a=\"b\r\n" + body + b"\r\n0\r\n\r\n",  # an unended quoted string
+        n + b";a=\"b\"c\r\n" + body + b"\r\n0\r\n\r\n",
+        n + b";a=b\rc\r\n" + body + b"\r\n0\r\n\r\n",  # a bare CR
+        n + b"\r\n" + body + b"\r\n0\r\nx-t: 1\nx-u: 2\r\n\r\n",  # a bare LF in a trailer
+        n + b"\r\n" + body + b"\r\n0\r\nx-t: a\x00b\r\n\r\n",
+        n + b"\r\n" + body + b"\r\n0\r\n x-t: folded\r\n\r\n",
+        n + b"\r\n" + body + b"\r\n0\r\n: v\r\n\r\n",
+        n + b"\r\n" + body + b"\r\n0\r\nx-t 1\r\n\r\n",
+        # The last CRLF left out: the request behind is no trailer section.
+        n + b"\r\n" + body + b"\r\n0\r\nGET /config.json HTTP/1.1\r\nHost: x\r\n\r\n",
+    ]
+    for raw in bad:
+        h = H1(c.srv.addr)
+        h.send(head + raw)
+        r = h.read_reply()
+        assert r.grpc_status() == 3 and ("chunk" in r.grpc_message() or "trailer" in r.grpc_message()), \
+            (raw, r.trailers())
+        assert r.header("connection") == "close", (raw, r.headers)
+        assert h.closed(), raw
+        h.close()
+    # A bare LF is refused when it comes, not once 64 bytes have come without a CRLF.
+    h = H1(c.srv.addr)
+    h.send(head + n + b";a\n")
+    r = h.read_reply()
+    assert r.grpc_status() == 3 and "chunk" in r.grpc_message(), r.trailers()
+    assert h.closed()
+    h.close()
+    still_serving(c)
+
+
 def test_chunked_body_to_a_bidi_stream(c):
     """Reflection (bidi) with a chunked body: its reply starts while the body still arrives.
     The body goes on being read, each message is answered, and the 0-chunk ends the call
@@ -516,6 +579,42 @@ def test_request_line_and_headers_bounded(c):
     still_serving(c)
 
 
+def test_host_required(c):
+    """RFC 9112 3.2: an HTTP/1.1 request without Host, with two, or with one that is not
+    uri-host [":" port] gets 400 and the connection closes. HTTP/1.0 may leave it out."""
+    ct = [("Content-Type", "application/grpc-web+proto")]
+    body = frame(check_req())
+    no_host = (b"POST " + CHECK.encode() + b" HTTP/1.1\r\nContent-Type: application/grpc-web+proto\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    bad = [no_host, b"GET /config.json HTTP/1.1\r\n\r\n",
+           encode("POST", CHECK, body, [("Host", "b")] + ct, host="a")]
+    bad += [encode("POST", CHECK, body, ct, host=v) for v in (
+        "a b", "a/b", "x@y", "x:8o", "x:80:80", "[::1", "[::1]x", "[]", "a%zz", "a%4", "a\tb", 'a"b')]
+    bad.append(b"GET /config.json HTTP/1.0\r\nHost: a/b\r\n\r\n")
+    for raw in bad:
+        h = H1(c.srv.addr)
+        h.send(raw)
+        r = h.read_reply()
+        assert r.status == 400 and r.reason == "Bad Request", (raw[:80], r.status, r.body)
+        assert b"host" in r.body.lower() and r.header("connection") == "close", (raw[:80], r.body)
+        assert h.closed(), raw[:80]
+        h.close()
+    for v in ("", "localhost", "localhost:8080", "example.com:", "127.0.0.1:1", "[::1]:443", "[v1.x]",
+              "xn--bcher-kva.example", "a%41b", "a-b_c~d!$&'()*+,;=e"):
+        h = H1(c.srv.addr)
+        h.send(encode("POST", CHECK, body, ct, host=v))
+        r = h.read_reply()
+        assert r.status == 200 and r.grpc_status() == 0, (v, r.status, r.body)
+        h.close()
+    # HTTP/1.0 without Host is served.
+    h = H1(c.srv.addr)
+    h.send(b"GET /config.json HTTP/1.0\r\n\r\n")
+    r = h.read_reply()
+    assert r.status == 200 and r.body == c.files["config.json"]
+    h.close()
+    assert "HTTP/1.1 request refused (400): no Host header" in c.srv.output()
+
+
 def test_pipelined_input_bounded(c):
     """A client that pipelines without reading replies: the server reads a bounded amount
     (its input buffer, then nothing while the reply before waits), answers in order once
@@ -591,6 +690,71 @@ def test_half_close_still_answered(c):
     assert r.grpc_status() == 0 and len(r.messages()) == 1
     assert h.closed()
     h.close()
+
+
+def test_pipelined_then_half_close(c):
+    """Requests pipelined in one write, then a half-close (shutdown(SHUT_WR)): each request
+    received whole is answered, in order, then the connection closes; one left unfinished
+    behind them is dropped and logged. The EOF used to close the connection whenever it came
+    while a reply was under way: of 50 requests, 30 were answered and the rest got nothing."""
+    ct = ("Content-Type", "application/grpc-web+proto")
+    units = S.admin_pb2.ListUnitsRequest().SerializeToString()
+
+    def one(k):
+        if k % 4 == 0:  # answered at once: an unknown method
+            return encode("POST", "/p%d.S/M" % k, frame(b""), [ct]), ("unknown", "/p%d.S/M" % k)
+        if k % 4 == 1:
+            return encode("POST", CHECK, frame(check_req()), [ct]), ("ok", None)
+        if k % 4 == 2:  # answered from the database
+            return encode("POST", LIST_UNITS, frame(units), [ct, ("Authorization", "Bearer " + c.token)]), \
+                ("ok", None)
+        return encode("GET", "/config.json"), ("file", None)
+
+    def run(n, tail=b""):
+        reqs = [one(k) for k in range(n)]
+        blob = b"".join(r for r, _ in reqs) + tail
+        h = H1(c.srv.addr, timeout=20)
+
+        def send():
+            h.sock.sendall(blob)
+            h.sock.shutdown(socket.SHUT_WR)
+        t = threading.Thread(target=send)
+        t.start()
+        for k, (_, (kind, name)) in enumerate(reqs):
+            try:
+                r = h.read_reply()
+            except EOFError:
+                raise AssertionError(f"{n} pipelined requests: the connection closed after {k} replies")
+            if kind == "file":
+                assert r.status == 200 and r.body == c.files["config.json"], (k, r.status)
+            elif kind == "unknown":
+                assert r.grpc_status() == 12 and name in r.grpc_message(), (k, r.trailers())
+            else:
+                assert r.grpc_status() == 0, (k, r.trailers())
+        t.join()
+        return h, len(blob)
+
+    for n in (50, 200):
+        h, _ = run(n)
+        assert h.closed() and h.buf == b"", h.buf[:100]
+        h.close()
+    # More than the 64 KiB input buffer holds: read as it drains, all answered.
+    h, size = run(700)
+    assert size > 64 * 1024
+    assert h.closed() and h.buf == b""
+    h.close()
+    # An unfinished request behind whole ones: they are answered, it is dropped (logged).
+    h, _ = run(10, b"GET /config.json HTTP/1.1\r\nHost: x\r\n")
+    assert h.closed() and h.buf == b""
+    h.close()
+    harness.wait_for(lambda: "half-closed inside a request" in c.srv.output(), what="the drop logged")
+    # A call whose body the half-close cut: it ends with INVALID_ARGUMENT, then the close.
+    h, _ = run(6, encode("POST", CHECK, b"", [ct, ("Content-Length", "100")]) + frame(check_req()))
+    r = h.read_reply()
+    assert r.grpc_status() == 3 and "half-closed" in r.grpc_message(), r.trailers()
+    assert h.closed()
+    h.close()
+    still_serving(c)
 
 
 def test_fuzz_http1(c):
@@ -739,6 +903,36 @@ def test_static_files(c):
     assert r.http_status == 200 and r.data == c.files["assets/index-B3xk9aQ2.js"]
     assert r.headers["cache-control"] == "public, max-age=31536000, immutable"
     h2c.close()
+
+
+def test_reason_phrases(c):
+    """Every status the HTTP/1.1 side sends has its reason phrase (a 304 went out as
+    "304 Unknown")."""
+    r = H1(c.srv.addr).request("GET", "/")
+    etag = r.header("etag")
+    pre = [("Origin", ORIGIN), ("Access-Control-Request-Method", "POST")]
+    cases = [
+        (encode("GET", "/config.json"), 200, "OK"),
+        (encode("OPTIONS", CHECK, headers=pre), 204, "No Content"),
+        (encode("GET", "/", headers=[("If-None-Match", etag)]), 304, "Not Modified"),
+        (encode("GET", "/a%2fb"), 400, "Bad Request"),
+        (encode("OPTIONS", CHECK, headers=[("Origin", "https://evil.example")]), 403, "Forbidden"),
+        (encode("GET", "/nothing.png"), 404, "Not Found"),
+        (encode("DELETE", "/"), 405, "Method Not Allowed"),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "URI Too Long"),
+        (encode("POST", CHECK, b"x", [("Content-Type", "text/plain")]), 415, "Unsupported Media Type"),
+        (encode("GET", "/", headers=[("X-Big", "b" * (HEADER_BYTES + 100))]), 431,
+         "Request Header Fields Too Large"),
+        (encode("GET", "/huge.bin"), 500, "Internal Server Error"),
+        (encode("POST", "/", headers=[("Transfer-Encoding", "gzip")]), 501, "Not Implemented"),
+        (b"GET / HTTP/1.2\r\nHost: x\r\n\r\n", 505, "HTTP Version Not Supported"),
+    ]
+    for raw, status, reason in cases:
+        h = H1(c.srv.addr)
+        h.send(raw)
+        r = h.read_reply(head=raw.startswith(b"HEAD"))
+        assert (r.status, r.reason) == (status, reason), (raw[:60], r.status, r.reason)
+        h.close()
 
 
 def test_static_traversal_refused(c):
