@@ -35,6 +35,7 @@
 #define DB_DEFAULT_CANCEL_GRACE_MS 10
 #define DB_DEFAULT_STALL_GRACE_MS 1000
 #define DB_DEFAULT_PREPARED_MAX 256
+#define DB_DEFAULT_PREPARED_BUILT_MAX 64
 #define DB_PREPARED_TEXT_MAX 16384 /* longer texts run unprepared */
 #define DB_MAX_PARAMS 65535 /* the protocol's limit on parameters per statement */
 
@@ -67,6 +68,13 @@ typedef enum conn_role { ROLE_POOL, ROLE_LISTEN } conn_role_t;
 /* A registered statement on one server session. Sessions forget their prepared statements,
  * so a new PGconn starts with every one PREP_NONE. */
 enum { PREP_NONE = 0, PREP_SENT = 1 /* Parse in flight */, PREP_READY = 2 };
+
+/* What one session has in one slot of the registry: a name that is no longer the slot's (its
+ * text was evicted) is deallocated the next time the connection is used. */
+typedef struct db_prep {
+  uint64_t name; /* the name prepared (SENT, READY) */
+  uint8_t state; /* PREP_* */
+} db_prep_t;
 
 typedef struct db_conn db_conn_t;
 
@@ -142,7 +150,8 @@ struct db_req {
   int nstmts;
   db_stmt_t *stmts; /* copies, in the same allocation */
   PGresult **res;   /* nstmts slots, owned */
-  int *ids;         /* nstmts: each statement's number in the pool's registry, or -1 */
+  int *ids;         /* nstmts: each statement's slot in the pool's registry, or -1 */
+  uint64_t *names;  /* nstmts: the name each statement's slot had when it was looked up */
   int *plan;        /* pipeline: what each command sent is (PLAN_* or a statement's slot) */
   int nplan;
   int piped;        /* sent in pipeline mode (a transaction, or a statement prepared first) */
@@ -181,7 +190,9 @@ struct db_conn {
   cancel_work_t *cancel;  /* CANCELLING, CANCEL_WAIT: the cancel request on its way */
   int flushing;           /* PQflush returned 1: waiting for the socket to be writable */
   tuning_t tuning;        /* pool: the session's settings; UNKNOWN after a failed request */
-  uint8_t *prepared;      /* pool: per registered statement, PREP_* on this PGconn */
+  db_prep_t *prep;        /* pool: per slot of the registry, what this PGconn has */
+  uint64_t evictions;     /* pool: the registry's evictions when it last deallocated */
+  int deallocs;           /* pool: DEALLOCATEs sent whose sync point has not come back */
   unsigned failures;      /* failed attempts since the last successful connect */
   int was_connected;      /* a later connect is a reconnect, for the log */
   db_conn_t *prev, *next; /* idle list (pool role) or listener list */
@@ -236,7 +247,7 @@ struct db_pool {
   size_t npaused;     /* owners paused: the queue is then searched, not just popped */
   db_conn_t *conns;   /* size pool connections */
   db_stmts_t stmts;   /* statement texts prepared on every connection, lazily */
-  uint8_t *prepared;  /* size * stmts.max PREP_* states, one row per pool connection */
+  db_prep_t *prep;    /* size rows of db_stmts_size() slots, one row per pool connection */
   db_conn_t *idle;    /* idle connections, most recently used first */
   db_conn_t *listeners;
   int nstate[CONN_NSTATES]; /* pool connections per state */
@@ -356,12 +367,13 @@ static int req_new(const db_stmt_t *stmts, int n, int txn, db_cb cb, void *arg, 
       if (stmts[i].values[j])
         bytes += strlen(stmts[i].values[j]) + 1;
   }
-  size = sizeof(*q) + (size_t)n * (sizeof(db_stmt_t) + sizeof(PGresult *)) +
+  size = sizeof(*q) + (size_t)n * (sizeof(uint64_t) + sizeof(db_stmt_t) + sizeof(PGresult *)) +
          nvals * sizeof(char *) + ((size_t)n + PLAN_MAX(n)) * sizeof(int) + bytes;
   q = calloc(1, size);
   if (!q)
     return DB_ENOMEM;
-  st = (db_stmt_t *)(q + 1);
+  q->names = (uint64_t *)(q + 1);
+  st = (db_stmt_t *)(q->names + n);
   q->res = (PGresult **)(st + n);
   vals = (const char **)(q->res + n);
   q->ids = (int *)(vals + nvals);
@@ -540,8 +552,11 @@ static void conn_drop_pg(db_conn_t *c) {
     c->pg = NULL;
   }
   c->flushing = 0;
-  if (c->prepared)
-    memset(c->prepared, PREP_NONE, c->pool->stmts.max);
+  c->deallocs = 0;
+  if (c->prep) {
+    memset(c->prep, 0, db_stmts_size(&c->pool->stmts) * sizeof(*c->prep)); /* PREP_NONE */
+    c->evictions = c->pool->stmts.evictions;
+  }
 }
 
 /* ---- state -------------------------------------------------------------------------- */
@@ -886,6 +901,43 @@ static int conn_flush(db_conn_t *c) {
   return 0;
 }
 
+/* Each statement's slot as it is now. A built text may have been evicted since the request
+ * was made (by other requests while it waited): it is registered again, from the request's
+ * copy of it. That in turn may evict the slot of one of the request's own statements, which
+ * then runs unprepared. */
+static void req_slots_renew(db_req_t *q, db_stmts_t *r) {
+  for (int i = 0; i < q->nstmts; i++)
+    if (q->ids[i] >= 0 && db_stmts_name_of(r, q->ids[i]) != q->names[i])
+      q->ids[i] = db_stmts_id(r, q->stmts[i].sql, &q->names[i]);
+  for (int i = 0; i < q->nstmts; i++)
+    if (q->ids[i] >= 0 && db_stmts_name_of(r, q->ids[i]) != q->names[i])
+      q->ids[i] = -1;
+}
+
+/* Deallocate what this session has prepared under names its slots no longer have (their texts
+ * were evicted), so that it holds no more statements than the registry has slots. Pipeline
+ * mode, ahead of the request: each DEALLOCATE has a sync point of its own, so that neither the
+ * request nor another DEALLOCATE depends on how it ends. Returns libpq's 1 or 0. */
+static int conn_send_deallocs(db_conn_t *c) {
+  db_stmts_t *r = &c->pool->stmts;
+  char sql[16 + DB_STMTS_NAME_MAX];
+
+  for (unsigned id = r->constant_max; id < db_stmts_size(r); id++) {
+    db_prep_t *pr = &c->prep[id];
+
+    if (pr->state == PREP_NONE || pr->name == db_stmts_name_of(r, (int)id))
+      continue;
+    memcpy(sql, "DEALLOCATE ", 11);
+    db_stmts_name(pr->name, sql + 11);
+    if (!PQsendQueryParams(c->pg, sql, 0, NULL, NULL, NULL, NULL, 0) || !PQpipelineSync(c->pg))
+      return 0;
+    pr->state = PREP_NONE;
+    c->deallocs++;
+  }
+  c->evictions = r->evictions;
+  return 1;
+}
+
 /* Send statement i of q, prepared if it is registered: its Parse first when this session has
  * not prepared it yet (pipeline mode only). Returns libpq's 1 or 0. */
 static int conn_send_stmt(db_conn_t *c, db_req_t *q, int i) {
@@ -897,12 +949,15 @@ static int conn_send_stmt(db_conn_t *c, db_req_t *q, int i) {
     q->plan[q->nplan++] = PLAN_EXEC(i);
     return PQsendQueryParams(c->pg, s->sql, s->nparams, NULL, s->values, NULL, NULL, 0);
   }
-  db_stmts_name(id, name);
-  if (c->prepared[id] == PREP_NONE) {
+  /* conn_send_deallocs() ran since the slot last changed its name. */
+  assert(c->prep[id].state == PREP_NONE || c->prep[id].name == q->names[i]);
+  db_stmts_name(q->names[i], name);
+  if (c->prep[id].state == PREP_NONE) {
     assert(q->piped);
     if (!PQsendPrepare(c->pg, name, s->sql, s->nparams, NULL))
       return 0;
-    c->prepared[id] = PREP_SENT; /* a second use in this pipeline needs no Parse of its own */
+    /* A second use in this pipeline needs no Parse of its own. */
+    c->prep[id] = (db_prep_t){.name = q->names[i], .state = PREP_SENT};
     q->plan[q->nplan++] = PLAN_PARSE(i);
   }
   q->plan[q->nplan++] = PLAN_EXEC(i);
@@ -918,7 +973,7 @@ static void conn_send(db_conn_t *c, db_req_t *q) {
   PGconn *pg = c->pg;
   tuning_t want = req_tuning(q);
   int retune = c->pool->tune_sql != NULL && c->tuning != want;
-  int ok = 1;
+  int evicted, ok = 1;
 
   assert(c->role == ROLE_POOL && c->state == CONN_IDLE && !c->req && !c->user);
   c->req = q;
@@ -932,15 +987,21 @@ static void conn_send(db_conn_t *c, db_req_t *q) {
   q->seen = 0;
   conn_set_state(c, CONN_BUSY);
   conn_watchdog(c);
+  req_slots_renew(q, &c->pool->stmts);
+  evicted = c->evictions != c->pool->stmts.evictions;
   /* A lone statement this session has prepared (or that is not registered) goes as it is;
-   * one still to prepare, or that needs the session's settings changed first, goes in a
-   * pipeline after what it needs: one round trip either way. */
-  q->piped = q->txn || retune || (q->ids[0] >= 0 && c->prepared[q->ids[0]] != PREP_READY);
+   * one still to prepare, or that needs the session's settings changed first or evicted
+   * statements deallocated, goes in a pipeline after what it needs: one round trip either
+   * way. */
+  q->piped =
+      q->txn || retune || evicted || (q->ids[0] >= 0 && c->prep[q->ids[0]].state != PREP_READY);
   if (q->piped) {
     /* A transaction is one round trip: BEGIN, the statements and COMMIT, then a sync point.
      * A failing command makes the server skip the rest up to the sync, COMMIT included, and
      * leaves the transaction aborted; conn_req_done() rolls it back. */
     ok = PQenterPipelineMode(pg);
+    if (ok && evicted)
+      ok = conn_send_deallocs(c);
     if (ok && retune) {
       /* Before BEGIN they join the transaction: a failure that rolls the transaction back
        * takes the settings with it, and conn_req_done() then forgets what the session has.
@@ -1096,6 +1157,32 @@ static void conn_on_query_result(db_conn_t *c, PGresult *res) {
   q->res[0] = res;
 }
 
+/* A result of conn_send_deallocs(): the DEALLOCATE's, or its sync point. A DEALLOCATE that
+ * failed is only logged: the name is never given again, so at worst the session keeps one
+ * statement more than its share until it ends. */
+static void conn_on_dealloc_result(db_conn_t *c, PGresult *res) {
+  char why[256];
+
+  switch (PQresultStatus(res)) {
+  case PGRES_PIPELINE_SYNC:
+    c->deallocs--;
+    break;
+  case PGRES_COMMAND_OK:
+    break;
+  default:
+    if (result_ends_session(c, res)) {
+      const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+      snprintf(why, sizeof(why), "%s", msg ? msg : conn_reason(c));
+      PQclear(res);
+      conn_lost(c, why);
+      return;
+    }
+    db_log("%s: DEALLOCATE of an evicted statement failed: %s", c->name, PQresultErrorMessage(res));
+    break;
+  }
+  PQclear(res);
+}
+
 static void conn_on_pipeline_result(db_conn_t *c, PGresult *res) {
   db_req_t *q = c->req;
   int k, slot, parse;
@@ -1108,6 +1195,10 @@ static void conn_on_pipeline_result(db_conn_t *c, PGresult *res) {
     return;
   }
   q->nulls = 0;
+  if (c->deallocs > 0) {
+    conn_on_dealloc_result(c, res);
+    return;
+  }
   if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
     PQclear(res);
     if (PQexitPipelineMode(c->pg) != 1) {
@@ -1127,8 +1218,7 @@ static void conn_on_pipeline_result(db_conn_t *c, PGresult *res) {
   parse = q->plan[k] >= 0 && q->plan[k] % 2 == 0;
   /* A Parse that did not succeed leaves the name free: the next use sends it again. */
   if (parse)
-    c->prepared[q->ids[slot]] =
-        PQresultStatus(res) == PGRES_COMMAND_OK ? PREP_READY : PREP_NONE;
+    c->prep[q->ids[slot]].state = PQresultStatus(res) == PGRES_COMMAND_OK ? PREP_READY : PREP_NONE;
   if (PQresultStatus(res) == PGRES_PIPELINE_ABORTED) {
     PQclear(res);
     return;
@@ -1578,7 +1668,7 @@ static void pool_free(db_pool_t *p) {
   /* Every request has completed, so every owner's count is back to zero and freed. */
   assert(db_owners_empty(&p->owners) && db_owners_empty(&p->users) && db_owners_empty(&p->held));
   db_stmts_free(&p->stmts);
-  free(p->prepared);
+  free(p->prep);
   free(p->conns);
   free(p->conninfo);
   free(p->options);
@@ -1858,10 +1948,12 @@ int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out) {
   if (!p->conns)
     goto fail_conninfo;
   if (db_stmts_init(&p->stmts, cfg->prepared_max ? cfg->prepared_max : DB_DEFAULT_PREPARED_MAX,
+                    cfg->prepared_built_max ? cfg->prepared_built_max
+                                            : DB_DEFAULT_PREPARED_BUILT_MAX,
                     DB_PREPARED_TEXT_MAX) != 0)
     goto fail_conns;
-  p->prepared = calloc((size_t)p->size, p->stmts.max);
-  if (!p->prepared)
+  p->prep = calloc((size_t)p->size * db_stmts_size(&p->stmts), sizeof(*p->prep));
+  if (!p->prep)
     goto fail_stmts;
   p->cancels = calloc(1, sizeof(*p->cancels));
   if (!p->cancels || pthread_mutex_init(&p->cancels->mu, NULL) != 0)
@@ -1880,7 +1972,7 @@ int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out) {
   for (int i = 0; i < p->size; i++) {
     db_conn_t *c = &p->conns[i];
     conn_init(p, c, ROLE_POOL);
-    c->prepared = p->prepared + (size_t)i * p->stmts.max;
+    c->prep = p->prep + (size_t)i * db_stmts_size(&p->stmts);
     snprintf(c->name, sizeof(c->name), "connection %d", i + 1);
   }
   for (int i = 0; i < p->size; i++)
@@ -1998,7 +2090,7 @@ static int pool_request(db_pool_t *p, const db_opts_t *o, const db_stmt_t *stmts
   q->tuned = o && o->tuned && p->tune_sql != NULL;
   q->sharers = o && o->sharers > 1 ? o->sharers : 1;
   for (int i = 0; i < n; i++)
-    q->ids[i] = db_stmts_id(&p->stmts, stmts[i].sql);
+    q->ids[i] = db_stmts_id(&p->stmts, stmts[i].sql, &q->names[i]);
   if (o && o->handle)
     *o->handle = q;
   for (int i = 0; i < n; i++)

@@ -4,8 +4,9 @@
 /* The asynchronous PostgreSQL pool. Every call here runs on the libuv loop thread and
  * never blocks it: connections are made with PQconnectStart/PQconnectPoll, queries are
  * sent with PQsendQueryPrepared (each statement text is prepared once per connection, on its
- * first use there, in the same round trip; again after a reconnect), in pipeline mode for
- * transactions, and results are read when uv_poll reports the socket readable. */
+ * first use there, in the same round trip; again after a reconnect; texts built at run time
+ * share a bounded number of slots, db/stmts.h), in pipeline mode for transactions, and results
+ * are read when uv_poll reports the socket readable. */
 
 #include <libpq-fe.h>
 #include <stddef.h>
@@ -60,8 +61,12 @@ typedef struct db_config {
                                     for the statement timeout plus this gets a cancel request,
                                     and is counted lost if this passes again without an answer
                                     (a stopped or stuck backend no server-side timer ends) */
-  unsigned prepared_max;         /* distinct statement texts prepared (once per connection, on
-                                    first use) at most, default 256; later texts run unprepared */
+  unsigned prepared_max;         /* constant statement texts (the program's own: db/stmts.h)
+                                    prepared at most, once per connection on first use, default
+                                    256; later ones share the built texts' slots */
+  unsigned prepared_built_max;   /* statement texts built at run time prepared at most, default
+                                    64: the least recently used gives its slot to a new one and
+                                    is deallocated on each connection at its next use */
   /* Session settings that some requests ask for (db_opts_t.tuned): tune_sql, up to
    * DB_TUNE_MAX statements and a NULL, sets them for the session; untune_sql gives the
    * session its defaults back. A connection keeps what it has between requests: either runs,

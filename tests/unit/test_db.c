@@ -1246,8 +1246,9 @@ static int healthy_again(void *arg) {
 }
 
 /* Each statement text is prepared once per connection, on its first use, under a name of its
- * own; a registry that is full leaves later texts unprepared; a Parse that fails leaves the
- * name free; a new session prepares again. One connection, so every query shares a session. */
+ * own; constant texts past the registry's constant part share the built texts' slots; a Parse
+ * that fails leaves the name free; a new session prepares again. One connection, so every
+ * query shares a session. */
 static void test_prepared_statements(void **state) {
   db_config_t cfg = {0};
   tctx_t t;
@@ -1266,7 +1267,7 @@ static void test_prepared_statements(void **state) {
   query(&t, &a, add, 1, one);
   query(&t, &b, add, 1, five);
   query(&t, &name0, stmt0, 0, NULL);
-  /* Registered third: the registry is full after it. */
+  /* Registered third: the constant part is full after it. */
   query(&t, &other, "SELECT 'x' || $1", 1, one);
   query(&t, &count, "SELECT count(*) FROM pg_prepared_statements", 0, NULL);
   wait_completed(&t, 5, 5000);
@@ -1277,7 +1278,7 @@ static void test_prepared_statements(void **state) {
   assert_int_equal(name0.err, DB_OK);
   assert_string_equal(name0.value, add);
   assert_string_equal(other.value, "x1");
-  assert_string_equal(count.value, "3"); /* the last query itself ran unprepared */
+  assert_string_equal(count.value, "4"); /* the last query itself, in the built part */
 
   /* The same new text twice in one transaction: one Parse, both run. */
   twice[0] = (db_stmt_t){"SELECT $1::int * 10", 1, one};
@@ -1321,6 +1322,67 @@ static void test_prepared_statements(void **state) {
   assert_string_equal(again.sqlstate, "42601");
   assert_int_equal(good.err, DB_OK);
   assert_string_equal(good.value, "1");
+  ctx_close(&t);
+}
+
+/* Texts built at run time share a bounded number of slots, least recently used first out: a
+ * session deallocates the evicted ones at its next use, so that it never holds more than the
+ * registry's slots, while a constant text first used after a flood of built ones is prepared.
+ * A request whose text was evicted while it waited still runs its own text. */
+static void test_prepared_built(void **state) {
+  db_config_t cfg = {0};
+  tctx_t t;
+  rec_t count, late, mine, flood[32], a[4];
+  char built[32][32], want[4][2];
+  const char *count_sql = "SELECT count(*) FROM pg_prepared_statements";
+  const char *late_sql = "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE"
+                         " 'SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE%'";
+
+  (void)state;
+  cfg.conninfo = conninfo;
+  cfg.size = 1;
+  cfg.prepared_max = 8;
+  cfg.prepared_built_max = 2;
+  ctx_open_cfg(&t, &cfg, 1);
+  /* 32 texts, one after the other: the built part keeps the last two. */
+  for (int i = 0; i < 32; i++) {
+    snprintf(built[i], sizeof(built[i]), "SELECT %d AS n", i);
+    query(&t, &flood[i], built[i], 0, NULL);
+    wait_completed(&t, i + 1, 5000);
+    assert_int_equal(flood[i].err, DB_OK);
+    assert_int_equal(atoi(flood[i].value), i);
+  }
+  query(&t, &count, count_sql, 0, NULL);
+  query(&t, &late, late_sql, 0, NULL);
+  query(&t, &mine, "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'clued_%'", 0,
+        NULL);
+  wait_completed(&t, 35, 5000);
+  /* Itself and the two built texts most recently used. */
+  assert_int_equal(count.err, DB_OK);
+  assert_string_equal(count.value, "3");
+  assert_int_equal(late.err, DB_OK);
+  assert_string_equal(late.value, "1"); /* itself: prepared */
+  assert_string_equal(mine.value, "5");
+
+  /* One slot; four requests queued behind each other on the one connection, each evicting the
+   * text of one still waiting: every one runs its own text. */
+  ctx_close(&t);
+  cfg.prepared_built_max = 1;
+  ctx_open_cfg(&t, &cfg, 1);
+  for (int i = 0; i < 4; i++) {
+    want[i][0] = i % 2 ? 'b' : 'a';
+    want[i][1] = '\0';
+    snprintf(built[i], sizeof(built[i]), "SELECT '%s'::text", want[i]);
+    query(&t, &a[i], built[i], 0, NULL);
+  }
+  query(&t, &count, count_sql, 0, NULL);
+  wait_completed(&t, 5, 5000);
+  for (int i = 0; i < 4; i++) {
+    assert_int_equal(a[i].err, DB_OK);
+    assert_string_equal(a[i].value, want[i]);
+  }
+  assert_int_equal(count.err, DB_OK);
+  assert_true(atoi(count.value) <= 2); /* the constant one and at most one built */
   ctx_close(&t);
 }
 
@@ -1870,6 +1932,7 @@ int main(void) {
       cmocka_unit_test(test_user_share_of_requests),
       cmocka_unit_test(test_cancelled_request_holds_until_idle),
       cmocka_unit_test(test_prepared_statements),
+      cmocka_unit_test(test_prepared_built),
       cmocka_unit_test(test_rows_view),
       cmocka_unit_test(test_tuned_sessions),
       cmocka_unit_test(test_tuned_sessions_keep_their_connections),
