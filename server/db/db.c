@@ -1982,7 +1982,7 @@ int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out) {
 
 fail_prepared:
   free(p->cancels);
-  free(p->prepared);
+  free(p->prep);
 fail_stmts:
   db_stmts_free(&p->stmts);
 fail_conns:

@@ -2,6 +2,7 @@
 exit 0."""
 
 import os
+import re
 import signal
 import sys
 import time
@@ -112,20 +113,24 @@ def test_sigterm_exits_while_the_database_hangs():
     pg = harness.private_postgres()
     db = pg.new_database("hang")
     srv = harness.Clued(pg.url(db), args=["--grace-ms", "1000"]).start()
+    token = re.search(r"ct_[0-9a-f]{64}", srv.run("bootstrap").stdout).group(0)
     with open(os.path.join(pg.owned_dir, "data", "postmaster.pid")) as f:
         pm = int(f.readline())
-    kids = subprocess.run(["pgrep", "-P", str(pm)], capture_output=True, text=True).stdout.split()
-    pids = [pm] + [int(k) for k in kids]
     ch = grpc.insecure_channel(srv.addr)
+    pids = [pm]
     try:
-        for p in pids:
-            os.kill(p, signal.SIGSTOP)
-        # Calls whose tokens must be looked up in the database; each gives up at its deadline,
-        # and clued sends its statement a cancel request, which the stopped server never answers.
-        stub = S.clue_pb2_grpc.ClueServiceStub(ch)
-        futures = [stub.GetClue.future(S.clue_pb2.GetClueRequest(clue_id=1), timeout=0.5,
-                                       metadata=[("authorization", f"Bearer ct_{i:064x}")])
-                   for i in range(4)]
+        # The postmaster first, so that it starts no backend after its children were listed.
+        os.kill(pm, signal.SIGSTOP)
+        kids = subprocess.run(["pgrep", "-P", str(pm)], capture_output=True, text=True).stdout.split()
+        for k in kids:
+            pids.append(int(k))
+            os.kill(int(k), signal.SIGSTOP)
+        # Calls that read the database; each gives up at its deadline, and clued sends its
+        # statement a cancel request, which the stopped server never answers.
+        stub = S.admin_pb2_grpc.AdminServiceStub(ch)
+        futures = [stub.ListUnits.future(S.admin_pb2.ListUnitsRequest(), timeout=0.5,
+                                         metadata=[("authorization", "Bearer " + token)])
+                   for _ in range(4)]
         for fu in futures:
             assert fu.exception() is not None and fu.code() == grpc.StatusCode.DEADLINE_EXCEEDED, fu
         time.sleep(1.0)
