@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "audit/sha256.h"
+#include "domain/validate.h"
 
 typedef struct fp_buf {
   uint8_t *p;
@@ -46,11 +47,16 @@ static void put_u64(fp_buf_t *b, uint64_t v) {
   put(b, be, sizeof(be));
 }
 
+/* A text as the server keeps it: without what shows nothing at either end (validate_trim(),
+ * the span every text is checked and stored as), so that a retry whose text gained a trailing
+ * newline or lost a space, and would store the same, is the same request. A type's name (no
+ * white space) is unchanged by it. */
 static void put_str(fp_buf_t *b, const char *s) {
-  size_t n = s ? strlen(s) : 0;
+  size_t n;
+  const char *t = validate_trim(s, &n);
 
   put_u64(b, n);
-  put(b, s, n);
+  put(b, t, n);
 }
 
 static void put_message(fp_buf_t *b, const ProtobufCMessage *m, bool top);

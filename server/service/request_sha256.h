@@ -13,8 +13,9 @@
  * (docs/WRITES.md, "Retries"): the SHA-256 of a canonical encoding of the decoded message (its
  * type's full name, then every field but request_id in field-number order, each as its number
  * and its decoded value: a proto3 field left out and one sent with its default value are the
- * same, and so are a message left out and one sent empty; nested messages and repeated fields
- * recursively; unknown fields left out), in the call's memory as PostgreSQL's text form of a
+ * same, and so are a message left out and one sent empty; a text without the white space
+ * around it, as it is stored; nested messages and repeated fields recursively; unknown fields
+ * left out), in the call's memory as PostgreSQL's text form of a
  * bytea ("\x" and 64 lower-case hex digits), a statement's parameter as it is. Not the wire
  * bytes: two clients may serialise the same fields differently. NULL when out of memory.
  */

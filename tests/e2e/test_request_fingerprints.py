@@ -371,5 +371,24 @@ def test_records_without_a_fingerprint_match_any_request(c):
     assert snapshot(c) == before
 
 
+def test_white_space_around_a_text_is_the_same_request(c):
+    """Texts are checked and stored without the white space around them: a retry whose note
+    gained a trailing newline or an ideographic space (a file read with its last newline, a
+    client that does not trim) gets its first note back; a text that differs inside does not."""
+    w = c.w
+    cl = submit(w.G1.member, title="空白")
+    k = new_request_id()
+    first = w.G1.member.clue.AddNote(pb.AddNoteRequest(clue_id=cl.id, kind=pb.NOTE_KIND_OTHER, text="记录",
+                                                       request_id=k), timeout=20)
+    before = snapshot(c)
+    for text in ("记录\n", "\u3000记录 ", " 记录\t"):
+        again = w.G1.member.clue.AddNote(pb.AddNoteRequest(clue_id=cl.id, kind=pb.NOTE_KIND_OTHER, text=text,
+                                                           request_id=k), timeout=20)
+        assert again.id == first.id and again.text == "记录", (text, again)
+    assert snapshot(c) == before
+    refused_unchanged(c, w.G1.member.clue.AddNote,
+                      pb.AddNoteRequest(clue_id=cl.id, kind=pb.NOTE_KIND_OTHER, text="记 录", request_id=k))
+
+
 if __name__ == "__main__":
     harness.run_tests(globals(), setup=setup, teardown=teardown)

@@ -93,7 +93,7 @@ static void test_every_other_field_counts(void **state) {
       b.target = CLUE__V1__CLUE_STATE__CLUE_STATE_CLOSED;
       break;
     case 3:
-      b.reason = "初核 ";
+      b.reason = "初 核"; /* white space inside a text counts */
       break;
     case 4:
       d.persons_disciplined = 1;
@@ -131,11 +131,24 @@ static void test_encodings_of_the_same_fields_agree(void **state) {
   assert_string_equal(x, y);
 }
 
+/* A text with white space around it is stored without it (validate_trim()): the same request. */
+static void test_white_space_around_a_text_does_not_count(void **state) {
+  Clue__V1__RequestTransitionRequest a = sample(NULL), b = sample(NULL);
+  char x[REQUEST_SHA256_TEXT_LEN + 1], y[REQUEST_SHA256_TEXT_LEN + 1];
+  (void)state;
+
+  b.reason = " 初核\u3000\n";
+  sha_of(&a, x);
+  sha_of(&b, y);
+  assert_string_equal(x, y);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_request_id_is_left_out),
       cmocka_unit_test(test_every_other_field_counts),
       cmocka_unit_test(test_encodings_of_the_same_fields_agree),
+      cmocka_unit_test(test_white_space_around_a_text_does_not_count),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
