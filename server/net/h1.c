@@ -467,6 +467,43 @@ static ssize_t trailer_line(const uint8_t *p, size_t n, size_t *scan) {
   return 0;
 }
 
+/* A request target in absolute-form ("http://host:port/path?query", RFC 9112 3.2.2, which a
+ * server must accept; proxies send it) is served as its origin-form: *path and *len become
+ * its path and query (buf holds "/" and the query when the path is empty), and *authority
+ * its authority. Another form is left as it is. Returns 0, or -1 for an absolute-form target
+ * without an authority. */
+static int absolute_form(const uint8_t **path, size_t *len, const uint8_t **authority,
+                         size_t *authlen, char *buf, size_t bufsize) {
+  const uint8_t *t = *path, *end = t + *len, *a, *rest;
+  size_t skip;
+
+  if (*len >= 7 && strncasecmp((const char *)t, "http://", 7) == 0)
+    skip = 7;
+  else if (*len >= 8 && strncasecmp((const char *)t, "https://", 8) == 0)
+    skip = 8;
+  else
+    return 0;
+  a = t + skip;
+  for (rest = a; rest < end && *rest != '/' && *rest != '?'; rest++)
+    ;
+  if (rest == a)
+    return -1;
+  *authority = a;
+  *authlen = (size_t)(rest - a);
+  if (rest < end && *rest == '/') {
+    *path = rest;
+    *len = (size_t)(end - rest);
+  } else if ((size_t)(end - rest) + 2 <= bufsize) {
+    buf[0] = '/';
+    memcpy(buf + 1, rest, (size_t)(end - rest));
+    *path = (const uint8_t *)buf;
+    *len = (size_t)(end - rest) + 1;
+  } else {
+    return -1;
+  }
+  return 0;
+}
+
 /* Parse one request head at ibuf + ioff of len bytes ending with CRLF CRLF at end. Makes the
  * stream and hands it the headers. Returns 0, or -1 when the request was refused. */
 static int take_head(h2_conn_t *c, uint8_t *p, size_t len) {
@@ -477,8 +514,9 @@ static int take_head(h2_conn_t *c, uint8_t *p, size_t len) {
   unsigned nf = 0;
   int64_t clen = -1;
   int te_chunked = 0, te_other = 0, keep_alive, conn_close = 0, conn_keep = 0, expect = 0;
-  const uint8_t *host = NULL;
-  size_t hostlen = 0;
+  const uint8_t *host = NULL, *path, *authority = NULL;
+  size_t hostlen = 0, pathlen, authlen = 0;
+  char path_buf[H1_MAX_REQUEST_LINE + 2];
   h2_stream_t *st;
   int32_t id;
 
@@ -508,6 +546,12 @@ static int take_head(h2_conn_t *c, uint8_t *p, size_t len) {
     return -1;
   }
   h->http10 = sp2[8] == '0';
+  path = sp1 + 1;
+  pathlen = (size_t)(sp2 - sp1 - 1);
+  if (absolute_form(&path, &pathlen, &authority, &authlen, path_buf, sizeof(path_buf)) != 0) {
+    refuse(c, 400, "malformed request target");
+    return -1;
+  }
   /* The header fields. */
   for (line = eol + 2; line < end - 2; line = eol + 2) {
     uint8_t *colon, *v, *ve;
@@ -612,6 +656,12 @@ static int take_head(h2_conn_t *c, uint8_t *p, size_t len) {
     refuse(c, 400, "both transfer-encoding and content-length");
     return -1;
   }
+  /* RFC 9112 3.2.2: the authority of an absolute-form target stands for Host, which is then
+   * ignored. */
+  if (authority != NULL) {
+    host = authority;
+    hostlen = authlen;
+  }
   /* RFC 9112 3.2: an HTTP/1.1 request must name its host (HTTP/1.0 predates the field). */
   if (host == NULL && !h->http10) {
     refuse(c, 400, "no Host header (HTTP/1.1 requires one)");
@@ -645,7 +695,7 @@ static int take_head(h2_conn_t *c, uint8_t *p, size_t len) {
     if (rc == 0)
       rc = h2_stream_recv_header(st, sc, 7, (const uint8_t *)scheme, strlen(scheme));
     if (rc == 0)
-      rc = h2_stream_recv_header(st, pa, 5, sp1 + 1, (size_t)(sp2 - sp1 - 1));
+      rc = h2_stream_recv_header(st, pa, 5, path, pathlen);
     if (rc == 0 && host != NULL)
       rc = h2_stream_recv_header(st, au, 10, host, hostlen);
     for (unsigned i = 0; rc == 0 && i < nf; i++)

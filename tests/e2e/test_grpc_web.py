@@ -1026,5 +1026,34 @@ def test_bad_flags(c):
         assert r.returncode != 0 and word in r.stderr, (args, r.stderr)
 
 
+def test_absolute_form_targets(c):
+    """RFC 9112 3.2.2: a server must accept a target in absolute-form (as proxies send it): the
+    call or file is its path, and its authority stands for Host (which is then ignored)."""
+    body = frame(check_req())
+    ct = b"Content-Type: application/grpc-web+proto\r\nContent-Length: %d\r\n" % len(body)
+    for target, host in ((f"http://{c.srv.addr}{CHECK}", b"Host: elsewhere\r\n"),
+                         (f"HTTP://{c.srv.addr}{CHECK}", b""),
+                         (f"https://example.com{CHECK}", b"Host: a\r\n")):
+        h = H1(c.srv.addr)
+        h.send(b"POST " + target.encode() + b" HTTP/1.1\r\n" + host + ct + b"\r\n" + body)
+        r = h.read_reply()
+        assert r.status == 200 and r.grpc_status() == 0, (target, r.status, r.body)
+        h.close()
+    for target, want in ((f"http://{c.srv.addr}/config.json", c.files["config.json"]),
+                         (f"http://{c.srv.addr}", None), (f"http://{c.srv.addr}?x=1", None)):
+        h = H1(c.srv.addr)
+        h.send(b"GET " + target.encode() + b" HTTP/1.1\r\n\r\n")
+        r = h.read_reply()
+        assert r.status == 200 and (want is None or r.body == want), (target, r.status)
+        h.close()
+    # No authority, or an authority that is no host: 400.
+    for target in ("http:///config.json", "http://a%zz/", "http://x@y/config.json"):
+        h = H1(c.srv.addr)
+        h.send(b"GET " + target.encode() + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+        r = h.read_reply()
+        assert r.status == 400, (target, r.status)
+        h.close()
+
+
 if __name__ == "__main__":
     harness.run_tests(globals(), setup, teardown)
