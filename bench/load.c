@@ -118,6 +118,8 @@ typedef struct slot {
   int http_status, grpc_status; /* -1: not seen */
   char grpc_message[256];
   char local_error[256]; /* a failure seen here (deadline, oversized reply), if any */
+  const char *token;     /* the credential req was prepared with */
+  int resend;            /* refused unprocessed (REFUSED_STREAM): req goes again, as it is */
 } slot_t;
 
 /* A connection and its thread. IDLE: no socket (the loop connects); OPEN: socket and
@@ -463,12 +465,21 @@ static void slot_start(slot_t *s, double now) {
     slot_set_state(s, SLOT_FINISHED);
     return;
   }
-  s->t0 = now;
+  if (!s->resend)
+    s->t0 = now; /* a call sent again keeps its start: its latency is the caller's */
   s->deadline = now + CALL_TIMEOUT_S;
   s->resp_len = 0;
   s->http_status = s->grpc_status = -1;
   s->grpc_message[0] = s->local_error[0] = '\0';
-  rv = slot_prepare(s, &token);
+  if (s->resend) {
+    s->resend = 0;
+    s->req_off = 0;
+    token = s->token;
+    rv = 0;
+  } else {
+    rv = slot_prepare(s, &token);
+    s->token = token;
+  }
   if (rv == 0) {
     nghttp2_nv nva[9] = {
         NV(":method", "POST", NGHTTP2_NV_FLAG_NONE),
@@ -566,6 +577,14 @@ static int on_stream_close(nghttp2_session *h2, int32_t stream_id, uint32_t erro
   (void)user_data;
   if (!s || s->state != SLOT_RUNNING || s->stream_id != stream_id)
     return 0;
+  /* A stream the server refused before processing it (past its SETTINGS_MAX_CONCURRENT_STREAMS,
+   * which a client may open before it has the server's SETTINGS): the same request goes
+   * again, as gRPC clients retry such a stream; not an error. */
+  if (error_code == NGHTTP2_REFUSED_STREAM && s->http_status < 0 && !s->local_error[0]) {
+    s->resend = 1;
+    slot_set_state(s, SLOT_IDLE);
+    return 0;
+  }
   slot_outcome(s, error_code, err, sizeof(err), &made);
   slot_end(s, err[0] ? err : NULL, &made);
   /* The next call starts when nghttp2 has taken in all that was read (conn_start_calls),

@@ -32,11 +32,11 @@ def setup():
 teardown = world.unserve
 
 
-def run(c, client, phase, n, seconds, users=None, ids_in=None, name=None):
+def run(c, client, phase, n, seconds, users=None, ids_in=None, name=None, server=None, extra=()):
     """One phase; its JSON and the clues it left in its target state."""
     out = os.path.join(c.tmp, f"{client}-{name or phase}")
-    cmd = [CLIENTS[client], "--server", c.srv.addr, "--phase", phase, "--concurrency", str(n), "--duration",
-           str(seconds), "--users", users or c.users, "--ids-out", out]
+    cmd = [CLIENTS[client], "--server", server or c.srv.addr, "--phase", phase, "--concurrency", str(n),
+           "--duration", str(seconds), "--users", users or c.users, "--ids-out", out, *extra]
     if ids_in:
         cmd += ["--ids-in", ids_in]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -84,6 +84,25 @@ def test_refusals_are_errors(c):
         res, _, left = run(c, client, "submit", 2, 1, users=bad, name="submit-bad")
         assert res["ok"] == 0 and res["errors"] > 0 and left == [], (client, res)
         assert "UNAUTHENTICATED" in res["first_error"] or res["first_error"].startswith("16:"), (client, res)
+
+
+def test_streams_past_the_servers_limit_are_sent_again(c):
+    """More calls in flight on one connection than the server's SETTINGS_MAX_CONCURRENT_STREAMS:
+    the streams a client opened before it had the server's SETTINGS are refused unprocessed
+    (REFUSED_STREAM), and a gRPC client sends them again; so does clue-load, which counts them
+    neither as errors nor twice (every clue dealt is moved once)."""
+    srv = harness.Clued(c.url, args=["--max-concurrent-streams", "4"]).start(migrate=False)
+    try:
+        for client in CLIENTS:
+            one = ["--connections", "1"]
+            res, ids, made = run(c, client, "submit", 24, 1, name="submit-limit", server=srv.addr, extra=one)
+            assert res["errors"] == 0 and res["ok"] == len(made) > 0, (client, res)
+            res, _, moved = run(c, client, "move", 24, 30, ids_in=ids, name="move-limit", server=srv.addr,
+                                extra=one)
+            assert res["errors"] == 0 and res["ok"] == len(moved) == len(made), (client, res, len(made))
+            assert states(c, moved) == {"PRELIMINARY_CHECK": len(made)}, client
+    finally:
+        srv.stop()
 
 
 if __name__ == "__main__":
