@@ -939,7 +939,7 @@ def test_static_traversal_refused(c):
     bad = ["/../etc/passwd", "/assets/../../etc/passwd", "/%2e%2e/etc/passwd", "/assets/%2e%2e/index.html",
            "/assets%2findex-B3xk9aQ2.js", "/assets%2Findex-B3xk9aQ2.js", "/a%5cb", "/index.html%00.js",
            "/%00", "/assets\\index-B3xk9aQ2.js", "//etc/passwd", "/./index.html", "/assets/",
-           "/%zz", "*", "http://x/etc/passwd"]
+           "/%zz", "*", "http://x/../etc/passwd", "http://x/%2e%2e/etc/passwd", "http://x/%00"]
     for path in bad:
         h = H1(c.srv.addr)
         r = h.request("GET", path)
