@@ -1031,6 +1031,8 @@ int main(int argc, char **argv) {
     }
     if (cmd[0] == 'm')
       return db_migrate(cfg.database_url, cli.migrations_dir, cli.allow_superuser) == 0 ? 0 : 1;
+    if (cli.demo_tokens && bootstrap_demo_path_free(cli.demo_tokens) != 0)
+      return 1;
     if (bootstrap_admin(cfg.database_url, cli.new_admin, stdout) != 0)
       return 1;
     if (cli.demo_tokens && bootstrap_demo(cfg.database_url, cli.demo_tokens, stdout) != 0)

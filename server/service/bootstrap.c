@@ -241,13 +241,24 @@ static int write_new_file(const char *path, const char *text, size_t len) {
   return 0;
 }
 
+int bootstrap_demo_path_free(const char *tokens_path) {
+  struct stat st;
+
+  if (lstat(tokens_path, &st) != 0)
+    return 0;
+  log_error("--demo-tokens %s exists: the demo tokens go only to a new file (never an existing "
+            "file or a symlink), so that no one else may already read it; remove it or name "
+            "another",
+            tokens_path);
+  return -1;
+}
+
 int bootstrap_demo(const char *conninfo, const char *tokens_path, FILE *out) {
   PGconn *db = connect_db(conninfo);
   PGresult *r;
   FILE *tf = NULL;
   char *tokens = NULL, admin_id[32], admin_unit[32];
   size_t tokens_len = 0;
-  struct stat st;
   int rc = -1, written = 0;
 
   if (db == NULL)
@@ -284,13 +295,8 @@ int bootstrap_demo(const char *conninfo, const char *tokens_path, FILE *out) {
   snprintf(admin_unit, sizeof(admin_unit), "%s", PQgetvalue(r, 0, 1));
   PQclear(r);
   /* Said before anything is made; write_new_file() refuses it again if one appears meanwhile. */
-  if (lstat(tokens_path, &st) == 0) {
-    log_error("--demo-tokens %s exists: the demo tokens go only to a new file (never an "
-              "existing file or a symlink), so that no one else may already read it; remove it "
-              "or name another",
-              tokens_path);
+  if (bootstrap_demo_path_free(tokens_path) != 0)
     goto rollback;
-  }
   /* The tokens stay in memory until the demo is made, then go to the file before COMMIT: the
    * file exists, whole, only if the demo was made (or is removed again if COMMIT fails). */
   if ((tf = open_memstream(&tokens, &tokens_len)) == NULL) {

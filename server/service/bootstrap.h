@@ -25,4 +25,11 @@ int bootstrap_admin(const char *conninfo, int new_admin, FILE *out);
  */
 int bootstrap_demo(const char *conninfo, const char *tokens_path, FILE *out);
 
+/**
+ * 0 if nothing is at tokens_path; otherwise -1, having logged that the demo tokens go only to
+ * a new file. Checked before bootstrap makes anything, so that a refused bootstrap makes no
+ * administrator either (whose token would be printed by a command that then fails).
+ */
+int bootstrap_demo_path_free(const char *tokens_path);
+
 #endif

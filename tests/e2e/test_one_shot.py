@@ -47,6 +47,8 @@ def test_demo_tokens_never_go_to_an_existing_file_or_through_a_symlink():
             assert f.read() == "precious\n"
         assert os.stat(victim).st_mode & 0o777 == 0o644
         assert count(pg, srv, "SELECT count(*) FROM units WHERE kind <> 'ADMIN'") == 0
+        # Refused before anything is made: no administrator either, no token printed.
+        assert count(pg, srv, "SELECT count(*) FROM users") == 0 and "ct_" not in r.stdout, r
     # A new file: mode 0600, every demo user's token.
     path = os.path.join(d, "tokens")
     r = srv.run("bootstrap", "--demo-tokens", path)
