@@ -438,9 +438,9 @@ int audit_tree_checkpoint(cli_t *cli, const cli_args_t *args) {
   if (rc == CLI_OK && (out == NULL || strcmp(out, "-") != 0)) {
     if (cli->json)
       rc = cli_print_json(cli, &cp->base, 0);
-    else
-      printf("checkpoint of %lld event%s%s%s\n", (long long)cp->tree_size,
-             cp->tree_size == 1 ? "" : "s", out ? " saved to " : "", out ? out : "");
+    else /* without --out, stdout is the note alone: a redirect of it saves a checkpoint */
+      fprintf(out ? stdout : stderr, "checkpoint of %lld event%s%s%s\n", (long long)cp->tree_size,
+              cp->tree_size == 1 ? "" : "s", out ? " saved to " : "", out ? out : "");
     if (!cli->json && out == NULL)
       cli_put_text(stdout, cp->note, 1); /* ASCII lines as signed; nothing else shows raw */
   }

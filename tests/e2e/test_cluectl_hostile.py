@@ -199,6 +199,8 @@ def test_server_text_on_stdout_and_stderr_without_controls():
     with FakeServer(handler) as srv, tempfile.TemporaryDirectory() as d:
         r = ctl(srv, "audit", "checkpoint", check=0)
         assert "fake.example/log\n0\n" in r.stdout and "\u2014 fake.example/log " in r.stdout, r.stdout
+        # stdout is the note alone, as signed: redirected, it is a checkpoint file.
+        assert r.stdout == signed_checkpoint().note and "checkpoint of 0 events" in r.stderr, r
         ctl(srv, "audit", "checkpoint", "--out", os.path.join(d, "cp"), check=0)
         with open(os.path.join(d, "cp")) as f:
             assert f.read() == signed_checkpoint().note
