@@ -84,9 +84,12 @@ static void help_top(FILE *o) {
   fputs("\nExit status: 0 success; 1 the call failed (STATUS: message on stderr) or the\n"
         "answer was negative (health: not SERVING; audit verify: a broken chain); 2 usage\n"
         "error (nothing was sent).\n"
-        "\nCommands that change something send a request id, a new random UUID unless\n"
-        "--request-id is given, and print it with --json: retrying with the same id after an\n"
-        "unknown outcome makes the change at most once.\n",
+        "\nCommands that change a clue, a joint case's creation or the rectification ledger\n"
+        "(those with a --request-id option) send a request id, a new random UUID unless\n"
+        "--request-id is given, and print it with --json: retrying with the same id and the\n"
+        "same fields after an unknown outcome makes the change at most once. The others\n"
+        "(admin, token, case participants and clues) have none: before retrying one, look\n"
+        "whether it was made (token list, admin users, case show).\n",
         o);
 }
 
