@@ -76,7 +76,7 @@ static int run_list(cli_t *cli, const cli_args_t *args) {
       (rc = cli_arg_time(cli, args, "from", 0, &req.from_ms)) != 0 ||
       (rc = cli_arg_time(cli, args, "to", 1, &req.to_ms)) != 0 ||
       (rc = cli_arg_int(cli, args, "after-seq", 0, INT64_MAX, &req.after_seq)) != 0 ||
-      (rc = cli_arg_int(cli, args, "until-seq", 0, INT64_MAX, &req.until_seq)) != 0 ||
+      (rc = cli_arg_int(cli, args, "until-seq", 1, INT64_MAX, &req.until_seq)) != 0 ||
       (rc = cli_arg_i32(cli, args, "page-size", 1, INT32_MAX, &req.page_size)) != 0 ||
       (rc = cli_page_args(cli, args, &all, &req.page_token)) != 0 ||
       (rc = cli_read_args(cli, args, &read, &req.read)) != 0)

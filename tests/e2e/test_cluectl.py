@@ -92,6 +92,7 @@ def test_usage_errors(c):
         (["clue", "get", "abc"], "'abc' is not a valid id"),
         (["clue", "get", "0"], "not a valid id"),
         (["clue", "get", "1", "2"], "unexpected argument '2'"),
+        (["audit", "list", "--until-seq", "0"], "--until-seq: 0 is out of range"),  # 0 would mean none
         (["clue", "submit", "--title", "t"], "--summary is required"),
         (["clue", "submit", "--file", "x.json", "--title", "t"], "--title cannot be combined with --file"),
         (["clue", "submit", "--title", "t", "--summary", "s", "--source", "LETTER", "--subject-name", "n",
