@@ -543,14 +543,23 @@ static int show_notes(cli_t *cli, const ProtobufCMessage *m) {
   }
   if (r->n_notes == 0)
     puts("(no notes)");
+  /* A page (50 notes, or about 2 MiB of text): say where the next one starts. */
+  if (r->more && r->n_notes > 0)
+    fprintf(stderr, "More notes: add --after %lld.\n", (long long)r->notes[r->n_notes - 1]->id);
   return CLI_OK;
 }
+
+static const cli_opt_t notes_opts[] = {
+    {"after", "NOTE_ID", 0, "only the notes after this one (the next page)"},
+    {NULL, NULL, 0, NULL},
+};
 
 static int run_notes(cli_t *cli, const cli_args_t *args) {
   Clue__V1__ListNotesRequest req = CLUE__V1__LIST_NOTES_REQUEST__INIT;
   int rc;
 
-  if ((rc = cli_operand_id(cli, args, &req.clue_id)) != 0)
+  if ((rc = cli_operand_id(cli, args, &req.clue_id)) != 0 ||
+      (rc = cli_arg_int(cli, args, "after", 0, INT64_MAX, &req.after_note_id)) != 0)
     return rc;
   return cli_call_show(cli, CLUE_SVC, "ListNotes", &req.base, show_notes);
 }
@@ -582,13 +591,16 @@ static const cli_command_t clue_commands[] = {
      clue_run_handover},
     {"note", "ID", "Add a note to a clue", note_opts,
      "Notes are append-only. Anyone who can see the clue may add one.\n", run_note},
-    {"notes", "ID", "List a clue's notes", NULL, NULL, run_notes},
+    {"notes", "ID", "List a clue's notes", notes_opts,
+     "Oldest first, 50 a page (fewer past about 2 MiB of text). When more follow, stderr\n"
+     "says so and names the --after of the next page; --json gives \"more\".\n",
+     run_notes},
     {"extend", "ID", "Extend the deadline of a clue's current stage (once)", clue_extend_opts,
      clue_extend_help, clue_run_extend},
-    {"assign", "ID", "Make a user a handler of a clue (承办人)", clue_assign_opts,
-     clue_assign_help, clue_run_assign},
-    {"unassign", "ID", "End a handler's assignment to a clue", clue_assign_opts,
-     clue_unassign_help, clue_run_unassign},
+    {"assign", "ID", "Make a user a handler of a clue (承办人)", clue_assign_opts, clue_assign_help,
+     clue_run_assign},
+    {"unassign", "ID", "End a handler's assignment to a clue", clue_assign_opts, clue_unassign_help,
+     clue_run_unassign},
     {"assignments", NULL, "List handlers' assignments (yours, your unit's, your clues')",
      clue_assignments_opts, clue_assignments_help, clue_run_assignments},
     {"recuse", "ID", "Record a conflict of interest with a clue (回避)", clue_recuse_opts,

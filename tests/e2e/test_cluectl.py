@@ -570,6 +570,15 @@ def test_notes(c):
     assert sorted(n["text"] for n in notes) == sorted(["调取银行流水", minutes, "补充"])
     r = c.ctl(w.G1.member, "clue", "note", str(cid), "--kind", "OTHER", "--text", "x", check=1)
     assert r.stderr.startswith("NOT_FOUND"), r.stderr
+    # Past a page (50 notes): stderr says so and where the next starts; --after gives the rest.
+    for i in range(52):
+        c.ctl(w.G3.member, "clue", "note", str(cid), "--kind", "OTHER", "--text", f"第{i}条", check=0)
+    r = c.ctl(w.G3.member, "clue", "notes", str(cid), check=0)
+    ids = [int(x) for x in re.findall(r"^note (\d+) ", r.stdout, re.M)]
+    assert len(ids) == 50 and r.stderr == f"More notes: add --after {ids[-1]}.\n", (len(ids), r.stderr)
+    r = c.ctl(w.G3.member, "clue", "notes", str(cid), "--after", str(ids[-1]), check=0)
+    rest = [int(x) for x in re.findall(r"^note (\d+) ", r.stdout, re.M)]
+    assert len(rest) == 55 - 50 and rest[0] > ids[-1] and r.stderr == "", (rest, r.stderr)
 
 
 def test_handlers_and_recusal(c):
