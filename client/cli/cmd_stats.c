@@ -316,7 +316,7 @@ static int run_stats(cli_t *cli, const cli_args_t *args) {
 
 static const cli_opt_t bulletin_opts[] = {
     {"month", "YYYY-MM", CLI_OPT_REQUIRED, "the month (UTC+08:00), not after the current one"},
-    {"unit", "ID", CLI_OPT_REPEAT, "only this group or region (repeatable)"},
+    {"unit", "ID", CLI_OPT_REPEAT, "only this group or region"},
     {"csv", NULL, 0, "print CSV (RFC 4180, with a header row)"},
     {"markdown", NULL, 0, "print a Markdown table ready to paste into a circular"},
     CLI_OPT_CONSISTENT,
