@@ -86,11 +86,16 @@ static void checkpoint_done(rpc_call_t *call, const db_result_t *r, void *arg) {
   const char *hex;
   int oom = 0;
 
-  (void)arg; /* the tree is read now: it may have closed since the query was sent */
-
+  /* arg: a size was asked for. The tree is read now: it may have closed since the query was
+   * sent. */
   if (db_rows(r) != 1) {
     rpc_detail_resource(call, "clue.v1.Checkpoint", "");
-    rpc_fail(call, GRPC_NOT_FOUND, "no checkpoint has been published at that size");
+    if (arg)
+      rpc_fail(call, GRPC_NOT_FOUND, "no checkpoint has been published at that size");
+    else
+      rpc_fail(call, GRPC_NOT_FOUND,
+               "no checkpoint has been published yet: an instance signs them when started with "
+               "--audit-signing-key");
     return;
   }
   cp.tree_size = svc_col_i64(r, 0, 0);
@@ -133,9 +138,10 @@ static void get_checkpoint(rpc_call_t *call, const ProtobufCMessage *m) {
   }
   params[0] = svc_i64(call, req->tree_size, 1);
   svc_query(call,
-            "SELECT tree_size, encode(root, 'hex'), note, " SVC_MS("at") " FROM audit_checkpoints"
-            " WHERE $1::bigint IS NULL OR tree_size = $1 ORDER BY tree_size DESC LIMIT 1",
-            1, params, checkpoint_done, NULL);
+            "SELECT tree_size, encode(root, 'hex'), note, " SVC_MS(
+                "at") " FROM audit_checkpoints"
+                      " WHERE $1::bigint IS NULL OR tree_size = $1 ORDER BY tree_size DESC LIMIT 1",
+            1, params, checkpoint_done, req->tree_size ? (void *)call : NULL);
 }
 
 /* ---- proofs ------------------------------------------------------------------------------ */

@@ -545,5 +545,19 @@ def test_the_witness_polls_on_across_a_restart(c):
         b.stop()
 
 
+def test_a_server_without_a_key_says_why_there_is_no_checkpoint(c):
+    other = world.served()
+    try:
+        with grpc.insecure_channel(other.srv.addr) as ch:
+            audit = S.audit_pb2_grpc.AuditServiceStub(ch)
+            md = other.w.auditor.metadata
+            expect_status(grpc.StatusCode.NOT_FOUND, audit.GetCheckpoint, AU.GetCheckpointRequest(), metadata=md,
+                          details_has=("no checkpoint has been published yet", "--audit-signing-key"))
+            expect_status(grpc.StatusCode.NOT_FOUND, audit.GetCheckpoint, AU.GetCheckpointRequest(tree_size=1),
+                          metadata=md, details_has=("no checkpoint has been published at that size",))
+    finally:
+        world.unserve(other)
+
+
 if __name__ == "__main__":
     harness.run_tests(dict(globals()), setup, teardown)
