@@ -92,6 +92,7 @@ typedef struct cli {
   const char *cmd;                    /* "admin units": for messages */
   volatile sig_atomic_t *interrupted; /* set by SIGINT / SIGTERM */
   int last_code;                      /* the gRPC status of the last call (CLUE_STATUS_*) */
+  int no_token;                       /* neither --token nor CLUED_TOKEN gave one */
 } cli_t;
 
 typedef struct cli_command {

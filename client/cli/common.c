@@ -170,7 +170,6 @@ static void print_detail(const Google__Protobuf__Any *any) {
 int cli_rpc_error(cli_t *cli, int rv, const clue_status_t *st) {
   Google__Rpc__Status *rs;
 
-  (void)cli;
   if (rv < 0 && (st == NULL || st->message == NULL)) {
     fprintf(stderr, "%s: %s\n", clue_status_name(CLUE_STATUS_INTERNAL), clue_strerror(rv));
     return CLI_FAILED;
@@ -188,6 +187,8 @@ int cli_rpc_error(cli_t *cli, int rv, const clue_status_t *st) {
       print_detail(rs->details[i]);
     google__rpc__status__free_unpacked(rs, NULL);
   }
+  if (st->code == CLUE_STATUS_UNAUTHENTICATED && cli->no_token)
+    fputs("cluectl: no token was given: set CLUED_TOKEN or pass --token\n", stderr);
   return CLI_FAILED;
 }
 

@@ -423,6 +423,7 @@ static int setup(cli_t *cli, const parsed_t *p) {
     return cli_usage_error(cli, "--server: '%s' is not HOST:PORT", cli->server);
   if (rv != 0)
     return cli_oom(cli);
+  cli->no_token = p->g.token == NULL || p->g.token[0] == '\0';
   rv = clue_conn_set_token(cli->conn, p->g.token);
   if (rv == CLUE_EINVAL)
     return cli_usage_error(cli, "--token: the token contains control characters");

@@ -222,9 +222,10 @@ def test_admin_commands(c):
     assert rv["token_id"] == int(m.group(1)) and rv["revoked_at_ms"] > 0
     r = c.ctl(token, "clue", "list", check=1)
     assert r.stderr.startswith("UNAUTHENTICATED"), r.stderr
-    assert r.stdout == ""
+    assert r.stdout == "" and "CLUED_TOKEN" not in r.stderr  # a token was given: no hint
     r = c.ctl(None, "admin", "units", check=1)
     assert r.stderr.startswith("UNAUTHENTICATED"), r.stderr
+    assert "no token was given: set CLUED_TOKEN or pass --token" in r.stderr, r.stderr
 
 
 # ---- clues -------------------------------------------------------------------------------------
