@@ -252,7 +252,7 @@ int clue_run_handover(cli_t *cli, const cli_args_t *args) {
 /* ---- extend --------------------------------------------------------------------------------- */
 
 const cli_opt_t clue_extend_opts[] = {
-    {"days", "N", CLI_OPT_REQUIRED, "days added to the current stage's deadline"},
+    {"days", "N", CLI_OPT_REQUIRED, "days added to the current stage's deadline (1 to 365)"},
     VERSION_OPT,
     {"reason", "TEXT", CLI_OPT_REQUIRED, "why more time is needed"},
     CLI_OPT_REQUEST_ID,
@@ -278,7 +278,7 @@ int clue_run_extend(cli_t *cli, const cli_args_t *args) {
   int rc;
 
   if ((rc = cli_operand_id(cli, args, &req.clue_id)) != 0 ||
-      (rc = cli_arg_i32(cli, args, "days", 1, 36500, &req.days)) != 0 ||
+      (rc = cli_arg_i32(cli, args, "days", 1, 365, &req.days)) != 0 ||
       (rc = cli_arg_id(cli, args, "version", &req.expected_version)) != 0 ||
       (rc = cli_request_id(cli, args, rid)) != 0)
     return rc;

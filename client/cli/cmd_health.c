@@ -71,7 +71,8 @@ static int run_health(cli_t *cli, const cli_args_t *args) {
 
 static const cli_command_t health_commands[] = {
     {NULL, NULL, "Ask the server whether it is serving (grpc.health.v1)", health_opts,
-     "Prints SERVING, NOT_SERVING, UNKNOWN or SERVICE_UNKNOWN. Exits 0 when SERVING and 1\n"
+     "Prints SERVING, NOT_SERVING or UNKNOWN (a --service the server does not know is\n"
+     "NOT_FOUND, or SERVICE_UNKNOWN with --watch). Exits 0 when SERVING and 1\n"
      "otherwise. With --watch, prints one line per status change; reaching --timeout or\n"
      "an interrupt (Ctrl-C) ends the watch with exit status 0.\n",
      run_health},

@@ -115,6 +115,7 @@ def test_usage_errors(c):
         (["clue", "note", "1", "--kind", "OTHER", "--text", "a", "--text-file", "-"], "exactly one of"),
         (["clue", "note", "1", "--kind", "OTHER", "--text-file", "/nonexistent/n.txt"], "cannot read"),
         (["clue", "extend", "1", "--days", "0", "--version", "1", "--reason", "r"], "out of range"),
+        (["clue", "extend", "1", "--days", "366", "--version", "1", "--reason", "r"], "out of range (1 to 365)"),
         (["case", "add-clue", "1"], "--clue is required"),
         (["audit", "verify", "--subject-id", "3"], "--subject-id needs --subject-type"),
         (["audit", "watch", "--after-seq", "-1"], "out of range"),
