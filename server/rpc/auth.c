@@ -91,6 +91,7 @@ static void auth_on_notify(const char *channel, const char *payload, void *arg) 
 
 static void auth_on_listen_ready(void *arg) {
   server_t *srv = arg;
+  log_info("auth: the invalidation listener is ready: principals are cached");
   auth_cache_reset(&srv->auth_cache, 1);
 }
 

@@ -273,8 +273,15 @@ def test_rechecks_of_one_call_are_bounded(c):
         return sql(c, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
                       " AND application_name = 'clued-listen'")[0][0]
 
+    def b_listening():  # "ready" and "lost" alternate: B listens when it said ready last
+        out = srv.output()
+        return out.count("the invalidation listener is ready") > out.count("lost the invalidation listener")
+
     def cut_listener():
         harness.wait_for(lambda: listeners() == 2, what="both instances listening")  # A's and B's
+        # B's listener connected is not yet B listening (its LISTEN may still be on its way),
+        # and only a listener that listened is lost.
+        harness.wait_for(b_listening, what="B listening")
         lost = srv.output().count("lost the invalidation listener")
         assert sql(c, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                       " WHERE datname = current_database() AND application_name = 'clued-listen'")
