@@ -103,6 +103,38 @@ def test_sighup_without_tls_changes_nothing():
     assert "received SIGHUP: cleartext" in out, out
 
 
+def hang(pg):
+    """Stop every process of the private cluster pg (SIGSTOP), as a hung database host; returns
+    their pids for resume()."""
+    import subprocess
+
+    with open(os.path.join(pg.owned_dir, "data", "postmaster.pid")) as f:
+        pm = int(f.readline())
+    # The postmaster first, so that it starts no backend after its children were listed.
+    os.kill(pm, signal.SIGSTOP)
+    pids = [pm]
+    for k in subprocess.run(["pgrep", "-P", str(pm)], capture_output=True, text=True).stdout.split():
+        pids.append(int(k))
+        os.kill(int(k), signal.SIGSTOP)
+    return pids
+
+
+def resume(pids):
+    for p in pids:
+        os.kill(p, signal.SIGCONT)
+
+
+def calls_that_give_up(ch, token, n):
+    """n calls that read the database, each giving up at its deadline while it hangs: clued
+    sends each statement a cancel request, which the stopped server never answers."""
+    stub = S.admin_pb2_grpc.AdminServiceStub(ch)
+    futures = [stub.ListUnits.future(S.admin_pb2.ListUnitsRequest(), timeout=0.5,
+                                     metadata=[("authorization", "Bearer " + token)])
+               for _ in range(n)]
+    for fu in futures:
+        assert fu.exception() is not None and fu.code() == grpc.StatusCode.DEADLINE_EXCEEDED, fu
+
+
 def test_sigterm_exits_while_the_database_hangs():
     """A database host that stops answering (every PostgreSQL process stopped, SIGSTOP): calls
     that gave up have cancel requests on their way, which libpq sends blocking, with no
@@ -114,25 +146,10 @@ def test_sigterm_exits_while_the_database_hangs():
     db = pg.new_database("hang")
     srv = harness.Clued(pg.url(db), args=["--grace-ms", "1000"]).start()
     token = re.search(r"ct_[0-9a-f]{64}", srv.run("bootstrap").stdout).group(0)
-    with open(os.path.join(pg.owned_dir, "data", "postmaster.pid")) as f:
-        pm = int(f.readline())
     ch = grpc.insecure_channel(srv.addr)
-    pids = [pm]
+    pids = hang(pg)
     try:
-        # The postmaster first, so that it starts no backend after its children were listed.
-        os.kill(pm, signal.SIGSTOP)
-        kids = subprocess.run(["pgrep", "-P", str(pm)], capture_output=True, text=True).stdout.split()
-        for k in kids:
-            pids.append(int(k))
-            os.kill(int(k), signal.SIGSTOP)
-        # Calls that read the database; each gives up at its deadline, and clued sends its
-        # statement a cancel request, which the stopped server never answers.
-        stub = S.admin_pb2_grpc.AdminServiceStub(ch)
-        futures = [stub.ListUnits.future(S.admin_pb2.ListUnitsRequest(), timeout=0.5,
-                                         metadata=[("authorization", "Bearer " + token)])
-                   for _ in range(4)]
-        for fu in futures:
-            assert fu.exception() is not None and fu.code() == grpc.StatusCode.DEADLINE_EXCEEDED, fu
+        calls_that_give_up(ch, token, 4)
         time.sleep(1.0)
         t0 = time.time()
         srv.send_signal(signal.SIGTERM)
@@ -142,13 +159,48 @@ def test_sigterm_exits_while_the_database_hangs():
             rc = None
         took = time.time() - t0
     finally:
-        for p in pids:
-            os.kill(p, signal.SIGCONT)
+        resume(pids)
         ch.close()
     assert rc is not None, "clued did not exit while the database hung:\n" + srv.output()[-3000:]
     out = srv.stop()
     assert took < 4, took
     assert "received SIGTERM" in out and "stopped" in out, out[-2000:]
+
+
+def test_cancel_threads_are_bounded():
+    """At most 64 cancel requests wait on threads at once: with a pool of 80 connections whose
+    80 statements all give up while the database hangs, 64 cancels go out and the other 16
+    connections are dropped instead (their statements roll back when the server ends them).
+    Once the database answers again, clued serves as before."""
+    pg = harness.private_postgres()
+    db = pg.new_database("hang")
+    srv = harness.Clued(pg.url(db), args=["--db-pool", "80", "--db-conns-per-user", "80"]).start()
+    token = re.search(r"ct_[0-9a-f]{64}", srv.run("bootstrap").stdout).group(0)
+    md = [("authorization", "Bearer " + token)]
+    admin_db = pg.connect(db)
+
+    def clued_backends():
+        with admin_db.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND usename = 'clued' AND application_name <> 'clued-listen'")
+            return cur.fetchone()[0]
+
+    with grpc.insecure_channel(srv.addr) as ch:
+        stub = S.admin_pb2_grpc.AdminServiceStub(ch)
+        stub.ListUnits(S.admin_pb2.ListUnitsRequest(), metadata=md, timeout=10)  # the token cached
+        harness.wait_for(lambda: clued_backends() >= 80, timeout=30, what="80 pool connections")
+        pids = hang(pg)
+        try:
+            calls_that_give_up(ch, token, 80)
+            harness.wait_for(lambda: srv.output().count("cannot send a cancel request") >= 16, timeout=10,
+                             what="the cancels past 64 dropping their connections")
+        finally:
+            resume(pids)
+        assert srv.output().count("cannot send a cancel request") == 16, srv.output()[-3000:]
+        harness.wait_for(lambda: stub.ListUnits(S.admin_pb2.ListUnitsRequest(), metadata=md, timeout=5),
+                         timeout=30, what="a call served again")
+    admin_db.close()
+    srv.stop()
 
 
 if __name__ == "__main__":
