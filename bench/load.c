@@ -120,6 +120,7 @@ typedef struct slot {
   char local_error[256]; /* a failure seen here (deadline, oversized reply), if any */
   const char *token;     /* the credential req was prepared with */
   int resend;            /* refused unprocessed (REFUSED_STREAM): req goes again, as it is */
+  unsigned resends;      /* times the current call was sent again, at most LOAD_RESENDS_MAX */
 } slot_t;
 
 /* A connection and its thread. IDLE: no socket (the loop connects); OPEN: socket and
@@ -251,6 +252,10 @@ static void conn_record(conn_t *c, double t0, const char *error, const clue_ref_
 }
 
 /* ---- stream slots -------------------------------------------------------------------- */
+
+/* How often one call is sent again after REFUSED_STREAM before the refusal counts as its
+ * error: a server that refuses every stream must not make the generator spin. */
+#define LOAD_RESENDS_MAX 8
 
 /* The one place a slot changes state; it keeps the connection's count of running calls. */
 static void slot_set_state(slot_t *s, slot_state_t to) {
@@ -471,8 +476,11 @@ static void slot_start(slot_t *s, double now) {
   s->resp_len = 0;
   s->http_status = s->grpc_status = -1;
   s->grpc_message[0] = s->local_error[0] = '\0';
+  if (!s->resend)
+    s->resends = 0;
   if (s->resend) {
     s->resend = 0;
+    s->resends++;
     s->req_off = 0;
     token = s->token;
     rv = 0;
@@ -580,7 +588,8 @@ static int on_stream_close(nghttp2_session *h2, int32_t stream_id, uint32_t erro
   /* A stream the server refused before processing it (past its SETTINGS_MAX_CONCURRENT_STREAMS,
    * which a client may open before it has the server's SETTINGS): the same request goes
    * again, as gRPC clients retry such a stream; not an error. */
-  if (error_code == NGHTTP2_REFUSED_STREAM && s->http_status < 0 && !s->local_error[0]) {
+  if (error_code == NGHTTP2_REFUSED_STREAM && s->http_status < 0 && !s->local_error[0] &&
+      s->resends < LOAD_RESENDS_MAX) {
     s->resend = 1;
     slot_set_state(s, SLOT_IDLE);
     return 0;
