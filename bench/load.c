@@ -470,21 +470,19 @@ static void slot_start(slot_t *s, double now) {
     slot_set_state(s, SLOT_FINISHED);
     return;
   }
-  if (!s->resend)
-    s->t0 = now; /* a call sent again keeps its start: its latency is the caller's */
   s->deadline = now + CALL_TIMEOUT_S;
   s->resp_len = 0;
   s->http_status = s->grpc_status = -1;
   s->grpc_message[0] = s->local_error[0] = '\0';
-  if (!s->resend)
-    s->resends = 0;
-  if (s->resend) {
+  if (s->resend) { /* the same request, keeping its start: its latency is the caller's */
     s->resend = 0;
     s->resends++;
     s->req_off = 0;
     token = s->token;
     rv = 0;
   } else {
+    s->t0 = now;
+    s->resends = 0;
     rv = slot_prepare(s, &token);
     s->token = token;
   }
