@@ -164,10 +164,13 @@ void svc_fail_db(rpc_call_t *call, const db_result_t *r) {
 
       clver_versions(r->message, &current, &expected);
       svc_version_conflict(call, current, expected);
-    } else if (strcmp(st, "CLPRE") == 0)
-      rpc_detail_precondition(call, "STATE", "concurrent change", r->message);
-    else if (strcmp(st, "CLARG") == 0 && r->message != NULL &&
-             (field = svc_message_field(call, r->message)) != NULL)
+    } else if (strcmp(st, "CLPRE") == 0 || strcmp(st, "CL009") == 0) {
+      const char *type, *subject;
+
+      sql_precondition(r->message, &type, &subject);
+      rpc_detail_precondition(call, type, subject, r->message);
+    } else if (strcmp(st, "CLARG") == 0 && r->message != NULL &&
+               (field = svc_message_field(call, r->message)) != NULL)
       rpc_detail_field(call, field, r->message);
     if (code == GRPC_NOT_FOUND) {
       /* As the server's own refusal of a missing or hidden object (clue_refuse()). */

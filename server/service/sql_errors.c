@@ -1,5 +1,7 @@
 #include "service/sql_errors.h"
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <string.h>
 
 const sql_error_t sql_errors[] = {
@@ -31,4 +33,69 @@ int sql_error_code(const char *st, grpc_status_t *code) {
     }
   }
   return -1;
+}
+
+/* The messages of migrations/ raising CLPRE or CL009, each with what it names. '*' stands
+ * for any run of characters (an id, a state). unit.test_sql_errors finds every such message
+ * of the migrations here. */
+static const struct {
+  const char *pattern, *type, *subject;
+} preconditions[] = {
+    {"proposal was already decided", "STATE", "proposal decided"},
+    {"clue has a pending proposal; *", "STATE", "proposal pending"},
+    {"clue * has a pending proposal; *", "STATE", "proposal pending"},
+    {"clue * changed meanwhile *", "STATE", "clue changed"},
+    {"clue * is *, a terminal state; *", "STATE", "terminal state"},
+    {"clue * is already in a joint case", "STATE", "already in a case"},
+    {"clue * is not in joint case *", "STATE", "not in this case"},
+    {"joint case * holds * clues, the most one case may hold; *", "STATE", "case full"},
+    {"unit * does not take part in joint case *", "PARTICIPATION", "not a participant"},
+    {"the deadline of the current stage was already extended once", "STATE", "already extended"},
+    {"clue is *; its stage has no deadline to extend", "STATE", "no stage deadline"},
+    {"every LEADER of the reviewing unit is recused from this clue*", "RECUSAL",
+     "every reviewer leader recused"},
+    {"user * is recused from this clue and cannot be assigned to it", "RECUSAL", "user recused"},
+    {"user * is already a handler of this clue", "STATE", "already a handler"},
+    {"user * is not a handler of this clue", "STATE", "not a handler"},
+    {"rectification item * is *, no longer *", "STATE", "item moved"},
+    {"source_clue_id: clue * changed owner meanwhile", "STATE", "source clue handed over"},
+    {"administrators cannot disable themselves", "ADMINISTRATION", "self disable"},
+    {"user * is the last enabled ADMIN holding a live token: *", "ADMINISTRATION",
+     "last administrator"},
+    {"token * is the last live token of the last enabled ADMIN *", "ADMINISTRATION",
+     "last administrator"},
+    {"user *, the caller, was disabled meanwhile", "ADMINISTRATION", "caller disabled"},
+    {"token *, the caller's, was revoked meanwhile", "ADMINISTRATION", "caller's token revoked"},
+    {"user * is already disabled", "STATE", "user disabled"},
+    {"user * is disabled", "STATE", "user disabled"},
+    {"token * is already revoked", "STATE", "token revoked"},
+};
+
+static bool matches(const char *p, const char *s) {
+  for (; *p != '\0'; p++, s++) {
+    if (*p == '*') {
+      for (const char *t = s;; t++) {
+        if (matches(p + 1, t))
+          return true;
+        if (*t == '\0')
+          return false;
+      }
+    }
+    if (*s != *p)
+      return false;
+  }
+  return *s == '\0';
+}
+
+void sql_precondition(const char *message, const char **type, const char **subject) {
+  *type = "STATE";
+  *subject = "precondition";
+  if (message == NULL)
+    return;
+  for (size_t i = 0; i < sizeof(preconditions) / sizeof(preconditions[0]); i++)
+    if (matches(preconditions[i].pattern, message)) {
+      *type = preconditions[i].type;
+      *subject = preconditions[i].subject;
+      return;
+    }
 }

@@ -30,4 +30,13 @@ extern const int sql_errors_len;
  */
 int sql_error_code(const char *st, grpc_status_t *code) __attribute__((warn_unused_result));
 
+/**
+ * The condition a FAILED_PRECONDITION raised by our SQL (CLPRE, or the legacy CL009) failed
+ * on, for the PreconditionFailure a client reads: its type ("STATE", "RECUSAL",
+ * "PARTICIPATION", "ADMINISTRATION") and subject ("proposal decided", "user recused", ...),
+ * the same words the server's own check gives for the same condition (domain/authz.c), found
+ * from the message's form. A message of no known form gives "STATE" and "precondition".
+ */
+void sql_precondition(const char *message, const char **type, const char **subject);
+
 #endif

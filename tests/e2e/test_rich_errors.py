@@ -369,6 +369,35 @@ def test_other_precondition_names_its_condition(c):
     assert (v.type, v.subject, v.description) == ("STATE", "proposal decided", msg), v
 
 
+def test_refusals_raised_in_sql_name_their_condition(c):
+    # Refusals the write functions raise (CLPRE) name what failed, as the server's own checks
+    # do, never "concurrent change" for every cause.
+    w = c.w
+    A = S.admin_pb2
+    code, msg, raw = failure(w.admin.admin.DisableUser, A.DisableUserRequest(user_id=w.admin.id), timeout=20)
+    assert (code, msg) == (Code.FAILED_PRECONDITION, "administrators cannot disable themselves"), (code, msg)
+    (pre,) = status_of(code, msg, raw)["google.rpc.PreconditionFailure"]
+    (v,) = pre.violations
+    assert (v.type, v.subject, v.description) == ("ADMINISTRATION", "self disable", msg), v
+
+    u = w.admin.admin.CreateUser(A.CreateUserRequest(unit_id=w.G1.id, name="待停用", role=cm.ROLE_MEMBER),
+                                 timeout=20)
+    w.admin.admin.DisableUser(A.DisableUserRequest(user_id=u.id), timeout=20)
+    code, msg, raw = failure(w.admin.admin.DisableUser, A.DisableUserRequest(user_id=u.id), timeout=20)
+    assert (code, msg) == (Code.FAILED_PRECONDITION, f"user {u.id} is already disabled"), (code, msg)
+    (pre,) = status_of(code, msg, raw)["google.rpc.PreconditionFailure"]
+    (v,) = pre.violations
+    assert (v.type, v.subject) == ("STATE", "user disabled"), v
+
+    t = w.admin.admin.IssueToken(A.IssueTokenRequest(user_id=w.G1.member.id, note="rich"), timeout=20)
+    w.admin.admin.RevokeToken(A.RevokeTokenRequest(token_id=t.token_id), timeout=20)
+    code, msg, raw = failure(w.admin.admin.RevokeToken, A.RevokeTokenRequest(token_id=t.token_id), timeout=20)
+    assert code == Code.FAILED_PRECONDITION, (code, msg)
+    (pre,) = status_of(code, msg, raw)["google.rpc.PreconditionFailure"]
+    (v,) = pre.violations
+    assert (v.type, v.subject, v.description) == ("STATE", "token revoked", msg), v
+
+
 def test_extend_refusal_names_the_state(c):
     # An extension refused while a proposal waits: the subject is the clue's current state.
     w = c.w
