@@ -19,7 +19,7 @@ static const char *const FIELD_VERBS[] = {"is ", "must ", "needs ", "has ", "was
 
 /* The request field a message names first, copied into buf, or "" if it names none: a
  * lower-case identifier path (snake_case, dots) followed by a verb, or one with an
- * underscore or a dot followed by anything. */
+ * underscore or a dot followed by anything, or by a colon. */
 static const char *field_of_message(const char *msg, char *buf, size_t size) {
   size_t n = 0;
   bool joined = false;
@@ -31,6 +31,12 @@ static const char *field_of_message(const char *msg, char *buf, size_t size) {
          msg[n] == '.') {
     joined |= msg[n] == '_' || msg[n] == '.';
     n++;
+  }
+  /* "unit_ids: unit 2 is a ROOM": a path with an underscore or a dot may end in a colon. */
+  if (n < size && joined && msg[n] == ':' && msg[n + 1] == ' ' && msg[n - 1] != '.') {
+    memcpy(buf, msg, n);
+    buf[n] = '\0';
+    return buf;
   }
   if (n >= size || msg[n] != ' ' || msg[n - 1] == '.')
     return buf;

@@ -333,6 +333,11 @@ def test_bad_request_names_every_bad_field_of_every_request(c):
     (bad,) = status_of(code, msg, raw)["google.rpc.BadRequest"]
     assert [v.field for v in bad.field_violations] == ["month", "unit_ids"], bad
     assert msg == "month 2999-01 has not begun (UTC+08:00)", msg
+    # A unit the bulletin does not cover (a ROOM) is named by its path too.
+    code, msg, raw = failure(c.w.auditor.stats.GetBulletin, S.stats_pb2.GetBulletinRequest(
+        month="2026-01", unit_ids=[c.w.R1.id]), timeout=20)
+    (bad,) = status_of(code, msg, raw)["google.rpc.BadRequest"]
+    assert [(v.field, v.description) for v in bad.field_violations] == [("unit_ids", msg)], bad
 
 
 def test_precondition_names_state_and_moves(c):
