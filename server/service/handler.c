@@ -228,8 +228,8 @@ static bool replayed(rpc_call_t *call, const db_result_t *r, const handler_req_t
     /* The caller made it, and the recusal shows nothing of the clue. */
     if ((x = recusal_read(call, r, 0, TF_RECUSAL)) == NULL)
       clue_oom(call);
-    else if (x->user_id != hr->user_id)
-      clue_refuse_reused(call, hr->request_id); /* another user's recusal: another call */
+    else if (x->user_id != hr->user_id || x->clue_id != hr->clue_id)
+      clue_refuse_reused(call, hr->request_id); /* another user's or clue's: another call */
     else if (!clue_request_same(r, TF_REQ_METHOD, hr->request_sha256))
       clue_refuse_changed(call, hr->request_id); /* another reason */
     else

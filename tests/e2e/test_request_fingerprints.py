@@ -390,5 +390,24 @@ def test_white_space_around_a_text_is_the_same_request(c):
                       pb.AddNoteRequest(clue_id=cl.id, kind=pb.NOTE_KIND_OTHER, text="记 录", request_id=k))
 
 
+def test_a_recusal_record_of_another_clue_is_not_replayed(c):
+    # A request record is bookkeeping a superuser can write (docs/AUDIT.md, "Can"). One that
+    # names a recusal of another clue, under the caller's id for this clue, is another call:
+    # the retry must not hand out that recusal (another unit's clue, its reason).
+    w = c.w
+    hidden = submit(w.G3.member)
+    x = w.G3.leader.clue.RecordRecusal(pb.RecordRecusalRequest(
+        clue_id=hidden.id, user_id=w.G3.member.id, reason="系被反映人之子", request_id=new_request_id()), timeout=20)
+    mine = submit(w.G1.member)
+    k = new_request_id()
+    with c.db.cursor() as cur:
+        cur.execute("INSERT INTO clue_requests (user_id, request_id, method, clue_id, owner_unit, recusal_id)"
+                    " VALUES (%s, %s, 'RecordRecusal', %s, %s, %s)", (w.G1.leader.id, k, mine.id, w.G1.id, x.id))
+    before = snapshot(c)
+    msg = expect_status(grpc.StatusCode.INVALID_ARGUMENT, w.G1.leader.clue.RecordRecusal, pb.RecordRecusalRequest(
+        clue_id=mine.id, user_id=w.G3.member.id, reason="x", request_id=k), timeout=20)
+    assert msg == f"request_id {k} was already used for another call", msg
+    assert snapshot(c) == before
+
 if __name__ == "__main__":
     harness.run_tests(globals(), setup=setup, teardown=teardown)
