@@ -145,12 +145,15 @@ static const char demo_items_sql[] =
  * acting token (the bootstrap acts with none). */
 static const char demo_clues_sql[] =
     "SELECT count(*) FROM (SELECT clue_submit(m.id, m.unit_id, gen_random_uuid(), t.now_ms,"
-    " t.now_ms + 30::bigint * 86400000, extract(year FROM now())::int, d.title, d.summary,"
+    " t.now_ms + 30::bigint * 86400000,"
+    " extract(year FROM now() AT TIME ZONE INTERVAL '+08:00')::int, d.title, d.summary,"
     " 'LETTER_VISIT_REPORT', d.subject, d.pos, '', false, d.host, ARRAY[d.cat], NULL, NULL, NULL,"
     " NULL, NULL::bigint)"
-    " FROM (VALUES ('G01', '反映某处长违规接受宴请', '群众来信反映某处长多次接受管理服务对象宴请。',"
+    " FROM (VALUES ('G01', '反映某处长违规接受宴请', "
+    "'群众来信反映某处长多次接受管理服务对象宴请。',"
     " '王某', '处长', '市发展改革委', '违反中央八项规定精神'),"
-    " ('G03', '反映某医院院长在设备采购中收受回扣', '举报人反映某医院院长在医疗设备采购中收受供应商回扣。',"
+    " ('G03', '反映某医院院长在设备采购中收受回扣', "
+    "'举报人反映某医院院长在医疗设备采购中收受供应商回扣。',"
     " '赵某', '院长', '市卫生健康委', '受贿'))"
     " AS d(code, title, summary, subject, pos, host, cat)"
     " JOIN units u ON u.code = d.code"

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "domain/bulletin.h"
 #include "server.h"
 #include "service/audit_event.h"
 #include "service/batch.h"
@@ -65,13 +66,11 @@ static int validate_submit(const Clue__V1__SubmitClueRequest *req, validate_erro
   return validate_errors_result(e);
 }
 
-/* Registration numbers count per calendar year of the server's local time zone. */
+/* Registration numbers count per calendar year in China Standard Time (UTC+08:00), the
+ * bulletin's calendar, whatever the time zone clued runs in: every instance numbers a clue
+ * of 1 January 00:15 in Beijing in the new year, as every report counts it. */
 static int year_of(int64_t ms) {
-  time_t t = (time_t)(ms / 1000);
-  struct tm tm;
-  if (localtime_r(&t, &tm) == NULL)
-    return 1970;
-  return tm.tm_year + 1900;
+  return bulletin_month_of_ms(ms).year;
 }
 
 /* clang-format off */

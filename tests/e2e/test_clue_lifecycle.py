@@ -158,7 +158,7 @@ def test_submit(c):
     assert cl.id > 0 and cl.state == ACCEPTED and cl.version == 1
     assert cl.title == "某局长违规收受礼金", "text is stored trimmed"
     assert cl.owner_unit_id == w.G1.id and cl.created_by == w.G1.member.id
-    assert re.fullmatch(rf"G1-{datetime.datetime.now().year}-\d{{4}}", cl.registration_number), cl.registration_number
+    assert re.fullmatch(rf"G1-{cst_year(cl.created_at_ms)}-\d{{4}}", cl.registration_number), cl.registration_number
     assert list(cl.violation_categories) == ["违反廉洁纪律", "违反工作纪律"]
     assert cl.subject.name == "张三" and cl.subject.position == "处长"
     assert cl.reporter_on_file and not cl.HasField("reporter"), "the submit reply never carries the reporter"
@@ -232,9 +232,43 @@ def test_submit_idempotent(c):
     assert other.id != mine.id
 
 
+def cst_year(ms=None):
+    """The calendar year in China Standard Time (UTC+08:00) at ms (now by default)."""
+    t = (time.time() * 1000 if ms is None else ms) / 1000
+    return datetime.datetime.fromtimestamp(t, datetime.timezone(datetime.timedelta(hours=8))).year
+
+
+def test_registration_year_is_chinas_whatever_the_servers_zone(c):
+    # At 00:30 on 1 January in Beijing (16:30 UTC on 31 December) a clue is numbered in the new
+    # year by every instance, whatever its TZ: the numbers follow the calendar the bulletin and
+    # the statistics count in. Two instances whose clocks run ahead to that instant.
+    w = c.w
+    now = datetime.datetime.now(datetime.timezone.utc)
+    eve = datetime.datetime(now.year, 12, 31, 16, 30, tzinfo=datetime.timezone.utc)
+    if eve < now + datetime.timedelta(minutes=5):
+        eve = eve.replace(year=now.year + 1)
+    offset = int((eve - now).total_seconds() * 1000)
+    for tz in ("UTC", "America/New_York", "Asia/Shanghai"):
+        later = harness.Clued(c.url, args=["--test-clock-offset-ms", str(offset)],
+                              env={"TZ": tz}).start(migrate=False)
+        try:
+            ch = grpc.intercept_channel(grpc.insecure_channel(later.addr), world._Auth(w.G1.member.token))
+            stub = S.clue_pb2_grpc.ClueServiceStub(ch)
+            cl = stub.SubmitClue(pb.SubmitClueRequest(
+                request_id=new_request_id(), title="元旦零时的线索", summary="反映某某违规收受礼金",
+                source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT, subject=pb.SubjectPerson(name="张三", position="处长"),
+                host_unit="市发展改革委", violation_categories=["违反廉洁纪律"]), timeout=20)
+            c.expected_events[cl.id] = 1
+            assert cst_year(cl.created_at_ms) == eve.year + 1, (tz, cl.created_at_ms)
+            assert re.fullmatch(rf"G1-{eve.year + 1}-\d{{4}}", cl.registration_number), (tz, cl.registration_number)
+            ch.close()
+        finally:
+            later.stop()
+
+
 def test_registration_numbers_gapless(c):
     w = c.w
-    year = datetime.datetime.now().year
+    year = cst_year()
     # A submission that fails inside its transaction (after its number was drawn) gives the
     # number back: a trigger makes the insert fail for one title.
     with c.db.cursor() as cur:
