@@ -677,8 +677,12 @@ static void on_sync(const db_result_t *r, void *arg) {
   if (db_value(r, 0, 3) != NULL) {
     uint64_t cp = (uint64_t)strtoll(db_value(r, 0, 3), NULL, 10);
     if (cp > t->cp_size || t->cp_ms == 0) {
+      /* Its time is the database's clock, which may run ahead of ours: taken as it is, a
+       * checkpoint dated in our future would hold the next one back by the difference. */
+      int64_t at = strtoll(db_value(r, 0, 4), NULL, 10), now = wall_ms();
+
       t->cp_size = cp;
-      t->cp_ms = strtoll(db_value(r, 0, 4), NULL, 10);
+      t->cp_ms = at < now ? at : now;
     }
   }
   if (got == SYNC_BATCH) {

@@ -545,6 +545,40 @@ def test_the_witness_polls_on_across_a_restart(c):
         b.stop()
 
 
+def test_a_checkpoint_dated_ahead_does_not_hold_the_next_back(c):
+    """A checkpoint's time is the database's clock. One dated ahead of clued's clock (a database
+    host whose clock ran 90 s fast) must not hold back the next checkpoint of a restarted
+    builder: new events are signed within --checkpoint-interval of clued's clock, not once its
+    clock has passed the old checkpoint's time."""
+    args = ["--audit-signing-key", c.key, "--checkpoint-every", "1000", "--checkpoint-interval", "300ms"]
+    other = world.served(args=args)
+    conn = other.pg.connect(other.dbname)
+    try:
+        md = other.w.auditor.metadata
+        with grpc.insecure_channel(other.srv.addr) as ch:
+            stub = S.audit_pb2_grpc.AuditServiceStub(ch)
+            append(conn, 5, subject=FAKE + 40000)
+            harness.wait_for(lambda: cp_size(stub, md) >= tree_size(stub, md) > 0, timeout=60,
+                             what="every event signed")
+        other.srv.stop()
+        with conn.cursor() as cur:  # as the clock did, past the append-only trigger
+            cur.execute("SET session_replication_role = replica")
+            cur.execute("UPDATE audit_checkpoints SET at = at + interval '90 seconds'"
+                        " WHERE tree_size = (SELECT max(tree_size) FROM audit_checkpoints)")
+            cur.execute("RESET session_replication_role")
+        other.srv = harness.Clued(other.url, args=args).start(migrate=False)
+        with grpc.insecure_channel(other.srv.addr) as ch:
+            stub = S.audit_pb2_grpc.AuditServiceStub(ch)
+            signed = cp_size(stub, md)
+            append(conn, 3, subject=FAKE + 40100)
+            # Ten times the interval and more; the old builder waited the 90 s out.
+            harness.wait_for(lambda: cp_size(stub, md) >= signed + 3, timeout=20,
+                             what="the new events signed within the interval")
+    finally:
+        conn.close()
+        world.unserve(other)
+
+
 def test_a_server_without_a_key_says_why_there_is_no_checkpoint(c):
     other = world.served()
     try:
