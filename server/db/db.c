@@ -1752,10 +1752,18 @@ static void conn_init(db_pool_t *p, db_conn_t *c, conn_role_t role) {
  * sha256() with which ExportAuditEvents recomputes the content hashes. */
 #define DB_SEARCH_PATH "-c search_path=public"
 
+/* How PostgreSQL writes the values clued reads, pinned whatever the database or the role sets:
+ * floats to the shortest exact digits (a statistic's median is the same to the last digit),
+ * bytea in hex, dates and intervals in the ISO forms. */
+#define DB_OUTPUT_FORMS                                                                            \
+  "-c extra_float_digits=1 -c bytea_output=hex -c DateStyle=ISO,MDY -c IntervalStyle=postgres"
+
 /* The startup "options" of every connection: the connection string's own (options=..., or
  * else PGOPTIONS), then the server-side time bounds, so that no statement or lock wait can hold
  * a pool connection for ever, and the search path. Set at connect, they cost no round trip; a
  * later "-c" wins, so ours take effect. Returns NULL on out of memory. */
+#define POOL_OPTIONS                                                                               \
+  "%s -c statement_timeout=%u -c lock_timeout=%u " DB_SEARCH_PATH " " DB_OUTPUT_FORMS " %s"
 static char *pool_options(const PQconninfoOption *opts, const db_config_t *cfg) {
   const char *own = "";
   unsigned st =
@@ -1771,13 +1779,10 @@ static char *pool_options(const PQconninfoOption *opts, const db_config_t *cfg) 
   /* Passing "options" hides PGOPTIONS, which libpq reads only for a missing keyword. */
   if (!*own && getenv("PGOPTIONS"))
     own = getenv("PGOPTIONS");
-  n = snprintf(NULL, 0, "%s -c statement_timeout=%u -c lock_timeout=%u " DB_SEARCH_PATH " %s", own,
-               st, lk, more);
+  n = snprintf(NULL, 0, POOL_OPTIONS, own, st, lk, more);
   s = malloc((size_t)n + 1);
   if (s)
-    snprintf(s, (size_t)n + 1,
-             "%s -c statement_timeout=%u -c lock_timeout=%u " DB_SEARCH_PATH " %s", own, st, lk,
-             more);
+    snprintf(s, (size_t)n + 1, POOL_OPTIONS, own, st, lk, more);
   return s;
 }
 

@@ -320,6 +320,31 @@ def test_median_days_per_stage(c):
     assert r1.median_days_accepted * DAY_MS > 100
 
 
+def test_session_settings_of_the_database_change_no_figure(c):
+    # A database (or role) may set how PostgreSQL writes values out: floats to 2 digits,
+    # bytea as escapes, dates day first. clued pins what it reads, so a clued started on it
+    # answers with the same figures, to the last digit, as one started before.
+    t0, _, t2 = c.bounds
+    before = stats(c.w.auditor, t0, t2)
+    assert any(u.median_days_accepted > 0 for u in before.units)
+    with c.db.cursor() as cur:
+        cur.execute(f'ALTER DATABASE "{c.dbname}" SET extra_float_digits = -15')
+        cur.execute(f'ALTER DATABASE "{c.dbname}" SET bytea_output = escape')
+        cur.execute(f'ALTER DATABASE "{c.dbname}" SET DateStyle = "SQL, DMY"')
+        cur.execute(f'ALTER DATABASE "{c.dbname}" SET IntervalStyle = sql_standard')
+    other = harness.Clued(c.url).start(migrate=False)
+    try:
+        ch = grpc.intercept_channel(grpc.insecure_channel(other.addr), world._Auth(c.w.auditor.token))
+        got = S.stats_pb2_grpc.StatsServiceStub(ch).GetStatistics(
+            S.stats_pb2.GetStatisticsRequest(from_ms=t0, to_ms=t2), timeout=20)
+        assert got == before, (got, before)
+        ch.close()
+    finally:
+        other.stop()
+        with c.db.cursor() as cur:
+            cur.execute(f'ALTER DATABASE "{c.dbname}" RESET ALL')
+
+
 def test_scope(c):
     w = c.w
     t0, _, t2 = c.bounds
