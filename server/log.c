@@ -97,14 +97,36 @@ static void putf(line_t *l, const char *fmt, ...) {
     l->n += (size_t)m < sizeof(l->buf) - l->n ? (size_t)m : sizeof(l->buf) - l->n - 1;
 }
 
+/* The code point of a well-formed sequence of len bytes. */
+static unsigned utf8_cp(const unsigned char *s, size_t len) {
+  unsigned cp = s[0] & (0x7F >> len);
+
+  for (size_t i = 1; i < len; i++)
+    cp = cp << 6 | (s[i] & 0x3F);
+  return cp;
+}
+
+/* A code point a terminal or a viewer acts on rather than shows: the C1 controls (U+009B is
+ * the one-character CSI), the line and paragraph separators (U+2028, U+2029; U+0085 is
+ * among C1), which split lines for Unicode-aware readers, and the marks and embeddings that
+ * reorder a line (U+202E makes "KO :yfirev" read "verify: OK"). cluectl's set. */
+static int unsafe_to_show(unsigned cp) {
+  return (cp >= 0x80 && cp <= 0x9F) || cp == 0x061C || cp == 0x200E || cp == 0x200F ||
+         (cp >= 0x2028 && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069);
+}
+
 /* Text from anywhere (clients included), made safe for one line: in text, control
  * characters and bytes that are not UTF-8 become \xNN; in JSON, a string body with the
- * escapes JSON needs, and bytes that are not UTF-8 as \u00NN of their value. */
+ * escapes JSON needs, and bytes that are not UTF-8 as \u00NN of their value; in both, what
+ * unsafe_to_show() names as \uXXXX. */
 static void put_escaped(line_t *l, const char *raw, size_t len, int json) {
   for (size_t i = 0; i < len;) {
     const unsigned char *c = (const unsigned char *)raw + i;
     size_t seq = *c >= 0x80 ? utf8_seq(c, len - i) : (*c >= 0x20 && *c != 0x7F);
-    if (seq == 0) {
+    if (seq > 1 && unsafe_to_show(utf8_cp(c, seq))) {
+      putf(l, "\\u%04X", utf8_cp(c, seq)); /* a JSON escape, and plain in text */
+      i += seq;
+    } else if (seq == 0) {
       if (json)
         putf(l, "\\u%04x", *c);
       else

@@ -8,8 +8,9 @@
 /* Log lines on stderr, one event per line: text ("<time> clued: <level>: <message>") or, with
  * --log-format json, one JSON object per line with the stable keys time, level, msg and, for
  * calls, call, peer, method, code, duration_ms and request_id. Messages never carry tokens,
- * reporter contacts or SQL text; text from clients is escaped (control characters, bytes
- * that are not UTF-8).
+ * reporter contacts or SQL text; text from clients is escaped (control characters, C1 and
+ * the line separators and bidirectional marks a viewer acts on, as \uXXXX; bytes that are
+ * not UTF-8).
  *
  * Anyone can cause some lines (a call cancelled by its peer, a stream reset for a bad
  * header), so each level (info, warn, error) may write --log-rate lines a second; the lines

@@ -911,11 +911,19 @@ def test_fuzz_every_method(c):
 LOG_LINE = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z clued: [a-z]+: [^\x00-\x08\x0a-\x1f\x7f]*\n?$")
 
 
+UNSAFE_TO_SHOW = re.compile("[\u0080-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
 def test_log_lines_are_whole(c):
     """Text from clients reaches clued's log escaped: every line of its output is UTF-8, one
     event, with no control characters (a client cannot forge lines or break the reader)."""
     h = S.health_pb2_grpc.HealthStub(c.ch)
-    for service in ("fuzz\n2026-01-01T00:00:00.000Z clued: info: forged line", "fuzz\x1b[2K\rhidden"):
+    forged = "2026-01-01T00:00:00.000Z\u00a0clued:\u00a0info:\u00a0forged\u00a0line"
+    for service in ("fuzz\n2026-01-01T00:00:00.000Z clued: info: forged line", "fuzz\x1b[2K\rhidden",
+                    # Separators that split lines for Unicode-aware readers, the one-byte CSI,
+                    # and the controls that reorder what a viewer shows.
+                    "fuzz\u2028" + forged, "fuzz\u2029" + forged, "fuzz\u0085" + forged, "fuzz\u009b2K",
+                    "fuzz\u202eKO :yfirev", "fuzz\u2066\u2067\u2068\u2069\u200e\u200f\u061c"):
         try:
             h.Check(S.health_pb2.HealthCheckRequest(service=service), timeout=5)
         except grpc.RpcError:
@@ -934,6 +942,8 @@ def test_log_lines_are_whole(c):
             continue
         if not LOG_LINE.match(raw) or raw.startswith(b"2026-01-01T00:00:00.000Z"):
             bad.append(f"not one whole log line: {raw[:200]!r}")
+        elif UNSAFE_TO_SHOW.search(raw.decode("utf-8")) or len(raw.decode("utf-8").splitlines()) > 1:
+            bad.append(f"a control a viewer acts on: {raw[:200]!r}")
     assert not bad, f"{len(bad)} bad line(s) in clued's output, e.g.:\n" + "\n".join(bad[:8])
 
 
