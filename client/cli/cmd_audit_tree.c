@@ -657,9 +657,10 @@ typedef struct replays {
 
 /* One event against its chain: applied to the replay, then its subject's row (when the export
  * gives it with this event) against what the chain says, and a proposal event's proposal, a
- * clue.recuse's recusal or a token event's token against what the event says. A row told
- * apart from its events is told only when nothing in the log is wrong: an event removed leaves
- * its subject's row ahead of the events that remain. */
+ * clue.recuse's recusal, a token event's token or the handler, case_clues row or participants
+ * an event wrote against what the event says. A row told apart from its events is told only
+ * when nothing in the log is wrong: an event removed leaves its subject's row ahead of the
+ * events that remain. */
 static void check_row(replays_t *rp, const Clue__V1__LeafEvent *e, verdict_t *rows, int *oom) {
   char why[512];
 
@@ -669,7 +670,8 @@ static void check_row(replays_t *rp, const Clue__V1__LeafEvent *e, verdict_t *ro
            clue_rows_check_proposal(e, why, sizeof(why)) ||
            subject_rows_check(&rp->subjects, e, why, sizeof(why)) ||
            subject_rows_check_recusal(e, why, sizeof(why)) ||
-           subject_rows_check_token(e, why, sizeof(why)))
+           subject_rows_check_token(e, why, sizeof(why)) ||
+           subject_rows_check_access(e, why, sizeof(why)))
     fail(rows, "seq %lld (%s #%s, %s): %s", (long long)e->seq, e->subject_type, e->subject_id,
          e->action, why);
 }

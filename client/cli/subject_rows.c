@@ -18,9 +18,9 @@
  *     unit.create   the kind, code, name, liaison room and host units in its details (the
  *                   bootstrap's ADMIN unit records neither of the last two: it has none);
  *   joint case (case_create() of 0005 and its successors):
- *     case.create   the title and basis in its details (case.add_participant and
- *                   .remove_participant change neither; the participants are told apart in
- *                   the export's unexplained rows).
+ *     case.create   the title and basis in its details and the creating user as its actor
+ *                   (case.add_participant and .remove_participant change none of these; the
+ *                   participants are told apart in the export's unexplained rows).
  * An action this cluectl does not know on such a chain explains nothing: it is taken to change
  * none of the row (as clue_rows.c takes one on a clue's chain), so the row is still judged
  * against what the known events say, and a difference names the unknown action too. Ending the
@@ -40,7 +40,20 @@
  *                 the SHA-256 of its stored hash (details.hash_sha256); not revoked;
  *   token.revoke  its user, revoked.
  * The export gives the token's row with each (current_facts), its revoked state only with the
- * latest event naming it, as a later one revoked it. */
+ * latest event naming it, as a later one revoked it.
+ *
+ * Nor are the rows that give access to a clue or a joint case: each is written with an event
+ * whose actor is who gave it (clue_set_handler(), case_join(), case_add_participant(),
+ * case_create() of 0005 and their successors), and the export gives the row with the event
+ * that wrote it last (current_facts):
+ *   clue.assign           the handler row of its details.user_id: the assigning user and the
+ *                         unit it acted for (assigned_by, assigned_by_unit; 0034 filled the
+ *                         latter of older rows with the assigner's unit, which users never
+ *                         change);
+ *   case.add_clue         the clue's case_clues row: who listed it (added_by);
+ *   case.add_participant  the participant row of its details.unit_id: who added it (added_by);
+ *   case.create           the participant rows of the units it lists that no later event
+ *                         added again or removed (participants_added_by, by unit id). */
 
 #include "subject_rows.h"
 
@@ -116,10 +129,11 @@ static const member_t unit_members[N_MEMBERS] = {
     {"host_units", "list of host units", 0, 0},
 };
 
-enum { C_TITLE, C_BASIS, C_MEMBERS };
+enum { C_TITLE, C_BASIS, C_CREATED_BY, C_MEMBERS };
 static const member_t case_members[C_MEMBERS] = {
     {"title", "title", 1, 0},
     {"basis", "basis", 1, 0},
+    {"created_by", "creating user", 0, 0},
 };
 
 #define MEMBERS_MAX R_MEMBERS
@@ -368,6 +382,7 @@ static int apply(subject_replay_t *s, const Clue__V1__LeafEvent *e) {
     if (is(e, "case.create")) {
       rc |= set_detail(s, C_TITLE, e, "title", NULL);
       rc |= set_detail(s, C_BASIS, e, "basis", NULL);
+      rc |= set_text(s, C_CREATED_BY, field(e, AUDIT_LEAF_ACTOR_USER, e->actor_user_id));
     }
     break;
   default:
@@ -497,5 +512,56 @@ int subject_rows_check_token(const Clue__V1__LeafEvent *e, char *why, size_t cap
   for (size_t i = 0; i < n; i++)
     if (row_judge(e->current_facts, whose, &x[i], why, cap))
       return 1;
+  return 0;
+}
+
+int subject_rows_check_access(const Clue__V1__LeafEvent *e, char *why, size_t cap) {
+  const char *actor = field(e, AUDIT_LEAF_ACTOR_USER, e->actor_user_id);
+  int clue = strcmp(e->subject_type, "clue") == 0, jc = strcmp(e->subject_type, "case") == 0;
+  row_expect_t by = {"added_by", "adding user", 0, actor, 0, 0, 0};
+  char id[32], whose[80];
+  const char *objs, *p, *end;
+  size_t n;
+
+  if (e->current_facts[0] == '\0')
+    return 0;
+  if (clue && is(e, "clue.assign") &&
+      audit_json_member(e->details, "user_id", id, sizeof(id)) == 0) {
+    row_expect_t x[2] = {
+        {"assigned_by", "assigning user", 0, actor, 0, 0, 0},
+        {"assigned_by_unit", "assigning unit", 0, field(e, AUDIT_LEAF_ACTOR_UNIT, e->actor_unit_id),
+         0, 0, 0},
+    };
+    snprintf(whose, sizeof(whose), "user %s's assignment", id);
+    return row_judge(e->current_facts, whose, &x[0], why, cap) ||
+           row_judge(e->current_facts, whose, &x[1], why, cap);
+  }
+  if (clue && is(e, "case.add_clue") &&
+      audit_json_member(e->details, "case_id", id, sizeof(id)) == 0) {
+    snprintf(whose, sizeof(whose), "the clue's listing in joint case %s", id);
+    return row_judge(e->current_facts, whose, &by, why, cap);
+  }
+  if (jc && is(e, "case.add_participant") &&
+      audit_json_member(e->details, "unit_id", id, sizeof(id)) == 0) {
+    snprintf(whose, sizeof(whose), "unit %s's participation", id);
+    return row_judge(e->current_facts, whose, &by, why, cap);
+  }
+  if (!jc || !is(e, "case.create") ||
+      (objs = audit_json_raw(e->current_facts, "participants_added_by", &n)) == NULL)
+    return 0;
+  /* {"<unit id>": <user id>, ...}: every key a unit, every value a number, as jsonb renders
+   * the export's jsonb_object_agg(); the object is the facts' only member, so a key's pattern
+   * is found in it alone. */
+  for (p = objs; (p = memchr(p, '"', (size_t)(objs + n - p))) != NULL; p = end + 1) {
+    end = memchr(p + 1, '"', (size_t)(objs + n - p - 1));
+    if (end == NULL || (size_t)(end - p - 1) >= sizeof(id))
+      return 0;
+    memcpy(id, p + 1, (size_t)(end - p - 1));
+    id[end - p - 1] = '\0';
+    snprintf(whose, sizeof(whose), "unit %s's participation", id);
+    by.key = id;
+    if (row_judge(objs, whose, &by, why, cap))
+      return 1;
+  }
   return 0;
 }

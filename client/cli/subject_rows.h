@@ -1,7 +1,8 @@
 /* What the row of a rectification item, a user, a unit and a joint case must say, replayed
  * from the events of its own chain, for `cluectl audit verify --checkpoint`, against the row
  * the export gives with the chain's latest event (LeafEvent.current_row); and a recusal's row
- * against its clue.recuse event and a token's against its token.issue and token.revoke events
+ * against its clue.recuse event, a token's against its token.issue and token.revoke events and
+ * a handler's, a case_clues row's and a participant's against the event that wrote it
  * (LeafEvent.current_facts; docs/AUDIT.md). */
 
 #ifndef CLUECTL_SUBJECT_ROWS_H
@@ -45,5 +46,11 @@ int subject_rows_check_recusal(const Clue__V1__LeafEvent *e, char *why, size_t c
  * token's row (e->current_facts) and the row is not what e records of it (its user, issuer,
  * enrollment flag, note, stored hash, revoked flag); 0 when it agrees or cannot be judged. */
 int subject_rows_check_token(const Clue__V1__LeafEvent *e, char *why, size_t cap);
+
+/** 1 and what differs in why when e, a clue.assign, case.add_clue, case.add_participant or
+ * case.create event, comes with the row of access it wrote (e->current_facts: a handler, a
+ * case_clues row, participants) and the row names another user (or, for a handler, unit) as
+ * having given it than e's actor; 0 when it agrees or cannot be judged. */
+int subject_rows_check_access(const Clue__V1__LeafEvent *e, char *why, size_t cap);
 
 #endif

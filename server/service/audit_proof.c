@@ -329,7 +329,10 @@ static void get_consistency(rpc_call_t *call, const ProtobufCMessage *m) {
  * clue's submission, the proposal a proposal event names, with its status only at the
  * latest event naming it, as a later one decided it, the recusal a clue.recuse logged, or
  * the token a token.issue or .revoke names, with its revoked state only at the latest event
- * naming it, as a later one revoked it);
+ * naming it, as a later one revoked it, or who gave the access an event logged: the handler a
+ * clue's latest clue.assign of its user wrote, the case_clues row of the clue's latest
+ * case.add_clue, the participant a case's latest case.add_participant of its unit added, or
+ * those its case.create added that no later event of the case's chain added again or removed);
  * then, for the latest event of a chain in the statement's snapshot, its subject's row
  * (LeafEvent.current_row): a clue's, a rectification item's, a user's, a unit's or a joint
  * case's, the last four with `exists` false when the row is gone. */
@@ -402,6 +405,31 @@ static const char sql_export[] =
     "            AND l.details::jsonb->'token_id' = e.details::jsonb->'token_id')"
     "          THEN jsonb_build_object('revoked', t.revoked_at IS NOT NULL) ELSE '{}' END)::text"
     "       FROM (SELECT 1) one LEFT JOIN tokens t ON t.id = " DETAIL_ID("e.details::jsonb", "token_id") ")"
+    "    WHEN e.subject_type = 'clue' AND e.action = 'clue.assign' AND NOT EXISTS (SELECT 1 FROM audit_events l"
+    "      WHERE l.subject_type = 'clue' AND l.subject_id = e.subject_id AND l.seq > e.seq"
+    "      AND l.action = 'clue.assign' AND l.details::jsonb->'user_id' = e.details::jsonb->'user_id') THEN"
+    "      (SELECT jsonb_build_object('assigned_by', h.assigned_by, 'assigned_by_unit', h.assigned_by_unit)::text"
+    "       FROM clue_handlers h WHERE h.clue_id = e.subject_id"
+    "       AND h.user_id = " DETAIL_ID("e.details::jsonb", "user_id") ")"
+    "    WHEN e.subject_type = 'clue' AND e.action = 'case.add_clue' AND NOT EXISTS (SELECT 1 FROM audit_events l"
+    "      WHERE l.subject_type = 'clue' AND l.subject_id = e.subject_id AND l.seq > e.seq"
+    "      AND l.action = 'case.add_clue') THEN"
+    "      (SELECT jsonb_build_object('added_by', cc.added_by)::text FROM case_clues cc"
+    "       WHERE cc.clue_id = e.subject_id AND cc.case_id = " DETAIL_ID("e.details::jsonb", "case_id") ")"
+    "    WHEN e.subject_type = 'case' AND e.action = 'case.add_participant' AND NOT EXISTS (SELECT 1"
+    "      FROM audit_events l WHERE l.subject_type = 'case' AND l.subject_id = e.subject_id"
+    "      AND l.seq > e.seq AND l.action IN ('case.add_participant', 'case.remove_participant')"
+    "      AND l.details::jsonb->'unit_id' = e.details::jsonb->'unit_id') THEN"
+    "      (SELECT jsonb_build_object('added_by', p.added_by)::text FROM case_participants p"
+    "       WHERE p.case_id = e.subject_id AND p.unit_id = " DETAIL_ID("e.details::jsonb", "unit_id") ")"
+    "    WHEN e.subject_type = 'case' AND e.action = 'case.create' THEN"
+    "      (SELECT jsonb_build_object('participants_added_by', coalesce(jsonb_object_agg(p.unit_id::text,"
+    "         p.added_by), '{}'))::text FROM case_participants p WHERE p.case_id = e.subject_id"
+    "       AND e.details::jsonb->'participant_unit_ids' @> to_jsonb(p.unit_id)"
+    "       AND NOT EXISTS (SELECT 1 FROM audit_events l WHERE l.subject_type = 'case'"
+    "         AND l.subject_id = e.subject_id AND l.seq > e.seq"
+    "         AND l.action IN ('case.add_participant', 'case.remove_participant')"
+    "         AND l.details::jsonb->'unit_id' = to_jsonb(p.unit_id)))"
     "  END,"
     "  CASE WHEN e.subject_type IN ('clue', 'rectification', 'user', 'unit', 'case') AND NOT EXISTS"
     "    (SELECT 1 FROM audit_events l WHERE l.subject_type = e.subject_type"
@@ -431,7 +459,7 @@ static const char sql_export[] =
     "          'host_units', to_jsonb(u.host_units))::text"
     "        FROM (SELECT 1) one LEFT JOIN units u ON u.id = e.subject_id)"
     "  WHEN 'case' THEN (SELECT jsonb_build_object('exists', j.id IS NOT NULL, 'title', j.title,"
-    "          'basis', j.basis)::text"
+    "          'basis', j.basis, 'created_by', j.created_by)::text"
     "        FROM (SELECT 1) one LEFT JOIN joint_cases j ON j.id = e.subject_id)"
     "  END END"
     " FROM audit_events e WHERE e.seq > $1 ORDER BY e.seq LIMIT $2";

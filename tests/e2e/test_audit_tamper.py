@@ -36,7 +36,7 @@ assert subprocess_ok.returncode == 0
 # The tables Log.sql() changes with every trigger off (a foreign key's checks are triggers too).
 TAMPERED_TABLES = ("audit_events", "audit_heads", "audit_leaves", "audit_checkpoints", "notes", "clues",
                    "clue_reporters", "proposals", "rect_items", "users", "units", "joint_cases", "recusals",
-                   "tokens", "case_clues")
+                   "tokens", "case_clues", "clue_handlers", "case_participants")
 
 
 def migrations_before(first):
@@ -1058,15 +1058,18 @@ def subject_seq(log, subject_type, sid):
                    subject_type, sid)[0]
 
 
-def changed_and_put_back(log, table, cols, cases):
-    """Each case (name, row id, change, seq, words): the row's cols kept, the change made as the
-    superuser, named by audit verify at seq, then the row put back, and the log verifies again."""
+def changed_and_put_back(log, table, cols, cases, key="id"):
+    """Each case (name, row, change, seq, words): the row's cols kept, the change made as the
+    superuser, named by audit verify at seq, then the row put back, and the log verifies again.
+    row: the value of the row's key column(s), a tuple for a key of several."""
     for name, row, change, seq, *words in cases:
-        before = log.one(f"SELECT {cols} FROM {table} WHERE id = %s", row)
-        log.sql((f"UPDATE {table} SET {change} WHERE id = %s", (row,)))
+        row = row if isinstance(row, tuple) else (row,)
+        where = f"ROW({key}) = ROW({', '.join(['%s'] * len(row))})"
+        before = log.one(f"SELECT {cols} FROM {table} WHERE {where}", *row)
+        log.sql((f"UPDATE {table} SET {change} WHERE {where}", row))
         tampered(name, log, seq, *words, "the row was changed without an event")
         marks = ", ".join(["%s"] * len(before))
-        log.sql((f"UPDATE {table} SET ({cols}) = ROW({marks}) WHERE id = %s", (*before, row)))
+        log.sql((f"UPDATE {table} SET ({cols}) = ROW({marks}) WHERE {where}", (*before, *row)))
         r = log.verify()
         assert r.returncode == 0 and r.stdout.startswith("OK:"), r.stdout + r.stderr
 
@@ -1288,6 +1291,74 @@ def test_case_recusal_and_extension_changed_without_an_event():
             log.sql(f"UPDATE clues SET has_recusals = true WHERE id = {c2}")
     finally:
         log.close()
+
+def test_who_gave_access_changed_without_an_event():
+    """Who assigned a handler (the user and the unit it acted for), who added a joint case's
+    participant or listed a clue in it, and who created the case: each is what the event that
+    wrote the row records as its actor. A history where the latest event differs in actor from
+    an earlier one for the same row (the clue taken out of the case by its owner and put back,
+    the handler unassigned and assigned again by the case's lead room) verifies; each column
+    changed as the superuser is named at that latest event, and the log verifies again once
+    put back."""
+    log = Log()
+    try:
+        w, cl, cs = log.w, pb, S.case_pb2
+        c1 = log.clues[1]
+        r1, g1, g2, member = w.R1.leader, w.G1.leader, w.G2.id, w.G1.member.id
+        case = r1.case.CreateJointCase(cs.CreateJointCaseRequest(
+            title="联合办案", basis="室组地联合", participant_unit_ids=[w.G1.id, g2], clue_ids=[c1],
+            request_id=new_request_id()), timeout=20)
+        r1.case.RemoveParticipant(cs.RemoveParticipantRequest(case_id=case.id, unit_id=g2, reason="调整"), timeout=20)
+        r1.case.AddParticipant(cs.AddParticipantRequest(case_id=case.id, unit_id=g2, reason="重新加入"), timeout=20)
+        g1.case.RemoveClueFromCase(cs.RemoveClueFromCaseRequest(case_id=case.id, clue_id=c1, reason="暂缓"), timeout=20)
+        g1.case.AddClueToCase(cs.AddClueToCaseRequest(case_id=case.id, clue_id=c1, reason="恢复"), timeout=20)
+        g1.clue.AssignHandler(cl.AssignHandlerRequest(clue_id=c1, user_id=member, reason="派员参与",
+                                                      request_id=new_request_id()), timeout=20)
+        g1.clue.UnassignHandler(cl.UnassignHandlerRequest(clue_id=c1, user_id=member, reason="工作调整",
+                                                          request_id=new_request_id()), timeout=20)
+        r1.clue.AssignHandler(cl.AssignHandlerRequest(clue_id=c1, user_id=member, reason="专案抽调",
+                                                      request_id=new_request_id()), timeout=20)
+        log.cp = log.save_checkpoint()  # verifies OK
+
+        def last(subject_type, sid, action, key=None, value=None):
+            q = ("SELECT max(seq) FROM audit_events WHERE subject_type = %s AND subject_id = %s AND action = %s"
+                 + (f" AND details::jsonb->>'{key}' = %s" if key else ""))
+            return log.one(q, subject_type, sid, action, *([str(value)] if key else []))[0]
+
+        assign = last("clue", c1, "clue.assign", "user_id", member)
+        changed_and_put_back(log, "clue_handlers", "assigned_by, assigned_by_unit", [
+            ("handler's assigner changed", (c1, member), f"assigned_by = {g1.id}", assign, f"(clue #{c1}, clue.assign)",
+             f"user {member}'s assignment assigning user is {g1.id}, but its events say {r1.id}"),
+            # What it does: the assignment, now the owner's own, would outlive the clue's leaving the case.
+            ("handler's assigning unit changed", (c1, member), f"assigned_by_unit = {w.G1.id}", assign,
+             f"user {member}'s assignment assigning unit is {w.G1.id}, but its events say {w.R1.id}"),
+        ], key="clue_id, user_id")
+        changed_and_put_back(log, "case_clues", "added_by", [
+            ("case clue's adder changed", c1, f"added_by = {r1.id}", last("clue", c1, "case.add_clue"),
+             f"(clue #{c1}, case.add_clue)",
+             f"the clue's listing in joint case {case.id} adding user is {r1.id}, but its events say {g1.id}"),
+        ], key="clue_id")
+        changed_and_put_back(log, "case_participants", "added_by", [
+            ("participant's adder changed (case.create)", (case.id, w.G1.id), f"added_by = {g1.id}",
+             last("case", case.id, "case.create"), f"(case #{case.id}, case.create)",
+             f"unit {w.G1.id}'s participation adding user is {g1.id}, but its events say {r1.id}"),
+            ("participant's adder changed (case.add_participant)", (case.id, g2), f"added_by = {g1.id}",
+             last("case", case.id, "case.add_participant"), f"(case #{case.id}, case.add_participant)",
+             f"unit {g2}'s participation adding user is {g1.id}, but its events say {r1.id}"),
+        ], key="case_id, unit_id")
+        changed_and_put_back(log, "joint_cases", "created_by", [
+            ("joint case's creator changed", case.id, f"created_by = {g1.id}", subject_seq(log, "case", case.id),
+             f"the joint case's creating user is {g1.id}, but its events say {r1.id}"),
+        ])
+        # What a reader is shown of them.
+        log.sql(f"UPDATE joint_cases SET created_by = {g1.id} WHERE id = {case.id}")
+        try:
+            assert r1.case.GetJointCase(cs.GetJointCaseRequest(case_id=case.id), timeout=20).created_by == g1.id
+        finally:
+            log.sql(f"UPDATE joint_cases SET created_by = {r1.id} WHERE id = {case.id}")
+    finally:
+        log.close()
+
 
 def token_event(log, action, tid):
     """The seq of the token.issue or token.revoke event naming token tid."""
@@ -1586,7 +1657,7 @@ def test_report():
     # The list the closing note asks for: each tampering with its detection message.
     for name, msg in REPORT:
         print(f"{name}\n    {msg}")
-    assert len(REPORT) == 108
+    assert len(REPORT) == 114
 
 
 if __name__ == "__main__":
