@@ -16,8 +16,10 @@ request_id. Checked for each:
 - IssueToken and IssueMyToken: a retry revokes the token its id issued and answers a fresh
   one, so that one id leaves exactly one live token; no secret is stored in clear; a retry
   after that token was revoked is refused;
+- cluectl sends a fresh id, or the --request-id given, and prints it with --json.
 """
 
+import json
 import os
 import sys
 import threading
@@ -437,6 +439,41 @@ def test_racing_identical_calls_make_one(c):
     assert [code for code, _ in out] == [Code.OK, Code.OK], out
     assert out[0][1] == out[1][1]
     assert events(c, "case.add_participant", jc.id) == 1
+
+
+# ---- cluectl --------------------------------------------------------------------------------
+
+
+def ctl(c, user, *args, check=0):
+    return harness.cluectl(*args, env={"CLUED_SERVER": c.srv.addr, "CLUED_TOKEN": user.token}, check=check)
+
+
+def test_cluectl_sends_and_prints_request_ids(c):
+    w = c.w
+    key = new_request_id()
+    args = ("--json", "admin", "create-user", "--unit", str(w.G2.id), "--name", "命令行用户", "--role", "member",
+            "--request-id", key)
+    first = json.loads(ctl(c, w.admin, *args).stdout)
+    again = json.loads(ctl(c, w.admin, *args).stdout)
+    assert first["request_id"] == key and again == first
+    assert q(c, "SELECT count(*) FROM users WHERE name = '命令行用户'") == [(1,)]
+    # Without --request-id: a fresh one each time, printed.
+    a = json.loads(ctl(c, w.G1.member, "--json", "token", "issue", "--note", "cli").stdout)
+    b = json.loads(ctl(c, w.G1.member, "--json", "token", "issue", "--note", "cli").stdout)
+    assert a["request_id"] != b["request_id"] and a["token_id"] != b["token_id"]
+    # A retry of a token issue with the id printed: the first token replaced.
+    again = json.loads(ctl(c, w.G1.member, "--json", "token", "issue", "--note", "cli",
+                           "--request-id", b["request_id"]).stdout)
+    assert caller(w.addr, b["token"]) == Code.UNAUTHENTICATED and caller(w.addr, again["token"]) == Code.OK
+    r = json.loads(ctl(c, w.G1.member, "--json", "token", "revoke", str(again["token_id"])).stdout)
+    assert r["request_id"] and r["token_id"] == again["token_id"]
+    jc = new_case(c, "命令行案件")
+    key = new_request_id()
+    args = ("--json", "case", "add-participant", str(jc.id), "--unit", str(w.X1.id), "--request-id", key)
+    first = json.loads(ctl(c, w.R1.leader, *args).stdout)
+    assert json.loads(ctl(c, w.R1.leader, *args).stdout) == first
+    r = ctl(c, w.R1.leader, "case", "add-participant", str(jc.id), "--unit", str(w.X1.id), check=1)
+    assert r.stderr.startswith("ALREADY_EXISTS"), r.stderr
 
 
 if __name__ == "__main__":
