@@ -46,18 +46,21 @@ static const cli_opt_t create_unit_opts[] = {
     {"name", "NAME", CLI_OPT_REQUIRED, "full name"},
     {"liaison-room", "ID", 0, "GROUP only: id of its liaison ROOM"},
     {"host-unit", "NAME", CLI_OPT_REPEAT, "GROUP only: a host unit it sits in"},
+    CLI_OPT_REQUEST_ID,
     {NULL, NULL, 0, NULL},
 };
 
 static int run_create_unit(cli_t *cli, const cli_args_t *args) {
   Clue__V1__CreateUnitRequest req = CLUE__V1__CREATE_UNIT_REQUEST__INIT;
   size_t nhost = cli_arg_count(args, "host-unit");
-  char **hosts = NULL;
+  char **hosts = NULL, rid[CLI_REQUEST_ID_LEN];
   int kind = 0, rc;
 
   if ((rc = cli_arg_enum(cli, args, "kind", &clue__v1__unit_kind__descriptor, &kind)) != 0 ||
-      (rc = cli_arg_id(cli, args, "liaison-room", &req.liaison_room_id)) != 0)
+      (rc = cli_arg_id(cli, args, "liaison-room", &req.liaison_room_id)) != 0 ||
+      (rc = cli_request_id(cli, args, rid)) != 0)
     return rc;
+  req.request_id = rid;
   req.kind = (Clue__V1__UnitKind)kind;
   req.code = (char *)cli_arg(args, "code");
   req.name = (char *)cli_arg(args, "name");
@@ -70,7 +73,7 @@ static int run_create_unit(cli_t *cli, const cli_args_t *args) {
     req.n_host_units = nhost;
     req.host_units = hosts;
   }
-  rc = cli_call_show(cli, ADMIN, "CreateUnit", &req.base, cli_print_record);
+  rc = cli_call_rid_show(cli, ADMIN, "CreateUnit", &req.base, rid, cli_print_record);
   free(hosts);
   return rc;
 }
@@ -106,35 +109,43 @@ static const cli_opt_t create_user_opts[] = {
     {"unit", "ID", CLI_OPT_REQUIRED, "unit the user belongs to"},
     {"name", "NAME", CLI_OPT_REQUIRED, "the user's name"},
     {"role", "ROLE", CLI_OPT_REQUIRED, "MEMBER, LEADER, AUDITOR or ADMIN"},
+    CLI_OPT_REQUEST_ID,
     {NULL, NULL, 0, NULL},
 };
 
 static int run_create_user(cli_t *cli, const cli_args_t *args) {
   Clue__V1__CreateUserRequest req = CLUE__V1__CREATE_USER_REQUEST__INIT;
+  char rid[CLI_REQUEST_ID_LEN];
   int role = 0, rc;
 
   if ((rc = cli_arg_id(cli, args, "unit", &req.unit_id)) != 0 ||
-      (rc = cli_arg_enum(cli, args, "role", &clue__v1__role__descriptor, &role)) != 0)
+      (rc = cli_arg_enum(cli, args, "role", &clue__v1__role__descriptor, &role)) != 0 ||
+      (rc = cli_request_id(cli, args, rid)) != 0)
     return rc;
   req.role = (Clue__V1__Role)role;
   req.name = (char *)cli_arg(args, "name");
-  return cli_call_show(cli, ADMIN, "CreateUser", &req.base, cli_print_record);
+  req.request_id = rid;
+  return cli_call_rid_show(cli, ADMIN, "CreateUser", &req.base, rid, cli_print_record);
 }
 
 static const cli_opt_t disable_user_opts[] = {
     {"user", "ID", CLI_OPT_REQUIRED, "user to disable"},
     CLI_OPT_REASON,
+    CLI_OPT_REQUEST_ID,
     {NULL, NULL, 0, NULL},
 };
 
 static int run_disable_user(cli_t *cli, const cli_args_t *args) {
   Clue__V1__DisableUserRequest req = CLUE__V1__DISABLE_USER_REQUEST__INIT;
+  char rid[CLI_REQUEST_ID_LEN];
   int rc;
 
-  if ((rc = cli_arg_id(cli, args, "user", &req.user_id)) != 0)
+  if ((rc = cli_arg_id(cli, args, "user", &req.user_id)) != 0 ||
+      (rc = cli_request_id(cli, args, rid)) != 0)
     return rc;
   cli_arg_str(args, "reason", &req.reason);
-  return cli_call_show(cli, ADMIN, "DisableUser", &req.base, cli_print_record);
+  req.request_id = rid;
+  return cli_call_rid_show(cli, ADMIN, "DisableUser", &req.base, rid, cli_print_record);
 }
 
 /* ---- tokens ------------------------------------------------------------------------ */
@@ -142,6 +153,7 @@ static int run_disable_user(cli_t *cli, const cli_args_t *args) {
 static const cli_opt_t issue_token_opts[] = {
     {"user", "ID", CLI_OPT_REQUIRED, "user the token authenticates"},
     {"note", "TEXT", 0, "what the token is for"},
+    CLI_OPT_REQUEST_ID,
     {NULL, NULL, 0, NULL},
 };
 
@@ -158,26 +170,33 @@ static int show_token(cli_t *cli, const ProtobufCMessage *m) {
 
 static int run_issue_token(cli_t *cli, const cli_args_t *args) {
   Clue__V1__IssueTokenRequest req = CLUE__V1__ISSUE_TOKEN_REQUEST__INIT;
+  char rid[CLI_REQUEST_ID_LEN];
   int rc;
 
-  if ((rc = cli_arg_id(cli, args, "user", &req.user_id)) != 0)
+  if ((rc = cli_arg_id(cli, args, "user", &req.user_id)) != 0 ||
+      (rc = cli_request_id(cli, args, rid)) != 0)
     return rc;
   cli_arg_str(args, "note", &req.note);
-  return cli_call_show(cli, ADMIN, "IssueToken", &req.base, show_token);
+  req.request_id = rid;
+  return cli_call_rid_show(cli, ADMIN, "IssueToken", &req.base, rid, show_token);
 }
 
 static const cli_opt_t revoke_token_opts[] = {
     {"token-id", "ID", CLI_OPT_REQUIRED, "id of the token (as printed by issue-token)"},
+    CLI_OPT_REQUEST_ID,
     {NULL, NULL, 0, NULL},
 };
 
 static int run_revoke_token(cli_t *cli, const cli_args_t *args) {
   Clue__V1__RevokeTokenRequest req = CLUE__V1__REVOKE_TOKEN_REQUEST__INIT;
+  char rid[CLI_REQUEST_ID_LEN];
   int rc;
 
-  if ((rc = cli_arg_id(cli, args, "token-id", &req.token_id)) != 0)
+  if ((rc = cli_arg_id(cli, args, "token-id", &req.token_id)) != 0 ||
+      (rc = cli_request_id(cli, args, rid)) != 0)
     return rc;
-  return cli_call_show(cli, ADMIN, "RevokeToken", &req.base, cli_print_record);
+  req.request_id = rid;
+  return cli_call_rid_show(cli, ADMIN, "RevokeToken", &req.base, rid, cli_print_record);
 }
 
 static const cli_command_t admin_commands[] = {
@@ -190,7 +209,8 @@ static const cli_command_t admin_commands[] = {
      run_disable_user},
     {"issue-token", NULL, "Issue a bearer token for a user and print it", issue_token_opts,
      "The token is printed once on stdout and cannot be shown again; only its\n"
-     "SHA-256 is stored. Its id (for revoke-token) is printed on stderr.\n",
+     "SHA-256 is stored. Its id (for revoke-token) is printed on stderr. A retry with\n"
+     "the same --request-id revokes the token it issued and prints a fresh one.\n",
      run_issue_token},
     {"revoke-token", NULL, "Revoke a token", revoke_token_opts, NULL, run_revoke_token},
     {NULL, NULL, NULL, NULL, NULL, NULL},

@@ -249,12 +249,14 @@ static int run_list(cli_t *cli, const cli_args_t *args) {
 static const cli_opt_t unit_opts[] = {
     {"unit", "ID", CLI_OPT_REQUIRED, "the participating unit"},
     CLI_OPT_REASON,
+    CLI_OPT_REQUEST_ID,
     {NULL, NULL, 0, NULL},
 };
 
 static const cli_opt_t clue_opts[] = {
     {"clue", "ID", CLI_OPT_REQUIRED, "the member clue"},
     CLI_OPT_REASON,
+    CLI_OPT_REQUEST_ID,
     {NULL, NULL, 0, NULL},
 };
 
@@ -282,32 +284,34 @@ static int change(cli_t *cli, const cli_args_t *args, change_t kind) {
   const ProtobufCMessage *req = NULL;
   char *reason = (char *)cli_arg(args, "reason");
   int64_t case_id = 0, member = 0;
+  char rid[CLI_REQUEST_ID_LEN];
   int rc;
 
   if ((rc = cli_operand_id(cli, args, &case_id)) != 0 ||
-      (rc = cli_arg_id(cli, args, kind <= REMOVE_PARTICIPANT ? "unit" : "clue", &member)) != 0)
+      (rc = cli_arg_id(cli, args, kind <= REMOVE_PARTICIPANT ? "unit" : "clue", &member)) != 0 ||
+      (rc = cli_request_id(cli, args, rid)) != 0)
     return rc;
   if (reason == NULL)
     reason = "";
   switch (kind) {
   case ADD_PARTICIPANT:
-    ap.case_id = case_id, ap.unit_id = member, ap.reason = reason;
+    ap.case_id = case_id, ap.unit_id = member, ap.reason = reason, ap.request_id = rid;
     req = &ap.base;
     break;
   case REMOVE_PARTICIPANT:
-    rp.case_id = case_id, rp.unit_id = member, rp.reason = reason;
+    rp.case_id = case_id, rp.unit_id = member, rp.reason = reason, rp.request_id = rid;
     req = &rp.base;
     break;
   case ADD_CLUE:
-    ac.case_id = case_id, ac.clue_id = member, ac.reason = reason;
+    ac.case_id = case_id, ac.clue_id = member, ac.reason = reason, ac.request_id = rid;
     req = &ac.base;
     break;
   case REMOVE_CLUE:
-    rc_.case_id = case_id, rc_.clue_id = member, rc_.reason = reason;
+    rc_.case_id = case_id, rc_.clue_id = member, rc_.reason = reason, rc_.request_id = rid;
     req = &rc_.base;
     break;
   }
-  return cli_call_show(cli, CASE_SVC, change_method[kind], req, show_updated);
+  return cli_call_rid_show(cli, CASE_SVC, change_method[kind], req, rid, show_updated);
 }
 
 static int run_add_participant(cli_t *cli, const cli_args_t *args) {

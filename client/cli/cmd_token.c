@@ -41,6 +41,7 @@ static int run_list(cli_t *cli, const cli_args_t *args) {
 
 static const cli_opt_t issue_opts[] = {
     {"note", "TEXT", 0, "what the token is for, e.g. \"laptop\""},
+    CLI_OPT_REQUEST_ID,
     {NULL, NULL, 0, NULL},
 };
 
@@ -58,18 +59,31 @@ static int show_issued(cli_t *cli, const ProtobufCMessage *m) {
 
 static int run_issue(cli_t *cli, const cli_args_t *args) {
   Clue__V1__IssueMyTokenRequest req = CLUE__V1__ISSUE_MY_TOKEN_REQUEST__INIT;
+  char rid[CLI_REQUEST_ID_LEN];
+  int rc;
 
+  if ((rc = cli_request_id(cli, args, rid)) != 0)
+    return rc;
   cli_arg_str(args, "note", &req.note);
-  return cli_call_show(cli, TOKENS, "IssueMyToken", &req.base, show_issued);
+  req.request_id = rid;
+  return cli_call_rid_show(cli, TOKENS, "IssueMyToken", &req.base, rid, show_issued);
 }
+
+static const cli_opt_t revoke_opts[] = {
+    CLI_OPT_REQUEST_ID,
+    {NULL, NULL, 0, NULL},
+};
 
 static int run_revoke(cli_t *cli, const cli_args_t *args) {
   Clue__V1__RevokeMyTokenRequest req = CLUE__V1__REVOKE_MY_TOKEN_REQUEST__INIT;
+  char rid[CLI_REQUEST_ID_LEN];
   int rc;
 
-  if ((rc = cli_operand_id(cli, args, &req.token_id)) != 0)
+  if ((rc = cli_operand_id(cli, args, &req.token_id)) != 0 ||
+      (rc = cli_request_id(cli, args, rid)) != 0)
     return rc;
-  return cli_call_show(cli, TOKENS, "RevokeMyToken", &req.base, cli_print_record);
+  req.request_id = rid;
+  return cli_call_rid_show(cli, TOKENS, "RevokeMyToken", &req.base, rid, cli_print_record);
 }
 
 static const cli_command_t token_commands[] = {
@@ -81,9 +95,10 @@ static const cli_command_t token_commands[] = {
     {"issue", NULL, "Issue yourself a personal token and print it", issue_opts,
      "The token is printed once on stdout and cannot be shown again; only its\n"
      "SHA-256 is stored. Its id (for `token revoke`) is printed on stderr. At most\n"
-     "16 unrevoked tokens per user.\n",
+     "16 unrevoked tokens per user. A retry with the same --request-id revokes the\n"
+     "token it issued and prints a fresh one.\n",
      run_issue},
-    {"revoke", "ID", "Revoke one of your tokens", NULL,
+    {"revoke", "ID", "Revoke one of your tokens", revoke_opts,
      "Revoking the token you call with signs you out: it stops working at once.\n", run_revoke},
     {NULL, NULL, NULL, NULL, NULL, NULL},
 };

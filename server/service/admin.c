@@ -1,4 +1,9 @@
-/* clue.v1.AdminService: units, users and tokens (ADMIN callers only). */
+/* clue.v1.AdminService: units, users and tokens (ADMIN callers only).
+ *
+ * A request_id, when a call sends one, names one request (docs/WRITES.md, "Retries"): the
+ * call's key and fingerprint go to the write's *_once form (0052_admin_and_case_request_ids.sql)
+ * as its last two parameters, which answers a retry with the first call's result. A call
+ * without one runs the statement it always ran. */
 
 #include "service/admin.h"
 
@@ -72,7 +77,8 @@ static void reply_unit(rpc_call_t *call, const db_result_t *r, void *arg) {
 /* The write of CreateUnit, once the liaison (if any) was read into r: its kind decides. */
 static void create_unit_write(rpc_call_t *call, const db_result_t *r, void *arg) {
   const Clue__V1__CreateUnitRequest *req = arg;
-  const char *params[7];
+  const char *params[9];
+  int np;
 
   if (r != NULL) {
     clue_unit_kind_t kind = db_rows(r) == 1 ? (clue_unit_kind_t)clue_unit_kind_of(db_value(r, 0, 0))
@@ -97,9 +103,14 @@ static void create_unit_write(rpc_call_t *call, const db_result_t *r, void *arg)
     clue_oom(call);
     return;
   }
+  if ((np = clue_request_params(call, &req->base, req->request_id, params, 7)) < 0)
+    return;
   svc_query(call,
-            "SELECT " UNIT_COLS " FROM admin_create_unit($1, $2, $3, $4, $5, $6, $7::text[]) x", 7,
-            params, reply_unit, NULL);
+            np == 7 ? "SELECT " UNIT_COLS
+                      " FROM admin_create_unit($1, $2, $3, $4, $5, $6, $7::text[]) x"
+                    : "SELECT " UNIT_COLS " FROM admin_create_unit_once($1, $2, $3, $4, $5, $6,"
+                      " $7::text[], $8, $9) x",
+            np, params, reply_unit, NULL);
 }
 
 /* Every violation of the request, one per field (validate_errors_t). */
@@ -107,6 +118,7 @@ static int validate_create_unit(const Clue__V1__CreateUnitRequest *req, validate
   bool group = req->kind == CLUE__V1__UNIT_KIND__UNIT_KIND_GROUP, known;
 
   validate_errors_init(e);
+  validate_each(e, validate_uuid("request_id", req->request_id, false, validate_slot(e)));
   known = validate_each(e, validate_enum("kind", req->kind, 1, 4, validate_slot(e))) == 0;
   validate_each(e, validate_unit_code(req->code, validate_slot(e)));
   validate_each(e, validate_name("name", req->name, true, validate_slot(e)));
@@ -220,8 +232,9 @@ static void reply_user(rpc_call_t *call, const db_result_t *r, void *arg) {
 /* The write of CreateUser, once the unit was read into r: its kind decides the role's fit. */
 static void create_user_write(rpc_call_t *call, const db_result_t *r, void *arg) {
   const Clue__V1__CreateUserRequest *req = arg;
-  const char *params[5];
+  const char *params[7];
   authz_result_t res;
+  int np;
 
   if (db_rows(r) != 1) {
     char msg[48];
@@ -244,8 +257,13 @@ static void create_user_write(rpc_call_t *call, const db_result_t *r, void *arg)
     clue_oom(call);
     return;
   }
-  svc_query(call, "SELECT " USER_COLS USER_FROM("admin_create_user($1, $2, $3, $4, $5)"), 5, params,
-            reply_user, NULL);
+  if ((np = clue_request_params(call, &req->base, req->request_id, params, 5)) < 0)
+    return;
+  svc_query(
+      call,
+      np == 5 ? "SELECT " USER_COLS USER_FROM("admin_create_user($1, $2, $3, $4, $5)")
+              : "SELECT " USER_COLS USER_FROM("admin_create_user_once($1, $2, $3, $4, $5, $6, $7)"),
+      np, params, reply_user, NULL);
 }
 
 static void create_user(rpc_call_t *call, const ProtobufCMessage *m) {
@@ -256,6 +274,7 @@ static void create_user(rpc_call_t *call, const ProtobufCMessage *m) {
   if (!svc_require_admin(call))
     return;
   validate_errors_init(&e);
+  validate_each(&e, validate_uuid("request_id", req->request_id, false, validate_slot(&e)));
   validate_each(&e, validate_id("unit_id", req->unit_id, validate_slot(&e)));
   validate_each(&e, validate_name("name", req->name, true, validate_slot(&e)));
   validate_each(&e, validate_enum("role", req->role, 1, 4, validate_slot(&e)));
@@ -316,11 +335,13 @@ static void reply_disabled(rpc_call_t *call, const db_result_t *r, void *arg) {
 static void disable_user(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__DisableUserRequest *req = (const void *)m;
   validate_errors_t e;
-  const char *params[4];
+  const char *params[6];
+  int np;
 
   if (!svc_require_admin(call))
     return;
   validate_errors_init(&e);
+  validate_each(&e, validate_uuid("request_id", req->request_id, false, validate_slot(&e)));
   validate_each(&e, validate_id("user_id", req->user_id, validate_slot(&e)));
   validate_each(&e, validate_reason("reason", req->reason, false, validate_slot(&e)));
   if (clue_invalid_each(call, &e))
@@ -334,8 +355,13 @@ static void disable_user(rpc_call_t *call, const ProtobufCMessage *m) {
     clue_oom(call);
     return;
   }
-  svc_query(call, "SELECT " USER_COLS USER_FROM("admin_disable_user($1, $2, $3, $4)"), 4, params,
-            reply_disabled, NULL);
+  if ((np = clue_request_params(call, m, req->request_id, params, 4)) < 0)
+    return;
+  svc_query(call,
+            np == 4
+                ? "SELECT " USER_COLS USER_FROM("admin_disable_user($1, $2, $3, $4)")
+                : "SELECT " USER_COLS USER_FROM("admin_disable_user_once($1, $2, $3, $4, $5, $6)"),
+            np, params, reply_disabled, NULL);
 }
 
 /* ---- tokens --------------------------------------------------------------------------- */
@@ -347,15 +373,24 @@ static void reply_token(rpc_call_t *call, const db_result_t *r, void *arg) {
   (void)rpc_reply(call, &resp.base);
 }
 
+/* A keyed issue may have revoked the token its first call issued (a retry): as
+ * reply_disabled(). */
+static void reply_token_keyed(rpc_call_t *call, const db_result_t *r, void *arg) {
+  rpc_auth_forget(rpc_call_server(call));
+  reply_token(call, r, arg);
+}
+
 static void issue_token(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__IssueTokenRequest *req = (const void *)m;
   validate_errors_t e;
-  const char *params[5];
+  const char *params[7];
   char *token, hash[65];
+  int np;
 
   if (!svc_require_admin(call))
     return;
   validate_errors_init(&e);
+  validate_each(&e, validate_uuid("request_id", req->request_id, false, validate_slot(&e)));
   validate_each(&e, validate_id("user_id", req->user_id, validate_slot(&e)));
   validate_each(&e, validate_name("note", req->note, false, validate_slot(&e)));
   if (clue_invalid_each(call, &e))
@@ -375,8 +410,14 @@ static void issue_token(rpc_call_t *call, const ProtobufCMessage *m) {
     clue_oom(call);
     return;
   }
-  svc_query(call, "SELECT id FROM admin_issue_token($1, $2, $3, $4, $5)", 5, params, reply_token,
-            token);
+  if ((np = clue_request_params(call, m, req->request_id, params, 5)) < 0)
+    return;
+  if (np == 5)
+    svc_query(call, "SELECT id FROM admin_issue_token($1, $2, $3, $4, $5)", 5, params, reply_token,
+              token);
+  else
+    svc_query(call, "SELECT id FROM admin_issue_token_once($1, $2, $3, $4, $5, $6, $7)", 7, params,
+              reply_token_keyed, token);
 }
 
 static void reply_revoked(rpc_call_t *call, const db_result_t *r, void *arg) {
@@ -390,18 +431,27 @@ static void reply_revoked(rpc_call_t *call, const db_result_t *r, void *arg) {
 
 static void revoke_token(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__RevokeTokenRequest *req = (const void *)m;
-  validate_error_t err;
-  const char *params[3];
+  validate_errors_t e;
+  const char *params[5];
+  int np;
 
   if (!svc_require_admin(call))
     return;
-  if (clue_invalid(call, validate_id("token_id", req->token_id, &err), &err))
+  validate_errors_init(&e);
+  validate_each(&e, validate_uuid("request_id", req->request_id, false, validate_slot(&e)));
+  validate_each(&e, validate_id("token_id", req->token_id, validate_slot(&e)));
+  if (clue_invalid_each(call, &e))
     return;
   params[0] = actor_user(call);
   params[1] = actor_unit(call);
   params[2] = svc_i64(call, req->token_id, 0);
-  svc_query(call, "SELECT id, " SVC_MS("revoked_at") " FROM admin_revoke_token($1, $2, $3)", 3,
-            params, reply_revoked, NULL);
+  if ((np = clue_request_params(call, m, req->request_id, params, 3)) < 0)
+    return;
+  svc_query(call,
+            np == 3 ? "SELECT id, " SVC_MS("revoked_at") " FROM admin_revoke_token($1, $2, $3)"
+                    : "SELECT id, " SVC_MS("revoked_at") " FROM admin_revoke_token_once($1, $2, $3,"
+                                                         " $4, $5)",
+            np, params, reply_revoked, NULL);
 }
 
 #define ADMIN_METHOD(name, fn, in, out) SVC_CLUE_METHOD("AdminService", name, fn, in, out)

@@ -585,39 +585,55 @@ static void create_joint_case(rpc_call_t *call, const ProtobufCMessage *m) {
 /* ---- AddParticipant, RemoveParticipant -------------------------------------------------- */
 
 typedef struct member_req {
+  const char *method; /* AddParticipant, ..., as the key's record names it */
   bool remove;
   int64_t case_id;
   int64_t id; /* the unit or clue */
   const char *reason;
-  const char *facts[4]; /* the facts query's parameters */
+  /* The facts query's parameters, then with a request_id its key ([4], else NULL) and the
+   * request's fingerprint ([5], request_sha256()), which only the write takes. */
+  const char *facts[6];
 } member_req_t;
 
-/* Columns of the facts queries: the case, then the unit's or the clue's facts. */
+/* Columns of the facts queries: the case, then the unit's or the clue's facts; with a
+ * request_id, last the method of the key's record (NULL: a first call). */
 enum {
   MF_CASE,
   MF_LEAD,
   MF_IN_CASE,
   MF_UNIT_KIND, /* participants */
   MF_TAKES_PART,
+  MF_PARTICIPANT_REQ,
   MF_CLUE = MF_UNIT_KIND, /* clues: CLUE_FACT_COLS, then the two below */
   MF_CLUE_CASE = MF_CLUE + CLUE_FACT_NCOLS,
+  MF_CLUE_REQ,
 };
 
 /* clang-format off */
-static const char participant_facts_sql[] =
-    "SELECT jc.id, jc.lead_unit, joint_case_has_unit(jc.id, $2), u.kind, cp.unit_id IS NOT NULL"
-    " FROM (SELECT 1) one"
-    " LEFT JOIN joint_cases jc ON jc.id = $1"
-    " LEFT JOIN units u ON u.id = $3"
-    " LEFT JOIN case_participants cp ON cp.case_id = jc.id AND cp.unit_id = $3";
+#define PARTICIPANT_FACTS                                                                          \
+    "jc.id, jc.lead_unit, joint_case_has_unit(jc.id, $2), u.kind, cp.unit_id IS NOT NULL"      \
+    " FROM (SELECT 1) one"                                                                     \
+    " LEFT JOIN joint_cases jc ON jc.id = $1"                                                  \
+    " LEFT JOIN units u ON u.id = $3"                                                          \
+    " LEFT JOIN case_participants cp ON cp.case_id = jc.id AND cp.unit_id = $3"
+#define CLUE_FACTS                                                                                 \
+    "jc.id, jc.lead_unit, joint_case_has_unit(jc.id, $2), " CLUE_FACT_COLS("c", "ou", "$2", "$4") \
+    ", c.joint_case_id"                                                                        \
+    " FROM (SELECT 1) one"                                                                     \
+    " LEFT JOIN joint_cases jc ON jc.id = $1"                                                  \
+    " LEFT JOIN clues c ON c.id = $3"                                                          \
+    " LEFT JOIN units ou ON ou.id = c.owner_unit"
+/* A call with a request_id ($5): the facts, then the method of the key's record, and an answer
+ * from a record waits for the synchronous standbys as a write's would. */
+#define KEYED_FACTS(facts)                                                                         \
+    SVC_DURABLE_IF(SVC_KEY_RECORDED("clue_requests", "$4", "$5"))                                 \
+    "SELECT f.*, q.method FROM (SELECT 1) two LEFT JOIN clue_requests q"                       \
+    " ON q.user_id = $4 AND q.request_id = $5 CROSS JOIN (SELECT " facts ") f"
 
-static const char clue_facts_sql[] =
-    "SELECT jc.id, jc.lead_unit, joint_case_has_unit(jc.id, $2), " CLUE_FACT_COLS("c", "ou", "$2", "$4")
-    ", c.joint_case_id"
-    " FROM (SELECT 1) one"
-    " LEFT JOIN joint_cases jc ON jc.id = $1"
-    " LEFT JOIN clues c ON c.id = $3"
-    " LEFT JOIN units ou ON ou.id = c.owner_unit";
+static const char participant_facts_sql[] = "SELECT " PARTICIPANT_FACTS;
+static const char clue_facts_sql[] = "SELECT " CLUE_FACTS;
+static const char participant_facts_keyed_sql[] = KEYED_FACTS(PARTICIPANT_FACTS);
+static const char clue_facts_keyed_sql[] = KEYED_FACTS(CLUE_FACTS);
 /* clang-format on */
 
 /* The case of a facts row, or false after answering NOT_FOUND / the refusal to manage it. */
@@ -640,11 +656,12 @@ static bool manage_or_refuse(rpc_call_t *call, const db_result_t *r, authz_case_
 }
 
 /* Run the write function fn(actor user, actor unit, now, case, unit or clue, [clue version,]
- * reason): participants have no version (0), clues the one the decision saw. */
+ * reason): participants have no version (0), clues the one the decision saw. With a request_id,
+ * case_change_once() runs it (0052_admin_and_case_request_ids.sql), or answers a retry. */
 static void write_member(rpc_call_t *call, const member_req_t *mr, const char *fn,
                          int64_t version) {
   authz_principal_t p = clue_principal(call);
-  const char *params[7];
+  const char *params[9];
   const char *sql;
   int np = 0;
 
@@ -653,16 +670,37 @@ static void write_member(rpc_call_t *call, const member_req_t *mr, const char *f
   params[np++] = svc_i64(call, clue_now_ms(call), 0);
   params[np++] = svc_i64(call, mr->case_id, 0);
   params[np++] = svc_i64(call, mr->id, 0);
-  if (version != 0)
-    params[np++] = svc_i64(call, version, 0);
-  sql = rpc_call_printf(call, "SELECT " JC_SELECT("$1") " FROM %s($1, $2, $3, $4, $5, $6%s) r", fn,
-                        version != 0 ? ", $7" : "");
+  if (version != 0 || mr->facts[4] != NULL)
+    params[np++] = version != 0 ? svc_i64(call, version, 0) : "";
+  if (mr->facts[4] != NULL)
+    sql =
+        rpc_call_printf(call,
+                        "SELECT " JC_SELECT("$1") " FROM case_change_once('%s', $1, $2, $3, $4, $5,"
+                                                  " nullif($6, '')::bigint, $7, $8, $9) r",
+                        mr->method);
+  else
+    sql = rpc_call_printf(call, "SELECT " JC_SELECT("$1") " FROM %s($1, $2, $3, $4, $5, $6%s) r",
+                          fn, version != 0 ? ", $7" : "");
   if (sql == NULL || !svc_all_set(params, np)) {
     clue_oom(call);
     return;
   }
   params[np++] = mr->reason; /* NULL when none was given */
+  if (mr->facts[4] != NULL) {
+    params[np++] = mr->facts[4];
+    params[np++] = mr->facts[5];
+  }
   svc_query(call, sql, np, params, reply_changed_case, NULL);
+}
+
+/* A call whose request_id has a record (a retry, or a key of another request): the write
+ * answers it under the key's lock, before any decision on the facts, which the first call
+ * changed (docs/WRITES.md, "Retries"). */
+static bool member_retry(rpc_call_t *call, const db_result_t *r, const member_req_t *mr, int col) {
+  if (mr->facts[4] == NULL || db_rows(r) != 1 || db_value(r, 0, col) == NULL)
+    return false;
+  write_member(call, mr, NULL, 0);
+  return true;
 }
 
 static void got_participant_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
@@ -671,6 +709,8 @@ static void got_participant_facts(rpc_call_t *call, const db_result_t *r, void *
   authz_result_t res;
   bool takes_part;
 
+  if (member_retry(call, r, mr, MF_PARTICIPANT_REQ))
+    return;
   if (!manage_or_refuse(call, r, &jc))
     return;
   res = authz_case_participant_ok(
@@ -738,6 +778,8 @@ static void got_clue_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   authz_result_t res;
   clue_row_t row;
 
+  if (member_retry(call, r, mr, MF_CLUE_REQ))
+    return;
   if (!clue_member_decision(call, r, mr, &res, &row)) {
     case_not_found(call);
     return;
@@ -758,14 +800,17 @@ static void got_clue_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
 }
 
 /* The shared start of the four calls: validate, then read the facts. */
-static void change_member(rpc_call_t *call, int64_t case_id, const char *id_field, int64_t id,
-                          const char *reason, bool remove, bool clue) {
+static void change_member(rpc_call_t *call, const ProtobufCMessage *m, const char *request_id,
+                          int64_t case_id, const char *id_field, int64_t id, const char *reason,
+                          bool remove, bool clue) {
   validate_errors_t e;
   member_req_t *mr;
   const char **params;
+  int np;
 
   /* Every violation, one per field; removals say why, additions may. */
   validate_errors_init(&e);
+  validate_each(&e, validate_uuid("request_id", request_id, false, validate_slot(&e)));
   validate_each(&e, validate_id("case_id", case_id, validate_slot(&e)));
   validate_each(&e, validate_id(id_field, id, validate_slot(&e)));
   validate_each(&e, validate_reason("reason", reason, remove, validate_slot(&e)));
@@ -775,6 +820,7 @@ static void change_member(rpc_call_t *call, int64_t case_id, const char *id_fiel
     clue_oom(call);
     return;
   }
+  mr->method = strrchr(rpc_call_method(call)->path, '/') + 1;
   mr->remove = remove;
   mr->case_id = case_id;
   mr->id = id;
@@ -788,30 +834,41 @@ static void change_member(rpc_call_t *call, int64_t case_id, const char *id_fiel
     clue_oom(call);
     return;
   }
-  if (clue)
+  params[4] = NULL;
+  if ((np = clue_request_params(call, m, request_id, params, 4)) < 0)
+    return;
+  if (np > 4) {
+    svc_query(call, clue ? clue_facts_keyed_sql : participant_facts_keyed_sql, 5, params,
+              clue ? got_clue_facts : got_participant_facts, mr);
+  } else if (clue) {
     svc_query(call, clue_facts_sql, 4, params, got_clue_facts, mr);
-  else
+  } else {
     svc_query(call, participant_facts_sql, 3, params, got_participant_facts, mr);
+  }
 }
 
 static void add_participant(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__AddParticipantRequest *req = (const void *)m;
-  change_member(call, req->case_id, "unit_id", req->unit_id, req->reason, false, false);
+  change_member(call, m, req->request_id, req->case_id, "unit_id", req->unit_id, req->reason, false,
+                false);
 }
 
 static void remove_participant(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__RemoveParticipantRequest *req = (const void *)m;
-  change_member(call, req->case_id, "unit_id", req->unit_id, req->reason, true, false);
+  change_member(call, m, req->request_id, req->case_id, "unit_id", req->unit_id, req->reason, true,
+                false);
 }
 
 static void add_clue_to_case(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__AddClueToCaseRequest *req = (const void *)m;
-  change_member(call, req->case_id, "clue_id", req->clue_id, req->reason, false, true);
+  change_member(call, m, req->request_id, req->case_id, "clue_id", req->clue_id, req->reason, false,
+                true);
 }
 
 static void remove_clue_from_case(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__RemoveClueFromCaseRequest *req = (const void *)m;
-  change_member(call, req->case_id, "clue_id", req->clue_id, req->reason, true, true);
+  change_member(call, m, req->request_id, req->case_id, "clue_id", req->clue_id, req->reason, true,
+                true);
 }
 
 /* ---- method table ----------------------------------------------------------------------- */

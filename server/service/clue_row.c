@@ -10,6 +10,7 @@
 #include "log.h"
 #include "rpc/auth.h"
 #include "server.h"
+#include "service/request_sha256.h"
 #include "service/svc_util.h"
 
 static const char *const source_names[] = {
@@ -537,4 +538,17 @@ const char *clue_request_key(rpc_call_t *call, const char *request_id) {
   if (out == NULL || validate_uuid_normalize(request_id, out) != 0)
     return NULL;
   return out;
+}
+
+int clue_request_params(rpc_call_t *call, const ProtobufCMessage *m, const char *request_id,
+                        const char **params, int n) {
+  if (request_id == NULL || request_id[0] == '\0')
+    return n;
+  params[n] = clue_request_key(call, request_id);
+  params[n + 1] = request_sha256(call, m);
+  if (params[n] == NULL || params[n + 1] == NULL) {
+    clue_oom(call);
+    return -1;
+  }
+  return n + 2;
 }

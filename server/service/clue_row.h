@@ -264,6 +264,15 @@ const char *clue_trimmed(rpc_call_t *call, const char *s);
  */
 const char *clue_request_key(rpc_call_t *call, const char *request_id);
 
+/**
+ * For a call whose validated request_id is optional: when m sent one, its key
+ * (clue_request_key()) and fingerprint (request_sha256()) into params[n] and params[n + 1], in
+ * the call's memory. Returns the number of parameters then (n when m sent none: the call runs
+ * as a call without a key always did), or -1 after failing the call (out of memory).
+ */
+int clue_request_params(rpc_call_t *call, const ProtobufCMessage *m, const char *request_id,
+                        const char **params, int n) __attribute__((warn_unused_result));
+
 /** Database names of the proto enums ("LETTER_VISIT_REPORT"); NULL when out of range. */
 const char *clue_source_db(int source);
 const char *clue_disposal_db(int disposal);

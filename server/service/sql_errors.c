@@ -69,6 +69,7 @@ static const struct {
     {"user * is already disabled", "STATE", "user disabled"},
     {"user * is disabled", "STATE", "user disabled"},
     {"token * is already revoked", "STATE", "token revoked"},
+    {"token *, which request_id * issued, was revoked since: *", "STATE", "token revoked"},
 };
 
 static bool matches(const char *p, const char *s) {

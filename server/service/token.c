@@ -1,6 +1,7 @@
 /* clue.v1.TokenService: every authenticated user's own tokens. Nobody reaches another user's
  * token here: each statement is bound to the caller's user id, and another user's token id
- * answers as a missing one (token_revoke_own in 0010_tokens.sql). */
+ * answers as a missing one (token_revoke_own in 0010_tokens.sql). A request_id, when a call
+ * sends one, goes with its fingerprint to the write's *_once form, as in admin.c. */
 
 #include "service/token.h"
 
@@ -83,13 +84,24 @@ static void reply_issued(rpc_call_t *call, const db_result_t *r, void *arg) {
   (void)rpc_reply(call, &resp.base);
 }
 
+/* A keyed issue may have revoked the token its first call issued (a retry): its cached
+ * principal goes before the reply, as reply_revoked()'s. */
+static void reply_issued_keyed(rpc_call_t *call, const db_result_t *r, void *arg) {
+  rpc_auth_forget(rpc_call_server(call));
+  reply_issued(call, r, arg);
+}
+
 static void issue_my_token(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__IssueMyTokenRequest *req = (const void *)m;
-  validate_error_t err;
-  const char *params[5], *note;
+  validate_errors_t e;
+  const char *params[7], *note;
   char *token, hash[65];
+  int np;
 
-  if (clue_invalid(call, validate_name("note", req->note, false, &err), &err))
+  validate_errors_init(&e);
+  validate_each(&e, validate_name("note", req->note, false, validate_slot(&e)));
+  validate_each(&e, validate_uuid("request_id", req->request_id, false, validate_slot(&e)));
+  if (clue_invalid_each(call, &e))
     return;
   /* The note the limit was checked on, without the white space around it. */
   if ((note = clue_trimmed(call, req->note)) == NULL && !validate_is_blank(req->note)) {
@@ -110,8 +122,14 @@ static void issue_my_token(rpc_call_t *call, const ProtobufCMessage *m) {
     clue_oom(call);
     return;
   }
-  svc_query(call, "SELECT id FROM token_issue_own($1, $2, $3, nullif($4, ''), $5)", 5, params,
-            reply_issued, token);
+  if ((np = clue_request_params(call, m, req->request_id, params, 5)) < 0)
+    return;
+  if (np == 5)
+    svc_query(call, "SELECT id FROM token_issue_own($1, $2, $3, nullif($4, ''), $5)", 5, params,
+              reply_issued, token);
+  else
+    svc_query(call, "SELECT id FROM token_issue_own_once($1, $2, $3, nullif($4, ''), $5, $6, $7)",
+              7, params, reply_issued_keyed, token);
 }
 
 /* ---- RevokeMyToken ----------------------------------------------------------------------- */
@@ -128,10 +146,14 @@ static void reply_revoked(rpc_call_t *call, const db_result_t *r, void *arg) {
 
 static void revoke_my_token(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__RevokeMyTokenRequest *req = (const void *)m;
-  validate_error_t err;
-  const char *params[3];
+  validate_errors_t e;
+  const char *params[5];
+  int np;
 
-  if (clue_invalid(call, validate_id("token_id", req->token_id, &err), &err))
+  validate_errors_init(&e);
+  validate_each(&e, validate_uuid("request_id", req->request_id, false, validate_slot(&e)));
+  validate_each(&e, validate_id("token_id", req->token_id, validate_slot(&e)));
+  if (clue_invalid_each(call, &e))
     return;
   params[0] = caller_user(call);
   params[1] = caller_unit(call);
@@ -140,8 +162,13 @@ static void revoke_my_token(rpc_call_t *call, const ProtobufCMessage *m) {
     clue_oom(call);
     return;
   }
-  svc_query(call, "SELECT id, " SVC_MS("revoked_at") " FROM token_revoke_own($1, $2, $3)", 3,
-            params, reply_revoked, NULL);
+  if ((np = clue_request_params(call, m, req->request_id, params, 3)) < 0)
+    return;
+  svc_query(call,
+            np == 3 ? "SELECT id, " SVC_MS("revoked_at") " FROM token_revoke_own($1, $2, $3)"
+                    : "SELECT id, " SVC_MS("revoked_at") " FROM token_revoke_own_once($1, $2, $3,"
+                                                         " $4, $5)",
+            np, params, reply_revoked, NULL);
 }
 
 /* ---- GetCaller --------------------------------------------------------------------------- */

@@ -212,6 +212,7 @@ class ClientInterop(unittest.TestCase):
         self.assertEqual(req.kind, S.common_pb2.UNIT_KIND_GROUP)
         self.assertEqual(list(req.host_units), ["住建局", "交通局"])
         self.assertEqual(req.liaison_room_id, 1)
+        self.assertRegex(req.request_id, r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
         rec = dict(line.split(":", 1) for line in r.stdout.splitlines())
         self.assertEqual(rec["id"].strip(), "42")
         self.assertEqual(rec["kind"].strip(), "GROUP")
@@ -239,8 +240,11 @@ class ClientInterop(unittest.TestCase):
     def test_issue_token(self):
         r = self.ctl("admin", "issue-token", "--user", "5", "--note", "laptop", check=0)
         self.assertEqual(r.stdout, "issued-for-5\n")
-        r = self.ctl("admin", "issue-token", "--user", "5", "--json", check=0)
-        self.assertEqual(json.loads(r.stdout), {"token_id": 9, "token": "issued-for-5"})
+        r = self.ctl("admin", "issue-token", "--user", "5", "--json", "--request-id",
+                     "0b5e3c4e-4f1a-4c55-9c55-6c0e0b6a1f00", check=0)
+        # The request id sent, first, so that a script can retry with it.
+        self.assertEqual(json.loads(r.stdout), {"request_id": "0b5e3c4e-4f1a-4c55-9c55-6c0e0b6a1f00",
+                                                "token_id": 9, "token": "issued-for-5"})
 
     def test_wrong_or_missing_token(self):
         r = self.ctl("admin", "units", token="wrong", check=1)
