@@ -531,8 +531,9 @@ static int check_migrator(PGconn *c, int allow_superuser) {
 
 /* ---- clued's functions and triggers ------------------------------------------------------ */
 
-/* What the migrations of set leave (db/schema_check.h). */
-static int expect_load(const migration_set_t *set, schema_expect_t **out) {
+/* What the migrations of set leave (db/schema_check.h); a statement the reader cannot follow
+ * is logged as an error, or with warn_only as a warning. */
+static int expect_load(const migration_set_t *set, schema_expect_t **out, int warn_only) {
   schema_expect_t *e = schema_expect_new();
   char err[400];
   int rc = 0;
@@ -542,7 +543,9 @@ static int expect_load(const migration_set_t *set, schema_expect_t **out) {
   for (size_t i = 0; rc == 0 && i < set->n; i++) {
     rc = schema_expect_add(e, set->v[i].name, set->v[i].sql, strlen(set->v[i].sql), err,
                            sizeof(err));
-    if (rc == -1)
+    if (rc == -1 && warn_only)
+      log_warn("cannot check clued's functions and triggers: %s", err);
+    else if (rc == -1)
       log_error("reading the functions and triggers the migrations define: %s", err);
   }
   if (rc != 0) {
@@ -591,7 +594,7 @@ int db_schema_expect(const char *dir, schema_expect_t **out) {
   int rc = load_set(dir, &set);
 
   if (rc == 0)
-    rc = expect_load(&set, out);
+    rc = expect_load(&set, out, 0);
   set_free(&set);
   return rc;
 }
@@ -607,7 +610,7 @@ int db_schema_check(const char *conninfo, const char *dir) {
 
   rc = load_set(dir, &set);
   if (rc == 0)
-    rc = expect_load(&set, &e);
+    rc = expect_load(&set, &e, 0);
   if (rc == 0 && (c = migrate_connect(conninfo)) == NULL)
     rc = DB_MIGRATE_ECONNECT;
   if (rc == 0)
@@ -706,9 +709,6 @@ static int migrate_run(const char *conninfo, const char *dir, int allow_superuse
   rc = load_set(dir, &set);
   if (rc != 0)
     return rc;
-  rc = expect_load(&set, &expect);
-  if (rc != 0)
-    goto out;
   c = migrate_connect(conninfo);
   if (!c) {
     rc = DB_MIGRATE_ECONNECT;
@@ -759,10 +759,15 @@ static int migrate_run(const char *conninfo, const char *dir, int allow_superuse
     log_info("up to date (%zu migration(s) %s%s)", set.n, dir ? "in " : "built in", dir ? dir : "");
   else
     log_info("%d migration(s) applied", napplied);
-  if (repair_too)
-    rc = repair(c, expect);
-  else
+  /* What the migrations, now applied, define: repaired, or differences warned of (a plain
+   * migrate does not fail over a statement the reader cannot follow). */
+  if (repair_too) {
+    rc = expect_load(&set, &expect, 0);
+    if (rc == 0)
+      rc = repair(c, expect);
+  } else if (expect_load(&set, &expect, 1) == 0) {
     warn_drift(c, expect);
+  }
 
 out:
   PQclear(applied);

@@ -13,6 +13,7 @@ has no difference at all.
 import os
 import re
 import socket
+import subprocess
 import sys
 
 import grpc
@@ -229,6 +230,17 @@ def test_serve_refuses_to_start_and_allow_schema_drift_serves(ctx):
     finally:
         ctx.srv.run("migrate", "--repair")
     harness.wait_for(lambda: health(ctx.srv) == SERVING, timeout=15, what="SERVING")
+
+
+def test_flags_are_documented_and_checked(ctx):
+    out = subprocess.run([harness.CLUED, "help"], capture_output=True, text=True, timeout=30).stdout
+    readme = open(os.path.join(harness.SRC, "README.md"), encoding="utf-8").read()
+    for flag in ("--schema-check-interval", "--allow-schema-drift", "--repair"):
+        assert flag in out, f"{flag} missing from clued help"
+        assert f"`{flag}`" in readme or f"`clued migrate {flag}`" in readme, f"{flag} missing from the README"
+    r = subprocess.run([harness.CLUED, "serve", "--schema-check-interval", "5"], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 2 and "--schema-check-interval must be a whole number" in r.stderr, r.stderr
 
 
 if __name__ == "__main__":
