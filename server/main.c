@@ -30,7 +30,9 @@ static const char usage_text[] =
     "              SIGHUP reloads the TLS certificate, key and client CAs\n"
     "  migrate     apply pending database migrations (safe to run concurrently) as the\n"
     "              role owning the schema; a superuser that is not it is refused unless\n"
-    "              --allow-superuser\n"
+    "              --allow-superuser; --repair also restores clued's functions and\n"
+    "              triggers that differ from what the migrations define (replaced,\n"
+    "              dropped, disabled, or an overload added), in one transaction\n"
     "  bootstrap   create the first ADMIN user and print its token once; when no\n"
     "              enabled ADMIN user holds a live token, create another (restores\n"
     "              administration); run as the role owning the schema;\n"
@@ -61,6 +63,15 @@ static const char usage_text[] =
     "                             writes (UNAVAILABLE) while a commit would not wait for a\n"
     "                             synchronous standby; the URL may name several hosts,\n"
     "                             target_session_attrs=read-write\n"
+    "  --schema-check-interval D  compare clued's functions and triggers in the database with\n"
+    "                             what its migrations define at start and then every D\n"
+    "                             (default 60s; 0: only at start); while they differ, serve\n"
+    "                             refuses to start, and a running server refuses calls\n"
+    "                             (UNAVAILABLE) and reports NOT_SERVING, until `clued migrate\n"
+    "                             --repair` restores them\n"
+    "  --allow-schema-drift       serve although they differ (logged as errors and counted in\n"
+    "                             clued_schema_drift): for development databases and tests\n"
+    "                             that change clued's functions on purpose\n"
     "  --replica-url URL          a standby (several hosts allowed, target_session_attrs=\n"
     "                             standby or prefer-standby; env CLUED_REPLICA_URL) for the\n"
     "                             reads that tolerate staleness: ListClues, ListAuditEvents,\n"
@@ -297,6 +308,9 @@ enum {
   OPT_INSECURE_CLEARTEXT,
   OPT_ALLOW_SUPERUSER,
   OPT_REQUIRE_SYNC_REPLICA,
+  OPT_SCHEMA_CHECK_INTERVAL,
+  OPT_ALLOW_SCHEMA_DRIFT,
+  OPT_REPAIR,
   OPT_REPLICA_URL,
   OPT_REPLICA_MAX_LAG,
   OPT_AUDIT_SIGNING_KEY,
@@ -318,6 +332,7 @@ typedef struct cli_opts {
   const char *demo_tokens;
   int new_admin;        /* bootstrap */
   int allow_superuser;  /* serve, or migrate, as a role each refuses otherwise */
+  int repair;           /* migrate --repair */
   const char *key_name; /* keygen */
   const char *out;      /* keygen */
   const char *checkpoint_flag; /* the last of --checkpoint-every/-interval given, if any */
@@ -374,6 +389,9 @@ static const struct option long_opts[] = {
     {"insecure-cleartext", no_argument, NULL, OPT_INSECURE_CLEARTEXT},
     {"allow-superuser", no_argument, NULL, OPT_ALLOW_SUPERUSER},
     {"require-sync-replica", no_argument, NULL, OPT_REQUIRE_SYNC_REPLICA},
+    {"schema-check-interval", required_argument, NULL, OPT_SCHEMA_CHECK_INTERVAL},
+    {"allow-schema-drift", no_argument, NULL, OPT_ALLOW_SCHEMA_DRIFT},
+    {"repair", no_argument, NULL, OPT_REPAIR},
     {"replica-url", required_argument, NULL, OPT_REPLICA_URL},
     {"replica-max-lag", required_argument, NULL, OPT_REPLICA_MAX_LAG},
     {"audit-signing-key", required_argument, NULL, OPT_AUDIT_SIGNING_KEY},
@@ -658,6 +676,7 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       break;
     case OPT_MIGRATIONS:
       cli->migrations_dir = optarg;
+      cfg->migrations_dir = optarg;
       break;
     case OPT_DEMO_TOKENS:
       cli->demo_tokens = optarg;
@@ -682,6 +701,16 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       break;
     case OPT_REQUIRE_SYNC_REPLICA:
       cfg->require_sync_replica = 1;
+      break;
+    case OPT_SCHEMA_CHECK_INTERVAL:
+      if (parse_duration("--schema-check-interval", optarg, &cfg->schema_check_ms))
+        return 1;
+      break;
+    case OPT_ALLOW_SCHEMA_DRIFT:
+      cfg->allow_schema_drift = 1;
+      break;
+    case OPT_REPAIR:
+      cli->repair = 1;
       break;
     case OPT_REPLICA_URL:
       cfg->replica_url = optarg;
@@ -875,6 +904,23 @@ static int cmd_serve(server_config_t *cfg, const cli_opts_t *cli) {
                "append-only triggers are only as safe as this server",
                why);
   }
+  {
+    int drift = db_schema_check(cfg->database_url, cli->migrations_dir);
+    if (drift < 0)
+      return 1; /* the reason is logged */
+    if (drift > 0 && !cfg->allow_schema_drift) {
+      log_error("refusing to serve: %d of clued's functions or triggers (above) are not what its "
+                "migrations define, and they decide who sees what and which reads are logged; "
+                "run `clued migrate --repair` as the schema's owner to restore them (or pass "
+                "--allow-schema-drift to serve anyway)",
+                drift);
+      return 1;
+    }
+    if (drift > 0)
+      log_warn("serving although %d of clued's functions or triggers are not what its "
+               "migrations define (--allow-schema-drift)",
+               drift);
+  }
   if (cfg->require_sync_replica) {
     char why[200];
     int ok = db_sync_replica(cfg->database_url, why, sizeof(why));
@@ -1029,6 +1075,9 @@ int main(int argc, char **argv) {
       log_error("no database: set --database-url or CLUED_DATABASE_URL");
       return 2;
     }
+    if (cmd[0] == 'm' && cli.repair)
+      return db_migrate_repair(cfg.database_url, cli.migrations_dir, cli.allow_superuser) == 0 ? 0
+                                                                                               : 1;
     if (cmd[0] == 'm')
       return db_migrate(cfg.database_url, cli.migrations_dir, cli.allow_superuser) == 0 ? 0 : 1;
     if (cli.demo_tokens && bootstrap_demo_path_free(cli.demo_tokens) != 0)

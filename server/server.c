@@ -51,6 +51,7 @@ void server_config_defaults(server_config_t *cfg) {
   cfg->filed_deadline_days = 90;
   cfg->checkpoint_every = 1000;
   cfg->checkpoint_ms = 10000;
+  cfg->schema_check_ms = 60000;
 }
 
 int64_t server_now_ms(const server_t *srv) {

@@ -24,6 +24,7 @@ typedef struct tls_server tls_server_t;
 typedef struct audit_tree audit_tree_t;
 typedef struct h2_pages h2_pages_t;
 typedef struct audit_tail audit_tail_t;
+typedef struct schema_watch schema_watch_t;
 
 #define SERVER_MAX_WEB_ORIGINS 16
 
@@ -64,6 +65,11 @@ typedef struct server_config {
   uint64_t replica_max_lag_ms;      /* a replica further behind is bypassed, default 5000 */
   int require_sync_replica;         /* refuse to start, and report NOT_SERVING, while the primary
                                        has no synchronous standby (db/replication.h) */
+  const char *migrations_dir;       /* --migrations: where clued's functions and triggers are
+                                       defined; NULL: the built-in migrations */
+  uint64_t schema_check_ms;         /* how often they are compared with the database, 60 s;
+                                       0: only at start (service/schema_watch.h) */
+  int allow_schema_drift;           /* serve even while they differ (logged, counted) */
   int db_pool_size;                 /* default 8 */
   int db_batch_inflight;            /* statements of one batched read kind running at once;
                                        0: no batching at all (default 1, service/batch.h) */
@@ -174,6 +180,9 @@ struct server {
   void (*user_congested)(server_t *srv, uint64_t user, int congested);
   h2_pages_t *pages;       /* whole-page blocks for nghttp2's large buffers */
   audit_tail_t *tail;      /* the committed tail of audit_events: watchers and the tree follow it */
+  schema_watch_t *schema_watch; /* the check of clued's functions and triggers; NULL: none */
+  int schema_refusing;          /* they differ from the migrations: calls that need a token are
+                                   refused (UNAVAILABLE) and Health is NOT_SERVING */
   struct metrics *metrics; /* call counters for --metrics-listen; NULL: off */
   struct metrics_http *metrics_http; /* the /metrics listener; NULL: none */
   h2_conn_t *conns;                  /* intrusive list of live connections */

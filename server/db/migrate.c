@@ -15,6 +15,7 @@
 #include "audit/sha256.h"
 #include "db/db.h"
 #include "db/replication.h"
+#include "db/schema_check.h"
 #include "log.h"
 
 #ifndef CLUED_MIGRATIONS_DIR
@@ -528,8 +529,178 @@ static int check_migrator(PGconn *c, int allow_superuser) {
   return rc;
 }
 
-int db_migrate(const char *conninfo, const char *dir, int allow_superuser) {
+/* ---- clued's functions and triggers ------------------------------------------------------ */
+
+/* What the migrations of set leave (db/schema_check.h); a statement the reader cannot follow
+ * is logged as an error, or with warn_only as a warning. */
+static int expect_load(const migration_set_t *set, schema_expect_t **out, int warn_only) {
+  schema_expect_t *e = schema_expect_new();
+  char err[400];
+  int rc = 0;
+
+  if (!e)
+    return DB_ENOMEM;
+  for (size_t i = 0; rc == 0 && i < set->n; i++) {
+    rc = schema_expect_add(e, set->v[i].name, set->v[i].sql, strlen(set->v[i].sql), err,
+                           sizeof(err));
+    if (rc == -1 && warn_only)
+      log_warn("cannot check clued's functions and triggers: %s", err);
+    else if (rc == -1)
+      log_error("reading the functions and triggers the migrations define: %s", err);
+  }
+  if (rc != 0) {
+    schema_expect_free(e);
+    return rc == -1 ? DB_MIGRATE_EFILE : DB_ENOMEM;
+  }
+  *out = e;
+  return 0;
+}
+
+/* Run schema_catalog_sql on c and compare it with e. Returns 0 with the differences in *d, *n
+ * and the newer version applied (0: none) in *newer, or a negative error code (logged). */
+static int schema_diffs(PGconn *c, const schema_expect_t *e, schema_diff_t **d, size_t *n,
+                        long long *newer) {
+  PGresult *r = run(c, "reading clued's functions and triggers", schema_catalog_sql, 0, NULL);
+  schema_row_t *rows;
+  int nrows, rc;
+
+  if (!r)
+    return DB_MIGRATE_ESQL;
+  nrows = PQntuples(r);
+  rows = calloc((size_t)nrows + 1, sizeof(*rows));
+  if (!rows) {
+    PQclear(r);
+    return DB_ENOMEM;
+  }
+  for (int i = 0; i < nrows; i++) {
+#define COL(k) (PQgetisnull(r, i, k) ? NULL : PQgetvalue(r, i, k))
+    rows[i].kind = PQgetvalue(r, i, 0)[0];
+    rows[i].name = COL(1);
+    rows[i].args = COL(2);
+    rows[i].ident = COL(3);
+    rows[i].hash = COL(4);
+    rows[i].tgtype = atoi(PQgetvalue(r, i, 5)); /* "" when NULL */
+    rows[i].enabled = PQgetvalue(r, i, 6)[0];
+#undef COL
+  }
+  rc = schema_compare(e, rows, (size_t)nrows, d, n, newer) == 0 ? 0 : DB_ENOMEM;
+  free(rows);
+  PQclear(r);
+  return rc;
+}
+
+int db_schema_expect(const char *dir, schema_expect_t **out) {
   migration_set_t set = {0};
+  int rc = load_set(dir, &set);
+
+  if (rc == 0)
+    rc = expect_load(&set, out, 0);
+  set_free(&set);
+  return rc;
+}
+
+int db_schema_check(const char *conninfo, const char *dir) {
+  migration_set_t set = {0};
+  schema_expect_t *e = NULL;
+  schema_diff_t *d = NULL;
+  size_t n = 0;
+  long long newer;
+  PGconn *c = NULL;
+  int rc;
+
+  rc = load_set(dir, &set);
+  if (rc == 0)
+    rc = expect_load(&set, &e, 0);
+  if (rc == 0 && (c = migrate_connect(conninfo)) == NULL)
+    rc = DB_MIGRATE_ECONNECT;
+  if (rc == 0)
+    rc = schema_diffs(c, e, &d, &n, &newer);
+  if (rc == 0) {
+    for (size_t i = 0; i < n; i++)
+      log_error("%s", d[i].message);
+    rc = (int)n;
+  }
+  schema_diffs_free(d, n);
+  PQfinish(c);
+  schema_expect_free(e);
+  set_free(&set);
+  return rc;
+}
+
+/* migrate --repair: make clued's functions and triggers what the migrations say, in one
+ * transaction, and check that they are before it commits. */
+static int repair(PGconn *c, const schema_expect_t *e) {
+  schema_diff_t *d = NULL;
+  size_t n = 0;
+  long long newer;
+  int rc, repaired = 0;
+
+  if (run_ok(c, "repair", "BEGIN") != 0)
+    return DB_MIGRATE_ESQL;
+  rc = schema_diffs(c, e, &d, &n, &newer);
+  if (rc == 0 && newer) {
+    log_error("repair: the database has migration %lld applied, which this clued does not "
+              "have: repair with the clued that applied it",
+              newer);
+    rc = DB_MIGRATE_ENEWER;
+  }
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    PGresult *r;
+    log_warn("repairing: %s", d[i].message);
+    r = PQexec(c, d[i].repair);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
+      char line[512];
+      log_error("repair failed: %s; nothing was changed",
+                first_line(PQresultErrorMessage(r), line, sizeof(line)));
+      rc = DB_MIGRATE_ESQL;
+    }
+    PQclear(r);
+  }
+  if (rc == 0 && n > 0) {
+    schema_diffs_free(d, n);
+    d = NULL;
+    n = 0;
+    rc = schema_diffs(c, e, &d, &n, &newer);
+    for (size_t i = 0; rc == 0 && i < n; i++)
+      log_error("still after the repair: %s", d[i].message);
+    if (rc == 0 && n > 0)
+      rc = DB_MIGRATE_ESQL;
+    repaired = 1;
+  }
+  if (rc == 0 && run_ok(c, "repair", "COMMIT") == 0) {
+    if (!repaired)
+      log_info("clued's functions and triggers are what the migrations define: nothing to "
+               "repair");
+    else
+      log_info("repaired: clued's functions and triggers are what the migrations define");
+  } else {
+    PQclear(PQexec(c, "ROLLBACK"));
+    if (rc == 0)
+      rc = DB_MIGRATE_ESQL;
+  }
+  schema_diffs_free(d, n);
+  return rc;
+}
+
+/* After a plain migrate: say what differs, and how to repair it. */
+static void warn_drift(PGconn *c, const schema_expect_t *e) {
+  schema_diff_t *d = NULL;
+  size_t n = 0;
+  long long newer;
+
+  if (schema_diffs(c, e, &d, &n, &newer) != 0)
+    return;
+  for (size_t i = 0; i < n; i++)
+    log_warn("%s", d[i].message);
+  if (n > 0)
+    log_warn("clued serve refuses calls while clued's functions or triggers differ from the "
+             "migrations: run `clued migrate --repair` as the schema's owner to restore them");
+  schema_diffs_free(d, n);
+}
+
+static int migrate_run(const char *conninfo, const char *dir, int allow_superuser, int repair_too) {
+  migration_set_t set = {0};
+  schema_expect_t *expect = NULL;
   PGconn *c = NULL;
   PGresult *applied = NULL;
   long long latest = -1;
@@ -588,12 +759,30 @@ int db_migrate(const char *conninfo, const char *dir, int allow_superuser) {
     log_info("up to date (%zu migration(s) %s%s)", set.n, dir ? "in " : "built in", dir ? dir : "");
   else
     log_info("%d migration(s) applied", napplied);
+  /* What the migrations, now applied, define: repaired, or differences warned of (a plain
+   * migrate does not fail over a statement the reader cannot follow). */
+  if (repair_too) {
+    rc = expect_load(&set, &expect, 0);
+    if (rc == 0)
+      rc = repair(c, expect);
+  } else if (expect_load(&set, &expect, 1) == 0) {
+    warn_drift(c, expect);
+  }
 
 out:
   PQclear(applied);
   PQfinish(c); /* also releases the advisory lock */
+  schema_expect_free(expect);
   set_free(&set);
   return rc;
+}
+
+int db_migrate(const char *conninfo, const char *dir, int allow_superuser) {
+  return migrate_run(conninfo, dir, allow_superuser, 0);
+}
+
+int db_migrate_repair(const char *conninfo, const char *dir, int allow_superuser) {
+  return migrate_run(conninfo, dir, allow_superuser, 1);
 }
 
 int db_migrations_pending(const char *conninfo, const char *dir, char *first_pending, size_t len) {

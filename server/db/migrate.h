@@ -64,6 +64,33 @@ int db_migrate(const char *conninfo, const char *dir, int allow_superuser)
     __attribute__((warn_unused_result));
 
 /**
+ * db_migrate, then make clued's functions and triggers what the migrations define
+ * (db/schema_check.h): re-create a function whose body was replaced or that was dropped (with
+ * the ALTER FUNCTION, GRANT and REVOKE statements the migrations made on it), drop an overload
+ * of one of their names that no migration defines, re-create a trigger that was dropped or
+ * replaced and enable one that was disabled. One transaction, checked before it commits: all
+ * or nothing. Each repair is logged. Returns 0 or a negative error code above.
+ */
+int db_migrate_repair(const char *conninfo, const char *dir, int allow_superuser)
+    __attribute__((warn_unused_result));
+
+typedef struct schema_expect schema_expect_t;
+
+/**
+ * What the migrations of dir (NULL: the built-in ones) say clued's functions and triggers are
+ * (db/schema_check.h), to *out (free with schema_expect_free). Errors are logged. Returns 0
+ * or a negative error code above.
+ */
+int db_schema_expect(const char *dir, schema_expect_t **out) __attribute__((warn_unused_result));
+
+/**
+ * Compare clued's functions and triggers in the database at conninfo with what the
+ * migrations of dir (NULL: the built-in ones) define, logging each difference as an error.
+ * Returns how many differ (0: none), or a negative error code above.
+ */
+int db_schema_check(const char *conninfo, const char *dir) __attribute__((warn_unused_result));
+
+/**
  * Count the migrations of dir (NULL: the built-in ones) not yet applied, without changing the
  * database; the first one's file name goes to first_pending (truncated to len, "" if none;
  * may be NULL). Also checks the applied ones' checksums, and refuses (DB_MIGRATE_ENEWER) a

@@ -13,9 +13,10 @@
 #include "audit/tree.h"
 #include "db/db.h"
 #include "server.h"
+#include "service/audit_watch.h"
 #include "service/batch.h"
 #include "service/replica.h"
-#include "service/audit_watch.h"
+#include "service/schema_watch.h"
 
 /* go-grpc-prometheus's default buckets (Prometheus's DefBuckets), in seconds. */
 static const double HANDLING_BUCKETS[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
@@ -418,6 +419,20 @@ int metrics_render(server_t *srv, char **out, size_t *len) {
                    "Reads the replica did not finish, run again on the primary: it was lost "
                    "during them, or cancelled them to replay WAL.",
                    "why", "lost", rs.lost, "conflict", rs.conflicts);
+    }
+  }
+  {
+    size_t drift;
+    uint64_t checks;
+    if (schema_watch_stats(srv, &drift, &checks)) {
+      family(&o, "clued_schema_drift", "gauge",
+             "clued's functions and triggers that the last schema check found different from "
+             "what its migrations define (0: none); while not 0, calls are refused unless "
+             "--allow-schema-drift.");
+      outf(&o, "clued_schema_drift %zu\n", drift);
+      family(&o, "clued_schema_checks_total", "counter",
+             "Checks of clued's functions and triggers against its migrations.");
+      outf(&o, "clued_schema_checks_total %llu\n", (unsigned long long)checks);
     }
   }
   family(&o, "clued_audit_watchers", "gauge", "WatchEvents streams open now.");

@@ -19,6 +19,13 @@
 #include "rpc/table.h"
 #include "server.h"
 
+/* Calls that need a token, while clued's functions or triggers differ from its migrations
+ * (service/schema_watch.h): they decide who sees what, so nothing is answered through them. */
+#define SCHEMA_REFUSAL                                                                             \
+  "the database's functions or triggers are not those clued's migrations define (see the "         \
+  "server's log); calls are refused until an administrator restores them with `clued migrate "     \
+  "--repair`"
+
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* The largest request message of a method that needs no token (Health, reflection): their
@@ -674,6 +681,10 @@ static void call_on_headers_done(h2_stream_t *s) {
     call_set_state(call, RPC_CALL_READING);
     return;
   }
+  if (call->srv->schema_refusing) {
+    call_finish(call, 200, GRPC_UNAVAILABLE, SCHEMA_REFUSAL);
+    return;
+  }
   call_set_state(call, RPC_CALL_AUTHENTICATING);
   rpc_auth_start(call);
 }
@@ -801,6 +812,13 @@ static void call_dispatch(rpc_call_t *call) {
      * its time): the token is looked up again before the request runs, and the call goes on
      * from here (rpc_call_rechecked) or is refused as a fresh one would be. */
     rpc_auth_recheck(call);
+    return;
+  }
+  if (!call->m->public_method && call->srv->schema_refusing) {
+    /* Authenticated before the schema check found the difference. */
+    free(call->msg.data);
+    call->msg.data = NULL;
+    call_finish(call, 200, GRPC_UNAVAILABLE, SCHEMA_REFUSAL);
     return;
   }
   if (rpc_msg_check(call->m->input, call->msg.data, call->msg.len, why, sizeof(why))) {

@@ -20,9 +20,10 @@ typedef struct health_watcher {
 
 struct health {
   server_t *srv;
-  int serving;  /* db_ok && sync_ok */
+  int serving;  /* db_ok && sync_ok && schema_ok */
   int db_ok;    /* the pool has a working connection */
   int sync_ok;  /* the primary has a synchronous standby, or that is not required */
+  int schema_ok; /* clued's functions and triggers are its migrations' (or that is waived) */
   int checking; /* a replication check is in flight */
   int closed;
   uv_timer_t timer; /* --require-sync-replica: the next replication check */
@@ -137,7 +138,7 @@ static void notify_all(health_t *h) {
 }
 
 static void health_update(health_t *h) {
-  int serving = h->db_ok && h->sync_ok;
+  int serving = h->db_ok && h->sync_ok && h->schema_ok;
   if (h->serving == serving)
     return;
   h->serving = serving;
@@ -197,6 +198,7 @@ int health_init(server_t *srv) {
   h->db_ok = srv->db ? db_pool_healthy(srv->db) : 1;
   /* serve checked the standby before it started; from then on the timer keeps checking. */
   h->sync_ok = 1;
+  h->schema_ok = 1; /* serve checked them before it started; service/schema_watch.c follows */
   h->serving = h->db_ok;
   srv->health = h;
   if (srv->db)
@@ -207,6 +209,14 @@ int health_init(server_t *srv) {
     uv_timer_start(&h->timer, on_sync_timer, SYNC_CHECK_MS, SYNC_CHECK_MS);
   }
   return 0;
+}
+
+void health_set_schema(server_t *srv, int ok) {
+  health_t *h = srv->health;
+  if (h == NULL || h->schema_ok == ok)
+    return;
+  h->schema_ok = ok;
+  health_update(h);
 }
 
 void health_shutdown(server_t *srv) {

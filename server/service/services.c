@@ -10,21 +10,22 @@
 #include "audit/tree.h"
 #include "db/db.h"
 #include "log.h"
+#include "metrics/http.h"
 #include "rpc/table.h"
 #include "service/admin.h"
-#include "service/batch.h"
 #include "service/audit.h"
 #include "service/audit_proof.h"
 #include "service/audit_watch.h"
+#include "service/batch.h"
 #include "service/bulletin.h"
 #include "service/case.h"
 #include "service/clue.h"
-#include "metrics/http.h"
 #include "service/debug.h"
 #include "service/health.h"
-#include "service/replica.h"
 #include "service/rect.h"
 #include "service/reflection.h"
+#include "service/replica.h"
+#include "service/schema_watch.h"
 #include "service/stats.h"
 #include "service/token.h"
 
@@ -244,13 +245,16 @@ static const server_module_t tail_module = {"the audit tail", tail_start_if_db, 
                                             audit_tail_close, NULL};
 static const server_module_t audit_module = {"audit watch", audit_init, audit_shutdown,
                                              audit_close, NULL};
+static const server_module_t schema_module = {"the schema check", schema_watch_start, NULL,
+                                              schema_watch_close, schema_watch_free};
 static const server_module_t tree_module = {"the audit tree", tree_start_if_db, NULL,
                                             audit_tree_close, NULL};
 
 int services_start(server_t *srv) {
   static const server_module_t *const modules[] = {
-      &methods_module, &reflection_module, &pool_module, &replica_module, &batch_module, &auth_module,
-      &health_module,  &tail_module,       &audit_module, &tree_module, &metrics_module,
+      &methods_module, &reflection_module, &pool_module,   &replica_module,
+      &batch_module,   &auth_module,       &health_module, &schema_module,
+      &tail_module,    &audit_module,      &tree_module,   &metrics_module,
   };
   return server_start_modules(srv, modules, sizeof(modules) / sizeof(modules[0]));
 }

@@ -1,0 +1,106 @@
+#ifndef CLUED_DB_SCHEMA_CHECK_H
+#define CLUED_DB_SCHEMA_CHECK_H
+
+/* What clued's migrations say its functions and triggers are, and how the database's differ.
+ *
+ * The migrations are read as PostgreSQL would run them, in order: CREATE [OR REPLACE]
+ * FUNCTION name(args) ... AS $tag$ body $tag$ defines (or replaces) a function of the schema
+ * public, keyed by its name and input argument types, and DROP FUNCTION removes one; CREATE
+ * TRIGGER, DROP TRIGGER, DROP TABLE and ALTER TABLE ... ENABLE/DISABLE TRIGGER do the same
+ * for triggers. What is left is what the database must hold: each function's final body,
+ * which PostgreSQL keeps exactly as the text between the dollar quotes (pg_proc.prosrc), and
+ * each trigger's table, timing and events, the function it calls, and that it fires.
+ *
+ * Nothing here touches the database: schema_catalog_sql is the one query that reads what the
+ * database holds, and schema_compare() judges its rows. db/migrate.c runs it with blocking
+ * libpq (serve's start-up, migrate --repair), service/schema_watch.c on the pool. A statement
+ * this reader cannot follow (a single-quoted or SQL-standard body, a renamed function) is an
+ * error, never a guess: the check on a freshly migrated database must find nothing. */
+
+#include <stddef.h>
+
+typedef struct schema_expect schema_expect_t;
+
+/** One difference between the database and the migrations. */
+typedef struct schema_diff {
+  char *message; /* "function f(bigint) differs from its definition in 0037_x.sql: ..." */
+  char *repair;  /* SQL (one or more statements) that makes it what the migrations say */
+} schema_diff_t;
+
+/**
+ * One row of schema_catalog_sql. Strings are borrowed from the result for the call.
+ * kind 'f': a function of the schema public (name, args = its input argument types as
+ * oidvectortypes() prints them, ident = its regprocedure text, hash = SHA-256 of its prosrc,
+ * lower-case hex). kind 't': a trigger of a table of public that PostgreSQL did not make
+ * itself (name, args = its table, hash = the function it calls: a name, or a regprocedure
+ * text when that function is not in public; tgtype, enabled as pg_trigger has them).
+ * kind 'v': the highest version in schema_migrations (args).
+ */
+typedef struct schema_row {
+  char kind;
+  const char *name;
+  const char *args;
+  const char *ident;
+  const char *hash;
+  int tgtype;
+  char enabled;
+} schema_row_t;
+
+/** The catalog query: columns kind, name, args, ident, hash, tgtype, enabled (text). */
+extern const char schema_catalog_sql[];
+
+/** A new, empty expectation. Returns NULL when out of memory. */
+schema_expect_t *schema_expect_new(void);
+
+/** Free e (NULL is fine). */
+void schema_expect_free(schema_expect_t *e);
+
+/**
+ * Read one migration (file: its name NNNN_name.sql, copied), after those added before it. Returns
+ * 0, -1 with the reason (file and line) in err, or -ENOMEM.
+ */
+int schema_expect_add(schema_expect_t *e, const char *file, const char *sql, size_t len, char *err,
+                      size_t errlen) __attribute__((warn_unused_result));
+
+/** The highest version of the migrations added (their names' leading number). */
+long long schema_expect_version(const schema_expect_t *e);
+
+/** How many CREATE [OR REPLACE] FUNCTION statements of the schema public were read. */
+size_t schema_expect_creates(const schema_expect_t *e);
+
+/** The functions the migrations leave. */
+size_t schema_expect_nfunctions(const schema_expect_t *e);
+
+/**
+ * The i-th of them: name, argument types ("bigint, bigint[]"), body and the file of its last
+ * definition. Any out-parameter may be NULL.
+ */
+void schema_expect_function(const schema_expect_t *e, size_t i, const char **name,
+                            const char **args, const char **body, size_t *body_len,
+                            const char **file);
+
+/** The triggers the migrations leave. */
+size_t schema_expect_ntriggers(const schema_expect_t *e);
+
+/** The i-th of them: name, table, function called, tgtype bits, enabled ('O' or 'D', ...). */
+void schema_expect_trigger(const schema_expect_t *e, size_t i, const char **name,
+                           const char **table, const char **func, int *tgtype, char *enabled);
+
+/**
+ * Compare rows (schema_catalog_sql's) with e: an overload of one of clued's function names
+ * that the migrations do not define, a function whose body differs or that is missing, a
+ * trigger that is missing, calls another function, fires on other events or is not enabled.
+ * Other functions and triggers are not clued's and are not judged. A row of kind 'v' newer
+ * than the migrations sets *newer to its version (0 otherwise; newer may be NULL) and the
+ * comparison still runs. The differences go to *out (*nout of them; free with
+ * schema_diffs_free), extra overloads first, then functions, then triggers, each with the SQL
+ * that repairs it in that order. Returns 0 or -ENOMEM (nothing returned).
+ */
+int schema_compare(const schema_expect_t *e, const schema_row_t *rows, size_t nrows,
+                   schema_diff_t **out, size_t *nout, long long *newer)
+    __attribute__((warn_unused_result));
+
+/** Free what schema_compare() returned. */
+void schema_diffs_free(schema_diff_t *d, size_t n);
+
+#endif

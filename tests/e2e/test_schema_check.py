@@ -1,0 +1,247 @@
+"""clued checks that the database's functions and triggers are those its migrations define.
+
+A superuser replaces one of clued's functions (tamper3 F2: joint_case_has_unit widened,
+clue_read_reporter without its audit event), adds an overload of one, drops a trigger and
+disables another. A running clued finds each within --schema-check-interval: an ERROR line
+naming it and what differs, clued_schema_drift counts them, Health says NOT_SERVING and every
+call that needs a token is refused with UNAVAILABLE. `clued migrate --repair` (the schema's
+owner) restores them from the migrations, and the server serves again on its own. serve
+refuses to start on such a database, unless --allow-schema-drift. A freshly migrated database
+has no difference at all.
+"""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import grpc
+import psycopg2
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import new_request_id  # noqa: E402
+import world  # noqa: E402
+
+S = harness.stubs()
+pb = S.clue_pb2
+Code = grpc.StatusCode
+
+
+class MetricsClued(harness.Clued):
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.metrics_addr = None
+
+    def _take(self, line):
+        m = re.search(r"metrics on http://(\S+)/metrics", line)
+        if m:
+            self.metrics_addr = m.group(1)
+        super()._take(line)
+
+
+def metric(srv, name):
+    host, port = srv.metrics_addr.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            data += b
+    m = re.search(rb"^" + name.encode() + rb" (\S+)$", data, re.M)
+    return float(m.group(1)) if m else None
+
+
+def health(srv):
+    with grpc.insecure_channel(srv.addr) as ch:
+        h = S.health_pb2_grpc.HealthStub(ch)
+        return h.Check(S.health_pb2.HealthCheckRequest(), timeout=5).status
+
+
+SERVING = S.health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = S.health_pb2.HealthCheckResponse.NOT_SERVING
+
+WIDENED = """CREATE OR REPLACE FUNCTION joint_case_has_unit(p_case bigint, p_unit bigint) RETURNS boolean
+             LANGUAGE sql STABLE AS $$ SELECT true $$"""
+UNLOGGED_READ = """CREATE OR REPLACE FUNCTION clue_read_reporter(p_actor_user bigint, p_actor_unit bigint,
+                   p_clue bigint) RETURNS SETOF clue_reporters LANGUAGE sql AS $$
+                   SELECT rp.* FROM clue_reporters rp JOIN clues c ON c.id = rp.clue_id WHERE rp.clue_id = p_clue $$"""
+OVERLOAD = """CREATE FUNCTION joint_case_has_unit(p_case integer, p_unit integer) RETURNS boolean
+              LANGUAGE sql STABLE AS $$ SELECT true $$"""
+
+
+def setup():
+    ctx = world.served(args=["--metrics-listen", "127.0.0.1:0", "--schema-check-interval", "200ms"],
+                       clued=MetricsClued)
+    ctx.clue = ctx.w.G1.member.clue.SubmitClue(pb.SubmitClueRequest(
+        request_id=new_request_id(), title="线索", summary="反映某某违规收受礼金",
+        source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT, subject=pb.SubjectPerson(name="张三"),
+        host_unit="市发展改革委", reporter=pb.ReporterContact(name="举报人", phone="13700000000")),
+        timeout=20)
+    return ctx
+
+
+def teardown(ctx):
+    world.unserve(ctx)
+
+
+def sql(ctx, *stmts):
+    with ctx.db.cursor() as cur:
+        for s in stmts:
+            cur.execute(s)
+        return cur.fetchall() if cur.description else None
+
+
+def prosrc(ctx, fn):
+    return sql(ctx, f"SELECT prosrc FROM pg_proc WHERE oid = '{fn}'::regprocedure")[0][0]
+
+
+def lines_since(srv, mark):
+    return srv.output()[mark:]
+
+
+def refused(ctx):
+    """A call that needs a token is refused, saying how the schema is restored; Health says
+    NOT_SERVING and still answers."""
+    harness.expect_status(Code.UNAVAILABLE, ctx.w.G1.leader.clue.ListClues, pb.ListCluesRequest(), timeout=10,
+                          details_has=("clued migrate --repair",))
+    assert health(ctx.srv) == NOT_SERVING
+
+
+def detected(ctx, mark, *messages, drift):
+    for m in messages:
+        harness.wait_for(lambda: f"schema check: {m}" in lines_since(ctx.srv, mark), timeout=15,
+                         what=m)
+    assert "refusing calls (UNAVAILABLE, Health NOT_SERVING)" in lines_since(ctx.srv, mark)
+    harness.wait_for(lambda: health(ctx.srv) == NOT_SERVING, timeout=15, what="NOT_SERVING")
+    assert metric(ctx.srv, "clued_schema_drift") == drift
+    refused(ctx)
+
+
+def repaired(ctx, mark, *messages):
+    r = ctx.srv.run("migrate", "--repair")
+    for m in messages:
+        assert f"repairing: {m}" in r.stderr, r.stderr
+    assert "repaired: clued's functions and triggers are what the migrations define" in r.stderr, r.stderr
+    harness.wait_for(lambda: health(ctx.srv) == SERVING, timeout=15, what="SERVING again")
+    assert "are what its migrations define again: serving" in lines_since(ctx.srv, mark)
+    assert metric(ctx.srv, "clued_schema_drift") == 0
+    ctx.w.G1.leader.clue.ListClues(pb.ListCluesRequest(), timeout=10)
+    # Nothing left to repair.
+    r = ctx.srv.run("migrate", "--repair")
+    assert "nothing to repair" in r.stderr and "repairing" not in r.stderr, r.stderr
+
+
+def test_a_fresh_database_matches(ctx):
+    assert "schema check" not in ctx.srv.output()
+    harness.wait_for(lambda: (metric(ctx.srv, "clued_schema_checks_total") or 0) >= 2, timeout=15,
+                     what="two checks")
+    assert metric(ctx.srv, "clued_schema_drift") == 0
+    assert health(ctx.srv) == SERVING
+    r = ctx.srv.run("migrate", "--repair")
+    assert "nothing to repair" in r.stderr, r.stderr
+
+
+def test_a_replaced_function_is_found_and_repaired(ctx):
+    before = prosrc(ctx, "joint_case_has_unit(bigint, bigint)")
+    mark = len(ctx.srv.output())
+    sql(ctx, WIDENED)
+    msg = re.escape("function joint_case_has_unit(bigint, bigint) differs from its definition in ")
+    detected(ctx, mark, "function joint_case_has_unit(bigint, bigint) differs from its definition in", drift=1)
+    assert re.search(msg + r"00\d\d_\w+\.sql: it was replaced outside migrations", ctx.srv.output())
+    repaired(ctx, mark, "function joint_case_has_unit(bigint, bigint) differs")
+    assert prosrc(ctx, "joint_case_has_unit(bigint, bigint)") == before
+
+
+def test_an_unlogged_reporter_read_is_found(ctx):
+    before = prosrc(ctx, "clue_read_reporter(bigint, bigint, bigint)")
+    mark = len(ctx.srv.output())
+    sql(ctx, UNLOGGED_READ)
+    detected(ctx, mark, "function clue_read_reporter(bigint, bigint, bigint) differs", drift=1)
+    repaired(ctx, mark, "function clue_read_reporter(bigint, bigint, bigint) differs")
+    assert prosrc(ctx, "clue_read_reporter(bigint, bigint, bigint)") == before
+    # The read is logged again.
+    n = sql(ctx, "SELECT count(*) FROM audit_events WHERE action = 'clue.reporter_read'")[0][0]
+    c = ctx.w.G1.leader.clue.GetClue(pb.GetClueRequest(clue_id=ctx.clue.id), timeout=20)
+    assert c.reporter.phone == "13700000000"
+    assert sql(ctx, "SELECT count(*) FROM audit_events WHERE action = 'clue.reporter_read'")[0][0] == n + 1
+
+
+def test_an_overload_is_found_and_dropped(ctx):
+    mark = len(ctx.srv.output())
+    sql(ctx, OVERLOAD)
+    detected(ctx, mark, "function joint_case_has_unit(integer, integer) is not defined by the migrations, "
+             "but has the name of clued's joint_case_has_unit(bigint, bigint) of", drift=1)
+    repaired(ctx, mark, "function joint_case_has_unit(integer, integer) is not defined")
+    assert sql(ctx, "SELECT count(*) FROM pg_proc WHERE proname = 'joint_case_has_unit'")[0][0] == 1
+
+
+def test_a_dropped_and_a_disabled_trigger_are_found_and_restored(ctx):
+    mark = len(ctx.srv.output())
+    sql(ctx, "DROP TRIGGER recusals_mark ON recusals",
+        "ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
+    detected(ctx, mark,
+             "trigger recusals_mark on recusals of 0020_cooperation_flags.sql is missing: it was dropped "
+             "outside migrations",
+             "trigger audit_events_append_only on audit_events of 0001_identity.sql is disabled, but its "
+             "migrations leave it enabled", drift=2)
+    repaired(ctx, mark, "trigger recusals_mark on recusals", "trigger audit_events_append_only on audit_events")
+    assert sql(ctx, "SELECT tgenabled FROM pg_trigger WHERE tgname = 'audit_events_append_only'") == [("O",)]
+    assert sql(ctx, "SELECT count(*) FROM pg_trigger WHERE tgname = 'recusals_mark'") == [(1,)]
+    # The append-only rule holds again.
+    try:
+        sql(ctx, "DELETE FROM audit_events WHERE seq = 1")
+    except psycopg2.Error:
+        pass
+    else:
+        raise AssertionError("an audit event was deleted")
+
+
+def test_a_trigger_replaced_with_other_events_is_found(ctx):
+    mark = len(ctx.srv.output())
+    sql(ctx, "DROP TRIGGER notes_append_only ON notes",
+        "CREATE TRIGGER notes_append_only AFTER INSERT ON notes FOR EACH ROW EXECUTE FUNCTION notes_refuse_change()")
+    detected(ctx, mark, "trigger notes_append_only on notes differs from its definition in 0005_cases.sql: it "
+             "fires AFTER INSERT FOR EACH ROW instead of BEFORE UPDATE OR DELETE FOR EACH ROW", drift=1)
+    repaired(ctx, mark, "trigger notes_append_only on notes differs")
+
+
+def test_serve_refuses_to_start_and_allow_schema_drift_serves(ctx):
+    sql(ctx, UNLOGGED_READ)
+    try:
+        # Plain migrate says what differs and how to repair it.
+        r = ctx.srv.run("migrate")
+        assert "function clue_read_reporter(bigint, bigint, bigint) differs" in r.stderr, r.stderr
+        assert "clued migrate --repair" in r.stderr, r.stderr
+        other = harness.Clued(ctx.url)
+        r = other.run("serve", "--listen", "127.0.0.1:0", check=False)
+        assert r.returncode == 1, r.stderr
+        assert "function clue_read_reporter(bigint, bigint, bigint) differs from its definition in" in r.stderr
+        assert "refusing to serve: 1 of clued's functions or triggers" in r.stderr, r.stderr
+        assert "listening" not in r.stderr, r.stderr
+        with MetricsClued(ctx.url, args=["--allow-schema-drift", "--metrics-listen", "127.0.0.1:0",
+                                         "--schema-check-interval", "0"]).start(migrate=False) as lax:
+            assert "(--allow-schema-drift)" in lax.output()
+            harness.wait_for(lambda: metric(lax, "clued_schema_drift") == 1, timeout=15, what="drift 1")
+            assert health(lax) == SERVING
+    finally:
+        ctx.srv.run("migrate", "--repair")
+    harness.wait_for(lambda: health(ctx.srv) == SERVING, timeout=15, what="SERVING")
+
+
+def test_flags_are_documented_and_checked(ctx):
+    out = subprocess.run([harness.CLUED, "help"], capture_output=True, text=True, timeout=30).stdout
+    readme = open(os.path.join(harness.SRC, "README.md"), encoding="utf-8").read()
+    for flag in ("--schema-check-interval", "--allow-schema-drift", "--repair"):
+        assert flag in out, f"{flag} missing from clued help"
+        assert f"`{flag}`" in readme or f"`clued migrate {flag}`" in readme, f"{flag} missing from the README"
+    r = subprocess.run([harness.CLUED, "serve", "--schema-check-interval", "5"], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 2 and "--schema-check-interval must be a whole number" in r.stderr, r.stderr
+
+
+if __name__ == "__main__":
+    harness.run_tests(dict(globals()), setup, teardown)
