@@ -364,8 +364,15 @@ const char *cli_time_text(int64_t ms, char *buf, size_t len);
 const char *cli_date_text(int64_t ms, char *buf, size_t len);
 
 /**
+ * A deadline into buf: one at a local midnight as the day it ends ("2026-12-31 (end of
+ * day)", as `--deadline 2026-12-31` sets it), any other as local date and time, "-" for 0.
+ */
+const char *cli_deadline_text(int64_t ms, char *buf, size_t len);
+
+/**
  * The human text of one field of m: enums without their common prefix, *_ms times as local
- * date and time, unset ids and times as "-", repeated values joined by ", ".
+ * date and time (a deadline_ms as by cli_deadline_text()), unset ids and times as "-",
+ * repeated values joined by ", ".
  * Returns a malloc'd string or NULL on out of memory.
  */
 char *cli_field_text(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f);

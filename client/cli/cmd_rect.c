@@ -15,14 +15,14 @@ static int show_item(cli_t *cli, const ProtobufCMessage *m) {
 /* One line after a change. */
 static int show_moved(cli_t *cli, const ProtobufCMessage *m) {
   const Clue__V1__RectificationItem *it = (const Clue__V1__RectificationItem *)m;
-  char when[32];
+  char when[64];
 
   (void)cli;
   printf("rectification item #%lld is %s (version %lld), host unit ", (long long)it->id,
          cli_enum_short(&clue__v1__rectification_state__descriptor, it->state),
          (long long)it->version);
   cli_put_text(stdout, it->host_unit, 0);
-  printf(", deadline %s%s\n", cli_date_text(it->deadline_ms, when, sizeof(when)),
+  printf(", deadline %s%s\n", cli_deadline_text(it->deadline_ms, when, sizeof(when)),
          it->overdue ? " (overdue)" : "");
   return CLI_OK;
 }
@@ -36,7 +36,7 @@ static const cli_opt_t create_opts[] = {
     {"source", "SOURCE", CLI_OPT_REQUIRED, "clue, case or supervision"},
     {"clue", "ID", 0, "the source clue (with --source clue)"},
     {"case", "ID", 0, "the source joint case (with --source case)"},
-    {"deadline", "DATE", CLI_OPT_REQUIRED, "rectification deadline (YYYY-MM-DD, end of day)"},
+    {"deadline", "DATE", CLI_OPT_REQUIRED, "the end of that day (YYYY-MM-DD), or an RFC 3339 time"},
     CLI_OPT_REQUEST_ID,
     {NULL, NULL, 0, NULL},
 };
@@ -277,7 +277,10 @@ static const cli_command_t rect_commands[] = {
     {"create", NULL, "Record a problem found in a host unit", create_opts,
      "A LEADER of a group, room or region records an item from a clue its unit owns, a joint\n"
      "case its unit leads or joins, or its own supervision; the unit then follows it to\n"
-     "VERIFIED: plan -> submit -> verify (or reopen -> plan again).\n",
+     "VERIFIED: plan -> submit -> verify (or reopen -> plan again).\n"
+     "\n"
+     "A date is in this computer's time zone (TZ): --deadline 2026-12-31 is the midnight\n"
+     "that ends December 31, and cluectl shows it as 2026-12-31 (end of day).\n",
      run_create},
     {"get", "ID", "Show a rectification item", NULL, NULL, run_get},
     {"list", NULL, "List the rectification items you can see", list_opts, NULL, run_list},

@@ -898,6 +898,40 @@ def test_bidi_controls_shown_by_name(c):
     assert f"\n{jc.id},案件<U+202E>X," in out.replace("\r\n", "\n") and rlo not in out, ascii(out)
 
 
+# ---- the rectification ledger ------------------------------------------------------------------
+
+
+def test_rect_deadline_is_the_day_typed(c):
+    """--deadline 2026-12-31 is sent as the local midnight that ends that day, and every place
+    cluectl shows it says the day typed, "2026-12-31 (end of day)", not the next day's date.
+    The zone is the process's (TZ): the same item read in another zone shows that zone's time."""
+    env = {"CLUED_SERVER": c.srv.addr, "CLUED_TOKEN": c.w.G1.leader.token, "TZ": "CST-8"}
+    day = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 8 * 3600 + 40 * 86400))
+    create = ["rect", "create", "--host-unit", "市发展改革委", "--description", "期限显示", "--category", "作风建设",
+              "--source", "supervision"]
+    r = harness.cluectl(*create, "--deadline", day, env=env, check=0)
+    assert r.stdout.endswith(f", deadline {day} (end of day)\n"), r.stdout
+    iid = re.match(r"rectification item #(\d+) ", r.stdout).group(1)
+    # Sent as the midnight (UTC+08:00) after the day typed.
+    y, m, d = (int(x) for x in day.split("-"))
+    end = (int(time.mktime((y, m, d, 0, 0, 0, 0, 0, 0)) - time.mktime((1970, 1, 1, 0, 0, 0, 0, 0, 0)))
+           + 86400 - 8 * 3600) * 1000
+    j = json.loads(harness.cluectl("--json", "rect", "get", iid, env=env, check=0).stdout)
+    assert int(j["deadline_ms"]) == end, (j["deadline_ms"], end)
+    out = harness.cluectl("rect", "get", iid, env=env, check=0).stdout
+    assert re.search(rf"^deadline: +{day} \(end of day\)$", out, re.M), out
+    out = harness.cluectl("rect", "list", "--host-unit", "市发展改革委", env=env, check=0).stdout
+    assert f" {day} (end of day) " in out, out
+    r = harness.cluectl("rect", "plan", iid, "--version", "1", "--plan", "整改", env=env, check=0)
+    assert r.stdout.endswith(f", deadline {day} (end of day)\n"), r.stdout
+    # In UTC the same instant is 16:00 of the day typed.
+    out = harness.cluectl("rect", "get", iid, env={**env, "TZ": "UTC0"}, check=0).stdout
+    assert re.search(rf"^deadline: +{day} 16:00$", out, re.M), out
+    # A deadline at another time of day shows that time.
+    r = harness.cluectl(*create, "--deadline", f"{day}T18:30:00+08:00", env=env, check=0)
+    assert r.stdout.endswith(f", deadline {day} 18:30\n"), r.stdout
+
+
 def test_stats_csv_formula_cells(c):
     """A unit name (set by an ADMIN) or a case title (by a room's LEADER) that a spreadsheet
     would run as a formula (= + - @ first) is written with a leading quote in stats --csv and
