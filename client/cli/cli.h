@@ -184,6 +184,12 @@ int cli_arg_time(cli_t *cli, const cli_args_t *a, const char *name, int end_of_d
 int cli_time(cli_t *cli, const char *name, const char *s, int end_of_day, int64_t *ms);
 
 /**
+ * When both bounds of a period are given (not 0), that it is not empty: to_ms after from_ms
+ * (--to and --from name them). Returns 0, or CLI_USAGE (reported).
+ */
+int cli_check_period(cli_t *cli, const char *from, int64_t from_ms, const char *to, int64_t to_ms);
+
+/**
  * The paging options of a list (CLI_OPT_PAGE_TOKEN, CLI_OPT_ALL_PAGES): *all says whether
  * --all was given, and --page-token goes to *token as by cli_arg_str(). Returns 0, or
  * CLI_USAGE (reported) when both are given.
@@ -219,7 +225,8 @@ int cli_arg_enumv(cli_t *cli, const cli_args_t *a, const char *name,
 
 /**
  * The request id of a mutating command: --request-id if given, else a fresh random UUID
- * (version 4), written into buf. Returns 0 or CLI_FAILED (no randomness, reported).
+ * (version 4), written into buf. Returns 0, CLI_USAGE (--request-id not a UUID, reported) or
+ * CLI_FAILED (no randomness, reported).
  */
 int cli_request_id(cli_t *cli, const cli_args_t *a, char buf[CLI_REQUEST_ID_LEN]);
 

@@ -79,8 +79,16 @@ static int run_list(cli_t *cli, const cli_args_t *args) {
       (rc = cli_arg_int(cli, args, "until-seq", 1, INT64_MAX, &req.until_seq)) != 0 ||
       (rc = cli_arg_i32(cli, args, "page-size", 1, INT32_MAX, &req.page_size)) != 0 ||
       (rc = cli_page_args(cli, args, &all, &req.page_token)) != 0 ||
-      (rc = cli_read_args(cli, args, &read, &req.read)) != 0)
+      (rc = cli_read_args(cli, args, &read, &req.read)) != 0 ||
+      (rc = cli_check_period(cli, "from", req.from_ms, "to", req.to_ms)) != 0)
     return rc;
+  if (req.subject_id != 0 && cli_arg(args, "subject-type") == NULL)
+    return cli_usage_error(cli, "--subject-id needs --subject-type");
+  if (req.until_seq != 0 && req.until_seq <= req.after_seq)
+    return cli_usage_error(cli,
+                           "--until-seq %lld is not above --after-seq %lld: no event lies "
+                           "between them",
+                           (long long)req.until_seq, (long long)req.after_seq);
   cli_arg_str(args, "subject-type", &req.subject_type);
   cli_arg_str(args, "action", &req.action);
   rc = cli_call_pages(cli, AUDIT_SVC, "ListAuditEvents", &req.base, "events", all,

@@ -375,7 +375,9 @@ static int run_list(cli_t *cli, const cli_args_t *args) {
       (rc = cli_arg_time(cli, args, "created-to", 1, &req.created_to_ms)) != 0 ||
       (rc = cli_arg_i32(cli, args, "page-size", 1, 500, &req.page_size)) != 0 ||
       (rc = cli_page_args(cli, args, &all, &req.page_token)) != 0 ||
-      (rc = cli_read_args(cli, args, &read, &req.read)) != 0)
+      (rc = cli_read_args(cli, args, &read, &req.read)) != 0 ||
+      (rc = cli_check_period(cli, "created-from", req.created_from_ms, "created-to",
+                             req.created_to_ms)) != 0)
     return rc;
   if ((rc = cli_arg_enumv(cli, args, "state", &clue__v1__clue_state__descriptor, &states,
                           &nstates)) != 0)

@@ -54,6 +54,18 @@ static int run_create(cli_t *cli, const cli_args_t *args) {
       (rc = cli_request_id(cli, args, rid)) != 0)
     return rc;
   req.source = (Clue__V1__RectificationSource)source;
+  if (source == CLUE__V1__RECTIFICATION_SOURCE__RECTIFICATION_SOURCE_CLUE) {
+    if (req.source_clue_id == 0)
+      return cli_usage_error(cli, "--source clue needs --clue");
+  } else if (req.source_clue_id != 0) {
+    return cli_usage_error(cli, "--clue goes with --source clue");
+  }
+  if (source == CLUE__V1__RECTIFICATION_SOURCE__RECTIFICATION_SOURCE_CASE) {
+    if (req.source_case_id == 0)
+      return cli_usage_error(cli, "--source case needs --case");
+  } else if (req.source_case_id != 0) {
+    return cli_usage_error(cli, "--case goes with --source case");
+  }
   cli_arg_str(args, "host-unit", &req.host_unit);
   cli_arg_str(args, "description", &req.description);
   cli_arg_str(args, "category", &req.category);

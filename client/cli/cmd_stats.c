@@ -285,8 +285,8 @@ static int run_stats(cli_t *cli, const cli_args_t *args) {
   if ((rc = cli_time(cli, "from", from, 0, &req.from_ms)) != 0 ||
       (rc = cli_time(cli, "to", to, 1, &req.to_ms)) != 0)
     return rc;
-  if (req.to_ms <= req.from_ms)
-    return cli_usage_error(cli, "the period ends before it begins (--to before --from)");
+  if ((rc = cli_check_period(cli, "from", req.from_ms, "to", req.to_ms)) != 0)
+    return rc;
   if ((rc = cli_read_args(cli, args, &read, &req.read)) != 0 ||
       (rc = cli_arg_idv(cli, args, "unit", &req.unit_ids, &req.n_unit_ids)) != 0)
     return rc;

@@ -270,8 +270,11 @@ def test_cluectl(c):
     assert len(table) == 2 + 4 and set(cells) == {16}, (cells, table[:2])
     assert all(x in ("---", "---:") for x in table[1].strip("|").split("|")), table[1]
     assert "零通报单位" in r.stdout and "连续 1 个月" in r.stdout, r.stdout
-    r = harness.cluectl("stats", "bulletin", "--month", "2026-13", env=env, check=1)
-    assert "INVALID_ARGUMENT" in r.stderr
+    # A month that is no month is a usage error; whether one has begun is the server's to say.
+    r = harness.cluectl("stats", "bulletin", "--month", "2026-13", env=env, check=2)
+    assert "--month: '2026-13' is not a month YYYY-MM" in r.stderr, r.stderr
+    r = harness.cluectl("stats", "bulletin", "--month", month_add(c.month, 1), env=env, check=1)
+    assert "INVALID_ARGUMENT" in r.stderr and "has not begun" in r.stderr, r.stderr
     r = harness.cluectl("stats", "bulletin", "--month", c.month, "--csv", "--markdown", env=env, check=2)
     r = harness.cluectl("stats", "bulletin", "--help", env=env, check=0)
     assert "--markdown" in r.stdout

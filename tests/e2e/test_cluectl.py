@@ -119,6 +119,32 @@ def test_usage_errors(c):
         (["case", "add-clue", "1"], "--clue is required"),
         (["audit", "verify", "--subject-id", "3"], "--subject-id needs --subject-type"),
         (["audit", "watch", "--after-seq", "-1"], "out of range"),
+        (["clue", "move", "1", "--to", "FILED", "--version", "1", "--reason", "r", "--request-id", "not-a-uuid"],
+         "--request-id: 'not-a-uuid' is not a UUID (8-4-4-4-12 hexadecimal digits)"),
+        (["rect", "plan", "1", "--version", "1", "--plan", "p", "--request-id",
+          "0b9a43a5-49b2-4a3c-9d1e-5b1f1c0c7e0"], "is not a UUID"),  # a digit short
+        (["case", "create", "--title", "t", "--request-id", "0b9a43a5x49b2-4a3c-9d1e-5b1f1c0c7e01"], "is not a UUID"),
+        (["audit", "list", "--subject-id", "3"], "--subject-id needs --subject-type"),
+        (["audit", "list", "--from", "2026-12-07", "--to", "2026-12-01"],
+         "the period ends before it begins (--to is not after --from)"),
+        (["audit", "list", "--from", "2026-12-07T10:00:00Z", "--to", "2026-12-07T10:00:00Z"], "(--to is not after"),
+        (["audit", "list", "--after-seq", "10", "--until-seq", "10"], "--until-seq 10 is not above --after-seq 10"),
+        (["clue", "list", "--created-from", "2026-12-31", "--created-to", "2026-01-01"],
+         "the period ends before it begins (--created-to is not after --created-from)"),
+        (["stats", "bulletin", "--month", "2026-13"], "--month: '2026-13' is not a month YYYY-MM (from 2000-01)"),
+        (["stats", "bulletin", "--month", "2026-00"], "is not a month"),
+        (["stats", "bulletin", "--month", "2026-1"], "is not a month"),
+        (["stats", "bulletin", "--month", "2026/01"], "is not a month"),
+        (["stats", "bulletin", "--month", "1999-12"], "is not a month"),
+        (["stats", "bulletin", "--month", "2026-01-01"], "is not a month"),
+        (["rect", "create", "--host-unit", "h", "--description", "d", "--category", "c", "--source", "clue",
+          "--deadline", "2099-01-01"], "--source clue needs --clue"),
+        (["rect", "create", "--host-unit", "h", "--description", "d", "--category", "c", "--source", "case",
+          "--deadline", "2099-01-01"], "--source case needs --case"),
+        (["rect", "create", "--host-unit", "h", "--description", "d", "--category", "c", "--source", "supervision",
+          "--clue", "3", "--deadline", "2099-01-01"], "--clue goes with --source clue"),
+        (["rect", "create", "--host-unit", "h", "--description", "d", "--category", "c", "--source", "clue",
+          "--clue", "3", "--case", "4", "--deadline", "2099-01-01"], "--case goes with --source case"),
         (["stats", "--to", "1999-12-31"], "ends before it begins"),  # --from: this year
         (["stats", "--from", "2026-02-01", "--to", "2026-01-01"], "ends before it begins"),
         (["stats", "--from", "2026-01-01", "--to", "2026-02-01", "--cases"], "--cases goes with --csv"),
@@ -287,9 +313,12 @@ def test_submit_and_get(c):
     r = c.ctl(w.G1.member, "clue", "submit", "--title", " ", "--summary", "s", "--source", "AUDIT",
               "--subject-name", "n", "--host-unit", "h", check=1)
     assert r.stderr.startswith("INVALID_ARGUMENT: ") and "title" in r.stderr, r.stderr
+    # A request id not in the server's form is a usage error, and nothing is sent; the form in
+    # capitals is the same id (the retry finds the clue).
     r = c.ctl(w.G1.member, "clue", "submit", "--title", "t", "--summary", "s", "--source", "AUDIT",
-              "--subject-name", "n", "--host-unit", "h", "--request-id", "not-a-uuid", check=1)
-    assert r.stderr.startswith("INVALID_ARGUMENT: ") and "request_id" in r.stderr, r.stderr
+              "--subject-name", "n", "--host-unit", "h", "--request-id", "not-a-uuid", check=2)
+    assert r.stderr.startswith("cluectl clue submit: --request-id: 'not-a-uuid' is not a UUID"), r.stderr
+    assert c.json(w.G1.member, *same[:-1], rid.upper())["id"] == cid
 
 
 def _count(c, user):
