@@ -344,7 +344,12 @@ static const cli_command_t audit_commands[] = {
      "and the next one made as usual; with --once it ends the run with exit status 1.\n"
      "When the server's key is replaced, give --key twice (the key it checked with and the\n"
      "new one): a checkpoint of either is kept once it extends the last one kept, and\n"
-     "DIR/key.pub then holds the new key (docs/AUDIT.md, \"Replacing the signing key\").\n",
+     "DIR/key.pub then holds the new key (docs/AUDIT.md, \"Replacing the signing key\").\n"
+     "\n"
+     "With --json each poll prints one JSON object on one line: \"result\" (kept,\n"
+     "unchanged, fail or error), \"tree_size\" of the server's checkpoint, \"last_size\" of\n"
+     "the last one kept, \"status\" of a call that failed and \"message\", the text the\n"
+     "poll prints without --json. Errors are reported on stderr as without it.\n",
      audit_tree_witness},
     {"watch", NULL, "Stream audit events as they happen", watch_opts,
      "Prints the events after --after-seq, then each new event as it is recorded, one\n"
