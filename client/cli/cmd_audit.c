@@ -25,7 +25,7 @@ static const cli_opt_t list_opts[] = {
     {"to", "TIME", 0, "before; a date takes in that whole day"},
     {"after-seq", "N", 0, "events with a sequence number above N"},
     {"until-seq", "N", 0, "events with a sequence number up to N"},
-    {"page-size", "N", 0, "events per page"},
+    {"page-size", "N", 0, "events per page (1-500, default 50)"},
     CLI_OPT_PAGE_TOKEN,
     CLI_OPT_ALL_PAGES,
     CLI_OPT_CONSISTENT,
@@ -77,7 +77,7 @@ static int run_list(cli_t *cli, const cli_args_t *args) {
       (rc = cli_arg_time(cli, args, "to", 1, &req.to_ms)) != 0 ||
       (rc = cli_arg_int(cli, args, "after-seq", 0, INT64_MAX, &req.after_seq)) != 0 ||
       (rc = cli_arg_int(cli, args, "until-seq", 1, INT64_MAX, &req.until_seq)) != 0 ||
-      (rc = cli_arg_i32(cli, args, "page-size", 1, INT32_MAX, &req.page_size)) != 0 ||
+      (rc = cli_arg_i32(cli, args, "page-size", 1, 500, &req.page_size)) != 0 ||
       (rc = cli_page_args(cli, args, &all, &req.page_token)) != 0 ||
       (rc = cli_read_args(cli, args, &read, &req.read)) != 0 ||
       (rc = cli_check_period(cli, "from", req.from_ms, "to", req.to_ms)) != 0)
@@ -91,6 +91,8 @@ static int run_list(cli_t *cli, const cli_args_t *args) {
                            (long long)req.until_seq, (long long)req.after_seq);
   cli_arg_str(args, "subject-type", &req.subject_type);
   cli_arg_str(args, "action", &req.action);
+  if (all && req.page_size == 0)
+    req.page_size = 500; /* fewer round trips */
   rc = cli_call_pages(cli, AUDIT_SVC, "ListAuditEvents", &req.base, "events", all,
                       (ProtobufCMessage **)&resp);
   if (rc != 0)

@@ -102,7 +102,8 @@ const cli_opt_t clue_proposals_opts[] = {
 
 const char clue_proposals_help[] =
     "Without --to-review or --raised, lists both: proposals addressed to your unit and\n"
-    "those it raised. Newest first.\n";
+    "those it raised. Newest first, at most 1000: past that the oldest are left out, so\n"
+    "narrow the list with --clue, or leave out --all.\n";
 
 static int show_proposals(cli_t *cli, const ProtobufCMessage *m) {
   const Clue__V1__ListProposalsResponse *r = (const Clue__V1__ListProposalsResponse *)m;

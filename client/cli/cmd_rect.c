@@ -108,8 +108,8 @@ static int show_items(cli_t *cli, const ProtobufCMessage *m) {
 
 static const cli_opt_t list_opts[] = {
     {"host-unit", "NAME", 0, "only items of this host unit"},
-    {"state", "STATE", 0, "only items in this state"},
-    {"source", "SOURCE", 0, "only items from this source"},
+    {"state", "STATE", 0, "OPEN, PLAN_RECORDED, SUBMITTED, VERIFIED or REOPENED"},
+    {"source", "SOURCE", 0, "CLUE, CASE or SUPERVISION"},
     {"overdue", NULL, 0, "only overdue items"},
     {"page-size", "N", 0, "items per page (1-500, default 50)"},
     CLI_OPT_PAGE_TOKEN,
@@ -285,6 +285,12 @@ static int run_stats(cli_t *cli, const cli_args_t *args) {
   return cli_show(cli, &resp->base, show_ledger);
 }
 
+/* Who sees an item (rect_can_see() in server/domain/rect.h). */
+#define RECT_SEE_HELP                                                                              \
+  "MEMBERs and LEADERs of the supervising unit, of its liaison room and of the units that\n"       \
+  "lead or join the source case see an item, and AUDITORs; one found in a clue you are\n"          \
+  "recused from is, for you, not found.\n"
+
 static const cli_command_t rect_commands[] = {
     {"create", NULL, "Record a problem found in a host unit", create_opts,
      "A LEADER of a group, room or region records an item from a clue its unit owns, a joint\n"
@@ -294,14 +300,27 @@ static const cli_command_t rect_commands[] = {
      "A date is in this computer's time zone (TZ): --deadline 2026-12-31 is the midnight\n"
      "that ends December 31, and cluectl shows it as 2026-12-31 (end of day).\n",
      run_create},
-    {"get", "ID", "Show a rectification item", NULL, NULL, run_get},
-    {"list", NULL, "List the rectification items you can see", list_opts, NULL, run_list},
-    {"plan", "ID", "Record the host unit's rectification plan", plan_opts, NULL, run_plan},
-    {"submit", "ID", "Submit evidence that the rectification is complete", submit_opts, NULL,
+    {"get", "ID", "Show a rectification item", NULL, RECT_SEE_HELP, run_get},
+    {"list", NULL, "List the rectification items you can see", list_opts,
+     RECT_SEE_HELP "\n"
+                   "One page is listed unless --all is given; the token of the next page is\n"
+                   "printed on stderr.\n",
+     run_list},
+    {"plan", "ID", "Record the host unit's rectification plan", plan_opts,
+     "A MEMBER or LEADER of the supervising unit records it, on an item OPEN or REOPENED,\n"
+     "which becomes PLAN_RECORDED.\n",
+     run_plan},
+    {"submit", "ID", "Submit evidence that the rectification is complete", submit_opts,
+     "A MEMBER or LEADER of the supervising unit submits it, on an item PLAN_RECORDED,\n"
+     "which becomes SUBMITTED for a LEADER to verify or reopen.\n",
      run_submit},
-    {"verify", "ID", "Verify a submitted rectification (a LEADER)", verify_opts, NULL, run_verify},
+    {"verify", "ID", "Verify a submitted rectification (a LEADER)", verify_opts,
+     "A LEADER of the supervising unit, on a SUBMITTED item, which becomes VERIFIED (final).\n",
+     run_verify},
     {"reopen", "ID", "Send a submitted rectification back, with a reason (a LEADER)", reopen_opts,
-     NULL, run_reopen},
+     "A LEADER of the supervising unit, on a SUBMITTED item, which becomes REOPENED: the\n"
+     "host unit's next plan is recorded again (rect plan).\n",
+     run_reopen},
     {"stats", NULL, "The ledger per host unit: found, rectified, overdue, cleared", stats_opts,
      "Every host unit of the items you see, page after page, then the total over all of them.\n",
      run_stats},

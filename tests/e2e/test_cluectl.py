@@ -180,6 +180,43 @@ def test_help(c):
     assert "--csv" in h and "RFC 4180" in h
 
 
+def test_help_says_who_may_act(c):
+    """The help of the commands that only some may run says who (server/domain/authz.h and
+    rect.h), and options say their values and bounds."""
+    def helptext(*cmd):
+        return " ".join(c.ctl(None, *cmd, "--help", check=0).stdout.split())  # lines joined
+    h = helptext("case", "add-participant")
+    assert "A LEADER of the case's lead room adds a GROUP, ROOM or REGION" in h, h
+    assert "None of its own clues enters the case" in h, h
+    assert "A LEADER of the case's lead room removes" in helptext("case", "remove-participant")
+    h = helptext("case", "add-clue")
+    assert ("By consent only: a LEADER of the clue's owner unit, or of the case's lead room when that room owns "
+            "the clue or is the owner group's liaison room") in h and "1,000 clues" in h, h
+    assert "A LEADER of the clue's owner unit (who need not see the case), or of the case's lead room" in helptext(
+        "case", "remove-clue")
+    assert "A MEMBER or LEADER of the supervising unit records it, on an item OPEN or REOPENED" in helptext(
+        "rect", "plan")
+    assert "A MEMBER or LEADER of the supervising unit submits it, on an item PLAN_RECORDED" in helptext(
+        "rect", "submit")
+    assert "A LEADER of the supervising unit, on a SUBMITTED item" in helptext("rect", "verify")
+    assert "A LEADER of the supervising unit, on a SUBMITTED item" in helptext("rect", "reopen")
+    for sub in ("get", "list"):
+        h = helptext("rect", sub)
+        assert "MEMBERs and LEADERs of the supervising unit, of its liaison room and of the units that lead or " \
+               "join the source case see an item, and AUDITORs" in h, h
+    h = helptext("rect", "list")
+    assert "--state STATE OPEN, PLAN_RECORDED, SUBMITTED, VERIFIED or REOPENED" in h, h
+    assert "--source SOURCE CLUE, CASE or SUPERVISION" in h, h
+    assert "--page-size N events per page (1-500, default 50)" in helptext("audit", "list")
+    r = c.ctl(c.w.auditor, "audit", "list", "--page-size", "501", check=2)
+    assert "--page-size: 501 is out of range (1 to 500)" in r.stderr, r.stderr
+    assert "Newest first, at most 1000" in helptext("clue", "proposals")
+    assert "unless they call with an enrollment token" in helptext("clue", "get")
+    assert "a --service the server does not know is NOT_FOUND" in helptext("health")
+    r = c.ctl(None, "health", "--service", "nope", check=1)
+    assert r.stderr.startswith("NOT_FOUND: "), r.stderr
+
+
 def test_every_listed_command_has_help(c):
     # Each command `cluectl --help` lists answers --help, -h and `cluectl help CMD` with its
     # usage (completion and help too: they answered "only 'bash' is supported" and "unknown
@@ -307,6 +344,9 @@ def test_submit_and_get(c):
     assert rec["Reporter:"] == "李四" and rec["phone:"] == "13800000000"
     out = c.ctl(w.G1.member, "clue", "get", str(cid), check=0).stdout
     assert "Reporter:     on file" in out and "13800000000" not in out
+    # The owner's leader calling with its enrollment token is told why it sees no contacts.
+    out = c.ctl(w.G1.leader.enrollment_token, "clue", "get", str(cid), check=0).stdout
+    assert "Reporter:     on file (shown to leaders of the owner unit, not with an enrollment token)\n" in out, out
 
     r = c.ctl(w.G2.leader, "clue", "get", str(cid), check=1)
     assert r.stderr.startswith("NOT_FOUND"), r.stderr
