@@ -56,7 +56,7 @@ static int print_csv(const Clue__V1__GetBulletinResponse *r) {
     printf(",%lld,%lld,%lld,%lld,%lld,%lld,%s,%d\r\n", (long long)u->filed,
            (long long)u->transferred_to_judicial, (long long)u->overdue_now,
            (long long)u->rectification_found, (long long)u->rectification_verified,
-           (long long)u->rectification_overdue, u->zero_disposal ? "true" : "false",
+           (long long)u->rectification_overdue, u->zero_disposal ? "yes" : "no",
            (int)u->zero_disposal_months);
   }
   return fflush(stdout) == 0 ? CLI_OK : CLI_FAILED;
