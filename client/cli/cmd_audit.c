@@ -51,10 +51,13 @@ static int show_events(cli_t *cli, const ProtobufCMessage *m) {
     table_add(t, table_fmt("%s #%lld", e->subject_type, (long long)e->subject_id));
     table_add(t, table_fmt("%s", cli_state_text(e->from_state)));
     table_add(t, table_fmt("%s", cli_state_text(e->to_state)));
+    /* No actor (0): an event of clued bootstrap, which no user caused. */
     table_add(t, e->actor_user_name[0] ? table_fmt("%s", e->actor_user_name)
-                                       : table_fmt("%lld", (long long)e->actor_user_id));
+                 : e->actor_user_id    ? table_fmt("%lld", (long long)e->actor_user_id)
+                                       : table_fmt("-"));
     table_add(t, e->actor_unit_code[0] ? table_fmt("%s", e->actor_unit_code)
-                                       : table_fmt("%lld", (long long)e->actor_unit_id));
+                 : e->actor_unit_id    ? table_fmt("%lld", (long long)e->actor_unit_id)
+                                       : table_fmt("-"));
     table_add(t, table_fmt("%s", e->reason[0] ? e->reason : "-"));
   }
   rc = table_print(t, stdout) == 0 ? CLI_OK : cli_oom(cli);
@@ -205,7 +208,7 @@ static void event_line(const Clue__V1__AuditEvent *e) {
   if (e->actor_user_name[0]) {
     fputs("  by ", stdout);
     cli_put_text(stdout, e->actor_user_name, 0);
-  } else {
+  } else if (e->actor_user_id != 0) { /* no actor: an event of clued bootstrap */
     printf("  by user %lld", (long long)e->actor_user_id);
   }
   if (e->actor_unit_code[0]) {
@@ -214,7 +217,7 @@ static void event_line(const Clue__V1__AuditEvent *e) {
     putchar(' ');
     cli_put_text(stdout, e->actor_unit_name, 0);
     putchar(')');
-  } else {
+  } else if (e->actor_unit_id != 0) {
     printf(" (unit %lld)", (long long)e->actor_unit_id);
   }
   if (e->reason[0] != '\0') {

@@ -783,6 +783,9 @@ def test_audit_list_and_verify(c):
         c.ctl(w.auditor, "audit", "list", "--subject-type", t, "--page-size", "1", check=0)
     assert lines[1].split()[3:5] == ["clue.submit", "clue"] and lines[1].split()[5] == f"#{cid}", lines
     assert lines[1].split()[8:10] == [w.G2.member.name, "G2"], lines[1]
+    # clued bootstrap's events have no actor: USER and UNIT show "-", not 0.
+    boot = c.ctl(w.auditor, "audit", "list", "--until-seq", "3", check=0).stdout.splitlines()
+    assert len(boot) == 4 and all(ln.split()[8:] == ["-", "-", "bootstrap"] for ln in boot[1:]), boot
     every = c.json(w.auditor, "audit", "list", "--all", "--page-size", "3")
     seqs = [e["seq"] for e in every["events"]]
     assert len(seqs) > 10 and len(set(seqs)) == len(seqs) and every["next_page_token"] == ""
@@ -812,6 +815,9 @@ def test_audit_watch(c):
                      "AuditService.WatchEvents")
     assert probe.returncode == 0, probe.stderr
     last = int(re.search(r"last seq (\d+)", probe.stderr).group(1))
+    # clued bootstrap's events name no actor ("by user 0 (unit 0)" before).
+    first = probe.stdout.splitlines()[0]
+    assert first.endswith("  bootstrap") and " by " not in first and "(unit" not in first, first
     env = dict(os.environ, CLUED_SERVER=c.srv.addr, CLUED_TOKEN=w.auditor.token, ASAN_OPTIONS="detect_leaks=1")
     p = subprocess.Popen([harness.CLUECTL, "--json", "audit", "watch", "--after-seq", str(last),
                           "--subject-type", "clue"], env=env, text=True,
