@@ -150,6 +150,12 @@ size_t cli_arg_count(const cli_args_t *a, const char *name);
 int cli_arg_id(cli_t *cli, const cli_args_t *a, const char *name, int64_t *out);
 
 /**
+ * Parse the value of --version (the version of a clue or item as last read) as a positive
+ * integer into *out. Absent: 0, *out untouched. Bad: usage error, CLI_USAGE.
+ */
+int cli_arg_version(cli_t *cli, const cli_args_t *a, int64_t *out);
+
+/**
  * Parse the value of --name as a value of enum ed, by its name with or without the common
  * prefix, in any case ("group", "GROUP", "UNIT_KIND_GROUP"). Absent: 0, *out untouched.
  * Bad: prints a usage error listing the choices and returns CLI_USAGE.

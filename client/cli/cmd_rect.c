@@ -189,7 +189,7 @@ static int move(cli_t *cli, const cli_args_t *args, move_t kind) {
   int rc;
 
   if ((rc = cli_operand_id(cli, args, &id)) != 0 ||
-      (rc = cli_arg_int(cli, args, "version", 1, INT64_MAX, &version)) != 0 ||
+      (rc = cli_arg_version(cli, args, &version)) != 0 ||
       (rc = cli_request_id(cli, args, rid)) != 0)
     return rc;
   if ((kind == PLAN || kind == SUBMIT) &&

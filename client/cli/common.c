@@ -71,6 +71,14 @@ static int id_value(cli_t *cli, const char *name, const char *s, int64_t *out) {
   return 0;
 }
 
+int cli_arg_version(cli_t *cli, const cli_args_t *a, int64_t *out) {
+  const char *s = cli_arg(a, "version");
+
+  if (s != NULL && parse_id(s, out) != 0)
+    return cli_usage_error(cli, "--version: '%s' is not a version (a positive integer)", s);
+  return 0;
+}
+
 int cli_arg_id(cli_t *cli, const cli_args_t *a, const char *name, int64_t *out) {
   const char *s = cli_arg(a, name);
 
