@@ -150,6 +150,12 @@ size_t cli_arg_count(const cli_args_t *a, const char *name);
 int cli_arg_id(cli_t *cli, const cli_args_t *a, const char *name, int64_t *out);
 
 /**
+ * Parse the value of --version (the version of a clue or item as last read) as a positive
+ * integer into *out. Absent: 0, *out untouched. Bad: usage error, CLI_USAGE.
+ */
+int cli_arg_version(cli_t *cli, const cli_args_t *a, int64_t *out);
+
+/**
  * Parse the value of --name as a value of enum ed, by its name with or without the common
  * prefix, in any case ("group", "GROUP", "UNIT_KIND_GROUP"). Absent: 0, *out untouched.
  * Bad: prints a usage error listing the choices and returns CLI_USAGE.
@@ -182,6 +188,12 @@ int cli_arg_time(cli_t *cli, const cli_args_t *a, const char *name, int end_of_d
 
 /** As cli_arg_time() for the text s of option --name. */
 int cli_time(cli_t *cli, const char *name, const char *s, int end_of_day, int64_t *ms);
+
+/**
+ * When both bounds of a period are given (not 0), that it is not empty: to_ms after from_ms
+ * (--to and --from name them). Returns 0, or CLI_USAGE (reported).
+ */
+int cli_check_period(cli_t *cli, const char *from, int64_t from_ms, const char *to, int64_t to_ms);
 
 /**
  * The paging options of a list (CLI_OPT_PAGE_TOKEN, CLI_OPT_ALL_PAGES): *all says whether
@@ -219,7 +231,8 @@ int cli_arg_enumv(cli_t *cli, const cli_args_t *a, const char *name,
 
 /**
  * The request id of a mutating command: --request-id if given, else a fresh random UUID
- * (version 4), written into buf. Returns 0 or CLI_FAILED (no randomness, reported).
+ * (version 4), written into buf. Returns 0, CLI_USAGE (--request-id not a UUID, reported) or
+ * CLI_FAILED (no randomness, reported).
  */
 int cli_request_id(cli_t *cli, const cli_args_t *a, char buf[CLI_REQUEST_ID_LEN]);
 
@@ -364,8 +377,15 @@ const char *cli_time_text(int64_t ms, char *buf, size_t len);
 const char *cli_date_text(int64_t ms, char *buf, size_t len);
 
 /**
+ * A deadline into buf: one at a local midnight as the day it ends ("2026-12-31 (end of
+ * day)", as `--deadline 2026-12-31` sets it), any other as local date and time, "-" for 0.
+ */
+const char *cli_deadline_text(int64_t ms, char *buf, size_t len);
+
+/**
  * The human text of one field of m: enums without their common prefix, *_ms times as local
- * date and time, unset ids and times as "-", repeated values joined by ", ".
+ * date and time (a deadline_ms as by cli_deadline_text()), unset ids and times as "-",
+ * repeated values joined by ", ".
  * Returns a malloc'd string or NULL on out of memory.
  */
 char *cli_field_text(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f);

@@ -25,7 +25,7 @@ static const cli_opt_t list_opts[] = {
     {"to", "TIME", 0, "before; a date takes in that whole day"},
     {"after-seq", "N", 0, "events with a sequence number above N"},
     {"until-seq", "N", 0, "events with a sequence number up to N"},
-    {"page-size", "N", 0, "events per page"},
+    {"page-size", "N", 0, "events per page (1-500, default 50)"},
     CLI_OPT_PAGE_TOKEN,
     CLI_OPT_ALL_PAGES,
     CLI_OPT_CONSISTENT,
@@ -51,10 +51,13 @@ static int show_events(cli_t *cli, const ProtobufCMessage *m) {
     table_add(t, table_fmt("%s #%lld", e->subject_type, (long long)e->subject_id));
     table_add(t, table_fmt("%s", cli_state_text(e->from_state)));
     table_add(t, table_fmt("%s", cli_state_text(e->to_state)));
+    /* No actor (0): an event of clued bootstrap, which no user caused. */
     table_add(t, e->actor_user_name[0] ? table_fmt("%s", e->actor_user_name)
-                                       : table_fmt("%lld", (long long)e->actor_user_id));
+                 : e->actor_user_id    ? table_fmt("%lld", (long long)e->actor_user_id)
+                                       : table_fmt("-"));
     table_add(t, e->actor_unit_code[0] ? table_fmt("%s", e->actor_unit_code)
-                                       : table_fmt("%lld", (long long)e->actor_unit_id));
+                 : e->actor_unit_id    ? table_fmt("%lld", (long long)e->actor_unit_id)
+                                       : table_fmt("-"));
     table_add(t, table_fmt("%s", e->reason[0] ? e->reason : "-"));
   }
   rc = table_print(t, stdout) == 0 ? CLI_OK : cli_oom(cli);
@@ -77,12 +80,22 @@ static int run_list(cli_t *cli, const cli_args_t *args) {
       (rc = cli_arg_time(cli, args, "to", 1, &req.to_ms)) != 0 ||
       (rc = cli_arg_int(cli, args, "after-seq", 0, INT64_MAX, &req.after_seq)) != 0 ||
       (rc = cli_arg_int(cli, args, "until-seq", 1, INT64_MAX, &req.until_seq)) != 0 ||
-      (rc = cli_arg_i32(cli, args, "page-size", 1, INT32_MAX, &req.page_size)) != 0 ||
+      (rc = cli_arg_i32(cli, args, "page-size", 1, 500, &req.page_size)) != 0 ||
       (rc = cli_page_args(cli, args, &all, &req.page_token)) != 0 ||
-      (rc = cli_read_args(cli, args, &read, &req.read)) != 0)
+      (rc = cli_read_args(cli, args, &read, &req.read)) != 0 ||
+      (rc = cli_check_period(cli, "from", req.from_ms, "to", req.to_ms)) != 0)
     return rc;
+  if (req.subject_id != 0 && cli_arg(args, "subject-type") == NULL)
+    return cli_usage_error(cli, "--subject-id needs --subject-type");
+  if (req.until_seq != 0 && req.until_seq <= req.after_seq)
+    return cli_usage_error(cli,
+                           "--until-seq %lld is not above --after-seq %lld: no event lies "
+                           "between them",
+                           (long long)req.until_seq, (long long)req.after_seq);
   cli_arg_str(args, "subject-type", &req.subject_type);
   cli_arg_str(args, "action", &req.action);
+  if (all && req.page_size == 0)
+    req.page_size = 500; /* fewer round trips */
   rc = cli_call_pages(cli, AUDIT_SVC, "ListAuditEvents", &req.base, "events", all,
                       (ProtobufCMessage **)&resp);
   if (rc != 0)
@@ -195,7 +208,7 @@ static void event_line(const Clue__V1__AuditEvent *e) {
   if (e->actor_user_name[0]) {
     fputs("  by ", stdout);
     cli_put_text(stdout, e->actor_user_name, 0);
-  } else {
+  } else if (e->actor_user_id != 0) { /* no actor: an event of clued bootstrap */
     printf("  by user %lld", (long long)e->actor_user_id);
   }
   if (e->actor_unit_code[0]) {
@@ -204,7 +217,7 @@ static void event_line(const Clue__V1__AuditEvent *e) {
     putchar(' ');
     cli_put_text(stdout, e->actor_unit_name, 0);
     putchar(')');
-  } else {
+  } else if (e->actor_unit_id != 0) {
     printf(" (unit %lld)", (long long)e->actor_unit_id);
   }
   if (e->reason[0] != '\0') {
@@ -336,7 +349,12 @@ static const cli_command_t audit_commands[] = {
      "and the next one made as usual; with --once it ends the run with exit status 1.\n"
      "When the server's key is replaced, give --key twice (the key it checked with and the\n"
      "new one): a checkpoint of either is kept once it extends the last one kept, and\n"
-     "DIR/key.pub then holds the new key (docs/AUDIT.md, \"Replacing the signing key\").\n",
+     "DIR/key.pub then holds the new key (docs/AUDIT.md, \"Replacing the signing key\").\n"
+     "\n"
+     "With --json each poll prints one JSON object on one line: \"result\" (kept,\n"
+     "unchanged, fail or error), \"tree_size\" of the server's checkpoint, \"last_size\" of\n"
+     "the last one kept, \"status\" of a call that failed and \"message\", the text the\n"
+     "poll prints without --json. Errors are reported on stderr as without it.\n",
      audit_tree_witness},
     {"watch", NULL, "Stream audit events as they happen", watch_opts,
      "Prints the events after --after-seq, then each new event as it is recorded, one\n"

@@ -1184,18 +1184,28 @@ static void witness_keep_leaves(cli_t *cli, const char *dir, leaves_t *kept, con
   unlink(path);
 }
 
+/* What one poll of the witness saw. */
+typedef struct witness_seen {
+  FILE *o;            /* its lines for people */
+  const char *result; /* "kept", "unchanged", "fail" (a bad checkpoint); NULL: a failure
+                       * reported on stderr (a call, a file) */
+  uint64_t size;      /* events of the server's checkpoint; 0: not read */
+  uint64_t last_size; /* events of the last one kept; 0: none */
+} witness_seen_t;
+
 /* The witness followed a key rotation: DIR/key.pub, if it is kept, becomes the key that
  * signed the checkpoint just kept, so that later runs without --key check with it. */
-static void witness_follow_key(cli_t *cli, const char *dir, const note_key_t *knew,
+static void witness_follow_key(cli_t *cli, FILE *o, const char *dir, const note_key_t *knew,
                                const note_key_t *klast) {
   char path[4096], vkey[256], l1[NOTE_NAME_MAX + 16], l2[NOTE_NAME_MAX + 16], err[512];
   note_key_t kept;
 
   note_key_label(klast, l1, sizeof(l1));
   note_key_label(knew, l2, sizeof(l2));
-  printf("the server's key was replaced: the checkpoint kept is signed by %s, the one before it "
-         "by %s\n",
-         l2, l1);
+  fprintf(o,
+          "the server's key was replaced: the checkpoint kept is signed by %s, the one before it "
+          "by %s\n",
+          l2, l1);
   snprintf(path, sizeof(path), "%s/key.pub", dir);
   if (access(path, F_OK) != 0 ||
       (note_key_read_file(path, &kept, err, sizeof(err)) == 0 && same_key(&kept, knew)))
@@ -1203,12 +1213,14 @@ static void witness_follow_key(cli_t *cli, const char *dir, const note_key_t *kn
   if (note_key_public_text(knew, vkey, sizeof(vkey)) == 0 && strlen(vkey) + 2 <= sizeof(vkey)) {
     strcat(vkey, "\n");
     if (write_file(cli, path, vkey) == CLI_OK)
-      printf("%s now holds %s\n", path, l2);
+      fprintf(o, "%s now holds %s\n", path, l2);
   }
 }
 
-/* One poll: returns CLI_OK (kept or unchanged), CLI_FAILED (reported). */
-static int witness_poll(cli_t *cli, const char *dir, const keyset_t *keys) {
+/* One poll: returns CLI_OK (kept or unchanged), CLI_FAILED (a bad checkpoint, in ws, or a
+ * failure reported on stderr). What it saw goes to ws, its lines for people to ws->o. */
+static int witness_poll(cli_t *cli, const char *dir, const keyset_t *keys, witness_seen_t *ws) {
+  FILE *o = ws->o;
   Clue__V1__Checkpoint *cp = NULL;
   Clue__V1__GetConsistencyProofRequest creq = CLUE__V1__GET_CONSISTENCY_PROOF_REQUEST__INIT;
   Clue__V1__ConsistencyProof *cons = NULL;
@@ -1221,23 +1233,27 @@ static int witness_poll(cli_t *cli, const char *dir, const keyset_t *keys) {
   if ((rc = get_checkpoint(cli, &cp)) != 0)
     return rc;
   rc = CLI_FAILED;
+  ws->size = cp->tree_size > 0 ? (uint64_t)cp->tree_size : 0; /* as it claims, until checked */
+  ws->result = "fail"; /* each FAIL below; a call or a write that fails says otherwise */
   keys_label(keys, labels, sizeof(labels));
   if ((knew = keys_open(keys, cp->note, &now)) == NULL) {
     keys_miss(keys, cp->note,
               "if the server's key was replaced, run the witness with --key for the key it "
               "checked with and --key for the new one, as the server's operator gave it",
               miss, sizeof(miss));
-    printf("FAIL: the server's checkpoint of %lld events is not signed by ",
-           (long long)cp->tree_size);
-    cli_put_text(stdout, labels, 0);
-    cli_put_text(stdout, miss, 0);
-    putchar('\n');
+    fprintf(o, "FAIL: the server's checkpoint of %lld events is not signed by ",
+            (long long)cp->tree_size);
+    cli_put_text(o, labels, 0);
+    cli_put_text(o, miss, 0);
+    fputc('\n', o);
     goto out;
   }
+  ws->size = now.size;
   if (now.size > AUDIT_TREE_MAX) {
-    printf("FAIL: the server's checkpoint claims %llu events, more than cluectl checks (at most "
-           "%llu)\n",
-           (unsigned long long)now.size, (unsigned long long)AUDIT_TREE_MAX);
+    fprintf(o,
+            "FAIL: the server's checkpoint claims %llu events, more than cluectl checks (at most "
+            "%llu)\n",
+            (unsigned long long)now.size, (unsigned long long)AUDIT_TREE_MAX);
     goto out;
   }
   snprintf(path, sizeof(path), "%s/latest", dir);
@@ -1246,12 +1262,14 @@ static int witness_poll(cli_t *cli, const char *dir, const keyset_t *keys) {
     keys_miss(keys, last_text,
               "to follow a replaced key, pass --key for it as well as for the new one", miss,
               sizeof(miss));
-    printf("FAIL: %s is not a checkpoint signed by ", path);
-    cli_put_text(stdout, labels, 0);
-    cli_put_text(stdout, miss, 0);
-    putchar('\n');
+    fprintf(o, "FAIL: %s is not a checkpoint signed by ", path);
+    cli_put_text(o, labels, 0);
+    cli_put_text(o, miss, 0);
+    fputc('\n', o);
     goto out;
   }
+  if (last_text)
+    ws->last_size = last.size;
   /* The leaves kept with the last checkpoint, if they are its own. */
   snprintf(path, sizeof(path), "%s/leaves", dir);
   if (last_text && leaves_read(path, &kept) == 0 &&
@@ -1259,18 +1277,20 @@ static int witness_poll(cli_t *cli, const char *dir, const keyset_t *keys) {
     leaves_free(&kept);
   if (last_text && now.size < last.size) {
     first_difference(cli, &kept, where, sizeof(where));
-    printf("FAIL: the log shrank: the server's checkpoint has %llu events, the last one kept "
-           "%llu%s\n",
-           (unsigned long long)now.size, (unsigned long long)last.size, where);
+    fprintf(o,
+            "FAIL: the log shrank: the server's checkpoint has %llu events, the last one kept "
+            "%llu%s\n",
+            (unsigned long long)now.size, (unsigned long long)last.size, where);
     goto out;
   }
   if (last_text && now.size == last.size) {
     if (memcmp(now.root, last.root, MERKLE_HASH_LEN) != 0) {
       first_difference(cli, &kept, where, sizeof(where));
-      printf("FAIL: fork: two checkpoints of %llu events with different roots%s\n",
-             (unsigned long long)now.size, where);
+      fprintf(o, "FAIL: fork: two checkpoints of %llu events with different roots%s\n",
+              (unsigned long long)now.size, where);
       goto out;
     }
+    ws->result = "unchanged";
     rc = CLI_OK;
     goto out;
   }
@@ -1281,8 +1301,10 @@ static int witness_poll(cli_t *cli, const char *dir, const keyset_t *keys) {
     creq.old_size = (int64_t)last.size;
     creq.new_size = (int64_t)now.size;
     if ((rc = cli_call(cli, AUDIT_SVC, "GetConsistencyProof", &creq.base,
-                       (ProtobufCMessage **)&cons)) != 0)
+                       (ProtobufCMessage **)&cons)) != 0) {
+      ws->result = NULL;
       goto out;
+    }
     rc = CLI_FAILED;
     n = cons->n_hashes;
     if (n > MERKLE_MAX_PROOF)
@@ -1295,11 +1317,13 @@ static int witness_poll(cli_t *cli, const char *dir, const keyset_t *keys) {
     }
     if (bad || merkle_verify_consistency(last.size, now.size, last.root, now.root, proof, n) != 0) {
       first_difference(cli, &kept, where, sizeof(where));
-      printf("FAIL: fork: the checkpoint of %llu events does not extend the one of %llu kept%s\n",
-             (unsigned long long)now.size, (unsigned long long)last.size, where);
+      fprintf(o,
+              "FAIL: fork: the checkpoint of %llu events does not extend the one of %llu kept%s\n",
+              (unsigned long long)now.size, (unsigned long long)last.size, where);
       goto out;
     }
   }
+  ws->result = NULL; /* from here on, a failure is reported on stderr */
   if (checked_note(cli, cp) != CLI_OK)
     goto out;
   snprintf(path, sizeof(path), "%s/checkpoint.%llu", dir, (unsigned long long)now.size);
@@ -1311,11 +1335,11 @@ static int witness_poll(cli_t *cli, const char *dir, const keyset_t *keys) {
   if (kept.n == 0 || last_text == NULL)
     leaves_free(&kept); /* none kept, or not the last checkpoint's: read them all */
   witness_keep_leaves(cli, dir, &kept, &now);
-  printf("kept checkpoint of %llu events%s\n", (unsigned long long)now.size,
-         last_text ? ", consistent with the last one kept" : "");
+  fprintf(o, "kept checkpoint of %llu events%s\n", (unsigned long long)now.size,
+          last_text ? ", consistent with the last one kept" : "");
   if (klast && !same_key(klast, knew))
-    witness_follow_key(cli, dir, knew, klast);
-  fflush(stdout);
+    witness_follow_key(cli, o, dir, knew, klast);
+  ws->result = "kept";
   rc = CLI_OK;
 out:
   leaves_free(&kept);
@@ -1334,6 +1358,61 @@ static int witness_transient(int code) {
   return code == CLUE_STATUS_UNAVAILABLE || code == CLUE_STATUS_DEADLINE_EXCEEDED ||
          code == CLUE_STATUS_OUT_OF_RANGE || code == CLUE_STATUS_RESOURCE_EXHAUSTED ||
          code == CLUE_STATUS_ABORTED || code == CLUE_STATUS_CANCELLED;
+}
+
+/* s as a JSON string. */
+static void json_string(FILE *o, const char *s) {
+  fputc('"', o);
+  for (; *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\')
+      fprintf(o, "\\%c", c);
+    else if (c == '\n')
+      fputs("\\n", o);
+    else if (c < 0x20)
+      fprintf(o, "\\u%04x", c);
+    else
+      fputc(c, o);
+  }
+  fputc('"', o);
+}
+
+/* One poll, and what it saw on stdout: its lines, or with --json one JSON object on one line
+ * ("result": kept, unchanged, fail or error; "tree_size", "last_size"; "status" of a failed
+ * call; "message": the lines people read). */
+static int witness_poll_shown(cli_t *cli, const char *dir, const keyset_t *keys) {
+  witness_seen_t ws = {NULL, NULL, 0, 0};
+  char *text = NULL;
+  size_t len = 0;
+  int rc;
+
+  if ((ws.o = open_memstream(&text, &len)) == NULL)
+    return cli_oom(cli);
+  rc = witness_poll(cli, dir, keys, &ws);
+  if (cli_memstream_text(ws.o, &text) == NULL)
+    return cli_oom(cli);
+  if (!cli->json) {
+    fputs(text, stdout);
+  } else {
+    len = strlen(text);
+    if (len > 0 && text[len - 1] == '\n')
+      text[len - 1] = '\0';
+    printf("{\"result\":\"%s\"", ws.result != NULL ? ws.result : "error");
+    if (ws.size > 0)
+      printf(",\"tree_size\":%llu", (unsigned long long)ws.size);
+    if (ws.last_size > 0)
+      printf(",\"last_size\":%llu", (unsigned long long)ws.last_size);
+    if (ws.result == NULL && cli->last_code != 0)
+      printf(",\"status\":\"%s\"", clue_status_name(cli->last_code));
+    if (text[0] != '\0') {
+      fputs(",\"message\":", stdout);
+      json_string(stdout, text);
+    }
+    puts("}");
+  }
+  fflush(stdout);
+  free(text);
+  return rc;
 }
 
 int audit_tree_witness(cli_t *cli, const cli_args_t *args) {
@@ -1373,7 +1452,7 @@ int audit_tree_witness(cli_t *cli, const cli_args_t *args) {
   }
   for (;;) {
     cli->last_code = 0;
-    rc = witness_poll(cli, dir, &keys);
+    rc = witness_poll_shown(cli, dir, &keys);
     if (rc != CLI_OK && !cli_flag(args, "once") && witness_transient(cli->last_code))
       fprintf(stderr, "cluectl %s: polling again in %lld s\n", cli->cmd, (long long)interval);
     else if (rc != CLI_OK || cli_flag(args, "once"))

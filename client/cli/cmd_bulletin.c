@@ -56,7 +56,7 @@ static int print_csv(const Clue__V1__GetBulletinResponse *r) {
     printf(",%lld,%lld,%lld,%lld,%lld,%lld,%s,%d\r\n", (long long)u->filed,
            (long long)u->transferred_to_judicial, (long long)u->overdue_now,
            (long long)u->rectification_found, (long long)u->rectification_verified,
-           (long long)u->rectification_overdue, u->zero_disposal ? "true" : "false",
+           (long long)u->rectification_overdue, u->zero_disposal ? "yes" : "no",
            (int)u->zero_disposal_months);
   }
   return fflush(stdout) == 0 ? CLI_OK : CLI_FAILED;
@@ -179,6 +179,28 @@ static int print_table(cli_t *cli, const Clue__V1__GetBulletinResponse *r) {
   return rc;
 }
 
+/* The months the server takes (bulletin_month_parse()); whether one has begun is the server's
+ * to say, by its clock. */
+#define BULLETIN_YEAR_MIN 2000
+
+static int month_ok(const char *s) {
+  int y = 0, m = 0;
+
+  if (strlen(s) != 7 || s[4] != '-')
+    return 0;
+  for (int i = 0; i < 7; i++) {
+    if (i == 4)
+      continue;
+    if (s[i] < '0' || s[i] > '9')
+      return 0;
+    if (i < 4)
+      y = y * 10 + (s[i] - '0');
+    else
+      m = m * 10 + (s[i] - '0');
+  }
+  return y >= BULLETIN_YEAR_MIN && m >= 1 && m <= 12;
+}
+
 int cli_run_bulletin(cli_t *cli, const cli_args_t *args) {
   Clue__V1__GetBulletinRequest req = CLUE__V1__GET_BULLETIN_REQUEST__INIT;
   Clue__V1__GetBulletinResponse *resp = NULL;
@@ -188,6 +210,9 @@ int cli_run_bulletin(cli_t *cli, const cli_args_t *args) {
   if (csv + md + (cli->json != 0) > 1)
     return cli_usage_error(cli, "--csv, --markdown and --json exclude each other");
   cli_arg_str(args, "month", &req.month);
+  if (!month_ok(req.month))
+    return cli_usage_error(cli, "--month: '%s' is not a month YYYY-MM (from %d-01)", req.month,
+                           BULLETIN_YEAR_MIN);
   if ((rc = cli_read_args(cli, args, &read, &req.read)) != 0 ||
       (rc = cli_arg_idv(cli, args, "unit", &req.unit_ids, &req.n_unit_ids)) != 0)
     return rc;

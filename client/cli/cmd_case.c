@@ -340,12 +340,29 @@ static const cli_command_t case_commands[] = {
      "One page (500 cases or about 2 MiB) is listed unless --all is given; the token of the\n"
      "next page is printed on stderr.\n",
      run_list},
-    {"add-participant", "ID", "Add a participating unit to a joint case", unit_opts, NULL,
+    {"add-participant", "ID", "Add a participating unit to a joint case", unit_opts,
+     "A LEADER of the case's lead room adds a GROUP, ROOM or REGION other than itself\n"
+     "(ALREADY_EXISTS if it takes part already). The unit then sees the case's clues, their\n"
+     "history and notes. None of its own clues enters the case: a clue enters only with\n"
+     "its owner's consent (case add-clue --help).\n",
      run_add_participant},
-    {"remove-participant", "ID", "Remove a participating unit from a joint case", unit_opts, NULL,
+    {"remove-participant", "ID", "Remove a participating unit from a joint case", unit_opts,
+     "A LEADER of the case's lead room removes a participating unit (FAILED_PRECONDITION\n"
+     "if it takes no part); the unit no longer sees the case's clues through the case.\n",
      run_remove_participant},
-    {"add-clue", "ID", "Add a clue to a joint case", clue_opts, NULL, run_add_clue},
-    {"remove-clue", "ID", "Remove a clue from a joint case", clue_opts, NULL, run_remove_clue},
+    {"add-clue", "ID", "Add a clue to a joint case", clue_opts,
+     "By consent only: a LEADER of the clue's owner unit, or of the case's lead room when\n"
+     "that room owns the clue or is the owner group's liaison room. Seeing the clue\n"
+     "through a joint case or a pending review is not enough, and making the owner a\n"
+     "participant never brings its clues in. FAILED_PRECONDITION when the clue is in a\n"
+     "joint case already, is concluded (CLOSED or TRANSFERRED_TO_JUDICIAL) or has a\n"
+     "proposal pending, and when the case holds 1,000 clues.\n",
+     run_add_clue},
+    {"remove-clue", "ID", "Remove a clue from a joint case", clue_opts,
+     "A LEADER of the clue's owner unit (who need not see the case), or of the case's lead\n"
+     "room. FAILED_PRECONDITION when the clue is not in this case, is concluded (it stays\n"
+     "on the case's record) or has a proposal pending.\n",
+     run_remove_clue},
     {NULL, NULL, NULL, NULL, NULL, NULL},
 };
 

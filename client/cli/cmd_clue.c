@@ -298,7 +298,9 @@ static int show_clue(cli_t *cli, const ProtobufCMessage *m) {
     kv("  address:", r->address);
     kv("  e-mail:", r->email);
   } else {
-    kv("Reporter:", c->reporter_on_file ? "on file (shown to leaders of the owner unit)" : "none");
+    kv("Reporter:", c->reporter_on_file ? "on file (shown to leaders of the owner unit, not with "
+                                          "an enrollment token)"
+                                        : "none");
   }
   free(cats);
   free(deadline);
@@ -375,7 +377,9 @@ static int run_list(cli_t *cli, const cli_args_t *args) {
       (rc = cli_arg_time(cli, args, "created-to", 1, &req.created_to_ms)) != 0 ||
       (rc = cli_arg_i32(cli, args, "page-size", 1, 500, &req.page_size)) != 0 ||
       (rc = cli_page_args(cli, args, &all, &req.page_token)) != 0 ||
-      (rc = cli_read_args(cli, args, &read, &req.read)) != 0)
+      (rc = cli_read_args(cli, args, &read, &req.read)) != 0 ||
+      (rc = cli_check_period(cli, "created-from", req.created_from_ms, "created-to",
+                             req.created_to_ms)) != 0)
     return rc;
   if ((rc = cli_arg_enumv(cli, args, "state", &clue__v1__clue_state__descriptor, &states,
                           &nstates)) != 0)
@@ -570,8 +574,9 @@ static const cli_command_t clue_commands[] = {
     {"submit", NULL, "Submit a new clue (from options or a JSON file)", submit_opts, submit_help,
      run_submit},
     {"get", "ID", "Show a clue", NULL,
-     "Leaders of the owner unit also see the reporter's contact details; each such read\n"
-     "is recorded in the audit trail.\n",
+     "Leaders of the owner unit also see the reporter's contact details, unless they call\n"
+     "with an enrollment token (one an administrator issued them: `cluectl token issue`\n"
+     "gives a personal one); each such read is recorded in the audit trail.\n",
      run_get},
     {"list", NULL, "List the clues you can see, newest first", list_opts,
      "A '*' after the state marks a clue with a proposal awaiting review. One page is\n"

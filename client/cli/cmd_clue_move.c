@@ -64,6 +64,28 @@ static int show_moved(cli_t *cli, const ProtobufCMessage *m) {
   return CLI_OK;
 }
 
+/* --to: a state a move can reach, in any case and with or without the prefix ("filed",
+ * "CLUE_STATE_FILED"). ACCEPTED is where a clue starts, never a target. */
+static int move_target(cli_t *cli, const cli_args_t *args, int *out) {
+  static const int targets[] = {CLUE__V1__CLUE_STATE__CLUE_STATE_PRELIMINARY_CHECK,
+                                CLUE__V1__CLUE_STATE__CLUE_STATE_FILED,
+                                CLUE__V1__CLUE_STATE__CLUE_STATE_CLOSED,
+                                CLUE__V1__CLUE_STATE__CLUE_STATE_TRANSFERRED_TO_JUDICIAL};
+  const char *s = cli_arg(args, "to");
+  int v;
+
+  if (s != NULL && clue_enum_from_name(&clue__v1__clue_state__descriptor, s, &v) == 0)
+    for (size_t i = 0; i < sizeof(targets) / sizeof(targets[0]); i++)
+      if (v == targets[i]) {
+        *out = v;
+        return 0;
+      }
+  return cli_usage_error(cli,
+                         "--to: '%s' is not one of PRELIMINARY_CHECK|FILED|CLOSED|"
+                         "TRANSFERRED_TO_JUDICIAL",
+                         s != NULL ? s : "");
+}
+
 int clue_run_move(cli_t *cli, const cli_args_t *args) {
   Clue__V1__RequestTransitionRequest req = CLUE__V1__REQUEST_TRANSITION_REQUEST__INIT;
   Clue__V1__TransitionDetails details = CLUE__V1__TRANSITION_DETAILS__INIT;
@@ -71,8 +93,8 @@ int clue_run_move(cli_t *cli, const cli_args_t *args) {
   int target = 0, disposal = 0, rc;
 
   if ((rc = cli_operand_id(cli, args, &req.clue_id)) != 0 ||
-      (rc = cli_arg_enum(cli, args, "to", &clue__v1__clue_state__descriptor, &target)) != 0 ||
-      (rc = cli_arg_id(cli, args, "version", &req.expected_version)) != 0 ||
+      (rc = move_target(cli, args, &target)) != 0 ||
+      (rc = cli_arg_version(cli, args, &req.expected_version)) != 0 ||
       (rc = cli_arg_enum(cli, args, "disposal", &clue__v1__disposal__descriptor, &disposal)) != 0 ||
       (rc = cli_arg_i32(cli, args, "persons-disciplined", 0, INT32_MAX,
                         &details.persons_disciplined)) != 0 ||
@@ -102,7 +124,8 @@ const cli_opt_t clue_proposals_opts[] = {
 
 const char clue_proposals_help[] =
     "Without --to-review or --raised, lists both: proposals addressed to your unit and\n"
-    "those it raised. Newest first.\n";
+    "those it raised. Newest first, at most 1000: past that the oldest are left out, so\n"
+    "narrow the list with --clue, or leave out --all.\n";
 
 static int show_proposals(cli_t *cli, const ProtobufCMessage *m) {
   const Clue__V1__ListProposalsResponse *r = (const Clue__V1__ListProposalsResponse *)m;
@@ -241,7 +264,7 @@ int clue_run_handover(cli_t *cli, const cli_args_t *args) {
 
   if ((rc = cli_operand_id(cli, args, &req.clue_id)) != 0 ||
       (rc = cli_arg_id(cli, args, "to-unit", &req.to_unit_id)) != 0 ||
-      (rc = cli_arg_id(cli, args, "version", &req.expected_version)) != 0 ||
+      (rc = cli_arg_version(cli, args, &req.expected_version)) != 0 ||
       (rc = cli_request_id(cli, args, rid)) != 0)
     return rc;
   req.reason = (char *)cli_arg(args, "reason");
@@ -279,7 +302,7 @@ int clue_run_extend(cli_t *cli, const cli_args_t *args) {
 
   if ((rc = cli_operand_id(cli, args, &req.clue_id)) != 0 ||
       (rc = cli_arg_i32(cli, args, "days", 1, 365, &req.days)) != 0 ||
-      (rc = cli_arg_id(cli, args, "version", &req.expected_version)) != 0 ||
+      (rc = cli_arg_version(cli, args, &req.expected_version)) != 0 ||
       (rc = cli_request_id(cli, args, rid)) != 0)
     return rc;
   req.reason = (char *)cli_arg(args, "reason");

@@ -15,14 +15,14 @@ static int show_item(cli_t *cli, const ProtobufCMessage *m) {
 /* One line after a change. */
 static int show_moved(cli_t *cli, const ProtobufCMessage *m) {
   const Clue__V1__RectificationItem *it = (const Clue__V1__RectificationItem *)m;
-  char when[32];
+  char when[64];
 
   (void)cli;
   printf("rectification item #%lld is %s (version %lld), host unit ", (long long)it->id,
          cli_enum_short(&clue__v1__rectification_state__descriptor, it->state),
          (long long)it->version);
   cli_put_text(stdout, it->host_unit, 0);
-  printf(", deadline %s%s\n", cli_date_text(it->deadline_ms, when, sizeof(when)),
+  printf(", deadline %s%s\n", cli_deadline_text(it->deadline_ms, when, sizeof(when)),
          it->overdue ? " (overdue)" : "");
   return CLI_OK;
 }
@@ -36,7 +36,7 @@ static const cli_opt_t create_opts[] = {
     {"source", "SOURCE", CLI_OPT_REQUIRED, "clue, case or supervision"},
     {"clue", "ID", 0, "the source clue (with --source clue)"},
     {"case", "ID", 0, "the source joint case (with --source case)"},
-    {"deadline", "DATE", CLI_OPT_REQUIRED, "rectification deadline (YYYY-MM-DD, end of day)"},
+    {"deadline", "DATE", CLI_OPT_REQUIRED, "the end of that day (YYYY-MM-DD), or an RFC 3339 time"},
     CLI_OPT_REQUEST_ID,
     {NULL, NULL, 0, NULL},
 };
@@ -54,6 +54,18 @@ static int run_create(cli_t *cli, const cli_args_t *args) {
       (rc = cli_request_id(cli, args, rid)) != 0)
     return rc;
   req.source = (Clue__V1__RectificationSource)source;
+  if (source == CLUE__V1__RECTIFICATION_SOURCE__RECTIFICATION_SOURCE_CLUE) {
+    if (req.source_clue_id == 0)
+      return cli_usage_error(cli, "--source clue needs --clue");
+  } else if (req.source_clue_id != 0) {
+    return cli_usage_error(cli, "--clue goes with --source clue");
+  }
+  if (source == CLUE__V1__RECTIFICATION_SOURCE__RECTIFICATION_SOURCE_CASE) {
+    if (req.source_case_id == 0)
+      return cli_usage_error(cli, "--source case needs --case");
+  } else if (req.source_case_id != 0) {
+    return cli_usage_error(cli, "--case goes with --source case");
+  }
   cli_arg_str(args, "host-unit", &req.host_unit);
   cli_arg_str(args, "description", &req.description);
   cli_arg_str(args, "category", &req.category);
@@ -96,8 +108,8 @@ static int show_items(cli_t *cli, const ProtobufCMessage *m) {
 
 static const cli_opt_t list_opts[] = {
     {"host-unit", "NAME", 0, "only items of this host unit"},
-    {"state", "STATE", 0, "only items in this state"},
-    {"source", "SOURCE", 0, "only items from this source"},
+    {"state", "STATE", 0, "OPEN, PLAN_RECORDED, SUBMITTED, VERIFIED or REOPENED"},
+    {"source", "SOURCE", 0, "CLUE, CASE or SUPERVISION"},
     {"overdue", NULL, 0, "only overdue items"},
     {"page-size", "N", 0, "items per page (1-500, default 50)"},
     CLI_OPT_PAGE_TOKEN,
@@ -177,7 +189,7 @@ static int move(cli_t *cli, const cli_args_t *args, move_t kind) {
   int rc;
 
   if ((rc = cli_operand_id(cli, args, &id)) != 0 ||
-      (rc = cli_arg_int(cli, args, "version", 1, INT64_MAX, &version)) != 0 ||
+      (rc = cli_arg_version(cli, args, &version)) != 0 ||
       (rc = cli_request_id(cli, args, rid)) != 0)
     return rc;
   if ((kind == PLAN || kind == SUBMIT) &&
@@ -273,20 +285,42 @@ static int run_stats(cli_t *cli, const cli_args_t *args) {
   return cli_show(cli, &resp->base, show_ledger);
 }
 
+/* Who sees an item (rect_can_see() in server/domain/rect.h). */
+#define RECT_SEE_HELP                                                                              \
+  "MEMBERs and LEADERs of the supervising unit, of its liaison room and of the units that\n"       \
+  "lead or join the source case see an item, and AUDITORs; one found in a clue you are\n"          \
+  "recused from is, for you, not found.\n"
+
 static const cli_command_t rect_commands[] = {
     {"create", NULL, "Record a problem found in a host unit", create_opts,
      "A LEADER of a group, room or region records an item from a clue its unit owns, a joint\n"
      "case its unit leads or joins, or its own supervision; the unit then follows it to\n"
-     "VERIFIED: plan -> submit -> verify (or reopen -> plan again).\n",
+     "VERIFIED: plan -> submit -> verify (or reopen -> plan again).\n"
+     "\n"
+     "A date is in this computer's time zone (TZ): --deadline 2026-12-31 is the midnight\n"
+     "that ends December 31, and cluectl shows it as 2026-12-31 (end of day).\n",
      run_create},
-    {"get", "ID", "Show a rectification item", NULL, NULL, run_get},
-    {"list", NULL, "List the rectification items you can see", list_opts, NULL, run_list},
-    {"plan", "ID", "Record the host unit's rectification plan", plan_opts, NULL, run_plan},
-    {"submit", "ID", "Submit evidence that the rectification is complete", submit_opts, NULL,
+    {"get", "ID", "Show a rectification item", NULL, RECT_SEE_HELP, run_get},
+    {"list", NULL, "List the rectification items you can see", list_opts,
+     RECT_SEE_HELP "\n"
+                   "One page is listed unless --all is given; the token of the next page is\n"
+                   "printed on stderr.\n",
+     run_list},
+    {"plan", "ID", "Record the host unit's rectification plan", plan_opts,
+     "A MEMBER or LEADER of the supervising unit records it, on an item OPEN or REOPENED,\n"
+     "which becomes PLAN_RECORDED.\n",
+     run_plan},
+    {"submit", "ID", "Submit evidence that the rectification is complete", submit_opts,
+     "A MEMBER or LEADER of the supervising unit submits it, on an item PLAN_RECORDED,\n"
+     "which becomes SUBMITTED for a LEADER to verify or reopen.\n",
      run_submit},
-    {"verify", "ID", "Verify a submitted rectification (a LEADER)", verify_opts, NULL, run_verify},
+    {"verify", "ID", "Verify a submitted rectification (a LEADER)", verify_opts,
+     "A LEADER of the supervising unit, on a SUBMITTED item, which becomes VERIFIED (final).\n",
+     run_verify},
     {"reopen", "ID", "Send a submitted rectification back, with a reason (a LEADER)", reopen_opts,
-     NULL, run_reopen},
+     "A LEADER of the supervising unit, on a SUBMITTED item, which becomes REOPENED: the\n"
+     "host unit's next plan is recorded again (rect plan).\n",
+     run_reopen},
     {"stats", NULL, "The ledger per host unit: found, rectified, overdue, cleared", stats_opts,
      "Every host unit of the items you see, page after page, then the total over all of them.\n",
      run_stats},

@@ -285,8 +285,8 @@ static int run_stats(cli_t *cli, const cli_args_t *args) {
   if ((rc = cli_time(cli, "from", from, 0, &req.from_ms)) != 0 ||
       (rc = cli_time(cli, "to", to, 1, &req.to_ms)) != 0)
     return rc;
-  if (req.to_ms <= req.from_ms)
-    return cli_usage_error(cli, "the period ends before it begins (--to before --from)");
+  if ((rc = cli_check_period(cli, "from", req.from_ms, "to", req.to_ms)) != 0)
+    return rc;
   if ((rc = cli_read_args(cli, args, &read, &req.read)) != 0 ||
       (rc = cli_arg_idv(cli, args, "unit", &req.unit_ids, &req.n_unit_ids)) != 0)
     return rc;
@@ -335,7 +335,8 @@ static const cli_command_t stats_commands[] = {
      "\n"
      "--csv prints the unit figures as CSV (RFC 4180: CRLF line ends, fields with commas,\n"
      "quotes or line breaks quoted) with a header row; one closed_<DISPOSAL> column per\n"
-     "disposal kind in the answer. --csv --cases prints the joint-case figures instead.\n"
+     "disposal kind in the answer; zero_disposal is yes or no. --csv --cases prints the\n"
+     "joint-case figures instead.\n"
      "\n"
      "The monthly bulletin (通报) is 'cluectl stats bulletin --month YYYY-MM'.\n",
      run_stats},
@@ -343,7 +344,8 @@ static const cli_command_t stats_commands[] = {
      "For each GROUP and REGION in your scope, for one calendar month (UTC+08:00): clues\n"
      "received, decisions by kind, filed, transferred, overdue now, rectification items found,\n"
      "verified and overdue, and the zero-disposal flag (零通报) with the number of consecutive\n"
-     "months it has held. --csv (RFC 4180), --markdown (ready for a circular) or --json.\n",
+     "months it has held. --csv (RFC 4180; zero_disposal yes or no, as in stats --csv),\n"
+     "--markdown (ready for a circular) or --json.\n",
      cli_run_bulletin},
     {NULL, NULL, NULL, NULL, NULL, NULL},
 };

@@ -71,6 +71,14 @@ static int id_value(cli_t *cli, const char *name, const char *s, int64_t *out) {
   return 0;
 }
 
+int cli_arg_version(cli_t *cli, const cli_args_t *a, int64_t *out) {
+  const char *s = cli_arg(a, "version");
+
+  if (s != NULL && parse_id(s, out) != 0)
+    return cli_usage_error(cli, "--version: '%s' is not a version (a positive integer)", s);
+  return 0;
+}
+
 int cli_arg_id(cli_t *cli, const cli_args_t *a, const char *name, int64_t *out) {
   const char *s = cli_arg(a, name);
 
@@ -357,6 +365,13 @@ int cli_time(cli_t *cli, const char *name, const char *s, int end_of_day, int64_
   return 0;
 }
 
+int cli_check_period(cli_t *cli, const char *from, int64_t from_ms, const char *to, int64_t to_ms) {
+  if (from_ms != 0 && to_ms != 0 && to_ms <= from_ms)
+    return cli_usage_error(cli, "the period ends before it begins (--%s is not after --%s)", to,
+                           from);
+  return 0;
+}
+
 int cli_page_args(cli_t *cli, const cli_args_t *a, int *all, char **token) {
   *all = cli_flag(a, "all");
   if (*all && cli_arg(a, "page-token") != NULL)
@@ -445,16 +460,28 @@ int cli_arg_enumv(cli_t *cli, const cli_args_t *a, const char *name,
 
 /* ---- request ids and files ---------------------------------------------------------------- */
 
+/* The form the server takes (validate_is_uuid()): 8-4-4-4-12 hexadecimal digits, any case. */
+static int is_uuid(const char *s) {
+  for (size_t i = 0; i < CLI_REQUEST_ID_LEN - 1; i++) {
+    int hyphen = i == 8 || i == 13 || i == 18 || i == 23;
+    char c = s[i];
+    if (hyphen ? c != '-'
+               : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+      return 0; /* also stops at the NUL of a short string */
+  }
+  return s[CLI_REQUEST_ID_LEN - 1] == '\0';
+}
+
 int cli_request_id(cli_t *cli, const cli_args_t *a, char buf[CLI_REQUEST_ID_LEN]) {
   const char *given = cli_arg(a, "request-id");
   unsigned char r[16];
   size_t got = 0;
 
-  (void)cli;
   if (given != NULL) {
-    if (strlen(given) >= CLI_REQUEST_ID_LEN)
-      return cli_usage_error(cli, "--request-id: '%s' is not a UUID", given);
-    snprintf(buf, CLI_REQUEST_ID_LEN, "%s", given); /* the server judges its form */
+    if (!is_uuid(given))
+      return cli_usage_error(
+          cli, "--request-id: '%s' is not a UUID (8-4-4-4-12 hexadecimal digits)", given);
+    snprintf(buf, CLI_REQUEST_ID_LEN, "%s", given);
     return 0;
   }
   while (got < sizeof(r)) {

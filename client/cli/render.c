@@ -82,8 +82,11 @@ static void put_value(FILE *o, const ProtobufCFieldDescriptor *f, const void *p)
   case PROTOBUF_C_TYPE_SINT64:
   case PROTOBUF_C_TYPE_SFIXED64: {
     int64_t v = *(const int64_t *)p;
+    char when[64];
     if (v == 0 && (is_id_field(f) || is_time_field(f)))
       fputs("-", o);
+    else if (strcmp(f->name, "deadline_ms") == 0)
+      fputs(cli_deadline_text(v, when, sizeof(when)), o);
     else if (is_time_field(f))
       put_time(o, v);
     else
@@ -325,6 +328,21 @@ const char *cli_time_text(int64_t ms, char *buf, size_t len) {
 
 const char *cli_date_text(int64_t ms, char *buf, size_t len) {
   return local_text(ms, "%Y-%m-%d", buf, len);
+}
+
+const char *cli_deadline_text(int64_t ms, char *buf, size_t len) {
+  time_t t = (time_t)(ms / 1000);
+  struct tm tm;
+
+  /* "--deadline 2026-12-31" is sent as the local midnight that ends that day (cli_time());
+   * shown as that midnight's date it would read one day later than the one typed. */
+  if (ms > 0 && ms % 1000 == 0 && localtime_r(&t, &tm) != NULL && tm.tm_hour == 0 &&
+      tm.tm_min == 0 && tm.tm_sec == 0) {
+    t -= 1;
+    if (localtime_r(&t, &tm) != NULL && strftime(buf, len, "%Y-%m-%d (end of day)", &tm) > 0)
+      return buf;
+  }
+  return cli_time_text(ms, buf, len);
 }
 
 /* The text of a column: its field, or of "a|b" the first of a and b that is set (not empty

@@ -4,6 +4,7 @@ implementation for every tree size 1..300 and random pairs, checkpoints verified
 Python's Ed25519 (and OpenSSL), who may call what, bad arguments, and two instances that
 append concurrently building exactly one tree with no seq missing."""
 
+import json
 import os
 import random
 import subprocess
@@ -273,6 +274,41 @@ def test_cluectl_checkpoint_and_verify(c):
     kept = [(int(q), bytes.fromhex(h)) for q, h in (ln.split() for ln in lines[1:])]
     assert all(by_seq[q] == h for q, h in kept)
     assert tlog.mth([h for _, h in kept]) == root
+
+
+def test_cluectl_witness_json(c):
+    """audit witness --json prints, for each poll, one JSON object on one line: what it saw
+    (kept, unchanged, fail, error), the sizes, and the line people read."""
+    env = {"CLUED_SERVER": c.srv.addr, "CLUED_TOKEN": c.w.auditor.token}
+    wd = os.path.join(c.tmp, "witness-json")
+    r = harness.cluectl("--json", "audit", "witness", "--dir", wd, "--once", env=env, check=0)
+    first = json.loads(r.stdout)
+    n = first["tree_size"]
+    assert r.stdout.count("\n") == 1 and first == {
+        "result": "kept", "tree_size": n, "message": f"kept checkpoint of {n} events"}, r.stdout
+    r = harness.cluectl("--json", "audit", "witness", "--dir", wd, "--once", env=env, check=0)
+    assert json.loads(r.stdout) == {"result": "unchanged", "tree_size": n, "last_size": n}, r.stdout
+    append(c.db, 70)
+    harness.wait_for(lambda: cp_size(c.audit, c.md) > n, timeout=180, what="a new checkpoint")
+    r = harness.cluectl("--json", "audit", "witness", "--dir", wd, "--once", env=env, check=0)
+    j = json.loads(r.stdout)
+    m = j["tree_size"]
+    assert m > n and j == {"result": "kept", "tree_size": m, "last_size": n, "message":
+                           f"kept checkpoint of {m} events, consistent with the last one kept"}, j
+    # A checkpoint not signed by the key given: fail, exit 1.
+    other = tempfile.mkdtemp(dir=c.tmp)
+    okey, _ = keygen(other, name="clued.test/audit")
+    r = harness.cluectl("--json", "audit", "witness", "--dir", wd, "--once", "--key", okey + ".pub", env=env,
+                        check=1)
+    j = json.loads(r.stdout)
+    assert j["result"] == "fail" and j["tree_size"] >= m and "last_size" not in j, j
+    assert j["message"].startswith(f"FAIL: the server's checkpoint of {j['tree_size']} events is not signed by"), j
+    # A poll that cannot reach the server: error, its status, and the report on stderr.
+    port = harness.free_port()
+    r = harness.cluectl("--json", "audit", "witness", "--dir", wd, "--once",
+                        env={**env, "CLUED_SERVER": f"127.0.0.1:{port}"}, check=1)
+    assert json.loads(r.stdout) == {"result": "error", "status": "UNAVAILABLE"}, r.stdout
+    assert r.stderr.startswith("UNAVAILABLE: connection refused"), r.stderr
 
 
 def test_server_side_verify_checks_the_tree(c):

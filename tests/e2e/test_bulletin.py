@@ -258,7 +258,9 @@ def test_cluectl(c):
         assert int(by[code]["received"]) == e["received"] and int(by[code]["disposed"]) == e["disposed"]
         assert int(by[code]["disposed_SHELVED"]) == e["SHELVED"]
         assert int(by[code]["rectification_found"]) == e["found"]
-    assert by["G3"]["zero_disposal"] == "true" and by["G3"]["zero_disposal_months"] == "1"
+    # Booleans as stats --csv writes them.
+    assert by["G3"]["zero_disposal"] == "yes" and by["G3"]["zero_disposal_months"] == "1"
+    assert {by[u]["zero_disposal"] for u in ("G1", "G2", "X1")} <= {"yes", "no"}
     r = harness.cluectl("--json", "stats", "bulletin", "--month", c.month, "--unit", str(w.G1.id), env=env, check=0)
     j = json.loads(r.stdout)
     assert j["month"] == c.month and len(j["units"]) == 1 and j["units"][0].get("unit_code", j["units"][0].get("unitCode")) == "G1", j
@@ -270,8 +272,11 @@ def test_cluectl(c):
     assert len(table) == 2 + 4 and set(cells) == {16}, (cells, table[:2])
     assert all(x in ("---", "---:") for x in table[1].strip("|").split("|")), table[1]
     assert "零通报单位" in r.stdout and "连续 1 个月" in r.stdout, r.stdout
-    r = harness.cluectl("stats", "bulletin", "--month", "2026-13", env=env, check=1)
-    assert "INVALID_ARGUMENT" in r.stderr
+    # A month that is no month is a usage error; whether one has begun is the server's to say.
+    r = harness.cluectl("stats", "bulletin", "--month", "2026-13", env=env, check=2)
+    assert "--month: '2026-13' is not a month YYYY-MM" in r.stderr, r.stderr
+    r = harness.cluectl("stats", "bulletin", "--month", month_add(c.month, 1), env=env, check=1)
+    assert "INVALID_ARGUMENT" in r.stderr and "has not begun" in r.stderr, r.stderr
     r = harness.cluectl("stats", "bulletin", "--month", c.month, "--csv", "--markdown", env=env, check=2)
     r = harness.cluectl("stats", "bulletin", "--help", env=env, check=0)
     assert "--markdown" in r.stdout
@@ -300,7 +305,7 @@ def test_cluectl_names_are_text(c):
     assert by["FQ1"]["unit_name"] == "'" + formula and by["FQ2"]["unit_name"] == "'-2+3", by["FQ1"]
     assert by["MQ1"]["unit_name"] == markup and by["G1"]["unit_name"] == "group G1", by["MQ1"]
     assert by["FQ1"]["month"] == c.month and by["FQ1"]["unit_id"] == str(ids["FQ1"]), by["FQ1"]
-    assert by["FQ1"]["received"] == "0" and by["FQ1"]["zero_disposal"] == "true", by["FQ1"]
+    assert by["FQ1"]["received"] == "0" and by["FQ1"]["zero_disposal"] == "yes", by["FQ1"]
     r = harness.cluectl("stats", "bulletin", "--month", c.month, "--markdown", env=env, check=0)
     row = [ln for ln in r.stdout.splitlines() if "(MQ1)" in ln]
     assert row == [f"| {escaped} (MQ1) | 0 | 0 |" + " 0 |" * 12 + " **是** |"], row

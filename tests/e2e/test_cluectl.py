@@ -104,7 +104,14 @@ def test_usage_errors(c):
         (["clue", "list", "--page-size", "501"], "out of range"),
         (["clue", "list", "--all", "--page-token", "x"], "--all starts from the first page"),
         (["clue", "move", "1", "--version", "1", "--reason", "r"], "--to is required"),
-        (["clue", "move", "1", "--to", "FILED", "--version", "x", "--reason", "r"], "not a valid id"),
+        (["clue", "move", "1", "--to", "FILED", "--version", "x", "--reason", "r"],
+         "--version: 'x' is not a version (a positive integer)"),
+        (["clue", "move", "1", "--to", "FILED", "--version", "-1", "--reason", "r"],
+         "--version: '-1' is not a version (a positive integer)"),
+        (["clue", "extend", "1", "--days", "3", "--version", "0", "--reason", "r"], "--version: '0' is not a version"),
+        (["rect", "plan", "1", "--version", "-1", "--plan", "p"], "--version: '-1' is not a version (a positive integer)"),
+        (["clue", "move", "1", "--to", "ACCEPTED", "--version", "1", "--reason", "r"],
+         "--to: 'ACCEPTED' is not one of PRELIMINARY_CHECK|FILED|CLOSED|TRANSFERRED_TO_JUDICIAL\n"),
         (["clue", "move", "1", "--to", "DONE", "--version", "1", "--reason", "r"], "'DONE' is not one of"),
         (["clue", "move", "1", "--to", "CLOSED", "--version", "1", "--reason", "r", "--persons-disciplined", "-1"],
          "out of range"),
@@ -119,6 +126,32 @@ def test_usage_errors(c):
         (["case", "add-clue", "1"], "--clue is required"),
         (["audit", "verify", "--subject-id", "3"], "--subject-id needs --subject-type"),
         (["audit", "watch", "--after-seq", "-1"], "out of range"),
+        (["clue", "move", "1", "--to", "FILED", "--version", "1", "--reason", "r", "--request-id", "not-a-uuid"],
+         "--request-id: 'not-a-uuid' is not a UUID (8-4-4-4-12 hexadecimal digits)"),
+        (["rect", "plan", "1", "--version", "1", "--plan", "p", "--request-id",
+          "0b9a43a5-49b2-4a3c-9d1e-5b1f1c0c7e0"], "is not a UUID"),  # a digit short
+        (["case", "create", "--title", "t", "--request-id", "0b9a43a5x49b2-4a3c-9d1e-5b1f1c0c7e01"], "is not a UUID"),
+        (["audit", "list", "--subject-id", "3"], "--subject-id needs --subject-type"),
+        (["audit", "list", "--from", "2026-12-07", "--to", "2026-12-01"],
+         "the period ends before it begins (--to is not after --from)"),
+        (["audit", "list", "--from", "2026-12-07T10:00:00Z", "--to", "2026-12-07T10:00:00Z"], "(--to is not after"),
+        (["audit", "list", "--after-seq", "10", "--until-seq", "10"], "--until-seq 10 is not above --after-seq 10"),
+        (["clue", "list", "--created-from", "2026-12-31", "--created-to", "2026-01-01"],
+         "the period ends before it begins (--created-to is not after --created-from)"),
+        (["stats", "bulletin", "--month", "2026-13"], "--month: '2026-13' is not a month YYYY-MM (from 2000-01)"),
+        (["stats", "bulletin", "--month", "2026-00"], "is not a month"),
+        (["stats", "bulletin", "--month", "2026-1"], "is not a month"),
+        (["stats", "bulletin", "--month", "2026/01"], "is not a month"),
+        (["stats", "bulletin", "--month", "1999-12"], "is not a month"),
+        (["stats", "bulletin", "--month", "2026-01-01"], "is not a month"),
+        (["rect", "create", "--host-unit", "h", "--description", "d", "--category", "c", "--source", "clue",
+          "--deadline", "2099-01-01"], "--source clue needs --clue"),
+        (["rect", "create", "--host-unit", "h", "--description", "d", "--category", "c", "--source", "case",
+          "--deadline", "2099-01-01"], "--source case needs --case"),
+        (["rect", "create", "--host-unit", "h", "--description", "d", "--category", "c", "--source", "supervision",
+          "--clue", "3", "--deadline", "2099-01-01"], "--clue goes with --source clue"),
+        (["rect", "create", "--host-unit", "h", "--description", "d", "--category", "c", "--source", "clue",
+          "--clue", "3", "--case", "4", "--deadline", "2099-01-01"], "--case goes with --source case"),
         (["stats", "--to", "1999-12-31"], "ends before it begins"),  # --from: this year
         (["stats", "--from", "2026-02-01", "--to", "2026-01-01"], "ends before it begins"),
         (["stats", "--from", "2026-01-01", "--to", "2026-02-01", "--cases"], "--cases goes with --csv"),
@@ -152,6 +185,43 @@ def test_help(c):
     assert "exits 0" in h and "exits 1" in h
     h = c.ctl(None, "stats", "--help", check=0).stdout
     assert "--csv" in h and "RFC 4180" in h
+
+
+def test_help_says_who_may_act(c):
+    """The help of the commands that only some may run says who (server/domain/authz.h and
+    rect.h), and options say their values and bounds."""
+    def helptext(*cmd):
+        return " ".join(c.ctl(None, *cmd, "--help", check=0).stdout.split())  # lines joined
+    h = helptext("case", "add-participant")
+    assert "A LEADER of the case's lead room adds a GROUP, ROOM or REGION" in h, h
+    assert "None of its own clues enters the case" in h, h
+    assert "A LEADER of the case's lead room removes" in helptext("case", "remove-participant")
+    h = helptext("case", "add-clue")
+    assert ("By consent only: a LEADER of the clue's owner unit, or of the case's lead room when that room owns "
+            "the clue or is the owner group's liaison room") in h and "1,000 clues" in h, h
+    assert "A LEADER of the clue's owner unit (who need not see the case), or of the case's lead room" in helptext(
+        "case", "remove-clue")
+    assert "A MEMBER or LEADER of the supervising unit records it, on an item OPEN or REOPENED" in helptext(
+        "rect", "plan")
+    assert "A MEMBER or LEADER of the supervising unit submits it, on an item PLAN_RECORDED" in helptext(
+        "rect", "submit")
+    assert "A LEADER of the supervising unit, on a SUBMITTED item" in helptext("rect", "verify")
+    assert "A LEADER of the supervising unit, on a SUBMITTED item" in helptext("rect", "reopen")
+    for sub in ("get", "list"):
+        h = helptext("rect", sub)
+        assert "MEMBERs and LEADERs of the supervising unit, of its liaison room and of the units that lead or " \
+               "join the source case see an item, and AUDITORs" in h, h
+    h = helptext("rect", "list")
+    assert "--state STATE OPEN, PLAN_RECORDED, SUBMITTED, VERIFIED or REOPENED" in h, h
+    assert "--source SOURCE CLUE, CASE or SUPERVISION" in h, h
+    assert "--page-size N events per page (1-500, default 50)" in helptext("audit", "list")
+    r = c.ctl(c.w.auditor, "audit", "list", "--page-size", "501", check=2)
+    assert "--page-size: 501 is out of range (1 to 500)" in r.stderr, r.stderr
+    assert "Newest first, at most 1000" in helptext("clue", "proposals")
+    assert "unless they call with an enrollment token" in helptext("clue", "get")
+    assert "a --service the server does not know is NOT_FOUND" in helptext("health")
+    r = c.ctl(None, "health", "--service", "nope", check=1)
+    assert r.stderr.startswith("NOT_FOUND: "), r.stderr
 
 
 def test_every_listed_command_has_help(c):
@@ -281,15 +351,21 @@ def test_submit_and_get(c):
     assert rec["Reporter:"] == "李四" and rec["phone:"] == "13800000000"
     out = c.ctl(w.G1.member, "clue", "get", str(cid), check=0).stdout
     assert "Reporter:     on file" in out and "13800000000" not in out
+    # The owner's leader calling with its enrollment token is told why it sees no contacts.
+    out = c.ctl(w.G1.leader.enrollment_token, "clue", "get", str(cid), check=0).stdout
+    assert "Reporter:     on file (shown to leaders of the owner unit, not with an enrollment token)\n" in out, out
 
     r = c.ctl(w.G2.leader, "clue", "get", str(cid), check=1)
     assert r.stderr.startswith("NOT_FOUND"), r.stderr
     r = c.ctl(w.G1.member, "clue", "submit", "--title", " ", "--summary", "s", "--source", "AUDIT",
               "--subject-name", "n", "--host-unit", "h", check=1)
     assert r.stderr.startswith("INVALID_ARGUMENT: ") and "title" in r.stderr, r.stderr
+    # A request id not in the server's form is a usage error, and nothing is sent; the form in
+    # capitals is the same id (the retry finds the clue).
     r = c.ctl(w.G1.member, "clue", "submit", "--title", "t", "--summary", "s", "--source", "AUDIT",
-              "--subject-name", "n", "--host-unit", "h", "--request-id", "not-a-uuid", check=1)
-    assert r.stderr.startswith("INVALID_ARGUMENT: ") and "request_id" in r.stderr, r.stderr
+              "--subject-name", "n", "--host-unit", "h", "--request-id", "not-a-uuid", check=2)
+    assert r.stderr.startswith("cluectl clue submit: --request-id: 'not-a-uuid' is not a UUID"), r.stderr
+    assert c.json(w.G1.member, *same[:-1], rid.upper())["id"] == cid
 
 
 def _count(c, user):
@@ -714,6 +790,9 @@ def test_audit_list_and_verify(c):
         c.ctl(w.auditor, "audit", "list", "--subject-type", t, "--page-size", "1", check=0)
     assert lines[1].split()[3:5] == ["clue.submit", "clue"] and lines[1].split()[5] == f"#{cid}", lines
     assert lines[1].split()[8:10] == [w.G2.member.name, "G2"], lines[1]
+    # clued bootstrap's events have no actor: USER and UNIT show "-", not 0.
+    boot = c.ctl(w.auditor, "audit", "list", "--until-seq", "3", check=0).stdout.splitlines()
+    assert len(boot) == 4 and all(ln.split()[8:] == ["-", "-", "bootstrap"] for ln in boot[1:]), boot
     every = c.json(w.auditor, "audit", "list", "--all", "--page-size", "3")
     seqs = [e["seq"] for e in every["events"]]
     assert len(seqs) > 10 and len(set(seqs)) == len(seqs) and every["next_page_token"] == ""
@@ -743,6 +822,9 @@ def test_audit_watch(c):
                      "AuditService.WatchEvents")
     assert probe.returncode == 0, probe.stderr
     last = int(re.search(r"last seq (\d+)", probe.stderr).group(1))
+    # clued bootstrap's events name no actor ("by user 0 (unit 0)" before).
+    first = probe.stdout.splitlines()[0]
+    assert first.endswith("  bootstrap") and " by " not in first and "(unit" not in first, first
     env = dict(os.environ, CLUED_SERVER=c.srv.addr, CLUED_TOKEN=w.auditor.token, ASAN_OPTIONS="detect_leaks=1")
     p = subprocess.Popen([harness.CLUECTL, "--json", "audit", "watch", "--after-seq", str(last),
                           "--subject-type", "clue"], env=env, text=True,
@@ -896,6 +978,40 @@ def test_bidi_controls_shown_by_name(c):
     assert f"\n{jc.id},案件{rlo}X," in out, ascii(out)  # a file gets the data as it is
     out = _on_a_terminal(c, w.R1.leader, *args).decode()
     assert f"\n{jc.id},案件<U+202E>X," in out.replace("\r\n", "\n") and rlo not in out, ascii(out)
+
+
+# ---- the rectification ledger ------------------------------------------------------------------
+
+
+def test_rect_deadline_is_the_day_typed(c):
+    """--deadline 2026-12-31 is sent as the local midnight that ends that day, and every place
+    cluectl shows it says the day typed, "2026-12-31 (end of day)", not the next day's date.
+    The zone is the process's (TZ): the same item read in another zone shows that zone's time."""
+    env = {"CLUED_SERVER": c.srv.addr, "CLUED_TOKEN": c.w.G1.leader.token, "TZ": "CST-8"}
+    day = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 8 * 3600 + 40 * 86400))
+    create = ["rect", "create", "--host-unit", "市发展改革委", "--description", "期限显示", "--category", "作风建设",
+              "--source", "supervision"]
+    r = harness.cluectl(*create, "--deadline", day, env=env, check=0)
+    assert r.stdout.endswith(f", deadline {day} (end of day)\n"), r.stdout
+    iid = re.match(r"rectification item #(\d+) ", r.stdout).group(1)
+    # Sent as the midnight (UTC+08:00) after the day typed.
+    y, m, d = (int(x) for x in day.split("-"))
+    end = (int(time.mktime((y, m, d, 0, 0, 0, 0, 0, 0)) - time.mktime((1970, 1, 1, 0, 0, 0, 0, 0, 0)))
+           + 86400 - 8 * 3600) * 1000
+    j = json.loads(harness.cluectl("--json", "rect", "get", iid, env=env, check=0).stdout)
+    assert int(j["deadline_ms"]) == end, (j["deadline_ms"], end)
+    out = harness.cluectl("rect", "get", iid, env=env, check=0).stdout
+    assert re.search(rf"^deadline: +{day} \(end of day\)$", out, re.M), out
+    out = harness.cluectl("rect", "list", "--host-unit", "市发展改革委", env=env, check=0).stdout
+    assert f" {day} (end of day) " in out, out
+    r = harness.cluectl("rect", "plan", iid, "--version", "1", "--plan", "整改", env=env, check=0)
+    assert r.stdout.endswith(f", deadline {day} (end of day)\n"), r.stdout
+    # In UTC the same instant is 16:00 of the day typed.
+    out = harness.cluectl("rect", "get", iid, env={**env, "TZ": "UTC0"}, check=0).stdout
+    assert re.search(rf"^deadline: +{day} 16:00$", out, re.M), out
+    # A deadline at another time of day shows that time.
+    r = harness.cluectl(*create, "--deadline", f"{day}T18:30:00+08:00", env=env, check=0)
+    assert r.stdout.endswith(f", deadline {day} 18:30\n"), r.stdout
 
 
 def test_stats_csv_formula_cells(c):
