@@ -326,7 +326,8 @@ static const cli_command_t audit_commands[] = {
      "they state (a note's clue, kind and author; a clue's number, submitter and whether it\n"
      "has a reporter) against the current rows; that no note or clue exists without the\n"
      "event that logged it; and the chains. Prints \"OK: ...\" and exits 0, or \"FAIL: ...\"\n"
-     "naming the first problem (seq, subject, what) and exits 1. On a log being written\n"
+     "naming the first problem (seq, subject, what) and exits 1; with --json, that line as\n"
+     "{\"ok\": true|false, \"message\": \"OK: ...\"}. On a log being written\n"
      "to, it verifies the events the server's tree held when the walk began; later ones\n"
      "are left to the next verify. --page-size N sets the events per export page.\n",
      run_verify},

@@ -888,6 +888,23 @@ static int walk(cli_t *cli, int32_t page, merkle_tree_t *mt, verdict_t *v, verdi
   return rc;
 }
 
+/* s as a JSON string. */
+static void json_string(FILE *o, const char *s) {
+  fputc('"', o);
+  for (; *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\')
+      fprintf(o, "\\%c", c);
+    else if (c == '\n')
+      fputs("\\n", o);
+    else if (c < 0x20)
+      fprintf(o, "\\u%04x", c);
+    else
+      fputc(c, o);
+  }
+  fputc('"', o);
+}
+
 int audit_tree_verify(cli_t *cli, const cli_args_t *args) {
   const char *path = cli_arg(args, "checkpoint");
   Clue__V1__Checkpoint *latest = NULL;
@@ -903,8 +920,9 @@ int audit_tree_verify(cli_t *cli, const cli_args_t *args) {
   merkle_hash_t root;
   verdict_t v = {0, ""};
   verdict_t rows = {0, ""}; /* rows no event explains: told when nothing in the log is wrong */
-  char *text = NULL, a[20], b[20];
-  size_t len;
+  char *text = NULL, *verdict = NULL, a[20], b[20];
+  size_t len, verdict_len = 0;
+  FILE *o;
   int64_t last_seq = 0, events = 0, *seqs = NULL;
   int64_t beyond = 0; /* the first event past the tree the walk found: not checked */
   uint64_t seqs_cap = 0;
@@ -1077,35 +1095,49 @@ int audit_tree_verify(cli_t *cli, const cli_args_t *args) {
 report:
   if (!v.failed && rows.failed)
     v = rows; /* (a log truncated or rewritten leaves rows without their events too) */
+  /* The verdict's one line, on stdout, or with --json as {"ok": ..., "message": ...}. */
+  if ((o = cli->json ? open_memstream(&verdict, &verdict_len) : stdout) == NULL) {
+    fprintf(stderr, "cluectl: out of memory\n");
+    rc = CLI_FAILED;
+    goto out;
+  }
   if (v.failed) {
-    fputs("FAIL: ", stdout);
-    cli_put_text(stdout, v.what, 0);
-    putchar('\n');
+    fputs("FAIL: ", o);
+    cli_put_text(o, v.what, 0);
     rc = CLI_FAILED;
   } else {
-    printf("OK: checkpoint of %llu events verified (signed by ", (unsigned long long)cp1.size);
+    fprintf(o, "OK: checkpoint of %llu events verified (signed by ", (unsigned long long)cp1.size);
     if (same_key(k1, k2)) {
-      cli_put_text(stdout, k1->name, 0); /* the server's, without --key */
+      cli_put_text(o, k1->name, 0); /* the server's, without --key */
     } else {
       /* A key rotation crossed: the server's latest checkpoint, signed by the new key,
        * extends the saved one, signed by the old. */
       char l1[NOTE_NAME_MAX + 16], l2[NOTE_NAME_MAX + 16];
       note_key_label(k1, l1, sizeof(l1));
       note_key_label(k2, l2, sizeof(l2));
-      cli_put_text(stdout, l1, 0);
-      fputs("; the server's latest checkpoint by ", stdout);
-      cli_put_text(stdout, l2, 0);
+      cli_put_text(o, l1, 0);
+      fputs("; the server's latest checkpoint by ", o);
+      cli_put_text(o, l2, 0);
     }
-    printf("); the tree has %llu, an extension of it; %lld events rehashed, chains and content "
-           "hashes hold",
-           (unsigned long long)mt.size, (long long)events);
+    fprintf(o,
+            "); the tree has %llu, an extension of it; %lld events rehashed, chains and content "
+            "hashes hold",
+            (unsigned long long)mt.size, (long long)events);
     if (beyond != 0)
-      printf("; seq %lld and the events after it are not in the tree yet (its builder is behind "
-             "or stopped): they, and the rows whose latest event is among them, were not "
-             "checked",
-             (long long)beyond);
-    putchar('\n');
+      fprintf(o,
+              "; seq %lld and the events after it are not in the tree yet (its builder is behind "
+              "or stopped): they, and the rows whose latest event is among them, were not "
+              "checked",
+              (long long)beyond);
     rc = CLI_OK;
+  }
+  if (o == stdout) {
+    putchar('\n');
+  } else {
+    fclose(o);
+    printf("{\"ok\":%s,\"message\":", rc == CLI_OK ? "true" : "false");
+    json_string(stdout, verdict);
+    puts("}");
   }
 out:
   if (latest)
@@ -1118,6 +1150,7 @@ out:
   leaves_free(&saved);
   free(seqs);
   free(text);
+  free(verdict);
   return rc;
 }
 
@@ -1358,23 +1391,6 @@ static int witness_transient(int code) {
   return code == CLUE_STATUS_UNAVAILABLE || code == CLUE_STATUS_DEADLINE_EXCEEDED ||
          code == CLUE_STATUS_OUT_OF_RANGE || code == CLUE_STATUS_RESOURCE_EXHAUSTED ||
          code == CLUE_STATUS_ABORTED || code == CLUE_STATUS_CANCELLED;
-}
-
-/* s as a JSON string. */
-static void json_string(FILE *o, const char *s) {
-  fputc('"', o);
-  for (; *s; s++) {
-    unsigned char c = (unsigned char)*s;
-    if (c == '"' || c == '\\')
-      fprintf(o, "\\%c", c);
-    else if (c == '\n')
-      fputs("\\n", o);
-    else if (c < 0x20)
-      fprintf(o, "\\u%04x", c);
-    else
-      fputc(c, o);
-  }
-  fputc('"', o);
 }
 
 /* One poll, and what it saw on stdout: its lines, or with --json one JSON object on one line

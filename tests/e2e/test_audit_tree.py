@@ -246,6 +246,10 @@ def test_cluectl_checkpoint_and_verify(c):
     append(c.db, 40)
     r = harness.cluectl("audit", "verify", "--checkpoint", cp, "--key", c.key + ".pub", env=env, check=0)
     assert r.stdout.startswith("OK: checkpoint of"), r.stdout
+    # With --json, the verdict as one JSON object, the exit status the same.
+    r = harness.cluectl("audit", "verify", "--checkpoint", cp, "--key", c.key + ".pub", "--json", env=env, check=0)
+    got = json.loads(r.stdout)
+    assert got["ok"] is True and got["message"].startswith("OK: checkpoint of"), r.stdout
     # The plain verify still works as before.
     r = harness.cluectl("audit", "verify", env=env, check=0)
     assert r.stdout.startswith("OK:")
@@ -254,6 +258,9 @@ def test_cluectl_checkpoint_and_verify(c):
     okey, _ = keygen(other, name="clued.test/audit")
     r = harness.cluectl("audit", "verify", "--checkpoint", cp, "--key", okey + ".pub", env=env, check=1)
     assert "not a checkpoint signed by" in r.stdout
+    r = harness.cluectl("audit", "verify", "--checkpoint", cp, "--key", okey + ".pub", "--json", env=env, check=1)
+    got = json.loads(r.stdout)
+    assert got["ok"] is False and "not a checkpoint signed by" in got["message"], r.stdout
     # The witness keeps checkpoints that extend each other.
     wd = os.path.join(c.tmp, "witness")
     r = harness.cluectl("audit", "witness", "--dir", wd, "--once", env=env, check=0)
