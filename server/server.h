@@ -129,6 +129,13 @@ typedef enum server_state {
   SERVER_STOPPED,
 } server_state_t;
 
+/* Why a running server refuses calls after a look at the schema (service/schema_watch.c). */
+enum {
+  SCHEMA_REFUSING_NONE,
+  SCHEMA_REFUSING_DRIFT, /* clued's functions or triggers differ from its migrations */
+  SCHEMA_REFUSING_NEWER, /* a newer clued migrated the database past this binary */
+};
+
 struct server {
   uv_loop_t *loop;
   server_config_t cfg;
@@ -181,8 +188,8 @@ struct server {
   h2_pages_t *pages;       /* whole-page blocks for nghttp2's large buffers */
   audit_tail_t *tail;      /* the committed tail of audit_events: watchers and the tree follow it */
   schema_watch_t *schema_watch; /* the check of clued's functions and triggers; NULL: none */
-  int schema_refusing;          /* they differ from the migrations: calls that need a token are
-                                   refused (UNAVAILABLE) and Health is NOT_SERVING */
+  int schema_refusing;          /* SCHEMA_REFUSING_*: calls that need a token are refused
+                                   (UNAVAILABLE) and Health is NOT_SERVING */
   struct metrics *metrics; /* call counters for --metrics-listen; NULL: off */
   struct metrics_http *metrics_http; /* the /metrics listener; NULL: none */
   h2_conn_t *conns;                  /* intrusive list of live connections */

@@ -21,10 +21,15 @@
 
 /* Calls that need a token, while clued's functions or triggers differ from its migrations
  * (service/schema_watch.h): they decide who sees what, so nothing is answered through them. */
-#define SCHEMA_REFUSAL                                                                             \
-  "the database's functions or triggers are not those clued's migrations define (see the "         \
-  "server's log); calls are refused until an administrator restores them with `clued migrate "     \
-  "--repair`"
+/* Why calls are refused while server->schema_refusing says so. */
+static const char *schema_refusal(const server_t *srv) {
+  if (srv->schema_refusing == SCHEMA_REFUSING_NEWER)
+    return "the database was migrated by a newer clued than this server runs; calls are refused "
+           "here until this server runs that clued";
+  return "the database's functions or triggers are not those clued's migrations define (see the "
+         "server's log); calls are refused until an administrator restores them with `clued "
+         "migrate --repair`";
+}
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -682,7 +687,7 @@ static void call_on_headers_done(h2_stream_t *s) {
     return;
   }
   if (call->srv->schema_refusing) {
-    call_finish(call, 200, GRPC_UNAVAILABLE, SCHEMA_REFUSAL);
+    call_finish(call, 200, GRPC_UNAVAILABLE, schema_refusal(call->srv));
     return;
   }
   call_set_state(call, RPC_CALL_AUTHENTICATING);
@@ -818,7 +823,7 @@ static void call_dispatch(rpc_call_t *call) {
     /* Authenticated before the schema check found the difference. */
     free(call->msg.data);
     call->msg.data = NULL;
-    call_finish(call, 200, GRPC_UNAVAILABLE, SCHEMA_REFUSAL);
+    call_finish(call, 200, GRPC_UNAVAILABLE, schema_refusal(call->srv));
     return;
   }
   if (rpc_msg_check(call->m->input, call->msg.data, call->msg.len, why, sizeof(why))) {

@@ -57,7 +57,7 @@ static void judge(schema_watch_t *w, const schema_diff_t *d, size_t n) {
   }
   w->drift = n;
   w->seen = h;
-  srv->schema_refusing = n > 0 && !allow;
+  srv->schema_refusing = n > 0 && !allow ? SCHEMA_REFUSING_DRIFT : SCHEMA_REFUSING_NONE;
   health_set_schema(srv, !srv->schema_refusing);
 }
 
@@ -102,17 +102,27 @@ static void checked(const db_result_t *r, void *arg) {
   free(rows);
   w->checks++;
   if (newer) {
-    /* A newer clued migrated the database (a rolling upgrade): its definitions are not this
-     * binary's to judge. serve refuses such a schema at start. */
+    /* A newer clued migrated the database under this one (an upgrade with this server still
+     * running): its functions may take what this binary does not send (a request's
+     * fingerprint, a recheck's argument) and so skip checks, and this binary's writes may no
+     * longer be what the schema expects. Its definitions are not this binary's to judge
+     * either: refused, as serve refuses such a schema at start, until this server runs the
+     * clued that applied them. */
     if (newer != w->newer_told)
-      log_warn("schema check: the database has migration %lld applied, newer than this clued's "
-               "%lld: its functions and triggers are not checked until this server runs the "
-               "clued that applied it",
-               newer, schema_expect_version(w->expect));
+      log_error("schema check: the database has migration %lld applied, newer than this clued's "
+                "%lld: refusing calls (UNAVAILABLE, Health NOT_SERVING); run the clued that "
+                "applied it here",
+                newer, schema_expect_version(w->expect));
     w->newer_told = newer;
     schema_diffs_free(d, n);
-    judge(w, NULL, 0);
+    w->drift = 0;
+    w->srv->schema_refusing = SCHEMA_REFUSING_NEWER;
+    health_set_schema(w->srv, 0);
     return;
+  }
+  if (w->newer_told) {
+    log_info("schema check: the database's migrations are this clued's again");
+    w->newer_told = 0;
   }
   judge(w, d, n);
   schema_diffs_free(d, n);

@@ -232,6 +232,29 @@ def test_serve_refuses_to_start_and_allow_schema_drift_serves(ctx):
     harness.wait_for(lambda: health(ctx.srv) == SERVING, timeout=15, what="SERVING")
 
 
+def test_a_server_left_running_under_a_newer_migrate_refuses_calls(ctx):
+    # An upgrade with this server still running: a newer clued applied a migration this
+    # binary does not have. Its writes could skip what the newer functions check (a request's
+    # fingerprint), so it refuses calls from its next check on, and serves again once the
+    # schema is its own (here: the migration taken back).
+    mark = len(ctx.srv.output())
+    sql(ctx, "INSERT INTO schema_migrations (version, name, checksum)"
+             " VALUES (9999, '9999_future_change.sql', 'deadbeef')")
+    try:
+        harness.wait_for(lambda: "the database has migration 9999 applied, newer than this clued's"
+                         in lines_since(ctx.srv, mark), timeout=15, what="the newer migration noticed")
+        harness.wait_for(lambda: health(ctx.srv) == NOT_SERVING, timeout=15, what="NOT_SERVING")
+        harness.expect_status(Code.UNAVAILABLE, ctx.w.G1.member.clue.SubmitClue, pb.SubmitClueRequest(
+            request_id=new_request_id(), title="升级期间", summary="反映某某违规收受礼金",
+            source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT, subject=pb.SubjectPerson(name="张三"),
+            host_unit="市发展改革委"), timeout=10, details_has=("migrated by a newer clued",))
+    finally:
+        sql(ctx, "DELETE FROM schema_migrations WHERE version = 9999")
+    harness.wait_for(lambda: health(ctx.srv) == SERVING, timeout=15, what="SERVING again")
+    assert "the database's migrations are this clued's again" in lines_since(ctx.srv, mark)
+    ctx.w.G1.leader.clue.ListClues(pb.ListCluesRequest(), timeout=10)
+
+
 def test_flags_are_documented_and_checked(ctx):
     out = subprocess.run([harness.CLUED, "help"], capture_output=True, text=True, timeout=30).stdout
     readme = open(os.path.join(harness.SRC, "README.md"), encoding="utf-8").read()
