@@ -71,6 +71,7 @@ const zh = {
   colWhen: "时间",
   colFrom: "移交自",
   overdue: "已逾期",
+  endOfDay: "（日终）",
   dueSoon: "即将到期",
   daysLeft: "剩 {0} 天",
   daysOver: "逾期 {0} 天",
@@ -316,6 +317,7 @@ const en: Record<Key, string> = {
   colWhen: "When",
   colFrom: "Handed over by",
   overdue: "overdue",
+  endOfDay: " (end of day)",
   dueSoon: "due soon",
   daysLeft: "{0} days left",
   daysOver: "{0} days overdue",
@@ -537,4 +539,16 @@ export function fmtDate(ms: bigint | number): string {
   const n = Number(ms);
   if (!n) return "—";
   return new Date(n).toLocaleDateString(lang === "zh" ? "zh-CN" : "en-GB");
+}
+
+/** A deadline given as a day (`cluectl rect create --deadline 2026-12-31`) is the midnight that
+ * ends it: shown as that day, "end of day", not as the next one. Any other instant is shown
+ * with its time. */
+export function fmtDeadline(ms: bigint | number): string {
+  const n = Number(ms);
+  if (!n) return "—";
+  const d = new Date(n);
+  if (d.getHours() === 0 && d.getMinutes() === 0 && d.getSeconds() === 0 && d.getMilliseconds() === 0)
+    return `${fmtDate(n - 1)}${t("endOfDay")}`;
+  return fmtTime(n);
 }

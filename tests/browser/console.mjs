@@ -432,6 +432,9 @@ await scenario("the rectification ledger shows the item and its host unit's figu
   await g1.getByRole("cell", { name: cfg.item.category }).waitFor();
   const text = await g1.locator("main").textContent();
   assert(text.includes("市发展改革委") && text.includes("待整改"), "the ledger does not show the item");
+  // A deadline given as a day (the midnight ending it) shows as that day, not the next one.
+  const day = new Date(cfg.item.deadlineMs - 1).toLocaleDateString("zh-CN", { timeZone: cfg.timezone });
+  assert(text.includes(`${day}（日终）`), `the item's deadline is not shown as ${day}（日终）: ${text}`);
   await shotAndCheck(g1, "ledger");
 });
 

@@ -2,6 +2,7 @@
 and, on top of it, clues in every stage, a handover, an overdue clue, a joint case and a
 rectification item; and what they need beside it."""
 
+import datetime
 import os
 import subprocess
 import time
@@ -81,7 +82,7 @@ def build_dataset(c):
         clue_ids=[g1[3].id], request_id=new_request_id()), timeout=10)
     c.item = w.G1.leader.rect.CreateItem(RE.CreateItemRequest(
         host_unit="市发展改革委", description="公务接待超标准", category="财务管理",
-        source=RE.RECTIFICATION_SOURCE_SUPERVISION, deadline_ms=int(time.time() * 1000) + 60 * DAY_MS,
+        source=RE.RECTIFICATION_SOURCE_SUPERVISION, deadline_ms=end_of_day_cst(60),
         request_id=new_request_id()), timeout=10)
     # G1's member is an assigned handler (承办人) of a clue in preliminary check.
     w.G1.leader.clue.AssignHandler(CL.AssignHandlerRequest(clue_id=p2.id, user_id=w.G1.member.id, reason="派员参与",
@@ -89,6 +90,14 @@ def build_dataset(c):
     c.assigned_clue = p2.id
     c.g1_clues = g1
     return want
+
+
+def end_of_day_cst(days):
+    """The midnight that ends the day `days` from today in Asia/Shanghai (UTC+08:00), in ms: a
+    deadline given as a day, as `cluectl rect create --deadline` sends it."""
+    cst = datetime.timezone(datetime.timedelta(hours=8))
+    day = datetime.datetime.now(cst).date() + datetime.timedelta(days=days + 1)
+    return int(datetime.datetime(day.year, day.month, day.day, tzinfo=cst).timestamp() * 1000)
 
 
 def cluectl_bytes(*args, server, token, tz=None):

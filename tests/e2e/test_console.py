@@ -233,7 +233,7 @@ def test_browser_scenarios(c):
         "handed_clue": c.handed.id,
         "assigned_clue": c.assigned_clue,
         "case": {"id": c.case.id, "title": c.case.title},
-        "item": {"id": c.item.id, "category": c.item.category},
+        "item": {"id": c.item.id, "category": c.item.category, "deadlineMs": c.item.deadline_ms},
     }
     run_browser_script(c, "console.mjs", cfg, SCENARIOS)
     with open(cfg["results"]) as f:

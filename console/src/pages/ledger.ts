@@ -4,7 +4,7 @@
 // read; and the items themselves, newest first, 500 at a time with "show more" for the next
 // page (the ledger grows for years; the total already counts every item).
 import { h, clear, prose } from "../dom";
-import { t, tName, fmtDate } from "../i18n";
+import { t, tName, fmtDeadline } from "../i18n";
 import { ledger } from "../api";
 import { RectificationState, RectificationSource, type HostUnitLedger, type RectificationItem } from "../../gen/clue/v1/rectification_pb";
 import { section, table, loading, errorBox, partialNote } from "../ui";
@@ -20,7 +20,7 @@ function itemRow(it: RectificationItem): HTMLElement {
     it.category,
     prose(it.description.length > 80 ? `${it.description.slice(0, 80)}…` : it.description),
     tName(`RECTIFICATION_STATE_${RectificationState[it.state]}`),
-    it.overdue ? h("span", { class: "badge badge-overdue" }, `${fmtDate(it.deadlineMs)} · ${t("overdue")}`) : fmtDate(it.deadlineMs),
+    it.overdue ? h("span", { class: "badge badge-overdue" }, `${fmtDeadline(it.deadlineMs)} · ${t("overdue")}`) : fmtDeadline(it.deadlineMs),
     it.source === RectificationSource.CLUE
       ? h("a", { href: `#/clue/${it.sourceClueId}` }, `${t("navClue")} #${it.sourceClueId}`)
       : it.source === RectificationSource.CASE
