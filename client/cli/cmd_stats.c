@@ -11,8 +11,12 @@
 #include "table.h"
 
 static const cli_opt_t stats_opts[] = {
-    {"from", "DATE", 0, "first day of the period (YYYY-MM-DD or RFC 3339; default: 1 January of this year)"},
-    {"to", "DATE", 0, "last day of the period, a date taking in that whole day (default: 31 December of this year)"},
+    {"from", "DATE", 0,
+     "first day of the period (YYYY-MM-DD or RFC 3339; default: 1 January of this year, or of "
+     "--to's year if earlier)"},
+    {"to", "DATE", 0,
+     "last day of the period, a date taking in that whole day (default: 31 December of this year, "
+     "or of --from's year if later)"},
     {"unit", "ID", CLI_OPT_REPEAT, "only this unit"},
     {"csv", NULL, 0, "print CSV (RFC 4180, with a header row) instead of a table"},
     {"cases", NULL, 0, "with --csv: the joint-case figures instead of the unit figures"},
@@ -278,10 +282,16 @@ static int run_stats(cli_t *cli, const cli_args_t *args) {
   time_t now = time(NULL);
   struct tm tm;
 
-  /* The period people ask for most: this calendar year, in local time as dates are. */
+  /* The period people ask for most: this calendar year, in local time as dates are. A bound
+   * given alone keeps its year in the period: --from 2027-03-01 runs to the end of 2027, and
+   * --to 2025-06-30 from the start of 2025, when those years are not this one. */
   localtime_r(&now, &tm);
   snprintf(year_from, sizeof(year_from), "%04d-01-01", tm.tm_year + 1900);
   snprintf(year_to, sizeof(year_to), "%04d-12-31", tm.tm_year + 1900);
+  if (from != NULL && to == NULL && strlen(from) >= 4 && strncmp(from, year_to, 4) > 0)
+    snprintf(year_to, sizeof(year_to), "%.4s-12-31", from);
+  if (to != NULL && from == NULL && strlen(to) >= 4 && strncmp(to, year_from, 4) < 0)
+    snprintf(year_from, sizeof(year_from), "%.4s-01-01", to);
   if (from == NULL)
     from = year_from;
   if (to == NULL)

@@ -152,7 +152,6 @@ def test_usage_errors(c):
           "--clue", "3", "--deadline", "2099-01-01"], "--clue goes with --source clue"),
         (["rect", "create", "--host-unit", "h", "--description", "d", "--category", "c", "--source", "clue",
           "--clue", "3", "--case", "4", "--deadline", "2099-01-01"], "--case goes with --source case"),
-        (["stats", "--to", "1999-12-31"], "ends before it begins"),  # --from: this year
         (["stats", "--from", "2026-02-01", "--to", "2026-01-01"], "ends before it begins"),
         (["stats", "--from", "2026-01-01", "--to", "2026-02-01", "--cases"], "--cases goes with --csv"),
         (["--json", "stats", "--from", "2026-01-01", "--to", "2026-02-01", "--csv"], "exclude each other"),
@@ -901,6 +900,13 @@ def test_stats(c):
     assert r.returncode == 0 and r.stdout.startswith(f"Period: {year}-01-01 to {year}-12-31\n"), r.stdout + r.stderr
     whole = {u["unit_code"]: u for u in c.json(w.auditor, "stats")["units"]}
     assert whole["G1"]["received"] >= by_code["G1"]["received"]
+    # One bound alone keeps its own year: --from next year runs to its end, --to last year
+    # starts at its beginning (not "the period ends before it begins").
+    nxt, prev = int(year) + 1, int(year) - 1
+    r = c.ctl(w.auditor, "stats", "--from", f"{nxt}-03-01", check=0)
+    assert r.returncode == 0 and r.stdout.startswith(f"Period: {nxt}-03-01 to {nxt}-12-31\n"), r.stdout + r.stderr
+    r = c.ctl(w.auditor, "stats", "--to", f"{prev}-06-30", check=0)
+    assert r.returncode == 0 and r.stdout.startswith(f"Period: {prev}-01-01 to {prev}-06-30\n"), r.stdout + r.stderr
 
 
 def _poke(c, sql, *args):
