@@ -981,8 +981,11 @@ class Matrix:
                          REO: (lambda x: x.rect.Reopen, rp.ReopenRequest, {"reason": "不足"})}
             for ik, it in self.items.items():
                 iid = it.id if it else MISSING
-                self.check("GetItem", p, "item " + ik, expect_item_read(p, it),
-                           lambda: u.rect.GetItem(rp.GetItemRequest(item_id=iid), timeout=20))
+                resp = self.check("GetItem", p, "item " + ik, expect_item_read(p, it),
+                                  lambda: u.rect.GetItem(rp.GetItemRequest(item_id=iid), timeout=20))
+                if resp is not None:  # its texts, read under the caller's sight in SQL, as the AUDITOR's
+                    self.tally("GetItem(texts shown)", p, "item " + ik,
+                               w.auditor.rect.GetItem(rp.GetItemRequest(item_id=iid), timeout=20), resp)
                 for target, (fn, reqtype, extra) in item_rpcs.items():
                     for stale in (True, False):
                         want = expect_item_move(p, it, target, stale)

@@ -17,6 +17,7 @@ the object), and the counts are waited for until they moved.
 """
 
 import os
+import random
 import sys
 import time
 
@@ -31,6 +32,7 @@ S = harness.stubs()
 pb = S.clue_pb2
 cs = S.case_pb2
 au = S.audit_pb2
+rp = S.rectification_pb2
 Code = grpc.StatusCode
 
 MISSING_ID = 987654321
@@ -57,6 +59,13 @@ def setup():
     c.case = w.R1.leader.case.CreateJointCase(cs.CreateJointCaseRequest(
         title="联合办案", basis="室组地联合审查", participant_unit_ids=[w.X1.id], clue_ids=[x.id for x in clues],
         request_id=new_request_id()), timeout=20)
+    # Item I: G1's ledger item, whose description PostgreSQL keeps out of line (TOAST): too long
+    # to stay in the row, and random, so that it does not compress.
+    rnd = random.Random(7)
+    c.item = w.G1.leader.rect.CreateItem(rp.CreateItemRequest(
+        host_unit="市发展改革委", description="".join(chr(rnd.randrange(0x4E00, 0x9FA0)) for _ in range(6000)),
+        category="财务管理", source=rp.RECTIFICATION_SOURCE_SUPERVISION,
+        deadline_ms=int(time.time() * 1000) + 30 * 86400000, request_id=new_request_id()), timeout=20)
     return c
 
 
@@ -66,14 +75,18 @@ def teardown(c):
 
 def rows_read(c, table):
     """Rows PostgreSQL has counted as read from table: by sequential scans, and through its
-    indexes other than the primary key (entries read, and rows fetched by them). clued's audit
-    tail and tree read audit_events by seq, through its primary key, whenever they look."""
+    indexes other than the primary key (entries read, and rows fetched by them); clued's audit
+    tail and tree read audit_events by seq, through its primary key, whenever they look.
+    "rect_items toast" is the table of rect_items' out-of-line values, read through its one
+    index (its primary key)."""
+    name, _, toast = table.partition(" ")
+    rel = ("(SELECT reltoastrelid FROM pg_class WHERE oid = %s::regclass)" if toast else "%s::regclass")
     with c.db.cursor() as cur:
         cur.execute("SELECT pg_stat_clear_snapshot()")
         cur.execute("SELECT t.seq_tup_read + coalesce((SELECT sum(i.idx_tup_read + i.idx_tup_fetch)"
-                    " FROM pg_stat_user_indexes i JOIN pg_index x ON x.indexrelid = i.indexrelid"
-                    " WHERE i.relid = t.relid AND NOT x.indisprimary), 0)"
-                    " FROM pg_stat_user_tables t WHERE t.relname = %s", (table,))
+                    " FROM pg_stat_all_indexes i JOIN pg_index x ON x.indexrelid = i.indexrelid"
+                    f" WHERE i.relid = t.relid AND {'true' if toast else 'NOT x.indisprimary'}), 0)"
+                    f" FROM pg_stat_all_tables t WHERE t.relid = {rel}", (name,))
         return int(cur.fetchone()[0])
 
 
@@ -160,6 +173,31 @@ def test_list_audit_events_reads_no_event_of_a_hidden_subject(c):
         lambda: empty_page(w.G3.leader.audit.ListAuditEvents, of(a)),
         lambda: empty_page(w.G3.leader.audit.ListAuditEvents, of(MISSING_ID)),
         lambda: w.G1.leader.audit.ListAuditEvents(of(a), timeout=20))
+
+
+def test_get_item_reads_no_text_of_a_hidden_item(c):
+    w, i = c.w, c.item.id
+    assert len(w.G1.leader.rect.GetItem(rp.GetItemRequest(item_id=i), timeout=20).description) == 6000
+    reads_as_missing(
+        c, "rect_items toast",
+        lambda: refused(w.G3.leader.rect.GetItem, rp.GetItemRequest(item_id=i)),
+        lambda: refused(w.G3.leader.rect.GetItem, rp.GetItemRequest(item_id=MISSING_ID)),
+        lambda: w.G1.leader.rect.GetItem(rp.GetItemRequest(item_id=i), timeout=20))
+
+
+def test_item_moves_read_no_text_of_a_hidden_item(c):
+    """The facts of a move need no text of the item, and read none, whoever asks."""
+    w, i = c.w, c.item.id
+
+    def plan(item_id):
+        return rp.RecordPlanRequest(item_id=item_id, expected_version=c.item.version, plan="整改方案",
+                                    request_id=new_request_id())
+
+    reads_as_missing(
+        c, "rect_items toast",
+        lambda: refused(w.G3.leader.rect.RecordPlan, plan(i)),
+        lambda: refused(w.G3.leader.rect.RecordPlan, plan(MISSING_ID)),
+        lambda: w.G1.leader.rect.GetItem(rp.GetItemRequest(item_id=i), timeout=20))
 
 
 if __name__ == "__main__":
