@@ -33,6 +33,8 @@ __attribute__((format(printf, 2, 3))) static void cat(audit_sql_t *q, const char
 
 void audit_sql_build(audit_sql_t *q, const audit_filter_t *f, int64_t after, int64_t bound,
                      int limit) {
+  int subject_param = 0;
+
   q->n = 0;
   q->text[0] = '\0';
   param_i64(q, after);
@@ -51,6 +53,7 @@ void audit_sql_build(audit_sql_t *q, const audit_filter_t *f, int64_t after, int
   }
   if (f->subject_id) {
     param_i64(q, f->subject_id);
+    subject_param = q->n;
     cat(q, " AND e.subject_id = $%d", q->n);
   }
   if (f->actor_user_id) {
@@ -86,10 +89,18 @@ void audit_sql_build(audit_sql_t *q, const audit_filter_t *f, int64_t after, int
     /* The buffer fits every scope; were it not to, the caller would see nothing. */
     if (clue_scope_sql(f->clue_scope, "c", q->n - 1, q->n, cond, sizeof(cond)) != 0)
       snprintf(cond, sizeof(cond), "false");
-    cat(q,
-        " AND e.subject_type = 'clue' AND EXISTS (SELECT 1 FROM clues c"
-        " WHERE c.id = e.subject_id AND %s)",
-        cond);
+    /* One subject: its sight decided once, before any of its events is read (the condition
+     * names no event), so that a hidden clue costs what a missing one does. */
+    if (f->subject_id)
+      cat(q,
+          " AND e.subject_type = 'clue' AND EXISTS (SELECT 1 FROM clues c"
+          " WHERE c.id = $%d AND %s)",
+          subject_param, cond);
+    else
+      cat(q,
+          " AND e.subject_type = 'clue' AND EXISTS (SELECT 1 FROM clues c"
+          " WHERE c.id = e.subject_id AND %s)",
+          cond);
   }
   param_i64(q, limit);
   cat(q, " ORDER BY e.seq LIMIT $%d", q->n);

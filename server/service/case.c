@@ -252,23 +252,44 @@ static void reply_changed_case(rpc_call_t *call, const db_result_t *r, void *arg
 
 /* ---- GetJointCase, ListJointCases ------------------------------------------------------- */
 
+/* clang-format off */
+/* The case's rows when the caller sees it (%s, twice: authz_can_see_case() in SQL, on the case
+ * j and the caller's unit in $2); otherwise the case's own row alone, without its participants
+ * or clues, which the server refuses on its facts. A hidden case costs what a missing one
+ * does, whatever it holds (docs/COOPERATION.md). */
+static const char get_case_sql[] =
+    "SELECT " JC_SELECT("$3") " FROM joint_cases j CROSS JOIN LATERAL"
+    " (SELECT * FROM joint_case_rows(j.id, $2) WHERE %s"
+    " UNION ALL SELECT j.id, j.title, j.basis, j.lead_unit, j.created_by, "
+    SVC_MS("j.created_at") ", joint_case_has_unit(j.id, $2), NULL, NULL, NULL, NULL, NULL,"
+    " NULL, NULL, NULL WHERE (%s) IS NOT TRUE) r WHERE j.id = $1";
+/* clang-format on */
+
 static void get_joint_case(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__GetJointCaseRequest *req = (const void *)m;
   validate_error_t err;
   authz_principal_t p = clue_principal(call);
-  const char *params[3];
+  unsigned scope = authz_clue_scope(&p);
+  const char *params[3], *seen, *sql;
 
   if (clue_invalid(call, validate_id("case_id", req->case_id, &err), &err))
     return;
+  /* As ListJointCases: all cases for AUDITORs, those the unit leads or joins for staff. */
+  if (scope & AUTHZ_SCOPE_ALL)
+    seen = "true";
+  else if (scope & AUTHZ_SCOPE_JOINT_CASES)
+    seen = "(j.lead_unit = $2 OR joint_case_has_unit(j.id, $2))";
+  else
+    seen = "false";
   params[0] = svc_i64(call, req->case_id, 0);
   params[1] = svc_i64(call, p.unit_id, 0);
   params[2] = svc_i64(call, p.user_id, 0);
-  if (!svc_all_set(params, 3)) {
+  sql = rpc_call_printf(call, get_case_sql, seen, seen);
+  if (sql == NULL || !svc_all_set(params, 3)) {
     clue_oom(call);
     return;
   }
-  svc_query(call, "SELECT " JC_SELECT("$3") " FROM joint_case_rows($1, $2) r", 3, params,
-            reply_case, NULL);
+  svc_query(call, sql, 3, params, reply_case, NULL);
 }
 
 /* clang-format off */

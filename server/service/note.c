@@ -69,14 +69,17 @@ static const char add_sql[] =
 
 /* The clue's facts, then a page of its notes (one row with NULL note columns when none).
  * Notes past the text budget are not fetched, except the first one, which tells the reply
- * that more follow. */
+ * that more follow. Nor are the notes of a clue the caller does not see (%s: the clue scope's
+ * condition on c, the caller's unit in $2 and user in $5): its answer must cost what a missing
+ * clue's does (docs/COOPERATION.md). The server still decides sight on the facts; the
+ * condition only spares the read. */
 static const char list_sql[] =
     "SELECT " CLUE_FACT_COLS("c", "ou", "$2", "$5") ", " NOTE_COLS("n")
     " FROM clues c JOIN units ou ON ou.id = c.owner_unit"
     " LEFT JOIN LATERAL (SELECT * FROM (SELECT x.*, sum(octet_length(x.text)) OVER (ORDER BY x.id)"
     " - octet_length(x.text) AS text_before FROM notes x WHERE x.clue_id = c.id AND x.id > $3"
-    " ORDER BY x.id LIMIT $4) p WHERE p.text_before <= " SVC_STR(NOTES_PAGE_TEXT_BYTES) ") n ON true"
-    " WHERE c.id = $1 ORDER BY n.id";
+    " AND %s ORDER BY x.id LIMIT $4) p WHERE p.text_before <= " SVC_STR(NOTES_PAGE_TEXT_BYTES) ") n"
+    " ON true WHERE c.id = $1 ORDER BY n.id";
 /* clang-format on */
 
 /* The note at (row, col) in the call's memory; NULL when out of memory. */
@@ -277,9 +280,11 @@ static void got_notes(rpc_call_t *call, const db_result_t *r, void *arg) {
 
 void clue_list_notes(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__ListNotesRequest *req = (const void *)m;
+  authz_principal_t p = clue_principal(call);
   validate_errors_t e;
   int32_t *page_size;
-  const char *params[5];
+  const char *params[5], *sql;
+  char cond[CLUE_SCOPE_SQL_MAX];
 
   if ((page_size = rpc_call_alloc(call, sizeof(*page_size))) == NULL) {
     clue_oom(call);
@@ -293,14 +298,17 @@ void clue_list_notes(rpc_call_t *call, const ProtobufCMessage *m) {
   if (clue_invalid_each(call, &e))
     return;
   params[0] = svc_i64(call, req->clue_id, 0);
-  params[1] = svc_i64(call, clue_principal(call).unit_id, 0);
+  params[1] = svc_i64(call, p.unit_id, 0);
   params[2] = svc_i64(call, req->after_note_id, 0);
   /* One more than the page, to know whether more follow. */
   params[3] = rpc_call_i64(call, (int64_t)*page_size + 1);
-  params[4] = svc_i64(call, clue_principal(call).user_id, 0);
-  if (!svc_all_set(params, 5)) {
+  params[4] = svc_i64(call, p.user_id, 0);
+  if (clue_scope_sql(authz_clue_scope(&p), "c", 2, 5, cond, sizeof(cond)) != 0)
+    snprintf(cond, sizeof(cond), "false");
+  sql = rpc_call_printf(call, list_sql, cond);
+  if (sql == NULL || !svc_all_set(params, 5)) {
     clue_oom(call);
     return;
   }
-  svc_query(call, list_sql, 5, params, got_notes, page_size);
+  svc_query(call, sql, 5, params, got_notes, page_size);
 }

@@ -42,14 +42,21 @@
 /* An item row i with its supervising unit's row u, relative to the caller's unit and user
  * (params): whether the unit is in the source case, whether the user is recused from the
  * source clue. */
-#define RECT_COLS(unit, user)                                                                   \
-  "i.id, i.host_unit, i.description, i.category, i.source, i.source_clue, i.source_case, "    \
-  SVC_MS("i.deadline") ", i.supervising_unit, i.state, i.version, i.plan, "                   \
-  "array_to_string(i.plan_note_ids, ','), i.evidence, array_to_string(i.evidence_note_ids, ','), " \
-  "i.reopen_reason, i.verify_comment, i.created_by, " SVC_MS("i.created_at") ", "               \
-  SVC_MS("i.updated_at") ", " SVC_MS("i.verified_at") ", u.liaison_room_id, "                  \
-  "coalesce(joint_case_has_unit(i.source_case, " unit "), false), "                           \
+#define RECT_COLS(unit, user) RECT_COLS_SEEN(unit, user, "true")
+/* The same, its texts and cited notes read only when seen (an SQL condition) holds, empty
+ * otherwise: a read of an item the caller may not see reads none of them, so that it costs
+ * what a missing item does (docs/COOPERATION.md). */
+#define RECT_COLS_SEEN(unit, user, seen)                                                        \
+  "i.id, i.host_unit, " RECT_SEEN(seen, "i.description") ", i.category, i.source, "            \
+  "i.source_clue, i.source_case, " SVC_MS("i.deadline") ", i.supervising_unit, i.state, "       \
+  "i.version, " RECT_SEEN(seen, "i.plan") ", "                                                  \
+  RECT_SEEN(seen, "array_to_string(i.plan_note_ids, ',')") ", " RECT_SEEN(seen, "i.evidence") ", " \
+  RECT_SEEN(seen, "array_to_string(i.evidence_note_ids, ',')") ", "                             \
+  RECT_SEEN(seen, "i.reopen_reason") ", " RECT_SEEN(seen, "i.verify_comment") ", i.created_by, " \
+  SVC_MS("i.created_at") ", " SVC_MS("i.updated_at") ", " SVC_MS("i.verified_at") ", "          \
+  "u.liaison_room_id, coalesce(joint_case_has_unit(i.source_case, " unit "), false), "         \
   "(i.source_clue IS NOT NULL AND clue_user_recused(i.source_clue, " user "))"
+#define RECT_SEEN(seen, text) "CASE WHEN " seen " THEN " text " ELSE '' END"
 /* clang-format on */
 
 /* Columns of RECT_COLS. */
@@ -188,36 +195,47 @@ static void reply_item(rpc_call_t *call, const db_result_t *r, void *arg) {
 
 /* ---- GetItem, ListItems ----------------------------------------------------------------- */
 
+static const char *seen_sql(rpc_call_t *call, const authz_principal_t *p, int unit, int user);
+
+/* clang-format off */
+/* The item, its texts only if the caller sees it (%s: seen_sql(), unit in $2 and user in $3);
+ * the server decides on its facts. */
+static const char get_item_sql[] =
+    "SELECT " RECT_COLS_SEEN("$2", "$3", "s.seen") " FROM rect_items i"
+    " JOIN units u ON u.id = i.supervising_unit CROSS JOIN LATERAL (SELECT %s AS seen) s"
+    " WHERE i.id = $1";
+/* clang-format on */
+
 static void get_item(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__GetItemRequest *req = (const void *)m;
+  authz_principal_t p = clue_principal(call);
   validate_error_t err;
-  const char *params[3];
+  const char *params[3], *seen, *sql;
 
   if (clue_invalid(call, validate_id("item_id", req->item_id, &err), &err))
     return;
   params[0] = svc_i64(call, req->item_id, 0);
-  params[1] = svc_i64(call, clue_principal(call).unit_id, 0);
-  params[2] = svc_i64(call, clue_principal(call).user_id, 0);
-  if (!svc_all_set(params, 3)) {
+  params[1] = svc_i64(call, p.unit_id, 0);
+  params[2] = svc_i64(call, p.user_id, 0);
+  if ((seen = seen_sql(call, &p, 2, 3)) == NULL ||
+      (sql = rpc_call_printf(call, get_item_sql, seen)) == NULL || !svc_all_set(params, 3)) {
     clue_oom(call);
     return;
   }
-  svc_query(call,
-            "SELECT " RECT_COLS("$2", "$3") " FROM rect_items i"
-                                            " JOIN units u ON u.id = i.supervising_unit"
-                                            " WHERE i.id = $1",
-            3, params, reply_item, NULL);
+  svc_query(call, sql, 3, params, reply_item, NULL);
 }
 
-/* The WHERE clause of the items p sees (unit in $1, user in $<user>), from rect_scope(), in
- * the call's memory. NULL when p sees none (*none set) or out of memory. */
-static const char *scope_sql(rpc_call_t *call, const authz_principal_t *p, int user, bool *none) {
+/* The WHERE clause of the items p sees (i an item row, u its supervising unit's; unit in
+ * $<unit>, user in $<user>), from rect_scope(), in the call's memory. NULL when p sees none
+ * (*none set) or out of memory. */
+static const char *scope_sql(rpc_call_t *call, const authz_principal_t *p, int unit, int user,
+                             bool *none) {
   unsigned scope = rect_scope(p);
-  const char *recusals;
+  const char *recusals, *liaised;
 
   *none = scope == 0;
   if (scope & RECT_SCOPE_ALL)
-    return rpc_call_printf(call, "$1::bigint IS NOT NULL AND $%d::bigint IS NOT NULL", user);
+    return rpc_call_printf(call, "$%d::bigint IS NOT NULL AND $%d::bigint IS NOT NULL", unit, user);
   if (scope == 0)
     return NULL;
   /* As clue_scope_sql()'s AUTHZ_SCOPE_UNRECUSED: the user's few recusals, hashed once. */
@@ -228,11 +246,21 @@ static const char *scope_sql(rpc_call_t *call, const authz_principal_t *p, int u
                                user);
   else
     recusals = rpc_call_printf(call, " AND $%d::bigint IS NOT NULL", user);
-  if (recusals == NULL)
+  liaised =
+      scope & RECT_SCOPE_LIAISED ? rpc_call_printf(call, " OR u.liaison_room_id = $%d", unit) : "";
+  if (recusals == NULL || liaised == NULL)
     return NULL;
   return rpc_call_printf(
-      call, "(i.supervising_unit = $1%s OR i.source_case IN (SELECT joint_cases_of_unit($1)))%s",
-      scope & RECT_SCOPE_LIAISED ? " OR u.liaison_room_id = $1" : "", recusals);
+      call, "(i.supervising_unit = $%d%s OR i.source_case IN (SELECT joint_cases_of_unit($%d)))%s",
+      unit, liaised, unit, recusals);
+}
+
+/* scope_sql() as a condition, "false" when p sees no item; NULL when out of memory. */
+static const char *seen_sql(rpc_call_t *call, const authz_principal_t *p, int unit, int user) {
+  bool none;
+  const char *s = scope_sql(call, p, unit, user, &none);
+
+  return s == NULL && none ? "false" : s;
 }
 
 typedef struct list_req {
@@ -329,7 +357,7 @@ static void list_items(rpc_call_t *call, const ProtobufCMessage *m) {
     validate_add(&e, "page_token", "page_token is malformed");
   if (clue_invalid_each(call, &e))
     return;
-  if ((scope = scope_sql(call, &p, 7, &none)) == NULL) {
+  if ((scope = scope_sql(call, &p, 1, 7, &none)) == NULL) {
     if (none)
       (void)rpc_reply(call, &empty.base);
     else
@@ -473,7 +501,7 @@ static void get_ledger_stats(rpc_call_t *call, const ProtobufCMessage *m) {
   if (clue_invalid_each(call, &e))
     return;
   /* Over the items the caller sees: one it is recused from would show in its host unit's count. */
-  if ((scope = scope_sql(call, &p, 4, &none)) == NULL) {
+  if ((scope = scope_sql(call, &p, 1, 4, &none)) == NULL) {
     if (none) {
       empty.as_of_ms = clue_now_ms(call);
       empty.total = &none_total;
@@ -730,8 +758,10 @@ typedef struct move_req {
 } move_req_t;
 
 /* clang-format off */
+/* The facts of a move: no text of the item, which the decision does not need (nor may a read
+ * of a hidden item read it). */
 #define MOVE_FACTS_COLS                                                                            \
-  SVC_DURABLE_IF(SVC_KEY_RECORDED("rect_requests", "$3", "$4")) "SELECT " RECT_COLS("$2", "$3") ", coalesce(q.method, cq.method)"
+  SVC_DURABLE_IF(SVC_KEY_RECORDED("rect_requests", "$3", "$4")) "SELECT " RECT_COLS_SEEN("$2", "$3", "false") ", coalesce(q.method, cq.method)"
 #define MOVE_FACTS_FROM                                                                            \
     " FROM (SELECT 1) one"                                                                         \
     " LEFT JOIN rect_items i ON i.id = $1"                                                         \

@@ -847,10 +847,18 @@ class Matrix:
                 if resp is not None:
                     self.tally("GetClue(reporter shown)", p, name, expect_reporter(p, c), resp.HasField("reporter"))
                     self.tally("GetClue(reporter_on_file)", p, name, c.reporter, resp.reporter_on_file)
-                self.check("GetHistory", p, name, expect_read(p, c),
-                           lambda: u.clue.GetHistory(pb.GetHistoryRequest(clue_id=cid), timeout=20))
-                self.check("ListNotes", p, name, expect_read(p, c),
-                           lambda: u.clue.ListNotes(pb.ListNotesRequest(clue_id=cid), timeout=20))
+                # Whoever sees a clue reads all of its events and notes, as the AUDITOR does: the
+                # query reads them only under the caller's sight in SQL, which must agree.
+                resp = self.check("GetHistory", p, name, expect_read(p, c),
+                                  lambda: u.clue.GetHistory(pb.GetHistoryRequest(clue_id=cid), timeout=20))
+                if resp is not None:
+                    self.tally("GetHistory(events shown)", p, name, [e.seq for e in self.w.auditor.clue.GetHistory(
+                        pb.GetHistoryRequest(clue_id=cid), timeout=20).events], [e.seq for e in resp.events])
+                resp = self.check("ListNotes", p, name, expect_read(p, c),
+                                  lambda: u.clue.ListNotes(pb.ListNotesRequest(clue_id=cid), timeout=20))
+                if resp is not None:
+                    self.tally("ListNotes(notes shown)", p, name, [x.id for x in self.w.auditor.clue.ListNotes(
+                        pb.ListNotesRequest(clue_id=cid), timeout=20).notes], [x.id for x in resp.notes])
                 self.check("AddNote", p, name, expect_note(p, c),
                            lambda: u.clue.AddNote(pb.AddNoteRequest(clue_id=cid, kind=pb.NOTE_KIND_OTHER, text="矩阵",
                                                                     request_id=new_request_id()), timeout=20))
@@ -973,8 +981,11 @@ class Matrix:
                          REO: (lambda x: x.rect.Reopen, rp.ReopenRequest, {"reason": "不足"})}
             for ik, it in self.items.items():
                 iid = it.id if it else MISSING
-                self.check("GetItem", p, "item " + ik, expect_item_read(p, it),
-                           lambda: u.rect.GetItem(rp.GetItemRequest(item_id=iid), timeout=20))
+                resp = self.check("GetItem", p, "item " + ik, expect_item_read(p, it),
+                                  lambda: u.rect.GetItem(rp.GetItemRequest(item_id=iid), timeout=20))
+                if resp is not None:  # its texts, read under the caller's sight in SQL, as the AUDITOR's
+                    self.tally("GetItem(texts shown)", p, "item " + ik,
+                               w.auditor.rect.GetItem(rp.GetItemRequest(item_id=iid), timeout=20), resp)
                 for target, (fn, reqtype, extra) in item_rpcs.items():
                     for stale in (True, False):
                         want = expect_item_move(p, it, target, stale)
@@ -986,8 +997,16 @@ class Matrix:
             # The cases themselves, and a missing one.
             for k in (self.K, self.K2, None):
                 kid, name = (k.id, k.name) if k else (MISSING, "missing case")
-                self.check("GetJointCase", p, name, expect_get_case(p, k),
-                           lambda: u.case.GetJointCase(cs.GetJointCaseRequest(case_id=kid), timeout=20))
+                resp = self.check("GetJointCase", p, name, expect_get_case(p, k),
+                                  lambda: u.case.GetJointCase(cs.GetJointCaseRequest(case_id=kid), timeout=20))
+                if resp is not None:
+                    # Every member clue, as the AUDITOR sees them, but those p is recused from.
+                    recused = {x.clue_id for x in w.auditor.clue.ListRecusals(pb.ListRecusalsRequest(
+                        user_id=p.user.id), timeout=20).recusals}
+                    self.tally("GetJointCase(clues shown)", p, name,
+                               [x.clue_id for x in w.auditor.case.GetJointCase(cs.GetJointCaseRequest(
+                                   case_id=kid), timeout=20).clues if x.clue_id not in recused],
+                               [x.clue_id for x in resp.clues])
                 self.check("AddParticipant(X1, already in)", p, name,
                            expect_participant(p, k, Code.ALREADY_EXISTS) if k else refusal(p, "case", False),
                            lambda: u.case.AddParticipant(cs.AddParticipantRequest(case_id=kid, unit_id=w.X1.id),
