@@ -83,12 +83,22 @@ export function unitsCsv(r: GetStatisticsResponse): string {
   const lines = [cols.map(field).join(",")];
   for (const u of r.units) {
     lines.push(
-      [
-        String(u.unitId), field(u.unitCode), field(u.unitName), String(u.received), String(u.preliminaryChecksStarted),
-        String(u.filed), String(u.closed), String(u.transferredToJudicial), String(u.overdueNow),
-        median(u.medianDaysAccepted), median(u.medianDaysPreliminaryCheck), median(u.medianDaysFiled),
-        zero.has(u.unitId) ? "yes" : "no", ...kinds.map((k) => String(disposalCount(u, k))),
-      ].join(","),
+        [
+          String(u.unitId),
+          field(u.unitCode),
+          field(u.unitName),
+          String(u.received),
+          String(u.preliminaryChecksStarted),
+          String(u.filed),
+          String(u.closed),
+          String(u.transferredToJudicial),
+          String(u.overdueNow),
+          median(u.medianDaysAccepted),
+          median(u.medianDaysPreliminaryCheck),
+          median(u.medianDaysFiled),
+          zero.has(u.unitId) ? "yes" : "no",
+          ...kinds.map((k) => String(disposalCount(u, k))),
+        ].join(","),
     );
   }
   const has = new Set(r.units.map((u) => u.unitId));

@@ -378,8 +378,8 @@ class CluectlInterop(unittest.TestCase):
                                    "median_days_accepted", "median_days_preliminary_check", "median_days_filed",
                                    "zero_disposal", "closed_TALK_OR_LETTER_INQUIRY", "closed_SANCTION",
                                    "closed_SHELVED, later"])
-        self.assertEqual(rows[1], ["3", "G1", '第一组, "驻发改委"', "12", "5", "2", "4", "1", "1", "12.5", "40", "0",
-                                   "no", "3", "1", "0"])
+        self.assertEqual(rows[1], ["3", "G1", '第一组, "驻发改委"', "12", "5", "2", "4", "1", "1", "12.5", "40", "",
+                                   "no", "3", "1", "0"])  # no median: an empty cell
         self.assertEqual(rows[2][:4], ["4", "G2", "第二组\n(驻交通局)", "1"])
         self.assertEqual(rows[2][-3:], ["0", "0", "1"])
         self.assertEqual(rows[3], ["6", "X1", "某区纪委监委", "", "", "", "", "", "", "", "", "", "yes", "", "", ""])
