@@ -245,8 +245,8 @@ static Clue__V1__BrokenLink__Problem problem_of(const char *s) {
 static void verify_done(rpc_call_t *call, const db_result_t *r, void *arg) {
   Clue__V1__VerifyAuditChainResponse *resp = rpc_call_alloc(call, sizeof(*resp));
   Clue__V1__BrokenLink *link = rpc_call_alloc(call, sizeof(*link));
-  int whole = arg != NULL;
 
+  (void)arg;
   if (resp == NULL || link == NULL) {
     rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
@@ -272,12 +272,118 @@ static void verify_done(rpc_call_t *call, const db_result_t *r, void *arg) {
     }
     resp->broken = link;
   }
-  /* The whole log: the Merkle tree too, which replies. */
-  if (whole) {
-    audit_tree_verify(call, resp, db_value(r, 0, 7), db_value(r, 0, 8), db_value(r, 0, 9));
+  (void)rpc_reply(call, &resp->base);
+}
+
+/* The whole log is judged in batches of chains, one statement each (audit_verify_range() of
+ * 0051): a statement over every event would grow with the log past --db-statement-timeout.
+ * A batch is the chains after the last one judged, up to the VERIFY_BATCH-th head after it;
+ * the last batch runs to the end, taking chains without a head too. */
+#define VERIFY_BATCH 2000
+
+typedef struct verify_walk {
+  char *after_type; /* the last chain judged: "" and 0 before the first */
+  int64_t after_id;
+  int64_t subjects, events;
+  Clue__V1__BrokenLink *first; /* the problem of the lowest (seq, subject), NULL if none */
+} verify_walk_t;
+
+static const char verify_batch_sql[] =
+    "WITH b AS (SELECT subject_type, subject_id FROM audit_heads"
+    "  WHERE (subject_type, subject_id) > ($1::text, $2::bigint) ORDER BY 1, 2"
+    "  OFFSET " SVC_STR(
+        VERIFY_BATCH) " - 1 LIMIT 1)"
+                      " SELECT v.*, (SELECT subject_type FROM b), (SELECT subject_id FROM b)"
+                      " FROM audit_verify_range($1, $2, (SELECT subject_type FROM b), (SELECT "
+                      "subject_id FROM b)) v";
+
+static const char verify_checkpoint_sql[] =
+    "SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, c.tree_size, encode(c.root, 'hex'), c.note"
+    "  FROM (SELECT 1) one"
+    "  LEFT JOIN (SELECT * FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1) c ON true";
+
+static void verify_batch(rpc_call_t *call, verify_walk_t *vw);
+
+/* Whether a problem at (seq, type, id) comes before the one kept. */
+static bool verify_before(const Clue__V1__BrokenLink *kept, int64_t seq, const char *type,
+                          int64_t id) {
+  int c;
+
+  if (kept == NULL)
+    return true;
+  if (seq != kept->seq)
+    return seq < kept->seq;
+  c = strcmp(type, kept->subject_type);
+  return c < 0 || (c == 0 && id < kept->subject_id);
+}
+
+static void verify_checkpoint_read(rpc_call_t *call, const db_result_t *r, void *arg) {
+  verify_walk_t *vw = arg;
+  Clue__V1__VerifyAuditChainResponse *resp = rpc_call_alloc(call, sizeof(*resp));
+
+  if (resp == NULL || db_rows(r) != 1) {
+    rpc_fail(call, resp ? GRPC_INTERNAL : GRPC_RESOURCE_EXHAUSTED,
+             resp ? "internal error" : "out of memory");
     return;
   }
-  (void)rpc_reply(call, &resp->base);
+  clue__v1__verify_audit_chain_response__init(resp);
+  resp->subjects_checked = vw->subjects;
+  resp->events_checked = vw->events;
+  resp->ok = vw->first == NULL;
+  resp->broken = vw->first;
+  audit_tree_verify(call, resp, db_value(r, 0, 7), db_value(r, 0, 8), db_value(r, 0, 9));
+}
+
+static void verify_batch_done(rpc_call_t *call, const db_result_t *r, void *arg) {
+  verify_walk_t *vw = arg;
+
+  if (db_rows(r) != 1) {
+    rpc_fail(call, GRPC_INTERNAL, "internal error");
+    return;
+  }
+  vw->subjects += svc_col_i64(r, 0, 0);
+  vw->events += svc_col_i64(r, 0, 1);
+  if (db_value(r, 0, 5) != NULL &&
+      verify_before(vw->first, svc_col_i64(r, 0, 4), db_value(r, 0, 2), svc_col_i64(r, 0, 3))) {
+    Clue__V1__BrokenLink *link = rpc_call_alloc(call, sizeof(*link));
+
+    if (link == NULL) {
+      rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+      return;
+    }
+    clue__v1__broken_link__init(link);
+    link->subject_type = svc_col_str(call, r, 0, 2);
+    link->subject_id = svc_col_i64(r, 0, 3);
+    link->seq = svc_col_i64(r, 0, 4);
+    link->problem = problem_of(db_value(r, 0, 5));
+    link->detail = svc_col_str(call, r, 0, 6);
+    if (link->subject_type == NULL || link->detail == NULL) {
+      rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+      return;
+    }
+    vw->first = link;
+  }
+  if (db_value(r, 0, 7) == NULL) { /* that was the last batch */
+    svc_read(call, verify_checkpoint_sql, 0, NULL, verify_checkpoint_read, vw);
+    return;
+  }
+  vw->after_type = svc_col_str(call, r, 0, 7);
+  vw->after_id = svc_col_i64(r, 0, 8);
+  if (vw->after_type == NULL) {
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  verify_batch(call, vw);
+}
+
+static void verify_batch(rpc_call_t *call, verify_walk_t *vw) {
+  const char *params[2] = {vw->after_type, svc_i64(call, vw->after_id, 0)};
+
+  if (params[1] == NULL) {
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  svc_read(call, verify_batch_sql, 2, params, verify_batch_done, vw);
 }
 
 static void verify_chain(rpc_call_t *call, const ProtobufCMessage *m) {
@@ -297,14 +403,21 @@ static void verify_chain(rpc_call_t *call, const ProtobufCMessage *m) {
     validate_add(&e, "subject_type", "subject_type needs subject_id (or leave both empty)");
   if (clue_invalid_each(call, &e))
     return;
-  params[0] = req->subject_type[0] ? req->subject_type : NULL;
+  if (!req->subject_type[0]) {
+    verify_walk_t *vw = rpc_call_alloc(call, sizeof(*vw));
+
+    if (vw == NULL) {
+      rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+      return;
+    }
+    memset(vw, 0, sizeof(*vw));
+    vw->after_type = "";
+    verify_batch(call, vw);
+    return;
+  }
+  params[0] = req->subject_type;
   params[1] = svc_i64(call, req->subject_id, 1);
-  svc_query(call,
-            "SELECT v.*, c.tree_size, encode(c.root, 'hex'), c.note"
-            "  FROM audit_verify($1, $2::bigint) v"
-            "  LEFT JOIN (SELECT * FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1) c"
-            "    ON $1::text IS NULL",
-            2, params, verify_done, params[0] ? NULL : (void *)call);
+  svc_read(call, "SELECT v.* FROM audit_verify($1, $2::bigint) v", 2, params, verify_done, NULL);
 }
 
 /* ---- the method table ------------------------------------------------------------------- */

@@ -663,6 +663,42 @@ def test_the_last_export_page_stays_within_bounds_with_many_notes_on_one_clue(c)
         world.unserve(other)
 
 
+def test_the_whole_log_is_verified_in_batches_of_chains(c):
+    """VerifyAuditChain over the whole log runs one statement per batch of chains, each within
+    --db-statement-timeout, where one statement over every event would run past it: here 60,000
+    chains of one event each and a timeout of 400 ms. The batches together judge as the one
+    statement did: every chain and event counted, and of two changed events in different
+    batches the one of the lower seq named, though its chain comes later."""
+    other = world.served(args=["--db-statement-timeout", "400"])
+    conn = other.pg.connect(other.dbname)
+    try:
+        with conn.cursor() as cur:
+            # Later chains first, so that the lowest seq is in the last batch.
+            for lo, hi in ((FAKE + 30000, FAKE + 59999), (FAKE, FAKE + 29999)):
+                cur.execute("SELECT count(audit_append(NULL, NULL, 'test.event', 'clue', s, NULL, NULL, NULL,"
+                            " 'r', '{}')) FROM generate_series(%s::bigint, %s::bigint) s", (lo, hi))
+            cur.execute("SELECT (SELECT count(*) FROM audit_heads), (SELECT count(*) FROM audit_events)")
+            heads, events = cur.fetchone()
+        with grpc.insecure_channel(other.srv.addr) as ch:
+            stub = S.audit_pb2_grpc.AuditServiceStub(ch)
+            md = other.w.auditor.metadata
+            r = stub.VerifyAuditChain(AU.VerifyAuditChainRequest(), metadata=md, timeout=120)
+            assert r.ok and (r.subjects_checked, r.events_checked) == (heads, events), r
+            with conn.cursor() as cur:
+                cur.execute("SET session_replication_role = replica")
+                cur.execute("UPDATE audit_events SET reason = 'x' WHERE subject_type = 'clue' AND subject_id IN"
+                            " (%s, %s) RETURNING subject_id, seq", (FAKE + 10, FAKE + 59000))
+                seq_of = dict(cur.fetchall())
+                cur.execute("RESET session_replication_role")
+            r = stub.VerifyAuditChain(AU.VerifyAuditChainRequest(), metadata=md, timeout=120)
+            assert not r.ok and (r.subjects_checked, r.events_checked) == (heads, events), r
+            assert (r.broken.subject_id, r.broken.seq) == (FAKE + 59000, seq_of[FAKE + 59000]), r.broken
+            assert r.broken.problem == AU.BrokenLink.PROBLEM_CHANGED_CONTENT, r.broken
+    finally:
+        conn.close()
+        world.unserve(other)
+
+
 def test_a_server_without_a_key_says_why_there_is_no_checkpoint(c):
     other = world.served()
     try:
