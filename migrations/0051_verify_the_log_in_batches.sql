@@ -146,3 +146,13 @@ BEGIN
 END
 $fn$;
 
+-- Replaces audit_verify of 0004_audit.sql: one subject's chain is the range that holds it
+-- alone, the whole log the range of every chain; one judgement, kept in one place.
+CREATE OR REPLACE FUNCTION audit_verify(p_subject_type text, p_subject_id bigint)
+RETURNS TABLE (subjects_checked bigint, events_checked bigint, subject_type text, subject_id bigint,
+               seq bigint, problem text, detail text)
+LANGUAGE sql STABLE AS $fn$
+  SELECT * FROM audit_verify_range(coalesce(p_subject_type, ''),
+                                   CASE WHEN p_subject_type IS NULL THEN 0 ELSE p_subject_id - 1 END,
+                                   p_subject_type, p_subject_id)
+$fn$;

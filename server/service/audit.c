@@ -242,17 +242,32 @@ static Clue__V1__BrokenLink__Problem problem_of(const char *s) {
   return CLUE__V1__BROKEN_LINK__PROBLEM__PROBLEM_UNSPECIFIED;
 }
 
-static void verify_done(rpc_call_t *call, const db_result_t *r, void *arg) {
-  Clue__V1__VerifyAuditChainResponse *resp = rpc_call_alloc(call, sizeof(*resp));
+/* The broken link a row of audit_verify() names (columns 2 to 6), in the call's memory; NULL
+ * when out of memory. */
+static Clue__V1__BrokenLink *link_read(rpc_call_t *call, const db_result_t *r) {
   Clue__V1__BrokenLink *link = rpc_call_alloc(call, sizeof(*link));
 
+  if (link == NULL)
+    return NULL;
+  clue__v1__broken_link__init(link);
+  link->subject_type = svc_col_str(call, r, 0, 2);
+  link->subject_id = svc_col_i64(r, 0, 3);
+  link->seq = svc_col_i64(r, 0, 4);
+  link->problem = problem_of(db_value(r, 0, 5));
+  link->detail = svc_col_str(call, r, 0, 6);
+  return link->subject_type && link->detail ? link : NULL;
+}
+
+/* One subject's chain. */
+static void verify_done(rpc_call_t *call, const db_result_t *r, void *arg) {
+  Clue__V1__VerifyAuditChainResponse *resp = rpc_call_alloc(call, sizeof(*resp));
+
   (void)arg;
-  if (resp == NULL || link == NULL) {
+  if (resp == NULL) {
     rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
   clue__v1__verify_audit_chain_response__init(resp);
-  clue__v1__broken_link__init(link);
   if (db_rows(r) != 1) {
     rpc_fail(call, GRPC_INTERNAL, "internal error");
     return;
@@ -260,17 +275,9 @@ static void verify_done(rpc_call_t *call, const db_result_t *r, void *arg) {
   resp->subjects_checked = svc_col_i64(r, 0, 0);
   resp->events_checked = svc_col_i64(r, 0, 1);
   resp->ok = db_value(r, 0, 5) == NULL;
-  if (!resp->ok) {
-    link->subject_type = svc_col_str(call, r, 0, 2);
-    link->subject_id = svc_col_i64(r, 0, 3);
-    link->seq = svc_col_i64(r, 0, 4);
-    link->problem = problem_of(db_value(r, 0, 5));
-    link->detail = svc_col_str(call, r, 0, 6);
-    if (link->subject_type == NULL || link->detail == NULL) {
-      rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
-      return;
-    }
-    resp->broken = link;
+  if (!resp->ok && (resp->broken = link_read(call, r)) == NULL) {
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
   }
   (void)rpc_reply(call, &resp->base);
 }
@@ -344,24 +351,10 @@ static void verify_batch_done(rpc_call_t *call, const db_result_t *r, void *arg)
   vw->subjects += svc_col_i64(r, 0, 0);
   vw->events += svc_col_i64(r, 0, 1);
   if (db_value(r, 0, 5) != NULL &&
-      verify_before(vw->first, svc_col_i64(r, 0, 4), db_value(r, 0, 2), svc_col_i64(r, 0, 3))) {
-    Clue__V1__BrokenLink *link = rpc_call_alloc(call, sizeof(*link));
-
-    if (link == NULL) {
-      rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
-      return;
-    }
-    clue__v1__broken_link__init(link);
-    link->subject_type = svc_col_str(call, r, 0, 2);
-    link->subject_id = svc_col_i64(r, 0, 3);
-    link->seq = svc_col_i64(r, 0, 4);
-    link->problem = problem_of(db_value(r, 0, 5));
-    link->detail = svc_col_str(call, r, 0, 6);
-    if (link->subject_type == NULL || link->detail == NULL) {
-      rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
-      return;
-    }
-    vw->first = link;
+      verify_before(vw->first, svc_col_i64(r, 0, 4), db_value(r, 0, 2), svc_col_i64(r, 0, 3)) &&
+      (vw->first = link_read(call, r)) == NULL) {
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
   }
   if (db_value(r, 0, 7) == NULL) { /* that was the last batch */
     svc_read(call, verify_checkpoint_sql, 0, NULL, verify_checkpoint_read, vw);
