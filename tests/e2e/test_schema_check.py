@@ -23,22 +23,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import new_request_id  # noqa: E402
 import world  # noqa: E402
+from test_metrics import MetricsClued  # noqa: E402
 
 S = harness.stubs()
 pb = S.clue_pb2
 Code = grpc.StatusCode
-
-
-class MetricsClued(harness.Clued):
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.metrics_addr = None
-
-    def _take(self, line):
-        m = re.search(r"metrics on http://(\S+)/metrics", line)
-        if m:
-            self.metrics_addr = m.group(1)
-        super()._take(line)
 
 
 def metric(srv, name):
