@@ -20,18 +20,33 @@ const char schema_catalog_sql[] =
     "SELECT 'f'::text, p.proname::text, pg_catalog.oidvectortypes(p.proargtypes),"
     " p.oid::pg_catalog.regprocedure::text,"
     " pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(p.prosrc, 'UTF8')), 'hex'),"
-    " NULL::text, NULL::text"
-    " FROM pg_catalog.pg_proc p WHERE p.pronamespace = 'public'::pg_catalog.regnamespace"
+    " NULL::text, NULL::text,"
+    " p.provolatile::text || p.proparallel::text"
+    " || CASE WHEN p.proisstrict THEN 't' ELSE 'f' END"
+    " || CASE WHEN p.prosecdef THEN 't' ELSE 'f' END"
+    " || CASE WHEN p.proleakproof THEN 't' ELSE 'f' END"
+    " || CASE WHEN p.proretset THEN 't' ELSE 'f' END"
+    " || ' ' || l.lanname::text || ' ' || pg_catalog.format_type(p.prorettype, NULL),"
+    " (SELECT pg_catalog.string_agg(g, E'\\n' ORDER BY g COLLATE \"C\")"
+    " FROM pg_catalog.unnest(p.proconfig) g)"
+    " FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_language l ON l.oid = p.prolang"
+    " WHERE p.pronamespace = 'public'::pg_catalog.regnamespace"
     " UNION ALL"
     " SELECT 't', t.tgname::text, c.relname::text, NULL,"
     " CASE WHEN f.pronamespace = 'public'::pg_catalog.regnamespace THEN f.proname::text"
     " ELSE f.oid::pg_catalog.regprocedure::text END,"
-    " t.tgtype::int::text, t.tgenabled::text"
+    " t.tgtype::int::text, t.tgenabled::text,"
+    " (SELECT pg_catalog.string_agg(a.attname::text, ', ' ORDER BY a.attname::text COLLATE \"C\")"
+    " FROM pg_catalog.pg_attribute a"
+    " WHERE a.attrelid = t.tgrelid AND a.attnum = ANY (t.tgattr::pg_catalog.int2[])),"
+    " CASE WHEN t.tgqual IS NOT NULL THEN pg_catalog.substring(pg_catalog.pg_get_triggerdef(t.oid),"
+    " ' WHEN \\((.*)\\) EXECUTE (FUNCTION|PROCEDURE) ') END"
     " FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid"
     " JOIN pg_catalog.pg_proc f ON f.oid = t.tgfoid"
     " WHERE c.relnamespace = 'public'::pg_catalog.regnamespace AND NOT t.tgisinternal"
     " UNION ALL"
-    " SELECT 'v', NULL, max(version)::text, NULL, NULL, NULL, NULL FROM public.schema_migrations";
+    " SELECT 'v', NULL, max(version)::text, NULL, NULL, NULL, NULL, NULL, NULL"
+    " FROM public.schema_migrations";
 
 /* pg_trigger.tgtype bits */
 enum {
@@ -54,12 +69,22 @@ typedef struct fn {
   char *create; /* CREATE OR REPLACE FUNCTION ..., the last definition */
   char *alters; /* ALTER FUNCTION statements since, ";\n"-joined, or NULL */
   char *grants; /* GRANT/REVOKE ON FUNCTION statements since it was created, or NULL */
+  /* Its attributes, as its last CREATE and the ALTER FUNCTION statements since leave them. */
+  char *lang, *rettype; /* rettype as format_type() prints it */
+  char vol, parallel;   /* pg_proc's provolatile, proparallel */
+  unsigned char strict, secdef, leakproof, retset;
+  char **config; /* "name=value" as pg_proc.proconfig has them, in order */
+  size_t nconfig;
+  char *attrs_text, *config_text; /* the above in schema_row_t's forms */
 } fn_t;
 
 typedef struct trg {
   char *name, *table, *func;
   int tgtype;
   char enabled;
+  char *columns;   /* UPDATE OF columns, sorted and ", "-joined; "" for none */
+  char *when;      /* the WHEN condition as written, or NULL */
+  char *when_norm; /* its words, for comparing with what pg_get_triggerdef() prints */
   const char *file;
   char *create;
 } trg_t;
@@ -591,6 +616,26 @@ static char *arg_types(const tok_t *t, size_t from, size_t to) {
   return sb_take(&out);
 }
 
+static void config_clear(fn_t *f) {
+  for (size_t k = 0; k < f->nconfig; k++)
+    free(f->config[k]);
+  free(f->config);
+  f->config = NULL;
+  f->nconfig = 0;
+}
+
+/* A function's attributes back to CREATE FUNCTION's defaults, as a CREATE OR REPLACE sets
+ * every one of them to what it says. */
+static void attrs_reset(fn_t *f) {
+  free(f->lang);
+  free(f->rettype);
+  f->lang = f->rettype = NULL;
+  f->vol = 'v';
+  f->parallel = 'u';
+  f->strict = f->secdef = f->leakproof = f->retset = 0;
+  config_clear(f);
+}
+
 static void fn_free(fn_t *f) {
   free(f->name);
   free(f->args);
@@ -598,12 +643,18 @@ static void fn_free(fn_t *f) {
   free(f->create);
   free(f->alters);
   free(f->grants);
+  attrs_reset(f);
+  free(f->attrs_text);
+  free(f->config_text);
 }
 
 static void trg_free(trg_t *g) {
   free(g->name);
   free(g->table);
   free(g->func);
+  free(g->columns);
+  free(g->when);
+  free(g->when_norm);
   free(g->create);
 }
 
@@ -670,6 +721,327 @@ static int fail(const stmt_t *s, const char *fmt, ...) {
 static const char *text_from(const stmt_t *s, size_t i, size_t *len) {
   *len = s->t[s->n - 1].end - s->t[i].start;
   return s->src + s->t[i].start;
+}
+
+/* ---- function attributes ------------------------------------------------------------------ */
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* f's attributes in schema_row_t's forms, after each statement that changes them. */
+static int attrs_render(fn_t *f) {
+  sbuf_t a = {0}, c = {0};
+  char **sorted = f->nconfig ? malloc(f->nconfig * sizeof(*sorted)) : NULL;
+
+  if (f->nconfig && !sorted)
+    return -ENOMEM;
+  sb_printf(&a, "%c%c%c%c%c%c %s %s", f->vol, f->parallel, f->strict ? 't' : 'f',
+            f->secdef ? 't' : 'f', f->leakproof ? 't' : 'f', f->retset ? 't' : 'f',
+            f->lang ? f->lang : "", f->rettype ? f->rettype : "");
+  if (f->nconfig) {
+    memcpy(sorted, f->config, f->nconfig * sizeof(*sorted));
+    qsort(sorted, f->nconfig, sizeof(*sorted), cmp_str);
+  }
+  sb_add(&c, "", 0);
+  for (size_t k = 0; k < f->nconfig; k++) {
+    if (k > 0)
+      sb_add(&c, "\n", 1);
+    sb_str(&c, sorted[k]);
+  }
+  free(sorted);
+  free(f->attrs_text);
+  free(f->config_text);
+  f->attrs_text = sb_take(&a);
+  f->config_text = sb_take(&c);
+  return f->attrs_text && f->config_text ? 0 : -ENOMEM;
+}
+
+/* SET name = value: name's entry replaced in place or added at the end, as PostgreSQL's
+ * GUCArrayAdd() does; value NULL removes it (RESET name, SET name TO DEFAULT). */
+static int config_set(fn_t *f, const char *name, const char *value) {
+  size_t nl = strlen(name), k;
+  char *entry = NULL, **v;
+
+  for (k = 0; k < f->nconfig; k++)
+    if (strncmp(f->config[k], name, nl) == 0 && f->config[k][nl] == '=')
+      break;
+  if (!value) {
+    if (k < f->nconfig) {
+      free(f->config[k]);
+      memmove(&f->config[k], &f->config[k + 1], (f->nconfig - k - 1) * sizeof(*f->config));
+      f->nconfig--;
+    }
+    return 0;
+  }
+  entry = malloc(nl + strlen(value) + 2);
+  if (!entry)
+    return -ENOMEM;
+  sprintf(entry, "%s=%s", name, value);
+  if (k < f->nconfig) {
+    free(f->config[k]);
+    f->config[k] = entry;
+    return 0;
+  }
+  v = realloc(f->config, (f->nconfig + 1) * sizeof(*v));
+  if (!v) {
+    free(entry);
+    return -ENOMEM;
+  }
+  f->config = v;
+  f->config[f->nconfig++] = entry;
+  return 0;
+}
+
+/* Settings whose values PostgreSQL keeps as a list of quoted identifiers (GUC_LIST_QUOTE). */
+static int list_quoted(const char *name) {
+  return strcmp(name, "search_path") == 0 || strcmp(name, "temp_tablespaces") == 0 ||
+         strcmp(name, "session_preload_libraries") == 0 ||
+         strcmp(name, "local_preload_libraries") == 0 ||
+         strcmp(name, "shared_preload_libraries") == 0;
+}
+
+/* SET name {= | TO} value [, ...] | SET name FROM CURRENT | RESET {name | ALL}, at t[*i] (SET or
+ * RESET): f's settings changed as PostgreSQL flattens them into proconfig. */
+static int set_clause(fn_t *f, const stmt_t *s, size_t *i) {
+  const tok_t *t = s->t;
+  int reset = kw(&t[*i], "reset"), rc;
+  sbuf_t name = {0}, value = {0};
+  size_t k = *i + 1;
+
+  if (reset && kw(&t[k], "all")) {
+    config_clear(f);
+    *i = k + 1;
+    return 0;
+  }
+  for (;;) {
+    char *w = name_of(&t[k]);
+    if (!w) {
+      free(name.s);
+      return fail(s, "function %s(%s): SET or RESET without a setting's name", f->name, f->args);
+    }
+    sb_str(&name, w);
+    free(w);
+    k++;
+    if (!punct(&t[k], '.'))
+      break;
+    sb_add(&name, ".", 1);
+    k++;
+  }
+  if (name.oom)
+    return -ENOMEM;
+  if (reset) {
+    rc = config_set(f, name.s, NULL);
+    free(name.s);
+    *i = k;
+    return rc;
+  }
+  if (!kw(&t[k], "to") && !punct(&t[k], '=')) {
+    rc = fail(s, "function %s(%s): SET %s %.*s cannot be followed", f->name, f->args, name.s,
+              (int)t[k].len, t[k].s);
+    free(name.s);
+    return rc;
+  }
+  k++;
+  if (kw(&t[k], "default")) {
+    rc = config_set(f, name.s, NULL);
+    free(name.s);
+    *i = k + 1;
+    return rc;
+  }
+  sb_add(&value, "", 0);
+  for (int first = 1;; first = 0) {
+    const tok_t *v = &t[k];
+    char *w = NULL;
+    int neg = 0;
+
+    if (!first)
+      sb_add(&value, ", ", 2);
+    if (punct(v, '-') && t[k + 1].kind == T_NUM) {
+      neg = 1;
+      v = &t[++k];
+    }
+    if (v->kind == T_NUM) {
+      char *end;
+      long long n = strtoll(v->s, &end, 10);
+      if (neg)
+        sb_add(&value, "-", 1);
+      if (end == v->s + v->len) /* an integer constant is printed again, "010" as 10 */
+        sb_printf(&value, "%lld", n);
+      else
+        sb_add(&value, v->s, v->len);
+    } else if (v->kind == T_WORD || v->kind == T_QWORD || (v->kind == T_STR && v->s[0] == '\'')) {
+      if (v->kind == T_STR) {
+        w = malloc(v->len);
+        if (w) {
+          size_t n = 0;
+          for (size_t c = 1; c + 1 < v->len; c++) {
+            w[n++] = v->s[c];
+            if (v->s[c] == '\'')
+              c++; /* '' */
+          }
+          w[n] = '\0';
+        }
+      } else {
+        w = name_of(v);
+      }
+      if (!w) {
+        free(name.s);
+        free(value.s);
+        return -ENOMEM;
+      }
+      if (list_quoted(name.s))
+        sb_ident(&value, w);
+      else
+        sb_str(&value, w);
+      free(w);
+    } else {
+      rc = fail(s, "function %s(%s): the value of SET %s cannot be followed", f->name, f->args,
+                name.s);
+      free(name.s);
+      free(value.s);
+      return rc;
+    }
+    k++;
+    if (!punct(&t[k], ','))
+      break;
+    k++;
+  }
+  rc = name.oom || value.oom ? -ENOMEM : config_set(f, name.s, value.s);
+  free(name.s);
+  free(value.s);
+  *i = k;
+  return rc;
+}
+
+/* The option of CREATE or ALTER FUNCTION at t[*i], past it: 1 when it is one, 0 when it is not,
+ * -1 (in err) when it cannot be followed, or -ENOMEM. */
+static int fn_option(fn_t *f, const stmt_t *s, size_t *i) {
+  const tok_t *t = s->t;
+  size_t k = *i;
+
+  if (kw(&t[k], "immutable") || kw(&t[k], "stable") || kw(&t[k], "volatile")) {
+    f->vol = (char)tolower((unsigned char)t[k].s[0]);
+    *i = k + 1;
+  } else if (kw(&t[k], "strict")) {
+    f->strict = 1;
+    *i = k + 1;
+  } else if (kw(&t[k], "called") && kw(&t[k + 1], "on")) {
+    f->strict = 0;
+    *i = k + 4; /* CALLED ON NULL INPUT */
+  } else if (kw(&t[k], "returns") && kw(&t[k + 1], "null") && kw(&t[k + 2], "on")) {
+    f->strict = 1;
+    *i = k + 5; /* RETURNS NULL ON NULL INPUT */
+  } else if (kw(&t[k], "leakproof")) {
+    f->leakproof = 1;
+    *i = k + 1;
+  } else if (kw(&t[k], "not") && kw(&t[k + 1], "leakproof")) {
+    f->leakproof = 0;
+    *i = k + 2;
+  } else if (kw(&t[k], "external") && kw(&t[k + 1], "security")) {
+    *i = k + 1;
+  } else if (kw(&t[k], "security") && (kw(&t[k + 1], "definer") || kw(&t[k + 1], "invoker"))) {
+    f->secdef = kw(&t[k + 1], "definer");
+    *i = k + 2;
+  } else if (kw(&t[k], "parallel") &&
+             (kw(&t[k + 1], "safe") || kw(&t[k + 1], "restricted") || kw(&t[k + 1], "unsafe"))) {
+    f->parallel = (char)tolower((unsigned char)t[k + 1].s[0]);
+    *i = k + 2;
+  } else if ((kw(&t[k], "cost") || kw(&t[k], "rows")) && t[k + 1].kind == T_NUM) {
+    *i = k + 2; /* the planner's estimates: not compared */
+  } else if (kw(&t[k], "set") || kw(&t[k], "reset")) {
+    return set_clause(f, s, i) == 0 ? 1 : -1;
+  } else if (kw(&t[k], "support") || kw(&t[k], "window") || kw(&t[k], "transform")) {
+    return fail(s, "function %s(%s): %.*s cannot be followed", f->name, f->args, (int)t[k].len,
+                t[k].s);
+  } else {
+    return 0;
+  }
+  return 1;
+}
+
+/* RETURNS [SETOF] type | RETURNS TABLE (...) at t[*i] (RETURNS), past it. */
+static int returns_clause(fn_t *f, const stmt_t *s, size_t *i) {
+  const tok_t *t = s->t;
+  static const char *const more[] = {"precision", "varying", "with", "without", "time", "zone"};
+  size_t k = *i + 1, from;
+
+  if (kw(&t[k], "table") && punct(&t[k + 1], '(')) {
+    size_t close = skip_parens(t, s->n, k + 1);
+    char *cols = arg_types(t, k + 2, close - 1);
+    if (!cols)
+      return -ENOMEM;
+    f->retset = 1;
+    /* One column is returned as its type, more as a record. */
+    f->rettype = strchr(cols, ',') ? strdup("record") : strdup(cols);
+    free(cols);
+    *i = close;
+    return f->rettype ? 0 : -ENOMEM;
+  }
+  if (kw(&t[k], "setof")) {
+    f->retset = 1;
+    k++;
+  }
+  from = k;
+  if (t[k].kind != T_WORD && t[k].kind != T_QWORD)
+    return fail(s, "function %s(%s): RETURNS without a type", f->name, f->args);
+  k++;
+  if (punct(&t[k], '.'))
+    k += 2;
+  for (int again = 1; again;) {
+    again = 0;
+    for (size_t m = 0; m < sizeof(more) / sizeof(more[0]); m++)
+      if (kw(&t[k], more[m])) {
+        k++;
+        again = 1;
+      }
+  }
+  if (punct(&t[k], '%'))
+    return fail(s, "function %s(%s): RETURNS ...%%TYPE cannot be followed", f->name, f->args);
+  if (punct(&t[k], '('))
+    k = skip_parens(t, s->n, k);
+  while (punct(&t[k], '[') && punct(&t[k + 1], ']'))
+    k += 2;
+  f->rettype = arg_types(t, from, k);
+  *i = k;
+  return f->rettype ? 0 : -ENOMEM;
+}
+
+/* CREATE FUNCTION's clauses after the argument list (t[i] on): f's attributes. */
+static int create_attrs(fn_t *f, const stmt_t *s, size_t i) {
+  const tok_t *t = s->t;
+  int rc;
+
+  attrs_reset(f);
+  while (i < s->n) {
+    if (kw(&t[i], "returns") && !kw(&t[i + 1], "null")) {
+      if ((rc = returns_clause(f, s, &i)) != 0)
+        return rc;
+      continue;
+    }
+    if (kw(&t[i], "language")) {
+      f->lang =
+          t[i + 1].kind == T_STR ? strndup(t[i + 1].s + 1, t[i + 1].len - 2) : name_of(&t[i + 1]);
+      if (!f->lang)
+        return -ENOMEM;
+      for (char *p = f->lang; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+      i += 2;
+      continue;
+    }
+    if (kw(&t[i], "as")) {
+      i += 2;
+      continue;
+    }
+    if ((rc = fn_option(f, s, &i)) < 0)
+      return rc;
+    if (rc == 0)
+      return fail(s, "function %s(%s): %.*s cannot be followed", f->name, f->args, (int)t[i].len,
+                  t[i].s);
+  }
+  if (!f->lang || !f->rettype)
+    return fail(s, "function %s(%s): no LANGUAGE or RETURNS", f->name, f->args);
+  return attrs_render(f);
 }
 
 /* CREATE [OR REPLACE] FUNCTION name (args) ... AS $tag$body$tag$ ...; i at FUNCTION. */
@@ -755,7 +1127,7 @@ static int create_function(schema_expect_t *e, const stmt_t *s, size_t i) {
   sb_str(&create, "CREATE OR REPLACE ");
   sb_add(&create, text, len);
   f->create = sb_take(&create);
-  rc = f->create ? 0 : -ENOMEM;
+  rc = f->create ? create_attrs(f, s, close) : -ENOMEM;
 out:
   free(name);
   free(args);
@@ -833,16 +1205,39 @@ static int drop_function(schema_expect_t *e, const stmt_t *s, size_t i) {
   return rc;
 }
 
+typedef struct alter_arg {
+  int grants; /* a GRANT or REVOKE: kept, nothing else */
+  size_t at;  /* ALTER FUNCTION: its first action */
+} alter_arg_t;
+
 static int alter_cb(schema_expect_t *e, fn_t *f, const stmt_t *s, void *arg) {
-  size_t len;
+  const alter_arg_t *a = arg;
+  size_t len, i = a->at;
   const char *text = text_from(s, 0, &len);
+  int rc;
+
   (void)e;
-  return append_stmt(*(int *)arg ? &f->grants : &f->alters, text, len);
+  if (a->grants)
+    return append_stmt(&f->grants, text, len);
+  while (i < s->n && !kw(&s->t[i], "owner") && !kw(&s->t[i], "restrict")) {
+    if ((rc = fn_option(f, s, &i)) < 0)
+      return rc;
+    if (rc == 0)
+      return fail(s, "ALTER FUNCTION %s(%s) ... %.*s cannot be followed", f->name, f->args,
+                  (int)s->t[i].len, s->t[i].s);
+  }
+  if ((rc = attrs_render(f)) != 0)
+    return rc;
+  return append_stmt(&f->alters, text, len);
 }
 
-/* ALTER FUNCTION name[(args)] action: kept to repeat after a repair's CREATE OR REPLACE. */
+/* ALTER FUNCTION name[(args)] action ...: its attributes followed, and the statement kept to
+ * repeat after a repair's CREATE OR REPLACE. */
 static int alter_function(schema_expect_t *e, const stmt_t *s, size_t i) {
-  int grants = 0;
+  alter_arg_t a = {0, 0};
+  const tok_t *t = s->t;
+  int ours;
+  char *name;
 
   for (size_t k = i + 1; k < s->n; k++)
     if (kw(&s->t[k], "rename") || (kw(&s->t[k], "schema") && kw(&s->t[k - 1], "set")) ||
@@ -850,12 +1245,21 @@ static int alter_function(schema_expect_t *e, const stmt_t *s, size_t i) {
       return fail(s, "ALTER FUNCTION ... %.*s cannot be followed; create a new function instead",
                   (int)s->t[k].len, s->t[k].s);
   i++;
-  return each_named(e, s, &i, 1, alter_cb, &grants);
+  /* Where the actions begin: past the name and its argument list. */
+  a.at = i;
+  name = qualname(t, s->n, &a.at, &ours);
+  if (!name)
+    return fail(s, "a function name was expected");
+  free(name);
+  if (a.at < s->n && punct(&t[a.at], '('))
+    a.at = skip_parens(t, s->n, a.at);
+  return each_named(e, s, &i, 1, alter_cb, &a);
 }
 
 /* GRANT|REVOKE ... ON FUNCTION name(args) [, ...] ...: kept, for a function created again. */
 static int grant_function(schema_expect_t *e, const stmt_t *s) {
-  int grants = 1, rc = 0;
+  alter_arg_t grants = {1, 0};
+  int rc = 0;
   size_t i = 0;
 
   while (i + 1 < s->n && !(kw(&s->t[i], "on") && kw(&s->t[i + 1], "function")))
@@ -873,13 +1277,93 @@ static int grant_function(schema_expect_t *e, const stmt_t *s) {
   return rc;
 }
 
+/* ---- trigger conditions ------------------------------------------------------------------- */
+
+/* A WHEN condition's words: what the migration wrote and what pg_get_triggerdef() prints of it
+ * ("((old.revoked_at IS NULL) AND (new.x = 'on'::text))") come out the same. Parentheses,
+ * casts (the deparser adds them to constants) and case go, and != is <>; so a condition that
+ * differs only in its grouping reads the same. NULL when out of memory or not lexable. */
+static char *expr_words(const char *src, size_t len) {
+  static const char *const type_words[] = {"precision", "varying", "with",
+                                           "without",   "time",    "zone"};
+  lexer_t lx = {.src = src, .len = len};
+  sbuf_t b = {0};
+  char err[64];
+  int rc;
+
+  sb_add(&b, "", 0);
+  while ((rc = next_statement(&lx, err, sizeof(err))) == 1) {
+    const tok_t *t = lx.toks;
+    for (size_t i = 0; i < lx.ntoks; i++) {
+      if (punct(&t[i], '(') || punct(&t[i], ')'))
+        continue;
+      if (punct(&t[i], ':') && punct(&t[i + 1], ':')) {
+        i += 2; /* the type's first word, then the rest of a type of several words */
+        if (i + 1 < lx.ntoks && punct(&t[i + 1], '.'))
+          i += 2;
+        for (int again = 1; again;) {
+          again = 0;
+          for (size_t m = 0; m < sizeof(type_words) / sizeof(type_words[0]); m++)
+            if (i + 1 < lx.ntoks && kw(&t[i + 1], type_words[m])) {
+              i++;
+              again = 1;
+            }
+        }
+        while (i + 2 < lx.ntoks && punct(&t[i + 1], '[') && punct(&t[i + 2], ']'))
+          i += 2;
+        continue;
+      }
+      if (b.len > 0)
+        sb_add(&b, " ", 1);
+      if ((punct(&t[i], '!') && punct(&t[i + 1], '=')) ||
+          (punct(&t[i], '<') && punct(&t[i + 1], '>'))) {
+        sb_str(&b, "<>");
+        i++;
+      } else if (t[i].kind == T_WORD || t[i].kind == T_QWORD) {
+        char *w = name_of(&t[i]);
+        if (!w)
+          b.oom = 1;
+        else
+          sb_str(&b, w);
+        free(w);
+      } else {
+        sb_add(&b, t[i].s, t[i].len);
+      }
+    }
+  }
+  free(lx.toks);
+  if (rc < 0) {
+    free(b.s);
+    return NULL;
+  }
+  return sb_take(&b);
+}
+
+/* Each run of white space in s one space, for a message of one line. */
+static void squeeze_spaces(char *s) {
+  char *o = s;
+
+  for (const char *p = s; *p; p++) {
+    if (isspace((unsigned char)*p)) {
+      if (o > s && o[-1] == ' ')
+        continue;
+      *o++ = ' ';
+    } else {
+      *o++ = *p;
+    }
+  }
+  *o = '\0';
+}
+
 /* CREATE [OR REPLACE] [CONSTRAINT] TRIGGER name {BEFORE|AFTER|INSTEAD OF} event [OR ...]
  * ON table ... EXECUTE {FUNCTION|PROCEDURE} func(...); i at TRIGGER. */
 static int create_trigger(schema_expect_t *e, const stmt_t *s, size_t i) {
   const tok_t *t = s->t;
   int type = 0, ours, fours, rc = -ENOMEM;
-  char *name = NULL, *table = NULL, *func = NULL;
-  size_t len;
+  char *name = NULL, *table = NULL, *func = NULL, *when = NULL, *when_norm = NULL;
+  char *cols[64];
+  size_t len, ncols = 0;
+  sbuf_t columns = {0};
   const char *text;
   trg_t *g;
 
@@ -904,10 +1388,29 @@ static int create_trigger(schema_expect_t *e, const stmt_t *s, size_t i) {
       type |= TG_UPDATE;
     else if (kw(&t[i], "truncate"))
       type |= TG_TRUNCATE;
-    else if (kw(&t[i], "of")) /* UPDATE OF col, ...: the columns are not compared */
-      while (i + 1 < s->n && !kw(&t[i + 1], "on") && !kw(&t[i + 1], "or"))
+    else if (kw(&t[i], "of")) /* UPDATE OF col, ... */
+      while (i + 1 < s->n && !kw(&t[i + 1], "on") && !kw(&t[i + 1], "or")) {
         i++;
+        if (punct(&t[i], ','))
+          continue;
+        if (ncols == sizeof(cols) / sizeof(cols[0])) {
+          rc = fail(s, "trigger %s: too many UPDATE OF columns", name);
+          goto out;
+        }
+        if ((cols[ncols] = name_of(&t[i])) == NULL)
+          goto out;
+        ncols++;
+      }
   }
+  qsort(cols, ncols, sizeof(cols[0]), cmp_str);
+  sb_add(&columns, "", 0);
+  for (size_t k = 0; k < ncols; k++) {
+    if (k > 0)
+      sb_add(&columns, ", ", 2);
+    sb_str(&columns, cols[k]);
+  }
+  if (columns.oom)
+    goto out;
   i++;
   table = qualname(t, s->n, &i, &ours);
   if (!table) {
@@ -920,7 +1423,16 @@ static int create_trigger(schema_expect_t *e, const stmt_t *s, size_t i) {
   }
   for (; i < s->n; i++) {
     if (punct(&t[i], '(')) { /* WHEN (...) */
-      i = skip_parens(t, s->n, i) - 1;
+      size_t close = skip_parens(t, s->n, i);
+      if (kw(&t[i - 1], "when") && !when) {
+        size_t from = t[i + 1].start, to = t[close - 2].end;
+        when = strndup(s->src + from, to - from);
+        when_norm = when ? expr_words(when, strlen(when)) : NULL;
+        if (!when_norm)
+          goto out;
+        squeeze_spaces(when);
+      }
+      i = close - 1;
       continue;
     }
     if (kw(&t[i], "row") && kw(&t[i - 1], "each"))
@@ -953,7 +1465,11 @@ static int create_trigger(schema_expect_t *e, const stmt_t *s, size_t i) {
   g->name = name;
   g->table = table;
   g->func = func;
-  name = table = func = NULL;
+  g->when = when;
+  g->when_norm = when_norm;
+  g->columns = sb_take(&columns);
+  columns.s = NULL;
+  name = table = func = when = when_norm = NULL;
   g->tgtype = type;
   g->enabled = 'O';
   g->file = s->file;
@@ -963,11 +1479,16 @@ static int create_trigger(schema_expect_t *e, const stmt_t *s, size_t i) {
     goto out;
   memcpy(g->create, text, len);
   g->create[len] = '\0';
-  rc = 0;
+  rc = g->columns ? 0 : -ENOMEM;
 out:
   free(name);
   free(table);
   free(func);
+  free(when);
+  free(when_norm);
+  free(columns.s);
+  for (size_t k = 0; k < ncols; k++)
+    free(cols[k]);
   return rc;
 }
 
@@ -1213,6 +1734,22 @@ void schema_expect_function(const schema_expect_t *e, size_t i, const char **nam
     *file = f->file;
 }
 
+void schema_expect_function_attrs(const schema_expect_t *e, size_t i, const char **attrs,
+                                  const char **config) {
+  if (attrs)
+    *attrs = e->fns[i].attrs_text;
+  if (config)
+    *config = e->fns[i].config_text;
+}
+
+void schema_expect_trigger_when(const schema_expect_t *e, size_t i, const char **columns,
+                                const char **when) {
+  if (columns)
+    *columns = e->trgs[i].columns;
+  if (when)
+    *when = e->trgs[i].when;
+}
+
 size_t schema_expect_ntriggers(const schema_expect_t *e) {
   return e->ntrgs;
 }
@@ -1311,6 +1848,101 @@ static void enable_sql(sbuf_t *b, const trg_t *g) {
   sb_str(b, ";\n");
 }
 
+/* Settings in schema_row_t's config form as "SET a=1 SET b=2", or "no SET". */
+static void config_words(sbuf_t *m, const char *p) {
+  if (!*p)
+    sb_str(m, "no SET");
+  for (int first = 1; *p; first = 0) {
+    const char *nl = strchr(p, '\n');
+    size_t l = nl ? (size_t)(nl - p) : strlen(p);
+    sb_printf(m, "%sSET %.*s", first ? "" : " ", (int)l, p);
+    p += l + (nl ? 1 : 0);
+  }
+}
+
+/* What differs between two attribute texts (schema_row_t's attrs and config forms, is being
+ * what the database has, want what the migrations say), as "it is STRICT instead of CALLED ON
+ * NULL INPUT, ... and runs with ...". Returns whether the return type differs (CREATE OR
+ * REPLACE cannot change it). */
+static int attrs_diff(sbuf_t *m, const char *is, const char *is_config, const char *want,
+                      const char *want_config) {
+  static const char *const names[] = {"i", "IMMUTABLE", "s", "STABLE", "v", "VOLATILE"};
+  static const char *const pnames[] = {"s", "PARALLEL SAFE",  "r", "PARALLEL RESTRICTED",
+                                       "u", "PARALLEL UNSAFE"};
+  const char *is_lang = strchr(is, ' '), *want_lang = strchr(want, ' ');
+  const char *is_ret, *want_ret;
+  size_t is_ll, want_ll, n = 0;
+  sbuf_t part[8] = {{0}};
+  int ret = 0;
+
+  if (!is_lang || !want_lang || is_lang - is != 6 || want_lang - want != 6) {
+    sb_printf(m, "it has the attributes %s instead of %s", is, want);
+    return 0;
+  }
+  is_lang++, want_lang++;
+  is_ret = strchr(is_lang, ' ');
+  want_ret = strchr(want_lang, ' ');
+  is_ll = is_ret ? (size_t)(is_ret - is_lang) : strlen(is_lang);
+  want_ll = want_ret ? (size_t)(want_ret - want_lang) : strlen(want_lang);
+  is_ret = is_ret ? is_ret + 1 : "";
+  want_ret = want_ret ? want_ret + 1 : "";
+  if (is_ll != want_ll || strncmp(is_lang, want_lang, is_ll) != 0)
+    sb_printf(&part[n++], "is LANGUAGE %.*s instead of %.*s", (int)is_ll, is_lang, (int)want_ll,
+              want_lang);
+  if (is[5] != want[5] || strcmp(is_ret, want_ret) != 0) {
+    sb_printf(&part[n++], "RETURNS %s%s instead of %s%s", is[5] == 't' ? "SETOF " : "", is_ret,
+              want[5] == 't' ? "SETOF " : "", want_ret);
+    ret = 1;
+  }
+  if (is[0] != want[0]) {
+    const char *a = "?", *b = "?";
+    for (size_t k = 0; k < 6; k += 2) {
+      if (is[0] == names[k][0])
+        a = names[k + 1];
+      if (want[0] == names[k][0])
+        b = names[k + 1];
+    }
+    sb_printf(&part[n++], "is %s instead of %s", a, b);
+  }
+  if (is[2] != want[2])
+    sb_printf(&part[n++], "is %s instead of %s", is[2] == 't' ? "STRICT" : "CALLED ON NULL INPUT",
+              want[2] == 't' ? "STRICT" : "CALLED ON NULL INPUT");
+  if (is[3] != want[3])
+    sb_printf(&part[n++], "is %s instead of %s",
+              is[3] == 't' ? "SECURITY DEFINER" : "SECURITY INVOKER",
+              want[3] == 't' ? "SECURITY DEFINER" : "SECURITY INVOKER");
+  if (is[4] != want[4])
+    sb_printf(&part[n++], "is %s instead of %s", is[4] == 't' ? "LEAKPROOF" : "NOT LEAKPROOF",
+              want[4] == 't' ? "LEAKPROOF" : "NOT LEAKPROOF");
+  if (is[1] != want[1]) {
+    const char *a = "?", *b = "?";
+    for (size_t k = 0; k < 6; k += 2) {
+      if (is[1] == pnames[k][0])
+        a = pnames[k + 1];
+      if (want[1] == pnames[k][0])
+        b = pnames[k + 1];
+    }
+    sb_printf(&part[n++], "is %s instead of %s", a, b);
+  }
+  if (strcmp(is_config, want_config) != 0) {
+    sb_str(&part[n], "runs with ");
+    config_words(&part[n], is_config);
+    sb_str(&part[n], " instead of ");
+    config_words(&part[n++], want_config);
+  }
+  sb_str(m, "it ");
+  for (size_t k = 0; k < n; k++) {
+    if (k > 0)
+      sb_str(m, k + 1 == n ? ", and " : ", ");
+    if (part[k].oom)
+      m->oom = 1;
+    else if (part[k].s)
+      sb_str(m, part[k].s);
+    free(part[k].s);
+  }
+  return ret;
+}
+
 static void fn_repair(sbuf_t *b, const fn_t *f) {
   sb_str(b, f->create);
   sb_str(b, ";\n");
@@ -1375,12 +2007,33 @@ int schema_compare(const schema_expect_t *e, const schema_row_t *rows, size_t nr
     if (row->kind != 'f' || !row->name || !row->args)
       continue;
     f = fn_find((schema_expect_t *)e, row->name, row->args);
-    if (!f || strcmp(f->sha, row->hash ? row->hash : "") == 0)
+    if (!f)
       continue;
-    sb_printf(&m,
-              "function %s(%s) differs from its definition in %s: it was replaced outside "
-              "migrations",
-              f->name, f->args, f->file);
+    if (strcmp(f->sha, row->hash ? row->hash : "") != 0) {
+      sb_printf(&m,
+                "function %s(%s) differs from its definition in %s: it was replaced outside "
+                "migrations",
+                f->name, f->args, f->file);
+      /* A replaced function may return another type, which CREATE OR REPLACE cannot change. */
+      if (row->attrs && strcmp(f->attrs_text, row->attrs) != 0)
+        sb_printf(&rep, "DROP FUNCTION %s;\n", row->ident ? row->ident : f->name);
+    } else if (strcmp(f->attrs_text, row->attrs ? row->attrs : "") != 0 ||
+               strcmp(f->config_text, row->config ? row->config : "") != 0) {
+      sbuf_t how = {0};
+      int ret = attrs_diff(&how, row->attrs ? row->attrs : "", row->config ? row->config : "",
+                           f->attrs_text, f->config_text);
+      sb_printf(&m,
+                "function %s(%s) differs from its definition in %s: %s: it was altered "
+                "outside migrations",
+                f->name, f->args, f->file, how.s ? how.s : "");
+      if (how.oom)
+        m.oom = 1;
+      free(how.s);
+      if (ret)
+        sb_printf(&rep, "DROP FUNCTION %s;\n", row->ident ? row->ident : f->name);
+    } else {
+      continue;
+    }
     fn_repair(&rep, f);
     diff_add(&d, &m, &rep);
   }
@@ -1398,7 +2051,9 @@ int schema_compare(const schema_expect_t *e, const schema_row_t *rows, size_t nr
     const schema_row_t *row = &rows[r];
     trg_t *g;
     sbuf_t m = {0}, rep = {0};
-    const char *func = row->hash ? row->hash : "";
+    const char *func = row->hash ? row->hash : "", *cols;
+    char *when;
+    int other_func, other_type, other_cols, other_when;
 
     if (row->kind != 't' || !row->name || !row->args)
       continue;
@@ -1406,18 +2061,44 @@ int schema_compare(const schema_expect_t *e, const schema_row_t *rows, size_t nr
     if (!g)
       continue;
     tseen[g - e->trgs] = 1;
-    if (strcmp(g->func, func) != 0 || g->tgtype != row->tgtype) {
+    cols = row->attrs ? row->attrs : "";
+    when = NULL;
+    if (row->config && (when = expr_words(row->config, strlen(row->config))) == NULL)
+      d.oom = 1;
+    other_func = strcmp(g->func, func) != 0;
+    other_type = g->tgtype != row->tgtype;
+    other_cols = strcmp(g->columns, cols) != 0;
+    other_when =
+        (when == NULL) != (g->when_norm == NULL) || (when && strcmp(when, g->when_norm) != 0);
+    free(when);
+    if (other_func || other_type || other_cols || other_when) {
+      int n = 0;
       sb_printf(&m, "trigger %s on %s differs from its definition in %s: it ", g->name, g->table,
                 g->file);
-      if (strcmp(g->func, func) != 0)
+      if (other_func) {
         sb_printf(&m, "calls %s instead of %s", func, g->func);
-      if (strcmp(g->func, func) != 0 && g->tgtype != row->tgtype)
-        sb_str(&m, ", and ");
-      if (g->tgtype != row->tgtype) {
+        n++;
+      }
+      if (other_type) {
+        sb_str(&m, n++ ? ", and " : "");
         sb_str(&m, "fires ");
         events_text(&m, row->tgtype);
         sb_str(&m, " instead of ");
         events_text(&m, g->tgtype);
+      }
+      if (other_cols) {
+        sb_str(&m, n++ ? ", and " : "");
+        sb_printf(&m, "fires on UPDATE OF %s instead of %s", *cols ? cols : "any column",
+                  *g->columns ? g->columns : "any column");
+      }
+      if (other_when) {
+        sb_str(&m, n++ ? ", and " : "");
+        if (!row->config)
+          sb_printf(&m, "fires always instead of WHEN (%s)", g->when);
+        else if (!g->when)
+          sb_printf(&m, "fires only WHEN %s instead of always", row->config);
+        else
+          sb_printf(&m, "fires WHEN %s instead of WHEN (%s)", row->config, g->when);
       }
       sb_str(&m, ": it was replaced outside migrations");
       sb_str(&rep, "DROP TRIGGER ");
