@@ -1,7 +1,6 @@
 /* Reading the migrations for the functions and triggers they leave, and judging the catalog's
- * rows against them. A small SQL lexer (comments, quoted strings and identifiers, dollar
- * quotes) splits each file into statements; a handful of statement shapes matter, the rest
- * are skipped. */
+ * rows against them. A small SQL lexer (db/sql_lex.c) splits each file into statements; a
+ * handful of statement shapes matter, the rest are skipped. */
 
 #include "db/schema_check.h"
 
@@ -15,6 +14,7 @@
 #include <strings.h>
 
 #include "audit/sha256.h"
+#include "db/sql_lex.h"
 
 const char schema_catalog_sql[] =
     "SELECT 'f'::text, p.proname::text, pg_catalog.oidvectortypes(p.proargtypes),"
@@ -100,522 +100,6 @@ struct schema_expect {
   size_t nfiles;
 };
 
-/* ---- lexing ------------------------------------------------------------------------------ */
-
-typedef enum { T_WORD, T_QWORD, T_STR, T_DOLLAR, T_NUM, T_PUNCT } tok_kind_t;
-
-typedef struct tok {
-  tok_kind_t kind;
-  const char *s; /* T_DOLLAR: the body; others: the token's text (quotes included) */
-  size_t len;
-  size_t start, end; /* the whole token in the file */
-} tok_t;
-
-typedef struct lexer {
-  const char *src;
-  size_t len, pos;
-  tok_t *toks;
-  size_t ntoks, cap;
-  size_t line_at; /* the first token's line, for messages */
-} lexer_t;
-
-static size_t line_of(const char *src, size_t pos) {
-  size_t line = 1;
-  for (size_t i = 0; i < pos; i++)
-    if (src[i] == '\n')
-      line++;
-  return line;
-}
-
-static int is_ident_start(int c) {
-  return isalpha(c) || c == '_' || c >= 0x80;
-}
-
-static int is_ident(int c) {
-  return isalnum(c) || c == '_' || c == '$' || c >= 0x80;
-}
-
-/* A dollar quote's opening tag at p ($$ or $tag$), its length, or 0. */
-static size_t dollar_tag(const char *s, size_t len, size_t p) {
-  size_t q = p + 1;
-
-  if (s[p] != '$')
-    return 0;
-  if (q < len && s[q] == '$')
-    return 2;
-  if (q >= len || !(isalpha((unsigned char)s[q]) || s[q] == '_' || (unsigned char)s[q] >= 0x80))
-    return 0;
-  while (q < len && (isalnum((unsigned char)s[q]) || s[q] == '_' || (unsigned char)s[q] >= 0x80))
-    q++;
-  return q < len && s[q] == '$' ? q - p + 1 : 0;
-}
-
-static int push(lexer_t *lx, tok_kind_t kind, const char *s, size_t len, size_t start, size_t end) {
-  if (lx->ntoks == lx->cap) {
-    size_t cap = lx->cap ? 2 * lx->cap : 64;
-    tok_t *t = realloc(lx->toks, cap * sizeof(*t));
-    if (!t)
-      return -ENOMEM;
-    lx->toks = t;
-    lx->cap = cap;
-  }
-  lx->toks[lx->ntoks++] = (tok_t){kind, s, len, start, end};
-  return 0;
-}
-
-/* A statement's tokens are followed by a few ';' that it does not count, so that looking a
- * few tokens ahead never reads past the array. */
-#define SENTINELS 4
-
-static int seal(lexer_t *lx) {
-  size_t end = lx->ntoks ? lx->toks[lx->ntoks - 1].end : lx->pos;
-
-  for (int k = 0; k < SENTINELS; k++)
-    if (push(lx, T_PUNCT, ";", 1, end, end) != 0)
-      return -ENOMEM;
-  lx->ntoks -= SENTINELS;
-  return 1;
-}
-
-/* The next statement's tokens (to its ';' or the end). Returns 1 with a statement, 0 at the
- * end of the file, -1 (message in err) on an unterminated quote or comment, or -ENOMEM. */
-static int next_statement(lexer_t *lx, char *err, size_t errlen) {
-  const char *s = lx->src;
-  size_t n = lx->len;
-
-  lx->ntoks = 0;
-  while (lx->pos < n) {
-    size_t p = lx->pos, q;
-    unsigned char c = (unsigned char)s[p];
-    int rc = 0;
-
-    if (isspace(c)) {
-      lx->pos++;
-      continue;
-    }
-    if (c == '-' && p + 1 < n && s[p + 1] == '-') {
-      while (lx->pos < n && s[lx->pos] != '\n')
-        lx->pos++;
-      continue;
-    }
-    if (c == '/' && p + 1 < n && s[p + 1] == '*') {
-      int depth = 0;
-      for (q = p; q < n; q++) {
-        if (s[q] == '/' && q + 1 < n && s[q + 1] == '*') {
-          depth++;
-          q++;
-        } else if (s[q] == '*' && q + 1 < n && s[q + 1] == '/') {
-          q++;
-          if (--depth == 0)
-            break;
-        }
-      }
-      if (q >= n) {
-        snprintf(err, errlen, "line %zu: unterminated comment", line_of(s, p));
-        return -1;
-      }
-      lx->pos = q + 1;
-      continue;
-    }
-    if (lx->ntoks == 0)
-      lx->line_at = p;
-    if (c == ';') {
-      lx->pos++;
-      if (lx->ntoks == 0)
-        continue;
-      return seal(lx);
-    }
-    if (c == '\'' || ((c == 'e' || c == 'E') && p + 1 < n && s[p + 1] == '\'')) {
-      int esc = c != '\'';
-      for (q = p + (esc ? 2 : 1); q < n; q++) {
-        if (esc && s[q] == '\\') {
-          q++;
-          continue;
-        }
-        if (s[q] == '\'') {
-          if (q + 1 < n && s[q + 1] == '\'') {
-            q++;
-            continue;
-          }
-          break;
-        }
-      }
-      if (q >= n) {
-        snprintf(err, errlen, "line %zu: unterminated string", line_of(s, p));
-        return -1;
-      }
-      rc = push(lx, T_STR, s + p, q + 1 - p, p, q + 1);
-      lx->pos = q + 1;
-    } else if (c == '"') {
-      for (q = p + 1; q < n; q++)
-        if (s[q] == '"') {
-          if (q + 1 < n && s[q + 1] == '"') {
-            q++;
-            continue;
-          }
-          break;
-        }
-      if (q >= n) {
-        snprintf(err, errlen, "line %zu: unterminated quoted identifier", line_of(s, p));
-        return -1;
-      }
-      rc = push(lx, T_QWORD, s + p + 1, q - p - 1, p, q + 1);
-      lx->pos = q + 1;
-    } else if (c == '$' && (q = dollar_tag(s, n, p)) > 0) {
-      size_t tag = q, body = p + tag, e;
-      for (e = body; e + tag <= n; e++)
-        if (s[e] == '$' && memcmp(s + e, s + p, tag) == 0)
-          break;
-      if (e + tag > n) {
-        snprintf(err, errlen, "line %zu: unterminated dollar quote %.*s", line_of(s, p), (int)tag,
-                 s + p);
-        return -1;
-      }
-      rc = push(lx, T_DOLLAR, s + body, e - body, p, e + tag);
-      lx->pos = e + tag;
-    } else if (is_ident_start(c)) {
-      for (q = p + 1; q < n && is_ident((unsigned char)s[q]); q++)
-        ;
-      rc = push(lx, T_WORD, s + p, q - p, p, q);
-      lx->pos = q;
-    } else if (isdigit(c) || c == '$') {
-      for (q = p + 1; q < n && (isalnum((unsigned char)s[q]) || s[q] == '.'); q++)
-        ;
-      rc = push(lx, T_NUM, s + p, q - p, p, q);
-      lx->pos = q;
-    } else {
-      rc = push(lx, T_PUNCT, s + p, 1, p, p + 1);
-      lx->pos++;
-    }
-    if (rc != 0)
-      return rc;
-  }
-  return lx->ntoks > 0 ? seal(lx) : 0;
-}
-
-/* ---- helpers ----------------------------------------------------------------------------- */
-
-static int kw(const tok_t *t, const char *w) {
-  return t && t->kind == T_WORD && strlen(w) == t->len && strncasecmp(t->s, w, t->len) == 0;
-}
-
-static int punct(const tok_t *t, char c) {
-  return t && t->kind == T_PUNCT && t->s[0] == c;
-}
-
-/* A name as PostgreSQL folds it: unquoted words to lower case. */
-static char *name_of(const tok_t *t) {
-  char *s;
-
-  if (!t || (t->kind != T_WORD && t->kind != T_QWORD))
-    return NULL;
-  s = malloc(t->len + 1);
-  if (!s)
-    return NULL;
-  if (t->kind == T_QWORD) {
-    size_t j = 0;
-    for (size_t i = 0; i < t->len; i++) {
-      s[j++] = t->s[i];
-      if (t->s[i] == '"')
-        i++; /* "" */
-    }
-    s[j] = '\0';
-  } else {
-    for (size_t i = 0; i < t->len; i++)
-      s[i] = (char)tolower((unsigned char)t->s[i]);
-    s[t->len] = '\0';
-  }
-  return s;
-}
-
-typedef struct sbuf {
-  char *s;
-  size_t len, cap;
-  int oom;
-} sbuf_t;
-
-static void sb_add(sbuf_t *b, const char *s, size_t n) {
-  if (b->oom)
-    return;
-  if (b->len + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 64;
-    char *ns;
-    while (cap < b->len + n + 1)
-      cap *= 2;
-    ns = realloc(b->s, cap);
-    if (!ns) {
-      b->oom = 1;
-      return;
-    }
-    b->s = ns;
-    b->cap = cap;
-  }
-  memcpy(b->s + b->len, s, n);
-  b->len += n;
-  b->s[b->len] = '\0';
-}
-
-static void sb_str(sbuf_t *b, const char *s) {
-  sb_add(b, s, strlen(s));
-}
-
-static void sb_printf(sbuf_t *b, const char *fmt, ...) {
-  char tmp[1024];
-  va_list ap;
-  int n;
-
-  va_start(ap, fmt);
-  n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-  va_end(ap);
-  if (n < 0) {
-    b->oom = 1;
-    return;
-  }
-  if ((size_t)n < sizeof(tmp)) {
-    sb_add(b, tmp, (size_t)n);
-    return;
-  }
-  {
-    char *big = malloc((size_t)n + 1);
-    if (!big) {
-      b->oom = 1;
-      return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    sb_add(b, big, (size_t)n);
-    free(big);
-  }
-}
-
-/* b's string, or NULL (and nothing kept) when it ran out of memory. */
-static char *sb_take(sbuf_t *b) {
-  if (b->oom) {
-    free(b->s);
-    return NULL;
-  }
-  if (!b->s)
-    return strdup("");
-  return b->s;
-}
-
-/* An identifier for SQL text: as is when PostgreSQL would fold it to itself. */
-static void sb_ident(sbuf_t *b, const char *id) {
-  int plain = id[0] && (islower((unsigned char)id[0]) || id[0] == '_');
-
-  for (const char *p = id; *p && plain; p++)
-    if (!(islower((unsigned char)*p) || isdigit((unsigned char)*p) || *p == '_'))
-      plain = 0;
-  if (plain) {
-    sb_str(b, id);
-    return;
-  }
-  sb_add(b, "\"", 1);
-  for (const char *p = id; *p; p++) {
-    if (*p == '"')
-      sb_add(b, "\"", 1);
-    sb_add(b, p, 1);
-  }
-  sb_add(b, "\"", 1);
-}
-
-/* A name at toks[*i], maybe qualified (schema.name). *ours: no schema, or public. */
-static char *qualname(const tok_t *t, size_t n, size_t *i, int *ours) {
-  char *first, *second;
-
-  if (*i >= n)
-    return NULL;
-  first = name_of(&t[*i]);
-  if (!first)
-    return NULL;
-  (*i)++;
-  *ours = 1;
-  if (*i + 1 < n && punct(&t[*i], '.')) {
-    second = name_of(&t[*i + 1]);
-    if (!second) {
-      free(first);
-      return NULL;
-    }
-    *ours = strcmp(first, "public") == 0;
-    free(first);
-    *i += 2;
-    return second;
-  }
-  return first;
-}
-
-/* The index just past the ')' matching the '(' at toks[i], or n. */
-static size_t skip_parens(const tok_t *t, size_t n, size_t i) {
-  int depth = 0;
-
-  for (; i < n; i++) {
-    if (punct(&t[i], '('))
-      depth++;
-    else if (punct(&t[i], ')') && --depth == 0)
-      return i + 1;
-  }
-  return n;
-}
-
-static const struct {
-  const char *alias, *name;
-} type_aliases[] = {
-    {"int", "integer"},
-    {"int4", "integer"},
-    {"int8", "bigint"},
-    {"int2", "smallint"},
-    {"bool", "boolean"},
-    {"float8", "double precision"},
-    {"float", "double precision"},
-    {"float4", "real"},
-    {"varchar", "character varying"},
-    {"char", "character"},
-    {"decimal", "numeric"},
-    {"timestamptz", "timestamp with time zone"},
-    {"timestamp", "timestamp without time zone"},
-    {"timetz", "time with time zone"},
-    {"time", "time without time zone"},
-};
-
-/* Words that begin a type name of more than one word: never a parameter's name here. */
-static int multiword_type(const char *w) {
-  static const char *const starts[] = {"double", "character", "timestamp", "time",
-                                       "bit",    "national",  "interval"};
-  for (size_t i = 0; i < sizeof(starts) / sizeof(starts[0]); i++)
-    if (strcmp(w, starts[i]) == 0)
-      return 1;
-  return 0;
-}
-
-static int arg_mode(const char *w) {
-  return strcmp(w, "in") == 0 || strcmp(w, "out") == 0 || strcmp(w, "inout") == 0 ||
-         strcmp(w, "variadic") == 0;
-}
-
-/* The input argument types of the list toks[from, to) as oidvectortypes() prints them:
- * "bigint, integer[]". Modes, names, defaults and type modifiers go; OUT arguments too. */
-static char *arg_types(const tok_t *t, size_t from, size_t to) {
-  sbuf_t out = {0};
-  size_t i = from, nargs = 0;
-
-  sb_add(&out, "", 0);
-  while (i < to) {
-    char *words[16];
-    size_t nw = 0, w0 = 0;
-    int is_out = 0, depth = 0;
-    sbuf_t ty = {0};
-
-    /* One argument: up to a ',' outside parentheses. */
-    for (; i < to; i++) {
-      if (punct(&t[i], '(')) {
-        depth++;
-        continue;
-      }
-      if (punct(&t[i], ')')) {
-        depth--;
-        continue;
-      }
-      if (depth > 0)
-        continue;
-      if (punct(&t[i], ','))
-        break;
-      if (kw(&t[i], "default") || punct(&t[i], '=')) {
-        /* the default: skip to the next top-level ',' */
-        for (; i < to; i++) {
-          if (punct(&t[i], '('))
-            depth++;
-          else if (punct(&t[i], ')'))
-            depth--;
-          else if (depth == 0 && punct(&t[i], ','))
-            break;
-        }
-        break;
-      }
-      if ((t[i].kind == T_WORD || t[i].kind == T_QWORD) && nw < 16) {
-        words[nw] = name_of(&t[i]);
-        if (!words[nw])
-          out.oom = 1;
-        else
-          nw++;
-      } else if (punct(&t[i], '[') && nw > 0) {
-        size_t l = strlen(words[nw - 1]);
-        char *w = realloc(words[nw - 1], l + 3);
-        if (w) {
-          memcpy(w + l, "[]", 3);
-          words[nw - 1] = w;
-        } else {
-          out.oom = 1;
-        }
-        while (i < to && !punct(&t[i], ']'))
-          i++;
-      } else if (punct(&t[i], '.') && nw > 0 && i + 1 < to) {
-        /* schema.type: kept whole in the last word */
-        char *next = name_of(&t[i + 1]);
-        size_t l = strlen(words[nw - 1]);
-        char *w = next ? realloc(words[nw - 1], l + strlen(next) + 2) : NULL;
-        if (w) {
-          w[l] = '.';
-          strcpy(w + l + 1, next);
-          words[nw - 1] = w;
-        } else {
-          out.oom = 1;
-        }
-        free(next);
-        i++;
-      }
-    }
-    if (i < to && punct(&t[i], ','))
-      i++;
-    if (nw > 0 && arg_mode(words[0])) {
-      is_out = strcmp(words[0], "out") == 0;
-      w0 = 1;
-    }
-    if (nw - w0 >= 2 && !multiword_type(words[w0]))
-      w0++; /* the parameter's name */
-    if (w0 < nw && arg_mode(words[w0])) {
-      is_out = is_out || strcmp(words[w0], "out") == 0;
-      w0++;
-    }
-    if (!is_out && w0 < nw) {
-      /* An alias is normalized by its first word; arrays keep their [] */
-      size_t l = strlen(words[w0]);
-      int arr = l > 2 && strcmp(words[w0] + l - 2, "[]") == 0;
-      const char *base = words[w0];
-      char tmp[64];
-
-      if (arr && l - 2 < sizeof(tmp)) {
-        memcpy(tmp, words[w0], l - 2);
-        tmp[l - 2] = '\0';
-        base = tmp;
-      }
-      for (size_t k = 0; k < sizeof(type_aliases) / sizeof(type_aliases[0]); k++)
-        if (nw - w0 == 1 && strcmp(base, type_aliases[k].alias) == 0) {
-          base = type_aliases[k].name;
-          break;
-        }
-      sb_str(&ty, base);
-      for (size_t k = w0 + 1; k < nw; k++) {
-        sb_add(&ty, " ", 1);
-        sb_str(&ty, words[k]);
-      }
-      if (arr && nw - w0 == 1)
-        sb_add(&ty, "[]", 2);
-      if (ty.s) {
-        if (nargs++ > 0)
-          sb_add(&out, ", ", 2);
-        sb_str(&out, ty.s);
-      }
-      if (ty.oom)
-        out.oom = 1;
-      free(ty.s);
-    }
-    for (size_t k = 0; k < nw; k++)
-      free(words[k]);
-  }
-  return sb_take(&out);
-}
-
 static void config_clear(fn_t *f) {
   for (size_t k = 0; k < f->nconfig; k++)
     free(f->config[k]);
@@ -700,7 +184,7 @@ static int append_stmt(char **list, const char *stmt, size_t len) {
 typedef struct stmt {
   const char *src;
   const char *file;
-  const tok_t *t;
+  const sql_tok_t *t;
   size_t n;
   char *err;
   size_t errlen;
@@ -713,7 +197,7 @@ static int fail(const stmt_t *s, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
-  snprintf(s->err, s->errlen, "%s line %zu: %s", s->file, line_of(s->src, s->t[0].start), msg);
+  snprintf(s->err, s->errlen, "%s line %zu: %s", s->file, sql_line_of(s->src, s->t[0].start), msg);
   return -1;
 }
 
@@ -731,29 +215,29 @@ static int cmp_str(const void *a, const void *b) {
 
 /* f's attributes in schema_row_t's forms, after each statement that changes them. */
 static int attrs_render(fn_t *f) {
-  sbuf_t a = {0}, c = {0};
+  sql_buf_t a = {0}, c = {0};
   char **sorted = f->nconfig ? malloc(f->nconfig * sizeof(*sorted)) : NULL;
 
   if (f->nconfig && !sorted)
     return -ENOMEM;
-  sb_printf(&a, "%c%c%c%c%c%c %s %s", f->vol, f->parallel, f->strict ? 't' : 'f',
-            f->secdef ? 't' : 'f', f->leakproof ? 't' : 'f', f->retset ? 't' : 'f',
-            f->lang ? f->lang : "", f->rettype ? f->rettype : "");
+  sql_buf_printf(&a, "%c%c%c%c%c%c %s %s", f->vol, f->parallel, f->strict ? 't' : 'f',
+                 f->secdef ? 't' : 'f', f->leakproof ? 't' : 'f', f->retset ? 't' : 'f',
+                 f->lang ? f->lang : "", f->rettype ? f->rettype : "");
   if (f->nconfig) {
     memcpy(sorted, f->config, f->nconfig * sizeof(*sorted));
     qsort(sorted, f->nconfig, sizeof(*sorted), cmp_str);
   }
-  sb_add(&c, "", 0);
+  sql_buf_add(&c, "", 0);
   for (size_t k = 0; k < f->nconfig; k++) {
     if (k > 0)
-      sb_add(&c, "\n", 1);
-    sb_str(&c, sorted[k]);
+      sql_buf_add(&c, "\n", 1);
+    sql_buf_str(&c, sorted[k]);
   }
   free(sorted);
   free(f->attrs_text);
   free(f->config_text);
-  f->attrs_text = sb_take(&a);
-  f->config_text = sb_take(&c);
+  f->attrs_text = sql_buf_take(&a);
+  f->config_text = sql_buf_take(&c);
   return f->attrs_text && f->config_text ? 0 : -ENOMEM;
 }
 
@@ -804,28 +288,28 @@ static int list_quoted(const char *name) {
 /* SET name {= | TO} value [, ...] | SET name FROM CURRENT | RESET {name | ALL}, at t[*i] (SET or
  * RESET): f's settings changed as PostgreSQL flattens them into proconfig. */
 static int set_clause(fn_t *f, const stmt_t *s, size_t *i) {
-  const tok_t *t = s->t;
-  int reset = kw(&t[*i], "reset"), rc;
-  sbuf_t name = {0}, value = {0};
+  const sql_tok_t *t = s->t;
+  int reset = sql_kw(&t[*i], "reset"), rc;
+  sql_buf_t name = {0}, value = {0};
   size_t k = *i + 1;
 
-  if (reset && kw(&t[k], "all")) {
+  if (reset && sql_kw(&t[k], "all")) {
     config_clear(f);
     *i = k + 1;
     return 0;
   }
   for (;;) {
-    char *w = name_of(&t[k]);
+    char *w = sql_name_of(&t[k]);
     if (!w) {
       free(name.s);
       return fail(s, "function %s(%s): SET or RESET without a setting's name", f->name, f->args);
     }
-    sb_str(&name, w);
+    sql_buf_str(&name, w);
     free(w);
     k++;
-    if (!punct(&t[k], '.'))
+    if (!sql_punct(&t[k], '.'))
       break;
-    sb_add(&name, ".", 1);
+    sql_buf_add(&name, ".", 1);
     k++;
   }
   if (name.oom)
@@ -836,42 +320,43 @@ static int set_clause(fn_t *f, const stmt_t *s, size_t *i) {
     *i = k;
     return rc;
   }
-  if (!kw(&t[k], "to") && !punct(&t[k], '=')) {
+  if (!sql_kw(&t[k], "to") && !sql_punct(&t[k], '=')) {
     rc = fail(s, "function %s(%s): SET %s %.*s cannot be followed", f->name, f->args, name.s,
               (int)t[k].len, t[k].s);
     free(name.s);
     return rc;
   }
   k++;
-  if (kw(&t[k], "default")) {
+  if (sql_kw(&t[k], "default")) {
     rc = config_set(f, name.s, NULL);
     free(name.s);
     *i = k + 1;
     return rc;
   }
-  sb_add(&value, "", 0);
+  sql_buf_add(&value, "", 0);
   for (int first = 1;; first = 0) {
-    const tok_t *v = &t[k];
+    const sql_tok_t *v = &t[k];
     char *w = NULL;
     int neg = 0;
 
     if (!first)
-      sb_add(&value, ", ", 2);
-    if (punct(v, '-') && t[k + 1].kind == T_NUM) {
+      sql_buf_add(&value, ", ", 2);
+    if (sql_punct(v, '-') && t[k + 1].kind == SQL_NUM) {
       neg = 1;
       v = &t[++k];
     }
-    if (v->kind == T_NUM) {
+    if (v->kind == SQL_NUM) {
       char *end;
       long long n = strtoll(v->s, &end, 10);
       if (neg)
-        sb_add(&value, "-", 1);
+        sql_buf_add(&value, "-", 1);
       if (end == v->s + v->len) /* an integer constant is printed again, "010" as 10 */
-        sb_printf(&value, "%lld", n);
+        sql_buf_printf(&value, "%lld", n);
       else
-        sb_add(&value, v->s, v->len);
-    } else if (v->kind == T_WORD || v->kind == T_QWORD || (v->kind == T_STR && v->s[0] == '\'')) {
-      if (v->kind == T_STR) {
+        sql_buf_add(&value, v->s, v->len);
+    } else if (v->kind == SQL_WORD || v->kind == SQL_QWORD ||
+               (v->kind == SQL_STR && v->s[0] == '\'')) {
+      if (v->kind == SQL_STR) {
         w = malloc(v->len);
         if (w) {
           size_t n = 0;
@@ -883,7 +368,7 @@ static int set_clause(fn_t *f, const stmt_t *s, size_t *i) {
           w[n] = '\0';
         }
       } else {
-        w = name_of(v);
+        w = sql_name_of(v);
       }
       if (!w) {
         free(name.s);
@@ -891,9 +376,9 @@ static int set_clause(fn_t *f, const stmt_t *s, size_t *i) {
         return -ENOMEM;
       }
       if (list_quoted(name.s))
-        sb_ident(&value, w);
+        sql_buf_ident(&value, w);
       else
-        sb_str(&value, w);
+        sql_buf_str(&value, w);
       free(w);
     } else {
       rc = fail(s, "function %s(%s): the value of SET %s cannot be followed", f->name, f->args,
@@ -903,7 +388,7 @@ static int set_clause(fn_t *f, const stmt_t *s, size_t *i) {
       return rc;
     }
     k++;
-    if (!punct(&t[k], ','))
+    if (!sql_punct(&t[k], ','))
       break;
     k++;
   }
@@ -917,41 +402,43 @@ static int set_clause(fn_t *f, const stmt_t *s, size_t *i) {
 /* The option of CREATE or ALTER FUNCTION at t[*i], past it: 1 when it is one, 0 when it is not,
  * -1 (in err) when it cannot be followed, or -ENOMEM. */
 static int fn_option(fn_t *f, const stmt_t *s, size_t *i) {
-  const tok_t *t = s->t;
+  const sql_tok_t *t = s->t;
   size_t k = *i;
 
-  if (kw(&t[k], "immutable") || kw(&t[k], "stable") || kw(&t[k], "volatile")) {
+  if (sql_kw(&t[k], "immutable") || sql_kw(&t[k], "stable") || sql_kw(&t[k], "volatile")) {
     f->vol = (char)tolower((unsigned char)t[k].s[0]);
     *i = k + 1;
-  } else if (kw(&t[k], "strict")) {
+  } else if (sql_kw(&t[k], "strict")) {
     f->strict = 1;
     *i = k + 1;
-  } else if (kw(&t[k], "called") && kw(&t[k + 1], "on")) {
+  } else if (sql_kw(&t[k], "called") && sql_kw(&t[k + 1], "on")) {
     f->strict = 0;
     *i = k + 4; /* CALLED ON NULL INPUT */
-  } else if (kw(&t[k], "returns") && kw(&t[k + 1], "null") && kw(&t[k + 2], "on")) {
+  } else if (sql_kw(&t[k], "returns") && sql_kw(&t[k + 1], "null") && sql_kw(&t[k + 2], "on")) {
     f->strict = 1;
     *i = k + 5; /* RETURNS NULL ON NULL INPUT */
-  } else if (kw(&t[k], "leakproof")) {
+  } else if (sql_kw(&t[k], "leakproof")) {
     f->leakproof = 1;
     *i = k + 1;
-  } else if (kw(&t[k], "not") && kw(&t[k + 1], "leakproof")) {
+  } else if (sql_kw(&t[k], "not") && sql_kw(&t[k + 1], "leakproof")) {
     f->leakproof = 0;
     *i = k + 2;
-  } else if (kw(&t[k], "external") && kw(&t[k + 1], "security")) {
+  } else if (sql_kw(&t[k], "external") && sql_kw(&t[k + 1], "security")) {
     *i = k + 1;
-  } else if (kw(&t[k], "security") && (kw(&t[k + 1], "definer") || kw(&t[k + 1], "invoker"))) {
-    f->secdef = kw(&t[k + 1], "definer");
+  } else if (sql_kw(&t[k], "security") &&
+             (sql_kw(&t[k + 1], "definer") || sql_kw(&t[k + 1], "invoker"))) {
+    f->secdef = sql_kw(&t[k + 1], "definer");
     *i = k + 2;
-  } else if (kw(&t[k], "parallel") &&
-             (kw(&t[k + 1], "safe") || kw(&t[k + 1], "restricted") || kw(&t[k + 1], "unsafe"))) {
+  } else if (sql_kw(&t[k], "parallel") &&
+             (sql_kw(&t[k + 1], "safe") || sql_kw(&t[k + 1], "restricted") ||
+              sql_kw(&t[k + 1], "unsafe"))) {
     f->parallel = (char)tolower((unsigned char)t[k + 1].s[0]);
     *i = k + 2;
-  } else if ((kw(&t[k], "cost") || kw(&t[k], "rows")) && t[k + 1].kind == T_NUM) {
+  } else if ((sql_kw(&t[k], "cost") || sql_kw(&t[k], "rows")) && t[k + 1].kind == SQL_NUM) {
     *i = k + 2; /* the planner's estimates: not compared */
-  } else if (kw(&t[k], "set") || kw(&t[k], "reset")) {
+  } else if (sql_kw(&t[k], "set") || sql_kw(&t[k], "reset")) {
     return set_clause(f, s, i) == 0 ? 1 : -1;
-  } else if (kw(&t[k], "support") || kw(&t[k], "window") || kw(&t[k], "transform")) {
+  } else if (sql_kw(&t[k], "support") || sql_kw(&t[k], "window") || sql_kw(&t[k], "transform")) {
     return fail(s, "function %s(%s): %.*s cannot be followed", f->name, f->args, (int)t[k].len,
                 t[k].s);
   } else {
@@ -962,13 +449,13 @@ static int fn_option(fn_t *f, const stmt_t *s, size_t *i) {
 
 /* RETURNS [SETOF] type | RETURNS TABLE (...) at t[*i] (RETURNS), past it. */
 static int returns_clause(fn_t *f, const stmt_t *s, size_t *i) {
-  const tok_t *t = s->t;
+  const sql_tok_t *t = s->t;
   static const char *const more[] = {"precision", "varying", "with", "without", "time", "zone"};
   size_t k = *i + 1, from;
 
-  if (kw(&t[k], "table") && punct(&t[k + 1], '(')) {
-    size_t close = skip_parens(t, s->n, k + 1);
-    char *cols = arg_types(t, k + 2, close - 1);
+  if (sql_kw(&t[k], "table") && sql_punct(&t[k + 1], '(')) {
+    size_t close = sql_skip_parens(t, s->n, k + 1);
+    char *cols = sql_arg_types(t, k + 2, close - 1);
     if (!cols)
       return -ENOMEM;
     f->retset = 1;
@@ -978,50 +465,50 @@ static int returns_clause(fn_t *f, const stmt_t *s, size_t *i) {
     *i = close;
     return f->rettype ? 0 : -ENOMEM;
   }
-  if (kw(&t[k], "setof")) {
+  if (sql_kw(&t[k], "setof")) {
     f->retset = 1;
     k++;
   }
   from = k;
-  if (t[k].kind != T_WORD && t[k].kind != T_QWORD)
+  if (t[k].kind != SQL_WORD && t[k].kind != SQL_QWORD)
     return fail(s, "function %s(%s): RETURNS without a type", f->name, f->args);
   k++;
-  if (punct(&t[k], '.'))
+  if (sql_punct(&t[k], '.'))
     k += 2;
   for (int again = 1; again;) {
     again = 0;
     for (size_t m = 0; m < sizeof(more) / sizeof(more[0]); m++)
-      if (kw(&t[k], more[m])) {
+      if (sql_kw(&t[k], more[m])) {
         k++;
         again = 1;
       }
   }
-  if (punct(&t[k], '%'))
+  if (sql_punct(&t[k], '%'))
     return fail(s, "function %s(%s): RETURNS ...%%TYPE cannot be followed", f->name, f->args);
-  if (punct(&t[k], '('))
-    k = skip_parens(t, s->n, k);
-  while (punct(&t[k], '[') && punct(&t[k + 1], ']'))
+  if (sql_punct(&t[k], '('))
+    k = sql_skip_parens(t, s->n, k);
+  while (sql_punct(&t[k], '[') && sql_punct(&t[k + 1], ']'))
     k += 2;
-  f->rettype = arg_types(t, from, k);
+  f->rettype = sql_arg_types(t, from, k);
   *i = k;
   return f->rettype ? 0 : -ENOMEM;
 }
 
 /* CREATE FUNCTION's clauses after the argument list (t[i] on): f's attributes. */
 static int create_attrs(fn_t *f, const stmt_t *s, size_t i) {
-  const tok_t *t = s->t;
+  const sql_tok_t *t = s->t;
   int rc;
 
   attrs_reset(f);
   while (i < s->n) {
-    if (kw(&t[i], "returns") && !kw(&t[i + 1], "null")) {
+    if (sql_kw(&t[i], "returns") && !sql_kw(&t[i + 1], "null")) {
       if ((rc = returns_clause(f, s, &i)) != 0)
         return rc;
       continue;
     }
-    if (kw(&t[i], "language")) {
-      f->lang =
-          t[i + 1].kind == T_STR ? strndup(t[i + 1].s + 1, t[i + 1].len - 2) : name_of(&t[i + 1]);
+    if (sql_kw(&t[i], "language")) {
+      f->lang = t[i + 1].kind == SQL_STR ? strndup(t[i + 1].s + 1, t[i + 1].len - 2)
+                                         : sql_name_of(&t[i + 1]);
       if (!f->lang)
         return -ENOMEM;
       for (char *p = f->lang; *p; p++)
@@ -1029,7 +516,7 @@ static int create_attrs(fn_t *f, const stmt_t *s, size_t i) {
       i += 2;
       continue;
     }
-    if (kw(&t[i], "as")) {
+    if (sql_kw(&t[i], "as")) {
       i += 2;
       continue;
     }
@@ -1046,17 +533,17 @@ static int create_attrs(fn_t *f, const stmt_t *s, size_t i) {
 
 /* CREATE [OR REPLACE] FUNCTION name (args) ... AS $tag$body$tag$ ...; i at FUNCTION. */
 static int create_function(schema_expect_t *e, const stmt_t *s, size_t i) {
-  const tok_t *t = s->t;
+  const sql_tok_t *t = s->t;
   size_t fkw = i, open, close, len;
-  const tok_t *body = NULL;
+  const sql_tok_t *body = NULL;
   int ours, rc = -ENOMEM;
   char *name, *args = NULL;
   const char *text;
   fn_t *f;
-  sbuf_t create = {0};
+  sql_buf_t create = {0};
 
   i++;
-  name = qualname(t, s->n, &i, &ours);
+  name = sql_qualname(t, s->n, &i, &ours);
   if (!name)
     return fail(s, "CREATE FUNCTION without a name");
   if (!ours) {
@@ -1064,19 +551,19 @@ static int create_function(schema_expect_t *e, const stmt_t *s, size_t i) {
     return 0;
   }
   e->creates++;
-  if (i >= s->n || !punct(&t[i], '(')) {
+  if (i >= s->n || !sql_punct(&t[i], '(')) {
     rc = fail(s, "CREATE FUNCTION %s without an argument list", name);
     free(name);
     return rc;
   }
   open = i;
-  close = skip_parens(t, s->n, open);
-  args = arg_types(t, open + 1, close - 1);
+  close = sql_skip_parens(t, s->n, open);
+  args = sql_arg_types(t, open + 1, close - 1);
   if (!args)
     goto out;
   for (size_t k = close; k + 1 < s->n; k++)
-    if (kw(&t[k], "as")) {
-      if (t[k + 1].kind != T_DOLLAR) {
+    if (sql_kw(&t[k], "as")) {
+      if (t[k + 1].kind != SQL_DOLLAR) {
         rc = fail(s, "function %s(%s): only a dollar-quoted body can be checked", name, args);
         goto out;
       }
@@ -1124,9 +611,9 @@ static int create_function(schema_expect_t *e, const stmt_t *s, size_t i) {
       snprintf(f->sha + 2 * k, 3, "%02x", md[k]);
   }
   text = text_from(s, fkw, &len);
-  sb_str(&create, "CREATE OR REPLACE ");
-  sb_add(&create, text, len);
-  f->create = sb_take(&create);
+  sql_buf_str(&create, "CREATE OR REPLACE ");
+  sql_buf_add(&create, text, len);
+  f->create = sql_buf_take(&create);
   rc = f->create ? create_attrs(f, s, close) : -ENOMEM;
 out:
   free(name);
@@ -1139,15 +626,15 @@ typedef int (*fn_cb)(schema_expect_t *e, fn_t *f, const stmt_t *s, void *arg);
 
 static int each_named(schema_expect_t *e, const stmt_t *s, size_t *i, int must, fn_cb cb,
                       void *arg) {
-  const tok_t *t = s->t;
+  const sql_tok_t *t = s->t;
   int ours, rc = 0, found = 0;
-  char *name = qualname(t, s->n, i, &ours), *args = NULL;
+  char *name = sql_qualname(t, s->n, i, &ours), *args = NULL;
 
   if (!name)
     return fail(s, "a function name was expected");
-  if (*i < s->n && punct(&t[*i], '(')) {
-    size_t close = skip_parens(t, s->n, *i);
-    args = arg_types(t, *i + 1, close - 1);
+  if (*i < s->n && sql_punct(&t[*i], '(')) {
+    size_t close = sql_skip_parens(t, s->n, *i);
+    args = sql_arg_types(t, *i + 1, close - 1);
     *i = close;
     if (!args) {
       free(name);
@@ -1190,16 +677,16 @@ static int drop_cb(schema_expect_t *e, fn_t *f, const stmt_t *s, void *arg) {
 
 /* DROP FUNCTION [IF EXISTS] name[(args)] [, ...] [CASCADE | RESTRICT] */
 static int drop_function(schema_expect_t *e, const stmt_t *s, size_t i) {
-  int if_exists = 0, cascade = kw(&s->t[s->n - 1], "cascade"), rc = 0;
+  int if_exists = 0, cascade = sql_kw(&s->t[s->n - 1], "cascade"), rc = 0;
 
   i++;
-  if (kw(&s->t[i], "if") && kw(&s->t[i + 1], "exists")) {
+  if (sql_kw(&s->t[i], "if") && sql_kw(&s->t[i + 1], "exists")) {
     if_exists = 1;
     i += 2;
   }
-  while (rc == 0 && i < s->n && !kw(&s->t[i], "cascade") && !kw(&s->t[i], "restrict")) {
+  while (rc == 0 && i < s->n && !sql_kw(&s->t[i], "cascade") && !sql_kw(&s->t[i], "restrict")) {
     rc = each_named(e, s, &i, !if_exists, drop_cb, &cascade);
-    if (i < s->n && punct(&s->t[i], ','))
+    if (i < s->n && sql_punct(&s->t[i], ','))
       i++;
   }
   return rc;
@@ -1219,7 +706,7 @@ static int alter_cb(schema_expect_t *e, fn_t *f, const stmt_t *s, void *arg) {
   (void)e;
   if (a->grants)
     return append_stmt(&f->grants, text, len);
-  while (i < s->n && !kw(&s->t[i], "owner") && !kw(&s->t[i], "restrict")) {
+  while (i < s->n && !sql_kw(&s->t[i], "owner") && !sql_kw(&s->t[i], "restrict")) {
     if ((rc = fn_option(f, s, &i)) < 0)
       return rc;
     if (rc == 0)
@@ -1235,24 +722,24 @@ static int alter_cb(schema_expect_t *e, fn_t *f, const stmt_t *s, void *arg) {
  * repeat after a repair's CREATE OR REPLACE. */
 static int alter_function(schema_expect_t *e, const stmt_t *s, size_t i) {
   alter_arg_t a = {0, 0};
-  const tok_t *t = s->t;
+  const sql_tok_t *t = s->t;
   int ours;
   char *name;
 
   for (size_t k = i + 1; k < s->n; k++)
-    if (kw(&s->t[k], "rename") || (kw(&s->t[k], "schema") && kw(&s->t[k - 1], "set")) ||
-        kw(&s->t[k], "depends"))
+    if (sql_kw(&s->t[k], "rename") || (sql_kw(&s->t[k], "schema") && sql_kw(&s->t[k - 1], "set")) ||
+        sql_kw(&s->t[k], "depends"))
       return fail(s, "ALTER FUNCTION ... %.*s cannot be followed; create a new function instead",
                   (int)s->t[k].len, s->t[k].s);
   i++;
   /* Where the actions begin: past the name and its argument list. */
   a.at = i;
-  name = qualname(t, s->n, &a.at, &ours);
+  name = sql_qualname(t, s->n, &a.at, &ours);
   if (!name)
     return fail(s, "a function name was expected");
   free(name);
-  if (a.at < s->n && punct(&t[a.at], '('))
-    a.at = skip_parens(t, s->n, a.at);
+  if (a.at < s->n && sql_punct(&t[a.at], '('))
+    a.at = sql_skip_parens(t, s->n, a.at);
   return each_named(e, s, &i, 1, alter_cb, &a);
 }
 
@@ -1262,14 +749,14 @@ static int grant_function(schema_expect_t *e, const stmt_t *s) {
   int rc = 0;
   size_t i = 0;
 
-  while (i + 1 < s->n && !(kw(&s->t[i], "on") && kw(&s->t[i + 1], "function")))
+  while (i + 1 < s->n && !(sql_kw(&s->t[i], "on") && sql_kw(&s->t[i + 1], "function")))
     i++;
   if (i + 1 >= s->n)
     return 0;
   i += 2;
   while (rc == 0 && i < s->n) {
     rc = each_named(e, s, &i, 1, alter_cb, &grants);
-    if (i < s->n && punct(&s->t[i], ','))
+    if (i < s->n && sql_punct(&s->t[i], ','))
       i++;
     else
       break;
@@ -1278,66 +765,6 @@ static int grant_function(schema_expect_t *e, const stmt_t *s) {
 }
 
 /* ---- trigger conditions ------------------------------------------------------------------- */
-
-/* A WHEN condition's words: what the migration wrote and what pg_get_triggerdef() prints of it
- * ("((old.revoked_at IS NULL) AND (new.x = 'on'::text))") come out the same. Parentheses,
- * casts (the deparser adds them to constants) and case go, and != is <>; so a condition that
- * differs only in its grouping reads the same. NULL when out of memory or not lexable. */
-static char *expr_words(const char *src, size_t len) {
-  static const char *const type_words[] = {"precision", "varying", "with",
-                                           "without",   "time",    "zone"};
-  lexer_t lx = {.src = src, .len = len};
-  sbuf_t b = {0};
-  char err[64];
-  int rc;
-
-  sb_add(&b, "", 0);
-  while ((rc = next_statement(&lx, err, sizeof(err))) == 1) {
-    const tok_t *t = lx.toks;
-    for (size_t i = 0; i < lx.ntoks; i++) {
-      if (punct(&t[i], '(') || punct(&t[i], ')'))
-        continue;
-      if (punct(&t[i], ':') && punct(&t[i + 1], ':')) {
-        i += 2; /* the type's first word, then the rest of a type of several words */
-        if (i + 1 < lx.ntoks && punct(&t[i + 1], '.'))
-          i += 2;
-        for (int again = 1; again;) {
-          again = 0;
-          for (size_t m = 0; m < sizeof(type_words) / sizeof(type_words[0]); m++)
-            if (i + 1 < lx.ntoks && kw(&t[i + 1], type_words[m])) {
-              i++;
-              again = 1;
-            }
-        }
-        while (i + 2 < lx.ntoks && punct(&t[i + 1], '[') && punct(&t[i + 2], ']'))
-          i += 2;
-        continue;
-      }
-      if (b.len > 0)
-        sb_add(&b, " ", 1);
-      if ((punct(&t[i], '!') && punct(&t[i + 1], '=')) ||
-          (punct(&t[i], '<') && punct(&t[i + 1], '>'))) {
-        sb_str(&b, "<>");
-        i++;
-      } else if (t[i].kind == T_WORD || t[i].kind == T_QWORD) {
-        char *w = name_of(&t[i]);
-        if (!w)
-          b.oom = 1;
-        else
-          sb_str(&b, w);
-        free(w);
-      } else {
-        sb_add(&b, t[i].s, t[i].len);
-      }
-    }
-  }
-  free(lx.toks);
-  if (rc < 0) {
-    free(b.s);
-    return NULL;
-  }
-  return sb_take(&b);
-}
 
 /* Each run of white space in s one space, for a message of one line. */
 static void squeeze_spaces(char *s) {
@@ -1358,61 +785,61 @@ static void squeeze_spaces(char *s) {
 /* CREATE [OR REPLACE] [CONSTRAINT] TRIGGER name {BEFORE|AFTER|INSTEAD OF} event [OR ...]
  * ON table ... EXECUTE {FUNCTION|PROCEDURE} func(...); i at TRIGGER. */
 static int create_trigger(schema_expect_t *e, const stmt_t *s, size_t i) {
-  const tok_t *t = s->t;
+  const sql_tok_t *t = s->t;
   int type = 0, ours, fours, rc = -ENOMEM;
   char *name = NULL, *table = NULL, *func = NULL, *when = NULL, *when_norm = NULL;
   char *cols[64];
   size_t len, ncols = 0;
-  sbuf_t columns = {0};
+  sql_buf_t columns = {0};
   const char *text;
   trg_t *g;
 
   i++;
-  name = name_of(&t[i++]);
+  name = sql_name_of(&t[i++]);
   if (!name)
     return fail(s, "CREATE TRIGGER without a name");
-  if (kw(&t[i], "before"))
+  if (sql_kw(&t[i], "before"))
     type |= TG_BEFORE;
-  else if (kw(&t[i], "instead"))
+  else if (sql_kw(&t[i], "instead"))
     type |= TG_INSTEAD, i++;
-  else if (!kw(&t[i], "after")) {
+  else if (!sql_kw(&t[i], "after")) {
     rc = fail(s, "trigger %s: BEFORE, AFTER or INSTEAD OF expected", name);
     goto out;
   }
-  for (i++; i < s->n && !kw(&t[i], "on"); i++) {
-    if (kw(&t[i], "insert"))
+  for (i++; i < s->n && !sql_kw(&t[i], "on"); i++) {
+    if (sql_kw(&t[i], "insert"))
       type |= TG_INSERT;
-    else if (kw(&t[i], "delete"))
+    else if (sql_kw(&t[i], "delete"))
       type |= TG_DELETE;
-    else if (kw(&t[i], "update"))
+    else if (sql_kw(&t[i], "update"))
       type |= TG_UPDATE;
-    else if (kw(&t[i], "truncate"))
+    else if (sql_kw(&t[i], "truncate"))
       type |= TG_TRUNCATE;
-    else if (kw(&t[i], "of")) /* UPDATE OF col, ... */
-      while (i + 1 < s->n && !kw(&t[i + 1], "on") && !kw(&t[i + 1], "or")) {
+    else if (sql_kw(&t[i], "of")) /* UPDATE OF col, ... */
+      while (i + 1 < s->n && !sql_kw(&t[i + 1], "on") && !sql_kw(&t[i + 1], "or")) {
         i++;
-        if (punct(&t[i], ','))
+        if (sql_punct(&t[i], ','))
           continue;
         if (ncols == sizeof(cols) / sizeof(cols[0])) {
           rc = fail(s, "trigger %s: too many UPDATE OF columns", name);
           goto out;
         }
-        if ((cols[ncols] = name_of(&t[i])) == NULL)
+        if ((cols[ncols] = sql_name_of(&t[i])) == NULL)
           goto out;
         ncols++;
       }
   }
   qsort(cols, ncols, sizeof(cols[0]), cmp_str);
-  sb_add(&columns, "", 0);
+  sql_buf_add(&columns, "", 0);
   for (size_t k = 0; k < ncols; k++) {
     if (k > 0)
-      sb_add(&columns, ", ", 2);
-    sb_str(&columns, cols[k]);
+      sql_buf_add(&columns, ", ", 2);
+    sql_buf_str(&columns, cols[k]);
   }
   if (columns.oom)
     goto out;
   i++;
-  table = qualname(t, s->n, &i, &ours);
+  table = sql_qualname(t, s->n, &i, &ours);
   if (!table) {
     rc = fail(s, "trigger %s: no table", name);
     goto out;
@@ -1422,12 +849,12 @@ static int create_trigger(schema_expect_t *e, const stmt_t *s, size_t i) {
     goto out;
   }
   for (; i < s->n; i++) {
-    if (punct(&t[i], '(')) { /* WHEN (...) */
-      size_t close = skip_parens(t, s->n, i);
-      if (kw(&t[i - 1], "when") && !when) {
+    if (sql_punct(&t[i], '(')) { /* WHEN (...) */
+      size_t close = sql_skip_parens(t, s->n, i);
+      if (sql_kw(&t[i - 1], "when") && !when) {
         size_t from = t[i + 1].start, to = t[close - 2].end;
         when = strndup(s->src + from, to - from);
-        when_norm = when ? expr_words(when, strlen(when)) : NULL;
+        when_norm = when ? sql_expr_words(when, strlen(when)) : NULL;
         if (!when_norm)
           goto out;
         squeeze_spaces(when);
@@ -1435,11 +862,11 @@ static int create_trigger(schema_expect_t *e, const stmt_t *s, size_t i) {
       i = close - 1;
       continue;
     }
-    if (kw(&t[i], "row") && kw(&t[i - 1], "each"))
+    if (sql_kw(&t[i], "row") && sql_kw(&t[i - 1], "each"))
       type |= TG_ROW;
-    if (kw(&t[i], "execute") && i + 2 < s->n) {
+    if (sql_kw(&t[i], "execute") && i + 2 < s->n) {
       i += 2;
-      func = qualname(t, s->n, &i, &fours);
+      func = sql_qualname(t, s->n, &i, &fours);
       break;
     }
   }
@@ -1467,7 +894,7 @@ static int create_trigger(schema_expect_t *e, const stmt_t *s, size_t i) {
   g->func = func;
   g->when = when;
   g->when_norm = when_norm;
-  g->columns = sb_take(&columns);
+  g->columns = sql_buf_take(&columns);
   columns.s = NULL;
   name = table = func = when = when_norm = NULL;
   g->tgtype = type;
@@ -1499,17 +926,17 @@ static int drop_trigger(schema_expect_t *e, const stmt_t *s, size_t i) {
   trg_t *g;
 
   i++;
-  if (kw(&s->t[i], "if") && kw(&s->t[i + 1], "exists")) {
+  if (sql_kw(&s->t[i], "if") && sql_kw(&s->t[i + 1], "exists")) {
     if_exists = 1;
     i += 2;
   }
-  name = name_of(&s->t[i++]);
-  if (!name || !kw(&s->t[i], "on")) {
+  name = sql_name_of(&s->t[i++]);
+  if (!name || !sql_kw(&s->t[i], "on")) {
     free(name);
     return fail(s, "DROP TRIGGER name ON table expected");
   }
   i++;
-  table = qualname(s->t, s->n, &i, &ours);
+  table = sql_qualname(s->t, s->n, &i, &ours);
   if (!table) {
     free(name);
     return fail(s, "DROP TRIGGER name ON table expected");
@@ -1528,16 +955,16 @@ static int drop_trigger(schema_expect_t *e, const stmt_t *s, size_t i) {
 
 /* ALTER TABLE [IF EXISTS] [ONLY] table action [, ...]: ENABLE/DISABLE TRIGGER, RENAME TO. */
 static int alter_table(schema_expect_t *e, const stmt_t *s, size_t i) {
-  const tok_t *t = s->t;
+  const sql_tok_t *t = s->t;
   int ours;
   char *table;
 
   i++;
-  if (kw(&t[i], "if") && kw(&t[i + 1], "exists"))
+  if (sql_kw(&t[i], "if") && sql_kw(&t[i + 1], "exists"))
     i += 2;
-  if (kw(&t[i], "only"))
+  if (sql_kw(&t[i], "only"))
     i++;
-  table = qualname(t, s->n, &i, &ours);
+  table = sql_qualname(t, s->n, &i, &ours);
   if (!table)
     return fail(s, "ALTER TABLE without a table");
   if (!ours) {
@@ -1546,8 +973,8 @@ static int alter_table(schema_expect_t *e, const stmt_t *s, size_t i) {
   }
   while (i < s->n) {
     char state = 0;
-    if (kw(&t[i], "rename") && kw(&t[i + 1], "to")) {
-      char *to = name_of(&t[i + 2]);
+    if (sql_kw(&t[i], "rename") && sql_kw(&t[i + 1], "to")) {
+      char *to = sql_name_of(&t[i + 2]);
       if (!to) {
         free(table);
         return -ENOMEM;
@@ -1566,19 +993,19 @@ static int alter_table(schema_expect_t *e, const stmt_t *s, size_t i) {
       free(to);
       break;
     }
-    if (kw(&t[i], "enable")) {
+    if (sql_kw(&t[i], "enable")) {
       state = 'O';
-      if (kw(&t[i + 1], "replica"))
+      if (sql_kw(&t[i + 1], "replica"))
         state = 'R', i++;
-      else if (kw(&t[i + 1], "always"))
+      else if (sql_kw(&t[i + 1], "always"))
         state = 'A', i++;
-    } else if (kw(&t[i], "disable")) {
+    } else if (sql_kw(&t[i], "disable")) {
       state = 'D';
     }
-    if (state && kw(&t[i + 1], "trigger") && i + 2 < s->n) {
-      const tok_t *which = &t[i + 2];
-      int all = kw(which, "all") || kw(which, "user");
-      char *name = all ? NULL : name_of(which);
+    if (state && sql_kw(&t[i + 1], "trigger") && i + 2 < s->n) {
+      const sql_tok_t *which = &t[i + 2];
+      int all = sql_kw(which, "all") || sql_kw(which, "user");
+      char *name = all ? NULL : sql_name_of(which);
       for (size_t k = 0; k < e->ntrgs; k++)
         if (strcmp(e->trgs[k].table, table) == 0 && (all || strcmp(e->trgs[k].name, name) == 0))
           e->trgs[k].enabled = state;
@@ -1597,10 +1024,10 @@ static int drop_table(schema_expect_t *e, const stmt_t *s, size_t i) {
   int ours;
 
   i++;
-  if (kw(&s->t[i], "if") && kw(&s->t[i + 1], "exists"))
+  if (sql_kw(&s->t[i], "if") && sql_kw(&s->t[i + 1], "exists"))
     i += 2;
-  while (i < s->n && !kw(&s->t[i], "cascade") && !kw(&s->t[i], "restrict")) {
-    char *table = qualname(s->t, s->n, &i, &ours);
+  while (i < s->n && !sql_kw(&s->t[i], "cascade") && !sql_kw(&s->t[i], "restrict")) {
+    char *table = sql_qualname(s->t, s->n, &i, &ours);
     if (!table)
       return fail(s, "DROP TABLE without a table");
     for (size_t k = 0; ours && k < e->ntrgs;)
@@ -1609,48 +1036,48 @@ static int drop_table(schema_expect_t *e, const stmt_t *s, size_t i) {
       else
         k++;
     free(table);
-    if (i < s->n && punct(&s->t[i], ','))
+    if (i < s->n && sql_punct(&s->t[i], ','))
       i++;
   }
   return 0;
 }
 
 static int statement(schema_expect_t *e, const stmt_t *s) {
-  const tok_t *t = s->t;
+  const sql_tok_t *t = s->t;
   size_t i = 1;
 
-  if (kw(&t[0], "create")) {
-    if (kw(&t[i], "or") && kw(&t[i + 1], "replace"))
+  if (sql_kw(&t[0], "create")) {
+    if (sql_kw(&t[i], "or") && sql_kw(&t[i + 1], "replace"))
       i += 2;
-    if (kw(&t[i], "function"))
+    if (sql_kw(&t[i], "function"))
       return create_function(e, s, i);
-    if (kw(&t[i], "constraint"))
+    if (sql_kw(&t[i], "constraint"))
       i++;
-    if (kw(&t[i], "trigger"))
+    if (sql_kw(&t[i], "trigger"))
       return create_trigger(e, s, i);
     return 0;
   }
-  if (kw(&t[0], "drop")) {
-    if (kw(&t[1], "function"))
+  if (sql_kw(&t[0], "drop")) {
+    if (sql_kw(&t[1], "function"))
       return drop_function(e, s, 1);
-    if (kw(&t[1], "trigger"))
+    if (sql_kw(&t[1], "trigger"))
       return drop_trigger(e, s, 1);
-    if (kw(&t[1], "table"))
+    if (sql_kw(&t[1], "table"))
       return drop_table(e, s, 1);
-    if (kw(&t[1], "schema") || kw(&t[1], "owned"))
+    if (sql_kw(&t[1], "schema") || sql_kw(&t[1], "owned"))
       return fail(s, "DROP %.*s cannot be followed", (int)t[1].len, t[1].s);
     return 0;
   }
-  if (kw(&t[0], "alter")) {
-    if (kw(&t[1], "function"))
+  if (sql_kw(&t[0], "alter")) {
+    if (sql_kw(&t[1], "function"))
       return alter_function(e, s, 1);
-    if (kw(&t[1], "table"))
+    if (sql_kw(&t[1], "table"))
       return alter_table(e, s, 1);
-    if (kw(&t[1], "trigger"))
+    if (sql_kw(&t[1], "trigger"))
       return fail(s, "ALTER TRIGGER cannot be followed; drop and create the trigger instead");
     return 0;
   }
-  if (kw(&t[0], "grant") || kw(&t[0], "revoke"))
+  if (sql_kw(&t[0], "grant") || sql_kw(&t[0], "revoke"))
     return grant_function(e, s);
   return 0;
 }
@@ -1678,7 +1105,7 @@ void schema_expect_free(schema_expect_t *e) {
 
 int schema_expect_add(schema_expect_t *e, const char *file, const char *sql, size_t len, char *err,
                       size_t errlen) {
-  lexer_t lx = {.src = sql, .len = len};
+  sql_lexer_t lx = {.src = sql, .len = len};
   long long v = strtoll(file, NULL, 10);
   char **files = realloc(e->files, (e->nfiles + 1) * sizeof(*files));
   int rc;
@@ -1691,7 +1118,7 @@ int schema_expect_add(schema_expect_t *e, const char *file, const char *sql, siz
   e->nfiles++;
   if (v > e->version)
     e->version = v;
-  while ((rc = next_statement(&lx, err, errlen)) == 1) {
+  while ((rc = sql_next_statement(&lx, err, errlen)) == 1) {
     stmt_t s = {sql, file, lx.toks, lx.ntoks, err, errlen};
     rc = statement(e, &s);
     if (rc != 0)
@@ -1777,8 +1204,8 @@ typedef struct diffs {
   int oom;
 } diffs_t;
 
-static void diff_add(diffs_t *d, sbuf_t *msg, sbuf_t *repair) {
-  char *m = sb_take(msg), *r = sb_take(repair);
+static void diff_add(diffs_t *d, sql_buf_t *msg, sql_buf_t *repair) {
+  char *m = sql_buf_take(msg), *r = sql_buf_take(repair);
 
   if (!m || !r || d->oom) {
     free(m);
@@ -1801,7 +1228,7 @@ static void diff_add(diffs_t *d, sbuf_t *msg, sbuf_t *repair) {
   d->v[d->n++] = (schema_diff_t){m, r};
 }
 
-static void events_text(sbuf_t *b, int type) {
+static void events_text(sql_buf_t *b, int type) {
   static const struct {
     int bit;
     const char *name;
@@ -1811,15 +1238,15 @@ static void events_text(sbuf_t *b, int type) {
             {TG_TRUNCATE, "TRUNCATE"}};
   int first = 1;
 
-  sb_str(b, type & TG_BEFORE ? "BEFORE " : type & TG_INSTEAD ? "INSTEAD OF " : "AFTER ");
+  sql_buf_str(b, type & TG_BEFORE ? "BEFORE " : type & TG_INSTEAD ? "INSTEAD OF " : "AFTER ");
   for (size_t i = 0; i < sizeof(ev) / sizeof(ev[0]); i++)
     if (type & ev[i].bit) {
       if (!first)
-        sb_str(b, " OR ");
-      sb_str(b, ev[i].name);
+        sql_buf_str(b, " OR ");
+      sql_buf_str(b, ev[i].name);
       first = 0;
     }
-  sb_str(b, type & TG_ROW ? " FOR EACH ROW" : " FOR EACH STATEMENT");
+  sql_buf_str(b, type & TG_ROW ? " FOR EACH ROW" : " FOR EACH STATEMENT");
 }
 
 static const char *enabled_text(char c) {
@@ -1837,25 +1264,25 @@ static const char *enabled_text(char c) {
   }
 }
 
-static void enable_sql(sbuf_t *b, const trg_t *g) {
-  sb_str(b, "ALTER TABLE ");
-  sb_ident(b, g->table);
-  sb_str(b, g->enabled == 'D'   ? " DISABLE TRIGGER "
-            : g->enabled == 'R' ? " ENABLE REPLICA TRIGGER "
-            : g->enabled == 'A' ? " ENABLE ALWAYS TRIGGER "
-                                : " ENABLE TRIGGER ");
-  sb_ident(b, g->name);
-  sb_str(b, ";\n");
+static void enable_sql(sql_buf_t *b, const trg_t *g) {
+  sql_buf_str(b, "ALTER TABLE ");
+  sql_buf_ident(b, g->table);
+  sql_buf_str(b, g->enabled == 'D'   ? " DISABLE TRIGGER "
+                 : g->enabled == 'R' ? " ENABLE REPLICA TRIGGER "
+                 : g->enabled == 'A' ? " ENABLE ALWAYS TRIGGER "
+                                     : " ENABLE TRIGGER ");
+  sql_buf_ident(b, g->name);
+  sql_buf_str(b, ";\n");
 }
 
 /* Settings in schema_row_t's config form as "SET a=1 SET b=2", or "no SET". */
-static void config_words(sbuf_t *m, const char *p) {
+static void config_words(sql_buf_t *m, const char *p) {
   if (!*p)
-    sb_str(m, "no SET");
+    sql_buf_str(m, "no SET");
   for (int first = 1; *p; first = 0) {
     const char *nl = strchr(p, '\n');
     size_t l = nl ? (size_t)(nl - p) : strlen(p);
-    sb_printf(m, "%sSET %.*s", first ? "" : " ", (int)l, p);
+    sql_buf_printf(m, "%sSET %.*s", first ? "" : " ", (int)l, p);
     p += l + (nl ? 1 : 0);
   }
 }
@@ -1864,7 +1291,7 @@ static void config_words(sbuf_t *m, const char *p) {
  * what the database has, want what the migrations say), as "it is STRICT instead of CALLED ON
  * NULL INPUT, ... and runs with ...". Returns whether the return type differs (CREATE OR
  * REPLACE cannot change it). */
-static int attrs_diff(sbuf_t *m, const char *is, const char *is_config, const char *want,
+static int attrs_diff(sql_buf_t *m, const char *is, const char *is_config, const char *want,
                       const char *want_config) {
   static const char *const names[] = {"i", "IMMUTABLE", "s", "STABLE", "v", "VOLATILE"};
   static const char *const pnames[] = {"s", "PARALLEL SAFE",  "r", "PARALLEL RESTRICTED",
@@ -1872,11 +1299,11 @@ static int attrs_diff(sbuf_t *m, const char *is, const char *is_config, const ch
   const char *is_lang = strchr(is, ' '), *want_lang = strchr(want, ' ');
   const char *is_ret, *want_ret;
   size_t is_ll, want_ll, n = 0;
-  sbuf_t part[8] = {{0}};
+  sql_buf_t part[8] = {{0}};
   int ret = 0;
 
   if (!is_lang || !want_lang || is_lang - is != 6 || want_lang - want != 6) {
-    sb_printf(m, "it has the attributes %s instead of %s", is, want);
+    sql_buf_printf(m, "it has the attributes %s instead of %s", is, want);
     return 0;
   }
   is_lang++, want_lang++;
@@ -1887,11 +1314,11 @@ static int attrs_diff(sbuf_t *m, const char *is, const char *is_config, const ch
   is_ret = is_ret ? is_ret + 1 : "";
   want_ret = want_ret ? want_ret + 1 : "";
   if (is_ll != want_ll || strncmp(is_lang, want_lang, is_ll) != 0)
-    sb_printf(&part[n++], "is LANGUAGE %.*s instead of %.*s", (int)is_ll, is_lang, (int)want_ll,
-              want_lang);
+    sql_buf_printf(&part[n++], "is LANGUAGE %.*s instead of %.*s", (int)is_ll, is_lang,
+                   (int)want_ll, want_lang);
   if (is[5] != want[5] || strcmp(is_ret, want_ret) != 0) {
-    sb_printf(&part[n++], "RETURNS %s%s instead of %s%s", is[5] == 't' ? "SETOF " : "", is_ret,
-              want[5] == 't' ? "SETOF " : "", want_ret);
+    sql_buf_printf(&part[n++], "RETURNS %s%s instead of %s%s", is[5] == 't' ? "SETOF " : "", is_ret,
+                   want[5] == 't' ? "SETOF " : "", want_ret);
     ret = 1;
   }
   if (is[0] != want[0]) {
@@ -1902,18 +1329,19 @@ static int attrs_diff(sbuf_t *m, const char *is, const char *is_config, const ch
       if (want[0] == names[k][0])
         b = names[k + 1];
     }
-    sb_printf(&part[n++], "is %s instead of %s", a, b);
+    sql_buf_printf(&part[n++], "is %s instead of %s", a, b);
   }
   if (is[2] != want[2])
-    sb_printf(&part[n++], "is %s instead of %s", is[2] == 't' ? "STRICT" : "CALLED ON NULL INPUT",
-              want[2] == 't' ? "STRICT" : "CALLED ON NULL INPUT");
+    sql_buf_printf(&part[n++], "is %s instead of %s",
+                   is[2] == 't' ? "STRICT" : "CALLED ON NULL INPUT",
+                   want[2] == 't' ? "STRICT" : "CALLED ON NULL INPUT");
   if (is[3] != want[3])
-    sb_printf(&part[n++], "is %s instead of %s",
-              is[3] == 't' ? "SECURITY DEFINER" : "SECURITY INVOKER",
-              want[3] == 't' ? "SECURITY DEFINER" : "SECURITY INVOKER");
+    sql_buf_printf(&part[n++], "is %s instead of %s",
+                   is[3] == 't' ? "SECURITY DEFINER" : "SECURITY INVOKER",
+                   want[3] == 't' ? "SECURITY DEFINER" : "SECURITY INVOKER");
   if (is[4] != want[4])
-    sb_printf(&part[n++], "is %s instead of %s", is[4] == 't' ? "LEAKPROOF" : "NOT LEAKPROOF",
-              want[4] == 't' ? "LEAKPROOF" : "NOT LEAKPROOF");
+    sql_buf_printf(&part[n++], "is %s instead of %s", is[4] == 't' ? "LEAKPROOF" : "NOT LEAKPROOF",
+                   want[4] == 't' ? "LEAKPROOF" : "NOT LEAKPROOF");
   if (is[1] != want[1]) {
     const char *a = "?", *b = "?";
     for (size_t k = 0; k < 6; k += 2) {
@@ -1922,34 +1350,34 @@ static int attrs_diff(sbuf_t *m, const char *is, const char *is_config, const ch
       if (want[1] == pnames[k][0])
         b = pnames[k + 1];
     }
-    sb_printf(&part[n++], "is %s instead of %s", a, b);
+    sql_buf_printf(&part[n++], "is %s instead of %s", a, b);
   }
   if (strcmp(is_config, want_config) != 0) {
-    sb_str(&part[n], "runs with ");
+    sql_buf_str(&part[n], "runs with ");
     config_words(&part[n], is_config);
-    sb_str(&part[n], " instead of ");
+    sql_buf_str(&part[n], " instead of ");
     config_words(&part[n++], want_config);
   }
-  sb_str(m, "it ");
+  sql_buf_str(m, "it ");
   for (size_t k = 0; k < n; k++) {
     if (k > 0)
-      sb_str(m, k + 1 == n ? ", and " : ", ");
+      sql_buf_str(m, k + 1 == n ? ", and " : ", ");
     if (part[k].oom)
       m->oom = 1;
     else if (part[k].s)
-      sb_str(m, part[k].s);
+      sql_buf_str(m, part[k].s);
     free(part[k].s);
   }
   return ret;
 }
 
-static void fn_repair(sbuf_t *b, const fn_t *f) {
-  sb_str(b, f->create);
-  sb_str(b, ";\n");
+static void fn_repair(sql_buf_t *b, const fn_t *f) {
+  sql_buf_str(b, f->create);
+  sql_buf_str(b, ";\n");
   if (f->alters)
-    sb_str(b, f->alters);
+    sql_buf_str(b, f->alters);
   if (f->grants)
-    sb_str(b, f->grants);
+    sql_buf_str(b, f->grants);
 }
 
 static int name_is_ours(const schema_expect_t *e, const char *name) {
@@ -1975,7 +1403,7 @@ int schema_compare(const schema_expect_t *e, const schema_row_t *rows, size_t nr
   for (size_t r = 0; r < nrows; r++) {
     const schema_row_t *row = &rows[r];
     const fn_t *f;
-    sbuf_t m = {0}, rep = {0};
+    sql_buf_t m = {0}, rep = {0};
 
     if (row->kind == 'v' && row->args && newer && strtoll(row->args, NULL, 10) > e->version)
       *newer = strtoll(row->args, NULL, 10);
@@ -1991,18 +1419,18 @@ int schema_compare(const schema_expect_t *e, const schema_row_t *rows, size_t nr
         f = &e->fns[i];
         break;
       }
-    sb_printf(&m,
-              "function %s(%s) is not defined by the migrations, but has the name of clued's "
-              "%s(%s) of %s: an overload that may capture its calls",
-              row->name, row->args, f->name, f->args, f->file);
-    sb_printf(&rep, "DROP FUNCTION %s;\n", row->ident ? row->ident : row->name);
+    sql_buf_printf(&m,
+                   "function %s(%s) is not defined by the migrations, but has the name of clued's "
+                   "%s(%s) of %s: an overload that may capture its calls",
+                   row->name, row->args, f->name, f->args, f->file);
+    sql_buf_printf(&rep, "DROP FUNCTION %s;\n", row->ident ? row->ident : row->name);
     diff_add(&d, &m, &rep);
   }
   /* clued's functions: the body each migration left, or missing. */
   for (size_t r = 0; r < nrows; r++) {
     const schema_row_t *row = &rows[r];
     const fn_t *f;
-    sbuf_t m = {0}, rep = {0};
+    sql_buf_t m = {0}, rep = {0};
 
     if (row->kind != 'f' || !row->name || !row->args)
       continue;
@@ -2010,27 +1438,27 @@ int schema_compare(const schema_expect_t *e, const schema_row_t *rows, size_t nr
     if (!f)
       continue;
     if (strcmp(f->sha, row->hash ? row->hash : "") != 0) {
-      sb_printf(&m,
-                "function %s(%s) differs from its definition in %s: it was replaced outside "
-                "migrations",
-                f->name, f->args, f->file);
+      sql_buf_printf(&m,
+                     "function %s(%s) differs from its definition in %s: it was replaced outside "
+                     "migrations",
+                     f->name, f->args, f->file);
       /* A replaced function may return another type, which CREATE OR REPLACE cannot change. */
       if (row->attrs && strcmp(f->attrs_text, row->attrs) != 0)
-        sb_printf(&rep, "DROP FUNCTION %s;\n", row->ident ? row->ident : f->name);
+        sql_buf_printf(&rep, "DROP FUNCTION %s;\n", row->ident ? row->ident : f->name);
     } else if (strcmp(f->attrs_text, row->attrs ? row->attrs : "") != 0 ||
                strcmp(f->config_text, row->config ? row->config : "") != 0) {
-      sbuf_t how = {0};
+      sql_buf_t how = {0};
       int ret = attrs_diff(&how, row->attrs ? row->attrs : "", row->config ? row->config : "",
                            f->attrs_text, f->config_text);
-      sb_printf(&m,
-                "function %s(%s) differs from its definition in %s: %s: it was altered "
-                "outside migrations",
-                f->name, f->args, f->file, how.s ? how.s : "");
+      sql_buf_printf(&m,
+                     "function %s(%s) differs from its definition in %s: %s: it was altered "
+                     "outside migrations",
+                     f->name, f->args, f->file, how.s ? how.s : "");
       if (how.oom)
         m.oom = 1;
       free(how.s);
       if (ret)
-        sb_printf(&rep, "DROP FUNCTION %s;\n", row->ident ? row->ident : f->name);
+        sql_buf_printf(&rep, "DROP FUNCTION %s;\n", row->ident ? row->ident : f->name);
     } else {
       continue;
     }
@@ -2038,11 +1466,11 @@ int schema_compare(const schema_expect_t *e, const schema_row_t *rows, size_t nr
     diff_add(&d, &m, &rep);
   }
   for (size_t i = 0; i < e->nfns; i++) {
-    sbuf_t m = {0}, rep = {0};
+    sql_buf_t m = {0}, rep = {0};
     if (fseen[i])
       continue;
-    sb_printf(&m, "function %s(%s) of %s is missing: it was dropped outside migrations",
-              e->fns[i].name, e->fns[i].args, e->fns[i].file);
+    sql_buf_printf(&m, "function %s(%s) of %s is missing: it was dropped outside migrations",
+                   e->fns[i].name, e->fns[i].args, e->fns[i].file);
     fn_repair(&rep, &e->fns[i]);
     diff_add(&d, &m, &rep);
   }
@@ -2050,7 +1478,7 @@ int schema_compare(const schema_expect_t *e, const schema_row_t *rows, size_t nr
   for (size_t r = 0; r < nrows; r++) {
     const schema_row_t *row = &rows[r];
     trg_t *g;
-    sbuf_t m = {0}, rep = {0};
+    sql_buf_t m = {0}, rep = {0};
     const char *func = row->hash ? row->hash : "", *cols;
     char *when;
     int other_func, other_type, other_cols, other_when;
@@ -2063,7 +1491,7 @@ int schema_compare(const schema_expect_t *e, const schema_row_t *rows, size_t nr
     tseen[g - e->trgs] = 1;
     cols = row->attrs ? row->attrs : "";
     when = NULL;
-    if (row->config && (when = expr_words(row->config, strlen(row->config))) == NULL)
+    if (row->config && (when = sql_expr_words(row->config, strlen(row->config))) == NULL)
       d.oom = 1;
     other_func = strcmp(g->func, func) != 0;
     other_type = g->tgtype != row->tgtype;
@@ -2073,59 +1501,59 @@ int schema_compare(const schema_expect_t *e, const schema_row_t *rows, size_t nr
     free(when);
     if (other_func || other_type || other_cols || other_when) {
       int n = 0;
-      sb_printf(&m, "trigger %s on %s differs from its definition in %s: it ", g->name, g->table,
-                g->file);
+      sql_buf_printf(&m, "trigger %s on %s differs from its definition in %s: it ", g->name,
+                     g->table, g->file);
       if (other_func) {
-        sb_printf(&m, "calls %s instead of %s", func, g->func);
+        sql_buf_printf(&m, "calls %s instead of %s", func, g->func);
         n++;
       }
       if (other_type) {
-        sb_str(&m, n++ ? ", and " : "");
-        sb_str(&m, "fires ");
+        sql_buf_str(&m, n++ ? ", and " : "");
+        sql_buf_str(&m, "fires ");
         events_text(&m, row->tgtype);
-        sb_str(&m, " instead of ");
+        sql_buf_str(&m, " instead of ");
         events_text(&m, g->tgtype);
       }
       if (other_cols) {
-        sb_str(&m, n++ ? ", and " : "");
-        sb_printf(&m, "fires on UPDATE OF %s instead of %s", *cols ? cols : "any column",
-                  *g->columns ? g->columns : "any column");
+        sql_buf_str(&m, n++ ? ", and " : "");
+        sql_buf_printf(&m, "fires on UPDATE OF %s instead of %s", *cols ? cols : "any column",
+                       *g->columns ? g->columns : "any column");
       }
       if (other_when) {
-        sb_str(&m, n++ ? ", and " : "");
+        sql_buf_str(&m, n++ ? ", and " : "");
         if (!row->config)
-          sb_printf(&m, "fires always instead of WHEN (%s)", g->when);
+          sql_buf_printf(&m, "fires always instead of WHEN (%s)", g->when);
         else if (!g->when)
-          sb_printf(&m, "fires only WHEN %s instead of always", row->config);
+          sql_buf_printf(&m, "fires only WHEN %s instead of always", row->config);
         else
-          sb_printf(&m, "fires WHEN %s instead of WHEN (%s)", row->config, g->when);
+          sql_buf_printf(&m, "fires WHEN %s instead of WHEN (%s)", row->config, g->when);
       }
-      sb_str(&m, ": it was replaced outside migrations");
-      sb_str(&rep, "DROP TRIGGER ");
-      sb_ident(&rep, g->name);
-      sb_str(&rep, " ON ");
-      sb_ident(&rep, g->table);
-      sb_str(&rep, ";\n");
-      sb_str(&rep, g->create);
-      sb_str(&rep, ";\n");
+      sql_buf_str(&m, ": it was replaced outside migrations");
+      sql_buf_str(&rep, "DROP TRIGGER ");
+      sql_buf_ident(&rep, g->name);
+      sql_buf_str(&rep, " ON ");
+      sql_buf_ident(&rep, g->table);
+      sql_buf_str(&rep, ";\n");
+      sql_buf_str(&rep, g->create);
+      sql_buf_str(&rep, ";\n");
       if (g->enabled != 'O')
         enable_sql(&rep, g);
       diff_add(&d, &m, &rep);
     } else if (g->enabled != row->enabled) {
-      sb_printf(&m, "trigger %s on %s of %s is %s, but its migrations leave it %s", g->name,
-                g->table, g->file, enabled_text(row->enabled), enabled_text(g->enabled));
+      sql_buf_printf(&m, "trigger %s on %s of %s is %s, but its migrations leave it %s", g->name,
+                     g->table, g->file, enabled_text(row->enabled), enabled_text(g->enabled));
       enable_sql(&rep, g);
       diff_add(&d, &m, &rep);
     }
   }
   for (size_t i = 0; i < e->ntrgs; i++) {
-    sbuf_t m = {0}, rep = {0};
+    sql_buf_t m = {0}, rep = {0};
     if (tseen[i])
       continue;
-    sb_printf(&m, "trigger %s on %s of %s is missing: it was dropped outside migrations",
-              e->trgs[i].name, e->trgs[i].table, e->trgs[i].file);
-    sb_str(&rep, e->trgs[i].create);
-    sb_str(&rep, ";\n");
+    sql_buf_printf(&m, "trigger %s on %s of %s is missing: it was dropped outside migrations",
+                   e->trgs[i].name, e->trgs[i].table, e->trgs[i].file);
+    sql_buf_str(&rep, e->trgs[i].create);
+    sql_buf_str(&rep, ";\n");
     if (e->trgs[i].enabled != 'O')
       enable_sql(&rep, &e->trgs[i]);
     diff_add(&d, &m, &rep);
