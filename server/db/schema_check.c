@@ -1289,10 +1289,9 @@ static void config_words(sql_buf_t *m, const char *p) {
 
 /* What differs between two attribute texts (schema_row_t's attrs and config forms, is being
  * what the database has, want what the migrations say), as "it is STRICT instead of CALLED ON
- * NULL INPUT, ... and runs with ...". Returns whether the return type differs (CREATE OR
- * REPLACE cannot change it). */
-static int attrs_diff(sql_buf_t *m, const char *is, const char *is_config, const char *want,
-                      const char *want_config) {
+ * NULL INPUT, ... and runs with ...". */
+static void attrs_diff(sql_buf_t *m, const char *is, const char *is_config, const char *want,
+                       const char *want_config) {
   static const char *const names[] = {"i", "IMMUTABLE", "s", "STABLE", "v", "VOLATILE"};
   static const char *const pnames[] = {"s", "PARALLEL SAFE",  "r", "PARALLEL RESTRICTED",
                                        "u", "PARALLEL UNSAFE"};
@@ -1300,11 +1299,10 @@ static int attrs_diff(sql_buf_t *m, const char *is, const char *is_config, const
   const char *is_ret, *want_ret;
   size_t is_ll, want_ll, n = 0;
   sql_buf_t part[8] = {{0}};
-  int ret = 0;
 
   if (!is_lang || !want_lang || is_lang - is != 6 || want_lang - want != 6) {
     sql_buf_printf(m, "it has the attributes %s instead of %s", is, want);
-    return 0;
+    return;
   }
   is_lang++, want_lang++;
   is_ret = strchr(is_lang, ' ');
@@ -1319,7 +1317,6 @@ static int attrs_diff(sql_buf_t *m, const char *is, const char *is_config, const
   if (is[5] != want[5] || strcmp(is_ret, want_ret) != 0) {
     sql_buf_printf(&part[n++], "RETURNS %s%s instead of %s%s", is[5] == 't' ? "SETOF " : "", is_ret,
                    want[5] == 't' ? "SETOF " : "", want_ret);
-    ret = 1;
   }
   if (is[0] != want[0]) {
     const char *a = "?", *b = "?";
@@ -1368,7 +1365,17 @@ static int attrs_diff(sql_buf_t *m, const char *is, const char *is_config, const
       sql_buf_str(m, part[k].s);
     free(part[k].s);
   }
-  return ret;
+}
+
+/* Whether two attribute texts return the same: SETOF or not, and the type after the language. */
+static int same_returns(const char *a, const char *b) {
+  const char *ra = strchr(a, ' '), *rb = strchr(b, ' ');
+
+  ra = ra ? strchr(ra + 1, ' ') : NULL;
+  rb = rb ? strchr(rb + 1, ' ') : NULL;
+  if (!ra || !rb || strlen(a) < 6 || strlen(b) < 6)
+    return strcmp(a, b) == 0;
+  return a[5] == b[5] && strcmp(ra, rb) == 0;
 }
 
 static void fn_repair(sql_buf_t *b, const fn_t *f) {
@@ -1442,14 +1449,11 @@ int schema_compare(const schema_expect_t *e, const schema_row_t *rows, size_t nr
                      "function %s(%s) differs from its definition in %s: it was replaced outside "
                      "migrations",
                      f->name, f->args, f->file);
-      /* A replaced function may return another type, which CREATE OR REPLACE cannot change. */
-      if (row->attrs && strcmp(f->attrs_text, row->attrs) != 0)
-        sql_buf_printf(&rep, "DROP FUNCTION %s;\n", row->ident ? row->ident : f->name);
     } else if (strcmp(f->attrs_text, row->attrs ? row->attrs : "") != 0 ||
                strcmp(f->config_text, row->config ? row->config : "") != 0) {
       sql_buf_t how = {0};
-      int ret = attrs_diff(&how, row->attrs ? row->attrs : "", row->config ? row->config : "",
-                           f->attrs_text, f->config_text);
+      attrs_diff(&how, row->attrs ? row->attrs : "", row->config ? row->config : "", f->attrs_text,
+                 f->config_text);
       sql_buf_printf(&m,
                      "function %s(%s) differs from its definition in %s: %s: it was altered "
                      "outside migrations",
@@ -1457,11 +1461,13 @@ int schema_compare(const schema_expect_t *e, const schema_row_t *rows, size_t nr
       if (how.oom)
         m.oom = 1;
       free(how.s);
-      if (ret)
-        sql_buf_printf(&rep, "DROP FUNCTION %s;\n", row->ident ? row->ident : f->name);
     } else {
       continue;
     }
+    /* Another return type, which CREATE OR REPLACE cannot change: dropped first. Only then, as
+     * what depends on the function (a trigger) would refuse the DROP. */
+    if (row->attrs && !same_returns(f->attrs_text, row->attrs))
+      sql_buf_printf(&rep, "DROP FUNCTION %s;\n", row->ident ? row->ident : f->name);
     fn_repair(&rep, f);
     diff_add(&d, &m, &rep);
   }

@@ -508,7 +508,9 @@ char *sql_arg_types(const sql_tok_t *t, size_t from, size_t to) {
 /* A WHEN condition's words: what the migration wrote and what pg_get_triggerdef() prints of it
  * ("((old.revoked_at IS NULL) AND (new.x = 'on'::text))") come out the same. Parentheses,
  * casts (the deparser adds them to constants) and case go, and != is <>; so a condition that
- * differs only in its grouping reads the same. NULL when out of memory or not lexable. */
+ * differs only in its grouping reads the same. A condition the deparser rewrites otherwise
+ * (IN (...) as = ANY (ARRAY[...])) reads differently: a freshly migrated database would show
+ * it, as every end-to-end test's does. NULL when out of memory or not lexable. */
 char *sql_expr_words(const char *src, size_t len) {
   static const char *const type_words[] = {"precision", "varying", "with",
                                            "without",   "time",    "zone"};

@@ -500,6 +500,18 @@ static void test_attributes_and_conditions_are_compared(void **state) {
                                      "LANGUAGE plpgsql AS $$ BEGIN RETURN; END $$;\n");
     schema_diffs_free(d, n);
     rows[0].attrs = "vuffft plpgsql bigint";
+    /* Replaced with other attributes but the same return type: not dropped, as a trigger that
+     * calls it would refuse the DROP. */
+    rows[1].hash = sa;
+    rows[1].attrs = "suffff plpgsql trigger";
+    n = diffs(e, rows, 4, &d);
+    assert_int_equal(n, 1);
+    assert_string_equal(d[0].message, "function u_note() differs from its definition in "
+                                      "0004_d.sql: it was replaced outside migrations");
+    assert_null(strstr(d[0].repair, "DROP"));
+    schema_diffs_free(d, n);
+    rows[1].hash = sn;
+    rows[1].attrs = "vuffff plpgsql trigger";
 
     /* A WHEN added, one taken away or changed, other UPDATE OF columns. */
     rows[3].config = "(false)";
