@@ -581,6 +581,8 @@ static int schema_diffs(PGconn *c, const schema_expect_t *e, schema_diff_t **d, 
     rows[i].hash = COL(4);
     rows[i].tgtype = atoi(PQgetvalue(r, i, 5)); /* "" when NULL */
     rows[i].enabled = PQgetvalue(r, i, 6)[0];
+    rows[i].attrs = COL(7);
+    rows[i].config = COL(8);
 #undef COL
   }
   rc = schema_compare(e, rows, (size_t)nrows, d, n, newer) == 0 ? 0 : DB_ENOMEM;

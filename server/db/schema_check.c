@@ -1,7 +1,6 @@
 /* Reading the migrations for the functions and triggers they leave, and judging the catalog's
- * rows against them. A small SQL lexer (comments, quoted strings and identifiers, dollar
- * quotes) splits each file into statements; a handful of statement shapes matter, the rest
- * are skipped. */
+ * rows against them. A small SQL lexer (db/sql_lex.c) splits each file into statements; a
+ * handful of statement shapes matter, the rest are skipped. */
 
 #include "db/schema_check.h"
 
@@ -15,23 +14,39 @@
 #include <strings.h>
 
 #include "audit/sha256.h"
+#include "db/sql_lex.h"
 
 const char schema_catalog_sql[] =
     "SELECT 'f'::text, p.proname::text, pg_catalog.oidvectortypes(p.proargtypes),"
     " p.oid::pg_catalog.regprocedure::text,"
     " pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(p.prosrc, 'UTF8')), 'hex'),"
-    " NULL::text, NULL::text"
-    " FROM pg_catalog.pg_proc p WHERE p.pronamespace = 'public'::pg_catalog.regnamespace"
+    " NULL::text, NULL::text,"
+    " p.provolatile::text || p.proparallel::text"
+    " || CASE WHEN p.proisstrict THEN 't' ELSE 'f' END"
+    " || CASE WHEN p.prosecdef THEN 't' ELSE 'f' END"
+    " || CASE WHEN p.proleakproof THEN 't' ELSE 'f' END"
+    " || CASE WHEN p.proretset THEN 't' ELSE 'f' END"
+    " || ' ' || l.lanname::text || ' ' || pg_catalog.format_type(p.prorettype, NULL),"
+    " (SELECT pg_catalog.string_agg(g, E'\\n' ORDER BY g COLLATE \"C\")"
+    " FROM pg_catalog.unnest(p.proconfig) g)"
+    " FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_language l ON l.oid = p.prolang"
+    " WHERE p.pronamespace = 'public'::pg_catalog.regnamespace"
     " UNION ALL"
     " SELECT 't', t.tgname::text, c.relname::text, NULL,"
     " CASE WHEN f.pronamespace = 'public'::pg_catalog.regnamespace THEN f.proname::text"
     " ELSE f.oid::pg_catalog.regprocedure::text END,"
-    " t.tgtype::int::text, t.tgenabled::text"
+    " t.tgtype::int::text, t.tgenabled::text,"
+    " (SELECT pg_catalog.string_agg(a.attname::text, ', ' ORDER BY a.attname::text COLLATE \"C\")"
+    " FROM pg_catalog.pg_attribute a"
+    " WHERE a.attrelid = t.tgrelid AND a.attnum = ANY (t.tgattr::pg_catalog.int2[])),"
+    " CASE WHEN t.tgqual IS NOT NULL THEN pg_catalog.substring(pg_catalog.pg_get_triggerdef(t.oid),"
+    " ' WHEN \\((.*)\\) EXECUTE (FUNCTION|PROCEDURE) ') END"
     " FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid"
     " JOIN pg_catalog.pg_proc f ON f.oid = t.tgfoid"
     " WHERE c.relnamespace = 'public'::pg_catalog.regnamespace AND NOT t.tgisinternal"
     " UNION ALL"
-    " SELECT 'v', NULL, max(version)::text, NULL, NULL, NULL, NULL FROM public.schema_migrations";
+    " SELECT 'v', NULL, max(version)::text, NULL, NULL, NULL, NULL, NULL, NULL"
+    " FROM public.schema_migrations";
 
 /* pg_trigger.tgtype bits */
 enum {
@@ -54,12 +69,22 @@ typedef struct fn {
   char *create; /* CREATE OR REPLACE FUNCTION ..., the last definition */
   char *alters; /* ALTER FUNCTION statements since, ";\n"-joined, or NULL */
   char *grants; /* GRANT/REVOKE ON FUNCTION statements since it was created, or NULL */
+  /* Its attributes, as its last CREATE and the ALTER FUNCTION statements since leave them. */
+  char *lang, *rettype; /* rettype as format_type() prints it */
+  char vol, parallel;   /* pg_proc's provolatile, proparallel */
+  unsigned char strict, secdef, leakproof, retset;
+  char **config; /* "name=value" as pg_proc.proconfig has them, in order */
+  size_t nconfig;
+  char *attrs_text, *config_text; /* the above in schema_row_t's forms */
 } fn_t;
 
 typedef struct trg {
   char *name, *table, *func;
   int tgtype;
   char enabled;
+  char *columns;   /* UPDATE OF columns, sorted and ", "-joined; "" for none */
+  char *when;      /* the WHEN condition as written, or NULL */
+  char *when_norm; /* its words, for comparing with what pg_get_triggerdef() prints */
   const char *file;
   char *create;
 } trg_t;
@@ -75,520 +100,24 @@ struct schema_expect {
   size_t nfiles;
 };
 
-/* ---- lexing ------------------------------------------------------------------------------ */
-
-typedef enum { T_WORD, T_QWORD, T_STR, T_DOLLAR, T_NUM, T_PUNCT } tok_kind_t;
-
-typedef struct tok {
-  tok_kind_t kind;
-  const char *s; /* T_DOLLAR: the body; others: the token's text (quotes included) */
-  size_t len;
-  size_t start, end; /* the whole token in the file */
-} tok_t;
-
-typedef struct lexer {
-  const char *src;
-  size_t len, pos;
-  tok_t *toks;
-  size_t ntoks, cap;
-  size_t line_at; /* the first token's line, for messages */
-} lexer_t;
-
-static size_t line_of(const char *src, size_t pos) {
-  size_t line = 1;
-  for (size_t i = 0; i < pos; i++)
-    if (src[i] == '\n')
-      line++;
-  return line;
+static void config_clear(fn_t *f) {
+  for (size_t k = 0; k < f->nconfig; k++)
+    free(f->config[k]);
+  free(f->config);
+  f->config = NULL;
+  f->nconfig = 0;
 }
 
-static int is_ident_start(int c) {
-  return isalpha(c) || c == '_' || c >= 0x80;
-}
-
-static int is_ident(int c) {
-  return isalnum(c) || c == '_' || c == '$' || c >= 0x80;
-}
-
-/* A dollar quote's opening tag at p ($$ or $tag$), its length, or 0. */
-static size_t dollar_tag(const char *s, size_t len, size_t p) {
-  size_t q = p + 1;
-
-  if (s[p] != '$')
-    return 0;
-  if (q < len && s[q] == '$')
-    return 2;
-  if (q >= len || !(isalpha((unsigned char)s[q]) || s[q] == '_' || (unsigned char)s[q] >= 0x80))
-    return 0;
-  while (q < len && (isalnum((unsigned char)s[q]) || s[q] == '_' || (unsigned char)s[q] >= 0x80))
-    q++;
-  return q < len && s[q] == '$' ? q - p + 1 : 0;
-}
-
-static int push(lexer_t *lx, tok_kind_t kind, const char *s, size_t len, size_t start, size_t end) {
-  if (lx->ntoks == lx->cap) {
-    size_t cap = lx->cap ? 2 * lx->cap : 64;
-    tok_t *t = realloc(lx->toks, cap * sizeof(*t));
-    if (!t)
-      return -ENOMEM;
-    lx->toks = t;
-    lx->cap = cap;
-  }
-  lx->toks[lx->ntoks++] = (tok_t){kind, s, len, start, end};
-  return 0;
-}
-
-/* A statement's tokens are followed by a few ';' that it does not count, so that looking a
- * few tokens ahead never reads past the array. */
-#define SENTINELS 4
-
-static int seal(lexer_t *lx) {
-  size_t end = lx->ntoks ? lx->toks[lx->ntoks - 1].end : lx->pos;
-
-  for (int k = 0; k < SENTINELS; k++)
-    if (push(lx, T_PUNCT, ";", 1, end, end) != 0)
-      return -ENOMEM;
-  lx->ntoks -= SENTINELS;
-  return 1;
-}
-
-/* The next statement's tokens (to its ';' or the end). Returns 1 with a statement, 0 at the
- * end of the file, -1 (message in err) on an unterminated quote or comment, or -ENOMEM. */
-static int next_statement(lexer_t *lx, char *err, size_t errlen) {
-  const char *s = lx->src;
-  size_t n = lx->len;
-
-  lx->ntoks = 0;
-  while (lx->pos < n) {
-    size_t p = lx->pos, q;
-    unsigned char c = (unsigned char)s[p];
-    int rc = 0;
-
-    if (isspace(c)) {
-      lx->pos++;
-      continue;
-    }
-    if (c == '-' && p + 1 < n && s[p + 1] == '-') {
-      while (lx->pos < n && s[lx->pos] != '\n')
-        lx->pos++;
-      continue;
-    }
-    if (c == '/' && p + 1 < n && s[p + 1] == '*') {
-      int depth = 0;
-      for (q = p; q < n; q++) {
-        if (s[q] == '/' && q + 1 < n && s[q + 1] == '*') {
-          depth++;
-          q++;
-        } else if (s[q] == '*' && q + 1 < n && s[q + 1] == '/') {
-          q++;
-          if (--depth == 0)
-            break;
-        }
-      }
-      if (q >= n) {
-        snprintf(err, errlen, "line %zu: unterminated comment", line_of(s, p));
-        return -1;
-      }
-      lx->pos = q + 1;
-      continue;
-    }
-    if (lx->ntoks == 0)
-      lx->line_at = p;
-    if (c == ';') {
-      lx->pos++;
-      if (lx->ntoks == 0)
-        continue;
-      return seal(lx);
-    }
-    if (c == '\'' || ((c == 'e' || c == 'E') && p + 1 < n && s[p + 1] == '\'')) {
-      int esc = c != '\'';
-      for (q = p + (esc ? 2 : 1); q < n; q++) {
-        if (esc && s[q] == '\\') {
-          q++;
-          continue;
-        }
-        if (s[q] == '\'') {
-          if (q + 1 < n && s[q + 1] == '\'') {
-            q++;
-            continue;
-          }
-          break;
-        }
-      }
-      if (q >= n) {
-        snprintf(err, errlen, "line %zu: unterminated string", line_of(s, p));
-        return -1;
-      }
-      rc = push(lx, T_STR, s + p, q + 1 - p, p, q + 1);
-      lx->pos = q + 1;
-    } else if (c == '"') {
-      for (q = p + 1; q < n; q++)
-        if (s[q] == '"') {
-          if (q + 1 < n && s[q + 1] == '"') {
-            q++;
-            continue;
-          }
-          break;
-        }
-      if (q >= n) {
-        snprintf(err, errlen, "line %zu: unterminated quoted identifier", line_of(s, p));
-        return -1;
-      }
-      rc = push(lx, T_QWORD, s + p + 1, q - p - 1, p, q + 1);
-      lx->pos = q + 1;
-    } else if (c == '$' && (q = dollar_tag(s, n, p)) > 0) {
-      size_t tag = q, body = p + tag, e;
-      for (e = body; e + tag <= n; e++)
-        if (s[e] == '$' && memcmp(s + e, s + p, tag) == 0)
-          break;
-      if (e + tag > n) {
-        snprintf(err, errlen, "line %zu: unterminated dollar quote %.*s", line_of(s, p), (int)tag,
-                 s + p);
-        return -1;
-      }
-      rc = push(lx, T_DOLLAR, s + body, e - body, p, e + tag);
-      lx->pos = e + tag;
-    } else if (is_ident_start(c)) {
-      for (q = p + 1; q < n && is_ident((unsigned char)s[q]); q++)
-        ;
-      rc = push(lx, T_WORD, s + p, q - p, p, q);
-      lx->pos = q;
-    } else if (isdigit(c) || c == '$') {
-      for (q = p + 1; q < n && (isalnum((unsigned char)s[q]) || s[q] == '.'); q++)
-        ;
-      rc = push(lx, T_NUM, s + p, q - p, p, q);
-      lx->pos = q;
-    } else {
-      rc = push(lx, T_PUNCT, s + p, 1, p, p + 1);
-      lx->pos++;
-    }
-    if (rc != 0)
-      return rc;
-  }
-  return lx->ntoks > 0 ? seal(lx) : 0;
-}
-
-/* ---- helpers ----------------------------------------------------------------------------- */
-
-static int kw(const tok_t *t, const char *w) {
-  return t && t->kind == T_WORD && strlen(w) == t->len && strncasecmp(t->s, w, t->len) == 0;
-}
-
-static int punct(const tok_t *t, char c) {
-  return t && t->kind == T_PUNCT && t->s[0] == c;
-}
-
-/* A name as PostgreSQL folds it: unquoted words to lower case. */
-static char *name_of(const tok_t *t) {
-  char *s;
-
-  if (!t || (t->kind != T_WORD && t->kind != T_QWORD))
-    return NULL;
-  s = malloc(t->len + 1);
-  if (!s)
-    return NULL;
-  if (t->kind == T_QWORD) {
-    size_t j = 0;
-    for (size_t i = 0; i < t->len; i++) {
-      s[j++] = t->s[i];
-      if (t->s[i] == '"')
-        i++; /* "" */
-    }
-    s[j] = '\0';
-  } else {
-    for (size_t i = 0; i < t->len; i++)
-      s[i] = (char)tolower((unsigned char)t->s[i]);
-    s[t->len] = '\0';
-  }
-  return s;
-}
-
-typedef struct sbuf {
-  char *s;
-  size_t len, cap;
-  int oom;
-} sbuf_t;
-
-static void sb_add(sbuf_t *b, const char *s, size_t n) {
-  if (b->oom)
-    return;
-  if (b->len + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 64;
-    char *ns;
-    while (cap < b->len + n + 1)
-      cap *= 2;
-    ns = realloc(b->s, cap);
-    if (!ns) {
-      b->oom = 1;
-      return;
-    }
-    b->s = ns;
-    b->cap = cap;
-  }
-  memcpy(b->s + b->len, s, n);
-  b->len += n;
-  b->s[b->len] = '\0';
-}
-
-static void sb_str(sbuf_t *b, const char *s) {
-  sb_add(b, s, strlen(s));
-}
-
-static void sb_printf(sbuf_t *b, const char *fmt, ...) {
-  char tmp[1024];
-  va_list ap;
-  int n;
-
-  va_start(ap, fmt);
-  n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-  va_end(ap);
-  if (n < 0) {
-    b->oom = 1;
-    return;
-  }
-  if ((size_t)n < sizeof(tmp)) {
-    sb_add(b, tmp, (size_t)n);
-    return;
-  }
-  {
-    char *big = malloc((size_t)n + 1);
-    if (!big) {
-      b->oom = 1;
-      return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    sb_add(b, big, (size_t)n);
-    free(big);
-  }
-}
-
-/* b's string, or NULL (and nothing kept) when it ran out of memory. */
-static char *sb_take(sbuf_t *b) {
-  if (b->oom) {
-    free(b->s);
-    return NULL;
-  }
-  if (!b->s)
-    return strdup("");
-  return b->s;
-}
-
-/* An identifier for SQL text: as is when PostgreSQL would fold it to itself. */
-static void sb_ident(sbuf_t *b, const char *id) {
-  int plain = id[0] && (islower((unsigned char)id[0]) || id[0] == '_');
-
-  for (const char *p = id; *p && plain; p++)
-    if (!(islower((unsigned char)*p) || isdigit((unsigned char)*p) || *p == '_'))
-      plain = 0;
-  if (plain) {
-    sb_str(b, id);
-    return;
-  }
-  sb_add(b, "\"", 1);
-  for (const char *p = id; *p; p++) {
-    if (*p == '"')
-      sb_add(b, "\"", 1);
-    sb_add(b, p, 1);
-  }
-  sb_add(b, "\"", 1);
-}
-
-/* A name at toks[*i], maybe qualified (schema.name). *ours: no schema, or public. */
-static char *qualname(const tok_t *t, size_t n, size_t *i, int *ours) {
-  char *first, *second;
-
-  if (*i >= n)
-    return NULL;
-  first = name_of(&t[*i]);
-  if (!first)
-    return NULL;
-  (*i)++;
-  *ours = 1;
-  if (*i + 1 < n && punct(&t[*i], '.')) {
-    second = name_of(&t[*i + 1]);
-    if (!second) {
-      free(first);
-      return NULL;
-    }
-    *ours = strcmp(first, "public") == 0;
-    free(first);
-    *i += 2;
-    return second;
-  }
-  return first;
-}
-
-/* The index just past the ')' matching the '(' at toks[i], or n. */
-static size_t skip_parens(const tok_t *t, size_t n, size_t i) {
-  int depth = 0;
-
-  for (; i < n; i++) {
-    if (punct(&t[i], '('))
-      depth++;
-    else if (punct(&t[i], ')') && --depth == 0)
-      return i + 1;
-  }
-  return n;
-}
-
-static const struct {
-  const char *alias, *name;
-} type_aliases[] = {
-    {"int", "integer"},
-    {"int4", "integer"},
-    {"int8", "bigint"},
-    {"int2", "smallint"},
-    {"bool", "boolean"},
-    {"float8", "double precision"},
-    {"float", "double precision"},
-    {"float4", "real"},
-    {"varchar", "character varying"},
-    {"char", "character"},
-    {"decimal", "numeric"},
-    {"timestamptz", "timestamp with time zone"},
-    {"timestamp", "timestamp without time zone"},
-    {"timetz", "time with time zone"},
-    {"time", "time without time zone"},
-};
-
-/* Words that begin a type name of more than one word: never a parameter's name here. */
-static int multiword_type(const char *w) {
-  static const char *const starts[] = {"double", "character", "timestamp", "time",
-                                       "bit",    "national",  "interval"};
-  for (size_t i = 0; i < sizeof(starts) / sizeof(starts[0]); i++)
-    if (strcmp(w, starts[i]) == 0)
-      return 1;
-  return 0;
-}
-
-static int arg_mode(const char *w) {
-  return strcmp(w, "in") == 0 || strcmp(w, "out") == 0 || strcmp(w, "inout") == 0 ||
-         strcmp(w, "variadic") == 0;
-}
-
-/* The input argument types of the list toks[from, to) as oidvectortypes() prints them:
- * "bigint, integer[]". Modes, names, defaults and type modifiers go; OUT arguments too. */
-static char *arg_types(const tok_t *t, size_t from, size_t to) {
-  sbuf_t out = {0};
-  size_t i = from, nargs = 0;
-
-  sb_add(&out, "", 0);
-  while (i < to) {
-    char *words[16];
-    size_t nw = 0, w0 = 0;
-    int is_out = 0, depth = 0;
-    sbuf_t ty = {0};
-
-    /* One argument: up to a ',' outside parentheses. */
-    for (; i < to; i++) {
-      if (punct(&t[i], '(')) {
-        depth++;
-        continue;
-      }
-      if (punct(&t[i], ')')) {
-        depth--;
-        continue;
-      }
-      if (depth > 0)
-        continue;
-      if (punct(&t[i], ','))
-        break;
-      if (kw(&t[i], "default") || punct(&t[i], '=')) {
-        /* the default: skip to the next top-level ',' */
-        for (; i < to; i++) {
-          if (punct(&t[i], '('))
-            depth++;
-          else if (punct(&t[i], ')'))
-            depth--;
-          else if (depth == 0 && punct(&t[i], ','))
-            break;
-        }
-        break;
-      }
-      if ((t[i].kind == T_WORD || t[i].kind == T_QWORD) && nw < 16) {
-        words[nw] = name_of(&t[i]);
-        if (!words[nw])
-          out.oom = 1;
-        else
-          nw++;
-      } else if (punct(&t[i], '[') && nw > 0) {
-        size_t l = strlen(words[nw - 1]);
-        char *w = realloc(words[nw - 1], l + 3);
-        if (w) {
-          memcpy(w + l, "[]", 3);
-          words[nw - 1] = w;
-        } else {
-          out.oom = 1;
-        }
-        while (i < to && !punct(&t[i], ']'))
-          i++;
-      } else if (punct(&t[i], '.') && nw > 0 && i + 1 < to) {
-        /* schema.type: kept whole in the last word */
-        char *next = name_of(&t[i + 1]);
-        size_t l = strlen(words[nw - 1]);
-        char *w = next ? realloc(words[nw - 1], l + strlen(next) + 2) : NULL;
-        if (w) {
-          w[l] = '.';
-          strcpy(w + l + 1, next);
-          words[nw - 1] = w;
-        } else {
-          out.oom = 1;
-        }
-        free(next);
-        i++;
-      }
-    }
-    if (i < to && punct(&t[i], ','))
-      i++;
-    if (nw > 0 && arg_mode(words[0])) {
-      is_out = strcmp(words[0], "out") == 0;
-      w0 = 1;
-    }
-    if (nw - w0 >= 2 && !multiword_type(words[w0]))
-      w0++; /* the parameter's name */
-    if (w0 < nw && arg_mode(words[w0])) {
-      is_out = is_out || strcmp(words[w0], "out") == 0;
-      w0++;
-    }
-    if (!is_out && w0 < nw) {
-      /* An alias is normalized by its first word; arrays keep their [] */
-      size_t l = strlen(words[w0]);
-      int arr = l > 2 && strcmp(words[w0] + l - 2, "[]") == 0;
-      const char *base = words[w0];
-      char tmp[64];
-
-      if (arr && l - 2 < sizeof(tmp)) {
-        memcpy(tmp, words[w0], l - 2);
-        tmp[l - 2] = '\0';
-        base = tmp;
-      }
-      for (size_t k = 0; k < sizeof(type_aliases) / sizeof(type_aliases[0]); k++)
-        if (nw - w0 == 1 && strcmp(base, type_aliases[k].alias) == 0) {
-          base = type_aliases[k].name;
-          break;
-        }
-      sb_str(&ty, base);
-      for (size_t k = w0 + 1; k < nw; k++) {
-        sb_add(&ty, " ", 1);
-        sb_str(&ty, words[k]);
-      }
-      if (arr && nw - w0 == 1)
-        sb_add(&ty, "[]", 2);
-      if (ty.s) {
-        if (nargs++ > 0)
-          sb_add(&out, ", ", 2);
-        sb_str(&out, ty.s);
-      }
-      if (ty.oom)
-        out.oom = 1;
-      free(ty.s);
-    }
-    for (size_t k = 0; k < nw; k++)
-      free(words[k]);
-  }
-  return sb_take(&out);
+/* A function's attributes back to CREATE FUNCTION's defaults, as a CREATE OR REPLACE sets
+ * every one of them to what it says. */
+static void attrs_reset(fn_t *f) {
+  free(f->lang);
+  free(f->rettype);
+  f->lang = f->rettype = NULL;
+  f->vol = 'v';
+  f->parallel = 'u';
+  f->strict = f->secdef = f->leakproof = f->retset = 0;
+  config_clear(f);
 }
 
 static void fn_free(fn_t *f) {
@@ -598,12 +127,18 @@ static void fn_free(fn_t *f) {
   free(f->create);
   free(f->alters);
   free(f->grants);
+  attrs_reset(f);
+  free(f->attrs_text);
+  free(f->config_text);
 }
 
 static void trg_free(trg_t *g) {
   free(g->name);
   free(g->table);
   free(g->func);
+  free(g->columns);
+  free(g->when);
+  free(g->when_norm);
   free(g->create);
 }
 
@@ -649,7 +184,7 @@ static int append_stmt(char **list, const char *stmt, size_t len) {
 typedef struct stmt {
   const char *src;
   const char *file;
-  const tok_t *t;
+  const sql_tok_t *t;
   size_t n;
   char *err;
   size_t errlen;
@@ -662,7 +197,7 @@ static int fail(const stmt_t *s, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
-  snprintf(s->err, s->errlen, "%s line %zu: %s", s->file, line_of(s->src, s->t[0].start), msg);
+  snprintf(s->err, s->errlen, "%s line %zu: %s", s->file, sql_line_of(s->src, s->t[0].start), msg);
   return -1;
 }
 
@@ -672,19 +207,343 @@ static const char *text_from(const stmt_t *s, size_t i, size_t *len) {
   return s->src + s->t[i].start;
 }
 
+/* ---- function attributes ------------------------------------------------------------------ */
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* f's attributes in schema_row_t's forms, after each statement that changes them. */
+static int attrs_render(fn_t *f) {
+  sql_buf_t a = {0}, c = {0};
+  char **sorted = f->nconfig ? malloc(f->nconfig * sizeof(*sorted)) : NULL;
+
+  if (f->nconfig && !sorted)
+    return -ENOMEM;
+  sql_buf_printf(&a, "%c%c%c%c%c%c %s %s", f->vol, f->parallel, f->strict ? 't' : 'f',
+                 f->secdef ? 't' : 'f', f->leakproof ? 't' : 'f', f->retset ? 't' : 'f',
+                 f->lang ? f->lang : "", f->rettype ? f->rettype : "");
+  if (f->nconfig) {
+    memcpy(sorted, f->config, f->nconfig * sizeof(*sorted));
+    qsort(sorted, f->nconfig, sizeof(*sorted), cmp_str);
+  }
+  sql_buf_add(&c, "", 0);
+  for (size_t k = 0; k < f->nconfig; k++) {
+    if (k > 0)
+      sql_buf_add(&c, "\n", 1);
+    sql_buf_str(&c, sorted[k]);
+  }
+  free(sorted);
+  free(f->attrs_text);
+  free(f->config_text);
+  f->attrs_text = sql_buf_take(&a);
+  f->config_text = sql_buf_take(&c);
+  return f->attrs_text && f->config_text ? 0 : -ENOMEM;
+}
+
+/* SET name = value: name's entry replaced in place or added at the end, as PostgreSQL's
+ * GUCArrayAdd() does; value NULL removes it (RESET name, SET name TO DEFAULT). */
+static int config_set(fn_t *f, const char *name, const char *value) {
+  size_t nl = strlen(name), k;
+  char *entry = NULL, **v;
+
+  for (k = 0; k < f->nconfig; k++)
+    if (strncmp(f->config[k], name, nl) == 0 && f->config[k][nl] == '=')
+      break;
+  if (!value) {
+    if (k < f->nconfig) {
+      free(f->config[k]);
+      memmove(&f->config[k], &f->config[k + 1], (f->nconfig - k - 1) * sizeof(*f->config));
+      f->nconfig--;
+    }
+    return 0;
+  }
+  entry = malloc(nl + strlen(value) + 2);
+  if (!entry)
+    return -ENOMEM;
+  sprintf(entry, "%s=%s", name, value);
+  if (k < f->nconfig) {
+    free(f->config[k]);
+    f->config[k] = entry;
+    return 0;
+  }
+  v = realloc(f->config, (f->nconfig + 1) * sizeof(*v));
+  if (!v) {
+    free(entry);
+    return -ENOMEM;
+  }
+  f->config = v;
+  f->config[f->nconfig++] = entry;
+  return 0;
+}
+
+/* Settings whose values PostgreSQL keeps as a list of quoted identifiers (GUC_LIST_QUOTE). */
+static int list_quoted(const char *name) {
+  return strcmp(name, "search_path") == 0 || strcmp(name, "temp_tablespaces") == 0 ||
+         strcmp(name, "session_preload_libraries") == 0 ||
+         strcmp(name, "local_preload_libraries") == 0 ||
+         strcmp(name, "shared_preload_libraries") == 0;
+}
+
+/* SET name {= | TO} value [, ...] | SET name FROM CURRENT | RESET {name | ALL}, at t[*i] (SET or
+ * RESET): f's settings changed as PostgreSQL flattens them into proconfig. */
+static int set_clause(fn_t *f, const stmt_t *s, size_t *i) {
+  const sql_tok_t *t = s->t;
+  int reset = sql_kw(&t[*i], "reset"), rc;
+  sql_buf_t name = {0}, value = {0};
+  size_t k = *i + 1;
+
+  if (reset && sql_kw(&t[k], "all")) {
+    config_clear(f);
+    *i = k + 1;
+    return 0;
+  }
+  for (;;) {
+    char *w = sql_name_of(&t[k]);
+    if (!w) {
+      free(name.s);
+      return fail(s, "function %s(%s): SET or RESET without a setting's name", f->name, f->args);
+    }
+    sql_buf_str(&name, w);
+    free(w);
+    k++;
+    if (!sql_punct(&t[k], '.'))
+      break;
+    sql_buf_add(&name, ".", 1);
+    k++;
+  }
+  if (name.oom)
+    return -ENOMEM;
+  if (reset) {
+    rc = config_set(f, name.s, NULL);
+    free(name.s);
+    *i = k;
+    return rc;
+  }
+  if (!sql_kw(&t[k], "to") && !sql_punct(&t[k], '=')) {
+    rc = fail(s, "function %s(%s): SET %s %.*s cannot be followed", f->name, f->args, name.s,
+              (int)t[k].len, t[k].s);
+    free(name.s);
+    return rc;
+  }
+  k++;
+  if (sql_kw(&t[k], "default")) {
+    rc = config_set(f, name.s, NULL);
+    free(name.s);
+    *i = k + 1;
+    return rc;
+  }
+  sql_buf_add(&value, "", 0);
+  for (int first = 1;; first = 0) {
+    const sql_tok_t *v = &t[k];
+    char *w = NULL;
+    int neg = 0;
+
+    if (!first)
+      sql_buf_add(&value, ", ", 2);
+    if (sql_punct(v, '-') && t[k + 1].kind == SQL_NUM) {
+      neg = 1;
+      v = &t[++k];
+    }
+    if (v->kind == SQL_NUM) {
+      char *end;
+      long long n = strtoll(v->s, &end, 10);
+      if (neg)
+        sql_buf_add(&value, "-", 1);
+      if (end == v->s + v->len) /* an integer constant is printed again, "010" as 10 */
+        sql_buf_printf(&value, "%lld", n);
+      else
+        sql_buf_add(&value, v->s, v->len);
+    } else if (v->kind == SQL_WORD || v->kind == SQL_QWORD ||
+               (v->kind == SQL_STR && v->s[0] == '\'')) {
+      if (v->kind == SQL_STR) {
+        w = malloc(v->len);
+        if (w) {
+          size_t n = 0;
+          for (size_t c = 1; c + 1 < v->len; c++) {
+            w[n++] = v->s[c];
+            if (v->s[c] == '\'')
+              c++; /* '' */
+          }
+          w[n] = '\0';
+        }
+      } else {
+        w = sql_name_of(v);
+      }
+      if (!w) {
+        free(name.s);
+        free(value.s);
+        return -ENOMEM;
+      }
+      if (list_quoted(name.s))
+        sql_buf_ident(&value, w);
+      else
+        sql_buf_str(&value, w);
+      free(w);
+    } else {
+      rc = fail(s, "function %s(%s): the value of SET %s cannot be followed", f->name, f->args,
+                name.s);
+      free(name.s);
+      free(value.s);
+      return rc;
+    }
+    k++;
+    if (!sql_punct(&t[k], ','))
+      break;
+    k++;
+  }
+  rc = name.oom || value.oom ? -ENOMEM : config_set(f, name.s, value.s);
+  free(name.s);
+  free(value.s);
+  *i = k;
+  return rc;
+}
+
+/* The option of CREATE or ALTER FUNCTION at t[*i], past it: 1 when it is one, 0 when it is not,
+ * -1 (in err) when it cannot be followed, or -ENOMEM. */
+static int fn_option(fn_t *f, const stmt_t *s, size_t *i) {
+  const sql_tok_t *t = s->t;
+  size_t k = *i;
+
+  if (sql_kw(&t[k], "immutable") || sql_kw(&t[k], "stable") || sql_kw(&t[k], "volatile")) {
+    f->vol = (char)tolower((unsigned char)t[k].s[0]);
+    *i = k + 1;
+  } else if (sql_kw(&t[k], "strict")) {
+    f->strict = 1;
+    *i = k + 1;
+  } else if (sql_kw(&t[k], "called") && sql_kw(&t[k + 1], "on")) {
+    f->strict = 0;
+    *i = k + 4; /* CALLED ON NULL INPUT */
+  } else if (sql_kw(&t[k], "returns") && sql_kw(&t[k + 1], "null") && sql_kw(&t[k + 2], "on")) {
+    f->strict = 1;
+    *i = k + 5; /* RETURNS NULL ON NULL INPUT */
+  } else if (sql_kw(&t[k], "leakproof")) {
+    f->leakproof = 1;
+    *i = k + 1;
+  } else if (sql_kw(&t[k], "not") && sql_kw(&t[k + 1], "leakproof")) {
+    f->leakproof = 0;
+    *i = k + 2;
+  } else if (sql_kw(&t[k], "external") && sql_kw(&t[k + 1], "security")) {
+    *i = k + 1;
+  } else if (sql_kw(&t[k], "security") &&
+             (sql_kw(&t[k + 1], "definer") || sql_kw(&t[k + 1], "invoker"))) {
+    f->secdef = sql_kw(&t[k + 1], "definer");
+    *i = k + 2;
+  } else if (sql_kw(&t[k], "parallel") &&
+             (sql_kw(&t[k + 1], "safe") || sql_kw(&t[k + 1], "restricted") ||
+              sql_kw(&t[k + 1], "unsafe"))) {
+    f->parallel = (char)tolower((unsigned char)t[k + 1].s[0]);
+    *i = k + 2;
+  } else if ((sql_kw(&t[k], "cost") || sql_kw(&t[k], "rows")) && t[k + 1].kind == SQL_NUM) {
+    *i = k + 2; /* the planner's estimates: not compared */
+  } else if (sql_kw(&t[k], "set") || sql_kw(&t[k], "reset")) {
+    return set_clause(f, s, i) == 0 ? 1 : -1;
+  } else if (sql_kw(&t[k], "support") || sql_kw(&t[k], "window") || sql_kw(&t[k], "transform")) {
+    return fail(s, "function %s(%s): %.*s cannot be followed", f->name, f->args, (int)t[k].len,
+                t[k].s);
+  } else {
+    return 0;
+  }
+  return 1;
+}
+
+/* RETURNS [SETOF] type | RETURNS TABLE (...) at t[*i] (RETURNS), past it. */
+static int returns_clause(fn_t *f, const stmt_t *s, size_t *i) {
+  const sql_tok_t *t = s->t;
+  static const char *const more[] = {"precision", "varying", "with", "without", "time", "zone"};
+  size_t k = *i + 1, from;
+
+  if (sql_kw(&t[k], "table") && sql_punct(&t[k + 1], '(')) {
+    size_t close = sql_skip_parens(t, s->n, k + 1);
+    char *cols = sql_arg_types(t, k + 2, close - 1);
+    if (!cols)
+      return -ENOMEM;
+    f->retset = 1;
+    /* One column is returned as its type, more as a record. */
+    f->rettype = strchr(cols, ',') ? strdup("record") : strdup(cols);
+    free(cols);
+    *i = close;
+    return f->rettype ? 0 : -ENOMEM;
+  }
+  if (sql_kw(&t[k], "setof")) {
+    f->retset = 1;
+    k++;
+  }
+  from = k;
+  if (t[k].kind != SQL_WORD && t[k].kind != SQL_QWORD)
+    return fail(s, "function %s(%s): RETURNS without a type", f->name, f->args);
+  k++;
+  if (sql_punct(&t[k], '.'))
+    k += 2;
+  for (int again = 1; again;) {
+    again = 0;
+    for (size_t m = 0; m < sizeof(more) / sizeof(more[0]); m++)
+      if (sql_kw(&t[k], more[m])) {
+        k++;
+        again = 1;
+      }
+  }
+  if (sql_punct(&t[k], '%'))
+    return fail(s, "function %s(%s): RETURNS ...%%TYPE cannot be followed", f->name, f->args);
+  if (sql_punct(&t[k], '('))
+    k = sql_skip_parens(t, s->n, k);
+  while (sql_punct(&t[k], '[') && sql_punct(&t[k + 1], ']'))
+    k += 2;
+  f->rettype = sql_arg_types(t, from, k);
+  *i = k;
+  return f->rettype ? 0 : -ENOMEM;
+}
+
+/* CREATE FUNCTION's clauses after the argument list (t[i] on): f's attributes. */
+static int create_attrs(fn_t *f, const stmt_t *s, size_t i) {
+  const sql_tok_t *t = s->t;
+  int rc;
+
+  attrs_reset(f);
+  while (i < s->n) {
+    if (sql_kw(&t[i], "returns") && !sql_kw(&t[i + 1], "null")) {
+      if ((rc = returns_clause(f, s, &i)) != 0)
+        return rc;
+      continue;
+    }
+    if (sql_kw(&t[i], "language")) {
+      f->lang = t[i + 1].kind == SQL_STR ? strndup(t[i + 1].s + 1, t[i + 1].len - 2)
+                                         : sql_name_of(&t[i + 1]);
+      if (!f->lang)
+        return -ENOMEM;
+      for (char *p = f->lang; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+      i += 2;
+      continue;
+    }
+    if (sql_kw(&t[i], "as")) {
+      i += 2;
+      continue;
+    }
+    if ((rc = fn_option(f, s, &i)) < 0)
+      return rc;
+    if (rc == 0)
+      return fail(s, "function %s(%s): %.*s cannot be followed", f->name, f->args, (int)t[i].len,
+                  t[i].s);
+  }
+  if (!f->lang || !f->rettype)
+    return fail(s, "function %s(%s): no LANGUAGE or RETURNS", f->name, f->args);
+  return attrs_render(f);
+}
+
 /* CREATE [OR REPLACE] FUNCTION name (args) ... AS $tag$body$tag$ ...; i at FUNCTION. */
 static int create_function(schema_expect_t *e, const stmt_t *s, size_t i) {
-  const tok_t *t = s->t;
+  const sql_tok_t *t = s->t;
   size_t fkw = i, open, close, len;
-  const tok_t *body = NULL;
+  const sql_tok_t *body = NULL;
   int ours, rc = -ENOMEM;
   char *name, *args = NULL;
   const char *text;
   fn_t *f;
-  sbuf_t create = {0};
+  sql_buf_t create = {0};
 
   i++;
-  name = qualname(t, s->n, &i, &ours);
+  name = sql_qualname(t, s->n, &i, &ours);
   if (!name)
     return fail(s, "CREATE FUNCTION without a name");
   if (!ours) {
@@ -692,19 +551,19 @@ static int create_function(schema_expect_t *e, const stmt_t *s, size_t i) {
     return 0;
   }
   e->creates++;
-  if (i >= s->n || !punct(&t[i], '(')) {
+  if (i >= s->n || !sql_punct(&t[i], '(')) {
     rc = fail(s, "CREATE FUNCTION %s without an argument list", name);
     free(name);
     return rc;
   }
   open = i;
-  close = skip_parens(t, s->n, open);
-  args = arg_types(t, open + 1, close - 1);
+  close = sql_skip_parens(t, s->n, open);
+  args = sql_arg_types(t, open + 1, close - 1);
   if (!args)
     goto out;
   for (size_t k = close; k + 1 < s->n; k++)
-    if (kw(&t[k], "as")) {
-      if (t[k + 1].kind != T_DOLLAR) {
+    if (sql_kw(&t[k], "as")) {
+      if (t[k + 1].kind != SQL_DOLLAR) {
         rc = fail(s, "function %s(%s): only a dollar-quoted body can be checked", name, args);
         goto out;
       }
@@ -752,10 +611,10 @@ static int create_function(schema_expect_t *e, const stmt_t *s, size_t i) {
       snprintf(f->sha + 2 * k, 3, "%02x", md[k]);
   }
   text = text_from(s, fkw, &len);
-  sb_str(&create, "CREATE OR REPLACE ");
-  sb_add(&create, text, len);
-  f->create = sb_take(&create);
-  rc = f->create ? 0 : -ENOMEM;
+  sql_buf_str(&create, "CREATE OR REPLACE ");
+  sql_buf_add(&create, text, len);
+  f->create = sql_buf_take(&create);
+  rc = f->create ? create_attrs(f, s, close) : -ENOMEM;
 out:
   free(name);
   free(args);
@@ -767,15 +626,15 @@ typedef int (*fn_cb)(schema_expect_t *e, fn_t *f, const stmt_t *s, void *arg);
 
 static int each_named(schema_expect_t *e, const stmt_t *s, size_t *i, int must, fn_cb cb,
                       void *arg) {
-  const tok_t *t = s->t;
+  const sql_tok_t *t = s->t;
   int ours, rc = 0, found = 0;
-  char *name = qualname(t, s->n, i, &ours), *args = NULL;
+  char *name = sql_qualname(t, s->n, i, &ours), *args = NULL;
 
   if (!name)
     return fail(s, "a function name was expected");
-  if (*i < s->n && punct(&t[*i], '(')) {
-    size_t close = skip_parens(t, s->n, *i);
-    args = arg_types(t, *i + 1, close - 1);
+  if (*i < s->n && sql_punct(&t[*i], '(')) {
+    size_t close = sql_skip_parens(t, s->n, *i);
+    args = sql_arg_types(t, *i + 1, close - 1);
     *i = close;
     if (!args) {
       free(name);
@@ -818,54 +677,86 @@ static int drop_cb(schema_expect_t *e, fn_t *f, const stmt_t *s, void *arg) {
 
 /* DROP FUNCTION [IF EXISTS] name[(args)] [, ...] [CASCADE | RESTRICT] */
 static int drop_function(schema_expect_t *e, const stmt_t *s, size_t i) {
-  int if_exists = 0, cascade = kw(&s->t[s->n - 1], "cascade"), rc = 0;
+  int if_exists = 0, cascade = sql_kw(&s->t[s->n - 1], "cascade"), rc = 0;
 
   i++;
-  if (kw(&s->t[i], "if") && kw(&s->t[i + 1], "exists")) {
+  if (sql_kw(&s->t[i], "if") && sql_kw(&s->t[i + 1], "exists")) {
     if_exists = 1;
     i += 2;
   }
-  while (rc == 0 && i < s->n && !kw(&s->t[i], "cascade") && !kw(&s->t[i], "restrict")) {
+  while (rc == 0 && i < s->n && !sql_kw(&s->t[i], "cascade") && !sql_kw(&s->t[i], "restrict")) {
     rc = each_named(e, s, &i, !if_exists, drop_cb, &cascade);
-    if (i < s->n && punct(&s->t[i], ','))
+    if (i < s->n && sql_punct(&s->t[i], ','))
       i++;
   }
   return rc;
 }
 
+typedef struct alter_arg {
+  int grants; /* a GRANT or REVOKE: kept, nothing else */
+  size_t at;  /* ALTER FUNCTION: its first action */
+} alter_arg_t;
+
 static int alter_cb(schema_expect_t *e, fn_t *f, const stmt_t *s, void *arg) {
-  size_t len;
+  const alter_arg_t *a = arg;
+  size_t len, i = a->at;
   const char *text = text_from(s, 0, &len);
+  int rc;
+
   (void)e;
-  return append_stmt(*(int *)arg ? &f->grants : &f->alters, text, len);
+  if (a->grants)
+    return append_stmt(&f->grants, text, len);
+  while (i < s->n && !sql_kw(&s->t[i], "owner") && !sql_kw(&s->t[i], "restrict")) {
+    if ((rc = fn_option(f, s, &i)) < 0)
+      return rc;
+    if (rc == 0)
+      return fail(s, "ALTER FUNCTION %s(%s) ... %.*s cannot be followed", f->name, f->args,
+                  (int)s->t[i].len, s->t[i].s);
+  }
+  if ((rc = attrs_render(f)) != 0)
+    return rc;
+  return append_stmt(&f->alters, text, len);
 }
 
-/* ALTER FUNCTION name[(args)] action: kept to repeat after a repair's CREATE OR REPLACE. */
+/* ALTER FUNCTION name[(args)] action ...: its attributes followed, and the statement kept to
+ * repeat after a repair's CREATE OR REPLACE. */
 static int alter_function(schema_expect_t *e, const stmt_t *s, size_t i) {
-  int grants = 0;
+  alter_arg_t a = {0, 0};
+  const sql_tok_t *t = s->t;
+  int ours;
+  char *name;
 
   for (size_t k = i + 1; k < s->n; k++)
-    if (kw(&s->t[k], "rename") || (kw(&s->t[k], "schema") && kw(&s->t[k - 1], "set")) ||
-        kw(&s->t[k], "depends"))
+    if (sql_kw(&s->t[k], "rename") || (sql_kw(&s->t[k], "schema") && sql_kw(&s->t[k - 1], "set")) ||
+        sql_kw(&s->t[k], "depends"))
       return fail(s, "ALTER FUNCTION ... %.*s cannot be followed; create a new function instead",
                   (int)s->t[k].len, s->t[k].s);
   i++;
-  return each_named(e, s, &i, 1, alter_cb, &grants);
+  /* Where the actions begin: past the name and its argument list. */
+  a.at = i;
+  name = sql_qualname(t, s->n, &a.at, &ours);
+  if (!name)
+    return fail(s, "a function name was expected");
+  free(name);
+  if (a.at < s->n && sql_punct(&t[a.at], '('))
+    a.at = sql_skip_parens(t, s->n, a.at);
+  return each_named(e, s, &i, 1, alter_cb, &a);
 }
 
 /* GRANT|REVOKE ... ON FUNCTION name(args) [, ...] ...: kept, for a function created again. */
 static int grant_function(schema_expect_t *e, const stmt_t *s) {
-  int grants = 1, rc = 0;
+  alter_arg_t grants = {1, 0};
+  int rc = 0;
   size_t i = 0;
 
-  while (i + 1 < s->n && !(kw(&s->t[i], "on") && kw(&s->t[i + 1], "function")))
+  while (i + 1 < s->n && !(sql_kw(&s->t[i], "on") && sql_kw(&s->t[i + 1], "function")))
     i++;
   if (i + 1 >= s->n)
     return 0;
   i += 2;
   while (rc == 0 && i < s->n) {
     rc = each_named(e, s, &i, 1, alter_cb, &grants);
-    if (i < s->n && punct(&s->t[i], ','))
+    if (i < s->n && sql_punct(&s->t[i], ','))
       i++;
     else
       break;
@@ -873,43 +764,82 @@ static int grant_function(schema_expect_t *e, const stmt_t *s) {
   return rc;
 }
 
+/* ---- trigger conditions ------------------------------------------------------------------- */
+
+/* Each run of white space in s one space, for a message of one line. */
+static void squeeze_spaces(char *s) {
+  char *o = s;
+
+  for (const char *p = s; *p; p++) {
+    if (isspace((unsigned char)*p)) {
+      if (o > s && o[-1] == ' ')
+        continue;
+      *o++ = ' ';
+    } else {
+      *o++ = *p;
+    }
+  }
+  *o = '\0';
+}
+
 /* CREATE [OR REPLACE] [CONSTRAINT] TRIGGER name {BEFORE|AFTER|INSTEAD OF} event [OR ...]
  * ON table ... EXECUTE {FUNCTION|PROCEDURE} func(...); i at TRIGGER. */
 static int create_trigger(schema_expect_t *e, const stmt_t *s, size_t i) {
-  const tok_t *t = s->t;
+  const sql_tok_t *t = s->t;
   int type = 0, ours, fours, rc = -ENOMEM;
-  char *name = NULL, *table = NULL, *func = NULL;
-  size_t len;
+  char *name = NULL, *table = NULL, *func = NULL, *when = NULL, *when_norm = NULL;
+  char *cols[64];
+  size_t len, ncols = 0;
+  sql_buf_t columns = {0};
   const char *text;
   trg_t *g;
 
   i++;
-  name = name_of(&t[i++]);
+  name = sql_name_of(&t[i++]);
   if (!name)
     return fail(s, "CREATE TRIGGER without a name");
-  if (kw(&t[i], "before"))
+  if (sql_kw(&t[i], "before"))
     type |= TG_BEFORE;
-  else if (kw(&t[i], "instead"))
+  else if (sql_kw(&t[i], "instead"))
     type |= TG_INSTEAD, i++;
-  else if (!kw(&t[i], "after")) {
+  else if (!sql_kw(&t[i], "after")) {
     rc = fail(s, "trigger %s: BEFORE, AFTER or INSTEAD OF expected", name);
     goto out;
   }
-  for (i++; i < s->n && !kw(&t[i], "on"); i++) {
-    if (kw(&t[i], "insert"))
+  for (i++; i < s->n && !sql_kw(&t[i], "on"); i++) {
+    if (sql_kw(&t[i], "insert"))
       type |= TG_INSERT;
-    else if (kw(&t[i], "delete"))
+    else if (sql_kw(&t[i], "delete"))
       type |= TG_DELETE;
-    else if (kw(&t[i], "update"))
+    else if (sql_kw(&t[i], "update"))
       type |= TG_UPDATE;
-    else if (kw(&t[i], "truncate"))
+    else if (sql_kw(&t[i], "truncate"))
       type |= TG_TRUNCATE;
-    else if (kw(&t[i], "of")) /* UPDATE OF col, ...: the columns are not compared */
-      while (i + 1 < s->n && !kw(&t[i + 1], "on") && !kw(&t[i + 1], "or"))
+    else if (sql_kw(&t[i], "of")) /* UPDATE OF col, ... */
+      while (i + 1 < s->n && !sql_kw(&t[i + 1], "on") && !sql_kw(&t[i + 1], "or")) {
         i++;
+        if (sql_punct(&t[i], ','))
+          continue;
+        if (ncols == sizeof(cols) / sizeof(cols[0])) {
+          rc = fail(s, "trigger %s: too many UPDATE OF columns", name);
+          goto out;
+        }
+        if ((cols[ncols] = sql_name_of(&t[i])) == NULL)
+          goto out;
+        ncols++;
+      }
   }
+  qsort(cols, ncols, sizeof(cols[0]), cmp_str);
+  sql_buf_add(&columns, "", 0);
+  for (size_t k = 0; k < ncols; k++) {
+    if (k > 0)
+      sql_buf_add(&columns, ", ", 2);
+    sql_buf_str(&columns, cols[k]);
+  }
+  if (columns.oom)
+    goto out;
   i++;
-  table = qualname(t, s->n, &i, &ours);
+  table = sql_qualname(t, s->n, &i, &ours);
   if (!table) {
     rc = fail(s, "trigger %s: no table", name);
     goto out;
@@ -919,15 +849,24 @@ static int create_trigger(schema_expect_t *e, const stmt_t *s, size_t i) {
     goto out;
   }
   for (; i < s->n; i++) {
-    if (punct(&t[i], '(')) { /* WHEN (...) */
-      i = skip_parens(t, s->n, i) - 1;
+    if (sql_punct(&t[i], '(')) { /* WHEN (...) */
+      size_t close = sql_skip_parens(t, s->n, i);
+      if (sql_kw(&t[i - 1], "when") && !when) {
+        size_t from = t[i + 1].start, to = t[close - 2].end;
+        when = strndup(s->src + from, to - from);
+        when_norm = when ? sql_expr_words(when, strlen(when)) : NULL;
+        if (!when_norm)
+          goto out;
+        squeeze_spaces(when);
+      }
+      i = close - 1;
       continue;
     }
-    if (kw(&t[i], "row") && kw(&t[i - 1], "each"))
+    if (sql_kw(&t[i], "row") && sql_kw(&t[i - 1], "each"))
       type |= TG_ROW;
-    if (kw(&t[i], "execute") && i + 2 < s->n) {
+    if (sql_kw(&t[i], "execute") && i + 2 < s->n) {
       i += 2;
-      func = qualname(t, s->n, &i, &fours);
+      func = sql_qualname(t, s->n, &i, &fours);
       break;
     }
   }
@@ -953,7 +892,11 @@ static int create_trigger(schema_expect_t *e, const stmt_t *s, size_t i) {
   g->name = name;
   g->table = table;
   g->func = func;
-  name = table = func = NULL;
+  g->when = when;
+  g->when_norm = when_norm;
+  g->columns = sql_buf_take(&columns);
+  columns.s = NULL;
+  name = table = func = when = when_norm = NULL;
   g->tgtype = type;
   g->enabled = 'O';
   g->file = s->file;
@@ -963,11 +906,16 @@ static int create_trigger(schema_expect_t *e, const stmt_t *s, size_t i) {
     goto out;
   memcpy(g->create, text, len);
   g->create[len] = '\0';
-  rc = 0;
+  rc = g->columns ? 0 : -ENOMEM;
 out:
   free(name);
   free(table);
   free(func);
+  free(when);
+  free(when_norm);
+  free(columns.s);
+  for (size_t k = 0; k < ncols; k++)
+    free(cols[k]);
   return rc;
 }
 
@@ -978,17 +926,17 @@ static int drop_trigger(schema_expect_t *e, const stmt_t *s, size_t i) {
   trg_t *g;
 
   i++;
-  if (kw(&s->t[i], "if") && kw(&s->t[i + 1], "exists")) {
+  if (sql_kw(&s->t[i], "if") && sql_kw(&s->t[i + 1], "exists")) {
     if_exists = 1;
     i += 2;
   }
-  name = name_of(&s->t[i++]);
-  if (!name || !kw(&s->t[i], "on")) {
+  name = sql_name_of(&s->t[i++]);
+  if (!name || !sql_kw(&s->t[i], "on")) {
     free(name);
     return fail(s, "DROP TRIGGER name ON table expected");
   }
   i++;
-  table = qualname(s->t, s->n, &i, &ours);
+  table = sql_qualname(s->t, s->n, &i, &ours);
   if (!table) {
     free(name);
     return fail(s, "DROP TRIGGER name ON table expected");
@@ -1007,16 +955,16 @@ static int drop_trigger(schema_expect_t *e, const stmt_t *s, size_t i) {
 
 /* ALTER TABLE [IF EXISTS] [ONLY] table action [, ...]: ENABLE/DISABLE TRIGGER, RENAME TO. */
 static int alter_table(schema_expect_t *e, const stmt_t *s, size_t i) {
-  const tok_t *t = s->t;
+  const sql_tok_t *t = s->t;
   int ours;
   char *table;
 
   i++;
-  if (kw(&t[i], "if") && kw(&t[i + 1], "exists"))
+  if (sql_kw(&t[i], "if") && sql_kw(&t[i + 1], "exists"))
     i += 2;
-  if (kw(&t[i], "only"))
+  if (sql_kw(&t[i], "only"))
     i++;
-  table = qualname(t, s->n, &i, &ours);
+  table = sql_qualname(t, s->n, &i, &ours);
   if (!table)
     return fail(s, "ALTER TABLE without a table");
   if (!ours) {
@@ -1025,8 +973,8 @@ static int alter_table(schema_expect_t *e, const stmt_t *s, size_t i) {
   }
   while (i < s->n) {
     char state = 0;
-    if (kw(&t[i], "rename") && kw(&t[i + 1], "to")) {
-      char *to = name_of(&t[i + 2]);
+    if (sql_kw(&t[i], "rename") && sql_kw(&t[i + 1], "to")) {
+      char *to = sql_name_of(&t[i + 2]);
       if (!to) {
         free(table);
         return -ENOMEM;
@@ -1045,19 +993,19 @@ static int alter_table(schema_expect_t *e, const stmt_t *s, size_t i) {
       free(to);
       break;
     }
-    if (kw(&t[i], "enable")) {
+    if (sql_kw(&t[i], "enable")) {
       state = 'O';
-      if (kw(&t[i + 1], "replica"))
+      if (sql_kw(&t[i + 1], "replica"))
         state = 'R', i++;
-      else if (kw(&t[i + 1], "always"))
+      else if (sql_kw(&t[i + 1], "always"))
         state = 'A', i++;
-    } else if (kw(&t[i], "disable")) {
+    } else if (sql_kw(&t[i], "disable")) {
       state = 'D';
     }
-    if (state && kw(&t[i + 1], "trigger") && i + 2 < s->n) {
-      const tok_t *which = &t[i + 2];
-      int all = kw(which, "all") || kw(which, "user");
-      char *name = all ? NULL : name_of(which);
+    if (state && sql_kw(&t[i + 1], "trigger") && i + 2 < s->n) {
+      const sql_tok_t *which = &t[i + 2];
+      int all = sql_kw(which, "all") || sql_kw(which, "user");
+      char *name = all ? NULL : sql_name_of(which);
       for (size_t k = 0; k < e->ntrgs; k++)
         if (strcmp(e->trgs[k].table, table) == 0 && (all || strcmp(e->trgs[k].name, name) == 0))
           e->trgs[k].enabled = state;
@@ -1076,10 +1024,10 @@ static int drop_table(schema_expect_t *e, const stmt_t *s, size_t i) {
   int ours;
 
   i++;
-  if (kw(&s->t[i], "if") && kw(&s->t[i + 1], "exists"))
+  if (sql_kw(&s->t[i], "if") && sql_kw(&s->t[i + 1], "exists"))
     i += 2;
-  while (i < s->n && !kw(&s->t[i], "cascade") && !kw(&s->t[i], "restrict")) {
-    char *table = qualname(s->t, s->n, &i, &ours);
+  while (i < s->n && !sql_kw(&s->t[i], "cascade") && !sql_kw(&s->t[i], "restrict")) {
+    char *table = sql_qualname(s->t, s->n, &i, &ours);
     if (!table)
       return fail(s, "DROP TABLE without a table");
     for (size_t k = 0; ours && k < e->ntrgs;)
@@ -1088,48 +1036,48 @@ static int drop_table(schema_expect_t *e, const stmt_t *s, size_t i) {
       else
         k++;
     free(table);
-    if (i < s->n && punct(&s->t[i], ','))
+    if (i < s->n && sql_punct(&s->t[i], ','))
       i++;
   }
   return 0;
 }
 
 static int statement(schema_expect_t *e, const stmt_t *s) {
-  const tok_t *t = s->t;
+  const sql_tok_t *t = s->t;
   size_t i = 1;
 
-  if (kw(&t[0], "create")) {
-    if (kw(&t[i], "or") && kw(&t[i + 1], "replace"))
+  if (sql_kw(&t[0], "create")) {
+    if (sql_kw(&t[i], "or") && sql_kw(&t[i + 1], "replace"))
       i += 2;
-    if (kw(&t[i], "function"))
+    if (sql_kw(&t[i], "function"))
       return create_function(e, s, i);
-    if (kw(&t[i], "constraint"))
+    if (sql_kw(&t[i], "constraint"))
       i++;
-    if (kw(&t[i], "trigger"))
+    if (sql_kw(&t[i], "trigger"))
       return create_trigger(e, s, i);
     return 0;
   }
-  if (kw(&t[0], "drop")) {
-    if (kw(&t[1], "function"))
+  if (sql_kw(&t[0], "drop")) {
+    if (sql_kw(&t[1], "function"))
       return drop_function(e, s, 1);
-    if (kw(&t[1], "trigger"))
+    if (sql_kw(&t[1], "trigger"))
       return drop_trigger(e, s, 1);
-    if (kw(&t[1], "table"))
+    if (sql_kw(&t[1], "table"))
       return drop_table(e, s, 1);
-    if (kw(&t[1], "schema") || kw(&t[1], "owned"))
+    if (sql_kw(&t[1], "schema") || sql_kw(&t[1], "owned"))
       return fail(s, "DROP %.*s cannot be followed", (int)t[1].len, t[1].s);
     return 0;
   }
-  if (kw(&t[0], "alter")) {
-    if (kw(&t[1], "function"))
+  if (sql_kw(&t[0], "alter")) {
+    if (sql_kw(&t[1], "function"))
       return alter_function(e, s, 1);
-    if (kw(&t[1], "table"))
+    if (sql_kw(&t[1], "table"))
       return alter_table(e, s, 1);
-    if (kw(&t[1], "trigger"))
+    if (sql_kw(&t[1], "trigger"))
       return fail(s, "ALTER TRIGGER cannot be followed; drop and create the trigger instead");
     return 0;
   }
-  if (kw(&t[0], "grant") || kw(&t[0], "revoke"))
+  if (sql_kw(&t[0], "grant") || sql_kw(&t[0], "revoke"))
     return grant_function(e, s);
   return 0;
 }
@@ -1157,7 +1105,7 @@ void schema_expect_free(schema_expect_t *e) {
 
 int schema_expect_add(schema_expect_t *e, const char *file, const char *sql, size_t len, char *err,
                       size_t errlen) {
-  lexer_t lx = {.src = sql, .len = len};
+  sql_lexer_t lx = {.src = sql, .len = len};
   long long v = strtoll(file, NULL, 10);
   char **files = realloc(e->files, (e->nfiles + 1) * sizeof(*files));
   int rc;
@@ -1170,7 +1118,7 @@ int schema_expect_add(schema_expect_t *e, const char *file, const char *sql, siz
   e->nfiles++;
   if (v > e->version)
     e->version = v;
-  while ((rc = next_statement(&lx, err, errlen)) == 1) {
+  while ((rc = sql_next_statement(&lx, err, errlen)) == 1) {
     stmt_t s = {sql, file, lx.toks, lx.ntoks, err, errlen};
     rc = statement(e, &s);
     if (rc != 0)
@@ -1213,6 +1161,22 @@ void schema_expect_function(const schema_expect_t *e, size_t i, const char **nam
     *file = f->file;
 }
 
+void schema_expect_function_attrs(const schema_expect_t *e, size_t i, const char **attrs,
+                                  const char **config) {
+  if (attrs)
+    *attrs = e->fns[i].attrs_text;
+  if (config)
+    *config = e->fns[i].config_text;
+}
+
+void schema_expect_trigger_when(const schema_expect_t *e, size_t i, const char **columns,
+                                const char **when) {
+  if (columns)
+    *columns = e->trgs[i].columns;
+  if (when)
+    *when = e->trgs[i].when;
+}
+
 size_t schema_expect_ntriggers(const schema_expect_t *e) {
   return e->ntrgs;
 }
@@ -1240,8 +1204,8 @@ typedef struct diffs {
   int oom;
 } diffs_t;
 
-static void diff_add(diffs_t *d, sbuf_t *msg, sbuf_t *repair) {
-  char *m = sb_take(msg), *r = sb_take(repair);
+static void diff_add(diffs_t *d, sql_buf_t *msg, sql_buf_t *repair) {
+  char *m = sql_buf_take(msg), *r = sql_buf_take(repair);
 
   if (!m || !r || d->oom) {
     free(m);
@@ -1264,7 +1228,7 @@ static void diff_add(diffs_t *d, sbuf_t *msg, sbuf_t *repair) {
   d->v[d->n++] = (schema_diff_t){m, r};
 }
 
-static void events_text(sbuf_t *b, int type) {
+static void events_text(sql_buf_t *b, int type) {
   static const struct {
     int bit;
     const char *name;
@@ -1274,15 +1238,15 @@ static void events_text(sbuf_t *b, int type) {
             {TG_TRUNCATE, "TRUNCATE"}};
   int first = 1;
 
-  sb_str(b, type & TG_BEFORE ? "BEFORE " : type & TG_INSTEAD ? "INSTEAD OF " : "AFTER ");
+  sql_buf_str(b, type & TG_BEFORE ? "BEFORE " : type & TG_INSTEAD ? "INSTEAD OF " : "AFTER ");
   for (size_t i = 0; i < sizeof(ev) / sizeof(ev[0]); i++)
     if (type & ev[i].bit) {
       if (!first)
-        sb_str(b, " OR ");
-      sb_str(b, ev[i].name);
+        sql_buf_str(b, " OR ");
+      sql_buf_str(b, ev[i].name);
       first = 0;
     }
-  sb_str(b, type & TG_ROW ? " FOR EACH ROW" : " FOR EACH STATEMENT");
+  sql_buf_str(b, type & TG_ROW ? " FOR EACH ROW" : " FOR EACH STATEMENT");
 }
 
 static const char *enabled_text(char c) {
@@ -1300,24 +1264,127 @@ static const char *enabled_text(char c) {
   }
 }
 
-static void enable_sql(sbuf_t *b, const trg_t *g) {
-  sb_str(b, "ALTER TABLE ");
-  sb_ident(b, g->table);
-  sb_str(b, g->enabled == 'D'   ? " DISABLE TRIGGER "
-            : g->enabled == 'R' ? " ENABLE REPLICA TRIGGER "
-            : g->enabled == 'A' ? " ENABLE ALWAYS TRIGGER "
-                                : " ENABLE TRIGGER ");
-  sb_ident(b, g->name);
-  sb_str(b, ";\n");
+static void enable_sql(sql_buf_t *b, const trg_t *g) {
+  sql_buf_str(b, "ALTER TABLE ");
+  sql_buf_ident(b, g->table);
+  sql_buf_str(b, g->enabled == 'D'   ? " DISABLE TRIGGER "
+                 : g->enabled == 'R' ? " ENABLE REPLICA TRIGGER "
+                 : g->enabled == 'A' ? " ENABLE ALWAYS TRIGGER "
+                                     : " ENABLE TRIGGER ");
+  sql_buf_ident(b, g->name);
+  sql_buf_str(b, ";\n");
 }
 
-static void fn_repair(sbuf_t *b, const fn_t *f) {
-  sb_str(b, f->create);
-  sb_str(b, ";\n");
+/* Settings in schema_row_t's config form as "SET a=1 SET b=2", or "no SET". */
+static void config_words(sql_buf_t *m, const char *p) {
+  if (!*p)
+    sql_buf_str(m, "no SET");
+  for (int first = 1; *p; first = 0) {
+    const char *nl = strchr(p, '\n');
+    size_t l = nl ? (size_t)(nl - p) : strlen(p);
+    sql_buf_printf(m, "%sSET %.*s", first ? "" : " ", (int)l, p);
+    p += l + (nl ? 1 : 0);
+  }
+}
+
+/* What differs between two attribute texts (schema_row_t's attrs and config forms, is being
+ * what the database has, want what the migrations say), as "it is STRICT instead of CALLED ON
+ * NULL INPUT, ... and runs with ...". */
+static void attrs_diff(sql_buf_t *m, const char *is, const char *is_config, const char *want,
+                       const char *want_config) {
+  static const char *const names[] = {"i", "IMMUTABLE", "s", "STABLE", "v", "VOLATILE"};
+  static const char *const pnames[] = {"s", "PARALLEL SAFE",  "r", "PARALLEL RESTRICTED",
+                                       "u", "PARALLEL UNSAFE"};
+  const char *is_lang = strchr(is, ' '), *want_lang = strchr(want, ' ');
+  const char *is_ret, *want_ret;
+  size_t is_ll, want_ll, n = 0;
+  sql_buf_t part[8] = {{0}};
+
+  if (!is_lang || !want_lang || is_lang - is != 6 || want_lang - want != 6) {
+    sql_buf_printf(m, "it has the attributes %s instead of %s", is, want);
+    return;
+  }
+  is_lang++, want_lang++;
+  is_ret = strchr(is_lang, ' ');
+  want_ret = strchr(want_lang, ' ');
+  is_ll = is_ret ? (size_t)(is_ret - is_lang) : strlen(is_lang);
+  want_ll = want_ret ? (size_t)(want_ret - want_lang) : strlen(want_lang);
+  is_ret = is_ret ? is_ret + 1 : "";
+  want_ret = want_ret ? want_ret + 1 : "";
+  if (is_ll != want_ll || strncmp(is_lang, want_lang, is_ll) != 0)
+    sql_buf_printf(&part[n++], "is LANGUAGE %.*s instead of %.*s", (int)is_ll, is_lang,
+                   (int)want_ll, want_lang);
+  if (is[5] != want[5] || strcmp(is_ret, want_ret) != 0) {
+    sql_buf_printf(&part[n++], "RETURNS %s%s instead of %s%s", is[5] == 't' ? "SETOF " : "", is_ret,
+                   want[5] == 't' ? "SETOF " : "", want_ret);
+  }
+  if (is[0] != want[0]) {
+    const char *a = "?", *b = "?";
+    for (size_t k = 0; k < 6; k += 2) {
+      if (is[0] == names[k][0])
+        a = names[k + 1];
+      if (want[0] == names[k][0])
+        b = names[k + 1];
+    }
+    sql_buf_printf(&part[n++], "is %s instead of %s", a, b);
+  }
+  if (is[2] != want[2])
+    sql_buf_printf(&part[n++], "is %s instead of %s",
+                   is[2] == 't' ? "STRICT" : "CALLED ON NULL INPUT",
+                   want[2] == 't' ? "STRICT" : "CALLED ON NULL INPUT");
+  if (is[3] != want[3])
+    sql_buf_printf(&part[n++], "is %s instead of %s",
+                   is[3] == 't' ? "SECURITY DEFINER" : "SECURITY INVOKER",
+                   want[3] == 't' ? "SECURITY DEFINER" : "SECURITY INVOKER");
+  if (is[4] != want[4])
+    sql_buf_printf(&part[n++], "is %s instead of %s", is[4] == 't' ? "LEAKPROOF" : "NOT LEAKPROOF",
+                   want[4] == 't' ? "LEAKPROOF" : "NOT LEAKPROOF");
+  if (is[1] != want[1]) {
+    const char *a = "?", *b = "?";
+    for (size_t k = 0; k < 6; k += 2) {
+      if (is[1] == pnames[k][0])
+        a = pnames[k + 1];
+      if (want[1] == pnames[k][0])
+        b = pnames[k + 1];
+    }
+    sql_buf_printf(&part[n++], "is %s instead of %s", a, b);
+  }
+  if (strcmp(is_config, want_config) != 0) {
+    sql_buf_str(&part[n], "runs with ");
+    config_words(&part[n], is_config);
+    sql_buf_str(&part[n], " instead of ");
+    config_words(&part[n++], want_config);
+  }
+  sql_buf_str(m, "it ");
+  for (size_t k = 0; k < n; k++) {
+    if (k > 0)
+      sql_buf_str(m, k + 1 == n ? ", and " : ", ");
+    if (part[k].oom)
+      m->oom = 1;
+    else if (part[k].s)
+      sql_buf_str(m, part[k].s);
+    free(part[k].s);
+  }
+}
+
+/* Whether two attribute texts return the same: SETOF or not, and the type after the language. */
+static int same_returns(const char *a, const char *b) {
+  const char *ra = strchr(a, ' '), *rb = strchr(b, ' ');
+
+  ra = ra ? strchr(ra + 1, ' ') : NULL;
+  rb = rb ? strchr(rb + 1, ' ') : NULL;
+  if (!ra || !rb || strlen(a) < 6 || strlen(b) < 6)
+    return strcmp(a, b) == 0;
+  return a[5] == b[5] && strcmp(ra, rb) == 0;
+}
+
+static void fn_repair(sql_buf_t *b, const fn_t *f) {
+  sql_buf_str(b, f->create);
+  sql_buf_str(b, ";\n");
   if (f->alters)
-    sb_str(b, f->alters);
+    sql_buf_str(b, f->alters);
   if (f->grants)
-    sb_str(b, f->grants);
+    sql_buf_str(b, f->grants);
 }
 
 static int name_is_ours(const schema_expect_t *e, const char *name) {
@@ -1343,7 +1410,7 @@ int schema_compare(const schema_expect_t *e, const schema_row_t *rows, size_t nr
   for (size_t r = 0; r < nrows; r++) {
     const schema_row_t *row = &rows[r];
     const fn_t *f;
-    sbuf_t m = {0}, rep = {0};
+    sql_buf_t m = {0}, rep = {0};
 
     if (row->kind == 'v' && row->args && newer && strtoll(row->args, NULL, 10) > e->version)
       *newer = strtoll(row->args, NULL, 10);
@@ -1359,37 +1426,57 @@ int schema_compare(const schema_expect_t *e, const schema_row_t *rows, size_t nr
         f = &e->fns[i];
         break;
       }
-    sb_printf(&m,
-              "function %s(%s) is not defined by the migrations, but has the name of clued's "
-              "%s(%s) of %s: an overload that may capture its calls",
-              row->name, row->args, f->name, f->args, f->file);
-    sb_printf(&rep, "DROP FUNCTION %s;\n", row->ident ? row->ident : row->name);
+    sql_buf_printf(&m,
+                   "function %s(%s) is not defined by the migrations, but has the name of clued's "
+                   "%s(%s) of %s: an overload that may capture its calls",
+                   row->name, row->args, f->name, f->args, f->file);
+    sql_buf_printf(&rep, "DROP FUNCTION %s;\n", row->ident ? row->ident : row->name);
     diff_add(&d, &m, &rep);
   }
   /* clued's functions: the body each migration left, or missing. */
   for (size_t r = 0; r < nrows; r++) {
     const schema_row_t *row = &rows[r];
     const fn_t *f;
-    sbuf_t m = {0}, rep = {0};
+    sql_buf_t m = {0}, rep = {0};
 
     if (row->kind != 'f' || !row->name || !row->args)
       continue;
     f = fn_find((schema_expect_t *)e, row->name, row->args);
-    if (!f || strcmp(f->sha, row->hash ? row->hash : "") == 0)
+    if (!f)
       continue;
-    sb_printf(&m,
-              "function %s(%s) differs from its definition in %s: it was replaced outside "
-              "migrations",
-              f->name, f->args, f->file);
+    if (strcmp(f->sha, row->hash ? row->hash : "") != 0) {
+      sql_buf_printf(&m,
+                     "function %s(%s) differs from its definition in %s: it was replaced outside "
+                     "migrations",
+                     f->name, f->args, f->file);
+    } else if (strcmp(f->attrs_text, row->attrs ? row->attrs : "") != 0 ||
+               strcmp(f->config_text, row->config ? row->config : "") != 0) {
+      sql_buf_t how = {0};
+      attrs_diff(&how, row->attrs ? row->attrs : "", row->config ? row->config : "", f->attrs_text,
+                 f->config_text);
+      sql_buf_printf(&m,
+                     "function %s(%s) differs from its definition in %s: %s: it was altered "
+                     "outside migrations",
+                     f->name, f->args, f->file, how.s ? how.s : "");
+      if (how.oom)
+        m.oom = 1;
+      free(how.s);
+    } else {
+      continue;
+    }
+    /* Another return type, which CREATE OR REPLACE cannot change: dropped first. Only then, as
+     * what depends on the function (a trigger) would refuse the DROP. */
+    if (row->attrs && !same_returns(f->attrs_text, row->attrs))
+      sql_buf_printf(&rep, "DROP FUNCTION %s;\n", row->ident ? row->ident : f->name);
     fn_repair(&rep, f);
     diff_add(&d, &m, &rep);
   }
   for (size_t i = 0; i < e->nfns; i++) {
-    sbuf_t m = {0}, rep = {0};
+    sql_buf_t m = {0}, rep = {0};
     if (fseen[i])
       continue;
-    sb_printf(&m, "function %s(%s) of %s is missing: it was dropped outside migrations",
-              e->fns[i].name, e->fns[i].args, e->fns[i].file);
+    sql_buf_printf(&m, "function %s(%s) of %s is missing: it was dropped outside migrations",
+                   e->fns[i].name, e->fns[i].args, e->fns[i].file);
     fn_repair(&rep, &e->fns[i]);
     diff_add(&d, &m, &rep);
   }
@@ -1397,8 +1484,10 @@ int schema_compare(const schema_expect_t *e, const schema_row_t *rows, size_t nr
   for (size_t r = 0; r < nrows; r++) {
     const schema_row_t *row = &rows[r];
     trg_t *g;
-    sbuf_t m = {0}, rep = {0};
-    const char *func = row->hash ? row->hash : "";
+    sql_buf_t m = {0}, rep = {0};
+    const char *func = row->hash ? row->hash : "", *cols;
+    char *when;
+    int other_func, other_type, other_cols, other_when;
 
     if (row->kind != 't' || !row->name || !row->args)
       continue;
@@ -1406,45 +1495,71 @@ int schema_compare(const schema_expect_t *e, const schema_row_t *rows, size_t nr
     if (!g)
       continue;
     tseen[g - e->trgs] = 1;
-    if (strcmp(g->func, func) != 0 || g->tgtype != row->tgtype) {
-      sb_printf(&m, "trigger %s on %s differs from its definition in %s: it ", g->name, g->table,
-                g->file);
-      if (strcmp(g->func, func) != 0)
-        sb_printf(&m, "calls %s instead of %s", func, g->func);
-      if (strcmp(g->func, func) != 0 && g->tgtype != row->tgtype)
-        sb_str(&m, ", and ");
-      if (g->tgtype != row->tgtype) {
-        sb_str(&m, "fires ");
+    cols = row->attrs ? row->attrs : "";
+    when = NULL;
+    if (row->config && (when = sql_expr_words(row->config, strlen(row->config))) == NULL)
+      d.oom = 1;
+    other_func = strcmp(g->func, func) != 0;
+    other_type = g->tgtype != row->tgtype;
+    other_cols = strcmp(g->columns, cols) != 0;
+    other_when =
+        (when == NULL) != (g->when_norm == NULL) || (when && strcmp(when, g->when_norm) != 0);
+    free(when);
+    if (other_func || other_type || other_cols || other_when) {
+      int n = 0;
+      sql_buf_printf(&m, "trigger %s on %s differs from its definition in %s: it ", g->name,
+                     g->table, g->file);
+      if (other_func) {
+        sql_buf_printf(&m, "calls %s instead of %s", func, g->func);
+        n++;
+      }
+      if (other_type) {
+        sql_buf_str(&m, n++ ? ", and " : "");
+        sql_buf_str(&m, "fires ");
         events_text(&m, row->tgtype);
-        sb_str(&m, " instead of ");
+        sql_buf_str(&m, " instead of ");
         events_text(&m, g->tgtype);
       }
-      sb_str(&m, ": it was replaced outside migrations");
-      sb_str(&rep, "DROP TRIGGER ");
-      sb_ident(&rep, g->name);
-      sb_str(&rep, " ON ");
-      sb_ident(&rep, g->table);
-      sb_str(&rep, ";\n");
-      sb_str(&rep, g->create);
-      sb_str(&rep, ";\n");
+      if (other_cols) {
+        sql_buf_str(&m, n++ ? ", and " : "");
+        sql_buf_printf(&m, "fires on UPDATE OF %s instead of %s", *cols ? cols : "any column",
+                       *g->columns ? g->columns : "any column");
+      }
+      if (other_when) {
+        sql_buf_str(&m, n++ ? ", and " : "");
+        if (!row->config)
+          sql_buf_printf(&m, "fires always instead of WHEN (%s)", g->when);
+        else if (!g->when)
+          sql_buf_printf(&m, "fires only WHEN %s instead of always", row->config);
+        else
+          sql_buf_printf(&m, "fires WHEN %s instead of WHEN (%s)", row->config, g->when);
+      }
+      sql_buf_str(&m, ": it was replaced outside migrations");
+      sql_buf_str(&rep, "DROP TRIGGER ");
+      sql_buf_ident(&rep, g->name);
+      sql_buf_str(&rep, " ON ");
+      sql_buf_ident(&rep, g->table);
+      sql_buf_str(&rep, ";\n");
+      sql_buf_str(&rep, g->create);
+      sql_buf_str(&rep, ";\n");
       if (g->enabled != 'O')
         enable_sql(&rep, g);
       diff_add(&d, &m, &rep);
     } else if (g->enabled != row->enabled) {
-      sb_printf(&m, "trigger %s on %s of %s is %s, but its migrations leave it %s", g->name,
-                g->table, g->file, enabled_text(row->enabled), enabled_text(g->enabled));
+      sql_buf_printf(&m, "trigger %s on %s of %s is %s, but its migrations leave it %s", g->name,
+                     g->table, g->file, enabled_text(row->enabled), enabled_text(g->enabled));
       enable_sql(&rep, g);
       diff_add(&d, &m, &rep);
     }
   }
   for (size_t i = 0; i < e->ntrgs; i++) {
-    sbuf_t m = {0}, rep = {0};
+    sql_buf_t m = {0}, rep = {0};
     if (tseen[i])
       continue;
-    sb_printf(&m, "trigger %s on %s of %s is missing: it was dropped outside migrations",
-              e->trgs[i].name, e->trgs[i].table, e->trgs[i].file);
-    sb_str(&rep, e->trgs[i].create);
-    sb_str(&rep, ";\n");
+    sql_buf_printf(&m, "trigger %s on %s of %s is missing: it was dropped outside migrations",
+                   e->trgs[i].name, e->trgs[i].table, e->trgs[i].file);
+    sql_buf_str(&rep, e->trgs[i].create);
+    sql_buf_str(&rep, ";\n");
     if (e->trgs[i].enabled != 'O')
       enable_sql(&rep, &e->trgs[i]);
     diff_add(&d, &m, &rep);

@@ -8,8 +8,11 @@
  * public, keyed by its name and input argument types, and DROP FUNCTION removes one; CREATE
  * TRIGGER, DROP TRIGGER, DROP TABLE and ALTER TABLE ... ENABLE/DISABLE TRIGGER do the same
  * for triggers. What is left is what the database must hold: each function's final body,
- * which PostgreSQL keeps exactly as the text between the dollar quotes (pg_proc.prosrc), and
- * each trigger's table, timing and events, the function it calls, and that it fires.
+ * which PostgreSQL keeps exactly as the text between the dollar quotes (pg_proc.prosrc), with
+ * the attributes its last CREATE and the ALTER FUNCTION statements since gave it (language,
+ * return type, volatility, strictness, SECURITY DEFINER, LEAKPROOF, PARALLEL, SET clauses), and
+ * each trigger's table, timing and events (with UPDATE OF columns), its WHEN condition, the
+ * function it calls, and that it fires.
  *
  * Nothing here touches the database: schema_catalog_sql is the one query that reads what the
  * database holds, and schema_compare() judges its rows. db/migrate.c runs it with blocking
@@ -35,6 +38,11 @@ typedef struct schema_diff {
  * itself (name, args = its table, hash = the function it calls: a name, or a regprocedure
  * text when that function is not in public; tgtype, enabled as pg_trigger has them).
  * kind 'v': the highest version in schema_migrations (args).
+ * attrs and config: for a function, its attributes ("vpfffs plpgsql bigint": provolatile,
+ * proparallel, then t or f for proisstrict, prosecdef, proleakproof, proretset, then its
+ * language and format_type() of its return type) and its proconfig entries, sorted and
+ * newline-joined (NULL: none); for a trigger, its UPDATE OF columns, sorted and ", "-joined,
+ * and its WHEN condition as pg_get_triggerdef() prints it (NULL: none).
  */
 typedef struct schema_row {
   char kind;
@@ -44,9 +52,11 @@ typedef struct schema_row {
   const char *hash;
   int tgtype;
   char enabled;
+  const char *attrs;
+  const char *config;
 } schema_row_t;
 
-/** The catalog query: columns kind, name, args, ident, hash, tgtype, enabled (text). */
+/** The catalog query: columns kind, name, args, ident, hash, tgtype, enabled, attrs, config. */
 extern const char schema_catalog_sql[];
 
 /** A new, empty expectation. Returns NULL when out of memory. */
@@ -87,9 +97,24 @@ void schema_expect_trigger(const schema_expect_t *e, size_t i, const char **name
                            const char **table, const char **func, int *tgtype, char *enabled);
 
 /**
+ * The i-th function's attributes as the migrations leave them, in schema_row_t's attrs and
+ * config forms (config "" when there is none). The strings live as long as e.
+ */
+void schema_expect_function_attrs(const schema_expect_t *e, size_t i, const char **attrs,
+                                  const char **config);
+
+/**
+ * The i-th trigger's UPDATE OF columns (sorted, ", "-joined; "" when none) and its WHEN
+ * condition as written in its migration (NULL when none). Any out-parameter may be NULL.
+ */
+void schema_expect_trigger_when(const schema_expect_t *e, size_t i, const char **columns,
+                                const char **when);
+
+/**
  * Compare rows (schema_catalog_sql's) with e: an overload of one of clued's function names
- * that the migrations do not define, a function whose body differs or that is missing, a
- * trigger that is missing, calls another function, fires on other events or is not enabled.
+ * that the migrations do not define, a function whose body or attributes differ or that is
+ * missing, a trigger that is missing, calls another function, fires on other events or
+ * columns or under another WHEN condition, or is not enabled.
  * Other functions and triggers are not clued's and are not judged. A row of kind 'v' newer
  * than the migrations sets *newer to its version (0 otherwise; newer may be NULL) and the
  * comparison still runs. The differences go to *out (*nout of them; free with

@@ -93,6 +93,8 @@ static void checked(const db_result_t *r, void *arg) {
     rows[i].hash = db_value(r, i, 4);
     rows[i].tgtype = type ? atoi(type) : 0;
     rows[i].enabled = en ? en[0] : 0;
+    rows[i].attrs = db_value(r, i, 7);
+    rows[i].config = db_value(r, i, 8);
   }
   if (schema_compare(w->expect, rows, (size_t)nrows, &d, &n, &newer) != 0) {
     free(rows);

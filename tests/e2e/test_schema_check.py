@@ -2,7 +2,8 @@
 
 A superuser replaces one of clued's functions (tamper3 F2: joint_case_has_unit widened,
 clue_read_reporter without its audit event), adds an overload of one, drops a trigger and
-disables another. A running clued finds each within --schema-check-interval: an ERROR line
+disables another, alters a function's attributes (SET search_path, SECURITY DEFINER, STRICT),
+adds a WHEN to a trigger or changes one. A running clued finds each within --schema-check-interval: an ERROR line
 naming it and what differs, clued_schema_drift counts them, Health says NOT_SERVING and every
 call that needs a token is refused with UNAVAILABLE. `clued migrate --repair` (the schema's
 owner) restores them from the migrations, and the server serves again on its own. serve
@@ -196,6 +197,82 @@ def test_a_trigger_replaced_with_other_events_is_found(ctx):
     detected(ctx, mark, "trigger notes_append_only on notes differs from its definition in 0005_cases.sql: it "
              "fires AFTER INSERT FOR EACH ROW instead of BEFORE UPDATE OR DELETE FOR EACH ROW", drift=1)
     repaired(ctx, mark, "trigger notes_append_only on notes differs")
+
+
+def signature(ctx, fn):
+    """fn's one overload of the most arguments, as the check names it: (regprocedure, "name(args)")."""
+    return sql(ctx, "SELECT p.oid::regprocedure::text, p.proname || '(' || oidvectortypes(p.proargtypes) || ')'"
+                    " FROM pg_proc p WHERE p.proname = %s AND p.pronamespace = 'public'::regnamespace"
+                    " ORDER BY p.pronargs DESC LIMIT 1" % psycopg2.extensions.adapt(fn).getquoted().decode())[0]
+
+
+def attributes(ctx, ident):
+    return sql(ctx, f"SELECT prosecdef, proisstrict, provolatile, proconfig FROM pg_proc"
+                    f" WHERE oid = '{ident}'::regprocedure")[0]
+
+
+def test_a_search_path_set_on_a_function_is_found_and_repaired(ctx):
+    # audit_append() runs with its owner's rights and search_path = public, pg_temp: with a
+    # schema of the superuser's first, the tables and functions it names resolve there, whatever
+    # its unchanged body says.
+    ident, named = signature(ctx, "audit_append")
+    before = attributes(ctx, ident)
+    assert before[0] and before[3] == ["search_path=public, pg_temp"], before
+    mark = len(ctx.srv.output())
+    sql(ctx, f"ALTER FUNCTION {ident} SET search_path = evil, public")
+    detected(ctx, mark, f"function {named} differs from its definition in", drift=1)
+    assert re.search(re.escape(f"function {named} differs from its definition in ") + r"00\d\d_\w+\.sql: it runs "
+                     r"with SET search_path=evil, public instead of SET search_path=public, pg_temp: it was "
+                     r"altered outside migrations", ctx.srv.output()), lines_since(ctx.srv, mark)
+    repaired(ctx, mark, f"function {named} differs")
+    assert attributes(ctx, ident) == before
+
+
+def test_security_definer_and_strict_are_found_and_repaired(ctx):
+    # joint_case_has_unit() made SECURITY DEFINER runs with its owner's rights; clue_read_reporter()
+    # made STRICT returns nothing, without running (and without its audit event), on a NULL
+    # argument.
+    has_unit = attributes(ctx, "joint_case_has_unit(bigint, bigint)")
+    reporter = attributes(ctx, "clue_read_reporter(bigint, bigint, bigint)")
+    assert not has_unit[0] and not reporter[1]
+    mark = len(ctx.srv.output())
+    sql(ctx, "ALTER FUNCTION joint_case_has_unit(bigint, bigint) SECURITY DEFINER",
+        "ALTER FUNCTION clue_read_reporter(bigint, bigint, bigint) STRICT")
+    detected(ctx, mark,
+             "function joint_case_has_unit(bigint, bigint) differs from its definition in",
+             "function clue_read_reporter(bigint, bigint, bigint) differs from its definition in", drift=2)
+    out = lines_since(ctx.srv, mark)
+    assert re.search(r"joint_case_has_unit\(bigint, bigint\) differs from its definition in 00\d\d_\w+\.sql: it is "
+                     r"SECURITY DEFINER instead of SECURITY INVOKER: it was altered outside migrations", out), out
+    assert re.search(r"clue_read_reporter\(bigint, bigint, bigint\) differs from its definition in 00\d\d_\w+\.sql: "
+                     r"it is STRICT instead of CALLED ON NULL INPUT: it was altered outside migrations", out), out
+    repaired(ctx, mark, "function joint_case_has_unit(bigint, bigint) differs",
+             "function clue_read_reporter(bigint, bigint, bigint) differs")
+    assert attributes(ctx, "joint_case_has_unit(bigint, bigint)") == has_unit
+    assert attributes(ctx, "clue_read_reporter(bigint, bigint, bigint)") == reporter
+
+
+def test_a_when_added_or_changed_on_a_trigger_is_found_and_repaired(ctx):
+    # notes_append_only with a WHEN that never holds lets notes be changed; the revocation
+    # notice with a condition that never holds lets a revoked token's stream go on.
+    mark = len(ctx.srv.output())
+    sql(ctx, "DROP TRIGGER notes_append_only ON notes",
+        "CREATE TRIGGER notes_append_only BEFORE UPDATE OR DELETE ON notes FOR EACH ROW WHEN (OLD.id < 0)"
+        " EXECUTE FUNCTION notes_refuse_change()",
+        "DROP TRIGGER tokens_revocation_notify ON tokens",
+        "CREATE TRIGGER tokens_revocation_notify AFTER UPDATE OF revoked_at ON tokens FOR EACH ROW"
+        " WHEN (OLD.revoked_at IS NULL AND NEW.revoked_at IS NULL) EXECUTE FUNCTION auth_revocation_notify()")
+    detected(ctx, mark,
+             "trigger notes_append_only on notes differs from its definition in 0005_cases.sql: it fires only "
+             "WHEN (old.id < 0) instead of always: it was replaced outside migrations",
+             "trigger tokens_revocation_notify on tokens differs from its definition in 0007_stream_revocation.sql: "
+             "it fires WHEN ((old.revoked_at IS NULL) AND (new.revoked_at IS NULL)) instead of WHEN "
+             "(OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL): it was replaced outside migrations", drift=2)
+    repaired(ctx, mark, "trigger notes_append_only on notes differs", "trigger tokens_revocation_notify on tokens")
+    assert sql(ctx, "SELECT tgqual IS NULL FROM pg_trigger WHERE tgname = 'notes_append_only'") == [(True,)]
+    assert "NEW.revoked_at IS NOT NULL" in sql(
+        ctx, "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = 'tokens_revocation_notify'")[0][0].replace(
+        "new.", "NEW.")
 
 
 def test_serve_refuses_to_start_and_allow_schema_drift_serves(ctx):

@@ -240,6 +240,11 @@ static void test_what_cannot_be_followed_is_an_error(void **state) {
       " ALTER FUNCTION q() RENAME TO r;",
       "DROP FUNCTION never_made(bigint);",
       "CREATE FUNCTION q() RETURNS int AS $$ SELECT 1 LANGUAGE sql;",
+      "CREATE FUNCTION q() RETURNS int LANGUAGE sql SET search_path FROM CURRENT AS $$ SELECT 1 "
+      "$$;",
+      "CREATE FUNCTION q() RETURNS int AS $$ SELECT 1 $$;",
+      "CREATE FUNCTION q() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;"
+      " ALTER FUNCTION q() SET search_path = a.b;",
   };
   (void)state;
 
@@ -275,13 +280,15 @@ static void test_compare(void **state) {
   sha_hex(" SELECT true ", bad);
   {
     schema_row_t rows[] = {
-        {'f', "f", "bigint, integer", "f(bigint,integer)", sf, 0, 0},
-        {'f', "g", "text", "g(text)", sg, 0, 0},
-        {'f', "t_refuse", "", "t_refuse()", st, 0, 0},
-        {'f', "an_extension_function", "bigint", "an_extension_function(bigint)", bad, 0, 0},
-        {'t', "t_keep", "t", NULL, "t_refuse", 1 | 2 | 8 | 16, 'D'},
-        {'t', "someone_elses", "t", NULL, "an_extension_function", 4, 'O'},
-        {'v', NULL, "2", NULL, NULL, 0, 0},
+        {'f', "f", "bigint, integer", "f(bigint,integer)", sf, 0, 0, "vuffff sql text",
+         "search_path=public, pg_temp"},
+        {'f', "g", "text", "g(text)", sg, 0, 0, "vuffff sql integer", NULL},
+        {'f', "t_refuse", "", "t_refuse()", st, 0, 0, "vuffff plpgsql trigger", NULL},
+        {'f', "an_extension_function", "bigint", "an_extension_function(bigint)", bad, 0, 0,
+         "itttts c void", "work_mem=1GB"},
+        {'t', "t_keep", "t", NULL, "t_refuse", 1 | 2 | 8 | 16, 'D', NULL, NULL},
+        {'t', "someone_elses", "t", NULL, "an_extension_function", 4, 'O', "id", "(new.id > 0)"},
+        {'v', NULL, "2", NULL, NULL, 0, 0, NULL, NULL},
     };
     assert_int_equal(diffs(e, rows, 7, &d), 0);
     schema_diffs_free(d, 0);
@@ -345,6 +352,196 @@ static void test_compare(void **state) {
   schema_expect_free(e);
 }
 
+/* ---- attributes and conditions --------------------------------------------------------- */
+
+static const char m3[] =
+    "CREATE FUNCTION a(p bigint) RETURNS SETOF bigint LANGUAGE plpgsql STABLE STRICT\n"
+    "  SECURITY DEFINER SET search_path = public, pg_temp SET work_mem = '32MB' SET jit = off\n"
+    "  AS $$ BEGIN RETURN; END $$;\n"
+    "CREATE FUNCTION b() RETURNS TABLE (id bigint) LANGUAGE sql IMMUTABLE PARALLEL SAFE LEAKPROOF\n"
+    "  RETURNS NULL ON NULL INPUT COST 10 AS $$ SELECT 1::bigint $$;\n"
+    "CREATE FUNCTION c(x int) RETURNS TABLE (id bigint, name text) AS $$ SELECT 1::bigint, "
+    "''::text $$\n"
+    "  LANGUAGE 'SQL' SET search_path TO \"$user\", 'Odd Schema' SET statement_timeout = 010;\n"
+    "CREATE FUNCTION d() RETURNS timestamptz LANGUAGE sql AS $$ SELECT now() $$;\n"
+    "ALTER FUNCTION d() STABLE SET search_path = public;\n"
+    "ALTER FUNCTION d SECURITY DEFINER SET lock_timeout = 5 SET search_path = pg_catalog;\n"
+    "ALTER FUNCTION d() RESET lock_timeout;\n"
+    "CREATE FUNCTION e() RETURNS int[] LANGUAGE sql SECURITY DEFINER SET jit = off AS $$ SELECT "
+    "'{}'::int[] $$;\n"
+    "ALTER FUNCTION e() RESET ALL;\n"
+    "CREATE OR REPLACE FUNCTION a(p bigint) RETURNS SETOF bigint LANGUAGE plpgsql\n"
+    "  SET search_path = public AS $$ BEGIN RETURN; END $$;\n"
+    "ALTER FUNCTION a(bigint) CALLED ON NULL INPUT SET search_path TO DEFAULT OWNER TO someone;\n"
+    "CREATE TABLE u (id bigint, revoked_at timestamptz, disabled boolean);\n"
+    "CREATE FUNCTION u_note() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;\n"
+    "CREATE TRIGGER u_revoked AFTER UPDATE OF revoked_at, Disabled ON u FOR EACH ROW\n"
+    "  WHEN (OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL AND NOT OLD.disabled\n"
+    "        AND current_setting('x.y', true) != 'on') EXECUTE FUNCTION u_note();\n"
+    "CREATE TRIGGER u_any AFTER INSERT ON u EXECUTE FUNCTION u_note();\n";
+
+static void attrs_of(const schema_expect_t *e, const char *name, const char *args,
+                     const char *attrs, const char *config) {
+  const char *a, *c;
+  int i = find_fn(e, name, args);
+
+  if (i < 0)
+    fail_msg("%s(%s) not found", name, args);
+  schema_expect_function_attrs(e, (size_t)i, &a, &c);
+  assert_string_equal(a, attrs);
+  assert_string_equal(c, config);
+}
+
+static void test_function_attributes_are_followed(void **state) {
+  schema_expect_t *e = schema_expect_new();
+  char err[400] = "";
+  const char *cols, *when;
+  (void)state;
+
+  if (schema_expect_add(e, "0003_c.sql", m3, strlen(m3), err, sizeof(err)) != 0)
+    fail_msg("%s", err);
+  /* CREATE OR REPLACE sets every attribute again; ALTER FUNCTION changes what it names. */
+  attrs_of(e, "a", "bigint", "vuffft plpgsql bigint", "");
+  attrs_of(e, "b", "", "istftt sql bigint", "");
+  attrs_of(e, "c", "integer", "vuffft sql record",
+           "search_path=\"$user\", \"Odd Schema\"\nstatement_timeout=10");
+  attrs_of(e, "d", "", "suftff sql timestamp with time zone", "search_path=pg_catalog");
+  attrs_of(e, "e", "", "vuftff sql integer[]", "");
+  /* The trigger's UPDATE OF columns, sorted, and its condition as written. */
+  schema_expect_trigger_when(e, (size_t)find_trg(e, "u", "u_revoked"), &cols, &when);
+  assert_string_equal(cols, "disabled, revoked_at");
+  assert_non_null(strstr(when, "OLD.revoked_at IS NULL AND"));
+  schema_expect_trigger_when(e, (size_t)find_trg(e, "u", "u_any"), &cols, &when);
+  assert_string_equal(cols, "");
+  assert_null(when);
+  schema_expect_free(e);
+
+  /* The built-in migrations: audit_append() is SECURITY DEFINER with a fixed search_path,
+   * audit_append_many() keeps 0026's planner settings, a WHEN of 0007 is found. */
+  e = embedded();
+  for (size_t i = 0; i < schema_expect_nfunctions(e); i++) {
+    const char *name, *a, *c;
+    schema_expect_function(e, i, &name, NULL, NULL, NULL, NULL);
+    schema_expect_function_attrs(e, i, &a, &c);
+    if (strcmp(name, "audit_append") == 0 || strcmp(name, "audit_append_many") == 0) {
+      assert_int_equal(a[3], 't');
+      assert_non_null(strstr(c, "search_path=public, pg_temp"));
+    }
+    if (strcmp(name, "audit_append_many") == 0)
+      assert_non_null(strstr(c, "enable_seqscan=off"));
+  }
+  schema_expect_trigger_when(e, (size_t)find_trg(e, "tokens", "tokens_revocation_notify"), &cols,
+                             &when);
+  assert_string_equal(cols, "revoked_at");
+  assert_non_null(when);
+  schema_expect_free(e);
+}
+
+static void test_attributes_and_conditions_are_compared(void **state) {
+  schema_expect_t *e = schema_expect_new();
+  char err[400] = "", sa[65], sn[65];
+  schema_diff_t *d = NULL;
+  size_t n;
+  (void)state;
+
+  sha_hex(" BEGIN RETURN; END ", sa);
+  sha_hex(" BEGIN RETURN NULL; END ", sn);
+  {
+    /* What PostgreSQL 15 has after these statements. */
+    static const char when_as_printed[] =
+        "((old.revoked_at IS NULL) AND (new.revoked_at IS NOT NULL) AND (NOT old.disabled)) "
+        "AND (current_setting('x.y'::text, true) <> 'on'::text)";
+    schema_row_t rows[] = {
+        {'f', "a", "bigint", "a(bigint)", sa, 0, 0, "vuffft plpgsql bigint", NULL},
+        {'f', "u_note", "", "u_note()", sn, 0, 0, "vuffff plpgsql trigger", NULL},
+        {'t', "u_revoked", "u", NULL, "u_note", 1 | 16, 'O', "disabled, revoked_at",
+         when_as_printed},
+        {'t', "u_any", "u", NULL, "u_note", 4, 'O', NULL, NULL},
+    };
+    static const char m4[] =
+        "CREATE FUNCTION a(p bigint) RETURNS SETOF bigint LANGUAGE plpgsql AS $$ BEGIN RETURN; END "
+        "$$;\n"
+        "CREATE TABLE u (id bigint, revoked_at timestamptz, disabled boolean);\n"
+        "CREATE FUNCTION u_note() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END "
+        "$$;\n"
+        "CREATE TRIGGER u_revoked AFTER UPDATE OF revoked_at, Disabled ON u FOR EACH ROW\n"
+        "  WHEN (OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL AND NOT OLD.disabled\n"
+        "        AND current_setting('x.y', true) != 'on') EXECUTE FUNCTION u_note();\n"
+        "CREATE TRIGGER u_any AFTER INSERT ON u EXECUTE FUNCTION u_note();\n";
+
+    if (schema_expect_add(e, "0004_d.sql", m4, strlen(m4), err, sizeof(err)) != 0)
+      fail_msg("%s", err);
+    assert_int_equal(diffs(e, rows, 4, &d), 0);
+    schema_diffs_free(d, 0);
+
+    /* ALTER FUNCTION a(bigint) SET search_path = evil, public SECURITY DEFINER STRICT */
+    rows[0].attrs = "vuttff plpgsql bigint";
+    rows[0].config = "search_path=evil, public";
+    n = diffs(e, rows, 4, &d);
+    assert_int_equal(n, 1);
+    assert_string_equal(
+        d[0].message, "function a(bigint) differs from its definition in 0004_d.sql: it RETURNS "
+                      "bigint instead of SETOF bigint, is STRICT instead of CALLED ON NULL INPUT, "
+                      "is SECURITY DEFINER instead of SECURITY INVOKER, and runs with SET "
+                      "search_path=evil, public instead of no SET: it was altered outside "
+                      "migrations");
+    /* Another return type: dropped first, as CREATE OR REPLACE cannot change it. */
+    assert_non_null(strstr(d[0].repair, "DROP FUNCTION a(bigint);\nCREATE OR REPLACE FUNCTION a("));
+    schema_diffs_free(d, n);
+    rows[0].attrs = "sufftt sql bigint";
+    rows[0].config = NULL;
+    n = diffs(e, rows, 4, &d);
+    assert_int_equal(n, 1);
+    assert_string_equal(d[0].message,
+                        "function a(bigint) differs from its definition in 0004_d.sql: it is "
+                        "LANGUAGE sql instead of plpgsql, is STABLE instead of VOLATILE, and is "
+                        "LEAKPROOF instead of NOT LEAKPROOF: it was altered outside migrations");
+    assert_string_equal(d[0].repair, "CREATE OR REPLACE FUNCTION a(p bigint) RETURNS SETOF bigint "
+                                     "LANGUAGE plpgsql AS $$ BEGIN RETURN; END $$;\n");
+    schema_diffs_free(d, n);
+    rows[0].attrs = "vuffft plpgsql bigint";
+    /* Replaced with other attributes but the same return type: not dropped, as a trigger that
+     * calls it would refuse the DROP. */
+    rows[1].hash = sa;
+    rows[1].attrs = "suffff plpgsql trigger";
+    n = diffs(e, rows, 4, &d);
+    assert_int_equal(n, 1);
+    assert_string_equal(d[0].message, "function u_note() differs from its definition in "
+                                      "0004_d.sql: it was replaced outside migrations");
+    assert_null(strstr(d[0].repair, "DROP"));
+    schema_diffs_free(d, n);
+    rows[1].hash = sn;
+    rows[1].attrs = "vuffff plpgsql trigger";
+
+    /* A WHEN added, one taken away or changed, other UPDATE OF columns. */
+    rows[3].config = "(false)";
+    rows[2].config = NULL;
+    n = diffs(e, rows, 4, &d);
+    assert_int_equal(n, 2);
+    assert_string_equal(
+        d[0].message, "trigger u_revoked on u differs from its definition in 0004_d.sql: it fires "
+                      "always instead of WHEN (OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT "
+                      "NULL AND NOT OLD.disabled AND current_setting('x.y', true) != 'on'): it "
+                      "was replaced outside migrations");
+    assert_string_equal(d[1].message,
+                        "trigger u_any on u differs from its definition in 0004_d.sql: it fires "
+                        "only WHEN (false) instead of always: it was replaced outside migrations");
+    assert_non_null(strstr(d[1].repair, "DROP TRIGGER u_any ON u;\nCREATE TRIGGER u_any"));
+    schema_diffs_free(d, n);
+    rows[3].config = NULL;
+    rows[2].config = "((old.revoked_at IS NULL) AND (new.revoked_at IS NOT NULL))";
+    rows[2].attrs = "revoked_at";
+    n = diffs(e, rows, 4, &d);
+    assert_int_equal(n, 1);
+    assert_non_null(strstr(d[0].message,
+                           ": it fires on UPDATE OF revoked_at instead of disabled, "
+                           "revoked_at, and fires WHEN ((old.revoked_at IS NULL) "
+                           "AND (new.revoked_at IS NOT NULL)) instead of WHEN (OLD."));
+    schema_diffs_free(d, n);
+  }
+  schema_expect_free(e);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_every_function_of_the_migrations_has_its_body),
@@ -352,6 +549,8 @@ int main(void) {
       cmocka_unit_test(test_statements_are_followed),
       cmocka_unit_test(test_what_cannot_be_followed_is_an_error),
       cmocka_unit_test(test_compare),
+      cmocka_unit_test(test_function_attributes_are_followed),
+      cmocka_unit_test(test_attributes_and_conditions_are_compared),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
