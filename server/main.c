@@ -108,6 +108,11 @@ static const char usage_text[] =
     "                             rest stay for others, and a freed connection goes first to the\n"
     "                             waiting call of the user holding the fewest (default half of\n"
     "                             --db-pool, rounded up)\n"
+    "  --db-heavy-conns N         database connections the statements of heavy calls (whose\n"
+    "                             cost grows with the data: searches, the audit log, statistics)\n"
+    "                             may hold at once over all users; more wait, and the rest of\n"
+    "                             the pool serves other calls (default half of --db-pool,\n"
+    "                             rounded down; at least 1, at most --db-pool - 1)\n"
     "  --auth-cache-ttl MS        how long an authenticated token's principal is reused without\n"
     "                             a database lookup; revocations reach every instance at once\n"
     "                             through LISTEN, this bounds anything else; 0: off (default "
@@ -272,6 +277,7 @@ enum {
   OPT_DB_QUEUE_PER_CONN,
   OPT_DB_QUEUE_PER_USER,
   OPT_DB_CONNS_PER_USER,
+  OPT_DB_HEAVY_CONNS,
   OPT_AUTH_CACHE_TTL,
   OPT_AUTH_CACHE_SIZE,
   OPT_MAX_MESSAGE,
@@ -351,6 +357,7 @@ static const struct option long_opts[] = {
     {"db-queue-per-conn", required_argument, NULL, OPT_DB_QUEUE_PER_CONN},
     {"db-queue-per-user", required_argument, NULL, OPT_DB_QUEUE_PER_USER},
     {"db-conns-per-user", required_argument, NULL, OPT_DB_CONNS_PER_USER},
+    {"db-heavy-conns", required_argument, NULL, OPT_DB_HEAVY_CONNS},
     {"auth-cache-ttl", required_argument, NULL, OPT_AUTH_CACHE_TTL},
     {"auth-cache-size", required_argument, NULL, OPT_AUTH_CACHE_SIZE},
     {"max-message-bytes", required_argument, NULL, OPT_MAX_MESSAGE},
@@ -544,6 +551,11 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       if (parse_num("--db-conns-per-user", optarg, 1, 256, &v))
         return 1;
       cfg->db_conns_per_user = (int)v;
+      break;
+    case OPT_DB_HEAVY_CONNS:
+      if (parse_num("--db-heavy-conns", optarg, 1, 256, &v))
+        return 1;
+      cfg->db_heavy_conns = (int)v;
       break;
     case OPT_AUTH_CACHE_TTL:
       if (parse_num("--auth-cache-ttl", optarg, 0, 3600000, &v))
@@ -861,6 +873,10 @@ static void warn_ignored_settings(const server_config_t *cfg, const cli_opts_t *
   if (cfg->db_conns_per_user > cfg->db_pool_size)
     log_warn("--db-conns-per-user %d is above --db-pool %d: one user may hold every connection",
              cfg->db_conns_per_user, cfg->db_pool_size);
+  if (cfg->db_heavy_conns >= cfg->db_pool_size && cfg->db_pool_size > 1)
+    log_warn("--db-heavy-conns %d is not below --db-pool %d: heavy calls hold at most %d "
+             "connections, leaving one for the others",
+             cfg->db_heavy_conns, cfg->db_pool_size, cfg->db_pool_size - 1);
   if (cfg->max_user_inbound > cfg->max_inbound)
     log_warn("--max-user-inbound %zu is above --max-inbound %zu: one user is bounded by "
              "--max-inbound alone",

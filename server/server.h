@@ -89,6 +89,9 @@ typedef struct server_config {
                                        db_queue_max, and at least db_queue_per_conn */
   int db_conns_per_user;            /* pool connections one user's requests may hold at once;
                                        0 (default): half the pool, rounded up */
+  int db_heavy_conns;               /* pool connections heavy calls' requests may hold at once
+                                       over all users; 0 (default): half the pool, rounded
+                                       down (at least 1, at most the pool less one) */
   int accepted_deadline_days;       /* default 30 */
   int prelim_deadline_days;         /* default 90 */
   int filed_deadline_days;          /* default 90 */

@@ -136,6 +136,7 @@ struct db_req {
   db_conn_t *conn;  /* REQ_SENT: the connection running it */
   uint64_t owner;   /* 0: not counted */
   uint64_t user;    /* 0: not counted */
+  int heavy;        /* counts against the pool's heavy share (db_opts_t.heavy) */
   uint64_t sent_ms; /* uv_now() when sent */
   uint64_t sent_ns; /* uv_hrtime() when sent; 0: never sent (not in the latency histogram) */
   unsigned sharers; /* callers that have not db_cancel()led it yet (db_opts_t.sharers) */
@@ -187,6 +188,7 @@ struct db_conn {
   db_req_t *req;          /* the request in flight (BUSY, CANCELLING, CANCEL_WAIT, ROLLBACK) */
   uint64_t user;          /* the user whose request holds it, until it is idle again (or
                              lost): a cancelled request's connection stays taken */
+  int heavy;              /* held by a heavy request, as long as user would be */
   cancel_work_t *cancel;  /* CANCELLING, CANCEL_WAIT: the cancel request on its way */
   int flushing;           /* PQflush returned 1: waiting for the socket to be writable */
   tuning_t tuning;        /* pool: the session's settings; UNKNOWN after a failed request */
@@ -243,6 +245,8 @@ struct db_pool {
   db_owners_t owners; /* requests per owner, waiting or in flight; paused owners */
   db_owners_t users;  /* requests per user, waiting or in flight */
   db_owners_t held;   /* connections held per user, at most conns_per_user */
+  int heavy_max;      /* connections heavy requests may hold at once (heavy_conns) */
+  int nheavy;         /* connections heavy requests hold now */
   uint64_t freed_by;  /* while a freed connection is given out: the user that held it */
   size_t npaused;     /* owners paused: the queue is then searched, not just popped */
   db_conn_t *conns;   /* size pool connections */
@@ -626,6 +630,10 @@ static void conn_set_state(db_conn_t *c, conn_state_t to) {
     db_owners_give(&p->held, c->user);
     c->user = 0;
   }
+  if (c->heavy && !conn_holds(to)) {
+    p->nheavy--;
+    c->heavy = 0;
+  }
   if (from == CONN_IDLE)
     idle_remove(p, c);
   if (to == CONN_IDLE)
@@ -975,10 +983,14 @@ static void conn_send(db_conn_t *c, db_req_t *q) {
   int retune = c->pool->tune_sql != NULL && c->tuning != want;
   int evicted, ok = 1;
 
-  assert(c->role == ROLE_POOL && c->state == CONN_IDLE && !c->req && !c->user);
+  assert(c->role == ROLE_POOL && c->state == CONN_IDLE && !c->req && !c->user && !c->heavy);
   c->req = q;
   if (q->user != 0 && db_owners_take(&c->pool->held, q->user) == 0)
     c->user = q->user; /* out of memory: not counted, as for user 0 */
+  if (q->heavy) {
+    c->heavy = 1;
+    c->pool->nheavy++;
+  }
   q->state = REQ_SENT;
   q->conn = c;
   q->sent_ms = uv_now(c->pool->loop);
@@ -1587,12 +1599,21 @@ static size_t user_held(const db_pool_t *p, const db_req_t *q) {
   return q->user ? db_owners_count(&p->held, q->user) : 0;
 }
 
-/* The request to send next, or NULL: of the waiting requests whose owner is not paused and
- * whose user holds fewer than its share of the connections, the first of those whose user
- * holds the fewest. A user that keeps heavy statements running then neither holds every
- * connection nor gets a freed one ahead of a user that holds none. The user that just freed
- * the connection being given out ranks as if it still held it: it was served, and a user
- * waiting with as few goes first. */
+/* q may not run yet however many connections are idle: it is heavy and heavy requests hold
+ * their share of the pool. It waits, and light requests behind it go ahead, so that however
+ * many users keep statements running whose cost grows with the data, at least size -
+ * heavy_max connections serve the light ones. */
+static int heavy_waits(const db_pool_t *p, const db_req_t *q) {
+  return q->heavy && p->nheavy >= p->heavy_max;
+}
+
+/* The request to send next, or NULL: of the waiting requests whose owner is not paused,
+ * whose user holds fewer than its share of the connections and that are not heavy requests
+ * over the heavy share (heavy_waits()), the first of those whose user holds the fewest. A
+ * user that keeps heavy statements running then neither holds every connection nor gets a
+ * freed one ahead of a user that holds none, and heavy requests of several users together
+ * hold no more than their share. The user that just freed the connection being given out
+ * ranks as if it still held it: it was served, and a user waiting with as few goes first. */
 static db_req_t *queue_next(db_pool_t *p) {
   db_req_t *best = NULL;
   size_t best_rank = 0;
@@ -1601,6 +1622,8 @@ static db_req_t *queue_next(db_pool_t *p) {
     size_t held, rank;
     if (p->npaused > 0 &&
         (db_owners_paused(&p->owners, q->owner) || db_owners_paused(&p->users, q->user)))
+      continue;
+    if (heavy_waits(p, q))
       continue;
     held = user_held(p, q);
     rank = held + (q->user != 0 && q->user == p->freed_by);
@@ -1641,7 +1664,8 @@ static void pool_submit(db_pool_t *p, db_req_t *q) {
     return;
   }
   if (p->idle && !p->queue.head && !db_owners_paused(&p->owners, q->owner) &&
-      !db_owners_paused(&p->users, q->user) && user_held(p, q) < p->held.max) {
+      !db_owners_paused(&p->users, q->user) && user_held(p, q) < p->held.max &&
+      !heavy_waits(p, q)) {
     conn_send(idle_pick(p, q), q);
     return;
   }
@@ -1667,6 +1691,7 @@ static void pool_submit(db_pool_t *p, db_req_t *q) {
 static void pool_free(db_pool_t *p) {
   /* Every request has completed, so every owner's count is back to zero and freed. */
   assert(db_owners_empty(&p->owners) && db_owners_empty(&p->users) && db_owners_empty(&p->held));
+  assert(p->nheavy == 0);
   db_stmts_free(&p->stmts);
   free(p->prep);
   free(p->conns);
@@ -1936,6 +1961,11 @@ int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out) {
   db_owners_init(&p->users, cfg->per_user_max > 0 ? cfg->per_user_max : (p->queue_max + 3) / 4);
   db_owners_init(&p->held,
                  (size_t)(cfg->conns_per_user > 0 ? cfg->conns_per_user : (p->size + 1) / 2));
+  p->heavy_max = cfg->heavy_conns > 0 ? cfg->heavy_conns : p->size / 2;
+  if (p->heavy_max > p->size - 1)
+    p->heavy_max = p->size - 1;
+  if (p->heavy_max < 1)
+    p->heavy_max = 1;
   p->cancel_grace_ms = cfg->cancel_grace_ms ? cfg->cancel_grace_ms : DB_DEFAULT_CANCEL_GRACE_MS;
   p->stall_grace_ms = cfg->stall_grace_ms ? cfg->stall_grace_ms : DB_DEFAULT_STALL_GRACE_MS;
   p->stall_ms =
@@ -2055,6 +2085,11 @@ void db_pool_stats(const db_pool_t *p, db_stats_t *st) {
   st->lat_count = p->lat_count;
   st->lat_sum_ns = p->lat_sum_ns;
   st->retunes = p->retunes;
+  st->heavy = p->nheavy;
+  st->heavy_max = p->heavy_max;
+  st->heavy_queued = 0;
+  for (const db_req_t *q = p->queue.head; q; q = q->next)
+    st->heavy_queued += q->heavy != 0;
 }
 
 void db_pool_on_health(db_pool_t *p, db_health_fn cb, void *arg) {
@@ -2094,6 +2129,7 @@ static int pool_request(db_pool_t *p, const db_opts_t *o, const db_stmt_t *stmts
   q->user = user;
   q->tuned = o && o->tuned && p->tune_sql != NULL;
   q->sharers = o && o->sharers > 1 ? o->sharers : 1;
+  q->heavy = o && o->heavy;
   for (int i = 0; i < n; i++)
     q->ids[i] = db_stmts_id(&p->stmts, stmts[i].sql, &q->names[i]);
   if (o && o->handle)

@@ -54,6 +54,11 @@ typedef struct db_config {
   int conns_per_user;            /* connections one user's requests may hold at once, default
                                     half of size (rounded up); a waiting request of a user that
                                     holds them waits on, behind later ones of other users */
+  int heavy_conns;               /* connections heavy requests (db_opts_t.heavy) may hold at
+                                    once, over all users: default half of size (rounded down);
+                                    at least 1 and at most size - 1 (a pool of one: 1). A
+                                    heavy request beyond them waits on, behind later light
+                                    ones, so the rest of the pool serves light requests */
   unsigned cancel_grace_ms;      /* db_cancel() lets a statement that has run less than this
                                     finish first, default 10: a cancel costs the server a
                                     new connection, far more than a short statement */
@@ -112,6 +117,10 @@ typedef struct db_opts {
   unsigned sharers;  /* callers that share the request, each of which may db_cancel() it once
                         (a batch's calls): once sent, it is stopped only by the last of them
                         (db_cancel()); 0 or 1: one caller */
+  int heavy;         /* its cost grows with the data rather than with the request: at most
+                        heavy_conns such requests run at once, over all users; among waiting
+                        heavy requests, those of the users holding the fewest connections go
+                        first, as among all */
 } db_opts_t;
 
 /** One parameterized statement; values are text-format parameters (NULL = SQL NULL). */
@@ -158,6 +167,9 @@ typedef struct db_stats {
   uint64_t lat_buckets[DB_LAT_BUCKETS]; /* requests by latency, sent to done (not cumulative) */
   uint64_t lat_count, lat_sum_ns;       /* all requests that were sent, and their total time */
   uint64_t retunes; /* requests that changed their connection's session settings first */
+  int heavy;        /* pool connections held by heavy requests (db_opts_t.heavy) */
+  int heavy_max;    /* at most this many (db_config_t.heavy_conns, resolved) */
+  size_t heavy_queued; /* heavy requests waiting for a connection (counted in queued) */
 } db_stats_t;
 
 /** Fill st with the pool's current counts. */

@@ -347,6 +347,15 @@ int metrics_render(server_t *srv, char **out, size_t *len) {
     outf(&o, "clued_db_pool_connections{state=\"stalled\"} %d\n", st.stalled);
     family(&o, "clued_db_queue_depth", "gauge", "Database requests waiting for a pool connection.");
     outf(&o, "clued_db_queue_depth %zu\n", st.queued);
+    family(&o, "clued_db_heavy_requests", "gauge",
+           "Database requests of heavy calls (whose cost grows with the data): running on a pool "
+           "connection, and waiting for one (counted in clued_db_queue_depth too), at most "
+           "--db-heavy-conns running.");
+    outf(&o, "clued_db_heavy_requests{state=\"running\"} %d\n", st.heavy);
+    outf(&o, "clued_db_heavy_requests{state=\"waiting\"} %zu\n", st.heavy_queued);
+    family(&o, "clued_db_heavy_connections_max", "gauge",
+           "Pool connections heavy calls' requests may hold at once (--db-heavy-conns).");
+    outf(&o, "clued_db_heavy_connections_max %d\n", st.heavy_max);
     family(&o, "clued_db_query_seconds", "histogram",
            "Database request latency from sending to the last result, in seconds.");
     {

@@ -60,6 +60,10 @@ typedef struct rpc_method {
    * as it arrives (req valid only during that run) and once more with req NULL when the
    * client half-closes; it may send at any time and finishes the call with rpc_finish(). */
   unsigned client_streaming : 1;
+  /* Its database cost grows with the data (the log, every clue a scope covers) rather than
+   * with the request: each of its statements counts against the pool's heavy share
+   * (--db-heavy-conns, db_opts_t.heavy), so that the rest of the pool serves the others. */
+  unsigned heavy : 1;
 } rpc_method_t;
 
 /** The server a call belongs to. */

@@ -415,10 +415,13 @@ static void verify_chain(rpc_call_t *call, const ProtobufCMessage *m) {
 
 /* ---- the method table ------------------------------------------------------------------- */
 
+/* Every one is heavy (rpc_method_t.heavy): a page of events, a verification and a watch's
+ * replay each read the log as far as the caller's filter and visibility take them, whatever
+ * the page size. */
 #define AUDIT_METHOD(name, fn, in, out, streaming)                                                 \
   {                                                                                                \
     "/clue.v1.AuditService/" name, &clue__v1__##in##__descriptor, &clue__v1__##out##__descriptor,  \
-        fn, streaming, 0, 0                                                                        \
+        fn, streaming, 0, 0, 1                                                                     \
   }
 
 const rpc_method_t audit_methods[] = {

@@ -250,7 +250,7 @@ static void get_bulletin(rpc_call_t *call, const ProtobufCMessage *m) {
 }
 
 const rpc_method_t bulletin_methods[] = {
-    SVC_CLUE_METHOD("StatsService", "GetBulletin", get_bulletin, get_bulletin_request,
-                    get_bulletin_response),
+    SVC_HEAVY_METHOD("StatsService", "GetBulletin", get_bulletin, get_bulletin_request,
+                     get_bulletin_response),
 };
 const size_t bulletin_nmethods = sizeof(bulletin_methods) / sizeof(bulletin_methods[0]);

@@ -832,7 +832,9 @@ static void get_history(rpc_call_t *call, const ProtobufCMessage *m) {
 const rpc_method_t clue_methods[] = {
     CLUE_METHOD("SubmitClue", submit_clue, submit_clue_request, clue),
     CLUE_METHOD("GetClue", get_clue, get_clue_request, clue),
-    CLUE_METHOD("ListClues", clue_list_clues, list_clues_request, list_clues_response),
+    /* A search reads every clue of the caller's scope, whatever the page size. */
+    SVC_HEAVY_METHOD("ClueService", "ListClues", clue_list_clues, list_clues_request,
+                     list_clues_response),
     CLUE_METHOD("RequestTransition", request_transition, request_transition_request,
                 request_transition_response),
     CLUE_METHOD("ReviewProposal", clue_review_proposal, review_proposal_request,

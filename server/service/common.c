@@ -247,6 +247,8 @@ void svc_db_opts(rpc_call_t *call, db_req_t **handle, db_opts_t *o) {
   o->owner = rpc_call_conn_id(call);
   o->user = who && who->user_id > 0 ? (uint64_t)who->user_id : 0;
   o->handle = handle;
+  /* Every statement of a heavy method counts, its first and its later ones alike. */
+  o->heavy = rpc_call_method(call)->heavy;
 }
 
 /* A read that went to a replica: note an answer, or send it to the primary if the replica

@@ -53,7 +53,8 @@ const char *svc_token(rpc_call_t *call, int *oom);
 
 /**
  * The pool options of a request made for call: counted against its HTTP/2 connection and
- * its user (db_opts_t), with its handle in *handle (NULL: none). Every other field is left
+ * its user (db_opts_t), and against the pool's heavy share when the call's method is heavy
+ * (rpc_method_t.heavy), with its handle in *handle (NULL: none). Every other field is left
  * as it was.
  */
 void svc_db_opts(rpc_call_t *call, db_req_t **handle, db_opts_t *o);

@@ -30,11 +30,11 @@ static void debug_sleep(rpc_call_t *call, const ProtobufCMessage *m) {
 
 const rpc_method_t debug_methods[] = {
     {"/clued.test.Debug/Sleep", &grpc__health__v1__health_check_request__descriptor,
-     &grpc__health__v1__health_check_response__descriptor, debug_sleep, 0, 1, 0},
+     &grpc__health__v1__health_check_response__descriptor, debug_sleep, 0, 1, 0, 0},
     /* The same for an authenticated caller: its statement counts against the caller's
      * share of the pool as any call's does. */
     {"/clued.test.Debug/SleepAsCaller", &grpc__health__v1__health_check_request__descriptor,
-     &grpc__health__v1__health_check_response__descriptor, debug_sleep, 0, 0, 0},
+     &grpc__health__v1__health_check_response__descriptor, debug_sleep, 0, 0, 0, 0},
 };
 const size_t debug_nmethods = sizeof(debug_methods) / sizeof(debug_methods[0]);
 

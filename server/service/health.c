@@ -116,9 +116,9 @@ static void health_watch(rpc_call_t *call, const ProtobufCMessage *m) {
 
 const rpc_method_t health_methods[] = {
     {"/grpc.health.v1.Health/Check", &grpc__health__v1__health_check_request__descriptor,
-     &grpc__health__v1__health_check_response__descriptor, health_check, 0, 1, 0},
+     &grpc__health__v1__health_check_response__descriptor, health_check, 0, 1, 0, 0},
     {"/grpc.health.v1.Health/Watch", &grpc__health__v1__health_check_request__descriptor,
-     &grpc__health__v1__health_check_response__descriptor, health_watch, 1, 1, 0},
+     &grpc__health__v1__health_check_response__descriptor, health_watch, 1, 1, 0, 0},
 };
 const size_t health_nmethods = sizeof(health_methods) / sizeof(health_methods[0]);
 

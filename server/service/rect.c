@@ -1005,7 +1005,7 @@ const rpc_method_t rect_methods[] = {
     RECT_METHOD("Submit", submit, submit_request, rectification_item),
     RECT_METHOD("Verify", verify, verify_request, rectification_item),
     RECT_METHOD("Reopen", reopen, reopen_request, rectification_item),
-    RECT_METHOD("GetLedgerStats", get_ledger_stats, get_ledger_stats_request,
-                get_ledger_stats_response),
+    SVC_HEAVY_METHOD("RectificationService", "GetLedgerStats", get_ledger_stats,
+                     get_ledger_stats_request, get_ledger_stats_response),
 };
 const size_t rect_nmethods = sizeof(rect_methods) / sizeof(rect_methods[0]);

@@ -376,9 +376,9 @@ static void reflection_info(rpc_call_t *call, const ProtobufCMessage *m) {
 const rpc_method_t reflection_methods[] = {
     {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
      &grpc__reflection__v1__server_reflection_request__descriptor,
-     &grpc__reflection__v1__server_reflection_response__descriptor, reflection_info, 1, 1, 1},
+     &grpc__reflection__v1__server_reflection_response__descriptor, reflection_info, 1, 1, 1, 0},
     {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
      &grpc__reflection__v1__server_reflection_request__descriptor,
-     &grpc__reflection__v1__server_reflection_response__descriptor, reflection_info, 1, 1, 1},
+     &grpc__reflection__v1__server_reflection_response__descriptor, reflection_info, 1, 1, 1, 0},
 };
 const size_t reflection_nmethods = sizeof(reflection_methods) / sizeof(reflection_methods[0]);

@@ -176,6 +176,7 @@ void services_db_config(const server_t *srv, const char *conninfo, db_config_t *
   dc->per_owner_max = srv->cfg.db_queue_per_conn;
   dc->per_user_max = server_db_queue_per_user(&srv->cfg);
   dc->conns_per_user = srv->cfg.db_conns_per_user;
+  dc->heavy_conns = srv->cfg.db_heavy_conns;
 }
 
 /* The database pool: created here and closed here, nowhere else. */

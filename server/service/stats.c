@@ -386,7 +386,7 @@ static void get_statistics(rpc_call_t *call, const ProtobufCMessage *m) {
 }
 
 const rpc_method_t stats_methods[] = {
-    SVC_CLUE_METHOD("StatsService", "GetStatistics", get_statistics, get_statistics_request,
-                    get_statistics_response),
+    SVC_HEAVY_METHOD("StatsService", "GetStatistics", get_statistics, get_statistics_request,
+                     get_statistics_response),
 };
 const size_t stats_nmethods = sizeof(stats_methods) / sizeof(stats_methods[0]);

@@ -22,7 +22,14 @@
 #define SVC_CLUE_METHOD(service, name, fn, in, out)                                                \
   {                                                                                                \
     "/clue.v1." service "/" name, &clue__v1__##in##__descriptor, &clue__v1__##out##__descriptor,   \
-        fn, 0, 0, 0                                                                                \
+        fn, 0, 0, 0, 0                                                                             \
+  }
+
+/** SVC_CLUE_METHOD() for a method whose database cost grows with the data (rpc_method_t.heavy). */
+#define SVC_HEAVY_METHOD(service, name, fn, in, out)                                               \
+  {                                                                                                \
+    "/clue.v1." service "/" name, &clue__v1__##in##__descriptor, &clue__v1__##out##__descriptor,   \
+        fn, 0, 0, 0, 1                                                                             \
   }
 
 /** A PostgreSQL bigint[] literal of ids ("{1,2,3}"); NULL when out of memory. */

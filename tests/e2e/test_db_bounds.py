@@ -193,7 +193,7 @@ def teardown(c):
 def test_flags_are_documented_and_checked(c):
     out = subprocess.run([harness.CLUED, "help"], capture_output=True, text=True, timeout=30).stdout
     flags = ("--db-statement-timeout", "--db-lock-timeout", "--db-queue-per-conn", "--db-queue-per-user",
-             "--db-conns-per-user")
+             "--db-conns-per-user", "--db-heavy-conns")
     for flag in flags:
         assert flag in out, f"{flag} missing from clued help"
     readme = open(os.path.join(harness.SRC, "README.md"), encoding="utf-8").read()
@@ -201,7 +201,7 @@ def test_flags_are_documented_and_checked(c):
         assert f"`{flag}`" in readme, f"{flag} missing from the README configuration table"
     for bad in (["--db-lock-timeout", "0"], ["--db-statement-timeout", "x"], ["--db-lock-timeout", "-5"],
                 ["--db-queue-per-conn", "0"], ["--db-queue-per-user", "0"], ["--db-conns-per-user", "0"],
-                ["--db-conns-per-user", "257"]):
+                ["--db-conns-per-user", "257"], ["--db-heavy-conns", "0"], ["--db-heavy-conns", "257"]):
         r = subprocess.run([harness.CLUED, "serve", *bad], capture_output=True, text=True, timeout=30)
         assert r.returncode == 2 and "must be a number" in r.stderr, (bad, r.returncode, r.stderr)
 
@@ -798,9 +798,10 @@ def test_a_known_token_is_renewed_out_of_the_strangers_way(c):
 def test_watch_catch_up_reads_count_against_their_user(c):
     """D started after the world was built, so a WatchEvents from seq 0 reads the older events
     from the database. With the event table locked (ACCESS EXCLUSIVE, from outside), the
-    auditor's six such streams wait on the lock on two of D's four connections, its share;
-    D's audit tail waits on a third. Another user's call is served on the fourth while the lock
-    is still held. Before, the catch-up reads counted against no one and took every
+    auditor's six such streams wait on the lock on two of D's four connections, its share
+    (and the heavy calls' share: a catch-up read is WatchEvents', a heavy method's); D's audit
+    tail waits on a third. Another user's light call (GetClue) is served on the fourth while
+    the lock is still held. Before, the catch-up reads counted against no one and took every
     connection left."""
     w = c.w
     lock = c.pg.connect(c.dbname)
@@ -817,6 +818,7 @@ def test_watch_catch_up_reads_count_against_their_user(c):
             cur.execute("SELECT max(seq) FROM audit_events")
             last = cur.fetchone()[0]
         assert other.ListClues(pb.ListCluesRequest(page_size=10), timeout=30) is not None
+        theirs = submit(w.G2.member)
         # A stream at the present keeps D's tail following the log (it starts with a read of
         # the table, which the lock would hold).
         keeper = audit.WatchEvents(au.WatchEventsRequest(after_seq=last, heartbeat_seconds=1),
@@ -830,7 +832,7 @@ def test_watch_catch_up_reads_count_against_their_user(c):
                          what="catch-up reads waiting on the lock")
         time.sleep(0.3)
         assert clued_backends(c.db, catching_up) == 2, "one user's catch-up reads hold more than its share"
-        assert other.ListClues(pb.ListCluesRequest(page_size=10), timeout=10) is not None
+        assert other.GetClue(pb.GetClueRequest(clue_id=theirs.id), timeout=10).id == theirs.id
         lock.rollback()
         for s in streams[1:]:
             assert next(s).seq == 1

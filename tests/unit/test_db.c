@@ -1463,9 +1463,10 @@ static void on_span(const db_result_t *r, void *arg) {
   }
 }
 
-/* A pg_sleep(secs) of user's (owner 0), stamped with when it started and ended. */
-static void span_as(tctx_t *t, span_t *s, uint64_t user, const char *secs) {
-  db_opts_t o = {.user = user};
+/* A pg_sleep(secs) of user's (owner 0), heavy (db_opts_t) or not, stamped with when it started
+ * and ended. */
+static void span_opts(tctx_t *t, span_t *s, uint64_t user, int heavy, const char *secs) {
+  db_opts_t o = {.user = user, .heavy = heavy};
   const char *v[] = {secs};
 
   memset(s, 0, sizeof(*s));
@@ -1479,6 +1480,10 @@ static void span_as(tctx_t *t, span_t *s, uint64_t user, const char *secs) {
           1, v, on_span, s),
       0);
   t->in_submit = 0;
+}
+
+static void span_as(tctx_t *t, span_t *s, uint64_t user, const char *secs) {
+  span_opts(t, s, user, 0, secs);
 }
 
 /* The most of spans s[0..n) that ran at once: every overlap includes the start of one. */
@@ -1568,6 +1573,65 @@ static void test_freed_connection_skips_the_user_that_freed_it(void **state) {
   assert_int_equal(t.ok, 7);
   assert_true(late.order < a[1].order && late.order < b[1].order);
   ctx_close(&t);
+}
+
+/* Four connections, two per user, two for heavy requests (the default, half the pool): users 1
+ * and 2 send three heavy sleeps each and together run two at once, not four, and user 3's light
+ * requests sent after them run at once on the connections left. When one of user 1's ends,
+ * user 2's first goes next (it holds none), ahead of user 1's third. Without the heavy share,
+ * users 1 and 2 would hold all four connections and user 3 would wait for one to end. */
+static void test_heavy_requests_hold_their_share(void **state) {
+  tctx_t t;
+  span_t a[3], b[3], heavy[6], light[2];
+  db_stats_t st;
+
+  (void)state;
+  ctx_open_users(&t, 4, 2, 0);
+  for (int i = 0; i < 3; i++)
+    span_opts(&t, &a[i], 1, 1, "0.3");
+  for (int i = 0; i < 3; i++)
+    span_opts(&t, &b[i], 2, 1, "0.3");
+  for (int i = 0; i < 2; i++)
+    span_as(&t, &light[i], 3, "0");
+  db_pool_stats(t.pool, &st);
+  assert_int_equal(st.heavy_max, 2);
+  assert_int_equal(st.heavy, 2);
+  assert_int_equal(st.heavy_queued, 4);
+  assert_int_equal(st.queued, 4);
+  assert_int_equal(st.busy, 4); /* two heavy, two light */
+  wait_completed(&t, 8, 20000);
+  assert_int_equal(t.ok, 8);
+  for (int i = 0; i < 3; i++) {
+    heavy[i] = a[i];
+    heavy[3 + i] = b[i];
+  }
+  assert_int_equal(most_at_once(heavy, 6), 2);
+  for (int i = 0; i < 2; i++)
+    assert_true(light[i].order < a[0].order && light[i].order < a[1].order);
+  assert_true(b[0].start < a[2].start);
+  db_pool_stats(t.pool, &st);
+  assert_int_equal(st.heavy, 0);
+  assert_int_equal(st.heavy_queued, 0);
+  ctx_close(&t);
+}
+
+/* The heavy share is at least one connection and at most all but one. */
+static void test_heavy_share_bounds(void **state) {
+  static const struct {
+    int size, asked, got;
+  } cases[] = {{1, 0, 1}, {2, 0, 1}, {3, 0, 1}, {5, 0, 2}, {4, 9, 3}, {4, 3, 3}, {4, 1, 1}};
+  (void)state;
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    tctx_t t;
+    db_config_t cfg = cfg_small(cases[i].size);
+    db_stats_t st;
+
+    cfg.heavy_conns = cases[i].asked;
+    ctx_open_cfg(&t, &cfg, 1);
+    db_pool_stats(t.pool, &st);
+    assert_int_equal(st.heavy_max, cases[i].got);
+    ctx_close(&t);
+  }
 }
 
 /* In user 7's callback of its first request: its place is free, its next request is not yet
@@ -1929,6 +1993,8 @@ int main(void) {
       cmocka_unit_test(test_user_holds_its_share_of_connections),
       cmocka_unit_test(test_freed_connection_goes_to_user_holding_fewest),
       cmocka_unit_test(test_freed_connection_skips_the_user_that_freed_it),
+      cmocka_unit_test(test_heavy_requests_hold_their_share),
+      cmocka_unit_test(test_heavy_share_bounds),
       cmocka_unit_test(test_user_share_of_requests),
       cmocka_unit_test(test_cancelled_request_holds_until_idle),
       cmocka_unit_test(test_prepared_statements),

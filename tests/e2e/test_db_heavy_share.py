@@ -1,0 +1,154 @@
+"""The heavy calls' share of the database pool (--db-heavy-conns), against the real clued and
+PostgreSQL.
+
+Calls whose database cost grows with the data (GetLedgerStats, GetBulletin, ListClues,
+ListAuditEvents, ...) run at most --db-heavy-conns statements at once over all users (default
+half the pool, rounded down), so that two users of different units, each within its own
+share (--db-conns-per-user), cannot hold the whole pool with them. A heavy statement beyond
+the share waits in the pool's queue while light calls (GetClue, SubmitClue) of a third user
+take the connections left, and runs once the share frees.
+
+The server has four connections: two per user, two for heavy statements. The table
+rect_items, which GetLedgerStats and GetBulletin read and neither GetClue nor SubmitClue
+touches, is locked from outside (ACCESS EXCLUSIVE) so that the heavy statements wait on the
+lock for as long as the test holds it; the lock and statement timeouts are far above the
+test's length, so that nothing but the release ends the wait. No assertion is about time.
+"""
+
+import datetime
+import os
+import re
+import socket
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import new_request_id  # noqa: E402
+import world  # noqa: E402
+
+S = harness.stubs()
+pb = S.clue_pb2
+rp = S.rectification_pb2
+st = S.stats_pb2
+
+# Heavy statements waiting on the lock: clued's backends blocked on a heavyweight lock.
+BLOCKED = ("application_name = 'clued' AND datname = current_database() AND state = 'active'"
+           " AND wait_event_type = 'Lock'")
+
+
+class MetricsClued(harness.Clued):
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.metrics_addr = None
+
+    def _take(self, line):
+        m = re.search(r"metrics on http://(\S+)/metrics", line)
+        if m:
+            self.metrics_addr = m.group(1)
+        super()._take(line)
+
+
+def metric(addr, name, **labels):
+    """One sample of clued's /metrics, or None."""
+    host, port = addr.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        body = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            body += b
+    for line in body.partition(b"\r\n\r\n")[2].decode().splitlines():
+        m = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)", line)
+        if m and m.group(1) == name and all(
+                dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or "")).get(k) == v for k, v in labels.items()):
+            return float(m.group(3))
+    return None
+
+
+def blocked(c):
+    with c.db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE " + BLOCKED)
+        return cur.fetchone()[0]
+
+
+def submit(user):
+    return user.clue.SubmitClue(pb.SubmitClueRequest(
+        request_id=new_request_id(), title="线索", summary="反映某某违规收受礼金",
+        source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+        subject=pb.SubjectPerson(name="张三", position="处长", rank_level="正处"),
+        host_unit="市卫生健康委", violation_categories=["违反廉洁纪律"]), timeout=60)
+
+
+def this_month():
+    return datetime.datetime.now(datetime.timezone(datetime.timedelta(hours=8))).strftime("%Y-%m")
+
+
+def setup():
+    # Four connections: two per user and two for heavy statements (both the defaults).
+    # Principals stay cached, so a call's only requests are its own statements.
+    return world.served(args=["--db-pool", "4", "--db-lock-timeout", "600000", "--db-statement-timeout", "600000",
+                              "--auth-cache-ttl", "600000", "--metrics-listen", "127.0.0.1:0"],
+                        clued=MetricsClued)
+
+
+def teardown(c):
+    world.unserve(c)
+
+
+def test_heavy_calls_of_two_users_leave_the_rest_of_the_pool_to_light_calls(c):
+    """G1's member keeps eight GetLedgerStats in flight and the auditor eight GetBulletins
+    (whose second statement reads the locked table: every statement of a heavy call counts).
+    With the table locked, once all sixteen calls wait (on the lock, or in clued's queue),
+    two of clued's backends wait on the lock and the rest wait in clued's queue, as the
+    metrics say; G3's member, a third user, gets GetClue and SubmitClue answered meanwhile,
+    several times, and still no more than two backends ever wait on the lock. Once the lock
+    is released every heavy call is answered. Before the share, the two users held all four
+    connections, each waiting on the lock, and the third user's calls waited for them."""
+    w = c.w
+    heavy_a, heavy_b, light = w.G1.member, w.auditor, w.G3.member
+    maddr = c.srv.metrics_addr
+    month = this_month()
+    # Each principal is cached, and each call works, before the lock.
+    heavy_a.rect.GetLedgerStats(rp.GetLedgerStatsRequest(), timeout=60)
+    heavy_b.stats.GetBulletin(st.GetBulletinRequest(month=month), timeout=60)
+    mine = submit(light)
+    lock = c.pg.connect(c.dbname)
+    lock.autocommit = False
+    futures = []
+    try:
+        with lock.cursor() as cur:
+            cur.execute("LOCK TABLE rect_items IN ACCESS EXCLUSIVE MODE")
+        for _ in range(8):
+            futures.append(heavy_a.rect.GetLedgerStats.future(rp.GetLedgerStatsRequest(), timeout=600))
+            futures.append(heavy_b.stats.GetBulletin.future(st.GetBulletinRequest(month=month), timeout=600))
+        # Every call waits: on the lock, or for a connection.
+        harness.wait_for(lambda: blocked(c) >= 2 and blocked(c) + metric(maddr, "clued_db_queue_depth") >= len(futures),
+                         timeout=60, what="every heavy call waiting")
+        most = blocked(c)
+        assert most == 2, f"{most} heavy statements ran at once, over the share of 2"
+        # The light user's calls are answered while the heavy ones wait.
+        for _ in range(5):
+            got = light.clue.GetClue(pb.GetClueRequest(clue_id=mine.id), timeout=60)
+            assert got.id == mine.id
+            most = max(most, blocked(c))
+            assert submit(light).id > 0
+            most = max(most, blocked(c))
+        assert most == 2, f"{most} heavy statements ran at once, over the share of 2"
+        assert not any(f.done() for f in futures), "a heavy call ended while the lock was held"
+        assert metric(maddr, "clued_db_heavy_connections_max") == 2
+        assert metric(maddr, "clued_db_heavy_requests", state="running") == 2
+        assert metric(maddr, "clued_db_heavy_requests", state="waiting") == len(futures) - 2
+    finally:
+        lock.rollback()
+        lock.close()
+    for f in futures:
+        f.result()
+    harness.wait_for(lambda: metric(maddr, "clued_db_heavy_requests", state="running") == 0,
+                     timeout=60, what="the heavy share given back")
+    assert metric(maddr, "clued_db_heavy_requests", state="waiting") == 0
+
+
+if __name__ == "__main__":
+    harness.run_tests(globals(), setup, teardown)
