@@ -19,9 +19,9 @@
 #include "rpc/table.h"
 #include "server.h"
 
-/* Calls that need a token, while clued's functions or triggers differ from its migrations
- * (service/schema_watch.h): they decide who sees what, so nothing is answered through them. */
-/* Why calls are refused while server->schema_refusing says so. */
+/* Why calls that need a token are refused while server->schema_refusing says so: clued's
+ * functions or triggers differ from its migrations (they decide who sees what, so nothing is
+ * answered through them), or a newer clued migrated the database (service/schema_watch.h). */
 static const char *schema_refusal(const server_t *srv) {
   if (srv->schema_refusing == SCHEMA_REFUSING_NEWER)
     return "the database was migrated by a newer clued than this server runs; calls are refused "
