@@ -1587,8 +1587,11 @@ static void test_heavy_requests_hold_their_share(void **state) {
 
   (void)state;
   ctx_open_users(&t, 4, 2, 0);
+  /* a[1] runs longer, so that a[0] ends alone: the next heavy request is given out then, with
+   * user 1 still holding one connection, and b[0] goes ahead of a[2] (were both to end at
+   * once, b[0] and a[2] would be sent together and start in either order). */
   for (int i = 0; i < 3; i++)
-    span_opts(&t, &a[i], 1, 1, "0.3");
+    span_opts(&t, &a[i], 1, 1, i == 1 ? "0.9" : "0.3");
   for (int i = 0; i < 3; i++)
     span_opts(&t, &b[i], 2, 1, "0.3");
   for (int i = 0; i < 2; i++)
