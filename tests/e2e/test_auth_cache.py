@@ -263,7 +263,6 @@ def test_rechecks_of_one_call_are_bounded(c):
     import threading
     t = new_member(c, "member-rechecks")
     srv = c.b
-    assert call(c, srv, t.token) == grpc.StatusCode.OK
     title = "反复重新认证 " + harness.new_request_id()
     req = CL.SubmitClueRequest(
         request_id=harness.new_request_id(), title=title, summary="s", source=CL.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
@@ -299,6 +298,10 @@ def test_rechecks_of_one_call_are_bounded(c):
         return sql(c, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
                       " AND wait_event_type = 'Lock' AND query LIKE '%%token_sha256%%'")[0][0]
 
+    # The token cached on B while B listens: a listener still coming back from an earlier
+    # test's cut caches nothing, and the headers' lookup would then be the one waiting below.
+    harness.wait_for(b_listening, what="B listening")
+    assert call(c, srv, t.token) == grpc.StatusCode.OK
     h = RawH2(srv.addr, timeout=30)
     held, th = locker()
     th.join()
