@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "net/utf8.h"
+
 /* The logger is process-wide, as stderr is: its settings are made once before the loop runs,
  * and only the loop's thread logs (the pool's cancel threads do not). */
 static log_format_t log_format = LOG_TEXT;
@@ -51,28 +53,6 @@ void log_set_stream(FILE *f) {
   log_stream = f;
 }
 
-/* Length of the well-formed UTF-8 sequence at s (at most n bytes), or 0 if there is none. */
-static size_t utf8_seq(const unsigned char *s, size_t n) {
-  size_t len;
-  unsigned cp;
-
-  if (s[0] < 0xC2 || s[0] > 0xF4)
-    return 0;
-  len = s[0] >= 0xF0 ? 4 : s[0] >= 0xE0 ? 3 : 2;
-  if (len > n)
-    return 0;
-  cp = s[0] & (0x7F >> len);
-  for (size_t i = 1; i < len; i++) {
-    if ((s[i] & 0xC0) != 0x80)
-      return 0;
-    cp = cp << 6 | (s[i] & 0x3F);
-  }
-  if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-      (cp >= 0xD800 && cp <= 0xDFFF))
-    return 0;
-  return len;
-}
-
 /* A line being built; output past the end is dropped (the buffer is sized for the largest
  * message escaped, so only a pathological field list is cut). */
 typedef struct line {
@@ -97,34 +77,17 @@ static void putf(line_t *l, const char *fmt, ...) {
     l->n += (size_t)m < sizeof(l->buf) - l->n ? (size_t)m : sizeof(l->buf) - l->n - 1;
 }
 
-/* The code point of a well-formed sequence of len bytes. */
-static unsigned utf8_cp(const unsigned char *s, size_t len) {
-  unsigned cp = s[0] & (0x7F >> len);
-
-  for (size_t i = 1; i < len; i++)
-    cp = cp << 6 | (s[i] & 0x3F);
-  return cp;
-}
-
-/* A code point a terminal or a viewer acts on rather than shows: the C1 controls (U+009B is
- * the one-character CSI), the line and paragraph separators (U+2028, U+2029; U+0085 is
- * among C1), which split lines for Unicode-aware readers, and the marks and embeddings that
- * reorder a line (U+202E makes "KO :yfirev" read "verify: OK"). cluectl's set. */
-static int unsafe_to_show(unsigned cp) {
-  return (cp >= 0x80 && cp <= 0x9F) || cp == 0x061C || cp == 0x200E || cp == 0x200F ||
-         (cp >= 0x2028 && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069);
-}
-
 /* Text from anywhere (clients included), made safe for one line: in text, control
  * characters and bytes that are not UTF-8 become \xNN; in JSON, a string body with the
- * escapes JSON needs, and bytes that are not UTF-8 as \u00NN of their value; in both, what
- * unsafe_to_show() names as \uXXXX. */
+ * escapes JSON needs, and bytes that are not UTF-8 as \u00NN of their value; in both, what a
+ * terminal or a viewer acts on rather than shows (clue__utf8_unsafe_to_show(): C1, the line
+ * separators, the bidirectional marks), as \uXXXX. */
 static void put_escaped(line_t *l, const char *raw, size_t len, int json) {
   for (size_t i = 0; i < len;) {
     const unsigned char *c = (const unsigned char *)raw + i;
-    size_t seq = *c >= 0x80 ? utf8_seq(c, len - i) : (*c >= 0x20 && *c != 0x7F);
-    if (seq > 1 && unsafe_to_show(utf8_cp(c, seq))) {
-      putf(l, "\\u%04X", utf8_cp(c, seq)); /* a JSON escape, and plain in text */
+    size_t seq = *c >= 0x80 ? clue__utf8_len(c, len - i) : (*c >= 0x20 && *c != 0x7F);
+    if (seq > 1 && clue__utf8_unsafe_to_show(clue__utf8_value(c, seq))) {
+      putf(l, "\\u%04X", (unsigned)clue__utf8_value(c, seq)); /* JSON's escape, plain in text */
       i += seq;
     } else if (seq == 0) {
       if (json)

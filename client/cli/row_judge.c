@@ -12,7 +12,7 @@
 #include <time.h>
 
 #include "cmd_audit_tree.h"
-#include "utf8.h"
+#include "net/utf8.h"
 
 #define SHOWN_TEXT 60 /* bytes of a free text a message shows */
 

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "utf8.h"
+#include "net/utf8.h"
 
 struct table {
   size_t ncols;

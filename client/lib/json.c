@@ -9,7 +9,7 @@
 
 #include "clue/client.h"
 #include "mem.h"
-#include "utf8.h"
+#include "net/utf8.h"
 
 typedef struct jbuf {
   char *p;

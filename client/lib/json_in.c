@@ -15,7 +15,7 @@
 
 #include "clue/client.h"
 #include "mem.h"
-#include "utf8.h"
+#include "net/utf8.h"
 
 #define MAX_DEPTH 64
 

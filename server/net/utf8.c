@@ -1,6 +1,6 @@
 /* UTF-8 sequence checks for libclue's JSON and cluectl's terminal text. */
 
-#include "utf8.h"
+#include "net/utf8.h"
 
 #include <stdint.h>
 

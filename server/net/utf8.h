@@ -1,9 +1,10 @@
-#ifndef CLUE_LIB_UTF8_H
-#define CLUE_LIB_UTF8_H
+#ifndef CLUE_NET_UTF8_H
+#define CLUE_NET_UTF8_H
 
-/* UTF-8 checks shared by the JSON writer (json.c) and reader (json_in.c), and by cluectl's
+/* UTF-8 checks shared by libclue's JSON writer (json.c) and reader (json_in.c), by cluectl's
  * text for terminals (client/cli/table.c) and its reading of the export's JSON strings
- * (client/cli/clue_rows.c). */
+ * (client/cli/clue_rows.c), and by clued's log (server/log.c): one decoder, and one set of
+ * what a terminal or a viewer acts on rather than shows. */
 
 #include <stddef.h>
 #include <stdint.h>
