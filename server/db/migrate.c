@@ -758,14 +758,14 @@ static int migrate_run(const char *conninfo, const char *dir, int allow_superuse
     napplied++;
   }
   /* Named by the schema version, as `clued version` names it: the count of files may differ
-   * (a number left out). */
+   * (a number left out). A newer clued's migration, warned of above, is the schema's. */
+  if (set.n && set.v[set.n - 1].version > latest)
+    latest = set.v[set.n - 1].version;
   if (napplied == 0)
-    log_info("up to date: schema %lld (%zu migration(s) %s%s)",
-             set.n ? set.v[set.n - 1].version : 0LL, set.n, dir ? "in " : "built in",
-             dir ? dir : "");
+    log_info("up to date: schema %lld (%zu migration(s) %s%s)", latest, set.n,
+             dir ? "in " : "built in", dir ? dir : "");
   else
-    log_info("%d migration(s) applied: schema %lld", napplied,
-             set.n ? set.v[set.n - 1].version : 0LL);
+    log_info("%d migration(s) applied: schema %lld", napplied, latest);
   /* What the migrations, now applied, define: repaired, or differences warned of (a plain
    * migrate does not fail over a statement the reader cannot follow). */
   if (repair_too) {
