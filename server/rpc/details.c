@@ -33,12 +33,8 @@ static const char *field_of_message(const char *msg, char *buf, size_t size) {
     n++;
   }
   /* "unit_ids: unit 2 is a ROOM": a path with an underscore or a dot may end in a colon. */
-  if (n < size && joined && msg[n] == ':' && msg[n + 1] == ' ' && msg[n - 1] != '.') {
-    memcpy(buf, msg, n);
-    buf[n] = '\0';
-    return buf;
-  }
-  if (n >= size || msg[n] != ' ' || msg[n - 1] == '.')
+  if (n >= size || msg[n - 1] == '.' ||
+      (msg[n] != ' ' && !(joined && msg[n] == ':' && msg[n + 1] == ' ')))
     return buf;
   if (!joined) {
     bool verb = false;
