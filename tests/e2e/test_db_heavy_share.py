@@ -17,14 +17,13 @@ test's length, so that nothing but the release ends the wait. No assertion is ab
 
 import datetime
 import os
-import re
-import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import new_request_id  # noqa: E402
 import world  # noqa: E402
+from test_metrics import MetricsClued, scrape, value  # noqa: E402
 
 S = harness.stubs()
 pb = S.clue_pb2
@@ -36,35 +35,9 @@ BLOCKED = ("application_name = 'clued' AND datname = current_database() AND stat
            " AND wait_event_type = 'Lock'")
 
 
-class MetricsClued(harness.Clued):
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.metrics_addr = None
-
-    def _take(self, line):
-        m = re.search(r"metrics on http://(\S+)/metrics", line)
-        if m:
-            self.metrics_addr = m.group(1)
-        super()._take(line)
-
-
 def metric(addr, name, **labels):
     """One sample of clued's /metrics, or None."""
-    host, port = addr.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=10) as s:
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        body = b""
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            body += b
-    for line in body.partition(b"\r\n\r\n")[2].decode().splitlines():
-        m = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)", line)
-        if m and m.group(1) == name and all(
-                dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or "")).get(k) == v for k, v in labels.items()):
-            return float(m.group(3))
-    return None
+    return value(scrape(addr), name, **labels)
 
 
 def blocked(c):

@@ -13,7 +13,6 @@ has no difference at all.
 
 import os
 import re
-import socket
 import subprocess
 import sys
 
@@ -24,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import new_request_id  # noqa: E402
 import world  # noqa: E402
-from test_metrics import MetricsClued  # noqa: E402
+from test_metrics import MetricsClued, scrape, value  # noqa: E402
 
 S = harness.stubs()
 pb = S.clue_pb2
@@ -32,17 +31,7 @@ Code = grpc.StatusCode
 
 
 def metric(srv, name):
-    host, port = srv.metrics_addr.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=10) as s:
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        data = b""
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            data += b
-    m = re.search(rb"^" + name.encode() + rb" (\S+)$", data, re.M)
-    return float(m.group(1)) if m else None
+    return value(scrape(srv.metrics_addr), name)
 
 
 def health(srv):
