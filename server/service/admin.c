@@ -445,6 +445,10 @@ static void revoke_token(rpc_call_t *call, const ProtobufCMessage *m) {
   params[0] = actor_user(call);
   params[1] = actor_unit(call);
   params[2] = svc_i64(call, req->token_id, 0);
+  if (!svc_all_set(params, 3)) {
+    clue_oom(call);
+    return;
+  }
   if ((np = clue_request_params(call, m, req->request_id, params, 3)) < 0)
     return;
   svc_query(call,
