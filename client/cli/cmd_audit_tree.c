@@ -744,6 +744,11 @@ static void fail_unexplained(verdict_t *rows, const Clue__V1__UnexplainedRow *u)
          "joint case %lld: its lead unit is %lld, which its case.create event does not "
          "say: the row was changed",
          s, m);
+  else if (strcmp(u->kind, "counter") == 0)
+    fail(rows,
+         "unit %lld: its registration counter of %lld does not stand at the highest number its "
+         "clues of that year hold: the row was changed",
+         s, m);
   else
     fail(rows, "%s %lld: a row of %lld that no event explains", u->kind, s, m);
 }

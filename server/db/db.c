@@ -160,6 +160,7 @@ struct db_req {
   int nulls;        /* pipeline: NULL results in a row; one ends each command's results */
   int err;
   char sqlstate[6];
+  char constraint[64]; /* NAMEDATALEN */
   char message[256];
 };
 
@@ -420,15 +421,18 @@ static void req_free(db_req_t *q) {
 static void req_set_error(db_req_t *q, int err, const char *msg) {
   q->err = err;
   q->sqlstate[0] = '\0';
+  q->constraint[0] = '\0';
   snprintf(q->message, sizeof(q->message), "%s", msg ? msg : "");
 }
 
 static void req_set_query_error(db_req_t *q, const PGresult *res) {
   const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
   const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+  const char *constraint = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
 
   q->err = DB_EQUERY;
   snprintf(q->sqlstate, sizeof(q->sqlstate), "%s", state ? state : "XX000");
+  snprintf(q->constraint, sizeof(q->constraint), "%s", constraint ? constraint : "");
   snprintf(q->message, sizeof(q->message), "%s", msg ? msg : PQresultErrorMessage(res));
 }
 
@@ -463,6 +467,7 @@ static void req_finish(db_pool_t *p, db_req_t *q) {
   r.res = q->res;
   r.nres = q->nstmts;
   r.sqlstate = q->err == DB_EQUERY ? q->sqlstate : "";
+  r.constraint = q->err == DB_EQUERY ? q->constraint : "";
   r.message = q->message;
   q->cb(&r, q->arg);
   req_free(q);

@@ -96,6 +96,7 @@ typedef struct db_result {
   int nres;
   const char *sqlstate; /* on DB_EQUERY: five-character SQLSTATE, else "" */
   const char *message;  /* on error: primary message (for logs; see db_error_is_user) */
+  const char *constraint; /* on DB_EQUERY: the constraint the error names, else "" */
   int first, count;     /* count > 0: the caller's rows are the last result's rows [first,
                            first + count) alone (a batch's rows for one call), and db_value()
                            and db_rows() see only those; 0: every row */

@@ -477,7 +477,9 @@ static const char sql_export[] =
  * (IssueToken, IssueMyToken, --demo-tokens) and admin_bootstrap() a token with a token.issue
  * event of its user's chain naming it. A case_clues row is written with its clue's
  * joint_case_id, in one transaction (case_add_clue, case_remove_clue), and the clue's row is
- * judged against its events: the two must agree. */
+ * judged against its events: the two must agree. Last, the registration counters: a clue takes
+ * the next number of its unit and year from clue_counters in its clue.submit's transaction, and
+ * nothing else writes either, so each counter stands at the highest number its clues hold. */
 #define EXPORT_UNLOGGED_MAX 100
 #define CLUE_EVENTS(a, id) a ".subject_type = 'clue' AND " a ".subject_id = " id
 #define CASE_EVENTS(a, id) a ".subject_type = 'case' AND " a ".subject_id = " id
@@ -581,7 +583,12 @@ static const char sql_unlogged[] =
     " UNION ALL "
     "(SELECT 'token', t.user_id, t.id FROM tokens t WHERE NOT EXISTS (SELECT 1 FROM audit_events a"
     "  WHERE a.subject_type = 'user' AND a.subject_id = t.user_id AND a.action = 'token.issue'"
-    "  AND " DETAIL("a", "token_id") " = t.id::text) ORDER BY 3 LIMIT $1)";
+    "  AND " DETAIL("a", "token_id") " = t.id::text) ORDER BY 3 LIMIT $1)"
+    " UNION ALL "
+    "(SELECT 'counter', coalesce(k.unit_id, g.reg_unit), coalesce(k.year, g.reg_year)"
+    "  FROM clue_counters k FULL JOIN (SELECT reg_unit, reg_year, max(reg_seq) AS last_seq FROM clues"
+    "    GROUP BY 1, 2) g ON g.reg_unit = k.unit_id AND g.reg_year = k.year"
+    "  WHERE k.last_seq IS DISTINCT FROM g.last_seq ORDER BY 2, 3 LIMIT $1)";
 /* clang-format on */
 
 typedef struct export_ctx {

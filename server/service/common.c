@@ -181,6 +181,19 @@ void svc_fail_db(rpc_call_t *call, const db_result_t *r) {
     return;
   }
   if (strcmp(st, "23505") == 0) {
+    /* Every writer of a clue takes its number from clue_counters in the same transaction,
+     * so a number taken already means the counter was set back outside clued. */
+    if (r->constraint != NULL && (strcmp(r->constraint, "clues_reg_key") == 0 ||
+                                  strcmp(r->constraint, "clues_registration_number_key") == 0)) {
+      log_error("call %s: the registration counter (clue_counters) is behind the numbers its "
+                "clues hold, so it was changed outside clued: %s",
+                rpc_call_id(call), r->message ? r->message : "");
+      rpc_fail(call, GRPC_DATA_LOSS,
+               "the unit's registration counter is behind the numbers already given; nothing "
+               "was changed (an administrator must repair clue_counters: `cluectl audit verify "
+               "--checkpoint` names it)");
+      return;
+    }
     rpc_fail(call, GRPC_ALREADY_EXISTS, "already exists");
     return;
   }

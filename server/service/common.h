@@ -68,7 +68,8 @@ void svc_txn(rpc_call_t *call, const db_stmt_t *stmts, int n, svc_cb cb, void *a
 /**
  * Fail call from a database error: unavailable/queue full -> UNAVAILABLE; a SQLSTATE our own
  * SQL raises with a client-safe message -> the code of service/sql_errors.h's table, with that
- * message; 23505 -> ALREADY_EXISTS; 40001/40P01 and 55P03 (lock timeout) -> ABORTED; 57014
+ * message; 23505 -> ALREADY_EXISTS (DATA_LOSS, logged, for a registration number taken already:
+ * clue_counters set back); 40001/40P01 and 55P03 (lock timeout) -> ABORTED; 57014
  * (statement timeout) -> UNAVAILABLE; anything else -> INTERNAL without details (logged).
  */
 void svc_fail_db(rpc_call_t *call, const db_result_t *r);

@@ -1053,6 +1053,34 @@ def test_access_rows_without_an_event():
         log.close()
 
 
+def test_registration_counter_changed():
+    """A unit's registration counter set back by the superuser makes its next SubmitClue fail
+    with DATA_LOSS, naming the counter, and takes no number twice; verify names the counter set
+    back, and one set ahead (a gap), and verifies again once it is put back."""
+    log = Log()
+    try:
+        unit, year, last = log.one("SELECT k.unit_id, k.year, k.last_seq FROM clue_counters k"
+                                   " JOIN clues c ON c.reg_unit = k.unit_id AND c.reg_year = k.year"
+                                   " WHERE c.id = %s", log.clues[0])
+        assert unit == log.w.G1.id and last == 3, (unit, last)
+        n_clues = log.one("SELECT count(*) FROM clues")[0]
+        log.sql(f"UPDATE clue_counters SET last_seq = {last - 1} WHERE unit_id = {unit} AND year = {year}")
+        harness.expect_status(grpc.StatusCode.DATA_LOSS, log.w.G1.member.clue.SubmitClue, pb.SubmitClueRequest(
+            request_id=new_request_id(), title="新线索", summary="反映某某违规收受礼金",
+            source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT, subject=pb.SubjectPerson(name="李四"),
+            host_unit="市发展改革委"), timeout=20, details_has=["registration counter is behind"])
+        assert log.one("SELECT count(*) FROM clues")[0] == n_clues
+        tampered("registration counter set back", log, None,
+                 f"unit {unit}: its registration counter of {year} does not stand at the highest number")
+        log.sql(f"UPDATE clue_counters SET last_seq = {last + 5} WHERE unit_id = {unit} AND year = {year}")
+        tampered("registration counter set ahead", log, None, f"unit {unit}: its registration counter of {year}")
+        log.sql(f"UPDATE clue_counters SET last_seq = {last} WHERE unit_id = {unit} AND year = {year}")
+        r = log.verify()
+        assert r.returncode == 0 and r.stdout.startswith("OK:"), r.stdout + r.stderr
+    finally:
+        log.close()
+
+
 def subject_seq(log, subject_type, sid):
     """The seq of the latest event of a subject's chain."""
     return log.one("SELECT max(seq) FROM audit_events WHERE subject_type = %s AND subject_id = %s",
@@ -1658,7 +1686,7 @@ def test_report():
     # The list the closing note asks for: each tampering with its detection message.
     for name, msg in REPORT:
         print(f"{name}\n    {msg}")
-    assert len(REPORT) == 114
+    assert len(REPORT) == 116
 
 
 if __name__ == "__main__":
