@@ -135,8 +135,9 @@ typedef enum server_state {
 /* Why a running server refuses calls after a look at the schema (service/schema_watch.c). */
 enum {
   SCHEMA_REFUSING_NONE,
-  SCHEMA_REFUSING_DRIFT, /* clued's functions or triggers differ from its migrations */
-  SCHEMA_REFUSING_NEWER, /* a newer clued migrated the database past this binary */
+  SCHEMA_REFUSING_DRIFT,     /* clued's functions or triggers differ from its migrations */
+  SCHEMA_REFUSING_NEWER,     /* a newer clued migrated the database past this binary */
+  SCHEMA_REFUSING_UNCHECKED, /* the check itself failed SCHEMA_CHECK_FAILS_MAX times in a row */
 };
 
 struct server {

@@ -1775,27 +1775,21 @@ static void conn_init(db_pool_t *p, db_conn_t *c, conn_role_t role) {
   p->nhandles++;
 }
 
-/* The schema search of every statement clued sends: clued's objects, with the system
- * catalog's ahead of them (pg_catalog comes first when not named). A search_path set on the
- * database or the role (ALTER DATABASE ... SET search_path = public, pg_catalog) would
- * otherwise let a function or operator in public stand in for a built-in one, such as the
- * sha256() with which ExportAuditEvents recomputes the content hashes. */
-#define DB_SEARCH_PATH "-c search_path=public"
+/* The startup "options" of every pool connection: the connection string's own (options=...,
+ * or else PGOPTIONS), then the server-side time bounds, so that no statement or lock wait can
+ * hold a pool connection for ever, and the session pins of db.h. Set at connect, they cost no
+ * round trip; a later "-c" wins, so ours take effect. Returns NULL on out of memory. */
+#define POOL_OPTIONS "%s -c statement_timeout=%u -c lock_timeout=%u " DB_SESSION_PINS " %s"
+const char *db_own_options(const PQconninfoOption *opts) {
+  for (const PQconninfoOption *o = opts; o->keyword; o++)
+    if (strcmp(o->keyword, "options") == 0 && o->val && *o->val)
+      return o->val;
+  /* Passing "options" hides PGOPTIONS, which libpq reads only for a missing keyword. */
+  return getenv("PGOPTIONS") ? getenv("PGOPTIONS") : "";
+}
 
-/* How PostgreSQL writes the values clued reads, pinned whatever the database or the role sets:
- * floats to the shortest exact digits (a statistic's median is the same to the last digit),
- * bytea in hex, dates and intervals in the ISO forms. */
-#define DB_OUTPUT_FORMS                                                                            \
-  "-c extra_float_digits=1 -c bytea_output=hex -c DateStyle=ISO,MDY -c IntervalStyle=postgres"
-
-/* The startup "options" of every connection: the connection string's own (options=..., or
- * else PGOPTIONS), then the server-side time bounds, so that no statement or lock wait can hold
- * a pool connection for ever, and the search path. Set at connect, they cost no round trip; a
- * later "-c" wins, so ours take effect. Returns NULL on out of memory. */
-#define POOL_OPTIONS                                                                               \
-  "%s -c statement_timeout=%u -c lock_timeout=%u " DB_SEARCH_PATH " " DB_OUTPUT_FORMS " %s"
 static char *pool_options(const PQconninfoOption *opts, const db_config_t *cfg) {
-  const char *own = "";
+  const char *own;
   unsigned st =
       cfg->statement_timeout_ms ? cfg->statement_timeout_ms : DB_DEFAULT_STATEMENT_TIMEOUT_MS;
   unsigned lk = cfg->lock_timeout_ms ? cfg->lock_timeout_ms : DB_DEFAULT_LOCK_TIMEOUT_MS;
@@ -1803,12 +1797,7 @@ static char *pool_options(const PQconninfoOption *opts, const db_config_t *cfg) 
   char *s;
   int n;
 
-  for (const PQconninfoOption *o = opts; o->keyword; o++)
-    if (strcmp(o->keyword, "options") == 0 && o->val)
-      own = o->val;
-  /* Passing "options" hides PGOPTIONS, which libpq reads only for a missing keyword. */
-  if (!*own && getenv("PGOPTIONS"))
-    own = getenv("PGOPTIONS");
+  own = db_own_options(opts);
   n = snprintf(NULL, 0, POOL_OPTIONS, own, st, lk, more);
   s = malloc((size_t)n + 1);
   if (s)

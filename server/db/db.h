@@ -297,6 +297,29 @@ int db_error_is_user(const db_result_t *r);
 /** A short, constant description of an error code above. */
 const char *db_strerror(int err);
 
+/*
+ * How every session clued opens (the pool's, migrate's and serve's start-up checks) reads and
+ * writes, pinned at its start whatever the database, the role or the connection string sets
+ * (libpq's "options" form; a later "-c" wins):
+ * - the schema search: clued's objects, with the system catalog's ahead of them (pg_catalog
+ *   comes first when not named). A search_path set on the database or the role (ALTER ROLE ...
+ *   SET search_path = public, pg_catalog) would otherwise let a function or operator in public
+ *   stand in for a built-in one, such as the sha256() with which ExportAuditEvents recomputes
+ *   the content hashes; a schema first in the path ("$user") would receive migrate's tables;
+ * - text in UTF-8 (the migrations, the requests and the replies are), literals as the SQL
+ *   standard reads them, and names printed unquoted where plain (format_type(), regprocedure:
+ *   the schema check compares them as text);
+ * - floats to the shortest exact digits (a statistic's median is the same to the last digit),
+ *   bytea in hex, dates and intervals in the ISO forms.
+ */
+#define DB_SESSION_PINS                                                                            \
+  "-c search_path=public -c client_encoding=UTF8 -c standard_conforming_strings=on "               \
+  "-c quote_all_identifiers=off -c extra_float_digits=1 -c bytea_output=hex "                      \
+  "-c DateStyle=ISO,MDY -c IntervalStyle=postgres"
+
+/** A parsed connection string's own startup options (options=..., or else PGOPTIONS), or "". */
+const char *db_own_options(const PQconninfoOption *opts);
+
 /**
  * A common table expression, `name`, that makes its statement wait for the synchronous
  * standbys: when the primary has some and cond holds, it updates a row of audit_tail_sync

@@ -322,12 +322,27 @@ static void on_notice(void *arg, const PGresult *res) {
     log_warn("server %s: %s", sev, msg);
 }
 
-static PGconn *migrate_connect(const char *conninfo) {
-  const char *keys[] = {"dbname", "fallback_application_name", NULL};
-  const char *vals[] = {conninfo ? conninfo : "", "clued-migrate", NULL};
-  PGconn *c = PQconnectdbParams(keys, vals, 1);
-  char line[512];
+PGconn *db_session_connect(const char *conninfo, const char *application) {
+  const char *keys[] = {"dbname", "fallback_application_name", "options", NULL};
+  const char *vals[] = {conninfo ? conninfo : "", application, NULL, NULL};
+  PQconninfoOption none = {0}, *opts;
+  char *err = NULL, *options = NULL, line[512];
+  const char *own, *enc;
+  PGconn *c = NULL;
+  int n;
 
+  /* A string libpq cannot parse (a bare database name) has no options of its own. */
+  opts = PQconninfoParse(vals[0], &err);
+  PQfreemem(err);
+  own = db_own_options(opts ? opts : &none);
+  n = snprintf(NULL, 0, "%s %s", own, DB_SESSION_PINS);
+  if ((options = malloc((size_t)n + 1)) != NULL) {
+    snprintf(options, (size_t)n + 1, "%s %s", own, DB_SESSION_PINS);
+    vals[2] = options;
+    c = PQconnectdbParams(keys, vals, 1);
+  }
+  PQconninfoFree(opts);
+  free(options);
   if (!c) {
     log_error("cannot connect: out of memory");
     return NULL;
@@ -337,8 +352,24 @@ static PGconn *migrate_connect(const char *conninfo) {
     PQfinish(c);
     return NULL;
   }
+  /* Text reaches the database as UTF-8 (client_encoding): a database of another encoding
+   * would refuse what it cannot hold (EUC_CN, GBK), or keep it garbled (LATIN1). SQL_ASCII
+   * keeps the bytes as they come. */
+  enc = PQparameterStatus(c, "server_encoding");
+  if (enc && strcmp(enc, "UTF8") != 0 && strcmp(enc, "SQL_ASCII") != 0) {
+    log_error("the database's encoding is %s: clued keeps text in UTF-8 and needs a database "
+              "created with ENCODING 'UTF8' (CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE "
+              "template0)",
+              enc);
+    PQfinish(c);
+    return NULL;
+  }
   PQsetNoticeReceiver(c, on_notice, NULL);
   return c;
+}
+
+static PGconn *migrate_connect(const char *conninfo) {
+  return db_session_connect(conninfo, "clued-migrate");
 }
 
 /* Run a statement; on failure log it (with what) and return NULL. */
@@ -815,17 +846,26 @@ int db_migrations_pending(const char *conninfo, const char *dir, char *first_pen
                "SELECT to_regclass('schema_migrations') IS NOT NULL,"
                " coalesce(has_table_privilege(to_regclass('schema_migrations'), 'SELECT'), false),"
                " coalesce((SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles"
-               "           WHERE rolname = 'clued_runtime'), false), current_user",
+               "           WHERE rolname = 'clued_runtime'), false), current_user,"
+               " coalesce((SELECT has_table_privilege(oid, to_regclass('schema_migrations'),"
+               "           'SELECT') FROM pg_roles WHERE rolname = 'clued_runtime'), false)",
                0, NULL);
   if (!exists) {
     rc = DB_MIGRATE_ESQL;
     goto out;
   }
   if (strcmp(PQgetvalue(exists, 0, 0), "t") == 0 && strcmp(PQgetvalue(exists, 0, 1), "t") != 0) {
-    if (strcmp(PQgetvalue(exists, 0, 2), "t") == 0)
-      log_error("role \"%s\" may not read schema_migrations yet: migrations are pending (from "
-                "0009_runtime_role.sql on, the schema is granted to clued_runtime); run `clued "
-                "migrate` as the schema's owner first",
+    if (strcmp(PQgetvalue(exists, 0, 2), "t") == 0 && strcmp(PQgetvalue(exists, 0, 4), "t") == 0)
+      log_error("role \"%s\" is a member of clued_runtime, which may read schema_migrations, "
+                "but does not inherit its privileges (NOINHERIT): `ALTER ROLE ... INHERIT`, or "
+                "serve as a role that inherits them (README \"Database roles\")",
+                PQgetvalue(exists, 0, 3));
+    else if (strcmp(PQgetvalue(exists, 0, 2), "t") == 0)
+      log_error("neither role \"%s\" nor clued_runtime may read schema_migrations: either "
+                "migrations are pending (from 0009_runtime_role.sql on, the schema is granted to "
+                "clued_runtime; run `clued migrate` as the schema's owner first), or the "
+                "database was restored without its privileges (pg_restore --no-privileges): "
+                "restore it with them",
                 PQgetvalue(exists, 0, 3));
     else
       log_error(

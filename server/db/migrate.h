@@ -10,6 +10,7 @@
  * serve`, before the event loop runs, never on the loop. A migration cannot contain
  * statements that refuse to run in a transaction block (CREATE INDEX CONCURRENTLY ...). */
 
+#include <libpq-fe.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -44,6 +45,14 @@ extern const size_t db_embedded_nmigrations;
 
 /** The source tree's migrations directory the build embedded (CLUED_MIGRATIONS_DIR). */
 const char *db_migrations_default_dir(void);
+
+/**
+ * A blocking session as the pool's are (db.h's DB_SESSION_PINS after the connection string's
+ * own options), so that migrate, bootstrap and serve's start-up checks see what the running
+ * server will. NULL when it cannot connect, or the database's encoding is neither UTF8 nor
+ * SQL_ASCII (logged).
+ */
+PGconn *db_session_connect(const char *conninfo, const char *application);
 
 /**
  * The schema version this binary expects: the highest built-in migration's version (0 with

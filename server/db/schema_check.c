@@ -46,7 +46,10 @@ const char schema_catalog_sql[] =
     " WHERE c.relnamespace = 'public'::pg_catalog.regnamespace AND NOT t.tgisinternal"
     " UNION ALL"
     " SELECT 'v', NULL, max(version)::text, NULL, NULL, NULL, NULL, NULL, NULL"
-    " FROM public.schema_migrations";
+    " FROM public.schema_migrations"
+    " UNION ALL"
+    " SELECT 's', 'session_replication_role',"
+    " pg_catalog.current_setting('session_replication_role'), NULL, NULL, NULL, NULL, NULL, NULL";
 
 /* pg_trigger.tgtype bits */
 enum {
@@ -1405,6 +1408,26 @@ int schema_compare(const schema_expect_t *e, const schema_row_t *rows, size_t nr
     free(fseen);
     free(tseen);
     return -ENOMEM;
+  }
+  /* A session whose triggers do not fire: PostgreSQL fires the ENABLE (ORIGIN) triggers,
+   * all of clued's, only where session_replication_role is origin, which a superuser may set
+   * otherwise for the runtime role or the database without touching pg_trigger. Only a
+   * superuser may reset it, so the repair fails, saying so. */
+  for (size_t r = 0; r < nrows; r++) {
+    sql_buf_t m = {0}, rep = {0};
+
+    if (rows[r].kind != 's' || !rows[r].name || !rows[r].args ||
+        strcmp(rows[r].name, "session_replication_role") != 0 ||
+        strcmp(rows[r].args, "origin") == 0)
+      continue;
+    sql_buf_printf(&m,
+                   "the session runs with session_replication_role = %s (set for the role, the "
+                   "database or the server), so none of clued's triggers fire: a superuser must "
+                   "reset it (ALTER ROLE ... IN DATABASE ... RESET session_replication_role)",
+                   rows[r].args);
+    sql_buf_str(&rep, "DO $repair$ BEGIN RAISE EXCEPTION 'session_replication_role is not origin "
+                      "in this session; only a superuser can reset it'; END $repair$;\n");
+    diff_add(&d, &m, &rep);
   }
   /* Overloads of clued's names that no migration defines. */
   for (size_t r = 0; r < nrows; r++) {

@@ -38,6 +38,8 @@ typedef struct schema_diff {
  * itself (name, args = its table, hash = the function it calls: a name, or a regprocedure
  * text when that function is not in public; tgtype, enabled as pg_trigger has them).
  * kind 'v': the highest version in schema_migrations (args).
+ * kind 's': a setting of the session that decides whether clued's triggers fire (name, and
+ * args its value): session_replication_role, which must be origin.
  * attrs and config: for a function, its attributes ("vpfffs plpgsql bigint": provolatile,
  * proparallel, then t or f for proisstrict, prosecdef, proleakproof, proretset, then its
  * language and format_type() of its return type) and its proconfig entries, sorted and

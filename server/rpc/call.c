@@ -21,11 +21,15 @@
 
 /* Why calls that need a token are refused while server->schema_refusing says so: clued's
  * functions or triggers differ from its migrations (they decide who sees what, so nothing is
- * answered through them), or a newer clued migrated the database (service/schema_watch.h). */
+ * answered through them), a newer clued migrated the database, or they cannot be checked
+ * (service/schema_watch.h). */
 static const char *schema_refusal(const server_t *srv) {
   if (srv->schema_refusing == SCHEMA_REFUSING_NEWER)
     return "the database was migrated by a newer clued than this server runs; calls are refused "
            "here until this server runs that clued";
+  if (srv->schema_refusing == SCHEMA_REFUSING_UNCHECKED)
+    return "the server cannot check the database's functions and triggers (see the server's "
+           "log); calls are refused until a check succeeds";
   return "the database's functions or triggers are not those clued's migrations define (see the "
          "server's log); calls are refused until an administrator restores them with `clued "
          "migrate --repair`";

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "db/migrate.h"
 #include "log.h"
 #include "rpc/auth.h"
 
@@ -22,16 +23,6 @@
 static void log_first_line(const char *what, const char *msg) {
   int n = (int)strcspn(msg ? msg : "", "\n");
   log_error("%s: %.*s", what, n > 400 ? 400 : n, msg ? msg : "");
-}
-
-static PGconn *connect_db(const char *conninfo) {
-  PGconn *db = PQconnectdb(conninfo ? conninfo : "");
-  if (PQstatus(db) != CONNECTION_OK) {
-    log_first_line("cannot connect to the database", PQerrorMessage(db));
-    PQfinish(db);
-    return NULL;
-  }
-  return db;
 }
 
 /* What to do about an error of SQLSTATE state, "" when there is nothing to say. */
@@ -67,7 +58,7 @@ static PGresult *exec(PGconn *db, const char *sql, int n, const char *const *par
 }
 
 int bootstrap_admin(const char *conninfo, int new_admin, FILE *out) {
-  PGconn *db = connect_db(conninfo);
+  PGconn *db = db_session_connect(conninfo, "clued-bootstrap");
   char token[AUTH_TOKEN_LEN + 1], hash[65];
   const char *params[1] = {hash};
   PGresult *r;
@@ -257,7 +248,7 @@ int bootstrap_demo_path_free(const char *tokens_path) {
 }
 
 int bootstrap_demo(const char *conninfo, const char *tokens_path, FILE *out) {
-  PGconn *db = connect_db(conninfo);
+  PGconn *db = db_session_connect(conninfo, "clued-bootstrap");
   PGresult *r;
   FILE *tf = NULL;
   char *tokens = NULL, admin_id[32], admin_unit[32];

@@ -20,7 +20,13 @@ struct schema_watch {
   uint64_t seen;        /* a hash of their messages: a changed set is logged again */
   uint64_t checks;      /* checks finished */
   long long newer_told; /* the newer schema version last warned of */
+  unsigned failed;      /* checks that failed in a row, the database answering */
 };
+
+/* A check that keeps failing while the database answers (a REVOKE of schema_migrations, a
+ * lock held on it) would let whatever it hides be served unchecked: after this many in a row,
+ * calls are refused as for a difference, until a check runs. */
+#define SCHEMA_CHECK_FAILS_MAX 3
 
 /* FNV-1a over the messages: the same differences are logged once, not at every check. */
 static uint64_t diffs_hash(const schema_diff_t *d, size_t n) {
@@ -73,11 +79,31 @@ static void checked(const db_result_t *r, void *arg) {
   if (w->closed)
     return;
   if (r->err != DB_OK) {
-    /* The pool's health covers a lost database; a failed check proves nothing else. */
-    if (r->err != DB_EUNAVAILABLE)
-      log_warn("schema check failed: %s", r->message ? r->message : db_strerror(r->err));
+    const char *why = r->message && *r->message ? r->message : db_strerror(r->err);
+    int allow = w->srv->cfg.allow_schema_drift;
+
+    /* The pool's health covers a lost database. */
+    if (r->err == DB_EUNAVAILABLE)
+      return;
+    if (++w->failed < SCHEMA_CHECK_FAILS_MAX) {
+      log_warn("schema check failed: %s", why);
+      return;
+    }
+    if (w->failed == SCHEMA_CHECK_FAILS_MAX)
+      log_error("schema check failed %u times in a row (%s): clued cannot tell whether its "
+                "functions and triggers are what its migrations define; %s",
+                w->failed, why,
+                allow ? "serving anyway (--allow-schema-drift)"
+                      : "refusing calls (UNAVAILABLE, Health NOT_SERVING) until a check runs");
+    if (!allow && w->srv->schema_refusing == SCHEMA_REFUSING_NONE) {
+      w->srv->schema_refusing = SCHEMA_REFUSING_UNCHECKED;
+      health_set_schema(w->srv, 0);
+    }
     return;
   }
+  if (w->failed >= SCHEMA_CHECK_FAILS_MAX)
+    log_info("schema check: it runs again");
+  w->failed = 0;
   nrows = db_rows(r);
   rows = calloc((size_t)nrows + 1, sizeof(*rows));
   if (!rows) {
