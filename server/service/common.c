@@ -122,6 +122,17 @@ static void clver_versions(const char *msg, int64_t *current, int64_t *expected)
   }
 }
 
+/* The unique constraints a concurrent addition of the same thing runs into: the writers look
+ * for a duplicate first and name it (CLDUP), but two at once both find none, and the second
+ * insert's conflict is all that is left to say what exists. */
+static const struct {
+  const char *constraint, *message;
+} duplicates[] = {
+    {"units_code_key", "a unit with this code already exists (a concurrent addition)"},
+    {"units_name_key", "a unit with this name already exists (a concurrent addition)"},
+    {"users_unit_name_key", "the unit already has a user of this name (a concurrent addition)"},
+};
+
 void svc_fail_db(rpc_call_t *call, const db_result_t *r) {
   const char *st = r->sqlstate ? r->sqlstate : "";
   const char *field;
@@ -194,6 +205,11 @@ void svc_fail_db(rpc_call_t *call, const db_result_t *r) {
                "--checkpoint` names it)");
       return;
     }
+    for (size_t i = 0; i < sizeof(duplicates) / sizeof(duplicates[0]); i++)
+      if (r->constraint != NULL && strcmp(r->constraint, duplicates[i].constraint) == 0) {
+        rpc_fail(call, GRPC_ALREADY_EXISTS, "%s", duplicates[i].message);
+        return;
+      }
     rpc_fail(call, GRPC_ALREADY_EXISTS, "already exists");
     return;
   }

@@ -143,6 +143,65 @@ def test_duplicates(c):
     assert audit_count(c) == before + 3
 
 
+def test_a_concurrent_duplicate_is_named(c):
+    """Two additions of one unit code, unit name or user name at once both find no duplicate
+    and insert: the second is refused by the unique constraint, and still told what exists,
+    with nothing written."""
+    import threading
+
+    pg = harness.Postgres.get()
+    unit = make_unit(c, "R80")
+    cases = [
+        ("INSERT INTO units (kind, code, name) VALUES ('ROOM', 'R81', 'R81 first')",
+         "DELETE FROM units WHERE code = 'R81'", c.admin.CreateUnit,
+         A.CreateUnitRequest(kind=ROOM, code="R81", name="R81 second"), "a unit with this code already exists"),
+        ("INSERT INTO units (kind, code, name) VALUES ('ROOM', 'R82', 'R82 room')",
+         "DELETE FROM units WHERE code = 'R82'", c.admin.CreateUnit,
+         A.CreateUnitRequest(kind=ROOM, code="R83", name="R82 room"), "a unit with this name already exists"),
+        (f"INSERT INTO users (unit_id, name, role) VALUES ({unit.id}, '并发', 'MEMBER')",
+         f"DELETE FROM users WHERE unit_id = {unit.id} AND name = '并发'", c.admin.CreateUser,
+         A.CreateUserRequest(unit_id=unit.id, name="并发", role=C.ROLE_MEMBER),
+         "the unit already has a user of this name"),
+    ]
+    for first, undo, rpc, req, words in cases:
+        before = audit_count(c)
+        other = pg.connect(c.dbname)
+        other.autocommit = False
+        out = {}
+
+        def call():
+            try:
+                rpc(req, metadata=c.md, timeout=20)
+                out["code"] = grpc.StatusCode.OK
+            except grpc.RpcError as e:
+                out["code"], out["details"] = e.code(), e.details()
+
+        try:
+            with other.cursor() as cur:
+                cur.execute(first)  # not committed: the call's own look finds nothing
+            t = threading.Thread(target=call)
+            t.start()
+            harness.wait_for(lambda: waiting_on_a_lock(c), timeout=10, what="the call waiting on the first insert")
+            other.commit()
+            t.join(30)
+            assert out.get("code") == grpc.StatusCode.ALREADY_EXISTS, out
+            assert words in out["details"], out
+            assert audit_count(c) == before
+        finally:
+            other.rollback()
+            with other.cursor() as cur:
+                cur.execute(undo)
+            other.commit()
+            other.close()
+
+
+def waiting_on_a_lock(c):
+    with c.db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'",
+                    (c.dbname,))
+        return cur.fetchone()[0] > 0
+
+
 def make_unit(c, code, kind=ROOM):
     return c.admin.CreateUnit(A.CreateUnitRequest(kind=kind, code=code, name=code + " unit"), metadata=c.md)
 
