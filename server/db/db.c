@@ -1607,9 +1607,18 @@ static size_t user_held(const db_pool_t *p, const db_req_t *q) {
 /* q may not run yet however many connections are idle: it is heavy and heavy requests hold
  * their share of the pool. It waits, and light requests behind it go ahead, so that however
  * many users keep statements running whose cost grows with the data, at least size -
- * heavy_max connections serve the light ones. */
+ * heavy_max connections serve the light ones. The share is of the connections that work:
+ * with some lost (and not yet made again), heavy requests still leave one to the light ones,
+ * and always get one themselves. */
 static int heavy_waits(const db_pool_t *p, const db_req_t *q) {
-  return q->heavy && p->nheavy >= p->heavy_max;
+  int working, share;
+
+  if (!q->heavy)
+    return 0;
+  working = p->nstate[CONN_IDLE] + p->nstate[CONN_BUSY] + p->nstate[CONN_CANCELLING] +
+            p->nstate[CONN_CANCEL_WAIT] + p->nstate[CONN_STALLED] + p->nstate[CONN_ROLLBACK];
+  share = working - 1 < p->heavy_max ? working - 1 : p->heavy_max;
+  return p->nheavy >= (share > 1 ? share : 1);
 }
 
 /* The request to send next, or NULL: of the waiting requests whose owner is not paused,

@@ -123,5 +123,59 @@ def test_heavy_calls_of_two_users_leave_the_rest_of_the_pool_to_light_calls(c):
     assert metric(maddr, "clued_db_heavy_requests", state="waiting") == 0
 
 
+def pool_backends(c):
+    """The pids of clued's pool connections (not its LISTEN connection)."""
+    with c.db.cursor() as cur:
+        cur.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'clued'"
+                    " AND datname = current_database() AND query NOT LIKE 'LISTEN%%' ORDER BY pid")
+        return [r[0] for r in cur.fetchall()]
+
+
+def test_with_connections_lost_heavy_calls_still_leave_one_to_light_calls(c):
+    """Two of the four connections are lost and cannot be made again (the database's
+    connection limit): the heavy share is then of the two that work, so heavy calls of two
+    users hold one and G3's member still gets GetClue and SubmitClue answered on the other.
+    Before, the share stayed two, and the heavy calls held every connection that worked."""
+    w = c.w
+    heavy_a, heavy_b, light = w.G1.member, w.auditor, w.G3.member
+    maddr = c.srv.metrics_addr
+    month = this_month()
+    mine = submit(light)
+    harness.wait_for(lambda: len(pool_backends(c)) == 4, timeout=60, what="four pool connections")
+    with c.db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'clued'"
+                    " AND datname = current_database()")
+        everyone = cur.fetchone()[0]
+        cur.execute(f'ALTER DATABASE "{c.dbname}" CONNECTION LIMIT {everyone - 2}')
+        for pid in pool_backends(c)[:2]:
+            cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    lock = c.pg.connect(c.dbname)
+    lock.autocommit = False
+    futures = []
+    try:
+        harness.wait_for(lambda: len(pool_backends(c)) == 2, timeout=60, what="two pool connections left")
+        with lock.cursor() as cur:
+            cur.execute("LOCK TABLE rect_items IN ACCESS EXCLUSIVE MODE")
+        for _ in range(4):
+            futures.append(heavy_a.rect.GetLedgerStats.future(rp.GetLedgerStatsRequest(), timeout=600))
+            futures.append(heavy_b.stats.GetBulletin.future(st.GetBulletinRequest(month=month), timeout=600))
+        harness.wait_for(lambda: blocked(c) >= 1 and blocked(c) + metric(maddr, "clued_db_queue_depth") >= len(futures),
+                         timeout=60, what="every heavy call waiting")
+        for _ in range(3):
+            assert light.clue.GetClue(pb.GetClueRequest(clue_id=mine.id), timeout=30).id == mine.id
+            assert submit(light).id > 0
+            assert blocked(c) == 1, f"{blocked(c)} heavy statements hold the two working connections"
+        assert not any(f.done() for f in futures), "a heavy call ended while the lock was held"
+    finally:
+        lock.rollback()
+        lock.close()
+        with c.db.cursor() as cur:
+            cur.execute(f'ALTER DATABASE "{c.dbname}" CONNECTION LIMIT -1')
+    for f in futures:
+        f.result()
+    harness.wait_for(lambda: metric(maddr, "clued_db_heavy_requests", state="running") == 0,
+                     timeout=60, what="the heavy share given back")
+
+
 if __name__ == "__main__":
     harness.run_tests(globals(), setup, teardown)
