@@ -2,8 +2,9 @@
  *
  * decode -> validate (the month: domain/bulletin.h) -> read the candidate units -> decide the
  * units covered (domain/stats_scope.h, as GetStatistics; then GROUPs and REGIONs only) -> one
- * statement, clue_bulletin() of 0048_aggregates_follow_recusals.sql, computes every figure,
- * leaving out for staff the clues they are recused from and the items recorded from them ->
+ * statement, clue_bulletin() of 0054_bulletin_reads_its_month.sql, computes every figure,
+ * leaving out for staff the clues they are recused from and the items recorded from them; it
+ * reads the month's transitions and each unit's back to its last decision (docs/LEDGER.md) ->
  * encode. */
 
 #include "service/bulletin.h"
