@@ -330,6 +330,7 @@ enum {
   OPT_METRICS_LISTEN,
   OPT_WEB_ORIGIN,
   OPT_CONSOLE_DIR,
+  OPT_END,
 };
 
 /* Options of the one-shot commands, beside the server's own configuration. */
@@ -342,6 +343,7 @@ typedef struct cli_opts {
   const char *key_name; /* keygen */
   const char *out;      /* keygen */
   const char *checkpoint_flag; /* the last of --checkpoint-every/-interval given, if any */
+  unsigned char given[OPT_END - OPT_LISTEN]; /* the options given, by OPT_* - OPT_LISTEN */
 } cli_opts_t;
 
 static const struct option long_opts[] = {
@@ -489,6 +491,8 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
   }
   optind = 1;
   while ((c = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
+    if (c >= OPT_LISTEN && c < OPT_END)
+      cli->given[c - OPT_LISTEN] = 1;
     switch (c) {
     case OPT_LISTEN:
       if (strlen(optarg) >= sizeof(cfg->listen)) {
@@ -1039,6 +1043,51 @@ out:
   return rc;
 }
 
+/* The options each one-shot command reads (--log-format and --log-rate: every command), and
+ * those only they read; serve reads every other. An option given to a command that does not
+ * read it is a usage error, not something silently done nothing with (`bootstrap --repair`
+ * repairs nothing). */
+static const int migrate_opts[] = {OPT_DATABASE_URL, OPT_MIGRATIONS, OPT_ALLOW_SUPERUSER,
+                                   OPT_REPAIR, 0};
+static const int bootstrap_opts[] = {OPT_DATABASE_URL, OPT_DEMO_TOKENS, OPT_NEW_ADMIN, 0};
+static const int keygen_opts[] = {OPT_NAME, OPT_OUT, 0};
+static const int one_shot_only[] = {OPT_REPAIR, OPT_DEMO_TOKENS, OPT_NEW_ADMIN,
+                                    OPT_NAME,   OPT_OUT,         0};
+
+static int listed(const int *opts, int opt) {
+  for (; *opts; opts++)
+    if (*opts == opt)
+      return 1;
+  return 0;
+}
+
+static const char *opt_name(int opt) {
+  for (const struct option *o = long_opts; o->name; o++)
+    if (o->val == opt)
+      return o->name;
+  return "?";
+}
+
+/* 0, or 1 with a message when an option given is not cmd's. */
+static int check_command_options(const char *cmd, const cli_opts_t *cli) {
+  const int *own = strcmp(cmd, "migrate") == 0     ? migrate_opts
+                   : strcmp(cmd, "bootstrap") == 0 ? bootstrap_opts
+                   : strcmp(cmd, "keygen") == 0    ? keygen_opts
+                                                   : NULL;
+
+  for (int opt = OPT_LISTEN; opt < OPT_END; opt++) {
+    int ok;
+    if (!cli->given[opt - OPT_LISTEN] || opt == OPT_LOG_FORMAT || opt == OPT_LOG_RATE)
+      continue;
+    ok = own ? listed(own, opt) : !listed(one_shot_only, opt);
+    if (!ok) {
+      fprintf(stderr, "clued: --%s is not an option of %s; try 'clued help'\n", opt_name(opt), cmd);
+      return 1;
+    }
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
   server_config_t cfg;
   cli_opts_t cli = {.migrations_dir = NULL}; /* NULL: the migrations built in */
@@ -1081,6 +1130,10 @@ int main(int argc, char **argv) {
   if (rc == 2)
     return 0;
   if (rc != 0)
+    return 2;
+  if ((strcmp(cmd, "serve") == 0 || strcmp(cmd, "keygen") == 0 || strcmp(cmd, "migrate") == 0 ||
+       strcmp(cmd, "bootstrap") == 0) &&
+      check_command_options(cmd, &cli) != 0)
     return 2;
   if (strcmp(cmd, "serve") == 0)
     return cmd_serve(&cfg, &cli);

@@ -1,6 +1,9 @@
 /* cluectl health: the standard grpc.health.v1 check, once or as a watch. */
 
+#include <stdint.h>
 #include <stdio.h>
+#include <string.h>
+#include <time.h>
 
 #include "cli.h"
 #include "grpc/health/v1/health.pb-c.h"
@@ -30,18 +33,49 @@ static void print_status(cli_t *cli, const Grpc__Health__V1__HealthCheckResponse
   fflush(stdout);
 }
 
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* The server ends a stream that needs no token at its maximum age (clued
+ * --max-unauth-stream-age): the watch carries on with a new one. */
+static int aged_out(int rv, const clue_status_t *st) {
+  return rv == 0 && st->code == CLUE_STATUS_UNAVAILABLE && st->message != NULL &&
+         strstr(st->message, "for its maximum age") != NULL;
+}
+
 static int health_watch(cli_t *cli, const Grpc__Health__V1__HealthCheckRequest *req) {
   clue_status_t st = CLUE_STATUS_INIT;
   clue_stream_t *s = NULL;
   ProtobufCMessage *m;
-  int rv, rc = CLI_OK;
+  uint64_t started = now_ms(), budget = cli->stream_timeout_ms;
+  int rv, rc = CLI_OK, last = -1;
 
+again:
   if ((rc = cli_stream_start(cli, HEALTH_WATCH, &req->base,
                              &grpc__health__v1__health_check_response__descriptor, &s)) != 0)
     return rc;
   while ((rv = clue_stream_next(s, &m, &st)) == 1) {
-    print_status(cli, (const Grpc__Health__V1__HealthCheckResponse *)m, 1);
+    const Grpc__Health__V1__HealthCheckResponse *r = (const void *)m;
+    /* A new stream starts with the status as it is: no change to print if it is the last. */
+    if ((int)r->status != last)
+      print_status(cli, r, 1);
+    last = (int)r->status;
     protobuf_c_message_free_unpacked(m, NULL);
+  }
+  if (aged_out(rv, &st)) {
+    uint64_t spent = now_ms() - started;
+    clue_status_clear(&st);
+    clue_stream_free(s);
+    s = NULL;
+    if (budget == 0 || spent < budget) {
+      if (budget != 0)
+        cli->stream_timeout_ms = budget - spent; /* the next stream's deadline */
+      goto again;
+    }
+    st.code = CLUE_STATUS_DEADLINE_EXCEEDED; /* --timeout is up */
   }
   rc = cli_watch_end(cli, rv, &st);
   clue_status_clear(&st);
@@ -73,8 +107,9 @@ static const cli_command_t health_commands[] = {
     {NULL, NULL, "Ask the server whether it is serving (grpc.health.v1)", health_opts,
      "Prints SERVING, NOT_SERVING or UNKNOWN (a --service the server does not know is\n"
      "NOT_FOUND, or SERVICE_UNKNOWN with --watch). Exits 0 when SERVING and 1\n"
-     "otherwise. With --watch, prints one line per status change; reaching --timeout or\n"
-     "an interrupt (Ctrl-C) ends the watch with exit status 0.\n",
+     "otherwise. With --watch, prints one line per status change, carrying on with a\n"
+     "new stream when the server ends one at its maximum age (--max-unauth-stream-age);\n"
+     "reaching --timeout or an interrupt (Ctrl-C) ends the watch with exit status 0.\n",
      run_health},
     {NULL, NULL, NULL, NULL, NULL, NULL},
 };

@@ -79,17 +79,19 @@ static void help_top(FILE *o) {
   fprintf(o, "  %-12s %s\n", "help", "show help of a command: cluectl help admin units");
   fprintf(o, "  %-12s %s\n", "completion",
           "print a bash completion script: source <(cluectl completion bash)");
-  fputs("\nGlobal options (accepted before or after the command):\n", o);
+  fputs("\nGlobal options (accepted before or after the command; after it, a command's own\n"
+        "option of the same name wins: audit verify and audit witness take --key as a\n"
+        "verifier key, so give a TLS --key before the command):\n",
+        o);
   print_opts(o, global_opts);
   fputs("\nExit status: 0 success; 1 the call failed (STATUS: message on stderr) or the\n"
         "answer was negative (health: not SERVING; audit verify: a broken chain); 2 usage\n"
         "error (nothing was sent).\n"
-        "\nCommands that change a clue, a joint case's creation or the rectification ledger\n"
-        "(those with a --request-id option) send a request id, a new random UUID unless\n"
-        "--request-id is given, and print it with --json: retrying with the same id and the\n"
-        "same fields after an unknown outcome makes the change at most once. The others\n"
-        "(admin, token, case participants and clues) have none: before retrying one, look\n"
-        "whether it was made (token list, admin users, case show).\n",
+        "\nEvery command that changes something has a --request-id option: it sends a request\n"
+        "id, a new random UUID unless --request-id is given, prints it with --json, and names\n"
+        "it when the outcome is unknown. Retrying with the same id and the same fields makes\n"
+        "the change at most once; a retried token issue revokes the token its first attempt\n"
+        "issued and prints a new one, so one id leaves one live token.\n",
         o);
 }
 
@@ -134,6 +136,14 @@ static void help_command(FILE *o, const cli_group_t *g, const cli_command_t *c) 
   fputs("\nGlobal options: --server, --token, --timeout, --tls, --ca, --cert, --key, --json\n"
         "(see 'cluectl --help').\n",
         o);
+  for (const cli_opt_t *glob = global_opts; glob->name != NULL; glob++)
+    for (const cli_opt_t *own = c->opts; own != NULL && own->name != NULL; own++)
+      if (strcmp(own->name, glob->name) == 0)
+        fprintf(o,
+                "After the command, --%s is this command's own option: give the global --%s\n"
+                "before the command (cluectl --%s %s %s %s ...), or in the environment.\n",
+                glob->name, glob->name, glob->name, glob->metavar ? glob->metavar : "", g->name,
+                c->name);
 }
 
 /* ---- bash completion, generated from the command table -------------------------------- */
@@ -430,12 +440,16 @@ static int setup(cli_t *cli, const parsed_t *p) {
   if (rv != 0)
     return cli_oom(cli);
   if (p->g.key != NULL && p->g.cert == NULL)
-    return cli_usage_error(cli, "--key needs --cert");
+    return cli_usage_error(cli, "--key (or CLUED_KEY) needs --cert (or CLUED_CERT)");
   if (p->g.tls || p->g.ca != NULL || p->g.cert != NULL) {
     clue_status_t st = CLUE_STATUS_INIT;
     rv = clue_conn_set_tls(cli->conn, p->g.ca, p->g.cert, p->g.key, &st);
     if (rv == CLUE_EINVAL) {
-      rv = cli_usage_error(cli, "TLS: %s", st.message ? st.message : "invalid settings");
+      rv = cli_usage_error(cli, "TLS: %s%s", st.message ? st.message : "invalid settings",
+                           p->g.key == NULL && cli_flag(&p->args, "key")
+                               ? " (the --key after the command is its own option: give the TLS "
+                                 "key before the command)"
+                               : "");
       clue_status_clear(&st);
       return rv;
     }

@@ -344,6 +344,9 @@ def test_unauthenticated_stream_age(c):
         assert 1.0 < time.time() - t0 < 10
         assert got == [s.health_pb2.HealthCheckResponse.SERVING]
     logged(c, "--max-unauth-stream-age")
+    # cluectl's watch carries on over the ended streams, and prints no status twice.
+    r = harness.cluectl("--server", c.srv.addr, "health", "--watch", "--timeout", "4", check=0)
+    assert r.stdout.split() == ["SERVING"], r.stdout + r.stderr
 
 
 def test_ping_flood(c):

@@ -128,5 +128,22 @@ def test_version_takes_no_arguments():
     assert r.returncode == 0 and r.stdout.startswith("clued "), r
 
 
+def test_an_option_of_another_command_is_a_usage_error():
+    """`bootstrap --repair` used to say nothing changed and exit 0, repairing nothing: an
+    option the command does not read is refused, naming it, before anything is done."""
+    url = "postgresql:///nowhere?host=/nonexistent"
+    for args, opt in ((["bootstrap", "--repair"], "repair"), (["migrate", "--new-admin"], "new-admin"),
+                      (["migrate", "--demo-tokens", "/tmp/x"], "demo-tokens"), (["keygen", "--db-pool", "4"], "db-pool"),
+                      (["serve", "--repair"], "repair"), (["bootstrap", "--listen", "127.0.0.1:0"], "listen")):
+        r = subprocess.run([harness.CLUED, *args, "--database-url", url] if args[0] != "keygen" else
+                           [harness.CLUED, *args, "--out", "/nonexistent/k"], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2, r
+        assert f"--{opt} is not an option of {args[0]}" in r.stderr, r.stderr
+    # The options a command reads still pass (and fail later, on the unreachable database).
+    r = subprocess.run([harness.CLUED, "migrate", "--repair", "--log-format", "json", "--database-url", url],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "not an option" not in r.stderr, r
+
+
 if __name__ == "__main__":
     harness.run_tests(dict(globals()))

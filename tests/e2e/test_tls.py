@@ -307,7 +307,12 @@ def test_cluectl_over_tls(c):
     r = harness.cluectl("--server", c.tls.addr, "--ca", c.certs.path("ca.key"), "health", check=2)
     assert "TLS" in r.stderr, r.stderr
     r = harness.cluectl("--server", c.tls.addr, "--ca", ca, "--key", c.certs.path("client.key"), "health", check=2)
-    assert "--key needs --cert" in r.stderr, r.stderr
+    assert "--key (or CLUED_KEY) needs --cert" in r.stderr, r.stderr
+    # After audit verify, --key is a verifier key: the certificate alone does not load, and
+    # the message says where the TLS key goes.
+    r = harness.cluectl("--server", c.tls.addr, "--ca", ca, "audit", "verify", "--cert", c.certs.path("client.pem"),
+                        "--key", c.certs.path("client.key"), check=2)
+    assert "give the TLS key before the command" in r.stderr, r.stderr
     r = harness.cluectl("--server", c.tls.addr, "--ca", ca, "--cert", c.certs.path("client.pem"),
                         "--key", c.certs.path("stranger.key"), "health", check=2)
     assert "TLS" in r.stderr, r.stderr
