@@ -17,7 +17,8 @@ request_id. Checked for each:
   one, so that one id leaves exactly one live token; no secret is stored in clear; a retry
   after that token was revoked, or signed with that very token, is refused (0055);
 - a token-issue retry and a change of its user queued behind the user's audit chain head
-  both succeed: one lock order, no deadlock (0055);
+  both succeed: one lock order, no deadlock; an IssueToken queued behind a DisableUser of its
+  user is refused (0055);
 - cluectl sends a fresh id, or the --request-id given, and prints it with --json.
 """
 
@@ -554,6 +555,22 @@ def test_token_retries_and_changes_of_their_user_take_locks_in_one_order(c):
             else:
                 assert live_tokens(c, z.id) == live + 1, (other, by_admin)
             assert events(c, "token.revoke", z.id) == 1
+
+
+def test_an_issue_queued_behind_a_disable_of_its_user_is_refused(c):
+    """IssueToken reads its user under the lock its INSERT takes anyway: queued behind a
+    DisableUser of that user (which holds the user's row, waiting for the audit head), it
+    reads the user disabled and is refused, rather than record a token.issue after the
+    user.disable."""
+    w = c.w
+    adm = w.admin.admin
+    for key in ("", new_request_id()):
+        z = w.new_user("G3", "MEMBER", f"停用后发令牌{len(key)}")
+        out = behind_the_head(c, z.id, [(adm.DisableUser, ad.DisableUserRequest(user_id=z.id, reason="离职")),
+                                        (adm.IssueToken, ad.IssueTokenRequest(user_id=z.id, note="晚到", request_id=key))])
+        assert out == [(Code.OK, ""), (Code.FAILED_PRECONDITION, f"user {z.id} is disabled")], out
+        assert q(c, "SELECT action FROM audit_events WHERE subject_type = 'user' AND subject_id = %s ORDER BY seq",
+                 z.id)[-1] == ("user.disable",)
 
 
 # ---- cluectl --------------------------------------------------------------------------------
