@@ -373,10 +373,11 @@ static void reply_token(rpc_call_t *call, const db_result_t *r, void *arg) {
   (void)rpc_reply(call, &resp.base);
 }
 
-/* A keyed issue may have revoked the token its first call issued (a retry): as
- * reply_disabled(). */
+/* A retry revoked the token its first call issued (column 1 names it): as reply_disabled().
+ * A first call revoked nothing, and the cache stays. */
 static void reply_token_keyed(rpc_call_t *call, const db_result_t *r, void *arg) {
-  rpc_auth_forget(rpc_call_server(call));
+  if (svc_col_i64(r, 0, 1) > 0)
+    rpc_auth_forget(rpc_call_server(call));
   reply_token(call, r, arg);
 }
 
@@ -416,8 +417,9 @@ static void issue_token(rpc_call_t *call, const ProtobufCMessage *m) {
     svc_query(call, "SELECT id FROM admin_issue_token($1, $2, $3, $4, $5)", 5, params, reply_token,
               token);
   else
-    svc_query(call, "SELECT id FROM admin_issue_token_once($1, $2, $3, $4, $5, $6, $7)", 7, params,
-              reply_token_keyed, token);
+    svc_query(call,
+              "SELECT id, revoked_token FROM admin_issue_token_once($1, $2, $3, $4, $5, $6, $7)", 7,
+              params, reply_token_keyed, token);
 }
 
 static void reply_revoked(rpc_call_t *call, const db_result_t *r, void *arg) {

@@ -70,6 +70,8 @@ static const struct {
     {"user * is disabled", "STATE", "user disabled"},
     {"token * is already revoked", "STATE", "token revoked"},
     {"token *, which request_id * issued, was revoked since: *", "STATE", "token revoked"},
+    {"token *, which request_id * issued, is the one this call is signed with: *", "STATE",
+     "token of this call"},
 };
 
 static bool matches(const char *p, const char *s) {

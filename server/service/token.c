@@ -84,10 +84,12 @@ static void reply_issued(rpc_call_t *call, const db_result_t *r, void *arg) {
   (void)rpc_reply(call, &resp.base);
 }
 
-/* A keyed issue may have revoked the token its first call issued (a retry): its cached
- * principal goes before the reply, as reply_revoked()'s. */
+/* A retry revoked the token its first call issued (column 1 names it): its cached principal
+ * goes before the reply, as reply_revoked()'s. A first call revoked nothing, and the cache
+ * stays. */
 static void reply_issued_keyed(rpc_call_t *call, const db_result_t *r, void *arg) {
-  rpc_auth_forget(rpc_call_server(call));
+  if (svc_col_i64(r, 0, 1) > 0)
+    rpc_auth_forget(rpc_call_server(call));
   reply_issued(call, r, arg);
 }
 
@@ -128,7 +130,9 @@ static void issue_my_token(rpc_call_t *call, const ProtobufCMessage *m) {
     svc_query(call, "SELECT id FROM token_issue_own($1, $2, $3, nullif($4, ''), $5)", 5, params,
               reply_issued, token);
   else
-    svc_query(call, "SELECT id FROM token_issue_own_once($1, $2, $3, nullif($4, ''), $5, $6, $7)",
+    svc_query(call,
+              "SELECT id, revoked_token FROM token_issue_own_once($1, $2, $3, nullif($4, ''),"
+              " $5, $6, $7)",
               7, params, reply_issued_keyed, token);
 }
 

@@ -15,7 +15,10 @@ request_id. Checked for each:
 - two identical calls racing at the key's lock make one;
 - IssueToken and IssueMyToken: a retry revokes the token its id issued and answers a fresh
   one, so that one id leaves exactly one live token; no secret is stored in clear; a retry
-  after that token was revoked is refused;
+  after that token was revoked, or signed with that very token, is refused (0055);
+- a token-issue retry and a change of its user queued behind the user's audit chain head
+  both succeed: one lock order, no deadlock; an IssueToken queued behind a DisableUser of its
+  user is refused (0055);
 - cluectl sends a fresh id, or the --request-id given, and prints it with --json.
 """
 
@@ -310,6 +313,44 @@ def test_issue_my_token_retry(c):
     assert caller(w.addr, one.token) == Code.UNAUTHENTICATED
 
 
+def test_a_retry_signed_with_the_token_it_issued_is_refused(c):
+    """A caller signed in with the token its key issued received the first reply: a retry
+    would revoke the token the call is signed with and answer the only copy of a new secret
+    (lost with its reply, the caller, perhaps the last administrator, would be locked out).
+    Refused, nothing changed; signed with another token the retry still replaces."""
+    w = c.w
+    a = w.new_user(w.admin_unit.code, "ADMIN", "自持令牌管理员")
+    key = new_request_id()
+    req = tk.IssueMyTokenRequest(note="自持", request_id=key)
+    first = a.tokens.IssueMyToken(req, timeout=20)
+    held = world.User(w.addr, a.id, a.name, a.role, a.unit, first.token)
+    try:
+        before = snapshot(c)
+        expect_status(Code.FAILED_PRECONDITION, held.tokens.IssueMyToken, req, timeout=20,
+                      details_has=(f"token {first.token_id}, which request_id {key} issued, is the one this call"
+                                   " is signed with", "new request_id"))
+        assert snapshot(c) == before, (before, snapshot(c))
+        assert caller(w.addr, first.token) == Code.OK
+        # IssueToken for oneself, the same.
+        key = new_request_id()
+        mine = ad.IssueTokenRequest(user_id=a.id, note="自发", request_id=key)
+        own = held.admin.IssueToken(mine, timeout=20)
+        by_own = world.User(w.addr, a.id, a.name, a.role, a.unit, own.token)
+        try:
+            before = snapshot(c)
+            expect_status(Code.FAILED_PRECONDITION, by_own.admin.IssueToken, mine, timeout=20,
+                          details_has=("is the one this call is signed with",))
+            assert snapshot(c) == before, (before, snapshot(c))
+            assert caller(w.addr, own.token) == Code.OK
+        finally:
+            by_own.close()
+        # Signed with another of the caller's tokens: the retry replaces the key's token.
+        again = held.admin.IssueToken(mine, timeout=20)
+        assert caller(w.addr, own.token) == Code.UNAUTHENTICATED and caller(w.addr, again.token) == Code.OK
+    finally:
+        held.close()
+
+
 def test_revoke_token_retry(c):
     w = c.w
     u = w.new_user("X1", "MEMBER", "撤销重试")
@@ -439,6 +480,97 @@ def test_racing_identical_calls_make_one(c):
     assert [code for code, _ in out] == [Code.OK, Code.OK], out
     assert out[0][1] == out[1][1]
     assert events(c, "case.add_participant", jc.id) == 1
+
+
+def behind_the_head(c, user_id, calls):
+    """Each (fn, req) of calls sent in turn while a superuser session holds the audit chain
+    head of the user user_id, each once the ones before wait on a lock; then released. Returns
+    each call's (code, message)."""
+    pg = harness.Postgres.get()
+    lk, db = pg.connect(c.dbname), pg.connect(c.dbname)
+    db.autocommit = True
+    lk.autocommit = False
+    lk.cursor().execute("SELECT 1 FROM audit_heads WHERE subject_type = 'user' AND subject_id = %s FOR UPDATE",
+                        (user_id,))
+    out = [None] * len(calls)
+
+    def run(i):
+        fn, req = calls[i]
+        try:
+            fn(req, timeout=30)
+            out[i] = (Code.OK, "")
+        except grpc.RpcError as e:
+            out[i] = (e.code(), e.details())
+
+    def waiting(n):
+        with db.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND wait_event_type = 'Lock'")
+            return cur.fetchone()[0] >= n
+
+    threads = []
+    try:
+        for i in range(len(calls)):
+            threads.append(threading.Thread(target=run, args=(i,)))
+            threads[-1].start()
+            harness.wait_for(lambda: waiting(i + 1), what=f"{i + 1} calls waiting on a lock")
+    finally:
+        lk.rollback()
+        lk.close()
+        db.close()
+        for t in threads:
+            t.join()
+    return out
+
+
+def test_token_retries_and_changes_of_their_user_take_locks_in_one_order(c):
+    """A retried IssueToken or IssueMyToken locks its user's row before it revokes the key's
+    token (whose token.revoke locks the user's audit chain head), as DisableUser, IssueToken
+    and IssueMyToken lock the row before the head: queued behind the head together, the retry
+    and the other call both succeed, neither is aborted as a deadlock's victim."""
+    w = c.w
+    adm = w.admin.admin
+    n = 0
+    for other in ("DisableUser", "IssueToken", "IssueMyToken"):
+        for by_admin in (True, False):
+            n += 1
+            z = w.new_user("G2", "MEMBER", f"锁序用户{n}")
+            key = new_request_id()
+            if by_admin:
+                retry = (adm.IssueToken, ad.IssueTokenRequest(user_id=z.id, note="锁序", request_id=key))
+            else:
+                retry = (z.tokens.IssueMyToken, tk.IssueMyTokenRequest(note="锁序", request_id=key))
+            retry[0](retry[1], timeout=20)
+            live = live_tokens(c, z.id)
+            if other == "DisableUser":
+                change = (adm.DisableUser, ad.DisableUserRequest(user_id=z.id, reason="离职"))
+            elif other == "IssueToken":
+                change = (adm.IssueToken, ad.IssueTokenRequest(user_id=z.id, note="另发"))
+            else:
+                change = (z.tokens.IssueMyToken, tk.IssueMyTokenRequest(note="另发"))
+            out = behind_the_head(c, z.id, [retry, change])
+            assert out == [(Code.OK, ""), (Code.OK, "")], (other, by_admin, out)
+            if other == "DisableUser":
+                assert q(c, "SELECT disabled FROM users WHERE id = %s", z.id) == [(True,)]
+            else:
+                assert live_tokens(c, z.id) == live + 1, (other, by_admin)
+            assert events(c, "token.revoke", z.id) == 1
+
+
+def test_an_issue_queued_behind_a_disable_of_its_user_is_refused(c):
+    """IssueToken reads its user under the lock its INSERT takes anyway: queued behind a
+    DisableUser of that user (which holds the user's row, waiting for the audit head), it
+    reads the user disabled and is refused, rather than record a token.issue after the
+    user.disable."""
+    w = c.w
+    adm = w.admin.admin
+    for key in ("", new_request_id()):
+        z = w.new_user("G3", "MEMBER", f"停用后发令牌{len(key)}")
+        out = behind_the_head(c, z.id, [(adm.DisableUser, ad.DisableUserRequest(user_id=z.id, reason="离职")),
+                                        (adm.IssueToken, ad.IssueTokenRequest(user_id=z.id, note="晚到", request_id=key))])
+        assert out == [(Code.OK, ""), (Code.FAILED_PRECONDITION, f"user {z.id} is disabled")], out
+        assert q(c, "SELECT action FROM audit_events WHERE subject_type = 'user' AND subject_id = %s ORDER BY seq",
+                 z.id)[-1] == ("user.disable",)
 
 
 # ---- cluectl --------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ comes from an invalidation, never from an entry's age:
 - Revoking a token on instance A refuses it on A's very next call, and on B within 1 s of the
   revocation (the `audit_events` notification); the user's other token goes on.
 - Disabling a user likewise refuses all their tokens on both instances.
+- A keyed IssueMyToken or IssueToken drops A's cache only when it revoked a token (a retry):
+  a first call leaves it.
 - Losing the LISTEN connection drops the cache: a token revoked with the triggers off is
   refused on B once B's listener backends are terminated, long before the 60 s.
 - A call authenticated on its headers runs only on a principal still current when its body
@@ -387,6 +389,25 @@ def test_a_revoked_token_is_a_strangers_once_refused(c):
         for ch in chans:
             ch.close()
         srv.stop()
+
+
+def test_only_a_keyed_issue_that_revoked_drops_the_cache(c):
+    # A keyed IssueMyToken or IssueToken that revoked nothing (a first call) leaves A's cached
+    # principals alone: a token revoked with the triggers off is still served from A's cache
+    # after it. Its retry revokes the token its key issued and drops them, as RevokeToken does:
+    # that token is refused on A's very next call.
+    TK = S.token_pb2
+    _, t1, _ = new_auditor(c, "auditor-keyed-issues")
+    assert call(c, c.a, t1.token) == grpc.StatusCode.OK  # cached on A
+    silent_revoke(c, t1.token_id)
+    u = c.w.G1.member
+    mine = TK.IssueMyTokenRequest(note="keyed", request_id=harness.new_request_id())
+    u.tokens.IssueMyToken(mine, timeout=10)
+    c.w.admin.admin.IssueToken(A.IssueTokenRequest(user_id=u.id, note="keyed", request_id=harness.new_request_id()),
+                               timeout=10)
+    assert call(c, c.a, t1.token) == grpc.StatusCode.OK  # still A's cached principal
+    u.tokens.IssueMyToken(mine, timeout=10)
+    assert call(c, c.a, t1.token) == grpc.StatusCode.UNAUTHENTICATED
 
 
 if __name__ == "__main__":
