@@ -197,7 +197,7 @@ static const char usage_text[] =
     "                             m, h)\n"
     "  --metrics-listen ADDR      serve Prometheus metrics (text format) at http://ADDR/metrics;\n"
     "                             cleartext, so a non-loopback ADDR needs --insecure-cleartext\n"
-    "                             (env CLUED_METRICS_LISTEN; default: off)\n"
+    "                             (env CLUED_METRICS_LISTEN; default and \"off\": none)\n"
     "  --web-origin ORIGIN        an origin (scheme://host[:port]) whose pages may call clued\n"
     "                             with gRPC-Web: CORS preflights and replies name it; other\n"
     "                             origins get no CORS headers (repeatable, up to 16; default:\n"
@@ -479,7 +479,7 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
   if ((env = getenv("CLUED_AUDIT_PREVIOUS_KEY")) && *env)
     cfg->audit_previous_key = env;
   if ((env = getenv("CLUED_METRICS_LISTEN")) && *env)
-    cfg->metrics_listen = env;
+    cfg->metrics_listen = strcmp(env, "off") == 0 ? NULL : env;
   if ((env = getenv("CLUED_CONSOLE_DIR")) && *env)
     cfg->console_dir = env;
   if ((env = getenv("CLUED_LOG_FORMAT")) && *env && set_log_format("CLUED_LOG_FORMAT", env) != 0)
@@ -764,7 +764,7 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       cli->out = optarg;
       break;
     case OPT_METRICS_LISTEN:
-      cfg->metrics_listen = optarg;
+      cfg->metrics_listen = strcmp(optarg, "off") == 0 ? NULL : optarg;
       break;
     case OPT_WEB_ORIGIN:
       if (!origin_ok(optarg)) {

@@ -346,7 +346,7 @@ int server_start_modules(server_t *srv, const server_module_t *const *mods, size
     srv->modules[srv->nmodules++] = mods[i];
     rc = mods[i]->start ? mods[i]->start(srv) : 0;
     if (rc != 0) {
-      log_error("cannot start %s: %d", mods[i]->name, rc);
+      log_error("cannot start %s: %s", mods[i]->name, rc < 0 ? strerror(-rc) : "failed");
       return rc;
     }
   }

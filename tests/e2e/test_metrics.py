@@ -195,6 +195,17 @@ def test_non_loopback_refused():
     srv.run("migrate")
     r = srv.run("serve", "--listen", "127.0.0.1:0", "--metrics-listen", "0.0.0.0:0", check=False)
     assert r.returncode != 0 and "refusing to serve metrics in cleartext" in r.stderr, r.stderr
+    assert "cannot start metrics: Invalid argument" in r.stderr, r.stderr
+
+
+def test_metrics_off_means_none():
+    # scripts/run's CLUED_METRICS_LISTEN=off reaches clued through its environment too.
+    srv = harness.Clued(harness.test_database_url(), env={"CLUED_METRICS_LISTEN": "off"}).start()
+    try:
+        assert "metrics on" not in srv.output() and "invalid --metrics-listen" not in srv.output()
+        srv.wait_serving()
+    finally:
+        srv.stop()
 
 
 def _started_handled(text):
