@@ -388,7 +388,6 @@ static void list_joint_cases(rpc_call_t *call, const ProtobufCMessage *m) {
 /* Every violation of the request, one per field (validate_errors_t). */
 static int validate_create(const Clue__V1__CreateJointCaseRequest *req, validate_errors_t *e) {
   validate_errors_init(e);
-  validate_each(e, validate_request_id(req->request_id, validate_slot(e)));
   validate_each(e, validate_title("title", req->title, validate_slot(e)));
   validate_each(e, validate_text("basis", req->basis, VALIDATE_SUMMARY_MAX_BYTES,
                                  VALIDATE_MULTILINE, validate_slot(e)));
@@ -397,6 +396,7 @@ static int validate_create(const Clue__V1__CreateJointCaseRequest *req, validate
                                     validate_slot(e)));
   validate_each(e, validate_id_list("clue_ids", req->clue_ids, req->n_clue_ids, CASE_MAX_CLUES,
                                     validate_slot(e)));
+  validate_each(e, validate_request_id(req->request_id, validate_slot(e)));
   return validate_errors_result(e);
 }
 

@@ -39,7 +39,6 @@ static int validate_submit(const Clue__V1__SubmitClueRequest *req, validate_erro
   const unsigned chars = VALIDATE_COUNT_CHARS;
 
   validate_errors_init(e);
-  validate_each(e, validate_request_id(req->request_id, validate_slot(e)));
   validate_each(e, validate_title("title", req->title, validate_slot(e)));
   validate_each(e, validate_summary(req->summary, validate_slot(e)));
   validate_each(e, validate_enum("source", (int)req->source, 1, 6, validate_slot(e)));
@@ -65,6 +64,7 @@ static int validate_submit(const Clue__V1__SubmitClueRequest *req, validate_erro
     validate_each(e, validate_text("reporter.address", rep->address, 500, chars, validate_slot(e)));
     validate_each(e, validate_text("reporter.email", rep->email, 254, chars, validate_slot(e)));
   }
+  validate_each(e, validate_request_id(req->request_id, validate_slot(e)));
   return validate_errors_result(e);
 }
 
@@ -663,21 +663,21 @@ static int validate_move(const Clue__V1__RequestTransitionRequest *req, validate
   validate_each(e, validate_id("clue_id", req->clue_id, validate_slot(e)));
   validate_each(e, validate_id("expected_version", req->expected_version, validate_slot(e)));
   validate_each(e, validate_enum("target", (int)req->target, 1, 5, validate_slot(e)));
-  validate_each(e, validate_request_id(req->request_id, validate_slot(e)));
   validate_each(e, validate_reason("reason", req->reason, false, validate_slot(e)));
-  if (d == NULL)
-    return validate_errors_result(e);
-  validate_each(e, validate_enum("details.disposal", (int)d->disposal, 0, 3, validate_slot(e)));
-  validate_each(e, validate_reason("details.finding", d->finding, false, validate_slot(e)));
-  validate_each(e,
-                validate_name("details.sanction_kind", d->sanction_kind, false, validate_slot(e)));
-  validate_each(
-      e, validate_name("details.receiving_organ", d->receiving_organ, false, validate_slot(e)));
-  if (d->persons_disciplined < 0)
-    validate_add(e, "details.persons_disciplined",
-                 "details.persons_disciplined must not be negative");
-  if (d->reviewer_unit_id < 0)
-    validate_add(e, "details.reviewer_unit_id", "details.reviewer_unit_id must be positive");
+  if (d != NULL) {
+    validate_each(e, validate_enum("details.disposal", (int)d->disposal, 0, 3, validate_slot(e)));
+    validate_each(e, validate_reason("details.finding", d->finding, false, validate_slot(e)));
+    validate_each(
+        e, validate_name("details.sanction_kind", d->sanction_kind, false, validate_slot(e)));
+    validate_each(
+        e, validate_name("details.receiving_organ", d->receiving_organ, false, validate_slot(e)));
+    if (d->persons_disciplined < 0)
+      validate_add(e, "details.persons_disciplined",
+                   "details.persons_disciplined must not be negative");
+    if (d->reviewer_unit_id < 0)
+      validate_add(e, "details.reviewer_unit_id", "details.reviewer_unit_id must be positive");
+  }
+  validate_each(e, validate_request_id(req->request_id, validate_slot(e)));
   return validate_errors_result(e);
 }
 

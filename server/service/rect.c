@@ -557,7 +557,6 @@ static int validate_create(const Clue__V1__CreateItemRequest *req, int64_t now,
   int source = (int)req->source;
 
   validate_errors_init(e);
-  validate_each(e, validate_request_id(req->request_id, validate_slot(e)));
   validate_each(e, validate_name("host_unit", req->host_unit, true, validate_slot(e)));
   validate_each(e, validate_text("description", req->description, RECT_TEXT_MAX,
                                  VALIDATE_REQUIRED | VALIDATE_MULTILINE, validate_slot(e)));
@@ -588,6 +587,7 @@ static int validate_create(const Clue__V1__CreateItemRequest *req, int64_t now,
     else if (req->deadline_ms > years_ahead_ms(now, RECT_DEADLINE_MAX_YEARS))
       validate_add(e, "deadline_ms", "deadline_ms is more than 5 years ahead");
   }
+  validate_each(e, validate_request_id(req->request_id, validate_slot(e)));
   return validate_errors_result(e);
 }
 

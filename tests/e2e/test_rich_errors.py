@@ -143,14 +143,17 @@ def test_bad_request_names_every_bad_field(c):
     for fn, req, want in (
             (L.clue.RequestTransition, pb.RequestTransitionRequest(
                 details=pb.TransitionDetails(persons_disciplined=-1)),
-             ["clue_id", "expected_version", "target", "request_id", "details.persons_disciplined"]),
+             ["clue_id", "expected_version", "target", "details.persons_disciplined", "request_id"]),
             (L.clue.HandOver, pb.HandOverRequest(clue_id=-1), ["clue_id", "expected_version", "to_unit_id",
                                                                "reason", "request_id"]),
             (c.w.R1.leader.case.CreateJointCase, cs.CreateJointCaseRequest(clue_ids=[3, 3]),
-             ["request_id", "title", "clue_ids"]),
+             ["title", "clue_ids", "request_id"]),
             (L.rect.CreateItem, rp.CreateItemRequest(source=rp.RECTIFICATION_SOURCE_CLUE, source_case_id=4),
-             ["request_id", "host_unit", "description", "category", "source_clue_id", "source_case_id",
-              "deadline_ms"])):
+             ["host_unit", "description", "category", "source_clue_id", "source_case_id",
+              "deadline_ms", "request_id"]),
+            # request_id is the last field of a submission too.
+            (c.w.G1.member.clue.SubmitClue, pb.SubmitClueRequest(),
+             ["title", "summary", "source", "subject.name", "host_unit", "request_id"])):
         code, msg, raw = failure(fn, req, timeout=20)
         assert code == Code.INVALID_ARGUMENT, (code, msg)
         (bad,) = status_of(code, msg, raw)["google.rpc.BadRequest"]
