@@ -324,6 +324,7 @@ static int session_new(clue_conn_t *c) {
   nghttp2_option_set_no_auto_window_update(opt, 1);
   if ((rv = nghttp2_session_client_new3(&c->h2, cb, c, opt, clue__nghttp2_mem())) != 0)
     goto out;
+  c->received = 0;
   if ((rv = nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, settings,
                                     sizeof(settings) / sizeof(settings[0]))) != 0)
     goto fail_session;
@@ -465,7 +466,34 @@ static void conn_read(clue_conn_t *c) {
 }
 
 static void conn_feed(clue_conn_t *c, const uint8_t *buf, size_t n) {
-  ssize_t rv = nghttp2_session_mem_recv(c->h2, buf, n);
+  ssize_t rv;
+
+  /* A server that speaks TLS answers a cleartext preface with a TLS record (an alert, 0x15,
+   * or a handshake, 0x16, of version 3.x) where HTTP/2 has its SETTINGS frame. */
+  if (c->ssl == NULL && !c->received && n >= 2 && (buf[0] == 0x15 || buf[0] == 0x16) &&
+      buf[1] == 0x03) {
+    conn_fail(c, CLUE_STATUS_UNAVAILABLE,
+              "%s answered in TLS: connect over TLS (cluectl --tls, or --ca FILE)", c->target);
+    return;
+  }
+  /* A GOAWAY where the SETTINGS frame belongs (clued's TLS port, to a cleartext preface):
+   * nghttp2 would only say that SETTINGS was expected; the server's own words say why. */
+  if (!c->received && n >= 17 && buf[3] == NGHTTP2_GOAWAY) {
+    size_t len = ((size_t)buf[0] << 16 | (size_t)buf[1] << 8 | buf[2]), k = 0;
+    char why[128];
+
+    for (size_t i = 17; i < 9 + len && i < n && k + 1 < sizeof(why); i++)
+      why[k++] = buf[i] >= 0x20 && buf[i] < 0x7f ? (char)buf[i] : '?';
+    why[k] = '\0';
+    conn_fail(c, CLUE_STATUS_UNAVAILABLE, "%s ended the connection at once%s%s%s%s", c->target,
+              k ? ": \"" : "", why, k ? "\"" : "",
+              c->ssl == NULL && strstr(why, "TLS") != NULL
+                  ? "; connect over TLS (cluectl --tls, or --ca FILE)"
+                  : "");
+    return;
+  }
+  c->received = 1;
+  rv = nghttp2_session_mem_recv(c->h2, buf, n);
 
   if (rv == NGHTTP2_ERR_NOMEM) {
     conn_set_state(c, CONN_IDLE, CLUE_ENOMEM, NULL);

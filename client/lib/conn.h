@@ -36,6 +36,7 @@ struct clue_conn {
   char *h2_error; /* why nghttp2 or the server's GOAWAY ended the session, if it said */
   clue_tls_t tls; /* ctx NULL: cleartext (h2c) */
   SSL *ssl;       /* the TLS session on fd, or NULL */
+  int received;   /* the session has had bytes from the server */
   /* Cleartext frames nghttp2 handed over and not yet written: a call's HEADERS and DATA go
    * out in one send(), one segment, instead of one each (TCP_NODELAY is on). */
   size_t out_len;

@@ -437,7 +437,7 @@ def test_cleartext_client_on_the_tls_port(c):
     last, code = struct.unpack(">II", got[9:17])
     assert code == 1 and b"requires TLS" in got[17:9 + length], got
     r = harness.cluectl("--server", c.tls.addr, "health", check=1)
-    assert "UNAVAILABLE" in r.stderr, r.stderr
+    assert "UNAVAILABLE" in r.stderr and "--tls" in r.stderr, r.stderr
     # grpcio gave up rather than reconnecting in a loop.
     assert c.tls.output().count("cleartext HTTP/2 on the TLS port") - before < 20
     assert serving(c.tls)
