@@ -405,14 +405,28 @@ static size_t ready(const queue_t *q, unsigned lane) {
   return n;
 }
 
+/* Whether a call taken already has its request key (svc_batch_kind_t.key_param). */
+static int key_taken(const queue_t *q, const item_t *it, item_t *const *out, size_t took) {
+  int k = q->kind->key_param - 1;
+
+  if (k < 0 || it->values[k] == NULL)
+    return 0;
+  for (size_t i = 0; i < took; i++)
+    if (out[i]->values[k] != NULL && strcmp(out[i]->values[k], it->values[k]) == 0 &&
+        same_lock(out[i]->values[0], it->values[0]))
+      return 1;
+  return 0;
+}
+
 /* Take the calls of lane that may go off the queue, in order, into out (room for
- * SVC_BATCH_MAX), at most n of them, among the first SVC_BATCH_SCAN waiting. The count. */
+ * SVC_BATCH_MAX), at most n of them, among the first SVC_BATCH_SCAN waiting, none with the
+ * request key of one taken before it. The count. */
 static size_t take(queue_t *q, unsigned lane, size_t n, item_t **out) {
   size_t took = 0, seen = 0;
   item_t **pp = &q->head, *it;
 
   while ((it = *pp) != NULL && took < n && took < SVC_BATCH_MAX && seen++ < SVC_BATCH_SCAN) {
-    if (!may_go(q, it, lane)) {
+    if (!may_go(q, it, lane) || key_taken(q, it, out, took)) {
       pp = &it->next;
       continue;
     }

@@ -79,6 +79,11 @@ typedef struct svc_batch_kind {
                      running statement carries, the kind's calls run in lanes, one statement at
                      a time each, a value always in the same lane, and no call goes while its
                      value runs (service/batch.c, pump_lanes()). 0: none */
+  int key_param;  /* n > 0: a call's request key is ($1, $n), and the batch statement records
+                     each key it is given: two calls of one key (a client's retries sent at
+                     once) never go in one statement, where the second record would fail the
+                     whole batch and send every call of it to run again alone; the second waits
+                     for the next statement, and is answered as a retry. 0: none */
 } svc_batch_kind_t;
 
 /**

@@ -117,7 +117,8 @@ static const svc_batch_kind_t submits = {.id = SVC_BATCH_SUBMIT,
                                          .many_sql = submit_many_sql,
                                          .nparams = 21,
                                          .writes = 1,
-                                         .lock_param = 2};
+                                         .lock_param = 2,
+                                         .key_param = 3};
 
 static void submit_clue(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__SubmitClueRequest *req = (const void *)m;

@@ -457,6 +457,36 @@ def test_a_unit_whose_counter_is_locked_holds_no_other_unit(c):
         assert seqs == list(range(last + 1, last + 8)), (last, seqs)
 
 
+def test_retries_sent_at_once_never_share_a_batch(c):
+    # A client's retries of one submission sent at once (three of each of two request ids),
+    # with four other submissions, all wait for G1's statement stuck on its counter lock, and
+    # then go on together. Two calls of one request id in one batch statement would both
+    # record the id, failing the whole batch and sending every call of it to run again alone;
+    # the second waits for the next statement instead, and is answered as the retry it is.
+    with locked_counter(c) as (srv, users, hold, _, last):
+        reruns = value(scrape(srv.metrics_addr), "clued_db_batch_reruns_total", kind="submit") or 0
+        retried = [submit_request(), submit_request()]
+        with concurrent.futures.ThreadPoolExecutor(12) as ex:
+            first = ex.submit(submit, users["G1"], 1)
+            harness.wait_for(lambda: lock_waiters(c.db) >= 1, timeout=20, what="a submission waiting on the lock")
+            calls = [ex.submit(users["G1"].clue.SubmitClue, r, timeout=60) for r in retried * 3]
+            calls += [ex.submit(submit, users["G1"], 1) for _ in range(4)]
+            harness.wait_for(lambda: held_calls(srv) >= 10, timeout=20, what="ten submissions waiting in clued")
+            hold.rollback()
+            first.result()
+            got = [f.result() for f in calls[:6]]
+            others = [f.result()[0] for f in calls[6:]]
+        for k in range(2):
+            same = {(g.id, g.registration_number) for g in got[k::2]}
+            assert len(same) == 1, got[k::2]
+        seqs = sorted([seq_of(g) for g in got[:2]] + [seq_of(o) for o in others])
+        assert seqs == list(range(last + 2, last + 8)), (last, seqs)
+        # Only the four retries ran alone (a batch answers no recorded request id: the retry's
+        # own statement does); no batch failed.
+        assert value(scrape(srv.metrics_addr), "clued_db_batch_reruns_total", kind="submit") - reruns <= 4
+        assert "batched submit" not in srv.output(), srv.output()
+
+
 def test_submissions_held_for_a_unit_are_bounded(c):
     # Submissions that wait in clued for their unit's running statement count against
     # --db-queue (6 here) like any waiting call: past it, G1's and G2's alike fail at once with
