@@ -6,9 +6,9 @@ streak may cover, and then read them all again for each unit: units x transition
 of PostgreSQL at 300,000 clues. Since 0054 it reads the month's transitions and, per unit, its
 transitions back from the month's end to its last decision.
 
-- The figures: clue_bulletin() against 0048's definition, kept here word for word as
-  REFERENCE, over random histories of many units across 130 months (units created before,
-  during and after the months counted, units with no transition, months without a decision,
+- The figures: clue_bulletin() against 0048's definition, read from that migration, over
+  random histories of many units across 130 months (units created before, during and after
+  the months counted, units with no transition, months without a decision,
   transitions on the months' boundaries and beyond the 120 months, other actions and subjects,
   a viewer recused from some clues), for many months and boundary lists.
 - The cost: the rows PostgreSQL reads from audit_events for one month's GetBulletin
@@ -36,82 +36,17 @@ cm = S.common_pb2
 CST = datetime.timezone(datetime.timedelta(hours=8))
 STREAK_MAX = 120  # BULLETIN_STREAK_MAX, domain/bulletin.h
 
-# clue_bulletin() as 0048_aggregates_follow_recusals.sql defined it, the definition the figures
-# must keep.
-REFERENCE = """
-CREATE FUNCTION pg_temp.bulletin_0048(p_bounds bigint[], p_now_ms bigint, p_units bigint[], p_viewer_user bigint)
-RETURNS TABLE (id bigint, code text, name text, kind text, received bigint, disposed bigint,
-               d_check bigint, d_talk bigint, d_no_action bigint, d_shelved bigint, d_finding bigint,
-               d_sanction bigint, filed bigint, transferred bigint, overdue_now bigint, rect_found bigint,
-               rect_verified bigint, rect_overdue bigint, zero_months int)
-LANGUAGE sql STABLE
-SET plan_cache_mode = force_custom_plan SET jit = off AS $$
-  WITH
-  b AS (
-    SELECT g.k - 1 AS k, clue_ms_ts(p_bounds[g.k + 1]) AS m_from, clue_ms_ts(p_bounds[g.k]) AS m_to
-    FROM generate_series(1, array_length(p_bounds, 1) - 1) g(k)
-  ),
-  ev AS (
-    SELECT e.owner_unit, e.from_state, e.to_state, e.action, e.details, e.at FROM audit_events e
-    WHERE e.subject_type = 'clue' AND e.action IN ('clue.submit', 'clue.move', 'proposal.approve')
-      AND e.owner_unit = ANY (p_units)
-      AND e.at >= clue_ms_ts(p_bounds[array_length(p_bounds, 1)]) AND e.at < clue_ms_ts(p_bounds[1])
-      AND e.subject_id NOT IN (SELECT r.clue_id FROM recusals r WHERE r.user_id = p_viewer_user)
-  ),
-  cur AS (
-    SELECT ev.owner_unit AS unit,
-           count(*) FILTER (WHERE ev.from_state IS NULL) AS received,
-           count(*) FILTER (WHERE ev.from_state IS NOT NULL) AS disposed,
-           count(*) FILTER (WHERE ev.from_state = 'ACCEPTED' AND ev.to_state = 'PRELIMINARY_CHECK') AS d_check,
-           count(*) FILTER (WHERE ev.from_state = 'ACCEPTED' AND ev.to_state = 'CLOSED'
-                              AND ev.details::jsonb ->> 'disposal' = 'TALK_OR_LETTER_INQUIRY') AS d_talk,
-           count(*) FILTER (WHERE ev.from_state = 'ACCEPTED' AND ev.to_state = 'CLOSED'
-                              AND ev.details::jsonb ->> 'disposal' = 'NO_FURTHER_ACTION') AS d_no_action,
-           count(*) FILTER (WHERE ev.from_state = 'ACCEPTED' AND ev.to_state = 'CLOSED'
-                              AND ev.details::jsonb ->> 'disposal' = 'SHELVED') AS d_shelved,
-           count(*) FILTER (WHERE ev.from_state = 'PRELIMINARY_CHECK' AND ev.to_state = 'CLOSED') AS d_finding,
-           count(*) FILTER (WHERE ev.from_state = 'FILED' AND ev.to_state = 'CLOSED') AS d_sanction,
-           count(*) FILTER (WHERE ev.to_state = 'FILED') AS filed,
-           count(*) FILTER (WHERE ev.to_state = 'TRANSFERRED_TO_JUDICIAL') AS transferred
-    FROM ev WHERE ev.at >= clue_ms_ts(p_bounds[2])
-    GROUP BY ev.owner_unit
-  ),
-  busy AS (
-    SELECT DISTINCT ev.owner_unit AS unit, b.k FROM ev JOIN b ON ev.at >= b.m_from AND ev.at < b.m_to
-    WHERE ev.from_state IS NOT NULL
-  ),
-  overdue AS (
-    SELECT c.owner_unit AS unit, count(*) AS n FROM clues c
-    WHERE c.owner_unit = ANY (p_units) AND c.stage_deadline < clue_ms_ts(p_now_ms)
-      AND c.id NOT IN (SELECT r.clue_id FROM recusals r WHERE r.user_id = p_viewer_user)
-    GROUP BY c.owner_unit
-  ),
-  rect AS (
-    SELECT i.supervising_unit AS unit,
-           count(*) FILTER (WHERE i.created_at >= clue_ms_ts(p_bounds[2]) AND i.created_at < clue_ms_ts(p_bounds[1]))
-             AS found,
-           count(*) FILTER (WHERE i.verified_at >= clue_ms_ts(p_bounds[2]) AND i.verified_at < clue_ms_ts(p_bounds[1]))
-             AS verified,
-           count(*) FILTER (WHERE i.verified_at IS NULL AND i.deadline < clue_ms_ts(p_now_ms)) AS overdue
-    FROM rect_items i WHERE i.supervising_unit = ANY (p_units)
-      AND (i.source_clue IS NULL
-           OR i.source_clue NOT IN (SELECT r.clue_id FROM recusals r WHERE r.user_id = p_viewer_user))
-    GROUP BY i.supervising_unit
-  )
-  SELECT u.id, u.code, u.name, u.kind, coalesce(k.received, 0), coalesce(k.disposed, 0), coalesce(k.d_check, 0),
-         coalesce(k.d_talk, 0), coalesce(k.d_no_action, 0), coalesce(k.d_shelved, 0), coalesce(k.d_finding, 0),
-         coalesce(k.d_sanction, 0), coalesce(k.filed, 0), coalesce(k.transferred, 0), coalesce(o.n, 0),
-         coalesce(r.found, 0), coalesce(r.verified, 0), coalesce(r.overdue, 0),
-         (SELECT coalesce(min(b.k), array_length(p_bounds, 1) - 1)::int FROM b
-          WHERE u.created_at >= b.m_to OR EXISTS (SELECT 1 FROM busy WHERE busy.unit = u.id AND busy.k = b.k))
-  FROM units u
-  LEFT JOIN cur k ON k.unit = u.id
-  LEFT JOIN overdue o ON o.unit = u.id
-  LEFT JOIN rect r ON r.unit = u.id
-  WHERE u.id = ANY (p_units)
-  ORDER BY u.id
-$$;
-"""
+
+def reference():
+    """clue_bulletin() as 0048_aggregates_follow_recusals.sql defined it, the definition the
+    figures must keep, read from that migration and made pg_temp.bulletin_0048()."""
+    path = os.path.join(harness.SRC, "migrations", "0048_aggregates_follow_recusals.sql")
+    text = open(path, encoding="utf-8").read()
+    head = "CREATE FUNCTION clue_bulletin("
+    start = text.index(head)
+    end = text.index("$$;", text.index("AS $$", start) + 5) + 3
+    return "CREATE FUNCTION pg_temp.bulletin_0048(" + text[start + len(head):end]
+
 
 # (action, from, to, disposal) of every transition a clue can make, and events that are none:
 # other actions of a clue, and a transition's action on another subject.
@@ -232,7 +167,7 @@ def test_figures_match_the_definition_over_random_histories(c):
             # Rows written straight into the tables (hashes, chains and references are not what
             # is checked here), and all rolled back at the end.
             cur.execute("SET LOCAL session_replication_role = replica")
-            cur.execute(REFERENCE)
+            cur.execute(reference())
             cur.execute("SELECT (extract(epoch FROM now()) * 1000)::bigint")
             now_ms = cur.fetchone()[0]
             viewer = c.w.G1.member.id
