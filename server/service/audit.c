@@ -415,9 +415,10 @@ static void verify_chain(rpc_call_t *call, const ProtobufCMessage *m) {
 
 /* ---- the method table ------------------------------------------------------------------- */
 
-/* Every one is heavy (rpc_method_t.heavy): a page of events, a verification and a watch's
- * replay each read the log as far as the caller's filter and visibility take them, whatever
- * the page size. */
+/* Every one is heavy (rpc_method_t.heavy): a verification reads the log, and a page of events
+ * or a watch's replay as far as the caller's filter takes it, or for a caller who does not see
+ * every clue a window of it and each of their clues (audit_sql_build()), whatever the page
+ * size. */
 #define AUDIT_METHOD(name, fn, in, out, streaming)                                                 \
   {                                                                                                \
     "/clue.v1.AuditService/" name, &clue__v1__##in##__descriptor, &clue__v1__##out##__descriptor,  \

@@ -31,79 +31,137 @@ __attribute__((format(printf, 2, 3))) static void cat(audit_sql_t *q, const char
   va_end(ap);
 }
 
+/* The events a page of a caller who does not see every clue starts with are looked for first
+ * in a window of the log after the page's start: AUDIT_WINDOW_PER_ROW seqs per row asked for,
+ * and AUDIT_WINDOW_PER_CLUE per clue the caller sees. Each event there costs a read by seq and
+ * a lookup among the caller's clues; when the window cannot fill the page, the rest comes from
+ * the caller's clues one by one, each a probe of the subject index, so the window is about as
+ * long as those probes would cost (see audit_sql_build()). */
+#define AUDIT_WINDOW_PER_ROW 8
+#define AUDIT_WINDOW_PER_CLUE 4
+
 void audit_sql_build(audit_sql_t *q, const audit_filter_t *f, int64_t after, int64_t bound,
                      int limit) {
-  int subject_param = 0;
+  char filters[1024];
+  int subject_param = 0, after_param, bound_param = 0, until_param = 0, limit_param;
 
   q->n = 0;
   q->text[0] = '\0';
+  filters[0] = '\0';
+#define FILTER(...)                                                                                \
+  snprintf(filters + strlen(filters), sizeof(filters) - strlen(filters), __VA_ARGS__)
   param_i64(q, after);
-  cat(q, "SELECT " AUDIT_EVENT_COLS " FROM audit_events e WHERE e.seq > $%d", q->n);
+  after_param = q->n;
   if (bound > 0) {
     param_i64(q, bound);
-    cat(q, " AND e.seq <= $%d", q->n);
+    bound_param = q->n;
+    FILTER(" AND e.seq <= $%d", q->n);
   }
   if (f->until_seq > 0) {
     param_i64(q, f->until_seq);
-    cat(q, " AND e.seq <= $%d", q->n);
+    until_param = q->n;
+    FILTER(" AND e.seq <= $%d", q->n);
   }
   if (f->subject_type && f->subject_type[0]) {
     param_str(q, f->subject_type);
-    cat(q, " AND e.subject_type = $%d", q->n);
+    FILTER(" AND e.subject_type = $%d", q->n);
   }
   if (f->subject_id) {
     param_i64(q, f->subject_id);
     subject_param = q->n;
-    cat(q, " AND e.subject_id = $%d", q->n);
+    FILTER(" AND e.subject_id = $%d", q->n);
   }
   if (f->actor_user_id) {
     param_i64(q, f->actor_user_id);
-    cat(q, " AND e.actor_user_id = $%d", q->n);
+    FILTER(" AND e.actor_user_id = $%d", q->n);
   }
   if (f->actor_unit_id) {
     param_i64(q, f->actor_unit_id);
-    cat(q, " AND e.actor_unit_id = $%d", q->n);
+    FILTER(" AND e.actor_unit_id = $%d", q->n);
   }
   if (f->actor_token_id) {
     param_i64(q, f->actor_token_id);
-    cat(q, " AND e.actor_token_id = $%d", q->n);
+    FILTER(" AND e.actor_token_id = $%d", q->n);
   }
   if (f->action && f->action[0]) {
     param_str(q, f->action);
-    cat(q, " AND e.action = $%d", q->n);
+    FILTER(" AND e.action = $%d", q->n);
   }
   /* Whole milliseconds compare exactly with the stored microseconds: at >= T ms holds iff
    * floor(at in ms) >= T, which is what audit_filter_match() tests on at_ms. */
   if (f->from_ms) {
     param_i64(q, f->from_ms);
-    cat(q, " AND e.at >= timestamptz 'epoch' + $%d::bigint * interval '1 millisecond'", q->n);
+    FILTER(" AND e.at >= timestamptz 'epoch' + $%d::bigint * interval '1 millisecond'", q->n);
   }
   if (f->to_ms) {
     param_i64(q, f->to_ms);
-    cat(q, " AND e.at < timestamptz 'epoch' + $%d::bigint * interval '1 millisecond'", q->n);
+    FILTER(" AND e.at < timestamptz 'epoch' + $%d::bigint * interval '1 millisecond'", q->n);
   }
-  if (!f->all) {
-    char cond[CLUE_SCOPE_SQL_MAX];
-    param_i64(q, f->scope_unit);
-    param_i64(q, f->scope_user);
-    /* The buffer fits every scope; were it not to, the caller would see nothing. */
-    if (clue_scope_sql(f->clue_scope, "c", q->n - 1, q->n, cond, sizeof(cond)) != 0)
-      snprintf(cond, sizeof(cond), "false");
+#undef FILTER
+  if (f->all) {
+    param_i64(q, limit);
+    cat(q,
+        "SELECT " AUDIT_EVENT_COLS " FROM audit_events e WHERE e.seq > $%d%s ORDER BY e.seq"
+        " LIMIT $%d",
+        after_param, filters, q->n);
+    return;
+  }
+  param_i64(q, f->scope_unit);
+  param_i64(q, f->scope_user);
+  param_i64(q, limit);
+  limit_param = q->n;
+  if (f->subject_id) {
     /* One subject: its sight decided once, before any of its events is read (the condition
      * names no event), so that a hidden clue costs what a missing one does. */
-    if (f->subject_id)
-      cat(q,
-          " AND e.subject_type = 'clue' AND EXISTS (SELECT 1 FROM clues c"
-          " WHERE c.id = $%d AND %s)",
-          subject_param, cond);
-    else
-      cat(q,
-          " AND e.subject_type = 'clue' AND EXISTS (SELECT 1 FROM clues c"
-          " WHERE c.id = e.subject_id AND %s)",
-          cond);
+    char cond[CLUE_SCOPE_SQL_MAX];
+    /* The buffer fits every scope; were it not to, the caller would see nothing. */
+    if (clue_scope_sql(f->clue_scope, "c", q->n - 2, q->n - 1, cond, sizeof(cond)) != 0)
+      snprintf(cond, sizeof(cond), "false");
+    cat(q,
+        "SELECT " AUDIT_EVENT_COLS " FROM audit_events e WHERE e.seq > $%d%s"
+        " AND e.subject_type = 'clue' AND EXISTS (SELECT 1 FROM clues c WHERE c.id = $%d AND %s)"
+        " ORDER BY e.seq LIMIT $%d",
+        after_param, filters, subject_param, cond, limit_param);
+    return;
   }
-  param_i64(q, limit);
-  cat(q, " ORDER BY e.seq LIMIT $%d", q->n);
+  /* The events of the clues the caller sees (v), in seq order, without reading other units'
+   * events beyond a window: the first events after the page's start, up to seq hi (b), are
+   * read in order and kept when their clue is in v (w); should they not fill the page, each of
+   * the caller's clues gives its first events after hi by the subject index, and the page is
+   * the first of both. So a page costs what the caller sees and the window, however long the
+   * log of everyone else is. The membership test is written so that PostgreSQL keeps it a
+   * hashed test on the ordered scan: an IN at the top of WHERE would become a join it may
+   * order otherwise (reading the whole range, or every clue), and a set it guessed too large
+   * to hash would be searched row by row for every event; the set from unnest() of an array
+   * is guessed small, and the table is built for the size it has. */
+  {
+    char ids[CLUE_SCOPE_SQL_MAX], gate[96] = "";
+    if (clue_scope_ids_sql(f->clue_scope, q->n - 2, q->n - 1, ids, sizeof(ids)) != 0)
+      snprintf(ids, sizeof(ids), "SELECT NULL::bigint AS id WHERE false");
+    /* Past an upper bound on seq, the clues need not be asked. */
+    if (bound_param)
+      snprintf(gate + strlen(gate), sizeof(gate) - strlen(gate), " AND (SELECT hi FROM b) < $%d",
+               bound_param);
+    if (until_param)
+      snprintf(gate + strlen(gate), sizeof(gate) - strlen(gate), " AND (SELECT hi FROM b) < $%d",
+               until_param);
+    cat(q,
+        "WITH v AS MATERIALIZED (%s),"
+        " b AS (SELECT least($%d::bigint::numeric + %d * count(*) + %d * $%d::bigint,"
+        " 9223372036854775807)::bigint AS hi FROM v),"
+        " w AS MATERIALIZED (SELECT e.seq FROM audit_events e WHERE e.seq > $%d"
+        " AND e.seq <= (SELECT hi FROM b)%s AND e.subject_type = 'clue'"
+        " AND (e.subject_id IN (SELECT unnest(ARRAY(SELECT id FROM v)))) IS TRUE"
+        " ORDER BY e.seq LIMIT $%d),"
+        " p AS (SELECT seq FROM w UNION ALL SELECT x.seq FROM v CROSS JOIN LATERAL"
+        " (SELECT e.seq FROM audit_events e WHERE e.subject_type = 'clue' AND e.subject_id = v.id"
+        " AND e.seq > (SELECT hi FROM b)%s ORDER BY e.seq LIMIT $%d) x"
+        " WHERE (SELECT count(*) FROM w) < $%d%s ORDER BY 1 LIMIT $%d)"
+        " SELECT " AUDIT_EVENT_COLS " FROM audit_events e"
+        " WHERE e.seq = ANY (ARRAY(SELECT seq FROM p)) ORDER BY e.seq",
+        ids, after_param, AUDIT_WINDOW_PER_CLUE, AUDIT_WINDOW_PER_ROW, limit_param, after_param,
+        filters, limit_param, filters, limit_param, limit_param, gate, limit_param);
+  }
 }
 
 bool audit_filter_match(const audit_filter_t *f, const audit_ev_t *ev) {

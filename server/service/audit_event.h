@@ -51,15 +51,17 @@ typedef struct audit_filter {
 
 /** One parameterized SELECT of events; values point into the struct (do not copy it). */
 typedef struct audit_sql {
-  char text[4096];
+  char text[8192];
   const char *values[AUDIT_SQL_MAX_PARAMS];
   char num[AUDIT_SQL_MAX_PARAMS][24];
   int n;
 } audit_sql_t;
 
 /**
- * Build "SELECT AUDIT_EVENT_COLS FROM audit_events e WHERE seq > after [AND seq <= bound]
- * AND <filter> ORDER BY seq LIMIT limit" into q (bound 0: none).
+ * Build into q the SELECT of AUDIT_EVENT_COLS (table aliased "e") of the first limit events
+ * after seq after [and up to seq bound] that f selects, in seq order (bound 0: none). For a
+ * filter that is not "all" and names no subject, the statement starts from the clues the
+ * viewer sees (clue_scope_ids_sql()), so that its cost follows what they see, not the log.
  */
 void audit_sql_build(audit_sql_t *q, const audit_filter_t *f, int64_t after, int64_t bound,
                      int limit);

@@ -2,7 +2,9 @@
  *
  * Visibility is the WHERE clause built from authz_clue_scope(), which agrees with
  * authz_can_see_clue(); each row is checked against the latter as well, so that a
- * disagreement shows in the log instead of leaking a clue. Lists never carry the reporter
+ * disagreement shows in the log instead of leaking a clue. Short of an AUDITOR, the page is
+ * read from the ids of the clues the caller sees (add_scope()), so that it costs what the caller
+ * sees, not the whole table. Lists never carry the reporter
  * (reporter_on_file only): reading it is GetClue's, which audits the read.
  *
  * Pages are a keyset on the id: the page token holds the last id returned (svc_page_token()).
@@ -64,15 +66,34 @@ static int param_add(list_query_t *q, const char *value) {
   return q->nparams;
 }
 
-/* The visibility clause for scope (not NONE); $1 is the caller's unit, $2 the caller. */
-static void add_scope(list_query_t *q, unsigned scope) {
-  char cond[CLUE_SCOPE_SQL_MAX];
+/* The clause that picks the page among the clues the caller sees; $1 is the caller's unit, $2
+ * the caller, filters the request's conditions on c (each " AND ..."), after_param the page
+ * token's parameter (0: none) and limit the rows to read. An AUDITOR's is a condition on each row
+ * of the walk by id. Anyone else's starts from the ids of the clues they see
+ * (clue_scope_ids_sql(), by the indexes of the sources of sight), newest first, and reads each
+ * by primary key until the page is full: a walk of every clue by id would read the whole table
+ * to fill a page that the caller's few clues cannot fill, and a subject_name search every
+ * clue's name. The LIMIT 1 keeps the probe a nested loop in the order of the ids. */
+static void add_scope(list_query_t *q, unsigned scope, const char *filters, int after_param,
+                      int limit) {
+  char ids[CLUE_SCOPE_SQL_MAX], after[32] = "";
 
-  if (clue_scope_sql(scope, "c", 1, 2, cond, sizeof(cond)) != 0) {
+  if (after_param)
+    snprintf(after, sizeof(after), " AND c.id < $%d", after_param);
+  if (scope & AUTHZ_SCOPE_ALL) {
+    sql_add(q, "true%s%s", filters, after);
+    return;
+  }
+  if (clue_scope_ids_sql(scope, 1, 2, ids, sizeof(ids)) != 0) {
     q->overflow = 1;
     return;
   }
-  sql_add(q, "%s", cond);
+  if (after_param)
+    snprintf(after, sizeof(after), " WHERE id < $%d", after_param);
+  sql_add(q,
+          "c.id = ANY (ARRAY(SELECT v.id FROM (SELECT id FROM (%s) vi%s ORDER BY id DESC) v"
+          " CROSS JOIN LATERAL (SELECT 1 FROM clues c WHERE c.id = v.id%s LIMIT 1) f LIMIT %d))",
+          ids, after, filters, limit);
 }
 
 typedef struct list_ctx {
@@ -177,7 +198,9 @@ void clue_list_clues(rpc_call_t *call, const ProtobufCMessage *m) {
   list_query_t *q;
   list_ctx_t *lc;
   int64_t after = 0;
+  int after_param;
   const char *subject;
+  char *filters;
 
   if ((lc = rpc_call_alloc(call, sizeof(*lc))) == NULL) {
     clue_oom(call);
@@ -199,8 +222,7 @@ void clue_list_clues(rpc_call_t *call, const ProtobufCMessage *m) {
   }
   (void)param_add(q, svc_i64(call, p.unit_id, 0));
   (void)param_add(q, svc_i64(call, p.user_id, 0));
-  sql_add(q, "%s", list_head_sql);
-  add_scope(q, scope);
+  /* The filters first, on their own: add_scope() puts them where they apply. */
   /* "My queue": the clues the caller is a handler of, while the assigning owner owns them. */
   if (req->assigned_to_me)
     sql_add(q, " AND c.id = ANY (ARRAY(SELECT mh.clue_id FROM clue_handlers mh JOIN clues mc"
@@ -231,8 +253,16 @@ void clue_list_clues(rpc_call_t *call, const ProtobufCMessage *m) {
   add_time(call, q, "created_at", "<", req->created_to_ms);
   add_time(call, q, "updated_at", ">=", req->updated_from_ms);
   add_time(call, q, "updated_at", "<", req->updated_to_ms);
-  if (after > 0)
-    sql_add(q, " AND c.id < $%d", param_add(q, svc_i64(call, after, 0)));
+  after_param = after > 0 ? param_add(q, svc_i64(call, after, 0)) : 0;
+  if (q->overflow || (filters = rpc_call_alloc(call, q->len + 1)) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  memcpy(filters, q->sql, q->len + 1);
+  q->len = 0;
+  q->sql[0] = '\0';
+  sql_add(q, "%s", list_head_sql);
+  add_scope(q, scope, filters, after_param, (int)lc->page_size + 1);
   sql_add(q, " ORDER BY c.id DESC LIMIT %d", (int)lc->page_size + 1);
   for (int i = 0; i < q->nparams; i++)
     if (q->params[i] == NULL)
