@@ -82,9 +82,13 @@ static void checked(const db_result_t *r, void *arg) {
     const char *why = r->message && *r->message ? r->message : db_strerror(r->err);
     int allow = w->srv->cfg.allow_schema_drift;
 
-    /* The pool's health covers a lost database. */
-    if (r->err == DB_EUNAVAILABLE)
+    /* The pool's health covers a lost database, and its bounds a busy one (a full queue):
+     * only the check's own statement failing counts. */
+    if (r->err != DB_EQUERY) {
+      if (r->err != DB_EUNAVAILABLE)
+        log_warn("schema check failed: %s", why);
       return;
+    }
     if (++w->failed < SCHEMA_CHECK_FAILS_MAX) {
       log_warn("schema check failed: %s", why);
       return;
