@@ -1229,6 +1229,7 @@ typedef struct witness_seen {
                        * reported on stderr (a call, a file) */
   uint64_t size;      /* events of the server's checkpoint; 0: not read */
   uint64_t last_size; /* events of the last one kept; 0: none */
+  int none;           /* GetCheckpoint answered NOT_FOUND: none is published yet */
 } witness_seen_t;
 
 /* The witness followed a key rotation: DIR/key.pub, if it is kept, becomes the key that
@@ -1268,8 +1269,10 @@ static int witness_poll(cli_t *cli, const char *dir, const keyset_t *keys, witne
   leaves_t kept = {0};
   int rc;
 
-  if ((rc = get_checkpoint(cli, &cp)) != 0)
+  if ((rc = get_checkpoint(cli, &cp)) != 0) {
+    ws->none = cli->last_code == CLUE_STATUS_NOT_FOUND;
     return rc;
+  }
   rc = CLI_FAILED;
   ws->size = cp->tree_size > 0 ? (uint64_t)cp->tree_size : 0; /* as it claims, until checked */
   ws->result = "fail"; /* each FAIL below; a call or a write that fails says otherwise */
@@ -1389,9 +1392,10 @@ out:
 }
 
 /* A poll that failed for a reason that passes (the server restarting or unreachable, its
- * database down, its tree not yet read that far): the witness reports it and polls on. Only
- * what the checkpoints say (a bad signature, a fork, a shrink) and what cannot pass (no
- * permission, a bad key) end it. */
+ * database down, its tree not yet read that far, no checkpoint published yet: the caller
+ * checks that GetCheckpoint's NOT_FOUND): the witness reports it and polls on. Only what the
+ * checkpoints say (a bad signature, a fork, a shrink) and what cannot pass (no permission, a
+ * bad key) end it. */
 static int witness_transient(int code) {
   return code == CLUE_STATUS_UNAVAILABLE || code == CLUE_STATUS_DEADLINE_EXCEEDED ||
          code == CLUE_STATUS_OUT_OF_RANGE || code == CLUE_STATUS_RESOURCE_EXHAUSTED ||
@@ -1401,8 +1405,8 @@ static int witness_transient(int code) {
 /* One poll, and what it saw on stdout: its lines, or with --json one JSON object on one line
  * ("result": kept, unchanged, fail or error; "tree_size", "last_size"; "status" of a failed
  * call; "message": the lines people read). */
-static int witness_poll_shown(cli_t *cli, const char *dir, const keyset_t *keys) {
-  witness_seen_t ws = {NULL, NULL, 0, 0};
+static int witness_poll_shown(cli_t *cli, const char *dir, const keyset_t *keys, int *none) {
+  witness_seen_t ws = {NULL, NULL, 0, 0, 0};
   char *text = NULL;
   size_t len = 0;
   int rc;
@@ -1410,6 +1414,7 @@ static int witness_poll_shown(cli_t *cli, const char *dir, const keyset_t *keys)
   if ((ws.o = open_memstream(&text, &len)) == NULL)
     return cli_oom(cli);
   rc = witness_poll(cli, dir, keys, &ws);
+  *none = ws.none;
   if (cli_memstream_text(ws.o, &text) == NULL)
     return cli_oom(cli);
   if (!cli->json) {
@@ -1436,6 +1441,28 @@ static int witness_poll_shown(cli_t *cli, const char *dir, const keyset_t *keys)
   return rc;
 }
 
+/* Learn the server's key from its checkpoint and keep it in path (DIR/key.pub). *none: there
+ * is no checkpoint yet (GetCheckpoint answered NOT_FOUND). */
+static int witness_first_key(cli_t *cli, const char *path, keyset_t *keys, int *none) {
+  Clue__V1__Checkpoint *cp = NULL;
+  char vkey[256];
+  int rc;
+
+  if ((rc = get_checkpoint(cli, &cp)) != 0) {
+    *none = cli->last_code == CLUE_STATUS_NOT_FOUND;
+    return rc;
+  }
+  rc = load_key(cli, cp, &keys->k[0]);
+  protobuf_c_message_free_unpacked(&cp->base, NULL);
+  if (rc != 0)
+    return rc;
+  keys->n = 1;
+  if (note_key_public_text(&keys->k[0], vkey, sizeof(vkey)) != 0)
+    return cli_oom(cli);
+  strcat(vkey, "\n");
+  return write_file(cli, path, vkey);
+}
+
 int audit_tree_witness(cli_t *cli, const cli_args_t *args) {
   const char *dir = cli_arg(args, "dir");
   int64_t interval = 10;
@@ -1455,26 +1482,15 @@ int audit_tree_witness(cli_t *cli, const cli_args_t *args) {
     if (note_key_read_file(path, &keys.k[0], err, sizeof(err)) != 0)
       return cli_usage_error(cli, "%s", err);
     keys.n = 1;
-  } else if (keys.n == 0) {
-    Clue__V1__Checkpoint *cp = NULL;
-    char vkey[256];
-    if ((rc = get_checkpoint(cli, &cp)) != 0)
-      return rc;
-    rc = load_key(cli, cp, &keys.k[0]);
-    protobuf_c_message_free_unpacked(&cp->base, NULL);
-    if (rc != 0)
-      return rc;
-    keys.n = 1;
-    if (note_key_public_text(&keys.k[0], vkey, sizeof(vkey)) != 0)
-      return cli_oom(cli);
-    strcat(vkey, "\n");
-    if (write_file(cli, path, vkey) != CLI_OK)
-      return CLI_FAILED;
   }
   for (;;) {
+    int none = 0;
     cli->last_code = 0;
-    rc = witness_poll_shown(cli, dir, &keys);
-    if (rc != CLI_OK && !cli_flag(args, "once") && witness_transient(cli->last_code))
+    /* Without a key, the server's on first use, from its first checkpoint. */
+    rc = keys.n == 0 ? witness_first_key(cli, path, &keys, &none) : CLI_OK;
+    if (rc == CLI_OK)
+      rc = witness_poll_shown(cli, dir, &keys, &none);
+    if (rc != CLI_OK && !cli_flag(args, "once") && (none || witness_transient(cli->last_code)))
       fprintf(stderr, "cluectl %s: polling again in %lld s\n", cli->cmd, (long long)interval);
     else if (rc != CLI_OK || cli_flag(args, "once"))
       return rc;

@@ -485,6 +485,22 @@ void audit_tail_kick(audit_tail_t *t) {
     tail_schedule(t, due - now);
 }
 
+void audit_tail_restart(audit_tail_t *t) {
+  switch (t->state) {
+  case TAIL_IDLE:
+    tail_set_state(t, TAIL_OFF);
+    tail_start(t);
+    return;
+  case TAIL_FETCHING:
+  case TAIL_REFETCH:
+    /* Its answer is dropped (tail_done()), which then starts again: followers remain. */
+    tail_set_state(t, TAIL_STOPPING);
+    return;
+  default:
+    return; /* a start reads a new snapshot anyway; off, stopping or closed: nothing to drop */
+  }
+}
+
 void audit_tail_committed(server_t *srv) {
   if (srv->tail)
     audit_tail_kick(srv->tail);

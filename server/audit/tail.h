@@ -52,6 +52,15 @@ int audit_tail_follow(audit_tail_t *t, audit_tail_follower_t *f)
 /** Stop following; the tail stops reading when nobody follows. No-op if not following. */
 void audit_tail_unfollow(audit_tail_follower_t *f);
 
+/**
+ * Start over from a new snapshot of audit_events, as at the first follow: the ring and the
+ * frontier are dropped (the answer of a fetch in flight with them) and the epoch bumped.
+ * For a follower that found that the ring is not the database's log (audit/tree.c: events
+ * it holds were lost or replaced, as by a failover to a standby that lacked them). Not from
+ * an advanced() callback (a fan-out may be walking the ring). No-op while not following.
+ */
+void audit_tail_restart(audit_tail_t *t);
+
 /** Something may be new, or tokens need checking: fetch now (or within the pace). */
 void audit_tail_kick(audit_tail_t *t);
 

@@ -7,13 +7,14 @@
  * their leaf hashes, or, when the last leaf is behind the ring (at start, or after another
  * builder held the lock), from the database with seq <= the tail's frontier (FETCH), which
  * reads exactly the committed events up to it. It appends them in seq order (APPEND) through
- * audit_tree_append(),
- * which refuses unless this instance holds the builder lock and the tree is still as long
- * as it was read. The leaves are added to the in-memory tree before the append is sent, so
- * that the checkpoint's root can be computed; if the append is refused they are dropped
- * again (merkle trees are cut back by size alone), and the next round reads what the other
- * builder wrote. Proofs and exports use only the leaves known to be in the table
- * (durable).
+ * audit_tree_append(), which refuses unless this instance holds the builder lock, the tree is
+ * still as long as it was read, and each leaf is the leaf of the event audit_events holds at
+ * its seq (0056: after a failover to a standby that lacked the last events, the ring holds
+ * events the database lost or gave other events' seqs; see leaves_unbacked()). The leaves
+ * are added to the in-memory tree before the append is sent, so that the checkpoint's root
+ * can be computed; if the append is refused they are dropped again (merkle trees are cut
+ * back by size alone), and the next round reads what the other builder wrote. Proofs and
+ * exports use only the leaves known to be in the table (durable).
  *
  * Why it never loses or reorders a leaf: a builder appends only seqs the frontier decided,
  * in increasing order, right after the last leaf, and the append is a compare-and-swap on
@@ -92,6 +93,7 @@ struct audit_tree {
   uint64_t next_sync;    /* a builder: loop time from which a round reads the leaves first */
   int appending_full;    /* the append in flight carries a full batch: go on at once */
   int appending_cp;      /* the append in flight carries a checkpoint */
+  int64_t unbacked_seq;  /* the seq of the last leaf audit_tree_append() refused as unbacked */
   int64_t appending_ms;  /* ... published at this time */
   uint64_t syncs;        /* SYNCs begun; the one in flight (if any) is the last */
   tree_waiter_t *waiters;
@@ -321,6 +323,49 @@ static void prev_no_longer_needed(audit_tree_t *t) {
 
 /* ---- APPEND ------------------------------------------------------------------------------ */
 
+/* audit_tree_append() refused a leaf that audit_events does not back (ans: "gone <seq>" or
+ * "differs <seq>", migration 0056): the log this builder took its leaves from, the tail's
+ * ring, is not the database's. Nothing was appended nor signed. Drop those leaves and the
+ * tail's ring and frontier, and read the leaves, then the log, again from the database: a
+ * tree that lost leaves is then reported as such (leaves_lost_check()), and the builder goes
+ * on with the events the database holds. The same seq refused again, leaves built from the
+ * database this time, is no stale ring (an event that keeps changing, or a leaf computed two
+ * ways): the builder halts rather than go round. */
+static void leaves_unbacked(audit_tree_t *t, const char *ans) {
+  int gone = strncmp(ans, "gone ", 5) == 0;
+  int64_t seq = strtoll(ans + (gone ? 5 : 8), NULL, 10);
+  int64_t idx = -1;
+
+  for (uint64_t i = t->durable; i < t->mt.size; i++)
+    if (t->seqs[i] == seq)
+      idx = (int64_t)i;
+  leaves_cut(t);
+  if (seq == t->unbacked_seq) {
+    snprintf(t->why, sizeof(t->why),
+             "the leaf of seq %lld, read again from audit_events, is still refused by "
+             "audit_tree_append() as not that event's",
+             (long long)seq);
+    t->forked = t->why;
+    log_error("audit tree: %s (the event is changing, or clued and the database hash it "
+              "differently); no leaf is appended and no checkpoint signed until clued is "
+              "restarted",
+              t->forked);
+    tree_wait(t, SYNC_MS);
+    return;
+  }
+  t->unbacked_seq = seq;
+  log_error("audit tree: audit_tree_append() refused leaf %lld (seq %lld): %s. The log this "
+            "server built the tree from is not the database's: events it held were lost or "
+            "replaced (a failover to a standby that lacked them?) or changed by hand. Nothing "
+            "was appended nor signed; the log is read again from the database",
+            (long long)idx, (long long)seq,
+            gone ? "audit_events has no event of that seq"
+                 : "the event audit_events holds at that seq is not the one it hashes");
+  if (t->follower.tail)
+    audit_tail_restart(t->follower.tail);
+  tree_wait(t, 0); /* leaves_cut(): the next round reads the leaves first */
+}
+
 static void on_append(const db_result_t *r, void *arg) {
   audit_tree_t *t = arg;
   const char *ans;
@@ -329,7 +374,12 @@ static void on_append(const db_result_t *r, void *arg) {
     return;
   t->refs--;
   ans = r->err == DB_OK ? db_value(r, 0, 0) : NULL;
+  if (ans && (strncmp(ans, "gone ", 5) == 0 || strncmp(ans, "differs ", 8) == 0)) {
+    leaves_unbacked(t, ans);
+    return;
+  }
   if (ans && strcmp(ans, "ok") == 0) {
+    t->unbacked_seq = 0;
     t->durable = t->mt.size;
     if (t->appending_cp) {
       t->cp_size = t->durable;

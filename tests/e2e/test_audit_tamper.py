@@ -196,6 +196,11 @@ class Log:
             cur.execute("COMMIT")
         return rows
 
+    def db_rows(self, q, *args):
+        with self.db.cursor() as cur:
+            cur.execute(q, args)
+            return cur.fetchall()
+
     def one(self, q, *args):
         with self.db.cursor() as cur:
             cur.execute(q, args)
@@ -505,6 +510,75 @@ def test_leaves_lost_under_a_running_server_are_reported():
         harness.time.sleep(1.5)
         assert log.srv.output().count("fewer than the") == 1, "said more than once"
     finally:
+        log.close()
+
+
+def test_leaves_the_log_does_not_back_are_never_appended():
+    """The builder holds decided events in memory (the tail's ring) that audit_events then
+    no longer has, or has other events under their seqs: as after a failover to an
+    asynchronous standby that lacked them, whose sequence hands those seqs out again. Held
+    back by its advisory lock (as by another builder), it appended their leaves once let go,
+    and signed a checkpoint over them. audit_tree_append() refuses a leaf that is not the
+    stored event's: nothing is appended nor signed over them, the builder says why, reads
+    the log again from the database and goes on with the events it holds."""
+    log = Log()
+    locker = log.pg.connect(log.dbname)
+    try:
+        a, md = S.audit_pb2_grpc.AuditServiceStub(log.w.auditor.channel), log.w.auditor.metadata
+        n0 = log.nevents()
+        last = log.one("SELECT max(seq) FROM audit_leaves")[0]
+        assert log.one("SELECT count(*) FROM audit_leaves")[0] == n0
+        with locker.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(1668052325, 1)")  # the builder's: appends answer 'busy'
+        g = log.w.G3
+        for i in range(3):
+            g.member.clue.SubmitClue(pb.SubmitClueRequest(
+                request_id=new_request_id(), title=f"将丢失{i}", summary="摘要",
+                source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT, subject=pb.SubjectPerson(name="李四"),
+                host_unit="市卫生健康委"), timeout=20)
+        lost = [r[0] for r in log.db_rows("SELECT seq FROM audit_events WHERE seq > %s ORDER BY seq", last)]
+        assert len(lost) >= 3, lost
+        # The server's tail has decided them (its ring holds them) once a watcher has them.
+        call = a.WatchEvents(AU.WatchEventsRequest(after_seq=last), metadata=md, timeout=20)
+        got = []
+        for ev in call:
+            got.append(ev.seq)
+            if len(got) == len(lost):
+                break
+        call.cancel()
+        assert got == lost, (got, lost)
+        # What the failover leaves: the events after the last leaf gone, the sequence handing
+        # their seqs out again, and another event under the second of them.
+        log.sql(("DELETE FROM audit_events WHERE seq > %s", (last,)),
+                ("SELECT setval(pg_get_serial_sequence('audit_events', 'seq'), %s)", (lost[0],)))
+        with log.db.cursor() as cur:
+            cur.execute("SELECT (audit_append(NULL, NULL, 'clue.note', 'clue', %s, NULL, NULL, NULL, '新主库的事件',"
+                        " '{}')).seq", (log.clues[0],))
+            assert cur.fetchone()[0] == lost[1]
+        with locker.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock(1668052325, 1)")
+        harness.wait_for(lambda: cp_size(a, md) > n0 or "refused leaf" in log.srv.output(), timeout=30,
+                         what="the builder's append once let go")
+        harness.time.sleep(0.5)  # a checkpoint signed right after a wrong append would show by now
+        by_seq = {r["seq"]: tlog.leaf_hash_of_row(r) for r in tlog.rows(log.db)}
+        for idx, seq, leaf in log.db_rows("SELECT idx, seq, leaf FROM audit_leaves WHERE idx >= %s ORDER BY idx",
+                                          n0):
+            assert seq in by_seq, f"leaf {idx} was appended for seq {seq}, which audit_events does not hold"
+            assert bytes(leaf) == by_seq[seq], f"leaf {idx} of seq {seq} is not the leaf of the event stored there"
+        out = log.srv.output()
+        assert (f"audit_tree_append() refused leaf {n0} (seq {lost[0]}): audit_events has no event of that seq. "
+                "The log this server built the tree from is not the database's") in out, out
+        # It goes on with the database's events: the new one under a reused seq is signed.
+        harness.wait_for(lambda: cp_size(a, md) == n0 + 1, timeout=30, what="a checkpoint of the database's log")
+        leaves = log.db_rows("SELECT seq, leaf FROM audit_leaves ORDER BY idx")
+        assert [q for q, _ in leaves] == sorted(by_seq) and all(bytes(h) == by_seq[q] for q, h in leaves)
+        assert log.one("SELECT max(tree_size) FROM audit_checkpoints")[0] == n0 + 1
+        root = log.one("SELECT root FROM audit_checkpoints WHERE tree_size = %s", n0 + 1)[0]
+        assert bytes(root) == tlog.mth([bytes(h) for _, h in leaves])
+        out = log.srv.output()
+        assert out.count("refused leaf") == 1 and "no leaf is appended" not in out, out
+    finally:
+        locker.close()
         log.close()
 
 

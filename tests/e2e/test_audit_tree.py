@@ -588,6 +588,57 @@ def test_the_witness_polls_on_across_a_restart(c):
         b.stop()
 
 
+def test_the_witness_waits_for_the_first_checkpoint(c):
+    """A witness started before the first checkpoint is published (with a new server, or its
+    builder held back) is told NOT_FOUND: that passes, so it polls on and keeps the first
+    checkpoint once one is signed, with --key or learning the server's key from it. With
+    --once it still ends with exit status 1."""
+    pg = harness.Postgres.get()
+    dbname = pg.new_database()
+    lock = pg.connect(dbname)
+    witnesses, srv, w = [], None, None
+    try:
+        with lock.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(1668052325, 1)")  # the builder's: no append, no checkpoint
+        srv = harness.Clued(pg.url(dbname), args=["--audit-signing-key", c.key, "--checkpoint-interval", "300ms"]).start()
+        w = world.build(srv)
+        env = dict(os.environ, CLUED_SERVER=srv.addr, CLUED_TOKEN=w.auditor.token)
+        r = harness.cluectl("audit", "witness", "--dir", os.path.join(c.tmp, "witness-once-first"), "--once",
+                            "--key", c.key + ".pub", env=env, check=1)
+        assert r.stderr.startswith("NOT_FOUND: no checkpoint has been published yet"), r.stderr
+        for name, key in (("witness-first", ["--key", c.key + ".pub"]), ("witness-first-tofu", [])):
+            wd = os.path.join(c.tmp, name)
+            witnesses.append((wd, subprocess.Popen(
+                [harness.CLUECTL, "audit", "witness", "--dir", wd, "--interval", "1", *key], env=env,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+        time.sleep(2.5)  # polls meet no checkpoint
+        for wd, p in witnesses:
+            assert p.poll() is None, p.communicate()
+            assert not os.path.exists(os.path.join(wd, "latest"))
+        with lock.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock(1668052325, 1)")
+        harness.wait_for(lambda: all(os.path.exists(os.path.join(wd, "latest")) or p.poll() is not None
+                                     for wd, p in witnesses), timeout=60, what="the first checkpoint kept")
+        for wd, p in witnesses:
+            assert p.poll() is None, p.communicate()
+            p.send_signal(2)
+            out, err = p.communicate(timeout=20)
+            assert p.returncode == 0, (p.returncode, out, err)
+            assert "NOT_FOUND: no checkpoint has been published yet" in err and "polling again in 1 s" in err, err
+            assert out.startswith("kept checkpoint of "), out
+        assert open(os.path.join(witnesses[1][0], "key.pub")).read().strip() == c.vkey
+    finally:
+        for _, p in witnesses:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+        if w:
+            w.close()
+        if srv:
+            srv.stop()
+        lock.close()
+
+
 def test_a_checkpoint_dated_ahead_does_not_hold_the_next_back(c):
     """A checkpoint's time is the database's clock. One dated ahead of clued's clock (a database
     host whose clock ran 90 s fast) must not hold back the next checkpoint of a restarted
