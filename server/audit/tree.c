@@ -108,6 +108,10 @@ uint64_t audit_tree_size(const audit_tree_t *t) {
   return t->durable;
 }
 
+int audit_tree_halted(const audit_tree_t *t) {
+  return t->forked != NULL;
+}
+
 int64_t audit_tree_seq(const audit_tree_t *t, uint64_t i) {
   return i < t->durable ? t->seqs[i] : -1;
 }

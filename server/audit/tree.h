@@ -72,6 +72,11 @@ const merkle_tree_t *audit_tree_merkle(const audit_tree_t *t);
 /** Leaves known to be in the database: proofs and exports use no more. */
 uint64_t audit_tree_size(const audit_tree_t *t);
 
+/** Whether the tree stopped following the log (a changed or shrunk tree, a checkpoint of a key
+ * it does not hold, a leaf the database keeps refusing; logged once as an ERROR): it appends
+ * and signs nothing until clued is restarted. */
+int audit_tree_halted(const audit_tree_t *t);
+
 /** The seq of leaf i, or -1. */
 int64_t audit_tree_seq(const audit_tree_t *t, uint64_t i);
 

@@ -449,6 +449,10 @@ int metrics_render(server_t *srv, char **out, size_t *len) {
   if (srv->tree) {
     family(&o, "clued_audit_tree_size", "gauge", "Leaves of the audit log's Merkle tree this instance follows.");
     outf(&o, "clued_audit_tree_size %llu\n", (unsigned long long)audit_tree_size(srv->tree));
+    family(&o, "clued_audit_tree_halted", "gauge",
+           "1 while the audit tree stopped following the log (see the ERROR logged): nothing "
+           "is appended or signed until a restart.");
+    outf(&o, "clued_audit_tree_halted %d\n", audit_tree_halted(srv->tree));
   }
   process_out(&o);
   if (o.oom) {

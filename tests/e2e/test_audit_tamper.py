@@ -21,6 +21,7 @@ from harness import new_request_id  # noqa: E402
 import tlog  # noqa: E402
 import world  # noqa: E402
 from test_audit_tree import cp_size  # noqa: E402
+from test_metrics import MetricsClued, scrape, value  # noqa: E402
 
 S = harness.stubs()
 AU = S.audit_pb2
@@ -83,16 +84,17 @@ class Log:
         self.pg = harness.Postgres.get()
         self.dbname = self.pg.new_database()
         self.url = self.pg.url(self.dbname)
-        self.args = ["--audit-signing-key", KEY, "--checkpoint-every", "1000", "--checkpoint-interval", "200ms"]
+        self.args = ["--audit-signing-key", KEY, "--checkpoint-every", "1000", "--checkpoint-interval", "200ms",
+                     "--metrics-listen", "127.0.0.1:0"]
         if upgraded:
             old = migrations_before("0031")
             # The shims are overloads of clued's writers that no migration defines.
-            self.srv = harness.Clued(self.url, args=self.args + ["--migrations", old, "--allow-schema-drift"])
+            self.srv = MetricsClued(self.url, args=self.args + ["--migrations", old, "--allow-schema-drift"])
             self.srv.run("migrate", "--migrations", old)
             self._fingerprint_shims(True)
             self.srv.start(migrate=False)
         else:
-            self.srv = harness.Clued(self.url, args=self.args).start()
+            self.srv = MetricsClued(self.url, args=self.args).start()
         try:
             self._populate(upgraded)
         except BaseException:
@@ -149,7 +151,7 @@ class Log:
         with the same users and tokens on its new address."""
         self.w.close()
         self.srv.stop()
-        self.srv = harness.Clued(self.url, args=self.args).start(migrate=migrate)
+        self.srv = MetricsClued(self.url, args=self.args).start(migrate=migrate)
         seen = set()
         for u in [*self.w.users, self.w.admin, self.w.auditor]:
             if id(u) not in seen:
@@ -499,6 +501,7 @@ def test_leaves_lost_under_a_running_server_are_reported():
         harness.wait_for(lambda: cp_size(a, log.w.auditor.metadata) == log.nevents(), timeout=60,
                          what="the tree over every event")
         n = log.one("SELECT count(*) FROM audit_events WHERE seq <= %s", keep)[0]
+        assert value(scrape(log.srv.metrics_addr), "clued_audit_tree_halted") == 0
         log.sql(("DELETE FROM audit_events WHERE seq > %s", (keep,)),
                 ("DELETE FROM audit_leaves WHERE idx >= %s", (n,)),
                 ("DELETE FROM audit_checkpoints WHERE tree_size > %s", (n,)))
@@ -509,6 +512,7 @@ def test_leaves_lost_under_a_running_server_are_reported():
                          what="the builder's finding in its log")
         harness.time.sleep(1.5)
         assert log.srv.output().count("fewer than the") == 1, "said more than once"
+        assert value(scrape(log.srv.metrics_addr), "clued_audit_tree_halted") == 1
     finally:
         log.close()
 

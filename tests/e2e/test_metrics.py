@@ -131,7 +131,8 @@ def test_metrics_endpoint():
         for name, labels in (("clued_connections_open", {}), ("clued_streams_open", {}), ("clued_request_bytes_kept", {}),
                              ("clued_db_pool_connections", {"state": "idle"}), ("clued_db_queue_depth", {}),
                              ("clued_db_query_seconds_count", {}), ("clued_audit_watchers", {}),
-                             ("clued_audit_tree_size", {}), ("process_resident_memory_bytes", {}),
+                             ("clued_audit_tree_size", {}), ("clued_audit_tree_halted", {}),
+                             ("process_resident_memory_bytes", {}),
                              ("process_cpu_seconds_total", {}), ("process_open_fds", {})):
             assert value(text, name, **labels) is not None, name
         assert value(text, "clued_db_query_seconds_count") > 0
