@@ -139,6 +139,8 @@ def test_an_option_of_another_command_is_a_usage_error():
                            [harness.CLUED, *args, "--out", "/nonexistent/k"], capture_output=True, text=True, timeout=30)
         assert r.returncode == 2, r
         assert f"--{opt} is not an option of {args[0]}" in r.stderr, r.stderr
+    help_text = subprocess.run([harness.CLUED, "help"], capture_output=True, text=True, timeout=30).stdout
+    assert "migrate takes --database-url, --migrations, --allow-superuser and --repair" in help_text, help_text
     # The options a command reads still pass (and fail later, on the unreachable database).
     r = subprocess.run([harness.CLUED, "migrate", "--repair", "--log-format", "json", "--database-url", url],
                        capture_output=True, text=True, timeout=30)
