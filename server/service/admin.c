@@ -118,7 +118,6 @@ static int validate_create_unit(const Clue__V1__CreateUnitRequest *req, validate
   bool group = req->kind == CLUE__V1__UNIT_KIND__UNIT_KIND_GROUP, known;
 
   validate_errors_init(e);
-  validate_each(e, validate_uuid("request_id", req->request_id, false, validate_slot(e)));
   known = validate_each(e, validate_enum("kind", req->kind, 1, 4, validate_slot(e))) == 0;
   validate_each(e, validate_unit_code(req->code, validate_slot(e)));
   validate_each(e, validate_name("name", req->name, true, validate_slot(e)));
@@ -142,6 +141,7 @@ static int validate_create_unit(const Clue__V1__CreateUnitRequest *req, validate
     if (validate_each(e, validate_name("host_units", host, true, validate_slot(e))) != 0)
       break;
   }
+  validate_each(e, validate_uuid("request_id", req->request_id, false, validate_slot(e)));
   return validate_errors_result(e);
 }
 
@@ -274,10 +274,10 @@ static void create_user(rpc_call_t *call, const ProtobufCMessage *m) {
   if (!svc_require_admin(call))
     return;
   validate_errors_init(&e);
-  validate_each(&e, validate_uuid("request_id", req->request_id, false, validate_slot(&e)));
   validate_each(&e, validate_id("unit_id", req->unit_id, validate_slot(&e)));
   validate_each(&e, validate_name("name", req->name, true, validate_slot(&e)));
   validate_each(&e, validate_enum("role", req->role, 1, 4, validate_slot(&e)));
+  validate_each(&e, validate_uuid("request_id", req->request_id, false, validate_slot(&e)));
   if (clue_invalid_each(call, &e))
     return;
   /* The domain decides whether the role fits the unit: read the unit's kind first. */
@@ -341,9 +341,9 @@ static void disable_user(rpc_call_t *call, const ProtobufCMessage *m) {
   if (!svc_require_admin(call))
     return;
   validate_errors_init(&e);
-  validate_each(&e, validate_uuid("request_id", req->request_id, false, validate_slot(&e)));
   validate_each(&e, validate_id("user_id", req->user_id, validate_slot(&e)));
   validate_each(&e, validate_reason("reason", req->reason, false, validate_slot(&e)));
+  validate_each(&e, validate_uuid("request_id", req->request_id, false, validate_slot(&e)));
   if (clue_invalid_each(call, &e))
     return;
   params[0] = actor_user(call);
@@ -391,9 +391,9 @@ static void issue_token(rpc_call_t *call, const ProtobufCMessage *m) {
   if (!svc_require_admin(call))
     return;
   validate_errors_init(&e);
-  validate_each(&e, validate_uuid("request_id", req->request_id, false, validate_slot(&e)));
   validate_each(&e, validate_id("user_id", req->user_id, validate_slot(&e)));
   validate_each(&e, validate_name("note", req->note, false, validate_slot(&e)));
+  validate_each(&e, validate_uuid("request_id", req->request_id, false, validate_slot(&e)));
   if (clue_invalid_each(call, &e))
     return;
   token = rpc_call_alloc(call, AUTH_TOKEN_LEN + 1);
@@ -440,8 +440,8 @@ static void revoke_token(rpc_call_t *call, const ProtobufCMessage *m) {
   if (!svc_require_admin(call))
     return;
   validate_errors_init(&e);
-  validate_each(&e, validate_uuid("request_id", req->request_id, false, validate_slot(&e)));
   validate_each(&e, validate_id("token_id", req->token_id, validate_slot(&e)));
+  validate_each(&e, validate_uuid("request_id", req->request_id, false, validate_slot(&e)));
   if (clue_invalid_each(call, &e))
     return;
   params[0] = actor_user(call);

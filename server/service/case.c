@@ -831,10 +831,10 @@ static void change_member(rpc_call_t *call, const ProtobufCMessage *m, const cha
 
   /* Every violation, one per field; removals say why, additions may. */
   validate_errors_init(&e);
-  validate_each(&e, validate_uuid("request_id", request_id, false, validate_slot(&e)));
   validate_each(&e, validate_id("case_id", case_id, validate_slot(&e)));
   validate_each(&e, validate_id(id_field, id, validate_slot(&e)));
   validate_each(&e, validate_reason("reason", reason, remove, validate_slot(&e)));
+  validate_each(&e, validate_uuid("request_id", request_id, false, validate_slot(&e)));
   if (clue_invalid_each(call, &e))
     return;
   if ((mr = rpc_call_alloc(call, sizeof(*mr))) == NULL) {

@@ -155,8 +155,8 @@ static void revoke_my_token(rpc_call_t *call, const ProtobufCMessage *m) {
   int np;
 
   validate_errors_init(&e);
-  validate_each(&e, validate_uuid("request_id", req->request_id, false, validate_slot(&e)));
   validate_each(&e, validate_id("token_id", req->token_id, validate_slot(&e)));
+  validate_each(&e, validate_uuid("request_id", req->request_id, false, validate_slot(&e)));
   if (clue_invalid_each(call, &e))
     return;
   params[0] = caller_user(call);

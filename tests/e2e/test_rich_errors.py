@@ -151,9 +151,20 @@ def test_bad_request_names_every_bad_field(c):
             (L.rect.CreateItem, rp.CreateItemRequest(source=rp.RECTIFICATION_SOURCE_CLUE, source_case_id=4),
              ["host_unit", "description", "category", "source_clue_id", "source_case_id",
               "deadline_ms", "request_id"]),
-            # request_id is the last field of a submission too.
+            # request_id is the last field of a submission too, and of the administration,
+            # token and case-membership requests.
             (c.w.G1.member.clue.SubmitClue, pb.SubmitClueRequest(),
-             ["title", "summary", "source", "subject.name", "host_unit", "request_id"])):
+             ["title", "summary", "source", "subject.name", "host_unit", "request_id"]),
+            (c.w.admin.admin.CreateUnit, S.admin_pb2.CreateUnitRequest(kind=9, code="!", request_id="zzz"),
+             ["kind", "code", "name", "request_id"]),
+            (c.w.admin.admin.CreateUser, S.admin_pb2.CreateUserRequest(unit_id=-1, role=9, request_id="zzz"),
+             ["unit_id", "name", "role", "request_id"]),
+            (c.w.admin.admin.RevokeToken, S.admin_pb2.RevokeTokenRequest(token_id=-1, request_id="zzz"),
+             ["token_id", "request_id"]),
+            (c.w.G1.member.tokens.RevokeMyToken, S.token_pb2.RevokeMyTokenRequest(token_id=-1, request_id="zzz"),
+             ["token_id", "request_id"]),
+            (c.w.R1.leader.case.AddParticipant, cs.AddParticipantRequest(case_id=-1, unit_id=-1, request_id="zzz"),
+             ["case_id", "unit_id", "request_id"])):
         code, msg, raw = failure(fn, req, timeout=20)
         assert code == Code.INVALID_ARGUMENT, (code, msg)
         (bad,) = status_of(code, msg, raw)["google.rpc.BadRequest"]
