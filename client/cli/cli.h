@@ -320,6 +320,17 @@ int cli_stream_start(cli_t *cli, const char *path, const ProtobufCMessage *req,
  */
 int cli_watch_end(cli_t *cli, int rv, const clue_status_t *st);
 
+/** Milliseconds of the monotonic clock, for a watch's budget (cli_watch_again()). */
+uint64_t cli_now_ms(void);
+
+/**
+ * A watch whose stream the server ended at its maximum age goes on with a new stream within
+ * --timeout: 1 when there is time left (cli->stream_timeout_ms is then what is left of budget,
+ * the --timeout in ms the watch started with; 0: none), 0 when budget is spent since
+ * started_ms (cli_now_ms()), the watch then ending as at --timeout.
+ */
+int cli_watch_again(cli_t *cli, uint64_t started_ms, uint64_t budget);
+
 /**
  * Print an answer and free it: as JSON with --json, otherwise with show(). When the answer is
  * one page of a list, the way to the next page follows on stderr. Returns what printing did.

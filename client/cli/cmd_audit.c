@@ -227,12 +227,6 @@ static void event_line(const Clue__V1__AuditEvent *e) {
   putchar('\n');
 }
 
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* A stream the server ended because it reached its maximum age (clued --max-stream-age):
  * the seq to resume from, or -1. */
 static int64_t aged_out(int rv, const clue_status_t *st) {
@@ -251,7 +245,7 @@ static int run_watch(cli_t *cli, const cli_args_t *args) {
   clue_stream_t *s = NULL;
   ProtobufCMessage *m;
   int64_t last, resume;
-  uint64_t started = now_ms(), budget = cli->stream_timeout_ms;
+  uint64_t started = cli_now_ms(), budget = cli->stream_timeout_ms;
   int rv, rc = CLI_OK;
 
   if ((rc = cli_arg_int(cli, args, "after-seq", 0, INT64_MAX, &req.after_seq)) != 0 ||
@@ -279,14 +273,11 @@ again:
   }
   if (rc == CLI_OK && (resume = aged_out(rv, &st)) >= last) {
     /* The server ends long streams; carry on from where it says, within --timeout. */
-    uint64_t spent = now_ms() - started;
     clue_status_clear(&st);
     clue_stream_free(s);
     s = NULL;
     last = req.after_seq = resume;
-    if (budget == 0 || spent < budget) {
-      if (budget != 0)
-        cli->stream_timeout_ms = budget - spent; /* the next stream's deadline */
+    if (cli_watch_again(cli, started, budget)) {
       fprintf(stderr, "the server ended the stream at its maximum age; resuming after seq %lld\n",
               (long long)resume);
       goto again;

@@ -3,7 +3,6 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli.h"
 #include "grpc/health/v1/health.pb-c.h"
@@ -33,12 +32,6 @@ static void print_status(cli_t *cli, const Grpc__Health__V1__HealthCheckResponse
   fflush(stdout);
 }
 
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* The server ends a stream that needs no token at its maximum age (clued
  * --max-unauth-stream-age): the watch carries on with a new one. */
 static int aged_out(int rv, const clue_status_t *st) {
@@ -50,7 +43,7 @@ static int health_watch(cli_t *cli, const Grpc__Health__V1__HealthCheckRequest *
   clue_status_t st = CLUE_STATUS_INIT;
   clue_stream_t *s = NULL;
   ProtobufCMessage *m;
-  uint64_t started = now_ms(), budget = cli->stream_timeout_ms;
+  uint64_t started = cli_now_ms(), budget = cli->stream_timeout_ms;
   int rv, rc = CLI_OK, last = -1;
 
 again:
@@ -66,15 +59,11 @@ again:
     protobuf_c_message_free_unpacked(m, NULL);
   }
   if (aged_out(rv, &st)) {
-    uint64_t spent = now_ms() - started;
     clue_status_clear(&st);
     clue_stream_free(s);
     s = NULL;
-    if (budget == 0 || spent < budget) {
-      if (budget != 0)
-        cli->stream_timeout_ms = budget - spent; /* the next stream's deadline */
+    if (cli_watch_again(cli, started, budget))
       goto again;
-    }
     st.code = CLUE_STATUS_DEADLINE_EXCEEDED; /* --timeout is up */
   }
   rc = cli_watch_end(cli, rv, &st);

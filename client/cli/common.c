@@ -589,6 +589,22 @@ int cli_stream_start(cli_t *cli, const char *path, const ProtobufCMessage *req,
   return reported(cli, rv, &st);
 }
 
+uint64_t cli_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int cli_watch_again(cli_t *cli, uint64_t started_ms, uint64_t budget) {
+  uint64_t spent = cli_now_ms() - started_ms;
+
+  if (budget != 0 && spent >= budget)
+    return 0;
+  if (budget != 0)
+    cli->stream_timeout_ms = budget - spent; /* the next stream's deadline */
+  return 1;
+}
+
 int cli_watch_end(cli_t *cli, int rv, const clue_status_t *st) {
   /* A watch ends normally when the time asked for is up or the user interrupts it. */
   if (rv < 0)
