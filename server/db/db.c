@@ -588,13 +588,18 @@ static void idle_push(db_pool_t *p, db_conn_t *c) {
   p->idle = c;
 }
 
+/* Pool connections whose backends answer: connected, idle or running a request. STALLED ones
+ * (their backends stopped answering) are not among them. */
+static int conns_answering(const db_pool_t *p) {
+  return p->nstate[CONN_IDLE] + p->nstate[CONN_BUSY] + p->nstate[CONN_CANCELLING] +
+         p->nstate[CONN_CANCEL_WAIT] + p->nstate[CONN_ROLLBACK];
+}
+
 /* Recompute health after a pool connection changed state. failed: it just failed (lost, or
  * an attempt did not connect); with no working connection left the pool is then "down", and
  * requests fail at once instead of waiting for a connection that may never come. */
 static void pool_update_health(db_pool_t *p, int failed) {
-  int healthy = p->nstate[CONN_IDLE] + p->nstate[CONN_BUSY] + p->nstate[CONN_CANCELLING] +
-                    p->nstate[CONN_CANCEL_WAIT] + p->nstate[CONN_ROLLBACK] >
-                0; /* STALLED connections do not count: their backends stopped answering */
+  int healthy = conns_answering(p) > 0;
 
   if (healthy) {
     p->down = 0;
@@ -1615,8 +1620,7 @@ static int heavy_waits(const db_pool_t *p, const db_req_t *q) {
 
   if (!q->heavy)
     return 0;
-  working = p->nstate[CONN_IDLE] + p->nstate[CONN_BUSY] + p->nstate[CONN_CANCELLING] +
-            p->nstate[CONN_CANCEL_WAIT] + p->nstate[CONN_STALLED] + p->nstate[CONN_ROLLBACK];
+  working = conns_answering(p) + p->nstate[CONN_STALLED]; /* a stalled one holds its request */
   share = working - 1 < p->heavy_max ? working - 1 : p->heavy_max;
   return p->nheavy >= (share > 1 ? share : 1);
 }
