@@ -154,6 +154,9 @@ def test_with_connections_lost_heavy_calls_still_leave_one_to_light_calls(c):
     futures = []
     try:
         harness.wait_for(lambda: len(pool_backends(c)) == 2, timeout=60, what="two pool connections left")
+        # ... and clued knows it: a call sent on a connection it has not yet seen end would fail.
+        harness.wait_for(lambda: metric(maddr, "clued_db_pool_connections", state="idle") == 2, timeout=60,
+                         what="clued's two idle connections")
         with lock.cursor() as cur:
             cur.execute("LOCK TABLE rect_items IN ACCESS EXCLUSIVE MODE")
         for _ in range(4):
