@@ -363,6 +363,30 @@ def wait_for(pred, timeout=10.0, interval=0.05, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def vacuums(db, table):
+    """How many times table has been vacuumed, by hand or by autovacuum, and whether a vacuum
+    of it runs now. A vacuum that summarizes a BRIN index (audit_events_at_brin) reads the
+    table's new rows, and PostgreSQL counts them as read by a sequential scan: a count of the
+    rows some calls read means nothing if a vacuum ran meanwhile."""
+    with db.cursor() as cur:
+        cur.execute("SELECT pg_stat_clear_snapshot()")
+        cur.execute("SELECT t.vacuum_count + t.autovacuum_count,"
+                    " EXISTS (SELECT 1 FROM pg_stat_progress_vacuum p WHERE p.relid = t.relid)"
+                    " FROM pg_stat_all_tables t WHERE t.relid = %s::regclass", (table,))
+        return tuple(cur.fetchone())
+
+
+def unvacuumed(db, table, measure, tries=5):
+    """measure(), taken again while a vacuum of table ran before it ended (vacuums())."""
+    for _ in range(tries):
+        wait_for(lambda: not vacuums(db, table)[1], timeout=120, interval=0.2, what=f"the vacuum of {table}")
+        done = vacuums(db, table)[0]
+        got = measure()
+        if vacuums(db, table) == (done, False):
+            return got
+    raise AssertionError(f"{table} was vacuumed during each of {tries} measures")
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     s = socket.socket()
