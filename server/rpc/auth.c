@@ -69,24 +69,43 @@ int auth_token_new(char token[AUTH_TOKEN_LEN + 1], char hash_hex[65]) {
  *
  * Why a cached principal is never served after its token was revoked or its user disabled,
  * beyond the bounds in auth.h:
- * - On the instance that revoked, the admin call drops the cache before it replies, so the
- *   next call there looks the token up.
+ * - On the instance that revoked, the call drops that token's (or user's) principals before
+ *   it replies, so the next call there looks the token up.
  * - Every revocation and disabling NOTIFYs "audit_events" from its own transaction (the
- *   triggers of migrations/0007): each instance drops its cache when the notification arrives.
+ *   triggers of migrations/0007), naming the token or user: each instance drops its
+ *   principals when the notification arrives; a payload it cannot read drops them all.
  * - A lookup that read the token before the revocation committed may answer after the drop:
- *   it carries the generation it started in, and the drop bumps it, so it cannot re-insert.
+ *   it carries the stamp it started with, and the cache remembers the invalidations since
+ *   (auth_cache_stale), so it cannot re-insert, and its call is looked up again.
  * - Notifications are lost while the LISTEN connection is down: the cache is dropped when it
  *   goes and serves nothing until LISTEN is in effect again.
  * - Anything not notified (a role change, a revocation with the triggers off) lasts at most
- *   the entry's life, --auth-cache-ttl. */
+ *   the entry's life, --auth-cache-ttl.
+ * Only what an invalidation names goes: one user revoking their own tokens in a loop costs
+ * the other users' principals nothing, and their calls are not looked up again for it. */
+
+/* The id after prefix in payload ("revoked token 42"): > 0, or 0 if it is not one. */
+static int64_t notified_id(const char *payload, const char *prefix) {
+  size_t n = strlen(prefix);
+  char *end = NULL;
+  long long id;
+
+  if (strncmp(payload, prefix, n) != 0 || payload[n] < '1' || payload[n] > '9')
+    return 0;
+  errno = 0;
+  id = strtoll(payload + n, &end, 10);
+  return errno == 0 && *end == '\0' && id > 0 ? (int64_t)id : 0;
+}
 
 static void auth_on_notify(const char *channel, const char *payload, void *arg) {
   server_t *srv = arg;
+  int token = payload && strncmp(payload, "revoked token ", 14) == 0;
 
   (void)channel;
-  if (payload && (strncmp(payload, "revoked token ", 14) == 0 ||
-                  strncmp(payload, "disabled user ", 14) == 0))
-    auth_cache_reset(&srv->auth_cache, srv->auth_cache.live);
+  if (token || (payload && strncmp(payload, "disabled user ", 14) == 0))
+    /* An id that cannot be read forgets everything (auth_cache_forget(0, 0)). */
+    auth_cache_forget(&srv->auth_cache, token ? notified_id(payload, "revoked token ") : 0,
+                      token ? 0 : notified_id(payload, "disabled user "));
 }
 
 static void auth_on_listen_ready(void *arg) {
@@ -112,14 +131,18 @@ int rpc_auth_init(server_t *srv) {
   return rc == 0 ? 0 : -ENOMEM;
 }
 
-void rpc_auth_forget(server_t *srv) {
-  auth_cache_reset(&srv->auth_cache, srv->auth_cache.live);
+void rpc_auth_forget_token(server_t *srv, int64_t token_id) {
+  auth_cache_forget(&srv->auth_cache, token_id, 0);
+}
+
+void rpc_auth_forget_user(server_t *srv, int64_t user_id) {
+  auth_cache_forget(&srv->auth_cache, 0, user_id);
 }
 
 /* A lookup in flight: the generation it started in decides whether its answer may be kept. */
 typedef struct auth_job {
   rpc_call_t *call;
-  uint64_t gen;
+  auth_stamp_t stamp;   /* the cache's when the lookup started */
   int64_t known;        /* the user the token was lately known as, or 0 */
   unsigned recheck : 1; /* the call was authenticated already: rpc_call_rechecked() */
   char hash[65];
@@ -140,9 +163,9 @@ static const char auth_sql[] =
     "  FROM tokens t JOIN users u ON u.id = t.user_id JOIN units un ON un.id = u.unit_id"
     " WHERE t.token_sha256 = decode($1, 'hex') AND t.revoked_at IS NULL AND NOT u.disabled";
 
-/* The principal is read: remember when, and in which generation of the cache. */
-static void auth_read(rpc_call_t *call, uint64_t gen, int recheck) {
-  call->auth_gen = gen;
+/* The principal is read: remember when, and the cache's stamp then. */
+static void auth_read(rpc_call_t *call, auth_stamp_t stamp, int recheck) {
+  call->auth_stamp = stamp;
   call->auth_ms = uv_now(call->srv->loop);
   if (recheck)
     rpc_call_rechecked(call);
@@ -183,13 +206,13 @@ static void auth_done(const db_result_t *r, void *arg) {
     snprintf(p.unit_code, sizeof(p.unit_code), "%s", db_value(r, 0, 5));
     p.token_id = strtoll(db_value(r, 0, 6), NULL, 10);
     p.enrollment = strcmp(db_value(r, 0, 7), "f") != 0; /* anything but "false" fails closed */
-    auth_cache_put(&call->srv->auth_cache, job->hash, &p, job->gen, uv_now(call->srv->loop));
+    auth_cache_put(&call->srv->auth_cache, job->hash, &p, job->stamp, uv_now(call->srv->loop));
     auth_cache_know(&call->srv->auth_cache, job->hash, p.user_id, uv_now(call->srv->loop));
     if (job->recheck && p.user_id != call->principal.user_id) {
       rpc_fail(call, GRPC_UNAUTHENTICATED, "unknown or revoked token, or disabled user");
     } else {
       call->principal = p;
-      auth_read(call, job->gen, job->recheck);
+      auth_read(call, job->stamp, job->recheck);
     }
   }
   rpc_call_unref(call);
@@ -215,11 +238,11 @@ static void auth_lookup(rpc_call_t *call, const char *h, int recheck) {
   if (cached && (!recheck || cached->user_id == call->principal.user_id)) {
     call->srv->auth_lookups[0]++;
     call->principal = *cached;
-    auth_read(call, call->srv->auth_cache.gen, recheck);
+    auth_read(call, auth_cache_stamp(&call->srv->auth_cache), recheck);
     return;
   }
   call->srv->auth_lookups[1]++;
-  job->gen = call->srv->auth_cache.gen;
+  job->stamp = auth_cache_stamp(&call->srv->auth_cache);
   params[0] = job->hash;
   /* Token lookups together count as one user's requests (AUTH_LOOKUPS_KEY): strangers
    * flooding lookups of made-up tokens, from one address or many, hold at most that share
@@ -275,7 +298,8 @@ void rpc_auth_start(rpc_call_t *call) {
 bool rpc_auth_current(const rpc_call_t *call) {
   const auth_cache_t *c = &call->srv->auth_cache;
 
-  return call->auth_gen == c->gen && uv_now(call->srv->loop) - call->auth_ms <= c->ttl_ms;
+  return !auth_cache_stale(c, call->auth_stamp, &call->principal) &&
+         uv_now(call->srv->loop) - call->auth_ms <= c->ttl_ms;
 }
 
 void rpc_auth_recheck(rpc_call_t *call) {

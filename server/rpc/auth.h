@@ -5,6 +5,7 @@
  * database. */
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "rpc/rpc.h"
 
@@ -16,22 +17,25 @@ void rpc_auth_start(rpc_call_t *call);
 
 /**
  * Start the principal cache (srv->auth_cache) and the LISTEN on "audit_events" that keeps it
- * honest: a revocation or a disabled user notified there drops the cache; losing that
- * connection drops it too and stops its use until LISTEN is back. Returns 0 or -ENOMEM.
+ * honest: a revocation or a disabled user notified there drops that token's or user's
+ * principals; losing that connection drops them all and stops the cache's use until LISTEN
+ * is back. Returns 0 or -ENOMEM.
  */
 int rpc_auth_init(server_t *srv) __attribute__((warn_unused_result));
 
-/** Drop every cached principal: a token was revoked or a user changed on this instance. */
-void rpc_auth_forget(server_t *srv);
+/** Drop the cached principal of a token this instance revoked, or those of a user it
+ * disabled; calls read before on them are looked up again before they run. */
+void rpc_auth_forget_token(server_t *srv, int64_t token_id);
+void rpc_auth_forget_user(server_t *srv, int64_t user_id);
 
 /** Continue a call whose principal is set (used by rpc_auth_start): read its body, dispatch. */
 void rpc_call_authenticated(rpc_call_t *call);
 
 /**
  * Is the call's principal still current, as its request is about to run? Not when an
- * invalidation (a revocation, a disabled user, the listener lost) came since it was read, nor
- * once it is older than --auth-cache-ttl: a body sent after its token was revoked must not
- * run on the authentication of its headers.
+ * invalidation of it (its token revoked, its user disabled, the listener lost) came since it
+ * was read, nor once it is older than --auth-cache-ttl: a body sent after its token was
+ * revoked must not run on the authentication of its headers.
  */
 bool rpc_auth_current(const rpc_call_t *call);
 

@@ -10,8 +10,10 @@
 #define HASH_HEX 64
 
 struct auth_cache_entry {
-  auth_cache_entry_t *next;
-  uint64_t expires; /* ms, in the caller's clock */
+  auth_cache_entry_t *next;      /* in buckets[bucket_of(hash)] */
+  auth_cache_entry_t *tok_next;  /* in by_token[id_bucket(principal.token_id)] */
+  auth_cache_entry_t *user_next; /* in by_user[id_bucket(principal.user_id)] */
+  uint64_t expires;              /* ms, in the caller's clock */
   char hash[HASH_HEX];
   rpc_principal_t principal;
 };
@@ -26,24 +28,39 @@ static unsigned bucket_of(const char *hash) {
   return b % AUTH_CACHE_BUCKETS;
 }
 
+static unsigned id_bucket(int64_t id) {
+  return (unsigned)((uint64_t)id % AUTH_CACHE_BUCKETS);
+}
+
 void auth_cache_init(auth_cache_t *c, size_t max, uint64_t ttl_ms) {
   memset(c, 0, sizeof(*c));
   c->max = ttl_ms ? max : 0;
   c->ttl_ms = ttl_ms;
 }
 
-static void drop_bucket(auth_cache_t *c, unsigned b, uint64_t now, int all) {
-  auth_cache_entry_t **pp = &c->buckets[b];
+/* Take e out of its three chains and free it. */
+static void drop_entry(auth_cache_t *c, auth_cache_entry_t *e) {
+  auth_cache_entry_t **pp;
 
-  while (*pp) {
-    auth_cache_entry_t *e = *pp;
-    if (all || e->expires <= now) {
-      *pp = e->next;
-      free(e);
-      c->n--;
-    } else {
-      pp = &e->next;
-    }
+  for (pp = &c->buckets[bucket_of(e->hash)]; *pp != e; pp = &(*pp)->next)
+    ;
+  *pp = e->next;
+  for (pp = &c->by_token[id_bucket(e->principal.token_id)]; *pp != e; pp = &(*pp)->tok_next)
+    ;
+  *pp = e->tok_next;
+  for (pp = &c->by_user[id_bucket(e->principal.user_id)]; *pp != e; pp = &(*pp)->user_next)
+    ;
+  *pp = e->user_next;
+  free(e);
+  c->n--;
+}
+
+/* Drop the entries of bucket b that expired by now. */
+static void drop_expired(auth_cache_t *c, unsigned b, uint64_t now) {
+  for (auth_cache_entry_t *e = c->buckets[b], *next; e; e = next) {
+    next = e->next;
+    if (e->expires <= now)
+      drop_entry(c, e);
   }
 }
 
@@ -53,41 +70,87 @@ const rpc_principal_t *auth_cache_get(auth_cache_t *c, const char *hash, uint64_
   if (!c->live || c->n == 0 || strlen(hash) != HASH_HEX)
     return NULL;
   b = bucket_of(hash);
-  drop_bucket(c, b, now, 0);
+  drop_expired(c, b, now);
   for (auth_cache_entry_t *e = c->buckets[b]; e; e = e->next)
     if (memcmp(e->hash, hash, HASH_HEX) == 0)
       return &e->principal;
   return NULL;
 }
 
-void auth_cache_put(auth_cache_t *c, const char *hash, const rpc_principal_t *p, uint64_t gen,
+auth_stamp_t auth_cache_stamp(const auth_cache_t *c) {
+  return (auth_stamp_t){.gen = c->gen, .seq = c->seq};
+}
+
+bool auth_cache_stale(const auth_cache_t *c, auth_stamp_t s, const rpc_principal_t *p) {
+  if (s.gen != c->gen || c->seq - s.seq > AUTH_FORGOTTEN)
+    return true;
+  for (uint64_t q = s.seq + 1; q <= c->seq; q++) {
+    const auth_forgot_t *f = &c->forgot[q % AUTH_FORGOTTEN];
+    if ((f->token_id > 0 && f->token_id == p->token_id) ||
+        (f->user_id > 0 && f->user_id == p->user_id))
+      return true;
+  }
+  return false;
+}
+
+void auth_cache_put(auth_cache_t *c, const char *hash, const rpc_principal_t *p, auth_stamp_t s,
                     uint64_t now) {
   unsigned b;
   auth_cache_entry_t *e;
 
-  if (!c->live || gen != c->gen || c->max == 0 || strlen(hash) != HASH_HEX)
+  if (!c->live || c->max == 0 || strlen(hash) != HASH_HEX || auth_cache_stale(c, s, p))
     return;
   b = bucket_of(hash);
-  drop_bucket(c, b, now, 0);
+  drop_expired(c, b, now);
   for (e = c->buckets[b]; e; e = e->next)
     if (memcmp(e->hash, hash, HASH_HEX) == 0)
       break;
-  if (!e) {
-    if (c->n >= c->max)
-      for (unsigned i = 0; i < AUTH_CACHE_BUCKETS; i++)
-        drop_bucket(c, i, now, 0);
-    if (c->n >= c->max)
-      return; /* full of live entries: this token is simply looked up each time */
-    e = malloc(sizeof(*e));
-    if (!e)
-      return;
-    memcpy(e->hash, hash, HASH_HEX);
-    e->next = c->buckets[b];
-    c->buckets[b] = e;
-    c->n++;
-  }
+  if (e)
+    drop_entry(c, e); /* put again under the ids just read */
+  if (c->n >= c->max)
+    for (unsigned i = 0; i < AUTH_CACHE_BUCKETS; i++)
+      drop_expired(c, i, now);
+  if (c->n >= c->max)
+    return; /* full of live entries: this token is simply looked up each time */
+  e = malloc(sizeof(*e));
+  if (!e)
+    return;
+  memcpy(e->hash, hash, HASH_HEX);
   e->principal = *p;
   e->expires = now + c->ttl_ms;
+  e->next = c->buckets[b];
+  c->buckets[b] = e;
+  e->tok_next = c->by_token[id_bucket(p->token_id)];
+  c->by_token[id_bucket(p->token_id)] = e;
+  e->user_next = c->by_user[id_bucket(p->user_id)];
+  c->by_user[id_bucket(p->user_id)] = e;
+  c->n++;
+}
+
+void auth_cache_forget(auth_cache_t *c, int64_t token_id, int64_t user_id) {
+  auth_forgot_t *f;
+
+  if (token_id <= 0 && user_id <= 0) {
+    auth_cache_reset(c, c->live);
+    return;
+  }
+  c->seq++;
+  f = &c->forgot[c->seq % AUTH_FORGOTTEN];
+  f->seq = c->seq;
+  f->token_id = token_id > 0 ? token_id : 0;
+  f->user_id = user_id > 0 ? user_id : 0;
+  if (f->token_id)
+    for (auth_cache_entry_t *e = c->by_token[id_bucket(token_id)], *next; e; e = next) {
+      next = e->tok_next;
+      if (e->principal.token_id == token_id)
+        drop_entry(c, e);
+    }
+  if (f->user_id)
+    for (auth_cache_entry_t *e = c->by_user[id_bucket(user_id)], *next; e; e = next) {
+      next = e->user_next;
+      if (e->principal.user_id == user_id)
+        drop_entry(c, e);
+    }
 }
 
 /* The first 64 bits of a hex hash (never 0: 0 marks an empty slot), or 0 if it is not one. */
@@ -144,7 +207,14 @@ void auth_cache_unknow(auth_cache_t *c, const char *hash) {
 
 void auth_cache_reset(auth_cache_t *c, int live) {
   for (unsigned i = 0; i < AUTH_CACHE_BUCKETS && c->n > 0; i++)
-    drop_bucket(c, i, 0, 1);
+    while (c->buckets[i]) {
+      auth_cache_entry_t *e = c->buckets[i];
+      c->buckets[i] = e->next;
+      free(e);
+      c->n--;
+    }
+  memset(c->by_token, 0, sizeof(c->by_token));
+  memset(c->by_user, 0, sizeof(c->by_user));
   c->gen++;
   c->live = live;
 }

@@ -3,10 +3,17 @@
 
 /* Principals of recently seen tokens, by token hash, so that most calls authenticate without a
  * round trip to the database. Bounded in entries; each entry lives at most ttl_ms. Entries are
- * only served while the cache is "live" (its invalidation listener is listening). Every
- * invalidation bumps a generation: a lookup that started before it may not insert what it
- * read, since that may predate the revocation. Pure data: the caller supplies the time. */
+ * only served while the cache is "live" (its invalidation listener is listening).
+ *
+ * A revoked token or a disabled user is forgotten alone (auth_cache_forget): its entries go,
+ * and the last AUTH_FORGOTTEN such invalidations are remembered, so that a lookup, or a call,
+ * that read a principal before one of them can tell whether it concerned that principal
+ * (auth_cache_stale). What cannot be told so (the listener lost, more invalidations than are
+ * remembered) drops everything and bumps a generation that every stamp carries. One user
+ * revoking their own tokens in a loop thus costs the others' principals nothing. Pure data:
+ * the caller supplies the time. */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -15,6 +22,7 @@
 #define AUTH_CACHE_BUCKETS 1024
 #define AUTH_KNOWN_SLOTS 1024       /* tokens remembered as whose they were (a hint) */
 #define AUTH_KNOWN_MS (10 * 60000u) /* ... for this long after they last authenticated */
+#define AUTH_FORGOTTEN 256          /* targeted invalidations remembered for reads in flight */
 
 typedef struct auth_cache_entry auth_cache_entry_t;
 
@@ -25,13 +33,28 @@ typedef struct auth_known {
   uint64_t at; /* ms, in the caller's clock */
 } auth_known_t;
 
+/* A token revoked (token_id) or a user disabled (user_id), the seq-th invalidation. */
+typedef struct auth_forgot {
+  uint64_t seq;
+  int64_t token_id, user_id; /* one of them, the other 0 */
+} auth_forgot_t;
+
+/* When a principal was read: the cache's generation and invalidations so far. */
+typedef struct auth_stamp {
+  uint64_t gen, seq;
+} auth_stamp_t;
+
 typedef struct auth_cache {
   size_t max;      /* entries at most; 0: nothing is ever cached */
   size_t n;        /* entries now */
   uint64_t ttl_ms; /* an entry's life */
   int live;        /* the invalidation listener is listening: entries may be served */
-  uint64_t gen;    /* bumped by every invalidation */
-  auth_cache_entry_t *buckets[AUTH_CACHE_BUCKETS];
+  uint64_t gen;    /* bumped by every invalidation that drops everything (auth_cache_reset) */
+  uint64_t seq;    /* targeted invalidations so far (auth_cache_forget) */
+  auth_cache_entry_t *buckets[AUTH_CACHE_BUCKETS];  /* by token hash */
+  auth_cache_entry_t *by_token[AUTH_CACHE_BUCKETS]; /* the same entries by token id */
+  auth_cache_entry_t *by_user[AUTH_CACHE_BUCKETS];  /* ... and by user id */
+  auth_forgot_t forgot[AUTH_FORGOTTEN];             /* the last ones, at [seq % AUTH_FORGOTTEN] */
   auth_known_t known[AUTH_KNOWN_SLOTS]; /* direct-mapped: a newer token takes the slot */
 } auth_cache_t;
 
@@ -42,10 +65,27 @@ void auth_cache_init(auth_cache_t *c, size_t max, uint64_t ttl_ms);
  * else NULL. The pointer is valid until the next call on the cache. */
 const rpc_principal_t *auth_cache_get(auth_cache_t *c, const char *hash, uint64_t now);
 
-/** Remember p for hash from now, unless an invalidation happened since gen was read (gen !=
- * c->gen), the cache is not live, or it is full of unexpired entries. */
-void auth_cache_put(auth_cache_t *c, const char *hash, const rpc_principal_t *p, uint64_t gen,
+/** The cache's state now: stamp a principal read from now on with it. */
+auth_stamp_t auth_cache_stamp(const auth_cache_t *c);
+
+/**
+ * Whether p, read at stamp s, may predate an invalidation of it: its token revoked or its user
+ * disabled since (as far as remembered), or everything dropped since, or more invalidations
+ * since than are remembered.
+ */
+bool auth_cache_stale(const auth_cache_t *c, auth_stamp_t s, const rpc_principal_t *p);
+
+/** Remember p, read at stamp s, for hash from now, unless it is stale (auth_cache_stale), the
+ * cache is not live, or it is full of unexpired entries. */
+void auth_cache_put(auth_cache_t *c, const char *hash, const rpc_principal_t *p, auth_stamp_t s,
                     uint64_t now);
+
+/**
+ * A token was revoked (token_id > 0) or a user disabled (user_id > 0): drop its principals and
+ * remember it for the reads in flight. Anything else (neither id positive) drops everything,
+ * as auth_cache_reset(c, c->live).
+ */
+void auth_cache_forget(auth_cache_t *c, int64_t token_id, int64_t user_id);
 
 /**
  * Remember that the token with hash authenticated as user_id at now. Not a principal: it is
@@ -64,7 +104,8 @@ int64_t auth_cache_known(const auth_cache_t *c, const char *hash, uint64_t now);
 /** Forget that the token with hash authenticated lately (it no longer does). */
 void auth_cache_unknow(auth_cache_t *c, const char *hash);
 
-/** Drop every entry and bump the generation; live: whether entries may be served from now. */
+/** Drop every entry and bump the generation (every stamp before is stale); live: whether
+ * entries may be served from now. */
 void auth_cache_reset(auth_cache_t *c, int live);
 
 /** Free every entry (the cache is then empty, not live). */

@@ -11,6 +11,7 @@
 
 #include "net/grpc_wire.h"
 #include "net/h2_stream.h"
+#include "rpc/auth_cache.h"
 #include "rpc/details.h"
 #include "rpc/rpc.h"
 
@@ -100,7 +101,7 @@ struct rpc_call {
   size_t srv_kept; /* the decoded request's bytes in the server's --max-inbound total */
   size_t user_kept; /* ... and in its user's --max-user-inbound total */
   rpc_principal_t principal;
-  uint64_t auth_gen;         /* srv->auth_cache.gen when the principal was read */
+  auth_stamp_t auth_stamp;   /* srv->auth_cache's when the principal was read */
   uint64_t auth_ms;          /* uv_now() when the principal was read, or served from the cache */
   unsigned auth_rechecks;    /* lookups again before dispatch (rpc_auth_current()) */
   uint64_t deadline_ms; /* 0: none */

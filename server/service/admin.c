@@ -325,10 +325,11 @@ static void list_users(rpc_call_t *call, const ProtobufCMessage *m) {
             1, params, reply_users, NULL);
 }
 
-/* The user no longer authenticates: this instance's cached principals go before the reply,
- * so the caller's next call here is refused (other instances drop theirs on the NOTIFY). */
+/* The user no longer authenticates: this instance's cached principals of the user go before
+ * the reply, so the user's next call here is refused (other instances drop theirs on the
+ * NOTIFY). */
 static void reply_disabled(rpc_call_t *call, const db_result_t *r, void *arg) {
-  rpc_auth_forget(rpc_call_server(call));
+  rpc_auth_forget_user(rpc_call_server(call), svc_col_i64(r, 0, 0));
   reply_user(call, r, arg);
 }
 
@@ -373,11 +374,11 @@ static void reply_token(rpc_call_t *call, const db_result_t *r, void *arg) {
   (void)rpc_reply(call, &resp.base);
 }
 
-/* A retry revoked the token its first call issued (column 1 names it): as reply_disabled().
- * A first call revoked nothing, and the cache stays. */
+/* A retry revoked the token its first call issued (column 1 names it): its cached principal
+ * goes before the reply, as reply_revoked()'s. A first call revoked nothing. */
 static void reply_token_keyed(rpc_call_t *call, const db_result_t *r, void *arg) {
   if (svc_col_i64(r, 0, 1) > 0)
-    rpc_auth_forget(rpc_call_server(call));
+    rpc_auth_forget_token(rpc_call_server(call), svc_col_i64(r, 0, 1));
   reply_token(call, r, arg);
 }
 
@@ -425,8 +426,8 @@ static void issue_token(rpc_call_t *call, const ProtobufCMessage *m) {
 static void reply_revoked(rpc_call_t *call, const db_result_t *r, void *arg) {
   Clue__V1__RevokeTokenResponse resp = CLUE__V1__REVOKE_TOKEN_RESPONSE__INIT;
   (void)arg;
-  rpc_auth_forget(rpc_call_server(call)); /* as reply_disabled() */
   resp.token_id = svc_col_i64(r, 0, 0);
+  rpc_auth_forget_token(rpc_call_server(call), resp.token_id); /* as reply_disabled() */
   resp.revoked_at_ms = svc_col_i64(r, 0, 1);
   (void)rpc_reply(call, &resp.base);
 }

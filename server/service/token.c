@@ -85,11 +85,10 @@ static void reply_issued(rpc_call_t *call, const db_result_t *r, void *arg) {
 }
 
 /* A retry revoked the token its first call issued (column 1 names it): its cached principal
- * goes before the reply, as reply_revoked()'s. A first call revoked nothing, and the cache
- * stays. */
+ * goes before the reply, as reply_revoked()'s. A first call revoked nothing. */
 static void reply_issued_keyed(rpc_call_t *call, const db_result_t *r, void *arg) {
   if (svc_col_i64(r, 0, 1) > 0)
-    rpc_auth_forget(rpc_call_server(call));
+    rpc_auth_forget_token(rpc_call_server(call), svc_col_i64(r, 0, 1));
   reply_issued(call, r, arg);
 }
 
@@ -141,9 +140,9 @@ static void issue_my_token(rpc_call_t *call, const ProtobufCMessage *m) {
 static void reply_revoked(rpc_call_t *call, const db_result_t *r, void *arg) {
   Clue__V1__RevokeTokenResponse resp = CLUE__V1__REVOKE_TOKEN_RESPONSE__INIT;
   (void)arg;
-  /* This instance's cached principals go before the reply (see rpc/auth.c). */
-  rpc_auth_forget(rpc_call_server(call));
+  /* This instance's cached principal of the token goes before the reply (see rpc/auth.c). */
   resp.token_id = svc_col_i64(r, 0, 0);
+  rpc_auth_forget_token(rpc_call_server(call), resp.token_id);
   resp.revoked_at_ms = svc_col_i64(r, 0, 1);
   (void)rpc_reply(call, &resp.base);
 }

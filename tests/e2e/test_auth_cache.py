@@ -7,8 +7,10 @@ comes from an invalidation, never from an entry's age:
 - Revoking a token on instance A refuses it on A's very next call, and on B within 1 s of the
   revocation (the `audit_events` notification); the user's other token goes on.
 - Disabling a user likewise refuses all their tokens on both instances.
-- A keyed IssueMyToken or IssueToken drops A's cache only when it revoked a token (a retry):
-  a first call leaves it.
+- A keyed IssueMyToken or IssueToken drops the principal of the token it revoked (a retry):
+  a first call drops nothing.
+- Only what a revocation or disabling names is dropped: another user revoking their own
+  tokens in a loop leaves B's cached principals, and has no call looked up again.
 - Losing the LISTEN connection drops the cache: a token revoked with the triggers off is
   refused on B once B's listener backends are terminated, long before the 60 s.
 - A call authenticated on its headers runs only on a principal still current when its body
@@ -195,6 +197,13 @@ def test_a_stalled_listener_drops_the_cache(c):
                 pass
 
 
+def listening(srv):
+    """Whether srv's invalidation listener listens: "ready" and "lost" alternate, and it
+    listens when it said ready last."""
+    out = srv.output()
+    return out.count("the invalidation listener is ready") > out.count("lost the invalidation listener")
+
+
 def new_member(c, name):
     """A MEMBER of G1 with a token (its id known, to revoke it)."""
     u = c.w.admin.admin.CreateUser(A.CreateUserRequest(unit_id=c.w.G1.id, name=name, role=C.ROLE_MEMBER), timeout=10)
@@ -275,9 +284,8 @@ def test_rechecks_of_one_call_are_bounded(c):
         return sql(c, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
                       " AND application_name = 'clued-listen'")[0][0]
 
-    def b_listening():  # "ready" and "lost" alternate: B listens when it said ready last
-        out = srv.output()
-        return out.count("the invalidation listener is ready") > out.count("lost the invalidation listener")
+    def b_listening():
+        return listening(srv)
 
     def cut_listener():
         harness.wait_for(lambda: listeners() == 2, what="both instances listening")  # A's and B's
@@ -409,23 +417,75 @@ def test_a_revoked_token_is_a_strangers_once_refused(c):
         srv.stop()
 
 
-def test_only_a_keyed_issue_that_revoked_drops_the_cache(c):
-    # A keyed IssueMyToken or IssueToken that revoked nothing (a first call) leaves A's cached
-    # principals alone: a token revoked with the triggers off is still served from A's cache
-    # after it. Its retry revokes the token its key issued and drops them, as RevokeToken does:
-    # that token is refused on A's very next call.
+def test_a_keyed_issue_that_revoked_drops_that_token_alone(c):
+    # A keyed IssueMyToken or IssueToken whose retry revokes the token its key issued drops
+    # that token's principal from A's cache before it replies, as RevokeToken does: the token
+    # is refused on A's very next call. A first call revokes nothing and drops nothing, and
+    # neither drops another token's principal: t1, revoked with the triggers off, is still
+    # served from A's cache after both.
     TK = S.token_pb2
     _, t1, _ = new_auditor(c, "auditor-keyed-issues")
     assert call(c, c.a, t1.token) == grpc.StatusCode.OK  # cached on A
     silent_revoke(c, t1.token_id)
     u = c.w.G1.member
     mine = TK.IssueMyTokenRequest(note="keyed", request_id=harness.new_request_id())
-    u.tokens.IssueMyToken(mine, timeout=10)
-    c.w.admin.admin.IssueToken(A.IssueTokenRequest(user_id=u.id, note="keyed", request_id=harness.new_request_id()),
-                               timeout=10)
+    theirs = A.IssueTokenRequest(user_id=u.id, note="keyed", request_id=harness.new_request_id())
+    issued = [u.tokens.IssueMyToken(mine, timeout=10), c.w.admin.admin.IssueToken(theirs, timeout=10)]
     assert call(c, c.a, t1.token) == grpc.StatusCode.OK  # still A's cached principal
+    for t in issued:
+        assert call(c, c.a, t.token) == grpc.StatusCode.OK  # cached on A
     u.tokens.IssueMyToken(mine, timeout=10)
-    assert call(c, c.a, t1.token) == grpc.StatusCode.UNAUTHENTICATED
+    assert call(c, c.a, issued[0].token) == grpc.StatusCode.UNAUTHENTICATED
+    c.w.admin.admin.IssueToken(theirs, timeout=10)
+    assert call(c, c.a, issued[1].token) == grpc.StatusCode.UNAUTHENTICATED
+    assert call(c, c.a, t1.token) == grpc.StatusCode.OK
+
+
+def test_others_revocations_leave_a_principal_cached(c):
+    """B is told of every revocation and disabling, and drops only the principals they name:
+    t1, revoked with the triggers off, is still served from B's cache after another user
+    issued and revoked their own tokens on A in a loop, and after a third user was disabled;
+    B looked no token up for t1 and t2 meanwhile, nor for a body that came after another's
+    revocation. What was named is refused on B: the revoked token B had cached, the disabled
+    user's token."""
+    def lookups():  # B's token lookups from the database so far
+        return value(scrape(c.b.metrics_addr), "clued_auth_lookups_total", **{"from": "database"})
+
+    harness.wait_for(lambda: listening(c.b), timeout=15, what="B listening")
+    _, t1, t2 = new_auditor(c, "auditor-others")
+    other = new_member(c, "member-revoking")
+    gone_uid, gone, _ = new_auditor(c, "auditor-gone")
+    kept = new_member(c, "member-late-kept-others")
+    cached_then_revoked = S.token_pb2_grpc.TokenServiceStub(grpc.intercept_channel(
+        grpc.insecure_channel(c.a.addr), world._Auth(other.token))).IssueMyToken(
+            S.token_pb2.IssueMyTokenRequest(note="cached on B"), timeout=10)
+    warm(c, t1, t2, gone, cached_then_revoked)
+    assert call(c, c.b, kept.token) == grpc.StatusCode.OK
+    silent_revoke(c, t1.token_id)
+    was = lookups()
+    ch = grpc.insecure_channel(c.a.addr)
+    c.chans.append(ch)
+    tokens = S.token_pb2_grpc.TokenServiceStub(grpc.intercept_channel(ch, world._Auth(other.token)))
+    revoked, t0 = 0, time.monotonic()
+    while time.monotonic() - t0 < 2.0:
+        t = tokens.IssueMyToken(S.token_pb2.IssueMyTokenRequest(note="loop"), timeout=10)
+        tokens.RevokeMyToken(S.token_pb2.RevokeMyTokenRequest(token_id=t.token_id), timeout=10)
+        revoked += 1
+        assert call(c, c.b, t1.token) == grpc.StatusCode.OK
+    tokens.RevokeMyToken(S.token_pb2.RevokeMyTokenRequest(token_id=cached_then_revoked.token_id), timeout=10)
+    c.w.admin.admin.DisableUser(A.DisableUserRequest(user_id=gone_uid, reason="cache test"), timeout=10)
+
+    def revoke_anothers():
+        t = tokens.IssueMyToken(S.token_pb2.IssueMyTokenRequest(note="late"), timeout=10)
+        tokens.RevokeMyToken(S.token_pb2.RevokeMyTokenRequest(token_id=t.token_id), timeout=10)
+        time.sleep(WITHIN)  # the notifications reach B
+    assert late_body(c, c.b, kept.token, revoke_anothers) == ("0", 1)
+    assert call(c, c.b, t1.token) == grpc.StatusCode.OK
+    assert call(c, c.b, t2.token) == grpc.StatusCode.OK
+    assert lookups() == was, f"B looked tokens up {lookups() - was} times over {revoked} others' revocations"
+    assert revoked > 5, revoked
+    assert call(c, c.b, cached_then_revoked.token) == grpc.StatusCode.UNAUTHENTICATED
+    assert call(c, c.b, gone.token) == grpc.StatusCode.UNAUTHENTICATED
 
 
 if __name__ == "__main__":
