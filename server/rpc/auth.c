@@ -139,7 +139,7 @@ void rpc_auth_forget_user(server_t *srv, int64_t user_id) {
   auth_cache_forget(&srv->auth_cache, 0, user_id);
 }
 
-/* A lookup in flight: the generation it started in decides whether its answer may be kept. */
+/* A lookup in flight: the stamp it started with decides whether its answer may be kept. */
 typedef struct auth_job {
   rpc_call_t *call;
   auth_stamp_t stamp;   /* the cache's when the lookup started */
