@@ -137,6 +137,8 @@ struct db_req {
   uint64_t owner;   /* 0: not counted */
   uint64_t user;    /* 0: not counted */
   int heavy;        /* counts against the pool's heavy share (db_opts_t.heavy) */
+  int (*still)(void *arg); /* db_opts_t.still, and its argument */
+  void *still_arg;
   uint64_t sent_ms; /* uv_now() when sent */
   uint64_t sent_ns; /* uv_hrtime() when sent; 0: never sent (not in the latency histogram) */
   unsigned sharers; /* callers that have not db_cancel()led it yet (db_opts_t.sharers) */
@@ -1667,12 +1669,22 @@ static db_conn_t *idle_pick(const db_pool_t *p, const db_req_t *q) {
   return p->idle;
 }
 
+/* Send q on an idle connection, unless its caller no longer wants it sent (db_opts_t.still):
+ * then it completes, unsent, with DB_EREFUSED. */
+static void send_idle(db_pool_t *p, db_req_t *q) {
+  if (q->still != NULL && !q->still(q->still_arg)) {
+    req_defer(p, q, DB_EREFUSED, "refused as it was about to be sent");
+    return;
+  }
+  conn_send(idle_pick(p, q), q);
+}
+
 static void pool_dispatch(db_pool_t *p) {
   db_req_t *q;
 
   while (p->idle && (q = queue_next(p)) != NULL) {
     queue_remove(&p->queue, q);
-    conn_send(idle_pick(p, q), q);
+    send_idle(p, q);
   }
 }
 
@@ -1684,7 +1696,7 @@ static void pool_submit(db_pool_t *p, db_req_t *q) {
   if (p->idle && !p->queue.head && !db_owners_paused(&p->owners, q->owner) &&
       !db_owners_paused(&p->users, q->user) && user_held(p, q) < p->held.max &&
       !heavy_waits(p, q)) {
-    conn_send(idle_pick(p, q), q);
+    send_idle(p, q);
     return;
   }
   if (p->queue.len >= p->queue_max) {
@@ -2137,6 +2149,8 @@ static int pool_request(db_pool_t *p, const db_opts_t *o, const db_stmt_t *stmts
   q->tuned = o && o->tuned && p->tune_sql != NULL;
   q->sharers = o && o->sharers > 1 ? o->sharers : 1;
   q->heavy = o && o->heavy;
+  q->still = o ? o->still : NULL;
+  q->still_arg = o ? o->still_arg : NULL;
   for (int i = 0; i < n; i++)
     q->ids[i] = db_stmts_id(&p->stmts, stmts[i].sql, &q->names[i]);
   if (o && o->handle)
@@ -2364,6 +2378,8 @@ const char *db_strerror(int err) {
     return "too many database requests from one user";
   case DB_ECANCELED:
     return "cancelled before it ran";
+  case DB_EREFUSED:
+    return "refused as it was about to be sent";
   default:
     return "unknown database error";
   }

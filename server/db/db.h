@@ -31,6 +31,7 @@ enum {
   DB_ECANCELED = -8, /* db_cancel() took the request off the wait queue: it never ran */
   DB_EUSER = -9,     /* the user (db_opts_t) already has per_user_max requests waiting or
                         running */
+  DB_EREFUSED = -10, /* its db_opts_t.still said no as it was about to be sent: it never ran */
 };
 
 /** At most this many statements in db_config_t.tune_sql and untune_sql each. */
@@ -122,6 +123,11 @@ typedef struct db_opts {
                         heavy_conns such requests run at once, over all users; among waiting
                         heavy requests, those of the users holding the fewest connections go
                         first, as among all */
+  int (*still)(void *still_arg); /* if set, asked as the request is about to be sent (at
+                        once, or after it waited): 0 completes it with DB_EREFUSED instead,
+                        unsent (its caller's authority ended while it waited); it must not
+                        call into the pool */
+  void *still_arg;
 } db_opts_t;
 
 /** One parameterized statement; values are text-format parameters (NULL = SQL NULL). */

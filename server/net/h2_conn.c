@@ -539,11 +539,13 @@ static void conn_change_state(h2_conn_t *c, h2_conn_state_t to, const char *why)
       c->in_soon = 0;
     }
     srv->nconns--;
+    while (c->streams) /* each leaves the list (and the writable queue) as it detaches */
+      h2_stream_detach(c->streams, NGHTTP2_CANCEL, why);
+    /* Only now: resumed before its calls were cancelled, the pool would send the statements
+     * they left waiting, for a client that is gone. */
     if (c->congested && srv->conn_congested)
       srv->conn_congested(srv, c->id, 0);
     c->congested = 0;
-    while (c->streams) /* each leaves the list (and the writable queue) as it detaches */
-      h2_stream_detach(c->streams, NGHTTP2_CANCEL, why);
     nghttp2_session_del(c->session);
     c->session = NULL;
     tls_close_notify(c->tls); /* a TLS peer can tell our close from a cut connection */

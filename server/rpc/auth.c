@@ -163,10 +163,11 @@ static const char auth_sql[] =
     "  FROM tokens t JOIN users u ON u.id = t.user_id JOIN units un ON un.id = u.unit_id"
     " WHERE t.token_sha256 = decode($1, 'hex') AND t.revoked_at IS NULL AND NOT u.disabled";
 
-/* The principal is read: remember when, and the cache's stamp then. */
-static void auth_read(rpc_call_t *call, auth_stamp_t stamp, int recheck) {
+/* The principal is read: remember the cache's stamp then, and when the database said it
+ * (read_ms: now, or when a cached principal was looked up). */
+static void auth_read(rpc_call_t *call, auth_stamp_t stamp, uint64_t read_ms, int recheck) {
   call->auth_stamp = stamp;
-  call->auth_ms = uv_now(call->srv->loop);
+  call->auth_ms = read_ms;
   if (recheck)
     rpc_call_rechecked(call);
   else
@@ -212,7 +213,7 @@ static void auth_done(const db_result_t *r, void *arg) {
       rpc_fail(call, GRPC_UNAUTHENTICATED, "unknown or revoked token, or disabled user");
     } else {
       call->principal = p;
-      auth_read(call, job->stamp, job->recheck);
+      auth_read(call, job->stamp, uv_now(call->srv->loop), job->recheck);
     }
   }
   rpc_call_unref(call);
@@ -222,6 +223,7 @@ static void auth_done(const db_result_t *r, void *arg) {
 static void auth_lookup(rpc_call_t *call, const char *h, int recheck) {
   const char *params[1];
   const rpc_principal_t *cached;
+  uint64_t read_ms = 0;
   auth_job_t *job;
   db_opts_t o = {0};
   int rc;
@@ -234,11 +236,12 @@ static void auth_lookup(rpc_call_t *call, const char *h, int recheck) {
   job->call = call;
   job->recheck = recheck != 0;
   auth_token_hash(h, job->hash);
-  cached = auth_cache_get(&call->srv->auth_cache, job->hash, uv_now(call->srv->loop));
+  cached =
+      auth_cache_get_read(&call->srv->auth_cache, job->hash, uv_now(call->srv->loop), &read_ms);
   if (cached && (!recheck || cached->user_id == call->principal.user_id)) {
     call->srv->auth_lookups[0]++;
     call->principal = *cached;
-    auth_read(call, auth_cache_stamp(&call->srv->auth_cache), recheck);
+    auth_read(call, auth_cache_stamp(&call->srv->auth_cache), read_ms, recheck);
     return;
   }
   call->srv->auth_lookups[1]++;
@@ -297,9 +300,35 @@ void rpc_auth_start(rpc_call_t *call) {
 
 bool rpc_auth_current(const rpc_call_t *call) {
   const auth_cache_t *c = &call->srv->auth_cache;
+  uint64_t age = uv_now(call->srv->loop) - call->auth_ms;
 
+  /* Not listening (no cache, or its listener lost), nothing tells of another instance's
+   * revocations: only a principal read this very moment is current. */
   return !auth_cache_stale(c, call->auth_stamp, &call->principal) &&
-         uv_now(call->srv->loop) - call->auth_ms <= c->ttl_ms;
+         (c->live ? age <= c->ttl_ms : age == 0);
+}
+
+/* How long a principal the cache cannot vouch for (auth_cache_named() < 0, or not listening)
+ * may still act in a statement that waited: its life, and at least this. */
+#define AUTH_UNTOLD_MS 10000
+
+bool rpc_auth_ended(const rpc_call_t *call) {
+  const auth_cache_t *c = &call->srv->auth_cache;
+  int named = auth_cache_named(c, call->auth_stamp, &call->principal);
+  uint64_t life = c->ttl_ms > AUTH_UNTOLD_MS ? c->ttl_ms : AUTH_UNTOLD_MS;
+
+  if (named > 0)
+    return true;
+  return (named < 0 || !c->live) && uv_now(call->srv->loop) - call->auth_ms > life;
+}
+
+void rpc_auth_fail_ended(rpc_call_t *call) {
+  if (auth_cache_named(&call->srv->auth_cache, call->auth_stamp, &call->principal) > 0)
+    rpc_fail(call, GRPC_UNAUTHENTICATED, "unknown or revoked token, or disabled user");
+  else
+    rpc_fail(call, GRPC_UNAVAILABLE,
+             "server busy: this call waited longer than its token's revocations could be "
+             "followed; retry");
 }
 
 void rpc_auth_recheck(rpc_call_t *call) {

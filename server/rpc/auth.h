@@ -34,10 +34,26 @@ void rpc_call_authenticated(rpc_call_t *call);
 /**
  * Is the call's principal still current, as its request is about to run? Not when an
  * invalidation of it (its token revoked, its user disabled, the listener lost) came since it
- * was read, nor once it is older than --auth-cache-ttl: a body sent after its token was
- * revoked must not run on the authentication of its headers.
+ * was read, nor once it is older than --auth-cache-ttl (counted from the database's answer,
+ * not from a cache hit), nor, while nothing tells of revocations (no cache, its listener
+ * lost), unless it was read this very moment: a body sent after its token was revoked must
+ * not run on the authentication of its headers.
  */
 bool rpc_auth_current(const rpc_call_t *call);
+
+/**
+ * Has the call's authority ended since its principal was read? When an invalidation named its
+ * token or user (a revocation, a disabling), or, when the cache cannot tell (not listening,
+ * everything dropped, too many invalidations since), once the principal is older than
+ * --auth-cache-ttl and at least 10 s. A statement of the call that waited is then not sent
+ * (db_opts_t.still): a client that holds its requests back (replies left unread) cannot have
+ * them run after the revocation.
+ */
+bool rpc_auth_ended(const rpc_call_t *call);
+
+/** Fail a call whose authority ended (rpc_auth_ended): UNAUTHENTICATED if its token or user
+ * was named, else UNAVAILABLE (retry). */
+void rpc_auth_fail_ended(rpc_call_t *call);
 
 /**
  * Look the call's token up again (the cache first), then continue it with

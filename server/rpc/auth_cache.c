@@ -64,7 +64,8 @@ static void drop_expired(auth_cache_t *c, unsigned b, uint64_t now) {
   }
 }
 
-const rpc_principal_t *auth_cache_get(auth_cache_t *c, const char *hash, uint64_t now) {
+const rpc_principal_t *auth_cache_get_read(auth_cache_t *c, const char *hash, uint64_t now,
+                                           uint64_t *read_ms) {
   unsigned b;
 
   if (!c->live || c->n == 0 || strlen(hash) != HASH_HEX)
@@ -72,25 +73,37 @@ const rpc_principal_t *auth_cache_get(auth_cache_t *c, const char *hash, uint64_
   b = bucket_of(hash);
   drop_expired(c, b, now);
   for (auth_cache_entry_t *e = c->buckets[b]; e; e = e->next)
-    if (memcmp(e->hash, hash, HASH_HEX) == 0)
+    if (memcmp(e->hash, hash, HASH_HEX) == 0) {
+      *read_ms = e->expires - c->ttl_ms;
       return &e->principal;
+    }
   return NULL;
+}
+
+const rpc_principal_t *auth_cache_get(auth_cache_t *c, const char *hash, uint64_t now) {
+  uint64_t read_ms;
+
+  return auth_cache_get_read(c, hash, now, &read_ms);
 }
 
 auth_stamp_t auth_cache_stamp(const auth_cache_t *c) {
   return (auth_stamp_t){.gen = c->gen, .seq = c->seq};
 }
 
-bool auth_cache_stale(const auth_cache_t *c, auth_stamp_t s, const rpc_principal_t *p) {
+int auth_cache_named(const auth_cache_t *c, auth_stamp_t s, const rpc_principal_t *p) {
   if (s.gen != c->gen || c->seq - s.seq > AUTH_FORGOTTEN)
-    return true;
+    return -1;
   for (uint64_t q = s.seq + 1; q <= c->seq; q++) {
     const auth_forgot_t *f = &c->forgot[q % AUTH_FORGOTTEN];
     if ((f->token_id > 0 && f->token_id == p->token_id) ||
         (f->user_id > 0 && f->user_id == p->user_id))
-      return true;
+      return 1;
   }
-  return false;
+  return 0;
+}
+
+bool auth_cache_stale(const auth_cache_t *c, auth_stamp_t s, const rpc_principal_t *p) {
+  return auth_cache_named(c, s, p) != 0;
 }
 
 void auth_cache_put(auth_cache_t *c, const char *hash, const rpc_principal_t *p, auth_stamp_t s,

@@ -22,7 +22,7 @@
 #define AUTH_CACHE_BUCKETS 1024
 #define AUTH_KNOWN_SLOTS 1024       /* tokens remembered as whose they were (a hint) */
 #define AUTH_KNOWN_MS (10 * 60000u) /* ... for this long after they last authenticated */
-#define AUTH_FORGOTTEN 256          /* targeted invalidations remembered for reads in flight */
+#define AUTH_FORGOTTEN 4096         /* targeted invalidations remembered for reads in flight */
 
 typedef struct auth_cache_entry auth_cache_entry_t;
 
@@ -65,6 +65,11 @@ void auth_cache_init(auth_cache_t *c, size_t max, uint64_t ttl_ms);
  * else NULL. The pointer is valid until the next call on the cache. */
 const rpc_principal_t *auth_cache_get(auth_cache_t *c, const char *hash, uint64_t now);
 
+/** auth_cache_get(), and when the principal was read from the database (read_ms; the time
+ * given to auth_cache_put()). */
+const rpc_principal_t *auth_cache_get_read(auth_cache_t *c, const char *hash, uint64_t now,
+                                           uint64_t *read_ms);
+
 /** The cache's state now: stamp a principal read from now on with it. */
 auth_stamp_t auth_cache_stamp(const auth_cache_t *c);
 
@@ -74,6 +79,13 @@ auth_stamp_t auth_cache_stamp(const auth_cache_t *c);
  * since than are remembered.
  */
 bool auth_cache_stale(const auth_cache_t *c, auth_stamp_t s, const rpc_principal_t *p);
+
+/**
+ * Whether an invalidation since stamp s named p's token or user: 1 if one did, 0 if none did,
+ * -1 if the cache cannot tell (everything dropped since, or more invalidations since than are
+ * remembered).
+ */
+int auth_cache_named(const auth_cache_t *c, auth_stamp_t s, const rpc_principal_t *p);
 
 /** Remember p, read at stamp s, for hash from now, unless it is stale (auth_cache_stale), the
  * cache is not live, or it is full of unexpired entries. */

@@ -7,6 +7,7 @@
 #include "audit/tail.h"
 #include "clue/v1/common.pb-c.h"
 #include "log.h"
+#include "rpc/auth.h"
 #include "server.h"
 #include "service/clue_row.h"
 #include "service/replica.h"
@@ -164,6 +165,9 @@ void svc_fail_db(rpc_call_t *call, const db_result_t *r) {
   case DB_ECANCELED:
     rpc_fail(call, GRPC_CANCELLED, "cancelled");
     return;
+  case DB_EREFUSED:
+    rpc_auth_fail_ended(call);
+    return;
   default:
     break;
   }
@@ -270,6 +274,11 @@ static int send_primary_read(svc_job_t *job, const db_opts_t *o, const char *sql
   return db_txn_opts(job->pool, o, st, 3, job_done, job);
 }
 
+/* db_opts_t.still of a call's statements: not once its principal's authority ended. */
+static int call_still(void *arg) {
+  return !rpc_auth_ended(arg);
+}
+
 void svc_db_opts(rpc_call_t *call, db_req_t **handle, db_opts_t *o) {
   const rpc_principal_t *who = rpc_call_principal(call);
 
@@ -278,6 +287,13 @@ void svc_db_opts(rpc_call_t *call, db_req_t **handle, db_opts_t *o) {
   o->handle = handle;
   /* Every statement of a heavy method counts, its first and its later ones alike. */
   o->heavy = rpc_call_method(call)->heavy;
+  /* A statement that waited (its connection's replies unread, the pool busy) is not sent
+   * once the token that authorized it was revoked or its user disabled: a client cannot hold
+   * a write back until after its revocation. */
+  if (o->user != 0) {
+    o->still = call_still;
+    o->still_arg = call;
+  }
 }
 
 /* A read that went to a replica: note an answer, or send it to the primary if the replica

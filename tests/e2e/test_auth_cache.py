@@ -266,6 +266,44 @@ def test_a_body_later_than_the_cache_life_is_looked_up_again(c):
         short.stop()
 
 
+def test_a_body_after_a_revocation_elsewhere_is_refused_without_a_cache(c):
+    # An instance that caches nothing (--auth-cache-size 0) listens for nothing either: a
+    # body that comes after another instance revoked its token is looked up again, and
+    # refused, as on an instance that caches.
+    bare = harness.Clued(c.url, args=["--auth-cache-size", "0", "--auth-cache-ttl", str(TTL_MS)]).start(migrate=False)
+    try:
+        t = new_member(c, "member-late-uncached")
+
+        def revoke():
+            c.w.admin.admin.RevokeToken(A.RevokeTokenRequest(token_id=t.token_id), timeout=10)
+            time.sleep(0.5)
+        assert late_body(c, bare, t.token, revoke) == ("16", 0)
+        kept = new_member(c, "member-late-uncached-kept")
+        assert late_body(c, bare, kept.token, lambda: time.sleep(0.5)) == ("0", 1)
+    finally:
+        bare.stop()
+
+
+def test_a_principal_lives_from_its_lookup_not_from_its_last_use(c):
+    # --auth-cache-ttl counts from the database's answer: headers served from the cache late
+    # in an entry's life do not give the body a life of its own. A revocation nobody is told
+    # of (the triggers off) at 0.1 s; headers at 1.5 s, from the cache (looked up at 0 s);
+    # the body at 2.7 s, past the 2 s life of what authenticated them: looked up again, and
+    # refused. The body used to run, 1.2 s after the headers' cache hit.
+    short = harness.Clued(c.url, args=["--auth-cache-ttl", "2000"]).start(migrate=False)
+    try:
+        harness.wait_for(lambda: listening(short), timeout=15, what="the instance listening")
+        t = new_member(c, "member-late-life")
+        assert call(c, short, t.token) == grpc.StatusCode.OK  # looked up: cached from now
+        t0 = time.monotonic()
+        silent_revoke(c, t.token_id)
+        time.sleep(max(0.0, t0 + 1.5 - time.monotonic()))
+        assert late_body(c, short, t.token, lambda: time.sleep(1.0)) == ("16", 0)
+        assert time.monotonic() - t0 < 3.4, "too slow to tell: the headers' hit would be past its life too"
+    finally:
+        short.stop()
+
+
 def test_rechecks_of_one_call_are_bounded(c):
     # A call whose recheck meets a new invalidation each time is looked up again at most four
     # times, then refused UNAVAILABLE to retry; nothing is written. Each lookup waits behind a

@@ -30,7 +30,8 @@ typedef struct tctx {
   int closed;
   int in_submit; /* set around db_query/db_txn: a callback must never see it */
   int completed;
-  int ok, equery, equeue, eunavail, eclosed, ecanceled;
+  int ok, equery, equeue, eunavail, eclosed,
+      ecanceled;   /* ecanceled: also DB_EREFUSED (never ran) */
   char health[64]; /* "1", "10", "101": every health change, in order */
   int ready;       /* listener ready callbacks */
   int notified;
@@ -177,6 +178,7 @@ static void count_err(tctx_t *t, int err) {
     t->eclosed++;
     break;
   case DB_ECANCELED:
+  case DB_EREFUSED:
     t->ecanceled++;
     break;
   default:
@@ -1415,6 +1417,66 @@ static void test_owner_share(void **state) {
   ctx_close(&t);
 }
 
+/* db_opts_t.still: asked as a request is about to be sent, at once or after it waited; a
+ * request it refuses completes with DB_EREFUSED and never runs (its side effect absent). */
+static int still_answer;
+static int still_asked;
+
+static int still(void *arg) {
+  (void)arg;
+  still_asked++;
+  return still_answer;
+}
+
+static void test_still_refuses_a_request_unsent(void **state) {
+  tctx_t t;
+  rec_t slow, waited, fresh, kept, seen;
+  db_opts_t o = {.owner = 3, .still = still};
+
+  (void)state;
+  ctx_open_bounds(&t, 1, 0, 0, 10);
+  still_answer = 1;
+  still_asked = 0;
+  assert_int_equal(query_as(&t, &slow, 0, NULL, "SELECT pg_sleep(0.2)", 0, NULL), 0);
+  /* Waits behind the sleep; refused when the connection frees. */
+  memset(&waited, 0, sizeof(waited));
+  waited.t = &t;
+  t.in_submit = 1;
+  assert_int_equal(db_query_opts(t.pool, &o, "SELECT set_config('clued.t', 'ran', false)", 0, NULL,
+                                 on_rec, &waited),
+                   0);
+  t.in_submit = 0;
+  still_answer = 0;
+  wait_completed(&t, 2, 5000);
+  assert_int_equal(slow.err, DB_OK);
+  assert_int_equal(waited.err, DB_EREFUSED);
+  assert_int_equal(still_asked, 1);
+  /* Sent at once (an idle connection): asked as well. */
+  memset(&fresh, 0, sizeof(fresh));
+  fresh.t = &t;
+  t.in_submit = 1;
+  assert_int_equal(db_query_opts(t.pool, &o, "SELECT set_config('clued.t', 'ran', false)", 0, NULL,
+                                 on_rec, &fresh),
+                   0);
+  t.in_submit = 0;
+  wait_completed(&t, 3, 5000);
+  assert_int_equal(fresh.err, DB_EREFUSED);
+  assert_int_equal(still_asked, 2);
+  /* Neither ran; one it lets through does, and the owner's count was given back. */
+  still_answer = 1;
+  memset(&kept, 0, sizeof(kept));
+  kept.t = &t;
+  t.in_submit = 1;
+  assert_int_equal(db_query_opts(t.pool, &o, "SELECT 'kept'", 0, NULL, on_rec, &kept), 0);
+  t.in_submit = 0;
+  query(&t, &seen, "SELECT coalesce(current_setting('clued.t', true), 'unset')", 0, NULL);
+  wait_completed(&t, 5, 5000);
+  assert_string_equal(kept.value, "kept");
+  assert_string_equal(seen.value, "unset");
+  assert_string_equal(db_strerror(DB_EREFUSED), "refused as it was about to be sent");
+  ctx_close(&t);
+}
+
 /* ---- a user's share of the pool -------------------------------------------------------------- */
 
 static void ctx_open_users(tctx_t *t, int size, int conns_per_user, size_t per_user_max) {
@@ -1993,6 +2055,7 @@ int main(void) {
       cmocka_unit_test(test_shared_request_stops_at_the_last_cancel),
       cmocka_unit_test(test_close_while_cancelling),
       cmocka_unit_test(test_owner_share),
+      cmocka_unit_test(test_still_refuses_a_request_unsent),
       cmocka_unit_test(test_user_holds_its_share_of_connections),
       cmocka_unit_test(test_freed_connection_goes_to_user_holding_fewest),
       cmocka_unit_test(test_freed_connection_skips_the_user_that_freed_it),
