@@ -427,7 +427,11 @@ enum {
 #define NULL_FACTS                                                                              \
   "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
 
-/* The clue branch comes first: UNION resolves the types of the others' NULLs from it. */
+/* The clue branch comes first: UNION resolves the types of the others' NULLs from it. The
+ * rows come in the request's order (ORDER BY tag, position), which got_create_facts() and
+ * create_hidden() decide in: in the order a join happened to read them (the clues' order in
+ * the table, with missing ids last), the first refusal told a hidden clue from a missing one,
+ * and when a hidden clue's row was last written. */
 static const char create_facts_sql[] =
     SVC_DURABLE_IF(SVC_KEY_RECORDED("clue_requests", "$1", "$2"))
     "SELECT 'c'::text, x.n, x.id, NULL::text, NULL::text, NULL::bigint, "
@@ -439,7 +443,8 @@ static const char create_facts_sql[] =
     " FROM unnest($3::bigint[]) WITH ORDINALITY x(id, n) LEFT JOIN units u ON u.id = x.id"
     " UNION ALL"
     " SELECT 'r', 0, NULL, NULL, q.method, q.case_id, " NULL_FACTS
-    " FROM (SELECT 1) one LEFT JOIN clue_requests q ON q.user_id = $1 AND q.request_id = $2";
+    " FROM (SELECT 1) one LEFT JOIN clue_requests q ON q.user_id = $1 AND q.request_id = $2"
+    " ORDER BY 1, 2";
 
 static const char create_sql[] =
     "SELECT " JC_SELECT("$1")

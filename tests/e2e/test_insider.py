@@ -241,6 +241,40 @@ def test_finding2_refusals_do_not_leak(c):
     assert len(c.get_case(R1.leader, jc.id).clues) == 0
 
 
+def test_case_creation_refuses_in_the_request_order(c):
+    """CreateJointCase decides on its clue_ids in the order listed: its first refusal is the
+    first listed clue's it may not add. A hidden clue listed first answers as a missing one
+    does, and one listed after a clue refused for another reason is never reached, whatever
+    order the clues' rows have in their table and however lately they were written. The
+    facts were read in the table's order (missing ids last): R2's leader could tell a hidden
+    clue from a missing id, and see when another unit wrote its hidden clue's row."""
+    w = c.w
+    R2 = w.R2.leader
+    v = c.submit(w.R2.member, title="R2's own")
+    own = c.create_case(R2, title="R2's case", clues=[v])  # v may join no other case
+    for _ in range(2):
+        c.submit(w.G2.member, title="rows between")
+    h = c.submit(w.G1.member, title="hidden from R2")
+
+    def answer(ids):
+        return refusal(R2.case.CreateJointCase, cs.CreateJointCaseRequest(
+            title="t", clue_ids=ids, request_id=new_request_id()), timeout=20)
+
+    for round_ in range(3):
+        first_missing = answer([MISSING_ID, v.id])
+        assert first_missing[0] == Code.NOT_FOUND, (round_, first_missing)
+        assert answer([h.id, v.id]) == first_missing, round_
+        after_v = answer([v.id, MISSING_ID])
+        assert after_v[0] == Code.FAILED_PRECONDITION, (round_, after_v)
+        assert answer([v.id, h.id]) == after_v, round_
+        # Rows rewritten: the hidden clue moved by its owner, R2's own taken out and back in.
+        if round_ == 0:
+            h = c.move(w.G1.leader, h, PRELIM).clue
+        elif round_ == 1:
+            c.remove_clue(R2, own.id, v.id)
+            c.add_clue(R2, own.id, v.id)
+
+
 # ---- finding 3 -------------------------------------------------------------------------------
 
 
