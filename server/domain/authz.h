@@ -242,9 +242,9 @@ authz_result_t authz_can_remove_clue_from_case(const authz_principal_t *p, const
                                                const authz_clue_t *c, bool in_this_case);
 
 /**
- * May the unit be a participant of the joint case? INVALID_ARGUMENT, naming field (e.g.
- * "unit_id", "participant_unit_ids"), unless it is a GROUP, ROOM or REGION (kind
- * UNSPECIFIED: no such unit) other than the lead room.
+ * May the unit be a participant of the joint case? NOT_FOUND, naming field (e.g. "unit_id",
+ * "participant_unit_ids"), when no unit has the id (kind UNSPECIFIED); INVALID_ARGUMENT when
+ * none is named, or unless it is a GROUP, ROOM or REGION other than the lead room.
  */
 authz_result_t authz_case_participant_ok(const authz_case_t *jc, const char *field, int64_t unit_id,
                                          clue_unit_kind_t kind);
@@ -277,8 +277,9 @@ authz_result_t authz_can_unassign(const authz_principal_t *p, const authz_clue_t
  * owner unit or of the lead room of the clue's joint case; NOT_FOUND when u does not exist;
  * DENIED when u belongs to a unit that oversees the clue (the owner's liaison room, the case's
  * lead room, the pending proposal's reviewer: not the owner itself) and p is neither u nor a
- * LEADER of u's unit; INVALID_ARGUMENT unless u is a MEMBER or LEADER of a GROUP, ROOM or
- * REGION (only they work on clues); FAILED_PRECONDITION when u is already recused. Any state.
+ * LEADER of u's unit; INVALID_ARGUMENT unless u is an active (not disabled) MEMBER or LEADER
+ * of a GROUP, ROOM or REGION (only they work on clues); FAILED_PRECONDITION when u is already
+ * recused. Any state.
  */
 authz_result_t authz_can_recuse(const authz_principal_t *p, const authz_clue_t *c,
                                 const authz_user_t *u);
