@@ -21,7 +21,8 @@ import sys
 import threading
 import time
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchenv  # noqa: E402
 
 
 def pct(v, p):
@@ -34,14 +35,9 @@ def main():
     ap.add_argument("-n", type=int, default=50, help="rounds (default 50)")
     ap.add_argument("--streams", type=int, default=4, help="streams of the revoked token per round (default 4)")
     ap.add_argument("--bystanders", type=int, default=100, help="streams that stay open (default 100)")
-    ap.add_argument("--clued", default=os.path.join(ROOT, "build", "clued"), help="clued binary")
+    benchenv.add_clued_arg(ap)
     args = ap.parse_args()
-    if not os.access(args.clued, os.X_OK):
-        sys.exit(f"{args.clued} not found; build it: cmake -S . -B build -DCMAKE_BUILD_TYPE=Release"
-                 " && cmake --build build -j2")
-    os.environ["CLUED_BIN"] = os.path.abspath(args.clued)
-    os.environ.setdefault("CLUED_SOURCE_DIR", ROOT)
-    sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+    benchenv.use_clued(args.clued)
     import grpc
     import harness
     import world

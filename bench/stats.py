@@ -20,7 +20,10 @@ import statistics
 import sys
 import time
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchenv  # noqa: E402
+
+ROOT = benchenv.ROOT
 DAY_MS = 86400000
 
 
@@ -28,14 +31,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=100000, help="number of clues (default 100000)")
     ap.add_argument("--runs", type=int, default=5, help="timed calls per caller (default 5)")
-    ap.add_argument("--clued", default=os.path.join(ROOT, "build", "clued"), help="clued binary")
+    benchenv.add_clued_arg(ap)
     args = ap.parse_args()
-    if not os.access(args.clued, os.X_OK):
-        sys.exit(f"{args.clued} not found; build it: cmake -S . -B build -DCMAKE_BUILD_TYPE=Release"
-                 " && cmake --build build -j2")
-    os.environ["CLUED_BIN"] = os.path.abspath(args.clued)
-    os.environ.setdefault("CLUED_SOURCE_DIR", ROOT)
-    sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+    benchenv.use_clued(args.clued)
     import grpc
     import harness
     import world

@@ -17,21 +17,19 @@ import sys
 import time
 import uuid
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchenv  # noqa: E402
+
+ROOT = benchenv.ROOT
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=1000, help="number of calls (default 1000)")
-    ap.add_argument("--clued", default=os.path.join(ROOT, "build", "clued"), help="clued binary")
+    benchenv.add_clued_arg(ap)
     ap.add_argument("--warmup", type=int, default=50, help="untimed calls first (default 50)")
     args = ap.parse_args()
-    if not os.access(args.clued, os.X_OK):
-        sys.exit(f"{args.clued} not found; build it: cmake -S . -B build -DCMAKE_BUILD_TYPE=Release"
-                 " && cmake --build build -j2")
-    os.environ["CLUED_BIN"] = os.path.abspath(args.clued)
-    os.environ.setdefault("CLUED_SOURCE_DIR", ROOT)
-    sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+    benchenv.use_clued(args.clued)
     import harness
     import world
 

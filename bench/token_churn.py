@@ -21,7 +21,8 @@ import sys
 import threading
 import time
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchenv  # noqa: E402
 
 
 def main():
@@ -29,14 +30,9 @@ def main():
     ap.add_argument("-d", type=float, default=8.0, help="seconds of each phase (default 8)")
     ap.add_argument("--churners", type=int, default=2, help="threads revoking tokens (default 2)")
     ap.add_argument("--callers", type=int, default=4, help="other users calling (default 4)")
-    ap.add_argument("--clued", default=os.path.join(ROOT, "build", "clued"), help="clued binary")
+    benchenv.add_clued_arg(ap)
     args = ap.parse_args()
-    if not os.access(args.clued, os.X_OK):
-        sys.exit(f"{args.clued} not found; build it: cmake -S . -B build -DCMAKE_BUILD_TYPE=Release"
-                 " && cmake --build build -j2")
-    os.environ["CLUED_BIN"] = os.path.abspath(args.clued)
-    os.environ.setdefault("CLUED_SOURCE_DIR", ROOT)
-    sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+    benchenv.use_clued(args.clued)
     import grpc
     import harness
     import world
