@@ -289,8 +289,9 @@ void svc_db_opts(rpc_call_t *call, db_req_t **handle, db_opts_t *o) {
   o->heavy = rpc_call_method(call)->heavy;
   /* A statement that waited (its connection's replies unread, the pool busy) is not sent
    * once the token that authorized it was revoked or its user disabled: a client cannot hold
-   * a write back until after its revocation. */
-  if (o->user != 0) {
+   * a write back until after its revocation. A stream (WatchEvents) lives on for long, and
+   * each of its reads checks its token itself (audit_watch.c, "Revocation"). */
+  if (o->user != 0 && !rpc_call_method(call)->server_streaming) {
     o->still = call_still;
     o->still_arg = call;
   }
