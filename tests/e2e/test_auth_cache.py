@@ -351,6 +351,7 @@ def test_rechecks_of_one_call_are_bounded(c):
         m = scrape(srv.metrics_addr)
         return tuple(value(m, "clued_auth_lookups_total", **{"from": f}) for f in ("cache", "database"))
 
+    began = len(srv.output())
     # The headers authenticated from B's cache, while units is locked. A listener still coming
     # back from an earlier test's cut caches nothing, nor does a cache a late notification
     # dropped: the headers' lookup would then be the one waiting below, and the call would
@@ -396,7 +397,7 @@ def test_rechecks_of_one_call_are_bounded(c):
         h.close()
     status = r.trailers.get("grpc-status", r.headers.get("grpc-status"))
     message = r.trailers.get("grpc-message", r.headers.get("grpc-message", ""))
-    assert status == "14" and "4 times" in message, (status, message)
+    assert status == "14" and "4 times" in message, (status, message, lookups(), srv.output()[began:][-3000:])
     assert sql(c, "SELECT count(*) FROM clues WHERE title = %s", title)[0][0] == 0
 
 
