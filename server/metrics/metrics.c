@@ -402,6 +402,11 @@ int metrics_render(server_t *srv, char **out, size_t *len) {
                  "Calls with a token, by where their principal came from: the principal cache, "
                  "or a lookup in the database.",
                  "from", "cache", srv->auth_lookups[0], "database", srv->auth_lookups[1]);
+    counter_pair(&o, "clued_auth_invalidations_total",
+                 "Invalidations of the principal cache: of the principals a revocation or a "
+                 "disabling named, or of every principal (the invalidation listener lost or "
+                 "back, a notification that could not be read).",
+                 "of", "named", srv->auth_cache.seq, "all", srv->auth_cache.gen);
     counter_pair(&o, "clued_direct_moves_total",
                  "Plain moves sent without a facts read (--db-direct-moves): done so, or read and "
                  "decided after all (the clue did not meet the write's guard).",

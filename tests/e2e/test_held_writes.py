@@ -1,10 +1,10 @@
 """A client that holds its own write back cannot have it run after its token was revoked.
 
 One HTTP/2 connection opens no flow-control window (INITIAL_WINDOW_SIZE 0) and sends, in one
-burst, four large ListAuditEvents and an IssueMyToken with the same token. The reads take the
-user's database connections; their replies cannot be delivered, so the connection goes over
---max-conn-buffer and the pool passes over its waiting statements (docs/TRANSPORT.md): the
-IssueMyToken waits, unsent. Then the token is revoked (on the same instance, whose next call
+burst, four large ListAuditEvents and an IssueMyToken with the same token. The first read
+takes the user's database connection (--db-conns-per-user 1); its reply cannot be delivered,
+so the connection goes over --max-conn-buffer and the pool passes over its waiting statements
+(docs/TRANSPORT.md): the IssueMyToken waits, unsent. Then the token is revoked (on the same instance, whose next call
 with it is refused at once).
 
 - Window opened: the write is refused UNAUTHENTICATED as it is about to be sent, and no token
@@ -32,11 +32,13 @@ A = S.admin_pb2
 AU = S.audit_pb2
 C = S.common_pb2
 TK = S.token_pb2
-READS = 4  # the user's share of the pool's connections (--db-conns-per-user, default)
+READS = 4
 
 
 def setup():
-    c = world.served(args=["--max-conn-buffer", "16384"])
+    # One connection for a user's calls: the write waits behind the first read, whatever share
+    # of the pool the heavy reads get while the pool's connections come up.
+    c = world.served(args=["--max-conn-buffer", "16384", "--db-conns-per-user", "1"])
     # Enough audit events that a page of them is far over the connection's buffer.
     with c.db.cursor() as cur:
         cur.execute("SELECT admin_create_user(%s, %s, %s, 'filler ' || g, 'MEMBER') FROM generate_series(1, 300) g",
