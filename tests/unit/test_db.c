@@ -213,17 +213,24 @@ static void query(tctx_t *t, rec_t *x, const char *sql, int n, const char *const
 }
 
 /* A query on behalf of owner, with a handle for db_cancel(). Returns db_query_opts()'s code. */
-static int query_as(tctx_t *t, rec_t *x, uint64_t owner, db_req_t **h, const char *sql, int n,
-                    const char *const *vals) {
-  db_opts_t o = {.owner = owner, .handle = h};
+/* A query with options o. Returns db_query_opts()'s code. */
+static int query_opts(tctx_t *t, rec_t *x, const db_opts_t *o, const char *sql, int n,
+                      const char *const *vals) {
   int rc;
 
   memset(x, 0, sizeof(*x));
   x->t = t;
   t->in_submit = 1;
-  rc = db_query_opts(t->pool, &o, sql, n, vals, on_rec, x);
+  rc = db_query_opts(t->pool, o, sql, n, vals, on_rec, x);
   t->in_submit = 0;
   return rc;
+}
+
+static int query_as(tctx_t *t, rec_t *x, uint64_t owner, db_req_t **h, const char *sql, int n,
+                    const char *const *vals) {
+  db_opts_t o = {.owner = owner, .handle = h};
+
+  return query_opts(t, x, &o, sql, n, vals);
 }
 
 static void txn(tctx_t *t, rec_t *x, const db_stmt_t *st, int n) {
@@ -1439,36 +1446,22 @@ static void test_still_refuses_a_request_unsent(void **state) {
   still_asked = 0;
   assert_int_equal(query_as(&t, &slow, 0, NULL, "SELECT pg_sleep(0.2)", 0, NULL), 0);
   /* Waits behind the sleep; refused when the connection frees. */
-  memset(&waited, 0, sizeof(waited));
-  waited.t = &t;
-  t.in_submit = 1;
-  assert_int_equal(db_query_opts(t.pool, &o, "SELECT set_config('clued.t', 'ran', false)", 0, NULL,
-                                 on_rec, &waited),
-                   0);
-  t.in_submit = 0;
+  assert_int_equal(
+      query_opts(&t, &waited, &o, "SELECT set_config('clued.t', 'ran', false)", 0, NULL), 0);
   still_answer = 0;
   wait_completed(&t, 2, 5000);
   assert_int_equal(slow.err, DB_OK);
   assert_int_equal(waited.err, DB_EREFUSED);
   assert_int_equal(still_asked, 1);
   /* Sent at once (an idle connection): asked as well. */
-  memset(&fresh, 0, sizeof(fresh));
-  fresh.t = &t;
-  t.in_submit = 1;
-  assert_int_equal(db_query_opts(t.pool, &o, "SELECT set_config('clued.t', 'ran', false)", 0, NULL,
-                                 on_rec, &fresh),
-                   0);
-  t.in_submit = 0;
+  assert_int_equal(
+      query_opts(&t, &fresh, &o, "SELECT set_config('clued.t', 'ran', false)", 0, NULL), 0);
   wait_completed(&t, 3, 5000);
   assert_int_equal(fresh.err, DB_EREFUSED);
   assert_int_equal(still_asked, 2);
   /* Neither ran; one it lets through does, and the owner's count was given back. */
   still_answer = 1;
-  memset(&kept, 0, sizeof(kept));
-  kept.t = &t;
-  t.in_submit = 1;
-  assert_int_equal(db_query_opts(t.pool, &o, "SELECT 'kept'", 0, NULL, on_rec, &kept), 0);
-  t.in_submit = 0;
+  assert_int_equal(query_opts(&t, &kept, &o, "SELECT 'kept'", 0, NULL), 0);
   query(&t, &seen, "SELECT coalesce(current_setting('clued.t', true), 'unset')", 0, NULL);
   wait_completed(&t, 5, 5000);
   assert_string_equal(kept.value, "kept");
@@ -1493,14 +1486,8 @@ static void ctx_open_users(tctx_t *t, int size, int conns_per_user, size_t per_u
 static int query_user(tctx_t *t, rec_t *x, uint64_t owner, uint64_t user, db_req_t **h,
                       const char *sql) {
   db_opts_t o = {.owner = owner, .user = user, .handle = h};
-  int rc;
 
-  memset(x, 0, sizeof(*x));
-  x->t = t;
-  t->in_submit = 1;
-  rc = db_query_opts(t->pool, &o, sql, 0, NULL, on_rec, x);
-  t->in_submit = 0;
-  return rc;
+  return query_opts(t, x, &o, sql, 0, NULL);
 }
 
 /* One statement's run as the server saw it: when it started and when it ended (the server's
