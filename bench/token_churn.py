@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """What one user issuing and revoking their own tokens in a loop costs everyone else.
 
-usage: bench/token_churn.py [-d SECONDS] [--churners N] [--callers K] [--clued PATH]
+usage: bench/token_churn.py [-d SECONDS] [--churners N] [--callers K] [--token-issues-per-hour N]
+                           [--clued PATH]
 
 Starts a throwaway PostgreSQL (scripts/pg-test) and two instances A and B of the given clued
 (default: the release build in build/, made with `cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
@@ -9,9 +10,11 @@ Starts a throwaway PostgreSQL (scripts/pg-test) and two instances A and B of the
 K callers (other users, alternating instances) call ListAuditEvents in a loop, first alone for
 SECONDS, then for SECONDS more while N threads of one MEMBER each issue a token and revoke it
 through A (TokenService.IssueMyToken, RevokeMyToken), which every instance hears of through
-PostgreSQL NOTIFY. Prints, for each phase: revocations a second, the callers' calls a second,
-their failures by status, and the share of both instances' token lookups answered from the
-principal cache (clued_auth_lookups_total, the churner's own calls included).
+PostgreSQL NOTIFY. Prints, for each phase: revocations a second, the churner's issues refused
+a second (RESOURCE_EXHAUSTED: clued's --token-issues-per-hour, default 60, passed on when
+given; 0 lifts it), the callers' calls a second, their failures by status, and the share of
+both instances' token lookups answered from the principal cache (clued_auth_lookups_total, the
+churner's own calls included).
 """
 
 import argparse
@@ -30,6 +33,8 @@ def main():
     ap.add_argument("-d", type=float, default=8.0, help="seconds of each phase (default 8)")
     ap.add_argument("--churners", type=int, default=2, help="threads revoking tokens (default 2)")
     ap.add_argument("--callers", type=int, default=4, help="other users calling (default 4)")
+    ap.add_argument("--token-issues-per-hour", type=int, metavar="N",
+                    help="clued's --token-issues-per-hour (default: clued's own, 60; 0: no limit)")
     benchenv.add_clued_arg(ap)
     args = ap.parse_args()
     benchenv.use_clued(args.clued)
@@ -43,6 +48,8 @@ def main():
     pg = harness.Postgres.get()
     url = pg.url(pg.new_database("bench"))
     metrics = ["--metrics-listen", "127.0.0.1:0"]
+    if args.token_issues_per_hour is not None:
+        metrics += ["--token-issues-per-hour", str(args.token_issues_per_hour)]
     a = MetricsClued(url, args=metrics).start()
     b = MetricsClued(url, args=metrics).start(migrate=False)
     w = world.build(a)
@@ -54,14 +61,20 @@ def main():
             return service(grpc.intercept_channel(ch, world._Auth(token)))
 
         stop, churning = threading.Event(), threading.Event()
-        revoked = [0]
+        revoked, refused = [0], [0]
         calls = collections.Counter()
 
         def churn():
             tokens = stub(a, w.G2.member.token, S.token_pb2_grpc.TokenServiceStub)
             churning.wait()
             while not stop.is_set():
-                t = tokens.IssueMyToken(T.IssueMyTokenRequest(note="churn"), timeout=10)
+                try:
+                    t = tokens.IssueMyToken(T.IssueMyTokenRequest(note="churn"), timeout=10)
+                except grpc.RpcError as e:
+                    if e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        raise
+                    refused[0] += 1  # the hour's issues are used up: try again at once
+                    continue
                 tokens.RevokeMyToken(T.RevokeMyTokenRequest(token_id=t.token_id), timeout=10)
                 revoked[0] += 1
 
@@ -90,17 +103,18 @@ def main():
         for t in threads:
             t.start()
         time.sleep(1.0)
-        print(f"{'phase':<8} {'revoked/s':>10} {'calls/s':>9} {'from cache':>11}  failures")
+        print(f"{'phase':<8} {'revoked/s':>10} {'refused/s':>10} {'calls/s':>9} {'from cache':>11}  failures")
         for phase in ("quiet", "churn"):
             if phase == "churn":
                 churning.set()
                 time.sleep(1.0)
-            l0, c0, r0, t0 = lookups(), dict(calls), revoked[0], time.monotonic()
+            l0, c0, r0, x0, t0 = lookups(), dict(calls), revoked[0], refused[0], time.monotonic()
             time.sleep(args.d)
-            l1, c1, r1, t1 = lookups(), dict(calls), revoked[0], time.monotonic()
+            l1, c1, r1, x1, t1 = lookups(), dict(calls), revoked[0], refused[0], time.monotonic()
             cache, db = l1[0] - l0[0], l1[1] - l0[1]
             failed = {k: v - c0.get(k, 0) for k, v in c1.items() if k != "OK" and v > c0.get(k, 0)}
-            print(f"{phase:<8} {(r1 - r0) / (t1 - t0):>10.0f} {(c1.get('OK', 0) - c0.get('OK', 0)) / (t1 - t0):>9.0f}"
+            print(f"{phase:<8} {(r1 - r0) / (t1 - t0):>10.0f} {(x1 - x0) / (t1 - t0):>10.0f}"
+                  f" {(c1.get('OK', 0) - c0.get('OK', 0)) / (t1 - t0):>9.0f}"
                   f" {100 * cache / max(1, cache + db):>10.1f}%  {failed or 'none'}")
         stop.set()
         for t in threads:

@@ -123,6 +123,9 @@ static const char usage_text[] =
     "                             through LISTEN, this bounds anything else; 0: off (default "
     "1000)\n"
     "  --auth-cache-size N        tokens whose principal is cached at most (default 4096)\n"
+    "  --token-issues-per-hour N  tokens one user may issue themself (IssueMyToken) in any\n"
+    "                             hour; past it RESOURCE_EXHAUSTED, with the time the next may\n"
+    "                             be issued (default 60; 0: no such limit)\n"
     "  --max-message-bytes N      largest request message accepted (default 4194304)\n"
     "  --max-concurrent-streams N streams per connection (default 100); one past it is\n"
     "                             refused alone (RST_STREAM REFUSED_STREAM)\n"
@@ -285,6 +288,7 @@ enum {
   OPT_DB_HEAVY_CONNS,
   OPT_AUTH_CACHE_TTL,
   OPT_AUTH_CACHE_SIZE,
+  OPT_TOKEN_ISSUES_PER_HOUR,
   OPT_MAX_MESSAGE,
   OPT_MAX_STREAMS,
   OPT_MAX_HEADER_BYTES,
@@ -367,6 +371,7 @@ static const struct option long_opts[] = {
     {"db-heavy-conns", required_argument, NULL, OPT_DB_HEAVY_CONNS},
     {"auth-cache-ttl", required_argument, NULL, OPT_AUTH_CACHE_TTL},
     {"auth-cache-size", required_argument, NULL, OPT_AUTH_CACHE_SIZE},
+    {"token-issues-per-hour", required_argument, NULL, OPT_TOKEN_ISSUES_PER_HOUR},
     {"max-message-bytes", required_argument, NULL, OPT_MAX_MESSAGE},
     {"max-concurrent-streams", required_argument, NULL, OPT_MAX_STREAMS},
     {"max-header-bytes", required_argument, NULL, OPT_MAX_HEADER_BYTES},
@@ -575,6 +580,11 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       if (parse_num("--auth-cache-size", optarg, 0, 10000000, &v))
         return 1;
       cfg->auth_cache_size = (size_t)v;
+      break;
+    case OPT_TOKEN_ISSUES_PER_HOUR:
+      if (parse_num("--token-issues-per-hour", optarg, 0, 1000000, &v))
+        return 1;
+      cfg->token_issues_per_hour = (unsigned)v;
       break;
     case OPT_MAX_MESSAGE:
       if (parse_num("--max-message-bytes", optarg, 1024, 1LL << 30, &v))

@@ -10,7 +10,8 @@ const sql_error_t sql_errors[] = {
     {"CLDUP", GRPC_ALREADY_EXISTS, "it exists already (a concurrent addition)"},
     {"CLPRE", GRPC_FAILED_PRECONDITION, "a concurrent proposal, decision or removal"},
     {"CLVER", GRPC_ABORTED, "the clue changed meanwhile"},
-    {"CLLIM", GRPC_RESOURCE_EXHAUSTED, "a per-user limit is reached (unrevoked tokens)"},
+    {"CLLIM", GRPC_RESOURCE_EXHAUSTED,
+     "a per-user limit is reached (unrevoked tokens, tokens issued in an hour)"},
     {"CLSYN", GRPC_UNAVAILABLE,
      "--require-sync-replica: the commit would not wait for a synchronous standby"},
 };

@@ -8,6 +8,7 @@
 #include "clue/v1/token.pb-c.h"
 #include "domain/validate.h"
 #include "rpc/auth.h"
+#include "server.h"
 #include "service/clue_row.h"
 #include "service/common.h"
 #include "service/svc_util.h"
@@ -95,7 +96,7 @@ static void reply_issued_keyed(rpc_call_t *call, const db_result_t *r, void *arg
 static void issue_my_token(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__IssueMyTokenRequest *req = (const void *)m;
   validate_errors_t e;
-  const char *params[7], *note;
+  const char *params[8], *note;
   char *token, hash[65];
   int np;
 
@@ -119,20 +120,21 @@ static void issue_my_token(rpc_call_t *call, const ProtobufCMessage *m) {
   params[2] = hash;
   params[3] = note ? note : "";
   params[4] = svc_i64(call, TOKEN_LIVE_MAX, 0);
-  if (!svc_all_set(params, 5)) {
+  params[5] = svc_i64(call, rpc_call_server(call)->cfg.token_issues_per_hour, 0);
+  if (!svc_all_set(params, 6)) {
     clue_oom(call);
     return;
   }
-  if ((np = clue_request_params(call, m, req->request_id, params, 5)) < 0)
+  if ((np = clue_request_params(call, m, req->request_id, params, 6)) < 0)
     return;
-  if (np == 5)
-    svc_query(call, "SELECT id FROM token_issue_own($1, $2, $3, nullif($4, ''), $5)", 5, params,
+  if (np == 6)
+    svc_query(call, "SELECT id FROM token_issue_own($1, $2, $3, nullif($4, ''), $5, $6)", 6, params,
               reply_issued, token);
   else
     svc_query(call,
               "SELECT id, revoked_token FROM token_issue_own_once($1, $2, $3, nullif($4, ''),"
-              " $5, $6, $7)",
-              7, params, reply_issued_keyed, token);
+              " $5, $6, $7, $8)",
+              8, params, reply_issued_keyed, token);
 }
 
 /* ---- RevokeMyToken ----------------------------------------------------------------------- */

@@ -71,6 +71,9 @@ BEGIN
                           (SELECT string_agg('$' || i, ', ') FROM generate_series(1, f.pronargs) i)));
   END LOOP;
 END $do$;
+CREATE FUNCTION token_issue_own(p_actor_user bigint, p_actor_unit bigint, p_sha256_hex text, p_note text,
+                                p_max_live integer, p_max_hour integer)
+RETURNS tokens LANGUAGE sql AS 'SELECT * FROM token_issue_own($1, $2, $3, $4, $5)';
 """
 
 
@@ -114,9 +117,9 @@ class Log:
 
     def _fingerprint_shims(self, on):
         """This clued passes every write a request's fingerprint, which the writers take since
-        0047: on the schema before 0031, an overload of each that takes it and drops it, and the
-        request records' column the facts reads select (on=False: all of it removed again, for
-        the upgrade to make its own)."""
+        0047, and IssueMyToken its hourly limit (0057): on the schema before 0031, an overload of
+        each that takes it and drops it, and the request records' column the facts reads select
+        (on=False: all of it removed again, for the upgrade to make its own)."""
         db = self.pg.connect(self.dbname)
         try:
             with db.cursor() as cur:
@@ -124,7 +127,7 @@ class Log:
                     cur.execute(FINGERPRINT_SHIMS)
                 else:
                     cur.execute("SELECT p.oid::regprocedure::text FROM pg_proc p"
-                                " WHERE 'p_request_sha256' = ANY(p.proargnames)")
+                                " WHERE p.proargnames && ARRAY['p_request_sha256', 'p_max_hour']")
                     for f, in cur.fetchall():
                         cur.execute("DROP FUNCTION " + f)
                     cur.execute("ALTER TABLE clue_requests DROP COLUMN request_sha256")

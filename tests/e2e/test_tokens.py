@@ -563,5 +563,68 @@ def test_cluectl_token(c):
     assert [t for t in full if int(t["id"]) == tid][0].get("revoked_at_ms")
 
 
+def test_issues_in_an_hour_are_bounded(c):
+    """--token-issues-per-hour: the tokens a user issues themself in any hour are counted in the
+    database; past the instance's limit IssueMyToken is RESOURCE_EXHAUSTED with the time the
+    next may be issued, nothing written. Revoking frees none. An administrator's enrollment
+    token neither counts nor is held; another user is not held; a keyed retry at the limit
+    keeps the token its key issued. Once the oldest is an hour old, one more may be issued."""
+    w = c.w
+    srv = harness.Clued(c.pg.url(c.dbname), args=["--token-issues-per-hour", "4"]).start(migrate=False)
+    u = w.new_user("R1", "MEMBER", "r1-hourly")  # its personal token: its first issue (on c.srv)
+    uid = sql(c, "SELECT id FROM users WHERE name = 'r1-hourly'")[0][0]
+    us, other = stub(srv.addr, u.token), None
+
+    def own_issues():
+        return sql(c, "SELECT id, created_at FROM tokens WHERE user_id = %s AND issued_by = user_id"
+                      " ORDER BY created_at DESC, id DESC", (uid,))
+
+    try:
+        assert len(own_issues()) == 1
+        us.tokens.IssueMyToken(T.IssueMyTokenRequest(note="two"), timeout=10)
+        us.tokens.IssueMyToken(T.IssueMyTokenRequest(note="three"), timeout=10)
+        keyed = T.IssueMyTokenRequest(note="four", request_id=new_request_id())
+        fourth = us.tokens.IssueMyToken(keyed, timeout=10)
+        rows, events = sql(c, "SELECT * FROM tokens ORDER BY id"), max_seq(c)
+        at = sql(c, "SELECT to_char((min(created_at) + interval '1 hour') AT TIME ZONE 'UTC',"
+                    " 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM tokens WHERE user_id = %s AND issued_by = user_id",
+                 (uid,))[0][0]
+        msg = expect_status(CODE.RESOURCE_EXHAUSTED, us.tokens.IssueMyToken, T.IssueMyTokenRequest(note="five"),
+                            timeout=10)
+        assert "issued 4 tokens in the last hour" in msg and at in msg, (msg, at)
+        # A retry of the fourth at the limit: refused, and the fourth still works.
+        expect_status(CODE.RESOURCE_EXHAUSTED, us.tokens.IssueMyToken, keyed, timeout=10)
+        held = stub(srv.addr, fourth.token)
+        try:
+            assert held.tokens.GetCaller(T.GetCallerRequest(), timeout=10).user_id == uid
+        finally:
+            held.close()
+        assert sql(c, "SELECT * FROM tokens ORDER BY id") == rows and max_seq(c) == events
+        # Revoking one frees nothing; the hour's issues are what counts.
+        us.tokens.RevokeMyToken(T.RevokeMyTokenRequest(token_id=fourth.token_id), timeout=10)
+        expect_status(CODE.RESOURCE_EXHAUSTED, us.tokens.IssueMyToken, T.IssueMyTokenRequest(), timeout=10)
+        # An enrollment token from an administrator is not an issue of the user's own.
+        w.admin.admin.IssueToken(A.IssueTokenRequest(user_id=uid, note="onboarding"), timeout=10)
+        expect_status(CODE.RESOURCE_EXHAUSTED, us.tokens.IssueMyToken, T.IssueMyTokenRequest(), timeout=10)
+        other = stub(srv.addr, w.new_user("R1", "MEMBER", "r1-hourly-other").token)
+        other.tokens.IssueMyToken(T.IssueMyTokenRequest(note="not held"), timeout=10)
+        # The oldest issue an hour old: one more may come, then the limit holds again.
+        oldest = own_issues()[-1]
+        with c.db.cursor() as cur:
+            cur.execute("UPDATE tokens SET created_at = now() - interval '61 minutes' WHERE id = %s", (oldest[0],))
+        try:
+            us.tokens.IssueMyToken(T.IssueMyTokenRequest(note="next hour"), timeout=10)
+            expect_status(CODE.RESOURCE_EXHAUSTED, us.tokens.IssueMyToken, T.IssueMyTokenRequest(), timeout=10)
+        finally:
+            with c.db.cursor() as cur:
+                cur.execute("UPDATE tokens SET created_at = %s WHERE id = %s", (oldest[1], oldest[0]))
+        assert len(own_issues()) == 5
+    finally:
+        us.close()
+        if other:
+            other.close()
+        srv.stop()
+
+
 if __name__ == "__main__":
     harness.run_tests(globals(), setup, teardown)
