@@ -74,10 +74,13 @@ static const char *hidden(const authz_principal_t *p, const authz_clue_t *c) {
   return "clue of an unrelated unit";
 }
 
+static const char REASON_LEADERS_RECUSED[] = "every leader recused";
+
 /* The refusal when every leader of the owner unit is recused: not a permission the caller
- * lacks but a state nobody in the unit can get past. */
+ * lacks but a state nobody in the unit can get past. It is told where the permission would
+ * be (authz_refused_permission). */
 static authz_result_t leaders_recused(const char *what) {
-  return decide(AUTHZ_FAILED_PRECONDITION, "every leader recused",
+  return decide(AUTHZ_FAILED_PRECONDITION, REASON_LEADERS_RECUSED,
                 "every LEADER of the owner unit is recused from this clue, so nobody there may "
                 "%s; an ADMIN must add a LEADER without a conflict to the unit",
                 what);
@@ -105,6 +108,10 @@ static authz_result_t not_owner_leader(const authz_principal_t *p, const authz_c
     return leaders_recused(what);
   return decide(AUTHZ_DENIED, "not a leader of the owner unit",
                 "only a LEADER of the owner unit may %s", what);
+}
+
+bool authz_refused_permission(const authz_result_t *r) {
+  return r->decision == AUTHZ_DENIED || r->reason == REASON_LEADERS_RECUSED;
 }
 
 unsigned authz_clue_scope(const authz_principal_t *p) {

@@ -112,6 +112,14 @@ static inline bool authz_ok(const authz_result_t *r) {
 }
 
 /**
+ * True if r refuses at the permission step, before the version and the state are looked at:
+ * PERMISSION_DENIED, or the FAILED_PRECONDITION that stands in for it when every LEADER of the
+ * owner unit is recused (the unit's staff may not act, nor may anyone there). A stale
+ * expected_version is told only after these, as after visibility.
+ */
+bool authz_refused_permission(const authz_result_t *r);
+
+/**
  * Which clues p sees, as authz_scope_t bits; a clue is visible when it matches any of them.
  * Agrees with authz_can_see_clue() (the tests check so); meant for the WHERE clause of lists.
  */

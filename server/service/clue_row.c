@@ -453,9 +453,9 @@ void clue_refuse_stale(rpc_call_t *call, const char *what, const clue_row_t *row
 bool clue_change_allowed(rpc_call_t *call, const char *what, const clue_row_t *row,
                          int64_t expected_version, const authz_result_t *res) {
   /* The caller's view of the clue is out of date, so what the change would need now is not
-   * its question yet. */
+   * its question yet; whether the caller may make such a change at all comes first. */
   if ((authz_ok(res) || res->decision == AUTHZ_FAILED_PRECONDITION) &&
-      row->version != expected_version) {
+      !authz_refused_permission(res) && row->version != expected_version) {
     clue_refuse_stale(call, what, row, expected_version);
     return false;
   }

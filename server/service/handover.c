@@ -119,7 +119,7 @@ static void got_handover_facts(rpc_call_t *call, const db_result_t *r, void *arg
   see = authz_can_see_clue(&p, &row.facts);
   /* As for RequestTransition: once the caller may see and change the clue, a stale version
    * is the first thing to say; the rest is judged against a clue the caller has not seen. */
-  if (authz_ok(&see) && res.decision != AUTHZ_DENIED && row.version != req->expected_version) {
+  if (authz_ok(&see) && !authz_refused_permission(&res) && row.version != req->expected_version) {
     clue_refuse_stale(call, "handover", &row, req->expected_version);
     return;
   }

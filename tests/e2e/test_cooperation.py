@@ -569,12 +569,20 @@ def test_every_leader_recused(c):
     g = get(M, cl.id)
     expect_status(Code.PERMISSION_DENIED, move, M, g, CLO, finding="无")  # one leader still free
     recuse(L, cl.id, reason="本人回避")
-    for fn in (lambda: move(M, g, CLO, finding="无"),
-               lambda: M.clue.ExtendDeadline(pb.ExtendDeadlineRequest(
-                   clue_id=cl.id, expected_version=g.version, days=3, reason="r", request_id=new_request_id()),
-                   timeout=20),
-               lambda: assign(M, cl.id, w.R1.member.id)):
-        expect_status(Code.FAILED_PRECONDITION, fn, details_has=("every LEADER of the owner unit is recused",))
+    # It stands where the permission would: before the version, so a stale one is refused so too.
+    stale = pb.Clue()
+    stale.CopyFrom(g)
+    stale.version += 5
+    for v in (g, stale):
+        for fn in (lambda: move(M, v, CLO, finding="无"),
+                   lambda: M.clue.ExtendDeadline(pb.ExtendDeadlineRequest(
+                       clue_id=cl.id, expected_version=v.version, days=3, reason="r", request_id=new_request_id()),
+                       timeout=20),
+                   lambda: M.clue.HandOver(pb.HandOverRequest(
+                       clue_id=cl.id, expected_version=v.version, to_unit_id=w.G1.id, reason="r",
+                       request_id=new_request_id()), timeout=20),
+                   lambda: assign(M, cl.id, w.R1.member.id)):
+            expect_status(Code.FAILED_PRECONDITION, fn, details_has=("every LEADER of the owner unit is recused",))
     # Outside the unit it stays a question of permission.
     expect_status(Code.PERMISSION_DENIED, move, w.R1.member, g, CLO, finding="无")
     # An ADMIN adds a leader without a conflict: the unit can act again.

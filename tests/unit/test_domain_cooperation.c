@@ -424,9 +424,12 @@ static void test_every_leader_recused(void **state) {
 
   r = authz_can_move(&om, &c, CLUE_STATE_CLOSED, NULL);
   expect(&r, AUTHZ_DENIED, "member, leaders free");
+  assert_true(authz_refused_permission(&r));
   c.owner_leaders_recused = true;
   r = authz_can_move(&om, &c, CLUE_STATE_CLOSED, NULL);
   expect_msg(&r, AUTHZ_FAILED_PRECONDITION, "every LEADER of the owner unit is recused", "move");
+  /* It stands for the permission: told before a stale version is. */
+  assert_true(authz_refused_permission(&r));
   r = authz_can_handover(&om, &c, OTHER_GROUP, CLUE_UNIT_GROUP);
   expect_msg(&r, AUTHZ_FAILED_PRECONDITION, "recused", "handover");
   r = authz_can_extend_deadline(&om, &c);
@@ -453,6 +456,7 @@ static void test_every_leader_recused(void **state) {
   pc.reviewer_leaders_recused = true;
   r = authz_can_move(&ol, &pc, CLUE_STATE_CLOSED, NULL);
   expect_msg(&r, AUTHZ_FAILED_PRECONDITION, "nobody can review it", "pending, reviewers recused");
+  assert_false(authz_refused_permission(&r)); /* a state: a stale version is told first */
   r = authz_can_review(&lm, &pc, &prop);
   expect_msg(&r, AUTHZ_FAILED_PRECONDITION, "every LEADER of the reviewing unit is recused",
              "reviewing unit's member, leaders recused");
