@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "log.h"
 #include "metrics/metrics.h"
@@ -135,10 +136,25 @@ static void respond_text(mconn_t *c, const char *status, const char *text, const
   respond(c, status, "text/plain; charset=utf-8", b, len, extra);
 }
 
-/* The head is complete: answer it. Only the request line matters; header fields are read
- * past (no authentication: the metrics carry nothing about callers). */
+/* How many Host header fields the head's lines after the request line at eol hold (RFC 9112
+ * 3.2: an HTTP/1.1 request has exactly one, any request at most one). */
+static int host_fields(const char *eol) {
+  int n = 0;
+
+  for (const char *line = eol; (line = strchr(line, '\n')) != NULL;) {
+    line++;
+    if (strncasecmp(line, "host:", 5) == 0)
+      n++;
+  }
+  return n;
+}
+
+/* The head is complete: answer it. The request line matters, and the Host field only as
+ * RFC 9112 asks; other header fields are read past (no authentication: the metrics carry
+ * nothing about callers). */
 static void handle_request(mconn_t *c) {
   char *sp1, *sp2, *eol;
+  int hosts;
   size_t plen;
   char *body;
   size_t blen;
@@ -149,6 +165,11 @@ static void handle_request(mconn_t *c) {
   sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
   if (eol == NULL || sp1 == NULL || sp2 == NULL || sp2 > eol || strncmp(sp2 + 1, "HTTP/1.", 7) != 0) {
     respond_text(c, "400 Bad Request", "bad request\n", NULL);
+    return;
+  }
+  hosts = host_fields(eol);
+  if (hosts > 1 || (hosts == 0 && strncmp(sp2 + 1, "HTTP/1.1", 8) == 0)) {
+    respond_text(c, "400 Bad Request", "an HTTP/1.1 request needs exactly one Host field\n", NULL);
     return;
   }
   if ((size_t)(sp1 - c->head) != 3 || memcmp(c->head, "GET", 3) != 0) {

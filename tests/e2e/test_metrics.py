@@ -8,6 +8,7 @@
 - a path that names no method counts as "unknown", not as a new label value;
 - no token, user or unit appears in the output;
 - the endpoint is bounded: a head over 8 KiB gets 431, other paths 404, other methods 405,
+  an HTTP/1.1 request without one Host field 400,
   a client that sends nothing is closed after the timeout, connections past the cap are
   closed at once, and the gRPC port keeps serving through all of it;
 - a non-loopback address is refused without --insecure-cleartext;
@@ -170,9 +171,18 @@ def test_metrics_endpoint():
         # Bounds of the endpoint; the gRPC port serves on.
         resp = http(srv.metrics_addr, b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n")
         assert resp.startswith(b"HTTP/1.1 431 "), resp[:80]
-        assert http(srv.metrics_addr, b"GET /other HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 404 ")
-        assert http(srv.metrics_addr, b"POST /metrics HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 405 ")
+        assert http(srv.metrics_addr, b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 404 ")
+        assert http(srv.metrics_addr, b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 405 ")
         assert http(srv.metrics_addr, b"garbage\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+        # RFC 9112 3.2: an HTTP/1.1 request without a Host field, or any with two, is 400; an
+        # HTTP/1.0 one may go without.
+        for head in (b"GET /metrics HTTP/1.1\r\n\r\n", b"GET /metrics HTTP/1.1\r\nX-Host: a\r\n\r\n",
+                     b"GET /metrics HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n",
+                     b"GET /metrics HTTP/1.0\r\nHOST: a\r\nHost: a\r\n\r\n"):
+            resp = http(srv.metrics_addr, head)
+            assert resp.startswith(b"HTTP/1.1 400 ") and b"Host" in resp, (head, resp[:120])
+        assert http(srv.metrics_addr, b"GET /metrics HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200 ")
+        assert http(srv.metrics_addr, b"GET /metrics HTTP/1.1\nhost:x\n\n").startswith(b"HTTP/1.1 200 ")
         host, port = srv.metrics_addr.rsplit(":", 1)
         idle = [socket.create_connection((host, int(port)), timeout=30) for _ in range(16)]
         time.sleep(0.5)
