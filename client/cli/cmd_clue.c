@@ -12,12 +12,13 @@
 
 /* "2026-04-01 (29 days left)", "2026-02-01 (overdue by 3 days)", or "-" when no deadline runs. */
 static char *deadline_text(const Clue__V1__Clue *c) {
-  char date[32];
+  char date[64];
   int left = c->days_left;
 
   if (c->stage_deadline_ms == 0)
     return table_fmt("-");
-  cli_date_text(c->stage_deadline_ms, date, sizeof(date));
+  /* The moment it falls due: the stage began at a time of day, and ends at that time. */
+  cli_deadline_text(c->stage_deadline_ms, date, sizeof(date));
   if (c->overdue)
     return table_fmt("%s (overdue by %d day%s)", date, -left, left == -1 ? "" : "s");
   return table_fmt("%s (%d day%s left)", date, left, left == 1 ? "" : "s");
@@ -243,11 +244,41 @@ static void kvf(const char *label, const char *fmt, ...) {
   free(value);
 }
 
+/* The categories joined by ", "; one that holds ", " or starts with a quote is quoted, its
+ * quotes doubled, so that two categories never read as one nor one as two. NULL: out of
+ * memory. */
+static char *categories_text(const Clue__V1__Clue *c) {
+  size_t len = 1;
+  char *out, *o;
+
+  for (size_t i = 0; i < c->n_violation_categories; i++)
+    len += 2 * strlen(c->violation_categories[i]) + 4;
+  if ((o = out = malloc(len)) == NULL)
+    return NULL;
+  for (size_t i = 0; i < c->n_violation_categories; i++) {
+    const char *cat = c->violation_categories[i];
+    int quote = strstr(cat, ", ") != NULL || cat[0] == '"';
+    if (i > 0)
+      o += sprintf(o, ", ");
+    if (quote)
+      *o++ = '"';
+    for (; *cat; cat++) {
+      if (quote && *cat == '"')
+        *o++ = '"';
+      *o++ = *cat;
+    }
+    if (quote)
+      *o++ = '"';
+  }
+  *o = '\0';
+  return out;
+}
+
 static int show_clue(cli_t *cli, const ProtobufCMessage *m) {
   const Clue__V1__Clue *c = (const Clue__V1__Clue *)m;
   const Clue__V1__SubjectPerson *s = c->subject;
   char t1[32], t2[32];
-  char *cats = cli_path_text(&c->base, "violation_categories");
+  char *cats = categories_text(c);
   char *deadline = deadline_text(c);
   const char *source = cli_enum_short(&clue__v1__source_channel__descriptor, c->source);
 

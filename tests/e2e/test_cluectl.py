@@ -342,8 +342,12 @@ def test_submit_and_get(c):
     assert rec["Categories:"] == "违反廉洁纪律, 违反工作纪律"
     assert rec["State:"] == "ACCEPTED (version 1)"
     assert rec["Owner unit:"] == "G1 group G1"  # the code and name, not the id
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \(29 days left\)", rec["Deadline:"]), rec["Deadline:"]
+    # The moment it falls due: a date and the time of day the stage began (or a day's end).
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d (\d\d:\d\d|\(end of day\)) \(29 days left\)", rec["Deadline:"]), \
+        rec["Deadline:"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d by G1-member", rec["Created:"]), rec["Created:"]
+    if "end of day" not in rec["Deadline:"]:
+        assert rec["Deadline:"][11:16] == rec["Created:"][11:16], (rec["Deadline:"], rec["Created:"])
     doc = c.json(w.G1.leader, "clue", "get", str(cid))  # --json keeps the ids, and has the names
     assert doc["owner_unit_id"] == w.G1.id and doc["created_by"] == w.G1.member.id, doc
     assert (doc["owner_unit_code"], doc["owner_unit_name"], doc["created_by_name"]) == ("G1", "group G1", "G1-member")
@@ -369,6 +373,21 @@ def test_submit_and_get(c):
 
 def _count(c, user):
     return len(c.json(user, "clue", "list", "--all")["clues"])
+
+
+def test_categories_read_as_they_were_given(c):
+    # A category holding ", " or starting with a quote is quoted in `clue get`, its quotes
+    # doubled: three categories read as three.
+    w = c.w
+    r = c.ctl(w.G1.member, "clue", "submit", "--title", "分类显示", "--summary", "s", "--source", "audit",
+              "--subject-name", "张三", "--host-unit", "市发展改革委", "--category", "违反廉洁纪律, 违反工作纪律",
+              "--category", '"四风"问题', "--category", "其他", check=0)
+    cid = re.match(r"clue (\d+) ", r.stdout).group(1)
+    assert c.json(w.G1.member, "clue", "get", cid)["violation_categories"] == [
+        "违反廉洁纪律, 违反工作纪律", '"四风"问题', "其他"]
+    out = c.ctl(w.G1.member, "clue", "get", cid, check=0).stdout
+    line = [ln for ln in out.splitlines() if ln.startswith("Categories:")][0]
+    assert line[13:].strip() == '"违反廉洁纪律, 违反工作纪律", """四风""问题", 其他', line
 
 
 def test_submit_file(c):
