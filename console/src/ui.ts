@@ -1,6 +1,6 @@
 // Pieces the pages share: messages, error display, tables, deadline badges.
 import { h, uid, field, type Child } from "./dom";
-import { t, fmtDate } from "./i18n";
+import { t, fmtDeadline } from "./i18n";
 import { Code, ConnectError, errorCode } from "./api";
 import type { Gathered } from "./paging";
 
@@ -108,9 +108,9 @@ const SOON_DAYS = 7;
 /** The stage deadline: red when overdue, amber within a week; words as well as colour. */
 export function deadlineBadge(deadlineMs: bigint, daysLeft: number, overdue: boolean): HTMLElement {
   if (!deadlineMs) return h("span", { class: "muted" }, "—");
-  if (overdue) return h("span", { class: "badge badge-overdue" }, `${fmtDate(deadlineMs)} · ${t("overdue")} · ${t("daysOver", -daysLeft)}`);
-  if (daysLeft <= SOON_DAYS) return h("span", { class: "badge badge-soon" }, `${fmtDate(deadlineMs)} · ${t("dueSoon")} · ${t("daysLeft", daysLeft)}`);
-  return h("span", { class: "badge" }, `${fmtDate(deadlineMs)} · ${t("daysLeft", daysLeft)}`);
+  if (overdue) return h("span", { class: "badge badge-overdue" }, `${fmtDeadline(deadlineMs)} · ${t("overdue")} · ${t("daysOver", -daysLeft)}`);
+  if (daysLeft <= SOON_DAYS) return h("span", { class: "badge badge-soon" }, `${fmtDeadline(deadlineMs)} · ${t("dueSoon")} · ${t("daysLeft", daysLeft)}`);
+  return h("span", { class: "badge" }, `${fmtDeadline(deadlineMs)} · ${t("daysLeft", daysLeft)}`);
 }
 
 export function section(title: Child, ...children: Child[]): HTMLElement {

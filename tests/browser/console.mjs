@@ -230,6 +230,9 @@ await scenario("the queue shows overdue and soon-due deadlines and a handover ar
   await overdue.waitFor();
   assert((await overdue.textContent()).includes("已逾期"), "the overdue row does not say so");
   assert((await overdue.locator(".badge-overdue").count()) === 1, "no red badge");
+  // A stage falls due at the time of day it began: the badge shows that time, not a date alone.
+  const badge = await overdue.locator(".badge-overdue").textContent();
+  assert(/\d{4}\/\d{1,2}\/\d{1,2} \d{1,2}:\d\d:\d\d/.test(badge), `the deadline has no time of day: ${badge}`);
   const soon = g1.locator("tr.row-soon");
   assert((await soon.count()) >= 1 && (await soon.first().textContent()).includes("即将到期"), "no soon-due row");
   const arrivals = g1.locator("section", { has: g1.getByRole("heading", { name: "移交来的线索" }) });

@@ -1,7 +1,7 @@
 // Joint cases (室组地联合办案): the lead room, the participants, the member clues and their states;
 // the list is every case the caller sees, read page by page.
 import { h, append, prose, joined } from "../dom";
-import { t, tName, fmtTime, fmtDate } from "../i18n";
+import { t, tName, fmtTime, fmtDeadline } from "../i18n";
 import { cases, stateName } from "../api";
 import type { JointCase } from "../../gen/clue/v1/case_pb";
 import { section, table, loading, partialNote } from "../ui";
@@ -26,7 +26,7 @@ function caseCard(jc: JointCase): HTMLElement {
     table(
       `${t("caseClues")} #${jc.id}`,
       [t("colRegNo"), t("colTitle"), t("colState"), t("colOwner"), t("colDeadline")],
-      jc.clues.map((c) => [h("a", { href: `#/clue/${c.clueId}` }, c.registrationNumber), c.title, tName(stateName(c.state)), c.ownerUnitCode, fmtDate(c.stageDeadlineMs)]),
+      jc.clues.map((c) => [h("a", { href: `#/clue/${c.clueId}` }, c.registrationNumber), c.title, tName(stateName(c.state)), c.ownerUnitCode, fmtDeadline(c.stageDeadlineMs)]),
     ),
   );
 }
