@@ -1,4 +1,5 @@
--- How many tokens a user may issue themself (TokenService.IssueMyToken) in any hour.
+-- How many tokens a user may issue themself (TokenService.IssueMyToken) in any hour, and an
+-- issue that holds the token it is signed with (admin_issue_token(), at the end).
 --
 -- Every user may issue and revoke their own tokens, at most 16 unrevoked at once
 -- (token_issue_own() of 0010_tokens.sql). Issuing one and revoking it, in a loop, stayed
@@ -70,4 +71,78 @@ BEGIN
   PERFORM token_once_issued(p_actor_user, p_request_id, 'IssueMyToken', p_request_sha256, q, t);
   id := t.id;
   RETURN NEXT;
+END $$;
+
+-- Refuses (CLPRE) a change by p_actor_user signed with the token p_token once the user was
+-- disabled or the token revoked; with p_lock, holds both rows FOR SHARE until the end of the
+-- transaction (so that neither changes before it commits). See admin_issue_token() below.
+CREATE FUNCTION admin_caller_held(p_actor_user bigint, p_token bigint, p_lock boolean)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  IF p_lock THEN
+    PERFORM 1 FROM users WHERE id = p_actor_user AND NOT disabled FOR SHARE;
+  ELSE
+    PERFORM 1 FROM users WHERE id = p_actor_user AND NOT disabled;
+  END IF;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'CLPRE', MESSAGE = format('user %s, the caller, was disabled meanwhile',
+                                                              p_actor_user);
+  END IF;
+  IF p_lock THEN
+    PERFORM 1 FROM tokens WHERE id = p_token AND revoked_at IS NULL FOR SHARE;
+  ELSE
+    PERFORM 1 FROM tokens WHERE id = p_token AND revoked_at IS NULL;
+  END IF;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'CLPRE', MESSAGE = format('token %s, the caller''s, was revoked meanwhile',
+                                                              p_token);
+  END IF;
+END $$;
+
+-- Replaces admin_issue_token of 0055_token_retry_lock_order.sql: an issue signed with a token
+-- (clued.token_id, set for every call) is refused, nothing written, if that token was revoked
+-- or the caller disabled before it commits (CLPRE, the messages admin_keep_one_working() of
+-- 0045 gives an administrator's change). An IssueMyToken signed with a token T and a
+-- RevokeToken of T, sent at once to two instances, both succeeded: the issue had decided
+-- before the revocation committed, and a token minted by T was logged after T's revocation
+-- and outlived it. Now they are in one order or the other:
+-- - A token issued to the caller itself (IssueMyToken; an administrator's IssueToken for
+--   itself) appends to the caller's chain, as T's revocation and the caller's disabling do:
+--   the append waits for the head until the other commits, and the look that follows, a
+--   statement of its own, sees it. No lock is added, so none can deadlock with the
+--   revocation's (T's row, then the head).
+-- - A token for another user appends to that user's chain: the caller's user row and T's row
+--   are held FOR SHARE from the start, before the user the token is for and its head, so a
+--   revocation or a disable waits for the issue, or the issue for them and then refuses.
+-- Without a token (clued bootstrap) there is nothing to hold.
+CREATE OR REPLACE FUNCTION admin_issue_token(p_actor_user bigint, p_actor_unit bigint, p_user bigint,
+                                             p_sha256_hex text, p_note text)
+RETURNS tokens LANGUAGE plpgsql AS $$
+DECLARE
+  acting bigint := nullif(current_setting('clued.token_id', true), '')::bigint;
+  t tokens;
+  dis boolean;
+BEGIN
+  IF acting IS NOT NULL AND p_user <> p_actor_user THEN
+    PERFORM admin_caller_held(p_actor_user, acting, true);
+  END IF;
+  SELECT disabled INTO dis FROM users WHERE id = p_user FOR KEY SHARE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'CLNOF', MESSAGE = format('user %s not found', p_user);
+  END IF;
+  IF dis THEN
+    RAISE EXCEPTION USING ERRCODE = 'CLPRE', MESSAGE = format('user %s is disabled', p_user);
+  END IF;
+  INSERT INTO tokens (user_id, token_sha256, note, issued_by)
+  VALUES (p_user, decode(p_sha256_hex, 'hex'), p_note, p_actor_user)
+  RETURNING * INTO t;
+  -- The token itself is never recorded; its id is, and the hash of its stored hash.
+  PERFORM audit_append(p_actor_user, p_actor_unit, 'token.issue', 'user', p_user, NULL, NULL, NULL, NULL,
+                       jsonb_build_object('token_id', t.id, 'note', p_note,
+                                          'enrollment', t.issued_by <> t.user_id,
+                                          'hash_sha256', encode(sha256(t.token_sha256), 'hex')));
+  IF acting IS NOT NULL AND p_user = p_actor_user THEN
+    PERFORM admin_caller_held(p_actor_user, acting, false);
+  END IF;
+  RETURN t;
 END $$;

@@ -136,13 +136,16 @@ static void respond_text(mconn_t *c, const char *status, const char *text, const
   respond(c, status, "text/plain; charset=utf-8", b, len, extra);
 }
 
-/* How many Host header fields the head's lines after the request line at eol hold (RFC 9112
- * 3.2: an HTTP/1.1 request has exactly one, any request at most one). */
+/* How many Host header fields the head's lines after the request line at eol hold, up to
+ * the empty line that ends it (RFC 9112 3.2: an HTTP/1.1 request has exactly one, any request
+ * at most one). */
 static int host_fields(const char *eol) {
   int n = 0;
 
   for (const char *line = eol; (line = strchr(line, '\n')) != NULL;) {
     line++;
+    if (*line == '\n' || (line[0] == '\r' && line[1] == '\n'))
+      break;
     if (strncasecmp(line, "host:", 5) == 0)
       n++;
   }

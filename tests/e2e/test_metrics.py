@@ -178,7 +178,8 @@ def test_metrics_endpoint():
         # HTTP/1.0 one may go without.
         for head in (b"GET /metrics HTTP/1.1\r\n\r\n", b"GET /metrics HTTP/1.1\r\nX-Host: a\r\n\r\n",
                      b"GET /metrics HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n",
-                     b"GET /metrics HTTP/1.0\r\nHOST: a\r\nHost: a\r\n\r\n"):
+                     b"GET /metrics HTTP/1.0\r\nHOST: a\r\nHost: a\r\n\r\n",
+                     b"GET /metrics HTTP/1.1\r\n\r\nHost: after the head\r\n\r\n"):
             resp = http(srv.metrics_addr, head)
             assert resp.startswith(b"HTTP/1.1 400 ") and b"Host" in resp, (head, resp[:120])
         assert http(srv.metrics_addr, b"GET /metrics HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200 ")

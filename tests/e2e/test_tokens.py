@@ -563,6 +563,94 @@ def test_cluectl_token(c):
     assert [t for t in full if int(t["id"]) == tid][0].get("revoked_at_ms")
 
 
+def test_an_issue_signed_with_a_token_revoked_first_is_refused(c):
+    """An IssueMyToken signed with a token T, whose revocation commits while the issue waits,
+    is refused and issues nothing; so is an administrator's IssueToken
+    for another user signed with a token revoked first. Each race is put in that order with a
+    lock on the caller's audit chain head, which a revocation takes last."""
+    w = c.w
+    held = c.pg.connect(c.dbname)
+    held.autocommit = False
+
+    def waiting():
+        return sql(c, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                      " AND wait_event_type = 'Lock'")[0][0]
+
+    def race(caller_uid, token_id, revoke, issue, refusal=None):
+        """revoke() and then issue(), each sent while the head of caller_uid's chain is locked;
+        the issue is refused once the revocation (or disable) is through."""
+        with held.cursor() as cur:
+            cur.execute("SELECT 1 FROM audit_heads WHERE subject_type = 'user' AND subject_id = %s FOR UPDATE",
+                        (caller_uid,))
+        r = revoke()
+        harness.wait_for(lambda: waiting() == 1, what="the revocation waiting for the head")
+        i = issue()
+        harness.wait_for(lambda: waiting() == 2, what="the issue waiting behind it")
+        held.rollback()
+        r.result()
+        try:
+            got = i.result()
+        except grpc.RpcError as e:
+            # The database's refusal; or UNAUTHENTICATED where the instance heard of the
+            # revocation before the refusal came back (as the one that made it does).
+            assert e.code() == CODE.UNAUTHENTICATED or (
+                e.code() == CODE.FAILED_PRECONDITION
+                and e.details() == (refusal or f"token {token_id}, the caller's, was revoked meanwhile")), \
+                (e.code(), e.details())
+            return e.code()
+        raise AssertionError(f"token {got.token_id} issued by token {token_id} after its revocation")
+
+    def tokens_by(token_id):  # events of tokens issued by a call signed with token_id
+        return sql(c, "SELECT seq FROM audit_events WHERE action = 'token.issue' AND actor_token_id = %s",
+                   (token_id,))
+
+    deaf = None
+    try:
+        u = w.new_user("G1", "MEMBER", "g1-revoked-while-issuing")
+        uid = sql(c, "SELECT id FROM users WHERE name = 'g1-revoked-while-issuing'")[0][0]
+        t = u.tokens.IssueMyToken(T.IssueMyTokenRequest(note="T"), timeout=10)
+        # Issued through an instance that does not hear of revocations (it caches nothing), so
+        # the refusal is the database's own.
+        deaf = harness.Clued(c.pg.url(c.dbname), args=["--auth-cache-size", "0"]).start(migrate=False)
+        signed = stub(deaf.addr, t.token)
+        count = sql(c, "SELECT count(*) FROM tokens WHERE user_id = %s", (uid,))[0][0]
+        assert race(uid, t.token_id,
+                    lambda: w.admin.admin.RevokeToken.future(A.RevokeTokenRequest(token_id=t.token_id), timeout=30),
+                    lambda: signed.tokens.IssueMyToken.future(T.IssueMyTokenRequest(note="minted"), timeout=30)
+                    ) == CODE.FAILED_PRECONDITION
+        assert sql(c, "SELECT count(*) FROM tokens WHERE user_id = %s", (uid,))[0][0] == count
+        assert tokens_by(t.token_id) == []
+        signed.close()
+        # The same with the caller disabled first.
+        v = w.new_user("G1", "MEMBER", "g1-disabled-while-issuing")
+        vid = sql(c, "SELECT id FROM users WHERE name = 'g1-disabled-while-issuing'")[0][0]
+        tv = v.tokens.IssueMyToken(T.IssueMyTokenRequest(note="TV"), timeout=10)
+        signed = stub(deaf.addr, tv.token)
+        assert race(vid, tv.token_id,
+                    lambda: w.admin.admin.DisableUser.future(A.DisableUserRequest(user_id=vid, reason="调离"), timeout=30),
+                    lambda: signed.tokens.IssueMyToken.future(T.IssueMyTokenRequest(note="minted"), timeout=30),
+                    refusal=f"user {vid} is disabled") == CODE.FAILED_PRECONDITION
+        assert tokens_by(tv.token_id) == []
+        signed.close()
+
+        # An administrator issuing a token for another user, its own token revoked by another.
+        adm = w.new_user(w.admin_unit.code, "ADMIN", "second-admin")
+        aid = sql(c, "SELECT id FROM users WHERE name = 'second-admin'")[0][0]
+        ta = adm.tokens.IssueMyToken(T.IssueMyTokenRequest(note="TA"), timeout=10)
+        issuer = stub(c.srv.addr, ta.token)
+        count = sql(c, "SELECT count(*) FROM tokens WHERE user_id = %s", (uid,))[0][0]
+        race(aid, ta.token_id,
+                   lambda: w.admin.admin.RevokeToken.future(A.RevokeTokenRequest(token_id=ta.token_id), timeout=30),
+                   lambda: issuer.admin.IssueToken.future(A.IssueTokenRequest(user_id=uid, note="minted"), timeout=30))
+        assert sql(c, "SELECT count(*) FROM tokens WHERE user_id = %s", (uid,))[0][0] == count
+        assert tokens_by(ta.token_id) == []
+        issuer.close()
+    finally:
+        held.close()
+        if deaf:
+            deaf.stop()
+
+
 def test_issues_in_an_hour_are_bounded(c):
     """--token-issues-per-hour: the tokens a user issues themself in any hour are counted in the
     database; past the instance's limit IssueMyToken is RESOURCE_EXHAUSTED with the time the
