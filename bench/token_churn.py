@@ -11,7 +11,7 @@ K callers (other users, alternating instances) call ListAuditEvents in a loop, f
 SECONDS, then for SECONDS more while N threads of one MEMBER each issue a token and revoke it
 through A (TokenService.IssueMyToken, RevokeMyToken), which every instance hears of through
 PostgreSQL NOTIFY. Prints, for each phase: revocations a second, the churner's issues refused
-a second (RESOURCE_EXHAUSTED: clued's --token-issues-per-hour, default 60, passed on when
+a second (RESOURCE_EXHAUSTED: clued's --token-issues-per-hour, default 600, passed on when
 given; 0 lifts it), the callers' calls a second, their failures by status, and the share of
 both instances' token lookups answered from the principal cache (clued_auth_lookups_total, the
 churner's own calls included).
@@ -34,7 +34,7 @@ def main():
     ap.add_argument("--churners", type=int, default=2, help="threads revoking tokens (default 2)")
     ap.add_argument("--callers", type=int, default=4, help="other users calling (default 4)")
     ap.add_argument("--token-issues-per-hour", type=int, metavar="N",
-                    help="clued's --token-issues-per-hour (default: clued's own, 60; 0: no limit)")
+                    help="clued's --token-issues-per-hour (default: clued's own, 600; 0: no limit)")
     benchenv.add_clued_arg(ap)
     args = ap.parse_args()
     benchenv.use_clued(args.clued)

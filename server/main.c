@@ -125,7 +125,7 @@ static const char usage_text[] =
     "  --auth-cache-size N        tokens whose principal is cached at most (default 4096)\n"
     "  --token-issues-per-hour N  tokens one user may issue themself (IssueMyToken) in any\n"
     "                             hour; past it RESOURCE_EXHAUSTED, with the time the next may\n"
-    "                             be issued (default 60; 0: no such limit)\n"
+    "                             be issued (default 600; 0: no such limit)\n"
     "  --max-message-bytes N      largest request message accepted (default 4194304)\n"
     "  --max-concurrent-streams N streams per connection (default 100); one past it is\n"
     "                             refused alone (RST_STREAM REFUSED_STREAM)\n"

@@ -45,7 +45,7 @@ void server_config_defaults(server_config_t *cfg) {
   cfg->replica_max_lag_ms = 5000;
   cfg->auth_cache_ttl_ms = 1000;
   cfg->auth_cache_size = 4096;
-  cfg->token_issues_per_hour = 60;
+  cfg->token_issues_per_hour = 600;
   cfg->db_queue_per_conn = 128;
   cfg->accepted_deadline_days = 30;
   cfg->prelim_deadline_days = 90;

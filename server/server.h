@@ -83,7 +83,7 @@ typedef struct server_config {
   unsigned auth_cache_ttl_ms;       /* life of a cached principal, default 1000; 0: no cache */
   size_t auth_cache_size;           /* cached principals at most, default 4096 */
   unsigned token_issues_per_hour;   /* tokens one user may issue themself in any hour, default
-                                       60; 0: no such limit */
+                                       600; 0: no such limit */
   size_t db_queue_per_conn;         /* database requests one HTTP/2 connection may have waiting
                                        or running, default 128 */
   size_t db_queue_per_user;         /* database requests one user may have waiting or running
