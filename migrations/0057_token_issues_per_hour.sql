@@ -44,9 +44,14 @@ BEGIN
        AND t.issued_by = p_actor_user
      ORDER BY t.created_at DESC OFFSET p_max_hour - 1 LIMIT 1;
     IF FOUND THEN
+      -- The moment it is an hour old, rounded up to the second named: not one that is early.
+      last := last + interval '1 hour';
+      IF last > date_trunc('second', last) THEN
+        last := date_trunc('second', last) + interval '1 second';
+      END IF;
       RAISE EXCEPTION USING ERRCODE = 'CLLIM', MESSAGE = format(
         'you issued %s tokens in the last hour, the most allowed: the next can be issued at %s',
-        p_max_hour, to_char((last + interval '1 hour') AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'));
+        p_max_hour, to_char(last AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'));
     END IF;
   END IF;
   RETURN admin_issue_token(p_actor_user, p_actor_unit, p_actor_user, p_sha256_hex, p_note);

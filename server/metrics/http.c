@@ -211,6 +211,11 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   }
   if (c->state != MCONN_READING)
     return;
+  if (memchr(c->head + c->len, '\0', (size_t)n) != NULL) {
+    /* Not HTTP, and the text searches below would stop at it: answered now. */
+    respond_text(c, "400 Bad Request", "bad request: a NUL byte in the request head\n", NULL);
+    return;
+  }
   c->len += (size_t)n;
   c->head[c->len] = '\0';
   if (strstr(c->head, "\r\n\r\n") || strstr(c->head, "\n\n")) {

@@ -183,6 +183,8 @@ def test_metrics_endpoint():
             resp = http(srv.metrics_addr, head)
             assert resp.startswith(b"HTTP/1.1 400 ") and b"Host" in resp, (head, resp[:120])
         assert http(srv.metrics_addr, b"GET /metrics HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200 ")
+        # A NUL byte in the head: 400 at once, not a wait for an end the server cannot see.
+        assert http(srv.metrics_addr, b"GET /metrics HTTP/1.1\r\nHost: a\x00b\r\n\r\n").startswith(b"HTTP/1.1 400 ")
         assert http(srv.metrics_addr, b"GET /metrics HTTP/1.1\nhost:x\n\n").startswith(b"HTTP/1.1 200 ")
         host, port = srv.metrics_addr.rsplit(":", 1)
         idle = [socket.create_connection((host, int(port)), timeout=30) for _ in range(16)]

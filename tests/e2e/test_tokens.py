@@ -19,6 +19,7 @@ through Python grpcio and cluectl:
 - `cluectl token list|issue|revoke`.
 """
 
+import datetime
 import hashlib
 import json
 import os
@@ -674,9 +675,15 @@ def test_issues_in_an_hour_are_bounded(c):
         keyed = T.IssueMyTokenRequest(note="four", request_id=new_request_id())
         fourth = us.tokens.IssueMyToken(keyed, timeout=10)
         rows, events = sql(c, "SELECT * FROM tokens ORDER BY id"), max_seq(c)
-        at = sql(c, "SELECT to_char((min(created_at) + interval '1 hour') AT TIME ZONE 'UTC',"
-                    " 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM tokens WHERE user_id = %s AND issued_by = user_id",
-                 (uid,))[0][0]
+        # The oldest issue made half an hour ago and 0.4 s into its second: the next may come
+        # an hour after it, named as the second after that moment, never the one before.
+        first_id, first_at = own_issues()[-1]
+        with c.db.cursor() as cur:
+            cur.execute("UPDATE tokens SET created_at = date_trunc('second', now()) - interval '30 minutes'"
+                        " + interval '0.4 seconds' WHERE id = %s RETURNING created_at", (first_id,))
+            due = cur.fetchone()[0] + datetime.timedelta(hours=1, seconds=1)
+        at = due.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        rows = sql(c, "SELECT * FROM tokens ORDER BY id")
         msg = expect_status(CODE.RESOURCE_EXHAUSTED, us.tokens.IssueMyToken, T.IssueMyTokenRequest(note="five"),
                             timeout=10)
         assert "issued 4 tokens in the last hour" in msg and at in msg, (msg, at)
@@ -707,6 +714,8 @@ def test_issues_in_an_hour_are_bounded(c):
             with c.db.cursor() as cur:
                 cur.execute("UPDATE tokens SET created_at = %s WHERE id = %s", (oldest[1], oldest[0]))
         assert len(own_issues()) == 5
+        with c.db.cursor() as cur:
+            cur.execute("UPDATE tokens SET created_at = %s WHERE id = %s", (first_at, first_id))
     finally:
         us.close()
         if other:
