@@ -4,9 +4,9 @@
 -- Every user may issue and revoke their own tokens, at most 16 unrevoked at once
 -- (token_issue_own() of 0010_tokens.sql). Issuing one and revoking it, in a loop, stayed
 -- within that, and cost every instance a notification per revocation (0007), the audit log
--- two events, and the tokens table a row each: one user at a few hundred a second took half
--- the calls of everyone else on a small machine. Now the issues of the last hour are counted
--- too, under the same lock on the user's row: at p_max_hour (clued's
+-- two events, and the tokens table a row each, without bound: one user did a few hundred a
+-- second (docs/WRITES.md, "Tokens a user issues in an hour"). Now the issues of the last hour
+-- are counted too, under the same lock on the user's row: at p_max_hour (clued's
 -- --token-issues-per-hour; 0: no such limit) the issue is refused CLLIM
 -- (RESOURCE_EXHAUSTED), nothing written, with the time the next one may be issued. Only the
 -- tokens a user issued to themself count: an administrator's IssueToken for them
