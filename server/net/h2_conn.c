@@ -638,12 +638,25 @@ void h2_conn_queued(h2_conn_t *c, ptrdiff_t delta) {
   if (delta < 0)
     conn_progress(c, (size_t)-delta);
   if (!c->congested && c->queued + c->wlen > cap) {
+    uint64_t now = uv_now(c->srv->loop);
+
     c->congested = 1;
     if (c->srv->conn_congested)
       c->srv->conn_congested(c->srv, c->id, 1);
-    log_info("conn %llu (%s): %zu response bytes queued, over --max-conn-buffer %zu: new calls "
-             "and queries wait, streams pause until the peer reads",
-             (unsigned long long)c->id, c->peer, c->queued + c->wlen, cap);
+    /* A peer that reads in spurts crosses the bound again and again: one line a second per
+     * connection at most, with how often it went over since the last one. */
+    c->congestions++;
+    if (c->congested_logged == 0 || now - c->congested_logged >= 1000) {
+      char since[64] = "";
+      if (c->congested_logged != 0)
+        snprintf(since, sizeof(since), " (over it %u times since the last such line)",
+                 c->congestions);
+      log_info("conn %llu (%s): %zu response bytes queued, over --max-conn-buffer %zu: new calls "
+               "and queries wait, streams pause until the peer reads%s",
+               (unsigned long long)c->id, c->peer, c->queued + c->wlen, cap, since);
+      c->congested_logged = now;
+      c->congestions = 0;
+    }
   } else if (c->congested && c->queued + c->wlen <= cap / 2) {
     c->congested = 0;
     if (c->srv->conn_congested)

@@ -66,6 +66,8 @@ struct h2_conn {
   size_t owed;                  /* bytes of shared console files its replies have yet to send:
                                    no copy of their own, so not congestion, but pending output */
   size_t moved;                 /* response bytes taken since last_progress was set */
+  uint64_t congested_logged;    /* when its congestion was last logged (ms, loop time) */
+  unsigned congestions;         /* times it went over --max-conn-buffer since that line */
   size_t inbound;               /* request body bytes its calls keep (--max-conn-inbound) */
   size_t inbound_public;        /* of them, those of public calls (H2_PUBLIC_INBOUND) */
   /* Timeouts (loop time, ms), checked by h2_conn_tick(). */

@@ -22,7 +22,7 @@ import grpc
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
 import world  # noqa: E402
-from hostile import (ASAN_SMALL_QUARANTINE, PREFACE, WINDOW_UPDATE, HealthProbe, Raw, frame, grpc_msg, headers_frames, lit,  # noqa: E402
+from hostile import (ASAN_SMALL_QUARANTINE, DATA, PREFACE, WINDOW_UPDATE, HealthProbe, Raw, frame, grpc_msg, headers_frames, lit,  # noqa: E402
                      report, request_block, rss_kb, settings, start_clued)
 
 S = harness.stubs()
@@ -559,6 +559,28 @@ def test_one_user_queues_a_bounded_share_of_unread_replies(c):
         for s in socks:
             s.close()
         hold.close()
+        srv.stop()
+
+
+def test_a_connection_over_its_buffer_is_logged_once_a_second(c):
+    # A peer that never reads, asking for large answers while the kernel still takes bytes,
+    # crosses --max-conn-buffer with each answer: its connection's line comes at most once a
+    # second (it came once per answer, 200 here), and says how often it went over since.
+    srv = start_clued("--max-conn-buffer", "16384")
+    try:
+        r = Raw(srv.addr, settings_pairs=((4, 2 ** 31 - 1),))  # SETTINGS_INITIAL_WINDOW_SIZE
+        r.until(lambda: r.server_settings is not None, 5, "the server's SETTINGS")
+        r.send(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 2 ** 31 - 1 - 65535)))
+        ask = bytes([0x1A, 18]) + b"clue/v1/clue.proto"  # file_by_filename, about 10 KiB
+        t0 = time.monotonic()
+        r.send(headers_frames(1, request_block("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"))
+               + frame(DATA, 0, 1, grpc_msg(ask) * 200))
+        harness.wait_for(lambda: "over --max-conn-buffer" in srv.output(), 10, what="the connection over its buffer")
+        time.sleep(2.0)
+        lines = [ln for ln in srv.output().splitlines() if "over --max-conn-buffer" in ln]
+        assert 1 <= len(lines) <= 1 + (time.monotonic() - t0), lines
+        r.close()
+    finally:
         srv.stop()
 
 
