@@ -236,8 +236,7 @@ static void auth_lookup(rpc_call_t *call, const char *h, int recheck) {
   job->call = call;
   job->recheck = recheck != 0;
   auth_token_hash(h, job->hash);
-  cached =
-      auth_cache_get_read(&call->srv->auth_cache, job->hash, uv_now(call->srv->loop), &read_ms);
+  cached = auth_cache_get(&call->srv->auth_cache, job->hash, uv_now(call->srv->loop), &read_ms);
   if (cached && (!recheck || cached->user_id == call->principal.user_id)) {
     call->srv->auth_lookups[0]++;
     call->principal = *cached;

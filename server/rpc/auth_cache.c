@@ -64,8 +64,8 @@ static void drop_expired(auth_cache_t *c, unsigned b, uint64_t now) {
   }
 }
 
-const rpc_principal_t *auth_cache_get_read(auth_cache_t *c, const char *hash, uint64_t now,
-                                           uint64_t *read_ms) {
+const rpc_principal_t *auth_cache_get(auth_cache_t *c, const char *hash, uint64_t now,
+                                      uint64_t *read_ms) {
   unsigned b;
 
   if (!c->live || c->n == 0 || strlen(hash) != HASH_HEX)
@@ -74,16 +74,11 @@ const rpc_principal_t *auth_cache_get_read(auth_cache_t *c, const char *hash, ui
   drop_expired(c, b, now);
   for (auth_cache_entry_t *e = c->buckets[b]; e; e = e->next)
     if (memcmp(e->hash, hash, HASH_HEX) == 0) {
-      *read_ms = e->expires - c->ttl_ms;
+      if (read_ms != NULL)
+        *read_ms = e->expires - c->ttl_ms;
       return &e->principal;
     }
   return NULL;
-}
-
-const rpc_principal_t *auth_cache_get(auth_cache_t *c, const char *hash, uint64_t now) {
-  uint64_t read_ms;
-
-  return auth_cache_get_read(c, hash, now, &read_ms);
 }
 
 auth_stamp_t auth_cache_stamp(const auth_cache_t *c) {

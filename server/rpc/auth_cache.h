@@ -62,13 +62,11 @@ typedef struct auth_cache {
 void auth_cache_init(auth_cache_t *c, size_t max, uint64_t ttl_ms);
 
 /** The principal of the token with SHA-256 hex hash, if cached, live and not expired at now;
- * else NULL. The pointer is valid until the next call on the cache. */
-const rpc_principal_t *auth_cache_get(auth_cache_t *c, const char *hash, uint64_t now);
-
-/** auth_cache_get(), and when the principal was read from the database (read_ms; the time
- * given to auth_cache_put()). */
-const rpc_principal_t *auth_cache_get_read(auth_cache_t *c, const char *hash, uint64_t now,
-                                           uint64_t *read_ms);
+ * else NULL. The pointer is valid until the next call on the cache. If read_ms is not NULL,
+ * a hit sets it to when the principal was read from the database (the time given to
+ * auth_cache_put()). */
+const rpc_principal_t *auth_cache_get(auth_cache_t *c, const char *hash, uint64_t now,
+                                      uint64_t *read_ms);
 
 /** The cache's state now: stamp a principal read from now on with it. */
 auth_stamp_t auth_cache_stamp(const auth_cache_t *c);

@@ -42,7 +42,7 @@ static void put(unsigned n, auth_stamp_t s) {
 }
 
 static int cached(unsigned n) {
-  const rpc_principal_t *p = auth_cache_get(&cache, hash_of(n), 1);
+  const rpc_principal_t *p = auth_cache_get(&cache, hash_of(n), 1, NULL);
 
   if (p != NULL)
     assert_int_equal(p->token_id, n);
@@ -164,7 +164,8 @@ static void test_expired_and_replaced_entries_leave_every_index(void **state) {
   put(31, auth_cache_stamp(&cache)); /* the same token again */
   assert_int_equal(cache.n, 10);
   auth_cache_put(&cache, hash_of(32), &p, auth_cache_stamp(&cache), 0); /* another hash, token 31 */
-  assert_null(auth_cache_get(&cache, hash_of(33), 60000)); /* expired: dropped from its bucket */
+  assert_null(
+      auth_cache_get(&cache, hash_of(33), 60000, NULL)); /* expired: dropped from its bucket */
   auth_cache_forget(&cache, 31, 0);
   assert_false(cached(31));
   assert_false(cached(32));

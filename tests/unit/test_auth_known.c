@@ -38,7 +38,7 @@ static void test_known_for_a_while(void **state) {
   assert_int_equal(auth_cache_known(&cache, hash_of(6), 1000), 0);
   /* Never a principal: the cache serves nothing for it. */
   auth_cache_reset(&cache, 1);
-  assert_null(auth_cache_get(&cache, hash_of(5), 1000));
+  assert_null(auth_cache_get(&cache, hash_of(5), 1000, NULL));
   /* ... and an invalidation keeps the hint (a revoked token's lookup finds nothing anyway). */
   assert_int_equal(auth_cache_known(&cache, hash_of(5), 2000), 42);
   auth_cache_free(&cache);
