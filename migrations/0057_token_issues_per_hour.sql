@@ -79,29 +79,68 @@ BEGIN
 END $$;
 
 -- Refuses (CLPRE) a change by p_actor_user signed with the token p_token once the user was
--- disabled or the token revoked; with p_lock, holds both rows FOR SHARE until the end of the
--- transaction (so that neither changes before it commits). See admin_issue_token() below.
+-- disabled or the token revoked (a NULL one is not looked at); with p_lock, holds both rows
+-- FOR SHARE until the end of the transaction (so that neither changes before it commits).
+-- For admin_issue_token() below, and for admin_keep_one_working(), whose own look at the
+-- caller (0045) it takes over.
 CREATE FUNCTION admin_caller_held(p_actor_user bigint, p_token bigint, p_lock boolean)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-  IF p_lock THEN
-    PERFORM 1 FROM users WHERE id = p_actor_user AND NOT disabled FOR SHARE;
-  ELSE
-    PERFORM 1 FROM users WHERE id = p_actor_user AND NOT disabled;
+  IF p_actor_user IS NOT NULL THEN
+    IF p_lock THEN
+      PERFORM 1 FROM users WHERE id = p_actor_user AND NOT disabled FOR SHARE;
+    ELSE
+      PERFORM 1 FROM users WHERE id = p_actor_user AND NOT disabled;
+    END IF;
+    IF NOT FOUND THEN
+      RAISE EXCEPTION USING ERRCODE = 'CLPRE', MESSAGE = format('user %s, the caller, was disabled meanwhile',
+                                                                p_actor_user);
+    END IF;
   END IF;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION USING ERRCODE = 'CLPRE', MESSAGE = format('user %s, the caller, was disabled meanwhile',
-                                                              p_actor_user);
+  IF p_token IS NOT NULL THEN
+    IF p_lock THEN
+      PERFORM 1 FROM tokens WHERE id = p_token AND revoked_at IS NULL FOR SHARE;
+    ELSE
+      PERFORM 1 FROM tokens WHERE id = p_token AND revoked_at IS NULL;
+    END IF;
+    IF NOT FOUND THEN
+      RAISE EXCEPTION USING ERRCODE = 'CLPRE', MESSAGE = format('token %s, the caller''s, was revoked meanwhile',
+                                                                p_token);
+    END IF;
   END IF;
-  IF p_lock THEN
-    PERFORM 1 FROM tokens WHERE id = p_token AND revoked_at IS NULL FOR SHARE;
-  ELSE
-    PERFORM 1 FROM tokens WHERE id = p_token AND revoked_at IS NULL;
+END $$;
+
+-- Replaces admin_keep_one_working of 0045_administration_never_locked_out.sql: the same, its
+-- look at the caller under the lock now admin_caller_held()'s (the same checks and messages).
+CREATE OR REPLACE FUNCTION admin_keep_one_working(p_actor_user bigint, p_user bigint, p_token bigint)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+  acting bigint := nullif(current_setting('clued.token_id', true), '')::bigint;
+BEGIN
+  IF p_token IS NOT NULL THEN
+    SELECT user_id INTO p_user FROM tokens WHERE id = p_token;
   END IF;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION USING ERRCODE = 'CLPRE', MESSAGE = format('token %s, the caller''s, was revoked meanwhile',
-                                                              p_token);
+  IF NOT EXISTS (SELECT 1 FROM users WHERE id = p_user AND role = 'ADMIN') THEN
+    RETURN;
   END IF;
+  PERFORM pg_advisory_xact_lock(hashtext('clued.admins'));
+  -- Each statement below takes a new snapshot (READ COMMITTED): it sees every change
+  -- committed before the lock was granted.
+  IF p_token IS NULL THEN
+    IF EXISTS (SELECT 1 FROM users WHERE id = p_user AND NOT disabled)
+       AND NOT admin_working_exists(p_user, NULL) THEN
+      RAISE EXCEPTION USING ERRCODE = 'CLPRE', MESSAGE = format(
+        'user %s is the last enabled ADMIN holding a live token: disabling it would lock administration out; '
+        'issue another ADMIN a token first', p_user);
+    END IF;
+  ELSIF EXISTS (SELECT 1 FROM tokens t JOIN users u ON u.id = t.user_id
+                WHERE t.id = p_token AND t.revoked_at IS NULL AND NOT u.disabled)
+        AND NOT admin_working_exists(NULL, p_token) THEN
+    RAISE EXCEPTION USING ERRCODE = 'CLPRE', MESSAGE = format(
+      'token %s is the last live token of the last enabled ADMIN holding one: revoking it would lock '
+      'administration out; issue a new one first', p_token);
+  END IF;
+  PERFORM admin_caller_held(p_actor_user, acting, false);
 END $$;
 
 -- Replaces admin_issue_token of 0055_token_retry_lock_order.sql: an issue signed with a token
