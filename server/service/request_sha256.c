@@ -184,7 +184,16 @@ static void put_message(fp_buf_t *b, const ProtobufCMessage *m, bool top) {
     if (top && strcmp(f->name, "request_id") == 0)
       continue;
     put_u64(b, f->id);
-    if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+    if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
+      /* A oneof's members share one slot: only the one its case names holds a value, and
+       * reading another (a string's pointer as a message) is reading garbage. */
+      if (!field_present(m, f)) {
+        put_u64(b, 0);
+      } else {
+        put_u64(b, 1);
+        put_value(b, f, base + f->offset);
+      }
+    } else if (f->label == PROTOBUF_C_LABEL_REPEATED) {
       size_t n = *(const size_t *)(base + f->quantifier_offset);
       const char *arr = *(const char *const *)(base + f->offset);
 
