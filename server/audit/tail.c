@@ -300,7 +300,10 @@ void audit_tail_unfollow(audit_tail_follower_t *f) {
   if (t->nfollowers > 0 || t->state == TAIL_CLOSED)
     return;
   /* Nobody follows: stop reading. The ring stays allocated until the next start or close:
-   * a fan-out may be walking it. */
+   * a fan-out may be walking it. A tail already stopping (a follower came and went while its
+   * statement ran) stays so: tail_done() ends it. */
+  if (t->state == TAIL_STOPPING)
+    return;
   if (in_flight(t->state))
     tail_set_state(t, TAIL_STOPPING);
   else if (t->state != TAIL_OFF)

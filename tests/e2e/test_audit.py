@@ -875,5 +875,59 @@ def test_watch_survives_a_database_restart(c):
         srv.stop()
 
 
+def test_watchers_that_come_and_go_while_the_tail_reads(c):
+    """The last watcher leaves while the tail's read waits for the pool, a new one comes and
+    leaves too before the read answers: the tail stays stopping (no second stop), ends when
+    the read answers, and follows again for the next watcher, missing nothing."""
+    from test_metrics import MetricsClued, scrape, value
+    srv = MetricsClued(c.url, args=["--db-pool", "1", "--auth-cache-ttl", "60000",
+                                    "--metrics-listen", "127.0.0.1:0"]).start(migrate=False)
+    lk = c.pg.connect(c.dbname)
+    lk.autocommit = False
+    try:
+        def gauge(name):
+            return value(scrape(srv.metrics_addr), name)
+
+        with grpc.insecure_channel(srv.addr) as ch:
+            audit = S.audit_pb2_grpc.AuditServiceStub(ch)
+            clue = S.clue_pb2_grpc.ClueServiceStub(ch)
+            md = c.auditor_md
+            top = max_seq(c)
+            w1 = Watch(audit, md, after=top)
+            harness.wait_for(lambda: gauge("clued_audit_watchers") == 1, what="the first watcher")
+            # The instance's one pool connection held: a submission waits at its key's lock.
+            req = CL.SubmitClueRequest(
+                request_id=new_request_id(), title="停住的提交", summary="s",
+                source=CL.SOURCE_CHANNEL_LETTER_VISIT_REPORT, subject=CL.SubjectPerson(name="张三"),
+                host_unit="市发展改革委")
+            lk.cursor().execute("SELECT pg_advisory_xact_lock(hashtextextended("
+                                "'clue_requests/' || %s || '/' || %s::uuid, 0))", (c.leader.id, req.request_id))
+            held = clue.SubmitClue.future(req, metadata=c.leader_md, timeout=60)
+            harness.wait_for(lambda: sql(c, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                                            " AND NOT granted")[0][0] == 1, what="the submission at its lock")
+            # An event through the other instance: this one's tail reads, behind the pool.
+            submit(c.w.G2.leader, "经另一实例")
+            harness.wait_for(lambda: gauge("clued_db_queue_depth") >= 1, what="the tail's read queued")
+            w1.cancel()
+            harness.wait_for(lambda: gauge("clued_audit_watchers") == 0, what="the first watcher gone")
+            w2 = Watch(audit, md, after=top)
+            harness.wait_for(lambda: gauge("clued_audit_watchers") == 1, what="the second watcher")
+            w2.cancel()
+            harness.wait_for(lambda: gauge("clued_audit_watchers") == 0, what="the second watcher gone")
+            assert srv.alive(), srv.output()[-3000:]
+            lk.rollback()
+            assert held.result().id > 0
+            # Following again: a new watcher gets every event since, live ones too.
+            w3 = Watch(audit, md, after=top)
+            last = submit(c.w.G2.leader, "之后")
+            got = [e for e in w3.until(max_seq(c))]
+            assert [e.seq for e in got] == seqs_after(c, top)
+            assert any(e.subject_type == "clue" and e.subject_id == last.id for e in got)
+            w3.cancel()
+    finally:
+        lk.close()
+        srv.stop()
+
+
 if __name__ == "__main__":
     harness.run_tests(globals(), setup, teardown)
