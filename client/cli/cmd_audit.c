@@ -112,6 +112,9 @@ static const cli_opt_t verify_opts[] = {
     {"key", "FILE", CLI_OPT_REPEAT,
      "with --checkpoint: a verifier key (two across a key rotation)"},
     {"page-size", "N", 0, "with --checkpoint: events per export page (1-5000, default 1000)"},
+    {"out", "FILE", 0,
+     "with --checkpoint: once verified, keep the server's checkpoint in FILE and FILE.leaves "
+     "(FILE may be the --checkpoint file itself)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -137,8 +140,13 @@ static int run_verify(cli_t *cli, const cli_args_t *args) {
   if (cli_arg(args, "checkpoint")) {
     if (cli_arg(args, "subject-type") || cli_arg(args, "subject-id"))
       return cli_usage_error(cli, "--checkpoint verifies the whole log: no --subject-*");
+    if (cli_arg(args, "out") &&
+        (strcmp(cli_arg(args, "out"), "-") == 0 || *cli_arg(args, "out") == '\0'))
+      return cli_usage_error(cli, "--out names a file (standard output holds the verdict)");
     return audit_tree_verify(cli, args);
   }
+  if (cli_arg(args, "out"))
+    return cli_usage_error(cli, "--out goes with --checkpoint");
   if (cli_arg(args, "key"))
     return cli_usage_error(cli, "--key goes with --checkpoint");
   if (cli_arg(args, "page-size"))
@@ -320,7 +328,11 @@ static const cli_command_t audit_commands[] = {
      "naming the first problem (seq, subject, what) and exits 1; with --json, that line as\n"
      "{\"ok\": true|false, \"message\": \"OK: ...\"}. On a log being written\n"
      "to, it verifies the events the server's tree held when the walk began; later ones\n"
-     "are left to the next verify. --page-size N sets the events per export page.\n",
+     "are left to the next verify. --page-size N sets the events per export page.\n"
+     "The events past the saved checkpoint are held to the server's latest one only once\n"
+     "that one is kept somewhere the server cannot reach: --out FILE keeps it, once\n"
+     "verified, with FILE.leaves (--out cp.txt with --checkpoint cp.txt moves the saved one\n"
+     "forward); nothing is written on FAIL.\n",
      run_verify},
     {"checkpoint", NULL, "Print or save the latest signed checkpoint", checkpoint_opts,
      "The checkpoint is a signed note (C2SP tlog-checkpoint): the log's name, its number of\n"

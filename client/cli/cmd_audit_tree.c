@@ -419,16 +419,26 @@ int audit_tree_checkpoint(cli_t *cli, const cli_args_t *args) {
   Clue__V1__Checkpoint *cp = NULL;
   const char *out = cli_arg(args, "out");
   checkpoint_t c;
-  int rc;
+  int opened, rc;
 
   if ((rc = get_checkpoint(cli, &cp)) != 0)
     return rc;
   rc = checked_note(cli, cp);
-  if (rc == CLI_OK && open_by_server_key(cp, &c) == 0 && c.size > AUDIT_TREE_MAX) {
+  opened = rc == CLI_OK && open_by_server_key(cp, &c) == 0;
+  if (opened && c.size > AUDIT_TREE_MAX) {
     fprintf(stderr,
             "cluectl %s: the server's checkpoint claims %llu events, more than cluectl checks "
             "(at most %llu); not shown, not saved\n",
             cli->cmd, (unsigned long long)c.size, (unsigned long long)AUDIT_TREE_MAX);
+    rc = CLI_FAILED;
+  } else if (opened && ((uint64_t)cp->tree_size != c.size || cp->root_hash.len != MERKLE_HASH_LEN ||
+                        memcmp(cp->root_hash.data, c.root, MERKLE_HASH_LEN) != 0)) {
+    /* The note is what was signed; the size and root beside it are the server's record of
+     * it, which a changed row would tell apart from the note. */
+    fprintf(stderr,
+            "cluectl %s: the server's checkpoint says %lld events, its signed note %llu (or "
+            "another root): its record was changed; not shown, not saved\n",
+            cli->cmd, (long long)cp->tree_size, (unsigned long long)c.size);
     rc = CLI_FAILED;
   }
   if (rc == CLI_OK && out)
@@ -449,6 +459,64 @@ int audit_tree_checkpoint(cli_t *cli, const cli_args_t *args) {
 }
 
 /* ---- verify --checkpoint ---------------------------------------------------------------- */
+
+/* Write text to path through a file beside it renamed over path: a reader of path finds the
+ * old text or the new, never a part. */
+static int replace_file(const char *path, const char *text, const leaves_t *l) {
+  char tmp[4096];
+  FILE *f;
+  int bad;
+
+  if (snprintf(tmp, sizeof(tmp), "%s.new", path) >= (int)sizeof(tmp))
+    return -1;
+  if (l != NULL) {
+    bad = leaves_write(tmp, l) != 0;
+  } else {
+    if ((f = fopen(tmp, "w")) == NULL)
+      return -1;
+    bad = fputs(text, f) < 0;
+    bad |= fclose(f) != 0;
+  }
+  if (bad || rename(tmp, path) != 0) {
+    int e = errno;
+    unlink(tmp);
+    errno = e;
+    return -1;
+  }
+  return 0;
+}
+
+/* Keep the checkpoint just verified (note, covering mt's first n leaves, whose seqs are seqs)
+ * in path and path.leaves, as `audit checkpoint --out` keeps one: the next verify holds the
+ * log to it. path may be the saved checkpoint this verify read. */
+static int keep_verified(cli_t *cli, const char *path, const char *note, const merkle_tree_t *mt,
+                         const int64_t *seqs, uint64_t n) {
+  leaves_t l = {0};
+  char lpath[4096];
+  int rc = CLI_OK;
+
+  if (snprintf(lpath, sizeof(lpath), "%s.leaves", path) >= (int)sizeof(lpath)) {
+    fprintf(stderr, "cluectl %s: --out %s: path too long\n", cli->cmd, path);
+    return CLI_FAILED;
+  }
+  if (leaves_alloc(&l, n) != 0) {
+    leaves_free(&l);
+    return cli_oom(cli);
+  }
+  for (uint64_t i = 0; i < n; i++) {
+    l.seq[i] = seqs[i];
+    memcpy(l.leaf[i], merkle_tree_leaf(mt, i), MERKLE_HASH_LEN);
+  }
+  /* The leaves first: a verify that finds the old note beside the new leaves says so, and
+   * one run again keeps both. */
+  if (replace_file(lpath, NULL, &l) != 0 || replace_file(path, note, NULL) != 0) {
+    fprintf(stderr, "cluectl %s: cannot keep the verified checkpoint in %s: %s\n", cli->cmd, path,
+            strerror(errno));
+    rc = CLI_FAILED;
+  }
+  leaves_free(&l);
+  return rc;
+}
 
 /* The first problem found; later ones are not reported. */
 typedef struct verdict {
@@ -912,6 +980,7 @@ static void json_string(FILE *o, const char *s) {
 
 int audit_tree_verify(cli_t *cli, const cli_args_t *args) {
   const char *path = cli_arg(args, "checkpoint");
+  const char *keep = cli_arg(args, "out");
   Clue__V1__Checkpoint *latest = NULL;
   Clue__V1__GetConsistencyProofRequest creq = CLUE__V1__GET_CONSISTENCY_PROOF_REQUEST__INIT;
   Clue__V1__ConsistencyProof *cons = NULL;
@@ -1100,6 +1169,10 @@ int audit_tree_verify(cli_t *cli, const cli_args_t *args) {
 report:
   if (!v.failed && rows.failed)
     v = rows; /* (a log truncated or rewritten leaves rows without their events too) */
+  /* Verified: keep the server's checkpoint before saying so, so that the OK line is true. */
+  if (!v.failed && keep != NULL &&
+      (rc = keep_verified(cli, keep, latest->note, &mt, seqs, cp2.size)) != 0)
+    goto out;
   /* The verdict's one line, on stdout, or with --json as {"ok": ..., "message": ...}. */
   if ((o = cli->json ? open_memstream(&verdict, &verdict_len) : stdout) == NULL) {
     fprintf(stderr, "cluectl: out of memory\n");
@@ -1134,6 +1207,15 @@ report:
               "or stopped): they, and the rows whose latest event is among them, were not "
               "checked",
               (long long)beyond);
+    if (keep != NULL)
+      fprintf(o, "; the server's checkpoint of %llu events kept in ", (unsigned long long)cp2.size);
+    else if (cp2.size > cp1.size)
+      fprintf(o,
+              "; the server's checkpoint of %llu events was not kept (--out FILE keeps it): "
+              "the events after the first %llu are held to it only once it is kept",
+              (unsigned long long)cp2.size, (unsigned long long)cp1.size);
+    if (keep != NULL)
+      cli_put_text(o, keep, 0);
     rc = CLI_OK;
   }
   if (o == stdout) {

@@ -740,6 +740,77 @@ def test_leaves_rewritten_under_a_later_checkpoint_are_not_signed_over():
         log.close()
 
 
+def test_a_verified_checkpoint_kept_holds_the_events_after_the_saved_one():
+    """The auditor's verify fetched and checked the server's later checkpoint; kept with
+    --out, it holds the events after the saved one: the superuser who rewrites one of them
+    (event and leaf), deletes the later checkpoints and restarts clued gets a new checkpoint
+    signed over the rewritten tree, which the kept one catches as a fork. Without --out the OK
+    line says the later checkpoint was not kept, and the saved one alone cannot tell."""
+    log = Log()
+    try:
+        a, md = S.audit_pb2_grpc.AuditServiceStub(log.w.auditor.channel), log.w.auditor.metadata
+        saved = cp_size(a, md)
+        g = log.w.G3
+        for i in range(4):
+            g.member.clue.SubmitClue(pb.SubmitClueRequest(
+                request_id=new_request_id(), title=f"新线索{i}", summary="摘要", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+                subject=pb.SubjectPerson(name="李四"), host_unit="市卫生健康委"), timeout=20)
+        later = log.nevents()
+        harness.wait_for(lambda: cp_size(a, md) == later, timeout=60, what="the server's later checkpoint")
+        r = log.verify(check=0)
+        assert f"the server's checkpoint of {later} events was not kept (--out FILE keeps it)" in r.stdout, r.stdout
+        kept = os.path.join(TMP, f"{log.dbname}.kept")
+        for bad in ("-", ""):
+            r = harness.cluectl("audit", "verify", "--checkpoint", log.cp, "--out", bad, env=log.env(), check=2)
+            assert "--out names a file" in r.stderr, r.stderr
+        r = harness.cluectl("audit", "verify", "--out", kept, env=log.env(), check=2)
+        assert "--out goes with --checkpoint" in r.stderr, r.stderr
+        r = harness.cluectl("audit", "verify", "--checkpoint", log.cp, "--key", KEY + ".pub", "--out", kept,
+                            env=log.env(), check=0)
+        assert r.stdout.startswith("OK:") and f"the server's checkpoint of {later} events kept in {kept}" in r.stdout, \
+            r.stdout
+        assert open(kept).read() == a.GetCheckpoint(AU.GetCheckpointRequest(), metadata=md).note
+        assert int(open(kept + ".leaves").readline().split()[-1]) == later
+        assert not os.path.exists(kept + ".new") and not os.path.exists(kept + ".leaves.new")
+        # The kept checkpoint is the next verify's: nothing newer, nothing to keep.
+        r = harness.cluectl("audit", "verify", "--checkpoint", kept, "--key", KEY + ".pub", env=log.env(), check=0)
+        assert r.stdout.startswith(f"OK: checkpoint of {later} events verified") and "not kept" not in r.stdout, r.stdout
+
+        seq, idx = log.one("SELECT seq, idx FROM audit_leaves WHERE idx = %s", saved)
+        st, sid = log.one("SELECT subject_type, subject_id FROM audit_events WHERE seq = %s", seq)
+        log.sql(("UPDATE audit_events SET reason = '改写的理由' WHERE seq = %s", (seq,)),
+                ("UPDATE audit_events e SET hash = audit_hash(e) WHERE seq = %s", (seq,)),
+                ("UPDATE audit_heads h SET last_hash = e.hash FROM audit_events e WHERE e.seq = %s"
+                 " AND h.subject_type = %s AND h.subject_id = %s AND h.last_seq = e.seq", (seq, st, sid)))
+        row = [r for r in tlog.rows(log.db) if r["seq"] == seq][0]
+        log.sql(("UPDATE audit_leaves SET leaf = %s WHERE idx = %s", (tlog.leaf_hash_of_row(row), idx)),
+                ("DELETE FROM audit_checkpoints WHERE tree_size > %s", (saved,)))
+        log.restart()
+        a, md = S.audit_pb2_grpc.AuditServiceStub(log.w.auditor.channel), log.w.auditor.metadata
+        harness.wait_for(lambda: cp_size(a, md) == later, timeout=60, what="a checkpoint over the rewritten tree")
+        # The saved checkpoint predates the event: it cannot tell (the documented limit).
+        r = log.verify(check=0)
+        assert r.stdout.startswith("OK:"), r.stdout
+        # The kept one names it, and is left as it was.
+        before = open(kept).read()
+        r = harness.cluectl("audit", "verify", "--checkpoint", kept, "--key", KEY + ".pub", "--out", kept,
+                            env=log.env(), check=1)
+        assert r.stdout.startswith("FAIL: fork: ") and f"seq {seq} (leaf {idx})" in r.stdout, r.stdout
+        assert open(kept).read() == before
+        REPORT.append(("an event after the saved checkpoint rewritten, the later checkpoints deleted, clued "
+                       "restarted: the checkpoint verify kept", r.stdout.strip()))
+        # The server's record of its latest checkpoint (size, root) beside the signed note:
+        # `audit checkpoint` shows and saves the note only when they agree.
+        log.sql("UPDATE audit_checkpoints SET tree_size = 999999"
+                " WHERE tree_size = (SELECT max(tree_size) FROM audit_checkpoints)")
+        other = os.path.join(TMP, f"{log.dbname}.other")
+        r = harness.cluectl("audit", "checkpoint", "--out", other, env=log.env(), check=1)
+        assert f"the server's checkpoint says 999999 events, its signed note {later}" in r.stderr, r.stderr
+        assert not os.path.exists(other)
+    finally:
+        log.close()
+
+
 def note_add_event(log, clue_id):
     """The seq and note id of a clue's first note.add event."""
     return log.one("SELECT seq, (details::jsonb->>'note_id')::bigint FROM audit_events"
