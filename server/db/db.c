@@ -2130,18 +2130,11 @@ static int pool_request(db_pool_t *p, const db_opts_t *o, const db_stmt_t *stmts
     assert(stmts[i].sql != NULL && stmts[i].nparams >= 0 &&
            (stmts[i].nparams == 0 || stmts[i].values != NULL));
   /* Refused before anything is built: a client over its share costs next to nothing. */
-  rc = db_owners_take(&p->owners, owner);
-  if (rc != 0)
+  if ((rc = db_hold(p, owner, user)) != 0)
     return rc;
-  rc = db_owners_take(&p->users, user);
-  if (rc != 0) {
-    db_owners_give(&p->owners, owner);
-    return rc == DB_EOWNER ? DB_EUSER : rc;
-  }
   rc = req_new(stmts, n, txn, cb, arg, &q);
   if (rc != 0) {
-    db_owners_give(&p->owners, owner);
-    db_owners_give(&p->users, user);
+    db_unhold(p, owner, user);
     return rc;
   }
   q->owner = owner;
@@ -2195,6 +2188,23 @@ int db_txn(db_pool_t *p, const db_stmt_t *stmts, int n, db_cb cb, void *arg) {
 
 size_t db_per_user_max(const db_pool_t *p) {
   return p->users.max;
+}
+
+int db_hold(db_pool_t *p, uint64_t owner, uint64_t user) {
+  int rc = db_owners_take(&p->owners, owner);
+
+  if (rc != 0)
+    return rc;
+  if ((rc = db_owners_take(&p->users, user)) != 0) {
+    db_owners_give(&p->owners, owner);
+    return rc == DB_EOWNER ? DB_EUSER : rc;
+  }
+  return 0;
+}
+
+void db_unhold(db_pool_t *p, uint64_t owner, uint64_t user) {
+  db_owners_give(&p->owners, owner);
+  db_owners_give(&p->users, user);
 }
 
 /* Pause or resume key (an owner, a user) in one of the pool's count sets; its waiting

@@ -223,6 +223,14 @@ int db_txn(db_pool_t *pool, const db_stmt_t *stmts, int n, db_cb cb, void *arg)
 /** The requests one user may have waiting or running (db_config_t.per_user_max, resolved). */
 size_t db_per_user_max(const db_pool_t *pool);
 
+/**
+ * Count one request that waits elsewhere before it reaches the pool (a batched call:
+ * service/batch.c) against its owner's and its user's shares, as db_query_opts() counts its
+ * own: 0, or DB_EOWNER / DB_EUSER with nothing counted. db_unhold() gives it back.
+ */
+int db_hold(db_pool_t *pool, uint64_t owner, uint64_t user) __attribute__((warn_unused_result));
+void db_unhold(db_pool_t *pool, uint64_t owner, uint64_t user);
+
 /** db_txn() on behalf of an owner and a user; DB_EOWNER, DB_EUSER as db_query_opts(). */
 int db_txn_opts(db_pool_t *pool, const db_opts_t *o, const db_stmt_t *stmts, int n, db_cb cb,
                 void *arg) __attribute__((warn_unused_result));

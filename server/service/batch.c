@@ -19,6 +19,11 @@ typedef struct item {
   int done;      /* answered from a batch's row */
   int held;      /* counted in stats.held */
   unsigned lane; /* a kind that locks: pump() */
+  /* Counted against its connection's and its user's shares of the pool (db_hold()) from its
+   * arrival to its end, as its statement alone would be: batched calls are no way around
+   * --db-queue-per-conn and --db-queue-per-user. */
+  int counted;
+  uint64_t owner, user;
   const char *values[];
 } item_t;
 
@@ -73,7 +78,15 @@ static void run_unlink(run_t *run) {
     run->next->prev = run->prev;
 }
 
+/* Give back its count (item_t.counted): before it runs alone, which counts for itself. */
+static void item_uncount(item_t *it) {
+  if (it->counted)
+    db_unhold(rpc_call_server(it->call)->db, it->owner, it->user);
+  it->counted = 0;
+}
+
 static void item_free(item_t *it) {
+  item_uncount(it);
   rpc_call_unref(it->call);
   free(it);
 }
@@ -102,6 +115,7 @@ static void run_alone(rpc_call_t *call, const svc_batch_kind_t *k, const char *c
 static void rerun(queue_t *q, item_t *it) {
   if (rpc_call_done(it->call))
     return;
+  item_uncount(it);
   q->stats.reruns++;
   if (q->kind->settle) {
     db_result_t none = {.err = DB_OK, .sqlstate = ""};
@@ -630,8 +644,12 @@ void svc_batched(rpc_call_t *call, const svc_batch_kind_t *kind, const char *con
                  svc_cb cb, void *arg) {
   server_t *srv = rpc_call_server(call);
   svc_batches_t *b = srv->batches;
+  const rpc_principal_t *who = rpc_call_principal(call);
+  uint64_t owner = rpc_call_conn_id(call),
+           user = who && who->user_id > 0 ? (uint64_t)who->user_id : 0;
   queue_t *q;
   item_t *it;
+  int rc;
 
   if (b == NULL || srv->db == NULL || srv->cfg.db_batch_inflight <= 0 ||
       (kind->writes && srv->cfg.db_write_batch_inflight <= 0) || kind->nparams > SVC_BATCH_PARAMS) {
@@ -644,11 +662,20 @@ void svc_batched(rpc_call_t *call, const svc_batch_kind_t *kind, const char *con
     rpc_fail(call, GRPC_UNAVAILABLE, "server busy: database queue full, retry later");
     return;
   }
+  if ((rc = db_hold(srv->db, owner, user)) != 0) {
+    db_result_t r = {.err = rc};
+    svc_fail_db(call, &r);
+    return;
+  }
   if ((it = calloc(1, sizeof(*it) + (size_t)kind->nparams * sizeof(it->values[0]))) == NULL) {
+    db_unhold(srv->db, owner, user);
     rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
   rpc_call_ref(call);
+  it->counted = 1;
+  it->owner = owner;
+  it->user = user;
   it->call = call;
   it->cb = cb;
   it->arg = arg;

@@ -682,6 +682,62 @@ def test_one_user_waits_for_a_bounded_share_over_its_connections(c):
             ch.close()
 
 
+def test_batched_calls_count_against_the_connection_and_the_user(c):
+    """GetClue goes through the batcher (service/batch.c), which waits for its own statements,
+    not the pool's queue: its calls still count against --db-queue-per-conn and
+    --db-queue-per-user while they wait. With the clues table locked, G1's member sends 15
+    GetClues on one connection of D (12 per connection): 3 are refused at once; then ten more
+    on each of two more connections: with 12 already waiting, 8 are taken (20 for the user)
+    and 12 refused. G2's member's GetClue is queued meanwhile, and every call taken
+    succeeds once the lock goes."""
+    w = c.w
+    mine, theirs = submit(w.G1.member), submit(w.G2.member)
+    chans, fin = [], Finishes()
+    locker = c.pg.connect(c.dbname)
+    locker.autocommit = False
+    try:
+        stubs = []
+        for _ in range(3):
+            ch, stub = clue_stub(w.G1.member, c.srv_d.addr)
+            chans.append(ch)
+            assert stub.GetClue(pb.GetClueRequest(clue_id=mine.id), timeout=30).id == mine.id  # principal cached
+            stubs.append(stub)
+        ch, other = clue_stub(w.G2.member, c.srv_d.addr)
+        chans.append(ch)
+        assert other.GetClue(pb.GetClueRequest(clue_id=theirs.id), timeout=30).id == theirs.id
+        locker.cursor().execute("LOCK TABLE clues IN ACCESS EXCLUSIVE MODE")
+
+        def outcome(f):
+            try:
+                return ("ok", f.result().id)
+            except grpc.RpcError as e:
+                assert e.code() == Code.RESOURCE_EXHAUSTED, (e.code(), e.details())
+                no_sql(e.details())
+                return ("refused", e.details())
+
+        first = [fin.add(f"c0-{i}", stubs[0].GetClue.future(pb.GetClueRequest(clue_id=mine.id), timeout=60))
+                 for i in range(15)]
+        harness.wait_for(lambda: sum(1 for f in first if f.done()) == 3, what="three refused on the connection")
+        done = [outcome(f) for f in first if f.done()]
+        assert all(o == "refused" and "on this connection (limit 12)" in d for o, d in done), done
+        more = [fin.add(f"c{k}-{i}", stubs[k].GetClue.future(pb.GetClueRequest(clue_id=mine.id), timeout=60))
+                for k in (1, 2) for i in range(10)]
+        harness.wait_for(lambda: sum(1 for f in more if f.done()) == 12, what="twelve refused for the user")
+        done = [outcome(f) for f in more if f.done()]
+        assert all(o == "refused" and "limit 20 over all your connections" in d for o, d in done), done
+        theirs_f = other.GetClue.future(pb.GetClueRequest(clue_id=theirs.id), timeout=60)
+        time.sleep(0.3)
+        assert not theirs_f.done(), "another user's call was not queued"
+        locker.rollback()
+        assert theirs_f.result().id == theirs.id
+        results = [outcome(f) for f in first + more]
+        assert sum(1 for o, _ in results if o == "ok") == 20, results
+    finally:
+        locker.close()
+        for ch in chans:
+            ch.close()
+
+
 class LookupFlood:
     """Strangers sending `per` calls with made-up tokens from each of n addresses (127.0.0.2
     on), each on a connection of its own."""
