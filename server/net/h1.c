@@ -1055,7 +1055,9 @@ void h1_run(h2_conn_t *c) {
   if (!h->run_pending)
     return;
   h->run_pending = 0;
-  if (h->in != H1_IN_CLOSED && h->ilen > h->ioff) {
+  /* After the peer's EOF, with nothing left to read, process() is what tells a request it
+   * cut short (input_ended()): a body whose first bytes were read before the EOF came. */
+  if (h->in != H1_IN_CLOSED && (h->ilen > h->ioff || h->peer_eof)) {
     c->in_session = 1;
     process(c);
     c->in_session = 0;

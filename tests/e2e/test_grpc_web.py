@@ -692,6 +692,33 @@ def test_half_close_still_answered(c):
     h.close()
 
 
+def test_half_close_after_part_of_a_body_was_read(c):
+    """The half-close comes after the body's first bytes were read (nothing of the request
+    left in the input): the call still ends with INVALID_ARGUMENT at once, and the connection
+    closes. It used to wait for the call's deadline or the connection's idle timeout, holding
+    the call and the socket. Each kind: a public call, an authenticated one, a chunked body."""
+    ct = ("Content-Type", "application/grpc-web+proto")
+    body = frame(check_req())
+    units = frame(S.admin_pb2.ListUnitsRequest().SerializeToString() + b"\x00\x00")  # (padding: cut before its end)
+    cases = [
+        (encode("POST", CHECK, b"", [ct, ("Content-Length", str(len(body)))]) + body[:3]),
+        (encode("POST", CHECK, b"", [ct, ("Content-Length", str(len(body)))])),
+        (encode("POST", LIST_UNITS, b"", [ct, ("Authorization", "Bearer " + c.token),
+                                          ("Content-Length", str(len(units)))]) + units[:2]),
+        (encode("POST", CHECK, b"", [ct, ("Transfer-Encoding", "chunked")]) + b"%x\r\n" % len(body) + body[:2]),
+    ]
+    for k, head in enumerate(cases):
+        h = H1(c.srv.addr, timeout=10)
+        h.send(head)
+        time.sleep(0.3)  # read by the server before the EOF comes (else the EOF comes with it)
+        h.sock.shutdown(socket.SHUT_WR)
+        r = h.read_reply()
+        assert r.grpc_status() == 3 and "half-closed" in r.grpc_message(), (k, r.trailers())
+        assert h.closed(), k
+        h.close()
+    still_serving(c)
+
+
 def test_pipelined_then_half_close(c):
     """Requests pipelined in one write, then a half-close (shutdown(SHUT_WR)): each request
     received whole is answered, in order, then the connection closes; one left unfinished
