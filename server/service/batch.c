@@ -23,6 +23,8 @@ typedef struct item {
    * arrival to its end, as its statement alone would be: batched calls are no way around
    * --db-queue-per-conn and --db-queue-per-user. */
   int counted;
+  db_pool_t *pool; /* the pool counted in: the server's may be closing (srv->db NULL) by
+                      the time the item ends, and the pool lives until its counts are back */
   uint64_t owner, user;
   const char *values[];
 } item_t;
@@ -81,7 +83,7 @@ static void run_unlink(run_t *run) {
 /* Give back its count (item_t.counted): before it runs alone, which counts for itself. */
 static void item_uncount(item_t *it) {
   if (it->counted)
-    db_unhold(rpc_call_server(it->call)->db, it->owner, it->user);
+    db_unhold(it->pool, it->owner, it->user);
   it->counted = 0;
 }
 
@@ -674,6 +676,7 @@ void svc_batched(rpc_call_t *call, const svc_batch_kind_t *kind, const char *con
   }
   rpc_call_ref(call);
   it->counted = 1;
+  it->pool = srv->db;
   it->owner = owner;
   it->user = user;
   it->call = call;

@@ -516,8 +516,9 @@ def test_a_queue_longer_than_the_look_ahead_drains(c):
     # (SVC_BATCH_SCAN, 256): 300 of them (over four connections: 100 streams each at most),
     # then two of G2's behind them. They take no pool connection (one of clued's backends waits
     # on the lock), the server answers other calls meanwhile, and when the lock goes every one
-    # completes: G1's with the next 301 numbers.
-    with locked_counter(c) as (srv, users, hold, _, last):
+    # completes: G1's with the next 301 numbers. (Each waiting call counts against its user's
+    # share: --db-queue-per-user is raised above the 301.)
+    with locked_counter(c, ["--db-queue-per-user", "400"]) as (srv, users, hold, _, last):
         o = c.w.G2.leader
         leader = world.User(srv.addr, o.id, o.name, o.role, o.unit, o.token)
         channels = [users["G1"].new_channel() for _ in range(4)]
