@@ -871,13 +871,19 @@ static int on_checked(audit_tail_follower_t *f, const char *invalid) {
 static void on_sweep(uv_timer_t *t);
 
 /* When w next needs the sweep: its expiry or its next heartbeat, whichever comes first;
- * 0 for never. */
-static uint64_t watcher_due(const watcher_t *w) {
-  uint64_t due = w->expires;
+ * 0 for never. A PAUSED watcher gets no heartbeat (its call holds bytes its client has not
+ * read): one due is looked at again an interval from now, not at once. Due at once, the
+ * sweep would start itself again from its own callback for as long as the client does not
+ * read, and libuv runs a timer due again within the same pass: the loop would never get
+ * back to its sockets (every call, Health and SIGTERM unanswered). */
+static uint64_t watcher_due(const watcher_t *w, uint64_t now) {
+  uint64_t due = w->expires, beat = w->sent_at + w->heartbeat_ms;
 
-  if (w->heartbeat_ms && (due == 0 || w->sent_at + w->heartbeat_ms < due))
-    due = w->sent_at + w->heartbeat_ms;
-  return due;
+  if (w->heartbeat_ms == 0)
+    return due;
+  if (beat <= now && (w->state == WATCH_PAUSED || w->state == WATCH_SENDING))
+    beat = now + w->heartbeat_ms;
+  return due == 0 || beat < due ? beat : due;
 }
 
 /* Run the sweep when a watcher next needs it, or at the next re-check if that comes first. */
@@ -887,7 +893,7 @@ static void sweep_schedule(audit_t *a) {
   if (a->closed || a->nwatchers == 0)
     return;
   for (const watcher_t *w = a->watchers; w; w = w->next) {
-    uint64_t d = watcher_due(w);
+    uint64_t d = watcher_due(w, now);
     if (d && d < due)
       due = d;
   }
@@ -897,7 +903,7 @@ static void sweep_schedule(audit_t *a) {
 /* A watcher joined: the sweep moves only when it is not running or is due after the new
  * watcher's first need (a limit or heartbeat shorter than RECHECK_MS). */
 static void sweep_joined(audit_t *a, const watcher_t *w) {
-  uint64_t now = uv_now(a->srv->loop), due = watcher_due(w);
+  uint64_t now = uv_now(a->srv->loop), due = watcher_due(w, now);
 
   if (!uv_is_active((uv_handle_t *)&a->sweep)) {
     a->kicked = now;

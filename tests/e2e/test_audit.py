@@ -808,6 +808,45 @@ def test_watch_slow_watcher_is_ended_and_resumes(c):
     assert "watcher too slow" in c.a.output()
 
 
+def test_a_paused_watcher_with_a_heartbeat_holds_nothing_up(c):
+    """A stream with a heartbeat whose client stops reading: its call fills, the watcher
+    pauses, and its heartbeat falls due. The server goes on serving everyone else (the sweep
+    looks at that heartbeat again an interval later; it used to restart itself at once, from
+    its own callback, for as long as the client did not read, and the event loop never got
+    back to its sockets: no call answered, not even SIGTERM). Once the client reads, every
+    event comes, in order, then the heartbeats again."""
+    start = max_seq(c)
+    h = rawh2.RawH2(c.a.addr, timeout=30)
+    body = AU.WatchEventsRequest(after_seq=start, heartbeat_seconds=1).SerializeToString()
+    sid = h.request("/clue.v1.AuditService/WatchEvents", rawh2.grpc_frame(body), headers=c.auditor_md)
+    time.sleep(0.3)
+    with c.db.cursor() as cur:  # far more than the client's window and the call's 64 KiB
+        cur.execute("SELECT count(audit_append(NULL, NULL, 'bulk.event', 'clue', 109000 + g %% 50, %s, NULL, NULL, "
+                    "repeat('x', 400), '{}')) FROM generate_series(1, 600) g", (c.room.id,))
+    end = max_seq(c)
+    health = S.health_pb2_grpc.HealthStub(c.ch_a)
+    for _ in range(4):  # past the heartbeat's interval, twice over
+        time.sleep(0.8)
+        assert health.Check(S.health_pb2.HealthCheckRequest(), timeout=5).status == S.health_pb2.HealthCheckResponse.SERVING
+    u = c.admin.CreateUnit(A.CreateUnitRequest(kind=ROOM, code="RHB", name="心跳"), metadata=c.md, timeout=5)
+    assert u.id > 0
+    # The client reads: every event in order, then a heartbeat at the last of them.
+    r, got, deadline = h.responses[sid], [], time.time() + 30
+    while time.time() < deadline and not (got and got[-1].seq >= end and got[-1].action == ""):
+        assert h.pump(), "connection closed"
+        got, i = [], 0
+        while i + 5 <= len(r.data):
+            _, n = struct.unpack(">BI", r.data[i:i + 5])
+            if i + 5 + n > len(r.data):
+                break
+            got.append(C.AuditEvent.FromString(r.data[i + 5:i + 5 + n]))
+            i += 5 + n
+    h.close()
+    events = [e.seq for e in got if e.action]
+    assert events == seqs_after(c, start)[:len(events)] and events[-1] >= end, (len(events), end)
+    assert got[-1].action == "" and got[-1].seq >= end, got[-1]
+
+
 def test_watch_300_watchers(c):
     start = max_seq(c)
     # Four connections (a channel per connection), 75 streams each: under the server's limit
