@@ -404,12 +404,25 @@ static void watcher_fetched(const db_result_t *r, void *arg) {
     return;
   }
   if (r->err != DB_OK) {
+    /* As svc_fail_db() tells the bounds of a statement: a lock wait past --db-lock-timeout
+     * is a conflict (ABORTED), one past --db-statement-timeout an overloaded database
+     * (UNAVAILABLE); both retryable from the seq named, as a lost connection is. */
+    const char *st = r->err == DB_EQUERY && r->sqlstate ? r->sqlstate : "";
     int unavailable = r->err == DB_EUNAVAILABLE || r->err == DB_EQUEUE || r->err == DB_ECLOSED;
-    if (!unavailable)
-      log_error("call %s: audit catch-up query failed: %s %s", rpc_call_id(w->call),
-                r->sqlstate ? r->sqlstate : "", r->message ? r->message : "");
-    watcher_end(w, unavailable ? GRPC_UNAVAILABLE : GRPC_INTERNAL, "%s; resume from seq %lld",
-                unavailable ? "database unavailable" : "internal error", (long long)w->last);
+    grpc_status_t code = GRPC_INTERNAL;
+    const char *what = "internal error";
+
+    if (unavailable) {
+      code = GRPC_UNAVAILABLE, what = "database unavailable";
+    } else if (strcmp(st, "55P03") == 0) {
+      code = GRPC_ABORTED, what = "the events are locked by a concurrent change";
+    } else if (strcmp(st, "57014") == 0) {
+      code = GRPC_UNAVAILABLE, what = "database statement timed out";
+    } else {
+      log_error("call %s: audit catch-up query failed: %s %s", rpc_call_id(w->call), st,
+                r->message ? r->message : "");
+    }
+    watcher_end(w, code, "%s; resume from seq %lld", what, (long long)w->last);
     watcher_unref(w);
     return;
   }

@@ -847,6 +847,36 @@ def test_a_paused_watcher_with_a_heartbeat_holds_nothing_up(c):
     assert got[-1].action == "" and got[-1].seq >= end, got[-1]
 
 
+def test_a_replay_past_the_lock_timeout_is_told_to_retry(c):
+    """A stream's catch-up read that waits past --db-lock-timeout (audit_events locked from
+    outside, as a VACUUM FULL or a migration would) ends ABORTED with the seq to resume from,
+    as any read is told a lock timeout, not INTERNAL; resumed once the lock goes, it misses
+    nothing."""
+    srv = harness.Clued(c.url, args=["--db-lock-timeout", "500"]).start(migrate=False)
+    holder = c.pg.connect(c.dbname)
+    holder.autocommit = False
+    try:
+        with grpc.insecure_channel(srv.addr) as ch:
+            audit = S.audit_pb2_grpc.AuditServiceStub(ch)
+            live = Watch(audit, c.auditor_md, after=max_seq(c))  # the tail ready: the next replays
+            time.sleep(0.5)
+            holder.cursor().execute("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE")
+            late = Watch(audit, c.auditor_md, after=0)
+            assert late.next(timeout=20) is None
+            code, msg = late.status
+            assert code == grpc.StatusCode.ABORTED and msg.endswith("; resume from seq 0"), late.status
+            holder.rollback()
+            again = Watch(audit, c.auditor_md, after=0)
+            end = max_seq(c)
+            assert [e.seq for e in again.until(end)] == seqs_after(c, 0)
+            again.cancel()
+            live.cancel()
+    finally:
+        holder.close()
+        out = srv.stop()
+    assert "audit catch-up query failed" not in out, out[-2000:]
+
+
 def test_watch_300_watchers(c):
     start = max_seq(c)
     # Four connections (a channel per connection), 75 streams each: under the server's limit
