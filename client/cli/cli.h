@@ -327,9 +327,11 @@ uint64_t cli_now_ms(void);
  * A watch whose stream the server ended at its maximum age goes on with a new stream within
  * --timeout: 1 when there is time left (cli->stream_timeout_ms is then what is left of budget,
  * the --timeout in ms the watch started with; 0: none), 0 when budget is spent since
- * started_ms (cli_now_ms()), the watch then ending as at --timeout.
+ * started_ms (cli_now_ms()), the watch then ending as at --timeout, or when interrupted. A
+ * stream that ended less than a second after it began (stream_ms) waits out the rest of that
+ * second first: a server that ends every stream at once is asked at most once a second.
  */
-int cli_watch_again(cli_t *cli, uint64_t started_ms, uint64_t budget);
+int cli_watch_again(cli_t *cli, uint64_t started_ms, uint64_t budget, uint64_t stream_ms);
 
 /**
  * Print an answer and free it: as JSON with --json, otherwise with show(). When the answer is
@@ -414,8 +416,12 @@ char *cli_memstream_text(FILE *o, char **buf);
  */
 void cli_put_text(FILE *o, const char *s, int keep_newlines);
 
-/** An enum value's name without the enum's common prefix ("GROUP" for UNIT_KIND_GROUP). */
+/** An enum value's name without the enum's common prefix ("GROUP" for UNIT_KIND_GROUP);
+ * NULL for a value the enum does not name (a newer server's). */
 const char *cli_enum_short(const ProtobufCEnumDescriptor *ed, int value);
+
+/** cli_enum_short(), or "-" for a value the enum does not name: for text that is printed. */
+const char *cli_enum_text(const ProtobufCEnumDescriptor *ed, int value);
 
 /** The short name of a clue state ("PRELIMINARY_CHECK"), or "-" when unset or unknown. */
 const char *cli_state_text(int state);

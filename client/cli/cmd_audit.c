@@ -253,7 +253,7 @@ static int run_watch(cli_t *cli, const cli_args_t *args) {
   clue_stream_t *s = NULL;
   ProtobufCMessage *m;
   int64_t last, resume;
-  uint64_t started = cli_now_ms(), budget = cli->stream_timeout_ms;
+  uint64_t started = cli_now_ms(), budget = cli->stream_timeout_ms, stream_ms;
   int rv, rc = CLI_OK;
 
   if ((rc = cli_arg_int(cli, args, "after-seq", 0, INT64_MAX, &req.after_seq)) != 0 ||
@@ -263,6 +263,7 @@ static int run_watch(cli_t *cli, const cli_args_t *args) {
   cli_arg_str(args, "action", &req.action);
   last = req.after_seq;
 again:
+  stream_ms = cli_now_ms();
   rc = cli_stream_start(cli, WATCH_PATH, &req.base, &clue__v1__audit_event__descriptor, &s);
   if (rc != 0)
     return rc;
@@ -285,12 +286,13 @@ again:
     clue_stream_free(s);
     s = NULL;
     last = req.after_seq = resume;
-    if (cli_watch_again(cli, started, budget)) {
+    if (cli_watch_again(cli, started, budget, stream_ms)) {
       fprintf(stderr, "the server ended the stream at its maximum age; resuming after seq %lld\n",
               (long long)resume);
       goto again;
     }
-    st.code = CLUE_STATUS_DEADLINE_EXCEEDED; /* --timeout is up */
+    /* --timeout is up, or the user interrupted the wait */
+    st.code = *cli->interrupted ? CLUE_STATUS_CANCELLED : CLUE_STATUS_DEADLINE_EXCEEDED;
   }
   if (rc != CLI_OK) /* output failed: already reported */
     rc = CLI_FAILED;

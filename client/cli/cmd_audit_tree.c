@@ -1487,7 +1487,8 @@ static int witness_transient(int code) {
 /* One poll, and what it saw on stdout: its lines, or with --json one JSON object on one line
  * ("result": kept, unchanged, fail or error; "tree_size", "last_size"; "status" of a failed
  * call; "message": the lines people read). */
-static int witness_poll_shown(cli_t *cli, const char *dir, const keyset_t *keys, int *none) {
+static int witness_poll_shown(cli_t *cli, const char *dir, const keyset_t *keys, int *none,
+                              int *failed) {
   witness_seen_t ws = {NULL, NULL, 0, 0, 0};
   char *text = NULL;
   size_t len = 0;
@@ -1497,6 +1498,7 @@ static int witness_poll_shown(cli_t *cli, const char *dir, const keyset_t *keys,
     return cli_oom(cli);
   rc = witness_poll(cli, dir, keys, &ws);
   *none = ws.none;
+  *failed = rc != CLI_OK && ws.result != NULL && strcmp(ws.result, "fail") == 0;
   if (cli_memstream_text(ws.o, &text) == NULL)
     return cli_oom(cli);
   if (!cli->json) {
@@ -1566,13 +1568,16 @@ int audit_tree_witness(cli_t *cli, const cli_args_t *args) {
     keys.n = 1;
   }
   for (;;) {
-    int none = 0;
+    int none = 0, failed = 0;
     cli->last_code = 0;
     /* Without a key, the server's on first use, from its first checkpoint. */
     rc = keys.n == 0 ? witness_first_key(cli, path, &keys, &none) : CLI_OK;
     if (rc == CLI_OK)
-      rc = witness_poll_shown(cli, dir, &keys, &none);
-    if (rc != CLI_OK && !cli_flag(args, "once") && (none || witness_transient(cli->last_code)))
+      rc = witness_poll_shown(cli, dir, &keys, &none, &failed);
+    /* A FAIL (a fork, a shrink, a bad signature) ends it, whatever a call made to name the
+     * first differing event answered: a server cannot make it look passing by failing that. */
+    if (rc != CLI_OK && !failed && !cli_flag(args, "once") &&
+        (none || witness_transient(cli->last_code)))
       fprintf(stderr, "cluectl %s: polling again in %lld s\n", cli->cmd, (long long)interval);
     else if (rc != CLI_OK || cli_flag(args, "once"))
       return rc;

@@ -45,11 +45,13 @@ static int print_csv(const Clue__V1__GetBulletinResponse *r) {
   fputs("\r\n", stdout);
   for (size_t k = 0; k < r->n_units; k++) {
     const Clue__V1__BulletinUnit *u = r->units[k];
+    const char *kind;
     table_csv_field(stdout, r->month, 1);
     printf(",%lld", (long long)u->unit_id);
     table_csv_field(stdout, u->unit_code, 0);
     table_csv_field(stdout, u->unit_name, 0);
-    table_csv_field(stdout, cli_enum_short(&clue__v1__unit_kind__descriptor, u->unit_kind), 0);
+    kind = cli_enum_short(&clue__v1__unit_kind__descriptor, u->unit_kind);
+    table_csv_field(stdout, kind != NULL ? kind : "", 0); /* a kind this cluectl does not know */
     printf(",%lld,%lld", (long long)u->received, (long long)u->disposed);
     for (size_t i = 0; i < 6; i++)
       printf(",%lld", (long long)kind_count(u, i));
@@ -156,7 +158,7 @@ static int print_table(cli_t *cli, const Clue__V1__GetBulletinResponse *r) {
   for (size_t k = 0; k < r->n_units; k++) {
     const Clue__V1__BulletinUnit *u = r->units[k];
     table_add(t, table_fmt("%s", u->unit_code));
-    table_add(t, table_fmt("%s", cli_enum_short(&clue__v1__unit_kind__descriptor, u->unit_kind)));
+    table_add(t, table_fmt("%s", cli_enum_text(&clue__v1__unit_kind__descriptor, u->unit_kind)));
     table_add(t, table_fmt("%lld", (long long)u->received));
     table_add(t, table_fmt("%lld", (long long)u->disposed));
     for (size_t i = 0; i < 6; i++)

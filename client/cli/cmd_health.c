@@ -43,10 +43,11 @@ static int health_watch(cli_t *cli, const Grpc__Health__V1__HealthCheckRequest *
   clue_status_t st = CLUE_STATUS_INIT;
   clue_stream_t *s = NULL;
   ProtobufCMessage *m;
-  uint64_t started = cli_now_ms(), budget = cli->stream_timeout_ms;
+  uint64_t started = cli_now_ms(), budget = cli->stream_timeout_ms, stream_ms;
   int rv, rc = CLI_OK, last = -1;
 
 again:
+  stream_ms = cli_now_ms();
   if ((rc = cli_stream_start(cli, HEALTH_WATCH, &req->base,
                              &grpc__health__v1__health_check_response__descriptor, &s)) != 0)
     return rc;
@@ -62,9 +63,10 @@ again:
     clue_status_clear(&st);
     clue_stream_free(s);
     s = NULL;
-    if (cli_watch_again(cli, started, budget))
+    if (cli_watch_again(cli, started, budget, stream_ms))
       goto again;
-    st.code = CLUE_STATUS_DEADLINE_EXCEEDED; /* --timeout is up */
+    /* --timeout is up, or the user interrupted the wait */
+    st.code = *cli->interrupted ? CLUE_STATUS_CANCELLED : CLUE_STATUS_DEADLINE_EXCEEDED;
   }
   rc = cli_watch_end(cli, rv, &st);
   clue_status_clear(&st);

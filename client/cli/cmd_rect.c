@@ -19,7 +19,7 @@ static int show_moved(cli_t *cli, const ProtobufCMessage *m) {
 
   (void)cli;
   printf("rectification item #%lld is %s (version %lld), host unit ", (long long)it->id,
-         cli_enum_short(&clue__v1__rectification_state__descriptor, it->state),
+         cli_enum_text(&clue__v1__rectification_state__descriptor, it->state),
          (long long)it->version);
   cli_put_text(stdout, it->host_unit, 0);
   printf(", deadline %s%s\n", cli_deadline_text(it->deadline_ms, when, sizeof(when)),

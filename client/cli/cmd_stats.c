@@ -43,7 +43,13 @@ static void csv_end(FILE *o) {
   fputs("\r\n", o);
 }
 
-/* The disposal kinds named in any unit's figures, in order of first appearance. */
+/* The most disposal kinds a CSV has columns for: the API names six. Each is a column of every
+ * row, so a server that named a new one per unit would grow the output with the square of
+ * its answer. */
+#define DISPOSAL_KINDS_MAX 64
+
+/* The disposal kinds named in any unit's figures, in order of first appearance: 0, -1 out of
+ * memory, -2 more than DISPOSAL_KINDS_MAX. */
 static int disposal_kinds(const Clue__V1__GetStatisticsResponse *r, const char ***out, size_t *n) {
   const char **kinds = NULL;
   size_t count = 0;
@@ -57,6 +63,10 @@ static int disposal_kinds(const Clue__V1__GetStatisticsResponse *r, const char *
         known = strcmp(kinds[i], k) == 0;
       if (known)
         continue;
+      if (count == DISPOSAL_KINDS_MAX) {
+        free(kinds);
+        return -2;
+      }
       grown = realloc(kinds, (count + 1) * sizeof(*kinds));
       if (grown == NULL) {
         free(kinds);
@@ -110,8 +120,15 @@ static int print_units_csv(cli_t *cli, const Clue__V1__GetStatisticsResponse *r)
   const char **kinds = NULL;
   size_t nkinds = 0;
   FILE *o = stdout;
+  int rc = disposal_kinds(r, &kinds, &nkinds);
 
-  if (disposal_kinds(r, &kinds, &nkinds) != 0)
+  if (rc == -2) {
+    fprintf(stderr,
+            "cluectl %s: the server's figures name more than %d disposal kinds; not shown\n",
+            cli->cmd, DISPOSAL_KINDS_MAX);
+    return CLI_FAILED;
+  }
+  if (rc != 0)
     return cli_oom(cli);
   for (size_t i = 0; cols[i] != NULL; i++)
     table_csv_field(o, cols[i], i == 0);

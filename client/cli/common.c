@@ -595,9 +595,16 @@ uint64_t cli_now_ms(void) {
   return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-int cli_watch_again(cli_t *cli, uint64_t started_ms, uint64_t budget) {
-  uint64_t spent = cli_now_ms() - started_ms;
+int cli_watch_again(cli_t *cli, uint64_t started_ms, uint64_t budget, uint64_t stream_ms) {
+  uint64_t spent;
 
+  while (cli_now_ms() - stream_ms < 1000 && (budget == 0 || cli_now_ms() - started_ms < budget)) {
+    struct timespec ts = {0, 50 * 1000 * 1000};
+    if (*cli->interrupted)
+      return 0;
+    nanosleep(&ts, NULL);
+  }
+  spent = cli_now_ms() - started_ms;
   if (budget != 0 && spent >= budget)
     return 0;
   if (budget != 0)

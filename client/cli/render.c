@@ -16,6 +16,12 @@ const char *cli_enum_short(const ProtobufCEnumDescriptor *ed, int value) {
   return ev != NULL ? ev->name + clue_enum_prefix_len(ed) : NULL;
 }
 
+const char *cli_enum_text(const ProtobufCEnumDescriptor *ed, int value) {
+  const char *s = cli_enum_short(ed, value);
+
+  return s != NULL ? s : "-";
+}
+
 const char *cli_state_text(int state) {
   const char *s = state != 0 ? cli_enum_short(&clue__v1__clue_state__descriptor, state) : NULL;
 

@@ -200,11 +200,13 @@ char *table_fmt(const char *fmt, ...) {
   return s;
 }
 
-/* One field, quoted as RFC 4180 §2 says when it must be. */
+/* One field, quoted as RFC 4180 §2 says when it must be, and when it holds a semicolon or a
+ * tab: the separators a spreadsheet of another locale may split on, which would start a cell
+ * (and so a formula) inside the field. */
 static void csv_text(FILE *o, const char *s, int formula, int first) {
   if (!first)
     fputc(',', o);
-  if (strpbrk(s, ",\"\r\n") == NULL) {
+  if (strpbrk(s, ",;\t\"\r\n") == NULL) {
     if (formula)
       fputc('\'', o);
     fputs(s, o);

@@ -118,8 +118,8 @@ def clue(i, **kw):
     return S.clue_pb2.Clue(**{"id": i, "registration_number": f"REG-{i}", "title": "t", "state": 1, **kw})
 
 
-def signed_checkpoint(note_extra="", size=0):
-    """A GetCheckpoint answer: a signed note of a log of size events (an empty one's root),
+def signed_checkpoint(note_extra="", size=0, root=None):
+    """A GetCheckpoint answer: a signed note of a log of size events (root, or an empty one's),
     and its verifier key."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -127,7 +127,7 @@ def signed_checkpoint(note_extra="", size=0):
     key = Ed25519PrivateKey.from_private_bytes(b"\x07" * 32)
     pub = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     kid = hashlib.sha256(name.encode() + b"\n\x01" + pub).digest()[:4]
-    root = hashlib.sha256(b"").digest()
+    root = root if root is not None else hashlib.sha256(b"").digest()
     body = f"{name}\n{size}\n{base64.b64encode(root).decode()}\n{note_extra}"
     sig = base64.b64encode(kid + key.sign(body.encode())).decode()
     vkey = base64.b64encode(b"\x01" + pub).decode()
@@ -480,6 +480,130 @@ def test_unary_calls_have_a_default_deadline():
     assert 1500 <= got[2] <= 2000, got
     assert got[3] is None, got  # a watch: none unless asked
     assert 2500 <= got[4] <= 3000, got
+
+
+# ---- 5. what a server's figures and streams can make cluectl do ------------------------------
+
+def test_unknown_enum_values_print_as_a_dash():
+    """A unit kind this cluectl does not know (a newer server's, or a hostile one's) prints as
+    "-" in a table and as an empty field in CSV: the bulletin's CSV read it as a text and
+    crashed on it."""
+    def handler(conn, req):
+        if req.path.endswith("/GetBulletin"):
+            u = S.stats_pb2.BulletinUnit(unit_id=1, unit_code="G1", unit_name="组", unit_kind=99)
+            conn.reply(req.sid, S.stats_pb2.GetBulletinResponse(month="2026-01", units=[u]).SerializeToString())
+        else:
+            conn.reply(req.sid, None, status=12, message="not in this test")
+
+    with FakeServer(handler) as srv:
+        r = ctl(srv, "stats", "bulletin", "--month", "2026-01", "--csv", check=0)
+        assert r.stdout.splitlines()[1].startswith("2026-01,1,G1,组,,0,"), r.stdout
+        r = ctl(srv, "stats", "bulletin", "--month", "2026-01", check=0)
+        assert "(null)" not in r.stdout and re.search(r"G1\s+-\s", r.stdout), r.stdout
+
+
+def test_csv_quotes_the_separators_of_other_locales():
+    """A field holding a semicolon or a tab is quoted: a spreadsheet that splits on them would
+    start a cell, and a formula, inside it."""
+    def handler(conn, req):
+        u = S.stats_pb2.BulletinUnit(unit_id=1, unit_code="G1", unit_name="Group 1;=cmd|' /C calc'!A0",
+                                     unit_kind=2)
+        conn.reply(req.sid, S.stats_pb2.GetBulletinResponse(month="2026-01", units=[u]).SerializeToString())
+
+    with FakeServer(handler) as srv:
+        r = ctl(srv, "stats", "bulletin", "--month", "2026-01", "--csv", check=0)
+        assert ",\"Group 1;=cmd|' /C calc'!A0\"," in r.stdout, r.stdout
+
+
+def test_stats_csv_has_a_bounded_number_of_columns():
+    """Each disposal kind the figures name is a column of every row: a server naming a new one
+    per unit would grow the CSV with the square of its answer. More than 64 are refused, and
+    nothing is printed."""
+    def figures(kinds):
+        units = [S.stats_pb2.UnitStats(unit_id=i + 1, unit_code=f"G{i}", unit_name="组", closed_by_disposal=[
+            S.stats_pb2.DisposalCount(disposal=f"KIND_{i}", count=1)]) for i in range(kinds)]
+        return S.stats_pb2.GetStatisticsResponse(units=units).SerializeToString()
+
+    def handler(conn, req):
+        if req.path.endswith("/GetStatistics"):
+            conn.reply(req.sid, figures(handler.kinds))
+        else:
+            conn.reply(req.sid, S.stats_pb2.ListCaseStatsResponse().SerializeToString()
+                       if req.path.endswith("/ListCaseStats") else None)
+
+    with FakeServer(handler) as srv:
+        handler.kinds = 64
+        r = ctl(srv, "stats", "--csv", check=0)
+        assert "closed_KIND_63" in r.stdout.splitlines()[0] and len(r.stdout.splitlines()) == 65, r.stdout[:300]
+        handler.kinds = 65
+        r = ctl(srv, "stats", "--csv", check=1)
+        assert r.stdout == "" and "more than 64 disposal kinds" in r.stderr, (r.stdout[:200], r.stderr)
+
+
+def test_a_fork_ends_the_witness_whatever_the_next_call_answers():
+    """A witness that finds a fork ends with exit status 1. After the FAIL it asks for the
+    leaves, to name the first event that differs; a server that answers that call UNAVAILABLE
+    made the witness take the fork for a passing failure and poll on, and then show it the
+    honest tree again ("unchanged")."""
+    n = 4
+    leaf = [hashlib.sha256(b"\x00" + b"good%d" % i).digest() for i in range(n)]
+
+    def mth(ls):
+        if len(ls) == 1:
+            return ls[0]
+        k = 1
+        while k * 2 < len(ls):
+            k *= 2
+        return hashlib.sha256(b"\x01" + mth(ls[:k]) + mth(ls[k:])).digest()
+
+    forked = leaf[:2] + [hashlib.sha256(b"\x00evil%d" % i).digest() for i in range(2, n)]
+    state = {"fork": False, "polls": 0}
+
+    def handler(conn, req):
+        if req.path.endswith("/GetCheckpoint"):
+            state["polls"] += 1
+            root = mth(forked) if state["fork"] and state["polls"] == 1 else mth(leaf)
+            conn.reply(req.sid, signed_checkpoint(size=n, root=root).SerializeToString())
+        elif req.path.endswith("/ExportAuditEvents") and state["fork"]:
+            conn.reply(req.sid, None, status=14, message="database down, try again")
+        elif req.path.endswith("/ExportAuditEvents"):
+            r = S.audit_pb2.ExportAuditEventsRequest.FromString(req.body)
+            evs = [S.audit_pb2.LeafEvent(seq=i + 1, leaf_index=i, leaf_hash=leaf[i], redacted=True)
+                   for i in range(n) if i + 1 > r.after_seq]
+            conn.reply(req.sid, S.audit_pb2.ExportAuditEventsResponse(
+                events=evs, tree_size=n, tree_last_seq=n, done=True).SerializeToString())
+        else:
+            conn.reply(req.sid, None, status=12, message="not in this test")
+
+    with FakeServer(handler) as srv, tempfile.TemporaryDirectory() as d:
+        r = ctl(srv, "audit", "witness", "--dir", d, "--once", check=0)
+        assert r.stdout.startswith(f"kept checkpoint of {n} events"), r.stdout
+        state["fork"], state["polls"] = True, 0
+        r = ctl_bounded(srv, "audit", "witness", "--dir", d, "--interval", "1", check=1, timeout=20)
+        assert r.stdout.startswith(f"FAIL: fork: two checkpoints of {n} events with different roots"), r.stdout
+        assert "polling again" not in r.stderr, r.stderr
+
+
+def test_a_watch_the_server_ends_at_once_resumes_at_most_once_a_second():
+    """A server that ends every WatchEvents (and Health/Watch) stream at once "at its maximum
+    age" gets at most one new stream a second, not a loop as fast as it answers."""
+    def handler(conn, req):
+        if req.path.endswith("/WatchEvents"):
+            conn.reply(req.sid, None, status=14, message="stream reached the server's maximum age; resume from seq 5")
+        elif req.path.endswith("/Watch"):
+            conn.reply(req.sid, None, status=14, message="stream open for its maximum age; call again")
+        else:
+            conn.reply(req.sid, None, status=12, message="not in this test")
+
+    with FakeServer(handler) as srv:
+        t0 = time.monotonic()
+        r = ctl_bounded(srv, "--timeout", "3", "audit", "watch", check=0)
+        streams = sum(1 for q in srv.requests if q.path.endswith("/WatchEvents"))
+        assert 2 <= streams <= 4 and time.monotonic() - t0 < 6, (streams, r.stderr[-300:])
+        assert "last seq 5" in r.stderr, r.stderr[-300:]
+        ctl_bounded(srv, "--timeout", "3", "health", "--watch", check=0)
+        streams = sum(1 for q in srv.requests if q.path.endswith("/Watch"))
+        assert 2 <= streams <= 4, streams
 
 
 if __name__ == "__main__":
