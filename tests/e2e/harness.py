@@ -440,7 +440,8 @@ def stalled_by_its_key(dbname, user_id, fn, req, during):
 
     def waiting():
         with db.cursor() as q:
-            q.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            q.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                      " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
             return q.fetchone()[0] > 0
 
     t = threading.Thread(target=run)

@@ -129,7 +129,8 @@ def racing(c, user, fn, req, n=2):
 
     def waiting():
         with db.cursor() as cur:
-            cur.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            cur.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
             return cur.fetchone()[0] >= n
 
     try:

@@ -972,8 +972,10 @@ def test_watchers_that_come_and_go_while_the_tail_reads(c):
             lk.cursor().execute("SELECT pg_advisory_xact_lock(hashtextextended("
                                 "'clue_requests/' || %s || '/' || %s::uuid, 0))", (c.leader.id, req.request_id))
             held = clue.SubmitClue.future(req, metadata=c.leader_md, timeout=60)
-            harness.wait_for(lambda: sql(c, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-                                            " AND NOT granted")[0][0] == 1, what="the submission at its lock")
+            harness.wait_for(lambda: sql(c, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                                            " AND database = (SELECT oid FROM pg_database"
+                                            " WHERE datname = current_database())")[0][0] == 1,
+                             what="the submission at its lock")
             # An event through the other instance: this one's tail reads, behind the pool.
             submit(c.w.G2.leader, "经另一实例")
             harness.wait_for(lambda: gauge("clued_db_queue_depth") >= 1, what="the tail's read queued")

@@ -379,7 +379,8 @@ def test_rechecks_of_one_call_are_bounded(c):
             drop_all()
             nxt, nth = locker()  # queued behind the lookup
             harness.wait_for(lambda: sql(c, "SELECT count(*) FROM pg_locks WHERE relation = 'units'::regclass"
-                                            " AND mode = 'AccessExclusiveLock' AND NOT granted")[0][0] == 1,
+                                            " AND mode = 'AccessExclusiveLock' AND NOT granted"
+                                            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")[0][0] == 1,
                              what="the next lock queued")
             held.rollback()
             held.close()

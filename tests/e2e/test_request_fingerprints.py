@@ -265,7 +265,8 @@ def test_racing_writes_with_other_fields(c):
 
 def _waiting(db):
     with db.cursor() as cur:
-        cur.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+        cur.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
         return cur.fetchone()[0]
 
 

@@ -106,8 +106,10 @@ def stalled(c, user, fn, req, during):
 
 
 def waiting(db):
-    """How many backends wait for a lock."""
-    return rows(db, "SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted")[0][0]
+    """How many backends of this database wait for a lock (tests run side by side on one
+    cluster: another database's waiters are not this test's)."""
+    return rows(db, "SELECT count(DISTINCT l.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                    " WHERE NOT l.granted AND a.datname = current_database()")[0][0]
 
 
 @contextlib.contextmanager
