@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,12 +32,14 @@ static int log_budget_ready;
 static struct {
   uv_loop_t *loop; /* NULL: lines are written at once, blocking (before and after the loop) */
   int fd;          /* the descriptor written: log_start's own opening of it, or it */
-  int own_fd;      /* fd was opened here (a pipe or terminal, non-blocking): close it */
+  int own_fd;      /* fd was opened here (a pipe or terminal, non-blocking); kept after
+                      log_stop() for the last lines, closed by a later log_start() */
   int sock;        /* fd is a socket, shared: written with MSG_DONTWAIT */
   int polling;     /* poll is started */
   uv_poll_t poll;
   uv_timer_t timer; /* the report of lost lines, at the end of the window */
-  int given_fd;     /* the descriptor log_start() was given: written again after log_stop() */
+  int given_fd;     /* the descriptor log_start() was given */
+  int gave_up;      /* after log_stop(): the reader took nothing for LOG_STOP_WAIT_MS; drop */
   char *buf;
   size_t head, tail; /* queued bytes: buf[head, tail) */
 } out = {.fd = STDERR_FILENO, .given_fd = STDERR_FILENO};
@@ -132,11 +135,10 @@ void log_set_rate(unsigned per_second) {
   log_budget_ready = 0;
 }
 
-/* Write all of p, blocking (a socket through send(), which cannot raise SIGPIPE): before and
- * after the loop, to a file, and at stop. */
-static void write_all(int fd, int sock, const char *p, size_t n) {
+/* Write all of p, blocking: before log_start(), and to a file (never slow to take a line). */
+static void write_all(int fd, const char *p, size_t n) {
   while (n > 0) {
-    ssize_t w = sock ? send(fd, p, n, MSG_NOSIGNAL) : write(fd, p, n);
+    ssize_t w = write(fd, p, n);
     if (w < 0 && errno == EINTR)
       continue;
     if (w <= 0)
@@ -144,6 +146,33 @@ static void write_all(int fd, int sock, const char *p, size_t n) {
     p += w;
     n -= (size_t)w;
   }
+}
+
+/* How long log_stop() waits for the reader to take what is queued, and any later line: a
+ * reader that stopped reading (a full pipe, a stalled journald) must not keep clued from
+ * exiting. */
+#define LOG_STOP_WAIT_MS 1000
+
+/* Write p to a non-blocking fd (a socket: with MSG_DONTWAIT) until the loop time until (ms).
+ * Returns what it could not write. */
+static size_t write_until(int fd, int sock, const char *p, size_t n, uint64_t until) {
+  while (n > 0) {
+    ssize_t w = sock ? send(fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL) : write(fd, p, n);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      struct pollfd pf = {.fd = fd, .events = POLLOUT};
+      uint64_t now = now_ms();
+      if (now >= until || poll(&pf, 1, (int)(until - now)) <= 0)
+        return n;
+      continue;
+    }
+    if (w <= 0)
+      return n;
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
 }
 
 static ssize_t out_write(const char *p, size_t n) {
@@ -214,8 +243,16 @@ static int emit(log_level_t lv, const char *line, size_t n) {
     fwrite(line, 1, n, log_stream);
     return 0;
   }
+  if (out.loop == NULL && (out.own_fd || out.sock)) {
+    /* After log_stop(): its own non-blocking descriptor still, each line bounded in time. */
+    if (out.gave_up || write_until(out.fd, out.sock, line, n, now_ms() + LOG_STOP_WAIT_MS) != 0) {
+      out.gave_up = 1;
+      return -1;
+    }
+    return 0;
+  }
   if (out.loop == NULL) {
-    write_all(out.fd, 0, line, n);
+    write_all(out.fd, line, n);
     return 0;
   }
   if (out.head == out.tail) {
@@ -385,8 +422,10 @@ int log_start(uv_loop_t *loop, int fd) {
 
   if (out.loop)
     return UV_EBUSY;
+  if (out.own_fd) /* kept by the last log_stop() */
+    close(out.fd);
   out.fd = out.given_fd = fd;
-  out.own_fd = out.sock = 0;
+  out.own_fd = out.sock = out.gave_up = 0;
   if (fstat(fd, &st) != 0)
     return -errno;
   /* A pipe or terminal is opened anew, non-blocking: O_NONBLOCK on the descriptor clued was
@@ -442,20 +481,15 @@ void log_stop(void) {
   uv_close((uv_handle_t *)&out.timer, NULL);
   out.polling = 0;
   out.loop = NULL;
-  /* At exit, what is queued is written, blocking. */
-  if (out.own_fd) {
-    int flags = fcntl(fd, F_GETFL);
-    if (flags >= 0)
-      (void)fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
-  }
-  write_all(fd, out.sock, out.buf + out.head, out.tail - out.head);
+  /* At exit, what is queued is written while the reader takes it, for LOG_STOP_WAIT_MS at
+   * most; so is every later line, through the same descriptor (kept open, non-blocking). A
+   * reader that took nothing meanwhile gets nothing more: clued exits regardless. */
+  if (write_until(fd, out.sock, out.buf + out.head, out.tail - out.head,
+                  now_ms() + LOG_STOP_WAIT_MS) != 0)
+    out.gave_up = 1;
   free(out.buf);
   out.buf = NULL;
   out.head = out.tail = 0;
-  if (out.own_fd)
-    close(fd);
-  out.own_fd = out.sock = 0;
-  out.fd = out.given_fd;
   if (log_limit_dropped(budget()) > 0)
     report_lost(now_ms());
 }

@@ -992,7 +992,7 @@ static int cmd_serve(server_config_t *cfg, const cli_opts_t *cli) {
   log_info("listening on %s", srv.bound);
   uv_run(&loop, UV_RUN_DEFAULT);
   server_free(&srv);
-  log_stop(); /* what is queued is written, blocking; then its handles close */
+  log_stop(); /* what is queued is written, within a second; then its handles close */
   uv_run(&loop, UV_RUN_DEFAULT);
   rc = uv_loop_close(&loop);
   if (rc != 0)
