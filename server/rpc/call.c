@@ -1095,6 +1095,17 @@ void rpc_fail(rpc_call_t *call, grpc_status_t code, const char *fmt, ...) {
   va_end(ap);
 }
 
+void rpc_end_streaming_calls(server_t *srv) {
+  for (h2_conn_t *c = srv->conns; c; c = c->next) {
+    h2_stream_t *s, *next;
+    for (s = c->streams; s; s = next) {
+      next = s->next;
+      if (s->ops == &call_stream_ops && call_of(s)->state == RPC_CALL_STREAMING)
+        call_finish(call_of(s), 200, GRPC_UNAVAILABLE, "server shutting down");
+    }
+  }
+}
+
 void rpc_finish(rpc_call_t *call, grpc_status_t code, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);

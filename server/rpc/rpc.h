@@ -198,4 +198,12 @@ size_t rpc_call_buffered(rpc_call_t *call);
 void rpc_finish(rpc_call_t *call, grpc_status_t code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/**
+ * At shutdown: end with UNAVAILABLE "server shutting down" every client-streaming call
+ * (reflection) waiting for its client's next message. Nothing else would end it before the
+ * grace period cut its connection off, holding up the exit; a message it sent later would be
+ * answered so anyway.
+ */
+void rpc_end_streaming_calls(server_t *srv);
+
 #endif

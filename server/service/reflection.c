@@ -207,6 +207,10 @@ fail:
   return rc;
 }
 
+void reflection_shutdown(server_t *srv) {
+  rpc_end_streaming_calls(srv);
+}
+
 void reflection_close(server_t *srv) {
   reflection_t *r = srv->reflection;
 

@@ -28,6 +28,9 @@ int reflection_init(server_t *srv) __attribute__((warn_unused_result));
  * services reflection lists, which Health also answers for. */
 int reflection_serves(const server_t *srv, const char *service);
 
+/** At shutdown: end the reflection streams waiting for their clients' next request. */
+void reflection_shutdown(server_t *srv);
+
 /** Free what reflection_init built. */
 void reflection_close(server_t *srv);
 

@@ -230,8 +230,8 @@ static int tree_start_if_db(server_t *srv) {
 
 static const server_module_t methods_module = {"the method table", methods_start, NULL, NULL,
                                                methods_free};
-static const server_module_t reflection_module = {"reflection", reflection_init, NULL, NULL,
-                                                  reflection_close};
+static const server_module_t reflection_module = {"reflection", reflection_init,
+                                                  reflection_shutdown, NULL, reflection_close};
 static const server_module_t pool_module = {"the database pool", pool_start, NULL, pool_close,
                                             NULL};
 static const server_module_t replica_module = {"the replica", replica_start, NULL, replica_close,

@@ -46,6 +46,32 @@ def test_sigterm_ends_watchers_and_exits_zero():
     ch.close()
 
 
+def test_sigterm_ends_an_idle_reflection_stream():
+    """A reflection stream waiting for its client's next request is ended at once with
+    UNAVAILABLE, as the watches are: it used to hold the exit for the whole grace period."""
+    import queue
+    srv = harness.Clued(harness.test_database_url(), args=["--grace-ms", "30000"]).start()
+    ch = grpc.insecure_channel(srv.addr)
+    q = queue.Queue()
+    call = ch.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                            request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    replies = call(iter(q.get, None), timeout=60)
+    q.put(b"\x3a\x01*")  # list_services; the stream stays open for the next request
+    assert b"clue.v1.ClueService" in next(replies)
+    t0 = time.time()
+    srv.send_signal(signal.SIGTERM)
+    try:
+        rest = list(replies)
+        raise AssertionError(f"the stream ended OK: {rest}")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in e.details(), (e.code(), e.details())
+    out = srv.stop(timeout=40)
+    assert time.time() - t0 < 15, "the exit waited for the grace period"
+    assert "grace period over" not in out, out[-2000:]
+    q.put(None)
+    ch.close()
+
+
 def test_grace_period_bounds_stalled_calls():
     srv = harness.Clued(harness.test_database_url(), args=["--grace-ms", "400"]).start()
     h = RawH2(srv.addr)
