@@ -4,10 +4,11 @@ import type { GetStatisticsResponse, UnitStats } from "../gen/clue/v1/stats_pb";
 
 // A text field as table_csv_field() in client/cli/table.c writes it: led by a single quote
 // when a spreadsheet would take it for a formula (= + - @, a tab or a CR first), quoted when
-// it holds a comma, a quote or a line break. Numbers never go through it.
+// it holds a comma, a quote or a line break, or a semicolon or a tab (the separators of other
+// locales, which would start a cell inside it). Numbers never go through it.
 function field(s: string): string {
   const text = /^[=+\-@\t\r]/.test(s) ? `'${s}` : s;
-  return /[,"\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+  return /[,;\t"\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 
 /**

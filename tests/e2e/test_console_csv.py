@@ -222,7 +222,7 @@ def test_formula_names_are_text(c):
         ST.UnitStats(unit_id=3, unit_code="T3", unit_name='-"x",y'),
         ST.UnitStats(unit_id=4, unit_code="T4", unit_name="某局-二处")])
     lines = csv_of(c, made).decode().split("\r\n")
-    assert lines[1].startswith("1,T1,'\t=1+1,3,"), lines[1]
+    assert lines[1].startswith("1,T1,\"'\t=1+1\",3,"), lines[1]  # a tab: quoted, as a separator
     assert lines[2].startswith('2,T2,"\'\r=1+1",-4,'), lines[2]
     assert lines[3].startswith('3,T3,"\'-""x"",y",0,'), lines[3]
     assert lines[4].startswith("4,T4,某局-二处,0,"), lines[4]
