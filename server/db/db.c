@@ -236,6 +236,10 @@ struct db_pool {
   uv_loop_t *loop;
   char *conninfo;
   host_rotation_t rot;
+  int rot_last;  /* the rotation begun at the host the last connection made reached: an attempt
+                    starts there, and each failed one a host further along (after a failover
+                    away from a silent host, a lost connection goes back to the host that
+                    works, not through the silent one) */
   char *options; /* the startup "options": the connection string's own, then the timeouts */
   const char *const *tune_sql, *const *untune_sql; /* db_config_t's, or both NULL */
   uint64_t retunes;
@@ -729,8 +733,29 @@ static void on_notice(void *arg, const PGresult *res) {
 
 static void listener_start(db_conn_t *c);
 
+/* Whether list (comma-separated) begins with the entry v. */
+static int list_begins(const char *list, const char *v) {
+  size_t n = strcspn(list, ",");
+  return v != NULL && strlen(v) == n && strncmp(list, v, n) == 0;
+}
+
+/* The rotation that begins at the host pg reached, or -1. */
+static int rotation_reached(const db_pool_t *p, PGconn *pg) {
+  for (int i = 0; i < p->rot.n; i++) {
+    if (p->rot.host && !list_begins(p->rot.host[i], PQhost(pg)))
+      continue;
+    if (!p->rot.host && p->rot.hostaddr && !list_begins(p->rot.hostaddr[i], PQhostaddr(pg)))
+      continue;
+    if (p->rot.port && !list_begins(p->rot.port[i], PQport(pg)))
+      continue;
+    return i;
+  }
+  return -1;
+}
+
 static void conn_connected(db_conn_t *c) {
   db_pool_t *p = c->pool;
+  int k;
 
   uv_timer_stop(&c->timer);
   if (PQsetnonblocking(c->pg, 1) != 0) {
@@ -738,6 +763,8 @@ static void conn_connected(db_conn_t *c) {
     return;
   }
   PQsetNoticeReceiver(c->pg, on_notice, c);
+  if (p->rot.n > 1 && (k = rotation_reached(p, c->pg)) >= 0)
+    p->rot_last = k;
   if (c->failures > 0)
     db_log("%s: connected (backend pid %d) after %u failed attempt(s)", c->name,
            PQbackendPID(c->pg), c->failures);
@@ -796,7 +823,7 @@ static void conn_connect(db_conn_t *c) {
   int nk = 6;
 
   if (p->rot.n > 1) {
-    int k = (int)(c->failures % (unsigned)p->rot.n);
+    int k = (int)(((unsigned)p->rot_last + c->failures) % (unsigned)p->rot.n);
     if (p->rot.host) {
       keys[nk] = "host";
       vals[nk++] = p->rot.host[k];

@@ -3,6 +3,7 @@
  * counts callbacks, runs the loop, and ends with uv_loop_close() == 0. */
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -926,6 +927,54 @@ static void test_silent_first_host_is_passed_over(void **state) {
   query(&t, &r, "SELECT 1", 0, NULL);
   wait_completed(&t, 1, 3000);
   assert_int_equal(r.err, DB_OK);
+  ctx_close(&t);
+  close(fd);
+}
+
+/* Connections the silent listener fd has taken (completed handshakes in its backlog). */
+static int accepted(int fd) {
+  int n = 0, c;
+
+  (void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  while ((c = accept(fd, NULL, NULL)) >= 0) {
+    close(c);
+    n++;
+  }
+  return n;
+}
+
+/* Once a connection reached the second host (the first silent), a connection lost later
+ * starts again at the second: it used to start at the first, and wait out the connect timeout
+ * on it at every loss (after a failover away from a host that hangs, seconds of no
+ * connection each time). */
+static void test_a_lost_connection_starts_at_the_host_that_worked(void **state) {
+  tctx_t t;
+  rec_t r, k;
+  db_config_t cfg = {0};
+  char ci[1024];
+  int port, fd = silent_listener(&port);
+
+  (void)state;
+  snprintf(ci, sizeof(ci), "host=127.0.0.1,%s port=%d,%s user=postgres dbname=%s", pg.host, port,
+           pg.port, dbname);
+  cfg.conninfo = ci;
+  cfg.size = 1;
+  cfg.connect_timeout_ms = 300;
+  cfg.reconnect_min_ms = 20;
+  cfg.reconnect_max_ms = 100;
+  ctx_open_cfg(&t, &cfg, 0);
+  assert_true(run_until(&t.loop, all_idle, &t, 5000));
+  assert_true(accepted(fd) >= 1); /* the first attempt went to the silent host */
+  for (int i = 0; i < 3; i++) {
+    query(&t, &k, "SELECT pg_terminate_backend(pg_backend_pid())", 0, NULL);
+    wait_completed(&t, 2 * i + 1, 3000);
+    assert_int_not_equal(k.err, DB_OK);
+    assert_true(run_until(&t.loop, all_idle, &t, 5000)); /* connected again */
+    query(&t, &r, "SELECT 1", 0, NULL);
+    wait_completed(&t, 2 * i + 2, 3000);
+    assert_int_equal(r.err, DB_OK);
+    assert_int_equal(accepted(fd), 0);
+  }
   ctx_close(&t);
   close(fd);
 }
@@ -2059,6 +2108,7 @@ int main(void) {
       cmocka_unit_test(test_tuned_sessions_then_isolation),
       cmocka_unit_test(test_too_many_tune_statements),
       cmocka_unit_test(test_silent_first_host_is_passed_over),
+      cmocka_unit_test(test_a_lost_connection_starts_at_the_host_that_worked),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
