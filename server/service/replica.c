@@ -219,6 +219,11 @@ void replica_close(server_t *srv) {
   db_pool_close(r->pool, pool_closed, NULL);
 }
 
+db_pool_t *replica_pool(const server_t *srv) {
+  const replica_t *r = srv->replica;
+  return r != NULL && !r->closed ? r->pool : NULL;
+}
+
 void replica_free(server_t *srv) {
   free(srv->replica);
   srv->replica = NULL;

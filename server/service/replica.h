@@ -16,6 +16,9 @@ int replica_start(server_t *srv) __attribute__((warn_unused_result));
 void replica_close(server_t *srv);
 void replica_free(server_t *srv);
 
+/** The replica's pool while it serves reads; NULL without --replica-url, or once closing. */
+db_pool_t *replica_pool(const server_t *srv);
+
 /**
  * Decide where call's stale-tolerant reads go, as want asks (NULL: no preference), and return
  * what the answer says of it, in the call's arena. NULL after failing the call

@@ -156,14 +156,17 @@ static void methods_free(server_t *srv) {
   srv->methods = NULL;
 }
 
-/* A connection whose peer does not read its replies pulls no more rows meanwhile. */
+/* A connection whose peer does not read its replies pulls no more rows meanwhile, from the
+ * primary or the replica (its stale-tolerant reads go there). */
 static void pool_conn_congested(server_t *srv, uint64_t conn_id, int congested) {
   db_owner_pause(srv->db, conn_id, congested);
+  db_owner_pause(replica_pool(srv), conn_id, congested);
 }
 
 /* A user whose replies wait unread (--max-user-outbound) pulls no more rows meanwhile. */
 static void pool_user_congested(server_t *srv, uint64_t user, int congested) {
   db_user_pause(srv->db, user, congested);
+  db_user_pause(replica_pool(srv), user, congested);
 }
 
 void services_db_config(const server_t *srv, const char *conninfo, db_config_t *dc) {

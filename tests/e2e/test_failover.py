@@ -467,15 +467,15 @@ def test_replica_reads():
     rep.destroy()
 
 
-def reading_from_a_replica():
-    """A primary and standby, clued reading from the standby (--replica-url), the world, and a
-    clue listed from the replica. Returns (rep, dbname, srv, w, metric, clue, listed), where
-    metric(name) is a sample's value on /metrics and listed() the ids and freshness of
-    ListClues for G1's leader."""
+def reading_from_a_replica(args=()):
+    """A primary and standby, clued reading from the standby (--replica-url; and args), the
+    world, and a clue listed from the replica. Returns (rep, dbname, srv, w, metric, clue,
+    listed), where metric(name) is a sample's value on /metrics and listed() the ids and
+    freshness of ListClues for G1's leader."""
     rep = harness.Replicated()
     dbname = rep.primary.new_database()
     srv = harness.Clued(rep.url(dbname), args=["--replica-url", rep.url(dbname, user="clued", attrs="standby"),
-                                               "--metrics-listen", "127.0.0.1:0"]).start()
+                                               "--metrics-listen", "127.0.0.1:0", *args]).start()
     metrics_addr = re.search(r"metrics on http://(\S+)/metrics", srv.output()).group(1)
 
     def metric(name):
@@ -493,6 +493,61 @@ def reading_from_a_replica():
     harness.wait_for(lambda: a.id in listed()[0] and listed()[1].from_replica, timeout=15,
                      what="the clue read from the replica")
     return rep, dbname, srv, w, metric, a, listed
+
+
+def test_a_connection_that_reads_nothing_holds_no_replica_reads():
+    """A connection whose client reads none of its replies pulls no more rows meanwhile: its
+    reads waiting for a pool connection stay waiting, on the replica's pool too. Before, only
+    the primary's pool paused them, and every read routed to the replica ran, its reply held
+    in the server's memory (about 60 MB a connection, 16 pages of 2 MB).
+
+    G1's leader sends 16 ListClues on one connection while the standby holds every read of
+    clues (a lock replayed from the primary): four run there (the heavy calls' share of the
+    replica's pool), twelve wait. Reflection replies the client does not read then fill the
+    connection's output past --max-conn-buffer. The four running are cut (their backends
+    terminated; they go on on the primary, where the lock holds them too): the twelve
+    waiting must stay waiting, and none reaches the standby's lock."""
+    rep, dbname, srv, w, metric, a, listed = reading_from_a_replica(["--max-conn-buffer", "16384"])
+    pdb = rep.primary.connect(dbname)
+    sdb = rep.standby.connect(dbname)
+    h = None
+    try:
+        def on_standby_waiting():
+            return one(sdb, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                            " AND wait_event_type = 'Lock'")[0][0]
+
+        one_exec(pdb, "BEGIN")
+        one_exec(pdb, "LOCK TABLE clues IN ACCESS EXCLUSIVE MODE")
+        other = rep.primary.connect(dbname)
+        one_exec(other, "CREATE TEMP TABLE nudge AS SELECT 1")  # a commit: the WAL up to the lock is flushed
+        other.close()
+        harness.wait_for(lambda: one(sdb, "SELECT count(*) FROM pg_locks WHERE relation = 'clues'::regclass"
+                                          " AND mode = 'AccessExclusiveLock'")[0][0] == 1,
+                         timeout=15, what="the lock replayed on the standby")
+        h = rawh2.RawH2(srv.addr, timeout=30)
+        body = rawh2.grpc_frame(pb.ListCluesRequest().SerializeToString())
+        for _ in range(16):
+            h.request("/clue.v1.ClueService/ListClues", body, headers=[("authorization", "Bearer " + w.G1.leader.token)])
+        harness.wait_for(lambda: on_standby_waiting() == 4, what="four reads held on the standby")
+        time.sleep(0.3)
+        assert on_standby_waiting() == 4  # the others wait in clued, for the heavy calls' share
+        ask = rawh2.grpc_frame(b"\x22\x13clue.v1.ClueService")  # file_containing_symbol, unread
+        refl = h.request("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", ask * 40, end=False)
+        assert refl
+        harness.wait_for(lambda: "over --max-conn-buffer" in srv.output(), what="the connection congested")
+        one(sdb, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
+                 " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")
+        time.sleep(2.0)  # the replica's pool connects again within 100 ms: a read not paused runs
+        assert on_standby_waiting() == 0, "reads of a connection that reads nothing ran on the replica"
+    finally:
+        if h is not None:
+            h.close()
+        one_exec(pdb, "ROLLBACK")
+        pdb.close()
+        sdb.close()
+        w.close()
+        srv.stop()
+        rep.destroy()
 
 
 def test_replica_lost_during_a_read():
