@@ -858,8 +858,10 @@ def test_a_replay_past_the_lock_timeout_is_told_to_retry(c):
     try:
         with grpc.insecure_channel(srv.addr) as ch:
             audit = S.audit_pb2_grpc.AuditServiceStub(ch)
-            live = Watch(audit, c.auditor_md, after=max_seq(c))  # the tail ready: the next replays
-            time.sleep(0.5)
+            live = Watch(audit, c.auditor_md, after=max_seq(c))
+            with c.db.cursor() as cur:  # the tail following, its ring from here: the next replays
+                s0 = append(cur, "clue", FAKE + 4300, owner=c.room.id)
+            assert live.next(timeout=20).seq == s0
             holder.cursor().execute("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE")
             late = Watch(audit, c.auditor_md, after=0)
             assert late.next(timeout=20) is None
