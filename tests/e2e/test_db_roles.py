@@ -108,6 +108,46 @@ def test_runtime_role_owns_nothing_and_is_no_superuser(c):
     conn.close()
 
 
+def test_no_other_role_runs_the_audit_writers(c):
+    """The SECURITY DEFINER functions (audit_append and its kin, with the owner's rights, past
+    the append-only rules) run for the owner and the runtime role alone: any role that could
+    log in appended events as anyone, or a checkpoint row, through PUBLIC's default EXECUTE.
+    Every such function of the schema, present and future, is checked; the runtime role still
+    appends through them (every write of setup())."""
+    admin = c.pg.connect(c.dbname)
+    with admin.cursor() as cur:
+        cur.execute("SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace"
+                    " AND p.prosecdef ORDER BY 1")
+        secdef = [r[0] for r in cur.fetchall()]
+        assert {f.split("(")[0] for f in secdef} >= {"audit_append", "audit_append_many", "audit_tree_append"}, secdef
+        cur.execute("DROP ROLE IF EXISTS reporting")
+        cur.execute("CREATE ROLE reporting LOGIN")
+        for f in secdef:
+            cur.execute("SELECT has_function_privilege('reporting', %s, 'EXECUTE'),"
+                        " has_function_privilege('clued', %s, 'EXECUTE')", (f, f))
+            assert cur.fetchone() == (False, True), f
+        cur.execute("SELECT count(*) FROM audit_events")
+        before = cur.fetchone()[0]
+    conn = psycopg2.connect(host=c.pg.host, port=c.pg.port, user="reporting", dbname=c.dbname)
+    conn.autocommit = True
+    try:
+        for stmt in ("SELECT audit_append(NULL, NULL, 'clue.reporter_read', 'clue', 1, NULL, NULL, NULL, NULL, '{}')",
+                     "SELECT audit_tree_append(0, '{}', '{}', 999, '\\x00', 'forged')"):
+            with conn.cursor() as cur:
+                try:
+                    cur.execute(stmt)
+                except psycopg2.errors.InsufficientPrivilege:
+                    continue
+                raise AssertionError(f"a role with no grant was allowed: {stmt}")
+    finally:
+        conn.close()
+    with admin.cursor() as cur:
+        cur.execute("SELECT count(*) FROM audit_events")
+        assert cur.fetchone()[0] == before
+        cur.execute("DROP ROLE reporting")
+    admin.close()
+
+
 def test_serve_refuses_a_superuser(c):
     srv = harness.Clued(c.pg.url(c.dbname))
     srv.serve_url = c.pg.url(c.dbname, user="postgres")
