@@ -315,6 +315,30 @@ def test_writes_waiting_behind_their_callers_recusal(c):
                 prop.id) == [("PENDING", "PRELIMINARY_CHECK")]
 
 
+def test_a_reporter_read_on_its_way_as_its_reader_is_recused(c):
+    # GetClue decides on a first read, then reads the reporter (logging clue.reporter_read).
+    # The leader's recusal commits while that read waits: under the clue's lock it sees the
+    # recusal, refused as a fresh call is, no reporter and no event after the recusal. It
+    # used to check the owner unit alone, take no lock, and hand the recused leader the
+    # reporter's phone, logged after the recusal.
+    w = c.w
+    L, M = w.G1.leader, w.G1.member
+    L2 = w.new_user("G1", "LEADER", "G1-leader-recuses-a-reader")
+    cl = M.clue.SubmitClue(pb.SubmitClueRequest(
+        request_id=new_request_id(), title="举报线索", summary="摘要", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+        subject=pb.SubjectPerson(name="张某"), host_unit="市发展改革委",
+        reporter=pb.ReporterContact(name="举报人", phone="13700000009")), timeout=20)
+    assert L.clue.GetClue(pb.GetClueRequest(clue_id=cl.id), timeout=20).reporter.phone == "13700000009"
+    req = pb.GetClueRequest(clue_id=cl.id)
+    got, seq = behind_a_recusal(c, cl.id, L2, L, lambda: answer(L.clue.GetClue, req, timeout=30))
+    fresh = answer(L.clue.GetClue, req, timeout=20)
+    assert got[:2] == (Code.NOT_FOUND, "clue not found") and got == fresh, (got, fresh)
+    nothing_after(c, cl.id, seq)
+    # The other leader, not recused, still reads it, and that read is logged.
+    assert L2.clue.GetClue(req, timeout=20).reporter.phone == "13700000009"
+    assert events(c.db, cl.id)[-1][1:] == ("clue.reporter_read", L2.id)
+
+
 def test_batched_moves_leave_out_a_clue_whose_recusal_is_on_its_way(c):
     # clue_apply_moves() as clued's batcher calls it after a facts read (p_direct false): its
     # update waits for the clue the recusal holds; a look at recusals in that statement would
