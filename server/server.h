@@ -191,6 +191,12 @@ struct server {
    * half of it (0); NULL: nobody listens. The pool holds that user's waiting queries meanwhile
    * (db_user_pause). */
   void (*user_congested)(server_t *srv, uint64_t user, int congested);
+  /* While streams detach (h2_stream_detach(), a connection closing all of its own): the
+   * users to resume (user_congested 0) once the detached streams' calls were cancelled,
+   * h2_resume_hold() / h2_resume_release(). */
+  unsigned resume_hold;
+  size_t resume_n;
+  uint64_t resume_users[4];
   h2_pages_t *pages;       /* whole-page blocks for nghttp2's large buffers */
   audit_tail_t *tail;      /* the committed tail of audit_events: watchers and the tree follow it */
   schema_watch_t *schema_watch; /* the check of clued's functions and triggers; NULL: none */

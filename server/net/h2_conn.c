@@ -539,10 +539,13 @@ static void conn_change_state(h2_conn_t *c, h2_conn_state_t to, const char *why)
       c->in_soon = 0;
     }
     srv->nconns--;
+    /* Only once every call is cancelled is the connection (and its user) resumed: resumed
+     * before, the pool would send the statements they left waiting, for a client that is
+     * gone. */
+    h2_resume_hold(srv);
     while (c->streams) /* each leaves the list (and the writable queue) as it detaches */
       h2_stream_detach(c->streams, NGHTTP2_CANCEL, why);
-    /* Only now: resumed before its calls were cancelled, the pool would send the statements
-     * they left waiting, for a client that is gone. */
+    h2_resume_release(srv);
     if (c->congested && srv->conn_congested)
       srv->conn_congested(srv, c->id, 0);
     c->congested = 0;

@@ -280,7 +280,10 @@ static void out_less(h2_stream_t *s, size_t n) {
       key_counts_release(&srv->user_outbound, s->out_user, mu);
       s->out_user_charged -= mu;
       if (uwas >= uhalf && uwas - mu < uhalf) {
-        if (srv->user_congested)
+        if (srv->user_congested && srv->resume_hold > 0 &&
+            srv->resume_n < sizeof(srv->resume_users) / sizeof(srv->resume_users[0]))
+          srv->resume_users[srv->resume_n++] = s->out_user;
+        else if (srv->user_congested)
           srv->user_congested(srv, s->out_user, 0);
         waiters_wake(srv, 0, s->out_user);
       }
@@ -1207,10 +1210,27 @@ void h2_stream_attach(h2_stream_t *s, h2_conn_t *c, int32_t id) {
   c->streams = s;
 }
 
+void h2_resume_hold(server_t *srv) {
+  srv->resume_hold++;
+}
+
+void h2_resume_release(server_t *srv) {
+  assert(srv->resume_hold > 0);
+  if (--srv->resume_hold > 0)
+    return;
+  for (size_t i = 0; i < srv->resume_n; i++)
+    if (srv->user_congested)
+      srv->user_congested(srv, srv->resume_users[i], 0);
+  srv->resume_n = 0;
+}
+
 void h2_stream_detach(h2_stream_t *s, uint32_t error_code, const char *conn_reason) {
   h2_conn_t *c = s->conn;
+  server_t *srv;
 
   assert(c != NULL);
+  srv = c->srv;
+  h2_resume_hold(srv);
   if (s->prev)
     s->prev->next = s->next;
   else
@@ -1227,6 +1247,7 @@ void h2_stream_detach(h2_stream_t *s, uint32_t error_code, const char *conn_reas
   s->unacked = s->held = 0;
   s->conn = NULL;
   s->ops->closed(s, error_code, conn_reason);
+  h2_resume_release(srv);
 }
 
 void h2_stream_run_writable(h2_stream_t *s) {

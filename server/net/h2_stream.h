@@ -30,6 +30,7 @@
 
 typedef struct h2_conn h2_conn_t;
 typedef struct h2_stream h2_stream_t;
+typedef struct server server_t;
 
 /** What the stream does with request body bytes as they arrive. */
 typedef enum h2_input {
@@ -328,6 +329,15 @@ void h2_stream_recv_data(h2_stream_t *s, const uint8_t *data, size_t len);
  * the owner.
  */
 void h2_stream_detach(h2_stream_t *s, uint32_t error_code, const char *conn_reason);
+
+/**
+ * Between these, a user whose queued replies fall below half of --max-user-outbound (a
+ * detached stream's released) is resumed in the database pool only at the last release:
+ * after the detached streams' calls were cancelled. Resumed at once, the pool would send the
+ * statements those calls left waiting, for a client that is gone. Nests.
+ */
+void h2_resume_hold(server_t *srv);
+void h2_resume_release(server_t *srv);
 
 /** Fire the writable event if the connection can take output. */
 void h2_stream_run_writable(h2_stream_t *s);

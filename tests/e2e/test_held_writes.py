@@ -35,15 +35,19 @@ TK = S.token_pb2
 READS = 4
 
 
-def setup():
+def served(args):
     # One connection for a user's calls: the write waits behind the first read, whatever share
     # of the pool the heavy reads get while the pool's connections come up.
-    c = world.served(args=["--max-conn-buffer", "16384", "--db-conns-per-user", "1"])
+    c = world.served(args=["--db-conns-per-user", "1", *args])
     # Enough audit events that a page of them is far over the connection's buffer.
     with c.db.cursor() as cur:
         cur.execute("SELECT admin_create_user(%s, %s, %s, 'filler ' || g, 'MEMBER') FROM generate_series(1, 300) g",
                     (c.w.admin.id, c.w.admin_unit.id, c.w.G1.id))
     return c
+
+
+def setup():
+    return served(["--max-conn-buffer", "16384"])
 
 
 def teardown(c):
@@ -121,6 +125,51 @@ def test_a_held_write_goes_with_its_connection(c):
     assert tokens_of(c, u.id) == n + 1
     assert c.srv.alive()
 
+
+def test_a_write_held_for_its_user_goes_with_its_connection(c):
+    """The same, held by its user's share of queued replies (--max-user-outbound) instead of
+    its connection's buffer. The write goes first on its connection and waits for the user's
+    one database connection (held by a sleeping call elsewhere); 80 GetClue on the same
+    connection, unread, then put the user over its share: the write stays held when the
+    sleeper ends. The connection closes: its streams detach newest first, each letting its
+    replies go, and the user used to be resumed halfway, before the write's call was
+    cancelled, so the pool sent it for a client that was gone."""
+    c2 = served(["--max-conn-buffer", str(64 << 20), "--max-user-outbound", str(1 << 20), "--auth-cache-ttl", "60000"])
+    try:
+        w = c2.w
+        u = w.admin.admin.CreateUser(A.CreateUserRequest(unit_id=w.admin_unit.id, name="auditor-gone-user",
+                                                         role=C.ROLE_AUDITOR), timeout=10)
+        t = w.admin.admin.IssueToken(A.IssueTokenRequest(user_id=u.id, note="held"), timeout=10)
+        big = w.G1.member.clue.SubmitClue(S.clue_pb2.SubmitClueRequest(
+            request_id=harness.new_request_id(), title="大", summary="摘" * 6300, source=S.clue_pb2.SOURCE_CHANNEL_AUDIT,
+            subject=S.clue_pb2.SubjectPerson(name="李四"), host_unit="市发展改革委"), timeout=10)
+        ch = grpc.insecure_channel(c2.srv.addr)
+        sleep = ch.unary_unary("/clued.test.Debug/SleepAsCaller",
+                               request_serializer=S.health_pb2.HealthCheckRequest.SerializeToString,
+                               response_deserializer=S.health_pb2.HealthCheckResponse.FromString)
+        slept = sleep.future(S.health_pb2.HealthCheckRequest(service="3"),
+                             metadata=[("authorization", "Bearer " + t.token)], timeout=30)
+        time.sleep(0.5)  # the sleeper holds the user's one connection
+        h = RawH2(c2.srv.addr, timeout=60)
+        h.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        h.flush()
+        time.sleep(0.2)
+        post(h, "/clue.v1.TokenService/IssueMyToken", TK.IssueMyTokenRequest(note="held for its user"), t.token)
+        h.flush()
+        time.sleep(0.3)
+        for _ in range(80):  # about 19 KB each, batched: they run while the write waits
+            post(h, "/clue.v1.ClueService/GetClue", S.clue_pb2.GetClueRequest(clue_id=big.id), t.token)
+        h.flush()
+        slept.result()
+        time.sleep(1.0)
+        assert tokens_of(c2, u.id) == 1, "the write was not held by its user's share"
+        h.close()
+        time.sleep(2.0)
+        assert tokens_of(c2, u.id) == 1, "the held write ran after its connection closed"
+        assert c2.srv.alive()
+        ch.close()
+    finally:
+        world.unserve(c2)
 
 if __name__ == "__main__":
     harness.run_tests(dict(globals()), setup, teardown)
