@@ -127,11 +127,46 @@ const char clue_proposals_help[] =
     "those it raised. Newest first, at most 1000: past that the oldest are left out, so\n"
     "narrow the list with --clue, or leave out --all.\n";
 
+/* The outcome a proposal carries (its move's details), for the reviewer to see what it would
+ * approve: "receiving organ: ...", "disposal: ...", ...; "-" when none. NULL: out of memory. */
+static char *outcome_text(const Clue__V1__TransitionDetails *d) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *o = open_memstream(&buf, &len);
+  const char *sep = "";
+
+  if (o == NULL)
+    return NULL;
+  if (d != NULL && d->disposal != 0) {
+    fprintf(o, "%sdisposal: %s", sep, cli_enum_text(&clue__v1__disposal__descriptor, d->disposal));
+    sep = "; ";
+  }
+  if (d != NULL && d->finding[0]) {
+    fprintf(o, "%sfinding: %s", sep, d->finding);
+    sep = "; ";
+  }
+  if (d != NULL && d->sanction_kind[0]) {
+    fprintf(o, "%ssanction: %s", sep, d->sanction_kind);
+    sep = "; ";
+  }
+  if (d != NULL && d->persons_disciplined != 0) {
+    fprintf(o, "%spersons disciplined: %d", sep, (int)d->persons_disciplined);
+    sep = "; ";
+  }
+  if (d != NULL && d->receiving_organ[0]) {
+    fprintf(o, "%sreceiving organ: %s", sep, d->receiving_organ);
+    sep = "; ";
+  }
+  if (sep[0] == '\0')
+    fputs("-", o);
+  return cli_memstream_text(o, &buf);
+}
+
 static int show_proposals(cli_t *cli, const ProtobufCMessage *m) {
   const Clue__V1__ListProposalsResponse *r = (const Clue__V1__ListProposalsResponse *)m;
-  static const char *const headers[] = {"ID",        "CLUE",     "FROM",    "TO",    "STATUS",
-                                        "RAISED BY", "REVIEWER", "CREATED", "REASON"};
-  table_t *t = table_new(9, headers);
+  static const char *const headers[] = {"ID",        "CLUE",     "FROM",    "TO",      "STATUS",
+                                        "RAISED BY", "REVIEWER", "CREATED", "OUTCOME", "REASON"};
+  table_t *t = table_new(10, headers);
   int rc;
 
   if (t == NULL)
@@ -152,6 +187,7 @@ static int show_proposals(cli_t *cli, const ProtobufCMessage *m) {
     table_add(t, p->reviewer_unit_code[0] ? table_fmt("%s", p->reviewer_unit_code)
                                           : table_fmt("unit %lld", (long long)p->reviewer_unit_id));
     table_add(t, table_fmt("%s", cli_time_text(p->created_at_ms, when, sizeof(when))));
+    table_add(t, outcome_text(p->details));
     table_add(t, table_fmt("%s", p->reason[0] ? p->reason : "-"));
   }
   rc = table_print(t, stdout) == 0 ? CLI_OK : cli_oom(cli);

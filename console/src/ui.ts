@@ -1,6 +1,7 @@
 // Pieces the pages share: messages, error display, tables, deadline badges.
-import { h, uid, field, type Child } from "./dom";
-import { t, fmtDeadline } from "./i18n";
+import { h, uid, field, prose, type Child } from "./dom";
+import { t, tName, fmtDeadline } from "./i18n";
+import { Disposal, type TransitionDetails } from "../gen/clue/v1/clue_pb";
 import { Code, ConnectError, errorCode } from "./api";
 import type { Gathered } from "./paging";
 
@@ -131,4 +132,18 @@ export function partialNote<T>(g: Gathered<T>): HTMLElement | null {
     { class: "alert alert-warn", role: "status", "data-testid": "list-partial" },
     g.cut === "loop" ? t("listLoop", g.rows.length) : t("listCapped", g.rows.length, g.pages),
   );
+}
+
+/** The outcome a move or a proposal carries (disposal, finding, sanction, organ), as the
+ * reviewer must see what it approves; null when it carries none. */
+export function outcome(d: TransitionDetails | undefined): HTMLElement | null {
+  if (!d) return null;
+  const parts: Child[][] = [];
+  if (d.disposal !== Disposal.UNSPECIFIED) parts.push([`${t("moveDisposal")}: `, tName(`DISPOSAL_${Disposal[d.disposal]}`)]);
+  if (d.finding) parts.push([`${t("moveFinding")}: `, prose(d.finding)]);
+  if (d.sanctionKind) parts.push([`${t("moveSanction")}: `, prose(d.sanctionKind)]);
+  if (d.personsDisciplined) parts.push([`${t("movePersons")}: `, String(d.personsDisciplined)]);
+  if (d.receivingOrgan) parts.push([`${t("moveOrgan")}: `, prose(d.receivingOrgan)]);
+  if (parts.length === 0) return null;
+  return h("div", { class: "outcome", "data-testid": "outcome" }, ...parts.flatMap((x, i) => (i ? [" · ", ...x] : x)));
 }

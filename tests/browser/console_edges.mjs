@@ -250,4 +250,35 @@ await scenario("a live feed behind a connection that goes silent reconnects (hea
   proxy.close();
 });
 
+await scenario("the reviewer sees the receiving organ of the transfer it is asked to approve", async () => {
+  const page = await signedIn(cfg.tokens.r1_leader);
+  await go(page, "#/queue");
+  const toReview = page.locator("section", { has: page.getByRole("heading", { name: "待我审核的提议" }) });
+  const row = toReview.locator("tr", { has: page.locator(`a[href="#/clue/${cfg.transfer.clue}"]`) });
+  await row.waitFor();
+  assert((await row.innerText()).includes(cfg.transfer.organ), `the queue's row does not name the organ: ${await row.innerText()}`);
+  await go(page, `#/clue/${cfg.transfer.clue}`);
+  const outcome = page.locator("li.proposal").getByTestId("outcome");
+  await outcome.waitFor();
+  const text = await outcome.innerText();
+  assert(text.includes("接收机关") && text.includes(cfg.transfer.organ), `the proposal's outcome: ${text}`);
+  assert((await page.locator('[data-testid^="review-"]').count()) === 1, "no review form beside it");
+  await page.context().close();
+});
+
+await scenario("a success message shows above its own clue only, not above the next one opened", async () => {
+  const page = await signedIn(cfg.tokens.g1_leader);
+  await go(page, `#/clue/${cfg.handover.clue}`);
+  const form = page.getByTestId("handover-form");
+  await form.getByLabel("接收单位 id").fill(String(cfg.handover.to));
+  await form.getByLabel("理由").fill("属 G2 管辖");
+  await form.getByRole("button", { name: "移交" }).click();
+  // The clue is G2's now: its page, loaded again, is refused; no message of the handover stays.
+  await page.getByRole("alert").first().waitFor();
+  await go(page, `#/clue/${cfg.clue}`);
+  await page.getByTestId("clue-state").waitFor();
+  assert((await page.getByRole("status").filter({ hasText: "已移交" }).count()) === 0, "the handover's message above another clue");
+  await page.context().close();
+});
+
 await finish();

@@ -541,7 +541,7 @@ def test_move_review_history(c):
     pid = m.group(1)
     lines = c.ctl(w.R1.leader, "clue", "proposals", "--to-review", check=0).stdout.splitlines()
     assert lines[0].split() == ["ID", "CLUE", "FROM", "TO", "STATUS", "RAISED", "BY", "REVIEWER", "CREATED",
-                                "REASON"]
+                                "OUTCOME", "REASON"]
     row = [ln for ln in lines[1:] if ln.startswith(f"#{pid} ")]
     assert row and row[0].split()[1:5] == [str(cid), "PRELIMINARY_CHECK", "FILED", "PENDING"], lines
     # Raised by the G1 leader of unit G1, reviewed by R1: names for people, not ids.
@@ -564,6 +564,12 @@ def test_move_review_history(c):
     # Transfer proposed and rejected: the clue stays.
     r = _move(c, w.G1.leader, cid, "TRANSFERRED_TO_JUDICIAL", 3, "--receiving-organ", "市人民检察院")
     pid2 = re.fullmatch(r"proposal #(\d+) pending review by unit R1\n", r.stdout).group(1)
+    # The reviewer sees the organ it is asked to approve; a proposal without one says "-".
+    lines = c.ctl(w.R1.leader, "clue", "proposals", "--to-review", "--all", "--clue", str(cid), check=0).stdout
+    row = [ln for ln in lines.splitlines() if ln.startswith(f"#{pid2} ")]
+    assert row and "receiving organ: 市人民检察院" in row[0], lines
+    row = [ln for ln in lines.splitlines() if ln.startswith(f"#{pid} ")]
+    assert row and "receiving organ" not in row[0] and " - " in row[0], lines
     doc = c.json(w.R1.leader, "clue", "review", pid2, "--reject", "--comment", "证据不足")
     assert doc["proposal"]["status"] == "PROPOSAL_STATUS_REJECTED" and UUID4.match(doc["request_id"])
     assert doc["clue"]["state"] == "CLUE_STATE_FILED" and doc["clue"]["version"] == 3

@@ -306,7 +306,10 @@ def all_pages(method, req, field):
 
 
 def test_console_edges(c):
-    """tests/browser/console_edges.mjs (docs/CONSOLE.md): a statistics period of 36 months
+    """tests/browser/console_edges.mjs (docs/CONSOLE.md): the reviewer sees the outcome a
+    proposal carries (a transfer's receiving organ); an action's success message shows above
+    its own clue only (a handover, after which the clue's page is refused, left it above the
+    next clue opened); a statistics period of 36 months
     charts the latest 24 and names the 12 left out; pages whose calls fail say the server is
     unavailable, drop "loading" and retry; texts past the server's UTF-8 byte limits are not
     sent; the state machine's labels fit their boxes in both languages; five of six audit tabs
@@ -316,12 +319,25 @@ def test_console_edges(c):
     prerequisites()
     os.makedirs(SHOTS, exist_ok=True)
     w = c.w
+    # A transfer to a judicial organ proposed for R1's review: the reviewer must see the organ.
+    # And a clue of G1's that the browser hands over to G2.
+    filed = w.G1.leader.clue.GetClue(CL.GetClueRequest(clue_id=c.g1_clues[0].id), timeout=10)
+    organ = "某某科技有限公司（非司法机关）"
+    w.G1.leader.clue.RequestTransition(CL.RequestTransitionRequest(
+        clue_id=filed.id, expected_version=filed.version, target=C.CLUE_STATE_TRANSFERRED_TO_JUDICIAL,
+        reason="移送市人民检察院", details=CL.TransitionDetails(receiving_organ=organ),
+        request_id=harness.new_request_id()), timeout=10)
+    handed = w.G1.member.clue.SubmitClue(CL.SubmitClueRequest(
+        request_id=harness.new_request_id(), title="待移交", summary="s", source=CL.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+        subject=CL.SubjectPerson(name="张某"), host_unit="市发展改革委"), timeout=10)
     cfg = browser_cfg(c) | {
-        "tokens": {"g1_leader": w.G1.leader.token, "auditor": w.auditor.token},
+        "tokens": {"g1_leader": w.G1.leader.token, "auditor": w.auditor.token, "r1_leader": w.R1.leader.token},
         "clue": c.overdue_clue,
         "case": c.case.id,
+        "transfer": {"clue": filed.id, "organ": organ},
+        "handover": {"clue": handed.id, "to": w.G2.id},
     }
-    run_browser_script(c, "console_edges.mjs", cfg, 6)
+    run_browser_script(c, "console_edges.mjs", cfg, 8)
 
 
 BIG = "反" * 6666  # 19,998 bytes: a summary at its limit, a hundredth of a 2 MiB page

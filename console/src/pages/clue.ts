@@ -8,7 +8,7 @@ import { clues, me, isLeader, isStaff, stateName, requestId } from "../api";
 import { ClueState, UnitKind } from "../../gen/clue/v1/common_pb";
 import { Disposal, NoteKind, ProposalStatus, SourceChannel, type Clue, type Proposal } from "../../gen/clue/v1/clue_pb";
 import { drawMachine, movesFrom, isTerminal } from "../machine";
-import { section, deadlineBadge, errorBox, okBox, loading, partialNote, person, bytesField, NOTE_MAX_BYTES, REASON_MAX_BYTES } from "../ui";
+import { section, deadlineBadge, errorBox, okBox, loading, partialNote, person, bytesField, outcome, NOTE_MAX_BYTES, REASON_MAX_BYTES } from "../ui";
 import { allPages } from "../paging";
 
 function idPicker(): HTMLElement {
@@ -50,7 +50,7 @@ function actionForm(legend: string, controls: Child[], submitLabel: string, fn: 
         try {
           const done = await fn();
           reload();
-          flash = done;
+          flash = { clueId: pageClue, text: done };
         } catch (e) {
           status.append(errorBox(e, reload));
           button.disabled = false;
@@ -61,7 +61,11 @@ function actionForm(legend: string, controls: Child[], submitLabel: string, fn: 
   );
 }
 
-let flash: Child = null;
+// What the last action said, shown once above the clue it was done on when the page comes
+// back: not above another clue, nor for the next user, when that reload fails.
+let flash: { clueId: bigint; text: Child } | null = null;
+let pageClue = 0n;
+
 
 function enumOptions<E extends Record<string, string | number>>(e: E, prefix: string, skip = 0): HTMLOptionElement[] {
   return Object.entries(e)
@@ -188,6 +192,7 @@ function proposalItem(p: Proposal, reload: () => void): HTMLElement {
     h("span", { class: `badge badge-${ProposalStatus[p.status].toLowerCase()}` }, tName(`PROPOSAL_STATUS_${ProposalStatus[p.status]}`)),
     h("div", null, `${t("colProposer")}: `, person(p.proposerUserName, p.proposerUnitCode), ` · ${t("colReviewer")}: `, p.reviewerUnitCode, " ", p.reviewerUnitName, ` · ${fmtTime(p.createdAtMs)}`),
     h("div", null, `${t("colReason")}: `, prose(p.reason)),
+    outcome(p.details),
     p.reviewComment ? h("div", null, `${t("reviewComment")}: `, prose(p.reviewComment)) : null,
   );
   if (canReview) {
@@ -198,7 +203,7 @@ function proposalItem(p: Proposal, reload: () => void): HTMLElement {
       if (!comment.reportValidity()) return; // longer than the server takes (bytesField)
       try {
         await clues.reviewProposal({ proposalId: p.id, approve, comment: comment.value, requestId: requestId() });
-        flash = t("reviewDone");
+        flash = { clueId: p.clueId, text: t("reviewDone") };
         reload();
       } catch (e) {
         status.append(errorBox(e, reload));
@@ -225,6 +230,7 @@ export async function cluePage(main: HTMLElement, arg: string | undefined, signa
     return;
   }
   const clueId = BigInt(arg);
+  pageClue = clueId;
   const body = h("div");
   main.append(body);
   const reload = () => void load();
@@ -241,6 +247,7 @@ export async function cluePage(main: HTMLElement, arg: string | undefined, signa
       c = await clues.getClue({ clueId }, { signal });
     } catch (e) {
       if (mine !== asked) return;
+      flash = null;
       wait.remove();
       body.append(h("h2", { class: "page-title" }, t("clueTitle", arg!)), errorBox(e, reload, reload), idPicker());
       return;
@@ -265,10 +272,8 @@ export async function cluePage(main: HTMLElement, arg: string | undefined, signa
     const active = !isTerminal(c.state);
 
     body.append(h("h2", { class: "page-title" }, c.registrationNumber, " · ", c.title));
-    if (flash) {
-      body.append(okBox(flash));
-      flash = null;
-    }
+    if (flash && flash.clueId === clueId) body.append(okBox(flash.text));
+    flash = null;
     body.append(
       section(
         tx("clueTitle", c.registrationNumber),

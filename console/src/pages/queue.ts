@@ -6,7 +6,7 @@ import { t, tName, fmtTime } from "../i18n";
 import { clues, audit, me, stateName, requestId } from "../api";
 import { ClueState } from "../../gen/clue/v1/common_pb";
 import { ListProposalsRequest_Scope, SourceChannel, type Proposal } from "../../gen/clue/v1/clue_pb";
-import { table, deadlineBadge, section, loading, errorBox, partialNote, person, bytesField, SUMMARY_MAX_BYTES } from "../ui";
+import { table, deadlineBadge, section, loading, errorBox, partialNote, person, bytesField, outcome, SUMMARY_MAX_BYTES } from "../ui";
 import { allPages } from "../paging";
 
 const ACTIVE = [ClueState.ACCEPTED, ClueState.PRELIMINARY_CHECK, ClueState.FILED];
@@ -22,7 +22,7 @@ function proposalRows(list: Proposal[]) {
     `${tName(stateName(p.fromState))} → ${tName(stateName(p.target))}`,
     person(p.proposerUserName, p.proposerUnitCode),
     p.reviewerUnitCode || String(p.reviewerUnitId),
-    prose(p.reason),
+    h("span", null, prose(p.reason), outcome(p.details)),
     fmtTime(p.createdAtMs),
   ]);
 }
