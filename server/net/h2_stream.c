@@ -1353,7 +1353,7 @@ static int preflight(h2_stream_t *s) {
 static int serve_file(h2_stream_t *s) {
   server_t *srv = s->conn->srv;
   char rel[WEB_MAX_PATH + 16];
-  nghttp2_nv nv[6];
+  nghttp2_nv nv[7];
   web_file_t *f = NULL;
   int rc;
 
@@ -1393,10 +1393,14 @@ static int serve_file(h2_stream_t *s) {
    * browser updates the headers of its stored copy from it. */
   nv_set(&nv[4], "content-security-policy", WEB_CONSOLE_CSP);
   nv_set(&nv[5], "x-frame-options", "DENY");
+  /* Opened by another origin's page (window.open), the console would share a browsing
+   * context group with it: that page could send the window elsewhere (a fake sign-in) or
+   * to another of the console's pages. A window of its own instead. */
+  nv_set(&nv[6], "cross-origin-opener-policy", "same-origin");
   /* The browser's copy is current (index.html is revalidated on every load): no body. */
   if (s->inm != NULL && web_etag_match(s->inm, f->etag))
-    return plain_reply(s, 304, nv + 1, 5, NULL, 0, f);
-  return plain_reply(s, 200, nv, 6, NULL, 0, f);
+    return plain_reply(s, 304, nv + 1, 6, NULL, 0, f);
+  return plain_reply(s, 200, nv, 7, NULL, 0, f);
 }
 
 int h2_stream_answer_http(h2_stream_t *s) {

@@ -157,7 +157,9 @@ def meta_csp():
 def test_no_page_may_frame_the_console(c):
     """Every console file says, in headers (frame-ancestors works only there, not in the
     <meta>), that no page may frame it: the <meta> policy plus frame-ancestors 'none', and
-    X-Frame-Options: DENY; over HTTP/1.1 and HTTP/2, and on a 304 as well."""
+    X-Frame-Options: DENY; and that a page of another origin that opens it gets no hold on
+    its window (Cross-Origin-Opener-Policy: same-origin); over HTTP/1.1 and HTTP/2, and on a
+    304 as well."""
     want = meta_csp() + "; frame-ancestors 'none'"
     with urllib.request.urlopen(c.base, timeout=10) as r:
         script = r.read().decode().split('src="', 1)[1].split('"', 1)[0]
@@ -167,9 +169,11 @@ def test_no_page_may_frame_the_console(c):
         assert r.status == 200, (path, r.status)
         assert r.header("content-security-policy") == want, (path, r.headers)
         assert r.header("x-frame-options") == "DENY", (path, r.headers)
+        assert r.header("cross-origin-opener-policy") == "same-origin", (path, r.headers)
         r = h.request("GET", path, headers=[("If-None-Match", r.header("etag"))])
         assert r.status == 304 and r.header("content-security-policy") == want, (path, r.headers)
         assert r.header("x-frame-options") == "DENY", (path, r.headers)
+        assert r.header("cross-origin-opener-policy") == "same-origin", (path, r.headers)
     h.close()
     h2c = RawH2(c.srv.addr)
     for path in ("/", script):
@@ -177,6 +181,7 @@ def test_no_page_may_frame_the_console(c):
         assert r.http_status == 200, (path, r.http_status)
         assert r.headers["content-security-policy"] == want, (path, r.headers)
         assert r.headers["x-frame-options"] == "DENY", (path, r.headers)
+        assert r.headers["cross-origin-opener-policy"] == "same-origin", (path, r.headers)
     h2c.close()
 
 
