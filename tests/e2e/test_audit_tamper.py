@@ -696,6 +696,34 @@ def test_event_inserted_behind_the_tree_with_recomputed_hashes_and_head():
         log.close()
 
 
+def signed_past_the_saved(log, n=4):
+    """n more clues of G3's, and the server's checkpoint over them: (audit stub, metadata, the
+    saved checkpoint's size, the later checkpoint's)."""
+    a, md = S.audit_pb2_grpc.AuditServiceStub(log.w.auditor.channel), log.w.auditor.metadata
+    saved = cp_size(a, md)
+    for i in range(n):
+        log.w.G3.member.clue.SubmitClue(pb.SubmitClueRequest(
+            request_id=new_request_id(), title=f"新线索{i}", summary="摘要", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+            subject=pb.SubjectPerson(name="李四"), host_unit="市卫生健康委"), timeout=20)
+    later = log.nevents()
+    harness.wait_for(lambda: cp_size(a, md) == later, timeout=60, what="the server's later checkpoint")
+    return a, md, saved, later
+
+
+def rewrite_with_its_leaf(log, idx, *extra):
+    """As the superuser: the event of leaf idx gets another reason, its hash, its chain's head
+    and its audit_leaves row recomputed to match (then the statements extra). Returns its seq."""
+    seq, = log.one("SELECT seq FROM audit_leaves WHERE idx = %s", idx)
+    st, sid = log.one("SELECT subject_type, subject_id FROM audit_events WHERE seq = %s", seq)
+    log.sql(("UPDATE audit_events SET reason = '改写的理由' WHERE seq = %s", (seq,)),
+            ("UPDATE audit_events e SET hash = audit_hash(e) WHERE seq = %s", (seq,)),
+            ("UPDATE audit_heads h SET last_hash = e.hash FROM audit_events e WHERE e.seq = %s"
+             " AND h.subject_type = %s AND h.subject_id = %s AND h.last_seq = e.seq", (seq, st, sid)))
+    row = [r for r in tlog.rows(log.db) if r["seq"] == seq][0]
+    log.sql(("UPDATE audit_leaves SET leaf = %s WHERE idx = %s", (tlog.leaf_hash_of_row(row), idx)), *extra)
+    return seq
+
+
 def test_leaves_rewritten_under_a_later_checkpoint_are_not_signed_over():
     """The tree itself rewritten (an event and its audit_leaves row) after the auditor's
     checkpoint but under a later one nobody fetched, then clued restarted: the builder finds
@@ -703,23 +731,9 @@ def test_leaves_rewritten_under_a_later_checkpoint_are_not_signed_over():
     auditor's saved checkpoint still catches the change."""
     log = Log()
     try:
-        a, md = S.audit_pb2_grpc.AuditServiceStub(log.w.auditor.channel), log.w.auditor.metadata
-        saved = cp_size(a, md)
+        a, md, saved, later = signed_past_the_saved(log)
         g = log.w.G3
-        for i in range(4):
-            g.member.clue.SubmitClue(pb.SubmitClueRequest(
-                request_id=new_request_id(), title=f"新线索{i}", summary="摘要", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
-                subject=pb.SubjectPerson(name="李四"), host_unit="市卫生健康委"), timeout=20)
-        later = log.nevents()
-        harness.wait_for(lambda: cp_size(a, md) == later, timeout=60, what="the server's later checkpoint")
-        seq, idx = log.one("SELECT seq, idx FROM audit_leaves WHERE idx = %s", saved)
-        st, sid = log.one("SELECT subject_type, subject_id FROM audit_events WHERE seq = %s", seq)
-        log.sql(("UPDATE audit_events SET reason = '改写的理由' WHERE seq = %s", (seq,)),
-                ("UPDATE audit_events e SET hash = audit_hash(e) WHERE seq = %s", (seq,)),
-                ("UPDATE audit_heads h SET last_hash = e.hash FROM audit_events e WHERE e.seq = %s"
-                 " AND h.subject_type = %s AND h.subject_id = %s AND h.last_seq = e.seq", (seq, st, sid)))
-        row = [r for r in tlog.rows(log.db) if r["seq"] == seq][0]
-        log.sql(("UPDATE audit_leaves SET leaf = %s WHERE idx = %s", (tlog.leaf_hash_of_row(row), idx)))
+        rewrite_with_its_leaf(log, saved)
         assert log.chains_ok_sql()
         log.restart()
         harness.wait_for(lambda: "the stored tree was changed" in log.srv.output(), timeout=30,
@@ -748,15 +762,7 @@ def test_a_verified_checkpoint_kept_holds_the_events_after_the_saved_one():
     line says the later checkpoint was not kept, and the saved one alone cannot tell."""
     log = Log()
     try:
-        a, md = S.audit_pb2_grpc.AuditServiceStub(log.w.auditor.channel), log.w.auditor.metadata
-        saved = cp_size(a, md)
-        g = log.w.G3
-        for i in range(4):
-            g.member.clue.SubmitClue(pb.SubmitClueRequest(
-                request_id=new_request_id(), title=f"新线索{i}", summary="摘要", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
-                subject=pb.SubjectPerson(name="李四"), host_unit="市卫生健康委"), timeout=20)
-        later = log.nevents()
-        harness.wait_for(lambda: cp_size(a, md) == later, timeout=60, what="the server's later checkpoint")
+        a, md, saved, later = signed_past_the_saved(log)
         r = log.verify(check=0)
         assert f"the server's checkpoint of {later} events was not kept (--out FILE keeps it)" in r.stdout, r.stdout
         kept = os.path.join(TMP, f"{log.dbname}.kept")
@@ -776,15 +782,8 @@ def test_a_verified_checkpoint_kept_holds_the_events_after_the_saved_one():
         r = harness.cluectl("audit", "verify", "--checkpoint", kept, "--key", KEY + ".pub", env=log.env(), check=0)
         assert r.stdout.startswith(f"OK: checkpoint of {later} events verified") and "not kept" not in r.stdout, r.stdout
 
-        seq, idx = log.one("SELECT seq, idx FROM audit_leaves WHERE idx = %s", saved)
-        st, sid = log.one("SELECT subject_type, subject_id FROM audit_events WHERE seq = %s", seq)
-        log.sql(("UPDATE audit_events SET reason = '改写的理由' WHERE seq = %s", (seq,)),
-                ("UPDATE audit_events e SET hash = audit_hash(e) WHERE seq = %s", (seq,)),
-                ("UPDATE audit_heads h SET last_hash = e.hash FROM audit_events e WHERE e.seq = %s"
-                 " AND h.subject_type = %s AND h.subject_id = %s AND h.last_seq = e.seq", (seq, st, sid)))
-        row = [r for r in tlog.rows(log.db) if r["seq"] == seq][0]
-        log.sql(("UPDATE audit_leaves SET leaf = %s WHERE idx = %s", (tlog.leaf_hash_of_row(row), idx)),
-                ("DELETE FROM audit_checkpoints WHERE tree_size > %s", (saved,)))
+        idx = saved
+        seq = rewrite_with_its_leaf(log, idx, ("DELETE FROM audit_checkpoints WHERE tree_size > %s", (saved,)))
         log.restart()
         a, md = S.audit_pb2_grpc.AuditServiceStub(log.w.auditor.channel), log.w.auditor.metadata
         harness.wait_for(lambda: cp_size(a, md) == later, timeout=60, what="a checkpoint over the rewritten tree")

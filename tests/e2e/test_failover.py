@@ -495,6 +495,19 @@ def reading_from_a_replica(args=()):
     return rep, dbname, srv, w, metric, a, listed
 
 
+def lock_on_the_standby(rep, dbname, pdb, sdb, tables):
+    """An ACCESS EXCLUSIVE lock on tables taken on the primary (pdb, its transaction left
+    open) and replayed on the standby (sdb), where it holds every read of them."""
+    one_exec(pdb, "BEGIN")
+    one_exec(pdb, f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE")
+    other = rep.primary.connect(dbname)
+    one_exec(other, "CREATE TEMP TABLE nudge AS SELECT 1")  # a commit: the WAL up to the lock is flushed
+    other.close()
+    harness.wait_for(lambda: one(sdb, "SELECT count(*) FROM pg_locks WHERE relation = 'clues'::regclass"
+                                      " AND mode = 'AccessExclusiveLock'")[0][0] == 1,
+                     timeout=15, what="the lock replayed on the standby")
+
+
 def test_a_connection_that_reads_nothing_holds_no_replica_reads():
     """A connection whose client reads none of its replies pulls no more rows meanwhile: its
     reads waiting for a pool connection stay waiting, on the replica's pool too. Before, only
@@ -516,14 +529,7 @@ def test_a_connection_that_reads_nothing_holds_no_replica_reads():
             return one(sdb, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
                             " AND wait_event_type = 'Lock'")[0][0]
 
-        one_exec(pdb, "BEGIN")
-        one_exec(pdb, "LOCK TABLE clues IN ACCESS EXCLUSIVE MODE")
-        other = rep.primary.connect(dbname)
-        one_exec(other, "CREATE TEMP TABLE nudge AS SELECT 1")  # a commit: the WAL up to the lock is flushed
-        other.close()
-        harness.wait_for(lambda: one(sdb, "SELECT count(*) FROM pg_locks WHERE relation = 'clues'::regclass"
-                                          " AND mode = 'AccessExclusiveLock'")[0][0] == 1,
-                         timeout=15, what="the lock replayed on the standby")
+        lock_on_the_standby(rep, dbname, pdb, sdb, "clues")
         h = rawh2.RawH2(srv.addr, timeout=30)
         body = rawh2.grpc_frame(pb.ListCluesRequest().SerializeToString())
         for _ in range(16):
@@ -559,14 +565,7 @@ def test_replica_lost_during_a_read():
     # An ACCESS EXCLUSIVE lock taken on the primary is replayed on the standby, where it holds
     # every read of those tables: the reads wait there, on the replica, until it goes away.
     pdb, sdb = rep.primary.connect(dbname), rep.standby.connect(dbname)
-    one_exec(pdb, "BEGIN")
-    one_exec(pdb, "LOCK TABLE clues, audit_events IN ACCESS EXCLUSIVE MODE")
-    other = rep.primary.connect(dbname)
-    one_exec(other, "CREATE TEMP TABLE nudge AS SELECT 1")  # a commit: the WAL up to the lock is flushed
-    other.close()
-    harness.wait_for(lambda: one(sdb, "SELECT count(*) FROM pg_locks WHERE relation = 'clues'::regclass"
-                                      " AND mode = 'AccessExclusiveLock'")[0][0] == 1,
-                     timeout=15, what="the lock replayed on the standby")
+    lock_on_the_standby(rep, dbname, pdb, sdb, "clues, audit_events")
     sdb.close()
     now_ms = int(time.time() * 1000)
     lists = leader.clue.ListClues.future(pb.ListCluesRequest(), timeout=60)

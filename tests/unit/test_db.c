@@ -903,6 +903,21 @@ static void test_connect_timeout(void **state) {
   close(fd);
 }
 
+/* A pool of size connections to two hosts, the first silent_listener()'s port (ci holds the
+ * connection string), with short timeouts; started, its connections not yet up. */
+static void open_behind_a_silent_host(tctx_t *t, char ci[1024], int port, int size) {
+  db_config_t cfg = {0};
+
+  snprintf(ci, 1024, "host=127.0.0.1,%s port=%d,%s user=postgres dbname=%s", pg.host, port, pg.port,
+           dbname);
+  cfg.conninfo = ci;
+  cfg.size = size;
+  cfg.connect_timeout_ms = 300;
+  cfg.reconnect_min_ms = 20;
+  cfg.reconnect_max_ms = 100;
+  ctx_open_cfg(t, &cfg, 0);
+}
+
 /* A list of two hosts whose first accepts TCP connections and never answers (a machine that
  * is gone rather than a server that refuses): each failed attempt starts one host further
  * along, so the pool reaches the server that answers instead of timing out on the silent one
@@ -910,19 +925,11 @@ static void test_connect_timeout(void **state) {
 static void test_silent_first_host_is_passed_over(void **state) {
   tctx_t t;
   rec_t r;
-  db_config_t cfg = {0};
   char ci[1024];
   int port, fd = silent_listener(&port);
 
   (void)state;
-  snprintf(ci, sizeof(ci), "host=127.0.0.1,%s port=%d,%s user=postgres dbname=%s", pg.host, port,
-           pg.port, dbname);
-  cfg.conninfo = ci;
-  cfg.size = 2;
-  cfg.connect_timeout_ms = 300;
-  cfg.reconnect_min_ms = 20;
-  cfg.reconnect_max_ms = 100;
-  ctx_open_cfg(&t, &cfg, 0);
+  open_behind_a_silent_host(&t, ci, port, 2);
   assert_true(run_until(&t.loop, all_idle, &t, 5000));
   query(&t, &r, "SELECT 1", 0, NULL);
   wait_completed(&t, 1, 3000);
@@ -950,19 +957,11 @@ static int accepted(int fd) {
 static void test_a_lost_connection_starts_at_the_host_that_worked(void **state) {
   tctx_t t;
   rec_t r, k;
-  db_config_t cfg = {0};
   char ci[1024];
   int port, fd = silent_listener(&port);
 
   (void)state;
-  snprintf(ci, sizeof(ci), "host=127.0.0.1,%s port=%d,%s user=postgres dbname=%s", pg.host, port,
-           pg.port, dbname);
-  cfg.conninfo = ci;
-  cfg.size = 1;
-  cfg.connect_timeout_ms = 300;
-  cfg.reconnect_min_ms = 20;
-  cfg.reconnect_max_ms = 100;
-  ctx_open_cfg(&t, &cfg, 0);
+  open_behind_a_silent_host(&t, ci, port, 1);
   assert_true(run_until(&t.loop, all_idle, &t, 5000));
   assert_true(accepted(fd) >= 1); /* the first attempt went to the silent host */
   for (int i = 0; i < 3; i++) {
