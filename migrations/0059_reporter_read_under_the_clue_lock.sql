@@ -6,7 +6,9 @@
 -- row is now held FOR SHARE first (so a recusal or a handover being written is waited for),
 -- and a caller recused by then is answered as a fresh GetClue would be ("clue not found");
 -- a clue handed over meanwhile reads no reporter, as before.
--- Replaces clue_read_reporter of 0003_clues.sql
+
+-- Replaces clue_read_reporter of 0003_clues.sql: the clue held, the caller's recusal looked
+-- for under it.
 CREATE OR REPLACE FUNCTION clue_read_reporter(p_actor_user bigint, p_actor_unit bigint, p_clue bigint)
 RETURNS SETOF clue_reporters LANGUAGE plpgsql AS $$
 DECLARE
