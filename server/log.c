@@ -38,11 +38,10 @@ static struct {
   int polling;     /* poll is started */
   uv_poll_t poll;
   uv_timer_t timer; /* the report of lost lines, at the end of the window */
-  int given_fd;     /* the descriptor log_start() was given */
   int gave_up;      /* after log_stop(): the reader took nothing for LOG_STOP_WAIT_MS; drop */
   char *buf;
   size_t head, tail; /* queued bytes: buf[head, tail) */
-} out = {.fd = STDERR_FILENO, .given_fd = STDERR_FILENO};
+} out = {.fd = STDERR_FILENO};
 
 void log_set_format(log_format_t f) {
   log_format = f;
@@ -424,7 +423,7 @@ int log_start(uv_loop_t *loop, int fd) {
     return UV_EBUSY;
   if (out.own_fd) /* kept by the last log_stop() */
     close(out.fd);
-  out.fd = out.given_fd = fd;
+  out.fd = fd;
   out.own_fd = out.sock = out.gave_up = 0;
   if (fstat(fd, &st) != 0)
     return -errno;

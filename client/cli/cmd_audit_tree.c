@@ -462,21 +462,13 @@ int audit_tree_checkpoint(cli_t *cli, const cli_args_t *args) {
 
 /* Write text to path through a file beside it renamed over path: a reader of path finds the
  * old text or the new, never a part. */
-static int replace_file(const char *path, const char *text, const leaves_t *l) {
+static int replace_file(cli_t *cli, const char *path, const char *text, const leaves_t *l) {
   char tmp[4096];
-  FILE *f;
   int bad;
 
   if (snprintf(tmp, sizeof(tmp), "%s.new", path) >= (int)sizeof(tmp))
     return -1;
-  if (l != NULL) {
-    bad = leaves_write(tmp, l) != 0;
-  } else {
-    if ((f = fopen(tmp, "w")) == NULL)
-      return -1;
-    bad = fputs(text, f) < 0;
-    bad |= fclose(f) != 0;
-  }
+  bad = l != NULL ? leaves_write(tmp, l) != 0 : write_file(cli, tmp, text) != CLI_OK;
   if (bad || rename(tmp, path) != 0) {
     int e = errno;
     unlink(tmp);
@@ -509,7 +501,7 @@ static int keep_verified(cli_t *cli, const char *path, const char *note, const m
   }
   /* The leaves first: a verify that finds the old note beside the new leaves says so, and
    * one run again keeps both. */
-  if (replace_file(lpath, NULL, &l) != 0 || replace_file(path, note, NULL) != 0) {
+  if (replace_file(cli, lpath, NULL, &l) != 0 || replace_file(cli, path, note, NULL) != 0) {
     fprintf(stderr, "cluectl %s: cannot keep the verified checkpoint in %s: %s\n", cli->cmd, path,
             strerror(errno));
     rc = CLI_FAILED;
@@ -1207,15 +1199,15 @@ report:
               "or stopped): they, and the rows whose latest event is among them, were not "
               "checked",
               (long long)beyond);
-    if (keep != NULL)
+    if (keep != NULL) {
       fprintf(o, "; the server's checkpoint of %llu events kept in ", (unsigned long long)cp2.size);
-    else if (cp2.size > cp1.size)
+      cli_put_text(o, keep, 0);
+    } else if (cp2.size > cp1.size) {
       fprintf(o,
               "; the server's checkpoint of %llu events was not kept (--out FILE keeps it): "
               "the events after the first %llu are held to it only once it is kept",
               (unsigned long long)cp2.size, (unsigned long long)cp1.size);
-    if (keep != NULL)
-      cli_put_text(o, keep, 0);
+    }
     rc = CLI_OK;
   }
   if (o == stdout) {

@@ -21,10 +21,10 @@ typedef struct item {
   unsigned lane; /* a kind that locks: pump() */
   /* Counted against its connection's and its user's shares of the pool (db_hold()) from its
    * arrival to its end, as its statement alone would be: batched calls are no way around
-   * --db-queue-per-conn and --db-queue-per-user. */
-  int counted;
-  db_pool_t *pool; /* the pool counted in: the server's may be closing (srv->db NULL) by
-                      the time the item ends, and the pool lives until its counts are back */
+   * --db-queue-per-conn and --db-queue-per-user. pool: the pool counted in, NULL once given
+   * back (the server's may be closing, srv->db NULL, by the time the item ends, and the pool
+   * lives until its counts are back). */
+  db_pool_t *pool;
   uint64_t owner, user;
   const char *values[];
 } item_t;
@@ -80,11 +80,11 @@ static void run_unlink(run_t *run) {
     run->next->prev = run->prev;
 }
 
-/* Give back its count (item_t.counted): before it runs alone, which counts for itself. */
+/* Give back its count (item_t.pool): before it runs alone, which counts for itself. */
 static void item_uncount(item_t *it) {
-  if (it->counted)
+  if (it->pool != NULL)
     db_unhold(it->pool, it->owner, it->user);
-  it->counted = 0;
+  it->pool = NULL;
 }
 
 static void item_free(item_t *it) {
@@ -646,9 +646,7 @@ void svc_batched(rpc_call_t *call, const svc_batch_kind_t *kind, const char *con
                  svc_cb cb, void *arg) {
   server_t *srv = rpc_call_server(call);
   svc_batches_t *b = srv->batches;
-  const rpc_principal_t *who = rpc_call_principal(call);
-  uint64_t owner = rpc_call_conn_id(call),
-           user = who && who->user_id > 0 ? (uint64_t)who->user_id : 0;
+  db_opts_t o = {0}; /* whose request it is (its connection, its user), as a statement's */
   queue_t *q;
   item_t *it;
   int rc;
@@ -664,21 +662,21 @@ void svc_batched(rpc_call_t *call, const svc_batch_kind_t *kind, const char *con
     rpc_fail(call, GRPC_UNAVAILABLE, "server busy: database queue full, retry later");
     return;
   }
-  if ((rc = db_hold(srv->db, owner, user)) != 0) {
+  svc_db_opts(call, NULL, &o);
+  if ((rc = db_hold(srv->db, o.owner, o.user)) != 0) {
     db_result_t r = {.err = rc};
     svc_fail_db(call, &r);
     return;
   }
   if ((it = calloc(1, sizeof(*it) + (size_t)kind->nparams * sizeof(it->values[0]))) == NULL) {
-    db_unhold(srv->db, owner, user);
+    db_unhold(srv->db, o.owner, o.user);
     rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
   rpc_call_ref(call);
-  it->counted = 1;
   it->pool = srv->db;
-  it->owner = owner;
-  it->user = user;
+  it->owner = o.owner;
+  it->user = o.user;
   it->call = call;
   it->cb = cb;
   it->arg = arg;

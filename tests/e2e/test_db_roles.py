@@ -62,6 +62,17 @@ def runtime_conn(c):
     return conn
 
 
+def assert_refused(conn, stmts, who):
+    """Each of stmts, run on conn, fails for lack of privilege."""
+    for stmt in stmts:
+        with conn.cursor() as cur:
+            try:
+                cur.execute(stmt)
+            except psycopg2.errors.InsufficientPrivilege:
+                continue
+            raise AssertionError(f"{who} was allowed: {stmt}")
+
+
 def test_runtime_role_is_refused_every_rewrite(c):
     admin = c.pg.connect(c.dbname)
     with admin.cursor() as cur:
@@ -73,13 +84,7 @@ def test_runtime_role_is_refused_every_rewrite(c):
         before_heads = cur.fetchone()
     assert before_events[0] > 0 and before_notes[0] > 0
     conn = runtime_conn(c)
-    for stmt in REFUSED:
-        with conn.cursor() as cur:
-            try:
-                cur.execute(stmt)
-            except psycopg2.errors.InsufficientPrivilege:
-                continue
-            raise AssertionError(f"the runtime role was allowed: {stmt}")
+    assert_refused(conn, REFUSED, "the runtime role")
     conn.close()
     with admin.cursor() as cur:
         cur.execute("SELECT count(*), max(seq) FROM audit_events")
@@ -131,14 +136,9 @@ def test_no_other_role_runs_the_audit_writers(c):
     conn = psycopg2.connect(host=c.pg.host, port=c.pg.port, user="reporting", dbname=c.dbname)
     conn.autocommit = True
     try:
-        for stmt in ("SELECT audit_append(NULL, NULL, 'clue.reporter_read', 'clue', 1, NULL, NULL, NULL, NULL, '{}')",
-                     "SELECT audit_tree_append(0, '{}', '{}', 999, '\\x00', 'forged')"):
-            with conn.cursor() as cur:
-                try:
-                    cur.execute(stmt)
-                except psycopg2.errors.InsufficientPrivilege:
-                    continue
-                raise AssertionError(f"a role with no grant was allowed: {stmt}")
+        assert_refused(conn, ["SELECT audit_append(NULL, NULL, 'clue.reporter_read', 'clue', 1, NULL, NULL, NULL, NULL, '{}')",
+                              "SELECT audit_tree_append(0, '{}', '{}', 999, '\\x00', 'forged')"],
+                       "a role with no grant")
     finally:
         conn.close()
     with admin.cursor() as cur:
