@@ -540,7 +540,6 @@ static void get_ledger_stats(rpc_call_t *call, const ProtobufCMessage *m) {
 
 /* ---- CreateItem ------------------------------------------------------------------------- */
 
-/* Every violation of the request, one per field (validate_errors_t): a field's first. */
 /* The same moment (UTC) years calendar years after now_ms: from 29 February, 1 March. */
 static int64_t years_ahead_ms(int64_t now_ms, int years) {
   time_t t = (time_t)(now_ms / 1000);
@@ -552,8 +551,9 @@ static int64_t years_ahead_ms(int64_t now_ms, int years) {
   return (int64_t)timegm(&tm) * 1000 + now_ms % 1000;
 }
 
-static int validate_create(const Clue__V1__CreateItemRequest *req, int64_t now,
-                           validate_errors_t *e) {
+/* Every violation of the request, one per field (validate_errors_t): a field's first. Only
+ * what the request says of itself: the deadline's place in time is deadline_ahead()'s. */
+static int validate_create(const Clue__V1__CreateItemRequest *req, validate_errors_t *e) {
   int source = (int)req->source;
 
   validate_errors_init(e);
@@ -578,16 +578,23 @@ static int validate_create(const Clue__V1__CreateItemRequest *req, int64_t now,
     if (source != RECT_SOURCE_CASE && req->source_case_id != 0)
       validate_add(e, "source_case_id", "source_case_id is set only with source CASE");
   }
-  if (req->deadline_ms == 0) {
+  if (req->deadline_ms == 0)
     validate_add(e, "deadline_ms", "deadline_ms is required");
-  } else if (validate_each(
-                 e, validate_time_ms("deadline_ms", req->deadline_ms, validate_slot(e))) == 0) {
-    if (req->deadline_ms <= now)
-      validate_add(e, "deadline_ms", "deadline_ms must be in the future");
-    else if (req->deadline_ms > years_ahead_ms(now, RECT_DEADLINE_MAX_YEARS))
-      validate_add(e, "deadline_ms", "deadline_ms is more than 5 years ahead");
-  }
+  else
+    validate_each(e, validate_time_ms("deadline_ms", req->deadline_ms, validate_slot(e)));
   validate_each(e, validate_request_id(req->request_id, validate_slot(e)));
+  return validate_errors_result(e);
+}
+
+/* A new item's deadline against the clock: in the future, at most 5 years ahead. Only a new
+ * request is held to it: a retry answers with its item however late it comes. */
+static int deadline_ahead(const Clue__V1__CreateItemRequest *req, int64_t now,
+                          validate_errors_t *e) {
+  validate_errors_init(e);
+  if (req->deadline_ms <= now)
+    validate_add(e, "deadline_ms", "deadline_ms must be in the future");
+  else if (req->deadline_ms > years_ahead_ms(now, RECT_DEADLINE_MAX_YEARS))
+    validate_add(e, "deadline_ms", "deadline_ms is more than 5 years ahead");
   return validate_errors_result(e);
 }
 
@@ -642,6 +649,10 @@ static void got_create_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
     return;
   }
   if (db_value(r, 0, CF_REQ_METHOD) == NULL) {
+    validate_errors_t errs;
+
+    if (deadline_ahead(req, clue_now_ms(call), &errs) != 0 && clue_invalid_each(call, &errs))
+      return;
     src.source = (rect_source_t)req->source;
     switch (src.source) {
     case RECT_SOURCE_CLUE: {
@@ -711,7 +722,7 @@ static void create_item(rpc_call_t *call, const ProtobufCMessage *m) {
   create_req_t *cr;
   const char *params[6];
 
-  if (validate_create(req, clue_now_ms(call), &errs) != 0 && clue_invalid_each(call, &errs))
+  if (validate_create(req, &errs) != 0 && clue_invalid_each(call, &errs))
     return;
   /* Who may record at all, before reading anything: a LEADER of a working unit. */
   res = rect_can_create(&p, &none);

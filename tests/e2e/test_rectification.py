@@ -300,6 +300,33 @@ def test_idempotent_retries(c):
     assert G1.leader.clue.GetClue(pb.GetClueRequest(clue_id=clue.id), timeout=20).version == clue.version
 
 
+def test_a_retry_after_its_deadline_answers_with_its_item(c):
+    """A lost answer retried once the item's deadline has passed (an item due today, recorded
+    late in the evening, retried after midnight) still gets its item: the deadline is held
+    against the clock only when the key is new. A new key with that deadline is refused."""
+    G1 = c.w.G1
+    rid, deadline = new_request_id(), now_ms() + 2 * DAY_MS
+    a = create(c, G1.leader, rid=rid, deadline=deadline)
+    later = harness.Clued(c.url, args=["--test-clock-offset-ms", str(3 * DAY_MS)]).start(migrate=False)
+    try:
+        ch = grpc.intercept_channel(grpc.insecure_channel(later.addr), world._Auth(G1.leader.token))
+        stub = S.rectification_pb2_grpc.RectificationServiceStub(ch)
+        req = rp.CreateItemRequest(host_unit="市发展改革委", description="政府采购未按规定公开", category="财务管理",
+                                   source=SRC_SUP, deadline_ms=deadline, request_id=rid)
+        b = stub.CreateItem(req, timeout=20)
+        assert (b.id, b.version, b.overdue) == (a.id, a.version, True)
+        req.request_id = new_request_id()
+        expect_status(Code.INVALID_ARGUMENT, stub.CreateItem, req, timeout=20,
+                      details_has=("deadline_ms must be in the future",))
+        ch.close()
+    finally:
+        later.stop()
+    assert [e.action for e in events(c, a.id)] == ["rect.create"]
+    cur = c.db.cursor()
+    cur.execute("SELECT count(*) FROM rect_items WHERE deadline = clue_ms_ts(%s)", (deadline,))
+    assert cur.fetchone()[0] == 1
+
+
 def test_create_rules(c):
     w = c.w
     G1, R1, R2, X1 = w.G1, w.R1, w.R2, w.X1
