@@ -324,12 +324,15 @@ const char *db_strerror(int err);
  *   standard reads them, and names printed unquoted where plain (format_type(), regprocedure:
  *   the schema check compares them as text);
  * - floats to the shortest exact digits (a statistic's median is the same to the last digit),
- *   bytea in hex, dates and intervals in the ISO forms.
+ *   bytea in hex, dates and intervals in the ISO forms;
+ * - no compiling just in time: every statement of clued's runs in milliseconds, and one whose
+ *   estimate passes jit_above_cost (a set-returning function is guessed at 1,000 rows) would
+ *   spend hundreds of milliseconds of a core compiling it, on every call.
  */
 #define DB_SESSION_PINS                                                                            \
   "-c search_path=public -c client_encoding=UTF8 -c standard_conforming_strings=on "               \
   "-c quote_all_identifiers=off -c extra_float_digits=1 -c bytea_output=hex "                      \
-  "-c DateStyle=ISO,MDY -c IntervalStyle=postgres"
+  "-c DateStyle=ISO,MDY -c IntervalStyle=postgres -c jit=off"
 
 /** A parsed connection string's own startup options (options=..., or else PGOPTIONS), or "". */
 const char *db_own_options(const PQconninfoOption *opts);

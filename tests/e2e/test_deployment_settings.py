@@ -208,6 +208,34 @@ def test_a_check_that_keeps_failing_refuses_calls():
         world.unserve(ctx)
 
 
+def test_no_statement_is_compiled_just_in_time():
+    # PostgreSQL's JIT compiles a statement whose estimated cost passes jit_above_cost: a few
+    # hundred milliseconds of a core for statements that run in one, such as ListJointCases'
+    # (its set-returning helper is estimated at 1,000 rows a case). clued's sessions switch it
+    # off at their start, whatever the database or the role set. auto_explain, loaded into the
+    # runtime role's new sessions at WARNING, shows each statement's plan in clued's log, and
+    # jit_above_cost 0 would compile every one of them.
+    ctx = world.served()
+    try:
+        srv, w = ctx.srv, ctx.w
+        sql(harness.Postgres.get(), ctx.dbname,
+            *(f'ALTER ROLE clued IN DATABASE "{ctx.dbname}" SET {s}' for s in (
+                "session_preload_libraries = 'auto_explain'", "auto_explain.log_min_duration = 0",
+                "auto_explain.log_level = 'warning'", "auto_explain.log_nested_statements = on",
+                "jit = on", "jit_above_cost = 0")))
+        terminate(harness.Postgres.get(), ctx.dbname, "clued")
+        mark = len(srv.output())
+        harness.wait_for(lambda: listed(w) is not None, timeout=20, what="ListClues after the reconnect")
+        submit(w)
+        for who in (w.R1.leader, w.auditor):
+            who.case.ListJointCases(S.case_pb2.ListJointCasesRequest(), timeout=10)
+        out = srv.output()[mark:]
+        assert "Query Text" in out and "joint_case" in out, out[-4000:]
+        assert "JIT" not in out, out[-4000:]
+    finally:
+        world.unserve(ctx)
+
+
 def test_a_member_that_does_not_inherit_clued_runtime_is_told_so():
     pg = harness.Postgres.get()
     dbname = pg.new_database()
