@@ -7,9 +7,9 @@
  * leaves table, so any instance answers proofs. An instance started with a signing key is
  * also a builder: it follows the server's committed tail of audit_events (audit/tail.c,
  * shared with WatchEvents), takes each decided event's leaf in seq order, and appends the
- * leaves, at most every 250 ms (a full batch at once), with a signed checkpoint every N leaves or T seconds, through
- * audit_tree_append(), which one builder at a time may run (a transaction-level advisory
- * lock) and only at the tree's current end. */
+ * leaves, at most every 250 ms (a full batch at once), with a signed checkpoint every N leaves or T
+ * seconds, through audit_tree_append(), which one builder at a time may run (the row of
+ * audit_tree_lock, which no role but the owner may lock) and only at the tree's current end. */
 
 #include <stddef.h>
 #include <stdint.h>

@@ -348,7 +348,16 @@ PGconn *db_session_connect(const char *conninfo, const char *application) {
     return NULL;
   }
   if (PQstatus(c) != CONNECTION_OK) {
-    log_error("cannot connect: %s", first_line(PQerrorMessage(c), line, sizeof(line)));
+    first_line(PQerrorMessage(c), line, sizeof(line));
+    /* Since 0063 only the owner and clued_runtime (and roles granted it) may connect: a role
+     * outside clued_runtime, or a member that does not inherit its privileges, lands here. */
+    if (strstr(line, "permission denied for database") != NULL)
+      log_error("cannot connect: %s: role \"%s\" may not connect to database \"%s\": clued "
+                "serves as a member of clued_runtime that inherits its privileges (not "
+                "NOINHERIT), migrates as the database's owner (README \"Database roles\")",
+                line, PQuser(c), PQdb(c));
+    else
+      log_error("cannot connect: %s", line);
     PQfinish(c);
     return NULL;
   }

@@ -750,6 +750,41 @@ def test_the_whole_log_is_verified_in_batches_of_chains(c):
         world.unserve(other)
 
 
+def test_a_role_that_may_connect_cannot_stop_the_tree(c):
+    """The builder's lock was an advisory lock of a fixed key, which any role that could log
+    in took and held: leaves and checkpoints stopped, silently, while events went on. It is
+    now a row no role but the owner may lock. A reporting role an operator lets connect holds
+    the old key, and is refused the row; the tree keeps up with the log."""
+    import psycopg2
+    import psycopg2.errors
+
+    with c.db.cursor() as cur:
+        cur.execute("DROP ROLE IF EXISTS onlooker")
+        cur.execute("CREATE ROLE onlooker LOGIN")
+        cur.execute(f'GRANT CONNECT ON DATABASE "{c.dbname}" TO onlooker')
+    conn = psycopg2.connect(host=c.pg.host, port=c.pg.port, user="onlooker", dbname=c.dbname)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(1668052325, 1)")
+            try:
+                cur.execute("SELECT FROM audit_tree_lock FOR UPDATE")
+                raise AssertionError("onlooker locked the tree's row")
+            except psycopg2.errors.InsufficientPrivilege:
+                pass
+        append(c.db, 20, subject=FAKE + 100)
+        with c.db.cursor() as cur:
+            cur.execute("SELECT count(*) FROM audit_events")
+            n = cur.fetchone()[0]
+        wait_tree(c.audit, c.md, n, timeout=60)
+        harness.wait_for(lambda: cp_size(c.audit, c.md) >= n, timeout=60, what=f"a checkpoint of {n} leaves")
+    finally:
+        conn.close()
+        with c.db.cursor() as cur:
+            cur.execute(f'REVOKE CONNECT ON DATABASE "{c.dbname}" FROM onlooker')
+            cur.execute("DROP ROLE onlooker")
+
+
 def test_a_server_without_a_key_says_why_there_is_no_checkpoint(c):
     other = world.served()
     try:

@@ -127,6 +127,8 @@ def test_no_other_role_runs_the_audit_writers(c):
         assert {f.split("(")[0] for f in secdef} >= {"audit_append", "audit_append_many", "audit_tree_append"}, secdef
         cur.execute("DROP ROLE IF EXISTS reporting")
         cur.execute("CREATE ROLE reporting LOGIN")
+        # A reporting user an operator lets connect (test_only_clueds_roles_connect).
+        cur.execute(f'GRANT CONNECT ON DATABASE "{c.dbname}" TO reporting')
         for f in secdef:
             cur.execute("SELECT has_function_privilege('reporting', %s, 'EXECUTE'),"
                         " has_function_privilege('clued', %s, 'EXECUTE')", (f, f))
@@ -144,8 +146,32 @@ def test_no_other_role_runs_the_audit_writers(c):
     with admin.cursor() as cur:
         cur.execute("SELECT count(*) FROM audit_events")
         assert cur.fetchone()[0] == before
+        cur.execute(f'REVOKE CONNECT ON DATABASE "{c.dbname}" FROM reporting')
         cur.execute("DROP ROLE reporting")
     admin.close()
+
+
+def test_only_clueds_roles_connect(c):
+    """PostgreSQL lets every role connect to a new database; migrate takes CONNECT and
+    TEMPORARY from PUBLIC and gives them to clued_runtime, so that a role nobody let in can
+    take none of the advisory locks that order clued's writes (nor hold a connection slot)."""
+    admin = c.pg.connect(c.dbname)
+    with admin.cursor() as cur:
+        cur.execute("DROP ROLE IF EXISTS stranger")
+        cur.execute("CREATE ROLE stranger LOGIN")
+        for role, want in (("stranger", False), ("clued", True), ("clued_owner", True), ("public", False)):
+            cur.execute("SELECT has_database_privilege(%s, current_database(), 'CONNECT'),"
+                        " has_database_privilege(%s, current_database(), 'TEMPORARY')", (role, role))
+            assert cur.fetchone() == (want, want), role
+    try:
+        psycopg2.connect(host=c.pg.host, port=c.pg.port, user="stranger", dbname=c.dbname).close()
+        raise AssertionError("a role with no grant connected")
+    except psycopg2.OperationalError as e:
+        assert "permission denied for database" in str(e), e
+    with admin.cursor() as cur:
+        cur.execute("DROP ROLE stranger")
+    admin.close()
+    runtime_conn(c).close()
 
 
 def test_serve_refuses_a_superuser(c):
@@ -210,6 +236,16 @@ def test_serve_on_an_old_schema_says_migrate(c):
     srv = harness.Clued(c.pg.url(c.dbname))
     srv.serve_url = c.pg.url(c.dbname, user="clued_stranger")
     r = srv.run("serve", "--listen", "127.0.0.1:0", check=False)
+    assert r.returncode == 1, r.stderr
+    assert f'role "clued_stranger" may not connect to database "{c.dbname}"' in r.stderr, r.stderr
+    # Let in by an operator, it may still not read the schema.
+    admin = c.pg.connect(c.dbname)
+    admin.cursor().execute(f'GRANT CONNECT ON DATABASE "{c.dbname}" TO clued_stranger')
+    try:
+        r = srv.run("serve", "--listen", "127.0.0.1:0", check=False)
+    finally:
+        admin.cursor().execute(f'REVOKE CONNECT ON DATABASE "{c.dbname}" FROM clued_stranger')
+        admin.close()
     assert r.returncode == 1, r.stderr
     assert 'role "clued_stranger" may not read schema_migrations: it is not a member of clued_runtime' in r.stderr, \
         r.stderr

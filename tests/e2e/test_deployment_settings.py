@@ -246,8 +246,16 @@ def test_a_member_that_does_not_inherit_clued_runtime_is_told_so():
     c.serve_url = harness.as_role(pg.url(dbname), "clued_noinherit")
     r = c.run("serve", "--listen", "127.0.0.1:0", check=False)
     assert r.returncode == 1, r.stderr
+    # CONNECT is clued_runtime's (0063), which the role does not inherit either.
+    assert f'role "clued_noinherit" may not connect to database "{dbname}"' in r.stderr, r.stderr
+    assert "member of clued_runtime that inherits its privileges (not NOINHERIT)" in r.stderr, r.stderr
+    # On a database every role may still connect to, what it lacks is the schema's grants.
+    sql(pg, dbname, f'GRANT CONNECT ON DATABASE "{dbname}" TO clued_noinherit')
+    r = c.run("serve", "--listen", "127.0.0.1:0", check=False)
+    assert r.returncode == 1, r.stderr
     assert 'role "clued_noinherit" is a member of clued_runtime' in r.stderr, r.stderr
     assert "does not inherit its privileges (NOINHERIT)" in r.stderr, r.stderr
+    sql(pg, dbname, f'REVOKE CONNECT ON DATABASE "{dbname}" FROM clued_noinherit')
 
 
 if __name__ == "__main__":
