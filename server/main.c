@@ -910,6 +910,31 @@ static void warn_ignored_settings(const server_config_t *cfg, const cli_opts_t *
              cfg->max_conn_inbound, cfg->max_inbound);
 }
 
+/* SIGTERM or SIGINT before the server's own handlers are in place (server_init()): the start-up
+ * checks' blocking sessions can wait up to their connect timeout per host. Without a handler
+ * the process would die at once, except as PID 1 (a container with no init), which ignores
+ * every signal it has no handler for and stopped only with SIGKILL. */
+static void on_stop_before_serving(int sig) {
+  static const char msg[] = "clued: stopped by a signal before serving\n";
+  ssize_t n = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+
+  (void)n;
+  _exit(128 + sig);
+}
+
+static void startup_signals(void) {
+  struct sigaction sa;
+
+  memset(&sa, 0, sizeof(sa));
+  sigemptyset(&sa.sa_mask);
+  sa.sa_handler = on_stop_before_serving;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  /* A reload asked for before anything was loaded has nothing to do (by default it kills). */
+  sa.sa_handler = SIG_IGN;
+  sigaction(SIGHUP, &sa, NULL);
+}
+
 static int cmd_serve(server_config_t *cfg, const cli_opts_t *cli) {
   uv_loop_t loop;
   server_t srv;
@@ -919,6 +944,7 @@ static int cmd_serve(server_config_t *cfg, const cli_opts_t *cli) {
     log_error("no database: set --database-url or CLUED_DATABASE_URL");
     return 2;
   }
+  startup_signals();
   if (check_migrated(cfg->database_url, cli->migrations_dir) != 0)
     return 1;
   warn_ignored_settings(cfg, cli);

@@ -322,9 +322,18 @@ static void on_notice(void *arg, const PGresult *res) {
     log_warn("server %s: %s", sev, msg);
 }
 
+/* Seconds a blocking session waits for each host of the connection string, as the pool does
+ * (db.c's connect timeout): a host that accepts the connection and then never answers (the
+ * failed primary of a failover) would hold migrate, bootstrap or serve's start for ever, and
+ * the next host of the list would never be tried. The connection string's own connect_timeout,
+ * or PGCONNECT_TIMEOUT, wins (dbname is expanded after it). */
+#define SESSION_CONNECT_TIMEOUT "10"
+
 PGconn *db_session_connect(const char *conninfo, const char *application) {
-  const char *keys[] = {"dbname", "fallback_application_name", "options", NULL};
-  const char *vals[] = {conninfo ? conninfo : "", application, NULL, NULL};
+  const char *timeout = getenv("PGCONNECT_TIMEOUT");
+  const char *keys[] = {"connect_timeout", "dbname", "fallback_application_name", "options", NULL};
+  const char *vals[] = {timeout && *timeout ? timeout : SESSION_CONNECT_TIMEOUT,
+                        conninfo ? conninfo : "", application, NULL, NULL};
   PQconninfoOption none = {0}, *opts;
   char *err = NULL, *options = NULL, line[512];
   const char *own, *enc;
@@ -332,13 +341,13 @@ PGconn *db_session_connect(const char *conninfo, const char *application) {
   int n;
 
   /* A string libpq cannot parse (a bare database name) has no options of its own. */
-  opts = PQconninfoParse(vals[0], &err);
+  opts = PQconninfoParse(vals[1], &err);
   PQfreemem(err);
   own = db_own_options(opts ? opts : &none);
   n = snprintf(NULL, 0, "%s %s", own, DB_SESSION_PINS);
   if ((options = malloc((size_t)n + 1)) != NULL) {
     snprintf(options, (size_t)n + 1, "%s %s", own, DB_SESSION_PINS);
-    vals[2] = options;
+    vals[3] = options;
     c = PQconnectdbParams(keys, vals, 1);
   }
   PQconninfoFree(opts);

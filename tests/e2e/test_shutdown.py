@@ -129,6 +129,49 @@ def test_sighup_without_tls_changes_nothing():
     assert "received SIGHUP: cleartext" in out, out
 
 
+def test_start_up_past_a_host_that_never_answers():
+    """A connection string's first host accepts connections and then never answers (the
+    failed primary of a failover). The start-up's blocking sessions (migrate, bootstrap,
+    serve's checks) waited on it for ever; they now give each host 10 s, as the pool does,
+    and go on to the next. While serve's checks wait, SIGHUP is ignored (it killed the
+    process) and SIGTERM ends it (with no handler, clued as PID 1 in a container ignored it)."""
+    import socket
+    import subprocess
+
+    pg = harness.Postgres.get()
+    db = pg.new_database("silent")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # accepted by the kernel, never answered
+    port = silent.getsockname()[1]
+    url = f"postgresql:///{db}?host=127.0.0.1,{pg.host}&port={port},{pg.port}"
+    clued = harness.Clued(pg.url(db))
+    try:
+        t0 = time.time()
+        r = subprocess.run([harness.CLUED, "migrate", "--database-url", url + "&user=clued_owner"],
+                           env=clued.env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert time.time() - t0 >= 9, "the first host was not waited on"
+        proc = subprocess.Popen([harness.CLUED, "serve", "--listen", "127.0.0.1:0", "--database-url",
+                                 url + "&user=clued"], env=clued.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        try:
+            time.sleep(1.0)
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(0.5)
+            assert proc.poll() is None, proc.communicate()[0]
+            proc.send_signal(signal.SIGTERM)
+            out = proc.communicate(timeout=5)[0]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 128 + signal.SIGTERM, (proc.returncode, out)
+        assert "stopped by a signal before serving" in out, out
+    finally:
+        silent.close()
+
+
 def hang(pg):
     """Stop every process of the private cluster pg (SIGSTOP), as a hung database host; returns
     their pids for resume()."""
