@@ -84,10 +84,18 @@ static void putf(line_t *l, const char *fmt, ...) {
  * escapes JSON needs, and bytes that are not UTF-8 as \u00NN of their value; in both, what a
  * terminal or a viewer acts on rather than shows (clue__utf8_unsafe_to_show(): C1, the line
  * separators, the bidirectional marks), as \uXXXX. */
-static void put_escaped(line_t *l, const char *raw, size_t len, int json) {
+/* raw escaped onto l, up to max bytes of what it writes (0: no bound); past them "..." (within
+ * max) ends it, never in the middle of an escape or a character. */
+static void put_escaped_max(line_t *l, const char *raw, size_t len, int json, size_t max) {
+  size_t start = l->n;
+
   for (size_t i = 0; i < len;) {
     const unsigned char *c = (const unsigned char *)raw + i;
     size_t seq = *c >= 0x80 ? clue__utf8_len(c, len - i) : (*c >= 0x20 && *c != 0x7F);
+    if (max && l->n - start + 6 + 3 > max) { /* the longest escape, and room for "..." */
+      put(l, "...", 3);
+      return;
+    }
     if (seq > 1 && clue__utf8_unsafe_to_show(clue__utf8_value(c, seq))) {
       putf(l, "\\u%04X", (unsigned)clue__utf8_value(c, seq)); /* JSON's escape, plain in text */
       i += seq;
@@ -279,38 +287,52 @@ static int emit(log_level_t lv, const char *line, size_t n) {
   return 0;
 }
 
+/* A line with fields (log_event(): a call's) is at most this long, newline included, however
+ * its text escapes (a byte a client sent can take six): --log-rate then bounds the bytes too. */
+#define EVENT_LINE_MAX 1024
+/* Of which each field's value written, at most (a request_id is 36 bytes, a method's path
+ * some 60; what a client made longer is cut). */
+#define EVENT_FIELD_MAX 96
+
 static void format_line(line_t *l, const char *level, const log_field_t *fields, size_t nfields,
                         const char *fmt, va_list ap) {
+  static line_t rest; /* a JSON line's fields, written before its message to know their size */
   char raw[2048];
-  size_t len;
+  size_t len, max = 0;
   int m;
 
   l->n = 0;
   m = vsnprintf(raw, sizeof(raw), fmt, ap);
   len = m < 0 ? 0 : (size_t)m < sizeof(raw) ? (size_t)m : sizeof(raw) - 1;
   if (log_format == LOG_JSON) {
-    put(l, "{\"time\":\"", 9);
-    put_time(l);
-    putf(l, "\",\"level\":\"%s\",\"msg\":\"", level);
-    put_escaped(l, raw, len, 1);
-    put(l, "\"", 1);
+    rest.n = 0;
+    put(&rest, "\"", 1);
     for (size_t i = 0; i < nfields; i++) {
       if (fields[i].str == NULL && fields[i].num < 0)
         continue;
-      putf(l, ",\"%s\":", fields[i].key);
+      putf(&rest, ",\"%s\":", fields[i].key);
       if (fields[i].str) {
-        put(l, "\"", 1);
-        put_escaped(l, fields[i].str, strnlen(fields[i].str, 1024), 1);
-        put(l, "\"", 1);
+        put(&rest, "\"", 1);
+        put_escaped_max(&rest, fields[i].str, strnlen(fields[i].str, 1024), 1, EVENT_FIELD_MAX);
+        put(&rest, "\"", 1);
       } else {
-        putf(l, "%lld", fields[i].num);
+        putf(&rest, "%lld", fields[i].num);
       }
     }
-    put(l, "}", 1);
+    put(&rest, "}", 1);
+    put(l, "{\"time\":\"", 9);
+    put_time(l);
+    putf(l, "\",\"level\":\"%s\",\"msg\":\"", level);
+    if (nfields > 0)
+      max = l->n + rest.n + 1 < EVENT_LINE_MAX ? EVENT_LINE_MAX - (l->n + rest.n + 1) : 1;
+    put_escaped_max(l, raw, len, 1, max);
+    put(l, rest.buf, rest.n);
   } else {
     put_time(l);
     putf(l, " clued: %s: ", level);
-    put_escaped(l, raw, len, 0);
+    if (nfields > 0)
+      max = EVENT_LINE_MAX - (l->n + 1);
+    put_escaped_max(l, raw, len, 0, max);
   }
   /* put() leaves room for this newline: one write per line keeps lines whole when several
    * processes share a terminal or pipe. */

@@ -253,6 +253,60 @@ static void test_file_is_written_at_once(void **state) {
   close(fd);
 }
 
+/* One log_event() line written to a stream, in buf; returns its length. */
+static size_t event_line(log_format_t format, const log_field_t *f, size_t nf, const char *msg,
+                         char *buf, size_t cap) {
+  FILE *mem = tmpfile();
+  size_t n;
+
+  assert_non_null(mem);
+  log_set_format(format);
+  log_set_stream(mem);
+  log_event("info", f, nf, "call 7 %s: INVALID_ARGUMENT: %s", "/x", msg);
+  log_set_stream(NULL);
+  log_set_format(LOG_TEXT);
+  rewind(mem);
+  n = fread(buf, 1, cap - 1, mem);
+  buf[n] = '\0';
+  fclose(mem);
+  return n;
+}
+
+static void test_a_call_line_stays_under_a_kib_however_it_escapes(void **state) {
+  static char rid[1025], path[5001], msg[601], buf[16384];
+  log_field_t f[] = {
+      {"call", "c7", 0},        {"method", path, 0},     {"code", "INVALID_ARGUMENT", 0},
+      {"duration_ms", NULL, 3}, {"request_id", rid, -1},
+  };
+  log_field_t plain[] = {{"call", "c8", 0},
+                         {"request_id", "3f1c2a9e-0000-4000-8000-000000000001", -1}};
+  size_t n;
+
+  (void)state;
+  log_set_rate(0);
+  memset(rid, 0x01, sizeof(rid) - 1);
+  memset(path, 0xFF, sizeof(path) - 1);
+  memset(msg, 0x02, sizeof(msg) - 1);
+  /* Each byte escapes to six (JSON's \u0001) or four (text's \xFF): 6 KiB before. */
+  n = event_line(LOG_JSON, f, sizeof(f) / sizeof(f[0]), msg, buf, sizeof(buf));
+  assert_true(n <= 1024);
+  assert_int_equal(buf[n - 1], '\n');
+  assert_int_equal(buf[n - 2], '}');
+  assert_non_null(strstr(buf, "\"request_id\":\"\\u0001"));
+  assert_non_null(strstr(buf, "...\",\"code\":")); /* the method's path, cut */
+  assert_non_null(strstr(buf, "...\"}\n"));        /* the request_id, cut */
+  assert_non_null(strstr(buf, "\"duration_ms\":3,"));
+  n = event_line(LOG_TEXT, f, sizeof(f) / sizeof(f[0]), path, buf, sizeof(buf));
+  assert_true(n <= 1024);
+  assert_non_null(strstr(buf, "\\xFF...\n"));
+  /* What is short is whole. */
+  n = event_line(LOG_JSON, plain, 2, "clue not found", buf, sizeof(buf));
+  assert_non_null(strstr(buf,
+                         "\"msg\":\"call 7 /x: INVALID_ARGUMENT: clue not found\",\"call\":\"c8\","
+                         "\"request_id\":\"3f1c2a9e-0000-4000-8000-000000000001\"}\n"));
+  log_set_rate(1000);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_budget_per_level_and_window),
@@ -261,6 +315,7 @@ int main(void) {
       cmocka_unit_test(test_unread_pipe_never_blocks),
       cmocka_unit_test(test_a_reader_that_stopped_holds_no_exit),
       cmocka_unit_test(test_file_is_written_at_once),
+      cmocka_unit_test(test_a_call_line_stays_under_a_kib_however_it_escapes),
   };
 
   signal(SIGPIPE, SIG_IGN);
