@@ -105,7 +105,7 @@ static void put_escaped_max(line_t *l, const char *raw, size_t len, int json, si
       else
         putf(l, "\\x%02X", *c);
       i++;
-    } else if (json && (*c == '"' || *c == '\\')) {
+    } else if (*c == '\\' || (json && *c == '"')) { /* in text too: "\\x1B" is no ESC */
       put(l, "\\", 1);
       put(l, raw + i++, 1);
     } else {

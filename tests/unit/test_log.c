@@ -299,6 +299,9 @@ static void test_a_call_line_stays_under_a_kib_however_it_escapes(void **state) 
   n = event_line(LOG_TEXT, f, sizeof(f) / sizeof(f[0]), path, buf, sizeof(buf));
   assert_true(n <= 1024);
   assert_non_null(strstr(buf, "\\xFF...\n"));
+  /* A backslash the client sent is told from an escape clued wrote, in text too. */
+  n = event_line(LOG_TEXT, plain, 2, "\\x1B\x1b", buf, sizeof(buf));
+  assert_non_null(strstr(buf, "INVALID_ARGUMENT: \\\\x1B\\x1B\n"));
   /* What is short is whole. */
   n = event_line(LOG_JSON, plain, 2, "clue not found", buf, sizeof(buf));
   assert_non_null(strstr(buf,
