@@ -649,11 +649,12 @@ enum {
     " LEFT JOIN joint_cases jc ON jc.id = $1"                                                  \
     " LEFT JOIN clues c ON c.id = $3"                                                          \
     " LEFT JOIN units ou ON ou.id = c.owner_unit"
-/* A call with a request_id ($5): the facts, then the method of the key's record, and an answer
- * from a record waits for the synchronous standbys as a write's would. */
+/* A call with a request_id ($5): the facts, then the method of the key's record with its
+ * fingerprint (CLUE_REQ_METHOD()), and an answer from a record waits for the synchronous
+ * standbys as a write's would. */
 #define KEYED_FACTS(facts)                                                                         \
     SVC_DURABLE_IF(SVC_KEY_RECORDED("clue_requests", "$4", "$5"))                                 \
-    "SELECT f.*, q.method FROM (SELECT 1) two LEFT JOIN clue_requests q"                       \
+    "SELECT f.*, " CLUE_REQ_METHOD("q") " FROM (SELECT 1) two LEFT JOIN clue_requests q"       \
     " ON q.user_id = $4 AND q.request_id = $5 CROSS JOIN (SELECT " facts ") f"
 
 static const char participant_facts_sql[] = "SELECT " PARTICIPANT_FACTS;
@@ -799,12 +800,33 @@ static bool clue_member_hidden(rpc_call_t *call, const db_result_t *r, void *arg
   return true;
 }
 
+/* A retry of this very request (the key's record is this method's, with this request's
+ * fingerprint, which covers the clue) by a caller recused from the clue since: answered as a
+ * fresh call is, NOT_FOUND as for a missing clue (docs/COOPERATION.md, "Recusal"), where the
+ * write would answer the case. True after answering. A key of another request goes on to the
+ * write, which refuses it as before. */
+static bool clue_retry_recused(rpc_call_t *call, const db_result_t *r, const member_req_t *mr) {
+  size_t n = strlen(mr->method);
+  const char *method;
+  authz_result_t res;
+  clue_row_t row;
+
+  if (mr->facts[4] == NULL || db_rows(r) != 1 || (method = db_value(r, 0, MF_CLUE_REQ)) == NULL ||
+      strncmp(method, mr->method, n) != 0 || (method[n] != '\0' && method[n] != ' ') ||
+      !clue_request_same(r, MF_CLUE_REQ, mr->facts[5]) ||
+      !clue_member_decision(call, r, mr, &res, &row) || row.id == 0 ||
+      !row.facts.principal_recused || res.decision != AUTHZ_NOT_FOUND)
+    return false;
+  clue_refuse(call, &res);
+  return true;
+}
+
 static void got_clue_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   member_req_t *mr = arg;
   authz_result_t res;
   clue_row_t row;
 
-  if (member_retry(call, r, mr, MF_CLUE_REQ))
+  if (clue_retry_recused(call, r, mr) || member_retry(call, r, mr, MF_CLUE_REQ))
     return;
   if (!clue_member_decision(call, r, mr, &res, &row)) {
     case_not_found(call);

@@ -225,13 +225,18 @@ static bool replayed(rpc_call_t *call, const db_result_t *r, const handler_req_t
     return true;
   }
   if (strcmp(hr->method, "RecordRecusal") == 0) {
-    /* The caller made it, and the recusal shows nothing of the clue. */
+    /* The caller made it, and the recusal shows nothing of the clue. But for a caller recused
+     * from the clue since, by another's recording, the clue and its recusals are missing
+     * (docs/COOPERATION.md, "Recusal"): NOT_FOUND, as a fresh call. The caller's own recusal,
+     * which this key recorded, is what recused it: its retry answers it. */
     if ((x = recusal_read(call, r, 0, TF_RECUSAL)) == NULL)
       clue_oom(call);
     else if (x->user_id != hr->user_id || x->clue_id != hr->clue_id)
       clue_refuse_reused(call, hr->request_id); /* another user's or clue's: another call */
     else if (!clue_request_same(r, TF_REQ_METHOD, hr->request_sha256))
       clue_refuse_changed(call, hr->request_id); /* another reason */
+    else if (row->facts.principal_recused && x->user_id != clue_principal(call).user_id)
+      (void)clue_see_or_refuse(call, row);
     else
       (void)rpc_reply(call, &x->base);
     return true;

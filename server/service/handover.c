@@ -9,7 +9,8 @@
  * The reply is the clue as the handover left it, even when the caller's unit no longer sees
  * it: the caller made that change and learns nothing newer. A retry with the same request_id
  * answers the same way while the clue is still at the version the handover produced, and
- * with the clue as it is now if the caller still sees it; otherwise NOT_FOUND. */
+ * with the clue as it is now if the caller still sees it; otherwise NOT_FOUND, and always to a
+ * caller recused from the clue since. */
 
 #include "service/handover.h"
 
@@ -84,8 +85,10 @@ static void replay_handover(rpc_call_t *call, const db_result_t *r, const handov
   /* The old owner no longer sees the clue: while it is still at the version the handover made,
    * the first answer again, and nothing the new owner did since. Of the reply's fields only a
    * pending proposal comes and goes without a new version, and the handover's own answer had
-   * none (it withdraws any). */
-  if (row->id != 0 && row->version == svc_col_i64(r, 0, HF_REQ_VERSION)) {
+   * none (it withdraws any). Not to a caller recused since: for it the clue is a missing
+   * clue, and the retry answers as a fresh call (docs/COOPERATION.md, "Recusal"). */
+  if (row->id != 0 && !row->facts.principal_recused &&
+      row->version == svc_col_i64(r, 0, HF_REQ_VERSION)) {
     row->clue->pending_proposal = false;
     (void)rpc_reply(call, &row->clue->base);
     return;

@@ -42,13 +42,15 @@ static const char decide_sql[] =
     "SELECT " OUTCOME_COLS " FROM proposal_decide($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)" OUTCOME_JOIN;
 /* clang-format on */
 
-/* Whether the caller may see the proposal: it sees the clue, or its unit reviews it. */
-static bool sees_proposal(rpc_call_t *call, const clue_row_t *row, const Clue__V1__Proposal *prop) {
+/* Whether the caller sees the proposal, as a fresh review decides it (authz_can_review()): it
+ * sees the clue, or its unit reviews the proposal, and it is not recused from the clue. A retry
+ * and a refused write answer by it too, so that a caller recused since its first call gets what
+ * a fresh call gets ("proposal not found"), as for a missing proposal. */
+static bool sees_proposal(rpc_call_t *call, const clue_row_t *row, const authz_proposal_t *pf) {
   authz_principal_t p = clue_principal(call);
-  authz_result_t res = authz_can_see_clue(&p, &row->facts);
+  authz_result_t res = authz_can_review(&p, &row->facts, pf);
 
-  return authz_ok(&res) || ((p.role == CLUE_ROLE_LEADER || p.role == CLUE_ROLE_MEMBER) &&
-                            p.unit_id > 0 && p.unit_id == prop->reviewer_unit_id);
+  return res.decision != AUTHZ_NOT_FOUND;
 }
 
 /* Reply with the proposal and, if the caller still sees it, the clue. */
@@ -84,21 +86,16 @@ static void not_found(rpc_call_t *call) {
 /* A refused review (svc_sight_on_refusal()): the facts read again, and NOT_FOUND, as a fresh
  * call is answered, when the caller no longer sees the proposal. */
 static bool review_hidden(rpc_call_t *call, const db_result_t *r, void *arg) {
-  authz_principal_t p = clue_principal(call);
   Clue__V1__Proposal *prop;
   authz_proposal_t pf = {0};
-  authz_result_t res;
   clue_row_t row;
   (void)arg;
 
   if (db_rows(r) != 1 || clue_proposal_read(call, r, 0, 0, &prop, &pf) != 0 ||
       clue_row_read(call, r, 0, RF_CLUE, clue_now_ms(call), &row) != 0)
     return false;
-  if (prop != NULL && row.id != 0) {
-    res = authz_can_review(&p, &row.facts, &pf);
-    if (res.decision != AUTHZ_NOT_FOUND)
-      return false;
-  }
+  if (prop != NULL && row.id != 0 && sees_proposal(call, &row, &pf))
+    return false;
   not_found(call);
   return true;
 }
@@ -126,7 +123,7 @@ static void got_review_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
       clue_refuse_reused(call, rr->request_id);
       return;
     }
-    if (prop == NULL || row.id == 0 || !sees_proposal(call, &row, prop)) {
+    if (prop == NULL || row.id == 0 || !sees_proposal(call, &row, &pf)) {
       not_found(call);
       return;
     }

@@ -56,6 +56,7 @@ static const struct {
     {"every LEADER of the reviewing unit is recused from this clue*", "RECUSAL",
      "every reviewer leader recused"},
     {"user * is recused from this clue and cannot be assigned to it", "RECUSAL", "user recused"},
+    {"user * is already recused from this clue", "RECUSAL", "already recused"},
     {"user * is already a handler of this clue", "STATE", "already a handler"},
     {"user * is not a handler of this clue", "STATE", "not a handler"},
     {"rectification item * is *, no longer *", "STATE", "item moved"},

@@ -521,6 +521,120 @@ def test_recused_reviewer_cannot_review(c):
                                                              request_id=new_request_id()), timeout=20)
 
 
+def _answer(fn, req):
+    """(code, message, raw rich details) of fn(req): what the caller learns."""
+    try:
+        return "OK", fn(req, timeout=20), b""
+    except grpc.RpcError as e:
+        raw = [v for k, v in (e.trailing_metadata() or ()) if k == "grpc-status-details-bin"]
+        return e.code(), e.details(), raw[0] if raw else b""
+
+
+def test_retries_of_a_caller_recused_since(c):
+    """A call retried with its request_id by a caller recused from the clue since is answered
+    as a fresh call is: NOT_FOUND with the message and rich details of a missing clue or
+    proposal, whatever the first call did. Before, ReviewProposal, HandOver and RecordRecusal
+    answered the first result (the proposal with its review, the clue as it is now, another
+    user's recusal with its reason), and AddClueToCase and RemoveClueFromCase the case. The retry of the caller's own recusal, which is what
+    recused it, still answers that recusal."""
+    w = c.w
+    L, R = w.G1.leader, w.R1.leader
+
+    def retried_like_missing(fn, retry, missing):
+        got = _answer(fn, retry)
+        want = _answer(fn, missing)
+        assert want[0] == Code.NOT_FOUND, want
+        assert got == want, (got, want)
+
+    # A review by R1's leader, who declares a conflict afterwards (another call, another key).
+    cl = move(L, submit(w.G1.member), PRE).clue
+    prop = move(L, cl, FIL).proposal
+    review = pb.ReviewProposalRequest(proposal_id=prop.id, approve=False, comment="不同意", request_id=new_request_id())
+    assert R.clue.ReviewProposal(review, timeout=20).proposal.id == prop.id
+    assert R.clue.ReviewProposal(review, timeout=20).proposal.review_comment == "不同意"
+    recuse(R, cl.id, reason="与被反映人系同学")
+    retried_like_missing(R.clue.ReviewProposal, review, pb.ReviewProposalRequest(
+        proposal_id=MISSING_ID, approve=False, comment="不同意", request_id=new_request_id()))
+
+    # A handover by a leader of G1, whom the new owner's leader then records as recused: the
+    # retry answered the clue while it stood at the handover's version; no more. (A leader of
+    # its own: G1's counts every clue of G1 in a test below.)
+    L1 = w.new_user("G1", "LEADER", "G1-leader-handover")
+    cl = submit(w.G1.member)
+    hand = pb.HandOverRequest(clue_id=cl.id, expected_version=cl.version, to_unit_id=w.G3.id, reason="移交",
+                              request_id=new_request_id())
+    L1.clue.HandOver(hand, timeout=20)
+    assert L1.clue.HandOver(hand, timeout=20).owner_unit_id == w.G3.id
+    recuse(w.G3.leader, cl.id, user_id=L1.id, reason="利害关系")
+    retried_like_missing(L1.clue.HandOver, hand, pb.HandOverRequest(
+        clue_id=MISSING_ID, expected_version=cl.version + 1, to_unit_id=w.G2.id, reason="移交",
+        request_id=new_request_id()))
+
+    # A recording of a member's recusal by a leader recused since by another leader.
+    L2 = w.new_user("G1", "LEADER", "G1-leader-retries")
+    cl = move(L2, submit(w.G1.member), PRE).clue
+    M = w.new_user("G1", "MEMBER", "G1-member-retries")
+    rec = pb.RecordRecusalRequest(clue_id=cl.id, user_id=M.id, reason="同学关系-细节", request_id=new_request_id())
+    assert L2.clue.RecordRecusal(rec, timeout=20).user_id == M.id
+    # Its other writes under keys of their own, each retried once before the recusal.
+    h = w.new_user("G1", "MEMBER", "G1-hand-retries")
+    writes = [
+        (L2.clue.AssignHandler, pb.AssignHandlerRequest(clue_id=cl.id, user_id=h.id, request_id=new_request_id()),
+         pb.AssignHandlerRequest(clue_id=MISSING_ID, user_id=h.id, request_id=new_request_id())),
+        (L2.clue.UnassignHandler, pb.UnassignHandlerRequest(clue_id=cl.id, user_id=h.id, request_id=new_request_id()),
+         pb.UnassignHandlerRequest(clue_id=MISSING_ID, user_id=h.id, request_id=new_request_id())),
+        (L2.clue.AddNote, pb.AddNoteRequest(clue_id=cl.id, kind=pb.NOTE_KIND_OTHER, text="记录",
+                                            request_id=new_request_id()),
+         pb.AddNoteRequest(clue_id=MISSING_ID, kind=pb.NOTE_KIND_OTHER, text="记录", request_id=new_request_id())),
+        (L2.clue.ExtendDeadline, pb.ExtendDeadlineRequest(clue_id=cl.id, expected_version=cl.version, days=10,
+                                                          reason="延期", request_id=new_request_id()),
+         pb.ExtendDeadlineRequest(clue_id=MISSING_ID, expected_version=cl.version, days=10, reason="延期",
+                                  request_id=new_request_id())),
+    ]
+    for fn, req, _ in writes:
+        fn(req, timeout=20)
+        fn(req, timeout=20)
+    now = get(L2, cl.id)
+    mv = pb.RequestTransitionRequest(clue_id=cl.id, expected_version=now.version, target=CLO, reason="r",
+                                     details=pb.TransitionDetails(finding="无"), request_id=new_request_id())
+    L2.clue.RequestTransition(mv, timeout=20)
+    assert L2.clue.RequestTransition(mv, timeout=20).clue.state == CLO
+    writes.append((L2.clue.RequestTransition, mv, pb.RequestTransitionRequest(
+        clue_id=MISSING_ID, expected_version=now.version, target=CLO, reason="r",
+        details=pb.TransitionDetails(finding="无"), request_id=new_request_id())))
+    writes.append((L2.clue.RecordRecusal, rec, pb.RecordRecusalRequest(
+        clue_id=MISSING_ID, user_id=M.id, reason="同学关系-细节", request_id=new_request_id())))
+    recuse(L, cl.id, user_id=L2.id, reason="亲属")
+    not_found_like_missing(L2, cl.id)
+    for fn, retry, missing in writes:
+        retried_like_missing(fn, retry, missing)
+
+    # A clue put into a joint case and taken out again by a leader recused since: the case's
+    # write would answer the case; the retry answers as a fresh call naming the clue does.
+    # (CreateJointCase's retry answers the case the caller made and still sees, without the
+    # clue, as GetJointCase lists it.)
+    L3 = w.new_user("G1", "LEADER", "G1-leader-case-retries")
+    cl = move(L3, submit(w.G1.member), PRE).clue
+    k = w.R2.leader.case.CreateJointCase(cs.CreateJointCaseRequest(
+        title="联合办案", participant_unit_ids=[w.G1.id], request_id=new_request_id()), timeout=20)
+    add = cs.AddClueToCaseRequest(case_id=k.id, clue_id=cl.id, request_id=new_request_id())
+    out = cs.RemoveClueFromCaseRequest(case_id=k.id, clue_id=cl.id, reason="退出", request_id=new_request_id())
+    for fn, req in ((L3.case.AddClueToCase, add), (L3.case.RemoveClueFromCase, out)):
+        assert fn(req, timeout=20) == fn(req, timeout=20)
+    recuse(L, cl.id, user_id=L3.id, reason="亲属")
+    retried_like_missing(L3.case.AddClueToCase, add, cs.AddClueToCaseRequest(
+        case_id=k.id, clue_id=MISSING_ID, request_id=new_request_id()))
+    retried_like_missing(L3.case.RemoveClueFromCase, out, cs.RemoveClueFromCaseRequest(
+        case_id=k.id, clue_id=MISSING_ID, reason="退出", request_id=new_request_id()))
+
+    # The caller's own recusal: its retry answers it, the recusal that hid the clue.
+    cl = submit(w.G1.member)
+    mine = pb.RecordRecusalRequest(clue_id=cl.id, user_id=0, reason="本人回避", request_id=new_request_id())
+    first = w.G1.member.clue.RecordRecusal(mine, timeout=20)
+    not_found_like_missing(w.G1.member, cl.id)
+    assert w.G1.member.clue.RecordRecusal(mine, timeout=20) == first
+
+
 def test_recusal_ends_assignment_and_listing(c):
     w = c.w
     L = w.G1.leader

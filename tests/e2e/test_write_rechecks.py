@@ -15,6 +15,8 @@ server would refuse it asked afresh, and writes nothing.
   participant, the lead room) or as the reviewing unit, and loses that sight while the note
   waits for the clue: NOT_FOUND as a fresh call, no note, no event. The note looks at the
   caller's sight again once it holds the clue's lock (service/note.c).
+- A recusal recorded by two leaders at once: the later one FAILED_PRECONDITION "user N is
+  already recused from this clue", as a fresh second recording (0060), not ALREADY_EXISTS.
 - A write refused as a change made meanwhile (a stale version, the clue handed over) whose
   caller lost sight of the clue in the same race (the clue handed over to a unit it does not
   see; a recusal and a move; a recusal and an extension behind a case's lock): NOT_FOUND, as a
@@ -734,6 +736,36 @@ def test_recusal_of_a_user_disabled_meanwhile(c):
         clue_id=cl.id, user_id=Y.id, reason="利害关系", request_id=new_request_id()))
     assert rows(c.db, "SELECT count(*) FROM recusals WHERE clue_id = %s", cl.id) == [(0,)]
     assert events(c.db, cl.id) == before
+
+
+def test_recusal_recorded_twice_at_once(c):
+    # Two leaders of G1 record the recusal of one member at once: L's recording is decided
+    # (the member not yet recused) and held at its request key while L2's commits. Under the
+    # clue's lock L's finds L2's recusal and is refused as a fresh second recording is
+    # (FAILED_PRECONDITION "user N is already recused from this clue", the same rich details;
+    # docs/COOPERATION.md, "Twice"), nothing written. Before 0060 it was ALREADY_EXISTS, which
+    # a client may take for its own retry having landed.
+    w = c.w
+    L = w.G1.leader
+    L2 = w.new_user("G1", "LEADER", "G1-leader-twice")
+    M = w.new_user("G1", "MEMBER", "G1-member-twice")
+    cl = move(L, submit(w.G1.member), PRE).clue
+    req = pb.RecordRecusalRequest(clue_id=cl.id, user_id=M.id, reason="同学关系", request_id=new_request_id())
+    seen = {}
+
+    def other():
+        seen["recusal"] = recuse(L2, cl.id, M.id)
+        seen["events"] = events(c.db, cl.id)
+
+    got = stalled(c, L, L.clue.RecordRecusal, req, other)
+    assert events(c.db, cl.id) == seen["events"]
+    fresh = answer(L.clue.RecordRecusal, req, timeout=20)
+    assert fresh[:2] == (Code.FAILED_PRECONDITION, f"user {M.id} is already recused from this clue"), fresh
+    assert got == fresh, (got, fresh)
+    assert rows(c.db, "SELECT id, recorded_by FROM recusals WHERE clue_id = %s", cl.id) == [
+        (seen["recusal"].id, L2.id)]
+    assert rows(c.db, "SELECT count(*) FROM clue_requests WHERE user_id = %s AND request_id = %s",
+                L.id, req.request_id) == [(0,)]
 
 
 def test_ledger_item_from_a_case_its_unit_left_meanwhile(c):

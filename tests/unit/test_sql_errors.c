@@ -97,6 +97,10 @@ static void test_precondition_subjects(void **state) {
                    &subject);
   assert_string_equal(type, "RECUSAL");
   assert_string_equal(subject, "user recused");
+  /* A recusal recorded twice at once (0060): the subject authz_can_recuse() gives the second. */
+  sql_precondition("user 12 is already recused from this clue", &type, &subject);
+  assert_string_equal(type, "RECUSAL");
+  assert_string_equal(subject, "already recused");
   sql_precondition("user 3 is already disabled", &type, &subject);
   assert_string_equal(subject, "user disabled");
   sql_precondition("token 1 is the last live token of the last enabled ADMIN holding one: x", &type,
