@@ -294,6 +294,14 @@ int cli_call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const 
     __attribute__((warn_unused_result));
 
 /**
+ * cli_call_pages() with all, for a command that always lists every page and so has no
+ * --page-token (clue proposals): past the bounds of --all it says to narrow the listing.
+ */
+int cli_call_every_page(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
+                        ProtobufCMessage *req, const char *list, ProtobufCMessage **resp)
+    __attribute__((warn_unused_result));
+
+/**
  * cli_call_pages() with all, for a list whose page token fields have other names: the
  * request's token_field, the response's next_field (GetStatistics' case pages:
  * "case_page_token", "next_case_page_token"). The answer is the last page's, holding every

@@ -124,8 +124,10 @@ const cli_opt_t clue_proposals_opts[] = {
 
 const char clue_proposals_help[] =
     "Without --to-review or --raised, lists both: proposals addressed to your unit and\n"
-    "those it raised. Newest first, at most 1000: past that the oldest are left out, so\n"
-    "narrow the list with --clue, or leave out --all.\n";
+    "those it raised. Newest first, every one: the server answers in pages (at most 1000\n"
+    "proposals or about 2 MiB each) and cluectl follows them, up to 100000 proposals or\n"
+    "64 MiB; past that it stops with an error, so narrow the list with --clue, or leave\n"
+    "out --all.\n";
 
 /* The outcome a proposal carries (its move's details), for the reviewer to see what it would
  * approve: "receiving organ: ...", "disposal: ...", ...; "-" when none. NULL: out of memory. */
@@ -199,6 +201,7 @@ static int show_proposals(cli_t *cli, const ProtobufCMessage *m) {
 
 int clue_run_proposals(cli_t *cli, const cli_args_t *args) {
   Clue__V1__ListProposalsRequest req = CLUE__V1__LIST_PROPOSALS_REQUEST__INIT;
+  Clue__V1__ListProposalsResponse *resp = NULL;
   int rc;
 
   if (cli_flag(args, "to-review") && cli_flag(args, "raised"))
@@ -210,7 +213,12 @@ int clue_run_proposals(cli_t *cli, const cli_args_t *args) {
   else if (cli_flag(args, "raised"))
     req.scope = CLUE__V1__LIST_PROPOSALS_REQUEST__SCOPE__SCOPE_RAISED;
   req.include_decided = cli_flag(args, "all");
-  return cli_call_show(cli, CLUE_SVC, "ListProposals", &req.base, show_proposals);
+  /* --all already names the decided proposals: every page is listed, as the whole list was
+   * before it came in pages. */
+  if ((rc = cli_call_every_page(cli, CLUE_SVC, "ListProposals", &req.base, "proposals",
+                                (ProtobufCMessage **)&resp)) != 0)
+    return rc;
+  return cli_show(cli, &resp->base, show_proposals);
 }
 
 /* ---- review --------------------------------------------------------------------------------- */

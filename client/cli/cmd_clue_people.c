@@ -156,12 +156,15 @@ int clue_run_recuse(cli_t *cli, const cli_args_t *args) {
 const cli_opt_t clue_recusals_opts[] = {
     {"clue", "ID", 0, "only recusals from this clue"},
     {"user", "ID", 0, "only recusals of this user"},
+    CLI_OPT_PAGE_TOKEN,
+    CLI_OPT_ALL_PAGES,
     {NULL, NULL, 0, NULL},
 };
 
 const char clue_recusals_help[] =
     "LEADERs see the recusals of their unit's users and those on the clues they see; AUDITORs\n"
-    "see every one. Newest first, at most 1000.\n";
+    "see every one. Newest first, a page at a time (at most 1000 recusals or about 2 MiB):\n"
+    "the next page's --page-token follows on stderr, and --all lists every page.\n";
 
 static int show_recusals(cli_t *cli, const ProtobufCMessage *m) {
   const Clue__V1__ListRecusalsResponse *r = (const Clue__V1__ListRecusalsResponse *)m;
@@ -176,12 +179,16 @@ static int show_recusals(cli_t *cli, const ProtobufCMessage *m) {
 
 int clue_run_recusals(cli_t *cli, const cli_args_t *args) {
   Clue__V1__ListRecusalsRequest req = CLUE__V1__LIST_RECUSALS_REQUEST__INIT;
-  int rc;
+  Clue__V1__ListRecusalsResponse *resp = NULL;
+  int all, rc;
 
   if ((rc = cli_arg_id(cli, args, "clue", &req.clue_id)) != 0 ||
-      (rc = cli_arg_id(cli, args, "user", &req.user_id)) != 0)
+      (rc = cli_arg_id(cli, args, "user", &req.user_id)) != 0 ||
+      (rc = cli_page_args(cli, args, &all, &req.page_token)) != 0 ||
+      (rc = cli_call_pages(cli, CLUE_SVC, "ListRecusals", &req.base, "recusals", all,
+                           (ProtobufCMessage **)&resp)) != 0)
     return rc;
-  return cli_call_show(cli, CLUE_SVC, "ListRecusals", &req.base, show_recusals);
+  return cli_show(cli, &resp->base, show_recusals);
 }
 
 /* ---- assignments ---------------------------------------------------------------------------- */

@@ -766,16 +766,14 @@ static int page_rows_ok(const ProtobufCMessage *page, const ProtobufCFieldDescri
 }
 
 /* cli_call_pages() for a list whose request names its token token_field, and its response
- * the next one next_field. */
+ * the next one next_field; page_option: the command has --page-token and --all. */
 static int call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
                       ProtobufCMessage *req, const char *list, const char *token_field,
-                      const char *next_field, int all, ProtobufCMessage **resp) {
+                      const char *next_field, int page_option, int all, ProtobufCMessage **resp) {
   const ProtobufCMethodDescriptor *md =
       protobuf_c_service_descriptor_get_method_by_name(service, method);
   const ProtobufCFieldDescriptor *lf;
   char **tok = str_member(req, token_field);
-  /* --page-token continues the lists whose request says page_token; others have no option. */
-  int page_option = strcmp(token_field, "page_token") == 0;
   char *saved;
   token_set_t seen = {NULL, 0, 0};
   ProtobufCMessage *page = NULL, **rows = NULL;
@@ -875,11 +873,18 @@ static int call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, con
 
 int cli_call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
                    ProtobufCMessage *req, const char *list, int all, ProtobufCMessage **resp) {
-  return call_pages(cli, service, method, req, list, "page_token", "next_page_token", all, resp);
+  return call_pages(cli, service, method, req, list, "page_token", "next_page_token", 1, all, resp);
+}
+
+int cli_call_every_page(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
+                        ProtobufCMessage *req, const char *list, ProtobufCMessage **resp) {
+  return call_pages(cli, service, method, req, list, "page_token", "next_page_token", 0, 1, resp);
 }
 
 int cli_call_all_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
                        ProtobufCMessage *req, const char *list, const char *token_field,
                        const char *next_field, ProtobufCMessage **resp) {
-  return call_pages(cli, service, method, req, list, token_field, next_field, 1, resp);
+  /* --page-token continues the lists whose request says page_token; others have no option. */
+  return call_pages(cli, service, method, req, list, token_field, next_field,
+                    strcmp(token_field, "page_token") == 0, 1, resp);
 }

@@ -21,8 +21,15 @@
 #include "service/request_sha256.h"
 #include "service/svc_util.h"
 
-/* At most this many recusals or assignments in one ListRecusals or ListAssignments answer. */
+/* At most this many recusals in one ListRecusals page (which also ends at SVC_PAGE_BYTES: a
+ * recusal carries up to 4 KB of reason and three names), or assignments in one ListAssignments
+ * answer. */
 #define LIST_MAX 1000
+
+/* What a ListRecusals page token is bound to: the caller, and the request's clue_id and
+ * user_id. A token of another caller or filter is refused; none could show more than the
+ * caller sees anyway, since the scope decides every page. */
+#define RECUSALS_TOKEN_SCOPE 3
 
 /* clang-format off */
 /* The facts of the user a request names ($5), relative to the clue c. */
@@ -97,7 +104,8 @@ static const char list_recusals_sql[] =
     " recusals x JOIN users xu ON xu.id = x.user_id"
     " WHERE ($3::bigint IS NULL OR x.clue_id = $3) AND ($4::bigint IS NULL OR x.user_id = $4)"
     " AND (%s OR xu.unit_id = $1 OR EXISTS (SELECT 1 FROM clues c WHERE c.id = x.clue_id AND %s))"
-    " AND " NOT_RECUSED("x.clue_id") " ORDER BY x.id DESC LIMIT %d";
+    " AND " NOT_RECUSED("x.clue_id") " AND ($5::bigint IS NULL OR x.id < $5)"
+    " ORDER BY x.id DESC LIMIT " SVC_STR(LIST_MAX) " + 1";
 static const char list_assignments_sql[] =
     "SELECT h.clue_id, c.owner_unit, ou.code, h.user_id, hu.name, hu.unit_id, hn.code,"
     " h.assigned_by, " SVC_MS("h.assigned_at")
@@ -389,22 +397,40 @@ void clue_record_recusal(rpc_call_t *call, const ProtobufCMessage *m) {
 
 /* ---- ListRecusals ------------------------------------------------------------------------ */
 
+typedef struct list_recusals {
+  int64_t scope[RECUSALS_TOKEN_SCOPE];
+} list_recusals_t;
+
 static void reply_recusals(rpc_call_t *call, const db_result_t *r, void *arg) {
   Clue__V1__ListRecusalsResponse resp = CLUE__V1__LIST_RECUSALS_RESPONSE__INIT;
-  int n = db_rows(r);
-  (void)arg;
+  const list_recusals_t *lr = arg;
+  int n = db_rows(r), shown = n > LIST_MAX ? LIST_MAX : n;
+  bool more = n > LIST_MAX;
+  size_t bytes = 0;
 
-  if ((resp.recusals = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*resp.recusals))) ==
-      NULL) {
+  if ((resp.recusals =
+           rpc_call_alloc(call, (size_t)(shown ? shown : 1) * sizeof(*resp.recusals))) == NULL) {
     clue_oom(call);
     return;
   }
-  for (int i = 0; i < n; i++) {
-    if ((resp.recusals[i] = recusal_read(call, r, i, 0)) == NULL) {
+  for (int i = 0; i < shown; i++) {
+    Clue__V1__Recusal *x = recusal_read(call, r, i, 0);
+
+    if (x == NULL) {
       clue_oom(call);
       return;
     }
-    resp.n_recusals++;
+    if (!svc_page_fits(&bytes, &x->base)) {
+      more = true; /* the next page starts with this recusal */
+      break;
+    }
+    resp.recusals[resp.n_recusals++] = x;
+  }
+  if (more && (resp.next_page_token =
+                   (char *)svc_page_token_in(call, lr->scope, RECUSALS_TOKEN_SCOPE,
+                                             resp.recusals[resp.n_recusals - 1]->id)) == NULL) {
+    clue_oom(call);
+    return;
   }
   (void)rpc_reply(call, &resp.base);
 }
@@ -426,10 +452,27 @@ void clue_list_recusals(rpc_call_t *call, const ProtobufCMessage *m) {
   authz_result_t res = authz_can_list_recusals(&p);
   unsigned scope = authz_clue_scope(&p);
   char cond[CLUE_SCOPE_SQL_MAX];
-  const char *sql, *params[4];
+  const char *sql, *params[5];
+  list_recusals_t *lr;
+  int64_t before = 0;
 
   if (req->clue_id < 0 || req->user_id < 0) {
     refuse_negative(call, req->clue_id, req->user_id);
+    return;
+  }
+  if ((lr = rpc_call_alloc(call, sizeof(*lr))) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  lr->scope[0] = p.user_id;
+  lr->scope[1] = req->clue_id;
+  lr->scope[2] = req->user_id;
+  if (req->page_token[0] &&
+      (before = svc_page_after_in(req->page_token, lr->scope, RECUSALS_TOKEN_SCOPE)) == 0) {
+    rpc_detail_field(call, "page_token",
+                     "is malformed or was issued for another caller or other filters");
+    rpc_fail(call, GRPC_INVALID_ARGUMENT,
+             "page_token is malformed or was issued for another caller or other filters");
     return;
   }
   if (!authz_ok(&res)) {
@@ -441,18 +484,20 @@ void clue_list_recusals(rpc_call_t *call, const ProtobufCMessage *m) {
     return;
   }
   /* An AUDITOR's scope is every clue; a LEADER's, its unit's users and the clues it sees. */
-  sql = rpc_call_printf(call, list_recusals_sql, (scope & AUTHZ_SCOPE_ALL) ? "true" : "false", cond,
-                        LIST_MAX);
+  sql =
+      rpc_call_printf(call, list_recusals_sql, (scope & AUTHZ_SCOPE_ALL) ? "true" : "false", cond);
   params[0] = svc_i64(call, p.unit_id, 0);
   params[1] = svc_i64(call, p.user_id, 0);
   params[2] = svc_i64(call, req->clue_id, 1);
   params[3] = svc_i64(call, req->user_id, 1);
+  params[4] = before ? svc_i64(call, before, 0) : NULL;
   if (sql == NULL || params[0] == NULL || params[1] == NULL ||
-      (req->clue_id != 0 && params[2] == NULL) || (req->user_id != 0 && params[3] == NULL)) {
+      (req->clue_id != 0 && params[2] == NULL) || (req->user_id != 0 && params[3] == NULL) ||
+      (before && params[4] == NULL)) {
     clue_oom(call);
     return;
   }
-  svc_read(call, sql, 4, params, reply_recusals, NULL);
+  svc_read(call, sql, 5, params, reply_recusals, lr);
 }
 
 /* ---- ListAssignments --------------------------------------------------------------------- */

@@ -9,6 +9,7 @@
 #include "log.h"
 #include "service/clue_row.h"
 #include "service/request_sha256.h"
+#include "service/svc_util.h"
 
 /* ---- ReviewProposal --------------------------------------------------------------------- */
 
@@ -219,34 +220,58 @@ void clue_review_proposal(rpc_call_t *call, const ProtobufCMessage *m) {
 
 /* ---- ListProposals ---------------------------------------------------------------------- */
 
-/* ListProposalsResponse has no page token; the newest this many are listed. */
-#define PROPOSALS_LIST_MAX 1000
+/* A ListProposals page holds at most this many proposals (and SVC_PAGE_BYTES): a proposal
+ * carries up to 4 KB of reason and 4 KB of review comment, so a page ends by its size first. */
+#define PROPOSALS_PAGE_MAX 1000
+
+/* What a page token is bound to: the caller, and the request's scope, include_decided and
+ * clue_id. A token of another caller or filter is refused; none could show more than the
+ * caller sees anyway, since the scope decides every page. */
+#define PROPOSALS_TOKEN_SCOPE 4
 
 /* clang-format off */
 static const char list_proposals_sql[] =
     "SELECT " PROPOSAL_COLS("p") " FROM proposals p, (SELECT $1::bigint AS unit) me WHERE %s"
     " AND ($2::boolean OR p.status = 'PENDING') AND ($3::bigint IS NULL OR p.clue_id = $3)"
     " AND p.clue_id NOT IN (SELECT rr.clue_id FROM recusals rr WHERE rr.user_id = $4)"
-    " ORDER BY p.id DESC LIMIT %d";
+    " AND ($5::bigint IS NULL OR p.id < $5)"
+    " ORDER BY p.id DESC LIMIT " SVC_STR(PROPOSALS_PAGE_MAX) " + 1";
 /* clang-format on */
+
+typedef struct list_proposals {
+  int64_t scope[PROPOSALS_TOKEN_SCOPE];
+} list_proposals_t;
 
 static void reply_proposals(rpc_call_t *call, const db_result_t *r, void *arg) {
   Clue__V1__ListProposalsResponse resp = CLUE__V1__LIST_PROPOSALS_RESPONSE__INIT;
-  int n = db_rows(r);
-  (void)arg;
+  const list_proposals_t *lp = arg;
+  int n = db_rows(r), shown = n > PROPOSALS_PAGE_MAX ? PROPOSALS_PAGE_MAX : n;
+  bool more = n > PROPOSALS_PAGE_MAX;
+  size_t bytes = 0;
 
-  if ((resp.proposals = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*resp.proposals))) ==
-      NULL) {
+  if ((resp.proposals =
+           rpc_call_alloc(call, (size_t)(shown ? shown : 1) * sizeof(*resp.proposals))) == NULL) {
     clue_oom(call);
     return;
   }
-  for (int i = 0; i < n; i++) {
-    if (clue_proposal_read(call, r, i, 0, &resp.proposals[resp.n_proposals], NULL) != 0 ||
-        resp.proposals[resp.n_proposals] == NULL) {
+  for (int i = 0; i < shown; i++) {
+    Clue__V1__Proposal *prop;
+
+    if (clue_proposal_read(call, r, i, 0, &prop, NULL) != 0 || prop == NULL) {
       clue_oom(call);
       return;
     }
-    resp.n_proposals++;
+    if (!svc_page_fits(&bytes, &prop->base)) {
+      more = true; /* the next page starts with this proposal */
+      break;
+    }
+    resp.proposals[resp.n_proposals++] = prop;
+  }
+  if (more && (resp.next_page_token =
+                   (char *)svc_page_token_in(call, lp->scope, PROPOSALS_TOKEN_SCOPE,
+                                             resp.proposals[resp.n_proposals - 1]->id)) == NULL) {
+    clue_oom(call);
+    return;
   }
   (void)rpc_reply(call, &resp.base);
 }
@@ -256,14 +281,28 @@ void clue_list_proposals(rpc_call_t *call, const ProtobufCMessage *m) {
   Clue__V1__ListProposalsResponse empty = CLUE__V1__LIST_PROPOSALS_RESPONSE__INIT;
   authz_principal_t p = clue_principal(call);
   unsigned scope = authz_clue_scope(&p);
-  const char *where, *params[4];
+  const char *where, *params[5];
+  list_proposals_t *lp;
   validate_errors_t e;
+  int64_t before = 0;
   char sql[3072];
 
+  if ((lp = rpc_call_alloc(call, sizeof(*lp))) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  lp->scope[0] = p.user_id;
+  lp->scope[1] = (int64_t)req->scope;
+  lp->scope[2] = req->include_decided != 0;
+  lp->scope[3] = req->clue_id;
   validate_errors_init(&e);
   validate_each(&e, validate_enum("scope", (int)req->scope, 0, 2, validate_slot(&e)));
   if (req->clue_id < 0)
     validate_add(&e, "clue_id", "clue_id must be positive");
+  if (req->page_token[0] &&
+      (before = svc_page_after_in(req->page_token, lp->scope, PROPOSALS_TOKEN_SCOPE)) == 0)
+    validate_add(&e, "page_token",
+                 "page_token is malformed or was issued for another caller or other filters");
   if (clue_invalid_each(call, &e))
     return;
   /* Staff list the proposals their unit reviews or raised; an AUDITOR's unit does neither,
@@ -282,15 +321,17 @@ void clue_list_proposals(rpc_call_t *call, const ProtobufCMessage *m) {
     (void)rpc_reply(call, &empty.base);
     return;
   }
-  snprintf(sql, sizeof(sql), list_proposals_sql, where, PROPOSALS_LIST_MAX);
+  snprintf(sql, sizeof(sql), list_proposals_sql, where);
   params[0] = svc_i64(call, p.unit_id, 0);
   params[1] = req->include_decided ? "t" : "f";
   params[2] = svc_i64(call, req->clue_id, 1);
   /* A recused user lists no proposal of that clue: it may not review them. */
   params[3] = svc_i64(call, p.user_id, 0);
-  if (params[0] == NULL || params[3] == NULL || (req->clue_id != 0 && params[2] == NULL)) {
+  params[4] = before ? svc_i64(call, before, 0) : NULL;
+  if (params[0] == NULL || params[3] == NULL || (req->clue_id != 0 && params[2] == NULL) ||
+      (before && params[4] == NULL)) {
     clue_oom(call);
     return;
   }
-  svc_query(call, sql, 4, params, reply_proposals, NULL);
+  svc_query(call, sql, 5, params, reply_proposals, lp);
 }

@@ -167,23 +167,36 @@ static long b64url_decode(const char *s, size_t chars, uint8_t *b) {
   return (long)n;
 }
 
-/* FNV-1a over the version and id, then the scope's 8 bytes unless it is 0 (so a token of
- * no scope reads as before scopes were): catches damaged tokens, and tokens given for another
- * scope; not meant as a secret. */
-static uint32_t token_check(const uint8_t *b, int64_t scope) {
+/* FNV-1a over the version and id, then the 8 bytes of each of the scope's nscope values
+ * (svc_page_token_of() gives none for its scope 0, so that a token of no scope reads as before
+ * scopes were): catches damaged tokens, and tokens given for another scope; not meant as a
+ * secret. */
+static uint32_t token_check(const uint8_t *b, const int64_t *scope, size_t nscope) {
   uint32_t h = fnv1a(FNV_BASIS, b, 9);
-  return scope != 0 ? fnv1a_i64(h, scope) : h;
+
+  for (size_t i = 0; i < nscope; i++)
+    h = fnv1a_i64(h, scope[i]);
+  return h;
 }
 
 const char *svc_page_token(rpc_call_t *call, int64_t last_id) {
-  return svc_page_token_of(call, 0, last_id);
+  return svc_page_token_in(call, NULL, 0, last_id);
 }
 
 int64_t svc_page_after(const char *s) {
-  return svc_page_after_of(s, 0);
+  return svc_page_after_in(s, NULL, 0);
 }
 
 const char *svc_page_token_of(rpc_call_t *call, int64_t scope, int64_t last_id) {
+  return svc_page_token_in(call, &scope, scope != 0, last_id);
+}
+
+int64_t svc_page_after_of(const char *s, int64_t scope) {
+  return svc_page_after_in(s, &scope, scope != 0);
+}
+
+const char *svc_page_token_in(rpc_call_t *call, const int64_t *scope, size_t nscope,
+                              int64_t last_id) {
   char *out = rpc_call_alloc(call, TOKEN_CHARS + 1);
   uint8_t b[TOKEN_BYTES];
   uint32_t check;
@@ -194,7 +207,7 @@ const char *svc_page_token_of(rpc_call_t *call, int64_t scope, int64_t last_id) 
   b[0] = TOKEN_VERSION;
   for (int i = 0; i < 8; i++)
     b[1 + i] = (uint8_t)((uint64_t)last_id >> (56 - 8 * i));
-  check = token_check(b, scope);
+  check = token_check(b, scope, nscope);
   b[9] = (uint8_t)(check >> 16);
   b[10] = (uint8_t)(check >> 8);
   b[11] = (uint8_t)check;
@@ -202,14 +215,14 @@ const char *svc_page_token_of(rpc_call_t *call, int64_t scope, int64_t last_id) 
   return out;
 }
 
-int64_t svc_page_after_of(const char *s, int64_t scope) {
+int64_t svc_page_after_in(const char *s, const int64_t *scope, size_t nscope) {
   uint8_t b[TOKEN_BYTES + 2];
   uint64_t id = 0;
   uint32_t check;
 
   if (strlen(s) != TOKEN_CHARS || b64url_decode(s, TOKEN_CHARS, b) != TOKEN_BYTES)
     return 0;
-  check = token_check(b, scope);
+  check = token_check(b, scope, nscope);
   if (b[0] != TOKEN_VERSION || b[9] != (uint8_t)(check >> 16) || b[10] != (uint8_t)(check >> 8) ||
       b[11] != (uint8_t)check)
     return 0;

@@ -93,6 +93,15 @@ const char *svc_page_token_of(rpc_call_t *call, int64_t scope, int64_t last_id);
 int64_t svc_page_after_of(const char *s, int64_t scope);
 
 /**
+ * svc_page_token_of() for a scope of nscope values (the caller, the filters): a token
+ * svc_page_after_in() reads for a scope that differs in any value (another caller, another
+ * filter) is refused as a damaged one is (0).
+ */
+const char *svc_page_token_in(rpc_call_t *call, const int64_t *scope, size_t nscope,
+                              int64_t last_id);
+int64_t svc_page_after_in(const char *s, const int64_t *scope, size_t nscope);
+
+/**
  * A page token holding the text key of the last row of a page (a keyset on a text column,
  * such as a name), for the scope's nscope values (the caller, the filters), in the call's
  * memory, in an opaque form with a check, as svc_page_token_of(); NULL when out of memory or

@@ -15,13 +15,17 @@ function sectionOf(page, name) {
 const g1 = await signedIn(cfg.tokens.g1_leader, 30000);
 const auditor = await signedIn(cfg.tokens.auditor, 30000);
 
-await scenario("a clue's history and notes past one page are shown whole", async () => {
+await scenario("a clue's history, notes and proposals past one page are shown whole", async () => {
   await go(g1, `#/clue/${cfg.long_clue.id}`);
   await sectionOf(g1, "历史").waitFor();
   const events = await g1.locator("ol.timeline > li").count();
   const notes = await g1.locator("ul.notes > li").count();
+  const proposals = sectionOf(g1, "提议").locator("li.proposal");
   assert(events === cfg.long_clue.events, `${events} events shown of ${cfg.long_clue.events}`);
   assert(notes === cfg.long_clue.notes, `${notes} notes shown of ${cfg.long_clue.notes}`);
+  assert((await proposals.count()) === cfg.long_clue.proposals, `${await proposals.count()} proposals shown of ${cfg.long_clue.proposals}`);
+  // The oldest, from the last page, is last.
+  assert((await proposals.last().locator("strong").textContent()).startsWith(`#${cfg.long_clue.oldest_proposal} `), "the oldest proposal is not last");
   // The newest of each, from the last page, is there.
   assert((await g1.locator("ul.notes > li").last().textContent()).includes(`会商${cfg.long_clue.notes}`), "the last note is missing");
   assert((await g1.getByTestId("list-partial").count()) === 0, "a whole list is said to be cut short");

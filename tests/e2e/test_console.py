@@ -350,8 +350,9 @@ BIG = "反" * 6666  # 19,998 bytes: a summary at its limit, a hundredth of a 2 M
 
 def test_lists_longer_than_a_page_are_shown_whole(c):
     """Lists past one page of the server (docs/CONSOLE.md, "Long lists"), each checked first to
-    be cut into pages by clued: a clue's history of 1,101 events (pages of at most 1,000) and
-    its 1,100 notes (pages of 500) are shown whole on its page; the auditor's joint cases list
+    be cut into pages by clued: a clue's history of 1,101 events (pages of at most 1,000), its
+    1,100 notes (pages of 500) and its 400 decided proposals of 8 KB each (pages of about 2 MiB)
+    are shown whole on its page; the auditor's joint cases list
     shows the 1,000 cases R2 opened and the one R1 opened before them, beyond the first page
     (500 cases), and the statistics page the same cases past its first page (1,000 cases);
     G1's queue, 110 clues of 20 KB newer than its overdue clue (a page ends at about 2 MiB),
@@ -368,6 +369,14 @@ def test_lists_longer_than_a_page_are_shown_whole(c):
         # Through the functions AddNote and CreateJointCase call, audited as they would be.
         cur.execute("SELECT count(*) FROM (SELECT note_add(%s, %s, gen_random_uuid(), %s, %s, %s, 'OTHER', '会商' || g)"
                     " FROM generate_series(1, 1100) g) n", (w.G1.member.id, w.G1.id, now_ms, long_clue.id, w.G1.id))
+        # Proposals the liaison room rejected, with a reason and a comment of 4,095 bytes each
+        # (planted as rows: neither the list nor the page reads anything else).
+        cur.execute("INSERT INTO proposals (clue_id, owner_unit, from_state, target, reason, proposer_user,"
+                    " proposer_unit, reviewer_unit, status, clue_version, review_comment, reviewed_by, created_at,"
+                    " decided_at) SELECT %s, %s, 'PRELIMINARY_CHECK', 'FILED', %s || g, %s, %s, %s, 'REJECTED', 1,"
+                    " %s, %s, now(), now() FROM generate_series(1, 400) g",
+                    (long_clue.id, w.G1.id, "理" * 1365, w.G1.leader.id, w.G1.id, w.R1.id, "驳" * 1365,
+                     w.R1.leader.id))
         cur.execute("SELECT count(*) FROM generate_series(1, 1000) g, case_create(%s, %s, gen_random_uuid(), %s,"
                     " '填充案件 ' || g, '', '{}', '{}', '{}')", (w.R2.leader.id, w.R2.id, now_ms))
         cur.execute("SELECT count(*) FROM generate_series(1, 510) g, rect_create(%s, %s, gen_random_uuid(), %s,"
@@ -390,6 +399,9 @@ def test_lists_longer_than_a_page_are_shown_whole(c):
     assert len(events) > 1100 and pages == 2, (len(events), pages)
     notes = w.G1.leader.clue.ListNotes(CL.ListNotesRequest(clue_id=long_clue.id, page_size=500), timeout=60)
     assert len(notes.notes) == 500 and notes.more, (len(notes.notes), notes.more)
+    proposals, pages = all_pages(w.G1.leader.clue.ListProposals, CL.ListProposalsRequest(
+        clue_id=long_clue.id, include_decided=True), "proposals")
+    assert len(proposals) >= 400 and pages == 2, (len(proposals), pages)
     cases, pages = all_pages(w.auditor.case.ListJointCases, CS.ListJointCasesRequest(), "cases")
     first = w.auditor.case.ListJointCases(CS.ListJointCasesRequest(), timeout=60).cases
     assert len(cases) == 1001 and pages == 3 and c.case.id not in [x.id for x in first], (len(cases), pages)
@@ -415,7 +427,8 @@ def test_lists_longer_than_a_page_are_shown_whole(c):
 
     cfg = browser_cfg(c) | {
         "tokens": {"g1_leader": w.G1.leader.token, "auditor": w.auditor.token},
-        "long_clue": {"id": long_clue.id, "events": len(events), "notes": 1100},
+        "long_clue": {"id": long_clue.id, "events": len(events), "notes": 1100, "proposals": len(proposals),
+                      "oldest_proposal": proposals[-1].id},
         "cases": {"count": len(cases), "oldest": c.case.id, "title": c.case.title},
         "queue": {"count": len(queue), "overdue": c.overdue_clue},
         "items": {"count": len(items), "oldest": c.item.id},

@@ -21,8 +21,10 @@ sleep, standing for a heavy but allowed call) cannot make other users' calls wai
 
 Replies are bounded too: lists whose rows, each within its limits, sum past the 4 MiB a
 default grpcio client (and cluectl) accepts come in pages of about 2 MiB with a next page
-token (ListClues, ListJointCases, ListItems, ListAuditEvents, GetHistory), the pages hold
-every row exactly once, and cluectl follows them.
+token (ListClues, ListJointCases, ListItems, ListAuditEvents, GetHistory, ListProposals,
+ListRecusals), the pages hold every row exactly once, and cluectl follows them. A token of
+ListProposals or ListRecusals holds its caller and filters: given by another caller or with
+other filters, it is refused.
 """
 
 import concurrent.futures
@@ -1046,6 +1048,106 @@ def test_a_long_history_arrives_in_pages(c):
         assert e.code() == Code.INVALID_ARGUMENT and "another clue" in e.details(), e.details()
     out = cluectl_json(c, w.auditor, "clue", "history", str(clue.id), "--all")
     assert [int(e["seq"]) for e in out["events"]] == seqs
+
+
+def refused_token(method, req):
+    """The call is refused with INVALID_ARGUMENT naming page_token."""
+    try:
+        method(req, timeout=30)
+    except grpc.RpcError as e:
+        assert e.code() == Code.INVALID_ARGUMENT and "page_token" in e.details(), (e.code(), e.details())
+        return
+    assert False, f"a page token was taken: {req}"
+
+
+def test_decided_proposals_arrive_in_pages(c):
+    w = c.w
+    clue = submit(w.G1.member)
+    text = "理" * 1365  # 4,095 bytes: a reason and a review comment within their 4,096-byte limit
+    # A room that has reviewed 600 proposals with long reasons and comments (planted as rows:
+    # the list reads nothing else): about 5 MB, newest 600.
+    with c.db.cursor() as cur:
+        cur.execute("INSERT INTO proposals (clue_id, owner_unit, from_state, target, reason, proposer_user,"
+                    " proposer_unit, reviewer_unit, status, clue_version, review_comment, reviewed_by, created_at,"
+                    " decided_at) SELECT %s, %s, 'PRELIMINARY_CHECK', 'FILED', %s || g, %s, %s, %s, 'REJECTED', 1,"
+                    " %s || g, %s, now(), now() FROM generate_series(1, 600) g",
+                    (clue.id, w.G1.id, text, w.G1.leader.id, w.G1.id, w.R1.id, text, w.R1.leader.id))
+    every = sql_ids(c, "SELECT id FROM proposals ORDER BY id DESC")
+    to_r1 = sql_ids(c, f"SELECT id FROM proposals WHERE reviewer_unit = {w.R1.id} ORDER BY id DESC")
+    of_g1 = sql_ids(c, f"SELECT id FROM proposals WHERE {w.G1.id} IN (reviewer_unit, proposer_unit) ORDER BY id DESC")
+    planted = sql_ids(c, f"SELECT id FROM proposals WHERE clue_id = {clue.id} ORDER BY id DESC")
+    assert len(planted) == 600
+    to_review = pb.ListProposalsRequest.SCOPE_TO_REVIEW
+    for who, scope, want in ((w.R1.leader, to_review, to_r1), (w.G1.leader, 0, of_g1), (w.auditor, 0, every)):
+        got, pages = all_pages(who.clue.ListProposals, pb.ListProposalsRequest(scope=scope, include_decided=True),
+                               "proposals")
+        assert got == want and pages >= 3, (who, len(got), len(want), pages)
+    # A client that knows no page token (older than it) gets the newest page whole.
+    first = w.R1.leader.clue.ListProposals(pb.ListProposalsRequest(scope=to_review, include_decided=True),
+                                           timeout=60)
+    assert 1.5 * 2**20 < first.ByteSize() < 2.5 * 2**20 and first.next_page_token, first.ByteSize()
+    assert [p.id for p in first.proposals] == to_r1[:len(first.proposals)]
+    # The pending list is another list: the token of the decided one is refused there, and so is
+    # another scope's, another clue's, another caller's and a made-up one.
+    tok = first.next_page_token
+    for who, req in ((w.R1.leader, pb.ListProposalsRequest(scope=to_review, page_token=tok)),
+                     (w.R1.leader, pb.ListProposalsRequest(include_decided=True, page_token=tok)),
+                     (w.R1.leader, pb.ListProposalsRequest(scope=to_review, include_decided=True, clue_id=clue.id,
+                                                           page_token=tok)),
+                     (w.R1.member, pb.ListProposalsRequest(scope=to_review, include_decided=True, page_token=tok)),
+                     (w.auditor, pb.ListProposalsRequest(include_decided=True, page_token=tok)),
+                     (w.R1.leader, pb.ListProposalsRequest(scope=to_review, include_decided=True, page_token="nope"))):
+        refused_token(who.clue.ListProposals, req)
+    nxt = w.R1.leader.clue.ListProposals(pb.ListProposalsRequest(scope=to_review, include_decided=True,
+                                                                 page_token=tok), timeout=60)
+    assert nxt.proposals[0].id == to_r1[len(first.proposals)]
+    # cluectl lists every page, with --all (decided ones too) and with --clue.
+    out = cluectl_json(c, w.auditor, "clue", "proposals", "--all")
+    assert [int(p["id"]) for p in out["proposals"]] == every and "nextPageToken" not in out, len(out["proposals"])
+    out = cluectl_json(c, w.G1.leader, "clue", "proposals", "--raised", "--all", "--clue", str(clue.id))
+    assert [int(p["id"]) for p in out["proposals"]] == planted
+    r = harness.cluectl("--server", c.srv.addr, "clue", "proposals", "--to-review", "--all",
+                        env={"CLUED_TOKEN": w.R1.leader.token}, check=0)
+    assert len(re.findall(r"^#\d+ ", r.stdout, re.M)) == len(to_r1) and "--page-token" not in r.stderr, r.stderr
+
+
+def test_recusals_arrive_in_pages(c):
+    w = c.w
+    clue = submit(w.G1.member)
+    # 1,100 users of G1 with names of 100 characters (300 bytes, the longest an ADMIN gives),
+    # each recused from the clue by G1's leader with a 4,095-byte reason, through the function
+    # RecordRecusal calls: 1,000 of them alone pass 4 MiB.
+    with c.db.cursor() as cur:
+        cur.execute("INSERT INTO users (unit_id, name, role) SELECT %s, repeat('回', 96) || lpad(g::text, 4, '0'),"
+                    " 'MEMBER' FROM generate_series(1, 1100) g", (w.G1.id,))
+        cur.execute("SELECT count(*) FROM (SELECT clue_recuse(%s, %s, gen_random_uuid(), %s, %s, %s, u.id, %s)"
+                    " FROM users u WHERE u.unit_id = %s AND u.name LIKE '回回%%') x",
+                    (w.G1.leader.id, w.G1.id, int(time.time() * 1000), clue.id, w.G1.id, "避" * 1365, w.G1.id))
+        assert cur.fetchone()[0] == 1100
+    every = sql_ids(c, "SELECT id FROM recusals ORDER BY id DESC")
+    on_clue = sql_ids(c, f"SELECT id FROM recusals WHERE clue_id = {clue.id} ORDER BY id DESC")
+    assert len(on_clue) == 1100
+    for who, req, want in ((w.auditor, pb.ListRecusalsRequest(), every),
+                           (w.G1.leader, pb.ListRecusalsRequest(clue_id=clue.id), on_clue)):
+        got, pages = all_pages(who.clue.ListRecusals, req, "recusals")
+        assert got == want and pages >= 3, (who, len(got), pages)
+    first = w.auditor.clue.ListRecusals(pb.ListRecusalsRequest(), timeout=60)
+    assert 1.5 * 2**20 < first.ByteSize() < 2.5 * 2**20 and first.next_page_token, first.ByteSize()
+    tok = first.next_page_token
+    for who, req in ((w.G1.leader, pb.ListRecusalsRequest(page_token=tok)),
+                     (w.auditor, pb.ListRecusalsRequest(clue_id=clue.id, page_token=tok)),
+                     (w.auditor, pb.ListRecusalsRequest(user_id=w.G1.member.id, page_token=tok)),
+                     (w.auditor, pb.ListRecusalsRequest(page_token=tok[:-1]))):
+        refused_token(who.clue.ListRecusals, req)
+    out = cluectl_json(c, w.auditor, "clue", "recusals", "--all")
+    assert [int(x["id"]) for x in out["recusals"]] == every
+    # Without --all, one page and the token of the next, which goes on from there.
+    r = harness.cluectl("--server", c.srv.addr, "clue", "recusals", "--clue", str(clue.id),
+                        env={"CLUED_TOKEN": w.G1.leader.token}, check=0)
+    shown = r.stdout.count("recused from clue")
+    token = re.search(r"--page-token (\S+)", r.stderr).group(1)
+    out = cluectl_json(c, w.G1.leader, "clue", "recusals", "--clue", str(clue.id), "--page-token", token)
+    assert 0 < shown < len(on_clue) and int(out["recusals"][0]["id"]) == on_clue[shown], (shown, len(on_clue))
 
 
 if __name__ == "__main__":

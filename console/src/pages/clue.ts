@@ -252,8 +252,9 @@ export async function cluePage(main: HTMLElement, arg: string | undefined, signa
       body.append(h("h2", { class: "page-title" }, t("clueTitle", arg!)), errorBox(e, reload, reload), idPicker());
       return;
     }
-    // The whole history and every note, page by page (a history page holds at most 1,000
-    // events, a notes page 500 notes, either fewer past about 2 MiB); proposals come whole.
+    // The whole history, every note and every proposal, page by page (a history page holds at
+    // most 1,000 events, a notes page 500 notes, a proposals page 1,000 proposals, any of them
+    // fewer past about 2 MiB).
     const [hist, notes, props] = await Promise.all([
       allPages(async (pageToken) => {
         const r = await clues.getHistory({ clueId, pageToken }, { signal });
@@ -264,7 +265,10 @@ export async function cluePage(main: HTMLElement, arg: string | undefined, signa
         // ListNotes goes on from the last note's id; "more" without a note repeats the token.
         return { rows: r.notes, next: r.more ? String(r.notes[r.notes.length - 1]?.id ?? (after || "0")) : "" };
       }),
-      clues.listProposals({ clueId, includeDecided: true }, { signal }),
+      allPages(async (pageToken) => {
+        const r = await clues.listProposals({ clueId, includeDecided: true, pageToken }, { signal });
+        return { rows: r.proposals, next: r.nextPageToken };
+      }),
     ]);
     if (mine !== asked) return;
     wait.remove();
@@ -305,7 +309,8 @@ export async function cluePage(main: HTMLElement, arg: string | undefined, signa
     body.append(
       section(
         t("proposals"),
-        props.proposals.length ? h("ul", { class: "plain" }, props.proposals.map((p) => proposalItem(p, reload))) : h("p", { class: "muted" }, t("proposalsEmpty")),
+        partialNote(props),
+        props.rows.length ? h("ul", { class: "plain" }, props.rows.map((p) => proposalItem(p, reload))) : h("p", { class: "muted" }, t("proposalsEmpty")),
       ),
     );
     body.append(

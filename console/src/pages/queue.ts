@@ -100,8 +100,14 @@ export async function queuePage(main: HTMLElement, _arg: string | undefined, sig
       const r = await clues.listClues({ assignedToMe: true, pageSize: 500, pageToken }, { signal });
       return { rows: r.clues, next: r.nextPageToken };
     }),
-    clues.listProposals({ scope: ListProposalsRequest_Scope.TO_REVIEW }, { signal }),
-    clues.listProposals({ scope: ListProposalsRequest_Scope.RAISED }, { signal }),
+    allPages(async (pageToken) => {
+      const r = await clues.listProposals({ scope: ListProposalsRequest_Scope.TO_REVIEW, pageToken }, { signal });
+      return { rows: r.proposals, next: r.nextPageToken };
+    }),
+    allPages(async (pageToken) => {
+      const r = await clues.listProposals({ scope: ListProposalsRequest_Scope.RAISED, pageToken }, { signal });
+      return { rows: r.proposals, next: r.nextPageToken };
+    }),
     allPages(async (pageToken) => {
       const r = await audit.listAuditEvents({ subjectType: "clue", action: "clue.handover", fromMs: arrivedFrom, pageSize: 500, pageToken }, { signal });
       return { rows: r.events, next: r.nextPageToken };
@@ -136,8 +142,8 @@ export async function queuePage(main: HTMLElement, _arg: string | undefined, sig
     ),
   );
   const cols = [t("colClue"), t("colMove"), t("colProposer"), t("colReviewer"), t("colReason"), t("colWhen")];
-  main.append(section(t("queueProposals"), table(t("queueProposals"), cols, proposalRows(toReview.proposals))));
-  main.append(section(t("queueRaised"), table(t("queueRaised"), cols, proposalRows(raised.proposals))));
+  main.append(section(t("queueProposals"), partialNote(toReview), table(t("queueProposals"), cols, proposalRows(toReview.rows))));
+  main.append(section(t("queueRaised"), partialNote(raised), table(t("queueRaised"), cols, proposalRows(raised.rows))));
 
   // Handovers whose receiver is this unit and whose clue it still owns.
   const owned = new Set(mine.map((c) => c.id));
