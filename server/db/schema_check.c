@@ -456,6 +456,8 @@ static int returns_clause(fn_t *f, const stmt_t *s, size_t *i) {
   static const char *const more[] = {"precision", "varying", "with", "without", "time", "zone"};
   size_t k = *i + 1, from;
 
+  if (f->rettype) /* PostgreSQL: "conflicting or redundant options" */
+    return fail(s, "function %s(%s): RETURNS given twice", f->name, f->args);
   if (sql_kw(&t[k], "table") && sql_punct(&t[k + 1], '(')) {
     size_t close = sql_skip_parens(t, s->n, k + 1);
     char *cols = sql_arg_types(t, k + 2, close - 1);
@@ -510,6 +512,8 @@ static int create_attrs(fn_t *f, const stmt_t *s, size_t i) {
       continue;
     }
     if (sql_kw(&t[i], "language")) {
+      if (f->lang)
+        return fail(s, "function %s(%s): LANGUAGE given twice", f->name, f->args);
       f->lang = t[i + 1].kind == SQL_STR ? strndup(t[i + 1].s + 1, t[i + 1].len - 2)
                                          : sql_name_of(&t[i + 1]);
       if (!f->lang)
@@ -1009,6 +1013,14 @@ static int alter_table(schema_expect_t *e, const stmt_t *s, size_t i) {
       const sql_tok_t *which = &t[i + 2];
       int all = sql_kw(which, "all") || sql_kw(which, "user");
       char *name = all ? NULL : sql_name_of(which);
+      if (!all && !name) {
+        int rc = which->kind == SQL_WORD || which->kind == SQL_QWORD
+                     ? -ENOMEM
+                     : fail(s, "ALTER TABLE %s: %s TRIGGER without a trigger's name", table,
+                            state == 'D' ? "DISABLE" : "ENABLE");
+        free(table);
+        return rc;
+      }
       for (size_t k = 0; k < e->ntrgs; k++)
         if (strcmp(e->trgs[k].table, table) == 0 && (all || strcmp(e->trgs[k].name, name) == 0))
           e->trgs[k].enabled = state;

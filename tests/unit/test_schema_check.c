@@ -245,6 +245,16 @@ static void test_what_cannot_be_followed_is_an_error(void **state) {
       "CREATE FUNCTION q() RETURNS int AS $$ SELECT 1 $$;",
       "CREATE FUNCTION q() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;"
       " ALTER FUNCTION q() SET search_path = a.b;",
+      /* Two RETURNS or two LANGUAGE clauses: PostgreSQL refuses them ("conflicting or
+       * redundant options"), and the second must not be taken over the first (nor leak it). */
+      "CREATE FUNCTION f() RETURNS int RETURNS text LANGUAGE sql AS $$ SELECT 1 $$;",
+      "CREATE FUNCTION f() RETURNS int LANGUAGE sql LANGUAGE plpgsql AS $$ SELECT 1 $$;",
+      "CREATE FUNCTION f() RETURNS TABLE (a int) RETURNS SETOF int LANGUAGE sql AS $$ SELECT 1 $$;",
+      /* A trigger's name that is not a name. */
+      "CREATE TRIGGER t1 AFTER INSERT ON x FOR EACH ROW EXECUTE FUNCTION f();\n"
+      "ALTER TABLE x DISABLE TRIGGER 42;",
+      "CREATE TRIGGER t1 AFTER INSERT ON x FOR EACH ROW EXECUTE FUNCTION f();\n"
+      "ALTER TABLE x ENABLE ALWAYS TRIGGER 'x';",
   };
   (void)state;
 
