@@ -45,6 +45,26 @@ const char schema_catalog_sql[] =
     " JOIN pg_catalog.pg_proc f ON f.oid = t.tgfoid"
     " WHERE c.relnamespace = 'public'::pg_catalog.regnamespace AND NOT t.tgisinternal"
     " UNION ALL"
+    " SELECT 'r', r.rulename::text, c.relname::text,"
+    " pg_catalog.quote_ident(r.rulename) || ' ON ' || c.oid::pg_catalog.regclass::text, NULL,"
+    " NULL, NULL,"
+    " 'ON ' || CASE r.ev_type WHEN '1' THEN 'SELECT' WHEN '2' THEN 'UPDATE' WHEN '3' THEN 'INSERT'"
+    " ELSE 'DELETE' END || CASE WHEN r.is_instead THEN ' DO INSTEAD' ELSE ' DO ALSO' END, NULL"
+    " FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_class c ON c.oid = r.ev_class"
+    " WHERE c.relnamespace = 'public'::pg_catalog.regnamespace"
+    " AND NOT (r.rulename = '_RETURN' AND c.relkind IN ('v', 'm'))"
+    " UNION ALL"
+    " SELECT 'g', p.proname::text, pg_catalog.oidvectortypes(p.proargtypes),"
+    " p.oid::pg_catalog.regprocedure::text,"
+    " CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::pg_catalog.regrole::text END,"
+    " NULL, NULL,"
+    " CASE WHEN a.grantor <> p.proowner THEN a.grantor::pg_catalog.regrole::text END, NULL"
+    " FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(COALESCE(p.proacl,"
+    " pg_catalog.acldefault('f', p.proowner))) a"
+    " WHERE p.pronamespace = 'public'::pg_catalog.regnamespace AND a.privilege_type = 'EXECUTE'"
+    " AND a.grantee <> p.proowner"
+    " AND a.grantee IS DISTINCT FROM pg_catalog.to_regrole('clued_runtime')::pg_catalog.oid"
+    " UNION ALL"
     " SELECT 'v', NULL, max(version)::text, NULL, NULL, NULL, NULL, NULL, NULL"
     " FROM public.schema_migrations"
     " UNION ALL"
@@ -456,6 +476,8 @@ static int returns_clause(fn_t *f, const stmt_t *s, size_t *i) {
   static const char *const more[] = {"precision", "varying", "with", "without", "time", "zone"};
   size_t k = *i + 1, from;
 
+  if (f->rettype) /* PostgreSQL: "conflicting or redundant options" */
+    return fail(s, "function %s(%s): RETURNS given twice", f->name, f->args);
   if (sql_kw(&t[k], "table") && sql_punct(&t[k + 1], '(')) {
     size_t close = sql_skip_parens(t, s->n, k + 1);
     char *cols = sql_arg_types(t, k + 2, close - 1);
@@ -510,6 +532,8 @@ static int create_attrs(fn_t *f, const stmt_t *s, size_t i) {
       continue;
     }
     if (sql_kw(&t[i], "language")) {
+      if (f->lang)
+        return fail(s, "function %s(%s): LANGUAGE given twice", f->name, f->args);
       f->lang = t[i + 1].kind == SQL_STR ? strndup(t[i + 1].s + 1, t[i + 1].len - 2)
                                          : sql_name_of(&t[i + 1]);
       if (!f->lang)
@@ -1009,6 +1033,14 @@ static int alter_table(schema_expect_t *e, const stmt_t *s, size_t i) {
       const sql_tok_t *which = &t[i + 2];
       int all = sql_kw(which, "all") || sql_kw(which, "user");
       char *name = all ? NULL : sql_name_of(which);
+      if (!all && !name) {
+        int rc = which->kind == SQL_WORD || which->kind == SQL_QWORD
+                     ? -ENOMEM
+                     : fail(s, "ALTER TABLE %s: %s TRIGGER without a trigger's name", table,
+                            state == 'D' ? "DISABLE" : "ENABLE");
+        free(table);
+        return rc;
+      }
       for (size_t k = 0; k < e->ntrgs; k++)
         if (strcmp(e->trgs[k].table, table) == 0 && (all || strcmp(e->trgs[k].name, name) == 0))
           e->trgs[k].enabled = state;
@@ -1045,6 +1077,27 @@ static int drop_table(schema_expect_t *e, const stmt_t *s, size_t i) {
   return 0;
 }
 
+/* CREATE [OR REPLACE] RULE name AS ON event TO table ...; i at RULE. The check reports every
+ * rule on a table of public as added outside migrations (a rule can swallow the UPDATE a
+ * trigger makes, or rewrite clued's own statements): a migration that makes one cannot be
+ * followed. */
+static int create_rule(const stmt_t *s, size_t i) {
+  const sql_tok_t *t = s->t;
+  int ours;
+  char *table;
+
+  while (i < s->n && !sql_kw(&t[i], "to"))
+    i++;
+  i++;
+  table = i < s->n ? sql_qualname(t, s->n, &i, &ours) : NULL;
+  if (!table)
+    return fail(s, "CREATE RULE without a table");
+  free(table);
+  return ours ? fail(s, "CREATE RULE on a table of public cannot be followed: the schema check "
+                        "reports every rule there")
+              : 0;
+}
+
 static int statement(schema_expect_t *e, const stmt_t *s) {
   const sql_tok_t *t = s->t;
   size_t i = 1;
@@ -1058,6 +1111,8 @@ static int statement(schema_expect_t *e, const stmt_t *s) {
       i++;
     if (sql_kw(&t[i], "trigger"))
       return create_trigger(e, s, i);
+    if (sql_kw(&t[i], "rule"))
+      return create_rule(s, i);
     return 0;
   }
   if (sql_kw(&t[0], "drop")) {
@@ -1429,6 +1484,23 @@ int schema_compare(const schema_expect_t *e, const schema_row_t *rows, size_t nr
                       "in this session; only a superuser can reset it'; END $repair$;\n");
     diff_add(&d, &m, &rep);
   }
+  /* Rules: the migrations define none, and one on a table of public can make an UPDATE that
+   * a trigger of clued's makes (recusals_mark's of clues.has_recusals) do nothing, or rewrite
+   * clued's own statements, without touching a trigger or a function. */
+  for (size_t r = 0; r < nrows; r++) {
+    const schema_row_t *row = &rows[r];
+    sql_buf_t m = {0}, rep = {0};
+
+    if (row->kind != 'r' || !row->name || !row->args || !row->ident)
+      continue;
+    sql_buf_printf(&m,
+                   "rule %s on %s (%s) is not defined by the migrations, which define no rule: it "
+                   "rewrites what clued and its triggers do to that table, and was added outside "
+                   "migrations",
+                   row->name, row->args, row->attrs ? row->attrs : "");
+    sql_buf_printf(&rep, "DROP RULE %s;\n", row->ident);
+    diff_add(&d, &m, &rep);
+  }
   /* Overloads of clued's names that no migration defines. */
   for (size_t r = 0; r < nrows; r++) {
     const schema_row_t *row = &rows[r];
@@ -1501,6 +1573,34 @@ int schema_compare(const schema_expect_t *e, const schema_row_t *rows, size_t nr
     sql_buf_printf(&m, "function %s(%s) of %s is missing: it was dropped outside migrations",
                    e->fns[i].name, e->fns[i].args, e->fns[i].file);
     fn_repair(&rep, &e->fns[i]);
+    diff_add(&d, &m, &rep);
+  }
+  /* Who may call clued's SECURITY DEFINER functions, which run with their owner's rights past
+   * the runtime role's grants: their owner and clued_runtime alone (0058). A row names one other
+   * grantee of EXECUTE (PUBLIC: any role that may connect), and, when not the owner, the role
+   * that granted it, whose grant option is taken back too. */
+  for (size_t r = 0; r < nrows; r++) {
+    const schema_row_t *row = &rows[r];
+    const fn_t *f;
+    sql_buf_t m = {0}, rep = {0};
+
+    if (row->kind != 'g' || !row->name || !row->args || !row->ident || !row->hash)
+      continue;
+    f = fn_find((schema_expect_t *)e, row->name, row->args);
+    if (!f || !f->secdef)
+      continue;
+    sql_buf_printf(&m,
+                   "function %s(%s) of %s runs with its owner's rights (SECURITY DEFINER) and may "
+                   "be called by %s",
+                   f->name, f->args, f->file, row->hash);
+    if (row->attrs)
+      sql_buf_printf(&m, " (granted by %s)", row->attrs);
+    sql_buf_str(&m, ": EXECUTE was granted outside migrations, which let only its owner and "
+                    "clued_runtime call it");
+    if (row->attrs)
+      sql_buf_printf(&rep, "REVOKE GRANT OPTION FOR EXECUTE ON FUNCTION %s FROM %s CASCADE;\n",
+                     row->ident, row->attrs);
+    sql_buf_printf(&rep, "REVOKE EXECUTE ON FUNCTION %s FROM %s CASCADE;\n", row->ident, row->hash);
     diff_add(&d, &m, &rep);
   }
   /* clued's triggers. */

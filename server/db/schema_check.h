@@ -7,12 +7,15 @@
  * FUNCTION name(args) ... AS $tag$ body $tag$ defines (or replaces) a function of the schema
  * public, keyed by its name and input argument types, and DROP FUNCTION removes one; CREATE
  * TRIGGER, DROP TRIGGER, DROP TABLE and ALTER TABLE ... ENABLE/DISABLE TRIGGER do the same
- * for triggers. What is left is what the database must hold: each function's final body,
+ * for triggers (CREATE RULE on a table of public is an error: the check reports every rule).
+ * What is left is what the database must hold: each function's final body,
  * which PostgreSQL keeps exactly as the text between the dollar quotes (pg_proc.prosrc), with
  * the attributes its last CREATE and the ALTER FUNCTION statements since gave it (language,
  * return type, volatility, strictness, SECURITY DEFINER, LEAKPROOF, PARALLEL, SET clauses), and
  * each trigger's table, timing and events (with UPDATE OF columns), its WHEN condition, the
- * function it calls, and that it fires.
+ * function it calls, and that it fires; and, whatever the migrations say, no rule on a table
+ * of public and no EXECUTE on a SECURITY DEFINER function for any role but its owner and
+ * clued_runtime.
  *
  * Nothing here touches the database: schema_catalog_sql is the one query that reads what the
  * database holds, and schema_compare() judges its rows. db/migrate.c runs it with blocking
@@ -37,6 +40,11 @@ typedef struct schema_diff {
  * lower-case hex). kind 't': a trigger of a table of public that PostgreSQL did not make
  * itself (name, args = its table, hash = the function it calls: a name, or a regprocedure
  * text when that function is not in public; tgtype, enabled as pg_trigger has them).
+ * kind 'r': a rule on a table of public, but a view's own _RETURN (name, args = its table,
+ * ident = "rule ON table" quoted for DROP RULE, attrs = "ON UPDATE DO INSTEAD" or the like).
+ * kind 'g': one grantee of EXECUTE on a function of public other than its owner and
+ * clued_runtime (name, args and ident as for 'f'; hash = the grantee, PUBLIC or a role's name
+ * quoted as needed; attrs = the role that granted it when not the owner, else NULL).
  * kind 'v': the highest version in schema_migrations (args).
  * kind 's': a setting of the session that decides whether clued's triggers fire (name, and
  * args its value): session_replication_role, which must be origin.
@@ -115,13 +123,16 @@ void schema_expect_trigger_when(const schema_expect_t *e, size_t i, const char *
 /**
  * Compare rows (schema_catalog_sql's) with e: an overload of one of clued's function names
  * that the migrations do not define, a function whose body or attributes differ or that is
- * missing, a trigger that is missing, calls another function, fires on other events or
- * columns or under another WHEN condition, or is not enabled.
+ * missing, EXECUTE on a function the migrations leave SECURITY DEFINER for a role other than
+ * its owner and clued_runtime, a trigger that is missing, calls another function, fires on
+ * other events or columns or under another WHEN condition, or is not enabled, and any rule on
+ * a table of public (the migrations define none).
  * Other functions and triggers are not clued's and are not judged. A row of kind 'v' newer
  * than the migrations sets *newer to its version (0 otherwise; newer may be NULL) and the
  * comparison still runs. The differences go to *out (*nout of them; free with
- * schema_diffs_free), extra overloads first, then functions, then triggers, each with the SQL
- * that repairs it in that order. Returns 0 or -ENOMEM (nothing returned).
+ * schema_diffs_free), rules first, then extra overloads, functions, EXECUTE grants and
+ * triggers, each with the SQL that repairs it in that order. Returns 0 or -ENOMEM (nothing
+ * returned).
  */
 int schema_compare(const schema_expect_t *e, const schema_row_t *rows, size_t nrows,
                    schema_diff_t **out, size_t *nout, long long *newer)

@@ -3,7 +3,8 @@
 A superuser replaces one of clued's functions (tamper3 F2: joint_case_has_unit widened,
 clue_read_reporter without its audit event), adds an overload of one, drops a trigger and
 disables another, alters a function's attributes (SET search_path, SECURITY DEFINER, STRICT),
-adds a WHEN to a trigger or changes one. A running clued finds each within --schema-check-interval: an ERROR line
+adds a WHEN to a trigger or changes one, adds a rule to a table, or grants EXECUTE on a SECURITY
+DEFINER function to PUBLIC or another role. A running clued finds each within --schema-check-interval: an ERROR line
 naming it and what differs, clued_schema_drift counts them, Health says NOT_SERVING and every
 call that needs a token is refused with UNAVAILABLE. `clued migrate --repair` (the schema's
 owner) restores them from the migrations, and the server serves again on its own. serve
@@ -262,6 +263,57 @@ def test_a_when_added_or_changed_on_a_trigger_is_found_and_repaired(ctx):
     assert "NEW.revoked_at IS NOT NULL" in sql(
         ctx, "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = 'tokens_revocation_notify'")[0][0].replace(
         "new.", "NEW.")
+
+
+def test_a_rule_on_a_clue_table_is_found_and_dropped(ctx):
+    # The rule swallows recusals_mark's UPDATE of clues.has_recusals without touching the
+    # trigger: a recused member would go on reading the clue. No migration makes a rule.
+    mark = len(ctx.srv.output())
+    sql(ctx, "CREATE RULE keep_unmarked AS ON UPDATE TO clues"
+             " WHERE new.has_recusals AND NOT old.has_recusals DO INSTEAD NOTHING")
+    detected(ctx, mark, "rule keep_unmarked on clues (ON UPDATE DO INSTEAD) is not defined by the migrations, "
+             "which define no rule", drift=1)
+    repaired(ctx, mark, "rule keep_unmarked on clues")
+    assert sql(ctx, "SELECT count(*) FROM pg_rules WHERE schemaname = 'public'") == [(0,)]
+
+
+def execute_grantees(ctx, ident):
+    return sorted(sql(ctx, f"SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END"
+                           f" FROM pg_proc p, aclexplode(p.proacl) a WHERE p.oid = '{ident}'::regprocedure"
+                           f" AND a.grantee <> p.proowner"))
+
+
+def test_execute_granted_on_a_security_definer_function_is_found_and_revoked(ctx):
+    # 0058 let only the owner and clued_runtime call the functions that append to the log with
+    # the owner's rights. A grant to PUBLIC undoes it for every role that may connect; so does
+    # one that clued_runtime, given the grant option, makes to a reporting role.
+    append, append_named = signature(ctx, "audit_append")
+    tree, tree_named = signature(ctx, "audit_tree_append")
+    reader = f"schema_check_reader_{os.getpid()}"
+    before = (execute_grantees(ctx, append), execute_grantees(ctx, tree))
+    assert before == ([("clued_runtime",)], [("clued_runtime",)]), before
+    mark = len(ctx.srv.output())
+    try:
+        sql(ctx, f"CREATE ROLE {reader} NOLOGIN",
+            f"GRANT EXECUTE ON FUNCTION {append} TO PUBLIC",
+            f"GRANT EXECUTE ON FUNCTION {tree} TO clued_runtime WITH GRANT OPTION",
+            "SET ROLE clued_runtime",
+            f"GRANT EXECUTE ON FUNCTION {tree} TO {reader}",
+            "RESET ROLE")
+        detected(ctx, mark, f"function {append_named} of", f"function {tree_named} of", drift=2)
+        out = lines_since(ctx.srv, mark)
+        assert re.search(re.escape(f"function {append_named} of ") + r"00\d\d_\w+\.sql runs with its owner's rights "
+                         r"\(SECURITY DEFINER\) and may be called by PUBLIC: EXECUTE was granted outside migrations, "
+                         r"which let only its owner and clued_runtime call it", out), out
+        assert re.search(re.escape(f"function {tree_named} of ") + r"00\d\d_\w+\.sql runs with its owner's rights "
+                         rf"\(SECURITY DEFINER\) and may be called by {reader} \(granted by clued_runtime\)", out), out
+        repaired(ctx, mark, f"function {append_named} of", f"function {tree_named} of")
+        assert (execute_grantees(ctx, append), execute_grantees(ctx, tree)) == before
+        assert sql(ctx, f"SELECT has_function_privilege('{reader}', '{tree}', 'EXECUTE')") == [(False,)]
+    finally:
+        sql(ctx, "RESET ROLE", f"REVOKE EXECUTE ON FUNCTION {append} FROM PUBLIC",
+            f"REVOKE GRANT OPTION FOR EXECUTE ON FUNCTION {tree} FROM clued_runtime CASCADE",
+            f"DROP ROLE IF EXISTS {reader}")
 
 
 def test_serve_refuses_to_start_and_allow_schema_drift_serves(ctx):

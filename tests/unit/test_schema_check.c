@@ -245,6 +245,20 @@ static void test_what_cannot_be_followed_is_an_error(void **state) {
       "CREATE FUNCTION q() RETURNS int AS $$ SELECT 1 $$;",
       "CREATE FUNCTION q() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;"
       " ALTER FUNCTION q() SET search_path = a.b;",
+      /* Two RETURNS or two LANGUAGE clauses: PostgreSQL refuses them ("conflicting or
+       * redundant options"), and the second must not be taken over the first (nor leak it). */
+      "CREATE FUNCTION f() RETURNS int RETURNS text LANGUAGE sql AS $$ SELECT 1 $$;",
+      "CREATE FUNCTION f() RETURNS int LANGUAGE sql LANGUAGE plpgsql AS $$ SELECT 1 $$;",
+      "CREATE FUNCTION f() RETURNS TABLE (a int) RETURNS SETOF int LANGUAGE sql AS $$ SELECT 1 $$;",
+      /* A trigger's name that is not a name. */
+      "CREATE TRIGGER t1 AFTER INSERT ON x FOR EACH ROW EXECUTE FUNCTION f();\n"
+      "ALTER TABLE x DISABLE TRIGGER 42;",
+      "CREATE TRIGGER t1 AFTER INSERT ON x FOR EACH ROW EXECUTE FUNCTION f();\n"
+      "ALTER TABLE x ENABLE ALWAYS TRIGGER 'x';",
+      /* A rule on a table of public: the check reports every one. */
+      "CREATE TABLE x (id int);\n"
+      "CREATE RULE x_quiet AS ON UPDATE TO x DO INSTEAD NOTHING;",
+      "CREATE OR REPLACE RULE x_quiet AS ON DELETE TO public.x DO INSTEAD NOTHING;",
   };
   (void)state;
 
@@ -254,6 +268,15 @@ static void test_what_cannot_be_followed_is_an_error(void **state) {
     assert_int_equal(schema_expect_add(e, "0009_bad.sql", bad[i], strlen(bad[i]), err, sizeof(err)),
                      -1);
     assert_non_null(strstr(err, "0009_bad.sql"));
+    schema_expect_free(e);
+  }
+  /* A rule on another schema's table is not clued's concern. */
+  {
+    static const char other[] = "CREATE RULE y_quiet AS ON UPDATE TO other.y DO INSTEAD NOTHING;";
+    schema_expect_t *e = schema_expect_new();
+    char err[400] = "";
+    assert_int_equal(schema_expect_add(e, "0009_ok.sql", other, strlen(other), err, sizeof(err)),
+                     0);
     schema_expect_free(e);
   }
 }
@@ -347,6 +370,65 @@ static void test_compare(void **state) {
     assert_int_equal(n, 1);
     assert_string_equal(d[0].message, "trigger t_keep on t of 0001_a.sql is missing: it was "
                                       "dropped outside migrations");
+    schema_diffs_free(d, n);
+  }
+  schema_expect_free(e);
+}
+
+/* A rule on a table of public, and EXECUTE on a SECURITY DEFINER function for a role other
+ * than its owner and clued_runtime: differences whatever the migrations say, with the SQL
+ * that drops or revokes them. */
+static void test_rules_and_definer_grants_are_compared(void **state) {
+  static const char m5[] =
+      "CREATE TABLE u (id bigint);\n"
+      "CREATE FUNCTION w(p bigint) RETURNS void LANGUAGE plpgsql SECURITY DEFINER\n"
+      "  SET search_path = public, pg_temp AS $$ BEGIN END $$;\n"
+      "REVOKE EXECUTE ON FUNCTION w(bigint) FROM PUBLIC;\n"
+      "CREATE FUNCTION r(p bigint) RETURNS void LANGUAGE plpgsql AS $$ BEGIN END $$;\n";
+  schema_expect_t *e = schema_expect_new();
+  char err[400] = "", sb[65];
+  schema_diff_t *d = NULL;
+  size_t n;
+  (void)state;
+
+  if (schema_expect_add(e, "0005_e.sql", m5, strlen(m5), err, sizeof(err)) != 0)
+    fail_msg("%s", err);
+  sha_hex(" BEGIN END ", sb);
+  {
+    schema_row_t rows[] = {
+        {'f', "w", "bigint", "w(bigint)", sb, 0, 0, "vuftff plpgsql void",
+         "search_path=public, pg_temp"},
+        {'f', "r", "bigint", "r(bigint)", sb, 0, 0, "vuffff plpgsql void", NULL},
+        /* PUBLIC may call r(), which runs with its caller's rights: as PostgreSQL makes it. */
+        {'g', "r", "bigint", "r(bigint)", "PUBLIC", 0, 0, NULL, NULL},
+        {'g', "someone_elses", "", "someone_elses()", "PUBLIC", 0, 0, NULL, NULL},
+        {'r', "u_quiet", "u", "u_quiet ON u", NULL, 0, 0, "ON UPDATE DO INSTEAD", NULL},
+        {'g', "w", "bigint", "w(bigint)", "PUBLIC", 0, 0, NULL, NULL},
+        {'g', "w", "bigint", "w(bigint)", "\"Odd\"", 0, 0, "reporting", NULL},
+    };
+
+    assert_int_equal(diffs(e, rows, 4, &d), 0);
+    schema_diffs_free(d, 0);
+    n = diffs(e, rows, 7, &d);
+    assert_int_equal(n, 3);
+    assert_string_equal(d[0].message,
+                        "rule u_quiet on u (ON UPDATE DO INSTEAD) is not defined by the "
+                        "migrations, which define no rule: it rewrites what clued and its "
+                        "triggers do to that table, and was added outside migrations");
+    assert_string_equal(d[0].repair, "DROP RULE u_quiet ON u;\n");
+    assert_string_equal(d[1].message,
+                        "function w(bigint) of 0005_e.sql runs with its owner's rights (SECURITY "
+                        "DEFINER) and may be called by PUBLIC: EXECUTE was granted outside "
+                        "migrations, which let only its owner and clued_runtime call it");
+    assert_string_equal(d[1].repair, "REVOKE EXECUTE ON FUNCTION w(bigint) FROM PUBLIC CASCADE;\n");
+    assert_string_equal(d[2].message,
+                        "function w(bigint) of 0005_e.sql runs with its owner's rights (SECURITY "
+                        "DEFINER) and may be called by \"Odd\" (granted by reporting): EXECUTE "
+                        "was granted outside migrations, which let only its owner and "
+                        "clued_runtime call it");
+    assert_string_equal(d[2].repair,
+                        "REVOKE GRANT OPTION FOR EXECUTE ON FUNCTION w(bigint) FROM reporting "
+                        "CASCADE;\nREVOKE EXECUTE ON FUNCTION w(bigint) FROM \"Odd\" CASCADE;\n");
     schema_diffs_free(d, n);
   }
   schema_expect_free(e);
@@ -549,6 +631,7 @@ int main(void) {
       cmocka_unit_test(test_statements_are_followed),
       cmocka_unit_test(test_what_cannot_be_followed_is_an_error),
       cmocka_unit_test(test_compare),
+      cmocka_unit_test(test_rules_and_definer_grants_are_compared),
       cmocka_unit_test(test_function_attributes_are_followed),
       cmocka_unit_test(test_attributes_and_conditions_are_compared),
   };
