@@ -2,7 +2,6 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -11,9 +10,15 @@
 #include "audit/sha256.h"
 #include "db/db.h"
 #include "domain/clue_fsm.h"
+#include "domain/validate.h"
 #include "log.h"
+#include "net/utf8.h"
 #include "rpc/call.h"
 #include "server.h"
+
+_Static_assert(RPC_USER_NAME_MAX >= VALIDATE_NAME_MAX_CHARS * 4,
+               "a principal carries every user name the API accepts whole");
+_Static_assert(RPC_UNIT_CODE_MAX >= VALIDATE_UNIT_CODE_MAX, "and every unit code");
 
 /* The names are the domain's (UNIT_KIND / ROLE enums numbered as in the protos). */
 int auth_unit_kind_from_name(const char *s) {
@@ -203,8 +208,8 @@ static void auth_done(const db_result_t *r, void *arg) {
     p.unit_id = strtoll(db_value(r, 0, 1), NULL, 10);
     p.unit_kind = auth_unit_kind_from_name(db_value(r, 0, 2));
     p.role = auth_role_from_name(db_value(r, 0, 3));
-    snprintf(p.user_name, sizeof(p.user_name), "%s", db_value(r, 0, 4));
-    snprintf(p.unit_code, sizeof(p.unit_code), "%s", db_value(r, 0, 5));
+    (void)clue__utf8_copy(p.user_name, sizeof(p.user_name), db_value(r, 0, 4));
+    (void)clue__utf8_copy(p.unit_code, sizeof(p.unit_code), db_value(r, 0, 5));
     p.token_id = strtoll(db_value(r, 0, 6), NULL, 10);
     p.enrollment = strcmp(db_value(r, 0, 7), "f") != 0; /* anything but "false" fails closed */
     auth_cache_put(&call->srv->auth_cache, job->hash, &p, job->stamp, uv_now(call->srv->loop));

@@ -143,6 +143,21 @@ def test_duplicates(c):
     assert audit_count(c) == before + 3
 
 
+def test_a_duplicate_long_name_is_named_whole(c):
+    """A refusal names the duplicate whole, though a name may be 400 bytes of UTF-8 (100
+    characters of 4 bytes): the database's message was kept in 255 bytes, cut inside a
+    character, and the status message was then not UTF-8."""
+    unit_name, user_name = "监" * 100, "😀" * 100
+    unit = c.admin.CreateUnit(A.CreateUnitRequest(kind=ROOM, code="R60", name=unit_name), metadata=c.md)
+    expect_status(grpc.StatusCode.ALREADY_EXISTS, c.admin.CreateUnit,
+                  A.CreateUnitRequest(kind=ROOM, code="R61", name=unit_name), metadata=c.md,
+                  details_has=[f"a unit named {unit_name} already exists"])
+    c.admin.CreateUser(A.CreateUserRequest(unit_id=unit.id, name=user_name, role=C.ROLE_MEMBER), metadata=c.md)
+    expect_status(grpc.StatusCode.ALREADY_EXISTS, c.admin.CreateUser,
+                  A.CreateUserRequest(unit_id=unit.id, name=user_name, role=C.ROLE_MEMBER), metadata=c.md,
+                  details_has=[f"already has a user named {user_name}"])
+
+
 def test_a_concurrent_duplicate_is_named(c):
     """Two additions of one unit code, unit name or user name at once both find no duplicate
     and insert: the second is refused by the unique constraint, and still told what exists,
