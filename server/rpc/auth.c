@@ -213,7 +213,7 @@ static void auth_done(const db_result_t *r, void *arg) {
     p.token_id = strtoll(db_value(r, 0, 6), NULL, 10);
     p.enrollment = strcmp(db_value(r, 0, 7), "f") != 0; /* anything but "false" fails closed */
     auth_cache_put(&call->srv->auth_cache, job->hash, &p, job->stamp, uv_now(call->srv->loop));
-    auth_cache_know(&call->srv->auth_cache, job->hash, p.user_id, uv_now(call->srv->loop));
+    auth_cache_know(&call->srv->auth_cache, job->hash, &p, job->stamp, uv_now(call->srv->loop));
     if (job->recheck && p.user_id != call->principal.user_id) {
       rpc_fail(call, GRPC_UNAUTHENTICATED, "unknown or revoked token, or disabled user");
     } else {
@@ -255,7 +255,8 @@ static void auth_lookup(rpc_call_t *call, const char *h, int recheck) {
    * flooding lookups of made-up tokens, from one address or many, hold at most that share
    * of the pool and its queue, and the callers already authenticated keep the rest. A
    * token that authenticated lately (its principal expired from the cache) is its user's:
-   * its renewal counts against that user's share, out of the strangers' way. */
+   * its renewal counts against that user's share, out of the strangers' way, until its
+   * revocation (or its user's disabling) is told here (auth_cache_forget). */
   job->known = auth_cache_known(&call->srv->auth_cache, job->hash, uv_now(call->srv->loop));
   o.owner = rpc_call_conn_id(call);
   o.user = job->known > 0 ? (uint64_t)job->known : AUTH_LOOKUPS_KEY;
