@@ -11,6 +11,7 @@
 #include "db/owners.h"
 #include "db/stmts.h"
 #include "log.h"
+#include "net/utf8.h"
 
 #include <assert.h>
 #include <pthread.h>
@@ -163,7 +164,9 @@ struct db_req {
   int err;
   char sqlstate[6];
   char constraint[64]; /* NAMEDATALEN */
-  char message[256];
+  /* Room for clued's own refusals whole, a name of 400 bytes included ("unit 12 already has a
+   * user named ..."); a longer message is cut between characters (clue__utf8_copy). */
+  char message[512];
 };
 
 /* The commands of a pipeline, in the order sent: plan[k] says what result k answers. */
@@ -428,7 +431,7 @@ static void req_set_error(db_req_t *q, int err, const char *msg) {
   q->err = err;
   q->sqlstate[0] = '\0';
   q->constraint[0] = '\0';
-  snprintf(q->message, sizeof(q->message), "%s", msg ? msg : "");
+  (void)clue__utf8_copy(q->message, sizeof(q->message), msg ? msg : "");
 }
 
 static void req_set_query_error(db_req_t *q, const PGresult *res) {
@@ -439,7 +442,7 @@ static void req_set_query_error(db_req_t *q, const PGresult *res) {
   q->err = DB_EQUERY;
   snprintf(q->sqlstate, sizeof(q->sqlstate), "%s", state ? state : "XX000");
   snprintf(q->constraint, sizeof(q->constraint), "%s", constraint ? constraint : "");
-  snprintf(q->message, sizeof(q->message), "%s", msg ? msg : PQresultErrorMessage(res));
+  (void)clue__utf8_copy(q->message, sizeof(q->message), msg ? msg : PQresultErrorMessage(res));
 }
 
 /* q holds no queue slot and no connection any more: its owner's count drops (once). */

@@ -3,6 +3,7 @@
 #include "net/utf8.h"
 
 #include <stdint.h>
+#include <string.h>
 
 size_t clue__utf8_len(const unsigned char *s, size_t n) {
   uint32_t cp;
@@ -42,6 +43,30 @@ uint32_t clue__utf8_value(const unsigned char *s, size_t len) {
   for (size_t k = 1; k < len; k++)
     cp = cp << 6 | (s[k] & 0x3F);
   return cp;
+}
+
+size_t clue__utf8_whole(const char *s, size_t n) {
+  const unsigned char *u = (const unsigned char *)s;
+  size_t lead = n, want;
+
+  /* The last sequence's lead byte: at most 3 continuation bytes back. */
+  while (lead > 0 && n - lead < 4 && (u[lead - 1] & 0xC0) == 0x80)
+    lead--;
+  if (lead == 0 || n - lead >= 4 || u[lead - 1] < 0xC0)
+    return n; /* ASCII, stray continuation bytes, or a whole 4-byte sequence */
+  lead--;
+  want = u[lead] >= 0xF0 ? 4 : u[lead] >= 0xE0 ? 3 : 2;
+  return n - lead < want ? lead : n;
+}
+
+size_t clue__utf8_copy(char *dst, size_t size, const char *src) {
+  size_t n = strlen(src);
+
+  if (n >= size)
+    n = clue__utf8_whole(src, size - 1);
+  memmove(dst, src, n);
+  dst[n] = '\0';
+  return n;
 }
 
 size_t clue__utf8_put(unsigned char *d, uint32_t cp) {

@@ -2,7 +2,6 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -11,9 +10,15 @@
 #include "audit/sha256.h"
 #include "db/db.h"
 #include "domain/clue_fsm.h"
+#include "domain/validate.h"
 #include "log.h"
+#include "net/utf8.h"
 #include "rpc/call.h"
 #include "server.h"
+
+_Static_assert(RPC_USER_NAME_MAX >= VALIDATE_NAME_MAX_CHARS * 4,
+               "a principal carries every user name the API accepts whole");
+_Static_assert(RPC_UNIT_CODE_MAX >= VALIDATE_UNIT_CODE_MAX, "and every unit code");
 
 /* The names are the domain's (UNIT_KIND / ROLE enums numbered as in the protos). */
 int auth_unit_kind_from_name(const char *s) {
@@ -203,12 +208,12 @@ static void auth_done(const db_result_t *r, void *arg) {
     p.unit_id = strtoll(db_value(r, 0, 1), NULL, 10);
     p.unit_kind = auth_unit_kind_from_name(db_value(r, 0, 2));
     p.role = auth_role_from_name(db_value(r, 0, 3));
-    snprintf(p.user_name, sizeof(p.user_name), "%s", db_value(r, 0, 4));
-    snprintf(p.unit_code, sizeof(p.unit_code), "%s", db_value(r, 0, 5));
+    (void)clue__utf8_copy(p.user_name, sizeof(p.user_name), db_value(r, 0, 4));
+    (void)clue__utf8_copy(p.unit_code, sizeof(p.unit_code), db_value(r, 0, 5));
     p.token_id = strtoll(db_value(r, 0, 6), NULL, 10);
     p.enrollment = strcmp(db_value(r, 0, 7), "f") != 0; /* anything but "false" fails closed */
     auth_cache_put(&call->srv->auth_cache, job->hash, &p, job->stamp, uv_now(call->srv->loop));
-    auth_cache_know(&call->srv->auth_cache, job->hash, p.user_id, uv_now(call->srv->loop));
+    auth_cache_know(&call->srv->auth_cache, job->hash, &p, job->stamp, uv_now(call->srv->loop));
     if (job->recheck && p.user_id != call->principal.user_id) {
       rpc_fail(call, GRPC_UNAUTHENTICATED, "unknown or revoked token, or disabled user");
     } else {
@@ -250,7 +255,8 @@ static void auth_lookup(rpc_call_t *call, const char *h, int recheck) {
    * flooding lookups of made-up tokens, from one address or many, hold at most that share
    * of the pool and its queue, and the callers already authenticated keep the rest. A
    * token that authenticated lately (its principal expired from the cache) is its user's:
-   * its renewal counts against that user's share, out of the strangers' way. */
+   * its renewal counts against that user's share, out of the strangers' way, until its
+   * revocation (or its user's disabling) is told here (auth_cache_forget). */
   job->known = auth_cache_known(&call->srv->auth_cache, job->hash, uv_now(call->srv->loop));
   o.owner = rpc_call_conn_id(call);
   o.user = job->known > 0 ? (uint64_t)job->known : AUTH_LOOKUPS_KEY;

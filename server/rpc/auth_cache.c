@@ -159,6 +159,13 @@ void auth_cache_forget(auth_cache_t *c, int64_t token_id, int64_t user_id) {
       if (e->principal.user_id == user_id)
         drop_entry(c, e);
     }
+  /* Whose the token was goes too, at once: a lookup of it is a stranger's from now on, not
+   * counted against (nor refused as) its user's, though none completed since. The slots are
+   * few, and the loop is a revocation's, never a call's. */
+  for (unsigned i = 0; i < AUTH_KNOWN_SLOTS; i++)
+    if (c->known[i].key != 0 && ((f->token_id && c->known[i].token_id == f->token_id) ||
+                                 (f->user_id && c->known[i].user_id == f->user_id)))
+      memset(&c->known[i], 0, sizeof(c->known[i]));
 }
 
 /* The first 64 bits of a hex hash (never 0: 0 marks an empty slot), or 0 if it is not one. */
@@ -180,15 +187,17 @@ static uint64_t known_key(const char *hash) {
   return k ? k : 1;
 }
 
-void auth_cache_know(auth_cache_t *c, const char *hash, int64_t user_id, uint64_t now) {
+void auth_cache_know(auth_cache_t *c, const char *hash, const rpc_principal_t *p, auth_stamp_t s,
+                     uint64_t now) {
   uint64_t k = known_key(hash);
   auth_known_t *slot;
 
-  if (k == 0 || user_id <= 0)
+  if (k == 0 || p->user_id <= 0 || auth_cache_stale(c, s, p))
     return;
   slot = &c->known[k % AUTH_KNOWN_SLOTS];
   slot->key = k;
-  slot->user_id = user_id;
+  slot->user_id = p->user_id;
+  slot->token_id = p->token_id;
   slot->at = now;
 }
 
@@ -223,6 +232,9 @@ void auth_cache_reset(auth_cache_t *c, int live) {
     }
   memset(c->by_token, 0, sizeof(c->by_token));
   memset(c->by_user, 0, sizeof(c->by_user));
+  /* What cannot be told (the listener lost, an invalidation unread) may have revoked any
+   * token: none is known as its user's any more. */
+  memset(c->known, 0, sizeof(c->known));
   c->gen++;
   c->live = live;
 }

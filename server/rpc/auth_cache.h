@@ -30,7 +30,8 @@ typedef struct auth_cache_entry auth_cache_entry_t;
 typedef struct auth_known {
   uint64_t key; /* the first 64 bits of the token's hash; 0: empty */
   int64_t user_id;
-  uint64_t at; /* ms, in the caller's clock */
+  int64_t token_id; /* so that its revocation forgets it */
+  uint64_t at;      /* ms, in the caller's clock */
 } auth_known_t;
 
 /* A token revoked (token_id) or a user disabled (user_id), the seq-th invalidation. */
@@ -92,30 +93,35 @@ void auth_cache_put(auth_cache_t *c, const char *hash, const rpc_principal_t *p,
 
 /**
  * A token was revoked (token_id > 0) or a user disabled (user_id > 0): drop its principals and
- * remember it for the reads in flight. Anything else (neither id positive) drops everything,
- * as auth_cache_reset(c, c->live).
+ * what is known of whose it was (auth_cache_known()), and remember it for the reads in
+ * flight. Anything else (neither id positive) drops everything, as auth_cache_reset(c,
+ * c->live).
  */
 void auth_cache_forget(auth_cache_t *c, int64_t token_id, int64_t user_id);
 
 /**
- * Remember that the token with hash authenticated as user_id at now. Not a principal: it is
+ * Remember that the token with hash authenticated as p (its user and token ids) at now,
+ * unless p, read at stamp s, may predate an invalidation of it (auth_cache_stale): a lookup
+ * that read the token before its revocation leaves no hint behind it. Not a principal: it is
  * never served for authentication, only for auth_cache_known().
  */
-void auth_cache_know(auth_cache_t *c, const char *hash, int64_t user_id, uint64_t now);
+void auth_cache_know(auth_cache_t *c, const char *hash, const rpc_principal_t *p, auth_stamp_t s,
+                     uint64_t now);
 
 /**
  * The user the token with hash authenticated as within AUTH_KNOWN_MS before now, or 0: a
  * lookup of a known user's token renews its principal, and counts against that user's
- * share of the database pool rather than strangers' (rpc/auth.c). Kept across invalidations:
- * a revoked token's lookup still finds nothing.
+ * share of the database pool rather than strangers' (rpc/auth.c). An invalidation of the
+ * token or its user forgets it (auth_cache_forget), as does one that drops everything
+ * (auth_cache_reset): from then on its lookups are a stranger's, as a made-up token's are.
  */
 int64_t auth_cache_known(const auth_cache_t *c, const char *hash, uint64_t now);
 
 /** Forget that the token with hash authenticated lately (it no longer does). */
 void auth_cache_unknow(auth_cache_t *c, const char *hash);
 
-/** Drop every entry and bump the generation (every stamp before is stale); live: whether
- * entries may be served from now. */
+/** Drop every entry and every token known (auth_cache_known()), and bump the generation
+ * (every stamp before is stale); live: whether entries may be served from now. */
 void auth_cache_reset(auth_cache_t *c, int live);
 
 /** Free every entry (the cache is then empty, not live). */

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "metrics/metrics.h"
 #include "net/h2_conn.h"
+#include "net/utf8.h"
 #include "rpc/auth.h"
 #include "rpc/msg_check.h"
 #include "rpc/table.h"
@@ -1083,8 +1084,9 @@ size_t rpc_call_buffered(rpc_call_t *call) {
 
 static void call_vfinish(rpc_call_t *call, grpc_status_t code, const char *fmt, va_list ap) {
   char msg[1024] = "";
-  if (fmt)
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+  /* A message cut to fit ends with a whole character: grpc-message is UTF-8. */
+  if (fmt && vsnprintf(msg, sizeof(msg), fmt, ap) >= (int)sizeof(msg))
+    msg[clue__utf8_whole(msg, strlen(msg))] = '\0';
   call_finish(call, 200, code, msg);
 }
 

@@ -27,6 +27,12 @@ typedef struct rpc_call rpc_call_t;
 typedef struct db_req db_req_t;
 typedef struct db_pool db_pool_t;
 
+/** The bytes a principal's user name may take: VALIDATE_NAME_MAX_CHARS characters of at most
+ * 4 bytes each, so that every name the API accepts is carried whole. */
+#define RPC_USER_NAME_MAX 400
+/** ... and its unit code: the schema's bound (units.code, 32 ASCII characters). */
+#define RPC_UNIT_CODE_MAX 32
+
 /** The authenticated caller of a call (DESIGN.md §4). */
 typedef struct rpc_principal {
   int64_t user_id;
@@ -35,8 +41,10 @@ typedef struct rpc_principal {
   int role;      /* Clue__V1__Role */
   int64_t token_id;   /* the token the call came with (tokens.id) */
   bool enrollment;    /* that token was issued by someone else: no reporter contacts */
-  char user_name[128];
-  char unit_code[32];
+  /* A longer name (written around the API) is cut between characters: a proto3 string must
+   * be valid UTF-8. */
+  char user_name[RPC_USER_NAME_MAX + 1];
+  char unit_code[RPC_UNIT_CODE_MAX + 1];
 } rpc_principal_t;
 
 /** A handler. req is owned by the call and lives as long as the call. */

@@ -95,7 +95,9 @@ static void create_unit_write(rpc_call_t *call, const db_result_t *r, void *arg)
   params[2] = clue_unit_kind_name((clue_unit_kind_t)req->kind);
   params[3] = req->code;
   /* Names are unique: one that only its spaces (an ideographic space, a pasted byte-order
-   * mark) tell from another would pass for it. Stored without them, as clue texts are. */
+   * mark) tell from another would pass for it. Stored without them, as clue texts are; one
+   * that is the same text in Unicode as another (NFKC) is refused as that one
+   * (0061_names_unique_as_text.sql). */
   params[4] = clue_trimmed(call, req->name);
   params[5] = svc_i64(call, req->liaison_room_id, 1);
   params[6] = svc_text_array_trimmed(call, req->host_units, req->n_host_units);

@@ -132,6 +132,10 @@ static const struct {
     {"units_code_key", "a unit with this code already exists (a concurrent addition)"},
     {"units_name_key", "a unit with this name already exists (a concurrent addition)"},
     {"users_unit_name_key", "the unit already has a user of this name (a concurrent addition)"},
+    /* ... or of a name that is the same text (0061_names_unique_as_text.sql) */
+    {"units_name_text_key", "a unit with this name already exists (a concurrent addition)"},
+    {"users_unit_name_text_key",
+     "the unit already has a user of this name (a concurrent addition)"},
 };
 
 void svc_fail_db(rpc_call_t *call, const db_result_t *r) {

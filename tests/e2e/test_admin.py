@@ -143,6 +143,96 @@ def test_duplicates(c):
     assert audit_count(c) == before + 3
 
 
+def test_a_duplicate_long_name_is_named_whole(c):
+    """A refusal names the duplicate whole, though a name may be 400 bytes of UTF-8 (100
+    characters of 4 bytes): the database's message was kept in 255 bytes, cut inside a
+    character, and the status message was then not UTF-8."""
+    unit_name, user_name = "监" * 100, "😀" * 100
+    unit = c.admin.CreateUnit(A.CreateUnitRequest(kind=ROOM, code="R60", name=unit_name), metadata=c.md)
+    expect_status(grpc.StatusCode.ALREADY_EXISTS, c.admin.CreateUnit,
+                  A.CreateUnitRequest(kind=ROOM, code="R61", name=unit_name), metadata=c.md,
+                  details_has=[f"a unit named {unit_name} already exists"])
+    c.admin.CreateUser(A.CreateUserRequest(unit_id=unit.id, name=user_name, role=C.ROLE_MEMBER), metadata=c.md)
+    expect_status(grpc.StatusCode.ALREADY_EXISTS, c.admin.CreateUser,
+                  A.CreateUserRequest(unit_id=unit.id, name=user_name, role=C.ROLE_MEMBER), metadata=c.md,
+                  details_has=[f"already has a user named {user_name}"])
+
+
+def test_names_that_are_the_same_text_are_one_name(c):
+    """Names Unicode holds to be the same text (NFKC) are one name, for units and for a unit's
+    users: a precomposed letter and its letter with a combining mark, a CJK compatibility
+    ideograph (U+F907) and the ideograph it stands for, full-width letters and digits. The
+    second is refused ALREADY_EXISTS as an exact duplicate is, naming the name that exists,
+    with nothing written; names that only look alike are not touched (Latin "o", Cyrillic
+    "о")."""
+    same = [("Café Region", "Cafe\u0301 Region"), ("龜山区纪委", "\uf907山区纪委"), ("R70 room", "Ｒ７０ room")]
+    for i, (first, second) in enumerate(same):
+        c.admin.CreateUnit(A.CreateUnitRequest(kind=ROOM, code=f"R7{i}", name=first), metadata=c.md)
+        before = audit_count(c)
+        expect_status(grpc.StatusCode.ALREADY_EXISTS, c.admin.CreateUnit,
+                      A.CreateUnitRequest(kind=ROOM, code=f"R7{i + 5}", name=second), metadata=c.md,
+                      details_has=[f"a unit named {first} already exists"])
+        assert audit_count(c) == before
+    unit = make_unit(c, "R78")
+    for first, second in (("Zoë", "Zoe\u0308"), ("龜", "\uf907"), ("ｋａｔｅ", "kate")):
+        c.admin.CreateUser(A.CreateUserRequest(unit_id=unit.id, name=first, role=C.ROLE_MEMBER), metadata=c.md)
+        before = audit_count(c)
+        expect_status(grpc.StatusCode.ALREADY_EXISTS, c.admin.CreateUser,
+                      A.CreateUserRequest(unit_id=unit.id, name=second, role=C.ROLE_MEMBER), metadata=c.md,
+                      details_has=[f"already has a user named {first}"])
+        assert audit_count(c) == before
+    # In another unit the name is free, and a look-alike that is other text is another name.
+    other = make_unit(c, "R79")
+    c.admin.CreateUser(A.CreateUserRequest(unit_id=other.id, name="Zoe\u0308", role=C.ROLE_MEMBER), metadata=c.md)
+    c.admin.CreateUser(A.CreateUserRequest(unit_id=unit.id, name="Bob", role=C.ROLE_MEMBER), metadata=c.md)
+    c.admin.CreateUser(A.CreateUserRequest(unit_id=unit.id, name="B\u043eb", role=C.ROLE_MEMBER), metadata=c.md)
+    names = [u.name for u in c.admin.ListUsers(A.ListUsersRequest(unit_id=unit.id), metadata=c.md).users]
+    assert names == ["Zoë", "龜", "ｋａｔｅ", "Bob", "B\u043eb"], names
+
+
+def test_migrating_over_names_that_are_the_same_text_fails_naming_them(c):
+    """0061 makes names unique as text: a database that already holds two such names fails it,
+    saying which rows to rename, and is left as it was; renamed, it migrates."""
+    import glob
+    import shutil
+    import tempfile
+
+    pg = harness.Postgres.get()
+    dbname = pg.new_database()
+    before = tempfile.mkdtemp(prefix="clued-before-0061-")
+    srv = harness.Clued(pg.url(dbname))
+    db = pg.connect(dbname)
+    try:
+        for path in glob.glob(os.path.join(harness.SRC, "migrations", "*.sql")):
+            if os.path.basename(path) < "0061":
+                shutil.copy(path, before)
+        srv.run("migrate", "--migrations", before)
+        with db.cursor() as cur:
+            cur.execute("INSERT INTO units (kind, code, name) VALUES ('ROOM', 'A1', 'Café'), ('ROOM', 'A2', 'Cafe\u0301'),"
+                        " ('ROOM', 'A3', 'plain') RETURNING id")
+            u1, u2, u3 = [r[0] for r in cur.fetchall()]
+            cur.execute("INSERT INTO users (unit_id, name, role) VALUES (%s, '龜', 'MEMBER'), (%s, '\uf907', 'MEMBER'),"
+                        " (%s, '龜', 'MEMBER') RETURNING id", (u3, u3, u1))
+            v1, v2, _ = [r[0] for r in cur.fetchall()]
+        r = srv.run("migrate", check=False)
+        assert r.returncode != 0, r.stderr
+        assert "0061_names_unique_as_text.sql failed" in r.stderr, r.stderr
+        assert "same text in Unicode" in r.stderr and f"units {u1}, {u2}" in r.stderr, r.stderr
+        assert f"users (of one unit) {v1}, {v2}" in r.stderr, r.stderr
+        with db.cursor() as cur:
+            cur.execute("SELECT max(version) < 61, to_regprocedure('name_key(text)') IS NULL FROM schema_migrations")
+            assert cur.fetchone() == (True, True)
+            cur.execute("UPDATE units SET name = 'Café (A2)' WHERE id = %s", (u2,))
+            cur.execute("UPDATE users SET name = '龜 2' WHERE id = %s", (v2,))
+        srv.run("migrate")
+        with db.cursor() as cur:
+            cur.execute("SELECT max(version) >= 61 FROM schema_migrations")
+            assert cur.fetchone()[0]
+    finally:
+        db.close()
+        shutil.rmtree(before)
+
+
 def test_a_concurrent_duplicate_is_named(c):
     """Two additions of one unit code, unit name or user name at once both find no duplicate
     and insert: the second is refused by the unique constraint, and still told what exists,
@@ -161,6 +251,14 @@ def test_a_concurrent_duplicate_is_named(c):
         (f"INSERT INTO users (unit_id, name, role) VALUES ({unit.id}, '并发', 'MEMBER')",
          f"DELETE FROM users WHERE unit_id = {unit.id} AND name = '并发'", c.admin.CreateUser,
          A.CreateUserRequest(unit_id=unit.id, name="并发", role=C.ROLE_MEMBER),
+         "the unit already has a user of this name"),
+        # The same text in other code points (0061_names_unique_as_text.sql).
+        ("INSERT INTO units (kind, code, name) VALUES ('ROOM', 'R84', 'Cafe\u0301 R84')",
+         "DELETE FROM units WHERE code = 'R84'", c.admin.CreateUnit,
+         A.CreateUnitRequest(kind=ROOM, code="R85", name="Café R84"), "a unit with this name already exists"),
+        (f"INSERT INTO users (unit_id, name, role) VALUES ({unit.id}, '\uf907', 'MEMBER')",
+         f"DELETE FROM users WHERE unit_id = {unit.id} AND name = '\uf907'", c.admin.CreateUser,
+         A.CreateUserRequest(unit_id=unit.id, name="龜", role=C.ROLE_MEMBER),
          "the unit already has a user of this name"),
     ]
     for first, undo, rpc, req, words in cases:
@@ -542,6 +640,10 @@ def test_bootstrap_new_admin_replaces_a_lost_token(c):
         # Once more: a third, while two work.
         out = w.srv.run("bootstrap", "--new-admin").stdout
         assert 'created ADMIN user "admin-3"' in out, out
+        # A name that is the same text as the next one (full-width) is taken: the one after.
+        admin.CreateUser(A.CreateUserRequest(unit_id=units[0].id, name="ａｄｍｉｎ-4", role=C.ROLE_ADMIN), metadata=md)
+        out = w.srv.run("bootstrap", "--new-admin").stdout
+        assert 'created ADMIN user "admin-5"' in out, out
     finally:
         w.close()
 

@@ -15,7 +15,11 @@ comes from an invalidation, never from an entry's age:
   refused on B once B's listener backends are terminated, long before the 60 s.
 - A call authenticated on its headers runs only on a principal still current when its body
   has come: a revocation (on either instance) or the cache life passed meanwhile has the
-  token looked up again, and the call is refused, nothing written."""
+  token looked up again, and the call is refused, nothing written.
+- A revoked token is a stranger's from its revocation on (here at once, elsewhere on the
+  notification, and after a lost listener whatever happened meanwhile): while its user's
+  share of the pool is taken, it is refused as unknown, as a made-up token is, not as "too
+  many of your calls"."""
 
 import os
 import sys
@@ -446,6 +450,95 @@ def test_a_revoked_token_is_a_strangers_once_refused(c):
             hold.close()
             for t in busy:
                 t.join()
+    finally:
+        for ch in chans:
+            ch.close()
+        srv.stop()
+
+
+def test_a_revoked_token_is_a_strangers_before_any_lookup_of_it(c):
+    # The hint of whose a token was goes with the revocation itself, not with the first lookup
+    # that finds it revoked: while its user's share is taken, no such lookup completes, and the
+    # token would go on answering "too many of your calls" (its user's refusal), unlike a
+    # made-up token. Revoked on the instance itself (at once), on another (the notification),
+    # and with no word while the listener was lost (which forgets every hint): each is refused
+    # as unknown while the user is busy, without a lookup of it after the revocation.
+    import threading
+    srv = harness.Clued(c.url, args=["--auth-cache-ttl", str(TTL_MS), "--db-queue-per-conn", "2",
+                                     "--db-queue-per-user", "4"]).start(migrate=False)
+    chans = []
+
+    def channel():
+        ch = grpc.insecure_channel(srv.addr, options=[("grpc.use_local_subchannel_pool", 1)])
+        chans.append(ch)
+        return ch
+
+    def lookup(token):
+        try:
+            S.token_pb2_grpc.TokenServiceStub(channel()).GetCaller(
+                S.token_pb2.GetCallerRequest(), metadata=[("authorization", "Bearer " + token)], timeout=10)
+            return grpc.StatusCode.OK
+        except grpc.RpcError as e:
+            return e.code()
+
+    def while_busy(check):
+        """check() while the user's share on srv is taken: 4 ListClues with kept, on 2
+        connections, waiting on a locked table."""
+        hold = c.pg.connect(c.dbname)
+        hold.autocommit = False
+        hold.cursor().execute("LOCK TABLE clues IN ACCESS EXCLUSIVE MODE")
+        busy = []
+        for _ in range(2):
+            ch = channel()
+            for _ in range(2):
+                t = threading.Thread(target=lambda ch=ch: S.clue_pb2_grpc.ClueServiceStub(ch).ListClues.future(
+                    CL.ListCluesRequest(), metadata=[("authorization", "Bearer " + kept.token)], timeout=10).exception())
+                t.start()
+                busy.append(t)
+        try:
+            time.sleep(0.5)
+            check()
+            # The share was taken meanwhile: the user's own next call is refused at once.
+            try:
+                S.clue_pb2_grpc.ClueServiceStub(channel()).ListClues(
+                    CL.ListCluesRequest(), metadata=[("authorization", "Bearer " + kept.token)], timeout=10)
+                raise AssertionError("the user's share was not taken")
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+        finally:
+            hold.rollback()
+            hold.close()
+            for t in busy:
+                t.join()
+    try:
+        harness.wait_for(lambda: listening(srv), timeout=15, what="srv listening")
+        u = c.w.admin.admin.CreateUser(A.CreateUserRequest(unit_id=c.w.G1.id, name="member-share-at-once",
+                                                           role=C.ROLE_MEMBER), timeout=10)
+        here, there, unheard, kept = [
+            c.w.admin.admin.IssueToken(A.IssueTokenRequest(user_id=u.id, note="share"), timeout=10)
+            for _ in range(4)]
+        made_up = "ct_" + "cd" * 32
+        for t in (here, there, unheard, kept):
+            assert lookup(t.token) == grpc.StatusCode.OK  # known on srv as the user's
+        admin_on_srv = S.admin_pb2_grpc.AdminServiceStub(grpc.intercept_channel(channel(), world._Auth(c.w.admin.token)))
+        admin_on_srv.RevokeToken(A.RevokeTokenRequest(token_id=here.token_id), timeout=10)
+        c.w.admin.admin.RevokeToken(A.RevokeTokenRequest(token_id=there.token_id), timeout=10)
+        time.sleep(WITHIN)  # the notification reaches srv
+
+        def revoked_ones_are_strangers():
+            got = {"here": lookup(here.token), "there": lookup(there.token), "made up": lookup(made_up)}
+            assert set(got.values()) == {grpc.StatusCode.UNAUTHENTICATED}, got
+        while_busy(revoked_ones_are_strangers)
+        # The listener lost, a revocation no notification tells: srv knows no token any more.
+        assert sql(c, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                      " WHERE datname = current_database() AND application_name = 'clued-listen'")
+        silent_revoke(c, unheard.token_id)
+        harness.wait_for(lambda: "lost the invalidation listener" in srv.output(), what="srv losing its listener")
+
+        def unheard_is_a_strangers():
+            got = lookup(unheard.token)
+            assert got == grpc.StatusCode.UNAUTHENTICATED, got
+        while_busy(unheard_is_a_strangers)
     finally:
         for ch in chans:
             ch.close()

@@ -13,8 +13,8 @@ through Python grpcio and cluectl:
   answers exactly as a missing one, bad input is INVALID_ARGUMENT and changes nothing, the
   number of live tokens is bounded;
 - GetCaller tells every caller who the server authenticated it as (user, role, unit, token,
-  enrollment or personal), reads nothing else and changes nothing; without a token it is
-  UNAUTHENTICATED;
+  enrollment or personal; a name of 100 characters whole), reads nothing else and changes
+  nothing; without a token it is UNAUTHENTICATED;
 - `clued bootstrap --demo-tokens` gives demo users personal tokens;
 - `cluectl token list|issue|revoke`.
 """
@@ -448,6 +448,29 @@ def test_get_caller_names_the_authenticated_caller(c):
         expect_status(CODE.UNAUTHENTICATED, bare.GetCaller, T.GetCallerRequest(), timeout=10)
         expect_status(CODE.UNAUTHENTICATED, bare.GetCaller, T.GetCallerRequest(), timeout=10,
                       metadata=(("authorization", "Bearer ct_" + "0" * 64),))
+
+
+def test_get_caller_names_a_long_name_whole(c):
+    """A name of 100 characters, the most the API takes, is up to 400 bytes of UTF-8:
+    GetCaller answers it whole, so a strict client (grpcio, C++ protobuf underneath) can
+    decode it, and the unit's 16-character code with it. Before, names were cut at 127 bytes,
+    inside a character, and grpcio failed the call (INTERNAL, "Exception deserializing
+    response")."""
+    w = c.w
+    code = "L" + "0123456789ABCDE"
+    unit = w.admin.admin.CreateUnit(A.CreateUnitRequest(kind=C.UNIT_KIND_ROOM, code=code, name="长名字的室"),
+                                    timeout=10)
+    names = ["张" * 43, "监" * 100, "😀" * 100, "Zoë" * 33 + "x", "a" * 100, "é" * 63 + "x", "é" * 64]
+    for name in names:
+        u = w.admin.admin.CreateUser(A.CreateUserRequest(unit_id=unit.id, name=name, role=C.ROLE_MEMBER),
+                                     timeout=10)
+        t = w.admin.admin.IssueToken(A.IssueTokenRequest(user_id=u.id, note="long name"), timeout=10)
+        who = stub(c.srv.addr, t.token)
+        try:
+            me = who.tokens.GetCaller(T.GetCallerRequest(), timeout=10)
+            assert (me.user_id, me.user_name, me.unit_code) == (u.id, name, code), (me, len(name.encode()))
+        finally:
+            who.close()
 
 
 def test_bad_input_and_limits(c):

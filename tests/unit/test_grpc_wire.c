@@ -11,6 +11,7 @@
 
 #include "net/grpc_status.h"
 #include "net/grpc_wire.h"
+#include "net/utf8.h"
 
 /* Build prefix + body for a message of n bytes filled with a pattern. */
 static uint8_t *frame(size_t n, uint8_t flag, size_t *total) {
@@ -258,6 +259,30 @@ static void test_message_encoding(void **state) {
   free(d);
 }
 
+/* A text cut to fit a buffer (a principal's name, a database error, a status message) ends
+ * with a whole character, so that a proto3 string or a grpc-message carrying it is UTF-8. */
+static void test_utf8_cut_between_characters(void **state) {
+  const char *s = "a\xE7\xBA\xBF\xF0\x9F\x98\x80"; /* a, U+7EBF (3 bytes), U+1F600 (4 bytes) */
+  const size_t whole[] = {0, 1, 1, 1, 4, 4, 4, 4, 8};
+  char buf[8];
+  (void)state;
+
+  for (size_t n = 0; n <= 8; n++)
+    assert_int_equal(clue__utf8_whole(s, n), whole[n]);
+  /* Bytes that are not a cut sequence are left alone. */
+  assert_int_equal(clue__utf8_whole("ab\x80\x80\x80\x80", 6), 6);
+  assert_int_equal(clue__utf8_whole("\x80", 1), 1);
+  assert_int_equal(clue__utf8_copy(buf, sizeof(buf), s), 4);
+  assert_string_equal(buf, "a\xE7\xBA\xBF");
+  assert_int_equal(clue__utf8_copy(buf, 5, s), 4);
+  assert_int_equal(clue__utf8_copy(buf, 4, s), 1);
+  assert_string_equal(buf, "a");
+  assert_int_equal(clue__utf8_copy(buf, 1, s), 0);
+  assert_string_equal(buf, "");
+  assert_int_equal(clue__utf8_copy(buf, sizeof(buf), "short"), 5);
+  assert_string_equal(buf, "short");
+}
+
 /* Header values as numbers: digits only, 1 to 9 of them, at most max. */
 /* One digit parser for percent escapes, web paths, hashes and WAL positions. */
 static void test_hex_digit(void **state) {
@@ -300,12 +325,19 @@ static void test_status_names(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_one_byte_chunks),      cmocka_unit_test(test_several_in_one_chunk),
-      cmocka_unit_test(test_truncated_prefix),     cmocka_unit_test(test_length_over_limit),
-      cmocka_unit_test(test_bad_and_compressed_flag), cmocka_unit_test(test_buffer_grows_with_data), cmocka_unit_test(test_timeout_units),
-      cmocka_unit_test(test_timeout_format_roundtrip), cmocka_unit_test(test_message_encoding),
-      cmocka_unit_test(test_status_names),         cmocka_unit_test(test_parse_uint),
+      cmocka_unit_test(test_one_byte_chunks),
+      cmocka_unit_test(test_several_in_one_chunk),
+      cmocka_unit_test(test_truncated_prefix),
+      cmocka_unit_test(test_length_over_limit),
+      cmocka_unit_test(test_bad_and_compressed_flag),
+      cmocka_unit_test(test_buffer_grows_with_data),
+      cmocka_unit_test(test_timeout_units),
+      cmocka_unit_test(test_timeout_format_roundtrip),
+      cmocka_unit_test(test_message_encoding),
+      cmocka_unit_test(test_status_names),
+      cmocka_unit_test(test_parse_uint),
       cmocka_unit_test(test_hex_digit),
+      cmocka_unit_test(test_utf8_cut_between_characters),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
