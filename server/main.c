@@ -28,7 +28,9 @@ static const char usage_text[] =
     "  serve       serve gRPC over HTTP/2 (TLS with --tls-cert/--tls-key, else cleartext)\n"
     "              until SIGINT/SIGTERM; refuses to start while migrations are pending;\n"
     "              SIGHUP reloads the TLS certificate, key and client CAs\n"
-    "  migrate     apply pending database migrations (safe to run concurrently) as the\n"
+    "  migrate     apply pending database migrations (safe to run concurrently: a run\n"
+    "              that finds the migration lock held says whom it waits for, and\n"
+    "              waits; a lock_timeout in the URL's options bounds the wait) as the\n"
     "              role owning the schema; a superuser that is not it is refused unless\n"
     "              --allow-superuser; --repair also restores clued's functions and\n"
     "              triggers that differ from what the migrations define (replaced,\n"
@@ -58,9 +60,12 @@ static const char usage_text[] =
     "  --database-url URL         PostgreSQL connection string or URI (env CLUED_DATABASE_URL);\n"
     "                             serve connects as the runtime role (a member of clued_runtime\n"
     "                             that owns nothing), migrate as the role owning the schema\n"
-    "  --allow-superuser          serve even as a superuser or the schema's owner, roles that\n"
-    "                             could disable the audit triggers (refused otherwise); migrate\n"
-    "                             as a superuser that does not own the schema\n"
+    "  --allow-superuser          serve even as a role that could disable the audit triggers\n"
+    "                             or write past them (refused otherwise): a superuser, the\n"
+    "                             schema's owner, a role with CREATEROLE, or a member of one of\n"
+    "                             them or of pg_execute_server_program, pg_write_server_files,\n"
+    "                             pg_read_server_files or pg_write_all_data; migrate as a\n"
+    "                             superuser that does not own the schema\n"
     "  --require-sync-replica     refuse to start, and report NOT_SERVING, while the primary\n"
     "                             has no synchronous standby connected (needs\n"
     "                             synchronous_standby_names, synchronous_commit on or\n"
@@ -949,14 +954,15 @@ static int cmd_serve(server_config_t *cfg, const cli_opts_t *cli) {
     return 1;
   warn_ignored_settings(cfg, cli);
   {
-    char why[160];
+    char why[2048];
     int privileged = db_role_privileged(cfg->database_url, why, sizeof(why));
     if (privileged < 0)
       return 1; /* the reason is printed */
     if (privileged && !cli->allow_superuser) {
-      log_error("refusing to serve: the database %s, so this server could disable the audit "
-                "log's append-only triggers; connect as the runtime role (a member of "
-                "clued_runtime, see README) or pass --allow-superuser",
+      log_error("refusing to serve: the database %s; so this server could disable the audit "
+                "log's append-only triggers, or write past them; connect as the runtime role (a "
+                "member of clued_runtime with none of these, README \"Database roles\") or pass "
+                "--allow-superuser",
                 why);
       return 1;
     }

@@ -23,7 +23,21 @@
 #endif
 
 /* Session-level advisory lock key shared by every runner of every clued version. */
-#define MIGRATE_LOCK_SQL "SELECT pg_advisory_lock(hashtextextended('clued schema_migrations', 0))"
+#define MIGRATE_LOCK_KEY "hashtextextended('clued schema_migrations', 0)"
+#define MIGRATE_LOCK_SQL "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")"
+#define MIGRATE_TRY_LOCK_SQL "SELECT pg_try_advisory_lock(" MIGRATE_LOCK_KEY ")"
+
+/* Who holds the lock. pg_locks shows every session's locks to any role, and pg_stat_activity
+ * every session's role and application name; when its session started only for a session of
+ * a role this one is a member of (or with pg_read_all_stats), NULL otherwise. A bigint advisory
+ * key is shown split: its high half in classid, its low half in objid, objsubid 1. */
+#define MIGRATE_LOCK_HOLDER_SQL                                                                    \
+  "SELECT l.pid, a.usename, nullif(a.application_name, ''),"                                       \
+  " to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"                 \
+  " FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid"                                 \
+  " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"                                \
+  " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"             \
+  " AND ((l.classid::int8 << 32) | l.objid::int8) = " MIGRATE_LOCK_KEY " LIMIT 1"
 
 #define MIGRATE_TABLE_SQL                                                                          \
   "CREATE TABLE IF NOT EXISTS schema_migrations ("                                                 \
@@ -68,7 +82,7 @@ const char *db_migrate_strerror(int rc) {
   case DB_MIGRATE_ECONNECT:
     return "cannot connect to the database";
   case DB_MIGRATE_EDIR:
-    return "cannot read the migrations directory";
+    return "cannot read the migrations directory, or it holds no migrations";
   case DB_MIGRATE_EFILE:
     return "bad migration file";
   case DB_MIGRATE_ECHECKSUM:
@@ -235,6 +249,13 @@ static int load_dir(const char *dir, migration_set_t *set) {
     rc = check_content(m, len, path);
   }
   closedir(d);
+  /* A directory with no migration at all is the wrong one (--migrations /etc): said so here,
+   * rather than read as a schema newer than every file it lacks, or as nothing to do. */
+  if (rc == 0 && set->n == 0) {
+    log_error("%s holds no migrations (files named NNNN_name.sql): is it the right directory?",
+              dir);
+    rc = DB_MIGRATE_EDIR;
+  }
   if (rc == 0)
     rc = check_versions(set);
   if (rc != 0)
@@ -418,11 +439,12 @@ static int applied_row(const PGresult *applied, long long version) {
   return -1;
 }
 
-/* Every applied migration must still be the file that was applied. */
-/* Check the applied migrations against the set. One the set does not have (a newer binary
- * applied it) is a warning for migrate, which changes nothing it does not know; with
- * newer_is_error (serve), a refusal, DB_MIGRATE_ENEWER. */
-static int check_applied(const migration_set_t *set, const PGresult *applied, int newer_is_error) {
+/* Check the applied migrations against the set, read from dir (NULL: built in): each must
+ * still be the file that was applied. One the set does not have (a newer binary applied it)
+ * is a warning for migrate, which changes nothing it does not know; with newer_is_error
+ * (serve), a refusal, DB_MIGRATE_ENEWER. */
+static int check_applied(const migration_set_t *set, const char *dir, const PGresult *applied,
+                         int newer_is_error) {
   for (int i = 0; applied && i < PQntuples(applied); i++) {
     long long version = strtoll(PQgetvalue(applied, i, 0), NULL, 10);
     const char *name = PQgetvalue(applied, i, 1);
@@ -432,6 +454,13 @@ static int check_applied(const migration_set_t *set, const PGresult *applied, in
     for (size_t j = 0; j < set->n && !m; j++)
       if (set->v[j].version == version)
         m = &set->v[j];
+    if (!m && newer_is_error && dir) {
+      log_error("%s (version %lld) is applied but not in %s (--migrations): the schema is newer "
+                "than the migrations there, and may no longer be what they define; serve with "
+                "the directory that applied it, or without --migrations",
+                name, version, dir);
+      return DB_MIGRATE_ENEWER;
+    }
     if (!m && newer_is_error) {
       log_error(
           "%s (version %lld) is applied but this binary does not have it: the schema is newer "
@@ -441,7 +470,8 @@ static int check_applied(const migration_set_t *set, const PGresult *applied, in
       return DB_MIGRATE_ENEWER;
     }
     if (!m) {
-      log_warn("%s (version %lld) is applied but not in the migrations directory", name, version);
+      log_warn("%s (version %lld) is applied but not in %s", name, version,
+               dir ? dir : "the migrations built into this clued");
       continue;
     }
     if (strcmp(m->name, name) != 0) {
@@ -519,6 +549,68 @@ static int apply_one(PGconn *c, const migration_t *m) {
   }
   PQclear(r);
   log_info("applied %s (%.0f ms)", m->name, ms_since(&t0));
+  return 0;
+}
+
+/* Take the migration lock. Another migrate holding it is expected (runs from several machines
+ * at once are safe, README), and so is waiting for it; but not a wait without a word: a run
+ * that must wait says once for whom, and how long it waited when it goes on. The wait has no
+ * bound of clued's own: a lock_timeout in the connection string's options bounds it (and every
+ * statement of the migrations). */
+static int take_migrate_lock(PGconn *c) {
+  PGresult *r = run(c, "taking the migration lock", MIGRATE_TRY_LOCK_SQL, 0, NULL);
+  char line[512], who[512];
+  struct timespec t0;
+  int got;
+
+  if (!r)
+    return -1;
+  got = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+  PQclear(r);
+  if (got)
+    return 0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  r = run(c, "looking for the migration lock's holder", MIGRATE_LOCK_HOLDER_SQL, 0, NULL);
+  if (r && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)) {
+    int migrate = !PQgetisnull(r, 0, 2) && strcmp(PQgetvalue(r, 0, 2), "clued-migrate") == 0;
+    int n = snprintf(who, sizeof(who), "pid %s, role \"%s\"", PQgetvalue(r, 0, 0),
+                     PQgetisnull(r, 0, 1) ? "?" : PQgetvalue(r, 0, 1));
+    if (!PQgetisnull(r, 0, 2) && n > 0 && (size_t)n < sizeof(who))
+      n += snprintf(who + n, sizeof(who) - (size_t)n, ", application \"%s\"", PQgetvalue(r, 0, 2));
+    if (!PQgetisnull(r, 0, 3) && n > 0 && (size_t)n < sizeof(who))
+      snprintf(who + n, sizeof(who) - (size_t)n, ", connected at %s", PQgetvalue(r, 0, 3));
+    if (migrate)
+      log_info("waiting for the migration lock, which another clued migrate holds (%s); this "
+               "run goes on when it is done",
+               who);
+    else
+      log_warn("waiting for the migration lock, which another session holds (%s), not one "
+               "named clued-migrate: this run goes on when that session releases it or ends",
+               who);
+  } else if (r && PQntuples(r) == 1) {
+    log_warn("waiting for the migration lock, which a prepared transaction holds "
+             "(pg_prepared_xacts); this run goes on when it is committed or rolled back");
+  } else {
+    log_info("waiting for the migration lock, which another session holds; this run goes on "
+             "when it is released");
+  }
+  PQclear(r);
+  r = PQexec(c, MIGRATE_LOCK_SQL);
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    /* lock_timeout (55P03) or statement_timeout (57014) from the connection's options. */
+    if (state && msg && (strcmp(state, "55P03") == 0 || strcmp(state, "57014") == 0))
+      log_error("gave up waiting for the migration lock after %.1f s: %s", ms_since(&t0) / 1e3,
+                msg);
+    else
+      log_error("taking the migration lock: %s",
+                first_line(r ? PQresultErrorMessage(r) : PQerrorMessage(c), line, sizeof(line)));
+    PQclear(r);
+    return -1;
+  }
+  PQclear(r);
+  log_info("took the migration lock after waiting %.1f s", ms_since(&t0) / 1e3);
   return 0;
 }
 
@@ -768,7 +860,7 @@ static int migrate_run(const char *conninfo, const char *dir, int allow_superuse
   /* client_min_messages first, so CREATE ... IF NOT EXISTS stays quiet. Under the lock, a
    * second runner waits for the first and then finds its work done. */
   if (run_ok(c, "session set-up", "SET client_min_messages = warning") != 0 ||
-      run_ok(c, "taking the migration lock", MIGRATE_LOCK_SQL) != 0) {
+      take_migrate_lock(c) != 0) {
     rc = DB_MIGRATE_ECONNECT;
     goto out;
   }
@@ -785,7 +877,7 @@ static int migrate_run(const char *conninfo, const char *dir, int allow_superuse
     rc = DB_MIGRATE_ESQL;
     goto out;
   }
-  rc = check_applied(&set, applied, 0);
+  rc = check_applied(&set, dir, applied, 0);
   if (rc != 0)
     goto out;
   if (PQntuples(applied) > 0)
@@ -903,7 +995,7 @@ int db_migrations_pending(const char *conninfo, const char *dir, char *first_pen
       rc = DB_MIGRATE_ESQL;
       goto out;
     }
-    rc = check_applied(&set, applied, 1);
+    rc = check_applied(&set, dir, applied, 1);
     if (rc != 0)
       goto out;
   }
@@ -923,14 +1015,88 @@ out:
   return rc;
 }
 
+/* What a role reaching past the audit triggers holds (db_role_privileged): one row each, in
+ * this order, naming the role that holds it and, when that is a role the session's user is a
+ * member of (directly or not), that user's memberships of it, whose grant a REVOKE takes back.
+ * The session's user, not current_user: a role set in the connection's options can be reset.
+ * A member of a role may SET ROLE to it and so holds its attributes (SUPERUSER, CREATEROLE).
+ *   superuser: anything, session_replication_role = replica included.
+ *   owner: the owner of audit_events (or a member of it) may ALTER it, DISABLE TRIGGER too.
+ *   schema: the owner of its schema (in PostgreSQL 15, public belongs to pg_database_owner,
+ *     the database's owner) may drop the audit tables and create others in their place.
+ *   createrole: may grant itself roles; before PostgreSQL 16 any role but a superuser, the
+ *     owner and the pg_*_server_* roles included. From 16 only those it has ADMIN OPTION on;
+ *     still refused, since the runtime role has no use for it and its reach differs by version.
+ *   pg_execute_server_program, pg_write_server_files: run programs, write files, as the
+ *     server's operating-system user: its data files and configuration, so as a superuser.
+ *   pg_read_server_files: reads every database's data files and the server's key.
+ *   pg_write_all_data: INSERT, UPDATE and DELETE on every table, past the grants that keep
+ *     audit_events and audit_heads to clued's functions (forged events, moved chain heads).
+ * A superuser is named as that alone. Not here: BYPASSRLS (clued's tables have no row
+ * security), REPLICATION (reads the cluster's WAL; writes nothing, and
+ * session_replication_role needs a superuser), pg_read_all_data (the runtime role reads
+ * clued's tables anyway). */
+static const char role_reach_sql[] =
+    "WITH me AS (SELECT oid, rolname, rolsuper FROM pg_roles WHERE rolname = session_user),"
+    " reach AS (SELECT r.oid, r.rolsuper, r.rolcreaterole FROM pg_roles r, me"
+    "           WHERE pg_has_role(me.oid, r.oid, 'MEMBER')),"
+    " a AS (SELECT c.relowner, n.nspowner, n.nspname::text FROM pg_class c"
+    "       JOIN pg_namespace n ON n.oid = c.relnamespace"
+    "       WHERE c.oid = to_regclass('audit_events')),"
+    " held(ord, kind, target, detail) AS ("
+    "   SELECT 0, 'superuser', reach.oid, NULL FROM reach, me"
+    "    WHERE reach.rolsuper AND (reach.oid = me.oid OR NOT me.rolsuper)"
+    "   UNION ALL SELECT 1, 'owner', relowner, NULL FROM a"
+    "   UNION ALL SELECT 2, 'schema', nspowner, nspname FROM a, me"
+    "    WHERE NOT pg_has_role(me.oid, relowner, 'MEMBER')"
+    "   UNION ALL SELECT 3, 'createrole', oid, NULL FROM reach WHERE rolcreaterole"
+    "   UNION ALL SELECT 4, rolname::text, oid, NULL FROM pg_roles WHERE rolname IN"
+    "    ('pg_execute_server_program', 'pg_write_server_files', 'pg_read_server_files',"
+    "     'pg_write_all_data'))"
+    " SELECT h.kind, pg_get_userbyid(h.target), h.detail,"
+    "  (SELECT string_agg(quote_ident(pg_get_userbyid(m.member)), ', '"
+    "                     ORDER BY pg_get_userbyid(m.member))"
+    "   FROM pg_auth_members m"
+    "   WHERE m.roleid = h.target AND pg_has_role(me.oid, m.member, 'MEMBER')),"
+    "  quote_ident(pg_get_userbyid(h.target)), me.rolname"
+    " FROM me, held h WHERE pg_has_role(me.oid, h.target, 'MEMBER')"
+    "  AND (h.kind = 'superuser' OR NOT EXISTS (SELECT 1 FROM reach WHERE rolsuper))"
+    " ORDER BY h.ord, h.kind, 2";
+
+/* What the predefined role granted lets its members do. */
+static const char *grant_reach(const char *role) {
+  if (strcmp(role, "pg_execute_server_program") == 0)
+    return "runs programs on the database server as its operating-system user (COPY ... TO "
+           "PROGRAM), and so may do what a superuser may";
+  if (strcmp(role, "pg_write_server_files") == 0)
+    return "writes files on the database server as its operating-system user, its data files "
+           "and configuration included, and so may do what a superuser may";
+  if (strcmp(role, "pg_read_server_files") == 0)
+    return "reads files on the database server as its operating-system user: every database's "
+           "data files, its configuration and its key";
+  return "may INSERT, UPDATE and DELETE in every table, past the grants that keep audit_events "
+         "and audit_heads to clued's functions";
+}
+
+/* Append one reason to why (separated by "; "), truncating. */
+static void why_add(char *why, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void why_add(char *why, size_t len, const char *fmt, ...) {
+  size_t used = why ? strlen(why) : 0;
+  va_list ap;
+
+  if (!why || used + 3 >= len)
+    return;
+  if (used > 0) {
+    memcpy(why + used, "; ", 3);
+    used += 2;
+  }
+  va_start(ap, fmt);
+  vsnprintf(why + used, len - used, fmt, ap);
+  va_end(ap);
+}
+
 int db_role_privileged(const char *conninfo, char *why, size_t len) {
-  /* A superuser may do anything; a role that owns (or is a member of the owner of) the audit
-   * table may ALTER it, which includes DISABLE TRIGGER. Either could rewrite the record. */
-  static const char sql[] =
-      "SELECT current_user, r.rolsuper,"
-      " coalesce(pg_has_role(current_user, c.relowner, 'MEMBER'), false)"
-      " FROM pg_roles r LEFT JOIN pg_class c ON c.oid = to_regclass('audit_events')"
-      " WHERE r.rolname = current_user";
   PGconn *c = migrate_connect(conninfo);
   PGresult *r;
   int rc = 0;
@@ -939,19 +1105,56 @@ int db_role_privileged(const char *conninfo, char *why, size_t len) {
     why[0] = '\0';
   if (!c)
     return DB_MIGRATE_ECONNECT;
-  r = run(c, "checking the database role", sql, 0, NULL);
+  r = run(c, "checking the database role", role_reach_sql, 0, NULL);
   if (!r) {
     PQfinish(c);
     return DB_MIGRATE_ESQL;
   }
-  if (PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 1), "t") == 0) {
+  for (int i = 0; i < PQntuples(r); i++) {
+    const char *kind = PQgetvalue(r, i, 0), *target = PQgetvalue(r, i, 1);
+    const char *detail = PQgetvalue(r, i, 2), *via = PQgetvalue(r, i, 3);
+    const char *target_q = PQgetvalue(r, i, 4), *role = PQgetvalue(r, i, 5);
+    int direct = strcmp(target, role) == 0;
+    char revoke[512] = "";
+
     rc = 1;
-    if (why)
-      snprintf(why, len, "role \"%s\" is a superuser", PQgetvalue(r, 0, 0));
-  } else if (PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 2), "t") == 0) {
-    rc = 1;
-    if (why)
-      snprintf(why, len, "role \"%s\" owns the audit tables", PQgetvalue(r, 0, 0));
+    if (!PQgetisnull(r, i, 3))
+      snprintf(revoke, sizeof(revoke), " (REVOKE %s FROM %s)", target_q, via);
+    if (strcmp(kind, "superuser") == 0 && direct)
+      why_add(why, len, "role \"%s\" is a superuser", role);
+    else if (strcmp(kind, "superuser") == 0)
+      why_add(why, len, "role \"%s\" is a member of \"%s\", a superuser it may SET ROLE to%s", role,
+              target, revoke);
+    else if (strcmp(kind, "owner") == 0 && direct)
+      why_add(why, len, "role \"%s\" owns the audit tables", role);
+    else if (strcmp(kind, "owner") == 0)
+      why_add(why, len, "role \"%s\" is a member of \"%s\", which owns the audit tables%s", role,
+              target, revoke);
+    else if (strcmp(kind, "schema") == 0 && strcmp(target, "pg_database_owner") == 0)
+      why_add(why, len,
+              "role \"%s\" owns the database (or is a member of its owner), and so the schema "
+              "\"%s\", from which it may drop the audit tables and create others in their place",
+              role, detail);
+    else if (strcmp(kind, "schema") == 0)
+      why_add(why, len,
+              "role \"%s\" is%s \"%s\", the owner of the schema \"%s\", from which it may drop "
+              "the audit tables and create others in their place%s",
+              role, direct ? "" : " a member of", target, detail, revoke);
+    else if (strcmp(kind, "createrole") == 0 && direct)
+      why_add(why, len,
+              "role \"%s\" has CREATEROLE, with which it may grant itself other roles (before "
+              "PostgreSQL 16 any but a superuser, the schema's owner included) (ALTER ROLE %s "
+              "NOCREATEROLE)",
+              role, target_q);
+    else if (strcmp(kind, "createrole") == 0)
+      why_add(why, len,
+              "role \"%s\" is a member of \"%s\", which has CREATEROLE: with it, it may grant "
+              "itself other roles (before PostgreSQL 16 any but a superuser, the schema's owner "
+              "included)%s",
+              role, target, revoke);
+    else
+      why_add(why, len, "role \"%s\" is a member of %s, which %s%s", role, target,
+              grant_reach(target), revoke);
   }
   PQclear(r);
   PQfinish(c);

@@ -17,7 +17,8 @@
 /** Error codes (DB_ENOMEM from db.h is also returned). */
 enum {
   DB_MIGRATE_ECONNECT = -20,    /* cannot connect, or the session set-up failed */
-  DB_MIGRATE_EDIR = -21,        /* the migrations directory cannot be read */
+  DB_MIGRATE_EDIR = -21,        /* the migrations directory cannot be read, or holds no
+                                   migration (a wrong --migrations) */
   DB_MIGRATE_EFILE = -22,       /* a file is unreadable, misnamed, contains NUL, or a version
                                    appears twice */
   DB_MIGRATE_ECHECKSUM = -23,   /* an applied migration's file changed or was renamed */
@@ -65,8 +66,10 @@ long long db_schema_version(const char **name);
  * as the role owning the schema (schema_migrations; on a database not migrated yet, the
  * database): a superuser that is not that role is refused (DB_MIGRATE_EROLE) unless
  * allow_superuser, since the objects it created would belong to it and the owner's later runs
- * could not replace them; a role neither the owner nor a member of it is refused too. Progress
- * and errors go to the log (log.h). Migrations applied before a failure stay applied. Returns 0
+ * could not replace them; a role neither the owner nor a member of it is refused too. A run that
+ * finds the migration lock held logs once whom it waits for, then waits (a lock_timeout in
+ * conninfo's options bounds the wait: DB_MIGRATE_ECONNECT). Progress and errors go to the log
+ * (log.h). Migrations applied before a failure stay applied. Returns 0
  * or a negative error code above.
  */
 int db_migrate(const char *conninfo, const char *dir, int allow_superuser)
@@ -113,10 +116,13 @@ int db_migrations_pending(const char *conninfo, const char *dir, char *first_pen
     __attribute__((warn_unused_result));
 
 /**
- * Is the role conninfo logs in as able to rewrite the audit record: a superuser, or the owner
- * (or a member of the owner) of the audit tables, either of which may disable their triggers?
- * Returns 1 (and a reason such as `role "x" is a superuser` in why, truncated to len), 0 when
- * it is not, or a negative error code above (logged).
+ * Is the role conninfo logs in as able to rewrite the audit record, by disabling the audit
+ * triggers or writing past them: a superuser, the owner of the audit tables or of their schema,
+ * a role with CREATEROLE, or a member of any of them or of pg_execute_server_program,
+ * pg_write_server_files, pg_read_server_files or pg_write_all_data (migrate.c says why each)?
+ * Returns 1 (and each reason, such as `role "x" is a superuser`, with the ALTER ROLE or REVOKE
+ * that takes it away, joined by "; " in why, truncated to len), 0 when it is not, or a
+ * negative error code above (logged).
  */
 int db_role_privileged(const char *conninfo, char *why, size_t len)
     __attribute__((warn_unused_result));

@@ -1,6 +1,11 @@
 """Least privilege in PostgreSQL: `clued migrate` runs as the schema's owner, `clued serve` as
 a runtime role that owns nothing and cannot disable the audit triggers or rewrite audit events,
-chain heads or notes; serve refuses a superuser or owner connection unless --allow-superuser."""
+chain heads or notes; serve refuses a superuser or owner connection, or any role that could become
+one or write past the audit triggers, unless --allow-superuser; migrate says whom it waits for."""
+
+import select
+import subprocess
+import uuid
 
 import psycopg2
 import psycopg2.errors
@@ -200,6 +205,133 @@ def test_allow_superuser_serves_and_says_why(c):
     finally:
         srv.stop()
 
+
+def serve_briefly(c, user):
+    """`clued serve` as user: its CompletedProcess once it exits, or, if it is still serving
+    after a few seconds, returncode None (stopped) and what it logged."""
+    cmd = [harness.CLUED, "serve", "--listen", "127.0.0.1:0", "--database-url", c.pg.url(c.dbname, user=user)]
+    try:
+        r = subprocess.run(cmd, env=c.srv.env, capture_output=True, text=True, timeout=8)
+    except subprocess.TimeoutExpired as e:
+        out = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
+        r = subprocess.CompletedProcess(cmd, None, "", "still serving after 8 s:\n" + out)
+    harness._assert_clean(r.stderr)
+    return r
+
+
+def test_serve_refuses_roles_that_reach_past_the_audit_triggers(c):
+    """Not only a superuser or the owner: a runtime role that may make itself one, run programs
+    or write files on the server, or write every table, served before without a word (in
+    PostgreSQL 15 a CREATEROLE role may GRANT itself clued_owner and disable the triggers).
+    Each is refused, naming what it has and the ALTER ROLE or REVOKE that takes it away."""
+    tag = uuid.uuid4().hex[:8]
+    grp = f"rg_{tag}"
+    cases = [
+        ("CREATEROLE", 'has CREATEROLE, with which it may grant itself other roles', "ALTER ROLE {r} NOCREATEROLE"),
+        ("IN ROLE pg_execute_server_program", "is a member of pg_execute_server_program, which runs programs",
+         "REVOKE pg_execute_server_program FROM {r}"),
+        ("IN ROLE pg_write_server_files", "is a member of pg_write_server_files, which writes files",
+         "REVOKE pg_write_server_files FROM {r}"),
+        ("IN ROLE pg_read_server_files", "is a member of pg_read_server_files, which reads files",
+         "REVOKE pg_read_server_files FROM {r}"),
+        ("IN ROLE pg_write_all_data", "is a member of pg_write_all_data, which may INSERT, UPDATE and DELETE",
+         "REVOKE pg_write_all_data FROM {r}"),
+        # Through a group: the REVOKE names the group's grant.
+        (f"IN ROLE {grp}", 'is a member of "clued_owner", which owns the audit tables', f"REVOKE clued_owner FROM {grp}"),
+        # A superuser it may SET ROLE to.
+        ("IN ROLE postgres", 'is a member of "postgres", a superuser it may SET ROLE to', "REVOKE postgres FROM {r}"),
+    ]
+    admin = c.pg.connect()
+    roles = []
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE ROLE {grp} NOLOGIN IN ROLE clued_owner")
+            for i, (attrs, _, _) in enumerate(cases):
+                r = f"rr{i}_{tag}"
+                roles.append(r)
+                cur.execute(f"CREATE ROLE {r} LOGIN {attrs}")
+                cur.execute(f"GRANT clued_runtime TO {r}")
+        for r, (attrs, what, fix) in zip(roles, cases):
+            res = serve_briefly(c, r)
+            assert res.returncode == 1, (attrs, res.stderr)
+            assert f'refusing to serve: the database role "{r}" {what}' in res.stderr, (attrs, res.stderr)
+            assert fix.format(r=r) in res.stderr and "--allow-superuser" in res.stderr, (attrs, res.stderr)
+            assert "listening" not in res.stderr, res.stderr
+        # The owner of the database owns the schema public (PostgreSQL 15), and may drop the
+        # audit tables from it.
+        with admin.cursor() as cur:
+            cur.execute(f'ALTER DATABASE "{c.dbname}" OWNER TO {roles[2]}')
+        try:
+            res = serve_briefly(c, roles[2])
+            assert res.returncode == 1 and 'owns the database (or is a member of its owner), and so the schema ' \
+                '"public", from which it may drop the audit tables' in res.stderr, res.stderr
+        finally:
+            with admin.cursor() as cur:
+                cur.execute(f'ALTER DATABASE "{c.dbname}" OWNER TO clued_owner')
+        # --allow-superuser serves past it, saying why.
+        srv = harness.Clued(c.pg.url(c.dbname), args=["--allow-superuser"])
+        srv.serve_url = c.pg.url(c.dbname, user=roles[0])
+        srv.start(migrate=False)
+        try:
+            assert "(--allow-superuser)" in srv.output() and "has CREATEROLE" in srv.output(), srv.output()
+        finally:
+            srv.stop()
+    finally:
+        with admin.cursor() as cur:
+            for r in roles + [grp]:
+                cur.execute(f"DROP ROLE IF EXISTS {r}")
+        admin.close()
+
+
+def test_migrate_says_whom_it_waits_for(c):
+    """migrate waits for another session holding the migration lock (another migrate may be
+    running): it said nothing while waiting, for as long as that session liked. Now it says
+    once for whom (pid, role, application), goes on when the lock is released, and gives up
+    at the lock_timeout of the connection string's options."""
+    key = "hashtextextended('clued schema_migrations', 0)"
+    role = f"holder_{uuid.uuid4().hex[:8]}"
+    admin = c.pg.connect()
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE ROLE {role} LOGIN")  # no grant at all: advisory locks need none
+    holder = psycopg2.connect(host=c.pg.host, port=c.pg.port, user=role, dbname=c.dbname,
+                              application_name="lock-holder")
+    holder.autocommit = True
+    proc = None
+    try:
+        with holder.cursor() as cur:
+            cur.execute(f"SELECT pg_backend_pid(), pg_advisory_lock({key})")
+            pid = cur.fetchone()[0]
+        srv = harness.Clued(c.pg.url(c.dbname))
+        proc = subprocess.Popen([harness.CLUED, "migrate", "--database-url", srv.database_url], env=srv.env,
+                                stderr=subprocess.PIPE, text=True)
+        ready, _, _ = select.select([proc.stderr], [], [], 10)  # silent before: no line came
+        assert ready, "migrate said nothing while it waited"
+        line = proc.stderr.readline()
+        assert "waiting for the migration lock" in line and f'pid {pid}, role "{role}", application "lock-holder"' \
+            in line, line
+        assert proc.poll() is None, "migrate did not wait"
+        with holder.cursor() as cur:
+            cur.execute(f"SELECT pg_advisory_unlock({key})")
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=60) == 0, rest
+        harness._assert_clean(line + rest)
+        assert "took the migration lock after waiting" in rest and "up to date" in rest, rest
+        # Bounded by lock_timeout: a failure that says what it waited for.
+        with holder.cursor() as cur:
+            cur.execute(f"SELECT pg_advisory_lock({key})")
+        srv.database_url += "&options=-c%20lock_timeout%3D300ms"
+        r = srv.run("migrate", check=False)
+        assert r.returncode == 1, r.stderr
+        assert "waiting for the migration lock" in r.stderr and \
+            "gave up waiting for the migration lock after" in r.stderr, r.stderr
+    finally:
+        if proc and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        holder.close()
+        with admin.cursor() as cur:
+            cur.execute(f"DROP ROLE {role}")
+        admin.close()
 
 
 def test_serve_on_an_old_schema_says_migrate(c):

@@ -305,6 +305,36 @@ class NewerSchemaTest(unittest.TestCase):
                       r.stderr)
         self.assertIn("the schema is newer than this clued", r.stderr)
 
+    def test_a_wrong_migrations_directory_is_named(self):
+        # `--migrations /etc` read as a schema newer than clued (serve), or as nothing to do
+        # (migrate, exit 0): a directory with no migration is refused, naming it; one that
+        # lacks migrations the database has is named as what lacks them.
+        import shutil
+        import tempfile
+
+        pg = harness.Postgres.get()
+        db = pg.new_database("wrongdir")
+        srv = harness.Clued(pg.url(db))
+        srv.run("migrate")
+        d = tempfile.mkdtemp(prefix="clued-nomig-")
+        try:
+            with open(os.path.join(d, "hosts"), "w") as f:
+                f.write("127.0.0.1 localhost\n")
+            for cmd in (("migrate",), ("migrate", "--repair"), ("serve", "--listen", "127.0.0.1:0")):
+                r = srv.run(*cmd, "--migrations", d, check=False)
+                self.assertEqual(r.returncode, 1, (cmd, r.stderr))
+                self.assertIn(f"{d} holds no migrations (files named NNNN_name.sql)", r.stderr)
+                self.assertNotIn("newer", r.stderr)
+                self.assertNotIn("up to date", r.stderr)
+            for f in sorted(glob.glob(os.path.join(harness.SRC, "migrations", "*.sql")))[:3]:
+                shutil.copy(f, d)
+            r = srv.run("serve", "--listen", "127.0.0.1:0", "--migrations", d, check=False)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertRegex(r.stderr, r"\(version \d+\) is applied but not in %s \(--migrations\)" % d)
+            self.assertNotIn("newer than this clued", r.stderr)
+        finally:
+            shutil.rmtree(d)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

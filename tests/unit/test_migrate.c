@@ -266,9 +266,12 @@ static void test_bad_directories(void **state) {
   mctx_t *m = *state;
   char sub[128];
 
-  /* Empty: nothing to do. */
-  assert_int_equal(db_migrate(m->conninfo, m->dir, 0), 0);
-  assert_int_equal(db_migrations_pending(m->conninfo, m->dir, NULL, 0), 0);
+  /* Empty: the wrong directory (--migrations /etc), refused and named rather than read as
+   * nothing to do, or by serve as a schema newer than every file it lacks. */
+  clear_log(m);
+  assert_int_equal(db_migrate(m->conninfo, m->dir, 0), DB_MIGRATE_EDIR);
+  assert_non_null(strstr(logtext(m), "holds no migrations"));
+  assert_int_equal(db_migrations_pending(m->conninfo, m->dir, NULL, 0), DB_MIGRATE_EDIR);
   /* Missing. */
   snprintf(sub, sizeof(sub), "%s/missing", m->dir);
   assert_int_equal(db_migrate(m->conninfo, sub, 0), DB_MIGRATE_EDIR);
