@@ -292,7 +292,8 @@ def test_migrate_says_whom_it_waits_for(c):
     role = f"holder_{uuid.uuid4().hex[:8]}"
     admin = c.pg.connect()
     with admin.cursor() as cur:
-        cur.execute(f"CREATE ROLE {role} LOGIN")  # no grant at all: advisory locks need none
+        cur.execute(f"CREATE ROLE {role} LOGIN")  # no grant but CONNECT: advisory locks need none
+    admin.cursor().execute(f'GRANT CONNECT ON DATABASE "{c.dbname}" TO {role}')  # a reporting user let in (0063)
     holder = psycopg2.connect(host=c.pg.host, port=c.pg.port, user=role, dbname=c.dbname,
                               application_name="lock-holder")
     holder.autocommit = True
@@ -330,6 +331,7 @@ def test_migrate_says_whom_it_waits_for(c):
             proc.wait()
         holder.close()
         with admin.cursor() as cur:
+            cur.execute(f'REVOKE CONNECT ON DATABASE "{c.dbname}" FROM {role}')
             cur.execute(f"DROP ROLE {role}")
         admin.close()
 
