@@ -82,6 +82,11 @@ int auth_token_new(char token[AUTH_TOKEN_LEN + 1], char hash_hex[65]) {
  * - A lookup that read the token before the revocation committed may answer after the drop:
  *   it carries the stamp it started with, and the cache remembers the invalidations since
  *   (auth_cache_stale), so it cannot re-insert, and its call is looked up again.
+ * - A payload that names no id comes from no trigger of clued's: a role let in to the
+ *   database may NOTIFY the channel (it needs no privilege). Such payloads still drop every
+ *   principal, but at most once every UNREAD_DROP_MS (one that comes sooner is put off to
+ *   then): a stream of them emptied the cache continuously, every call was looked up again,
+ *   and lookups raced by a drop were refused as busy.
  * - Notifications are lost while the LISTEN connection is down: the cache is dropped when it
  *   goes and serves nothing until LISTEN is in effect again.
  * - Anything not notified (a role change, a revocation with the triggers off) lasts at most
@@ -102,15 +107,38 @@ static int64_t notified_id(const char *payload, const char *prefix) {
   return errno == 0 && *end == '\0' && id > 0 ? (int64_t)id : 0;
 }
 
+#define UNREAD_DROP_MS 1000
+
+static void drop_all_unread(server_t *srv) {
+  srv->auth_unread_last = uv_now(srv->loop);
+  auth_cache_forget(&srv->auth_cache, 0, 0);
+}
+
+static void on_unread_due(uv_timer_t *t) {
+  drop_all_unread(t->data);
+}
+
 static void auth_on_notify(const char *channel, const char *payload, void *arg) {
   server_t *srv = arg;
   int token = payload && strncmp(payload, "revoked token ", 14) == 0;
+  int64_t id;
+  uint64_t now;
 
   (void)channel;
-  if (token || (payload && strncmp(payload, "disabled user ", 14) == 0))
-    /* An id that cannot be read forgets everything (auth_cache_forget(0, 0)). */
-    auth_cache_forget(&srv->auth_cache, token ? notified_id(payload, "revoked token ") : 0,
-                      token ? 0 : notified_id(payload, "disabled user "));
+  if (!token && !(payload && strncmp(payload, "disabled user ", 14) == 0))
+    return;
+  id = notified_id(payload, token ? "revoked token " : "disabled user ");
+  if (id > 0) {
+    auth_cache_forget(&srv->auth_cache, token ? id : 0, token ? 0 : id);
+    return;
+  }
+  /* An id that cannot be read forgets everything, at most once every UNREAD_DROP_MS. */
+  now = uv_now(srv->loop);
+  if (srv->auth_unread.data == NULL || now >= srv->auth_unread_last + UNREAD_DROP_MS)
+    drop_all_unread(srv);
+  else if (!uv_is_active((uv_handle_t *)&srv->auth_unread))
+    uv_timer_start(&srv->auth_unread, on_unread_due, srv->auth_unread_last + UNREAD_DROP_MS - now,
+                   0);
 }
 
 static void auth_on_listen_ready(void *arg) {
@@ -131,9 +159,16 @@ int rpc_auth_init(server_t *srv) {
   auth_cache_init(&srv->auth_cache, srv->cfg.auth_cache_size, srv->cfg.auth_cache_ttl_ms);
   if (srv->db == NULL || srv->auth_cache.max == 0)
     return 0;
+  uv_timer_init(srv->loop, &srv->auth_unread);
+  srv->auth_unread.data = srv;
   rc = db_listen_full(srv->db, "audit_events", auth_on_notify, auth_on_listen_ready,
                       auth_on_listen_lost, srv);
   return rc == 0 ? 0 : -ENOMEM;
+}
+
+void rpc_auth_close(server_t *srv) {
+  if (srv->auth_unread.data != NULL)
+    uv_close((uv_handle_t *)&srv->auth_unread, NULL);
 }
 
 void rpc_auth_forget_token(server_t *srv, int64_t token_id) {

@@ -23,6 +23,9 @@ void rpc_auth_start(rpc_call_t *call);
  */
 int rpc_auth_init(server_t *srv) __attribute__((warn_unused_result));
 
+/** Close the handle rpc_auth_init() started (the last connection is gone). */
+void rpc_auth_close(server_t *srv);
+
 /** Drop the cached principal of a token this instance revoked, or those of a user it
  * disabled; calls read before on them are looked up again before they run. */
 void rpc_auth_forget_token(server_t *srv, int64_t token_id);

@@ -241,7 +241,7 @@ static const server_module_t replica_module = {"the replica", replica_start, NUL
                                               replica_free};
 static const server_module_t batch_module = {"batching", svc_batch_start, NULL, svc_batch_close,
                                              svc_batch_free};
-static const server_module_t auth_module = {"authentication", rpc_auth_init, NULL, NULL,
+static const server_module_t auth_module = {"authentication", rpc_auth_init, NULL, rpc_auth_close,
                                             auth_free};
 static const server_module_t health_module = {"health", health_init, health_shutdown,
                                               health_close, health_free};

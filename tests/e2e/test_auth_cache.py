@@ -616,5 +616,55 @@ def test_others_revocations_leave_a_principal_cached(c):
     assert call(c, c.b, gone.token) == grpc.StatusCode.UNAUTHENTICATED
 
 
+def test_notifications_clued_never_sends_drop_the_cache_once_a_second_at_most(c):
+    """A role let in to the database may NOTIFY clued's channel (it needs no privilege). A
+    stream of payloads that name no id ("revoked token x") dropped every principal each time:
+    calls were looked up again, and some refused as busy. They now drop them at most once a
+    second; a user's calls meanwhile are served, mostly from the cache."""
+    import threading
+
+    import psycopg2
+
+    t = new_member(c, "member-notify-flood")
+    srv = c.b
+    role = "notifier_" + harness.new_request_id()[:8]
+    sql(c, f"CREATE ROLE {role} LOGIN")
+    sql(c, f'GRANT CONNECT ON DATABASE "{c.dbname}" TO {role}')
+    conn = psycopg2.connect(host=c.pg.host, port=c.pg.port, user=role, dbname=c.dbname)
+    conn.autocommit = True
+    stop = threading.Event()
+    sent = [0]
+
+    def flood():
+        with conn.cursor() as cur:
+            while not stop.is_set():
+                cur.execute("SELECT pg_notify('audit_events', 'revoked token x' || g) FROM generate_series(1, 200) g")
+                sent[0] += 200
+
+    try:
+        harness.wait_for(lambda: listening(srv), what="B listening")
+        assert call(c, srv, t.token) == grpc.StatusCode.OK
+        m = scrape(srv.metrics_addr)
+        dropped0 = value(m, "clued_auth_invalidations_total", of="all")
+        th = threading.Thread(target=flood)
+        t0 = time.monotonic()
+        th.start()
+        got = [call(c, srv, t.token) for _ in range(200)]
+        stop.set()
+        th.join()
+        took = time.monotonic() - t0
+        harness.wait_for(lambda: listening(srv), what="B listening after the flood")
+        dropped = value(scrape(srv.metrics_addr), "clued_auth_invalidations_total", of="all") - dropped0
+    finally:
+        stop.set()
+        conn.close()
+        sql(c, f'REVOKE CONNECT ON DATABASE "{c.dbname}" FROM {role}')
+        sql(c, f"DROP ROLE {role}")
+    assert sent[0] >= 1000, sent[0]
+    assert got == [grpc.StatusCode.OK] * len(got), [g for g in got if g != grpc.StatusCode.OK][:5]
+    assert dropped <= took + 3, (dropped, took, sent[0])
+    assert "revoked token x" not in srv.output(), srv.output()[-2000:]
+
+
 if __name__ == "__main__":
     harness.run_tests(globals(), setup, teardown)
