@@ -295,7 +295,8 @@ int cli_call_pages(cli_t *cli, const ProtobufCServiceDescriptor *service, const 
 
 /**
  * cli_call_pages() with all, for a command that always lists every page and so has no
- * --page-token (clue proposals): past the bounds of --all it says to narrow the listing.
+ * --page-token (clue proposals, rect stats): past the bounds of --all it says to narrow the
+ * listing.
  */
 int cli_call_every_page(cli_t *cli, const ProtobufCServiceDescriptor *service, const char *method,
                         ProtobufCMessage *req, const char *list, ProtobufCMessage **resp)

@@ -279,8 +279,8 @@ static int run_stats(cli_t *cli, const cli_args_t *args) {
       (rc = cli_arg_i32(cli, args, "page-size", 1, 1000, &req.page_size)) != 0)
     return rc;
   /* The whole ledger, page after page: the last page's total with every page's lines. */
-  if ((rc = cli_call_pages(cli, RECT_SVC, "GetLedgerStats", &req.base, "host_units", 1,
-                           (ProtobufCMessage **)&resp)) != 0)
+  if ((rc = cli_call_every_page(cli, RECT_SVC, "GetLedgerStats", &req.base, "host_units",
+                                (ProtobufCMessage **)&resp)) != 0)
     return rc;
   return cli_show(cli, &resp->base, show_ledger);
 }
