@@ -11,6 +11,15 @@ CREATE TABLE audit_tree_lock (
 );
 INSERT INTO audit_tree_lock DEFAULT VALUES;
 REVOKE ALL ON audit_tree_lock FROM PUBLIC, clued_runtime;
+-- audit_tree_append() runs with its owner's rights: the table is that role's, also when a
+-- member of it migrates (the table would be the member's, and every append refused).
+DO $$
+BEGIN
+  EXECUTE format('ALTER TABLE audit_tree_lock OWNER TO %I',
+                 (SELECT r.rolname FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
+                   WHERE p.oid = 'audit_tree_append(bigint, bigint[], bytea[], bigint, bytea, text)'::regprocedure));
+END
+$$;
 
 -- Replaces audit_tree_append of 0056_leaves_backed_by_their_events.sql: the builder's lock is
 -- the row of audit_tree_lock, not an advisory lock any role could hold.

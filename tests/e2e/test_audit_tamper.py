@@ -530,13 +530,14 @@ def test_leaves_the_log_does_not_back_are_never_appended():
     the log again from the database and goes on with the events it holds."""
     log = Log()
     locker = log.pg.connect(log.dbname)
+    locker.autocommit = False
     try:
         a, md = S.audit_pb2_grpc.AuditServiceStub(log.w.auditor.channel), log.w.auditor.metadata
         n0 = log.nevents()
         last = log.one("SELECT max(seq) FROM audit_leaves")[0]
         assert log.one("SELECT count(*) FROM audit_leaves")[0] == n0
         with locker.cursor() as cur:
-            cur.execute("SELECT pg_advisory_lock(1668052325, 1)")  # the builder's: appends answer 'busy'
+            cur.execute("SELECT FROM audit_tree_lock FOR UPDATE")  # the builder's: appends answer 'busy'
         g = log.w.G3
         for i in range(3):
             g.member.clue.SubmitClue(pb.SubmitClueRequest(
@@ -562,8 +563,7 @@ def test_leaves_the_log_does_not_back_are_never_appended():
             cur.execute("SELECT (audit_append(NULL, NULL, 'clue.note', 'clue', %s, NULL, NULL, NULL, '新主库的事件',"
                         " '{}')).seq", (log.clues[0],))
             assert cur.fetchone()[0] == lost[1]
-        with locker.cursor() as cur:
-            cur.execute("SELECT pg_advisory_unlock(1668052325, 1)")
+        locker.rollback()
         harness.wait_for(lambda: cp_size(a, md) > n0 or "refused leaf" in log.srv.output(), timeout=30,
                          what="the builder's append once let go")
         harness.time.sleep(0.5)  # a checkpoint signed right after a wrong append would show by now
@@ -1819,9 +1819,10 @@ def test_events_past_the_tree_are_told_in_the_ok_line():
     instead of passing over it."""
     log = Log()
     lock = log.pg.connect(log.dbname)
+    lock.autocommit = False
     try:
         with lock.cursor() as cur:
-            cur.execute("SELECT pg_advisory_lock(1668052325, 1)")  # the builder's (0012_audit_tree.sql)
+            cur.execute("SELECT FROM audit_tree_lock FOR UPDATE")  # the builder's (0063)
         log.w.G1.member.clue.AddNote(pb.AddNoteRequest(clue_id=log.clues[0], kind=pb.NOTE_KIND_OTHER, text="锁定后",
                                                        request_id=new_request_id()), timeout=20)
         seq, = log.one("SELECT max(seq) FROM audit_events")

@@ -596,11 +596,14 @@ def test_the_witness_waits_for_the_first_checkpoint(c):
     pg = harness.Postgres.get()
     dbname = pg.new_database()
     lock = pg.connect(dbname)
+    lock.autocommit = False
     witnesses, srv, w = [], None, None
     try:
+        srv = harness.Clued(pg.url(dbname), args=["--audit-signing-key", c.key, "--checkpoint-interval", "300ms"])
+        srv.run("migrate")
         with lock.cursor() as cur:
-            cur.execute("SELECT pg_advisory_lock(1668052325, 1)")  # the builder's: no append, no checkpoint
-        srv = harness.Clued(pg.url(dbname), args=["--audit-signing-key", c.key, "--checkpoint-interval", "300ms"]).start()
+            cur.execute("SELECT FROM audit_tree_lock FOR UPDATE")  # the builder's: no append, no checkpoint
+        srv.start(migrate=False)
         w = world.build(srv)
         env = dict(os.environ, CLUED_SERVER=srv.addr, CLUED_TOKEN=w.auditor.token)
         r = harness.cluectl("audit", "witness", "--dir", os.path.join(c.tmp, "witness-once-first"), "--once",
@@ -615,8 +618,7 @@ def test_the_witness_waits_for_the_first_checkpoint(c):
         for wd, p in witnesses:
             assert p.poll() is None, p.communicate()
             assert not os.path.exists(os.path.join(wd, "latest"))
-        with lock.cursor() as cur:
-            cur.execute("SELECT pg_advisory_unlock(1668052325, 1)")
+        lock.rollback()
         harness.wait_for(lambda: all(os.path.exists(os.path.join(wd, "latest")) or p.poll() is not None
                                      for wd, p in witnesses), timeout=60, what="the first checkpoint kept")
         for wd, p in witnesses:

@@ -283,6 +283,46 @@ def test_serve_refuses_roles_that_reach_past_the_audit_triggers(c):
         admin.close()
 
 
+def test_a_member_of_the_owner_migrating_keeps_the_tree_appending(c):
+    """A member of the schema's owner may migrate. 0063's audit_tree_lock would then be the
+    member's, and audit_tree_append(), which runs as the owner, was refused it: leaves and
+    checkpoints stopped with no error from migrate. The table is the function owner's."""
+    import glob
+    import os
+    import shutil
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix="clued-upto-")
+    role = f"ops_{uuid.uuid4().hex[:8]}"
+    admin = c.pg.connect()
+    try:
+        for f in sorted(glob.glob(os.path.join(harness.SRC, "migrations", "*.sql"))):
+            if os.path.basename(f) < "0063":
+                shutil.copy(f, d)
+        dbname = c.pg.new_database("member")
+        harness.Clued(c.pg.url(dbname, user="clued_owner")).run("migrate", "--migrations", d)
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE ROLE {role} LOGIN IN ROLE clued_owner")
+        r = subprocess.run([harness.CLUED, "migrate", "--database-url", c.pg.url(dbname, user=role)],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        db = c.pg.connect(dbname)
+        with db.cursor() as cur:
+            cur.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'audit_tree_lock'")
+            assert cur.fetchone() == ("clued_owner",)
+        db.close()
+        conn = psycopg2.connect(host=c.pg.host, port=c.pg.port, user="clued", dbname=dbname)
+        with conn.cursor() as cur:
+            cur.execute("SELECT audit_tree_append(0, '{}', '{}', 0, NULL, NULL)")
+            assert cur.fetchone()[0] in ("ok", "moved"), "the builder's append was refused"
+        conn.close()
+    finally:
+        shutil.rmtree(d)
+        with admin.cursor() as cur:
+            cur.execute(f"DROP ROLE IF EXISTS {role}")
+        admin.close()
+
+
 def test_migrate_says_whom_it_waits_for(c):
     """migrate waits for another session holding the migration lock (another migrate may be
     running): it said nothing while waiting, for as long as that session liked. Now it says
