@@ -16,6 +16,7 @@
 
 #define DEFAULT_PORT "50051"
 #define CONNECT_TIMEOUT_MS 20000 /* when the call itself has no deadline */
+#define TIMEOUT_MAX_MS (UINT64_C(99999999) * 3600000) /* grpc-timeout's largest: 99999999H */
 #define STREAM_WINDOW (1 << 20)  /* per-stream receive window */
 #define CONN_WINDOW (16 << 20)   /* connection receive window */
 #define RECV_CHUNK 32768
@@ -579,7 +580,7 @@ static void conn_restart(clue_conn_t *c, call_t *call) {
 void clue__conn_wait(clue_conn_t *c, call_t *call, int want_msg) {
   while (!call_done(call, want_msg)) {
     struct pollfd pfd;
-    int timeout = -1, n;
+    int n;
 
     if (call->state == CALL_IDLE) {
       conn_restart(c, call);
@@ -590,7 +591,7 @@ void clue__conn_wait(clue_conn_t *c, call_t *call, int want_msg) {
                         clue__str_printf("not connected to %s", c->target));
       break;
     }
-    if (c->cancel != NULL && *c->cancel) {
+    if (clue__net_cancelled(c->cancel)) {
       clue__call_abort(call, CLUE_STATUS_CANCELLED, clue__strdup("cancelled"));
       clue__conn_flush(c);
       break;
@@ -605,7 +606,6 @@ void clue__conn_wait(clue_conn_t *c, call_t *call, int want_msg) {
         clue__conn_flush(c);
         break;
       }
-      timeout = left > 60000 ? 60000 : (int)left;
     }
     conn_send(c);
     if (c->h2 == NULL || call_done(call, want_msg) || conn_session_over(c))
@@ -619,7 +619,9 @@ void clue__conn_wait(clue_conn_t *c, call_t *call, int want_msg) {
     if (conn_want_write(c))
       pfd.events |= POLLOUT;
     pfd.revents = 0;
-    n = poll(&pfd, 1, timeout);
+    /* Bounded while a cancel flag is watched: whoever raises it need not interrupt us. */
+    n = poll(&pfd, 1,
+             clue__net_poll_timeout(call->timeout_ms != 0 ? call->deadline : 0, c->cancel));
     if (n < 0) {
       if (errno != EINTR)
         conn_fail(c, CLUE_STATUS_UNAVAILABLE, "poll: %s", strerror(errno));
@@ -802,7 +804,9 @@ int clue_conn_set_tls(clue_conn_t *c, const char *ca_file, const char *cert_file
 }
 
 void clue_conn_set_timeout(clue_conn_t *c, uint64_t timeout_ms) {
-  c->timeout_ms = timeout_ms;
+  /* Longer than grpc-timeout can say (UINT64_MAX, the natural "no limit", among them) is no
+   * deadline; what is left keeps now + timeout_ms far from overflowing an int64_t. */
+  c->timeout_ms = timeout_ms > TIMEOUT_MAX_MS ? 0 : timeout_ms;
 }
 
 void clue_conn_set_max_recv(clue_conn_t *c, size_t max_bytes) {

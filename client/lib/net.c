@@ -104,8 +104,21 @@ int clue__net_parse_target(const char *target, const char *default_port, char **
   return 0;
 }
 
-static int cancelled(const volatile sig_atomic_t *cancel) {
-  return cancel != NULL && *cancel != 0;
+int clue__net_cancelled(const volatile sig_atomic_t *cancel) {
+  return cancel != NULL && __atomic_load_n(cancel, __ATOMIC_RELAXED) != 0;
+}
+
+int clue__net_poll_timeout(int64_t deadline, const volatile sig_atomic_t *cancel) {
+  int64_t limit = cancel != NULL ? CLUE_CANCEL_CHECK_MS : deadline != 0 ? 60000 : -1;
+
+  if (deadline != 0) {
+    int64_t left = deadline - clue__net_now_ms();
+    if (left < 1)
+      left = 1;
+    if (left < limit)
+      limit = left;
+  }
+  return (int)limit;
 }
 
 /* One address: returns 0 and the socket, or an errno value (ETIMEDOUT, ECANCELED, ...). */
@@ -127,7 +140,7 @@ static int connect_one(const struct addrinfo *ai, int64_t deadline,
       struct pollfd pfd = {.fd = fd, .events = POLLOUT};
       int64_t left = deadline - clue__net_now_ms();
       int n;
-      if (cancelled(cancel)) {
+      if (clue__net_cancelled(cancel)) {
         close(fd);
         return ECANCELED;
       }
@@ -135,7 +148,7 @@ static int connect_one(const struct addrinfo *ai, int64_t deadline,
         close(fd);
         return ETIMEDOUT;
       }
-      n = poll(&pfd, 1, left > 60000 ? 60000 : (int)left);
+      n = poll(&pfd, 1, clue__net_poll_timeout(deadline, cancel));
       if (n < 0 && errno == EINTR)
         continue;
       if (n < 0) {

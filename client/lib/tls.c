@@ -231,7 +231,7 @@ int clue__tls_handshake(const clue_tls_t *t, int fd, const char *host, const cha
       return st->code;
     }
     for (;;) {
-      if (cancel != NULL && *cancel) {
+      if (clue__net_cancelled(cancel)) {
         SSL_free(ssl);
         clue__status_setf(st, CLUE_STATUS_CANCELLED, "cancelled during the TLS handshake with %s",
                           target);
@@ -244,7 +244,7 @@ int clue__tls_handshake(const clue_tls_t *t, int fd, const char *host, const cha
                           "deadline exceeded during the TLS handshake with %s", target);
         return st->code;
       }
-      rc = poll(&pfd, 1, left > 1000 ? 1000 : (int)left);
+      rc = poll(&pfd, 1, clue__net_poll_timeout(deadline, cancel));
       if (rc > 0 || (rc < 0 && errno != EINTR))
         break;
     }

@@ -4,7 +4,11 @@ Installs the build into a temporary prefix; the installed clued reports its vers
 schema, migrates a fresh database with its built-in migrations (run from a folder with no
 migrations/ in it) and serves; a small C program built against the installed tree with
 `pkg-config --cflags --libs clue` alone (shared libclue, and again static) calls it: Health,
-then AdminService/ListUnits with the bootstrap admin's token.
+Health for a service it does not know (NOT_FOUND, whose google.rpc.Status details it decodes
+with the installed google/rpc headers), then AdminService/ListUnits with the bootstrap
+admin's token. The program has a grpc_status_name() of its own, which must not take the
+place of libclue's wire helper of that name; and the installed libraries define no global
+names but libclue's (clue_*, clue__* inside the static one) and the API's protobuf-c code.
 """
 
 import glob
@@ -25,7 +29,38 @@ PROGRAM = r"""
 
 #include <clue/client.h>
 #include "clue/v1/admin.pb-c.h"
+#include "google/rpc/error_details.pb-c.h"
+#include "google/rpc/status.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
+
+/* A name of the program's own that libclue's wire helpers once had: libclue must not call it. */
+const char *grpc_status_name(int code);
+const char *grpc_status_name(int code) {
+  (void)code;
+  return "the program's own grpc_status_name";
+}
+
+/* The ResourceInfo among the details of a failed call, through the installed headers. */
+static int print_resource_info(const clue_status_t *st) {
+  Google__Rpc__Status *s = google__rpc__status__unpack(NULL, st->details_len, st->details);
+  int found = 0;
+
+  if (s == NULL)
+    return 0;
+  for (size_t i = 0; i < s->n_details; i++) {
+    Google__Rpc__ResourceInfo *ri;
+    if (strcmp(s->details[i]->type_url, "type.googleapis.com/google.rpc.ResourceInfo") != 0)
+      continue;
+    ri = google__rpc__resource_info__unpack(NULL, s->details[i]->value.len, s->details[i]->value.data);
+    if (ri != NULL) {
+      printf("detail ResourceInfo %s %s\n", ri->resource_type, ri->resource_name);
+      google__rpc__resource_info__free_unpacked(ri, NULL);
+      found = 1;
+    }
+  }
+  google__rpc__status__free_unpacked(s, NULL);
+  return found;
+}
 
 int main(int argc, char **argv) {
   clue_conn_t *c;
@@ -45,6 +80,12 @@ int main(int argc, char **argv) {
   }
   printf("health %d\n", (int)((Grpc__Health__V1__HealthCheckResponse *)resp)->status);
   protobuf_c_message_free_unpacked(resp, NULL);
+  hreq.service = "no.such.Service";
+  rc = clue_call(c, "/grpc.health.v1.Health/Check", &hreq.base,
+                 &grpc__health__v1__health_check_response__descriptor, &resp, &st);
+  printf("unknown service %s\n", clue_status_name(rc));
+  if (rc != CLUE_STATUS_NOT_FOUND || !print_resource_info(&st))
+    return 1;
   if (clue_conn_set_token(c, argv[2]) != 0)
     return 1;
   rc = clue_call_method(c, &clue__v1__admin_service__descriptor, "ListUnits", &ureq.base, &resp, &st);
@@ -79,11 +120,51 @@ def teardown(prefix):
 
 
 def test_installed_files(prefix):
-    for f in ("bin/clued", "bin/cluectl", "include/clue/client.h", "include/clue/proto/clue/v1/clue.pb-c.h"):
+    for f in ("bin/clued", "bin/cluectl", "include/clue/client.h", "include/clue/proto/clue/v1/clue.pb-c.h",
+              "include/clue/proto/google/rpc/status.pb-c.h", "include/clue/proto/google/rpc/error_details.pb-c.h",
+              "include/clue/proto/google/protobuf/any.pb-c.h"):
         assert os.path.exists(os.path.join(prefix, f)), f
+    # descriptor.pb-c.h is clued's: libclue does not hold its code
+    assert not os.path.exists(os.path.join(prefix, "include/clue/proto/google/protobuf/descriptor.pb-c.h"))
     libs = {os.path.basename(p) for p in glob.glob(os.path.join(prefix, "lib*", "**", "libclue*"), recursive=True)}
     assert "libclue.a" in libs and "libclue.so" in libs, libs
     assert glob.glob(os.path.join(prefix, "lib*", "**", "pkgconfig", "clue.pc"), recursive=True)
+
+
+def defined_globals(*nm_args):
+    """The global names nm finds defined; __odr_asan.NAME (the sanitizer build's marker of
+    NAME) counts as NAME."""
+    names = set()
+    for line in sh("nm", "--defined-only", *nm_args).splitlines():
+        f = line.split()
+        if len(f) == 3 and f[1] in "TDRBVWGSI":  # upper case: global
+            names.add(f[2].split("@")[0].removeprefix("__odr_asan."))
+    return names
+
+
+def test_libclue_exports_its_api_and_the_protobuf_code_alone(prefix):
+    inc = os.path.join(prefix, "include", "clue")
+    api = set(re.findall(r"^[a-z][\w *]*?\b(clue_[a-z]\w*)\(", open(os.path.join(inc, "client.h")).read(), re.M))
+    assert {"clue_call", "clue_conn_new", "clue_status_name", "clue_to_json"} <= api, api
+    generated, descriptors = set(), set()
+    for h in glob.glob(os.path.join(inc, "proto", "**", "*.pb-c.h"), recursive=True):
+        text = open(h).read()
+        generated |= set(re.findall(r"\b([a-z][a-z0-9_]*__[a-z0-9_]+)\b", text))
+        descriptors |= set(re.findall(r"^extern const ProtobufC\w*Descriptor (\w+);", text, re.M))
+    assert "google__rpc__status__descriptor" in descriptors, sorted(descriptors)[:20]
+    # protobuf-c's .c files define one name their headers do not declare, beside each service's
+    generated |= {d[: -len("descriptor")] + "method_indices_by_name" for d in descriptors}
+    shared = glob.glob(os.path.join(prefix, "lib*", "**", "libclue.so"), recursive=True)[0]
+    static = glob.glob(os.path.join(prefix, "lib*", "**", "libclue.a"), recursive=True)[0]
+
+    exported = defined_globals("-D", shared)
+    assert not exported - api - generated, sorted(exported - api - generated)
+    assert not api - exported, sorted(api - exported)
+    assert not descriptors - exported, sorted(descriptors - exported)
+
+    # A static library cannot hide its internal names, but they all carry libclue's prefix.
+    foreign = {n for n in defined_globals("-g", static) - generated if not n.startswith("clue_")}
+    assert not foreign, sorted(foreign)
 
 
 def test_version_names_commit_and_schema(prefix):
@@ -139,6 +220,8 @@ def test_installed_clued_migrates_serves_and_a_c_program_calls_it(prefix):
                                env=dict(os.environ, ASAN_OPTIONS="detect_leaks=1"))
             assert r.returncode == 0, f"{prog} exited {r.returncode}:\n{r.stdout}{r.stderr}"
             assert "health 1" in r.stdout and "unit " in r.stdout, r.stdout
+            assert "unknown service NOT_FOUND" in r.stdout, r.stdout  # libclue's own status names
+            assert "detail ResourceInfo google.protobuf.ServiceDescriptorProto no.such.Service" in r.stdout, r.stdout
     finally:
         srv.stop()
 

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -785,6 +786,133 @@ static void test_deadline_and_cancel(void **state) {
   clue_conn_free(c);
 }
 
+/* Raises a cancel flag from its own thread after a while, as a watchdog thread of a program
+ * would; should the blocked call not notice within a few seconds, it hangs up the peer's
+ * end of the connection, so that the call ends (UNAVAILABLE, not CANCELLED) and the test
+ * fails instead of hanging. */
+typedef struct raiser {
+  pthread_t thread;
+  volatile sig_atomic_t *flag;
+  int done; /* the call has returned (atomic) */
+} raiser_t;
+
+static void *raiser_main(void *arg) {
+  raiser_t *r = arg;
+
+  usleep(200 * 1000);
+  __atomic_store_n(r->flag, 1, __ATOMIC_RELAXED);
+  for (int i = 0; i < 50 && !__atomic_load_n(&r->done, __ATOMIC_ACQUIRE); i++)
+    usleep(100 * 1000);
+  if (!__atomic_load_n(&r->done, __ATOMIC_ACQUIRE)) {
+    pthread_mutex_lock(&peer.mu);
+    if (peer.conn_fd >= 0)
+      shutdown(peer.conn_fd, SHUT_RDWR);
+    pthread_mutex_unlock(&peer.mu);
+  }
+  return NULL;
+}
+
+static void raiser_start(raiser_t *r, volatile sig_atomic_t *flag) {
+  r->flag = flag;
+  r->done = 0;
+  assert_int_equal(pthread_create(&r->thread, NULL, raiser_main, r), 0);
+}
+
+static void raiser_stop(raiser_t *r) {
+  __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
+  pthread_join(r->thread, NULL);
+}
+
+static double now_s(void) {
+  struct timespec ts;
+
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A call blocked with no deadline is cancelled by a flag another thread raises, though no
+ * signal interrupts the waiting thread: a unary call, then a stream. */
+static void test_cancel_from_another_thread(void **state) {
+  clue_conn_t *c = connect_peer();
+  clue_status_t st = CLUE_STATUS_INIT;
+  volatile sig_atomic_t flag = 0;
+  clue_stream_t *s = NULL;
+  ProtobufCMessage *m = NULL;
+  raiser_t r;
+  double t0;
+  int rv;
+
+  (void)state;
+  clue_conn_set_cancel_flag(c, &flag);
+  expect_status(c, "Echo", CLUE_STATUS_OK, NULL); /* connected */
+
+  raiser_start(&r, &flag);
+  t0 = now_s();
+  rv = call(c, "Hang", "x", &st, NULL);
+  raiser_stop(&r);
+  if (rv != CLUE_STATUS_CANCELLED || now_s() - t0 > 2)
+    fail_msg("unary call: %s \"%s\" after %.2fs, want CANCELLED at once", clue_status_name(rv),
+             st.message ? st.message : "", now_s() - t0);
+  flag = 0;
+  expect_status(c, "Echo", CLUE_STATUS_OK, NULL);
+
+  assert_int_equal(start_stream(c, "Hang", &s, &st), 0);
+  raiser_start(&r, &flag);
+  t0 = now_s();
+  rv = clue_stream_next(s, &m, &st);
+  raiser_stop(&r);
+  assert_int_equal(rv, 0);
+  if (st.code != CLUE_STATUS_CANCELLED || now_s() - t0 > 2)
+    fail_msg("stream: %s \"%s\" after %.2fs, want CANCELLED at once", clue_status_name(st.code),
+             st.message ? st.message : "", now_s() - t0);
+  clue_stream_free(s);
+  flag = 0;
+  expect_status(c, "Echo", CLUE_STATUS_OK, NULL);
+  clue_status_clear(&st);
+  clue_conn_free(c);
+}
+
+/* Timeouts too long for grpc-timeout (UINT64_MAX, the natural "no limit", among them) are
+ * no deadline: no instant DEADLINE_EXCEEDED, no overflow; the longest one that fits is sent. */
+static void test_huge_timeouts(void **state) {
+  static const uint64_t none[] = {UINT64_MAX, (uint64_t)INT64_MAX, (uint64_t)1 << 63,
+                                  UINT64_C(99999999) * 3600000 + 1};
+  static const struct {
+    uint64_t ms;
+    const char *sent;
+  } kept[] = {{UINT64_C(99999999) * 3600000, "99999999H"},
+              {UINT64_C(1000) * 3600 * 24 * 365 * 100, "52560000M"}}; /* 100 years */
+  clue_conn_t *c = connect_peer();
+  clue_status_t st = CLUE_STATUS_INIT;
+  char *h = NULL;
+
+  (void)state;
+  for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++) {
+    clue_conn_t *fresh = connect_peer(); /* connecting under the timeout too */
+
+    clue_conn_set_timeout(fresh, none[i]);
+    if (call(fresh, "Headers", "", &st, &h) != 0)
+      fail_msg("timeout %llu: %s \"%s\"", (unsigned long long)none[i], clue_status_name(st.code),
+               st.message ? st.message : "");
+    assert_null(strstr(h, "grpc-timeout"));
+    free(h);
+    assert_int_equal(clue_conn_connect(fresh, &st), 0);
+    clue_conn_free(fresh);
+  }
+  for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++) {
+    char want[48];
+
+    clue_conn_set_timeout(c, kept[i].ms);
+    assert_int_equal(call(c, "Headers", "", &st, &h), 0);
+    snprintf(want, sizeof(want), "grpc-timeout=%s ", kept[i].sent);
+    if (strstr(h, want) == NULL)
+      fail_msg("timeout %llu: want %s in %s", (unsigned long long)kept[i].ms, want, h);
+    free(h);
+  }
+  clue_status_clear(&st);
+  clue_conn_free(c);
+}
+
 static void test_goaway(void **state) {
   clue_conn_t *c = connect_peer();
   int before = peer_accepts();
@@ -958,6 +1086,8 @@ int main(void) {
       cmocka_unit_test(test_stream_reads_everything),
       cmocka_unit_test(test_stream_stop_early_and_deadline),
       cmocka_unit_test(test_deadline_and_cancel),
+      cmocka_unit_test(test_cancel_from_another_thread),
+      cmocka_unit_test(test_huge_timeouts),
       cmocka_unit_test(test_goaway),
       cmocka_unit_test(test_refused_call_sent_again),
       cmocka_unit_test(test_bad_arguments),

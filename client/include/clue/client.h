@@ -28,6 +28,14 @@
  * Nothing here aborts on out of memory and there is no global state. Sockets are written
  * with MSG_NOSIGNAL, so a vanished server never raises SIGPIPE. A connection and its
  * streams must be used from one thread at a time.
+ *
+ * A connection carries at most as many calls at once as the server allows streams
+ * (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS; clued's --max-concurrent-streams, 100 by
+ * default), streams still open counting as calls. A call started beyond that is not sent:
+ * it waits inside the library until another call on the connection ends, and fails with
+ * DEADLINE_EXCEEDED when its deadline passes first (without a deadline it waits for ever,
+ * or until cancelled), as gRPC's own clients queue it. Use more connections to hold more
+ * streams open at once.
  */
 
 #include <signal.h>
@@ -83,9 +91,12 @@ typedef struct clue_stream clue_stream_t;
 typedef struct clue_status {
   int code;      /* CLUE_STATUS_* */
   char *message; /* percent-decoded grpc-message, or a local explanation; owned; may be NULL */
-  /* The serialized google.rpc.Status of the grpc-status-details-bin trailer (decode it with
-   * google/rpc/status.pb-c.h: its details are BadRequest, PreconditionFailure, ErrorInfo or
-   * ResourceInfo); owned; NULL when the server sent none. */
+  /* The serialized google.rpc.Status of the grpc-status-details-bin trailer; owned; NULL when
+   * the server sent none. Decode it with google__rpc__status__unpack() of
+   * "google/rpc/status.pb-c.h", and its details (google.protobuf.Any) by their type_url with
+   * "google/rpc/error_details.pb-c.h": BadRequest, PreconditionFailure, ErrorInfo or
+   * ResourceInfo. Both headers are installed with this one (pkg-config --cflags clue) and
+   * libclue holds their code. */
   uint8_t *details;
   size_t details_len;
 } clue_status_t;
@@ -138,7 +149,9 @@ int clue_conn_set_tls(clue_conn_t *c, const char *ca_file, const char *cert_file
 /**
  * Give every following call a deadline of timeout_ms from its start (sent to the server as
  * grpc-timeout, enforced locally as DEADLINE_EXCEEDED); 0 means no deadline (default).
- * The deadline covers connecting, and for a stream all of its messages.
+ * The deadline covers connecting, and for a stream all of its messages. A timeout longer
+ * than grpc-timeout can carry (99999999 hours, some 11,000 years), UINT64_MAX among them,
+ * means no deadline too: never an instant DEADLINE_EXCEEDED.
  */
 void clue_conn_set_timeout(clue_conn_t *c, uint64_t timeout_ms);
 
@@ -148,9 +161,13 @@ void clue_conn_set_timeout(clue_conn_t *c, uint64_t timeout_ms);
 void clue_conn_set_max_recv(clue_conn_t *c, size_t max_bytes);
 
 /**
- * Watch *flag (typically set by a signal handler): when it becomes non-zero, the blocking
- * call in progress is cancelled (RST_STREAM CANCEL) and returns CANCELLED. NULL stops
- * watching. The flag is read, never written.
+ * Watch *flag: when it becomes non-zero, the blocking call in progress is cancelled
+ * (RST_STREAM CANCEL) and returns CANCELLED, deadline or not. The flag may be raised by a
+ * signal handler, whichever thread of the process it runs on, or by another thread (from a
+ * thread, __atomic_store_n(flag, 1, __ATOMIC_RELAXED) keeps thread sanitizers content; the
+ * library reads it atomically). A signal that interrupts the blocked thread is seen at once,
+ * any other raise within a tenth of a second: while it has a flag to watch, a blocked call
+ * looks at it that often. NULL stops watching. The flag is read, never written.
  */
 void clue_conn_set_cancel_flag(clue_conn_t *c, const volatile sig_atomic_t *flag);
 
@@ -185,7 +202,9 @@ int clue_call_method(clue_conn_t *c, const ProtobufCServiceDescriptor *service, 
                      clue_status_t *st) CLUE_WUR;
 
 /**
- * Start a server-streaming call: send req and return once the request is on its way.
+ * Start a server-streaming call: send req and return once the request is on its way (or,
+ * with the server's concurrent-stream limit reached, queued in the library to go once
+ * another call ends: see the top of this file).
  * On success (0) *out owns the stream (free with clue_stream_free). On failure *out is left
  * untouched and the status is returned as for clue_call().
  */
