@@ -401,59 +401,88 @@ def test_rechecks_of_one_call_are_bounded(c):
     assert sql(c, "SELECT count(*) FROM clues WHERE title = %s", title)[0][0] == 0
 
 
-def test_a_revoked_token_is_a_strangers_once_refused(c):
-    # A token that authenticated lately renews against its user's share of the pool. Revoked,
-    # its first lookup is refused, and from then on it is a stranger's: while the user's share
-    # is taken, it is refused as unknown, not as "too many of your calls", which would tell a
-    # revoked token from a made-up one and let its holder use up the user's share.
-    import threading
-    srv = harness.Clued(c.url, args=["--auth-cache-ttl", str(TTL_MS), "--db-queue-per-conn", "2",
-                                     "--db-queue-per-user", "4"]).start(migrate=False)
-    chans = []
+class ShareScene:
+    """A server whose users each hold at most 4 requests (2 a connection), principals cached
+    for TTL_MS; each call on a connection of its own."""
 
-    def channel():
-        ch = grpc.insecure_channel(srv.addr, options=[("grpc.use_local_subchannel_pool", 1)])
-        chans.append(ch)
+    def __init__(self, c):
+        self.c = c
+        self.srv = harness.Clued(c.url, args=["--auth-cache-ttl", str(TTL_MS), "--db-queue-per-conn", "2",
+                                              "--db-queue-per-user", "4"]).start(migrate=False)
+        self.chans = []
+
+    def channel(self):
+        ch = grpc.insecure_channel(self.srv.addr, options=[("grpc.use_local_subchannel_pool", 1)])
+        self.chans.append(ch)
         return ch
 
-    def lookup(token):
+    def lookup(self, token):
+        """GetCaller's status with token."""
         try:
-            S.token_pb2_grpc.TokenServiceStub(channel()).GetCaller(
+            S.token_pb2_grpc.TokenServiceStub(self.channel()).GetCaller(
                 S.token_pb2.GetCallerRequest(), metadata=[("authorization", "Bearer " + token)], timeout=10)
             return grpc.StatusCode.OK
         except grpc.RpcError as e:
             return e.code()
-    try:
-        u = c.w.admin.admin.CreateUser(A.CreateUserRequest(unit_id=c.w.G1.id, name="member-share", role=C.ROLE_MEMBER),
-                                       timeout=10)
-        r, kept = [c.w.admin.admin.IssueToken(A.IssueTokenRequest(user_id=u.id, note="share"), timeout=10)
-                   for _ in range(2)]
-        assert lookup(r.token) == lookup(kept.token) == grpc.StatusCode.OK
-        c.w.admin.admin.RevokeToken(A.RevokeTokenRequest(token_id=r.token_id), timeout=10)
-        harness.wait_for(lambda: lookup(r.token) == grpc.StatusCode.UNAUTHENTICATED, what="the revocation on srv")
-        hold = c.pg.connect(c.dbname)
+
+    def while_busy(self, token, check, taken=True):
+        """check() while token's user's share is taken: 4 ListClues with token, on 2
+        connections, waiting on a locked table. With taken, also that the user's own next call
+        is refused at once."""
+        import threading
+        hold = self.c.pg.connect(self.c.dbname)
         hold.autocommit = False
         hold.cursor().execute("LOCK TABLE clues IN ACCESS EXCLUSIVE MODE")
         busy = []
         for _ in range(2):
-            ch = channel()
+            ch = self.channel()
             for _ in range(2):
                 t = threading.Thread(target=lambda ch=ch: S.clue_pb2_grpc.ClueServiceStub(ch).ListClues.future(
-                    CL.ListCluesRequest(), metadata=[("authorization", "Bearer " + kept.token)], timeout=10).exception())
+                    CL.ListCluesRequest(), metadata=[("authorization", "Bearer " + token)], timeout=10).exception())
                 t.start()
                 busy.append(t)
         try:
             time.sleep(0.5)
-            assert lookup(r.token) == grpc.StatusCode.UNAUTHENTICATED
+            check()
+            if taken:
+                try:
+                    S.clue_pb2_grpc.ClueServiceStub(self.channel()).ListClues(
+                        CL.ListCluesRequest(), metadata=[("authorization", "Bearer " + token)], timeout=10)
+                    raise AssertionError("the user's share was not taken")
+                except grpc.RpcError as e:
+                    assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
         finally:
             hold.rollback()
             hold.close()
             for t in busy:
                 t.join()
-    finally:
-        for ch in chans:
+
+    def close(self):
+        for ch in self.chans:
             ch.close()
-        srv.stop()
+        self.srv.stop()
+
+
+def test_a_revoked_token_is_a_strangers_once_refused(c):
+    # A token that authenticated lately renews against its user's share of the pool. Revoked,
+    # its first lookup is refused, and from then on it is a stranger's: while the user's share
+    # is taken, it is refused as unknown, not as "too many of your calls", which would tell a
+    # revoked token from a made-up one and let its holder use up the user's share.
+    sc = ShareScene(c)
+    try:
+        u = c.w.admin.admin.CreateUser(A.CreateUserRequest(unit_id=c.w.G1.id, name="member-share", role=C.ROLE_MEMBER),
+                                       timeout=10)
+        r, kept = [c.w.admin.admin.IssueToken(A.IssueTokenRequest(user_id=u.id, note="share"), timeout=10)
+                   for _ in range(2)]
+        assert sc.lookup(r.token) == sc.lookup(kept.token) == grpc.StatusCode.OK
+        c.w.admin.admin.RevokeToken(A.RevokeTokenRequest(token_id=r.token_id), timeout=10)
+        harness.wait_for(lambda: sc.lookup(r.token) == grpc.StatusCode.UNAUTHENTICATED, what="the revocation on srv")
+
+        def refused_as_unknown():
+            assert sc.lookup(r.token) == grpc.StatusCode.UNAUTHENTICATED
+        sc.while_busy(kept.token, refused_as_unknown, taken=False)
+    finally:
+        sc.close()
 
 
 def test_a_revoked_token_is_a_strangers_before_any_lookup_of_it(c):
@@ -463,53 +492,8 @@ def test_a_revoked_token_is_a_strangers_before_any_lookup_of_it(c):
     # made-up token. Revoked on the instance itself (at once), on another (the notification),
     # and with no word while the listener was lost (which forgets every hint): each is refused
     # as unknown while the user is busy, without a lookup of it after the revocation.
-    import threading
-    srv = harness.Clued(c.url, args=["--auth-cache-ttl", str(TTL_MS), "--db-queue-per-conn", "2",
-                                     "--db-queue-per-user", "4"]).start(migrate=False)
-    chans = []
-
-    def channel():
-        ch = grpc.insecure_channel(srv.addr, options=[("grpc.use_local_subchannel_pool", 1)])
-        chans.append(ch)
-        return ch
-
-    def lookup(token):
-        try:
-            S.token_pb2_grpc.TokenServiceStub(channel()).GetCaller(
-                S.token_pb2.GetCallerRequest(), metadata=[("authorization", "Bearer " + token)], timeout=10)
-            return grpc.StatusCode.OK
-        except grpc.RpcError as e:
-            return e.code()
-
-    def while_busy(check):
-        """check() while the user's share on srv is taken: 4 ListClues with kept, on 2
-        connections, waiting on a locked table."""
-        hold = c.pg.connect(c.dbname)
-        hold.autocommit = False
-        hold.cursor().execute("LOCK TABLE clues IN ACCESS EXCLUSIVE MODE")
-        busy = []
-        for _ in range(2):
-            ch = channel()
-            for _ in range(2):
-                t = threading.Thread(target=lambda ch=ch: S.clue_pb2_grpc.ClueServiceStub(ch).ListClues.future(
-                    CL.ListCluesRequest(), metadata=[("authorization", "Bearer " + kept.token)], timeout=10).exception())
-                t.start()
-                busy.append(t)
-        try:
-            time.sleep(0.5)
-            check()
-            # The share was taken meanwhile: the user's own next call is refused at once.
-            try:
-                S.clue_pb2_grpc.ClueServiceStub(channel()).ListClues(
-                    CL.ListCluesRequest(), metadata=[("authorization", "Bearer " + kept.token)], timeout=10)
-                raise AssertionError("the user's share was not taken")
-            except grpc.RpcError as e:
-                assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
-        finally:
-            hold.rollback()
-            hold.close()
-            for t in busy:
-                t.join()
+    sc = ShareScene(c)
+    srv, lookup = sc.srv, sc.lookup
     try:
         harness.wait_for(lambda: listening(srv), timeout=15, what="srv listening")
         u = c.w.admin.admin.CreateUser(A.CreateUserRequest(unit_id=c.w.G1.id, name="member-share-at-once",
@@ -520,7 +504,8 @@ def test_a_revoked_token_is_a_strangers_before_any_lookup_of_it(c):
         made_up = "ct_" + "cd" * 32
         for t in (here, there, unheard, kept):
             assert lookup(t.token) == grpc.StatusCode.OK  # known on srv as the user's
-        admin_on_srv = S.admin_pb2_grpc.AdminServiceStub(grpc.intercept_channel(channel(), world._Auth(c.w.admin.token)))
+        admin_on_srv = S.admin_pb2_grpc.AdminServiceStub(grpc.intercept_channel(sc.channel(),
+                                                                                world._Auth(c.w.admin.token)))
         admin_on_srv.RevokeToken(A.RevokeTokenRequest(token_id=here.token_id), timeout=10)
         c.w.admin.admin.RevokeToken(A.RevokeTokenRequest(token_id=there.token_id), timeout=10)
         time.sleep(WITHIN)  # the notification reaches srv
@@ -528,7 +513,7 @@ def test_a_revoked_token_is_a_strangers_before_any_lookup_of_it(c):
         def revoked_ones_are_strangers():
             got = {"here": lookup(here.token), "there": lookup(there.token), "made up": lookup(made_up)}
             assert set(got.values()) == {grpc.StatusCode.UNAUTHENTICATED}, got
-        while_busy(revoked_ones_are_strangers)
+        sc.while_busy(kept.token, revoked_ones_are_strangers)
         # The listener lost, a revocation no notification tells: srv knows no token any more.
         assert sql(c, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                       " WHERE datname = current_database() AND application_name = 'clued-listen'")
@@ -538,11 +523,9 @@ def test_a_revoked_token_is_a_strangers_before_any_lookup_of_it(c):
         def unheard_is_a_strangers():
             got = lookup(unheard.token)
             assert got == grpc.StatusCode.UNAUTHENTICATED, got
-        while_busy(unheard_is_a_strangers)
+        sc.while_busy(kept.token, unheard_is_a_strangers)
     finally:
-        for ch in chans:
-            ch.close()
-        srv.stop()
+        sc.close()
 
 
 def test_a_keyed_issue_that_revoked_drops_that_token_alone(c):
