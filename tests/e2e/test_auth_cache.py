@@ -326,13 +326,18 @@ def test_rechecks_of_one_call_are_bounded(c):
     def b_listening():
         return listening(srv)
 
+    last_drop = [0.0]
+
     def drop_all():
         """A notification B cannot read (the triggers never send it): B drops every principal,
-        and counts it."""
+        and counts it. Such drops come at most once a second (a sooner one is put off), so each
+        is sent a second after the last, to land at once, while the lookup it is for waits."""
         def dropped():
             return value(scrape(srv.metrics_addr), "clued_auth_invalidations_total", of="all")
+        time.sleep(max(0.0, last_drop[0] + 1.1 - time.monotonic()))
         n = dropped()
         sql(c, "SELECT pg_notify('audit_events', 'revoked token of nobody')")
+        last_drop[0] = time.monotonic()
         harness.wait_for(lambda: dropped() > n, what="B dropping its cache")
 
     def locker():
