@@ -84,9 +84,9 @@ int auth_token_new(char token[AUTH_TOKEN_LEN + 1], char hash_hex[65]) {
  *   (auth_cache_stale), so it cannot re-insert, and its call is looked up again.
  * - A payload that names no id comes from no trigger of clued's: a role let in to the
  *   database may NOTIFY the channel (it needs no privilege). Such payloads still drop every
- *   principal, but at most once every UNREAD_DROP_MS (one that comes sooner is put off to
- *   then): a stream of them emptied the cache continuously, every call was looked up again,
- *   and lookups raced by a drop were refused as busy.
+ *   principal, but at most UNREAD_DROPS_PER_S times a second (those past them are put off to
+ *   the second's end, one drop for all): a stream of them emptied the cache continuously,
+ *   every call was looked up again, and lookups raced by a drop were refused as busy.
  * - Notifications are lost while the LISTEN connection is down: the cache is dropped when it
  *   goes and serves nothing until LISTEN is in effect again.
  * - Anything not notified (a role change, a revocation with the triggers off) lasts at most
@@ -107,15 +107,20 @@ static int64_t notified_id(const char *payload, const char *prefix) {
   return errno == 0 && *end == '\0' && id > 0 ? (int64_t)id : 0;
 }
 
-#define UNREAD_DROP_MS 1000
+/* Drops of every principal that unread invalidations may make in a second; those past them
+ * are put off to the second's end (one drop for them all). */
+#define UNREAD_DROPS_PER_S 5
 
 static void drop_all_unread(server_t *srv) {
-  srv->auth_unread_last = uv_now(srv->loop);
   auth_cache_forget(&srv->auth_cache, 0, 0);
 }
 
 static void on_unread_due(uv_timer_t *t) {
-  drop_all_unread(t->data);
+  server_t *srv = t->data;
+
+  srv->auth_unread_since = uv_now(srv->loop);
+  srv->auth_unread_n = 1;
+  drop_all_unread(srv);
 }
 
 static void auth_on_notify(const char *channel, const char *payload, void *arg) {
@@ -132,13 +137,18 @@ static void auth_on_notify(const char *channel, const char *payload, void *arg) 
     auth_cache_forget(&srv->auth_cache, token ? id : 0, token ? 0 : id);
     return;
   }
-  /* An id that cannot be read forgets everything, at most once every UNREAD_DROP_MS. */
+  /* An id that cannot be read forgets everything, at most UNREAD_DROPS_PER_S times a second. */
   now = uv_now(srv->loop);
-  if (srv->auth_unread.data == NULL || now >= srv->auth_unread_last + UNREAD_DROP_MS)
+  if (now >= srv->auth_unread_since + 1000) {
+    srv->auth_unread_since = now;
+    srv->auth_unread_n = 0;
+  }
+  if (srv->auth_unread_n < UNREAD_DROPS_PER_S) {
+    srv->auth_unread_n++;
     drop_all_unread(srv);
-  else if (!uv_is_active((uv_handle_t *)&srv->auth_unread))
-    uv_timer_start(&srv->auth_unread, on_unread_due, srv->auth_unread_last + UNREAD_DROP_MS - now,
-                   0);
+  } else if (srv->auth_unread.data != NULL && !uv_is_active((uv_handle_t *)&srv->auth_unread)) {
+    uv_timer_start(&srv->auth_unread, on_unread_due, srv->auth_unread_since + 1000 - now, 0);
+  }
 }
 
 static void auth_on_listen_ready(void *arg) {

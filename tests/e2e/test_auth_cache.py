@@ -326,18 +326,13 @@ def test_rechecks_of_one_call_are_bounded(c):
     def b_listening():
         return listening(srv)
 
-    last_drop = [0.0]
-
     def drop_all():
         """A notification B cannot read (the triggers never send it): B drops every principal,
-        and counts it. Such drops come at most once a second (a sooner one is put off), so each
-        is sent a second after the last, to land at once, while the lookup it is for waits."""
+        and counts it."""
         def dropped():
             return value(scrape(srv.metrics_addr), "clued_auth_invalidations_total", of="all")
-        time.sleep(max(0.0, last_drop[0] + 1.1 - time.monotonic()))
         n = dropped()
         sql(c, "SELECT pg_notify('audit_events', 'revoked token of nobody')")
-        last_drop[0] = time.monotonic()
         harness.wait_for(lambda: dropped() > n, what="B dropping its cache")
 
     def locker():
@@ -604,11 +599,11 @@ def test_others_revocations_leave_a_principal_cached(c):
     assert call(c, c.b, gone.token) == grpc.StatusCode.UNAUTHENTICATED
 
 
-def test_notifications_clued_never_sends_drop_the_cache_once_a_second_at_most(c):
+def test_notifications_clued_never_sends_drop_the_cache_five_times_a_second_at_most(c):
     """A role let in to the database may NOTIFY clued's channel (it needs no privilege). A
     stream of payloads that name no id ("revoked token x") dropped every principal each time:
-    calls were looked up again, and some refused as busy. They now drop them at most once a
-    second; a user's calls meanwhile are served, mostly from the cache."""
+    calls were looked up again, and some refused as busy. They now drop them at most five
+    times a second; a user's calls meanwhile are served, mostly from the cache."""
     import threading
 
     import psycopg2
@@ -650,7 +645,7 @@ def test_notifications_clued_never_sends_drop_the_cache_once_a_second_at_most(c)
         sql(c, f"DROP ROLE {role}")
     assert sent[0] >= 1000, sent[0]
     assert got == [grpc.StatusCode.OK] * len(got), [g for g in got if g != grpc.StatusCode.OK][:5]
-    assert dropped <= took + 3, (dropped, took, sent[0])
+    assert dropped <= 5 * (took + 2), (dropped, took, sent[0])
     assert "revoked token x" not in srv.output(), srv.output()[-2000:]
 
 
