@@ -82,11 +82,15 @@ const rpc_principal_t *auth_cache_get(auth_cache_t *c, const char *hash, uint64_
 }
 
 auth_stamp_t auth_cache_stamp(const auth_cache_t *c) {
-  return (auth_stamp_t){.gen = c->gen, .seq = c->seq};
+  return (auth_stamp_t){.gen = c->gen, .seq = c->seq, .lives = c->lives};
 }
 
-int auth_cache_named(const auth_cache_t *c, auth_stamp_t s, const rpc_principal_t *p) {
-  if (s.gen != c->gen || c->seq - s.seq > AUTH_FORGOTTEN)
+/* auth_cache_named(), where a bump of the generation counts only if going live was not all
+ * it was (with lives_too, every bump counts). */
+static int named_since(const auth_cache_t *c, auth_stamp_t s, const rpc_principal_t *p,
+                       int lives_too) {
+  if ((lives_too ? s.gen != c->gen : s.gen - s.lives != c->gen - c->lives) ||
+      c->seq - s.seq > AUTH_FORGOTTEN)
     return -1;
   for (uint64_t q = s.seq + 1; q <= c->seq; q++) {
     const auth_forgot_t *f = &c->forgot[q % AUTH_FORGOTTEN];
@@ -95,6 +99,10 @@ int auth_cache_named(const auth_cache_t *c, auth_stamp_t s, const rpc_principal_
       return 1;
   }
   return 0;
+}
+
+int auth_cache_named(const auth_cache_t *c, auth_stamp_t s, const rpc_principal_t *p) {
+  return named_since(c, s, p, 1);
 }
 
 bool auth_cache_stale(const auth_cache_t *c, auth_stamp_t s, const rpc_principal_t *p) {
@@ -192,7 +200,7 @@ void auth_cache_know(auth_cache_t *c, const char *hash, const rpc_principal_t *p
   uint64_t k = known_key(hash);
   auth_known_t *slot;
 
-  if (k == 0 || p->user_id <= 0 || auth_cache_stale(c, s, p))
+  if (k == 0 || p->user_id <= 0 || named_since(c, s, p, 0) != 0)
     return;
   slot = &c->known[k % AUTH_KNOWN_SLOTS];
   slot->key = k;
@@ -232,9 +240,13 @@ void auth_cache_reset(auth_cache_t *c, int live) {
     }
   memset(c->by_token, 0, sizeof(c->by_token));
   memset(c->by_user, 0, sizeof(c->by_user));
-  /* What cannot be told (the listener lost, an invalidation unread) may have revoked any
-   * token: none is known as its user's any more. */
-  memset(c->known, 0, sizeof(c->known));
+  if (live && !c->live) {
+    c->lives++; /* the listener ready: it tells of revocations from now on */
+  } else {
+    /* What cannot be told (the listener lost, an invalidation unread) may have revoked any
+     * token: none is known as its user's any more. */
+    memset(c->known, 0, sizeof(c->known));
+  }
   c->gen++;
   c->live = live;
 }

@@ -42,7 +42,7 @@ typedef struct auth_forgot {
 
 /* When a principal was read: the cache's generation and invalidations so far. */
 typedef struct auth_stamp {
-  uint64_t gen, seq;
+  uint64_t gen, seq, lives;
 } auth_stamp_t;
 
 typedef struct auth_cache {
@@ -52,6 +52,7 @@ typedef struct auth_cache {
   int live;        /* the invalidation listener is listening: entries may be served */
   uint64_t gen;    /* bumped by every invalidation that drops everything (auth_cache_reset) */
   uint64_t seq;    /* targeted invalidations so far (auth_cache_forget) */
+  uint64_t lives;  /* of gen's bumps, those of going live (nothing was revoked by them) */
   auth_cache_entry_t *buckets[AUTH_CACHE_BUCKETS];  /* by token hash */
   auth_cache_entry_t *by_token[AUTH_CACHE_BUCKETS]; /* the same entries by token id */
   auth_cache_entry_t *by_user[AUTH_CACHE_BUCKETS];  /* ... and by user id */
@@ -121,7 +122,9 @@ int64_t auth_cache_known(const auth_cache_t *c, const char *hash, uint64_t now);
 void auth_cache_unknow(auth_cache_t *c, const char *hash);
 
 /** Drop every entry and every token known (auth_cache_known()), and bump the generation
- * (every stamp before is stale); live: whether entries may be served from now. */
+ * (every stamp before is stale); live: whether entries may be served from now. Going live
+ * (the listener ready) drops the entries but keeps the tokens known, and a lookup that read
+ * its token before may still make it known: going live revokes nothing. */
 void auth_cache_reset(auth_cache_t *c, int live);
 
 /** Free every entry (the cache is then empty, not live). */

@@ -141,8 +141,20 @@ static void test_a_lookup_read_before_a_revocation_leaves_no_hint(void **state) 
   auth_cache_forget(&cache, 0, 8);
   auth_cache_know(&cache, hash_of(2), &q, before, 0);
   assert_int_equal(auth_cache_known(&cache, hash_of(2), 0), 0);
+  /* Going live revokes nothing: a lookup read before it makes its token known, and what was
+   * known stays so. */
   before = auth_cache_stamp(&cache);
   auth_cache_reset(&cache, 1);
+  auth_cache_know(&cache, hash_of(1), &p, before, 0);
+  assert_int_equal(auth_cache_known(&cache, hash_of(1), 0), 7);
+  auth_cache_reset(&cache, 0);
+  auth_cache_know(&cache, hash_of(1), &p, auth_cache_stamp(&cache), 0);
+  auth_cache_reset(&cache, 1);
+  assert_int_equal(auth_cache_known(&cache, hash_of(1), 0), 7);
+  /* Everything dropped while live (an invalidation unread) does revoke. */
+  before = auth_cache_stamp(&cache);
+  auth_cache_forget(&cache, 0, 0);
+  assert_int_equal(auth_cache_known(&cache, hash_of(1), 0), 0);
   auth_cache_know(&cache, hash_of(1), &p, before, 0);
   assert_int_equal(auth_cache_known(&cache, hash_of(1), 0), 0);
   auth_cache_free(&cache);
