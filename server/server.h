@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "log_limit.h"
 #include "rpc/auth_cache.h"
 #include "rpc/key_counts.h"
 #include "rpc/rpc.h"
@@ -165,8 +166,7 @@ struct server {
   reflection_t *reflection;    /* server reflection: the embedded descriptor set, indexed */
   auth_cache_t auth_cache;     /* principals by token hash (rpc/auth.c); outlives the pool */
   uv_timer_t auth_unread;      /* a drop of every principal put off (rpc/auth.c); data: set */
-  uint64_t auth_unread_since;  /* the second unread invalidations' drops are counted in */
-  unsigned auth_unread_n;      /* and how many were made in it */
+  log_limit_t auth_unread_budget; /* unread invalidations' drops, in one-second windows */
   audit_tree_t *tree;          /* the audit log's Merkle tree and checkpoints */
   struct svc_batches *batches; /* the batched writes' queues (service/batch.c) */
   uint64_t direct_moves[2];    /* moves sent without a facts read: [0] done so, [1] read

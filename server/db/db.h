@@ -37,6 +37,10 @@ enum {
 /** At most this many statements in db_config_t.tune_sql and untune_sql each. */
 #define DB_TUNE_MAX 8
 
+/** One connection attempt's bound when db_config_t sets none: the pool's, and each host's of
+ * the blocking sessions of migrate, bootstrap and serve's start-up (db_session_connect()). */
+#define DB_DEFAULT_CONNECT_TIMEOUT_MS 10000
+
 typedef struct db_config {
   const char *conninfo;          /* libpq connection string or URI */
   int size;                      /* connections, default 8 */

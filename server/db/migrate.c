@@ -343,24 +343,24 @@ static void on_notice(void *arg, const PGresult *res) {
     log_warn("server %s: %s", sev, msg);
 }
 
-/* Seconds a blocking session waits for each host of the connection string, as the pool does
- * (db.c's connect timeout): a host that accepts the connection and then never answers (the
+/* A blocking session waits DB_DEFAULT_CONNECT_TIMEOUT_MS for each host of the connection
+ * string, as the pool does: a host that accepts the connection and then never answers (the
  * failed primary of a failover) would hold migrate, bootstrap or serve's start for ever, and
  * the next host of the list would never be tried. The connection string's own connect_timeout,
  * or PGCONNECT_TIMEOUT, wins (dbname is expanded after it). */
-#define SESSION_CONNECT_TIMEOUT "10"
-
 PGconn *db_session_connect(const char *conninfo, const char *application) {
   const char *timeout = getenv("PGCONNECT_TIMEOUT");
+  char default_s[16];
   const char *keys[] = {"connect_timeout", "dbname", "fallback_application_name", "options", NULL};
-  const char *vals[] = {timeout && *timeout ? timeout : SESSION_CONNECT_TIMEOUT,
-                        conninfo ? conninfo : "", application, NULL, NULL};
+  const char *vals[] = {timeout && *timeout ? timeout : default_s, conninfo ? conninfo : "",
+                        application, NULL, NULL};
   PQconninfoOption none = {0}, *opts;
   char *err = NULL, *options = NULL, line[512];
   const char *own, *enc;
   PGconn *c = NULL;
   int n;
 
+  snprintf(default_s, sizeof(default_s), "%d", DB_DEFAULT_CONNECT_TIMEOUT_MS / 1000);
   /* A string libpq cannot parse (a bare database name) has no options of its own. */
   opts = PQconninfoParse(vals[1], &err);
   PQfreemem(err);

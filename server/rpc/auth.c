@@ -107,20 +107,17 @@ static int64_t notified_id(const char *payload, const char *prefix) {
   return errno == 0 && *end == '\0' && id > 0 ? (int64_t)id : 0;
 }
 
-/* Drops of every principal that unread invalidations may make in a second; those past them
- * are put off to the second's end (one drop for them all). */
+/* Drops of every principal that unread invalidations may make in a second (a budget of
+ * log_limit.h's, in its fixed one-second windows); those past them are put off to the
+ * window's end (one drop for them all). */
 #define UNREAD_DROPS_PER_S 5
-
-static void drop_all_unread(server_t *srv) {
-  auth_cache_forget(&srv->auth_cache, 0, 0);
-}
 
 static void on_unread_due(uv_timer_t *t) {
   server_t *srv = t->data;
 
-  srv->auth_unread_since = uv_now(srv->loop);
-  srv->auth_unread_n = 1;
-  drop_all_unread(srv);
+  /* Due at the window's end: the drop opens the next window, counted in it. */
+  (void)log_limit_take(&srv->auth_unread_budget, LOG_INFO, uv_now(srv->loop));
+  auth_cache_forget(&srv->auth_cache, 0, 0);
 }
 
 static void auth_on_notify(const char *channel, const char *payload, void *arg) {
@@ -139,16 +136,11 @@ static void auth_on_notify(const char *channel, const char *payload, void *arg) 
   }
   /* An id that cannot be read forgets everything, at most UNREAD_DROPS_PER_S times a second. */
   now = uv_now(srv->loop);
-  if (now >= srv->auth_unread_since + 1000) {
-    srv->auth_unread_since = now;
-    srv->auth_unread_n = 0;
-  }
-  if (srv->auth_unread_n < UNREAD_DROPS_PER_S) {
-    srv->auth_unread_n++;
-    drop_all_unread(srv);
-  } else if (srv->auth_unread.data != NULL && !uv_is_active((uv_handle_t *)&srv->auth_unread)) {
-    uv_timer_start(&srv->auth_unread, on_unread_due, srv->auth_unread_since + 1000 - now, 0);
-  }
+  if (log_limit_take(&srv->auth_unread_budget, LOG_INFO, now))
+    auth_cache_forget(&srv->auth_cache, 0, 0);
+  else if (!uv_is_active((uv_handle_t *)&srv->auth_unread))
+    uv_timer_start(&srv->auth_unread, on_unread_due, srv->auth_unread_budget.window_ms + 1000 - now,
+                   0);
 }
 
 static void auth_on_listen_ready(void *arg) {
@@ -171,6 +163,7 @@ int rpc_auth_init(server_t *srv) {
     return 0;
   uv_timer_init(srv->loop, &srv->auth_unread);
   srv->auth_unread.data = srv;
+  log_limit_init(&srv->auth_unread_budget, UNREAD_DROPS_PER_S, uv_now(srv->loop));
   rc = db_listen_full(srv->db, "audit_events", auth_on_notify, auth_on_listen_ready,
                       auth_on_listen_lost, srv);
   return rc == 0 ? 0 : -ENOMEM;

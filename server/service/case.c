@@ -806,13 +806,11 @@ static bool clue_member_hidden(rpc_call_t *call, const db_result_t *r, void *arg
  * write would answer the case. True after answering. A key of another request goes on to the
  * write, which refuses it as before. */
 static bool clue_retry_recused(rpc_call_t *call, const db_result_t *r, const member_req_t *mr) {
-  size_t n = strlen(mr->method);
-  const char *method;
   authz_result_t res;
   clue_row_t row;
 
-  if (mr->facts[4] == NULL || db_rows(r) != 1 || (method = db_value(r, 0, MF_CLUE_REQ)) == NULL ||
-      strncmp(method, mr->method, n) != 0 || (method[n] != '\0' && method[n] != ' ') ||
+  if (mr->facts[4] == NULL || db_rows(r) != 1 ||
+      !clue_request_method_is(r, MF_CLUE_REQ, mr->method) ||
       !clue_request_same(r, MF_CLUE_REQ, mr->facts[5]) ||
       !clue_member_decision(call, r, mr, &res, &row) || row.id == 0 ||
       !row.facts.principal_recused || res.decision != AUTHZ_NOT_FOUND)

@@ -470,12 +470,15 @@ bool clue_change_allowed(rpc_call_t *call, const char *what, const clue_row_t *r
   return true;
 }
 
-bool clue_request_is(const db_result_t *r, int col, const char *method, int64_t id) {
+bool clue_request_method_is(const db_result_t *r, int col, const char *method) {
   const char *v = db_value(r, 0, col);
   size_t n = strlen(method);
 
-  return strncmp(v, method, n) == 0 && (v[n] == '\0' || v[n] == ' ') &&
-         svc_col_i64(r, 0, col + 1) == id;
+  return v != NULL && strncmp(v, method, n) == 0 && (v[n] == '\0' || v[n] == ' ');
+}
+
+bool clue_request_is(const db_result_t *r, int col, const char *method, int64_t id) {
+  return clue_request_method_is(r, col, method) && svc_col_i64(r, 0, col + 1) == id;
 }
 
 bool clue_request_same(const db_result_t *r, int col, const char *sha256) {

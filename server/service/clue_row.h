@@ -223,6 +223,10 @@ bool clue_change_allowed(rpc_call_t *call, const char *what, const clue_row_t *r
  */
 bool clue_request_is(const db_result_t *r, int col, const char *method, int64_t id);
 
+/** clue_request_is() without the id: the record (column col, CLUE_REQ_METHOD(), NULL when
+ * none) is one of method's. */
+bool clue_request_method_is(const db_result_t *r, int col, const char *method);
+
 /**
  * Whether that record (column col, CLUE_REQ_METHOD()) was made by a request with the fields of
  * this one: its fingerprint is sha256 (request_sha256()), or it has none (a record of before
