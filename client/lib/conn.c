@@ -667,6 +667,10 @@ int clue__conn_start(clue_conn_t *c, call_t *call, clue_status_t *st) {
   int32_t id = NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE;
 
   assert(call->state == CALL_IDLE && call->conn == c);
+  if (clue__net_cancelled(c->cancel)) { /* raised already: the server need not hear of it */
+    clue__status_setf(st, CLUE_STATUS_CANCELLED, "cancelled before the call was sent");
+    return st->code;
+  }
   if (c->state != CONN_IDLE)
     conn_catch_up(c);
   for (int attempt = 0; attempt < 2; attempt++) {

@@ -769,7 +769,7 @@ static void test_deadline_and_cancel(void **state) {
   clue_conn_t *c = connect_peer();
   clue_status_t st = CLUE_STATUS_INIT;
   volatile sig_atomic_t flag = 0;
-  int before = peer_accepts();
+  int before = peer_accepts(), before_rst;
 
   (void)state;
   clue_conn_set_timeout(c, 150);
@@ -777,9 +777,17 @@ static void test_deadline_and_cancel(void **state) {
   clue_conn_set_timeout(c, 0);
   expect_status(c, "Echo", CLUE_STATUS_OK, NULL);
   clue_conn_set_cancel_flag(c, &flag);
+  pthread_mutex_lock(&peer.mu);
+  before_rst = peer.rst_count;
+  pthread_mutex_unlock(&peer.mu);
   flag = 1;
-  expect_status(c, "Hang", CLUE_STATUS_CANCELLED, "cancelled");
+  /* up before the call starts: nothing reaches the peer, not even a reset stream */
+  expect_status(c, "Hang", CLUE_STATUS_CANCELLED, "cancelled before the call was sent");
   flag = 0;
+  expect_status(c, "Echo", CLUE_STATUS_OK, NULL);
+  pthread_mutex_lock(&peer.mu);
+  assert_int_equal(peer.rst_count, before_rst);
+  pthread_mutex_unlock(&peer.mu);
   expect_status(c, "Echo", CLUE_STATUS_OK, NULL);
   assert_int_equal(peer_accepts(), before + 1);
   clue_status_clear(&st);

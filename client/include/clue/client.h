@@ -162,7 +162,8 @@ void clue_conn_set_max_recv(clue_conn_t *c, size_t max_bytes);
 
 /**
  * Watch *flag: when it becomes non-zero, the blocking call in progress is cancelled
- * (RST_STREAM CANCEL) and returns CANCELLED, deadline or not. The flag may be raised by a
+ * (RST_STREAM CANCEL) and returns CANCELLED, deadline or not; a call started while it is
+ * up returns CANCELLED without being sent. The flag may be raised by a
  * signal handler, whichever thread of the process it runs on, or by another thread (from a
  * thread, __atomic_store_n(flag, 1, __ATOMIC_RELAXED) keeps thread sanitizers content; the
  * library reads it atomically). A signal that interrupts the blocked thread is seen at once,
