@@ -280,6 +280,21 @@ static ssize_t io_error(SSL *ssl, int rc, char *why, size_t whylen) {
   return CLUE_TLS_ERROR;
 }
 
+/* A write failed because the peer hung up: it may have said why first. A TLS 1.3 server that
+ * refuses the client's certificate (or its lack of one) does so after the client's handshake
+ * has ended, in an alert the client reads only if it looks. The alert's reason replaces the
+ * write's "Broken pipe" in *why when there is one. */
+static void peer_alert(SSL *ssl, char *why, size_t whylen) {
+  char buf[256];
+  int rc;
+
+  ERR_clear_error();
+  rc = SSL_read(ssl, buf, sizeof(buf));
+  if (rc <= 0 && SSL_get_error(ssl, rc) == SSL_ERROR_SSL && ERR_peek_last_error() != 0)
+    ssl_reason(why, whylen);
+  ERR_clear_error();
+}
+
 ssize_t clue__tls_send(SSL *ssl, const void *data, size_t len, char *why, size_t whylen) {
   int rc;
 
@@ -291,6 +306,8 @@ ssize_t clue__tls_send(SSL *ssl, const void *data, size_t len, char *why, size_t
   if (rc > 0)
     return rc;
   rc = (int)io_error(ssl, rc, why, whylen);
+  if (rc == CLUE_TLS_ERROR && (errno == EPIPE || errno == ECONNRESET))
+    peer_alert(ssl, why, whylen);
   if (rc == 0) { /* the peer closed: for a writer that is an error */
     snprintf(why, whylen, "connection closed");
     return CLUE_TLS_ERROR;

@@ -102,6 +102,36 @@ int main(int argc, char **argv) {
 }
 """
 
+# TLS_PROGRAM TARGET CA [CERT KEY]: connects first, then calls; prints each step's status.
+TLS_PROGRAM = r"""
+#include <stdio.h>
+
+#include <clue/client.h>
+#include "grpc/health/v1/health.pb-c.h"
+
+int main(int argc, char **argv) {
+  clue_conn_t *c;
+  clue_status_t st = CLUE_STATUS_INIT;
+  ProtobufCMessage *resp = NULL;
+  Grpc__Health__V1__HealthCheckRequest hreq = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+  int rc;
+
+  if ((argc != 3 && argc != 5) || clue_conn_new(argv[1], &c) != 0 ||
+      clue_conn_set_tls(c, argv[2], argc == 5 ? argv[3] : NULL, argc == 5 ? argv[4] : NULL, &st) != 0)
+    return 2;
+  rc = clue_conn_connect(c, &st);
+  printf("connect %s %s\n", clue_status_name(rc), st.message ? st.message : "");
+  rc = clue_call(c, "/grpc.health.v1.Health/Check", &hreq.base,
+                 &grpc__health__v1__health_check_response__descriptor, &resp, &st);
+  printf("call %s %s\n", clue_status_name(rc), st.message ? st.message : "");
+  if (rc == 0)
+    protobuf_c_message_free_unpacked(resp, NULL);
+  clue_status_clear(&st);
+  clue_conn_free(c);
+  return 0;
+}
+"""
+
 
 def sh(*cmd, env=None, cwd=None):
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
@@ -176,22 +206,29 @@ def test_version_names_commit_and_schema(prefix):
     assert f"schema {int(latest.split('_')[0])} ({latest})" in out, out
 
 
-def test_installed_clued_migrates_serves_and_a_c_program_calls_it(prefix):
+def compile_program(prefix, name, source, static=False):
+    """source built against the installed libclue as a user's program is (pkg-config), linked
+    to the shared library or, if static, to the archive; the path of the program."""
     pc = glob.glob(os.path.join(prefix, "lib*", "**", "pkgconfig", "clue.pc"), recursive=True)[0]
     env = dict(os.environ, PKG_CONFIG_PATH=os.path.dirname(pc))
     cflags = sh("pkg-config", "--cflags", "clue", env=env).split()
-    libs = sh("pkg-config", "--libs", "clue", env=env).split()
-    static_libs = sh("pkg-config", "--static", "--libs", "clue", env=env).split()
     san = os.environ.get("CLUED_TEST_CFLAGS", "").split()  # the test build's libclue has ASan/UBSan
-    src = os.path.join(prefix, "prog.c")
+    src, prog = os.path.join(prefix, name + ".c"), os.path.join(prefix, name)
     with open(src, "w") as f:
-        f.write(PROGRAM)
-    libdir = os.path.dirname(os.path.dirname(pc))
-    shared = os.path.join(prefix, "prog-shared")
-    sh("cc", *san, *cflags, src, "-o", shared, *libs, f"-Wl,-rpath,{libdir}")
-    static = os.path.join(prefix, "prog-static")
-    sh("cc", *san, *cflags, src, "-o", static, "-Wl,-Bstatic", "-lclue", "-Wl,-Bdynamic",
-       *[a for a in static_libs if a != "-lclue"])
+        f.write(source)
+    if static:
+        libs = sh("pkg-config", "--static", "--libs", "clue", env=env).split()
+        link = ["-Wl,-Bstatic", "-lclue", "-Wl,-Bdynamic", *[a for a in libs if a != "-lclue"]]
+    else:
+        link = sh("pkg-config", "--libs", "clue", env=env).split()
+        link.append(f"-Wl,-rpath,{os.path.dirname(os.path.dirname(pc))}")
+    sh("cc", *san, *cflags, src, "-o", prog, *link)
+    return prog
+
+
+def test_installed_clued_migrates_serves_and_a_c_program_calls_it(prefix):
+    shared = compile_program(prefix, "prog-shared", PROGRAM)
+    static = compile_program(prefix, "prog-static", PROGRAM, static=True)
     assert "libclue.so" in sh("ldd", shared) and "libclue.so" not in sh("ldd", static)
 
     url = harness.test_database_url()
@@ -224,6 +261,31 @@ def test_installed_clued_migrates_serves_and_a_c_program_calls_it(prefix):
             assert "detail ResourceInfo google.protobuf.ServiceDescriptorProto no.such.Service" in r.stdout, r.stdout
     finally:
         srv.stop()
+
+
+def test_a_server_refusing_the_client_certificate_says_why(prefix):
+    """With mTLS, a TLS 1.3 server judges the client's certificate after the client's handshake
+    has ended: connecting succeeds, and the server's alert arrives as the client writes. The
+    call's error gives the alert's reason, not the write it cut short ("Broken pipe")."""
+    import test_tls
+
+    prog = compile_program(prefix, "tls-prog", TLS_PROGRAM)
+    certs = test_tls.Certs()
+    srv = test_tls.TlsClued(certs, harness.test_database_url(), client="client",
+                            args=["--tls-client-ca", certs.path("ca.pem")])
+    try:
+        srv.start()
+        ca = certs.path("ca.pem")
+        for extra, want in (((certs.path("client.pem"), certs.path("client.key")), "call OK"),
+                            ((), "certificate required"),
+                            ((certs.path("stranger.pem"), certs.path("stranger.key")), "unknown ca")):
+            r = subprocess.run([prog, srv.addr, ca, *extra], capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r.stdout + r.stderr
+            call = [ln for ln in r.stdout.splitlines() if ln.startswith("call ")]
+            assert call and want in call[0], (extra, r.stdout)
+    finally:
+        srv.stop()
+        certs.destroy()
 
 
 if __name__ == "__main__":
