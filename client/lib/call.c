@@ -353,12 +353,7 @@ static void call_free(call_t *call) {
   }
   if (call->state != CALL_CLOSED)
     grpc_decoder_free(&call->dec);
-  while (call->head != NULL) {
-    call_msg_t *m = call->head;
-    call->head = m->next;
-    free(m->data);
-    free(m);
-  }
+  clue__call_drop_messages(call);
   free(call->req);
   free(call->path);
   free(call->grpc_message);
@@ -380,6 +375,14 @@ static call_msg_t *call_pop(call_t *call) {
     call->unconsumed = 0;
   }
   return m;
+}
+
+void clue__call_drop_messages(call_t *call) {
+  while (call->head != NULL) {
+    call_msg_t *m = call_pop(call);
+    free(m->data);
+    free(m);
+  }
 }
 
 /* What decoding a message may allocate: DECODE_FLOOR, and DECODE_RATIO times its size on
@@ -603,11 +606,7 @@ static void stream_lost_message(call_t *s, int code) {
   } else {
     call_record_status(s, code, msg);
   }
-  while (s->head != NULL) {
-    call_msg_t *m = call_pop(s);
-    free(m->data);
-    free(m);
-  }
+  clue__call_drop_messages(s);
 }
 
 int clue_stream_next(clue_stream_t *s, ProtobufCMessage **msg, clue_status_t *st) {

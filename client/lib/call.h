@@ -88,4 +88,7 @@ void clue__call_finish(call_t *call, int code, char *msg);
 /** End the call from this side: RST_STREAM(CANCEL) if the stream is live, then finish. */
 void clue__call_abort(call_t *call, int code, char *msg);
 
+/** Free the messages received and not yet read. */
+void clue__call_drop_messages(call_t *call);
+
 #endif

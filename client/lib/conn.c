@@ -745,8 +745,10 @@ void clue_conn_free(clue_conn_t *c) {
   if (c == NULL)
     return;
   for (call_t *k = c->calls; k != NULL; k = k->next)
-    if (k->state != CALL_CLOSED)
+    if (k->state != CALL_CLOSED) { /* cancelled: what it had not read yet goes too */
       clue__call_abort(k, CLUE_STATUS_CANCELLED, clue__strdup("connection closed by the client"));
+      clue__call_drop_messages(k);
+    }
   if (c->h2 != NULL) {
     /* A polite goodbye, if the socket takes it right away. */
     (void)nghttp2_session_terminate_session(c->h2, NGHTTP2_NO_ERROR);

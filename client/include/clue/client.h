@@ -123,8 +123,9 @@ const char *clue_strerror(int err);
 int clue_conn_new(const char *target, clue_conn_t **out) CLUE_WUR;
 
 /**
- * Close the connection and free it. Streams still open are cancelled; their handles stay
- * valid (they report CANCELLED) until clue_stream_free().
+ * Close the connection and free it. Streams still open are cancelled, with the messages
+ * they had received and not yet read; their handles stay valid (they report CANCELLED)
+ * until clue_stream_free(). A stream the server had already ended keeps its messages.
  */
 void clue_conn_free(clue_conn_t *c);
 
