@@ -146,6 +146,7 @@ struct db_req {
   int cancel_sent;  /* a cancel request for it went out (db_cancel()'s or the watchdog's): a
                        success is not trusted */
   int stalled;      /* the stall watchdog cancelled it */
+  int rerun;        /* sent again after its session's saved plans went stale (plans_stale()) */
   db_cb cb;
   void *arg;
   int txn;   /* sent as BEGIN, stmts, COMMIT in one pipeline */
@@ -341,6 +342,17 @@ static void queue_push(req_queue_t *qu, db_req_t *q) {
   else
     qu->head = q;
   qu->tail = q;
+  qu->len++;
+}
+
+static void queue_push_front(req_queue_t *qu, db_req_t *q) {
+  q->prev = NULL;
+  q->next = qu->head;
+  if (qu->head)
+    qu->head->prev = q;
+  else
+    qu->tail = q;
+  qu->head = q;
   qu->len++;
 }
 
@@ -1089,6 +1101,39 @@ static void conn_send(db_conn_t *c, db_req_t *q) {
   (void)conn_flush(c);
 }
 
+/* Whether q failed only because its session's saved plans no longer fit the tables: a
+ * column's type changed (ALTER TABLE) under a statement this session prepared, or under a
+ * plan a PL/pgSQL function saved in it. Each such plan fails the same way until the session
+ * ends; a new session plans afresh. */
+static int plans_stale(const db_req_t *q) {
+  return (strcmp(q->sqlstate, "0A000") == 0 &&
+          strcmp(q->message, "cached plan must not change result type") == 0) ||
+         (strcmp(q->sqlstate, "42804") == 0 &&
+          strstr(q->message, "does not match that when preparing the plan") != NULL);
+}
+
+/* q failed on stale plans (plans_stale()), so nothing of it took effect: the session is
+ * replaced and q goes first in line to run again, once. */
+static void conn_renew_and_rerun(db_conn_t *c, db_req_t *q) {
+  db_pool_t *p = c->pool;
+  char why[sizeof(q->message) + 64];
+
+  snprintf(why, sizeof(why), "%s (the tables changed under its saved plans)", q->message);
+  for (int i = 0; i < q->nstmts; i++) {
+    PQclear(q->res[i]);
+    q->res[i] = NULL;
+  }
+  req_set_error(q, 0, NULL);
+  q->rerun = 1;
+  c->req = NULL;
+  q->conn = NULL;
+  q->state = REQ_QUEUED;
+  queue_push_front(&p->queue, q);
+  conn_lost(c, why); /* reconnects after the shortest backoff; another connection may take q */
+  if (!p->closing)
+    pool_dispatch(p);
+}
+
 /* The connection's request has all its results. Roll back if it left a transaction open;
  * otherwise hand the connection to the next waiting request and run the callback. */
 static void conn_req_done(db_conn_t *c) {
@@ -1121,6 +1166,10 @@ static void conn_req_done(db_conn_t *c) {
     conn_set_state(c, CONN_ROLLBACK);
     conn_watchdog(c);
     (void)conn_flush(c);
+    return;
+  }
+  if (q->err == DB_EQUERY && !q->rerun && !q->cancel_sent && !q->cancelled && plans_stale(q)) {
+    conn_renew_and_rerun(c, q);
     return;
   }
   /* A request that a cancel request was sent for (its callers' or the watchdog's) may have

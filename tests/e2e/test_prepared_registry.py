@@ -125,6 +125,43 @@ def test_stays_bounded_and_answers(ctx):
     assert n < 256
 
 
+def test_a_column_type_changed_under_the_saved_plans(ctx):
+    """An operator changes a column's type while clued runs (ALTER TABLE as a superuser). Every
+    plan saved in clued's sessions that returns or takes the column then fails the same way
+    until its session ends: a prepared statement (0A000 "cached plan must not change result
+    type"), a PL/pgSQL function's (42804 "type of parameter ... does not match that when
+    preparing the plan"). Each call still answers: its session is replaced and the call runs
+    again on a new one. Its own world, two pool connections, both of which saved the plans."""
+    own = world.served(args=["--db-pool", "2"])
+    try:
+        member, leader = own.w.G1.member, own.w.G1.leader
+
+        def submit(title):
+            return member.clue.SubmitClue(pb.SubmitClueRequest(
+                request_id=new_request_id(), title=title, summary="s", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+                subject=pb.SubjectPerson(name="王某"), host_unit="h"), timeout=20)
+
+        def round_of_calls(title):
+            cl = submit(title)
+            assert member.clue.GetClue(pb.GetClueRequest(clue_id=cl.id), timeout=20).title == title
+            assert cl.id in [c.id for c in leader.clue.ListClues(pb.ListCluesRequest(), timeout=20).clues]
+            moved = leader.clue.RequestTransition(pb.RequestTransitionRequest(
+                clue_id=cl.id, expected_version=cl.version, target=cm.CLUE_STATE_PRELIMINARY_CHECK,
+                reason="r", request_id=new_request_id()), timeout=20).clue
+            assert moved.state == cm.CLUE_STATE_PRELIMINARY_CHECK and moved.title == title
+
+        for i in range(4):  # both connections prepare every statement
+            round_of_calls(f"before {i}")
+        with own.db.cursor() as cur:
+            cur.execute("ALTER TABLE clues ALTER COLUMN title TYPE varchar(500)")
+        for i in range(4):
+            round_of_calls(f"after {i}")
+        log = own.srv.output()
+        assert "the tables changed under its saved plans" in log, log[-3000:]
+    finally:
+        world.unserve(own)
+
+
 def teardown(ctx):
     world.unserve(ctx)
 
