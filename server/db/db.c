@@ -1130,8 +1130,7 @@ static void conn_renew_and_rerun(db_conn_t *c, db_req_t *q) {
   q->state = REQ_QUEUED;
   queue_push_front(&p->queue, q);
   conn_lost(c, why); /* reconnects after the shortest backoff; another connection may take q */
-  if (!p->closing)
-    pool_dispatch(p);
+  pool_dispatch(p);
 }
 
 /* The connection's request has all its results. Roll back if it left a transaction open;
@@ -1168,7 +1167,8 @@ static void conn_req_done(db_conn_t *c) {
     (void)conn_flush(c);
     return;
   }
-  if (q->err == DB_EQUERY && !q->rerun && !q->cancel_sent && !q->cancelled && plans_stale(q)) {
+  if (q->err == DB_EQUERY && !q->rerun && !q->cancel_sent && !q->cancelled && !p->closing &&
+      plans_stale(q)) {
     conn_renew_and_rerun(c, q);
     return;
   }
