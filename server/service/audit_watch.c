@@ -18,7 +18,12 @@
  * once which of the batch's clues it sees (clue_scope_sql(), as ListClues does), remembers the seqs
  * it may deliver, and its members deliver from the ring up to where the group has checked. So a
  * burst costs one more query per group with watchers, not per watcher. As with ListAuditEvents,
- * visibility is the clue's at the time of delivery.
+ * visibility is the clue's at the time of delivery: a group's answers serve the members that
+ * were waiting for them, at once. A member that joins later, or that takes them up after its
+ * call held it back for over VIS_FRESH_MS (PAUSED), may no longer see what they say it saw
+ * (it was recused since, its unit left the joint case): it reads what was checked before
+ * from the database, as a watcher catching up does, and only later checks from memory
+ * (vis_pos).
  *
  * Ordering without gaps. A watcher delivers only the contiguous run of seqs the tail's
  * frontier has decided (the argument is at the top of audit/tail.c), so it never skips an
@@ -83,6 +88,7 @@
 #define WATCH_HIGH_WATER (64 * 1024) /* a watcher queues no more once its call holds this */
 #define RECHECK_MS 5000              /* re-read the watchers' tokens at least this often */
 #define HEARTBEAT_MAX_S 3600         /* the longest heartbeat_seconds (its message says 3600) */
+#define VIS_FRESH_MS 1000            /* a group's check serves a member held back this long */
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -138,6 +144,8 @@ struct watcher {
   int64_t query_bound;   /* the frontier when its catch-up query was sent */
   audit_filter_t filter; /* strings point into the request, which the call owns */
   vis_group_t *group;    /* NULL for watchers that see every event */
+  int64_t vis_pos;       /* the group's checks up to here came before w could use them */
+  uint64_t paused_at;    /* loop time it last became PAUSED */
   int checked;           /* a tail fetch sent after it joined found its token valid */
   int in_check;          /* its token is named in the tail fetch in flight */
   uint64_t expires;      /* loop time at which it reaches --max-stream-age; 0: never */
@@ -178,6 +186,8 @@ static void watcher_set_state(watcher_t *w, watch_state_t to) {
 
   if (w->state == WATCH_GONE)
     return;
+  if (to == WATCH_PAUSED && w->state != WATCH_PAUSED)
+    w->paused_at = uv_now(a->srv->loop);
   w->state = to;
   if (to == WATCH_LIVE)
     w->caught_up = 1;
@@ -316,12 +326,20 @@ static int group_sees(const vis_group_t *g, int64_t seq) {
 }
 
 /* Can w's next events come from memory: the ring, and for a group member the group's
- * checked range? */
+ * checked range, checked late enough for w (see "Visibility")? */
 static int watcher_in_memory(const watcher_t *w) {
   const vis_group_t *g = w->group;
   if (w->last < ring_base(w->a))
     return 0;
-  return g == NULL || (g->pos >= 0 && w->last >= g->base);
+  return g == NULL || (g->pos >= 0 && w->last >= g->base && w->last >= w->vis_pos);
+}
+
+/* Are w's next events in memory but checked too early for w, so that it reads them from the
+ * database? */
+static int watcher_vis_stale(const watcher_t *w) {
+  const vis_group_t *g = w->group;
+  return g != NULL && w->last >= ring_base(w->a) && g->pos >= 0 && w->last >= g->base &&
+         w->last < w->vis_pos;
 }
 
 /* Queue w's events from the ring; stops when the call is full. A group member goes as far
@@ -474,7 +492,7 @@ static void watcher_advance(watcher_t *w) {
     watcher_set_state(w, WATCH_WAITING); /* the tail's next fetch checks its token */
   else if (watcher_in_memory(w))
     watcher_pump(w);
-  else if (w->caught_up)
+  else if (w->caught_up && !watcher_vis_stale(w))
     watcher_end(w, GRPC_RESOURCE_EXHAUSTED, "watcher too slow; resume from seq %lld",
                 (long long)w->last);
   else if (rpc_call_buffered(w->call) >= WATCH_HIGH_WATER)
@@ -489,8 +507,13 @@ static void watcher_advance(watcher_t *w) {
 static void on_writable(rpc_call_t *call, void *arg) {
   watcher_t *w = arg;
   (void)call;
-  if (w->state == WATCH_PAUSED)
-    watcher_advance(w);
+  if (w->state != WATCH_PAUSED)
+    return;
+  /* Held back long enough that what its group checked meanwhile may no longer hold for it. */
+  if (w->group && uv_now(w->a->srv->loop) - w->paused_at > VIS_FRESH_MS &&
+      w->vis_pos < w->group->pos)
+    w->vis_pos = w->group->pos;
+  watcher_advance(w);
 }
 
 static void on_cancel(rpc_call_t *call, void *arg) {
@@ -1028,6 +1051,7 @@ void audit_watch_events(rpc_call_t *call, const ProtobufCMessage *m) {
     rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
+  w->vis_pos = w->group ? w->group->pos : -1; /* checked before it joined: not for it */
   w->next = a->watchers;
   if (a->watchers)
     a->watchers->prev = w;

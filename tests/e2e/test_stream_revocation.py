@@ -19,6 +19,7 @@ and printed."""
 import os
 import queue
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +31,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
 from harness import new_request_id  # noqa: E402
 import world  # noqa: E402
+from hostile import PREFACE, frame, grpc_msg, headers_frames, lit, request_block, settings  # noqa: E402
 
 S = harness.stubs()
 A = S.admin_pb2
@@ -397,6 +399,62 @@ def test_removed_participant_gets_no_later_case_events(c):
     time.sleep(0.5)
     assert not [s for s in y.seqs if s > s_removed], y.seqs
     y.cancel()
+
+
+def silent_watch(srv, token, after):
+    """A WatchEvents stream on a raw connection that grants the server no window and never
+    reads: its events stay queued on the server, which soon holds the stream back (PAUSED)."""
+    host, port = srv.addr.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)))
+    body = grpc_msg(AU.WatchEventsRequest(after_seq=after).SerializeToString())
+    block = request_block("/clue.v1.AuditService/WatchEvents", lit("authorization", "Bearer " + token))
+    sock.sendall(PREFACE + settings([(4, 0)]) + headers_frames(1, block) + frame(0, 1, 1, body))
+    return sock
+
+
+def test_a_stream_after_a_recusal_gets_nothing_checked_before_it(c):
+    """A user's streams share what the server found they may see (a visibility group). A
+    stream of the user held back (its client reads nothing) keeps those findings in memory;
+    after the user is recused from the clue, a new stream from before the recusal must not be
+    served the clue's events from them: it sees what ListAuditEvents shows, nothing."""
+    w = c.w
+    member, leader = w.G1.member, w.G1.leader
+    clue = leader.clue.SubmitClue(CL.SubmitClueRequest(
+        request_id=new_request_id(), title="回避线索", summary="反映某某违规插手工程项目",
+        source=CL.SOURCE_CHANNEL_LETTER_VISIT_REPORT, subject=CL.SubjectPerson(name="王某", position="局长"),
+        host_unit="市发展改革委"), timeout=20)
+
+    def note(text):
+        leader.clue.AddNote(CL.AddNoteRequest(clue_id=clue.id, kind=CL.NOTE_KIND_MEETING_MINUTES, text=text,
+                                              request_id=new_request_id()), timeout=20)
+        return max_seq(c)
+    stub = audit_stub(c, c.a)
+    start = max_seq(c)
+    held = silent_watch(c.a, member.token, start)
+    live = Watch(stub, member.token, after=start)
+    try:
+        pad = [note(f"记录 {i}") for i in range(400)]  # over 64 KiB of events: the held stream stops
+        live.wait_seq(pad[-1])
+        seen = [note(f"回避前 {i}") for i in range(3)]
+        live.wait_seq(seen[-1])  # the group found them visible, and the held stream has not had them
+        leader.clue.RecordRecusal(CL.RecordRecusalRequest(clue_id=clue.id, user_id=member.id, reason="近亲属关系",
+                                                          request_id=new_request_id()), timeout=20)
+        recused = max_seq(c)
+        listed = member.audit.ListAuditEvents(AU.ListAuditEventsRequest(after_seq=pad[-1], subject_type="clue",
+                                                                         subject_id=clue.id), timeout=20)
+        assert not listed.events, [e.seq for e in listed.events]
+        fresh = Watch(stub, member.token, after=pad[-1])
+        mark = Watch(stub, leader.token, after=recused)
+        last = note("回避后")
+        mark.wait_seq(last)
+        time.sleep(1.0)  # the member's stream had as long, and more, to deliver what it would
+        leaked = [s for s in fresh.seqs if s in seen or s == last]
+        assert not leaked, f"a stream opened after the recusal received the clue's events {leaked}"
+        fresh.cancel()
+        mark.cancel()
+    finally:
+        live.cancel()
+        held.close()
 
 
 def test_max_stream_age(c):
