@@ -9,7 +9,14 @@
  * between checks it only grows, and a replica that stops answering the monitor keeps the t
  * it had, so its bound grows past --replica-max-lag and reads leave it. A replica that is
  * not in recovery (promoted, or a primary named by mistake) is not used: it may have
- * diverged from the primary this server writes to. The monitor and the reads share the pool,
+ * diverged from the primary this server writes to. Nor is one of another history: WAL
+ * positions compare only within one cluster's timeline, so the replica must have the
+ * primary's system identifier (a standby of another cluster, another deployment's, does not)
+ * and be on the primary's timeline (after a failover, a standby left on the old one may have
+ * replayed past the fork commits the new primary never had). A standby tells its timeline by
+ * its last restartpoint and its minimum recovery point, both of which move onto a new
+ * timeline only some time after it does: one that follows a promoted primary is bypassed
+ * until then. The monitor and the reads share the pool,
  * whose connections all go to the first standby of the URL that accepts them; only while
  * some of them fail over to another standby can a read reach one the monitor did not ask.
  *
@@ -55,7 +62,10 @@ struct replica {
   uint64_t primary_sent_ms;
   sample_t hist[HISTORY]; /* a ring, oldest at first */
   size_t first, n;
-  int usable;        /* the replica's last answer: in recovery */
+  char sysid[24];       /* the primary's system identifier ("" not known yet) */
+  uint64_t primary_tli; /* its timeline */
+  int usable;           /* the replica's last answer: in recovery, of the primary's history */
+  const char *why;      /* why not, for the log */
   uint64_t replayed; /* how far it had replayed then */
   uint64_t fresh_ms; /* it has every commit the primary had acknowledged at this time; 0:
                         not known */
@@ -128,15 +138,35 @@ static void update_fresh(replica_t *r) {
   }
 }
 
+/* The timeline of a WAL file name: its first 8 of 24 hex digits. */
+static int walfile_tli(const char *name, uint64_t *tli) {
+  char head[9];
+  const char *p = head;
+
+  if (name == NULL || strlen(name) != 24)
+    return -1;
+  memcpy(head, name, 8);
+  head[8] = '\0';
+  return hex32(&p, '\0', tli);
+}
+
 static void primary_answered(const db_result_t *res, void *arg) {
   replica_t *r = arg;
-  uint64_t lsn;
-  const char *v;
+  uint64_t lsn, tli;
+  const char *v, *id;
 
   r->asking_primary = 0;
   if (r->closed || res->err != DB_OK || (v = db_value(res, 0, 0)) == NULL ||
-      replica_lsn_parse(v, &lsn) != 0)
+      replica_lsn_parse(v, &lsn) != 0 || (id = db_value(res, 0, 1)) == NULL ||
+      strlen(id) >= sizeof(r->sysid) || walfile_tli(db_value(res, 0, 2), &tli) != 0)
     return;
+  if (strcmp(id, r->sysid) != 0 || tli != r->primary_tli) {
+    /* Another primary (a failover): positions of the one before mean nothing here. */
+    if (r->sysid[0])
+      r->n = r->first = 0;
+    snprintf(r->sysid, sizeof(r->sysid), "%s", id);
+    r->primary_tli = tli;
+  }
   if (r->n == HISTORY) {
     r->first = (r->first + 1) % HISTORY;
     r->n--;
@@ -147,29 +177,49 @@ static void primary_answered(const db_result_t *res, void *arg) {
 
 static void replica_answered(const db_result_t *res, void *arg) {
   replica_t *r = arg;
-  const char *rec, *v;
+  const char *rec, *v, *id, *tli;
   uint64_t lsn;
 
   r->asking_replica = 0;
   if (r->closed)
     return;
-  if (res->err != DB_OK) {
-    r->usable = 0;
+  r->usable = 0;
+  r->why = "unreachable or not in recovery";
+  if (res->err != DB_OK)
     return;
-  }
   rec = db_value(res, 0, 0);
   v = db_value(res, 0, 1);
-  r->usable = rec && strcmp(rec, "t") == 0 && v && replica_lsn_parse(v, &lsn) == 0;
-  if (!r->usable)
+  id = db_value(res, 0, 2);
+  tli = db_value(res, 0, 3);
+  if (!rec || strcmp(rec, "t") != 0 || !v || replica_lsn_parse(v, &lsn) != 0 || !id || !tli)
     return;
+  if (!r->sysid[0]) {
+    r->why = "the primary's history is not known yet";
+    return;
+  }
+  if (strcmp(id, r->sysid) != 0) {
+    r->why = "a standby of another cluster: its system identifier is not the primary's";
+    return;
+  }
+  if (strtoull(tli, NULL, 10) != r->primary_tli) {
+    r->why = "not on the primary's timeline";
+    return;
+  }
+  r->usable = 1;
   r->replayed = lsn;
   update_fresh(r);
 }
 
 static void on_check(uv_timer_t *t) {
   replica_t *r = t->data;
-  static const char primary_sql[] = "SELECT pg_current_wal_lsn()";
-  static const char replica_sql[] = "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()";
+  static const char primary_sql[] =
+      "SELECT pg_current_wal_lsn(), (SELECT system_identifier FROM pg_control_system())::text,"
+      " pg_walfile_name(pg_current_wal_lsn())";
+  static const char replica_sql[] =
+      "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn(),"
+      " (SELECT system_identifier FROM pg_control_system())::text,"
+      " greatest((SELECT timeline_id FROM pg_control_checkpoint()),"
+      " (SELECT min_recovery_end_timeline FROM pg_control_recovery()))::text";
 
   if (r->closed)
     return;
@@ -192,6 +242,7 @@ int replica_start(server_t *srv) {
     return -ENOMEM;
   r->srv = srv;
   r->logged_state = -1;
+  r->why = "not asked yet";
   services_db_config(srv, srv->cfg.replica_url, &dc);
   dc.standby_ok = 1;
   if (db_pool_new(srv->loop, &dc, &r->pool) != 0) {
@@ -293,9 +344,10 @@ Clue__V1__ReadFreshness *replica_route(rpc_call_t *call, const Clue__V1__ReadCon
       log_info("replica: in use for reads that tolerate staleness");
     else
       log_warn("replica: bypassed (%s); reads go to the primary",
-               !r->usable || !db_pool_healthy(r->pool) ? "unreachable or not in recovery"
-               : stale == UINT64_MAX                   ? "its lag is not known yet"
-                                                       : "more than --replica-max-lag behind");
+               !db_pool_healthy(r->pool) ? "unreachable or not in recovery"
+               : !r->usable              ? r->why
+               : stale == UINT64_MAX     ? "its lag is not known yet"
+                                         : "more than --replica-max-lag behind");
     r->logged_state = use;
   }
   if (use) {

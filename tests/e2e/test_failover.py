@@ -8,11 +8,13 @@ without a synchronous standby, NOT_SERVING while the standby is away. Then reads
 replica: how stale they may be, and the primary answering a read the replica could not finish
 (the standby stopped mid-read, or a recovery conflict)."""
 
+import glob
 import os
 import random
 import re
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -465,6 +467,93 @@ def test_replica_reads():
     w.close()
     srv.stop()
     rep.destroy()
+
+
+def test_a_replica_of_another_history_is_never_read():
+    """WAL positions compare only within one cluster's timeline. A standby of another cluster
+    (another deployment's, with a database of the same name), and a standby left on the old
+    timeline after a failover that has replayed past the new primary's position (its old
+    primary went on writing), both look fresh by position alone; clued reads from neither."""
+    rep = harness.Replicated()
+    s2 = harness.Postgres(rep.primary.host, "5434")
+    s2dir = os.path.join(rep.dir, "standby2")
+    pgbin = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
+    srv = w = None
+
+    def as_pg(*cmd):
+        r = subprocess.run(["runuser", "-u", "postgres", "--", *cmd] if os.getuid() == 0 else list(cmd),
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+    def never_from_replica(who, seconds=2.0):
+        end = time.time() + seconds
+        while time.time() < end:
+            f = who.clue.ListClues(pb.ListCluesRequest(), timeout=10).freshness
+            assert not f.from_replica, f
+            time.sleep(0.1)
+    try:
+        # 1. Another cluster's standby (Y's), with a database of the same name and schema, whose
+        # primary has written more than ours: by position alone it looks fresh.
+        y = harness.Replicated()
+        try:
+            dbname = rep.primary.new_database()
+            y.primary.ensure_roles()
+            ydb = y.primary.connect()
+            one_exec(ydb, f'CREATE DATABASE "{dbname}" OWNER clued_owner')
+            harness.Clued(y.url(dbname)).start().stop()  # migrated there too
+            one_exec(ydb, "CREATE TABLE bulk AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 40000) g")
+            ydb.close()
+            srv = harness.Clued(rep.url(dbname), args=["--replica-url", y.url(dbname, user="clued", attrs="standby")]
+                                ).start()
+            w = world.build(srv)
+            pdb = rep.primary.connect()
+            ours = one(pdb, "SELECT pg_current_wal_lsn()")[0][0]
+            harness.wait_for(lambda: one(y.standby.connect(), "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn",
+                                         ours)[0][0], timeout=30, what="the other cluster's standby past our position")
+            time.sleep(1.0)  # the monitor has sampled both many times
+            never_from_replica(w.G1.leader)
+            assert "a standby of another cluster" in srv.output(), srv.output()[-3000:]
+            w.close()
+            srv.stop()
+            w = srv = None
+        finally:
+            y.destroy()
+
+        # 2. A standby on the old timeline. S2 follows P; S is promoted and becomes clued's
+        # primary; P keeps writing, so S2 replays past S's position on a timeline S left.
+        dbname = rep.primary.new_database()
+        harness.Clued(rep.url(dbname)).start().stop()
+        as_pg(os.path.join(pgbin, "pg_basebackup"), "-h", rep.dir, "-p", str(rep.primary.port), "-U", "postgres",
+              "-D", s2dir, "-R", "--no-sync", "-c", "fast", "-X", "stream")
+        as_pg(os.path.join(pgbin, "pg_ctl"), "-D", s2dir, "-l", os.path.join(rep.dir, "standby2.log"), "-w", "-o",
+              f"-k {rep.dir} -c listen_addresses='' -p 5434 -c fsync=off -c max_connections=400", "start")
+        one_exec(pdb, "ALTER SYSTEM SET synchronous_standby_names = ''")
+        one_exec(pdb, "SELECT pg_reload_conf()")
+        rep.promote()
+        new_primary = f"postgresql:///{dbname}?host={rep.dir}&port={rep.standby.port}&user=postgres"
+        srv = harness.Clued(new_primary, args=[
+            "--replica-url", f"postgresql:///{dbname}?host={rep.dir}&port=5434&user=clued&target_session_attrs=standby"]
+        ).start(migrate=False)
+        w = world.build(srv)
+        one_exec(pdb, "CREATE TABLE bulk AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 40000) g")
+        ahead = one(pdb, "SELECT pg_current_wal_lsn()")[0][0]
+        harness.wait_for(lambda: one(s2.connect(), "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", ahead)[0][0],
+                         timeout=30, what="the old timeline's standby to replay past the new primary")
+        time.sleep(1.0)
+        never_from_replica(w.G1.leader)
+        assert "not on the primary's timeline" in srv.output(), srv.output()[-3000:]
+        pdb.close()
+    finally:
+        if w:
+            w.close()
+        if srv:
+            srv.stop()
+        if os.path.isdir(s2dir):
+            subprocess.call(["runuser", "-u", "postgres", "--", os.path.join(pgbin, "pg_ctl"), "-D", s2dir, "-m",
+                             "immediate", "stop"] if os.getuid() == 0 else
+                            [os.path.join(pgbin, "pg_ctl"), "-D", s2dir, "-m", "immediate", "stop"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        rep.destroy()
 
 
 def reading_from_a_replica(args=()):
