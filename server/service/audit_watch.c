@@ -89,6 +89,7 @@
 #define RECHECK_MS 5000              /* re-read the watchers' tokens at least this often */
 #define HEARTBEAT_MAX_S 3600         /* the longest heartbeat_seconds (its message says 3600) */
 #define VIS_FRESH_MS 1000            /* a group's check serves a member held back this long */
+#define WATCH_MAX_PER_USER 32        /* one user's streams on one server */
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -144,6 +145,7 @@ struct watcher {
   int64_t query_bound;   /* the frontier when its catch-up query was sent */
   audit_filter_t filter; /* strings point into the request, which the call owns */
   vis_group_t *group;    /* NULL for watchers that see every event */
+  int64_t user;          /* the caller's */
   int64_t vis_pos;       /* the group's checks up to here came before w could use them */
   uint64_t paused_at;    /* loop time it last became PAUSED */
   int checked;           /* a tail fetch sent after it joined found its token valid */
@@ -992,6 +994,15 @@ static void on_sweep(uv_timer_t *t) {
 
 /* ---- the handler and the server's hooks ---------------------------------------------- */
 
+/* The user's watchers not GONE. */
+static int user_watchers(const audit_t *a, int64_t user) {
+  int n = 0;
+
+  for (const watcher_t *w = a->watchers; w; w = w->next)
+    n += w->user == user;
+  return n;
+}
+
 void audit_watch_events(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__WatchEventsRequest *req = (const void *)m;
   server_t *srv = rpc_call_server(call);
@@ -1022,11 +1033,19 @@ void audit_watch_events(rpc_call_t *call, const ProtobufCMessage *m) {
     rpc_fail(call, GRPC_UNAUTHENTICATED, "missing authorization metadata (Bearer token)");
     return;
   }
+  /* Each stream costs every event's fan-out and the tail's token check: a user's are few. */
+  if (user_watchers(a, rpc_call_principal(call)->user_id) >= WATCH_MAX_PER_USER) {
+    rpc_fail(call, GRPC_RESOURCE_EXHAUSTED,
+             "too many WatchEvents streams of yours on this server (at most %d); end one first",
+             WATCH_MAX_PER_USER);
+    return;
+  }
   if ((w = calloc(1, sizeof(*w))) == NULL) {
     rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
   w->a = a;
+  w->user = rpc_call_principal(call)->user_id;
   a->refs++;
   w->call = call;
   rpc_call_ref(call);

@@ -886,8 +886,11 @@ def test_watch_300_watchers(c):
     chans = [grpc.insecure_channel(x.addr, options=[("grpc.use_local_subchannel_pool", 1)])
              for x in (c.a, c.a, c.b, c.b)]
     stubs = [S.audit_pb2_grpc.AuditServiceStub(ch) for ch in chans]
-    mds = [c.md, c.auditor_md, list(c.w.R1.member.metadata)]  # R1's staff see G1's clues
-    ws = [Watch(stubs[i % 4], mds[i % 3], after=start) for i in range(300)]
+    # R1's staff see G1's clues. 25 streams of each user on each instance: under the bound of a
+    # user's streams (test_watch_streams_of_one_user_are_bounded).
+    mds = [c.md, c.auditor_md] + [list(u.metadata) for u in (c.w.R1.member, c.w.R1.leader, c.w.G1.leader,
+                                                              c.w.G1.member)]
+    ws = [Watch(stubs[i % 4], mds[i % 6], after=start) for i in range(300)]
     time.sleep(1.0)
     clue = submit(c.w.G1.member, "三百")
     want = (seq_of(c, clue.id, "clue.submit"), "clue", clue.id, "clue.submit")
@@ -900,6 +903,38 @@ def test_watch_300_watchers(c):
         w.cancel()
     for ch in chans:
         ch.close()
+
+
+def test_watch_streams_of_one_user_are_bounded(c):
+    """Each stream costs the server work on every event; one user holds at most 32 on one
+    server. The next is RESOURCE_EXHAUSTED until one ends; other users, and the same user on
+    another server, are not held back."""
+    start = max_seq(c)
+    member_md = list(c.w.G1.member.metadata)
+    with grpc.insecure_channel(c.a.addr, options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+        stub = S.audit_pb2_grpc.AuditServiceStub(ch)
+        ws = [Watch(stub, member_md, after=start, heartbeat_seconds=1) for _ in range(32)]
+        for w in ws:
+            assert w.next(timeout=20) is not None, w.status  # a heartbeat: the stream is open
+        extra = Watch(stub, member_md, after=start)
+        assert extra.next(timeout=20) is None
+        code, details = extra.status
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "at most 32" in details, extra.status
+        other = Watch(stub, c.leader_md, after=start, heartbeat_seconds=1)
+        assert other.next(timeout=20) is not None, other.status
+        elsewhere = Watch(c.audit_b, member_md, after=start, heartbeat_seconds=1)
+        assert elsewhere.next(timeout=20) is not None, elsewhere.status
+        ws[0].cancel()
+
+        def one_more():
+            w = Watch(stub, member_md, after=start, heartbeat_seconds=1)
+            if w.next(timeout=20) is not None:
+                ws.append(w)
+                return True
+            return False
+        harness.wait_for(one_more, timeout=10, what="a stream once one of the 32 ended")
+        for w in ws + [other, elsewhere]:
+            w.cancel()
 
 
 def test_watch_ends_on_shutdown_and_resumes_elsewhere(c):
