@@ -1024,10 +1024,14 @@ int h1_recv(h2_conn_t *c, const uint8_t *p, size_t n) {
     return 0; /* refused: what follows is not read */
   input_compact(h);
   if (h->ilen + n > h->icap) {
-    size_t cap = h->icap ? h->icap : 4096;
+    /* Reading goes on while less than in_limit waits (input_flow()), so a read (one buffer
+     * of the loop's) brings it to at most in_limit + sizeof(rbuf): never grown past that. */
+    size_t cap = h->icap ? h->icap : 4096, most = h->in_limit + sizeof(c->srv->rbuf);
     uint8_t *nb;
     while (cap < h->ilen + n)
       cap *= 2;
+    if (cap > most && h->ilen + n <= most)
+      cap = most;
     nb = realloc(h->ibuf, cap);
     if (nb == NULL) {
       h2_conn_close(c, "out of memory");

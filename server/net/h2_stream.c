@@ -1348,6 +1348,18 @@ static int preflight(h2_stream_t *s) {
   return plain_reply(s, 204, nv, n, NULL, 0, NULL);
 }
 
+/* The file rel under --console-dir, else index.html for a path without an extension (the
+ * console's own routes; rel then says so); web_file_get()'s return. */
+static int console_file(server_t *srv, char *rel, int with_data, web_file_t **f) {
+  int rc = web_file_get(&srv->files, srv->console_root, rel, H2_MAX_FILE, with_data, f);
+
+  if (rc == -ENOENT && !web_has_extension(rel)) {
+    strcpy(rel, "index.html");
+    rc = web_file_get(&srv->files, srv->console_root, rel, H2_MAX_FILE, with_data, f);
+  }
+  return rc;
+}
+
 /* GET or HEAD under --console-dir: the file, index.html for "/" and for any path without an
  * extension (the console's own routes). */
 static int serve_file(h2_stream_t *s) {
@@ -1369,10 +1381,14 @@ static int serve_file(h2_stream_t *s) {
     strcpy(rel, "index.html");
   if (web_hidden(rel))
     return text_reply(s, 404, "not found\n");
-  rc = web_file_get(&srv->files, srv->console_root, rel, H2_MAX_FILE, &f);
-  if (rc == -ENOENT && !web_has_extension(rel)) {
-    strcpy(rel, "index.html");
-    rc = web_file_get(&srv->files, srv->console_root, rel, H2_MAX_FILE, &f);
+  /* A HEAD, and a revalidation that may end in a 304, need the file's size and etag alone:
+   * reading a large file for them made each such request cost its whole read. */
+  rc = console_file(srv, rel, s->method != H2_M_HEAD && s->inm == NULL, &f);
+  if (rc == 0 && !f->has_data && s->method != H2_M_HEAD &&
+      !(s->inm != NULL && web_etag_match(s->inm, f->etag))) {
+    web_file_release(f);
+    f = NULL;
+    rc = console_file(srv, rel, 1, &f);
   }
   if (rc == -ENOENT)
     return text_reply(s, 404, "not found\n");

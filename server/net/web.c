@@ -320,7 +320,7 @@ int web_etag_match(const char *inm, const char *etag) {
   return 0;
 }
 
-int web_file_get(web_file_t **list, const char *root, const char *rel, size_t max,
+int web_file_get(web_file_t **list, const char *root, const char *rel, size_t max, int with_data,
                  web_file_t **out) {
   char path[PATH_MAX], real[PATH_MAX];
   size_t rlen = strlen(root), have = 0;
@@ -356,12 +356,14 @@ int web_file_get(web_file_t **list, const char *root, const char *rel, size_t ma
       return 0;
     }
   }
-  f = malloc(sizeof(*f) + (size_t)st.st_size);
+  f = malloc(sizeof(*f) + (with_data ? (size_t)st.st_size : 0));
   if (f == NULL) {
     close(fd);
     return -ENOMEM;
   }
-  while (have < (size_t)st.st_size) {
+  if (!with_data)
+    have = (size_t)st.st_size;
+  while (with_data && have < (size_t)st.st_size) {
     ssize_t n = read(fd, f->data + have, (size_t)st.st_size - have);
     if (n < 0 && errno == EINTR)
       continue;
@@ -376,8 +378,15 @@ int web_file_get(web_file_t **list, const char *root, const char *rel, size_t ma
   f->size = st.st_size;
   f->mtime = st.st_mtim;
   f->len = have;
+  f->has_data = with_data;
   snprintf(f->etag, WEB_ETAG_LEN, "\"%llx-%llx.%lx\"", (unsigned long long)have,
            (unsigned long long)st.st_mtim.tv_sec, (unsigned long)st.st_mtim.tv_nsec);
+  if (!with_data) { /* its own: never handed to a reply that sends the file */
+    f->next = NULL;
+    f->pprev = NULL;
+    *out = f;
+    return 0;
+  }
   f->next = *list;
   f->pprev = list;
   if (*list)
@@ -390,8 +399,10 @@ int web_file_get(web_file_t **list, const char *root, const char *rel, size_t ma
 void web_file_release(web_file_t *f) {
   if (f == NULL || --f->refs > 0)
     return;
-  *f->pprev = f->next;
-  if (f->next)
-    f->next->pprev = f->pprev;
+  if (f->pprev != NULL) {
+    *f->pprev = f->next;
+    if (f->next)
+      f->next->pprev = f->pprev;
+  }
   free(f);
 }

@@ -101,6 +101,7 @@ typedef struct web_file {
   off_t size; /* as fstat saw it (the key; len is what was read) */
   struct timespec mtime;
   char etag[WEB_ETAG_LEN]; /* from its size and modification time, quoted */
+  int has_data;            /* data holds the file (else only its size and etag are known) */
   size_t len;
   uint8_t data[];
 } web_file_t;
@@ -109,12 +110,13 @@ typedef struct web_file {
  * The regular file rel under the directory root (both without trailing '/'; root is a
  * realpath), from the list of files in use when it has not changed, else read now and added
  * to it. Symlinks are followed only if the file they reach is still under root. Files over
- * max bytes are refused. On success *out holds a reference the caller gives back with
- * web_file_release(). Returns 0, -ENOENT (missing, not a regular file, outside root),
- * -EFBIG or -ENOMEM.
+ * max bytes are refused. Without with_data (a HEAD, a revalidation) a file not in use is not
+ * read: *out then has its size, etag and no data (len bytes it would have), and is nobody
+ * else's. On success *out holds a reference the caller gives back with web_file_release().
+ * Returns 0, -ENOENT (missing, not a regular file, outside root), -EFBIG or -ENOMEM.
  */
-int web_file_get(web_file_t **list, const char *root, const char *rel, size_t max, web_file_t **out)
-    __attribute__((warn_unused_result));
+int web_file_get(web_file_t **list, const char *root, const char *rel, size_t max, int with_data,
+                 web_file_t **out) __attribute__((warn_unused_result));
 
 /** Give back a reference from web_file_get(); the last one frees the copy. NULL: no-op. */
 void web_file_release(web_file_t *f);

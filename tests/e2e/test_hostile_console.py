@@ -10,6 +10,7 @@ keeps taking is served to the end.
 
 Each attack measures clued's RSS before and after, with a Health/Check probe beside it."""
 
+import http.client
 import os
 import shutil
 import struct
@@ -26,6 +27,8 @@ BUNDLE = "/assets/main-AbCd1234.js"
 BUNDLE_SIZE = 355_000  # about the console's bundle
 SMALL = "/assets/small-XyZ98765.js"
 SMALL_SIZE = 64 * 1024
+LARGE = "/assets/large-Qw12Er34.bin"
+LARGE_SIZE = 4 * 1024 * 1024
 
 
 class Ctx:
@@ -36,7 +39,7 @@ def setup():
     c = Ctx()
     c.dir = tempfile.mkdtemp(prefix="clued-console-")
     os.makedirs(os.path.join(c.dir, "assets"))
-    c.files = {BUNDLE: os.urandom(BUNDLE_SIZE), SMALL: os.urandom(SMALL_SIZE)}
+    c.files = {BUNDLE: os.urandom(BUNDLE_SIZE), SMALL: os.urandom(SMALL_SIZE), LARGE: os.urandom(LARGE_SIZE)}
     for path, data in c.files.items():
         with open(c.dir + path, "wb") as f:
             f.write(data)
@@ -111,6 +114,40 @@ def test_concurrent_streams_get_the_whole_file(c):
         assert int(r.hdrs[sid][0]["content-length"]) == len(want)
         assert r.data[sid] == want, (sid, len(r.data.get(sid, b"")))
     r.close()
+
+
+def bytes_read(pid):
+    """What the process has read so far (rchar of /proc/PID/io: files and sockets)."""
+    with open(f"/proc/{pid}/io") as f:
+        return int(next(ln for ln in f if ln.startswith("rchar:")).split()[1])
+
+
+def test_head_and_revalidation_do_not_read_the_file(c):
+    """A HEAD, and a GET whose If-None-Match names the current copy (304), send no body: they
+    cost the file's size and etag, not a read of it. One keep-alive connection asking them of
+    a 4 MiB file 50 times each made clued read 400 MiB."""
+    conn = http.client.HTTPConnection(*c.srv.addr.rsplit(":", 1), timeout=30)
+    conn.request("GET", LARGE)
+    r = conn.getresponse()
+    assert r.status == 200 and r.read() == c.files[LARGE]
+    etag = r.getheader("etag")
+    before = bytes_read(c.pid)
+    for _ in range(50):
+        conn.request("HEAD", LARGE)
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200 and int(r.getheader("content-length")) == LARGE_SIZE and r.getheader("etag") == etag
+        conn.request("GET", LARGE, headers={"If-None-Match": etag})
+        r = conn.getresponse()
+        assert r.status == 304 and r.read() == b"" and r.getheader("etag") == etag
+    read = bytes_read(c.pid) - before
+    # A GET that does not match still gets the whole file.
+    conn.request("GET", LARGE, headers={"If-None-Match": '"other"'})
+    r = conn.getresponse()
+    assert r.status == 200 and r.read() == c.files[LARGE]
+    conn.close()
+    print(f"100 HEADs and revalidations of a {LARGE_SIZE >> 20} MiB file: clued read {read} bytes")
+    assert read < LARGE_SIZE, f"clued read {read} bytes for 100 replies without a body"
 
 
 def test_slow_reader_is_served_to_the_end(c):
