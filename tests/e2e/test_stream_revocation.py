@@ -29,6 +29,7 @@ import grpc
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
+import rawh2  # noqa: E402
 from harness import new_request_id  # noqa: E402
 import world  # noqa: E402
 from hostile import PREFACE, frame, grpc_msg, headers_frames, lit, request_block, settings  # noqa: E402
@@ -455,6 +456,54 @@ def test_a_stream_after_a_recusal_gets_nothing_checked_before_it(c):
     finally:
         live.cancel()
         held.close()
+
+
+def test_a_stream_held_back_past_a_recusal_gets_nothing_checked_before_it(c):
+    """A stream whose client stops reading is held back (PAUSED) with the clue's events still
+    to send, which the server found the user could see. The user is recused; when the client
+    reads again, over a second later, it gets none of them: what the group found before is
+    read again from the database, where the recusal hides them."""
+    w = c.w
+    member, leader = w.G1.member, w.G1.leader
+    clue = leader.clue.SubmitClue(CL.SubmitClueRequest(
+        request_id=new_request_id(), title="回避线索二", summary="反映某某违规插手工程项目",
+        source=CL.SOURCE_CHANNEL_LETTER_VISIT_REPORT, subject=CL.SubjectPerson(name="王某", position="局长"),
+        host_unit="市发展改革委"), timeout=20)
+    start = max_seq(c)
+    h = rawh2.RawH2(c.a.addr, timeout=30)  # acknowledges nothing until pumped
+    body = AU.WatchEventsRequest(after_seq=start, heartbeat_seconds=1).SerializeToString()
+    sid = h.request("/clue.v1.AuditService/WatchEvents", rawh2.grpc_frame(body), headers=md_of(member.token))
+    live = Watch(audit_stub(c, c.a), member.token, after=start)
+    try:
+        with c.db.cursor() as cur:  # the client's window and the call's 64 KiB, twice over
+            cur.execute("SELECT max((audit_append(NULL, NULL, 'bulk.event', 'clue', %s, NULL, NULL, NULL,"
+                        " repeat('x', 1000), '{}')).seq) FROM generate_series(1, 300)", (clue.id,))
+            pad = cur.fetchone()[0]
+            seen = [append(cur, clue.id, "before.recusal") for _ in range(3)]
+        live.wait_seq(seen[-1])  # the group found them visible
+        leader.clue.RecordRecusal(CL.RecordRecusalRequest(clue_id=clue.id, user_id=member.id, reason="近亲属关系",
+                                                          request_id=new_request_id()), timeout=20)
+        recused = max_seq(c)
+        time.sleep(1.5)
+        r, got, deadline = h.responses[sid], [], time.time() + 60
+        while time.time() < deadline and not (got and got[-1].action == "" and got[-1].seq >= recused):
+            assert h.pump(), "connection closed"
+            got, i = [], 0
+            while i + 5 <= len(r.data):
+                n = int.from_bytes(r.data[i + 1:i + 5], "big")
+                if i + 5 + n > len(r.data):
+                    break
+                got.append(C.AuditEvent.FromString(r.data[i + 5:i + 5 + n]))
+                i += 5 + n
+        events = [e.seq for e in got if e.action]
+        leaked = [x for x in seen if x in events]
+        assert not leaked, f"a stream held back past the recusal received {leaked}"
+        # It had part of the padding before it was held back; the rest is hidden now too.
+        assert events and max(events) < pad, (events[-3:], pad)
+        assert got[-1].seq >= recused, got[-1]
+    finally:
+        live.cancel()
+        h.close()
 
 
 def test_max_stream_age(c):
