@@ -402,6 +402,13 @@ def test_removed_participant_gets_no_later_case_events(c):
     y.cancel()
 
 
+def submit_clue(user, title):
+    return user.clue.SubmitClue(CL.SubmitClueRequest(
+        request_id=new_request_id(), title=title, summary="反映某某违规插手工程项目",
+        source=CL.SOURCE_CHANNEL_LETTER_VISIT_REPORT, subject=CL.SubjectPerson(name="王某", position="局长"),
+        host_unit="市发展改革委"), timeout=20)
+
+
 def silent_watch(srv, token, after):
     """A WatchEvents stream on a raw connection that grants the server no window and never
     reads: its events stay queued on the server, which soon holds the stream back (PAUSED)."""
@@ -418,12 +425,8 @@ def test_a_stream_after_a_recusal_gets_nothing_checked_before_it(c):
     stream of the user held back (its client reads nothing) keeps those findings in memory;
     after the user is recused from the clue, a new stream from before the recusal must not be
     served the clue's events from them: it sees what ListAuditEvents shows, nothing."""
-    w = c.w
-    member, leader = w.G1.member, w.G1.leader
-    clue = leader.clue.SubmitClue(CL.SubmitClueRequest(
-        request_id=new_request_id(), title="回避线索", summary="反映某某违规插手工程项目",
-        source=CL.SOURCE_CHANNEL_LETTER_VISIT_REPORT, subject=CL.SubjectPerson(name="王某", position="局长"),
-        host_unit="市发展改革委"), timeout=20)
+    member, leader = c.w.G1.member, c.w.G1.leader
+    clue = submit_clue(leader, "回避线索")
 
     def note(text):
         leader.clue.AddNote(CL.AddNoteRequest(clue_id=clue.id, kind=CL.NOTE_KIND_MEETING_MINUTES, text=text,
@@ -463,12 +466,8 @@ def test_a_stream_held_back_past_a_recusal_gets_nothing_checked_before_it(c):
     to send, which the server found the user could see. The user is recused; when the client
     reads again, over a second later, it gets none of them: what the group found before is
     read again from the database, where the recusal hides them."""
-    w = c.w
-    member, leader = w.G1.member, w.G1.leader
-    clue = leader.clue.SubmitClue(CL.SubmitClueRequest(
-        request_id=new_request_id(), title="回避线索二", summary="反映某某违规插手工程项目",
-        source=CL.SOURCE_CHANNEL_LETTER_VISIT_REPORT, subject=CL.SubjectPerson(name="王某", position="局长"),
-        host_unit="市发展改革委"), timeout=20)
+    member, leader = c.w.G1.member, c.w.G1.leader
+    clue = submit_clue(leader, "回避线索二")
     start = max_seq(c)
     h = rawh2.RawH2(c.a.addr, timeout=30)  # acknowledges nothing until pumped
     body = AU.WatchEventsRequest(after_seq=start, heartbeat_seconds=1).SerializeToString()
