@@ -324,10 +324,14 @@ int cli_stream_start(cli_t *cli, const char *path, const ProtobufCMessage *req,
 
 /**
  * The exit status of a watch, a stream read until it ended: rv is clue_stream_next()'s last
- * return and st the stream's final status. An OK end, the --timeout deadline and an interrupt
- * are CLI_OK; anything else is reported, CLI_FAILED.
+ * return and st the stream's final status. An OK end and an interrupt are CLI_OK; so is
+ * DEADLINE_EXCEEDED once budget (the --timeout in ms the watch started with at started_ms,
+ * cli_now_ms(); 0: none) has really passed, if the server answered the watch (answered: the
+ * command says what counts). Anything else is reported, CLI_FAILED: a DEADLINE_EXCEEDED
+ * before --timeout is up is the server's or a proxy's, not this process's.
  */
-int cli_watch_end(cli_t *cli, int rv, const clue_status_t *st);
+int cli_watch_end(cli_t *cli, int rv, const clue_status_t *st, int answered, uint64_t started_ms,
+                  uint64_t budget);
 
 /** Milliseconds of the monotonic clock, for a watch's budget (cli_watch_again()). */
 uint64_t cli_now_ms(void);

@@ -254,7 +254,7 @@ static int run_watch(cli_t *cli, const cli_args_t *args) {
   ProtobufCMessage *m;
   int64_t last, resume;
   uint64_t started = cli_now_ms(), budget = cli->stream_timeout_ms, stream_ms;
-  int rv, rc = CLI_OK;
+  int rv, rc = CLI_OK, answered;
 
   if ((rc = cli_arg_int(cli, args, "after-seq", 0, INT64_MAX, &req.after_seq)) != 0 ||
       (rc = cli_arg_id(cli, args, "subject-id", &req.subject_id)) != 0)
@@ -280,6 +280,7 @@ again:
     if (rc != CLI_OK)
       break;
   }
+  answered = clue_stream_answered(s);
   if (rc == CLI_OK && (resume = aged_out(rv, &st)) >= last) {
     /* The server ends long streams; carry on from where it says, within --timeout. */
     clue_status_clear(&st);
@@ -297,7 +298,7 @@ again:
   if (rc != CLI_OK) /* output failed: already reported */
     rc = CLI_FAILED;
   else
-    rc = cli_watch_end(cli, rv, &st);
+    rc = cli_watch_end(cli, rv, &st, answered, started, budget);
   clue_status_clear(&st);
   clue_stream_free(s);
   fprintf(stderr, "last seq %lld; resume with: cluectl audit watch --after-seq %lld\n",
@@ -366,11 +367,13 @@ static const cli_command_t audit_commands[] = {
     {"watch", NULL, "Stream audit events as they happen", watch_opts,
      "Prints the events after --after-seq, then each new event as it is recorded, one\n"
      "line each (with --json: one JSON object per line). Runs until interrupted (Ctrl-C)\n"
-     "or until the --timeout deadline; both end it with exit status 0. On exit the last\n"
-     "sequence number seen is printed on stderr: pass it as --after-seq to resume\n"
-     "without missing or repeating an event. A broken connection exits 1, after the same\n"
-     "line. When the server ends the stream at its maximum age (clued --max-stream-age),\n"
-     "the watch resumes by itself from the sequence number the server names.\n",
+     "or until the --timeout deadline; both end it with exit status 0 (--timeout only if\n"
+     "the server answered: a hung one, or a DEADLINE_EXCEEDED of the server's, exits 1).\n"
+     "On exit the last sequence number seen is printed on stderr: pass it as --after-seq\n"
+     "to resume without missing or repeating an event. A broken connection exits 1, after\n"
+     "the same line. When the server ends the stream at its maximum age (clued\n"
+     "--max-stream-age), the watch resumes by itself from the sequence number the server\n"
+     "names.\n",
      run_watch},
     {NULL, NULL, NULL, NULL, NULL, NULL},
 };

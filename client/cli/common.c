@@ -612,14 +612,24 @@ int cli_watch_again(cli_t *cli, uint64_t started_ms, uint64_t budget, uint64_t s
   return 1;
 }
 
-int cli_watch_end(cli_t *cli, int rv, const clue_status_t *st) {
-  /* A watch ends normally when the time asked for is up or the user interrupts it. */
+int cli_watch_end(cli_t *cli, int rv, const clue_status_t *st, int answered, uint64_t started_ms,
+                  uint64_t budget) {
+  /* A watch ends normally when the user interrupts it, or when the time asked for is up on
+   * a watch the server answered. A DEADLINE_EXCEEDED before that time is the server's (or a
+   * proxy's) own, a failure; and one on a stream the server never answered (a hung process,
+   * a listener that never speaks) says nothing about it but that it is not serving. */
   if (rv < 0)
     return cli_rpc_error(cli, rv, st);
-  if (st->code == CLUE_STATUS_DEADLINE_EXCEEDED && cli->stream_timeout_ms != 0)
-    return CLI_OK;
   if (st->code == CLUE_STATUS_CANCELLED && *cli->interrupted)
     return CLI_OK;
+  if (st->code == CLUE_STATUS_DEADLINE_EXCEEDED && budget != 0 &&
+      cli_now_ms() - started_ms >= budget) {
+    if (answered)
+      return CLI_OK;
+    cli_rpc_error(cli, st->code, st);
+    fprintf(stderr, "cluectl: %s did not answer the watch within --timeout\n", cli->server);
+    return CLI_FAILED;
+  }
   if (st->code != CLUE_STATUS_OK)
     return cli_rpc_error(cli, st->code, st);
   return CLI_OK;

@@ -640,6 +640,10 @@ int clue_stream_next(clue_stream_t *s, ProtobufCMessage **msg, clue_status_t *st
   }
 }
 
+int clue_stream_answered(const clue_stream_t *s) {
+  return s != NULL && (s->http_status != 0 || s->nmsgs > 0);
+}
+
 void clue_stream_free(clue_stream_t *s) {
   if (s != NULL)
     call_free(s);

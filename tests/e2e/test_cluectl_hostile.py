@@ -5,7 +5,8 @@ error details, GOAWAY's debug data, page tokens and every text field a command p
 --all stops at a page token it was given before and collects a bounded listing; a call the
 server refused unprocessed (GOAWAY below its stream, RST_STREAM(REFUSED_STREAM)) is sent
 again once on a new connection, which is what keeps `audit witness` alive across a
-server's idle GOAWAY; unary calls carry a default deadline and watches none. The audit
+server's idle GOAWAY; unary calls carry a default deadline and watches none, and a watch
+ends with exit status 0 at --timeout only if the server answered it. The audit
 walks (verify --checkpoint, checkpoint --out, witness) refuse a checkpoint size no tree
 holds, read no leaf past its length, and end whatever the server's pages say. An answer
 takes a bounded amount of memory to decode, and a page of more rows than any clued sends is
@@ -17,6 +18,7 @@ import hashlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -25,7 +27,8 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from h2fake import FakeServer, INTERNAL_ERROR, NO_ERROR, REFUSED_STREAM  # noqa: E402
+from h2fake import (FakeServer, INTERNAL_ERROR, NO_ERROR, OK_HEADERS, REFUSED_STREAM,  # noqa: E402
+                    grpc_frame)
 
 S = harness.stubs()
 ESC = "\x1b]0;PWNED-TITLE\x07\x1b[2J\x1b[31mRED\x1b[0m\rover"
@@ -591,7 +594,8 @@ def test_a_watch_the_server_ends_at_once_resumes_at_most_once_a_second():
         if req.path.endswith("/WatchEvents"):
             conn.reply(req.sid, None, status=14, message="stream reached the server's maximum age; resume from seq 5")
         elif req.path.endswith("/Watch"):
-            conn.reply(req.sid, None, status=14, message="stream open for its maximum age; call again")
+            conn.reply(req.sid, S.health_pb2.HealthCheckResponse(status=1).SerializeToString(),
+                       status=14, message="stream open for its maximum age; call again")
         else:
             conn.reply(req.sid, None, status=12, message="not in this test")
 
@@ -604,6 +608,53 @@ def test_a_watch_the_server_ends_at_once_resumes_at_most_once_a_second():
         ctl_bounded(srv, "--timeout", "3", "health", "--watch", check=0)
         streams = sum(1 for q in srv.requests if q.path.endswith("/Watch"))
         assert 2 <= streams <= 4, streams
+
+
+def audit_event(seq):
+    return S.common_pb2.AuditEvent(seq=seq, action="clue.submit", subject_type="clue",
+                                   subject_id=seq, at_ms=1796600000000).SerializeToString()
+
+
+def test_a_watch_ends_0_at_timeout_only_if_the_server_answered():
+    """--timeout ends a watch with exit status 0 only when it is this process's deadline that
+    passed on a watch the server answered: a listener that never speaks (a hung server, whose
+    kernel still takes the connection), a Health/Watch with no status, or a DEADLINE_EXCEEDED
+    the server sends before --timeout is up all exit 1."""
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(16)  # never accepted: the kernel completes the handshake, nobody answers
+    silent = type("Addr", (), {"addr": "127.0.0.1:%d" % ls.getsockname()[1]})()
+    try:
+        for args in (("health", "--watch"), ("audit", "watch")):
+            r = ctl_bounded(silent, "--timeout", "1.5", *args, check=1, timeout=20)
+            assert "DEADLINE_EXCEEDED" in r.stderr and "did not answer" in r.stderr, r.stderr
+    finally:
+        ls.close()
+
+    def handler(conn, req):
+        if req.path.endswith("/Watch"):  # headers, then no status ever
+            conn.headers(req.sid, OK_HEADERS)
+        elif req.path.endswith("/WatchEvents"):
+            r = S.audit_pb2.WatchEventsRequest.FromString(req.body)
+            conn.headers(req.sid, OK_HEADERS)
+            conn.data(req.sid, grpc_frame(audit_event(1)) + grpc_frame(audit_event(2)))
+            if r.after_seq == 7:  # a quiet log: the deadline is the watch's normal end
+                return
+            time.sleep(0.3)
+            conn.headers(req.sid, [("grpc-status", "4"),
+                                   ("grpc-message", "canceling statement due to statement timeout")],
+                         end=True)
+
+    with FakeServer(handler) as srv:
+        r = ctl_bounded(srv, "--timeout", "1.5", "health", "--watch", check=1)
+        assert "did not answer" in r.stderr, r.stderr
+        t0 = time.monotonic()
+        r = ctl_bounded(srv, "--timeout", "30", "audit", "watch", check=1)
+        assert time.monotonic() - t0 < 10
+        assert "DEADLINE_EXCEEDED: canceling statement" in r.stderr, r.stderr
+        assert "last seq 2" in r.stderr, r.stderr
+        r = ctl_bounded(srv, "--timeout", "1.5", "audit", "watch", "--after-seq", "7", check=0)
+        assert r.stdout.count("clue.submit") == 2 and "DEADLINE" not in r.stderr, r.stdout + r.stderr
 
 
 if __name__ == "__main__":

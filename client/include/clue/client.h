@@ -222,6 +222,13 @@ int clue_stream_start(clue_conn_t *c, const char *path, const ProtobufCMessage *
  */
 int clue_stream_next(clue_stream_t *s, ProtobufCMessage **msg, clue_status_t *st) CLUE_WUR;
 
+/**
+ * Whether the server has answered the stream: its response headers (or a message) arrived.
+ * A stream that ends with no answer never reached a live server (one that is hung, or a
+ * listener that never speaks).
+ */
+int clue_stream_answered(const clue_stream_t *s);
+
 /** Free a stream. If the call is still running it is cancelled (RST_STREAM CANCEL). */
 void clue_stream_free(clue_stream_t *s);
 
