@@ -1,11 +1,14 @@
 /* cluectl: command line, dispatch and help. The commands live in cmd_<group>.c. */
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "build_info.h"
 #include "cli.h"
@@ -21,13 +24,15 @@ static const cli_group_t *const groups[] = {
 
 static const cli_opt_t global_opts[] = {
     {"server", "HOST:PORT", 0, "server address (env CLUED_SERVER, default " DEFAULT_SERVER ")"},
-    {"token", "TOKEN", 0, "bearer token sent with every call (env CLUED_TOKEN)"},
+    {"token", "TOKEN", 0, "bearer token sent with every call (env CLUED_TOKEN; see below)"},
     {"timeout", "SECONDS", 0,
      "deadline of each call, e.g. 5 or 0.5; 0: none (default: 60, and none for a watch)"},
     {"tls", NULL, 0, "connect over TLS, trusting the system's CAs (env CLUED_TLS=1)"},
     {"ca", "FILE", 0, "TLS: trust the CAs in this PEM file (env CLUED_CA; implies --tls)"},
     {"cert", "FILE", 0, "TLS: client certificate, PEM (env CLUED_CERT; implies --tls)"},
     {"key", "FILE", 0, "TLS: key of --cert if not in that file (env CLUED_KEY)"},
+    {"insecure-cleartext", NULL, 0,
+     "send the token without TLS to a non-loopback server (env CLUED_INSECURE_CLEARTEXT=1)"},
     {"json", NULL, 0, "print results as JSON"},
     {"help", NULL, 0, "show help (also: -h, cluectl help COMMAND)"},
     {"version", NULL, 0, "print cluectl's version and the git commit it was built from"},
@@ -84,6 +89,10 @@ static void help_top(FILE *o) {
         "verifier key, so give a TLS --key before the command):\n",
         o);
   print_opts(o, global_opts);
+  fputs("\nWithout TLS the token goes only to a loopback --server (127.0.0.0/8, ::1,\n"
+        "localhost): for any other, cluectl refuses (exit 2) unless --insecure-cleartext is\n"
+        "given, as clued serve refuses cleartext off loopback without its option of that name.\n",
+        o);
   fputs("\nExit status: 0 success; 1 the call failed (STATUS: message on stderr) or the\n"
         "answer was negative (health: not SERVING; audit verify: a broken chain); 2 usage\n"
         "error (nothing was sent).\n"
@@ -133,8 +142,8 @@ static void help_command(FILE *o, const cli_group_t *g, const cli_command_t *c) 
   }
   if (c->help != NULL)
     fprintf(o, "\n%s", c->help);
-  fputs("\nGlobal options: --server, --token, --timeout, --tls, --ca, --cert, --key, --json\n"
-        "(see 'cluectl --help').\n",
+  fputs("\nGlobal options: --server, --token, --timeout, --tls, --ca, --cert, --key,\n"
+        "--insecure-cleartext, --json (see 'cluectl --help').\n",
         o);
   for (const cli_opt_t *glob = global_opts; glob->name != NULL; glob++)
     for (const cli_opt_t *own = c->opts; own != NULL && own->name != NULL; own++)
@@ -233,6 +242,7 @@ typedef struct globals {
   const char *timeout;
   const char *ca, *cert, *key; /* TLS files */
   int tls;
+  int insecure_cleartext; /* the token may go without TLS to any host */
   int json;
   int help;
   int version;
@@ -340,6 +350,8 @@ static int parse(cli_t *cli, int argc, char **argv, parsed_t *p, char *cmdname, 
         p->g.timeout = value;
       } else if (strcmp(opt->name, "tls") == 0) {
         p->g.tls = 1;
+      } else if (strcmp(opt->name, "insecure-cleartext") == 0) {
+        p->g.insecure_cleartext = 1;
       } else if (strcmp(opt->name, "ca") == 0) {
         p->g.ca = value;
       } else if (strcmp(opt->name, "cert") == 0) {
@@ -413,6 +425,38 @@ static int parse(cli_t *cli, int argc, char **argv, parsed_t *p, char *cmdname, 
   return -1;
 }
 
+/* Whether target (HOST:PORT as libclue takes it) names this machine by a loopback address or
+ * as localhost: the only hosts a token goes to without TLS unless --insecure-cleartext says
+ * otherwise (as clued serves cleartext only there). A name that merely resolves to loopback
+ * does not count: what it resolves to may change. */
+static int loopback_target(const char *target) {
+  char host[INET6_ADDRSTRLEN + 8];
+  const char *h = target, *end, *colon = strchr(target, ':');
+  unsigned char a[sizeof(struct in6_addr)];
+  size_t len;
+
+  if (target[0] == '[') {
+    h = target + 1;
+    end = strchr(h, ']');
+  } else if (colon != NULL && strchr(colon + 1, ':') == NULL) {
+    end = colon;
+  } else {
+    end = target + strlen(target); /* no port, or a bare IPv6 address */
+  }
+  if (end == NULL || (len = (size_t)(end - h)) >= sizeof(host))
+    return 0;
+  memcpy(host, h, len);
+  host[len] = '\0';
+  if (strcasecmp(host, "localhost") == 0 || strcasecmp(host, "localhost.") == 0)
+    return 1;
+  if (inet_pton(AF_INET, host, a) == 1)
+    return a[0] == 127;
+  if (inet_pton(AF_INET6, host, a) == 1)
+    return IN6_IS_ADDR_LOOPBACK((struct in6_addr *)a) ||
+           (IN6_IS_ADDR_V4MAPPED((struct in6_addr *)a) && a[12] == 127);
+  return 0;
+}
+
 static int setup(cli_t *cli, const parsed_t *p) {
   int rv;
 
@@ -457,6 +501,14 @@ static int setup(cli_t *cli, const parsed_t *p) {
     if (rv != 0)
       return cli_oom(cli);
   }
+  if (!cli->no_token && !p->g.tls && p->g.ca == NULL && p->g.cert == NULL &&
+      !p->g.insecure_cleartext && !loopback_target(cli->server))
+    return cli_usage_error(cli,
+                           "refusing to send the token in cleartext to %s, which is not a loopback "
+                           "address: connect with --tls (or --ca FILE), or give "
+                           "--insecure-cleartext (env CLUED_INSECURE_CLEARTEXT=1) to send it "
+                           "unencrypted anyway",
+                           cli->server);
   clue_conn_set_timeout(cli->conn, cli->timeout_ms);
   clue_conn_set_cancel_flag(cli->conn, &interrupted);
   return -1;
@@ -486,6 +538,7 @@ int main(int argc, char **argv) {
     p.g.server = DEFAULT_SERVER;
   p.g.token = getenv("CLUED_TOKEN");
   p.g.tls = env_set("CLUED_TLS");
+  p.g.insecure_cleartext = env_set("CLUED_INSECURE_CLEARTEXT");
   p.g.ca = env_value("CLUED_CA");
   p.g.cert = env_value("CLUED_CERT");
   p.g.key = env_value("CLUED_KEY");

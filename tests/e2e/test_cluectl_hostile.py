@@ -657,5 +657,76 @@ def test_a_watch_ends_0_at_timeout_only_if_the_server_answered():
         assert r.stdout.count("clue.submit") == 2 and "DEADLINE" not in r.stderr, r.stdout + r.stderr
 
 
+def own_address():
+    """An address of this machine that is not loopback, or None."""
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        u.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the route's address
+        a = u.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        u.close()
+    return None if a.startswith("127.") else a
+
+
+def test_no_token_goes_in_cleartext_off_loopback():
+    """Without TLS, cluectl sends its token only to a loopback address or localhost: for
+    another host it refuses (exit 2, naming --insecure-cleartext) before it connects, so a
+    user who forgot --tls does not put the token on the network in clear."""
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("0.0.0.0", 0))
+    ls.listen(4)
+    ls.settimeout(0.5)
+    port = ls.getsockname()[1]
+    here = own_address()
+    env = dict(os.environ, CLUED_TOKEN="ct_" + "ab" * 16, ASAN_OPTIONS="detect_leaks=1")
+    env.pop("CLUED_INSECURE_CLEARTEXT", None)
+
+    def run(*args, **more):
+        return subprocess.run([harness.CLUECTL, "--timeout", "2", *args], capture_output=True,
+                              text=True, timeout=30, env=dict(env, **more))
+    try:
+        for server in ["192.0.2.1:50051", "example.invalid:50051", "[2001:db8::1]:50051"] + \
+                ([f"{here}:{port}"] if here else []):
+            for args in (("--server", server, "health"), ("--server", server, "audit", "watch")):
+                r = run(*args)
+                assert r.returncode == 2, (args, r.returncode, r.stderr)
+                assert "refusing to send the token in cleartext" in r.stderr, r.stderr
+                assert "--insecure-cleartext" in r.stderr and "ct_" not in r.stderr, r.stderr
+            r = run("health", CLUED_SERVER=server)  # the address from the environment too
+            assert r.returncode == 2 and "--insecure-cleartext" in r.stderr, r.stderr
+        if here:
+            try:
+                ls.accept()
+                raise AssertionError("cluectl connected to a non-loopback address")
+            except socket.timeout:
+                pass
+        # Loopback and localhost are fine (nobody listens on port 9: refused, exit 1); so is
+        # another host without a token, with TLS, or with the override.
+        for server in ("127.0.0.1:9", "127.0.0.2:9", "localhost:9", "[::1]:9", "LOCALHOST:9"):
+            r = run("--server", server, "health")
+            assert r.returncode == 1 and "refusing" not in r.stderr, (server, r.stderr)
+        r = run("--server", "192.0.2.1:9", "health", CLUED_TOKEN="")
+        assert r.returncode == 1 and "refusing" not in r.stderr, r.stderr
+        r = run("--server", "192.0.2.1:9", "--insecure-cleartext", "health")
+        assert r.returncode == 1 and "refusing" not in r.stderr, r.stderr
+        r = run("--server", "192.0.2.1:9", "health", CLUED_INSECURE_CLEARTEXT="1")
+        assert r.returncode == 1 and "refusing" not in r.stderr, r.stderr
+        r = run("--server", "192.0.2.1:9", "--tls", "health")
+        assert r.returncode == 1 and "refusing" not in r.stderr, r.stderr
+        if here:  # with the override the token does go: what the user asked for
+            p = subprocess.Popen([harness.CLUECTL, "--timeout", "2", "--insecure-cleartext",
+                                  "--server", f"{here}:{port}", "health"], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            ls.settimeout(5)
+            c, _ = ls.accept()
+            c.close()
+            p.wait(timeout=30)
+    finally:
+        ls.close()
+
+
 if __name__ == "__main__":
     harness.run_tests(dict(globals()))
