@@ -200,8 +200,15 @@ static const cli_opt_t watch_opts[] = {
     {"subject-type", "TYPE", 0, "only events of this kind of subject"},
     {"subject-id", "ID", 0, "only events of this subject"},
     {"action", "ACTION", 0, "only events of this action"},
+    {"heartbeat", "SECONDS", 0,
+     "ask the server for a heartbeat after SECONDS of quiet (default 15; 0: none)"},
     {NULL, NULL, 0, NULL},
 };
+
+/* The heartbeat a watch asks for unless --heartbeat says otherwise, and how many of its
+ * intervals may pass with nothing at all before the connection is taken for dead. */
+#define WATCH_HEARTBEAT_S 15
+#define WATCH_SILENT_BEATS 3
 
 static void event_line(const Clue__V1__AuditEvent *e) {
   char when[32];
@@ -254,11 +261,17 @@ static int run_watch(cli_t *cli, const cli_args_t *args) {
   ProtobufCMessage *m;
   int64_t last, resume;
   uint64_t started = cli_now_ms(), budget = cli->stream_timeout_ms, stream_ms;
-  int rv, rc = CLI_OK, answered;
+  uint64_t silence_ms;
+  int rv, rc = CLI_OK, answered, silent;
 
+  req.heartbeat_seconds = WATCH_HEARTBEAT_S;
   if ((rc = cli_arg_int(cli, args, "after-seq", 0, INT64_MAX, &req.after_seq)) != 0 ||
-      (rc = cli_arg_id(cli, args, "subject-id", &req.subject_id)) != 0)
+      (rc = cli_arg_id(cli, args, "subject-id", &req.subject_id)) != 0 ||
+      (rc = cli_arg_i32(cli, args, "heartbeat", 0, 3600, &req.heartbeat_seconds)) != 0)
     return rc;
+  /* A connection a proxy or NAT dropped silently never ends by itself: with a heartbeat
+   * asked for, nothing for a few of its intervals means it is gone. */
+  silence_ms = (uint64_t)req.heartbeat_seconds * 1000 * WATCH_SILENT_BEATS;
   cli_arg_str(args, "subject-type", &req.subject_type);
   cli_arg_str(args, "action", &req.action);
   last = req.after_seq;
@@ -267,8 +280,14 @@ again:
   rc = cli_stream_start(cli, WATCH_PATH, &req.base, &clue__v1__audit_event__descriptor, &s);
   if (rc != 0)
     return rc;
-  while ((rv = clue_stream_next(s, &m, &st)) == 1) {
+  while ((rv = clue_stream_next_within(s, &m, &st, silence_ms)) == 1) {
     const Clue__V1__AuditEvent *e = (const Clue__V1__AuditEvent *)m;
+    if (e->action[0] == '\0') { /* a heartbeat: where the stream stands, nothing to print */
+      if (e->seq > last)
+        last = e->seq;
+      protobuf_c_message_free_unpacked(m, NULL);
+      continue;
+    }
     if (cli->json)
       rc = cli_print_json(cli, m, 1);
     else
@@ -280,8 +299,9 @@ again:
     if (rc != CLI_OK)
       break;
   }
+  silent = rv == 2;
   answered = clue_stream_answered(s);
-  if (rc == CLI_OK && (resume = aged_out(rv, &st)) >= last) {
+  if (rc == CLI_OK && !silent && (resume = aged_out(rv, &st)) >= last) {
     /* The server ends long streams; carry on from where it says, within --timeout. */
     clue_status_clear(&st);
     clue_stream_free(s);
@@ -295,10 +315,17 @@ again:
     /* --timeout is up, or the user interrupted the wait */
     st.code = *cli->interrupted ? CLUE_STATUS_CANCELLED : CLUE_STATUS_DEADLINE_EXCEEDED;
   }
-  if (rc != CLI_OK) /* output failed: already reported */
+  if (rc != CLI_OK) { /* output failed: already reported */
     rc = CLI_FAILED;
-  else
+  } else if (silent) {
+    fprintf(stderr,
+            "cluectl: nothing from %s for %d s, no event and no heartbeat (asked for every %d "
+            "s): the connection seems lost\n",
+            cli->server, req.heartbeat_seconds * WATCH_SILENT_BEATS, req.heartbeat_seconds);
+    rc = CLI_FAILED;
+  } else {
     rc = cli_watch_end(cli, rv, &st, answered, started, budget);
+  }
   clue_status_clear(&st);
   clue_stream_free(s);
   fprintf(stderr, "last seq %lld; resume with: cluectl audit watch --after-seq %lld\n",
@@ -371,9 +398,12 @@ static const cli_command_t audit_commands[] = {
      "the server answered: a hung one, or a DEADLINE_EXCEEDED of the server's, exits 1).\n"
      "On exit the last sequence number seen is printed on stderr: pass it as --after-seq\n"
      "to resume without missing or repeating an event. A broken connection exits 1, after\n"
-     "the same line. When the server ends the stream at its maximum age (clued\n"
-     "--max-stream-age), the watch resumes by itself from the sequence number the server\n"
-     "names.\n",
+     "the same line; so does one that went silent: the watch asks the server for a\n"
+     "heartbeat when it has sent nothing for --heartbeat seconds, and ends when neither an\n"
+     "event nor a heartbeat came for three of them (--heartbeat 0: no heartbeat, no such\n"
+     "end; for a server without heartbeats). When the server ends the stream at its\n"
+     "maximum age (clued --max-stream-age), the watch resumes by itself from the sequence\n"
+     "number the server names.\n",
      run_watch},
     {NULL, NULL, NULL, NULL, NULL, NULL},
 };

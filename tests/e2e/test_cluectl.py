@@ -895,6 +895,11 @@ def test_audit_watch(c):
     assert len(lines) == 1 and "clue.move" in lines[0] and "PRELIMINARY_CHECK -> CLOSED" in lines[0], lines
     assert lines[0].endswith(f"by {w.G1.leader.name} (G1 group G1)") or \
         f"by {w.G1.leader.name} (G1 group G1)  " in lines[0], lines
+    # A quiet watch lives on clued's heartbeats (asked for every second: three seconds of
+    # nothing would end it), and ends at --timeout with exit status 0: clued answered it.
+    r = c.ctl(w.auditor, "--timeout", "5", "audit", "watch", "--heartbeat", "1", "--after-seq",
+              str(2**62), check=0)
+    assert r.stdout == "" and "lost" not in r.stderr, r.stderr
 
 
 def test_stats(c):

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 
@@ -726,6 +727,51 @@ def test_no_token_goes_in_cleartext_off_loopback():
             p.wait(timeout=30)
     finally:
         ls.close()
+
+
+def test_audit_watch_asks_for_heartbeats_and_ends_when_none_comes():
+    """audit watch asks for a heartbeat (WatchEventsRequest.heartbeat_seconds, 15 by default
+    or --heartbeat) and, when neither an event nor a heartbeat came for three intervals (a
+    connection a proxy or NAT dropped silently), ends with exit status 1, saying so, after
+    the line naming the seq to resume from (a heartbeat's counts). Heartbeats that do come
+    keep a quiet watch alive, and print nothing."""
+    asked = []
+
+    def handler(conn, req):
+        if not req.path.endswith("/WatchEvents"):
+            conn.reply(req.sid, None, status=12, message="not in this test")
+            return
+        r = S.audit_pb2.WatchEventsRequest.FromString(req.body)
+        asked.append(r.heartbeat_seconds)
+        conn.headers(req.sid, OK_HEADERS)
+        conn.data(req.sid, grpc_frame(audit_event(1)) + grpc_frame(audit_event(2)))
+        beat = grpc_frame(S.common_pb2.AuditEvent(seq=9).SerializeToString())
+        if r.after_seq == 1:  # a live server: a heartbeat every half second
+            def beats():
+                while not conn.closed:
+                    conn.data(req.sid, beat)
+                    time.sleep(0.5)
+            threading.Thread(target=beats, daemon=True).start()
+        elif r.after_seq == 0:  # one heartbeat, then the connection goes dead silently
+            conn.data(req.sid, beat)
+
+    with FakeServer(handler) as srv:
+        t0 = time.monotonic()
+        r = ctl_bounded(srv, "audit", "watch", "--heartbeat", "1", check=1, timeout=20)
+        took = time.monotonic() - t0
+        assert asked[-1] == 1 and 2.5 < took < 10, (asked, took)
+        assert r.stdout.count("clue.submit") == 2 and "seq 9" not in r.stdout, r.stdout
+        assert "no event and no heartbeat" in r.stderr and "connection seems lost" in r.stderr, r.stderr
+        assert "last seq 9; resume with: cluectl audit watch --after-seq 9" in r.stderr, r.stderr
+        r = ctl_bounded(srv, "--timeout", "4", "audit", "watch", "--heartbeat", "1",
+                        "--after-seq", "1", check=0)
+        assert r.stdout.count("clue.submit") == 2 and "last seq 9" in r.stderr, r.stdout + r.stderr
+        ctl_bounded(srv, "--timeout", "1", "audit", "watch", "--after-seq", "2", check=0)
+        assert asked[-1] == 15, asked
+        r = ctl_bounded(srv, "--timeout", "4", "audit", "watch", "--heartbeat", "0",
+                        "--after-seq", "2", check=0)
+        assert asked[-1] == 0 and "lost" not in r.stderr, (asked, r.stderr)
+        r = ctl_bounded(srv, "audit", "watch", "--heartbeat", "3601", check=2)
 
 
 if __name__ == "__main__":
