@@ -237,6 +237,17 @@ int cli_arg_enumv(cli_t *cli, const cli_args_t *a, const char *name,
 int cli_request_id(cli_t *cli, const cli_args_t *a, char buf[CLI_REQUEST_ID_LEN]);
 
 /**
+ * The request id of the element at 1-based position pos of an array submitted under request
+ * id base: the name-based UUID (version 5, RFC 4122) of pos in decimal in the namespace
+ * base, so that the same base and position give the same id on every run. Returns 0, or -1
+ * when base is not a UUID.
+ */
+int cli_derived_request_id(const char *base, size_t pos, char out[CLI_REQUEST_ID_LEN]);
+
+/** Whether a call that failed with status code may or may not have made its change. */
+int cli_outcome_unknown(int code);
+
+/**
  * Read a whole file ("-" is standard input) into *out (NUL-terminated, *len bytes). Returns
  * 0, or CLI_USAGE after printing why the file cannot be read.
  */

@@ -17,6 +17,7 @@ import base64
 import hashlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -772,6 +773,50 @@ def test_audit_watch_asks_for_heartbeats_and_ends_when_none_comes():
                         "--after-seq", "2", check=0)
         assert asked[-1] == 0 and "lost" not in r.stderr, (asked, r.stderr)
         r = ctl_bounded(srv, "audit", "watch", "--heartbeat", "3601", check=2)
+
+
+def test_an_array_whose_submission_broke_off_can_be_retried_safely():
+    """clue submit --file with an array: when the connection is lost at element 2, cluectl
+    says element 1 was submitted and element 2's outcome is unknown, and names the array's
+    request id; the retry it advises sends every element with the request id it had the first
+    time (derived from the array's id and the position), so the server makes none twice."""
+    failed = []
+
+    def handler(conn, req):
+        if not req.path.endswith("/SubmitClue"):
+            conn.reply(req.sid, None, status=12, message="not in this test")
+            return
+        r = S.clue_pb2.SubmitClueRequest.FromString(req.body)
+        if r.title == "second" and not failed:
+            failed.append(r.request_id)
+            conn.reply(req.sid, None, status=14, message="connection lost")
+            return
+        conn.reply(req.sid, S.clue_pb2.Clue(id=len(srv.requests), title=r.title,
+                                            registration_number="G1-2026-0001").SerializeToString())
+
+    d = tempfile.mkdtemp(prefix="cluectl-array-")
+    path = os.path.join(d, "clues.json")
+    with open(path, "w") as f:
+        f.write('[{"title": "first"}, {"title": "second"}, {"title": "third"}]')
+    with FakeServer(handler) as srv:
+        r = ctl(srv, "clue", "submit", "--file", path, check=1)
+        assert "UNAVAILABLE: connection lost" in r.stderr, r.stderr
+        assert ("element 2 of 3 may or may not have been submitted (the outcome is unknown); "
+                "element 1 was; nothing after it was sent.") in r.stderr, r.stderr
+        assert "was not submitted" not in r.stderr, r.stderr
+        m = re.search(r"Retrying with --file (\S+) --request-id (\S+) submits each element at most", r.stderr)
+        assert m and m.group(1) == path, r.stderr
+        ids = [S.clue_pb2.SubmitClueRequest.FromString(q.body).request_id for q in srv.requests]
+        assert len(ids) == 2 and len(set(ids)) == 2 and m.group(2) not in ids, ids
+        n = len(srv.requests)
+        ctl(srv, "clue", "submit", "--file", path, "--request-id", m.group(2), check=0)
+        again = [S.clue_pb2.SubmitClueRequest.FromString(q.body).request_id for q in srv.requests[n:]]
+        assert again[:2] == ids and len(set(again)) == 3, (ids, again)
+        # The same id in another case names the same array: the ids do not depend on it.
+        ctl(srv, "clue", "submit", "--file", path, "--request-id", m.group(2).upper(), check=0)
+        assert [S.clue_pb2.SubmitClueRequest.FromString(q.body).request_id
+                for q in srv.requests[n + 3:]] == again
+    shutil.rmtree(d)
 
 
 if __name__ == "__main__":
