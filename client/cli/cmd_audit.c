@@ -370,7 +370,9 @@ static const cli_command_t audit_commands[] = {
      "Keep it somewhere the server cannot reach; `audit verify --checkpoint` proves later\n"
      "that the log only grew since. With --out FILE, FILE.leaves keeps the seq and leaf\n"
      "hash of every event the checkpoint covers, so that a later verify names the exact\n"
-     "first event of a truncation or fork.\n",
+     "first event of a truncation or fork. When they cannot be kept (the server does not\n"
+     "give them, or they do not hash to its own signed root: FAIL), FILE is saved all the\n"
+     "same, an older FILE.leaves is removed, and the exit status is 1.\n",
      audit_tree_checkpoint},
     {"witness", NULL, "Keep the signed sequence of checkpoints, checking each", witness_opts,
      "Polls the latest checkpoint, checks its signature and that it extends the last one\n"

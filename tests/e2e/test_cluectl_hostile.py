@@ -451,8 +451,8 @@ def test_audit_walks_end_when_the_server_pages_never_do():
     # The leaves of checkpoint --out and of the witness: a page that brings none ends them.
     cp5 = signed_checkpoint(size=5)
     with FakeServer(audit_server(cp5, inserted)) as srv, tempfile.TemporaryDirectory() as d:
-        r = ctl_bounded(srv, "audit", "checkpoint", "--out", os.path.join(d, "cp"), check=0)
-        assert "do not hash to the checkpoint's root" in r.stderr, r.stderr
+        r = ctl_bounded(srv, "audit", "checkpoint", "--out", os.path.join(d, "cp"), check=1)
+        assert "cannot read the checkpoint's 5 leaves" in r.stderr, r.stderr
         assert len(srv.requests) == 2, len(srv.requests)
         r = ctl_bounded(srv, "audit", "witness", "--dir", os.path.join(d, "w"), "--once", check=0)
         assert "the leaves of the checkpoint of 5 events are not kept" in r.stderr, r.stderr
@@ -817,6 +817,49 @@ def test_an_array_whose_submission_broke_off_can_be_retried_safely():
         assert [S.clue_pb2.SubmitClueRequest.FromString(q.body).request_id
                 for q in srv.requests[n + 3:]] == again
     shutil.rmtree(d)
+
+
+def test_checkpoint_out_fails_when_its_leaves_cannot_be_kept():
+    """audit checkpoint --out F saves F and F.leaves, or exits 1 saying why F.leaves could not
+    be made (the export failed; the server's leaves contradict its own signed root, a loud
+    FAIL) and then leaves no F.leaves at all: an older one beside the new F would make the
+    next verify report an honest log as tampered with."""
+    leaves = [hashlib.sha256(bytes([i])).digest() for i in range(4)]
+
+    def node(a, b):
+        return hashlib.sha256(b"\x01" + a + b).digest()
+    cp4 = signed_checkpoint(size=4, root=node(node(leaves[0], leaves[1]), node(leaves[2], leaves[3])))
+    mode = {}
+
+    def export(conn, req):
+        if req.path.endswith("/GetCheckpoint"):
+            conn.reply(req.sid, cp4.SerializeToString())
+        elif mode["export"] == "down":
+            conn.reply(req.sid, None, status=14, message="database down, try again")
+        else:
+            hs = leaves if mode["export"] == "good" else leaves[::-1]
+            evs = [S.audit_pb2.LeafEvent(seq=10 + i, leaf_index=i, leaf_hash=h) for i, h in enumerate(hs)]
+            conn.reply(req.sid, S.audit_pb2.ExportAuditEventsResponse(
+                events=evs, tree_size=4, tree_last_seq=13, done=True).SerializeToString())
+
+    with FakeServer(export) as srv, tempfile.TemporaryDirectory() as d:
+        cp, lv = os.path.join(d, "cp.txt"), os.path.join(d, "cp.txt.leaves")
+        for m, want in (("down", "cannot read the checkpoint's 4 leaves from the server"),
+                        ("forged", "FAIL: the server's leaves do not hash to the root of its own signed")):
+            with open(lv, "w") as f:
+                f.write("the leaves of an earlier checkpoint\n")
+            mode["export"] = m
+            r = ctl_bounded(srv, "audit", "checkpoint", "--out", cp, check=1)
+            assert want in r.stderr and "holds the checkpoint of 4 events, without its leaves" in r.stderr, r.stderr
+            assert not os.path.exists(lv), m
+            with open(cp) as f:
+                assert f.read() == cp4.note
+        mode["export"] = "good"
+        r = ctl_bounded(srv, "audit", "checkpoint", "--out", cp, check=0)
+        assert r.stdout == f"checkpoint of 4 events saved to {cp}\n", r.stdout
+        with open(lv) as f:
+            assert f.read().splitlines()[1:] == [f"{10 + i} {h.hex()}" for i, h in enumerate(leaves)]
+        assert sorted(os.listdir(d)) == ["cp.txt", "cp.txt.leaves"], os.listdir(d)
 
 
 if __name__ == "__main__":
