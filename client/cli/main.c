@@ -25,6 +25,7 @@ static const cli_group_t *const groups[] = {
 static const cli_opt_t global_opts[] = {
     {"server", "HOST:PORT", 0, "server address (env CLUED_SERVER, default " DEFAULT_SERVER ")"},
     {"token", "TOKEN", 0, "bearer token sent with every call (env CLUED_TOKEN; see below)"},
+    {"token-file", "PATH", 0, "read the bearer token from this file (- for stdin): not in ps"},
     {"timeout", "SECONDS", 0,
      "deadline of each call, e.g. 5 or 0.5; 0: none (default: 60, and none for a watch)"},
     {"tls", NULL, 0, "connect over TLS, trusting the system's CAs (env CLUED_TLS=1)"},
@@ -89,6 +90,10 @@ static void help_top(FILE *o) {
         "verifier key, so give a TLS --key before the command):\n",
         o);
   print_opts(o, global_opts);
+  fputs("\nA --token on the command line can be read by every local user (ps, /proc) while\n"
+        "cluectl runs: prefer CLUED_TOKEN or --token-file, whose file holds the token alone\n"
+        "(a line break after it is ignored).\n",
+        o);
   fputs("\nWithout TLS the token goes only to a loopback --server (127.0.0.0/8, ::1,\n"
         "localhost): for any other, cluectl refuses (exit 2) unless --insecure-cleartext is\n"
         "given, as clued serve refuses cleartext off loopback without its option of that name.\n",
@@ -142,8 +147,8 @@ static void help_command(FILE *o, const cli_group_t *g, const cli_command_t *c) 
   }
   if (c->help != NULL)
     fprintf(o, "\n%s", c->help);
-  fputs("\nGlobal options: --server, --token, --timeout, --tls, --ca, --cert, --key,\n"
-        "--insecure-cleartext, --json (see 'cluectl --help').\n",
+  fputs("\nGlobal options: --server, --token, --token-file, --timeout, --tls, --ca, --cert,\n"
+        "--key, --insecure-cleartext, --json (see 'cluectl --help').\n",
         o);
   for (const cli_opt_t *glob = global_opts; glob->name != NULL; glob++)
     for (const cli_opt_t *own = c->opts; own != NULL && own->name != NULL; own++)
@@ -239,6 +244,8 @@ static void completion_bash(FILE *o) {
 typedef struct globals {
   const char *server;
   const char *token;
+  const char *token_from; /* where token came from: "--token" or "CLUED_TOKEN" */
+  const char *token_file; /* --token-file */
   const char *timeout;
   const char *ca, *cert, *key; /* TLS files */
   int tls;
@@ -346,6 +353,9 @@ static int parse(cli_t *cli, int argc, char **argv, parsed_t *p, char *cmdname, 
         p->g.server = value;
       } else if (strcmp(opt->name, "token") == 0) {
         p->g.token = value;
+        p->g.token_from = "--token";
+      } else if (strcmp(opt->name, "token-file") == 0) {
+        p->g.token_file = value;
       } else if (strcmp(opt->name, "timeout") == 0) {
         p->g.timeout = value;
       } else if (strcmp(opt->name, "tls") == 0) {
@@ -457,6 +467,41 @@ static int loopback_target(const char *target) {
   return 0;
 }
 
+/* The token of the connection: --token-file's, or --token's, or CLUED_TOKEN's. Returns -1
+ * to go on, or an exit code (reported). */
+static int set_token(cli_t *cli, const parsed_t *p) {
+  const char *token = p->g.token, *from = p->g.token_from;
+  char *text = NULL;
+  size_t len = 0;
+  int rv;
+
+  if (p->g.token_file != NULL) {
+    if (p->g.token_from != NULL && strcmp(p->g.token_from, "--token") == 0)
+      return cli_usage_error(cli, "--token and --token-file cannot both be given");
+    if ((rv = cli_read_file(cli, p->g.token_file, &text, &len)) != 0)
+      return rv;
+    while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+      text[--len] = '\0';
+    if (len == 0 || strlen(text) != len) {
+      free(text);
+      return cli_usage_error(cli, "--token-file: %s holds no token (or a NUL byte)",
+                             strcmp(p->g.token_file, "-") == 0 ? "standard input"
+                                                               : p->g.token_file);
+    }
+    token = text;
+    from = "--token-file";
+  }
+  cli->no_token = token == NULL || token[0] == '\0';
+  rv = clue_conn_set_token(cli->conn, token);
+  free(text);
+  if (rv == CLUE_EINVAL)
+    return cli_usage_error(cli, "%s: the token contains control characters (a line break?)",
+                           from != NULL ? from : "--token");
+  if (rv != 0)
+    return cli_oom(cli);
+  return -1;
+}
+
 static int setup(cli_t *cli, const parsed_t *p) {
   int rv;
 
@@ -477,12 +522,8 @@ static int setup(cli_t *cli, const parsed_t *p) {
     return cli_usage_error(cli, "--server: '%s' is not HOST:PORT", cli->server);
   if (rv != 0)
     return cli_oom(cli);
-  cli->no_token = p->g.token == NULL || p->g.token[0] == '\0';
-  rv = clue_conn_set_token(cli->conn, p->g.token);
-  if (rv == CLUE_EINVAL)
-    return cli_usage_error(cli, "--token: the token contains control characters");
-  if (rv != 0)
-    return cli_oom(cli);
+  if ((rv = set_token(cli, p)) >= 0)
+    return rv;
   if (p->g.key != NULL && p->g.cert == NULL)
     return cli_usage_error(cli, "--key (or CLUED_KEY) needs --cert (or CLUED_CERT)");
   if (p->g.tls || p->g.ca != NULL || p->g.cert != NULL) {
@@ -537,6 +578,7 @@ int main(int argc, char **argv) {
   if (p.g.server == NULL || p.g.server[0] == '\0')
     p.g.server = DEFAULT_SERVER;
   p.g.token = getenv("CLUED_TOKEN");
+  p.g.token_from = p.g.token != NULL ? "CLUED_TOKEN" : NULL;
   p.g.tls = env_set("CLUED_TLS");
   p.g.insecure_cleartext = env_set("CLUED_INSECURE_CLEARTEXT");
   p.g.ca = env_value("CLUED_CA");

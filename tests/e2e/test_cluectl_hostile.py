@@ -862,5 +862,44 @@ def test_checkpoint_out_fails_when_its_leaves_cannot_be_kept():
         assert sorted(os.listdir(d)) == ["cp.txt", "cp.txt.leaves"], os.listdir(d)
 
 
+def test_the_token_can_come_from_a_file():
+    """--token-file PATH (or - for stdin) gives the token without putting it in argv, where
+    every local user sees it; a line break after it is dropped. --token with it, an empty
+    file and a token with control characters are usage errors naming where the token came
+    from, and --help says that --token shows in ps."""
+    def handler(conn, req):
+        conn.reply(req.sid, S.health_pb2.HealthCheckResponse(status=1).SerializeToString())
+
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1")
+    env.pop("CLUED_TOKEN", None)
+    with FakeServer(handler) as srv, tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "token")
+        with open(path, "w") as f:
+            f.write("ct_fromfile\r\n")
+
+        def run(*args, input=None, **more):
+            return subprocess.run([harness.CLUECTL, "--server", srv.addr, *args], capture_output=True,
+                                  text=True, timeout=30, input=input, env=dict(env, **more))
+        r = run("--token-file", path, "health")
+        assert r.returncode == 0 and srv.requests[-1].headers.get("authorization") == "Bearer ct_fromfile", r.stderr
+        r = run("--token-file", "-", "health", input="ct_stdin\n", CLUED_TOKEN="ct_env")
+        assert r.returncode == 0 and srv.requests[-1].headers.get("authorization") == "Bearer ct_stdin", r.stderr
+        n = len(srv.requests)
+        r = run("--token", "ct_x", "--token-file", path, "health")
+        assert r.returncode == 2 and "cannot both be given" in r.stderr, r.stderr
+        open(os.path.join(d, "empty"), "w").close()
+        r = run("--token-file", os.path.join(d, "empty"), "health")
+        assert r.returncode == 2 and "holds no token" in r.stderr, r.stderr
+        r = run("--token-file", os.path.join(d, "missing"), "health")
+        assert r.returncode == 2 and "cannot read" in r.stderr, r.stderr
+        r = run("--token-file", "-", "health", input="ct_a\nct_b\n")
+        assert r.returncode == 2 and r.stderr.startswith("cluectl health: --token-file: the token contains control"), r.stderr
+        r = run("health", CLUED_TOKEN="ct_a\tb")
+        assert r.returncode == 2 and "CLUED_TOKEN: the token contains control" in r.stderr, r.stderr
+        assert len(srv.requests) == n
+    h = subprocess.run([harness.CLUECTL, "--help"], capture_output=True, text=True).stdout
+    assert "--token-file PATH" in h and "can be read by every local user (ps" in h, h
+
+
 if __name__ == "__main__":
     harness.run_tests(dict(globals()))
