@@ -28,7 +28,8 @@ static const cli_opt_t global_opts[] = {
     {"token-file", "PATH", 0, "read the bearer token from this file (- for stdin): not in ps"},
     {"timeout", "SECONDS", 0,
      "deadline of each call, e.g. 5 or 0.5; 0: none (default: 60, and none for a watch)"},
-    {"tls", NULL, 0, "connect over TLS, trusting the system's CAs (env CLUED_TLS=1)"},
+    {"tls", NULL, 0,
+     "connect over TLS, trusting the system's CAs (env CLUED_TLS=1; 0/false/no/off: not)"},
     {"ca", "FILE", 0, "TLS: trust the CAs in this PEM file (env CLUED_CA; implies --tls)"},
     {"cert", "FILE", 0, "TLS: client certificate, PEM (env CLUED_CERT; implies --tls)"},
     {"key", "FILE", 0, "TLS: key of --cert if not in that file (env CLUED_KEY)"},
@@ -561,10 +562,17 @@ static const char *env_value(const char *name) {
   return v != NULL && v[0] != '\0' ? v : NULL;
 }
 
-/* A yes/no variable: set, and not "0". */
+/* A yes/no variable: set, and not "0", "false", "no" or "off" (in any case). */
 static int env_set(const char *name) {
+  static const char *const off[] = {"0", "false", "no", "off", NULL};
   const char *v = env_value(name);
-  return v != NULL && strcmp(v, "0") != 0;
+
+  if (v == NULL)
+    return 0;
+  for (const char *const *o = off; *o != NULL; o++)
+    if (strcasecmp(v, *o) == 0)
+      return 0;
+  return 1;
 }
 
 int main(int argc, char **argv) {

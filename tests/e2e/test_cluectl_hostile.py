@@ -901,5 +901,23 @@ def test_the_token_can_come_from_a_file():
     assert "--token-file PATH" in h and "can be read by every local user (ps" in h, h
 
 
+def test_clued_tls_off_words_mean_off():
+    """CLUED_TLS (and CLUED_INSECURE_CLEARTEXT) read 0, false, no and off, in any case, as
+    off: CLUED_TLS=false talks cleartext to a cleartext server instead of a TLS handshake."""
+    def handler(conn, req):
+        conn.reply(req.sid, S.health_pb2.HealthCheckResponse(status=1).SerializeToString())
+
+    with FakeServer(handler) as srv:
+        for v in ("0", "false", "FALSE", "no", "off", "Off", ""):
+            r = subprocess.run([harness.CLUECTL, "--server", srv.addr, "--timeout", "5", "health"],
+                               capture_output=True, text=True, timeout=30,
+                               env=dict(os.environ, CLUED_TLS=v, CLUED_TOKEN="t"))
+            assert r.returncode == 0 and r.stdout == "SERVING\n", (v, r.stderr)
+        r = subprocess.run([harness.CLUECTL, "--server", "192.0.2.1:9", "health"], capture_output=True,
+                           text=True, timeout=30, env=dict(os.environ, CLUED_INSECURE_CLEARTEXT="no",
+                                                           CLUED_TOKEN="t"))
+        assert r.returncode == 2 and "refusing" in r.stderr, r.stderr
+
+
 if __name__ == "__main__":
     harness.run_tests(dict(globals()))
