@@ -492,6 +492,15 @@ static int set_token(cli_t *cli, const parsed_t *p) {
     token = text;
     from = "--token-file";
   }
+  /* A token pasted with its scheme or with spaces is never valid: say what to give. */
+  if (token != NULL && (strncasecmp(token, "Bearer ", 7) == 0 || token[0] == ' ' ||
+                        (token[0] != '\0' && token[strlen(token) - 1] == ' '))) {
+    free(text);
+    return cli_usage_error(cli,
+                           "%s: give the token alone, without \"Bearer \" or spaces around it "
+                           "(cluectl sends the authorization header itself)",
+                           from != NULL ? from : "--token");
+  }
   cli->no_token = token == NULL || token[0] == '\0';
   rv = clue_conn_set_token(cli->conn, token);
   free(text);

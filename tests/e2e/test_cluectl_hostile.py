@@ -919,5 +919,19 @@ def test_clued_tls_off_words_mean_off():
         assert r.returncode == 2 and "refusing" in r.stderr, r.stderr
 
 
+def test_a_token_pasted_with_its_scheme_gets_a_hint():
+    """A token given as "Bearer ct_..." or with spaces around it is never valid: cluectl says
+    to give the token alone (exit 2), naming where it came from, and sends nothing."""
+    with FakeServer(lambda conn, req: conn.reply(req.sid, None, status=16, message="no")) as srv:
+        for tok in ("Bearer ct_abc", "bearer ct_abc", " ct_abc", "ct_abc "):
+            r = subprocess.run([harness.CLUECTL, "--server", srv.addr, "health"], capture_output=True,
+                               text=True, timeout=30, env=dict(os.environ, CLUED_TOKEN=tok))
+            assert r.returncode == 2 and "CLUED_TOKEN: give the token alone" in r.stderr, (tok, r.stderr)
+        r = subprocess.run([harness.CLUECTL, "--server", srv.addr, "--token", "Bearer ct_abc", "health"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and "--token: give the token alone" in r.stderr, r.stderr
+        assert srv.requests == []
+
+
 if __name__ == "__main__":
     harness.run_tests(dict(globals()))
