@@ -281,6 +281,9 @@ static int parse_timeout(const char *s, uint64_t *ms) {
   char *end;
   double v;
 
+  /* Seconds in decimal, as the help says: strtod alone would take 0x10, 1e3 or " 5". */
+  if (s[0] == '\0' || s[strspn(s, "0123456789.")] != '\0')
+    return -1;
   errno = 0;
   v = strtod(s, &end);
   if (end == s || *end != '\0' || errno != 0 || !isfinite(v) || v < 0 || v > 8640000)
@@ -512,6 +515,16 @@ static int set_token(cli_t *cli, const parsed_t *p) {
   return -1;
 }
 
+/* Whether target, as libclue parses it, names its port: "[v6]:PORT" or "host:PORT" (a bare
+ * IPv6 address has colons but no port). */
+static int has_port(const char *target) {
+  const char *close = strchr(target, ']'), *colon = strchr(target, ':');
+
+  if (target[0] == '[')
+    return close != NULL && close[1] == ':' && close[2] != '\0';
+  return colon != NULL && strchr(colon + 1, ':') == NULL && colon[1] != '\0';
+}
+
 static int setup(cli_t *cli, const parsed_t *p) {
   int rv;
 
@@ -530,6 +543,11 @@ static int setup(cli_t *cli, const parsed_t *p) {
   rv = clue_conn_new(cli->server, &cli->conn);
   if (rv == CLUE_EINVAL)
     return cli_usage_error(cli, "--server: '%s' is not HOST:PORT", cli->server);
+  if (rv == 0 && !has_port(cli->server))
+    return cli_usage_error(cli,
+                           "--server: '%s' has no port: give HOST:PORT (an IPv6 address in "
+                           "brackets: [::1]:50051)",
+                           cli->server);
   if (rv != 0)
     return cli_oom(cli);
   if ((rv = set_token(cli, p)) >= 0)

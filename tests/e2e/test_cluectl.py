@@ -155,6 +155,12 @@ def test_usage_errors(c):
         (["stats", "--from", "2026-02-01", "--to", "2026-01-01"], "ends before it begins"),
         (["stats", "--from", "2026-01-01", "--to", "2026-02-01", "--cases"], "--cases goes with --csv"),
         (["--json", "stats", "--from", "2026-01-01", "--to", "2026-02-01", "--csv"], "exclude each other"),
+        (["--timeout", "0x10", "health"], "--timeout: '0x10' is not a number of seconds"),
+        (["--timeout", "1e3", "health"], "is not a number of seconds"),
+        (["--timeout", " 5", "health"], "is not a number of seconds"),
+        (["--server", "[::1]", "health"], "--server: '[::1]' has no port: give HOST:PORT"),
+        (["--server", "::1", "health"], "has no port"),
+        (["--server", "localhost", "health"], "has no port"),
     ]
     for args, want in cases:
         r = c.ctl(c.w.G1.leader, *args, check=2)
