@@ -237,6 +237,17 @@ int cli_arg_enumv(cli_t *cli, const cli_args_t *a, const char *name,
 int cli_request_id(cli_t *cli, const cli_args_t *a, char buf[CLI_REQUEST_ID_LEN]);
 
 /**
+ * The request id of the element at 1-based position pos of an array submitted under request
+ * id base: the name-based UUID (version 5, RFC 4122) of pos in decimal in the namespace
+ * base, so that the same base and position give the same id on every run. Returns 0, or -1
+ * when base is not a UUID.
+ */
+int cli_derived_request_id(const char *base, size_t pos, char out[CLI_REQUEST_ID_LEN]);
+
+/** Whether a call that failed with status code may or may not have made its change. */
+int cli_outcome_unknown(int code);
+
+/**
  * Read a whole file ("-" is standard input) into *out (NUL-terminated, *len bytes). Returns
  * 0, or CLI_USAGE after printing why the file cannot be read.
  */
@@ -324,10 +335,14 @@ int cli_stream_start(cli_t *cli, const char *path, const ProtobufCMessage *req,
 
 /**
  * The exit status of a watch, a stream read until it ended: rv is clue_stream_next()'s last
- * return and st the stream's final status. An OK end, the --timeout deadline and an interrupt
- * are CLI_OK; anything else is reported, CLI_FAILED.
+ * return and st the stream's final status. An OK end and an interrupt are CLI_OK; so is
+ * DEADLINE_EXCEEDED once budget (the --timeout in ms the watch started with at started_ms,
+ * cli_now_ms(); 0: none) has really passed, if the server answered the watch (answered: the
+ * command says what counts). Anything else is reported, CLI_FAILED: a DEADLINE_EXCEEDED
+ * before --timeout is up is the server's or a proxy's, not this process's.
  */
-int cli_watch_end(cli_t *cli, int rv, const clue_status_t *st);
+int cli_watch_end(cli_t *cli, int rv, const clue_status_t *st, int answered, uint64_t started_ms,
+                  uint64_t budget);
 
 /** Milliseconds of the monotonic clock, for a watch's budget (cli_watch_again()). */
 uint64_t cli_now_ms(void);

@@ -200,8 +200,15 @@ static const cli_opt_t watch_opts[] = {
     {"subject-type", "TYPE", 0, "only events of this kind of subject"},
     {"subject-id", "ID", 0, "only events of this subject"},
     {"action", "ACTION", 0, "only events of this action"},
+    {"heartbeat", "SECONDS", 0,
+     "ask the server for a heartbeat after SECONDS of quiet (default 15; 0: none)"},
     {NULL, NULL, 0, NULL},
 };
+
+/* The heartbeat a watch asks for unless --heartbeat says otherwise, and how many of its
+ * intervals may pass with nothing at all before the connection is taken for dead. */
+#define WATCH_HEARTBEAT_S 15
+#define WATCH_SILENT_BEATS 3
 
 static void event_line(const Clue__V1__AuditEvent *e) {
   char when[32];
@@ -254,11 +261,17 @@ static int run_watch(cli_t *cli, const cli_args_t *args) {
   ProtobufCMessage *m;
   int64_t last, resume;
   uint64_t started = cli_now_ms(), budget = cli->stream_timeout_ms, stream_ms;
-  int rv, rc = CLI_OK;
+  uint64_t silence_ms;
+  int rv, rc = CLI_OK, answered, silent;
 
+  req.heartbeat_seconds = WATCH_HEARTBEAT_S;
   if ((rc = cli_arg_int(cli, args, "after-seq", 0, INT64_MAX, &req.after_seq)) != 0 ||
-      (rc = cli_arg_id(cli, args, "subject-id", &req.subject_id)) != 0)
+      (rc = cli_arg_id(cli, args, "subject-id", &req.subject_id)) != 0 ||
+      (rc = cli_arg_i32(cli, args, "heartbeat", 0, 3600, &req.heartbeat_seconds)) != 0)
     return rc;
+  /* A connection a proxy or NAT dropped silently never ends by itself: with a heartbeat
+   * asked for, nothing for a few of its intervals means it is gone. */
+  silence_ms = (uint64_t)req.heartbeat_seconds * 1000 * WATCH_SILENT_BEATS;
   cli_arg_str(args, "subject-type", &req.subject_type);
   cli_arg_str(args, "action", &req.action);
   last = req.after_seq;
@@ -267,8 +280,14 @@ again:
   rc = cli_stream_start(cli, WATCH_PATH, &req.base, &clue__v1__audit_event__descriptor, &s);
   if (rc != 0)
     return rc;
-  while ((rv = clue_stream_next(s, &m, &st)) == 1) {
+  while ((rv = clue_stream_next_within(s, &m, &st, silence_ms)) == 1) {
     const Clue__V1__AuditEvent *e = (const Clue__V1__AuditEvent *)m;
+    if (e->action[0] == '\0') { /* a heartbeat: where the stream stands, nothing to print */
+      if (e->seq > last)
+        last = e->seq;
+      protobuf_c_message_free_unpacked(m, NULL);
+      continue;
+    }
     if (cli->json)
       rc = cli_print_json(cli, m, 1);
     else
@@ -280,7 +299,9 @@ again:
     if (rc != CLI_OK)
       break;
   }
-  if (rc == CLI_OK && (resume = aged_out(rv, &st)) >= last) {
+  silent = rv == 2;
+  answered = clue_stream_answered(s);
+  if (rc == CLI_OK && !silent && (resume = aged_out(rv, &st)) >= last) {
     /* The server ends long streams; carry on from where it says, within --timeout. */
     clue_status_clear(&st);
     clue_stream_free(s);
@@ -294,10 +315,17 @@ again:
     /* --timeout is up, or the user interrupted the wait */
     st.code = *cli->interrupted ? CLUE_STATUS_CANCELLED : CLUE_STATUS_DEADLINE_EXCEEDED;
   }
-  if (rc != CLI_OK) /* output failed: already reported */
+  if (rc != CLI_OK) { /* output failed: already reported */
     rc = CLI_FAILED;
-  else
-    rc = cli_watch_end(cli, rv, &st);
+  } else if (silent) {
+    fprintf(stderr,
+            "cluectl: nothing from %s for %d s, no event and no heartbeat (asked for every %d "
+            "s): the connection seems lost\n",
+            cli->server, req.heartbeat_seconds * WATCH_SILENT_BEATS, req.heartbeat_seconds);
+    rc = CLI_FAILED;
+  } else {
+    rc = cli_watch_end(cli, rv, &st, answered, started, budget);
+  }
   clue_status_clear(&st);
   clue_stream_free(s);
   fprintf(stderr, "last seq %lld; resume with: cluectl audit watch --after-seq %lld\n",
@@ -342,7 +370,9 @@ static const cli_command_t audit_commands[] = {
      "Keep it somewhere the server cannot reach; `audit verify --checkpoint` proves later\n"
      "that the log only grew since. With --out FILE, FILE.leaves keeps the seq and leaf\n"
      "hash of every event the checkpoint covers, so that a later verify names the exact\n"
-     "first event of a truncation or fork.\n",
+     "first event of a truncation or fork. When they cannot be kept (the server does not\n"
+     "give them, or they do not hash to its own signed root: FAIL), FILE is saved all the\n"
+     "same, an older FILE.leaves is removed, and the exit status is 1.\n",
      audit_tree_checkpoint},
     {"witness", NULL, "Keep the signed sequence of checkpoints, checking each", witness_opts,
      "Polls the latest checkpoint, checks its signature and that it extends the last one\n"
@@ -366,11 +396,16 @@ static const cli_command_t audit_commands[] = {
     {"watch", NULL, "Stream audit events as they happen", watch_opts,
      "Prints the events after --after-seq, then each new event as it is recorded, one\n"
      "line each (with --json: one JSON object per line). Runs until interrupted (Ctrl-C)\n"
-     "or until the --timeout deadline; both end it with exit status 0. On exit the last\n"
-     "sequence number seen is printed on stderr: pass it as --after-seq to resume\n"
-     "without missing or repeating an event. A broken connection exits 1, after the same\n"
-     "line. When the server ends the stream at its maximum age (clued --max-stream-age),\n"
-     "the watch resumes by itself from the sequence number the server names.\n",
+     "or until the --timeout deadline; both end it with exit status 0 (--timeout only if\n"
+     "the server answered: a hung one, or a DEADLINE_EXCEEDED of the server's, exits 1).\n"
+     "On exit the last sequence number seen is printed on stderr: pass it as --after-seq\n"
+     "to resume without missing or repeating an event. A broken connection exits 1, after\n"
+     "the same line; so does one that went silent: the watch asks the server for a\n"
+     "heartbeat when it has sent nothing for --heartbeat seconds, and ends when neither an\n"
+     "event nor a heartbeat came for three of them (--heartbeat 0: no heartbeat, no such\n"
+     "end; for a server without heartbeats). When the server ends the stream at its\n"
+     "maximum age (clued --max-stream-age), the watch resumes by itself from the sequence\n"
+     "number the server names.\n",
      run_watch},
     {NULL, NULL, NULL, NULL, NULL, NULL},
 };

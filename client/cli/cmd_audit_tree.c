@@ -324,24 +324,71 @@ static int open_by_server_key(const Clue__V1__Checkpoint *cp, checkpoint_t *c) {
   return 0;
 }
 
-/* Keep the leaves of the checkpoint just saved to path, in path.leaves. */
-static void keep_leaves(cli_t *cli, const char *path, const Clue__V1__Checkpoint *cp) {
+/* The leaves of the server's checkpoint cp, read and checked against its signed root, into
+ * *l. Returns CLI_OK, or CLI_FAILED (reported: why lpath will not hold them). */
+static int checkpoint_leaves(cli_t *cli, const char *lpath, const Clue__V1__Checkpoint *cp,
+                             leaves_t *l) {
   checkpoint_t c;
+
+  if (open_by_server_key(cp, &c) != 0) {
+    fprintf(stderr,
+            "cluectl %s: the server names no key that signed this checkpoint; %s not made\n",
+            cli->cmd, lpath);
+    return CLI_FAILED;
+  }
+  if (leaves_export(cli, c.size, l) != 0) {
+    fprintf(stderr,
+            "cluectl %s: cannot read the checkpoint's %llu leaves from the server; %s not made\n",
+            cli->cmd, (unsigned long long)c.size, lpath);
+    return CLI_FAILED;
+  }
+  if (!leaves_match(l, c.root)) {
+    fprintf(stderr,
+            "cluectl %s: FAIL: the server's leaves do not hash to the root of its own signed "
+            "checkpoint of %llu events (the log contradicts it: run audit verify); %s not made\n",
+            cli->cmd, (unsigned long long)c.size, lpath);
+    return CLI_FAILED;
+  }
+  return CLI_OK;
+}
+
+static int replace_file(cli_t *cli, const char *path, const char *text, const leaves_t *l);
+
+/* Save the server's checkpoint cp in path, and its leaves in path.leaves. The leaves are read
+ * and checked first; path.leaves is removed before path is replaced and written anew only
+ * after it, so that whatever fails, no path.leaves ever sits beside a checkpoint it does not
+ * belong to. Returns CLI_OK, or CLI_FAILED (reported) when either could not be kept. */
+static int save_checkpoint(cli_t *cli, const char *path, const Clue__V1__Checkpoint *cp) {
   leaves_t l = {0};
   char lpath[4096];
+  int rc, leaves_rc;
 
-  snprintf(lpath, sizeof(lpath), "%s.leaves", path);
-  if (open_by_server_key(cp, &c) != 0) {
-    fprintf(stderr, "note: the server names no key that signed this checkpoint; %s not kept\n", lpath);
-    return;
+  if (snprintf(lpath, sizeof(lpath), "%s.leaves", path) >= (int)sizeof(lpath)) {
+    fprintf(stderr, "cluectl %s: --out %s: path too long\n", cli->cmd, path);
+    return CLI_FAILED;
   }
-  if (leaves_export(cli, c.size, &l) != 0 || !leaves_match(&l, c.root)) {
-    fprintf(stderr, "note: the server's leaves do not hash to the checkpoint's root; %s not kept\n",
-            lpath);
-  } else if (leaves_write(lpath, &l) != 0) {
-    fprintf(stderr, "note: cannot write %s: %s\n", lpath, strerror(errno));
+  leaves_rc = checkpoint_leaves(cli, lpath, cp, &l);
+  if (unlink(lpath) != 0 && errno != ENOENT) {
+    fprintf(stderr, "cluectl %s: cannot remove %s: %s; %s not replaced\n", cli->cmd, lpath,
+            strerror(errno), path);
+    leaves_free(&l);
+    return CLI_FAILED;
   }
+  if (replace_file(cli, path, cp->note, NULL) != 0) {
+    fprintf(stderr, "cluectl %s: cannot write %s: %s\n", cli->cmd, path, strerror(errno));
+    leaves_free(&l);
+    return CLI_FAILED;
+  }
+  rc = leaves_rc;
+  if (rc == CLI_OK && replace_file(cli, lpath, NULL, &l) != 0) {
+    fprintf(stderr, "cluectl %s: cannot write %s: %s\n", cli->cmd, lpath, strerror(errno));
+    rc = CLI_FAILED;
+  }
+  if (rc != CLI_OK)
+    fprintf(stderr, "cluectl %s: %s holds the checkpoint of %lld events, without its leaves\n",
+            cli->cmd, path, (long long)cp->tree_size);
   leaves_free(&l);
+  return rc;
 }
 
 /* ---- checkpoint --out ------------------------------------------------------------------ */
@@ -441,10 +488,14 @@ int audit_tree_checkpoint(cli_t *cli, const cli_args_t *args) {
             cli->cmd, (long long)cp->tree_size, (unsigned long long)c.size);
     rc = CLI_FAILED;
   }
-  if (rc == CLI_OK && out)
+  if (rc == CLI_OK && out && strcmp(out, "-") == 0) {
     rc = write_file(cli, out, cp->note);
-  if (rc == CLI_OK && out && strcmp(out, "-") != 0)
-    keep_leaves(cli, out, cp);
+  } else if (rc == CLI_OK && out) {
+    if ((rc = save_checkpoint(cli, out, cp)) != CLI_OK) {
+      protobuf_c_message_free_unpacked(&cp->base, NULL);
+      return rc;
+    }
+  }
   if (rc == CLI_OK && (out == NULL || strcmp(out, "-") != 0)) {
     if (cli->json)
       rc = cli_print_json(cli, &cp->base, 0);

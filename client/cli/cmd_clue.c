@@ -63,7 +63,13 @@ static const char submit_help[] =
     "\n"
     "Every submission carries a request id; a clue without one gets a new random UUID.\n"
     "It is printed (and is in the --json output) so that a retry with the same id after\n"
-    "an unknown outcome returns the first clue instead of creating a second.\n";
+    "an unknown outcome returns the first clue instead of creating a second.\n"
+    "An array is submitted under one request id, --request-id or a new random UUID: an\n"
+    "element without a request_id of its own is sent with the UUID derived from it and\n"
+    "the element's position (version 5, the position in decimal named in that id's\n"
+    "namespace). When a submission stops, cluectl says which elements were submitted and\n"
+    "prints the array's id: the same file with --request-id ID submits each element at\n"
+    "most once, as long as the elements keep their order.\n";
 
 static void submit_line(const Clue__V1__Clue *c, const char *rid) {
   printf("clue %lld ", (long long)c->id);
@@ -71,20 +77,46 @@ static void submit_line(const Clue__V1__Clue *c, const char *rid) {
   printf(" submitted (request id %s)\n", rid);
 }
 
-/* Submit one request (its request_id set); print the clue. idx > 0 numbers array elements. */
-static int submit_one(cli_t *cli, Clue__V1__SubmitClueRequest *req, size_t idx, int lines) {
+/* An array submitted under request id base (the file at path) stopped at element idx of n:
+ * what became of which element, and the retry that makes each at most once. */
+static void array_stopped(cli_t *cli, size_t idx, size_t n, const char *base, const char *path) {
+  fprintf(stderr, "cluectl clue submit: element %zu of %zu ", idx, n);
+  if (cli_outcome_unknown(cli->last_code))
+    fputs("may or may not have been submitted (the outcome is unknown)", stderr);
+  else
+    fputs("was not submitted", stderr);
+  if (idx == 2)
+    fputs("; element 1 was", stderr);
+  else if (idx > 2)
+    fprintf(stderr, "; elements 1 to %zu were", idx - 1);
+  if (idx < n)
+    fputs("; nothing after it was sent", stderr);
+  fputs(".\nRetrying with --file ", stderr);
+  cli_put_text(stderr, path, 0);
+  fprintf(stderr,
+          " --request-id %s submits each element at most\n"
+          "once (those submitted already return their clue), as long as the elements keep\n"
+          "their order.\n",
+          base);
+}
+
+/* Submit one request (its request_id set); print the clue. idx > 0 numbers the elements of
+ * an array of n submitted under request id base, read from path. */
+static int submit_one(cli_t *cli, Clue__V1__SubmitClueRequest *req, size_t idx, size_t n,
+                      const char *base, const char *path) {
   Clue__V1__Clue *c = NULL;
+  int lines = idx > 0;
   int rc;
 
   fflush(stdout); /* earlier clues' lines before this one's error, if any */
-  rc = cli_call_rid(cli, CLUE_SVC, "SubmitClue", &req->base, req->request_id,
-                    (ProtobufCMessage **)&c);
+  if (idx == 0)
+    rc = cli_call_rid(cli, CLUE_SVC, "SubmitClue", &req->base, req->request_id,
+                      (ProtobufCMessage **)&c);
+  else
+    rc = cli_call(cli, CLUE_SVC, "SubmitClue", &req->base, (ProtobufCMessage **)&c);
   if (rc != 0) {
     if (idx > 0)
-      fprintf(stderr,
-              "cluectl clue submit: element %zu was not submitted; nothing after it was "
-              "sent\n",
-              idx);
+      array_stopped(cli, idx, n, base, path);
     return rc;
   }
   if (cli->json)
@@ -95,16 +127,24 @@ static int submit_one(cli_t *cli, Clue__V1__SubmitClueRequest *req, size_t idx, 
   return rc;
 }
 
-/* Give a request read from a file the request id it lacks. */
-static int fill_request_id(cli_t *cli, const cli_args_t *args, Clue__V1__SubmitClueRequest *req) {
+/* Give a request read from a file the request id it lacks: --request-id or a new one, or for
+ * the element at position pos (from 1) of an array the one derived from base. */
+static int fill_request_id(cli_t *cli, const cli_args_t *args, Clue__V1__SubmitClueRequest *req,
+                           const char *base, size_t pos) {
   char rid[CLI_REQUEST_ID_LEN];
   char *copy;
   int rc;
 
   if (req->request_id != NULL && req->request_id[0] != '\0')
     return 0;
-  if ((rc = cli_request_id(cli, args, rid)) != 0)
+  if (base != NULL) {
+    if (cli_derived_request_id(base, pos, rid) != 0) {
+      fputs("cluectl: cannot make a request id\n", stderr);
+      return CLI_FAILED;
+    }
+  } else if ((rc = cli_request_id(cli, args, rid)) != 0) {
     return rc;
+  }
   copy = strdup(rid);
   if (copy == NULL)
     return cli_oom(cli);
@@ -122,7 +162,7 @@ static int submit_file(cli_t *cli, const cli_args_t *args, const char *path) {
   clue_json_error_t err;
   ProtobufCMessage **msgs = NULL, *one = NULL;
   size_t n = 0, i = 0;
-  char *text = NULL;
+  char *text = NULL, base[CLI_REQUEST_ID_LEN];
   size_t len = 0;
   int rc, rv;
 
@@ -152,19 +192,19 @@ static int submit_file(cli_t *cli, const cli_args_t *args, const char *path) {
     if (cli_arg(args, "request-id") != NULL && req->request_id[0] != '\0')
       rc = cli_usage_error(cli, "the file sets request_id; --request-id cannot also be given");
     else
-      rc = fill_request_id(cli, args, req);
+      rc = fill_request_id(cli, args, req, NULL, 0);
     if (rc == 0)
-      rc = submit_one(cli, req, 0, 0);
+      rc = submit_one(cli, req, 0, 0, NULL, path);
     protobuf_c_message_free_unpacked(one, NULL);
     return rc;
   }
-  if (cli_arg(args, "request-id") != NULL)
-    rc = cli_usage_error(cli, "--request-id names one submission; give each element of the "
-                              "array its own request_id instead");
+  /* Each element without a request_id of its own gets one derived from the array's (given,
+   * or new): the same --request-id retries the whole array, each element at most once. */
+  rc = cli_request_id(cli, args, base);
   for (i = 0; rc == 0 && i < n; i++)
-    rc = fill_request_id(cli, args, (Clue__V1__SubmitClueRequest *)msgs[i]);
+    rc = fill_request_id(cli, args, (Clue__V1__SubmitClueRequest *)msgs[i], base, i + 1);
   for (i = 0; rc == 0 && i < n; i++)
-    rc = submit_one(cli, (Clue__V1__SubmitClueRequest *)msgs[i], i + 1, 1);
+    rc = submit_one(cli, (Clue__V1__SubmitClueRequest *)msgs[i], i + 1, n, base, path);
   clue_messages_free(msgs, n);
   return rc;
 }
@@ -217,7 +257,7 @@ static int run_submit(cli_t *cli, const cli_args_t *args) {
     return rc;
   if ((rc = cli_request_id(cli, args, rid)) == 0) {
     req.request_id = rid;
-    rc = submit_one(cli, &req, 0, 0);
+    rc = submit_one(cli, &req, 0, 0, NULL, NULL);
   }
   free(req.violation_categories);
   return rc;

@@ -44,7 +44,7 @@ static int health_watch(cli_t *cli, const Grpc__Health__V1__HealthCheckRequest *
   clue_stream_t *s = NULL;
   ProtobufCMessage *m;
   uint64_t started = cli_now_ms(), budget = cli->stream_timeout_ms, stream_ms;
-  int rv, rc = CLI_OK, last = -1;
+  int rv, rc = CLI_OK, last = -1; /* last: no status yet */
 
 again:
   stream_ms = cli_now_ms();
@@ -68,7 +68,8 @@ again:
     /* --timeout is up, or the user interrupted the wait */
     st.code = *cli->interrupted ? CLUE_STATUS_CANCELLED : CLUE_STATUS_DEADLINE_EXCEEDED;
   }
-  rc = cli_watch_end(cli, rv, &st);
+  /* Health/Watch sends the status as it is first: until one came, nothing was serving. */
+  rc = cli_watch_end(cli, rv, &st, last != -1, started, budget);
   clue_status_clear(&st);
   clue_stream_free(s);
   return rc;
@@ -100,7 +101,9 @@ static const cli_command_t health_commands[] = {
      "NOT_FOUND, or SERVICE_UNKNOWN with --watch). Exits 0 when SERVING and 1\n"
      "otherwise. With --watch, prints one line per status change, carrying on with a\n"
      "new stream when the server ends one at its maximum age (--max-unauth-stream-age);\n"
-     "reaching --timeout or an interrupt (Ctrl-C) ends the watch with exit status 0.\n",
+     "reaching --timeout or an interrupt (Ctrl-C) ends the watch with exit status 0, if a\n"
+     "status came: a server that sent none before --timeout (hung, or not speaking gRPC)\n"
+     "exits 1, as does a stream the server ends with an error (DEADLINE_EXCEEDED too).\n",
      run_health},
     {NULL, NULL, NULL, NULL, NULL, NULL},
 };

@@ -8,6 +8,8 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include <openssl/evp.h>
+
 #include "cli.h"
 #include "google/rpc/error_details.pb-c.h"
 #include "google/rpc/status.pb-c.h"
@@ -460,6 +462,17 @@ int cli_arg_enumv(cli_t *cli, const cli_args_t *a, const char *name,
 
 /* ---- request ids and files ---------------------------------------------------------------- */
 
+/* The value of a hexadecimal digit, or -1. */
+static int hex_value(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
 /* The form the server takes (validate_is_uuid()): 8-4-4-4-12 hexadecimal digits, any case. */
 static int is_uuid(const char *s) {
   for (size_t i = 0; i < CLI_REQUEST_ID_LEN - 1; i++) {
@@ -499,6 +512,34 @@ int cli_request_id(cli_t *cli, const cli_args_t *a, char buf[CLI_REQUEST_ID_LEN]
   snprintf(buf, CLI_REQUEST_ID_LEN,
            "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2],
            r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15]);
+  return 0;
+}
+
+int cli_derived_request_id(const char *base, size_t pos, char out[CLI_REQUEST_ID_LEN]) {
+  unsigned char in[16 + 24], md[EVP_MAX_MD_SIZE];
+  unsigned int mdlen = 0;
+  size_t n = 0;
+  int len;
+
+  if (!is_uuid(base))
+    return -1;
+  for (size_t i = 0; base[i] != '\0'; i++) {
+    int hi, lo;
+    if (base[i] == '-')
+      continue;
+    hi = hex_value(base[i]);
+    lo = hex_value(base[++i]);
+    in[n++] = (unsigned char)(hi << 4 | lo);
+  }
+  len = snprintf((char *)in + 16, sizeof(in) - 16, "%zu", pos);
+  if (EVP_Digest(in, 16 + (size_t)len, md, &mdlen, EVP_sha1(), NULL) != 1 || mdlen < 16)
+    return -1;
+  md[6] = (unsigned char)((md[6] & 0x0F) | 0x50); /* version 5: name-based, SHA-1 */
+  md[8] = (unsigned char)((md[8] & 0x3F) | 0x80); /* RFC 4122 variant */
+  snprintf(out, CLI_REQUEST_ID_LEN,
+           "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", md[0], md[1],
+           md[2], md[3], md[4], md[5], md[6], md[7], md[8], md[9], md[10], md[11], md[12], md[13],
+           md[14], md[15]);
   return 0;
 }
 
@@ -555,7 +596,7 @@ int cli_read_file(cli_t *cli, const char *path, char **out, size_t *len) {
 
 /* ---- calls that carry a request id, and lists in pages ------------------------------------ */
 
-static int outcome_unknown(int code) {
+int cli_outcome_unknown(int code) {
   return code == CLUE_STATUS_DEADLINE_EXCEEDED || code == CLUE_STATUS_UNAVAILABLE ||
          code == CLUE_STATUS_CANCELLED || code == CLUE_STATUS_UNKNOWN ||
          code == CLUE_STATUS_INTERNAL;
@@ -568,7 +609,7 @@ int cli_call_rid(cli_t *cli, const ProtobufCServiceDescriptor *service, const ch
   int code = st.code;
 
   rv = reported(cli, rv, &st);
-  if (rv != 0 && outcome_unknown(code))
+  if (rv != 0 && cli_outcome_unknown(code))
     fprintf(stderr,
             "The change may or may not have been made. Retrying with --request-id %s\n"
             "does it at most once.\n",
@@ -612,14 +653,24 @@ int cli_watch_again(cli_t *cli, uint64_t started_ms, uint64_t budget, uint64_t s
   return 1;
 }
 
-int cli_watch_end(cli_t *cli, int rv, const clue_status_t *st) {
-  /* A watch ends normally when the time asked for is up or the user interrupts it. */
+int cli_watch_end(cli_t *cli, int rv, const clue_status_t *st, int answered, uint64_t started_ms,
+                  uint64_t budget) {
+  /* A watch ends normally when the user interrupts it, or when the time asked for is up on
+   * a watch the server answered. A DEADLINE_EXCEEDED before that time is the server's (or a
+   * proxy's) own, a failure; and one on a stream the server never answered (a hung process,
+   * a listener that never speaks) says nothing about it but that it is not serving. */
   if (rv < 0)
     return cli_rpc_error(cli, rv, st);
-  if (st->code == CLUE_STATUS_DEADLINE_EXCEEDED && cli->stream_timeout_ms != 0)
-    return CLI_OK;
   if (st->code == CLUE_STATUS_CANCELLED && *cli->interrupted)
     return CLI_OK;
+  if (st->code == CLUE_STATUS_DEADLINE_EXCEEDED && budget != 0 &&
+      cli_now_ms() - started_ms >= budget) {
+    if (answered)
+      return CLI_OK;
+    cli_rpc_error(cli, st->code, st);
+    fprintf(stderr, "cluectl: %s did not answer the watch within --timeout\n", cli->server);
+    return CLI_FAILED;
+  }
   if (st->code != CLUE_STATUS_OK)
     return cli_rpc_error(cli, st->code, st);
   return CLI_OK;

@@ -1,11 +1,14 @@
 /* cluectl: command line, dispatch and help. The commands live in cmd_<group>.c. */
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "build_info.h"
 #include "cli.h"
@@ -21,13 +24,17 @@ static const cli_group_t *const groups[] = {
 
 static const cli_opt_t global_opts[] = {
     {"server", "HOST:PORT", 0, "server address (env CLUED_SERVER, default " DEFAULT_SERVER ")"},
-    {"token", "TOKEN", 0, "bearer token sent with every call (env CLUED_TOKEN)"},
+    {"token", "TOKEN", 0, "bearer token sent with every call (env CLUED_TOKEN; see below)"},
+    {"token-file", "PATH", 0, "read the bearer token from this file (- for stdin): not in ps"},
     {"timeout", "SECONDS", 0,
      "deadline of each call, e.g. 5 or 0.5; 0: none (default: 60, and none for a watch)"},
-    {"tls", NULL, 0, "connect over TLS, trusting the system's CAs (env CLUED_TLS=1)"},
+    {"tls", NULL, 0,
+     "connect over TLS, trusting the system's CAs (env CLUED_TLS=1; 0/false/no/off: not)"},
     {"ca", "FILE", 0, "TLS: trust the CAs in this PEM file (env CLUED_CA; implies --tls)"},
     {"cert", "FILE", 0, "TLS: client certificate, PEM (env CLUED_CERT; implies --tls)"},
     {"key", "FILE", 0, "TLS: key of --cert if not in that file (env CLUED_KEY)"},
+    {"insecure-cleartext", NULL, 0,
+     "send the token without TLS to a non-loopback server (env CLUED_INSECURE_CLEARTEXT=1)"},
     {"json", NULL, 0, "print results as JSON"},
     {"help", NULL, 0, "show help (also: -h, cluectl help COMMAND)"},
     {"version", NULL, 0, "print cluectl's version and the git commit it was built from"},
@@ -84,6 +91,14 @@ static void help_top(FILE *o) {
         "verifier key, so give a TLS --key before the command):\n",
         o);
   print_opts(o, global_opts);
+  fputs("\nA --token on the command line can be read by every local user (ps, /proc) while\n"
+        "cluectl runs: prefer CLUED_TOKEN or --token-file, whose file holds the token alone\n"
+        "(a line break after it is ignored).\n",
+        o);
+  fputs("\nWithout TLS the token goes only to a loopback --server (127.0.0.0/8, ::1,\n"
+        "localhost): for any other, cluectl refuses (exit 2) unless --insecure-cleartext is\n"
+        "given, as clued serve refuses cleartext off loopback without its option of that name.\n",
+        o);
   fputs("\nExit status: 0 success; 1 the call failed (STATUS: message on stderr) or the\n"
         "answer was negative (health: not SERVING; audit verify: a broken chain); 2 usage\n"
         "error (nothing was sent).\n"
@@ -133,8 +148,8 @@ static void help_command(FILE *o, const cli_group_t *g, const cli_command_t *c) 
   }
   if (c->help != NULL)
     fprintf(o, "\n%s", c->help);
-  fputs("\nGlobal options: --server, --token, --timeout, --tls, --ca, --cert, --key, --json\n"
-        "(see 'cluectl --help').\n",
+  fputs("\nGlobal options: --server, --token, --token-file, --timeout, --tls, --ca, --cert,\n"
+        "--key, --insecure-cleartext, --json (see 'cluectl --help').\n",
         o);
   for (const cli_opt_t *glob = global_opts; glob->name != NULL; glob++)
     for (const cli_opt_t *own = c->opts; own != NULL && own->name != NULL; own++)
@@ -230,9 +245,12 @@ static void completion_bash(FILE *o) {
 typedef struct globals {
   const char *server;
   const char *token;
+  const char *token_from; /* where token came from: "--token" or "CLUED_TOKEN" */
+  const char *token_file; /* --token-file */
   const char *timeout;
   const char *ca, *cert, *key; /* TLS files */
   int tls;
+  int insecure_cleartext; /* the token may go without TLS to any host */
   int json;
   int help;
   int version;
@@ -263,6 +281,9 @@ static int parse_timeout(const char *s, uint64_t *ms) {
   char *end;
   double v;
 
+  /* Seconds in decimal, as the help says: strtod alone would take 0x10, 1e3 or " 5". */
+  if (s[0] == '\0' || s[strspn(s, "0123456789.")] != '\0')
+    return -1;
   errno = 0;
   v = strtod(s, &end);
   if (end == s || *end != '\0' || errno != 0 || !isfinite(v) || v < 0 || v > 8640000)
@@ -336,10 +357,15 @@ static int parse(cli_t *cli, int argc, char **argv, parsed_t *p, char *cmdname, 
         p->g.server = value;
       } else if (strcmp(opt->name, "token") == 0) {
         p->g.token = value;
+        p->g.token_from = "--token";
+      } else if (strcmp(opt->name, "token-file") == 0) {
+        p->g.token_file = value;
       } else if (strcmp(opt->name, "timeout") == 0) {
         p->g.timeout = value;
       } else if (strcmp(opt->name, "tls") == 0) {
         p->g.tls = 1;
+      } else if (strcmp(opt->name, "insecure-cleartext") == 0) {
+        p->g.insecure_cleartext = 1;
       } else if (strcmp(opt->name, "ca") == 0) {
         p->g.ca = value;
       } else if (strcmp(opt->name, "cert") == 0) {
@@ -413,6 +439,92 @@ static int parse(cli_t *cli, int argc, char **argv, parsed_t *p, char *cmdname, 
   return -1;
 }
 
+/* Whether target (HOST:PORT as libclue takes it) names this machine by a loopback address or
+ * as localhost: the only hosts a token goes to without TLS unless --insecure-cleartext says
+ * otherwise (as clued serves cleartext only there). A name that merely resolves to loopback
+ * does not count: what it resolves to may change. */
+static int loopback_target(const char *target) {
+  char host[INET6_ADDRSTRLEN + 8];
+  const char *h = target, *end, *colon = strchr(target, ':');
+  unsigned char a[sizeof(struct in6_addr)];
+  size_t len;
+
+  if (target[0] == '[') {
+    h = target + 1;
+    end = strchr(h, ']');
+  } else if (colon != NULL && strchr(colon + 1, ':') == NULL) {
+    end = colon;
+  } else {
+    end = target + strlen(target); /* no port, or a bare IPv6 address */
+  }
+  if (end == NULL || (len = (size_t)(end - h)) >= sizeof(host))
+    return 0;
+  memcpy(host, h, len);
+  host[len] = '\0';
+  if (strcasecmp(host, "localhost") == 0 || strcasecmp(host, "localhost.") == 0)
+    return 1;
+  if (inet_pton(AF_INET, host, a) == 1)
+    return a[0] == 127;
+  if (inet_pton(AF_INET6, host, a) == 1)
+    return IN6_IS_ADDR_LOOPBACK((struct in6_addr *)a) ||
+           (IN6_IS_ADDR_V4MAPPED((struct in6_addr *)a) && a[12] == 127);
+  return 0;
+}
+
+/* The token of the connection: --token-file's, or --token's, or CLUED_TOKEN's. Returns -1
+ * to go on, or an exit code (reported). */
+static int set_token(cli_t *cli, const parsed_t *p) {
+  const char *token = p->g.token, *from = p->g.token_from;
+  char *text = NULL;
+  size_t len = 0;
+  int rv;
+
+  if (p->g.token_file != NULL) {
+    if (p->g.token_from != NULL && strcmp(p->g.token_from, "--token") == 0)
+      return cli_usage_error(cli, "--token and --token-file cannot both be given");
+    if ((rv = cli_read_file(cli, p->g.token_file, &text, &len)) != 0)
+      return rv;
+    while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+      text[--len] = '\0';
+    if (len == 0 || strlen(text) != len) {
+      free(text);
+      return cli_usage_error(cli, "--token-file: %s holds no token (or a NUL byte)",
+                             strcmp(p->g.token_file, "-") == 0 ? "standard input"
+                                                               : p->g.token_file);
+    }
+    token = text;
+    from = "--token-file";
+  }
+  /* A token pasted with its scheme or with spaces is never valid: say what to give. */
+  if (token != NULL && (strncasecmp(token, "Bearer ", 7) == 0 || token[0] == ' ' ||
+                        (token[0] != '\0' && token[strlen(token) - 1] == ' '))) {
+    free(text);
+    return cli_usage_error(cli,
+                           "%s: give the token alone, without \"Bearer \" or spaces around it "
+                           "(cluectl sends the authorization header itself)",
+                           from != NULL ? from : "--token");
+  }
+  cli->no_token = token == NULL || token[0] == '\0';
+  rv = clue_conn_set_token(cli->conn, token);
+  free(text);
+  if (rv == CLUE_EINVAL)
+    return cli_usage_error(cli, "%s: the token contains control characters (a line break?)",
+                           from != NULL ? from : "--token");
+  if (rv != 0)
+    return cli_oom(cli);
+  return -1;
+}
+
+/* Whether target, as libclue parses it, names its port: "[v6]:PORT" or "host:PORT" (a bare
+ * IPv6 address has colons but no port). */
+static int has_port(const char *target) {
+  const char *close = strchr(target, ']'), *colon = strchr(target, ':');
+
+  if (target[0] == '[')
+    return close != NULL && close[1] == ':' && close[2] != '\0';
+  return colon != NULL && strchr(colon + 1, ':') == NULL && colon[1] != '\0';
+}
+
 static int setup(cli_t *cli, const parsed_t *p) {
   int rv;
 
@@ -431,14 +543,15 @@ static int setup(cli_t *cli, const parsed_t *p) {
   rv = clue_conn_new(cli->server, &cli->conn);
   if (rv == CLUE_EINVAL)
     return cli_usage_error(cli, "--server: '%s' is not HOST:PORT", cli->server);
+  if (rv == 0 && !has_port(cli->server))
+    return cli_usage_error(cli,
+                           "--server: '%s' has no port: give HOST:PORT (an IPv6 address in "
+                           "brackets: [::1]:50051)",
+                           cli->server);
   if (rv != 0)
     return cli_oom(cli);
-  cli->no_token = p->g.token == NULL || p->g.token[0] == '\0';
-  rv = clue_conn_set_token(cli->conn, p->g.token);
-  if (rv == CLUE_EINVAL)
-    return cli_usage_error(cli, "--token: the token contains control characters");
-  if (rv != 0)
-    return cli_oom(cli);
+  if ((rv = set_token(cli, p)) >= 0)
+    return rv;
   if (p->g.key != NULL && p->g.cert == NULL)
     return cli_usage_error(cli, "--key (or CLUED_KEY) needs --cert (or CLUED_CERT)");
   if (p->g.tls || p->g.ca != NULL || p->g.cert != NULL) {
@@ -457,6 +570,14 @@ static int setup(cli_t *cli, const parsed_t *p) {
     if (rv != 0)
       return cli_oom(cli);
   }
+  if (!cli->no_token && !p->g.tls && p->g.ca == NULL && p->g.cert == NULL &&
+      !p->g.insecure_cleartext && !loopback_target(cli->server))
+    return cli_usage_error(cli,
+                           "refusing to send the token in cleartext to %s, which is not a loopback "
+                           "address: connect with --tls (or --ca FILE), or give "
+                           "--insecure-cleartext (env CLUED_INSECURE_CLEARTEXT=1) to send it "
+                           "unencrypted anyway",
+                           cli->server);
   clue_conn_set_timeout(cli->conn, cli->timeout_ms);
   clue_conn_set_cancel_flag(cli->conn, &interrupted);
   return -1;
@@ -468,10 +589,17 @@ static const char *env_value(const char *name) {
   return v != NULL && v[0] != '\0' ? v : NULL;
 }
 
-/* A yes/no variable: set, and not "0". */
+/* A yes/no variable: set, and not "0", "false", "no" or "off" (in any case). */
 static int env_set(const char *name) {
+  static const char *const off[] = {"0", "false", "no", "off", NULL};
   const char *v = env_value(name);
-  return v != NULL && strcmp(v, "0") != 0;
+
+  if (v == NULL)
+    return 0;
+  for (const char *const *o = off; *o != NULL; o++)
+    if (strcasecmp(v, *o) == 0)
+      return 0;
+  return 1;
 }
 
 int main(int argc, char **argv) {
@@ -485,7 +613,9 @@ int main(int argc, char **argv) {
   if (p.g.server == NULL || p.g.server[0] == '\0')
     p.g.server = DEFAULT_SERVER;
   p.g.token = getenv("CLUED_TOKEN");
+  p.g.token_from = p.g.token != NULL ? "CLUED_TOKEN" : NULL;
   p.g.tls = env_set("CLUED_TLS");
+  p.g.insecure_cleartext = env_set("CLUED_INSECURE_CLEARTEXT");
   p.g.ca = env_value("CLUED_CA");
   p.g.cert = env_value("CLUED_CERT");
   p.g.key = env_value("CLUED_KEY");

@@ -526,7 +526,7 @@ int clue_call(clue_conn_t *c, const char *path, const ProtobufCMessage *req,
     return clue__status_local(st, CLUE_EINVAL);
   if ((rv = call_begin(c, path, req, resp_desc, 1, st, &call)) != 0)
     return rv;
-  clue__conn_wait(c, call, 0);
+  clue__conn_wait(c, call, 0, 0);
   rv = call_result(call, st);
   if (rv == CLUE_STATUS_OK) {
     int drv = decode(resp_desc, call->head, resp);
@@ -609,7 +609,9 @@ static void stream_lost_message(call_t *s, int code) {
   clue__call_drop_messages(s);
 }
 
-int clue_stream_next(clue_stream_t *s, ProtobufCMessage **msg, clue_status_t *st) {
+/* clue_stream_next(), returning 2 once the clue__net_now_ms() time until (0: none) has come
+ * with no message. */
+static int stream_next(clue_stream_t *s, ProtobufCMessage **msg, clue_status_t *st, int64_t until) {
   if (st == NULL)
     return CLUE_EINVAL;
   clue_status_clear(st);
@@ -636,8 +638,27 @@ int clue_stream_next(clue_stream_t *s, ProtobufCMessage **msg, clue_status_t *st
       clue__call_finish(s, CLUE_STATUS_CANCELLED, clue__strdup("connection closed by the client"));
       continue;
     }
-    clue__conn_wait(s->conn, s, 1);
+    if (until != 0 && clue__net_now_ms() >= until)
+      return 2;
+    clue__conn_wait(s->conn, s, 1, until);
   }
+}
+
+int clue_stream_next(clue_stream_t *s, ProtobufCMessage **msg, clue_status_t *st) {
+  return stream_next(s, msg, st, 0);
+}
+
+int clue_stream_next_within(clue_stream_t *s, ProtobufCMessage **msg, clue_status_t *st,
+                            uint64_t wait_ms) {
+  /* A wait too long to count is no bound, as a deadline too long is none. */
+  int64_t until =
+      wait_ms != 0 && wait_ms < (uint64_t)INT64_MAX / 2 ? clue__net_now_ms() + (int64_t)wait_ms : 0;
+
+  return stream_next(s, msg, st, until);
+}
+
+int clue_stream_answered(const clue_stream_t *s) {
+  return s != NULL && (s->http_status != 0 || s->nmsgs > 0);
 }
 
 void clue_stream_free(clue_stream_t *s) {

@@ -577,9 +577,10 @@ static void conn_restart(clue_conn_t *c, call_t *call) {
   clue_status_clear(&st);
 }
 
-void clue__conn_wait(clue_conn_t *c, call_t *call, int want_msg) {
+void clue__conn_wait(clue_conn_t *c, call_t *call, int want_msg, int64_t until) {
   while (!call_done(call, want_msg)) {
     struct pollfd pfd;
+    int64_t wake;
     int n;
 
     if (call->state == CALL_IDLE) {
@@ -607,6 +608,8 @@ void clue__conn_wait(clue_conn_t *c, call_t *call, int want_msg) {
         break;
       }
     }
+    if (until != 0 && clue__net_now_ms() >= until)
+      break;
     conn_send(c);
     if (c->h2 == NULL || call_done(call, want_msg) || conn_session_over(c))
       continue;
@@ -620,8 +623,10 @@ void clue__conn_wait(clue_conn_t *c, call_t *call, int want_msg) {
       pfd.events |= POLLOUT;
     pfd.revents = 0;
     /* Bounded while a cancel flag is watched: whoever raises it need not interrupt us. */
-    n = poll(&pfd, 1,
-             clue__net_poll_timeout(call->timeout_ms != 0 ? call->deadline : 0, c->cancel));
+    wake = call->timeout_ms != 0 ? call->deadline : 0;
+    if (until != 0 && (wake == 0 || until < wake))
+      wake = until;
+    n = poll(&pfd, 1, clue__net_poll_timeout(wake, c->cancel));
     if (n < 0) {
       if (errno != EINTR)
         conn_fail(c, CLUE_STATUS_UNAVAILABLE, "poll: %s", strerror(errno));

@@ -52,10 +52,11 @@ int clue__conn_start(clue_conn_t *c, call_t *call, clue_status_t *st)
     __attribute__((warn_unused_result));
 
 /**
- * Run I/O until the call is CLOSED or, if want_msg, has a queued message. Deadlines,
+ * Run I/O until the call is CLOSED or, if want_msg, has a queued message, or until the
+ * clue__net_now_ms() time until has come (0: no such bound; the call then goes on). Deadlines,
  * cancellation and transport failures all end in the call being CLOSED with a status.
  */
-void clue__conn_wait(clue_conn_t *c, call_t *call, int want_msg);
+void clue__conn_wait(clue_conn_t *c, call_t *call, int want_msg, int64_t until);
 
 /** Send what nghttp2 has queued without blocking (RST_STREAM, WINDOW_UPDATE). */
 void clue__conn_flush(clue_conn_t *c);

@@ -155,6 +155,12 @@ def test_usage_errors(c):
         (["stats", "--from", "2026-02-01", "--to", "2026-01-01"], "ends before it begins"),
         (["stats", "--from", "2026-01-01", "--to", "2026-02-01", "--cases"], "--cases goes with --csv"),
         (["--json", "stats", "--from", "2026-01-01", "--to", "2026-02-01", "--csv"], "exclude each other"),
+        (["--timeout", "0x10", "health"], "--timeout: '0x10' is not a number of seconds"),
+        (["--timeout", "1e3", "health"], "is not a number of seconds"),
+        (["--timeout", " 5", "health"], "is not a number of seconds"),
+        (["--server", "[::1]", "health"], "--server: '[::1]' has no port: give HOST:PORT"),
+        (["--server", "::1", "health"], "has no port"),
+        (["--server", "localhost", "health"], "has no port"),
     ]
     for args, want in cases:
         r = c.ctl(c.w.G1.leader, *args, check=2)
@@ -446,16 +452,33 @@ def test_submit_file(c):
         assert r.stdout == ""
     r = c.ctl(w.G2.member, "clue", "submit", "--file", "-", check=2, input='{"title": 1}')
     assert r.stderr.startswith("cluectl clue submit: <stdin>:1:11: "), r.stderr
-    r = c.ctl(w.G2.member, "clue", "submit", "--file", "-", "--request-id", key, check=2,
-              input=json.dumps(batch))
-    assert "give each element of the array its own request_id" in r.stderr
     assert _count(c, w.G2.member) == before
-    # The server refuses the second element: the first was submitted, the third never sent.
+    # An array submitted twice under one --request-id makes each clue once: every element
+    # without a request_id of its own is sent with one derived from it and its position.
+    rid = harness.new_request_id()
+    twice = json.dumps([dict(one, title=f"重试{i}") for i in range(3)])
+    runs = [[json.loads(ln) for ln in c.ctl(w.G2.member, "--json", "clue", "submit", "--file", "-",
+                                            "--request-id", rid, check=0, input=twice).stdout.splitlines()]
+            for _ in range(2)]
+    assert [d["id"] for d in runs[0]] == [d["id"] for d in runs[1]], runs
+    assert [d["request_id"] for d in runs[0]] == [d["request_id"] for d in runs[1]], runs
+    assert len({d["id"] for d in runs[0]}) == 3 and len({d["request_id"] for d in runs[0]} | {rid}) == 4
+    assert _count(c, w.G2.member) == before + 3
+    # The server refuses the second element: the first was submitted, the third never sent;
+    # the retry cluectl advises (once the element is mended) submits the first no second time.
     refused = [dict(one, title="先到"), dict(one, title=""), dict(one, title="未发送")]
     r = c.ctl(w.G2.member, "clue", "submit", "--file", "-", check=1, input=json.dumps(refused))
     assert len(r.stdout.splitlines()) == 1 and r.stderr.startswith("INVALID_ARGUMENT: title"), r.stderr
-    assert "element 2 was not submitted; nothing after it was sent" in r.stderr
-    assert _count(c, w.G2.member) == before + 1
+    assert "element 2 of 3 was not submitted; element 1 was; nothing after it was sent." in r.stderr
+    assert "may or may not" not in r.stderr, r.stderr
+    assert _count(c, w.G2.member) == before + 4
+    m = re.search(r"Retrying with --file - --request-id (\S+) submits each element at most\nonce", r.stderr)
+    assert m, r.stderr
+    refused[1]["title"] = "补正"
+    r2 = c.ctl(w.G2.member, "clue", "submit", "--file", "-", "--request-id", m.group(1), check=0,
+               input=json.dumps(refused))
+    assert r2.stdout.splitlines()[0] == r.stdout.splitlines()[0], (r.stdout, r2.stdout)
+    assert _count(c, w.G2.member) == before + 6
     shutil.rmtree(d)
 
 
@@ -895,6 +918,11 @@ def test_audit_watch(c):
     assert len(lines) == 1 and "clue.move" in lines[0] and "PRELIMINARY_CHECK -> CLOSED" in lines[0], lines
     assert lines[0].endswith(f"by {w.G1.leader.name} (G1 group G1)") or \
         f"by {w.G1.leader.name} (G1 group G1)  " in lines[0], lines
+    # A quiet watch lives on clued's heartbeats (asked for every second: three seconds of
+    # nothing would end it), and ends at --timeout with exit status 0: clued answered it.
+    r = c.ctl(w.auditor, "--timeout", "5", "audit", "watch", "--heartbeat", "1", "--after-seq",
+              str(2**62), check=0)
+    assert r.stdout == "" and "lost" not in r.stderr, r.stderr
 
 
 def test_stats(c):

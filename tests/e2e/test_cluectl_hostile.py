@@ -5,7 +5,8 @@ error details, GOAWAY's debug data, page tokens and every text field a command p
 --all stops at a page token it was given before and collects a bounded listing; a call the
 server refused unprocessed (GOAWAY below its stream, RST_STREAM(REFUSED_STREAM)) is sent
 again once on a new connection, which is what keeps `audit witness` alive across a
-server's idle GOAWAY; unary calls carry a default deadline and watches none. The audit
+server's idle GOAWAY; unary calls carry a default deadline and watches none, and a watch
+ends with exit status 0 at --timeout only if the server answered it. The audit
 walks (verify --checkpoint, checkpoint --out, witness) refuse a checkpoint size no tree
 holds, read no leaf past its length, and end whatever the server's pages say. An answer
 takes a bounded amount of memory to decode, and a page of more rows than any clued sends is
@@ -16,16 +17,20 @@ import base64
 import hashlib
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from h2fake import FakeServer, INTERNAL_ERROR, NO_ERROR, REFUSED_STREAM  # noqa: E402
+from h2fake import (FakeServer, INTERNAL_ERROR, NO_ERROR, OK_HEADERS, REFUSED_STREAM,  # noqa: E402
+                    grpc_frame)
 
 S = harness.stubs()
 ESC = "\x1b]0;PWNED-TITLE\x07\x1b[2J\x1b[31mRED\x1b[0m\rover"
@@ -446,8 +451,8 @@ def test_audit_walks_end_when_the_server_pages_never_do():
     # The leaves of checkpoint --out and of the witness: a page that brings none ends them.
     cp5 = signed_checkpoint(size=5)
     with FakeServer(audit_server(cp5, inserted)) as srv, tempfile.TemporaryDirectory() as d:
-        r = ctl_bounded(srv, "audit", "checkpoint", "--out", os.path.join(d, "cp"), check=0)
-        assert "do not hash to the checkpoint's root" in r.stderr, r.stderr
+        r = ctl_bounded(srv, "audit", "checkpoint", "--out", os.path.join(d, "cp"), check=1)
+        assert "cannot read the checkpoint's 5 leaves" in r.stderr, r.stderr
         assert len(srv.requests) == 2, len(srv.requests)
         r = ctl_bounded(srv, "audit", "witness", "--dir", os.path.join(d, "w"), "--once", check=0)
         assert "the leaves of the checkpoint of 5 events are not kept" in r.stderr, r.stderr
@@ -591,7 +596,8 @@ def test_a_watch_the_server_ends_at_once_resumes_at_most_once_a_second():
         if req.path.endswith("/WatchEvents"):
             conn.reply(req.sid, None, status=14, message="stream reached the server's maximum age; resume from seq 5")
         elif req.path.endswith("/Watch"):
-            conn.reply(req.sid, None, status=14, message="stream open for its maximum age; call again")
+            conn.reply(req.sid, S.health_pb2.HealthCheckResponse(status=1).SerializeToString(),
+                       status=14, message="stream open for its maximum age; call again")
         else:
             conn.reply(req.sid, None, status=12, message="not in this test")
 
@@ -604,6 +610,327 @@ def test_a_watch_the_server_ends_at_once_resumes_at_most_once_a_second():
         ctl_bounded(srv, "--timeout", "3", "health", "--watch", check=0)
         streams = sum(1 for q in srv.requests if q.path.endswith("/Watch"))
         assert 2 <= streams <= 4, streams
+
+
+def audit_event(seq):
+    return S.common_pb2.AuditEvent(seq=seq, action="clue.submit", subject_type="clue",
+                                   subject_id=seq, at_ms=1796600000000).SerializeToString()
+
+
+def test_a_watch_ends_0_at_timeout_only_if_the_server_answered():
+    """--timeout ends a watch with exit status 0 only when it is this process's deadline that
+    passed on a watch the server answered: a listener that never speaks (a hung server, whose
+    kernel still takes the connection), a Health/Watch with no status, or a DEADLINE_EXCEEDED
+    the server sends before --timeout is up all exit 1."""
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(16)  # never accepted: the kernel completes the handshake, nobody answers
+    silent = type("Addr", (), {"addr": "127.0.0.1:%d" % ls.getsockname()[1]})()
+    try:
+        for args in (("health", "--watch"), ("audit", "watch")):
+            r = ctl_bounded(silent, "--timeout", "1.5", *args, check=1, timeout=20)
+            assert "DEADLINE_EXCEEDED" in r.stderr and "did not answer" in r.stderr, r.stderr
+    finally:
+        ls.close()
+
+    def handler(conn, req):
+        if req.path.endswith("/Watch"):  # headers, then no status ever
+            conn.headers(req.sid, OK_HEADERS)
+        elif req.path.endswith("/WatchEvents"):
+            r = S.audit_pb2.WatchEventsRequest.FromString(req.body)
+            conn.headers(req.sid, OK_HEADERS)
+            conn.data(req.sid, grpc_frame(audit_event(1)) + grpc_frame(audit_event(2)))
+            if r.after_seq == 7:  # a quiet log: the deadline is the watch's normal end
+                return
+            time.sleep(0.3)
+            conn.headers(req.sid, [("grpc-status", "4"),
+                                   ("grpc-message", "canceling statement due to statement timeout")],
+                         end=True)
+
+    with FakeServer(handler) as srv:
+        r = ctl_bounded(srv, "--timeout", "1.5", "health", "--watch", check=1)
+        assert "did not answer" in r.stderr, r.stderr
+        t0 = time.monotonic()
+        r = ctl_bounded(srv, "--timeout", "30", "audit", "watch", check=1)
+        assert time.monotonic() - t0 < 10
+        assert "DEADLINE_EXCEEDED: canceling statement" in r.stderr, r.stderr
+        assert "last seq 2" in r.stderr, r.stderr
+        r = ctl_bounded(srv, "--timeout", "1.5", "audit", "watch", "--after-seq", "7", check=0)
+        assert r.stdout.count("clue.submit") == 2 and "DEADLINE" not in r.stderr, r.stdout + r.stderr
+
+
+def own_address():
+    """An address of this machine that is not loopback, or None."""
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        u.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the route's address
+        a = u.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        u.close()
+    return None if a.startswith("127.") else a
+
+
+def test_no_token_goes_in_cleartext_off_loopback():
+    """Without TLS, cluectl sends its token only to a loopback address or localhost: for
+    another host it refuses (exit 2, naming --insecure-cleartext) before it connects, so a
+    user who forgot --tls does not put the token on the network in clear."""
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("0.0.0.0", 0))
+    ls.listen(4)
+    ls.settimeout(0.5)
+    port = ls.getsockname()[1]
+    here = own_address()
+    env = dict(os.environ, CLUED_TOKEN="ct_" + "ab" * 16, ASAN_OPTIONS="detect_leaks=1")
+    env.pop("CLUED_INSECURE_CLEARTEXT", None)
+
+    def run(*args, **more):
+        return subprocess.run([harness.CLUECTL, "--timeout", "2", *args], capture_output=True,
+                              text=True, timeout=30, env=dict(env, **more))
+    try:
+        for server in ["192.0.2.1:50051", "example.invalid:50051", "[2001:db8::1]:50051"] + \
+                ([f"{here}:{port}"] if here else []):
+            for args in (("--server", server, "health"), ("--server", server, "audit", "watch")):
+                r = run(*args)
+                assert r.returncode == 2, (args, r.returncode, r.stderr)
+                assert "refusing to send the token in cleartext" in r.stderr, r.stderr
+                assert "--insecure-cleartext" in r.stderr and "ct_" not in r.stderr, r.stderr
+            r = run("health", CLUED_SERVER=server)  # the address from the environment too
+            assert r.returncode == 2 and "--insecure-cleartext" in r.stderr, r.stderr
+        if here:
+            try:
+                ls.accept()
+                raise AssertionError("cluectl connected to a non-loopback address")
+            except socket.timeout:
+                pass
+        # Loopback and localhost are fine (nobody listens on port 9: refused, exit 1); so is
+        # another host without a token, with TLS, or with the override.
+        for server in ("127.0.0.1:9", "127.0.0.2:9", "localhost:9", "[::1]:9", "LOCALHOST:9"):
+            r = run("--server", server, "health")
+            assert r.returncode == 1 and "refusing" not in r.stderr, (server, r.stderr)
+        r = run("--server", "192.0.2.1:9", "health", CLUED_TOKEN="")
+        assert r.returncode == 1 and "refusing" not in r.stderr, r.stderr
+        r = run("--server", "192.0.2.1:9", "--insecure-cleartext", "health")
+        assert r.returncode == 1 and "refusing" not in r.stderr, r.stderr
+        r = run("--server", "192.0.2.1:9", "health", CLUED_INSECURE_CLEARTEXT="1")
+        assert r.returncode == 1 and "refusing" not in r.stderr, r.stderr
+        r = run("--server", "192.0.2.1:9", "--tls", "health")
+        assert r.returncode == 1 and "refusing" not in r.stderr, r.stderr
+        if here:  # with the override the token does go: what the user asked for
+            p = subprocess.Popen([harness.CLUECTL, "--timeout", "2", "--insecure-cleartext",
+                                  "--server", f"{here}:{port}", "health"], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            ls.settimeout(5)
+            c, _ = ls.accept()
+            c.close()
+            p.wait(timeout=30)
+    finally:
+        ls.close()
+
+
+def test_audit_watch_asks_for_heartbeats_and_ends_when_none_comes():
+    """audit watch asks for a heartbeat (WatchEventsRequest.heartbeat_seconds, 15 by default
+    or --heartbeat) and, when neither an event nor a heartbeat came for three intervals (a
+    connection a proxy or NAT dropped silently), ends with exit status 1, saying so, after
+    the line naming the seq to resume from (a heartbeat's counts). Heartbeats that do come
+    keep a quiet watch alive, and print nothing."""
+    asked = []
+
+    def handler(conn, req):
+        if not req.path.endswith("/WatchEvents"):
+            conn.reply(req.sid, None, status=12, message="not in this test")
+            return
+        r = S.audit_pb2.WatchEventsRequest.FromString(req.body)
+        asked.append(r.heartbeat_seconds)
+        conn.headers(req.sid, OK_HEADERS)
+        conn.data(req.sid, grpc_frame(audit_event(1)) + grpc_frame(audit_event(2)))
+        beat = grpc_frame(S.common_pb2.AuditEvent(seq=9).SerializeToString())
+        if r.after_seq == 1:  # a live server: a heartbeat every half second
+            def beats():
+                while not conn.closed:
+                    conn.data(req.sid, beat)
+                    time.sleep(0.5)
+            threading.Thread(target=beats, daemon=True).start()
+        elif r.after_seq == 0:  # one heartbeat, then the connection goes dead silently
+            conn.data(req.sid, beat)
+
+    with FakeServer(handler) as srv:
+        t0 = time.monotonic()
+        r = ctl_bounded(srv, "audit", "watch", "--heartbeat", "1", check=1, timeout=20)
+        took = time.monotonic() - t0
+        assert asked[-1] == 1 and 2.5 < took < 10, (asked, took)
+        assert r.stdout.count("clue.submit") == 2 and "seq 9" not in r.stdout, r.stdout
+        assert "no event and no heartbeat" in r.stderr and "connection seems lost" in r.stderr, r.stderr
+        assert "last seq 9; resume with: cluectl audit watch --after-seq 9" in r.stderr, r.stderr
+        r = ctl_bounded(srv, "--timeout", "4", "audit", "watch", "--heartbeat", "1",
+                        "--after-seq", "1", check=0)
+        assert r.stdout.count("clue.submit") == 2 and "last seq 9" in r.stderr, r.stdout + r.stderr
+        ctl_bounded(srv, "--timeout", "1", "audit", "watch", "--after-seq", "2", check=0)
+        assert asked[-1] == 15, asked
+        r = ctl_bounded(srv, "--timeout", "4", "audit", "watch", "--heartbeat", "0",
+                        "--after-seq", "2", check=0)
+        assert asked[-1] == 0 and "lost" not in r.stderr, (asked, r.stderr)
+        r = ctl_bounded(srv, "audit", "watch", "--heartbeat", "3601", check=2)
+
+
+def test_an_array_whose_submission_broke_off_can_be_retried_safely():
+    """clue submit --file with an array: when the connection is lost at element 2, cluectl
+    says element 1 was submitted and element 2's outcome is unknown, and names the array's
+    request id; the retry it advises sends every element with the request id it had the first
+    time (derived from the array's id and the position), so the server makes none twice."""
+    failed = []
+
+    def handler(conn, req):
+        if not req.path.endswith("/SubmitClue"):
+            conn.reply(req.sid, None, status=12, message="not in this test")
+            return
+        r = S.clue_pb2.SubmitClueRequest.FromString(req.body)
+        if r.title == "second" and not failed:
+            failed.append(r.request_id)
+            conn.reply(req.sid, None, status=14, message="connection lost")
+            return
+        conn.reply(req.sid, S.clue_pb2.Clue(id=len(srv.requests), title=r.title,
+                                            registration_number="G1-2026-0001").SerializeToString())
+
+    d = tempfile.mkdtemp(prefix="cluectl-array-")
+    path = os.path.join(d, "clues.json")
+    with open(path, "w") as f:
+        f.write('[{"title": "first"}, {"title": "second"}, {"title": "third"}]')
+    with FakeServer(handler) as srv:
+        r = ctl(srv, "clue", "submit", "--file", path, check=1)
+        assert "UNAVAILABLE: connection lost" in r.stderr, r.stderr
+        assert ("element 2 of 3 may or may not have been submitted (the outcome is unknown); "
+                "element 1 was; nothing after it was sent.") in r.stderr, r.stderr
+        assert "was not submitted" not in r.stderr, r.stderr
+        m = re.search(r"Retrying with --file (\S+) --request-id (\S+) submits each element at most", r.stderr)
+        assert m and m.group(1) == path, r.stderr
+        ids = [S.clue_pb2.SubmitClueRequest.FromString(q.body).request_id for q in srv.requests]
+        assert len(ids) == 2 and len(set(ids)) == 2 and m.group(2) not in ids, ids
+        n = len(srv.requests)
+        ctl(srv, "clue", "submit", "--file", path, "--request-id", m.group(2), check=0)
+        again = [S.clue_pb2.SubmitClueRequest.FromString(q.body).request_id for q in srv.requests[n:]]
+        assert again[:2] == ids and len(set(again)) == 3, (ids, again)
+        # The same id in another case names the same array: the ids do not depend on it.
+        ctl(srv, "clue", "submit", "--file", path, "--request-id", m.group(2).upper(), check=0)
+        assert [S.clue_pb2.SubmitClueRequest.FromString(q.body).request_id
+                for q in srv.requests[n + 3:]] == again
+    shutil.rmtree(d)
+
+
+def test_checkpoint_out_fails_when_its_leaves_cannot_be_kept():
+    """audit checkpoint --out F saves F and F.leaves, or exits 1 saying why F.leaves could not
+    be made (the export failed; the server's leaves contradict its own signed root, a loud
+    FAIL) and then leaves no F.leaves at all: an older one beside the new F would make the
+    next verify report an honest log as tampered with."""
+    leaves = [hashlib.sha256(bytes([i])).digest() for i in range(4)]
+
+    def node(a, b):
+        return hashlib.sha256(b"\x01" + a + b).digest()
+    cp4 = signed_checkpoint(size=4, root=node(node(leaves[0], leaves[1]), node(leaves[2], leaves[3])))
+    mode = {}
+
+    def export(conn, req):
+        if req.path.endswith("/GetCheckpoint"):
+            conn.reply(req.sid, cp4.SerializeToString())
+        elif mode["export"] == "down":
+            conn.reply(req.sid, None, status=14, message="database down, try again")
+        else:
+            hs = leaves if mode["export"] == "good" else leaves[::-1]
+            evs = [S.audit_pb2.LeafEvent(seq=10 + i, leaf_index=i, leaf_hash=h) for i, h in enumerate(hs)]
+            conn.reply(req.sid, S.audit_pb2.ExportAuditEventsResponse(
+                events=evs, tree_size=4, tree_last_seq=13, done=True).SerializeToString())
+
+    with FakeServer(export) as srv, tempfile.TemporaryDirectory() as d:
+        cp, lv = os.path.join(d, "cp.txt"), os.path.join(d, "cp.txt.leaves")
+        for m, want in (("down", "cannot read the checkpoint's 4 leaves from the server"),
+                        ("forged", "FAIL: the server's leaves do not hash to the root of its own signed")):
+            with open(lv, "w") as f:
+                f.write("the leaves of an earlier checkpoint\n")
+            mode["export"] = m
+            r = ctl_bounded(srv, "audit", "checkpoint", "--out", cp, check=1)
+            assert want in r.stderr and "holds the checkpoint of 4 events, without its leaves" in r.stderr, r.stderr
+            assert not os.path.exists(lv), m
+            with open(cp) as f:
+                assert f.read() == cp4.note
+        mode["export"] = "good"
+        r = ctl_bounded(srv, "audit", "checkpoint", "--out", cp, check=0)
+        assert r.stdout == f"checkpoint of 4 events saved to {cp}\n", r.stdout
+        with open(lv) as f:
+            assert f.read().splitlines()[1:] == [f"{10 + i} {h.hex()}" for i, h in enumerate(leaves)]
+        assert sorted(os.listdir(d)) == ["cp.txt", "cp.txt.leaves"], os.listdir(d)
+
+
+def test_the_token_can_come_from_a_file():
+    """--token-file PATH (or - for stdin) gives the token without putting it in argv, where
+    every local user sees it; a line break after it is dropped. --token with it, an empty
+    file and a token with control characters are usage errors naming where the token came
+    from, and --help says that --token shows in ps."""
+    def handler(conn, req):
+        conn.reply(req.sid, S.health_pb2.HealthCheckResponse(status=1).SerializeToString())
+
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1")
+    env.pop("CLUED_TOKEN", None)
+    with FakeServer(handler) as srv, tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "token")
+        with open(path, "w") as f:
+            f.write("ct_fromfile\r\n")
+
+        def run(*args, input=None, **more):
+            return subprocess.run([harness.CLUECTL, "--server", srv.addr, *args], capture_output=True,
+                                  text=True, timeout=30, input=input, env=dict(env, **more))
+        r = run("--token-file", path, "health")
+        assert r.returncode == 0 and srv.requests[-1].headers.get("authorization") == "Bearer ct_fromfile", r.stderr
+        r = run("--token-file", "-", "health", input="ct_stdin\n", CLUED_TOKEN="ct_env")
+        assert r.returncode == 0 and srv.requests[-1].headers.get("authorization") == "Bearer ct_stdin", r.stderr
+        n = len(srv.requests)
+        r = run("--token", "ct_x", "--token-file", path, "health")
+        assert r.returncode == 2 and "cannot both be given" in r.stderr, r.stderr
+        open(os.path.join(d, "empty"), "w").close()
+        r = run("--token-file", os.path.join(d, "empty"), "health")
+        assert r.returncode == 2 and "holds no token" in r.stderr, r.stderr
+        r = run("--token-file", os.path.join(d, "missing"), "health")
+        assert r.returncode == 2 and "cannot read" in r.stderr, r.stderr
+        r = run("--token-file", "-", "health", input="ct_a\nct_b\n")
+        assert r.returncode == 2 and r.stderr.startswith("cluectl health: --token-file: the token contains control"), r.stderr
+        r = run("health", CLUED_TOKEN="ct_a\tb")
+        assert r.returncode == 2 and "CLUED_TOKEN: the token contains control" in r.stderr, r.stderr
+        assert len(srv.requests) == n
+    h = subprocess.run([harness.CLUECTL, "--help"], capture_output=True, text=True).stdout
+    assert "--token-file PATH" in h and "can be read by every local user (ps" in h, h
+
+
+def test_clued_tls_off_words_mean_off():
+    """CLUED_TLS (and CLUED_INSECURE_CLEARTEXT) read 0, false, no and off, in any case, as
+    off: CLUED_TLS=false talks cleartext to a cleartext server instead of a TLS handshake."""
+    def handler(conn, req):
+        conn.reply(req.sid, S.health_pb2.HealthCheckResponse(status=1).SerializeToString())
+
+    with FakeServer(handler) as srv:
+        for v in ("0", "false", "FALSE", "no", "off", "Off", ""):
+            r = subprocess.run([harness.CLUECTL, "--server", srv.addr, "--timeout", "5", "health"],
+                               capture_output=True, text=True, timeout=30,
+                               env=dict(os.environ, CLUED_TLS=v, CLUED_TOKEN="t"))
+            assert r.returncode == 0 and r.stdout == "SERVING\n", (v, r.stderr)
+        r = subprocess.run([harness.CLUECTL, "--server", "192.0.2.1:9", "health"], capture_output=True,
+                           text=True, timeout=30, env=dict(os.environ, CLUED_INSECURE_CLEARTEXT="no",
+                                                           CLUED_TOKEN="t"))
+        assert r.returncode == 2 and "refusing" in r.stderr, r.stderr
+
+
+def test_a_token_pasted_with_its_scheme_gets_a_hint():
+    """A token given as "Bearer ct_..." or with spaces around it is never valid: cluectl says
+    to give the token alone (exit 2), naming where it came from, and sends nothing."""
+    with FakeServer(lambda conn, req: conn.reply(req.sid, None, status=16, message="no")) as srv:
+        for tok in ("Bearer ct_abc", "bearer ct_abc", " ct_abc", "ct_abc "):
+            r = subprocess.run([harness.CLUECTL, "--server", srv.addr, "health"], capture_output=True,
+                               text=True, timeout=30, env=dict(os.environ, CLUED_TOKEN=tok))
+            assert r.returncode == 2 and "CLUED_TOKEN: give the token alone" in r.stderr, (tok, r.stderr)
+        r = subprocess.run([harness.CLUECTL, "--server", srv.addr, "--token", "Bearer ct_abc", "health"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and "--token: give the token alone" in r.stderr, r.stderr
+        assert srv.requests == []
 
 
 if __name__ == "__main__":

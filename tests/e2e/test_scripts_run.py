@@ -200,6 +200,45 @@ def teardown(ctx):
     shutil.rmtree(ctx.tmp, ignore_errors=True)
 
 
+def test_busy_ports_are_named_and_the_advice_moves_each(ctx):
+    """A port in use, for gRPC or for the metrics, is named before anything starts, and the
+    command printed moves each busy one to a port nothing listens on (the metrics port too:
+    another scripts/run holds both, and moving the gRPC port alone failed on the metrics)."""
+    held = []
+    for port in (ctx.port, 0):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        s.listen(8)
+        held.append(s)
+    mport = held[1].getsockname()[1]
+    env = dict(user_env(ctx), CLUED_METRICS_LISTEN=f"127.0.0.1:{mport}")
+
+    def run():
+        r = subprocess.run(["scripts/run"], cwd=ctx.clone, capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL, timeout=120, env=env)
+        assert r.returncode == 1 and "scripts/deps" not in r.stdout, r.stdout + r.stderr
+        m = re.search(r"serve elsewhere: CLUED_LISTEN=127\.0\.0\.1:(\d+)"
+                      r"(?: CLUED_METRICS_LISTEN=127\.0\.0\.1:(\d+))? scripts/run$", r.stderr.strip())
+        assert m, r.stderr
+        return r.stderr, int(m.group(1)), m.group(2) and int(m.group(2))
+
+    def free(port):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            return s.connect_ex(("127.0.0.1", port)) != 0
+    try:
+        err, g, m = run()
+        assert f"port {ctx.port} on 127.0.0.1 and metrics port {mport} on 127.0.0.1 are in use" in err, err
+        assert g != ctx.port and m not in (None, mport, g) and free(g) and free(m), (g, m)
+        held.pop(0).close()
+        err, g, m = run()
+        assert f"metrics port {mport} on 127.0.0.1 is in use" in err, err
+        assert g == ctx.port and m not in (None, mport) and free(m), (g, m)
+    finally:
+        for s in held:
+            s.close()
+
+
 def test_first_run_serves_and_ctrl_c_stops_everything(ctx):
     run = Run(ctx)
     wait_serving(ctx, run, timeout=800)  # the first run builds

@@ -222,6 +222,22 @@ int clue_stream_start(clue_conn_t *c, const char *path, const ProtobufCMessage *
  */
 int clue_stream_next(clue_stream_t *s, ProtobufCMessage **msg, clue_status_t *st) CLUE_WUR;
 
+/**
+ * Like clue_stream_next(), waiting at most wait_ms (0: without a bound): returns 2 when that
+ * time passed with no message and the call goes on (nothing is cancelled; *st is cleared,
+ * *msg untouched). A stream whose messages should come at least that often (a heartbeat) can
+ * so tell a connection dropped silently from a quiet one.
+ */
+int clue_stream_next_within(clue_stream_t *s, ProtobufCMessage **msg, clue_status_t *st,
+                            uint64_t wait_ms) CLUE_WUR;
+
+/**
+ * Whether the server has answered the stream: its response headers (or a message) arrived.
+ * A stream that ends with no answer never reached a live server (one that is hung, or a
+ * listener that never speaks).
+ */
+int clue_stream_answered(const clue_stream_t *s);
+
 /** Free a stream. If the call is still running it is cancelled (RST_STREAM CANCEL). */
 void clue_stream_free(clue_stream_t *s);
 
