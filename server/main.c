@@ -181,6 +181,10 @@ static const char usage_text[] =
     "  --max-public-streams N     streams of methods that need no token (Health/Watch,\n"
     "                             reflection) open at once over all connections; past it\n"
     "                             RESOURCE_EXHAUSTED (default 4096)\n"
+    "  --max-public-streams-per-address N\n"
+    "                             the same, from one peer address (an IPv6 one's /64), so one\n"
+    "                             client cannot hold them all (default a quarter of\n"
+    "                             --max-public-streams, at least 1)\n"
     "  --keepalive-min-ping D     PINGs closer than D with no data sent between are strikes;\n"
     "                             the third ends the connection with GOAWAY ENHANCE_YOUR_CALM\n"
     "                             \"too_many_pings\", as gRPC servers do (default 5m; 0: any)\n"
@@ -307,6 +311,7 @@ enum {
   OPT_MAX_PUBLIC_OUTBOUND,
   OPT_MAX_CONNS_PER_USER,
   OPT_MAX_PUBLIC_STREAMS,
+  OPT_MAX_PUBLIC_STREAMS_PER_ADDR,
   OPT_MAX_CONNECTIONS,
   OPT_HANDSHAKE_TIMEOUT,
   OPT_IDLE_TIMEOUT,
@@ -390,6 +395,7 @@ static const struct option long_opts[] = {
     {"max-public-outbound", required_argument, NULL, OPT_MAX_PUBLIC_OUTBOUND},
     {"max-conns-per-user", required_argument, NULL, OPT_MAX_CONNS_PER_USER},
     {"max-public-streams", required_argument, NULL, OPT_MAX_PUBLIC_STREAMS},
+    {"max-public-streams-per-address", required_argument, NULL, OPT_MAX_PUBLIC_STREAMS_PER_ADDR},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
     {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
@@ -656,6 +662,11 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
         return 1;
       cfg->max_public_streams = (unsigned)v;
       break;
+    case OPT_MAX_PUBLIC_STREAMS_PER_ADDR:
+      if (parse_num("--max-public-streams-per-address", optarg, 1, 10000000, &v))
+        return 1;
+      cfg->max_public_streams_per_addr = (unsigned)v;
+      break;
     case OPT_MAX_CONNS_PER_USER:
       if (parse_num("--max-conns-per-user", optarg, 1, 10000000, &v))
         return 1;
@@ -901,6 +912,10 @@ static void warn_ignored_settings(const server_config_t *cfg, const cli_opts_t *
     log_warn("--db-heavy-conns %d is not below --db-pool %d: heavy calls hold at most %d "
              "connections, leaving one for the others",
              cfg->db_heavy_conns, cfg->db_pool_size, cfg->db_pool_size - 1);
+  if (cfg->max_public_streams_per_addr > cfg->max_public_streams)
+    log_warn("--max-public-streams-per-address %u is above --max-public-streams %u: one "
+             "address is bounded by --max-public-streams alone",
+             cfg->max_public_streams_per_addr, cfg->max_public_streams);
   if (cfg->max_user_inbound > cfg->max_inbound)
     log_warn("--max-user-inbound %zu is above --max-inbound %zu: one user is bounded by "
              "--max-inbound alone",

@@ -148,6 +148,13 @@ size_t server_max_user_inbound(const server_t *srv) {
   return srv->cfg.max_user_inbound ? srv->cfg.max_user_inbound : srv->cfg.max_inbound / 4;
 }
 
+unsigned server_max_public_streams_per_addr(const server_config_t *cfg) {
+  unsigned n = cfg->max_public_streams_per_addr ? cfg->max_public_streams_per_addr
+                                                : cfg->max_public_streams / 4;
+
+  return n ? n : 1;
+}
+
 size_t server_max_user_outbound(const server_t *srv) {
   return srv->cfg.max_user_outbound ? srv->cfg.max_user_outbound : srv->cfg.max_outbound / 4;
 }

@@ -57,6 +57,8 @@ typedef struct server_config {
   uint64_t unauth_stream_age_ms;    /* public streams (Health/Watch) end after, default 1 h */
   unsigned max_public_streams;      /* streams of public streaming methods (Health/Watch,
                                        reflection) open at once over all connections, 4096 */
+  unsigned max_public_streams_per_addr; /* the same, from one peer address (an IPv6 /64); 0
+                                           (default): a quarter of max_public_streams */
   uint64_t keepalive_min_ping_ms;   /* PINGs closer than this are strikes, default 5 min */
   unsigned grace_ms;                /* shutdown grace period, default 5000 */
   uint64_t max_stream_age_ms;       /* WatchEvents streams end after this, default 1 h; 0: never */
@@ -174,6 +176,8 @@ struct server {
   size_t inbound;              /* request bytes authenticated calls keep (--max-inbound) */
   key_counts_t user_inbound;   /* ... of them per user (--max-user-inbound) */
   unsigned public_streams;     /* open calls of public streaming methods (--max-public-streams) */
+  key_counts_t addr_public_streams; /* ... of them per peer address
+                                       (--max-public-streams-per-address) */
   size_t inbound_public;       /* request bytes of public methods' calls, all connections */
   size_t outbound;             /* reply bytes queued for authenticated calls (--max-outbound) */
   key_counts_t user_outbound;  /* ... of them per user (--max-user-outbound) */
@@ -263,6 +267,11 @@ size_t server_db_queue_per_user(const server_config_t *cfg);
 /** The most request bytes calls of public methods (no token) keep over all connections: an
  * eighth of --max-inbound. */
 size_t server_max_public_inbound(const server_t *srv);
+
+/** The most streams of public streaming methods one peer address may have open
+ * (--max-public-streams-per-address; by default a quarter of --max-public-streams, at
+ * least 1). */
+unsigned server_max_public_streams_per_addr(const server_config_t *cfg);
 
 /** The most connections one user's calls may claim (--max-conns-per-user). */
 size_t server_max_conns_per_user(const server_t *srv);
