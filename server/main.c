@@ -1021,6 +1021,9 @@ static int cmd_serve(server_config_t *cfg, const cli_opts_t *cli) {
   signal(SIGPIPE, SIG_IGN);
   uv_loop_init(&loop);
   if (server_init(&srv, &loop, cfg) != 0) {
+    /* The handles it made (the listener of a busy port) are closing: the loop runs their
+     * close callbacks, else it cannot close and its memory leaks. */
+    uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
     return 1;
   }
