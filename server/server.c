@@ -175,6 +175,7 @@ static void on_sweep(uv_timer_t *t) {
     h2_conn_tick(c, now);
   }
   h2_conn_log_room(srv, now);
+  tls_server_check_expiry(srv->tls, server_now_ms(srv));
   if (srv->inbound_freed >= SWEEP_TRIM_BYTES) {
     srv->inbound_freed = 0;
     (void)malloc_trim(0);
