@@ -54,8 +54,9 @@ static const char usage_text[] =
     "alone). An option its command does not take is a usage error (exit 2).\n"
     "\n"
     "options (serve):\n"
-    "  --listen ADDR              host:port or [v6]:port to listen on; port 0 picks a free port\n"
-    "                             (env CLUED_LISTEN, default 127.0.0.1:50051)\n"
+    "  --listen ADDR              IPv4:port or [IPv6]:port to listen on (an address: names\n"
+    "                             such as localhost are not resolved); port 0 picks a free\n"
+    "                             port (env CLUED_LISTEN, default 127.0.0.1:50051)\n"
     "  --migrations DIR           read migrations from DIR instead of those built into clued\n"
     "  --database-url URL         PostgreSQL connection string or URI (env CLUED_DATABASE_URL);\n"
     "                             serve connects as the runtime role (a member of clued_runtime\n"
@@ -213,8 +214,9 @@ static const char usage_text[] =
     "  --checkpoint-interval D    ... or once D passed since the last one (default 10s; ms, s,\n"
     "                             m, h)\n"
     "  --metrics-listen ADDR      serve Prometheus metrics (text format) at http://ADDR/metrics;\n"
-    "                             cleartext, so a non-loopback ADDR needs --insecure-cleartext\n"
-    "                             (env CLUED_METRICS_LISTEN; default and \"off\": none)\n"
+    "                             ADDR as --listen takes it; cleartext, so a non-loopback ADDR\n"
+    "                             needs --insecure-cleartext (env CLUED_METRICS_LISTEN; default\n"
+    "                             and \"off\": none)\n"
     "  --web-origin ORIGIN        an origin (scheme://host[:port]) whose pages may call clued\n"
     "                             with gRPC-Web: CORS preflights and replies name it; other\n"
     "                             origins get no CORS headers (repeatable, up to 16; default:\n"
@@ -960,6 +962,19 @@ static int cmd_serve(server_config_t *cfg, const cli_opts_t *cli) {
   server_t srv;
   int rc;
 
+  {
+    /* Bad addresses are usage errors, found before any database check. */
+    struct sockaddr_storage ss;
+    if (server_parse_listen(cfg->listen, &ss) != 0) {
+      log_error("invalid listen address \"%s\" (want " SERVER_LISTEN_FORMS ")", cfg->listen);
+      return 2;
+    }
+    if (cfg->metrics_listen != NULL && server_parse_listen(cfg->metrics_listen, &ss) != 0) {
+      log_error("invalid --metrics-listen address \"%s\" (want " SERVER_LISTEN_FORMS ")",
+                cfg->metrics_listen);
+      return 2;
+    }
+  }
   if (cfg->database_url == NULL) {
     log_error("no database: set --database-url or CLUED_DATABASE_URL");
     return 2;

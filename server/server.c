@@ -285,7 +285,7 @@ int server_init(server_t *srv, uv_loop_t *loop, const server_config_t *cfg) {
   memset(&ss, 0, sizeof(ss));
   rc = server_parse_listen(cfg->listen, &ss);
   if (rc < 0) {
-    log_error("invalid listen address \"%s\" (want host:port or [v6]:port)", cfg->listen);
+    log_error("invalid listen address \"%s\" (want " SERVER_LISTEN_FORMS ")", cfg->listen);
     return rc;
   }
   if (cfg->console_dir != NULL) {

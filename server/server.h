@@ -30,7 +30,7 @@ typedef struct schema_watch schema_watch_t;
 #define SERVER_MAX_WEB_ORIGINS 16
 
 typedef struct server_config {
-  char listen[128];                 /* host:port, [v6]:port */
+  char listen[128];                 /* IPv4:port, [IPv6]:port (SERVER_LISTEN_FORMS) */
   size_t max_message_bytes;         /* default 4 MiB */
   unsigned max_concurrent_streams;  /* advertised per connection, default 100 */
   size_t max_header_list_bytes;     /* decoded request header list (RFC 7541 sizes), 64 KiB */
@@ -105,7 +105,7 @@ typedef struct server_config {
   const char *tls_key;              /* PEM private key */
   const char *tls_client_ca;        /* PEM CAs whose client certificates are required */
   int insecure_cleartext;           /* allow cleartext on a non-loopback address */
-  const char *metrics_listen;       /* host:port of the Prometheus endpoint; NULL: none */
+  const char *metrics_listen;       /* address:port of the Prometheus endpoint; NULL: none */
   const char *audit_signing_key;    /* file of the checkpoint signing key; NULL: never sign */
   const char *audit_previous_key;   /* verifier key of the signing key it replaced, or NULL */
   uint64_t checkpoint_every;        /* publish a checkpoint after this many new events (1000) */
@@ -251,7 +251,12 @@ void server_free(server_t *srv);
 /** Called by a connection as it closes: a draining server stops with its last one. */
 void server_conn_closed(server_t *srv);
 
-/** Parse "host:port", "[v6]:port" or ":port" into *ss. Returns 0 or UV_EINVAL. */
+/* What server_parse_listen() takes, for messages. */
+#define SERVER_LISTEN_FORMS                                                                        \
+  "IPv4:port, [IPv6]:port or :port; an address, not a name such as localhost"
+
+/** Parse "IPv4:port", "[IPv6]:port" or ":port" (0.0.0.0) into *ss: IP literals only, no
+ * name is resolved. Returns 0 or UV_EINVAL. */
 int server_parse_listen(const char *s, struct sockaddr_storage *ss);
 
 /** True for 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104: cleartext needs no flag there. */

@@ -395,7 +395,7 @@ static int metrics_http_start(server_t *srv) {
   }
   memset(&ss, 0, sizeof(ss));
   if (server_parse_listen(srv->cfg.metrics_listen, &ss) != 0) {
-    log_error("invalid --metrics-listen address \"%s\" (want host:port or [v6]:port)",
+    log_error("invalid --metrics-listen address \"%s\" (want " SERVER_LISTEN_FORMS ")",
               srv->cfg.metrics_listen);
     return UV_EINVAL;
   }
