@@ -54,8 +54,9 @@ static const char usage_text[] =
     "alone). An option its command does not take is a usage error (exit 2).\n"
     "\n"
     "options (serve):\n"
-    "  --listen ADDR              host:port or [v6]:port to listen on; port 0 picks a free port\n"
-    "                             (env CLUED_LISTEN, default 127.0.0.1:50051)\n"
+    "  --listen ADDR              IPv4:port or [IPv6]:port to listen on (an address: names\n"
+    "                             such as localhost are not resolved); port 0 picks a free\n"
+    "                             port (env CLUED_LISTEN, default 127.0.0.1:50051)\n"
     "  --migrations DIR           read migrations from DIR instead of those built into clued\n"
     "  --database-url URL         PostgreSQL connection string or URI (env CLUED_DATABASE_URL);\n"
     "                             serve connects as the runtime role (a member of clued_runtime\n"
@@ -181,6 +182,10 @@ static const char usage_text[] =
     "  --max-public-streams N     streams of methods that need no token (Health/Watch,\n"
     "                             reflection) open at once over all connections; past it\n"
     "                             RESOURCE_EXHAUSTED (default 4096)\n"
+    "  --max-public-streams-per-address N\n"
+    "                             the same, from one peer address (an IPv6 one's /64), so one\n"
+    "                             client cannot hold them all (default a quarter of\n"
+    "                             --max-public-streams, at least 1)\n"
     "  --keepalive-min-ping D     PINGs closer than D with no data sent between are strikes;\n"
     "                             the third ends the connection with GOAWAY ENHANCE_YOUR_CALM\n"
     "                             \"too_many_pings\", as gRPC servers do (default 5m; 0: any)\n"
@@ -209,8 +214,9 @@ static const char usage_text[] =
     "  --checkpoint-interval D    ... or once D passed since the last one (default 10s; ms, s,\n"
     "                             m, h)\n"
     "  --metrics-listen ADDR      serve Prometheus metrics (text format) at http://ADDR/metrics;\n"
-    "                             cleartext, so a non-loopback ADDR needs --insecure-cleartext\n"
-    "                             (env CLUED_METRICS_LISTEN; default and \"off\": none)\n"
+    "                             ADDR as --listen takes it; cleartext, so a non-loopback ADDR\n"
+    "                             needs --insecure-cleartext (env CLUED_METRICS_LISTEN; default\n"
+    "                             and \"off\": none)\n"
     "  --web-origin ORIGIN        an origin (scheme://host[:port]) whose pages may call clued\n"
     "                             with gRPC-Web: CORS preflights and replies name it; other\n"
     "                             origins get no CORS headers (repeatable, up to 16; default:\n"
@@ -307,6 +313,7 @@ enum {
   OPT_MAX_PUBLIC_OUTBOUND,
   OPT_MAX_CONNS_PER_USER,
   OPT_MAX_PUBLIC_STREAMS,
+  OPT_MAX_PUBLIC_STREAMS_PER_ADDR,
   OPT_MAX_CONNECTIONS,
   OPT_HANDSHAKE_TIMEOUT,
   OPT_IDLE_TIMEOUT,
@@ -390,6 +397,7 @@ static const struct option long_opts[] = {
     {"max-public-outbound", required_argument, NULL, OPT_MAX_PUBLIC_OUTBOUND},
     {"max-conns-per-user", required_argument, NULL, OPT_MAX_CONNS_PER_USER},
     {"max-public-streams", required_argument, NULL, OPT_MAX_PUBLIC_STREAMS},
+    {"max-public-streams-per-address", required_argument, NULL, OPT_MAX_PUBLIC_STREAMS_PER_ADDR},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
     {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
@@ -656,6 +664,11 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
         return 1;
       cfg->max_public_streams = (unsigned)v;
       break;
+    case OPT_MAX_PUBLIC_STREAMS_PER_ADDR:
+      if (parse_num("--max-public-streams-per-address", optarg, 1, 10000000, &v))
+        return 1;
+      cfg->max_public_streams_per_addr = (unsigned)v;
+      break;
     case OPT_MAX_CONNS_PER_USER:
       if (parse_num("--max-conns-per-user", optarg, 1, 10000000, &v))
         return 1;
@@ -901,6 +914,10 @@ static void warn_ignored_settings(const server_config_t *cfg, const cli_opts_t *
     log_warn("--db-heavy-conns %d is not below --db-pool %d: heavy calls hold at most %d "
              "connections, leaving one for the others",
              cfg->db_heavy_conns, cfg->db_pool_size, cfg->db_pool_size - 1);
+  if (cfg->max_public_streams_per_addr > cfg->max_public_streams)
+    log_warn("--max-public-streams-per-address %u is above --max-public-streams %u: one "
+             "address is bounded by --max-public-streams alone",
+             cfg->max_public_streams_per_addr, cfg->max_public_streams);
   if (cfg->max_user_inbound > cfg->max_inbound)
     log_warn("--max-user-inbound %zu is above --max-inbound %zu: one user is bounded by "
              "--max-inbound alone",
@@ -945,6 +962,19 @@ static int cmd_serve(server_config_t *cfg, const cli_opts_t *cli) {
   server_t srv;
   int rc;
 
+  {
+    /* Bad addresses are usage errors, found before any database check. */
+    struct sockaddr_storage ss;
+    if (server_parse_listen(cfg->listen, &ss) != 0) {
+      log_error("invalid listen address \"%s\" (want " SERVER_LISTEN_FORMS ")", cfg->listen);
+      return 2;
+    }
+    if (cfg->metrics_listen != NULL && server_parse_listen(cfg->metrics_listen, &ss) != 0) {
+      log_error("invalid --metrics-listen address \"%s\" (want " SERVER_LISTEN_FORMS ")",
+                cfg->metrics_listen);
+      return 2;
+    }
+  }
   if (cfg->database_url == NULL) {
     log_error("no database: set --database-url or CLUED_DATABASE_URL");
     return 2;
@@ -1006,6 +1036,9 @@ static int cmd_serve(server_config_t *cfg, const cli_opts_t *cli) {
   signal(SIGPIPE, SIG_IGN);
   uv_loop_init(&loop);
   if (server_init(&srv, &loop, cfg) != 0) {
+    /* The handles it made (the listener of a busy port) are closing: the loop runs their
+     * close callbacks, else it cannot close and its memory leaks. */
+    uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
     return 1;
   }

@@ -148,6 +148,13 @@ size_t server_max_user_inbound(const server_t *srv) {
   return srv->cfg.max_user_inbound ? srv->cfg.max_user_inbound : srv->cfg.max_inbound / 4;
 }
 
+unsigned server_max_public_streams_per_addr(const server_config_t *cfg) {
+  unsigned n = cfg->max_public_streams_per_addr ? cfg->max_public_streams_per_addr
+                                                : cfg->max_public_streams / 4;
+
+  return n ? n : 1;
+}
+
 size_t server_max_user_outbound(const server_t *srv) {
   return srv->cfg.max_user_outbound ? srv->cfg.max_user_outbound : srv->cfg.max_outbound / 4;
 }
@@ -168,6 +175,7 @@ static void on_sweep(uv_timer_t *t) {
     h2_conn_tick(c, now);
   }
   h2_conn_log_room(srv, now);
+  tls_server_check_expiry(srv->tls, server_now_ms(srv));
   if (srv->inbound_freed >= SWEEP_TRIM_BYTES) {
     srv->inbound_freed = 0;
     (void)malloc_trim(0);
@@ -277,7 +285,7 @@ int server_init(server_t *srv, uv_loop_t *loop, const server_config_t *cfg) {
   memset(&ss, 0, sizeof(ss));
   rc = server_parse_listen(cfg->listen, &ss);
   if (rc < 0) {
-    log_error("invalid listen address \"%s\" (want host:port or [v6]:port)", cfg->listen);
+    log_error("invalid listen address \"%s\" (want " SERVER_LISTEN_FORMS ")", cfg->listen);
     return rc;
   }
   if (cfg->console_dir != NULL) {

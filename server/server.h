@@ -30,7 +30,7 @@ typedef struct schema_watch schema_watch_t;
 #define SERVER_MAX_WEB_ORIGINS 16
 
 typedef struct server_config {
-  char listen[128];                 /* host:port, [v6]:port */
+  char listen[128];                 /* IPv4:port, [IPv6]:port (SERVER_LISTEN_FORMS) */
   size_t max_message_bytes;         /* default 4 MiB */
   unsigned max_concurrent_streams;  /* advertised per connection, default 100 */
   size_t max_header_list_bytes;     /* decoded request header list (RFC 7541 sizes), 64 KiB */
@@ -57,6 +57,8 @@ typedef struct server_config {
   uint64_t unauth_stream_age_ms;    /* public streams (Health/Watch) end after, default 1 h */
   unsigned max_public_streams;      /* streams of public streaming methods (Health/Watch,
                                        reflection) open at once over all connections, 4096 */
+  unsigned max_public_streams_per_addr; /* the same, from one peer address (an IPv6 /64); 0
+                                           (default): a quarter of max_public_streams */
   uint64_t keepalive_min_ping_ms;   /* PINGs closer than this are strikes, default 5 min */
   unsigned grace_ms;                /* shutdown grace period, default 5000 */
   uint64_t max_stream_age_ms;       /* WatchEvents streams end after this, default 1 h; 0: never */
@@ -103,7 +105,7 @@ typedef struct server_config {
   const char *tls_key;              /* PEM private key */
   const char *tls_client_ca;        /* PEM CAs whose client certificates are required */
   int insecure_cleartext;           /* allow cleartext on a non-loopback address */
-  const char *metrics_listen;       /* host:port of the Prometheus endpoint; NULL: none */
+  const char *metrics_listen;       /* address:port of the Prometheus endpoint; NULL: none */
   const char *audit_signing_key;    /* file of the checkpoint signing key; NULL: never sign */
   const char *audit_previous_key;   /* verifier key of the signing key it replaced, or NULL */
   uint64_t checkpoint_every;        /* publish a checkpoint after this many new events (1000) */
@@ -174,6 +176,8 @@ struct server {
   size_t inbound;              /* request bytes authenticated calls keep (--max-inbound) */
   key_counts_t user_inbound;   /* ... of them per user (--max-user-inbound) */
   unsigned public_streams;     /* open calls of public streaming methods (--max-public-streams) */
+  key_counts_t addr_public_streams; /* ... of them per peer address
+                                       (--max-public-streams-per-address) */
   size_t inbound_public;       /* request bytes of public methods' calls, all connections */
   size_t outbound;             /* reply bytes queued for authenticated calls (--max-outbound) */
   key_counts_t user_outbound;  /* ... of them per user (--max-user-outbound) */
@@ -247,7 +251,12 @@ void server_free(server_t *srv);
 /** Called by a connection as it closes: a draining server stops with its last one. */
 void server_conn_closed(server_t *srv);
 
-/** Parse "host:port", "[v6]:port" or ":port" into *ss. Returns 0 or UV_EINVAL. */
+/* What server_parse_listen() takes, for messages. */
+#define SERVER_LISTEN_FORMS                                                                        \
+  "IPv4:port, [IPv6]:port or :port; an address, not a name such as localhost"
+
+/** Parse "IPv4:port", "[IPv6]:port" or ":port" (0.0.0.0) into *ss: IP literals only, no
+ * name is resolved. Returns 0 or UV_EINVAL. */
 int server_parse_listen(const char *s, struct sockaddr_storage *ss);
 
 /** True for 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104: cleartext needs no flag there. */
@@ -263,6 +272,11 @@ size_t server_db_queue_per_user(const server_config_t *cfg);
 /** The most request bytes calls of public methods (no token) keep over all connections: an
  * eighth of --max-inbound. */
 size_t server_max_public_inbound(const server_t *srv);
+
+/** The most streams of public streaming methods one peer address may have open
+ * (--max-public-streams-per-address; by default a quarter of --max-public-streams, at
+ * least 1). */
+unsigned server_max_public_streams_per_addr(const server_config_t *cfg);
 
 /** The most connections one user's calls may claim (--max-conns-per-user). */
 size_t server_max_conns_per_user(const server_t *srv);

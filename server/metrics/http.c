@@ -26,7 +26,9 @@ typedef struct mconn {
   metrics_http_t *h;
   struct mconn *prev, *next;
   uv_tcp_t tcp;
-  uv_timer_t timer; /* the whole exchange must end before it fires */
+  uv_timer_t timer; /* the request head, then the whole exchange, must end before it fires */
+  uint64_t born;    /* uv_now() when accepted */
+  uint64_t peer;    /* the peer's address (an IPv6 one's /64) as a key; 0: unknown */
   uv_write_t wr;
   uv_shutdown_t sd;
   int open_handles; /* freed when both handles are closed */
@@ -40,8 +42,14 @@ struct metrics_http {
   uv_tcp_t listener;
   mconn_t *conns;
   size_t nconns;
-  int refs; /* the listener and each connection */
+  int refs; /* the listener, the log timer and each connection */
   char bound[160];
+  /* Connections refused, closed for newer ones, and closed at their time limit since the
+   * last line that said so: at most one line a second, so that a peer that opens connections
+   * as fast as it can does not spend the log's budget (--log-rate). */
+  uint64_t refused, evicted, timed_out;
+  uint64_t logged_ms;   /* uv_now() of that line; 0: none yet */
+  uv_timer_t log_timer; /* writes the line a second after the last one */
 };
 
 static void http_unref(metrics_http_t *h) {
@@ -78,6 +86,8 @@ static void mconn_set_state(mconn_t *c, mconn_state_t to) {
   uv_close((uv_handle_t *)&c->tcp, mconn_handle_closed);
   uv_close((uv_handle_t *)&c->timer, mconn_handle_closed);
 }
+
+static void on_timeout(uv_timer_t *t);
 
 static void on_shutdown(uv_shutdown_t *sd, int status) {
   mconn_t *c = sd->data;
@@ -120,6 +130,12 @@ static void respond(mconn_t *c, const char *status, const char *ctype, char *bod
   bufs[0] = uv_buf_init(c->resp, (unsigned)((size_t)n + blen));
   c->wr.data = c;
   mconn_set_state(c, MCONN_WRITING);
+  {
+    /* The head came: the rest of the exchange's time is the answer's. */
+    uint64_t age = uv_now(c->h->srv->loop) - c->born;
+    uv_timer_start(&c->timer, on_timeout,
+                   age < METRICS_HTTP_TIMEOUT_MS ? METRICS_HTTP_TIMEOUT_MS - age : 1, 0);
+  }
   if (uv_write(&c->wr, (uv_stream_t *)&c->tcp, bufs, 1, on_written) != 0)
     mconn_set_state(c, MCONN_CLOSING);
 }
@@ -226,42 +242,105 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     respond_text(c, "431 Request Header Fields Too Large", "request head too large\n", NULL);
 }
 
+static void log_closed(metrics_http_t *h) {
+  if (h->refused + h->evicted + h->timed_out == 0)
+    return;
+  log_info("metrics: connections closed since the last such line: %llu refused (%d open, "
+           "all in use), %llu for newer ones (holding a place without use), %llu at their "
+           "time limit (%d ms for the request head, %d ms in all)",
+           (unsigned long long)h->refused, METRICS_HTTP_MAX_CONNS, (unsigned long long)h->evicted,
+           (unsigned long long)h->timed_out, METRICS_HTTP_HEAD_TIMEOUT_MS, METRICS_HTTP_TIMEOUT_MS);
+  h->refused = h->evicted = h->timed_out = 0;
+  h->logged_ms = uv_now(h->srv->loop);
+}
+
+static void on_log_timer(uv_timer_t *t) {
+  log_closed(t->data);
+}
+
+/* A connection was closed for one of the counted reasons: said now, or a second after the
+ * last line. */
+static void closed_note(metrics_http_t *h) {
+  uint64_t now = uv_now(h->srv->loop);
+
+  if (uv_is_active((uv_handle_t *)&h->log_timer))
+    return;
+  if (h->logged_ms == 0 || now - h->logged_ms >= 1000)
+    log_closed(h);
+  else
+    uv_timer_start(&h->log_timer, on_log_timer, h->logged_ms + 1000 - now, 0);
+}
+
 static void on_timeout(uv_timer_t *t) {
   mconn_t *c = t->data;
-  log_info("metrics: closing a connection after %d ms without a complete exchange",
-           METRICS_HTTP_TIMEOUT_MS);
+
+  c->h->timed_out++;
+  closed_note(c->h);
   mconn_set_state(c, MCONN_CLOSING);
 }
 
-static void on_refused_closed(uv_handle_t *hd) {
-  metrics_http_t *h = hd->data;
-  free(hd);
-  http_unref(h);
+/* Whether c holds a place without use: its request head still incomplete, or its answer
+ * not taken for as long as a head may take. */
+static int mconn_idle(const mconn_t *c, uint64_t now) {
+  return c->state == MCONN_READING ||
+         (c->state == MCONN_WRITING && now - c->born >= METRICS_HTTP_HEAD_TIMEOUT_MS);
+}
+
+/* The connection to close for fresh, the cap reached: an idle one (mconn_idle) of the address
+ * with the most of them, the oldest of that address; NULL when none is idle. */
+static mconn_t *mconn_victim(metrics_http_t *h, const mconn_t *fresh) {
+  uint64_t now = uv_now(h->srv->loop);
+  mconn_t *best = NULL;
+  size_t best_n = 0;
+
+  /* Newest first: on a tie the later (older) one wins. At most METRICS_HTTP_MAX_CONNS + 1. */
+  for (mconn_t *c = h->conns; c; c = c->next) {
+    size_t n = 0;
+    if (c == fresh || !mconn_idle(c, now))
+      continue;
+    for (mconn_t *o = h->conns; o; o = o->next)
+      n += o != fresh && o->peer == c->peer && mconn_idle(o, now);
+    if (n >= best_n) {
+      best = c;
+      best_n = n;
+    }
+  }
+  return best;
+}
+
+/* FNV-1a of the peer's address (an IPv6 one's /64, as net/h2_conn.c keys them); 0 unknown. */
+static uint64_t peer_key(uv_tcp_t *tcp) {
+  struct sockaddr_storage ss;
+  int len = sizeof(ss);
+  const uint8_t *p = NULL;
+  size_t n = 0;
+  uint64_t k = 0xcbf29ce484222325ull;
+
+  if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) != 0)
+    return 0;
+  if (ss.ss_family == AF_INET) {
+    p = (const uint8_t *)&((struct sockaddr_in *)&ss)->sin_addr;
+    n = 4;
+  } else if (ss.ss_family == AF_INET6) {
+    p = ((struct sockaddr_in6 *)&ss)->sin6_addr.s6_addr;
+    n = 8;
+  }
+  for (size_t i = 0; i < n; i++)
+    k = (k ^ p[i]) * 0x100000001b3ull;
+  return n ? k | 1 : 0;
 }
 
 static void on_connection(uv_stream_t *l, int status) {
   metrics_http_t *h = l->data;
-  mconn_t *c;
+  mconn_t *c, *victim;
 
   if (status < 0)
     return;
-  if (h->nconns >= METRICS_HTTP_MAX_CONNS) {
-    /* Accept and close, so the backlog does not hold it. */
-    uv_tcp_t *t = malloc(sizeof(*t));
-    if (t == NULL)
-      return;
-    uv_tcp_init(l->loop, t);
-    t->data = h;
-    h->refs++;
-    if (uv_accept(l, (uv_stream_t *)t) == 0)
-      log_info("metrics: connection refused, %d already open", METRICS_HTTP_MAX_CONNS);
-    uv_close((uv_handle_t *)t, on_refused_closed);
-    return;
-  }
   if ((c = calloc(1, sizeof(*c))) == NULL)
     return;
   c->h = h;
   c->state = MCONN_READING;
+  c->born = uv_now(l->loop);
   uv_tcp_init(l->loop, &c->tcp);
   uv_timer_init(l->loop, &c->timer);
   c->tcp.data = c->timer.data = c;
@@ -272,14 +351,32 @@ static void on_connection(uv_stream_t *l, int status) {
     h->conns->prev = c;
   h->conns = c;
   h->nconns++;
-  if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0 ||
-      uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
+  /* Accepted even past the cap, so that the backlog does not hold it. */
+  if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0) {
     mconn_set_state(c, MCONN_CLOSING);
     return;
   }
-  uv_timer_start(&c->timer, on_timeout, METRICS_HTTP_TIMEOUT_MS, 0);
+  c->peer = peer_key(&c->tcp);
+  if (h->nconns > METRICS_HTTP_MAX_CONNS) {
+    victim = mconn_victim(h, c);
+    if (victim == NULL) {
+      h->refused++;
+      closed_note(h);
+      mconn_set_state(c, MCONN_CLOSING);
+      return;
+    }
+    h->evicted++;
+    closed_note(h);
+    mconn_set_state(victim, MCONN_CLOSING);
+  }
+  if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
+    mconn_set_state(c, MCONN_CLOSING);
+    return;
+  }
+  uv_timer_start(&c->timer, on_timeout, METRICS_HTTP_HEAD_TIMEOUT_MS, 0);
 }
 
+/* The listener's or the log timer's close. */
 static void on_listener_closed(uv_handle_t *hd) {
   http_unref(hd->data);
 }
@@ -298,7 +395,7 @@ static int metrics_http_start(server_t *srv) {
   }
   memset(&ss, 0, sizeof(ss));
   if (server_parse_listen(srv->cfg.metrics_listen, &ss) != 0) {
-    log_error("invalid --metrics-listen address \"%s\" (want host:port or [v6]:port)",
+    log_error("invalid --metrics-listen address \"%s\" (want " SERVER_LISTEN_FORMS ")",
               srv->cfg.metrics_listen);
     return UV_EINVAL;
   }
@@ -331,6 +428,9 @@ static int metrics_http_start(server_t *srv) {
       snprintf(h->bound, sizeof(h->bound), "%s:%d", host, ntohs(((struct sockaddr_in *)&ss)->sin_port));
     }
   }
+  uv_timer_init(srv->loop, &h->log_timer);
+  h->log_timer.data = h;
+  h->refs++;
   log_info("metrics on http://%s/metrics", h->bound);
   srv->metrics_http = h;
   return 0;
@@ -344,6 +444,8 @@ static void metrics_http_stop(server_t *srv) {
   srv->metrics_http = NULL;
   while (h->conns)
     mconn_set_state(h->conns, MCONN_CLOSING);
+  log_closed(h);
+  uv_close((uv_handle_t *)&h->log_timer, on_listener_closed);
   uv_close((uv_handle_t *)&h->listener, on_listener_closed);
 }
 

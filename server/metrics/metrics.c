@@ -12,6 +12,7 @@
 
 #include "audit/tree.h"
 #include "db/db.h"
+#include "net/tls.h"
 #include "server.h"
 #include "service/audit_watch.h"
 #include "service/batch.h"
@@ -448,6 +449,12 @@ int metrics_render(server_t *srv, char **out, size_t *len) {
              "Checks of clued's functions and triggers against its migrations.");
       outf(&o, "clued_schema_checks_total %llu\n", (unsigned long long)checks);
     }
+  }
+  if (srv->tls && tls_server_not_after(srv->tls)) {
+    family(&o, "clued_tls_cert_not_after_seconds", "gauge",
+           "notAfter of the TLS certificate new connections get, in seconds since the epoch: "
+           "from then clients refuse every handshake.");
+    outf(&o, "clued_tls_cert_not_after_seconds %lld\n", (long long)tls_server_not_after(srv->tls));
   }
   family(&o, "clued_audit_watchers", "gauge", "WatchEvents streams open now.");
   outf(&o, "clued_audit_watchers %zu\n", audit_watchers(srv));

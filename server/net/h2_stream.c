@@ -577,6 +577,10 @@ const char *h2_stream_peer(const h2_stream_t *s) {
   return s->conn ? s->conn->peer : NULL;
 }
 
+uint64_t h2_stream_peer_key(const h2_stream_t *s) {
+  return s->conn ? s->conn->peer_key : 0;
+}
+
 void h2_stream_finish(h2_stream_t *s, int http_status, int grpc_code, const char *msg) {
   if (s->conn == NULL || s->out >= H2_OUT_TRAILING)
     return;

@@ -260,6 +260,10 @@ void h2_stream_set_details(h2_stream_t *s, char *details);
 /** The peer's address ("127.0.0.1:5555"), or NULL once detached. */
 const char *h2_stream_peer(const h2_stream_t *s);
 
+/** The peer's address as a key (h2_conn_t peer_key: an IPv6 one's /64), or 0 when unknown or
+ * once detached. */
+uint64_t h2_stream_peer_key(const h2_stream_t *s);
+
 /** True once h2_stream_finish() ran (or the stream is gone). */
 int h2_stream_finished(const h2_stream_t *s);
 

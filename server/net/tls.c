@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -31,9 +32,19 @@ static const unsigned char alpn_protos[] = "\x02h2\x08http/1.1";
  * 64 KiB (H2_WRITE_CHUNK), so what it seals stays well below. */
 #define TLS_MAX_PENDING (256 * 1024)
 
+/* A certificate closer than this to its notAfter is warned of, once a day; an expired one
+ * (which every client refuses, while nothing fails on the server's side) is an error once an
+ * hour. */
+#define TLS_EXPIRY_WARN_MS (7 * 24 * 3600 * 1000LL)
+#define TLS_EXPIRY_WARN_EVERY_MS (24 * 3600 * 1000LL)
+#define TLS_EXPIRED_EVERY_MS (3600 * 1000LL)
+
 struct tls_server {
   SSL_CTX *ctx; /* for new connections */
   char *cert, *key, *client_ca;
+  int64_t not_after;        /* ctx's leaf certificate's notAfter, s since the epoch; 0: unknown */
+  int64_t expiry_logged_ms; /* when its expiry was last logged; 0: not since it was loaded */
+  unsigned expired_logged : 1; /* that line said it had expired */
 };
 
 typedef enum tls_state {
@@ -159,6 +170,55 @@ static int cert_valid_now(SSL_CTX *ctx, const char *path) {
   return 0;
 }
 
+/* The leaf certificate's notAfter in seconds since the epoch; 0 when there is none. */
+static int64_t cert_not_after(SSL_CTX *ctx) {
+  X509 *x = SSL_CTX_get0_certificate(ctx);
+  struct tm tm;
+
+  if (x == NULL || ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) != 1)
+    return 0;
+  return (int64_t)timegm(&tm);
+}
+
+/* The context new connections get is ctx from now on: its expiry is to be watched anew. */
+static void ctx_use(tls_server_t *t, SSL_CTX *ctx) {
+  t->ctx = ctx;
+  t->not_after = cert_not_after(ctx);
+  t->expiry_logged_ms = 0;
+  t->expired_logged = 0;
+}
+
+int64_t tls_server_not_after(const tls_server_t *t) {
+  return t ? t->not_after : 0;
+}
+
+void tls_server_check_expiry(tls_server_t *t, int64_t now_ms) {
+  int64_t left_ms;
+  int expired;
+  char when[64];
+
+  if (t == NULL || t->not_after == 0)
+    return;
+  left_ms = t->not_after * 1000 - now_ms;
+  if (left_ms > TLS_EXPIRY_WARN_MS)
+    return;
+  expired = left_ms <= 0;
+  if (t->expiry_logged_ms != 0 && expired == t->expired_logged &&
+      now_ms - t->expiry_logged_ms < (expired ? TLS_EXPIRED_EVERY_MS : TLS_EXPIRY_WARN_EVERY_MS))
+    return;
+  t->expiry_logged_ms = now_ms;
+  t->expired_logged = (unsigned)expired;
+  time_text(X509_get0_notAfter(SSL_CTX_get0_certificate(t->ctx)), when, sizeof(when));
+  if (expired)
+    log_error("TLS: the certificate served (%s) expired on %s: clients refuse every new "
+              "handshake; renew it and send clued SIGHUP",
+              t->cert, when);
+  else
+    log_warn("TLS: the certificate served (%s) expires on %s, in %lld h: from then clients "
+             "refuse every new handshake; renew it and send clued SIGHUP",
+             t->cert, when, (long long)(left_ms / 3600000));
+}
+
 /* OpenSSL's words for a missing file are "system lib"; say what the system said. */
 static int unreadable(const char *path) {
   FILE *f;
@@ -234,6 +294,7 @@ fail:
 
 int tls_server_new(const tls_files_t *files, tls_server_t **out) {
   tls_server_t *t = calloc(1, sizeof(*t));
+  SSL_CTX *ctx;
   char desc[256];
   int rc = -ENOMEM;
 
@@ -245,9 +306,10 @@ int tls_server_new(const tls_files_t *files, tls_server_t **out) {
     goto fail;
   if (files->client_ca != NULL && (t->client_ca = strdup(files->client_ca)) == NULL)
     goto fail;
-  rc = ctx_build(t, &t->ctx);
+  rc = ctx_build(t, &ctx);
   if (rc != 0)
     goto fail;
+  ctx_use(t, ctx);
   cert_summary(t->ctx, desc, sizeof(desc));
   log_info("TLS: serving certificate %s%s", desc,
            t->client_ca ? "; client certificates required" : "");
@@ -271,7 +333,7 @@ int tls_server_reload(tls_server_t *t) {
     return -EINVAL;
   }
   SSL_CTX_free(t->ctx); /* connections made with it hold their own reference */
-  t->ctx = ctx;
+  ctx_use(t, ctx);
   cert_summary(ctx, desc, sizeof(desc));
   log_info("TLS: reloaded; new connections get certificate %s", desc);
   return 0;

@@ -13,6 +13,7 @@
  */
 
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 typedef struct tls_server tls_server_t;
@@ -39,6 +40,18 @@ int tls_server_new(const tls_files_t *files, tls_server_t **out)
  * is logged and the context in use stays. Returns 0 or -EINVAL.
  */
 int tls_server_reload(tls_server_t *t);
+
+/** The notAfter of the certificate new connections get, in seconds since the epoch; 0 when
+ * unknown or for NULL. */
+int64_t tls_server_not_after(const tls_server_t *t);
+
+/**
+ * Log that the certificate new connections get expires soon (a warning, from 7 days before,
+ * once a day) or has expired (an error, at once and then once an hour): clients then refuse
+ * every handshake while nothing fails on the server's side. now_ms: the server's clock, in
+ * ms since the epoch. Cheap when nothing is due: call it often. NULL is a no-op.
+ */
+void tls_server_check_expiry(tls_server_t *t, int64_t now_ms);
 
 /** Free the server context (live connections keep their own reference). NULL is a no-op. */
 void tls_server_free(tls_server_t *t);

@@ -254,8 +254,10 @@ static void call_free(uv_handle_t *h) {
   decode_arena_release(&call->decode_arena);
   server_inbound_release(call->srv, call->srv_kept);
   key_counts_release(&call->srv->user_inbound, call->stream.user, call->user_kept);
-  if (call->public_stream)
+  if (call->public_stream) {
     call->srv->public_streams--;
+    key_counts_release(&call->srv->addr_public_streams, call->public_key, 1);
+  }
   h2_stream_free(&call->stream);
   free(call->msg.data);
   free(call->path);
@@ -683,6 +685,24 @@ static void call_on_headers_done(h2_stream_t *s) {
         call_finish(call, 200, GRPC_RESOURCE_EXHAUSTED, msg);
         return;
       }
+      /* ... and per peer address, so that one stranger cannot hold them all and refuse every
+       * other client's Health/Watch (which client-side health checking needs). */
+      uint64_t key = h2_stream_peer_key(&call->stream);
+      unsigned share = server_max_public_streams_per_addr(&call->srv->cfg);
+      if (key_counts_get(&call->srv->addr_public_streams, key) >= share) {
+        char msg[200];
+        snprintf(msg, sizeof(msg),
+                 "%u streams of methods that need no token are open from your address, its "
+                 "share of this server's (--max-public-streams-per-address); retry later",
+                 share);
+        call_finish(call, 200, GRPC_RESOURCE_EXHAUSTED, msg);
+        return;
+      }
+      if (key_counts_add(&call->srv->addr_public_streams, key, 1) != 0) {
+        call_finish(call, 200, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+      }
+      call->public_key = key;
       call->srv->public_streams++;
       call->public_stream = 1;
     }

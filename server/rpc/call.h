@@ -91,6 +91,8 @@ struct rpc_call {
   unsigned public_stream : 1; /* counted in srv->public_streams until freed */
   unsigned msg_held : 1;      /* a client-streaming request message waits in msg for the
                                  public output to drain (h2_stream_out_wait) */
+  uint64_t public_key;        /* its peer address's key in srv->addr_public_streams while
+                                 public_stream; 0: none counted */
   size_t header_bytes;       /* decoded header list size so far (RFC 7541 entry sizes) */
   unsigned header_count;
   grpc_message_t msg;   /* the request message, once complete */

@@ -9,6 +9,7 @@
 #include "google/protobuf/descriptor.pb-c.h"
 #include "grpc/reflection/v1/reflection.pb-c.h"
 #include "log.h"
+#include "net/utf8.h"
 #include "rpc/table.h"
 
 /* A reflection client that asks without reading the answers waits once its connection has
@@ -276,9 +277,15 @@ static void send_error(rpc_call_t *call, refl_response_t *resp, grpc_status_t co
   Grpc__Reflection__V1__ErrorResponse err = GRPC__REFLECTION__V1__ERROR_RESPONSE__INIT;
   char msg[300];
 
-  if (name)
-    snprintf(msg, sizeof(msg), "%s: %.*s", what, REFLECTION_NAME_ECHO, name);
-  else
+  if (name) {
+    /* Cut between characters: the request's strings are valid UTF-8, and an answer whose
+     * error_message is not cannot be decoded at all (proto3 strings must be UTF-8). */
+    size_t n = strnlen(name, REFLECTION_NAME_ECHO + 1);
+
+    if (n > REFLECTION_NAME_ECHO)
+      n = clue__utf8_whole(name, REFLECTION_NAME_ECHO);
+    snprintf(msg, sizeof(msg), "%s: %.*s", what, (int)n, name);
+  } else
     snprintf(msg, sizeof(msg), "%s", what);
   err.error_code = (int32_t)code;
   err.error_message = msg;

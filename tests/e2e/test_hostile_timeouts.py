@@ -287,8 +287,9 @@ def test_public_streams_bounded_over_connections(c):
     """Health/Watch needs no token, and each open stream costs memory for as long as it lasts:
     over all connections at most --max-public-streams (150 here) are open. Two connections
     open 99 each: 48 are refused with RESOURCE_EXHAUSTED naming the flag, Health/Check still
-    answers, and once one connection closes its streams' room is there again."""
-    srv = start_clued("--max-public-streams", "150")
+    answers, and once one connection closes its streams' room is there again. (Both connections
+    come from one address here, allowed all 150.)"""
+    srv = start_clued("--max-public-streams", "150", "--max-public-streams-per-address", "150")
     rs = [Raw(srv.addr), Raw(srv.addr)]
     try:
         for r in rs:
@@ -323,6 +324,48 @@ def test_public_streams_bounded_over_connections(c):
     finally:
         for r in rs:
             r.close()
+        srv.stop()
+
+
+def test_public_streams_shared_between_addresses(c):
+    """One address may hold at most --max-public-streams-per-address of the public streams (a
+    quarter of --max-public-streams by default: 10 of 40 here): a stranger opening 30 Watches
+    gets 20 refused with RESOURCE_EXHAUSTED naming that flag, and a client from another
+    address still has its Watch answered. Before, the first address took all 40 and every
+    other client's Watch was refused."""
+    srv = start_clued("--max-public-streams", "40")
+    stranger = Raw(srv.addr, source="127.0.0.1")
+    other = None
+    try:
+        stranger.send(b"".join(headers_frames(1 + 2 * i, request_block(WATCH)) + frame(DATA, END_STREAM, 1 + 2 * i, grpc_msg())
+                               for i in range(30)))
+        sids = [1 + 2 * i for i in range(30)]
+        stranger.until(lambda: all(s in stranger.data or s in stranger.ended for s in sids), 10, "thirty watches answered or refused")
+        time.sleep(0.3)
+        stranger.read(0.1)
+        refused = [s for s in sids if s in stranger.ended]
+        assert len(refused) == 20, refused
+        for s in refused:
+            assert stranger.status(s) == 8 and "--max-public-streams-per-address" in stranger.message(s), \
+                (stranger.status(s), stranger.message(s))
+        other = Raw(srv.addr, source="127.0.0.2")
+        other.send(b"".join(headers_frames(1 + 2 * i, request_block(WATCH)) + frame(DATA, END_STREAM, 1 + 2 * i, grpc_msg())
+                            for i in range(10)))
+        other.until(lambda: all(1 + 2 * i in other.data for i in range(10)), 10, "ten watches of another address answered")
+        assert not other.ended, other.ended
+        # The stranger's streams closing give its share back.
+        stranger.close()
+        time.sleep(0.5)
+        again = Raw(srv.addr, source="127.0.0.1")
+        again.send(b"".join(headers_frames(1 + 2 * i, request_block(WATCH)) + frame(DATA, END_STREAM, 1 + 2 * i, grpc_msg())
+                            for i in range(10)))
+        again.until(lambda: all(1 + 2 * i in again.data for i in range(10)), 10, "ten watches answered again")
+        assert not again.ended, again.ended
+        again.close()
+    finally:
+        stranger.close()
+        if other is not None:
+            other.close()
         srv.stop()
 
 
@@ -380,13 +423,13 @@ def test_flags_documented(c):
     out = harness.Clued().run("help").stdout
     for flag in ("--max-connections", "--handshake-timeout", "--idle-timeout", "--write-timeout",
                  "--max-unauth-stream-age", "--keepalive-min-ping", "--max-conns-per-user", "--max-public-streams",
-                 "--max-user-inbound"):
+                 "--max-public-streams-per-address", "--max-user-inbound"):
         assert flag in out, flag
     readme = open(os.path.join(harness.SRC, "README.md")).read()
     for flag in ("--max-connections", "--handshake-timeout", "--idle-timeout", "--write-timeout",
                  "--max-unauth-stream-age", "--keepalive-min-ping", "--max-conn-buffer", "--max-conn-inbound",
                  "--max-header-bytes", "--max-headers", "--max-conns-per-user", "--max-public-streams",
-                 "--max-user-inbound"):
+                 "--max-public-streams-per-address", "--max-user-inbound"):
         assert f"`{flag}`" in readme, flag
 
 

@@ -209,6 +209,24 @@ def test_errors_are_answers_and_bounds_hold(ctx):
             raise AssertionError("garbage was answered")
 
 
+def test_a_long_name_is_cut_between_characters(ctx):
+    """A name echoed in an error answer is cut at 200 bytes: between characters, so that the
+    answer stays valid proto3 (its strings UTF-8). Before, 199 "a" then "é" was cut inside
+    "é" and the client could not decode the answer at all."""
+    srv, _ = ctx
+    for cut in ("\u00e9", "\u20ac", "\U0001F600"):
+        name = "a" * 199 + cut + "tail"
+        with grpc.insecure_channel(srv.addr) as ch:
+            r = Reflection(ch)
+            for kw in ({"file_containing_symbol": name}, {"file_by_filename": name},
+                       {"all_extension_numbers_of_type": name},
+                       {"file_containing_extension": R.ExtensionRequest(containing_type=name, extension_number=1)}):
+                err = r.ask(**kw).error_response
+                assert err.error_code == grpc.StatusCode.NOT_FOUND.value[0], (kw, err)
+                assert err.error_message.endswith(": " + "a" * 199), (kw, err.error_message[-8:])
+            assert r.close() == []
+
+
 def test_a_client_that_does_not_read_waits(ctx):
     """Requests whose answers the client does not read (no flow-control credit) are answered
     until the connection has 64 KiB of them queued (its share of --max-public-outbound); the

@@ -751,5 +751,37 @@ def test_expired_or_future_certificate_refused_at_start_and_on_reload(c):
         srv.stop()
 
 
+def test_expiry_warned_and_exposed(c):
+    """A certificate that expires while clued serves fails every new handshake with nothing
+    failing on the server's side: from 7 days before its notAfter a warning says so (once a
+    day), once expired an error (once an hour), and clued_tls_cert_not_after_seconds carries
+    the notAfter. The server's clock is moved here (--test-clock-offset-ms) past the test
+    leaf's 2 days: 1 day on, it expires in about a day; 3 days on, it has expired. Before,
+    there was no such line and no such metric."""
+    import datetime
+    import re
+    import urllib.request
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(c.certs.read("server.pem"))
+    not_after = cert.not_valid_after.replace(tzinfo=datetime.timezone.utc).timestamp()
+    day_ms = 24 * 3600 * 1000
+    for offset, level, want in ((day_ms, "warn", "expires on"), (3 * day_ms, "error", "expired on")):
+        srv = TlsClued(c.certs, c.url, args=["--metrics-listen", "127.0.0.1:0", "--test-clock-offset-ms", str(offset)]).start()
+        try:
+            harness.wait_for(lambda: want in srv.output(), timeout=10, what=f"{want!r} logged")
+            time.sleep(1.5)  # several sweeps: still one line
+            lines = [ln for ln in srv.output().splitlines() if "TLS: the certificate served" in ln]
+            assert len(lines) == 1, lines
+            assert level in lines[0] and want in lines[0] and c.certs.path("server.pem") in lines[0], lines
+            assert "SIGHUP" in lines[0], lines
+            maddr = re.search(r"metrics on http://(\S+)/metrics", srv.output()).group(1)
+            text = urllib.request.urlopen(f"http://{maddr}/metrics", timeout=10).read().decode()
+            got = re.search(r"^clued_tls_cert_not_after_seconds (\S+)$", text, re.M)
+            assert got and float(got.group(1)) == not_after, (got and got.group(0), not_after)
+        finally:
+            srv.stop()
+
+
 if __name__ == "__main__":
     harness.run_tests(globals(), setup, teardown)
