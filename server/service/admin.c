@@ -15,6 +15,7 @@
 #include "service/clue_row.h"
 #include "service/common.h"
 #include "service/svc_util.h"
+#include "service/token.h"
 
 /* Both read a row aliased x: FROM units x, FROM admin_create_unit(...) x, and so on. Host
  * units travel as one text column joined by U+001F, which names may not contain
@@ -387,7 +388,7 @@ static void reply_token_keyed(rpc_call_t *call, const db_result_t *r, void *arg)
 static void issue_token(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__IssueTokenRequest *req = (const void *)m;
   validate_errors_t e;
-  const char *params[7];
+  const char *params[8];
   char *token, hash[65];
   int np;
 
@@ -409,20 +410,22 @@ static void issue_token(rpc_call_t *call, const ProtobufCMessage *m) {
   params[2] = svc_i64(call, req->user_id, 0);
   params[3] = hash;
   params[4] = clue_trimmed(call, req->note); /* NULL when blank */
-  if (params[0] == NULL || params[1] == NULL || params[2] == NULL ||
+  params[5] = svc_i64(call, TOKEN_LIVE_MAX, 0); /* as for the user's own (0064) */
+  if (params[0] == NULL || params[1] == NULL || params[2] == NULL || params[5] == NULL ||
       (params[4] == NULL && !validate_is_blank(req->note))) {
     clue_oom(call);
     return;
   }
-  if ((np = clue_request_params(call, m, req->request_id, params, 5)) < 0)
+  if ((np = clue_request_params(call, m, req->request_id, params, 6)) < 0)
     return;
-  if (np == 5)
-    svc_query(call, "SELECT id FROM admin_issue_token($1, $2, $3, $4, $5)", 5, params, reply_token,
-              token);
+  if (np == 6)
+    svc_query(call, "SELECT id FROM admin_issue_token($1, $2, $3, $4, $5, $6)", 6, params,
+              reply_token, token);
   else
-    svc_query(call,
-              "SELECT id, revoked_token FROM admin_issue_token_once($1, $2, $3, $4, $5, $6, $7)", 7,
-              params, reply_token_keyed, token);
+    svc_query(
+        call,
+        "SELECT id, revoked_token FROM admin_issue_token_once($1, $2, $3, $4, $5, $6, $7, $8)", 8,
+        params, reply_token_keyed, token);
 }
 
 static void reply_revoked(rpc_call_t *call, const db_result_t *r, void *arg) {

@@ -72,7 +72,8 @@ static void list_my_tokens(rpc_call_t *call, const ProtobufCMessage *m) {
   }
   svc_query(call,
             "SELECT " TOKEN_COLS " FROM tokens WHERE user_id = $1"
-            " AND ($2::boolean OR revoked_at IS NULL) ORDER BY id DESC LIMIT $3",
+            " AND ($2::boolean OR revoked_at IS NULL)"
+            " ORDER BY revoked_at IS NOT NULL, id DESC LIMIT $3",
             3, params, reply_tokens, NULL);
 }
 

@@ -505,6 +505,40 @@ def test_bad_input_and_limits(c):
     assert len(my_tokens(u)) == 16 and len(my_tokens(u, include_revoked=True)) == 17
 
 
+def test_an_administrator_issues_within_the_same_bound(c):
+    """IssueToken (enrollment, or an ADMIN's own) is held to the 16 unrevoked tokens a user may
+    have, as IssueMyToken is, keyed or not; and however many revoked tokens pile up, the live
+    ones are listed first, so that no working token falls out of the user's list."""
+    w = c.w
+    u = w.new_user("R1", "MEMBER", "r1-enrolled")
+    admin = w.admin
+    live = len(my_tokens(u))
+    issued = [admin.admin.IssueToken(A.IssueTokenRequest(user_id=u.id, note=f"e{i}"), timeout=10)
+              for i in range(16 - live)]
+    state = sql(c, "SELECT id, revoked_at FROM tokens ORDER BY id")
+    events = max_seq(c)
+    for req in (A.IssueTokenRequest(user_id=u.id), A.IssueTokenRequest(user_id=u.id, request_id=new_request_id())):
+        msg = expect_status(CODE.RESOURCE_EXHAUSTED, admin.admin.IssueToken, req, timeout=10)
+        assert f"user {u.id} already has 16 unrevoked tokens" in msg and "revoke" in msg, msg
+    expect_status(CODE.RESOURCE_EXHAUSTED, u.tokens.IssueMyToken, T.IssueMyTokenRequest(), timeout=10)
+    assert sql(c, "SELECT id, revoked_at FROM tokens ORDER BY id") == state and max_seq(c) == events
+    # A keyed retry replaces its own token: still within the bound.
+    key = new_request_id()
+    admin.admin.RevokeToken(A.RevokeTokenRequest(token_id=issued[0].token_id), timeout=10)
+    first = admin.admin.IssueToken(A.IssueTokenRequest(user_id=u.id, request_id=key), timeout=10)
+    again = admin.admin.IssueToken(A.IssueTokenRequest(user_id=u.id, request_id=key), timeout=10)
+    assert again.token_id != first.token_id and len(my_tokens(u)) == 16
+    # 210 revoked tokens newer than the live ones: the live ones still come first.
+    for _ in range(210):
+        t = admin.admin.IssueToken(A.IssueTokenRequest(user_id=w.G1.member.id), timeout=10)
+        admin.admin.RevokeToken(A.RevokeTokenRequest(token_id=t.token_id), timeout=10)
+    listed = w.G1.member.tokens.ListMyTokens(T.ListMyTokensRequest(include_revoked=True), timeout=10)
+    live_ids = {t.id for t in my_tokens(w.G1.member)}
+    assert listed.truncated and len(listed.tokens) == 200
+    assert {t.id for t in listed.tokens if not t.revoked_at_ms} == live_ids
+    assert all(not t.revoked_at_ms for t in listed.tokens[:len(live_ids)])
+
+
 def test_demo_users_get_personal_tokens(c):
     pg = c.pg
     db = pg.new_database()
