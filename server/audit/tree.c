@@ -370,6 +370,24 @@ static void leaves_unbacked(audit_tree_t *t, const char *ans) {
   tree_wait(t, 0); /* leaves_cut(): the next round reads the leaves first */
 }
 
+/* audit_tree_append() found another note stored at the size of the checkpoint it was to
+ * store (ans: "checkpoint <size>", migration 0065): put there ahead of the tree, by hand, since
+ * a checkpoint is stored with its leaves and those were not. Nothing was appended. Going on
+ * would leave that note as the checkpoint of its size, the one auditors keep: halt, as for a
+ * checkpoint this builder did not sign over its tree (cp_check()). */
+static void checkpoint_planted(audit_tree_t *t, const char *ans) {
+  snprintf(t->why, sizeof(t->why),
+           "audit_checkpoints already holds a checkpoint of %s events, which this server did not "
+           "sign (stored ahead of the tree, by hand)",
+           ans + 11);
+  t->forked = t->why;
+  leaves_cut(t);
+  log_error("audit tree: %s; no leaf is appended and no checkpoint signed until the row is "
+            "examined and removed and clued restarted",
+            t->forked);
+  tree_wait(t, SYNC_MS);
+}
+
 static void on_append(const db_result_t *r, void *arg) {
   audit_tree_t *t = arg;
   const char *ans;
@@ -380,6 +398,10 @@ static void on_append(const db_result_t *r, void *arg) {
   ans = r->err == DB_OK ? db_value(r, 0, 0) : NULL;
   if (ans && (strncmp(ans, "gone ", 5) == 0 || strncmp(ans, "differs ", 8) == 0)) {
     leaves_unbacked(t, ans);
+    return;
+  }
+  if (ans && strncmp(ans, "checkpoint ", 11) == 0) {
+    checkpoint_planted(t, ans);
     return;
   }
   if (ans && strcmp(ans, "ok") == 0) {

@@ -520,6 +520,43 @@ def test_leaves_lost_under_a_running_server_are_reported():
         log.close()
 
 
+def test_a_checkpoint_stored_ahead_of_the_tree_halts_the_builder():
+    """audit_checkpoints takes INSERTs: a note stored by hand for the size the tree reaches
+    next was, when the builder got there before its next read of the table (every second),
+    taken for its own: audit_tree_append() stored the leaves, skipped its checkpoint and said
+    'ok'; nothing said so, and the planted note stayed the checkpoint of that size, the one
+    auditors keep. audit_tree_append() now appends nothing over another note at the size of
+    its checkpoint ('checkpoint <size>', on which the builder halts); a server that finds the
+    note on reading the table halts too."""
+    log = Log()
+    try:
+        a = S.audit_pb2_grpc.AuditServiceStub(log.w.auditor.channel)
+        md = log.w.auditor.metadata
+        n = log.nevents()
+        harness.wait_for(lambda: cp_size(a, md) == n, timeout=60, what="the tree over every event")
+        log.w.close()
+        log.srv.stop()  # the append below is the builder's, in its stead
+        forged = "clued.audit\n%d\nAAAA\n\n— clued.audit AAAA\n" % (n + 1)
+        with log.db.cursor() as cur:
+            cur.execute("INSERT INTO audit_checkpoints (tree_size, root, note) VALUES (%s, %s, %s)",
+                        (n + 1, b"\x01" * 32, forged))
+            cur.execute("SELECT (audit_append(NULL, NULL, 'test.event', 'clue', 1, NULL, NULL, NULL, 'x', '{}')).seq")
+            seq = cur.fetchone()[0]
+            cur.execute("SELECT audit_tree_append(%s, ARRAY[e.seq], ARRAY[audit_event_leaf(e)], %s, %s, %s)"
+                        " FROM audit_events e WHERE e.seq = %s", (n, n + 1, b"\x02" * 32, "the builder's own note", seq))
+            assert cur.fetchone()[0] == f"checkpoint {n + 1}"
+        assert log.one("SELECT count(*) FROM audit_leaves")[0] == n, "leaves appended over the planted note"
+        assert log.one("SELECT note FROM audit_checkpoints WHERE tree_size = %s", n + 1)[0] == forged
+        # A server started on it finds the note, and appends nothing either.
+        log.restart()
+        harness.wait_for(lambda: value(scrape(log.srv.metrics_addr), "clued_audit_tree_halted") == 1, timeout=15,
+                         what="the builder halted")
+        assert "the stored tree was changed" in log.srv.output(), log.srv.output()[-3000:]
+        assert log.one("SELECT count(*) FROM audit_leaves")[0] == n
+    finally:
+        log.close()
+
+
 def test_leaves_the_log_does_not_back_are_never_appended():
     """The builder holds decided events in memory (the tail's ring) that audit_events then
     no longer has, or has other events under their seqs: as after a failover to an
