@@ -1101,8 +1101,10 @@ static int cmd_keygen(const cli_opts_t *cli) {
     return 2;
   }
   if (note_key_generate(cli->key_name ? cli->key_name : "clued.audit", &k) != 0) {
-    fprintf(stderr, "clued keygen: the name must be 1 to %d printable characters without "
-                    "spaces or '+'\n", NOTE_NAME_MAX);
+    fprintf(stderr,
+            "clued keygen: the name must be 1 to %d bytes of UTF-8 without spaces, "
+            "control characters or '+' (as signed notes require)\n",
+            NOTE_NAME_MAX);
     return 2;
   }
   if (note_key_private_text(&k, priv, sizeof(priv)) != 0 ||

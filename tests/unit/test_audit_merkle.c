@@ -266,6 +266,16 @@ static void keys_refuse_garbage(void **state) {
   assert_int_equal(note_key_generate("has space", &k), NOTE_EFORMAT);
   assert_int_equal(note_key_generate("a+b", &k), NOTE_EFORMAT);
   assert_int_equal(note_key_generate("", &k), NOTE_EFORMAT);
+  /* C2SP signed notes: well-formed UTF-8 without Unicode spaces; and no control characters. */
+  {
+    const char *names[] = {"bad\xff",     "over\xc0\xaflong", "cut\xe3\x80",
+                           "nel\xc2\x85", "nbsp\xc2\xa0",     "ideographic\xe3\x80\x80space",
+                           "c1\xc2\x9b",  "tab\tx",           "del\x7f"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+      if (note_key_generate(names[i], &k) != NOTE_EFORMAT)
+        fail_msg("key name %zu accepted", i);
+  }
+  assert_int_equal(note_key_generate("审计.example/日志", &k), 0); /* other characters are fine */
   /* A verifier key whose id does not match its name and key. */
   assert_int_equal(note_key_generate("x", &k), 0);
   {
