@@ -35,6 +35,14 @@
 #define CASE_MAX_CLUES 200
 /* A ListJointCases page holds at most this many cases (and SVC_PAGE_BYTES). */
 #define CASE_LIST_MAX 500
+/* Its page token is ListJointCases' and the caller's (case_token_scope()). */
+#define CASE_TOKEN_SCOPE 2
+#define CASE_TOKEN_TAG 0x4a6f696e74436173 /* "JointCas": no other list's token reads here */
+
+static void case_token_scope(rpc_call_t *call, int64_t *scope) {
+  scope[0] = (int64_t)CASE_TOKEN_TAG;
+  scope[1] = rpc_call_principal(call)->user_id;
+}
 
 static const char MSG_CASE_NOT_FOUND[] = "joint case not found";
 
@@ -305,7 +313,7 @@ static void reply_cases(rpc_call_t *call, const db_result_t *r, void *arg) {
   Clue__V1__ListJointCasesResponse resp = CLUE__V1__LIST_JOINT_CASES_RESPONSE__INIT;
   authz_principal_t p = clue_principal(call);
   int n = db_rows(r), read = 0;
-  int64_t last_id = 0;
+  int64_t last_id = 0, scope[CASE_TOKEN_SCOPE];
   size_t bytes = 0;
   bool more = false;
   (void)arg;
@@ -340,7 +348,9 @@ static void reply_cases(rpc_call_t *call, const db_result_t *r, void *arg) {
     last_id = jc->id;
     resp.cases[resp.n_cases++] = jc;
   }
-  if (more && (resp.next_page_token = (char *)svc_page_token(call, last_id)) == NULL) {
+  case_token_scope(call, scope);
+  if (more && (resp.next_page_token =
+                   (char *)svc_page_token_in(call, scope, CASE_TOKEN_SCOPE, last_id)) == NULL) {
     clue_oom(call);
     return;
   }
@@ -353,11 +363,13 @@ static void list_joint_cases(rpc_call_t *call, const ProtobufCMessage *m) {
   authz_principal_t p = clue_principal(call);
   unsigned scope = authz_clue_scope(&p);
   const char *where, *params[3];
-  int64_t before = 0;
+  int64_t before = 0, token_scope[CASE_TOKEN_SCOPE];
   char sql[2048];
 
-  if (req->page_token[0] && (before = svc_page_after(req->page_token)) == 0) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "page_token is malformed");
+  case_token_scope(call, token_scope);
+  if (req->page_token[0] &&
+      (before = svc_page_after_in(req->page_token, token_scope, CASE_TOKEN_SCOPE)) == 0) {
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "page_token is malformed, or another caller's");
     return;
   }
 

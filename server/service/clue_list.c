@@ -17,9 +17,11 @@
 #include <string.h>
 
 #include "log.h"
+#include "net/grpc_wire.h"
 #include "service/clue_row.h"
-#include "service/replica.h"
 #include "service/clue_scope.h"
+#include "service/replica.h"
+#include "service/request_sha256.h"
 #include "service/svc_util.h"
 
 /* ---- the query -------------------------------------------------------------------------- */
@@ -30,6 +32,9 @@ static const char list_head_sql[] =
 /* clang-format on */
 
 #define LIST_MAX_PARAMS 14
+/* A page token is ListClues', the caller's and the filters' (list_scope()). */
+#define LIST_TOKEN_SCOPE 3
+#define LIST_TOKEN_TAG 0x4c697374436c7565 /* "ListClue": no other list's token reads here */
 #define LIST_SQL_MAX 4096
 
 /* The SQL and its parameters, built clause by clause. */
@@ -100,6 +105,7 @@ typedef struct list_ctx {
   int32_t page_size;
   int64_t now_ms;
   Clue__V1__ReadFreshness *fresh; /* where the rows come from (service/replica.h) */
+  int64_t scope[LIST_TOKEN_SCOPE]; /* what a page token is bound to (list_scope()) */
 } list_ctx_t;
 
 static void reply_list(rpc_call_t *call, const db_result_t *r, void *arg) {
@@ -139,11 +145,34 @@ static void reply_list(rpc_call_t *call, const db_result_t *r, void *arg) {
     last_id = row.id;
     resp.clues[resp.n_clues++] = row.clue;
   }
-  if (more && (resp.next_page_token = (char *)svc_page_token(call, last_id)) == NULL) {
+  if (more && (resp.next_page_token =
+                   (char *)svc_page_token_in(call, lc->scope, LIST_TOKEN_SCOPE, last_id)) == NULL) {
     clue_oom(call);
     return;
   }
   (void)rpc_reply(call, &resp.base);
+}
+
+/* What a page token is bound to: this list, the caller, and the filters (the request's
+ * fingerprint without its page token, page size and read consistency, which may change from
+ * page to page). Another caller's token, or one for other filters, then reads as a damaged one:
+ * it would name a place in another list. Returns -1 out of memory. */
+static int list_scope(rpc_call_t *call, const Clue__V1__ListCluesRequest *req, int64_t *scope) {
+  Clue__V1__ListCluesRequest f = *req;
+  const char *sha;
+  uint64_t h = 0;
+
+  f.page_token = (char *)protobuf_c_empty_string;
+  f.page_size = 0;
+  f.read = NULL;
+  if ((sha = request_sha256(call, &f.base)) == NULL)
+    return -1;
+  for (int i = 2; i < 18; i++) /* its first 64 bits, after the leading backslash and x */
+    h = h << 4 | (uint64_t)grpc_hex_digit(sha[i]);
+  scope[0] = (int64_t)LIST_TOKEN_TAG;
+  scope[1] = rpc_call_principal(call)->user_id;
+  scope[2] = (int64_t)h;
+  return 0;
 }
 
 static int not_negative(const char *field, int64_t v, validate_error_t *err) {
@@ -155,9 +184,9 @@ static int not_negative(const char *field, int64_t v, validate_error_t *err) {
 }
 
 /* Every violation of the request, one per field (validate_errors_t); the page size into
- * *page_size, the id a page token names into *after. */
-static int validate_list(const Clue__V1__ListCluesRequest *req, int32_t *page_size, int64_t *after,
-                         validate_errors_t *e) {
+ * *page_size, the id a page token of this scope (list_scope()) names into *after. */
+static int validate_list(const Clue__V1__ListCluesRequest *req, const int64_t *scope,
+                         int32_t *page_size, int64_t *after, validate_errors_t *e) {
   validate_errors_init(e);
   for (size_t i = 0; i < req->n_states; i++)
     if (validate_each(e, validate_enum("states", (int)req->states[i], 1, 5, validate_slot(e))) != 0)
@@ -170,8 +199,10 @@ static int validate_list(const Clue__V1__ListCluesRequest *req, int32_t *page_si
   validate_each(e, validate_time_ms("updated_from_ms", req->updated_from_ms, validate_slot(e)));
   validate_each(e, validate_time_ms("updated_to_ms", req->updated_to_ms, validate_slot(e)));
   validate_each(e, validate_page_size(req->page_size, page_size, validate_slot(e)));
-  if (req->page_token[0] && (*after = svc_page_after(req->page_token)) == 0)
-    validate_add(e, "page_token", "page_token is malformed");
+  if (req->page_token[0] &&
+      (*after = svc_page_after_in(req->page_token, scope, LIST_TOKEN_SCOPE)) == 0)
+    validate_add(e, "page_token",
+                 "page_token is malformed, or another caller's or for other filters");
   return validate_errors_result(e);
 }
 
@@ -206,7 +237,12 @@ void clue_list_clues(rpc_call_t *call, const ProtobufCMessage *m) {
     clue_oom(call);
     return;
   }
-  if (validate_list(req, &lc->page_size, &after, &errs) != 0 && clue_invalid_each(call, &errs))
+  if (list_scope(call, req, lc->scope) != 0) {
+    clue_oom(call);
+    return;
+  }
+  if (validate_list(req, lc->scope, &lc->page_size, &after, &errs) != 0 &&
+      clue_invalid_each(call, &errs))
     return;
   if ((lc->fresh = replica_route(call, req->read)) == NULL)
     return;

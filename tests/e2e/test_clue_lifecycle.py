@@ -851,6 +851,22 @@ def test_list_filters_and_pages(c):
         msg = expect_status(Code.INVALID_ARGUMENT, x.leader.clue.ListClues, pb.ListCluesRequest(page_token=token),
                             timeout=20)
         assert "page_token" in msg
+    # A token is this list's, its caller's and its filters': page size and read may change.
+    tok = x.leader.clue.ListClues(pb.ListCluesRequest(page_size=2, source=pb.SOURCE_CHANNEL_AUDIT),
+                                  timeout=20).next_page_token
+    assert tok
+    r = x.leader.clue.ListClues(pb.ListCluesRequest(page_size=3, source=pb.SOURCE_CHANNEL_AUDIT, page_token=tok,
+                                                    read=cm.ReadConsistency(consistent=True)), timeout=20)
+    assert r.clues
+    for who, call, req in (
+            (x.leader, "ListClues", pb.ListCluesRequest(page_token=tok)),
+            (x.leader, "ListClues", pb.ListCluesRequest(source=pb.SOURCE_CHANNEL_INSPECTION_TOUR, page_token=tok)),
+            (x.member, "ListClues", pb.ListCluesRequest(source=pb.SOURCE_CHANNEL_AUDIT, page_token=tok)),
+            (w.auditor, "ListClues", pb.ListCluesRequest(source=pb.SOURCE_CHANNEL_AUDIT, page_token=tok))):
+        msg = expect_status(Code.INVALID_ARGUMENT, getattr(who.clue, call), req, timeout=20)
+        assert "page_token" in msg, msg
+    expect_status(Code.INVALID_ARGUMENT, x.leader.case.ListJointCases, S.case_pb2.ListJointCasesRequest(page_token=tok),
+                  timeout=20, details_has=("page_token",))
     expect_status(Code.INVALID_ARGUMENT, x.leader.clue.ListClues, pb.ListCluesRequest(page_size=-1), timeout=20)
     expect_status(Code.INVALID_ARGUMENT, x.leader.clue.ListClues, pb.ListCluesRequest(states=[9]), timeout=20)
 
