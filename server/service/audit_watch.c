@@ -1003,13 +1003,14 @@ static int user_watchers(const audit_t *a, int64_t user) {
   return n;
 }
 
+static void after_seq_checked(rpc_call_t *call, const db_result_t *r, void *arg);
+static void watch_start(rpc_call_t *call, const Clue__V1__WatchEventsRequest *req);
+
 void audit_watch_events(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__WatchEventsRequest *req = (const void *)m;
   server_t *srv = rpc_call_server(call);
   audit_t *a = srv->audit;
-  const char *bearer = rpc_call_metadata(call, "authorization");
   validate_errors_t e;
-  watcher_t *w;
 
   /* Every violation of the request, one per field, in the order of its fields. */
   validate_errors_init(&e);
@@ -1025,7 +1026,39 @@ void audit_watch_events(rpc_call_t *call, const ProtobufCMessage *m) {
     rpc_fail(call, GRPC_UNAVAILABLE, "no database configured");
     return;
   }
-  if (srv->state != SERVER_RUNNING) {
+  /* A seq this server has decided is the log's; one past them is looked up: past the end
+   * of the log, it is from another database (or made up), and a stream from it would wait
+   * for ever while its heartbeats said it had everything. */
+  if (req->after_seq > 0 && !(audit_tail_ready(a->tail) && req->after_seq <= safe(a))) {
+    svc_read(call, "SELECT coalesce(max(seq), 0) FROM audit_events", 0, NULL, after_seq_checked,
+             (void *)req);
+    return;
+  }
+  watch_start(call, req);
+}
+
+static void after_seq_checked(rpc_call_t *call, const db_result_t *r, void *arg) {
+  const Clue__V1__WatchEventsRequest *req = arg;
+  int64_t end = svc_col_i64(r, 0, 0);
+
+  if (req->after_seq > end) {
+    rpc_fail(call, GRPC_OUT_OF_RANGE,
+             "after_seq %lld is past the end of the audit log: resume from a seq this server "
+             "sent (an event's, a heartbeat's, or one a status named)",
+             (long long)req->after_seq);
+    return;
+  }
+  watch_start(call, req);
+}
+
+/* The stream itself, once its request is known good. */
+static void watch_start(rpc_call_t *call, const Clue__V1__WatchEventsRequest *req) {
+  server_t *srv = rpc_call_server(call);
+  audit_t *a = srv->audit;
+  const char *bearer = rpc_call_metadata(call, "authorization");
+  watcher_t *w;
+
+  if (a == NULL || a->closed || srv->state != SERVER_RUNNING) {
     rpc_fail(call, GRPC_UNAVAILABLE, "server shutting down");
     return;
   }

@@ -510,6 +510,24 @@ def test_watch_bad_requests(c):
     expect_status(grpc.StatusCode.UNAUTHENTICATED, next, call)
 
 
+def test_watch_from_past_the_end_of_the_log_is_out_of_range(c):
+    """A seq past the log's end is from another database or made up: the stream waited for
+    ever, its heartbeats saying it had every event up to it. OUT_OF_RANGE instead; a seq the
+    other instance has just committed, which this one may not have decided yet, is fine."""
+    top = max_seq(c)
+    for after in (top + 1000, 2**63 - 1):
+        call = c.audit_b.WatchEvents(AU.WatchEventsRequest(after_seq=after, heartbeat_seconds=1), metadata=c.md)
+        msg = expect_status(grpc.StatusCode.OUT_OF_RANGE, next, call, details_has=["after_seq"])
+        assert "past the end of the audit log" in msg, msg
+    submit(c.w.G1.member, "刚提交")
+    top = max_seq(c)
+    w = Watch(c.audit_b, c.md, after=top)
+    later = submit(c.w.G1.member, "之后")
+    e = w.next(timeout=30)
+    assert e is not None and e.subject_id == later.id, (e, w.status)
+    w.cancel()
+
+
 def test_watch_heartbeat(c):
     """heartbeat_seconds: 0 (the default) sends nothing while nothing happens, as before; 1..3600
     asks for an AuditEvent with only seq set (action empty) after that long without a message,
