@@ -112,6 +112,7 @@ struct audit_tail {
   ring_entry_t *ring;
   size_t ring_head, ring_len, ring_bytes;
   int64_t ring_base;
+  int64_t fetch_after; /* the lower bound of the fetch in flight (the frontier then) */
 };
 
 static void tail_kick_now(audit_tail_t *t);
@@ -449,6 +450,7 @@ static void tail_kick_now(audit_tail_t *t) {
   snprintf(after, sizeof(after), "%lld", (long long)t->frontier.safe);
   snprintf(limit, sizeof(limit), "%d", TAIL_BATCH);
   params[2] = tokens;
+  t->fetch_after = t->frontier.safe;
   if (db_query(t->srv->db, sql_fetch, 3, params, tail_done, t) != 0) {
     free(tokens);
     tail_schedule(t, next_retry(t));
@@ -613,13 +615,24 @@ oom:
 }
 
 /* The fetch's token answer, to every follower that named tokens. */
-static int tell_checked(audit_tail_t *t, const char *invalid) {
+static int tell_checked(audit_tail_t *t, const db_result_t *r) {
   audit_tail_follower_t *v[AUDIT_TAIL_MAX_FOLLOWERS];
   size_t n = t->nfollowers;
+  int rows = db_rows(r);
+  int64_t seen;
 
+  /* Every seq above the fetch's lower bound that its snapshot shows came, unless the batch
+   * was full; with none, the largest is the bound itself (a decided seq is at or below one
+   * the snapshot shows, and the snapshot shows none above the bound). */
+  if (rows >= TAIL_BATCH)
+    seen = -1;
+  else if (rows < 1 || db_value(r, rows - 1, FETCH_EVENT_COL) == NULL)
+    seen = t->fetch_after;
+  else
+    seen = strtoll(db_value(r, rows - 1, FETCH_EVENT_COL), NULL, 10);
   memcpy(v, t->followers, n * sizeof(*v));
   for (size_t i = 0; i < n; i++)
-    if (v[i]->tail == t && v[i]->checked && v[i]->checked(v[i], invalid) != 0)
+    if (v[i]->tail == t && v[i]->checked && v[i]->checked(v[i], db_value(r, 0, 2), seen) != 0)
       return -ENOMEM;
   return 0;
 }
@@ -664,7 +677,7 @@ static void tail_done(const db_result_t *r, void *arg) {
   }
   tail_set_state(t, TAIL_IDLE);
   /* Nothing of this snapshot may go out unchecked: on failure read it again. */
-  if (tell_checked(t, db_value(r, 0, 2)) != 0 || (more = tail_fetched(t, r)) < 0) {
+  if (tell_checked(t, r) != 0 || (more = tail_fetched(t, r)) < 0) {
     if (t->state == TAIL_IDLE)
       tail_schedule(t, next_retry(t));
     tail_unref(t);

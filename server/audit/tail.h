@@ -30,8 +30,10 @@ typedef struct audit_tail_follower {
   /* Optional: that fetch was sent (the tokens are in it). */
   void (*sent)(struct audit_tail_follower *f);
   /* Optional: its answer, before any of its events is decided: the tokens it found invalid
-   * (comma-separated, NULL for none). Returns 0, or -ENOMEM to have the snapshot read again. */
-  int (*checked)(struct audit_tail_follower *f, const char *invalid);
+   * (comma-separated, NULL for none), and the largest seq its snapshot holds (-1 when the
+   * fetch's batch was full and it is not known). Returns 0, or -ENOMEM to have the snapshot
+   * read again. */
+  int (*checked)(struct audit_tail_follower *f, const char *invalid, int64_t seen);
   unsigned pace_ms; /* fetch at most this often for this follower; 0: on every notification */
   audit_tail_t *tail; /* set while following */
 } audit_tail_follower_t;

@@ -149,6 +149,7 @@ struct watcher {
   int64_t vis_pos;       /* the group's checks up to here came before w could use them */
   uint64_t paused_at;    /* loop time it last became PAUSED */
   int checked;           /* a tail fetch sent after it joined found its token valid */
+  int seq_checked;       /* such a fetch found after_seq within the log (on_checked()) */
   int in_check;          /* its token is named in the tail fetch in flight */
   uint64_t expires;      /* loop time at which it reaches --max-stream-age; 0: never */
   uint64_t heartbeat_ms; /* the heartbeat it asked for; 0: none */
@@ -874,9 +875,10 @@ static void on_sent(audit_tail_follower_t *f) {
 
 /* The fetch's token check (see "Revocation"), applied before any of its events go out:
  * end the watchers whose token the fetch found invalid (a comma-separated list of hashes,
- * NULL for none), and let the others it named take events from the ring. Returns 0, or
+ * NULL for none), and let the others it named take events from the ring; and those whose
+ * after_seq is past seen, the largest seq of its snapshot (-1: not known). Returns 0, or
  * -ENOMEM with nothing changed. */
-static int on_checked(audit_tail_follower_t *f, const char *invalid) {
+static int on_checked(audit_tail_follower_t *f, const char *invalid, int64_t seen) {
   audit_t *a = container_of(f, audit_t, follower);
   size_t n;
   watcher_t **v = watchers_snapshot(a, &n);
@@ -893,7 +895,22 @@ static int on_checked(audit_tail_follower_t *f, const char *invalid) {
     /* Hashes are 64 hex digits apart from commas, so a match is a whole entry. */
     if (invalid && strstr(invalid, w->token)) {
       watcher_revoked(w);
-    } else if (!w->checked) {
+      continue;
+    }
+    /* A seq past every one the fetch's snapshot shows, although the snapshot was taken after
+     * the stream began: from another database, or made up. It would wait for ever, and its
+     * heartbeats say it has everything up to that seq. */
+    if (!w->seq_checked && seen >= 0) {
+      w->seq_checked = 1;
+      if (w->last > seen) {
+        watcher_end(w, GRPC_OUT_OF_RANGE,
+                    "after_seq %lld is past the end of the audit log: resume from a seq this "
+                    "server sent (an event's, a heartbeat's, or one a status named)",
+                    (long long)w->last);
+        continue;
+      }
+    }
+    if (!w->checked) {
       w->checked = 1;
       if (w->state == WATCH_WAITING)
         watcher_advance(w);
@@ -902,7 +919,6 @@ static int on_checked(audit_tail_follower_t *f, const char *invalid) {
   watchers_release(v, n);
   return 0;
 }
-
 
 /* ---- age and the periodic re-check ---------------------------------------------------- */
 
@@ -1003,14 +1019,13 @@ static int user_watchers(const audit_t *a, int64_t user) {
   return n;
 }
 
-static void after_seq_checked(rpc_call_t *call, const db_result_t *r, void *arg);
-static void watch_start(rpc_call_t *call, const Clue__V1__WatchEventsRequest *req);
-
 void audit_watch_events(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__WatchEventsRequest *req = (const void *)m;
   server_t *srv = rpc_call_server(call);
   audit_t *a = srv->audit;
+  const char *bearer = rpc_call_metadata(call, "authorization");
   validate_errors_t e;
+  watcher_t *w;
 
   /* Every violation of the request, one per field, in the order of its fields. */
   validate_errors_init(&e);
@@ -1026,39 +1041,7 @@ void audit_watch_events(rpc_call_t *call, const ProtobufCMessage *m) {
     rpc_fail(call, GRPC_UNAVAILABLE, "no database configured");
     return;
   }
-  /* A seq this server has decided is the log's; one past them is looked up: past the end
-   * of the log, it is from another database (or made up), and a stream from it would wait
-   * for ever while its heartbeats said it had everything. */
-  if (req->after_seq > 0 && !(audit_tail_ready(a->tail) && req->after_seq <= safe(a))) {
-    svc_read(call, "SELECT coalesce(max(seq), 0) FROM audit_events", 0, NULL, after_seq_checked,
-             (void *)req);
-    return;
-  }
-  watch_start(call, req);
-}
-
-static void after_seq_checked(rpc_call_t *call, const db_result_t *r, void *arg) {
-  const Clue__V1__WatchEventsRequest *req = arg;
-  int64_t end = svc_col_i64(r, 0, 0);
-
-  if (req->after_seq > end) {
-    rpc_fail(call, GRPC_OUT_OF_RANGE,
-             "after_seq %lld is past the end of the audit log: resume from a seq this server "
-             "sent (an event's, a heartbeat's, or one a status named)",
-             (long long)req->after_seq);
-    return;
-  }
-  watch_start(call, req);
-}
-
-/* The stream itself, once its request is known good. */
-static void watch_start(rpc_call_t *call, const Clue__V1__WatchEventsRequest *req) {
-  server_t *srv = rpc_call_server(call);
-  audit_t *a = srv->audit;
-  const char *bearer = rpc_call_metadata(call, "authorization");
-  watcher_t *w;
-
-  if (a == NULL || a->closed || srv->state != SERVER_RUNNING) {
+  if (srv->state != SERVER_RUNNING) {
     rpc_fail(call, GRPC_UNAVAILABLE, "server shutting down");
     return;
   }

@@ -74,6 +74,9 @@ END $do$;
 CREATE FUNCTION token_issue_own(p_actor_user bigint, p_actor_unit bigint, p_sha256_hex text, p_note text,
                                 p_max_live integer, p_max_hour integer)
 RETURNS tokens LANGUAGE sql AS 'SELECT * FROM token_issue_own($1, $2, $3, $4, $5)';
+CREATE FUNCTION admin_issue_token(p_actor_user bigint, p_actor_unit bigint, p_user bigint, p_sha256_hex text,
+                                  p_note text, p_max_live integer)
+RETURNS tokens LANGUAGE sql AS 'SELECT * FROM admin_issue_token($1, $2, $3, $4, $5)';
 """
 
 
@@ -117,7 +120,8 @@ class Log:
 
     def _fingerprint_shims(self, on):
         """This clued passes every write a request's fingerprint, which the writers take since
-        0047, and IssueMyToken its hourly limit (0057): on the schema before 0031, an overload of
+        0047, IssueMyToken its hourly limit (0057) and IssueToken the live tokens' (0064): on the
+        schema before 0031, an overload of
         each that takes it and drops it, and the request records' column the facts reads select
         (on=False: all of it removed again, for the upgrade to make its own)."""
         db = self.pg.connect(self.dbname)
@@ -127,7 +131,8 @@ class Log:
                     cur.execute(FINGERPRINT_SHIMS)
                 else:
                     cur.execute("SELECT p.oid::regprocedure::text FROM pg_proc p"
-                                " WHERE p.proargnames && ARRAY['p_request_sha256', 'p_max_hour']")
+                                " WHERE p.proargnames && ARRAY['p_request_sha256', 'p_max_hour']"
+                                " OR (p.proname = 'admin_issue_token' AND 'p_max_live' = ANY (p.proargnames))")
                     for f, in cur.fetchall():
                         cur.execute("DROP FUNCTION " + f)
                     cur.execute("ALTER TABLE clue_requests DROP COLUMN request_sha256")

@@ -920,8 +920,8 @@ def test_audit_watch(c):
         f"by {w.G1.leader.name} (G1 group G1)  " in lines[0], lines
     # A quiet watch lives on clued's heartbeats (asked for every second: three seconds of
     # nothing would end it), and ends at --timeout with exit status 0: clued answered it.
-    r = c.ctl(w.auditor, "--timeout", "5", "audit", "watch", "--heartbeat", "1", "--after-seq",
-              str(2**62), check=0)
+    r = c.ctl(w.auditor, "--timeout", "5", "audit", "watch", "--heartbeat", "1", "--after-seq", str(ev2["seq"]),
+              "--subject-type", "clue", "--subject-id", "999999999", check=0)  # no such clue: nothing comes
     assert r.stdout == "" and "lost" not in r.stderr, r.stderr
 
 
