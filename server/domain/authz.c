@@ -229,6 +229,11 @@ authz_result_t authz_reviewer_unit(const authz_clue_t *c, int64_t named_unit_id,
   /* A case led by the owner room does not make it its own reviewer: the review then goes
    * where it would outside the case. */
   if (c->case_lead_unit_id > 0 && c->case_lead_unit_id != c->owner_unit_id) {
+    if (named_unit_id != 0 && named_unit_id != c->case_lead_unit_id)
+      return decide(AUTHZ_INVALID_ARGUMENT, "named reviewer not the case's lead",
+                    "details.reviewer_unit_id names unit %lld, but the clue's joint case's lead "
+                    "unit %lld reviews its proposals: name that unit or none",
+                    (long long)named_unit_id, (long long)c->case_lead_unit_id);
     *reviewer_unit_id = c->case_lead_unit_id;
     return allow("lead unit of the joint case");
   }
@@ -236,6 +241,11 @@ authz_result_t authz_reviewer_unit(const authz_clue_t *c, int64_t named_unit_id,
     if (c->owner_liaison_room_id <= 0)
       return decide(AUTHZ_FAILED_PRECONDITION, "group without liaison room",
                     "the owner group has no liaison room to review the proposal");
+    if (named_unit_id != 0 && named_unit_id != c->owner_liaison_room_id)
+      return decide(AUTHZ_INVALID_ARGUMENT, "named reviewer not the liaison room",
+                    "details.reviewer_unit_id names unit %lld, but the owner group's liaison "
+                    "room %lld reviews its proposals: name that unit or none",
+                    (long long)named_unit_id, (long long)c->owner_liaison_room_id);
     *reviewer_unit_id = c->owner_liaison_room_id;
     return allow("liaison room of the owner group");
   }

@@ -364,14 +364,16 @@ static void list_joint_cases(rpc_call_t *call, const ProtobufCMessage *m) {
   unsigned scope = authz_clue_scope(&p);
   const char *where, *params[3];
   int64_t before = 0, token_scope[CASE_TOKEN_SCOPE];
+  validate_errors_t e;
   char sql[2048];
 
   case_token_scope(call, token_scope);
+  validate_errors_init(&e);
   if (req->page_token[0] &&
-      (before = svc_page_after_in(req->page_token, token_scope, CASE_TOKEN_SCOPE)) == 0) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "page_token is malformed, or another caller's");
+      (before = svc_page_after_in(req->page_token, token_scope, CASE_TOKEN_SCOPE)) == 0)
+    validate_add(&e, "page_token", "page_token is malformed or was issued for another caller");
+  if (clue_invalid_each(call, &e))
     return;
-  }
 
   /* Cases are seen as their clues are: all by AUDITORs, else those the unit leads or joins. */
   if (scope & AUTHZ_SCOPE_ALL)

@@ -582,6 +582,14 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   mf = move_fields(mr);
   if (clue_invalid(call, clue_fsm_check_fields(move, &mf, &err), &err))
     return;
+  if (!move->co_review && mr->named_reviewer != 0) {
+    err.field = "details.reviewer_unit_id";
+    snprintf(err.message, sizeof(err.message),
+             "details.reviewer_unit_id does not apply: this move takes effect at once, with no "
+             "review");
+    (void)clue_invalid(call, VALIDATE_EINVAL, &err);
+    return;
+  }
   if (move->co_review) {
     res = authz_reviewer_unit(&row.facts, mr->named_reviewer,
                               (clue_unit_kind_t)clue_unit_kind_of(db_value(r, 0, MF_NAMED_KIND)),
@@ -646,6 +654,9 @@ static bool move_direct(rpc_call_t *call, move_req_t *mr) {
 
   if (!rpc_call_server(call)->cfg.db_direct_moves ||
       (move = authz_move_unread(&p, (clue_state_t)mr->req->target, &mf)) == NULL)
+    return false;
+  /* A reviewer named for a move nobody reviews is refused, once the clue is read. */
+  if (mr->named_reviewer != 0)
     return false;
   if ((params = rpc_call_alloc(call, MOVE_NPARAMS * sizeof(*params))) == NULL ||
       !move_params(call, mr, &p, mr->req->clue_id, mr->req->expected_version, move, 0, params)) {

@@ -202,7 +202,7 @@ static int validate_list(const Clue__V1__ListCluesRequest *req, const int64_t *s
   if (req->page_token[0] &&
       (*after = svc_page_after_in(req->page_token, scope, LIST_TOKEN_SCOPE)) == 0)
     validate_add(e, "page_token",
-                 "page_token is malformed, or another caller's or for other filters");
+                 "page_token is malformed or was issued for another caller or other filters");
   return validate_errors_result(e);
 }
 

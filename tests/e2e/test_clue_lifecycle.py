@@ -388,6 +388,26 @@ def test_room_and_region_clues_name_their_reviewer(c):
         expect_status(Code.NOT_FOUND, other.member.clue.GetClue, pb.GetClueRequest(clue_id=cl.id))
 
 
+def test_a_reviewer_named_where_it_does_not_review_is_refused(c):
+    """details.reviewer_unit_id for a move nobody reviews, or naming a unit other than the one
+    that reviews (a group's clue: its liaison room): INVALID_ARGUMENT naming it, nothing
+    changed. It was dropped, the call answered OK, and the proposal went to another unit than
+    the one named."""
+    w = c.w
+    cl = c.submit(w.G1.member)
+    msg = expect_status(Code.INVALID_ARGUMENT, c.move, w.G1.leader, cl, PRELIM, details={"reviewer_unit_id": w.R1.id},
+                        details_has=["details.reviewer_unit_id"])
+    assert "does not apply" in msg, msg
+    assert c.get(w.G1.member, cl.id).version == 1
+    cl = c.step(w.G1, cl, PRELIM)
+    msg = expect_status(Code.INVALID_ARGUMENT, c.move, w.G1.leader, cl, FILED,
+                        details={"reviewer_unit_id": w.R2.id}, details_has=["details.reviewer_unit_id"])
+    assert "liaison room" in msg, msg
+    assert not c.get(w.G1.member, cl.id).pending_proposal
+    r = c.move(w.G1.leader, cl, FILED, details={"reviewer_unit_id": w.R1.id})
+    assert r.pending and r.proposal.reviewer_unit_id == w.R1.id
+
+
 # ---- refusals --------------------------------------------------------------------------------
 
 

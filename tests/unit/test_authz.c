@@ -737,9 +737,15 @@ static void test_reviewer_selection(void **state) {
   r = authz_reviewer_unit(&g, 0, CLUE_UNIT_UNSPECIFIED, &out);
   expect(&r, AUTHZ_ALLOW, "group clue");
   assert_int_equal(out, U_LIAISON);
-  /* A room named on the proposal does not override the liaison room. */
+  /* Another room named on the proposal is refused (it would not review it); the liaison
+   * room itself may be named. */
+  out = -1;
   r = authz_reviewer_unit(&g, U_NAMED, CLUE_UNIT_ROOM, &out);
-  expect(&r, AUTHZ_ALLOW, "group clue, room named");
+  expect(&r, AUTHZ_INVALID_ARGUMENT, "group clue, another room named");
+  assert_non_null(strstr(r.message, "liaison room"));
+  assert_int_equal(out, -1);
+  r = authz_reviewer_unit(&g, U_LIAISON, CLUE_UNIT_ROOM, &out);
+  expect(&r, AUTHZ_ALLOW, "group clue, its liaison room named");
   assert_int_equal(out, U_LIAISON);
   /* A group without a liaison room cannot have proposals reviewed. */
   authz_clue_t orphan = g;
@@ -763,7 +769,10 @@ static void test_reviewer_selection(void **state) {
     expect(&r, AUTHZ_ALLOW, "case clue");
     assert_int_equal(out, U_LEAD);
     r = authz_reviewer_unit(&c, U_NAMED, CLUE_UNIT_ROOM, &out);
-    expect(&r, AUTHZ_ALLOW, "case clue, room named");
+    expect(&r, AUTHZ_INVALID_ARGUMENT, "case clue, another room named");
+    assert_non_null(strstr(r.message, "lead unit"));
+    r = authz_reviewer_unit(&c, U_LEAD, CLUE_UNIT_ROOM, &out);
+    expect(&r, AUTHZ_ALLOW, "case clue, its lead named");
     assert_int_equal(out, U_LEAD);
   }
 
