@@ -201,6 +201,8 @@ struct db_conn {
   db_prep_t *prep;        /* pool: per slot of the registry, what this PGconn has */
   uint64_t evictions;     /* pool: the registry's evictions when it last deallocated */
   int deallocs;           /* pool: DEALLOCATEs sent whose sync point has not come back */
+  int stale_plans;        /* pool: its saved plans no longer fit the tables (plans_stale()):
+                             DEALLOCATE ALL and DISCARD PLANS go ahead of its next request */
   unsigned failures;      /* failed attempts since the last successful connect */
   int was_connected;      /* a later connect is a reconnect, for the log */
   db_conn_t *prev, *next; /* idle list (pool role) or listener list */
@@ -342,17 +344,6 @@ static void queue_push(req_queue_t *qu, db_req_t *q) {
   else
     qu->head = q;
   qu->tail = q;
-  qu->len++;
-}
-
-static void queue_push_front(req_queue_t *qu, db_req_t *q) {
-  q->prev = NULL;
-  q->next = qu->head;
-  if (qu->head)
-    qu->head->prev = q;
-  else
-    qu->tail = q;
-  qu->head = q;
   qu->len++;
 }
 
@@ -983,6 +974,17 @@ static int conn_send_deallocs(db_conn_t *c) {
   db_stmts_t *r = &c->pool->stmts;
   char sql[16 + DB_STMTS_NAME_MAX];
 
+  if (c->stale_plans) {
+    /* Every statement of the session goes (each slot is PREP_NONE already, conn_reset_plans()),
+     * and the plans PL/pgSQL functions saved in it are made again on their next use. */
+    if (!PQsendQueryParams(c->pg, "DEALLOCATE ALL", 0, NULL, NULL, NULL, NULL, 0) ||
+        !PQpipelineSync(c->pg) ||
+        !PQsendQueryParams(c->pg, "DISCARD PLANS", 0, NULL, NULL, NULL, NULL, 0) ||
+        !PQpipelineSync(c->pg))
+      return 0;
+    c->deallocs += 2;
+    c->stale_plans = 0;
+  }
   for (unsigned id = r->constant_max; id < db_stmts_size(r); id++) {
     db_prep_t *pr = &c->prep[id];
 
@@ -1053,7 +1055,7 @@ static void conn_send(db_conn_t *c, db_req_t *q) {
   conn_set_state(c, CONN_BUSY);
   conn_watchdog(c);
   req_slots_renew(q, &c->pool->stmts);
-  evicted = c->evictions != c->pool->stmts.evictions;
+  evicted = c->evictions != c->pool->stmts.evictions || c->stale_plans;
   /* A lone statement this session has prepared (or that is not registered) goes as it is;
    * one still to prepare, or that needs the session's settings changed first or evicted
    * statements deallocated, goes in a pipeline after what it needs: one round trip either
@@ -1112,25 +1114,28 @@ static int plans_stale(const db_req_t *q) {
           strstr(q->message, "does not match that when preparing the plan") != NULL);
 }
 
-/* q failed on stale plans (plans_stale()), so nothing of it took effect: the session is
- * replaced and q goes first in line to run again, once. */
-static void conn_renew_and_rerun(db_conn_t *c, db_req_t *q) {
+/* q failed on stale plans (plans_stale()), so nothing of it took effect: the session drops
+ * every statement it prepared and the plans its functions saved, ahead of q sent again on it,
+ * once (conn_send_deallocs()). On the same connection: another may hold the same stale plans,
+ * and dropping this one would leave a pool of one without a connection. */
+static void conn_reset_plans(db_conn_t *c, db_req_t *q) {
   db_pool_t *p = c->pool;
-  char why[sizeof(q->message) + 64];
 
-  snprintf(why, sizeof(why), "%s (the tables changed under its saved plans)", q->message);
+  db_log("%s: %s (the tables changed under the session's saved plans); running the request "
+         "again after DEALLOCATE ALL and DISCARD PLANS",
+         c->name, q->message);
   for (int i = 0; i < q->nstmts; i++) {
     PQclear(q->res[i]);
     q->res[i] = NULL;
   }
   req_set_error(q, 0, NULL);
   q->rerun = 1;
+  memset(c->prep, 0, db_stmts_size(&p->stmts) * sizeof(*c->prep)); /* PREP_NONE */
+  c->stale_plans = 1;
   c->req = NULL;
   q->conn = NULL;
-  q->state = REQ_QUEUED;
-  queue_push_front(&p->queue, q);
-  conn_lost(c, why); /* reconnects after the shortest backoff; another connection may take q */
-  pool_dispatch(p);
+  conn_set_state(c, CONN_IDLE);
+  conn_send(c, q);
 }
 
 /* The connection's request has all its results. Roll back if it left a transaction open;
@@ -1169,7 +1174,7 @@ static void conn_req_done(db_conn_t *c) {
   }
   if (q->err == DB_EQUERY && !q->rerun && !q->cancel_sent && !q->cancelled && !p->closing &&
       plans_stale(q)) {
-    conn_renew_and_rerun(c, q);
+    conn_reset_plans(c, q);
     return;
   }
   /* A request that a cancel request was sent for (its callers' or the watchdog's) may have

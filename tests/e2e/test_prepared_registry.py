@@ -15,6 +15,9 @@ statement running (current_query()).
 
 import os
 import sys
+import threading
+
+import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -128,38 +131,55 @@ def test_stays_bounded_and_answers(ctx):
 def test_a_column_type_changed_under_the_saved_plans(ctx):
     """An operator changes a column's type while clued runs (ALTER TABLE as a superuser). Every
     plan saved in clued's sessions that returns or takes the column then fails the same way
-    until its session ends: a prepared statement (0A000 "cached plan must not change result
-    type"), a PL/pgSQL function's (42804 "type of parameter ... does not match that when
-    preparing the plan"). Each call still answers: its session is replaced and the call runs
-    again on a new one. Its own world, two pool connections, both of which saved the plans."""
-    own = world.served(args=["--db-pool", "2"])
-    try:
-        member, leader = own.w.G1.member, own.w.G1.leader
+    until the session drops it: a prepared statement (0A000 "cached plan must not change
+    result type"), a PL/pgSQL function's (42804 "type of parameter ... does not match that
+    when preparing the plan"). Each call still answers: its session drops its statements and
+    saved plans and runs the call again. With one pool connection (dropping it would leave the
+    pool without one: every waiting call failed) and with two, calls in parallel."""
+    for pool in ("1", "2"):
+        own = world.served(args=["--db-pool", pool])
+        try:
+            member, leader = own.w.G1.member, own.w.G1.leader
 
-        def submit(title):
-            return member.clue.SubmitClue(pb.SubmitClueRequest(
-                request_id=new_request_id(), title=title, summary="s", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
-                subject=pb.SubjectPerson(name="王某"), host_unit="h"), timeout=20)
+            def submit(title):
+                return member.clue.SubmitClue(pb.SubmitClueRequest(
+                    request_id=new_request_id(), title=title, summary="s",
+                    source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT, subject=pb.SubjectPerson(name="王某"),
+                    host_unit="h"), timeout=20)
 
-        def round_of_calls(title):
-            cl = submit(title)
-            assert member.clue.GetClue(pb.GetClueRequest(clue_id=cl.id), timeout=20).title == title
-            assert cl.id in [c.id for c in leader.clue.ListClues(pb.ListCluesRequest(), timeout=20).clues]
-            moved = leader.clue.RequestTransition(pb.RequestTransitionRequest(
-                clue_id=cl.id, expected_version=cl.version, target=cm.CLUE_STATE_PRELIMINARY_CHECK,
-                reason="r", request_id=new_request_id()), timeout=20).clue
-            assert moved.state == cm.CLUE_STATE_PRELIMINARY_CHECK and moved.title == title
+            def round_of_calls(title):
+                cl = submit(title)
+                assert member.clue.GetClue(pb.GetClueRequest(clue_id=cl.id), timeout=20).title == title
+                assert cl.id in [c.id for c in leader.clue.ListClues(pb.ListCluesRequest(), timeout=20).clues]
+                moved = leader.clue.RequestTransition(pb.RequestTransitionRequest(
+                    clue_id=cl.id, expected_version=cl.version, target=cm.CLUE_STATE_PRELIMINARY_CHECK,
+                    reason="r", request_id=new_request_id()), timeout=20).clue
+                assert moved.state == cm.CLUE_STATE_PRELIMINARY_CHECK and moved.title == title
+                return cl
 
-        for i in range(4):  # both connections prepare every statement
-            round_of_calls(f"before {i}")
-        with own.db.cursor() as cur:
-            cur.execute("ALTER TABLE clues ALTER COLUMN title TYPE varchar(500)")
-        for i in range(4):
-            round_of_calls(f"after {i}")
-        log = own.srv.output()
-        assert "the tables changed under its saved plans" in log, log[-3000:]
-    finally:
-        world.unserve(own)
+            known = [round_of_calls(f"before {i}") for i in range(4)]  # every connection prepares
+            with own.db.cursor() as cur:
+                cur.execute("ALTER TABLE clues ALTER COLUMN title TYPE varchar(500)")
+            errors = []
+
+            def get(cl):
+                try:
+                    assert member.clue.GetClue(pb.GetClueRequest(clue_id=cl.id), timeout=20).title == cl.title
+                except (grpc.RpcError, AssertionError) as e:
+                    errors.append(repr(e))
+            threads = [threading.Thread(target=get, args=(known[i % 4],)) for i in range(6)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert not errors, errors
+            for i in range(4):
+                round_of_calls(f"after {i}")
+            log = own.srv.output()
+            assert "the tables changed under the session's saved plans" in log, log[-3000:]
+            assert "no working connection" not in log and "database error" not in log, log[-3000:]
+        finally:
+            world.unserve(own)
 
 
 def teardown(ctx):
