@@ -507,6 +507,11 @@ static void watcher_advance(watcher_t *w) {
   watcher_unref(w);
 }
 
+/* Where g's checks reach, counting the one in flight: its snapshot was taken already. */
+static int64_t group_checked_to(const vis_group_t *g) {
+  return g->busy ? g->upto : g->pos;
+}
+
 static void on_writable(rpc_call_t *call, void *arg) {
   watcher_t *w = arg;
   (void)call;
@@ -514,8 +519,8 @@ static void on_writable(rpc_call_t *call, void *arg) {
     return;
   /* Held back long enough that what its group checked meanwhile may no longer hold for it. */
   if (w->group && uv_now(w->a->srv->loop) - w->paused_at > VIS_FRESH_MS &&
-      w->vis_pos < w->group->pos)
-    w->vis_pos = w->group->pos;
+      w->vis_pos < group_checked_to(w->group))
+    w->vis_pos = group_checked_to(w->group);
   watcher_advance(w);
 }
 
@@ -1086,7 +1091,7 @@ void audit_watch_events(rpc_call_t *call, const ProtobufCMessage *m) {
     rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
-  w->vis_pos = w->group ? w->group->pos : -1; /* checked before it joined: not for it */
+  w->vis_pos = w->group ? group_checked_to(w->group) : -1; /* checked before it joined */
   w->next = a->watchers;
   if (a->watchers)
     a->watchers->prev = w;

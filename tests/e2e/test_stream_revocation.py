@@ -505,6 +505,52 @@ def test_a_stream_held_back_past_a_recusal_gets_nothing_checked_before_it(c):
         h.close()
 
 
+def test_a_stream_joining_during_a_visibility_check_gets_nothing_it_found(c):
+    """A visibility group's check of new events runs against a snapshot taken when it was sent.
+    A stream of the user that joins while it runs, after a recusal that snapshot does not show,
+    must not be served what it finds. The check is slowed down here after its snapshot: a
+    row-level-security policy on clues (a test's own database) sleeps in that statement alone."""
+    own = world.served()
+    try:
+        member, leader = own.w.G1.member, own.w.G1.leader
+        clue = submit_clue(leader, "回避线索三")
+        with own.db.cursor() as cur:
+            cur.execute("SELECT max(seq) FROM audit_events")
+            start = cur.fetchone()[0]
+        stub = audit_stub(c, own.srv)
+        first = Watch(stub, member.token, after=start)  # the member's group, checking
+        time.sleep(1.0)
+        with own.db.cursor() as cur:
+            cur.execute("""
+              CREATE FUNCTION slow_vis() RETURNS boolean LANGUAGE plpgsql AS $$
+              BEGIN
+                IF current_query() LIKE 'SELECT c.id FROM clues c WHERE c.id = ANY%' THEN
+                  PERFORM pg_sleep(2);
+                END IF;
+                RETURN true;
+              END $$;
+              CREATE POLICY slow ON clues USING (slow_vis()) WITH CHECK (true);
+              ALTER TABLE clues ENABLE ROW LEVEL SECURITY""")
+        leader.clue.AddNote(CL.AddNoteRequest(clue_id=clue.id, kind=CL.NOTE_KIND_MEETING_MINUTES, text="回避前",
+                                              request_id=new_request_id()), timeout=20)
+        with own.db.cursor() as cur:
+            cur.execute("SELECT max(seq) FROM audit_events")
+            noted = cur.fetchone()[0]
+        time.sleep(0.5)  # the group's check of the note is sleeping, its snapshot taken
+        leader.clue.RecordRecusal(CL.RecordRecusalRequest(clue_id=clue.id, user_id=member.id, reason="近亲属关系",
+                                                          request_id=new_request_id()), timeout=20)
+        late = Watch(stub, member.token, after=start)
+        time.sleep(4.0)  # the check answered, and the late stream had time to deliver
+        assert noted in first.seqs, (noted, first.seqs)  # the check found it visible
+        assert noted not in late.seqs, f"a stream opened after the recusal received seq {noted}"
+        first.cancel()
+        late.cancel()
+        with own.db.cursor() as cur:
+            cur.execute("ALTER TABLE clues DISABLE ROW LEVEL SECURITY; DROP POLICY slow ON clues")
+    finally:
+        world.unserve(own)
+
+
 def test_max_stream_age(c):
     out = subprocess.run([harness.CLUED, "help"], capture_output=True, text=True, timeout=30).stdout
     assert "--max-stream-age" in out, out
