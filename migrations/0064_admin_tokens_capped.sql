@@ -5,8 +5,8 @@
 -- One gave a member 232 live tokens, which made the member's own IssueMyToken answer "you
 -- already have 232 unrevoked tokens, the most allowed"; and one token issued before 200
 -- newer ones no longer appeared in the member's ListMyTokens while it still worked as the
--- member. Now IssueToken counts too, under a lock on the user's row taken after the
--- caller's own checks (admin_caller_held()), and refuses CLLIM (RESOURCE_EXHAUSTED),
+-- member. Now IssueToken counts too, under a lock on the user's row (taken with the caller's,
+-- in id order), and refuses CLLIM (RESOURCE_EXHAUSTED),
 -- nothing written. Callers without the bound (bootstrap, token_issue_own(), which counted
 -- already) pass none. The signatures change, so the two functions are dropped and made again.
 
@@ -26,6 +26,12 @@ DECLARE
   dis boolean;
   live bigint;
 BEGIN
+  IF p_max_live IS NOT NULL THEN
+    -- The caller's row (admin_caller_held() shares it below) and the user's, whose live tokens
+    -- are counted, both at once and in id order: two administrators issuing each other tokens
+    -- at the same moment then queue, where each sharing its own row first deadlocked.
+    PERFORM 1 FROM users WHERE id IN (p_actor_user, p_user) ORDER BY id FOR UPDATE;
+  END IF;
   IF acting IS NOT NULL AND p_user <> p_actor_user THEN
     PERFORM admin_caller_held(p_actor_user, acting, true);
   END IF;

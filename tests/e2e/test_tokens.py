@@ -26,6 +26,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import chain  # noqa: E402
@@ -537,6 +538,34 @@ def test_an_administrator_issues_within_the_same_bound(c):
     assert listed.truncated and len(listed.tokens) == 200
     assert {t.id for t in listed.tokens if not t.revoked_at_ms} == live_ids
     assert all(not t.revoked_at_ms for t in listed.tokens[:len(live_ids)])
+
+
+def test_two_administrators_issuing_each_other_tokens_at_once(c):
+    """IssueToken locks the caller's row and the user's (whose live tokens it counts): taken
+    one after the other, two administrators issuing each other a token at the same moment
+    deadlocked (ABORTED). Both rows are now locked at once, in id order: every call answers."""
+    w = c.w
+    a, b = w.admin, w.new_user(w.admin_unit.code, "ADMIN", "second-admin")
+    outcomes, lock = [], threading.Lock()
+
+    def issue(frm, to, barrier):
+        barrier.wait()
+        try:
+            r = frm.admin.IssueToken(A.IssueTokenRequest(user_id=to.id, note="cross"), timeout=20)
+            frm.admin.RevokeToken(A.RevokeTokenRequest(token_id=r.token_id), timeout=20)
+            out = "OK"
+        except grpc.RpcError as e:
+            out = f"{e.code().name}: {e.details()}"
+        with lock:
+            outcomes.append(out)
+    for _ in range(40):
+        bar = threading.Barrier(2)
+        ts = [threading.Thread(target=issue, args=(a, b, bar)), threading.Thread(target=issue, args=(b, a, bar))]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    assert outcomes == ["OK"] * 80, [o for o in outcomes if o != "OK"][:3]
 
 
 def test_demo_users_get_personal_tokens(c):
