@@ -518,6 +518,15 @@ static double ms_since(const struct timespec *t0) {
   return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
+/* A member of the role that owns the audit tables may migrate (migrate checks who): what a
+ * migration makes (a function dropped and made again, a table) is then the member's, which
+ * the owner's SECURITY DEFINER functions may not use and the member's removal fails on. So
+ * each migration runs as the owner (SET LOCAL ROLE), when the migrating role is a member. */
+#define MIGRATE_AS_OWNER_SQL                                                                       \
+  "SELECT set_config('role', o, true) FROM (SELECT pg_catalog.pg_get_userbyid(relowner)::text o"   \
+  " FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclass('public.audit_events')) x"         \
+  " WHERE o <> current_user AND pg_catalog.pg_has_role(current_user, o, 'MEMBER')"
+
 /* Apply one migration in its own transaction. */
 static int apply_one(PGconn *c, const migration_t *m) {
   char version[32];
@@ -527,8 +536,10 @@ static int apply_one(PGconn *c, const migration_t *m) {
 
   clock_gettime(CLOCK_MONOTONIC, &t0);
   snprintf(version, sizeof(version), "%lld", m->version);
-  if (run_ok(c, m->name, "BEGIN") != 0)
+  if (run_ok(c, m->name, "BEGIN") != 0 || run_ok(c, m->name, MIGRATE_AS_OWNER_SQL) != 0) {
+    PQclear(PQexec(c, "ROLLBACK"));
     return DB_MIGRATE_ESQL;
+  }
   /* The simple query protocol: a file holds many statements. */
   r = PQexec(c, m->sql);
   if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK &&

@@ -286,7 +286,9 @@ def test_serve_refuses_roles_that_reach_past_the_audit_triggers(c):
 def test_a_member_of_the_owner_migrating_keeps_the_tree_appending(c):
     """A member of the schema's owner may migrate. 0063's audit_tree_lock would then be the
     member's, and audit_tree_append(), which runs as the owner, was refused it: leaves and
-    checkpoints stopped with no error from migrate. The table is the function owner's."""
+    checkpoints stopped with no error from migrate. The table is the function owner's; and
+    every migration runs as the owner, so that what it makes (0064's functions) is not the
+    member's either (the member's removal then failed on them)."""
     import glob
     import os
     import shutil
@@ -310,6 +312,10 @@ def test_a_member_of_the_owner_migrating_keeps_the_tree_appending(c):
         with db.cursor() as cur:
             cur.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'audit_tree_lock'")
             assert cur.fetchone() == ("clued_owner",)
+            # Nothing a later migration made (functions dropped and made again) is the member's.
+            cur.execute("SELECT oid::regprocedure::text FROM pg_proc WHERE proowner = %s::regrole"
+                        " UNION ALL SELECT relname::text FROM pg_class WHERE relowner = %s::regrole", (role, role))
+            assert cur.fetchall() == []
         db.close()
         conn = psycopg2.connect(host=c.pg.host, port=c.pg.port, user="clued", dbname=dbname)
         with conn.cursor() as cur:
