@@ -5,10 +5,9 @@
 -- One gave a member 232 live tokens, which made the member's own IssueMyToken answer "you
 -- already have 232 unrevoked tokens, the most allowed"; and one token issued before 200
 -- newer ones no longer appeared in the member's ListMyTokens while it still worked as the
--- member. Now IssueToken counts too, under a lock on the user's row (taken with the caller's,
--- in id order), and refuses CLLIM (RESOURCE_EXHAUSTED),
--- nothing written. Callers without the bound (bootstrap, token_issue_own(), which counted
--- already) pass none. The signatures change, so the two functions are dropped and made again.
+-- member. Now IssueToken counts too, one issue for a user at a time, and refuses CLLIM
+-- (RESOURCE_EXHAUSTED), nothing written. Callers without the bound (bootstrap,
+-- token_issue_own(), which counted already) pass none. The signatures change, so the two functions are dropped and made again.
 
 DROP FUNCTION admin_issue_token(p_actor_user bigint, p_actor_unit bigint, p_user bigint, p_sha256_hex text,
                                 p_note text);
@@ -26,20 +25,10 @@ DECLARE
   dis boolean;
   live bigint;
 BEGIN
-  IF p_max_live IS NOT NULL THEN
-    -- The caller's row (admin_caller_held() shares it below) and the user's, whose live tokens
-    -- are counted, both at once and in id order: two administrators issuing each other tokens
-    -- at the same moment then queue, where each sharing its own row first deadlocked.
-    PERFORM 1 FROM users WHERE id IN (p_actor_user, p_user) ORDER BY id FOR UPDATE;
-  END IF;
   IF acting IS NOT NULL AND p_user <> p_actor_user THEN
     PERFORM admin_caller_held(p_actor_user, acting, true);
   END IF;
-  IF p_max_live IS NULL THEN
-    SELECT disabled INTO dis FROM users WHERE id = p_user FOR KEY SHARE;
-  ELSE
-    SELECT disabled INTO dis FROM users WHERE id = p_user FOR UPDATE;
-  END IF;
+  SELECT disabled INTO dis FROM users WHERE id = p_user FOR KEY SHARE;
   IF NOT FOUND THEN
     RAISE EXCEPTION USING ERRCODE = 'CLNOF', MESSAGE = format('user %s not found', p_user);
   END IF;
@@ -47,6 +36,14 @@ BEGIN
     RAISE EXCEPTION USING ERRCODE = 'CLPRE', MESSAGE = format('user %s is disabled', p_user);
   END IF;
   IF p_max_live IS NOT NULL THEN
+    -- Counted one issue at a time. The row's KEY SHARE above waits for a user's own issue
+    -- (token_issue_own() holds the row FOR UPDATE) and for a keyed retry (token_once_replace()
+    -- likewise) to end, and they for it; two administrators' issues for one user share it, so
+    -- they queue on this lock instead, taken only once the row is held: a row lock taken after
+    -- it could close a cycle with a retry that holds the row and waits here. A row lock
+    -- stronger than KEY SHARE would conflict with the FOR SHARE admin_caller_held() takes on a
+    -- caller's own row: two administrators issuing each other tokens deadlocked.
+    PERFORM pg_advisory_xact_lock(hashtextextended('clued.token_issue/' || p_user, 0));
     SELECT count(*) INTO live FROM tokens WHERE user_id = p_user AND revoked_at IS NULL;
     IF live >= p_max_live THEN
       RAISE EXCEPTION USING ERRCODE = 'CLLIM', MESSAGE = format(

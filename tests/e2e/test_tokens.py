@@ -545,7 +545,7 @@ def test_two_administrators_issuing_each_other_tokens_at_once(c):
     one after the other, two administrators issuing each other a token at the same moment
     deadlocked (ABORTED). Both rows are now locked at once, in id order: every call answers."""
     w = c.w
-    a, b = w.admin, w.new_user(w.admin_unit.code, "ADMIN", "second-admin")
+    a, b = w.admin, w.new_user(w.admin_unit.code, "ADMIN", "cross-admin")
     outcomes, lock = [], threading.Lock()
 
     def issue(frm, to, barrier):
