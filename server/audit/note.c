@@ -9,40 +9,10 @@
 #include <string.h>
 
 #include "audit/sha256.h"
+#include "net/utf8.h"
 
 #define ALG_ED25519 0x01
 #define SIG_PREFIX "\xe2\x80\x94 " /* U+2014 EM DASH, then a space */
-
-/* The code point of the well-formed UTF-8 sequence at s (n bytes left) and its length in
- * *len, or -1 for a malformed one (stray byte, overlong form, surrogate, past U+10FFFF, cut). */
-static int32_t utf8_next(const unsigned char *s, size_t n, size_t *len) {
-  uint32_t cp, min;
-  size_t k;
-
-  if (s[0] < 0x80) {
-    *len = 1;
-    return s[0];
-  }
-  if ((s[0] & 0xe0) == 0xc0)
-    k = 2, cp = s[0] & 0x1f, min = 0x80;
-  else if ((s[0] & 0xf0) == 0xe0)
-    k = 3, cp = s[0] & 0x0f, min = 0x800;
-  else if ((s[0] & 0xf8) == 0xf0)
-    k = 4, cp = s[0] & 0x07, min = 0x10000;
-  else
-    return -1;
-  if (k > n)
-    return -1;
-  for (size_t i = 1; i < k; i++) {
-    if ((s[i] & 0xc0) != 0x80)
-      return -1;
-    cp = cp << 6 | (s[i] & 0x3f);
-  }
-  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-    return -1;
-  *len = k;
-  return (int32_t)cp;
-}
 
 /* A space by Unicode (White_Space): what a key name must not hold. */
 static int is_space(uint32_t cp) {
@@ -59,8 +29,11 @@ static int name_ok(const char *s, size_t n) {
   if (n == 0 || n > NOTE_NAME_MAX)
     return 0;
   for (size_t i = 0, len; i < n; i += len) {
-    int32_t cp = utf8_next(u + i, n - i, &len);
-    if (cp < 0 || cp == '+' || cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) || is_space((uint32_t)cp))
+    uint32_t cp;
+    if ((len = clue__utf8_len(u + i, n - i)) == 0)
+      return 0; /* not well-formed UTF-8 */
+    cp = clue__utf8_value(u + i, len);
+    if (cp == '+' || cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) || is_space(cp))
       return 0;
   }
   return 1;

@@ -1106,7 +1106,7 @@ static void conn_send(db_conn_t *c, db_req_t *q) {
 /* Whether q failed only because its session's saved plans no longer fit the tables: a
  * column's type changed (ALTER TABLE) under a statement this session prepared, or under a
  * plan a PL/pgSQL function saved in it. Each such plan fails the same way until the session
- * ends; a new session plans afresh. */
+ * drops it (conn_reset_plans()). */
 static int plans_stale(const db_req_t *q) {
   return (strcmp(q->sqlstate, "0A000") == 0 &&
           strcmp(q->message, "cached plan must not change result type") == 0) ||
