@@ -61,6 +61,24 @@ int64_t server_now_ms(const server_t *srv) {
   return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000 + srv->cfg.clock_offset_ms;
 }
 
+static uint64_t fnv1a_key(const uint8_t *p, size_t n) {
+  uint64_t h = 0xcbf29ce484222325ull;
+
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ p[i]) * 0x100000001b3ull;
+  return h | (1ull << 63);
+}
+
+uint64_t server_peer_key(const struct sockaddr_storage *ss) {
+  if (ss->ss_family == AF_INET)
+    return fnv1a_key((const uint8_t *)&((const struct sockaddr_in *)ss)->sin_addr, 4);
+  if (ss->ss_family == AF_INET6) {
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+    return IN6_IS_ADDR_V4MAPPED(a) ? fnv1a_key(a->s6_addr + 12, 4) : fnv1a_key(a->s6_addr, 8);
+  }
+  return 0;
+}
+
 /* "host:port", "[v6]:port" or ":port" into a socket address. */
 int server_parse_listen(const char *s, struct sockaddr_storage *ss) {
   char host[128];

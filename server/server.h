@@ -251,6 +251,11 @@ void server_free(server_t *srv);
 /** Called by a connection as it closes: a draining server stops with its last one. */
 void server_conn_closed(server_t *srv);
 
+/** A peer's address as a key: FNV-1a of an IPv4 address (one mapped into IPv6 too) or of an
+ * IPv6 address's /64 (one host may hold a whole /64), with the top bit set (no user id has
+ * it); 0 for any other family. */
+uint64_t server_peer_key(const struct sockaddr_storage *ss);
+
 /* What server_parse_listen() takes, for messages. */
 #define SERVER_LISTEN_FORMS                                                                        \
   "IPv4:port, [IPv6]:port or :port; an address, not a name such as localhost"

@@ -28,7 +28,7 @@ typedef struct mconn {
   uv_tcp_t tcp;
   uv_timer_t timer; /* the request head, then the whole exchange, must end before it fires */
   uint64_t born;    /* uv_now() when accepted */
-  uint64_t peer;    /* the peer's address (an IPv6 one's /64) as a key; 0: unknown */
+  uint64_t peer;    /* the peer's address as a key (server_peer_key()); 0: unknown */
   uv_write_t wr;
   uv_shutdown_t sd;
   int open_handles; /* freed when both handles are closed */
@@ -308,26 +308,12 @@ static mconn_t *mconn_victim(metrics_http_t *h, const mconn_t *fresh) {
   return best;
 }
 
-/* FNV-1a of the peer's address (an IPv6 one's /64, as net/h2_conn.c keys them); 0 unknown. */
+/* The peer's address as server_peer_key() keys it; 0 unknown. */
 static uint64_t peer_key(uv_tcp_t *tcp) {
   struct sockaddr_storage ss;
   int len = sizeof(ss);
-  const uint8_t *p = NULL;
-  size_t n = 0;
-  uint64_t k = 0xcbf29ce484222325ull;
 
-  if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) != 0)
-    return 0;
-  if (ss.ss_family == AF_INET) {
-    p = (const uint8_t *)&((struct sockaddr_in *)&ss)->sin_addr;
-    n = 4;
-  } else if (ss.ss_family == AF_INET6) {
-    p = ((struct sockaddr_in6 *)&ss)->sin6_addr.s6_addr;
-    n = 8;
-  }
-  for (size_t i = 0; i < n; i++)
-    k = (k ^ p[i]) * 0x100000001b3ull;
-  return n ? k | 1 : 0;
+  return uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) == 0 ? server_peer_key(&ss) : 0;
 }
 
 static void on_connection(uv_stream_t *l, int status) {

@@ -1339,16 +1339,6 @@ static int session_new(h2_conn_t *c) {
   return 0;
 }
 
-/* FNV-1a of n bytes, as a key of the peer's address: the top bit set (no user id has it),
- * never 0. */
-static uint64_t address_key(const uint8_t *p, size_t n) {
-  uint64_t h = 0xcbf29ce484222325ull;
-
-  for (size_t i = 0; i < n; i++)
-    h = (h ^ p[i]) * 0x100000001b3ull;
-  return h | (1ull << 63);
-}
-
 static void peer_name(h2_conn_t *c) {
   struct sockaddr_storage ss;
   int len = sizeof(ss);
@@ -1360,16 +1350,12 @@ static void peer_name(h2_conn_t *c) {
       struct sockaddr_in *a = (struct sockaddr_in *)&ss;
       uv_ip4_name(a, host, sizeof(host));
       port = ntohs(a->sin_port);
-      c->peer_key = address_key((const uint8_t *)&a->sin_addr, 4);
     } else if (ss.ss_family == AF_INET6) {
       struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-      const uint8_t *b = a->sin6_addr.s6_addr;
       uv_ip6_name(a, host, sizeof(host));
       port = ntohs(a->sin6_port);
-      /* One host may hold a whole /64; an IPv4 address mapped into IPv6 is that address. */
-      c->peer_key =
-          IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) ? address_key(b + 12, 4) : address_key(b, 8);
     }
+    c->peer_key = server_peer_key(&ss);
   }
   snprintf(c->peer, sizeof(c->peer), ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", host, port);
 }
