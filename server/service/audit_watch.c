@@ -328,21 +328,23 @@ static int group_sees(const vis_group_t *g, int64_t seq) {
   return lo < g->nvisible && g->visible[lo] == seq;
 }
 
-/* Can w's next events come from memory: the ring, and for a group member the group's
- * checked range, checked late enough for w (see "Visibility")? */
-static int watcher_in_memory(const watcher_t *w) {
+/* Are w's next events in the ring and, for a group member, in the group's checked range? */
+static int watcher_in_ring(const watcher_t *w) {
   const vis_group_t *g = w->group;
   if (w->last < ring_base(w->a))
     return 0;
-  return g == NULL || (g->pos >= 0 && w->last >= g->base && w->last >= w->vis_pos);
+  return g == NULL || (g->pos >= 0 && w->last >= g->base);
 }
 
-/* Are w's next events in memory but checked too early for w, so that it reads them from the
- * database? */
+/* Are they there, but checked too early for w (see "Visibility"), so that it reads them from
+ * the database? */
 static int watcher_vis_stale(const watcher_t *w) {
-  const vis_group_t *g = w->group;
-  return g != NULL && w->last >= ring_base(w->a) && g->pos >= 0 && w->last >= g->base &&
-         w->last < w->vis_pos;
+  return w->group != NULL && w->last < w->vis_pos && watcher_in_ring(w);
+}
+
+/* Can w's next events come from memory? */
+static int watcher_in_memory(const watcher_t *w) {
+  return watcher_in_ring(w) && !watcher_vis_stale(w);
 }
 
 /* Queue w's events from the ring; stops when the call is full. A group member goes as far
