@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "google/rpc/error_details.pb-c.h"
 #include "google/rpc/status.pb-c.h"
+#include "net/grpc_wire.h"
 
 const char *cli_arg(const cli_args_t *a, const char *name) {
   const char *v = NULL;
@@ -462,17 +463,6 @@ int cli_arg_enumv(cli_t *cli, const cli_args_t *a, const char *name,
 
 /* ---- request ids and files ---------------------------------------------------------------- */
 
-/* The value of a hexadecimal digit, or -1. */
-static int hex_value(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 /* The form the server takes (validate_is_uuid()): 8-4-4-4-12 hexadecimal digits, any case. */
 static int is_uuid(const char *s) {
   for (size_t i = 0; i < CLI_REQUEST_ID_LEN - 1; i++) {
@@ -527,8 +517,8 @@ int cli_derived_request_id(const char *base, size_t pos, char out[CLI_REQUEST_ID
     int hi, lo;
     if (base[i] == '-')
       continue;
-    hi = hex_value(base[i]);
-    lo = hex_value(base[++i]);
+    hi = grpc_hex_digit(base[i]);
+    lo = grpc_hex_digit(base[++i]);
     in[n++] = (unsigned char)(hi << 4 | lo);
   }
   len = snprintf((char *)in + 16, sizeof(in) - 16, "%zu", pos);
