@@ -453,6 +453,19 @@ void validate_add(validate_errors_t *e, const char *field, const char *message) 
   validate_add_as(e, field, message, NULL);
 }
 
+void validate_time_range(validate_errors_t *e, const char *from_field, int64_t from,
+                         const char *to_field, int64_t to) {
+  int from_bad = validate_each(e, validate_time_ms(from_field, from, validate_slot(e)));
+  int to_bad = validate_each(e, validate_time_ms(to_field, to, validate_slot(e)));
+  char msg[VALIDATE_MESSAGE_MAX];
+
+  /* The range of two bounds that are themselves refused says nothing more. */
+  if (from_bad != 0 || to_bad != 0 || from == 0 || to == 0 || from < to)
+    return;
+  snprintf(msg, sizeof(msg), "%s must be before %s", from_field, to_field);
+  validate_add(e, from_field, msg);
+}
+
 int validate_errors_result(const validate_errors_t *e) {
   return e->n > 0 ? VALIDATE_EINVAL : 0;
 }

@@ -205,6 +205,14 @@ void validate_add(validate_errors_t *e, const char *field, const char *message);
 void validate_add_as(validate_errors_t *e, const char *field, const char *message,
                      const char *description);
 
+/**
+ * A time range [from, to) of two optional bounds (0: unbounded), each validate_time_ms()'s:
+ * one violation per bound refused; with both good and both set, one under from_field when
+ * from is not before to (a range that holds nothing is a mistake, never an empty answer).
+ */
+void validate_time_range(validate_errors_t *e, const char *from_field, int64_t from,
+                         const char *to_field, int64_t to);
+
 /** VALIDATE_EINVAL if e holds a violation (the first, e->v[0], is the request's), else 0. */
 int validate_errors_result(const validate_errors_t *e);
 

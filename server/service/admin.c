@@ -7,6 +7,8 @@
 
 #include "service/admin.h"
 
+#include <string.h>
+
 #include "clue/v1/admin.pb-c.h"
 #include "domain/authz.h"
 #include "domain/clue_fsm.h"
@@ -117,6 +119,20 @@ static void create_unit_write(rpc_call_t *call, const db_result_t *r, void *arg)
 }
 
 /* Every violation of the request, one per field (validate_errors_t). */
+/* Whether host_units[i], trimmed, is one of host_units[0..i-1] trimmed. */
+static bool host_unit_repeats(char *const *host_units, size_t i) {
+  size_t len, other_len;
+  const char *name = validate_trim(host_units[i], &len);
+
+  for (size_t j = 0; j < i; j++) {
+    const char *other = validate_trim(host_units[j], &other_len);
+
+    if (other_len == len && memcmp(other, name, len) == 0)
+      return true;
+  }
+  return false;
+}
+
 static int validate_create_unit(const Clue__V1__CreateUnitRequest *req, validate_errors_t *e) {
   bool group = req->kind == CLUE__V1__UNIT_KIND__UNIT_KIND_GROUP, known;
 
@@ -143,6 +159,12 @@ static int validate_create_unit(const Clue__V1__CreateUnitRequest *req, validate
 
     if (validate_each(e, validate_name("host_units", host, true, validate_slot(e))) != 0)
       break;
+    /* As stored (trimmed), each host unit once: a second would be the same place twice in
+     * the unit's row, its event and every list that shows them. */
+    if (host_unit_repeats(req->host_units, i)) {
+      validate_add(e, "host_units", "host_units names the same unit more than once");
+      break;
+    }
   }
   validate_each(e, validate_uuid("request_id", req->request_id, false, validate_slot(e)));
   return validate_errors_result(e);

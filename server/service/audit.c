@@ -169,18 +169,12 @@ oom:
  * a page token names into *tok_seq. */
 static int validate_list(const Clue__V1__ListAuditEventsRequest *req, list_ctx_t *ctx,
                          int64_t *tok_seq, validate_errors_t *e) {
-  int from_bad, to_bad;
-
   validate_errors_init(e);
   audit_subject_violations(e, req->subject_type, req->subject_id);
   not_negative(e, "actor_user_id", req->actor_user_id);
   not_negative(e, "unit_id", req->unit_id);
   validate_each(e, validate_text("action", req->action, AUDIT_NAME_MAX, 0, validate_slot(e)));
-  from_bad = validate_each(e, validate_time_ms("from_ms", req->from_ms, validate_slot(e)));
-  to_bad = validate_each(e, validate_time_ms("to_ms", req->to_ms, validate_slot(e)));
-  /* The range of two bounds that are themselves refused says nothing more. */
-  if (from_bad == 0 && to_bad == 0 && req->to_ms && req->from_ms >= req->to_ms)
-    validate_add(e, "from_ms", "from_ms must be before to_ms");
+  validate_time_range(e, "from_ms", req->from_ms, "to_ms", req->to_ms);
   not_negative(e, "after_seq", req->after_seq);
   not_negative(e, "until_seq", req->until_seq);
   validate_each(e, validate_page_size(req->page_size, &ctx->page_size, validate_slot(e)));

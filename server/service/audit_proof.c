@@ -57,12 +57,27 @@ static ProtobufCBinaryData bytes_copy(rpc_call_t *call, const uint8_t *b, size_t
   return d;
 }
 
+static void fail_field(rpc_call_t *call, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* INVALID_ARGUMENT with field's BadRequest violation, its description the message. */
+static void fail_field(rpc_call_t *call, const char *field, const char *fmt, ...) {
+  char msg[256];
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  rpc_detail_field(call, field, msg);
+  rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s", msg);
+}
+
 /* A requested size: 0 means the tree's current size; more than it is not yet known here
  * (OUT_OF_RANGE: past the end of what exists, which a later call may find). */
 static int size_arg(rpc_call_t *call, const char *field, int64_t v, uint64_t have,
                     uint64_t *out) {
   if (v < 0) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s must not be negative", field);
+    fail_field(call, field, "%s must not be negative", field);
     return -1;
   }
   if ((uint64_t)v > have) {
@@ -133,7 +148,7 @@ static void get_checkpoint(rpc_call_t *call, const ProtobufCMessage *m) {
   if (t)
     (void)audit_tree_ready(t); /* a follower catches up for the proofs that follow */
   if (req->tree_size < 0) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "tree_size must not be negative");
+    fail_field(call, "tree_size", "tree_size must not be negative");
     return;
   }
   params[0] = svc_i64(call, req->tree_size, 1);
@@ -235,9 +250,9 @@ static void inclusion_run(rpc_call_t *call, const ProtobufCMessage *m, int waite
     return;
   }
   if ((uint64_t)idx >= size) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT,
-             "seq %lld is leaf %lld, not among the first %llu leaves (tree_size)",
-             (long long)req->seq, (long long)idx, (unsigned long long)size);
+    fail_field(call, "tree_size",
+               "seq %lld is leaf %lld, not among the first %llu leaves (tree_size)",
+               (long long)req->seq, (long long)idx, (unsigned long long)size);
     return;
   }
   mt = audit_tree_merkle(t);
@@ -288,9 +303,8 @@ static void consistency_run(rpc_call_t *call, const ProtobufCMessage *m, int wai
   if (size_arg(call, "new_size", req->new_size, audit_tree_size(t), &size) != 0)
     return;
   if ((uint64_t)req->old_size > size) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT,
-             "old_size must be between 1 and new_size (%llu); got %lld",
-             (unsigned long long)size, (long long)req->old_size);
+    fail_field(call, "old_size", "old_size must be between 1 and new_size (%llu); got %lld",
+               (unsigned long long)size, (long long)req->old_size);
     return;
   }
   mt = audit_tree_merkle(t);
@@ -593,7 +607,7 @@ static const char sql_unlogged[] =
 
 typedef struct export_ctx {
   int64_t after;
-  int page;
+  int32_t page;
   uint64_t size; /* the tree's leaves before the statement ran: the page merges no more */
   authz_principal_t viewer;
 } export_ctx_t;
@@ -779,6 +793,7 @@ static void export_events(rpc_call_t *call, const ProtobufCMessage *m) {
   export_ctx_t *ctx = rpc_call_alloc(call, sizeof(*ctx));
   const char *params[2];
   audit_tree_t *t;
+  validate_errors_t e;
 
   if (require_auditor(call) != 0 || (t = tree_of(call)) == NULL)
     return;
@@ -786,14 +801,15 @@ static void export_events(rpc_call_t *call, const ProtobufCMessage *m) {
     rpc_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
-  if (req->after_seq < 0 || req->page_size < 0 || req->page_size > EXPORT_PAGE_MAX) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT,
-             "after_seq must not be negative and page_size must be between 0 and %d",
-             EXPORT_PAGE_MAX);
+  /* As every list's: both fields' violations at once, a page size past the most clamped. */
+  validate_errors_init(&e);
+  if (req->after_seq < 0)
+    validate_add(&e, "after_seq", "after_seq must not be negative");
+  validate_each(&e, validate_page_size_of(req->page_size, EXPORT_PAGE_DEFAULT, EXPORT_PAGE_MAX,
+                                          &ctx->page, validate_slot(&e)));
+  if (clue_invalid_each(call, &e))
     return;
-  }
   ctx->after = req->after_seq;
-  ctx->page = req->page_size ? req->page_size : EXPORT_PAGE_DEFAULT;
   ctx->viewer = clue_principal_of(rpc_call_principal(call));
   /* The tree's size before the statement runs, so that its snapshot holds the event of every
    * leaf merged (each leaf is appended after its event committed): a leaf without its event

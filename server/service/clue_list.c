@@ -194,10 +194,10 @@ static int validate_list(const Clue__V1__ListCluesRequest *req, const int64_t *s
   validate_each(e, not_negative("owner_unit_id", req->owner_unit_id, validate_slot(e)));
   validate_each(e, validate_enum("source", (int)req->source, 0, 6, validate_slot(e)));
   validate_each(e, validate_name("subject_name", req->subject_name, false, validate_slot(e)));
-  validate_each(e, validate_time_ms("created_from_ms", req->created_from_ms, validate_slot(e)));
-  validate_each(e, validate_time_ms("created_to_ms", req->created_to_ms, validate_slot(e)));
-  validate_each(e, validate_time_ms("updated_from_ms", req->updated_from_ms, validate_slot(e)));
-  validate_each(e, validate_time_ms("updated_to_ms", req->updated_to_ms, validate_slot(e)));
+  validate_time_range(e, "created_from_ms", req->created_from_ms, "created_to_ms",
+                      req->created_to_ms);
+  validate_time_range(e, "updated_from_ms", req->updated_from_ms, "updated_to_ms",
+                      req->updated_to_ms);
   validate_each(e, validate_page_size(req->page_size, page_size, validate_slot(e)));
   if (req->page_token[0] &&
       (*after = svc_page_after_in(req->page_token, scope, LIST_TOKEN_SCOPE)) == 0)

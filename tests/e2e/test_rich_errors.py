@@ -15,6 +15,7 @@ output of proto/google/rpc (the standard google.rpc messages).
 
 import importlib
 import os
+import subprocess
 import sys
 import tempfile
 
@@ -88,7 +89,11 @@ def setup():
     c = Ctx()
     url = harness.test_database_url()
     c.dbname = url.split("///", 1)[1].split("?", 1)[0]
-    c.srv = harness.Clued(url).start()
+    # A signing key: the audit tree grows, and its proofs' refusals can be asked for.
+    key = os.path.join(tempfile.mkdtemp(prefix="clued-rich-"), "audit.key")
+    subprocess.run([harness.CLUED, "keygen", "--name", "clued.test/rich", "--out", key], check=True,
+                   capture_output=True)
+    c.srv = harness.Clued(url, args=["--audit-signing-key", key, "--checkpoint-interval", "300ms"]).start()
     c.w = world.build(c.srv)
     return c
 
@@ -238,9 +243,10 @@ def every_bad_field_cases(w):
         ("ListAssignments", L.clue.ListAssignments, pb.ListAssignmentsRequest(clue_id=-1, user_id=-1),
          ["clue_id", "user_id"], pb.ListAssignmentsRequest(clue_id=-1)),
         ("ListClues", L.clue.ListClues, pb.ListCluesRequest(
-            states=[9], owner_unit_id=-1, source=99, subject_name=bidi, created_to_ms=-1, page_size=-1,
-            page_token="zz"),
-         ["states", "owner_unit_id", "source", "subject_name", "created_to_ms", "page_size", "page_token"],
+            states=[9], owner_unit_id=-1, source=99, subject_name=bidi, created_to_ms=-1, updated_from_ms=5,
+            updated_to_ms=4, page_size=-1, page_token="zz"),
+         ["states", "owner_unit_id", "source", "subject_name", "created_to_ms", "updated_from_ms", "page_size",
+          "page_token"],
          pb.ListCluesRequest(page_token="zz")),
         ("ListAuditEvents", Au.audit.ListAuditEvents, au.ListAuditEventsRequest(
             subject_type="nope", subject_id=-1, actor_user_id=-1, unit_id=-1, action=long, from_ms=5, to_ms=4,
@@ -267,6 +273,8 @@ def every_bad_field_cases(w):
          ["seq", "tree_size"], au.GetInclusionProofRequest()),
         ("GetConsistencyProof", Au.audit.GetConsistencyProof, au.GetConsistencyProofRequest(new_size=-1),
          ["old_size", "new_size"], au.GetConsistencyProofRequest(old_size=-1)),
+        ("ExportAuditEvents", Au.audit.ExportAuditEvents, au.ExportAuditEventsRequest(after_seq=-1, page_size=-1),
+         ["after_seq", "page_size"], au.ExportAuditEventsRequest(after_seq=-1)),
         ("GetBulletin", L.stats.GetBulletin, st.GetBulletinRequest(month="2024-13", unit_ids=[-1]),
          ["month", "unit_ids"], st.GetBulletinRequest(month="2024-13")),
     )
@@ -314,6 +322,7 @@ ONE_BAD_FIELD = {
     'GetStatistics': ('from_ms must be before to_ms', [('from_ms', 'from_ms must be before to_ms')]),
     'GetInclusionProof': ('seq must be positive', [('seq', 'seq must be positive')]),
     'GetConsistencyProof': ('old_size must be positive', [('old_size', 'old_size must be positive')]),
+    'ExportAuditEvents': ('after_seq must not be negative', [('after_seq', 'after_seq must not be negative')]),
     'GetBulletin': ('month must be YYYY-MM, from 2000-01',
                     [('month', 'month must be YYYY-MM, from 2000-01')]),
 }
@@ -612,6 +621,80 @@ def test_not_found_hidden_equals_missing_in_a_case_creation(c):
         assert res.description == msg, res
         got.append((res.resource_type, res.resource_name, res.owner))
     assert got == [("clue.v1.Clue", "", "")] * 2, got
+
+
+def only_violation(fn, req):
+    """The (field, description) of the one BadRequest violation fn(req) answers, checked
+    against the status message."""
+    code, msg, raw = failure(fn, req, timeout=20)
+    assert code == Code.INVALID_ARGUMENT, (code, msg)
+    (bad,) = status_of(code, msg, raw)["google.rpc.BadRequest"]
+    (v,) = bad.field_violations
+    assert v.description == msg, (v, msg)
+    return v.field, msg
+
+
+def test_every_list_refuses_an_empty_range_and_clamps_a_large_page(c):
+    au = S.audit_pb2
+    L, Au = c.w.G1.leader, c.w.auditor
+    # A time range that holds nothing (from not before to) is refused by every list that
+    # takes one, under the range's from field, as GetStatistics always did.
+    for fn, req, field in (
+            (L.clue.ListClues, pb.ListCluesRequest(created_from_ms=1000, created_to_ms=1000), "created_from_ms"),
+            (L.clue.ListClues, pb.ListCluesRequest(updated_from_ms=2000, updated_to_ms=1000), "updated_from_ms"),
+            (Au.audit.ListAuditEvents, au.ListAuditEventsRequest(from_ms=1000, to_ms=1000), "from_ms")):
+        got, msg = only_violation(fn, req)
+        assert got == field and msg == f"{field} must be before {field.replace('from', 'to')}", (got, msg)
+    # One bound alone, or a range of one millisecond, is a range.
+    clue = submit(L)
+    got = L.clue.ListClues(pb.ListCluesRequest(created_from_ms=clue.created_at_ms,
+                                               created_to_ms=clue.created_at_ms + 1), timeout=20)
+    assert clue.id in [x.id for x in got.clues], got
+    assert list(L.clue.ListClues(pb.ListCluesRequest(created_to_ms=1), timeout=20).clues) == []
+    # A page size past the most is the most, in ExportAuditEvents as in every list.
+    page = Au.audit.ExportAuditEvents(au.ExportAuditEventsRequest(page_size=5001), timeout=30)
+    alike = Au.audit.ExportAuditEvents(au.ExportAuditEventsRequest(page_size=5000), timeout=30)
+    assert page.events and [e.seq for e in page.events] == [e.seq for e in alike.events]
+    got = L.clue.ListClues(pb.ListCluesRequest(page_size=100000), timeout=20)
+    assert clue.id in [x.id for x in got.clues]
+
+
+def test_proof_sizes_and_host_units_are_named_by_their_fields(c):
+    au, ad = S.audit_pb2, S.admin_pb2
+    Au = c.w.auditor
+    submit(c.w.G1.member)
+
+    def size_now():
+        try:
+            return Au.audit.GetConsistencyProof(au.GetConsistencyProofRequest(old_size=1), timeout=20).new_size
+        except grpc.RpcError:
+            return 0
+    harness.wait_for(lambda: size_now() >= 2, timeout=60, what="a tree of two leaves")
+    size = size_now()
+    second = next(e.seq for e in Au.audit.ExportAuditEvents(au.ExportAuditEventsRequest(), timeout=30).events
+                  if e.leaf_index == 1)
+    # A tree_size too small to hold the leaf, an old_size past new_size: refused under the
+    # field to mend, as the sizes' other refusals are.
+    field, msg = only_violation(Au.audit.GetInclusionProof, au.GetInclusionProofRequest(seq=second, tree_size=1))
+    assert field == "tree_size" and "not among the first 1 leaves" in msg, msg
+    field, msg = only_violation(Au.audit.GetConsistencyProof,
+                                au.GetConsistencyProofRequest(old_size=size, new_size=size - 1))
+    assert field == "old_size" and msg.startswith("old_size must be between 1 and new_size"), msg
+    field, msg = only_violation(Au.audit.GetCheckpoint, au.GetCheckpointRequest(tree_size=-1))
+    assert field == "tree_size", msg
+    # A GROUP's host units, as stored (trimmed), each once; nothing is created.
+    A = c.w.admin.admin
+    for hosts in (["市财政局", "市财政局"], ["市财政局", "市税务局", " 市财政局\u3000"]):
+        field, msg = only_violation(A.CreateUnit, ad.CreateUnitRequest(
+            kind=S.common_pb2.UNIT_KIND_GROUP, code="ZG7", name="驻市财政局纪检监察组",
+            liaison_room_id=c.w.R1.id, host_units=hosts))
+        assert field == "host_units" and msg == "host_units names the same unit more than once", msg
+    codes = [u.code for u in A.ListUnits(ad.ListUnitsRequest(), timeout=20).units]
+    assert "ZG7" not in codes, codes
+    made = A.CreateUnit(ad.CreateUnitRequest(kind=S.common_pb2.UNIT_KIND_GROUP, code="ZG7",
+                                             name="驻市财政局纪检监察组", liaison_room_id=c.w.R1.id,
+                                             host_units=["市财政局", "市财政局机关"]), timeout=20)
+    assert list(made.host_units) == ["市财政局", "市财政局机关"], made
 
 
 def test_other_codes_carry_no_details(c):
