@@ -86,15 +86,26 @@ static authz_result_t leaders_recused(const char *what) {
                 what);
 }
 
+/* Whether the clue's state lets its owner hand it over (authz_can_handover()). */
+static bool handover_state(const authz_clue_t *c) {
+  return c->state == CLUE_STATE_ACCEPTED || c->state == CLUE_STATE_PRELIMINARY_CHECK;
+}
+
 /* The refusal for a change a pending proposal blocks; when every leader of the reviewing unit
- * is recused, nobody can review it, and the refusal says so and names the ways out. */
+ * is recused, nobody can review it, and the refusal says so and names the ways out there are
+ * in the clue's state: the handover (which withdraws the proposal) only where it is allowed. */
 static authz_result_t pending_refusal(const authz_clue_t *c) {
-  if (c->reviewer_leaders_recused)
+  if (c->reviewer_leaders_recused && handover_state(c))
     return decide(AUTHZ_FAILED_PRECONDITION, "every reviewer leader recused",
                   "clue has a pending proposal, but every LEADER of the reviewing unit is "
                   "recused from this clue, so nobody can review it; hand the clue over (which "
                   "withdraws the proposal) or have an ADMIN add a LEADER without a conflict to "
                   "that unit");
+  if (c->reviewer_leaders_recused)
+    return decide(AUTHZ_FAILED_PRECONDITION, "every reviewer leader recused",
+                  "clue has a pending proposal, but every LEADER of the reviewing unit is "
+                  "recused from this clue, so nobody can review it; an ADMIN must add a LEADER "
+                  "without a conflict to that unit");
   return decide(AUTHZ_FAILED_PRECONDITION, "proposal pending",
                 "clue has a pending proposal; it must be reviewed first");
 }
@@ -287,7 +298,8 @@ authz_result_t authz_can_review(const authz_principal_t *p, const authz_clue_t *
       return decide(AUTHZ_FAILED_PRECONDITION, "every reviewer leader recused",
                     "every LEADER of the reviewing unit is recused from this clue, so nobody "
                     "there may review this proposal; an ADMIN must add a LEADER without a "
-                    "conflict to the unit, or the owner hand the clue over");
+                    "conflict to the unit%s",
+                    handover_state(c) ? ", or the owner hand the clue over" : "");
     return decide(AUTHZ_DENIED, "not a leader of the reviewing unit",
                   "only a LEADER of the reviewing unit may review this proposal");
   }
@@ -324,7 +336,7 @@ authz_result_t authz_can_handover(const authz_principal_t *p, const authz_clue_t
     return decide(AUTHZ_NOT_FOUND, why, "%s", MSG_CLUE_NOT_FOUND);
   if (!is_leader_of(p, c->owner_unit_id))
     return not_owner_leader(p, c, "hand this clue over");
-  if (c->state != CLUE_STATE_ACCEPTED && c->state != CLUE_STATE_PRELIMINARY_CHECK)
+  if (!handover_state(c))
     return decide(AUTHZ_FAILED_PRECONDITION, "state does not allow handover",
                   "clue is %s; only ACCEPTED or PRELIMINARY_CHECK clues can be handed over",
                   clue_state_name(c->state));

@@ -462,6 +462,24 @@ static void test_every_leader_recused(void **state) {
              "reviewing unit's member, leaders recused");
   r = authz_can_review(&other, &pc, &prop);
   expect(&r, AUTHZ_NOT_FOUND, "an outsider still learns nothing");
+  /* The handover is named as a way out only where the clue's state allows it: a FILED clue's
+   * proposal (a transfer to judicial organs) has the ADMIN's way alone. */
+  r = authz_can_move(&ol, &pc, CLUE_STATE_CLOSED, NULL);
+  assert_non_null(strstr(r.message, "hand the clue over"));
+  r = authz_can_review(&lm, &pc, &prop);
+  assert_non_null(strstr(r.message, "hand the clue over"));
+  pc.state = CLUE_STATE_FILED;
+  r = authz_can_move(&ol, &pc, CLUE_STATE_CLOSED, NULL);
+  expect_msg(&r, AUTHZ_FAILED_PRECONDITION, "an ADMIN must add a LEADER",
+             "filed, reviewers recused");
+  assert_null(strstr(r.message, "hand"));
+  r = authz_can_review(&lm, &pc, &prop);
+  expect_msg(&r, AUTHZ_FAILED_PRECONDITION, "an ADMIN must add a LEADER",
+             "filed, reviewer's member");
+  assert_null(strstr(r.message, "hand"));
+  r = authz_can_handover(&ol, &pc, OTHER_GROUP, CLUE_UNIT_GROUP);
+  expect(&r, AUTHZ_FAILED_PRECONDITION, "a filed clue is not handed over");
+  pc.state = CLUE_STATE_PRELIMINARY_CHECK;
   authz_proposal_t decided = prop;
   decided.pending = false;
   r = authz_can_review(&lm, &pc, &decided);
