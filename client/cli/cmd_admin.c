@@ -205,7 +205,10 @@ static const cli_command_t admin_commands[] = {
      "A GROUP names its liaison ROOM and the host units it sits in.\n", run_create_unit},
     {"users", NULL, "List users", users_opts, NULL, run_users},
     {"create-user", NULL, "Create a user in a unit", create_user_opts, NULL, run_create_user},
-    {"disable-user", NULL, "Disable a user; their tokens stop working", disable_user_opts, NULL,
+    {"disable-user", NULL, "Disable a user; their tokens stop working", disable_user_opts,
+     "Their tokens stop working at their next call. Disabling an ADMIN also revokes every\n"
+     "live token it issued to other users (enrollment tokens, whose secrets it saw); that is\n"
+     "refused when it would leave no enabled ADMIN holding a live token.\n",
      run_disable_user},
     {"issue-token", NULL, "Issue a bearer token for a user and print it", issue_token_opts,
      "The token is printed once on stdout and cannot be shown again; only its\n"

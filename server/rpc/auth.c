@@ -182,6 +182,10 @@ void rpc_auth_forget_user(server_t *srv, int64_t user_id) {
   auth_cache_forget(&srv->auth_cache, 0, user_id);
 }
 
+void rpc_auth_forget_all(server_t *srv) {
+  auth_cache_forget(&srv->auth_cache, 0, 0);
+}
+
 /* A lookup in flight: the stamp it started with decides whether its answer may be kept. */
 typedef struct auth_job {
   rpc_call_t *call;

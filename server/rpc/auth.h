@@ -30,6 +30,9 @@ void rpc_auth_close(server_t *srv);
  * disabled; calls read before on them are looked up again before they run. */
 void rpc_auth_forget_token(server_t *srv, int64_t token_id);
 void rpc_auth_forget_user(server_t *srv, int64_t user_id);
+/** Drop every cached principal of this instance: a change revoked tokens it cannot name one
+ * by one (an ADMIN disabled, and the tokens it issued to others with it). */
+void rpc_auth_forget_all(server_t *srv);
 
 /** Continue a call whose principal is set (used by rpc_auth_start): read its body, dispatch. */
 void rpc_call_authenticated(rpc_call_t *call);

@@ -66,6 +66,8 @@ static const struct {
      "last administrator"},
     {"token * is the last live token of the last enabled ADMIN *", "ADMINISTRATION",
      "last administrator"},
+    {"disabling user * would also revoke the tokens it issued, and leave no enabled ADMIN *",
+     "ADMINISTRATION", "last administrator"},
     {"user *, the caller, was disabled meanwhile", "ADMINISTRATION", "caller disabled"},
     {"token *, the caller's, was revoked meanwhile", "ADMINISTRATION", "caller's token revoked"},
     {"user * is already disabled", "STATE", "user disabled"},

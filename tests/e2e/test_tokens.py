@@ -615,6 +615,117 @@ def test_demo_users_get_personal_tokens(c):
         harness.subprocess.call(["rm", "-rf", d])
 
 
+def caller_code(u):
+    """The code of u's GetCaller: OK while its token works."""
+    try:
+        u.tokens.GetCaller(T.GetCallerRequest(), timeout=10)
+        return CODE.OK
+    except grpc.RpcError as e:
+        return e.code()
+
+
+def test_disabling_an_administrator_revokes_the_tokens_it_issued(c):
+    """An administrator sees the secret of every enrollment token it issues. Disabled, it must
+    not go on through them: the disable revokes every live token it issued to another user, on
+    this instance at the next call and on another within a second, each revocation audited on
+    its user's chain. Tokens the users issued themselves stay."""
+    w = c.w
+    issuer = w.new_user(w.admin_unit.code, "ADMIN", "issuer-admin")
+    other_admin = issuer.admin.CreateUser(A.CreateUserRequest(unit_id=w.admin_unit.id, name="issued-admin",
+                                                              role=C.ROLE_ADMIN), timeout=10)
+    leader = issuer.admin.CreateUser(A.CreateUserRequest(unit_id=w.G1.id, name="issued-leader",
+                                                         role=C.ROLE_LEADER), timeout=10)
+    e_admin = issuer.admin.IssueToken(A.IssueTokenRequest(user_id=other_admin.id), timeout=10)
+    e_leader = issuer.admin.IssueToken(A.IssueTokenRequest(user_id=leader.id), timeout=10)
+    own = world.exchange_token(c.srv.addr, e_leader.token)  # the leader's own, issued by itself
+    srv2 = harness.Clued(c.pg.url(c.dbname)).start()
+    kept = [stub(c.srv.addr, e_admin.token), stub(c.srv.addr, e_leader.token),
+            stub(srv2.addr, e_admin.token), stub(srv2.addr, e_leader.token)]
+    mine = [stub(c.srv.addr, own), stub(srv2.addr, own)]
+    try:
+        # Each works, and is cached, on both instances.
+        assert [caller_code(u) for u in kept + mine] == [CODE.OK] * 6
+        before = max_seq(c)
+        w.admin.admin.DisableUser(A.DisableUserRequest(user_id=issuer.id, reason="left"), timeout=10)
+        # This instance: at once. The other: within a second of the commit.
+        assert [caller_code(u) for u in kept[:2]] == [CODE.UNAUTHENTICATED] * 2
+        harness.wait_for(lambda: [caller_code(u) for u in kept[2:]] == [CODE.UNAUTHENTICATED] * 2,
+                         timeout=5, what="the other instance refusing the issuer's tokens")
+        expect_status(CODE.UNAUTHENTICATED, kept[0].admin.DisableUser,
+                      A.DisableUserRequest(user_id=w.admin.id), timeout=10)
+        assert [caller_code(u) for u in mine] == [CODE.OK] * 2
+        assert caller_code(w.admin) == CODE.OK
+        revoked = sql(c, "SELECT id FROM tokens WHERE issued_by = %s AND user_id <> %s AND revoked_at IS NOT NULL"
+                         " ORDER BY id", (issuer.id, issuer.id))
+        assert [r[0] for r in revoked] == sorted([e_admin.token_id, e_leader.token_id]), revoked
+        evs = sql(c, "SELECT action, subject_id, actor_user_id, details::jsonb->>'token_id', details::jsonb->>'issued_by',"
+                     " details::jsonb->>'cause' FROM audit_events WHERE seq > %s ORDER BY seq", (before,))
+        assert evs == [("user.disable", issuer.id, w.admin.id, None, None, None),
+                       ("token.revoke", other_admin.id, w.admin.id, str(e_admin.token_id), str(issuer.id),
+                        "issuer disabled"),
+                       ("token.revoke", leader.id, w.admin.id, str(e_leader.token_id), str(issuer.id),
+                        "issuer disabled")], evs
+        for uid in (other_admin.id, leader.id):
+            got = w.auditor.audit.VerifyAuditChain(AU.VerifyAuditChainRequest(subject_type="user", subject_id=uid),
+                                                   timeout=30)
+            assert got.ok, got
+    finally:
+        for u in kept + mine:
+            u.close()
+        srv2.stop()
+
+
+def test_a_disable_that_would_leave_no_administrator_working_is_refused(c):
+    """The tokens a disable revokes with it count: an administrator whose only token the
+    disabled one issued would be locked out with it, so such a disable is refused, nothing
+    written, until that administrator holds a token of its own."""
+    pg = c.pg
+    db = pg.new_database()
+    srv = harness.Clued(pg.url(db)).start()
+    conn = pg.connect(db)
+    conn.autocommit = True
+    users = []
+    try:
+        first = stub(srv.addr, world.bootstrap_token(srv))
+        users.append(first)
+        adm_unit = first.tokens.GetCaller(T.GetCallerRequest(), timeout=10).unit_id
+
+        def admin(by, name):
+            u = by.admin.CreateUser(A.CreateUserRequest(unit_id=adm_unit, name=name, role=C.ROLE_ADMIN), timeout=10)
+            tok = by.admin.IssueToken(A.IssueTokenRequest(user_id=u.id), timeout=10)
+            users.append(stub(srv.addr, tok.token))
+            return u, users[-1]
+        a, a_enr = admin(first, "admin-a")
+        a_own = stub(srv.addr, world.exchange_token(srv.addr, a_enr.token))
+        users.append(a_own)
+        b, b_enr = admin(a_own, "admin-b")  # b's one token, issued by a
+        first_id = first.tokens.GetCaller(T.GetCallerRequest(), timeout=10).user_id
+        a_own.admin.DisableUser(A.DisableUserRequest(user_id=first_id), timeout=10)
+
+        def state():
+            with conn.cursor() as cur:
+                cur.execute("SELECT (SELECT max(seq) FROM audit_events),"
+                            " (SELECT array_agg(id ORDER BY id) FROM tokens WHERE revoked_at IS NULL),"
+                            " (SELECT array_agg(id ORDER BY id) FROM users WHERE disabled)")
+                return cur.fetchone()
+        was = state()
+        msg = expect_status(CODE.FAILED_PRECONDITION, b_enr.admin.DisableUser, A.DisableUserRequest(user_id=a.id),
+                            timeout=10)
+        assert msg.startswith(f"disabling user {a.id} would also revoke the tokens it issued") \
+            and "IssueMyToken" in msg, msg
+        assert state() == was
+        # With a token of its own, b disables a; a's and the token a issued b stop working.
+        b_own = stub(srv.addr, world.exchange_token(srv.addr, b_enr.token))
+        users.append(b_own)
+        b_own.admin.DisableUser(A.DisableUserRequest(user_id=a.id), timeout=10)
+        assert [caller_code(u) for u in (a_own, b_enr, b_own)] == [CODE.UNAUTHENTICATED] * 2 + [CODE.OK]
+    finally:
+        for u in users:
+            u.close()
+        conn.close()
+        srv.stop()
+
+
 def test_cluectl_token(c):
     u = c.w.new_user("G3", "LEADER", "g3-cli")
     env = {"CLUED_SERVER": c.srv.addr, "CLUED_TOKEN": u.token}
