@@ -673,6 +673,35 @@ def test_recusal_ends_assignment_and_listing(c):
     expect_status(Code.PERMISSION_DENIED, w.admin.clue.ListRecusals, pb.ListRecusalsRequest(), timeout=20)
 
 
+def test_disabling_a_handler_ends_its_assignments(c):
+    """A disabled user is no handler: the disable ends each of its assignments, with a
+    clue.unassign event (cause user_disabled) on each clue's chain; other handlers stay."""
+    w = c.w
+    L = w.G1.leader
+    h = w.new_user("R2", "MEMBER", "r2-leaving")
+    stays = w.R2.member
+    clues = [move(L, submit(w.G1.member), PRE).clue for _ in range(2)]
+    for cl in clues:
+        assign(L, cl.id, h.id)
+        assign(L, cl.id, stays.id)
+    assert {x.user_id for x in get(L, clues[0].id).handlers} == {h.id, stays.id}
+    w.admin.admin.DisableUser(ad.DisableUserRequest(user_id=h.id, reason="调离"), timeout=20)
+    for cl in clues:
+        assert [x.user_id for x in get(L, cl.id).handlers] == [stays.id]
+        assert actions(w.auditor, cl.id)[-1] == "clue.unassign"
+    listed = {(x.clue_id, x.handler.user_id) for x in w.auditor.clue.ListAssignments(
+        pb.ListAssignmentsRequest(user_id=h.id), timeout=20).assignments}
+    assert listed == set(), listed
+    with c.db.cursor() as cur:
+        cur.execute("SELECT subject_id, actor_user_id, details::jsonb->>'user_id', details::jsonb->>'user_unit_id',"
+                    " details::jsonb->>'cause' FROM audit_events WHERE action = 'clue.unassign'"
+                    " AND details::jsonb->>'user_id' = %s ORDER BY subject_id", (str(h.id),))
+        assert cur.fetchall() == [(cl.id, w.admin.id, str(h.id), str(w.R2.id), "user_disabled") for cl in clues]
+    # An unassignment asked for afterwards finds no handler; the others go on.
+    expect_status(Code.FAILED_PRECONDITION, unassign, L, clues[0].id, h.id)
+    assert get(stays, clues[0].id).id == clues[0].id
+
+
 def test_every_leader_recused(c):
     w = c.w
     # G2 has one leader; a second one is made here. Both recused: nobody in G2 can act.

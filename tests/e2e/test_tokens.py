@@ -662,9 +662,9 @@ def test_disabling_an_administrator_revokes_the_tokens_it_issued(c):
                      " details::jsonb->>'cause' FROM audit_events WHERE seq > %s ORDER BY seq", (before,))
         assert evs == [("user.disable", issuer.id, w.admin.id, None, None, None),
                        ("token.revoke", other_admin.id, w.admin.id, str(e_admin.token_id), str(issuer.id),
-                        "issuer disabled"),
+                        "issuer_disabled"),
                        ("token.revoke", leader.id, w.admin.id, str(e_leader.token_id), str(issuer.id),
-                        "issuer disabled")], evs
+                        "issuer_disabled")], evs
         for uid in (other_admin.id, leader.id):
             got = w.auditor.audit.VerifyAuditChain(AU.VerifyAuditChainRequest(subject_type="user", subject_id=uid),
                                                    timeout=30)

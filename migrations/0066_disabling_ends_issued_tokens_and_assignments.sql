@@ -1,4 +1,5 @@
--- Disabling an administrator revokes the tokens it issued to other users.
+-- Disabling a user ends what it leaves behind: the tokens it issued to other users, and its
+-- assignments as a handler.
 --
 -- An administrator sees the secret of every enrollment token it issues (IssueToken), and
 -- whoever holds one acts as its user. DisableUser ended only the tokens of the disabled user:
@@ -13,21 +14,31 @@
 -- Administration is never locked out by it: under admin_keep_one_working()'s lock (every
 -- user that issues to others is an ADMIN, whose disable takes it), a disable that would
 -- leave no enabled ADMIN holding a live token is refused, nothing written.
+--
+-- A disabled user stayed a handler of the clues it was assigned to: GetClue and
+-- ListAssignments went on showing a handler the rules forbid (an assignment of a disabled user
+-- is refused). Now each assignment ends with the disable, with a clue.unassign event on the
+-- clue's chain (details: the user, its unit, the clue's state, the cause). The clues are
+-- locked before the user's row, in id order, as an assignment takes the clue and then the
+-- user (clue_set_handler() of 0050): one on its way is waited for and ended too.
 
 -- Replaces admin_disable_user of 0045_administration_never_locked_out.sql: the tokens the
--- user issued to others revoked with it, and the look for a working administrator made again
--- after them.
+-- user issued to others revoked with it, the look for a working administrator made again
+-- after them, and the user's assignments ended.
 CREATE OR REPLACE FUNCTION admin_disable_user(p_actor_user bigint, p_actor_unit bigint, p_user bigint, p_reason text)
 RETURNS users LANGUAGE plpgsql AS $$
 DECLARE
   u users;
   t tokens;
+  c clues;
   revoked integer := 0;
 BEGIN
   IF p_user = p_actor_user THEN
     RAISE EXCEPTION USING ERRCODE = 'CLPRE', MESSAGE = 'administrators cannot disable themselves';
   END IF;
   PERFORM admin_keep_one_working(p_actor_user, p_user, NULL);
+  PERFORM 1 FROM clues WHERE id IN (SELECT clue_id FROM clue_handlers WHERE user_id = p_user)
+    ORDER BY id FOR NO KEY UPDATE;
   SELECT * INTO u FROM users WHERE id = p_user FOR UPDATE;
   IF NOT FOUND THEN
     RAISE EXCEPTION USING ERRCODE = 'CLNOF', MESSAGE = format('user %s not found', p_user);
@@ -44,7 +55,16 @@ BEGIN
     UPDATE tokens SET revoked_at = clock_timestamp() WHERE id = t.id RETURNING * INTO t;
     revoked := revoked + 1;
     PERFORM audit_append(p_actor_user, p_actor_unit, 'token.revoke', 'user', t.user_id, NULL, NULL, NULL, NULL,
-                         jsonb_build_object('token_id', t.id, 'issued_by', p_user, 'cause', 'issuer disabled'));
+                         jsonb_build_object('token_id', t.id, 'issued_by', p_user, 'cause', 'issuer_disabled'));
+  END LOOP;
+  -- The clues were locked above; one assigned since (its assignment waited for the user's
+  -- row) is locked here.
+  FOR c IN SELECT * FROM clues WHERE id IN (SELECT clue_id FROM clue_handlers WHERE user_id = p_user)
+           ORDER BY id FOR NO KEY UPDATE LOOP
+    DELETE FROM clue_handlers WHERE clue_id = c.id AND user_id = p_user;
+    PERFORM audit_append(p_actor_user, p_actor_unit, 'clue.unassign', 'clue', c.id, c.owner_unit, NULL, NULL, NULL,
+                         jsonb_build_object('user_id', p_user, 'user_unit_id', u.unit_id, 'state', c.state,
+                                            'cause', 'user_disabled'));
   END LOOP;
   IF revoked > 0 AND NOT admin_working_exists(p_user, NULL) THEN
     RAISE EXCEPTION USING ERRCODE = 'CLPRE', MESSAGE = format(
