@@ -359,9 +359,15 @@ static bool clue_hidden(rpc_call_t *call, const db_result_t *r, void *arg) {
 }
 
 bool clue_sight_on_refusal(rpc_call_t *call, int64_t clue_id, const char *hidden_as) {
+  return clue_sight_on_refusal_told(call, clue_id, hidden_as, NULL, NULL);
+}
+
+bool clue_sight_on_refusal_told(rpc_call_t *call, int64_t clue_id, const char *hidden_as,
+                                svc_told_fn told, void *told_arg) {
   authz_principal_t p = clue_principal(call);
   const char **v = rpc_call_alloc(call, 3 * sizeof(*v));
-  svc_sight_t sight = {.sql = sight_sql, .nparams = 3, .hidden = clue_hidden};
+  svc_sight_t sight = {
+      .sql = sight_sql, .nparams = 3, .hidden = clue_hidden, .told = told, .told_arg = told_arg};
 
   if (v == NULL || (v[0] = svc_i64(call, clue_id, 0)) == NULL ||
       (v[1] = svc_i64(call, p.unit_id, 0)) == NULL || (v[2] = svc_i64(call, p.user_id, 0)) == NULL)

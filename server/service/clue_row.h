@@ -201,6 +201,12 @@ void clue_not_found(rpc_call_t *call, const char *msg);
 bool clue_sight_on_refusal(rpc_call_t *call, int64_t clue_id, const char *hidden_as)
     __attribute__((warn_unused_result));
 
+/** As clue_sight_on_refusal(), a refusal to a caller who still sees the clue told by
+ * told(call, refusal, told_arg) (svc_sight_t.told). */
+bool clue_sight_on_refusal_told(rpc_call_t *call, int64_t clue_id, const char *hidden_as,
+                                svc_told_fn told, void *told_arg)
+    __attribute__((warn_unused_result));
+
 /**
  * Fail call with ABORTED because the clue of row is not at the version the caller expected,
  * logging it with what naming the call ("move").

@@ -57,7 +57,11 @@ bool svc_sight_on_refusal(rpc_call_t *call, const svc_sight_t *sight) {
 static void sight_read(rpc_call_t *call, const db_result_t *r, void *arg) {
   sight_wait_t *w = arg;
 
-  if (!w->sight.hidden(call, r, w->sight.arg))
+  if (w->sight.hidden(call, r, w->sight.arg))
+    return;
+  if (w->sight.told)
+    w->sight.told(call, &w->refusal, w->sight.told_arg);
+  else
     svc_fail_db(call, &w->refusal);
 }
 

@@ -95,6 +95,9 @@ void svc_version_conflict(rpc_call_t *call, int64_t current, int64_t expected);
  * returns true when it does not; returns false when it does, or r does not say. */
 typedef bool (*svc_hidden_fn)(rpc_call_t *call, const db_result_t *r, void *arg);
 
+/** Tells a write's refusal (r: the write's error) to a caller who still sees what it changes. */
+typedef void (*svc_told_fn)(rpc_call_t *call, const db_result_t *r, void *arg);
+
 /** How a write's refusal is told when its caller may have lost sight of what it changes. */
 typedef struct svc_sight {
   const char *sql; /* a read of what the fresh call's decision of sight needs */
@@ -102,6 +105,10 @@ typedef struct svc_sight {
   const char *const *values; /* in the call's memory */
   svc_hidden_fn hidden;
   void *arg;
+  /* NULL: the refusal is told as it is (svc_fail_db()); otherwise told() tells it, with
+   * told_arg, for a write whose fresh call would say more than its SQL can */
+  svc_told_fn told;
+  void *told_arg;
 } svc_sight_t;
 
 /**

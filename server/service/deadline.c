@@ -10,6 +10,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "log.h"
 #include "service/clue_row.h"
@@ -21,7 +22,10 @@ typedef struct extend_req {
   const char *request_id;
   const char *request_sha256; /* request_sha256() */
   const char *reason;
+  int decided_again; /* extend_refused() */
 } extend_req_t;
+
+static void extend_decide(rpc_call_t *call, extend_req_t *er);
 
 /* Columns of the facts query after the clue: the idempotency record. */
 enum {
@@ -58,8 +62,25 @@ __attribute__((format(printf, 3, 4))) static void refuse_state(rpc_call_t *call,
   rpc_fail(call, GRPC_FAILED_PRECONDITION, "%s", msg);
 }
 
+/* The write refused, its caller still seeing the clue. A proposal made since the facts were
+ * read (which moves no version) meets the write's generic "it must be reviewed first": the
+ * extension is decided again, once, on fresh facts, and so answered as a fresh call is (its
+ * own message, the clue's state as the PreconditionFailure's subject). Any other refusal is
+ * told as it is. */
+static void extend_refused(rpc_call_t *call, const db_result_t *r, void *arg) {
+  extend_req_t *er = arg;
+
+  if (!er->decided_again && r->sqlstate != NULL && strcmp(r->sqlstate, "CLPRE") == 0 &&
+      r->message != NULL && strncmp(r->message, "clue has a pending proposal", 27) == 0) {
+    er->decided_again = 1;
+    extend_decide(call, er);
+    return;
+  }
+  svc_fail_db(call, r);
+}
+
 static void got_extend_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
-  const extend_req_t *er = arg;
+  extend_req_t *er = arg;
   const Clue__V1__ExtendDeadlineRequest *req = er->req;
   authz_principal_t p = clue_principal(call);
   int64_t now = clue_now_ms(call);
@@ -111,7 +132,8 @@ static void got_extend_facts(rpc_call_t *call, const db_result_t *r, void *arg) 
   params[6] = rpc_call_printf(call, "%d", (int)req->days);
   params[7] = er->reason;
   params[8] = er->request_sha256;
-  if (!svc_all_set(params, 9) || !clue_sight_on_refusal(call, row.id, "clue not found")) {
+  if (!svc_all_set(params, 9) ||
+      !clue_sight_on_refusal_told(call, row.id, "clue not found", extend_refused, (void *)er)) {
     clue_oom(call);
     return;
   }
@@ -131,10 +153,8 @@ static int validate_extend(const Clue__V1__ExtendDeadlineRequest *req, validate_
 
 void clue_extend_deadline(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__ExtendDeadlineRequest *req = (const void *)m;
-  authz_principal_t p = clue_principal(call);
   validate_errors_t errs;
   extend_req_t *er;
-  const char *params[4];
 
   if (validate_extend(req, &errs) != 0 && clue_invalid_each(call, &errs))
     return;
@@ -146,12 +166,24 @@ void clue_extend_deadline(rpc_call_t *call, const ProtobufCMessage *m) {
   er->request_id = clue_request_key(call, req->request_id);
   er->reason = clue_trimmed(call, req->reason);
   er->request_sha256 = request_sha256(call, m);
-  params[0] = svc_i64(call, req->clue_id, 0);
+  er->decided_again = 0;
+  if (er->request_id == NULL || er->reason == NULL || er->request_sha256 == NULL) {
+    clue_oom(call);
+    return;
+  }
+  extend_decide(call, er);
+}
+
+/* The facts the extension is decided on (got_extend_facts()). */
+static void extend_decide(rpc_call_t *call, extend_req_t *er) {
+  authz_principal_t p = clue_principal(call);
+  const char *params[4];
+
+  params[0] = svc_i64(call, er->req->clue_id, 0);
   params[1] = svc_i64(call, p.user_id, 0);
   params[2] = svc_i64(call, p.unit_id, 0);
   params[3] = er->request_id;
-  if (er->request_id == NULL || er->reason == NULL || er->request_sha256 == NULL ||
-      params[0] == NULL || params[1] == NULL || params[2] == NULL) {
+  if (params[0] == NULL || params[1] == NULL || params[2] == NULL) {
     clue_oom(call);
     return;
   }

@@ -89,11 +89,8 @@ def setup():
     c = Ctx()
     url = harness.test_database_url()
     c.dbname = url.split("///", 1)[1].split("?", 1)[0]
-    # A signing key: the audit tree grows, and its proofs' refusals can be asked for.
-    key = os.path.join(tempfile.mkdtemp(prefix="clued-rich-"), "audit.key")
-    subprocess.run([harness.CLUED, "keygen", "--name", "clued.test/rich", "--out", key], check=True,
-                   capture_output=True)
-    c.srv = harness.Clued(url, args=["--audit-signing-key", key, "--checkpoint-interval", "300ms"]).start()
+    c.url = url
+    c.srv = harness.Clued(url).start()
     c.w = world.build(c.srv)
     return c
 
@@ -660,8 +657,23 @@ def test_every_list_refuses_an_empty_range_and_clamps_a_large_page(c):
 
 
 def test_proof_sizes_and_host_units_are_named_by_their_fields(c):
-    au, ad = S.audit_pb2, S.admin_pb2
-    Au = c.w.auditor
+    # A second instance with a signing key: the audit tree grows, and its proofs' refusals can
+    # be asked for.
+    key = os.path.join(tempfile.mkdtemp(prefix="clued-rich-"), "audit.key")
+    subprocess.run([harness.CLUED, "keygen", "--name", "clued.test/rich", "--out", key], check=True,
+                   capture_output=True)
+    signer = harness.Clued(c.url, args=["--audit-signing-key", key, "--checkpoint-interval", "300ms"]).start()
+    Au = world.User(signer.addr, c.w.auditor.id, "auditor", "AUDITOR", None, c.w.auditor.token)
+    try:
+        sizes_named(c, Au)
+    finally:
+        Au.close()
+        signer.stop()
+    hosts_named(c)
+
+
+def sizes_named(c, Au):
+    au = S.audit_pb2
     submit(c.w.G1.member)
 
     def size_now():
@@ -682,7 +694,11 @@ def test_proof_sizes_and_host_units_are_named_by_their_fields(c):
     assert field == "old_size" and msg.startswith("old_size must be between 1 and new_size"), msg
     field, msg = only_violation(Au.audit.GetCheckpoint, au.GetCheckpointRequest(tree_size=-1))
     assert field == "tree_size", msg
+
+
+def hosts_named(c):
     # A GROUP's host units, as stored (trimmed), each once; nothing is created.
+    ad = S.admin_pb2
     A = c.w.admin.admin
     for hosts in (["市财政局", "市财政局"], ["市财政局", "市税务局", " 市财政局\u3000"]):
         field, msg = only_violation(A.CreateUnit, ad.CreateUnitRequest(

@@ -715,14 +715,21 @@ def test_assignment_of_a_user_disabled_meanwhile(c):
         clue_id=cl.id, user_id=X.id, reason="派员参与", request_id=new_request_id()))
     assert rows(c.db, "SELECT count(*) FROM clue_handlers WHERE clue_id = %s", cl.id) == [(0,)]
     assert events(c.db, cl.id) == before
-    # A handler disabled while its unassignment is on its way is unassigned, as afresh.
+    # A handler disabled while its unassignment is on its way: the disable ended the
+    # assignment (0066), and the unassignment is answered as a fresh call, with nothing more
+    # written.
     Z = w.new_user("R1", "MEMBER", "R1-member-unassigned")
     L.clue.AssignHandler(pb.AssignHandlerRequest(clue_id=cl.id, user_id=Z.id, request_id=new_request_id()),
                          timeout=20)
-    got = stalled(c, L, L.clue.UnassignHandler, pb.UnassignHandlerRequest(
-        clue_id=cl.id, user_id=Z.id, reason="离职", request_id=new_request_id()),
-        lambda: w.admin.admin.DisableUser(S.admin_pb2.DisableUserRequest(user_id=Z.id, reason="离职"), timeout=20))
-    assert got[0] == Code.OK, got
+    un = pb.UnassignHandlerRequest(clue_id=cl.id, user_id=Z.id, reason="离职", request_id=new_request_id())
+    got = stalled(c, L, L.clue.UnassignHandler, un,
+                  lambda: w.admin.admin.DisableUser(S.admin_pb2.DisableUserRequest(user_id=Z.id, reason="离职"),
+                                                    timeout=20))
+    fresh = answer(L.clue.UnassignHandler, un, timeout=20)
+    assert fresh[:2] == (Code.FAILED_PRECONDITION, f"user {Z.id} is not a handler of this clue"), fresh
+    assert got == fresh, (got, fresh)
+    assert [e[1] for e in events(c.db, cl.id)][-2:] == ["clue.assign", "clue.unassign"]
+    assert rows(c.db, "SELECT count(*) FROM clue_handlers WHERE clue_id = %s", cl.id) == [(0,)]
 
 
 def test_recusal_of_a_user_disabled_meanwhile(c):
@@ -904,6 +911,26 @@ def test_ledger_move_waiting_behind_its_callers_recusal(c):
     assert got == fresh, (got, fresh)
     item_unchanged(c, it)
     assert rows(c.db, "SELECT count(*) FROM audit_events WHERE seq > %s AND actor_user_id = %s", seq, M.id) == [(0,)]
+
+
+def test_extension_on_its_way_as_a_proposal_is_made(c):
+    # G1's leader extends the stage's deadline while another leader of G1 proposes filing the
+    # clue (a proposal moves no version). The extension, held at its request key, meets the
+    # pending proposal under the clue's lock: refused as a fresh call is (code, message and a
+    # PreconditionFailure naming the clue's state), nothing written.
+    w = c.w
+    L = w.G1.leader
+    L2 = w.new_user("G1", "LEADER", "g1-second-leader-extends")
+    cl = move(L, submit(w.G1.member), PRE).clue
+    req = pb.ExtendDeadlineRequest(clue_id=cl.id, expected_version=cl.version, days=10, reason="延期",
+                                   request_id=new_request_id())
+    got = stalled(c, L, L.clue.ExtendDeadline, req, lambda: move(L2, cl, FIL))
+    fresh = answer(L.clue.ExtendDeadline, req, timeout=20)
+    assert fresh[:2] == (Code.FAILED_PRECONDITION,
+                         "clue has a pending proposal; it must be reviewed before the deadline is extended"), fresh
+    assert got == fresh, (got, fresh)
+    assert rows(c.db, "SELECT version, deadline_extended FROM clues WHERE id = %s", cl.id) == [(cl.version, False)]
+    assert events(c.db, cl.id)[-1][1] == "proposal.create"
 
 
 def test_proposal_written_after_its_reviewers_last_leader_recused(c):
