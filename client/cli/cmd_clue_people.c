@@ -196,14 +196,17 @@ int clue_run_recusals(cli_t *cli, const cli_args_t *args) {
 const cli_opt_t clue_assignments_opts[] = {
     {"clue", "ID", 0, "only the handlers of this clue"},
     {"user", "ID", 0, "only the assignments of this user"},
+    CLI_OPT_PAGE_TOKEN,
+    CLI_OPT_ALL_PAGES,
     {NULL, NULL, 0, NULL},
 };
 
 const char clue_assignments_help[] =
-    "Current assignments, newest first, at most 1000: yours, those on the clues you see, and\n"
-    "for a LEADER those of your unit's users to any clue (no consent is asked of you, but you\n"
-    "see them here); AUDITORs see every one. An assignment names the clue and its owner,\n"
-    "never its content.\n";
+    "Current assignments: yours, those on the clues you see, and for a LEADER those of your\n"
+    "unit's users to any clue (no consent is asked of you, but you see them here); AUDITORs\n"
+    "see every one. An assignment names the clue and its owner, never its content.\n"
+    "Newest first, a page at a time (at most 1000 assignments or about 2 MiB): the next\n"
+    "page's --page-token follows on stderr, and --all lists every page.\n";
 
 static int show_assignments(cli_t *cli, const ProtobufCMessage *m) {
   const Clue__V1__ListAssignmentsResponse *r = (const Clue__V1__ListAssignmentsResponse *)m;
@@ -239,10 +242,14 @@ static int show_assignments(cli_t *cli, const ProtobufCMessage *m) {
 
 int clue_run_assignments(cli_t *cli, const cli_args_t *args) {
   Clue__V1__ListAssignmentsRequest req = CLUE__V1__LIST_ASSIGNMENTS_REQUEST__INIT;
-  int rc;
+  Clue__V1__ListAssignmentsResponse *resp = NULL;
+  int all, rc;
 
   if ((rc = cli_arg_id(cli, args, "clue", &req.clue_id)) != 0 ||
-      (rc = cli_arg_id(cli, args, "user", &req.user_id)) != 0)
+      (rc = cli_arg_id(cli, args, "user", &req.user_id)) != 0 ||
+      (rc = cli_page_args(cli, args, &all, &req.page_token)) != 0 ||
+      (rc = cli_call_pages(cli, CLUE_SVC, "ListAssignments", &req.base, "assignments", all,
+                           (ProtobufCMessage **)&resp)) != 0)
     return rc;
-  return cli_call_show(cli, CLUE_SVC, "ListAssignments", &req.base, show_assignments);
+  return cli_show(cli, &resp->base, show_assignments);
 }

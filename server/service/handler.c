@@ -1,5 +1,5 @@
-/* ClueService.AssignHandler, UnassignHandler (承办人, 派员参与), RecordRecusal and
- * ListRecusals (回避): docs/COOPERATION.md.
+/* ClueService.AssignHandler, UnassignHandler and ListAssignments (承办人, 派员参与),
+ * RecordRecusal and ListRecusals (回避): docs/COOPERATION.md.
  *
  * Each mutation reads the facts in one query (the clue's, with the caller's assignment and
  * recusal; the named user's; the idempotency record), lets authz.h decide, and applies the
@@ -21,15 +21,23 @@
 #include "service/request_sha256.h"
 #include "service/svc_util.h"
 
-/* At most this many recusals in one ListRecusals page (which also ends at SVC_PAGE_BYTES: a
- * recusal carries up to 4 KB of reason and three names), or assignments in one ListAssignments
- * answer. */
+/* At most this many recusals in one ListRecusals page, or assignments in one ListAssignments
+ * page; each also ends at SVC_PAGE_BYTES (a recusal carries up to 4 KB of reason and three
+ * names, an assignment three names). */
 #define LIST_MAX 1000
 
 /* What a ListRecusals page token is bound to: the caller, and the request's clue_id and
  * user_id. A token of another caller or filter is refused; none could show more than the
  * caller sees anyway, since the scope decides every page. */
 #define RECUSALS_TOKEN_SCOPE 3
+
+/* A ListAssignments page token is bound to ListAssignments (its tag: no other list's token
+ * reads here), the caller and the request's clue_id and user_id, as ListRecusals' is. It holds
+ * the last row's key in the list's order: assigned_at (in microseconds, as stored), clue_id,
+ * user_id. */
+#define ASSIGNMENTS_TOKEN_SCOPE 4
+#define ASSIGNMENTS_TOKEN_TAG 0x41737369676e6d65 /* "Assignme" */
+#define ASSIGNMENTS_KEY 3
 
 /* clang-format off */
 /* The facts of the user a request names ($5), relative to the clue c. */
@@ -106,16 +114,26 @@ static const char list_recusals_sql[] =
     " AND (%s OR xu.unit_id = $1 OR EXISTS (SELECT 1 FROM clues c WHERE c.id = x.clue_id AND %s))"
     " AND " NOT_RECUSED("x.clue_id") " AND ($5::bigint IS NULL OR x.id < $5)"
     " ORDER BY x.id DESC LIMIT " SVC_STR(LIST_MAX) " + 1";
+/* An assignment's time exactly as stored (timestamptz holds microseconds), for the keyset: rows
+ * assigned in one millisecond, or one microsecond, are told apart by clue_id DESC, user_id. */
+#define ASSIGNED_US "(extract(epoch from h.assigned_at) * 1000000)::bigint"
+
+/* The rows after ($5, $6, $7), the key of the previous page's last row, in the order
+ * assigned_at DESC, clue_id DESC, user_id: none skipped, none twice, however many share one
+ * assigned_at. */
 static const char list_assignments_sql[] =
     "SELECT h.clue_id, c.owner_unit, ou.code, h.user_id, hu.name, hu.unit_id, hn.code,"
-    " h.assigned_by, " SVC_MS("h.assigned_at")
+    " h.assigned_by, " SVC_MS("h.assigned_at") ", " ASSIGNED_US
     " FROM (SELECT $1::bigint AS unit, $2::bigint AS usr) me, clue_handlers h"
     " JOIN clues c ON c.id = h.clue_id AND c.owner_unit = h.owner_unit"
     " JOIN units ou ON ou.id = c.owner_unit"
     " JOIN users hu ON hu.id = h.user_id JOIN units hn ON hn.id = hu.unit_id"
     " WHERE ($3::bigint IS NULL OR h.clue_id = $3) AND ($4::bigint IS NULL OR h.user_id = $4)"
     " AND (%s OR h.user_id = $2 OR (%s AND hu.unit_id = $1) OR %s)"
-    " AND " NOT_RECUSED("h.clue_id") " ORDER BY h.assigned_at DESC, h.clue_id DESC, h.user_id LIMIT %d";
+    " AND " NOT_RECUSED("h.clue_id") " AND ($5::bigint IS NULL OR " ASSIGNED_US " < $5"
+    " OR (" ASSIGNED_US " = $5 AND (h.clue_id < $6::bigint"
+    " OR (h.clue_id = $6 AND h.user_id > $7::bigint))))"
+    " ORDER BY h.assigned_at DESC, h.clue_id DESC, h.user_id LIMIT " SVC_STR(LIST_MAX) " + 1";
 /* clang-format on */
 
 /* A validated AssignHandler, UnassignHandler or RecordRecusal. */
@@ -502,40 +520,83 @@ void clue_list_recusals(rpc_call_t *call, const ProtobufCMessage *m) {
 
 /* ---- ListAssignments --------------------------------------------------------------------- */
 
+/* Columns of list_assignments_sql. */
+enum {
+  LA_CLUE,
+  LA_OWNER,
+  LA_OWNER_CODE,
+  LA_USER,
+  LA_USER_NAME,
+  LA_USER_UNIT,
+  LA_USER_UNIT_CODE,
+  LA_BY,
+  LA_AT_MS,
+  LA_AT_US, /* the keyset's time */
+};
+
+typedef struct list_assignments {
+  int64_t scope[ASSIGNMENTS_TOKEN_SCOPE];
+} list_assignments_t;
+
+/* Read row i of list_assignments_sql; NULL when out of memory. */
+static Clue__V1__Assignment *assignment_read(rpc_call_t *call, const db_result_t *r, int i) {
+  Clue__V1__Assignment *a = rpc_call_alloc(call, sizeof(*a));
+  Clue__V1__Handler *h = rpc_call_alloc(call, sizeof(*h));
+
+  if (a == NULL || h == NULL)
+    return NULL;
+  clue__v1__assignment__init(a);
+  clue__v1__handler__init(h);
+  a->clue_id = svc_col_i64(r, i, LA_CLUE);
+  a->owner_unit_id = svc_col_i64(r, i, LA_OWNER);
+  a->owner_unit_code = svc_col_str(call, r, i, LA_OWNER_CODE);
+  h->user_id = svc_col_i64(r, i, LA_USER);
+  h->user_name = svc_col_str(call, r, i, LA_USER_NAME);
+  h->unit_id = svc_col_i64(r, i, LA_USER_UNIT);
+  h->unit_code = svc_col_str(call, r, i, LA_USER_UNIT_CODE);
+  h->assigned_by = svc_col_i64(r, i, LA_BY);
+  h->assigned_at_ms = svc_col_i64(r, i, LA_AT_MS);
+  if (a->owner_unit_code == NULL || h->user_name == NULL || h->unit_code == NULL)
+    return NULL;
+  a->handler = h;
+  return a;
+}
+
 static void reply_assignments(rpc_call_t *call, const db_result_t *r, void *arg) {
   Clue__V1__ListAssignmentsResponse resp = CLUE__V1__LIST_ASSIGNMENTS_RESPONSE__INIT;
-  int n = db_rows(r);
-  (void)arg;
+  const list_assignments_t *la = arg;
+  int n = db_rows(r), shown = n > LIST_MAX ? LIST_MAX : n;
+  bool more = n > LIST_MAX;
+  size_t bytes = 0;
 
-  resp.assignments = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*resp.assignments));
+  resp.assignments = rpc_call_alloc(call, (size_t)(shown ? shown : 1) * sizeof(*resp.assignments));
   if (resp.assignments == NULL) {
     clue_oom(call);
     return;
   }
-  for (int i = 0; i < n; i++) {
-    Clue__V1__Assignment *a = rpc_call_alloc(call, sizeof(*a));
-    Clue__V1__Handler *h = rpc_call_alloc(call, sizeof(*h));
-    if (a == NULL || h == NULL) {
+  for (int i = 0; i < shown; i++) {
+    Clue__V1__Assignment *a = assignment_read(call, r, i);
+
+    if (a == NULL) {
       clue_oom(call);
       return;
     }
-    clue__v1__assignment__init(a);
-    clue__v1__handler__init(h);
-    a->clue_id = svc_col_i64(r, i, 0);
-    a->owner_unit_id = svc_col_i64(r, i, 1);
-    a->owner_unit_code = svc_col_str(call, r, i, 2);
-    h->user_id = svc_col_i64(r, i, 3);
-    h->user_name = svc_col_str(call, r, i, 4);
-    h->unit_id = svc_col_i64(r, i, 5);
-    h->unit_code = svc_col_str(call, r, i, 6);
-    h->assigned_by = svc_col_i64(r, i, 7);
-    h->assigned_at_ms = svc_col_i64(r, i, 8);
-    if (a->owner_unit_code == NULL || h->user_name == NULL || h->unit_code == NULL) {
-      clue_oom(call);
-      return;
+    if (!svc_page_fits(&bytes, &a->base)) {
+      more = true; /* the next page starts with this assignment */
+      break;
     }
-    a->handler = h;
     resp.assignments[resp.n_assignments++] = a;
+  }
+  if (more) {
+    int last = (int)resp.n_assignments - 1;
+    int64_t key[ASSIGNMENTS_KEY] = {svc_col_i64(r, last, LA_AT_US), svc_col_i64(r, last, LA_CLUE),
+                                    svc_col_i64(r, last, LA_USER)};
+
+    if ((resp.next_page_token = (char *)svc_page_token_keys(
+             call, la->scope, ASSIGNMENTS_TOKEN_SCOPE, key, ASSIGNMENTS_KEY)) == NULL) {
+      clue_oom(call);
+      return;
+    }
   }
   (void)rpc_reply(call, &resp.base);
 }
@@ -545,11 +606,32 @@ void clue_list_assignments(rpc_call_t *call, const ProtobufCMessage *m) {
   authz_principal_t p = clue_principal(call);
   unsigned scope = authz_clue_scope(&p);
   char cond[CLUE_SCOPE_SQL_MAX];
-  const char *sql, *params[4];
+  const char *sql, *params[7];
   bool leader = authz_sees_unit_assignments(&p);
+  list_assignments_t *la;
+  int64_t after[ASSIGNMENTS_KEY] = {0};
+  bool paged = req->page_token[0] != '\0';
 
   if (req->clue_id < 0 || req->user_id < 0) {
     refuse_negative(call, req->clue_id, req->user_id);
+    return;
+  }
+  if ((la = rpc_call_alloc(call, sizeof(*la))) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  la->scope[0] = (int64_t)ASSIGNMENTS_TOKEN_TAG;
+  la->scope[1] = p.user_id;
+  la->scope[2] = req->clue_id;
+  la->scope[3] = req->user_id;
+  /* The ids of a token this server gave are positive: others are made up. */
+  if (paged && (svc_page_after_keys(req->page_token, la->scope, ASSIGNMENTS_TOKEN_SCOPE, after,
+                                    ASSIGNMENTS_KEY) != 0 ||
+                after[1] <= 0 || after[2] <= 0)) {
+    rpc_detail_field(call, "page_token",
+                     "is malformed or was issued for another caller or other filters");
+    rpc_fail(call, GRPC_INVALID_ARGUMENT,
+             "page_token is malformed or was issued for another caller or other filters");
     return;
   }
   if (clue_scope_sql(scope, "c", 1, 2, cond, sizeof(cond)) != 0) {
@@ -560,16 +642,18 @@ void clue_list_assignments(rpc_call_t *call, const ProtobufCMessage *m) {
    * LEADER those of its unit's users (the consent nobody asks is replaced by this sight).
    * Anyone else (an ADMIN) sees those it is named in: none. */
   sql = rpc_call_printf(call, list_assignments_sql, (scope & AUTHZ_SCOPE_ALL) ? "true" : "false",
-                        leader ? "true" : "false", scope == AUTHZ_SCOPE_NONE ? "false" : cond,
-                        LIST_MAX);
+                        leader ? "true" : "false", scope == AUTHZ_SCOPE_NONE ? "false" : cond);
   params[0] = svc_i64(call, p.unit_id, 0);
   params[1] = svc_i64(call, p.user_id, 0);
   params[2] = svc_i64(call, req->clue_id, 1);
   params[3] = svc_i64(call, req->user_id, 1);
+  for (int k = 0; k < ASSIGNMENTS_KEY; k++)
+    params[4 + k] = paged ? svc_i64(call, after[k], 0) : NULL;
   if (sql == NULL || params[0] == NULL || params[1] == NULL ||
-      (req->clue_id != 0 && params[2] == NULL) || (req->user_id != 0 && params[3] == NULL)) {
+      (req->clue_id != 0 && params[2] == NULL) || (req->user_id != 0 && params[3] == NULL) ||
+      (paged && !svc_all_set(params + 4, ASSIGNMENTS_KEY))) {
     clue_oom(call);
     return;
   }
-  svc_read(call, sql, 4, params, reply_assignments, NULL);
+  svc_read(call, sql, 7, params, reply_assignments, la);
 }

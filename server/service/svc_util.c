@@ -2,6 +2,7 @@
 
 #include "service/svc_util.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -98,8 +99,14 @@ bool svc_page_fits(size_t *bytes, const ProtobufCMessage *item) {
 }
 
 #define TOKEN_VERSION 1
-#define TOKEN_BYTES 12 /* version, id (8 bytes, big-endian), check (3 bytes) */
-#define TOKEN_CHARS 16 /* base64url of TOKEN_BYTES, no padding */
+#define TOKEN_CHECK 3 /* bytes of check after the key */
+/* version, the key's values (8 bytes each, big-endian), check */
+#define TOKEN_BYTES(nkey) (1 + 8 * (nkey) + TOKEN_CHECK)
+#define TOKEN_BYTES_MAX TOKEN_BYTES(SVC_PAGE_KEY_MAX)
+/* base64url of TOKEN_BYTES(nkey), no padding */
+#define TOKEN_CHARS(nkey)                                                                          \
+  (TOKEN_BYTES(nkey) / 3 * 4 + (TOKEN_BYTES(nkey) % 3 ? TOKEN_BYTES(nkey) % 3 + 1 : 0))
+#define TOKEN_CHARS_MAX TOKEN_CHARS(SVC_PAGE_KEY_MAX)
 
 static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
@@ -167,12 +174,12 @@ static long b64url_decode(const char *s, size_t chars, uint8_t *b) {
   return (long)n;
 }
 
-/* FNV-1a over the version and id, then the 8 bytes of each of the scope's nscope values
- * (svc_page_token_of() gives none for its scope 0, so that a token of no scope reads as before
- * scopes were): catches damaged tokens, and tokens given for another scope; not meant as a
- * secret. */
-static uint32_t token_check(const uint8_t *b, const int64_t *scope, size_t nscope) {
-  uint32_t h = fnv1a(FNV_BASIS, b, 9);
+/* FNV-1a over the version and the key's nkey values, then the 8 bytes of each of the scope's
+ * nscope values (svc_page_token_of() gives none for its scope 0, so that a token of no scope
+ * reads as before scopes were): catches damaged tokens, and tokens given for another scope;
+ * not meant as a secret. */
+static uint32_t token_check(const uint8_t *b, size_t nkey, const int64_t *scope, size_t nscope) {
+  uint32_t h = fnv1a(FNV_BASIS, b, 1 + 8 * nkey);
 
   for (size_t i = 0; i < nscope; i++)
     h = fnv1a_i64(h, scope[i]);
@@ -197,38 +204,63 @@ int64_t svc_page_after_of(const char *s, int64_t scope) {
 
 const char *svc_page_token_in(rpc_call_t *call, const int64_t *scope, size_t nscope,
                               int64_t last_id) {
-  char *out = rpc_call_alloc(call, TOKEN_CHARS + 1);
-  uint8_t b[TOKEN_BYTES];
-  uint32_t check;
-
-  if (out == NULL)
-    return NULL;
-
-  b[0] = TOKEN_VERSION;
-  for (int i = 0; i < 8; i++)
-    b[1 + i] = (uint8_t)((uint64_t)last_id >> (56 - 8 * i));
-  check = token_check(b, scope, nscope);
-  b[9] = (uint8_t)(check >> 16);
-  b[10] = (uint8_t)(check >> 8);
-  b[11] = (uint8_t)check;
-  b64url_encode(b, TOKEN_BYTES, out);
-  return out;
+  return svc_page_token_keys(call, scope, nscope, &last_id, 1);
 }
 
 int64_t svc_page_after_in(const char *s, const int64_t *scope, size_t nscope) {
-  uint8_t b[TOKEN_BYTES + 2];
-  uint64_t id = 0;
+  int64_t id;
+
+  if (svc_page_after_keys(s, scope, nscope, &id, 1) != 0)
+    return 0;
+  return id > 0 ? id : 0;
+}
+
+/* A one-value key reads as the tokens of one id always did: the same bytes, the same check. */
+const char *svc_page_token_keys(rpc_call_t *call, const int64_t *scope, size_t nscope,
+                                const int64_t *key, size_t nkey) {
+  size_t nb = TOKEN_BYTES(nkey);
+  char *out;
+  uint8_t b[TOKEN_BYTES_MAX];
   uint32_t check;
 
-  if (strlen(s) != TOKEN_CHARS || b64url_decode(s, TOKEN_CHARS, b) != TOKEN_BYTES)
-    return 0;
-  check = token_check(b, scope, nscope);
-  if (b[0] != TOKEN_VERSION || b[9] != (uint8_t)(check >> 16) || b[10] != (uint8_t)(check >> 8) ||
-      b[11] != (uint8_t)check)
-    return 0;
-  for (int i = 0; i < 8; i++)
-    id = id << 8 | b[1 + i];
-  return id > 0 && id <= INT64_MAX ? (int64_t)id : 0;
+  assert(nkey >= 1 && nkey <= SVC_PAGE_KEY_MAX);
+  if ((out = rpc_call_alloc(call, TOKEN_CHARS(nkey) + 1)) == NULL)
+    return NULL;
+  b[0] = TOKEN_VERSION;
+  for (size_t k = 0; k < nkey; k++)
+    for (int i = 0; i < 8; i++)
+      b[1 + 8 * k + i] = (uint8_t)((uint64_t)key[k] >> (56 - 8 * i));
+  check = token_check(b, nkey, scope, nscope);
+  b[nb - 3] = (uint8_t)(check >> 16);
+  b[nb - 2] = (uint8_t)(check >> 8);
+  b[nb - 1] = (uint8_t)check;
+  b64url_encode(b, nb, out);
+  return out;
+}
+
+int svc_page_after_keys(const char *s, const int64_t *scope, size_t nscope, int64_t *key,
+                        size_t nkey) {
+  size_t nb = TOKEN_BYTES(nkey);
+  uint8_t b[TOKEN_BYTES_MAX + 2];
+  int64_t v[SVC_PAGE_KEY_MAX];
+  uint32_t check;
+
+  assert(nkey >= 1 && nkey <= SVC_PAGE_KEY_MAX);
+  if (strlen(s) != TOKEN_CHARS(nkey) || b64url_decode(s, TOKEN_CHARS(nkey), b) != (long)nb)
+    return -EINVAL;
+  check = token_check(b, nkey, scope, nscope);
+  if (b[0] != TOKEN_VERSION || b[nb - 3] != (uint8_t)(check >> 16) ||
+      b[nb - 2] != (uint8_t)(check >> 8) || b[nb - 1] != (uint8_t)check)
+    return -EINVAL;
+  for (size_t k = 0; k < nkey; k++) {
+    uint64_t u = 0;
+    for (int i = 0; i < 8; i++)
+      u = u << 8 | b[1 + 8 * k + i];
+    /* Two's complement back, without the implementation-defined conversion. */
+    v[k] = u <= INT64_MAX ? (int64_t)u : -(int64_t)(UINT64_MAX - u) - 1;
+  }
+  memcpy(key, v, nkey * sizeof(*key));
+  return 0;
 }
 
 /* Tokens of a text key: version, check (3 bytes), the key's bytes; base64url, no padding. */

@@ -101,6 +101,27 @@ const char *svc_page_token_in(rpc_call_t *call, const int64_t *scope, size_t nsc
                               int64_t last_id);
 int64_t svc_page_after_in(const char *s, const int64_t *scope, size_t nscope);
 
+/** The most values the key of a svc_page_token_keys() token holds. */
+#define SVC_PAGE_KEY_MAX 4
+
+/**
+ * svc_page_token_in() for a keyset on nkey columns (1 to SVC_PAGE_KEY_MAX: a time, say, then
+ * the ids that order the rows sharing it), holding the last row's nkey values: in the call's
+ * memory, in an opaque form with a check; NULL when out of memory. A token of one value is
+ * svc_page_token_in()'s.
+ */
+const char *svc_page_token_keys(rpc_call_t *call, const int64_t *scope, size_t nscope,
+                                const int64_t *key, size_t nkey);
+
+/**
+ * The nkey values a token of svc_page_token_keys() holds, into key (untouched on failure).
+ * Returns 0, or -EINVAL if s is not such a token: damaged, made up, of another number of
+ * values, or given for a scope that differs in any value (another caller, another filter).
+ * The values are any the token holds; the caller checks what its keyset accepts.
+ */
+int svc_page_after_keys(const char *s, const int64_t *scope, size_t nscope, int64_t *key,
+                        size_t nkey) __attribute__((warn_unused_result));
+
 /**
  * A page token holding the text key of the last row of a page (a keyset on a text column,
  * such as a name), for the scope's nscope values (the caller, the filters), in the call's

@@ -224,8 +224,9 @@ def test_help_says_who_may_act(c):
     assert "--page-size: 501 is out of range (1 to 500)" in r.stderr, r.stderr
     h = helptext("clue", "proposals")
     assert "Newest first, every one: the server answers in pages" in h and "--page-token" not in h, h
-    h = helptext("clue", "recusals")
-    assert "Newest first, a page at a time" in h and "--page-token TOKEN" in h and "--all" in h, h
+    for sub in ("recusals", "assignments"):
+        h = helptext("clue", sub)
+        assert "Newest first, a page at a time" in h and "--page-token TOKEN" in h and "--all" in h, h
     assert "unless they call with an enrollment token" in helptext("clue", "get")
     assert "a --service the server does not know is NOT_FOUND" in helptext("health")
     r = c.ctl(None, "health", "--service", "nope", check=1)

@@ -7,6 +7,8 @@ ListNotes, ListAuditEvents and WatchEvents, never the reporter; adds notes; neve
 and stops seeing it everywhere when unassigned. The lead room's leader assigns for a case's
 clue; the assignment is visible to the seconded member's own leader (the audit event and
 ListAssignments, with no consent asked of it); a handover ends every assignment.
+ListAssignments comes in pages past 1,000 rows, each row once however many share one
+assigned_at, and a page token is refused from another caller, other filters or another list.
 Refusals: who may assign, bad and missing users, twice, retries.
 
 Recusal: a recused leader gets NOT_FOUND on read exactly as for a missing clue (message and
@@ -19,6 +21,7 @@ event on the clue's chain, which still verifies.
 
 import json
 import os
+import re
 import sys
 import time
 
@@ -1010,6 +1013,100 @@ def test_recused_user_counts_nothing_of_the_clue(c):
     finally:
         later.stop()
     assert item.source_clue_id == hidden.id
+
+
+def _assignment_pages(u, **kw):
+    """Every page of u's ListAssignments(**kw), following next_page_token: the (clue_id,
+    user_id) of each row in the order given, and the size of each page."""
+    keys, sizes, token = [], [], ""
+    while True:
+        r = u.clue.ListAssignments(pb.ListAssignmentsRequest(page_token=token, **kw), timeout=60)
+        keys += [(a.clue_id, a.handler.user_id) for a in r.assignments]
+        sizes.append(len(r.assignments))
+        if not r.next_page_token:
+            return keys, sizes
+        assert r.assignments and len(sizes) < 20, sizes
+        token = r.next_page_token
+
+
+def _refused_token(fn, req):
+    """INVALID_ARGUMENT naming page_token, in the message and in a BadRequest."""
+    code, msg, raw = _answer(fn, req)
+    assert code == Code.INVALID_ARGUMENT and msg.startswith("page_token "), (code, msg)
+    assert b"google.rpc.BadRequest" in raw and b"\n\npage_token" in raw, raw
+
+
+def test_assignments_arrive_in_pages(c):
+    """ListAssignments past 1,000 rows: pages of at most 1,000 whose next_page_token holds the
+    last row's key in the list's order (assigned_at DESC, clue_id DESC, user_id), so that 2,400
+    assignments made in one millisecond, 800 of them in each of three microseconds, come each
+    exactly once however the pages cut them; a token is bound to its caller, filters and list."""
+    w = c.w
+    L = w.G1.leader
+    clues = [submit(L).id for _ in range(12)]
+    db = c.db.cursor()
+    # 200 members of R2 handle each of the 12 clues (planted as rows: the list reads nothing
+    # else), all assigned in one millisecond of an hour ago, by user index mod 3 in one of its
+    # first three microseconds: older than every other test's assignment.
+    db.execute("INSERT INTO users (unit_id, name, role) SELECT %s, '借调' || lpad(g::text, 3, '0'), 'MEMBER'"
+               " FROM generate_series(1, 200) g RETURNING id", (w.R2.id,))
+    users = [r[0] for r in db.fetchall()]
+    at_ms = (int(time.time()) - 3600) * 1000
+    try:
+        db.execute("INSERT INTO clue_handlers (clue_id, user_id, owner_unit, assigned_by, assigned_by_unit,"
+                   " assigned_at) SELECT cl, u, %s, %s, %s, to_timestamp(%s / 1000.0) + (u %% 3) * interval '1 us'"
+                   " FROM unnest(%s::bigint[]) cl, unnest(%s::bigint[]) u",
+                   (w.G1.id, L.id, w.G1.id, at_ms, clues, users))
+        planted = {(cl, u) for cl in clues for u in users}
+        db.execute("SELECT h.clue_id, h.user_id, extract(epoch from h.assigned_at) * 1000000 FROM clue_handlers h"
+                   " JOIN clues c ON c.id = h.clue_id AND c.owner_unit = h.owner_unit"
+                   " ORDER BY h.assigned_at DESC, h.clue_id DESC, h.user_id")
+        rows = db.fetchall()
+        every = [(cl, u) for cl, u, _ in rows]
+        # The pages end inside runs of rows sharing one assigned_at, to the microsecond.
+        assert len(every) > 2000 and rows[999][2] == rows[1000][2] and rows[1999][2] == rows[2000][2], len(every)
+        got, sizes = _assignment_pages(w.auditor)
+        assert got == every and sizes[:2] == [1000, 1000], (len(got), len(every), sizes)
+        first = w.auditor.clue.ListAssignments(pb.ListAssignmentsRequest(), timeout=60)
+        assert {a.handler.assigned_at_ms for a in first.assignments if (a.clue_id, a.handler.user_id) in planted} \
+            == {at_ms}
+        # The R2 leader sees its unit's users' assignments, G1's leader those on its clues: each
+        # walk gives every planted row once, in the list's order.
+        for who, kw in ((w.R2.leader, {}), (L, {}), (w.auditor, {"user_id": users[0]})):
+            got, sizes = _assignment_pages(who, **kw)
+            assert len(got) == len(set(got)) and got == [k for k in every if k in set(got)], (who, sizes)
+            want = planted if not kw else {(cl, users[0]) for cl in clues}
+            assert want <= set(got) and (len(sizes) >= 3 or kw), (who, len(got), sizes)
+        # A token is the caller's, the filters' and the list's: replayed by another caller, with
+        # another filter, damaged, or given to ListRecusals (same caller, same filters), it is
+        # refused, not read as a place in another listing.
+        tok = first.next_page_token
+        for fn, req in ((w.R2.leader.clue.ListAssignments, pb.ListAssignmentsRequest(page_token=tok)),
+                        (L.clue.ListAssignments, pb.ListAssignmentsRequest(page_token=tok)),
+                        (w.auditor.clue.ListAssignments, pb.ListAssignmentsRequest(clue_id=clues[0], page_token=tok)),
+                        (w.auditor.clue.ListAssignments, pb.ListAssignmentsRequest(user_id=users[0], page_token=tok)),
+                        (w.auditor.clue.ListAssignments, pb.ListAssignmentsRequest(page_token=tok[:-1])),
+                        (w.auditor.clue.ListAssignments, pb.ListAssignmentsRequest(page_token="nope")),
+                        (w.auditor.clue.ListRecusals, pb.ListRecusalsRequest(page_token=tok))):
+            _refused_token(fn, req)
+        nxt = w.auditor.clue.ListAssignments(pb.ListAssignmentsRequest(page_token=tok), timeout=60)
+        assert (nxt.assignments[0].clue_id, nxt.assignments[0].handler.user_id) == every[1000]
+        # cluectl: one page and the next page's token on stderr, which goes on from there;
+        # --all lists every page.
+        env = {"CLUED_TOKEN": w.R2.leader.token}
+        r = harness.cluectl("--server", c.srv.addr, "clue", "assignments", env=env, check=0)
+        shown = re.findall(r"^clue (\d+) \(owner [^)]*\): .* \(user (\d+), ", r.stdout, re.M)
+        token = re.search(r"--page-token (\S+)", r.stderr).group(1)
+        r2 = json.loads(harness.cluectl("--server", c.srv.addr, "--json", "clue", "assignments", "--page-token",
+                                        token, env=env, check=0).stdout)
+        mine, _ = _assignment_pages(w.R2.leader)
+        assert len(shown) == 1000 and [(int(a), int(b)) for a, b in shown] == mine[:1000], len(shown)
+        assert (int(r2["assignments"][0]["clue_id"]), int(r2["assignments"][0]["handler"]["user_id"])) == mine[1000]
+        out = json.loads(harness.cluectl("--server", c.srv.addr, "--json", "clue", "assignments", "--all",
+                                         env=env, check=0).stdout)
+        assert [(int(a["clue_id"]), int(a["handler"]["user_id"])) for a in out["assignments"]] == mine
+    finally:
+        db.execute("DELETE FROM clue_handlers WHERE user_id = ANY(%s)", (users,))
 
 
 def test_zz_chains(c):
