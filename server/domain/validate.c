@@ -131,6 +131,22 @@ static bool is_attached(uint32_t cp) {
          cp == 0x2069;
 }
 
+/* A variation selector (VS1-VS256) or a Mongolian free variation selector. */
+static bool is_selector(uint32_t cp) {
+  return (cp >= 0xFE00 && cp <= 0xFE0F) || (cp >= 0xE0100 && cp <= 0xE01EF) ||
+         (cp >= 0x180B && cp <= 0x180D) || cp == 0x180F;
+}
+
+/* The characters a selector in a single-line text may follow: those Unicode varies with one
+ * (its standardized and ideographic variation sequences, the emoji presentation) that a name
+ * may hold: CJK ideographs (a rare form of a name's character), Mongolian letters, symbols
+ * and emoji. After any other (a Latin letter) a selector changes nothing on the screen, and a
+ * name with one would print as the name without it. */
+static const cp_range_t varied[] = {
+    {0x00A9, 0x00A9}, {0x00AE, 0x00AE}, {0x1800, 0x18AF}, {0x2000, 0x2BFF},   {0x3000, 0x303F},
+    {0x3400, 0x4DBF}, {0x4E00, 0x9FFF}, {0xF900, 0xFAFF}, {0x1F000, 0x1FAFF}, {0x20000, 0x3FFFF},
+};
+
 static bool is_format(uint32_t cp) {
   return in_ranges(cp, format, NRANGES(format));
 }
@@ -226,8 +242,8 @@ int validate_text(const char *field, const char *s, size_t max, unsigned flags,
 
   const unsigned char *p = (const unsigned char *)t;
   bool multiline = (flags & VALIDATE_MULTILINE) != 0;
-  uint32_t cp = 0;
-  for (size_t i = 0; i < len;) {
+  uint32_t cp = 0, prev = 0;
+  for (size_t i = 0; i < len; prev = cp) {
     size_t n = utf8_decode(p + i, len - i, &cp);
     if (n == 0) /* cannot happen after validate_utf8(); never loop on it */
       return fail(err, field, "%s is not valid UTF-8", field);
@@ -244,6 +260,11 @@ int validate_text(const char *field, const char *s, size_t max, unsigned flags,
     if (!multiline && in_ranges(cp, ignorable, NRANGES(ignorable)) && !is_attached(cp))
       return fail(err, field, "%s must not contain invisible characters (U+%04X)", field,
                   (unsigned)cp);
+    if (!multiline && is_selector(cp) && !in_ranges(prev, varied, NRANGES(varied)))
+      return fail(err, field,
+                  "%s must not contain a variation selector (U+%04X) but right after a character "
+                  "it varies (a CJK ideograph, a Mongolian letter, a symbol), one at a time",
+                  field, (unsigned)cp);
     i += n;
   }
 

@@ -233,6 +233,72 @@ def test_migrating_over_names_that_are_the_same_text_fails_naming_them(c):
         shutil.rmtree(before)
 
 
+def test_a_variation_selector_makes_no_other_name(c):
+    """A selector varies the glyph of the character before it, never the text: a name with one
+    is the name without it (0067), a selector after a character it does not vary is refused,
+    and a group's host units are each one unit as text."""
+    unit = make_unit(c, "R86")
+    c.admin.CreateUser(A.CreateUserRequest(unit_id=unit.id, name="葛某", role=C.ROLE_MEMBER), metadata=c.md)
+    before = audit_count(c)
+    for name in ("葛\U000E0100某", "葛某\ufe0f"):
+        expect_status(grpc.StatusCode.ALREADY_EXISTS, c.admin.CreateUser,
+                      A.CreateUserRequest(unit_id=unit.id, name=name, role=C.ROLE_MEMBER), metadata=c.md,
+                      details_has=[f"unit {unit.id} already has a user named 葛某"])
+    for name in ("G1-leader\ufe0f", "G1-le\ufe00ader", "G1-le\u180bader", "葛\U000E0100\U000E0100x"):
+        expect_status(grpc.StatusCode.INVALID_ARGUMENT, c.admin.CreateUser,
+                      A.CreateUserRequest(unit_id=unit.id, name=name, role=C.ROLE_MEMBER), metadata=c.md,
+                      details_has=["must not contain a variation selector"])
+    expect_status(grpc.StatusCode.INVALID_ARGUMENT, c.admin.CreateUnit, A.CreateUnitRequest(
+        kind=GROUP, code="G86", name="G86 group", liaison_room_id=unit.id, host_units=["ABC局", "ＡＢＣ局"]),
+        metadata=c.md, details_has=["host_units names the same unit more than once"])
+    assert audit_count(c) == before
+    # A rare form of a name's character, once, is a name; and two host units that differ are two.
+    c.admin.CreateUser(A.CreateUserRequest(unit_id=unit.id, name="邊\U000E0101某", role=C.ROLE_MEMBER), metadata=c.md)
+    g = c.admin.CreateUnit(A.CreateUnitRequest(kind=GROUP, code="G86", name="G86 group", liaison_room_id=unit.id,
+                                               host_units=["ABC局", "ＡＢＣ分局"]), metadata=c.md)
+    assert list(g.host_units) == ["ABC局", "ＡＢＣ分局"]
+
+
+def test_migrating_over_names_alike_but_for_a_selector_fails_naming_them(c):
+    """0067 leaves selectors out of a name's key: two names of one unit that differ only by
+    one fail it, named, the database left as it was; renamed, it migrates."""
+    import glob
+    import shutil
+    import tempfile
+
+    pg = harness.Postgres.get()
+    dbname = pg.new_database()
+    before = tempfile.mkdtemp(prefix="clued-before-0067-")
+    srv = harness.Clued(pg.url(dbname))
+    db = pg.connect(dbname)
+    try:
+        for path in glob.glob(os.path.join(harness.SRC, "migrations", "*.sql")):
+            if os.path.basename(path) < "0067":
+                shutil.copy(path, before)
+        srv.run("migrate", "--migrations", before)
+        with db.cursor() as cur:
+            cur.execute("INSERT INTO units (kind, code, name) VALUES ('ROOM', 'B1', 'B1 room') RETURNING id")
+            u1 = cur.fetchone()[0]
+            cur.execute("INSERT INTO users (unit_id, name, role) VALUES (%s, 'lead', 'LEADER'),"
+                        " (%s, 'lead\ufe0f', 'MEMBER') RETURNING id", (u1, u1))
+            v1, v2 = [r[0] for r in cur.fetchall()]
+        r = srv.run("migrate", check=False)
+        assert r.returncode != 0, r.stderr
+        assert "0067_names_unique_without_selectors.sql failed" in r.stderr, r.stderr
+        assert f"users (of one unit) {v1}, {v2}" in r.stderr, r.stderr
+        with db.cursor() as cur:
+            cur.execute("SELECT max(version) FROM schema_migrations")
+            assert cur.fetchone()[0] == 66
+            cur.execute("UPDATE users SET name = 'lead (member)' WHERE id = %s", (v2,))
+        srv.run("migrate")
+        with db.cursor() as cur:
+            cur.execute("SELECT max(version) >= 67, name_key('lead\ufe0f') = 'lead' FROM schema_migrations")
+            assert cur.fetchone() == (True, True)
+    finally:
+        db.close()
+        shutil.rmtree(before)
+
+
 def test_a_concurrent_duplicate_is_named(c):
     """Two additions of one unit code, unit name or user name at once both find no duplicate
     and insert: the second is refused by the unique constraint, and still told what exists,

@@ -361,6 +361,27 @@ static void test_name(void **state) {
                           "葛\xF3\xA0\x84\x80"
                           "某",
                           true, &err));
+  expect_ok(validate_name("name", "\xE2\x9D\xA4" VS16 "小组", true, &err)); /* a red heart */
+  /* After a character it does not vary (a Latin letter), or after another selector, a
+   * selector changes nothing on the screen: "G1-leader" with one prints as "G1-leader". */
+  static const char *const unvaried[] = {"G1-leader" VS16,
+                                         "G1-le\xEF\xB8\x80"
+                                         "ader",
+                                         "G1-lead\xF3\xA0\x84\x80"
+                                         "er",
+                                         "G1-le\xE1\xA0\x8B"
+                                         "ader",
+                                         "葛\xF3\xA0\x84\x80\xF3\xA0\x84\x80",
+                                         "\xE2\x9D\xA4" VS16 VS16,
+                                         "张 " VS16 "某"};
+  for (size_t i = 0; i < NELEM(unvaried); i++)
+    if (validate_name("name", unvaried[i], true, &err) != VALIDATE_EINVAL)
+      fail_msg("unvaried[%zu] accepted", i);
+  expect_err(validate_name("name", "G1-leader" VS16 "x", true, &err), &err, "name",
+             "name must not contain a variation selector (U+FE0F) but right after a character "
+             "it varies (a CJK ideograph, a Mongolian letter, a symbol), one at a time");
+  /* Free text keeps them wherever they are. */
+  expect_ok(validate_note_text("G1-leader" VS16, &err));
 }
 
 static void test_note_and_reason(void **state) {
