@@ -352,9 +352,8 @@ static void list_users(rpc_call_t *call, const ProtobufCMessage *m) {
 
 /* The user no longer authenticates: this instance's cached principals of the user go before
  * the reply, so the user's next call here is refused (other instances drop theirs on the
- * NOTIFY). An ADMIN's disable revoked the tokens it issued to others too
- * (0066_disabled_issuer_tokens_revoked.sql): every cached principal goes, as those tokens'
- * are not named here. */
+ * NOTIFY). An ADMIN's disable revoked the tokens it issued to others too (migration 0066):
+ * every cached principal goes, as those tokens are not named here. */
 static void reply_disabled(rpc_call_t *call, const db_result_t *r, void *arg) {
   if (db_rows(r) > 0 && auth_role_from_name(db_value(r, 0, 3)) == CLUE_ROLE_ADMIN)
     rpc_auth_forget_all(rpc_call_server(call));
