@@ -17,7 +17,6 @@
 #include <string.h>
 
 #include "log.h"
-#include "net/grpc_wire.h"
 #include "service/clue_row.h"
 #include "service/clue_scope.h"
 #include "service/replica.h"
@@ -159,19 +158,14 @@ static void reply_list(rpc_call_t *call, const db_result_t *r, void *arg) {
  * it would name a place in another list. Returns -1 out of memory. */
 static int list_scope(rpc_call_t *call, const Clue__V1__ListCluesRequest *req, int64_t *scope) {
   Clue__V1__ListCluesRequest f = *req;
-  const char *sha;
-  uint64_t h = 0;
 
   f.page_token = (char *)protobuf_c_empty_string;
   f.page_size = 0;
   f.read = NULL;
-  if ((sha = request_sha256(call, &f.base)) == NULL)
+  if (request_sha256_bits(&f.base, &scope[2]) != 0)
     return -1;
-  for (int i = 2; i < 18; i++) /* its first 64 bits, after the leading backslash and x */
-    h = h << 4 | (uint64_t)grpc_hex_digit(sha[i]);
   scope[0] = (int64_t)LIST_TOKEN_TAG;
   scope[1] = rpc_call_principal(call)->user_id;
-  scope[2] = (int64_t)h;
   return 0;
 }
 

@@ -10,15 +10,15 @@
  * Each call: validate -> one facts query (the item or the source, and this request_id's
  * record) -> decide (domain/rect.h) -> one function of 0014_rectification.sql (as 0035, 0047
  * and 0050 replaced them; a move after the locks of the clues it stands on, 0050), which
- * appends the audit event and answers with the item -> encode. A request_id already recorded
- * skips the decision: the function answers with the item the first call produced, or refuses a
- * key that named another call (a clue or case call's too). */
+ * appends the audit event and answers with the item -> encode. A move whose request_id is
+ * recorded already skips the decision and the locks: rect_request_begin() alone answers with
+ * the item the first call produced, or refuses a key that named another call (a clue or case
+ * call's too) or another request. */
 
 #include "service/rect.h"
 
 #include <errno.h>
 #include <stdlib.h>
-#include <string.h>
 #include <time.h>
 
 #include "clue/v1/rectification.pb-c.h"
@@ -57,6 +57,11 @@
   "u.liaison_room_id, coalesce(joint_case_has_unit(i.source_case, " unit "), false), "         \
   "(i.source_clue IS NOT NULL AND clue_user_recused(i.source_clue, " user "))"
 #define RECT_SEEN(seen, text) "CASE WHEN " seen " THEN " text " ELSE '' END"
+/* The bytes of an item i's texts, fewer than its message takes (a ListItems page's budget). */
+#define RECT_TEXT_BYTES                                                                            \
+  "(octet_length(i.host_unit) + octet_length(i.description) + octet_length(i.category)"          \
+  " + octet_length(i.plan) + octet_length(i.evidence) + octet_length(i.reopen_reason)"            \
+  " + octet_length(i.verify_comment))"
 /* clang-format on */
 
 /* Columns of RECT_COLS. */
@@ -263,16 +268,43 @@ static const char *seen_sql(rpc_call_t *call, const authz_principal_t *p, int un
   return s == NULL && none ? "false" : s;
 }
 
+/* A ListItems page token is ListItems', the caller's and the filters' (list_scope()). */
+#define LIST_TOKEN_SCOPE 3
+#define LIST_TOKEN_TAG 0x4c6973744974656d /* "ListItem": no other list's token reads here */
+
 typedef struct list_req {
   int32_t page_size;
+  int64_t scope[LIST_TOKEN_SCOPE]; /* what a page token is bound to (list_scope()) */
 } list_req_t;
+
+/* What a page token is bound to: this list, the caller, and the filters (the request's
+ * fingerprint without its page token and page size, which may change from page to page).
+ * Another caller's token, or one for other filters, then reads as a damaged one: it would
+ * name a place in another list. None could show more than the caller sees anyway, since the
+ * scope decides every page. Returns 0, or -ENOMEM. */
+static int list_scope(rpc_call_t *call, const Clue__V1__ListItemsRequest *req, int64_t *scope) {
+  Clue__V1__ListItemsRequest f = *req;
+
+  f.page_token = (char *)protobuf_c_empty_string;
+  f.page_size = 0;
+  if (request_sha256_bits(&f.base, &scope[2]) != 0)
+    return -ENOMEM;
+  scope[0] = (int64_t)LIST_TOKEN_TAG;
+  scope[1] = rpc_call_principal(call)->user_id;
+  return 0;
+}
+
+/* Rows of the page: RECT_COLS, then the text bytes of the rows up to this one included. */
+#define LIST_TEXT_THROUGH RC_NCOLS
 
 static void reply_items(rpc_call_t *call, const db_result_t *r, void *arg) {
   Clue__V1__ListItemsResponse resp = CLUE__V1__LIST_ITEMS_RESPONSE__INIT;
   const list_req_t *lr = arg;
   authz_principal_t p = clue_principal(call);
   int n = db_rows(r), last = -1;
-  bool more = n > lr->page_size;
+  /* One row more than the page, or rows past the text budget that the query left out. */
+  bool more =
+      n > lr->page_size || (n > 0 && svc_col_i64(r, n - 1, LIST_TEXT_THROUGH) > SVC_PAGE_BYTES);
   size_t bytes = 0;
 
   if ((resp.items = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*resp.items))) == NULL) {
@@ -302,28 +334,36 @@ static void reply_items(rpc_call_t *call, const db_result_t *r, void *arg) {
     resp.items[resp.n_items++] = it;
   }
   if (more && last >= 0 &&
-      (resp.next_page_token =
-           rpc_call_printf(call, "r%lld", (long long)svc_col_i64(r, last, RC_ID))) == NULL) {
+      (resp.next_page_token = (char *)svc_page_token_in(call, lr->scope, LIST_TOKEN_SCOPE,
+                                                        svc_col_i64(r, last, RC_ID))) == NULL) {
     clue_oom(call);
     return;
   }
   (void)rpc_reply(call, &resp.base);
 }
 
-/* A page token "r<id>": the items before that id. Returns the id, or 0 if malformed or past
- * INT64_MAX (no item has such an id). */
-static int64_t page_after(const char *tok) {
-  int64_t id = 0;
-
-  if (tok[0] != 'r' || tok[1] == '\0' || strlen(tok) > 20)
-    return 0;
-  for (const char *p = tok + 1; *p; p++) {
-    if (*p < '0' || *p > '9' || id > (INT64_MAX - (*p - '0')) / 10)
-      return 0;
-    id = id * 10 + (*p - '0');
-  }
-  return id;
-}
+/* clang-format off */
+/* A page of items, newest first (%s: the scope's condition and the overdue filter, on i and
+ * u; %d: the page size and one more), its texts counted in the query as ListNotes counts its
+ * notes': the items whose texts before them take more than SVC_PAGE_BYTES are not fetched,
+ * except the first, which tells that more follow. The texts take fewer bytes than the
+ * messages, so the page reply_items() cuts at SVC_PAGE_BYTES ends at or before that item, and
+ * the database sends about one page and one item, not page_size + 1 items of up to 68 KB
+ * each (three texts of 20,000 bytes, two of 4,096). The budget is counted on the texts'
+ * stored lengths (octet_length() reads no text), and only the rows that fit are read whole,
+ * by their ids. */
+static const char list_sql[] =
+    "WITH page AS (SELECT i.id, sum(" RECT_TEXT_BYTES ") OVER (ORDER BY i.id DESC) AS text_through,"
+    " " RECT_TEXT_BYTES " AS own FROM rect_items i JOIN units u ON u.id = i.supervising_unit"
+    " WHERE %s AND ($3::text IS NULL OR i.host_unit = $3)"
+    " AND ($4::text IS NULL OR i.state = $4)"
+    " AND ($5::text IS NULL OR i.source = $5)"
+    " AND ($6::bigint IS NULL OR i.id < $6)%s"
+    " ORDER BY i.id DESC LIMIT %d)"
+    " SELECT " RECT_COLS("$1", "$7") ", p.text_through FROM page p JOIN rect_items i ON i.id = p.id"
+    " JOIN units u ON u.id = i.supervising_unit"
+    " WHERE p.text_through - p.own <= " SVC_STR(SVC_PAGE_BYTES) " ORDER BY i.id DESC";
+/* clang-format on */
 
 static void list_items(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__ListItemsRequest *req = (const void *)m;
@@ -337,7 +377,7 @@ static void list_items(rpc_call_t *call, const ProtobufCMessage *m) {
   int np = 0;
   bool none;
 
-  if ((lr = rpc_call_alloc(call, sizeof(*lr))) == NULL) {
+  if ((lr = rpc_call_alloc(call, sizeof(*lr))) == NULL || list_scope(call, req, lr->scope) != 0) {
     clue_oom(call);
     return;
   }
@@ -353,8 +393,10 @@ static void list_items(rpc_call_t *call, const ProtobufCMessage *m) {
     validate_add(&e, "source", msg);
   }
   validate_each(&e, validate_page_size(req->page_size, &lr->page_size, validate_slot(&e)));
-  if (req->page_token[0] && (before = page_after(req->page_token)) <= 0)
-    validate_add(&e, "page_token", "page_token is malformed");
+  if (req->page_token[0] &&
+      (before = svc_page_after_in(req->page_token, lr->scope, LIST_TOKEN_SCOPE)) <= 0)
+    validate_add(&e, "page_token",
+                 "page_token is malformed or was issued for another caller or other filters");
   if (clue_invalid_each(call, &e))
     return;
   if ((scope = scope_sql(call, &p, 1, 7, &none)) == NULL) {
@@ -371,18 +413,11 @@ static void list_items(rpc_call_t *call, const ProtobufCMessage *m) {
   params[np++] = req->source ? rect_source_name((rect_source_t)req->source) : NULL;
   params[np++] = before ? svc_i64(call, before, 0) : NULL;
   params[np++] = svc_i64(call, p.user_id, 0);
-  sql = rpc_call_printf(
-      call,
-      "SELECT " RECT_COLS("$1", "$7") " FROM rect_items i JOIN units u ON u.id = i.supervising_unit"
-                                " WHERE %s AND ($3::text IS NULL OR i.host_unit = $3)"
-                                " AND ($4::text IS NULL OR i.state = $4)"
-                                " AND ($5::text IS NULL OR i.source = $5)"
-                                " AND ($6::bigint IS NULL OR i.id < $6)%s"
-                                " ORDER BY i.id DESC LIMIT %d",
-      scope,
-      req->overdue_only ? " AND i.state <> 'VERIFIED' AND i.deadline < clue_ms_ts($2)"
-                        : " AND $2::bigint IS NOT NULL",
-      lr->page_size + 1);
+  sql = rpc_call_printf(call, list_sql, scope,
+                        req->overdue_only
+                            ? " AND i.state <> 'VERIFIED' AND i.deadline < clue_ms_ts($2)"
+                            : " AND $2::bigint IS NOT NULL",
+                        lr->page_size + 1);
   if (sql == NULL || params[0] == NULL || params[1] == NULL || params[6] == NULL) {
     clue_oom(call);
     return;
@@ -781,18 +816,21 @@ typedef struct move_req {
     " LEFT JOIN clue_requests cq ON cq.user_id = $3 AND cq.request_id = $4"
 static const char move_facts_sql[] = MOVE_FACTS_COLS MOVE_FACTS_FROM;
 /* With note_ids ($5), one more column: the first of them that is no note of a clue the caller
- * sees (%s: the clue scope's condition on c, the caller's unit in $2 and user in $3). */
+ * sees (%s: the clue scope's condition on c, the caller's unit in $2 and user in $3); for a
+ * request_id recorded already, which is not decided on (retry_sql), none is looked at. */
 static const char move_notes_facts_sql[] =
     MOVE_FACTS_COLS
-    ", (SELECT x.id FROM unnest($5::bigint[]) WITH ORDINALITY x(id, k)"
+    ", CASE WHEN q.method IS NULL AND cq.method IS NULL THEN"
+    " (SELECT x.id FROM unnest($5::bigint[]) WITH ORDINALITY x(id, k)"
     "   WHERE NOT EXISTS (SELECT 1 FROM notes n JOIN clues c ON c.id = n.clue_id"
     "                      WHERE n.id = x.id AND %s)"
-    "   ORDER BY x.k LIMIT 1)"
+    "   ORDER BY x.k LIMIT 1) END"
     MOVE_FACTS_FROM;
 
-/* The write, in a transaction whose first statement takes the request key's lock (the one
- * rect_request_begin() takes, first as every writer takes it) and whose second takes the
- * clues of the cited notes and the item's source clue FOR SHARE, as note_add() takes its clue:
+/* The write of a first call (its request_id not recorded), in a transaction whose first
+ * statement takes the request key's lock (the one rect_request_begin() takes, first as every
+ * writer takes it) and whose second takes the clues of the cited notes and the item's source
+ * clue FOR SHARE, as note_add() takes its clue:
  * a handover, a recusal, an assignment ended, the clue taken out of its joint case or a
  * review decided (each holds the clue until it commits) is then committed and seen, or waits
  * for the move. The third is the move; it reads, in its own snapshot taken once those locks
@@ -817,7 +855,37 @@ static const char move_notes_sql[] =
     " SELECT " RECT_COLS("$2", "$1") " FROM s CROSS JOIN LATERAL"
     " rect_move($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, s.unseen) i"
     " JOIN units u ON u.id = i.supervising_unit";
+/* A move whose request_id is recorded already: the first call was decided, this one is not,
+ * and so it runs rect_request_begin() alone, the check rect_move() makes before anything
+ * else. Under the key's lock it answers a retry with the item of the first call, and refuses
+ * a key that named another call or another request (CLARG). No clue is locked, and no cited
+ * note looked at (nor by the facts read): such a key, sent again with another item or with
+ * note ids of other units' clues, can neither make the database wait for a clue the caller
+ * does not see nor hold one, and its answer is the same whoever writes those clues. Request
+ * records are never deleted, so the key is still recorded here; were it not, the function
+ * would answer no item (NULL, no row: NOT_FOUND), and nothing is written either way. */
+static const char retry_sql[] =
+    "SELECT " RECT_COLS("$2", "$1") " FROM rect_request_begin($1, $3, $4, $5, $6) i"
+    " JOIN units u ON u.id = i.supervising_unit";
 /* clang-format on */
+
+/* A move whose request_id is recorded already (retry_sql). */
+static void send_retry(rpc_call_t *call, const move_req_t *mr) {
+  authz_principal_t p = clue_principal(call);
+  const char *params[6];
+
+  params[0] = svc_i64(call, p.user_id, 0);
+  params[1] = svc_i64(call, p.unit_id, 0);
+  params[2] = mr->request_id;
+  params[3] = mr->method;
+  params[4] = svc_i64(call, mr->item_id, 0);
+  params[5] = mr->request_sha256;
+  if (!svc_all_set(params, 6)) {
+    clue_oom(call);
+    return;
+  }
+  svc_query(call, retry_sql, 6, params, reply_item, NULL);
+}
 
 static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   const move_req_t *mr = arg;
@@ -826,57 +894,63 @@ static void got_move_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   rect_item_facts_t facts;
   authz_result_t res;
   rect_state_t from;
+  int64_t version;
   const char **params, **lock_params, **clues_params, *sql = move_sql;
   db_stmt_t *stmts;
 
-  if (db_rows(r) != 1 || (params = rpc_call_alloc(call, 12 * sizeof(*params))) == NULL) {
+  if (db_rows(r) != 1) {
+    clue_oom(call);
+    return;
+  }
+  if (db_value(r, 0, RC_NCOLS) != NULL) {
+    send_retry(call, mr);
+    return;
+  }
+  if ((params = rpc_call_alloc(call, 12 * sizeof(*params))) == NULL) {
     clue_oom(call);
     return;
   }
   facts = item_facts(r, 0);
   from = facts.state;
-  if (db_value(r, 0, RC_NCOLS) == NULL) {
-    int64_t version = svc_col_i64(r, 0, RC_VERSION);
+  version = svc_col_i64(r, 0, RC_VERSION);
+  if (db_value(r, 0, RC_ID) == NULL) {
+    item_not_found(call, "no such item");
+    return;
+  }
+  res = rect_can_move(&p, &facts, mr->target, &move);
+  /* Past visibility and permission a stale version comes first, as for clues: the caller
+   * learns the item changed before being told why the move no longer fits. */
+  if ((authz_ok(&res) || res.decision == AUTHZ_FAILED_PRECONDITION) &&
+      version != mr->expected_version) {
+    log_info("call %s: %s refused (10): item %lld at version %lld, not %lld", rpc_call_id(call),
+             mr->method, (long long)svc_col_i64(r, 0, RC_ID), (long long)version,
+             (long long)mr->expected_version);
+    svc_version_conflict(call, version, mr->expected_version);
+    rpc_fail(
+        call, GRPC_ABORTED, "rectification item %lld is at version %lld, not %lld; read it again",
+        (long long)svc_col_i64(r, 0, RC_ID), (long long)version, (long long)mr->expected_version);
+    return;
+  }
+  if (!authz_ok(&res)) {
+    clue_refuse(call, &res);
+    return;
+  }
+  /* A note the caller does not see is refused as one that does not exist (the database's
+   * message for a note of another clue): naming which ids are notes of a clue the caller no
+   * longer sees (one handed over since, say) would tell who added what there. */
+  if (mr->n_notes > 0 && db_value(r, 0, RC_NCOLS + 1) != NULL) {
+    const char *msg =
+        rpc_call_printf(call, "note_ids: note %lld is not a note of the item's source clue or case",
+                        (long long)svc_col_i64(r, 0, RC_NCOLS + 1));
 
-    if (db_value(r, 0, RC_ID) == NULL) {
-      item_not_found(call, "no such item");
+    if (msg == NULL) {
+      clue_oom(call);
       return;
     }
-    res = rect_can_move(&p, &facts, mr->target, &move);
-    /* Past visibility and permission a stale version comes first, as for clues: the caller
-     * learns the item changed before being told why the move no longer fits. */
-    if ((authz_ok(&res) || res.decision == AUTHZ_FAILED_PRECONDITION) &&
-        version != mr->expected_version) {
-      log_info("call %s: %s refused (10): item %lld at version %lld, not %lld", rpc_call_id(call),
-               mr->method, (long long)svc_col_i64(r, 0, RC_ID), (long long)version,
-               (long long)mr->expected_version);
-      svc_version_conflict(call, version, mr->expected_version);
-      rpc_fail(
-          call, GRPC_ABORTED, "rectification item %lld is at version %lld, not %lld; read it again",
-          (long long)svc_col_i64(r, 0, RC_ID), (long long)version, (long long)mr->expected_version);
-      return;
-    }
-    if (!authz_ok(&res)) {
-      clue_refuse(call, &res);
-      return;
-    }
-    /* A note the caller does not see is refused as one that does not exist (the database's
-     * message for a note of another clue): naming which ids are notes of a clue the caller no
-     * longer sees (one handed over since, say) would tell who added what there. */
-    if (mr->n_notes > 0 && db_value(r, 0, RC_NCOLS + 1) != NULL) {
-      const char *msg = rpc_call_printf(
-          call, "note_ids: note %lld is not a note of the item's source clue or case",
-          (long long)svc_col_i64(r, 0, RC_NCOLS + 1));
-
-      if (msg == NULL) {
-        clue_oom(call);
-        return;
-      }
-      log_info("call %s: %s refused (3): %s", rpc_call_id(call), mr->method, msg);
-      rpc_detail_field(call, "note_ids", msg);
-      rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s", msg);
-      return;
-    }
+    log_info("call %s: %s refused (3): %s", rpc_call_id(call), mr->method, msg);
+    rpc_detail_field(call, "note_ids", msg);
+    rpc_fail(call, GRPC_INVALID_ARGUMENT, "%s", msg);
+    return;
   }
   params[0] = svc_i64(call, p.user_id, 0);
   params[1] = svc_i64(call, p.unit_id, 0);

@@ -4,6 +4,7 @@
 
 #include "service/request_sha256.h"
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -211,23 +212,44 @@ static void put_message(fp_buf_t *b, const ProtobufCMessage *m, bool top) {
   }
 }
 
-const char *request_sha256(rpc_call_t *call, const ProtobufCMessage *msg) {
-  static const char hex[] = "0123456789abcdef";
+/* The SHA-256 of msg's encoding into digest. Returns 0, or -ENOMEM. */
+static int digest_of(const ProtobufCMessage *msg, uint8_t digest[SHA256_LEN]) {
   fp_buf_t b = {0};
-  uint8_t digest[SHA256_LEN];
-  char *out = NULL;
+  int rc = -ENOMEM;
 
   put_message(&b, msg, true);
-  if (!b.oom && sha256_digest(b.p, b.len, digest) == 0 &&
-      (out = rpc_call_alloc(call, REQUEST_SHA256_TEXT_LEN + 1)) != NULL) {
-    out[0] = '\\';
-    out[1] = 'x';
-    for (int i = 0; i < SHA256_LEN; i++) {
-      out[2 + 2 * i] = hex[digest[i] >> 4];
-      out[3 + 2 * i] = hex[digest[i] & 15];
-    }
-    out[REQUEST_SHA256_TEXT_LEN] = '\0';
-  }
+  if (!b.oom && sha256_digest(b.p, b.len, digest) == 0)
+    rc = 0;
   free(b.p);
+  return rc;
+}
+
+const char *request_sha256(rpc_call_t *call, const ProtobufCMessage *msg) {
+  static const char hex[] = "0123456789abcdef";
+  uint8_t digest[SHA256_LEN];
+  char *out;
+
+  if (digest_of(msg, digest) != 0 ||
+      (out = rpc_call_alloc(call, REQUEST_SHA256_TEXT_LEN + 1)) == NULL)
+    return NULL;
+  out[0] = '\\';
+  out[1] = 'x';
+  for (int i = 0; i < SHA256_LEN; i++) {
+    out[2 + 2 * i] = hex[digest[i] >> 4];
+    out[3 + 2 * i] = hex[digest[i] & 15];
+  }
+  out[REQUEST_SHA256_TEXT_LEN] = '\0';
   return out;
+}
+
+int request_sha256_bits(const ProtobufCMessage *msg, int64_t *bits) {
+  uint8_t digest[SHA256_LEN];
+  uint64_t h = 0;
+
+  if (digest_of(msg, digest) != 0)
+    return -ENOMEM;
+  for (int i = 0; i < 8; i++)
+    h = h << 8 | digest[i];
+  *bits = (int64_t)h;
+  return 0;
 }

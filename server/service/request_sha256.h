@@ -21,4 +21,13 @@
  */
 const char *request_sha256(rpc_call_t *call, const ProtobufCMessage *msg);
 
+/**
+ * The first 64 bits of request_sha256()'s fingerprint of msg, big-endian, into *bits: what a
+ * list binds its page tokens to (msg: the list's request without its page token and page
+ * size), so that a token of other filters reads as a damaged one. Returns 0, or -ENOMEM
+ * (*bits untouched).
+ */
+int request_sha256_bits(const ProtobufCMessage *msg, int64_t *bits)
+    __attribute__((warn_unused_result));
+
 #endif

@@ -11,12 +11,21 @@ token only serves the caller and the supervising_unit_id it was issued for, so t
 caller or filter gets nothing through it. The total counts what the lines count: a unit
 outside the caller's view adds nothing, and a caller who sees no item gets a zero total that
 is not cleared.
+
+ListItems' pages last: items with texts at their limits come in pages that end early, each
+item once, and PostgreSQL sends clued about one page of them, not page_size + 1 items (bytes
+counted by a proxy in front of it); a ListItems token, too, serves only its caller and its
+filters.
 """
 
 import concurrent.futures
 import json
 import os
+import shutil
+import socket
 import sys
+import tempfile
+import threading
 import time
 
 import grpc
@@ -317,6 +326,177 @@ def test_a_token_serves_only_its_caller_and_filter(c):
     every = [h.host_unit for p in pages(w.auditor, page_size=500) for h in p.host_units]
     assert every == names_in_db_order(c), "the auditor's pages"
     assert stats(w.auditor).total.found == stats(w.R2.leader).total.found + 1  # G1's item
+
+
+# ---- ListItems' pages ---------------------------------------------------------------------------
+
+BIG = "反" * 6666  # 19,998 bytes: a description, plan or evidence at its 20,000-byte limit
+BIG_ITEMS = 150  # about 9 MB of texts: more than four pages of about 2 MiB
+
+
+class CountingProxy:
+    """A unix socket in front of PostgreSQL's that counts the bytes the server sends through
+    it: what a clued given url() receives from its database."""
+
+    def __init__(self, host, port):
+        self.dir = tempfile.mkdtemp(prefix="clued-pgproxy-")
+        self.port, self.target = port, os.path.join(host, f".s.PGSQL.{port}")
+        self.lock = threading.Lock()
+        self.received = 0
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.bind(os.path.join(self.dir, f".s.PGSQL.{port}"))
+        self.sock.listen(64)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, dbname):
+        return f"postgresql:///{dbname}?host={self.dir}&port={self.port}&user=postgres"
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            server = socket.socket(socket.AF_UNIX)
+            server.connect(self.target)
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _pump(self, src, dst, count):
+        try:
+            while True:
+                b = src.recv(1 << 16)
+                if not b:
+                    break
+                if count:
+                    with self.lock:
+                        self.received += len(b)
+                dst.sendall(b)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def big_items(c):
+    """G2's leader records BIG_ITEMS items whose description, plan and evidence are at their
+    limits (once: the ids, newest first)."""
+    if getattr(c, "big", None):
+        return c.big
+    L = c.w.G2.leader
+
+    def one(i):
+        it = L.rect.CreateItem(rp.CreateItemRequest(
+            host_unit="市交通运输局", description=BIG, category="财务管理", source=rp.RECTIFICATION_SOURCE_SUPERVISION,
+            deadline_ms=now_ms() + 30 * DAY_MS, request_id=new_request_id()), timeout=60)
+        it = L.rect.RecordPlan(rp.RecordPlanRequest(item_id=it.id, expected_version=it.version, plan=BIG,
+                                                    request_id=new_request_id()), timeout=60)
+        return L.rect.Submit(rp.SubmitRequest(item_id=it.id, expected_version=it.version, evidence=BIG,
+                                              request_id=new_request_id()), timeout=60).id
+
+    with concurrent.futures.ThreadPoolExecutor(6) as ex:
+        c.big = sorted(ex.map(one, range(BIG_ITEMS)), reverse=True)
+    return c.big
+
+
+def item_pages(list_items, page_size, **kw):
+    """Every page of ListItems: [(ids, reply size, next_page_token)], first to last."""
+    out, token = [], ""
+    while True:
+        r = list_items(rp.ListItemsRequest(page_size=page_size, page_token=token, **kw), timeout=60)
+        out.append(([x.id for x in r.items], r.ByteSize(), r.next_page_token))
+        if not r.next_page_token:
+            return out
+        assert r.items and len(out) < 100, "a page without items, or pages without end"
+        token = r.next_page_token
+
+
+def test_items_of_large_texts_come_once_in_pages_of_about_2_mib(c):
+    big = big_items(c)
+    for user, kw in ((c.w.G2.member, {}), (c.w.R1.leader, dict(host_unit="市交通运输局")),
+                     (c.w.G2.leader, dict(state=rp.RECTIFICATION_STATE_SUBMITTED))):
+        pages = item_pages(user.rect.ListItems, 500, **kw)
+        ids = [i for p, _, _ in pages for i in p]
+        assert ids == big, (user.name, len(ids), len(big))
+        assert len(pages) >= 4, [len(p) for p, _, _ in pages]
+        for p, size, _ in pages:
+            assert len(p) < 40 and size < 2 * 2**20 + 100000, (len(p), size)  # about 2 MiB and one item
+    # The page size still counts: pages of 7, then of 50 (a page may change its size).
+    first = c.w.G2.member.rect.ListItems(rp.ListItemsRequest(page_size=7), timeout=60)
+    rest = item_pages(c.w.G2.member.rect.ListItems, 50)
+    assert [x.id for x in first.items] == big[:7] and first.next_page_token
+    r = c.w.G2.member.rect.ListItems(rp.ListItemsRequest(page_size=50, page_token=first.next_page_token), timeout=60)
+    assert [x.id for x in r.items] == big[7:7 + len(r.items)] and 0 < len(r.items) < 40
+    assert [i for p, _, _ in rest for i in p] == big
+
+
+def test_the_database_sends_about_one_page_of_items(c):
+    """Before, ListItems fetched page_size + 1 whole items (here all of them, about 9 MB) to
+    answer about 2 MiB; the texts are now counted in the query, which stops at the page."""
+    big = big_items(c)
+    pg = harness.Postgres.get()
+    proxy = CountingProxy(pg.host, pg.port)
+    srv = harness.Clued(proxy.url(c.dbname)).start(migrate=False)
+    try:
+        ch = grpc.intercept_channel(grpc.insecure_channel(srv.addr), world._Auth(c.w.G2.member.token))
+        stub = S.rectification_pb2_grpc.RectificationServiceStub(ch)
+        stub.GetItem(rp.GetItemRequest(item_id=big[0]), timeout=60)  # connections made, statements prepared
+        got = []
+        for _ in range(2):
+            with proxy.lock:
+                before = proxy.received
+            r = stub.ListItems(rp.ListItemsRequest(page_size=500), timeout=60)
+            with proxy.lock:
+                got.append(proxy.received - before)
+        assert [x.id for x in r.items] == big[:len(r.items)] and r.next_page_token
+        texts = 3 * len(BIG.encode())
+        # The page, and the one item that ends it, and little more: not the 150 items.
+        assert max(got) < (len(r.items) + 3) * (texts + 2000), (got, len(r.items))
+        assert max(got) < BIG_ITEMS * texts / 3, got
+        ch.close()
+    finally:
+        srv.stop()
+        proxy.close()
+
+
+def test_an_items_token_serves_only_its_caller_and_filters(c):
+    big = big_items(c)
+    G2 = c.w.G2
+    tok = G2.member.rect.ListItems(rp.ListItemsRequest(page_size=2), timeout=60).next_page_token
+    assert tok
+    # The same caller and filters go on after the page, whatever the page size.
+    r = G2.member.rect.ListItems(rp.ListItemsRequest(page_size=3, page_token=tok), timeout=60)
+    assert [x.id for x in r.items] == big[2:5]
+    ledger_tok = stats(c.w.R2.leader, page_size=3).next_page_token
+    r2_tok = c.w.R2.leader.rect.ListItems(rp.ListItemsRequest(page_size=1), timeout=60).next_page_token
+    assert ledger_tok and r2_tok
+    msg = "page_token is malformed or was issued for another caller or other filters"
+    for user, kw in ((G2.member, dict(state=rp.RECTIFICATION_STATE_SUBMITTED)),
+                     (G2.member, dict(host_unit="市交通运输局")),
+                     (G2.member, dict(overdue_only=True)),
+                     (G2.member, dict(source=rp.RECTIFICATION_SOURCE_SUPERVISION)),
+                     (G2.leader, {}),
+                     (c.w.R1.leader, {}),
+                     (c.w.auditor, {}),
+                     (c.w.admin, {})):
+        code, got, raw = failure(user.rect.ListItems, rp.ListItemsRequest(page_token=tok, **kw), timeout=60)
+        assert (code, got) == (Code.INVALID_ARGUMENT, msg), (user.name, kw, code, got)
+        (br,) = status_of(code, got, raw)["google.rpc.BadRequest"]
+        assert [(v.field, v.description) for v in br.field_violations] == [("page_token", msg)], br
+    # Nor another list's token, one made by hand from an id (as tokens were once), or one
+    # changed: for R2's leader, whose own token still serves.
+    flip = r2_tok[:5] + ("A" if r2_tok[5] != "A" else "B") + r2_tok[6:]
+    for bad in (ledger_tok, f"r{big[0]}", "r9223372036854775807", flip, r2_tok + "A"):
+        code, got, _ = failure(c.w.R2.leader.rect.ListItems, rp.ListItemsRequest(page_token=bad), timeout=60)
+        assert (code, got) == (Code.INVALID_ARGUMENT, msg), (bad, code, got)
+    assert c.w.R2.leader.rect.ListItems(rp.ListItemsRequest(page_token=r2_tok), timeout=60).items
 
 
 if __name__ == "__main__":

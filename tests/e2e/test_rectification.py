@@ -444,14 +444,12 @@ def test_bad_input(c):
     bad_move(Code.INVALID_ARGUMENT, "evidence", L.rect.Submit,
              rp.SubmitRequest(item_id=it.id, expected_version=1, request_id=new_request_id()))
     bad_move(Code.INVALID_ARGUMENT, "item_id", L.rect.GetItem, rp.GetItemRequest())
-    bad_move(Code.INVALID_ARGUMENT, "page_token", L.rect.ListItems, rp.ListItemsRequest(page_token="zzz"))
-    bad_move(Code.INVALID_ARGUMENT, "page_token", L.rect.ListItems, rp.ListItemsRequest(page_token="r-1"))
-    # Ids past INT64_MAX are no position: refused, and the server keeps serving (it used to
-    # overflow while reading them).
-    for tok in ("r9223372036854775808", "r9999999999999999999", "r18446744073709551616"):
+    # A token is one the server gave: a bare id ("r<id>", as tokens once were) is none, nor is
+    # an id past INT64_MAX (it used to overflow while being read); the server keeps serving.
+    for tok in ("zzz", "r-1", "r5", "r9223372036854775807", "r9223372036854775808", "r9999999999999999999",
+                "r18446744073709551616"):
         bad_move(Code.INVALID_ARGUMENT, "page_token", L.rect.ListItems, rp.ListItemsRequest(page_token=tok))
-    top = L.rect.ListItems(rp.ListItemsRequest(page_token="r9223372036854775807"), timeout=20)
-    assert it.id in [i.id for i in top.items], "the largest id is a position before every item"
+    assert it.id in [i.id for i in L.rect.ListItems(rp.ListItemsRequest(), timeout=20).items]
     bad_move(Code.INVALID_ARGUMENT, "state", L.rect.ListItems, rp.ListItemsRequest(state=9))
     bad_move(Code.INVALID_ARGUMENT, "source", L.rect.ListItems, rp.ListItemsRequest(source=-1))
     bad_move(Code.INVALID_ARGUMENT, "page_size", L.rect.ListItems, rp.ListItemsRequest(page_size=-1))
@@ -739,6 +737,75 @@ def test_bad_note_names_the_field(c):
         item_id=x.id, expected_version=x.version, evidence="证据", request_id=rid))
     assert "already used" in msg and [f for f, _ in got] == ["request_id"], (msg, got)
     assert get(w.G1.member, it.id).version == x.version
+
+
+def test_a_reused_key_touches_no_clue_the_caller_cannot_see(c):
+    """A move whose request_id is recorded already is answered by the key's check alone: a true
+    retry gets its item, a key reused for another item, another move or other notes is refused.
+    None of them locks a clue. While a session holds clues of other units FOR UPDATE, as a
+    handover or a move there holds its clue until it commits, each still answers, and answers
+    what it answers when nobody writes them. Such a call used to take the clues of any note ids
+    and item it named FOR SHARE before the key was looked at, so a MEMBER could make the owners'
+    writes wait on clues they cannot see, and learn from an ABORTED when one was being written."""
+    w = c.w
+    M = w.G1.member
+    key = new_request_id()
+    mine = plan(c, M, create(c, w.G1.leader), rid=key)
+    hidden = submit_clue(w.G2.member, host="市交通运输局")
+    hidden_note = note(w.G2.member, hidden.id, "G2 的内部记录")
+    theirs = create(c, w.G2.leader, SRC_CLUE, clue_id=hidden.id, host="市交通运输局")
+    # A plan citing a note of G1's clue, which G1 then hands over to G3: its retry cites a note,
+    # and stands on a source clue, that the caller no longer sees.
+    gone = submit_clue(w.G1.member)
+    gone_note = note(w.G1.member, gone.id, "移交前的整改方案")
+    it = create(c, w.G1.leader, SRC_CLUE, clue_id=gone.id)
+    retry = rp.RecordPlanRequest(item_id=it.id, expected_version=it.version, plan="整改方案", note_ids=[gone_note.id],
+                                 request_id=new_request_id())
+    first = M.rect.RecordPlan(retry, timeout=20)
+    c.log(it.id, "rect.record_plan")
+    g = w.G1.leader.clue.GetClue(pb.GetClueRequest(clue_id=gone.id), timeout=20)
+    w.G1.leader.clue.HandOver(pb.HandOverRequest(clue_id=gone.id, expected_version=g.version, to_unit_id=w.G3.id,
+                                                 reason="移交", request_id=new_request_id()), timeout=20)
+    for clue in (hidden, gone):
+        expect_status(Code.NOT_FOUND, M.clue.GetClue, pb.GetClueRequest(clue_id=clue.id), timeout=20)
+    calls = [
+        (M.rect.RecordPlan, rp.RecordPlanRequest(item_id=mine.id, expected_version=1, plan="方案",
+                                                 note_ids=[hidden_note.id], request_id=key)),
+        (M.rect.RecordPlan, rp.RecordPlanRequest(item_id=theirs.id, expected_version=1, plan="方案", request_id=key)),
+        (M.rect.Submit, rp.SubmitRequest(item_id=mine.id, expected_version=mine.version, evidence="证据",
+                                         note_ids=[hidden_note.id], request_id=key)),
+        (M.rect.RecordPlan, retry),
+    ]
+
+    def answers():
+        out = []
+        for fn, req in calls:
+            try:
+                x = fn(req, timeout=20)
+                out.append((Code.OK, (x.id, x.version, x.state, list(x.plan_note_ids))))
+            except grpc.RpcError as e:
+                out.append((e.code(), e.details()))
+        return out
+
+    free = answers()
+    assert free == [
+        (Code.INVALID_ARGUMENT, f"request_id {key} was already used for a different request (RecordPlan)"),
+        (Code.INVALID_ARGUMENT, f"request_id {key} was already used for another call (RecordPlan)"),
+        (Code.INVALID_ARGUMENT, f"request_id {key} was already used for another call (RecordPlan)"),
+        (Code.OK, (it.id, first.version, PLAN, [gone_note.id])),
+    ], free
+    holder = harness.Postgres.get().connect(c.dbname)
+    holder.autocommit = False
+    try:
+        with holder.cursor() as cur:
+            cur.execute("SELECT id FROM clues WHERE id IN (%s, %s) FOR UPDATE", (hidden.id, gone.id))
+            assert len(cur.fetchall()) == 2
+        held = answers()
+    finally:
+        holder.rollback()
+        holder.close()
+    assert held == free, held
+    assert get(M, mine.id).version == mine.version and get(M, it.id).version == first.version
 
 
 def test_zz_audit_chains(c):

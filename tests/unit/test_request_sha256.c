@@ -186,6 +186,25 @@ static void test_a_oneof_counts_its_member_alone(void **state) {
   assert_string_not_equal(y, z);
 }
 
+/* The 64 bits a page token is bound to are the fingerprint's first 16 hex digits, and follow
+ * any field. */
+static void test_bits_are_the_first_64_of_the_fingerprint(void **state) {
+  Clue__V1__RequestTransitionRequest a = sample(NULL), b = sample(NULL);
+  char x[REQUEST_SHA256_TEXT_LEN + 1];
+  int64_t bits = 0, other = 0;
+  uint64_t want = 0;
+  (void)state;
+
+  sha_of(&a, x);
+  for (int i = 2; i < 18; i++)
+    want = want << 4 | (uint64_t)(x[i] <= '9' ? x[i] - '0' : x[i] - 'a' + 10);
+  assert_int_equal(request_sha256_bits(&a.base, &bits), 0);
+  assert_true((uint64_t)bits == want);
+  b.clue_id = 8;
+  assert_int_equal(request_sha256_bits(&b.base, &other), 0);
+  assert_true(other != bits);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_request_id_is_left_out),
@@ -193,6 +212,7 @@ int main(void) {
       cmocka_unit_test(test_encodings_of_the_same_fields_agree),
       cmocka_unit_test(test_white_space_around_a_text_does_not_count),
       cmocka_unit_test(test_a_oneof_counts_its_member_alone),
+      cmocka_unit_test(test_bits_are_the_first_64_of_the_fingerprint),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
