@@ -10,10 +10,23 @@
 
 /* ---- units ------------------------------------------------------------------------ */
 
+/* --page-size of units and users: clued's bounds (AdminService's ListUnits, ListUsers). */
+#define ADMIN_PAGE_OPT                                                                             \
+  { "page-size", "N", 0, "rows per page (1-1000, default 500)" }
+#define ADMIN_PAGE_MAX 1000
+
 static const cli_opt_t units_opts[] = {
     {"kind", "KIND", 0, "only units of this kind: ROOM, GROUP, REGION or ADMIN"},
+    ADMIN_PAGE_OPT,
+    CLI_OPT_PAGE_TOKEN,
+    CLI_OPT_ALL_PAGES,
     {NULL, NULL, 0, NULL},
 };
+
+static const char units_help[] =
+    "Oldest first, a page at a time (500 units unless --page-size says otherwise, and at\n"
+    "most about 2 MiB): the next page's --page-token follows on stderr, and --all lists\n"
+    "every page.\n";
 
 static const cli_col_t unit_cols[] = {
     {"ID", "id"},
@@ -32,12 +45,20 @@ static int show_units(cli_t *cli, const ProtobufCMessage *m) {
 
 static int run_units(cli_t *cli, const cli_args_t *args) {
   Clue__V1__ListUnitsRequest req = CLUE__V1__LIST_UNITS_REQUEST__INIT;
-  int kind = 0, rc;
+  Clue__V1__ListUnitsResponse *resp = NULL;
+  int kind = 0, all, rc;
 
-  if ((rc = cli_arg_enum(cli, args, "kind", &clue__v1__unit_kind__descriptor, &kind)) != 0)
+  if ((rc = cli_arg_enum(cli, args, "kind", &clue__v1__unit_kind__descriptor, &kind)) != 0 ||
+      (rc = cli_arg_i32(cli, args, "page-size", 1, ADMIN_PAGE_MAX, &req.page_size)) != 0 ||
+      (rc = cli_page_args(cli, args, &all, &req.page_token)) != 0)
     return rc;
   req.kind = (Clue__V1__UnitKind)kind;
-  return cli_call_show(cli, ADMIN, "ListUnits", &req.base, show_units);
+  if (all && req.page_size == 0)
+    req.page_size = ADMIN_PAGE_MAX; /* fewer round trips */
+  if ((rc = cli_call_pages(cli, ADMIN, "ListUnits", &req.base, "units", all,
+                           (ProtobufCMessage **)&resp)) != 0)
+    return rc;
+  return cli_show(cli, &resp->base, show_units);
 }
 
 static const cli_opt_t create_unit_opts[] = {
@@ -82,8 +103,16 @@ static int run_create_unit(cli_t *cli, const cli_args_t *args) {
 
 static const cli_opt_t users_opts[] = {
     {"unit", "ID", 0, "only users of this unit"},
+    ADMIN_PAGE_OPT,
+    CLI_OPT_PAGE_TOKEN,
+    CLI_OPT_ALL_PAGES,
     {NULL, NULL, 0, NULL},
 };
+
+static const char users_help[] =
+    "Oldest first, a page at a time (500 users unless --page-size says otherwise, and at\n"
+    "most about 2 MiB): the next page's --page-token follows on stderr, and --all lists\n"
+    "every page.\n";
 
 static const cli_col_t user_cols[] = {
     {"ID", "id"},     {"UNIT", "unit_code|unit_id"},        {"UNIT NAME", "unit_name"},
@@ -98,11 +127,19 @@ static int show_users(cli_t *cli, const ProtobufCMessage *m) {
 
 static int run_users(cli_t *cli, const cli_args_t *args) {
   Clue__V1__ListUsersRequest req = CLUE__V1__LIST_USERS_REQUEST__INIT;
-  int rc;
+  Clue__V1__ListUsersResponse *resp = NULL;
+  int all, rc;
 
-  if ((rc = cli_arg_id(cli, args, "unit", &req.unit_id)) != 0)
+  if ((rc = cli_arg_id(cli, args, "unit", &req.unit_id)) != 0 ||
+      (rc = cli_arg_i32(cli, args, "page-size", 1, ADMIN_PAGE_MAX, &req.page_size)) != 0 ||
+      (rc = cli_page_args(cli, args, &all, &req.page_token)) != 0)
     return rc;
-  return cli_call_show(cli, ADMIN, "ListUsers", &req.base, show_users);
+  if (all && req.page_size == 0)
+    req.page_size = ADMIN_PAGE_MAX; /* fewer round trips */
+  if ((rc = cli_call_pages(cli, ADMIN, "ListUsers", &req.base, "users", all,
+                           (ProtobufCMessage **)&resp)) != 0)
+    return rc;
+  return cli_show(cli, &resp->base, show_users);
 }
 
 static const cli_opt_t create_user_opts[] = {
@@ -200,10 +237,10 @@ static int run_revoke_token(cli_t *cli, const cli_args_t *args) {
 }
 
 static const cli_command_t admin_commands[] = {
-    {"units", NULL, "List units", units_opts, NULL, run_units},
+    {"units", NULL, "List units", units_opts, units_help, run_units},
     {"create-unit", NULL, "Create a unit", create_unit_opts,
      "A GROUP names its liaison ROOM and the host units it sits in.\n", run_create_unit},
-    {"users", NULL, "List users", users_opts, NULL, run_users},
+    {"users", NULL, "List users", users_opts, users_help, run_users},
     {"create-user", NULL, "Create a user in a unit", create_user_opts, NULL, run_create_user},
     {"disable-user", NULL, "Disable a user; their tokens stop working", disable_user_opts,
      "Their tokens stop working at their next call. Disabling an ADMIN also revokes every\n"

@@ -35,12 +35,85 @@
 /* The most host units a GROUP sits in (CreateUnitRequest.host_units). */
 #define HOST_UNITS_MAX 100
 
+/* A ListUnits or ListUsers page holds page_size rows (0: the default, more than the most: the
+ * most), and no more than SVC_PAGE_BYTES: a GROUP unit may name 100 host units of 100
+ * characters (some 40 KB), and a page of a hundred such would not reach a client with gRPC's
+ * default limit. */
+#define ADMIN_PAGE_DEFAULT 500
+#define ADMIN_PAGE_MAX 1000
+/* Its page token is the list's, the caller's and the filter's (admin_page_start()). */
+#define ADMIN_TOKEN_SCOPE 3
+#define UNITS_TOKEN_TAG 0x4c697374556e6974 /* "ListUnit": no other list's token reads here */
+#define USERS_TOKEN_TAG 0x4c69737455736572 /* "ListUser" */
+
 static const char *actor_user(rpc_call_t *call) {
   return svc_i64(call, rpc_call_principal(call)->user_id, 0);
 }
 
 static const char *actor_unit(rpc_call_t *call) {
   return svc_i64(call, rpc_call_principal(call)->unit_id, 0);
+}
+
+/* ---- pages of units and users --------------------------------------------------------- */
+
+/* What a page of a list needs from its request to its reply. */
+typedef struct admin_page {
+  int64_t scope[ADMIN_TOKEN_SCOPE]; /* what its token is bound to: the list, caller, filter */
+  int32_t size;                     /* the most rows it holds */
+  int64_t after;                    /* the id its token names: the page starts past it (0: none) */
+} admin_page_t;
+
+/* The page a list request asks for, in the call's memory: the list's tag, the caller and the
+ * request's filter (a unit kind, a unit id) bind its token, so that another list's, another
+ * caller's or another filter's reads as a damaged one would, since it names a place in
+ * another list. Every violation goes to e, one per field; NULL when out of memory (the call
+ * failed). */
+static admin_page_t *admin_page_start(rpc_call_t *call, int64_t tag, int64_t filter,
+                                      int32_t page_size, const char *page_token,
+                                      validate_errors_t *e) {
+  admin_page_t *pg = rpc_call_alloc(call, sizeof(*pg));
+
+  if (pg == NULL) {
+    clue_oom(call);
+    return NULL;
+  }
+  pg->scope[0] = tag;
+  pg->scope[1] = rpc_call_principal(call)->user_id;
+  pg->scope[2] = filter;
+  pg->size = ADMIN_PAGE_DEFAULT;
+  pg->after = 0;
+  validate_each(e, validate_page_size_of(page_size, ADMIN_PAGE_DEFAULT, ADMIN_PAGE_MAX, &pg->size,
+                                         validate_slot(e)));
+  if (page_token[0] &&
+      (pg->after = svc_page_after_in(page_token, pg->scope, ADMIN_TOKEN_SCOPE)) == 0)
+    validate_add(e, "page_token",
+                 "page_token is malformed or was issued for another list, caller or filter");
+  return pg;
+}
+
+/* The parameters of a page's query after its filter's ($1): the id it starts past ($2, NULL
+ * for the first page) and its LIMIT ($3: one row more than the page holds, which says
+ * whether more follow). False when out of memory (the call failed). */
+static bool admin_page_params(rpc_call_t *call, const admin_page_t *pg, const char **params) {
+  params[1] = pg->after ? svc_i64(call, pg->after, 0) : NULL;
+  params[2] = svc_i64(call, (int64_t)pg->size + 1, 0);
+  if ((pg->after && params[1] == NULL) || params[2] == NULL) {
+    clue_oom(call);
+    return false;
+  }
+  return true;
+}
+
+/* The next page's token into *next when more rows follow the one of id last_id (else *next
+ * stays empty). False when out of memory (the call failed). */
+static bool admin_page_end(rpc_call_t *call, const admin_page_t *pg, bool more, int64_t last_id,
+                           char **next) {
+  if (more &&
+      (*next = (char *)svc_page_token_in(call, pg->scope, ADMIN_TOKEN_SCOPE, last_id)) == NULL) {
+    clue_oom(call);
+    return false;
+  }
+  return true;
 }
 
 /* ---- units ---------------------------------------------------------------------------- */
@@ -195,35 +268,58 @@ static void create_unit(rpc_call_t *call, const ProtobufCMessage *m) {
 
 static void reply_units(rpc_call_t *call, const db_result_t *r, void *arg) {
   Clue__V1__ListUnitsResponse resp = CLUE__V1__LIST_UNITS_RESPONSE__INIT;
-  int n = db_rows(r);
-  (void)arg;
+  const admin_page_t *pg = arg;
+  int n = db_rows(r), shown = n > pg->size ? pg->size : n;
+  bool more = n > pg->size;
+  size_t bytes = 0;
 
-  resp.units = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*resp.units));
+  resp.units = rpc_call_alloc(call, (size_t)(shown ? shown : 1) * sizeof(*resp.units));
   if (resp.units == NULL) {
     clue_oom(call);
     return;
   }
-  for (int i = 0; i < n; i++)
-    if ((resp.units[resp.n_units++] = unit_from_row(call, r, i)) == NULL) {
+  for (int i = 0; i < shown; i++) {
+    Clue__V1__Unit *u = unit_from_row(call, r, i);
+
+    if (u == NULL) {
       clue_oom(call);
       return;
     }
+    if (!svc_page_fits(&bytes, &u->base)) {
+      more = true; /* the next page starts with this unit */
+      break;
+    }
+    resp.units[resp.n_units++] = u;
+  }
+  /* more: the page holds a row, since the first always fits */
+  if (!admin_page_end(call, pg, more, more ? resp.units[resp.n_units - 1]->id : 0,
+                      &resp.next_page_token))
+    return;
   (void)rpc_reply(call, &resp.base);
 }
 
 static void list_units(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__ListUnitsRequest *req = (const void *)m;
-  validate_error_t err;
-  const char *params[1];
+  validate_errors_t e;
+  const char *params[3];
+  admin_page_t *pg;
 
   if (!svc_require_admin(call))
     return;
-  if (req->kind != 0 && clue_invalid(call, validate_enum("kind", req->kind, 1, 4, &err), &err))
+  validate_errors_init(&e);
+  if (req->kind != 0)
+    validate_each(&e, validate_enum("kind", req->kind, 1, 4, validate_slot(&e)));
+  if ((pg = admin_page_start(call, UNITS_TOKEN_TAG, req->kind, req->page_size, req->page_token,
+                             &e)) == NULL ||
+      clue_invalid_each(call, &e))
     return;
   params[0] = req->kind ? clue_unit_kind_name((clue_unit_kind_t)req->kind) : NULL;
+  if (!admin_page_params(call, pg, params))
+    return;
   svc_query(call,
-            "SELECT " UNIT_COLS " FROM units x WHERE $1::text IS NULL OR x.kind = $1 ORDER BY x.id",
-            1, params, reply_units, NULL);
+            "SELECT " UNIT_COLS " FROM units x WHERE ($1::text IS NULL OR x.kind = $1)"
+            " AND ($2::bigint IS NULL OR x.id > $2) ORDER BY x.id LIMIT $3",
+            3, params, reply_units, pg);
 }
 
 /* ---- users ---------------------------------------------------------------------------- */
@@ -317,37 +413,63 @@ static void create_user(rpc_call_t *call, const ProtobufCMessage *m) {
 
 static void reply_users(rpc_call_t *call, const db_result_t *r, void *arg) {
   Clue__V1__ListUsersResponse resp = CLUE__V1__LIST_USERS_RESPONSE__INIT;
-  int n = db_rows(r);
-  (void)arg;
+  const admin_page_t *pg = arg;
+  int n = db_rows(r), shown = n > pg->size ? pg->size : n;
+  bool more = n > pg->size;
+  size_t bytes = 0;
 
-  resp.users = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*resp.users));
+  resp.users = rpc_call_alloc(call, (size_t)(shown ? shown : 1) * sizeof(*resp.users));
   if (resp.users == NULL) {
     clue_oom(call);
     return;
   }
-  for (int i = 0; i < n; i++)
-    if ((resp.users[resp.n_users++] = user_from_row(call, r, i)) == NULL) {
+  for (int i = 0; i < shown; i++) {
+    Clue__V1__User *u = user_from_row(call, r, i);
+
+    if (u == NULL) {
       clue_oom(call);
       return;
     }
+    if (!svc_page_fits(&bytes, &u->base)) {
+      more = true; /* the next page starts with this user */
+      break;
+    }
+    resp.users[resp.n_users++] = u;
+  }
+  /* more: the page holds a row, since the first always fits */
+  if (!admin_page_end(call, pg, more, more ? resp.users[resp.n_users - 1]->id : 0,
+                      &resp.next_page_token))
+    return;
   (void)rpc_reply(call, &resp.base);
 }
 
 static void list_users(rpc_call_t *call, const ProtobufCMessage *m) {
   const Clue__V1__ListUsersRequest *req = (const void *)m;
-  const char *params[1];
+  validate_errors_t e;
+  const char *params[3];
+  admin_page_t *pg;
 
   if (!svc_require_admin(call))
     return;
-  if (req->unit_id < 0) {
-    rpc_fail(call, GRPC_INVALID_ARGUMENT, "unit_id must be positive");
+  validate_errors_init(&e);
+  if (req->unit_id < 0)
+    validate_add(&e, "unit_id", "unit_id must be positive");
+  if ((pg = admin_page_start(call, USERS_TOKEN_TAG, req->unit_id, req->page_size, req->page_token,
+                             &e)) == NULL ||
+      clue_invalid_each(call, &e))
+    return;
+  params[0] = svc_i64(call, req->unit_id, 1); /* NULL: every unit's */
+  if (req->unit_id != 0 && params[0] == NULL) {
+    clue_oom(call);
     return;
   }
-  params[0] = svc_i64(call, req->unit_id, 1);
+  if (!admin_page_params(call, pg, params))
+    return;
   svc_query(call,
-            "SELECT " USER_COLS USER_FROM(
-                "users") " WHERE $1::bigint IS NULL OR x.unit_id = $1 ORDER BY x.id",
-            1, params, reply_users, NULL);
+            "SELECT " USER_COLS USER_FROM("users") " WHERE ($1::bigint IS NULL OR x.unit_id = $1)"
+                                                   " AND ($2::bigint IS NULL OR x.id > $2)"
+                                                   " ORDER BY x.id LIMIT $3",
+            3, params, reply_users, pg);
 }
 
 /* The user no longer authenticates: this instance's cached principals of the user go before

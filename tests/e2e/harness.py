@@ -354,6 +354,24 @@ def stubs():
     return ns
 
 
+def every_page(fn, req, field, max_pages=1000, **kw):
+    """Every row of a paged list, in order: fn(req, **kw), then again with each page's
+    next_page_token as page_token until a page has none (at most max_pages pages, each token
+    once). req is left as it was."""
+    page = type(req)()
+    page.CopyFrom(req)
+    rows, seen = [], set()
+    for _ in range(max_pages):
+        r = fn(page, **kw)
+        rows.extend(getattr(r, field))
+        if not r.next_page_token:
+            return rows
+        assert r.next_page_token not in seen, f"page token {r.next_page_token!r} given twice"
+        seen.add(r.next_page_token)
+        page.page_token = r.next_page_token
+    raise AssertionError(f"more than {max_pages} pages")
+
+
 def wait_for(pred, timeout=10.0, interval=0.05, what="condition"):
     end = time.time() + timeout
     while time.time() < end:

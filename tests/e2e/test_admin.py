@@ -714,5 +714,169 @@ def test_bootstrap_new_admin_replaces_a_lost_token(c):
         w.close()
 
 
+def pages_of(fn, req, field, md):
+    """Every page of a list in turn: [(the ids of its rows, its next_page_token)]; the last
+    page's token is empty."""
+    page, pages = type(req)(), []
+    page.CopyFrom(req)
+    while len(pages) < 1000:
+        r = fn(page, metadata=md, timeout=30)
+        pages.append(([x.id for x in getattr(r, field)], r.next_page_token))
+        if not r.next_page_token:
+            return pages
+        page.page_token = r.next_page_token
+    raise AssertionError("more than 1000 pages")
+
+
+def refused_field(fn, req, md):
+    """The BadRequest fields of fn(req)'s INVALID_ARGUMENT, and its message."""
+    from test_rich_errors import failure, status_of
+
+    code, msg, raw = failure(fn, req, metadata=md, timeout=30)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, (code, msg)
+    (br,) = status_of(code, msg, raw)["google.rpc.BadRequest"]
+    return [v.field for v in br.field_violations], msg
+
+
+def test_units_and_users_come_in_pages(c):
+    """ListUnits and ListUsers answer page_size rows at a time, oldest first, with a token for
+    the rest: walking the pages gives every row once. A token is its list's, its caller's and
+    its filter's; any other is refused, naming page_token."""
+    w = Admins()
+    try:
+        admin, _, md = w.stubs(w.token)
+        rooms = [admin.CreateUnit(A.CreateUnitRequest(kind=ROOM, code=f"R{i}", name=f"第{i}室"), metadata=md).id
+                 for i in range(1, 4)]
+        regions = [admin.CreateUnit(A.CreateUnitRequest(kind=REGION, code=f"X{i}", name=f"{i}区"), metadata=md).id
+                   for i in range(1, 3)]
+        for i in range(7):
+            admin.CreateUser(A.CreateUserRequest(unit_id=regions[0], name=f"甲{i}", role=C.ROLE_MEMBER), metadata=md)
+        for i in range(2):
+            admin.CreateUser(A.CreateUserRequest(unit_id=regions[1], name=f"乙{i}", role=C.ROLE_LEADER), metadata=md)
+        units = [r[0] for r in w.sql("SELECT id FROM units ORDER BY id")]
+        users = [r[0] for r in w.sql("SELECT id FROM users ORDER BY id")]
+        in_x1 = [r[0] for r in w.sql("SELECT id FROM users WHERE unit_id = %s ORDER BY id", (regions[0],))]
+        assert len(units) == 6 and len(users) == 10 and len(in_x1) == 7
+
+        def ids(pages):
+            return [i for rows, _ in pages for i in rows]
+
+        # Each page holds page_size rows; the last, what is left, and no token. Six units in
+        # pages of three are two pages, not a third empty one.
+        for size, want in ((4, [4, 2]), (3, [3, 3]), (1, [1] * 6), (6, [6]), (7, [6])):
+            pages = pages_of(admin.ListUnits, A.ListUnitsRequest(page_size=size), "units", md)
+            assert [len(rows) for rows, _ in pages] == want and ids(pages) == units, (size, pages)
+            assert all(tok for _, tok in pages[:-1]) and pages[-1][1] == "", pages
+        pages = pages_of(admin.ListUnits, A.ListUnitsRequest(kind=ROOM, page_size=2), "units", md)
+        assert ids(pages) == rooms and len(pages) == 2, pages
+        pages = pages_of(admin.ListUsers, A.ListUsersRequest(page_size=3), "users", md)
+        assert ids(pages) == users and len(pages) == 4, pages
+        pages = pages_of(admin.ListUsers, A.ListUsersRequest(unit_id=regions[0], page_size=3), "users", md)
+        assert [len(rows) for rows, _ in pages] == [3, 3, 1] and ids(pages) == in_x1, pages
+        # No page fields (a client older than them): the first page, here every row.
+        r = admin.ListUnits(A.ListUnitsRequest(), metadata=md)
+        assert [u.id for u in r.units] == units and r.next_page_token == ""
+        r = admin.ListUsers(A.ListUsersRequest(), metadata=md)
+        assert [u.id for u in r.users] == users and r.next_page_token == ""
+
+        all_units = admin.ListUnits(A.ListUnitsRequest(page_size=1), metadata=md).next_page_token
+        room_units = admin.ListUnits(A.ListUnitsRequest(kind=ROOM, page_size=1), metadata=md).next_page_token
+        all_users = admin.ListUsers(A.ListUsersRequest(page_size=1), metadata=md).next_page_token
+        x1_users = admin.ListUsers(A.ListUsersRequest(unit_id=regions[0], page_size=1), metadata=md).next_page_token
+        assert all_units and room_units and all_users and x1_users
+        # The token goes on from where its page ended, with another page size too.
+        r = admin.ListUnits(A.ListUnitsRequest(kind=ROOM, page_size=5, page_token=room_units), metadata=md)
+        assert [u.id for u in r.units] == rooms[1:] and r.next_page_token == ""
+        msg = ("page_token is malformed or was issued for another list, caller or filter")
+        for fn, req in (
+            (admin.ListUnits, A.ListUnitsRequest(kind=REGION, page_token=room_units)),  # another kind
+            (admin.ListUnits, A.ListUnitsRequest(page_token=room_units)),  # no kind
+            (admin.ListUnits, A.ListUnitsRequest(kind=ROOM, page_token=all_units)),
+            (admin.ListUnits, A.ListUnitsRequest(page_token=all_users)),  # another list
+            (admin.ListUsers, A.ListUsersRequest(page_token=all_units)),
+            (admin.ListUsers, A.ListUsersRequest(unit_id=regions[1], page_token=x1_users)),  # another unit
+            (admin.ListUsers, A.ListUsersRequest(page_token=x1_users)),
+            (admin.ListUnits, A.ListUnitsRequest(page_token=all_units[:-1])),  # damaged
+            (admin.ListUnits, A.ListUnitsRequest(page_token=all_units[:-1] + ("A" if all_units[-1] != "A" else "B"))),
+            (admin.ListUsers, A.ListUsersRequest(page_token="AQAAAAAAAAABxxxx")),  # made up
+        ):
+            assert refused_field(fn, req, md) == (["page_token"], msg), req
+        # Another caller's token, for the same list and filter.
+        other_admin, _, other_md = w.stubs(new_admin(w, md, "admin-b")[1])
+        assert refused_field(other_admin.ListUnits, A.ListUnitsRequest(page_token=all_units), other_md) == \
+            (["page_token"], msg)
+        assert refused_field(other_admin.ListUsers, A.ListUsersRequest(page_token=all_users), other_md) == \
+            (["page_token"], msg)
+        # A negative page size is refused, with every other bad field named too.
+        assert refused_field(admin.ListUnits, A.ListUnitsRequest(page_size=-1), md) == \
+            (["page_size"], "page_size must not be negative")
+        assert refused_field(admin.ListUsers, A.ListUsersRequest(unit_id=-2, page_size=-1, page_token="x"), md) == \
+            (["unit_id", "page_size", "page_token"], "unit_id must be positive")
+        assert refused_field(admin.ListUnits, A.ListUnitsRequest(kind=9, page_token="x"), md)[0] == \
+            ["kind", "page_token"]
+    finally:
+        w.close()
+
+
+def test_page_sizes_default_to_500_and_stop_at_1000(c):
+    """Without page_size a page holds 500 rows; a page_size past 1,000 is taken as 1,000."""
+    w = Admins()
+    try:
+        admin, _, md = w.stubs(w.token)
+        region = admin.CreateUnit(A.CreateUnitRequest(kind=REGION, code="X1", name="一区"), metadata=md).id
+        # Written as the schema's owner: 1,200 calls would only make the test slow.
+        w.sql("INSERT INTO users (unit_id, name, role) SELECT %s, 'u' || i, 'MEMBER'"
+              " FROM generate_series(1, 1200) i", (region,))
+        users = [r[0] for r in w.sql("SELECT id FROM users ORDER BY id")]
+        for size, want in ((0, [500, 500, 201]), (5000, [1000, 201]), (1000, [1000, 201]), (999, [999, 202])):
+            pages = pages_of(admin.ListUsers, A.ListUsersRequest(page_size=size), "users", md)
+            assert [len(rows) for rows, _ in pages] == want, (size, [len(rows) for rows, _ in pages])
+            assert [i for rows, _ in pages for i in rows] == users
+        pages = pages_of(admin.ListUsers, A.ListUsersRequest(unit_id=region, page_size=2000), "users", md)
+        assert [len(rows) for rows, _ in pages] == [1000, 200]
+    finally:
+        w.close()
+
+
+def test_a_page_of_units_ends_at_about_2_mib(c):
+    """GROUP units may each hold 100 host units of 100 characters: a page ends once its units
+    take about 2 MiB, whatever its page size, so that a client with gRPC's default 4 MiB limit
+    receives every page whole, and the next page starts with the unit that did not fit."""
+    w = Admins()
+    try:
+        admin, _, md = w.stubs(w.token)
+        room = admin.CreateUnit(A.CreateUnitRequest(kind=ROOM, code="R1", name="第一室"), metadata=md).id
+        # 70 such units, about 2.8 MiB, written as the schema's owner (the API takes the same,
+        # one call at a time). Each host unit is 100 characters of 4 bytes in UTF-8.
+        w.sql("INSERT INTO units (kind, code, name, liaison_room_id, host_units)"
+              " SELECT 'GROUP', 'G' || i, '组' || i, %s,"
+              "  ARRAY(SELECT repeat(chr(131072 + i), 97) || lpad(j::text, 3, '0') FROM generate_series(1, 100) j)"
+              " FROM generate_series(1, 70) i", (room,))
+        units = [r[0] for r in w.sql("SELECT id FROM units ORDER BY id")]
+        groups = [r[0] for r in w.sql("SELECT id FROM units WHERE kind = 'GROUP' ORDER BY id")]
+        one = admin.ListUnits(A.ListUnitsRequest(kind=GROUP, page_size=1), metadata=md)
+        assert len(one.units) == 1 and len(one.units[0].host_units) == 100
+        size = one.units[0].ByteSize()
+        assert 39000 < size < 41000, size
+        for req, want in ((A.ListUnitsRequest(), units), (A.ListUnitsRequest(page_size=1000), units),
+                          (A.ListUnitsRequest(kind=GROUP), groups)):
+            page, got, sizes = type(req)(), [], []
+            page.CopyFrom(req)
+            while True:
+                r = admin.ListUnits(page, metadata=md, timeout=30)
+                got += [u.id for u in r.units]
+                sizes.append((len(r.units), r.ByteSize()))
+                if not r.next_page_token:
+                    break
+                page.page_token = r.next_page_token
+            assert got == want, (req, sizes)
+            # Ended early at 2 MiB, not at its page size: the first page holds what fits in it.
+            assert len(sizes) == 2 and sizes[0][0] < 2097152 // size + 3, sizes
+            assert all(b <= 2097152 + 64 for _, b in sizes), sizes
+            assert sizes[0][1] > 2097152 - size - 1024, sizes  # the next unit did not fit
+    finally:
+        w.close()
+
+
 if __name__ == "__main__":
     harness.run_tests(globals(), setup, teardown)

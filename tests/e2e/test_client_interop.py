@@ -64,6 +64,7 @@ class Admin(S.admin_pb2_grpc.AdminServiceServicer):
         ]
         self.seen_timeout = None
         self.seen = []
+        self.page = None  # rows a ListUnits page holds whatever page_size asks (None: as it asks)
 
     def _auth(self, context):
         md = dict(context.invocation_metadata())
@@ -73,7 +74,11 @@ class Admin(S.admin_pb2_grpc.AdminServiceServicer):
     def ListUnits(self, request, context):
         self._auth(context)
         units = [u for u in self.units if request.kind in (0, u.kind)]
-        return S.admin_pb2.ListUnitsResponse(units=units)
+        # Pages as clued's: page_size rows (500 by default) from the token's place.
+        start, size = int(request.page_token or 0), self.page or request.page_size or 500
+        more = start + size < len(units)
+        return S.admin_pb2.ListUnitsResponse(units=units[start:start + size],
+                                             next_page_token=str(start + size) if more else "")
 
     def CreateUnit(self, request, context):
         self._auth(context)
@@ -278,21 +283,30 @@ class ClientInterop(unittest.TestCase):
         saved = self.admin.units
         try:
             self.admin.units = [unit(i) for i in range(1, 20001)]
-            size = S.admin_pb2.ListUnitsResponse(units=self.admin.units).ByteSize()
-            self.assertGreater(size, 1 << 20)
-            r = self.ctl("admin", "units", "--json", check=0)
+            r = self.ctl("admin", "units", "--all", "--json", check=0)
             units = json.loads(r.stdout)["units"]
             self.assertEqual(len(units), 20000)
             self.assertEqual(units[-1]["code"], "G20000")
             self.assertEqual(units[-1]["name"], "第20000派驻纪检监察组")
-            r = self.ctl("admin", "units", check=0)
+            r = self.ctl("admin", "units", "--all", check=0)
             self.assertEqual(len(r.stdout.splitlines()), 20001)
+            r = self.ctl("admin", "units", check=0)
+            self.assertEqual(len(r.stdout.splitlines()), 501)
+            self.assertIn("--page-token 500 ", r.stderr)
+            # One page of more than 1 MiB is received whole.
+            self.admin.page = 5000
+            self.admin.units = [unit(i, name="很长的名字" * 15) for i in range(1, 20001)]
+            size = S.admin_pb2.ListUnitsResponse(units=self.admin.units[:5000]).ByteSize()
+            self.assertGreater(size, 1 << 20)
+            r = self.ctl("admin", "units", "--json", check=0)
+            self.assertEqual(len(json.loads(r.stdout)["units"]), 5000)
             # over the 4 MiB receive limit: refused cleanly, not a crash
-            self.admin.units = [unit(i, name="很长的名字" * 20) for i in range(1, 20001)]
+            self.admin.units = [unit(i, name="很长的名字" * 60) for i in range(1, 20001)]
             r = self.ctl("admin", "units", check=1)
             self.assertTrue(r.stderr.startswith("RESOURCE_EXHAUSTED: "), r.stderr)
         finally:
             self.admin.units = saved
+            self.admin.page = None
 
     # ---- transport failures and usage ----------------------------------------------------
 

@@ -308,6 +308,60 @@ def test_admin_commands(c):
     assert "no token was given: set CLUED_TOKEN or pass --token" in r.stderr, r.stderr
 
 
+def test_admin_units_and_users_come_in_pages(c):
+    """`admin units` and `admin users` list a page (--page-size rows) and print the next page's
+    token on stderr; --page-token goes on from it, --all follows every page."""
+    w = c.w
+    A, GROUP = harness.stubs().admin_pb2, harness.stubs().common_pb2.UNIT_KIND_GROUP
+    units = [u.id for u in harness.every_page(w.admin.admin.ListUnits, A.ListUnitsRequest(), "units", timeout=20)]
+    groups = [u.id for u in harness.every_page(w.admin.admin.ListUnits, A.ListUnitsRequest(kind=GROUP), "units",
+                                               timeout=20)]
+    users = [u.id for u in harness.every_page(w.admin.admin.ListUsers, A.ListUsersRequest(), "users", timeout=20)]
+    g1 = [u.id for u in harness.every_page(w.admin.admin.ListUsers, A.ListUsersRequest(unit_id=w.G1.id), "users",
+                                           timeout=20)]
+    assert len(units) > 4 and len(groups) >= 3 and len(users) > 4 and len(g1) >= 2
+
+    def ids(r):
+        return [int(ln.split()[0]) for ln in r.stdout.splitlines()[1:]]
+
+    more = re.compile(r"More results: add --page-token (\S+) \(or --all for every page\)\.\n")
+    r = c.ctl(w.admin, "admin", "units", "--page-size", "2", check=0)
+    assert r.stdout.splitlines()[0].split()[:4] == ["ID", "KIND", "CODE", "NAME"] and ids(r) == units[:2]
+    m = more.fullmatch(r.stderr)
+    assert m, r.stderr
+    r = c.ctl(w.admin, "admin", "units", "--page-size", "2", "--page-token", m.group(1), check=0)
+    assert ids(r) == units[2:4], r.stdout
+    for args in (("--all", "--page-size", "2"), ("--all",), ()):
+        every = c.json(w.admin, "admin", "units", *args)
+        assert [u["id"] for u in every["units"]] == units and every.get("next_page_token", "") == "", args
+    r = c.ctl(w.admin, "admin", "units", "--all", "--page-size", "1", "--kind", "group", check=0)
+    assert ids(r) == groups and r.stderr == ""
+    # A token of one kind is no token of another, nor of the users.
+    tok = more.fullmatch(c.ctl(w.admin, "admin", "units", "--page-size", "1", "--kind", "group", check=0).stderr)
+    r = c.ctl(w.admin, "admin", "units", "--page-token", tok.group(1), check=1)
+    assert r.stderr.startswith("INVALID_ARGUMENT: page_token is malformed or was issued for another list"), r.stderr
+    r = c.ctl(w.admin, "admin", "users", "--page-token", tok.group(1), check=1)
+    assert r.stderr.startswith("INVALID_ARGUMENT: page_token"), r.stderr
+
+    r = c.ctl(w.admin, "admin", "users", "--page-size", "3", check=0)
+    assert ids(r) == users[:3]
+    m = more.fullmatch(r.stderr)
+    assert m, r.stderr
+    r = c.ctl(w.admin, "admin", "users", "--page-size", "3", "--page-token", m.group(1), check=0)
+    assert ids(r) == users[3:6]
+    assert [u["id"] for u in c.json(w.admin, "admin", "users", "--all", "--page-size", "2")["users"]] == users
+    r = c.ctl(w.admin, "admin", "users", "--unit", str(w.G1.id), "--all", "--page-size", "1", check=0)
+    assert ids(r) == g1 and r.stderr == ""
+    # Usage: the bounds of --page-size, and --all starts from the first page.
+    for cmd in ("units", "users"):
+        for bad in ("0", "1001", "x"):
+            r = c.ctl(w.admin, "admin", cmd, "--page-size", bad, check=2)
+            assert "--page-size" in r.stderr, r.stderr
+        r = c.ctl(w.admin, "admin", cmd, "--all", "--page-token", m.group(1), check=2)
+        assert "--all starts from the first page" in r.stderr, r.stderr
+        assert "--page-token" in c.ctl(None, "admin", cmd, "--help", check=0).stdout
+
+
 # ---- clues -------------------------------------------------------------------------------------
 
 

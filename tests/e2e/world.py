@@ -206,11 +206,12 @@ def build(srv):
     try:
         me = None
         admin_stub = S.admin_pb2_grpc.AdminServiceStub(grpc.intercept_channel(probe, _Auth(token)))
-        for u in admin_stub.ListUsers(S.admin_pb2.ListUsersRequest(), timeout=10).users:
+        for u in harness.every_page(admin_stub.ListUsers, S.admin_pb2.ListUsersRequest(), "users", timeout=10):
             if u.role == S.common_pb2.ROLE_ADMIN:
                 me = u
         assert me is not None, "bootstrap admin not found"
-        adm_unit = [x for x in admin_stub.ListUnits(S.admin_pb2.ListUnitsRequest(), timeout=10).units
+        adm_unit = [x for x in harness.every_page(admin_stub.ListUnits, S.admin_pb2.ListUnitsRequest(), "units",
+                                                  timeout=10)
                     if x.id == me.unit_id][0]
     finally:
         probe.close()

@@ -29,8 +29,8 @@ static void test_empty_and_defaults(void **state) {
   Clue__V1__User user = CLUE__V1__USER__INIT;
 
   (void)state;
-  expect_json(&empty.base, 0, "{\n  \"units\": []\n}");
-  expect_json(&empty.base, CLUE_JSON_COMPACT, "{\"units\":[]}");
+  expect_json(&empty.base, 0, "{\n  \"units\": [],\n  \"next_page_token\": \"\"\n}");
+  expect_json(&empty.base, CLUE_JSON_COMPACT, "{\"units\":[],\"next_page_token\":\"\"}");
   /* proto3 scalars are always written, with their defaults */
   expect_json(&user.base, CLUE_JSON_COMPACT,
               "{\"id\":0,\"unit_id\":0,\"name\":\"\",\"role\":\"ROLE_UNSPECIFIED\","
@@ -69,7 +69,8 @@ static void test_nested_repeated_pretty(void **state) {
               "      \"created_at_ms\": -1,\n"
               "      \"liaison_room_code\": \"\"\n"
               "    }\n"
-              "  ]\n"
+              "  ],\n"
+              "  \"next_page_token\": \"\"\n"
               "}");
 }
 
