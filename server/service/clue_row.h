@@ -254,6 +254,15 @@ void clue_refuse_changed(rpc_call_t *call, const char *request_id);
 #define CLUE_REQ_METHOD(q)                                                                         \
   "(" q ".method || coalesce(' ' || encode(" q ".request_sha256, 'hex'), ''))"
 
+/**
+ * A statement taking the lock of the request key of user $1 and request_id $2 (uuid), the one
+ * clue_request_begin() and rect_request_begin() take first: a write that must take it before
+ * its own statement (to read in a snapshot that follows its locks) takes it by this.
+ */
+#define CLUE_REQUEST_KEY_LOCK_SQL                                                                  \
+  "SELECT pg_advisory_xact_lock(hashtextextended('clue_requests/' || $1::bigint || '/' ||"         \
+  " $2::uuid, 0))"
+
 /** Fail call with INVALID_ARGUMENT if rc != 0 (a validate.h result); returns rc != 0. */
 bool clue_invalid(rpc_call_t *call, int rc, const validate_error_t *err);
 

@@ -6,8 +6,9 @@
  * decision with one function of 0019_handlers_recusal.sql (as 0037 has it), which re-checks
  * under the clue's lock what a concurrent call may have changed (the owner, the clue's joint
  * case, its state for an assignment, a recusal of the caller, a recusal or assignment of the
- * user made meanwhile) and appends the event on the clue's chain. Assignments and recusals do not
- * bump the clue's version: they change who works on the clue, not the clue. */
+ * user made meanwhile; for a recusal, the recorder's sight of the clue, 0068) and appends the
+ * event on the clue's chain. Assignments and recusals do not bump the clue's version: they
+ * change who works on the clue, not the clue. */
 
 #include "service/handler.h"
 
@@ -100,8 +101,20 @@ static const char recuse_facts_sql[] =
     ", " CLUE_REQ_METHOD("q") ", q.clue_id, " RECUSAL_COLS("rq") FACTS_FROM
     " LEFT JOIN recusals rq ON rq.id = q.recusal_id";
 
+/* The recording, in a transaction whose first statement takes the request key's lock (the one
+ * clue_request_begin() takes) and whose second takes the clue's, as clue_lock_seen_owner()
+ * does. The third passes clue_recuse() whether the recorder still sees the clue (%s: the clue
+ * scope's condition on c, the recorder's user in $1 and unit in $2), read in its snapshot,
+ * taken once both are held, as AddNote's (service/note.c): an assignment ended, the clue taken
+ * out of its joint case, a review decided (each holds the clue until it commits) or a unit
+ * removed from the case (which takes the case, not the clue) committed before then is seen
+ * there, and the recording is refused as a fresh call is (0068). The recorder may be the user
+ * or a leader of the user's unit, whose sight a case, an assignment or a review lends as much
+ * as anyone's. */
+static const char recuse_clue_lock_sql[] = "SELECT 1 FROM clues WHERE id = $1 FOR NO KEY UPDATE";
 static const char recuse_sql[] =
-    "SELECT " RECUSAL_COLS("x") " FROM clue_recuse($1, $2, $3, $4, $5, $6, $7, $8, $9) x";
+    "SELECT " RECUSAL_COLS("x") " FROM clue_recuse($1, $2, $3, $4, $5, $6, $7, $8,"
+    " EXISTS (SELECT 1 FROM clues c WHERE c.id = $5 AND %s), $9) x";
 
 /* A clue the caller ($2) is recused from is a missing clue to it (docs/COOPERATION.md): its
  * recusals and assignments are listed for no reason at all, its unit's users' included. */
@@ -280,6 +293,29 @@ static bool replayed(rpc_call_t *call, const db_result_t *r, const handler_req_t
   return true;
 }
 
+/* Send the recording decided with params (recuse_sql's, n of them, in the call's memory). */
+static void send_recusal(rpc_call_t *call, const authz_principal_t *p, const char **params, int n) {
+  const char **values = rpc_call_alloc(call, (size_t)n * sizeof(*values)), **lock_params, *sql;
+  char cond[CLUE_SCOPE_SQL_MAX];
+  db_stmt_t *stmts;
+
+  if (clue_scope_sql(authz_clue_scope(p), "c", 2, 1, cond, sizeof(cond)) != 0)
+    snprintf(cond, sizeof(cond), "false");
+  sql = rpc_call_printf(call, recuse_sql, cond);
+  if (values == NULL || sql == NULL || (stmts = rpc_call_alloc(call, 3 * sizeof(*stmts))) == NULL ||
+      (lock_params = rpc_call_alloc(call, 2 * sizeof(*lock_params))) == NULL) {
+    clue_oom(call);
+    return;
+  }
+  memcpy(values, params, (size_t)n * sizeof(*values));
+  lock_params[0] = values[0]; /* the recorder */
+  lock_params[1] = values[2]; /* the request key */
+  stmts[0] = (db_stmt_t){.sql = CLUE_REQUEST_KEY_LOCK_SQL, .nparams = 2, .values = lock_params};
+  stmts[1] = (db_stmt_t){.sql = recuse_clue_lock_sql, .nparams = 1, .values = &values[4]};
+  stmts[2] = (db_stmt_t){.sql = sql, .nparams = n, .values = values};
+  svc_txn(call, stmts, 3, reply_recusal, NULL);
+}
+
 static void got_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   const handler_req_t *hr = arg;
   authz_principal_t p = clue_principal(call);
@@ -329,7 +365,7 @@ static void got_facts(rpc_call_t *call, const db_result_t *r, void *arg) {
   if (strcmp(hr->method, "RecordRecusal") == 0) {
     params[n++] = hr->reason;
     params[n++] = hr->request_sha256;
-    svc_query(call, recuse_sql, n, params, reply_recusal, NULL);
+    send_recusal(call, &p, params, n);
     return;
   }
   params[n++] = hr->assign ? "t" : "f";

@@ -59,9 +59,7 @@ static const char add_facts_sql[] =
  * have. Looked at before the clue's lock, a change still holding the clue passed the look,
  * and the note, waiting for the clue, was written after it. No row then, and nothing
  * written. */
-static const char add_lock_sql[] =
-    "SELECT pg_advisory_xact_lock(hashtextextended('clue_requests/' || $1::bigint || '/' ||"
-    " $2::uuid, 0))";
+static const char add_lock_sql[] = CLUE_REQUEST_KEY_LOCK_SQL;
 static const char add_clue_lock_sql[] = "SELECT 1 FROM clues WHERE id = $1 FOR SHARE";
 static const char add_sql[] =
     "WITH s AS MATERIALIZED (SELECT c.id FROM clues c WHERE c.id = $5 AND %s)"

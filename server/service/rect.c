@@ -838,9 +838,7 @@ static const char move_notes_facts_sql[] =
  * condition on c, the caller's user in $1 and unit in $2), which rect_move() refuses as the
  * facts read would have (0050), and rect_request_begin() looks for a recusal of the caller
  * from the source clue there too. */
-static const char move_lock_sql[] =
-    "SELECT pg_advisory_xact_lock(hashtextextended('clue_requests/' || $1::bigint || '/' ||"
-    " $2::uuid, 0))";
+static const char move_lock_sql[] = CLUE_REQUEST_KEY_LOCK_SQL;
 static const char move_clues_lock_sql[] =
     "SELECT 1 FROM clues c WHERE c.id IN (SELECT n.clue_id FROM notes n WHERE n.id = ANY ($2::bigint[])"
     " UNION ALL SELECT i.source_clue FROM rect_items i WHERE i.id = $1) ORDER BY c.id FOR SHARE";

@@ -1120,7 +1120,7 @@ def test_recusals_arrive_in_pages(c):
     with c.db.cursor() as cur:
         cur.execute("INSERT INTO users (unit_id, name, role) SELECT %s, repeat('回', 96) || lpad(g::text, 4, '0'),"
                     " 'MEMBER' FROM generate_series(1, 1100) g", (w.G1.id,))
-        cur.execute("SELECT count(*) FROM (SELECT clue_recuse(%s, %s, gen_random_uuid(), %s, %s, %s, u.id, %s)"
+        cur.execute("SELECT count(*) FROM (SELECT clue_recuse(%s, %s, gen_random_uuid(), %s, %s, %s, u.id, %s, true)"
                     " FROM users u WHERE u.unit_id = %s AND u.name LIKE '回回%%') x",
                     (w.G1.leader.id, w.G1.id, int(time.time() * 1000), clue.id, w.G1.id, "避" * 1365, w.G1.id))
         assert cur.fetchone()[0] == 1100

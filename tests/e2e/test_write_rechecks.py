@@ -15,6 +15,11 @@ server would refuse it asked afresh, and writes nothing.
   participant, the lead room) or as the reviewing unit, and loses that sight while the note
   waits for the clue: NOT_FOUND as a fresh call, no note, no event. The note looks at the
   caller's sight again once it holds the clue's lock (service/note.c).
+- RecordRecusal by the user or a leader of the user's unit, decided while the recorder saw the
+  clue through a joint case (its unit removed, the clue taken out), an assignment (ended) or a
+  pending review (decided), and reaching the clue's lock after that sight ended: NOT_FOUND as a
+  fresh call and a missing clue, nothing written. The write reads the recorder's sight again
+  once it holds the clue's lock (0068, service/handler.c), as AddNote's does.
 - A recusal recorded by two leaders at once: the later one FAILED_PRECONDITION "user N is
   already recused from this clue", as a fresh second recording (0060), not ALREADY_EXISTS.
 - A write refused as a change made meanwhile (a stale version, the clue handed over) whose
@@ -955,6 +960,83 @@ def test_proposal_written_after_its_reviewers_last_leader_recused(c):
     assert rows(c.db, "SELECT count(*) FROM proposals WHERE clue_id = %s", cl.id) == [(0,)]
     assert rows(c.db, "SELECT pending_proposal_id, version FROM clues WHERE id = %s", cl.id) == [(None, cl.version)]
     assert events(c.db, cl.id)[-1][1] == "clue.recuse"
+
+
+def recusal_refused_like_a_missing_clue(c, clue_id, recorder, got, req, flag_before):
+    """got, recorder's RecordRecusal req held at its key while its sight of the clue ended, is
+    what the same call made afresh and one naming a missing clue answer (NOT_FOUND "clue not
+    found", the same rich details), and nothing was written: no recusal, no clue.recuse event,
+    no record under the key, has_recusals as it was."""
+    like_a_missing_clue(recorder.clue.RecordRecusal, got, req)
+    assert rows(c.db, "SELECT count(*) FROM recusals WHERE clue_id = %s", clue_id) == [(0,)]
+    assert "clue.recuse" not in [e[1] for e in events(c.db, clue_id)]
+    assert rows(c.db, "SELECT count(*) FROM clue_requests WHERE user_id = %s AND request_id = %s",
+                recorder.id, req.request_id) == [(0,)]
+    assert rows(c.db, "SELECT has_recusals FROM clues WHERE id = %s", clue_id) == [(flag_before,)]
+
+
+def test_recusal_on_its_way_when_its_recorder_loses_sight_of_the_clue(c):
+    # The user records their own conflict, or a leader of the user's unit does; neither stands
+    # on the clue's case, but each may see the clue only through a case, an assignment or a
+    # review, which ends while the recording waits at its request key. Under the clue's lock
+    # the write reads the recorder's sight again (0068): refused as a fresh call, nothing
+    # written. Before, each was recorded and answered OK, and the clue's chain logged a unit
+    # that no longer saw the clue acting on it.
+    w = c.w
+    RL, GL = w.R1.leader, w.G1.leader
+
+    def in_a_case():
+        cl = move(GL, submit(w.G1.member), PRE).clue
+        jc = RL.case.CreateJointCase(cs.CreateJointCaseRequest(
+            title="联合办案-回避", participant_unit_ids=[w.G3.id], clue_ids=[cl.id], request_id=new_request_id()),
+            timeout=20)
+        assert answer(w.G3.member.clue.GetClue, pb.GetClueRequest(clue_id=cl.id), timeout=20)[0] == Code.OK
+        return cl, jc
+
+    def recusal_req(cl, user_id):
+        return pb.RecordRecusalRequest(clue_id=cl.id, user_id=user_id, reason="亲属关系", request_id=new_request_id())
+
+    def race(cl, recorder, req, during):
+        flag = rows(c.db, "SELECT has_recusals FROM clues WHERE id = %s", cl.id)[0][0]
+        got = stalled(c, recorder, recorder.clue.RecordRecusal, req, during)
+        recusal_refused_like_a_missing_clue(c, cl.id, recorder, got, req, flag)
+
+    # G3's leader records G3's member's conflict; R1 removes G3 from the case meanwhile (the
+    # removal takes the case's row, not the clue's, and commits before the write's locks).
+    cl, jc = in_a_case()
+    race(cl, w.G3.leader, recusal_req(cl, w.G3.member.id), lambda: RL.case.RemoveParticipant(
+        cs.RemoveParticipantRequest(case_id=jc.id, unit_id=w.G3.id, reason="协作结束", request_id=new_request_id()),
+        timeout=30))
+
+    # G3's member records its own; R1 takes the clue out of the case meanwhile.
+    cl, jc = in_a_case()
+    race(cl, w.G3.member, recusal_req(cl, 0), lambda: RL.case.RemoveClueFromCase(cs.RemoveClueFromCaseRequest(
+        case_id=jc.id, clue_id=cl.id, reason="收回", request_id=new_request_id()), timeout=30))
+
+    # X1's member, seconded to G1's clue (派员参与), records its own; unassigned meanwhile.
+    cl = move(GL, submit(w.G1.member), PRE).clue
+    GL.clue.AssignHandler(pb.AssignHandlerRequest(clue_id=cl.id, user_id=w.X1.member.id,
+                                                  request_id=new_request_id()), timeout=20)
+    race(cl, w.X1.member, recusal_req(cl, 0), lambda: GL.clue.UnassignHandler(pb.UnassignHandlerRequest(
+        clue_id=cl.id, user_id=w.X1.member.id, reason="撤回", request_id=new_request_id()), timeout=30))
+
+    # R1's member sees X1's clue only while R1 reviews its co-review; R1's leader decides it.
+    x = move(w.X1.leader, submit(w.X1.member, host="某区"), PRE).clue
+    prop = move(w.X1.leader, x, FIL, reviewer_unit_id=w.R1.id).proposal
+    race(x, w.R1.member, recusal_req(x, 0), lambda: RL.clue.ReviewProposal(pb.ReviewProposalRequest(
+        proposal_id=prop.id, approve=True, comment="同意", request_id=new_request_id()), timeout=30))
+
+    # Whoever still sees the clue records as before, also while such a change is on its way:
+    # G1's member, of the owner, as the clue leaves the case.
+    cl, jc = in_a_case()
+    req = recusal_req(cl, 0)
+    got = stalled(c, w.G1.member, w.G1.member.clue.RecordRecusal, req, lambda: RL.case.RemoveClueFromCase(
+        cs.RemoveClueFromCaseRequest(case_id=jc.id, clue_id=cl.id, reason="收回", request_id=new_request_id()),
+        timeout=30))
+    assert got[0] == Code.OK, got
+    assert [e[1] for e in events(c.db, cl.id)][-2:] == ["case.remove_clue", "clue.recuse"]
+    assert rows(c.db, "SELECT user_id, has_recusals FROM recusals r JOIN clues k ON k.id = r.clue_id"
+                      " WHERE r.clue_id = %s", cl.id) == [(w.G1.member.id, True)]
 
 
 if __name__ == "__main__":
