@@ -53,10 +53,12 @@ typedef struct server_config {
                                        a sixteenth of max_connections, at least 1 */
   uint64_t handshake_timeout_ms;    /* preface and SETTINGS within, default 10 s; 0: none */
   uint64_t idle_timeout_ms;         /* no call and no request for, then GOAWAY; default 5 min */
-  uint64_t write_timeout_ms;        /* pending output with no progress for, then close; 60 s */
+  uint64_t write_timeout_ms;        /* output owed this long without progress, then close;
+                                       60 s */
   uint64_t unauth_stream_age_ms;    /* public streams (Health/Watch) end after, default 1 h */
   unsigned max_public_streams;      /* streams of public streaming methods (Health/Watch,
-                                       reflection) open at once over all connections, 4096 */
+                                       reflection) open at once over all connections, with
+                                       public unary calls whose answers wait, 4096 */
   unsigned max_public_streams_per_addr; /* the same, from one peer address (an IPv6 /64); 0
                                            (default): a quarter of max_public_streams */
   uint64_t keepalive_min_ping_ms;   /* PINGs closer than this are strikes, default 5 min */
@@ -175,7 +177,8 @@ struct server {
                                   and decided after all (service/clue.c) */
   size_t inbound;              /* request bytes authenticated calls keep (--max-inbound) */
   key_counts_t user_inbound;   /* ... of them per user (--max-user-inbound) */
-  unsigned public_streams;     /* open calls of public streaming methods (--max-public-streams) */
+  unsigned public_streams;     /* open calls of public streaming methods, and public unary
+                                  calls whose answers wait (--max-public-streams) */
   key_counts_t addr_public_streams; /* ... of them per peer address
                                        (--max-public-streams-per-address) */
   size_t inbound_public;       /* request bytes of public methods' calls, all connections */

@@ -16,15 +16,23 @@
 
 #define H2_WRITE_CHUNK (64 * 1024)
 
-/* What counts as progress for --write-timeout: this many response bytes taken by the peer,
- * or all of its pending output. A peer that opens a byte of window now and then, or reads
- * a frame at a time, does not keep a connection that owes it more. */
+/* What counts as progress for --write-timeout: this many response bytes taken by the peer.
+ * A peer that opens a byte of window now and then, reads a frame at a time, or lets a few
+ * stalled answers go and stalls new ones, does not keep a connection that owes it more. */
 #define H2_PROGRESS_MIN (16 * 1024)
 
 /* The smallest frames a request header block may come in (CONTINUATION frames, but the
  * last): clients split blocks at SETTINGS_MAX_FRAME_SIZE, 16 KiB, so this leaves 16 times
  * that room. */
 #define H2_MIN_HEADER_FRAME 1024
+
+/* How long a graceful GOAWAY's notice (idle timeout, shutdown) waits at most for the PING
+ * sent after it to be answered before the final GOAWAY goes (RFC 9113 6.8: a round trip for
+ * streams in flight). Checked by the sweep, so up to one interval more. */
+#define H2_LINGER_MS 1000
+
+/* The PING sent after the notice; its ACK says the peer has read the notice. */
+static const uint8_t notice_ping[8] = {'c', 'l', 'u', 'e', 'd', 'b', 'y', 'e'};
 
 #ifdef CLUED_HAVE_NGHTTP2_MAX_CONTINUATIONS
 /* CONTINUATION frames one header block may have: enough for a block of max_list bytes
@@ -38,6 +46,7 @@ static size_t h2_max_continuations(size_t max_list) {
 
 static void conn_change_state(h2_conn_t *c, h2_conn_state_t to, const char *why);
 static void conn_release_idle(h2_conn_t *c);
+static void conn_goaway_final(h2_conn_t *c);
 
 static h2_conn_t *conn_of(nghttp2_session *s, void *user_data) {
   (void)s;
@@ -179,8 +188,8 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
   if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
     return 0;
   c->nopen++; /* nghttp2 opened it; on_stream_close counts it out */
-  if (c->state != H2_CONN_OPEN) {
-    /* Past GOAWAY nghttp2 already ignores new streams; be explicit anyway. */
+  if (c->state != H2_CONN_OPEN && c->state != H2_CONN_NOTICE) {
+    /* Past the final GOAWAY nghttp2 already ignores new streams; be explicit anyway. */
     nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
     return 0;
   }
@@ -255,7 +264,7 @@ static void conn_on_ping(h2_conn_t *c) {
   uint64_t now = uv_now(c->srv->loop), min = c->srv->cfg.keepalive_min_ping_ms;
 
   if (min && c->last_ping && now - c->last_ping < min && ++c->ping_strikes > H2_MAX_PING_STRIKES &&
-      (c->state == H2_CONN_OPEN || c->state == H2_CONN_DRAINING)) {
+      (c->state == H2_CONN_OPEN || c->state == H2_CONN_NOTICE || c->state == H2_CONN_DRAINING)) {
     log_warn("conn %llu (%s): %u PINGs less than %llu ms apart (--keepalive-min-ping): GOAWAY "
              "ENHANCE_YOUR_CALM",
              (unsigned long long)c->id, c->peer, c->ping_strikes + 1, (unsigned long long)min);
@@ -315,6 +324,9 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
   case NGHTTP2_PING:
     if (!(f->hd.flags & NGHTTP2_FLAG_ACK))
       conn_on_ping(c);
+    else if (c->state == H2_CONN_NOTICE &&
+             memcmp(f->ping.opaque_data, notice_ping, sizeof(notice_ping)) == 0)
+      conn_goaway_final(c); /* the peer has read the notice: it opens no stream any more */
     return 0;
   case NGHTTP2_HEADERS:
   case NGHTTP2_DATA:
@@ -509,12 +521,17 @@ static void conn_change_state(h2_conn_t *c, h2_conn_state_t to, const char *why)
   server_t *srv = c->srv;
 
   switch (to) {
+  case H2_CONN_NOTICE:
+    assert(c->state == H2_CONN_OPEN && c->h1 == NULL);
+    c->state = to;
+    c->notice_until = uv_now(srv->loop) + H2_LINGER_MS;
+    break;
   case H2_CONN_DRAINING:
-    assert(c->state == H2_CONN_OPEN);
+    assert(c->state == H2_CONN_OPEN || c->state == H2_CONN_NOTICE);
     c->state = to;
     break;
   case H2_CONN_HANGUP:
-    assert(c->state == H2_CONN_OPEN || c->state == H2_CONN_DRAINING);
+    assert(c->state == H2_CONN_OPEN || c->state == H2_CONN_NOTICE || c->state == H2_CONN_DRAINING);
     c->state = to;
     break;
   case H2_CONN_CLOSING:
@@ -575,14 +592,46 @@ static size_t conn_pending(const h2_conn_t *c) {
   return c->queued + c->owed + c->wlen + tls_pending(c->tls);
 }
 
-/* n response bytes were taken by the peer: progress once there are enough of them, or once
- * nothing is pending any more (--write-timeout). */
+/* --write-timeout's clock (last_progress) runs while the connection owes its peer output and
+ * stands still while it owes nothing: it measures how long the peer has owed, since it last
+ * took H2_PROGRESS_MIN bytes or owed nothing for a whole --write-timeout. Owing nothing for a
+ * moment is no progress: a client that let its stalled answers (a few hundred bytes) go now
+ * and then, and stalled as many new ones at once, was never closed, and kept their calls. */
+static void conn_out_quiet(h2_conn_t *c, uint64_t now) {
+  if (c->quiet_since == 0)
+    c->quiet_since = now | 1; /* odd: never 0 */
+}
+
+/* Output is pending again (or still): the clock goes on from where it stood, or afresh after a
+ * whole --write-timeout without any. */
+static void conn_out_busy(h2_conn_t *c, uint64_t now) {
+  uint64_t quiet;
+
+  if (c->quiet_since == 0)
+    return;
+  quiet = now > c->quiet_since ? now - c->quiet_since : 0;
+  c->quiet_since = 0;
+  if (quiet >= c->srv->cfg.write_timeout_ms) {
+    c->last_progress = now;
+    c->moved = 0;
+    return;
+  }
+  c->last_progress += quiet;
+  if (c->last_progress > now)
+    c->last_progress = now;
+}
+
+/* n response bytes were taken by the peer: progress once there are enough of them. */
 static void conn_progress(h2_conn_t *c, size_t n) {
+  uint64_t now = uv_now(c->srv->loop);
+
   c->moved += n;
-  if (c->moved >= H2_PROGRESS_MIN || (conn_pending(c) == 0 && !c->writing)) {
-    c->last_progress = uv_now(c->srv->loop);
+  if (c->moved >= H2_PROGRESS_MIN) {
+    c->last_progress = now;
     c->moved = 0;
   }
+  if (conn_pending(c) == 0 && !c->writing)
+    conn_out_quiet(c, now);
 }
 
 static void conn_write_cb(uv_write_t *req, int status) {
@@ -635,6 +684,8 @@ int h2_conn_congested(const h2_conn_t *c) {
 void h2_conn_queued(h2_conn_t *c, ptrdiff_t delta) {
   size_t cap = c->srv->cfg.max_conn_buffer;
 
+  if (delta > 0)
+    conn_out_busy(c, uv_now(c->srv->loop));
   c->queued += (size_t)delta;
   if (c->state == H2_CONN_CLOSING)
     return; /* its streams are leaving: nothing to pause or wake */
@@ -670,6 +721,8 @@ void h2_conn_queued(h2_conn_t *c, ptrdiff_t delta) {
 }
 
 void h2_conn_owed(h2_conn_t *c, ptrdiff_t delta) {
+  if (delta > 0)
+    conn_out_busy(c, uv_now(c->srv->loop));
   c->owed += (size_t)delta;
   if (delta < 0 && c->state != H2_CONN_CLOSING)
     conn_progress(c, (size_t)-delta);
@@ -954,7 +1007,8 @@ static ssize_t conn_recv(h2_conn_t *c, const uint8_t *p, size_t n) {
           if (r < 0)
             return r;
           done = start;
-          if (c->state != H2_CONN_OPEN && c->state != H2_CONN_DRAINING)
+          if (c->state != H2_CONN_OPEN && c->state != H2_CONN_NOTICE &&
+              c->state != H2_CONN_DRAINING)
             return (ssize_t)n;
         }
         if (nghttp2_session_find_stream(c->session, id) == NULL) {
@@ -1068,6 +1122,14 @@ h2_read:
     h2_conn_close(c, "protocol error; GOAWAY sent");
 }
 
+/* A graceful GOAWAY (idle timeout, shutdown; debug: a static string) goes in two steps, as
+ * gRPC's servers send it. First a notice, GOAWAY with the largest stream id, and a PING: the
+ * client opens no stream after it has read it, and a request it sent before is still served.
+ * Once the PING is answered (the client has read the notice, and any request it sent before
+ * is in), or after H2_LINGER_MS, the final GOAWAY names the last stream processed, and the
+ * connection closes once its streams are done (RFC 9113 6.8). A GOAWAY and the close in the
+ * same turn used to leave a request that crossed them to a closed socket, whose reset can also
+ * throw the unread GOAWAY away: the client saw the connection fail under its call. */
 static void conn_goaway(h2_conn_t *c, const char *debug) {
   if (c->state != H2_CONN_OPEN)
     return;
@@ -1075,16 +1137,32 @@ static void conn_goaway(h2_conn_t *c, const char *debug) {
     h2_conn_close(c, debug); /* it has not said a word: nothing to finish */
     return;
   }
-  conn_change_state(c, H2_CONN_DRAINING, NULL);
   if (c->h1 != NULL) {
+    conn_change_state(c, H2_CONN_DRAINING, NULL);
     h1_drain(c); /* closes after the reply in progress, at once if there is none */
     h2_conn_flush(c);
     return;
   }
+  c->goaway_why = debug;
+  if (nghttp2_submit_shutdown_notice(c->session) != 0 ||
+      nghttp2_submit_ping(c->session, NGHTTP2_FLAG_NONE, notice_ping) != 0) {
+    conn_change_state(c, H2_CONN_DRAINING, NULL);
+    conn_goaway_final(c);
+  } else {
+    conn_change_state(c, H2_CONN_NOTICE, NULL);
+  }
+  h2_conn_flush(c);
+}
+
+/* The GOAWAY that ends the notice (conn_goaway): nghttp2 ignores new streams once it is sent.
+ * Safe inside nghttp2's callbacks; it goes with the next flush. */
+static void conn_goaway_final(h2_conn_t *c) {
+  if (c->state == H2_CONN_NOTICE)
+    conn_change_state(c, H2_CONN_DRAINING, NULL);
   nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
                         nghttp2_session_get_last_proc_stream_id(c->session), NGHTTP2_NO_ERROR,
-                        (const uint8_t *)debug, strlen(debug));
-  h2_conn_flush(c);
+                        (const uint8_t *)c->goaway_why, strlen(c->goaway_why));
+  c->flush_pending = 1;
 }
 
 void h2_conn_drain(h2_conn_t *c) {
@@ -1097,6 +1175,12 @@ void h2_conn_tick(h2_conn_t *c, uint64_t now) {
 
   if (c->state == H2_CONN_CLOSING)
     return;
+  if (c->state == H2_CONN_NOTICE && now >= c->notice_until) {
+    conn_goaway_final(c); /* the PING after the notice was not answered in time */
+    h2_conn_flush(c);
+    if (c->state == H2_CONN_CLOSING)
+      return;
+  }
   if (!c->handshaken && cfg->handshake_timeout_ms && now - c->born >= cfg->handshake_timeout_ms) {
     snprintf(why, sizeof(why),
              c->h1 ? "handshake timeout: no complete HTTP/1.1 request head within %llu ms "
@@ -1118,16 +1202,18 @@ void h2_conn_tick(h2_conn_t *c, uint64_t now) {
     return;
   }
   if (!c->writing && conn_pending(c) == 0) {
-    c->last_progress = now;
-    c->moved = 0;
-  } else if (cfg->write_timeout_ms && now - c->last_progress >= cfg->write_timeout_ms) {
-    snprintf(why, sizeof(why),
-             "write timeout: %zu bytes pending and %zu taken by the peer in %llu ms, less than "
-             "%u (--write-timeout)",
-             conn_pending(c), c->moved, (unsigned long long)(now - c->last_progress),
-             H2_PROGRESS_MIN);
-    h2_conn_close(c, why);
-    return;
+    conn_out_quiet(c, now);
+  } else {
+    conn_out_busy(c, now); /* output no reply announced: frames of the session's own, TLS */
+    if (cfg->write_timeout_ms && now - c->last_progress >= cfg->write_timeout_ms) {
+      snprintf(why, sizeof(why),
+               "write timeout: %zu bytes pending and %zu taken by the peer in the %llu ms it "
+               "owed output, less than %u (--write-timeout)",
+               conn_pending(c), c->moved, (unsigned long long)(now - c->last_progress),
+               H2_PROGRESS_MIN);
+      h2_conn_close(c, why);
+      return;
+    }
   }
   if (c->h1 != NULL && h1_tick(c, now))
     return;
@@ -1371,6 +1457,7 @@ int h2_conn_accept(server_t *srv, h2_conn_t **out) {
   c->id = ++srv->next_conn_id;
   c->state = H2_CONN_OPEN;
   c->born = c->last_active = c->last_progress = uv_now(srv->loop);
+  c->quiet_since = c->born | 1;
   c->refuse_tokens = H2_REFUSED_BURST;
   c->refuse_stamp = c->born / 1000;
   rc = uv_tcp_init(srv->loop, &c->tcp);

@@ -26,9 +26,13 @@ typedef enum h2_proto {
 #define H2_STREAM_ENDED 16 /* streams the client ended, remembered after they close */
 #define H2_CONN_BLOCKS 4   /* nghttp2's other page blocks (its stream map) tracked per connection */
 
-/* OPEN -> DRAINING -> CLOSING; OPEN or DRAINING -> HANGUP -> CLOSING; any -> CLOSING. */
+/* OPEN -> NOTICE -> DRAINING -> CLOSING (HTTP/1.1: OPEN -> DRAINING); OPEN, NOTICE or DRAINING
+ * -> HANGUP -> CLOSING; any -> CLOSING. */
 typedef enum h2_conn_state {
   H2_CONN_OPEN,     /* serving streams */
+  H2_CONN_NOTICE,   /* GOAWAY(2^31-1) and a PING sent: streams still served (those the
+                       client sent before it read the notice); the final GOAWAY goes once the
+                       PING is answered, or after H2_LINGER_MS */
   H2_CONN_DRAINING, /* GOAWAY sent; finishing the streams already open */
   H2_CONN_HANGUP,   /* a protocol error or abuse: GOAWAY queued, what the peer sends is
                        ignored, closed once the GOAWAY is written */
@@ -74,7 +78,9 @@ struct h2_conn {
   unsigned handshaken : 1; /* the client's preface and SETTINGS arrived */
   uint64_t born;
   uint64_t last_active;   /* last request frame (HEADERS, DATA) or call end */
-  uint64_t last_progress; /* last time pending output moved */
+  uint64_t last_progress; /* --write-timeout's clock: when the peer last took H2_PROGRESS_MIN
+                             bytes, moved on by the times it owed nothing (h2_conn.c) */
+  uint64_t quiet_since;   /* loop time (odd) since which nothing is pending; 0: output is */
   uint64_t last_ping;     /* last PING received */
   unsigned ping_strikes;  /* PINGs too close together since we last sent HEADERS/DATA */
   /* SETTINGS_MAX_CONCURRENT_STREAMS, enforced here (on_begin_headers in h2_conn.c): a stream
@@ -100,6 +106,8 @@ struct h2_conn {
   int32_t ended[H2_STREAM_ENDED];
   unsigned nended;     /* next slot (a ring) */
   uint32_t error_code; /* the GOAWAY code for a failure found here; 0: PROTOCOL_ERROR */
+  uint64_t notice_until;  /* NOTICE: loop time by which the final GOAWAY goes */
+  const char *goaway_why; /* NOTICE: the final GOAWAY's debug data (a static string) */
   /* Where the bytes read stand in HTTP/2's framing (conn_recv in h2_conn.c). */
   uint32_t scan_skip;   /* payload bytes of the current frame still to come */
   uint8_t scan_preface; /* bytes of the client preface seen */
@@ -165,7 +173,8 @@ void h2_conn_flush_due(server_t *srv);
  */
 void h2_conn_tick(h2_conn_t *c, uint64_t now);
 
-/** Start a graceful shutdown of the connection: GOAWAY, then close once streams end. */
+/** Start a graceful shutdown of the connection: a GOAWAY notice and a PING, the final GOAWAY
+ * once the PING is answered (or after H2_LINGER_MS), then close once streams end. */
 void h2_conn_drain(h2_conn_t *c);
 
 /** Close the connection now, logging reason. Calls still open are cancelled. */

@@ -671,6 +671,14 @@ int h2_stream_congested(const h2_stream_t *s) {
   return s->conn != NULL && s->conn->congested;
 }
 
+size_t h2_stream_unsent(const h2_stream_t *s) {
+  return s->conn != NULL ? s->len - s->off : 0;
+}
+
+int h2_stream_conn_owes_public(const h2_stream_t *s) {
+  return s->conn != NULL && s->conn->queued_public > 0;
+}
+
 void h2_stream_want_writable(h2_stream_t *s, int on) {
   s->want_writable = on ? 1 : 0;
   if (!on && s->conn)
@@ -1245,7 +1253,13 @@ void h2_stream_detach(h2_stream_t *s, uint32_t error_code, const char *conn_reas
   unqueue_writable(s);
   s->want_writable = 0;
   stream_set_out(s, H2_OUT_CLOSED);
-  s->held = 0; /* the stream is gone: no credit to give back for it */
+  /* The stream is gone, and its own credit with it; but what its body took of the
+   * connection's window while the caller was being authenticated goes back, or a client
+   * that cancels calls during their token lookup shrinks that window for good (nghttp2
+   * returns nothing of bytes it handed over). */
+  if (s->unacked > 0)
+    h2_conn_consume_apart(c, s->id, s->unacked, 0);
+  s->held = 0; /* stream credit only: the connection's went back as they arrived */
   h2_stream_input_free(s);
   s->in = H2_IN_DISCARD;
   s->unacked = s->held = 0;

@@ -278,6 +278,13 @@ size_t h2_stream_buffered(h2_stream_t *s);
 /** True while the stream's connection has more output queued than --max-conn-buffer. */
 int h2_stream_congested(const h2_stream_t *s);
 
+/** Reply bytes queued on the stream that HTTP/2 has not taken yet (0 once detached). */
+size_t h2_stream_unsent(const h2_stream_t *s);
+
+/** True while the stream's connection holds answers to public methods that HTTP/2 has not
+ * taken yet: its peer's flow-control windows, or a write it does not read, hold them. */
+int h2_stream_conn_owes_public(const h2_stream_t *s);
+
 /**
  * True when the stream should add no output now: its connection is congested, or the queued
  * output of its kind has reached a bound over all connections: for a public method, its

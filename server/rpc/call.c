@@ -44,6 +44,7 @@ static const char *schema_refusal(const server_t *srv) {
 
 static void call_finish(rpc_call_t *call, int http_status, int code, const char *msg);
 static void call_headers_drop(rpc_call_t *call, int meta);
+static void call_public_uncount(rpc_call_t *call);
 
 static rpc_call_t *call_of(h2_stream_t *s) {
   return container_of(s, rpc_call_t, stream);
@@ -254,10 +255,7 @@ static void call_free(uv_handle_t *h) {
   decode_arena_release(&call->decode_arena);
   server_inbound_release(call->srv, call->srv_kept);
   key_counts_release(&call->srv->user_inbound, call->stream.user, call->user_kept);
-  if (call->public_stream) {
-    call->srv->public_streams--;
-    key_counts_release(&call->srv->addr_public_streams, call->public_key, 1);
-  }
+  call_public_uncount(call);
   h2_stream_free(&call->stream);
   free(call->msg.data);
   free(call->path);
@@ -572,6 +570,66 @@ static void call_stream_age(uv_timer_t *t) {
     cb(call, call->cancel_arg);
 }
 
+/* Calls to methods that need no token hold memory with nobody to answer for it: a stream
+ * (Health/Watch, reflection) for as long as it is open, and a unary call (Health/Check) while
+ * its answer waits for its client to take it (a client that grants no window and reads
+ * nothing kept 100 of them per connection, on every connection it could open). Both count
+ * in srv->public_streams, bounded by --max-public-streams over all connections and by a share
+ * of it per peer address (one stranger cannot refuse everyone else's Health/Watch). A stream
+ * past either bound is refused. So is a unary call, but only on a connection that holds
+ * answers its client has not taken: a client that reads its answers is answered whatever
+ * strangers hold, and a connection passes the bounds by one call at most.
+ * Returns 1 if the call may go on, 0 if it was refused. */
+static int call_public_admit(rpc_call_t *call, int stream) {
+  server_t *srv = call->srv;
+  unsigned share = server_max_public_streams_per_addr(&srv->cfg);
+  const char *then =
+      stream ? "retry later" : "read the answers this connection holds, or retry later";
+  char msg[300];
+
+  if (!stream && !h2_stream_conn_owes_public(&call->stream))
+    return 1;
+  if (srv->public_streams >= srv->cfg.max_public_streams) {
+    snprintf(msg, sizeof(msg),
+             "%u streams of methods that need no token, and answers to them not yet read, are "
+             "held on this server, its limit (--max-public-streams); %s",
+             srv->cfg.max_public_streams, then);
+    call_finish(call, 200, GRPC_RESOURCE_EXHAUSTED, msg);
+    return 0;
+  }
+  if (key_counts_get(&srv->addr_public_streams, h2_stream_peer_key(&call->stream)) >= share) {
+    snprintf(msg, sizeof(msg),
+             "%u streams of methods that need no token, and answers to them not yet read, are "
+             "held for your address, its share of this server's "
+             "(--max-public-streams-per-address); %s",
+             share, then);
+    call_finish(call, 200, GRPC_RESOURCE_EXHAUSTED, msg);
+    return 0;
+  }
+  return 1;
+}
+
+/* Count the call in srv->public_streams (call_public_admit) until call_public_uncount().
+ * Returns 0 or -ENOMEM. */
+static int call_public_count(rpc_call_t *call) {
+  uint64_t key = h2_stream_peer_key(&call->stream);
+
+  if (key_counts_add(&call->srv->addr_public_streams, key, 1) != 0)
+    return -ENOMEM;
+  call->public_key = key;
+  call->srv->public_streams++;
+  call->public_stream = 1;
+  return 0;
+}
+
+static void call_public_uncount(rpc_call_t *call) {
+  if (!call->public_stream)
+    return;
+  call->srv->public_streams--;
+  key_counts_release(&call->srv->addr_public_streams, call->public_key, 1);
+  call->public_stream = 0;
+}
+
 static void call_on_headers_done(h2_stream_t *s) {
   rpc_call_t *call = call_of(s);
   uint64_t ms;
@@ -673,38 +731,12 @@ static void call_on_headers_done(h2_stream_t *s) {
    * of its body is decoded, and what it still uploads is dropped as it arrives. */
   if (call->m->public_method) {
     uint64_t age = call->srv->cfg.unauth_stream_age_ms;
-    if (call->m->server_streaming || call->m->client_streaming) {
-      /* Streams anyone may open and keep: bounded over all connections too, since each
-       * costs memory for as long as it lasts (--max-unauth-stream-age). */
-      if (call->srv->public_streams >= call->srv->cfg.max_public_streams) {
-        char msg[200];
-        snprintf(msg, sizeof(msg),
-                 "%u streams of methods that need no token are open on this server, its "
-                 "limit (--max-public-streams); retry later",
-                 call->srv->cfg.max_public_streams);
-        call_finish(call, 200, GRPC_RESOURCE_EXHAUSTED, msg);
-        return;
-      }
-      /* ... and per peer address, so that one stranger cannot hold them all and refuse every
-       * other client's Health/Watch (which client-side health checking needs). */
-      uint64_t key = h2_stream_peer_key(&call->stream);
-      unsigned share = server_max_public_streams_per_addr(&call->srv->cfg);
-      if (key_counts_get(&call->srv->addr_public_streams, key) >= share) {
-        char msg[200];
-        snprintf(msg, sizeof(msg),
-                 "%u streams of methods that need no token are open from your address, its "
-                 "share of this server's (--max-public-streams-per-address); retry later",
-                 share);
-        call_finish(call, 200, GRPC_RESOURCE_EXHAUSTED, msg);
-        return;
-      }
-      if (key_counts_add(&call->srv->addr_public_streams, key, 1) != 0) {
-        call_finish(call, 200, GRPC_RESOURCE_EXHAUSTED, "out of memory");
-        return;
-      }
-      call->public_key = key;
-      call->srv->public_streams++;
-      call->public_stream = 1;
+    int stream = call->m->server_streaming || call->m->client_streaming;
+    if (!call_public_admit(call, stream))
+      return;
+    if (stream && call_public_count(call) != 0) {
+      call_finish(call, 200, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+      return;
     }
     if (call->m->server_streaming && age && (call->deadline_ms == 0 || call->deadline_ms > age))
       uv_timer_start(&call->timer, call_stream_age, age, 0);
@@ -957,6 +989,7 @@ static void call_on_closed(h2_stream_t *s, uint32_t error_code, const char *conn
   call->on_writable = NULL;
   uv_timer_stop(&call->timer);
   call_cancel_db(call);
+  call_public_uncount(call); /* its stream, or its answer, is gone */
   if (was < RPC_CALL_FINISHING) {
     if (call->started)
       metrics_call_handled(call->srv->metrics, call->m, GRPC_CANCELLED,
@@ -1072,6 +1105,12 @@ static void call_finish(rpc_call_t *call, int http_status, int code, const char 
   h2_stream_set_details(&call->stream,
                         rpc_details_encode(code, msg, call->details, call->ndetails));
   h2_stream_finish(&call->stream, http_status, code, msg);
+  /* A public unary call's answer holds the call until its client takes it: it counts as a
+   * public stream meanwhile (call_public_admit; out of memory: it goes uncounted). An answer
+   * taken at once, as a reading client's is, leaves it in this turn of the loop. */
+  if (call->m != NULL && call->m->public_method && !call->public_stream &&
+      h2_stream_unsent(&call->stream) > 0)
+    (void)call_public_count(call);
 }
 
 int rpc_send(rpc_call_t *call, const ProtobufCMessage *msg) {

@@ -88,7 +88,8 @@ struct rpc_call {
   unsigned headers_over : 1; /* over a header limit: the rest is counted, not kept */
   unsigned started : 1;      /* counted in grpc_server_started_total: only such a call is
                                 counted as handled */
-  unsigned public_stream : 1; /* counted in srv->public_streams until freed */
+  unsigned public_stream : 1; /* counted in srv->public_streams: a public stream, or a public
+                                 unary call whose answer waits (call_public_admit) */
   unsigned msg_held : 1;      /* a client-streaming request message waits in msg for the
                                  public output to drain (h2_stream_out_wait) */
   uint64_t public_key;        /* its peer address's key in srv->addr_public_streams while

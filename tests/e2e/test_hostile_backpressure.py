@@ -22,8 +22,8 @@ import grpc
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
 import world  # noqa: E402
-from hostile import (ASAN_SMALL_QUARANTINE, DATA, PREFACE, WINDOW_UPDATE, HealthProbe, Raw, frame, grpc_msg, headers_frames, lit,  # noqa: E402
-                     report, request_block, rss_kb, settings, start_clued)
+from hostile import (ASAN_SMALL_QUARANTINE, CANCEL, DATA, PREFACE, RST_STREAM, WINDOW_UPDATE, HealthProbe, Raw, frame,  # noqa: E402
+                     grpc_msg, headers_frames, lit, report, request_block, rss_kb, settings, start_clued)
 
 S = harness.stubs()
 pb = S.clue_pb2
@@ -581,6 +581,43 @@ def test_a_connection_over_its_buffer_is_logged_once_a_second(c):
         assert 1 <= len(lines) <= 1 + (time.monotonic() - t0), lines
         r.close()
     finally:
+        srv.stop()
+
+
+def test_calls_reset_during_their_token_lookup_give_their_credit_back(c):
+    """The body that arrives while a caller's token is being looked up holds its connection's
+    flow-control credit until the lookup answers. A call reset meanwhile (grpcio cancels a call
+    whose deadline passes while a busy database keeps its lookup waiting) used to keep that
+    credit for good: after 8 MiB of such bodies (the connection's window) the connection could
+    carry no request body any more, and every later call on it hung to its deadline. Here, while
+    the tokens table is locked, ten calls send 1 MiB of body each and are reset; their credit
+    comes back, and once the lookups answer a call on the same connection is answered."""
+    srv, hold = own_server(c, "--auth-cache-ttl", "0", "--db-lock-timeout", "60000")
+    r = None
+    try:
+        r = Raw(srv.addr, timeout=60)
+        r.until(lambda: r.server_settings is not None and r.conn_window > 65535, 5, "SETTINGS and window")
+        window = r.conn_window
+        body = grpc_msg(b"\x0a" * ((1 << 20) - 5))  # never decoded: its call is reset first
+        with hold.cursor() as cur:
+            cur.execute("LOCK TABLE tokens IN ACCESS EXCLUSIVE MODE")
+        sent = 0
+        for sid in range(1, 21, 2):
+            r.send(headers_frames(sid, request_block(LIST_NOTES, auth(c.token))))
+            sent += r.send_body(sid, body, end_stream=False, timeout=10)
+            r.send(frame(RST_STREAM, 0, sid, struct.pack(">I", CANCEL)))
+        assert sent > window, (sent, window)
+        hold.rollback()  # the lookups answer
+        req = pb.ListNotesRequest(clue_id=c.clue_id, page_size=1).SerializeToString()
+        r.send(headers_frames(21, request_block(LIST_NOTES, auth(c.token))))
+        r.send_body(21, grpc_msg(req), timeout=10)
+        r.until(lambda: 21 in r.ended, 20, "the call after the resets")
+        assert r.status(21) == 0, (r.status(21), r.message(21))
+    finally:
+        if r is not None:
+            r.close()
+        hold.rollback()
+        hold.close()
         srv.stop()
 
 

@@ -15,9 +15,9 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
 import world  # noqa: E402
-from hostile import (CHECK, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM,  # noqa: E402
-                     HEADERS, NO_ERROR, PING, PREFACE, HealthProbe, Raw, frame, grpc_msg, headers_frames, indexed, lit, report, request_block,
-                     rss_kb, start_clued)
+from hostile import (CHECK, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM, GOAWAY,  # noqa: E402
+                     HEADERS, NO_ERROR, PING, PREFACE, WINDOW_UPDATE, HealthProbe, Raw, frame, grpc_msg,
+                     headers_frames, indexed, lit, report, request_block, rss_kb, start_clued)
 
 S = harness.stubs()
 WATCH = "/grpc.health.v1.Health/Watch"
@@ -563,6 +563,132 @@ def test_a_header_block_must_end_in_time(c):
     time.sleep(1.6)
     assert r.read(0.2) and r.goaway is None, r.goaway
     r.close()
+
+
+def stall_checks(r, sids):
+    """Whole Health/Checks on sids, whose answers r's zero window keeps from going."""
+    r.send(b"".join(headers_frames(s, request_block()) + frame(DATA, END_STREAM, s, grpc_msg()) for s in sids))
+
+
+def test_unread_public_answers_are_bounded_over_connections(c):
+    """A Health/Check whose client grants no window keeps its call until its answer can go:
+    100 per connection, on as many connections as a stranger opens (about 500 KiB each, 5 GiB
+    at --max-connections), and only the answers' few bytes were counted. Such calls now count
+    as public streams while their answers wait: one address's four connections of 20 stalled
+    calls each keep 10 (its share of --max-public-streams 40) and one more per further
+    connection; the rest are refused with RESOURCE_EXHAUSTED naming the flag, and no answer
+    goes through a closed window. A client that reads its answers is still answered from that
+    address, and once the stalled connections close their room is there again."""
+    srv = start_clued("--max-public-streams", "40")
+    conns = []
+    try:
+        sids = [1 + 2 * i for i in range(20)]
+        for _ in range(4):
+            r = Raw(srv.addr, settings_pairs=[(4, 0)], source="127.0.0.1")
+            conns.append(r)
+            stall_checks(r, sids)
+            r.until(lambda: all(s in r.hdrs for s in sids), 10, "twenty answers begun or refused")
+        time.sleep(0.3)
+        for r in conns:
+            r.read(0.1)
+        held = [s for r in conns for s in sids if s not in r.ended]
+        refused = [(r, s) for r in conns for s in sids if s in r.ended]
+        assert len(held) == 10 + 3, [len([s for s in sids if s not in r.ended]) for r in conns]
+        for r, s in refused:
+            assert r.status(s) == 8 and "--max-public-streams-per-address" in r.message(s), (r.status(s), r.message(s))
+        assert not any(r.data for r in conns), "an answer went through a closed window"
+        probe = Raw(srv.addr, source="127.0.0.1")
+        for sid in (1, 3, 5):
+            assert probe.check(sid) == 0, (probe.status(sid), probe.message(sid))
+        probe.close()
+        for r in conns:
+            r.close()
+        time.sleep(0.5)
+        again = Raw(srv.addr, settings_pairs=[(4, 0)], source="127.0.0.1")
+        conns.append(again)
+        stall_checks(again, sids)
+        again.until(lambda: all(s in again.hdrs for s in sids), 10, "twenty answers begun or refused")
+        time.sleep(0.3)
+        again.read(0.1)
+        assert len([s for s in sids if s not in again.ended]) == 10, again.ended
+    finally:
+        for r in conns:
+            r.close()
+        srv.stop()
+
+
+def test_write_timeout_needs_real_progress(c):
+    """A client that grants no window, and now and then lets its stalled answers go (a
+    WINDOW_UPDATE per stream) only to stall as many new calls at once, owes output all the
+    while but for an instant, and takes a few hundred bytes: that instant counted as progress,
+    and --write-timeout never closed it. Here five Health/Checks stalled at a time, renewed
+    about every 0.7 s: the connection is closed by the write timeout (2 s)."""
+    r = Raw(c.srv.addr, settings_pairs=[(4, 0)])
+    sids = [1 + 2 * i for i in range(5)]
+    stall_checks(r, sids)
+    t0 = time.time()
+    try:
+        while not r.closed and time.time() - t0 < 15:
+            time.sleep(0.7)
+            r.read(0.1)
+            if r.closed:
+                break
+            r.send(b"".join(frame(WINDOW_UPDATE, 0, s, struct.pack(">I", 64)) for s in sids))
+            end = time.time() + 5
+            while not r.closed and not all(s in r.ended for s in sids) and time.time() < end:
+                r.read(0.1)
+            if r.closed:
+                break
+            assert all(r.status(s) == 0 for s in sids), [r.status(s) for s in sids]
+            sids = [s + 10 for s in sids]
+            stall_checks(r, sids)
+    except OSError:
+        r.closed = True  # closed under a write
+    assert r.closed, "a client renewing its stalled answers kept its connection past --write-timeout"
+    assert time.time() - t0 > 1.5
+    r.close()
+    logged(c, "write timeout")
+
+
+def goaway_unread(r, timeout=10.0):
+    """Wait, reading nothing, until a GOAWAY has arrived on r's socket."""
+    end = time.time() + timeout
+    while time.time() < end:
+        r.sock.settimeout(max(0.05, end - time.time()))
+        try:
+            got = r.buf + r.sock.recv(1 << 16, socket.MSG_PEEK)
+        except socket.timeout:
+            continue
+        i = 0
+        while i + 9 <= len(got):
+            if got[i + 3] == GOAWAY:
+                return
+            i += 9 + int.from_bytes(got[i:i + 3], "big")
+        time.sleep(0.02)
+    raise AssertionError("no GOAWAY came")
+
+
+def test_a_request_crossing_the_idle_goaway_is_answered(c):
+    """The idle GOAWAY was followed by the close at once: a request the client sent before it
+    read the GOAWAY met a closed socket, which answers with a reset (that can throw the unread
+    GOAWAY away too), and a gRPC client failed the call UNAVAILABLE. The GOAWAY now comes as
+    gRPC's servers send it: a notice (the largest stream id) and a PING; a request sent before
+    the notice was read is still served; once the PING is answered, the final GOAWAY (naming
+    that request's stream) and the close."""
+    r = Raw(c.srv.addr)
+    try:
+        assert r.check(1) == 0
+        goaway_unread(r)  # the notice is there, unread, as the client sends
+        r.send(headers_frames(3, request_block()) + frame(DATA, END_STREAM, 3, grpc_msg()))
+        end = time.time() + 10
+        while not r.closed and 3 not in r.ended and time.time() < end:
+            r.read(0.2)
+        assert 3 in r.ended and r.status(3) == 0, (r.hdrs.get(3), r.rst, r.closed, r.goaway)
+        assert r.wait_closed(5), "the connection stayed open after its notice was answered"
+        assert r.goaway is not None and r.goaway[0] == 3 and r.goaway[1] == NO_ERROR, r.goaway
+        assert b"idle" in r.goaway[2], r.goaway
+    finally:
+        r.close()
 
 
 if __name__ == "__main__":
