@@ -797,14 +797,31 @@ static void call_stream_message(rpc_call_t *call, grpc_message_t *msg) {
 }
 
 /* The stream's message event: one whole request message, ours to free. */
+/* A fault of the request's body: the call ends with it, or, while its token is looked up,
+ * the first is kept and told once the caller is known (rpc_call_authenticated()): what a body
+ * holds is no stranger's business, and its answer must not depend on whether the body came
+ * with the headers or after the lookup. Bounds (RESOURCE_EXHAUSTED) and deadlines are told at
+ * once. */
+static void call_body_fault(rpc_call_t *call, int code, const char *why) {
+  if (call->state != RPC_CALL_AUTHENTICATING || code == GRPC_RESOURCE_EXHAUSTED ||
+      code == GRPC_DEADLINE_EXCEEDED) {
+    call_finish(call, 200, code, why);
+    return;
+  }
+  if (call->body_code == 0) {
+    call->body_code = code;
+    snprintf(call->body_why, sizeof(call->body_why), "%s", why);
+  }
+}
+
 static void call_on_message(h2_stream_t *s, grpc_message_t *msg) {
   rpc_call_t *call = call_of(s);
 
   metrics_msg_received(call->srv->metrics, call->m);
   if (msg->compressed) {
     free(msg->data);
-    call_finish(call, 200, GRPC_UNIMPLEMENTED,
-                "compressed messages are not supported; use identity encoding");
+    call_body_fault(call, GRPC_UNIMPLEMENTED,
+                    "compressed messages are not supported; use identity encoding");
     return;
   }
   if (call->m != NULL && call->m->client_streaming) {
@@ -813,7 +830,7 @@ static void call_on_message(h2_stream_t *s, grpc_message_t *msg) {
   }
   if (++call->nmsgs > 1) {
     free(msg->data);
-    call_finish(call, 200, GRPC_INVALID_ARGUMENT, "more than one request message for this method");
+    call_body_fault(call, GRPC_INVALID_ARGUMENT, "more than one request message for this method");
     return;
   }
   call->msg = *msg;
@@ -821,7 +838,7 @@ static void call_on_message(h2_stream_t *s, grpc_message_t *msg) {
 
 /* The stream's input_error event: the body cannot be read on. */
 static void call_on_input_error(h2_stream_t *s, int code, const char *why) {
-  call_finish(call_of(s), 200, code, why);
+  call_body_fault(call_of(s), code, why);
 }
 
 /* What a request's decode may take with nothing else kept: the smallest limit. */
@@ -949,6 +966,10 @@ void rpc_call_authenticated(rpc_call_t *call) {
    * flow-control credit held bounds it per stream, not over all of a user's streams. */
   if (h2_stream_held_over(&call->stream, user, why, sizeof(why))) {
     call_finish(call, 200, GRPC_RESOURCE_EXHAUSTED, why);
+    return;
+  }
+  if (call->body_code != 0) { /* call_body_fault() */
+    call_finish(call, 200, call->body_code, call->body_why);
     return;
   }
   /* Its body counts against its user from now on (--max-user-inbound), and its connection

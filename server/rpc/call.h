@@ -98,6 +98,11 @@ struct rpc_call {
   unsigned header_count;
   grpc_message_t msg;   /* the request message, once complete */
   int nmsgs;
+  /* The first fault of the body found while the token was looked up (a compressed or second
+   * message, a bad frame): told once the caller is known, so that a stranger is refused
+   * UNAUTHENTICATED whenever its body comes (call_body_fault()). 0: none. */
+  int body_code;
+  char body_why[96];
   const rpc_method_t *m;
   ProtobufCMessage *req;   /* in decode_arena */
   rpc_decode_arena_t decode_arena;

@@ -78,6 +78,42 @@ def test_bogus_token_refused_before_the_body(c):
     r.close()
 
 
+def test_a_strangers_body_is_never_judged(c):
+    """What a body holds is told only to a known caller: a compressed message, a second
+    message or a bad frame flag from an unknown token is UNAUTHENTICATED whether the body comes
+    with the headers (framed while the token is looked up) or after the lookup answered; with
+    a valid token the fault is told, with the body early or late."""
+    import struct
+    bodies = {
+        "compressed": (struct.pack(">BI", 1, 2) + b"\x08\x01", 12, "compressed messages are not supported"),
+        "two messages": (grpc_msg(b"") + grpc_msg(b""), 3, "more than one request message"),
+        "flag byte 7": (struct.pack(">BI", 7, 2) + b"\x08\x01", 13, "bad compressed-flag byte"),
+    }
+    r = Raw(c.srv.addr)
+    sid = 1
+    for token, known in (("ct_" + "1" * 64, False), (c.token, True)):
+        extra = lit("authorization", f"Bearer {token}")
+        for name, (body, code, msg) in bodies.items():
+            for late in (False, True):
+                head = headers_frames(sid, request_block(GET_CALLER, extra))
+                if late:
+                    r.send(head)
+                    time.sleep(0.3)
+                    r.send(frame(DATA, END_STREAM, sid, body))
+                else:
+                    r.send(head + frame(DATA, END_STREAM, sid, body))
+                s = sid
+                r.until(lambda: s in r.ended, 10, f"stream {s}")
+                got = (r.status(s), r.message(s))
+                if known:
+                    assert got[0] == code and msg in got[1], (name, late, got)
+                else:
+                    assert got == (16, "unknown or revoked token, or disabled user"), (name, late, got)
+                sid += 2
+    assert r.check(sid) == 0
+    r.close()
+
+
 def test_unauthenticated_bombs(c):
     # 8 requests, each a 4 MiB SubmitClueRequest of 2 million empty strings, bogus token.
     before = rss_kb(c.pid)
