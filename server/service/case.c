@@ -35,6 +35,8 @@
 #define CASE_MAX_CLUES 200
 /* A ListJointCases page holds at most this many cases (and SVC_PAGE_BYTES). */
 #define CASE_LIST_MAX 500
+/* What the database sends of a clue's row of a case besides its texts (list_cases_sql). */
+#define CASE_ROW_BYTES 128
 /* Its page token is ListJointCases' and the caller's (case_token_scope()). */
 #define CASE_TOKEN_SCOPE 2
 #define CASE_TOKEN_TAG 0x4a6f696e74436173 /* "JointCas": no other list's token reads here */
@@ -78,17 +80,25 @@ enum {
 /* The columns of a joint_case_row r in order, then the unit codes and names and the user name
  * its ids stand for (unit codes are [A-Za-z0-9_], so a comma list of them is unambiguous), and
  * whether the caller (the parameter user, "$1" say) is recused from the row's clue: for a
- * recused user a case lists the clue no more than it exists (docs/COOPERATION.md). */
+ * recused user a case lists the clue no more than it exists (docs/COOPERATION.md).
+ *
+ * A case's rows come together, its first row first: that row alone carries the case's own
+ * columns (joint_case_rows() of 0069_case_rows_carry_the_case_once.sql, NULL on the others,
+ * whose title is then NULL), and the names they stand for are read for it alone, so that the
+ * database sends the case's basis and names once, not once per member clue. */
 /* clang-format off */
 #define JC_SELECT(user)                                                                            \
   "r.case_id, r.title, r.basis, r.lead_unit, r.created_by, r.created_ms, r.in_case,"               \
   " r.participants, r.clue_id, r.clue_number, r.clue_title, r.clue_state, r.clue_owner,"           \
   " r.clue_deadline_ms, r.clue_added_ms,"                                                          \
-  " (SELECT lu.code FROM units lu WHERE lu.id = r.lead_unit),"                                    \
-  " (SELECT lu.name FROM units lu WHERE lu.id = r.lead_unit),"                                    \
-  " (SELECT cu.name FROM users cu WHERE cu.id = r.created_by),"                                   \
-  " (SELECT string_agg(pu.code, ',' ORDER BY pu.id) FROM units pu"                                \
-  "   WHERE pu.id = ANY (string_to_array(r.participants, ',')::bigint[])),"                       \
+  " CASE WHEN r.title IS NOT NULL THEN (SELECT lu.code FROM units lu WHERE lu.id = r.lead_unit)"  \
+  " END,"                                                                                          \
+  " CASE WHEN r.title IS NOT NULL THEN (SELECT lu.name FROM units lu WHERE lu.id = r.lead_unit)"  \
+  " END,"                                                                                          \
+  " CASE WHEN r.title IS NOT NULL THEN (SELECT cu.name FROM users cu WHERE cu.id = r.created_by)" \
+  " END,"                                                                                          \
+  " CASE WHEN r.title IS NOT NULL THEN (SELECT string_agg(pu.code, ',' ORDER BY pu.id)"           \
+  "   FROM units pu WHERE pu.id = ANY (string_to_array(r.participants, ',')::bigint[])) END,"     \
   " (SELECT ou.code FROM units ou WHERE ou.id = r.clue_owner),"                                  \
   " r.clue_id IS NOT NULL AND EXISTS (SELECT 1 FROM recusals x"                                   \
   "   WHERE x.clue_id = r.clue_id AND x.user_id = " user ")"
@@ -120,7 +130,7 @@ static int parse_codes(rpc_call_t *call, const char *csv, char ***out, size_t *n
   return 0;
 }
 
-/* The authorization facts of the case at row. */
+/* The authorization facts of the case whose first row is row. */
 static authz_case_t case_facts(const db_result_t *r, int row) {
   authz_case_t jc = {0};
   jc.lead_unit_id = svc_col_i64(r, row, JC_LEAD);
@@ -151,8 +161,9 @@ static int parse_ids(rpc_call_t *call, const char *csv, int64_t **out, size_t *n
 }
 
 /*
- * The case whose rows start at *row: its message in the call's memory in *out, and *row
- * advanced past them. Returns 0 or -1 (out of memory).
+ * The case whose rows start at *row (the first, which carries the case's own columns): its
+ * message in the call's memory in *out, and *row advanced past them. Returns 0 or -1 (out of
+ * memory).
  */
 static int case_read(rpc_call_t *call, const db_result_t *r, int *row, Clue__V1__JointCase **out) {
   int first = *row, n = db_rows(r), last = first;
@@ -238,39 +249,19 @@ static void reply_case(rpc_call_t *call, const db_result_t *r, void *arg) {
   (void)rpc_reply(call, &jc->base);
 }
 
-/* Reply with the case after a change; a caller who changed it without seeing it (the owner's
- * leader taking its clue out of a case its unit has no part in) gets the case's id only. */
-static void reply_changed_case(rpc_call_t *call, const db_result_t *r, void *arg) {
-  Clue__V1__JointCase only_id = CLUE__V1__JOINT_CASE__INIT;
-  authz_principal_t p = clue_principal(call);
-  authz_case_t facts;
-  authz_result_t res;
-
-  if (db_rows(r) > 0) {
-    facts = case_facts(r, 0);
-    res = authz_can_see_case(&p, &facts);
-    if (!authz_ok(&res)) {
-      only_id.id = svc_col_i64(r, 0, JC_ID);
-      (void)rpc_reply(call, &only_id.base);
-      return;
-    }
-  }
-  reply_case(call, r, arg);
-}
-
 /* ---- GetJointCase, ListJointCases ------------------------------------------------------- */
 
 /* clang-format off */
 /* The case's rows when the caller sees it (%s, twice: authz_can_see_case() in SQL, on the case
- * j and the caller's unit in $2); otherwise the case's own row alone, without its participants
- * or clues, which the server refuses on its facts. A hidden case costs what a missing one
- * does, whatever it holds (docs/COOPERATION.md). */
+ * j and the caller's unit in $2), in their order; otherwise the case's own row alone, without
+ * its texts, participants or clues, which the server refuses on its facts. A hidden case costs
+ * what a missing one does, whatever it holds (docs/COOPERATION.md). */
 static const char get_case_sql[] =
     "SELECT " JC_SELECT("$3") " FROM joint_cases j CROSS JOIN LATERAL"
-    " (SELECT * FROM joint_case_rows(j.id, $2) WHERE %s"
-    " UNION ALL SELECT j.id, j.title, j.basis, j.lead_unit, j.created_by, "
+    " (SELECT * FROM joint_case_rows(j.id, $2) WITH ORDINALITY WHERE %s"
+    " UNION ALL SELECT j.id, '', '', j.lead_unit, j.created_by, "
     SVC_MS("j.created_at") ", joint_case_has_unit(j.id, $2), NULL, NULL, NULL, NULL, NULL,"
-    " NULL, NULL, NULL WHERE (%s) IS NOT TRUE) r WHERE j.id = $1";
+    " NULL, NULL, NULL, 1 WHERE (%s) IS NOT TRUE) r WHERE j.id = $1 ORDER BY r.ordinality";
 /* clang-format on */
 
 static void get_joint_case(rpc_call_t *call, const ProtobufCMessage *m) {
@@ -301,13 +292,44 @@ static void get_joint_case(rpc_call_t *call, const ProtobufCMessage *m) {
 }
 
 /* clang-format off */
-/* One case more than a page: whether more follow. */
+/* The bytes the database sends of the case j, about: its title and basis, and each member
+ * clue's number and title, with CASE_ROW_BYTES for each row's other columns. Counted on the
+ * texts' stored lengths (octet_length() reads no text). */
+#define CASE_BYTES                                                                                 \
+  "(octet_length(j.title) + octet_length(j.basis) + " SVC_STR(CASE_ROW_BYTES)                      \
+  " + coalesce((SELECT sum(octet_length(c.registration_number) + octet_length(c.title) + "         \
+  SVC_STR(CASE_ROW_BYTES) ") FROM case_clues cc JOIN clues c ON c.id = cc.clue_id"                 \
+  " AND c.joint_case_id = cc.case_id WHERE cc.case_id = j.id), 0))"
+
+/* A page of cases, newest first (%s: the caller's scope on joint_cases; %d: one case more than a
+ * page, which tells that more follow), each case's rows together and first row first, then
+ * how many cases the page chose from. Cases are counted in the query as ListItems counts its
+ * items' texts: those after the cases that take SVC_PAGE_BYTES are not read (the first case
+ * past it is, and reply_cases() cuts the page at or after it). So the database sends about a
+ * page and one case, not CASE_LIST_MAX + 1 whole cases (each up to 20,000 bytes of basis and
+ * 1,000 clues). */
 static const char list_cases_sql[] =
-    "SELECT " JC_SELECT("$2") " FROM (SELECT id FROM joint_cases WHERE %s"
-    " AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT %d) j"
-    " CROSS JOIN LATERAL joint_case_rows(j.id, $1) WITH ORDINALITY r"
+    "WITH page AS (SELECT b.id, sum(b.own) OVER (ORDER BY b.id DESC) AS bytes_through, b.own,"
+    " count(*) OVER () AS chosen_from FROM (SELECT j.id, " CASE_BYTES " AS own"
+    " FROM (SELECT id, title, basis FROM joint_cases WHERE %s"
+    " AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT %d) j) b)"
+    " SELECT " JC_SELECT("$2") ", p.chosen_from FROM page p"
+    " CROSS JOIN LATERAL joint_case_rows(p.id, $1) WITH ORDINALITY r"
+    " WHERE p.bytes_through - p.own <= " SVC_STR(SVC_PAGE_BYTES)
     " ORDER BY r.case_id DESC, r.ordinality";
 /* clang-format on */
+
+/* Rows of a page: JC_SELECT's, then how many cases the page chose from (list_cases_sql). */
+#define CASE_CHOSEN_FROM JC_NCOLS
+
+/* The cases whose rows r holds. */
+static int64_t cases_in(const db_result_t *r) {
+  int64_t cases = 0;
+
+  for (int row = 0; row < db_rows(r); row++)
+    cases += row == 0 || svc_col_i64(r, row, JC_ID) != svc_col_i64(r, row - 1, JC_ID);
+  return cases;
+}
 
 static void reply_cases(rpc_call_t *call, const db_result_t *r, void *arg) {
   Clue__V1__ListJointCasesResponse resp = CLUE__V1__LIST_JOINT_CASES_RESPONSE__INIT;
@@ -315,7 +337,8 @@ static void reply_cases(rpc_call_t *call, const db_result_t *r, void *arg) {
   int n = db_rows(r), read = 0;
   int64_t last_id = 0, scope[CASE_TOKEN_SCOPE];
   size_t bytes = 0;
-  bool more = false;
+  /* Cases past the database's count of bytes that the query left out. */
+  bool more = n > 0 && cases_in(r) < svc_col_i64(r, 0, CASE_CHOSEN_FROM);
   (void)arg;
 
   if ((resp.cases = rpc_call_alloc(call, (size_t)(n ? n : 1) * sizeof(*resp.cases))) == NULL) {
@@ -365,7 +388,7 @@ static void list_joint_cases(rpc_call_t *call, const ProtobufCMessage *m) {
   const char *where, *params[3];
   int64_t before = 0, token_scope[CASE_TOKEN_SCOPE];
   validate_errors_t e;
-  char sql[2048];
+  const char *sql;
 
   case_token_scope(call, token_scope);
   validate_errors_init(&e);
@@ -386,11 +409,11 @@ static void list_joint_cases(rpc_call_t *call, const ProtobufCMessage *m) {
     (void)rpc_reply(call, &empty.base);
     return;
   }
-  snprintf(sql, sizeof(sql), list_cases_sql, where, CASE_LIST_MAX + 1);
+  sql = rpc_call_printf(call, list_cases_sql, where, CASE_LIST_MAX + 1);
   params[0] = svc_i64(call, p.unit_id, 0);
   params[1] = svc_i64(call, p.user_id, 0);
   params[2] = before ? svc_i64(call, before, 0) : NULL;
-  if (params[0] == NULL || params[1] == NULL || (before && params[2] == NULL)) {
+  if (sql == NULL || params[0] == NULL || params[1] == NULL || (before && params[2] == NULL)) {
     clue_oom(call);
     return;
   }
@@ -627,6 +650,7 @@ static void create_joint_case(rpc_call_t *call, const ProtobufCMessage *m) {
 typedef struct member_req {
   const char *method; /* AddParticipant, ..., as the key's record names it */
   bool remove;
+  bool clue; /* AddClueToCase, RemoveClueFromCase */
   int64_t case_id;
   int64_t id; /* the unit or clue */
   const char *reason;
@@ -696,6 +720,30 @@ static bool manage_or_refuse(rpc_call_t *call, const db_result_t *r, authz_case_
   return true;
 }
 
+/* Reply with the case after a change of its members (arg: the member_req_t). A caller who
+ * takes a clue out of a case without seeing it (the owner's leader, whose unit has no part in
+ * the case, or no longer has: a retry) gets the case's id only. Any other who does not see it,
+ * a retry by a unit removed from the case since its first call, gets NOT_FOUND, as a fresh call
+ * and as a missing case: an id alone would answer a case it no longer sees. */
+static void reply_changed_case(rpc_call_t *call, const db_result_t *r, void *arg) {
+  Clue__V1__JointCase only_id = CLUE__V1__JOINT_CASE__INIT;
+  authz_principal_t p = clue_principal(call);
+  const member_req_t *mr = arg;
+  authz_case_t facts;
+  authz_result_t res;
+
+  if (db_rows(r) > 0) {
+    facts = case_facts(r, 0);
+    res = authz_can_see_case(&p, &facts);
+    if (!authz_ok(&res) && mr->clue && mr->remove) {
+      only_id.id = svc_col_i64(r, 0, JC_ID);
+      (void)rpc_reply(call, &only_id.base);
+      return;
+    }
+  }
+  reply_case(call, r, NULL);
+}
+
 /* Run the write function fn(actor user, actor unit, now, case, unit or clue, [clue version,]
  * reason): participants have no version (0), clues the one the decision saw. With a request_id,
  * case_change_once() runs it (0052_admin_and_case_request_ids.sql), or answers a retry. */
@@ -731,7 +779,7 @@ static void write_member(rpc_call_t *call, const member_req_t *mr, const char *f
     params[np++] = mr->facts[4];
     params[np++] = mr->facts[5];
   }
-  svc_query(call, sql, np, params, reply_changed_case, NULL);
+  svc_query(call, sql, np, params, reply_changed_case, (void *)mr);
 }
 
 /* A call whose request_id has a record (a retry, or a key of another request): the write
@@ -882,6 +930,7 @@ static void change_member(rpc_call_t *call, const ProtobufCMessage *m, const cha
   }
   mr->method = strrchr(rpc_call_method(call)->path, '/') + 1;
   mr->remove = remove;
+  mr->clue = clue;
   mr->case_id = case_id;
   mr->id = id;
   mr->reason = clue_trimmed(call, reason);
@@ -943,7 +992,8 @@ const rpc_method_t case_methods[] = {
     CASE_METHOD("RemoveClueFromCase", remove_clue_from_case, remove_clue_from_case_request,
                 joint_case),
     CASE_METHOD("GetJointCase", get_joint_case, get_joint_case_request, joint_case),
-    CASE_METHOD("ListJointCases", list_joint_cases, list_joint_cases_request,
-                list_joint_cases_response),
+    /* Its cost grows with the caller's cases, not with the request (rpc_method_t.heavy). */
+    SVC_HEAVY_METHOD("CaseService", "ListJointCases", list_joint_cases, list_joint_cases_request,
+                     list_joint_cases_response),
 };
 const size_t case_nmethods = sizeof(case_methods) / sizeof(case_methods[0]);

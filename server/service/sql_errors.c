@@ -50,6 +50,8 @@ static const struct {
     {"clue * is already in a joint case", "STATE", "already in a case"},
     {"clue * is not in joint case *", "STATE", "not in this case"},
     {"joint case * holds * clues, the most one case may hold; *", "STATE", "case full"},
+    {"joint case * has * participant units, the most one case may have", "PARTICIPATION",
+     "too many participants"},
     {"unit * does not take part in joint case *", "PARTICIPATION", "not a participant"},
     {"the deadline of the current stage was already extended once", "STATE", "already extended"},
     {"clue is *; its stage has no deadline to extend", "STATE", "no stage deadline"},

@@ -25,6 +25,8 @@ import chain  # noqa: E402
 import harness  # noqa: E402
 from harness import expect_status, new_request_id  # noqa: E402
 import world  # noqa: E402
+from test_ledger_pages import CountingProxy  # noqa: E402
+from test_rich_errors import failure, status_of  # noqa: E402
 
 S = harness.stubs()
 pb = S.clue_pb2
@@ -599,6 +601,241 @@ def test_a_case_holds_at_most_1000_clues(c):
     assert c.get(w.G3.member, x.id).version == x.version and c.get(w.G3.member, x.id).joint_case_id == 0
     assert c.sql("SELECT count(*) FROM audit_events WHERE subject_type = 'clue' AND subject_id = %s"
                  " AND action = 'case.add_clue'", x.id)[0][0] == 0
+
+
+# ---- what a case costs to read ------------------------------------------------------------
+
+BASIS = "案情" * 3333  # 19,998 bytes: a basis near its 20,000-byte limit
+
+
+class Counted:
+    """A second clued on the test's database behind a CountingProxy (test_ledger_pages), which
+    counts the bytes PostgreSQL sends it."""
+
+    def __init__(self, c):
+        pg = harness.Postgres.get()
+        self.proxy = CountingProxy(pg.host, pg.port)
+        self.srv = harness.Clued(self.proxy.url(c.dbname)).start(migrate=False)
+        self.channels = []
+
+    def case(self, user):
+        """A CaseService stub of user's on this clued."""
+        ch = grpc.intercept_channel(grpc.insecure_channel(self.srv.addr), world._Auth(user.token))
+        self.channels.append(ch)
+        return S.case_pb2_grpc.CaseServiceStub(ch)
+
+    def sent(self, fn, *args, **kw):
+        """fn's answer, and the bytes PostgreSQL sent clued meanwhile."""
+        with self.proxy.lock:
+            before = self.proxy.received
+        out = fn(*args, **kw)
+        with self.proxy.lock:
+            return out, self.proxy.received - before
+
+    def close(self):
+        for ch in self.channels:
+            ch.close()
+        self.srv.stop()
+        self.proxy.close()
+
+
+def case_pages(list_cases):
+    """Every page of ListJointCases: [[case, ...], ...], first to last."""
+    out, token = [], ""
+    while True:
+        r = list_cases(cs.ListJointCasesRequest(page_token=token), timeout=60)
+        out.append(list(r.cases))
+        assert r.ByteSize() < 2 * 2**20 + 100000, r.ByteSize()  # about 2 MiB and one case
+        if not r.next_page_token:
+            return out
+        assert r.cases and len(out) < 100, "a page without cases, or pages without end"
+        token = r.next_page_token
+
+
+def case_clue_ids(c):
+    """{case id: [its clue ids in the order they joined]}, from the database."""
+    out = {}
+    for case_id, clue_id in c.sql("SELECT cc.case_id, cc.clue_id FROM case_clues cc JOIN clues x ON x.id = cc.clue_id"
+                                  " AND x.joint_case_id = cc.case_id ORDER BY cc.added_at, cc.clue_id"):
+        out.setdefault(case_id, []).append(clue_id)
+    return out
+
+
+def test_a_large_case_reads_back_whole_with_its_basis_sent_once(c):
+    """A case of 250 clues with a basis of 19,998 bytes: GetJointCase, ListJointCases and the
+    answer of a change carry its fields, every participant and every clue once, in the order
+    they joined. PostgreSQL sends clued the basis once: before, once per clue (about 5 MB for a
+    GetJointCase whose reply is about 20 KB and 250 clues)."""
+    w = c.w
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        clues = list(ex.map(lambda i: c.submit(w.G3.member, title=f"大案线索{i}"), range(250)))
+    first, rest = clues[:200], sorted(clues[200:], key=lambda x: x.id)
+    jc = c.create_case(w.R2.leader, title="大案", basis=BASIS, participants=[w.X1, w.G3], clues=first)
+    for x in rest:
+        last = c.add_clue(w.R2.leader, jc.id, x.id)
+    order = sorted(x.id for x in first) + [x.id for x in rest]  # those joined at once by id
+    by_id = {x.id: x for x in clues}
+    parts = sorted([w.X1, w.G3], key=lambda u: u.id)
+
+    def whole(got):
+        assert (got.id, got.title, got.basis, got.created_at_ms) == (jc.id, "大案", BASIS, jc.created_at_ms)
+        assert (got.lead_unit_id, got.lead_unit_code, got.lead_unit_name) == (w.R2.id, "R2", "room R2")
+        assert (got.created_by, got.created_by_name) == (w.R2.leader.id, w.R2.leader.name)
+        assert list(got.participant_unit_ids) == [u.id for u in parts]
+        assert list(got.participant_unit_codes) == [u.code for u in parts]
+        assert [x.clue_id for x in got.clues] == order
+        for x in got.clues:
+            want = by_id[x.clue_id]
+            assert (x.registration_number, x.title, x.owner_unit_id, x.owner_unit_code) == (
+                want.registration_number, want.title, w.G3.id, "G3")
+            assert x.added_at_ms > 0
+
+    whole(last)
+    got = c.get_case(w.R2.leader, jc.id)
+    whole(got)
+    for u in (w.G3.member, w.X1.leader, w.auditor):
+        assert c.get_case(u, jc.id) == got
+        assert [x for p in case_pages(u.case.ListJointCases) for x in p if x.id == jc.id] == [got]
+
+    counted = Counted(c)
+    try:
+        lead = counted.case(w.R2.leader)
+        lead.GetJointCase(cs.GetJointCaseRequest(case_id=jc.id), timeout=60)  # connections made, statements prepared
+        again, sent = counted.sent(lead.GetJointCase, cs.GetJointCaseRequest(case_id=jc.id), timeout=60)
+        assert again == got
+        # The basis once, and a row of a few hundred bytes per clue: not 250 bases (5 MB).
+        assert sent < 2 * len(BASIS.encode()) + 250 * 400, sent
+        # A change answers with the case read the same way (the last clue out and in again).
+        x = rest[-1]
+        out, sent = counted.sent(lead.RemoveClueFromCase, cs.RemoveClueFromCaseRequest(
+            case_id=jc.id, clue_id=x.id, reason="调整"), timeout=60)
+        assert [y.clue_id for y in out.clues] == order[:-1] and out.basis == BASIS
+        assert sent < 2 * len(BASIS.encode()) + 250 * 400, sent
+        out, sent = counted.sent(lead.AddClueToCase, cs.AddClueToCaseRequest(case_id=jc.id, clue_id=x.id), timeout=60)
+        c.log("clue", x.id, "case.remove_clue", "case.add_clue")
+        whole(out)
+        assert sent < 2 * len(BASIS.encode()) + 250 * 400, sent
+    finally:
+        counted.close()
+
+
+def test_case_pages_give_each_case_once_and_read_about_a_page(c):
+    """260 more cases with a basis of 19,998 bytes (about 5 MB), ten of them with clues: the
+    pages of ListJointCases give an AUDITOR every case, and a participant its own, once each,
+    newest first and whole; a page ends at about 2 MiB, and PostgreSQL sends clued about one
+    page and one case for it. Before, a page read up to 501 whole cases, here every case (and
+    the basis once per clue)."""
+    w = c.w
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        clues = list(ex.map(lambda i: c.submit(w.G1.member, title=f"分页线索{i}"), range(30)))  # R1 liaises with G1
+        made = list(ex.map(lambda i: c.create_case(w.R1.leader, title=f"分页案件{i}", basis=BASIS, participants=[w.G2],
+                                                   clues=clues[3 * i:3 * i + 3] if i < 10 else ()), range(260)))
+    made = {jc.id: jc for jc in made}
+    joined = case_clue_ids(c)
+    for user, want in ((w.auditor, [i for (i,) in c.sql("SELECT id FROM joint_cases ORDER BY id DESC")]),
+                       (w.G2.member, [i for (i,) in c.sql("SELECT id FROM joint_cases WHERE id IN"
+                                                          " (SELECT joint_cases_of_unit(%s)) ORDER BY id DESC",
+                                                          w.G2.id)])):
+        pages = case_pages(user.case.ListJointCases)
+        got = [x for p in pages for x in p]
+        assert [x.id for x in got] == want, (user, len(got), len(want))
+        assert len(pages) >= 3, [len(p) for p in pages]
+        for x in got:
+            assert [y.clue_id for y in x.clues] == joined.get(x.id, []), x.id
+            if x.id in made:
+                assert (x.title, x.basis, list(x.participant_unit_ids)) == (made[x.id].title, BASIS, [w.G2.id])
+                assert x.created_by_name == w.R1.leader.name and x.lead_unit_code == "R1"
+        for x in got[:3] + [x for x in got if x.clues][:3] + got[-3:]:
+            assert c.get_case(user, x.id) == x
+
+    counted = Counted(c)
+    try:
+        for user in (w.auditor, w.G2.member):
+            stub = counted.case(user)
+            stub.ListJointCases(cs.ListJointCasesRequest(), timeout=60)  # connections made, statements prepared
+            r, sent = counted.sent(stub.ListJointCases, cs.ListJointCasesRequest(), timeout=60)
+            assert r.next_page_token and r.cases[0].id == max(made)
+            # About 2 MiB and the case that ends the page, not every case (more than 5 MB).
+            assert sent < 2**21 + 300000, (user, sent, len(r.cases))
+            r, sent = counted.sent(stub.ListJointCases, cs.ListJointCasesRequest(page_token=r.next_page_token),
+                                   timeout=60)
+            assert sent < 2**21 + 300000, (user, sent, len(r.cases))
+    finally:
+        counted.close()
+
+
+def test_a_case_takes_at_most_64_participants(c):
+    """CreateJointCase names at most 64 participants, and AddParticipant keeps the same bound
+    under the case's lock: four additions at once to a case of 62 make it 64, the other two are
+    FAILED_PRECONDITION, nothing written; a unit removed makes room for one more. Before,
+    AddParticipant took a case past 64."""
+    w = c.w
+    regions = [w.admin.admin.CreateUnit(S.admin_pb2.CreateUnitRequest(
+        kind=cm.UNIT_KIND_REGION, code=f"Z{i:02d}", name=f"参与区{i:02d}"), timeout=20) for i in range(66)]
+    assert "more than 64" in expect_status(Code.INVALID_ARGUMENT, c.create_case, w.R1.leader, participants=regions[:65])
+    jc = c.create_case(w.R1.leader, participants=regions[:62])
+
+    def add(u):
+        try:
+            return c.add_participant(w.R1.leader, jc.id, u)
+        except grpc.RpcError as e:
+            return e
+
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        out = list(ex.map(add, regions[62:66]))
+    refused = [e for e in out if isinstance(e, grpc.RpcError)]
+    assert len(refused) == 2, out
+    msg = f"joint case {jc.id} has 64 participant units, the most one case may have"
+    for e in refused:
+        assert (e.code(), e.details()) == (Code.FAILED_PRECONDITION, msg), (e.code(), e.details())
+    code, text, raw = failure(c.add_participant, w.R1.leader, jc.id, regions[65])
+    pre = status_of(code, text, raw)["google.rpc.PreconditionFailure"][0].violations[0]
+    assert (code, pre.type, pre.subject) == (Code.FAILED_PRECONDITION, "PARTICIPATION", "too many participants")
+    # A unit that takes part is still ALREADY_EXISTS.
+    expect_status(Code.ALREADY_EXISTS, c.add_participant, w.R1.leader, jc.id, regions[0])
+    now = c.get_case(w.R1.leader, jc.id)
+    assert len(now.participant_unit_ids) == 64
+    assert chain_actions(c, "case", jc.id) == ["case.create"] + ["case.add_participant"] * 2
+    c.remove_participant(w.R1.leader, jc.id, regions[0])
+    left = [u for u in regions[62:] if u.id not in now.participant_unit_ids]
+    assert len(c.add_participant(w.R1.leader, jc.id, left[0]).participant_unit_ids) == 64
+    expect_status(Code.FAILED_PRECONDITION, c.add_participant, w.R1.leader, jc.id, left[1])
+
+
+def test_a_retry_by_a_unit_removed_since_answers_as_a_fresh_call(c):
+    """G3's leader adds G3's clue to a case G3 takes part in, with a request_id, and the lead
+    room removes G3. The retry answers NOT_FOUND "joint case not found", exactly as a fresh call
+    and a missing case do, and writes nothing. Before, it answered OK with a case holding only
+    its id. The owner's leader, who may take its clue out of a case it does not see, still gets
+    the case's id, from the first call and from its retry."""
+    w = c.w
+    x = c.submit(w.G3.member, title="重试线索")
+    jc = c.create_case(w.R1.leader, participants=[w.G3])
+    add = cs.AddClueToCaseRequest(case_id=jc.id, clue_id=x.id, reason="并案", request_id=new_request_id())
+    first = w.G3.leader.case.AddClueToCase(add, timeout=20)
+    c.log("clue", x.id, "case.add_clue")
+    assert [y.clue_id for y in first.clues] == [x.id]
+    assert w.G3.leader.case.AddClueToCase(add, timeout=20) == first
+    c.remove_participant(w.R1.leader, jc.id, w.G3)
+    events = c.events("clue", x.id)
+
+    def fresh_add(case_id):
+        return w.G3.leader.case.AddClueToCase(cs.AddClueToCaseRequest(
+            case_id=case_id, clue_id=x.id, reason="并案", request_id=new_request_id()), timeout=20)
+
+    retry = failure(w.G3.leader.case.AddClueToCase, add, timeout=20)
+    assert retry[:2] == (Code.NOT_FOUND, "joint case not found"), retry[:2]
+    assert retry == failure(fresh_add, jc.id) == failure(fresh_add, MISSING_ID)
+    assert retry == failure(c.get_case, w.G3.leader, jc.id)
+    assert c.events("clue", x.id) == events
+    assert c.sql("SELECT joint_case_id FROM clues WHERE id = %s", x.id) == [(jc.id,)]
+
+    rm = cs.RemoveClueFromCaseRequest(case_id=jc.id, clue_id=x.id, reason="收回本单位线索", request_id=new_request_id())
+    out = w.G3.leader.case.RemoveClueFromCase(rm, timeout=20)
+    c.log("clue", x.id, "case.remove_clue")
+    assert out == cs.JointCase(id=jc.id)
+    assert w.G3.leader.case.RemoveClueFromCase(rm, timeout=20) == out
+    assert c.events("clue", x.id) == events + 1
 
 
 # ---- notes -----------------------------------------------------------------------------------

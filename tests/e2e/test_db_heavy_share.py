@@ -2,7 +2,7 @@
 PostgreSQL.
 
 Calls whose database cost grows with the data (GetLedgerStats, GetBulletin, ListClues,
-ListAuditEvents, ...) run at most --db-heavy-conns statements at once over all users (default
+ListAuditEvents, ListJointCases, ...) run at most --db-heavy-conns statements at once over all users (default
 half the pool, rounded down), so that two users of different units, each within its own
 share (--db-conns-per-user), cannot hold the whole pool with them. A heavy statement beyond
 the share waits in the pool's queue while light calls (GetClue, SubmitClue) of a third user
@@ -12,7 +12,8 @@ The server has four connections: two per user, two for heavy statements. The tab
 rect_items, which GetLedgerStats and GetBulletin read and neither GetClue nor SubmitClue
 touches, is locked from outside (ACCESS EXCLUSIVE) so that the heavy statements wait on the
 lock for as long as the test holds it; the lock and statement timeouts are far above the
-test's length, so that nothing but the release ends the wait. No assertion is about time.
+test's length, so that nothing but the release ends the wait (ListJointCases' test locks
+joint_cases the same way). No assertion is about time.
 """
 
 import datetime
@@ -29,6 +30,7 @@ S = harness.stubs()
 pb = S.clue_pb2
 rp = S.rectification_pb2
 st = S.stats_pb2
+cs = S.case_pb2
 
 # Heavy statements waiting on the lock: clued's backends blocked on a heavyweight lock.
 BLOCKED = ("application_name = 'clued' AND datname = current_database() AND state = 'active'"
@@ -121,6 +123,47 @@ def test_heavy_calls_of_two_users_leave_the_rest_of_the_pool_to_light_calls(c):
     harness.wait_for(lambda: metric(maddr, "clued_db_heavy_requests", state="running") == 0,
                      timeout=60, what="the heavy share given back")
     assert metric(maddr, "clued_db_heavy_requests", state="waiting") == 0
+
+
+def test_list_joint_cases_is_heavy(c):
+    """ListJointCases reads the caller's cases up to a page, and their clues: its cost grows
+    with the cases, not the request, so it counts against the share. With joint_cases locked,
+    G1's member and the auditor keep four each in flight: two backends wait on the lock, the
+    rest wait in clued's queue, and G3's member gets GetClue answered meanwhile (SubmitClue
+    waits on that lock too). Before, it was a light call: the two users held all four
+    connections on the lock."""
+    w = c.w
+    heavy_a, heavy_b, light = w.G1.member, w.auditor, w.G3.member
+    maddr = c.srv.metrics_addr
+    for u in (heavy_a, heavy_b):
+        u.case.ListJointCases(cs.ListJointCasesRequest(), timeout=60)
+    mine = submit(light)
+    lock = c.pg.connect(c.dbname)
+    lock.autocommit = False
+    futures = []
+    try:
+        with lock.cursor() as cur:
+            cur.execute("LOCK TABLE joint_cases IN ACCESS EXCLUSIVE MODE")
+        for _ in range(4):
+            for u in (heavy_a, heavy_b):
+                futures.append(u.case.ListJointCases.future(cs.ListJointCasesRequest(), timeout=600))
+        harness.wait_for(lambda: blocked(c) >= 2 and blocked(c) + metric(maddr, "clued_db_queue_depth") >= len(futures),
+                         timeout=60, what="every ListJointCases waiting")
+        most = blocked(c)
+        assert most == 2, f"{most} ListJointCases statements ran at once, over the share of 2"
+        for _ in range(5):
+            assert light.clue.GetClue(pb.GetClueRequest(clue_id=mine.id), timeout=60).id == mine.id
+            most = max(most, blocked(c))
+        assert most == 2, f"{most} ListJointCases statements ran at once, over the share of 2"
+        assert not any(f.done() for f in futures), "a ListJointCases ended while the lock was held"
+        assert metric(maddr, "clued_db_heavy_requests", state="waiting") == len(futures) - 2
+    finally:
+        lock.rollback()
+        lock.close()
+    for f in futures:
+        f.result()
+    harness.wait_for(lambda: metric(maddr, "clued_db_heavy_requests", state="running") == 0,
+                     timeout=60, what="the heavy share given back")
 
 
 def pool_backends(c):
