@@ -9,7 +9,10 @@
 -- same transaction, every live token the user issued to another user, each with its
 -- token.revoke event on that user's chain (details: the token, the issuer, the cause). The
 -- trigger of 0007_stream_revocation.sql tells every instance of each, as of any revocation.
--- Tokens users issued to themselves (IssueMyToken) are theirs alone and stay.
+-- Tokens users issued to themselves (IssueMyToken) are theirs and stay, those minted with an
+-- enrollment token too: the exchange is how a user enrols, and the server cannot tell it from
+-- one the issuing administrator made itself before it was disabled (its token.issue event
+-- names the enrollment token that signed it, actor_token_id, for an audit to look at).
 --
 -- Administration is never locked out by it: under admin_keep_one_working()'s lock (every
 -- user that issues to others is an ADMIN, whose disable takes it), a disable that would
@@ -19,8 +22,13 @@
 -- ListAssignments went on showing a handler the rules forbid (an assignment of a disabled user
 -- is refused). Now each assignment ends with the disable, with a clue.unassign event on the
 -- clue's chain (details: the user, its unit, the clue's state, the cause). The clues are
--- locked before the user's row, in id order, as an assignment takes the clue and then the
--- user (clue_set_handler() of 0050): one on its way is waited for and ended too.
+-- locked before the user's row, in id order, as an assignment and a recusal take the clue
+-- and then the user (clue_set_handler() of 0050, clue_recuse()). The user's row is taken FOR
+-- NO KEY UPDATE, not FOR UPDATE (the disable changes no key): a writer that inserts a row
+-- naming the user (its foreign key's KEY SHARE) before it locks clues, as case_create() does
+-- with the case's creator, goes on beside it instead of closing a cycle. The locks that look
+-- at `disabled` (FOR SHARE: an assignment's, a recusal's, an administrator's call's) still wait
+-- for it; admin_issue_token() now takes its user FOR SHARE, for the same reason.
 
 -- Replaces admin_disable_user of 0045_administration_never_locked_out.sql: the tokens the
 -- user issued to others revoked with it, the look for a working administrator made again
@@ -39,7 +47,7 @@ BEGIN
   PERFORM admin_keep_one_working(p_actor_user, p_user, NULL);
   PERFORM 1 FROM clues WHERE id IN (SELECT clue_id FROM clue_handlers WHERE user_id = p_user)
     ORDER BY id FOR NO KEY UPDATE;
-  SELECT * INTO u FROM users WHERE id = p_user FOR UPDATE;
+  SELECT * INTO u FROM users WHERE id = p_user FOR NO KEY UPDATE;
   IF NOT FOUND THEN
     RAISE EXCEPTION USING ERRCODE = 'CLNOF', MESSAGE = format('user %s not found', p_user);
   END IF;
@@ -72,4 +80,54 @@ BEGIN
       'token: let another ADMIN take a token of its own (IssueMyToken) first', p_user);
   END IF;
   RETURN u;
+END $$;
+
+-- Replaces admin_issue_token of 0064_admin_tokens_capped.sql: the user the token is for is
+-- read FOR SHARE, which waits for a disable being written (it holds the row FOR NO KEY
+-- UPDATE, above), as FOR KEY SHARE waited for the FOR UPDATE it held before; two issues for one
+-- user still share the row, and queue on the advisory lock.
+CREATE OR REPLACE FUNCTION admin_issue_token(p_actor_user bigint, p_actor_unit bigint, p_user bigint,
+                                             p_sha256_hex text, p_note text, p_max_live integer DEFAULT NULL)
+RETURNS tokens LANGUAGE plpgsql AS $$
+DECLARE
+  acting bigint := nullif(current_setting('clued.token_id', true), '')::bigint;
+  t tokens;
+  dis boolean;
+  live bigint;
+BEGIN
+  IF acting IS NOT NULL AND p_user <> p_actor_user THEN
+    PERFORM admin_caller_held(p_actor_user, acting, true);
+  END IF;
+  SELECT disabled INTO dis FROM users WHERE id = p_user FOR SHARE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'CLNOF', MESSAGE = format('user %s not found', p_user);
+  END IF;
+  IF dis THEN
+    RAISE EXCEPTION USING ERRCODE = 'CLPRE', MESSAGE = format('user %s is disabled', p_user);
+  END IF;
+  IF p_max_live IS NOT NULL THEN
+    -- Counted one issue at a time, as 0064 made it: the row's lock above waits for a user's own
+    -- issue (token_issue_own() holds the row FOR UPDATE) and for a keyed retry
+    -- (token_once_replace() likewise), and they for it; two administrators' issues for one user
+    -- share it (FOR SHARE, as admin_caller_held() takes a caller's own row: two administrators
+    -- issuing each other tokens share both rows), so they queue on this lock instead.
+    PERFORM pg_advisory_xact_lock(hashtextextended('clued.token_issue/' || p_user, 0));
+    SELECT count(*) INTO live FROM tokens WHERE user_id = p_user AND revoked_at IS NULL;
+    IF live >= p_max_live THEN
+      RAISE EXCEPTION USING ERRCODE = 'CLLIM', MESSAGE = format(
+        'user %s already has %s unrevoked tokens, the most allowed: revoke one first', p_user, live);
+    END IF;
+  END IF;
+  INSERT INTO tokens (user_id, token_sha256, note, issued_by)
+  VALUES (p_user, decode(p_sha256_hex, 'hex'), p_note, p_actor_user)
+  RETURNING * INTO t;
+  -- The token itself is never recorded; its id is, and the hash of its stored hash.
+  PERFORM audit_append(p_actor_user, p_actor_unit, 'token.issue', 'user', p_user, NULL, NULL, NULL, NULL,
+                       jsonb_build_object('token_id', t.id, 'note', p_note,
+                                          'enrollment', t.issued_by <> t.user_id,
+                                          'hash_sha256', encode(sha256(t.token_sha256), 'hex')));
+  IF acting IS NOT NULL AND p_user = p_actor_user THEN
+    PERFORM admin_caller_held(p_actor_user, acting, false);
+  END IF;
+  RETURN t;
 END $$;

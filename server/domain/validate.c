@@ -143,9 +143,18 @@ static bool is_selector(uint32_t cp) {
  * and emoji. After any other (a Latin letter) a selector changes nothing on the screen, and a
  * name with one would print as the name without it. */
 static const cp_range_t varied[] = {
-    {0x00A9, 0x00A9}, {0x00AE, 0x00AE}, {0x1800, 0x18AF}, {0x2000, 0x2BFF},   {0x3000, 0x303F},
-    {0x3400, 0x4DBF}, {0x4E00, 0x9FFF}, {0xF900, 0xFAFF}, {0x1F000, 0x1FAFF}, {0x20000, 0x3FFFF},
+    {0x00A9, 0x00A9}, {0x00AE, 0x00AE},   {0x1800, 0x18AF},   {0x2000, 0x2BFF},
+    {0x3000, 0x303F}, {0x3200, 0x32FF},   {0x3400, 0x4DBF},   {0x4E00, 0x9FFF},
+    {0xF900, 0xFAFF}, {0x1F000, 0x1FAFF}, {0x20000, 0x3FFFF},
 };
+
+/* A selector after an ASCII character that Unicode varies with it: a keycap ("1", U+FE0F,
+ * U+20E3; "#" and "*" too) and the slashed zero ("0", U+FE00). */
+static bool ascii_varied(uint32_t prev, uint32_t cp, uint32_t next) {
+  if (cp == 0xFE0F && ((prev >= '0' && prev <= '9') || prev == '#' || prev == '*'))
+    return next == 0x20E3;
+  return cp == 0xFE00 && prev == '0';
+}
 
 static bool is_format(uint32_t cp) {
   return in_ranges(cp, format, NRANGES(format));
@@ -260,10 +269,15 @@ int validate_text(const char *field, const char *s, size_t max, unsigned flags,
     if (!multiline && in_ranges(cp, ignorable, NRANGES(ignorable)) && !is_attached(cp))
       return fail(err, field, "%s must not contain invisible characters (U+%04X)", field,
                   (unsigned)cp);
-    if (!multiline && is_selector(cp) && !in_ranges(prev, varied, NRANGES(varied)))
+    uint32_t next = 0;
+    if (i + n < len)
+      (void)utf8_decode(p + i + n, len - i - n, &next);
+    if (!multiline && is_selector(cp) && !in_ranges(prev, varied, NRANGES(varied)) &&
+        !ascii_varied(prev, cp, next))
       return fail(err, field,
                   "%s must not contain a variation selector (U+%04X) but right after a character "
-                  "it varies (a CJK ideograph, a Mongolian letter, a symbol), one at a time",
+                  "it varies (a CJK ideograph, a Mongolian letter, a symbol, a keycap), one at a "
+                  "time",
                   field, (unsigned)cp);
     i += n;
   }

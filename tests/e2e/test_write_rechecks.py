@@ -938,6 +938,52 @@ def test_extension_on_its_way_as_a_proposal_is_made(c):
     assert events(c.db, cl.id)[-1][1] == "proposal.create"
 
 
+def test_a_disable_beside_its_users_case_creation(c):
+    # R2's leader handles its room's clue and is disabled while its CreateJointCase naming the
+    # clue is on its way. The disable locks the user's clues, then the user's row; the case
+    # creation holds its creator's row as a key (the case's foreign key), then locks its clues.
+    # A third session holds the user's row FOR SHARE (as an assignment naming it does) so that
+    # both are on their way at once. The disable takes the row FOR NO KEY UPDATE, which the
+    # key share does not stop: the two are ordered, neither fails. Before, a deadlock ended one.
+    w = c.w
+    L = w.new_user("R2", "LEADER", "r2-leader-leaving")
+    cl = submit(L)
+    L.clue.AssignHandler(pb.AssignHandlerRequest(clue_id=cl.id, user_id=L.id, request_id=new_request_id()),
+                         timeout=20)
+    pg = harness.Postgres.get()
+    holder = pg.connect(c.dbname)
+    holder.autocommit = False
+    holder.cursor().execute("SELECT 1 FROM users WHERE id = %s FOR SHARE", (L.id,))
+    out = {}
+
+    def disable():
+        out["disable"] = answer(w.admin.admin.DisableUser, S.admin_pb2.DisableUserRequest(user_id=L.id, reason="调离"),
+                                timeout=30)
+
+    def create():
+        out["create"] = answer(L.case.CreateJointCase, cs.CreateJointCaseRequest(
+            title="联合办案", participant_unit_ids=[w.G1.id], clue_ids=[cl.id], request_id=new_request_id()),
+            timeout=30)
+    t_dis = threading.Thread(target=disable)
+    t_dis.start()
+    try:
+        harness.wait_for(lambda: waiting(c.db) >= 1, timeout=20, what="the disable waiting for the user's row")
+        t_new = threading.Thread(target=create)
+        t_new.start()
+        try:
+            harness.wait_for(lambda: waiting(c.db) >= 2, timeout=20, what="the case creation waiting for the clue")
+        finally:
+            holder.rollback()
+            t_new.join()
+    finally:
+        holder.close()
+        t_dis.join()
+    assert out["disable"][0] == Code.OK, out
+    assert out["create"][0] == Code.OK, out
+    assert rows(c.db, "SELECT count(*) FROM clue_handlers WHERE clue_id = %s", cl.id) == [(0,)]
+    assert rows(c.db, "SELECT count(*) FROM case_clues WHERE clue_id = %s", cl.id) == [(1,)]
+
+
 def test_proposal_written_after_its_reviewers_last_leader_recused(c):
     # G1's leader proposes filing, for G1's liaison room R1 to review, while R1 has a leader
     # without a conflict; that leader declares one while the proposal waits at its request key.

@@ -362,6 +362,10 @@ static void test_name(void **state) {
                           "某",
                           true, &err));
   expect_ok(validate_name("name", "\xE2\x9D\xA4" VS16 "小组", true, &err)); /* a red heart */
+  /* A keycap ("1", VS16, U+20E3), the circled ideographs U+3297 and U+3299, a slashed zero. */
+  expect_ok(validate_title("title", "1" VS16 "\xE2\x83\xA3号线索", &err));
+  expect_ok(validate_title("title", "#" VS16 "\xE2\x83\xA3 \xE3\x8A\x99" VS16 "线索", &err));
+  expect_ok(validate_name("name", "G10\xEF\xB8\x80", true, &err));
   /* After a character it does not vary (a Latin letter), or after another selector, a
    * selector changes nothing on the screen: "G1-leader" with one prints as "G1-leader". */
   static const char *const unvaried[] = {"G1-leader" VS16,
@@ -373,13 +377,16 @@ static void test_name(void **state) {
                                          "ader",
                                          "葛\xF3\xA0\x84\x80\xF3\xA0\x84\x80",
                                          "\xE2\x9D\xA4" VS16 VS16,
-                                         "张 " VS16 "某"};
+                                         "张 " VS16 "某",
+                                         "1" VS16 "号",
+                                         "G1\xEF\xB8\x80"};
   for (size_t i = 0; i < NELEM(unvaried); i++)
     if (validate_name("name", unvaried[i], true, &err) != VALIDATE_EINVAL)
       fail_msg("unvaried[%zu] accepted", i);
   expect_err(validate_name("name", "G1-leader" VS16 "x", true, &err), &err, "name",
              "name must not contain a variation selector (U+FE0F) but right after a character "
-             "it varies (a CJK ideograph, a Mongolian letter, a symbol), one at a time");
+             "it varies (a CJK ideograph, a Mongolian letter, a symbol, a keycap), one at a "
+             "time");
   /* Free text keeps them wherever they are. */
   expect_ok(validate_note_text("G1-leader" VS16, &err));
 }
