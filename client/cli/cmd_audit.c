@@ -440,14 +440,16 @@ static const cli_command_t audit_commands[] = {
      "line each (with --json: one JSON object per line). Runs until interrupted (Ctrl-C)\n"
      "or until the --timeout deadline; both end it with exit status 0 (--timeout only if\n"
      "the server answered: a hung one, or a DEADLINE_EXCEEDED of the server's, exits 1).\n"
-     "On exit the last sequence number seen is printed on stderr: pass it as --after-seq\n"
-     "to resume without missing or repeating an event. A broken connection exits 1, after\n"
-     "the same line; so does one that went silent: the watch asks the server for a\n"
-     "heartbeat when it has sent nothing for --heartbeat seconds, and ends when neither an\n"
-     "event nor a heartbeat came for three of them (--heartbeat 0: no heartbeat, no such\n"
-     "end; for a server without heartbeats). When the server ends the stream at its\n"
-     "maximum age (clued --max-stream-age), the watch resumes by itself from the sequence\n"
-     "number the server names.\n",
+     "On exit the last sequence number seen is printed on stderr, with the command that\n"
+     "resumes the watch from it (its filters included) without missing or repeating an\n"
+     "event; not when the server refused the watch itself (a bad filter, a caller who may\n"
+     "not watch). A broken connection exits 1, after the same line; so does one that went\n"
+     "silent: the watch asks the server for a heartbeat when it has sent nothing for\n"
+     "--heartbeat seconds, and ends when neither an event nor a heartbeat came for three\n"
+     "of them (--heartbeat 0: no heartbeat, no such end; for a server without\n"
+     "heartbeats). When the server ends the stream at its maximum age (clued\n"
+     "--max-stream-age), the watch resumes by itself from the sequence number the server\n"
+     "names.\n",
      run_watch},
     {NULL, NULL, NULL, NULL, NULL, NULL},
 };
