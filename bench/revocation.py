@@ -33,10 +33,17 @@ def pct(v, p):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=50, help="rounds (default 50)")
-    ap.add_argument("--streams", type=int, default=4, help="streams of the revoked token per round (default 4)")
+    ap.add_argument("--streams", type=int, default=4,
+                    help="streams of the revoked token per round, alternating between the instances "
+                         "(default 4; at least 2)")
     ap.add_argument("--bystanders", type=int, default=100, help="streams that stay open (default 100)")
     benchenv.add_clued_arg(ap)
     args = ap.parse_args()
+    # The streams alternate between the instances: with one, instance B would time none.
+    if args.streams < 2:
+        ap.error("--streams must be at least 2, one stream on each instance")
+    if args.n < 1:
+        ap.error("-n must be at least 1")
     benchenv.use_clued(args.clued)
     import grpc
     import harness

@@ -92,6 +92,7 @@ typedef struct cli {
   const char *cmd;                    /* "admin units": for messages */
   volatile sig_atomic_t *interrupted; /* set by SIGINT / SIGTERM */
   int last_code;                      /* the gRPC status of the last call (CLUE_STATUS_*) */
+  int last_unknown;                   /* the last call failed and may have made its change */
   int no_token;                       /* neither --token nor CLUED_TOKEN gave one */
 } cli_t;
 
@@ -244,8 +245,11 @@ int cli_request_id(cli_t *cli, const cli_args_t *a, char buf[CLI_REQUEST_ID_LEN]
  */
 int cli_derived_request_id(const char *base, size_t pos, char out[CLI_REQUEST_ID_LEN]);
 
-/** Whether a call that failed with status code may or may not have made its change. */
-int cli_outcome_unknown(int code);
+/**
+ * Whether a call that failed with status code and the server's message (NULL: none) may or
+ * may not have made its change.
+ */
+int cli_outcome_unknown(int code, const char *message);
 
 /**
  * Read a whole file ("-" is standard input) into *out (NUL-terminated, *len bytes). Returns

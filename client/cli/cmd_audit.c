@@ -198,7 +198,7 @@ static int run_verify(cli_t *cli, const cli_args_t *args) {
 static const cli_opt_t watch_opts[] = {
     {"after-seq", "N", 0, "replay events after sequence number N first (default: 0, all)"},
     {"subject-type", "TYPE", 0, "only events of this kind of subject"},
-    {"subject-id", "ID", 0, "only events of this subject"},
+    {"subject-id", "ID", 0, "only events of this subject (with --subject-type)"},
     {"action", "ACTION", 0, "only events of this action"},
     {"heartbeat", "SECONDS", 0,
      "ask the server for a heartbeat after SECONDS of quiet (default 15; 0: none)"},
@@ -254,6 +254,37 @@ static int64_t aged_out(int rv, const clue_status_t *st) {
   return strtoll(p + sizeof(mark) - 1, NULL, 10);
 }
 
+/* One option of the resume hint: a value a shell takes as one word, quoted if it must be. */
+static void hint_option(const char *name, const char *value) {
+  if (value == NULL || value[0] == '\0')
+    return;
+  fprintf(stderr, " --%s ", name);
+  if (strspn(value, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-:/") ==
+      strlen(value)) {
+    cli_put_text(stderr, value, 0);
+    return;
+  }
+  fputc('\'', stderr);
+  for (const char *p = value; *p; p++) {
+    if (*p == '\'') {
+      fputs("'\\''", stderr);
+    } else {
+      char one[2] = {*p, '\0'};
+      cli_put_text(stderr, one, 0);
+    }
+  }
+  fputc('\'', stderr);
+}
+
+/* Whether a watch's status is the server refusing the request itself (a bad filter, a caller
+ * who may not watch): a watch sent again would be refused again. */
+static int watch_refused(int code) {
+  return code == CLUE_STATUS_INVALID_ARGUMENT || code == CLUE_STATUS_NOT_FOUND ||
+         code == CLUE_STATUS_PERMISSION_DENIED || code == CLUE_STATUS_FAILED_PRECONDITION ||
+         code == CLUE_STATUS_OUT_OF_RANGE || code == CLUE_STATUS_UNIMPLEMENTED ||
+         code == CLUE_STATUS_UNAUTHENTICATED;
+}
+
 static int run_watch(cli_t *cli, const cli_args_t *args) {
   Clue__V1__WatchEventsRequest req = CLUE__V1__WATCH_EVENTS_REQUEST__INIT;
   clue_status_t st = CLUE_STATUS_INIT;
@@ -262,13 +293,15 @@ static int run_watch(cli_t *cli, const cli_args_t *args) {
   int64_t last, resume;
   uint64_t started = cli_now_ms(), budget = cli->stream_timeout_ms, stream_ms;
   uint64_t silence_ms;
-  int rv, rc = CLI_OK, answered, silent;
+  int rv, rc = CLI_OK, answered, silent, received = 0, refused;
 
   req.heartbeat_seconds = WATCH_HEARTBEAT_S;
   if ((rc = cli_arg_int(cli, args, "after-seq", 0, INT64_MAX, &req.after_seq)) != 0 ||
       (rc = cli_arg_id(cli, args, "subject-id", &req.subject_id)) != 0 ||
       (rc = cli_arg_i32(cli, args, "heartbeat", 0, 3600, &req.heartbeat_seconds)) != 0)
     return rc;
+  if (req.subject_id != 0 && cli_arg(args, "subject-type") == NULL)
+    return cli_usage_error(cli, "--subject-id needs --subject-type");
   /* A connection a proxy or NAT dropped silently never ends by itself: with a heartbeat
    * asked for, nothing for a few of its intervals means it is gone. */
   silence_ms = (uint64_t)req.heartbeat_seconds * 1000 * WATCH_SILENT_BEATS;
@@ -282,6 +315,7 @@ again:
     return rc;
   while ((rv = clue_stream_next_within(s, &m, &st, silence_ms)) == 1) {
     const Clue__V1__AuditEvent *e = (const Clue__V1__AuditEvent *)m;
+    received = 1;
     if (e->action[0] == '\0') { /* a heartbeat: where the stream stands, nothing to print */
       if (e->seq > last)
         last = e->seq;
@@ -301,6 +335,7 @@ again:
   }
   silent = rv == 2;
   answered = clue_stream_answered(s);
+  refused = rc == CLI_OK && !silent && !received && rv == 0 && watch_refused(st.code);
   if (rc == CLI_OK && !silent && (resume = aged_out(rv, &st)) >= last) {
     /* The server ends long streams; carry on from where it says, within --timeout. */
     clue_status_clear(&st);
@@ -328,8 +363,15 @@ again:
   }
   clue_status_clear(&st);
   clue_stream_free(s);
-  fprintf(stderr, "last seq %lld; resume with: cluectl audit watch --after-seq %lld\n",
+  if (refused) /* nothing to resume */
+    return rc;
+  fprintf(stderr, "last seq %lld; resume with: cluectl audit watch --after-seq %lld",
           (long long)last, (long long)last);
+  hint_option("subject-type", req.subject_type);
+  if (req.subject_id != 0)
+    fprintf(stderr, " --subject-id %lld", (long long)req.subject_id);
+  hint_option("action", req.action);
+  fputc('\n', stderr);
   return rc;
 }
 
@@ -398,14 +440,16 @@ static const cli_command_t audit_commands[] = {
      "line each (with --json: one JSON object per line). Runs until interrupted (Ctrl-C)\n"
      "or until the --timeout deadline; both end it with exit status 0 (--timeout only if\n"
      "the server answered: a hung one, or a DEADLINE_EXCEEDED of the server's, exits 1).\n"
-     "On exit the last sequence number seen is printed on stderr: pass it as --after-seq\n"
-     "to resume without missing or repeating an event. A broken connection exits 1, after\n"
-     "the same line; so does one that went silent: the watch asks the server for a\n"
-     "heartbeat when it has sent nothing for --heartbeat seconds, and ends when neither an\n"
-     "event nor a heartbeat came for three of them (--heartbeat 0: no heartbeat, no such\n"
-     "end; for a server without heartbeats). When the server ends the stream at its\n"
-     "maximum age (clued --max-stream-age), the watch resumes by itself from the sequence\n"
-     "number the server names.\n",
+     "On exit the last sequence number seen is printed on stderr, with the command that\n"
+     "resumes the watch from it (its filters included) without missing or repeating an\n"
+     "event; not when the server refused the watch itself (a bad filter, a caller who may\n"
+     "not watch). A broken connection exits 1, after the same line; so does one that went\n"
+     "silent: the watch asks the server for a heartbeat when it has sent nothing for\n"
+     "--heartbeat seconds, and ends when neither an event nor a heartbeat came for three\n"
+     "of them (--heartbeat 0: no heartbeat, no such end; for a server without\n"
+     "heartbeats). When the server ends the stream at its maximum age (clued\n"
+     "--max-stream-age), the watch resumes by itself from the sequence number the server\n"
+     "names.\n",
      run_watch},
     {NULL, NULL, NULL, NULL, NULL, NULL},
 };

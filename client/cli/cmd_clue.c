@@ -81,7 +81,7 @@ static void submit_line(const Clue__V1__Clue *c, const char *rid) {
  * what became of which element, and the retry that makes each at most once. */
 static void array_stopped(cli_t *cli, size_t idx, size_t n, const char *base, const char *path) {
   fprintf(stderr, "cluectl clue submit: element %zu of %zu ", idx, n);
-  if (cli_outcome_unknown(cli->last_code))
+  if (cli->last_unknown)
     fputs("may or may not have been submitted (the outcome is unknown)", stderr);
   else
     fputs("was not submitted", stderr);

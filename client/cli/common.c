@@ -199,7 +199,8 @@ int cli_rpc_error(cli_t *cli, int rv, const clue_status_t *st) {
     google__rpc__status__free_unpacked(rs, NULL);
   }
   if (st->code == CLUE_STATUS_UNAUTHENTICATED && cli->no_token)
-    fputs("cluectl: no token was given: set CLUED_TOKEN or pass --token\n", stderr);
+    fputs("cluectl: no token was given: set CLUED_TOKEN, or pass --token-file FILE (or --token)\n",
+          stderr);
   return CLI_FAILED;
 }
 
@@ -213,6 +214,7 @@ int cli_oom(cli_t *cli) {
  * CLI_FAILED is returned); st is released either way. */
 static int reported(cli_t *cli, int rv, clue_status_t *st) {
   cli->last_code = rv != 0 ? st->code : 0;
+  cli->last_unknown = rv != 0 && cli_outcome_unknown(st->code, st->message);
   if (rv != 0)
     rv = cli_rpc_error(cli, rv, st);
   clue_status_clear(st);
@@ -586,7 +588,11 @@ int cli_read_file(cli_t *cli, const char *path, char **out, size_t *len) {
 
 /* ---- calls that carry a request id, and lists in pages ------------------------------------ */
 
-int cli_outcome_unknown(int code) {
+int cli_outcome_unknown(int code, const char *message) {
+  /* A refusal that wrote nothing says so (a statement timed out and rolled back, a read-only
+   * database, --require-sync-replica): its outcome is known although its code is UNAVAILABLE. */
+  if (message != NULL && strstr(message, "nothing was changed") != NULL)
+    return 0;
   return code == CLUE_STATUS_DEADLINE_EXCEEDED || code == CLUE_STATUS_UNAVAILABLE ||
          code == CLUE_STATUS_CANCELLED || code == CLUE_STATUS_UNKNOWN ||
          code == CLUE_STATUS_INTERNAL;
@@ -596,10 +602,9 @@ int cli_call_rid(cli_t *cli, const ProtobufCServiceDescriptor *service, const ch
                  const ProtobufCMessage *req, const char *rid, ProtobufCMessage **resp) {
   clue_status_t st = CLUE_STATUS_INIT;
   int rv = clue_call_method(cli->conn, service, method, req, resp, &st);
-  int code = st.code;
 
   rv = reported(cli, rv, &st);
-  if (rv != 0 && cli_outcome_unknown(code))
+  if (rv != 0 && cli->last_unknown)
     fprintf(stderr,
             "The change may or may not have been made. Retrying with --request-id %s\n"
             "does it at most once.\n",

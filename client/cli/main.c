@@ -75,6 +75,11 @@ static void print_usage_line(FILE *o, const cli_group_t *g, const cli_command_t 
             p->metavar ? p->metavar : "", req ? "" : "]", (p->flags & CLI_OPT_REPEAT) ? "..." : "");
   }
   fputc('\n', o);
+  /* A group that is itself one command ("stats") names its other commands here too. */
+  if (c == &g->commands[0] && c->name == NULL)
+    for (const cli_command_t *n = c + 1; n->name != NULL; n++)
+      fprintf(o, "   or: cluectl %s %s [OPTIONS]  (cluectl %s %s --help)\n", g->name, n->name,
+              g->name, n->name);
 }
 
 static void help_top(FILE *o) {

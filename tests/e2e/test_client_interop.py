@@ -256,7 +256,8 @@ class ClientInterop(unittest.TestCase):
         self.assertEqual(r.stderr, "UNAUTHENTICATED: missing or unknown token\n")
         r = self.ctl("admin", "units", token=None, check=1)
         self.assertEqual(r.stderr, "UNAUTHENTICATED: missing or unknown token\n"
-                                   "cluectl: no token was given: set CLUED_TOKEN or pass --token\n")
+                                   "cluectl: no token was given: set CLUED_TOKEN, or pass --token-file FILE "
+                                   "(or --token)\n")
         # --token overrides the environment
         r = self.ctl("--token", TOKEN, "admin", "units", token="wrong", check=0)
 

@@ -305,7 +305,7 @@ def test_admin_commands(c):
     assert r.stdout == "" and "CLUED_TOKEN" not in r.stderr  # a token was given: no hint
     r = c.ctl(None, "admin", "units", check=1)
     assert r.stderr.startswith("UNAUTHENTICATED"), r.stderr
-    assert "no token was given: set CLUED_TOKEN or pass --token" in r.stderr, r.stderr
+    assert "no token was given: set CLUED_TOKEN, or pass --token-file FILE (or --token)" in r.stderr, r.stderr
 
 
 def test_admin_units_and_users_come_in_pages(c):

@@ -819,6 +819,58 @@ def test_an_array_whose_submission_broke_off_can_be_retried_safely():
     shutil.rmtree(d)
 
 
+def test_a_refusal_that_changed_nothing_gets_no_unknown_outcome_note():
+    """An UNAVAILABLE whose message says nothing was changed (a statement that timed out and
+    rolled back, a read-only database, --require-sync-replica) has a known outcome: no
+    "may or may not" note under it. A lost connection's UNAVAILABLE keeps the note."""
+    messages = ["database statement timed out (limit 500 ms); nothing was changed, retry later",
+                "--require-sync-replica: the primary has no synchronous standby (synchronous_standby_names "
+                "is empty), so the write would not be on a standby when acknowledged; nothing was changed, "
+                "retry later",
+                "database unavailable"]
+
+    def handler(conn, req):
+        conn.reply(req.sid, None, status=14, message=urllib.parse.quote(messages[0], safe=" "))
+
+    with FakeServer(handler) as srv:
+        while messages:
+            r = ctl(srv, "clue", "move", "1", "--to", "PRELIMINARY_CHECK", "--version", "1", "--reason", "r",
+                    check=1)
+            assert r.stderr.startswith("UNAVAILABLE: " + messages[0]), r.stderr
+            if "nothing was changed" in messages[0]:
+                assert "may or may not" not in r.stderr, r.stderr
+            else:
+                assert "The change may or may not have been made. Retrying with --request-id" in r.stderr, r.stderr
+            messages.pop(0)
+
+
+def test_the_watch_resume_hint_keeps_the_filters():
+    """audit watch's resume hint repeats the filters it was started with (quoted for a shell
+    where they must be), and a watch the server refused at once has nothing to resume: no
+    hint. --subject-id without --subject-type is a usage error, found before any call."""
+    def handler(conn, req):
+        r = S.audit_pb2.WatchEventsRequest.FromString(req.body)
+        if r.action == "bogus":
+            conn.reply(req.sid, None, status=3, message="unknown action")
+            return
+        conn.headers(req.sid, OK_HEADERS)
+        conn.data(req.sid, grpc_frame(audit_event(1)) + grpc_frame(audit_event(4)))
+
+    with FakeServer(handler) as srv:
+        r = ctl_bounded(srv, "--timeout", "1.5", "audit", "watch", "--subject-type", "clue", "--subject-id", "7",
+                        "--action", "clue.move it's", check=0)
+        assert r.stderr.endswith("last seq 4; resume with: cluectl audit watch --after-seq 4 --subject-type clue "
+                                 "--subject-id 7 --action 'clue.move it'\\''s'\n"), r.stderr
+        r = ctl_bounded(srv, "--timeout", "1.5", "audit", "watch", "--action", "bogus", check=1)
+        assert r.stderr == "INVALID_ARGUMENT: unknown action\n", r.stderr
+        n = len(srv.requests)
+        r = ctl_bounded(srv, "audit", "watch", "--subject-id", "7", check=2)
+        assert r.stderr.startswith("cluectl audit watch: --subject-id needs --subject-type"), r.stderr
+        assert len(srv.requests) == n
+    r = subprocess.run([harness.CLUECTL, "stats", "--help"], capture_output=True, text=True, timeout=30)
+    assert "\n   or: cluectl stats bulletin [OPTIONS]" in r.stdout, r.stdout
+
+
 def test_checkpoint_out_fails_when_its_leaves_cannot_be_kept():
     """audit checkpoint --out F saves F and F.leaves, or exits 1 saying why F.leaves could not
     be made (the export failed; the server's leaves contradict its own signed root, a loud

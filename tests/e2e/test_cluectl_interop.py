@@ -310,7 +310,7 @@ class CluectlInterop(unittest.TestCase):
         self.assertEqual(r.stdout.splitlines(), [
             f"{s}  2026-01-01 00:{s:02d}  clue.move  clue #42  ACCEPTED -> PRELIMINARY_CHECK  by user 7 (unit 3)  初核"
             for s in (11, 12, 13)])
-        self.assertEqual(r.stderr, "last seq 13; resume with: cluectl audit watch --after-seq 13\n")
+        self.assertEqual(r.stderr, "last seq 13; resume with: cluectl audit watch --after-seq 13 --subject-type clue\n")
         req = self.audit.seen[-1]
         self.assertEqual((req.after_seq, req.subject_type), (10, "clue"))
 

@@ -326,7 +326,7 @@ if guarded "audit list" "$auditor" audit list --subject-type clue --subject-id "
 fi
 if guarded "audit watch" "$auditor" --timeout 2 audit watch --subject-type clue --subject-id "$clue"; then
   grep -q "clue.submit" "$work/out" || fail "audit watch replay: $out"
-  grep -qE '^last seq [0-9]+; resume with: cluectl audit watch --after-seq [0-9]+$' "$work/err" ||
+  grep -qE "^last seq [0-9]+; resume with: cluectl audit watch --after-seq [0-9]+ --subject-type clue --subject-id $clue\$" "$work/err" ||
     fail "audit watch: no resume line"
 fi
 

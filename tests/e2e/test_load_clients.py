@@ -105,5 +105,14 @@ def test_streams_past_the_servers_limit_are_sent_again(c):
         srv.stop()
 
 
+def test_revocation_bench_wants_a_stream_on_each_instance(c):
+    """bench/revocation.py alternates a round's streams between its two instances, so with
+    --streams 1 instance B would time none: refused as a usage error before anything starts."""
+    for args, want in ((["--streams", "1"], "--streams must be at least 2"), (["-n", "0"], "-n must be at least 1")):
+        r = subprocess.run([sys.executable, os.path.join(harness.SRC, "bench", "revocation.py"), *args],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and want in r.stderr and r.stdout == "", r.stdout + r.stderr
+
+
 if __name__ == "__main__":
     harness.run_tests(dict(globals()), setup, teardown)

@@ -19,7 +19,7 @@ import tempfile
 import time
 import urllib.request
 
-from harness import SRC, free_port, run_tests, wait_for
+from harness import SRC, Postgres, free_port, run_tests, wait_for
 
 IS_ROOT = os.getuid() == 0
 
@@ -42,7 +42,7 @@ def run_once(ctx, *args, timeout=300):
 class Run:
     """One `scripts/run` process in its own process group (as a terminal would start it)."""
 
-    def __init__(self, ctx, *args, user=None):
+    def __init__(self, ctx, *args, user=None, env=None):
         self.ctx = ctx
         # A run an earlier (failed) step left behind would hold the port: stop it first.
         for old in getattr(ctx, "runs", []):
@@ -53,7 +53,7 @@ class Run:
                 except subprocess.TimeoutExpired:
                     os.killpg(old.proc.pid, signal.SIGKILL)
         ctx.runs = [self]
-        e = user_env(ctx)
+        e = {**user_env(ctx), **(env or {})}
         cmd = ["scripts/run", *args]
         if user:
             cmd = ["runuser", "-u", user, "--", "env", f"HOME={ctx.tmp}", *cmd]
@@ -77,9 +77,9 @@ class Run:
         os.killpg(self.proc.pid, signal.SIGINT)
 
 
-def cluectl(ctx, *args, token=None, check=0):
+def cluectl(ctx, *args, token=None, check=0, server=None):
     e = user_env(ctx)
-    e["CLUED_SERVER"] = f"127.0.0.1:{ctx.port}"
+    e["CLUED_SERVER"] = server or f"127.0.0.1:{ctx.port}"
     if token:
         e["CLUED_TOKEN"] = token
     cmd = [os.path.join(ctx.clone, "build", "cluectl"), *args]
@@ -251,6 +251,11 @@ def test_first_run_serves_and_ctrl_c_stops_everything(ctx):
     with urllib.request.urlopen(url, timeout=10) as r:
         page = r.read().decode()
     assert r.status == 200 and "<title>线索监督台" in page and 'src="/assets/main-' in page, page
+    # CLUED_METRICS_LISTEN has port 0: the banner names the port clued serves its metrics on.
+    m = re.search(r"^\s*curl -s http://127\.0\.0\.1:(\d+)/metrics", out, re.M)
+    assert m and m.group(1) != "0", out
+    with urllib.request.urlopen(f"http://127.0.0.1:{m.group(1)}/metrics", timeout=10) as r:
+        assert "clued_" in r.read().decode()
     r = cluectl(ctx, "clue", "submit", "--title", "第一次运行", "--summary", "s", "--source", "AUDIT",
                 "--subject-name", "张三", "--host-unit", "市统计局", "--json", token=demo_token(ctx, "G01", "MEMBER"))
     ctx.clue_id = re.search(r'"id":\s*"?(\d+)', r.stdout).group(1)
@@ -283,10 +288,84 @@ def test_port_in_use_is_named(ctx):
     assert cluectl(ctx, "health").stdout.strip() == "SERVING"
 
 
+def test_reset_is_refused_while_a_run_serves(ctx):
+    # A second terminal's --reset would stop the cluster and remove the data under the first.
+    r = run_once(ctx, "--reset", "--yes")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"serving from the private cluster (pid {ctx.running.proc.pid}); stop it first" in r.stderr, r.stderr
+    assert os.path.exists(os.path.join(pgdir(ctx), "data", "PG_VERSION")), "the data went"
+    assert os.path.exists(os.path.join(ctx.clone, ".local", "demo-tokens")), "the tokens went"
+    assert cluectl(ctx, "health").stdout.strip() == "SERVING"
+    # The pair is another cluster: its reset goes ahead.
+    r = run_once(ctx, "--replicated", "--reset", "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert cluectl(ctx, "health").stdout.strip() == "SERVING"
+
+
 def test_sigint_to_the_script_alone_stops_everything(ctx):
     run = ctx.running
     run.proc.send_signal(signal.SIGINT)  # kill -INT <pid of scripts/run>
     assert_all_stopped(ctx, run)
+
+
+def test_another_database_needs_its_owners_url(ctx):
+    """clued migrates as the schema's owner and refuses to serve as it, so CLUED_DATABASE_URL
+    alone can never work: refused before anything is built or started."""
+    pg = Postgres.get()
+    ctx.other_db = pg.new_database("run")
+    for owner in (None, pg.url(ctx.other_db, "clued")):
+        env = dict(user_env(ctx), CLUED_DATABASE_URL=pg.url(ctx.other_db, "clued"))
+        if owner:
+            env["CLUED_OWNER_DATABASE_URL"] = owner
+        r = subprocess.run(["scripts/run"], cwd=ctx.clone, capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL, timeout=120, env=env)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "set CLUED_OWNER_DATABASE_URL too" in r.stderr and r.stdout == "", r.stdout + r.stderr
+
+
+def test_another_database_gets_an_admin_and_tokens_of_its_own(ctx):
+    """After the private cluster made .local/admin-token, another database is bootstrapped
+    all the same, its tokens kept apart; the banner names the port picked for port 0, no
+    metrics with CLUED_METRICS_LISTEN=off, and no private cluster."""
+    pg = Postgres.get()
+    with open(os.path.join(ctx.clone, ".local", "admin-token")) as f:
+        private_admin = f.read()
+    run = Run(ctx, env={"CLUED_LISTEN": "127.0.0.1:0", "CLUED_METRICS_LISTEN": "off",
+                        "CLUED_DATABASE_URL": pg.url(ctx.other_db, "clued"),
+                        "CLUED_OWNER_DATABASE_URL": pg.url(ctx.other_db, "clued_owner")})
+    server = []
+
+    def serving():
+        assert run.proc.poll() is None, f"scripts/run exited {run.proc.returncode}:\n{run.output()[-4000:]}"
+        m = re.search(r"^\s*export CLUED_SERVER=(\S+)$", run.output(), re.M)
+        if not m:
+            return False
+        server[:] = [m.group(1)]
+        return cluectl(ctx, "health", check=None, server=m.group(1)).stdout.strip() == "SERVING"
+
+    wait_for(serving, timeout=300, interval=0.5, what="SERVING from scripts/run on another database")
+    out = run.output()
+    assert not server[0].endswith(":0") and f"The console (a web page; sign in with one of the tokens below): " \
+        f"http://{server[0]}/" in out, out
+    assert "/metrics" not in out and "http://off" not in out, out
+    assert "private cluster" not in out and "CLUED_DATABASE_URL keeps running" in out, out
+    admin_file = re.search(r"^\s*ADMIN\s+export CLUED_TOKEN=\$\(cat (\S+)\)", out, re.M).group(1)
+    assert admin_file.startswith(".local/db-") and admin_file.endswith("-admin-token"), out
+    with open(os.path.join(ctx.clone, admin_file)) as f:
+        admin = f.read().strip()
+    with open(os.path.join(ctx.clone, ".local", "admin-token")) as f:
+        assert f.read() == private_admin, "the private cluster's admin token changed"
+    assert admin != private_admin.strip()
+    assert "G01" in cluectl(ctx, "admin", "units", token=admin, server=server[0]).stdout
+    demo_file = os.path.join(ctx.clone, admin_file.replace("admin-token", "demo-tokens"))
+    with open(demo_file) as f:
+        member = next(line.split()[3] for line in f if line.split()[:2] == ["G01", "MEMBER"])
+    cluectl(ctx, "clue", "submit", "--title", "另一个库", "--summary", "s", "--source", "AUDIT",
+            "--subject-name", "赵六", "--host-unit", "市统计局", token=member, server=server[0])
+    run.ctrl_c()
+    rc = run.wait(90)
+    out = run.output()
+    assert rc in (0, 130) and "clued stopped" in out and "PostgreSQL" not in out.split("clued stopped")[1], out[-2000:]
 
 
 def test_replicated_pair_serves_and_ctrl_c_stops_both(ctx):
@@ -326,6 +405,8 @@ def test_replicated_pair_serves_and_ctrl_c_stops_both(ctx):
              timeout=10, what="the clue on the standby")
     # The banner says how to fail over by hand, with the pair's paths.
     assert f"pg_ctl -D {primary} stop -m immediate" in out and f"pg_ctl -D {standby} promote" in out, out
+    # ... and that clued then refuses writes, until a new pair.
+    assert "After the failover clued serves reads only: --require-sync-replica refuses every write" in out, out
     run.ctrl_c()
     rc = run.wait(90)
     out = run.output()
