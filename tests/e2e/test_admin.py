@@ -1,9 +1,13 @@
 """AdminService, bootstrap, authentication and the audit rules, against the real clued and
 PostgreSQL."""
 
+import contextlib
+import glob
 import os
 import re
+import shutil
 import sys
+import tempfile
 
 import grpc
 
@@ -190,23 +194,30 @@ def test_names_that_are_the_same_text_are_one_name(c):
     assert names == ["Zoë", "龜", "ｋａｔｅ", "Bob", "B\u043eb"], names
 
 
-def test_migrating_over_names_that_are_the_same_text_fails_naming_them(c):
-    """0061 makes names unique as text: a database that already holds two such names fails it,
-    saying which rows to rename, and is left as it was; renamed, it migrates."""
-    import glob
-    import shutil
-    import tempfile
-
+@contextlib.contextmanager
+def migrated_before(first_left_out):
+    """A new database migrated up to the migration named first_left_out ("0061"), left out with
+    every one after it: yields a clued for it (not started) and a superuser connection."""
     pg = harness.Postgres.get()
     dbname = pg.new_database()
-    before = tempfile.mkdtemp(prefix="clued-before-0061-")
+    before = tempfile.mkdtemp(prefix=f"clued-before-{first_left_out}-")
     srv = harness.Clued(pg.url(dbname))
     db = pg.connect(dbname)
     try:
         for path in glob.glob(os.path.join(harness.SRC, "migrations", "*.sql")):
-            if os.path.basename(path) < "0061":
+            if os.path.basename(path) < first_left_out:
                 shutil.copy(path, before)
         srv.run("migrate", "--migrations", before)
+        yield srv, db
+    finally:
+        db.close()
+        shutil.rmtree(before)
+
+
+def test_migrating_over_names_that_are_the_same_text_fails_naming_them(c):
+    """0061 makes names unique as text: a database that already holds two such names fails it,
+    saying which rows to rename, and is left as it was; renamed, it migrates."""
+    with migrated_before("0061") as (srv, db):
         with db.cursor() as cur:
             cur.execute("INSERT INTO units (kind, code, name) VALUES ('ROOM', 'A1', 'Café'), ('ROOM', 'A2', 'Cafe\u0301'),"
                         " ('ROOM', 'A3', 'plain') RETURNING id")
@@ -228,9 +239,6 @@ def test_migrating_over_names_that_are_the_same_text_fails_naming_them(c):
         with db.cursor() as cur:
             cur.execute("SELECT max(version) >= 61 FROM schema_migrations")
             assert cur.fetchone()[0]
-    finally:
-        db.close()
-        shutil.rmtree(before)
 
 
 def test_a_variation_selector_makes_no_other_name(c):
@@ -262,20 +270,7 @@ def test_a_variation_selector_makes_no_other_name(c):
 def test_migrating_over_names_alike_but_for_a_selector_fails_naming_them(c):
     """0067 leaves selectors out of a name's key: two names of one unit that differ only by
     one fail it, named, the database left as it was; renamed, it migrates."""
-    import glob
-    import shutil
-    import tempfile
-
-    pg = harness.Postgres.get()
-    dbname = pg.new_database()
-    before = tempfile.mkdtemp(prefix="clued-before-0067-")
-    srv = harness.Clued(pg.url(dbname))
-    db = pg.connect(dbname)
-    try:
-        for path in glob.glob(os.path.join(harness.SRC, "migrations", "*.sql")):
-            if os.path.basename(path) < "0067":
-                shutil.copy(path, before)
-        srv.run("migrate", "--migrations", before)
+    with migrated_before("0067") as (srv, db):
         with db.cursor() as cur:
             cur.execute("INSERT INTO units (kind, code, name) VALUES ('ROOM', 'B1', 'B1 room') RETURNING id")
             u1 = cur.fetchone()[0]
@@ -294,9 +289,6 @@ def test_migrating_over_names_alike_but_for_a_selector_fails_naming_them(c):
         with db.cursor() as cur:
             cur.execute("SELECT max(version) >= 67, name_key('lead\ufe0f') = 'lead' FROM schema_migrations")
             assert cur.fetchone() == (True, True)
-    finally:
-        db.close()
-        shutil.rmtree(before)
 
 
 def test_a_concurrent_duplicate_is_named(c):

@@ -16,6 +16,7 @@ test's length, so that nothing but the release ends the wait (ListJointCases' te
 joint_cases the same way). No assertion is about time.
 """
 
+import contextlib
 import datetime
 import os
 import sys
@@ -72,6 +73,31 @@ def teardown(c):
     world.unserve(c)
 
 
+@contextlib.contextmanager
+def table_locked(c, table):
+    """table locked ACCESS EXCLUSIVE by a session of its own until the block ends."""
+    lock = c.pg.connect(c.dbname)
+    lock.autocommit = False
+    try:
+        with lock.cursor() as cur:
+            cur.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        yield
+    finally:
+        lock.rollback()
+        lock.close()
+
+
+def all_waiting(c, futures, what):
+    """Waits until every call of futures waits, on the lock or for a connection; checks that
+    two statements (the heavy share) wait on the lock, and returns that count."""
+    maddr = c.srv.metrics_addr
+    harness.wait_for(lambda: blocked(c) >= 2 and blocked(c) + metric(maddr, "clued_db_queue_depth") >= len(futures),
+                     timeout=60, what=f"every {what} call waiting")
+    most = blocked(c)
+    assert most == 2, f"{most} {what} statements ran at once, over the share of 2"
+    return most
+
+
 def test_heavy_calls_of_two_users_leave_the_rest_of_the_pool_to_light_calls(c):
     """G1's member keeps eight GetLedgerStats in flight and the auditor eight GetBulletins
     (whose second statement reads the locked table: every statement of a heavy call counts).
@@ -89,20 +115,12 @@ def test_heavy_calls_of_two_users_leave_the_rest_of_the_pool_to_light_calls(c):
     heavy_a.rect.GetLedgerStats(rp.GetLedgerStatsRequest(), timeout=60)
     heavy_b.stats.GetBulletin(st.GetBulletinRequest(month=month), timeout=60)
     mine = submit(light)
-    lock = c.pg.connect(c.dbname)
-    lock.autocommit = False
     futures = []
-    try:
-        with lock.cursor() as cur:
-            cur.execute("LOCK TABLE rect_items IN ACCESS EXCLUSIVE MODE")
+    with table_locked(c, "rect_items"):
         for _ in range(8):
             futures.append(heavy_a.rect.GetLedgerStats.future(rp.GetLedgerStatsRequest(), timeout=600))
             futures.append(heavy_b.stats.GetBulletin.future(st.GetBulletinRequest(month=month), timeout=600))
-        # Every call waits: on the lock, or for a connection.
-        harness.wait_for(lambda: blocked(c) >= 2 and blocked(c) + metric(maddr, "clued_db_queue_depth") >= len(futures),
-                         timeout=60, what="every heavy call waiting")
-        most = blocked(c)
-        assert most == 2, f"{most} heavy statements ran at once, over the share of 2"
+        most = all_waiting(c, futures, "heavy")
         # The light user's calls are answered while the heavy ones wait.
         for _ in range(5):
             got = light.clue.GetClue(pb.GetClueRequest(clue_id=mine.id), timeout=60)
@@ -115,9 +133,6 @@ def test_heavy_calls_of_two_users_leave_the_rest_of_the_pool_to_light_calls(c):
         assert metric(maddr, "clued_db_heavy_connections_max") == 2
         assert metric(maddr, "clued_db_heavy_requests", state="running") == 2
         assert metric(maddr, "clued_db_heavy_requests", state="waiting") == len(futures) - 2
-    finally:
-        lock.rollback()
-        lock.close()
     for f in futures:
         f.result()
     harness.wait_for(lambda: metric(maddr, "clued_db_heavy_requests", state="running") == 0,
@@ -138,28 +153,18 @@ def test_list_joint_cases_is_heavy(c):
     for u in (heavy_a, heavy_b):
         u.case.ListJointCases(cs.ListJointCasesRequest(), timeout=60)
     mine = submit(light)
-    lock = c.pg.connect(c.dbname)
-    lock.autocommit = False
     futures = []
-    try:
-        with lock.cursor() as cur:
-            cur.execute("LOCK TABLE joint_cases IN ACCESS EXCLUSIVE MODE")
+    with table_locked(c, "joint_cases"):
         for _ in range(4):
             for u in (heavy_a, heavy_b):
                 futures.append(u.case.ListJointCases.future(cs.ListJointCasesRequest(), timeout=600))
-        harness.wait_for(lambda: blocked(c) >= 2 and blocked(c) + metric(maddr, "clued_db_queue_depth") >= len(futures),
-                         timeout=60, what="every ListJointCases waiting")
-        most = blocked(c)
-        assert most == 2, f"{most} ListJointCases statements ran at once, over the share of 2"
+        most = all_waiting(c, futures, "ListJointCases")
         for _ in range(5):
             assert light.clue.GetClue(pb.GetClueRequest(clue_id=mine.id), timeout=60).id == mine.id
             most = max(most, blocked(c))
         assert most == 2, f"{most} ListJointCases statements ran at once, over the share of 2"
         assert not any(f.done() for f in futures), "a ListJointCases ended while the lock was held"
         assert metric(maddr, "clued_db_heavy_requests", state="waiting") == len(futures) - 2
-    finally:
-        lock.rollback()
-        lock.close()
     for f in futures:
         f.result()
     harness.wait_for(lambda: metric(maddr, "clued_db_heavy_requests", state="running") == 0,
