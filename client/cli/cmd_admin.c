@@ -23,10 +23,13 @@ static const cli_opt_t units_opts[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static const char units_help[] =
-    "Oldest first, a page at a time (500 units unless --page-size says otherwise, and at\n"
-    "most about 2 MiB): the next page's --page-token follows on stderr, and --all lists\n"
-    "every page.\n";
+/* The help of a list of units or users (rows: "units", "users"). */
+#define ADMIN_PAGES_HELP(rows)                                                                     \
+  "Oldest first, a page at a time (500 " rows " unless --page-size says otherwise, and at\n"     \
+  "most about 2 MiB): the next page's --page-token follows on stderr, and --all lists\n"          \
+  "every page.\n"
+
+static const char units_help[] = ADMIN_PAGES_HELP("units");
 
 static const cli_col_t unit_cols[] = {
     {"ID", "id"},
@@ -109,10 +112,7 @@ static const cli_opt_t users_opts[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static const char users_help[] =
-    "Oldest first, a page at a time (500 users unless --page-size says otherwise, and at\n"
-    "most about 2 MiB): the next page's --page-token follows on stderr, and --all lists\n"
-    "every page.\n";
+static const char users_help[] = ADMIN_PAGES_HELP("users");
 
 static const cli_col_t user_cols[] = {
     {"ID", "id"},     {"UNIT", "unit_code|unit_id"},        {"UNIT NAME", "unit_name"},

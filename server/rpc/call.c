@@ -796,7 +796,6 @@ static void call_stream_message(rpc_call_t *call, grpc_message_t *msg) {
   rpc_call_unref(call);
 }
 
-/* The stream's message event: one whole request message, ours to free. */
 /* A fault of the request's body: the call ends with it, or, while its token is looked up,
  * the first is kept and told once the caller is known (rpc_call_authenticated()): what a body
  * holds is no stranger's business, and its answer must not depend on whether the body came
@@ -814,6 +813,7 @@ static void call_body_fault(rpc_call_t *call, int code, const char *why) {
   }
 }
 
+/* The stream's message event: one whole request message, ours to free. */
 static void call_on_message(h2_stream_t *s, grpc_message_t *msg) {
   rpc_call_t *call = call_of(s);
 

@@ -191,7 +191,6 @@ static void create_unit_write(rpc_call_t *call, const db_result_t *r, void *arg)
             np, params, reply_unit, NULL);
 }
 
-/* Every violation of the request, one per field (validate_errors_t). */
 /* Whether host_units[i], trimmed, is one of host_units[0..i-1] trimmed. */
 static bool host_unit_repeats(char *const *host_units, size_t i) {
   size_t len, other_len;
@@ -206,6 +205,7 @@ static bool host_unit_repeats(char *const *host_units, size_t i) {
   return false;
 }
 
+/* Every violation of the request, one per field (validate_errors_t). */
 static int validate_create_unit(const Clue__V1__CreateUnitRequest *req, validate_errors_t *e) {
   bool group = req->kind == CLUE__V1__UNIT_KIND__UNIT_KIND_GROUP, known;
 
@@ -266,31 +266,22 @@ static void create_unit(rpc_call_t *call, const ProtobufCMessage *m) {
   create_unit_write(call, NULL, (void *)req);
 }
 
+static ProtobufCMessage *unit_msg(rpc_call_t *call, const db_result_t *r, int i) {
+  Clue__V1__Unit *u = unit_from_row(call, r, i);
+  return u ? &u->base : NULL;
+}
+
 static void reply_units(rpc_call_t *call, const db_result_t *r, void *arg) {
   Clue__V1__ListUnitsResponse resp = CLUE__V1__LIST_UNITS_RESPONSE__INIT;
   const admin_page_t *pg = arg;
-  int n = db_rows(r), shown = n > pg->size ? pg->size : n;
-  bool more = n > pg->size;
-  size_t bytes = 0;
+  ProtobufCMessage **rows;
+  bool more;
 
-  resp.units = rpc_call_alloc(call, (size_t)(shown ? shown : 1) * sizeof(*resp.units));
-  if (resp.units == NULL) {
+  if (svc_page_rows(call, r, pg->size, unit_msg, &rows, &resp.n_units, &more) != 0) {
     clue_oom(call);
     return;
   }
-  for (int i = 0; i < shown; i++) {
-    Clue__V1__Unit *u = unit_from_row(call, r, i);
-
-    if (u == NULL) {
-      clue_oom(call);
-      return;
-    }
-    if (!svc_page_fits(&bytes, &u->base)) {
-      more = true; /* the next page starts with this unit */
-      break;
-    }
-    resp.units[resp.n_units++] = u;
-  }
+  resp.units = (Clue__V1__Unit **)rows;
   /* more: the page holds a row, since the first always fits */
   if (!admin_page_end(call, pg, more, more ? resp.units[resp.n_units - 1]->id : 0,
                       &resp.next_page_token))
@@ -411,31 +402,22 @@ static void create_user(rpc_call_t *call, const ProtobufCMessage *m) {
             (void *)req);
 }
 
+static ProtobufCMessage *user_msg(rpc_call_t *call, const db_result_t *r, int i) {
+  Clue__V1__User *u = user_from_row(call, r, i);
+  return u ? &u->base : NULL;
+}
+
 static void reply_users(rpc_call_t *call, const db_result_t *r, void *arg) {
   Clue__V1__ListUsersResponse resp = CLUE__V1__LIST_USERS_RESPONSE__INIT;
   const admin_page_t *pg = arg;
-  int n = db_rows(r), shown = n > pg->size ? pg->size : n;
-  bool more = n > pg->size;
-  size_t bytes = 0;
+  ProtobufCMessage **rows;
+  bool more;
 
-  resp.users = rpc_call_alloc(call, (size_t)(shown ? shown : 1) * sizeof(*resp.users));
-  if (resp.users == NULL) {
+  if (svc_page_rows(call, r, pg->size, user_msg, &rows, &resp.n_users, &more) != 0) {
     clue_oom(call);
     return;
   }
-  for (int i = 0; i < shown; i++) {
-    Clue__V1__User *u = user_from_row(call, r, i);
-
-    if (u == NULL) {
-      clue_oom(call);
-      return;
-    }
-    if (!svc_page_fits(&bytes, &u->base)) {
-      more = true; /* the next page starts with this user */
-      break;
-    }
-    resp.users[resp.n_users++] = u;
-  }
+  resp.users = (Clue__V1__User **)rows;
   /* more: the page holds a row, since the first always fits */
   if (!admin_page_end(call, pg, more, more ? resp.users[resp.n_users - 1]->id : 0,
                       &resp.next_page_token))

@@ -12,6 +12,7 @@
 #include "service/clue_row.h"
 #include "service/replica.h"
 #include "service/sql_errors.h"
+#include "service/svc_util.h"
 
 typedef struct svc_job {
   rpc_call_t *call;
@@ -579,4 +580,27 @@ char *svc_col_str(rpc_call_t *call, const db_result_t *r, int row, int col) {
 int svc_col_bool(const db_result_t *r, int row, int col) {
   const char *v = db_value(r, row, col);
   return v && v[0] == 't';
+}
+
+int svc_page_rows(rpc_call_t *call, const db_result_t *r, int max, svc_row_fn row,
+                  ProtobufCMessage ***items, size_t *n, bool *more) {
+  int rows = db_rows(r), shown = rows > max ? max : rows;
+  size_t bytes = 0;
+
+  *n = 0;
+  *more = rows > max;
+  if ((*items = rpc_call_alloc(call, (size_t)(shown ? shown : 1) * sizeof(**items))) == NULL)
+    return -1;
+  for (int i = 0; i < shown; i++) {
+    ProtobufCMessage *m = row(call, r, i);
+
+    if (m == NULL)
+      return -1;
+    if (!svc_page_fits(&bytes, m)) {
+      *more = true; /* the next page starts with this row */
+      break;
+    }
+    (*items)[(*n)++] = m;
+  }
+  return 0;
 }

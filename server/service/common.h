@@ -141,6 +141,20 @@ char *svc_col_str(rpc_call_t *call, const db_result_t *r, int row, int col);
 /** "t" -> 1. */
 int svc_col_bool(const db_result_t *r, int row, int col);
 
+/** The message of row i of a list's result, in the call's memory; NULL when out of memory. */
+typedef ProtobufCMessage *(*svc_row_fn)(rpc_call_t *call, const db_result_t *r, int i);
+
+/**
+ * A page of a list from r, whose query asked for one row more than the page holds: the
+ * messages row() makes of r's first rows, in order, into *items (in the call's memory) and
+ * *n: at most max of them, and no more than svc_page_fits() lets into a reply. *more says
+ * whether rows follow the page (the one row more, or a row the bytes left out, which the
+ * next page starts with). Returns 0, or -1 when out of memory (the call not failed).
+ */
+int svc_page_rows(rpc_call_t *call, const db_result_t *r, int max, svc_row_fn row,
+                  ProtobufCMessage ***items, size_t *n, bool *more)
+    __attribute__((warn_unused_result));
+
 /** SQL fragment giving milliseconds since the epoch of a timestamptz expression. */
 #define SVC_MS(expr) "(extract(epoch from " expr ") * 1000)::bigint"
 

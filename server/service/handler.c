@@ -455,31 +455,22 @@ typedef struct list_recusals {
   int64_t scope[RECUSALS_TOKEN_SCOPE];
 } list_recusals_t;
 
+static ProtobufCMessage *recusal_msg(rpc_call_t *call, const db_result_t *r, int i) {
+  Clue__V1__Recusal *x = recusal_read(call, r, i, 0);
+  return x ? &x->base : NULL;
+}
+
 static void reply_recusals(rpc_call_t *call, const db_result_t *r, void *arg) {
   Clue__V1__ListRecusalsResponse resp = CLUE__V1__LIST_RECUSALS_RESPONSE__INIT;
   const list_recusals_t *lr = arg;
-  int n = db_rows(r), shown = n > LIST_MAX ? LIST_MAX : n;
-  bool more = n > LIST_MAX;
-  size_t bytes = 0;
+  ProtobufCMessage **rows;
+  bool more;
 
-  if ((resp.recusals =
-           rpc_call_alloc(call, (size_t)(shown ? shown : 1) * sizeof(*resp.recusals))) == NULL) {
+  if (svc_page_rows(call, r, LIST_MAX, recusal_msg, &rows, &resp.n_recusals, &more) != 0) {
     clue_oom(call);
     return;
   }
-  for (int i = 0; i < shown; i++) {
-    Clue__V1__Recusal *x = recusal_read(call, r, i, 0);
-
-    if (x == NULL) {
-      clue_oom(call);
-      return;
-    }
-    if (!svc_page_fits(&bytes, &x->base)) {
-      more = true; /* the next page starts with this recusal */
-      break;
-    }
-    resp.recusals[resp.n_recusals++] = x;
-  }
+  resp.recusals = (Clue__V1__Recusal **)rows;
   if (more && (resp.next_page_token =
                    (char *)svc_page_token_in(call, lr->scope, RECUSALS_TOKEN_SCOPE,
                                              resp.recusals[resp.n_recusals - 1]->id)) == NULL) {
@@ -598,31 +589,22 @@ static Clue__V1__Assignment *assignment_read(rpc_call_t *call, const db_result_t
   return a;
 }
 
+static ProtobufCMessage *assignment_msg(rpc_call_t *call, const db_result_t *r, int i) {
+  Clue__V1__Assignment *a = assignment_read(call, r, i);
+  return a ? &a->base : NULL;
+}
+
 static void reply_assignments(rpc_call_t *call, const db_result_t *r, void *arg) {
   Clue__V1__ListAssignmentsResponse resp = CLUE__V1__LIST_ASSIGNMENTS_RESPONSE__INIT;
   const list_assignments_t *la = arg;
-  int n = db_rows(r), shown = n > LIST_MAX ? LIST_MAX : n;
-  bool more = n > LIST_MAX;
-  size_t bytes = 0;
+  ProtobufCMessage **rows;
+  bool more;
 
-  resp.assignments = rpc_call_alloc(call, (size_t)(shown ? shown : 1) * sizeof(*resp.assignments));
-  if (resp.assignments == NULL) {
+  if (svc_page_rows(call, r, LIST_MAX, assignment_msg, &rows, &resp.n_assignments, &more) != 0) {
     clue_oom(call);
     return;
   }
-  for (int i = 0; i < shown; i++) {
-    Clue__V1__Assignment *a = assignment_read(call, r, i);
-
-    if (a == NULL) {
-      clue_oom(call);
-      return;
-    }
-    if (!svc_page_fits(&bytes, &a->base)) {
-      more = true; /* the next page starts with this assignment */
-      break;
-    }
-    resp.assignments[resp.n_assignments++] = a;
-  }
+  resp.assignments = (Clue__V1__Assignment **)rows;
   if (more) {
     int last = (int)resp.n_assignments - 1;
     int64_t key[ASSIGNMENTS_KEY] = {svc_col_i64(r, last, LA_AT_US), svc_col_i64(r, last, LA_CLUE),
