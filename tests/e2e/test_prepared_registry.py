@@ -13,6 +13,7 @@ a superuser, records what clued's session has prepared whenever AddNote inserts 
 statement running (current_query()).
 """
 
+import concurrent.futures
 import os
 import sys
 import threading
@@ -128,29 +129,77 @@ def test_stays_bounded_and_answers(ctx):
     assert n < 256
 
 
+def lock_waiters(db):
+    """clued's backends waiting for a heavyweight lock (a row lock shows as 'transactionid')."""
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'clued'"
+                    " AND datname = current_database() AND wait_event_type = 'Lock'")
+        return cur.fetchone()[0]
+
+
+def on_each_session(own, submit, call):
+    """call run once on each of the two sessions of clued's pool, whichever serves the rest.
+    A submission of G2's waits on its unit's counter row, locked here, holding one session: call
+    runs on the other. A submission of G3's, waiting likewise, then holds that other one; G2's
+    lock goes, and call runs on the session G2's submission held. The counter rows exist (each
+    unit submitted before)."""
+    locks = []
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as ex:
+            held = []
+            for n, unit in enumerate((own.w.G2, own.w.G3), 1):
+                lock = own.pg.connect(own.dbname)
+                locks.append(lock)
+                lock.autocommit = False
+                with lock.cursor() as cur:
+                    cur.execute("SELECT 1 FROM clue_counters WHERE unit_id = %s FOR UPDATE", (unit.id,))
+                    assert cur.rowcount == 1, f"{unit.code} has no counter row yet"
+                held.append(ex.submit(submit, unit.member, f"held by {unit.code}"))
+                harness.wait_for(lambda: lock_waiters(own.db) == n, timeout=20,
+                                 what=f"{unit.code}'s submission waiting on its counter")
+                if n == 1:
+                    call()
+            locks[0].rollback()
+            held[0].result()
+            call()
+            locks[1].rollback()
+            held[1].result()
+    finally:
+        for lock in locks:
+            lock.close()
+
+
 def test_a_column_type_changed_under_the_saved_plans(ctx):
     """An operator changes a column's type while clued runs (ALTER TABLE as a superuser). Every
     plan saved in clued's sessions that returns or takes the column then fails the same way
     until the session drops it: a prepared statement (0A000 "cached plan must not change
     result type"), a PL/pgSQL function's (42804 "type of parameter ... does not match that
     when preparing the plan"). Each call still answers: its session drops its statements and
-    saved plans and runs the call again. With one pool connection (dropping it would leave the
-    pool without one: every waiting call failed) and with two, calls in parallel."""
+    saved plans and runs the call again, once for the session. With one pool connection
+    (dropping it would leave the pool without one: every waiting call failed) and with two,
+    calls in parallel; with two, ListClues is prepared on each session before the change and
+    runs on each after it (on_each_session()), so both sessions meet their stale plans."""
     for pool in ("1", "2"):
-        own = world.served(args=["--db-pool", pool])
+        own = world.served(args=["--db-pool", pool, "--db-lock-timeout", "60000"])
         try:
             member, leader = own.w.G1.member, own.w.G1.leader
 
-            def submit(title):
-                return member.clue.SubmitClue(pb.SubmitClueRequest(
+            def submit(user, title):
+                return user.clue.SubmitClue(pb.SubmitClueRequest(
                     request_id=new_request_id(), title=title, summary="s",
                     source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT, subject=pb.SubjectPerson(name="王某"),
                     host_unit="h"), timeout=20)
 
+            def listed():
+                return [c.id for c in leader.clue.ListClues(pb.ListCluesRequest(), timeout=20).clues]
+
+            def lists_the_first():
+                assert known[0].id in listed()
+
             def round_of_calls(title):
-                cl = submit(title)
+                cl = submit(member, title)
                 assert member.clue.GetClue(pb.GetClueRequest(clue_id=cl.id), timeout=20).title == title
-                assert cl.id in [c.id for c in leader.clue.ListClues(pb.ListCluesRequest(), timeout=20).clues]
+                assert cl.id in listed()
                 moved = leader.clue.RequestTransition(pb.RequestTransitionRequest(
                     clue_id=cl.id, expected_version=cl.version, target=cm.CLUE_STATE_PRELIMINARY_CHECK,
                     reason="r", request_id=new_request_id()), timeout=20).clue
@@ -158,6 +207,10 @@ def test_a_column_type_changed_under_the_saved_plans(ctx):
                 return cl
 
             known = [round_of_calls(f"before {i}") for i in range(4)]  # every connection prepares
+            if pool == "2":
+                for unit in (own.w.G2, own.w.G3):
+                    submit(unit.member, "a counter row")
+                on_each_session(own, submit, lists_the_first)
             with own.db.cursor() as cur:
                 cur.execute("ALTER TABLE clues ALTER COLUMN title TYPE varchar(500)")
             errors = []
@@ -173,10 +226,13 @@ def test_a_column_type_changed_under_the_saved_plans(ctx):
             for t in threads:
                 t.join()
             assert not errors, errors
+            if pool == "2":
+                on_each_session(own, submit, lists_the_first)
             for i in range(4):
                 round_of_calls(f"after {i}")
             log = own.srv.output()
-            assert "the tables changed under the session's saved plans" in log, log[-3000:]
+            resets = log.count("the tables changed under the session's saved plans")
+            assert resets == int(pool), f"{resets} sessions dropped their saved plans, not {pool}:\n{log[-3000:]}"
             assert "no working connection" not in log and "database error" not in log, log[-3000:]
         finally:
             world.unserve(own)
