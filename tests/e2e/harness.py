@@ -234,6 +234,19 @@ class Clued:
             wait_for(lambda: h.Check(s.health_pb2.HealthCheckRequest(), timeout=5).status
                      == s.health_pb2.HealthCheckResponse.SERVING, timeout=timeout, what="SERVING")
 
+    def listening(self):
+        """Whether the invalidation listener listens: "ready" and "lost" alternate in the log,
+        and it listens when it said ready last. Until it does, no principal is cached: a call
+        made before it is looked up again next time."""
+        out = self.output()
+        return out.count("the invalidation listener is ready") > out.count("lost the invalidation listener")
+
+    def wait_listening(self, timeout=30):
+        """For a test that needs its callers' principals cached: the listener connects on its
+        own, after the server serves."""
+        wait_for(self.listening, timeout=timeout, what="the invalidation listener ready")
+        return self
+
     def _read(self):
         for line in self.proc.stdout:
             self._take(line)

@@ -1005,7 +1005,7 @@ def test_watchers_that_come_and_go_while_the_tail_reads(c):
     the read answers, and follows again for the next watcher, missing nothing."""
     from test_metrics import MetricsClued, scrape, value
     srv = MetricsClued(c.url, args=["--db-pool", "1", "--auth-cache-ttl", "60000",
-                                    "--metrics-listen", "127.0.0.1:0"]).start(migrate=False)
+                                    "--metrics-listen", "127.0.0.1:0"]).start(migrate=False).wait_listening()
     lk = c.pg.connect(c.dbname)
     lk.autocommit = False
     try:

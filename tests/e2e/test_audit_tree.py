@@ -509,6 +509,7 @@ def test_proofs_waiting_for_a_follower_are_bounded(c):
     wait; the next one is refused at once with RESOURCE_EXHAUSTED, and the 1,024 are answered
     once the read completes."""
     b = harness.Clued(c.url, args=["--db-lock-timeout", "120000", "--auth-cache-ttl", "120000"]).start(migrate=False)
+    b.wait_listening()
     conn = c.pg.connect(c.dbname)
     lock = c.pg.connect(c.dbname)
     lock.autocommit = False

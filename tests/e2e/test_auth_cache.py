@@ -58,6 +58,8 @@ def setup():
     args = ["--auth-cache-ttl", str(TTL_MS), "--token-issues-per-hour", "0"]
     c.a = harness.Clued(c.url, args=args).start()
     c.b = MetricsClued(c.url, args=args + ["--metrics-listen", "127.0.0.1:0"]).start(migrate=False)
+    c.a.wait_listening()
+    c.b.wait_listening()
     c.w = world.build(c.a)
     c.chans = []
     c.stubs = {}
@@ -202,13 +204,6 @@ def test_a_stalled_listener_drops_the_cache(c):
                 pass
 
 
-def listening(srv):
-    """Whether srv's invalidation listener listens: "ready" and "lost" alternate, and it
-    listens when it said ready last."""
-    out = srv.output()
-    return out.count("the invalidation listener is ready") > out.count("lost the invalidation listener")
-
-
 def new_member(c, name):
     """A MEMBER of G1 with a token (its id known, to revoke it)."""
     u = c.w.admin.admin.CreateUser(A.CreateUserRequest(unit_id=c.w.G1.id, name=name, role=C.ROLE_MEMBER), timeout=10)
@@ -297,7 +292,7 @@ def test_a_principal_lives_from_its_lookup_not_from_its_last_use(c):
     # refused. The body used to run, 1.2 s after the headers' cache hit.
     short = harness.Clued(c.url, args=["--auth-cache-ttl", "2000"]).start(migrate=False)
     try:
-        harness.wait_for(lambda: listening(short), timeout=15, what="the instance listening")
+        short.wait_listening(15)
         t = new_member(c, "member-late-life")
         assert call(c, short, t.token) == grpc.StatusCode.OK  # looked up: cached from now
         t0 = time.monotonic()
@@ -322,9 +317,6 @@ def test_rechecks_of_one_call_are_bounded(c):
     req = CL.SubmitClueRequest(
         request_id=harness.new_request_id(), title=title, summary="s", source=CL.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
         subject=CL.SubjectPerson(name="张三"), host_unit="市发展改革委")
-
-    def b_listening():
-        return listening(srv)
 
     def drop_all():
         """A notification B cannot read (the triggers never send it): B drops every principal,
@@ -356,7 +348,7 @@ def test_rechecks_of_one_call_are_bounded(c):
     # dropped: the headers' lookup would then be the one waiting below, and the call would
     # run on one lookup fewer. Such a try is reset (the call not begun) and made again.
     for _ in range(5):
-        harness.wait_for(b_listening, what="B listening")
+        srv.wait_listening()
         assert call(c, srv, t.token) == grpc.StatusCode.OK
         h = RawH2(srv.addr, timeout=30)
         held, th = locker()
@@ -408,7 +400,7 @@ class ShareScene:
     def __init__(self, c):
         self.c = c
         self.srv = harness.Clued(c.url, args=["--auth-cache-ttl", str(TTL_MS), "--db-queue-per-conn", "2",
-                                              "--db-queue-per-user", "4"]).start(migrate=False)
+                                              "--db-queue-per-user", "4"]).start(migrate=False).wait_listening()
         self.chans = []
 
     def channel(self):
@@ -495,7 +487,7 @@ def test_a_revoked_token_is_a_strangers_before_any_lookup_of_it(c):
     sc = ShareScene(c)
     srv, lookup = sc.srv, sc.lookup
     try:
-        harness.wait_for(lambda: listening(srv), timeout=15, what="srv listening")
+        srv.wait_listening(15)
         u = c.w.admin.admin.CreateUser(A.CreateUserRequest(unit_id=c.w.G1.id, name="member-share-at-once",
                                                            role=C.ROLE_MEMBER), timeout=10)
         here, there, unheard, kept = [
@@ -562,7 +554,7 @@ def test_others_revocations_leave_a_principal_cached(c):
     def lookups():  # B's token lookups from the database so far
         return value(scrape(c.b.metrics_addr), "clued_auth_lookups_total", **{"from": "database"})
 
-    harness.wait_for(lambda: listening(c.b), timeout=15, what="B listening")
+    c.b.wait_listening(15)
     _, t1, t2 = new_auditor(c, "auditor-others")
     other = new_member(c, "member-revoking")
     gone_uid, gone, _ = new_auditor(c, "auditor-gone")
@@ -625,7 +617,7 @@ def test_notifications_clued_never_sends_drop_the_cache_five_times_a_second_at_m
                 sent[0] += 200
 
     try:
-        harness.wait_for(lambda: listening(srv), what="B listening")
+        srv.wait_listening()
         assert call(c, srv, t.token) == grpc.StatusCode.OK
         m = scrape(srv.metrics_addr)
         dropped0 = value(m, "clued_auth_invalidations_total", of="all")
@@ -636,7 +628,7 @@ def test_notifications_clued_never_sends_drop_the_cache_five_times_a_second_at_m
         stop.set()
         th.join()
         took = time.monotonic() - t0
-        harness.wait_for(lambda: listening(srv), what="B listening after the flood")
+        srv.wait_listening()
         dropped = value(scrape(srv.metrics_addr), "clued_auth_invalidations_total", of="all") - dropped0
     finally:
         stop.set()

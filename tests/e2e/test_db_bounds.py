@@ -118,6 +118,14 @@ def clued_backends(db, condition):
         return cur.fetchone()[0]
 
 
+def backends_now(db):
+    """What clued's backends on this database do, one line each: for a failure's message."""
+    with db.cursor() as cur:
+        cur.execute("SELECT application_name, state, wait_event_type, left(query, 120) FROM pg_stat_activity"
+                    " WHERE application_name LIKE 'clued%' AND datname = current_database()")
+        return "\n".join(" | ".join(str(x) for x in r) for r in cur.fetchall())
+
+
 def lock_waiters(db):
     """clued's backends waiting for a heavyweight lock (a row lock shows as 'transactionid')."""
     return clued_backends(db, "wait_event_type = 'Lock'")
@@ -179,6 +187,7 @@ def setup():
                                                         "--db-queue-per-user", "20", "--auth-cache-ttl", "60000",
                                                         "--db-statement-timeout", "20000",
                                                         "--db-lock-timeout", "20000"]).start(migrate=False)
+    c.srv_d.wait_listening()
     return c
 
 
@@ -791,7 +800,7 @@ def lookup_scene(c, cache_ttl):
     Whatever LookupFlood the body keeps in scene.flood is closed with them."""
     srv = harness.Clued(c.pg.url(c.dbname), args=["--db-pool", "2", "--db-queue", "64", "--db-queue-per-conn", "32",
                                                     "--db-lock-timeout", "60000", "--auth-cache-ttl", str(cache_ttl)]
-                        ).start(migrate=False)
+                        ).start(migrate=False).wait_listening()
     lock = c.pg.connect(c.dbname)
     lock.autocommit = False
     ch, user = clue_stub(c.w.G2.member, srv.addr)
@@ -829,7 +838,10 @@ def test_token_lookups_hold_one_share(c):
         for r in got:
             assert r.grpc_status == Code.UNAVAILABLE.value[0], (r.grpc_status, r.grpc_message)
             assert "too many callers being authenticated (limit 32)" in r.grpc_message, r.grpc_message
-        assert scene.user.ListClues(pb.ListCluesRequest(page_size=1), timeout=10) is not None
+        try:
+            assert scene.user.ListClues(pb.ListCluesRequest(page_size=1), timeout=10) is not None
+        except grpc.RpcError as e:
+            raise AssertionError(f"{e.code()}: {e.details()}\n{backends_now(c.db)}\n{scene.srv.output()[-3000:]}")
         scene.lock.rollback()
         scene.flood.finish()
 
@@ -890,7 +902,10 @@ def test_watch_catch_up_reads_count_against_their_user(c):
                          what="catch-up reads waiting on the lock")
         time.sleep(0.3)
         assert clued_backends(c.db, catching_up) == 2, "one user's catch-up reads hold more than its share"
-        assert other.GetClue(pb.GetClueRequest(clue_id=theirs.id), timeout=10).id == theirs.id
+        try:
+            assert other.GetClue(pb.GetClueRequest(clue_id=theirs.id), timeout=10).id == theirs.id
+        except grpc.RpcError as e:
+            raise AssertionError(f"{e.code()}: {e.details()}\n{backends_now(c.db)}\n{c.srv_d.output()[-3000:]}")
         lock.rollback()
         for s in streams[1:]:
             assert next(s).seq == 1

@@ -64,9 +64,11 @@ def this_month():
 def setup():
     # Four connections: two per user and two for heavy statements (both the defaults).
     # Principals stay cached, so a call's only requests are its own statements.
-    return world.served(args=["--db-pool", "4", "--db-lock-timeout", "600000", "--db-statement-timeout", "600000",
-                              "--auth-cache-ttl", "600000", "--metrics-listen", "127.0.0.1:0"],
-                        clued=MetricsClued)
+    c = world.served(args=["--db-pool", "4", "--db-lock-timeout", "600000", "--db-statement-timeout", "600000",
+                           "--auth-cache-ttl", "600000", "--metrics-listen", "127.0.0.1:0"],
+                     clued=MetricsClued)
+    c.srv.wait_listening()
+    return c
 
 
 def teardown(c):

@@ -135,6 +135,7 @@ def test_a_write_held_for_its_user_goes_with_its_connection(c):
     replies go, and the user used to be resumed halfway, before the write's call was
     cancelled, so the pool sent it for a client that was gone."""
     c2 = served(["--max-conn-buffer", str(64 << 20), "--max-user-outbound", str(1 << 20), "--auth-cache-ttl", "60000"])
+    c2.srv.wait_listening()
     try:
         w = c2.w
         u = w.admin.admin.CreateUser(A.CreateUserRequest(unit_id=w.admin_unit.id, name="auditor-gone-user",

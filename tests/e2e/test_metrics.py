@@ -419,7 +419,7 @@ def test_request_bytes_kept_follow_the_memory():
     dbname = url.split("///", 1)[1].split("?", 1)[0]
     with MetricsClued(url, args=["--metrics-listen", "127.0.0.1:0", "--max-conn-inbound", str(4 << 20),
                                  "--max-inbound", str(6 << 20), "--max-user-inbound", str(6 << 20),
-                                 "--db-lock-timeout", "60000", "--auth-cache-ttl", "60000"]).start() as srv:
+                                 "--db-lock-timeout", "60000", "--auth-cache-ttl", "60000"]).start().wait_listening() as srv:
         w = world.build(srv)
         m = w.G1.member
         clue = m.clue.SubmitClue(pb.SubmitClueRequest(
