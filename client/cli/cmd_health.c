@@ -10,9 +10,18 @@
 #define HEALTH_CHECK "/grpc.health.v1.Health/Check"
 #define HEALTH_WATCH "/grpc.health.v1.Health/Watch"
 
+/* --watch: after --keepalive seconds with nothing from the server, a PING, answered within
+ * this long or the connection counts as lost. The default interval is gRPC's servers' (and
+ * clued's) least allowed between PINGs with no data sent between (--keepalive-min-ping). */
+#define KEEPALIVE_DEFAULT_S 300
+#define KEEPALIVE_ACK_WAIT_MS 20000
+
 static const cli_opt_t health_opts[] = {
     {"service", "NAME", 0, "service to check (default: the server as a whole)"},
     {"watch", NULL, 0, "print each status change until interrupted or --timeout"},
+    {"keepalive", "SECONDS", 0,
+     "with --watch: after this long with nothing from the server, PING it; no answer in 20 s "
+     "ends the watch (default 300; 0: never)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -39,7 +48,20 @@ static int aged_out(int rv, const clue_status_t *st) {
          strstr(st->message, "for its maximum age") != NULL;
 }
 
-static int health_watch(cli_t *cli, const Grpc__Health__V1__HealthCheckRequest *req) {
+/* The next status of s, as clue_stream_next(); with keepalive_ms, a PING after that long with
+ * nothing: 3 when it went unanswered (the connection seems lost). */
+static int next_status(clue_stream_t *s, ProtobufCMessage **m, clue_status_t *st,
+                       uint64_t keepalive_ms) {
+  int rv;
+
+  while ((rv = clue_stream_next_within(s, m, st, keepalive_ms)) == 2)
+    if ((rv = clue_stream_ping(s, KEEPALIVE_ACK_WAIT_MS)) != 1)
+      return rv == 0 ? 3 : rv;
+  return rv;
+}
+
+static int health_watch(cli_t *cli, const Grpc__Health__V1__HealthCheckRequest *req,
+                        uint64_t keepalive_ms) {
   clue_status_t st = CLUE_STATUS_INIT;
   clue_stream_t *s = NULL;
   ProtobufCMessage *m;
@@ -51,13 +73,21 @@ again:
   if ((rc = cli_stream_start(cli, HEALTH_WATCH, &req->base,
                              &grpc__health__v1__health_check_response__descriptor, &s)) != 0)
     return rc;
-  while ((rv = clue_stream_next(s, &m, &st)) == 1) {
+  while ((rv = next_status(s, &m, &st, keepalive_ms)) == 1) {
     const Grpc__Health__V1__HealthCheckResponse *r = (const void *)m;
     /* A new stream starts with the status as it is: no change to print if it is the last. */
     if ((int)r->status != last)
       print_status(cli, r, 1);
     last = (int)r->status;
     protobuf_c_message_free_unpacked(m, NULL);
+  }
+  if (rv == 3) {
+    fprintf(stderr,
+            "cluectl: nothing from %s for %llu s, and no answer to a PING in %d s: the "
+            "connection seems lost\n",
+            cli->server, (unsigned long long)(keepalive_ms / 1000), KEEPALIVE_ACK_WAIT_MS / 1000);
+    clue_stream_free(s);
+    return CLI_FAILED;
   }
   if (aged_out(rv, &st)) {
     clue_status_clear(&st);
@@ -78,11 +108,16 @@ again:
 static int run_health(cli_t *cli, const cli_args_t *args) {
   Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
   Grpc__Health__V1__HealthCheckResponse *resp = NULL;
+  int64_t keepalive_s = KEEPALIVE_DEFAULT_S;
   int rc;
 
   cli_arg_str(args, "service", &req.service);
+  if ((rc = cli_arg_int(cli, args, "keepalive", 0, 86400, &keepalive_s)) != 0)
+    return rc;
+  if (cli_arg(args, "keepalive") != NULL && !cli_flag(args, "watch"))
+    return cli_usage_error(cli, "--keepalive needs --watch");
   if (cli_flag(args, "watch"))
-    return health_watch(cli, &req);
+    return health_watch(cli, &req, (uint64_t)keepalive_s * 1000);
   rc = cli_call(cli, &grpc__health__v1__health__descriptor, "Check", &req.base,
                 (ProtobufCMessage **)&resp);
   if (rc != 0)
@@ -103,7 +138,12 @@ static const cli_command_t health_commands[] = {
      "new stream when the server ends one at its maximum age (--max-unauth-stream-age);\n"
      "reaching --timeout or an interrupt (Ctrl-C) ends the watch with exit status 0, if a\n"
      "status came: a server that sent none before --timeout (hung, or not speaking gRPC)\n"
-     "exits 1, as does a stream the server ends with an error (DEADLINE_EXCEEDED too).\n",
+     "exits 1, as does a stream the server ends with an error (DEADLINE_EXCEEDED too).\n"
+     "A watch whose connection a proxy or NAT dropped silently would wait for ever: after\n"
+     "--keepalive seconds with nothing from the server (default 300), cluectl sends it an\n"
+     "HTTP/2 PING, and a PING unanswered for 20 s ends the watch with exit status 1. A\n"
+     "server ends a connection PINGed more often than its keepalive policy allows (clued:\n"
+     "--keepalive-min-ping, 5 minutes; gRPC servers the same).\n",
      run_health},
     {NULL, NULL, NULL, NULL, NULL, NULL},
 };

@@ -640,7 +640,7 @@ static int stream_next(clue_stream_t *s, ProtobufCMessage **msg, clue_status_t *
     }
     if (until != 0 && clue__net_now_ms() >= until)
       return 2;
-    clue__conn_wait(s->conn, s, 1, until);
+    clue__conn_wait(s->conn, s, CONN_WAIT_MSG, until);
   }
 }
 
@@ -655,6 +655,14 @@ int clue_stream_next_within(clue_stream_t *s, ProtobufCMessage **msg, clue_statu
       wait_ms != 0 && wait_ms < (uint64_t)INT64_MAX / 2 ? clue__net_now_ms() + (int64_t)wait_ms : 0;
 
   return stream_next(s, msg, st, until);
+}
+
+int clue_stream_ping(clue_stream_t *s, uint64_t wait_ms) {
+  if (s == NULL || wait_ms == 0 || wait_ms >= (uint64_t)INT64_MAX / 2)
+    return CLUE_EINVAL;
+  if (s->conn == NULL)
+    return 1; /* the stream ends: clue_stream_next() tells how */
+  return clue__conn_ping(s->conn, s, clue__net_now_ms() + (int64_t)wait_ms);
 }
 
 int clue_stream_answered(const clue_stream_t *s) {

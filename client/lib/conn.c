@@ -222,6 +222,11 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     if (call != NULL)
       clue__call_on_headers_done(call);
     break;
+  case NGHTTP2_PING:
+    if ((frame->hd.flags & NGHTTP2_FLAG_ACK) &&
+        memcmp(frame->ping.opaque_data, &c->ping_sent, sizeof(c->ping_sent)) == 0)
+      c->ping_acked = 1;
+    break;
   case NGHTTP2_GOAWAY:
     if (c->state == CONN_READY)
       conn_set_state(c, CONN_DRAINING, 0, NULL);
@@ -559,8 +564,9 @@ static void conn_catch_up(clue_conn_t *c) {
     clue__conn_flush(c);
 }
 
-static int call_done(const call_t *call, int want_msg) {
-  return call->state == CALL_CLOSED || (want_msg && call->head != NULL);
+static int call_done(const clue_conn_t *c, const call_t *call, int want) {
+  return call->state == CALL_CLOSED || ((want & CONN_WAIT_MSG) && call->head != NULL) ||
+         ((want & CONN_WAIT_PING) && c->ping_acked);
 }
 
 /* Start again a call whose stream the server refused unprocessed (call.c); on failure the
@@ -577,8 +583,8 @@ static void conn_restart(clue_conn_t *c, call_t *call) {
   clue_status_clear(&st);
 }
 
-void clue__conn_wait(clue_conn_t *c, call_t *call, int want_msg, int64_t until) {
-  while (!call_done(call, want_msg)) {
+void clue__conn_wait(clue_conn_t *c, call_t *call, int want, int64_t until) {
+  while (!call_done(c, call, want)) {
     struct pollfd pfd;
     int64_t wake;
     int n;
@@ -611,7 +617,7 @@ void clue__conn_wait(clue_conn_t *c, call_t *call, int want_msg, int64_t until) 
     if (until != 0 && clue__net_now_ms() >= until)
       break;
     conn_send(c);
-    if (c->h2 == NULL || call_done(call, want_msg) || conn_session_over(c))
+    if (c->h2 == NULL || call_done(c, call, want) || conn_session_over(c))
       continue;
     if (conn_tls_pending(c)) {
       conn_read(c);
@@ -635,6 +641,17 @@ void clue__conn_wait(clue_conn_t *c, call_t *call, int want_msg, int64_t until) 
     if (n > 0 && (pfd.revents & (POLLIN | POLLHUP | POLLERR)))
       conn_read(c);
   }
+}
+
+int clue__conn_ping(clue_conn_t *c, call_t *call, int64_t until) {
+  if (call->state == CALL_CLOSED || c->h2 == NULL)
+    return 1;
+  c->ping_sent++; /* each PING its own data: a late ACK of an earlier one proves nothing */
+  c->ping_acked = 0;
+  if (nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, (const uint8_t *)&c->ping_sent) != 0)
+    return CLUE_ENOMEM;
+  clue__conn_wait(c, call, CONN_WAIT_PING, until);
+  return c->ping_acked || call->state == CALL_CLOSED;
 }
 
 /* ---- starting a call ----------------------------------------------------------------- */

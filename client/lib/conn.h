@@ -37,6 +37,9 @@ struct clue_conn {
   clue_tls_t tls; /* ctx NULL: cleartext (h2c) */
   SSL *ssl;       /* the TLS session on fd, or NULL */
   int received;   /* the session has had bytes from the server */
+  /* The PING last sent (clue__conn_ping()): its opaque data, and whether its ACK came. */
+  uint64_t ping_sent;
+  int ping_acked;
   /* Cleartext frames nghttp2 handed over and not yet written: a call's HEADERS and DATA go
    * out in one send(), one segment, instead of one each (TCP_NODELAY is on). */
   size_t out_len;
@@ -51,12 +54,25 @@ struct clue_conn {
 int clue__conn_start(clue_conn_t *c, call_t *call, clue_status_t *st)
     __attribute__((warn_unused_result));
 
+/** What clue__conn_wait() waits for besides the call's end. */
+enum {
+  CONN_WAIT_MSG = 1,  /* a message queued on the call */
+  CONN_WAIT_PING = 2, /* the ACK of the PING last sent (clue__conn_ping()) */
+};
+
 /**
- * Run I/O until the call is CLOSED or, if want_msg, has a queued message, or until the
+ * Run I/O until the call is CLOSED or has what want (CONN_WAIT_*) names, or until the
  * clue__net_now_ms() time until has come (0: no such bound; the call then goes on). Deadlines,
  * cancellation and transport failures all end in the call being CLOSED with a status.
  */
-void clue__conn_wait(clue_conn_t *c, call_t *call, int want_msg, int64_t until);
+void clue__conn_wait(clue_conn_t *c, call_t *call, int want, int64_t until);
+
+/**
+ * Send a PING on the call's connection and run I/O until its ACK comes, the call is CLOSED,
+ * or until (as clue__conn_wait()). Returns 1 when the ACK came or the call ended, 0 when
+ * until came first, or CLUE_ENOMEM.
+ */
+int clue__conn_ping(clue_conn_t *c, call_t *call, int64_t until);
 
 /** Send what nghttp2 has queued without blocking (RST_STREAM, WINDOW_UPDATE). */
 void clue__conn_flush(clue_conn_t *c);

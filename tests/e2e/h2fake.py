@@ -87,6 +87,8 @@ class Conn:
         self.last_sid = 0  # the last stream answered
         self.last_active = time.monotonic()
         self.closed = False
+        self.pings = 0  # PINGs the client sent
+        self.deaf = False  # set: PINGs go unanswered, as through a connection dropped silently
 
     # ---- writing ----
 
@@ -157,7 +159,9 @@ class Conn:
                 if ftype == SETTINGS and not flags & ACK:
                     self.send(frame(SETTINGS, ACK, 0))
                 elif ftype == PING and not flags & ACK:
-                    self.send(frame(PING, ACK, 0, payload))
+                    self.pings += 1
+                    if not self.deaf:
+                        self.send(frame(PING, ACK, 0, payload))
                 elif ftype in (HEADERS, CONTINUATION):
                     if ftype == HEADERS:
                         block, block_sid = payload, sid

@@ -775,6 +775,40 @@ def test_audit_watch_asks_for_heartbeats_and_ends_when_none_comes():
         r = ctl_bounded(srv, "audit", "watch", "--heartbeat", "3601", check=2)
 
 
+def test_health_watch_pings_a_quiet_server_and_ends_when_no_answer_comes():
+    """A Health/Watch sends a status only when it changes, so a watch whose connection a proxy
+    or NAT dropped silently would wait for ever. After --keepalive seconds with nothing from
+    the server, health --watch sends an HTTP/2 PING: an answered one keeps the watch going,
+    printing nothing; one unanswered for 20 s ends it with exit status 1, saying so. With
+    --keepalive 0 it never PINGs; --keepalive without --watch is a usage error."""
+    deaf = []
+
+    def handler(conn, req):
+        if not req.path.endswith("/Watch"):
+            conn.reply(req.sid, None, status=12, message="not in this test")
+            return
+        conn.headers(req.sid, OK_HEADERS)
+        conn.data(req.sid, grpc_frame(S.health_pb2.HealthCheckResponse(
+            status=S.health_pb2.HealthCheckResponse.SERVING).SerializeToString()))
+        conn.deaf = bool(deaf)
+
+    with FakeServer(handler) as srv:
+        r = ctl_bounded(srv, "--timeout", "4", "health", "--watch", "--keepalive", "1", check=0)
+        assert r.stdout == "SERVING\n" and srv.conns[-1].pings >= 2, (r.stdout, srv.conns[-1].pings, r.stderr)
+        deaf.append(1)
+        t0 = time.monotonic()
+        r = ctl_bounded(srv, "health", "--watch", "--keepalive", "1", check=1, timeout=60)
+        took = time.monotonic() - t0
+        assert r.stdout == "SERVING\n" and srv.conns[-1].pings == 1 and 20 < took < 40, (r.stdout, took)
+        assert "nothing from 127.0.0.1" in r.stderr and "no answer to a PING in 20 s" in r.stderr, r.stderr
+        assert "connection seems lost" in r.stderr, r.stderr
+        r = ctl_bounded(srv, "--timeout", "3", "health", "--watch", "--keepalive", "0", check=0)
+        assert r.stdout == "SERVING\n" and srv.conns[-1].pings == 0, (r.stdout, r.stderr)
+        r = ctl_bounded(srv, "health", "--keepalive", "5", check=2)
+        assert "--keepalive needs --watch" in r.stderr, r.stderr
+        ctl_bounded(srv, "health", "--watch", "--keepalive", "-1", check=2)
+
+
 def test_an_array_whose_submission_broke_off_can_be_retried_safely():
     """clue submit --file with an array: when the connection is lost at element 2, cluectl
     says element 1 was submitted and element 2's outcome is unknown, and names the array's

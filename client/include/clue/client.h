@@ -232,6 +232,18 @@ int clue_stream_next_within(clue_stream_t *s, ProtobufCMessage **msg, clue_statu
                             uint64_t wait_ms) CLUE_WUR;
 
 /**
+ * Ask whether the stream's connection is still alive: send an HTTP/2 PING and wait at most
+ * wait_ms (1 or more) for the server's ACK, while the stream goes on (messages that arrive
+ * meanwhile wait for clue_stream_next()). Returns 1 when the ACK came, or the stream ended
+ * (clue_stream_next() then tells how); 0 when wait_ms passed without an answer: the
+ * connection seems lost (a proxy or NAT dropped it silently); nothing is cancelled. Or a
+ * negative CLUE_E* error. A server counts PINGs sent more often than its keepalive policy
+ * allows (clued: --keepalive-min-ping, 5 minutes) with no data between, and ends the
+ * connection after a few.
+ */
+int clue_stream_ping(clue_stream_t *s, uint64_t wait_ms) CLUE_WUR;
+
+/**
  * Whether the server has answered the stream: its response headers (or a message) arrived.
  * A stream that ends with no answer never reached a live server (one that is hung, or a
  * listener that never speaks).
