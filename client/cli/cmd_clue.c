@@ -183,8 +183,12 @@ static int submit_file(cli_t *cli, const cli_args_t *args, const char *path) {
   if (rv == CLUE_ENOMEM)
     return cli_oom(cli);
   if (rv != 0) {
-    fprintf(stderr, "cluectl clue submit: %s:%d:%d: %s\n", strcmp(path, "-") ? path : "<stdin>",
-            err.line, err.column, err.message);
+    /* The message quotes the file's text (a field name, a value): shown as untrusted text. */
+    fputs("cluectl clue submit: ", stderr);
+    cli_put_text(stderr, strcmp(path, "-") ? path : "<stdin>", 0);
+    fprintf(stderr, ":%d:%d: ", err.line, err.column);
+    cli_put_text(stderr, err.message, 0);
+    fputc('\n', stderr);
     return CLI_USAGE;
   }
   if (one != NULL) {

@@ -240,6 +240,12 @@ static int http_to_status(int http) {
   }
 }
 
+/* The code grpc-status gives: one this client does not know (above UNAUTHENTICATED: a proxy's,
+ * or a newer server's) is UNKNOWN, as the gRPC spec asks of clients. */
+static int call_grpc_code(const call_t *call) {
+  return call->grpc_status > CLUE_STATUS_UNAUTHENTICATED ? CLUE_STATUS_UNKNOWN : call->grpc_status;
+}
+
 /*
  * The server provably did not process the call, so that sending it again cannot do anything
  * twice (gRPC's transparent retry): its stream was refused before any response, by the
@@ -266,9 +272,16 @@ void clue__call_on_close(call_t *call, uint32_t h2_error) {
   }
   if (call->grpc_status >= 0) {
     /* grpc-status, when present, is the answer (gRPC spec), whatever else happened. */
-    code = call->grpc_status;
+    code = call_grpc_code(call);
     if (call->grpc_message != NULL)
       msg = grpc_message_decode(call->grpc_message, strlen(call->grpc_message));
+    if (code != call->grpc_status) {
+      /* The server's number stays visible. */
+      char *m = msg != NULL ? clue__str_printf("%s (grpc-status %d)", msg, call->grpc_status)
+                            : clue__str_printf("grpc-status %d from %s", call->grpc_status, target);
+      free(msg);
+      msg = m; /* NULL: message lost */
+    }
     if (code == CLUE_STATUS_OK && grpc_decoder_partial(&call->dec)) {
       code = CLUE_STATUS_INTERNAL;
       free(msg);
@@ -486,7 +499,7 @@ static void status_details(clue_status_t *st, const char *b64) {
 /* Copy the final status out; returns what the public functions return. */
 static int call_result(const call_t *call, clue_status_t *st) {
   clue__status_set(st, call->status_code, call->status_msg);
-  if (call->grpc_details != NULL && call->grpc_status == call->status_code &&
+  if (call->grpc_details != NULL && call_grpc_code(call) == call->status_code &&
       call->status_code != CLUE_STATUS_OK)
     status_details(st, call->grpc_details);
   return call->local_err != 0 ? call->local_err : call->status_code;

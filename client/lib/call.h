@@ -50,7 +50,7 @@ struct clue_stream {
   int http_status;    /* 0 until a final :status arrives */
   int grpc_ct;        /* content-type is application/grpc[+...|;...] */
   int is_grpc;        /* 200 with a gRPC content-type: DATA carries gRPC messages */
-  int grpc_status;    /* -1 until grpc-status arrives */
+  int grpc_status;    /* -1 until grpc-status arrives; as sent, even a code past 16 */
   char *grpc_message; /* as received (percent-encoded), owned */
   char *grpc_details; /* grpc-status-details-bin as received (base64), owned */
   grpc_decoder_t dec;

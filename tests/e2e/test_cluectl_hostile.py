@@ -1,7 +1,9 @@
 """cluectl and libclue against a hostile server: h2fake.py's hand-written HTTP/2 frames.
 
 What a server sends reaches the terminal without its control characters (grpc-message, the
-error details, GOAWAY's debug data, page tokens and every text field a command prints);
+error details, GOAWAY's debug data, page tokens and every text field a command prints), and
+so does the text of a `clue submit --file` that an error quotes; a grpc-status past 16 is
+UNKNOWN, with UNKNOWN's retry note on a write;
 --all stops at a page token it was given before and collects a bounded listing; a call the
 server refused unprocessed (GOAWAY below its stream, RST_STREAM(REFUSED_STREAM)) is sent
 again once on a new connection, which is what keeps `audit witness` alive across a
@@ -1017,6 +1019,48 @@ def test_a_token_pasted_with_its_scheme_gets_a_hint():
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 2 and "--token: give the token alone" in r.stderr, r.stderr
         assert srv.requests == []
+
+
+def test_a_status_code_past_16_is_unknown_with_its_note():
+    """A grpc-status no gRPC code has (a proxy's, a newer server's) is UNKNOWN, the server's
+    number kept in the message; on a write it gets UNKNOWN's note that the outcome is unknown
+    and how to retry it at most once."""
+    for code, message in ((99, "proxy failure"), (1000000, "proxy failure"), (17, None)):
+        def handler(conn, req, code=code, message=message):
+            conn.reply(req.sid, None, status=code, message=message)
+
+        with FakeServer(handler) as srv:
+            r = ctl(srv, "clue", "submit", "--title", "t", "--summary", "s", "--source", "AUDIT",
+                    "--subject-name", "n", "--host-unit", "h", check=1)
+        want = (f"UNKNOWN: {message} (grpc-status {code})\n" if message
+                else f"UNKNOWN: grpc-status {code} from {srv.addr}\n")
+        assert r.stderr.startswith(want), (code, r.stderr)
+        assert "The change may or may not have been made. Retrying with --request-id" in r.stderr, \
+            (code, r.stderr)
+
+
+def test_a_json_file_s_text_is_shown_without_its_controls():
+    """clue submit --file: an error that quotes the file's text (an unknown field name, a
+    value no enum has) shows it as any untrusted text, without the controls the file spells
+    as JSON escapes (control characters as spaces, bidi controls as <U+202E>); nothing is
+    sent."""
+    esc = "\\u001b]0;PWNED-TITLE\\u0007\\u001b[2J\\u001b[31mRED\\rover\\u009b2J\\u202eevil"
+    cases = {'{"title%s": "x"}' % esc: "unknown field 'title ]0;PWNED-TITLE  [2J [31mRED over<U+009B>2J<U+202E>evil'",
+             '{"subject": {"name%s": "x"}}' % esc: "unknown field 'name ]0;PWNED-TITLE",
+             '{"source": "AUDIT%s"}' % esc: "'AUDIT ]0;PWNED-TITLE  [2J [31mRED over<U+009B>2J<U+202E>evil' is not a"}
+    d = tempfile.mkdtemp(prefix="cluectl-json-")
+    path = os.path.join(d, "clue" + ESC + ".json")
+    with FakeServer(lambda conn, req: conn.reply(req.sid, None, status=12, message="no")) as srv:
+        for text, want in cases.items():
+            for form in (text, "[" + text + "]"):
+                with open(path, "w") as f:
+                    f.write(form)
+                r = ctl(srv, "clue", "submit", "--file", path, check=2)
+                assert r.stderr.startswith("cluectl clue submit: "), r.stderr
+                assert_clean(r, want, "PWNED-TITLE  [2J [31mRED")
+                assert "\u202e" not in r.stderr, r.stderr
+        assert srv.requests == []
+    shutil.rmtree(d)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@
  * Return values follow one rule everywhere:
  *   0         the call finished with status OK
  *   > 0       the call finished with that gRPC status code (CLUE_STATUS_*); this includes
- *             transport failures, reported as UNAVAILABLE ("connection refused to HOST:PORT")
+ *             transport failures, reported as UNAVAILABLE ("connection refused to HOST:PORT"),
+ *             and a grpc-status this library does not know (above 16), reported as UNKNOWN
+ *             with the server's number in the message ("MESSAGE (grpc-status 99)")
  *   < 0       a local error (CLUE_E*): bad arguments, out of memory
  * Whatever the return value, a clue_status_t passed in is filled in (for local errors
  * with RESOURCE_EXHAUSTED or INVALID_ARGUMENT and a message) and must be released with
@@ -274,7 +276,9 @@ int clue_to_json(const ProtobufCMessage *m, int flags, char **out) CLUE_WUR;
 typedef struct clue_json_error {
   int line;          /* 1-based; 0 when the failure has no place in the text (out of memory) */
   int column;        /* 1-based, in characters (UTF-8 sequences), not bytes */
-  char message[256]; /* English, names the field or the syntax problem */
+  /* English, names the field or the syntax problem; it may quote the text (a field name, a
+   * value) with any characters the text spells, control characters too: show it as untrusted. */
+  char message[256];
 } clue_json_error_t;
 
 /**
