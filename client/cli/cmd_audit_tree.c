@@ -283,17 +283,23 @@ static int hexbyte(const char *p, uint8_t *out) {
   return 0;
 }
 
-/* Read path into out; -1 when it is missing or not a leaves file. */
+/* The shortest line of a leaves file: "S HHHH...\n", a one-digit seq and a leaf's hex. */
+#define LEAVES_LINE_MIN (1 + 1 + 2 * MERKLE_HASH_LEN + 1)
+
+/* Read path into out; -1 when it is missing or not a leaves file. The count its first line
+ * claims is held to what the file's size has room for before anything is allocated for it. */
 static int leaves_read(const char *path, leaves_t *out) {
   FILE *f = fopen(path, "r");
+  struct stat st;
   char line[256];
   unsigned long long n;
   int rc = -1;
 
   if (f == NULL)
     return -1;
-  if (fgets(line, sizeof(line), f) == NULL || sscanf(line, LEAVES_MAGIC " %llu", &n) != 1 ||
-      n > AUDIT_TREE_MAX || leaves_alloc(out, n) != 0)
+  if (fstat(fileno(f), &st) != 0 || fgets(line, sizeof(line), f) == NULL ||
+      sscanf(line, LEAVES_MAGIC " %llu", &n) != 1 || n > AUDIT_TREE_MAX ||
+      n > (unsigned long long)st.st_size / LEAVES_LINE_MIN || leaves_alloc(out, n) != 0)
     goto out;
   for (uint64_t i = 0; i < n; i++) {
     long long seq;
@@ -1004,6 +1010,23 @@ static int walk(cli_t *cli, int32_t page, merkle_tree_t *mt, verdict_t *v, verdi
   return rc;
 }
 
+/* The size a checkpoint note states (its second line), its signature not checked: what is
+ * said of a saved checkpoint when no key is there to check it. -1: no size there. */
+static int note_size_unchecked(const char *note, uint64_t *size) {
+  const char *p = strchr(note, '\n');
+  char *end;
+  unsigned long long n;
+
+  if (p == NULL || p[1] < '0' || p[1] > '9')
+    return -1;
+  errno = 0;
+  n = strtoull(p + 1, &end, 10);
+  if (errno != 0 || *end != '\n')
+    return -1;
+  *size = n;
+  return 0;
+}
+
 /* s as a JSON string. */
 static void json_string(FILE *o, const char *s) {
   fputc('"', o);
@@ -1055,8 +1078,30 @@ int audit_tree_verify(cli_t *cli, const cli_args_t *args) {
   merkle_tree_init(&mt);
   if ((rc = cli_read_file(cli, path, &text, &len)) != 0)
     return rc;
-  if ((rc = get_checkpoint(cli, &latest)) != 0)
-    goto out;
+  if ((rc = get_checkpoint(cli, &latest)) != 0) {
+    if (cli->last_code != CLUE_STATUS_NOT_FOUND)
+      goto out;
+    /* No checkpoint at all, where the saved one was published: every one is gone. */
+    rc = CLI_FAILED;
+    if (keys.n == 0 && note_size_unchecked(text, &cp1.size) == 0) {
+      fail(&v,
+           "the log was truncated: the checkpoint covers %llu events, the server has no "
+           "checkpoint (the saved one's signature not checked: the server names no key; "
+           "pass --key FILE)",
+           (unsigned long long)cp1.size);
+    } else if (keys.n == 0 || (k1 = keys_open(&keys, text, &cp1)) == NULL) {
+      keys_label(&keys, labels, sizeof(labels));
+      keys_miss(&keys, text, NULL, miss, sizeof(miss));
+      fail(&v, "checkpoint %s: not a checkpoint signed by %s%s; the server has no checkpoint", path,
+           keys.n ? labels : "any key", miss);
+    } else {
+      fail(&v,
+           "the log was truncated: the checkpoint covers %llu events, the server has no "
+           "checkpoint",
+           (unsigned long long)cp1.size);
+    }
+    goto report;
+  }
   if (keys.n == 0 && (rc = load_key(cli, latest, &keys.k[keys.n++])) != 0)
     goto out;
   rc = CLI_FAILED;
@@ -1354,7 +1399,8 @@ typedef struct witness_seen {
                        * reported on stderr (a call, a file) */
   uint64_t size;      /* events of the server's checkpoint; 0: not read */
   uint64_t last_size; /* events of the last one kept; 0: none */
-  int none;           /* GetCheckpoint answered NOT_FOUND: none is published yet */
+  int none;           /* GetCheckpoint answered NOT_FOUND and none is kept: none is published
+                       * yet */
 } witness_seen_t;
 
 /* The witness followed a key rotation: DIR/key.pub, if it is kept, becomes the key that
@@ -1381,6 +1427,57 @@ static void witness_follow_key(cli_t *cli, FILE *o, const char *dir, const note_
   }
 }
 
+/* GetCheckpoint answered NOT_FOUND (its error rc): the server has no checkpoint at all. With
+ * none kept in DIR/latest, none is published yet (ws->none: the witness polls on). With one
+ * kept, the server has lost every checkpoint, the one kept among them (all of them deleted,
+ * or its database restored from before its first): the log shrank to nothing, a FAIL. */
+static int witness_none(cli_t *cli, const char *dir, const keyset_t *keys, witness_seen_t *ws,
+                        int rc) {
+  FILE *o = ws->o;
+  char path[4096], *last_text, where[512] = "", labels[512], miss[512];
+  checkpoint_t last;
+  leaves_t kept = {0};
+
+  snprintf(path, sizeof(path), "%s/latest", dir);
+  if ((last_text = read_text(path)) == NULL) {
+    ws->none = 1;
+    return rc;
+  }
+  ws->result = "fail";
+  keys_label(keys, labels, sizeof(labels));
+  if (keys->n == 0 && note_size_unchecked(last_text, &last.size) == 0) {
+    /* Run without --key, and no DIR/key.pub: the server names none, it has no checkpoint. */
+    ws->last_size = last.size;
+    fprintf(o,
+            "FAIL: the log shrank: the server has no checkpoint, the last one kept %llu events "
+            "(its signature not checked: no key; pass --key FILE)\n",
+            (unsigned long long)last.size);
+    free(last_text);
+    return CLI_FAILED;
+  }
+  if (keys_open(keys, last_text, &last) == NULL) {
+    keys_miss(keys, last_text,
+              "to follow a replaced key, pass --key for it as well as for the new one", miss,
+              sizeof(miss));
+    fprintf(o, "FAIL: %s is not a checkpoint signed by ", path);
+    cli_put_text(o, labels, 0);
+    cli_put_text(o, miss, 0);
+    fputc('\n', o);
+    free(last_text);
+    return CLI_FAILED;
+  }
+  ws->last_size = last.size;
+  snprintf(path, sizeof(path), "%s/leaves", dir);
+  if (leaves_read(path, &kept) == 0 && kept.n == last.size && leaves_match(&kept, last.root))
+    first_difference(cli, &kept, where, sizeof(where));
+  fprintf(o,
+          "FAIL: the log shrank: the server has no checkpoint, the last one kept %llu events%s\n",
+          (unsigned long long)last.size, where);
+  leaves_free(&kept);
+  free(last_text);
+  return CLI_FAILED;
+}
+
 /* One poll: returns CLI_OK (kept or unchanged), CLI_FAILED (a bad checkpoint, in ws, or a
  * failure reported on stderr). What it saw goes to ws, its lines for people to ws->o. */
 static int witness_poll(cli_t *cli, const char *dir, const keyset_t *keys, witness_seen_t *ws) {
@@ -1395,7 +1492,8 @@ static int witness_poll(cli_t *cli, const char *dir, const keyset_t *keys, witne
   int rc;
 
   if ((rc = get_checkpoint(cli, &cp)) != 0) {
-    ws->none = cli->last_code == CLUE_STATUS_NOT_FOUND;
+    if (cli->last_code == CLUE_STATUS_NOT_FOUND)
+      return witness_none(cli, dir, keys, ws, rc);
     return rc;
   }
   rc = CLI_FAILED;
@@ -1590,6 +1688,13 @@ static int witness_first_key(cli_t *cli, const char *path, keyset_t *keys, int *
   return write_file(cli, path, vkey);
 }
 
+/* Is a checkpoint kept in DIR/latest? */
+static int witness_kept(const char *dir) {
+  char path[4096];
+  snprintf(path, sizeof(path), "%s/latest", dir);
+  return access(path, F_OK) == 0;
+}
+
 int audit_tree_witness(cli_t *cli, const cli_args_t *args) {
   const char *dir = cli_arg(args, "dir");
   int64_t interval = 10;
@@ -1615,7 +1720,8 @@ int audit_tree_witness(cli_t *cli, const cli_args_t *args) {
     cli->last_code = 0;
     /* Without a key, the server's on first use, from its first checkpoint. */
     rc = keys.n == 0 ? witness_first_key(cli, path, &keys, &none) : CLI_OK;
-    if (rc == CLI_OK)
+    /* No checkpoint to learn the key from, but one kept: that poll tells the shrink. */
+    if (rc == CLI_OK || (none && witness_kept(dir)))
       rc = witness_poll_shown(cli, dir, &keys, &none, &failed);
     /* A FAIL (a fork, a shrink, a bad signature) ends it, whatever a call made to name the
      * first differing event answered: a server cannot make it look passing by failing that. */

@@ -10,13 +10,16 @@ again once on a new connection, which is what keeps `audit witness` alive across
 server's idle GOAWAY; unary calls carry a default deadline and watches none, and a watch
 ends with exit status 0 at --timeout only if the server answered it. The audit
 walks (verify --checkpoint, checkpoint --out, witness) refuse a checkpoint size no tree
-holds, read no leaf past its length, and end whatever the server's pages say. An answer
+holds, read no leaf past its length, and end whatever the server's pages say; a leaves file
+is held to its size before anything is allocated for its claim, and a witness whose server
+has lost every checkpoint, the one it kept among them, fails. An answer
 takes a bounded amount of memory to decode, and a page of more rows than any clued sends is
 refused.
 """
 
 import base64
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -1061,6 +1064,122 @@ def test_a_json_file_s_text_is_shown_without_its_controls():
                 assert "\u202e" not in r.stderr, r.stderr
         assert srv.requests == []
     shutil.rmtree(d)
+
+
+def test_a_leaves_file_is_held_to_its_size():
+    """The leaves kept beside a checkpoint (DIR/leaves of a witness, F.leaves of checkpoint
+    --out F) are a file like any other: a first line claiming 2^32 leaves had cluectl
+    allocate for them all (160 GiB) before it read one. A claim the file's size has no room
+    for makes it no leaves file, as one that does not hold the checkpoint's leaves is."""
+    cp = signed_checkpoint(size=0)
+    handler = audit_server(cp, lambda r: S.audit_pb2.ExportAuditEventsResponse(done=True))
+    with FakeServer(handler) as srv, tempfile.TemporaryDirectory() as d:
+        w = os.path.join(d, "w")
+        r = ctl_bounded(srv, "audit", "witness", "--dir", w, "--once", check=0)
+        assert r.stdout.startswith("kept checkpoint of 0 events"), r.stdout
+        with open(os.path.join(w, "leaves")) as f:
+            assert f.read() == "clued-audit-leaves-v1 0\n"
+        for claim in (2**32, 2**32 - 1, 70):
+            with open(os.path.join(w, "leaves"), "w") as f:
+                f.write(f"clued-audit-leaves-v1 {claim}\n" + "1 " + "ab" * 32 + "\n")
+            r = ctl_bounded(srv, "audit", "witness", "--dir", w, "--once", check=0)
+            assert r.stdout == "", r.stdout
+        with open(os.path.join(d, "cp"), "w") as f:
+            f.write(cp.note)
+        with open(os.path.join(d, "cp.leaves"), "w") as f:
+            f.write(f"clued-audit-leaves-v1 {2**32}\n")
+        r = ctl_bounded(srv, "audit", "verify", "--checkpoint", os.path.join(d, "cp"), check=0)
+        assert r.stdout.startswith("OK: checkpoint of 0 events verified"), r.stdout
+
+
+def test_a_witness_whose_server_lost_every_checkpoint_fails():
+    """A witness that kept a checkpoint of n events, asking a server that has none at all
+    (GetCheckpoint: NOT_FOUND; every checkpoint deleted, or its database restored from before
+    the first), is told the log shrank to nothing: a FAIL, exit status 1, as when it has an
+    older one only. It took this for a server that has published none yet and polled on for
+    ever. `verify --checkpoint` of a saved checkpoint says the log was truncated. A witness
+    with no checkpoint kept still waits for the first."""
+    n = 4
+    leaf = [hashlib.sha256(b"\x00" + b"leaf%d" % i).digest() for i in range(n)]
+
+    def mth(ls):
+        if len(ls) == 1:
+            return ls[0]
+        k = 1
+        while k * 2 < len(ls):
+            k *= 2
+        return hashlib.sha256(b"\x01" + mth(ls[:k]) + mth(ls[k:])).digest()
+
+    cp = signed_checkpoint(size=n, root=mth(leaf))
+    state = {"gone": False}
+
+    def handler(conn, req):
+        if req.path.endswith("/GetCheckpoint") and state["gone"]:
+            conn.reply(req.sid, None, status=5, message="no checkpoint has been published yet")
+        elif req.path.endswith("/GetCheckpoint"):
+            conn.reply(req.sid, cp.SerializeToString())
+        elif req.path.endswith("/ExportAuditEvents"):
+            r = S.audit_pb2.ExportAuditEventsRequest.FromString(req.body)
+            have = 2 if state["gone"] else n  # the last events went with the checkpoints
+            evs = [S.audit_pb2.LeafEvent(seq=i + 1, leaf_index=i, leaf_hash=leaf[i], redacted=True)
+                   for i in range(have) if i + 1 > r.after_seq]
+            conn.reply(req.sid, S.audit_pb2.ExportAuditEventsResponse(
+                events=evs, tree_size=have, tree_last_seq=have, done=True).SerializeToString())
+        else:
+            conn.reply(req.sid, None, status=12, message="not in this test")
+
+    with FakeServer(handler) as srv, tempfile.TemporaryDirectory() as d:
+        w, key, saved = os.path.join(d, "w"), os.path.join(d, "w", "key.pub"), os.path.join(d, "cp")
+        r = ctl_bounded(srv, "audit", "witness", "--dir", w, "--once", check=0)
+        assert r.stdout.startswith(f"kept checkpoint of {n} events"), r.stdout
+        with open(saved, "w") as f:
+            f.write(cp.note)
+        state["gone"] = True
+        want = (f"FAIL: the log shrank: the server has no checkpoint, the last one kept {n} events; "
+                "seq 3 (leaf 2), kept, is the first event gone from the tree\n")
+        r = ctl_bounded(srv, "audit", "witness", "--dir", w, "--once", check=1)
+        assert r.stdout == want, r.stdout
+        r = ctl_bounded(srv, "audit", "witness", "--dir", w, "--interval", "1", check=1, timeout=20)
+        assert r.stdout == want and "polling again" not in r.stderr, r.stdout + r.stderr
+        r = ctl_bounded(srv, "--json", "audit", "witness", "--dir", w, "--once", check=1)
+        got = json.loads(r.stdout)
+        assert got == {"result": "fail", "last_size": n, "message": want.rstrip("\n")}, got
+        # Run with --key, no DIR/key.pub: the same.
+        shutil.copy(key, os.path.join(d, "key.pub"))
+        os.unlink(key)
+        r = ctl_bounded(srv, "audit", "witness", "--dir", w, "--once", "--key", os.path.join(d, "key.pub"),
+                        check=1)
+        assert r.stdout == want, r.stdout
+        # Without any key: the size its note states, said to be unchecked.
+        r = ctl_bounded(srv, "audit", "witness", "--dir", w, "--once", check=1)
+        assert r.stdout.startswith(f"FAIL: the log shrank: the server has no checkpoint, the last one kept {n} "
+                                   "events (its signature not checked"), r.stdout
+        assert not os.path.exists(key), os.listdir(w)
+        # verify --checkpoint: a truncation, not only the server's NOT_FOUND.
+        r = ctl_bounded(srv, "audit", "verify", "--checkpoint", saved, "--key", os.path.join(d, "key.pub"),
+                        check=1)
+        assert r.stdout == f"FAIL: the log was truncated: the checkpoint covers {n} events, the server has " \
+                           "no checkpoint\n", r.stdout
+        r = ctl_bounded(srv, "--json", "audit", "verify", "--checkpoint", saved, "--key",
+                        os.path.join(d, "key.pub"), check=1)
+        got = json.loads(r.stdout)
+        assert got["ok"] is False and "the server has no checkpoint" in got["message"], got
+        r = ctl_bounded(srv, "audit", "verify", "--checkpoint", saved, check=1)
+        assert r.stdout.startswith(f"FAIL: the log was truncated: the checkpoint covers {n} events, the "
+                                   "server has no checkpoint (the saved one's signature not checked"), r.stdout
+        # No checkpoint kept: none is published yet, and the witness waits for it.
+        r = ctl_bounded(srv, "audit", "witness", "--dir", os.path.join(d, "new"), "--once", check=1)
+        assert r.stdout == "" and "NOT_FOUND" in r.stderr, r.stdout + r.stderr
+        p = subprocess.Popen([harness.CLUECTL, "audit", "witness", "--dir", os.path.join(d, "new"),
+                              "--interval", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, CLUED_SERVER=srv.addr, CLUED_TOKEN="t"))
+        try:
+            time.sleep(2.5)
+            assert p.poll() is None, p.communicate()
+        finally:
+            p.send_signal(signal.SIGINT)
+            out, err = p.communicate(timeout=10)
+        assert out == "" and "polling again in 1 s" in err, out + err
 
 
 if __name__ == "__main__":
