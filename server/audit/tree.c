@@ -607,7 +607,13 @@ static const char sql_sync[] =
     "SELECT l.idx, l.seq, encode(l.leaf, 'hex'), cp.tree_size,"
     "       floor(extract(epoch FROM cp.at) * 1000)::bigint, encode(cp.root, 'hex'),"
     "       CASE WHEN l.idx IS NULL OR l.idx = $1 THEN cp.note END," /* once: the first row */
-    "       (SELECT coalesce(max(idx) + 1, 0) FROM audit_leaves)"
+    "       (SELECT coalesce(max(idx) + 1, 0) FROM audit_leaves),"
+    /* A builder ($3): a leaf after the latest checkpoint that is not the leaf of the event
+     * stored at its seq ('gone': no event there), as audit_tree_append() checks its own. */
+    "       CASE WHEN $3::boolean AND l.idx >= coalesce(cp.tree_size, 0) THEN"
+    "         (SELECT CASE WHEN e.seq IS NULL THEN 'gone'"
+    "                      WHEN audit_event_leaf(e) IS DISTINCT FROM l.leaf THEN 'differs' END"
+    "            FROM (SELECT 1) o LEFT JOIN audit_events e ON e.seq = l.seq) END"
     "  FROM (SELECT 1) one"
     "  LEFT JOIN (SELECT * FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1) cp ON true"
     "  LEFT JOIN (SELECT * FROM audit_leaves WHERE idx >= $1 ORDER BY idx LIMIT $2) l ON true"
@@ -719,6 +725,29 @@ static void leaves_lost_check(audit_tree_t *t, const db_result_t *r) {
                        : "proofs from this instance will not verify until then");
 }
 
+/* A SYNC read a leaf after the latest checkpoint that the event stored at its seq does not
+ * back (why: "gone", no event there, or "differs"): no builder appended it, since
+ * audit_tree_append() appends only leaves the log backs, so it was stored ahead of the tree, by
+ * hand (audit_leaves refuses UPDATE and DELETE, not INSERT). Taking it would sign the next
+ * checkpoint over it, and every verify would then blame the event stored at its seq: the tree
+ * stops before it and the builder halts, naming the row, as for a checkpoint stored ahead of
+ * the tree (checkpoint_planted()). */
+static void leaf_planted(audit_tree_t *t, const char *idx, const char *seq, const char *why) {
+  if (t->forked)
+    return; /* said once; every SYNC stops at the row again */
+  snprintf(t->why, sizeof(t->why),
+           "audit_leaves row idx %s (seq %s) is the leaf of no event: %s (stored ahead of the "
+           "tree, by hand)",
+           idx, seq,
+           strcmp(why, "gone") == 0 ? "audit_events has no event of that seq"
+                                    : "the event audit_events holds at that seq is not the one "
+                                      "it hashes");
+  t->forked = t->why;
+  log_error("audit tree: %s; no leaf is appended and no checkpoint signed until the row is "
+            "examined and removed and clued restarted",
+            t->forked);
+}
+
 static void on_sync(const db_result_t *r, void *arg) {
   audit_tree_t *t = arg;
   int rows, got = 0;
@@ -741,6 +770,10 @@ static void on_sync(const db_result_t *r, void *arg) {
         hex_decode(db_value(r, i, 2), h, MERKLE_HASH_LEN) != 0) {
       log_error("audit tree: audit_leaves is not contiguous at leaf %llu; following stops there",
                 (unsigned long long)t->durable);
+      break;
+    }
+    if (db_value(r, i, 8) != NULL) {
+      leaf_planted(t, db_value(r, i, 0), db_value(r, i, 1), db_value(r, i, 8));
       break;
     }
     if (leaf_push(t, strtoll(db_value(r, i, 1), NULL, 10), h) != 0) {
@@ -785,7 +818,7 @@ static void on_sync(const db_result_t *r, void *arg) {
 
 static void tree_round(audit_tree_t *t) {
   char after[24], lim[24];
-  const char *v[2] = {after, lim};
+  const char *v[3] = {after, lim, NULL};
 
   t->round_ms = uv_now(t->srv->loop);
   if (t->has_key && t->loaded && t->round_ms < t->next_sync) {
@@ -796,7 +829,8 @@ static void tree_round(audit_tree_t *t) {
   }
   snprintf(after, sizeof(after), "%llu", (unsigned long long)t->durable);
   snprintf(lim, sizeof(lim), "%d", SYNC_BATCH);
-  if (query_send(t, TREE_SYNC, sql_sync, 2, v, on_sync) != 0) {
+  v[2] = t->has_key ? "true" : "false";
+  if (query_send(t, TREE_SYNC, sql_sync, 3, v, on_sync) != 0) {
     tree_wait(t, RETRY_MS);
     return;
   }

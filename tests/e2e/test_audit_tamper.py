@@ -562,6 +562,45 @@ def test_a_checkpoint_stored_ahead_of_the_tree_halts_the_builder():
         log.close()
 
 
+def test_a_leaf_stored_ahead_of_the_tree_halts_the_builder():
+    """audit_leaves takes INSERTs: a leaf stored by hand right after the tree, for the seq the
+    next event takes and with a hash of one's choosing, was taken by the builder for another
+    builder's: its own append was refused as 'moved', it read the leaf and signed its next
+    checkpoint over it, and every verify then blamed the honest event at that seq. A builder
+    checks each leaf it reads after the latest checkpoint against the event stored at its seq:
+    over one that no event backs it signs nothing, names the row and halts; a server started on
+    it halts too."""
+    log = Log()
+    try:
+        a, md = S.audit_pb2_grpc.AuditServiceStub(log.w.auditor.channel), log.w.auditor.metadata
+        n = log.nevents()
+        harness.wait_for(lambda: cp_size(a, md) == n, timeout=60, what="the tree over every event")
+        assert value(scrape(log.srv.metrics_addr), "clued_audit_tree_halted") == 0
+        seq = log.one("SELECT last_value + 1 FROM %s" % log.one("SELECT pg_get_serial_sequence('audit_events', 'seq')")[0])[0]
+        with log.db.cursor() as cur:  # no trigger refuses it
+            cur.execute("INSERT INTO audit_leaves (idx, seq, leaf) VALUES (%s, %s, %s)", (n, seq, b"\xab" * 32))
+        c = log.w.G1.member.clue.SubmitClue(pb.SubmitClueRequest(
+            request_id=new_request_id(), title="新线索", summary="摘要", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+            subject=pb.SubjectPerson(name="王五"), host_unit="某局"), timeout=20)
+        assert log.one("SELECT action, subject_id FROM audit_events WHERE seq = %s", seq) == ("clue.submit", c.id)
+        harness.wait_for(lambda: value(scrape(log.srv.metrics_addr), "clued_audit_tree_halted") == 1, timeout=15,
+                         what="the builder halted")
+        said = f"audit_leaves row idx {n} (seq {seq}) is the leaf of no event"
+        assert said in log.srv.output(), log.srv.output()[-3000:]
+        harness.time.sleep(1.5)  # a few more rounds of the builder
+        assert log.srv.output().count(said) == 1, "said more than once"
+        assert log.one("SELECT max(tree_size) FROM audit_checkpoints")[0] == n, "a checkpoint signed over the leaf"
+        assert log.one("SELECT count(*) FROM audit_leaves")[0] == n + 1, "leaves appended after it"
+        assert cp_size(a, md) == n
+        log.restart()
+        harness.wait_for(lambda: value(scrape(log.srv.metrics_addr), "clued_audit_tree_halted") == 1, timeout=15,
+                         what="the restarted builder halted")
+        assert said in log.srv.output(), log.srv.output()[-3000:]
+        assert log.one("SELECT max(tree_size) FROM audit_checkpoints")[0] == n
+    finally:
+        log.close()
+
+
 def test_leaves_the_log_does_not_back_are_never_appended():
     """The builder holds decided events in memory (the tail's ring) that audit_events then
     no longer has, or has other events under their seqs: as after a failover to an
