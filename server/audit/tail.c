@@ -48,9 +48,10 @@
  * argument needs every row to come from audit_append(): a plain INSERT draws its seq from
  * the column default before it has a transaction id.
  *
- * Tokens. A follower may name tokens that each fetch checks in its own snapshot (WatchEvents
- * ends a watcher whose token was revoked before any event committed after the revocation
- * can reach it; see service/audit_watch.c). The answer is handed over before the events. */
+ * Tokens. A follower may name tokens, each with the scope it must still have, that each fetch
+ * checks in its own snapshot (WatchEvents ends a watcher whose token was revoked, or whose
+ * user's role or unit changed, before any event committed after the change can reach it; see
+ * service/audit_watch.c). The answer is handed over before the events. */
 
 #include "audit/tail.h"
 
@@ -329,8 +330,9 @@ static const char sql_start[] =
 
 /* Rows after the frontier with their snapshot's xmin (one statement, one snapshot), and,
  * when the rows leave a gap above the frontier, a transaction id assigned after the
- * snapshot; then which of the followers' tokens ($3) no longer authenticate in that
- * snapshot, comma-separated (NULL when all do); then the event, and the two columns a leaf
+ * snapshot; then which of the followers' tokens ($3, "hash:scope") no longer authenticate
+ * in that snapshot, or do with another scope (each marked so, comma-separated; NULL when all
+ * hold); then the event, and the two columns a leaf
  * needs besides it. At least one row, with NULL event columns when there is nothing new. */
 #define FETCH_EVENT_COL 3
 #define FETCH_AT_US_COL (FETCH_EVENT_COL + AUDIT_EVENT_NCOLS)
@@ -341,8 +343,10 @@ static const char sql_fetch[] =
     " " TAIL_SYNC_IF("EXISTS (SELECT 1 FROM e)")
     " SELECT txid_snapshot_xmin(txid_current_snapshot()),"
     "        (SELECT CASE WHEN max(seq) - $1 > count(*) THEN txid_current() END FROM e),"
-    "        (SELECT string_agg(h, ',') FROM (SELECT DISTINCT unnest($3::text[]) h) x"
-    "          WHERE NOT " AUDIT_TOKEN_VALID_SQL("h") "), " AUDIT_EVENT_COLS ","
+    "        (SELECT string_agg(c || CASE WHEN s IS NULL THEN '/revoked' ELSE '/moved' END, ',')"
+    "           FROM (SELECT c, " AUDIT_TOKEN_SCOPE_SQL("split_part(c, ':', 1)") " s"
+    "                   FROM (SELECT DISTINCT unnest($3::text[]) c) x) y"
+    "          WHERE s IS DISTINCT FROM substr(c, strpos(c, ':') + 1)), " AUDIT_EVENT_COLS ","
     "        " AUDIT_LEAF_TIME_SQL ", e.owner_unit"
     "   FROM (SELECT 1) one LEFT JOIN e ON true"
     "  ORDER BY e.seq";

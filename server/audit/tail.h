@@ -24,15 +24,18 @@ typedef struct audit_tail audit_tail_t;
 typedef struct audit_tail_follower {
   /* The frontier moved or became ready: the ring holds new decided events. May unfollow. */
   void (*advanced)(struct audit_tail_follower *f);
-  /* Optional: the tokens (SHA-256, hex) the next fetch must check in its own snapshot, as an
-   * SQL array literal ({h,h,...}; malloc'd, the tail frees it), or NULL when out of memory. */
+  /* Optional: the tokens the next fetch must check in its own snapshot, each with the scope
+   * it must still have, as an SQL array literal of "hash:scope" entries (the token's SHA-256
+   * in hex, then AUDIT_TOKEN_SCOPE_SQL's answer when the follower took it up; malloc'd, the
+   * tail frees it), or NULL when out of memory. */
   char *(*tokens)(struct audit_tail_follower *f);
   /* Optional: that fetch was sent (the tokens are in it). */
   void (*sent)(struct audit_tail_follower *f);
-  /* Optional: its answer, before any of its events is decided: the tokens it found invalid
-   * (comma-separated, NULL for none), and the largest seq its snapshot holds (-1 when the
-   * fetch's batch was full and it is not known). Returns 0, or -ENOMEM to have the snapshot
-   * read again. */
+  /* Optional: its answer, before any of its events is decided: the entries it found wanting
+   * (comma-separated, NULL for none), each as named followed by "/revoked" (the token no
+   * longer authenticates) or "/moved" (it does, with another scope), and the largest seq its
+   * snapshot holds (-1 when the fetch's batch was full and it is not known). Returns 0, or
+   * -ENOMEM to have the snapshot read again. */
   int (*checked)(struct audit_tail_follower *f, const char *invalid, int64_t seen);
   unsigned pace_ms; /* fetch at most this often for this follower; 0: on every notification */
   audit_tail_t *tail; /* set while following */
@@ -94,10 +97,12 @@ const uint8_t *audit_tail_leaf(const audit_tail_t *t, size_t i);
 
 #define AUDIT_TAIL_MAX_FOLLOWERS 4
 
-/** SQL: true when the token whose SHA-256 (hex) is the SQL expression h still authenticates
- * (the condition of auth_sql in rpc/auth.c). */
-#define AUDIT_TOKEN_VALID_SQL(h)                                                                   \
-  "EXISTS (SELECT 1 FROM tokens t JOIN users u ON u.id = t.user_id"                                \
-  " WHERE t.token_sha256 = decode(" h ", 'hex') AND t.revoked_at IS NULL AND NOT u.disabled)"
+/** SQL: the scope of the token whose SHA-256 (hex) is the SQL expression h while it still
+ * authenticates (the condition of auth_sql in rpc/auth.c), as text: "user:unit:KIND:ROLE" of
+ * its user (what a watcher's visibility rests on); NULL once it does not. */
+#define AUDIT_TOKEN_SCOPE_SQL(h)                                                                   \
+  "(SELECT concat_ws(':', u.id, u.unit_id, un.kind, u.role)"                                       \
+  "   FROM tokens t JOIN users u ON u.id = t.user_id JOIN units un ON un.id = u.unit_id"           \
+  "  WHERE t.token_sha256 = decode(" h ", 'hex') AND t.revoked_at IS NULL AND NOT u.disabled)"
 
 #endif

@@ -55,6 +55,16 @@
  * covered twice: the reconnect itself starts a fetch, and the tail fetches at least every
  * RECHECK_MS while anyone watches.
  *
+ * Scope. A watcher sees through the role, unit and unit kind its user had when it opened
+ * (its visibility group, its filter). The API changes none of them, but an operator may in
+ * the database; calls see it within --auth-cache-ttl. The same checks that find a revocation
+ * compare the token's user, unit, unit kind and role with the watcher's (its scope, as
+ * AUDIT_TOKEN_SCOPE_SQL says it): a watcher whose scope changed ends, by the argument above
+ * before any event committed after the change goes out, with UNAVAILABLE and the seq to
+ * resume from (every event up to it the old scope saw was queued). The client calls again and
+ * gets the new scope: the user's principals are dropped from this server's auth cache, so
+ * that call looks the token up.
+ *
  * Age. A stream open for --max-stream-age ends with UNAVAILABLE and the seq to resume from
  * (exact, as above), so long-lived streams spread over instances and pick up new rules.
  *
@@ -155,6 +165,7 @@ struct watcher {
   uint64_t heartbeat_ms; /* the heartbeat it asked for; 0: none */
   uint64_t sent_at;      /* loop time of the last message queued on its call */
   char token[65];        /* SHA-256 of its bearer token, hex */
+  char scope[96];        /* user:unit:KIND:ROLE it opened with (AUDIT_TOKEN_SCOPE_SQL) */
 };
 
 static void watcher_advance(watcher_t *w);
@@ -238,6 +249,15 @@ static void watcher_revoked(watcher_t *w) {
   log_info("call %s: watch ended: its token was revoked or its user disabled",
            rpc_call_id(w->call));
   watcher_end(w, GRPC_UNAUTHENTICATED, "token revoked or user disabled");
+}
+
+/* Its user's role, unit or unit kind is no longer what it opened with (see "Scope"). */
+static void watcher_moved(watcher_t *w) {
+  log_info("call %s: watch ended: its user's role or unit changed; resume from seq %lld",
+           rpc_call_id(w->call), (long long)w->last);
+  rpc_auth_forget_user(w->a->srv, w->user);
+  watcher_end(w, GRPC_UNAVAILABLE, "your role or unit changed; resume from seq %lld",
+              (long long)w->last);
 }
 
 /* A snapshot of the watcher list, each referenced: sending may end any watcher (a write
@@ -379,14 +399,14 @@ static void watcher_pump(watcher_t *w) {
 static void watcher_fetched(const db_result_t *r, void *arg);
 
 /* Replay from the database: the next batch after w->last, up to the frontier. The first
- * column says whether w's token still authenticates in the statement's snapshot (see
- * "Revocation"); with no events, or a token that no longer works, there is one row with
- * NULL events. */
+ * column is w's token's scope in the statement's snapshot, NULL once it no longer
+ * authenticates (see "Revocation" and "Scope"); with no events, or a token that no longer
+ * works as it did, there is one row with NULL events. */
 static void watcher_query(watcher_t *w) {
   audit_t *a = w->a;
   audit_sql_t q;
   char sql[sizeof(q.text) + 512];
-  const char *params[AUDIT_SQL_MAX_PARAMS + 1];
+  const char *params[AUDIT_SQL_MAX_PARAMS + 2];
   db_opts_t o = {0};
   int rc;
 
@@ -394,16 +414,19 @@ static void watcher_query(watcher_t *w) {
   audit_sql_build(&q, &w->filter, w->last, w->query_bound, REPLAY_BATCH);
   memcpy(params, q.values, (size_t)q.n * sizeof(*params));
   params[q.n] = w->token;
+  params[q.n + 1] = w->scope;
+  /* clang-format off */
   snprintf(sql, sizeof(sql),
-           "WITH ok AS MATERIALIZED (SELECT " AUDIT_TOKEN_VALID_SQL("$%d") " AS v)"
-           " SELECT ok.v, q.* FROM ok LEFT JOIN (%s) q ON ok.v ORDER BY 2",
-           q.n + 1, q.text);
+           "WITH ok AS MATERIALIZED (SELECT " AUDIT_TOKEN_SCOPE_SQL("$%d") " AS v)"
+           " SELECT ok.v, q.* FROM ok LEFT JOIN (%s) q ON ok.v = $%d ORDER BY 2",
+           q.n + 1, q.text, q.n + 2);
+  /* clang-format on */
   watcher_set_state(w, WATCH_QUERY);
   w->refs++;
   /* Counted as the call's other requests are: a client's replays share its connection's and
    * its user's bounds. */
   svc_db_opts(w->call, NULL, &o);
-  rc = db_query_opts(a->srv->db, &o, sql, q.n + 1, params, watcher_fetched, w);
+  rc = db_query_opts(a->srv->db, &o, sql, q.n + 2, params, watcher_fetched, w);
   if (rc == DB_EOWNER || rc == DB_EUSER)
     watcher_end(w, GRPC_RESOURCE_EXHAUSTED,
                 "too many %s waiting for the database (limit %zu); resume from seq %lld",
@@ -450,8 +473,13 @@ static void watcher_fetched(const db_result_t *r, void *arg) {
     return;
   }
   n = db_rows(r);
-  if (n < 1 || db_value(r, 0, 0) == NULL || strcmp(db_value(r, 0, 0), "t") != 0) {
+  if (n < 1 || db_value(r, 0, 0) == NULL) {
     watcher_revoked(w);
+    watcher_unref(w);
+    return;
+  }
+  if (strcmp(db_value(r, 0, 0), w->scope) != 0) {
+    watcher_moved(w);
     watcher_unref(w);
     return;
   }
@@ -854,23 +882,52 @@ static void on_advanced(audit_tail_follower_t *f) {
   tail_check_groups(a);
 }
 
-/* The watchers' tokens as an SQL array literal ({hex,hex,...}); NULL when out of memory. */
+/* The watchers' tokens with their scopes as an SQL array literal ({hex:scope,...}; neither
+ * needs quoting); NULL when out of memory. */
 static char *on_tokens(audit_tail_follower_t *f) {
   audit_t *a = container_of(f, audit_t, follower);
-  char *s = malloc(3 + a->nwatchers * 65), *p = s;
+  size_t len = 3;
+  char *s, *p;
 
-  if (s == NULL)
+  for (const watcher_t *w = a->watchers; w; w = w->next)
+    len += 64 + 2 + strlen(w->scope);
+  if ((s = p = malloc(len)) == NULL)
     return NULL;
   *p++ = '{';
   for (const watcher_t *w = a->watchers; w; w = w->next) {
+    size_t n = strlen(w->scope);
     if (w != a->watchers)
       *p++ = ',';
     memcpy(p, w->token, 64);
     p += 64;
+    *p++ = ':';
+    memcpy(p, w->scope, n);
+    p += n;
   }
   *p++ = '}';
   *p = '\0';
   return s;
+}
+
+typedef enum check_verdict {
+  CHECK_HELD,    /* not listed: its token authenticates, with its scope */
+  CHECK_REVOKED, /* its token no longer authenticates */
+  CHECK_MOVED,   /* it does, with another scope */
+} check_verdict_t;
+
+/* What the fetch's answer (on_checked()) says of w's entry. */
+static check_verdict_t check_of(const char *invalid, const watcher_t *w) {
+  size_t n = strlen(w->scope);
+
+  /* Entries are "hash:scope/verdict": a match of the whole hash:scope is w's own. */
+  for (const char *p = invalid; p != NULL; p = strchr(p, ',')) {
+    if (*p == ',')
+      p++;
+    if (strncmp(p, w->token, 64) == 0 && p[64] == ':' && strncmp(p + 65, w->scope, n) == 0 &&
+        p[65 + n] == '/')
+      return strncmp(p + 66 + n, "revoked", 7) == 0 ? CHECK_REVOKED : CHECK_MOVED;
+  }
+  return CHECK_HELD;
 }
 
 /* The fetch naming every watcher's token was sent. */
@@ -880,9 +937,10 @@ static void on_sent(audit_tail_follower_t *f) {
     w->in_check = 1;
 }
 
-/* The fetch's token check (see "Revocation"), applied before any of its events go out:
- * end the watchers whose token the fetch found invalid (a comma-separated list of hashes,
- * NULL for none), and let the others it named take events from the ring; and those whose
+/* The fetch's token check (see "Revocation" and "Scope"), applied before any of its events
+ * go out: end the watchers whose token the fetch found invalid or whose scope changed (a
+ * comma-separated list of entries as on_tokens() named them, each with its verdict; NULL for
+ * none), and let the others it named take events from the ring; and those whose
  * after_seq is past seen, the largest seq of its snapshot (-1: not known). Returns 0, or
  * -ENOMEM with nothing changed. */
 static int on_checked(audit_tail_follower_t *f, const char *invalid, int64_t seen) {
@@ -899,10 +957,15 @@ static int on_checked(audit_tail_follower_t *f, const char *invalid, int64_t see
     if (w->state == WATCH_GONE || !w->in_check)
       continue;
     w->in_check = 0;
-    /* Hashes are 64 hex digits apart from commas, so a match is a whole entry. */
-    if (invalid && strstr(invalid, w->token)) {
+    switch (check_of(invalid, w)) {
+    case CHECK_REVOKED:
       watcher_revoked(w);
       continue;
+    case CHECK_MOVED:
+      watcher_moved(w);
+      continue;
+    case CHECK_HELD:
+      break;
     }
     /* A seq past every one the fetch's snapshot shows, although the snapshot was taken after
      * the stream began: from another database, or made up. It would wait for ever, and its
@@ -1017,6 +1080,15 @@ static void on_sweep(uv_timer_t *t) {
 
 /* ---- the handler and the server's hooks ---------------------------------------------- */
 
+/* The principal's scope as AUDIT_TOKEN_SCOPE_SQL gives it from the database (see "Scope"). */
+static void watcher_scope(const rpc_principal_t *p, char *out, size_t size) {
+  const char *kind = clue_unit_kind_name((clue_unit_kind_t)p->unit_kind);
+  const char *role = clue_role_name((clue_role_t)p->role);
+
+  snprintf(out, size, "%lld:%lld:%s:%s", (long long)p->user_id, (long long)p->unit_id,
+           kind ? kind : "", role ? role : "");
+}
+
 /* The user's watchers not GONE. */
 static int user_watchers(const audit_t *a, int64_t user) {
   int n = 0;
@@ -1079,6 +1151,7 @@ void audit_watch_events(rpc_call_t *call, const ProtobufCMessage *m) {
   w->filter.subject_id = req->subject_id;
   w->filter.action = req->action;
   auth_token_hash(bearer + 7, w->token);
+  watcher_scope(rpc_call_principal(call), w->scope, sizeof(w->scope));
   if (srv->cfg.max_stream_age_ms)
     w->expires = uv_now(srv->loop) + srv->cfg.max_stream_age_ms;
   w->heartbeat_ms = (uint64_t)req->heartbeat_seconds * 1000;

@@ -9,6 +9,9 @@ clued instances sharing one database:
 - The end comes within 1 s even while the audit frontier waits on an open transaction, and
   a revocation whose notification was never sent is still found by the periodic re-check.
 - A unit removed from a joint case gets none of the case's clue events after the removal.
+- A user whose role, unit or unit kind is changed in the database (the API changes none of
+  them) has every open stream ended with UNAVAILABLE and the seq to resume from, before any
+  event committed after the change; resuming sees through the new scope.
 - --max-stream-age ends a stream with UNAVAILABLE and the seq to resume from, and resuming
   from it misses nothing.
 
@@ -610,6 +613,115 @@ def test_max_stream_age(c):
         got = [int(m) for m in re.findall(r'"seq":\s*"?(\d+)', r.stdout)]
         every = [x[0] for x in sql(c, "SELECT seq FROM audit_events WHERE seq > %s ORDER BY seq", start)]
         assert got == every[:len(got)], "cluectl missed or repeated events across resumes"
+    finally:
+        srv.stop()
+
+
+MOVED = r"your role or unit changed; resume from seq (\d+)"
+
+
+def silent_sql(c, q, *args):
+    """q with the triggers off: no notification, no audit event (as an operator's change in
+    the database may be made)."""
+    conn = c.pg.connect(c.dbname)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("BEGIN; SET LOCAL session_replication_role = replica; " + q + "; COMMIT", args)
+    finally:
+        conn.close()
+
+
+def check_moved(x, s_change, what):
+    """x ended UNAVAILABLE naming a seq to resume from, delivered nothing committed after the
+    change (s_change: an event committed right after it), and nothing past the seq it names."""
+    x.wait_end(timeout=15)
+    assert x.status[0] == grpc.StatusCode.UNAVAILABLE, (what, x.status)
+    m = re.search(MOVED, x.status[1])
+    assert m, (what, x.status)
+    resume = int(m.group(1))
+    late = [s for s in x.seqs if s >= s_change]
+    assert not late, f"{what}: events committed after the change were delivered: {late}"
+    assert all(s <= resume for s in x.seqs) and resume < s_change, (what, resume, x.seqs[-3:])
+    return resume
+
+
+def test_a_role_or_unit_changed_in_the_database_ends_the_users_streams(c):
+    w = c.w
+    secret = submit_clue(w.G3.leader, "G3 的线索")
+    mine = submit_clue(w.G1.leader, "G1 的线索")
+
+    def note(clue, leader):
+        """Add a note; the clue's last seq."""
+        leader.clue.AddNote(CL.AddNoteRequest(clue_id=clue.id, kind=CL.NOTE_KIND_EVIDENCE_SUMMARY,
+                                              text="证据", request_id=new_request_id()), timeout=20)
+        return sql(c, "SELECT max(seq) FROM audit_events WHERE subject_type = 'clue' AND subject_id = %s",
+                   clue.id)[0][0]
+
+    # An AUDITOR made a MEMBER of G1; a G2 member moved to G1; a ROOM member whose unit
+    # becomes a GROUP (the same unit, another kind). Their streams, on both instances, see
+    # through what they were; another auditor's stream is not theirs to end.
+    aud_id, aud_tok, _ = new_auditor(c, "auditor-demoted")
+    mover = w.new_user("G2", "MEMBER", "g2-member-moved")
+    room = w.new_user("R2", "MEMBER", "r2-member-kind")
+    start = max_seq(c)
+    stub_a, stub_b = audit_stub(c, c.a), audit_stub(c, c.b)
+    streams = {"auditor": [Watch(stub_a, aud_tok.token, after=start), Watch(stub_b, aud_tok.token, after=start)],
+               "unit": [Watch(stub_b, mover.token, after=start)],
+               "kind": [Watch(stub_a, room.token, after=start)]}
+    other = Watch(stub_b, w.auditor.token, after=start)
+    s0 = note(secret, w.G3.leader)
+    for x in streams["auditor"] + [other]:
+        x.wait_seq(s0)
+    g2 = note(submit_clue(w.G2.leader, "G2 的线索"), w.G2.leader)
+    streams["unit"][0].wait_seq(g2)
+    streams["kind"][0].wait_seq(s0)  # G3's liaison room sees its clues
+
+    t_changed = time.monotonic()
+    silent_sql(c, "UPDATE users SET role = 'MEMBER', unit_id = %s WHERE id = %s", w.G1.id, aud_id)
+    silent_sql(c, "UPDATE users SET unit_id = %s WHERE id = %s", w.G1.id, mover.id)
+    silent_sql(c, "UPDATE units SET kind = 'GROUP', liaison_room_id = %s WHERE id = %s", w.R1.id, w.R2.id)
+    s_change = note(secret, w.G3.leader)
+    note(mine, w.G1.leader)
+    for what, xs in streams.items():
+        for x in xs:
+            check_moved(x, s_change, what)
+            print(f"  {what} changed: stream ended after {x.ended_at - t_changed:.3f} s", flush=True)
+    assert other.status is None
+    other.wait_seq(s_change)
+    other.cancel()
+
+    # Resuming from the seq named: the demoted auditor now sees G1's clue alone.
+    resume = check_moved(streams["auditor"][0], s_change, "auditor")
+    again = Watch(stub_a, aud_tok.token, after=resume, subject_type="clue")
+    last = note(mine, w.G1.leader)
+    again.wait_seq(last)
+    ids = {e.subject_id for e in list(again.q.queue) if e is not None and e.action}
+    assert ids == {mine.id}, (ids, mine.id, secret.id)
+    again.cancel()
+    silent_sql(c, "UPDATE units SET kind = 'ROOM', liaison_room_id = NULL WHERE id = %s", w.R2.id)
+
+
+def test_a_stream_opened_with_a_principal_older_than_a_change_ends_before_replaying(c):
+    """A principal served from the auth cache may predate a change of role made in the
+    database: a stream opened with it replays nothing, and ends as above."""
+    srv = harness.Clued(c.url, args=["--auth-cache-ttl", "120000"]).start(migrate=False)
+    try:
+        aud_id, aud_tok, _ = new_auditor(c, "auditor-cached")
+        stub = audit_stub(c, srv)
+        tok = S.token_pb2_grpc.TokenServiceStub(c.chans[-1])
+        me = tok.GetCaller(S.token_pb2.GetCallerRequest(), metadata=md_of(aud_tok.token), timeout=10)
+        assert me.role == C.ROLE_AUDITOR
+        silent_sql(c, "UPDATE users SET role = 'MEMBER', unit_id = %s WHERE id = %s", c.w.G1.id, aud_id)
+        # Still cached: the call sees the old role.
+        me = tok.GetCaller(S.token_pb2.GetCallerRequest(), metadata=md_of(aud_tok.token), timeout=10)
+        assert me.role == C.ROLE_AUDITOR
+        x = Watch(stub, aud_tok.token, after=0)
+        x.wait_end(timeout=15)
+        assert x.status[0] == grpc.StatusCode.UNAVAILABLE and re.search(MOVED, x.status[1]), x.status
+        assert x.seqs == [], f"the stream replayed events with the old role: {len(x.seqs)}"
+        # The server dropped the user's principals: the next call has the new role.
+        me = tok.GetCaller(S.token_pb2.GetCallerRequest(), metadata=md_of(aud_tok.token), timeout=10)
+        assert me.role == C.ROLE_MEMBER and me.unit_code == "G1", me
     finally:
         srv.stop()
 
