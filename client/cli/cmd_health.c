@@ -11,8 +11,9 @@
 #define HEALTH_WATCH "/grpc.health.v1.Health/Watch"
 
 /* --watch: after --keepalive seconds with nothing from the server, a PING, answered within
- * this long or the connection counts as lost. The default interval is gRPC's servers' (and
- * clued's) least allowed between PINGs with no data sent between (--keepalive-min-ping). */
+ * this long (or --keepalive, if shorter) or the connection counts as lost. The default
+ * interval is gRPC's servers' (and clued's) least allowed between PINGs with no data sent
+ * between (--keepalive-min-ping). */
 #define KEEPALIVE_DEFAULT_S 300
 #define KEEPALIVE_ACK_WAIT_MS 20000
 
@@ -21,7 +22,7 @@ static const cli_opt_t health_opts[] = {
     {"watch", NULL, 0, "print each status change until interrupted or --timeout"},
     {"keepalive", "SECONDS", 0,
      "with --watch: after this long with nothing from the server, PING it; no answer in 20 s "
-     "ends the watch (default 300; 0: never)"},
+     "(or SECONDS, if fewer) ends the watch (default 300; 0: never)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -48,6 +49,11 @@ static int aged_out(int rv, const clue_status_t *st) {
          strstr(st->message, "for its maximum age") != NULL;
 }
 
+/* How long a PING may go unanswered: KEEPALIVE_ACK_WAIT_MS, or keepalive_ms if shorter. */
+static uint64_t ack_wait_ms(uint64_t keepalive_ms) {
+  return keepalive_ms < KEEPALIVE_ACK_WAIT_MS ? keepalive_ms : KEEPALIVE_ACK_WAIT_MS;
+}
+
 /* The next status of s, as clue_stream_next(); with keepalive_ms, a PING after that long with
  * nothing: 3 when it went unanswered (the connection seems lost). */
 static int next_status(clue_stream_t *s, ProtobufCMessage **m, clue_status_t *st,
@@ -55,7 +61,7 @@ static int next_status(clue_stream_t *s, ProtobufCMessage **m, clue_status_t *st
   int rv;
 
   while ((rv = clue_stream_next_within(s, m, st, keepalive_ms)) == 2)
-    if ((rv = clue_stream_ping(s, KEEPALIVE_ACK_WAIT_MS)) != 1)
+    if ((rv = clue_stream_ping(s, ack_wait_ms(keepalive_ms))) != 1)
       return rv == 0 ? 3 : rv;
   return rv;
 }
@@ -83,9 +89,10 @@ again:
   }
   if (rv == 3) {
     fprintf(stderr,
-            "cluectl: nothing from %s for %llu s, and no answer to a PING in %d s: the "
+            "cluectl: nothing from %s for %llu s, and no answer to a PING in %llu s: the "
             "connection seems lost\n",
-            cli->server, (unsigned long long)(keepalive_ms / 1000), KEEPALIVE_ACK_WAIT_MS / 1000);
+            cli->server, (unsigned long long)(keepalive_ms / 1000),
+            (unsigned long long)(ack_wait_ms(keepalive_ms) / 1000));
     clue_stream_free(s);
     return CLI_FAILED;
   }
@@ -141,7 +148,8 @@ static const cli_command_t health_commands[] = {
      "exits 1, as does a stream the server ends with an error (DEADLINE_EXCEEDED too).\n"
      "A watch whose connection a proxy or NAT dropped silently would wait for ever: after\n"
      "--keepalive seconds with nothing from the server (default 300), cluectl sends it an\n"
-     "HTTP/2 PING, and a PING unanswered for 20 s ends the watch with exit status 1. A\n"
+     "HTTP/2 PING, and a PING unanswered for 20 s (or --keepalive seconds, if fewer) ends\n"
+     "the watch with exit status 1. A\n"
      "server ends a connection PINGed more often than its keepalive policy allows (clued:\n"
      "--keepalive-min-ping, 5 minutes; gRPC servers the same).\n",
      run_health},

@@ -108,7 +108,9 @@ void clue__call_on_header(call_t *call, const uint8_t *name, size_t namelen, con
     call->grpc_ct = grpc_content_type(value, valuelen);
   } else if (name_is(name, namelen, "grpc-status")) {
     /* An unparsable status is still a status: UNKNOWN, as other clients do. */
-    int code = grpc_parse_uint(value, valuelen, 1000000);
+    /* Any number of up to nine digits is kept (call_grpc_code() maps the unknown ones), so
+     * that a message can name it; anything else is no gRPC code at all. */
+    int code = grpc_parse_uint(value, valuelen, 999999999);
     call->grpc_status = code < 0 ? CLUE_STATUS_UNKNOWN : code;
   } else if (name_is(name, namelen, "grpc-message")) {
     free(call->grpc_message);

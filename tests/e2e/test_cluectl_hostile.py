@@ -784,7 +784,8 @@ def test_health_watch_pings_a_quiet_server_and_ends_when_no_answer_comes():
     """A Health/Watch sends a status only when it changes, so a watch whose connection a proxy
     or NAT dropped silently would wait for ever. After --keepalive seconds with nothing from
     the server, health --watch sends an HTTP/2 PING: an answered one keeps the watch going,
-    printing nothing; one unanswered for 20 s ends it with exit status 1, saying so. With
+    printing nothing; one unanswered for 20 s (or --keepalive seconds, if fewer) ends it
+    with exit status 1, saying so. With
     --keepalive 0 it never PINGs; --keepalive without --watch is a usage error."""
     deaf = []
 
@@ -804,8 +805,8 @@ def test_health_watch_pings_a_quiet_server_and_ends_when_no_answer_comes():
         t0 = time.monotonic()
         r = ctl_bounded(srv, "health", "--watch", "--keepalive", "1", check=1, timeout=60)
         took = time.monotonic() - t0
-        assert r.stdout == "SERVING\n" and srv.conns[-1].pings == 1 and 20 < took < 40, (r.stdout, took)
-        assert "nothing from 127.0.0.1" in r.stderr and "no answer to a PING in 20 s" in r.stderr, r.stderr
+        assert r.stdout == "SERVING\n" and srv.conns[-1].pings == 1 and 2 <= took < 30, (r.stdout, took)
+        assert "nothing from 127.0.0.1" in r.stderr and "no answer to a PING in 1 s" in r.stderr, r.stderr
         assert "connection seems lost" in r.stderr, r.stderr
         r = ctl_bounded(srv, "--timeout", "3", "health", "--watch", "--keepalive", "0", check=0)
         assert r.stdout == "SERVING\n" and srv.conns[-1].pings == 0, (r.stdout, r.stderr)
@@ -1028,7 +1029,7 @@ def test_a_status_code_past_16_is_unknown_with_its_note():
     """A grpc-status no gRPC code has (a proxy's, a newer server's) is UNKNOWN, the server's
     number kept in the message; on a write it gets UNKNOWN's note that the outcome is unknown
     and how to retry it at most once."""
-    for code, message in ((99, "proxy failure"), (1000000, "proxy failure"), (17, None)):
+    for code, message in ((99, "proxy failure"), (1000000, "proxy failure"), (999999999, "proxy failure"), (17, None)):
         def handler(conn, req, code=code, message=message):
             conn.reply(req.sid, None, status=code, message=message)
 

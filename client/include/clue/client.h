@@ -18,7 +18,8 @@
  *   > 0       the call finished with that gRPC status code (CLUE_STATUS_*); this includes
  *             transport failures, reported as UNAVAILABLE ("connection refused to HOST:PORT"),
  *             and a grpc-status this library does not know (above 16), reported as UNKNOWN
- *             with the server's number in the message ("MESSAGE (grpc-status 99)")
+ *             with the server's number in the message ("MESSAGE (grpc-status 99)"; a value
+ *             that is not a number of at most nine digits is UNKNOWN as it is)
  *   < 0       a local error (CLUE_E*): bad arguments, out of memory
  * Whatever the return value, a clue_status_t passed in is filled in (for local errors
  * with RESOURCE_EXHAUSTED or INVALID_ARGUMENT and a message) and must be released with
