@@ -609,10 +609,17 @@ static const char sql_sync[] =
     "       CASE WHEN l.idx IS NULL OR l.idx = $1 THEN cp.note END," /* once: the first row */
     "       (SELECT coalesce(max(idx) + 1, 0) FROM audit_leaves),"
     /* A builder ($3): a leaf after the latest checkpoint that is not the leaf of the event
-     * stored at its seq ('gone': no event there), as audit_tree_append() checks its own. */
+     * stored at its seq ('gone': no event there), as audit_tree_append() checks its own, or
+     * that is not the next event's ('skips': an event lies between it and the leaf before
+     * it; a leaf is appended only once every lower seq is decided, so a committed event
+     * there had its leaf first). */
     "       CASE WHEN $3::boolean AND l.idx >= coalesce(cp.tree_size, 0) THEN"
     "         (SELECT CASE WHEN e.seq IS NULL THEN 'gone'"
-    "                      WHEN audit_event_leaf(e) IS DISTINCT FROM l.leaf THEN 'differs' END"
+    "                      WHEN audit_event_leaf(e) IS DISTINCT FROM l.leaf THEN 'differs'"
+    "                      WHEN EXISTS (SELECT 1 FROM audit_events x WHERE x.seq < l.seq"
+    "                             AND x.seq > coalesce((SELECT p.seq FROM audit_leaves p"
+    "                                                    WHERE p.idx = l.idx - 1), 0))"
+    "                        THEN 'skips' END"
     "            FROM (SELECT 1) o LEFT JOIN audit_events e ON e.seq = l.seq) END"
     "  FROM (SELECT 1) one"
     "  LEFT JOIN (SELECT * FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1) cp ON true"
@@ -725,26 +732,30 @@ static void leaves_lost_check(audit_tree_t *t, const db_result_t *r) {
                        : "proofs from this instance will not verify until then");
 }
 
-/* A SYNC read a leaf after the latest checkpoint that the event stored at its seq does not
- * back (why: "gone", no event there, or "differs"): no builder appended it, since
- * audit_tree_append() appends only leaves the log backs, so it was stored ahead of the tree, by
- * hand (audit_leaves refuses UPDATE and DELETE, not INSERT). Taking it would sign the next
- * checkpoint over it, and every verify would then blame the event stored at its seq: the tree
- * stops before it and the builder halts, naming the row, as for a checkpoint stored ahead of
- * the tree (checkpoint_planted()). */
+/* A SYNC read a leaf after the latest checkpoint that the log does not back where it stands
+ * (why: "gone", no event at its seq; "differs", the event there is not the one it hashes;
+ * "skips", an event lies between it and the leaf before it). A builder appends only leaves
+ * the log backs, each the next decided event's (audit_tree_append()), so the row was stored
+ * by hand (audit_leaves refuses UPDATE and DELETE, not INSERT), or, for "differs", the event
+ * changed after it was logged. Taking it would sign the next checkpoint over it, and every
+ * verify would then blame an honest event: the tree stops before it and the builder halts,
+ * naming the row, as for a checkpoint stored ahead of the tree (checkpoint_planted()). */
 static void leaf_planted(audit_tree_t *t, const char *idx, const char *seq, const char *why) {
+  const char *what = strcmp(why, "gone") == 0 ? "is the leaf of no event: audit_events has no "
+                                                "event of that seq (stored by hand)"
+                     : strcmp(why, "skips") == 0
+                         ? "skips an event: audit_events holds one between it and the leaf "
+                           "before it (stored by hand)"
+                         : "is not the leaf of the event audit_events holds at that seq (stored "
+                           "by hand, or the event changed after it was logged)";
+
   if (t->forked)
     return; /* said once; every SYNC stops at the row again */
-  snprintf(t->why, sizeof(t->why),
-           "audit_leaves row idx %s (seq %s) is the leaf of no event: %s (stored ahead of the "
-           "tree, by hand)",
-           idx, seq,
-           strcmp(why, "gone") == 0 ? "audit_events has no event of that seq"
-                                    : "the event audit_events holds at that seq is not the one "
-                                      "it hashes");
+  snprintf(t->why, sizeof(t->why), "audit_leaves row idx %s (seq %s) %s", idx, seq, what);
   t->forked = t->why;
-  log_error("audit tree: %s; no leaf is appended and no checkpoint signed until the row is "
-            "examined and removed and clued restarted",
+  log_error("audit tree: %s; no leaf is appended and no checkpoint signed until it is examined "
+            "(a row stored by hand removed; a changed event kept as evidence) and clued "
+            "restarted",
             t->forked);
 }
 

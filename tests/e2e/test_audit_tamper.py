@@ -585,7 +585,7 @@ def test_a_leaf_stored_ahead_of_the_tree_halts_the_builder():
         assert log.one("SELECT action, subject_id FROM audit_events WHERE seq = %s", seq) == ("clue.submit", c.id)
         harness.wait_for(lambda: value(scrape(log.srv.metrics_addr), "clued_audit_tree_halted") == 1, timeout=15,
                          what="the builder halted")
-        said = f"audit_leaves row idx {n} (seq {seq}) is the leaf of no event"
+        said = f"audit_leaves row idx {n} (seq {seq}) is not the leaf of the event audit_events holds"
         assert said in log.srv.output(), log.srv.output()[-3000:]
         harness.time.sleep(1.5)  # a few more rounds of the builder
         assert log.srv.output().count(said) == 1, "said more than once"
@@ -597,6 +597,45 @@ def test_a_leaf_stored_ahead_of_the_tree_halts_the_builder():
                          what="the restarted builder halted")
         assert said in log.srv.output(), log.srv.output()[-3000:]
         assert log.one("SELECT max(tree_size) FROM audit_checkpoints")[0] == n
+    finally:
+        log.close()
+
+
+def test_a_leaf_that_skips_an_event_halts_the_builder():
+    """The true leaf of a later event, stored by hand right after the tree while the events
+    before it have no leaf yet (the builder held back by its lock, as by another builder), is
+    backed by its event but skips those before it: taken, the tree would never hold them and
+    verify would blame them as inserted. The builder signs nothing over it, names the row
+    and halts."""
+    log = Log()
+    try:
+        a, md = S.audit_pb2_grpc.AuditServiceStub(log.w.auditor.channel), log.w.auditor.metadata
+        n = log.nevents()
+        harness.wait_for(lambda: cp_size(a, md) == n, timeout=60, what="the tree over every event")
+        last = log.one("SELECT max(seq) FROM audit_events")[0]
+        lock = log.pg.connect(log.dbname)
+        lock.autocommit = False
+        try:
+            with lock.cursor() as cur:
+                cur.execute("SELECT 1 FROM audit_tree_lock FOR UPDATE")  # the builder's appends answer 'busy'
+                for i in range(2):
+                    log.w.G1.member.clue.SubmitClue(pb.SubmitClueRequest(
+                        request_id=new_request_id(), title=f"线索{i}", summary="摘要",
+                        source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT, subject=pb.SubjectPerson(name="王五"),
+                        host_unit="某局"), timeout=20)
+                later = log.one("SELECT max(seq) FROM audit_events")[0]
+                assert log.one("SELECT count(*) FROM audit_events WHERE seq > %s AND seq < %s", last, later)[0] >= 1
+                cur.execute("INSERT INTO audit_leaves (idx, seq, leaf)"
+                            " SELECT %s, e.seq, audit_event_leaf(e) FROM audit_events e WHERE e.seq = %s", (n, later))
+            lock.commit()
+        finally:
+            lock.close()
+        harness.wait_for(lambda: value(scrape(log.srv.metrics_addr), "clued_audit_tree_halted") == 1, timeout=15,
+                         what="the builder halted")
+        said = f"audit_leaves row idx {n} (seq {later}) skips an event"
+        assert said in log.srv.output(), log.srv.output()[-3000:]
+        assert log.one("SELECT max(tree_size) FROM audit_checkpoints")[0] == n, "a checkpoint signed over the leaf"
+        assert log.one("SELECT count(*) FROM audit_leaves")[0] == n + 1, "leaves appended after it"
     finally:
         log.close()
 
