@@ -509,6 +509,14 @@ static int set_token(cli_t *cli, const parsed_t *p) {
                            "(cluectl sends the authorization header itself)",
                            from != NULL ? from : "--token");
   }
+  if (token != NULL && strlen(token) > CLUE_MAX_TOKEN_LEN) {
+    size_t n = strlen(token);
+
+    free(text);
+    return cli_usage_error(cli, "%s: the token is %zu bytes, and tokens are short (at most %d)%s",
+                           from != NULL ? from : "--token", n, CLUE_MAX_TOKEN_LEN,
+                           p->g.token_file != NULL ? ": is --token-file the right file?" : "");
+  }
   cli->no_token = token == NULL || token[0] == '\0';
   rv = clue_conn_set_token(cli->conn, token);
   free(text);

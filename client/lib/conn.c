@@ -49,6 +49,7 @@ static void conn_set_state(clue_conn_t *c, conn_state_t to, int code, const char
     c->out_len = 0;
     free(c->h2_error);
     c->h2_error = NULL;
+    c->bad_frame[0] = '\0';
     break;
   case CONN_READY:
     assert(c->state == CONN_IDLE && c->h2 != NULL && c->fd >= 0);
@@ -285,6 +286,73 @@ static int on_error(nghttp2_session *session, int lib_error_code, const char *ms
   return 0;
 }
 
+static const char *frame_type_name(uint8_t type) {
+  static const char *const names[] = {"DATA",          "HEADERS",      "PRIORITY", "RST_STREAM",
+                                      "SETTINGS",      "PUSH_PROMISE", "PING",     "GOAWAY",
+                                      "WINDOW_UPDATE", "CONTINUATION"};
+
+  return type < sizeof(names) / sizeof(names[0]) ? names[type] : "extension";
+}
+
+/* Kept for on_frame_send: nghttp2 does not always say in its GOAWAY what was wrong. */
+static int on_invalid_frame_recv(nghttp2_session *session, const nghttp2_frame *frame,
+                                 int lib_error_code, void *user_data) {
+  clue_conn_t *c = user_data;
+
+  (void)session;
+  snprintf(c->bad_frame, sizeof(c->bad_frame), "%s: %s", frame_type_name(frame->hd.type),
+           nghttp2_strerror(lib_error_code));
+  return 0;
+}
+
+/* nghttp2 ends the session with a GOAWAY carrying an error code only when the server broke
+ * HTTP/2 (a PUSH_PROMISE though push is off, a window past 2^31-1, DATA on stream 0, ...):
+ * the session is over because of the server, and nghttp2 says what it did in the debug data. */
+static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data) {
+  clue_conn_t *c = user_data;
+  char debug[4 * GOAWAY_TEXT_MAX + 4];
+
+  (void)session;
+  if (frame->hd.type != NGHTTP2_GOAWAY || frame->goaway.error_code == NGHTTP2_NO_ERROR)
+    return 0;
+  goaway_text(frame->goaway.opaque_data, frame->goaway.opaque_data_len, debug);
+  free(c->h2_error);
+  c->h2_error = clue__str_printf("HTTP/2 protocol error from %s: %s (%s)", c->target,
+                                 debug[0] != '\0'          ? debug
+                                 : c->bad_frame[0] != '\0' ? c->bad_frame
+                                                           : "invalid frame",
+                                 nghttp2_http2_strerror(frame->goaway.error_code));
+  return 0;
+}
+
+/*
+ * A request nghttp2 would not send. After a GOAWAY the request may go again on a new connection
+ * (on_stream_close sees the REFUSED_STREAM nghttp2 gives the stream); any other reason, such
+ * as headers over the header block limit, is final, and the server heard nothing of it.
+ */
+static int on_frame_not_send(nghttp2_session *session, const nghttp2_frame *frame,
+                             int lib_error_code, void *user_data) {
+  clue_conn_t *c = user_data;
+  call_t *call;
+
+  if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST ||
+      lib_error_code == NGHTTP2_ERR_START_STREAM_NOT_ALLOWED)
+    return 0;
+  call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+  if (call != NULL)
+    clue__call_finish(call, CLUE_STATUS_INTERNAL,
+                      clue__str_printf("request not sent to %s: %s; nothing was changed", c->target,
+                                       lib_error_code == NGHTTP2_ERR_FRAME_SIZE_ERROR ||
+                                               lib_error_code == NGHTTP2_ERR_HEADER_COMP
+                                           ? "its headers are too large"
+                                           : nghttp2_strerror(lib_error_code)));
+  /* nghttp2's header compressor is of no use after a failure: new calls take a new
+   * connection once the running ones are done. */
+  if (lib_error_code == NGHTTP2_ERR_HEADER_COMP && c->state == CONN_READY)
+    conn_set_state(c, CONN_DRAINING, 0, NULL);
+  return 0;
+}
+
 static ssize_t read_request(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
                             size_t length, uint32_t *data_flags, nghttp2_data_source *source,
                             void *user_data) {
@@ -324,6 +392,9 @@ static int session_new(clue_conn_t *c) {
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
   nghttp2_session_callbacks_set_error_callback2(cb, on_error);
+  nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
+  nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cb, on_invalid_frame_recv);
+  nghttp2_session_callbacks_set_on_frame_not_send_callback(cb, on_frame_not_send);
   if ((rv = nghttp2_option_new(&opt)) != 0)
     goto out;
   /* Window credit follows what the caller actually reads (call_on_data). */
@@ -796,8 +867,8 @@ int clue_conn_set_token(clue_conn_t *c, const char *token) {
   if (token != NULL && token[0] != '\0') {
     size_t len = 0;
     for (const char *p = token; *p; p++, len++)
-      if ((unsigned char)*p < 0x20 || *p == 0x7f) /* would break the header */
-        return CLUE_EINVAL;
+      if ((unsigned char)*p < 0x20 || *p == 0x7f || len == CLUE_MAX_TOKEN_LEN)
+        return CLUE_EINVAL; /* would break the header, or is no token */
     /* Set before every call by callers that switch identities: no printf. */
     auth = clue__malloc(sizeof("Bearer ") + len);
     if (auth == NULL)

@@ -34,6 +34,7 @@ struct clue_conn {
   nghttp2_session *h2;
   call_t *calls;  /* every call created here and not yet freed */
   char *h2_error; /* why nghttp2 or the server's GOAWAY ended the session, if it said */
+  char bad_frame[64]; /* the server's last frame nghttp2 found invalid, as "TYPE: reason" */
   clue_tls_t tls; /* ctx NULL: cleartext (h2c) */
   SSL *ssl;       /* the TLS session on fd, or NULL */
   int received;   /* the session has had bytes from the server */

@@ -25,6 +25,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -34,8 +35,9 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from h2fake import (FakeServer, INTERNAL_ERROR, NO_ERROR, OK_HEADERS, REFUSED_STREAM,  # noqa: E402
-                    grpc_frame)
+from h2fake import (DATA, FakeServer, INTERNAL_ERROR, NO_ERROR, OK_HEADERS, PUSH_PROMISE,  # noqa: E402
+                    REFUSED_STREAM, SETTINGS, WINDOW_UPDATE, END_HEADERS, frame, grpc_frame,
+                    hpack_block)
 
 S = harness.stubs()
 ESC = "\x1b]0;PWNED-TITLE\x07\x1b[2J\x1b[31mRED\x1b[0m\rover"
@@ -1181,6 +1183,73 @@ def test_a_witness_whose_server_lost_every_checkpoint_fails():
             p.send_signal(signal.SIGINT)
             out, err = p.communicate(timeout=10)
         assert out == "" and "polling again in 1 s" in err, out + err
+
+
+def test_a_server_breaking_http2_is_named_as_such():
+    """When the server breaks HTTP/2 (a PUSH_PROMISE though the client turned push off, a
+    window past 2^31-1, DATA on stream 0, a SETTINGS_MAX_FRAME_SIZE below 16384), nghttp2 ends
+    the connection itself; cluectl says the server broke the protocol and how, not that the
+    server closed the connection."""
+    def push(conn, req):
+        conn.headers(req.sid, OK_HEADERS)
+        conn.send(frame(PUSH_PROMISE, END_HEADERS, req.sid, struct.pack(">I", 2) + hpack_block(
+            [(":method", "GET"), (":path", "/x"), (":scheme", "http"), (":authority", "a")])))
+
+    def window(conn, req):
+        conn.headers(req.sid, OK_HEADERS)
+        conn.send(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 0x7FFFFFFF)))
+
+    cases = (
+        (push, "PUSH_PROMISE: push disabled (PROTOCOL_ERROR)"),
+        (window, "WINDOW_UPDATE: Flow control error (FLOW_CONTROL_ERROR)"),
+        (lambda conn, req: conn.send(frame(DATA, 0, 0, b"xx")), "DATA: stream_id == 0 (PROTOCOL_ERROR)"),
+        (lambda conn, req: conn.send(frame(SETTINGS, 0, 0, struct.pack(">HI", 5, 1))),
+         "SETTINGS: invalid SETTINGS_MAX_FRAME_SIZE (PROTOCOL_ERROR)"),
+    )
+    for handler, what in cases:
+        with FakeServer(handler) as srv:
+            r = ctl_bounded(srv, "health", check=1)
+            want = f"UNAVAILABLE: HTTP/2 protocol error from {srv.addr}: {what}\n"
+            assert r.stderr == want, (what, r.stderr)
+            assert len(srv.requests) == 1, len(srv.requests)
+
+
+def test_a_token_too_long_to_be_one_is_refused_before_sending():
+    """A token file of 70 KB (a PEM bundle, a JSON export given by mistake) would not fit the
+    request headers: cluectl refuses it as a usage error that asks whether --token-file is the
+    right file, sends nothing, and adds no note that a change may have been made. A token of
+    8192 bytes is still sent."""
+    seen = []
+
+    def handler(conn, req):
+        seen.append(req.headers.get("authorization", ""))
+        conn.reply(req.sid, S.health_pb2.HealthCheckResponse(status=1).SerializeToString())
+
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1")
+    env.pop("CLUED_TOKEN", None)
+    with FakeServer(handler) as srv, tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "token")
+
+        def run(*args, **more):
+            return subprocess.run([harness.CLUECTL, "--server", srv.addr, *args], capture_output=True,
+                                  text=True, timeout=30, env=dict(env, **more))
+        with open(path, "w") as f:
+            f.write("a" * 70000 + "\n")
+        for args in (["health"], ["clue", "submit", "--title", "t", "--summary", "s", "--source",
+                                  "AUDIT", "--subject-name", "n", "--host-unit", "h"]):
+            r = run("--token-file", path, *args)
+            assert r.returncode == 2, (args, r.returncode, r.stderr)
+            assert ("--token-file: the token is 70000 bytes, and tokens are short (at most 8192): "
+                    "is --token-file the right file?") in r.stderr, r.stderr
+            assert "may or may not" not in r.stderr, r.stderr
+        r = run("health", CLUED_TOKEN="b" * 8193)
+        assert r.returncode == 2 and "CLUED_TOKEN: the token is 8193 bytes" in r.stderr, r.stderr
+        assert "right file" not in r.stderr, r.stderr
+        assert seen == []
+        with open(path, "w") as f:
+            f.write("c" * 8192)
+        r = run("--token-file", path, "health")
+        assert r.returncode == 0 and seen == ["Bearer " + "c" * 8192], r.stderr
 
 
 if __name__ == "__main__":

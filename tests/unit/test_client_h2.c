@@ -960,6 +960,48 @@ static void test_refused_call_sent_again(void **state) {
   clue_conn_free(c);
 }
 
+/* A request nghttp2 will not send (headers over its 64 KiB header block limit) ends at once
+ * as not sent: the server heard nothing, so there is no retry and no "stream reset". The
+ * connection stays usable. */
+static void test_request_not_sent(void **state) {
+  Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+  clue_conn_t *c = connect_peer();
+  clue_status_t st = CLUE_STATUS_INIT;
+  ProtobufCMessage *resp = NULL;
+  size_t n = 70000;
+  char *path = malloc(n + 1), *token = malloc(CLUE_MAX_TOKEN_LEN + 2);
+  int before;
+
+  (void)state;
+  assert_non_null(path);
+  assert_non_null(token);
+  memset(token, 't', CLUE_MAX_TOKEN_LEN + 1);
+  token[CLUE_MAX_TOKEN_LEN + 1] = '\0';
+  assert_int_equal(clue_conn_set_token(c, token), CLUE_EINVAL);
+  token[CLUE_MAX_TOKEN_LEN] = '\0';
+  assert_int_equal(clue_conn_set_token(c, token), 0);
+  assert_int_equal(clue_conn_set_token(c, NULL), 0);
+  expect_status(c, "Echo", CLUE_STATUS_OK, NULL);
+  before = peer_accepts();
+  memcpy(path, "/t.S/", 5);
+  memset(path + 5, 'a', n - 5);
+  path[n] = '\0';
+  assert_int_equal(clue_call(c, path, &req.base,
+                             &grpc__health__v1__health_check_request__descriptor, &resp, &st),
+                   CLUE_STATUS_INTERNAL);
+  assert_null(resp);
+  assert_non_null(st.message);
+  if (strstr(st.message, "request not sent to 127.0.0.1:") == NULL ||
+      strstr(st.message, "its headers are too large; nothing was changed") == NULL)
+    fail_msg("got \"%s\"", st.message);
+  expect_status(c, "Echo", CLUE_STATUS_OK, NULL);
+  assert_int_equal(peer_accepts(), before);
+  clue_status_clear(&st);
+  clue_conn_free(c);
+  free(path);
+  free(token);
+}
+
 static void test_bad_arguments(void **state) {
   Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
   Grpc__Health__V1__HealthCheckResponse wrong = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
@@ -1099,6 +1141,7 @@ int main(void) {
       cmocka_unit_test(test_huge_timeouts),
       cmocka_unit_test(test_goaway),
       cmocka_unit_test(test_refused_call_sent_again),
+      cmocka_unit_test(test_request_not_sent),
       cmocka_unit_test(test_bad_arguments),
       cmocka_unit_test(test_conn_free_with_open_stream),
       cmocka_unit_test(test_out_of_memory),

@@ -11,7 +11,11 @@
  * not process (its stream refused with RST_STREAM REFUSED_STREAM, or above the last stream
  * id of the server's GOAWAY, before any response) is sent again, once, on the connection
  * or a new one and within the call's deadline: gRPC's transparent retry. A call the server
- * may have seen is never sent twice.
+ * may have seen is never sent twice. A request nghttp2 will not send at all (its headers
+ * over the 64 KiB header block limit) ends with INTERNAL "request not sent to HOST: ...;
+ * nothing was changed", unretried. A server that breaks HTTP/2 (a PUSH_PROMISE, a flow
+ * control window overflow, ...) has its connection ended by this side, and the calls on it
+ * get UNAVAILABLE "HTTP/2 protocol error from HOST: what it did (ERROR_CODE)".
  *
  * Return values follow one rule everywhere:
  *   0         the call finished with status OK
@@ -84,6 +88,10 @@ enum {
 /** Default largest response message accepted, as in other gRPC implementations. */
 #define CLUE_DEFAULT_MAX_RECV (4u * 1024 * 1024)
 
+/** Longest bearer token clue_conn_set_token() takes, in bytes: a token is short, and more
+ * than this is some other file's content. */
+#define CLUE_MAX_TOKEN_LEN 8192
+
 /** An HTTP/2 connection to one server. Opaque. */
 typedef struct clue_conn clue_conn_t;
 
@@ -134,7 +142,8 @@ void clue_conn_free(clue_conn_t *c);
 
 /**
  * Send "authorization: Bearer <token>" on every following call; NULL or "" sends none.
- * The string is copied. Errors: CLUE_ENOMEM.
+ * The string is copied. Errors: CLUE_ENOMEM; CLUE_EINVAL for a token with a control byte or
+ * longer than CLUE_MAX_TOKEN_LEN bytes (the previous token stays).
  */
 int clue_conn_set_token(clue_conn_t *c, const char *token) CLUE_WUR;
 
