@@ -704,7 +704,7 @@ def test_a_role_or_unit_changed_in_the_database_ends_the_users_streams(c):
 def test_a_stream_opened_with_a_principal_older_than_a_change_ends_before_replaying(c):
     """A principal served from the auth cache may predate a change of role made in the
     database: a stream opened with it replays nothing, and ends as above."""
-    srv = harness.Clued(c.url, args=["--auth-cache-ttl", "120000"]).start(migrate=False)
+    srv = harness.Clued(c.url, args=["--auth-cache-ttl", "120000"]).start(migrate=False).wait_listening()
     try:
         aud_id, aud_tok, _ = new_auditor(c, "auditor-cached")
         stub = audit_stub(c, srv)
