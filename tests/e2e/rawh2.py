@@ -46,6 +46,7 @@ class RawH2:
         self.flush()
         self.responses = {}
         self.goaway = None
+        self.inbox = b""  # the bytes of a frame not yet whole
 
     def flush(self):
         data = self.conn.data_to_send()
@@ -71,7 +72,21 @@ class RawH2:
         data = self.sock.recv(65536)
         if not data:
             return False
-        for ev in self.conn.receive_data(data):
+        # One frame at a time: python-h2 refuses every frame after a GOAWAY, even a graceful
+        # one's open streams' (RFC 9113 6.8); between frames the connection is kept open
+        # (below), which a GOAWAY and DATA read together would not allow.
+        self.inbox += data
+        while len(self.inbox) >= 9:
+            end = 9 + int.from_bytes(self.inbox[:3], "big")
+            if len(self.inbox) < end:
+                break
+            frame, self.inbox = self.inbox[:end], self.inbox[end:]
+            self._events(self.conn.receive_data(frame))
+        self.flush()
+        return True
+
+    def _events(self, events):
+        for ev in events:
             r = self.responses.get(getattr(ev, "stream_id", None))
             if isinstance(ev, h2.events.ResponseReceived):
                 r.headers = dict(ev.headers)
@@ -92,8 +107,6 @@ class RawH2:
                     # A graceful GOAWAY still lets streams already open finish (RFC 9113
                     # 6.8); python-h2 would refuse their frames, so keep it open.
                     self.conn.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
-        self.flush()
-        return True
 
     def wait(self, sid):
         r = self.responses[sid]
