@@ -138,7 +138,8 @@ def lock_waiters(db):
 
 
 def on_each_session(own, submit, call):
-    """call run once on each of the two sessions of clued's pool, whichever serves the rest.
+    """call run once on each of the two sessions of clued's pool, whichever serves the rest
+    (no table may have changed under their saved plans: the submissions would meet them).
     A submission of G2's waits on its unit's counter row, locked here, holding one session: call
     runs on the other. A submission of G3's, waiting likewise, then holds that other one; G2's
     lock goes, and call runs on the session G2's submission held. The counter rows exist (each
@@ -177,8 +178,9 @@ def test_a_column_type_changed_under_the_saved_plans(ctx):
     when preparing the plan"). Each call still answers: its session drops its statements and
     saved plans and runs the call again, once for the session. With one pool connection
     (dropping it would leave the pool without one: every waiting call failed) and with two,
-    calls in parallel; with two, ListClues is prepared on each session before the change and
-    runs on each after it (on_each_session()), so both sessions meet their stale plans."""
+    calls in parallel; with two, ListClues is prepared on each session before the change
+    (on_each_session()), so that the ListClues after it meets a stale plan on whichever
+    session runs it, unless that session met one already."""
     for pool in ("1", "2"):
         own = world.served(args=["--db-pool", pool, "--db-lock-timeout", "60000"])
         try:
@@ -226,13 +228,11 @@ def test_a_column_type_changed_under_the_saved_plans(ctx):
             for t in threads:
                 t.join()
             assert not errors, errors
-            if pool == "2":
-                on_each_session(own, submit, lists_the_first)
             for i in range(4):
                 round_of_calls(f"after {i}")
             log = own.srv.output()
             resets = log.count("the tables changed under the session's saved plans")
-            assert resets == int(pool), f"{resets} sessions dropped their saved plans, not {pool}:\n{log[-3000:]}"
+            assert 1 <= resets <= int(pool), f"{resets} sessions dropped their saved plans ({pool}):\n{log[-3000:]}"
             assert "no working connection" not in log and "database error" not in log, log[-3000:]
         finally:
             world.unserve(own)
