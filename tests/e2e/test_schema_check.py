@@ -95,7 +95,9 @@ def detected(ctx, mark, *messages, drift):
     for m in messages:
         harness.wait_for(lambda: f"schema check: {m}" in lines_since(ctx.srv, mark), timeout=15,
                          what=m)
-    assert "refusing calls (UNAVAILABLE, Health NOT_SERVING)" in lines_since(ctx.srv, mark)
+    # The server's lines reach the test through a pipe and a reader thread: wait for each.
+    harness.wait_for(lambda: "refusing calls (UNAVAILABLE, Health NOT_SERVING)" in lines_since(ctx.srv, mark),
+                     timeout=15, what="refusing calls")
     harness.wait_for(lambda: health(ctx.srv) == NOT_SERVING, timeout=15, what="NOT_SERVING")
     assert metric(ctx.srv, "clued_schema_drift") == drift
     refused(ctx)
@@ -107,7 +109,8 @@ def repaired(ctx, mark, *messages):
         assert f"repairing: {m}" in r.stderr, r.stderr
     assert "repaired: clued's functions and triggers are what the migrations define" in r.stderr, r.stderr
     harness.wait_for(lambda: health(ctx.srv) == SERVING, timeout=15, what="SERVING again")
-    assert "are what its migrations define again: serving" in lines_since(ctx.srv, mark)
+    harness.wait_for(lambda: "are what its migrations define again: serving" in lines_since(ctx.srv, mark),
+                     timeout=15, what="serving again, logged")
     assert metric(ctx.srv, "clued_schema_drift") == 0
     ctx.w.G1.leader.clue.ListClues(pb.ListCluesRequest(), timeout=10)
     # Nothing left to repair.
@@ -331,7 +334,7 @@ def test_serve_refuses_to_start_and_allow_schema_drift_serves(ctx):
         assert "listening" not in r.stderr, r.stderr
         with MetricsClued(ctx.url, args=["--allow-schema-drift", "--metrics-listen", "127.0.0.1:0",
                                          "--schema-check-interval", "0"]).start(migrate=False) as lax:
-            assert "(--allow-schema-drift)" in lax.output()
+            harness.wait_for(lambda: "(--allow-schema-drift)" in lax.output(), timeout=15, what="the drift allowed, logged")
             harness.wait_for(lambda: metric(lax, "clued_schema_drift") == 1, timeout=15, what="drift 1")
             assert health(lax) == SERVING
     finally:
@@ -358,7 +361,8 @@ def test_a_server_left_running_under_a_newer_migrate_refuses_calls(ctx):
     finally:
         sql(ctx, "DELETE FROM schema_migrations WHERE version = 9999")
     harness.wait_for(lambda: health(ctx.srv) == SERVING, timeout=15, what="SERVING again")
-    assert "the database's migrations are this clued's again" in lines_since(ctx.srv, mark)
+    harness.wait_for(lambda: "the database's migrations are this clued's again" in lines_since(ctx.srv, mark),
+                     timeout=15, what="serving again, logged")
     ctx.w.G1.leader.clue.ListClues(pb.ListCluesRequest(), timeout=10)
 
 
