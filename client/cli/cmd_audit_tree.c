@@ -1427,6 +1427,21 @@ static void witness_follow_key(cli_t *cli, FILE *o, const char *dir, const note_
   }
 }
 
+/* The checkpoint the witness kept at path (its text last_text) opens with none of keys
+ * (labels: keys_label()): a FAIL naming the keys, with how to follow a replaced one. */
+static void kept_unsigned(FILE *o, const char *path, const keyset_t *keys, const char *last_text,
+                          const char *labels) {
+  char miss[512];
+
+  keys_miss(keys, last_text,
+            "to follow a replaced key, pass --key for it as well as for the new one", miss,
+            sizeof(miss));
+  fprintf(o, "FAIL: %s is not a checkpoint signed by ", path);
+  cli_put_text(o, labels, 0);
+  cli_put_text(o, miss, 0);
+  fputc('\n', o);
+}
+
 /* GetCheckpoint answered NOT_FOUND (its error rc): the server has no checkpoint at all. With
  * none kept in DIR/latest, none is published yet (ws->none: the witness polls on). With one
  * kept, the server has lost every checkpoint, the one kept among them (all of them deleted,
@@ -1434,7 +1449,7 @@ static void witness_follow_key(cli_t *cli, FILE *o, const char *dir, const note_
 static int witness_none(cli_t *cli, const char *dir, const keyset_t *keys, witness_seen_t *ws,
                         int rc) {
   FILE *o = ws->o;
-  char path[4096], *last_text, where[512] = "", labels[512], miss[512];
+  char path[4096], *last_text, where[512] = "", labels[512];
   checkpoint_t last;
   leaves_t kept = {0};
 
@@ -1456,13 +1471,7 @@ static int witness_none(cli_t *cli, const char *dir, const keyset_t *keys, witne
     return CLI_FAILED;
   }
   if (keys_open(keys, last_text, &last) == NULL) {
-    keys_miss(keys, last_text,
-              "to follow a replaced key, pass --key for it as well as for the new one", miss,
-              sizeof(miss));
-    fprintf(o, "FAIL: %s is not a checkpoint signed by ", path);
-    cli_put_text(o, labels, 0);
-    cli_put_text(o, miss, 0);
-    fputc('\n', o);
+    kept_unsigned(o, path, keys, last_text, labels);
     free(last_text);
     return CLI_FAILED;
   }
@@ -1523,13 +1532,7 @@ static int witness_poll(cli_t *cli, const char *dir, const keyset_t *keys, witne
   snprintf(path, sizeof(path), "%s/latest", dir);
   last_text = read_text(path);
   if (last_text && (klast = keys_open(keys, last_text, &last)) == NULL) {
-    keys_miss(keys, last_text,
-              "to follow a replaced key, pass --key for it as well as for the new one", miss,
-              sizeof(miss));
-    fprintf(o, "FAIL: %s is not a checkpoint signed by ", path);
-    cli_put_text(o, labels, 0);
-    cli_put_text(o, miss, 0);
-    fputc('\n', o);
+    kept_unsigned(o, path, keys, last_text, labels);
     goto out;
   }
   if (last_text)

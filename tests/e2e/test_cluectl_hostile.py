@@ -552,6 +552,25 @@ def test_stats_csv_has_a_bounded_number_of_columns():
         assert r.stdout == "" and "more than 64 disposal kinds" in r.stderr, (r.stdout[:200], r.stderr)
 
 
+def merkle_root(leaves):
+    """RFC 9162's Merkle tree hash over leaf hashes."""
+    if len(leaves) == 1:
+        return leaves[0]
+    k = 1
+    while k * 2 < len(leaves):
+        k *= 2
+    return hashlib.sha256(b"\x01" + merkle_root(leaves[:k]) + merkle_root(leaves[k:])).digest()
+
+
+def export_answer(conn, req, leaf, size):
+    """ExportAuditEvents over a tree of the first size leaves, seq i + 1 at index i, whole."""
+    r = S.audit_pb2.ExportAuditEventsRequest.FromString(req.body)
+    evs = [S.audit_pb2.LeafEvent(seq=i + 1, leaf_index=i, leaf_hash=leaf[i], redacted=True)
+           for i in range(size) if i + 1 > r.after_seq]
+    conn.reply(req.sid, S.audit_pb2.ExportAuditEventsResponse(
+        events=evs, tree_size=size, tree_last_seq=size, done=True).SerializeToString())
+
+
 def test_a_fork_ends_the_witness_whatever_the_next_call_answers():
     """A witness that finds a fork ends with exit status 1. After the FAIL it asks for the
     leaves, to name the first event that differs; a server that answers that call UNAVAILABLE
@@ -560,30 +579,18 @@ def test_a_fork_ends_the_witness_whatever_the_next_call_answers():
     n = 4
     leaf = [hashlib.sha256(b"\x00" + b"good%d" % i).digest() for i in range(n)]
 
-    def mth(ls):
-        if len(ls) == 1:
-            return ls[0]
-        k = 1
-        while k * 2 < len(ls):
-            k *= 2
-        return hashlib.sha256(b"\x01" + mth(ls[:k]) + mth(ls[k:])).digest()
-
     forked = leaf[:2] + [hashlib.sha256(b"\x00evil%d" % i).digest() for i in range(2, n)]
     state = {"fork": False, "polls": 0}
 
     def handler(conn, req):
         if req.path.endswith("/GetCheckpoint"):
             state["polls"] += 1
-            root = mth(forked) if state["fork"] and state["polls"] == 1 else mth(leaf)
+            root = merkle_root(forked) if state["fork"] and state["polls"] == 1 else merkle_root(leaf)
             conn.reply(req.sid, signed_checkpoint(size=n, root=root).SerializeToString())
         elif req.path.endswith("/ExportAuditEvents") and state["fork"]:
             conn.reply(req.sid, None, status=14, message="database down, try again")
         elif req.path.endswith("/ExportAuditEvents"):
-            r = S.audit_pb2.ExportAuditEventsRequest.FromString(req.body)
-            evs = [S.audit_pb2.LeafEvent(seq=i + 1, leaf_index=i, leaf_hash=leaf[i], redacted=True)
-                   for i in range(n) if i + 1 > r.after_seq]
-            conn.reply(req.sid, S.audit_pb2.ExportAuditEventsResponse(
-                events=evs, tree_size=n, tree_last_seq=n, done=True).SerializeToString())
+            export_answer(conn, req, leaf, n)
         else:
             conn.reply(req.sid, None, status=12, message="not in this test")
 
@@ -1105,15 +1112,7 @@ def test_a_witness_whose_server_lost_every_checkpoint_fails():
     n = 4
     leaf = [hashlib.sha256(b"\x00" + b"leaf%d" % i).digest() for i in range(n)]
 
-    def mth(ls):
-        if len(ls) == 1:
-            return ls[0]
-        k = 1
-        while k * 2 < len(ls):
-            k *= 2
-        return hashlib.sha256(b"\x01" + mth(ls[:k]) + mth(ls[k:])).digest()
-
-    cp = signed_checkpoint(size=n, root=mth(leaf))
+    cp = signed_checkpoint(size=n, root=merkle_root(leaf))
     state = {"gone": False}
 
     def handler(conn, req):
@@ -1122,12 +1121,7 @@ def test_a_witness_whose_server_lost_every_checkpoint_fails():
         elif req.path.endswith("/GetCheckpoint"):
             conn.reply(req.sid, cp.SerializeToString())
         elif req.path.endswith("/ExportAuditEvents"):
-            r = S.audit_pb2.ExportAuditEventsRequest.FromString(req.body)
-            have = 2 if state["gone"] else n  # the last events went with the checkpoints
-            evs = [S.audit_pb2.LeafEvent(seq=i + 1, leaf_index=i, leaf_hash=leaf[i], redacted=True)
-                   for i in range(have) if i + 1 > r.after_seq]
-            conn.reply(req.sid, S.audit_pb2.ExportAuditEventsResponse(
-                events=evs, tree_size=have, tree_last_seq=have, done=True).SerializeToString())
+            export_answer(conn, req, leaf, 2 if state["gone"] else n)  # the last events went with the checkpoints
         else:
             conn.reply(req.sid, None, status=12, message="not in this test")
 
