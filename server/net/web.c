@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "audit/sha256.h"
 #include "net/grpc_wire.h"
 
 /* ---- content types ------------------------------------------------------------------- */
@@ -320,6 +321,26 @@ int web_etag_match(const char *inm, const char *etag) {
   return 0;
 }
 
+/* f's entity tag, from what fstat says of it, so that a HEAD or a revalidation needs no read:
+ * its length, and a digest of its device, inode and times. The status change time is in it
+ * because a deploy may keep the modification time and the length (rsync -a, cp -p, a build
+ * with fixed times: the console's index.html has the same length in every build), and
+ * nothing sets the ctime back: any write or rename of the file moves it on. */
+static void file_etag(web_file_t *f) {
+  uint64_t key[7] = {(uint64_t)f->dev,           (uint64_t)f->ino,
+                     (uint64_t)f->size,          (uint64_t)f->mtime.tv_sec,
+                     (uint64_t)f->mtime.tv_nsec, (uint64_t)f->ctime.tv_sec,
+                     (uint64_t)f->ctime.tv_nsec};
+  uint8_t d[SHA256_LEN];
+  char *p;
+
+  (void)sha256_digest(key, sizeof(key), d);
+  p = f->etag + snprintf(f->etag, WEB_ETAG_LEN, "\"%llx-", (unsigned long long)f->len);
+  for (int i = 0; i < 10; i++)
+    p += sprintf(p, "%02x", d[i]);
+  strcpy(p, "\"");
+}
+
 int web_file_get(web_file_t **list, const char *root, const char *rel, size_t max, int with_data,
                  web_file_t **out) {
   char path[PATH_MAX], real[PATH_MAX];
@@ -349,7 +370,8 @@ int web_file_get(web_file_t **list, const char *root, const char *rel, size_t ma
   }
   for (f = *list; f != NULL; f = f->next) {
     if (f->dev == st.st_dev && f->ino == st.st_ino && f->size == st.st_size &&
-        f->mtime.tv_sec == st.st_mtim.tv_sec && f->mtime.tv_nsec == st.st_mtim.tv_nsec) {
+        f->mtime.tv_sec == st.st_mtim.tv_sec && f->mtime.tv_nsec == st.st_mtim.tv_nsec &&
+        f->ctime.tv_sec == st.st_ctim.tv_sec && f->ctime.tv_nsec == st.st_ctim.tv_nsec) {
       close(fd);
       f->refs++;
       *out = f;
@@ -377,10 +399,10 @@ int web_file_get(web_file_t **list, const char *root, const char *rel, size_t ma
   f->ino = st.st_ino;
   f->size = st.st_size;
   f->mtime = st.st_mtim;
+  f->ctime = st.st_ctim;
   f->len = have;
   f->has_data = with_data;
-  snprintf(f->etag, WEB_ETAG_LEN, "\"%llx-%llx.%lx\"", (unsigned long long)have,
-           (unsigned long long)st.st_mtim.tv_sec, (unsigned long)st.st_mtim.tv_nsec);
+  file_etag(f);
   if (!with_data) { /* its own: never handed to a reply that sends the file */
     f->next = NULL;
     f->pprev = NULL;

@@ -98,9 +98,9 @@ typedef struct web_file {
   unsigned refs;
   dev_t dev;
   ino_t ino;
-  off_t size; /* as fstat saw it (the key; len is what was read) */
-  struct timespec mtime;
-  char etag[WEB_ETAG_LEN]; /* from its size and modification time, quoted */
+  off_t size; /* as fstat saw it (with the times, the key; len is what was read) */
+  struct timespec mtime, ctime;
+  char etag[WEB_ETAG_LEN]; /* web_file_etag(), quoted */
   int has_data;            /* data holds the file (else only its size and etag are known) */
   size_t len;
   uint8_t data[];

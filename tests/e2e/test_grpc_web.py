@@ -1082,5 +1082,34 @@ def test_absolute_form_targets(c):
         h.close()
 
 
+def test_redeploy_with_kept_times_changes_the_etag(c):
+    """A deploy that keeps a file's length and modification time (rsync -a, cp -p, a build with
+    fixed times; the console's index.html has the same length in every build) still gives it a
+    new entity tag: a browser revalidating its old copy gets the new page, not 304."""
+    path = os.path.join(c.dir, "www", "config.json")
+    old = c.files["config.json"]
+    h = H1(c.srv.addr)
+    r = h.request("GET", "/config.json")
+    assert r.status == 200 and r.body == old
+    etag = r.header("etag")
+    st = os.stat(path)
+    new = old.replace(b"{}", b"[]")  # another body, as long
+    assert new != old and len(new) == len(old)
+    try:
+        with open(path, "r+b") as f:  # in place, as cp -p does: the same inode
+            f.write(new)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert os.stat(path).st_mtime_ns == st.st_mtime_ns and os.stat(path).st_size == st.st_size
+        r = h.request("GET", "/config.json", headers=[("If-None-Match", etag)])
+        assert r.status == 200 and r.body == new, (r.status, r.body)
+        assert r.header("etag") != etag
+        r = h.request("HEAD", "/config.json")
+        assert r.status == 200 and r.header("etag") not in (None, etag)
+    finally:
+        with open(path, "wb") as f:
+            f.write(old)
+    h.close()
+
+
 if __name__ == "__main__":
     harness.run_tests(globals(), setup, teardown)
