@@ -23,6 +23,8 @@ the browser did and saw:
   what `cluectl stats --csv` prints for the same period;
 - the queue shows overdue (red) and soon-due (amber) deadlines and a handover arrival; joint
   cases and the rectification ledger show what was made; English is one click away;
+- a note or a move whose answer was lost on the way back, sent again, is the same request
+  (its request id): one note stored, one move made, and the page shows their success;
 - a page of another origin that frames the console gets no console in its frame (the
   headers forbid framing: clickjacking), though framing its own page works;
 - every page passes axe-core's WCAG 2 A/AA checks (contrast included), every control has a
@@ -343,6 +345,45 @@ def test_console_edges(c):
         "handover": {"clue": handed.id, "to": w.G2.id},
     }
     run_browser_script(c, "console_edges.mjs", cfg, 8)
+
+
+def test_a_retry_after_a_lost_answer_is_the_same_request(c):
+    """tests/browser/console_retry.mjs (docs/CONSOLE.md, "Who sees what"): the first AddNote's
+    and the first RequestTransition's answers are lost on the way back (a connection reset
+    after clued answered); the page says the server is unavailable, and the form sent again
+    carries the same request id, so clued answers with what the first call did. On the server's
+    side: the note is stored once, and the clue moved once (ACCEPTED to PRELIMINARY_CHECK, one
+    version on). A note changed after its lost answer is another request: both are stored."""
+    prerequisites()
+    w = c.w
+    fresh = w.G1.member.clue.SubmitClue(CL.SubmitClueRequest(
+        request_id=harness.new_request_id(), title="重试的变更", summary="s",
+        source=CL.SOURCE_CHANNEL_LETTER_VISIT_REPORT, subject=CL.SubjectPerson(name="钱某"),
+        host_unit="市发展改革委"), timeout=10)
+    stamp = time.time_ns()
+    note = {"clue": c.overdue_clue, "text": f"约谈记录：当事人承认收受礼金 {stamp}",
+            "first": f"谈话记录（初稿） {stamp}", "changed": f"谈话记录（改稿） {stamp}"}
+    cfg = browser_cfg(c) | {
+        "tokens": {"g1_leader": w.G1.leader.token},
+        "note": note,
+        "move": {"clue": fresh.id, "version": fresh.version, "reason": "线索具有可查性，开展初核"},
+    }
+    run_browser_script(c, "console_retry.mjs", cfg, 3)
+    texts, after = [], 0
+    while True:
+        r = w.G1.leader.clue.ListNotes(CL.ListNotesRequest(clue_id=c.overdue_clue, after_note_id=after,
+                                                           page_size=500), timeout=10)
+        texts += [n.text for n in r.notes]
+        if not r.more:
+            break
+        after = r.notes[-1].id
+    for key in ("text", "first", "changed"):
+        assert texts.count(note[key]) == 1, (key, texts.count(note[key]))
+    clue = w.G1.leader.clue.GetClue(CL.GetClueRequest(clue_id=fresh.id), timeout=10)
+    assert clue.state == C.CLUE_STATE_PRELIMINARY_CHECK and clue.version == fresh.version + 1, clue
+    moves = [e for e in w.G1.leader.clue.GetHistory(CL.GetHistoryRequest(clue_id=fresh.id), timeout=10).events
+             if e.action == "clue.move"]
+    assert len(moves) == 1 and moves[0].actor_user_id == w.G1.leader.id, moves
 
 
 BIG = "反" * 6666  # 19,998 bytes: a summary at its limit, a hundredth of a 2 MiB page

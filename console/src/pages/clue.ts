@@ -1,7 +1,12 @@
 // One clue: its facts, the state machine with the current state and the moves allowed, the
-// move, handover and extend forms (each sends the version shown and a fresh request id; a
-// stale version comes back ABORTED: "changed meanwhile, reload"), proposals with approve and
-// reject for the reviewing unit's leader, notes, and the history as a timeline.
+// move, handover and extend forms (each sends the version shown and its request id; a stale
+// version comes back ABORTED: "changed meanwhile, reload"), proposals with approve and reject
+// for the reviewing unit's leader, notes, and the history as a timeline.
+//
+// Every form keeps one request id per filled-in form, as the submit form of the queue does:
+// sent again when the form is sent again, so that a retry after an answer lost on the way back
+// is the same request (the server answers with what the first one did, and stores nothing
+// twice), and replaced by a new one once the form succeeded or its content changed.
 import { h, field, clear, prose, joined, type Child } from "../dom";
 import { t, tx, tName, tAction, fmtTime } from "../i18n";
 import { clues, me, isLeader, isStaff, stateName, requestId } from "../api";
@@ -34,21 +39,30 @@ function dl(pairs: [string, Child][]): HTMLElement {
   return h("dl", { class: "facts" }, pairs.map(([k, v]) => [h("dt", null, k), h("dd", null, v)]));
 }
 
-/** A form that calls fn on submit, shows what came back, and reloads the page on success. */
-function actionForm(legend: string, controls: Child[], submitLabel: string, fn: () => Promise<Child>, reload: () => void, testid: string): HTMLElement {
+/** A form that calls fn with the form's request id on submit, shows what came back, and
+ * reloads the page on success. The id stays while the content does (a retry is the same
+ * request); any change of a control, or a success, makes a new one. */
+function actionForm(legend: string, controls: Child[], submitLabel: string, fn: (rid: string) => Promise<Child>, reload: () => void, testid: string): HTMLElement {
   const status = h("div", { "aria-live": "polite" });
   const button = h("button", { type: "submit", class: "btn btn-primary" }, submitLabel);
+  let rid = requestId();
+  const changed = () => {
+    rid = requestId();
+  };
   return h(
     "form",
     {
       class: "action",
       "data-testid": testid,
+      oninput: changed,
+      onchange: changed,
       onsubmit: async (ev: Event) => {
         ev.preventDefault();
         button.disabled = true;
         clear(status);
         try {
-          const done = await fn();
+          const done = await fn(rid);
+          rid = requestId();
           reload();
           flash = { clueId: pageClue, text: done };
         } catch (e) {
@@ -108,14 +122,14 @@ function moveForm(c: Clue, reload: () => void): HTMLElement {
     `${t("moveTitle")} · ${t("clueVersion")} ${version}`,
     [field(t("moveTarget"), target), bytesField(t("moveReason"), reason, REASON_MAX_BYTES), ...Object.values(extras)],
     t("moveSubmit"),
-    async () => {
+    async (rid) => {
       const to = Number(target.value) as ClueState;
       const r = await clues.requestTransition({
         clueId: c.id,
         expectedVersion: version,
         target: to,
         reason: reason.value,
-        requestId: requestId(),
+        requestId: rid,
         details: {
           disposal: extras.disposal.hidden ? Disposal.UNSPECIFIED : (Number(disposal.value) as Disposal),
           finding: extras.finding.hidden ? "" : finding.value,
@@ -140,8 +154,8 @@ function handoverForm(c: Clue, reload: () => void): HTMLElement {
     t("handoverTitle"),
     [field(t("handoverUnit"), unit), bytesField(t("moveReason"), reason, REASON_MAX_BYTES)],
     t("handoverSubmit"),
-    async () => {
-      await clues.handOver({ clueId: c.id, expectedVersion: version, toUnitId: BigInt(unit.value), reason: reason.value, requestId: requestId() });
+    async (rid) => {
+      await clues.handOver({ clueId: c.id, expectedVersion: version, toUnitId: BigInt(unit.value), reason: reason.value, requestId: rid });
       return t("handoverDone");
     },
     reload,
@@ -157,8 +171,8 @@ function extendForm(c: Clue, reload: () => void): HTMLElement {
     t("extendTitle"),
     [field(t("extendDays"), days), bytesField(t("moveReason"), reason, REASON_MAX_BYTES)],
     t("extendSubmit"),
-    async () => {
-      await clues.extendDeadline({ clueId: c.id, expectedVersion: version, days: Number(days.value), reason: reason.value, requestId: requestId() });
+    async (rid) => {
+      await clues.extendDeadline({ clueId: c.id, expectedVersion: version, days: Number(days.value), reason: reason.value, requestId: rid });
       return t("extendDone");
     },
     reload,
@@ -173,8 +187,8 @@ function noteForm(c: Clue, reload: () => void): HTMLElement {
     t("noteTitle"),
     [field(t("noteKind"), kind), bytesField(t("noteText"), text, NOTE_MAX_BYTES)],
     t("noteSubmit"),
-    async () => {
-      await clues.addNote({ clueId: c.id, kind: Number(kind.value) as NoteKind, text: text.value, requestId: requestId() });
+    async (rid) => {
+      await clues.addNote({ clueId: c.id, kind: Number(kind.value) as NoteKind, text: text.value, requestId: rid });
       return t("noteTitle");
     },
     reload,
@@ -198,11 +212,20 @@ function proposalItem(p: Proposal, reload: () => void): HTMLElement {
   if (canReview) {
     const comment = h("input", { type: "text" });
     const status = h("div", { "aria-live": "polite" });
+    // One request id per decision and comment: approving again after a lost answer is the
+    // same request; rejecting after it is another one (which the server then refuses: the
+    // proposal was decided).
+    const rids = new Map<boolean, string>();
+    const changed = () => rids.clear();
+    comment.addEventListener("input", changed);
+    comment.addEventListener("change", changed);
     const decide = (approve: boolean) => async () => {
       clear(status);
       if (!comment.reportValidity()) return; // longer than the server takes (bytesField)
+      if (!rids.has(approve)) rids.set(approve, requestId());
       try {
-        await clues.reviewProposal({ proposalId: p.id, approve, comment: comment.value, requestId: requestId() });
+        await clues.reviewProposal({ proposalId: p.id, approve, comment: comment.value, requestId: rids.get(approve)! });
+        rids.clear();
         flash = { clueId: p.clueId, text: t("reviewDone") };
         reload();
       } catch (e) {
