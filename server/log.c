@@ -155,6 +155,76 @@ static void write_all(int fd, const char *p, size_t n) {
   }
 }
 
+/* Digits of v, at least width of them, at p; returns the end. */
+static char *put_digits(char *p, unsigned long v, int width) {
+  char d[24];
+  int n = 0;
+
+  do {
+    d[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v > 0 && n < (int)sizeof(d));
+  while (n < width--)
+    *p++ = '0';
+  while (n > 0)
+    *p++ = d[--n];
+  return p;
+}
+
+/* The strings of a NUL-terminated list, copied to p (bounded by end); returns the end. */
+static char *put_strs(char *p, const char *end, const char *const *s) {
+  for (; *s != NULL; s++)
+    for (const char *c = *s; *c != '\0' && p < end; c++)
+      *p++ = *c;
+  return p;
+}
+
+void log_signal_line(const char *level, const char *msg) {
+  char line[512], *p = line, *const end = line + sizeof(line) - 1;
+  struct timespec ts;
+  long long days;
+  unsigned long doe, yoe, doy, mp, era, sec;
+  long long year;
+  unsigned long month, day;
+
+  /* gmtime_r may lock: the date from days since 1970-01-01, as in H. Hinnant's
+   * civil_from_days (proleptic Gregorian; clocks after 1970 only). */
+  clock_gettime(CLOCK_REALTIME, &ts);
+  days = ts.tv_sec / 86400 + 719468;
+  sec = (unsigned long)(ts.tv_sec % 86400);
+  era = (unsigned long)(days / 146097);
+  doe = (unsigned long)(days - (long long)era * 146097);
+  yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  mp = (5 * doy + 2) / 153;
+  day = doy - (153 * mp + 2) / 5 + 1;
+  month = mp < 10 ? mp + 3 : mp - 9;
+  year = (long long)yoe + (long long)era * 400 + (month <= 2);
+  if (log_format == LOG_JSON)
+    p = put_strs(p, end, (const char *const[]){"{\"time\":\"", NULL});
+  p = put_digits(p, (unsigned long)year, 4);
+  *p++ = '-';
+  p = put_digits(p, month, 2);
+  *p++ = '-';
+  p = put_digits(p, day, 2);
+  *p++ = 'T';
+  p = put_digits(p, sec / 3600, 2);
+  *p++ = ':';
+  p = put_digits(p, sec / 60 % 60, 2);
+  *p++ = ':';
+  p = put_digits(p, sec % 60, 2);
+  *p++ = '.';
+  p = put_digits(p, (unsigned long)ts.tv_nsec / 1000000, 3);
+  *p++ = 'Z';
+  if (log_format == LOG_JSON)
+    p = put_strs(
+        p, end, (const char *const[]){"\",\"level\":\"", level, "\",\"msg\":\"", msg, "\"}", NULL});
+  else
+    p = put_strs(p, end, (const char *const[]){" clued: ", level, ": ", msg, NULL});
+  *p++ = '\n';
+  write_all(STDERR_FILENO, line, (size_t)(p - line));
+}
+
 /* How long log_stop() waits for the reader to take what is queued, and any later line: a
  * reader that stopped reading (a full pipe, a stalled journald) must not keep clued from
  * exiting. */

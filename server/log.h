@@ -83,6 +83,13 @@ void log_msg(const char *level, const char *fmt, ...) __attribute__((format(prin
 void log_event(const char *level, const log_field_t *fields, size_t nfields, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/**
+ * Write one line of level with the fixed text msg to stderr at once, in the current format:
+ * async-signal-safe (no stdio, locks or allocation), for a signal handler that then exits.
+ * msg is written as it is, so it must need no escaping; the rate limit does not apply.
+ */
+void log_signal_line(const char *level, const char *msg);
+
 #define log_info(...) log_msg("info", __VA_ARGS__)
 #define log_warn(...) log_msg("warn", __VA_ARGS__)
 #define log_error(...) log_msg("error", __VA_ARGS__)

@@ -5,6 +5,7 @@
 #include <getopt.h>
 #include <openssl/crypto.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -242,14 +243,32 @@ static void usage(FILE *f) {
   fputs(usage_text, f);
 }
 
+/* A refusal before any work: "clued: message" (cmd: "clued cmd: message") on stderr as ever in
+ * text; with --log-format json or CLUED_LOG_FORMAT=json a JSON log line of level error, so a
+ * pipeline that reads JSON lines is not handed plain text just when a configuration is wrong. */
+static void refuse(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void refuse(const char *cmd, const char *fmt, ...) {
+  char msg[1536];
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  if (log_get_format() == LOG_JSON && cmd != NULL)
+    log_error("%s: %s", cmd, msg);
+  else if (log_get_format() == LOG_JSON)
+    log_error("%s", msg);
+  else
+    fprintf(stderr, "clued%s%s: %s\n", cmd ? " " : "", cmd ? cmd : "", msg);
+}
+
 static int parse_num(const char *opt, const char *s, long long min, long long max, long long *out) {
   char *end;
   long long v;
   errno = 0;
   v = strtoll(s, &end, 10);
   if (errno || *end != '\0' || end == s || v < min || v > max) {
-    fprintf(stderr, "clued: %s must be a number between %lld and %lld (got \"%s\")\n", opt, min,
-            max, s);
+    refuse(NULL, "%s must be a number between %lld and %lld (got \"%s\")", opt, min, max, s);
     return -1;
   }
   *out = v;
@@ -279,10 +298,10 @@ static int parse_duration(const char *opt, const char *s, uint64_t *ms_out) {
         return 0;
       }
   }
-  fprintf(stderr,
-          "clued: %s must be a whole number with the unit ms, s, m or h, at most 30 days, or 0 "
-          "(got \"%s\")\n",
-          opt, s);
+  refuse(NULL,
+         "%s must be a whole number with the unit ms, s, m or h, at most 30 days, or 0 (got "
+         "\"%s\")",
+         opt, s);
   return -1;
 }
 
@@ -444,16 +463,86 @@ static const struct option long_opts[] = {
     {NULL, 0, NULL, 0},
 };
 
-static int set_log_format(const char *opt, const char *v) {
+static int format_of(const char *v, log_format_t *f) {
   if (strcmp(v, "text") == 0)
-    log_set_format(LOG_TEXT);
+    *f = LOG_TEXT;
   else if (strcmp(v, "json") == 0)
-    log_set_format(LOG_JSON);
-  else {
-    fprintf(stderr, "clued: %s must be text or json (got \"%s\")\n", opt, v);
+    *f = LOG_JSON;
+  else
+    return -1;
+  return 0;
+}
+
+static int set_log_format(const char *opt, const char *v) {
+  log_format_t f;
+
+  if (format_of(v, &f) != 0) {
+    refuse(NULL, "%s must be text or json (got \"%s\")", opt, v);
     return -1;
   }
+  log_set_format(f);
   return 0;
+}
+
+/* The log format, chosen before any other option is read so that their refusals go out in it:
+ * the last good --log-format, else CLUED_LOG_FORMAT. A bad value of either is then refused, in
+ * the format the other chose. This pass reads the options as the parse proper does
+ * (abbreviations, --log-format=F), and with opterr 0 says nothing of the others. Returns 0 or
+ * 1 (reported). */
+static int choose_log_format(int argc, char **argv) {
+  const char *env = getenv("CLUED_LOG_FORMAT"), *bad = NULL;
+  log_format_t f;
+  int c;
+
+  if (env != NULL && env[0] == '\0')
+    env = NULL;
+  if (env != NULL && format_of(env, &f) == 0)
+    log_set_format(f);
+  opterr = 0;
+  optind = 0; /* 0: getopt starts afresh (glibc and musl) */
+  while ((c = getopt_long(argc, argv, ":h", long_opts, NULL)) != -1) {
+    if (c != OPT_LOG_FORMAT)
+      continue;
+    if (format_of(optarg, &f) == 0)
+      log_set_format(f);
+    else if (bad == NULL)
+      bad = optarg;
+  }
+  if (env != NULL && format_of(env, &f) != 0) {
+    refuse(NULL, "CLUED_LOG_FORMAT must be text or json (got \"%s\")", env);
+    return 1;
+  }
+  if (bad != NULL) {
+    refuse(NULL, "--log-format must be text or json (got \"%s\")", bad);
+    return 1;
+  }
+  return 0;
+}
+
+/* An option getopt_long refused: opterr is 0, so clued says why, in the log format. arg is the
+ * word getopt_long last stepped over, opt its optopt: 0 for a long option it does not know
+ * (or an abbreviation of several), an option's own value for one given a value it does not
+ * take, else the unknown letter. A value given with "--name=" is left out of the message: a
+ * mistyped --database-url's would carry a password. */
+static void refuse_option(const char *arg, int opt) {
+  size_t n, matches = 0;
+
+  for (const struct option *o = long_opts; opt != 0 && o->name != NULL; o++)
+    if (o->val == opt) {
+      refuse(NULL, "option '--%s' takes no value; try 'clued help'", o->name);
+      return;
+    }
+  if (opt != 0) {
+    refuse(NULL, "unrecognized option '-%c'; try 'clued help'", opt);
+    return;
+  }
+  arg += strncmp(arg, "--", 2) == 0 ? 2 : 0;
+  n = strcspn(arg, "=");
+  for (const struct option *o = long_opts; o->name != NULL; o++)
+    if (strncmp(o->name, arg, n) == 0)
+      matches++;
+  refuse(NULL, "%s option '--%.*s'; try 'clued help'", matches > 1 ? "ambiguous" : "unrecognized",
+         (int)n, arg);
 }
 
 /* An origin as browsers send it: http or https, "://", a host of letters, digits, '-', '.',
@@ -508,21 +597,21 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
     cfg->metrics_listen = strcmp(env, "off") == 0 ? NULL : env;
   if ((env = getenv("CLUED_CONSOLE_DIR")) && *env)
     cfg->console_dir = env;
-  if ((env = getenv("CLUED_LOG_FORMAT")) && *env && set_log_format("CLUED_LOG_FORMAT", env) != 0)
+  if (choose_log_format(argc, argv) != 0)
     return 1;
   if ((env = getenv("CLUED_LOG_RATE")) && *env) {
     if (parse_num("CLUED_LOG_RATE", env, 0, 100000000, &v))
       return 1;
     log_set_rate((unsigned)v);
   }
-  optind = 1;
-  while ((c = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
+  optind = 0;
+  while ((c = getopt_long(argc, argv, ":h", long_opts, NULL)) != -1) {
     if (c >= OPT_LISTEN && c < OPT_END)
       cli->given[c - OPT_LISTEN] = 1;
     switch (c) {
     case OPT_LISTEN:
       if (strlen(optarg) >= sizeof(cfg->listen)) {
-        fprintf(stderr, "clued: --listen address too long\n");
+        refuse(NULL, "--listen address too long");
         return 1;
       }
       snprintf(cfg->listen, sizeof(cfg->listen), "%s", optarg);
@@ -788,7 +877,7 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       if (parse_duration("--checkpoint-interval", optarg, &cfg->checkpoint_ms))
         return 1;
       if (cfg->checkpoint_ms == 0) {
-        fprintf(stderr, "clued: --checkpoint-interval must be more than 0\n");
+        refuse(NULL, "--checkpoint-interval must be more than 0");
         return 1;
       }
       cli->checkpoint_flag = "--checkpoint-interval";
@@ -804,14 +893,14 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
       break;
     case OPT_WEB_ORIGIN:
       if (!origin_ok(optarg)) {
-        fprintf(stderr,
-                "clued: --web-origin must be an origin such as https://console.example:8443 "
-                "(scheme://host[:port], no path; got \"%s\")\n",
-                optarg);
+        refuse(NULL,
+               "--web-origin must be an origin such as https://console.example:8443 "
+               "(scheme://host[:port], no path; got \"%s\")",
+               optarg);
         return 1;
       }
       if (cfg->nweb_origins == SERVER_MAX_WEB_ORIGINS) {
-        fprintf(stderr, "clued: --web-origin given more than %d times\n", SERVER_MAX_WEB_ORIGINS);
+        refuse(NULL, "--web-origin given more than %d times", SERVER_MAX_WEB_ORIGINS);
         return 1;
       }
       cfg->web_origins[cfg->nweb_origins++] = optarg;
@@ -819,9 +908,7 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
     case OPT_CONSOLE_DIR:
       cfg->console_dir = optarg;
       break;
-    case OPT_LOG_FORMAT:
-      if (set_log_format("--log-format", optarg) != 0)
-        return 1;
+    case OPT_LOG_FORMAT: /* chosen before the others */
       break;
     case OPT_LOG_RATE:
       if (parse_num("--log-rate", optarg, 0, 100000000, &v))
@@ -831,13 +918,19 @@ static int parse_options(int argc, char **argv, server_config_t *cfg, cli_opts_t
     case 'h':
       usage(stdout);
       return 2;
+    case ':':
+      refuse(NULL, "option '%s' needs a value; try 'clued help'", argv[optind - 1]);
+      return 1;
+    case '?':
+      refuse_option(optind > 0 && optind <= argc ? argv[optind - 1] : "", optopt);
+      return 1;
     default:
-      fprintf(stderr, "clued: try 'clued help'\n");
+      refuse(NULL, "try 'clued help'");
       return 1;
     }
   }
   if (optind < argc) {
-    fprintf(stderr, "clued: unexpected argument \"%s\"\n", argv[optind]);
+    refuse(NULL, "unexpected argument \"%s\"", argv[optind]);
     return 1;
   }
   return 0;
@@ -940,10 +1033,7 @@ static void warn_ignored_settings(const server_config_t *cfg, const cli_opts_t *
  * the process would die at once, except as PID 1 (a container with no init), which ignores
  * every signal it has no handler for and stopped only with SIGKILL. */
 static void on_stop_before_serving(int sig) {
-  static const char msg[] = "clued: stopped by a signal before serving\n";
-  ssize_t n = write(STDERR_FILENO, msg, sizeof(msg) - 1);
-
-  (void)n;
+  log_signal_line("info", "stopped by a signal before serving");
   _exit(128 + sig);
 }
 
@@ -1077,14 +1167,14 @@ static int write_new_file(const char *path, mode_t mode, const char *text) {
   FILE *f;
 
   if (fd < 0) {
-    fprintf(stderr, "clued keygen: cannot create %s: %s\n", path, strerror(errno));
+    refuse("keygen", "cannot create %s: %s", path, strerror(errno));
     return -1;
   }
   f = fdopen(fd, "w");
   if (f == NULL)
     close(fd);
   if (f == NULL || fprintf(f, "%s\n", text) < 0 || fclose(f) != 0) {
-    fprintf(stderr, "clued keygen: cannot write %s\n", path);
+    refuse("keygen", "cannot write %s", path);
     unlink(path);
     return -1;
   }
@@ -1100,14 +1190,14 @@ static int cmd_keygen(const cli_opts_t *cli) {
   int rc = 1;
 
   if (cli->out == NULL) {
-    fprintf(stderr, "clued keygen: --out FILE is required\n");
+    refuse("keygen", "--out FILE is required");
     return 2;
   }
   if (note_key_generate(cli->key_name ? cli->key_name : "clued.audit", &k) != 0) {
-    fprintf(stderr,
-            "clued keygen: the name must be 1 to %d bytes of UTF-8 without spaces, "
-            "control characters or '+' (as signed notes require)\n",
-            NOTE_NAME_MAX);
+    refuse("keygen",
+           "the name must be 1 to %d bytes of UTF-8 without spaces, control characters or '+' "
+           "(as signed notes require)",
+           NOTE_NAME_MAX);
     return 2;
   }
   if (note_key_private_text(&k, priv, sizeof(priv)) != 0 ||
@@ -1166,7 +1256,7 @@ static int check_command_options(const char *cmd, const cli_opts_t *cli) {
       continue;
     ok = own ? listed(own, opt) : !listed(one_shot_only, opt);
     if (!ok) {
-      fprintf(stderr, "clued: --%s is not an option of %s; try 'clued help'\n", opt_name(opt), cmd);
+      refuse(NULL, "--%s is not an option of %s; try 'clued help'", opt_name(opt), cmd);
       return 1;
     }
   }
@@ -1193,7 +1283,20 @@ int main(int argc, char **argv) {
     const char *schema_name;
     long long schema = db_schema_version(&schema_name);
 
-    /* Nothing to set but the log format every command takes. */
+    /* Nothing to set but the log format every command takes: the last good one first, so
+     * that a refusal goes out in it (CLUED_LOG_FORMAT too, when good: version reads no
+     * other setting, so a bad one does not keep it from answering). */
+    const char *env = getenv("CLUED_LOG_FORMAT");
+    log_format_t f;
+
+    if (env != NULL && format_of(env, &f) == 0)
+      log_set_format(f);
+    for (int i = 2; i < argc; i++) {
+      if (strcmp(argv[i], "--log-format") == 0 && i + 1 < argc && format_of(argv[i + 1], &f) == 0)
+        log_set_format(f);
+      else if (strncmp(argv[i], "--log-format=", 13) == 0 && format_of(argv[i] + 13, &f) == 0)
+        log_set_format(f);
+    }
     for (int i = 2; i < argc; i++) {
       if (strcmp(argv[i], "--log-format") == 0 && i + 1 < argc) {
         if (set_log_format("--log-format", argv[++i]) != 0)
@@ -1202,8 +1305,7 @@ int main(int argc, char **argv) {
         if (set_log_format("--log-format", argv[i] + 13) != 0)
           return 2;
       } else {
-        fprintf(stderr, "clued: version takes no arguments (got \"%s\"); try 'clued help'\n",
-                argv[i]);
+        refuse(NULL, "version takes no arguments (got \"%s\"); try 'clued help'", argv[i]);
         return 2;
       }
     }
@@ -1242,6 +1344,6 @@ int main(int argc, char **argv) {
       return 1;
     return 0;
   }
-  fprintf(stderr, "clued: unknown command \"%s\"; try 'clued help'\n", cmd);
+  refuse(NULL, "unknown command \"%s\"; try 'clued help'", cmd);
   return 2;
 }

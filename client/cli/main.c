@@ -102,7 +102,9 @@ static void help_top(FILE *o) {
         o);
   fputs("\nWithout TLS the token goes only to a loopback --server (127.0.0.0/8, ::1,\n"
         "localhost): for any other, cluectl refuses (exit 2) unless --insecure-cleartext is\n"
-        "given, as clued serve refuses cleartext off loopback without its option of that name.\n",
+        "given, as clued serve refuses cleartext off loopback without its option of that name.\n"
+        "CLUED_TLS and CLUED_INSECURE_CLEARTEXT take 1, true, yes or on, or 0, false, no, off\n"
+        "or empty, in any case; any other value (spaces included) is a usage error (exit 2).\n",
         o);
   fputs("\nExit status: 0 success; 1 the call failed (STATUS: message on stderr) or the\n"
         "answer was negative (health: not SERVING; audit verify: a broken chain); 2 usage\n"
@@ -256,6 +258,7 @@ typedef struct globals {
   const char *ca, *cert, *key; /* TLS files */
   int tls;
   int insecure_cleartext; /* the token may go without TLS to any host */
+  const char *bad_env;    /* a yes/no variable set to neither: refused before connecting */
   int json;
   int help;
   int version;
@@ -541,6 +544,11 @@ static int has_port(const char *target) {
 static int setup(cli_t *cli, const parsed_t *p) {
   int rv;
 
+  /* Before anything connects; --help and --version still answer. */
+  if (p->g.bad_env != NULL)
+    return cli_usage_error(
+        cli, "%s must be 1, true, yes or on, or 0, false, no, off or empty (got '%s')",
+        p->g.bad_env, getenv(p->g.bad_env));
   cli->timeout_ms = CLI_DEFAULT_TIMEOUT_MS;
   if (p->g.timeout != NULL && parse_timeout(p->g.timeout, &cli->timeout_ms) != 0)
     return cli_usage_error(cli, "--timeout: '%s' is not a number of seconds (0: no deadline)",
@@ -602,17 +610,21 @@ static const char *env_value(const char *name) {
   return v != NULL && v[0] != '\0' ? v : NULL;
 }
 
-/* A yes/no variable: set, and not "0", "false", "no" or "off" (in any case). */
-static int env_set(const char *name) {
-  static const char *const off[] = {"0", "false", "no", "off", NULL};
-  const char *v = env_value(name);
+/* A yes/no variable into *on: 1, true, yes or on; 0, false, no, off or empty; unset leaves
+ * *on alone. Any other value (a typo, a space around the word) is -1: a switch such as
+ * CLUED_INSECURE_CLEARTEXT must not be read as on, nor quietly as off, when it says neither. */
+static int env_bool(const char *name, int *on) {
+  static const char *const words[] = {"1", "true", "yes", "on", "0", "false", "no", "off", ""};
+  const char *v = getenv(name);
 
   if (v == NULL)
     return 0;
-  for (const char *const *o = off; *o != NULL; o++)
-    if (strcasecmp(v, *o) == 0)
+  for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+    if (strcasecmp(v, words[i]) == 0) {
+      *on = i < 4;
       return 0;
-  return 1;
+    }
+  return -1;
 }
 
 int main(int argc, char **argv) {
@@ -627,8 +639,10 @@ int main(int argc, char **argv) {
     p.g.server = DEFAULT_SERVER;
   p.g.token = getenv("CLUED_TOKEN");
   p.g.token_from = p.g.token != NULL ? "CLUED_TOKEN" : NULL;
-  p.g.tls = env_set("CLUED_TLS");
-  p.g.insecure_cleartext = env_set("CLUED_INSECURE_CLEARTEXT");
+  if (env_bool("CLUED_TLS", &p.g.tls) != 0)
+    p.g.bad_env = "CLUED_TLS";
+  if (env_bool("CLUED_INSECURE_CLEARTEXT", &p.g.insecure_cleartext) != 0)
+    p.g.bad_env = "CLUED_INSECURE_CLEARTEXT";
   p.g.ca = env_value("CLUED_CA");
   p.g.cert = env_value("CLUED_CERT");
   p.g.key = env_value("CLUED_KEY");

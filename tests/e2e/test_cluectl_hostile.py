@@ -1003,8 +1003,8 @@ def test_the_token_can_come_from_a_file():
 
 
 def test_clued_tls_off_words_mean_off():
-    """CLUED_TLS (and CLUED_INSECURE_CLEARTEXT) read 0, false, no and off, in any case, as
-    off: CLUED_TLS=false talks cleartext to a cleartext server instead of a TLS handshake."""
+    """CLUED_TLS (and CLUED_INSECURE_CLEARTEXT) read 0, false, no, off and empty, in any
+    case, as off: CLUED_TLS=false talks cleartext to a cleartext server instead of a TLS handshake."""
     def handler(conn, req):
         conn.reply(req.sid, S.health_pb2.HealthCheckResponse(status=1).SerializeToString())
 
@@ -1018,6 +1018,61 @@ def test_clued_tls_off_words_mean_off():
                            text=True, timeout=30, env=dict(os.environ, CLUED_INSECURE_CLEARTEXT="no",
                                                            CLUED_TOKEN="t"))
         assert r.returncode == 2 and "refusing" in r.stderr, r.stderr
+
+
+def test_a_yes_no_variable_saying_neither_is_a_usage_error():
+    """CLUED_INSECURE_CLEARTEXT and CLUED_TLS take 1/true/yes/on or 0/false/no/off or empty,
+    in any case, and nothing else: a typo or a space around the word is a usage error (exit 2)
+    naming the variable and its value, before anything connects, so a mistyped "off" never
+    sends the token in cleartext to another host."""
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("0.0.0.0", 0))
+    ls.listen(4)
+    ls.settimeout(0.5)
+    here = own_address()
+    env = dict(os.environ, CLUED_TOKEN="ct_" + "ab" * 16)
+    env.pop("CLUED_TLS", None)
+    env.pop("CLUED_INSECURE_CLEARTEXT", None)
+
+    def run(server, **more):
+        return subprocess.run([harness.CLUECTL, "--timeout", "2", "--server", server, "health"],
+                              capture_output=True, text=True, timeout=30, env=dict(env, **more))
+    try:
+        with FakeServer(lambda conn, req: conn.reply(
+                req.sid, S.health_pb2.HealthCheckResponse(status=1).SerializeToString())) as srv:
+            for var in ("CLUED_INSECURE_CLEARTEXT", "CLUED_TLS"):
+                for v in ("flase", " 0", "0 ", "1 ", "maybe", "disabled", "nein", "00", "o"):
+                    for server in [srv.addr] + ([f"{here}:{ls.getsockname()[1]}"] if here else []):
+                        r = run(server, **{var: v})
+                        assert r.returncode == 2, (var, v, server, r.returncode, r.stderr)
+                        assert f"{var} must be 1, true, yes or on, or 0, false, no, off or empty " \
+                               f"(got '{v}')" in r.stderr, r.stderr
+                        assert "ct_" not in r.stderr, r.stderr
+            assert srv.requests == [], srv.requests
+            # --help and --version still answer.
+            r = subprocess.run([harness.CLUECTL, "--version"], capture_output=True, text=True,
+                               timeout=30, env=dict(env, CLUED_INSECURE_CLEARTEXT="flase"))
+            assert r.returncode == 0 and r.stdout.startswith("cluectl "), r
+            # The words, in any case; unset and empty mean off, as before.
+            for v in ("1", "TRUE", "Yes", "on"):
+                r = run("192.0.2.1:9", CLUED_INSECURE_CLEARTEXT=v)
+                assert r.returncode == 1 and "refusing" not in r.stderr, (v, r.stderr)
+            for v in ("0", "False", "NO", "off", "", None):
+                r = run("192.0.2.1:9", **({} if v is None else {"CLUED_INSECURE_CLEARTEXT": v}))
+                assert r.returncode == 2 and "refusing to send the token" in r.stderr, (v, r.stderr)
+            r = run(srv.addr, CLUED_TLS="")
+            assert r.returncode == 0 and r.stdout == "SERVING\n", r.stderr
+        if here:
+            try:
+                ls.accept()
+                raise AssertionError("cluectl connected although a variable was neither yes nor no")
+            except socket.timeout:
+                pass
+    finally:
+        ls.close()
+    h = subprocess.run([harness.CLUECTL, "--help"], capture_output=True, text=True).stdout
+    assert "any other value (spaces included) is a usage error" in h, h
 
 
 def test_a_token_pasted_with_its_scheme_gets_a_hint():

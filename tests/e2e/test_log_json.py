@@ -8,8 +8,11 @@ import datetime
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 import grpc
 
@@ -151,6 +154,84 @@ def test_one_shot_commands_and_bad_value():
         assert objs[-1]["level"] == "error" and "cannot connect" in objs[-1]["msg"], objs
     r = srv.run("serve", "--log-format", "yaml", check=False)
     assert r.returncode != 0 and "--log-format must be text or json" in r.stderr, r.stderr
+
+
+def test_usage_errors_are_json_lines():
+    """With --log-format json (wherever it stands among the options) or CLUED_LOG_FORMAT=json, a
+    usage error is one JSON line of level error and nothing else, exit status 2 as in text: a
+    bad number, an unknown option, an unexpected argument, an option without its value, an
+    option of another command, a bad --log-format. The value of an unknown --name=value is not
+    repeated. Text stays the default: there the refusals are "clued: ..." lines."""
+    cases = [
+        (["serve", "--db-pool", "0"], "--db-pool must be a number between 1 and 256"),
+        (["serve", "--idle-timeout", "soon"], "--idle-timeout must be a whole number with the unit"),
+        (["serve", "--bogus"], "unrecognized option '--bogus'"),
+        (["serve", "--databse-url=postgresql://u:S3CRET@db/x"], "unrecognized option '--databse-url'"),
+        (["serve", "-x"], "unrecognized option '-x'"),
+        (["serve", "--allow-superuser=yes"], "option '--allow-superuser' takes no value"),
+        (["serve", "extra"], 'unexpected argument "extra"'),
+        (["migrate", "--listen", "127.0.0.1:1"], "--listen is not an option of migrate"),
+        (["serve", "--web-origin", "x"], "--web-origin must be an origin"),
+        (["keygen"], "keygen: --out FILE is required"),
+        (["frob"], 'unknown command "frob"'),
+        (["version", "--bogus"], 'version takes no arguments (got "--bogus")'),
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLUED_")}
+    for args, want in cases:
+        for how in ("after", "before", "env"):
+            cmd = [harness.CLUED, *args]
+            e = dict(env)
+            if how == "env":
+                e["CLUED_LOG_FORMAT"] = "json"
+            elif how == "after":
+                cmd += ["--log-format", "json"]
+            elif args[0] != "version":
+                cmd[2:2] = ["--log-format=json"]
+            else:
+                cmd[2:2] = ["--log-format", "json"]
+            r = subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=30)
+            assert r.returncode == 2 and r.stdout == "", (cmd, how, r)
+            lines = r.stderr.splitlines(keepends=True)
+            assert len(lines) == 1, (cmd, how, r.stderr)
+            obj = parse(lines)[0]
+            assert obj["level"] == "error" and want in obj["msg"], (cmd, how, obj)
+            assert "S3CRET" not in r.stderr, r.stderr
+        r = subprocess.run([harness.CLUED, *args], env=env, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and re.fullmatch(r"clued( keygen)?: [^\n]*\n", r.stderr), (args, r)
+        assert want.removeprefix("keygen: ") in r.stderr, (args, r.stderr)
+    # A bad value of one is refused in the format the other chose.
+    r = subprocess.run([harness.CLUED, "serve", "--log-format", "yaml"], capture_output=True,
+                       text=True, timeout=30, env=dict(env, CLUED_LOG_FORMAT="json"))
+    assert r.returncode == 2 and "--log-format must be text or json" in parse([r.stderr])[0]["msg"], r
+    r = subprocess.run([harness.CLUED, "serve", "--log-format", "json"], capture_output=True,
+                       text=True, timeout=30, env=dict(env, CLUED_LOG_FORMAT="yaml"))
+    assert r.returncode == 2 and "CLUED_LOG_FORMAT must be text or json" in parse([r.stderr])[0]["msg"], r
+
+
+def test_stopped_before_serving_is_a_json_line():
+    """SIGTERM while serve's start-up checks wait on a database host that never answers: the
+    line saying so is JSON too, and the exit status 128 + the signal."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel completes the connection; nothing ever answers it
+    url = f"postgresql://u@127.0.0.1:{silent.getsockname()[1]}/x?connect_timeout=30"
+    try:
+        proc = subprocess.Popen([harness.CLUED, "serve", "--listen", "127.0.0.1:0", "--log-format",
+                                 "json", "--database-url", url], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1.0)
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 128 + signal.SIGTERM, (proc.returncode, err)
+        objs = parse(err.splitlines(keepends=True))
+        assert objs[-1]["msg"] == "stopped by a signal before serving", objs
+    finally:
+        silent.close()
 
 
 if __name__ == "__main__":
