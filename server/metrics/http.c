@@ -1,5 +1,6 @@
 #include "metrics/http.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,10 +45,10 @@ struct metrics_http {
   size_t nconns;
   int refs; /* the listener, the log timer and each connection */
   char bound[160];
-  /* Connections refused, closed for newer ones, and closed at their time limit since the
-   * last line that said so: at most one line a second, so that a peer that opens connections
-   * as fast as it can does not spend the log's budget (--log-rate). */
-  uint64_t refused, evicted, timed_out;
+  /* Connections closed for newer ones and closed at their time limit since the last line
+   * that said so: at most one line a second, so that a peer that opens connections as fast
+   * as it can does not spend the log's budget (--log-rate). */
+  uint64_t evicted, timed_out;
   uint64_t logged_ms;   /* uv_now() of that line; 0: none yet */
   uv_timer_t log_timer; /* writes the line a second after the last one */
 };
@@ -243,14 +244,14 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 }
 
 static void log_closed(metrics_http_t *h) {
-  if (h->refused + h->evicted + h->timed_out == 0)
+  if (h->evicted + h->timed_out == 0)
     return;
-  log_info("metrics: connections closed since the last such line: %llu refused (%d open, "
-           "all in use), %llu for newer ones (holding a place without use), %llu at their "
-           "time limit (%d ms for the request head, %d ms in all)",
-           (unsigned long long)h->refused, METRICS_HTTP_MAX_CONNS, (unsigned long long)h->evicted,
+  log_info("metrics: connections closed since the last such line: %llu for newer ones (of the "
+           "address holding the most places, %d at most from one address and %d in all), %llu "
+           "at their time limit (%d ms for the request head, %d ms in all)",
+           (unsigned long long)h->evicted, METRICS_HTTP_MAX_PER_PEER, METRICS_HTTP_MAX_CONNS,
            (unsigned long long)h->timed_out, METRICS_HTTP_HEAD_TIMEOUT_MS, METRICS_HTTP_TIMEOUT_MS);
-  h->refused = h->evicted = h->timed_out = 0;
+  h->evicted = h->timed_out = 0;
   h->logged_ms = uv_now(h->srv->loop);
 }
 
@@ -286,23 +287,41 @@ static int mconn_idle(const mconn_t *c, uint64_t now) {
          (c->state == MCONN_WRITING && now - c->born >= METRICS_HTTP_HEAD_TIMEOUT_MS);
 }
 
-/* The connection to close for fresh, the cap reached: an idle one (mconn_idle) of the address
- * with the most of them, the oldest of that address; NULL when none is idle. */
+/* How many places the address keyed peer holds (a fresh connection counted). */
+static size_t peer_places(const metrics_http_t *h, uint64_t peer) {
+  size_t n = 0;
+
+  for (const mconn_t *c = h->conns; c; c = c->next)
+    n += c->peer == peer;
+  return n;
+}
+
+/* The connection to close for fresh, the listener past its cap or fresh's address past its
+ * share: one of the address holding the most places (fresh counted), whatever their state, so
+ * that no address can take every place; within it one without use (mconn_idle) if there is
+ * one, so that a scrape being answered outlives connections that sent nothing; then the
+ * oldest, which has had the longest to be answered and read, so that a peer that stops reading
+ * loses its places in the order it took them. Never fresh itself: NULL only when fresh is the
+ * only connection. Fresh's address past its share holds the most (every other one holds at
+ * most its share), so there it loses one of its own. */
 static mconn_t *mconn_victim(metrics_http_t *h, const mconn_t *fresh) {
   uint64_t now = uv_now(h->srv->loop);
   mconn_t *best = NULL;
   size_t best_n = 0;
+  int best_idle = 0;
 
   /* Newest first: on a tie the later (older) one wins. At most METRICS_HTTP_MAX_CONNS + 1. */
   for (mconn_t *c = h->conns; c; c = c->next) {
-    size_t n = 0;
-    if (c == fresh || !mconn_idle(c, now))
+    size_t n;
+    int idle;
+    if (c == fresh)
       continue;
-    for (mconn_t *o = h->conns; o; o = o->next)
-      n += o != fresh && o->peer == c->peer && mconn_idle(o, now);
-    if (n >= best_n) {
+    n = peer_places(h, c->peer);
+    idle = mconn_idle(c, now);
+    if (best == NULL || n > best_n || (n == best_n && idle >= best_idle)) {
       best = c;
       best_n = n;
+      best_idle = idle;
     }
   }
   return best;
@@ -343,14 +362,10 @@ static void on_connection(uv_stream_t *l, int status) {
     return;
   }
   c->peer = peer_key(&c->tcp);
-  if (h->nconns > METRICS_HTTP_MAX_CONNS) {
+  if (h->nconns > METRICS_HTTP_MAX_CONNS || peer_places(h, c->peer) > METRICS_HTTP_MAX_PER_PEER) {
+    /* Either way another connection is open: the cap and the share are at least 1. */
     victim = mconn_victim(h, c);
-    if (victim == NULL) {
-      h->refused++;
-      closed_note(h);
-      mconn_set_state(c, MCONN_CLOSING);
-      return;
-    }
+    assert(victim != NULL);
     h->evicted++;
     closed_note(h);
     mconn_set_state(victim, MCONN_CLOSING);

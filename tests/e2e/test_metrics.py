@@ -9,8 +9,10 @@
 - no token, user or unit appears in the output;
 - the endpoint is bounded: a head over 8 KiB gets 431, other paths 404, other methods 405,
   an HTTP/1.1 request without one Host field 400,
-  a client that sends nothing is closed after the timeout, connections past the cap are
-  closed at once, and the gRPC port keeps serving through all of it;
+  a client that sends nothing is closed after the timeout, connections past the cap close
+  one of the address holding the most, one address holds 4 at most, so neither idle
+  connections nor unread answers from another address keep a scraper out, and the gRPC port
+  keeps serving through all of it;
 - a non-loopback address is refused without --insecure-cleartext;
 - the request bytes kept (--max-inbound) count an unfinished upload and are back at zero
   once every call has ended, whatever ended it.
@@ -187,10 +189,13 @@ def test_metrics_endpoint():
         assert http(srv.metrics_addr, b"GET /metrics HTTP/1.1\r\nHost: a\x00b\r\n\r\n").startswith(b"HTTP/1.1 400 ")
         assert http(srv.metrics_addr, b"GET /metrics HTTP/1.1\nhost:x\n\n").startswith(b"HTTP/1.1 200 ")
         host, port = srv.metrics_addr.rsplit(":", 1)
-        idle = [socket.create_connection((host, int(port)), timeout=30) for _ in range(16)]
+        # Four from each of four addresses (four is what one address may hold) fill the 16
+        # places.
+        idle = [socket.create_connection((host, int(port)), timeout=30, source_address=(f"127.0.0.{2 + i % 4}", 0))
+                for i in range(16)]
         time.sleep(0.5)
-        # Past the cap of 16: the oldest connection that sent no request yet is closed for the
-        # new one, which is answered.
+        # Past the cap of 16: the oldest connection that sent no request yet, of the addresses
+        # holding the most, is closed for the new one, which is answered.
         scrape(srv.metrics_addr)
         assert idle[0].recv(100) == b"", "the oldest idle metrics connection was not closed"
         srv.wait_serving(timeout=10)
@@ -208,9 +213,9 @@ def test_metrics_endpoint():
 
 def test_idle_connections_do_not_keep_scrapers_out():
     """A peer on another address that holds 16 connections to the metrics port (the cap),
-    sends nothing and opens another as soon as one is closed, does not keep a scraper out: each
-    scrape closes the oldest idle connection of the address with the most and is answered; nor
-    do 24. What is closed is logged at most once a second, so the churn does not spend the
+    sends nothing and opens another as soon as one is closed, does not keep a scraper out: the
+    peer's address holds 4 places at most, each of its new connections closing its oldest, and
+    each scrape is answered; nor do 24. What is closed is logged at most once a second, so the churn does not spend the
     log's budget. Before, the 17th connection was closed at once: every scrape failed while the
     holder lasted, and each refusal was a line of its own. (Holders on the scraper's own
     address, reconnecting as fast as they can, may still close a scrape's connection now and
@@ -267,6 +272,66 @@ def test_idle_connections_do_not_keep_scrapers_out():
     lines = [ln for ln in out.splitlines() if "metrics: connections closed" in ln]
     assert 1 <= len(lines) <= took + 4, (len(lines), took, lines[:5])
     assert "for newer ones" in lines[0], lines[0]
+
+
+def test_unread_answers_do_not_keep_scrapers_out():
+    """A peer on another address (127.0.0.2) that opens a metrics connection every 10 ms,
+    sends GET /metrics and never reads the answer nor closes, does not keep a scraper on
+    127.0.0.1 out. Such a connection does not hold its place without use for its first 2 s,
+    and before, the 16 places were all such: every scrape was refused while the peer went on.
+    Now one address holds 4 places at most; each new connection of the peer closes its oldest,
+    whatever its state, and the scraper's connection, of an address that holds fewer, is left
+    alone."""
+    import threading
+    srv = MetricsClued(harness.test_database_url(), args=["--metrics-listen", "127.0.0.1:0"]).start()
+    host, port = srv.metrics_addr.rsplit(":", 1)
+    stop = threading.Event()
+    opened = [0]
+
+    def flood():
+        held = []
+        try:
+            while not stop.is_set():
+                s = socket.socket()
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                    s.bind(("127.0.0.2", 0))
+                    s.connect((host, int(port)))
+                    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                    held.append((time.time(), s))
+                    opened[0] += 1
+                except OSError:
+                    s.close()
+                # Past 3 s a connection holds its place without use anyway: let it go, so that
+                # the flood's sockets stay few.
+                while held and time.time() - held[0][0] > 3:
+                    held.pop(0)[1].close()
+                time.sleep(0.01)
+        finally:
+            for _, s in held:
+                s.close()
+
+    t = threading.Thread(target=flood, daemon=True)
+    try:
+        t.start()
+        harness.wait_for(lambda: opened[0] >= 40, timeout=30, what="the flood's first 40 connections")
+        ok = failed = 0
+        for _ in range(10):
+            try:
+                scrape(srv.metrics_addr)
+                ok += 1
+            except (AssertionError, OSError):
+                failed += 1
+            # The flood goes on between scrapes.
+            was = opened[0]
+            harness.wait_for(lambda: opened[0] >= was + 5, timeout=30, what="five more of the flood's connections")
+        assert failed == 0 and ok == 10, (ok, failed, opened[0])
+    finally:
+        stop.set()
+        t.join(10)
+        out = srv.stop()
+    lines = [ln for ln in out.splitlines() if "metrics: connections closed" in ln]
+    assert lines and "for newer ones" in lines[0], lines[:3]
 
 
 def test_non_loopback_refused():
