@@ -203,7 +203,8 @@ struct db_conn {
   int deallocs;           /* pool: DEALLOCATEs sent whose sync point has not come back */
   int stale_plans;        /* pool: its saved plans no longer fit the tables (plans_stale()):
                              DEALLOCATE ALL and DISCARD PLANS go ahead of its next request */
-  unsigned failures;      /* failed attempts since the last successful connect */
+  unsigned failures;      /* failed attempts since it last became usable: connected (pool),
+                             listening (listener) */
   int was_connected;      /* a later connect is a reconnect, for the log */
   db_conn_t *prev, *next; /* idle list (pool role) or listener list */
   char name[48];          /* for the log: "connection 3", "listener \"audit_events\"" */
@@ -272,6 +273,8 @@ struct db_pool {
   uv_idle_t idle_handle;
   int healthy; /* some pool connection is IDLE, BUSY or ROLLBACK */
   int down;    /* unhealthy after a failure: refuse requests at once */
+  int standby_ok; /* db_config_t's: a server in recovery is not refused */
+  int on_standby; /* the last connection made reached a server in recovery (logged once) */
   int health_reported;
   db_health_fn health_cb;
   void *health_arg;
@@ -690,25 +693,40 @@ static unsigned backoff_ms(db_pool_t *p, unsigned failures) {
 static void on_conn_timer(uv_timer_t *t);
 static int conn_flush(db_conn_t *c);
 
-/* An attempt to connect failed: back off and try again. */
-static void conn_connect_failed(db_conn_t *c, const char *why) {
-  unsigned ms = backoff_ms(c->pool, c->failures);
-
-  db_log("%s: cannot connect: %s; retrying in %u ms", c->name, why, ms);
+/* An attempt failed: try again in ms (backoff_ms() of the failures so far), one host further
+ * along (host_rotation_t). */
+static void conn_retry(db_conn_t *c, unsigned ms) {
   c->failures++;
   conn_drop_pg(c);
   conn_set_state(c, CONN_BROKEN);
   uv_timer_start(&c->timer, on_conn_timer, ms, 0);
 }
 
+/* An attempt to connect, or to set the connection up (a listener's LISTEN), failed: back off
+ * and try again. */
+static void conn_connect_failed(db_conn_t *c, const char *why) {
+  unsigned ms = backoff_ms(c->pool, c->failures);
+
+  db_log("%s: cannot connect: %s; retrying in %u ms", c->name, why, ms);
+  conn_retry(c, ms);
+}
+
 /* A working connection broke: its request (if any) fails, never retried, since it may or
- * may not have run. Reconnect after the shortest backoff. */
+ * may not have run. Reconnect after the shortest backoff. A connection whose setup had not
+ * finished (a listener before LISTEN took effect) was never working: that is a failed
+ * attempt, with the growing backoff, or a server that always refuses the setup (LISTEN on a
+ * standby) would be connected to again and again every 100 ms. */
 static void conn_lost(db_conn_t *c, const char *why) {
   db_pool_t *p = c->pool;
   db_req_t *q = c->req;
   unsigned ms = backoff_ms(p, 0);
   conn_state_t was;
 
+  if (c->state == CONN_CONNECTING || c->state == CONN_LISTEN_SETUP) {
+    assert(!q);
+    conn_connect_failed(c, why);
+    return;
+  }
   db_log("%s: disconnected: %s; reconnecting in %u ms", c->name, why, ms);
   c->req = NULL;
   if (q)
@@ -758,6 +776,43 @@ static int rotation_reached(const db_pool_t *p, PGconn *pg) {
   return -1;
 }
 
+/* The connection is usable: a pool connection connected, a listener's LISTEN took effect.
+ * Only now do its failures start again from none. */
+static void conn_usable(db_conn_t *c) {
+  if (c->failures > 0)
+    db_log("%s: connected (backend pid %d) after %u failed attempt(s)", c->name,
+           PQbackendPID(c->pg), c->failures);
+  else if (c->was_connected)
+    db_log("%s: reconnected (backend pid %d)", c->name, PQbackendPID(c->pg));
+  c->failures = 0;
+  c->was_connected = 1;
+}
+
+/* Whether the server pg reached is in recovery (a hot standby). PostgreSQL 14 and later
+ * report in_hot_standby at connect, and again when promoted; an older server says nothing,
+ * and a write there fails with 25006 (read-only) instead. */
+static int server_in_recovery(PGconn *pg) {
+  const char *v = PQparameterStatus(pg, "in_hot_standby");
+  return v != NULL && strcmp(v, "on") == 0;
+}
+
+/* A connection of a writing pool reached a server in recovery: a standby named by a URL
+ * without target_session_attrs=read-write, or the only host of one whose server was rebuilt
+ * as a standby. Every write there fails, and so does LISTEN. It is a failed attempt, as
+ * target_session_attrs=read-write would make it: the next waits longer and begins at the
+ * next host, and until some connection reaches a primary the pool has none that works (Health
+ * NOT_SERVING). Logged once, not at every attempt of every connection. */
+static void conn_reached_standby(db_conn_t *c) {
+  db_pool_t *p = c->pool;
+
+  if (!p->on_standby)
+    db_log("%s: the server (host %s, port %s) is in recovery (a standby), where writes fail: "
+           "not using it; the pool retries with backoff until it reaches a primary",
+           c->name, PQhost(c->pg), PQport(c->pg));
+  p->on_standby = 1;
+  conn_retry(c, backoff_ms(p, c->failures));
+}
+
 static void conn_connected(db_conn_t *c) {
   db_pool_t *p = c->pool;
   int k;
@@ -768,15 +823,16 @@ static void conn_connected(db_conn_t *c) {
     return;
   }
   PQsetNoticeReceiver(c->pg, on_notice, c);
+  if (!p->standby_ok && server_in_recovery(c->pg)) {
+    conn_reached_standby(c);
+    return;
+  }
+  if (p->on_standby) {
+    db_log("%s: the server (host %s, port %s) is a primary", c->name, PQhost(c->pg), PQport(c->pg));
+    p->on_standby = 0;
+  }
   if (p->rot.n > 1 && (k = rotation_reached(p, c->pg)) >= 0)
     p->rot_last = k;
-  if (c->failures > 0)
-    db_log("%s: connected (backend pid %d) after %u failed attempt(s)", c->name,
-           PQbackendPID(c->pg), c->failures);
-  else if (c->was_connected)
-    db_log("%s: reconnected (backend pid %d)", c->name, PQbackendPID(c->pg));
-  c->failures = 0;
-  c->was_connected = 1;
   c->tuning = TUNING_OFF;
   c->last_fatal[0] = '\0';
   if (conn_watch(c, UV_READABLE) != 0) {
@@ -787,6 +843,7 @@ static void conn_connected(db_conn_t *c) {
     listener_start(c);
     return;
   }
+  conn_usable(c);
   conn_set_state(c, CONN_IDLE);
   pool_dispatch(p);
 }
@@ -1576,12 +1633,13 @@ static void listener_read(db_conn_t *c) {
         char why[256];
         snprintf(why, sizeof(why), "LISTEN failed: %s", PQresultErrorMessage(res));
         PQclear(res);
-        conn_lost(c, why);
+        conn_lost(c, why); /* a failed attempt (conn_lost()) */
         return;
       }
       PQclear(res);
       continue;
     }
+    conn_usable(c);
     conn_set_state(c, CONN_LISTENING);
     uv_timer_start(&c->timer, on_conn_timer, LISTEN_HEARTBEAT_MS, LISTEN_HEARTBEAT_MS);
     if (c->ready)
@@ -1999,7 +2057,8 @@ static int rotation_init(host_rotation_t *r, const PQconninfoOption *opts, int w
     return 0;
   if (want_writes && strcmp(attrs, "read-write") != 0 && strcmp(attrs, "primary") != 0)
     db_log("the connection string names %d hosts with target_session_attrs=%s: a connection "
-           "may reach a standby, where writes fail; add target_session_attrs=read-write",
+           "may reach a standby, which is then left for the next host after a backoff; add "
+           "target_session_attrs=read-write",
            r->n, attrs);
   if ((nh == r->n && !(r->host = rotations(host, r->n))) ||
       (na == r->n && !(r->hostaddr = rotations(hostaddr, r->n))) ||
@@ -2050,6 +2109,7 @@ int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out) {
   if (!p->options || rot_rc != 0)
     goto fail_pool;
   p->loop = loop;
+  p->standby_ok = cfg->standby_ok;
   p->size = cfg->size > 0 ? cfg->size : DB_DEFAULT_SIZE;
   p->queue_max = cfg->queue_max > 0 ? cfg->queue_max : DB_DEFAULT_QUEUE_MAX;
   p->reconnect_min_ms = cfg->reconnect_min_ms ? cfg->reconnect_min_ms : DB_DEFAULT_RECONNECT_MIN_MS;

@@ -89,9 +89,12 @@ typedef struct db_config {
   const char *const *untune_sql;
   const char *options; /* more startup options ("-c name=value ..."), sent after the
                           connection string's own and the timeouts; or NULL */
-  int standby_ok; /* the pool reads from a standby (a replica's): no warning when the
-                     connection string names several hosts without target_session_attrs=
-                     read-write */
+  int standby_ok;      /* the pool reads from a standby (a replica's): a server in recovery is
+                          used, and no warning when the connection string names several hosts
+                          without target_session_attrs=read-write. Otherwise a connection that
+                          reaches one (PostgreSQL's in_hot_standby) is a failed attempt, as for a
+                          refused connect, and the pool has no working connection until one
+                          reaches a primary */
 } db_config_t;
 
 /** The outcome of a query or transaction, valid only during the callback. */

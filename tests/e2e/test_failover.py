@@ -449,17 +449,19 @@ def test_replica_reads():
     ids, f = listed(min_read_lsn=lsn)
     assert b.id in ids, (ids, f)
     assert "replica: bypassed (more than --replica-max-lag behind)" in srv.output()
-    # A URL of several hosts without target_session_attrs=read-write is warned about, and a
-    # write that lands on the standby is UNAVAILABLE, nothing changed, not an internal error.
+    # A URL of several hosts without target_session_attrs=read-write is warned about. Its first
+    # host is the standby: the writing pool's connections leave it for the next host, as
+    # read-write would make them, and a write goes to the primary.
     h, p2 = rep.standby.host, rep.standby.port
     loose = harness.Clued(f"postgresql:///{dbname}?host={h},{h}&port={p2},{rep.primary.port}&user=postgres").start(
         migrate=False)
     assert "target_session_attrs=read-write" in loose.output(), loose.output()
+    assert "is in recovery (a standby), where writes fail" in loose.output(), loose.output()
     member = world.User(loose.addr, w.G1.member.id, w.G1.member.name, w.G1.member.role, w.G1.member.unit,
                         w.G1.member.token)
-    harness.expect_status(grpc.StatusCode.UNAVAILABLE, member.clue.SubmitClue, pb.SubmitClueRequest(
+    member.clue.SubmitClue(pb.SubmitClueRequest(
         request_id=new_request_id(), title="丙", summary="只读", source=pb.SOURCE_CHANNEL_AUDIT,
-        subject=pb.SubjectPerson(name="李四"), host_unit="市发展改革委"), details_has=("read-only",), timeout=10)
+        subject=pb.SubjectPerson(name="李四"), host_unit="市发展改革委"), timeout=10)
     member.close()
     loose.stop()
     sdb.close()
@@ -967,6 +969,67 @@ def test_a_batch_whose_call_leaves_waits_for_the_standby():
         w.close()
         srv.stop()
         rep.destroy()
+
+
+def test_only_a_standby_reachable():
+    """serve on a URL whose only host is a standby (the server fenced by rebuilding it as one).
+    LISTEN fails there, and a LISTEN that fails is a failed attempt: the listeners' reconnects
+    back off as for a refused connect, instead of a new backend every 100 ms. The writing pool
+    notices the server is in recovery, says so once, and Health is NOT_SERVING; once the
+    standby is promoted, Health is SERVING and a write succeeds."""
+    rep = harness.Replicated()
+    dbname = rep.primary.new_database()
+    prim = harness.Clued(rep.url(dbname)).start()
+    w = world.build(prim)
+    w.close()
+    prim.stop()
+    # The standby logs each connection it accepts, and to whom: clued's listeners connect as
+    # application_name clued-listen.
+    sdb = rep.standby.connect()
+    one_exec(sdb, "ALTER SYSTEM SET log_connections = on")
+    one_exec(sdb, "SELECT pg_reload_conf()")
+    sdb.close()
+    slog = os.path.join(rep.dir, "standby.log")
+
+    def listen_connections():
+        with open(slog, errors="replace") as f:
+            return f.read().count("application_name=clued-listen")
+    url = f"postgresql:///{dbname}?host={rep.standby.host}&port={rep.standby.port}&user=postgres"
+    srv = harness.Clued(url)
+    srv.database_url = None  # serve only: start() would wait for SERVING, which does not come
+    srv.start()
+    ch = grpc.insecure_channel(srv.addr)
+    # Let the backoff grow, then watch a window: every 100 ms would be 30 connections in 3 s
+    # for each listener.
+    harness.wait_for(lambda: listen_connections() >= 2, timeout=10, what="the listeners tried the standby")
+    time.sleep(3)
+    n0, lines0 = listen_connections(), len(srv.output().splitlines())
+    time.sleep(3)
+    n1, lines1 = listen_connections(), len(srv.output().splitlines())
+    assert n1 - n0 <= 8, f"{n1 - n0} listener connections in 3 s:\n{srv.output()[-3000:]}"
+    assert lines1 - lines0 <= 8, srv.output()[-3000:]
+    assert health(ch) == NOT_SERVING
+    out = srv.output()
+    assert out.count("is in recovery (a standby), where writes fail") == 1, out
+    assert "reconnected" not in out, out
+    member = world.User(srv.addr, w.G1.member.id, w.G1.member.name, w.G1.member.role, w.G1.member.unit,
+                        w.G1.member.token)
+
+    def submit():
+        return member.clue.SubmitClue(pb.SubmitClueRequest(
+            request_id=new_request_id(), title="只有备库", summary="备库提升之后", source=pb.SOURCE_CHANNEL_AUDIT,
+            subject=pb.SubjectPerson(name="李四"), host_unit="市发展改革委"), timeout=10)
+    harness.expect_status(grpc.StatusCode.UNAVAILABLE, submit)
+    # Promoted: the next attempt of each connection reaches a primary.
+    rep.promote()
+    harness.wait_for(lambda: health(ch) == SERVING, timeout=20, what="SERVING after the promotion")
+    assert "is a primary" in srv.output(), srv.output()
+    assert submit().id
+    srv.wait_listening(timeout=20)
+    member.close()
+    ch.close()
+    srv.stop()
+    rep.destroy()
 
 
 if __name__ == "__main__":
