@@ -2,10 +2,10 @@
  *
  * decode -> validate (the month: domain/bulletin.h) -> read the candidate units -> decide the
  * units covered (domain/stats_scope.h, as GetStatistics; then GROUPs and REGIONs only) -> one
- * statement, clue_bulletin() of 0054_bulletin_reads_its_month.sql, computes every figure,
+ * statement, clue_bulletin() of 0070_bulletin_counts_ledger_events.sql, computes every figure,
  * leaving out for staff the clues they are recused from and the items recorded from them; it
- * reads the month's transitions and each unit's back to its last decision (docs/LEDGER.md) ->
- * encode. */
+ * reads the month's transitions and ledger events, and each unit's transitions back to its
+ * last decision (docs/LEDGER.md) -> encode. */
 
 #include "service/bulletin.h"
 

@@ -7,7 +7,8 @@ The expected figures are computed here from the calls made, independently of the
 and compared with the bulletin of the current month (UTC+08:00) for every unit, as the
 AUDITOR, a room and a group see it. A second clued whose clock runs two months ahead shows
 every unit at zero, with the streak of months each has held it; cluectl prints the same
-bulletin as a table, CSV, JSON and Markdown. Bad input of every kind is refused.
+bulletin as a table, CSV, JSON and Markdown. Bad input of every kind is refused. The ledger
+figures follow the items' audit events, not the stamps of their rows.
 """
 
 import csv
@@ -54,8 +55,9 @@ class Ctx:
 
 def setup():
     c = Ctx()
-    pg = harness.Postgres.get()
-    c.url = pg.url(pg.new_database("bulletin"))
+    c.pg = harness.Postgres.get()
+    c.dbname = c.pg.new_database("bulletin")
+    c.url = c.pg.url(c.dbname)
     c.srv = harness.Clued(c.url).start()
     c.w = world.build(c.srv)
     c.month = month_of(time.time() * 1000)
@@ -284,6 +286,53 @@ def test_cluectl(c):
     now = int(time.time())
     r = harness.cluectl("stats", "--from", time.strftime("%Y-%m-%d", time.gmtime(now - 86400)),
                         "--to", time.strftime("%Y-%m-%d", time.gmtime(now + 86400)), env=env, check=0)
+
+
+def test_ledger_figures_follow_the_events(c):
+    """The items recorded and verified in a month are counted from the ledger's audit events
+    (rect.create, rect.verify), as the clue figures are, not from the items' created_at and
+    verified_at: a database superuser who moves both 40 days back, into another month, moves
+    no figure of either month, for the AUDITOR or for the unit's own leader."""
+    w = c.w
+    before = month_of(time.time() * 1000 - 40 * DAY_MS)
+    it = w.G2.leader.rect.CreateItem(rp.CreateItemRequest(
+        host_unit="市交通运输局", description="问题", category="c", source=rp.RECTIFICATION_SOURCE_SUPERVISION,
+        deadline_ms=int(time.time() * 1000) + 20 * DAY_MS, request_id=new_request_id()), timeout=20)
+    for fn, req in ((w.G2.member.rect.RecordPlan, rp.RecordPlanRequest(plan="p")),
+                    (w.G2.member.rect.Submit, rp.SubmitRequest(evidence="e")),
+                    (w.G2.leader.rect.Verify, rp.VerifyRequest())):
+        req.item_id, req.expected_version, req.request_id = it.id, it.version, new_request_id()
+        it = fn(req, timeout=20)
+    c.exp["G2"]["found"] += 1
+    c.exp["G2"]["verified"] += 1
+
+    def ledger():
+        out = {}
+        for who in (w.auditor, w.G2.leader):
+            for m in (c.month, before):
+                u = rows(who, m, [w.G2.id])[1]["G2"]
+                out[(who.name, m)] = (u.rectification_found, u.rectification_verified, u.rectification_overdue)
+        return out
+
+    want = ledger()
+    assert want[(w.auditor.name, c.month)] == (c.exp["G2"]["found"], c.exp["G2"]["verified"], 0), want
+    assert want[(w.auditor.name, before)] == (0, 0, 0), want
+    db = c.pg.connect(c.dbname)
+    try:
+        with db.cursor() as cur:
+            cur.execute("BEGIN")
+            cur.execute("SET LOCAL session_replication_role = replica")
+            cur.execute("UPDATE rect_items SET created_at = created_at - interval '40 days',"
+                        " updated_at = updated_at - interval '40 days',"
+                        " verified_at = verified_at - interval '40 days' WHERE id = %s", (it.id,))
+            assert cur.rowcount == 1
+            cur.execute("COMMIT")
+    finally:
+        db.close()
+    got = w.G2.leader.rect.GetItem(rp.GetItemRequest(item_id=it.id), timeout=20)
+    assert it.created_at_ms - got.created_at_ms == 40 * DAY_MS, (it.created_at_ms, got.created_at_ms)
+    assert it.verified_at_ms - got.verified_at_ms == 40 * DAY_MS, (it.verified_at_ms, got.verified_at_ms)
+    assert ledger() == want, (ledger(), want)
 
 
 def test_cluectl_names_are_text(c):
