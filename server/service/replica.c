@@ -6,17 +6,26 @@
  * the time its query was sent: when the replica has replayed past the primary's position P,
  * sampled at time t, it has every commit the primary had acknowledged at t, so an answer it
  * gives now is at most now - t behind. The newest such t is the bound each answer reports;
- * between checks it only grows, and a replica that stops answering the monitor keeps the t
- * it had, so its bound grows past --replica-max-lag and reads leave it. A replica that is
- * not in recovery (promoted, or a primary named by mistake) is not used: it may have
- * diverged from the primary this server writes to. Nor is one of another history: WAL
+ * between checks it only grows. It is never newer than the time the monitor sent the last
+ * query the replica answered: while the primary writes nothing, every new sample of the
+ * primary's position is one the replica had replayed, but a replica that stops answering
+ * (stopped, or a network path that drops packets) must not look fresh for it; so its bound
+ * grows past --replica-max-lag within that lag of its last answer, and reads leave it. A
+ * replica that is not in recovery (promoted, or a primary named by mistake) is not used: it
+ * may have diverged from the primary this server writes to. Nor is one of another history: WAL
  * positions compare only within one cluster's timeline, so the replica must have the
  * primary's system identifier (a standby of another cluster, another deployment's, does not)
  * and be on the primary's timeline (after a failover, a standby left on the old one may have
  * replayed past the fork commits the new primary never had). A standby tells its timeline by
  * its last restartpoint and its minimum recovery point, both of which move onto a new
  * timeline only some time after it does: one that follows a promoted primary is bypassed
- * until then. The monitor and the reads share the pool,
+ * until then. Nor is one whose database is not the primary's: another database of the
+ * standby's cluster (a copy made with CREATE DATABASE ... TEMPLATE, an empty one, another
+ * deployment's on the same cluster) shares the system identifier and the timeline, so the
+ * monitor also compares the database's oid (physical replication keeps it; a copy gets a new
+ * one) and the last migration applied (a standby that has not replayed a migration yet, or
+ * a database migrated apart, would fail the reads this server's functions make). The
+ * monitor and the reads share the pool,
  * whose connections all go to the first standby of the URL that accepts them; only while
  * some of them fail over to another standby can a read reach one the monitor did not ask.
  *
@@ -59,16 +68,22 @@ struct replica {
   uv_timer_t timer;
   int closed;
   int asking_primary, asking_replica;
-  uint64_t primary_sent_ms;
+  uint64_t primary_sent_ms, replica_sent_ms; /* when the query in flight was sent */
   sample_t hist[HISTORY]; /* a ring, oldest at first */
   size_t first, n;
   char sysid[24];       /* the primary's system identifier ("" not known yet) */
   uint64_t primary_tli; /* its timeline */
-  int usable;           /* the replica's last answer: in recovery, of the primary's history */
+  char datoid[24];      /* the oid of the primary's database (text) */
+  char version[24];     /* the last migration applied there (text; "" none) */
+  int usable;           /* the replica's last answer: in recovery, of the primary's history,
+                           its database at the primary's version */
   const char *why;      /* why not, for the log */
-  uint64_t replayed; /* how far it had replayed then */
-  uint64_t fresh_ms; /* it has every commit the primary had acknowledged at this time; 0:
-                        not known */
+  char why_buf[160];    /* a why that names values */
+  uint64_t replayed;    /* how far it had replayed then */
+  uint64_t fresh_ms;    /* it has every commit the primary had acknowledged at this time; 0:
+                           not known */
+  uint64_t answered_ms; /* when the monitor sent the last query the replica answered (its
+                           bound is never newer); 0: none yet */
   int logged_state;  /* -1 not yet decided, 0 bypassed, 1 in use (for the log) */
   uint64_t reads_replica, reads_primary;
   uint64_t lost, conflicts; /* reads run again on the primary (replica_stats_t) */
@@ -153,13 +168,19 @@ static int walfile_tli(const char *name, uint64_t *tli) {
 static void primary_answered(const db_result_t *res, void *arg) {
   replica_t *r = arg;
   uint64_t lsn, tli;
-  const char *v, *id;
+  const char *v, *id, *oid, *version;
 
   r->asking_primary = 0;
   if (r->closed || res->err != DB_OK || (v = db_value(res, 0, 0)) == NULL ||
       replica_lsn_parse(v, &lsn) != 0 || (id = db_value(res, 0, 1)) == NULL ||
-      strlen(id) >= sizeof(r->sysid) || walfile_tli(db_value(res, 0, 2), &tli) != 0)
+      strlen(id) >= sizeof(r->sysid) || walfile_tli(db_value(res, 0, 2), &tli) != 0 ||
+      (oid = db_value(res, 0, 3)) == NULL || strlen(oid) >= sizeof(r->datoid))
     return;
+  version = db_value(res, 0, 4); /* NULL: no migration applied */
+  if (version && strlen(version) >= sizeof(r->version))
+    return;
+  snprintf(r->datoid, sizeof(r->datoid), "%s", oid);
+  snprintf(r->version, sizeof(r->version), "%s", version ? version : "");
   if (strcmp(id, r->sysid) != 0 || tli != r->primary_tli) {
     /* Another primary (a failover): positions of the one before mean nothing here. */
     if (r->sysid[0])
@@ -177,7 +198,7 @@ static void primary_answered(const db_result_t *res, void *arg) {
 
 static void replica_answered(const db_result_t *res, void *arg) {
   replica_t *r = arg;
-  const char *rec, *v, *id, *tli;
+  const char *rec, *v, *id, *tli, *oid, *version;
   uint64_t lsn;
 
   r->asking_replica = 0;
@@ -185,13 +206,20 @@ static void replica_answered(const db_result_t *res, void *arg) {
     return;
   r->usable = 0;
   r->why = "unreachable or not in recovery";
+  if (res->err == DB_EQUERY && strcmp(res->sqlstate, "42P01") == 0) {
+    r->why = "another database than the primary's: it has no schema_migrations";
+    return;
+  }
   if (res->err != DB_OK)
     return;
+  r->answered_ms = r->replica_sent_ms;
   rec = db_value(res, 0, 0);
   v = db_value(res, 0, 1);
   id = db_value(res, 0, 2);
   tli = db_value(res, 0, 3);
-  if (!rec || strcmp(rec, "t") != 0 || !v || replica_lsn_parse(v, &lsn) != 0 || !id || !tli)
+  oid = db_value(res, 0, 4);
+  version = db_value(res, 0, 5);
+  if (!rec || strcmp(rec, "t") != 0 || !v || replica_lsn_parse(v, &lsn) != 0 || !id || !tli || !oid)
     return;
   if (!r->sysid[0]) {
     r->why = "the primary's history is not known yet";
@@ -205,21 +233,37 @@ static void replica_answered(const db_result_t *res, void *arg) {
     r->why = "not on the primary's timeline";
     return;
   }
+  if (strcmp(oid, r->datoid) != 0) {
+    r->why = "another database than the primary's: its oid in pg_database is not the "
+             "primary's database's (a copy, or another database of the standby's cluster)";
+    return;
+  }
+  if (strcmp(version ? version : "", r->version) != 0) {
+    snprintf(r->why_buf, sizeof(r->why_buf), "its last migration applied is %s, the primary's %s",
+             version ? version : "none", r->version[0] ? r->version : "none");
+    r->why = r->why_buf;
+    return;
+  }
   r->usable = 1;
   r->replayed = lsn;
   update_fresh(r);
 }
 
+/* Which database this is, and at which migration: the last two columns of both checks. */
+#define DATABASE_IDENTITY_SQL                                                                      \
+  ", (SELECT oid FROM pg_database WHERE datname = current_database())::text,"                      \
+  " (SELECT max(version) FROM public.schema_migrations)::text"
+
 static void on_check(uv_timer_t *t) {
   replica_t *r = t->data;
   static const char primary_sql[] =
       "SELECT pg_current_wal_lsn(), (SELECT system_identifier FROM pg_control_system())::text,"
-      " pg_walfile_name(pg_current_wal_lsn())";
+      " pg_walfile_name(pg_current_wal_lsn())" DATABASE_IDENTITY_SQL;
   static const char replica_sql[] =
       "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn(),"
       " (SELECT system_identifier FROM pg_control_system())::text,"
       " greatest((SELECT timeline_id FROM pg_control_checkpoint()),"
-      " (SELECT min_recovery_end_timeline FROM pg_control_recovery()))::text";
+      " (SELECT min_recovery_end_timeline FROM pg_control_recovery()))::text" DATABASE_IDENTITY_SQL;
 
   if (r->closed)
     return;
@@ -228,8 +272,10 @@ static void on_check(uv_timer_t *t) {
     r->asking_primary = 1;
     r->primary_sent_ms = uv_now(r->srv->loop);
   }
-  if (!r->asking_replica && db_query(r->pool, replica_sql, 0, NULL, replica_answered, r) == 0)
+  if (!r->asking_replica && db_query(r->pool, replica_sql, 0, NULL, replica_answered, r) == 0) {
     r->asking_replica = 1;
+    r->replica_sent_ms = uv_now(r->srv->loop);
+  }
 }
 
 int replica_start(server_t *srv) {
@@ -280,9 +326,17 @@ void replica_free(server_t *srv) {
   srv->replica = NULL;
 }
 
+/* The time the replica's answers are known to be fresh to; 0: not known. */
+static uint64_t fresh_to(const replica_t *r) {
+  if (r->fresh_ms == 0 || r->answered_ms == 0)
+    return 0;
+  return r->fresh_ms < r->answered_ms ? r->fresh_ms : r->answered_ms;
+}
+
 /* The bound an answer from the replica would carry now; UINT64_MAX: not known. */
 static uint64_t staleness(const replica_t *r) {
-  return r->fresh_ms ? uv_now(r->srv->loop) - r->fresh_ms : UINT64_MAX;
+  uint64_t t = fresh_to(r);
+  return t ? uv_now(r->srv->loop) - t : UINT64_MAX;
 }
 
 /* Could the replica answer a read that asks for nothing more than min_lsn? */
@@ -347,7 +401,9 @@ Clue__V1__ReadFreshness *replica_route(rpc_call_t *call, const Clue__V1__ReadCon
                !db_pool_healthy(r->pool) ? "unreachable or not in recovery"
                : !r->usable              ? r->why
                : stale == UINT64_MAX     ? "its lag is not known yet"
-                                         : "more than --replica-max-lag behind");
+               : r->answered_ms < r->fresh_ms
+                   ? "it has not answered the monitor for more than --replica-max-lag"
+                   : "more than --replica-max-lag behind");
     r->logged_state = use;
   }
   if (use) {

@@ -13,6 +13,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -555,6 +556,100 @@ def test_a_replica_of_another_history_is_never_read():
                              "immediate", "stop"] if os.getuid() == 0 else
                             [os.path.join(pgbin, "pg_ctl"), "-D", s2dir, "-m", "immediate", "stop"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        rep.destroy()
+
+
+def test_another_database_of_the_standbys_cluster_is_never_read():
+    """Another database of the standby's cluster has the primary's system identifier and
+    timeline: a copy of clued's database (CREATE DATABASE ... TEMPLATE), taken before the
+    clue below, and an empty database. The monitor compares the database's oid, which a
+    standby keeps and a copy does not; reads go to the primary, which has the clue."""
+    rep = harness.Replicated()
+    srv = w = None
+    try:
+        for kind in ("copy", "empty"):
+            dbname = rep.primary.new_database()
+            harness.Clued(rep.url(dbname)).start().stop()  # migrated
+            other = f"{dbname}_{kind}"
+            pdb = rep.primary.connect()
+            one_exec(pdb, f'CREATE DATABASE "{other}" OWNER clued_owner'
+                          + (f' TEMPLATE "{dbname}"' if kind == "copy" else ""))
+            pdb.close()
+            srv = harness.Clued(rep.url(dbname), args=["--replica-url", rep.url(other, user="clued", attrs="standby"),
+                                                       "--replica-max-lag", "60000"]).start(migrate=False)
+            w = world.build(srv)
+            a = w.G1.member.clue.SubmitClue(pb.SubmitClueRequest(
+                request_id=new_request_id(), title="甲", summary="另一个数据库", source=pb.SOURCE_CHANNEL_AUDIT,
+                subject=pb.SubjectPerson(name="李四"), host_unit="市发展改革委"), timeout=10)
+            time.sleep(1.0)  # the monitor has asked both many times
+            end = time.time() + 2.0
+            while time.time() < end:
+                r = w.G1.leader.clue.ListClues(pb.ListCluesRequest(), timeout=10)
+                assert a.id in {c.id for c in r.clues} and not r.freshness.from_replica, (kind, r.freshness)
+                assert r.freshness.max_staleness_ms == 0, (kind, r.freshness)
+                time.sleep(0.1)
+            assert "another database than the primary's" in srv.output(), srv.output()[-3000:]
+            assert "replica: in use" not in srv.output(), srv.output()[-3000:]
+            w.close()
+            srv.stop()
+            w = srv = None
+    finally:
+        if w:
+            w.close()
+        if srv:
+            srv.stop()
+        rep.destroy()
+
+
+def test_a_replica_that_stops_answering_is_bypassed_while_the_primary_is_idle():
+    """A standby that stops answering (SIGSTOP: its sockets stay open) while the primary writes
+    nothing: every new sample of the primary's position is one the standby had replayed, yet
+    the replica's bound grows from the monitor's last answered query, so it is bypassed within
+    --replica-max-lag and reads go to the primary at once, instead of waiting on the standby."""
+    rep, dbname, srv, w, metric, a, listed = reading_from_a_replica(["--replica-max-lag", "2000"])
+    pids = []
+    try:
+        pdb = rep.primary.connect()
+        one_exec(pdb, "ALTER SYSTEM SET synchronous_standby_names = ''")  # commits need no standby
+        one_exec(pdb, "SELECT pg_reload_conf()")
+        # The primary idle: its WAL position unchanged for 16 s, past the standby snapshot
+        # PostgreSQL logs every 15 s after other WAL (which would move it once more).
+        last, since, end = None, time.time(), time.time() + 90
+        while time.time() - since < 16:
+            assert time.time() < end, "the primary never went idle"
+            cur = one(pdb, "SELECT pg_current_wal_lsn()::text")[0][0]
+            if cur != last:
+                last, since = cur, time.time()
+            time.sleep(0.2)
+        assert metric("clued_replica_in_use") == 1
+        with open(os.path.join(rep.dir, "standby", "postmaster.pid")) as f:
+            postmaster = int(f.readline())
+        kids = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True).stdout.split()
+        pids = [postmaster] + [int(k) for k in kids]
+        for p in pids:
+            os.kill(p, signal.SIGSTOP)
+        harness.wait_for(lambda: metric("clued_replica_in_use") == 0, timeout=15,
+                         what="the silent replica bypassed")
+        assert metric("clued_replica_staleness_seconds") > 2.0
+        assert one(pdb, "SELECT pg_current_wal_lsn()::text")[0][0] == last, "the primary wrote meanwhile"
+        for _ in range(4):
+            ids, f = listed()
+            assert a.id in ids and not f.from_replica and f.max_staleness_ms == 0, f
+        assert "replica: bypassed (it has not answered the monitor for more than --replica-max-lag)" \
+            in srv.output(), srv.output()[-3000:]
+        for p in pids:
+            os.kill(p, signal.SIGCONT)
+        pids = []
+        harness.wait_for(lambda: listed()[1].from_replica, timeout=15, what="the replica in use again")
+        pdb.close()
+    finally:
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGCONT)
+            except OSError:
+                pass
+        w.close()
+        srv.stop()
         rep.destroy()
 
 
