@@ -969,6 +969,17 @@ static void raise_fd_limit(server_config_t *cfg) {
   }
 }
 
+/* 0, or 2 (a usage error, logged) when libpq cannot parse a connection string. Its error
+ * would quote the string, password included: the message names the option or variable it
+ * came from instead. */
+static int check_conninfo(const char *url, const cli_opts_t *cli, int opt, const char *option,
+                          const char *env) {
+  if (url == NULL || db_conninfo_parses(url))
+    return 0;
+  log_error("%s " DB_CONNINFO_UNPARSABLE, cli->given[opt - OPT_LISTEN] ? option : env);
+  return 2;
+}
+
 /* 0 when no migration is pending; otherwise -1, having logged why (which command to run). */
 static int check_migrated(const char *database_url, const char *migrations_dir) {
   char first[256] = "";
@@ -1072,6 +1083,11 @@ static int cmd_serve(server_config_t *cfg, const cli_opts_t *cli) {
     log_error("no database: set --database-url or CLUED_DATABASE_URL");
     return 2;
   }
+  if (check_conninfo(cfg->database_url, cli, OPT_DATABASE_URL, "--database-url",
+                     "CLUED_DATABASE_URL") != 0 ||
+      check_conninfo(cfg->replica_url, cli, OPT_REPLICA_URL, "--replica-url",
+                     "CLUED_REPLICA_URL") != 0)
+    return 2;
   startup_signals();
   if (check_migrated(cfg->database_url, cli->migrations_dir) != 0)
     return 1;
@@ -1331,6 +1347,9 @@ int main(int argc, char **argv) {
       log_error("no database: set --database-url or CLUED_DATABASE_URL");
       return 2;
     }
+    if (check_conninfo(cfg.database_url, &cli, OPT_DATABASE_URL, "--database-url",
+                       "CLUED_DATABASE_URL") != 0)
+      return 2;
     if (cmd[0] == 'm' && cli.repair)
       return db_migrate_repair(cfg.database_url, cli.migrations_dir, cli.allow_superuser) == 0 ? 0
                                                                                                : 1;

@@ -2077,6 +2077,24 @@ static int tune_count(const char *const *set) {
   return n;
 }
 
+bool db_conninfo_parses(const char *conninfo) {
+  PQconninfoOption *opts;
+  char *err = NULL;
+  bool ok;
+
+  /* libpq's own test (recognize_connection_string): anything else is a database name. */
+  if (conninfo == NULL ||
+      (strncmp(conninfo, "postgresql://", 13) != 0 && strncmp(conninfo, "postgres://", 11) != 0 &&
+       strchr(conninfo, '=') == NULL))
+    return true;
+  opts = PQconninfoParse(conninfo, &err);
+  /* Without an error text libpq ran out of memory: not the string's fault. */
+  ok = opts != NULL || err == NULL;
+  PQconninfoFree(opts);
+  PQfreemem(err);
+  return ok;
+}
+
 int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out) {
   db_pool_t *p;
   PQconninfoOption *opts;
@@ -2089,12 +2107,13 @@ int db_pool_new(uv_loop_t *loop, const db_config_t *cfg, db_pool_t **out) {
     db_log("more than %d statements of session settings", DB_TUNE_MAX);
     return DB_EINVAL;
   }
-  /* Refuse a string libpq cannot parse now, rather than retrying it forever. */
+  /* Refuse a string libpq cannot parse now, rather than retrying it forever. libpq's error
+   * quotes the string, password included: it is not logged. */
   opts = PQconninfoParse(conninfo, &err);
   if (!opts) {
     rc = err ? DB_EINVAL : DB_ENOMEM;
     if (err)
-      db_log("bad connection string: %s", err);
+      db_log("the connection string " DB_CONNINFO_UNPARSABLE);
     PQfreemem(err);
     return rc;
   }

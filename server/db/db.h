@@ -9,6 +9,7 @@
  * are read when uv_poll reports the socket readable. */
 
 #include <libpq-fe.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -146,6 +147,19 @@ typedef struct db_stmt {
 
 /** Called when the pool's health (has at least one working connection) changes. */
 typedef void (*db_health_fn)(int healthy, void *arg);
+
+/**
+ * True unless conninfo is a connection string libpq cannot parse: key=value pairs or a
+ * postgresql:// (postgres://) URI with a syntax error, such as a bad percent escape or an
+ * unclosed "[". Anything else is a database name, as libpq takes it. libpq's own parse error
+ * quotes the string, password included, so callers log a fixed message instead.
+ */
+bool db_conninfo_parses(const char *conninfo);
+
+/** What to log for a connection string db_conninfo_parses() refuses: never its text. */
+#define DB_CONNINFO_UNPARSABLE                                                                     \
+  "could not be parsed as a PostgreSQL connection string or URI (a bad percent escape, an "        \
+  "unclosed [ or quote, an unknown option?); its text is not logged: it may hold a password"
 
 /**
  * Create a pool on loop and start connecting. Zero fields of cfg take their defaults; cfg is

@@ -360,6 +360,11 @@ PGconn *db_session_connect(const char *conninfo, const char *application) {
   PGconn *c = NULL;
   int n;
 
+  /* libpq's error for a string it cannot parse quotes the string, password included. */
+  if (!db_conninfo_parses(vals[1])) {
+    log_error("cannot connect: the database URL " DB_CONNINFO_UNPARSABLE);
+    return NULL;
+  }
   snprintf(default_s, sizeof(default_s), "%d", DB_DEFAULT_CONNECT_TIMEOUT_MS / 1000);
   /* A string libpq cannot parse (a bare database name) has no options of its own. */
   opts = PQconninfoParse(vals[1], &err);

@@ -11,6 +11,7 @@
 #endif
 
 #include "db/db.h"
+#include "domain/validate.h"
 #include "log.h"
 #include "metrics/metrics.h"
 #include "net/h2_conn.h"
@@ -1094,7 +1095,9 @@ static void call_log_finish(const rpc_call_t *call, int code, const char *msg) {
       {"method", path, 0},
       {"code", grpc_status_name(code), 0},
       {"duration_ms", NULL, (long long)((uv_hrtime() - call->started_ns) / 1000000)},
-      {"request_id", rid && rid[0] ? rid : NULL, -1},
+      /* Only a well-formed one, as the services accept: anything else is the client's free
+       * text, which may be a secret put in the wrong field. */
+      {"request_id", validate_is_uuid(rid) ? rid : NULL, -1},
   };
 
   if (call->path == NULL)

@@ -1,7 +1,8 @@
 """--log-format json: every line clued writes, from start to stop, is one JSON object with
 the stable keys time, level and msg; each finished call is a line with call, peer, method,
-code, duration_ms and (for calls that carry one) request_id; and no line carries a token or
-a reporter's contact, whatever the calls sent, failures and hostile text included.
+code, duration_ms and (for calls that carry a well-formed one) request_id; and no line carries a
+token, a reporter's contact or a database password, whatever the calls or the command line
+sent, failures and hostile text included.
 """
 
 import datetime
@@ -232,6 +233,119 @@ def test_stopped_before_serving_is_a_json_line():
         assert objs[-1]["msg"] == "stopped by a signal before serving", objs
     finally:
         silent.close()
+
+
+SECRET_PW = "S3cretPassw0rd"
+# Strings libpq cannot parse, each with a password: libpq's own error quotes the token or the
+# whole string.
+UNPARSABLE_URLS = (
+    f"postgresql://clued:{SECRET_PW}%zz@127.0.0.1:1/clued",  # a bad percent escape
+    f"postgresql://clued:{SECRET_PW}@[::1/clued",  # an unclosed [
+    f"host=127.0.0.1 port=1 user=clued password='{SECRET_PW}",  # an unclosed quote
+)
+
+
+def clued_env(**kw):
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=66",
+               UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
+    env.pop("CLUED_DATABASE_URL", None)
+    env.pop("CLUED_REPLICA_URL", None)
+    env.update(kw)
+    return env
+
+
+def run_clued(args, env):
+    r = subprocess.run([harness.CLUED, *args], env=env, capture_output=True, text=True, timeout=60)
+    harness._assert_clean(r.stderr)
+    return r
+
+
+def test_unparsable_database_url_is_not_logged():
+    """A --database-url, CLUED_DATABASE_URL or --replica-url that libpq cannot parse is a usage
+    error (exit 2) whose message names the option or variable and never its text: the
+    password is in neither format's log, for migrate, bootstrap and serve."""
+    db = harness.test_database_url()
+    good = harness.Clued(db)
+    good.run("migrate")
+    for url in UNPARSABLE_URLS:
+        for cmd in ("migrate", "bootstrap", "serve"):
+            extra = ["--listen", "127.0.0.1:0"] if cmd == "serve" else []
+            for fmt in ("text", "json"):
+                for via in ("--database-url", "CLUED_DATABASE_URL"):
+                    if via == "--database-url":
+                        r = run_clued([cmd, *extra, "--log-format", fmt, "--database-url", url], clued_env())
+                    else:
+                        r = run_clued([cmd, *extra, "--log-format", fmt], clued_env(CLUED_DATABASE_URL=url))
+                    what = f"{cmd} {fmt} {via} {url[:20]}"
+                    assert r.returncode == 2, (what, r)
+                    assert SECRET_PW not in r.stderr + r.stdout, (what, r.stderr)
+                    assert f"{via} could not be parsed as a PostgreSQL connection string" in r.stderr, (what, r.stderr)
+                    assert "its text is not logged" in r.stderr, (what, r.stderr)
+                    if fmt == "json":
+                        assert json_lines(r.stderr)[-1]["level"] == "error", (what, r.stderr)
+        # A bad replica URL beside a good database URL: serve does not start, and says which.
+        for fmt in ("text", "json"):
+            for via in ("--replica-url", "CLUED_REPLICA_URL"):
+                args = ["serve", "--listen", "127.0.0.1:0", "--log-format", fmt, "--database-url", good.serve_url]
+                env = clued_env()
+                if via == "--replica-url":
+                    args += ["--replica-url", url]
+                else:
+                    env["CLUED_REPLICA_URL"] = url
+                r = run_clued(args, env)
+                what = f"serve {fmt} {via} {url[:20]}"
+                assert r.returncode == 2, (what, r)
+                assert SECRET_PW not in r.stderr + r.stdout, (what, r.stderr)
+                assert f"{via} could not be parsed" in r.stderr, (what, r.stderr)
+    # Strings that parse but cannot connect: libpq's connection errors name hosts, ports and
+    # option values, never the password.
+    for url in (f"postgresql://clued:{SECRET_PW}@127.0.0.1:1/clued",
+                f"postgresql://clued:{SECRET_PW}@127.0.0.1:1/clued?sslmode=bogus",
+                f"host=127.0.0.1 port=99999 user=clued password={SECRET_PW}"):
+        for cmd in ("migrate", "serve"):
+            r = run_clued([cmd, "--log-format", "json", "--database-url", url], clued_env())
+            assert r.returncode == 1 and "cannot connect" in r.stderr, (cmd, url, r)
+            assert SECRET_PW not in r.stderr, (cmd, r.stderr)
+    # A replica that parses but cannot be reached: serve runs, its pool logs why it cannot
+    # connect, and the password is not in that either.
+    srv = JsonClued(db, args=["--log-format", "json", "--replica-url",
+                              f"postgresql://clued:{SECRET_PW}@127.0.0.1:1/clued"]).start()
+    try:
+        deadline = time.monotonic() + 20
+        while not any("cannot connect" in line for line in list(srv.lines)):
+            assert time.monotonic() < deadline, srv.lines
+            time.sleep(0.1)
+    finally:
+        out = srv.stop()
+    parse(out.splitlines(keepends=True))
+    assert SECRET_PW not in out, out
+
+
+def test_request_id_logged_only_when_a_uuid():
+    """The access log's request_id is the client's own text: it is logged only when it is a
+    well-formed UUID (what the services accept), so a secret sent in that field is not."""
+    srv = JsonClued(harness.test_database_url(), args=["--log-format", "json"]).start()
+    try:
+        w = world.build(srv)
+        m = w.G1.member
+        rid = new_request_id().upper()  # either case is a UUID
+        ok = dict(title="线索", summary="摘要", source=pb.SOURCE_CHANNEL_LETTER_VISIT_REPORT,
+                  subject=pb.SubjectPerson(name="张三"), host_unit="市发展改革委")
+        m.clue.SubmitClue(pb.SubmitClueRequest(request_id=rid, **ok), timeout=20)
+        bad = (m.token, "pw=" + SECRET_PW, new_request_id() + "0", "{" + new_request_id() + "}")
+        for b in bad:
+            harness.expect_status(grpc.StatusCode.INVALID_ARGUMENT, m.clue.SubmitClue,
+                                  pb.SubmitClueRequest(request_id=b, **ok), timeout=20)
+        w.close()
+    finally:
+        out = srv.stop()
+    calls = [o for o in parse(out.splitlines(keepends=True))
+             if o.get("method") == "/clue.v1.ClueService/SubmitClue"]
+    assert [o.get("request_id") for o in calls if o["code"] == "OK"] == [rid], calls
+    refused = [o for o in calls if o["code"] == "INVALID_ARGUMENT"]
+    assert len(refused) == len(bad) and all("request_id" not in o for o in refused), refused
+    for b in bad:
+        assert b not in out, f"a request_id that is not a UUID is in the log: {b[:8]}…"
 
 
 if __name__ == "__main__":
