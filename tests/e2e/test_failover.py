@@ -631,11 +631,13 @@ def test_a_replica_that_stops_answering_is_bypassed_while_the_primary_is_idle():
         harness.wait_for(lambda: metric("clued_replica_in_use") == 0, timeout=15,
                          what="the silent replica bypassed")
         assert metric("clued_replica_staleness_seconds") > 2.0
-        assert one(pdb, "SELECT pg_current_wal_lsn()::text")[0][0] == last, "the primary wrote meanwhile"
+        # Had the primary written meanwhile (autovacuum, a checkpoint), its new position alone
+        # would have bypassed the replica, as before: only the reason then proves nothing.
+        idle = one(pdb, "SELECT pg_current_wal_lsn()::text")[0][0] == last
         for _ in range(4):
             ids, f = listed()
             assert a.id in ids and not f.from_replica and f.max_staleness_ms == 0, f
-        assert "replica: bypassed (it has not answered the monitor for more than --replica-max-lag)" \
+        assert not idle or "replica: bypassed (it has not answered the monitor for more than --replica-max-lag)" \
             in srv.output(), srv.output()[-3000:]
         for p in pids:
             os.kill(p, signal.SIGCONT)
@@ -1068,10 +1070,11 @@ def test_a_batch_whose_call_leaves_waits_for_the_standby():
 
 def test_only_a_standby_reachable():
     """serve on a URL whose only host is a standby (the server fenced by rebuilding it as one).
-    LISTEN fails there, and a LISTEN that fails is a failed attempt: the listeners' reconnects
-    back off as for a refused connect, instead of a new backend every 100 ms. The writing pool
-    notices the server is in recovery, says so once, and Health is NOT_SERVING; once the
-    standby is promoted, Health is SERVING and a write succeeds."""
+    Every connection of the writing pool, the listeners' included, sees at connect that the
+    server is in recovery and counts that as a failed attempt: the reconnects back off as for a
+    refused connect, instead of a new backend every 100 ms (before, a listener connected, failed
+    its LISTEN and started over at once). The pool says so once, and Health is NOT_SERVING;
+    once the standby is promoted, Health is SERVING and a write succeeds."""
     rep = harness.Replicated()
     dbname = rep.primary.new_database()
     prim = harness.Clued(rep.url(dbname)).start()
