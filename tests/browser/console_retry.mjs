@@ -35,14 +35,21 @@ async function unavailable(form) {
   assert(text.includes(UNAVAILABLE), `the lost answer shows: ${text}`);
 }
 
-await scenario("a note sent again after its answer was lost is stored once", async () => {
+/** G1's leader adds a note of text whose answer is lost: the page, its note form, and the
+ * request ids AddNote is sent with. */
+async function noteAnswerLost(text) {
   const page = await signedIn(cfg.tokens.g1_leader);
   await go(page, `#/clue/${cfg.note.clue}`);
   const ids = await loseFirstAnswer(page, "AddNote");
   const form = page.getByTestId("note-form");
-  await form.getByLabel("内容").fill(cfg.note.text);
+  await form.getByLabel("内容").fill(text);
   await form.getByRole("button", { name: "添加" }).click();
   await unavailable(form);
+  return { page, form, ids };
+}
+
+await scenario("a note sent again after its answer was lost is stored once", async () => {
+  const { page, form, ids } = await noteAnswerLost(cfg.note.text);
   assert((await form.getByLabel("内容").inputValue()) === cfg.note.text, "the form lost its text");
   await form.getByRole("button", { name: "添加" }).click();
   await page.getByRole("status").filter({ hasText: "添加备注" }).waitFor();
@@ -53,13 +60,7 @@ await scenario("a note sent again after its answer was lost is stored once", asy
 });
 
 await scenario("a note changed after its answer was lost is another request", async () => {
-  const page = await signedIn(cfg.tokens.g1_leader);
-  await go(page, `#/clue/${cfg.note.clue}`);
-  const ids = await loseFirstAnswer(page, "AddNote");
-  const form = page.getByTestId("note-form");
-  await form.getByLabel("内容").fill(cfg.note.first);
-  await form.getByRole("button", { name: "添加" }).click();
-  await unavailable(form);
+  const { page, form, ids } = await noteAnswerLost(cfg.note.first);
   await form.getByLabel("内容").fill(cfg.note.changed);
   await form.getByRole("button", { name: "添加" }).click();
   await page.getByRole("status").filter({ hasText: "添加备注" }).waitFor();
