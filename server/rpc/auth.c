@@ -215,6 +215,7 @@ static const char auth_sql[] =
 static void auth_read(rpc_call_t *call, auth_stamp_t stamp, uint64_t read_ms, int recheck) {
   call->auth_stamp = stamp;
   call->auth_ms = read_ms;
+  call->auth_named = 0;
   if (recheck)
     rpc_call_rechecked(call);
   else
@@ -359,18 +360,21 @@ bool rpc_auth_current(const rpc_call_t *call) {
  * may still act in a statement that waited: its life, and at least this. */
 #define AUTH_UNTOLD_MS 10000
 
-bool rpc_auth_ended(const rpc_call_t *call) {
+bool rpc_auth_ended(rpc_call_t *call) {
   const auth_cache_t *c = &call->srv->auth_cache;
   int named = auth_cache_named(c, call->auth_stamp, &call->principal);
   uint64_t life = c->ttl_ms > AUTH_UNTOLD_MS ? c->ttl_ms : AUTH_UNTOLD_MS;
 
-  if (named > 0)
+  if (named > 0) {
+    call->auth_named = 1;
     return true;
+  }
   return (named < 0 || !c->live) && uv_now(call->srv->loop) - call->auth_ms > life;
 }
 
 void rpc_auth_fail_ended(rpc_call_t *call) {
-  if (auth_cache_named(&call->srv->auth_cache, call->auth_stamp, &call->principal) > 0)
+  if (call->auth_named ||
+      auth_cache_named(&call->srv->auth_cache, call->auth_stamp, &call->principal) > 0)
     rpc_fail(call, GRPC_UNAUTHENTICATED, "unknown or revoked token, or disabled user");
   else
     rpc_fail(call, GRPC_UNAVAILABLE,

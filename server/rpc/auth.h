@@ -55,10 +55,11 @@ bool rpc_auth_current(const rpc_call_t *call);
  * (db_opts_t.still): a client that holds its requests back (replies left unread) cannot have
  * them run after the revocation.
  */
-bool rpc_auth_ended(const rpc_call_t *call);
+bool rpc_auth_ended(rpc_call_t *call);
 
 /** Fail a call whose authority ended (rpc_auth_ended): UNAUTHENTICATED if its token or user
- * was named, else UNAVAILABLE (retry). */
+ * was named, then or since, else UNAVAILABLE (retry). What rpc_auth_ended() found stands: the
+ * cache may no longer say so (its listener became ready or was lost meanwhile). */
 void rpc_auth_fail_ended(rpc_call_t *call);
 
 /**

@@ -112,6 +112,7 @@ struct rpc_call {
   auth_stamp_t auth_stamp;   /* srv->auth_cache's when the principal was read */
   uint64_t auth_ms;          /* uv_now() when the principal was read, or served from the cache */
   unsigned auth_rechecks;    /* lookups again before dispatch (rpc_auth_current()) */
+  int auth_named;            /* rpc_auth_ended() found its token or user named */
   uint64_t deadline_ms; /* 0: none */
   uv_timer_t timer;     /* deadline; the call is freed in this handle's close callback */
 

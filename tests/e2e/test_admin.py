@@ -486,6 +486,7 @@ class Admins:
         self.dbname = pg.new_database("adm")
         self.db = pg.connect(self.dbname)
         self.srv = harness.Clued(pg.url(self.dbname)).start()
+        self.srv.wait_listening()  # principals are cached from here on, as the races below assume
         self.token = re.search(r"ct_[0-9a-f]{64}", self.srv.run("bootstrap").stdout).group(0)
         self.channels = []
         self.unit = self.sql("SELECT id FROM units WHERE kind = 'ADMIN'")[0][0]
