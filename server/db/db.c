@@ -804,17 +804,12 @@ static int server_in_recovery(PGconn *pg) {
  * NOT_SERVING). Logged once, not at every attempt of every connection. */
 static void conn_reached_standby(db_conn_t *c) {
   db_pool_t *p = c->pool;
-  int k;
 
   if (!p->on_standby)
     db_log("%s: the server (host %s, port %s) is in recovery (a standby), where writes fail: "
            "not using it; the pool retries with backoff until it reaches a primary",
            c->name, PQhost(c->pg), PQport(c->pg));
   p->on_standby = 1;
-  /* The next attempt begins one host past this one, not past where this attempt began: the
-   * hosts before it in the list did not answer. */
-  if (p->rot.n > 1 && (k = rotation_reached(p, c->pg)) >= 0)
-    p->rot_last = k;
   conn_retry(c, backoff_ms(p, c->failures));
 }
 
@@ -828,6 +823,10 @@ static void conn_connected(db_conn_t *c) {
     return;
   }
   PQsetNoticeReceiver(c->pg, on_notice, c);
+  /* The next attempt begins one host past the one reached, a standby's too: the hosts before
+   * it in the list did not answer. */
+  if (p->rot.n > 1 && (k = rotation_reached(p, c->pg)) >= 0)
+    p->rot_last = k;
   if (!p->standby_ok && server_in_recovery(c->pg)) {
     conn_reached_standby(c);
     return;
@@ -836,8 +835,6 @@ static void conn_connected(db_conn_t *c) {
     db_log("%s: the server (host %s, port %s) is a primary", c->name, PQhost(c->pg), PQport(c->pg));
     p->on_standby = 0;
   }
-  if (p->rot.n > 1 && (k = rotation_reached(p, c->pg)) >= 0)
-    p->rot_last = k;
   c->tuning = TUNING_OFF;
   c->last_fatal[0] = '\0';
   if (conn_watch(c, UV_READABLE) != 0) {
